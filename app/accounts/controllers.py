@@ -1,0 +1,130 @@
+"""REST API: sign-up, clients, settings."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get, patch, post
+from litestar.di import Provide
+
+from app.accounts.auth import provide_coach_id
+from app.accounts.security import mask_secret
+from app.container import Container
+from app.db import models as m
+
+
+class SignupRequest(msgspec.Struct):
+    coach_name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    email: Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class SignupResponse(msgspec.Struct):
+    coach_id: uuid.UUID
+    api_key: str
+
+
+class ClientCreate(msgspec.Struct):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class ClientCreated(msgspec.Struct):
+    id: uuid.UUID
+    widget_token: str
+
+
+class ClientOut(msgspec.Struct):
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+
+
+class SettingsOut(msgspec.Struct):
+    """Coach settings as the API shows them: the provider key only as ``llm_api_key_hint`` (masked)."""
+
+    name: str
+    persona: str
+    llm_provider: str
+    llm_model: str | None
+    llm_base_url: str | None
+    llm_api_key_set: bool
+    llm_api_key_hint: str | None
+
+
+class SettingsPatch(msgspec.Struct, omit_defaults=True):
+    name: str | None = None
+    persona: Annotated[str, msgspec.Meta(max_length=8000)] | None = None
+    llm_provider: str | None = None
+    llm_model: str | None = None
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+
+
+def settings_out(container: Container, coach: m.Coach) -> SettingsOut:
+    """Serialise a coach's settings without ever exposing the key."""
+    key = container.registry.decrypt_key(coach.llm_api_key_encrypted)
+    return SettingsOut(
+        name=coach.name,
+        persona=coach.persona,
+        llm_provider=coach.llm_provider,
+        llm_model=coach.llm_model,
+        llm_base_url=coach.llm_base_url,
+        llm_api_key_set=key is not None,
+        llm_api_key_hint=mask_secret(key) if key else None,
+    )
+
+
+class AuthController(Controller):
+    path = "/api/v1/auth"
+    tags = ["auth"]
+
+    @post("/signup", status_code=201)
+    async def signup(self, data: SignupRequest, container: Container) -> SignupResponse:
+        """Create a coach account; returns the tenant id and its first API key (shown only once)."""
+        result = await container.accounts.signup(data.coach_name, data.email, data.password)
+        return SignupResponse(coach_id=result.coach_id, api_key=result.api_key)
+
+
+class ClientController(Controller):
+    path = "/api/v1/clients"
+    tags = ["clients"]
+    dependencies = {"coach_id": Provide(provide_coach_id)}
+
+    @post("/", status_code=201)
+    async def create_client(self, data: ClientCreate, coach_id: uuid.UUID, container: Container) -> ClientCreated:
+        """Create a client; returns its widget token (for ``Authorization: Bearer`` on chat calls)."""
+        async with container.tenant(coach_id) as session:
+            client, token = await container.accounts.create_client(session, coach_id, data.name)
+        return ClientCreated(id=client.id, widget_token=token)
+
+    @get("/")
+    async def list_clients(self, coach_id: uuid.UUID, container: Container) -> list[ClientOut]:
+        """The coach's clients, newest first."""
+        async with container.tenant(coach_id) as session:
+            clients = await container.accounts.list_clients(session, coach_id)
+        return [ClientOut(c.id, c.name, c.created_at) for c in clients]
+
+
+class SettingsController(Controller):
+    path = "/api/v1/settings"
+    tags = ["settings"]
+    dependencies = {"coach_id": Provide(provide_coach_id)}
+
+    @get("/")
+    async def get_settings(self, coach_id: uuid.UUID, container: Container) -> SettingsOut:
+        """Persona and provider settings (the key masked)."""
+        async with container.tenant(coach_id) as session:
+            coach = await container.accounts.get_coach(session, coach_id)
+        return settings_out(container, coach)
+
+    @patch("/")
+    async def update_settings(self, data: SettingsPatch, coach_id: uuid.UUID, container: Container) -> SettingsOut:
+        """Change persona and provider settings; the key is stored encrypted and never returned."""
+        async with container.tenant(coach_id) as session:
+            coach = await container.accounts.update_settings(
+                session, coach_id, **msgspec.structs.asdict(data)
+            )
+        return settings_out(container, coach)

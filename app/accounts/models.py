@@ -1,0 +1,64 @@
+"""Coaches (tenants), their dashboard users, API keys, and their clients."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, IdMixin, TenantMixin
+
+
+class Coach(IdMixin, Base):
+    """The tenant. Its ``id`` is the ``coach_id`` every tenant-owned row carries.
+
+    Provider settings: ``llm_provider`` is ``"local"`` (packaged SmolLM2 via llama-cpp-python) or
+    ``"openai"`` (any OpenAI-compatible endpoint: ``llm_base_url``, ``llm_model`` and the coach's own key,
+    stored Fernet-encrypted in ``llm_api_key_encrypted``). ``embedding_provider`` works the same way.
+    """
+
+    __tablename__ = "coaches"
+
+    name: Mapped[str] = mapped_column(String(200))
+    persona: Mapped[str] = mapped_column(Text, default="")
+    llm_provider: Mapped[str] = mapped_column(String(20), default="local")
+    llm_model: Mapped[str | None] = mapped_column(String(200))
+    llm_base_url: Mapped[str | None] = mapped_column(String(500))
+    llm_api_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    embedding_provider: Mapped[str] = mapped_column(String(20), default="local")
+    embedding_model: Mapped[str | None] = mapped_column(String(200))
+    embedding_base_url: Mapped[str | None] = mapped_column(String(500))
+    embedding_api_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class CoachUser(TenantMixin, Base):
+    """A person who logs into the dashboard for a coach. ``password_hash`` is an argon2id PHC string."""
+
+    __tablename__ = "coach_users"
+
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+
+
+class ApiKey(TenantMixin, Base):
+    """A REST API key. Only ``sha256(key)`` is stored; ``prefix`` (first characters) identifies it in lists."""
+
+    __tablename__ = "api_keys"
+
+    name: Mapped[str] = mapped_column(String(100), default="default")
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Client(TenantMixin, Base):
+    """A coachee. The widget token authenticates the client's chat; stored hashed for look-up and
+    Fernet-encrypted so the coach's dashboard can show the widget link again."""
+
+    __tablename__ = "clients"
+
+    name: Mapped[str] = mapped_column(String(200))
+    widget_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    widget_token_encrypted: Mapped[bytes] = mapped_column(LargeBinary)

@@ -1,0 +1,197 @@
+"""Accounts: sign-up, credentials, clients and the coach's settings. Every method takes the tenant explicitly."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.security import SecretBox, hash_password, new_token, token_hash, verify_password
+from app.db import models as m
+from app.db.engine import tenant_session
+from app.errors import Conflict, InvalidInput, NotFound
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MIN_PASSWORD_LENGTH = 8
+LLM_PROVIDERS = ("local", "openai")
+
+
+@dataclass(frozen=True)
+class SignupResult:
+    """A new tenant: its id, the first dashboard user, and the plaintext API key (shown once)."""
+
+    coach_id: uuid.UUID
+    user_id: uuid.UUID
+    api_key: str
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """Who a widget token belongs to."""
+
+    coach_id: uuid.UUID
+    client_id: uuid.UUID
+
+
+class AccountService:
+    """Sign-up and credential look-ups (which run before the tenant is known), clients and settings."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], secrets: SecretBox) -> None:
+        self._sessionmaker = sessionmaker
+        self._secrets = secrets
+
+    async def signup(self, coach_name: str, email: str, password: str) -> SignupResult:
+        """Create a coach (tenant), its first user and API key.
+
+        Raises ``InvalidInput`` for an empty name, a malformed e-mail or a short password, and ``Conflict``
+        when the e-mail is already registered.
+        """
+        coach_name, email = coach_name.strip(), email.strip().lower()
+        if not coach_name:
+            raise InvalidInput("coach_name must not be empty")
+        if not EMAIL_RE.match(email):
+            raise InvalidInput("email is not a valid e-mail address")
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise InvalidInput(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+        coach_id = uuid.uuid4()
+        api_key = new_token("oc")
+        user = m.CoachUser(coach_id=coach_id, email=email, password_hash=hash_password(password))
+        try:
+            async with tenant_session(self._sessionmaker, coach_id) as session:
+                session.add(m.Coach(id=coach_id, name=coach_name, persona=default_persona(coach_name)))
+                await session.flush()
+                session.add(user)
+                session.add(m.ApiKey(coach_id=coach_id, prefix=api_key[:10], key_hash=token_hash(api_key)))
+        except IntegrityError as exc:
+            raise Conflict("an account with this e-mail already exists") from exc
+        return SignupResult(coach_id, user.id, api_key)
+
+    async def login(self, email: str, password: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+        """Check a dashboard password; returns ``(coach_id, user_id)`` or ``None``."""
+        async with self._sessionmaker() as session:
+            row = (
+                await session.execute(
+                    text("SELECT user_id, coach_id, password_hash FROM auth_coach_user(:email)"),
+                    {"email": email.strip()},
+                )
+            ).first()
+        if row is None or not verify_password(row.password_hash, password):
+            return None
+        return row.coach_id, row.user_id
+
+    async def coach_for_api_key(self, api_key: str) -> uuid.UUID | None:
+        """The tenant an API key belongs to, or ``None`` (unknown or revoked)."""
+        async with self._sessionmaker() as session:
+            value = await session.scalar(text("SELECT auth_api_key(:h)"), {"h": token_hash(api_key)})
+        return value if isinstance(value, uuid.UUID) else None
+
+    async def client_for_widget_token(self, token: str) -> ClientIdentity | None:
+        """The client (and tenant) a widget token belongs to, or ``None``."""
+        async with self._sessionmaker() as session:
+            row = (
+                await session.execute(
+                    text("SELECT coach_id, client_id FROM auth_widget_token(:h)"), {"h": token_hash(token)}
+                )
+            ).first()
+        return ClientIdentity(row.coach_id, row.client_id) if row else None
+
+    async def get_coach(self, session: AsyncSession, coach_id: uuid.UUID) -> m.Coach:
+        """The tenant row (RLS already limits ``session`` to it). Raises ``NotFound``."""
+        coach = await session.get(m.Coach, coach_id)
+        if coach is None:
+            raise NotFound("coach not found")
+        return coach
+
+    async def create_client(self, session: AsyncSession, coach_id: uuid.UUID, name: str) -> tuple[m.Client, str]:
+        """Create a client; returns it and its plaintext widget token. Raises ``InvalidInput`` on empty name."""
+        name = name.strip()
+        if not name:
+            raise InvalidInput("name must not be empty")
+        token = new_token("ocw")
+        client = m.Client(
+            coach_id=coach_id,
+            name=name,
+            widget_token_hash=token_hash(token),
+            widget_token_encrypted=self._secrets.encrypt(token),
+        )
+        session.add(client)
+        await session.flush()
+        return client, token
+
+    async def list_clients(self, session: AsyncSession, coach_id: uuid.UUID) -> list[m.Client]:
+        """The coach's clients, newest first."""
+        stmt = select(m.Client).where(m.Client.coach_id == coach_id).order_by(m.Client.created_at.desc())
+        return list((await session.scalars(stmt)).all())
+
+    async def get_client(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> m.Client:
+        """One client of this coach. Raises ``NotFound`` (also for another coach's client)."""
+        client = await session.scalar(
+            select(m.Client).where(m.Client.id == client_id, m.Client.coach_id == coach_id)
+        )
+        if client is None:
+            raise NotFound("client not found")
+        return client
+
+    async def delete_client(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> None:
+        """Delete a client and (by cascade) its conversations. Raises ``NotFound``."""
+        await session.delete(await self.get_client(session, coach_id, client_id))
+
+    def widget_token(self, client: m.Client) -> str:
+        """Decrypt the client's widget token for display in the coach's dashboard."""
+        return self._secrets.decrypt(client.widget_token_encrypted)
+
+    async def update_settings(
+        self,
+        session: AsyncSession,
+        coach_id: uuid.UUID,
+        *,
+        name: str | None = None,
+        persona: str | None = None,
+        llm_provider: str | None = None,
+        llm_model: str | None = None,
+        llm_base_url: str | None = None,
+        llm_api_key: str | None = None,
+    ) -> m.Coach:
+        """Change persona and provider settings; ``None`` leaves a field as is, ``""`` clears an optional one.
+
+        The API key is encrypted before it is stored. Raises ``InvalidInput`` for an unknown provider, an
+        ``openai`` provider without a model, or a base URL that is not http(s).
+        """
+        coach = await self.get_coach(session, coach_id)
+        if name is not None:
+            if not name.strip():
+                raise InvalidInput("name must not be empty")
+            coach.name = name.strip()
+        if persona is not None:
+            coach.persona = persona.strip()
+        if llm_provider is not None:
+            if llm_provider not in LLM_PROVIDERS:
+                raise InvalidInput(f"llm_provider must be one of {', '.join(LLM_PROVIDERS)}")
+            coach.llm_provider = llm_provider
+        if llm_model is not None:
+            coach.llm_model = llm_model.strip() or None
+        if llm_base_url is not None:
+            url = llm_base_url.strip()
+            if url and not url.startswith(("http://", "https://")):
+                raise InvalidInput("llm_base_url must start with http:// or https://")
+            coach.llm_base_url = url or None
+        if llm_api_key is not None:
+            coach.llm_api_key_encrypted = self._secrets.encrypt(llm_api_key.strip()) if llm_api_key.strip() else None
+        if coach.llm_provider == "openai" and not coach.llm_model:
+            raise InvalidInput("llm_model is required for the openai provider")
+        await session.flush()
+        return coach
+
+
+def default_persona(coach_name: str) -> str:
+    """The persona a new coach starts with (editable in settings)."""
+    return (
+        f"You are the AI assistant of {coach_name}, a coach. Answer warmly and concisely, in the coach's "
+        "voice, using the coach's own material when it is relevant. Encourage reflection and small, "
+        "concrete next steps. If you do not know, say so."
+    )
+

@@ -1,0 +1,82 @@
+"""The Litestar application: routes, dependencies, error mapping, templates, static files, sessions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from litestar import Litestar, Request, Response
+from litestar.config.csrf import CSRFConfig
+from litestar.di import Provide
+from litestar.middleware.session.server_side import ServerSideSessionConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.static_files import create_static_files_router
+from litestar.stores.redis import RedisStore
+from litestar.template.config import TemplateConfig
+
+from app.accounts.security import SecretBox
+from app.accounts.controllers import AuthController, ClientController, SettingsController
+from app.chat.controllers import ChatController, ConversationController, chat_socket
+from app.config import Settings
+from app.container import Container
+from app.deps import provide_container
+from app.errors import DomainError
+from app.llm.registry import ProviderRegistry
+from app.rag.controllers import DocumentController
+from app.web.dashboard import CoachPages, DashboardController
+from app.web.widget import WidgetController
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SESSION_MAX_AGE_S = 14 * 24 * 3600
+
+
+def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
+    """Map a service's ``DomainError`` to its HTTP status with the message as ``detail``."""
+    return Response({"status_code": exc.status_code, "detail": exc.message}, status_code=exc.status_code)
+
+
+def create_app(
+    settings: Settings, database_url: str, redis_url: str, *, registry: ProviderRegistry | None = None
+) -> Litestar:
+    """Build the ASGI app. The container (DB pool, Redis, services) is created on start-up and closed on
+    shutdown; ``registry`` lets tests share loaded local models."""
+
+    async def startup(app: Litestar) -> None:
+        app.state.container = await Container.create(settings, database_url, redis_url, registry=registry)
+
+    async def shutdown(app: Litestar) -> None:
+        container: Container | None = getattr(app.state, "container", None)
+        if container is not None:
+            await container.close()
+
+    max_body = int((settings.max_upload_mb * 2 + 1) * 1024 * 1024)
+    return Litestar(
+        route_handlers=[
+            AuthController,
+            ClientController,
+            SettingsController,
+            DocumentController,
+            ChatController,
+            ConversationController,
+            chat_socket,
+            DashboardController,
+            CoachPages,
+            WidgetController,
+            create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"]),
+        ],
+        dependencies={"container": Provide(provide_container, sync_to_thread=False)},
+        exception_handlers={DomainError: domain_error_handler},
+        on_startup=[startup],
+        on_shutdown=[shutdown],
+        template_config=TemplateConfig(directory=PROJECT_ROOT / "templates", engine=JinjaTemplateEngine),
+        stores={"sessions": RedisStore.with_client(redis_url, namespace="opencoach_sessions")},
+        middleware=[
+            ServerSideSessionConfig(max_age=SESSION_MAX_AGE_S, samesite="lax", exclude=["/api", "/ws", "/static"]).middleware
+        ],
+        csrf_config=CSRFConfig(
+            secret=SecretBox.from_settings(settings).derive("csrf"), cookie_name="oc_csrf", header_name="x-csrftoken", exclude=["/api", "/ws", "/static", "/w/"]
+        ),
+        openapi_config=OpenAPIConfig(title="OpenCoach API", version="1.0.0", path="/schema"),
+        request_max_body_size=max_body,
+    )

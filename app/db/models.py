@@ -1,0 +1,25 @@
+"""Every model, importable as one namespace: ``from app.db import models as m``."""
+
+from app.accounts.models import ApiKey, Client, Coach, CoachUser
+from app.chat.models import Conversation, Message, SenderType
+from app.db.base import Base
+from app.rag.models import EMBEDDING_DIMENSIONS, Chunk, Document, DocumentStatus
+
+TENANT_TABLES = ("coach_users", "api_keys", "clients", "documents", "chunks", "conversations", "messages")
+"""Tables keyed by ``coach_id`` under row-level security (``coaches`` is keyed by its own ``id``)."""
+
+__all__ = [
+    "EMBEDDING_DIMENSIONS",
+    "TENANT_TABLES",
+    "ApiKey",
+    "Base",
+    "Chunk",
+    "Client",
+    "Coach",
+    "CoachUser",
+    "Conversation",
+    "Document",
+    "DocumentStatus",
+    "Message",
+    "SenderType",
+]

@@ -1,0 +1,52 @@
+"""The two small protocols every model provider implements, and their value types."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypedDict
+
+
+class ChatMessage(TypedDict):
+    """One message of an OpenAI-style chat prompt."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one completion, as the provider reports (or, locally, counts) them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class ProviderError(Exception):
+    """The model provider failed (network, auth, bad response, timeout). The message is safe to log."""
+
+
+class ChatProvider(Protocol):
+    """Streams a chat completion. ``provider`` names the backend (``local``/``openai``), ``model`` the model."""
+
+    provider: str
+    model: str
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
+    ) -> AsyncIterator[str | Usage]:
+        """Yield text deltas in order, then exactly one ``Usage``. Raises ``ProviderError``."""
+        ...
+
+
+class Embedder(Protocol):
+    """Maps texts to unit-norm vectors of ``dimensions`` floats; inputs longer than ``max_input_tokens``
+    (the model's own tokenizer) are truncated by the model, so chunkers must stay below it."""
+
+    model: str
+    dimensions: int
+    max_input_tokens: int
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Embed a batch: ``len(texts)`` vectors of ``dimensions`` floats. Raises ``ProviderError``."""
+        ...

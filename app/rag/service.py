@@ -1,0 +1,269 @@
+"""Documents: upload, status, delete, and the ingestion job (extract → normalise → chunk → embed → store)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import PurePath
+
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.service import AccountService
+from app.config import Settings
+from app.db import models as m
+from app.db.engine import tenant_session
+from app.errors import InvalidInput, NotFound
+from app.jobs import JobQueue
+from app.llm.base import ProviderError
+from app.llm.registry import ProviderRegistry
+from app.rag.chunking import ChunkSpec, chunk_pages
+from app.rag.extract import ExtractionError, detect_kind, extract_pages
+
+log = logging.getLogger(__name__)
+
+EMBED_BATCH = 64
+PROGRESS_INTERVAL_S = 0.5
+
+
+@dataclass
+class IngestTimings:
+    """Seconds spent per ingestion stage, and the sizes involved (for ``bench/ingest.py``)."""
+
+    pages: int = 0
+    characters: int = 0
+    chunks: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class DocumentService:
+    """Upload and manage a coach's documents; ``ingest`` is the body of the arq job."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        registry: ProviderRegistry,
+        accounts: AccountService,
+        jobs: JobQueue | None,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._settings = settings
+        self._registry = registry
+        self._accounts = accounts
+        self._jobs = jobs
+
+    async def upload(
+        self, coach_id: uuid.UUID, filename: str, content_type: str | None, data: bytes
+    ) -> m.Document:
+        """Store the original and queue ingestion; returns the document (status ``queued``).
+
+        A file over ``MAX_UPLOAD_MB`` is recorded as ``failed`` with the reason, without its bytes.
+        Raises ``InvalidInput`` for a missing file name or an unsupported file type.
+        """
+        filename = PurePath(filename or "").name.strip()
+        if not filename:
+            raise InvalidInput("the upload has no file name")
+        try:
+            detect_kind(filename, content_type)
+        except ExtractionError as exc:
+            raise InvalidInput(str(exc)) from exc
+        limit = int(self._settings.max_upload_mb * 1024 * 1024)
+        too_large = len(data) > limit
+        document = m.Document(
+            coach_id=coach_id,
+            title=PurePath(filename).stem.replace("_", " ").replace("-", " ").strip() or filename,
+            filename=filename,
+            content_type=(content_type or "application/octet-stream")[:100],
+            size_bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            original=b"" if too_large else data,
+            status=m.DocumentStatus.FAILED if too_large else m.DocumentStatus.QUEUED,
+            error=(
+                f"the file is {len(data) / 1048576:.1f} MB, over the "
+                f"{self._settings.max_upload_mb:g} MB upload limit"
+                if too_large
+                else None
+            ),
+            pages_done=0,
+            chunks=0,
+        )
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            session.add(document)
+        if not too_large and self._jobs is not None:
+            await self._jobs.ingest_document(coach_id, document.id)
+        return document
+
+    async def get(self, coach_id: uuid.UUID, document_id: uuid.UUID) -> m.Document:
+        """One document of this coach. Raises ``NotFound`` (also for another coach's id)."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            document = await session.scalar(
+                select(m.Document).where(m.Document.id == document_id, m.Document.coach_id == coach_id)
+            )
+        if document is None:
+            raise NotFound("document not found")
+        return document
+
+    async def list(self, coach_id: uuid.UUID) -> list[m.Document]:
+        """The coach's documents, newest first."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            stmt = (
+                select(m.Document).where(m.Document.coach_id == coach_id).order_by(m.Document.created_at.desc())
+            )
+            return list((await session.scalars(stmt)).all())
+
+    async def delete(self, coach_id: uuid.UUID, document_id: uuid.UUID) -> None:
+        """Delete a document and (ON DELETE CASCADE) its chunks. Raises ``NotFound``."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            result = await session.execute(
+                delete(m.Document).where(m.Document.id == document_id, m.Document.coach_id == coach_id)
+            )
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                raise NotFound("document not found")
+
+    async def count_chunks(self, coach_id: uuid.UUID, document_id: uuid.UUID | None = None) -> int:
+        """Chunks stored for this coach (optionally one document)."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            stmt = select(func.count()).select_from(m.Chunk).where(m.Chunk.coach_id == coach_id)
+            if document_id is not None:
+                stmt = stmt.where(m.Chunk.document_id == document_id)
+            return int(await session.scalar(stmt) or 0)
+
+    async def _set(self, coach_id: uuid.UUID, document_id: uuid.UUID, **values: object) -> None:
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            await session.execute(
+                update(m.Document)
+                .where(m.Document.id == document_id, m.Document.coach_id == coach_id)
+                .values(**values)
+            )
+
+    async def ingest(self, coach_id: uuid.UUID, document_id: uuid.UUID) -> IngestTimings | None:
+        """Run the whole pipeline for one document; safe to run more than once (arq is at-least-once).
+
+        Ends with status ``ready`` (chunks replaced atomically) or ``failed`` with a message. Returns the
+        stage timings, or ``None`` when the document is gone or was already failed at upload.
+        """
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            document = await session.scalar(
+                select(m.Document).where(m.Document.id == document_id, m.Document.coach_id == coach_id)
+            )
+            if document is None or (document.status == m.DocumentStatus.FAILED and not document.original):
+                return None
+            data = await session.scalar(select(m.Document.original).where(m.Document.id == document_id))
+            coach = await self._accounts.get_coach(session, coach_id)
+            kind = detect_kind(document.filename, document.content_type)
+        await self._set(
+            coach_id,
+            document_id,
+            status=m.DocumentStatus.PROCESSING,
+            error=None,
+            pages_done=0,
+            chunks=0,
+            started_at=datetime.now(UTC),
+            finished_at=None,
+        )
+        try:
+            return await self._run_pipeline(coach_id, document_id, coach, kind, data or b"")
+        except (ExtractionError, ProviderError) as exc:
+            await self._fail(coach_id, document_id, str(exc))
+        except Exception as exc:
+            log.exception("ingestion of document %s failed", document_id)
+            await self._fail(coach_id, document_id, f"internal error while processing the file ({type(exc).__name__})")
+        return None
+
+    async def _fail(self, coach_id: uuid.UUID, document_id: uuid.UUID, message: str) -> None:
+        await self._set(
+            coach_id, document_id, status=m.DocumentStatus.FAILED, error=message, finished_at=datetime.now(UTC)
+        )
+
+    async def _run_pipeline(
+        self, coach_id: uuid.UUID, document_id: uuid.UUID, coach: m.Coach, kind: str, data: bytes
+    ) -> IngestTimings:
+        timings = IngestTimings()
+        progress = {"pages": 0, "total": 0}
+
+        def on_page(done: int, total: int) -> None:
+            progress["pages"], progress["total"] = done, total
+
+        async def report() -> None:
+            reported = -1
+            while True:
+                await asyncio.sleep(PROGRESS_INTERVAL_S)
+                if progress["pages"] != reported:
+                    reported = progress["pages"]
+                    await self._set(coach_id, document_id, pages=progress["total"], pages_done=reported)
+
+        started = time.perf_counter()
+        reporter = asyncio.create_task(report())
+        try:
+            pages = await asyncio.to_thread(extract_pages, data, kind, on_page=on_page)
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+        timings.seconds["extract"] = time.perf_counter() - started
+        timings.pages = len(pages)
+        timings.characters = sum(len(p.text) for p in pages)
+        page_count = len(pages) if pages[0].number is not None else None
+        await self._set(coach_id, document_id, pages=page_count, pages_done=len(pages))
+
+        embedder = self._registry.embedder_for(coach)
+        started = time.perf_counter()
+        chunks = chunk_pages(pages, ChunkSpec.for_embedder(embedder.max_input_tokens))
+        timings.seconds["chunk"] = time.perf_counter() - started
+        if not chunks:
+            raise ExtractionError("the file contains no text")
+        timings.chunks = len(chunks)
+
+        started = time.perf_counter()
+        vectors: list[list[float]] = []
+        for start in range(0, len(chunks), EMBED_BATCH):
+            batch = chunks[start : start + EMBED_BATCH]
+            vectors.extend(await embedder.embed([c.text for c in batch]))
+            await self._set(coach_id, document_id, chunks=len(vectors))
+        timings.seconds["embed"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            # one writer per document at a time; the delete + insert makes a re-run replace, not duplicate
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 0))"), {"id": str(document_id)}
+            )
+            if await session.get(m.Document, document_id) is None:  # deleted meanwhile
+                return timings
+            await session.execute(delete(m.Chunk).where(m.Chunk.document_id == document_id))
+            await session.execute(
+                insert(m.Chunk),
+                [
+                    {
+                        "id": uuid.uuid4(),
+                        "coach_id": coach_id,
+                        "document_id": document_id,
+                        "ordinal": c.ordinal,
+                        "page_start": c.page_start,
+                        "page_end": c.page_end,
+                        "text": c.text,
+                        "token_count": c.token_count,
+                        "embedding": vector,
+                    }
+                    for c, vector in zip(chunks, vectors, strict=True)
+                ],
+            )
+            await session.execute(
+                update(m.Document)
+                .where(m.Document.id == document_id)
+                .values(
+                    status=m.DocumentStatus.READY,
+                    chunks=len(chunks),
+                    embedding_model=embedder.model,
+                    finished_at=datetime.now(UTC),
+                )
+            )
+        timings.seconds["store"] = time.perf_counter() - started
+        return timings

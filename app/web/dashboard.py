@@ -1,0 +1,253 @@
+"""Coach dashboard (server-rendered Jinja2 + htmx): sign-up / log-in, documents, clients, conversations,
+settings. Pages call the same services as the REST API."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.response import Redirect, Template
+
+from app.accounts.security import mask_secret
+from app.container import Container
+from app.db import models as m
+from app.errors import DomainError
+from app.rag.controllers import read_upload
+
+ACTIVE_STATUSES = (m.DocumentStatus.QUEUED, m.DocumentStatus.PROCESSING)
+
+
+class LoginRequired(HTTPException):
+    """Raised by :func:`provide_dashboard_coach_id` when the session has no coach; answered by a redirect."""
+
+    status_code = 401
+
+
+def login_redirect(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Send a visitor without a session to the log-in page."""
+    return Redirect("/login")
+
+
+def provide_dashboard_coach_id(request: Request[Any, Any, Any]) -> uuid.UUID:
+    """The logged-in coach from the server-side session, else ``LoginRequired``."""
+    value = request.session.get("coach_id") if request.session else None
+    if not value:
+        raise LoginRequired()
+    return uuid.UUID(value)
+
+
+def _form_str(form: Any, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+class DashboardController(Controller):
+    """HTML pages for coaches. Mutating forms carry the CSRF token (Litestar's CSRF middleware)."""
+
+    include_in_schema = False
+    exception_handlers = {LoginRequired: login_redirect}
+
+    @get("/")
+    async def home(self, request: Request[Any, Any, Any]) -> Redirect:
+        return Redirect("/dashboard/documents" if request.session.get("coach_id") else "/login")
+
+    @get("/signup")
+    async def signup_page(self) -> Template:
+        return Template("dashboard/signup.html", context={"error": None, "form": {}})
+
+    @post("/signup")
+    async def signup(self, request: Request[Any, Any, Any], container: Container) -> Template | Redirect:
+        form = await request.form()
+        try:
+            result = await container.accounts.signup(
+                _form_str(form, "coach_name"), _form_str(form, "email"), _form_str(form, "password")
+            )
+        except DomainError as exc:
+            return Template(
+                "dashboard/signup.html",
+                context={"error": exc.message, "form": {k: _form_str(form, k) for k in ("coach_name", "email")}},
+                status_code=exc.status_code,
+            )
+        request.set_session({"coach_id": str(result.coach_id), "new_api_key": result.api_key})
+        return Redirect("/dashboard/settings")
+
+    @get("/login")
+    async def login_page(self) -> Template:
+        return Template("dashboard/login.html", context={"error": None, "email": ""})
+
+    @post("/login")
+    async def login(self, request: Request[Any, Any, Any], container: Container) -> Template | Redirect:
+        form = await request.form()
+        found = await container.accounts.login(_form_str(form, "email"), _form_str(form, "password"))
+        if found is None:
+            return Template(
+                "dashboard/login.html",
+                context={"error": "wrong e-mail or password", "email": _form_str(form, "email")},
+                status_code=401,
+            )
+        request.set_session({"coach_id": str(found[0])})
+        return Redirect("/dashboard/documents")
+
+    @post("/logout")
+    async def logout(self, request: Request[Any, Any, Any]) -> Redirect:
+        request.clear_session()
+        return Redirect("/login")
+
+
+class CoachPages(Controller):
+    """Pages behind log-in."""
+
+    path = "/dashboard"
+    include_in_schema = False
+    dependencies = {"coach_id": Provide(provide_dashboard_coach_id, sync_to_thread=False)}
+    exception_handlers = {LoginRequired: login_redirect}
+
+    async def _coach(self, container: Container, coach_id: uuid.UUID) -> m.Coach:
+        async with container.tenant(coach_id) as session:
+            return await container.accounts.get_coach(session, coach_id)
+
+    @get("/documents")
+    async def documents(self, coach_id: uuid.UUID, container: Container) -> Template:
+        docs = await container.documents.list(coach_id)
+        return Template(
+            "dashboard/documents.html",
+            context={
+                "coach": await self._coach(container, coach_id),
+                "documents": docs,
+                "active": any(d.status in ACTIVE_STATUSES for d in docs),
+                "error": None,
+                "nav": "documents",
+            },
+        )
+
+    @get("/documents/table")
+    async def documents_table(self, coach_id: uuid.UUID, container: Container) -> Template:
+        """The live status table, polled by htmx every 2 s while a document is queued or processing."""
+        docs = await container.documents.list(coach_id)
+        return Template(
+            "partials/documents_table.html",
+            context={"documents": docs, "active": any(d.status in ACTIVE_STATUSES for d in docs)},
+        )
+
+    @post("/documents")
+    async def upload(self, request: Request[Any, Any, Any], coach_id: uuid.UUID, container: Container) -> Template | Redirect:
+        try:
+            filename, content_type, data = await read_upload(request)
+            await container.documents.upload(coach_id, filename, content_type, data)
+        except DomainError as exc:
+            docs = await container.documents.list(coach_id)
+            return Template(
+                "dashboard/documents.html",
+                context={
+                    "coach": await self._coach(container, coach_id),
+                    "documents": docs,
+                    "active": any(d.status in ACTIVE_STATUSES for d in docs),
+                    "error": exc.message,
+                    "nav": "documents",
+                },
+                status_code=exc.status_code,
+            )
+        return Redirect("/dashboard/documents")
+
+    @post("/documents/{document_id:uuid}/delete")
+    async def delete_document(self, document_id: uuid.UUID, coach_id: uuid.UUID, container: Container) -> Redirect:
+        await container.documents.delete(coach_id, document_id)
+        return Redirect("/dashboard/documents")
+
+    @get("/clients")
+    async def clients(self, coach_id: uuid.UUID, container: Container) -> Template:
+        async with container.tenant(coach_id) as session:
+            coach = await container.accounts.get_coach(session, coach_id)
+            clients = await container.accounts.list_clients(session, coach_id)
+        rows = [(c, container.accounts.widget_token(c)) for c in clients]
+        return Template(
+            "dashboard/clients.html",
+            context={"coach": coach, "clients": rows, "public_url": container.settings.public_url, "nav": "clients"},
+        )
+
+    @post("/clients")
+    async def create_client(self, request: Request[Any, Any, Any], coach_id: uuid.UUID, container: Container) -> Redirect:
+        form = await request.form()
+        async with container.tenant(coach_id) as session:
+            await container.accounts.create_client(session, coach_id, _form_str(form, "name") or "New client")
+        return Redirect("/dashboard/clients")
+
+    @get("/conversations")
+    async def conversations(self, coach_id: uuid.UUID, container: Container) -> Template:
+        return Template(
+            "dashboard/conversations.html",
+            context={
+                "coach": await self._coach(container, coach_id),
+                "rows": await container.chat.list_conversations(coach_id),
+                "nav": "conversations",
+            },
+        )
+
+    @get("/conversations/{conversation_id:uuid}")
+    async def conversation(self, conversation_id: uuid.UUID, coach_id: uuid.UUID, container: Container) -> Template:
+        conversation, messages = await container.chat.get_conversation(coach_id, conversation_id)
+        async with container.tenant(coach_id) as session:
+            coach = await container.accounts.get_coach(session, coach_id)
+            client = await container.accounts.get_client(session, coach_id, conversation.client_id)
+        return Template(
+            "dashboard/conversation.html",
+            context={
+                "coach": coach,
+                "conversation": conversation,
+                "client": client,
+                "messages": messages,
+                "nav": "conversations",
+            },
+        )
+
+    @get("/settings")
+    async def settings_page(self, request: Request[Any, Any, Any], coach_id: uuid.UUID, container: Container) -> Template:
+        new_api_key = request.session.pop("new_api_key", None)
+        if new_api_key:
+            request.set_session(dict(request.session))
+        coach = await self._coach(container, coach_id)
+        return Template("dashboard/settings.html", context=self._settings_context(container, coach, new_api_key, None))
+
+    @post("/settings")
+    async def save_settings(self, request: Request[Any, Any, Any], coach_id: uuid.UUID, container: Container) -> Template:
+        form = await request.form()
+        error = None
+        try:
+            async with container.tenant(coach_id) as session:
+                coach = await container.accounts.update_settings(
+                    session,
+                    coach_id,
+                    name=_form_str(form, "name"),
+                    persona=_form_str(form, "persona"),
+                    llm_provider=_form_str(form, "llm_provider") or "local",
+                    llm_model=_form_str(form, "llm_model"),
+                    llm_base_url=_form_str(form, "llm_base_url"),
+                    # an empty key field keeps the stored key; "clear" removes it
+                    llm_api_key=(
+                        ""
+                        if form.get("clear_key")
+                        else (_form_str(form, "llm_api_key") or None)
+                    ),
+                )
+        except DomainError as exc:
+            error = exc.message
+            coach = await self._coach(container, coach_id)
+        context = self._settings_context(container, coach, None, error)
+        context["saved"] = error is None
+        return Template("dashboard/settings.html", context=context, status_code=400 if error else 200)
+
+    def _settings_context(
+        self, container: Container, coach: m.Coach, new_api_key: str | None, error: str | None
+    ) -> dict[str, Any]:
+        key = container.registry.decrypt_key(coach.llm_api_key_encrypted)
+        return {
+            "coach": coach,
+            "key_hint": mask_secret(key) if key else None,
+            "new_api_key": new_api_key,
+            "error": error,
+            "saved": False,
+            "nav": "settings",
+        }

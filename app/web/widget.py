@@ -1,0 +1,44 @@
+"""The client's chat widget: a full page per client (``/w/<widget_token>``), which the embeddable
+``static/widget.js`` snippet opens in an iframe. Messages travel over the ``/ws/chat`` WebSocket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, get
+from litestar.response import Template
+
+from app.chat.service import MAX_MESSAGE_CHARS
+from app.container import Container
+
+
+class WidgetController(Controller):
+    path = "/w"
+    include_in_schema = False
+
+    @get("/{token:str}")
+    async def widget_page(self, token: str, container: Container) -> Template:
+        """The chat page; 404 page for an unknown token. Shows the client's latest conversation."""
+        identity = await container.accounts.client_for_widget_token(token)
+        if identity is None:
+            return Template("widget/invalid.html", status_code=404)
+        async with container.tenant(identity.coach_id) as session:
+            coach = await container.accounts.get_coach(session, identity.coach_id)
+        conversations = await container.chat.list_conversations(identity.coach_id, identity.client_id)
+        messages: list[Any] = []
+        conversation_id = None
+        if conversations:
+            conversation_id = conversations[0][0].id
+            _, messages = await container.chat.get_conversation(
+                identity.coach_id, conversation_id, client_id=identity.client_id
+            )
+        return Template(
+            "widget/chat.html",
+            context={
+                "coach": coach,
+                "token": token,
+                "conversation_id": conversation_id,
+                "messages": messages,
+                "max_chars": MAX_MESSAGE_CHARS,
+            },
+        )

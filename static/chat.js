@@ -1,0 +1,92 @@
+// Widget page: sends the client's messages over the /ws/chat WebSocket and renders streamed replies.
+(function () {
+  "use strict";
+  var log = document.getElementById("log");
+  var form = document.getElementById("composer");
+  var input = document.getElementById("text");
+  var sendButton = document.getElementById("send");
+  var statusLine = document.getElementById("status");
+  var token = log.dataset.token;
+  var conversationId = log.dataset.conversation || null;
+  var socket = null;
+  var current = null;   // the AI message element being streamed into
+  var queue = [];
+
+  function bubble(kind, label, text) {
+    var el = document.createElement("div");
+    el.className = "msg " + kind;
+    var who = document.createElement("div");
+    who.className = "who";
+    who.textContent = label;
+    var body = document.createElement("div");
+    body.className = "text";
+    body.textContent = text;
+    el.appendChild(who);
+    el.appendChild(body);
+    log.appendChild(el);
+    log.scrollTop = log.scrollHeight;
+    return el;
+  }
+
+  function citations(el, items) {
+    if (!items || !items.length) return;
+    var list = document.createElement("ol");
+    list.className = "citations";
+    items.forEach(function (c) {
+      var li = document.createElement("li");
+      li.textContent = c.title + (c.page ? ", p. " + c.page : "");
+      list.appendChild(li);
+    });
+    el.appendChild(list);
+  }
+
+  function connect() {
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + location.host + "/ws/chat?token=" + encodeURIComponent(token));
+    socket.onopen = function () {
+      statusLine.textContent = "";
+      while (queue.length) socket.send(queue.shift());
+    };
+    socket.onmessage = function (event) {
+      var data = JSON.parse(event.data);
+      if (data.type === "token") {
+        if (!current) current = bubble("ai", "AI assistant", "");
+        current.querySelector(".text").textContent += data.text;
+        log.scrollTop = log.scrollHeight;
+      } else if (data.type === "done") {
+        if (!current) current = bubble("ai", "AI assistant", "");
+        current.querySelector(".text").textContent = data.reply;
+        citations(current, data.citations);
+        current.dataset.messageId = data.message_id;
+        conversationId = data.conversation_id;
+        current = null;
+        sendButton.disabled = false;
+        statusLine.textContent = "";
+      } else if (data.type === "error") {
+        statusLine.textContent = data.message;
+        current = null;
+        sendButton.disabled = false;
+      }
+    };
+    socket.onclose = function () {
+      statusLine.textContent = "Reconnecting…";
+      setTimeout(connect, 1500);
+    };
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    var text = input.value.trim();
+    if (!text) return;
+    bubble("client", "You", text);
+    input.value = "";
+    sendButton.disabled = true;
+    statusLine.textContent = "Thinking…";
+    var payload = JSON.stringify(conversationId ? { text: text, conversation_id: conversationId } : { text: text });
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(payload); else queue.push(payload);
+  });
+  input.addEventListener("keydown", function (event) {
+    if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); form.requestSubmit(); }
+  });
+  connect();
+})();
