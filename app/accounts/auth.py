@@ -16,7 +16,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 
 from app.accounts.service import ClientIdentity
-from app.container import Container
+from app.deps import ContainerDep
 
 
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
@@ -29,7 +29,7 @@ def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     return query_token.strip() if query_token else None
 
 
-async def provide_coach_id(request: Request[Any, Any, Any], container: Container) -> uuid.UUID:
+async def provide_coach_id(request: Request[Any, Any, Any], container: ContainerDep) -> uuid.UUID:
     """The tenant of the request's API key. Raises 401 when missing or invalid."""
     token = bearer_token(request)
     if not token:
@@ -40,7 +40,7 @@ async def provide_coach_id(request: Request[Any, Any, Any], container: Container
     return coach_id
 
 
-async def identify_client(connection: ASGIConnection[Any, Any, Any, Any], container: Container) -> ClientIdentity:
+async def identify_client(connection: ASGIConnection[Any, Any, Any, Any], container: ContainerDep) -> ClientIdentity:
     """The client (and tenant) of a request's or socket's widget token. Raises 401 when missing or invalid."""
     token = bearer_token(connection)
     if not token:
@@ -51,6 +51,6 @@ async def identify_client(connection: ASGIConnection[Any, Any, Any, Any], contai
     return identity
 
 
-async def provide_client_identity(request: Request[Any, Any, Any], container: Container) -> ClientIdentity:
+async def provide_client_identity(request: Request[Any, Any, Any], container: ContainerDep) -> ClientIdentity:
     """Dependency form of :func:`identify_client` for HTTP handlers."""
     return await identify_client(request, container)

@@ -9,11 +9,12 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, get, patch, post
 from litestar.di import Provide
+from litestar.params import JSONBody
 
 from app.accounts.auth import provide_coach_id
 from app.accounts.security import mask_secret
-from app.container import Container
 from app.db import models as m
+from app.deps import CoachId, ContainerDep
 
 
 class SignupRequest(msgspec.Struct):
@@ -63,7 +64,7 @@ class SettingsPatch(msgspec.Struct, omit_defaults=True):
     llm_api_key: str | None = None
 
 
-def settings_out(container: Container, coach: m.Coach) -> SettingsOut:
+def settings_out(container: ContainerDep, coach: m.Coach) -> SettingsOut:
     """Serialise a coach's settings without ever exposing the key."""
     key = container.registry.decrypt_key(coach.llm_api_key_encrypted)
     return SettingsOut(
@@ -82,7 +83,7 @@ class AuthController(Controller):
     tags = ["auth"]
 
     @post("/signup", status_code=201)
-    async def signup(self, data: SignupRequest, container: Container) -> SignupResponse:
+    async def signup(self, data: JSONBody[SignupRequest], container: ContainerDep) -> SignupResponse:
         """Create a coach account; returns the tenant id and its first API key (shown only once)."""
         result = await container.accounts.signup(data.coach_name, data.email, data.password)
         return SignupResponse(coach_id=result.coach_id, api_key=result.api_key)
@@ -94,14 +95,14 @@ class ClientController(Controller):
     dependencies = {"coach_id": Provide(provide_coach_id)}
 
     @post("/", status_code=201)
-    async def create_client(self, data: ClientCreate, coach_id: uuid.UUID, container: Container) -> ClientCreated:
+    async def create_client(self, data: JSONBody[ClientCreate], coach_id: CoachId, container: ContainerDep) -> ClientCreated:
         """Create a client; returns its widget token (for ``Authorization: Bearer`` on chat calls)."""
         async with container.tenant(coach_id) as session:
             client, token = await container.accounts.create_client(session, coach_id, data.name)
         return ClientCreated(id=client.id, widget_token=token)
 
     @get("/")
-    async def list_clients(self, coach_id: uuid.UUID, container: Container) -> list[ClientOut]:
+    async def list_clients(self, coach_id: CoachId, container: ContainerDep) -> list[ClientOut]:
         """The coach's clients, newest first."""
         async with container.tenant(coach_id) as session:
             clients = await container.accounts.list_clients(session, coach_id)
@@ -114,17 +115,15 @@ class SettingsController(Controller):
     dependencies = {"coach_id": Provide(provide_coach_id)}
 
     @get("/")
-    async def get_settings(self, coach_id: uuid.UUID, container: Container) -> SettingsOut:
+    async def get_settings(self, coach_id: CoachId, container: ContainerDep) -> SettingsOut:
         """Persona and provider settings (the key masked)."""
         async with container.tenant(coach_id) as session:
             coach = await container.accounts.get_coach(session, coach_id)
         return settings_out(container, coach)
 
     @patch("/")
-    async def update_settings(self, data: SettingsPatch, coach_id: uuid.UUID, container: Container) -> SettingsOut:
+    async def update_settings(self, data: JSONBody[SettingsPatch], coach_id: CoachId, container: ContainerDep) -> SettingsOut:
         """Change persona and provider settings; the key is stored encrypted and never returned."""
         async with container.tenant(coach_id) as session:
-            coach = await container.accounts.update_settings(
-                session, coach_id, **msgspec.structs.asdict(data)
-            )
+            coach = await container.accounts.update_settings(session, coach_id, **msgspec.structs.asdict(data))
         return settings_out(container, coach)

@@ -129,9 +129,7 @@ class AccountService:
 
     async def get_client(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> m.Client:
         """One client of this coach. Raises ``NotFound`` (also for another coach's client)."""
-        client = await session.scalar(
-            select(m.Client).where(m.Client.id == client_id, m.Client.coach_id == coach_id)
-        )
+        client = await session.scalar(select(m.Client).where(m.Client.id == client_id, m.Client.coach_id == coach_id))
         if client is None:
             raise NotFound("client not found")
         return client
@@ -194,4 +192,3 @@ def default_persona(coach_name: str) -> str:
         "voice, using the coach's own material when it is relevant. Encourage reflection and small, "
         "concrete next steps. If you do not know, say so."
     )
-

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, WebSocket, get, post, websocket
 from litestar.di import Provide
+from litestar.params import JSONBody
 from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
 
 from app.accounts.auth import identify_client, provide_client_identity, provide_coach_id
@@ -17,6 +18,7 @@ from app.accounts.service import ClientIdentity
 from app.chat.service import MAX_MESSAGE_CHARS, TurnResult
 from app.container import Container
 from app.db import models as m
+from app.deps import ClientIdentityDep, CoachId, ContainerDep, PathId
 from app.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ def message_out(msg: m.Message) -> MessageOut:
 
 
 async def run_turn(
-    container: Container, identity: ClientIdentity, text: str, conversation_id: uuid.UUID | None, channel: str
+    container: ContainerDep, identity: ClientIdentity, text: str, conversation_id: uuid.UUID | None, channel: str
 ) -> TurnResult:
     """Run a whole turn without streaming (REST, Telegram)."""
     async for item in container.chat.turn(
@@ -84,7 +86,7 @@ class ChatController(Controller):
     dependencies = {"identity": Provide(provide_client_identity)}
 
     @post("/", status_code=200)
-    async def chat(self, data: ChatRequest, identity: ClientIdentity, container: Container) -> ChatResponse:
+    async def chat(self, data: JSONBody[ChatRequest], identity: ClientIdentityDep, container: ContainerDep) -> ChatResponse:
         """One client turn, unstreamed (the same turn as the WebSocket). Auth: the client's widget token."""
         result = await run_turn(container, identity, data.text, data.conversation_id, "api")
         return ChatResponse(result.conversation_id, result.message_id, result.reply, result.citations, result.metadata)
@@ -96,7 +98,7 @@ class ConversationController(Controller):
     dependencies = {"coach_id": Provide(provide_coach_id)}
 
     @get("/")
-    async def list_conversations(self, coach_id: uuid.UUID, container: Container) -> list[ConversationSummary]:
+    async def list_conversations(self, coach_id: CoachId, container: ContainerDep) -> list[ConversationSummary]:
         """The coach's conversations, most recent first."""
         rows = await container.chat.list_conversations(coach_id)
         return [
@@ -105,7 +107,7 @@ class ConversationController(Controller):
 
     @get("/{conversation_id:uuid}")
     async def get_conversation(
-        self, conversation_id: uuid.UUID, coach_id: uuid.UUID, container: Container
+        self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep
     ) -> ConversationOut:
         """A full transcript with citations and attribution metadata."""
         conversation, messages = await container.chat.get_conversation(coach_id, conversation_id)
@@ -122,7 +124,7 @@ _decoder = msgspec.json.Decoder(ChatRequest)
 
 
 @websocket("/ws/chat")
-async def chat_socket(socket: WebSocket[Any, Any, Any], container: Container) -> None:
+async def chat_socket(socket: WebSocket[Any, Any, Any], container: ContainerDep) -> None:
     """Streamed chat for the widget. Auth: ``?token=<widget_token>``.
 
     Client → server: ``{"text": "...", "conversation_id"?: "..."}``.

@@ -35,9 +35,7 @@ class LlamaCppChatProvider:
 
         path = model_path or smollm2_path()
         self.model = path.stem
-        self._llama = Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(), verbose=False
-        )
+        self._llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(), verbose=False)
         self._lock = asyncio.Lock()
         self.n_ctx = n_ctx
 

@@ -54,9 +54,7 @@ def detect_kind(filename: str, content_type: str | None) -> str:
     raise ExtractionError(f"unsupported file type for {filename!r}: upload a PDF, .txt or .md file")
 
 
-def extract_pages(
-    data: bytes, kind: str, *, on_page: Callable[[int, int], None] | None = None
-) -> list[Page]:
+def extract_pages(data: bytes, kind: str, *, on_page: Callable[[int, int], None] | None = None) -> list[Page]:
     """Extract the pages of ``data``. ``on_page(done, total)`` reports PDF progress.
 
     Raises ``ExtractionError``: empty file, not really a PDF, damaged PDF, password-protected PDF,
@@ -103,7 +101,5 @@ def _extract_pdf(data: bytes, on_page: Callable[[int, int], None] | None) -> lis
         if on_page:
             on_page(index + 1, total)
     if not any(p.text.strip() for p in pages):
-        raise ExtractionError(
-            "the PDF has no text layer (it looks like a scan); run OCR on it and upload the result"
-        )
+        raise ExtractionError("the PDF has no text layer (it looks like a scan); run OCR on it and upload the result")
     return pages

@@ -57,9 +57,7 @@ async def retrieve(
     """
     n = k * CANDIDATES_PER_K
     await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-    docs = select(m.Document.id).where(
-        m.Document.coach_id == coach_id, m.Document.embedding_model == embedding_model
-    )
+    docs = select(m.Document.id).where(m.Document.coach_id == coach_id, m.Document.embedding_model == embedding_model)
     distance = m.Chunk.embedding.cosine_distance(query_embedding)
     nearest = (
         select(m.Chunk.id.label("id"), distance.label("distance"))

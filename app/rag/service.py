@@ -59,9 +59,7 @@ class DocumentService:
         self._accounts = accounts
         self._jobs = jobs
 
-    async def upload(
-        self, coach_id: uuid.UUID, filename: str, content_type: str | None, data: bytes
-    ) -> m.Document:
+    async def upload(self, coach_id: uuid.UUID, filename: str, content_type: str | None, data: bytes) -> m.Document:
         """Store the original and queue ingestion; returns the document (status ``queued``).
 
         A file over ``MAX_UPLOAD_MB`` is recorded as ``failed`` with the reason, without its bytes.
@@ -86,8 +84,7 @@ class DocumentService:
             original=b"" if too_large else data,
             status=m.DocumentStatus.FAILED if too_large else m.DocumentStatus.QUEUED,
             error=(
-                f"the file is {len(data) / 1048576:.1f} MB, over the "
-                f"{self._settings.max_upload_mb:g} MB upload limit"
+                f"the file is {len(data) / 1048576:.1f} MB, over the {self._settings.max_upload_mb:g} MB upload limit"
                 if too_large
                 else None
             ),
@@ -113,9 +110,7 @@ class DocumentService:
     async def list(self, coach_id: uuid.UUID) -> list[m.Document]:
         """The coach's documents, newest first."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            stmt = (
-                select(m.Document).where(m.Document.coach_id == coach_id).order_by(m.Document.created_at.desc())
-            )
+            stmt = select(m.Document).where(m.Document.coach_id == coach_id).order_by(m.Document.created_at.desc())
             return list((await session.scalars(stmt)).all())
 
     async def delete(self, coach_id: uuid.UUID, document_id: uuid.UUID) -> None:
@@ -138,9 +133,7 @@ class DocumentService:
     async def _set(self, coach_id: uuid.UUID, document_id: uuid.UUID, **values: object) -> None:
         async with tenant_session(self._sessionmaker, coach_id) as session:
             await session.execute(
-                update(m.Document)
-                .where(m.Document.id == document_id, m.Document.coach_id == coach_id)
-                .values(**values)
+                update(m.Document).where(m.Document.id == document_id, m.Document.coach_id == coach_id).values(**values)
             )
 
     async def ingest(self, coach_id: uuid.UUID, document_id: uuid.UUID) -> IngestTimings | None:

@@ -14,6 +14,7 @@ from litestar.response import Redirect, Template
 from app.accounts.security import mask_secret
 from app.container import Container
 from app.db import models as m
+from app.deps import CoachId, ContainerDep, PathId
 from app.errors import DomainError
 from app.rag.controllers import read_upload
 
@@ -59,7 +60,7 @@ class DashboardController(Controller):
         return Template("dashboard/signup.html", context={"error": None, "form": {}})
 
     @post("/signup")
-    async def signup(self, request: Request[Any, Any, Any], container: Container) -> Template | Redirect:
+    async def signup(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template | Redirect:
         form = await request.form()
         try:
             result = await container.accounts.signup(
@@ -79,7 +80,7 @@ class DashboardController(Controller):
         return Template("dashboard/login.html", context={"error": None, "email": ""})
 
     @post("/login")
-    async def login(self, request: Request[Any, Any, Any], container: Container) -> Template | Redirect:
+    async def login(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template | Redirect:
         form = await request.form()
         found = await container.accounts.login(_form_str(form, "email"), _form_str(form, "password"))
         if found is None:
@@ -110,7 +111,7 @@ class CoachPages(Controller):
             return await container.accounts.get_coach(session, coach_id)
 
     @get("/documents")
-    async def documents(self, coach_id: uuid.UUID, container: Container) -> Template:
+    async def documents(self, coach_id: CoachId, container: ContainerDep) -> Template:
         docs = await container.documents.list(coach_id)
         return Template(
             "dashboard/documents.html",
@@ -124,7 +125,7 @@ class CoachPages(Controller):
         )
 
     @get("/documents/table")
-    async def documents_table(self, coach_id: uuid.UUID, container: Container) -> Template:
+    async def documents_table(self, coach_id: CoachId, container: ContainerDep) -> Template:
         """The live status table, polled by htmx every 2 s while a document is queued or processing."""
         docs = await container.documents.list(coach_id)
         return Template(
@@ -133,7 +134,9 @@ class CoachPages(Controller):
         )
 
     @post("/documents")
-    async def upload(self, request: Request[Any, Any, Any], coach_id: uuid.UUID, container: Container) -> Template | Redirect:
+    async def upload(
+        self, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
+    ) -> Template | Redirect:
         try:
             filename, content_type, data = await read_upload(request)
             await container.documents.upload(coach_id, filename, content_type, data)
@@ -153,12 +156,12 @@ class CoachPages(Controller):
         return Redirect("/dashboard/documents")
 
     @post("/documents/{document_id:uuid}/delete")
-    async def delete_document(self, document_id: uuid.UUID, coach_id: uuid.UUID, container: Container) -> Redirect:
+    async def delete_document(self, document_id: PathId, coach_id: CoachId, container: ContainerDep) -> Redirect:
         await container.documents.delete(coach_id, document_id)
         return Redirect("/dashboard/documents")
 
     @get("/clients")
-    async def clients(self, coach_id: uuid.UUID, container: Container) -> Template:
+    async def clients(self, coach_id: CoachId, container: ContainerDep) -> Template:
         async with container.tenant(coach_id) as session:
             coach = await container.accounts.get_coach(session, coach_id)
             clients = await container.accounts.list_clients(session, coach_id)
@@ -169,14 +172,16 @@ class CoachPages(Controller):
         )
 
     @post("/clients")
-    async def create_client(self, request: Request[Any, Any, Any], coach_id: uuid.UUID, container: Container) -> Redirect:
+    async def create_client(
+        self, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
+    ) -> Redirect:
         form = await request.form()
         async with container.tenant(coach_id) as session:
             await container.accounts.create_client(session, coach_id, _form_str(form, "name") or "New client")
         return Redirect("/dashboard/clients")
 
     @get("/conversations")
-    async def conversations(self, coach_id: uuid.UUID, container: Container) -> Template:
+    async def conversations(self, coach_id: CoachId, container: ContainerDep) -> Template:
         return Template(
             "dashboard/conversations.html",
             context={
@@ -187,7 +192,7 @@ class CoachPages(Controller):
         )
 
     @get("/conversations/{conversation_id:uuid}")
-    async def conversation(self, conversation_id: uuid.UUID, coach_id: uuid.UUID, container: Container) -> Template:
+    async def conversation(self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep) -> Template:
         conversation, messages = await container.chat.get_conversation(coach_id, conversation_id)
         async with container.tenant(coach_id) as session:
             coach = await container.accounts.get_coach(session, coach_id)
@@ -204,7 +209,9 @@ class CoachPages(Controller):
         )
 
     @get("/settings")
-    async def settings_page(self, request: Request[Any, Any, Any], coach_id: uuid.UUID, container: Container) -> Template:
+    async def settings_page(
+        self, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
+    ) -> Template:
         new_api_key = request.session.pop("new_api_key", None)
         if new_api_key:
             request.set_session(dict(request.session))
@@ -212,7 +219,9 @@ class CoachPages(Controller):
         return Template("dashboard/settings.html", context=self._settings_context(container, coach, new_api_key, None))
 
     @post("/settings")
-    async def save_settings(self, request: Request[Any, Any, Any], coach_id: uuid.UUID, container: Container) -> Template:
+    async def save_settings(
+        self, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
+    ) -> Template:
         form = await request.form()
         error = None
         try:
@@ -226,11 +235,7 @@ class CoachPages(Controller):
                     llm_model=_form_str(form, "llm_model"),
                     llm_base_url=_form_str(form, "llm_base_url"),
                     # an empty key field keeps the stored key; "clear" removes it
-                    llm_api_key=(
-                        ""
-                        if form.get("clear_key")
-                        else (_form_str(form, "llm_api_key") or None)
-                    ),
+                    llm_api_key=("" if form.get("clear_key") else (_form_str(form, "llm_api_key") or None)),
                 )
         except DomainError as exc:
             error = exc.message
@@ -240,7 +245,7 @@ class CoachPages(Controller):
         return Template("dashboard/settings.html", context=context, status_code=400 if error else 200)
 
     def _settings_context(
-        self, container: Container, coach: m.Coach, new_api_key: str | None, error: str | None
+        self, container: ContainerDep, coach: m.Coach, new_api_key: str | None, error: str | None
     ) -> dict[str, Any]:
         key = container.registry.decrypt_key(coach.llm_api_key_encrypted)
         return {

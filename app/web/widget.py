@@ -9,7 +9,7 @@ from litestar import Controller, get
 from litestar.response import Template
 
 from app.chat.service import MAX_MESSAGE_CHARS
-from app.container import Container
+from app.deps import ContainerDep, PathStr
 
 
 class WidgetController(Controller):
@@ -17,7 +17,7 @@ class WidgetController(Controller):
     include_in_schema = False
 
     @get("/{token:str}")
-    async def widget_page(self, token: str, container: Container) -> Template:
+    async def widget_page(self, token: PathStr, container: ContainerDep) -> Template:
         """The chat page; 404 page for an unknown token. Shows the client's latest conversation."""
         identity = await container.accounts.client_for_widget_token(token)
         if identity is None:

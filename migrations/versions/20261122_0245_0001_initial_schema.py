@@ -1,7 +1,7 @@
 """initial schema: vector extension, accounts, documents/chunks, chat; row-level security
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-22 02:45:57.876091
 """
 
@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql
 from app.db.models import TENANT_TABLES
 from app.runtime import APP_ROLE
 
-revision: str = '0001'
+revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -26,130 +26,171 @@ CREDENTIAL_TABLES = ("api_keys", "clients", "coach_users")
 
 def upgrade() -> None:
     op.execute("CREATE EXTENSION IF NOT EXISTS vector")
-    op.create_table('coaches',
-    sa.Column('name', sa.String(length=200), nullable=False),
-    sa.Column('persona', sa.Text(), nullable=False),
-    sa.Column('llm_provider', sa.String(length=20), nullable=False),
-    sa.Column('llm_model', sa.String(length=200), nullable=True),
-    sa.Column('llm_base_url', sa.String(length=500), nullable=True),
-    sa.Column('llm_api_key_encrypted', sa.LargeBinary(), nullable=True),
-    sa.Column('embedding_provider', sa.String(length=20), nullable=False),
-    sa.Column('embedding_model', sa.String(length=200), nullable=True),
-    sa.Column('embedding_base_url', sa.String(length=500), nullable=True),
-    sa.Column('embedding_api_key_encrypted', sa.LargeBinary(), nullable=True),
-    sa.Column('id', sa.UUID(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_coaches'))
+    op.create_table(
+        "coaches",
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("persona", sa.Text(), nullable=False),
+        sa.Column("llm_provider", sa.String(length=20), nullable=False),
+        sa.Column("llm_model", sa.String(length=200), nullable=True),
+        sa.Column("llm_base_url", sa.String(length=500), nullable=True),
+        sa.Column("llm_api_key_encrypted", sa.LargeBinary(), nullable=True),
+        sa.Column("embedding_provider", sa.String(length=20), nullable=False),
+        sa.Column("embedding_model", sa.String(length=200), nullable=True),
+        sa.Column("embedding_base_url", sa.String(length=500), nullable=True),
+        sa.Column("embedding_api_key_encrypted", sa.LargeBinary(), nullable=True),
+        sa.Column("id", sa.UUID(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_coaches")),
     )
-    op.create_table('api_keys',
-    sa.Column('name', sa.String(length=100), nullable=False),
-    sa.Column('prefix', sa.String(length=16), nullable=False),
-    sa.Column('key_hash', sa.String(length=64), nullable=False),
-    sa.Column('last_used_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('coach_id', sa.UUID(), nullable=False),
-    sa.Column('id', sa.UUID(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.ForeignKeyConstraint(['coach_id'], ['coaches.id'], name=op.f('fk_api_keys_coach_id_coaches'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_api_keys')),
-    sa.UniqueConstraint('key_hash', name=op.f('uq_api_keys_key_hash'))
+    op.create_table(
+        "api_keys",
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("prefix", sa.String(length=16), nullable=False),
+        sa.Column("key_hash", sa.String(length=64), nullable=False),
+        sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("coach_id", sa.UUID(), nullable=False),
+        sa.Column("id", sa.UUID(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["coach_id"], ["coaches.id"], name=op.f("fk_api_keys_coach_id_coaches"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
+        sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
     )
-    op.create_index(op.f('ix_api_keys_coach_id'), 'api_keys', ['coach_id'], unique=False)
-    op.create_table('clients',
-    sa.Column('name', sa.String(length=200), nullable=False),
-    sa.Column('widget_token_hash', sa.String(length=64), nullable=False),
-    sa.Column('widget_token_encrypted', sa.LargeBinary(), nullable=False),
-    sa.Column('coach_id', sa.UUID(), nullable=False),
-    sa.Column('id', sa.UUID(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.ForeignKeyConstraint(['coach_id'], ['coaches.id'], name=op.f('fk_clients_coach_id_coaches'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_clients')),
-    sa.UniqueConstraint('widget_token_hash', name=op.f('uq_clients_widget_token_hash'))
+    op.create_index(op.f("ix_api_keys_coach_id"), "api_keys", ["coach_id"], unique=False)
+    op.create_table(
+        "clients",
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("widget_token_hash", sa.String(length=64), nullable=False),
+        sa.Column("widget_token_encrypted", sa.LargeBinary(), nullable=False),
+        sa.Column("coach_id", sa.UUID(), nullable=False),
+        sa.Column("id", sa.UUID(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["coach_id"], ["coaches.id"], name=op.f("fk_clients_coach_id_coaches"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_clients")),
+        sa.UniqueConstraint("widget_token_hash", name=op.f("uq_clients_widget_token_hash")),
     )
-    op.create_index(op.f('ix_clients_coach_id'), 'clients', ['coach_id'], unique=False)
-    op.create_table('coach_users',
-    sa.Column('email', sa.String(length=320), nullable=False),
-    sa.Column('password_hash', sa.String(length=200), nullable=False),
-    sa.Column('coach_id', sa.UUID(), nullable=False),
-    sa.Column('id', sa.UUID(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.ForeignKeyConstraint(['coach_id'], ['coaches.id'], name=op.f('fk_coach_users_coach_id_coaches'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_coach_users')),
-    sa.UniqueConstraint('email', name=op.f('uq_coach_users_email'))
+    op.create_index(op.f("ix_clients_coach_id"), "clients", ["coach_id"], unique=False)
+    op.create_table(
+        "coach_users",
+        sa.Column("email", sa.String(length=320), nullable=False),
+        sa.Column("password_hash", sa.String(length=200), nullable=False),
+        sa.Column("coach_id", sa.UUID(), nullable=False),
+        sa.Column("id", sa.UUID(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["coach_id"], ["coaches.id"], name=op.f("fk_coach_users_coach_id_coaches"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_coach_users")),
+        sa.UniqueConstraint("email", name=op.f("uq_coach_users_email")),
     )
-    op.create_index(op.f('ix_coach_users_coach_id'), 'coach_users', ['coach_id'], unique=False)
-    op.create_table('documents',
-    sa.Column('title', sa.String(length=300), nullable=False),
-    sa.Column('filename', sa.String(length=300), nullable=False),
-    sa.Column('content_type', sa.String(length=100), nullable=False),
-    sa.Column('size_bytes', sa.Integer(), nullable=False),
-    sa.Column('sha256', sa.String(length=64), nullable=False),
-    sa.Column('original', sa.LargeBinary(), nullable=False),
-    sa.Column('status', sa.String(length=20), nullable=False),
-    sa.Column('error', sa.Text(), nullable=True),
-    sa.Column('pages', sa.Integer(), nullable=True),
-    sa.Column('pages_done', sa.Integer(), nullable=False),
-    sa.Column('chunks', sa.Integer(), nullable=False),
-    sa.Column('embedding_model', sa.String(length=200), nullable=True),
-    sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('coach_id', sa.UUID(), nullable=False),
-    sa.Column('id', sa.UUID(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.ForeignKeyConstraint(['coach_id'], ['coaches.id'], name=op.f('fk_documents_coach_id_coaches'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_documents'))
+    op.create_index(op.f("ix_coach_users_coach_id"), "coach_users", ["coach_id"], unique=False)
+    op.create_table(
+        "documents",
+        sa.Column("title", sa.String(length=300), nullable=False),
+        sa.Column("filename", sa.String(length=300), nullable=False),
+        sa.Column("content_type", sa.String(length=100), nullable=False),
+        sa.Column("size_bytes", sa.Integer(), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("original", sa.LargeBinary(), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("pages", sa.Integer(), nullable=True),
+        sa.Column("pages_done", sa.Integer(), nullable=False),
+        sa.Column("chunks", sa.Integer(), nullable=False),
+        sa.Column("embedding_model", sa.String(length=200), nullable=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("coach_id", sa.UUID(), nullable=False),
+        sa.Column("id", sa.UUID(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["coach_id"], ["coaches.id"], name=op.f("fk_documents_coach_id_coaches"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_documents")),
     )
-    op.create_index(op.f('ix_documents_coach_id'), 'documents', ['coach_id'], unique=False)
-    op.create_index(op.f('ix_documents_status'), 'documents', ['status'], unique=False)
-    op.create_table('chunks',
-    sa.Column('document_id', sa.UUID(), nullable=False),
-    sa.Column('ordinal', sa.Integer(), nullable=False),
-    sa.Column('page_start', sa.Integer(), nullable=True),
-    sa.Column('page_end', sa.Integer(), nullable=True),
-    sa.Column('text', sa.Text(), nullable=False),
-    sa.Column('token_count', sa.Integer(), nullable=False),
-    sa.Column('embedding', pgvector.sqlalchemy.vector.VECTOR(dim=384), nullable=False),
-    sa.Column('tsv', postgresql.TSVECTOR(), sa.Computed("to_tsvector('english', text)", persisted=True), nullable=False),
-    sa.Column('coach_id', sa.UUID(), nullable=False),
-    sa.Column('id', sa.UUID(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.ForeignKeyConstraint(['coach_id'], ['coaches.id'], name=op.f('fk_chunks_coach_id_coaches'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['document_id'], ['documents.id'], name=op.f('fk_chunks_document_id_documents'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_chunks')),
-    sa.UniqueConstraint('document_id', 'ordinal', name='uq_chunks_document_ordinal')
+    op.create_index(op.f("ix_documents_coach_id"), "documents", ["coach_id"], unique=False)
+    op.create_index(op.f("ix_documents_status"), "documents", ["status"], unique=False)
+    op.create_table(
+        "chunks",
+        sa.Column("document_id", sa.UUID(), nullable=False),
+        sa.Column("ordinal", sa.Integer(), nullable=False),
+        sa.Column("page_start", sa.Integer(), nullable=True),
+        sa.Column("page_end", sa.Integer(), nullable=True),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("token_count", sa.Integer(), nullable=False),
+        sa.Column("embedding", pgvector.sqlalchemy.vector.VECTOR(dim=384), nullable=False),
+        sa.Column(
+            "tsv", postgresql.TSVECTOR(), sa.Computed("to_tsvector('english', text)", persisted=True), nullable=False
+        ),
+        sa.Column("coach_id", sa.UUID(), nullable=False),
+        sa.Column("id", sa.UUID(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["coach_id"], ["coaches.id"], name=op.f("fk_chunks_coach_id_coaches"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["document_id"], ["documents.id"], name=op.f("fk_chunks_document_id_documents"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_chunks")),
+        sa.UniqueConstraint("document_id", "ordinal", name="uq_chunks_document_ordinal"),
     )
-    op.create_index(op.f('ix_chunks_coach_id'), 'chunks', ['coach_id'], unique=False)
-    op.create_index(op.f('ix_chunks_document_id'), 'chunks', ['document_id'], unique=False)
-    op.create_index('ix_chunks_embedding_hnsw', 'chunks', ['embedding'], unique=False, postgresql_using='hnsw', postgresql_with={'m': 16, 'ef_construction': 64}, postgresql_ops={'embedding': 'vector_cosine_ops'})
-    op.create_index('ix_chunks_tsv', 'chunks', ['tsv'], unique=False, postgresql_using='gin')
-    op.create_table('conversations',
-    sa.Column('client_id', sa.UUID(), nullable=False),
-    sa.Column('channel', sa.String(length=20), nullable=False),
-    sa.Column('last_message_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.Column('coach_id', sa.UUID(), nullable=False),
-    sa.Column('id', sa.UUID(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.ForeignKeyConstraint(['client_id'], ['clients.id'], name=op.f('fk_conversations_client_id_clients'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['coach_id'], ['coaches.id'], name=op.f('fk_conversations_coach_id_coaches'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_conversations'))
+    op.create_index(op.f("ix_chunks_coach_id"), "chunks", ["coach_id"], unique=False)
+    op.create_index(op.f("ix_chunks_document_id"), "chunks", ["document_id"], unique=False)
+    op.create_index(
+        "ix_chunks_embedding_hnsw",
+        "chunks",
+        ["embedding"],
+        unique=False,
+        postgresql_using="hnsw",
+        postgresql_with={"m": 16, "ef_construction": 64},
+        postgresql_ops={"embedding": "vector_cosine_ops"},
     )
-    op.create_index(op.f('ix_conversations_client_id'), 'conversations', ['client_id'], unique=False)
-    op.create_index(op.f('ix_conversations_coach_id'), 'conversations', ['coach_id'], unique=False)
-    op.create_table('messages',
-    sa.Column('conversation_id', sa.UUID(), nullable=False),
-    sa.Column('sender_type', sa.String(length=20), nullable=False),
-    sa.Column('text', sa.Text(), nullable=False),
-    sa.Column('citations', postgresql.JSONB(astext_type=sa.Text()), nullable=False),
-    sa.Column('metadata', postgresql.JSONB(astext_type=sa.Text()), nullable=False),
-    sa.Column('coach_id', sa.UUID(), nullable=False),
-    sa.Column('id', sa.UUID(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.ForeignKeyConstraint(['coach_id'], ['coaches.id'], name=op.f('fk_messages_coach_id_coaches'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['conversation_id'], ['conversations.id'], name=op.f('fk_messages_conversation_id_conversations'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_messages'))
+    op.create_index("ix_chunks_tsv", "chunks", ["tsv"], unique=False, postgresql_using="gin")
+    op.create_table(
+        "conversations",
+        sa.Column("client_id", sa.UUID(), nullable=False),
+        sa.Column("channel", sa.String(length=20), nullable=False),
+        sa.Column("last_message_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("coach_id", sa.UUID(), nullable=False),
+        sa.Column("id", sa.UUID(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["client_id"], ["clients.id"], name=op.f("fk_conversations_client_id_clients"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["coach_id"], ["coaches.id"], name=op.f("fk_conversations_coach_id_coaches"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_conversations")),
     )
-    op.create_index(op.f('ix_messages_coach_id'), 'messages', ['coach_id'], unique=False)
-    op.create_index(op.f('ix_messages_conversation_id'), 'messages', ['conversation_id'], unique=False)
+    op.create_index(op.f("ix_conversations_client_id"), "conversations", ["client_id"], unique=False)
+    op.create_index(op.f("ix_conversations_coach_id"), "conversations", ["coach_id"], unique=False)
+    op.create_table(
+        "messages",
+        sa.Column("conversation_id", sa.UUID(), nullable=False),
+        sa.Column("sender_type", sa.String(length=20), nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("citations", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("metadata", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("coach_id", sa.UUID(), nullable=False),
+        sa.Column("id", sa.UUID(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["coach_id"], ["coaches.id"], name=op.f("fk_messages_coach_id_coaches"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["conversation_id"],
+            ["conversations.id"],
+            name=op.f("fk_messages_conversation_id_conversations"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_messages")),
+    )
+    op.create_index(op.f("ix_messages_coach_id"), "messages", ["coach_id"], unique=False)
+    op.create_index(op.f("ix_messages_conversation_id"), "messages", ["conversation_id"], unique=False)
     _row_level_security()
 
 
@@ -226,25 +267,31 @@ def _row_level_security() -> None:
 def downgrade() -> None:
     for fn in ("auth_api_key(text)", "auth_widget_token(text)", "auth_coach_user(text)"):
         op.execute(f"DROP FUNCTION {fn}")
-    op.drop_index(op.f('ix_messages_conversation_id'), table_name='messages')
-    op.drop_index(op.f('ix_messages_coach_id'), table_name='messages')
-    op.drop_table('messages')
-    op.drop_index(op.f('ix_conversations_coach_id'), table_name='conversations')
-    op.drop_index(op.f('ix_conversations_client_id'), table_name='conversations')
-    op.drop_table('conversations')
-    op.drop_index('ix_chunks_tsv', table_name='chunks', postgresql_using='gin')
-    op.drop_index('ix_chunks_embedding_hnsw', table_name='chunks', postgresql_using='hnsw', postgresql_with={'m': 16, 'ef_construction': 64}, postgresql_ops={'embedding': 'vector_cosine_ops'})
-    op.drop_index(op.f('ix_chunks_document_id'), table_name='chunks')
-    op.drop_index(op.f('ix_chunks_coach_id'), table_name='chunks')
-    op.drop_table('chunks')
-    op.drop_index(op.f('ix_documents_status'), table_name='documents')
-    op.drop_index(op.f('ix_documents_coach_id'), table_name='documents')
-    op.drop_table('documents')
-    op.drop_index(op.f('ix_coach_users_coach_id'), table_name='coach_users')
-    op.drop_table('coach_users')
-    op.drop_index(op.f('ix_clients_coach_id'), table_name='clients')
-    op.drop_table('clients')
-    op.drop_index(op.f('ix_api_keys_coach_id'), table_name='api_keys')
-    op.drop_table('api_keys')
-    op.drop_table('coaches')
+    op.drop_index(op.f("ix_messages_conversation_id"), table_name="messages")
+    op.drop_index(op.f("ix_messages_coach_id"), table_name="messages")
+    op.drop_table("messages")
+    op.drop_index(op.f("ix_conversations_coach_id"), table_name="conversations")
+    op.drop_index(op.f("ix_conversations_client_id"), table_name="conversations")
+    op.drop_table("conversations")
+    op.drop_index("ix_chunks_tsv", table_name="chunks", postgresql_using="gin")
+    op.drop_index(
+        "ix_chunks_embedding_hnsw",
+        table_name="chunks",
+        postgresql_using="hnsw",
+        postgresql_with={"m": 16, "ef_construction": 64},
+        postgresql_ops={"embedding": "vector_cosine_ops"},
+    )
+    op.drop_index(op.f("ix_chunks_document_id"), table_name="chunks")
+    op.drop_index(op.f("ix_chunks_coach_id"), table_name="chunks")
+    op.drop_table("chunks")
+    op.drop_index(op.f("ix_documents_status"), table_name="documents")
+    op.drop_index(op.f("ix_documents_coach_id"), table_name="documents")
+    op.drop_table("documents")
+    op.drop_index(op.f("ix_coach_users_coach_id"), table_name="coach_users")
+    op.drop_table("coach_users")
+    op.drop_index(op.f("ix_clients_coach_id"), table_name="clients")
+    op.drop_table("clients")
+    op.drop_index(op.f("ix_api_keys_coach_id"), table_name="api_keys")
+    op.drop_table("api_keys")
+    op.drop_table("coaches")
     op.execute("DROP FUNCTION app_current_coach_id()")

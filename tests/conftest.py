@@ -1,0 +1,174 @@
+"""Shared fixtures: real PostgreSQL + pgvector and Redis (embedded unless DATABASE_URL / REDIS_URL are
+set), migrations applied, the real local models loaded once, the app served by uvicorn on loopback, and
+an arq worker run in burst mode on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from cryptography.fernet import Fernet
+
+from app.accounts.security import SecretBox
+from app.asgi import create_app
+from app.config import Settings
+from app.db.migrate import upgrade_head
+from app.llm.registry import ProviderRegistry
+from app.runtime import Services, start_services
+from app.worker import build_worker
+
+BOOKS = Path(os.environ.get("OPENCOACH_BOOKS", Path(__file__).resolve().parents[2] / "shared" / "data" / "books"))
+MEDITATIONS = Path(__file__).resolve().parents[1] / "demo" / "meditations-marcus-aurelius.pdf"
+TEST_MAX_UPLOAD_MB = 2.0
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Test settings: a fresh data dir, a small upload limit, short replies from the local model."""
+    return Settings(
+        data_dir=tmp_path_factory.mktemp("opencoach"),
+        database_url=os.environ.get("DATABASE_URL"),
+        migration_database_url=os.environ.get("MIGRATION_DATABASE_URL"),
+        redis_url=os.environ.get("REDIS_URL"),
+        secret_key=Fernet.generate_key().decode(),
+        max_upload_mb=TEST_MAX_UPLOAD_MB,
+        llm_max_tokens=40,
+        llm_timeout_seconds=60,
+    )
+
+
+@pytest.fixture(scope="session")
+def services(settings: Settings) -> Iterator[Services]:
+    """Embedded (or configured) PostgreSQL and Redis with the schema at head."""
+    started = start_services(settings)
+    try:
+        upgrade_head(started.migration_database_url)
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(settings: Settings) -> ProviderRegistry:
+    """One provider registry for the whole run, so SmolLM2 and MiniLM load once."""
+    return ProviderRegistry(settings, SecretBox.from_settings(settings))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+async def base_url(settings: Settings, services: Services, registry: ProviderRegistry) -> AsyncIterator[str]:
+    """The real app served by uvicorn on a loopback port, for HTTP and WebSocket tests."""
+    app = create_app(settings, services.database_url, services.redis_url, registry=registry)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture(scope="session")
+async def http(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the served app, for API calls (dashboard tests open their own, for cookies)."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def run_jobs(settings: Settings, services: Services, registry: ProviderRegistry) -> Callable[[], Awaitable[None]]:
+    """Run a real arq worker in burst mode until the queue is empty."""
+
+    async def run() -> None:
+        worker = build_worker(settings, services.database_url, services.redis_url, burst=True, registry=registry)
+        try:
+            await worker.main()
+        finally:
+            await worker.close()
+
+    return run
+
+
+@dataclass
+class Coach:
+    """A signed-up coach as tests see it."""
+
+    coach_id: str
+    api_key: str
+    email: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+@pytest.fixture(scope="session")
+def make_coach(http: httpx.AsyncClient) -> Callable[..., Awaitable[Coach]]:
+    """Sign up a new coach through the API."""
+
+    async def make(name: str = "Coach") -> Coach:
+        email = f"{uuid.uuid4().hex[:12]}@example.com"
+        response = await http.post(
+            "/api/v1/auth/signup", json={"coach_name": name, "email": email, "password": "correct horse battery"}
+        )
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return Coach(body["coach_id"], body["api_key"], email)
+
+    return make
+
+
+async def upload(http: httpx.AsyncClient, coach: Coach, path: Path | str, data: bytes | None = None) -> dict:
+    """Upload a file (from disk, or ``data`` under the name ``path``); returns the 202 body."""
+    name = Path(path).name
+    content = data if data is not None else Path(path).read_bytes()
+    response = await http.post("/api/v1/documents", headers=coach.headers, files={"file": (name, content)})
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+async def make_client(http: httpx.AsyncClient, coach: Coach, name: str = "Client") -> dict:
+    """Create a client of ``coach``; returns ``{"id", "widget_token"}``."""
+    response = await http.post("/api/v1/clients", headers=coach.headers, json={"name": name})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@dataclass
+class ReadyCoach:
+    """A coach whose *Meditations* is ingested, with one client."""
+
+    coach: Coach
+    document_id: str
+    client_id: str
+    widget_token: str
+
+
+@pytest.fixture(scope="session")
+async def meditations_coach(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], run_jobs: Callable[[], Awaitable[None]]
+) -> ReadyCoach:
+    """Sign up, upload *Meditations*, run the worker, create a client."""
+    coach = await make_coach("Stoic Coach")
+    doc = await upload(http, coach, MEDITATIONS)
+    await run_jobs()
+    status = (await http.get(f"/api/v1/documents/{doc['id']}", headers=coach.headers)).json()
+    assert status["status"] == "ready", status
+    client = await make_client(http, coach)
+    return ReadyCoach(coach, doc["id"], client["id"], client["widget_token"])

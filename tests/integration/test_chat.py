@@ -1,0 +1,114 @@
+"""The chat turn over REST and WebSocket, with the real local LLM and embedder."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import websockets
+
+from tests.conftest import ReadyCoach
+
+QUESTION = "How should I deal with people who annoy me?"
+
+
+async def test_rest_turn_cites_meditations_and_persists_both_messages(
+    http: httpx.AsyncClient, meditations_coach: ReadyCoach
+) -> None:
+    auth = {"Authorization": f"Bearer {meditations_coach.widget_token}"}
+    response = await http.post("/api/v1/chat", headers=auth, json={"text": QUESTION})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["reply"].strip()
+    assert body["citations"], "the reply must cite the coach's material"
+    for citation in body["citations"]:
+        assert citation["document_id"] == meditations_coach.document_id
+        assert 1 <= citation["page"] <= 162
+        assert set(citation) == {"document_id", "title", "page", "chunk_id", "score"}
+    meta = body["metadata"]
+    assert meta["provider"] == "local" and "SmolLM2" in meta["model"]
+    assert meta["completion_tokens"] > 0 and meta["prompt_tokens"] > 0
+    assert meta["latency_ms"] > 0
+
+    conversation = await http.get(
+        f"/api/v1/conversations/{body['conversation_id']}", headers=meditations_coach.coach.headers
+    )
+    assert conversation.status_code == 200
+    messages = conversation.json()["messages"]
+    assert [m["sender_type"] for m in messages] == ["client", "ai"]
+    assert messages[0]["text"] == QUESTION
+    assert messages[1]["id"] == body["message_id"]
+    assert messages[1]["citations"] == body["citations"]
+
+
+async def test_follow_up_turn_uses_history(http: httpx.AsyncClient, meditations_coach: ReadyCoach) -> None:
+    auth = {"Authorization": f"Bearer {meditations_coach.widget_token}"}
+    first = (await http.post("/api/v1/chat", headers=auth, json={"text": "I keep getting angry at work."})).json()
+    second = await http.post(
+        "/api/v1/chat",
+        headers=auth,
+        json={"text": "What can I do about it?", "conversation_id": first["conversation_id"]},
+    )
+    assert second.status_code == 200
+    assert second.json()["conversation_id"] == first["conversation_id"]
+    assert second.json()["metadata"]["history_messages"] == 2
+
+
+async def test_websocket_streams_tokens_then_done(
+    base_url: str, http: httpx.AsyncClient, meditations_coach: ReadyCoach
+) -> None:
+    url = base_url.replace("http://", "ws://") + f"/ws/chat?token={meditations_coach.widget_token}"
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"text": QUESTION}))
+        tokens: list[str] = []
+        while True:
+            event = json.loads(await ws.recv())
+            if event["type"] == "token":
+                tokens.append(event["text"])
+                continue
+            assert event["type"] == "done", event
+            break
+    assert len(tokens) > 1, "the reply must arrive streamed, in several pieces"
+    assert "".join(tokens).strip() == event["reply"]
+    assert event["citations"] and all(c["page"] for c in event["citations"])
+    transcript = (
+        await http.get(f"/api/v1/conversations/{event['conversation_id']}", headers=meditations_coach.coach.headers)
+    ).json()
+    assert [m["sender_type"] for m in transcript["messages"]] == ["client", "ai"]
+    assert transcript["messages"][0]["text"] == QUESTION
+
+
+async def test_websocket_rejects_bad_token_and_bad_messages(base_url: str, meditations_coach: ReadyCoach) -> None:
+    ws_base = base_url.replace("http://", "ws://") + "/ws/chat"
+    with pytest.raises(websockets.exceptions.WebSocketException):
+        async with websockets.connect(f"{ws_base}?token=nope") as ws:
+            await ws.recv()
+    async with websockets.connect(f"{ws_base}?token={meditations_coach.widget_token}") as ws:
+        await ws.send("not json")
+        assert json.loads(await ws.recv())["type"] == "error"
+        await ws.send(json.dumps({"text": ""}))
+        event = json.loads(await ws.recv())
+        assert event["type"] == "error" and "text" in event["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [({}, 400), ({"text": ""}, 400), ({"text": "x" * 4001}, 400), ({"text": "hi", "conversation_id": "nope"}, 400)],
+)
+async def test_rest_turn_rejects_bad_bodies(
+    http: httpx.AsyncClient, meditations_coach: ReadyCoach, body: dict, status: int
+) -> None:
+    auth = {"Authorization": f"Bearer {meditations_coach.widget_token}"}
+    response = await http.post("/api/v1/chat", headers=auth, json=body)
+    assert response.status_code == status
+    assert response.json()["detail"]
+
+
+async def test_rest_turn_needs_a_widget_token(http: httpx.AsyncClient, meditations_coach: ReadyCoach) -> None:
+    assert (await http.post("/api/v1/chat", json={"text": "hi"})).status_code == 401
+    bad = await http.post("/api/v1/chat", headers={"Authorization": "Bearer nope"}, json={"text": "hi"})
+    assert bad.status_code == 401
+    # a coach's API key is not a widget token
+    coach_key = await http.post("/api/v1/chat", headers=meditations_coach.coach.headers, json={"text": "hi"})
+    assert coach_key.status_code == 401
