@@ -20,6 +20,7 @@ from cryptography.fernet import Fernet
 from app.accounts.security import SecretBox
 from app.asgi import create_app
 from app.config import Settings
+from app.container import Container
 from app.db.migrate import upgrade_head
 from app.llm.registry import ProviderRegistry
 from app.runtime import Services, start_services
@@ -172,3 +173,11 @@ async def meditations_coach(
     assert status["status"] == "ready", status
     client = await make_client(http, coach)
     return ReadyCoach(coach, doc["id"], client["id"], client["widget_token"])
+
+
+@pytest.fixture(scope="session")
+async def container(settings: Settings, services: Services, registry: ProviderRegistry) -> AsyncIterator[Container]:
+    """The services as the app wires them, for tests that look behind the API (connects as the app role)."""
+    built = await Container.create(settings, services.database_url, services.redis_url, registry=registry)
+    yield built
+    await built.close()

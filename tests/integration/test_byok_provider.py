@@ -1,0 +1,271 @@
+"""Bring-your-own-key: a coach points chat at an OpenAI-compatible endpoint with their own key.
+
+The app runs for real (uvicorn, PostgreSQL, local embedder for retrieval); only the coach's endpoint
+``https://llm.example.test/v1`` is mocked with respx, answering in the OpenAI API's wire format. Loopback
+traffic (this test's HTTP client talking to the app) passes through.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import respx
+import websockets
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.accounts.security import SecretBox
+from app.chat.service import APOLOGY, TEMPERATURE
+from app.config import Settings
+from app.runtime import Services
+from tests.conftest import Coach, make_client, upload
+from tests.unit.test_openai_compat import SDK_HTTPCORE, mock_openai, openai_error, openai_sse, sse_response
+
+LLM_BASE_URL = "https://llm.example.test/v1"
+COMPLETIONS_URL = f"{LLM_BASE_URL}/chat/completions"
+LLM_MODEL = "gpt-4o-mini"
+LLM_KEY = f"sk-test-{secrets.token_hex(20)}"
+DELTAS = ["Take", " two", " minutes", ":", " breathe", " out", " slowly", "."]
+USAGE = (187, 9)
+QUESTION = "How do I reset when the morning goes badly?"
+MATERIAL = (
+    b"# The Two-Minute Reset\n\n"
+    b"When the morning goes badly, stop for two minutes. Breathe out slowly, name one thing you can "
+    b"control, and take the smallest next step toward it. This is the two-minute reset.\n"
+)
+
+
+@dataclass
+class ByokCoach:
+    """A fresh coach with one ingested note and one client, switched to the mocked endpoint."""
+
+    coach: Coach
+    document_id: str
+    widget_token: str
+    settings_response: httpx.Response
+
+    @property
+    def client_auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.widget_token}"}
+
+
+@pytest.fixture(scope="module")
+async def byok(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], run_jobs: Callable[[], Awaitable[None]]
+) -> ByokCoach:
+    coach = await make_coach("BYOK Coach")
+    doc = await upload(http, coach, "two-minute-reset.md", MATERIAL)
+    await run_jobs()
+    status = (await http.get(f"/api/v1/documents/{doc['id']}", headers=coach.headers)).json()
+    assert status["status"] == "ready", status
+    client = await make_client(http, coach)
+    response = await http.patch(
+        "/api/v1/settings",
+        headers=coach.headers,
+        json={"llm_provider": "openai", "llm_model": LLM_MODEL, "llm_base_url": LLM_BASE_URL, "llm_api_key": LLM_KEY},
+    )
+    return ByokCoach(coach, doc["id"], client["widget_token"], response)
+
+
+@pytest.fixture
+def llm_api() -> Iterator[respx.MockRouter]:
+    """The coach's endpoint, mocked; requests to the app on 127.0.0.1 go through untouched."""
+    with mock_openai() as router:
+        router.route(host="127.0.0.1").pass_through()
+        yield router
+
+
+async def transcript(http: httpx.AsyncClient, byok: ByokCoach, conversation_id: str) -> list[dict[str, Any]]:
+    """The conversation's messages as the coach's API shows them."""
+    response = await http.get(f"/api/v1/conversations/{conversation_id}", headers=byok.coach.headers)
+    assert response.status_code == 200, response.text
+    return response.json()["messages"]
+
+
+async def test_settings_keep_the_key_encrypted_and_never_return_it(
+    http: httpx.AsyncClient, byok: ByokCoach, services: Services, settings: Settings
+) -> None:
+    """PATCH and GET /settings show only that a key is set and a masked hint; the database holds a Fernet
+    token that decrypts to the key and does not contain it in clear."""
+    patched = byok.settings_response
+    assert patched.status_code == 200, patched.text
+    fetched = await http.get("/api/v1/settings", headers=byok.coach.headers)
+    assert fetched.status_code == 200
+    for response in (patched, fetched):
+        assert LLM_KEY not in response.text
+        body = response.json()
+        assert "llm_api_key" not in body
+        assert body["llm_provider"] == "openai"
+        assert body["llm_model"] == LLM_MODEL
+        assert body["llm_base_url"] == LLM_BASE_URL
+        assert body["llm_api_key_set"] is True
+        hint = body["llm_api_key_hint"]
+        assert hint.endswith(LLM_KEY[-4:])
+        assert LLM_KEY[3:-4] not in hint
+
+    engine = create_async_engine(services.migration_database_url)
+    try:
+        async with engine.connect() as conn:
+            stored = await conn.scalar(
+                text("SELECT llm_api_key_encrypted FROM coaches WHERE id = :id"), {"id": uuid.UUID(byok.coach.coach_id)}
+            )
+    finally:
+        await engine.dispose()
+    assert stored, "the key must be stored"
+    stored = bytes(stored)
+    assert LLM_KEY.encode() not in stored
+    assert LLM_KEY[8:].encode() not in stored
+    assert SecretBox(settings.secret_key).decrypt(stored) == LLM_KEY
+
+
+async def test_chat_turn_uses_the_coachs_endpoint_and_key(
+    http: httpx.AsyncClient, byok: ByokCoach, llm_api: respx.MockRouter, settings: Settings
+) -> None:
+    """The turn is sent to the coach's endpoint with the decrypted key and the grounded prompt; the reply
+    is the streamed deltas joined, with provider, model and reported usage in its metadata."""
+    route = llm_api.post(COMPLETIONS_URL).mock(return_value=sse_response(openai_sse(DELTAS, usage=USAGE)))
+
+    response = await http.post("/api/v1/chat", headers=byok.client_auth, json={"text": QUESTION})
+
+    assert response.status_code == 200, response.text
+    assert route.call_count == 1
+    request = route.calls.last.request
+    assert request.headers["authorization"] == f"Bearer {LLM_KEY}"
+    sent = json.loads(request.content)
+    assert sent["model"] == LLM_MODEL
+    assert sent["stream"] is True
+    assert sent["stream_options"] == {"include_usage": True}
+    assert sent["max_tokens"] == settings.llm_max_tokens
+    assert sent["temperature"] == TEMPERATURE
+    assert sent["messages"][0]["role"] == "system"
+    assert "BYOK Coach" in sent["messages"][0]["content"]  # the default persona names the coach
+    assert "two-minute reset" in sent["messages"][0]["content"], "the coach's material must be in the prompt"
+    assert sent["messages"][-1] == {"role": "user", "content": QUESTION}
+
+    body = response.json()
+    assert body["reply"] == "".join(DELTAS)
+    meta = body["metadata"]
+    assert meta["provider"] == "openai"
+    assert meta["model"] == LLM_MODEL
+    assert (meta["prompt_tokens"], meta["completion_tokens"]) == USAGE
+    assert "error" not in meta
+    assert [c["document_id"] for c in body["citations"]] == [byok.document_id]
+
+    messages = await transcript(http, byok, body["conversation_id"])
+    assert [(m["sender_type"], m["text"]) for m in messages] == [("client", QUESTION), ("ai", "".join(DELTAS))]
+    assert messages[1]["id"] == body["message_id"]
+    assert messages[1]["metadata"]["provider"] == "openai"
+    assert messages[1]["metadata"]["completion_tokens"] == USAGE[1]
+
+
+async def test_websocket_forwards_each_streamed_delta(
+    base_url: str, byok: ByokCoach, llm_api: respx.MockRouter
+) -> None:
+    """Over the widget socket every delta from the endpoint arrives as its own token event, in order."""
+    llm_api.post(COMPLETIONS_URL).mock(return_value=sse_response(openai_sse(DELTAS, usage=USAGE)))
+
+    url = base_url.replace("http://", "ws://") + f"/ws/chat?token={byok.widget_token}"
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"text": QUESTION}))
+        events = []
+        while not events or events[-1]["type"] == "token":
+            events.append(json.loads(await ws.recv()))
+
+    assert [e["text"] for e in events[:-1]] == DELTAS
+    assert events[-1]["type"] == "done", events[-1]
+    assert events[-1]["reply"] == "".join(DELTAS)
+    assert events[-1]["metadata"]["provider"] == "openai"
+
+
+@pytest.mark.parametrize(
+    ("answer", "attempts", "error"),
+    [
+        pytest.param(
+            openai_error(500, "The server had an error while processing your request.", "server_error", None),
+            2,
+            "InternalServerError",
+            id="http-500",
+        ),
+        pytest.param(httpx.ReadTimeout("timed out"), 2, "APITimeoutError", id="timeout"),
+        pytest.param(SDK_HTTPCORE.ReadTimeout("timed out"), 2, "APITimeoutError", id="transport-timeout"),
+        pytest.param(
+            openai_error(
+                401,
+                f"Incorrect API key provided: sk-test-****{LLM_KEY[-4:]}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                "invalid_request_error",
+                "invalid_api_key",
+            ),
+            1,
+            "AuthenticationError",
+            id="http-401",
+        ),
+    ],
+)
+async def test_provider_failure_gives_a_persisted_apology(
+    http: httpx.AsyncClient, byok: ByokCoach, llm_api: respx.MockRouter, answer: Any, attempts: int, error: str
+) -> None:
+    """When the endpoint fails the client still gets 200 with the apology; both messages are stored and
+    the AI message records the error (never the key)."""
+    route = llm_api.post(COMPLETIONS_URL)
+    if isinstance(answer, Exception):
+        route.mock(side_effect=answer)
+    else:
+        route.mock(return_value=answer)
+
+    response = await http.post("/api/v1/chat", headers=byok.client_auth, json={"text": QUESTION})
+
+    assert response.status_code == 200, response.text
+    assert route.call_count == attempts
+    assert LLM_KEY not in response.text
+    body = response.json()
+    assert body["reply"] == APOLOGY
+    assert body["citations"] == []
+    meta = body["metadata"]
+    assert meta["provider"] == "openai" and meta["model"] == LLM_MODEL
+    assert meta["error"].startswith(f"{error}:")
+    assert meta["partial_reply"] == ""
+    assert "completion_tokens" not in meta
+
+    messages = await transcript(http, byok, body["conversation_id"])
+    assert [(m["sender_type"], m["text"]) for m in messages] == [("client", QUESTION), ("ai", APOLOGY)]
+    assert messages[1]["metadata"]["error"] == meta["error"]
+
+
+async def test_stream_broken_mid_reply_keeps_the_partial_text_in_metadata(
+    base_url: str, http: httpx.AsyncClient, byok: ByokCoach, llm_api: respx.MockRouter
+) -> None:
+    """A connection that drops after a few deltas: the widget has seen them, then the apology; the stored
+    reply is the apology and the partial text is kept in the metadata."""
+
+    class Dropped(httpx.AsyncByteStream):
+        async def __aiter__(self) -> Any:
+            yield openai_sse(DELTAS[:3], complete=False)
+            raise SDK_HTTPCORE.ReadError("Connection reset by peer")
+
+    llm_api.post(COMPLETIONS_URL).mock(
+        return_value=httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Dropped())
+    )
+
+    url = base_url.replace("http://", "ws://") + f"/ws/chat?token={byok.widget_token}"
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"text": QUESTION}))
+        events = []
+        while not events or events[-1]["type"] == "token":
+            events.append(json.loads(await ws.recv()))
+
+    assert [e["text"] for e in events[:-1]] == [*DELTAS[:3], "\n\n" + APOLOGY]
+    done = events[-1]
+    assert done["type"] == "done", done
+    assert done["reply"] == APOLOGY
+    assert done["metadata"]["partial_reply"] == "".join(DELTAS[:3])
+    assert done["metadata"]["error"].startswith("APIConnectionError:")
+    messages = await transcript(http, byok, done["conversation_id"])
+    assert [(m["sender_type"], m["text"]) for m in messages] == [("client", QUESTION), ("ai", APOLOGY)]

@@ -1,0 +1,115 @@
+"""Document ingestion: bad files fail clearly without harming anything; good files become chunks."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pypdf
+import pytest
+
+from tests.conftest import BOOKS, MEDITATIONS, TEST_MAX_UPLOAD_MB, Coach, upload
+
+
+def _encrypted_pdf() -> bytes:
+    reader = pypdf.PdfReader(MEDITATIONS)
+    writer = pypdf.PdfWriter()
+    for page in reader.pages[20:22]:
+        writer.add_page(page)
+    writer.encrypt(user_password="s3cret", owner_password="owner", algorithm="AES-256")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def _scanned_pdf() -> bytes:
+    """Pages with no text layer, as a scanner without OCR produces."""
+    writer = pypdf.PdfWriter()
+    writer.add_blank_page(width=595, height=842)
+    writer.add_blank_page(width=595, height=842)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+BAD_FILES = [
+    ("not-really.pdf", b"Dear diary, this is plain text with a .pdf name.\n" * 20, "not a PDF"),
+    ("locked.pdf", _encrypted_pdf(), "password-protected"),
+    ("empty.pdf", b"", "empty"),
+    ("empty.txt", b"   \n", "empty"),
+    ("scan.pdf", _scanned_pdf(), "no text layer"),
+    ("truncated.pdf", MEDITATIONS.read_bytes()[:50_000], "damaged"),
+    ("garbage.pdf", b"%PDF-1.7\n" + bytes(range(256)) * 40, "damaged"),
+    ("latin1.txt", "Caf\u00e9 cr\u00e8me".encode("latin-1"), "not UTF-8"),
+    ("huge.txt", b"a" * int((TEST_MAX_UPLOAD_MB + 0.5) * 1024 * 1024), "upload limit"),
+]
+
+
+async def test_bad_files_fail_clearly_and_nothing_else_is_affected(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], run_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    coach = await make_coach("Careful Coach")
+    good_before = await upload(http, coach, "values.md", b"# Values\n\nHonesty first. Then courage.\n")
+    await run_jobs()
+    before = (await http.get(f"/api/v1/documents/{good_before['id']}", headers=coach.headers)).json()
+    assert before["status"] == "ready" and before["chunks"] == 1
+
+    bad_ids = {name: (await upload(http, coach, name, data))["id"] for name, data, _ in BAD_FILES}
+    good_after = await upload(http, coach, "habits.txt", b"Small habits, repeated daily, compound.\n" * 30)
+    await run_jobs()  # one burst: the worker must get through every bad file and still do the good one
+
+    for name, _, reason in BAD_FILES:
+        doc = (await http.get(f"/api/v1/documents/{bad_ids[name]}", headers=coach.headers)).json()
+        assert doc["status"] == "failed", (name, doc)
+        assert reason in doc["error"], (name, doc["error"])
+        assert doc["chunks"] == 0
+    after = (await http.get(f"/api/v1/documents/{good_after['id']}", headers=coach.headers)).json()
+    assert after["status"] == "ready" and after["chunks"] >= 1
+    unchanged = (await http.get(f"/api/v1/documents/{good_before['id']}", headers=coach.headers)).json()
+    assert unchanged == before
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"file": ("notes.docx", b"PK\x03\x04")}, "unsupported file type"),
+        ({"other": ("notes.txt", b"hello")}, "no file field named 'file'"),
+    ],
+)
+async def test_upload_rejects_unusable_requests(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], files: dict, message: str
+) -> None:
+    coach = await make_coach()
+    response = await http.post("/api/v1/documents", headers=coach.headers, files=files)
+    assert response.status_code == 400
+    assert message in response.json()["detail"]
+    assert (await http.get("/api/v1/documents", headers=coach.headers)).json() == []
+
+
+async def test_upload_needs_multipart_and_a_key(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    coach = await make_coach()
+    not_multipart = await http.post("/api/v1/documents", headers=coach.headers, json={"file": "x"})
+    assert not_multipart.status_code == 400 and "multipart/form-data" in not_multipart.json()["detail"]
+    assert (await http.post("/api/v1/documents", files={"file": ("a.txt", b"x")})).status_code == 401
+    bad_key = await http.post(
+        "/api/v1/documents", headers={"Authorization": "Bearer oc_wrong"}, files={"file": ("a.txt", b"x")}
+    )
+    assert bad_key.status_code == 401
+
+
+async def test_status_moves_from_queued_to_ready_with_progress(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], run_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    coach = await make_coach()
+    doc = await upload(http, coach, BOOKS / "how-to-live-on-24-hours-a-day-arnold-bennett.pdf")
+    assert doc["status"] == "queued"
+    queued = (await http.get(f"/api/v1/documents/{doc['id']}", headers=coach.headers)).json()
+    assert (queued["status"], queued["pages_done"], queued["chunks"]) == ("queued", 0, 0)
+    await run_jobs()
+    ready = (await http.get(f"/api/v1/documents/{doc['id']}", headers=coach.headers)).json()
+    assert ready["status"] == "ready" and ready["error"] is None
+    assert ready["pages"] == ready["pages_done"] == 42
+    assert ready["chunks"] > 50

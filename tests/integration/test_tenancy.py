@@ -1,0 +1,161 @@
+"""Tenancy: coach B can neither see nor touch coach A's data, through the API or in the database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import DBAPIError
+
+from app.container import Container
+from app.db import models as m
+from app.db.engine import assert_unprivileged, make_engine, tenant_session
+from app.rag.retrieval import retrieve
+from app.runtime import Services
+from tests.conftest import Coach, make_client, upload
+
+NOTES = b"""# Anger at work
+
+When a colleague annoys you, pause and breathe before you answer. Ask what they need.
+Write down the trigger and your reaction in the evening journal.
+"""
+
+
+@pytest.fixture(scope="module")
+async def two_coaches(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], run_jobs: Callable[[], Awaitable[None]]
+) -> dict:
+    """Coach A with a ready document, a client and a conversation; coach B with a client of its own."""
+    a, b = await make_coach("Coach A"), await make_coach("Coach B")
+    doc = await upload(http, a, "anger-notes.md", NOTES)
+    await run_jobs()
+    client_a = await make_client(http, a, "Client of A")
+    turn = await http.post(
+        "/api/v1/chat",
+        headers={"Authorization": f"Bearer {client_a['widget_token']}"},
+        json={"text": "A colleague annoys me, what should I do?"},
+    )
+    assert turn.status_code == 200
+    assert turn.json()["citations"], "A's client is answered from A's notes"
+    client_b = await make_client(http, b, "Client of B")
+    return {
+        "a": a,
+        "b": b,
+        "doc": doc["id"],
+        "client_a": client_a,
+        "client_b": client_b,
+        "conversation": turn.json()["conversation_id"],
+    }
+
+
+async def test_b_cannot_list_or_read_a_documents(http: httpx.AsyncClient, two_coaches: dict) -> None:
+    b = two_coaches["b"]
+    listed = await http.get("/api/v1/documents", headers=b.headers)
+    assert listed.status_code == 200 and listed.json() == []
+    read = await http.get(f"/api/v1/documents/{two_coaches['doc']}", headers=b.headers)
+    assert read.status_code == 404
+
+
+async def test_b_cannot_delete_a_document(http: httpx.AsyncClient, two_coaches: dict) -> None:
+    response = await http.delete(f"/api/v1/documents/{two_coaches['doc']}", headers=two_coaches["b"].headers)
+    assert response.status_code == 404
+    still = await http.get(f"/api/v1/documents/{two_coaches['doc']}", headers=two_coaches["a"].headers)
+    assert still.status_code == 200 and still.json()["status"] == "ready" and still.json()["chunks"] > 0
+
+
+async def test_b_cannot_list_a_clients_or_conversations(http: httpx.AsyncClient, two_coaches: dict) -> None:
+    b = two_coaches["b"]
+    clients = (await http.get("/api/v1/clients", headers=b.headers)).json()
+    assert [c["id"] for c in clients] == [two_coaches["client_b"]["id"]]
+    assert (await http.get("/api/v1/conversations", headers=b.headers)).json() == []
+    read = await http.get(f"/api/v1/conversations/{two_coaches['conversation']}", headers=b.headers)
+    assert read.status_code == 404
+
+
+async def test_b_client_cannot_write_into_a_conversation(http: httpx.AsyncClient, two_coaches: dict) -> None:
+    response = await http.post(
+        "/api/v1/chat",
+        headers={"Authorization": f"Bearer {two_coaches['client_b']['widget_token']}"},
+        json={"text": "hello", "conversation_id": two_coaches["conversation"]},
+    )
+    assert response.status_code == 404
+    transcript = await http.get(
+        f"/api/v1/conversations/{two_coaches['conversation']}", headers=two_coaches["a"].headers
+    )
+    assert all(msg["text"] != "hello" for msg in transcript.json()["messages"])
+
+
+async def test_b_vector_search_never_returns_a_chunks(
+    http: httpx.AsyncClient, two_coaches: dict, container: Container
+) -> None:
+    """B has no documents: B's client gets no citations, and even a query that forgets the tenant
+    filter (asking for A's coach_id inside B's transaction) finds nothing, because RLS hides the rows."""
+    response = await http.post(
+        "/api/v1/chat",
+        headers={"Authorization": f"Bearer {two_coaches['client_b']['widget_token']}"},
+        json={"text": "A colleague annoys me, what should I do?"},
+    )
+    assert response.status_code == 200 and response.json()["citations"] == []
+
+    a_id, b_id = uuid.UUID(two_coaches["a"].coach_id), uuid.UUID(two_coaches["b"].coach_id)
+    [vector] = await container.registry.local_embedder().embed(["colleague annoys me"])
+    async with tenant_session(container.sessionmaker, a_id) as session:
+        own = await retrieve(
+            session, a_id, query="colleague annoys", query_embedding=vector, embedding_model="all-MiniLM-L6-v2", k=3
+        )
+    assert own, "A's own search finds A's chunks"
+    async with tenant_session(container.sessionmaker, b_id) as session:
+        leaked = await retrieve(
+            session, a_id, query="colleague annoys", query_embedding=vector, embedding_model="all-MiniLM-L6-v2", k=3
+        )
+    assert leaked == []
+
+
+async def test_row_level_security_in_the_database(two_coaches: dict, container: Container) -> None:
+    a_id, b_id = uuid.UUID(two_coaches["a"].coach_id), uuid.UUID(two_coaches["b"].coach_id)
+    async with container.sessionmaker() as session:  # no tenant set: nothing visible
+        assert await session.scalar(select(func.count()).select_from(m.Chunk)) == 0
+        assert await session.scalar(select(func.count()).select_from(m.Coach)) == 0
+    async with tenant_session(container.sessionmaker, b_id) as session:
+        assert await session.scalar(select(func.count()).where(m.Chunk.coach_id == a_id)) == 0
+        changed = await session.execute(
+            update(m.Document).where(m.Document.id == uuid.UUID(two_coaches["doc"])).values(title="hijacked")
+        )
+        assert changed.rowcount == 0
+    with pytest.raises(DBAPIError, match="row-level security"):
+        async with tenant_session(container.sessionmaker, b_id) as session:
+            session.add(
+                m.Client(coach_id=a_id, name="planted", widget_token_hash="x" * 64, widget_token_encrypted=b"x")
+            )
+    async with tenant_session(container.sessionmaker, a_id) as session:
+        assert await session.scalar(select(func.count()).where(m.Chunk.coach_id == a_id)) > 0
+
+
+async def test_app_role_cannot_bypass_rls(services: Services, container: Container) -> None:
+    async with container.engine.connect() as conn:
+        row = (
+            await conn.execute(text("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"))
+        ).one()
+    assert (row.rolsuper, row.rolbypassrls) == (False, False)
+    tenant_owned = {t.name for t in m.Base.metadata.tables.values() if "coach_id" in t.c}
+    assert tenant_owned == set(m.TENANT_TABLES), "every table with coach_id must be under RLS"
+    owner = make_engine(services.migration_database_url, pool_size=1)
+    try:
+        with pytest.raises(RuntimeError, match="bypasses row-level security"):
+            await assert_unprivileged(owner)
+        async with owner.connect() as conn:
+            forced = (
+                await conn.execute(
+                    text(
+                        "SELECT relname FROM pg_class WHERE relname = ANY(:tables) "
+                        "AND relrowsecurity AND relforcerowsecurity"
+                    ),
+                    {"tables": [*m.TENANT_TABLES, "coaches"]},
+                )
+            ).scalars()
+            assert sorted(forced) == sorted([*m.TENANT_TABLES, "coaches"])
+    finally:
+        await owner.dispose()

@@ -1,0 +1,357 @@
+"""The OpenAI-compatible provider against the OpenAI API's wire format, mocked with respx (no network).
+
+The responses below follow what api.openai.com sends: Chat Completions streamed as server-sent events
+(a role chunk, content chunks, a ``finish_reason`` chunk, the ``include_usage`` chunk with ``choices: []``,
+then ``data: [DONE]``), errors as ``{"error": {...}}`` JSON, and ``/embeddings`` as a ``list`` object.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib.util
+import json
+import struct
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import httpcore
+import httpx
+import pytest
+import respx
+from respx.mocks import HTTPCoreMocker
+
+from app.llm.base import ChatMessage, ProviderError, Usage
+from app.llm.openai_compat import OpenAIChatProvider, OpenAIEmbedder
+
+BASE_URL = "https://api.openai.test/v1"
+API_KEY = "sk-proj-unit-test-0123456789abcdefWXYZ"
+MODEL = "gpt-4o-mini"
+MESSAGES: list[ChatMessage] = [
+    {"role": "system", "content": "You are a calm coach."},
+    {"role": "user", "content": "How do I start the day well?"},
+]
+DELTAS = ["Start", " with", " one", " slow", " breath", "."]
+
+# openai>=3 sends through httpx2/httpcore2 (older releases: httpx/httpcore). respx patches httpcore only,
+# unless told about httpcore2's pool; SDK_HTTPCORE is where the SDK's real transport errors come from.
+_HAS_HTTPCORE2 = importlib.util.find_spec("httpcore2") is not None
+_HTTPCORE2_POOLS = ("httpcore2._async.connection_pool.AsyncConnectionPool",) if _HAS_HTTPCORE2 else ()
+SDK_HTTPCORE: Any = importlib.import_module("httpcore2") if _HAS_HTTPCORE2 else httpcore
+
+
+@contextlib.contextmanager
+def mock_openai() -> Iterator[respx.MockRouter]:
+    """A respx router that also intercepts the openai SDK's own HTTP stack (httpx2/httpcore2 in openai>=3).
+
+    Unmatched routes are not an error (``assert_all_called=False``); unmocked hosts are."""
+    HTTPCoreMocker.add_targets(*_HTTPCORE2_POOLS)
+    try:
+        with respx.mock(assert_all_called=False) as router:
+            yield router
+    finally:
+        HTTPCoreMocker.remove_targets(*_HTTPCORE2_POOLS)
+
+
+def _chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
+    payload = {
+        "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+        "object": "chat.completion.chunk",
+        "created": 1741570283,
+        "model": "gpt-4o-mini-2024-07-18",
+        "service_tier": "default",
+        "system_fingerprint": "fp_06737a9306",
+        "choices": choices,
+        "usage": usage,
+    }
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _choice(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+
+def openai_sse(deltas: Sequence[str], usage: tuple[int, int] | None = None, *, complete: bool = True) -> bytes:
+    """A streamed chat completion as OpenAI sends it. ``usage=(prompt, completion)`` adds the final
+    ``stream_options.include_usage`` chunk (``choices: []``); ``None`` leaves it out, as some servers do.
+    ``complete=False`` stops after the content chunks (no finish chunk, no usage, no ``[DONE]``)."""
+    body = _chunk([_choice({"role": "assistant", "content": "", "refusal": None})])
+    body += b"".join(_chunk([_choice({"content": d})]) for d in deltas)
+    if not complete:
+        return body
+    body += _chunk([_choice({}, "stop")])
+    if usage is not None:
+        prompt, completion = usage
+        body += _chunk(
+            [],
+            {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "completion_tokens_details": {
+                    "reasoning_tokens": 0,
+                    "audio_tokens": 0,
+                    "accepted_prediction_tokens": 0,
+                    "rejected_prediction_tokens": 0,
+                },
+            },
+        )
+    return body + b"data: [DONE]\n\n"
+
+
+def sse_response(body: bytes) -> httpx.Response:
+    """A 200 ``text/event-stream`` response carrying ``body``."""
+    return httpx.Response(200, headers={"content-type": "text/event-stream; charset=utf-8"}, content=body)
+
+
+def openai_error(status: int, message: str, type_: str, code: str | None) -> httpx.Response:
+    """An error response in OpenAI's JSON format."""
+    error = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return httpx.Response(status, json=error, headers={"x-request-id": "req_7f3c2a"})
+
+
+def chat_provider(api_key: str | None = API_KEY) -> OpenAIChatProvider:
+    return OpenAIChatProvider(model=MODEL, api_key=api_key, base_url=BASE_URL, timeout=10)
+
+
+async def collect(provider: OpenAIChatProvider, items: list[str | Usage] | None = None) -> list[str | Usage]:
+    """Everything ``provider.stream`` yields for ``MESSAGES``; appends to ``items`` as it goes (so a test
+    can see what arrived before an exception)."""
+    items = [] if items is None else items
+    async for item in provider.stream(MESSAGES, max_tokens=64, temperature=0.3):
+        items.append(item)
+    return items
+
+
+@pytest.fixture
+def openai_api() -> Iterator[respx.MockRouter]:
+    with mock_openai() as router:
+        yield router
+
+
+# --- chat ------------------------------------------------------------------------------------------------
+
+
+async def test_stream_yields_deltas_in_order_then_the_reported_usage(openai_api: respx.MockRouter) -> None:
+    """Content deltas come out in order (the empty role delta is skipped), then one ``Usage`` from the
+    ``include_usage`` chunk; the request is a streamed Chat Completion with the coach's key."""
+    route = openai_api.post(f"{BASE_URL}/chat/completions").mock(
+        return_value=sse_response(openai_sse(DELTAS, usage=(31, 7)))
+    )
+
+    items = await collect(chat_provider())
+
+    assert items == [*DELTAS, Usage(prompt_tokens=31, completion_tokens=7)]
+    assert route.call_count == 1
+    request = route.calls.last.request
+    assert request.headers["authorization"] == f"Bearer {API_KEY}"
+    assert request.headers["content-type"] == "application/json"
+    body = json.loads(request.content)
+    assert body["model"] == MODEL
+    assert body["messages"] == MESSAGES
+    assert body["max_tokens"] == 64
+    assert body["temperature"] == 0.3
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+
+
+async def test_stream_without_usage_chunk_counts_the_deltas(openai_api: respx.MockRouter) -> None:
+    """A server that ignores ``stream_options`` (no usage chunk) gets ``Usage(0, number of deltas)``."""
+    openai_api.post(f"{BASE_URL}/chat/completions").mock(return_value=sse_response(openai_sse(DELTAS)))
+
+    items = await collect(chat_provider())
+
+    assert items[:-1] == DELTAS
+    assert items[-1] == Usage(prompt_tokens=0, completion_tokens=len(DELTAS))
+    assert sum(isinstance(i, Usage) for i in items) == 1
+
+
+async def test_stream_without_key_sends_a_placeholder_bearer(openai_api: respx.MockRouter) -> None:
+    """Keyless local servers (vLLM, Ollama, llama.cpp) still get a syntactically valid bearer token."""
+    route = openai_api.post(f"{BASE_URL}/chat/completions").mock(
+        return_value=sse_response(openai_sse(["ok"], usage=(3, 1)))
+    )
+
+    assert await collect(chat_provider(api_key=None)) == ["ok", Usage(3, 1)]
+    assert route.calls.last.request.headers["authorization"] == "Bearer not-needed"
+
+
+@pytest.mark.parametrize(
+    ("response", "attempts", "expected"),
+    [
+        pytest.param(
+            openai_error(
+                401,
+                "Incorrect API key provided: sk-proj-********************WXYZ. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                "invalid_request_error",
+                "invalid_api_key",
+            ),
+            1,
+            "AuthenticationError",
+            id="401-not-retried",
+        ),
+        pytest.param(
+            openai_error(
+                500, "The server had an error while processing your request. Sorry about that!", "server_error", None
+            ),
+            2,
+            "InternalServerError",
+            id="500-retried-once",
+        ),
+        pytest.param(httpx.ConnectError("[Errno 111] Connection refused"), 2, "APIConnectionError", id="connect-error"),
+        pytest.param(httpx.ReadTimeout("timed out"), 2, "APITimeoutError", id="read-timeout"),
+        pytest.param(SDK_HTTPCORE.ConnectTimeout("timed out"), 2, "APITimeoutError", id="transport-connect-timeout"),
+    ],
+)
+async def test_stream_failures_raise_provider_error(
+    openai_api: respx.MockRouter, response: httpx.Response | Exception, attempts: int, expected: str
+) -> None:
+    """HTTP errors and transport failures surface as ``ProviderError`` naming the SDK error, after the
+    provider's single retry for retryable ones (5xx, connection, timeout) and none for a 401."""
+    route = openai_api.post(f"{BASE_URL}/chat/completions")
+    if isinstance(response, Exception):
+        route.mock(side_effect=response)
+    else:
+        route.mock(return_value=response)
+
+    items: list[str | Usage] = []
+    with pytest.raises(ProviderError) as excinfo:
+        await collect(chat_provider(), items)
+
+    assert items == []
+    assert str(excinfo.value).startswith(f"{expected}:")
+    assert route.call_count == attempts
+    assert API_KEY not in str(excinfo.value)
+
+
+async def test_stream_error_event_mid_stream_raises_provider_error(openai_api: respx.MockRouter) -> None:
+    """An ``{"error": ...}`` event inside a 200 stream (OpenAI's mid-stream failure) stops the stream with
+    ``ProviderError`` after the deltas already received."""
+    error = {"error": {"message": "The server had an error while processing your request.", "type": "server_error"}}
+    body = openai_sse(DELTAS[:2], complete=False) + b"data: " + json.dumps(error).encode() + b"\n\n"
+    openai_api.post(f"{BASE_URL}/chat/completions").mock(return_value=sse_response(body))
+
+    items: list[str | Usage] = []
+    with pytest.raises(ProviderError, match="server had an error"):
+        await collect(chat_provider(), items)
+
+    assert items == DELTAS[:2]
+
+
+async def test_stream_connection_dropped_mid_stream_raises_provider_error(openai_api: respx.MockRouter) -> None:
+    """A connection that breaks after some deltas ends in ``ProviderError``, never a bare transport error."""
+
+    class Dropped(httpx.AsyncByteStream):
+        async def __aiter__(self) -> Any:
+            yield openai_sse(DELTAS[:3], complete=False)
+            raise SDK_HTTPCORE.ReadError("Connection reset by peer")
+
+    openai_api.post(f"{BASE_URL}/chat/completions").mock(
+        return_value=httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Dropped())
+    )
+
+    items: list[str | Usage] = []
+    with pytest.raises(ProviderError):
+        await collect(chat_provider(), items)
+
+    assert items == DELTAS[:3]
+
+
+# --- embeddings ------------------------------------------------------------------------------------------
+
+EMBED_MODEL = "text-embedding-3-small"
+DIMENSIONS = 4
+VECTORS = [[0.5, -0.5, 0.5, -0.5], [1.0, 0.0, 0.0, 0.0], [0.0, 0.6, 0.8, 0.0]]  # exact in float32
+
+
+def embeddings_response(data: list[dict[str, Any]], prompt_tokens: int = 9) -> httpx.Response:
+    """``POST /embeddings`` as OpenAI answers it."""
+    return httpx.Response(
+        200,
+        json={
+            "object": "list",
+            "data": data,
+            "model": EMBED_MODEL,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        },
+    )
+
+
+def embedder(dimensions: int = DIMENSIONS) -> OpenAIEmbedder:
+    return OpenAIEmbedder(model=EMBED_MODEL, api_key=API_KEY, base_url=BASE_URL, dimensions=dimensions, timeout=10)
+
+
+async def test_embed_returns_vectors_in_input_order(openai_api: respx.MockRouter) -> None:
+    """``data`` may come in any order; vectors are matched to inputs by ``index``. The request asks for
+    ``dimensions`` with the coach's key."""
+    shuffled = [2, 0, 1]
+    route = openai_api.post(f"{BASE_URL}/embeddings").mock(
+        return_value=embeddings_response(
+            [{"object": "embedding", "index": i, "embedding": VECTORS[i]} for i in shuffled]
+        )
+    )
+
+    vectors = await embedder().embed(["a", "b", "c"])
+
+    assert vectors == VECTORS
+    request = route.calls.last.request
+    assert request.headers["authorization"] == f"Bearer {API_KEY}"
+    body = json.loads(request.content)
+    assert body["model"] == EMBED_MODEL
+    assert body["input"] == ["a", "b", "c"]
+    assert body["dimensions"] == DIMENSIONS
+
+
+async def test_embed_decodes_base64_vectors(openai_api: respx.MockRouter) -> None:
+    """Unless told otherwise the SDK requests ``encoding_format: base64``, and OpenAI then sends each vector
+    as base64 little-endian float32; the embedder still returns plain float lists in input order."""
+
+    def b64(vector: list[float]) -> str:
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+    openai_api.post(f"{BASE_URL}/embeddings").mock(
+        return_value=embeddings_response(
+            [
+                {"object": "embedding", "index": 1, "embedding": b64(VECTORS[1])},
+                {"object": "embedding", "index": 0, "embedding": b64(VECTORS[0])},
+            ]
+        )
+    )
+
+    assert await embedder().embed(["first", "second"]) == VECTORS[:2]
+
+
+async def test_embed_wrong_width_raises_provider_error(openai_api: respx.MockRouter) -> None:
+    """A server that ignores ``dimensions`` (here: full 8-float vectors for a 4-wide column) is refused."""
+    openai_api.post(f"{BASE_URL}/embeddings").mock(
+        return_value=embeddings_response([{"object": "embedding", "index": 0, "embedding": [0.1] * 8}])
+    )
+
+    with pytest.raises(ProviderError, match=f"width {DIMENSIONS}"):
+        await embedder().embed(["a"])
+
+
+async def test_embed_http_error_raises_provider_error(openai_api: respx.MockRouter) -> None:
+    """An API error (unknown model, 404, not retried) becomes ``ProviderError``."""
+    route = openai_api.post(f"{BASE_URL}/embeddings").mock(
+        return_value=openai_error(
+            404,
+            f"The model `{EMBED_MODEL}` does not exist or you do not have access to it.",
+            "invalid_request_error",
+            "model_not_found",
+        )
+    )
+
+    with pytest.raises(ProviderError, match="NotFoundError"):
+        await embedder().embed(["a"])
+    assert route.call_count == 1
+
+
+async def test_embed_empty_batch_makes_no_request(openai_api: respx.MockRouter) -> None:
+    """Nothing to embed: no HTTP call at all."""
+    route = openai_api.post(f"{BASE_URL}/embeddings").mock(return_value=embeddings_response([]))
+
+    assert await embedder().embed([]) == []
+    assert not route.called
