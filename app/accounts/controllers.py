@@ -95,7 +95,9 @@ class ClientController(Controller):
     dependencies = {"coach_id": Provide(provide_coach_id)}
 
     @post("/", status_code=201)
-    async def create_client(self, data: JSONBody[ClientCreate], coach_id: CoachId, container: ContainerDep) -> ClientCreated:
+    async def create_client(
+        self, data: JSONBody[ClientCreate], coach_id: CoachId, container: ContainerDep
+    ) -> ClientCreated:
         """Create a client; returns its widget token (for ``Authorization: Bearer`` on chat calls)."""
         async with container.tenant(coach_id) as session:
             client, token = await container.accounts.create_client(session, coach_id, data.name)
@@ -122,7 +124,9 @@ class SettingsController(Controller):
         return settings_out(container, coach)
 
     @patch("/")
-    async def update_settings(self, data: JSONBody[SettingsPatch], coach_id: CoachId, container: ContainerDep) -> SettingsOut:
+    async def update_settings(
+        self, data: JSONBody[SettingsPatch], coach_id: CoachId, container: ContainerDep
+    ) -> SettingsOut:
         """Change persona and provider settings; the key is stored encrypted and never returned."""
         async with container.tenant(coach_id) as session:
             coach = await container.accounts.update_settings(session, coach_id, **msgspec.structs.asdict(data))

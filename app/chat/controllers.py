@@ -10,13 +10,12 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, WebSocket, get, post, websocket
 from litestar.di import Provide
-from litestar.params import JSONBody
 from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
+from litestar.params import JSONBody
 
 from app.accounts.auth import identify_client, provide_client_identity, provide_coach_id
 from app.accounts.service import ClientIdentity
 from app.chat.service import MAX_MESSAGE_CHARS, TurnResult
-from app.container import Container
 from app.db import models as m
 from app.deps import ClientIdentityDep, CoachId, ContainerDep, PathId
 from app.errors import DomainError
@@ -86,7 +85,9 @@ class ChatController(Controller):
     dependencies = {"identity": Provide(provide_client_identity)}
 
     @post("/", status_code=200)
-    async def chat(self, data: JSONBody[ChatRequest], identity: ClientIdentityDep, container: ContainerDep) -> ChatResponse:
+    async def chat(
+        self, data: JSONBody[ChatRequest], identity: ClientIdentityDep, container: ContainerDep
+    ) -> ChatResponse:
         """One client turn, unstreamed (the same turn as the WebSocket). Auth: the client's widget token."""
         result = await run_turn(container, identity, data.text, data.conversation_id, "api")
         return ChatResponse(result.conversation_id, result.message_id, result.reply, result.citations, result.metadata)

@@ -7,9 +7,9 @@ Create Date: 2026-11-22 02:45:57.876091
 
 from collections.abc import Sequence
 
+import pgvector.sqlalchemy
 import sqlalchemy as sa
 from alembic import op
-import pgvector.sqlalchemy
 from sqlalchemy.dialects import postgresql
 
 from app.db.models import TENANT_TABLES
