@@ -26,7 +26,7 @@ from app.chat.service import APOLOGY, TEMPERATURE
 from app.config import Settings
 from app.runtime import Services
 from tests.conftest import Coach, make_client, upload
-from tests.unit.test_openai_compat import SDK_HTTPCORE, mock_openai, openai_error, openai_sse, sse_response
+from tests.openai_wire import SDK_HTTPCORE, mock_openai, openai_error, openai_sse, sse_response
 
 LLM_BASE_URL = "https://llm.example.test/v1"
 COMPLETIONS_URL = f"{LLM_BASE_URL}/chat/completions"

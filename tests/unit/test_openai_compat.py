@@ -8,21 +8,18 @@ then ``data: [DONE]``), errors as ``{"error": {...}}`` JSON, and ``/embeddings``
 from __future__ import annotations
 
 import base64
-import contextlib
-import importlib.util
 import json
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
-import httpcore
 import httpx
 import pytest
 import respx
-from respx.mocks import HTTPCoreMocker
 
 from app.llm.base import ChatMessage, ProviderError, Usage
 from app.llm.openai_compat import OpenAIChatProvider, OpenAIEmbedder
+from tests.openai_wire import SDK_HTTPCORE, mock_openai, openai_error, openai_sse, sse_response
 
 BASE_URL = "https://api.openai.test/v1"
 API_KEY = "sk-proj-unit-test-0123456789abcdefWXYZ"
@@ -32,83 +29,6 @@ MESSAGES: list[ChatMessage] = [
     {"role": "user", "content": "How do I start the day well?"},
 ]
 DELTAS = ["Start", " with", " one", " slow", " breath", "."]
-
-# openai>=3 sends through httpx2/httpcore2 (older releases: httpx/httpcore). respx patches httpcore only,
-# unless told about httpcore2's pool; SDK_HTTPCORE is where the SDK's real transport errors come from.
-_HAS_HTTPCORE2 = importlib.util.find_spec("httpcore2") is not None
-_HTTPCORE2_POOLS = ("httpcore2._async.connection_pool.AsyncConnectionPool",) if _HAS_HTTPCORE2 else ()
-SDK_HTTPCORE: Any = importlib.import_module("httpcore2") if _HAS_HTTPCORE2 else httpcore
-
-
-@contextlib.contextmanager
-def mock_openai() -> Iterator[respx.MockRouter]:
-    """A respx router that also intercepts the openai SDK's own HTTP stack (httpx2/httpcore2 in openai>=3).
-
-    Unmatched routes are not an error (``assert_all_called=False``); unmocked hosts are."""
-    HTTPCoreMocker.add_targets(*_HTTPCORE2_POOLS)
-    try:
-        with respx.mock(assert_all_called=False) as router:
-            yield router
-    finally:
-        HTTPCoreMocker.remove_targets(*_HTTPCORE2_POOLS)
-
-
-def _chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
-    payload = {
-        "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
-        "object": "chat.completion.chunk",
-        "created": 1741570283,
-        "model": "gpt-4o-mini-2024-07-18",
-        "service_tier": "default",
-        "system_fingerprint": "fp_06737a9306",
-        "choices": choices,
-        "usage": usage,
-    }
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
-
-
-def _choice(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-
-
-def openai_sse(deltas: Sequence[str], usage: tuple[int, int] | None = None, *, complete: bool = True) -> bytes:
-    """A streamed chat completion as OpenAI sends it. ``usage=(prompt, completion)`` adds the final
-    ``stream_options.include_usage`` chunk (``choices: []``); ``None`` leaves it out, as some servers do.
-    ``complete=False`` stops after the content chunks (no finish chunk, no usage, no ``[DONE]``)."""
-    body = _chunk([_choice({"role": "assistant", "content": "", "refusal": None})])
-    body += b"".join(_chunk([_choice({"content": d})]) for d in deltas)
-    if not complete:
-        return body
-    body += _chunk([_choice({}, "stop")])
-    if usage is not None:
-        prompt, completion = usage
-        body += _chunk(
-            [],
-            {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-                "completion_tokens_details": {
-                    "reasoning_tokens": 0,
-                    "audio_tokens": 0,
-                    "accepted_prediction_tokens": 0,
-                    "rejected_prediction_tokens": 0,
-                },
-            },
-        )
-    return body + b"data: [DONE]\n\n"
-
-
-def sse_response(body: bytes) -> httpx.Response:
-    """A 200 ``text/event-stream`` response carrying ``body``."""
-    return httpx.Response(200, headers={"content-type": "text/event-stream; charset=utf-8"}, content=body)
-
-
-def openai_error(status: int, message: str, type_: str, code: str | None) -> httpx.Response:
-    """An error response in OpenAI's JSON format."""
-    error = {"error": {"message": message, "type": type_, "param": None, "code": code}}
-    return httpx.Response(status, json=error, headers={"x-request-id": "req_7f3c2a"})
 
 
 def chat_provider(api_key: str | None = API_KEY) -> OpenAIChatProvider:
