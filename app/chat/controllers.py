@@ -62,6 +62,19 @@ class ConversationSummary(msgspec.Struct):
     last_message_at: datetime
 
 
+COACH_ONLY_METADATA = ("error", "partial_reply")
+"""Attribution the coach sees in transcripts but the client is not shown (provider errors can name the
+coach's configuration or a masked key)."""
+
+
+def client_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The metadata of a reply as shown to the client: coach-only keys dropped, ``failed`` set on errors."""
+    shown = {k: v for k, v in metadata.items() if k not in COACH_ONLY_METADATA}
+    if "error" in metadata:
+        shown["failed"] = True
+    return shown
+
+
 def message_out(msg: m.Message) -> MessageOut:
     """Serialise a message for the API."""
     return MessageOut(msg.id, msg.sender_type, msg.text, msg.created_at, msg.citations, msg.meta)
@@ -90,7 +103,9 @@ class ChatController(Controller):
     ) -> ChatResponse:
         """One client turn, unstreamed (the same turn as the WebSocket). Auth: the client's widget token."""
         result = await run_turn(container, identity, data.text, data.conversation_id, "api")
-        return ChatResponse(result.conversation_id, result.message_id, result.reply, result.citations, result.metadata)
+        return ChatResponse(
+            result.conversation_id, result.message_id, result.reply, result.citations, client_metadata(result.metadata)
+        )
 
 
 class ConversationController(Controller):
@@ -179,7 +194,7 @@ async def chat_socket(socket: WebSocket[Any, Any, Any], container: ContainerDep)
                             "message_id": str(item.message_id),
                             "reply": item.reply,
                             "citations": item.citations,
-                            "metadata": item.metadata,
+                            "metadata": client_metadata(item.metadata),
                         }
                     )
                 else:

@@ -128,38 +128,39 @@ class ChatService:
         passages: list[RetrievedChunk] = []
         started = time.perf_counter()
         try:
-            # 2. retrieve
-            t0 = time.perf_counter()
-            embedder = self._registry.embedder_for(coach)
-            [query_embedding] = await embedder.embed([text])
-            async with tenant_session(self._sessionmaker, coach_id) as session:
-                passages = await retrieve(
-                    session,
-                    coach_id,
-                    query=text,
-                    query_embedding=query_embedding,
-                    embedding_model=embedder.model,
-                    k=self._settings.retrieval_top_k,
-                )
-            timings["retrieval_ms"] = _ms(time.perf_counter() - t0)
-
-            # 3. assemble
-            t0 = time.perf_counter()
-            prompt = assemble_prompt(
-                persona=coach.persona,
-                passages=passages,
-                history=history,
-                user_text=text,
-                budget_tokens=self._settings.llm_context_tokens - self._settings.llm_max_tokens,
-            )
-            passages = prompt.passages
-            timings["prompt_ms"] = _ms(time.perf_counter() - t0)
-            metadata["history_messages"] = prompt.history_used
-
-            # 4. generate, streamed
-            t0 = time.perf_counter()
-            usage: Usage | None = None
+            # one deadline for retrieval (the query embedding may be remote) and generation
             async with asyncio.timeout(self._settings.llm_timeout_seconds):
+                # 2. retrieve
+                t0 = time.perf_counter()
+                embedder = self._registry.embedder_for(coach)
+                [query_embedding] = await embedder.embed([text])
+                async with tenant_session(self._sessionmaker, coach_id) as session:
+                    passages = await retrieve(
+                        session,
+                        coach_id,
+                        query=text,
+                        query_embedding=query_embedding,
+                        embedding_model=embedder.model,
+                        k=self._settings.retrieval_top_k,
+                    )
+                timings["retrieval_ms"] = _ms(time.perf_counter() - t0)
+
+                # 3. assemble
+                t0 = time.perf_counter()
+                prompt = assemble_prompt(
+                    persona=coach.persona,
+                    passages=passages,
+                    history=history,
+                    user_text=text,
+                    budget_tokens=self._settings.llm_context_tokens - self._settings.llm_max_tokens,
+                )
+                passages = prompt.passages
+                timings["prompt_ms"] = _ms(time.perf_counter() - t0)
+                metadata["history_messages"] = prompt.history_used
+
+                # 4. generate, streamed
+                t0 = time.perf_counter()
+                usage: Usage | None = None
                 async for item in provider.stream(
                     prompt.messages, max_tokens=self._settings.llm_max_tokens, temperature=TEMPERATURE
                 ):
@@ -170,7 +171,7 @@ class ChatService:
                         timings["first_token_ms"] = _ms(time.perf_counter() - t0)
                     reply_parts.append(item)
                     yield item
-            timings["generation_ms"] = _ms(time.perf_counter() - t0)
+                timings["generation_ms"] = _ms(time.perf_counter() - t0)
             if usage is not None:
                 metadata["prompt_tokens"] = usage.prompt_tokens
                 metadata["completion_tokens"] = usage.completion_tokens

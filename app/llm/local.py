@@ -14,6 +14,8 @@ from typing import Any
 from app.llm.base import ChatMessage, ProviderError, Usage
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+REPEAT_PENALTY = 1.15
+"""Small models loop without it (CTRL's repetition penalty, Keskar et al. 2019, as llama.cpp applies it)."""
 
 
 def smollm2_path() -> Path:
@@ -58,6 +60,7 @@ class LlamaCppChatProvider:
                     messages=list(messages),  # type: ignore[arg-type]
                     max_tokens=max_tokens,
                     temperature=temperature,
+                    repeat_penalty=REPEAT_PENALTY,
                     stream=True,
                 )
                 for chunk in chunks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from app.accounts.security import SecretBox
 from app.config import Settings
@@ -10,6 +11,9 @@ from app.db import models as m
 from app.llm.base import ChatProvider, Embedder
 from app.llm.local import LlamaCppChatProvider, SentenceTransformerEmbedder
 from app.llm.openai_compat import OpenAIChatProvider, OpenAIEmbedder
+
+MAX_REMOTE_CLIENTS = 256
+"""SDK clients kept for reuse; the oldest is dropped beyond this (coaches change keys rarely)."""
 
 
 class ProviderRegistry:
@@ -22,6 +26,7 @@ class ProviderRegistry:
         self._lock = threading.Lock()
         self._local_chat: LlamaCppChatProvider | None = None
         self._local_embedder: SentenceTransformerEmbedder | None = None
+        self._remote: dict[tuple[str, str, str | None, str | None], OpenAIChatProvider | OpenAIEmbedder] = {}
 
     def local_chat(self) -> LlamaCppChatProvider:
         """The process-wide SmolLM2 instance (loaded on first use)."""
@@ -43,25 +48,47 @@ class ProviderRegistry:
         """Decrypt a stored provider key (``None`` when none is set)."""
         return self._secrets.decrypt(encrypted) if encrypted else None
 
+    def _cached(
+        self, key: tuple[str, str, str | None, str | None], build: Callable[[], OpenAIChatProvider | OpenAIEmbedder]
+    ) -> OpenAIChatProvider | OpenAIEmbedder:
+        """Reuse one SDK client (and its connection pool) per endpoint, model and key."""
+        with self._lock:
+            if key not in self._remote:
+                if len(self._remote) >= MAX_REMOTE_CLIENTS:
+                    self._remote.pop(next(iter(self._remote)))
+                self._remote[key] = build()
+            return self._remote[key]
+
     def chat_for(self, coach: m.Coach) -> ChatProvider:
         """The coach's chat provider."""
         if coach.llm_provider == "openai" and coach.llm_model:
-            return OpenAIChatProvider(
-                model=coach.llm_model,
-                api_key=self.decrypt_key(coach.llm_api_key_encrypted),
-                base_url=coach.llm_base_url,
-                timeout=self._settings.llm_timeout_seconds,
+            model, base_url = coach.llm_model, coach.llm_base_url
+            api_key = self.decrypt_key(coach.llm_api_key_encrypted)
+            provider = self._cached(
+                ("chat", model, base_url, api_key),
+                lambda: OpenAIChatProvider(
+                    model=model, api_key=api_key, base_url=base_url, timeout=self._settings.llm_timeout_seconds
+                ),
             )
+            assert isinstance(provider, OpenAIChatProvider)
+            return provider
         return self.local_chat()
 
     def embedder_for(self, coach: m.Coach) -> Embedder:
         """The coach's embedder; vectors always have ``m.EMBEDDING_DIMENSIONS`` floats."""
         if coach.embedding_provider == "openai" and coach.embedding_model:
-            return OpenAIEmbedder(
-                model=coach.embedding_model,
-                api_key=self.decrypt_key(coach.embedding_api_key_encrypted),
-                base_url=coach.embedding_base_url,
-                dimensions=m.EMBEDDING_DIMENSIONS,
-                timeout=self._settings.llm_timeout_seconds,
+            model, base_url = coach.embedding_model, coach.embedding_base_url
+            api_key = self.decrypt_key(coach.embedding_api_key_encrypted)
+            embedder = self._cached(
+                ("embedding", model, base_url, api_key),
+                lambda: OpenAIEmbedder(
+                    model=model,
+                    api_key=api_key,
+                    base_url=base_url,
+                    dimensions=m.EMBEDDING_DIMENSIONS,
+                    timeout=self._settings.llm_timeout_seconds,
+                ),
             )
+            assert isinstance(embedder, OpenAIEmbedder)
+            return embedder
         return self.local_embedder()

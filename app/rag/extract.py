@@ -34,6 +34,14 @@ class Page:
     text: str
 
 
+@dataclass(frozen=True)
+class ExtractedText:
+    """Pages of a file plus the title its metadata declares (PDF ``/Title``), if any."""
+
+    pages: list[Page]
+    title: str | None = None
+
+
 def detect_kind(filename: str, content_type: str | None) -> str:
     """``pdf``, ``text`` or ``markdown`` from the file name (then the MIME type).
 
@@ -54,8 +62,8 @@ def detect_kind(filename: str, content_type: str | None) -> str:
     raise ExtractionError(f"unsupported file type for {filename!r}: upload a PDF, .txt or .md file")
 
 
-def extract_pages(data: bytes, kind: str, *, on_page: Callable[[int, int], None] | None = None) -> list[Page]:
-    """Extract the pages of ``data``. ``on_page(done, total)`` reports PDF progress.
+def extract_pages(data: bytes, kind: str, *, on_page: Callable[[int, int], None] | None = None) -> ExtractedText:
+    """Extract the pages (and metadata title) of ``data``. ``on_page(done, total)`` reports PDF progress.
 
     Raises ``ExtractionError``: empty file, not really a PDF, damaged PDF, password-protected PDF,
     no text layer (a scan), text that is not UTF-8.
@@ -70,10 +78,10 @@ def extract_pages(data: bytes, kind: str, *, on_page: Callable[[int, int], None]
         raise ExtractionError(f"the file is not UTF-8 text (byte {exc.start} cannot be decoded)") from exc
     if "\x00" in text:
         raise ExtractionError("the file is binary, not text")
-    return [Page(None, text)]
+    return ExtractedText([Page(None, text)])
 
 
-def _extract_pdf(data: bytes, on_page: Callable[[int, int], None] | None) -> list[Page]:
+def _extract_pdf(data: bytes, on_page: Callable[[int, int], None] | None) -> ExtractedText:
     if not data.lstrip()[:5] == b"%PDF-":
         raise ExtractionError("the file is not a PDF (it does not start with %PDF-)")
     try:
@@ -102,4 +110,8 @@ def _extract_pdf(data: bytes, on_page: Callable[[int, int], None] | None) -> lis
             on_page(index + 1, total)
     if not any(p.text.strip() for p in pages):
         raise ExtractionError("the PDF has no text layer (it looks like a scan); run OCR on it and upload the result")
-    return pages
+    try:
+        title = (reader.metadata.title or "").strip() if reader.metadata else ""
+    except (PyPdfError, ValueError, TypeError, AttributeError):
+        title = ""
+    return ExtractedText(pages, title[:300] or None)

@@ -42,6 +42,12 @@ class IngestTimings:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def title_from_filename(filename: str) -> str:
+    """``"meditations-marcus_aurelius.pdf"`` → ``"Meditations Marcus Aurelius"`` (until metadata says better)."""
+    words = PurePath(filename).stem.replace("_", " ").replace("-", " ").split()
+    return " ".join(w[:1].upper() + w[1:] for w in words)[:300] or filename[:300]
+
+
 class DocumentService:
     """Upload and manage a coach's documents; ``ingest`` is the body of the arq job."""
 
@@ -76,7 +82,7 @@ class DocumentService:
         too_large = len(data) > limit
         document = m.Document(
             coach_id=coach_id,
-            title=PurePath(filename).stem.replace("_", " ").replace("-", " ").strip() or filename,
+            title=title_from_filename(filename),
             filename=filename,
             content_type=(content_type or "application/octet-stream")[:100],
             size_bytes=len(data),
@@ -195,16 +201,18 @@ class DocumentService:
         started = time.perf_counter()
         reporter = asyncio.create_task(report())
         try:
-            pages = await asyncio.to_thread(extract_pages, data, kind, on_page=on_page)
+            extracted = await asyncio.to_thread(extract_pages, data, kind, on_page=on_page)
         finally:
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter
         timings.seconds["extract"] = time.perf_counter() - started
+        pages = extracted.pages
         timings.pages = len(pages)
         timings.characters = sum(len(p.text) for p in pages)
         page_count = len(pages) if pages[0].number is not None else None
-        await self._set(coach_id, document_id, pages=page_count, pages_done=len(pages))
+        title = {"title": extracted.title} if extracted.title else {}
+        await self._set(coach_id, document_id, pages=page_count, pages_done=len(pages), **title)
 
         embedder = self._registry.embedder_for(coach)
         started = time.perf_counter()

@@ -230,13 +230,15 @@ async def test_provider_failure_gives_a_persisted_apology(
     assert body["citations"] == []
     meta = body["metadata"]
     assert meta["provider"] == "openai" and meta["model"] == LLM_MODEL
-    assert meta["error"].startswith(f"{error}:")
-    assert meta["partial_reply"] == ""
+    assert meta["failed"] is True
+    assert "error" not in meta and "partial_reply" not in meta, "provider error details are for the coach only"
     assert "completion_tokens" not in meta
 
     messages = await transcript(http, byok, body["conversation_id"])
     assert [(m["sender_type"], m["text"]) for m in messages] == [("client", QUESTION), ("ai", APOLOGY)]
-    assert messages[1]["metadata"]["error"] == meta["error"]
+    stored = messages[1]["metadata"]
+    assert stored["error"].startswith(f"{error}:")
+    assert stored["partial_reply"] == ""
 
 
 async def test_stream_broken_mid_reply_keeps_the_partial_text_in_metadata(
@@ -265,7 +267,8 @@ async def test_stream_broken_mid_reply_keeps_the_partial_text_in_metadata(
     done = events[-1]
     assert done["type"] == "done", done
     assert done["reply"] == APOLOGY
-    assert done["metadata"]["partial_reply"] == "".join(DELTAS[:3])
-    assert done["metadata"]["error"].startswith("APIConnectionError:")
+    assert done["metadata"]["failed"] is True and "error" not in done["metadata"]
     messages = await transcript(http, byok, done["conversation_id"])
     assert [(m["sender_type"], m["text"]) for m in messages] == [("client", QUESTION), ("ai", APOLOGY)]
+    assert messages[1]["metadata"]["partial_reply"] == "".join(DELTAS[:3])
+    assert messages[1]["metadata"]["error"].startswith("APIConnectionError:")
