@@ -7,6 +7,7 @@ import unicodedata
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _HYPHEN_BREAK = re.compile(r"(\w)[-\u00ad]\n[ \t]*([a-z])")
+_COMPOUND_BREAK = re.compile(r"(\w)-\n[ \t]*(?=[A-Z])")
 _PAGE_NUMBER_LINE = re.compile(r"^[ \t]*(?:\d{1,4}|[ivxlcdm]{1,7})[ \t]*$", re.MULTILINE | re.IGNORECASE)
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _SINGLE_NEWLINE = re.compile(r"(?<!\n)\n(?!\n)")
@@ -27,6 +28,7 @@ def normalize_text(text: str) -> str:
     text = _SPACES.sub(" ", text)
     text = "\n".join(line.strip() for line in text.split("\n"))
     text = _HYPHEN_BREAK.sub(r"\1\2", text)
+    text = _COMPOUND_BREAK.sub(r"\1-", text)
     text = _PAGE_NUMBER_LINE.sub("", text)
     text = _BLANK_LINES.sub("\n\n", text.strip())
     text = _SINGLE_NEWLINE.sub(" ", text)

@@ -1,0 +1,99 @@
+"""Prompt assembly within the token budget; credentials and encryption at rest."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from cryptography.fernet import Fernet
+
+from app.accounts.security import SecretBox, hash_password, mask_secret, new_token, token_hash, verify_password
+from app.chat.models import Message, SenderType
+from app.chat.prompt import BUDGET_MARGIN, assemble_prompt
+from app.rag.chunking import count_tokens
+from app.rag.retrieval import RetrievedChunk
+
+
+def _passage(i: int, words: int = 50) -> RetrievedChunk:
+    return RetrievedChunk(
+        uuid.uuid4(), uuid.uuid4(), "Meditations", i, f"passage {i} " + "virtue " * words, 0.5, 1 / (60 + i)
+    )
+
+
+def _history(n: int, words: int = 40) -> list[Message]:
+    return [
+        Message(
+            sender_type=SenderType.CLIENT if i % 2 == 0 else SenderType.AI,
+            text=f"turn {i} " + "feelings " * words,
+        )
+        for i in range(n)
+    ]
+
+
+def test_prompt_order_persona_passages_history_question() -> None:
+    prompt = assemble_prompt(
+        persona="You are calm.",
+        passages=[_passage(1), _passage(2)],
+        history=_history(2),
+        user_text="What now?",
+        budget_tokens=4000,
+    )
+    roles = [m["role"] for m in prompt.messages]
+    assert roles == ["system", "user", "assistant", "user"]
+    system = prompt.messages[0]["content"]
+    assert system.startswith("You are calm.")
+    assert "[1] (Meditations, p. 1) passage 1" in system and "[2] (Meditations, p. 2)" in system
+    assert prompt.messages[-1]["content"] == "What now?"
+    assert prompt.history_used == 2 and len(prompt.passages) == 2
+
+
+def test_over_budget_drops_oldest_history_then_lowest_passages() -> None:
+    budget = 700
+    prompt = assemble_prompt(
+        persona="You are calm.",
+        passages=[_passage(i, words=120) for i in range(1, 6)],
+        history=_history(10),
+        user_text="What now?",
+        budget_tokens=budget,
+    )
+    assert prompt.estimated_tokens <= budget * BUDGET_MARGIN
+    assert prompt.history_used == 0, "history goes before passages"
+    kept = [p.page for p in prompt.passages]
+    assert kept == list(range(1, len(kept) + 1)) and 0 < len(kept) < 5, "the best passages are kept"
+    assert prompt.messages[-1]["content"] == "What now?"
+
+
+def test_history_is_trimmed_from_the_oldest_end() -> None:
+    prompt = assemble_prompt(persona="p", passages=[], history=_history(10), user_text="q", budget_tokens=500)
+    assert 0 < prompt.history_used < 10
+    first_kept = prompt.messages[1]["content"]
+    assert first_kept.startswith(f"turn {10 - prompt.history_used} ")
+    assert sum(count_tokens(m["content"]) for m in prompt.messages) <= 500
+
+
+def test_password_hashes_are_argon2id_and_verify() -> None:
+    hashed = hash_password("correct horse")
+    assert hashed.startswith("$argon2id$")
+    assert verify_password(hashed, "correct horse")
+    assert not verify_password(hashed, "wrong horse")
+    assert not verify_password("not-a-hash", "correct horse")
+
+
+def test_tokens_are_random_and_stored_as_sha256() -> None:
+    a, b = new_token("oc"), new_token("oc")
+    assert a != b and a.startswith("oc_") and len(a) == 46
+    assert token_hash(a) == token_hash(a) and len(token_hash(a)) == 64 and a not in token_hash(a)
+
+
+def test_secret_box_round_trip_and_wrong_key() -> None:
+    box = SecretBox(Fernet.generate_key())
+    sealed = box.encrypt("sk-live-abc123")
+    assert b"sk-live" not in sealed
+    assert box.decrypt(sealed) == "sk-live-abc123"
+    with pytest.raises(ValueError, match="SECRET_KEY"):
+        SecretBox(Fernet.generate_key()).decrypt(sealed)
+
+
+def test_mask_secret_shows_at_most_the_last_four() -> None:
+    assert mask_secret("sk-proj-1234567890abcd") == "sk-…abcd"
+    assert mask_secret("short") == "…"

@@ -1,0 +1,109 @@
+"""Extraction, normalisation and chunking on small inputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.rag.chunking import ChunkSpec, chunk_pages, count_tokens
+from app.rag.extract import MARKDOWN, PDF, TEXT, ExtractionError, Page, detect_kind, extract_pages
+from app.rag.normalize import normalize_text
+
+
+def test_tabs_and_runs_of_spaces_become_one_space() -> None:
+    assert normalize_text("Well,\t you\t of\tthe  minority") == "Well, you of the minority"
+
+
+def test_words_hyphenated_at_line_ends_are_rejoined() -> None:
+    text = "the same portion of immor-\ntality. It is against na-\nture for men"
+    assert normalize_text(text) == "the same portion of immortality. It is against nature for men"
+
+
+def test_hyphen_before_a_capital_is_kept() -> None:
+    assert normalize_text("the Anglo-\nSaxon chronicle") == "the Anglo-Saxon chronicle"
+
+
+def test_page_number_lines_and_blank_pages_are_dropped() -> None:
+    assert normalize_text("last line of the page.\n11\n") == "last line of the page."
+    assert normalize_text("  \n\t\n xii \n") == ""
+
+
+def test_lines_join_within_paragraphs_and_paragraphs_stay_apart() -> None:
+    assert (
+        normalize_text("one line\nsame paragraph\n\n\n\nnext paragraph") == "one line same paragraph\n\nnext paragraph"
+    )
+
+
+def test_ligatures_and_control_characters() -> None:
+    assert normalize_text("\ufb01rst\x07 of\x00f") == "first off"
+
+
+@pytest.mark.parametrize(
+    ("filename", "content_type", "kind"),
+    [
+        ("Book.PDF", None, PDF),
+        ("notes.md", None, MARKDOWN),
+        ("notes.markdown", None, MARKDOWN),
+        ("t.txt", None, TEXT),
+        ("upload", "application/pdf", PDF),
+        ("upload", "text/plain; charset=utf-8", TEXT),
+    ],
+)
+def test_detect_kind(filename: str, content_type: str | None, kind: str) -> None:
+    assert detect_kind(filename, content_type) == kind
+
+
+def test_detect_kind_rejects_other_types() -> None:
+    with pytest.raises(ExtractionError, match="unsupported file type"):
+        detect_kind("slides.pptx", "application/vnd.ms-powerpoint")
+
+
+def test_text_extraction_keeps_unicode_and_strips_bom() -> None:
+    extracted = extract_pages("\ufeffCafé crème, naïve".encode(), TEXT)
+    assert extracted.pages == [Page(None, "Café crème, naïve")]
+
+
+def _pages(n: int, sentences: int = 30) -> list[Page]:
+    return [
+        Page(p, " ".join(f"Sentence {i} on page {p} talks about habits and time." for i in range(sentences)))
+        for p in range(1, n + 1)
+    ]
+
+
+def test_chunks_respect_the_size_and_overlap() -> None:
+    spec = ChunkSpec(max_tokens=60, overlap_tokens=15)
+    chunks = chunk_pages(_pages(3), spec)
+    assert len(chunks) > 5
+    assert [c.ordinal for c in chunks] == list(range(len(chunks)))
+    for chunk in chunks:
+        assert chunk.token_count == count_tokens(chunk.text) <= spec.max_tokens + 2
+    for previous, current in zip(chunks, chunks[1:], strict=False):
+        last_sentence = previous.text.split(". ")[-1]
+        assert current.text.startswith(last_sentence.rstrip(".")), "each chunk starts with the previous tail"
+
+
+def test_chunks_track_page_spans() -> None:
+    chunks = chunk_pages(_pages(3, sentences=3), ChunkSpec(max_tokens=60, overlap_tokens=0))
+    assert chunks[0].page_start == 1
+    assert chunks[-1].page_end == 3
+    assert any(c.page_start != c.page_end for c in chunks), "a chunk can straddle a page break"
+    for chunk in chunks:
+        for page in range(1, 4):
+            if f"on page {page}" in chunk.text:
+                assert chunk.page_start <= page <= chunk.page_end
+
+
+def test_a_sentence_longer_than_a_chunk_is_cut_at_token_boundaries() -> None:
+    long_sentence = "word " * 500
+    chunks = chunk_pages([Page(None, long_sentence)], ChunkSpec(max_tokens=100, overlap_tokens=10))
+    assert len(chunks) >= 5
+    assert all(c.token_count <= 102 for c in chunks)
+    assert all(c.page_start is None for c in chunks)
+
+
+def test_blank_pages_make_no_chunks() -> None:
+    assert chunk_pages([Page(1, " \n\t "), Page(2, "12")], ChunkSpec(100, 10)) == []
+
+
+def test_chunk_spec_fits_the_embedder() -> None:
+    assert ChunkSpec.for_embedder(256) == ChunkSpec(max_tokens=179, overlap_tokens=26)
+    assert ChunkSpec.for_embedder(8191).max_tokens == 512
