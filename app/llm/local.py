@@ -66,7 +66,7 @@ class LlamaCppChatProvider:
                 for chunk in chunks:
                     if stop.is_set():
                         break
-                    delta = chunk["choices"][0].get("delta", {}).get("content")  # type: ignore[index]
+                    delta = chunk["choices"][0].get("delta", {}).get("content")  # type: ignore[index,union-attr]
                     if delta:
                         loop.call_soon_threadsafe(queue.put_nowait, delta)
                 loop.call_soon_threadsafe(queue.put_nowait, done)
@@ -106,7 +106,7 @@ class SentenceTransformerEmbedder:
 
         self.model = "all-MiniLM-L6-v2"
         self._st = SentenceTransformer(str(get_model_path()), device="cpu")
-        self.max_input_tokens = int(self._st.max_seq_length)
+        self.max_input_tokens = int(self._st.max_seq_length or 256)
         self._batch_size = batch_size
         self._lock = threading.Lock()
 

@@ -29,9 +29,9 @@ class OpenAIChatProvider:
         usage: Usage | None = None
         deltas = 0
         try:
-            stream = await self._client.chat.completions.create(
+            stream = await self._client.chat.completions.create(  # type: ignore[call-overload]
                 model=self.model,
-                messages=list(messages),  # type: ignore[arg-type]
+                messages=list(messages),
                 max_tokens=max_tokens,
                 temperature=temperature,
                 stream=True,
