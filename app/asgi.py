@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,15 @@ def create_app(
     shutdown; ``registry`` lets tests share loaded local models."""
 
     async def startup(app: Litestar) -> None:
-        app.state.container = await Container.create(settings, database_url, redis_url, registry=registry)
+        container = await Container.create(settings, database_url, redis_url, registry=registry)
+        app.state.container = container
+        # load the offline models in the background; requests that need them first wait on the registry lock
+        app.state.warm_up = asyncio.create_task(asyncio.to_thread(container.registry.warm_up))
 
     async def shutdown(app: Litestar) -> None:
+        warm_up: asyncio.Task[None] | None = getattr(app.state, "warm_up", None)
+        if warm_up is not None:
+            await asyncio.gather(warm_up, return_exceptions=True)
         container: Container | None = getattr(app.state, "container", None)
         if container is not None:
             await container.close()

@@ -44,6 +44,11 @@ class ProviderRegistry:
                 self._local_embedder = SentenceTransformerEmbedder()
             return self._local_embedder
 
+    def warm_up(self) -> None:
+        """Load the offline models now (blocking, seconds) so the first chat turn does not pay for it."""
+        self.local_embedder()
+        self.local_chat()
+
     def decrypt_key(self, encrypted: bytes | None) -> str | None:
         """Decrypt a stored provider key (``None`` when none is set)."""
         return self._secrets.decrypt(encrypted) if encrypted else None

@@ -110,8 +110,9 @@ class CoachPages(Controller):
         async with container.tenant(coach_id) as session:
             return await container.accounts.get_coach(session, coach_id)
 
-    @get("/documents")
-    async def documents(self, coach_id: CoachId, container: ContainerDep) -> Template:
+    async def _documents_page(
+        self, container: Container, coach_id: uuid.UUID, error: str | None = None, status_code: int = 200
+    ) -> Template:
         docs = await container.documents.list(coach_id)
         return Template(
             "dashboard/documents.html",
@@ -119,10 +120,15 @@ class CoachPages(Controller):
                 "coach": await self._coach(container, coach_id),
                 "documents": docs,
                 "active": any(d.status in ACTIVE_STATUSES for d in docs),
-                "error": None,
+                "error": error,
                 "nav": "documents",
             },
+            status_code=status_code,
         )
+
+    @get("/documents")
+    async def documents(self, coach_id: CoachId, container: ContainerDep) -> Template:
+        return await self._documents_page(container, coach_id)
 
     @get("/documents/table")
     async def documents_table(self, coach_id: CoachId, container: ContainerDep) -> Template:
@@ -141,18 +147,7 @@ class CoachPages(Controller):
             filename, content_type, data = await read_upload(request)
             await container.documents.upload(coach_id, filename, content_type, data)
         except DomainError as exc:
-            docs = await container.documents.list(coach_id)
-            return Template(
-                "dashboard/documents.html",
-                context={
-                    "coach": await self._coach(container, coach_id),
-                    "documents": docs,
-                    "active": any(d.status in ACTIVE_STATUSES for d in docs),
-                    "error": exc.message,
-                    "nav": "documents",
-                },
-                status_code=exc.status_code,
-            )
+            return await self._documents_page(container, coach_id, exc.message, exc.status_code)
         return Redirect("/dashboard/documents")
 
     @post("/documents/{document_id:uuid}/delete")

@@ -48,6 +48,11 @@ async def test_every_book_is_ready_with_all_pages(http: httpx.AsyncClient, libra
         assert doc["status"] == "ready", doc
         assert doc["pages"] == pages
         assert doc["chunks"] >= pages  # roughly a page of prose holds one or more 179-token chunks
+    titles = {
+        name: (await http.get(f"/api/v1/documents/{ids[name]}", headers=coach.headers)).json()["title"] for name in ids
+    }
+    assert titles["self-help-samuel-smiles.pdf"] == "Self Help; with Illustrations of Conduct and Perseverance"
+    assert titles["meditations-marcus-aurelius.pdf"] == "Meditations Marcus Aurelius"  # no /Title: from the name
 
 
 @pytest.mark.slow

@@ -1,0 +1,78 @@
+"""Set-up shared by the benchmarks: the real embedded servers, schema, container and one signed-up coach.
+
+Not a benchmark itself; ``bench/ingest.py`` and ``bench/chat.py`` import it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet
+from rich.console import Console
+from rich.table import Table
+
+from app.config import Settings
+from app.container import Container
+from app.db.migrate import upgrade_head
+from app.rag.chunking import encoding
+from app.rag.service import IngestTimings
+from app.runtime import start_services
+
+console = Console(stderr=True)
+"""Progress goes to stderr so stdout holds only the table (or the JSON)."""
+
+
+@asynccontextmanager
+async def bench_app(**settings: Any) -> AsyncIterator[tuple[Container, uuid.UUID]]:
+    """Start PostgreSQL and Redis in a temporary data dir, migrate, build the container and sign up a coach.
+
+    ``settings`` are extra ``Settings`` fields. The embedder and the chunker's tokenizer are loaded before
+    this yields, so no timed stage pays for loading them. Everything is stopped and deleted on exit.
+    """
+    with tempfile.TemporaryDirectory(prefix="opencoach-bench-") as data_dir:
+        config = Settings(data_dir=Path(data_dir), secret_key=Fernet.generate_key().decode(), **settings)
+        with console.status("Starting PostgreSQL and Redis…"):
+            services = await asyncio.to_thread(start_services, config)
+        try:
+            with console.status("Applying migrations…"):
+                await asyncio.to_thread(upgrade_head, services.migration_database_url)
+            container = await Container.create(config, services.database_url, services.redis_url)
+            try:
+                signup = await container.accounts.signup("Bench Coach", "bench@example.com", "bench-password")
+                with console.status("Loading the embedder…"):
+                    await container.registry.local_embedder().embed(["warm up"])
+                    encoding()
+                yield container, signup.coach_id
+            finally:
+                await container.close()
+        finally:
+            services.stop()
+
+
+async def ingest_pdf(container: Container, coach_id: uuid.UUID, path: Path) -> IngestTimings:
+    """Upload ``path`` and run the ingestion pipeline in this process (the arq job's body, called directly).
+
+    Raises ``RuntimeError`` with the document's error when ingestion fails.
+    """
+    document = await container.documents.upload(coach_id, path.name, "application/pdf", path.read_bytes())
+    timings = await container.documents.ingest(coach_id, document.id)
+    if timings is None:
+        failed = await container.documents.get(coach_id, document.id)
+        raise RuntimeError(f"ingesting {path.name} failed: {failed.error}")
+    return timings
+
+
+def print_table(table: Table) -> None:
+    """Print ``table`` to stdout at its natural width at least: when stdout is not a terminal rich assumes
+    80 columns and would cut the cells short."""
+    stdout = Console()
+    natural = stdout.measure(table, options=stdout.options.update_width(sys.maxsize)).maximum
+    stdout.width = max(stdout.width, natural)
+    stdout.print(table)
