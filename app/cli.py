@@ -154,13 +154,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         _migrate(services)
         api_key, widget_path = asyncio.run(seed_demo(settings, services))
-        console.print(
-            f"\n[bold]OpenCoach demo[/]\n"
+        print(
+            f"\nOpenCoach demo\n"
             f"  Dashboard: {base}/login   (e-mail {DEMO_EMAIL}, password {DEMO_PASSWORD})\n"
             f"  Widget:    {base}{widget_path}\n"
             f"  API key:   {api_key}\n"
             f"  Meditations is being ingested by the worker; watch it on the Documents page.\n"
-            f'  Then ask the widget: "How should I deal with people who annoy me?"\n'
+            f'  Then ask the widget: "How should I deal with people who annoy me?"\n',
+            flush=True,
         )
         _serve(settings, services, args.host, args.port, True)
     finally:

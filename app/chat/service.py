@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -50,6 +51,15 @@ class TurnResult:
     reply: str
     citations: list[dict[str, Any]]
     metadata: dict[str, Any]
+
+
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s|$)")
+
+
+def trim_to_sentence(text: str) -> str:
+    """Cut a reply that hit the token limit back to its last complete sentence (unchanged if it has none)."""
+    ends = [match.end() for match in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]] if ends else text
 
 
 def _ms(seconds: float) -> float:
@@ -176,6 +186,9 @@ class ChatService:
                 metadata["prompt_tokens"] = usage.prompt_tokens
                 metadata["completion_tokens"] = usage.completion_tokens
             reply = "".join(reply_parts).strip()
+            if usage is not None and usage.completion_tokens >= self._settings.llm_max_tokens:
+                reply = trim_to_sentence(reply)
+                metadata["truncated"] = True
             if not reply:
                 raise ProviderError("the model returned an empty reply")
         except (ProviderError, TimeoutError) as exc:

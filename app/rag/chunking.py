@@ -73,11 +73,28 @@ class _Unit:
     page: int | None
 
 
+_TRAILING_HYPHEN = re.compile(r"(\w)-$")
+_LEADING_WORD = re.compile(r"^([a-z]\S*)\s*")
+
+
+def _join_hyphens_across_pages(texts: list[str]) -> list[str]:
+    """Re-join a word hyphenated across a page break ("plea-" | "sure …" → "pleasure" | "…"); the word
+    counts for the earlier page."""
+    joined = list(texts)
+    for i in range(len(joined) - 1):
+        head, tail = joined[i], joined[i + 1]
+        word = _LEADING_WORD.match(tail)
+        if word and _TRAILING_HYPHEN.search(head):
+            joined[i] = head[:-1] + word.group(1)
+            joined[i + 1] = tail[word.end() :]
+    return joined
+
+
 def _units(pages: list[Page], max_tokens: int) -> list[_Unit]:
     enc = encoding()
     units: list[_Unit] = []
-    for page in pages:
-        text = normalize_text(page.text)
+    texts = _join_hyphens_across_pages([normalize_text(page.text) for page in pages])
+    for page, text in zip(pages, texts, strict=True):
         for sentence in _SENTENCE_END.split(text):
             sentence = sentence.strip()
             if not sentence:

@@ -70,7 +70,9 @@ async def test_websocket_streams_tokens_then_done(
             assert event["type"] == "done", event
             break
     assert len(tokens) > 1, "the reply must arrive streamed, in several pieces"
-    assert "".join(tokens).strip() == event["reply"]
+    streamed = "".join(tokens).strip()
+    # a reply cut by the token limit is stored up to its last full sentence
+    assert streamed == event["reply"] or (event["metadata"].get("truncated") and streamed.startswith(event["reply"]))
     assert event["citations"] and all(c["page"] for c in event["citations"])
     transcript = (
         await http.get(f"/api/v1/conversations/{event['conversation_id']}", headers=meditations_coach.coach.headers)

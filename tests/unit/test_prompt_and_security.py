@@ -10,6 +10,7 @@ from cryptography.fernet import Fernet
 from app.accounts.security import SecretBox, hash_password, mask_secret, new_token, token_hash, verify_password
 from app.chat.models import Message, SenderType
 from app.chat.prompt import BUDGET_MARGIN, assemble_prompt
+from app.chat.service import trim_to_sentence
 from app.rag.chunking import count_tokens
 from app.rag.retrieval import RetrievedChunk
 
@@ -97,3 +98,8 @@ def test_secret_box_round_trip_and_wrong_key() -> None:
 def test_mask_secret_shows_at_most_the_last_four() -> None:
     assert mask_secret("sk-proj-1234567890abcd") == "sk-…abcd"
     assert mask_secret("short") == "…"
+
+
+def test_a_reply_cut_by_the_token_limit_ends_at_its_last_sentence() -> None:
+    assert trim_to_sentence('Breathe. Then say "I see." And then you can') == 'Breathe. Then say "I see."'
+    assert trim_to_sentence("no sentence end here") == "no sentence end here"

@@ -100,6 +100,13 @@ def test_a_sentence_longer_than_a_chunk_is_cut_at_token_boundaries() -> None:
     assert all(c.page_start is None for c in chunks)
 
 
+def test_a_word_hyphenated_across_a_page_break_is_rejoined_on_the_first_page() -> None:
+    pages = [Page(53, "be painstaking; scorn plea-\n54"), Page(54, "sure, repine not at fate. Need little.")]
+    [chunk] = chunk_pages(pages, ChunkSpec(max_tokens=100, overlap_tokens=0))
+    assert chunk.text == "be painstaking; scorn pleasure, repine not at fate. Need little."
+    assert (chunk.page_start, chunk.page_end) == (53, 54)
+
+
 def test_blank_pages_make_no_chunks() -> None:
     assert chunk_pages([Page(1, " \n\t "), Page(2, "12")], ChunkSpec(100, 10)) == []
 
