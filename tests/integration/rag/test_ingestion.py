@@ -113,3 +113,14 @@ async def test_status_moves_from_queued_to_ready_with_progress(
     assert ready["status"] == "ready" and ready["error"] is None
     assert ready["pages"] == ready["pages_done"] == 42
     assert ready["chunks"] > 50
+
+
+async def test_a_request_far_over_the_limit_is_refused_with_413(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    coach = await make_coach()
+    body = b"x" * int((TEST_MAX_UPLOAD_MB * 2 + 1.5) * 1024 * 1024)
+    response = await http.post("/api/v1/documents", headers=coach.headers, files={"file": ("big.txt", body)})
+    assert response.status_code == 413
+    assert response.json()["detail"]
+    assert (await http.get("/api/v1/documents", headers=coach.headers)).json() == []
