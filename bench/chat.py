@@ -138,12 +138,12 @@ async def measure(turns: int, max_tokens: int) -> dict[str, Any]:
         "max_tokens": max_tokens,
         "failed_turns": failed,
         "completion_tokens": completion_tokens,
-        "tokens_per_second": completion_tokens / generation_seconds if generation_seconds else None,
+        "tokens_per_second": round(completion_tokens / generation_seconds, 2) if generation_seconds else None,
         "stages": {
             stage: {
-                "p50_ms": percentile(values, 50),
-                "p95_ms": percentile(values, 95),
-                "mean_ms": statistics.fmean(values),
+                "p50_ms": round(percentile(values, 50), 1),
+                "p95_ms": round(percentile(values, 95), 1),
+                "mean_ms": round(statistics.fmean(values), 1),
             }
             for stage, values in samples.items()
             if values

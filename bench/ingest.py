@@ -45,7 +45,7 @@ async def measure(books: list[Path]) -> list[dict[str, Any]]:
         for path in books:
             with console.status(f"Ingesting {path.name}…"):
                 timings = await ingest_pdf(container, coach_id, path)
-            seconds = {stage: timings.seconds[stage] for stage in STAGES}
+            seconds = {stage: round(timings.seconds[stage], 3) for stage in STAGES}
             rows.append(
                 {
                     "book": path.stem,
@@ -53,7 +53,7 @@ async def measure(books: list[Path]) -> list[dict[str, Any]]:
                     "characters": timings.characters,
                     "chunks": timings.chunks,
                     "seconds": seconds,
-                    "chunks_per_second": timings.chunks / sum(seconds.values()),
+                    "chunks_per_second": round(timings.chunks / sum(timings.seconds[stage] for stage in STAGES), 2),
                 }
             )
     return rows
