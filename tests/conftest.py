@@ -5,6 +5,7 @@ an arq worker run in burst mode on demand."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import uuid
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+import websockets
 from cryptography.fernet import Fernet
 
 from app.accounts.security import SecretBox
@@ -181,3 +183,15 @@ async def container(settings: Settings, services: Services, registry: ProviderRe
     built = await Container.create(settings, services.database_url, services.redis_url, registry=registry)
     yield built
     await built.close()
+
+
+async def ws_turn(base_url: str, widget_token: str, text: str) -> list[dict]:
+    """Send ``text`` over the ``/ws/chat`` WebSocket; returns the events received, up to and including the
+    first that is not a ``token`` event (``done`` or ``error``)."""
+    url = base_url.replace("http://", "ws://") + f"/ws/chat?token={widget_token}"
+    events: list[dict] = []
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"text": text}))
+        while not events or events[-1]["type"] == "token":
+            events.append(json.loads(await ws.recv()))
+    return events

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TypeVar, cast
 
 from app.accounts.security import SecretBox
 from app.config import Settings
@@ -12,6 +13,7 @@ from app.llm.base import ChatProvider, Embedder
 from app.llm.local import LlamaCppChatProvider, SentenceTransformerEmbedder
 from app.llm.openai_compat import OpenAIChatProvider, OpenAIEmbedder
 
+_Remote = TypeVar("_Remote", OpenAIChatProvider, OpenAIEmbedder)
 MAX_REMOTE_CLIENTS = 256
 """SDK clients kept for reuse; the oldest is dropped beyond this (coaches change keys rarely)."""
 
@@ -53,30 +55,27 @@ class ProviderRegistry:
         """Decrypt a stored provider key (``None`` when none is set)."""
         return self._secrets.decrypt(encrypted) if encrypted else None
 
-    def _cached(
-        self, key: tuple[str, str, str | None, str | None], build: Callable[[], OpenAIChatProvider | OpenAIEmbedder]
-    ) -> OpenAIChatProvider | OpenAIEmbedder:
-        """Reuse one SDK client (and its connection pool) per endpoint, model and key."""
+    def _cached(self, key: tuple[str, str, str | None, str | None], build: Callable[[], _Remote]) -> _Remote:
+        """Reuse one SDK client (and its connection pool) per endpoint, model and key; ``key[0]`` names the
+        kind, so a key always maps to what ``build`` makes."""
         with self._lock:
             if key not in self._remote:
                 if len(self._remote) >= MAX_REMOTE_CLIENTS:
                     self._remote.pop(next(iter(self._remote)))
                 self._remote[key] = build()
-            return self._remote[key]
+            return cast(_Remote, self._remote[key])
 
     def chat_for(self, coach: m.Coach) -> ChatProvider:
         """The coach's chat provider."""
         if coach.llm_provider == "openai" and coach.llm_model:
             model, base_url = coach.llm_model, coach.llm_base_url
             api_key = self.decrypt_key(coach.llm_api_key_encrypted)
-            provider = self._cached(
+            return self._cached(
                 ("chat", model, base_url, api_key),
                 lambda: OpenAIChatProvider(
                     model=model, api_key=api_key, base_url=base_url, timeout=self._settings.llm_timeout_seconds
                 ),
             )
-            assert isinstance(provider, OpenAIChatProvider)
-            return provider
         return self.local_chat()
 
     def embedder_for(self, coach: m.Coach) -> Embedder:
@@ -84,7 +83,7 @@ class ProviderRegistry:
         if coach.embedding_provider == "openai" and coach.embedding_model:
             model, base_url = coach.embedding_model, coach.embedding_base_url
             api_key = self.decrypt_key(coach.embedding_api_key_encrypted)
-            embedder = self._cached(
+            return self._cached(
                 ("embedding", model, base_url, api_key),
                 lambda: OpenAIEmbedder(
                     model=model,
@@ -94,6 +93,4 @@ class ProviderRegistry:
                     timeout=self._settings.llm_timeout_seconds,
                 ),
             )
-            assert isinstance(embedder, OpenAIEmbedder)
-            return embedder
         return self.local_embedder()

@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 import respx
-import websockets
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -25,7 +24,7 @@ from app.accounts.security import SecretBox
 from app.chat.service import APOLOGY, TEMPERATURE
 from app.config import Settings
 from app.runtime import Services
-from tests.conftest import Coach, make_client, upload
+from tests.conftest import Coach, make_client, upload, ws_turn
 from tests.openai_wire import SDK_HTTPCORE, mock_openai, openai_error, openai_sse, sse_response
 
 LLM_BASE_URL = "https://llm.example.test/v1"
@@ -171,12 +170,7 @@ async def test_websocket_forwards_each_streamed_delta(
     """Over the widget socket every delta from the endpoint arrives as its own token event, in order."""
     llm_api.post(COMPLETIONS_URL).mock(return_value=sse_response(openai_sse(DELTAS, usage=USAGE)))
 
-    url = base_url.replace("http://", "ws://") + f"/ws/chat?token={byok.widget_token}"
-    async with websockets.connect(url) as ws:
-        await ws.send(json.dumps({"text": QUESTION}))
-        events = []
-        while not events or events[-1]["type"] == "token":
-            events.append(json.loads(await ws.recv()))
+    events = await ws_turn(base_url, byok.widget_token, QUESTION)
 
     assert [e["text"] for e in events[:-1]] == DELTAS
     assert events[-1]["type"] == "done", events[-1]
@@ -256,12 +250,7 @@ async def test_stream_broken_mid_reply_keeps_the_partial_text_in_metadata(
         return_value=httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Dropped())
     )
 
-    url = base_url.replace("http://", "ws://") + f"/ws/chat?token={byok.widget_token}"
-    async with websockets.connect(url) as ws:
-        await ws.send(json.dumps({"text": QUESTION}))
-        events = []
-        while not events or events[-1]["type"] == "token":
-            events.append(json.loads(await ws.recv()))
+    events = await ws_turn(base_url, byok.widget_token, QUESTION)
 
     assert [e["text"] for e in events[:-1]] == [*DELTAS[:3], "\n\n" + APOLOGY]
     done = events[-1]

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import ReadyCoach
+from tests.conftest import ReadyCoach, ws_turn
 
 QUESTION = "How should I deal with people who annoy me?"
 
@@ -58,17 +58,9 @@ async def test_follow_up_turn_uses_history(http: httpx.AsyncClient, meditations_
 async def test_websocket_streams_tokens_then_done(
     base_url: str, http: httpx.AsyncClient, meditations_coach: ReadyCoach
 ) -> None:
-    url = base_url.replace("http://", "ws://") + f"/ws/chat?token={meditations_coach.widget_token}"
-    async with websockets.connect(url) as ws:
-        await ws.send(json.dumps({"text": QUESTION}))
-        tokens: list[str] = []
-        while True:
-            event = json.loads(await ws.recv())
-            if event["type"] == "token":
-                tokens.append(event["text"])
-                continue
-            assert event["type"] == "done", event
-            break
+    *token_events, event = await ws_turn(base_url, meditations_coach.widget_token, QUESTION)
+    assert event["type"] == "done", event
+    tokens = [e["text"] for e in token_events]
     assert len(tokens) > 1, "the reply must arrive streamed, in several pieces"
     streamed = "".join(tokens).strip()
     # a reply cut by the token limit is stored up to its last full sentence
