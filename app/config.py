@@ -37,7 +37,6 @@ class Settings(BaseSettings):
 
     max_upload_mb: float = Field(default=25.0, gt=0)
     retrieval_top_k: int = Field(default=5, ge=1, le=50)
-    history_messages: int = Field(default=10, ge=0, le=100)
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     llm_max_tokens: int = Field(default=256, ge=16)
     llm_context_tokens: int = Field(default=2048, ge=512, description="Context window of the local model.")

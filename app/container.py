@@ -18,6 +18,7 @@ from app.config import Settings
 from app.db.engine import assert_unprivileged, make_engine, make_sessionmaker, tenant_session
 from app.jobs import JobQueue
 from app.llm.registry import ProviderRegistry
+from app.memory.service import MemoryService
 from app.rag.service import DocumentService
 
 
@@ -34,6 +35,7 @@ class Container:
     registry: ProviderRegistry
     accounts: AccountService
     documents: DocumentService
+    memory: MemoryService
     chat: ChatService
 
     @classmethod
@@ -51,9 +53,13 @@ class Container:
         registry = registry or ProviderRegistry(settings, secrets)
         redis = await create_pool(RedisSettings.from_dsn(redis_url))
         accounts = AccountService(sessionmaker, secrets)
-        documents = DocumentService(sessionmaker, settings, registry, accounts, JobQueue(redis))
-        chat = ChatService(sessionmaker, settings, registry, accounts)
-        return cls(settings, database_url, redis_url, engine, sessionmaker, redis, registry, accounts, documents, chat)
+        jobs = JobQueue(redis)
+        documents = DocumentService(sessionmaker, settings, registry, accounts, jobs)
+        memory = MemoryService(sessionmaker, settings, registry, accounts, jobs)
+        chat = ChatService(sessionmaker, settings, registry, accounts, memory, jobs)
+        return cls(
+            settings, database_url, redis_url, engine, sessionmaker, redis, registry, accounts, documents, memory, chat
+        )
 
     @asynccontextmanager
     async def tenant(self, coach_id: uuid.UUID) -> AsyncIterator[AsyncSession]:

@@ -7,10 +7,17 @@ import uuid
 from arq.connections import ArqRedis
 
 INGEST_DOCUMENT = "ingest_document"
+SUMMARIZE_SESSION = "summarize_session"
+EXTRACT_INSIGHTS = "extract_insights"
+UPDATE_PROFILE = "update_profile"
 
 
 class JobQueue:
-    """Thin, typed front of the arq pool so services name jobs in one place."""
+    """Thin, typed front of the arq pool so services name jobs in one place.
+
+    Every memory job gets a ``_job_id`` naming what it is for, so a trigger that fires twice (a retried
+    request, a second sweep) queues the work once.
+    """
 
     def __init__(self, redis: ArqRedis) -> None:
         self.redis = redis
@@ -18,3 +25,28 @@ class JobQueue:
     async def ingest_document(self, coach_id: uuid.UUID, document_id: uuid.UUID) -> None:
         """Queue extraction → chunking → embedding → storage of one document (idempotent job)."""
         await self.redis.enqueue_job(INGEST_DOCUMENT, str(coach_id), str(document_id))
+
+    async def summarize_session(self, coach_id: uuid.UUID, session_id: uuid.UUID) -> None:
+        """Queue the L2 summary of an ended session (then, from the job, its L3 and L4 updates)."""
+        await self.redis.enqueue_job(
+            SUMMARIZE_SESSION, str(coach_id), str(session_id), _job_id=f"{SUMMARIZE_SESSION}:{session_id}"
+        )
+
+    async def extract_insights(
+        self, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, after_message_id: uuid.UUID, force: bool = False
+    ) -> None:
+        """Queue L3 extraction over the conversation's unread messages (triggered by ``after_message_id``);
+        without ``force`` the job waits until enough client messages have piled up."""
+        await self.redis.enqueue_job(
+            EXTRACT_INSIGHTS,
+            str(coach_id),
+            str(conversation_id),
+            force,
+            _job_id=f"{EXTRACT_INSIGHTS}:{after_message_id}:{force}",
+        )
+
+    async def update_profile(self, coach_id: uuid.UUID, session_id: uuid.UUID) -> None:
+        """Queue the L4 profile update from one summarised session."""
+        await self.redis.enqueue_job(
+            UPDATE_PROFILE, str(coach_id), str(session_id), _job_id=f"{UPDATE_PROFILE}:{session_id}"
+        )

@@ -1,4 +1,5 @@
-"""The arq worker: document ingestion (and, in later issues, memory and learning jobs).
+"""The arq worker: document ingestion, the memory jobs (session summaries, insights, profiles) and the
+minute cron that ends idle chat sessions.
 
 Start with ``opencoach worker``; ``opencoach serve`` runs one alongside the web app. The worker refuses to
 start on a database whose schema is not at the migrations' head.
@@ -8,21 +9,26 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 from arq.connections import RedisSettings
-from arq.worker import Worker, func
+from arq.cron import cron
+from arq.worker import Retry, Worker, func
 
 from app.config import Settings
 from app.container import Container
 from app.db.migrate import assert_schema_current
-from app.jobs import INGEST_DOCUMENT
+from app.jobs import EXTRACT_INSIGHTS, INGEST_DOCUMENT, SUMMARIZE_SESSION, UPDATE_PROFILE
+from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
 
 log = logging.getLogger(__name__)
 
 JOB_TIMEOUT_S = 3600
 """A 300-page PDF takes about a minute to extract and another to embed on 2 cores; leave ample room."""
+MEMORY_JOB_TRIES = 4
+RETRY_DELAY_S = 30
 
 
 async def ingest_document(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
@@ -30,6 +36,42 @@ async def ingest_document(ctx: dict[str, Any], coach_id: str, document_id: str) 
     container: Container = ctx["container"]
     timings = await container.documents.ingest(uuid.UUID(coach_id), uuid.UUID(document_id))
     return "skipped" if timings is None else f"{timings.chunks} chunks"
+
+
+async def _retrying(ctx: dict[str, Any], job: Awaitable[str]) -> str:
+    """Run a model-calling job; a provider failure (network, rate limit) is retried with growing delays."""
+    try:
+        return await job
+    except ProviderError as exc:
+        if ctx["job_try"] >= MEMORY_JOB_TRIES:
+            raise
+        raise Retry(defer=RETRY_DELAY_S * ctx["job_try"]) from exc
+
+
+async def summarize_session(ctx: dict[str, Any], coach_id: str, session_id: str) -> str:
+    """arq job: L2 summary of an ended session (fails, with the reason stored, on invalid model output)."""
+    container: Container = ctx["container"]
+    return await _retrying(ctx, container.memory.summarize_session(uuid.UUID(coach_id), uuid.UUID(session_id)))
+
+
+async def extract_insights(ctx: dict[str, Any], coach_id: str, conversation_id: str, force: bool) -> str:
+    """arq job: L3 insights from a conversation's unread messages."""
+    container: Container = ctx["container"]
+    return await _retrying(
+        ctx, container.memory.extract_insights(uuid.UUID(coach_id), uuid.UUID(conversation_id), force=force)
+    )
+
+
+async def update_profile(ctx: dict[str, Any], coach_id: str, session_id: str) -> str:
+    """arq job: L4 profile update from a summarised session."""
+    container: Container = ctx["container"]
+    return await _retrying(ctx, container.memory.update_profile(uuid.UUID(coach_id), uuid.UUID(session_id)))
+
+
+async def close_idle_sessions(ctx: dict[str, Any]) -> str:
+    """arq cron (every minute): end sessions idle past their coach's gap and queue their summaries."""
+    container: Container = ctx["container"]
+    return f"{await container.memory.close_idle_sessions()} sessions ended"
 
 
 def build_worker(
@@ -60,7 +102,13 @@ def build_worker(
             await container.close()
 
     return Worker(
-        functions=[func(ingest_document, name=INGEST_DOCUMENT, timeout=JOB_TIMEOUT_S, max_tries=3)],
+        functions=[
+            func(ingest_document, name=INGEST_DOCUMENT, timeout=JOB_TIMEOUT_S, max_tries=3),
+            func(summarize_session, name=SUMMARIZE_SESSION, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
+            func(extract_insights, name=EXTRACT_INSIGHTS, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
+            func(update_profile, name=UPDATE_PROFILE, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
+        ],
+        cron_jobs=[cron(close_idle_sessions, second=0, run_at_startup=not burst)],
         redis_settings=RedisSettings.from_dsn(redis_url),
         on_startup=startup,
         on_shutdown=shutdown,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, LargeBinary, String, Text
+from sqlalchemy import DateTime, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin, TenantMixin
@@ -30,6 +30,10 @@ class Coach(IdMixin, Base):
     embedding_model: Mapped[str | None] = mapped_column(String(200))
     embedding_base_url: Mapped[str | None] = mapped_column(String(500))
     embedding_api_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    recent_messages: Mapped[int] = mapped_column(Integer, default=10, server_default="10")
+    """L1: how many of the conversation's latest messages go into the prompt."""
+    session_idle_minutes: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
+    """L2: a chat session ends after this long without a message."""
 
 
 class CoachUser(TenantMixin, Base):

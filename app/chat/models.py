@@ -31,6 +31,8 @@ class Conversation(TenantMixin, Base):
     )
     channel: Mapped[str] = mapped_column(String(20), default="widget")
     last_message_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    insights_extracted_through: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Watermark of L3 extraction: messages created up to this time have been read for insights."""
 
 
 class Message(TenantMixin, Base):
@@ -41,6 +43,9 @@ class Message(TenantMixin, Base):
 
     conversation_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    session_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("chat_sessions.id", ondelete="SET NULL"), index=True
     )
     sender_type: Mapped[str] = mapped_column(String(20))
     text: Mapped[str] = mapped_column(Text)

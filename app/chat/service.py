@@ -1,8 +1,9 @@
 """The chat turn (the hot path) and conversation reads.
 
-A turn: persist the client message (committed first, so nothing is lost) → retrieve the coach's passages
-→ assemble the prompt within the token budget → stream the reply from the coach's provider → persist the
-AI message with citations and attribution metadata. A provider failure or timeout yields an apology that
+A turn: persist the client message (committed first, so nothing is lost) into its chat session → retrieve
+the coach's passages and the client's memory → assemble the prompt within the token budget → stream the
+reply from the coach's provider → persist the AI message with citations and attribution metadata (which
+memory items were used) → queue insight extraction. A provider failure or timeout yields an apology that
 is persisted like any reply, with the error in its metadata.
 """
 
@@ -27,8 +28,10 @@ from app.config import Settings
 from app.db import models as m
 from app.db.engine import tenant_session
 from app.errors import InvalidInput, NotFound
+from app.jobs import JobQueue
 from app.llm.base import ProviderError, Usage
 from app.llm.registry import ProviderRegistry
+from app.memory.service import MemoryService
 from app.rag.retrieval import RetrievedChunk, retrieve
 
 log = logging.getLogger(__name__)
@@ -75,11 +78,15 @@ class ChatService:
         settings: Settings,
         registry: ProviderRegistry,
         accounts: AccountService,
+        memory: MemoryService,
+        jobs: JobQueue,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._settings = settings
         self._registry = registry
         self._accounts = accounts
+        self._memory = memory
+        self._jobs = jobs
 
     async def turn(
         self,
@@ -104,7 +111,9 @@ class ChatService:
 
         # 1. persist the client message first
         async with tenant_session(self._sessionmaker, coach_id) as session:
+            coach = await self._accounts.get_coach(session, coach_id)
             conversation = await self._conversation_for(session, coach_id, client_id, conversation_id, channel)
+            now = datetime.now(UTC)
             client_message = m.Message(
                 coach_id=coach_id,
                 conversation_id=conversation.id,
@@ -112,9 +121,11 @@ class ChatService:
                 text=text,
                 citations=[],
                 meta={},
+                created_at=now,
             )
             session.add(client_message)
             await session.flush()
+            ended = await self._memory.track_message(session, coach, client_message, now)
             history = list(
                 reversed(
                     (
@@ -125,12 +136,13 @@ class ChatService:
                                 m.Message.id != client_message.id,
                             )
                             .order_by(m.Message.created_at.desc())
-                            .limit(self._settings.history_messages)
+                            .limit(coach.recent_messages)
                         )
                     ).all()
                 )
             )
-            coach = await self._accounts.get_coach(session, coach_id)
+        if ended is not None:
+            await self._memory.session_ended(ended)
 
         provider = self._registry.chat_for(coach)
         metadata: dict[str, Any] = {"provider": provider.provider, "model": provider.model}
@@ -153,6 +165,14 @@ class ChatService:
                         embedding_model=embedder.model,
                         k=self._settings.retrieval_top_k,
                     )
+                    memory = await self._memory.context_for(
+                        session,
+                        coach,
+                        client_id,
+                        query_embedding=query_embedding,
+                        embedding_model=embedder.model,
+                        exclude_session_id=client_message.session_id,
+                    )
                 timings["retrieval_ms"] = _ms(time.perf_counter() - t0)
 
                 # 3. assemble
@@ -160,6 +180,7 @@ class ChatService:
                 prompt = assemble_prompt(
                     persona=coach.persona,
                     passages=passages,
+                    memory=memory,
                     history=history,
                     user_text=text,
                     budget_tokens=self._settings.llm_context_tokens - self._settings.llm_max_tokens,
@@ -167,6 +188,7 @@ class ChatService:
                 passages = prompt.passages
                 timings["prompt_ms"] = _ms(time.perf_counter() - t0)
                 metadata["history_messages"] = prompt.history_used
+                metadata["memory"] = prompt.memory_used()
 
                 # 4. generate, streamed
                 t0 = time.perf_counter()
@@ -209,6 +231,7 @@ class ChatService:
         # 5. persist the reply
         t0 = time.perf_counter()
         async with tenant_session(self._sessionmaker, coach_id) as session:
+            now = datetime.now(UTC)
             ai_message = m.Message(
                 coach_id=coach_id,
                 conversation_id=conversation.id,
@@ -216,14 +239,17 @@ class ChatService:
                 text=reply,
                 citations=citations,
                 meta=metadata,
+                created_at=now,
             )
             session.add(ai_message)
+            await session.flush()
+            await self._memory.track_message(session, coach, ai_message, now)
             await session.execute(
-                update(m.Conversation)
-                .where(m.Conversation.id == conversation.id)
-                .values(last_message_at=datetime.now(UTC))
+                update(m.Conversation).where(m.Conversation.id == conversation.id).values(last_message_at=now)
             )
         metadata["persist_ms"] = _ms(time.perf_counter() - t0)
+        # 6. follow-ups: L3 extraction once enough client messages are unread
+        await self._jobs.extract_insights(coach_id, conversation.id, after_message_id=ai_message.id)
         yield TurnResult(conversation.id, client_message.id, ai_message.id, reply, citations, metadata)
 
     async def _conversation_for(

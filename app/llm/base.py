@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 
 class ChatMessage(TypedDict):
@@ -36,6 +36,13 @@ class ChatProvider(Protocol):
         self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
     ) -> AsyncIterator[str | Usage]:
         """Yield text deltas in order, then exactly one ``Usage``. Raises ``ProviderError``."""
+        ...
+
+    async def complete_json(
+        self, messages: Sequence[ChatMessage], *, schema: dict[str, Any], name: str, max_tokens: int, temperature: float
+    ) -> str:
+        """One non-streamed completion constrained to JSON Schema ``schema`` (``name`` labels it for the API);
+        returns the raw JSON text, which the caller still validates. Raises ``ProviderError``."""
         ...
 
 

@@ -92,6 +92,28 @@ class LlamaCppChatProvider:
             prompt_tokens = max(int(self._llama.n_tokens) - completion_tokens, 0)
             yield Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
+    async def complete_json(
+        self, messages: Sequence[ChatMessage], *, schema: dict[str, Any], name: str, max_tokens: int, temperature: float
+    ) -> str:
+        """Grammar-constrained decoding: llama.cpp compiles ``schema`` to a GBNF grammar, so every token keeps
+        the output a prefix of valid JSON (it can still be cut off by ``max_tokens``)."""
+
+        def run() -> str:
+            result = self._llama.create_chat_completion(
+                messages=list(messages),  # type: ignore[arg-type]
+                max_tokens=max_tokens,
+                temperature=temperature,
+                repeat_penalty=REPEAT_PENALTY,
+                response_format={"type": "json_object", "schema": schema},
+            )
+            return str(result["choices"][0]["message"]["content"] or "")  # type: ignore[index]
+
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(run)
+            except Exception as exc:  # noqa: BLE001 - llama.cpp raises plain exceptions
+                raise ProviderError(f"local model failed: {exc}") from exc
+
 
 class SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 (Reimers & Gurevych 2019, Sentence-BERT): 384-d, mean pooling, unit-normalised;

@@ -4,10 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import openai
 
 from app.llm.base import ChatMessage, ProviderError, Usage
+from app.llm.schema import without_keywords
+
+UNSUPPORTED = frozenset({"minLength", "maxLength"})
+"""String-length keywords that Structured Outputs does not accept in strict mode (lengths are still checked
+when the caller validates the answer)."""
 
 
 class OpenAIChatProvider:
@@ -47,6 +53,30 @@ class OpenAIChatProvider:
         except openai.OpenAIError as exc:
             raise ProviderError(f"{type(exc).__name__}: {exc}") from exc
         yield usage or Usage(0, deltas)
+
+    async def complete_json(
+        self, messages: Sequence[ChatMessage], *, schema: dict[str, Any], name: str, max_tokens: int, temperature: float
+    ) -> str:
+        """Structured Outputs: ``response_format`` ``{"type": "json_schema", "json_schema": {"name", "schema",
+        "strict": true}}`` (OpenAI API reference, Chat Completions). Raises ``ProviderError`` on API errors and
+        on a refusal or an empty message."""
+        try:
+            response = await self._client.chat.completions.create(  # type: ignore[call-overload]
+                model=self.model,
+                messages=list(messages),
+                max_tokens=max_tokens,
+                temperature=temperature,
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": name, "schema": without_keywords(schema, UNSUPPORTED), "strict": True},
+                },
+            )
+        except openai.OpenAIError as exc:
+            raise ProviderError(f"{type(exc).__name__}: {exc}") from exc
+        message = response.choices[0].message if response.choices else None
+        if message is None or message.refusal or not message.content:
+            raise ProviderError(f"the model returned no JSON ({message.refusal if message else 'no choices'})")
+        return str(message.content)
 
 
 class OpenAIEmbedder:

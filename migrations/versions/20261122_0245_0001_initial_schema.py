@@ -12,7 +12,6 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from app.db.models import TENANT_TABLES
 from app.runtime import APP_ROLE
 
 revision: str = "0001"
@@ -21,6 +20,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+TENANT_TABLES = ("coach_users", "api_keys", "clients", "documents", "chunks", "conversations", "messages")
 CREDENTIAL_TABLES = ("api_keys", "clients", "coach_users")
 
 

@@ -1,0 +1,113 @@
+"""Client memory: L2 chat sessions with their summaries, L3 insights, L4 relationship profiles.
+
+L1 (recent turns) needs no table of its own: it is the tail of ``messages``. Every vector here is
+produced by the coach's embedder and tagged with its model name, like chunks, so retrieval never compares
+vectors of two different models.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import DateTime, Float, ForeignKey, Integer, SmallInteger, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, TenantMixin
+from app.rag.models import EMBEDDING_DIMENSIONS
+
+
+class SessionStatus:
+    """Life cycle of a chat session: ``open`` → ``ended`` (summary job queued) → ``summarized`` | ``failed``."""
+
+    OPEN = "open"
+    ENDED = "ended"
+    SUMMARIZED = "summarized"
+    FAILED = "failed"
+
+
+class ChatSession(TenantMixin, Base):
+    """A sitting of one conversation: it ends after ``Coach.session_idle_minutes`` without a message, or
+    explicitly. Once ended, a job writes ``summary`` (see :class:`app.memory.schemas.SessionSummary`);
+    ``source_message_ids`` are the messages the summary's statements are grounded in."""
+
+    __tablename__ = "chat_sessions"
+
+    client_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("clients.id", ondelete="CASCADE"), index=True
+    )
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(20), default=SessionStatus.OPEN)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_message_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    message_count: Mapped[int] = mapped_column(Integer, default=0)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    summary_error: Mapped[str | None] = mapped_column(Text)
+    summary_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    source_message_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)), default=list)
+    embedding: Mapped[list[float] | None] = mapped_column(Vector(EMBEDDING_DIMENSIONS))
+    embedding_model: Mapped[str | None] = mapped_column(String(200))
+
+
+class InsightKind:
+    """The eight kinds of L3 insight."""
+
+    ALL = ("goal", "blocker", "breakthrough", "preference", "achievement", "pattern", "milestone", "commitment")
+
+
+class InsightStatus:
+    """``active`` / ``achieved`` / ``dropped`` as the conversation says; ``deleted`` is a tombstone left
+    when the client or coach deletes an item: its text is erased, its embedding kept so the same fact is
+    never extracted again."""
+
+    ACTIVE = "active"
+    ACHIEVED = "achieved"
+    DROPPED = "dropped"
+    DELETED = "deleted"
+    VISIBLE = (ACTIVE, ACHIEVED, DROPPED)
+
+
+class Insight(TenantMixin, Base):
+    """One L3 memory item about a client. ``importance`` is 0–10; ``effectiveness`` (0–1, unset until the
+    learning loop scores it) says how well acting on it worked; ``mentions`` counts restatements."""
+
+    __tablename__ = "insights"
+
+    client_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("clients.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(20))
+    text: Mapped[str] = mapped_column(Text)
+    importance: Mapped[int] = mapped_column(SmallInteger, default=5)
+    status: Mapped[str] = mapped_column(String(20), default=InsightStatus.ACTIVE)
+    effectiveness: Mapped[float | None] = mapped_column(Float)
+    mentions: Mapped[int] = mapped_column(Integer, default=1)
+    source_message_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)), default=list)
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    edited_by_coach: Mapped[bool] = mapped_column(default=False)
+    embedding: Mapped[list[float]] = mapped_column(Vector(EMBEDDING_DIMENSIONS))
+    embedding_model: Mapped[str] = mapped_column(String(200))
+
+
+class ClientProfile(TenantMixin, Base):
+    """L4: the relationship with one client. Lists hold short statements; jobs append to them, the coach
+    edits them. ``tone`` is not overwritten by jobs once the coach has set it (``coach_edited_at``)."""
+
+    __tablename__ = "client_profiles"
+    __table_args__ = (UniqueConstraint("client_id"),)
+
+    client_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("clients.id", ondelete="CASCADE"))
+    communication_preferences: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    what_works: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    what_doesnt_work: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    tone: Mapped[str] = mapped_column(Text, default="")
+    sensitive_topics: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    coach_edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,67 @@
+"""What the memory jobs ask the model for, as pydantic models (JSON Schema for constrained decoding, and the
+validation of every answer before anything is stored)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints
+
+Statement = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=200)]
+"""One short statement (a topic, an action item, a profile entry)."""
+
+InsightKindName = Literal[
+    "goal", "blocker", "breakthrough", "preference", "achievement", "pattern", "milestone", "commitment"
+]
+
+
+class SessionSummaryOutput(BaseModel):
+    """The model's summary of one chat session."""
+
+    summary: Annotated[str, StringConstraints(strip_whitespace=True, min_length=20, max_length=1500)]
+    topics: list[Statement] = Field(max_length=6)
+    insights: list[Statement] = Field(max_length=6)
+    action_items: list[Statement] = Field(max_length=6)
+    emotional_state: Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=80)]
+
+
+class SessionSummary(SessionSummaryOutput):
+    """A stored L2 summary: the model's output plus the facts the code knows (``message_count``; times UTC)."""
+
+    message_count: int
+    started_at: datetime
+    ended_at: datetime
+
+
+class ExtractedInsight(BaseModel):
+    """One insight the model read in the new messages. ``evidence`` holds the bracketed numbers of the
+    messages it comes from; ``importance`` is 0 (trivia) to 10 (life-changing)."""
+
+    kind: InsightKindName
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
+    importance: int = Field(ge=0, le=10)
+    status: Literal["active", "achieved", "dropped"]
+    evidence: list[int] = Field(max_length=5)
+
+
+class InsightExtraction(BaseModel):
+    """All insights found in a window of messages (possibly none)."""
+
+    insights: list[ExtractedInsight] = Field(max_length=6)
+
+
+class MatchDecision(BaseModel):
+    """How a newly extracted insight relates to a similar stored one."""
+
+    decision: Literal["same", "update", "different"]
+
+
+class ProfileOutput(BaseModel):
+    """What a session adds to the L4 relationship profile."""
+
+    communication_preferences: list[Statement] = Field(max_length=4)
+    what_works: list[Statement] = Field(max_length=4)
+    what_doesnt_work: list[Statement] = Field(max_length=4)
+    tone: Annotated[str, StringConstraints(strip_whitespace=True, max_length=120)]
+    sensitive_topics: list[Statement] = Field(max_length=4)

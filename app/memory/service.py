@@ -1,0 +1,750 @@
+"""Client memory in four layers, and the jobs that keep it.
+
+- L1 recent turns: the conversation's last ``Coach.recent_messages`` messages (read by the chat turn).
+- L2 sessions: a message joins the conversation's open session; after ``Coach.session_idle_minutes`` of
+  silence (next message or the minute sweep) or on request the session ends and ``summarize_session`` writes
+  a schema-checked summary. Invalid model output is retried with fresh samples, then the session is marked
+  ``failed`` with the reason — never stored half-valid.
+- L3 insights: ``extract_insights`` reads unread messages in windows, asks the model for typed insights and
+  reconciles each against the client's stored items (see :meth:`MemoryService._plan`).
+- L4 profile: ``update_profile`` merges what a summarised session says about how to work with the client.
+
+Jobs are idempotent (arq runs a job at least once): summaries skip finished sessions, extraction keeps a
+per-conversation watermark under a Redis lock, profile updates are keyed by session. Model calls happen
+outside database transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.service import AccountService
+from app.config import Settings
+from app.db import models as m
+from app.db.engine import tenant_session
+from app.errors import InvalidInput, NotFound
+from app.jobs import JobQueue
+from app.llm.base import ChatMessage, ChatProvider, Embedder
+from app.llm.registry import ProviderRegistry
+from app.llm.schema import InvalidModelOutput, generate_structured
+from app.memory.retrieval import MemoryContext, profile_lines, recall, summary_text
+from app.memory.schemas import (
+    ExtractedInsight,
+    InsightExtraction,
+    MatchDecision,
+    ProfileOutput,
+    SessionSummary,
+    SessionSummaryOutput,
+)
+from app.memory.transcript import format_messages, ground, sentences, windows
+
+log = logging.getLogger(__name__)
+
+INSIGHT_BATCH = 4
+"""Client messages that trigger a mid-session extraction; a session's end extracts whatever is left."""
+MEMORY_ITEMS = 8
+"""Recalled L2/L3 items offered to the prompt (the token budget may cut more)."""
+PROMPT_SHARE = 0.6
+"""Share of the context the memory jobs' input text may use; the rest is instructions and the answer."""
+DUPLICATE_SIMILARITY = 0.88
+"""Cosine at or above which an extracted insight is the same as a stored one (merged without asking)."""
+RELATED_SIMILARITY = 0.7
+"""From here up to ``DUPLICATE_SIMILARITY`` the model decides: same, updated, or different."""
+TOMBSTONE_SIMILARITY = 0.85
+"""An extracted insight this close to a deleted one is dropped: deleted memories do not come back."""
+PROFILE_LIST_CAP = 8
+SUMMARY_MAX_TOKENS = 450
+EXTRACT_MAX_TOKENS = 450
+PROFILE_MAX_TOKENS = 300
+DECISION_MAX_TOKENS = 16
+LOCK_SECONDS = 1800
+
+
+class SummaryFailed(Exception):
+    """A session summary could not be produced (stored on the session as ``failed`` with this reason)."""
+
+
+@dataclass(frozen=True)
+class ClientMemory:
+    """Everything remembered about a client, for the coach's and the client's views."""
+
+    profile: m.ClientProfile | None
+    insights: list[m.Insight]
+    summaries: list[m.ChatSession]
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """What to do with one extracted insight: ``insert``, ``merge`` into or ``update`` ``target``, or ``skip``."""
+
+    action: str
+    extracted: ExtractedInsight
+    embedding: list[float]
+    sources: list[uuid.UUID]
+    seen_at: datetime
+    target: uuid.UUID | None = None
+
+
+SUMMARY_INSTRUCTIONS = (
+    "You keep a coach's notes. Summarise this chat session with the client {name} as JSON. "
+    "summary: 2 to 4 sentences with the concrete facts (what happened, people, places, dates, numbers). "
+    "topics: short noun phrases. insights: what was learned about {name}. action_items: what {name} or "
+    "the coach plans to do next. emotional_state: {name}'s mood in a few words."
+)
+EXTRACT_INSTRUCTIONS = (
+    "You keep a coach's notes about the client {name}. From the new messages, list insights about {name} "
+    "worth remembering in later sessions. kind: goal, blocker, breakthrough, preference, achievement, "
+    "pattern, milestone or commitment. text: one short third-person statement with the concrete details "
+    "(names, dates, numbers). importance: 0 (trivia) to 10 (life-changing). status: active; achieved when "
+    "it is done; dropped when {name} gave it up. evidence: the [numbers] of the messages it comes from. "
+    "Only facts the messages state. Return an empty list when there is nothing new."
+)
+DECISION_INSTRUCTIONS = (
+    "Two notes about the same client. Answer 'same' if the new note says the same as the stored one, "
+    "'update' if it changes or corrects it, 'different' if it is about something else."
+)
+PROFILE_INSTRUCTIONS = (
+    "You keep a coach's notes on how to work with the client {name}. From this session, list only new "
+    "observations: communication_preferences (how {name} likes to talk), what_works and what_doesnt_work "
+    "(approaches that helped or did not), tone (the tone to use with {name}, a few words, or empty), "
+    "sensitive_topics (topics to handle with care). Empty lists when the session shows nothing."
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _merge_list(current: Sequence[str], new: Sequence[str]) -> list[str]:
+    """``current`` plus the entries of ``new`` not already there (case-insensitive), newest last, capped."""
+    seen = {entry.casefold() for entry in current}
+    merged = list(current) + [entry for entry in new if entry.casefold() not in seen]
+    return merged[-PROFILE_LIST_CAP:]
+
+
+class MemoryService:
+    """Sessions, memory jobs, recall for the prompt, and the memory controls of coach and client."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        registry: ProviderRegistry,
+        accounts: AccountService,
+        jobs: JobQueue,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._settings = settings
+        self._registry = registry
+        self._accounts = accounts
+        self._jobs = jobs
+
+    # ------------------------------------------------------------------ sessions (L2 boundaries)
+
+    async def track_message(
+        self, session: AsyncSession, coach: m.Coach, message: m.Message, at: datetime
+    ) -> m.ChatSession | None:
+        """Put ``message`` (sent at ``at``) into its conversation's open session, opening one when there is
+        none or the open one has been idle longer than the coach's gap. Returns the session this closed, if
+        any; the caller queues :meth:`session_ended` after commit."""
+        open_session = await session.scalar(
+            select(m.ChatSession)
+            .where(
+                m.ChatSession.conversation_id == message.conversation_id,
+                m.ChatSession.status == m.SessionStatus.OPEN,
+            )
+            .with_for_update()
+        )
+        closed = None
+        if open_session is not None and at - open_session.last_message_at > timedelta(
+            minutes=coach.session_idle_minutes
+        ):
+            open_session.status = m.SessionStatus.ENDED
+            open_session.ended_at = open_session.last_message_at
+            closed, open_session = open_session, None
+        if open_session is None:
+            conversation = await session.get_one(m.Conversation, message.conversation_id)
+            open_session = m.ChatSession(
+                coach_id=coach.id,
+                client_id=conversation.client_id,
+                conversation_id=conversation.id,
+                status=m.SessionStatus.OPEN,
+                started_at=at,
+                last_message_at=at,
+                message_count=0,
+                source_message_ids=[],
+            )
+            session.add(open_session)
+            await session.flush()
+        open_session.last_message_at = max(open_session.last_message_at, at)
+        open_session.message_count += 1
+        message.session_id = open_session.id
+        return closed
+
+    async def session_ended(self, chat_session: m.ChatSession) -> None:
+        """Queue the jobs of an ended session: the rest of its insights, then its summary (after commit)."""
+        last = (chat_session.ended_at or chat_session.last_message_at).isoformat()
+        await self._jobs.extract_insights(
+            chat_session.coach_id,
+            chat_session.conversation_id,
+            after_message_id=uuid.uuid5(chat_session.id, last),
+            force=True,
+        )
+        await self._jobs.summarize_session(chat_session.coach_id, chat_session.id)
+
+    async def end_session(
+        self, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, client_id: uuid.UUID | None = None
+    ) -> uuid.UUID | None:
+        """End the conversation's open session now (the client or coach said goodbye). Returns its id, or
+        ``None`` when no session was open. Raises ``NotFound`` for a conversation that is not the coach's
+        (or, with ``client_id``, not that client's)."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            stmt = select(m.Conversation).where(
+                m.Conversation.id == conversation_id, m.Conversation.coach_id == coach_id
+            )
+            if client_id is not None:
+                stmt = stmt.where(m.Conversation.client_id == client_id)
+            if await session.scalar(stmt) is None:
+                raise NotFound("conversation not found")
+            open_session = await session.scalar(
+                select(m.ChatSession)
+                .where(m.ChatSession.conversation_id == conversation_id, m.ChatSession.status == m.SessionStatus.OPEN)
+                .with_for_update()
+            )
+            if open_session is None:
+                return None
+            open_session.status = m.SessionStatus.ENDED
+            open_session.ended_at = open_session.last_message_at
+        await self.session_ended(open_session)
+        return open_session.id
+
+    async def close_idle_sessions(self) -> int:
+        """End every open session idle past its coach's gap (the worker's minute cron). Returns how many.
+
+        Runs before any tenant is known: candidates come from the ``idle_chat_sessions()`` SECURITY DEFINER
+        function; each is then re-checked and closed inside its own tenant's transaction."""
+        async with self._sessionmaker() as session:
+            candidates = (await session.execute(text("SELECT coach_id, session_id FROM idle_chat_sessions()"))).all()
+        closed = 0
+        for coach_id, session_id in candidates:
+            async with tenant_session(self._sessionmaker, coach_id) as session:
+                chat_session = await session.get(m.ChatSession, session_id, with_for_update=True)
+                if chat_session is None or chat_session.status != m.SessionStatus.OPEN:
+                    continue
+                chat_session.status = m.SessionStatus.ENDED
+                chat_session.ended_at = chat_session.last_message_at
+            await self.session_ended(chat_session)
+            closed += 1
+        return closed
+
+    # ------------------------------------------------------------------ L2 summary job
+
+    async def summarize_session(self, coach_id: uuid.UUID, session_id: uuid.UUID) -> str:
+        """Job: write the L2 summary of an ended session, ground it in the session's messages, embed it,
+        then queue the L4 profile update. Returns a status word for arq's result.
+
+        Raises ``SummaryFailed`` (after marking the session ``failed``) when the model's answers never
+        validate; ``ProviderError`` propagates so arq retries the job.
+        """
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            chat_session = await session.get(m.ChatSession, session_id)
+            if chat_session is None:
+                return "gone"
+            if chat_session.status in (m.SessionStatus.OPEN, m.SessionStatus.SUMMARIZED):
+                return chat_session.status
+            messages = await self._session_messages(session, session_id)
+            coach = await self._accounts.get_coach(session, coach_id)
+            client = await session.get_one(m.Client, chat_session.client_id)
+            chat_session.summary_attempts += 1
+        if not messages:
+            await self._fail_summary(coach_id, session_id, "the session has no messages")
+            raise SummaryFailed("the session has no messages")
+        provider = self._registry.chat_for(coach)
+        embedder = self._registry.embedder_for(coach)
+        try:
+            output = await self._summarize(provider, messages, client.name)
+        except InvalidModelOutput as exc:
+            await self._fail_summary(coach_id, session_id, str(exc))
+            raise SummaryFailed(str(exc)) from exc
+        summary = SessionSummary(
+            **output.model_dump(),
+            message_count=len(messages),
+            started_at=messages[0].created_at,
+            ended_at=messages[-1].created_at,
+        )
+        statements = [*sentences(summary.summary), *summary.topics, *summary.insights, *summary.action_items]
+        sources = await ground(embedder, statements, messages)
+        [vector] = await embedder.embed([f"{summary.summary} Topics: {', '.join(summary.topics)}."])
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            chat_session = await session.get_one(m.ChatSession, session_id)
+            chat_session.summary = summary.model_dump(mode="json")
+            chat_session.source_message_ids = sources
+            chat_session.embedding = vector
+            chat_session.embedding_model = embedder.model
+            chat_session.status = m.SessionStatus.SUMMARIZED
+            chat_session.summary_error = None
+        await self._jobs.update_profile(coach_id, session_id)
+        return m.SessionStatus.SUMMARIZED
+
+    async def _summarize(self, provider: ChatProvider, messages: list[m.Message], name: str) -> SessionSummaryOutput:
+        """Map-reduce when the session does not fit: summarise each window, then summarise the summaries."""
+        system: ChatMessage = {"role": "system", "content": SUMMARY_INSTRUCTIONS.format(name=name)}
+        parts = windows(messages, self._input_tokens(SUMMARY_MAX_TOKENS))
+        outputs = [
+            await generate_structured(
+                provider,
+                [system, {"role": "user", "content": format_messages(part, name)}],
+                SessionSummaryOutput,
+                max_tokens=SUMMARY_MAX_TOKENS,
+            )
+            for part in parts
+        ]
+        if len(outputs) == 1:
+            return outputs[0]
+        partial = "\n".join(f"Part {i}: {summary_text(o.model_dump())}" for i, o in enumerate(outputs, start=1))
+        return await generate_structured(
+            provider,
+            [system, {"role": "user", "content": f"Summaries of the session's parts, in order:\n{partial}"}],
+            SessionSummaryOutput,
+            max_tokens=SUMMARY_MAX_TOKENS,
+        )
+
+    async def _fail_summary(self, coach_id: uuid.UUID, session_id: uuid.UUID, reason: str) -> None:
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            chat_session = await session.get_one(m.ChatSession, session_id)
+            chat_session.status = m.SessionStatus.FAILED
+            chat_session.summary_error = reason
+        log.warning("summary of session %s failed: %s", session_id, reason)
+
+    # ------------------------------------------------------------------ L3 insight job
+
+    async def extract_insights(self, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, force: bool) -> str:
+        """Job: read the conversation's messages after its watermark, window by window, and reconcile the
+        insights the model finds. Without ``force`` it waits for ``INSIGHT_BATCH`` unread client messages.
+        Serialised per conversation by a Redis lock; returns a status for arq's result."""
+        async with self._jobs.redis.lock(
+            f"lock:{conversation_id}:insights", timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
+        ):
+            async with tenant_session(self._sessionmaker, coach_id) as session:
+                conversation = await session.get(m.Conversation, conversation_id)
+                if conversation is None:
+                    return "gone"
+                stmt = select(m.Message).where(m.Message.conversation_id == conversation_id)
+                if conversation.insights_extracted_through is not None:
+                    stmt = stmt.where(m.Message.created_at > conversation.insights_extracted_through)
+                unread = list((await session.scalars(stmt.order_by(m.Message.created_at, m.Message.id))).all())
+                coach = await self._accounts.get_coach(session, coach_id)
+                client = await session.get_one(m.Client, conversation.client_id)
+            client_messages = sum(msg.sender_type == m.SenderType.CLIENT for msg in unread)
+            if client_messages == 0 or (not force and client_messages < INSIGHT_BATCH):
+                return f"waiting ({client_messages} unread client messages)"
+            provider = self._registry.chat_for(coach)
+            embedder = self._registry.embedder_for(coach)
+            stored = 0
+            for window in windows(unread, self._input_tokens(EXTRACT_MAX_TOKENS)):
+                stored += await self._extract_window(provider, embedder, coach_id, client, window)
+            return f"{stored} insights stored or updated"
+
+    async def _extract_window(
+        self,
+        provider: ChatProvider,
+        embedder: Embedder,
+        coach_id: uuid.UUID,
+        client: m.Client,
+        window: list[m.Message],
+    ) -> int:
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            known = (
+                await session.scalars(
+                    select(m.Insight.text)
+                    .where(m.Insight.client_id == client.id, m.Insight.status == m.InsightStatus.ACTIVE)
+                    .order_by(m.Insight.last_seen_at.desc())
+                    .limit(8)
+                )
+            ).all()
+        known_block = "\n".join(f"- {t}" for t in known) or "(nothing yet)"
+        found: list[ExtractedInsight] = []
+        if any(msg.sender_type == m.SenderType.CLIENT for msg in window):
+            try:
+                found = (
+                    await generate_structured(
+                        provider,
+                        [
+                            {"role": "system", "content": EXTRACT_INSTRUCTIONS.format(name=client.name)},
+                            {
+                                "role": "user",
+                                "content": f"Already noted:\n{known_block}\n\nNew messages:\n"
+                                f"{format_messages(window, client.name)}",
+                            },
+                        ],
+                        InsightExtraction,
+                        max_tokens=EXTRACT_MAX_TOKENS,
+                    )
+                ).insights
+            except InvalidModelOutput as exc:
+                log.warning("insight extraction for client %s skipped a window: %s", client.id, exc)
+        plans = await self._plan(provider, embedder, coach_id, client.id, found, window) if found else []
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            for plan in plans:
+                await self._apply(session, coach_id, client.id, embedder.model, plan)
+            conversation = await session.get_one(m.Conversation, window[0].conversation_id, with_for_update=True)
+            conversation.insights_extracted_through = window[-1].created_at
+        return sum(plan.action != "skip" for plan in plans)
+
+    async def _plan(
+        self,
+        provider: ChatProvider,
+        embedder: Embedder,
+        coach_id: uuid.UUID,
+        client_id: uuid.UUID,
+        found: list[ExtractedInsight],
+        window: list[m.Message],
+    ) -> list[_Planned]:
+        """Decide add / merge / update / skip for each extracted insight against the client's stored ones:
+
+        - cosine ≥ ``TOMBSTONE_SIMILARITY`` to a deleted item → skip (never re-learn what was deleted);
+        - cosine ≥ ``DUPLICATE_SIMILARITY`` to a stored item → merge (a restatement: count, sources, status);
+        - ``RELATED_SIMILARITY`` ≤ cosine < ``DUPLICATE_SIMILARITY``, same kind → the model decides
+          same (merge) / update (new text replaces the old) / different (insert);
+        - otherwise insert. Items of the same batch are checked against each other the same way.
+
+        Sources: the messages the model cited by number, else those the text is grounded in by embedding.
+        """
+        vectors = await embedder.embed([f.text for f in found])
+        planned: list[_Planned] = []
+        for extracted, vector in zip(found, vectors, strict=True):
+            cited = [window[i - 1] for i in dict.fromkeys(extracted.evidence) if 1 <= i <= len(window)]
+            sources = [msg.id for msg in cited] or await ground(embedder, [extracted.text], window)
+            seen_at = max((msg.created_at for msg in cited), default=window[-1].created_at)
+            async with tenant_session(self._sessionmaker, coach_id) as session:
+                distance = m.Insight.embedding.cosine_distance(vector)
+                nearest = (
+                    await session.execute(
+                        select(m.Insight.id, m.Insight.kind, m.Insight.status, m.Insight.text, distance)
+                        .where(m.Insight.client_id == client_id, m.Insight.embedding_model == embedder.model)
+                        .order_by(distance)
+                        .limit(3)
+                    )
+                ).all()
+            action, target = "insert", None
+            for insight_id, kind, status, stored_text, dist in nearest:
+                similarity = 1.0 - float(dist)
+                if status == m.InsightStatus.DELETED:
+                    if similarity >= TOMBSTONE_SIMILARITY:
+                        action, target = "skip", insight_id
+                        break
+                    continue
+                if similarity >= DUPLICATE_SIMILARITY:
+                    action, target = "merge", insight_id
+                elif similarity >= RELATED_SIMILARITY and kind == extracted.kind:
+                    decision = await self._decide(provider, stored_text, extracted.text)
+                    if decision != "different":
+                        action, target = ("merge" if decision == "same" else "update"), insight_id
+                break
+            if action == "insert":
+                for earlier in planned:
+                    if earlier.action == "insert" and float(np.dot(earlier.embedding, vector)) >= DUPLICATE_SIMILARITY:
+                        action = "skip"
+                        break
+            planned.append(_Planned(action, extracted, vector, sources, seen_at, target))
+        return planned
+
+    async def _decide(self, provider: ChatProvider, stored: str, new: str) -> str:
+        try:
+            answer = await generate_structured(
+                provider,
+                [
+                    {"role": "system", "content": DECISION_INSTRUCTIONS},
+                    {"role": "user", "content": f"Stored note: {stored}\nNew note: {new}"},
+                ],
+                MatchDecision,
+                max_tokens=DECISION_MAX_TOKENS,
+            )
+        except InvalidModelOutput:
+            return "different"
+        return answer.decision
+
+    async def _apply(
+        self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, embedding_model: str, plan: _Planned
+    ) -> None:
+        extracted = plan.extracted
+        target = await session.get(m.Insight, plan.target, with_for_update=True) if plan.target is not None else None
+        if plan.action in ("merge", "update") and target is not None and target.status != m.InsightStatus.DELETED:
+            target.mentions += 1
+            target.last_seen_at = max(target.last_seen_at, plan.seen_at)
+            target.source_message_ids = list(dict.fromkeys([*target.source_message_ids, *plan.sources]))
+            target.importance = max(target.importance, extracted.importance)
+            target.status = extracted.status
+            if plan.action == "update" and not target.edited_by_coach:
+                target.text = extracted.text
+                target.embedding = plan.embedding
+            return
+        if plan.action == "skip":
+            return
+        session.add(
+            m.Insight(
+                coach_id=coach_id,
+                client_id=client_id,
+                kind=extracted.kind,
+                text=extracted.text,
+                importance=extracted.importance,
+                status=extracted.status,
+                mentions=1,
+                source_message_ids=plan.sources,
+                first_seen_at=plan.seen_at,
+                last_seen_at=plan.seen_at,
+                embedding=plan.embedding,
+                embedding_model=embedding_model,
+            )
+        )
+
+    # ------------------------------------------------------------------ L4 profile job
+
+    async def update_profile(self, coach_id: uuid.UUID, session_id: uuid.UUID) -> str:
+        """Job: merge what a summarised session shows about working with the client into the L4 profile.
+        Lists gain new entries (case-insensitive de-duplication, newest kept); ``tone`` is set only while the
+        coach has not edited the profile. Idempotent per session (``profile_updated`` mark in the summary)."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            chat_session = await session.get(m.ChatSession, session_id)
+            if chat_session is None or chat_session.status != m.SessionStatus.SUMMARIZED or not chat_session.summary:
+                return "not summarised"
+            if chat_session.summary.get("profile_updated"):
+                return "done already"
+            messages = await self._session_messages(session, session_id)
+            coach = await self._accounts.get_coach(session, coach_id)
+            client = await session.get_one(m.Client, chat_session.client_id)
+            summary = summary_text(chat_session.summary)
+        client_turns = [msg for msg in messages if msg.sender_type == m.SenderType.CLIENT]
+        budget = self._input_tokens(PROFILE_MAX_TOKENS)
+        recent = windows(client_turns, budget // 2)[-1] if client_turns else []
+        try:
+            output = await generate_structured(
+                self._registry.chat_for(coach),
+                [
+                    {"role": "system", "content": PROFILE_INSTRUCTIONS.format(name=client.name)},
+                    {
+                        "role": "user",
+                        "content": f"Session summary: {summary}\n\n{client.name}'s messages:\n"
+                        f"{format_messages(recent, client.name)}",
+                    },
+                ],
+                ProfileOutput,
+                max_tokens=PROFILE_MAX_TOKENS,
+            )
+        except InvalidModelOutput as exc:
+            log.warning("profile update from session %s skipped: %s", session_id, exc)
+            return "invalid model output"
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            profile = await self._profile_for_update(session, coach_id, client.id)
+            profile.communication_preferences = _merge_list(
+                profile.communication_preferences, output.communication_preferences
+            )
+            profile.what_works = _merge_list(profile.what_works, output.what_works)
+            profile.what_doesnt_work = _merge_list(profile.what_doesnt_work, output.what_doesnt_work)
+            profile.sensitive_topics = _merge_list(profile.sensitive_topics, output.sensitive_topics)
+            if output.tone and profile.coach_edited_at is None:
+                profile.tone = output.tone
+            profile.updated_at = _now()
+            chat_session = await session.get_one(m.ChatSession, session_id)
+            chat_session.summary = {**(chat_session.summary or {}), "profile_updated": True}
+        return "updated"
+
+    async def _profile_for_update(
+        self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID
+    ) -> m.ClientProfile:
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"profile:{client_id}"})
+        profile = await session.scalar(select(m.ClientProfile).where(m.ClientProfile.client_id == client_id))
+        if profile is None:
+            profile = m.ClientProfile(
+                coach_id=coach_id,
+                client_id=client_id,
+                communication_preferences=[],
+                what_works=[],
+                what_doesnt_work=[],
+                tone="",
+                sensitive_topics=[],
+            )
+            session.add(profile)
+        return profile
+
+    # ------------------------------------------------------------------ recall for the prompt
+
+    async def context_for(
+        self,
+        session: AsyncSession,
+        coach: m.Coach,
+        client_id: uuid.UUID,
+        *,
+        query_embedding: list[float],
+        embedding_model: str,
+        exclude_session_id: uuid.UUID | None,
+        now: datetime | None = None,
+    ) -> MemoryContext:
+        """L4 profile lines and the ``MEMORY_ITEMS`` best L2/L3 items for this turn (see
+        :mod:`app.memory.retrieval` for the score). Must run inside the coach's tenant transaction."""
+        profile = await session.scalar(select(m.ClientProfile).where(m.ClientProfile.client_id == client_id))
+        items = await recall(
+            session,
+            coach.id,
+            client_id,
+            query_embedding=query_embedding,
+            embedding_model=embedding_model,
+            now=now or _now(),
+            limit=MEMORY_ITEMS,
+            exclude_session_id=exclude_session_id,
+        )
+        return MemoryContext(profile_lines(profile), items)
+
+    # ------------------------------------------------------------------ controls (coach and client)
+
+    async def client_memory(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> ClientMemory:
+        """A client's profile, visible insights (active first, then by importance and recency) and session
+        summaries (newest first, failed ones included with their error). Raises ``NotFound``."""
+        await self._accounts.get_client(session, coach_id, client_id)
+        profile = await session.scalar(select(m.ClientProfile).where(m.ClientProfile.client_id == client_id))
+        insights = (
+            await session.scalars(
+                select(m.Insight)
+                .where(m.Insight.client_id == client_id, m.Insight.status.in_(m.InsightStatus.VISIBLE))
+                .order_by(
+                    (m.Insight.status == m.InsightStatus.ACTIVE).desc(),
+                    m.Insight.importance.desc(),
+                    m.Insight.last_seen_at.desc(),
+                )
+            )
+        ).all()
+        summaries = (
+            await session.scalars(
+                select(m.ChatSession)
+                .where(
+                    m.ChatSession.client_id == client_id,
+                    m.ChatSession.status.in_((m.SessionStatus.SUMMARIZED, m.SessionStatus.FAILED)),
+                )
+                .order_by(m.ChatSession.started_at.desc())
+            )
+        ).all()
+        return ClientMemory(profile, list(insights), list(summaries))
+
+    async def _visible_insight(
+        self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, insight_id: uuid.UUID
+    ) -> m.Insight:
+        insight = await session.scalar(
+            select(m.Insight)
+            .where(
+                m.Insight.id == insight_id,
+                m.Insight.coach_id == coach_id,
+                m.Insight.client_id == client_id,
+                m.Insight.status.in_(m.InsightStatus.VISIBLE),
+            )
+            .with_for_update()
+        )
+        if insight is None:
+            raise NotFound("insight not found")
+        return insight
+
+    async def edit_insight(
+        self,
+        session: AsyncSession,
+        coach_id: uuid.UUID,
+        client_id: uuid.UUID,
+        insight_id: uuid.UUID,
+        *,
+        text: str | None = None,
+        kind: str | None = None,
+        importance: int | None = None,
+        status: str | None = None,
+    ) -> m.Insight:
+        """The coach corrects an insight; ``None`` leaves a field as is. A new text is re-embedded and kept
+        from being overwritten by later extractions. Raises ``InvalidInput`` for an empty text, an unknown
+        kind or status, importance outside 0–10; ``NotFound`` for an unknown or deleted insight."""
+        insight = await self._visible_insight(session, coach_id, client_id, insight_id)
+        if kind is not None:
+            if kind not in m.InsightKind.ALL:
+                raise InvalidInput(f"kind must be one of {', '.join(m.InsightKind.ALL)}")
+            insight.kind = kind
+        if importance is not None:
+            if not 0 <= importance <= 10:
+                raise InvalidInput("importance must be between 0 and 10")
+            insight.importance = importance
+        if status is not None:
+            if status not in m.InsightStatus.VISIBLE:
+                raise InvalidInput(f"status must be one of {', '.join(m.InsightStatus.VISIBLE)}")
+            insight.status = status
+        if text is not None:
+            cleaned = text.strip()
+            if not cleaned:
+                raise InvalidInput("text must not be empty")
+            if len(cleaned) > 500:
+                raise InvalidInput("text is longer than 500 characters")
+            if cleaned != insight.text:
+                coach = await self._accounts.get_coach(session, coach_id)
+                embedder = self._registry.embedder_for(coach)
+                [insight.embedding] = await embedder.embed([cleaned])
+                insight.embedding_model = embedder.model
+                insight.text = cleaned
+            insight.edited_by_coach = True
+        await session.flush()
+        return insight
+
+    async def delete_insight(
+        self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, insight_id: uuid.UUID
+    ) -> None:
+        """Forget an insight: its text and sources are erased and it never enters a prompt again; the row
+        stays as a tombstone whose embedding stops the same fact from being re-extracted. Raises ``NotFound``."""
+        insight = await self._visible_insight(session, coach_id, client_id, insight_id)
+        insight.status = m.InsightStatus.DELETED
+        insight.text = ""
+        insight.source_message_ids = []
+        await session.flush()
+
+    async def edit_profile(
+        self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, changes: dict[str, Any]
+    ) -> m.ClientProfile:
+        """The coach edits the L4 profile: ``changes`` maps list fields to lists of statements and ``tone`` to
+        a string; anything else is ``InvalidInput``. Raises ``NotFound`` for another coach's client."""
+        await self._accounts.get_client(session, coach_id, client_id)
+        profile = await self._profile_for_update(session, coach_id, client_id)
+        lists = ("communication_preferences", "what_works", "what_doesnt_work", "sensitive_topics")
+        for name, value in changes.items():
+            if name == "tone":
+                if not isinstance(value, str) or len(value) > 200:
+                    raise InvalidInput("tone must be a string of at most 200 characters")
+                profile.tone = value.strip()
+            elif name in lists:
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise InvalidInput(f"{name} must be a list of strings")
+                entries = [v.strip() for v in value if v.strip()]
+                if len(entries) > 20 or any(len(v) > 300 for v in entries):
+                    raise InvalidInput(f"{name} takes at most 20 entries of at most 300 characters")
+                setattr(profile, name, entries)
+            else:
+                raise InvalidInput(f"unknown profile field {name!r}")
+        profile.coach_edited_at = _now()
+        await session.flush()
+        return profile
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _session_messages(self, session: AsyncSession, session_id: uuid.UUID) -> list[m.Message]:
+        return list(
+            (
+                await session.scalars(
+                    select(m.Message)
+                    .where(m.Message.session_id == session_id)
+                    .order_by(m.Message.created_at, m.Message.id)
+                )
+            ).all()
+        )
+
+    def _input_tokens(self, max_tokens: int) -> int:
+        """Transcript tokens a memory prompt may carry: a share of the context after the answer's room."""
+        return int((self._settings.llm_context_tokens - max_tokens) * PROMPT_SHARE)

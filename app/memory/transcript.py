@@ -1,0 +1,76 @@
+"""Messages as the memory jobs show them to the model, split to fit its context, and the attribution of
+what the model wrote back to the messages it came from."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+
+import numpy as np
+
+from app.chat.models import Message, SenderType
+from app.llm.base import Embedder
+from app.rag.chunking import count_tokens
+
+GROUNDING_TOP = 2
+GROUNDING_MIN_SIMILARITY = 0.4
+"""A statement is attributed to its ``GROUNDING_TOP`` most similar messages with cosine ≥ this (MiniLM
+puts paraphrases of one fact around 0.5–0.8 and unrelated chat turns below 0.3)."""
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def speaker(message: Message, client_name: str) -> str:
+    """The label of a message's author: the client's name, ``Assistant`` (the AI clone) or ``Coach``."""
+    if message.sender_type == SenderType.CLIENT:
+        return client_name
+    return "Coach" if message.sender_type == SenderType.HUMAN_COACH else "Assistant"
+
+
+def format_messages(messages: Sequence[Message], client_name: str) -> str:
+    """``[1] Name (2026-11-22 14:05): text`` lines, numbered from 1 in the given order."""
+    return "\n".join(
+        f"[{i}] {speaker(msg, client_name)} ({msg.created_at:%Y-%m-%d %H:%M}): {msg.text}"
+        for i, msg in enumerate(messages, start=1)
+    )
+
+
+def windows(messages: Sequence[Message], max_tokens: int) -> list[list[Message]]:
+    """Consecutive runs of ``messages`` of at most ``max_tokens`` cl100k tokens each (a single longer message
+    gets a window of its own)."""
+    result: list[list[Message]] = []
+    current: list[Message] = []
+    used = 0
+    for msg in messages:
+        tokens = count_tokens(msg.text) + 12  # the "[n] Name (date):" prefix
+        if current and used + tokens > max_tokens:
+            result.append(current)
+            current, used = [], 0
+        current.append(msg)
+        used += tokens
+    if current:
+        result.append(current)
+    return result
+
+
+def sentences(text: str) -> list[str]:
+    """Split prose into sentences at ``.``/``!``/``?`` followed by white space."""
+    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+
+
+async def ground(embedder: Embedder, statements: Sequence[str], messages: Sequence[Message]) -> list[uuid.UUID]:
+    """Attribute ``statements`` to ``messages`` by embedding similarity: each statement's ``GROUNDING_TOP``
+    nearest messages with cosine ≥ ``GROUNDING_MIN_SIMILARITY``. Returns message ids in message order."""
+    if not statements or not messages:
+        return []
+    vectors = await embedder.embed([*statements, *(msg.text for msg in messages)])
+    s = np.asarray(vectors[: len(statements)])
+    m = np.asarray(vectors[len(statements) :])
+    similarity = s @ m.T  # unit vectors: dot product = cosine
+    chosen: set[int] = set()
+    for row in similarity:
+        for j in np.argsort(-row)[:GROUNDING_TOP]:
+            if row[j] >= GROUNDING_MIN_SIMILARITY:
+                chosen.add(int(j))
+    return [messages[j].id for j in sorted(chosen)]
