@@ -24,6 +24,7 @@ from app.container import Container
 from app.deps import provide_container
 from app.errors import DomainError
 from app.llm.registry import ProviderRegistry
+from app.memory.controllers import MemoryController, SessionController, WidgetMemoryController
 from app.rag.controllers import DocumentController
 from app.web.dashboard import CoachPages, DashboardController
 from app.web.widget import WidgetController
@@ -67,6 +68,9 @@ def create_app(
             ChatController,
             ConversationController,
             chat_socket,
+            MemoryController,
+            SessionController,
+            WidgetMemoryController,
             DashboardController,
             CoachPages,
             WidgetController,

@@ -1,16 +1,19 @@
-"""``opencoach`` command line: serve, worker, migrate, demo."""
+"""``opencoach`` command line: serve, worker, migrate, demo, eval."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from app.config import Settings, get_settings
 from app.runtime import Services, start_services
@@ -169,6 +172,73 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+async def run_memory_eval(settings: Settings, services: Services, args: argparse.Namespace) -> dict[str, Any]:
+    """Load LoCoMo, run the memory pipeline and score it (see :mod:`app.memory.evaluation`)."""
+    from app.container import Container
+    from app.memory.evaluation import OpenAIModel, evaluate, load_locomo
+
+    conversations = load_locomo(Path(args.locomo), max_sessions=args.sessions)[: args.conversations]
+    openai = (
+        OpenAIModel(args.openai_model, os.environ.get("OPENAI_API_KEY", ""), args.openai_base_url)
+        if args.openai_model
+        else None
+    )
+    container = await Container.create(settings, services.database_url, services.redis_url)
+    try:
+        with console.status("LoCoMo…") as status:
+            return await evaluate(
+                container, conversations, openai=openai, keep=args.keep, progress=lambda text: status.update(text)
+            )
+    finally:
+        await container.close()
+
+
+def _memory_table(result: dict[str, Any]) -> Table:
+    table = Table(title=f"LoCoMo evidence recall — {result['questions']} questions (categories 1–4)")
+    table.add_column("method")
+    columns = (
+        "evidence_recall@5",
+        "evidence_recall@10",
+        "evidence_recall@20",
+        "evidence_coverage@10",
+        "context_tokens@10",
+    )
+    for column in columns:
+        table.add_column(column.replace("evidence_", ""), justify="right")
+    for name, scores in [("memory", result["memory"]), *result["baselines"].items()]:
+        table.add_row(name, *(f"{scores[column]:g}" for column in columns))
+    return table
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``eval memory``: LoCoMo evidence recall of the memory pipeline against three baselines."""
+    from app.memory.evaluation import EvalDataError
+
+    settings = _settings(args)
+    services = _start(settings)
+    try:
+        _migrate(services)
+        try:
+            result = asyncio.run(run_memory_eval(settings, services, args))
+        except EvalDataError as exc:
+            console.print(f"[red]error:[/] {exc}")
+            return 2
+    finally:
+        services.stop()
+    if args.json:
+        print(json.dumps(result), flush=True)
+    else:
+        out = Console()
+        out.print(_memory_table(result))
+        extra = f"answer accuracy {result['answer_accuracy']:.3f}; " if "answer_accuracy" in result else ""
+        out.print(
+            f"{result['conversations']} conversations, {result['sessions']} sessions, {result['insights']} insights, "
+            f"{result['summaries_failed']} failed summaries, {result['skipped_questions']} questions skipped; "
+            f"{extra}{result['seconds']:.0f} s"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``opencoach`` argument parser."""
     parser = argparse.ArgumentParser(prog="opencoach", description="OpenCoach: AI coaching clones.")
@@ -197,6 +267,21 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply database migrations")
     common(migrate)
     migrate.set_defaults(func=cmd_migrate)
+
+    evaluate = sub.add_parser("eval", help="evaluation harnesses on public data sets")
+    targets = evaluate.add_subparsers(dest="target", required=True)
+    memory = targets.add_parser("memory", help="LoCoMo evidence recall: memory vs. last-N, dense and BM25 turns")
+    common(memory)
+    memory.add_argument("--locomo", required=True, help="LoCoMo JSON file (e.g. ../shared/data/locomo/locomo_dev.json)")
+    memory.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    memory.add_argument("--conversations", type=int, default=None, help="use only the first N conversations")
+    memory.add_argument("--sessions", type=int, default=None, help="use only the first N sessions of each")
+    memory.add_argument(
+        "--openai-model", help="OpenAI-compatible model for the pipeline and the judge (key: OPENAI_API_KEY)"
+    )
+    memory.add_argument("--openai-base-url", help="base URL of the OpenAI-compatible endpoint")
+    memory.add_argument("--keep", action="store_true", help="keep the evaluation coaches instead of deleting them")
+    memory.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -5,6 +5,7 @@
   var form = document.getElementById("composer");
   var input = document.getElementById("text");
   var sendButton = document.getElementById("send");
+  var endButton = document.getElementById("end-session");
   var statusLine = document.getElementById("status");
   var token = log.dataset.token;
   var conversationId = log.dataset.conversation || null;
@@ -84,6 +85,22 @@
     statusLine.textContent = "Thinking…";
     var payload = JSON.stringify(conversationId ? { text: text, conversation_id: conversationId } : { text: text });
     if (socket && socket.readyState === WebSocket.OPEN) socket.send(payload); else queue.push(payload);
+  });
+  endButton.addEventListener("click", function () {
+    if (!conversationId) { statusLine.textContent = "No session to end yet."; return; }
+    endButton.disabled = true;
+    fetch("/api/v1/widget/conversations/" + encodeURIComponent(conversationId) + "/end-session", {
+      method: "POST",
+      headers: { Authorization: "Bearer " + token }
+    }).then(function (response) {
+      return response.json().then(function (body) {
+        if (!response.ok) statusLine.textContent = body.detail || "Could not end the session.";
+        else if (body.session_id) statusLine.textContent = "Session ended. The assistant will sum it up for next time.";
+        else statusLine.textContent = "No session in progress.";
+      });
+    }).catch(function () {
+      statusLine.textContent = "Could not end the session; check your connection.";
+    }).then(function () { endButton.disabled = false; });
   });
   input.addEventListener("keydown", function (event) {
     if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); form.requestSubmit(); }

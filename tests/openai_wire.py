@@ -1,7 +1,8 @@
 """The OpenAI API's wire format, for tests of OpenAI-compatible providers (respx mocks; no network).
 
 Chat Completions stream as server-sent events (a role chunk, content chunks, a ``finish_reason`` chunk, the
-``include_usage`` chunk with ``choices: []``, then ``data: [DONE]``); errors are ``{"error": {...}}`` JSON.
+``include_usage`` chunk with ``choices: []``, then ``data: [DONE]``); non-streamed ones (Structured Outputs)
+are one ``chat.completion`` JSON object; errors are ``{"error": {...}}`` JSON.
 """
 
 from __future__ import annotations
@@ -94,3 +95,50 @@ def openai_error(status: int, message: str, type_: str, code: str | None) -> htt
     """An error response in OpenAI's JSON format."""
     error = {"error": {"message": message, "type": type_, "param": None, "code": code}}
     return httpx.Response(status, json=error, headers={"x-request-id": "req_7f3c2a"})
+
+
+def openai_completion(
+    content: str | None,
+    usage: tuple[int, int] = (212, 48),
+    *,
+    finish_reason: str = "stop",
+    refusal: str | None = None,
+) -> httpx.Response:
+    """A non-streamed chat completion (``object: "chat.completion"``) as OpenAI sends it, e.g. for Structured
+    Outputs (``response_format: {"type": "json_schema", ...}``): ``content`` is the JSON text the model wrote
+    (``None`` with ``refusal`` set when the model refuses); ``finish_reason="length"`` marks an answer cut off
+    by ``max_tokens``; ``usage=(prompt, completion)``."""
+    prompt, completion = usage
+    body = {
+        "id": "chatcmpl-BA4cVbJ9pZ0Rl2y7QmgKHnN3xTsWd",
+        "object": "chat.completion",
+        "created": 1741801987,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": refusal, "annotations": []},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        },
+        "service_tier": "default",
+        "system_fingerprint": "fp_06737a9306",
+    }
+    return httpx.Response(
+        200,
+        headers={"content-type": "application/json", "x-request-id": "req_5b1d0e", "openai-processing-ms": "612"},
+        content=json.dumps(body, separators=(",", ":")).encode(),
+    )

@@ -44,7 +44,9 @@ class ClientOut(msgspec.Struct):
 
 
 class SettingsOut(msgspec.Struct):
-    """Coach settings as the API shows them: the provider key only as ``llm_api_key_hint`` (masked)."""
+    """Coach settings as the API shows them: the provider key only as ``llm_api_key_hint`` (masked).
+    Memory: ``recent_messages`` (L1, 0–100 latest messages in the prompt), ``session_idle_minutes`` (L2,
+    1–1440 minutes of silence that end a chat session)."""
 
     name: str
     persona: str
@@ -53,6 +55,8 @@ class SettingsOut(msgspec.Struct):
     llm_base_url: str | None
     llm_api_key_set: bool
     llm_api_key_hint: str | None
+    recent_messages: int
+    session_idle_minutes: int
 
 
 class SettingsPatch(msgspec.Struct, omit_defaults=True):
@@ -62,6 +66,8 @@ class SettingsPatch(msgspec.Struct, omit_defaults=True):
     llm_model: str | None = None
     llm_base_url: str | None = None
     llm_api_key: str | None = None
+    recent_messages: int | None = None
+    session_idle_minutes: int | None = None
 
 
 def settings_out(container: ContainerDep, coach: m.Coach) -> SettingsOut:
@@ -75,6 +81,8 @@ def settings_out(container: ContainerDep, coach: m.Coach) -> SettingsOut:
         llm_base_url=coach.llm_base_url,
         llm_api_key_set=key is not None,
         llm_api_key_hint=mask_secret(key) if key else None,
+        recent_messages=coach.recent_messages,
+        session_idle_minutes=coach.session_idle_minutes,
     )
 
 
@@ -127,7 +135,7 @@ class SettingsController(Controller):
     async def update_settings(
         self, data: JSONBody[SettingsPatch], coach_id: CoachId, container: ContainerDep
     ) -> SettingsOut:
-        """Change persona and provider settings; the key is stored encrypted and never returned."""
+        """Change persona, provider and memory settings; the key is stored encrypted and never returned."""
         async with container.tenant(coach_id) as session:
             coach = await container.accounts.update_settings(session, coach_id, **msgspec.structs.asdict(data))
         return settings_out(container, coach)

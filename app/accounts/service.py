@@ -18,6 +18,10 @@ from app.errors import Conflict, InvalidInput, NotFound
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD_LENGTH = 8
 LLM_PROVIDERS = ("local", "openai")
+RECENT_MESSAGES_RANGE = (0, 100)
+"""Allowed ``Coach.recent_messages`` (L1: latest messages of the conversation put in the prompt)."""
+SESSION_IDLE_MINUTES_RANGE = (1, 1440)
+"""Allowed ``Coach.session_idle_minutes`` (L2: silence after which a chat session ends), up to a day."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,11 @@ class AccountService:
             raise NotFound("coach not found")
         return coach
 
+    async def delete_coach(self, coach_id: uuid.UUID) -> None:
+        """Delete a coach account and, by cascade, everything it owns. Raises ``NotFound``."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            await session.delete(await self.get_coach(session, coach_id))
+
     async def create_client(self, session: AsyncSession, coach_id: uuid.UUID, name: str) -> tuple[m.Client, str]:
         """Create a client; returns it and its plaintext widget token. Raises ``InvalidInput`` on empty name."""
         name = name.strip()
@@ -153,11 +162,16 @@ class AccountService:
         llm_model: str | None = None,
         llm_base_url: str | None = None,
         llm_api_key: str | None = None,
+        recent_messages: int | None = None,
+        session_idle_minutes: int | None = None,
     ) -> m.Coach:
-        """Change persona and provider settings; ``None`` leaves a field as is, ``""`` clears an optional one.
+        """Change persona, provider and memory settings; ``None`` leaves a field as is, ``""`` clears an
+        optional one.
 
         The API key is encrypted before it is stored. Raises ``InvalidInput`` for an unknown provider, an
-        ``openai`` provider without a model, or a base URL that is not http(s).
+        ``openai`` provider without a model, a base URL that is not http(s), ``recent_messages`` outside
+        0–100 or ``session_idle_minutes`` outside 1–1440 (nothing is changed then: the caller's transaction
+        rolls back).
         """
         coach = await self.get_coach(session, coach_id)
         if name is not None:
@@ -179,10 +193,24 @@ class AccountService:
             coach.llm_base_url = url or None
         if llm_api_key is not None:
             coach.llm_api_key_encrypted = self._secrets.encrypt(llm_api_key.strip()) if llm_api_key.strip() else None
+        if recent_messages is not None:
+            coach.recent_messages = _in_range("recent_messages", recent_messages, RECENT_MESSAGES_RANGE)
+        if session_idle_minutes is not None:
+            coach.session_idle_minutes = _in_range(
+                "session_idle_minutes", session_idle_minutes, SESSION_IDLE_MINUTES_RANGE
+            )
         if coach.llm_provider == "openai" and not coach.llm_model:
             raise InvalidInput("llm_model is required for the openai provider")
         await session.flush()
         return coach
+
+
+def _in_range(name: str, value: int, bounds: tuple[int, int]) -> int:
+    """``value`` if it is an integer within ``bounds`` (inclusive), else ``InvalidInput`` naming the field."""
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInput(f"{name} must be a whole number from {low} to {high}")
+    return value
 
 
 def default_persona(coach_name: str) -> str:

@@ -9,11 +9,6 @@ from typing import Any
 import openai
 
 from app.llm.base import ChatMessage, ProviderError, Usage
-from app.llm.schema import without_keywords
-
-UNSUPPORTED = frozenset({"minLength", "maxLength"})
-"""String-length keywords that Structured Outputs does not accept in strict mode (lengths are still checked
-when the caller validates the answer)."""
 
 
 class OpenAIChatProvider:
@@ -68,7 +63,7 @@ class OpenAIChatProvider:
                 temperature=temperature,
                 response_format={
                     "type": "json_schema",
-                    "json_schema": {"name": name, "schema": without_keywords(schema, UNSUPPORTED), "strict": True},
+                    "json_schema": {"name": name, "schema": schema, "strict": True},
                 },
             )
         except openai.OpenAIError as exc:

@@ -8,7 +8,8 @@ returned text with the same pydantic model (a cut-off or out-of-range answer mus
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -21,9 +22,15 @@ RETRY_TEMPERATURES = (0.2, 0.6, 0.9)
 """One attempt per temperature: a low one first, then more varied samples."""
 
 
+DROPPED_KEYWORDS = frozenset({"title", "default", "minLength", "maxLength"})
+"""Left out of the schema sent to the model: titles and defaults are noise; string lengths blow llama.cpp's
+grammar up (one optional rule per character) and are not accepted by OpenAI's strict mode. Lengths are
+still enforced when the answer is validated."""
+
+
 def _strict(node: Any) -> Any:
     if isinstance(node, dict):
-        node = {k: _strict(v) for k, v in node.items() if k not in ("title", "default")}
+        node = {k: _strict(v) for k, v in node.items() if k not in DROPPED_KEYWORDS}
         if node.get("type") == "object" and "properties" in node:
             node["required"] = list(node["properties"])
             node["additionalProperties"] = False
@@ -34,18 +41,10 @@ def _strict(node: Any) -> Any:
 
 
 def output_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The JSON Schema of ``model`` in strict form (all properties required, no extra ones, no titles)."""
+    """The JSON Schema of ``model`` in strict form (all properties required, no extra ones), without
+    :data:`DROPPED_KEYWORDS`."""
     result: dict[str, Any] = _strict(model.model_json_schema())
     return result
-
-
-def without_keywords(schema: Any, keywords: frozenset[str]) -> Any:
-    """A copy of ``schema`` without ``keywords`` anywhere (for back ends that reject some of them)."""
-    if isinstance(schema, dict):
-        return {k: without_keywords(v, keywords) for k, v in schema.items() if k not in keywords}
-    if isinstance(schema, list):
-        return [without_keywords(v, keywords) for v in schema]
-    return schema
 
 
 class InvalidModelOutput(Exception):
@@ -58,10 +57,12 @@ async def generate_structured(
     model: type[M],
     *,
     max_tokens: int,
+    check: Callable[[M], Awaitable[str | None]] | None = None,
     temperatures: Sequence[float] = RETRY_TEMPERATURES,
 ) -> M:
     """Ask ``provider`` for JSON matching ``model`` and validate it; retry with the next temperature (a
-    different sample) while the answer is cut off or out of range.
+    different sample) while the answer is cut off, out of range, or rejected by ``check`` (a semantic test
+    returning the reason, e.g. "not grounded in the messages", or ``None`` to accept).
 
     Raises ``InvalidModelOutput`` after ``len(temperatures)`` invalid answers, ``ProviderError`` at once.
     """
@@ -72,8 +73,16 @@ async def generate_structured(
             messages, schema=schema, name=model.__name__, max_tokens=max_tokens, temperature=temperature
         )
         try:
-            return model.model_validate_json(raw)
+            # strict=False: llama.cpp's JSON grammar lets raw newlines into strings, which is harmless
+            answer = model.model_validate(json.loads(raw, strict=False))
+        except json.JSONDecodeError as exc:
+            last_error = f"answer: not JSON ({exc})"
         except ValidationError as exc:
             first = exc.errors()[0]
             last_error = f"{'.'.join(str(p) for p in first['loc']) or 'answer'}: {first['msg']}"
+        else:
+            rejected = await check(answer) if check is not None else None
+            if rejected is None:
+                return answer
+            last_error = rejected
     raise InvalidModelOutput(f"{model.__name__}: {len(temperatures)} answers failed validation (last: {last_error})")

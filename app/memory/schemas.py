@@ -23,7 +23,7 @@ class SessionSummaryOutput(BaseModel):
     topics: list[Statement] = Field(max_length=6)
     insights: list[Statement] = Field(max_length=6)
     action_items: list[Statement] = Field(max_length=6)
-    emotional_state: Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=80)]
+    emotional_state: Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=200)]
 
 
 class SessionSummary(SessionSummaryOutput):

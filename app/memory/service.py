@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -94,30 +94,65 @@ class _Planned:
     target: uuid.UUID | None = None
 
 
+SUMMARY_MIN_GROUNDED = 0.5
+"""Share of a summary's sentences that must be grounded in the session's messages; below it the answer is
+rejected like invalid JSON (small models echo their instructions or invent)."""
+
 SUMMARY_INSTRUCTIONS = (
-    "You keep a coach's notes. Summarise this chat session with the client {name} as JSON. "
-    "summary: 2 to 4 sentences with the concrete facts (what happened, people, places, dates, numbers). "
-    "topics: short noun phrases. insights: what was learned about {name}. action_items: what {name} or "
-    "the coach plans to do next. emotional_state: {name}'s mood in a few words."
+    "You write a coach's private notes. Summarise the chat session with the client {name} as JSON: the "
+    "concrete facts (events, people, places, dates, numbers), the topics, what was learned about {name}, "
+    "the next steps, and {name}'s mood. Use only what the messages say."
 )
 EXTRACT_INSTRUCTIONS = (
-    "You keep a coach's notes about the client {name}. From the new messages, list insights about {name} "
-    "worth remembering in later sessions. kind: goal, blocker, breakthrough, preference, achievement, "
-    "pattern, milestone or commitment. text: one short third-person statement with the concrete details "
-    "(names, dates, numbers). importance: 0 (trivia) to 10 (life-changing). status: active; achieved when "
-    "it is done; dropped when {name} gave it up. evidence: the [numbers] of the messages it comes from. "
-    "Only facts the messages state. Return an empty list when there is nothing new."
+    "You write a coach's private notes about the client {name}. From the new messages, list what is worth "
+    "remembering about {name} in later sessions: goals, blockers, breakthroughs, preferences, achievements, "
+    "patterns, milestones, commitments. Each one: a short statement about {name} with its concrete details, "
+    "importance 0-10, status (active, achieved or dropped), and the numbers of the messages it comes from. "
+    "Use only what the messages say; an empty list is fine."
 )
 DECISION_INSTRUCTIONS = (
     "Two notes about the same client. Answer 'same' if the new note says the same as the stored one, "
     "'update' if it changes or corrects it, 'different' if it is about something else."
 )
 PROFILE_INSTRUCTIONS = (
-    "You keep a coach's notes on how to work with the client {name}. From this session, list only new "
-    "observations: communication_preferences (how {name} likes to talk), what_works and what_doesnt_work "
-    "(approaches that helped or did not), tone (the tone to use with {name}, a few words, or empty), "
-    "sensitive_topics (topics to handle with care). Empty lists when the session shows nothing."
+    "You write a coach's private notes on how to work with the client {name}: how {name} likes to "
+    "communicate, what helps and what does not, the tone to use, topics to handle with care. Only new "
+    "observations from this session; empty lists when it shows nothing."
 )
+
+# One worked example per job (few-shot prompting, Brown et al. 2020): small models follow an example's
+# form far better than a description of it. The example client is "Sam"; the real client's name differs.
+EXAMPLE_TRANSCRIPT = (
+    "[1] Sam (2026-03-02 18:00): I finally signed up for the 10k run in June!\n"
+    "[2] Coach (2026-03-02 18:01): That is great news. How do you feel about it?\n"
+    "[3] Sam (2026-03-02 18:02): Nervous. My knee still hurts after long runs, so I will see a physio on Friday."
+)
+EXAMPLE_SUMMARY = (
+    '{"summary": "Sam signed up for a 10k run in June. Sam is nervous because the knee hurts after long runs '
+    'and will see a physiotherapist on Friday.", "topics": ["10k run in June", "knee pain"], "insights": '
+    '["Sam is training for a 10k run"], "action_items": ["Sam sees a physiotherapist on Friday"], '
+    '"emotional_state": "nervous but motivated"}'
+)
+EXAMPLE_INSIGHTS = (
+    '{"insights": [{"kind": "goal", "text": "Sam wants to run a 10k race in June", "importance": 7, '
+    '"status": "active", "evidence": [1]}, {"kind": "blocker", "text": "Sam\'s knee hurts after long runs", '
+    '"importance": 6, "status": "active", "evidence": [3]}, {"kind": "commitment", "text": "Sam will see a '
+    'physiotherapist on Friday", "importance": 5, "status": "active", "evidence": [3]}]}'
+)
+EXAMPLE_PROFILE = (
+    '{"communication_preferences": ["shares news with enthusiasm"], "what_works": ["asking how Sam feels"], '
+    '"what_doesnt_work": [], "tone": "warm and encouraging", "sensitive_topics": ["knee injury"]}'
+)
+
+
+def _prompt(instructions: str, example_input: str, example_output: str, actual_input: str) -> list[ChatMessage]:
+    """System instructions, one worked example as a user/assistant exchange, then the real input."""
+    return [
+        {"role": "system", "content": instructions},
+        {"role": "user", "content": example_input},
+        {"role": "assistant", "content": example_output},
+        {"role": "user", "content": actual_input},
+    ]
 
 
 def _now() -> datetime:
@@ -127,7 +162,11 @@ def _now() -> datetime:
 def _merge_list(current: Sequence[str], new: Sequence[str]) -> list[str]:
     """``current`` plus the entries of ``new`` not already there (case-insensitive), newest last, capped."""
     seen = {entry.casefold() for entry in current}
-    merged = list(current) + [entry for entry in new if entry.casefold() not in seen]
+    merged = list(current)
+    for entry in new:
+        if entry.casefold() not in seen:
+            seen.add(entry.casefold())
+            merged.append(entry)
     return merged[-PROFILE_LIST_CAP:]
 
 
@@ -202,9 +241,15 @@ class MemoryService:
         await self._jobs.summarize_session(chat_session.coach_id, chat_session.id)
 
     async def end_session(
-        self, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, client_id: uuid.UUID | None = None
+        self,
+        coach_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        *,
+        client_id: uuid.UUID | None = None,
+        queue_jobs: bool = True,
     ) -> uuid.UUID | None:
-        """End the conversation's open session now (the client or coach said goodbye). Returns its id, or
+        """End the conversation's open session now (the client or coach said goodbye) and queue its jobs
+        (``queue_jobs=False``: the caller runs them itself, as the evaluation does). Returns its id, or
         ``None`` when no session was open. Raises ``NotFound`` for a conversation that is not the coach's
         (or, with ``client_id``, not that client's)."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
@@ -224,7 +269,8 @@ class MemoryService:
                 return None
             open_session.status = m.SessionStatus.ENDED
             open_session.ended_at = open_session.last_message_at
-        await self.session_ended(open_session)
+        if queue_jobs:
+            await self.session_ended(open_session)
         return open_session.id
 
     async def close_idle_sessions(self) -> int:
@@ -271,7 +317,7 @@ class MemoryService:
         provider = self._registry.chat_for(coach)
         embedder = self._registry.embedder_for(coach)
         try:
-            output = await self._summarize(provider, messages, client.name)
+            output = await self._summarize(provider, embedder, messages, client.name)
         except InvalidModelOutput as exc:
             await self._fail_summary(coach_id, session_id, str(exc))
             raise SummaryFailed(str(exc)) from exc
@@ -282,7 +328,7 @@ class MemoryService:
             ended_at=messages[-1].created_at,
         )
         statements = [*sentences(summary.summary), *summary.topics, *summary.insights, *summary.action_items]
-        sources = await ground(embedder, statements, messages)
+        sources = (await ground(embedder, statements, messages)).sources(messages)
         [vector] = await embedder.embed([f"{summary.summary} Topics: {', '.join(summary.topics)}."])
         async with tenant_session(self._sessionmaker, coach_id) as session:
             chat_session = await session.get_one(m.ChatSession, session_id)
@@ -295,16 +341,30 @@ class MemoryService:
         await self._jobs.update_profile(coach_id, session_id)
         return m.SessionStatus.SUMMARIZED
 
-    async def _summarize(self, provider: ChatProvider, messages: list[m.Message], name: str) -> SessionSummaryOutput:
-        """Map-reduce when the session does not fit: summarise each window, then summarise the summaries."""
-        system: ChatMessage = {"role": "system", "content": SUMMARY_INSTRUCTIONS.format(name=name)}
+    async def _summarize(
+        self, provider: ChatProvider, embedder: Embedder, messages: list[m.Message], name: str
+    ) -> SessionSummaryOutput:
+        """Map-reduce when the session does not fit: summarise each window, then summarise the summaries.
+        Each window's summary must be grounded in that window (``SUMMARY_MIN_GROUNDED``)."""
+        instructions = SUMMARY_INSTRUCTIONS.format(name=name)
+
+        def grounded_in(part: Sequence[m.Message]) -> Callable[[SessionSummaryOutput], Awaitable[str | None]]:
+            async def check(output: SessionSummaryOutput) -> str | None:
+                share = (await ground(embedder, sentences(output.summary), part)).share()
+                if share < SUMMARY_MIN_GROUNDED:
+                    return f"summary: only {share:.0%} of its sentences are grounded in the messages"
+                return None
+
+            return check
+
         parts = windows(messages, self._input_tokens(SUMMARY_MAX_TOKENS))
         outputs = [
             await generate_structured(
                 provider,
-                [system, {"role": "user", "content": format_messages(part, name)}],
+                _prompt(instructions, EXAMPLE_TRANSCRIPT, EXAMPLE_SUMMARY, format_messages(part, name)),
                 SessionSummaryOutput,
                 max_tokens=SUMMARY_MAX_TOKENS,
+                check=grounded_in(part),
             )
             for part in parts
         ]
@@ -313,9 +373,10 @@ class MemoryService:
         partial = "\n".join(f"Part {i}: {summary_text(o.model_dump())}" for i, o in enumerate(outputs, start=1))
         return await generate_structured(
             provider,
-            [system, {"role": "user", "content": f"Summaries of the session's parts, in order:\n{partial}"}],
+            _prompt(instructions, EXAMPLE_TRANSCRIPT, EXAMPLE_SUMMARY, f"Summaries of the session's parts:\n{partial}"),
             SessionSummaryOutput,
             max_tokens=SUMMARY_MAX_TOKENS,
+            check=grounded_in(messages),
         )
 
     async def _fail_summary(self, coach_id: uuid.UUID, session_id: uuid.UUID, reason: str) -> None:
@@ -378,14 +439,12 @@ class MemoryService:
                 found = (
                     await generate_structured(
                         provider,
-                        [
-                            {"role": "system", "content": EXTRACT_INSTRUCTIONS.format(name=client.name)},
-                            {
-                                "role": "user",
-                                "content": f"Already noted:\n{known_block}\n\nNew messages:\n"
-                                f"{format_messages(window, client.name)}",
-                            },
-                        ],
+                        _prompt(
+                            EXTRACT_INSTRUCTIONS.format(name=client.name),
+                            f"Already noted:\n(nothing yet)\n\nNew messages:\n{EXAMPLE_TRANSCRIPT}",
+                            EXAMPLE_INSIGHTS,
+                            f"Already noted:\n{known_block}\n\nNew messages:\n{format_messages(window, client.name)}",
+                        ),
                         InsightExtraction,
                         max_tokens=EXTRACT_MAX_TOKENS,
                     )
@@ -417,14 +476,20 @@ class MemoryService:
           same (merge) / update (new text replaces the old) / different (insert);
         - otherwise insert. Items of the same batch are checked against each other the same way.
 
-        Sources: the messages the model cited by number, else those the text is grounded in by embedding.
+        An insight grounded in none of the window's messages (embedding attribution) is skipped as invented.
+        Sources: the messages the model cited by number if the text is grounded in one of them, else the
+        messages it is grounded in.
         """
-        vectors = await embedder.embed([f.text for f in found])
+        grounding = await ground(embedder, [f.text for f in found], window)
         planned: list[_Planned] = []
-        for extracted, vector in zip(found, vectors, strict=True):
-            cited = [window[i - 1] for i in dict.fromkeys(extracted.evidence) if 1 <= i <= len(window)]
-            sources = [msg.id for msg in cited] or await ground(embedder, [extracted.text], window)
-            seen_at = max((msg.created_at for msg in cited), default=window[-1].created_at)
+        for extracted, vector, matches in zip(found, grounding.vectors, grounding.matches, strict=True):
+            if not matches:
+                planned.append(_Planned("skip", extracted, vector, [], window[-1].created_at))
+                continue
+            cited = [i - 1 for i in dict.fromkeys(extracted.evidence) if 1 <= i <= len(window)]
+            chosen = cited if set(cited) & set(matches) else matches
+            sources = [window[i].id for i in chosen]
+            seen_at = max(window[i].created_at for i in chosen)
             async with tenant_session(self._sessionmaker, coach_id) as session:
                 distance = m.Insight.embedding.cosine_distance(vector)
                 nearest = (
@@ -529,14 +594,12 @@ class MemoryService:
         try:
             output = await generate_structured(
                 self._registry.chat_for(coach),
-                [
-                    {"role": "system", "content": PROFILE_INSTRUCTIONS.format(name=client.name)},
-                    {
-                        "role": "user",
-                        "content": f"Session summary: {summary}\n\n{client.name}'s messages:\n"
-                        f"{format_messages(recent, client.name)}",
-                    },
-                ],
+                _prompt(
+                    PROFILE_INSTRUCTIONS.format(name=client.name),
+                    EXAMPLE_TRANSCRIPT,
+                    EXAMPLE_PROFILE,
+                    f"Session summary: {summary}\n\n{client.name}'s messages:\n{format_messages(recent, client.name)}",
+                ),
                 ProfileOutput,
                 max_tokens=PROFILE_MAX_TOKENS,
             )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -59,18 +60,34 @@ def sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
 
 
-async def ground(embedder: Embedder, statements: Sequence[str], messages: Sequence[Message]) -> list[uuid.UUID]:
+@dataclass(frozen=True)
+class Grounding:
+    """Attribution of statements to messages: ``vectors`` are the statements' embeddings, ``matches[i]`` the
+    indices of the messages statement ``i`` is grounded in (best first; empty when none is similar enough)."""
+
+    vectors: list[list[float]]
+    matches: list[list[int]]
+
+    def sources(self, messages: Sequence[Message]) -> list[uuid.UUID]:
+        """Ids of all matched messages, in message order."""
+        return [messages[j].id for j in sorted({j for row in self.matches for j in row})]
+
+    def share(self) -> float:
+        """Fraction of statements grounded in at least one message (1.0 for no statements)."""
+        return sum(bool(row) for row in self.matches) / len(self.matches) if self.matches else 1.0
+
+
+async def ground(embedder: Embedder, statements: Sequence[str], messages: Sequence[Message]) -> Grounding:
     """Attribute ``statements`` to ``messages`` by embedding similarity: each statement's ``GROUNDING_TOP``
-    nearest messages with cosine ≥ ``GROUNDING_MIN_SIMILARITY``. Returns message ids in message order."""
-    if not statements or not messages:
-        return []
+    nearest messages with cosine ≥ ``GROUNDING_MIN_SIMILARITY``."""
+    if not statements:
+        return Grounding([], [])
     vectors = await embedder.embed([*statements, *(msg.text for msg in messages)])
-    s = np.asarray(vectors[: len(statements)])
-    m = np.asarray(vectors[len(statements) :])
-    similarity = s @ m.T  # unit vectors: dot product = cosine
-    chosen: set[int] = set()
-    for row in similarity:
-        for j in np.argsort(-row)[:GROUNDING_TOP]:
-            if row[j] >= GROUNDING_MIN_SIMILARITY:
-                chosen.add(int(j))
-    return [messages[j].id for j in sorted(chosen)]
+    statement_vectors = vectors[: len(statements)]
+    if not messages:
+        return Grounding(statement_vectors, [[] for _ in statements])
+    similarity = np.asarray(statement_vectors) @ np.asarray(vectors[len(statements) :]).T  # unit vectors: cosine
+    matches = [
+        [int(j) for j in np.argsort(-row)[:GROUNDING_TOP] if row[j] >= GROUNDING_MIN_SIMILARITY] for row in similarity
+    ]
+    return Grounding(statement_vectors, matches)

@@ -1,5 +1,8 @@
-"""Coach dashboard (server-rendered Jinja2 + htmx): sign-up / log-in, documents, clients, conversations,
-settings. Pages call the same services as the REST API."""
+"""Coach dashboard (server-rendered Jinja2 + htmx): sign-up / log-in, documents, clients and their memory,
+conversations, settings. Pages call the same services as the REST API.
+
+Memory edits on the client page are htmx posts answered with the changed fragment (a 400 fragment carries
+the error; ``base.html`` lets htmx swap 400s); without htmx the same forms redirect back to the page."""
 
 from __future__ import annotations
 
@@ -12,10 +15,11 @@ from litestar.exceptions import HTTPException
 from litestar.response import Redirect, Template
 
 from app.accounts.security import mask_secret
+from app.accounts.service import RECENT_MESSAGES_RANGE, SESSION_IDLE_MINUTES_RANGE
 from app.container import Container
 from app.db import models as m
 from app.deps import CoachId, ContainerDep, PathId
-from app.errors import DomainError
+from app.errors import DomainError, InvalidInput
 from app.rag.controllers import read_upload
 
 ACTIVE_STATUSES = (m.DocumentStatus.QUEUED, m.DocumentStatus.PROCESSING)
@@ -43,6 +47,36 @@ def provide_dashboard_coach_id(request: Request[Any, Any, Any]) -> uuid.UUID:
 def _form_str(form: Any, name: str) -> str:
     value = form.get(name)
     return value if isinstance(value, str) else ""
+
+
+def _form_int(form: Any, name: str, low: int, high: int) -> int | None:
+    """An integer form field; ``None`` when absent or empty. Raises ``InvalidInput`` when not a number (the
+    range itself is the service's to check; ``low``/``high`` only word the message)."""
+    value = _form_str(form, name).strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a whole number from {low} to {high}") from None
+
+
+def _form_lines(form: Any, name: str) -> list[str]:
+    """A textarea as a list of its non-empty lines."""
+    return [line.strip() for line in _form_str(form, name).splitlines() if line.strip()]
+
+
+def _is_htmx(request: Request[Any, Any, Any]) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+PROFILE_LISTS = (
+    ("communication_preferences", "Communication preferences"),
+    ("what_works", "What works"),
+    ("what_doesnt_work", "What does not work"),
+    ("sensitive_topics", "Handle with care"),
+)
+"""The profile's list fields and their labels, in the order the client page shows them."""
 
 
 class DashboardController(Controller):
@@ -175,6 +209,143 @@ class CoachPages(Controller):
             await container.accounts.create_client(session, coach_id, _form_str(form, "name") or "New client")
         return Redirect("/dashboard/clients")
 
+    async def _client_page(
+        self, container: Container, coach_id: uuid.UUID, client_id: uuid.UUID, error: str | None = None
+    ) -> Template:
+        async with container.tenant(coach_id) as session:
+            coach = await container.accounts.get_coach(session, coach_id)
+            client = await container.accounts.get_client(session, coach_id, client_id)
+            memory = await container.memory.client_memory(session, coach_id, client_id)
+        conversations = await container.chat.list_conversations(coach_id, client_id)
+        return Template(
+            "dashboard/client.html",
+            context={
+                "coach": coach,
+                "client": client,
+                "token": container.accounts.widget_token(client),
+                "public_url": container.settings.public_url,
+                "conversations": conversations,
+                "memory": memory,
+                "client_id": client.id,
+                "profile": memory.profile,
+                "profile_lists": PROFILE_LISTS,
+                "kinds": m.InsightKind.ALL,
+                "statuses": m.InsightStatus.VISIBLE,
+                "page_error": error,
+                "nav": "clients",
+            },
+            status_code=400 if error else 200,
+        )
+
+    @get("/clients/{client_id:uuid}")
+    async def client_page(self, client_id: PathId, coach_id: CoachId, container: ContainerDep) -> Template:
+        """One client: widget link, conversations, and memory (profile, insights, session summaries)."""
+        return await self._client_page(container, coach_id, client_id)
+
+    @post("/clients/{client_id:uuid}/profile", status_code=200)
+    async def save_profile(
+        self, client_id: PathId, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
+    ) -> Template | Redirect:
+        """Save the profile form (one list entry per line); htmx gets the profile card back."""
+        form = await request.form()
+        changes: dict[str, Any] = {name: _form_lines(form, name) for name, _ in PROFILE_LISTS}
+        changes["tone"] = _form_str(form, "tone")
+        try:
+            async with container.tenant(coach_id) as session:
+                profile = await container.memory.edit_profile(session, coach_id, client_id, changes)
+        except InvalidInput as exc:
+            if not _is_htmx(request):
+                return await self._client_page(container, coach_id, client_id, exc.message)
+            async with container.tenant(coach_id) as session:
+                memory = await container.memory.client_memory(session, coach_id, client_id)
+            return Template(
+                "partials/client_profile.html",
+                context={
+                    "client_id": client_id,
+                    "profile": memory.profile,
+                    "profile_lists": PROFILE_LISTS,
+                    "error": exc.message,
+                    "saved": False,
+                },
+                status_code=exc.status_code,
+            )
+        if not _is_htmx(request):
+            return Redirect(f"/dashboard/clients/{client_id}")
+        return Template(
+            "partials/client_profile.html",
+            context={
+                "client_id": client_id,
+                "profile": profile,
+                "profile_lists": PROFILE_LISTS,
+                "error": None,
+                "saved": True,
+            },
+        )
+
+    @post("/clients/{client_id:uuid}/insights/{insight_id:uuid}", status_code=200)
+    async def save_insight(
+        self,
+        client_id: PathId,
+        insight_id: PathId,
+        request: Request[Any, Any, Any],
+        coach_id: CoachId,
+        container: ContainerDep,
+    ) -> Template | Redirect:
+        """Save an insight's text, kind, importance and status; htmx gets the item back (with the error, 400)."""
+        form = await request.form()
+        error = None
+        try:
+            async with container.tenant(coach_id) as session:
+                insight = await container.memory.edit_insight(
+                    session,
+                    coach_id,
+                    client_id,
+                    insight_id,
+                    text=_form_str(form, "text"),
+                    kind=_form_str(form, "kind") or None,
+                    importance=_form_int(form, "importance", 0, 10),
+                    status=_form_str(form, "status") or None,
+                )
+        except InvalidInput as exc:
+            if not _is_htmx(request):
+                return await self._client_page(container, coach_id, client_id, exc.message)
+            error = exc.message
+            async with container.tenant(coach_id) as session:
+                memory = await container.memory.client_memory(session, coach_id, client_id)
+            found = [i for i in memory.insights if i.id == insight_id]
+            if not found:
+                raise
+            insight = found[0]
+        if not _is_htmx(request):
+            return Redirect(f"/dashboard/clients/{client_id}")
+        return Template(
+            "partials/insight.html",
+            context={
+                "client_id": client_id,
+                "insight": insight,
+                "kinds": m.InsightKind.ALL,
+                "statuses": m.InsightStatus.VISIBLE,
+                "error": error,
+            },
+            status_code=400 if error else 200,
+        )
+
+    @post("/clients/{client_id:uuid}/insights/{insight_id:uuid}/delete", status_code=200)
+    async def delete_insight(
+        self,
+        client_id: PathId,
+        insight_id: PathId,
+        request: Request[Any, Any, Any],
+        coach_id: CoachId,
+        container: ContainerDep,
+    ) -> Response[str] | Redirect:
+        """Delete an insight; htmx gets an empty body, which removes the item from the page."""
+        async with container.tenant(coach_id) as session:
+            await container.memory.delete_insight(session, coach_id, client_id, insight_id)
+        if _is_htmx(request):
+            return Response("", media_type="text/html")
+        return Redirect(f"/dashboard/clients/{client_id}")
+
     @get("/conversations")
     async def conversations(self, coach_id: CoachId, container: ContainerDep) -> Template:
         return Template(
@@ -220,6 +391,8 @@ class CoachPages(Controller):
         form = await request.form()
         error = None
         try:
+            recent_messages = _form_int(form, "recent_messages", *RECENT_MESSAGES_RANGE)
+            session_idle_minutes = _form_int(form, "session_idle_minutes", *SESSION_IDLE_MINUTES_RANGE)
             async with container.tenant(coach_id) as session:
                 coach = await container.accounts.update_settings(
                     session,
@@ -231,6 +404,8 @@ class CoachPages(Controller):
                     llm_base_url=_form_str(form, "llm_base_url"),
                     # an empty key field keeps the stored key; "clear" removes it
                     llm_api_key=("" if form.get("clear_key") else (_form_str(form, "llm_api_key") or None)),
+                    recent_messages=recent_messages,
+                    session_idle_minutes=session_idle_minutes,
                 )
         except DomainError as exc:
             error = exc.message

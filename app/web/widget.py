@@ -1,5 +1,7 @@
 """The client's chat widget: a full page per client (``/w/<widget_token>``), which the embeddable
-``static/widget.js`` snippet opens in an iframe. Messages travel over the ``/ws/chat`` WebSocket."""
+``static/widget.js`` snippet opens in an iframe. Messages travel over the ``/ws/chat`` WebSocket.
+``/w/<widget_token>/memory`` shows what the coach's assistant remembers about the client; its delete
+buttons (``static/memory.js``) call the widget memory API with the same token."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from litestar.response import Template
 
 from app.chat.service import MAX_MESSAGE_CHARS
 from app.deps import ContainerDep, PathStr
+from app.memory.controllers import remembered_out
 
 
 class WidgetController(Controller):
@@ -41,4 +44,17 @@ class WidgetController(Controller):
                 "messages": messages,
                 "max_chars": MAX_MESSAGE_CHARS,
             },
+        )
+
+    @get("/{token:str}/memory")
+    async def memory_page(self, token: PathStr, container: ContainerDep) -> Template:
+        """What my coach's assistant remembers: the client's insights (each deletable) and session summaries."""
+        identity = await container.accounts.client_for_widget_token(token)
+        if identity is None:
+            return Template("widget/invalid.html", status_code=404)
+        async with container.tenant(identity.coach_id) as session:
+            coach = await container.accounts.get_coach(session, identity.coach_id)
+            memory = await container.memory.client_memory(session, identity.coach_id, identity.client_id)
+        return Template(
+            "widget/memory.html", context={"coach": coach, "token": token, "memory": remembered_out(memory)}
         )

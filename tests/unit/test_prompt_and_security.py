@@ -9,8 +9,9 @@ from cryptography.fernet import Fernet
 
 from app.accounts.security import SecretBox, hash_password, mask_secret, new_token, token_hash, verify_password
 from app.chat.models import Message, SenderType
-from app.chat.prompt import BUDGET_MARGIN, assemble_prompt
+from app.chat.prompt import BUDGET_MARGIN, KEEP_RECENT, assemble_prompt
 from app.chat.service import trim_to_sentence
+from app.memory.retrieval import MemoryContext
 from app.rag.chunking import count_tokens
 from app.rag.retrieval import RetrievedChunk
 
@@ -35,6 +36,7 @@ def test_prompt_order_persona_passages_history_question() -> None:
     prompt = assemble_prompt(
         persona="You are calm.",
         passages=[_passage(1), _passage(2)],
+        memory=MemoryContext(),
         history=_history(2),
         user_text="What now?",
         budget_tokens=4000,
@@ -48,24 +50,31 @@ def test_prompt_order_persona_passages_history_question() -> None:
     assert prompt.history_used == 2 and len(prompt.passages) == 2
 
 
-def test_over_budget_drops_oldest_history_then_lowest_passages() -> None:
+def test_over_budget_drops_oldest_history_down_to_the_last_exchange_then_lowest_passages() -> None:
+    """History is cut from the oldest end only down to ``KEEP_RECENT`` turns; then the lowest-ranked passages
+    go (see the cut order in ``app.chat.prompt``)."""
     budget = 700
+    history = _history(10)
     prompt = assemble_prompt(
         persona="You are calm.",
         passages=[_passage(i, words=120) for i in range(1, 6)],
-        history=_history(10),
+        memory=MemoryContext(),
+        history=history,
         user_text="What now?",
         budget_tokens=budget,
     )
     assert prompt.estimated_tokens <= budget * BUDGET_MARGIN
-    assert prompt.history_used == 0, "history goes before passages"
+    assert prompt.history_used == KEEP_RECENT, "older history goes before passages, the last exchange after"
+    assert [m["content"] for m in prompt.messages[1:-1]] == [h.text for h in history[-KEEP_RECENT:]]
     kept = [p.page for p in prompt.passages]
     assert kept == list(range(1, len(kept) + 1)) and 0 < len(kept) < 5, "the best passages are kept"
     assert prompt.messages[-1]["content"] == "What now?"
 
 
 def test_history_is_trimmed_from_the_oldest_end() -> None:
-    prompt = assemble_prompt(persona="p", passages=[], history=_history(10), user_text="q", budget_tokens=500)
+    prompt = assemble_prompt(
+        persona="p", passages=[], memory=MemoryContext(), history=_history(10), user_text="q", budget_tokens=500
+    )
     assert 0 < prompt.history_used < 10
     first_kept = prompt.messages[1]["content"]
     assert first_kept.startswith(f"turn {10 - prompt.history_used} ")

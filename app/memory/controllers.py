@@ -1,0 +1,305 @@
+"""REST API: the memory controls. The coach reads and corrects what the clone remembers about a client
+(``/api/v1/clients/{client_id}/memory``); the client sees and deletes what is remembered about them
+(``/api/v1/widget/memory``, widget token). Either side can end the chat session in progress.
+
+Ids in paths are parsed here rather than by the router, so a malformed id answers 400 ``Invalid UUID``
+instead of a bare 404; another coach's (or client's) ids answer 404 like missing ones.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar import Controller, delete, get, patch, post
+from litestar.di import Provide
+from litestar.params import JSONBody
+
+from app.accounts.auth import provide_client_identity, provide_coach_id
+from app.db import models as m
+from app.deps import ClientIdentityDep, CoachId, ContainerDep, PathId
+from app.errors import InvalidInput
+from app.memory.schemas import SessionSummary
+from app.memory.service import ClientMemory
+
+SUMMARY_FIELDS = tuple(SessionSummary.model_fields)
+"""Keys of a stored summary the API shows (bookkeeping keys that jobs add are left out)."""
+
+
+class ProfileOut(msgspec.Struct):
+    """The L4 relationship profile; all lists empty and both times ``null`` while nothing is known."""
+
+    communication_preferences: list[str]
+    what_works: list[str]
+    what_doesnt_work: list[str]
+    tone: str
+    sensitive_topics: list[str]
+    updated_at: datetime | None
+    coach_edited_at: datetime | None
+
+
+class InsightOut(msgspec.Struct):
+    """One L3 insight as the coach sees it: ``importance`` 0–10, ``effectiveness`` 0–1 (``null`` until
+    scored), ``mentions`` how often the client restated it, ``source_message_ids`` its evidence."""
+
+    id: uuid.UUID
+    kind: str
+    text: str
+    importance: int
+    status: str
+    effectiveness: float | None
+    mentions: int
+    source_message_ids: list[uuid.UUID]
+    first_seen_at: datetime
+    last_seen_at: datetime
+    edited_by_coach: bool
+
+
+class SummaryOut(msgspec.Struct):
+    """One ended L2 session: ``summary`` (``summary``, ``topics``, ``insights``, ``action_items``,
+    ``emotional_state``, ``message_count``, ``started_at``, ``ended_at``) when ``summarized``, ``error`` when
+    ``failed``. ``id`` is the session id."""
+
+    id: uuid.UUID
+    conversation_id: uuid.UUID
+    status: str
+    started_at: datetime
+    ended_at: datetime | None
+    message_count: int
+    summary: dict[str, Any] | None
+    error: str | None
+
+
+class ClientMemoryOut(msgspec.Struct):
+    profile: ProfileOut
+    insights: list[InsightOut]
+    summaries: list[SummaryOut]
+
+
+class InsightPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A coach's correction; omitted fields stay as they are."""
+
+    text: str | None = None
+    kind: str | None = None
+    importance: int | None = None
+    status: str | None = None
+
+
+class SessionEnded(msgspec.Struct):
+    """The id of the session just ended (its summary is on the way), or ``null`` when none was open."""
+
+    session_id: uuid.UUID | None
+
+
+class RememberedInsight(msgspec.Struct):
+    """An insight as the client sees it."""
+
+    id: uuid.UUID
+    kind: str
+    text: str
+    status: str
+
+
+class RememberedSession(msgspec.Struct):
+    """A session summary as the client sees it (``id`` is the session id)."""
+
+    id: uuid.UUID
+    started_at: datetime
+    summary: str
+    topics: list[str]
+    action_items: list[str]
+    emotional_state: str
+
+
+class RememberedOut(msgspec.Struct):
+    """What the coach's assistant remembers about the client."""
+
+    insights: list[RememberedInsight]
+    summaries: list[RememberedSession]
+
+
+def profile_out(profile: m.ClientProfile | None) -> ProfileOut:
+    """Serialise a profile; ``None`` gives the empty shape."""
+    if profile is None:
+        return ProfileOut([], [], [], "", [], None, None)
+    return ProfileOut(
+        list(profile.communication_preferences),
+        list(profile.what_works),
+        list(profile.what_doesnt_work),
+        profile.tone,
+        list(profile.sensitive_topics),
+        profile.updated_at,
+        profile.coach_edited_at,
+    )
+
+
+def insight_out(insight: m.Insight) -> InsightOut:
+    """Serialise an insight for the coach."""
+    return InsightOut(
+        insight.id,
+        insight.kind,
+        insight.text,
+        insight.importance,
+        insight.status,
+        insight.effectiveness,
+        insight.mentions,
+        list(insight.source_message_ids),
+        insight.first_seen_at,
+        insight.last_seen_at,
+        insight.edited_by_coach,
+    )
+
+
+def summary_out(chat_session: m.ChatSession) -> SummaryOut:
+    """Serialise an ended session for the coach."""
+    summary = None
+    if chat_session.status == m.SessionStatus.SUMMARIZED and chat_session.summary is not None:
+        summary = {k: chat_session.summary[k] for k in SUMMARY_FIELDS if k in chat_session.summary}
+    return SummaryOut(
+        chat_session.id,
+        chat_session.conversation_id,
+        chat_session.status,
+        chat_session.started_at,
+        chat_session.ended_at,
+        chat_session.message_count,
+        summary,
+        chat_session.summary_error if chat_session.status == m.SessionStatus.FAILED else None,
+    )
+
+
+def client_memory_out(memory: ClientMemory) -> ClientMemoryOut:
+    """Serialise everything remembered about a client, for the coach."""
+    return ClientMemoryOut(
+        profile_out(memory.profile),
+        [insight_out(i) for i in memory.insights],
+        [summary_out(s) for s in memory.summaries],
+    )
+
+
+def remembered_out(memory: ClientMemory) -> RememberedOut:
+    """What the client is shown: visible insights and the summaries of summarised sessions, without
+    evidence ids, scores, errors or the coach's profile notes."""
+    sessions = []
+    for s in memory.summaries:
+        if s.status != m.SessionStatus.SUMMARIZED or not s.summary:
+            continue
+        sessions.append(
+            RememberedSession(
+                s.id,
+                s.started_at,
+                str(s.summary.get("summary", "")),
+                [str(t) for t in s.summary.get("topics") or []],
+                [str(a) for a in s.summary.get("action_items") or []],
+                str(s.summary.get("emotional_state", "")),
+            )
+        )
+    return RememberedOut([RememberedInsight(i.id, i.kind, i.text, i.status) for i in memory.insights], sessions)
+
+
+class MemoryController(Controller):
+    """The coach's view and edits of one client's memory. Auth: the coach's API key."""
+
+    path = "/api/v1/clients/{client_id:str}/memory"
+    tags = ["memory"]
+    dependencies = {"coach_id": Provide(provide_coach_id)}
+
+    @get("/")
+    async def get_memory(self, client_id: PathId, coach_id: CoachId, container: ContainerDep) -> ClientMemoryOut:
+        """The client's profile, visible insights (active first, then by importance and recency) and ended
+        sessions' summaries (newest first; failed ones with their error). Deleted insights are not listed."""
+        async with container.tenant(coach_id) as session:
+            memory = await container.memory.client_memory(session, coach_id, client_id)
+            return client_memory_out(memory)
+
+    @patch("/insights/{insight_id:str}")
+    async def edit_insight(
+        self,
+        client_id: PathId,
+        insight_id: PathId,
+        data: JSONBody[InsightPatch],
+        coach_id: CoachId,
+        container: ContainerDep,
+    ) -> InsightOut:
+        """Correct an insight: ``text`` (1–500 characters, re-embedded), ``kind`` (goal, blocker,
+        breakthrough, preference, achievement, pattern, milestone, commitment), ``importance`` (0–10),
+        ``status`` (active, achieved, dropped). The insight is marked ``edited_by_coach``."""
+        async with container.tenant(coach_id) as session:
+            insight = await container.memory.edit_insight(
+                session,
+                coach_id,
+                client_id,
+                insight_id,
+                text=data.text,
+                kind=data.kind,
+                importance=data.importance,
+                status=data.status,
+            )
+            return insight_out(insight)
+
+    @delete("/insights/{insight_id:str}", status_code=204)
+    async def delete_insight(
+        self, client_id: PathId, insight_id: PathId, coach_id: CoachId, container: ContainerDep
+    ) -> None:
+        """Forget an insight: it leaves every view and prompt; a tombstone keeps it from being re-learnt."""
+        async with container.tenant(coach_id) as session:
+            await container.memory.delete_insight(session, coach_id, client_id, insight_id)
+
+    @patch("/profile")
+    async def edit_profile(
+        self, client_id: PathId, data: JSONBody[dict[str, Any]], coach_id: CoachId, container: ContainerDep
+    ) -> ProfileOut:
+        """Edit the relationship profile: any of ``communication_preferences``, ``what_works``,
+        ``what_doesnt_work``, ``sensitive_topics`` (lists of strings, replaced whole) and ``tone`` (string).
+        Once the coach has set the tone, memory jobs no longer overwrite it."""
+        if not data:
+            raise InvalidInput("send at least one profile field to change")
+        async with container.tenant(coach_id) as session:
+            profile = await container.memory.edit_profile(session, coach_id, client_id, data)
+            return profile_out(profile)
+
+
+class SessionController(Controller):
+    """The coach ends a conversation's chat session. Auth: the coach's API key."""
+
+    path = "/api/v1/conversations"
+    tags = ["memory"]
+    dependencies = {"coach_id": Provide(provide_coach_id)}
+
+    @post("/{conversation_id:str}/end-session", status_code=200)
+    async def end_session(self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep) -> SessionEnded:
+        """End the conversation's open session now and queue its summary; ``session_id`` is ``null`` when
+        no session was open."""
+        return SessionEnded(await container.memory.end_session(coach_id, conversation_id))
+
+
+class WidgetMemoryController(Controller):
+    """The client's side of memory. Auth: the client's widget token."""
+
+    path = "/api/v1/widget"
+    tags = ["widget"]
+    dependencies = {"identity": Provide(provide_client_identity)}
+
+    @get("/memory")
+    async def get_memory(self, identity: ClientIdentityDep, container: ContainerDep) -> RememberedOut:
+        """What the coach's assistant remembers about the client: insights and session summaries."""
+        async with container.tenant(identity.coach_id) as session:
+            memory = await container.memory.client_memory(session, identity.coach_id, identity.client_id)
+            return remembered_out(memory)
+
+    @delete("/memory/insights/{insight_id:str}", status_code=204)
+    async def delete_insight(self, insight_id: PathId, identity: ClientIdentityDep, container: ContainerDep) -> None:
+        """Delete a remembered item; it never enters a prompt again."""
+        async with container.tenant(identity.coach_id) as session:
+            await container.memory.delete_insight(session, identity.coach_id, identity.client_id, insight_id)
+
+    @post("/conversations/{conversation_id:str}/end-session", status_code=200)
+    async def end_session(
+        self, conversation_id: PathId, identity: ClientIdentityDep, container: ContainerDep
+    ) -> SessionEnded:
+        """The client ends their chat session (e.g. says goodbye); ``session_id`` is ``null`` when none
+        was open."""
+        return SessionEnded(
+            await container.memory.end_session(identity.coach_id, conversation_id, client_id=identity.client_id)
+        )

@@ -1,0 +1,32 @@
+// Widget memory page: deletes a remembered item through the widget memory API (widget token as bearer).
+(function () {
+  "use strict";
+  var panel = document.getElementById("memory");
+  var statusLine = document.getElementById("status");
+  var token = panel.dataset.token;
+
+  panel.addEventListener("click", function (event) {
+    var button = event.target.closest("button[data-delete]");
+    if (!button) return;
+    if (!confirm("Delete this? The assistant will not remember it again.")) return;
+    button.disabled = true;
+    fetch("/api/v1/widget/memory/insights/" + encodeURIComponent(button.dataset.delete), {
+      method: "DELETE",
+      headers: { Authorization: "Bearer " + token }
+    }).then(function (response) {
+      if (response.status === 204 || response.status === 404) {
+        var item = button.closest("li");
+        item.parentNode.removeChild(item);
+        statusLine.textContent = "Deleted.";
+      } else {
+        return response.json().then(function (body) {
+          statusLine.textContent = body.detail || "Could not delete it; try again.";
+          button.disabled = false;
+        });
+      }
+    }).catch(function () {
+      statusLine.textContent = "Could not delete it; check your connection and try again.";
+      button.disabled = false;
+    });
+  });
+})();

@@ -1,0 +1,757 @@
+"""The memory pipeline end to end: chat turns → chat sessions → the arq jobs (summary, insights, profile) →
+recall into later prompts, on real PostgreSQL, Redis, the arq worker and the MiniLM embedder.
+
+Tests that assert *what* is remembered (a goal is extracted, a restatement merges, a dropped goal retires)
+run a coach switched to an OpenAI-compatible endpoint (BYOK) whose API is mocked with respx in OpenAI's
+recorded wire format: chat replies stream as server-sent events; the memory jobs' Structured Outputs calls
+are answered by :class:`FakeOpenAI`, which tells the jobs apart by their system prompt (the
+``*_INSTRUCTIONS`` of :mod:`app.memory.service`) and answers like a careful model would, from the
+transcript it was sent. One test runs the offline SmolLM2 on a real ESConv conversation.
+
+Time passing between sessions is simulated by moving a client's rows back in time (:func:`shift_back`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from arq.jobs import Job, JobStatus
+from sqlalchemy import select, update
+
+from app.chat.prompt import MEMORY_HEADER
+from app.chat.service import TurnResult
+from app.config import Settings
+from app.container import Container
+from app.db import models as m
+from app.jobs import SUMMARIZE_SESSION, UPDATE_PROFILE
+from app.llm.schema import RETRY_TEMPERATURES
+from app.memory.retrieval import recall
+from app.memory.schemas import SessionSummary
+from app.memory.service import (
+    DECISION_INSTRUCTIONS,
+    EXTRACT_INSTRUCTIONS,
+    PROFILE_INSTRUCTIONS,
+    PROMPT_SHARE,
+    SUMMARY_INSTRUCTIONS,
+    SUMMARY_MAX_TOKENS,
+    SummaryFailed,
+)
+from app.rag.chunking import count_tokens
+from tests.conftest import Coach, make_client
+from tests.openai_wire import mock_openai, openai_completion, openai_sse, sse_response
+
+ESCONV = Path(__file__).resolve().parents[4] / "shared" / "data" / "esconv" / "valid.jsonl"
+LLM_BASE_URL = "https://llm.example.test/v1"
+COMPLETIONS_URL = f"{LLM_BASE_URL}/chat/completions"
+LLM_MODEL = "gpt-4o-mini"
+LLM_KEY = f"sk-test-{secrets.token_hex(20)}"
+REPLY = ["Let's", " take", " it", " one", " step", " at", " a", " time", "."]
+
+# What the fake model notes when a client message contains the trigger (insight texts as a model writes them).
+MARATHON = "Wants to run the Berlin marathon in September 2027"
+PROMOTION = "Wants to be promoted to team lead by March 2027"
+PROMOTION_RESTATED = "Hopes to become team lead by March 2027"  # MiniLM cosine 0.83: the model decides
+NOVEL = "Wants to finish the novel manuscript by December 2026"
+NOVEL_DROPPED = "Gave up on finishing the novel manuscript by December 2026"  # cosine 0.87: the model decides
+SPANISH = "Wants to learn Spanish before the trip to Madrid in May"
+SPANISH_RESTATED = "Still wants to learn Spanish before the Madrid trip in May"  # cosine 0.93 to the tombstone
+RULES: list[tuple[str, dict[str, Any]]] = [
+    ("berlin marathon", {"kind": "goal", "text": MARATHON, "importance": 8, "status": "active"}),
+    ("promoted to team lead", {"kind": "goal", "text": PROMOTION, "importance": 7, "status": "active"}),
+    ("hope to become team lead", {"kind": "goal", "text": PROMOTION_RESTATED, "importance": 7, "status": "active"}),
+    ("finish my novel", {"kind": "goal", "text": NOVEL, "importance": 6, "status": "active"}),
+    ("give up on the novel", {"kind": "goal", "text": NOVEL_DROPPED, "importance": 6, "status": "dropped"}),
+    ("want to learn spanish", {"kind": "goal", "text": SPANISH, "importance": 6, "status": "active"}),
+    ("still want to learn spanish", {"kind": "goal", "text": SPANISH_RESTATED, "importance": 6, "status": "active"}),
+]
+PROFILE = {
+    "communication_preferences": ["Likes short, concrete plans"],
+    "what_works": ["Breaking goals into weekly steps"],
+    "what_doesnt_work": [],
+    "tone": "warm and direct",
+    "sensitive_topics": [],
+}
+LINE = re.compile(r"^\[(\d+)\] (.+?) \(\d{4}-\d{2}-\d{2} \d{2}:\d{2}\): (.*)$")
+
+
+def _prefix(instructions: str) -> str:
+    return instructions.split("{name}")[0]
+
+
+@dataclass
+class FakeOpenAI:
+    """The coach's OpenAI endpoint. Streamed requests are chat turns (recorded, answered with ``REPLY``);
+    the others are Structured Outputs calls of the memory jobs, routed by their system prompt and recorded
+    by job (``summary``, ``extract``, ``decision``, ``profile``). ``summary_answers`` overrides the next
+    summary answers with raw contents (e.g. invalid JSON)."""
+
+    chat_requests: list[dict[str, Any]] = field(default_factory=list)
+    structured: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {"summary": [], "extract": [], "decision": [], "profile": []}
+    )
+    summary_answers: list[httpx.Response] = field(default_factory=list)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if body.get("stream"):
+            self.chat_requests.append(body)
+            return sse_response(openai_sse(REPLY, usage=(412, len(REPLY))))
+        assert body["response_format"]["type"] == "json_schema" and body["response_format"]["json_schema"]["strict"]
+        system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
+        if system == DECISION_INSTRUCTIONS:
+            job, answer = "decision", self._decision(user)
+        elif system.startswith(_prefix(SUMMARY_INSTRUCTIONS)):
+            job = "summary"
+            if self.summary_answers:
+                self.structured[job].append(body)
+                return self.summary_answers.pop(0)
+            answer = self._summary(user)
+        elif system.startswith(_prefix(EXTRACT_INSTRUCTIONS)):
+            job, answer = "extract", self._extract(user)
+        elif system.startswith(_prefix(PROFILE_INSTRUCTIONS)):
+            job, answer = "profile", PROFILE
+        else:
+            raise AssertionError(f"unexpected structured request: {system[:80]!r}")
+        self.structured[job].append(body)
+        return openai_completion(json.dumps(answer))
+
+    @staticmethod
+    def _client_lines(transcript: str) -> list[tuple[int, str]]:
+        """``(number, text)`` of the client's lines in a ``format_messages`` transcript."""
+        lines = []
+        for raw in transcript.splitlines():
+            match = LINE.match(raw)
+            if match and match[2] not in ("Assistant", "Coach"):
+                lines.append((int(match[1]), match[3]))
+        return lines
+
+    def _extract(self, user: str) -> dict[str, Any]:
+        new = self._client_lines(user.split("New messages:\n", 1)[1])
+        found = []
+        for trigger, insight in RULES:
+            evidence = [n for n, text in new if trigger in text.casefold()]
+            if evidence:
+                found.append({**insight, "evidence": evidence})
+        return {"insights": found}
+
+    def _summary(self, user: str) -> dict[str, Any]:
+        said = " ".join(text for _, text in self._client_lines(user))
+        return {
+            "summary": f"In this session the client said: {said}"[:1500],
+            "topics": ["plans for the coming weeks"],
+            "insights": [],
+            "action_items": ["Check in again next week"],
+            "emotional_state": "hopeful",
+        }
+
+    @staticmethod
+    def _decision(user: str) -> dict[str, str]:
+        new = user.split("New note: ", 1)[1]
+        return {"decision": "update" if new.startswith("Gave up") else "same"}
+
+
+@pytest.fixture(scope="module")
+async def coach(http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]) -> Coach:
+    """One coach for the module, switched to the mocked OpenAI endpoint; each test has clients of its own."""
+    coach = await make_coach("Coach Rivera")
+    response = await http.patch(
+        "/api/v1/settings",
+        headers=coach.headers,
+        json={"llm_provider": "openai", "llm_model": LLM_MODEL, "llm_base_url": LLM_BASE_URL, "llm_api_key": LLM_KEY},
+    )
+    assert response.status_code == 200, response.text
+    return coach
+
+
+@pytest.fixture
+def llm() -> Iterator[FakeOpenAI]:
+    """The coach's endpoint, mocked; requests to the app on 127.0.0.1 go through untouched."""
+    fake = FakeOpenAI()
+    with mock_openai() as router:
+        router.route(host="127.0.0.1").pass_through()
+        router.post(COMPLETIONS_URL).mock(side_effect=fake)
+        yield fake
+
+
+# --- helpers --------------------------------------------------------------------------------------------
+
+
+async def new_client(http: httpx.AsyncClient, coach: Coach, name: str) -> uuid.UUID:
+    return uuid.UUID((await make_client(http, coach, name))["id"])
+
+
+async def say(
+    container: Container, coach: Coach, client_id: uuid.UUID, text: str, conversation_id: uuid.UUID | None = None
+) -> TurnResult:
+    """One chat turn through the real pipeline; returns its result."""
+    result = None
+    async for item in container.chat.turn(uuid.UUID(coach.coach_id), client_id, text, conversation_id=conversation_id):
+        if isinstance(item, TurnResult):
+            result = item
+    assert result is not None
+    assert "error" not in result.metadata, result.metadata
+    return result
+
+
+async def shift_back(container: Container, coach: Coach, client_id: uuid.UUID, delta: timedelta) -> None:
+    """Let ``delta`` pass: everything of the client so far (messages, sessions, watermarks, insights) moves
+    ``delta`` into the past."""
+    async with container.tenant(uuid.UUID(coach.coach_id)) as s:
+        conversations = select(m.Conversation.id).where(m.Conversation.client_id == client_id).scalar_subquery()
+        await s.execute(
+            update(m.Message)
+            .where(m.Message.conversation_id.in_(conversations))
+            .values(created_at=m.Message.created_at - delta)
+        )
+        await s.execute(
+            update(m.ChatSession)
+            .where(m.ChatSession.client_id == client_id)
+            .values(
+                started_at=m.ChatSession.started_at - delta,
+                last_message_at=m.ChatSession.last_message_at - delta,
+                ended_at=m.ChatSession.ended_at - delta,
+            )
+        )
+        await s.execute(
+            update(m.Conversation)
+            .where(m.Conversation.client_id == client_id)
+            .values(
+                last_message_at=m.Conversation.last_message_at - delta,
+                insights_extracted_through=m.Conversation.insights_extracted_through - delta,
+            )
+        )
+        await s.execute(
+            update(m.Insight)
+            .where(m.Insight.client_id == client_id)
+            .values(first_seen_at=m.Insight.first_seen_at - delta, last_seen_at=m.Insight.last_seen_at - delta)
+        )
+
+
+async def sessions_of(container: Container, coach: Coach, client_id: uuid.UUID) -> list[m.ChatSession]:
+    async with container.tenant(uuid.UUID(coach.coach_id)) as s:
+        stmt = select(m.ChatSession).where(m.ChatSession.client_id == client_id).order_by(m.ChatSession.started_at)
+        return list((await s.scalars(stmt)).all())
+
+
+async def insights_of(container: Container, coach: Coach, client_id: uuid.UUID) -> list[m.Insight]:
+    """Every insight row of the client, tombstones included."""
+    async with container.tenant(uuid.UUID(coach.coach_id)) as s:
+        stmt = select(m.Insight).where(m.Insight.client_id == client_id).order_by(m.Insight.first_seen_at)
+        return list((await s.scalars(stmt)).all())
+
+
+async def messages_by_id(container: Container, coach: Coach, ids: list[uuid.UUID]) -> dict[uuid.UUID, m.Message]:
+    async with container.tenant(uuid.UUID(coach.coach_id)) as s:
+        return {msg.id: msg for msg in (await s.scalars(select(m.Message).where(m.Message.id.in_(ids)))).all()}
+
+
+async def session_message_ids(container: Container, coach_id: uuid.UUID, session_id: uuid.UUID) -> set[uuid.UUID]:
+    async with container.tenant(coach_id) as s:
+        return set((await s.scalars(select(m.Message.id).where(m.Message.session_id == session_id))).all())
+
+
+async def end_and_run(
+    container: Container, coach: Coach, conversation_id: uuid.UUID, run_jobs: Callable[[], Awaitable[None]]
+) -> uuid.UUID:
+    """The client says goodbye: end the open session and run the queued memory jobs."""
+    session_id = await container.memory.end_session(uuid.UUID(coach.coach_id), conversation_id)
+    assert session_id is not None
+    await run_jobs()
+    return session_id
+
+
+def insight_line(text: str) -> str:
+    """How an insight's text shows in the prompt's memory block (``- [kind] text``)."""
+    return f"] {text}\n"
+
+
+def system_prompt(llm: FakeOpenAI) -> str:
+    """The system message of the last chat turn sent to the endpoint (newline-terminated for line checks)."""
+    messages = llm.chat_requests[-1]["messages"]
+    assert messages[0]["role"] == "system"
+    return str(messages[0]["content"]) + "\n"
+
+
+def assert_valid_summary(chat_session: m.ChatSession, message_ids: set[uuid.UUID]) -> None:
+    assert chat_session.status == m.SessionStatus.SUMMARIZED, (chat_session.status, chat_session.summary_error)
+    assert chat_session.summary is not None and chat_session.summary_error is None
+    SessionSummary.model_validate(chat_session.summary)
+    assert chat_session.source_message_ids, "a summary is grounded in the session's messages"
+    assert set(chat_session.source_message_ids) <= message_ids
+    assert chat_session.embedding is not None and chat_session.embedding_model == "all-MiniLM-L6-v2"
+
+
+# --- multi-session memory -------------------------------------------------------------------------------
+
+
+async def test_a_goal_stated_in_session_1_is_in_the_prompt_of_session_3(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """Session 1 states a goal; three days later the next message in the same conversation ends session 1
+    by the idle gap (its jobs run); session 2 is ended on request. Two days later, in a new conversation (no
+    L1 history), the session-3 prompt carries the goal (L3), both session summaries (L2) and the profile (L4),
+    and the AI message records their ids in ``metadata["memory"]``."""
+    client_id = await new_client(http, coach, "Maya")
+    first = await say(container, coach, client_id, "I want to run the Berlin marathon in September 2027.")
+    conversation = first.conversation_id
+    await say(container, coach, client_id, "Right now I jog about 10 km a week, mostly on weekends.", conversation)
+    await shift_back(container, coach, client_id, timedelta(days=3))
+
+    await say(container, coach, client_id, "Work has been hectic this week and I barely slept.", conversation)
+    s1, s2 = await sessions_of(container, coach, client_id)
+    assert (s1.status, s2.status) == (m.SessionStatus.ENDED, m.SessionStatus.OPEN), "the gap ended session 1"
+    assert s1.ended_at == s1.last_message_at and s1.message_count == 4 and s2.message_count == 2
+    await end_and_run(container, coach, conversation, run_jobs)
+
+    [goal] = await insights_of(container, coach, client_id)
+    assert (goal.kind, goal.text, goal.status, goal.mentions, goal.importance) == ("goal", MARATHON, "active", 1, 8)
+    assert goal.source_message_ids == [first.client_message_id], "sources are the messages the model cited"
+    s1, s2 = await sessions_of(container, coach, client_id)
+    assert_valid_summary(s1, await session_message_ids(container, uuid.UUID(coach.coach_id), s1.id))
+    assert_valid_summary(s2, await session_message_ids(container, uuid.UUID(coach.coach_id), s2.id))
+    assert "Berlin marathon" in s1.summary["summary"]  # type: ignore[index]
+    assert s1.summary["profile_updated"] is True  # type: ignore[index]
+    async with container.tenant(uuid.UUID(coach.coach_id)) as s:
+        profile = await s.scalar(select(m.ClientProfile).where(m.ClientProfile.client_id == client_id))
+    assert profile is not None
+    assert profile.communication_preferences == ["Likes short, concrete plans"], "two sessions, one entry"
+    assert profile.tone == "warm and direct"
+    assert len(llm.structured["summary"]) == 2 and len(llm.structured["profile"]) == 2
+
+    await shift_back(container, coach, client_id, timedelta(days=2))
+    third = await say(container, coach, client_id, "How should I plan my training this month?")
+
+    assert third.conversation_id != conversation
+    memory = third.metadata["memory"]
+    assert memory["insight_ids"] == [str(goal.id)]
+    assert sorted(memory["summary_ids"]) == sorted([str(s1.id), str(s2.id)])
+    assert memory["profile"] is True
+    stored = await messages_by_id(container, coach, [third.message_id])
+    assert stored[third.message_id].meta["memory"] == memory, "attribution is persisted on the AI message"
+    sent = llm.chat_requests[-1]["messages"]
+    assert [msg["role"] for msg in sent] == ["system", "user"], "no L1 history in a new conversation"
+    system = system_prompt(llm)
+    assert MEMORY_HEADER in system
+    assert f"- [goal] {MARATHON}\n" in system
+    s1, s2, _ = await sessions_of(container, coach, client_id)
+    assert f"- [session of {s1.started_at:%Y-%m-%d}] In this session the client said: I want to run" in system
+    assert f"- [session of {s2.started_at:%Y-%m-%d}] In this session the client said: Work has been" in system
+    assert "Communication preferences: Likes short, concrete plans" in system
+    assert "Tone: warm and direct" in system
+
+
+async def test_a_restated_goal_is_merged_not_duplicated(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """A week later the client restates the goal in other words (cosine 0.83: the model is asked and says
+    'same'): one insight row, mentions 2, sources from both sessions, wording of the first kept."""
+    client_id = await new_client(http, coach, "Tom")
+    first = await say(container, coach, client_id, "My goal is to be promoted to team lead by March 2027.")
+    s1 = await end_and_run(container, coach, first.conversation_id, run_jobs)
+    [stored] = await insights_of(container, coach, client_id)
+    assert (stored.text, stored.mentions) == (PROMOTION, 1)
+    await shift_back(container, coach, client_id, timedelta(days=7))
+
+    second = await say(
+        container,
+        coach,
+        client_id,
+        "I still hope to become team lead by March 2027, I talked to my manager about it.",
+        first.conversation_id,
+    )
+    s2 = await end_and_run(container, coach, first.conversation_id, run_jobs)
+
+    [merged] = await insights_of(container, coach, client_id)
+    assert merged.id == stored.id
+    assert (merged.text, merged.status, merged.mentions) == (PROMOTION, "active", 2)
+    assert merged.source_message_ids == [first.client_message_id, second.client_message_id]
+    sources = await messages_by_id(container, coach, merged.source_message_ids)
+    assert {msg.session_id for msg in sources.values()} == {s1, s2}, "sources from both sessions"
+    assert merged.first_seen_at == sources[first.client_message_id].created_at
+    assert merged.last_seen_at == sources[second.client_message_id].created_at
+    [decision] = llm.structured["decision"]
+    assert decision["messages"][-1]["content"] == f"Stored note: {PROMOTION}\nNew note: {PROMOTION_RESTATED}"
+    extraction = llm.structured["extract"][-1]["messages"][-1]["content"]
+    assert f"Already noted:\n- {PROMOTION}" in extraction, "the model is told what is already known"
+
+
+async def test_a_dropped_goal_is_retired_and_no_longer_recalled(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """The client gives the goal up: the model's 'dropped' note updates the stored goal (status ``dropped``,
+    new wording); recall never returns it, even for a query that is its own text, and a later prompt does
+    not carry it."""
+    client_id = await new_client(http, coach, "Ines")
+    coach_id = uuid.UUID(coach.coach_id)
+    first = await say(container, coach, client_id, "I want to finish my novel manuscript by December.")
+    await end_and_run(container, coach, first.conversation_id, run_jobs)
+    [goal] = await insights_of(container, coach, client_id)
+    assert (goal.text, goal.status) == (NOVEL, "active")
+    await shift_back(container, coach, client_id, timedelta(days=10))
+
+    await say(
+        container,
+        coach,
+        client_id,
+        "I've decided to give up on the novel, writing just drains me now.",
+        first.conversation_id,
+    )
+    await end_and_run(container, coach, first.conversation_id, run_jobs)
+
+    [retired] = await insights_of(container, coach, client_id)
+    assert retired.id == goal.id
+    assert (retired.status, retired.text, retired.mentions) == ("dropped", NOVEL_DROPPED, 2)
+    [decision] = llm.structured["decision"]
+    assert decision["messages"][-1]["content"] == f"Stored note: {NOVEL}\nNew note: {NOVEL_DROPPED}"
+    embedder = container.registry.local_embedder()
+    for query in (NOVEL, NOVEL_DROPPED, "How is my novel going?"):
+        [vector] = await embedder.embed([query])
+        async with container.tenant(coach_id) as s:
+            items = await recall(
+                s,
+                coach_id,
+                client_id,
+                query_embedding=vector,
+                embedding_model=embedder.model,
+                now=datetime.now(UTC),
+                limit=20,
+            )
+        assert goal.id not in {item.id for item in items}
+        assert all(item.layer == "summary" for item in items)
+
+    await shift_back(container, coach, client_id, timedelta(days=1))
+    later = await say(container, coach, client_id, "Any thoughts on my novel?")
+    assert later.metadata["memory"]["insight_ids"] == []
+    system = system_prompt(llm)
+    assert insight_line(NOVEL) not in system and insight_line(NOVEL_DROPPED) not in system
+    assert "- [goal" not in system
+
+
+async def test_a_deleted_insight_never_reappears(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """The coach deletes an insight; the client restates it and extraction runs again: the tombstone stops
+    it (no new row, no decision asked, the tombstone keeps no text), and the next prompt does not carry it."""
+    client_id = await new_client(http, coach, "Jonas")
+    coach_id = uuid.UUID(coach.coach_id)
+    first = await say(container, coach, client_id, "I want to learn Spanish before my trip to Madrid in May.")
+    await end_and_run(container, coach, first.conversation_id, run_jobs)
+    [insight] = await insights_of(container, coach, client_id)
+    assert insight.text == SPANISH
+    async with container.tenant(coach_id) as s:
+        await container.memory.delete_insight(s, coach_id, client_id, insight.id)
+    await shift_back(container, coach, client_id, timedelta(days=2))
+
+    await say(
+        container, coach, client_id, "I really still want to learn Spanish before Madrid in May.", first.conversation_id
+    )
+    await end_and_run(container, coach, first.conversation_id, run_jobs)
+
+    extraction = llm.structured["extract"][-1]["messages"][-1]["content"]
+    assert "still want to learn Spanish" in extraction, "extraction ran over the restatement"
+    assert SPANISH not in extraction.split("New messages:")[0], "a deleted insight is not offered as known"
+    [tombstone] = await insights_of(container, coach, client_id)
+    assert tombstone.id == insight.id
+    assert (tombstone.status, tombstone.text, tombstone.source_message_ids, tombstone.mentions) == (
+        "deleted",
+        "",
+        [],
+        1,
+    )
+    assert llm.structured["decision"] == []
+    async with container.tenant(coach_id) as s:
+        assert (await container.memory.client_memory(s, coach_id, client_id)).insights == []
+
+    later = await say(container, coach, client_id, "What should I practise this week?")
+    assert later.metadata["memory"]["insight_ids"] == []
+    system = system_prompt(llm)
+    assert insight_line(SPANISH) not in system and insight_line(SPANISH_RESTATED) not in system
+    assert "- [goal" not in system
+
+
+# --- session summaries ----------------------------------------------------------------------------------
+
+
+async def test_invalid_model_output_fails_the_summary_job_and_stores_nothing(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """Three answers that do not validate (a cut-off JSON, a too-short summary, too many topics), one per
+    retry temperature: the session ends ``failed`` with the reason in ``summary_error``, ``summary`` stays
+    NULL, no profile update is queued, and the arq job result is a failure (not retried)."""
+    client_id = await new_client(http, coach, "Ravi")
+    coach_id = uuid.UUID(coach.coach_id)
+    turn = await say(container, coach, client_id, "I keep putting off my thesis chapter every single day.")
+    good = {
+        "summary": "Ravi keeps postponing the thesis chapter.",
+        "topics": ["thesis"],
+        "insights": [],
+        "action_items": [],
+        "emotional_state": "stuck",
+    }
+    llm.summary_answers = [
+        openai_completion(json.dumps(good)[:50], finish_reason="length"),
+        openai_completion(json.dumps({**good, "summary": "Thesis."})),
+        openai_completion(json.dumps({**good, "topics": [f"topic {i}" for i in range(9)]})),
+    ]
+
+    session_id = await end_and_run(container, coach, turn.conversation_id, run_jobs)
+
+    async with container.tenant(coach_id) as s:
+        failed = await s.get_one(m.ChatSession, session_id)
+        profile = await s.scalar(select(m.ClientProfile).where(m.ClientProfile.client_id == client_id))
+    assert failed.status == m.SessionStatus.FAILED
+    assert failed.summary is None and failed.embedding is None and failed.source_message_ids == []
+    assert failed.summary_error and failed.summary_error.startswith("SessionSummaryOutput: 3 answers failed")
+    assert "topics" in failed.summary_error, "the reason names the last error"
+    assert failed.summary_attempts == 1
+    assert [body["temperature"] for body in llm.structured["summary"]] == list(RETRY_TEMPERATURES)
+    assert llm.summary_answers == []
+    assert profile is None and llm.structured["profile"] == []
+    result = await Job(f"{SUMMARIZE_SESSION}:{session_id}", container.redis).result_info()
+    assert result is not None and result.success is False
+    assert isinstance(result.result, SummaryFailed) and result.job_try == 1
+    assert await Job(f"{UPDATE_PROFILE}:{session_id}", container.redis).status() == JobStatus.not_found
+
+
+def _esconv_dialog(max_tokens: int) -> dict[str, Any]:
+    """The first ESConv conversation of the validation split whose transcript fits one summary window."""
+    with ESCONV.open() as lines:
+        for line in lines:
+            record = json.loads(line)
+            if sum(count_tokens(turn["text"]) + 12 for turn in record["dialog"]) <= max_tokens:
+                return record
+    raise AssertionError("no ESConv conversation fits")
+
+
+async def test_local_model_summarises_a_real_esconv_session_or_fails_cleanly(
+    container: Container,
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    settings: Settings,
+) -> None:
+    """A real emotional-support conversation (ESConv; seeker → client, supporter → human coach) loaded as one
+    session, ended, summarised by the offline SmolLM2 through the arq worker: the session ends either
+    ``summarized`` with a summary that validates and is grounded in its own messages, or ``failed`` with the
+    reason — never anything else, never a half-valid summary.
+
+    The conversation is imported as already read for insights (watermark at its last message), so only the
+    summary (and, on success, the profile) runs on the slow local model."""
+    local = await make_coach("Local Coach")
+    coach_id = uuid.UUID(local.coach_id)
+    client_id = await new_client(http, local, "Sam")
+    window = int((settings.llm_context_tokens - SUMMARY_MAX_TOKENS) * PROMPT_SHARE)
+    record = _esconv_dialog(min(window, 700))
+    start = datetime.now(UTC) - timedelta(days=1)
+    times = [start + timedelta(minutes=i) for i in range(len(record["dialog"]))]
+    async with container.tenant(coach_id) as s:
+        conversation = m.Conversation(coach_id=coach_id, client_id=client_id, channel="api")
+        s.add(conversation)
+        await s.flush()
+        chat_session = m.ChatSession(
+            coach_id=coach_id,
+            client_id=client_id,
+            conversation_id=conversation.id,
+            status=m.SessionStatus.OPEN,
+            started_at=times[0],
+            last_message_at=times[-1],
+            message_count=len(times),
+            source_message_ids=[],
+        )
+        s.add(chat_session)
+        await s.flush()
+        for turn, at in zip(record["dialog"], times, strict=True):
+            sender = m.SenderType.CLIENT if turn["speaker"] == "usr" else m.SenderType.HUMAN_COACH
+            s.add(
+                m.Message(
+                    coach_id=coach_id,
+                    conversation_id=conversation.id,
+                    session_id=chat_session.id,
+                    sender_type=sender,
+                    text=turn["text"],
+                    citations=[],
+                    meta={},
+                    created_at=at,
+                )
+            )
+        conversation.last_message_at = times[-1]
+        conversation.insights_extracted_through = times[-1]
+    message_ids = await session_message_ids(container, coach_id, chat_session.id)
+    assert len(message_ids) == len(record["dialog"])
+
+    assert await container.memory.end_session(coach_id, conversation.id) == chat_session.id
+    await run_jobs()
+
+    async with container.tenant(coach_id) as s:
+        done = await s.get_one(m.ChatSession, chat_session.id)
+    result = await Job(f"{SUMMARIZE_SESSION}:{chat_session.id}", container.redis).result_info()
+    assert result is not None
+    assert done.status in (m.SessionStatus.SUMMARIZED, m.SessionStatus.FAILED), done.status
+    assert done.summary_attempts == 1
+    if done.status == m.SessionStatus.SUMMARIZED:
+        assert_valid_summary(done, message_ids)
+        summary = SessionSummary.model_validate(done.summary)
+        assert summary.message_count == len(message_ids)
+        assert (summary.started_at, summary.ended_at) == (times[0], times[-1])
+        assert result.success is True and result.result == m.SessionStatus.SUMMARIZED
+    else:
+        assert done.summary is None and done.embedding is None
+        assert done.summary_error and "failed validation" in done.summary_error
+        assert result.success is False and isinstance(result.result, SummaryFailed)
+
+
+async def test_an_idle_session_is_ended_by_the_sweep_and_summarised(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """An open session whose last message is older than the coach's gap is ended by the sweep (ended at its
+    last message), its summary job is queued once (a second sweep changes nothing) and runs."""
+    client_id = await new_client(http, coach, "Omar")
+    coach_id = uuid.UUID(coach.coach_id)
+    turn = await say(container, coach, client_id, "Quick check-in: I did my morning walk again today.")
+    [open_session] = await sessions_of(container, coach, client_id)
+    assert open_session.status == m.SessionStatus.OPEN
+    async with container.tenant(coach_id) as s:
+        gap = (await s.get_one(m.Coach, coach_id)).session_idle_minutes
+
+    await container.memory.close_idle_sessions()
+    [still_open] = await sessions_of(container, coach, client_id)
+    assert still_open.status == m.SessionStatus.OPEN, "a session within the gap stays open"
+
+    await shift_back(container, coach, client_id, timedelta(minutes=gap + 5))
+    assert await container.memory.close_idle_sessions() >= 1
+
+    [ended] = await sessions_of(container, coach, client_id)
+    assert ended.status == m.SessionStatus.ENDED
+    assert ended.ended_at == ended.last_message_at
+    job = Job(f"{SUMMARIZE_SESSION}:{ended.id}", container.redis)
+    assert await job.status() == JobStatus.queued
+    await container.memory.close_idle_sessions()
+    [again] = await sessions_of(container, coach, client_id)
+    assert (again.status, again.ended_at) == (m.SessionStatus.ENDED, ended.ended_at), "ended once"
+
+    await run_jobs()
+
+    [summarised] = await sessions_of(container, coach, client_id)
+    assert_valid_summary(summarised, {turn.client_message_id, turn.message_id})
+    assert len(llm.structured["summary"]) == 1, "the summary job ran once"
+    result = await job.result_info()
+    assert result is not None and result.success is True and result.result == m.SessionStatus.SUMMARIZED
+
+
+# --- tenancy --------------------------------------------------------------------------------------------
+
+
+async def test_another_coach_recalls_none_of_a_clients_memory(
+    container: Container, http: httpx.AsyncClient, coach: Coach, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """Coach B's recall — even given coach A's client id, even given coach A's id — finds nothing, and raw
+    selects of the memory tables in B's tenant transaction return no row of A (row-level security)."""
+    coach_a = uuid.UUID(coach.coach_id)
+    coach_b = uuid.UUID((await make_coach("Coach B")).coach_id)
+    client_a = await new_client(http, coach, "Lena")
+    embedder = container.registry.local_embedder()
+    goal_text = "Wants to move to Lisbon next year"
+    [vector] = await embedder.embed([goal_text])
+    now = datetime.now(UTC)
+    async with container.tenant(coach_a) as s:
+        conversation = m.Conversation(coach_id=coach_a, client_id=client_a, channel="widget")
+        s.add(conversation)
+        await s.flush()
+        s.add(
+            m.ChatSession(
+                coach_id=coach_a,
+                client_id=client_a,
+                conversation_id=conversation.id,
+                status=m.SessionStatus.SUMMARIZED,
+                started_at=now - timedelta(days=1),
+                last_message_at=now - timedelta(days=1),
+                ended_at=now - timedelta(days=1),
+                message_count=2,
+                summary={"summary": "Lena talked about moving to Lisbon next year.", "action_items": []},
+                source_message_ids=[],
+                embedding=vector,
+                embedding_model=embedder.model,
+            )
+        )
+        s.add(
+            m.Insight(
+                coach_id=coach_a,
+                client_id=client_a,
+                kind="goal",
+                text=goal_text,
+                importance=8,
+                status=m.InsightStatus.ACTIVE,
+                mentions=1,
+                source_message_ids=[],
+                first_seen_at=now,
+                last_seen_at=now,
+                embedding=vector,
+                embedding_model=embedder.model,
+            )
+        )
+        s.add(
+            m.ClientProfile(
+                coach_id=coach_a,
+                client_id=client_a,
+                communication_preferences=["Prefers voice notes"],
+                what_works=[],
+                what_doesnt_work=[],
+                tone="",
+                sensitive_topics=[],
+            )
+        )
+
+    def recall_for(session: Any, tenant: uuid.UUID) -> Awaitable[list[Any]]:
+        return recall(
+            session, tenant, client_a, query_embedding=vector, embedding_model=embedder.model, now=now, limit=10
+        )
+
+    async with container.tenant(coach_a) as s:
+        assert {item.layer for item in await recall_for(s, coach_a)} == {"insight", "summary"}, "A sees its own"
+
+    async with container.tenant(coach_b) as s:
+        assert await recall_for(s, coach_b) == []
+        assert await recall_for(s, coach_a) == [], "row-level security hides A's rows even when asked for A"
+        coach_row = await s.get_one(m.Coach, coach_b)
+        context = await container.memory.context_for(
+            s, coach_row, client_a, query_embedding=vector, embedding_model=embedder.model, exclude_session_id=None
+        )
+        assert (context.profile_lines, context.items) == ([], [])
+        for model in (m.Insight, m.ChatSession, m.ClientProfile):
+            rows = (await s.scalars(select(model))).all()
+            assert all(row.coach_id == coach_b for row in rows), model.__name__
+            assert not (await s.scalars(select(model).where(model.client_id == client_a))).all(), model.__name__

@@ -1,0 +1,465 @@
+"""Client memory without a database: prompt assembly with memory under the token budget (and its documented
+cut order), the recall score, profile list merging, the strict output schema and how it goes over the wire
+to OpenAI's Structured Outputs, and the transcript windows of the memory jobs."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import respx
+
+from app.chat.models import Message, SenderType
+from app.chat.prompt import BUDGET_MARGIN, KEEP_RECENT, MEMORY_HEADER, PER_MESSAGE_OVERHEAD, assemble_prompt
+from app.llm.base import ChatMessage, ProviderError
+from app.llm.openai_compat import OpenAIChatProvider
+from app.llm.schema import RETRY_TEMPERATURES, InvalidModelOutput, generate_structured, output_schema
+from app.memory.models import InsightKind
+from app.memory.retrieval import (
+    HALF_LIFE_DAYS,
+    MemoryContext,
+    MemoryItem,
+    importance_weight,
+    memory_score,
+    recency_weight,
+)
+from app.memory.schemas import (
+    InsightExtraction,
+    MatchDecision,
+    ProfileOutput,
+    SessionSummaryOutput,
+)
+from app.memory.service import PROFILE_LIST_CAP, _merge_list
+from app.memory.transcript import format_messages, windows
+from app.rag.chunking import count_tokens
+from app.rag.retrieval import RetrievedChunk
+from tests.openai_wire import mock_openai, openai_completion, openai_error
+
+# --- prompt assembly with memory ------------------------------------------------------------------------
+
+PERSONA = "You are the calm AI assistant of Coach Rivera."
+QUESTION = "What should I focus on this week?"
+
+
+def _passage(i: int, words: int = 60) -> RetrievedChunk:
+    return RetrievedChunk(uuid.uuid4(), uuid.uuid4(), "Meditations", i, f"passage {i} " + "virtue " * words, 0.5, 0.01)
+
+
+def _history(n: int, words: int = 45) -> list[Message]:
+    return [
+        Message(sender_type=SenderType.CLIENT if i % 2 == 0 else SenderType.AI, text=f"turn {i} " + "feelings " * words)
+        for i in range(n)
+    ]
+
+
+def _item(rank: int, words: int = 25) -> MemoryItem:
+    """Memory item ``rank`` (0 is the best); alternates insights and summaries, scores strictly descending."""
+    layer = "insight" if rank % 2 == 0 else "summary"
+    label = "goal" if layer == "insight" else "session of 2026-10-01"
+    return MemoryItem(
+        layer, uuid.uuid4(), label, f"memory {rank} " + "marathon " * words, 1.0 - rank / 100, 0.5, (uuid.uuid4(),)
+    )
+
+
+def _profile(n: int) -> list[str]:
+    return [f"Profile line {i}: " + "prefers short concrete plans " * 4 for i in range(n)]
+
+
+N_HISTORY, N_ITEMS, N_PASSAGES, N_PROFILE = 14, 12, 6, 5
+HISTORY = _history(N_HISTORY)
+ITEMS = [_item(r) for r in range(N_ITEMS)]
+PASSAGES = [_passage(i) for i in range(1, N_PASSAGES + 1)]
+PROFILE = _profile(N_PROFILE)
+
+
+def _assemble(budget: int, **overrides: Any) -> Any:
+    args: dict[str, Any] = {
+        "persona": PERSONA,
+        "passages": PASSAGES,
+        "memory": MemoryContext(list(PROFILE), list(ITEMS)),
+        "history": HISTORY,
+        "user_text": QUESTION,
+        "budget_tokens": budget,
+    }
+    args.update(overrides)
+    return assemble_prompt(**args)
+
+
+def _recount(messages: list[ChatMessage]) -> int:
+    return sum(count_tokens(msg["content"]) + PER_MESSAGE_OVERHEAD for msg in messages)
+
+
+def _check_shape(prompt: Any) -> None:
+    """What survived is always a best-first prefix (items, passages, profile) or the newest suffix (L1)."""
+    system = prompt.messages[0]["content"]
+    assert system.startswith(PERSONA)
+    assert prompt.messages[-1] == {"role": "user", "content": QUESTION}
+    assert [i.id for i in prompt.memory_items] == [i.id for i in ITEMS[: len(prompt.memory_items)]]
+    assert [p.chunk_id for p in prompt.passages] == [p.chunk_id for p in PASSAGES[: len(prompt.passages)]]
+    turns = prompt.messages[1:-1]
+    assert len(turns) == prompt.history_used
+    assert [t["content"] for t in turns] == [h.text for h in HISTORY[N_HISTORY - prompt.history_used :]]
+    for line in PROFILE[: prompt.profile_lines]:
+        assert line in system
+    for line in PROFILE[prompt.profile_lines :]:
+        assert line not in system
+    for item in ITEMS:
+        assert (item.line() in system) == (item in prompt.memory_items)
+    assert (MEMORY_HEADER in system) == bool(prompt.memory_items or prompt.profile_lines)
+    assert prompt.estimated_tokens == _recount(prompt.messages)
+
+
+def _check_cut_order(prompt: Any) -> None:
+    """The documented order: L1 down to KEEP_RECENT → memory items → passages down to one → profile lines →
+    the last passage → the remaining L1 turns. A later cut implies every earlier one is exhausted."""
+    h, i, p, f = prompt.history_used, len(prompt.memory_items), len(prompt.passages), prompt.profile_lines
+    if i < N_ITEMS:
+        assert h <= KEEP_RECENT, "memory is cut only after L1 is down to KEEP_RECENT turns"
+    if p < N_PASSAGES:
+        assert i == 0 and h <= KEEP_RECENT, "passages are cut only after every memory item"
+    if f < N_PROFILE:
+        assert p <= 1 and i == 0 and h <= KEEP_RECENT, "the profile goes only when one passage is left"
+    if p == 0:
+        assert f == 0, "the last passage goes after the whole profile"
+    if h < KEEP_RECENT:
+        assert p == 0 and f == 0 and i == 0, "the last two turns go last"
+
+
+def test_every_budget_fits_and_cuts_follow_the_documented_order() -> None:
+    """Sweeping the budget from tiny to ample: each prompt fits within budget × BUDGET_MARGIN (whenever the
+    persona and the new message alone fit), the survivors are best-first prefixes / the newest turns, the
+    cut order holds, every stage of it is reached, and a bigger budget never keeps less of anything."""
+    floor = _recount(
+        [{"role": "system", "content": PERSONA}, {"role": "user", "content": QUESTION}]
+    )  # nothing left to cut
+    stages: set[str] = set()
+    previous: tuple[int, int, int, int] | None = None
+    for budget in range(40, 6000, 20):
+        prompt = _assemble(budget)
+        _check_shape(prompt)
+        _check_cut_order(prompt)
+        limit = budget * BUDGET_MARGIN
+        if floor <= limit:
+            assert prompt.estimated_tokens <= limit, budget
+        else:
+            assert prompt.estimated_tokens == floor
+        h, i, p, f = prompt.history_used, len(prompt.memory_items), len(prompt.passages), prompt.profile_lines
+        state = (h, i, p, f)
+        if previous is not None:
+            assert all(now >= before for now, before in zip(state, previous, strict=True)), (budget, state, previous)
+        previous = state
+        if KEEP_RECENT < h < N_HISTORY:
+            stages.add("history")
+        if h == KEEP_RECENT and 0 < i < N_ITEMS:
+            stages.add("items")
+        if i == 0 and 1 < p < N_PASSAGES:
+            stages.add("passages")
+        if p == 1 and 0 < f < N_PROFILE:
+            stages.add("profile")
+        if p == 0 and f == 0 and h == KEEP_RECENT:
+            stages.add("last passage")
+        if h == 1:
+            stages.add("last turns")
+        if state == (N_HISTORY, N_ITEMS, N_PASSAGES, N_PROFILE):
+            stages.add("everything")
+    assert stages == {"history", "items", "passages", "profile", "last passage", "last turns", "everything"}
+
+
+def test_long_history_and_many_memory_items_fit_the_apps_budget() -> None:
+    """The app's own budget (2048-token context minus a 256-token reply) with 40 long turns, 30 memory items,
+    8 profile lines and 5 passages: the prompt fits, keeps the two newest turns, and the best memory items."""
+    history, items, profile = _history(40, words=60), [_item(r, words=30) for r in range(30)], _profile(8)
+    budget = 2048 - 256
+    prompt = assemble_prompt(
+        persona=PERSONA,
+        passages=PASSAGES[:5],
+        memory=MemoryContext(profile, items),
+        history=history,
+        user_text=QUESTION,
+        budget_tokens=budget,
+    )
+    assert prompt.estimated_tokens <= budget * BUDGET_MARGIN
+    assert prompt.estimated_tokens == _recount(prompt.messages)
+    assert prompt.history_used == KEEP_RECENT
+    assert [m["content"] for m in prompt.messages[1:-1]] == [h.text for h in history[-KEEP_RECENT:]]
+    assert 0 < len(prompt.memory_items) < 30
+    assert prompt.memory_items == items[: len(prompt.memory_items)], "the lowest-scored items are cut first"
+    assert len(prompt.passages) == 5 and prompt.profile_lines == 8, "passages and profile outlast memory items"
+
+
+def test_prompt_places_profile_and_memory_before_passages_and_reports_attribution() -> None:
+    """System message: persona, the memory block (header, profile lines, items best first), then grounding
+    with the passages; ``memory_used`` splits the ids by layer and flags the profile."""
+    items = ITEMS[:3]
+    prompt = _assemble(8000, memory=MemoryContext(PROFILE[:2], items), passages=PASSAGES[:2], history=HISTORY[-2:])
+    system = prompt.messages[0]["content"]
+    positions = [
+        system.index(PERSONA),
+        system.index(MEMORY_HEADER),
+        system.index(PROFILE[0]),
+        system.index(PROFILE[1]),
+        *(system.index(item.line()) for item in items),
+        system.index("[1] (Meditations, p. 1) passage 1"),
+        system.index("[2] (Meditations, p. 2) passage 2"),
+    ]
+    assert positions == sorted(positions)
+    assert items[0].line() == f"- [goal] {items[0].text}"
+    assert prompt.memory_used() == {
+        "insight_ids": [str(items[0].id), str(items[2].id)],
+        "summary_ids": [str(items[1].id)],
+        "profile": True,
+    }
+
+
+def test_without_memory_there_is_no_memory_block() -> None:
+    prompt = _assemble(8000, memory=MemoryContext())
+    assert MEMORY_HEADER not in prompt.messages[0]["content"]
+    assert prompt.memory_used() == {"insight_ids": [], "summary_ids": [], "profile": False}
+
+
+# --- recall score ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("importance", "weight"), [(0, 1 / 11), (5, 6 / 11), (6, 7 / 11), (10, 1.0)], ids=lambda v: str(v)
+)
+def test_importance_weight_is_one_plus_importance_over_eleven(importance: int, weight: float) -> None:
+    assert importance_weight(importance) == pytest.approx(weight)
+
+
+@pytest.mark.parametrize(
+    ("age_days", "weight"),
+    [(0.0, 1.0), (HALF_LIFE_DAYS, 0.75), (2 * HALF_LIFE_DAYS, 0.625), (15.0, 0.5 + 0.5 * 2**-0.5), (3650.0, 0.5)],
+)
+def test_recency_weight_halves_the_extra_weight_every_30_days(age_days: float, weight: float) -> None:
+    assert recency_weight(age_days) == pytest.approx(weight, abs=1e-9)
+
+
+def test_recency_weight_never_exceeds_one_nor_drops_below_half() -> None:
+    assert recency_weight(-5.0) == 1.0, "a timestamp in the future (clock skew) counts as now"
+    assert all(0.5 < recency_weight(d) <= 1.0 for d in (0, 1, 10, 100, 1000))
+
+
+def test_memory_score_multiplies_relevance_importance_and_recency() -> None:
+    assert memory_score(0.8, 10, 0.0) == pytest.approx(0.8)
+    assert memory_score(0.5, 5, 30.0) == pytest.approx(0.5 * 6 / 11 * 0.75)
+    assert memory_score(0.6, 6, 60.0) == pytest.approx(0.6 * 7 / 11 * 0.625)
+    assert memory_score(-0.3, 10, 0.0) == 0.0, "negative cosine is no relevance"
+    assert memory_score(0.0, 10, 0.0) == 0.0, "an irrelevant item never wins on importance or recency"
+    assert memory_score(0.7, 3, 200.0) > memory_score(0.7, 3, 20.0) * 0.5, "old but relevant still counts"
+
+
+# --- profile list merging -------------------------------------------------------------------------------
+
+
+def test_merge_list_appends_only_new_entries_case_insensitively() -> None:
+    assert _merge_list(["Short answers", "Walks"], ["short ANSWERS", "Voice notes"]) == [
+        "Short answers",
+        "Walks",
+        "Voice notes",
+    ]
+    assert _merge_list([], []) == []
+    assert _merge_list(["a b"], []) == ["a b"]
+
+
+def test_merge_list_does_not_duplicate_within_one_batch() -> None:
+    assert _merge_list(["Walks"], ["Voice notes", "voice notes", "VOICE NOTES"]) == ["Walks", "Voice notes"]
+
+
+def test_merge_list_keeps_the_newest_entries_up_to_the_cap() -> None:
+    current = [f"old {i}" for i in range(PROFILE_LIST_CAP)]
+    merged = _merge_list(current, ["new 1", "new 2"])
+    assert len(merged) == PROFILE_LIST_CAP
+    assert merged[-2:] == ["new 1", "new 2"] and merged[0] == "old 2", "the oldest entries drop out"
+
+
+# --- output schema and Structured Outputs on the wire ---------------------------------------------------
+
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+@pytest.mark.parametrize("model", [SessionSummaryOutput, InsightExtraction, MatchDecision, ProfileOutput])
+def test_output_schema_is_in_strict_form(model: type) -> None:
+    """Every object lists all its properties as required and forbids others; no titles, defaults or string
+    lengths anywhere (OpenAI strict mode rejects them); item counts and number ranges stay."""
+    schema = output_schema(model)
+    objects = [node for node in _walk(schema) if node.get("type") == "object"]
+    assert objects
+    for node in objects:
+        assert node["required"] == list(node["properties"])
+        assert node["additionalProperties"] is False
+    for node in _walk(schema):
+        assert not {"title", "default", "minLength", "maxLength"} & set(node), node
+    assert output_schema(model) == schema, "deterministic"
+
+
+def test_output_schema_keeps_enums_item_limits_and_ranges() -> None:
+    schema = output_schema(InsightExtraction)
+    assert schema["properties"]["insights"]["maxItems"] == 6
+    insight = schema["$defs"]["ExtractedInsight"]["properties"]
+    assert insight["kind"]["enum"] == list(InsightKind.ALL), "the schema's kinds are the stored kinds"
+    assert insight["status"]["enum"] == ["active", "achieved", "dropped"]
+    assert (insight["importance"]["minimum"], insight["importance"]["maximum"]) == (0, 10)
+    assert insight["evidence"]["maxItems"] == 5
+
+
+BASE_URL = "https://api.openai.test/v1"
+API_KEY = "sk-proj-unit-test-0123456789abcdefWXYZ"
+MESSAGES: list[ChatMessage] = [
+    {"role": "system", "content": "You keep a coach's notes. Summarise this chat session with the client Ana."},
+    {"role": "user", "content": "[1] Ana (2026-11-20 09:14): I start my new job on Monday and I'm nervous."},
+]
+SUMMARY = {
+    "summary": "Ana starts a new job on Monday and feels nervous about the first week.",
+    "topics": ["new job"],
+    "insights": ["Ana gets nervous before big changes"],
+    "action_items": ["Plan the first morning"],
+    "emotional_state": "nervous but hopeful",
+}
+
+
+@pytest.fixture
+def openai_api() -> Iterator[respx.MockRouter]:
+    with mock_openai() as router:
+        yield router
+
+
+def _provider() -> OpenAIChatProvider:
+    return OpenAIChatProvider(model="gpt-4o-mini", api_key=API_KEY, base_url=BASE_URL, timeout=10)
+
+
+async def test_structured_output_request_is_a_strict_json_schema_and_the_answer_is_validated(
+    openai_api: respx.MockRouter,
+) -> None:
+    """One non-streamed Chat Completion with ``response_format: {"type": "json_schema", "json_schema": {name,
+    schema, strict: true}}``; the schema is the strict form without string lengths; the recorded
+    ``chat.completion`` answer comes back as the validated model."""
+    route = openai_api.post(f"{BASE_URL}/chat/completions").mock(return_value=openai_completion(json.dumps(SUMMARY)))
+
+    result = await generate_structured(_provider(), MESSAGES, SessionSummaryOutput, max_tokens=450)
+
+    assert result == SessionSummaryOutput(**SUMMARY)
+    assert route.call_count == 1
+    request = route.calls.last.request
+    assert request.headers["authorization"] == f"Bearer {API_KEY}"
+    body = json.loads(request.content)
+    assert not body.get("stream"), "structured output is not streamed"
+    assert body["model"] == "gpt-4o-mini"
+    assert body["messages"] == MESSAGES
+    assert body["max_tokens"] == 450
+    assert body["temperature"] == RETRY_TEMPERATURES[0]
+    response_format = body["response_format"]
+    assert response_format["type"] == "json_schema"
+    json_schema = response_format["json_schema"]
+    assert json_schema["name"] == "SessionSummaryOutput"
+    assert json_schema["strict"] is True
+    sent = json_schema["schema"]
+    assert sent == output_schema(SessionSummaryOutput)
+    assert sent["additionalProperties"] is False
+    assert sent["required"] == ["summary", "topics", "insights", "action_items", "emotional_state"]
+    assert not any({"minLength", "maxLength"} & set(node) for node in _walk(sent))
+    assert sent["properties"]["topics"]["maxItems"] == 6
+
+
+async def test_invalid_answers_are_retried_at_higher_temperatures_then_rejected(openai_api: respx.MockRouter) -> None:
+    """A cut-off answer (``finish_reason: "length"``), then two out-of-schema ones (too short a summary; too
+    many topics — lengths the schema on the wire no longer carries): three samples, one per retry
+    temperature, then ``InvalidModelOutput``."""
+    cut_off = json.dumps(SUMMARY)[:60]
+    too_short = json.dumps({**SUMMARY, "summary": "Nervous."})
+    too_many = json.dumps({**SUMMARY, "topics": [f"topic {i}" for i in range(9)]})
+    route = openai_api.post(f"{BASE_URL}/chat/completions").mock(
+        side_effect=[
+            openai_completion(cut_off, finish_reason="length"),
+            openai_completion(too_short),
+            openai_completion(too_many),
+        ]
+    )
+
+    with pytest.raises(InvalidModelOutput, match=r"SessionSummaryOutput: 3 answers failed validation .*topics"):
+        await generate_structured(_provider(), MESSAGES, SessionSummaryOutput, max_tokens=450)
+
+    assert route.call_count == 3
+    temperatures = [json.loads(call.request.content)["temperature"] for call in route.calls]
+    assert temperatures == list(RETRY_TEMPERATURES)
+
+
+async def test_a_refusal_is_a_provider_error_not_an_answer(openai_api: respx.MockRouter) -> None:
+    route = openai_api.post(f"{BASE_URL}/chat/completions").mock(
+        return_value=openai_completion(None, refusal="I'm sorry, I can't help with that request.")
+    )
+    with pytest.raises(ProviderError, match="can't help"):
+        await generate_structured(_provider(), MESSAGES, SessionSummaryOutput, max_tokens=450)
+    assert route.call_count == 1, "a refusal is not retried as invalid output"
+
+
+async def test_an_api_error_is_a_provider_error(openai_api: respx.MockRouter) -> None:
+    openai_api.post(f"{BASE_URL}/chat/completions").mock(
+        return_value=openai_error(
+            400,
+            "Invalid schema for response_format 'SessionSummaryOutput': 'minLength' is not permitted.",
+            "invalid_request_error",
+            None,
+        )
+    )
+    with pytest.raises(ProviderError, match="BadRequestError"):
+        await generate_structured(_provider(), MESSAGES, MatchDecision, max_tokens=16)
+
+
+# --- transcript windows ---------------------------------------------------------------------------------
+
+
+def _cost(message: Message) -> int:
+    return count_tokens(message.text) + 12
+
+
+def test_windows_are_consecutive_runs_within_the_token_limit() -> None:
+    messages = [
+        Message(
+            sender_type=SenderType.CLIENT if i % 3 else SenderType.AI, text=f"message {i} " + "word " * (i * 7 % 40)
+        )
+        for i in range(30)
+    ]
+    limit = 150
+    parts = windows(messages, limit)
+    assert [msg for part in parts for msg in part] == messages, "every message once, in order"
+    for part in parts:
+        assert part and sum(_cost(msg) for msg in part) <= limit
+    for part, following in zip(parts, parts[1:], strict=False):
+        assert sum(_cost(msg) for msg in part) + _cost(following[0]) > limit, "a window is cut only when full"
+
+
+def test_a_message_longer_than_the_limit_gets_a_window_of_its_own() -> None:
+    short, long = (
+        Message(sender_type=SenderType.CLIENT, text="hi"),
+        Message(sender_type=SenderType.CLIENT, text="word " * 300),
+    )
+    assert windows([short, long, short], 100) == [[short], [long], [short]]
+    assert windows([], 100) == []
+
+
+def test_format_messages_numbers_and_labels_the_speakers() -> None:
+    from datetime import UTC, datetime
+
+    at = datetime(2026, 11, 20, 9, 14, tzinfo=UTC)
+    messages = [
+        Message(sender_type=SenderType.CLIENT, text="I start Monday.", created_at=at),
+        Message(sender_type=SenderType.AI, text="How do you feel?", created_at=at),
+        Message(sender_type=SenderType.HUMAN_COACH, text="Call me after.", created_at=at),
+    ]
+    assert format_messages(messages, "Ana").splitlines() == [
+        "[1] Ana (2026-11-20 09:14): I start Monday.",
+        "[2] Assistant (2026-11-20 09:14): How do you feel?",
+        "[3] Coach (2026-11-20 09:14): Call me after.",
+    ]
