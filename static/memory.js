@@ -1,4 +1,5 @@
-// Widget memory page: deletes a remembered item through the widget memory API (widget token as bearer).
+// Widget memory page: deletes a remembered insight or session summary through the widget memory API
+// (widget token as bearer). Buttons carry data-delete="insights/<id>" or "summaries/<id>".
 (function () {
   "use strict";
   var panel = document.getElementById("memory");
@@ -10,12 +11,13 @@
     if (!button) return;
     if (!confirm("Delete this? The assistant will not remember it again.")) return;
     button.disabled = true;
-    fetch("/api/v1/widget/memory/insights/" + encodeURIComponent(button.dataset.delete), {
+    var parts = button.dataset.delete.split("/");
+    fetch("/api/v1/widget/memory/" + parts[0] + "/" + encodeURIComponent(parts[1]), {
       method: "DELETE",
       headers: { Authorization: "Bearer " + token }
     }).then(function (response) {
       if (response.status === 204 || response.status === 404) {
-        var item = button.closest("li");
+        var item = button.closest("li, article");
         item.parentNode.removeChild(item);
         statusLine.textContent = "Deleted.";
       } else {

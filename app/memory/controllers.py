@@ -246,6 +246,14 @@ class MemoryController(Controller):
         async with container.tenant(coach_id) as session:
             await container.memory.delete_insight(session, coach_id, client_id, insight_id)
 
+    @delete("/summaries/{session_id:str}", status_code=204)
+    async def delete_summary(
+        self, client_id: PathId, session_id: PathId, coach_id: CoachId, container: ContainerDep
+    ) -> None:
+        """Forget a session summary: it leaves every view and prompt (the transcript stays)."""
+        async with container.tenant(coach_id) as session:
+            await container.memory.delete_summary(session, coach_id, client_id, session_id)
+
     @patch("/profile")
     async def edit_profile(
         self, client_id: PathId, data: JSONBody[dict[str, Any]], coach_id: CoachId, container: ContainerDep
@@ -293,6 +301,12 @@ class WidgetMemoryController(Controller):
         """Delete a remembered item; it never enters a prompt again."""
         async with container.tenant(identity.coach_id) as session:
             await container.memory.delete_insight(session, identity.coach_id, identity.client_id, insight_id)
+
+    @delete("/memory/summaries/{session_id:str}", status_code=204)
+    async def delete_summary(self, session_id: PathId, identity: ClientIdentityDep, container: ContainerDep) -> None:
+        """Delete a remembered session summary; it never enters a prompt again."""
+        async with container.tenant(identity.coach_id) as session:
+            await container.memory.delete_summary(session, identity.coach_id, identity.client_id, session_id)
 
     @post("/conversations/{conversation_id:str}/end-session", status_code=200)
     async def end_session(

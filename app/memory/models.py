@@ -21,12 +21,14 @@ from app.rag.models import EMBEDDING_DIMENSIONS
 
 
 class SessionStatus:
-    """Life cycle of a chat session: ``open`` → ``ended`` (summary job queued) → ``summarized`` | ``failed``."""
+    """Life cycle of a chat session: ``open`` → ``ended`` (summary job queued) → ``summarized`` | ``failed``;
+    ``deleted`` when the client or coach deleted its summary (the summary and its vector are erased)."""
 
     OPEN = "open"
     ENDED = "ended"
     SUMMARIZED = "summarized"
     FAILED = "failed"
+    DELETED = "deleted"
 
 
 class ChatSession(TenantMixin, Base):

@@ -728,7 +728,8 @@ class MemoryService:
     ) -> m.Insight:
         """The coach corrects an insight; ``None`` leaves a field as is. A new text is re-embedded and kept
         from being overwritten by later extractions. Raises ``InvalidInput`` for an empty text, an unknown
-        kind or status, importance outside 0–10; ``NotFound`` for an unknown or deleted insight."""
+        kind or status, importance outside 0–10; ``NotFound`` for an unknown or deleted insight.
+        ``edited_by_coach`` is set only when the text actually changes."""
         insight = await self._visible_insight(session, coach_id, client_id, insight_id)
         if kind is not None:
             if kind not in m.InsightKind.ALL:
@@ -754,7 +755,7 @@ class MemoryService:
                 [insight.embedding] = await embedder.embed([cleaned])
                 insight.embedding_model = embedder.model
                 insight.text = cleaned
-            insight.edited_by_coach = True
+                insight.edited_by_coach = True
         await session.flush()
         return insight
 
@@ -767,6 +768,30 @@ class MemoryService:
         insight.status = m.InsightStatus.DELETED
         insight.text = ""
         insight.source_message_ids = []
+        await session.flush()
+
+    async def delete_summary(
+        self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, session_id: uuid.UUID
+    ) -> None:
+        """Forget a session summary: summary, sources and vector are erased, so it is neither listed nor
+        recalled again (the session's messages stay in the transcript). Raises ``NotFound``."""
+        chat_session = await session.scalar(
+            select(m.ChatSession)
+            .where(
+                m.ChatSession.id == session_id,
+                m.ChatSession.coach_id == coach_id,
+                m.ChatSession.client_id == client_id,
+                m.ChatSession.status.in_((m.SessionStatus.SUMMARIZED, m.SessionStatus.FAILED)),
+            )
+            .with_for_update()
+        )
+        if chat_session is None:
+            raise NotFound("session summary not found")
+        chat_session.status = m.SessionStatus.DELETED
+        chat_session.summary = None
+        chat_session.summary_error = None
+        chat_session.source_message_ids = []
+        chat_session.embedding = None
         await session.flush()
 
     async def edit_profile(

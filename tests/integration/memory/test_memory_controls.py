@@ -278,6 +278,11 @@ async def test_patch_insight_changes_fields_and_marks_the_coach_edit(
     assert (body["importance"], body["kind"], body["status"]) == (9, "pattern", "active")
     assert body["edited_by_coach"] is True
 
+    unchanged = await http.patch(
+        f"{maya.memory_url}/insights/{maya.goal_id}", headers=maya.coach.headers, json={"importance": 3}
+    )
+    assert unchanged.json()["edited_by_coach"] is False, "only a changed text marks the coach's edit"
+
     status_only = await http.patch(url, headers=maya.coach.headers, json={"status": "achieved"})
     assert status_only.status_code == 200 and status_only.json()["status"] == "achieved"
     assert status_only.json()["text"] == body["text"], "omitted fields are kept"
@@ -483,7 +488,8 @@ async def test_client_sees_and_deletes_own_memory(
     page = await http.get(f"/w/{maya.widget_token}/memory")
     assert page.status_code == 200 and "What my coach's assistant remembers" in page.text
     assert "Berlin marathon in May" in page.text and "see a physiotherapist" in page.text
-    assert "/static/memory.js" in page.text and f'data-delete="{maya.goal_id}"' in page.text
+    assert "/static/memory.js" in page.text and f'data-delete="insights/{maya.goal_id}"' in page.text
+    assert f'data-delete="summaries/{maya.summarized_id}"' in page.text
     assert (await http.get("/w/ocw_not-a-token/memory")).status_code == 404
     chat_page = (await http.get(f"/w/{maya.widget_token}")).text
     assert f"/w/{maya.widget_token}/memory" in chat_page and 'id="end-session"' in chat_page
@@ -497,6 +503,17 @@ async def test_client_sees_and_deletes_own_memory(
     assert maya.goal_id not in {i["id"] for i in coach_view}, "gone for the coach too"
     assert maya.goal_id not in await recalled_ids(container, maya, 0)
     assert "Berlin marathon in May" not in (await http.get(f"/w/{maya.widget_token}/memory")).text
+
+    forgotten = await http.delete(f"/api/v1/widget/memory/summaries/{maya.summarized_id}", headers=as_maya)
+    assert forgotten.status_code == 204
+    assert (await http.get("/api/v1/widget/memory", headers=as_maya)).json()["summaries"] == []
+    coach_sessions = (await http.get(maya.memory_url, headers=coach.headers)).json()["summaries"]
+    assert maya.summarized_id not in {s["id"] for s in coach_sessions}, "the summary is gone for the coach too"
+    assert maya.summarized_id not in await recalled_ids(container, maya, 0), "and never recalled"
+    again = await http.delete(f"/api/v1/widget/memory/summaries/{maya.summarized_id}", headers=as_maya)
+    assert again.status_code == 404 and "session summary not found" in again.json()["detail"]
+    foreign_summary = await http.delete(f"/api/v1/widget/memory/summaries/{ben.summarized_id}", headers=as_maya)
+    assert foreign_summary.status_code == 404
 
     foreign = await http.delete(f"/api/v1/widget/memory/insights/{ben.goal_id}", headers=as_maya)
     assert foreign.status_code == 404 and "insight not found" in foreign.json()["detail"]
