@@ -10,13 +10,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from app.config import Settings, get_settings
 from app.runtime import Services, start_services
+
+if TYPE_CHECKING:
+    from app.memory.evaluation import LocomoConversation, OpenAIModel
 
 console = Console(stderr=True)
 
@@ -172,22 +176,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-async def run_memory_eval(settings: Settings, services: Services, args: argparse.Namespace) -> dict[str, Any]:
-    """Load LoCoMo, run the memory pipeline and score it (see :mod:`app.memory.evaluation`)."""
+async def run_memory_eval(
+    settings: Settings,
+    services: Services,
+    conversations: list[LocomoConversation],
+    openai: OpenAIModel | None,
+    keep: bool,
+) -> dict[str, Any]:
+    """Run the memory pipeline over LoCoMo conversations and score it (see :mod:`app.memory.evaluation`)."""
     from app.container import Container
-    from app.memory.evaluation import OpenAIModel, evaluate, load_locomo
+    from app.memory.evaluation import evaluate
 
-    conversations = load_locomo(Path(args.locomo), max_sessions=args.sessions)[: args.conversations]
-    openai = (
-        OpenAIModel(args.openai_model, os.environ.get("OPENAI_API_KEY", ""), args.openai_base_url)
-        if args.openai_model
-        else None
-    )
     container = await Container.create(settings, services.database_url, services.redis_url)
     try:
         with console.status("LoCoMo…") as status:
             return await evaluate(
-                container, conversations, openai=openai, keep=args.keep, progress=lambda text: status.update(text)
+                container, conversations, openai=openai, keep=keep, progress=lambda text: status.update(text)
             )
     finally:
         await container.close()
@@ -210,19 +214,37 @@ def _memory_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def _error(message: str) -> None:
+    """One unwrapped ``error:`` line on stderr (the message is not read as rich markup)."""
+    console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """``eval memory``: LoCoMo evidence recall of the memory pipeline against three baselines."""
-    from app.memory.evaluation import EvalDataError
+    from app.llm.base import ProviderError
+    from app.memory.evaluation import EvalDataError, OpenAIModel, load_locomo
 
+    try:
+        conversations = load_locomo(Path(args.locomo), max_sessions=args.sessions)[: args.conversations]
+    except EvalDataError as exc:
+        _error(str(exc))
+        return 2
+    openai = None
+    if args.openai_model:
+        key = os.environ.get("OPENAI_API_KEY", "")
+        if not key and not args.openai_base_url:
+            _error("--openai-model needs OPENAI_API_KEY in the environment (or --openai-base-url for a local server)")
+            return 2
+        openai = OpenAIModel(args.openai_model, key, args.openai_base_url)
     settings = _settings(args)
     services = _start(settings)
     try:
         _migrate(services)
         try:
-            result = asyncio.run(run_memory_eval(settings, services, args))
-        except EvalDataError as exc:
-            console.print(f"[red]error:[/] {exc}")
-            return 2
+            result = asyncio.run(run_memory_eval(settings, services, conversations, openai, args.keep))
+        except ProviderError as exc:
+            _error(f"the model provider failed: {exc}")
+            return 1
     finally:
         services.stop()
     if args.json:
@@ -296,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except RuntimeError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        _error(str(exc))
         return 1
 
 

@@ -49,6 +49,7 @@ from app.db import models as m
 from app.llm.base import ChatMessage
 from app.llm.schema import InvalidModelOutput, generate_structured
 from app.memory.retrieval import MemoryItem, recall
+from app.memory.service import SummaryFailed
 from app.rag.chunking import count_tokens
 
 KS = (5, 10, 20)
@@ -119,8 +120,8 @@ def _evidence(raw: Any) -> tuple[str, ...]:
 def load_locomo(path: Path, *, max_sessions: int | None = None) -> list[LocomoConversation]:
     """Read a LoCoMo JSON file (a list of samples with ``conversation`` and ``qa``).
 
-    ``max_sessions`` keeps the first sessions of each conversation (and only QA items whose evidence lies in
-    them). Raises ``EvalDataError`` for a missing or malformed file.
+    ``max_sessions`` keeps the first sessions of each conversation; every QA item is kept (scoring skips
+    those with evidence beyond the kept sessions). Raises ``EvalDataError`` for a missing or malformed file.
     """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -155,7 +156,8 @@ def load_locomo(path: Path, *, max_sessions: int | None = None) -> list[LocomoCo
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, EvalDataError):
                 raise EvalDataError(f"{where}: {exc}") from exc
-            raise EvalDataError(f"{where}: not in LoCoMo's format (missing or bad {exc})") from exc
+            detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise EvalDataError(f"{where}: not in LoCoMo's format ({detail})") from exc
         if not sessions:
             raise EvalDataError(f"{where}: has no sessions")
         conversations.append(LocomoConversation(str(sample.get("sample_id", n)), speaker_a, speaker_b, sessions, qa))
@@ -312,8 +314,8 @@ async def _evaluate_conversation(
                 if progress:
                     progress(f"{conversation.sample_id}: session {number}/{len(conversation.sessions)} — summary")
                 try:
-                    await memory.summarize_session(coach_id, session_id)
-                except Exception:  # noqa: BLE001 - a failed summary is a result to count, not a crash
+                    await memory.summarize_session(coach_id, session_id, queue_profile=False)
+                except SummaryFailed:  # a result to count, not a crash
                     run.summaries_failed += 1
                 else:
                     await memory.update_profile(coach_id, session_id)

@@ -294,9 +294,10 @@ class MemoryService:
 
     # ------------------------------------------------------------------ L2 summary job
 
-    async def summarize_session(self, coach_id: uuid.UUID, session_id: uuid.UUID) -> str:
+    async def summarize_session(self, coach_id: uuid.UUID, session_id: uuid.UUID, *, queue_profile: bool = True) -> str:
         """Job: write the L2 summary of an ended session, ground it in the session's messages, embed it,
-        then queue the L4 profile update. Returns a status word for arq's result.
+        then queue the L4 profile update (unless ``queue_profile=False``: the caller runs it itself). Returns
+        a status word for arq's result.
 
         Raises ``SummaryFailed`` (after marking the session ``failed``) when the model's answers never
         validate; ``ProviderError`` propagates so arq retries the job.
@@ -338,7 +339,8 @@ class MemoryService:
             chat_session.embedding_model = embedder.model
             chat_session.status = m.SessionStatus.SUMMARIZED
             chat_session.summary_error = None
-        await self._jobs.update_profile(coach_id, session_id)
+        if queue_profile:
+            await self._jobs.update_profile(coach_id, session_id)
         return m.SessionStatus.SUMMARIZED
 
     async def _summarize(

@@ -505,9 +505,10 @@ async def test_invalid_model_output_fails_the_summary_job_and_stores_nothing(
     llm: FakeOpenAI,
     run_jobs: Callable[[], Awaitable[None]],
 ) -> None:
-    """Three answers that do not validate (a cut-off JSON, a too-short summary, too many topics), one per
-    retry temperature: the session ends ``failed`` with the reason in ``summary_error``, ``summary`` stays
-    NULL, no profile update is queued, and the arq job result is a failure (not retried)."""
+    """Three answers that do not validate, one per retry temperature — a cut-off JSON, a well-formed summary
+    not grounded in the session's messages, too many topics: the session ends ``failed`` with the reason in
+    ``summary_error``, ``summary`` stays NULL, no profile update is queued, and the arq job result is a
+    failure (not retried)."""
     client_id = await new_client(http, coach, "Ravi")
     coach_id = uuid.UUID(coach.coach_id)
     turn = await say(container, coach, client_id, "I keep putting off my thesis chapter every single day.")
@@ -520,7 +521,9 @@ async def test_invalid_model_output_fails_the_summary_job_and_stores_nothing(
     }
     llm.summary_answers = [
         openai_completion(json.dumps(good)[:50], finish_reason="length"),
-        openai_completion(json.dumps({**good, "summary": "Thesis."})),
+        openai_completion(
+            json.dumps({**good, "summary": "Ravi described a holiday in Portugal and a new recipe for fish stew."})
+        ),
         openai_completion(json.dumps({**good, "topics": [f"topic {i}" for i in range(9)]})),
     ]
 
