@@ -26,10 +26,11 @@ class JobQueue:
         """Queue extraction → chunking → embedding → storage of one document (idempotent job)."""
         await self.redis.enqueue_job(INGEST_DOCUMENT, str(coach_id), str(document_id))
 
-    async def summarize_session(self, coach_id: uuid.UUID, session_id: uuid.UUID) -> None:
-        """Queue the L2 summary of an ended session (then, from the job, its L3 and L4 updates)."""
+    async def summarize_session(self, coach_id: uuid.UUID, session_id: uuid.UUID, *, cause: str = "ended") -> None:
+        """Queue the L2 summary of an ended session (then, from the job, its L4 update). ``cause`` names why
+        (``ended``, or ``forget:<insight id>`` for a rewrite), so a rewrite is not mistaken for a duplicate."""
         await self.redis.enqueue_job(
-            SUMMARIZE_SESSION, str(coach_id), str(session_id), _job_id=f"{SUMMARIZE_SESSION}:{session_id}"
+            SUMMARIZE_SESSION, str(coach_id), str(session_id), _job_id=f"{SUMMARIZE_SESSION}:{session_id}:{cause}"
         )
 
     async def extract_insights(

@@ -22,6 +22,7 @@ from app.db.migrate import assert_schema_current
 from app.jobs import EXTRACT_INSIGHTS, INGEST_DOCUMENT, SUMMARIZE_SESSION, UPDATE_PROFILE
 from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
+from app.memory.service import SummaryFailed
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,15 @@ async def _retrying(ctx: dict[str, Any], job: Awaitable[str]) -> str:
 async def summarize_session(ctx: dict[str, Any], coach_id: str, session_id: str) -> str:
     """arq job: L2 summary of an ended session (fails, with the reason stored, on invalid model output)."""
     container: Container = ctx["container"]
-    return await _retrying(ctx, container.memory.summarize_session(uuid.UUID(coach_id), uuid.UUID(session_id)))
+    coach, chat_session = uuid.UUID(coach_id), uuid.UUID(session_id)
+    try:
+        return await _retrying(ctx, container.memory.summarize_session(coach, chat_session))
+    except (Retry, SummaryFailed):
+        raise
+    except Exception as exc:
+        # the last try, or a bug: record it on the session so it is not left "ended" without a reason
+        await container.memory.fail_summary(coach, chat_session, f"{type(exc).__name__}: {exc}")
+        raise
 
 
 async def extract_insights(ctx: dict[str, Any], coach_id: str, conversation_id: str, force: bool) -> str:
@@ -108,7 +117,8 @@ def build_worker(
             func(extract_insights, name=EXTRACT_INSIGHTS, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(update_profile, name=UPDATE_PROFILE, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
         ],
-        cron_jobs=[cron(close_idle_sessions, second=0, run_at_startup=not burst)],
+        # a burst run (tests, one-off processing) must not sweep every tenant's sessions on a minute boundary
+        cron_jobs=[] if burst else [cron(close_idle_sessions, second=0, run_at_startup=True)],
         redis_settings=RedisSettings.from_dsn(redis_url),
         on_startup=startup,
         on_shutdown=shutdown,

@@ -29,15 +29,20 @@ still enforced when the answer is validated."""
 
 
 def _strict(node: Any) -> Any:
-    if isinstance(node, dict):
-        node = {k: _strict(v) for k, v in node.items() if k not in DROPPED_KEYWORDS}
-        if node.get("type") == "object" and "properties" in node:
-            node["required"] = list(node["properties"])
-            node["additionalProperties"] = False
-        return node
     if isinstance(node, list):
         return [_strict(v) for v in node]
-    return node
+    if not isinstance(node, dict):
+        return node
+    result: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("properties", "$defs"):  # maps of names (data, never keywords) to schemas
+            result[key] = {name: _strict(sub) for name, sub in value.items()}
+        elif key not in DROPPED_KEYWORDS:
+            result[key] = _strict(value)
+    if result.get("type") == "object" and "properties" in result:
+        result["required"] = list(result["properties"])
+        result["additionalProperties"] = False
+    return result
 
 
 def output_schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -243,8 +243,7 @@ class MemoryController(Controller):
         self, client_id: PathId, insight_id: PathId, coach_id: CoachId, container: ContainerDep
     ) -> None:
         """Forget an insight: it leaves every view and prompt; a tombstone keeps it from being re-learnt."""
-        async with container.tenant(coach_id) as session:
-            await container.memory.delete_insight(session, coach_id, client_id, insight_id)
+        await container.memory.delete_insight(coach_id, client_id, insight_id)
 
     @delete("/summaries/{session_id:str}", status_code=204)
     async def delete_summary(
@@ -299,8 +298,7 @@ class WidgetMemoryController(Controller):
     @delete("/memory/insights/{insight_id:str}", status_code=204)
     async def delete_insight(self, insight_id: PathId, identity: ClientIdentityDep, container: ContainerDep) -> None:
         """Delete a remembered item; it never enters a prompt again."""
-        async with container.tenant(identity.coach_id) as session:
-            await container.memory.delete_insight(session, identity.coach_id, identity.client_id, insight_id)
+        await container.memory.delete_insight(identity.coach_id, identity.client_id, insight_id)
 
     @delete("/memory/summaries/{session_id:str}", status_code=204)
     async def delete_summary(self, session_id: PathId, identity: ClientIdentityDep, container: ContainerDep) -> None:

@@ -4,12 +4,24 @@ validation of every answer before anything is stored)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
 
 Statement = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=200)]
 """One short statement (a topic, an action item, a profile entry)."""
+
+
+def _drop_blank(value: Any) -> Any:
+    """Blank list entries carry nothing; drop them rather than reject the whole answer (a grammar without
+    string lengths lets small models write ``""``)."""
+    if isinstance(value, list):
+        return [v for v in value if not (isinstance(v, str) and not v.strip())]
+    return value
+
+
+StatementList = Annotated[list[Statement], BeforeValidator(_drop_blank)]
+"""A list of statements with blank entries dropped."""
 
 InsightKindName = Literal[
     "goal", "blocker", "breakthrough", "preference", "achievement", "pattern", "milestone", "commitment"
@@ -20,9 +32,9 @@ class SessionSummaryOutput(BaseModel):
     """The model's summary of one chat session."""
 
     summary: Annotated[str, StringConstraints(strip_whitespace=True, min_length=20, max_length=1500)]
-    topics: list[Statement] = Field(max_length=6)
-    insights: list[Statement] = Field(max_length=6)
-    action_items: list[Statement] = Field(max_length=6)
+    topics: StatementList = Field(max_length=6)
+    insights: StatementList = Field(max_length=6)
+    action_items: StatementList = Field(max_length=6)
     emotional_state: Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=200)]
 
 
@@ -60,8 +72,8 @@ class MatchDecision(BaseModel):
 class ProfileOutput(BaseModel):
     """What a session adds to the L4 relationship profile."""
 
-    communication_preferences: list[Statement] = Field(max_length=4)
-    what_works: list[Statement] = Field(max_length=4)
-    what_doesnt_work: list[Statement] = Field(max_length=4)
+    communication_preferences: StatementList = Field(max_length=4)
+    what_works: StatementList = Field(max_length=4)
+    what_doesnt_work: StatementList = Field(max_length=4)
     tone: Annotated[str, StringConstraints(strip_whitespace=True, max_length=120)]
-    sensitive_topics: list[Statement] = Field(max_length=4)
+    sensitive_topics: StatementList = Field(max_length=4)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.service import AccountService
@@ -313,14 +313,14 @@ class MemoryService:
             client = await session.get_one(m.Client, chat_session.client_id)
             chat_session.summary_attempts += 1
         if not messages:
-            await self._fail_summary(coach_id, session_id, "the session has no messages")
+            await self.fail_summary(coach_id, session_id, "the session has no messages")
             raise SummaryFailed("the session has no messages")
         provider = self._registry.chat_for(coach)
         embedder = self._registry.embedder_for(coach)
         try:
             output = await self._summarize(provider, embedder, messages, client.name)
         except InvalidModelOutput as exc:
-            await self._fail_summary(coach_id, session_id, str(exc))
+            await self.fail_summary(coach_id, session_id, str(exc))
             raise SummaryFailed(str(exc)) from exc
         summary = SessionSummary(
             **output.model_dump(),
@@ -381,9 +381,12 @@ class MemoryService:
             check=grounded_in(messages),
         )
 
-    async def _fail_summary(self, coach_id: uuid.UUID, session_id: uuid.UUID, reason: str) -> None:
+    async def fail_summary(self, coach_id: uuid.UUID, session_id: uuid.UUID, reason: str) -> None:
+        """Mark an ended session's summary ``failed`` with ``reason`` (nothing else is stored)."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            chat_session = await session.get_one(m.ChatSession, session_id)
+            chat_session = await session.get(m.ChatSession, session_id)
+            if chat_session is None or chat_session.status != m.SessionStatus.ENDED:
+                return
             chat_session.status = m.SessionStatus.FAILED
             chat_session.summary_error = reason
         log.warning("summary of session %s failed: %s", session_id, reason)
@@ -761,16 +764,36 @@ class MemoryService:
         await session.flush()
         return insight
 
-    async def delete_insight(
-        self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, insight_id: uuid.UUID
-    ) -> None:
-        """Forget an insight: its text and sources are erased and it never enters a prompt again; the row
-        stays as a tombstone whose embedding stops the same fact from being re-extracted. Raises ``NotFound``."""
-        insight = await self._visible_insight(session, coach_id, client_id, insight_id)
-        insight.status = m.InsightStatus.DELETED
-        insight.text = ""
-        insight.source_message_ids = []
-        await session.flush()
+    async def delete_insight(self, coach_id: uuid.UUID, client_id: uuid.UUID, insight_id: uuid.UUID) -> None:
+        """Forget an insight: its text is erased and it never enters a prompt again. The row stays as a
+        tombstone: its embedding stops the same fact from being re-extracted, and the ids of the messages
+        it came from are left out of every later summary — the summaries built on them are cleared and
+        written again without them (queued after commit). Raises ``NotFound``."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            insight = await self._visible_insight(session, coach_id, client_id, insight_id)
+            insight.status = m.InsightStatus.DELETED
+            insight.text = ""
+            affected = (
+                await session.scalars(
+                    select(m.ChatSession)
+                    .where(
+                        m.ChatSession.client_id == client_id,
+                        m.ChatSession.status.in_((m.SessionStatus.SUMMARIZED, m.SessionStatus.FAILED)),
+                        m.ChatSession.id.in_(
+                            select(m.Message.session_id).where(m.Message.id.in_(insight.source_message_ids))
+                        ),
+                    )
+                    .with_for_update()
+                )
+            ).all()
+            for chat_session in affected:
+                chat_session.status = m.SessionStatus.ENDED
+                chat_session.summary = None
+                chat_session.summary_error = None
+                chat_session.source_message_ids = []
+                chat_session.embedding = None
+        for chat_session in affected:
+            await self._jobs.summarize_session(coach_id, chat_session.id, cause=f"forget:{insight_id}")
 
     async def delete_summary(
         self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, session_id: uuid.UUID
@@ -825,11 +848,21 @@ class MemoryService:
     # ------------------------------------------------------------------ helpers
 
     async def _session_messages(self, session: AsyncSession, session_id: uuid.UUID) -> list[m.Message]:
+        """The session's messages, oldest first, without those a deleted insight came from (forgotten)."""
+        forgotten = (
+            select(func.unnest(m.Insight.source_message_ids))
+            .where(
+                m.Insight.client_id == m.ChatSession.client_id,
+                m.ChatSession.id == session_id,
+                m.Insight.status == m.InsightStatus.DELETED,
+            )
+            .scalar_subquery()
+        )
         return list(
             (
                 await session.scalars(
                     select(m.Message)
-                    .where(m.Message.session_id == session_id)
+                    .where(m.Message.session_id == session_id, m.Message.id.not_in(forgotten))
                     .order_by(m.Message.created_at, m.Message.id)
                 )
             ).all()

@@ -340,8 +340,7 @@ class CoachPages(Controller):
         container: ContainerDep,
     ) -> Response[str] | Redirect:
         """Delete an insight; htmx gets an empty body, which removes the item from the page."""
-        async with container.tenant(coach_id) as session:
-            await container.memory.delete_insight(session, coach_id, client_id, insight_id)
+        await container.memory.delete_insight(coach_id, client_id, insight_id)
         if _is_htmx(request):
             return Response("", media_type="text/html")
         return Redirect(f"/dashboard/clients/{client_id}")

@@ -447,6 +447,7 @@ async def test_a_dropped_goal_is_retired_and_no_longer_recalled(
     system = system_prompt(llm)
     assert insight_line(NOVEL) not in system and insight_line(NOVEL_DROPPED) not in system
     assert "- [goal" not in system
+    assert "learn Spanish before my trip" not in system, "nor inside a session summary"
 
 
 async def test_a_deleted_insight_never_reappears(
@@ -456,16 +457,28 @@ async def test_a_deleted_insight_never_reappears(
     llm: FakeOpenAI,
     run_jobs: Callable[[], Awaitable[None]],
 ) -> None:
-    """The coach deletes an insight; the client restates it and extraction runs again: the tombstone stops
-    it (no new row, no decision asked, the tombstone keeps no text), and the next prompt does not carry it."""
+    """The coach deletes an insight: the summary built on its message is written again without it. The
+    client restates it and extraction runs again: the tombstone stops it (no new row, no decision asked, the
+    tombstone keeps no text, only its message ids), and the next prompt carries it neither as an insight
+    nor inside a summary."""
     client_id = await new_client(http, coach, "Jonas")
     coach_id = uuid.UUID(coach.coach_id)
     first = await say(container, coach, client_id, "I want to learn Spanish before my trip to Madrid in May.")
     await end_and_run(container, coach, first.conversation_id, run_jobs)
     [insight] = await insights_of(container, coach, client_id)
     assert insight.text == SPANISH
+    summaries_before = len(llm.structured["summary"])
+    await container.memory.delete_insight(coach_id, client_id, insight.id)
+    await run_jobs()
+    assert len(llm.structured["summary"]) > summaries_before, "the session's summary was written again"
+    resummarised = llm.structured["summary"][-1]["messages"][-1]["content"]
+    assert "learn Spanish before my trip" not in resummarised, "without the forgotten message"
     async with container.tenant(coach_id) as s:
-        await container.memory.delete_insight(s, coach_id, client_id, insight.id)
+        first_session = await s.scalar(
+            select(m.ChatSession).where(m.ChatSession.conversation_id == first.conversation_id)
+        )
+        assert first_session is not None and first_session.status in ("summarized", "failed")
+        assert "Spanish" not in json.dumps(first_session.summary or {})
     await shift_back(container, coach, client_id, timedelta(days=2))
 
     await say(
@@ -478,12 +491,8 @@ async def test_a_deleted_insight_never_reappears(
     assert SPANISH not in extraction.split("New messages:")[0], "a deleted insight is not offered as known"
     [tombstone] = await insights_of(container, coach, client_id)
     assert tombstone.id == insight.id
-    assert (tombstone.status, tombstone.text, tombstone.source_message_ids, tombstone.mentions) == (
-        "deleted",
-        "",
-        [],
-        1,
-    )
+    assert (tombstone.status, tombstone.text, tombstone.mentions) == ("deleted", "", 1)
+    assert tombstone.source_message_ids == insight.source_message_ids, "kept to leave them out of summaries"
     assert llm.structured["decision"] == []
     async with container.tenant(coach_id) as s:
         assert (await container.memory.client_memory(s, coach_id, client_id)).insights == []
@@ -540,7 +549,7 @@ async def test_invalid_model_output_fails_the_summary_job_and_stores_nothing(
     assert [body["temperature"] for body in llm.structured["summary"]] == list(RETRY_TEMPERATURES)
     assert llm.summary_answers == []
     assert profile is None and llm.structured["profile"] == []
-    result = await Job(f"{SUMMARIZE_SESSION}:{session_id}", container.redis).result_info()
+    result = await Job(f"{SUMMARIZE_SESSION}:{session_id}:ended", container.redis).result_info()
     assert result is not None and result.success is False
     assert isinstance(result.result, SummaryFailed) and result.job_try == 1
     assert await Job(f"{UPDATE_PROFILE}:{session_id}", container.redis).status() == JobStatus.not_found
@@ -617,7 +626,7 @@ async def test_local_model_summarises_a_real_esconv_session_or_fails_cleanly(
 
     async with container.tenant(coach_id) as s:
         done = await s.get_one(m.ChatSession, chat_session.id)
-    result = await Job(f"{SUMMARIZE_SESSION}:{chat_session.id}", container.redis).result_info()
+    result = await Job(f"{SUMMARIZE_SESSION}:{chat_session.id}:ended", container.redis).result_info()
     assert result is not None
     assert done.status in (m.SessionStatus.SUMMARIZED, m.SessionStatus.FAILED), done.status
     assert done.summary_attempts == 1
@@ -660,7 +669,7 @@ async def test_an_idle_session_is_ended_by_the_sweep_and_summarised(
     [ended] = await sessions_of(container, coach, client_id)
     assert ended.status == m.SessionStatus.ENDED
     assert ended.ended_at == ended.last_message_at
-    job = Job(f"{SUMMARIZE_SESSION}:{ended.id}", container.redis)
+    job = Job(f"{SUMMARIZE_SESSION}:{ended.id}:ended", container.redis)
     assert await job.status() == JobStatus.queued
     await container.memory.close_idle_sessions()
     [again] = await sessions_of(container, coach, client_id)
