@@ -221,8 +221,9 @@ def _error(message: str) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """``eval memory``: LoCoMo evidence recall of the memory pipeline against three baselines."""
+    from app.errors import EvalDataError
     from app.llm.base import ProviderError
-    from app.memory.evaluation import EvalDataError, OpenAIModel, load_locomo
+    from app.memory.evaluation import OpenAIModel, load_locomo
 
     try:
         conversations = load_locomo(Path(args.locomo), max_sessions=args.sessions)[: args.conversations]
@@ -258,6 +259,47 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"{result['summaries_failed']} failed summaries, {result['skipped_questions']} questions skipped; "
             f"{extra}{result['seconds']:.0f} s"
         )
+    return 0
+
+
+def _crisis_table(result: dict[str, Any]) -> Table:
+    table = Table(title=f"C-SSRS crisis screen — {result['users']} users (flagged = level concern or crisis)")
+    for column in ("label", "flagged", "not flagged", "flag rate"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for label, counts in result["confusion"].items():
+        total = counts["flagged"] + counts["not_flagged"]
+        rate = f"{counts['flagged'] / total:.3f}" if total else "–"
+        role = " (+)" if label in ("Ideation", "Behavior", "Attempt") else " (−)" if label == "Supportive" else ""
+        table.add_row(f"{label}{role}", str(counts["flagged"]), str(counts["not_flagged"]), rate)
+    return table
+
+
+def cmd_eval_crisis(args: argparse.Namespace) -> int:
+    """``eval crisis``: user-level precision/recall/F1 of the risk detector on a C-SSRS file (no services)."""
+    from app.errors import EvalDataError
+    from app.handoff.evaluation import evaluate_crisis, load_cssrs
+
+    try:
+        data = load_cssrs(Path(args.cssrs))
+    except EvalDataError as exc:
+        _error(str(exc))
+        return 2
+    result = {
+        **evaluate_crisis(data.users),
+        "repaired_rows": data.repaired_rows,
+        "unparseable_rows": data.unparseable_rows,
+    }
+    if args.json:
+        print(json.dumps(result), flush=True)
+        return 0
+    out = Console()
+    out.print(_crisis_table(result))
+    out.print(
+        f"precision {result['precision']:.3f}  recall {result['recall']:.3f}  F1 {result['f1']:.3f}  "
+        f"(positive: Ideation/Behavior/Attempt, negative: Supportive; TP {result['tp']}, FP {result['fp']}, "
+        f"FN {result['fn']})\nIndicator users flagged: {result['indicator_flag_rate']:.3f}; levels "
+        f"{result['levels']}; {data.repaired_rows} Post cells repaired, {data.unparseable_rows} unparseable"
+    )
     return 0
 
 
@@ -304,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--openai-base-url", help="base URL of the OpenAI-compatible endpoint")
     memory.add_argument("--keep", action="store_true", help="keep the evaluation coaches instead of deleting them")
     memory.set_defaults(func=cmd_eval)
+    crisis = targets.add_parser("crisis", help="C-SSRS user-level precision/recall/F1 of the crisis risk detector")
+    crisis.add_argument(
+        "--cssrs", required=True, help="C-SSRS CSV: User, Post, Label (e.g. ../shared/data/crisis/cssrs_dev.csv)"
+    )
+    crisis.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    crisis.set_defaults(func=cmd_eval_crisis)
     return parser
 
 

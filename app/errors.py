@@ -31,3 +31,8 @@ class TooLarge(DomainError):
     """An upload over the size limit (413)."""
 
     status_code = 413
+
+
+class EvalDataError(ValueError):
+    """An evaluation data file (LoCoMo, C-SSRS, …) is missing, unreadable or not in its format; the message
+    says what and where. The CLI prints it as one ``error:`` line and exits with code 2."""

@@ -46,6 +46,7 @@ from sqlalchemy import select
 
 from app.container import Container
 from app.db import models as m
+from app.errors import EvalDataError
 from app.llm.base import ChatMessage
 from app.llm.schema import InvalidModelOutput, generate_structured
 from app.memory.retrieval import MemoryItem, recall
@@ -57,10 +58,6 @@ CATEGORIES = (1, 2, 3, 4)
 TURN_SPACING = timedelta(seconds=30)
 BASELINES = ("last_n", "turn_dense", "turn_bm25")
 ANSWER_CONTEXT_ITEMS = 10
-
-
-class EvalDataError(ValueError):
-    """The LoCoMo file is missing, not JSON, or not in LoCoMo's shape; the message says what and where."""
 
 
 @dataclass(frozen=True)

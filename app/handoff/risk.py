@@ -1,0 +1,510 @@
+"""Crisis and self-harm risk in a client's message: a fast, curated lexicon detector (no model, no I/O).
+
+Method
+------
+A message is lower-cased, apostrophes are dropped (``I'm`` → ``im``; the C-SSRS Reddit text is written that
+way already), a few idioms that use death words harmlessly are blanked out (``this deadline is killing me``,
+``I died laughing``, ``dying to see``, ``to die for``, ``killing it``), and the text is cut into sentences.
+Each sentence is matched against :data:`CUES`, a list of named regular expressions with a weight in
+``(0, 1]`` and a kind:
+
+- ``explicit``: first-person suicidal or self-harm wording (``kill myself``, ``end my life``, ``I want to
+  die``, ``I'm suicidal``, ``cutting myself``, ``overdose``, ``suicide note``).
+- ``indirect``: what the C-SSRS and the Columbia Protocol screener ask about without the word suicide —
+  passive wish to be dead (``don't want to wake up``, ``wish I was dead``), perceived burdensomeness
+  (``better off without me``), hopelessness about living (``no reason to live``, ``can't go on``,
+  ``what's the point``), and preparatory behaviour (``say goodbye``, ``giving away my things``, a note).
+- ``means``: access to or talk of a method (gun, pills, rope, bridge, train, blade…) in a first-person
+  sentence — the C-SSRS "method / plan / preparatory behaviour" items.
+- ``distress``: weak risk indicators (hopeless, worthless, hate myself, depressed, empty…) that alone
+  never reach ``crisis`` but add up.
+
+Context rules, per sentence (links and markdown link text are dropped first — song titles are not
+confessions): for each cue match the nearest person word among the :data:`_SUBJECT_WINDOW` words before it
+decides whose state it describes — ``i``/``my``… → the writer; ``you``/``he``/``my brother``/``people``… →
+someone else. A cue spoken about someone else, or in a sentence that points to help (``hotline``,
+``call 988``, ``please don't``, ``reach out``), or — with no person word before it — in a sentence that
+mentions others and not the writer, is multiplied by :data:`SUPPORTIVE_DISCOUNT`; that is how "if you are
+thinking about suicide, call…" from a supporter stays low. Cues marked ``first_person`` (``want to die``,
+means, distress…) count only when the writer is the subject — ``I want to die`` yes, ``why you want to
+die`` and ``my grandmother died`` no; a subjectless fragment (``Sad. Depressed.``) speaks for the writer
+when the message has a first-person word elsewhere. A cue marked ``negatable`` with a negator (``not``,
+``never``, ``don't``, ``wasn't``…) among the three words before it is multiplied by
+:data:`NEGATION_DISCOUNT` (``I would never kill myself``) unless the sentence undoes the negation (``the
+only reason I didn't kill myself``, ``haven't … yet``); cues that carry their own negation (``don't want to
+wake up``) are not negatable.
+
+Scores combine by noisy-or: a message's score is ``1 - Π(1 - w)`` over its cues (each cue counted once, at
+its strongest sentence); a user's (:meth:`RiskDetector.assess_user`) is the noisy-or of their messages'
+scores. ``level`` is ``crisis`` at ``score ≥ CRISIS_THRESHOLD`` *and* at least one explicit or indirect cue,
+``concern`` at ``score ≥ CONCERN_THRESHOLD``, else ``none``. ``concern`` is a deliberately sensitive screen
+(one distress cue such as "I feel so alone" reaches it): it is meant to surface a conversation to the
+coach; ``crisis`` is the level for the crisis protocol.
+
+Limits: English only; sarcasm, quotes of others and long-past experiences ("I was suicidal in my teens")
+are not told apart from the present; the lexicon is a screen, not a diagnosis.
+
+Sources
+-------
+- Posner K. et al. (2011), "The Columbia–Suicide Severity Rating Scale", *Am J Psychiatry* 168(12):1266–77,
+  and the C-SSRS Screen Version (Columbia Lighthouse Project): wish to be dead, active ideation, method,
+  intent, plan, preparatory behaviour, attempt — the structure of the explicit / indirect / means cues.
+- Gaur M. et al. (2019), "Knowledge-aware Assessment of Severity of Suicide Risk for Early Intervention",
+  *WWW 2019*: the Reddit C-SSRS data set (labels Supportive, Indicator, Ideation, Behavior, Attempt) that
+  ``opencoach eval crisis`` scores this detector on (:mod:`app.handoff.evaluation`).
+- Joiner T. (2005), *Why People Die by Suicide*: perceived burdensomeness and thwarted belongingness
+  (``better off without me``, ``I'm a burden``).
+- Warning-sign lists of the 988 Suicide & Crisis Lifeline and the American Foundation for Suicide
+  Prevention: talking about wanting to die, being a burden, having no reason to live, saying goodbye,
+  giving away possessions, looking for a means.
+
+The weights, the discounts and the two thresholds were **tuned on** ``../shared/data/crisis/cssrs_dev.csv``
+(263 users; target: user recall ≥ 0.95 for Ideation/Behavior/Attempt against Supportive, at the best
+precision; there: recall 0.974, precision 0.826, where flagging everyone gives precision 0.729), so the
+dev-set figures are optimistic; a held-out split would give the honest number.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+RiskLevel = Literal["none", "concern", "crisis"]
+CueKind = Literal["explicit", "indirect", "means", "distress"]
+
+CONCERN_THRESHOLD = 0.19
+"""Score from which a message (or user) is flagged ``concern``: just under one distress cue (0.2); tuned on
+cssrs_dev for user recall ≥ 0.95 (0.2 itself would give 0.947)."""
+
+CRISIS_THRESHOLD = 0.8
+"""Score from which a message with an explicit or indirect cue is ``crisis``."""
+
+SUPPORTIVE_DISCOUNT = 0.25
+"""Weight multiplier for a cue said about someone else, or in a sentence pointing to help."""
+
+NEGATION_DISCOUNT = 0.3
+"""Weight multiplier for a negatable cue with a negator in the three words before it."""
+
+_FP = r"(?:i|im|ive|id|ill|me|my|myself|mine)"
+_FIRST_PERSON = re.compile(rf"\b{_FP}\b")
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_OTHER_WORDS = _words(
+    "you your youre yourself youve youll youd u he hes she shes him her his hers they theyre theyve them "
+    "someone somebody people person friend friends father mother dad mom mum brother sister son daughter "
+    "husband wife boyfriend girlfriend partner grandmother grandfather grandma grandpa uncle aunt cousin"
+)
+_FIRST_WORDS = _words("i im ive id ill me my myself mine")
+_OTHER_PERSON = re.compile(
+    r"\b(?:you|your|youre|yourself|youve|youll|youd|u|he|hes|she|shes|him|her|his|hers|they|theyre|them)\b"
+)
+_SUBJECT_WINDOW = 8
+"""Words before a cue searched for its nearest person word (``why you want to die`` → someone else)."""
+_HELP = re.compile(
+    r"\b(?:hotline|lifeline|helpline|crisis (?:line|text|center)|call 988|988|1-?800|samaritans|"
+    r"please (?:dont|do not)|reach out|talk to (?:someone|a professional|a therapist))\b"
+)
+_NEGATION_CANCEL = re.compile(r"\b(?:yet|only reason|almost|nearly|barely|until)\b")
+_NEGATORS = _words(
+    "not never no dont didnt doesnt wont wouldnt cant couldnt nor nothing arent isnt wasnt werent havent hasnt"
+)
+_IDIOMS = re.compile(
+    r"\b(?:(?:is|was|are|were|its|it's|thats) killing me|killing it|killed it|kill (?:for|time)|"
+    r"(?:died|dying|die) (?:of |from )?laugh(?:ing|ter)?|dying to \w+|to die for|dead (?:tired|serious|wrong|end)|"
+    r"drop dead gorgeous|guns n roses|(?:my|the) (?:phone|battery|laptop|car) (?:died|is dead|is dying)|"
+    r"cut (?:the|my) (?:hair|nails|losses))\b"
+)
+_SENTENCES = re.compile(r"[.!?;\n]+|\|\|")
+
+
+@dataclass(frozen=True)
+class Cue:
+    """One named pattern: ``weight`` in (0, 1]; ``first_person``: count only in a first-person sentence;
+    ``negatable``: discount when a negator precedes it."""
+
+    name: str
+    pattern: re.Pattern[str]
+    weight: float
+    kind: CueKind
+    first_person: bool = False
+    negatable: bool = True
+
+
+def _cue(
+    name: str, *alternatives: str, weight: float, kind: CueKind, first_person: bool = False, negatable: bool = True
+) -> Cue:
+    """A cue whose pattern matches any of ``alternatives`` (regular expressions on normalised text)."""
+    return Cue(
+        name, re.compile("|".join(f"(?:{regex})" for regex in alternatives)), weight, kind, first_person, negatable
+    )
+
+
+_SELF = r"(?:my ?self|my own self)"
+CUES: tuple[Cue, ...] = (
+    # explicit — C-SSRS active ideation, behaviour, attempt
+    _cue(
+        "kill myself",
+        rf"\b(?:kill|killing|killed|off|offing|offed|end|ending|hang|hanging|shoot|shooting)"
+        rf" {_SELF}\b",
+        rf"\b(?:drown|drowning|poison|poisoning) {_SELF}\b",
+        weight=0.9,
+        kind="explicit",
+    ),
+    _cue(
+        "suicidal (self)",
+        r"\b(?:im|i am|i feel|i felt|feeling|i was|ive been|been|got|get|getting|became|am) (?:\w+ ){0,2}suicidal\b",
+        weight=0.9,
+        kind="explicit",
+    ),
+    _cue("suicidal", r"\bsuicidal\b", weight=0.45, kind="explicit"),
+    _cue("suicide", r"\bsuicide\b", weight=0.1, kind="explicit"),
+    _cue(
+        "commit suicide (self)",
+        r"\b(?:commit|committed|committing|attempt|attempted|attempting|consider|considering|contemplat\w*) suicide\b",
+        weight=0.3,
+        kind="explicit",
+        first_person=True,
+    ),
+    _cue(
+        "want to die",
+        r"\b(?:want|wanted|wanna|wish|wishing|ready|going|deserve|longing|long|desire|need) (?:to )?(?:just )?"
+        r"(?:die|be dead|not exist|not be alive|stop existing|cease to exist)\b",
+        weight=0.85,
+        kind="explicit",
+        first_person=True,
+    ),
+    _cue("end my life", r"\b(?:end|ending|take|taking|took|ended) (?:my|my own) life\b", weight=0.9, kind="explicit"),
+    _cue("end it all", r"\bend (?:it all|everything|things)\b", weight=0.75, kind="explicit", first_person=True),
+    _cue("self-harm", r"\bself[- ]?(?:harm\w*|injur\w*|mutilat\w*)\b", weight=0.5, kind="explicit"),
+    _cue(
+        "hurt myself",
+        rf"\b(?:cut|cutting|cuts|burn|burning|hurt|hurting|harm|harming|stab|stabbing|starve|starving) {_SELF}\b",
+        weight=0.8,
+        kind="explicit",
+    ),
+    _cue(
+        "cutting",
+        r"\b(?:cutting|cut|slit|slitting) (?:again|my (?:wrists?|arms?|thighs?|legs?|skin))\b",
+        r"\brelapsed?\b",
+        weight=0.6,
+        kind="explicit",
+        first_person=True,
+    ),
+    _cue("overdose", r"\b(?:overdos\w*|od on|odd on)\b", weight=0.7, kind="explicit", first_person=True),
+    _cue(
+        "finish the job",
+        r"\bfinish the job\b",
+        r"\btake (?:them all|all of them|the rest|more of them)\b",
+        r"\b(?:gonna|going to) take more\b",
+        weight=0.6,
+        kind="explicit",
+        first_person=True,
+    ),
+    _cue(
+        "attempt",
+        r"\b(?:my|last|first|second|third|previous|failed|suicide) attempts?\b",
+        r"\btried to (?:die|do it)\b",
+        weight=0.6,
+        kind="explicit",
+        first_person=True,
+    ),
+    _cue(
+        "suicide note",
+        r"\b(?:suicide|goodbye) (?:note|letter)s?\b",
+        r"\bwr(?:ote|ite|iting) (?:a|my) note\b",
+        weight=0.8,
+        kind="explicit",
+    ),
+    # indirect — wish to be dead, burdensomeness, hopelessness, preparatory behaviour
+    _cue(
+        "wish I was dead",
+        r"\bwish (?:i|id) (?:was|were|could be|would) (?:dead|die|gone|never born)",
+        r"\bwish (?:i|id) (?:had )?never (?:been born|existed|woken up)\b",
+        weight=0.85,
+        kind="indirect",
+        negatable=False,
+    ),
+    _cue(
+        "better off without me",
+        r"\bbetter off (?:without me|dead|if i (?:was|were|wasnt|werent) (?:gone|dead|here|around))\b",
+        r"\bworld (?:would be|is) better without me\b",
+        weight=0.8,
+        kind="indirect",
+        negatable=False,
+    ),
+    _cue("burden", r"\b(?:im|i am|being|just) a burden\b", weight=0.45, kind="indirect"),
+    _cue(
+        "no reason to live",
+        r"\b(?:no|nothing|any) (?:reason|point|purpose) (?:to|in|of) "
+        r"(?:live|living|life|go(?:ing)? on|being alive|stay(?:ing)? alive)\b",
+        r"\bnothing (?:left )?to live for\b",
+        r"\bnot worth (?:living|it anymore)\b",
+        r"\blife (?:is|isnt) (?:not )?worth living\b",
+        weight=0.8,
+        kind="indirect",
+        negatable=False,
+    ),
+    _cue(
+        "cant go on",
+        r"\bcant (?:go on|keep going|do this anymore|take (?:it|this) anymore|live like this|keep living)\b",
+        r"\bcant handle (?:it|this|life) anymore\b",
+        weight=0.55,
+        kind="indirect",
+        negatable=False,
+    ),
+    _cue(
+        "dont want to wake up",
+        r"\b(?:dont|do not|never) want to (?:wake up|be alive|live|be here|exist)(?: anymore)?\b",
+        r"\bhope (?:i|to) (?:dont|never) wake up\b",
+        r"\b(?:sleep|go to sleep) (?:and|forever and) never wake up\b",
+        weight=0.8,
+        kind="indirect",
+        negatable=False,
+    ),
+    _cue(
+        "say goodbye",
+        r"\b(?:say|said|saying) (?:my )?goodbyes?\b",
+        r"\bgoodbye (?:everyone|world|all)\b",
+        r"\bthis is goodbye\b",
+        weight=0.5,
+        kind="indirect",
+        first_person=True,
+    ),
+    _cue("giving away my things", r"\bgiv(?:e|ing|en) away (?:all )?(?:my|everything)\b", weight=0.6, kind="indirect"),
+    _cue(
+        "whats the point",
+        r"\bwhats the point\b",
+        r"\bno point (?:anymore|in anything|in trying)\b",
+        weight=0.35,
+        kind="indirect",
+        negatable=False,
+    ),
+    _cue(
+        "tired of living",
+        r"\b(?:tired|sick|done|exhausted) (?:of|with) (?:living|life|being alive|existing|everything)\b",
+        r"\bready to go\b",
+        r"\bwant (?:it all )?to (?:end|stop|be over)\b",
+        r"\bi want out\b",
+        r"\bgive up on (?:life|living|everything)\b",
+        weight=0.55,
+        kind="indirect",
+        first_person=True,
+    ),
+    _cue(
+        "thinking about it",
+        r"\b(?:close to|about to|going to|gonna|decided to|plan to|planning to) (?:do it|go through with it|end it)\b",
+        r"\bthink(?:ing)? about (?:death|dying|ending it|it again)\b",
+        r"\bthoughts of (?:death|dying|ending)\b",
+        weight=0.55,
+        kind="indirect",
+        first_person=True,
+    ),
+    _cue(
+        "death wish",
+        r"\b(?:death|dying) (?:is|would be|seems) (?:the |as )?"
+        r"(?:only|best|answer|way|solution|close|welcome|easier|a relief)\b",
+        r"\bwant(?:ed)? death\b",
+        r"\bwelcome death\b",
+        r"\bdisappear forever\b",
+        r"\bnot (?:be|being) here anymore\b",
+        r"\bnot (?:wake|waking) up\b",
+        r"\bnever wake up\b",
+        weight=0.6,
+        kind="indirect",
+        first_person=True,
+    ),
+    _cue(
+        "no way out",
+        r"\bno way out\b",
+        r"\bonly (?:way|option|solution) (?:out|left)\b",
+        r"\bonly way (?:i can|to)\b",
+        r"\bno future\b",
+        weight=0.45,
+        kind="indirect",
+        first_person=True,
+    ),
+    # means — method and access (first person only)
+    _cue(
+        "gun",
+        r"\b(?:gun|guns|pistol|revolver|rifle|shotgun|firearm|handgun|bullets?)\b(?! points?)",
+        r"(?:\b|\.)357\b",
+        r"\bpull(?:ed|ing)? the trigger\b",
+        weight=0.5,
+        kind="means",
+        first_person=True,
+    ),
+    _cue(
+        "pills",
+        r"\b(?:pills?|bottle of|oxy\w*|xanax|xanex|hydros?|tylenol|paracetamol|meds|opiates?|heroin)\b",
+        weight=0.45,
+        kind="means",
+        first_person=True,
+    ),
+    _cue("rope", r"\b(?:rope|noose|belt)\b", weight=0.35, kind="means", first_person=True),
+    _cue(
+        "jump",
+        r"\b(?:bridge|ledge|jump(?:ing)? off|jump(?:ing)? in front|rooftop|cliff|train tracks|railway)\b",
+        weight=0.4,
+        kind="means",
+        first_person=True,
+    ),
+    _cue("blade", r"\b(?:razor|blades?|knife)\b", weight=0.35, kind="means", first_person=True),
+    # distress — weak indicators
+    _cue(
+        "hopeless",
+        r"\b(?:hopeless|worthless|useless|helpless|empty inside|numb|no hope|lost all hope|broken)\b",
+        r"\b(?:triggers|nightmares|through the night|give up|giving up|gave up)\b",
+        weight=0.2,
+        kind="distress",
+        first_person=True,
+    ),
+    _cue(
+        "hate myself",
+        rf"\b(?:hate|despise|loathe) {_SELF}\b",
+        r"\bi hate my life\b",
+        r"\bim (?:a )?(?:failure|disappointment|fuck ?up|mess|broken)\b",
+        weight=0.3,
+        kind="distress",
+    ),
+    _cue(
+        "depressed",
+        r"\b(?:depress\w*|anxiety|ptsd|bipolar|therapist|psychiatrist|meds|medication|hospital\w*|psych ward)\b",
+        weight=0.2,
+        kind="distress",
+        first_person=True,
+    ),
+    _cue(
+        "alone",
+        r"\b(?:alone|lonely|isolated|no friends|no one cares|nobody cares|no one (?:would )?miss me)\b",
+        weight=0.2,
+        kind="distress",
+        first_person=True,
+    ),
+    _cue("death", r"\b(?:die|dying|death|dead|funeral)\b", weight=0.12, kind="distress", first_person=True),
+)
+"""The curated cue list, in order; names are what :attr:`RiskAssessment.matched` reports."""
+
+
+@dataclass(frozen=True)
+class RiskAssessment:
+    """The risk of one message or one user: ``level`` none/concern/crisis, ``score`` in [0, 1], the names of
+    the cues that fired (strongest first), and whether any explicit cue fired at full weight."""
+
+    level: RiskLevel
+    score: float
+    matched: list[str] = field(default_factory=list)
+    explicit: bool = False
+
+
+_LINKS = re.compile(r"\[[^\]]*\]\([^)]*\)|https?://\S+")
+
+
+def _normalise(text: str) -> str:
+    text = _LINKS.sub(" ", text.lower()).replace("\u2019", "'").replace("\u2018", "'")
+    text = re.sub(r"['`]", "", text)
+    return _IDIOMS.sub(" ", text)
+
+
+def _subject(sentence: str, start: int) -> str | None:
+    """``self``, ``other`` or None: the nearest person word in the few words before a cue."""
+    for word in reversed(re.findall(r"[a-z]+", sentence[:start])[-_SUBJECT_WINDOW:]):
+        if word in _FIRST_WORDS:
+            return "self"
+        if word in _OTHER_WORDS:
+            return "other"
+    return None
+
+
+def _negated(sentence: str, start: int) -> bool:
+    if _NEGATION_CANCEL.search(sentence):
+        return False
+    before = re.findall(r"[a-z]+", sentence[max(0, start - 40) : start])[-3:]
+    return any(word in _NEGATORS for word in before)
+
+
+class RiskDetector:
+    """Scores client messages for suicide / self-harm risk with :data:`CUES` (see the module docstring).
+
+    Pure and thread-safe: a detector holds only its cue list and thresholds; ~0.1 ms per short message.
+    """
+
+    def __init__(
+        self,
+        cues: Iterable[Cue] = CUES,
+        concern_threshold: float = CONCERN_THRESHOLD,
+        crisis_threshold: float = CRISIS_THRESHOLD,
+    ) -> None:
+        self.cues = tuple(cues)
+        self.concern_threshold = concern_threshold
+        self.crisis_threshold = crisis_threshold
+
+    def _weights(self, text: str) -> tuple[dict[str, float], dict[str, CueKind], bool]:
+        """Per cue name its strongest weight over the sentences of ``text``, the kinds, and ``explicit``."""
+        best: dict[str, float] = {}
+        kinds: dict[str, CueKind] = {}
+        explicit = False
+        normalised = _normalise(text)
+        speaker_self = bool(_FIRST_PERSON.search(normalised))
+        for sentence in _SENTENCES.split(normalised):
+            if not sentence.strip():
+                continue
+            other = bool(_OTHER_PERSON.search(sentence))
+            # A subjectless fragment ("Sad. Depressed.") speaks for the writer when the message does.
+            first = bool(_FIRST_PERSON.search(sentence)) or (speaker_self and not other)
+            helping = bool(_HELP.search(sentence))
+            for cue in self.cues:
+                match = cue.pattern.search(sentence)
+                if match is None:
+                    continue
+                subject = _subject(sentence, match.start())
+                if cue.first_person and subject != "self" and (subject == "other" or not first):
+                    continue
+                weight = cue.weight
+                if helping or subject == "other" or (subject is None and other and not first):
+                    weight *= SUPPORTIVE_DISCOUNT
+                if cue.negatable and _negated(sentence, match.start()):
+                    weight *= NEGATION_DISCOUNT
+                if weight > best.get(cue.name, 0.0):
+                    best[cue.name] = weight
+                    kinds[cue.name] = cue.kind
+                if cue.kind == "explicit" and weight == cue.weight and cue.weight >= 0.7:
+                    explicit = True
+        return best, kinds, explicit
+
+    def _level(self, score: float, kinds: Iterable[CueKind]) -> RiskLevel:
+        strong = any(kind in ("explicit", "indirect") for kind in kinds)
+        if score >= self.crisis_threshold and strong:
+            return "crisis"
+        if score >= self.concern_threshold:
+            return "concern"
+        return "none"
+
+    def assess(self, text: str) -> RiskAssessment:
+        """The risk of one client message (any length; empty → level ``none``, score 0)."""
+        best, kinds, explicit = self._weights(text)
+        score = 1.0 - math.prod(1.0 - w for w in best.values())
+        matched = sorted(best, key=lambda name: -best[name])
+        return RiskAssessment(self._level(score, kinds.values()), round(score, 4), matched, explicit)
+
+    def assess_user(self, posts: Iterable[str]) -> RiskAssessment:
+        """The risk of one person from all their messages: noisy-or of the message scores; ``matched`` is the
+        union of the cue names (strongest message first), ``explicit`` whether any message had one."""
+        assessments = sorted((self.assess(post) for post in posts), key=lambda a: -a.score)
+        score = 1.0 - math.prod(1.0 - a.score for a in assessments)
+        matched: list[str] = []
+        kinds: list[CueKind] = []
+        by_name = {cue.name: cue.kind for cue in self.cues}
+        for assessment in assessments:
+            for name in assessment.matched:
+                if name not in matched:
+                    matched.append(name)
+                    kinds.append(by_name[name])
+        explicit = any(a.explicit for a in assessments)
+        return RiskAssessment(self._level(score, kinds), round(score, 4), matched, explicit)

@@ -1,0 +1,116 @@
+"""The crisis / self-harm risk detector (:mod:`app.handoff.risk`): pure, no database."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.handoff.risk import CONCERN_THRESHOLD, CRISIS_THRESHOLD, RiskDetector
+
+detector = RiskDetector()
+
+
+@pytest.mark.parametrize(
+    ("text", "cue"),
+    [
+        ("I want to kill myself tonight", "kill myself"),
+        ("I just want to die", "want to die"),
+        ("I'm going to end my life", "end my life"),
+        ("I've been cutting myself again", "hurt myself"),
+        ("I'm suicidal", "suicidal (self)"),
+        ("Only reason I didn't kill myself tonight is that I got scared", "kill myself"),
+    ],
+)
+def test_explicit_first_person_wording_is_crisis(text: str, cue: str) -> None:
+    assessment = detector.assess(text)
+    assert assessment.level == "crisis"
+    assert assessment.explicit
+    assert cue in assessment.matched
+    assert CRISIS_THRESHOLD <= assessment.score <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "cue", "level"),
+    [
+        ("Everyone would be better off without me", "better off without me", "crisis"),
+        ("I have no reason to live anymore", "no reason to live", "crisis"),
+        ("I hope I don’t wake up tomorrow", "dont want to wake up", "crisis"),
+        ("I'm giving away my things and wanted to say goodbye", "giving away my things", "crisis"),
+        ("I can't go on like this", "cant go on", "concern"),
+        ("What's the point. I have my dad's gun in my lap", "gun", "concern"),
+    ],
+)
+def test_indirect_wording_and_means_are_flagged(text: str, cue: str, level: str) -> None:
+    assessment = detector.assess(text)
+    assert assessment.level == level
+    assert cue in assessment.matched
+    assert not assessment.explicit
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "If you are thinking about suicide, please call the 988 lifeline.",
+        "Please don't kill yourself, you matter.",
+        "I don't understand why you want to die.",
+        "My brother killed himself in June.",
+        "My grandmother died last week and I miss her.",
+    ],
+)
+def test_supportive_and_third_person_wording_is_discounted(text: str) -> None:
+    assert detector.assess(text).level == "none"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "This deadline is killing me",
+        "I died laughing at that video",
+        "I'm dying to see the new movie",
+        "My phone died again, ugh",
+        "Let's cut our losses and move on",
+        "",
+    ],
+)
+def test_idioms_and_ordinary_messages_are_not_risk(text: str) -> None:
+    assessment = detector.assess(text)
+    assert assessment.level == "none"
+    assert assessment.score < CONCERN_THRESHOLD
+
+
+def test_negation_lowers_but_keeps_a_trace() -> None:
+    plain = detector.assess("I will kill myself")
+    negated = detector.assess("I would never kill myself")
+    assert negated.score < plain.score
+    assert negated.level != "crisis"
+
+
+def test_supporter_sentence_scores_far_below_the_same_words_in_first_person() -> None:
+    supporter = detector.assess("If you want to end your life, talk to someone about suicide first.")
+    client = detector.assess("I want to end my life, I keep thinking about suicide.")
+    assert supporter.score < CONCERN_THRESHOLD < CRISIS_THRESHOLD <= client.score
+
+
+def test_user_level_aggregation_combines_weak_signals_and_keeps_the_strongest() -> None:
+    weak = ["I feel so alone lately.", "Honestly I feel hopeless."]
+    each = [detector.assess(post).score for post in weak]
+    user = detector.assess_user(weak)
+    assert user.score > max(each)
+    assert user.level == "concern"
+    assert set(user.matched) == {"alone", "hopeless"}
+
+    strong = detector.assess_user(["Nice weather today.", "I want to kill myself", "Thanks for listening."])
+    assert strong.level == "crisis"
+    assert strong.explicit
+    assert strong.matched[0] == "kill myself"
+
+    calm = detector.assess_user(["Had a great session today!", "Work is killing me but it's fine."])
+    assert calm.level == "none"
+    assert calm.score == 0.0
+    assert detector.assess_user([]).level == "none"
+
+
+def test_scores_stay_in_unit_interval_for_long_input() -> None:
+    text = "I want to die. I want to kill myself. No reason to live. " * 50
+    assessment = detector.assess(text)
+    assert 0.0 <= assessment.score <= 1.0
+    assert assessment.level == "crisis"
