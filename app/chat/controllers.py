@@ -62,7 +62,7 @@ class ConversationSummary(msgspec.Struct):
     last_message_at: datetime
 
 
-COACH_ONLY_METADATA = ("error", "partial_reply")
+COACH_ONLY_METADATA = ("error", "partial_reply", "risk")
 """Attribution the coach sees in transcripts but the client is not shown (provider errors can name the
 coach's configuration or a masked key)."""
 

@@ -31,6 +31,9 @@ class Conversation(TenantMixin, Base):
     )
     channel: Mapped[str] = mapped_column(String(20), default="widget")
     last_message_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    urgent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Set when a client message triggered the crisis protocol; ``urgent_reason`` names the cues."""
+    urgent_reason: Mapped[str | None] = mapped_column(Text)
     insights_extracted_through: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     """Watermark of L3 extraction: messages created up to this time have been read for insights."""
 

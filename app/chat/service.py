@@ -4,7 +4,9 @@ A turn: persist the client message (committed first, so nothing is lost) into it
 the coach's passages and the client's memory → assemble the prompt within the token budget → stream the
 reply from the coach's provider → persist the AI message with citations and attribution metadata (which
 memory items were used) → queue insight extraction. A provider failure or timeout yields an apology that
-is persisted like any reply, with the error in its metadata.
+is persisted like any reply, with the error in its metadata. A message at crisis risk
+(:func:`app.handoff.crisis.needs_crisis_protocol`) flags the conversation urgent and gets the crisis reply
+at once, without the model — so it arrives even when the provider is down.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from app.config import Settings
 from app.db import models as m
 from app.db.engine import tenant_session
 from app.errors import InvalidInput, NotFound
+from app.handoff.crisis import crisis_reply, needs_crisis_protocol, risk_metadata
+from app.handoff.risk import RiskDetector
 from app.jobs import JobQueue
 from app.llm.base import ProviderError, Usage
 from app.llm.registry import ProviderRegistry
@@ -87,6 +91,7 @@ class ChatService:
         self._accounts = accounts
         self._memory = memory
         self._jobs = jobs
+        self._risk = RiskDetector()
 
     async def turn(
         self,
@@ -126,6 +131,10 @@ class ChatService:
             session.add(client_message)
             await session.flush()
             ended = await self._memory.track_message(session, coach, client_message, now)
+            risk = self._risk.assess(text)
+            if needs_crisis_protocol(risk):
+                conversation.urgent_at = now
+                conversation.urgent_reason = f"crisis: {', '.join(risk.matched[:3])}"
             history = list(
                 reversed(
                     (
@@ -144,86 +153,92 @@ class ChatService:
         if ended is not None:
             await self._memory.session_ended(ended)
 
-        provider = self._registry.chat_for(coach)
-        metadata: dict[str, Any] = {"provider": provider.provider, "model": provider.model}
-        reply_parts: list[str] = []
         passages: list[RetrievedChunk] = []
         started = time.perf_counter()
-        try:
-            # one deadline for retrieval (the query embedding may be remote) and generation
-            async with asyncio.timeout(self._settings.llm_timeout_seconds):
-                # 2. retrieve
-                t0 = time.perf_counter()
-                embedder = self._registry.embedder_for(coach)
-                [query_embedding] = await embedder.embed([text])
-                async with tenant_session(self._sessionmaker, coach_id) as session:
-                    passages = await retrieve(
-                        session,
-                        coach_id,
-                        query=text,
-                        query_embedding=query_embedding,
-                        embedding_model=embedder.model,
-                        k=self._settings.retrieval_top_k,
-                    )
-                    memory = await self._memory.context_for(
-                        session,
-                        coach,
-                        client_id,
-                        query_embedding=query_embedding,
-                        embedding_model=embedder.model,
-                        exclude_session_id=client_message.session_id,
-                    )
-                timings["retrieval_ms"] = _ms(time.perf_counter() - t0)
+        if needs_crisis_protocol(risk):
+            # 2. crisis protocol: a safe, caring reply with resources at once, whatever state the model is in
+            metadata: dict[str, Any] = {"crisis": True, "handoff_reason": "crisis", "risk": risk_metadata(risk)}
+            reply = crisis_reply(coach.name)
+            yield reply
+        else:
+            provider = self._registry.chat_for(coach)
+            metadata = {"provider": provider.provider, "model": provider.model}
+            reply_parts: list[str] = []
+            try:
+                # one deadline for retrieval (the query embedding may be remote) and generation
+                async with asyncio.timeout(self._settings.llm_timeout_seconds):
+                    # 2. retrieve
+                    t0 = time.perf_counter()
+                    embedder = self._registry.embedder_for(coach)
+                    [query_embedding] = await embedder.embed([text])
+                    async with tenant_session(self._sessionmaker, coach_id) as session:
+                        passages = await retrieve(
+                            session,
+                            coach_id,
+                            query=text,
+                            query_embedding=query_embedding,
+                            embedding_model=embedder.model,
+                            k=self._settings.retrieval_top_k,
+                        )
+                        memory = await self._memory.context_for(
+                            session,
+                            coach,
+                            client_id,
+                            query_embedding=query_embedding,
+                            embedding_model=embedder.model,
+                            exclude_session_id=client_message.session_id,
+                        )
+                    timings["retrieval_ms"] = _ms(time.perf_counter() - t0)
 
-                # 3. assemble
-                t0 = time.perf_counter()
-                prompt = assemble_prompt(
-                    persona=coach.persona,
-                    passages=passages,
-                    memory=memory,
-                    history=history,
-                    user_text=text,
-                    budget_tokens=self._settings.llm_context_tokens - self._settings.llm_max_tokens,
+                    # 3. assemble
+                    t0 = time.perf_counter()
+                    prompt = assemble_prompt(
+                        persona=coach.persona,
+                        passages=passages,
+                        memory=memory,
+                        history=history,
+                        user_text=text,
+                        budget_tokens=self._settings.llm_context_tokens - self._settings.llm_max_tokens,
+                    )
+                    passages = prompt.passages
+                    timings["prompt_ms"] = _ms(time.perf_counter() - t0)
+                    metadata["history_messages"] = prompt.history_used
+                    metadata["memory"] = prompt.memory_used()
+
+                    # 4. generate, streamed
+                    t0 = time.perf_counter()
+                    usage: Usage | None = None
+                    async for item in provider.stream(
+                        prompt.messages, max_tokens=self._settings.llm_max_tokens, temperature=TEMPERATURE
+                    ):
+                        if isinstance(item, Usage):
+                            usage = item
+                            continue
+                        if not reply_parts:
+                            timings["first_token_ms"] = _ms(time.perf_counter() - t0)
+                        reply_parts.append(item)
+                        yield item
+                    timings["generation_ms"] = _ms(time.perf_counter() - t0)
+                if usage is not None:
+                    metadata["prompt_tokens"] = usage.prompt_tokens
+                    metadata["completion_tokens"] = usage.completion_tokens
+                reply = "".join(reply_parts).strip()
+                if usage is not None and usage.completion_tokens >= self._settings.llm_max_tokens:
+                    reply = trim_to_sentence(reply)
+                    metadata["truncated"] = True
+                if not reply:
+                    raise ProviderError("the model returned an empty reply")
+            except (ProviderError, TimeoutError) as exc:
+                error = (
+                    f"timed out after {self._settings.llm_timeout_seconds:g} s"
+                    if isinstance(exc, TimeoutError)
+                    else str(exc)
                 )
-                passages = prompt.passages
-                timings["prompt_ms"] = _ms(time.perf_counter() - t0)
-                metadata["history_messages"] = prompt.history_used
-                metadata["memory"] = prompt.memory_used()
-
-                # 4. generate, streamed
-                t0 = time.perf_counter()
-                usage: Usage | None = None
-                async for item in provider.stream(
-                    prompt.messages, max_tokens=self._settings.llm_max_tokens, temperature=TEMPERATURE
-                ):
-                    if isinstance(item, Usage):
-                        usage = item
-                        continue
-                    if not reply_parts:
-                        timings["first_token_ms"] = _ms(time.perf_counter() - t0)
-                    reply_parts.append(item)
-                    yield item
-                timings["generation_ms"] = _ms(time.perf_counter() - t0)
-            if usage is not None:
-                metadata["prompt_tokens"] = usage.prompt_tokens
-                metadata["completion_tokens"] = usage.completion_tokens
-            reply = "".join(reply_parts).strip()
-            if usage is not None and usage.completion_tokens >= self._settings.llm_max_tokens:
-                reply = trim_to_sentence(reply)
-                metadata["truncated"] = True
-            if not reply:
-                raise ProviderError("the model returned an empty reply")
-        except (ProviderError, TimeoutError) as exc:
-            error = (
-                f"timed out after {self._settings.llm_timeout_seconds:g} s"
-                if isinstance(exc, TimeoutError)
-                else str(exc)
-            )
-            log.warning("chat turn for coach %s failed: %s", coach_id, error)
-            metadata["error"] = error
-            metadata["partial_reply"] = "".join(reply_parts)
-            reply, passages = APOLOGY, []
-            yield ("\n\n" if reply_parts else "") + APOLOGY
+                log.warning("chat turn for coach %s failed: %s", coach_id, error)
+                metadata["error"] = error
+                metadata["partial_reply"] = "".join(reply_parts)
+                reply, passages = APOLOGY, []
+                yield ("\n\n" if reply_parts else "") + APOLOGY
         metadata["latency_ms"] = _ms(time.perf_counter() - started)
         metadata.update(timings)
         citations = [p.citation() for p in passages]

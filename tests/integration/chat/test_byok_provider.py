@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.accounts.security import SecretBox
 from app.chat.service import APOLOGY, TEMPERATURE
 from app.config import Settings
+from app.handoff.crisis import crisis_reply
 from app.runtime import Services
 from tests.conftest import Coach, make_client, upload, ws_turn
 from tests.openai_wire import SDK_HTTPCORE, mock_openai, openai_error, openai_sse, sse_response
@@ -261,3 +262,53 @@ async def test_stream_broken_mid_reply_keeps_the_partial_text_in_metadata(
     assert [(m["sender_type"], m["text"]) for m in messages] == [("client", QUESTION), ("ai", APOLOGY)]
     assert messages[1]["metadata"]["partial_reply"] == "".join(DELTAS[:3])
     assert messages[1]["metadata"]["error"].startswith("APIConnectionError:")
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["I want to kill myself tonight", "I have pills saved up and I am going to take them all"],
+)
+async def test_crisis_message_gets_the_safe_reply_even_with_the_provider_down(
+    http: httpx.AsyncClient, byok: ByokCoach, llm_api: respx.MockRouter, services: Services, message: str
+) -> None:
+    """A crisis message never reaches the model: the client at once gets the caring reply with crisis
+    resources (the endpoint is down and must not be called), the conversation is flagged urgent, and the
+    risk details are stored for the coach but not shown to the client."""
+    route = llm_api.post(COMPLETIONS_URL).mock(return_value=openai_error(503, "overloaded", "server_error", None))
+
+    response = await http.post("/api/v1/chat", headers=byok.client_auth, json={"text": message})
+
+    assert response.status_code == 200, response.text
+    assert route.call_count == 0, "the crisis reply does not wait for the model"
+    body = response.json()
+    assert body["reply"] == crisis_reply("BYOK Coach")
+    assert "988" in body["reply"] and "116 123" in body["reply"] and "emergency" in body["reply"]
+    assert body["metadata"]["crisis"] is True and "risk" not in body["metadata"]
+
+    messages = await transcript(http, byok, body["conversation_id"])
+    assert [(m["sender_type"], m["text"]) for m in messages] == [("client", message), ("ai", body["reply"])]
+    stored = messages[1]["metadata"]
+    assert stored["handoff_reason"] == "crisis" and stored["risk"]["cues"], stored
+    engine = create_async_engine(services.migration_database_url)
+    try:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text("SELECT urgent_at, urgent_reason FROM conversations WHERE id = :id"),
+                    {"id": body["conversation_id"]},
+                )
+            ).one()
+    finally:
+        await engine.dispose()
+    assert row.urgent_at is not None and row.urgent_reason.startswith("crisis:")
+
+
+async def test_an_ordinary_message_is_not_treated_as_a_crisis(
+    http: httpx.AsyncClient, byok: ByokCoach, llm_api: respx.MockRouter
+) -> None:
+    """Idioms with death words get a normal model reply, not the crisis protocol."""
+    llm_api.post(COMPLETIONS_URL).mock(return_value=sse_response(openai_sse(DELTAS, USAGE)))
+    response = await http.post("/api/v1/chat", headers=byok.client_auth, json={"text": "This deadline is killing me"})
+    assert response.status_code == 200, response.text
+    assert response.json()["reply"] == "".join(DELTAS)
+    assert "crisis" not in response.json()["metadata"]
