@@ -39,7 +39,7 @@ def mock_openai() -> Iterator[respx.MockRouter]:
         HTTPCoreMocker.remove_targets(*_HTTPCORE2_POOLS)
 
 
-def _chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
+def _chunk(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
     payload = {
         "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
         "object": "chat.completion.chunk",
@@ -51,6 +51,22 @@ def _chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -
         "usage": usage,
     }
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _usage(prompt: int, completion: int) -> dict[str, Any]:
+    """The ``usage`` object of a completion (streamed in the ``include_usage`` chunk, or whole)."""
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
 
 
 def _choice(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -67,22 +83,7 @@ def openai_sse(deltas: Sequence[str], usage: tuple[int, int] | None = None, *, c
         return body
     body += _chunk([_choice({}, "stop")])
     if usage is not None:
-        prompt, completion = usage
-        body += _chunk(
-            [],
-            {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-                "completion_tokens_details": {
-                    "reasoning_tokens": 0,
-                    "audio_tokens": 0,
-                    "accepted_prediction_tokens": 0,
-                    "rejected_prediction_tokens": 0,
-                },
-            },
-        )
+        body += _chunk([], _usage(*usage))
     return body + b"data: [DONE]\n\n"
 
 
@@ -108,7 +109,6 @@ def openai_completion(
     Outputs (``response_format: {"type": "json_schema", ...}``): ``content`` is the JSON text the model wrote
     (``None`` with ``refusal`` set when the model refuses); ``finish_reason="length"`` marks an answer cut off
     by ``max_tokens``; ``usage=(prompt, completion)``."""
-    prompt, completion = usage
     body = {
         "id": "chatcmpl-BA4cVbJ9pZ0Rl2y7QmgKHnN3xTsWd",
         "object": "chat.completion",
@@ -122,18 +122,7 @@ def openai_completion(
                 "finish_reason": finish_reason,
             }
         ],
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {
-                "reasoning_tokens": 0,
-                "audio_tokens": 0,
-                "accepted_prediction_tokens": 0,
-                "rejected_prediction_tokens": 0,
-            },
-        },
+        "usage": _usage(*usage),
         "service_tier": "default",
         "system_fingerprint": "fp_06737a9306",
     }

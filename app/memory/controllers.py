@@ -224,7 +224,7 @@ class MemoryController(Controller):
     ) -> InsightOut:
         """Correct an insight: ``text`` (1–500 characters, re-embedded), ``kind`` (goal, blocker,
         breakthrough, preference, achievement, pattern, milestone, commitment), ``importance`` (0–10),
-        ``status`` (active, achieved, dropped). The insight is marked ``edited_by_coach``."""
+        ``status`` (active, achieved, dropped). A changed text marks the insight ``edited_by_coach``."""
         async with container.tenant(coach_id) as session:
             insight = await container.memory.edit_insight(
                 session,

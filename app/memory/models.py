@@ -29,6 +29,8 @@ class SessionStatus:
     SUMMARIZED = "summarized"
     FAILED = "failed"
     DELETED = "deleted"
+    FINISHED = (SUMMARIZED, FAILED)
+    """The summary job has run: these sessions are listed to the coach and can be deleted."""
 
 
 class ChatSession(TenantMixin, Base):

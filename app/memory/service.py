@@ -159,6 +159,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _idle(chat_session: m.ChatSession, coach: m.Coach, at: datetime) -> bool:
+    """Whether ``at`` comes more than the coach's idle gap after the session's last message."""
+    return at - chat_session.last_message_at > timedelta(minutes=coach.session_idle_minutes)
+
+
+def _end(chat_session: m.ChatSession) -> None:
+    """Mark an open session ended at its last message (its jobs are queued by the caller, after commit)."""
+    chat_session.status = m.SessionStatus.ENDED
+    chat_session.ended_at = chat_session.last_message_at
+
+
 def _merge_list(current: Sequence[str], new: Sequence[str]) -> list[str]:
     """``current`` plus the entries of ``new`` not already there (case-insensitive), newest last, capped."""
     seen = {entry.casefold() for entry in current}
@@ -195,20 +206,10 @@ class MemoryService:
         """Put ``message`` (sent at ``at``) into its conversation's open session, opening one when there is
         none or the open one has been idle longer than the coach's gap. Returns the session this closed, if
         any; the caller queues :meth:`session_ended` after commit."""
-        open_session = await session.scalar(
-            select(m.ChatSession)
-            .where(
-                m.ChatSession.conversation_id == message.conversation_id,
-                m.ChatSession.status == m.SessionStatus.OPEN,
-            )
-            .with_for_update()
-        )
+        open_session = await self._open_session(session, message.conversation_id)
         closed = None
-        if open_session is not None and at - open_session.last_message_at > timedelta(
-            minutes=coach.session_idle_minutes
-        ):
-            open_session.status = m.SessionStatus.ENDED
-            open_session.ended_at = open_session.last_message_at
+        if open_session is not None and _idle(open_session, coach, at):
+            _end(open_session)
             closed, open_session = open_session, None
         if open_session is None:
             conversation = await session.get_one(m.Conversation, message.conversation_id)
@@ -260,15 +261,10 @@ class MemoryService:
                 stmt = stmt.where(m.Conversation.client_id == client_id)
             if await session.scalar(stmt) is None:
                 raise NotFound("conversation not found")
-            open_session = await session.scalar(
-                select(m.ChatSession)
-                .where(m.ChatSession.conversation_id == conversation_id, m.ChatSession.status == m.SessionStatus.OPEN)
-                .with_for_update()
-            )
+            open_session = await self._open_session(session, conversation_id)
             if open_session is None:
                 return None
-            open_session.status = m.SessionStatus.ENDED
-            open_session.ended_at = open_session.last_message_at
+            _end(open_session)
         if queue_jobs:
             await self.session_ended(open_session)
         return open_session.id
@@ -277,17 +273,22 @@ class MemoryService:
         """End every open session idle past its coach's gap (the worker's minute cron). Returns how many.
 
         Runs before any tenant is known: candidates come from the ``idle_chat_sessions()`` SECURITY DEFINER
-        function; each is then re-checked and closed inside its own tenant's transaction."""
+        function; each is then re-checked (still open, still idle: a message may have arrived meanwhile)
+        and closed inside its own tenant's transaction."""
         async with self._sessionmaker() as session:
             candidates = (await session.execute(text("SELECT coach_id, session_id FROM idle_chat_sessions()"))).all()
         closed = 0
         for coach_id, session_id in candidates:
             async with tenant_session(self._sessionmaker, coach_id) as session:
                 chat_session = await session.get(m.ChatSession, session_id, with_for_update=True)
-                if chat_session is None or chat_session.status != m.SessionStatus.OPEN:
+                coach = await self._accounts.get_coach(session, coach_id)
+                if (
+                    chat_session is None
+                    or chat_session.status != m.SessionStatus.OPEN
+                    or not _idle(chat_session, coach, _now())
+                ):
                     continue
-                chat_session.status = m.SessionStatus.ENDED
-                chat_session.ended_at = chat_session.last_message_at
+                _end(chat_session)
             await self.session_ended(chat_session)
             closed += 1
         return closed
@@ -486,8 +487,25 @@ class MemoryService:
         messages it is grounded in.
         """
         grounding = await ground(embedder, [f.text for f in found], window)
+        # every stored neighbour in one read, before any decision is asked of the model
+        neighbours = []
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            for vector in grounding.vectors:
+                distance = m.Insight.embedding.cosine_distance(vector)
+                neighbours.append(
+                    (
+                        await session.execute(
+                            select(m.Insight.id, m.Insight.kind, m.Insight.status, m.Insight.text, distance)
+                            .where(m.Insight.client_id == client_id, m.Insight.embedding_model == embedder.model)
+                            .order_by(distance)
+                            .limit(3)
+                        )
+                    ).all()
+                )
         planned: list[_Planned] = []
-        for extracted, vector, matches in zip(found, grounding.vectors, grounding.matches, strict=True):
+        for extracted, vector, matches, nearest in zip(
+            found, grounding.vectors, grounding.matches, neighbours, strict=True
+        ):
             if not matches:
                 planned.append(_Planned("skip", extracted, vector, [], window[-1].created_at))
                 continue
@@ -495,16 +513,6 @@ class MemoryService:
             chosen = cited if set(cited) & set(matches) else matches
             sources = [window[i].id for i in chosen]
             seen_at = max(window[i].created_at for i in chosen)
-            async with tenant_session(self._sessionmaker, coach_id) as session:
-                distance = m.Insight.embedding.cosine_distance(vector)
-                nearest = (
-                    await session.execute(
-                        select(m.Insight.id, m.Insight.kind, m.Insight.status, m.Insight.text, distance)
-                        .where(m.Insight.client_id == client_id, m.Insight.embedding_model == embedder.model)
-                        .order_by(distance)
-                        .limit(3)
-                    )
-                ).all()
             action, target = "insert", None
             for insight_id, kind, status, stored_text, dist in nearest:
                 similarity = 1.0 - float(dist)
@@ -695,7 +703,7 @@ class MemoryService:
                 select(m.ChatSession)
                 .where(
                     m.ChatSession.client_id == client_id,
-                    m.ChatSession.status.in_((m.SessionStatus.SUMMARIZED, m.SessionStatus.FAILED)),
+                    m.ChatSession.status.in_(m.SessionStatus.FINISHED),
                 )
                 .order_by(m.ChatSession.started_at.desc())
             )
@@ -778,7 +786,7 @@ class MemoryService:
                     select(m.ChatSession)
                     .where(
                         m.ChatSession.client_id == client_id,
-                        m.ChatSession.status.in_((m.SessionStatus.SUMMARIZED, m.SessionStatus.FAILED)),
+                        m.ChatSession.status.in_(m.SessionStatus.FINISHED),
                         m.ChatSession.id.in_(
                             select(m.Message.session_id).where(m.Message.id.in_(insight.source_message_ids))
                         ),
@@ -806,7 +814,7 @@ class MemoryService:
                 m.ChatSession.id == session_id,
                 m.ChatSession.coach_id == coach_id,
                 m.ChatSession.client_id == client_id,
-                m.ChatSession.status.in_((m.SessionStatus.SUMMARIZED, m.SessionStatus.FAILED)),
+                m.ChatSession.status.in_(m.SessionStatus.FINISHED),
             )
             .with_for_update()
         )
@@ -846,6 +854,14 @@ class MemoryService:
         return profile
 
     # ------------------------------------------------------------------ helpers
+
+    async def _open_session(self, session: AsyncSession, conversation_id: uuid.UUID) -> m.ChatSession | None:
+        """The conversation's open session, locked for this transaction (``None`` when there is none)."""
+        return await session.scalar(
+            select(m.ChatSession)
+            .where(m.ChatSession.conversation_id == conversation_id, m.ChatSession.status == m.SessionStatus.OPEN)
+            .with_for_update()
+        )
 
     async def _session_messages(self, session: AsyncSession, session_id: uuid.UUID) -> list[m.Message]:
         """The session's messages, oldest first, without those a deleted insight came from (forgotten)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import uuid
@@ -30,9 +29,9 @@ from app.container import Container
 from app.db import models as m
 from app.db.engine import make_engine
 from app.memory.evaluation import JUDGE_INSTRUCTIONS, OpenAIModel, evaluate, load_locomo
-from app.memory.service import DECISION_INSTRUCTIONS, EXTRACT_INSTRUCTIONS, PROFILE_INSTRUCTIONS, SUMMARY_INSTRUCTIONS
 from app.rag.chunking import count_tokens
 from app.runtime import Services
+from tests.integration.memory.memory_wire import client_lines, memory_job, new_client_lines
 from tests.openai_wire import mock_openai, openai_completion, openai_sse, sse_response
 
 CLIENT, COACH = "Jordan", "Sam"
@@ -170,7 +169,6 @@ async def test_evaluate_with_the_local_model_scores_memory_and_baselines_and_del
 # --- the coach's model on OpenAI (mocked), with the LLM judge -------------------------------------------
 
 COMPLETIONS_URL = "https://api.openai.com/v1/chat/completions"
-LINE = re.compile(r"^\[(\d+)\] (.+?) \(\d{4}-\d{2}-\d{2} \d{2}:\d{2}\): (.*)$")
 NOTES = [  # (trigger in a client line, insight the fake model notes)
     ("beagle called rufus", {"kind": "milestone", "text": "Jordan adopted a beagle called Rufus"}),
     ("pottery class", {"kind": "pattern", "text": "Jordan goes to a pottery class on Tuesdays"}),
@@ -182,10 +180,6 @@ ANSWERS = {  # what the fake model answers from the memories: two right, two not
     QUESTIONS[2][0]: "I don't know.",
     QUESTIONS[3][0]: "I don't know.",
 }
-
-
-def _prefix(instructions: str) -> str:
-    return instructions.split("{name}")[0]
 
 
 @dataclass
@@ -208,59 +202,40 @@ class FakeOpenAI:
             assert system.startswith("Answer briefly from these memories:\n"), system[:80]
             self.answers.append(body)
             return sse_response(openai_sse([ANSWERS[user]], usage=(180, 9)))
-        if system == JUDGE_INSTRUCTIONS:
-            job, answer = "judge", {"correct": "I don't know" not in user.split("\nCandidate: ", 1)[1]}
-        elif system == DECISION_INSTRUCTIONS:
-            job, answer = "decision", {"decision": "different"}
-        elif system.startswith(_prefix(SUMMARY_INSTRUCTIONS)):
-            said = " ".join(text for _, text in self._client_lines(user))
-            job, answer = (
-                "summary",
-                {
-                    "summary": said,
-                    "topics": ["Jordan's new dog"],
-                    "insights": [],
-                    "action_items": [],
-                    "emotional_state": "happy",
-                },
-            )
-        elif system.startswith(_prefix(EXTRACT_INSTRUCTIONS)):
-            new = self._client_lines(user.split("New messages:\n", 1)[1])
-            job, answer = (
-                "extract",
-                {
-                    "insights": [
-                        {**note, "importance": 6, "status": "active", "evidence": [n]}
-                        for trigger, note in NOTES
-                        for n, text in new
-                        if trigger in text.casefold()
-                    ]
-                },
-            )
-        elif system.startswith(_prefix(PROFILE_INSTRUCTIONS)):
-            job, answer = (
-                "profile",
-                {
-                    "communication_preferences": ["Shares news with enthusiasm"],
-                    "what_works": [],
-                    "what_doesnt_work": [],
-                    "tone": "warm",
-                    "sensitive_topics": [],
-                },
-            )
+        job = "judge" if system == JUDGE_INSTRUCTIONS else memory_job(system)
+        if job == "judge":
+            answer = {"correct": "I don't know" not in user.split("\nCandidate: ", 1)[1]}
+        elif job == "decision":
+            answer = {"decision": "different"}
+        elif job == "summary":
+            answer = {
+                "summary": " ".join(text for _, text in client_lines(user)),
+                "topics": ["Jordan's new dog"],
+                "insights": [],
+                "action_items": [],
+                "emotional_state": "happy",
+            }
+        elif job == "extract":
+            answer = {
+                "insights": [
+                    {**note, "importance": 6, "status": "active", "evidence": [n]}
+                    for trigger, note in NOTES
+                    for n, text in new_client_lines(user)
+                    if trigger in text.casefold()
+                ]
+            }
+        elif job == "profile":
+            answer = {
+                "communication_preferences": ["Shares news with enthusiasm"],
+                "what_works": [],
+                "what_doesnt_work": [],
+                "tone": "warm",
+                "sensitive_topics": [],
+            }
         else:
             raise AssertionError(f"unexpected structured request: {system[:80]!r}")
         self.structured[job].append(body)
         return openai_completion(json.dumps(answer))
-
-    @staticmethod
-    def _client_lines(transcript: str) -> list[tuple[int, str]]:
-        lines = []
-        for raw in transcript.splitlines():
-            match = LINE.match(raw)
-            if match and match[2] == CLIENT:
-                lines.append((int(match[1]), match[3]))
-        return lines
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ Time passing between sessions is simulated by moving a client's rows back in tim
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -38,16 +37,13 @@ from app.llm.schema import RETRY_TEMPERATURES
 from app.memory.retrieval import recall
 from app.memory.schemas import SessionSummary
 from app.memory.service import (
-    DECISION_INSTRUCTIONS,
-    EXTRACT_INSTRUCTIONS,
-    PROFILE_INSTRUCTIONS,
     PROMPT_SHARE,
-    SUMMARY_INSTRUCTIONS,
     SUMMARY_MAX_TOKENS,
     SummaryFailed,
 )
 from app.rag.chunking import count_tokens
 from tests.conftest import Coach, make_client
+from tests.integration.memory.memory_wire import client_lines, memory_job, new_client_lines
 from tests.openai_wire import mock_openai, openai_completion, openai_sse, sse_response
 
 ESCONV = Path(__file__).resolve().parents[4] / "shared" / "data" / "esconv" / "valid.jsonl"
@@ -81,11 +77,6 @@ PROFILE = {
     "tone": "warm and direct",
     "sensitive_topics": [],
 }
-LINE = re.compile(r"^\[(\d+)\] (.+?) \(\d{4}-\d{2}-\d{2} \d{2}:\d{2}\): (.*)$")
-
-
-def _prefix(instructions: str) -> str:
-    return instructions.split("{name}")[0]
 
 
 @dataclass
@@ -108,35 +99,23 @@ class FakeOpenAI:
             return sse_response(openai_sse(REPLY, usage=(412, len(REPLY))))
         assert body["response_format"]["type"] == "json_schema" and body["response_format"]["json_schema"]["strict"]
         system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
-        if system == DECISION_INSTRUCTIONS:
-            job, answer = "decision", self._decision(user)
-        elif system.startswith(_prefix(SUMMARY_INSTRUCTIONS)):
-            job = "summary"
-            if self.summary_answers:
-                self.structured[job].append(body)
-                return self.summary_answers.pop(0)
-            answer = self._summary(user)
-        elif system.startswith(_prefix(EXTRACT_INSTRUCTIONS)):
-            job, answer = "extract", self._extract(user)
-        elif system.startswith(_prefix(PROFILE_INSTRUCTIONS)):
-            job, answer = "profile", PROFILE
-        else:
+        job = memory_job(system)
+        if job is None:
             raise AssertionError(f"unexpected structured request: {system[:80]!r}")
         self.structured[job].append(body)
+        if job == "summary" and self.summary_answers:
+            return self.summary_answers.pop(0)
+        answer = {
+            "decision": self._decision,
+            "summary": self._summary,
+            "extract": self._extract,
+            "profile": lambda _: PROFILE,
+        }[job](user)
         return openai_completion(json.dumps(answer))
 
     @staticmethod
-    def _client_lines(transcript: str) -> list[tuple[int, str]]:
-        """``(number, text)`` of the client's lines in a ``format_messages`` transcript."""
-        lines = []
-        for raw in transcript.splitlines():
-            match = LINE.match(raw)
-            if match and match[2] not in ("Assistant", "Coach"):
-                lines.append((int(match[1]), match[3]))
-        return lines
-
-    def _extract(self, user: str) -> dict[str, Any]:
-        new = self._client_lines(user.split("New messages:\n", 1)[1])
+    def _extract(user: str) -> dict[str, Any]:
+        new = new_client_lines(user)
         found = []
         for trigger, insight in RULES:
             evidence = [n for n, text in new if trigger in text.casefold()]
@@ -144,8 +123,9 @@ class FakeOpenAI:
                 found.append({**insight, "evidence": evidence})
         return {"insights": found}
 
-    def _summary(self, user: str) -> dict[str, Any]:
-        said = " ".join(text for _, text in self._client_lines(user))
+    @staticmethod
+    def _summary(user: str) -> dict[str, Any]:
+        said = " ".join(text for _, text in client_lines(user))
         return {
             "summary": f"In this session the client said: {said}"[:1500],
             "topics": ["plans for the coming weeks"],
