@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request, Response
+from litestar.channels import ChannelsPlugin
+from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.config.csrf import CSRFConfig
 from litestar.di import Provide
 from litestar.middleware.session.server_side import ServerSideSessionConfig
@@ -15,6 +17,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.stores.redis import RedisStore
 from litestar.template.config import TemplateConfig
+from redis.asyncio import Redis
 
 from app.accounts.controllers import AuthController, ClientController, SettingsController
 from app.accounts.security import SecretBox
@@ -23,6 +26,7 @@ from app.config import Settings
 from app.container import Container
 from app.deps import provide_container
 from app.errors import DomainError
+from app.handoff.controllers import HandoffController
 from app.llm.registry import ProviderRegistry
 from app.memory.controllers import MemoryController, SessionController, WidgetMemoryController
 from app.rag.controllers import DocumentController
@@ -67,6 +71,7 @@ def create_app(
             DocumentController,
             ChatController,
             ConversationController,
+            HandoffController,
             chat_socket,
             MemoryController,
             SessionController,
@@ -95,4 +100,10 @@ def create_app(
         ),
         openapi_config=OpenAPIConfig(title="OpenCoach API", version="1.0.0", path="/schema"),
         request_max_body_size=max_body,
+        # live events (app.handoff.live) from any process reach this process's subscribers through Redis
+        plugins=[
+            ChannelsPlugin(
+                backend=RedisChannelsPubSubBackend(redis=Redis.from_url(redis_url)), arbitrary_channels_allowed=True
+            )
+        ],
     )

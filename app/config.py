@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     llm_context_tokens: int = Field(default=2048, ge=512, description="Context window of the local model.")
     llm_threads: int | None = Field(default=None, description="CPU threads for the local model.")
 
+    smtp_host: str | None = Field(default=None, description="SMTP server for coach alert e-mails; unset: no e-mail.")
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = Field(default="OpenCoach <alerts@opencoach.local>", description="From: of alert e-mails.")
+    smtp_starttls: bool = Field(default=True, description="Upgrade the SMTP connection with STARTTLS.")
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

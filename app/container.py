@@ -16,6 +16,9 @@ from app.accounts.service import AccountService
 from app.chat.service import ChatService
 from app.config import Settings
 from app.db.engine import assert_unprivileged, make_engine, make_sessionmaker, tenant_session
+from app.handoff.alerts import AlertService
+from app.handoff.live import LiveEvents
+from app.handoff.service import HandoffService
 from app.jobs import JobQueue
 from app.llm.registry import ProviderRegistry
 from app.memory.service import MemoryService
@@ -36,6 +39,9 @@ class Container:
     accounts: AccountService
     documents: DocumentService
     memory: MemoryService
+    handoffs: HandoffService
+    alerts: AlertService
+    live: LiveEvents
     chat: ChatService
 
     @classmethod
@@ -56,9 +62,25 @@ class Container:
         jobs = JobQueue(redis)
         documents = DocumentService(sessionmaker, settings, registry, accounts, jobs)
         memory = MemoryService(sessionmaker, settings, registry, accounts, jobs)
-        chat = ChatService(sessionmaker, settings, registry, accounts, memory, jobs)
+        live = LiveEvents(redis)
+        handoffs = HandoffService(sessionmaker, accounts, memory, jobs, live)
+        alerts = AlertService(sessionmaker, settings, secrets)
+        chat = ChatService(sessionmaker, settings, registry, accounts, memory, jobs, handoffs)
         return cls(
-            settings, database_url, redis_url, engine, sessionmaker, redis, registry, accounts, documents, memory, chat
+            settings,
+            database_url,
+            redis_url,
+            engine,
+            sessionmaker,
+            redis,
+            registry,
+            accounts,
+            documents,
+            memory,
+            handoffs,
+            alerts,
+            live,
+            chat,
         )
 
     @asynccontextmanager

@@ -10,6 +10,7 @@ INGEST_DOCUMENT = "ingest_document"
 SUMMARIZE_SESSION = "summarize_session"
 EXTRACT_INSIGHTS = "extract_insights"
 UPDATE_PROFILE = "update_profile"
+DELIVER_ALERT = "deliver_alert"
 
 
 class JobQueue:
@@ -50,4 +51,10 @@ class JobQueue:
         """Queue the L4 profile update from one summarised session."""
         await self.redis.enqueue_job(
             UPDATE_PROFILE, str(coach_id), str(session_id), _job_id=f"{UPDATE_PROFILE}:{session_id}"
+        )
+
+    async def deliver_alert(self, coach_id: uuid.UUID, handoff_id: uuid.UUID) -> None:
+        """Queue the coach's webhook and e-mail alerts for a new handoff (once per handoff)."""
+        await self.redis.enqueue_job(
+            DELIVER_ALERT, str(coach_id), str(handoff_id), _job_id=f"{DELIVER_ALERT}:{handoff_id}"
         )

@@ -1,5 +1,5 @@
-"""The arq worker: document ingestion, the memory jobs (session summaries, insights, profiles) and the
-minute cron that ends idle chat sessions.
+"""The arq worker: document ingestion, the memory jobs (session summaries, insights, profiles), the coach's
+handoff alerts, and the minute crons that end idle chat sessions and send SLA holding messages.
 
 Start with ``opencoach worker``; ``opencoach serve`` runs one alongside the web app. The worker refuses to
 start on a database whose schema is not at the migrations' head.
@@ -19,7 +19,8 @@ from arq.worker import Retry, Worker, func
 from app.config import Settings
 from app.container import Container
 from app.db.migrate import assert_schema_current
-from app.jobs import EXTRACT_INSIGHTS, INGEST_DOCUMENT, SUMMARIZE_SESSION, UPDATE_PROFILE
+from app.handoff.alerts import MAX_ATTEMPTS as ALERT_ATTEMPTS
+from app.jobs import DELIVER_ALERT, EXTRACT_INSIGHTS, INGEST_DOCUMENT, SUMMARIZE_SESSION, UPDATE_PROFILE
 from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
 from app.memory.service import SummaryFailed
@@ -83,6 +84,18 @@ async def close_idle_sessions(ctx: dict[str, Any]) -> str:
     return f"{await container.memory.close_idle_sessions()} sessions ended"
 
 
+async def deliver_alert(ctx: dict[str, Any], coach_id: str, handoff_id: str) -> str:
+    """arq job: the coach's webhook and e-mail alerts for a new handoff; a failed delivery is retried."""
+    container: Container = ctx["container"]
+    return await container.alerts.deliver(uuid.UUID(coach_id), uuid.UUID(handoff_id), attempt=ctx["job_try"])
+
+
+async def send_sla_notices(ctx: dict[str, Any]) -> str:
+    """arq cron (every minute): holding messages for handoffs still open past their coach's SLA."""
+    container: Container = ctx["container"]
+    return f"{await container.handoffs.send_sla_notices()} holding messages sent"
+
+
 def build_worker(
     settings: Settings,
     database_url: str,
@@ -116,9 +129,15 @@ def build_worker(
             func(summarize_session, name=SUMMARIZE_SESSION, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(extract_insights, name=EXTRACT_INSIGHTS, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(update_profile, name=UPDATE_PROFILE, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
+            func(deliver_alert, name=DELIVER_ALERT, timeout=120, max_tries=ALERT_ATTEMPTS),
         ],
         # a burst run (tests, one-off processing) must not sweep every tenant's sessions on a minute boundary
-        cron_jobs=[] if burst else [cron(close_idle_sessions, second=0, run_at_startup=True)],
+        cron_jobs=[]
+        if burst
+        else [
+            cron(close_idle_sessions, second=0, run_at_startup=True),
+            cron(send_sla_notices, second=30, run_at_startup=True),
+        ],
         redis_settings=RedisSettings.from_dsn(redis_url),
         on_startup=startup,
         on_shutdown=shutdown,

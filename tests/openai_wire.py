@@ -69,16 +69,43 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
     }
 
 
-def _choice(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+def _choice(
+    delta: dict[str, Any], finish_reason: str | None = None, logprobs: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
-def openai_sse(deltas: Sequence[str], usage: tuple[int, int] | None = None, *, complete: bool = True) -> bytes:
+def _token_logprobs(tokens: Sequence[tuple[str, float]]) -> dict[str, Any]:
+    """A chunk's ``choices[0].logprobs`` when the request had ``logprobs: true`` (``top_logprobs`` unset)."""
+    content = [
+        {"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": []}
+        for token, logprob in tokens
+    ]
+    return {"content": content, "refusal": None}
+
+
+def openai_sse(
+    deltas: Sequence[str],
+    usage: tuple[int, int] | None = None,
+    *,
+    complete: bool = True,
+    logprobs: Sequence[float] | None = None,
+) -> bytes:
     """A streamed chat completion as OpenAI sends it. ``usage=(prompt, completion)`` adds the final
     ``stream_options.include_usage`` chunk (``choices: []``); ``None`` leaves it out, as some servers do.
-    ``complete=False`` stops after the content chunks (no finish chunk, no usage, no ``[DONE]``)."""
-    body = _chunk([_choice({"role": "assistant", "content": "", "refusal": None})])
-    body += b"".join(_chunk([_choice({"content": d})]) for d in deltas)
+    ``complete=False`` stops after the content chunks (no finish chunk, no usage, no ``[DONE]``).
+    ``logprobs``: one natural-log probability per delta (each delta one token), sent as with ``logprobs: true``
+    — the role chunk carries ``{"content": [], "refusal": null}``, each content chunk its token's
+    ``{"token", "logprob", "bytes", "top_logprobs": []}``, the finish chunk ``null``; ``None`` sends
+    ``"logprobs": null`` everywhere (servers that ignore the parameter)."""
+    if logprobs is not None and len(logprobs) != len(deltas):
+        raise ValueError("one logprob per delta")
+    role = {"role": "assistant", "content": "", "refusal": None}
+    body = _chunk([_choice(role, logprobs=None if logprobs is None else _token_logprobs([]))])
+    body += b"".join(
+        _chunk([_choice({"content": d}, logprobs=None if logprobs is None else _token_logprobs([(d, logprobs[i])]))])
+        for i, d in enumerate(deltas)
+    )
     if not complete:
         return body
     body += _chunk([_choice({}, "stop")])

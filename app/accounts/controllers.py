@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, get, patch, post
@@ -46,7 +46,10 @@ class ClientOut(msgspec.Struct):
 class SettingsOut(msgspec.Struct):
     """Coach settings as the API shows them: the provider key only as ``llm_api_key_hint`` (masked).
     Memory: ``recent_messages`` (L1, 0–100 latest messages in the prompt), ``session_idle_minutes`` (L2,
-    1–1440 minutes of silence that end a chat session)."""
+    1–1440 minutes of silence that end a chat session). Escalation: ``handoff_mode`` (auto, draft,
+    human_only), ``confidence_threshold`` (0–1), topics, ``handoff_sla_minutes``, ``availability`` hours,
+    ``crisis_resources`` (empty: the defaults), alert webhook (with its signing secret, generated when the
+    URL is set) and e-mail."""
 
     name: str
     persona: str
@@ -57,6 +60,16 @@ class SettingsOut(msgspec.Struct):
     llm_api_key_hint: str | None
     recent_messages: int
     session_idle_minutes: int
+    handoff_mode: str
+    confidence_threshold: float
+    high_stakes_topics: list[str]
+    always_escalate_topics: list[str]
+    handoff_sla_minutes: int
+    availability: dict[str, Any] | None
+    crisis_resources: list[str]
+    alert_webhook_url: str | None
+    alert_webhook_secret: str | None
+    alert_email: str | None
 
 
 class SettingsPatch(msgspec.Struct, omit_defaults=True):
@@ -68,6 +81,15 @@ class SettingsPatch(msgspec.Struct, omit_defaults=True):
     llm_api_key: str | None = None
     recent_messages: int | None = None
     session_idle_minutes: int | None = None
+    handoff_mode: str | None = None
+    confidence_threshold: float | None = None
+    high_stakes_topics: list[str] | None = None
+    always_escalate_topics: list[str] | None = None
+    handoff_sla_minutes: int | None = None
+    availability: dict[str, Any] | None = None
+    crisis_resources: list[str] | None = None
+    alert_webhook_url: str | None = None
+    alert_email: str | None = None
 
 
 def settings_out(container: ContainerDep, coach: m.Coach) -> SettingsOut:
@@ -83,6 +105,16 @@ def settings_out(container: ContainerDep, coach: m.Coach) -> SettingsOut:
         llm_api_key_hint=mask_secret(key) if key else None,
         recent_messages=coach.recent_messages,
         session_idle_minutes=coach.session_idle_minutes,
+        handoff_mode=coach.handoff_mode,
+        confidence_threshold=coach.confidence_threshold,
+        high_stakes_topics=coach.high_stakes_topics,
+        always_escalate_topics=coach.always_escalate_topics,
+        handoff_sla_minutes=coach.handoff_sla_minutes,
+        availability=coach.availability,
+        crisis_resources=coach.crisis_resources,
+        alert_webhook_url=coach.alert_webhook_url,
+        alert_webhook_secret=container.registry.decrypt_key(coach.alert_webhook_secret_encrypted),
+        alert_email=coach.alert_email,
     )
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import DateTime, Integer, LargeBinary, String, Text
+from sqlalchemy import DateTime, Float, Integer, LargeBinary, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin, TenantMixin
@@ -34,6 +36,26 @@ class Coach(IdMixin, Base):
     """L1: how many of the conversation's latest messages go into the prompt."""
     session_idle_minutes: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
     """L2: a chat session ends after this long without a message."""
+    handoff_mode: Mapped[str] = mapped_column(String(20), default="auto", server_default="auto")
+    """``auto`` | ``draft`` | ``human_only`` (see :class:`app.handoff.models.HandoffMode`)."""
+    confidence_threshold: Mapped[float] = mapped_column(Float, default=0.5, server_default="0.5")
+    """In ``auto`` mode the AI answers only when its confidence (:mod:`app.handoff.confidence`) is at least this."""
+    high_stakes_topics: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
+    """Topics that lower the AI's confidence (e.g. "quitting a job", "medication", "legal")."""
+    always_escalate_topics: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
+    """Topics always handed to the coach, whatever the confidence."""
+    handoff_sla_minutes: Mapped[int] = mapped_column(Integer, default=15, server_default="15")
+    """After this long without the coach taking over, the client gets a holding message."""
+    availability: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    """The coach's hours ``{"timezone", "days": [0–6, Monday = 0], "start": "HH:MM", "end": "HH:MM"}``;
+    ``None``: always available (see :mod:`app.handoff.availability`)."""
+    crisis_resources: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
+    """Lines of the crisis reply (helplines); empty: :data:`app.handoff.crisis.DEFAULT_CRISIS_RESOURCES`."""
+    alert_webhook_url: Mapped[str | None] = mapped_column(String(500))
+    """Handoff alerts are POSTed here as JSON, signed per Standard Webhooks (see :mod:`app.handoff.alerts`)."""
+    alert_webhook_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    alert_email: Mapped[str | None] = mapped_column(String(320))
+    """Handoff alerts are e-mailed here (through the server's SMTP settings)."""
 
 
 class CoachUser(TenantMixin, Base):

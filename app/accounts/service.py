@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +15,7 @@ from app.accounts.security import SecretBox, hash_password, new_token, token_has
 from app.db import models as m
 from app.db.engine import tenant_session
 from app.errors import Conflict, InvalidInput, NotFound
+from app.handoff.settings import apply_handoff_settings
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD_LENGTH = 8
@@ -164,8 +166,10 @@ class AccountService:
         llm_api_key: str | None = None,
         recent_messages: int | None = None,
         session_idle_minutes: int | None = None,
+        **handoff: Any,
     ) -> m.Coach:
-        """Change persona, provider and memory settings; ``None`` leaves a field as is, ``""`` clears an
+        """Change persona, provider, memory and escalation settings (``handoff``: the fields of
+        :data:`app.handoff.settings.HANDOFF_FIELDS`); ``None`` leaves a field as is, ``""`` clears an
         optional one.
 
         The API key is encrypted before it is stored. Raises ``InvalidInput`` for an unknown provider, an
@@ -199,6 +203,7 @@ class AccountService:
             coach.session_idle_minutes = _in_range(
                 "session_idle_minutes", session_idle_minutes, SESSION_IDLE_MINUTES_RANGE
             )
+        apply_handoff_settings(coach, self._secrets, **handoff)
         if coach.llm_provider == "openai" and not coach.llm_model:
             raise InvalidInput("llm_model is required for the openai provider")
         await session.flush()

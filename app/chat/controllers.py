@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, WebSocket, get, post, websocket
-from litestar.di import Provide
+from litestar.channels import ChannelsPlugin
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
 from litestar.params import JSONBody
 
 from app.accounts.auth import identify_client, provide_client_identity, provide_coach_id
 from app.accounts.service import ClientIdentity
+from app.chat.messages import client_metadata
 from app.chat.service import MAX_MESSAGE_CHARS, TurnResult
 from app.db import models as m
 from app.deps import ClientIdentityDep, CoachId, ContainerDep, PathId
 from app.errors import DomainError
+from app.handoff.live import client_channel
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +33,26 @@ class ChatRequest(msgspec.Struct):
     conversation_id: uuid.UUID | None = None
 
 
+class HandoffStatusOut(msgspec.Struct):
+    """Where the conversation stands with the human coach: ``status`` ``open`` (the coach was asked to
+    join), ``claimed`` (the coach has the conversation; the AI is paused) or ``draft_pending`` (the reply
+    waits for the coach's approval); ``reason`` and the AI's ``confidence`` before it."""
+
+    status: str
+    reason: str
+    confidence: float | None
+
+
 class ChatResponse(msgspec.Struct):
+    """A turn's outcome. ``message_id`` is ``null`` and ``reply`` empty when no reply was sent (paused AI,
+    pending draft); ``handoff`` is ``null`` while the AI handles the conversation on its own."""
+
     conversation_id: uuid.UUID
-    message_id: uuid.UUID
+    message_id: uuid.UUID | None
     reply: str
     citations: list[dict[str, Any]]
     metadata: dict[str, Any]
+    handoff: HandoffStatusOut | None
 
 
 class MessageOut(msgspec.Struct):
@@ -60,19 +79,6 @@ class ConversationSummary(msgspec.Struct):
     channel: str
     message_count: int
     last_message_at: datetime
-
-
-COACH_ONLY_METADATA = ("error", "partial_reply", "risk")
-"""Attribution the coach sees in transcripts but the client is not shown (provider errors can name the
-coach's configuration or a masked key)."""
-
-
-def client_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The metadata of a reply as shown to the client: coach-only keys dropped, ``failed`` set on errors."""
-    shown = {k: v for k, v in metadata.items() if k not in COACH_ONLY_METADATA}
-    if "error" in metadata:
-        shown["failed"] = True
-    return shown
 
 
 def message_out(msg: m.Message) -> MessageOut:
@@ -104,7 +110,12 @@ class ChatController(Controller):
         """One client turn, unstreamed (the same turn as the WebSocket). Auth: the client's widget token."""
         result = await run_turn(container, identity, data.text, data.conversation_id, "api")
         return ChatResponse(
-            result.conversation_id, result.message_id, result.reply, result.citations, client_metadata(result.metadata)
+            result.conversation_id,
+            result.message_id,
+            result.reply,
+            result.citations,
+            client_metadata(result.metadata),
+            HandoffStatusOut(**result.handoff) if result.handoff else None,
         )
 
 
@@ -140,13 +151,17 @@ _decoder = msgspec.json.Decoder(ChatRequest)
 
 
 @websocket("/ws/chat")
-async def chat_socket(socket: WebSocket[Any, Any, Any], container: ContainerDep) -> None:
+async def chat_socket(
+    socket: WebSocket[Any, Any, Any], container: ContainerDep, channels: NamedDependency[ChannelsPlugin]
+) -> None:
     """Streamed chat for the widget. Auth: ``?token=<widget_token>``.
 
     Client → server: ``{"text": "...", "conversation_id"?: "..."}``.
     Server → client: ``{"type": "token", "text": "..."}`` per delta, then ``{"type": "done",
-    "conversation_id", "message_id", "reply", "citations", "metadata"}``; ``{"type": "error", "message"}``
-    for a bad message. A dropped connection does not stop the turn: the reply is still stored.
+    "conversation_id", "message_id", "reply", "citations", "metadata", "handoff"}``; ``{"type": "error",
+    "message"}`` for a bad message. Live events of the client's channel (:mod:`app.handoff.live`: the
+    coach's messages, ``coach_joined``, ``coach_left``) arrive on the same socket at any time. A dropped
+    connection does not stop the turn: the reply is still stored.
     """
     try:
         identity = await identify_client(socket, container)
@@ -165,7 +180,25 @@ async def chat_socket(socket: WebSocket[Any, Any, Any], container: ContainerDep)
         except (WebSocketDisconnect, RuntimeError, OSError):
             connected = False
 
-    while connected:
+    async def forward(event: bytes) -> None:
+        await send(json.loads(event))
+
+    async with (
+        channels.start_subscription([client_channel(identity.client_id)]) as subscriber,
+        subscriber.run_in_background(forward),
+    ):
+        await _chat_loop(socket, container, identity, send, lambda: connected)
+
+
+async def _chat_loop(
+    socket: WebSocket[Any, Any, Any],
+    container: ContainerDep,
+    identity: ClientIdentity,
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+    connected: Callable[[], bool],
+) -> None:
+    """Receive the client's messages and stream each turn back until the socket closes."""
+    while connected():
         try:
             raw = await socket.receive_text()
         except WebSocketDisconnect:
@@ -191,10 +224,11 @@ async def chat_socket(socket: WebSocket[Any, Any, Any], container: ContainerDep)
                         {
                             "type": "done",
                             "conversation_id": str(item.conversation_id),
-                            "message_id": str(item.message_id),
+                            "message_id": str(item.message_id) if item.message_id else None,
                             "reply": item.reply,
                             "citations": item.citations,
                             "metadata": client_metadata(item.metadata),
+                            "handoff": item.handoff,
                         }
                     )
                 else:

@@ -17,7 +17,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,13 +25,17 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.service import AccountService
+from app.chat.messages import store_message
 from app.chat.prompt import assemble_prompt
 from app.config import Settings
 from app.db import models as m
 from app.db.engine import tenant_session
 from app.errors import InvalidInput, NotFound
-from app.handoff.crisis import crisis_reply, needs_crisis_protocol, risk_metadata
-from app.handoff.risk import RiskDetector
+from app.handoff.confidence import Confidence, score_confidence
+from app.handoff.crisis import DEFAULT_CRISIS_RESOURCES, crisis_reply, needs_crisis_protocol, risk_metadata
+from app.handoff.risk import RiskAssessment, RiskDetector
+from app.handoff.service import HandoffService
+from app.handoff.signals import TurnSignals, retrieval_support, token_confidence, turn_signals
 from app.jobs import JobQueue
 from app.llm.base import ProviderError, Usage
 from app.llm.registry import ProviderRegistry
@@ -46,18 +50,33 @@ APOLOGY = (
     "see it. Please try again in a moment."
 )
 TEMPERATURE = 0.3
+SIGNAL_WINDOW_MESSAGES = 20
+"""Earlier messages read for the signals (repeated questions, sentiment trend, thumbs-down streak)."""
+
+
+def _helpful(meta: dict[str, Any]) -> bool | None:
+    """The client's thumbs up (True) / down (False) on an AI reply, ``None`` when not rated."""
+    feedback = meta.get("feedback")
+    return feedback.get("helpful") if isinstance(feedback, dict) else None
 
 
 @dataclass(frozen=True)
 class TurnResult:
-    """The outcome of a turn: ids, the full reply, its citations and attribution metadata."""
+    """The outcome of a turn: ids, the full reply, its citations and attribution metadata.
+
+    ``message_id`` is ``None`` and ``reply`` empty when nothing was sent to the client: the AI is paused
+    (a handoff is active) or its reply waits for the coach's approval (draft mode). ``handoff`` is then, or
+    when this turn handed the conversation to the coach, ``{"status", "reason", "confidence"}`` with status
+    ``open`` | ``claimed`` | ``draft_pending``.
+    """
 
     conversation_id: uuid.UUID
     client_message_id: uuid.UUID
-    message_id: uuid.UUID
+    message_id: uuid.UUID | None
     reply: str
     citations: list[dict[str, Any]]
     metadata: dict[str, Any]
+    handoff: dict[str, Any] | None = None
 
 
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s|$)")
@@ -73,6 +92,20 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
+@dataclass
+class _TurnState:
+    """What the first transaction of a turn learned, for the steps after it."""
+
+    coach: m.Coach
+    conversation: m.Conversation
+    client_message: m.Message
+    client_name: str
+    history: list[m.Message]
+    risk: RiskAssessment
+    signals: TurnSignals
+    resumed: m.Handoff | None
+
+
 class ChatService:
     """Runs chat turns for a client of a coach and reads conversations for the coach."""
 
@@ -84,6 +117,7 @@ class ChatService:
         accounts: AccountService,
         memory: MemoryService,
         jobs: JobQueue,
+        handoffs: HandoffService,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._settings = settings
@@ -91,6 +125,7 @@ class ChatService:
         self._accounts = accounts
         self._memory = memory
         self._jobs = jobs
+        self._handoffs = handoffs
         self._risk = RiskDetector()
 
     async def turn(
@@ -104,6 +139,12 @@ class ChatService:
     ) -> AsyncIterator[str | TurnResult]:
         """Run one turn; yields reply text deltas as they are generated, then one ``TurnResult``.
 
+        Before the model: a crisis gets the crisis reply (always, even during a takeover); an active handoff
+        means the AI is paused (no reply); an explicit ask for a human, an always-escalate topic or
+        ``human_only`` mode hand the conversation to the coach. After retrieval, confidence
+        (:mod:`app.handoff.confidence`) below the coach's threshold hands off in ``auto`` mode; in ``draft``
+        mode the reply is generated but kept as a draft for the coach (nothing is streamed).
+
         Raises (before anything is stored) ``InvalidInput`` for an empty or over-long message and
         ``NotFound`` for a conversation that is not this client's.
         """
@@ -112,160 +153,390 @@ class ChatService:
             raise InvalidInput("text must not be empty")
         if len(text) > MAX_MESSAGE_CHARS:
             raise InvalidInput(f"text is longer than {MAX_MESSAGE_CHARS} characters")
-        timings: dict[str, float] = {}
+        started = time.perf_counter()
 
-        # 1. persist the client message first
+        # 1. persist the client message first, with the turn's signals; crisis protocol and handoff rules
+        reply_message: m.Message | None = None
+        handoff: m.Handoff | None = None
+        announce = False
         async with tenant_session(self._sessionmaker, coach_id) as session:
             coach = await self._accounts.get_coach(session, coach_id)
             conversation = await self._conversation_for(session, coach_id, client_id, conversation_id, channel)
             now = datetime.now(UTC)
-            client_message = m.Message(
-                coach_id=coach_id,
-                conversation_id=conversation.id,
-                sender_type=m.SenderType.CLIENT,
-                text=text,
-                citations=[],
-                meta={},
-                created_at=now,
+            client_message, ended = await store_message(
+                session, self._memory, coach, conversation.id, m.SenderType.CLIENT, text, at=now
             )
-            session.add(client_message)
-            await session.flush()
-            ended = await self._memory.track_message(session, coach, client_message, now)
-            risk = self._risk.assess(text)
+            state = await self._load_state(session, coach, conversation, client_message)
+            risk, signals = state.risk, state.signals
+            active = await self._handoffs.active_for(session, conversation.id)
             if needs_crisis_protocol(risk):
                 conversation.urgent_at = now
                 conversation.urgent_reason = f"crisis: {', '.join(risk.matched[:3])}"
-            history = list(
-                reversed(
-                    (
-                        await session.scalars(
-                            select(m.Message)
-                            .where(
-                                m.Message.conversation_id == conversation.id,
-                                m.Message.id != client_message.id,
-                            )
-                            .order_by(m.Message.created_at.desc())
-                            .limit(coach.recent_messages)
-                        )
-                    ).all()
+                if active is None:
+                    handoff = await self._handoffs.open(
+                        session,
+                        coach,
+                        conversation,
+                        reason=m.HandoffReason.CRISIS,
+                        detail=conversation.urgent_reason,
+                        confidence=0.0,
+                        signals=signals.as_dict(),
+                        trigger_message_id=client_message.id,
+                    )
+                else:  # a crisis during a handoff makes it urgent; the coach is alerted live again
+                    handoff = active
+                    handoff.reason = m.HandoffReason.CRISIS
+                    handoff.detail = conversation.urgent_reason
+                announce = True
+                reply_message, _ = await store_message(
+                    session,
+                    self._memory,
+                    coach,
+                    conversation.id,
+                    m.SenderType.AI,
+                    crisis_reply(coach.name, tuple(coach.crisis_resources) or DEFAULT_CRISIS_RESOURCES),
+                    at=datetime.now(UTC),
+                    meta={
+                        "crisis": True,
+                        "handoff_reason": m.HandoffReason.CRISIS,
+                        "handoff_id": str(handoff.id),
+                        "ai_confidence_before": 0.0,
+                        "signals": signals.as_dict(),
+                        "risk": risk_metadata(risk),
+                    },
                 )
-            )
+            elif active is not None:
+                handoff = active  # the AI is paused: the coach has the conversation
+            else:
+                rule = self._handoff_rule(coach, signals)
+                if rule is not None:
+                    reason, detail = rule
+                    handoff = await self._handoffs.open(
+                        session,
+                        coach,
+                        conversation,
+                        reason=reason,
+                        detail=detail,
+                        confidence=None,
+                        signals=signals.as_dict(),
+                        trigger_message_id=client_message.id,
+                    )
+                    announce = True
+                    reply_message = await self._notice(session, coach, conversation, handoff, signals, None)
         if ended is not None:
             await self._memory.session_ended(ended)
+        await self._handoffs.publish_message(coach_id, client_id, client_message, to_client=False)
+        if handoff is not None:
+            if announce:
+                await self._handoffs.announce(coach, handoff, state.client_name)
+            if reply_message is not None:
+                yield reply_message.text
+                await self._handoffs.publish_message(coach_id, client_id, reply_message, to_client=False)
+            yield self._result(client_message, reply_message, handoff, started)
+            return
 
-        passages: list[RetrievedChunk] = []
-        started = time.perf_counter()
-        if needs_crisis_protocol(risk):
-            # 2. crisis protocol: a safe, caring reply with resources at once, whatever state the model is in
-            metadata: dict[str, Any] = {"crisis": True, "handoff_reason": "crisis", "risk": risk_metadata(risk)}
-            reply = crisis_reply(coach.name)
-            yield reply
-        else:
-            provider = self._registry.chat_for(coach)
-            metadata = {"provider": provider.provider, "model": provider.model}
-            reply_parts: list[str] = []
-            try:
-                # one deadline for retrieval (the query embedding may be remote) and generation
-                async with asyncio.timeout(self._settings.llm_timeout_seconds):
-                    # 2. retrieve
-                    t0 = time.perf_counter()
-                    embedder = self._registry.embedder_for(coach)
-                    [query_embedding] = await embedder.embed([text])
-                    async with tenant_session(self._sessionmaker, coach_id) as session:
-                        passages = await retrieve(
-                            session,
-                            coach_id,
-                            query=text,
-                            query_embedding=query_embedding,
-                            embedding_model=embedder.model,
-                            k=self._settings.retrieval_top_k,
-                        )
-                        memory = await self._memory.context_for(
-                            session,
-                            coach,
-                            client_id,
-                            query_embedding=query_embedding,
-                            embedding_model=embedder.model,
-                            exclude_session_id=client_message.session_id,
-                        )
-                    timings["retrieval_ms"] = _ms(time.perf_counter() - t0)
+        # 2. retrieve, score confidence, generate (or draft), persist
+        async for item in self._answer(state, started):
+            yield item
 
-                    # 3. assemble
-                    t0 = time.perf_counter()
-                    prompt = assemble_prompt(
-                        persona=coach.persona,
-                        passages=passages,
-                        memory=memory,
-                        history=history,
-                        user_text=text,
-                        budget_tokens=self._settings.llm_context_tokens - self._settings.llm_max_tokens,
+    async def _load_state(
+        self, session: AsyncSession, coach: m.Coach, conversation: m.Conversation, client_message: m.Message
+    ) -> _TurnState:
+        """L1 history and the pre-generation signals (all but retrieval support and token confidence)."""
+        earlier = list(
+            reversed(
+                (
+                    await session.scalars(
+                        select(m.Message)
+                        .where(
+                            m.Message.conversation_id == conversation.id,
+                            m.Message.id != client_message.id,
+                        )
+                        .order_by(m.Message.created_at.desc())
+                        .limit(max(coach.recent_messages, SIGNAL_WINDOW_MESSAGES))
                     )
-                    passages = prompt.passages
-                    timings["prompt_ms"] = _ms(time.perf_counter() - t0)
-                    metadata["history_messages"] = prompt.history_used
-                    metadata["memory"] = prompt.memory_used()
+                ).all()
+            )
+        )
+        history = earlier[-coach.recent_messages :] if coach.recent_messages else []
+        client_texts = [msg.text for msg in earlier if msg.sender_type == m.SenderType.CLIENT]
+        ai_feedback = [
+            _helpful(msg.meta)
+            for msg in reversed(earlier)
+            if msg.sender_type == m.SenderType.AI and not msg.meta.get("notice")
+        ]
+        risk = self._risk.assess(client_message.text)
+        signals = turn_signals(
+            client_message.text,
+            risk=risk,
+            earlier_client_messages=client_texts,
+            high_stakes_topics=coach.high_stakes_topics,
+            escalate_topics=coach.always_escalate_topics,
+            helpful_newest_first=ai_feedback,
+            coach_name=coach.name,
+        )
+        client = await self._accounts.get_client(session, coach.id, conversation.client_id)
+        resumed = await self._handoffs.resumed(session, conversation.id)
+        return _TurnState(coach, conversation, client_message, client.name, history, risk, signals, resumed)
 
-                    # 4. generate, streamed
-                    t0 = time.perf_counter()
-                    usage: Usage | None = None
-                    async for item in provider.stream(
-                        prompt.messages, max_tokens=self._settings.llm_max_tokens, temperature=TEMPERATURE
-                    ):
-                        if isinstance(item, Usage):
-                            usage = item
-                            continue
-                        if not reply_parts:
-                            timings["first_token_ms"] = _ms(time.perf_counter() - t0)
-                        reply_parts.append(item)
-                        yield item
-                    timings["generation_ms"] = _ms(time.perf_counter() - t0)
-                if usage is not None:
-                    metadata["prompt_tokens"] = usage.prompt_tokens
-                    metadata["completion_tokens"] = usage.completion_tokens
-                reply = "".join(reply_parts).strip()
-                if usage is not None and usage.completion_tokens >= self._settings.llm_max_tokens:
-                    reply = trim_to_sentence(reply)
-                    metadata["truncated"] = True
-                if not reply:
-                    raise ProviderError("the model returned an empty reply")
-            except (ProviderError, TimeoutError) as exc:
-                error = (
-                    f"timed out after {self._settings.llm_timeout_seconds:g} s"
-                    if isinstance(exc, TimeoutError)
-                    else str(exc)
-                )
-                log.warning("chat turn for coach %s failed: %s", coach_id, error)
-                metadata["error"] = error
-                metadata["partial_reply"] = "".join(reply_parts)
-                reply, passages = APOLOGY, []
-                yield ("\n\n" if reply_parts else "") + APOLOGY
+    def _handoff_rule(self, coach: m.Coach, signals: TurnSignals) -> tuple[str, str] | None:
+        """The escalation rule this turn meets before any retrieval, as ``(reason, detail)``, or ``None``."""
+        if signals.human_request:
+            return m.HandoffReason.HUMAN_REQUEST, "the client asked for a human"
+        if signals.escalate_topics:
+            return m.HandoffReason.ESCALATE_TOPIC, ", ".join(signals.escalate_topics)
+        if coach.handoff_mode == m.HandoffMode.HUMAN_ONLY:
+            return m.HandoffReason.HUMAN_ONLY, ""
+        return None
+
+    async def _notice(
+        self,
+        session: AsyncSession,
+        coach: m.Coach,
+        conversation: m.Conversation,
+        handoff: m.Handoff,
+        signals: TurnSignals,
+        confidence: Confidence | None,
+    ) -> m.Message:
+        """Store the message telling the client the coach was asked to join."""
+        meta: dict[str, Any] = {
+            "notice": "handoff",
+            "handoff_id": str(handoff.id),
+            "handoff_reason": handoff.reason,
+            "ai_confidence_before": None if confidence is None else confidence.value,
+            "signals": signals.as_dict(),
+        }
+        if confidence is not None:
+            meta["confidence"] = confidence.as_dict()
+        now = datetime.now(UTC)
+        message, _ = await store_message(
+            session,
+            self._memory,
+            coach,
+            conversation.id,
+            m.SenderType.AI,
+            self._handoffs.notice(coach, handoff.reason, now),
+            at=now,
+            meta=meta,
+        )
+        return message
+
+    def _result(
+        self,
+        client_message: m.Message,
+        reply_message: m.Message | None,
+        handoff: m.Handoff | None,
+        started: float,
+        *,
+        draft: m.Draft | None = None,
+    ) -> TurnResult:
+        metadata = dict(reply_message.meta) if reply_message is not None else {}
         metadata["latency_ms"] = _ms(time.perf_counter() - started)
+        status: dict[str, Any] | None = None
+        if draft is not None:
+            status = {
+                "status": "draft_pending",
+                "reason": "draft_mode",
+                "confidence": draft.meta.get("ai_confidence_before"),
+            }
+        elif handoff is not None:
+            status = {"status": handoff.status, "reason": handoff.reason, "confidence": handoff.confidence}
+        return TurnResult(
+            client_message.conversation_id,
+            client_message.id,
+            reply_message.id if reply_message is not None else None,
+            reply_message.text if reply_message is not None else "",
+            reply_message.citations if reply_message is not None else [],
+            metadata,
+            status,
+        )
+
+    async def _answer(self, state: _TurnState, started: float) -> AsyncIterator[str | TurnResult]:
+        """Retrieve, score confidence, then generate (streamed in ``auto`` mode, kept as a draft in ``draft``
+        mode) or hand off when confidence is below the coach's threshold."""
+        coach, conversation, text = state.coach, state.conversation, state.client_message.text
+        drafting = coach.handoff_mode == m.HandoffMode.DRAFT
+        timings: dict[str, float] = {}
+        passages: list[RetrievedChunk] = []
+        provider = self._registry.chat_for(coach)
+        metadata: dict[str, Any] = {"provider": provider.provider, "model": provider.model}
+        reply_parts: list[str] = []
+        signals = state.signals
+        before: Confidence | None = None
+        try:
+            # one deadline for retrieval (the query embedding may be remote) and generation
+            async with asyncio.timeout(self._settings.llm_timeout_seconds):
+                t0 = time.perf_counter()
+                embedder = self._registry.embedder_for(coach)
+                [query_embedding] = await embedder.embed([text])
+                async with tenant_session(self._sessionmaker, coach.id) as session:
+                    passages = await retrieve(
+                        session,
+                        coach.id,
+                        query=text,
+                        query_embedding=query_embedding,
+                        embedding_model=embedder.model,
+                        k=self._settings.retrieval_top_k,
+                    )
+                    memory = await self._memory.context_for(
+                        session,
+                        coach,
+                        conversation.client_id,
+                        query_embedding=query_embedding,
+                        embedding_model=embedder.model,
+                        exclude_session_id=state.client_message.session_id,
+                    )
+                timings["retrieval_ms"] = _ms(time.perf_counter() - t0)
+
+                # no passages: the coach has no material yet, so coverage is not measured (not zero)
+                if passages:
+                    signals = replace(signals, retrieval_support=retrieval_support([p.score for p in passages]))
+                before = score_confidence(signals)
+                metadata["ai_confidence_before"] = before.value
+                metadata["confidence_threshold"] = coach.confidence_threshold
+                if not drafting and before.value < coach.confidence_threshold:
+                    async for item in self._hand_off_low_confidence(state, signals, before, started):
+                        yield item
+                    return
+
+                t0 = time.perf_counter()
+                prompt = assemble_prompt(
+                    persona=coach.persona,
+                    passages=passages,
+                    memory=memory,
+                    history=state.history,
+                    user_text=text,
+                    budget_tokens=self._settings.llm_context_tokens - self._settings.llm_max_tokens,
+                )
+                passages = prompt.passages
+                timings["prompt_ms"] = _ms(time.perf_counter() - t0)
+                metadata["history_messages"] = prompt.history_used
+                metadata["memory"] = prompt.memory_used()
+
+                t0 = time.perf_counter()
+                usage: Usage | None = None
+                async for chunk in provider.stream(
+                    prompt.messages, max_tokens=self._settings.llm_max_tokens, temperature=TEMPERATURE
+                ):
+                    if isinstance(chunk, Usage):
+                        usage = chunk
+                        continue
+                    if not reply_parts:
+                        timings["first_token_ms"] = _ms(time.perf_counter() - t0)
+                    reply_parts.append(chunk)
+                    if not drafting:
+                        yield chunk
+                timings["generation_ms"] = _ms(time.perf_counter() - t0)
+            if usage is not None:
+                metadata["prompt_tokens"] = usage.prompt_tokens
+                metadata["completion_tokens"] = usage.completion_tokens
+                if usage.token_logprobs:
+                    signals = replace(signals, token_confidence=token_confidence(usage.token_logprobs))
+            reply = "".join(reply_parts).strip()
+            if usage is not None and usage.completion_tokens >= self._settings.llm_max_tokens:
+                reply = trim_to_sentence(reply)
+                metadata["truncated"] = True
+            if not reply:
+                raise ProviderError("the model returned an empty reply")
+        except (ProviderError, TimeoutError) as exc:
+            error = (
+                f"timed out after {self._settings.llm_timeout_seconds:g} s"
+                if isinstance(exc, TimeoutError)
+                else str(exc)
+            )
+            log.warning("chat turn for coach %s failed: %s", coach.id, error)
+            metadata["error"] = error
+            metadata["partial_reply"] = "".join(reply_parts)
+            streamed = bool(reply_parts) and not drafting
+            reply, passages, drafting = APOLOGY, [], False  # an apology is not the AI's content: never a draft
+            yield ("\n\n" if streamed else "") + APOLOGY
+        confidence = score_confidence(signals)
+        metadata["confidence"] = confidence.as_dict()
+        metadata["signals"] = signals.as_dict()
         metadata.update(timings)
         citations = [p.citation() for p in passages]
 
-        # 5. persist the reply
+        # 3. persist the reply (or the draft)
         t0 = time.perf_counter()
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        draft: m.Draft | None = None
+        reply_message: m.Message | None = None
+        async with tenant_session(self._sessionmaker, coach.id) as session:
             now = datetime.now(UTC)
-            ai_message = m.Message(
-                coach_id=coach_id,
-                conversation_id=conversation.id,
-                sender_type=m.SenderType.AI,
-                text=reply,
-                citations=citations,
-                meta=metadata,
-                created_at=now,
-            )
-            session.add(ai_message)
-            await session.flush()
-            await self._memory.track_message(session, coach, ai_message, now)
-            await session.execute(
-                update(m.Conversation).where(m.Conversation.id == conversation.id).values(last_message_at=now)
-            )
+            if drafting:
+                draft = m.Draft(
+                    coach_id=coach.id,
+                    conversation_id=conversation.id,
+                    client_message_id=state.client_message.id,
+                    status=m.DraftStatus.PENDING,
+                    text=reply,
+                    citations=citations,
+                    meta=metadata,
+                    edited=False,
+                    created_at=now,
+                )
+                session.add(draft)
+                await session.flush()
+            else:
+                if state.resumed is not None:
+                    metadata["is_handback"] = True
+                    metadata["human_duration_minutes"] = state.resumed.human_duration_minutes
+                reply_message, ended = await store_message(
+                    session,
+                    self._memory,
+                    coach,
+                    conversation.id,
+                    m.SenderType.AI,
+                    reply,
+                    at=now,
+                    citations=citations,
+                    meta=metadata,
+                )
+                if state.resumed is not None:
+                    await session.execute(
+                        update(m.Handoff)
+                        .where(m.Handoff.id == state.resumed.id)
+                        .values(resumed_message_id=reply_message.id)
+                    )
         metadata["persist_ms"] = _ms(time.perf_counter() - t0)
-        # 6. follow-ups: L3 extraction once enough client messages are unread
-        await self._jobs.extract_insights(coach_id, conversation.id, after_message_id=ai_message.id)
-        yield TurnResult(conversation.id, client_message.id, ai_message.id, reply, citations, metadata)
+        client_id = conversation.client_id
+        if draft is not None:
+            await self._handoffs.announce_draft(coach.id, draft, state.client_name)
+        if reply_message is not None:
+            await self._handoffs.publish_message(coach.id, client_id, reply_message, to_client=False)
+            # follow-ups: L3 extraction once enough client messages are unread
+            await self._jobs.extract_insights(coach.id, conversation.id, after_message_id=reply_message.id)
+        yield self._result(state.client_message, reply_message, None, started, draft=draft)
+
+    async def _hand_off_low_confidence(
+        self, state: _TurnState, signals: TurnSignals, confidence: Confidence, started: float
+    ) -> AsyncIterator[str | TurnResult]:
+        """Confidence below the coach's threshold in ``auto`` mode: hand off instead of answering."""
+        coach = state.coach
+        async with tenant_session(self._sessionmaker, coach.id) as session:
+            conversation = await session.get_one(m.Conversation, state.conversation.id)
+            handoff = await self._handoffs.active_for(session, conversation.id)
+            if handoff is None:
+                handoff = await self._handoffs.open(
+                    session,
+                    coach,
+                    conversation,
+                    reason=m.HandoffReason.LOW_CONFIDENCE,
+                    detail=f"confidence {confidence.value:.2f} < {coach.confidence_threshold:.2f}"
+                    + (f", mostly {confidence.reason.replace('_', ' ')}" if confidence.reason else ""),
+                    confidence=confidence.value,
+                    signals=signals.as_dict(),
+                    trigger_message_id=state.client_message.id,
+                )
+                notice: m.Message | None = await self._notice(
+                    session, coach, conversation, handoff, signals, confidence
+                )
+            else:  # the coach took over meanwhile
+                notice = None
+        if notice is not None:
+            await self._handoffs.announce(coach, handoff, state.client_name)
+            yield notice.text
+            await self._handoffs.publish_message(coach.id, conversation.client_id, notice, to_client=False)
+        yield self._result(state.client_message, notice, handoff, started)
 
     async def _conversation_for(
         self,

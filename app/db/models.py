@@ -3,6 +3,7 @@
 from app.accounts.models import ApiKey, Client, Coach, CoachUser
 from app.chat.models import Conversation, Message, SenderType
 from app.db.base import Base
+from app.handoff.models import Draft, DraftStatus, Handoff, HandoffMode, HandoffReason, HandoffStatus
 from app.memory.models import ChatSession, ClientProfile, Insight, InsightKind, InsightStatus, SessionStatus
 from app.rag.models import EMBEDDING_DIMENSIONS, Chunk, Document, DocumentStatus
 
@@ -17,6 +18,8 @@ TENANT_TABLES = (
     "chat_sessions",
     "insights",
     "client_profiles",
+    "handoffs",
+    "drafts",
 )
 """Tables keyed by ``coach_id`` under row-level security (``coaches`` is keyed by its own ``id``)."""
 
@@ -33,6 +36,12 @@ __all__ = [
     "CoachUser",
     "Conversation",
     "Document",
+    "Draft",
+    "DraftStatus",
+    "Handoff",
+    "HandoffMode",
+    "HandoffReason",
+    "HandoffStatus",
     "DocumentStatus",
     "Insight",
     "InsightKind",

@@ -16,10 +16,17 @@ class ChatMessage(TypedDict):
 
 @dataclass(frozen=True)
 class Usage:
-    """Token counts of one completion, as the provider reports (or, locally, counts) them."""
+    """Token counts of one completion, as the provider reports (or, locally, counts) them.
+
+    ``token_logprobs``: natural-log probabilities of the generated tokens, in order, when the provider returned
+    them (OpenAI-compatible servers asked for ``logprobs=true``: ``choices[].logprobs.content[].logprob``);
+    ``None`` when it did not — servers that ignore the parameter, and the local llama.cpp provider, which
+    would need ``logits_all=True`` (logits for every prompt token) to compute them. A tuple, so the value
+    stays immutable and hashable; feed it to :func:`app.handoff.signals.token_confidence`."""
 
     prompt_tokens: int
     completion_tokens: int
+    token_logprobs: tuple[float, ...] | None = None
 
 
 class ProviderError(Exception):

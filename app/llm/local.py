@@ -28,7 +28,13 @@ def smollm2_path() -> Path:
 
 class LlamaCppChatProvider:
     """In-process llama.cpp chat model. One generation at a time per model (llama.cpp contexts are not
-    thread-safe); generation runs in a worker thread and streams deltas back to the event loop."""
+    thread-safe); generation runs in a worker thread and streams deltas back to the event loop.
+
+    No token logprobs (``Usage.token_logprobs`` is ``None``): llama-cpp-python 0.3.x refuses ``logprobs``
+    unless the model is loaded with ``logits_all=True`` ("logprobs is not supported for models created with
+    logits_all=False", ``Llama.create_completion``), which keeps a logits row for every context position —
+    ``n_ctx × n_vocab`` float32, about 400 MB for SmolLM2 (2048 × 49152) — and computes logits for every
+    prompt token. Not worth it for one weak confidence signal."""
 
     provider = "local"
 

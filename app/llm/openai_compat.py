@@ -7,13 +7,23 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletionChunk
 
 from app.llm.base import ChatMessage, ProviderError, Usage
 
 
+def _names_logprobs(exc: openai.BadRequestError) -> bool:
+    """Whether a 400 is about the ``logprobs`` parameter (``param`` or message names it)."""
+    return exc.param == "logprobs" or "logprobs" in str(exc.message).lower()
+
+
 class OpenAIChatProvider:
-    """Chat Completions with ``stream=True`` and ``stream_options.include_usage`` (the final chunk
-    carries ``usage``; servers that omit it get ``Usage(0, n_deltas)``)."""
+    """Chat Completions with ``stream=True``, ``stream_options.include_usage`` (the final chunk carries
+    ``usage``; servers that omit it get ``Usage(0, n_deltas)``) and ``logprobs=true`` (each chunk's
+    ``choices[0].logprobs.content[].logprob``, collected into ``Usage.token_logprobs``; servers that send
+    ``"logprobs": null`` give ``None``). A server that rejects the ``logprobs`` parameter with a 400 naming it
+    (OpenAI's reasoning models: "Unsupported parameter: 'logprobs' …") is asked again without it, once, and
+    this provider stops asking."""
 
     provider = "openai"
 
@@ -22,32 +32,52 @@ class OpenAIChatProvider:
         self._client = openai.AsyncOpenAI(
             api_key=api_key or "not-needed", base_url=base_url, timeout=timeout, max_retries=1
         )
+        self._logprobs = True
 
-    async def stream(
+    async def _open_stream(
         self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
-    ) -> AsyncIterator[str | Usage]:
-        """Yield deltas then ``Usage``. Raises ``ProviderError`` on any API or transport error."""
-        usage: Usage | None = None
-        deltas = 0
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """Start the streamed completion, dropping ``logprobs`` if the server refuses it (see the class)."""
+        extra: dict[str, Any] = {"logprobs": True} if self._logprobs else {}
         try:
-            stream = await self._client.chat.completions.create(  # type: ignore[call-overload]
+            return await self._client.chat.completions.create(  # type: ignore[no-any-return,call-overload]
                 model=self.model,
                 messages=list(messages),
                 max_tokens=max_tokens,
                 temperature=temperature,
                 stream=True,
                 stream_options={"include_usage": True},
+                **extra,
             )
+        except openai.BadRequestError as exc:
+            if not extra or not _names_logprobs(exc):
+                raise
+            self._logprobs = False
+            return await self._open_stream(messages, max_tokens=max_tokens, temperature=temperature)
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
+    ) -> AsyncIterator[str | Usage]:
+        """Yield deltas then ``Usage`` (with ``token_logprobs`` when the server sent any). Raises
+        ``ProviderError`` on any API or transport error."""
+        usage: Usage | None = None
+        deltas = 0
+        logprobs: list[float] = []
+        try:
+            stream = await self._open_stream(messages, max_tokens=max_tokens, temperature=temperature)
             async for chunk in stream:
                 if chunk.usage is not None:
                     usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                 for choice in chunk.choices:
+                    if choice.logprobs is not None and choice.logprobs.content:
+                        logprobs.extend(token.logprob for token in choice.logprobs.content)
                     if choice.delta.content:
                         deltas += 1
                         yield choice.delta.content
         except openai.OpenAIError as exc:
             raise ProviderError(f"{type(exc).__name__}: {exc}") from exc
-        yield usage or Usage(0, deltas)
+        usage = usage or Usage(0, deltas)
+        yield Usage(usage.prompt_tokens, usage.completion_tokens, tuple(logprobs) if logprobs else None)
 
     async def complete_json(
         self, messages: Sequence[ChatMessage], *, schema: dict[str, Any], name: str, max_tokens: int, temperature: float

@@ -87,6 +87,88 @@ async def test_stream_without_usage_chunk_counts_the_deltas(openai_api: respx.Mo
     assert sum(isinstance(i, Usage) for i in items) == 1
 
 
+LOGPROBS = [-0.0123, -0.4, -1.25, -0.0001, -0.7, -0.05]
+
+
+async def test_stream_requests_logprobs_and_returns_them_in_usage(openai_api: respx.MockRouter) -> None:
+    """``logprobs: true`` is requested; each content chunk's ``logprobs.content[].logprob`` ends up, in order,
+    in ``Usage.token_logprobs`` (the role chunk's empty list and the finish chunk's ``null`` add nothing)."""
+    route = openai_api.post(f"{BASE_URL}/chat/completions").mock(
+        return_value=sse_response(openai_sse(DELTAS, usage=(31, 6), logprobs=LOGPROBS))
+    )
+
+    items = await collect(chat_provider())
+
+    assert items[:-1] == DELTAS
+    assert items[-1] == Usage(prompt_tokens=31, completion_tokens=6, token_logprobs=tuple(LOGPROBS))
+    body = json.loads(route.calls.last.request.content)
+    assert body["logprobs"] is True
+    assert "top_logprobs" not in body
+
+
+async def test_stream_logprobs_without_usage_chunk(openai_api: respx.MockRouter) -> None:
+    """No ``include_usage`` chunk: the counted ``Usage`` still carries the logprobs."""
+    openai_api.post(f"{BASE_URL}/chat/completions").mock(
+        return_value=sse_response(openai_sse(DELTAS, logprobs=LOGPROBS))
+    )
+
+    items = await collect(chat_provider())
+
+    assert items[-1] == Usage(0, len(DELTAS), tuple(LOGPROBS))
+
+
+async def test_stream_without_logprobs_gives_none(openai_api: respx.MockRouter) -> None:
+    """A server that ignores ``logprobs`` (every chunk ``"logprobs": null``) gives ``token_logprobs=None``."""
+    openai_api.post(f"{BASE_URL}/chat/completions").mock(return_value=sse_response(openai_sse(DELTAS, usage=(31, 6))))
+
+    items = await collect(chat_provider())
+
+    assert isinstance(items[-1], Usage)
+    assert items[-1].token_logprobs is None
+
+
+async def test_stream_retries_without_logprobs_when_the_model_rejects_them(openai_api: respx.MockRouter) -> None:
+    """A 400 naming ``logprobs`` (as OpenAI answers for models without logprobs) is retried once without the
+    parameter; the provider then stops asking. Other 400s are not retried."""
+    rejected = openai_error(
+        400, "Unsupported parameter: 'logprobs' is not supported with this model.", "invalid_request_error", None
+    )
+    rejected_json = json.loads(rejected.content)
+    rejected_json["error"]["param"] = "logprobs"
+    rejected_json["error"]["code"] = "unsupported_parameter"
+    route = openai_api.post(f"{BASE_URL}/chat/completions").mock(
+        side_effect=[
+            httpx.Response(400, json=rejected_json),
+            sse_response(openai_sse(DELTAS, usage=(31, 6))),
+            sse_response(openai_sse(["ok"], usage=(5, 1))),
+        ]
+    )
+    provider = chat_provider()
+
+    assert await collect(provider) == [*DELTAS, Usage(31, 6)]
+    assert await collect(provider) == ["ok", Usage(5, 1)]
+
+    sent = [json.loads(call.request.content) for call in route.calls]
+    assert [body.get("logprobs") for body in sent] == [True, None, None]
+
+
+async def test_stream_other_bad_request_is_not_retried(openai_api: respx.MockRouter) -> None:
+    route = openai_api.post(f"{BASE_URL}/chat/completions").mock(
+        return_value=openai_error(400, "'messages' must contain at least one message.", "invalid_request_error", None)
+    )
+
+    with pytest.raises(ProviderError, match="BadRequestError"):
+        await collect(chat_provider())
+    assert route.call_count == 1
+
+
+def test_usage_positional_construction_still_works() -> None:
+    usage = Usage(3, 1)
+    assert usage.token_logprobs is None
+    assert usage == Usage(prompt_tokens=3, completion_tokens=1, token_logprobs=None)
+    assert hash(Usage(3, 1, (-0.1,))) == hash(Usage(3, 1, (-0.1,)))
+
+
 async def test_stream_without_key_sends_a_placeholder_bearer(openai_api: respx.MockRouter) -> None:
     """Keyless local servers (vLLM, Ollama, llama.cpp) still get a syntactically valid bearer token."""
     route = openai_api.post(f"{BASE_URL}/chat/completions").mock(

@@ -1,0 +1,369 @@
+"""The coach's handoff alerts outside the dashboard: a signed webhook and an e-mail.
+
+When a handoff opens, :meth:`app.handoff.service.HandoffService.announce` queues the arq job
+``deliver_alert`` (job id ``deliver_alert:<handoff id>``), which calls :meth:`AlertService.deliver`.
+
+Channels
+    ``webhook``
+        ``POST`` of a JSON event to the coach's ``alert_webhook_url``, signed per the Standard Webhooks
+        specification (https://www.standardwebhooks.com, ``spec/standard-webhooks.md``): headers
+        ``webhook-id`` (the handoff id, stable across retries so receivers can deduplicate),
+        ``webhook-timestamp`` (unix seconds) and ``webhook-signature: v1,<base64 HMAC-SHA256>`` of
+        ``"{id}.{timestamp}.{body}"`` under the secret's bytes (``whsec_<base64>``), computed by the
+        reference library ``standardwebhooks``. Receivers verify with
+        ``standardwebhooks.Webhook(secret).verify(body, headers)``.
+    ``email``
+        A plain-text message to the coach's ``alert_email`` through the server's SMTP settings
+        (``SMTP_HOST`` …), sent with ``aiosmtplib``. Without ``SMTP_HOST`` the channel is recorded as
+        ``skipped``.
+
+Delivery state lives in ``Handoff.alerts``::
+
+    {"webhook": {"status": "sent" | "failed", "at": ISO 8601, "attempts": n, "error"?: str},
+     "email":   {"status": "sent" | "failed" | "skipped", "at": ..., "attempts": n, "error"?: str}}
+
+A channel the coach has not configured has no entry. arq runs a job at least once, so a channel already
+``sent`` is never sent again. A failed channel makes the job raise :class:`arq.worker.Retry` with a
+growing delay until :data:`MAX_ATTEMPTS`; the worker's ``max_tries`` for the job must equal it.
+The webhook secret is never logged nor stored in clear; stored errors are at most
+:data:`MAX_ERROR_CHARS` characters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import re
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from typing import Any
+
+import aiosmtplib
+import httpx
+from arq.worker import Retry
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from standardwebhooks import Webhook
+
+from app.accounts.security import SecretBox
+from app.config import Settings
+from app.db import models as m
+from app.db.engine import tenant_session
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+"""Tries of the ``deliver_alert`` job (``app/worker.py`` must pass it as the job's ``max_tries``)."""
+RETRY_DELAY_SECONDS = 10.0
+"""After failed attempt *n* the job runs again ``n × RETRY_DELAY_SECONDS`` later (10, 20, 30, 40 s)."""
+WEBHOOK_TIMEOUT_SECONDS = 10.0
+SMTP_TIMEOUT_SECONDS = 10.0
+MAX_ERROR_CHARS = 300
+WEBHOOK_EVENT = "handoff.opened"
+USER_AGENT = "OpenCoach-Webhooks/1"
+
+
+WEBHOOK = "webhook"
+EMAIL = "email"
+SENT = "sent"
+FAILED = "failed"
+SKIPPED = "skipped"
+
+
+def new_webhook_secret() -> str:
+    """A fresh Standard Webhooks signing secret: ``"whsec_"`` + base64 of 24 random bytes (192 bits).
+
+    Store it encrypted (:meth:`app.accounts.security.SecretBox.encrypt`) in
+    ``Coach.alert_webhook_secret_encrypted`` and show it to the coach once, for their receiver.
+    """
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def sign_webhook(secret: str, msg_id: str, timestamp: datetime, body: str) -> dict[str, str]:
+    """The three Standard Webhooks headers for ``body`` (the exact JSON text sent).
+
+    ``secret`` is ``whsec_<base64>``; ``timestamp`` an aware datetime (sent as whole unix seconds).
+    Returns ``{"webhook-id", "webhook-timestamp", "webhook-signature"}``. Raises ``ValueError`` (binascii)
+    for a secret that is not base64, ``standardwebhooks`` errors for an empty one.
+    Source: Standard Webhooks specification, "Signature scheme" (symmetric, ``v1``).
+    """
+    signature = Webhook(secret).sign(msg_id, timestamp, body)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(timestamp.timestamp())),
+        "webhook-signature": signature,
+    }
+
+
+@dataclass(frozen=True)
+class AlertContent:
+    """What an alert says about one handoff (shared by the webhook event and the e-mail)."""
+
+    handoff_id: uuid.UUID
+    conversation_id: uuid.UUID
+    client_id: uuid.UUID
+    client_name: str
+    reason: str
+    detail: str
+    confidence: float | None
+    brief: str
+    dashboard_url: str
+
+    @property
+    def urgent(self) -> bool:
+        """A crisis handoff."""
+        return self.reason == m.HandoffReason.CRISIS
+
+    @property
+    def reason_label(self) -> str:
+        """The reason in words (``"Crisis risk"``), or the raw reason if it has no label."""
+        return m.HandoffReason.LABELS.get(self.reason, self.reason)
+
+    def webhook_event(self, at: datetime) -> dict[str, Any]:
+        """The webhook body: ``{"type": "handoff.opened", "timestamp": ISO 8601, "data": {...}}``."""
+        return {
+            "type": WEBHOOK_EVENT,
+            "timestamp": at.isoformat(),
+            "data": {
+                "handoff_id": str(self.handoff_id),
+                "conversation_id": str(self.conversation_id),
+                "client_id": str(self.client_id),
+                "client_name": self.client_name,
+                "reason": self.reason,
+                "detail": self.detail,
+                "confidence": self.confidence,
+                "brief": self.brief,
+                "urgent": self.urgent,
+                "dashboard_url": self.dashboard_url,
+            },
+        }
+
+    def email(self, sender: str, recipient: str) -> EmailMessage:
+        """The alert e-mail (plain text, UTF-8). ``Message-ID`` is derived from the handoff id, so a
+        re-sent alert can be recognised as the same message. Raises ``ValueError`` for a malformed address."""
+        name = _one_line(self.client_name, 100)
+        message = EmailMessage()
+        message["Subject"] = (
+            f"[URGENT] Crisis handoff: {name}" if self.urgent else f"Handoff: {name} — {self.reason_label}"
+        )
+        message["From"] = sender
+        message["To"] = recipient
+        message["Date"] = format_datetime(datetime.now(UTC))
+        domain = parseaddr(sender)[1].rpartition("@")[2] or "opencoach.local"
+        message["Message-ID"] = f"<handoff.{self.handoff_id}@{domain}>"
+        confidence = "n/a" if self.confidence is None else f"{self.confidence:.2f}"
+        lines = [
+            f"{name} was handed to you{' — this may be a crisis, please respond now' if self.urgent else ''}.",
+            "",
+            f"Reason: {self.reason_label}",
+            f"Detail: {self.detail or '-'}",
+            f"AI confidence: {confidence}",
+            "",
+            "Brief:",
+            self.brief or "-",
+            "",
+            f"Open the conversation: {self.dashboard_url}",
+        ]
+        message.set_content("\n".join(lines))
+        return message
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One delivery run's snapshot of the coach's alert settings and the handoff."""
+
+    content: AlertContent
+    webhook_url: str | None
+    webhook_secret: str | None
+    secret_error: str | None
+    alert_email: str | None
+    alerts: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """A channel's result: what to store, and whether a later attempt could change it."""
+
+    status: str
+    error: str | None = None
+    retryable: bool = False
+
+
+class AlertService:
+    """Delivers the webhook and e-mail alerts of a handoff, at least once and at most once per channel."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, secrets: SecretBox) -> None:
+        self._sessionmaker = sessionmaker
+        self._settings = settings
+        self._secrets = secrets
+
+    async def deliver(self, coach_id: uuid.UUID, handoff_id: uuid.UUID, *, attempt: int = 1) -> str:
+        """Send the handoff's alerts on every configured channel not yet ``sent``; record each outcome.
+
+        ``attempt`` is the arq job try (1-based). Returns a summary such as ``"webhook sent, email
+        skipped"`` (``"no alert channel configured"``, ``"handoff not found"``). Raises
+        :class:`arq.worker.Retry` (``defer`` = ``attempt × RETRY_DELAY_SECONDS``) when a channel failed in
+        a way a retry could fix and ``attempt < MAX_ATTEMPTS``; on the last attempt the failure stays
+        recorded and the summary is returned. Database errors propagate.
+        """
+        target = await self._load(coach_id, handoff_id)
+        if target is None:
+            return "handoff not found"
+        channels: list[tuple[str, Callable[[_Target], Awaitable[_Outcome]]]] = []
+        if target.webhook_url:
+            channels.append((WEBHOOK, self._webhook))
+        if target.alert_email:
+            channels.append((EMAIL, self._email))
+        if not channels:
+            return "no alert channel configured"
+
+        async def run(channel: str, send: Callable[[_Target], Awaitable[_Outcome]]) -> tuple[str, _Outcome]:
+            previous = target.alerts.get(channel)
+            if _status(previous) == SENT:
+                return channel, _Outcome(SENT)
+            outcome = await send(target)
+            await self._record(coach_id, handoff_id, channel, outcome)
+            log.info(
+                "handoff %s alert %s: %s%s (attempt %d)",
+                handoff_id,
+                channel,
+                outcome.status,
+                f" ({outcome.error})" if outcome.error else "",
+                attempt,
+            )
+            return channel, outcome
+
+        results = await asyncio.gather(*(run(channel, send) for channel, send in channels))
+        summary = ", ".join(f"{channel} {outcome.status}" for channel, outcome in results)
+        if attempt < MAX_ATTEMPTS and any(o.status == FAILED and o.retryable for _, o in results):
+            raise Retry(defer=timedelta(seconds=RETRY_DELAY_SECONDS * attempt))
+        return summary
+
+    async def _load(self, coach_id: uuid.UUID, handoff_id: uuid.UUID) -> _Target | None:
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            handoff = await session.get(m.Handoff, handoff_id)
+            coach = await session.get(m.Coach, coach_id)
+            if handoff is None or coach is None or handoff.coach_id != coach_id:
+                return None
+            client = await session.get(m.Client, handoff.client_id)
+        secret: str | None = None
+        secret_error: str | None = None
+        if coach.alert_webhook_url:
+            if coach.alert_webhook_secret_encrypted is None:
+                secret_error = "no webhook signing secret; save the webhook URL again to create one"
+            else:
+                try:
+                    secret = self._secrets.decrypt(coach.alert_webhook_secret_encrypted)
+                except ValueError:
+                    secret_error = "the webhook signing secret cannot be decrypted (SECRET_KEY changed?)"
+        base = self._settings.public_url.rstrip("/")
+        content = AlertContent(
+            handoff_id=handoff.id,
+            conversation_id=handoff.conversation_id,
+            client_id=handoff.client_id,
+            client_name=client.name if client is not None else "a client",
+            reason=handoff.reason,
+            detail=handoff.detail or "",
+            confidence=handoff.confidence,
+            brief=handoff.brief or "",
+            dashboard_url=f"{base}/dashboard/conversations/{handoff.conversation_id}",
+        )
+        return _Target(
+            content=content,
+            webhook_url=coach.alert_webhook_url,
+            webhook_secret=secret,
+            secret_error=secret_error,
+            alert_email=coach.alert_email,
+            alerts=dict(handoff.alerts or {}),
+        )
+
+    async def _webhook(self, target: _Target) -> _Outcome:
+        if target.webhook_secret is None or target.webhook_url is None:
+            return _Outcome(FAILED, target.secret_error or "no webhook URL")
+        at = datetime.now(UTC).replace(microsecond=0)
+        body = json.dumps(target.content.webhook_event(at), ensure_ascii=False, separators=(",", ":"))
+        try:
+            headers = sign_webhook(target.webhook_secret, str(target.content.handoff_id), at, body)
+        except Exception:  # a malformed stored secret; never echo it
+            return _Outcome(FAILED, "the webhook signing secret is malformed; save the webhook URL again")
+        headers["content-type"] = "application/json"
+        headers["user-agent"] = USER_AGENT
+        try:
+            async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False) as client:
+                response = await client.post(target.webhook_url, content=body.encode(), headers=headers)
+        except httpx.InvalidURL as exc:
+            return _Outcome(FAILED, _error(f"invalid webhook URL: {exc}"))
+        except (httpx.HTTPError, OSError) as exc:
+            return _Outcome(FAILED, _error(f"{type(exc).__name__}: {exc}"), retryable=True)
+        if not response.is_success:
+            return _Outcome(FAILED, _error(f"HTTP {response.status_code} {response.reason_phrase}"), retryable=True)
+        return _Outcome(SENT)
+
+    async def _email(self, target: _Target) -> _Outcome:
+        settings = self._settings
+        if not settings.smtp_host:
+            return _Outcome(SKIPPED, "SMTP is not configured")
+        if not target.alert_email:
+            return _Outcome(FAILED, "no alert e-mail address")
+        try:
+            message = target.content.email(settings.smtp_from, target.alert_email)
+        except ValueError as exc:
+            return _Outcome(FAILED, _error(f"cannot build the e-mail: {exc}"))
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=settings.smtp_host,
+                port=settings.smtp_port,
+                username=settings.smtp_username,
+                password=settings.smtp_password,
+                start_tls=settings.smtp_starttls,
+                timeout=SMTP_TIMEOUT_SECONDS,
+            )
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            return _Outcome(FAILED, _error(f"{type(exc).__name__}: {exc}"), retryable=True)
+        return _Outcome(SENT)
+
+    async def _record(self, coach_id: uuid.UUID, handoff_id: uuid.UUID, channel: str, outcome: _Outcome) -> None:
+        """Store one channel's outcome in ``handoff.alerts`` in its own transaction (row locked)."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            handoff = await session.get(m.Handoff, handoff_id, with_for_update=True)
+            if handoff is None:
+                return
+            alerts = dict(handoff.alerts or {})
+            previous = alerts.get(channel)
+            attempts = previous.get("attempts", 0) if isinstance(previous, dict) else 0
+            entry: dict[str, Any] = {
+                "status": outcome.status,
+                "at": datetime.now(UTC).isoformat(),
+                "attempts": int(attempts) + 1,
+            }
+            if outcome.error:
+                entry["error"] = _error(outcome.error)
+            alerts[channel] = entry
+            handoff.alerts = alerts
+
+
+def _status(entry: Any) -> str | None:
+    """A stored channel status (also reads the older ``"sent"`` / ``"failed: …"`` string form)."""
+    if isinstance(entry, dict):
+        status = entry.get("status")
+        return status if isinstance(status, str) else None
+    if isinstance(entry, str):
+        return entry.split(":", 1)[0]
+    return None
+
+
+def _error(text: str) -> str:
+    """One line of at most :data:`MAX_ERROR_CHARS` characters."""
+    return _one_line(text, MAX_ERROR_CHARS)
+
+
+def _one_line(text: str, limit: int) -> str:
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,77 @@
+"""A coach's availability hours: when the coach can be expected to answer a handoff.
+
+The setting is ``{"timezone": "Europe/Berlin", "days": [0, 1, 2, 3, 4], "start": "09:00", "end": "17:00"}``
+(days are ISO weekdays minus one: Monday = 0; ``end`` after ``start``, same day). ``None`` means always.
+Time zones are IANA names (``zoneinfo``, with the ``tzdata`` package where the system has none).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from app.errors import InvalidInput
+
+DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def _clock(value: Any, name: str) -> time:
+    try:
+        return time.fromisoformat(str(value))
+    except ValueError:
+        raise InvalidInput(f"availability.{name} must be a time like 09:00") from None
+
+
+def validate_availability(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Check and normalise the setting. Raises ``InvalidInput`` naming the bad field."""
+    if value is None:
+        return None
+    unknown = set(value) - {"timezone", "days", "start", "end"}
+    if unknown:
+        raise InvalidInput(f"availability has unknown fields: {', '.join(sorted(unknown))}")
+    zone = str(value.get("timezone") or "UTC")
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(f"availability.timezone {zone!r} is not an IANA time zone") from None
+    days = value.get("days", [0, 1, 2, 3, 4])
+    if not isinstance(days, list) or not days or not all(isinstance(d, int) and 0 <= d <= 6 for d in days):
+        raise InvalidInput("availability.days must be a non-empty list of weekdays 0–6 (Monday = 0)")
+    start = _clock(value.get("start", "09:00"), "start")
+    end = _clock(value.get("end", "17:00"), "end")
+    if end <= start:
+        raise InvalidInput("availability.end must be later than availability.start")
+    return {"timezone": zone, "days": sorted(set(days)), "start": start.strftime("%H:%M"), "end": end.strftime("%H:%M")}
+
+
+def is_available(availability: dict[str, Any] | None, at: datetime) -> bool:
+    """Whether the coach is within their hours at the aware datetime ``at``."""
+    if availability is None:
+        return True
+    local = at.astimezone(ZoneInfo(availability["timezone"]))
+    start, end = time.fromisoformat(availability["start"]), time.fromisoformat(availability["end"])
+    return local.weekday() in availability["days"] and start <= local.time() < end
+
+
+def next_available(availability: dict[str, Any] | None, at: datetime) -> datetime:
+    """The start of the coach's next working period at or after ``at`` (``at`` itself when available),
+    in the coach's time zone."""
+    if availability is None or is_available(availability, at):
+        return at
+    zone = ZoneInfo(availability["timezone"])
+    local = at.astimezone(zone)
+    start = time.fromisoformat(availability["start"])
+    for offset in range(8):
+        day = local.date() + timedelta(days=offset)
+        candidate = datetime.combine(day, start, tzinfo=zone)
+        if day.weekday() in availability["days"] and candidate > local:
+            return candidate
+    raise AssertionError("a validated availability has a working day every week")
+
+
+def describe_return(availability: dict[str, Any] | None, at: datetime) -> str:
+    """``"Monday at 09:00 (Europe/Berlin)"``: when the coach is back, for messages to the client."""
+    back = next_available(availability, at)
+    zone = availability["timezone"] if availability else "UTC"
+    return f"{DAY_NAMES[back.weekday()]} at {back.strftime('%H:%M')} ({zone})"

@@ -1,0 +1,127 @@
+"""REST API of the handoff queue (coach key): handoffs, drafts, takeover, coach messages, handback."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.di import Provide
+from litestar.params import FromQuery, JSONBody
+
+from app.accounts.auth import provide_coach_id
+from app.chat.controllers import MessageOut, message_out
+from app.db import models as m
+from app.deps import CoachId, ContainerDep, PathId
+from app.handoff.service import MAX_COACH_MESSAGE_CHARS, QueueItem, draft_dict, handoff_dict
+
+
+class HandoffOut(msgspec.Struct):
+    """A handoff in the coach's queue: why (``reason``, ``detail``), the AI's ``confidence`` before it
+    (``null`` for an unprompted takeover), the ``brief`` from memory, and ``waiting_minutes`` (until the
+    coach took over) against ``sla_minutes`` (``overdue`` past it while still open)."""
+
+    id: uuid.UUID
+    conversation_id: uuid.UUID
+    client_id: uuid.UUID
+    client_name: str
+    status: str
+    reason: str
+    reason_label: str
+    detail: str
+    confidence: float | None
+    brief: str
+    created_at: str
+    claimed_at: str | None
+    closed_at: str | None
+    sla_minutes: int
+    waiting_minutes: float
+    overdue: bool
+
+
+def handoff_out(item: QueueItem) -> HandoffOut:
+    """Serialise a queue item."""
+    fields: dict[str, Any] = handoff_dict(item.handoff, item.client_name, sla_minutes=item.sla_minutes)
+    return HandoffOut(**fields, waiting_minutes=round(item.waiting_minutes, 1), overdue=item.overdue)
+
+
+class DraftOut(msgspec.Struct):
+    """An AI reply waiting for (or decided by) the coach."""
+
+    id: uuid.UUID
+    conversation_id: uuid.UUID
+    text: str
+    status: str
+    confidence: float | None
+    created_at: str
+
+
+def draft_out(draft: m.Draft) -> DraftOut:
+    """Serialise a draft."""
+    fields = draft_dict(draft)
+    del fields["client_name"]
+    return DraftOut(**fields)
+
+
+class CoachMessage(msgspec.Struct, forbid_unknown_fields=True):
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_COACH_MESSAGE_CHARS)]
+
+
+class DraftApproval(msgspec.Struct, forbid_unknown_fields=True):
+    """``text`` replaces the draft (the coach's edit); omitted: the draft is sent as written."""
+
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_COACH_MESSAGE_CHARS)] | None = None
+
+
+class HandoffController(Controller):
+    path = "/api/v1"
+    tags = ["handoffs"]
+    dependencies = {"coach_id": Provide(provide_coach_id)}
+
+    @get("/handoffs")
+    async def list_handoffs(
+        self, coach_id: CoachId, container: ContainerDep, status: FromQuery[str | None] = None
+    ) -> list[HandoffOut]:
+        """The coach's handoffs, newest first; ``?status=open|claimed|closed`` filters (400 otherwise)."""
+        return [handoff_out(item) for item in await container.handoffs.list_handoffs(coach_id, status)]
+
+    @post("/conversations/{conversation_id:uuid}/takeover", status_code=200)
+    async def takeover(self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep) -> HandoffOut:
+        """Take the conversation over (its open handoff, or unprompted): the AI is paused until handback."""
+        handoff = await container.handoffs.takeover(coach_id, conversation_id)
+        return handoff_out(await container.handoffs.get(coach_id, handoff.id))
+
+    @post("/conversations/{conversation_id:uuid}/messages", status_code=201)
+    async def send(
+        self, conversation_id: PathId, data: JSONBody[CoachMessage], coach_id: CoachId, container: ContainerDep
+    ) -> MessageOut:
+        """Write to the client as the human coach (takes the conversation over first if needed); the
+        message reaches the widget live."""
+        return message_out(await container.handoffs.send(coach_id, conversation_id, data.text))
+
+    @post("/conversations/{conversation_id:uuid}/handback", status_code=200)
+    async def handback(self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep) -> HandoffOut:
+        """Hand the conversation back to the AI (409 when it is not handed off)."""
+        handoff = await container.handoffs.handback(coach_id, conversation_id)
+        return handoff_out(await container.handoffs.get(coach_id, handoff.id))
+
+    @get("/drafts")
+    async def list_drafts(
+        self, coach_id: CoachId, container: ContainerDep, status: FromQuery[str | None] = None
+    ) -> list[DraftOut]:
+        """The coach's drafts, oldest first; ``?status=pending|approved|discarded`` filters."""
+        return [draft_out(d) for d in await container.handoffs.list_drafts(coach_id, status)]
+
+    @post("/drafts/{draft_id:uuid}/approve", status_code=201)
+    async def approve(
+        self, draft_id: PathId, coach_id: CoachId, container: ContainerDep, data: JSONBody[DraftApproval | None] = None
+    ) -> MessageOut:
+        """Send a pending draft to the client, as written or with the coach's ``text`` (409 if decided)."""
+        text = data.text if data is not None else None
+        return message_out(await container.handoffs.approve_draft(coach_id, draft_id, text))
+
+    @post("/drafts/{draft_id:uuid}/discard", status_code=200)
+    async def discard(self, draft_id: PathId, coach_id: CoachId, container: ContainerDep) -> DraftOut:
+        """Drop a pending draft; nothing is sent (409 if decided)."""
+        return draft_out(await container.handoffs.discard_draft(coach_id, draft_id))

@@ -1,0 +1,98 @@
+"""A coach's escalation settings: mode, confidence threshold, topics, SLA, hours, crisis resources, alerts.
+
+Validated here and applied to the ``Coach`` row by :meth:`app.accounts.service.AccountService.update_settings`
+(the same call as persona and provider settings, so one ``PATCH /api/v1/settings`` changes them together and
+a bad field changes nothing).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from app.accounts.security import SecretBox
+from app.db import models as m
+from app.errors import InvalidInput
+from app.handoff.alerts import new_webhook_secret
+from app.handoff.availability import validate_availability
+
+SLA_MINUTES_RANGE = (1, 10080)
+"""Allowed ``handoff_sla_minutes``: a minute to a week."""
+MAX_TOPICS = 50
+MAX_TOPIC_CHARS = 100
+MAX_RESOURCES = 10
+MAX_RESOURCE_CHARS = 300
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+HANDOFF_FIELDS = (
+    "handoff_mode",
+    "confidence_threshold",
+    "high_stakes_topics",
+    "always_escalate_topics",
+    "handoff_sla_minutes",
+    "availability",
+    "crisis_resources",
+    "alert_webhook_url",
+    "alert_email",
+)
+"""The settings this module owns, as named in the API."""
+
+
+def _lines(name: str, values: Sequence[str], limit: int, chars: int) -> list[str]:
+    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+        raise InvalidInput(f"{name} must be a list of strings")
+    cleaned = list(dict.fromkeys(v.strip() for v in values if v.strip()))
+    if len(cleaned) > limit:
+        raise InvalidInput(f"{name} takes at most {limit} entries")
+    if any(len(v) > chars for v in cleaned):
+        raise InvalidInput(f"each entry of {name} must be at most {chars} characters")
+    return cleaned
+
+
+def apply_handoff_settings(coach: m.Coach, secrets: SecretBox, **changes: Any) -> None:
+    """Validate and set the given fields (``None`` leaves one as is; ``""`` clears the webhook URL or the
+    e-mail; ``{}`` clears the availability hours: always available). Setting a new webhook URL generates
+    its signing secret (``whsec_…``). Raises ``InvalidInput`` naming the first bad field."""
+    unknown = set(changes) - set(HANDOFF_FIELDS)
+    if unknown:
+        raise InvalidInput(f"unknown settings: {', '.join(sorted(unknown))}")
+    mode = changes.get("handoff_mode")
+    if mode is not None:
+        if mode not in m.HandoffMode.ALL:
+            raise InvalidInput(f"handoff_mode must be one of {', '.join(m.HandoffMode.ALL)}")
+        coach.handoff_mode = mode
+    threshold = changes.get("confidence_threshold")
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+            raise InvalidInput("confidence_threshold must be a number from 0 to 1")
+        coach.confidence_threshold = float(threshold)
+    for name in ("high_stakes_topics", "always_escalate_topics"):
+        if changes.get(name) is not None:
+            setattr(coach, name, _lines(name, changes[name], MAX_TOPICS, MAX_TOPIC_CHARS))
+    if changes.get("crisis_resources") is not None:
+        coach.crisis_resources = _lines(
+            "crisis_resources", changes["crisis_resources"], MAX_RESOURCES, MAX_RESOURCE_CHARS
+        )
+    sla = changes.get("handoff_sla_minutes")
+    if sla is not None:
+        low, high = SLA_MINUTES_RANGE
+        if isinstance(sla, bool) or not isinstance(sla, int) or not low <= sla <= high:
+            raise InvalidInput(f"handoff_sla_minutes must be a whole number from {low} to {high}")
+        coach.handoff_sla_minutes = sla
+    if changes.get("availability") is not None:
+        coach.availability = validate_availability(changes["availability"] or None)
+    url = changes.get("alert_webhook_url")
+    if url is not None:
+        url = url.strip()
+        if url and not url.startswith(("http://", "https://")):
+            raise InvalidInput("alert_webhook_url must start with http:// or https://")
+        if url != (coach.alert_webhook_url or ""):
+            coach.alert_webhook_secret_encrypted = secrets.encrypt(new_webhook_secret()) if url else None
+        coach.alert_webhook_url = url or None
+    email = changes.get("alert_email")
+    if email is not None:
+        email = email.strip()
+        if email and not _EMAIL.match(email):
+            raise InvalidInput("alert_email is not an e-mail address")
+        coach.alert_email = email or None

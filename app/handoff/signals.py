@@ -1,0 +1,450 @@
+"""Per-turn handoff signals of one client message: pure, fast functions (no DB, no network, no model).
+
+The chat turn computes these after the crisis screen (:mod:`app.handoff.risk`) and before or after generation,
+stores :meth:`TurnSignals.as_dict` on the message metadata, and feeds :class:`TurnSignals` to
+:func:`app.handoff.confidence.score_confidence`. Each signal is a plain number, flag or list so that the coach
+can see *why* a conversation was handed over.
+
+Signals
+-------
+- **sentiment** — VADER compound score of the message, in ``[-1, 1]`` (:func:`sentiment`).
+- **sentiment trend** — least-squares slope of the compound over the client's last
+  :data:`TREND_WINDOW` messages, per message (:func:`sentiment_trend`).
+- **human request** — an explicit ask for a person: the ``/human`` command or wording such as "can I talk to a
+  real person" (:func:`asks_for_human`).
+- **retrieval support** — how well the coach's material covers the question, from the retrieved chunks'
+  cosine similarities (:func:`retrieval_support`).
+- **topics** — which of the coach's high-stakes / always-escalate topics (free-text settings such as
+  "quitting my job", "medication") the message touches (:func:`topic_matches`).
+- **repeated question** — similarity of the message to the client's earlier messages: asking again is a
+  sign the answers did not help (:func:`repeated_question`).
+- **thumbs-down streak** — consecutive thumbs-down on the latest AI replies (:func:`thumbs_down_streak`).
+- **token confidence** — geometric-mean token probability of the AI reply, when the provider returns
+  logprobs (:func:`token_confidence`).
+
+Text handling shared by the lexical signals: lower-case, curly apostrophes straightened and apostrophes
+dropped (``I'm`` → ``im``), words are runs of letters and digits, :data:`STOP_WORDS` removed, each word cut
+by :func:`stem` (a small suffix stripper, enough to make ``quitting``/``quit``, ``medications``/
+``medication``, ``divorced``/``divorce`` meet) after :data:`SYNONYMS` (``meds`` → ``medication``).
+
+Sources
+-------
+- Hutto C.J. & Gilbert E. (2014), "VADER: A Parsimonious Rule-based Model for Sentiment Analysis of Social
+  Media Text", *ICWSM 2014* — the ``vaderSentiment`` package; compound score normalised to ``[-1, 1]``.
+- Reimers N. & Gurevych I. (2019), "Sentence-BERT", *EMNLP 2019* — all-MiniLM-L6-v2, whose cosines
+  :func:`retrieval_support` maps.
+- Malinin A. & Gales M. (2021), "Uncertainty Estimation in Autoregressive Structured Prediction", *ICLR
+  2021*, and Manakul P. et al. (2023), "SelfCheckGPT", *EMNLP 2023* — mean token log-probability of a
+  generated answer as a (weak) confidence signal (:func:`token_confidence`).
+- OpenAI API reference, Chat Completions ``logprobs`` (``choices[].logprobs.content[].logprob``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    from app.handoff.risk import RiskAssessment
+
+TREND_WINDOW = 6
+"""Messages (the client's latest, this one included) over which :func:`sentiment_trend` fits its slope."""
+
+TREND_MIN_MESSAGES = 3
+"""Fewer messages than this give a trend of ``0.0`` (two points make a slope, but not a trend)."""
+
+REPEAT_THRESHOLD = 0.6
+"""Cosine similarity (over stemmed content-word sets) from which a message counts as a repeat. "How do I stop
+procrastinating?" vs "I still don't know how to stop procrastinating" is 0.77; two different questions that
+share one word ("how do I sleep better" vs "how do I stop procrastinating") are 0.33."""
+
+REPEAT_MIN_WORDS = 3
+"""Messages with fewer content words ("ok", "thanks", "yes please") never count as repeats."""
+
+SUPPORT_LOW = 0.15
+"""MiniLM cosine at or below which the coach's material is taken not to cover the question (support 0)."""
+
+SUPPORT_HIGH = 0.55
+"""MiniLM cosine at or above which the material is taken to cover the question fully (support 1)."""
+
+
+# --- sentiment ---------------------------------------------------------------------------------------------
+
+
+@cache
+def _analyzer() -> SentimentIntensityAnalyzer:
+    """The VADER analyzer, built once (it reads its lexicon and emoji files from the package)."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return SentimentIntensityAnalyzer()
+
+
+def sentiment(text: str) -> float:
+    """VADER compound score of ``text`` (Hutto & Gilbert 2014): a float in ``[-1, 1]``, negative for negative
+    affect; ``0.0`` for an empty or neutral text. VADER's own reading of compound: ``≤ -0.05`` negative,
+    ``≥ 0.05`` positive. English only; no errors."""
+    if not text.strip():
+        return 0.0
+    return float(_analyzer().polarity_scores(text)["compound"])
+
+
+def sentiment_trend(compounds: Sequence[float]) -> float:
+    """Least-squares slope of the client's sentiment, in compound units per message.
+
+    ``compounds``: VADER compounds of the client's messages, **oldest first**, this message last; only the
+    last :data:`TREND_WINDOW` are used. Returns ``0.0`` with fewer than :data:`TREND_MIN_MESSAGES`. Over six
+    messages the slope lies in ``[-0.4, 0.4]`` (a straight fall from +1 to -1 is ``-0.4``); negative means
+    worsening. Closed form ``Σ(x-x̄)(y-ȳ) / Σ(x-x̄)²`` with ``x = 0..n-1``."""
+    ys = [float(c) for c in compounds[-TREND_WINDOW:]]
+    n = len(ys)
+    if n < TREND_MIN_MESSAGES:
+        return 0.0
+    x_mean = (n - 1) / 2
+    y_mean = math.fsum(ys) / n
+    numerator = math.fsum((x - x_mean) * (y - y_mean) for x, y in enumerate(ys))
+    denominator = math.fsum((x - x_mean) ** 2 for x in range(n))
+    return numerator / denominator
+
+
+# --- text normalisation ------------------------------------------------------------------------------------
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+STOP_WORDS = _words(
+    """a an the and or but if so as of to in on at by for from with about into over than then there here
+    i im ive id me my myself mine we our ours us you your youre yours he his him she her hers it its itself
+    they them their theirs this that these those is am are was were be been being do does did doing done
+    have has had having will would shall should can could may might must just really very also too quite
+    get got dont doesnt didnt isnt arent wasnt not no some any all up out"""
+)
+"""Function words dropped before topic matching and repeat detection. Question words (how, what, why) are
+kept: they carry a question's intent, so "how do I stop procrastinating" keeps three content words."""
+
+SYNONYMS = {"meds": "medication", "med": "medication", "medicine": "medication", "medicines": "medication"}
+"""Word → canonical word, applied before stemming. Deliberately tiny: only colloquial forms of the example
+topics that suffix stripping cannot join (``my meds`` ↔ ``medication``)."""
+
+_APOSTROPHES = re.compile(r"['’‘`]")
+_WORD = re.compile(r"[a-z0-9]+")
+_VOWEL = re.compile(r"[aeiouy]")
+
+
+def stem(word: str) -> str:
+    """A small, deterministic suffix stripper for lower-case English words (not Porter; enough for topic and
+    repeat matching): plural ``-ies/-es/-s``, then ``-ing/-ed`` (undoubling a final consonant: ``quitting`` →
+    ``quit``), then ``-ation/-ly``, then a final ``-e``. Words of ≤ 3 letters are kept as they are.
+    Examples: ``medications``/``medication`` → ``medic``; ``divorced``/``divorcing``/``divorce`` → ``divorc``;
+    ``worried``/``worries``/``worrying``/``worry`` → ``worry``."""
+    w = word
+    if len(w) <= 3:
+        return w
+    if w.endswith("ies") and len(w) > 4:
+        w = w[:-3] + "y"
+    elif w.endswith(("sses", "shes", "ches", "xes")):
+        w = w[:-2]
+    elif w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        w = w[:-1]
+    if w.endswith("ied") and len(w) > 4:
+        w = w[:-3] + "y"
+    else:
+        for suffix in ("ing", "ed"):
+            base = w[: -len(suffix)]
+            if w.endswith(suffix) and len(base) >= 3 and _VOWEL.search(base):
+                w = base
+                if len(w) >= 4 and w[-1] == w[-2] and w[-1] not in "lsz":
+                    w = w[:-1]
+                break
+    for suffix in ("ation", "ly"):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
+            w = w[: -len(suffix)]
+            break
+    if w.endswith("e") and len(w) > 3:
+        w = w[:-1]
+    return w
+
+
+def content_words(text: str) -> frozenset[str]:
+    """The stemmed content words of ``text``: lower-cased, apostrophes dropped, :data:`STOP_WORDS` removed,
+    :data:`SYNONYMS` applied, then :func:`stem`. ``"I'm quitting my job!"`` → ``{"quit", "job"}``."""
+    words = _WORD.findall(_APOSTROPHES.sub("", text.lower()))
+    return frozenset(stem(SYNONYMS.get(w, w)) for w in words if w not in STOP_WORDS)
+
+
+# --- topics and repeats ------------------------------------------------------------------------------------
+
+
+def topic_matches(text: str, topics: Sequence[str]) -> list[str]:
+    """Which of the coach's ``topics`` (free-text settings: "quitting my job", "medication", "legal") the
+    message ``text`` touches, lexically: a topic matches when **all** its stemmed content words
+    (:func:`content_words`) occur in the message's, so "I might quit my job" touches "quitting my job" and
+    "should I stop my meds?" touches "medication", but "my job is fine" does not touch "quitting my job".
+    Returns the matching topics as given, in the given order, without duplicates; a topic with no content
+    words (empty, or only stop-words) never matches. No synonyms beyond :data:`SYNONYMS`: "lawyer" does not
+    touch "legal" — coaches should list the words their clients use."""
+    words = content_words(text)
+    matched: list[str] = []
+    for topic in topics:
+        needed = content_words(topic)
+        if needed and needed <= words and topic not in matched:
+            matched.append(topic)
+    return matched
+
+
+def _set_cosine(a: frozenset[str], b: frozenset[str]) -> float:
+    """Cosine of two binary bag-of-words vectors (Ochiai coefficient): ``|a ∩ b| / √(|a|·|b|)``."""
+    if not a or not b:
+        return 0.0
+    return len(a & b) / math.sqrt(len(a) * len(b))
+
+
+def repeated_question(text: str, earlier: Sequence[str]) -> float:
+    """How much ``text`` repeats one of the client's ``earlier`` messages in this conversation, in ``[0, 1]``.
+
+    Similarity is the cosine of the stemmed content-word sets (:func:`content_words`; Ochiai coefficient).
+    Returns the highest similarity when it reaches :data:`REPEAT_THRESHOLD`, else ``0.0``. Messages (this one
+    or earlier ones) with fewer than :data:`REPEAT_MIN_WORDS` content words never count. Lexical only: a
+    paraphrase with other words ("I can't get going in the morning" vs "how do I start the day") is missed."""
+    words = content_words(text)
+    if len(words) < REPEAT_MIN_WORDS:
+        return 0.0
+    best = 0.0
+    for message in earlier:
+        other = content_words(message)
+        if len(other) >= REPEAT_MIN_WORDS:
+            best = max(best, _set_cosine(words, other))
+    return best if best >= REPEAT_THRESHOLD else 0.0
+
+
+# --- explicit request for a human --------------------------------------------------------------------------
+
+_COMMAND = re.compile(r"^\s*/human(?:\s|$)", re.IGNORECASE)
+_CLAUSES = re.compile(r"[,.!?;:\n()\"]+|\s[-–—]\s")
+_NEGATORS = _words("dont not no never doesnt didnt wont wouldnt without nobody")
+_NEGATION_WINDOW = 3
+"""Words before a match (in the same clause) searched for a negator: "no, I **don't** need a human"."""
+
+_ADJ = r"(?:(?:real|actual|live|human|flesh and blood) )?"
+_TARGET = (
+    rf"(?:an? |the |some )?{_ADJ}(?:human(?: being| agent| coach)?|person|agent|operator|someone real|somebody real)\b"
+)
+_PERSON = rf"(?:an? |the |some )?{_ADJ}(?:human(?: being| coach)?|person|someone real|somebody real)\b"
+"""A human, without "agent"/"operator" (so "I need an agent for my book" is not a request)."""
+_COACH = r"(?:my|the|your|our) (?:real |actual |human )?coach\b"
+_FRAME = (
+    r"(?:can i|could i|may i|let me|want to|wanna|need to|like to|rather|prefer to|is there|please|pls|"
+    r"how do i|how can i|where can i|i must)"
+)
+_TALK = r"(?:talk|speak|chat|talking|speaking|chatting)(?: (?:to|with))?"
+_NOT_A_NAME = r"(?!(?:him|her|them|it|you|people|everyone|someone|somebody|anyone|my|your|his|their|a|an|the)\b)"
+_HUMAN_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(p)
+    for p in (
+        # "can I talk to a real person", "I'd rather speak with a human", "let me talk to my coach"
+        rf"\b{_FRAME}(?: \w+){{0,2}} {_TALK} (?:{_TARGET}|{_COACH})",
+        # "connect me with a human", "transfer me to a human agent", "put me through to my coach"
+        rf"\b(?:connect|transfer|switch|put|pass|hand) me(?: (?:over|through|back))? (?:to|with) "
+        rf"(?:{_TARGET}|{_COACH})",
+        # "get me a human", "bring me my coach"
+        rf"\b(?:get|give|find|bring) me (?:to )?(?:{_TARGET}|{_COACH})",
+        # "I want a real human", "I need a person", "I want my coach", "I'd prefer a human"
+        rf"\b(?:want|need|prefer|wanna|rather have|(?:id|would|wed) like) (?:{_PERSON}|{_COACH})",
+        # "is there a real person (I can talk to)", "is anyone real there"
+        r"\bis there (?:an? )?(?:real|actual|live|human) (?:person|human|coach|being)\b",
+        r"\bis there (?:anyone|anybody|someone|somebody) (?:real|human)\b",
+        # "can my coach answer this herself", "could the coach reply personally"
+        rf"\b(?:can|could|would|will) {_COACH} (?:answer|reply|respond|get back|message|call|text|talk|take over)",
+        # "let me talk to Sarah directly", "can I speak with Dr Lee in person"
+        rf"\b{_TALK} (?:(?:dr|mr|ms|mrs|miss|coach) )?{_NOT_A_NAME}[a-z]+ (?:directly|personally|in person|myself)\b",
+        # "I don't want to talk to a bot" (carries its own negation; keep it last, see _SELF_NEGATING)
+        r"\b(?:dont|do not|no longer|stop) (?:want|wanna|like)(?: to)? (?:talk|speak|chat|talking|chatting)"
+        r"(?:ing)? (?:to|with) (?:an? |the |this |some )?(?:bot|ai|robot|machine|chatbot|computer)\b",
+    )
+)
+_SELF_NEGATING = frozenset({len(_HUMAN_PATTERNS) - 1})
+"""Indices of patterns that carry their own negation, so negators before them are not checked: the last one
+("I don't want to talk to a bot")."""
+_BARE = re.compile(rf"^(?:an? )?{_ADJ}(?:human|person|agent|operator)(?: please| pls| plz| now)?$")
+"""A clause that is only a request word: "human please", "a real person", "agent"."""
+
+
+def _normalise(text: str) -> str:
+    return _APOSTROPHES.sub("", text.lower())
+
+
+def asks_for_human(text: str, *, coach_name: str | None = None) -> bool:
+    """Whether the client explicitly asks for a human (the coach or any person) instead of the AI.
+
+    Fires on the ``/human`` command (the message starts with ``/human``, case-insensitive, optionally followed
+    by text) and on request wording, matched per clause (split at ``, . ! ? ; :``) after lower-casing and
+    dropping apostrophes: a request frame plus talk verb plus a human target ("can I talk to a real person",
+    "I'd rather talk to a person", "let me speak with my coach"), imperatives ("connect me with a human",
+    "get me a human", "transfer me to an agent"), wants ("I want a real human", "I want my coach"), "is there a
+    real person", "talk to <Name> directly", "I don't want to talk to a bot", and a bare "human please".
+    ``coach_name``, when given, also makes "let me talk to <coach name>" fire without "directly".
+
+    A match with a negator (:data:`_NEGATORS`) among the :data:`_NEGATION_WINDOW` words before it in the same
+    clause does not count ("no, I don't need a human"). Mentions that are not requests do not fire: "I talked
+    to a person at work today", "human beings are weird", "I want to be a better person", "my coach said…".
+    Limits: English only; the target is not tied to this chat, so "I need to talk to a person at the bank" and
+    "I need to talk to Bob directly" (Bob not the coach) fire too — a false handoff costs the coach a look,
+    a missed request costs the client's trust."""
+    if _COMMAND.match(text):
+        return True
+    patterns = list(enumerate(_HUMAN_PATTERNS))
+    if coach_name:
+        names = [re.escape(n) for n in _WORD.findall(_normalise(coach_name)) if n not in STOP_WORDS]
+        if names:
+            patterns.append((-1, re.compile(rf"\b{_FRAME}(?: \w+){{0,2}} {_TALK} (?:{'|'.join(names)})\b")))
+    for clause in _CLAUSES.split(_normalise(text)):
+        words = _WORD.findall(clause)
+        if not words:
+            continue
+        flat = " ".join(words)
+        if _BARE.match(flat):
+            return True
+        for index, pattern in patterns:
+            for match in pattern.finditer(flat):
+                before = flat[: match.start()].split()[-_NEGATION_WINDOW:]
+                if index in _SELF_NEGATING or not _NEGATORS.intersection(before):
+                    return True
+    return False
+
+
+# --- retrieval, feedback, token probabilities --------------------------------------------------------------
+
+
+def retrieval_support(scores: Sequence[float]) -> float:
+    """How well the coach's material covers the question, in ``[0, 1]``, from the cosine similarities
+    (``[-1, 1]``, query vs chunk, all-MiniLM-L6-v2) of the retrieved chunks: the best score mapped linearly
+    from :data:`SUPPORT_LOW` (→ 0) to :data:`SUPPORT_HIGH` (→ 1), clipped. Empty → ``0.0``.
+
+    Anchors, from a probe of all-MiniLM-L6-v2 on four short coaching passages (morning routine,
+    procrastination, talking to one's manager, sleep) and ten client questions: questions a passage answers scored
+    0.35–0.60 (median ≈ 0.53: "what should my morning routine look like" 0.59, "how do I ask my boss for a
+    raise" 0.35), a loosely related one 0.30 ("I feel stuck in my career"), unrelated questions −0.06–0.15
+    (pasta recipe 0.15, taxes 0.06). Scores from another embedder (e.g. text-embedding-3-small, whose cosines
+    run lower) would need their own anchors."""
+    if not scores:
+        return 0.0
+    best = max(float(s) for s in scores)
+    return min(1.0, max(0.0, (best - SUPPORT_LOW) / (SUPPORT_HIGH - SUPPORT_LOW)))
+
+
+def token_confidence(logprobs: Sequence[float]) -> float | None:
+    """Geometric-mean token probability of a generated reply: ``exp(mean(logprobs))`` in ``[0, 1]``, from the
+    natural-log probabilities of its tokens (OpenAI ``logprobs.content[].logprob``). ``None`` for an empty
+    sequence (provider returned none). NaN entries are ignored; a ``-inf`` entry gives ``0.0``."""
+    values = [float(v) for v in logprobs if not math.isnan(v)]
+    if not values:
+        return None
+    if any(math.isinf(v) and v < 0 for v in values):
+        return 0.0
+    return min(1.0, math.exp(math.fsum(values) / len(values)))
+
+
+def thumbs_down_streak(helpful_newest_first: Sequence[bool | None]) -> int:
+    """Consecutive thumbs-down on the latest AI replies. ``helpful_newest_first``: each AI reply's feedback,
+    newest first — ``False`` thumbs-down, ``True`` thumbs-up, ``None`` not rated. Counts the ``False`` values
+    before the first ``True``; unrated replies are skipped (clients rate rarely, so an unrated reply breaks
+    nothing — only a thumbs-up ends the streak). ``[False, None, False, True, False]`` → 2."""
+    streak = 0
+    for helpful in helpful_newest_first:
+        if helpful is True:
+            break
+        if helpful is False:
+            streak += 1
+    return streak
+
+
+# --- the bundle --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TurnSignals:
+    """Signals of one client turn, all plain JSON-able values (see the module docstring for each)."""
+
+    risk_score: float
+    """RiskDetector score in ``[0, 1]`` (:attr:`app.handoff.risk.RiskAssessment.score`)."""
+    risk_level: str
+    """``none`` | ``concern`` | ``crisis``."""
+    sentiment: float
+    """VADER compound of this message, ``[-1, 1]``."""
+    sentiment_trend: float
+    """Slope of the compound over the client's last ≤ 6 messages incl. this one, per message; 0.0 with < 3."""
+    human_request: bool
+    """Explicit ask for a human (:func:`asks_for_human`)."""
+    retrieval_support: float | None
+    """``[0, 1]`` coverage of the question by the coach's material; ``None`` = not measured."""
+    high_stakes_topics: list[str] = field(default_factory=list)
+    """The coach's high-stakes topics this message touches."""
+    escalate_topics: list[str] = field(default_factory=list)
+    """The coach's always-escalate topics this message touches."""
+    repeated_question: float = 0.0
+    """``[0, 1]``: max similarity to the client's earlier messages (0.0 below :data:`REPEAT_THRESHOLD`)."""
+    thumbs_down_streak: int = 0
+    """Consecutive thumbs-down on the latest AI replies."""
+    token_confidence: float | None = None
+    """``exp(mean token logprob)`` of the AI reply when the provider returned logprobs; else ``None``."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The signals as a JSON-able dict for message metadata: floats rounded to 3 decimals, ``None`` kept,
+        lists copied."""
+        return {
+            "risk_score": round(self.risk_score, 3),
+            "risk_level": self.risk_level,
+            "sentiment": round(self.sentiment, 3),
+            "sentiment_trend": round(self.sentiment_trend, 3),
+            "human_request": self.human_request,
+            "retrieval_support": None if self.retrieval_support is None else round(self.retrieval_support, 3),
+            "high_stakes_topics": list(self.high_stakes_topics),
+            "escalate_topics": list(self.escalate_topics),
+            "repeated_question": round(self.repeated_question, 3),
+            "thumbs_down_streak": self.thumbs_down_streak,
+            "token_confidence": None if self.token_confidence is None else round(self.token_confidence, 3),
+        }
+
+
+def turn_signals(
+    text: str,
+    *,
+    risk: RiskAssessment,
+    earlier_client_messages: Sequence[str] = (),
+    high_stakes_topics: Sequence[str] = (),
+    escalate_topics: Sequence[str] = (),
+    retrieval_scores: Sequence[float] | None = None,
+    helpful_newest_first: Sequence[bool | None] = (),
+    reply_logprobs: Sequence[float] | None = None,
+    coach_name: str | None = None,
+) -> TurnSignals:
+    """All signals of one client message in one call (a convenience over the functions above).
+
+    ``earlier_client_messages``: the client's earlier messages in this conversation, **oldest first** (not
+    including ``text``); the sentiment trend uses the last :data:`TREND_WINDOW` - 1 of them plus ``text``.
+    ``retrieval_scores``: cosines of the retrieved chunks, ``None`` when retrieval has not run (support
+    ``None``). ``helpful_newest_first``: feedback on the latest AI replies. ``reply_logprobs``: the reply's
+    token logprobs (``Usage.token_logprobs``), ``None`` before generation or when the provider sent none."""
+    earlier = list(earlier_client_messages)
+    compounds = [sentiment(m) for m in earlier[-(TREND_WINDOW - 1) :]] if TREND_WINDOW > 1 else []
+    compound = sentiment(text)
+    return TurnSignals(
+        risk_score=float(risk.score),
+        risk_level=str(risk.level),
+        sentiment=compound,
+        sentiment_trend=sentiment_trend([*compounds, compound]),
+        human_request=asks_for_human(text, coach_name=coach_name),
+        retrieval_support=None if retrieval_scores is None else retrieval_support(retrieval_scores),
+        high_stakes_topics=topic_matches(text, high_stakes_topics),
+        escalate_topics=topic_matches(text, escalate_topics),
+        repeated_question=repeated_question(text, earlier),
+        thumbs_down_streak=thumbs_down_streak(helpful_newest_first),
+        token_confidence=None if reply_logprobs is None else token_confidence(reply_logprobs),
+    )

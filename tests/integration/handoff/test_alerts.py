@@ -1,0 +1,374 @@
+"""The coach's handoff alerts: a Standard Webhooks-signed POST to a real local HTTP receiver and an e-mail to
+a real local SMTP server (aiosmtpd), recorded in ``handoff.alerts``, idempotent, retried through arq's
+``Retry`` while a channel fails.
+
+Coaches and clients come from the account service and the other rows are created straight in the tenant's
+tables (the web app is not needed); the :class:`AlertService` under test is built here with
+its own SMTP settings.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import socket
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from arq.worker import Retry
+from standardwebhooks import Webhook
+
+from app.accounts.security import SecretBox
+from app.config import Settings
+from app.container import Container
+from app.db import models as m
+from app.handoff.alerts import MAX_ATTEMPTS, RETRY_DELAY_SECONDS, AlertService, new_webhook_secret
+from app.jobs import JobQueue
+
+PASSWORD = "correct horse battery"
+BRIEF = "Why: Crisis risk\nRecent: 'I want to kill myself'"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on a loopback port that records every request and answers ``status``."""
+
+    status: int = 204
+    requests: list[Received] = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            state.requests.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(state.status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/opencoach"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class Mailbox:
+    """aiosmtpd handler collecting every message it accepts."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], EmailMessage]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd API)
+        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.messages.append((list(envelope.rcpt_tos), parsed))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Mailbox, int]]:
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield mailbox, port
+    finally:
+        controller.stop()
+
+
+@dataclass
+class Opened:
+    coach_id: uuid.UUID
+    client_id: uuid.UUID
+    conversation_id: uuid.UUID
+    handoff_id: uuid.UUID
+    secret: str | None
+
+
+async def open_handoff(
+    container: Container,
+    settings: Settings,
+    *,
+    webhook_url: str | None = None,
+    alert_email: str | None = None,
+    reason: str = "crisis",
+) -> Opened:
+    """A coach with the given alert settings, a client "Maya", a conversation and an open handoff."""
+    signup = await container.accounts.signup("Alert Coach", f"{uuid.uuid4().hex[:12]}@example.com", PASSWORD)
+    coach_id = signup.coach_id
+    secret = new_webhook_secret() if webhook_url else None
+    async with container.tenant(coach_id) as session:
+        client, _ = await container.accounts.create_client(session, coach_id, "Maya")
+        client_id = client.id
+        row = await session.get(m.Coach, coach_id)
+        assert row is not None
+        row.alert_webhook_url = webhook_url
+        row.alert_webhook_secret_encrypted = SecretBox.from_settings(settings).encrypt(secret) if secret else None
+        row.alert_email = alert_email
+        conversation = m.Conversation(coach_id=coach_id, client_id=client_id, channel="widget")
+        session.add(conversation)
+        await session.flush()
+        handoff = m.Handoff(
+            coach_id=coach_id,
+            conversation_id=conversation.id,
+            client_id=client_id,
+            status="open",
+            reason=reason,
+            detail="crisis: kill myself" if reason == "crisis" else "asked for the coach",
+            confidence=0.0,
+            signals={},
+            brief=BRIEF,
+            alerts={},
+        )
+        session.add(handoff)
+        await session.flush()
+        return Opened(coach_id, client_id, conversation.id, handoff.id, secret)
+
+
+async def alerts_of(container: Container, opened: Opened) -> dict[str, Any]:
+    async with container.tenant(opened.coach_id) as session:
+        handoff = await session.get(m.Handoff, opened.handoff_id)
+        assert handoff is not None
+        return dict(handoff.alerts)
+
+
+def service(container: Container, settings: Settings, **smtp: Any) -> AlertService:
+    configured = settings.model_copy(update={"public_url": "https://coach.example/", **smtp})
+    return AlertService(container.sessionmaker, configured, SecretBox.from_settings(settings))
+
+
+async def test_webhook_is_signed_delivered_once_and_recorded(
+    container: Container,
+    settings: Settings,
+    receiver: Receiver,
+) -> None:
+    opened = await open_handoff(container, settings, webhook_url=receiver.url)
+    alerts = service(container, settings)
+
+    assert await alerts.deliver(opened.coach_id, opened.handoff_id) == "webhook sent"
+
+    assert len(receiver.requests) == 1
+    request = receiver.requests[0]
+    assert request.path == "/hooks/opencoach"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["webhook-id"] == str(opened.handoff_id)
+    assert request.headers["webhook-signature"].startswith("v1,")
+    assert opened.secret is not None
+    assert opened.secret not in json.dumps(request.headers) and opened.secret.encode() not in request.body
+    event = Webhook(opened.secret).verify(request.body, request.headers)  # raises if the signature is wrong
+    assert event["type"] == "handoff.opened"
+    assert event["timestamp"]
+    assert event["data"] == {
+        "handoff_id": str(opened.handoff_id),
+        "conversation_id": str(opened.conversation_id),
+        "client_id": str(opened.client_id),
+        "client_name": "Maya",
+        "reason": "crisis",
+        "detail": "crisis: kill myself",
+        "confidence": 0.0,
+        "brief": BRIEF,
+        "urgent": True,
+        "dashboard_url": f"https://coach.example/dashboard/conversations/{opened.conversation_id}",
+    }
+    with pytest.raises(Exception, match="signature"):
+        Webhook(new_webhook_secret()).verify(request.body, request.headers)
+
+    stored = await alerts_of(container, opened)
+    assert set(stored) == {"webhook"}
+    assert stored["webhook"]["status"] == "sent" and stored["webhook"]["attempts"] == 1
+    assert "error" not in stored["webhook"] and stored["webhook"]["at"]
+
+    # arq runs a job at least once: a second run sends nothing more and leaves the record alone.
+    assert await alerts.deliver(opened.coach_id, opened.handoff_id, attempt=2) == "webhook sent"
+    assert len(receiver.requests) == 1
+    assert await alerts_of(container, opened) == stored
+
+
+async def test_email_goes_to_the_coach_with_the_urgent_subject_and_the_brief(
+    container: Container,
+    settings: Settings,
+    smtp: tuple[Mailbox, int],
+) -> None:
+    mailbox, port = smtp
+    opened = await open_handoff(container, settings, alert_email="coach@example.com")
+    alerts = service(container, settings, smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False)
+
+    assert await alerts.deliver(opened.coach_id, opened.handoff_id) == "email sent"
+
+    assert len(mailbox.messages) == 1
+    recipients, message = mailbox.messages[0]
+    assert recipients == ["coach@example.com"]
+    assert message["To"] == "coach@example.com"
+    assert message["From"] == settings.smtp_from
+    assert message["Subject"] == "[URGENT] Crisis handoff: Maya"
+    assert message["Message-ID"] == f"<handoff.{opened.handoff_id}@opencoach.local>"
+    body = message.get_content().replace("\r\n", "\n")  # SMTP line endings
+    assert BRIEF in body
+    assert "crisis: kill myself" in body
+    assert f"https://coach.example/dashboard/conversations/{opened.conversation_id}" in body
+
+    stored = await alerts_of(container, opened)
+    assert set(stored) == {"email"}
+    assert stored["email"]["status"] == "sent" and stored["email"]["attempts"] == 1
+
+    assert await alerts.deliver(opened.coach_id, opened.handoff_id, attempt=2) == "email sent"
+    assert len(mailbox.messages) == 1
+
+
+async def test_non_crisis_email_subject_names_the_reason(
+    container: Container,
+    settings: Settings,
+    smtp: tuple[Mailbox, int],
+) -> None:
+    mailbox, port = smtp
+    opened = await open_handoff(container, settings, alert_email="coach@example.com", reason="human_request")
+    alerts = service(container, settings, smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False)
+    await alerts.deliver(opened.coach_id, opened.handoff_id)
+    assert mailbox.messages[0][1]["Subject"] == "Handoff: Maya — Client asked for a human"
+
+
+async def test_failed_webhook_is_retried_with_growing_delay_until_the_last_attempt(
+    container: Container,
+    settings: Settings,
+    receiver: Receiver,
+) -> None:
+    receiver.status = 500
+    opened = await open_handoff(container, settings, webhook_url=receiver.url)
+    alerts = service(container, settings)
+
+    with pytest.raises(Retry) as first:
+        await alerts.deliver(opened.coach_id, opened.handoff_id, attempt=1)
+    assert first.value.defer_score == int(RETRY_DELAY_SECONDS * 1000)
+    stored = (await alerts_of(container, opened))["webhook"]
+    assert stored["status"] == "failed" and "500" in stored["error"] and stored["attempts"] == 1
+    assert len(stored["error"]) <= 300
+
+    with pytest.raises(Retry) as second:
+        await alerts.deliver(opened.coach_id, opened.handoff_id, attempt=2)
+    assert second.value.defer_score is not None and second.value.defer_score > (first.value.defer_score or 0)
+
+    # The last attempt records the failure and returns instead of raising.
+    assert await alerts.deliver(opened.coach_id, opened.handoff_id, attempt=MAX_ATTEMPTS) == "webhook failed"
+    stored = (await alerts_of(container, opened))["webhook"]
+    assert stored["status"] == "failed" and stored["attempts"] == 3
+
+    # The receiver recovers: the next run delivers it.
+    receiver.status = 200
+    assert await alerts.deliver(opened.coach_id, opened.handoff_id, attempt=2) == "webhook sent"
+    stored = (await alerts_of(container, opened))["webhook"]
+    assert stored["status"] == "sent" and stored["attempts"] == 4 and "error" not in stored
+    assert len(receiver.requests) == 4
+    assert {r.headers["webhook-id"] for r in receiver.requests} == {str(opened.handoff_id)}
+
+
+async def test_a_failing_channel_does_not_resend_the_one_that_worked(
+    container: Container,
+    settings: Settings,
+    receiver: Receiver,
+) -> None:
+    closed_port = free_port()  # nothing listens there: connection refused
+    opened = await open_handoff(container, settings, webhook_url=receiver.url, alert_email="coach@example.com")
+    alerts = service(container, settings, smtp_host="127.0.0.1", smtp_port=closed_port, smtp_starttls=False)
+
+    with pytest.raises(Retry):
+        await alerts.deliver(opened.coach_id, opened.handoff_id, attempt=1)
+    with pytest.raises(Retry):
+        await alerts.deliver(opened.coach_id, opened.handoff_id, attempt=2)
+
+    stored = await alerts_of(container, opened)
+    assert stored["webhook"]["status"] == "sent" and stored["webhook"]["attempts"] == 1
+    assert stored["email"]["status"] == "failed" and stored["email"]["attempts"] == 2
+    assert stored["email"]["error"] and len(stored["email"]["error"]) <= 300
+    assert len(receiver.requests) == 1
+
+
+async def test_nothing_configured_sends_nothing(
+    container: Container,
+    settings: Settings,
+    receiver: Receiver,
+) -> None:
+    alerts = service(container, settings, smtp_host=None)
+
+    # No webhook, no alert address: no entry at all.
+    bare = await open_handoff(container, settings)
+    assert await alerts.deliver(bare.coach_id, bare.handoff_id) == "no alert channel configured"
+    assert await alerts_of(container, bare) == {}
+
+    # An alert address but no SMTP server: e-mail recorded as skipped (not a failure, no retry).
+    no_smtp = await open_handoff(container, settings, alert_email="coach@example.com")
+    assert await alerts.deliver(no_smtp.coach_id, no_smtp.handoff_id) == "email skipped"
+    stored = await alerts_of(container, no_smtp)
+    assert set(stored) == {"email"}
+    assert stored["email"]["status"] == "skipped" and stored["email"]["error"] == "SMTP is not configured"
+    assert receiver.requests == []
+
+    # Another tenant's handoff is invisible (row-level security): nothing is sent or recorded.
+    assert await alerts.deliver(bare.coach_id, no_smtp.handoff_id) == "handoff not found"
+    assert await alerts_of(container, no_smtp) == stored
+
+
+async def test_the_worker_job_delivers_the_alert(
+    container: Container,
+    settings: Settings,
+    receiver: Receiver,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """The queued ``deliver_alert`` job, run by a real arq worker, sends the webhook once."""
+    opened = await open_handoff(container, settings, webhook_url=receiver.url)
+    queue = JobQueue(container.redis)
+    await queue.deliver_alert(opened.coach_id, opened.handoff_id)
+    await queue.deliver_alert(opened.coach_id, opened.handoff_id)  # same job id: not queued twice
+    await run_jobs()
+
+    assert len(receiver.requests) == 1
+    assert (await alerts_of(container, opened))["webhook"]["status"] == "sent"
+
+
+async def test_a_webhook_without_a_usable_secret_fails_without_retrying(
+    container: Container, settings: Settings, receiver: Receiver
+) -> None:
+    """Nothing is sent unsigned; a retry cannot fix a missing secret, so the job does not ask for one."""
+    opened = await open_handoff(container, settings, webhook_url=receiver.url)
+    async with container.tenant(opened.coach_id) as session:
+        coach = await session.get(m.Coach, opened.coach_id)
+        assert coach is not None
+        coach.alert_webhook_secret_encrypted = None
+
+    assert await service(container, settings).deliver(opened.coach_id, opened.handoff_id) == "webhook failed"
+    stored = (await alerts_of(container, opened))["webhook"]
+    assert stored["status"] == "failed" and "secret" in stored["error"]
+    assert receiver.requests == []

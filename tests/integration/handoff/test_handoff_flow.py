@@ -1,0 +1,473 @@
+"""Handoff end to end through the real app: escalation rules, draft mode, takeover / handback with live
+delivery to the widget, state across a restart, tenancy, the SLA holding message and bad input.
+
+The app, PostgreSQL, Redis and the local embedder are real; only the coach's OpenAI-compatible endpoint is
+mocked with respx in the OpenAI wire format, so replies are deterministic and calls can be counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import respx
+import uvicorn
+import websockets
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.asgi import create_app
+from app.config import Settings
+from app.container import Container
+from app.handoff.crisis import crisis_reply
+from app.llm.registry import ProviderRegistry
+from app.runtime import Services
+from tests.conftest import Coach, _free_port, make_client
+from tests.openai_wire import mock_openai, openai_error, openai_sse, sse_response
+
+LLM_BASE_URL = "https://llm.example.test/v1"
+COMPLETIONS_URL = f"{LLM_BASE_URL}/chat/completions"
+DELTAS = ["Let's", " take", " it", " one", " step", " at", " a", " time", "."]
+REPLY = "".join(DELTAS)
+
+
+@dataclass
+class Setup:
+    """A fresh coach on the mocked endpoint with one client."""
+
+    coach: Coach
+    client_id: str
+    widget_token: str
+
+    @property
+    def client_auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.widget_token}"}
+
+
+@pytest.fixture
+def llm_api() -> Iterator[respx.MockRouter]:
+    """The coach's endpoint, answering every chat completion with ``REPLY``; loopback passes through."""
+    with mock_openai() as router:
+        router.route(host="127.0.0.1").pass_through()
+        router.post(COMPLETIONS_URL, name="completions").mock(
+            side_effect=lambda request: sse_response(openai_sse(DELTAS, (120, 9)))
+        )
+        yield router
+
+
+@pytest.fixture
+def new_setup(http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]) -> Callable[..., Awaitable[Setup]]:
+    async def make(name: str = "Handoff Coach", **settings: Any) -> Setup:
+        coach = await make_coach(name)
+        response = await http.patch(
+            "/api/v1/settings",
+            headers=coach.headers,
+            json={
+                "llm_provider": "openai",
+                "llm_model": "gpt-4o-mini",
+                "llm_base_url": LLM_BASE_URL,
+                "llm_api_key": "sk-test",
+            }
+            | settings,
+        )
+        assert response.status_code == 200, response.text
+        client = await make_client(http, coach, "Robin")
+        return Setup(coach, client["id"], client["widget_token"])
+
+    return make
+
+
+async def chat(http: httpx.AsyncClient, setup: Setup, message: str, conversation_id: str | None = None) -> dict:
+    body: dict[str, Any] = {"text": message}
+    if conversation_id:
+        body["conversation_id"] = conversation_id
+    response = await http.post("/api/v1/chat", headers=setup.client_auth, json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def transcript(http: httpx.AsyncClient, setup: Setup, conversation_id: str) -> list[dict[str, Any]]:
+    response = await http.get(f"/api/v1/conversations/{conversation_id}", headers=setup.coach.headers)
+    assert response.status_code == 200, response.text
+    return response.json()["messages"]
+
+
+async def handoffs(http: httpx.AsyncClient, coach: Coach, status: str | None = None) -> list[dict[str, Any]]:
+    response = await http.get("/api/v1/handoffs", headers=coach.headers, params={"status": status} if status else {})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@asynccontextmanager
+async def widget_socket(base_url: str, setup: Setup) -> AsyncIterator[Any]:
+    """The client's widget WebSocket (live events arrive on it)."""
+    url = base_url.replace("http://", "ws://") + f"/ws/chat?token={setup.widget_token}"
+    async with websockets.connect(url) as ws:
+        await asyncio.sleep(0.3)  # let the server subscribe to the client's channel
+        yield ws
+
+
+async def next_event(ws: Any, kind: str, wait: float = 10) -> dict[str, Any]:
+    """The next event of type ``kind`` on a socket (others are skipped)."""
+    async with asyncio.timeout(wait):
+        while True:
+            event = json.loads(await ws.recv())
+            if event["type"] == kind:
+                return event  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------------------- escalation rules
+
+
+@pytest.mark.parametrize(
+    ("message", "changes", "reason"),
+    [
+        ("/human", {}, "human_request"),
+        ("Can I talk to a real person please?", {}, "human_request"),
+        ("Should I stop taking my medication?", {"always_escalate_topics": ["medication"]}, "escalate_topic"),
+        ("How do I plan my week?", {"handoff_mode": "human_only"}, "human_only"),
+        (
+            "I'm thinking about quitting my job next week",
+            {"high_stakes_topics": ["quitting my job"], "confidence_threshold": 0.95},
+            "low_confidence",
+        ),
+    ],
+)
+async def test_escalation_rules_hand_the_conversation_to_the_coach(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    message: str,
+    changes: dict[str, Any],
+    reason: str,
+) -> None:
+    """Each rule opens a handoff with its reason, the client is told the coach was asked to join, the model is
+    not asked to answer, and the next message waits for the coach (the AI is paused)."""
+    setup = await new_setup(**changes)
+    body = await chat(http, setup, message)
+
+    assert body["handoff"]["status"] == "open" and body["handoff"]["reason"] == reason, body
+    assert "Handoff Coach" in body["reply"] and "join" in body["reply"]
+    assert llm_api["completions"].call_count == 0, "the model does not answer a handed-off turn"
+    [queued] = await handoffs(http, setup.coach, "open")
+    assert queued["reason"] == reason and queued["conversation_id"] == body["conversation_id"]
+    assert queued["client_name"] == "Robin" and message[:20] in queued["brief"]
+    if reason == "low_confidence":
+        assert queued["confidence"] < 0.95 and "high stakes topic" in queued["detail"]
+
+    paused = await chat(http, setup, "Hello? Anyone there?", body["conversation_id"])
+    assert paused["message_id"] is None and paused["reply"] == "" and paused["handoff"]["status"] == "open"
+    assert llm_api["completions"].call_count == 0
+
+
+async def test_a_confident_turn_stores_its_confidence_and_signals(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """In auto mode an ordinary question is answered; the reply carries ai_confidence_before, the final
+    confidence with its factors and the signal values."""
+    setup = await new_setup()
+    body = await chat(http, setup, "How can I plan my week better?")
+    assert body["reply"] == REPLY and body["handoff"] is None
+    [_, ai] = await transcript(http, setup, body["conversation_id"])
+    meta = ai["metadata"]
+    assert 0.5 <= meta["ai_confidence_before"] <= 1
+    assert meta["confidence"]["value"] == pytest.approx(meta["ai_confidence_before"])
+    assert set(meta["signals"]) >= {"sentiment", "human_request", "risk_score", "repeated_question"}
+    assert meta["confidence_threshold"] == 0.5
+
+
+# ---------------------------------------------------------------------------------------- crisis
+
+
+async def test_crisis_opens_an_urgent_handoff_and_alerts_the_coach_live(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+) -> None:
+    """The crisis reply uses the coach's own resources, the handoff is opened with reason crisis, and the
+    coach's live channel gets the alert while the provider is down."""
+    llm_api["completions"].mock(side_effect=None, return_value=openai_error(503, "overloaded", "server_error", None))
+    setup = await new_setup(crisis_resources=["Call Lifeline Aotearoa on 0800 543 354."])
+    pubsub = container.redis.pubsub()
+    await pubsub.subscribe(f"coach:{setup.coach.coach_id}")
+    try:
+        body = await chat(http, setup, "I want to end my life tonight")
+        events = []
+        async with asyncio.timeout(5):
+            while not any(e["type"] == "alert" for e in events):
+                raw = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if raw:
+                    events.append(json.loads(raw["data"]))
+    finally:
+        await pubsub.aclose()
+    assert body["reply"] == crisis_reply("Handoff Coach", ("Call Lifeline Aotearoa on 0800 543 354.",))
+    assert body["handoff"] == {"status": "open", "reason": "crisis", "confidence": 0.0}
+    assert llm_api["completions"].call_count == 0
+    alert = next(e for e in events if e["type"] == "alert")
+    assert alert["conversation_id"] == body["conversation_id"] and alert["client_name"] == "Robin"
+    [queued] = await handoffs(http, setup.coach, "open")
+    assert queued["reason"] == "crisis"
+
+
+# ---------------------------------------------------------------------------------------- takeover / handback
+
+
+async def test_takeover_live_messages_and_handback(
+    http: httpx.AsyncClient,
+    base_url: str,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+) -> None:
+    """The coach takes over unprompted; the widget hears "coach joined" and the coach's message live; the
+    client's messages meanwhile get no AI reply; after handback the AI answers with the coach's turn in its
+    prompt and records is_handback."""
+    setup = await new_setup()
+    first = await chat(http, setup, "How can I plan my week better?")
+    conversation_id = first["conversation_id"]
+    completions = llm_api["completions"]
+    assert completions.call_count == 1
+
+    async with widget_socket(base_url, setup) as ws:
+        taken = await http.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=setup.coach.headers)
+        assert taken.status_code == 200, taken.text
+        assert taken.json()["status"] == "claimed" and taken.json()["reason"] == "coach_takeover"
+        joined = await next_event(ws, "coach_joined")
+        assert joined["conversation_id"] == conversation_id and joined["coach_name"] == "Handoff Coach"
+
+        sent = await http.post(
+            f"/api/v1/conversations/{conversation_id}/messages",
+            headers=setup.coach.headers,
+            json={"text": "Hi Robin, it's me. What's on your mind?"},
+        )
+        assert sent.status_code == 201, sent.text
+        live = await next_event(ws, "message")
+        assert live["message"]["sender_type"] == "human_coach"
+        assert live["message"]["text"] == "Hi Robin, it's me. What's on your mind?"
+        assert live["message"]["metadata"]["is_handoff"] is True
+
+    paused = await chat(http, setup, "Mostly my sleep, honestly.", conversation_id)
+    assert paused["reply"] == "" and paused["handoff"]["status"] == "claimed"
+    assert completions.call_count == 1, "no AI reply while the coach has the conversation"
+
+    back = await http.post(f"/api/v1/conversations/{conversation_id}/handback", headers=setup.coach.headers)
+    assert back.status_code == 200, back.text
+    assert back.json()["status"] == "closed"
+
+    resumed = await chat(http, setup, "Thanks! Any tips for tonight?", conversation_id)
+    assert resumed["reply"] == REPLY and resumed["handoff"] is None
+    prompt = json.loads(completions.calls.last.request.content)["messages"]
+    assert any(m["role"] == "assistant" and "What's on your mind" in m["content"] for m in prompt)
+    messages = await transcript(http, setup, conversation_id)
+    assert [m["sender_type"] for m in messages] == ["client", "ai", "human_coach", "client", "client", "ai"]
+    coach_meta = messages[2]["metadata"]
+    assert coach_meta["handoff_reason"] == "coach_takeover" and coach_meta["ai_confidence_before"] is None
+    assert messages[-1]["metadata"]["is_handback"] is True
+    assert messages[-1]["metadata"]["human_duration_minutes"] >= 0
+
+
+@asynccontextmanager
+async def serve(settings: Settings, services: Services, registry: ProviderRegistry) -> AsyncIterator[str]:
+    """A separate app process-equivalent (its own container, pools and channels) on a fresh port."""
+    app = create_app(settings, services.database_url, services.redis_url, registry=registry)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_takeover_and_handback_survive_a_restart(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    settings: Settings,
+    services: Services,
+    registry: ProviderRegistry,
+) -> None:
+    """A takeover made on one server instance holds on a new one (state is in PostgreSQL), and a handback
+    made there resumes the AI."""
+    setup = await new_setup()
+    first = await chat(http, setup, "How can I plan my week better?")
+    conversation_id = first["conversation_id"]
+    async with serve(settings, services, registry) as url, httpx.AsyncClient(base_url=url) as before:
+        taken = await before.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=setup.coach.headers)
+        assert taken.status_code == 200, taken.text
+
+    async with serve(settings, services, registry) as url, httpx.AsyncClient(base_url=url, timeout=60) as after:
+        paused = (
+            await after.post(
+                "/api/v1/chat",
+                headers=setup.client_auth,
+                json={"text": "Still there?", "conversation_id": conversation_id},
+            )
+        ).json()
+        assert paused["reply"] == "" and paused["handoff"]["status"] == "claimed"
+        [claimed] = (await after.get("/api/v1/handoffs?status=claimed", headers=setup.coach.headers)).json()
+        assert claimed["conversation_id"] == conversation_id
+        back = await after.post(f"/api/v1/conversations/{conversation_id}/handback", headers=setup.coach.headers)
+        assert back.status_code == 200, back.text
+        resumed = (
+            await after.post(
+                "/api/v1/chat",
+                headers=setup.client_auth,
+                json={"text": "Hello again", "conversation_id": conversation_id},
+            )
+        ).json()
+    assert resumed["reply"] == REPLY and resumed["handoff"] is None
+
+
+# ---------------------------------------------------------------------------------------- drafts
+
+
+async def test_draft_mode_sends_nothing_before_approval(
+    http: httpx.AsyncClient, base_url: str, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """In draft mode the client gets an empty reply with draft_pending, the transcript holds only the
+    client's message, and the widget receives nothing until the coach approves; an edited approval is sent
+    as the coach's message with the AI draft kept; a decided draft cannot be approved again."""
+    setup = await new_setup(handoff_mode="draft")
+    async with widget_socket(base_url, setup) as ws:
+        body = await chat(http, setup, "How can I plan my week better?")
+        assert body["reply"] == "" and body["message_id"] is None
+        assert body["handoff"]["status"] == "draft_pending" and body["handoff"]["reason"] == "draft_mode"
+        assert [m["sender_type"] for m in await transcript(http, setup, body["conversation_id"])] == ["client"]
+        with pytest.raises(TimeoutError):
+            await next_event(ws, "message", wait=1.5)
+
+        pending = (await http.get("/api/v1/drafts?status=pending", headers=setup.coach.headers)).json()
+        assert [(d["conversation_id"], d["text"]) for d in pending] == [(body["conversation_id"], REPLY)]
+        approved = await http.post(f"/api/v1/drafts/{pending[0]['id']}/approve", headers=setup.coach.headers)
+        assert approved.status_code == 201, approved.text
+        live = await next_event(ws, "message")
+        assert live["message"]["text"] == REPLY and live["message"]["sender_type"] == "ai"
+
+        again = await http.post(f"/api/v1/drafts/{pending[0]['id']}/approve", headers=setup.coach.headers)
+        assert again.status_code == 409
+
+        second = await chat(http, setup, "And how do I keep to the plan?", body["conversation_id"])
+        [draft] = (await http.get("/api/v1/drafts?status=pending", headers=setup.coach.headers)).json()
+        edited = await http.post(
+            f"/api/v1/drafts/{draft['id']}/approve", headers=setup.coach.headers, json={"text": "Pick one thing a day."}
+        )
+        assert edited.status_code == 201, edited.text
+        live = await next_event(ws, "message")
+        assert live["message"]["sender_type"] == "human_coach" and live["message"]["text"] == "Pick one thing a day."
+    messages = await transcript(http, setup, second["conversation_id"])
+    assert [m["sender_type"] for m in messages] == ["client", "ai", "client", "human_coach"]
+    assert messages[-1]["metadata"]["ai_draft"] == REPLY and messages[-1]["metadata"]["edited"] is True
+
+
+# ---------------------------------------------------------------------------------------- tenancy
+
+
+async def test_coaches_cannot_see_or_claim_each_others_handoffs(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """Coach B sees none of coach A's handoffs or drafts and gets 404 for every action on them."""
+    a = await new_setup("Coach A", handoff_mode="draft")
+    b = await new_setup("Coach B")
+    drafted = await chat(http, a, "How can I plan my week better?")
+    handed = await chat(http, a, "/human", drafted["conversation_id"])
+    assert handed["handoff"]["status"] == "open"
+    conversation_id = drafted["conversation_id"]
+    [draft] = (await http.get("/api/v1/drafts?status=pending", headers=a.coach.headers)).json()
+
+    assert await handoffs(http, b.coach) == []
+    assert (await http.get("/api/v1/drafts", headers=b.coach.headers)).json() == []
+    for path, payload in [
+        (f"/api/v1/conversations/{conversation_id}/takeover", None),
+        (f"/api/v1/conversations/{conversation_id}/messages", {"text": "hi"}),
+        (f"/api/v1/conversations/{conversation_id}/handback", None),
+        (f"/api/v1/drafts/{draft['id']}/approve", None),
+        (f"/api/v1/drafts/{draft['id']}/discard", None),
+    ]:
+        response = await http.post(path, headers=b.coach.headers, json=payload)
+        assert response.status_code == 404, (path, response.text)
+    [still_open] = await handoffs(http, a.coach, "open")
+    assert still_open["conversation_id"] == conversation_id
+    assert (await http.get("/api/v1/drafts?status=pending", headers=a.coach.headers)).json() == [draft]
+
+
+# ---------------------------------------------------------------------------------------- SLA
+
+
+async def test_the_client_gets_one_holding_message_past_the_sla(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+    services: Services,
+) -> None:
+    """A handoff still open past the coach's SLA gets one holding message (the sweep is idempotent); a claimed
+    one gets none."""
+    setup = await new_setup(handoff_sla_minutes=5)
+    body = await chat(http, setup, "/human")
+    engine = create_async_engine(services.migration_database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE handoffs SET created_at = now() - interval '6 minutes' WHERE conversation_id = :c"),
+                {"c": uuid.UUID(body["conversation_id"])},
+            )
+    finally:
+        await engine.dispose()
+    assert await container.handoffs.send_sla_notices() >= 1
+    assert await container.handoffs.send_sla_notices() == 0
+    messages = await transcript(http, setup, body["conversation_id"])
+    holding = [m for m in messages if m["metadata"].get("notice") == "sla"]
+    assert len(holding) == 1 and "Thank you for waiting" in holding[0]["text"]
+
+
+# ---------------------------------------------------------------------------------------- bad input
+
+
+async def test_bad_handoff_requests_get_clear_errors_and_change_nothing(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    setup = await new_setup()
+    body = await chat(http, setup, "How can I plan my week better?")
+    conversation_id = body["conversation_id"]
+    h = setup.coach.headers
+
+    response = await http.get("/api/v1/handoffs?status=waiting", headers=h)
+    assert response.status_code == 400 and "status must be one of" in response.json()["detail"]
+    response = await http.post(f"/api/v1/conversations/{conversation_id}/handback", headers=h)
+    assert response.status_code == 409 and "not handed off" in response.json()["detail"]
+    response = await http.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": ""})
+    assert response.status_code == 400
+    response = await http.post(f"/api/v1/conversations/{uuid.uuid4()}/takeover", headers=h)
+    assert response.status_code == 404
+    response = await http.post(f"/api/v1/drafts/{uuid.uuid4()}/approve", headers=h)
+    assert response.status_code == 404
+    for patch, message in [
+        ({"handoff_mode": "sometimes"}, "handoff_mode must be one of"),
+        ({"confidence_threshold": 1.5}, "confidence_threshold must be a number from 0 to 1"),
+        ({"handoff_sla_minutes": 0}, "handoff_sla_minutes must be a whole number"),
+        ({"availability": {"timezone": "Mars/Olympus", "days": [0], "start": "09:00", "end": "17:00"}}, "time zone"),
+        ({"availability": {"days": [0], "start": "18:00", "end": "09:00"}}, "later than"),
+        ({"alert_webhook_url": "ftp://example.com"}, "alert_webhook_url must start with"),
+        ({"alert_email": "not-an-address"}, "alert_email is not an e-mail address"),
+        ({"handoff_mode": "draft", "crisis_resources": "call 988"}, "Expected `array"),
+    ]:
+        response = await http.patch("/api/v1/settings", headers=h, json=patch)
+        assert response.status_code == 400, (patch, response.text)
+        assert message in response.text, (patch, response.text)
+    settings = (await http.get("/api/v1/settings", headers=h)).json()
+    assert settings["handoff_mode"] == "auto" and settings["confidence_threshold"] == 0.5
+    assert settings["handoff_sla_minutes"] == 15 and settings["availability"] is None
+    assert [m["sender_type"] for m in await transcript(http, setup, conversation_id)] == ["client", "ai"]
