@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from app.accounts.controllers import AuthController, ClientController, SettingsController
 from app.accounts.security import SecretBox
-from app.chat.controllers import ChatController, ConversationController, chat_socket
+from app.chat.controllers import ChatController, ConversationController, FeedbackController, chat_socket
 from app.config import Settings
 from app.container import Container
 from app.deps import provide_container
@@ -70,6 +70,7 @@ def create_app(
             SettingsController,
             DocumentController,
             ChatController,
+            FeedbackController,
             ConversationController,
             HandoffController,
             chat_socket,

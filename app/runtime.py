@@ -6,14 +6,18 @@ otherwise the matching server is started inside ``DATA_DIR`` and stopped by ``Se
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import subprocess
 import time
 import warnings
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
+
+from litestar.types import ASGIApp as ASGIApplication
 
 from app.config import Settings
 
@@ -137,3 +141,25 @@ def start_services(settings: Settings) -> Services:
     else:
         redis_proc, redis_url = _start_redis(settings.data_dir.resolve())
     return Services(db_url, migration_url, redis_url, postgres, redis_proc)
+
+
+@contextlib.asynccontextmanager
+async def serve_in_background(app: ASGIApplication) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port inside the running event loop, for tests and
+    benchmarks that drive the real app over HTTP and WebSocket; yields its base URL (``http://127.0.0.1:N``)
+    and shuts the server down (running the app's shutdown hooks) on exit. Raises whatever start-up raised."""
+    import uvicorn  # the web server is only needed by processes that serve
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("the server stopped during start-up")
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

@@ -4,10 +4,8 @@ an arq worker run in burst mode on demand."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -15,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 import websockets
 from cryptography.fernet import Fernet
 
@@ -25,7 +22,7 @@ from app.config import Settings
 from app.container import Container
 from app.db.migrate import upgrade_head
 from app.llm.registry import ProviderRegistry
-from app.runtime import Services, start_services
+from app.runtime import Services, serve_in_background, start_services
 from app.worker import build_worker
 
 BOOKS = Path(os.environ.get("OPENCOACH_BOOKS", Path(__file__).resolve().parents[2] / "shared" / "data" / "books"))
@@ -65,26 +62,13 @@ def registry(settings: Settings) -> ProviderRegistry:
     return ProviderRegistry(settings, SecretBox.from_settings(settings))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 async def base_url(settings: Settings, services: Services, registry: ProviderRegistry) -> AsyncIterator[str]:
     """The real app served by uvicorn on a loopback port, for HTTP and WebSocket tests."""
-    app = create_app(settings, services.database_url, services.redis_url, registry=registry)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serve_in_background(
+        create_app(settings, services.database_url, services.redis_url, registry=registry)
+    ) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from litestar.params import JSONBody
 from app.accounts.auth import identify_client, provide_client_identity, provide_coach_id
 from app.accounts.service import ClientIdentity
 from app.chat.messages import client_metadata
-from app.chat.service import MAX_MESSAGE_CHARS, TurnResult
+from app.chat.service import MAX_FEEDBACK_CHARS, MAX_MESSAGE_CHARS, TurnResult
 from app.db import models as m
 from app.deps import ClientIdentityDep, CoachId, ContainerDep, PathId
 from app.errors import DomainError
@@ -53,6 +53,22 @@ class ChatResponse(msgspec.Struct):
     citations: list[dict[str, Any]]
     metadata: dict[str, Any]
     handoff: HandoffStatusOut | None
+
+
+class FeedbackIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Thumbs up (``helpful: true``) or down, with an optional 1–5 ``rating`` and ``text``."""
+
+    helpful: bool
+    rating: int | None = None
+    text: Annotated[str, msgspec.Meta(max_length=MAX_FEEDBACK_CHARS)] | None = None
+
+
+class FeedbackOut(msgspec.Struct):
+    message_id: uuid.UUID
+    helpful: bool
+    rating: int | None
+    text: str | None
+    at: str
 
 
 class MessageOut(msgspec.Struct):
@@ -117,6 +133,28 @@ class ChatController(Controller):
             client_metadata(result.metadata),
             HandoffStatusOut(**result.handoff) if result.handoff else None,
         )
+
+
+class FeedbackController(Controller):
+    path = "/api/v1/messages"
+    tags = ["chat"]
+    dependencies = {"identity": Provide(provide_client_identity)}
+
+    @post("/{message_id:uuid}/feedback", status_code=200)
+    async def feedback(
+        self, message_id: PathId, data: JSONBody[FeedbackIn], identity: ClientIdentityDep, container: ContainerDep
+    ) -> FeedbackOut:
+        """The client rates an AI reply (widget token of the conversation's client only; 404 otherwise).
+        Sending again replaces the earlier feedback."""
+        stored = await container.chat.record_feedback(
+            identity.coach_id,
+            identity.client_id,
+            message_id,
+            helpful=data.helpful,
+            rating=data.rating,
+            comment=data.text,
+        )
+        return FeedbackOut(message_id, stored["helpful"], stored["rating"], stored["text"], stored["at"])
 
 
 class ConversationController(Controller):

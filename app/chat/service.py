@@ -45,6 +45,7 @@ from app.rag.retrieval import RetrievedChunk, retrieve
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 4000
+MAX_FEEDBACK_CHARS = 2000
 APOLOGY = (
     "I'm sorry — I couldn't put together an answer just now. Your message is saved and your coach can "
     "see it. Please try again in a moment."
@@ -537,6 +538,43 @@ class ChatService:
             yield notice.text
             await self._handoffs.publish_message(coach.id, conversation.client_id, notice, to_client=False)
         yield self._result(state.client_message, notice, handoff, started)
+
+    async def record_feedback(
+        self,
+        coach_id: uuid.UUID,
+        client_id: uuid.UUID,
+        message_id: uuid.UUID,
+        *,
+        helpful: bool,
+        rating: int | None = None,
+        comment: str | None = None,
+    ) -> dict[str, Any]:
+        """The client's thumbs up/down (optional 1–5 ``rating`` and ``comment``) on an AI reply in one of
+        their conversations, stored as ``metadata.feedback`` ``{"helpful", "rating", "text", "at"}``. A new
+        call replaces the previous feedback (idempotent). Thumbs-down streaks lower the next turn's confidence
+        (:mod:`app.handoff.confidence`, factor ``frustration``). Raises ``NotFound`` (not this client's AI
+        message) and ``InvalidInput`` (rating outside 1–5, comment over 2,000 characters)."""
+        if rating is not None and not 1 <= rating <= 5:
+            raise InvalidInput("rating must be a whole number from 1 to 5")
+        comment = (comment or "").strip() or None
+        if comment is not None and len(comment) > MAX_FEEDBACK_CHARS:
+            raise InvalidInput(f"text is longer than {MAX_FEEDBACK_CHARS} characters")
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            message = await session.scalar(
+                select(m.Message)
+                .join(m.Conversation, m.Conversation.id == m.Message.conversation_id)
+                .where(
+                    m.Message.id == message_id,
+                    m.Message.sender_type == m.SenderType.AI,
+                    m.Conversation.client_id == client_id,
+                )
+                .with_for_update(of=m.Message)
+            )
+            if message is None:
+                raise NotFound("message not found")
+            feedback = {"helpful": helpful, "rating": rating, "text": comment, "at": datetime.now(UTC).isoformat()}
+            message.meta = dict(message.meta) | {"feedback": feedback}
+        return feedback
 
     async def _conversation_for(
         self,

@@ -290,13 +290,7 @@ class HandoffService:
                 handoff.status = m.HandoffStatus.CLAIMED
                 handoff.claimed_at = _now()
             client = await self._accounts.get_client(session, coach_id, conversation.client_id)
-        await self._live.publish(
-            handoff_event(handoff, client.name, sla_minutes=coach.handoff_sla_minutes), coach_id=coach_id
-        )
-        await self._live.publish(
-            {"type": "coach_joined", "conversation_id": str(conversation_id), "coach_name": coach.name},
-            client_id=conversation.client_id,
-        )
+        await self._publish_change(coach, handoff, client, "coach_joined")
         return handoff
 
     async def send(self, coach_id: uuid.UUID, conversation_id: uuid.UUID, text: str) -> m.Message:
@@ -350,13 +344,7 @@ class HandoffService:
             if handoff.claimed_at is not None:
                 handoff.human_duration_minutes = round((now - handoff.claimed_at).total_seconds() / 60, 2)
             client = await self._accounts.get_client(session, coach_id, conversation.client_id)
-        await self._live.publish(
-            handoff_event(handoff, client.name, sla_minutes=coach.handoff_sla_minutes), coach_id=coach_id
-        )
-        await self._live.publish(
-            {"type": "coach_left", "conversation_id": str(conversation_id), "coach_name": coach.name},
-            client_id=conversation.client_id,
-        )
+        await self._publish_change(coach, handoff, client, "coach_left")
         return handoff
 
     # ------------------------------------------------------------------ drafts
@@ -470,6 +458,16 @@ class HandoffService:
             await self._live.publish(
                 message_event(message, client_view=client_metadata(message.meta)), client_id=client_id
             )
+
+    async def _publish_change(self, coach: m.Coach, handoff: m.Handoff, client: m.Client, client_event: str) -> None:
+        """A takeover or handback: the coach's queue gets the handoff, the client's widget ``client_event``."""
+        await self._live.publish(
+            handoff_event(handoff, client.name, sla_minutes=coach.handoff_sla_minutes), coach_id=coach.id
+        )
+        await self._live.publish(
+            {"type": client_event, "conversation_id": str(handoff.conversation_id), "coach_name": coach.name},
+            client_id=client.id,
+        )
 
     async def announce_draft(self, coach_id: uuid.UUID, draft: m.Draft, client_name: str) -> None:
         """Show a new draft in the coach's live queue."""

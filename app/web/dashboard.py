@@ -1,8 +1,13 @@
 """Coach dashboard (server-rendered Jinja2 + htmx): sign-up / log-in, documents, clients and their memory,
-conversations, settings. Pages call the same services as the REST API.
+conversations, the handoff queue, settings. Pages call the same services as the REST API.
 
 Memory edits on the client page are htmx posts answered with the changed fragment (a 400 fragment carries
-the error; ``base.html`` lets htmx swap 400s); without htmx the same forms redirect back to the page."""
+the error; ``base.html`` lets htmx swap 400s); without htmx the same forms redirect back to the page.
+
+Live updates: every logged-in page loads ``static/dashboard.js``, which listens to ``GET /dashboard/events``
+(Server-Sent Events relaying the coach's channel of :mod:`app.handoff.live`) and refreshes the queue, the
+nav badge, the open conversation and the crisis banner. Pub/sub keeps no history, so each page renders the
+current state from the database first and the stream only carries what changes afterwards."""
 
 from __future__ import annotations
 
@@ -23,6 +28,10 @@ from app.errors import DomainError, InvalidInput
 from app.rag.controllers import read_upload
 
 ACTIVE_STATUSES = (m.DocumentStatus.QUEUED, m.DocumentStatus.PROCESSING)
+KEEPALIVE_SECONDS = 15.0
+"""How often the event stream sends a comment when nothing happens (keeps proxies from closing it)."""
+SSE_RETRY_MS = 3000
+"""How long a browser waits before reconnecting a dropped event stream."""
 
 
 class LoginRequired(HTTPException):
@@ -68,6 +77,85 @@ def _form_lines(form: Any, name: str) -> list[str]:
 
 def _is_htmx(request: Request[Any, Any, Any]) -> bool:
     return request.headers.get("hx-request") == "true"
+
+
+def _form_opt_lines(form: Any, name: str) -> list[str] | None:
+    """A textarea as its non-empty lines, or ``None`` when the form does not have the field (left as is)."""
+    return _form_lines(form, name) if name in form else None
+
+
+def _form_opt_str(form: Any, name: str) -> str | None:
+    """A text field, or ``None`` when the form does not have it (left as is)."""
+    return _form_str(form, name) if name in form else None
+
+
+def handoff_form_settings(form: Any) -> dict[str, Any]:
+    """The escalation settings of the settings form, as keyword arguments of
+    :meth:`app.accounts.service.AccountService.update_settings` (see :data:`app.handoff.settings.HANDOFF_FIELDS`).
+
+    Fields missing from the form are ``None`` (left as is). Topics and crisis resources are one entry per
+    line; availability is ``{}`` (always available) when ``always_available`` is ticked, else
+    ``{"timezone", "days": [0–6 from the ticked avail_days], "start", "end"}``. Raises ``InvalidInput`` for a
+    threshold or SLA that is not a number (ranges are the service's to check)."""
+    threshold_raw = _form_str(form, "confidence_threshold").strip()
+    threshold: float | None = None
+    if threshold_raw:
+        try:
+            threshold = float(threshold_raw)
+        except ValueError:
+            raise InvalidInput("confidence_threshold must be a number from 0 to 1") from None
+    availability: dict[str, Any] | None = None
+    if "availability_form" in form:
+        if form.get("always_available"):
+            availability = {}
+        else:
+            try:
+                days = sorted({int(d) for d in form.getall("avail_days")}) if hasattr(form, "getall") else []
+            except ValueError:
+                raise InvalidInput("availability.days must be weekdays 0–6 (Monday = 0)") from None
+            availability = {
+                "timezone": _form_str(form, "avail_timezone").strip() or "UTC",
+                "days": days,
+                "start": _form_str(form, "avail_start").strip(),
+                "end": _form_str(form, "avail_end").strip(),
+            }
+    return {
+        "handoff_mode": _form_str(form, "handoff_mode") or None,
+        "confidence_threshold": threshold,
+        "high_stakes_topics": _form_opt_lines(form, "high_stakes_topics"),
+        "always_escalate_topics": _form_opt_lines(form, "always_escalate_topics"),
+        "handoff_sla_minutes": _form_int(form, "handoff_sla_minutes", *SLA_MINUTES_RANGE),
+        "availability": availability,
+        "crisis_resources": _form_opt_lines(form, "crisis_resources"),
+        "alert_webhook_url": _form_opt_str(form, "alert_webhook_url"),
+        "alert_email": _form_opt_str(form, "alert_email"),
+    }
+
+
+async def coach_event_stream(
+    channels: ChannelsPlugin, coach_id: uuid.UUID, keepalive: float = KEEPALIVE_SECONDS
+) -> AsyncGenerator[ServerSentEventMessage, None]:
+    """The coach's live events as Server-Sent Events: first ``event: ready`` (sent once the subscription to
+    ``coach:<coach_id>`` is active, with ``retry``), then each event of the channel as ``event: <type>`` and
+    ``data: <the event's JSON>``, and a ``: keep-alive`` comment after ``keepalive`` seconds of silence.
+    Runs until the client disconnects (Litestar then cancels the stream and the subscription ends)."""
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    async with (
+        channels.start_subscription([coach_channel(coach_id)]) as subscriber,
+        subscriber.run_in_background(queue.put, join=False),
+    ):
+        yield ServerSentEventMessage(event="ready", data="{}", retry=SSE_RETRY_MS)
+        while True:
+            try:
+                raw = await asyncio.wait_for(queue.get(), keepalive)
+            except TimeoutError:
+                yield ServerSentEventMessage(comment="keep-alive", data=None)
+                continue
+            try:
+                kind = str(json.loads(raw).get("type") or "message")
+            except (ValueError, AttributeError):
+                continue
+            yield ServerSentEventMessage(event=kind, data=raw.decode())
 
 
 PROFILE_LISTS = (

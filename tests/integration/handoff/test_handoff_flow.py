@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 import respx
-import uvicorn
 import websockets
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -28,8 +27,8 @@ from app.config import Settings
 from app.container import Container
 from app.handoff.crisis import crisis_reply
 from app.llm.registry import ProviderRegistry
-from app.runtime import Services
-from tests.conftest import Coach, _free_port, make_client
+from app.runtime import Services, serve_in_background
+from tests.conftest import Coach, make_client
 from tests.openai_wire import mock_openai, openai_error, openai_sse, sse_response
 
 LLM_BASE_URL = "https://llm.example.test/v1"
@@ -273,24 +272,6 @@ async def test_takeover_live_messages_and_handback(
     assert messages[-1]["metadata"]["human_duration_minutes"] >= 0
 
 
-@asynccontextmanager
-async def serve(settings: Settings, services: Services, registry: ProviderRegistry) -> AsyncIterator[str]:
-    """A separate app process-equivalent (its own container, pools and channels) on a fresh port."""
-    app = create_app(settings, services.database_url, services.redis_url, registry=registry)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
 async def test_takeover_and_handback_survive_a_restart(
     http: httpx.AsyncClient,
     new_setup: Callable[..., Awaitable[Setup]],
@@ -304,11 +285,17 @@ async def test_takeover_and_handback_survive_a_restart(
     setup = await new_setup()
     first = await chat(http, setup, "How can I plan my week better?")
     conversation_id = first["conversation_id"]
-    async with serve(settings, services, registry) as url, httpx.AsyncClient(base_url=url) as before:
+    async with (
+        serve_in_background(create_app(settings, services.database_url, services.redis_url, registry=registry)) as url,
+        httpx.AsyncClient(base_url=url) as before,
+    ):
         taken = await before.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=setup.coach.headers)
         assert taken.status_code == 200, taken.text
 
-    async with serve(settings, services, registry) as url, httpx.AsyncClient(base_url=url, timeout=60) as after:
+    async with (
+        serve_in_background(create_app(settings, services.database_url, services.redis_url, registry=registry)) as url,
+        httpx.AsyncClient(base_url=url, timeout=60) as after,
+    ):
         paused = (
             await after.post(
                 "/api/v1/chat",
@@ -471,3 +458,48 @@ async def test_bad_handoff_requests_get_clear_errors_and_change_nothing(
     assert settings["handoff_mode"] == "auto" and settings["confidence_threshold"] == 0.5
     assert settings["handoff_sla_minutes"] == 15 and settings["availability"] is None
     assert [m["sender_type"] for m in await transcript(http, setup, conversation_id)] == ["client", "ai"]
+
+
+# ---------------------------------------------------------------------------------------- feedback / frustration
+
+
+async def test_thumbs_down_streak_and_a_repeated_question_hand_off_as_frustration(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """The client's feedback is stored on the reply (changeable, only by the conversation's own client); two
+    thumbs-down in a row plus asking the same question again drop confidence below the threshold."""
+    setup = await new_setup()
+    other = await new_setup("Other Coach")
+    question = "How do I stop procrastinating on my thesis every single morning?"
+    first = await chat(http, setup, question)
+    conversation_id = first["conversation_id"]
+
+    url = f"/api/v1/messages/{first['message_id']}/feedback"
+    assert (await http.post(url, headers=other.client_auth, json={"helpful": False})).status_code == 404
+    bad = await http.post(url, headers=setup.client_auth, json={"helpful": False, "rating": 7})
+    assert bad.status_code == 400 and "rating must be" in bad.json()["detail"]
+    assert (await http.post(url, headers=setup.client_auth, json={"helpful": True})).status_code == 200
+    changed = await http.post(
+        url, headers=setup.client_auth, json={"helpful": False, "rating": 1, "text": "Not useful"}
+    )
+    assert changed.status_code == 200 and changed.json()["helpful"] is False
+
+    second = await chat(http, setup, "Is there anything simpler I could try tomorrow?", conversation_id)
+    assert second["handoff"] is None
+    done = await http.post(
+        f"/api/v1/messages/{second['message_id']}/feedback", headers=setup.client_auth, json={"helpful": False}
+    )
+    assert done.status_code == 200
+
+    third = await chat(http, setup, question, conversation_id)
+    assert third["handoff"]["status"] == "open" and third["handoff"]["reason"] == "low_confidence", third
+    [queued] = await handoffs(http, setup.coach, "open")
+    assert "frustration" in queued["detail"]
+    messages = await transcript(http, setup, conversation_id)
+    assert messages[1]["metadata"]["feedback"] | {"at": None} == {
+        "helpful": False,
+        "rating": 1,
+        "text": "Not useful",
+        "at": None,
+    }
+    assert messages[-1]["metadata"]["signals"]["thumbs_down_streak"] == 2

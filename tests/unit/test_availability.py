@@ -1,0 +1,63 @@
+"""A coach's availability hours: validation, whether the coach is in, and when they are back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from app.errors import InvalidInput
+from app.handoff.availability import describe_return, is_available, next_available, validate_availability
+
+BERLIN_WEEKDAYS = {"timezone": "Europe/Berlin", "days": [0, 1, 2, 3, 4], "start": "09:00", "end": "17:00"}
+
+
+def test_none_means_always_available() -> None:
+    at = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)  # a Sunday night
+    assert validate_availability(None) is None
+    assert is_available(None, at) and next_available(None, at) == at
+
+
+def test_hours_are_read_in_the_coachs_time_zone() -> None:
+    hours = validate_availability(BERLIN_WEEKDAYS)
+    # Monday 23 Nov 2026: 08:30 UTC is 09:30 in Berlin (CET, UTC+1); 16:30 UTC is 17:30
+    assert is_available(hours, datetime(2026, 11, 23, 8, 30, tzinfo=UTC))
+    assert not is_available(hours, datetime(2026, 11, 23, 7, 30, tzinfo=UTC))
+    assert not is_available(hours, datetime(2026, 11, 23, 16, 30, tzinfo=UTC))
+    assert not is_available(hours, datetime(2026, 11, 22, 12, 0, tzinfo=UTC)), "Sunday is not a working day"
+
+
+def test_next_available_skips_the_weekend() -> None:
+    hours = validate_availability(BERLIN_WEEKDAYS)
+    friday_evening = datetime(2026, 11, 27, 18, 0, tzinfo=UTC)
+    back = next_available(hours, friday_evening)
+    assert (back.weekday(), back.hour, back.minute) == (0, 9, 0)
+    assert back.astimezone(UTC) == datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+    assert describe_return(hours, friday_evening) == "Monday at 09:00 (Europe/Berlin)"
+    early_tuesday = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
+    assert describe_return(hours, early_tuesday) == "Tuesday at 09:00 (Europe/Berlin)"
+
+
+def test_defaults_fill_missing_fields() -> None:
+    assert validate_availability({"timezone": "UTC"}) == {
+        "timezone": "UTC",
+        "days": [0, 1, 2, 3, 4],
+        "start": "09:00",
+        "end": "17:00",
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"timezone": "Mars/Olympus"}, "not an IANA time zone"),
+        ({"days": []}, "non-empty list of weekdays"),
+        ({"days": [7]}, "non-empty list of weekdays"),
+        ({"start": "9am"}, "availability.start must be a time"),
+        ({"start": "18:00", "end": "09:00"}, "later than"),
+        ({"hours": "9-5"}, "unknown fields: hours"),
+    ],
+)
+def test_bad_hours_are_rejected_with_the_field_named(value: dict, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        validate_availability(value)
