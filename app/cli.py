@@ -60,6 +60,10 @@ def _spawn_worker(settings: Settings, services: Services) -> subprocess.Popen[by
     return subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
 
 
+SHUTDOWN_GRACE_S = 5
+"""Seconds ``serve`` waits for open connections (live event streams) before it stops."""
+
+
 def _serve(settings: Settings, services: Services, host: str, port: int, worker: bool) -> None:
     import uvicorn
 
@@ -68,7 +72,8 @@ def _serve(settings: Settings, services: Services, host: str, port: int, worker:
     worker_proc = _spawn_worker(settings, services) if worker else None
     try:
         app = create_app(settings, services.database_url, services.redis_url)
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        # open dashboard event streams (SSE) never end on their own: give them a few seconds at Ctrl-C
+        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     finally:
         if worker_proc is not None:
             worker_proc.terminate()

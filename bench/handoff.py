@@ -76,15 +76,16 @@ def percentile(values: list[float], q: float) -> float:
 async def _listen(
     http: httpx.AsyncClient, alerts: dict[str, float], ready: asyncio.Event, arrived: asyncio.Event
 ) -> None:
-    """Read the dashboard's event stream; record when each conversation's ``alert`` arrives (and set
-    ``arrived``)."""
+    """Read the dashboard's event stream: set ``ready`` on its ``ready`` event, record when each
+    conversation's ``alert`` arrives (and set ``arrived``)."""
     async with http.stream("GET", "/dashboard/events", timeout=None) as response:
         response.raise_for_status()
-        ready.set()
         event = None
         async for line in response.aiter_lines():
             if line.startswith("event:"):
                 event = line.removeprefix("event:").strip()
+                if event == "ready":  # sent once the stream's subscription is live
+                    ready.set()
             elif line.startswith("data:") and event == "alert":
                 alerts[json.loads(line.removeprefix("data:"))["conversation_id"]] = time.perf_counter()
                 arrived.set()
@@ -131,7 +132,6 @@ async def run(messages: list[str]) -> dict[str, Any]:
             arrived = asyncio.Event()
             listener = asyncio.create_task(_listen(http, alerts, ready, arrived))
             await asyncio.wait_for(ready.wait(), 10)
-            await asyncio.sleep(0.2)  # the stream's subscription is live before the first message
             rows: list[tuple[float, float, float]] = []
             with console.status("Sending crisis messages…") as status:
                 for i, text in enumerate(messages, 1):

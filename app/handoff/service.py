@@ -11,6 +11,7 @@ in PostgreSQL, so it survives a restart; live updates go out through :class:`app
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,8 @@ from app.handoff.availability import describe_return, is_available
 from app.handoff.live import LiveEvents, message_event
 from app.jobs import JobQueue
 from app.memory.service import MemoryService
+
+log = logging.getLogger(__name__)
 
 MAX_COACH_MESSAGE_CHARS = 4000
 BRIEF_INSIGHTS = 4
@@ -142,6 +145,12 @@ class HandoffService:
         """Open a handoff (flushed) with a brief from the client's memory. The caller checked that none is
         active; after commit it calls :meth:`announce`."""
         now = _now()
+        try:  # the brief is a courtesy: a failure reading memory must not cost the client their reply
+            async with session.begin_nested():
+                brief = await self._brief(session, coach.id, conversation, reason, detail)
+        except Exception:
+            log.exception("could not build the handoff brief for conversation %s", conversation.id)
+            brief = f"Why: {m.HandoffReason.LABELS.get(reason, reason)}" + (f" ({detail})" if detail else "")
         handoff = m.Handoff(
             coach_id=coach.id,
             conversation_id=conversation.id,
@@ -151,7 +160,7 @@ class HandoffService:
             detail=detail,
             confidence=confidence,
             signals=signals or {},
-            brief=await self._brief(session, coach.id, conversation, reason, detail),
+            brief=brief,
             trigger_message_id=trigger_message_id,
             claimed_at=now if status == m.HandoffStatus.CLAIMED else None,
             alerts={},

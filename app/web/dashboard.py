@@ -11,13 +11,18 @@ current state from the database first and the stream only carries what changes a
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.di import Provide
+from litestar.channels import ChannelsPlugin
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
-from litestar.response import Redirect, Template
+from litestar.response import Redirect, ServerSentEvent, Template
+from litestar.response.sse import ServerSentEventMessage
 
 from app.accounts.security import mask_secret
 from app.accounts.service import RECENT_MESSAGES_RANGE, SESSION_IDLE_MINUTES_RANGE
@@ -25,6 +30,10 @@ from app.container import Container
 from app.db import models as m
 from app.deps import CoachId, ContainerDep, PathId
 from app.errors import DomainError, InvalidInput
+from app.handoff.availability import DAY_NAMES
+from app.handoff.live import coach_channel
+from app.handoff.service import QueueItem, draft_dict
+from app.handoff.settings import SLA_MINUTES_RANGE
 from app.rag.controllers import read_upload
 
 ACTIVE_STATUSES = (m.DocumentStatus.QUEUED, m.DocumentStatus.PROCESSING)
@@ -110,7 +119,7 @@ def handoff_form_settings(form: Any) -> dict[str, Any]:
             availability = {}
         else:
             try:
-                days = sorted({int(d) for d in form.getall("avail_days")}) if hasattr(form, "getall") else []
+                days = sorted({int(d) for d in form.getall("avail_days", [])})
             except ValueError:
                 raise InvalidInput("availability.days must be weekdays 0–6 (Monday = 0)") from None
             availability = {
@@ -157,6 +166,19 @@ async def coach_event_stream(
                 continue
             yield ServerSentEventMessage(event=kind, data=raw.decode())
 
+
+def _next(form: Any, default: str) -> str:
+    """Where a form asks to go back to (``next``, a dashboard path only), else ``default``."""
+    target = _form_str(form, "next")
+    return target if target.startswith("/dashboard/") and "//" not in target else default
+
+
+HANDOFF_MODES = (
+    (m.HandoffMode.AUTO, "Auto — the AI answers unless it is unsure (below the threshold)"),
+    (m.HandoffMode.DRAFT, "Draft — the AI drafts every reply, you approve or edit it"),
+    (m.HandoffMode.HUMAN_ONLY, "Human only — every message comes to you"),
+)
+"""The handoff modes and how the settings page words them."""
 
 PROFILE_LISTS = (
     ("communication_preferences", "Communication preferences"),
@@ -446,20 +468,175 @@ class CoachPages(Controller):
 
     @get("/conversations/{conversation_id:uuid}")
     async def conversation(self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep) -> Template:
+        """The transcript with the handoff panel (state, brief, take over / hand back, pending drafts) and the
+        coach's composer; ``static/dashboard.js`` appends new messages live."""
+        return await self._conversation_page(container, coach_id, conversation_id)
+
+    async def _conversation_page(
+        self,
+        container: Container,
+        coach_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        error: str | None = None,
+        status_code: int = 200,
+        text: str = "",
+    ) -> Template:
         conversation, messages = await container.chat.get_conversation(coach_id, conversation_id)
         async with container.tenant(coach_id) as session:
             coach = await container.accounts.get_coach(session, coach_id)
             client = await container.accounts.get_client(session, coach_id, conversation.client_id)
+        context = await self._panel_context(container, coach_id, conversation_id)
         return Template(
             "dashboard/conversation.html",
-            context={
+            context=context
+            | {
                 "coach": coach,
                 "conversation": conversation,
                 "client": client,
                 "messages": messages,
+                "error": error,
+                "text": text,
                 "nav": "conversations",
             },
+            status_code=status_code,
         )
+
+    async def _panel_context(
+        self, container: Container, coach_id: uuid.UUID, conversation_id: uuid.UUID
+    ) -> dict[str, Any]:
+        handoff, drafts = await container.handoffs.conversation_state(coach_id, conversation_id)
+        item = await container.handoffs.get(coach_id, handoff.id) if handoff is not None else None
+        return {
+            "conversation_id": conversation_id,
+            "item": item,
+            "drafts": drafts,
+            "reason_labels": m.HandoffReason.LABELS,
+        }
+
+    @get("/conversations/{conversation_id:uuid}/handoff")
+    async def handoff_panel(self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep) -> Template:
+        """The conversation's handoff panel alone (refreshed live by ``static/dashboard.js``)."""
+        return Template(
+            "partials/handoff_panel.html", context=await self._panel_context(container, coach_id, conversation_id)
+        )
+
+    @post("/conversations/{conversation_id:uuid}/takeover")
+    async def takeover(self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep) -> Redirect:
+        """Take the conversation over (the AI pauses until handback); back to the conversation."""
+        await container.handoffs.takeover(coach_id, conversation_id)
+        return Redirect(f"/dashboard/conversations/{conversation_id}")
+
+    @post("/conversations/{conversation_id:uuid}/handback")
+    async def handback(
+        self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep
+    ) -> Template | Redirect:
+        """Hand the conversation back to the AI; the page with the error (409) when it is not handed off."""
+        try:
+            await container.handoffs.handback(coach_id, conversation_id)
+        except DomainError as exc:
+            return await self._conversation_page(container, coach_id, conversation_id, exc.message, exc.status_code)
+        return Redirect(f"/dashboard/conversations/{conversation_id}")
+
+    @post("/conversations/{conversation_id:uuid}/messages")
+    async def send_message(
+        self, conversation_id: PathId, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
+    ) -> Template | Redirect:
+        """Write to the client as the coach (takes the conversation over first); 400 page for an empty or too
+        long text, which is kept in the composer."""
+        form = await request.form()
+        text = _form_str(form, "text")
+        try:
+            await container.handoffs.send(coach_id, conversation_id, text)
+        except DomainError as exc:
+            if exc.status_code == 404:
+                raise
+            return await self._conversation_page(
+                container, coach_id, conversation_id, exc.message, exc.status_code, text
+            )
+        return Redirect(f"/dashboard/conversations/{conversation_id}")
+
+    @post("/drafts/{draft_id:uuid}/approve")
+    async def approve_draft(
+        self, draft_id: PathId, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
+    ) -> Template | Redirect:
+        """Send a pending draft, as written or with the coach's edit (``text``, when it differs)."""
+        form = await request.form()
+        text = _form_str(form, "text") if "text" in form else None
+        conversation_id = _form_str(form, "conversation_id")
+        try:
+            message = await container.handoffs.approve_draft(coach_id, draft_id, text)
+        except DomainError as exc:
+            if exc.status_code == 404 or not conversation_id:
+                raise
+            return await self._conversation_page(
+                container, coach_id, uuid.UUID(conversation_id), exc.message, exc.status_code
+            )
+        return Redirect(_next(form, f"/dashboard/conversations/{message.conversation_id}"))
+
+    @post("/drafts/{draft_id:uuid}/discard")
+    async def discard_draft(
+        self, draft_id: PathId, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
+    ) -> Redirect:
+        """Drop a pending draft without sending anything."""
+        form = await request.form()
+        draft = await container.handoffs.discard_draft(coach_id, draft_id)
+        return Redirect(_next(form, f"/dashboard/conversations/{draft.conversation_id}"))
+
+    # ------------------------------------------------------------------ handoff queue and live events
+
+    async def _queue_context(self, container: Container, coach_id: uuid.UUID) -> dict[str, Any]:
+        items: list[QueueItem] = []
+        for status in (m.HandoffStatus.OPEN, m.HandoffStatus.CLAIMED):
+            items += await container.handoffs.list_handoffs(coach_id, status)
+        drafts = await container.handoffs.list_drafts(coach_id, m.DraftStatus.PENDING)
+        names = {c.id: name for c, name, _ in await container.chat.list_conversations(coach_id)}
+        return {
+            "open_items": [i for i in items if i.handoff.status == m.HandoffStatus.OPEN],
+            "claimed_items": [i for i in items if i.handoff.status == m.HandoffStatus.CLAIMED],
+            "drafts": [draft_dict(d, names.get(d.conversation_id)) for d in drafts],
+            "reason_labels": m.HandoffReason.LABELS,
+        }
+
+    @get("/handoffs")
+    async def handoffs(self, coach_id: CoachId, container: ContainerDep) -> Template:
+        """The live handoff queue: open handoffs (overdue ones highlighted), those the coach holds, and the
+        AI drafts waiting for review."""
+        context = await self._queue_context(container, coach_id)
+        context |= {"coach": await self._coach(container, coach_id), "nav": "handoffs"}
+        return Template("dashboard/handoffs.html", context=context)
+
+    @get("/handoffs/queue")
+    async def handoff_queue(self, coach_id: CoachId, container: ContainerDep) -> Template:
+        """The queue fragment (``#queue``), re-fetched on every live ``handoff`` / ``draft`` event."""
+        return Template("partials/handoff_queue.html", context=await self._queue_context(container, coach_id))
+
+    @get("/handoffs/summary")
+    async def handoff_summary(self, coach_id: CoachId, container: ContainerDep) -> dict[str, Any]:
+        """For the nav badge and the crisis banner on every page: ``{"open": n, "claimed": n, "drafts": n,
+        "crisis": [{"handoff_id", "conversation_id", "client_name"}]}`` (crisis: open crisis handoffs)."""
+        open_items = await container.handoffs.list_handoffs(coach_id, m.HandoffStatus.OPEN)
+        claimed = await container.handoffs.list_handoffs(coach_id, m.HandoffStatus.CLAIMED)
+        drafts = await container.handoffs.list_drafts(coach_id, m.DraftStatus.PENDING)
+        return {
+            "open": len(open_items),
+            "claimed": len(claimed),
+            "drafts": len(drafts),
+            "crisis": [
+                {
+                    "handoff_id": str(i.handoff.id),
+                    "conversation_id": str(i.handoff.conversation_id),
+                    "client_name": i.client_name,
+                }
+                for i in open_items
+                if i.handoff.reason == m.HandoffReason.CRISIS
+            ],
+        }
+
+    @get("/events", media_type="text/event-stream")
+    async def events(self, coach_id: CoachId, channels: NamedDependency[ChannelsPlugin]) -> ServerSentEvent:
+        """Server-Sent Events of the coach's live channel (see :func:`coach_event_stream`): ``handoff``,
+        ``alert``, ``message``, ``draft``; log-in required (a redirect to ``/login`` otherwise)."""
+        return ServerSentEvent(coach_event_stream(channels, coach_id), headers={"Cache-Control": "no-cache"})
 
     @get("/settings")
     async def settings_page(
@@ -480,6 +657,7 @@ class CoachPages(Controller):
         try:
             recent_messages = _form_int(form, "recent_messages", *RECENT_MESSAGES_RANGE)
             session_idle_minutes = _form_int(form, "session_idle_minutes", *SESSION_IDLE_MINUTES_RANGE)
+            handoff = handoff_form_settings(form)
             async with container.tenant(coach_id) as session:
                 coach = await container.accounts.update_settings(
                     session,
@@ -493,6 +671,7 @@ class CoachPages(Controller):
                     llm_api_key=("" if form.get("clear_key") else (_form_str(form, "llm_api_key") or None)),
                     recent_messages=recent_messages,
                     session_idle_minutes=session_idle_minutes,
+                    **handoff,
                 )
         except DomainError as exc:
             error = exc.message
@@ -508,6 +687,9 @@ class CoachPages(Controller):
         return {
             "coach": coach,
             "key_hint": mask_secret(key) if key else None,
+            "webhook_secret": container.registry.decrypt_key(coach.alert_webhook_secret_encrypted),
+            "handoff_modes": HANDOFF_MODES,
+            "day_names": list(enumerate(DAY_NAMES)),
             "new_api_key": new_api_key,
             "error": error,
             "saved": False,

@@ -1,7 +1,10 @@
 """The client's chat widget: a full page per client (``/w/<widget_token>``), which the embeddable
 ``static/widget.js`` snippet opens in an iframe. Messages travel over the ``/ws/chat`` WebSocket.
 ``/w/<widget_token>/memory`` shows what the coach's assistant remembers about the client; its delete
-buttons (``static/memory.js``) call the widget memory API with the same token."""
+buttons (``static/memory.js``) call the widget memory API with the same token.
+
+The chat page also shows whether the coach is in the conversation (an active handoff: ``claimed``) or
+has been asked to join (``open``); ``static/chat.js`` keeps that up to date from the socket's live events."""
 
 from __future__ import annotations
 
@@ -13,6 +16,9 @@ from litestar.response import Template
 from app.chat.service import MAX_MESSAGE_CHARS
 from app.deps import ContainerDep, PathStr
 from app.memory.controllers import remembered_out
+
+WIDGET_LABELS = {"client": "You", "ai": "AI assistant", "human_coach": "Coach"}
+"""How the widget names each sender (``static/chat.js`` uses the same words)."""
 
 
 class WidgetController(Controller):
@@ -30,11 +36,14 @@ class WidgetController(Controller):
         conversations = await container.chat.list_conversations(identity.coach_id, identity.client_id)
         messages: list[Any] = []
         conversation_id = None
+        handoff_status = None
         if conversations:
             conversation_id = conversations[0][0].id
             _, messages = await container.chat.get_conversation(
                 identity.coach_id, conversation_id, client_id=identity.client_id
             )
+            handoff, _drafts = await container.handoffs.conversation_state(identity.coach_id, conversation_id)
+            handoff_status = handoff.status if handoff is not None else None
         return Template(
             "widget/chat.html",
             context={
@@ -42,6 +51,8 @@ class WidgetController(Controller):
                 "token": token,
                 "conversation_id": conversation_id,
                 "messages": messages,
+                "labels": WIDGET_LABELS,
+                "handoff_status": handoff_status,
                 "max_chars": MAX_MESSAGE_CHARS,
             },
         )

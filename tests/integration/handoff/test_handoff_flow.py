@@ -503,3 +503,25 @@ async def test_thumbs_down_streak_and_a_repeated_question_hand_off_as_frustratio
         "at": None,
     }
     assert messages[-1]["metadata"]["signals"]["thumbs_down_streak"] == 2
+
+
+async def test_the_brief_is_built_from_the_clients_memory(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """The coach's brief names the reason, what works for the client, what to handle with care, and what the
+    client just wrote."""
+    setup = await new_setup()
+    profile = await http.patch(
+        f"/api/v1/clients/{setup.client_id}/memory/profile",
+        headers=setup.coach.headers,
+        json={"what_works": ["short voice-note style check-ins"], "sensitive_topics": ["her father's illness"]},
+    )
+    assert profile.status_code == 200, profile.text
+    body = await chat(http, setup, "I'd rather talk to a person about this, please")
+    assert body["handoff"]["reason"] == "human_request"
+    [queued] = await handoffs(http, setup.coach, "open")
+    brief = queued["brief"].splitlines()
+    assert brief[0].startswith("Why: Client asked for a human")
+    assert "What works: short voice-note style check-ins" in brief
+    assert "Handle with care: her father's illness" in brief
+    assert brief[-1] == "Client said: “I'd rather talk to a person about this, please”"

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
+import respx
 
-from tests.conftest import ReadyCoach
+from tests.conftest import Coach, ReadyCoach, make_client
+from tests.openai_wire import mock_openai, openai_sse, sse_response
 
 PASSWORD = "correct horse battery"
 CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
@@ -184,3 +189,258 @@ async def test_openapi_schema_lists_the_contract(http: httpx.AsyncClient) -> Non
         "/api/v1/chat",
     ):
         assert path in schema["paths"], path
+
+
+# ---------------------------------------------------------------------------------------- handoffs (issue 4)
+
+LLM_BASE_URL = "https://llm.example.test/v1"
+DELTAS = ["Try", " one", " small", " step", "."]
+REPLY = "".join(DELTAS)
+
+
+@pytest.fixture
+def llm_api() -> Iterator[respx.MockRouter]:
+    """The coach's OpenAI-compatible endpoint, mocked (loopback passes through to the served app)."""
+    with mock_openai() as router:
+        router.route(host="127.0.0.1").pass_through()
+        router.post(f"{LLM_BASE_URL}/chat/completions", name="completions").mock(
+            side_effect=lambda request: sse_response(openai_sse(DELTAS, (50, 5)))
+        )
+        yield router
+
+
+async def log_in(browser: httpx.AsyncClient, coach: Coach) -> None:
+    token = await csrf(browser, "/login")
+    response = await browser.post("/login", data={"email": coach.email, "password": PASSWORD, "_csrf_token": token})
+    assert response.status_code in (302, 303), response.text
+
+
+async def client_chat(
+    http: httpx.AsyncClient, widget_token: str, text: str, conversation_id: str | None = None
+) -> dict:
+    body: dict[str, Any] = {"text": text} | ({"conversation_id": conversation_id} if conversation_id else {})
+    response = await http.post("/api/v1/chat", headers={"Authorization": f"Bearer {widget_token}"}, json=body)
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def test_handoff_pages_and_event_stream_need_a_session(browser: httpx.AsyncClient) -> None:
+    for page in ("/dashboard/handoffs", "/dashboard/handoffs/queue", "/dashboard/events"):
+        response = await browser.get(page)
+        assert response.status_code in (302, 303) and response.headers["location"] == "/login", page
+
+
+async def test_queue_takeover_coach_message_and_handback(
+    browser: httpx.AsyncClient, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """ "/human" opens a handoff (no model call); the queue lists it with reason, SLA and brief; the take-over,
+    send and hand-back forms work with the CSRF token (and not without it)."""
+    coach = await make_coach("Queue Coach")
+    client = await make_client(http, coach, "Robin")
+    body = await client_chat(http, client["widget_token"], "/human")
+    conversation_id = body["conversation_id"]
+    await log_in(browser, coach)
+
+    page = await browser.get("/dashboard/handoffs")
+    assert page.status_code == 200
+    for expected in (
+        "Robin",
+        "Client asked for a human",
+        "SLA 15 min",
+        "Brief",
+        f"/dashboard/conversations/{conversation_id}",
+    ):
+        assert expected in page.text, expected
+    assert 'id="handoff-badge"' in page.text and "/static/dashboard.js" in page.text
+    summary = (await browser.get("/dashboard/handoffs/summary")).json()
+    assert summary["open"] == 1 and summary["crisis"] == []
+
+    token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+    refused = await browser.post(f"/dashboard/conversations/{conversation_id}/takeover")
+    assert refused.status_code == 403
+    taken = await browser.post(f"/dashboard/conversations/{conversation_id}/takeover", data={"_csrf_token": token})
+    assert (
+        taken.status_code in (302, 303) and taken.headers["location"] == f"/dashboard/conversations/{conversation_id}"
+    )
+    conversation = (await browser.get(f"/dashboard/conversations/{conversation_id}")).text
+    assert "You are in this conversation" in conversation and 'id="handback"' in conversation
+    queue = (await browser.get("/dashboard/handoffs/queue")).text
+    assert "In your hands" in queue and "No open handoffs." in queue
+
+    empty = await browser.post(
+        f"/dashboard/conversations/{conversation_id}/messages", data={"text": "  ", "_csrf_token": token}
+    )
+    assert empty.status_code == 400 and "text must not be empty" in empty.text
+    sent = await browser.post(
+        f"/dashboard/conversations/{conversation_id}/messages",
+        data={"text": "Hi Robin, Queue Coach here.", "_csrf_token": token},
+    )
+    assert sent.status_code in (302, 303)
+    transcript = (await browser.get(f"/dashboard/conversations/{conversation_id}")).text
+    assert "Hi Robin, Queue Coach here." in transcript and ">Coach" in transcript
+    widget = await http.get(f"/w/{client['widget_token']}")
+    assert "Queue Coach is in the conversation" in widget.text, "the widget page shows the coach is there"
+
+    back = await browser.post(f"/dashboard/conversations/{conversation_id}/handback", data={"_csrf_token": token})
+    assert back.status_code in (302, 303)
+    assert "The AI is answering" in (await browser.get(f"/dashboard/conversations/{conversation_id}")).text
+    again = await browser.post(f"/dashboard/conversations/{conversation_id}/handback", data={"_csrf_token": token})
+    assert again.status_code == 409 and "not handed off" in again.text
+    assert (await browser.get("/dashboard/handoffs/summary")).json()["open"] == 0
+
+
+async def test_event_stream_delivers_a_new_handoff(
+    browser: httpx.AsyncClient, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """The SSE stream says ``ready`` once subscribed, then relays the handoff opened by the client's "/human"
+    (and the client's message) as named events with the event's JSON."""
+    coach = await make_coach("Live Coach")
+    client = await make_client(http, coach, "Sam")
+    await log_in(browser, coach)
+    events: list[tuple[str, dict[str, Any]]] = []
+    async with browser.stream("GET", "/dashboard/events") as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.aiter_lines()
+        kind = ""
+        async with asyncio.timeout(15):
+            while kind != "ready":
+                line = await anext(lines)
+                kind = line.removeprefix("event: ") if line.startswith("event: ") else kind
+            body = await client_chat(http, client["widget_token"], "/human")
+            while not any(k == "handoff" for k, _ in events):
+                line = await anext(lines)
+                if line.startswith("event: "):
+                    kind = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    events.append((kind, json.loads(line.removeprefix("data: "))))
+    handoff = next(data for k, data in events if k == "handoff")["handoff"]
+    assert handoff["conversation_id"] == body["conversation_id"]
+    assert handoff["client_name"] == "Sam" and handoff["status"] == "open" and handoff["reason"] == "human_request"
+    assert any(k == "message" and d["message"]["text"] == "/human" for k, d in events), events
+
+
+async def test_draft_review_on_the_conversation_page(
+    browser: httpx.AsyncClient,
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    llm_api: respx.MockRouter,
+) -> None:
+    """Draft mode: the draft shows on the queue and the conversation page; edit-and-send sends the coach's
+    text, discard sends nothing."""
+    coach = await make_coach("Draft Coach")
+    await http.patch(
+        "/api/v1/settings",
+        headers=coach.headers,
+        json={
+            "llm_provider": "openai",
+            "llm_model": "gpt-4o-mini",
+            "llm_base_url": LLM_BASE_URL,
+            "llm_api_key": "sk-test",
+            "handoff_mode": "draft",
+        },
+    )
+    client = await make_client(http, coach, "Kim")
+    first = await client_chat(http, client["widget_token"], "How do I plan my week?")
+    assert first["handoff"]["status"] == "draft_pending"
+    conversation_id = first["conversation_id"]
+    await log_in(browser, coach)
+    assert REPLY in (await browser.get("/dashboard/handoffs")).text, "the queue lists the pending draft"
+    page = (await browser.get(f"/dashboard/conversations/{conversation_id}")).text
+    draft_id = re.search(r"/dashboard/drafts/([0-9a-f-]{36})/approve", page).group(1)  # type: ignore[union-attr]
+    token = CSRF.search(page).group(1)  # type: ignore[union-attr]
+    approved = await browser.post(
+        f"/dashboard/drafts/{draft_id}/approve",
+        data={"text": "Pick one thing per day.", "conversation_id": conversation_id, "_csrf_token": token},
+    )
+    assert approved.status_code in (302, 303)
+    twice = await browser.post(
+        f"/dashboard/drafts/{draft_id}/approve", data={"conversation_id": conversation_id, "_csrf_token": token}
+    )
+    assert twice.status_code == 409 and "already approved" in twice.text
+
+    await client_chat(http, client["widget_token"], "And my month?", conversation_id)
+    page = (await browser.get(f"/dashboard/conversations/{conversation_id}")).text
+    second = re.search(r"/dashboard/drafts/([0-9a-f-]{36})/discard", page).group(1)  # type: ignore[union-attr]
+    discarded = await browser.post(f"/dashboard/drafts/{second}/discard", data={"_csrf_token": token})
+    assert discarded.status_code in (302, 303)
+    messages = (await http.get(f"/api/v1/conversations/{conversation_id}", headers=coach.headers)).json()["messages"]
+    assert [(m["sender_type"], m["text"]) for m in messages] == [
+        ("client", "How do I plan my week?"),
+        ("human_coach", "Pick one thing per day."),
+        ("client", "And my month?"),
+    ]
+
+
+HANDOFF_FORM = {
+    "name": "Settings Coach",
+    "persona": "",
+    "llm_provider": "local",
+    "recent_messages": "10",
+    "session_idle_minutes": "30",
+    "handoff_mode": "draft",
+    "confidence_threshold": "0.7",
+    "high_stakes_topics": "divorce\nquitting my job\n",
+    "always_escalate_topics": "medication",
+    "handoff_sla_minutes": "45",
+    "availability_form": "1",
+    "avail_timezone": "Europe/Berlin",
+    "avail_days": ["0", "2", "4"],
+    "avail_start": "08:30",
+    "avail_end": "16:00",
+    "crisis_resources": "Call 112 in an emergency.\nTelefonSeelsorge: 0800 111 0 111",
+    "alert_webhook_url": "https://hooks.example.com/opencoach",
+    "alert_email": "alerts@example.com",
+}
+
+
+async def test_settings_handoff_section_saves_and_rejects_bad_input(
+    browser: httpx.AsyncClient, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    coach = await make_coach("Settings Coach")
+    await log_in(browser, coach)
+    token = await csrf(browser, "/dashboard/settings")
+    saved = await browser.post("/dashboard/settings", data=HANDOFF_FORM | {"_csrf_token": token})
+    assert saved.status_code == 200 and "Saved." in saved.text, saved.text
+    api = (await http.get("/api/v1/settings", headers=coach.headers)).json()
+    assert api["handoff_mode"] == "draft" and api["confidence_threshold"] == 0.7
+    assert api["high_stakes_topics"] == ["divorce", "quitting my job"] and api["always_escalate_topics"] == [
+        "medication"
+    ]
+    assert api["handoff_sla_minutes"] == 45
+    assert api["availability"] == {"timezone": "Europe/Berlin", "days": [0, 2, 4], "start": "08:30", "end": "16:00"}
+    assert api["crisis_resources"] == ["Call 112 in an emergency.", "TelefonSeelsorge: 0800 111 0 111"]
+    assert (
+        api["alert_webhook_url"] == "https://hooks.example.com/opencoach" and api["alert_email"] == "alerts@example.com"
+    )
+    page = (await browser.get("/dashboard/settings")).text
+    assert api["alert_webhook_secret"].startswith("whsec_") and api["alert_webhook_secret"] in page
+    assert "Europe/Berlin" in page and "quitting my job" in page and 'value="draft" selected' in page
+
+    for changes, message in [
+        ({"confidence_threshold": "1.5"}, "confidence_threshold must be a number from 0 to 1"),
+        ({"confidence_threshold": "high"}, "confidence_threshold must be a number from 0 to 1"),
+        ({"handoff_sla_minutes": "0"}, "handoff_sla_minutes must be a whole number from 1 to 10080"),
+        ({"avail_timezone": "Mars/Olympus"}, "is not an IANA time zone"),
+        ({"avail_days": []}, "availability.days must be a non-empty list"),
+        ({"avail_end": "07:00"}, "availability.end must be later than availability.start"),
+        ({"alert_webhook_url": "ftp://example.com"}, "alert_webhook_url must start with http:// or https://"),
+        ({"alert_email": "not-an-address"}, "alert_email is not an e-mail address"),
+        ({"handoff_mode": "sometimes"}, "handoff_mode must be one of"),
+    ]:
+        bad = await browser.post(
+            "/dashboard/settings",
+            data=HANDOFF_FORM | {"name": "Renamed", "handoff_mode": "auto", "_csrf_token": token} | changes,
+        )
+        assert bad.status_code == 400 and message in bad.text, (changes, bad.status_code)
+        assert (await http.get("/api/v1/settings", headers=coach.headers)).json() == api, "nothing changed"
+
+    always = await browser.post(
+        "/dashboard/settings",
+        data=HANDOFF_FORM | {"always_available": "1", "alert_webhook_url": "", "_csrf_token": token},
+    )
+    assert always.status_code == 200
+    after = (await http.get("/api/v1/settings", headers=coach.headers)).json()
+    assert (
+        after["availability"] is None and after["alert_webhook_url"] is None and after["alert_webhook_secret"] is None
+    )
