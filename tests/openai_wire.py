@@ -39,6 +39,32 @@ def mock_openai() -> Iterator[respx.MockRouter]:
         HTTPCoreMocker.remove_targets(*_HTTPCORE2_POOLS)
 
 
+MOCK_BASE_URL = "https://llm.example.test/v1"
+"""The base URL of the mocked coach endpoint (a host that never resolves: a leak past respx fails loudly)."""
+
+
+@contextlib.contextmanager
+def mock_chat_endpoint(deltas: Sequence[str], usage: tuple[int, int] = (80, 5)) -> Iterator[respx.MockRouter]:
+    """The coach's OpenAI-compatible endpoint at :data:`MOCK_BASE_URL`, streaming ``deltas`` for every chat
+    completion (route name ``"completions"``, for call counts and re-mocking); requests to the served app
+    on 127.0.0.1 pass through."""
+    with mock_openai() as router:
+        router.route(host="127.0.0.1").pass_through()
+        router.post(f"{MOCK_BASE_URL}/chat/completions", name="completions").mock(
+            side_effect=lambda request: sse_response(openai_sse(deltas, usage))
+        )
+        yield router
+
+
+MOCK_ENDPOINT_SETTINGS = {
+    "llm_provider": "openai",
+    "llm_model": "gpt-4o-mini",
+    "llm_base_url": MOCK_BASE_URL,
+    "llm_api_key": "sk-test",
+}
+"""``PATCH /api/v1/settings`` body pointing a coach at :func:`mock_chat_endpoint`."""
+
+
 def _chunk(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
     payload = {
         "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",

@@ -24,11 +24,10 @@ import pytest
 import respx
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.openai_wire import mock_openai, openai_sse, sse_response
+from tests.openai_wire import MOCK_BASE_URL, mock_chat_endpoint
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
-LLM_BASE_URL = "https://llm.example.test/v1"
 DELTAS = ["Let's", " plan", " tomorrow", " together", "."]
 REPLY = "".join(DELTAS)
 WAIT_MS = 15_000
@@ -41,12 +40,8 @@ CLIENT = "Robin"
 
 @pytest.fixture
 def llm_api() -> Iterator[respx.MockRouter]:
-    """The coach's chat endpoint, mocked; everything on loopback (the served app) passes through."""
-    with mock_openai() as router:
-        router.route(host="127.0.0.1").pass_through()
-        router.post(f"{LLM_BASE_URL}/chat/completions", name="completions").mock(
-            side_effect=lambda request: sse_response(openai_sse(DELTAS, (80, 5)))
-        )
+    """The coach's endpoint, mocked (see :func:`tests.openai_wire.mock_chat_endpoint`)."""
+    with mock_chat_endpoint(DELTAS, (80, 5)) as router:
         yield router
 
 
@@ -98,7 +93,7 @@ async def test_crisis_takeover_and_handback_in_two_browsers(
         await expect(coach).to_have_url(re.compile(r"/dashboard/settings$"), timeout=WAIT_MS)
         await coach.locator("input[name=llm_provider][value=openai]").check()
         await coach.locator("input[name=llm_model]").fill("gpt-4o-mini")
-        await coach.locator("input[name=llm_base_url]").fill(LLM_BASE_URL)
+        await coach.locator("input[name=llm_base_url]").fill(MOCK_BASE_URL)
         await coach.locator("input[name=llm_api_key]").fill("sk-test")
         await coach.get_by_role("button", name="Save").click()
         await expect(coach.get_by_role("status")).to_contain_text("Saved.", timeout=WAIT_MS)

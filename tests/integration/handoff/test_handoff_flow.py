@@ -29,10 +29,8 @@ from app.handoff.crisis import crisis_reply
 from app.llm.registry import ProviderRegistry
 from app.runtime import Services, serve_in_background
 from tests.conftest import Coach, make_client
-from tests.openai_wire import mock_openai, openai_error, openai_sse, sse_response
+from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint, openai_error
 
-LLM_BASE_URL = "https://llm.example.test/v1"
-COMPLETIONS_URL = f"{LLM_BASE_URL}/chat/completions"
 DELTAS = ["Let's", " take", " it", " one", " step", " at", " a", " time", "."]
 REPLY = "".join(DELTAS)
 
@@ -52,12 +50,8 @@ class Setup:
 
 @pytest.fixture
 def llm_api() -> Iterator[respx.MockRouter]:
-    """The coach's endpoint, answering every chat completion with ``REPLY``; loopback passes through."""
-    with mock_openai() as router:
-        router.route(host="127.0.0.1").pass_through()
-        router.post(COMPLETIONS_URL, name="completions").mock(
-            side_effect=lambda request: sse_response(openai_sse(DELTAS, (120, 9)))
-        )
+    """The coach's endpoint, mocked (see :func:`tests.openai_wire.mock_chat_endpoint`)."""
+    with mock_chat_endpoint(DELTAS, (120, 9)) as router:
         yield router
 
 
@@ -68,13 +62,7 @@ def new_setup(http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach
         response = await http.patch(
             "/api/v1/settings",
             headers=coach.headers,
-            json={
-                "llm_provider": "openai",
-                "llm_model": "gpt-4o-mini",
-                "llm_base_url": LLM_BASE_URL,
-                "llm_api_key": "sk-test",
-            }
-            | settings,
+            json=MOCK_ENDPOINT_SETTINGS | settings,
         )
         assert response.status_code == 200, response.text
         client = await make_client(http, coach, "Robin")

@@ -14,7 +14,7 @@ import pytest
 import respx
 
 from tests.conftest import Coach, ReadyCoach, make_client
-from tests.openai_wire import mock_openai, openai_sse, sse_response
+from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint
 
 PASSWORD = "correct horse battery"
 CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
@@ -193,19 +193,14 @@ async def test_openapi_schema_lists_the_contract(http: httpx.AsyncClient) -> Non
 
 # ---------------------------------------------------------------------------------------- handoffs (issue 4)
 
-LLM_BASE_URL = "https://llm.example.test/v1"
 DELTAS = ["Try", " one", " small", " step", "."]
 REPLY = "".join(DELTAS)
 
 
 @pytest.fixture
 def llm_api() -> Iterator[respx.MockRouter]:
-    """The coach's OpenAI-compatible endpoint, mocked (loopback passes through to the served app)."""
-    with mock_openai() as router:
-        router.route(host="127.0.0.1").pass_through()
-        router.post(f"{LLM_BASE_URL}/chat/completions", name="completions").mock(
-            side_effect=lambda request: sse_response(openai_sse(DELTAS, (50, 5)))
-        )
+    """The coach's endpoint, mocked (see :func:`tests.openai_wire.mock_chat_endpoint`)."""
+    with mock_chat_endpoint(DELTAS, (50, 5)) as router:
         yield router
 
 
@@ -332,13 +327,7 @@ async def test_draft_review_on_the_conversation_page(
     await http.patch(
         "/api/v1/settings",
         headers=coach.headers,
-        json={
-            "llm_provider": "openai",
-            "llm_model": "gpt-4o-mini",
-            "llm_base_url": LLM_BASE_URL,
-            "llm_api_key": "sk-test",
-            "handoff_mode": "draft",
-        },
+        json=MOCK_ENDPOINT_SETTINGS | {"handoff_mode": "draft"},
     )
     client = await make_client(http, coach, "Kim")
     first = await client_chat(http, client["widget_token"], "How do I plan my week?")
