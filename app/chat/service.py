@@ -224,21 +224,30 @@ class ChatService:
                     )
                     announce = True
                     reply_message = await self._notice(session, coach, conversation, handoff, signals, None)
-        if ended is not None:
-            await self._memory.session_ended(ended)
-        await self._handoffs.publish_message(coach_id, client_id, client_message, to_client=False)
-        if handoff is not None:
+        if handoff is None:
+            if ended is not None:
+                await self._memory.session_ended(ended)
+            await self._handoffs.publish_message(coach_id, client_id, client_message, to_client=False)
+            # 2. retrieve, score confidence, generate (or draft), persist
+            async for item in self._answer(state, started):
+                yield item
+            return
+
+        # the reply (crisis or notice) and the handoff are stored: the client gets the reply first, and a
+        # queue or live update failing after that (Redis down) is logged rather than costing the reply
+        if reply_message is not None:
+            yield reply_message.text
+        try:
+            if ended is not None:
+                await self._memory.session_ended(ended)
+            await self._handoffs.publish_message(coach_id, client_id, client_message, to_client=False)
             if announce:
                 await self._handoffs.announce(coach, handoff, state.client_name)
             if reply_message is not None:
-                yield reply_message.text
                 await self._handoffs.publish_message(coach_id, client_id, reply_message, to_client=False)
-            yield self._result(client_message, reply_message, handoff, started)
-            return
-
-        # 2. retrieve, score confidence, generate (or draft), persist
-        async for item in self._answer(state, started):
-            yield item
+        except Exception:
+            log.exception("follow-ups of the handoff turn in conversation %s failed", conversation.id)
+        yield self._result(client_message, reply_message, handoff, started)
 
     async def _load_state(
         self, session: AsyncSession, coach: m.Coach, conversation: m.Conversation, client_message: m.Message
