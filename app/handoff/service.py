@@ -286,36 +286,22 @@ class HandoffService:
         opened. Idempotent for an already claimed conversation. The AI stays paused until handback.
         Raises ``NotFound``."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            coach = await self._accounts.get_coach(session, coach_id)
-            conversation = await self._conversation(session, coach_id, conversation_id)
-            handoff = await self.active_for(session, conversation_id)
-            if handoff is not None and handoff.status == m.HandoffStatus.CLAIMED:
-                return handoff
-            if handoff is None:
-                handoff = await self.open(
-                    session, coach, conversation, reason=m.HandoffReason.COACH_TAKEOVER, status=m.HandoffStatus.CLAIMED
-                )
-            else:
-                handoff.status = m.HandoffStatus.CLAIMED
-                handoff.claimed_at = _now()
-            client = await self._accounts.get_client(session, coach_id, conversation.client_id)
-        await self._publish_change(coach, handoff, client, "coach_joined")
+            coach, handoff, client, joined = await self._claim(session, coach_id, conversation_id)
+        if joined:
+            await self._publish_change(coach, handoff, client, "coach_joined")
         return handoff
 
     async def send(self, coach_id: uuid.UUID, conversation_id: uuid.UUID, text: str) -> m.Message:
-        """A message from the human coach to the client; takes the conversation over first when the coach
-        has not yet. Raises ``InvalidInput`` (empty or too long: nothing is stored) and ``NotFound``."""
+        """A message from the human coach to the client; takes the conversation over first (in the same
+        transaction) when the coach has not yet. Raises ``InvalidInput`` (empty or too long: nothing is
+        stored) and ``NotFound``."""
         text = (text or "").strip()
         if not text:
             raise InvalidInput("text must not be empty")
         if len(text) > MAX_COACH_MESSAGE_CHARS:
             raise InvalidInput(f"text is longer than {MAX_COACH_MESSAGE_CHARS} characters")
-        await self.takeover(coach_id, conversation_id)
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            coach = await self._accounts.get_coach(session, coach_id)
-            handoff = await self.active_for(session, conversation_id)
-            if handoff is None or handoff.status != m.HandoffStatus.CLAIMED:
-                raise Conflict("the conversation was handed back meanwhile; take it over again")
+            coach, handoff, client, joined = await self._claim(session, coach_id, conversation_id)
             message, ended = await store_message(
                 session,
                 self._memory,
@@ -331,11 +317,33 @@ class HandoffService:
                     "ai_confidence_before": handoff.confidence,
                 },
             )
-            client_id = handoff.client_id
         if ended is not None:
             await self._memory.session_ended(ended)
-        await self.publish_message(coach_id, client_id, message)
+        if joined:
+            await self._publish_change(coach, handoff, client, "coach_joined")
+        await self.publish_message(coach_id, client.id, message)
         return message
+
+    async def _claim(
+        self, session: AsyncSession, coach_id: uuid.UUID, conversation_id: uuid.UUID
+    ) -> tuple[m.Coach, m.Handoff, m.Client, bool]:
+        """Claim the conversation's handoff for the coach (opening a ``coach_takeover`` one when none is
+        active). Returns the coach, the claimed handoff, the client and whether it was claimed just now
+        (the caller then announces ``coach_joined`` after commit). Raises ``NotFound``."""
+        coach = await self._accounts.get_coach(session, coach_id)
+        conversation = await self._conversation(session, coach_id, conversation_id)
+        client = await self._accounts.get_client(session, coach_id, conversation.client_id)
+        handoff = await self.active_for(session, conversation_id)
+        if handoff is not None and handoff.status == m.HandoffStatus.CLAIMED:
+            return coach, handoff, client, False
+        if handoff is None:
+            handoff = await self.open(
+                session, coach, conversation, reason=m.HandoffReason.COACH_TAKEOVER, status=m.HandoffStatus.CLAIMED
+            )
+        else:
+            handoff.status = m.HandoffStatus.CLAIMED
+            handoff.claimed_at = _now()
+        return coach, handoff, client, True
 
     async def handback(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> m.Handoff:
         """Give the conversation back to the AI: the active handoff is closed (an open one is dismissed);
