@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -16,8 +15,8 @@ from app.db import models as m
 from app.db.engine import tenant_session
 from app.errors import Conflict, InvalidInput, NotFound
 from app.handoff.settings import apply_handoff_settings
+from app.validation import EMAIL_RE, http_url, in_range
 
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD_LENGTH = 8
 LLM_PROVIDERS = ("local", "openai")
 RECENT_MESSAGES_RANGE = (0, 100)
@@ -191,16 +190,13 @@ class AccountService:
         if llm_model is not None:
             coach.llm_model = llm_model.strip() or None
         if llm_base_url is not None:
-            url = llm_base_url.strip()
-            if url and not url.startswith(("http://", "https://")):
-                raise InvalidInput("llm_base_url must start with http:// or https://")
-            coach.llm_base_url = url or None
+            coach.llm_base_url = http_url("llm_base_url", llm_base_url)
         if llm_api_key is not None:
             coach.llm_api_key_encrypted = self._secrets.encrypt(llm_api_key.strip()) if llm_api_key.strip() else None
         if recent_messages is not None:
-            coach.recent_messages = _in_range("recent_messages", recent_messages, RECENT_MESSAGES_RANGE)
+            coach.recent_messages = in_range("recent_messages", recent_messages, RECENT_MESSAGES_RANGE)
         if session_idle_minutes is not None:
-            coach.session_idle_minutes = _in_range(
+            coach.session_idle_minutes = in_range(
                 "session_idle_minutes", session_idle_minutes, SESSION_IDLE_MINUTES_RANGE
             )
         apply_handoff_settings(coach, self._secrets, **handoff)
@@ -208,14 +204,6 @@ class AccountService:
             raise InvalidInput("llm_model is required for the openai provider")
         await session.flush()
         return coach
-
-
-def _in_range(name: str, value: int, bounds: tuple[int, int]) -> int:
-    """``value`` if it is an integer within ``bounds`` (inclusive), else ``InvalidInput`` naming the field."""
-    low, high = bounds
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidInput(f"{name} must be a whole number from {low} to {high}")
-    return value
 
 
 def default_persona(coach_name: str) -> str:

@@ -7,7 +7,6 @@ a bad field changes nothing).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ from app.db import models as m
 from app.errors import InvalidInput
 from app.handoff.alerts import new_webhook_secret
 from app.handoff.availability import validate_availability
+from app.validation import EMAIL_RE, http_url, in_range
 
 SLA_MINUTES_RANGE = (1, 10080)
 """Allowed ``handoff_sla_minutes``: a minute to a week."""
@@ -23,7 +23,6 @@ MAX_TOPICS = 50
 MAX_TOPIC_CHARS = 100
 MAX_RESOURCES = 10
 MAX_RESOURCE_CHARS = 300
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 HANDOFF_FIELDS = (
     "handoff_mode",
@@ -74,25 +73,18 @@ def apply_handoff_settings(coach: m.Coach, secrets: SecretBox, **changes: Any) -
         coach.crisis_resources = _lines(
             "crisis_resources", changes["crisis_resources"], MAX_RESOURCES, MAX_RESOURCE_CHARS
         )
-    sla = changes.get("handoff_sla_minutes")
-    if sla is not None:
-        low, high = SLA_MINUTES_RANGE
-        if isinstance(sla, bool) or not isinstance(sla, int) or not low <= sla <= high:
-            raise InvalidInput(f"handoff_sla_minutes must be a whole number from {low} to {high}")
-        coach.handoff_sla_minutes = sla
+    if changes.get("handoff_sla_minutes") is not None:
+        coach.handoff_sla_minutes = in_range("handoff_sla_minutes", changes["handoff_sla_minutes"], SLA_MINUTES_RANGE)
     if changes.get("availability") is not None:
         coach.availability = validate_availability(changes["availability"] or None)
-    url = changes.get("alert_webhook_url")
-    if url is not None:
-        url = url.strip()
-        if url and not url.startswith(("http://", "https://")):
-            raise InvalidInput("alert_webhook_url must start with http:// or https://")
-        if url != (coach.alert_webhook_url or ""):
+    if changes.get("alert_webhook_url") is not None:
+        url = http_url("alert_webhook_url", changes["alert_webhook_url"])
+        if url != coach.alert_webhook_url:
             coach.alert_webhook_secret_encrypted = secrets.encrypt(new_webhook_secret()) if url else None
-        coach.alert_webhook_url = url or None
+        coach.alert_webhook_url = url
     email = changes.get("alert_email")
     if email is not None:
         email = email.strip()
-        if email and not _EMAIL.match(email):
+        if email and not EMAIL_RE.match(email):
             raise InvalidInput("alert_email is not an e-mail address")
         coach.alert_email = email or None
