@@ -35,7 +35,6 @@ import asyncio
 import base64
 import json
 import logging
-import re
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
@@ -55,6 +54,7 @@ from app.accounts.security import SecretBox
 from app.config import Settings
 from app.db import models as m
 from app.db.engine import tenant_session
+from app.handoff.text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class AlertContent:
     def email(self, sender: str, recipient: str) -> EmailMessage:
         """The alert e-mail (plain text, UTF-8). ``Message-ID`` is derived from the handoff id, so a
         re-sent alert can be recognised as the same message. Raises ``ValueError`` for a malformed address."""
-        name = _one_line(self.client_name, 100)
+        name = one_line(self.client_name, 100)
         message = EmailMessage()
         message["Subject"] = (
             f"[URGENT] Crisis handoff: {name}" if self.urgent else f"Handoff: {name} — {self.reason_label}"
@@ -350,20 +350,10 @@ class AlertService:
 
 
 def _status(entry: Any) -> str | None:
-    """A stored channel status (also reads the older ``"sent"`` / ``"failed: …"`` string form)."""
-    if isinstance(entry, dict):
-        status = entry.get("status")
-        return status if isinstance(status, str) else None
-    if isinstance(entry, str):
-        return entry.split(":", 1)[0]
-    return None
+    """A stored channel's status (``entry`` is its ``{"status", …}`` record, or ``None`` when not tried)."""
+    return entry.get("status") if isinstance(entry, dict) else None
 
 
 def _error(text: str) -> str:
     """One line of at most :data:`MAX_ERROR_CHARS` characters."""
-    return _one_line(text, MAX_ERROR_CHARS)
-
-
-def _one_line(text: str, limit: int) -> str:
-    text = re.sub(r"\s+", " ", text).strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(text, MAX_ERROR_CHARS)

@@ -27,6 +27,7 @@ from app.db.engine import tenant_session
 from app.errors import Conflict, InvalidInput, NotFound
 from app.handoff.availability import describe_return, is_available
 from app.handoff.live import LiveEvents, message_event
+from app.handoff.text import one_line
 from app.jobs import JobQueue
 from app.memory.service import MemoryService
 
@@ -40,11 +41,6 @@ BRIEF_LINE_CHARS = 200
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _clip(value: str, limit: int = BRIEF_LINE_CHARS) -> str:
-    value = " ".join(value.split())
-    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -520,16 +516,16 @@ class HandoffService:
         profile = memory.profile
         if profile is not None:
             if profile.what_works:
-                lines.append("What works: " + _clip("; ".join(profile.what_works)))
+                lines.append("What works: " + one_line("; ".join(profile.what_works), BRIEF_LINE_CHARS))
             if profile.sensitive_topics:
-                lines.append("Handle with care: " + _clip("; ".join(profile.sensitive_topics)))
+                lines.append("Handle with care: " + one_line("; ".join(profile.sensitive_topics), BRIEF_LINE_CHARS))
             if profile.tone:
-                lines.append("Tone: " + _clip(profile.tone))
+                lines.append("Tone: " + one_line(profile.tone, BRIEF_LINE_CHARS))
         active = [i for i in memory.insights if i.status == m.InsightStatus.ACTIVE][:BRIEF_INSIGHTS]
-        lines.extend(f"{i.kind.capitalize()}: {_clip(i.text)}" for i in active)
+        lines.extend(f"{i.kind.capitalize()}: {one_line(i.text, BRIEF_LINE_CHARS)}" for i in active)
         summarized = [s for s in memory.summaries if s.status == m.SessionStatus.SUMMARIZED and s.summary]
         if summarized and summarized[0].summary:
-            lines.append("Last session: " + _clip(str(summarized[0].summary.get("summary", ""))))
+            lines.append("Last session: " + one_line(str(summarized[0].summary.get("summary", "")), BRIEF_LINE_CHARS))
         recent = (
             await session.scalars(
                 select(m.Message.text)
@@ -541,7 +537,7 @@ class HandoffService:
                 .limit(BRIEF_CLIENT_MESSAGES)
             )
         ).all()
-        lines.extend(f"Client said: “{_clip(t)}”" for t in reversed(recent))
+        lines.extend(f"Client said: “{one_line(t, BRIEF_LINE_CHARS)}”" for t in reversed(recent))
         count = await session.scalar(
             select(func.count(m.Handoff.id)).where(m.Handoff.client_id == conversation.client_id)
         )
