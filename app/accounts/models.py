@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Float, Integer, LargeBinary, String, Text
+from sqlalchemy import Boolean, DateTime, Float, Integer, LargeBinary, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -56,6 +56,23 @@ class Coach(IdMixin, Base):
     alert_webhook_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
     alert_email: Mapped[str | None] = mapped_column(String(320))
     """Handoff alerts are e-mailed here (through the server's SMTP settings)."""
+    style_profile: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    """The coach's style learned from interventions (:func:`app.learning.style.build_style_profile`)."""
+    fine_tune_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    """Whether the readiness cron may start fine-tunes (needs an OpenAI endpoint and key)."""
+    fine_tune_min_examples: Mapped[int] = mapped_column(Integer, default=50, server_default="50")
+    """Readiness: at least this many training examples new since the last fine-tune."""
+    fine_tune_min_days: Mapped[int] = mapped_column(Integer, default=7, server_default="7")
+    """Readiness: at least this many days since the last fine-tune started."""
+    fine_tune_base_model: Mapped[str] = mapped_column(
+        String(200), default="gpt-4o-mini-2024-07-18", server_default="gpt-4o-mini-2024-07-18"
+    )
+    judge_model: Mapped[str | None] = mapped_column(String(200))
+    """When set, the promotion gate also asks this model (the coach's endpoint) which reply is closer."""
+    response_cache_ttl_seconds: Mapped[int] = mapped_column(Integer, default=86400, server_default="86400")
+    """Lifetime of cached AI replies; 0 turns the response cache off."""
+    cache_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Part of every response-cache key; bumped when the coach's documents change (invalidates the cache)."""
 
 
 class CoachUser(TenantMixin, Base):

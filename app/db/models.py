@@ -4,6 +4,22 @@ from app.accounts.models import ApiKey, Client, Coach, CoachUser
 from app.chat.models import Conversation, Message, SenderType
 from app.db.base import Base
 from app.handoff.models import Draft, DraftStatus, Handoff, HandoffMode, HandoffReason, HandoffStatus
+from app.learning.models import (
+    ExampleKind,
+    ExampleSource,
+    Experiment,
+    ExperimentStatus,
+    FineTuneJob,
+    FineTuneStatus,
+    Intervention,
+    InterventionPattern,
+    InterventionSource,
+    ModelVersion,
+    ModelVersionStatus,
+    Split,
+    TrainingDataset,
+    TrainingExample,
+)
 from app.memory.models import ChatSession, ClientProfile, Insight, InsightKind, InsightStatus, SessionStatus
 from app.rag.models import EMBEDDING_DIMENSIONS, Chunk, Document, DocumentStatus
 
@@ -20,10 +36,31 @@ TENANT_TABLES = (
     "client_profiles",
     "handoffs",
     "drafts",
+    "interventions",
+    "training_examples",
+    "training_datasets",
+    "fine_tune_jobs",
+    "model_versions",
+    "experiments",
 )
-"""Tables keyed by ``coach_id`` under row-level security (``coaches`` is keyed by its own ``id``)."""
+"""Tables keyed by ``coach_id`` under row-level security (``coaches`` is keyed by its own ``id``;
+``intervention_patterns`` is anonymised and shared by all coaches)."""
 
 __all__ = [
+    "TrainingExample",
+    "TrainingDataset",
+    "Split",
+    "ModelVersionStatus",
+    "ModelVersion",
+    "InterventionSource",
+    "InterventionPattern",
+    "Intervention",
+    "FineTuneStatus",
+    "FineTuneJob",
+    "ExperimentStatus",
+    "Experiment",
+    "ExampleSource",
+    "ExampleKind",
     "EMBEDDING_DIMENSIONS",
     "TENANT_TABLES",
     "ApiKey",
