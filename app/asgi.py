@@ -27,6 +27,8 @@ from app.container import Container
 from app.deps import provide_container
 from app.errors import DomainError
 from app.handoff.controllers import HandoffController
+from app.learning.experiment_controllers import ExperimentController
+from app.learning.training_controllers import ModelController, TrainingController
 from app.llm.registry import ProviderRegistry
 from app.memory.controllers import MemoryController, SessionController, WidgetMemoryController
 from app.rag.controllers import DocumentController
@@ -73,6 +75,9 @@ def create_app(
             FeedbackController,
             ConversationController,
             HandoffController,
+            TrainingController,
+            ModelController,
+            ExperimentController,
             chat_socket,
             MemoryController,
             SessionController,

@@ -1,4 +1,4 @@
-"""``opencoach`` command line: serve, worker, migrate, demo, eval."""
+"""``opencoach`` command line: serve, worker, migrate, demo, eval, learning."""
 
 from __future__ import annotations
 
@@ -308,6 +308,101 @@ def cmd_eval_crisis(args: argparse.Namespace) -> int:
     return 0
 
 
+def _learning_table(result: dict[str, Any]) -> Table:
+    strategy, similarity = result["strategy"], result["similarity"]
+    table = Table(
+        title=(
+            f"ESConv learning replay — {result['history_turns']} history / {result['held_out_turns']} held-out "
+            f"supporter turns ({result['history_dialogues']} / {result['held_out_dialogues']} dialogues)"
+        )
+    )
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row(f"strategy accuracy: majority baseline ({strategy['majority_label']})", f"{strategy['majority']:.3f}")
+    table.add_row("strategy accuracy: style profile (strategy | client mood)", f"{strategy['style_profile']:.3f}")
+    table.add_row(
+        "strategy accuracy: style profile (| mood, previous strategy)", f"{strategy['style_profile_sequence']:.3f}"
+    )
+    table.add_row("strategy accuracy: kNN over history situations", f"{strategy['knn_history']:.3f}")
+    table.add_row("classifier vs. true label (reads the reply; reference)", f"{strategy['classifier']:.3f}")
+    table.add_row("classifier macro-F1", f"{strategy['classifier_macro_f1']:.3f}")
+    if similarity.get("n"):
+        low, high = similarity["difference_ci95"]
+        table.add_row(
+            f"reply similarity without few-shot (n={similarity['n']})", f"{similarity['without_few_shot']:.3f}"
+        )
+        table.add_row("reply similarity with few-shot + style", f"{similarity['with_few_shot']:.3f}")
+        table.add_row("difference (95 % CI)", f"{similarity['difference']:+.3f} [{low:+.3f}, {high:+.3f}]")
+        table.add_row("few-shot examples per prompt", f"{similarity['examples_per_prompt']:.2f}")
+    return table
+
+
+def cmd_eval_learning(args: argparse.Namespace) -> int:
+    """``eval learning``: ESConv replay — style-profile strategy accuracy and few-shot reply similarity
+    (no database; the local models)."""
+    from app.accounts.security import SecretBox
+    from app.errors import EvalDataError
+    from app.learning.evaluation import evaluate as evaluate_learning
+    from app.learning.evaluation import load_esconv
+    from app.llm.base import ProviderError
+    from app.llm.registry import ProviderRegistry
+
+    if args.limit < 0:
+        _error("--limit must be 0 or more")
+        return 2
+    try:
+        dialogues = load_esconv(Path(args.esconv))
+    except EvalDataError as exc:
+        _error(str(exc))
+        return 2
+    settings = _settings(args)
+    registry = ProviderRegistry(settings, SecretBox.from_settings(settings))
+    chat = registry.local_chat() if args.limit else None
+    try:
+        with console.status("ESConv…") as status:
+            result = asyncio.run(
+                evaluate_learning(
+                    dialogues,
+                    registry.local_embedder(),
+                    chat,
+                    limit=args.limit,
+                    budget_tokens=settings.llm_context_tokens - settings.llm_max_tokens,
+                    progress=lambda text: status.update(text),
+                )
+            )
+    except EvalDataError as exc:
+        _error(str(exc))
+        return 2
+    except ProviderError as exc:
+        _error(f"the model provider failed: {exc}")
+        return 1
+    if args.json:
+        print(json.dumps(result), flush=True)
+        return 0
+    out = Console()
+    out.print(_learning_table(result))
+    out.print(
+        f"{result['dialogues']} dialogues; the strategy classifier was trained on ESConv train.jsonl, so use "
+        f"valid.jsonl here; {result['seconds']:.0f} s"
+    )
+    return 0
+
+
+def cmd_train_strategy(args: argparse.Namespace) -> int:
+    """``learning train-strategy``: refit the ESConv strategy classifier and write its weights."""
+    from app.errors import EvalDataError
+    from app.learning.strategy import train
+
+    try:
+        with console.status("Embedding ESConv and fitting the classifier…"):
+            result = train(Path(args.esconv), Path(args.out), c=args.c)
+    except EvalDataError as exc:
+        _error(str(exc))
+        return 2
+    print(json.dumps(result), flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``opencoach`` argument parser."""
     parser = argparse.ArgumentParser(prog="opencoach", description="OpenCoach: AI coaching clones.")
@@ -357,6 +452,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     crisis.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     crisis.set_defaults(func=cmd_eval_crisis)
+    learning = targets.add_parser(
+        "learning", help="ESConv replay: style-profile strategy accuracy and few-shot reply similarity"
+    )
+    common(learning)
+    learning.add_argument(
+        "--esconv", required=True, help="ESConv JSONL file or directory with valid.jsonl (e.g. ../shared/data/esconv)"
+    )
+    learning.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    learning.add_argument(
+        "--limit", type=int, default=60, help="held-out turns to generate replies for (0: strategy accuracy only)"
+    )
+    learning.set_defaults(func=cmd_eval_learning)
+
+    learn = sub.add_parser("learning", help="learning-loop maintenance")
+    learn_sub = learn.add_subparsers(dest="action", required=True)
+    train_strategy = learn_sub.add_parser("train-strategy", help="refit the ESConv strategy classifier")
+    train_strategy.add_argument("--esconv", required=True, help="directory with ESConv train.jsonl and valid.jsonl")
+    train_strategy.add_argument("--out", default="app/learning/strategy_model.npz", help="weights file to write")
+    train_strategy.add_argument("--c", type=float, default=0.5, help="inverse L2 regularisation strength")
+    train_strategy.set_defaults(func=cmd_train_strategy)
     return parser
 
 

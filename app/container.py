@@ -20,6 +20,13 @@ from app.handoff.alerts import AlertService
 from app.handoff.live import LiveEvents
 from app.handoff.service import HandoffService
 from app.jobs import JobQueue
+from app.learning.cache import ResponseCache
+from app.learning.dashboard import LearningDashboard
+from app.learning.experiments import ExperimentService
+from app.learning.finetune import FineTuneService
+from app.learning.interventions import InterventionService
+from app.learning.training import TrainingDataService
+from app.learning.versions import ModelVersionService
 from app.llm.registry import ProviderRegistry
 from app.memory.service import MemoryService
 from app.rag.service import DocumentService
@@ -42,6 +49,13 @@ class Container:
     handoffs: HandoffService
     alerts: AlertService
     live: LiveEvents
+    interventions: InterventionService
+    training: TrainingDataService
+    fine_tunes: FineTuneService
+    model_versions: ModelVersionService
+    cache: ResponseCache
+    experiments: ExperimentService
+    learning_dashboard: LearningDashboard
     chat: ChatService
 
     @classmethod
@@ -63,9 +77,30 @@ class Container:
         documents = DocumentService(sessionmaker, settings, registry, accounts, jobs)
         memory = MemoryService(sessionmaker, settings, registry, accounts, jobs)
         live = LiveEvents(redis)
-        handoffs = HandoffService(sessionmaker, accounts, memory, jobs, live)
+        interventions = InterventionService(sessionmaker, registry, accounts, memory, jobs)
+        handoffs = HandoffService(sessionmaker, accounts, memory, jobs, live, interventions)
         alerts = AlertService(sessionmaker, settings, secrets)
-        chat = ChatService(sessionmaker, settings, registry, accounts, memory, jobs, handoffs)
+        training = TrainingDataService(sessionmaker, accounts)
+        fine_tunes = FineTuneService(sessionmaker, settings, registry, accounts, training, jobs)
+        model_versions = ModelVersionService(sessionmaker, settings, registry, accounts, training)
+        cache = ResponseCache(redis)
+        experiments = ExperimentService(sessionmaker, accounts)
+        learning_dashboard = LearningDashboard(
+            sessionmaker, accounts, training, fine_tunes, model_versions, cache, experiments
+        )
+        chat = ChatService(
+            sessionmaker,
+            settings,
+            registry,
+            accounts,
+            memory,
+            jobs,
+            handoffs,
+            interventions=interventions,
+            model_versions=model_versions,
+            cache=cache,
+            experiments=experiments,
+        )
         return cls(
             settings,
             database_url,
@@ -80,6 +115,13 @@ class Container:
             handoffs,
             alerts,
             live,
+            interventions,
+            training,
+            fine_tunes,
+            model_versions,
+            cache,
+            experiments,
+            learning_dashboard,
             chat,
         )
 

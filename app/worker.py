@@ -1,5 +1,7 @@
 """The arq worker: document ingestion, the memory jobs (session summaries, insights, profiles), the coach's
-handoff alerts, and the minute crons that end idle chat sessions and send SLA holding messages.
+handoff alerts, the learning jobs (intervention analysis and outcomes, training data, fine-tunes, the
+promotion gate), the minute crons that end idle chat sessions and send SLA holding messages, and the
+five-minute learning sweep (fine-tune readiness and polling).
 
 Start with ``opencoach worker``; ``opencoach serve`` runs one alongside the web app. The worker refuses to
 start on a database whose schema is not at the migrations' head.
@@ -20,7 +22,19 @@ from app.config import Settings
 from app.container import Container
 from app.db.migrate import assert_schema_current
 from app.handoff.alerts import MAX_ATTEMPTS as ALERT_ATTEMPTS
-from app.jobs import DELIVER_ALERT, EXTRACT_INSIGHTS, INGEST_DOCUMENT, SUMMARIZE_SESSION, UPDATE_PROFILE
+from app.jobs import (
+    ANALYSE_INTERVENTION,
+    DELIVER_ALERT,
+    EVALUATE_MODEL,
+    EXTRACT_INSIGHTS,
+    INGEST_DOCUMENT,
+    POLL_FINE_TUNE,
+    REFRESH_TRAINING_DATA,
+    SCORE_INTERVENTIONS,
+    START_FINE_TUNE,
+    SUMMARIZE_SESSION,
+    UPDATE_PROFILE,
+)
 from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
 from app.memory.service import SummaryFailed
@@ -96,6 +110,48 @@ async def send_sla_notices(ctx: dict[str, Any]) -> str:
     return f"{await container.handoffs.send_sla_notices()} holding messages sent"
 
 
+async def analyse_intervention(ctx: dict[str, Any], coach_id: str, intervention_id: str) -> str:
+    """arq job: analyse one intervention and update the client, coach and cross-coach profiles."""
+    container: Container = ctx["container"]
+    return await _retrying(ctx, container.interventions.analyse(uuid.UUID(coach_id), uuid.UUID(intervention_id)))
+
+
+async def score_interventions(ctx: dict[str, Any], coach_id: str, conversation_id: str) -> str:
+    """arq job: outcomes (the client's next turn, thumbs) of a conversation's interventions."""
+    container: Container = ctx["container"]
+    return await container.interventions.score_outcomes(uuid.UUID(coach_id), uuid.UUID(conversation_id))
+
+
+async def refresh_training_data(ctx: dict[str, Any], coach_id: str, conversation_id: str) -> str:
+    """arq job: rebuild one conversation's SFT examples and preference pairs."""
+    container: Container = ctx["container"]
+    return await container.training.refresh(uuid.UUID(coach_id), uuid.UUID(conversation_id))
+
+
+async def start_fine_tune(ctx: dict[str, Any], coach_id: str, job_id: str) -> str:
+    """arq job: upload a fine-tune job's files and create it at the provider."""
+    container: Container = ctx["container"]
+    return await container.fine_tunes.start(uuid.UUID(coach_id), uuid.UUID(job_id))
+
+
+async def poll_fine_tune(ctx: dict[str, Any], coach_id: str, job_id: str) -> str:
+    """arq job: poll a fine-tune job's status; a finished job yields a staging model version."""
+    container: Container = ctx["container"]
+    return await container.fine_tunes.poll(uuid.UUID(coach_id), uuid.UUID(job_id))
+
+
+async def evaluate_model(ctx: dict[str, Any], coach_id: str, version_id: str) -> str:
+    """arq job: the promotion gate for a staging model version."""
+    container: Container = ctx["container"]
+    return await _retrying(ctx, container.model_versions.evaluate(uuid.UUID(coach_id), uuid.UUID(version_id)))
+
+
+async def learning_sweep(ctx: dict[str, Any]) -> str:
+    """arq cron (every five minutes): fine-tune readiness per coach, and polls of running fine-tunes."""
+    container: Container = ctx["container"]
+    return await container.fine_tunes.sweep()
+
+
 def build_worker(
     settings: Settings,
     database_url: str,
@@ -130,6 +186,12 @@ def build_worker(
             func(extract_insights, name=EXTRACT_INSIGHTS, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(update_profile, name=UPDATE_PROFILE, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(deliver_alert, name=DELIVER_ALERT, timeout=120, max_tries=ALERT_ATTEMPTS),
+            func(analyse_intervention, name=ANALYSE_INTERVENTION, timeout=600, max_tries=MEMORY_JOB_TRIES),
+            func(score_interventions, name=SCORE_INTERVENTIONS, timeout=300, max_tries=3),
+            func(refresh_training_data, name=REFRESH_TRAINING_DATA, timeout=600, max_tries=3),
+            func(start_fine_tune, name=START_FINE_TUNE, timeout=JOB_TIMEOUT_S, max_tries=3),
+            func(poll_fine_tune, name=POLL_FINE_TUNE, timeout=300, max_tries=3),
+            func(evaluate_model, name=EVALUATE_MODEL, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
         ],
         # a burst run (tests, one-off processing) must not sweep every tenant's sessions on a minute boundary
         cron_jobs=[]
@@ -137,6 +199,7 @@ def build_worker(
         else [
             cron(close_idle_sessions, second=0, run_at_startup=True),
             cron(send_sla_notices, second=30, run_at_startup=True),
+            cron(learning_sweep, minute=set(range(0, 60, 5)), second=15, run_at_startup=True),
         ],
         redis_settings=RedisSettings.from_dsn(redis_url),
         on_startup=startup,

@@ -15,6 +15,7 @@ from app.accounts.auth import provide_coach_id
 from app.accounts.security import mask_secret
 from app.db import models as m
 from app.deps import CoachId, ContainerDep
+from app.learning.settings import LEARNING_FIELDS, apply_learning_settings
 
 
 class SignupRequest(msgspec.Struct):
@@ -70,6 +71,12 @@ class SettingsOut(msgspec.Struct):
     alert_webhook_url: str | None
     alert_webhook_secret: str | None
     alert_email: str | None
+    fine_tune_enabled: bool
+    fine_tune_min_examples: int
+    fine_tune_min_days: int
+    fine_tune_base_model: str
+    judge_model: str | None
+    response_cache_ttl_seconds: int
 
 
 class SettingsPatch(msgspec.Struct, omit_defaults=True):
@@ -90,6 +97,12 @@ class SettingsPatch(msgspec.Struct, omit_defaults=True):
     crisis_resources: list[str] | None = None
     alert_webhook_url: str | None = None
     alert_email: str | None = None
+    fine_tune_enabled: bool | None = None
+    fine_tune_min_examples: int | None = None
+    fine_tune_min_days: int | None = None
+    fine_tune_base_model: str | None = None
+    judge_model: str | None = None
+    response_cache_ttl_seconds: int | None = None
 
 
 def settings_out(container: ContainerDep, coach: m.Coach) -> SettingsOut:
@@ -115,6 +128,12 @@ def settings_out(container: ContainerDep, coach: m.Coach) -> SettingsOut:
         alert_webhook_url=coach.alert_webhook_url,
         alert_webhook_secret=container.registry.decrypt_key(coach.alert_webhook_secret_encrypted),
         alert_email=coach.alert_email,
+        fine_tune_enabled=coach.fine_tune_enabled,
+        fine_tune_min_examples=coach.fine_tune_min_examples,
+        fine_tune_min_days=coach.fine_tune_min_days,
+        fine_tune_base_model=coach.fine_tune_base_model,
+        judge_model=coach.judge_model,
+        response_cache_ttl_seconds=coach.response_cache_ttl_seconds,
     )
 
 
@@ -167,7 +186,11 @@ class SettingsController(Controller):
     async def update_settings(
         self, data: JSONBody[SettingsPatch], coach_id: CoachId, container: ContainerDep
     ) -> SettingsOut:
-        """Change persona, provider and memory settings; the key is stored encrypted and never returned."""
+        """Change persona, provider, memory, escalation and learning settings in one transaction (a bad field
+        changes nothing: 400); the key is stored encrypted and never returned."""
+        changes = msgspec.structs.asdict(data)
+        learning = {name: changes.pop(name) for name in LEARNING_FIELDS}
         async with container.tenant(coach_id) as session:
-            coach = await container.accounts.update_settings(session, coach_id, **msgspec.structs.asdict(data))
+            coach = await container.accounts.update_settings(session, coach_id, **changes)
+            apply_learning_settings(coach, **learning)
         return settings_out(container, coach)

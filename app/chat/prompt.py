@@ -1,18 +1,22 @@
 """Prompt assembly for one chat turn, within a token budget.
 
-Order in the prompt: one system message (coach persona; then what memory knows about the client — the L4
-profile and the recalled L2 session summaries / L3 insights, best first; then grounding instructions and
-the numbered passages of the coach's material), then the L1 recent turns (oldest first), then the
-client's new message.
+Order in the prompt: one system message (coach persona; then "How <coach> has replied in similar
+situations" — the coach's style lines and a few of the coach's own past interventions nearest to this
+situation, best first (immediate learning, :mod:`app.learning.interventions`); then what memory knows about
+the client — the L4 profile and the recalled L2 session summaries / L3 insights, best first; then grounding
+instructions and the numbered passages of the coach's material), then the L1 recent turns (oldest first),
+then the client's new message.
 
 When the prompt is over budget, cuts happen in this order, one unit at a time:
 
 1. the oldest L1 turns, while more than ``KEEP_RECENT`` remain (the last exchange matters most);
-2. the lowest-scored memory items (summaries and insights compete on one score);
-3. the lowest-ranked passages, while more than one remains;
-4. the profile lines, last first;
-5. the last passage;
-6. the remaining L1 turns.
+2. the least similar few-shot examples (they are a nudge, memory and sources are facts);
+3. the style lines, last first;
+4. the lowest-scored memory items (summaries and insights compete on one score);
+5. the lowest-ranked passages, while more than one remains;
+6. the profile lines, last first;
+7. the last passage;
+8. the remaining L1 turns.
 
 Persona and the new message are always kept. Tokens are counted with tiktoken (cl100k);
 ``BUDGET_MARGIN`` covers other models' tokenizers and chat-template overhead.
@@ -21,7 +25,8 @@ Persona and the new message are always kept. Tokens are counted with tiktoken (c
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from app.chat.models import Message, SenderType
 from app.llm.base import ChatMessage
@@ -29,9 +34,13 @@ from app.memory.retrieval import MemoryContext, MemoryItem
 from app.rag.chunking import count_tokens
 from app.rag.retrieval import RetrievedChunk
 
+if TYPE_CHECKING:
+    from app.learning.interventions import FewShotExample
+
 BUDGET_MARGIN = 0.8
 PER_MESSAGE_OVERHEAD = 4
 KEEP_RECENT = 2
+EXAMPLES_HEADER = "How {coach} has replied in similar situations (follow the style and technique, not the words):"
 MEMORY_HEADER = "What you remember about this client from earlier sessions (use it naturally; do not recite it):"
 
 GROUNDING = (
@@ -44,7 +53,8 @@ GROUNDING = (
 @dataclass(frozen=True)
 class AssembledPrompt:
     """The messages to send, what made it in (passages for citations, memory items and profile lines for
-    attribution, the number of L1 turns), and the estimated token count."""
+    attribution, the number of L1 turns, the few-shot ``examples`` and style lines), and the estimated
+    token count."""
 
     messages: list[ChatMessage]
     passages: list[RetrievedChunk]
@@ -52,6 +62,8 @@ class AssembledPrompt:
     profile_lines: int
     history_used: int
     estimated_tokens: int
+    examples: list[FewShotExample] = field(default_factory=list)
+    style_lines: int = 0
 
     def memory_used(self) -> dict[str, object]:
         """Attribution for the AI message's metadata: ids of the insights and summaries in the prompt."""
@@ -70,10 +82,26 @@ def _passage_block(passages: Sequence[RetrievedChunk]) -> str:
     return "\n\n".join(lines)
 
 
+def _example_block(coach: str, style: Sequence[str], examples: Sequence[FewShotExample]) -> str:
+    lines = [EXAMPLES_HEADER.format(coach=coach or "the coach"), *(f"- {line}" for line in style)]
+    for example in examples:
+        technique = f" ({example.strategy})" if example.strategy else ""
+        lines.append(f'Client: "{example.client_text}"\n{coach or "Coach"}{technique}: "{example.coach_text}"')
+    return "\n".join(lines)
+
+
 def _system(
-    persona: str, profile: Sequence[str], items: Sequence[MemoryItem], passages: Sequence[RetrievedChunk]
+    persona: str,
+    profile: Sequence[str],
+    items: Sequence[MemoryItem],
+    passages: Sequence[RetrievedChunk],
+    coach: str = "",
+    style: Sequence[str] = (),
+    examples: Sequence[FewShotExample] = (),
 ) -> str:
     parts = [persona] if persona else []
+    if style or examples:
+        parts.append(_example_block(coach, style, examples))
     if profile or items:
         parts.append("\n".join([MEMORY_HEADER, *profile, *(item.line() for item in items)]))
     if passages:
@@ -93,14 +121,22 @@ def assemble_prompt(
     history: Sequence[Message],
     user_text: str,
     budget_tokens: int,
+    examples: Sequence[FewShotExample] = (),
+    style: Sequence[str] = (),
+    coach_name: str = "",
 ) -> AssembledPrompt:
-    """Build the chat prompt. ``passages`` and ``memory.items`` come best first; ``history`` is oldest-first
-    and excludes the new message (client turns become ``user`` messages, AI and human-coach turns
-    ``assistant`` messages). ``budget_tokens`` is the model's context minus the reply's ``max_tokens``."""
+    """Build the chat prompt. ``passages``, ``memory.items`` and ``examples`` (the coach's past
+    interventions, :meth:`app.learning.interventions.InterventionService.similar`) come best first;
+    ``style`` are :func:`app.learning.style.style_lines`; ``coach_name`` names the coach in the examples
+    section. ``history`` is oldest-first and excludes the new message (client turns become ``user``
+    messages, AI and human-coach turns ``assistant`` messages). ``budget_tokens`` is the model's context
+    minus the reply's ``max_tokens``."""
     limit = int(budget_tokens * BUDGET_MARGIN)
     kept_passages = list(passages)
     items = list(memory.items)
     profile = list(memory.profile_lines)
+    shots = list(examples)
+    style_kept = list(style)
     turns: list[ChatMessage] = [
         {"role": "user" if msg.sender_type == SenderType.CLIENT else "assistant", "content": msg.text}
         for msg in history
@@ -108,6 +144,8 @@ def assemble_prompt(
     new: ChatMessage = {"role": "user", "content": user_text}
     cuts: list[tuple[Callable[[], bool], Callable[[], object]]] = [
         (lambda: len(turns) > KEEP_RECENT, lambda: turns.pop(0)),
+        (lambda: bool(shots), shots.pop),
+        (lambda: bool(style_kept), style_kept.pop),
         (lambda: bool(items), items.pop),
         (lambda: len(kept_passages) > 1, kept_passages.pop),
         (lambda: bool(profile), profile.pop),
@@ -116,7 +154,8 @@ def assemble_prompt(
     ]
 
     def build() -> list[ChatMessage]:
-        return [{"role": "system", "content": _system(persona, profile, items, kept_passages)}, *turns, new]
+        system = _system(persona, profile, items, kept_passages, coach_name, style_kept, shots)
+        return [{"role": "system", "content": system}, *turns, new]
 
     messages = build()
     while _tokens(messages) > limit:
@@ -125,4 +164,6 @@ def assemble_prompt(
             break
         step()
         messages = build()
-    return AssembledPrompt(messages, kept_passages, items, len(profile), len(turns), _tokens(messages))
+    return AssembledPrompt(
+        messages, kept_passages, items, len(profile), len(turns), _tokens(messages), shots, len(style_kept)
+    )

@@ -37,6 +37,11 @@ from app.handoff.risk import RiskAssessment, RiskDetector
 from app.handoff.service import HandoffService
 from app.handoff.signals import TurnSignals, retrieval_support, token_confidence, turn_signals
 from app.jobs import JobQueue
+from app.learning.cache import ResponseCache
+from app.learning.experiments import Assignment, ExperimentService
+from app.learning.interventions import FewShotExample, InterventionService
+from app.learning.style import style_lines
+from app.learning.versions import ModelVersionService
 from app.llm.base import ProviderError, Usage
 from app.llm.registry import ProviderRegistry
 from app.memory.service import MemoryService
@@ -105,6 +110,39 @@ class _TurnState:
     risk: RiskAssessment
     signals: TurnSignals
     resumed: m.Handoff | None
+    answers_coach: bool
+    """The previous message was the human coach's: this turn is an outcome of an intervention."""
+
+
+@dataclass(frozen=True)
+class _Learned:
+    """The learning loop's part of a turn. An experiment's variant overrides persona, model and temperature;
+    otherwise the coach's production model version serves (``None``: the coach's base model)."""
+
+    coach: m.Coach
+    assignment: Assignment | None
+    version: m.ModelVersion | None
+    examples: list[FewShotExample]
+
+    @property
+    def persona(self) -> str:
+        """The system persona: the variant's, else the coach's."""
+        variant = self.assignment.persona if self.assignment is not None else None
+        return self.coach.persona if variant is None else variant
+
+    @property
+    def temperature(self) -> float:
+        """Sampling temperature: the variant's, else :data:`TEMPERATURE`."""
+        variant = self.assignment.temperature if self.assignment is not None else None
+        return TEMPERATURE if variant is None else variant
+
+    @property
+    def model(self) -> str | None:
+        """The model name to serve on the coach's endpoint: the variant's, else the production version's,
+        else ``None`` (the coach's configured model)."""
+        if self.assignment is not None and self.assignment.model:
+            return self.assignment.model
+        return self.version.model if self.version is not None else None
 
 
 class ChatService:
@@ -119,6 +157,11 @@ class ChatService:
         memory: MemoryService,
         jobs: JobQueue,
         handoffs: HandoffService,
+        *,
+        interventions: InterventionService,
+        model_versions: ModelVersionService,
+        cache: ResponseCache,
+        experiments: ExperimentService,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._settings = settings
@@ -127,6 +170,10 @@ class ChatService:
         self._memory = memory
         self._jobs = jobs
         self._handoffs = handoffs
+        self._interventions = interventions
+        self._model_versions = model_versions
+        self._cache = cache
+        self._experiments = experiments
         self._risk = RiskDetector()
 
     async def turn(
@@ -228,6 +275,8 @@ class ChatService:
             if ended is not None:
                 await self._memory.session_ended(ended)
             await self._handoffs.publish_message(coach_id, client_id, client_message, to_client=False)
+            if state.answers_coach:
+                await self._jobs.score_interventions(coach_id, conversation.id, trigger=f"client:{client_message.id}")
             # 2. retrieve, score confidence, generate (or draft), persist
             async for item in self._answer(state, started):
                 yield item
@@ -241,6 +290,8 @@ class ChatService:
             if ended is not None:
                 await self._memory.session_ended(ended)
             await self._handoffs.publish_message(coach_id, client_id, client_message, to_client=False)
+            if state.answers_coach:
+                await self._jobs.score_interventions(coach_id, conversation.id, trigger=f"client:{client_message.id}")
             if announce:
                 await self._handoffs.announce(coach, handoff, state.client_name)
             if reply_message is not None:
@@ -287,7 +338,10 @@ class ChatService:
         )
         client = await self._accounts.get_client(session, coach.id, conversation.client_id)
         resumed = await self._handoffs.resumed(session, conversation.id)
-        return _TurnState(coach, conversation, client_message, client.name, history, risk, signals, resumed)
+        answers_coach = bool(earlier) and earlier[-1].sender_type == m.SenderType.HUMAN_COACH
+        return _TurnState(
+            coach, conversation, client_message, client.name, history, risk, signals, resumed, answers_coach
+        )
 
     def _handoff_rule(self, coach: m.Coach, signals: TurnSignals) -> tuple[str, str] | None:
         """The escalation rule this turn meets before any retrieval, as ``(reason, detail)``, or ``None``."""
@@ -368,11 +422,13 @@ class ChatService:
         drafting = coach.handoff_mode == m.HandoffMode.DRAFT
         timings: dict[str, float] = {}
         passages: list[RetrievedChunk] = []
-        provider = self._registry.chat_for(coach)
-        metadata: dict[str, Any] = {"provider": provider.provider, "model": provider.model}
+        base = self._registry.chat_for(coach)
+        metadata: dict[str, Any] = {"provider": base.provider, "model": base.model, "mode": coach.handoff_mode}
         reply_parts: list[str] = []
         signals = state.signals
         before: Confidence | None = None
+        cache_key: str | None = None
+        usage: Usage | None = None
         try:
             # one deadline for retrieval (the query embedding may be remote) and generation
             async with asyncio.timeout(self._settings.llm_timeout_seconds):
@@ -396,7 +452,12 @@ class ChatService:
                         embedding_model=embedder.model,
                         exclude_session_id=state.client_message.session_id,
                     )
+                    learned = await self._learned(session, coach, conversation, query_embedding, embedder.model)
                 timings["retrieval_ms"] = _ms(time.perf_counter() - t0)
+                if learned.assignment is not None:
+                    metadata["experiment"] = learned.assignment.as_meta()
+                if learned.version is not None:
+                    metadata["model_version_id"] = str(learned.version.id)
 
                 # no passages: the coach has no material yet, so coverage is not measured (not zero)
                 if passages:
@@ -411,31 +472,71 @@ class ChatService:
 
                 t0 = time.perf_counter()
                 prompt = assemble_prompt(
-                    persona=coach.persona,
+                    persona=learned.persona,
                     passages=passages,
                     memory=memory,
                     history=state.history,
                     user_text=text,
                     budget_tokens=self._settings.llm_context_tokens - self._settings.llm_max_tokens,
+                    examples=learned.examples,
+                    style=style_lines(coach.style_profile),
+                    coach_name=coach.name,
                 )
                 passages = prompt.passages
                 timings["prompt_ms"] = _ms(time.perf_counter() - t0)
                 metadata["history_messages"] = prompt.history_used
                 metadata["memory"] = prompt.memory_used()
+                metadata["few_shot"] = [str(example.id) for example in prompt.examples]
+                provider = self._registry.chat_for(coach, model=learned.model)
+                metadata["model"] = provider.model
+
+                cached = None
+                if coach.response_cache_ttl_seconds > 0:
+                    cache_key = self._cache.key(
+                        coach_id=coach.id,
+                        cache_epoch=coach.cache_epoch,
+                        model=provider.model,
+                        model_version_id=metadata.get("model_version_id"),
+                        persona=learned.persona,
+                        temperature=learned.temperature,
+                        messages=prompt.messages,
+                    )
+                    cached = await self._cache.get(coach.id, cache_key)
+                    metadata["cache"] = "miss" if cached is None else "hit"
 
                 t0 = time.perf_counter()
-                usage: Usage | None = None
-                async for chunk in provider.stream(
-                    prompt.messages, max_tokens=self._settings.llm_max_tokens, temperature=TEMPERATURE
-                ):
-                    if isinstance(chunk, Usage):
-                        usage = chunk
-                        continue
-                    if not reply_parts:
-                        timings["first_token_ms"] = _ms(time.perf_counter() - t0)
-                    reply_parts.append(chunk)
+                if cached is not None:
+                    reply_parts.append(cached.reply)
                     if not drafting:
-                        yield chunk
+                        yield cached.reply
+                else:
+                    # the serving model (a fine-tuned version, an experiment's model) falls back to the
+                    # coach's base model when it fails before sending anything
+                    candidates = [provider] if provider is base else [provider, base]
+                    for attempt, current in enumerate(candidates):
+                        try:
+                            async for chunk in current.stream(
+                                prompt.messages,
+                                max_tokens=self._settings.llm_max_tokens,
+                                temperature=learned.temperature,
+                            ):
+                                if isinstance(chunk, Usage):
+                                    usage = chunk
+                                    continue
+                                if not reply_parts:
+                                    timings["first_token_ms"] = _ms(time.perf_counter() - t0)
+                                reply_parts.append(chunk)
+                                if not drafting:
+                                    yield chunk
+                            break
+                        except ProviderError as exc:
+                            if reply_parts or attempt == len(candidates) - 1:
+                                raise
+                            log.warning(
+                                "model %s failed for coach %s, using the base model: %s", current.model, coach.id, exc
+                            )
+                            metadata["model_fallback"] = {"from": current.model, "error": str(exc)}
+                            metadata["model"] = base.model
                 timings["generation_ms"] = _ms(time.perf_counter() - t0)
             if usage is not None:
                 metadata["prompt_tokens"] = usage.prompt_tokens
@@ -508,6 +609,8 @@ class ChatService:
                         .values(resumed_message_id=reply_message.id)
                     )
         metadata["persist_ms"] = _ms(time.perf_counter() - t0)
+        if cache_key is not None and metadata.get("cache") == "miss" and "error" not in metadata:
+            await self._cache.put(coach.id, cache_key, reply, citations, coach.response_cache_ttl_seconds)
         client_id = conversation.client_id
         if draft is not None:
             await self._handoffs.announce_draft(coach.id, draft, state.client_name)
@@ -516,6 +619,23 @@ class ChatService:
             # follow-ups: L3 extraction once enough client messages are unread
             await self._jobs.extract_insights(coach.id, conversation.id, after_message_id=reply_message.id)
         yield self._result(state.client_message, reply_message, None, started, draft=draft)
+
+    async def _learned(
+        self,
+        session: AsyncSession,
+        coach: m.Coach,
+        conversation: m.Conversation,
+        query_embedding: list[float],
+        embedding_model: str,
+    ) -> _Learned:
+        """What the learning loop brings to this turn: the client's experiment variant, the coach's production
+        model version and the coach's own past interventions in similar situations (other conversations)."""
+        assignment = await self._experiments.assign(session, coach.id, conversation.client_id)
+        version = await self._model_versions.production(session, coach.id)
+        examples = await self._interventions.similar(
+            session, coach.id, query_embedding, embedding_model, exclude_conversation_id=conversation.id
+        )
+        return _Learned(coach, assignment, version, examples)
 
     async def _hand_off_low_confidence(
         self, state: _TurnState, signals: TurnSignals, confidence: Confidence, started: float
@@ -558,11 +678,13 @@ class ChatService:
         rating: int | None = None,
         comment: str | None = None,
     ) -> dict[str, Any]:
-        """The client's thumbs up/down (optional 1–5 ``rating`` and ``comment``) on an AI reply in one of
-        their conversations, stored as ``metadata.feedback`` ``{"helpful", "rating", "text", "at"}``. A new
-        call replaces the previous feedback (idempotent). Thumbs-down streaks lower the next turn's confidence
-        (:mod:`app.handoff.confidence`, factor ``frustration``). Raises ``NotFound`` (not this client's AI
-        message) and ``InvalidInput`` (rating outside 1–5, comment over 2,000 characters)."""
+        """The client's thumbs up/down (optional 1–5 ``rating`` and ``comment``) on an AI or human-coach reply
+        in one of their conversations, stored as ``metadata.feedback`` ``{"helpful", "rating", "text", "at"}``.
+        A new call replaces the previous feedback (idempotent). It feeds the learning loop: the
+        conversation's training examples are rebuilt and its interventions' outcomes rescored (arq jobs), and
+        thumbs-down streaks lower the next turn's confidence (:mod:`app.handoff.confidence`, factor
+        ``frustration``). Raises ``NotFound`` (not a reply in this client's conversation) and
+        ``InvalidInput`` (rating outside 1–5, comment over 2,000 characters)."""
         if rating is not None and not 1 <= rating <= 5:
             raise InvalidInput("rating must be a whole number from 1 to 5")
         comment = (comment or "").strip() or None
@@ -574,15 +696,19 @@ class ChatService:
                 .join(m.Conversation, m.Conversation.id == m.Message.conversation_id)
                 .where(
                     m.Message.id == message_id,
-                    m.Message.sender_type == m.SenderType.AI,
+                    m.Message.sender_type.in_((m.SenderType.AI, m.SenderType.HUMAN_COACH)),
                     m.Conversation.client_id == client_id,
                 )
                 .with_for_update(of=m.Message)
             )
             if message is None:
                 raise NotFound("message not found")
-            feedback = {"helpful": helpful, "rating": rating, "text": comment, "at": datetime.now(UTC).isoformat()}
+            at = datetime.now(UTC).isoformat()
+            feedback = {"helpful": helpful, "rating": rating, "text": comment, "at": at}
             message.meta = dict(message.meta) | {"feedback": feedback}
+            conversation_id = message.conversation_id
+        await self._jobs.refresh_training_data(coach_id, conversation_id, trigger=f"feedback:{message_id}:{at}")
+        await self._jobs.score_interventions(coach_id, conversation_id, trigger=f"feedback:{message_id}:{at}")
         return feedback
 
     async def _conversation_for(

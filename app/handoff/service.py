@@ -29,6 +29,7 @@ from app.handoff.availability import describe_return, is_available
 from app.handoff.live import LiveEvents, message_event
 from app.handoff.text import one_line
 from app.jobs import JobQueue
+from app.learning.interventions import InterventionService
 from app.memory.service import MemoryService
 
 log = logging.getLogger(__name__)
@@ -108,12 +109,14 @@ class HandoffService:
         memory: MemoryService,
         jobs: JobQueue,
         live: LiveEvents,
+        interventions: InterventionService,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._accounts = accounts
         self._memory = memory
         self._jobs = jobs
         self._live = live
+        self._interventions = interventions
 
     # ------------------------------------------------------------------ used by the chat turn
 
@@ -289,8 +292,9 @@ class HandoffService:
 
     async def send(self, coach_id: uuid.UUID, conversation_id: uuid.UUID, text: str) -> m.Message:
         """A message from the human coach to the client; takes the conversation over first (in the same
-        transaction) when the coach has not yet. Raises ``InvalidInput`` (empty or too long: nothing is
-        stored) and ``NotFound``."""
+        transaction) when the coach has not yet, and is recorded as a ``takeover`` intervention (with the
+        conversation's pending AI draft, if any; analysed by an arq job after commit). Raises
+        ``InvalidInput`` (empty or too long: nothing is stored) and ``NotFound``."""
         text = (text or "").strip()
         if not text:
             raise InvalidInput("text must not be empty")
@@ -313,6 +317,16 @@ class HandoffService:
                     "ai_confidence_before": handoff.confidence,
                 },
             )
+            pending = await session.scalar(
+                select(m.Draft.text)
+                .where(m.Draft.conversation_id == conversation_id, m.Draft.status == m.DraftStatus.PENDING)
+                .order_by(m.Draft.created_at.desc())
+                .limit(1)
+            )
+            intervention = await self._interventions.record(
+                session, coach, message, source=m.InterventionSource.TAKEOVER, handoff_id=handoff.id, ai_draft=pending
+            )
+        await self._queue_analysis(coach_id, intervention.id)
         if ended is not None:
             await self._memory.session_ended(ended)
         if joined:
@@ -374,7 +388,8 @@ class HandoffService:
 
     async def approve_draft(self, coach_id: uuid.UUID, draft_id: uuid.UUID, text: str | None = None) -> m.Message:
         """Send a pending draft to the client, as written (an ``ai`` message) or edited by the coach (a
-        ``human_coach`` message that keeps the AI draft in ``metadata.ai_draft``). Raises ``NotFound``,
+        ``human_coach`` message that keeps the AI draft in ``metadata.ai_draft``, recorded as a ``draft_edit``
+        intervention and analysed by an arq job after commit). Raises ``NotFound``,
         ``Conflict`` (already decided) and ``InvalidInput`` (empty or too long edit)."""
         edited_text = None if text is None else text.strip()
         if edited_text is not None and not edited_text:
@@ -404,10 +419,31 @@ class HandoffService:
             draft.decided_at = message.created_at
             draft.sent_message_id = message.id
             conversation = await self._conversation(session, coach_id, draft.conversation_id)
+            intervention = None
+            if edited:
+                handoff = await self.active_for(session, draft.conversation_id)
+                intervention = await self._interventions.record(
+                    session,
+                    coach,
+                    message,
+                    source=m.InterventionSource.DRAFT_EDIT,
+                    handoff_id=handoff.id if handoff is not None else None,
+                    ai_draft=draft.text,
+                )
+        if intervention is not None:
+            await self._queue_analysis(coach_id, intervention.id)
         if ended is not None:
             await self._memory.session_ended(ended)
         await self.publish_message(coach_id, conversation.client_id, message)
         return message
+
+    async def _queue_analysis(self, coach_id: uuid.UUID, intervention_id: uuid.UUID) -> None:
+        """After commit: queue the intervention's analysis; the coach's message is already stored and sent, so
+        a failing queue is logged rather than reported to the coach as a failed send (who might resend)."""
+        try:
+            await self._jobs.analyse_intervention(coach_id, intervention_id)
+        except Exception:
+            log.exception("could not queue the analysis of intervention %s", intervention_id)
 
     async def discard_draft(self, coach_id: uuid.UUID, draft_id: uuid.UUID) -> m.Draft:
         """Drop a pending draft without sending anything. Raises ``NotFound`` and ``Conflict``."""

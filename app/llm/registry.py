@@ -65,10 +65,11 @@ class ProviderRegistry:
                 self._remote[key] = build()
             return cast(_Remote, self._remote[key])
 
-    def chat_for(self, coach: m.Coach) -> ChatProvider:
-        """The coach's chat provider."""
+    def chat_for(self, coach: m.Coach, *, model: str | None = None) -> ChatProvider:
+        """The coach's chat provider; ``model`` overrides the coach's model name on its OpenAI-compatible
+        endpoint (a fine-tuned model version, an experiment's variant) and is ignored for the local model."""
         if coach.llm_provider == "openai" and coach.llm_model:
-            model, base_url = coach.llm_model, coach.llm_base_url
+            model, base_url = model or coach.llm_model, coach.llm_base_url
             api_key = self.decrypt_key(coach.llm_api_key_encrypted)
             return self._cached(
                 ("chat", model, base_url, api_key),

@@ -48,6 +48,12 @@ def title_from_filename(filename: str) -> str:
     return " ".join(w[:1].upper() + w[1:] for w in words)[:300] or filename[:300]
 
 
+async def _invalidate_cached_replies(session: AsyncSession, coach_id: uuid.UUID) -> None:
+    """The coach's material changed: bump ``cache_epoch`` so no earlier cached reply is served
+    (:mod:`app.learning.cache`)."""
+    await session.execute(update(m.Coach).where(m.Coach.id == coach_id).values(cache_epoch=m.Coach.cache_epoch + 1))
+
+
 class DocumentService:
     """Upload and manage a coach's documents; ``ingest`` is the body of the arq job."""
 
@@ -127,6 +133,7 @@ class DocumentService:
             )
             if result.rowcount == 0:  # type: ignore[attr-defined]
                 raise NotFound("document not found")
+            await _invalidate_cached_replies(session, coach_id)
 
     async def count_chunks(self, coach_id: uuid.UUID, document_id: uuid.UUID | None = None) -> int:
         """Chunks stored for this coach (optionally one document)."""
@@ -266,5 +273,6 @@ class DocumentService:
                     finished_at=datetime.now(UTC),
                 )
             )
+            await _invalidate_cached_replies(session, coach_id)
         timings.seconds["store"] = time.perf_counter() - started
         return timings

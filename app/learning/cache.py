@@ -1,0 +1,161 @@
+"""The exact-match response cache, in Redis.
+
+A reply is reused only for exactly the same request: the key hashes the coach, the coach's cache epoch, the
+model (and model version), the persona, the temperature and the whole normalised prompt. The prompt holds
+the client's memory and conversation, so a cached reply never crosses into another client's context; two
+requests share an entry only when everything the model would see is the same (typically a first question
+with no history or memory). Invalidation:
+
+- persona, model, model version or temperature change → a different key (the old entries expire);
+- the coach's documents change → :attr:`app.db.models.Coach.cache_epoch` is bumped
+  (:class:`app.rag.service.DocumentService`), so every older key is unreachable;
+- :meth:`ResponseCache.invalidate` drops a coach's entries at once;
+- each entry lives ``Coach.response_cache_ttl_seconds`` (0 turns the cache off).
+
+Hits and misses are counted per coach and UTC day (kept :data:`STATS_RETENTION_DAYS`) for the learning
+dashboard's hit rate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+
+from app.llm.base import ChatMessage
+
+PREFIX = "opencoach:response-cache"
+STATS_RETENTION_DAYS = 400
+_SPACE = re.compile(r"\s+")
+
+
+def normalise(text: str) -> str:
+    """Unicode NFKC, runs of whitespace collapsed to one space, ends stripped. Case is kept: it can change
+    what a reply should say (names, emphasis)."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+
+
+@dataclass(frozen=True)
+class CachedReply:
+    """A cached AI reply and the citations it was sent with."""
+
+    reply: str
+    citations: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Cache look-ups of one coach over ``days`` UTC days: totals and ``per_day`` ``(day, hits, misses)``."""
+
+    hits: int
+    misses: int
+    per_day: list[tuple[date, int, int]]
+
+    @property
+    def hit_rate(self) -> float | None:
+        """hits / look-ups, ``None`` when there was no look-up."""
+        total = self.hits + self.misses
+        return self.hits / total if total else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form: ``{"hits","misses","hit_rate","per_day":[{"day","hits","misses"}]}``."""
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": self.hit_rate,
+            "per_day": [{"day": day.isoformat(), "hits": h, "misses": n} for day, h, n in self.per_day],
+        }
+
+
+class ResponseCache:
+    """Cached AI replies keyed on coach, model version, persona and the normalised full prompt."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    @staticmethod
+    def key(
+        *,
+        coach_id: uuid.UUID,
+        cache_epoch: int,
+        model: str,
+        model_version_id: str | None,
+        persona: str,
+        temperature: float,
+        messages: Sequence[ChatMessage],
+    ) -> str:
+        """The entry's key: ``<prefix>:<coach id>:<sha256 hex>`` of the canonical JSON of every argument, the
+        persona and message contents :func:`normalise`-d."""
+        canonical = json.dumps(
+            {
+                "epoch": cache_epoch,
+                "model": model,
+                "model_version": model_version_id,
+                "persona": normalise(persona),
+                "temperature": round(temperature, 4),
+                "messages": [[msg["role"], normalise(msg["content"])] for msg in messages],
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+        return f"{PREFIX}:{coach_id}:{hashlib.sha256(canonical.encode()).hexdigest()}"
+
+    @staticmethod
+    def _stats_key(coach_id: uuid.UUID, day: date) -> str:
+        return f"{PREFIX}-stats:{coach_id}:{day.isoformat()}"
+
+    async def get(self, coach_id: uuid.UUID, key: str) -> CachedReply | None:
+        """The cached reply for ``key`` (``None`` on a miss); counts the hit or miss for today (UTC)."""
+        raw = await self._redis.get(key)
+        stats = self._stats_key(coach_id, datetime.now(UTC).date())
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(stats, "hits" if raw is not None else "misses", 1)
+            pipe.expire(stats, STATS_RETENTION_DAYS * 86400)
+            await pipe.execute()
+        if raw is None:
+            return None
+        entry = json.loads(raw)
+        return CachedReply(entry["reply"], entry["citations"])
+
+    async def put(self, coach_id: uuid.UUID, key: str, reply: str, citations: list[dict[str, Any]], ttl_s: int) -> None:
+        """Store ``reply`` under ``key`` for ``ttl_s`` seconds (``ttl_s`` ≤ 0: nothing is stored).
+        ``coach_id`` must be the one ``key`` was made for (it is checked)."""
+        if ttl_s <= 0:
+            return
+        if not key.startswith(f"{PREFIX}:{coach_id}:"):
+            raise ValueError("the cache key belongs to another coach")
+        await self._redis.set(key, json.dumps({"reply": reply, "citations": citations}), ex=ttl_s)
+
+    async def invalidate(self, coach_id: uuid.UUID) -> int:
+        """Delete every cached reply of the coach (SCAN over its key prefix); returns how many were deleted.
+        The hit/miss counters are kept."""
+        deleted = 0
+        batch: list[bytes | str] = []
+        async for key in self._redis.scan_iter(match=f"{PREFIX}:{coach_id}:*", count=500):
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += await self._redis.delete(*batch)
+                batch.clear()
+        if batch:
+            deleted += await self._redis.delete(*batch)
+        return deleted
+
+    async def stats(self, coach_id: uuid.UUID, *, days: int = 30) -> CacheStats:
+        """Hits and misses over the last ``days`` UTC days (today included), oldest day first."""
+        today = datetime.now(UTC).date()
+        span = [today - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for day in span:
+                pipe.hmget(self._stats_key(coach_id, day), ["hits", "misses"])
+            rows = await pipe.execute()
+        per_day = [(day, int(h or 0), int(n or 0)) for day, (h, n) in zip(span, rows, strict=True)]
+        return CacheStats(sum(h for _, h, _ in per_day), sum(n for _, _, n in per_day), per_day)

@@ -1,0 +1,363 @@
+"""A/B experiments on the coach's AI replies: persona / prompt, model or temperature variants.
+
+- **Assignment** is per client and deterministic: the variant is ``sha256("<experiment id>:<client id>")``
+  modulo the number of variants, so a client keeps one variant for the whole experiment, across requests,
+  processes and restarts, with no stored assignment (hash-based randomisation with the user as the
+  randomisation unit: Kohavi, Tang & Xu, *Trustworthy Online Controlled Experiments*, 2020, ch. 4 and 14).
+- **Metrics**: ``thumbs_up_rate`` — thumbs-up / rated AI replies sent under the experiment (the reply's
+  ``metadata.experiment``); higher is better. ``handoff_rate`` — client messages that opened a handoff
+  (``handoffs.trigger_message_id``) / client messages, of the variant's clients since the experiment
+  started; lower is better.
+- **Statistics**: per variant a Wilson score interval (95 %) of the rate (Wilson 1927, via
+  ``scipy.stats.binomtest(...).proportion_ci(method="wilson")``); between variants Fisher's exact test on
+  the 2×2 table for two variants, a chi-square test of independence on the k×2 table for more
+  (``scipy.stats``). A **winner** is declared — and the experiment ``concluded`` — once every variant has at
+  least ``min_samples`` trials and p < ``alpha``: the variant with the best rate in the metric's direction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from scipy.stats import binomtest, chi2_contingency, fisher_exact
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.service import AccountService
+from app.db import models as m
+from app.db.engine import tenant_session
+from app.errors import Conflict, InvalidInput, NotFound
+
+THUMBS_UP_RATE = "thumbs_up_rate"
+HANDOFF_RATE = "handoff_rate"
+HIGHER_IS_BETTER = {THUMBS_UP_RATE: True, HANDOFF_RATE: False}
+"""The metrics and their direction."""
+MIN_VARIANTS, MAX_VARIANTS = 2, 4
+MAX_NAME_CHARS = 100
+MAX_PERSONA_CHARS = 4000
+VARIANT_FIELDS = frozenset({"name", "persona", "model", "temperature"})
+
+
+def assign_variant(experiment_id: uuid.UUID, client_id: uuid.UUID, n_variants: int) -> int:
+    """The index (0 … ``n_variants`` − 1) of the variant a client gets: the first 8 bytes of
+    ``sha256("<experiment id>:<client id>")`` as an unsigned integer, modulo ``n_variants``."""
+    digest = hashlib.sha256(f"{experiment_id}:{client_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % n_variants
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A client's variant of the running experiment; ``None`` overrides keep the coach's own setting."""
+
+    experiment_id: uuid.UUID
+    variant: str
+    persona: str | None
+    model: str | None
+    temperature: float | None
+
+    def as_meta(self) -> dict[str, str]:
+        """What the AI reply's ``metadata.experiment`` records: ``{"id", "variant"}``."""
+        return {"id": str(self.experiment_id), "variant": self.variant}
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """One arm: ``trials`` (rated replies or client messages), ``successes`` (thumbs-up or handoffs), the
+    rate and its 95 % Wilson interval (``None`` without trials)."""
+
+    name: str
+    trials: int
+    successes: int
+
+    @property
+    def rate(self) -> float | None:
+        """successes / trials."""
+        return self.successes / self.trials if self.trials else None
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The 95 % Wilson score interval of the rate."""
+        return wilson_interval(self.successes, self.trials)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        interval = self.interval
+        return {
+            "name": self.name,
+            "trials": self.trials,
+            "successes": self.successes,
+            "rate": self.rate,
+            "ci_low": interval[0] if interval else None,
+            "ci_high": interval[1] if interval else None,
+        }
+
+
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """The Wilson score interval of a binomial proportion (Wilson 1927); ``None`` when ``trials`` is 0."""
+    if trials == 0:
+        return None
+    ci = binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def significance(arms: Sequence[VariantResult]) -> tuple[str, float | None]:
+    """``(test name, p-value)`` for a difference in rate between the arms: Fisher's exact test (two-sided)
+    for two arms, the chi-square test of independence for more. ``None`` when it is undefined (an arm
+    without trials, or every trial with the same outcome)."""
+    test = "fisher_exact" if len(arms) == 2 else "chi_square"
+    table = [[arm.successes, arm.trials - arm.successes] for arm in arms]
+    if any(arm.trials == 0 for arm in arms):
+        return test, None
+    if len(arms) == 2:
+        return test, float(fisher_exact(table).pvalue)
+    if any(sum(column) == 0 for column in zip(*table, strict=True)):
+        return test, None
+    return test, float(chi2_contingency(table).pvalue)
+
+
+def pick_winner(arms: Sequence[VariantResult], *, metric: str, alpha: float, min_samples: int) -> str | None:
+    """The winning arm's name, or ``None`` until every arm has ``min_samples`` trials and p < ``alpha``."""
+    if any(arm.trials < min_samples for arm in arms):
+        return None
+    _, p_value = significance(arms)
+    if p_value is None or p_value >= alpha:
+        return None
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    return max(arms, key=lambda arm: sign * (arm.rate or 0.0)).name
+
+
+@dataclass(frozen=True)
+class ExperimentResults:
+    """An experiment with its arms, the test and p-value, and the winner (once significant)."""
+
+    experiment: m.Experiment
+    arms: list[VariantResult]
+    test: str
+    p_value: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form (the API's experiment object)."""
+        exp = self.experiment
+        return {
+            "id": str(exp.id),
+            "name": exp.name,
+            "metric": exp.metric,
+            "higher_is_better": HIGHER_IS_BETTER[exp.metric],
+            "status": exp.status,
+            "variants": exp.variants,
+            "alpha": exp.alpha,
+            "min_samples": exp.min_samples,
+            "results": [arm.as_dict() for arm in self.arms],
+            "test": self.test,
+            "p_value": self.p_value,
+            "significant": self.p_value is not None and self.p_value < exp.alpha,
+            "winner": exp.winner,
+            "created_at": exp.created_at.isoformat() if exp.created_at else None,
+            "ended_at": exp.ended_at.isoformat() if exp.ended_at else None,
+        }
+
+
+def _clean_variants(variants: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Validate the variants (names, fields, persona length, temperature 0–2); raises ``InvalidInput``."""
+    if not MIN_VARIANTS <= len(variants) <= MAX_VARIANTS:
+        raise InvalidInput(f"an experiment needs {MIN_VARIANTS} to {MAX_VARIANTS} variants")
+    cleaned: list[dict[str, Any]] = []
+    for variant in variants:
+        if not isinstance(variant, dict):
+            raise InvalidInput("each variant must be an object")
+        unknown = set(variant) - VARIANT_FIELDS
+        if unknown:
+            raise InvalidInput(f"unknown variant field(s): {', '.join(sorted(unknown))}")
+        name = variant.get("name")
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS:
+            raise InvalidInput(f"each variant needs a name of 1 to {MAX_NAME_CHARS} characters")
+        item: dict[str, Any] = {"name": name.strip()}
+        persona = variant.get("persona")
+        if persona is not None:
+            if not isinstance(persona, str) or len(persona) > MAX_PERSONA_CHARS:
+                raise InvalidInput(f"persona must be text of at most {MAX_PERSONA_CHARS} characters")
+            item["persona"] = persona
+        model = variant.get("model")
+        if model is not None:
+            if not isinstance(model, str) or not model.strip() or len(model) > 200:
+                raise InvalidInput("model must be a model name of 1 to 200 characters")
+            item["model"] = model.strip()
+        temperature = variant.get("temperature")
+        if temperature is not None:
+            valid = isinstance(temperature, int | float) and not isinstance(temperature, bool)
+            if not valid or not math.isfinite(temperature) or not 0 <= temperature <= 2:
+                raise InvalidInput("temperature must be a number from 0 to 2")
+            item["temperature"] = float(temperature)
+        cleaned.append(item)
+    names = [item["name"] for item in cleaned]
+    if len(set(names)) != len(names):
+        raise InvalidInput("variant names must be unique")
+    return cleaned
+
+
+class ExperimentService:
+    """Creates experiments, assigns clients to variants and tests the difference."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], accounts: AccountService) -> None:
+        self._sessionmaker = sessionmaker
+        self._accounts = accounts
+
+    async def create(
+        self,
+        coach_id: uuid.UUID,
+        *,
+        name: str,
+        metric: str,
+        variants: Sequence[dict[str, Any]],
+        alpha: float = 0.05,
+        min_samples: int = 30,
+    ) -> m.Experiment:
+        """Start an experiment. Raises ``InvalidInput`` (bad name, metric, variants, ``alpha`` outside
+        (0, 0.5], ``min_samples`` outside 1–100000) and ``Conflict`` (another experiment is running)."""
+        name = (name or "").strip()
+        if not name or len(name) > 200:
+            raise InvalidInput("name must be 1 to 200 characters")
+        if metric not in HIGHER_IS_BETTER:
+            raise InvalidInput(f"metric must be one of {', '.join(HIGHER_IS_BETTER)}")
+        if not 0 < alpha <= 0.5:
+            raise InvalidInput("alpha must be in (0, 0.5]")
+        if not 1 <= min_samples <= 100_000:
+            raise InvalidInput("min_samples must be a whole number from 1 to 100000")
+        cleaned = _clean_variants(variants)
+        try:
+            async with tenant_session(self._sessionmaker, coach_id) as session:
+                if await self._running(session, coach_id) is not None:
+                    raise Conflict("another experiment is running: stop it first")
+                experiment = m.Experiment(
+                    coach_id=coach_id,
+                    name=name,
+                    metric=metric,
+                    variants=cleaned,
+                    status=m.ExperimentStatus.RUNNING,
+                    alpha=alpha,
+                    min_samples=min_samples,
+                    created_at=datetime.now(UTC),
+                )
+                session.add(experiment)
+        except IntegrityError as exc:  # a concurrent create won the partial unique index
+            raise Conflict("another experiment is running: stop it first") from exc
+        return experiment
+
+    async def _running(self, session: AsyncSession, coach_id: uuid.UUID) -> m.Experiment | None:
+        return await session.scalar(
+            select(m.Experiment).where(
+                m.Experiment.coach_id == coach_id, m.Experiment.status == m.ExperimentStatus.RUNNING
+            )
+        )
+
+    async def assign(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> Assignment | None:
+        """The client's variant of the coach's running experiment (``None`` when none runs), in the caller's
+        tenant session."""
+        experiment = await self._running(session, coach_id)
+        if experiment is None:
+            return None
+        variant = experiment.variants[assign_variant(experiment.id, client_id, len(experiment.variants))]
+        return Assignment(
+            experiment.id, variant["name"], variant.get("persona"), variant.get("model"), variant.get("temperature")
+        )
+
+    async def results(self, coach_id: uuid.UUID, experiment_id: uuid.UUID) -> ExperimentResults:
+        """The experiment's arms and test; concludes a running experiment once a winner is significant.
+        Raises ``NotFound``."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            experiment = await self._get(session, coach_id, experiment_id)
+            return await self._results(session, experiment)
+
+    async def list_results(self, coach_id: uuid.UUID) -> list[ExperimentResults]:
+        """Every experiment of the coach with its results, newest first."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            experiments = (
+                await session.scalars(
+                    select(m.Experiment)
+                    .where(m.Experiment.coach_id == coach_id)
+                    .order_by(m.Experiment.created_at.desc())
+                )
+            ).all()
+            return [await self._results(session, experiment) for experiment in experiments]
+
+    async def stop(self, coach_id: uuid.UUID, experiment_id: uuid.UUID) -> m.Experiment:
+        """Stop a running experiment (clients go back to the coach's settings). Raises ``NotFound`` and
+        ``Conflict`` (not running)."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            experiment = await self._get(session, coach_id, experiment_id)
+            if experiment.status != m.ExperimentStatus.RUNNING:
+                raise Conflict(f"the experiment is already {experiment.status}")
+            experiment.status = m.ExperimentStatus.STOPPED
+            experiment.ended_at = datetime.now(UTC)
+        return experiment
+
+    async def _get(self, session: AsyncSession, coach_id: uuid.UUID, experiment_id: uuid.UUID) -> m.Experiment:
+        experiment = await session.scalar(
+            select(m.Experiment).where(m.Experiment.id == experiment_id, m.Experiment.coach_id == coach_id)
+        )
+        if experiment is None:
+            raise NotFound("experiment not found")
+        return experiment
+
+    async def _results(self, session: AsyncSession, experiment: m.Experiment) -> ExperimentResults:
+        counts = (
+            await self._thumbs(session, experiment)
+            if experiment.metric == THUMBS_UP_RATE
+            else await self._handoffs(session, experiment)
+        )
+        arms = [VariantResult(v["name"], *counts.get(v["name"], (0, 0))) for v in experiment.variants]
+        test, p_value = significance(arms)
+        if experiment.status == m.ExperimentStatus.RUNNING:
+            winner = pick_winner(
+                arms, metric=experiment.metric, alpha=experiment.alpha, min_samples=experiment.min_samples
+            )
+            if winner is not None:
+                experiment.status = m.ExperimentStatus.CONCLUDED
+                experiment.winner = winner
+                experiment.ended_at = datetime.now(UTC)
+        return ExperimentResults(experiment, arms, test, p_value)
+
+    async def _thumbs(self, session: AsyncSession, experiment: m.Experiment) -> dict[str, tuple[int, int]]:
+        """``{variant: (rated replies, thumbs-up)}`` of the AI replies sent under the experiment."""
+        variant = m.Message.meta["experiment"]["variant"].astext
+        helpful = m.Message.meta["feedback"]["helpful"].as_boolean()
+        rows = await session.execute(
+            select(variant, func.count(), func.count().filter(helpful.is_(True)))
+            .where(
+                m.Message.coach_id == experiment.coach_id,
+                m.Message.sender_type == m.SenderType.AI,
+                m.Message.meta["experiment"]["id"].astext == str(experiment.id),
+                m.Message.meta.has_key("feedback"),
+            )
+            .group_by(variant)
+        )
+        return {name: (int(rated), int(up)) for name, rated, up in rows.all()}
+
+    async def _handoffs(self, session: AsyncSession, experiment: m.Experiment) -> dict[str, tuple[int, int]]:
+        """``{variant: (client messages, those that opened a handoff)}`` since the experiment started."""
+        stmt = (
+            select(m.Conversation.client_id, func.count(m.Message.id), func.count(m.Handoff.id))
+            .join(m.Message, m.Message.conversation_id == m.Conversation.id)
+            .outerjoin(m.Handoff, m.Handoff.trigger_message_id == m.Message.id)
+            .where(
+                m.Conversation.coach_id == experiment.coach_id,
+                m.Message.sender_type == m.SenderType.CLIENT,
+                m.Message.created_at >= experiment.created_at,
+            )
+            .group_by(m.Conversation.client_id)
+        )
+        if experiment.ended_at is not None:
+            stmt = stmt.where(m.Message.created_at <= experiment.ended_at)
+        totals: dict[str, tuple[int, int]] = {}
+        for client_id, messages, handoffs in (await session.execute(stmt)).all():
+            name = experiment.variants[assign_variant(experiment.id, client_id, len(experiment.variants))]["name"]
+            trials, successes = totals.get(name, (0, 0))
+            totals[name] = (trials + int(messages), successes + int(handoffs))
+        return totals

@@ -1,0 +1,411 @@
+"""Fine-tune jobs through the OpenAI fine-tuning API with the coach's own key.
+
+Lifecycle (each step an idempotent arq job): :meth:`FineTuneService.create_job` freezes the coach's examples
+as a dataset and queues :meth:`~FineTuneService.start`, which uploads the train and validation JSONL
+(``POST /v1/files``, ``purpose=fine-tune``) and creates the job (``POST /v1/fine_tuning/jobs``); file and job
+ids are stored as soon as they exist, so a retried start never uploads or creates twice. Then
+:meth:`~FineTuneService.poll` (``GET /v1/fine_tuning/jobs/{id}``) records OpenAI's status, trained tokens,
+the error and a cost estimate; a succeeded job yields a ``staging`` model version and queues the promotion
+gate (:mod:`app.learning.versions`). The first poll is queued right after the job is created; later ones come
+from the five-minute ``learning_sweep`` cron (:meth:`~FineTuneService.sweep`), which also starts a job for
+every coach whose readiness rule holds. (A self-requeued poll with a delay would keep a burst worker alive
+until it is due and duplicates what the cron does.)
+
+API reference: https://platform.openai.com/docs/api-reference/fine-tuning and .../files.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import openai
+from openai.types.fine_tuning import FineTuningJob, job_create_params
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.service import AccountService
+from app.config import Settings
+from app.db import models as m
+from app.db.engine import tenant_session
+from app.errors import Conflict, InvalidInput, NotFound
+from app.jobs import JobQueue
+from app.learning.training import TrainingDataService, example_line
+from app.llm.base import ProviderError
+from app.llm.registry import ProviderRegistry
+
+log = logging.getLogger(__name__)
+
+METHODS = {"supervised": m.ExampleKind.SFT, "dpo": m.ExampleKind.PREFERENCE}
+"""Fine-tuning methods (OpenAI ``method.type``) and the example kind each trains on."""
+TRAINING_PRICE_USD_PER_1M_TOKENS: dict[str, float] = {
+    "gpt-4o-mini-2024-07-18": 3.00,
+    "gpt-4o-mini": 3.00,
+    "gpt-4o-2024-08-06": 25.00,
+    "gpt-4o": 25.00,
+    "gpt-4.1-2025-04-14": 25.00,
+    "gpt-4.1-mini-2025-04-14": 5.00,
+    "gpt-4.1-nano-2025-04-14": 1.50,
+    "gpt-3.5-turbo-0125": 8.00,
+    "gpt-3.5-turbo": 8.00,
+}
+"""Training price per million trained tokens by base model, USD: OpenAI's pricing page
+(https://openai.com/api/pricing, "Fine-tuning" table, as published mid-2025). An unknown base model gets no
+estimate (``null``)."""
+PROVIDER_STATUSES = frozenset(
+    (
+        m.FineTuneStatus.VALIDATING_FILES,
+        m.FineTuneStatus.QUEUED,
+        m.FineTuneStatus.RUNNING,
+        m.FineTuneStatus.SUCCEEDED,
+        m.FineTuneStatus.FAILED,
+        m.FineTuneStatus.CANCELLED,
+    )
+)
+
+
+def cost_estimate(base_model: str, trained_tokens: int | None) -> float | None:
+    """USD for ``trained_tokens`` at :data:`TRAINING_PRICE_USD_PER_1M_TOKENS` (``None`` when unknown)."""
+    price = TRAINING_PRICE_USD_PER_1M_TOKENS.get(base_model)
+    if price is None or trained_tokens is None:
+        return None
+    return round(trained_tokens * price / 1_000_000, 4)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether a fine-tune may start now. Rule: ``enabled`` (``coach.fine_tune_enabled``), an OpenAI endpoint
+    with a key configured, no job active, ``new_examples`` (SFT train examples created since the last job
+    started) ≥ ``min_examples`` and ``days_since_last`` ≥ ``min_days`` (``None``: no job yet). ``reason``
+    names the first rule not met (``""`` when ready)."""
+
+    ready: bool
+    enabled: bool
+    new_examples: int
+    min_examples: int
+    days_since_last: float | None
+    min_days: int
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return asdict(self)
+
+
+def fine_tune_dict(job: m.FineTuneJob) -> dict[str, Any]:
+    """A fine-tune job as the API shows it (ids as strings, times ISO 8601)."""
+    return {
+        "id": str(job.id),
+        "status": job.status,
+        "method": job.method,
+        "base_model": job.base_model,
+        "dataset_id": str(job.dataset_id) if job.dataset_id else None,
+        "provider_job_id": job.provider_job_id,
+        "training_file_id": job.training_file_id,
+        "validation_file_id": job.validation_file_id,
+        "fine_tuned_model": job.fine_tuned_model,
+        "trained_tokens": job.trained_tokens,
+        "cost_estimate_usd": job.cost_estimate_usd,
+        "error": job.error,
+        "created_at": job.created_at.isoformat() if job.created_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def has_openai_endpoint(coach: m.Coach, key: str | None) -> bool:
+    """The coach serves from an OpenAI-compatible endpoint with a model and a key (fine-tunes need one)."""
+    return coach.llm_provider == "openai" and bool(coach.llm_model) and bool(key)
+
+
+class FineTuneService:
+    """Readiness checks, starting and polling fine-tune jobs."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        registry: ProviderRegistry,
+        accounts: AccountService,
+        training: TrainingDataService,
+        jobs: JobQueue,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._settings = settings
+        self._registry = registry
+        self._accounts = accounts
+        self._training = training
+        self._jobs = jobs
+
+    def _client(self, coach: m.Coach) -> openai.AsyncOpenAI:
+        """An SDK client on the coach's endpoint with the coach's key. Raises ``Conflict`` without one."""
+        key = self._registry.decrypt_key(coach.llm_api_key_encrypted)
+        if not has_openai_endpoint(coach, key):
+            raise Conflict("fine-tunes need an OpenAI endpoint with an API key in the settings")
+        return openai.AsyncOpenAI(
+            api_key=key, base_url=coach.llm_base_url, timeout=self._settings.llm_timeout_seconds, max_retries=2
+        )
+
+    async def _last_job(self, session: AsyncSession, coach_id: uuid.UUID) -> m.FineTuneJob | None:
+        return await session.scalar(
+            select(m.FineTuneJob)
+            .where(m.FineTuneJob.coach_id == coach_id)
+            .order_by(m.FineTuneJob.created_at.desc(), m.FineTuneJob.id.desc())
+            .limit(1)
+        )
+
+    async def readiness(self, coach_id: uuid.UUID) -> Readiness:
+        """The readiness rule (see :class:`Readiness`) for the coach now."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            return await self._readiness(session, coach_id)
+
+    async def _readiness(self, session: AsyncSession, coach_id: uuid.UUID) -> Readiness:
+        coach = await self._accounts.get_coach(session, coach_id)
+        last = await self._last_job(session, coach_id)
+        since = last.created_at if last is not None else None
+        new = await self._training.count_since(session, coach_id, since, split=m.Split.TRAIN)
+        days = (datetime.now(UTC) - since).total_seconds() / 86400 if since is not None else None
+        key = self._registry.decrypt_key(coach.llm_api_key_encrypted)
+        if not coach.fine_tune_enabled:
+            reason = "fine-tunes are turned off in the settings"
+        elif not has_openai_endpoint(coach, key):
+            reason = "no OpenAI endpoint with an API key is configured"
+        elif last is not None and last.status in m.FineTuneStatus.ACTIVE:
+            reason = "a fine-tune job is still running"
+        elif new < coach.fine_tune_min_examples:
+            reason = f"{new} of {coach.fine_tune_min_examples} new training examples"
+        elif days is not None and days < coach.fine_tune_min_days:
+            reason = f"{days:.1f} of {coach.fine_tune_min_days} days since the last fine-tune"
+        else:
+            reason = ""
+        return Readiness(
+            ready=not reason,
+            enabled=coach.fine_tune_enabled,
+            new_examples=new,
+            min_examples=coach.fine_tune_min_examples,
+            days_since_last=None if days is None else round(days, 2),
+            min_days=coach.fine_tune_min_days,
+            reason=reason,
+        )
+
+    async def sweep(self) -> str:
+        """Cron: for every coach from ``fine_tune_coaches()`` (enabled, or with an active job), poll its
+        active jobs and start one when :meth:`readiness` holds. One coach's failure is logged and does not
+        stop the others. Returns a summary."""
+        async with self._sessionmaker() as session:
+            coach_ids = list((await session.scalars(text("SELECT coach_id FROM fine_tune_coaches()"))).all())
+        polled = started = failed = 0
+        for coach_id in coach_ids:
+            try:
+                async with tenant_session(self._sessionmaker, coach_id) as session:
+                    active = list(
+                        (
+                            await session.scalars(
+                                select(m.FineTuneJob.id).where(
+                                    m.FineTuneJob.coach_id == coach_id,
+                                    m.FineTuneJob.status.in_(m.FineTuneStatus.ACTIVE),
+                                )
+                            )
+                        ).all()
+                    )
+                for job_id in active:
+                    await self.poll(coach_id, job_id)
+                    polled += 1
+                if (await self.readiness(coach_id)).ready:
+                    await self.create_job(coach_id)
+                    started += 1
+            except Exception:  # noqa: BLE001 - one tenant's provider trouble must not stop the sweep
+                log.exception("fine-tune sweep failed for coach %s", coach_id)
+                failed += 1
+        return f"{len(coach_ids)} coaches: {polled} jobs polled, {started} started, {failed} failed"
+
+    async def create_job(self, coach_id: uuid.UUID, *, method: str = "supervised") -> m.FineTuneJob:
+        """Snapshot the coach's examples for ``method`` (``supervised``: SFT, ``dpo``: preference pairs) and
+        queue the job's start. Raises ``InvalidInput`` (unknown method), ``Conflict`` (no OpenAI endpoint,
+        no train examples, or a job already active)."""
+        if method not in METHODS:
+            raise InvalidInput(f"method must be one of {', '.join(METHODS)}")
+        kind = METHODS[method]
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            coach = await self._accounts.get_coach(session, coach_id)
+            if not has_openai_endpoint(coach, self._registry.decrypt_key(coach.llm_api_key_encrypted)):
+                raise Conflict("fine-tunes need an OpenAI endpoint with an API key in the settings")
+            last = await self._last_job(session, coach_id)
+            if last is not None and last.status in m.FineTuneStatus.ACTIVE:
+                raise Conflict("a fine-tune job is already running")
+        if not (await self._training.stats(coach_id))[kind][m.Split.TRAIN]:
+            raise Conflict(f"no {kind} training examples in the train split yet")
+        dataset = await self._training.snapshot(coach_id, kind)
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            coach = await self._accounts.get_coach(session, coach_id)
+            job = m.FineTuneJob(
+                coach_id=coach_id,
+                dataset_id=dataset.id,
+                base_model=coach.fine_tune_base_model,
+                method=method,
+                status=m.FineTuneStatus.PREPARING,
+            )
+            session.add(job)
+            await session.flush()
+            await session.refresh(job)
+        await self._jobs.start_fine_tune(coach_id, job.id)
+        return job
+
+    async def _job(self, session: AsyncSession, coach_id: uuid.UUID, job_id: uuid.UUID) -> m.FineTuneJob:
+        job = await session.scalar(
+            select(m.FineTuneJob)
+            .where(m.FineTuneJob.id == job_id, m.FineTuneJob.coach_id == coach_id)
+            .with_for_update()
+        )
+        if job is None:
+            raise NotFound("fine-tune job not found")
+        return job
+
+    async def _file(self, coach_id: uuid.UUID, dataset: m.TrainingDataset, split: str) -> bytes:
+        lines = [
+            example_line(e, scrub=dataset.scrub_pii)
+            for e in await self._training.examples(coach_id, kind=dataset.kind, split=split, ids=dataset.example_ids)
+        ]
+        return ("\n".join(lines) + "\n").encode() if lines else b""
+
+    async def start(self, coach_id: uuid.UUID, job_id: uuid.UUID) -> str:
+        """arq job: upload the dataset's train (and, when any, validation) JSONL and create the provider job
+        (``model=job.base_model``, ``method={"type": job.method}``). Idempotent: stored file and job ids are
+        reused, and a retry after the files were uploaded first looks for a provider job created by the
+        interrupted try (``GET /v1/fine_tuning/jobs?metadata[opencoach_job_id]=…``). A provider rejection
+        (4xx) fails the job with its message; network trouble raises
+        ``ProviderError`` for a retry."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            job = await self._job(session, coach_id, job_id)
+            if job.provider_job_id is not None or job.status != m.FineTuneStatus.PREPARING:
+                return f"already started ({job.status})"
+            coach = await self._accounts.get_coach(session, coach_id)
+            dataset = await self._training.dataset(session, coach_id, job.dataset_id) if job.dataset_id else None
+            training_file_id, validation_file_id = job.training_file_id, job.validation_file_id
+            retried = training_file_id is not None
+            base_model, method = job.base_model, job.method
+        if dataset is None:
+            return await self._fail(coach_id, job_id, "the job's dataset is gone")
+        try:
+            client = self._client(coach)
+        except Conflict as exc:
+            return await self._fail(coach_id, job_id, exc.message)
+        async with client:
+            try:
+                if training_file_id is None:
+                    content = await self._file(coach_id, dataset, m.Split.TRAIN)
+                    if not content:
+                        return await self._fail(coach_id, job_id, "the dataset has no train examples left")
+                    uploaded = await client.files.create(file=(f"{job_id}-train.jsonl", content), purpose="fine-tune")
+                    training_file_id = uploaded.id
+                    await self._store(coach_id, job_id, training_file_id=training_file_id)
+                if validation_file_id is None:
+                    content = await self._file(coach_id, dataset, m.Split.VALIDATION)
+                    if content:
+                        uploaded = await client.files.create(
+                            file=(f"{job_id}-validation.jsonl", content), purpose="fine-tune"
+                        )
+                        validation_file_id = uploaded.id
+                        await self._store(coach_id, job_id, validation_file_id=validation_file_id)
+                created = await self._created_before(client, job_id) if retried else None
+                created = created or await client.fine_tuning.jobs.create(
+                    model=base_model,
+                    training_file=training_file_id,
+                    validation_file=validation_file_id or openai.omit,
+                    method=cast(job_create_params.Method, {"type": method}),
+                    suffix="opencoach",
+                    metadata={"opencoach_job_id": str(job_id)},
+                )
+            except openai.APIStatusError as exc:
+                if exc.status_code >= 500 or exc.status_code == 429:
+                    raise ProviderError(f"fine-tune start failed: {exc.message}") from exc
+                return await self._fail(coach_id, job_id, exc.message)
+            except openai.APIError as exc:
+                raise ProviderError(f"fine-tune start failed: {exc}") from exc
+        status = created.status if created.status in PROVIDER_STATUSES else m.FineTuneStatus.VALIDATING_FILES
+        await self._store(coach_id, job_id, provider_job_id=created.id, status=status)
+        await self._jobs.poll_fine_tune(coach_id, job_id)
+        return f"created {created.id} ({status})"
+
+    @staticmethod
+    async def _created_before(client: openai.AsyncOpenAI, job_id: uuid.UUID) -> FineTuningJob | None:
+        """The provider job an earlier, interrupted try of :meth:`start` created (found by its
+        ``metadata.opencoach_job_id``), so a retry does not create a second one."""
+        page = await client.fine_tuning.jobs.list(metadata={"opencoach_job_id": str(job_id)}, limit=1)
+        return page.data[0] if page.data else None
+
+    async def _store(self, coach_id: uuid.UUID, job_id: uuid.UUID, **values: Any) -> None:
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            job = await self._job(session, coach_id, job_id)
+            for name, value in values.items():
+                setattr(job, name, value)
+
+    async def _fail(self, coach_id: uuid.UUID, job_id: uuid.UUID, error: str) -> str:
+        await self._store(
+            coach_id, job_id, status=m.FineTuneStatus.FAILED, error=error[:2000], finished_at=datetime.now(UTC)
+        )
+        return f"failed: {error}"
+
+    async def poll(self, coach_id: uuid.UUID, job_id: uuid.UUID) -> str:
+        """arq job: fetch the provider job and record its status (OpenAI's names), ``trained_tokens``,
+        ``error`` (``error.message``), ``finished_at`` and the cost estimate. On success a ``staging``
+        :class:`m.ModelVersion` is created once and the promotion gate is queued. A final job is not polled
+        again."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            job = await self._job(session, coach_id, job_id)
+            if job.status in m.FineTuneStatus.FINAL:
+                return f"already {job.status}"
+            if job.provider_job_id is None:
+                return "not started yet"
+            coach = await self._accounts.get_coach(session, coach_id)
+            provider_job_id = job.provider_job_id
+        try:
+            async with self._client(coach) as client:
+                remote = await client.fine_tuning.jobs.retrieve(provider_job_id)
+        except openai.APIError as exc:
+            raise ProviderError(f"fine-tune poll failed: {exc}") from exc
+        version_id: uuid.UUID | None = None
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            job = await self._job(session, coach_id, job_id)
+            if remote.status in PROVIDER_STATUSES:
+                job.status = remote.status
+            job.trained_tokens = remote.trained_tokens
+            job.cost_estimate_usd = cost_estimate(job.base_model, remote.trained_tokens)
+            if remote.error is not None and remote.error.message:
+                job.error = remote.error.message[:2000]
+            if remote.finished_at:
+                job.finished_at = datetime.fromtimestamp(remote.finished_at, UTC)
+            if job.status == m.FineTuneStatus.SUCCEEDED and remote.fine_tuned_model:
+                job.fine_tuned_model = remote.fine_tuned_model
+                version = await session.scalar(select(m.ModelVersion).where(m.ModelVersion.fine_tune_job_id == job.id))
+                if version is None:
+                    version = m.ModelVersion(
+                        coach_id=coach_id,
+                        model=remote.fine_tuned_model,
+                        base_model=job.base_model,
+                        fine_tune_job_id=job.id,
+                        status=m.ModelVersionStatus.STAGING,
+                    )
+                    session.add(version)
+                    await session.flush()
+                if version.status == m.ModelVersionStatus.STAGING:
+                    version_id = version.id
+            status = job.status
+        if version_id is not None:
+            await self._jobs.evaluate_model(coach_id, version_id)
+        return f"{provider_job_id}: {status}"
+
+    async def list_jobs(self, coach_id: uuid.UUID) -> list[m.FineTuneJob]:
+        """The coach's fine-tune jobs, newest first."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            return list(
+                (
+                    await session.scalars(
+                        select(m.FineTuneJob)
+                        .where(m.FineTuneJob.coach_id == coach_id)
+                        .order_by(m.FineTuneJob.created_at.desc(), m.FineTuneJob.id.desc())
+                    )
+                ).all()
+            )

@@ -1,0 +1,410 @@
+"""Interventions: the human coach's messages during a takeover or a draft edit, their analysis, and what
+they teach (the client's profile, the coach's style profile, cross-coach patterns, few-shot examples).
+
+Flow: :meth:`InterventionService.record` stores the intervention with the coach's message (same
+transaction); after commit the caller queues ``analyse_intervention`` → :meth:`InterventionService.analyse`
+(technique, tone, formality, key phrases; the situation's embedding). The client's next message and any
+thumbs queue ``score_interventions`` → :meth:`InterventionService.score_outcomes`. Both then refresh the
+three levels it teaches: the client's L4 ``what_works``, the coach's ``style_profile`` and the anonymised
+:class:`~app.learning.models.InterventionPattern` counts. :meth:`InterventionService.similar` finds the
+coach's own past interventions nearest to a new client message for the prompt (:mod:`app.chat.prompt`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.service import AccountService
+from app.db import models as m
+from app.db.engine import tenant_session
+from app.handoff.signals import sentiment
+from app.handoff.text import one_line
+from app.jobs import JobQueue
+from app.learning.analysis import analyse_message, mood
+from app.learning.style import StyleSample, build_style_profile
+from app.llm.registry import ProviderRegistry
+from app.memory.retrieval import profile_lines
+from app.memory.service import MemoryService
+
+MIN_SIMILARITY = 0.35
+"""MiniLM cosine below which a past intervention is not "a similar situation" (unrelated messages score
+around 0–0.2 with all-MiniLM-L6-v2, paraphrases 0.6+)."""
+
+EXAMPLE_CHARS = 300
+"""Few-shot texts are cut to this many characters (PII-light: the gist, not the whole message)."""
+
+SUCCESS_CHANGE = 0.05
+"""Rise in the client's VADER compound from the situation to their next message that counts as success."""
+
+MEMORY_INSIGHTS = 8
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class FewShotExample:
+    """A past intervention of the coach for the prompt: the client's message (``client_text``), the coach's
+    reply (``coach_text``), both cut to ``EXAMPLE_CHARS``; its ESConv ``strategy`` and the cosine
+    ``similarity`` of its situation to the current client message."""
+
+    id: uuid.UUID
+    client_text: str
+    coach_text: str
+    strategy: str | None
+    similarity: float
+
+
+def what_works_line(strategy: str) -> str:
+    """The L4 ``what_works`` line for a strategy that helped this client."""
+    return f"Responds well to the coach's {strategy.lower()}"
+
+
+def judge_success(thumbs: bool | None, before: float, after: float) -> bool:
+    """Success rule: the client's thumbs on the intervention (or the next AI reply) when given; otherwise the
+    client's next message reads better than the situation (VADER compound rises by ≥ ``SUCCESS_CHANGE``) or
+    is positive (≥ 0.05)."""
+    if thumbs is not None:
+        return thumbs
+    return after - before >= SUCCESS_CHANGE or mood(after) == "positive"
+
+
+class InterventionService:
+    """Records and analyses interventions and finds similar past ones for the prompt."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        registry: ProviderRegistry,
+        accounts: AccountService,
+        memory: MemoryService,
+        jobs: JobQueue,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._registry = registry
+        self._accounts = accounts
+        self._memory = memory
+        self._jobs = jobs
+
+    # ------------------------------------------------------------------ record (in the coach's transaction)
+
+    async def record(
+        self,
+        session: AsyncSession,
+        coach: m.Coach,
+        message: m.Message,
+        *,
+        source: str,
+        handoff_id: uuid.UUID | None,
+        ai_draft: str | None,
+    ) -> m.Intervention:
+        """Store the human-coach ``message`` (flushed, same transaction) as an intervention with its context:
+        the conversation before it as chat messages (at most ``coach.recent_messages``, oldest first), the
+        client's latest message before it and what memory held about the client (L4 profile lines and
+        active insight texts). ``source``: ``takeover`` or ``draft_edit``. The caller queues
+        :meth:`analyse` after commit. Raises ``ValueError`` for an unknown source."""
+        if source not in m.InterventionSource.ALL:
+            raise ValueError(f"unknown intervention source {source!r}")
+        conversation = await session.get_one(m.Conversation, message.conversation_id)
+        earlier = list(
+            (
+                await session.scalars(
+                    select(m.Message)
+                    .where(m.Message.conversation_id == conversation.id, m.Message.id != message.id)
+                    .where(m.Message.created_at <= message.created_at)
+                    .order_by(m.Message.created_at.desc())
+                    .limit(max(coach.recent_messages, 1))
+                )
+            ).all()
+        )[::-1]
+        context = [
+            {"role": "user" if msg.sender_type == m.SenderType.CLIENT else "assistant", "content": msg.text}
+            for msg in earlier
+        ]
+        client_text = next((msg.text for msg in reversed(earlier) if msg.sender_type == m.SenderType.CLIENT), "")
+        memory = await self._memory.client_memory(session, coach.id, conversation.client_id)
+        insights = [i.text for i in memory.insights if i.status == m.InsightStatus.ACTIVE][:MEMORY_INSIGHTS]
+        intervention = m.Intervention(
+            coach_id=coach.id,
+            conversation_id=conversation.id,
+            client_id=conversation.client_id,
+            message_id=message.id,
+            handoff_id=handoff_id,
+            source=source,
+            text=message.text,
+            ai_draft=ai_draft,
+            client_text=client_text,
+            context=context,
+            memory={"profile": profile_lines(memory.profile), "insights": insights},
+            analysis={},
+            outcome={},
+            pattern_counted=False,
+        )
+        session.add(intervention)
+        await session.flush()
+        return intervention
+
+    # ------------------------------------------------------------------ jobs
+
+    async def analyse(self, coach_id: uuid.UUID, intervention_id: uuid.UUID) -> str:
+        """arq job: analyse one intervention (:func:`app.learning.analysis.analyse_message`: ESConv strategy,
+        tone, formality, key phrases), embed its situation (``client_text``) with the coach's embedder for
+        :meth:`similar`, then refresh what it teaches. Idempotent: ``"already analysed"`` the second time;
+        ``"not found"`` for a deleted one. Embeddings are computed outside the transaction."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            found = await session.get(m.Intervention, intervention_id)
+            if found is None:
+                return "not found"
+            if found.analysed_at is not None:
+                return "already analysed"
+            coach = await self._accounts.get_coach(session, coach_id)
+            coach_text, client_text = found.text, found.client_text
+        local = self._registry.local_embedder()
+        vectors = await local.embed([coach_text, client_text] if client_text.strip() else [coach_text])
+        analysis = analyse_message(coach_text, client_text, vectors[0])
+        embedder = self._registry.embedder_for(coach)
+        situation: list[float] | None = None
+        if client_text.strip():
+            situation = vectors[1] if embedder is local else (await embedder.embed([client_text]))[0]
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            intervention = await session.get(m.Intervention, intervention_id, with_for_update=True)
+            if intervention is None:
+                return "not found"
+            if intervention.analysed_at is not None:
+                return "already analysed"
+            intervention.analysis = analysis.as_dict()
+            intervention.strategy = analysis.strategy
+            intervention.embedding = situation
+            intervention.embedding_model = embedder.model if situation is not None else None
+            intervention.analysed_at = _now()
+            await session.flush()
+            await self._learn(session, coach_id, intervention)
+        return f"analysed: {analysis.strategy}"
+
+    async def score_outcomes(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> str:
+        """arq job: the outcome of each of the conversation's interventions once the client has answered.
+
+        ``outcome``: ``{"next_message_id", "sentiment"`` (VADER compound of the client's next message),
+        ``"sentiment_before"`` (of ``client_text``), ``"sentiment_change"``, ``"thumbs"`` (``helpful`` of the
+        client's feedback on the intervention's message, else on the first AI reply before the client's second
+        message after it; ``None`` when unrated)``}``.
+        ``success`` follows :func:`judge_success`. Re-running only changes an intervention whose thumbs
+        changed; the pattern counts are corrected, never counted twice. Returns ``"scored N"``."""
+        scored = 0
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            rows = (
+                await session.execute(
+                    select(m.Intervention, m.Message)
+                    .join(m.Message, m.Message.id == m.Intervention.message_id)
+                    .where(m.Intervention.coach_id == coach_id, m.Intervention.conversation_id == conversation_id)
+                    .order_by(m.Message.created_at)
+                    .with_for_update(of=m.Intervention)
+                )
+            ).all()
+            for intervention, message in rows:
+                later = list(
+                    (
+                        await session.scalars(
+                            select(m.Message)
+                            .where(
+                                m.Message.conversation_id == conversation_id,
+                                m.Message.created_at > message.created_at,
+                                m.Message.sender_type.in_((m.SenderType.CLIENT, m.SenderType.AI)),
+                            )
+                            .order_by(m.Message.created_at)
+                            .limit(20)
+                        )
+                    ).all()
+                )
+                nxt = next((msg for msg in later if msg.sender_type == m.SenderType.CLIENT), None)
+                if nxt is None:
+                    continue
+                clients = [n for n, msg in enumerate(later) if msg.sender_type == m.SenderType.CLIENT]
+                window = later[: clients[1]] if len(clients) > 1 else later  # before the client's second message
+                ai_reply = next((msg for msg in window if msg.sender_type == m.SenderType.AI), None)
+                own = _helpful(message)
+                thumbs = own if own is not None else _helpful(ai_reply)
+                if intervention.success is not None and intervention.outcome.get("thumbs") == thumbs:
+                    continue
+                before, after = sentiment(intervention.client_text), sentiment(nxt.text)
+                previous = intervention.success
+                intervention.outcome = {
+                    "next_message_id": str(nxt.id),
+                    "sentiment": round(after, 4),
+                    "sentiment_before": round(before, 4),
+                    "sentiment_change": round(after - before, 4),
+                    "thumbs": thumbs,
+                    "at": _now().isoformat(),
+                }
+                intervention.success = judge_success(thumbs, before, after)
+                if intervention.pattern_counted and previous is not None and previous != intervention.success:
+                    await self._count_pattern(
+                        session, intervention, uses=0, successes=1 if intervention.success else -1
+                    )
+                scored += 1
+                await session.flush()
+                await self._learn(session, coach_id, intervention, refresh_style=False)
+            if scored:
+                await self._refresh_style(session, coach_id)
+        return f"scored {scored}"
+
+    # ------------------------------------------------------------------ what an intervention teaches
+
+    async def _learn(
+        self, session: AsyncSession, coach_id: uuid.UUID, intervention: m.Intervention, *, refresh_style: bool = True
+    ) -> None:
+        """Once analysed and scored: the pattern count (once), the client's ``what_works``; then the style
+        profile (recomputed from all analysed interventions, so re-running is harmless)."""
+        known = intervention.strategy is not None and intervention.success is not None
+        if known and not intervention.pattern_counted:
+            await self._count_pattern(session, intervention, uses=1, successes=int(bool(intervention.success)))
+            intervention.pattern_counted = True
+        if known and intervention.success and intervention.strategy:
+            await self._add_what_works(session, coach_id, intervention.client_id, intervention.strategy)
+        if refresh_style:
+            await self._refresh_style(session, coach_id)
+
+    async def _count_pattern(
+        self, session: AsyncSession, intervention: m.Intervention, *, uses: int, successes: int
+    ) -> None:
+        situation = str(intervention.analysis.get("client_mood") or mood(sentiment(intervention.client_text)))
+        stmt = insert(m.InterventionPattern).values(
+            id=uuid.uuid4(),
+            strategy=intervention.strategy,
+            situation=situation,
+            uses=uses,
+            successes=max(successes, 0),
+            updated_at=_now(),
+        )
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["strategy", "situation"],
+                set_={
+                    "uses": m.InterventionPattern.uses + uses,
+                    "successes": func.greatest(m.InterventionPattern.successes + successes, 0),
+                    "updated_at": stmt.excluded.updated_at,
+                },
+            )
+        )
+
+    async def _add_what_works(
+        self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, strategy: str
+    ) -> None:
+        """Add one ``what_works`` line per successful strategy (no duplicates), under the profile's lock."""
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"profile:{client_id}"})
+        profile = await session.scalar(select(m.ClientProfile).where(m.ClientProfile.client_id == client_id))
+        line = what_works_line(strategy)
+        if profile is None:
+            session.add(
+                m.ClientProfile(
+                    coach_id=coach_id,
+                    client_id=client_id,
+                    communication_preferences=[],
+                    what_works=[line],
+                    what_doesnt_work=[],
+                    tone="",
+                    sensitive_topics=[],
+                    updated_at=_now(),
+                )
+            )
+        elif line.lower() not in (w.lower() for w in profile.what_works):
+            profile.what_works = [*profile.what_works, line]
+            profile.updated_at = _now()
+
+    async def _refresh_style(self, session: AsyncSession, coach_id: uuid.UUID) -> None:
+        """Recompute ``Coach.style_profile`` from all of the coach's analysed interventions. The coach row is
+        locked first, so two jobs finishing together each see the other's committed analysis."""
+        await session.execute(select(m.Coach.id).where(m.Coach.id == coach_id).with_for_update())
+        rows = (
+            await session.execute(
+                select(
+                    m.Intervention.conversation_id,
+                    m.Intervention.strategy,
+                    m.Intervention.analysis,
+                    m.Intervention.success,
+                )
+                .join(m.Message, m.Message.id == m.Intervention.message_id)
+                .where(
+                    m.Intervention.coach_id == coach_id,
+                    m.Intervention.analysed_at.is_not(None),
+                    m.Intervention.strategy.is_not(None),
+                )
+                .order_by(m.Intervention.conversation_id, m.Message.created_at)
+            )
+        ).all()
+        samples = []
+        for n, (conversation_id, strategy, analysis, success) in enumerate(rows):
+            same = n > 0 and rows[n - 1][0] == conversation_id
+            samples.append(
+                StyleSample(
+                    strategy=str(strategy),
+                    client_mood=str(analysis.get("client_mood", "neutral")),
+                    formality=float(analysis.get("formality", 0.5)),
+                    tone=float(analysis.get("tone", 0.0)),
+                    key_phrases=tuple(analysis.get("key_phrases") or ()),
+                    success=success,
+                    previous_strategy=str(rows[n - 1][1]) if same else None,
+                )
+            )
+        coach = await self._accounts.get_coach(session, coach_id)
+        coach.style_profile = build_style_profile(samples) | {"updated_at": _now().isoformat()}
+
+    # ------------------------------------------------------------------ few-shot retrieval
+
+    async def similar(
+        self,
+        session: AsyncSession,
+        coach_id: uuid.UUID,
+        query_embedding: list[float],
+        embedding_model: str,
+        *,
+        k: int = 3,
+        exclude_conversation_id: uuid.UUID | None = None,
+    ) -> list[FewShotExample]:
+        """Up to ``k`` of the coach's own analysed interventions whose situation (``client_text``) is nearest
+        to ``query_embedding`` (pgvector cosine distance ``<=>``; only vectors of ``embedding_model``;
+        cosine ≥ ``MIN_SIMILARITY``), best first, leaving out those that did not work (``success`` false)
+        and ``exclude_conversation_id``. Must run inside the coach's tenant transaction."""
+        distance = m.Intervention.embedding.cosine_distance(query_embedding)
+        stmt = (
+            select(m.Intervention, (1 - distance).label("similarity"))
+            .where(
+                m.Intervention.coach_id == coach_id,
+                m.Intervention.embedding_model == embedding_model,
+                m.Intervention.embedding.is_not(None),
+                m.Intervention.analysed_at.is_not(None),
+                m.Intervention.success.is_not(False),
+            )
+            .order_by(distance)
+            .limit(k)
+        )
+        if exclude_conversation_id is not None:
+            stmt = stmt.where(m.Intervention.conversation_id != exclude_conversation_id)
+        rows = (await session.execute(stmt)).all()
+        return [
+            FewShotExample(
+                id=row.id,
+                client_text=one_line(row.client_text, EXAMPLE_CHARS),
+                coach_text=one_line(row.text, EXAMPLE_CHARS),
+                strategy=row.strategy,
+                similarity=round(float(similarity), 4),
+            )
+            for row, similarity in rows
+            if similarity >= MIN_SIMILARITY
+        ]
+
+
+def _helpful(message: m.Message | None) -> bool | None:
+    """``meta.feedback.helpful`` of a message (``None`` when unrated or no message)."""
+    if message is None:
+        return None
+    feedback = (message.meta or {}).get("feedback") or {}
+    helpful = feedback.get("helpful")
+    return helpful if isinstance(helpful, bool) else None

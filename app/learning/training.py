@@ -1,0 +1,436 @@
+"""Training data: SFT examples and preference pairs built from feedback and interventions; export.
+
+Where examples come from (rebuilt per conversation by :meth:`TrainingDataService.refresh`, an arq job):
+
+- **SFT** (``kind="sft"``): an AI reply with thumbs up (``meta.feedback.helpful`` and, when rated, rating ≥ 4;
+  source ``thumbs_up``); a human-coach message written during a takeover (``meta.is_handoff``; source
+  ``coach_reply``); an AI draft the coach edited before sending (``meta.edited``; source ``draft_edit``).
+  Replies that are error apologies, notices or crisis replies (``meta.error``, ``meta.notice``,
+  ``meta.crisis``, ``meta.partial_reply``) never qualify, nor do coach messages the client gave a thumbs down.
+- **Preference pairs** (``kind="preference"``): chosen = the coach's reply, rejected = the AI draft it
+  replaced (``meta.ai_draft`` of an edited draft; for a takeover message the ``Intervention.ai_draft`` when
+  set); and chosen = a thumbs-up AI reply, rejected = a thumbs-down AI reply to the same context (the same
+  preceding client message, e.g. a regenerated reply, or the same normalised client text in the
+  conversation; source ``feedback_pair``).
+
+``prompt``: the system message (the coach's persona) and the conversation before the reply as chat messages,
+at most ``coach.recent_messages`` of them (at least the last one), and it must hold a client message.
+``quality`` (0–1) = ``0.7 · signal + 0.3 · length`` where ``signal`` is an AI reply's rating / 5 when rated, else
+0.9 for an edited draft, 0.85 for a takeover reply, 0.8 for an unrated thumbs-up, plus 0.1 (capped at 1) when the
+client gave the coach's own message a thumbs up; ``length`` is 1 for 20–2,000 characters, ``chars / 20``
+below and 0.5 above. The split is fixed per conversation (:func:`split_for`), so a conversation's examples
+never leak across train/validation/test; ``content_hash`` (SHA-256 of prompt, chosen, rejected)
+de-duplicates per coach and kind. Examples that no longer qualify (changed feedback) are deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.service import AccountService
+from app.db import models as m
+from app.db.engine import tenant_session
+from app.errors import InvalidInput, NotFound
+from app.learning.pii import scrub_pii
+
+SPLIT_BUCKETS = ((m.Split.TRAIN, 80), (m.Split.VALIDATION, 90), (m.Split.TEST, 100))
+"""Cumulative percent buckets: 80 % train, 10 % validation, 10 % test (by conversation id hash)."""
+EXCLUDED_META = ("error", "notice", "crisis", "partial_reply")
+"""Metadata keys that mark a reply never worth imitating (error apology, notice, crisis protocol, cut off)."""
+MIN_GOOD_CHARS = 20
+MAX_GOOD_CHARS = 2000
+EXPORT_FORMATS = m.ExampleKind.ALL
+EXPORT_SPLITS = (*m.Split.ALL, "all")
+_SPACES = re.compile(r"\s+")
+_ROLE = {m.SenderType.CLIENT: "user", m.SenderType.AI: "assistant", m.SenderType.HUMAN_COACH: "assistant"}
+
+
+def split_for(conversation_id: uuid.UUID) -> str:
+    """The conversation's split: the first 8 hex digits of SHA-256 of its id, mod 100, into
+    :data:`SPLIT_BUCKETS` (deterministic across processes and runs; all examples of one conversation share
+    it)."""
+    bucket = int(hashlib.sha256(conversation_id.bytes).hexdigest()[:8], 16) % 100
+    return next(name for name, upper in SPLIT_BUCKETS if bucket < upper)
+
+
+def length_score(text: str) -> float:
+    """1 for a reply of 20–2,000 characters, ``chars / 20`` for a shorter one, 0.5 for a longer one."""
+    chars = len(text.strip())
+    if chars < MIN_GOOD_CHARS:
+        return chars / MIN_GOOD_CHARS
+    return 1.0 if chars <= MAX_GOOD_CHARS else 0.5
+
+
+def quality_score(text: str, signal: float) -> float:
+    """``0.7 · signal + 0.3 · length_score(text)``, clamped to 0–1 and rounded to 3 places."""
+    return round(min(1.0, max(0.0, 0.7 * signal + 0.3 * length_score(text))), 3)
+
+
+def content_hash(kind: str, prompt: list[dict[str, Any]], chosen: str, rejected: str | None) -> str:
+    """SHA-256 (hex) of the canonical JSON of kind, prompt, chosen and rejected."""
+    payload = json.dumps([kind, prompt, chosen, rejected], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def normalise(text: str) -> str:
+    """Lower case, collapsed white space, no surrounding punctuation: to find the same client text again."""
+    return _SPACES.sub(" ", text.strip().lower()).strip(" .!?")
+
+
+def sft_line(prompt: list[dict[str, Any]], chosen: str) -> dict[str, Any]:
+    """An SFT example in the OpenAI chat fine-tuning format: ``{"messages": [..., {"role": "assistant",
+    "content": chosen}]}``."""
+    return {"messages": [*prompt, {"role": "assistant", "content": chosen}]}
+
+
+def preference_line(prompt: list[dict[str, Any]], chosen: str, rejected: str) -> dict[str, Any]:
+    """A preference pair in the OpenAI preference (DPO) fine-tuning format: ``{"input": {"messages": [...]},
+    "preferred_output": [{"role": "assistant", ...}], "non_preferred_output": [...]}``."""
+    return {
+        "input": {"messages": prompt},
+        "preferred_output": [{"role": "assistant", "content": chosen}],
+        "non_preferred_output": [{"role": "assistant", "content": rejected}],
+    }
+
+
+def _scrub_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [msg | {"content": scrub_pii(str(msg.get("content", "")))} for msg in messages]
+
+
+def example_line(example: m.TrainingExample, *, scrub: bool) -> str:
+    """One JSONL line (no newline) for ``example`` in its kind's OpenAI format, PII-scrubbed when ``scrub``."""
+    prompt = [dict(msg) for msg in example.prompt]
+    chosen, rejected = example.chosen, example.rejected or ""
+    if scrub:
+        prompt, chosen, rejected = _scrub_messages(prompt), scrub_pii(chosen), scrub_pii(rejected)
+    line = sft_line(prompt, chosen) if example.kind == m.ExampleKind.SFT else preference_line(prompt, chosen, rejected)
+    return json.dumps(line, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    kind: str
+    source: str
+    message_id: uuid.UUID
+    rejected_message_id: uuid.UUID | None
+    prompt: list[dict[str, Any]]
+    chosen: str
+    rejected: str | None
+    quality: float
+
+    @property
+    def content_hash(self) -> str:
+        return content_hash(self.kind, self.prompt, self.chosen, self.rejected)
+
+
+def _feedback(message: m.Message) -> dict[str, Any] | None:
+    feedback = message.meta.get("feedback")
+    return feedback if isinstance(feedback, dict) else None
+
+
+def _thumbs(message: m.Message) -> bool | None:
+    """True for a thumbs up (rating ≥ 4 when rated), False for a thumbs down or a low rating, else None."""
+    feedback = _feedback(message)
+    if feedback is None or feedback.get("helpful") is None:
+        return None
+    rating = feedback.get("rating")
+    if feedback["helpful"] and (rating is None or rating >= 4):
+        return True
+    return False if not feedback["helpful"] or (rating is not None and rating <= 2) else None
+
+
+def _excluded(message: m.Message) -> bool:
+    return not message.text.strip() or any(message.meta.get(key) for key in EXCLUDED_META)
+
+
+class TrainingDataService:
+    """Builds, de-duplicates, splits and exports a coach's training examples."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], accounts: AccountService) -> None:
+        self._sessionmaker = sessionmaker
+        self._accounts = accounts
+
+    async def refresh(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> str:
+        """Rebuild the conversation's SFT examples and preference pairs from its messages (arq job,
+        idempotent: the same messages give the same rows). Returns a one-line summary; a deleted
+        conversation leaves nothing to do."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            conversation = await session.scalar(
+                select(m.Conversation)
+                .where(m.Conversation.id == conversation_id, m.Conversation.coach_id == coach_id)
+                .with_for_update()
+            )
+            if conversation is None:
+                return "conversation gone"
+            coach = await self._accounts.get_coach(session, coach_id)
+            messages = list(
+                (
+                    await session.scalars(
+                        select(m.Message)
+                        .where(m.Message.conversation_id == conversation_id)
+                        .order_by(m.Message.created_at, m.Message.id)
+                    )
+                ).all()
+            )
+            drafts = dict(
+                (
+                    await session.execute(
+                        select(m.Intervention.message_id, m.Intervention.ai_draft).where(
+                            m.Intervention.conversation_id == conversation_id, m.Intervention.ai_draft.is_not(None)
+                        )
+                    )
+                ).all()
+            )
+            wanted = {c.content_hash: c for c in self._candidates(coach, messages, drafts)}
+            existing = list(
+                (
+                    await session.scalars(
+                        select(m.TrainingExample).where(m.TrainingExample.conversation_id == conversation_id)
+                    )
+                ).all()
+            )
+            removed = 0
+            for example in existing:
+                candidate = wanted.pop(example.content_hash, None)
+                if candidate is None:
+                    await session.delete(example)
+                    removed += 1
+                else:
+                    example.quality, example.source = candidate.quality, candidate.source
+            split = split_for(conversation_id)
+            added = 0
+            for hash_, c in wanted.items():
+                result = await session.execute(
+                    insert(m.TrainingExample)
+                    .values(
+                        id=uuid.uuid4(),
+                        coach_id=coach_id,
+                        conversation_id=conversation_id,
+                        kind=c.kind,
+                        source=c.source,
+                        message_id=c.message_id,
+                        rejected_message_id=c.rejected_message_id,
+                        prompt=c.prompt,
+                        chosen=c.chosen,
+                        rejected=c.rejected,
+                        quality=c.quality,
+                        split=split,
+                        content_hash=hash_,
+                    )
+                    .on_conflict_do_nothing(index_elements=["coach_id", "kind", "content_hash"])
+                )
+                added += int(getattr(result, "rowcount", 0) or 0)
+            total = len(existing) - removed + added
+        return f"{total} examples ({added} added, {removed} removed, split {split})"
+
+    def _candidates(
+        self, coach: m.Coach, messages: list[m.Message], drafts: dict[uuid.UUID, str | None]
+    ) -> list[_Candidate]:
+        """Every example the conversation's messages support, in message order."""
+        window = max(coach.recent_messages, 1)
+        out: list[_Candidate] = []
+        client_before: dict[uuid.UUID, m.Message | None] = {}
+        last_client: m.Message | None = None
+        for message in messages:
+            client_before[message.id] = last_client
+            if message.sender_type == m.SenderType.CLIENT:
+                last_client = message
+        for index, message in enumerate(messages):
+            if message.sender_type == m.SenderType.CLIENT or _excluded(message) or client_before[message.id] is None:
+                continue
+            prompt = self._prompt(coach, messages[:index], window)
+            if not any(msg["role"] == "user" for msg in prompt):
+                continue
+            thumbs = _thumbs(message)
+            if message.sender_type == m.SenderType.HUMAN_COACH:
+                if thumbs is False:
+                    continue
+                edited = bool(message.meta.get("edited"))
+                source = m.ExampleSource.DRAFT_EDIT if edited else m.ExampleSource.COACH_REPLY
+                signal = min(1.0, (0.9 if edited else 0.85) + (0.1 if thumbs else 0.0))
+                quality = quality_score(message.text, signal)
+                out.append(_Candidate(m.ExampleKind.SFT, source, message.id, None, prompt, message.text, None, quality))
+                draft = message.meta.get("ai_draft") if edited else drafts.get(message.id)
+                if isinstance(draft, str) and draft.strip() and draft.strip() != message.text.strip():
+                    out.append(
+                        _Candidate(
+                            m.ExampleKind.PREFERENCE, source, message.id, None, prompt, message.text, draft, quality
+                        )
+                    )
+            elif thumbs:
+                feedback = _feedback(message) or {}
+                rating = feedback.get("rating")
+                signal = rating / 5 if isinstance(rating, int) else 0.8
+                quality = quality_score(message.text, signal)
+                out.append(
+                    _Candidate(
+                        m.ExampleKind.SFT,
+                        m.ExampleSource.THUMBS_UP,
+                        message.id,
+                        None,
+                        prompt,
+                        message.text,
+                        None,
+                        quality,
+                    )
+                )
+                for other in self._rejected_twins(message, messages, client_before):
+                    out.append(
+                        _Candidate(
+                            m.ExampleKind.PREFERENCE,
+                            m.ExampleSource.FEEDBACK_PAIR,
+                            message.id,
+                            other.id,
+                            prompt,
+                            message.text,
+                            other.text,
+                            quality,
+                        )
+                    )
+        return out
+
+    @staticmethod
+    def _rejected_twins(
+        chosen: m.Message, messages: list[m.Message], client_before: dict[uuid.UUID, m.Message | None]
+    ) -> list[m.Message]:
+        """Thumbs-down AI replies to the same context as ``chosen``: the same preceding client message, or a
+        client message with the same normalised text."""
+        mine = client_before.get(chosen.id)
+        if mine is None:
+            return []
+        twins: list[m.Message] = []
+        for other in messages:
+            if other.id == chosen.id or other.sender_type != m.SenderType.AI or _excluded(other):
+                continue
+            if _thumbs(other) is not False or other.text.strip() == chosen.text.strip():
+                continue
+            theirs = client_before.get(other.id)
+            if theirs is not None and (theirs.id == mine.id or normalise(theirs.text) == normalise(mine.text)):
+                twins.append(other)
+        return twins
+
+    @staticmethod
+    def _prompt(coach: m.Coach, before: list[m.Message], window: int) -> list[dict[str, Any]]:
+        """System persona and the last ``window`` usable messages before the reply, oldest first."""
+        usable = [msg for msg in before if msg.text.strip() and not msg.meta.get("error")]
+        prompt: list[dict[str, Any]] = [{"role": "system", "content": coach.persona}]
+        prompt += [{"role": _ROLE[msg.sender_type], "content": msg.text} for msg in usable[-window:]]
+        return prompt
+
+    # ------------------------------------------------------------------ export, stats, snapshots
+
+    async def examples(
+        self,
+        coach_id: uuid.UUID,
+        *,
+        kind: str,
+        split: str = "all",
+        ids: list[uuid.UUID] | None = None,
+    ) -> list[m.TrainingExample]:
+        """The coach's examples of ``kind`` in ``split`` (``all``: every split), oldest first; ``ids``
+        restricts them to a snapshot's. Raises ``InvalidInput`` for an unknown kind or split."""
+        if kind not in EXPORT_FORMATS:
+            raise InvalidInput(f"format must be one of {', '.join(EXPORT_FORMATS)}")
+        if split not in EXPORT_SPLITS:
+            raise InvalidInput(f"split must be one of {', '.join(EXPORT_SPLITS)}")
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            stmt = select(m.TrainingExample).where(
+                m.TrainingExample.coach_id == coach_id, m.TrainingExample.kind == kind
+            )
+            if split != "all":
+                stmt = stmt.where(m.TrainingExample.split == split)
+            if ids is not None:
+                stmt = stmt.where(m.TrainingExample.id.in_(ids))
+            stmt = stmt.order_by(m.TrainingExample.created_at, m.TrainingExample.id)
+            return list((await session.scalars(stmt)).all())
+
+    async def export(self, coach_id: uuid.UUID, *, kind: str, split: str = "all", scrub_pii: bool = True) -> list[str]:
+        """JSONL lines (no newlines) of the coach's ``kind`` examples in ``split``: SFT in the OpenAI chat
+        fine-tuning format, preference pairs in the OpenAI preference format (:func:`sft_line`,
+        :func:`preference_line`); e-mails and phone numbers become placeholders when ``scrub_pii``
+        (:mod:`app.learning.pii`). Raises ``InvalidInput`` for an unknown kind or split."""
+        return [example_line(e, scrub=scrub_pii) for e in await self.examples(coach_id, kind=kind, split=split)]
+
+    async def stats(self, coach_id: uuid.UUID) -> dict[str, Any]:
+        """Counts: ``{"sft": {"train", "validation", "test"}, "preference": {...}, "by_source": {source: n},
+        "total": n}``."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            rows = (
+                await session.execute(
+                    select(m.TrainingExample.kind, m.TrainingExample.split, m.TrainingExample.source, func.count())
+                    .where(m.TrainingExample.coach_id == coach_id)
+                    .group_by(m.TrainingExample.kind, m.TrainingExample.split, m.TrainingExample.source)
+                )
+            ).all()
+        out: dict[str, Any] = {kind: dict.fromkeys(m.Split.ALL, 0) for kind in m.ExampleKind.ALL}
+        by_source: Counter[str] = Counter()
+        for kind, split, source, count in rows:
+            out.setdefault(kind, dict.fromkeys(m.Split.ALL, 0))[split] += count
+            by_source[source] += count
+        out["by_source"] = dict(by_source)
+        out["total"] = sum(by_source.values())
+        return out
+
+    async def count_since(
+        self, session: AsyncSession, coach_id: uuid.UUID, since: datetime | None, *, split: str
+    ) -> int:
+        """SFT examples in ``split`` created after ``since`` (``None``: all), in the caller's session."""
+        stmt = select(func.count()).where(
+            m.TrainingExample.coach_id == coach_id,
+            m.TrainingExample.kind == m.ExampleKind.SFT,
+            m.TrainingExample.split == split,
+        )
+        if since is not None:
+            stmt = stmt.where(m.TrainingExample.created_at > since)
+        return int(await session.scalar(stmt) or 0)
+
+    async def snapshot(self, coach_id: uuid.UUID, kind: str, *, scrub_pii: bool = True) -> m.TrainingDataset:
+        """Freeze the coach's current ``kind`` examples as a dataset (ids and per-split counts), e.g. for a
+        fine-tune job. Raises ``InvalidInput`` for an unknown kind."""
+        if kind not in m.ExampleKind.ALL:
+            raise InvalidInput(f"kind must be one of {', '.join(m.ExampleKind.ALL)}")
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            rows = (
+                await session.execute(
+                    select(m.TrainingExample.id, m.TrainingExample.split).where(
+                        m.TrainingExample.coach_id == coach_id, m.TrainingExample.kind == kind
+                    )
+                )
+            ).all()
+            counts = dict.fromkeys(m.Split.ALL, 0) | dict(Counter(split for _, split in rows))
+            dataset = m.TrainingDataset(
+                coach_id=coach_id, kind=kind, example_ids=[id_ for id_, _ in rows], counts=counts, scrub_pii=scrub_pii
+            )
+            session.add(dataset)
+            await session.flush()
+        return dataset
+
+    async def dataset(self, session: AsyncSession, coach_id: uuid.UUID, dataset_id: uuid.UUID) -> m.TrainingDataset:
+        """One of the coach's datasets, in the caller's session. Raises ``NotFound``."""
+        dataset = await session.scalar(
+            select(m.TrainingDataset).where(m.TrainingDataset.id == dataset_id, m.TrainingDataset.coach_id == coach_id)
+        )
+        if dataset is None:
+            raise NotFound("dataset not found")
+        return dataset
+
+    async def purge_conversation(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> int:
+        """Delete the conversation's examples (e.g. the client asked to be forgotten); returns how many."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            result = await session.execute(
+                delete(m.TrainingExample).where(
+                    m.TrainingExample.coach_id == coach_id, m.TrainingExample.conversation_id == conversation_id
+                )
+            )
+        return int(getattr(result, "rowcount", 0) or 0)

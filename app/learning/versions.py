@@ -1,0 +1,345 @@
+"""Model versions (staging → production → retired), the promotion gate and rollback.
+
+A fine-tune that succeeded becomes a ``staging`` version; :meth:`ModelVersionService.evaluate` (an arq job)
+replays the coach's held-out SFT examples (the ``test`` split, else ``validation``, else both) through the
+candidate and through the current model (the production version, else the coach's base ``llm_model``) and
+promotes the candidate only when it measurably beats the current one (:mod:`app.learning.gate`); otherwise the
+version is ``rejected``. The numbers are kept in ``ModelVersion.evaluation``. At most one version per coach is
+in ``production`` (partial unique index); the chat turn serves it through :meth:`ModelVersionService.production`
+and falls back to the base model when it fails. :meth:`ModelVersionService.rollback` retires production and
+restores the previous production version (or the base model).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import openai
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.service import AccountService
+from app.config import Settings
+from app.db import models as m
+from app.db.engine import tenant_session
+from app.errors import Conflict, NotFound
+from app.learning.gate import (
+    EMBEDDING_MARGIN,
+    JUDGE_SCHEMA,
+    MAX_HELD_OUT_EXAMPLES,
+    MIN_HELD_OUT_EXAMPLES,
+    MIN_JUDGE_WIN_RATE,
+    cosine_similarities,
+    decide,
+    win_rate,
+)
+from app.learning.training import TrainingDataService
+from app.llm.base import ChatMessage, ChatProvider, ProviderError, Usage
+from app.llm.registry import ProviderRegistry
+
+METRIC = "mean_cosine_similarity_to_coach_reply"
+REFUSING_ERRORS = (openai.NotFoundError, openai.BadRequestError, openai.PermissionDeniedError)
+"""Provider answers that mean the candidate model cannot serve (deleted, unknown, not allowed): the gate rejects
+it at once instead of retrying."""
+GATE_TEMPERATURE = 0.0
+"""Replies are sampled greedily for the gate, so a re-run compares the same replies."""
+JUDGE_PROMPT = (
+    "You compare two replies an AI coaching assistant could send, against the reply the human coach actually "
+    "sent. Answer which reply (A or B) is closer to the coach's reply in content, technique and tone, or "
+    "'tie'. Reply with JSON only."
+)
+
+
+def model_version_dict(version: m.ModelVersion) -> dict[str, Any]:
+    """A model version as the API shows it (ids as strings, times ISO 8601)."""
+    return {
+        "id": str(version.id),
+        "model": version.model,
+        "base_model": version.base_model,
+        "status": version.status,
+        "fine_tune_job_id": str(version.fine_tune_job_id) if version.fine_tune_job_id else None,
+        "evaluation": version.evaluation,
+        "created_at": version.created_at.isoformat() if version.created_at else None,
+        "promoted_at": version.promoted_at.isoformat() if version.promoted_at else None,
+        "retired_at": version.retired_at.isoformat() if version.retired_at else None,
+    }
+
+
+async def _generate(provider: ChatProvider, prompt: list[ChatMessage], max_tokens: int) -> str:
+    parts: list[str] = []
+    async for chunk in provider.stream(prompt, max_tokens=max_tokens, temperature=GATE_TEMPERATURE):
+        if not isinstance(chunk, Usage):
+            parts.append(chunk)
+    return "".join(parts).strip()
+
+
+class ModelVersionService:
+    """The coach's model versions; promotion only through the gate."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        registry: ProviderRegistry,
+        accounts: AccountService,
+        training: TrainingDataService,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._settings = settings
+        self._registry = registry
+        self._accounts = accounts
+        self._training = training
+
+    async def production(self, session: AsyncSession, coach_id: uuid.UUID) -> m.ModelVersion | None:
+        """The coach's production version in the caller's session (``None``: serve the base model)."""
+        return await session.scalar(
+            select(m.ModelVersion).where(
+                m.ModelVersion.coach_id == coach_id, m.ModelVersion.status == m.ModelVersionStatus.PRODUCTION
+            )
+        )
+
+    async def list_versions(self, coach_id: uuid.UUID) -> list[m.ModelVersion]:
+        """The coach's versions, newest first."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            return list(
+                (
+                    await session.scalars(
+                        select(m.ModelVersion)
+                        .where(m.ModelVersion.coach_id == coach_id)
+                        .order_by(m.ModelVersion.created_at.desc(), m.ModelVersion.id.desc())
+                    )
+                ).all()
+            )
+
+    async def _version(self, session: AsyncSession, coach_id: uuid.UUID, version_id: uuid.UUID) -> m.ModelVersion:
+        version = await session.scalar(
+            select(m.ModelVersion)
+            .where(m.ModelVersion.id == version_id, m.ModelVersion.coach_id == coach_id)
+            .with_for_update()
+        )
+        if version is None:
+            raise NotFound("model version not found")
+        return version
+
+    async def _held_out(self, coach_id: uuid.UUID) -> tuple[str, list[m.TrainingExample]]:
+        """The held-out SFT examples to replay: ``test`` if it has enough, else ``validation``, else both."""
+        test = await self._training.examples(coach_id, kind=m.ExampleKind.SFT, split=m.Split.TEST)
+        if len(test) >= MIN_HELD_OUT_EXAMPLES:
+            return m.Split.TEST, test[:MAX_HELD_OUT_EXAMPLES]
+        validation = await self._training.examples(coach_id, kind=m.ExampleKind.SFT, split=m.Split.VALIDATION)
+        if len(validation) >= MIN_HELD_OUT_EXAMPLES:
+            return m.Split.VALIDATION, validation[:MAX_HELD_OUT_EXAMPLES]
+        return "test+validation", (test + validation)[:MAX_HELD_OUT_EXAMPLES]
+
+    async def evaluate(self, coach_id: uuid.UUID, version_id: uuid.UUID) -> str:
+        """arq job: the promotion gate for a ``staging`` version (others are left as they are). Replays the
+        held-out examples through the candidate and the current model with
+        ``registry.chat_for(coach, model=...)`` (temperature 0, ``settings.llm_max_tokens``), embeds the
+        replies and the coach's actual replies with ``registry.embedder_for(coach)`` and compares the mean
+        cosine similarity; with ``coach.judge_model`` set, also the judge's win rate. Promotes (retiring the
+        current production version) or rejects, storing ``evaluation`` ``{"metric", "split", "examples",
+        "candidate", "current", "current_model", "margin", "judge", "passed", "reason", "at"}``. Fewer than
+        :data:`MIN_HELD_OUT_EXAMPLES` held-out examples, or a candidate the endpoint refuses to serve (404, 400,
+        403): rejected with that reason. Raises ``ProviderError`` (retried by the worker) when a model cannot
+        be reached."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            version = await self._version(session, coach_id, version_id)
+            if version.status != m.ModelVersionStatus.STAGING:
+                return f"not in staging ({version.status})"
+            coach = await self._accounts.get_coach(session, coach_id)
+            current_version = await self.production(session, coach_id)
+            candidate_model = version.model
+        current_model = current_version.model if current_version is not None else (coach.llm_model or "")
+        split, held_out = await self._held_out(coach_id)
+        evaluation: dict[str, Any] = {
+            "metric": METRIC,
+            "split": split,
+            "examples": len(held_out),
+            "min_examples": MIN_HELD_OUT_EXAMPLES,
+            "margin": EMBEDDING_MARGIN,
+            "candidate_model": candidate_model,
+            "current_model": current_model,
+            "current_version_id": str(current_version.id) if current_version is not None else None,
+            "candidate": None,
+            "current": None,
+            "judge": None,
+        }
+        if len(held_out) < MIN_HELD_OUT_EXAMPLES:
+            passed, reason = False, f"only {len(held_out)} held-out examples (at least {MIN_HELD_OUT_EXAMPLES})"
+        else:
+            passed, reason = await self._replay(coach, candidate_model, current_model, held_out, evaluation)
+        evaluation |= {"passed": passed, "reason": reason, "at": datetime.now(UTC).isoformat()}
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            version = await self._version(session, coach_id, version_id)
+            if version.status != m.ModelVersionStatus.STAGING:
+                return f"decided meanwhile ({version.status})"
+            version.evaluation = evaluation
+            if passed:
+                await self._make_production(session, coach_id, version)
+            else:
+                version.status = m.ModelVersionStatus.REJECTED
+            status = version.status
+        return f"{status}: {reason}"
+
+    async def _replay(
+        self,
+        coach: m.Coach,
+        candidate_model: str,
+        current_model: str,
+        held_out: list[m.TrainingExample],
+        evaluation: dict[str, Any],
+    ) -> tuple[bool, str]:
+        """Generate with both models, score, judge; fills ``evaluation`` and returns ``(passed, reason)``."""
+        max_tokens = self._settings.llm_max_tokens
+        candidate_chat = self._registry.chat_for(coach, model=candidate_model)
+        current_chat = self._registry.chat_for(coach, model=current_model or None)
+        prompts: list[list[ChatMessage]] = [
+            [ChatMessage(role=msg["role"], content=msg["content"]) for msg in example.prompt] for example in held_out
+        ]
+        try:
+            candidate_replies = [await _generate(candidate_chat, prompt, max_tokens) for prompt in prompts]
+        except ProviderError as exc:
+            if isinstance(exc.__cause__, REFUSING_ERRORS):
+                return False, f"the candidate model cannot be used: {exc}"
+            raise
+        current_replies = [await _generate(current_chat, prompt, max_tokens) for prompt in prompts]
+        references = [example.chosen for example in held_out]
+        embedder = self._registry.embedder_for(coach)
+        vectors = await embedder.embed(candidate_replies + current_replies + references)
+        n = len(held_out)
+        candidate_sims = cosine_similarities(vectors[:n], vectors[2 * n :])
+        current_sims = cosine_similarities(vectors[n : 2 * n], vectors[2 * n :])
+        candidate_score = sum(candidate_sims) / n
+        current_score = sum(current_sims) / n
+        evaluation |= {
+            "candidate": round(candidate_score, 4),
+            "current": round(current_score, 4),
+            "embedding_model": embedder.model,
+        }
+        judged: float | None = None
+        if coach.judge_model:
+            verdicts = await self._judge(coach, prompts, candidate_replies, current_replies, references)
+            judged = win_rate(verdicts)
+            evaluation["judge"] = {
+                "model": coach.judge_model,
+                "win_rate": None if judged is None else round(judged, 4),
+                "min_win_rate": MIN_JUDGE_WIN_RATE,
+                "verdicts": dict((v, verdicts.count(v)) for v in ("candidate", "current", "tie")),
+            }
+        decision = decide(candidate_score, current_score, judged)
+        return decision.passed, decision.reason
+
+    async def _judge(
+        self,
+        coach: m.Coach,
+        prompts: list[list[ChatMessage]],
+        candidate: list[str],
+        current: list[str],
+        references: list[str],
+    ) -> list[str]:
+        """Pairwise verdicts (``candidate``/``current``/``tie``); the candidate is A on even examples, B on
+        odd ones. An unreadable verdict counts as a tie."""
+        judge = self._registry.chat_for(coach, model=coach.judge_model)
+        verdicts: list[str] = []
+        for index, prompt in enumerate(prompts):
+            a, b = (candidate[index], current[index]) if index % 2 == 0 else (current[index], candidate[index])
+            conversation = "\n".join(f"{msg['role']}: {msg['content']}" for msg in prompt if msg["role"] != "system")
+            user = (
+                f"Conversation:\n{conversation}\n\nThe coach's reply:\n{references[index]}\n\n"
+                f"Reply A:\n{a}\n\nReply B:\n{b}"
+            )
+            raw = await judge.complete_json(
+                [ChatMessage(role="system", content=JUDGE_PROMPT), ChatMessage(role="user", content=user)],
+                schema=JUDGE_SCHEMA,
+                name="verdict",
+                max_tokens=20,
+                temperature=0.0,
+            )
+            try:
+                winner = json.loads(raw).get("winner")
+            except (ValueError, AttributeError):
+                winner = "tie"
+            if winner == "tie" or winner not in ("A", "B"):
+                verdicts.append("tie")
+            else:
+                candidate_is_a = index % 2 == 0
+                verdicts.append("candidate" if (winner == "A") == candidate_is_a else "current")
+        return verdicts
+
+    async def _make_production(self, session: AsyncSession, coach_id: uuid.UUID, version: m.ModelVersion) -> None:
+        """Retire the current production version (if another) and put ``version`` in production."""
+        now = datetime.now(UTC)
+        current = await self.production(session, coach_id)
+        if current is not None and current.id != version.id:
+            current.status = m.ModelVersionStatus.RETIRED
+            current.retired_at = now
+            await session.flush()
+        version.status = m.ModelVersionStatus.PRODUCTION
+        version.promoted_at = now
+        version.retired_at = None
+        version.evaluation = {k: v for k, v in version.evaluation.items() if k != "rolled_back_at"}
+        await session.flush()
+
+    async def promote(self, coach_id: uuid.UUID, version_id: uuid.UUID, *, force: bool = False) -> m.ModelVersion:
+        """Put a version in production: at once when its evaluation passed (or ``force``: the coach overrides
+        the gate, recorded as ``evaluation.forced``), otherwise through the gate (:meth:`evaluate`; a rejected
+        or retired version is evaluated again). Raises ``NotFound`` and ``Conflict`` when the gate refuses
+        (the evaluation is kept)."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            version = await self._version(session, coach_id, version_id)
+            if version.status == m.ModelVersionStatus.PRODUCTION:
+                return version
+            if force or version.evaluation.get("passed"):
+                if force:
+                    version.evaluation = dict(version.evaluation) | {
+                        "forced": True,
+                        "forced_at": datetime.now(UTC).isoformat(),
+                    }
+                await self._make_production(session, coach_id, version)
+                return version
+            version.status = m.ModelVersionStatus.STAGING
+        try:
+            await self.evaluate(coach_id, version_id)
+        except ProviderError as exc:
+            raise Conflict(f"the promotion gate could not run: {exc}") from exc
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            version = await self._version(session, coach_id, version_id)
+        if version.status != m.ModelVersionStatus.PRODUCTION:
+            raise Conflict(f"the promotion gate refused: {version.evaluation.get('reason', 'not better')}")
+        return version
+
+    async def rollback(self, coach_id: uuid.UUID) -> m.ModelVersion | None:
+        """Retire the production version (marked ``evaluation.rolled_back_at``, so it is never restored by a
+        later rollback) and restore the previous one (the most recently retired version that was once in
+        production and was not rolled back); ``None`` when there is none: the coach's base model serves. Raises
+        ``Conflict`` when no version is in production."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            current = await self.production(session, coach_id)
+            if current is None:
+                raise Conflict("no model version is in production")
+            now = datetime.now(UTC)
+            current.status = m.ModelVersionStatus.RETIRED
+            current.retired_at = now
+            current.evaluation = dict(current.evaluation) | {"rolled_back_at": now.isoformat()}
+            await session.flush()
+            previous = await session.scalar(
+                select(m.ModelVersion)
+                .where(
+                    m.ModelVersion.coach_id == coach_id,
+                    m.ModelVersion.status == m.ModelVersionStatus.RETIRED,
+                    m.ModelVersion.promoted_at.is_not(None),
+                    m.ModelVersion.id != current.id,
+                    ~m.ModelVersion.evaluation.has_key("rolled_back_at"),
+                )
+                .order_by(m.ModelVersion.retired_at.desc().nulls_last(), m.ModelVersion.promoted_at.desc())
+                .limit(1)
+            )
+            if previous is not None:
+                previous.status = m.ModelVersionStatus.PRODUCTION
+                previous.promoted_at = now
+                previous.retired_at = None
+                await session.flush()
+            return previous

@@ -1,0 +1,463 @@
+"""Fine-tunes, model versions, the promotion gate and rollback through the real app, PostgreSQL, the arq worker
+and the local MiniLM embedder. The coach's OpenAI endpoint is mocked with respx in the recorded wire format of
+the files (``POST /v1/files``), fine-tuning (``POST /v1/fine_tuning/jobs``, ``GET /v1/fine_tuning/jobs/{id}``)
+and chat completions endpoints; chat replies depend on the ``model`` in the request body."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from sqlalchemy import select
+
+from app.container import Container
+from app.db import models as m
+from tests.integration.handoff.test_handoff_flow import Setup, new_setup
+from tests.integration.learning.test_training_data import refresh, seed_conversation
+from tests.openai_wire import MOCK_BASE_URL, mock_openai, openai_completion, openai_error, openai_sse, sse_response
+
+__all__ = ["new_setup"]  # fixture used by name below
+
+BASE = "gpt-4o-mini"
+"""The coach's chat model (``MOCK_ENDPOINT_SETTINGS``): the current model until a version is promoted."""
+FT_BASE = "gpt-4o-mini-2024-07-18"
+COACH_REPLY = "Notice the feeling without judging it, then name one small step you can take today."
+CLOSE_REPLY = "Notice the feeling without judging it, and choose one small step for today."
+GONE = "ft:gpt-4o-mini-2024-07-18:opencoach::deleted"
+FAR_REPLY = "The Eiffel Tower is 330 metres tall and was finished in 1889 in Paris."
+
+
+def file_object(file_id: str, filename: str, size: int) -> dict[str, Any]:
+    """``POST /v1/files`` response (OpenAI API reference, "The file object")."""
+    return {
+        "object": "file",
+        "id": file_id,
+        "purpose": "fine-tune",
+        "filename": filename,
+        "bytes": size,
+        "created_at": 1741802000,
+        "expires_at": None,
+        "status": "processed",
+        "status_details": None,
+    }
+
+
+def job_object(job_id: str, status: str, **fields: Any) -> dict[str, Any]:
+    """A fine-tuning job (OpenAI API reference, "The fine-tuning job object")."""
+    body: dict[str, Any] = {
+        "object": "fine_tuning.job",
+        "id": job_id,
+        "model": FT_BASE,
+        "created_at": 1741802100,
+        "finished_at": None,
+        "fine_tuned_model": None,
+        "organization_id": "org-3Jx5Kq8b2Tn0vWc1",
+        "result_files": [],
+        "status": status,
+        "validation_file": "file-val789",
+        "training_file": "file-train123",
+        "hyperparameters": {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"},
+        "trained_tokens": None,
+        "error": None,
+        "seed": 1837592044,
+        "estimated_finish": None,
+        "integrations": [],
+        "metadata": None,
+        "user_provided_suffix": "opencoach",
+        "method": {
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
+            },
+        },
+    }
+    return body | fields
+
+
+def words(text: str) -> set[str]:
+    return set(text.lower().replace(",", " ").replace(".", " ").split())
+
+
+def judge(user: str) -> str:
+    """The mocked judge's verdict: the reply sharing more words with the coach's reply, or a tie."""
+    reference = user.split("The coach's reply:\n", 1)[1].split("\n\nReply A:\n", 1)[0]
+    a, b = user.split("Reply A:\n", 1)[1].split("\n\nReply B:\n", 1)
+    overlap_a, overlap_b = len(words(a) & words(reference)), len(words(b) & words(reference))
+    return "tie" if overlap_a == overlap_b else "A" if overlap_a > overlap_b else "B"
+
+
+def jsonl_in(multipart: bytes) -> list[dict[str, Any]]:
+    """The JSON lines of an uploaded file inside a multipart/form-data body."""
+    return [json.loads(line) for line in multipart.decode().splitlines() if line.startswith("{")]
+
+
+class FakeOpenAI:
+    """The mocked endpoint: files, fine-tuning jobs that walk through ``statuses``, and chat completions whose
+    reply depends on the requested model (``replies``); a non-streamed request is the gate's judge."""
+
+    def __init__(self, router: respx.MockRouter, statuses: list[dict[str, Any]]) -> None:
+        self.router = router
+        self.statuses = statuses
+        self.uploads: list[bytes] = []
+        self.created: list[dict[str, Any]] = []
+        self.replies: dict[str, str] = {}
+        self.listed: list[dict[str, Any]] = []
+        router.route(host="127.0.0.1").pass_through()
+        router.post(f"{MOCK_BASE_URL}/files", name="files").mock(side_effect=self._file)
+        router.post(f"{MOCK_BASE_URL}/fine_tuning/jobs", name="create_job").mock(side_effect=self._create)
+        router.get(url__regex=rf"{MOCK_BASE_URL}/fine_tuning/jobs/ftjob-[A-Za-z0-9]+$", name="get_job").mock(
+            side_effect=self._get
+        )
+        router.post(f"{MOCK_BASE_URL}/chat/completions", name="completions").mock(side_effect=self._chat)
+        router.get(host="llm.example.test", path="/v1/fine_tuning/jobs", name="list_jobs").mock(
+            side_effect=lambda request: httpx.Response(
+                200, json={"object": "list", "data": self.listed, "has_more": False}
+            )
+        )
+
+    def _file(self, request: httpx.Request) -> httpx.Response:
+        self.uploads.append(request.content)
+        name = "train" if len(self.uploads) == 1 else "val"
+        return httpx.Response(200, json=file_object(f"file-{name}{len(self.uploads)}", f"{name}.jsonl", 2048))
+
+    def _create(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        self.created.append(body)
+        return httpx.Response(200, json=job_object("ftjob-abc123", "validating_files"))
+
+    def _get(self, request: httpx.Request) -> httpx.Response:
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        return httpx.Response(200, json=job_object("ftjob-abc123", **status))
+
+    def _chat(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if not body.get("stream"):
+            return openai_completion(json.dumps({"winner": judge(body["messages"][-1]["content"])}))
+        if body["model"] == GONE:
+            message = f"The model `{GONE}` does not exist or you do not have access to it."
+            return openai_error(404, message, "invalid_request_error", "model_not_found")
+        return sse_response(openai_sse([self.replies.get(body["model"], FAR_REPLY)], (60, 12)))
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[Callable[[list[dict[str, Any]]], FakeOpenAI]]:
+    with mock_openai() as router:
+        yield lambda statuses: FakeOpenAI(router, statuses)
+
+
+async def seed(
+    container: Container, setup: Setup, run_jobs: Callable[[], Awaitable[None]], counts: dict[str, int]
+) -> None:
+    """``counts[split]`` conversations with one coach reply each (distinct client texts), refreshed."""
+    for split, count in counts.items():
+        for index in range(count):
+            conv = await seed_conversation(
+                container,
+                uuid.UUID(setup.coach.coach_id),
+                uuid.UUID(setup.client_id),
+                [(f"I feel overwhelmed by work, day {index} ({split}, {uuid.uuid4().hex[:6]}).", COACH_REPLY)],
+                split=split,
+            )
+            await refresh(container, run_jobs, setup.coach.coach_id, conv)
+
+
+async def add_version(container: Container, setup: Setup, model: str, status: str = "staging") -> uuid.UUID:
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    async with container.tenant(coach_id) as session:
+        version = m.ModelVersion(coach_id=coach_id, model=model, base_model=FT_BASE, status=status)
+        session.add(version)
+        await session.flush()
+        return version.id
+
+
+async def test_readiness_needs_enough_new_examples_and_enough_days(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    setup = await new_setup("Ready Coach", fine_tune_min_examples=3, fine_tune_min_days=7)
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    off = await container.fine_tunes.readiness(coach_id)
+    assert not off.ready and not off.enabled and "turned off" in off.reason
+
+    await http.patch("/api/v1/settings", headers=setup.coach.headers, json={"fine_tune_enabled": True})
+    await seed(container, setup, run_jobs, {"train": 2, "test": 2})
+    few = await container.fine_tunes.readiness(coach_id)
+    assert (few.ready, few.new_examples, few.min_examples) == (False, 2, 3) and "2 of 3" in few.reason
+
+    await seed(container, setup, run_jobs, {"train": 1})
+    ready = await container.fine_tunes.readiness(coach_id)
+    assert ready.ready and ready.new_examples == 3 and ready.days_since_last is None and ready.reason == ""
+    assert (await http.get("/api/v1/learning/training", headers=setup.coach.headers)).json()["readiness"]["ready"]
+
+    async with container.tenant(coach_id) as session:
+        session.add(
+            m.FineTuneJob(
+                coach_id=coach_id,
+                base_model=FT_BASE,
+                status=m.FineTuneStatus.SUCCEEDED,
+                created_at=datetime.now(UTC) - timedelta(days=2),
+            )
+        )
+    too_recent = await container.fine_tunes.readiness(coach_id)
+    assert not too_recent.ready and too_recent.new_examples == 3
+    assert 1.9 < (too_recent.days_since_last or 0) < 2.1 and "days since the last fine-tune" in too_recent.reason
+
+    # examples older than the last job are not new
+    async with container.tenant(coach_id) as session:
+        rows = (await session.scalars(select(m.TrainingExample).where(m.TrainingExample.coach_id == coach_id))).all()
+        for row in rows:
+            row.created_at = datetime.now(UTC) - timedelta(days=3)
+    stale = await container.fine_tunes.readiness(coach_id)
+    assert not stale.ready and stale.new_examples == 0 and "0 of 3" in stale.reason
+
+
+async def test_a_fine_tune_runs_from_upload_to_a_promoted_model_version(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+) -> None:
+    """POST /fine-tunes → the worker uploads train and validation JSONL and creates the job; polls record
+    running then succeeded (trained tokens, cost); the staging version passes the gate (it replies like the
+    coach, the base model does not) and serves in production."""
+    api = fake_openai(
+        [
+            {"status": "running"},
+            {
+                "status": "succeeded",
+                "fine_tuned_model": "ft:gpt-4o-mini-2024-07-18:opencoach:opencoach:AbC123",
+                "trained_tokens": 120_000,
+                "finished_at": 1741805700,
+            },
+        ]
+    )
+    api.replies = {"ft:gpt-4o-mini-2024-07-18:opencoach:opencoach:AbC123": CLOSE_REPLY, BASE: FAR_REPLY}
+    setup = await new_setup("Tuning Coach")
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    none = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers)
+    assert none.status_code == 409 and "train" in none.text, "no train examples yet"
+
+    await seed(container, setup, run_jobs, {"train": 3, "validation": 1, "test": 5})
+    created = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers, json={"method": "supervised"})
+    assert created.status_code == 201, created.text
+    job = created.json()
+    assert job["status"] == "preparing" and job["base_model"] == FT_BASE
+    again = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers)
+    assert again.status_code == 409, "one job at a time"
+
+    await run_jobs()  # start (upload, create) and the first poll
+    [listed] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+    assert listed["status"] == "running" and listed["provider_job_id"] == "ftjob-abc123"
+    assert (listed["training_file_id"], listed["validation_file_id"]) == ("file-train1", "file-val2")
+    train_lines = jsonl_in(api.uploads[0])
+    assert len(train_lines) == 3 and all(line["messages"][-1]["content"] == COACH_REPLY for line in train_lines)
+    assert len(jsonl_in(api.uploads[1])) == 1
+    assert api.created == [
+        {
+            "model": FT_BASE,
+            "training_file": "file-train1",
+            "validation_file": "file-val2",
+            "method": {"type": "supervised"},
+            "suffix": "opencoach",
+            "metadata": {"opencoach_job_id": job["id"]},
+        }
+    ]
+    assert await container.fine_tunes.start(coach_id, uuid.UUID(job["id"])) == "already started (running)"
+    assert len(api.uploads) == 2, "a retried start uploads nothing"
+
+    assert "succeeded" in await container.fine_tunes.poll(coach_id, uuid.UUID(job["id"]))
+    await run_jobs()  # the promotion gate
+    [done] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+    assert done["status"] == "succeeded" and done["trained_tokens"] == 120_000
+    assert done["cost_estimate_usd"] == pytest.approx(0.36) and done["finished_at"].startswith("2025-03-12")
+    [version] = (await http.get("/api/v1/learning/models", headers=setup.coach.headers)).json()
+    assert version["status"] == "production" and version["fine_tune_job_id"] == job["id"]
+    evaluation = version["evaluation"]
+    assert evaluation["passed"] and evaluation["split"] == "test" and evaluation["examples"] == 5
+    assert evaluation["candidate"] > evaluation["current"] + evaluation["margin"]
+    assert evaluation["current_model"] == BASE
+    async with container.tenant(coach_id) as session:
+        production = await container.model_versions.production(session, coach_id)
+    assert production is not None and production.model == "ft:gpt-4o-mini-2024-07-18:opencoach:opencoach:AbC123"
+    assert "already" in await container.fine_tunes.poll(coach_id, uuid.UUID(job["id"]))
+
+
+async def test_a_failed_fine_tune_records_the_providers_error(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+) -> None:
+    message = "The job failed due to an invalid training file. Expected file to have JSONL format."
+    fake_openai(
+        [
+            {
+                "status": "failed",
+                "error": {"code": "invalid_training_file", "message": message, "param": "training_file"},
+                "finished_at": 1741802400,
+            }
+        ]
+    )
+    setup = await new_setup("Failing Coach")
+    await seed(container, setup, run_jobs, {"train": 1})
+    created = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers)
+    assert created.status_code == 201, created.text
+    await run_jobs()
+    [job] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+    assert job["status"] == "failed" and job["error"] == message and job["finished_at"] is not None
+    assert job["validation_file_id"] is None, "no validation examples: no validation file"
+    assert (await http.get("/api/v1/learning/models", headers=setup.coach.headers)).json() == []
+    bad = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers, json={"method": "rlhf"})
+    assert bad.status_code == 400
+
+
+async def test_the_gate_refuses_a_worse_model_and_rollback_restores_the_previous_one(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+) -> None:
+    """A candidate whose replies are far from the coach's (the current model's are close) is rejected with
+    its numbers; with too few held-out examples the gate refuses; a better one (also by the LLM judge) is
+    promoted; rollback restores the previous production version, then the base model."""
+    api = fake_openai([{"status": "running"}])
+    setup = await new_setup("Gate Coach", judge_model="gpt-4o")
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    api.replies = {BASE: CLOSE_REPLY, "ft:worse": FAR_REPLY, "ft:better": COACH_REPLY, "ft:best": COACH_REPLY}
+
+    early = await add_version(container, setup, "ft:early")
+    await container.model_versions.evaluate(coach_id, early)
+    [refused] = (await http.get("/api/v1/learning/models", headers=setup.coach.headers)).json()
+    assert refused["status"] == "rejected" and "held-out examples" in refused["evaluation"]["reason"]
+
+    await seed(container, setup, run_jobs, {"test": 5})
+    gone = await add_version(container, setup, GONE)
+    assert "cannot be used" in await container.model_versions.evaluate(coach_id, gone)
+
+    worse = await add_version(container, setup, "ft:worse")
+    assert (await container.model_versions.evaluate(coach_id, worse)).startswith("rejected")
+    promote_worse = await http.post(f"/api/v1/learning/models/{worse}/promote", headers=setup.coach.headers)
+    assert promote_worse.status_code == 409 and "refused" in promote_worse.text
+    versions = {v["model"]: v for v in (await http.get("/api/v1/learning/models", headers=setup.coach.headers)).json()}
+    evaluation = versions["ft:worse"]["evaluation"]
+    assert versions["ft:worse"]["status"] == "rejected" and evaluation["candidate"] < evaluation["current"]
+    assert evaluation["judge"]["win_rate"] == 0.0 and evaluation["current_model"] == BASE
+
+    better = await add_version(container, setup, "ft:better")
+    promoted = await http.post(f"/api/v1/learning/models/{better}/promote", headers=setup.coach.headers)
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["status"] == "production" and promoted.json()["evaluation"]["judge"]["win_rate"] == 1.0
+
+    # "ft:best" replies like "ft:better": not better than production by the margin → forced by the coach
+    best = await add_version(container, setup, "ft:best")
+    refused_best = await http.post(f"/api/v1/learning/models/{best}/promote", headers=setup.coach.headers)
+    assert refused_best.status_code == 409
+    forced = await http.post(
+        f"/api/v1/learning/models/{best}/promote", headers=setup.coach.headers, json={"force": True}
+    )
+    assert forced.status_code == 200 and forced.json()["evaluation"]["forced"] is True
+
+    rolled = await http.post("/api/v1/learning/models/rollback", headers=setup.coach.headers)
+    assert rolled.status_code == 200 and rolled.json()["production"]["model"] == "ft:better"
+    to_base = await http.post("/api/v1/learning/models/rollback", headers=setup.coach.headers)
+    assert to_base.status_code == 200 and to_base.json() == {"production": None}
+    statuses = {
+        v["model"]: v["status"] for v in (await http.get("/api/v1/learning/models", headers=setup.coach.headers)).json()
+    }
+    assert statuses == {
+        "ft:early": "rejected",
+        GONE: "rejected",
+        "ft:worse": "rejected",
+        "ft:better": "retired",
+        "ft:best": "retired",
+    }
+    nothing = await http.post("/api/v1/learning/models/rollback", headers=setup.coach.headers)
+    assert nothing.status_code == 409
+
+    # tenancy: another coach sees none of it and cannot act on it
+    other = await new_setup("Other Gate Coach")
+    assert (await http.get("/api/v1/learning/models", headers=other.coach.headers)).json() == []
+    assert (await http.get("/api/v1/learning/fine-tunes", headers=other.coach.headers)).json() == []
+    assert (
+        await http.post(f"/api/v1/learning/models/{better}/promote", headers=other.coach.headers)
+    ).status_code == 404
+    assert (await http.post("/api/v1/learning/models/rollback", headers=other.coach.headers)).status_code == 409
+    assert (
+        await http.post(f"/api/v1/learning/models/{uuid.uuid4()}/promote", headers=setup.coach.headers)
+    ).status_code == 404
+    assert (await http.post("/api/v1/learning/models/not-a-uuid/promote", headers=setup.coach.headers)).status_code in (
+        400,
+        404,
+    )
+    bad_body = await http.post(
+        f"/api/v1/learning/models/{better}/promote", headers=setup.coach.headers, json={"force": "yes"}
+    )
+    assert bad_body.status_code == 400
+
+
+async def test_the_sweep_starts_a_fine_tune_for_a_ready_coach_and_polls_it(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+) -> None:
+    """The cron's sweep starts a job once the readiness rule holds, then polls it instead of starting another."""
+    api = fake_openai([{"status": "queued"}, {"status": "running"}])
+    setup = await new_setup("Swept Coach", fine_tune_enabled=True, fine_tune_min_examples=2, fine_tune_min_days=0)
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    await seed(container, setup, run_jobs, {"train": 1})
+    await container.fine_tunes.sweep()
+    assert await container.fine_tunes.list_jobs(coach_id) == [], "one example of two: not ready"
+
+    await seed(container, setup, run_jobs, {"train": 1})
+    await container.fine_tunes.sweep()
+    [job] = await container.fine_tunes.list_jobs(coach_id)
+    assert job.status == m.FineTuneStatus.PREPARING
+    await run_jobs()
+    [job] = await container.fine_tunes.list_jobs(coach_id)
+    assert job.status == m.FineTuneStatus.QUEUED and len(api.created) == 1
+
+    await container.fine_tunes.sweep()
+    [job] = await container.fine_tunes.list_jobs(coach_id)
+    assert job.status == m.FineTuneStatus.RUNNING and len(api.created) == 1
+    readiness = (await http.get("/api/v1/learning/training", headers=setup.coach.headers)).json()["readiness"]
+    assert readiness["ready"] is False and "running" in readiness["reason"]
+
+
+async def test_a_retried_start_reuses_the_provider_job_of_the_interrupted_try(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+) -> None:
+    """A try that uploaded the training file and created the provider job, then died before storing the job
+    id: the retry finds the job by its metadata and neither uploads the training file nor creates a job."""
+    api = fake_openai([{"status": "running"}])
+    setup = await new_setup("Retried Coach")
+    await seed(container, setup, run_jobs, {"train": 1})
+    created = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers)
+    job_id = uuid.UUID(created.json()["id"])
+    async with container.tenant(uuid.UUID(setup.coach.coach_id)) as session:
+        job = await session.get(m.FineTuneJob, job_id)
+        assert job is not None
+        job.training_file_id = "file-uploaded-before"
+    api.listed = [job_object("ftjob-abc123", "queued", metadata={"opencoach_job_id": str(job_id)})]
+    await run_jobs()
+    [listed] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+    assert listed["provider_job_id"] == "ftjob-abc123" and listed["training_file_id"] == "file-uploaded-before"
+    assert api.uploads == [] and api.created == []
+    query = api.router.routes["list_jobs"].calls[0].request.url.params
+    assert query["metadata[opencoach_job_id]"] == str(job_id)

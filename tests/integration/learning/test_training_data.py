@@ -1,0 +1,315 @@
+"""Training data end to end through the real app, PostgreSQL and the arq worker: a draft edit and a takeover
+yield SFT examples and preference pairs in one split; thumbs up/down make examples appear and disappear; the
+export endpoint per format and split; tenancy and bad parameters.
+
+Only the coach's OpenAI-compatible endpoint is mocked (OpenAI wire format)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import respx
+from sqlalchemy import select
+
+from app.container import Container
+from app.db import models as m
+from app.jobs import JobQueue
+from app.learning.training import split_for
+from tests.integration.handoff.test_handoff_flow import REPLY, Setup, chat, llm_api, new_setup
+from tests.openai_wire import MOCK_BASE_URL, openai_sse, sse_response
+from tests.unit.test_training_data import check_preference_line, check_sft_line
+
+__all__ = ["llm_api", "new_setup"]  # fixtures used by name below
+
+
+def conversation_id_in(split: str) -> uuid.UUID:
+    """A new conversation id that :func:`split_for` puts in ``split``."""
+    while True:
+        candidate = uuid.uuid4()
+        if split_for(candidate) == split:
+            return candidate
+
+
+async def seed_conversation(
+    container: Container,
+    coach_id: uuid.UUID,
+    client_id: uuid.UUID,
+    turns: list[tuple[str, str]],
+    *,
+    split: str,
+    ai_draft: str | None = None,
+) -> uuid.UUID:
+    """A stored conversation in ``split``: each turn a client message and the coach's takeover reply (an
+    edited draft with ``ai_draft`` when given). Returns its id."""
+    conversation_id = conversation_id_in(split)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    async with container.tenant(coach_id) as session:
+        session.add(m.Conversation(id=conversation_id, coach_id=coach_id, client_id=client_id))
+        await session.flush()
+        for index, (client_text, coach_text) in enumerate(turns):
+            at = start + timedelta(minutes=2 * index)
+            session.add(
+                m.Message(
+                    coach_id=coach_id,
+                    conversation_id=conversation_id,
+                    sender_type=m.SenderType.CLIENT,
+                    text=client_text,
+                    meta={},
+                    created_at=at,
+                )
+            )
+            meta: dict[str, Any] = {"is_handoff": True}
+            if ai_draft is not None:
+                meta = {"edited": True, "ai_draft": ai_draft, "approved_by_coach": True}
+            session.add(
+                m.Message(
+                    coach_id=coach_id,
+                    conversation_id=conversation_id,
+                    sender_type=m.SenderType.HUMAN_COACH,
+                    text=coach_text,
+                    meta=meta,
+                    created_at=at + timedelta(minutes=1),
+                )
+            )
+    return conversation_id
+
+
+async def refresh(container: Container, run_jobs: Callable[[], Awaitable[None]], coach_id: str, conv: Any) -> None:
+    """Queue the conversation's training-data refresh as the app does, and run the worker."""
+    await JobQueue(container.redis).refresh_training_data(
+        uuid.UUID(coach_id), uuid.UUID(str(conv)), trigger=f"test:{uuid.uuid4()}"
+    )
+    await run_jobs()
+
+
+async def examples(container: Container, coach_id: str, conversation_id: Any = None) -> list[m.TrainingExample]:
+    """The coach's stored examples (of one conversation when given), looked up as the tenant."""
+    async with container.tenant(uuid.UUID(coach_id)) as session:
+        stmt = select(m.TrainingExample).where(m.TrainingExample.coach_id == uuid.UUID(coach_id))
+        if conversation_id is not None:
+            stmt = stmt.where(m.TrainingExample.conversation_id == uuid.UUID(str(conversation_id)))
+        return list((await session.scalars(stmt.order_by(m.TrainingExample.created_at))).all())
+
+
+async def export(http: httpx.AsyncClient, setup: Setup, **params: str) -> list[dict[str, Any]]:
+    response = await http.get("/api/v1/learning/export", headers=setup.coach.headers, params=params)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/jsonl")
+    validate = check_preference_line if params.get("format") == "preference" else check_sft_line
+    return [validate(line) for line in response.text.splitlines()]
+
+
+async def test_a_draft_edit_and_a_takeover_yield_sft_examples_and_preference_pairs_in_one_split(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """Draft mode: the coach edits the AI draft (SFT example + pair with the draft as rejected); then a
+    takeover message whose intervention kept the AI draft it replaced (SFT example + pair). All examples share
+    the conversation's split; a second refresh changes nothing."""
+    setup = await new_setup("Trainer", handoff_mode="draft", response_cache_ttl_seconds=0, persona="You are Kim.")
+    coach_id = setup.coach.coach_id
+    body = await chat(http, setup, "I procrastinate on my thesis every single day.")
+    conversation_id = body["conversation_id"]
+    [draft] = (await http.get("/api/v1/drafts", headers=setup.coach.headers, params={"status": "pending"})).json()
+    assert draft["text"] == REPLY
+    edited = "What usually happens in the minute before you switch away from the thesis?"
+    approved = await http.post(
+        f"/api/v1/drafts/{draft['id']}/approve", headers=setup.coach.headers, json={"text": edited}
+    )
+    assert approved.status_code == 201, approved.text
+
+    await chat(http, setup, "I open social media, then the day is gone.", conversation_id)
+    takeover_text = "Let's try one thing: put the phone in another room for 25 minutes tomorrow morning."
+    sent = await http.post(
+        f"/api/v1/conversations/{conversation_id}/messages", headers=setup.coach.headers, json={"text": takeover_text}
+    )
+    assert sent.status_code == 201, sent.text
+    replaced = "You should just be more disciplined."
+    async with container.tenant(uuid.UUID(coach_id)) as session:
+        message_id = uuid.UUID(sent.json()["id"])
+        intervention = await session.scalar(select(m.Intervention).where(m.Intervention.message_id == message_id))
+        if intervention is None:  # recorded by the handoff flow once it is wired; the draft is what matters here
+            session.add(
+                m.Intervention(
+                    coach_id=uuid.UUID(coach_id),
+                    conversation_id=uuid.UUID(conversation_id),
+                    client_id=uuid.UUID(setup.client_id),
+                    message_id=message_id,
+                    source=m.InterventionSource.TAKEOVER,
+                    text=takeover_text,
+                    ai_draft=replaced,
+                )
+            )
+        else:
+            intervention.ai_draft = replaced
+
+    await refresh(container, run_jobs, coach_id, conversation_id)
+    stored = await examples(container, coach_id, conversation_id)
+    assert {e.split for e in stored} == {split_for(uuid.UUID(conversation_id))}
+    sft = {e.chosen: e for e in stored if e.kind == m.ExampleKind.SFT}
+    pairs = {e.chosen: e for e in stored if e.kind == m.ExampleKind.PREFERENCE}
+    assert set(sft) == {edited, takeover_text}
+    assert sft[edited].source == m.ExampleSource.DRAFT_EDIT and sft[takeover_text].source == m.ExampleSource.COACH_REPLY
+    assert pairs[edited].rejected == REPLY and pairs[takeover_text].rejected == replaced
+    assert all(0 < e.quality <= 1 for e in stored)
+    # the prompt is the persona and the conversation before the reply
+    prompt = sft[takeover_text].prompt
+    assert prompt[0] == {"role": "system", "content": "You are Kim."}
+    assert [p["role"] for p in prompt[1:]] == ["user", "assistant", "user"]
+    assert prompt[-1]["content"] == "I open social media, then the day is gone." and prompt[2]["content"] == edited
+
+    await refresh(container, run_jobs, coach_id, conversation_id)
+    assert [e.id for e in await examples(container, coach_id, conversation_id)] == [e.id for e in stored]
+
+    sft_lines = await export(http, setup, format="sft", split="all")
+    assert sorted(line["messages"][-1]["content"] for line in sft_lines) == sorted([edited, takeover_text])
+    pair_lines = await export(http, setup, format="preference", split=split_for(uuid.UUID(conversation_id)))
+    assert {(p["preferred_output"][0]["content"], p["non_preferred_output"][0]["content"]) for p in pair_lines} == {
+        (edited, REPLY),
+        (takeover_text, replaced),
+    }
+
+
+async def test_thumbs_up_and_down_make_examples_appear_and_disappear(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """A thumbs-up reply (rating 5) is an SFT example; with a thumbs-down reply to the same client text it
+    forms a preference pair. Changing the thumbs up to a rating of 3 (not ≥ 4), or to a thumbs down, removes
+    both; an error reply never qualifies."""
+    setup = await new_setup("Thumbs Coach", response_cache_ttl_seconds=0)
+    coach_id = setup.coach.coach_id
+    question = "How do I stop checking e-mail at night?"
+    first = await chat(http, setup, question)
+    conversation_id = first["conversation_id"]
+    worse = "Just stop."
+    llm_api.post(f"{MOCK_BASE_URL}/chat/completions", name="completions").mock(
+        side_effect=lambda request: sse_response(openai_sse([worse], (50, 2)))
+    )
+    second = await chat(http, setup, question + "  ", conversation_id)
+    assert second["reply"] == worse
+
+    async def feedback(message_id: str, **body: Any) -> None:
+        response = await http.post(f"/api/v1/messages/{message_id}/feedback", headers=setup.client_auth, json=body)
+        assert response.status_code == 200, response.text
+
+    await feedback(first["message_id"], helpful=True, rating=5)
+    await feedback(second["message_id"], helpful=False)
+    await refresh(container, run_jobs, coach_id, conversation_id)
+    stored = await examples(container, coach_id, conversation_id)
+    [sft] = [e for e in stored if e.kind == m.ExampleKind.SFT]
+    [pair] = [e for e in stored if e.kind == m.ExampleKind.PREFERENCE]
+    assert sft.chosen == REPLY and sft.source == m.ExampleSource.THUMBS_UP and sft.quality == 1.0
+    assert (pair.chosen, pair.rejected, pair.source) == (REPLY, worse, m.ExampleSource.FEEDBACK_PAIR)
+    assert pair.rejected_message_id == uuid.UUID(second["message_id"])
+
+    await feedback(first["message_id"], helpful=True, rating=3)
+    await refresh(container, run_jobs, coach_id, conversation_id)
+    assert await examples(container, coach_id, conversation_id) == []
+
+    await feedback(first["message_id"], helpful=True)
+    await refresh(container, run_jobs, coach_id, conversation_id)
+    [again] = [e for e in await examples(container, coach_id, conversation_id) if e.kind == m.ExampleKind.SFT]
+    assert again.quality < 1.0, "an unrated thumbs up counts less than a 5"
+
+    await feedback(first["message_id"], helpful=False)
+    await refresh(container, run_jobs, coach_id, conversation_id)
+    assert await examples(container, coach_id, conversation_id) == []
+
+    async with container.tenant(uuid.UUID(coach_id)) as session:
+        message = await session.get(m.Message, uuid.UUID(first["message_id"]))
+        assert message is not None
+        message.meta = dict(message.meta) | {"error": "ProviderError", "feedback": {"helpful": True, "rating": 5}}
+    await refresh(container, run_jobs, coach_id, conversation_id)
+    assert await examples(container, coach_id, conversation_id) == []
+
+
+async def test_export_per_split_and_format_with_pii_scrubbing_tenancy_and_bad_parameters(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """One conversation per split: each split's export holds exactly its examples, ``all`` holds every one;
+    PII is scrubbed unless ``scrub_pii=false``; identical examples are stored once; another coach's export
+    is empty; bad parameters are a 400."""
+    setup = await new_setup("Export Coach")
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    client_id = uuid.UUID(setup.client_id)
+    reply = "Write down one worry, then close the notebook: e-mail me at kim@coach.example if it helps."
+    conversations = {}
+    for split in m.Split.ALL:
+        conversations[split] = await seed_conversation(
+            container, coach_id, client_id, [(f"I cannot sleep ({split}).", reply)], split=split, ai_draft="Relax."
+        )
+        await refresh(container, run_jobs, setup.coach.coach_id, conversations[split])
+    # the same exchange in a second train conversation: identical examples are stored once
+    duplicate = await seed_conversation(
+        container, coach_id, client_id, [("I cannot sleep (train).", reply)], split="train", ai_draft="Relax."
+    )
+    await refresh(container, run_jobs, setup.coach.coach_id, duplicate)
+    assert await examples(container, setup.coach.coach_id, duplicate) == []
+
+    for split in m.Split.ALL:
+        [line] = await export(http, setup, format="sft", split=split)
+        assert line["messages"][1]["content"] == f"I cannot sleep ({split})."
+        assert line["messages"][-1]["content"] == reply.replace("kim@coach.example", "[EMAIL]")
+        [pair] = await export(http, setup, format="preference", split=split)
+        assert pair["non_preferred_output"][0]["content"] == "Relax."
+    assert len(await export(http, setup, format="sft", split="all")) == 3
+    assert len(await export(http, setup, format="sft")) == 3
+    raw = await export(http, setup, format="sft", split="train", scrub_pii="false")
+    assert raw[0]["messages"][-1]["content"] == reply
+
+    stats = (await http.get("/api/v1/learning/training", headers=setup.coach.headers)).json()
+    assert stats["stats"]["sft"] == {"train": 1, "validation": 1, "test": 1}
+    assert stats["stats"]["preference"] == {"train": 1, "validation": 1, "test": 1}
+    assert stats["stats"]["by_source"] == {"draft_edit": 6} and stats["stats"]["total"] == 6
+    assert stats["readiness"]["ready"] is False
+
+    other = await new_setup("Other Coach")
+    assert await export(http, other, format="sft", split="all") == []
+    other_stats = (await http.get("/api/v1/learning/training", headers=other.coach.headers)).json()
+    assert other_stats["stats"]["total"] == 0
+
+    for params in ({"format": "csv"}, {"split": "holdout"}, {"format": "sft", "scrub_pii": "maybe"}):
+        response = await http.get("/api/v1/learning/export", headers=setup.coach.headers, params=params)
+        assert response.status_code == 400, (params, response.text)
+    assert (await http.get("/api/v1/learning/export")).status_code == 401
+    assert len(await export(http, setup, format="sft")) == 3, "nothing lost after bad requests"
+
+
+async def test_learning_settings_through_the_api(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]]
+) -> None:
+    """The learning settings are read and changed with the others; a bad value is a 400 that changes nothing."""
+    setup = await new_setup("Settings Coach")
+    changes = {
+        "fine_tune_enabled": True,
+        "fine_tune_min_examples": 20,
+        "fine_tune_min_days": 3,
+        "fine_tune_base_model": "gpt-4.1-mini-2025-04-14",
+        "judge_model": "gpt-4o",
+        "response_cache_ttl_seconds": 600,
+    }
+    patched = await http.patch("/api/v1/settings", headers=setup.coach.headers, json=changes)
+    assert patched.status_code == 200, patched.text
+    assert {k: patched.json()[k] for k in changes} == changes
+    bad = await http.patch(
+        "/api/v1/settings", headers=setup.coach.headers, json={"persona": "New", "fine_tune_min_days": 999}
+    )
+    assert bad.status_code == 400 and "fine_tune_min_days" in bad.text
+    now = (await http.get("/api/v1/settings", headers=setup.coach.headers)).json()
+    assert now["persona"] != "New" and now["fine_tune_min_days"] == 3
+    assert json.loads(json.dumps(now))["judge_model"] == "gpt-4o"
