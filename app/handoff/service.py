@@ -326,7 +326,7 @@ class HandoffService:
             intervention = await self._interventions.record(
                 session, coach, message, source=m.InterventionSource.TAKEOVER, handoff_id=handoff.id, ai_draft=pending
             )
-        await self._queue_analysis(coach_id, intervention.id)
+        await self._queue_learning(coach_id, intervention)
         if ended is not None:
             await self._memory.session_ended(ended)
         if joined:
@@ -431,19 +431,23 @@ class HandoffService:
                     ai_draft=draft.text,
                 )
         if intervention is not None:
-            await self._queue_analysis(coach_id, intervention.id)
+            await self._queue_learning(coach_id, intervention)
         if ended is not None:
             await self._memory.session_ended(ended)
         await self.publish_message(coach_id, conversation.client_id, message)
         return message
 
-    async def _queue_analysis(self, coach_id: uuid.UUID, intervention_id: uuid.UUID) -> None:
-        """After commit: queue the intervention's analysis; the coach's message is already stored and sent, so
-        a failing queue is logged rather than reported to the coach as a failed send (who might resend)."""
+    async def _queue_learning(self, coach_id: uuid.UUID, intervention: m.Intervention) -> None:
+        """After commit: queue the intervention's analysis and the rebuild of its conversation's training
+        examples. The coach's message is already stored and sent, so a failing queue is logged rather than
+        reported to the coach as a failed send (who might resend)."""
         try:
-            await self._jobs.analyse_intervention(coach_id, intervention_id)
+            await self._jobs.analyse_intervention(coach_id, intervention.id)
+            await self._jobs.refresh_training_data(
+                coach_id, intervention.conversation_id, trigger=f"coach:{intervention.message_id}"
+            )
         except Exception:
-            log.exception("could not queue the analysis of intervention %s", intervention_id)
+            log.exception("could not queue the learning jobs of intervention %s", intervention.id)
 
     async def discard_draft(self, coach_id: uuid.UUID, draft_id: uuid.UUID) -> m.Draft:
         """Drop a pending draft without sending anything. Raises ``NotFound`` and ``Conflict``."""

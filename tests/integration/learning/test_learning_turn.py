@@ -31,7 +31,10 @@ def requests(router: respx.MockRouter) -> list[dict[str, Any]]:
 
 
 async def test_the_same_prompt_is_answered_from_the_cache_until_the_persona_or_documents_change(
-    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    run_jobs: Callable[[], Awaitable[None]],
 ) -> None:
     """Two clients with no memory asking the same first question build the same prompt: the second reply
     comes from the cache without a model call. A new persona or a new document makes the next turn a miss."""
@@ -52,6 +55,7 @@ async def test_the_same_prompt_is_answered_from_the_cache_until_the_persona_or_d
     assert third["metadata"]["cache"] == "miss" and llm_api.routes["completions"].call_count == 2
 
     await upload(http, setup.coach, "notes.txt", b"Start with the smallest possible step.")
+    await run_jobs()  # ingested: the coach's material changed
     fourth = await chat(http, other, question)
     assert fourth["metadata"]["cache"] == "miss" and llm_api.routes["completions"].call_count == 3
 
