@@ -27,6 +27,7 @@ from app.container import Container
 from app.deps import provide_container
 from app.errors import DomainError
 from app.handoff.controllers import HandoffController
+from app.learning.dashboard_controllers import LearningDashboardController
 from app.learning.experiment_controllers import ExperimentController
 from app.learning.training_controllers import ModelController, TrainingController
 from app.llm.registry import ProviderRegistry
@@ -78,6 +79,7 @@ def create_app(
             TrainingController,
             ModelController,
             ExperimentController,
+            LearningDashboardController,
             chat_socket,
             MemoryController,
             SessionController,

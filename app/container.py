@@ -86,7 +86,7 @@ class Container:
         cache = ResponseCache(redis)
         experiments = ExperimentService(sessionmaker, accounts)
         learning_dashboard = LearningDashboard(
-            sessionmaker, accounts, training, fine_tunes, model_versions, cache, experiments
+            sessionmaker, accounts, training, fine_tunes, model_versions, cache, experiments, registry
         )
         chat = ChatService(
             sessionmaker,

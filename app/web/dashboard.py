@@ -21,6 +21,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.channels import ChannelsPlugin
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
+from litestar.params import FromQuery
 from litestar.response import Redirect, ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
@@ -34,6 +35,7 @@ from app.handoff.availability import DAY_NAMES
 from app.handoff.live import coach_channel
 from app.handoff.service import QueueItem, draft_dict
 from app.handoff.settings import SLA_MINUTES_RANGE
+from app.learning.charts import dashboard_charts
 from app.rag.controllers import read_upload
 
 ACTIVE_STATUSES = (m.DocumentStatus.QUEUED, m.DocumentStatus.PROCESSING)
@@ -596,6 +598,20 @@ class CoachPages(Controller):
             "drafts": [draft_dict(d, names.get(d.conversation_id)) for d in drafts],
             "reason_labels": m.HandoffReason.LABELS,
         }
+
+    @get("/learning")
+    async def learning(self, coach_id: CoachId, container: ContainerDep, days: FromQuery[int] = 30) -> Template:
+        """The learning dashboard (the figures of ``GET /api/v1/learning/dashboard`` with SVG charts)."""
+        figures = await container.learning_dashboard.figures(coach_id, days=days)
+        return Template(
+            "dashboard/learning.html",
+            context={
+                "coach": await self._coach(container, coach_id),
+                "nav": "learning",
+                "f": figures,
+                "charts": dashboard_charts(figures),
+            },
+        )
 
     @get("/handoffs")
     async def handoffs(self, coach_id: CoachId, container: ContainerDep) -> Template:

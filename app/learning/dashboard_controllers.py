@@ -1,0 +1,25 @@
+"""REST API of the learning dashboard (coach key): the same figures as the page ``/dashboard/learning``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, get
+from litestar.di import Provide
+from litestar.params import FromQuery
+
+from app.accounts.auth import provide_coach_id
+from app.deps import CoachId, ContainerDep
+
+
+class LearningDashboardController(Controller):
+    path = "/api/v1/learning"
+    tags = ["learning"]
+    dependencies = {"coach_id": Provide(provide_coach_id)}
+
+    @get("/dashboard")
+    async def dashboard(self, coach_id: CoachId, container: ContainerDep, days: FromQuery[int] = 30) -> dict[str, Any]:
+        """Approval (overall, per day, mode and topic) and its health, failure patterns, handoff rate and
+        reasons, training data and readiness, fine-tune jobs, model versions, cache hit rate, experiments and
+        interventions over the last ``days`` (1–365, else 400)."""
+        return await container.learning_dashboard.figures(coach_id, days=days)

@@ -1,0 +1,140 @@
+"""The learning dashboard through the real app: approval rates and health from the clients' thumbs,
+failure patterns clustered by topic, handoff reasons, the page with its SVG charts, tenancy and bad input."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+import respx
+
+from app.learning.dashboard import health
+from tests.integration.handoff.test_handoff_flow import Setup, chat, llm_api, new_setup
+from tests.integration.web.test_dashboard import PASSWORD, csrf
+
+__all__ = ["llm_api", "new_setup"]  # fixtures used by name below
+
+LIKED = (
+    "How do I keep a morning routine going?",
+    "What is a good way to plan my week?",
+    "How can I prepare for a difficult conversation with my manager?",
+    "How do I say no to extra work politely?",
+)
+COMPLAINTS = (  # two topics, two complaints each
+    ("I can't sleep at night, I lie awake for hours.", "Useless for my insomnia"),
+    ("My insomnia is back and I wake up at 3 am every night.", "Did not help me sleep"),
+    ("My credit card debt keeps growing every month.", "Nothing about my debt"),
+    ("I have no savings left and the bills pile up.", "Not helpful about money"),
+)
+
+
+@pytest.fixture
+async def browser(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
+        yield client
+
+
+async def log_in(browser: httpx.AsyncClient, email: str) -> None:
+    token = await csrf(browser, "/login")
+    response = await browser.post("/login", data={"email": email, "password": PASSWORD, "_csrf_token": token})
+    assert response.status_code in (302, 303), response.text
+
+
+async def rate(http: httpx.AsyncClient, setup: Setup, message_id: str, helpful: bool, text: str | None = None) -> None:
+    body: dict[str, object] = {"helpful": helpful}
+    if text:
+        body["text"] = text
+    response = await http.post(f"/api/v1/messages/{message_id}/feedback", headers=setup.client_auth, json=body)
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("rate_", "expected"),
+    [
+        (None, None),
+        (1.0, "excellent"),
+        (0.85, "excellent"),
+        (0.849, "good"),
+        (0.75, "good"),
+        (0.749, "needs_improvement"),
+    ],
+)
+def test_health_levels(rate_: float | None, expected: str | None) -> None:
+    assert health(rate_) == expected
+
+
+async def test_the_dashboard_reports_approval_failures_and_handoffs(
+    http: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+) -> None:
+    """Four liked and four disliked replies: approval 50 % (needs improvement), two failure patterns
+    (sleep and money) of two replies each, one handoff asked for by the client; the page draws the charts and
+    another coach sees none of it."""
+    setup = await new_setup("Dashboard Coach", response_cache_ttl_seconds=0)
+    for question in LIKED:
+        await rate(http, setup, (await chat(http, setup, question))["message_id"], True)
+    for question, comment in COMPLAINTS:
+        await rate(http, setup, (await chat(http, setup, question))["message_id"], False, comment)
+    handed = await chat(http, setup, "Can I talk to a real person please?")
+    assert handed["handoff"]["reason"] == "human_request"
+
+    response = await http.get("/api/v1/learning/dashboard", headers=setup.coach.headers, params={"days": 7})
+    assert response.status_code == 200, response.text
+    figures = response.json()
+    assert figures["approval"]["overall"] == {"rated": 8, "thumbs_up": 4, "rate": 0.5}
+    assert figures["health"] == "needs_improvement"
+    assert len(figures["approval"]["per_day"]) == 7 and figures["approval"]["per_day"][-1]["rated"] == 8
+    assert figures["approval"]["per_mode"] == {"auto": {"rated": 8, "thumbs_up": 4, "rate": 0.5}}
+    assert figures["approval"]["per_topic"] == {"no material": {"rated": 8, "thumbs_up": 4, "rate": 0.5}}
+
+    patterns = figures["failure_patterns"]
+    assert [p["size"] for p in patterns] == [2, 2], patterns
+    assert all(p["example"]["comment"] for p in patterns)
+    words = [" ".join(p["key_phrases"]) + p["example"]["client"] for p in patterns]
+    assert sorted(("sleep" in w or "insomnia" in w, "debt" in w or "savings" in w) for w in words) == [
+        (False, True),
+        (True, False),
+    ]
+
+    assert figures["handoffs"]["total"] == 1 and figures["handoffs"]["client_messages"] == 9
+    assert figures["handoffs"]["reasons"] == [
+        {"reason": "human_request", "label": "Client asked for a human", "count": 1}
+    ]
+    assert figures["cache"]["hits"] == 0 and figures["readiness"]["ready"] is False
+
+    await log_in(browser, setup.coach.email)
+    page = await browser.get("/dashboard/learning")
+    assert page.status_code == 200
+    assert page.text.count("<svg") >= 3 and "Needs improvement" in page.text
+    assert "insomnia" in page.text or "sleep" in page.text
+
+    other = await new_setup("Empty Coach")
+    empty = (await http.get("/api/v1/learning/dashboard", headers=other.coach.headers)).json()
+    assert empty["approval"]["overall"]["rated"] == 0 and empty["health"] is None
+    assert empty["failure_patterns"] == [] and empty["handoffs"]["total"] == 0
+    async with httpx.AsyncClient(base_url=str(browser.base_url), timeout=60) as fresh:
+        await log_in(fresh, other.coach.email)
+        empty_page = await fresh.get("/dashboard/learning")
+    assert empty_page.status_code == 200 and "No rated replies yet" in empty_page.text
+    assert "<svg" not in empty_page.text and "insomnia" not in empty_page.text
+
+
+async def test_bad_dashboard_requests_get_clear_errors(
+    http: httpx.AsyncClient, browser: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]]
+) -> None:
+    setup = await new_setup("Picky Coach")
+    for days in ("0", "366", "soon"):
+        response = await http.get("/api/v1/learning/dashboard", headers=setup.coach.headers, params={"days": days})
+        assert response.status_code == 400, days
+    assert (
+        "days must be"
+        in (await http.get("/api/v1/learning/dashboard", headers=setup.coach.headers, params={"days": 0})).json()[
+            "detail"
+        ]
+    )
+    assert (await http.get("/api/v1/learning/dashboard")).status_code == 401
+    page = await browser.get("/dashboard/learning")
+    assert page.status_code in (302, 303) and page.headers["location"] == "/login"
