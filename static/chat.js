@@ -2,6 +2,8 @@
 // Live events of the client's channel arrive on the same socket: the coach's messages ("message"),
 // "coach_joined" and "coach_left"; a turn answered by nobody (the coach holds the conversation, or a draft
 // waits for review) ends with `done` whose message_id is null and whose `handoff` says why.
+// Every reply of the AI or the coach (not notices or crisis replies) gets thumbs up / down, then an optional
+// 1–5 rating and comment: POST /api/v1/messages/{id}/feedback; a new choice replaces the previous one.
 (function () {
   "use strict";
   var LABELS = { client: "You", ai: "AI assistant", human_coach: "Coach" };
@@ -61,6 +63,90 @@
     return el;
   }
 
+  function sendFeedback(id, body) {
+    return fetch("/api/v1/messages/" + encodeURIComponent(id) + "/feedback", {
+      method: "POST",
+      headers: { Authorization: "Bearer " + token, "Content-Type": "application/json" },
+      body: JSON.stringify(body)
+    }).then(function (response) {
+      if (!response.ok) {
+        return response.json().then(function (err) { throw new Error(err.detail || "Could not save your feedback."); });
+      }
+      return response.json();
+    });
+  }
+
+  function feedbackBar(el, rated) {
+    var id = el.dataset.messageId;
+    if (!id || el.classList.contains("notice") || el.querySelector(".feedback")) return;
+    var bar = document.createElement("div");
+    bar.className = "feedback small";
+    var helpful = rated === "up" ? true : rated === "down" ? false : null;
+    function thumb(value, glyph, label) {
+      var b = document.createElement("button");
+      b.type = "button";
+      b.className = "thumb " + (value ? "up" : "down");
+      b.textContent = glyph;
+      b.title = label;
+      b.setAttribute("aria-label", label);
+      b.setAttribute("aria-pressed", String(helpful === value));
+      b.addEventListener("click", function () { choose(value); });
+      bar.appendChild(b);
+      return b;
+    }
+    var up = thumb(true, "👍", "Helpful");
+    var down = thumb(false, "👎", "Not helpful");
+    var more = document.createElement("form");
+    more.className = "feedback-more";
+    more.hidden = true;
+    var rating = document.createElement("select");
+    rating.name = "rating";
+    rating.setAttribute("aria-label", "Rating from 1 to 5");
+    ["Rate 1–5", "1", "2", "3", "4", "5"].forEach(function (label, i) {
+      var option = document.createElement("option");
+      option.value = i ? String(i) : "";
+      option.textContent = i ? label + " ★" : label;
+      rating.appendChild(option);
+    });
+    var comment = document.createElement("input");
+    comment.name = "text";
+    comment.maxLength = 2000;
+    comment.placeholder = "Anything to add? (optional)";
+    var submit = document.createElement("button");
+    submit.type = "submit";
+    submit.textContent = "Send";
+    more.appendChild(rating);
+    more.appendChild(comment);
+    more.appendChild(submit);
+    var note = document.createElement("span");
+    note.className = "muted";
+    bar.appendChild(more);
+    bar.appendChild(note);
+    function show(value) {
+      helpful = value;
+      up.setAttribute("aria-pressed", String(value === true));
+      down.setAttribute("aria-pressed", String(value === false));
+    }
+    function choose(value) {
+      sendFeedback(id, { helpful: value }).then(function () {
+        show(value);
+        more.hidden = false;
+        note.textContent = value ? "Thanks!" : "Thanks — what was missing?";
+      }).catch(function (err) { note.textContent = err.message; });
+    }
+    more.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var body = { helpful: helpful !== false };
+      if (rating.value) body.rating = Number(rating.value);
+      if (comment.value.trim()) body.text = comment.value.trim();
+      sendFeedback(id, body).then(function () {
+        more.hidden = true;
+        note.textContent = "Thanks for your feedback.";
+      }).catch(function (err) { note.textContent = err.message; });
+    });
+    el.appendChild(bar);
+  }
+
   function citations(el, items) {
     if (!items || !items.length) return;
     var list = document.createElement("ol");
@@ -93,6 +179,9 @@
           current.querySelector(".text").textContent = data.reply;
           citations(current, data.citations);
           current.dataset.messageId = data.message_id;
+          var shown = data.metadata || {};
+          if (shown.notice || shown.crisis) current.classList.add("notice");
+          feedbackBar(current);
         } else if (current) {
           current.remove();  // nothing was sent (or it already arrived live): no empty bubble
         }
@@ -108,6 +197,9 @@
         var el = bubble(message.sender_type, LABELS[message.sender_type] || LABELS.ai, message.text);
         el.dataset.messageId = message.id;
         citations(el, message.citations);
+        var meta = message.metadata || {};
+        if (meta.notice || meta.crisis) el.classList.add("notice");
+        if (message.sender_type !== "client") feedbackBar(el);
       } else if (data.type === "coach_joined") {
         coachName = data.coach_name || coachName;
         systemLine(coachName + " joined the conversation");
@@ -162,6 +254,9 @@
   });
   input.addEventListener("keydown", function (event) {
     if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); form.requestSubmit(); }
+  });
+  Array.prototype.forEach.call(log.querySelectorAll(".msg.ai, .msg.human_coach"), function (el) {
+    feedbackBar(el, el.dataset.feedback);
   });
   connect();
 })();

@@ -1,0 +1,75 @@
+"""Issue 5 in a real browser: the client rates a reply in the widget (thumbs down, then a rating and a
+comment, then changes their mind to thumbs up), and the coach sees the figure on the learning dashboard.
+
+Same set-up as :mod:`tests.browser.test_handoff_browser` (system Chromium through Playwright, the coach's
+endpoint mocked with respx); the coach and client are made through the API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+import respx
+from playwright.async_api import Browser, expect
+
+from tests.browser.test_handoff_browser import PASSWORD, WAIT_MS, browser, llm_api, send_from_widget, shot
+from tests.conftest import Coach, make_client
+from tests.openai_wire import MOCK_ENDPOINT_SETTINGS
+
+__all__ = ["browser", "llm_api"]  # fixtures used by name below
+pytestmark = pytest.mark.browser
+
+
+async def test_the_client_rates_a_reply_and_the_coach_sees_it(
+    base_url: str,
+    http: httpx.AsyncClient,
+    browser: Browser,
+    llm_api: respx.MockRouter,
+    make_coach: Callable[..., Awaitable[Coach]],
+) -> None:
+    coach = await make_coach("Coach Lee")
+    settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
+    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
+    client = await make_client(http, coach, "Kai")
+
+    context = await browser.new_context()
+    widget = await context.new_page()
+    await widget.goto(f"{base_url}/w/{client['widget_token']}")
+    await send_from_widget(widget, "How do I stop snoozing my alarm?")
+    reply = widget.locator(".msg.ai").last
+    await expect(reply.locator(".thumb.down")).to_be_visible(timeout=WAIT_MS)
+
+    await reply.locator(".thumb.down").click()
+    await expect(reply.locator(".thumb.down")).to_have_attribute("aria-pressed", "true", timeout=WAIT_MS)
+    await reply.locator("select[name=rating]").select_option("2")
+    await reply.locator("input[name=text]").fill("Too generic for me")
+    await reply.locator(".feedback-more button[type=submit]").click()
+    await expect(reply.locator(".feedback")).to_contain_text("Thanks for your feedback", timeout=WAIT_MS)
+    await shot(widget, "feedback-1-thumbs-down.png")
+
+    conversations = (await http.get("/api/v1/conversations", headers=coach.headers)).json()
+    detail = (await http.get(f"/api/v1/conversations/{conversations[0]['id']}", headers=coach.headers)).json()
+    feedback = detail["messages"][-1]["metadata"]["feedback"]
+    assert (feedback["helpful"], feedback["rating"], feedback["text"]) == (False, 2, "Too generic for me")
+
+    # reloading shows the stored choice; changing it replaces the feedback
+    await widget.reload()
+    reply = widget.locator(".msg.ai").last
+    await expect(reply.locator(".thumb.down")).to_have_attribute("aria-pressed", "true", timeout=WAIT_MS)
+    await reply.locator(".thumb.up").click()
+    await expect(reply.locator(".thumb.up")).to_have_attribute("aria-pressed", "true", timeout=WAIT_MS)
+    figures = (await http.get("/api/v1/learning/dashboard", headers=coach.headers)).json()
+    assert figures["approval"]["overall"] == {"rated": 1, "thumbs_up": 1, "rate": 1.0}
+    await context.close()
+
+    dashboard = await (await browser.new_context()).new_page()
+    await dashboard.goto(f"{base_url}/login")
+    await dashboard.locator("input[name=email]").fill(coach.email)
+    await dashboard.locator("input[name=password]").fill(PASSWORD)
+    await dashboard.locator("form button[type=submit]").click()
+    await dashboard.goto(f"{base_url}/dashboard/learning")
+    await expect(dashboard.locator("#health")).to_contain_text("Excellent", timeout=WAIT_MS)
+    await expect(dashboard.locator("#approval svg").first).to_be_visible()
+    await shot(dashboard, "feedback-2-learning-dashboard.png")
