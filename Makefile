@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/chat.py
 	$(BIN)/python bench/handoff.py
+	$(BIN)/python bench/learning.py
 
 clean:
 	rm -rf $(VENV) .opencoach

@@ -28,14 +28,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import statistics
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from harness import bench_app, console, ingest_pdf, print_table
+from harness import bench_app, console, ingest_pdf, percentile, print_table
 from rich.table import Table
 
 from app.chat.service import TurnResult
@@ -77,15 +76,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The ``q``-th percentile (0–100), interpolating linearly between the closest ranks."""
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    lower = math.floor(position)
-    upper = min(lower + 1, len(ordered) - 1)
-    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
-
-
 async def run_turn(
     container: Container, coach_id: uuid.UUID, client_id: uuid.UUID, question: str, conversation_id: uuid.UUID | None
 ) -> tuple[TurnResult, float]:
@@ -110,6 +100,9 @@ async def measure(turns: int, max_tokens: int) -> dict[str, Any]:
             await ingest_pdf(container, coach_id, MEDITATIONS)
         async with container.tenant(coach_id) as session:
             client, _ = await container.accounts.create_client(session, coach_id, "Bench")
+            # every turn runs the model: questions repeat in new conversations, which the response cache
+            # would answer (bench/learning.py measures the cache)
+            (await container.accounts.get_coach(session, coach_id)).response_cache_ttl_seconds = 0
         with console.status("Loading the chat model (untimed warm-up turn)…"):
             warm_up, _ = await run_turn(container, coach_id, client.id, QUESTIONS[0], None)
         conversation_id: uuid.UUID | None = None

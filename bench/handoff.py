@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import re
 import statistics
 import time
@@ -33,7 +32,7 @@ from typing import Any
 
 import httpx
 import websockets
-from harness import bench_app, console, print_table
+from harness import bench_app, console, percentile, print_table
 from rich.table import Table
 
 from app.asgi import create_app
@@ -65,12 +64,6 @@ def crisis_messages(path: Path, count: int) -> list[str]:
     if not found:
         raise SystemExit(f"error: no crisis posts found in {path}")
     return found
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in 0–100)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 async def _listen(

@@ -6,6 +6,7 @@ Not a benchmark itself; ``bench/ingest.py`` and ``bench/chat.py`` import it.
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import tempfile
 import uuid
@@ -67,6 +68,15 @@ async def ingest_pdf(container: Container, coach_id: uuid.UUID, path: Path) -> I
         failed = await container.documents.get(coach_id, document.id)
         raise RuntimeError(f"ingesting {path.name} failed: {failed.error}")
     return timings
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0–100), interpolating linearly between the closest ranks."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    lower = math.floor(position)
+    upper = min(lower + 1, len(ordered) - 1)
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
 
 
 def print_table(table: Table) -> None:

@@ -157,6 +157,9 @@ async def meditations_coach(
     await run_jobs()
     status = (await http.get(f"/api/v1/documents/{doc['id']}", headers=coach.headers)).json()
     assert status["status"] == "ready", status
+    # the chat tests ask the same questions again and check the model's streamed reply: no response cache
+    response = await http.patch("/api/v1/settings", headers=coach.headers, json={"response_cache_ttl_seconds": 0})
+    assert response.status_code == 200, response.text
     client = await make_client(http, coach)
     return ReadyCoach(coach, doc["id"], client["id"], client["widget_token"])
 

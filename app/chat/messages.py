@@ -1,9 +1,10 @@
-"""Storing a message of a conversation (shared by the chat turn and the coach's handoff actions) and what
-of its metadata the client may see."""
+"""Storing a message of a conversation (shared by the chat turn and the coach's handoff actions), what of
+its metadata the client may see, and reading the client's feedback on a reply."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -56,3 +57,16 @@ def client_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     if "error" in metadata:
         shown["failed"] = True
     return shown
+
+
+def feedback_of(meta: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The client's feedback stored on a reply (``metadata.feedback``: ``{"helpful", "rating", "text",
+    "at"}``, see :meth:`app.chat.service.ChatService.record_feedback`), ``None`` when not rated."""
+    feedback = (meta or {}).get("feedback")
+    return feedback if isinstance(feedback, dict) else None
+
+
+def helpful(meta: Mapping[str, Any] | None) -> bool | None:
+    """The client's thumbs up (``True``) / down (``False``) on a reply, ``None`` when not rated."""
+    value = (feedback_of(meta) or {}).get("helpful")
+    return value if isinstance(value, bool) else None

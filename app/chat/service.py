@@ -25,7 +25,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.service import AccountService
-from app.chat.messages import store_message
+from app.chat.messages import helpful, store_message
 from app.chat.prompt import assemble_prompt
 from app.config import Settings
 from app.db import models as m
@@ -58,12 +58,6 @@ APOLOGY = (
 TEMPERATURE = 0.3
 SIGNAL_WINDOW_MESSAGES = 20
 """Earlier messages read for the signals (repeated questions, sentiment trend, thumbs-down streak)."""
-
-
-def _helpful(meta: dict[str, Any]) -> bool | None:
-    """The client's thumbs up (True) / down (False) on an AI reply, ``None`` when not rated."""
-    feedback = meta.get("feedback")
-    return feedback.get("helpful") if isinstance(feedback, dict) else None
 
 
 @dataclass(frozen=True)
@@ -322,7 +316,7 @@ class ChatService:
         history = earlier[-coach.recent_messages :] if coach.recent_messages else []
         client_texts = [msg.text for msg in earlier if msg.sender_type == m.SenderType.CLIENT]
         ai_feedback = [
-            _helpful(msg.meta)
+            helpful(msg.meta)
             for msg in reversed(earlier)
             if msg.sender_type == m.SenderType.AI and not msg.meta.get("notice")
         ]

@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.service import AccountService
+from app.chat.messages import helpful
 from app.db import models as m
 from app.db.engine import tenant_session
 from app.handoff.signals import sentiment
@@ -229,8 +230,8 @@ class InterventionService:
                 clients = [n for n, msg in enumerate(later) if msg.sender_type == m.SenderType.CLIENT]
                 window = later[: clients[1]] if len(clients) > 1 else later  # before the client's second message
                 ai_reply = next((msg for msg in window if msg.sender_type == m.SenderType.AI), None)
-                own = _helpful(message)
-                thumbs = own if own is not None else _helpful(ai_reply)
+                own = helpful(message.meta)
+                thumbs = own if own is not None or ai_reply is None else helpful(ai_reply.meta)
                 if intervention.success is not None and intervention.outcome.get("thumbs") == thumbs:
                     continue
                 before, after = sentiment(intervention.client_text), sentiment(nxt.text)
@@ -399,12 +400,3 @@ class InterventionService:
             for row, similarity in rows
             if similarity >= MIN_SIMILARITY
         ]
-
-
-def _helpful(message: m.Message | None) -> bool | None:
-    """``meta.feedback.helpful`` of a message (``None`` when unrated or no message)."""
-    if message is None:
-        return None
-    feedback = (message.meta or {}).get("feedback") or {}
-    helpful = feedback.get("helpful")
-    return helpful if isinstance(helpful, bool) else None

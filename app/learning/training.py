@@ -39,6 +39,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.service import AccountService
+from app.chat.messages import feedback_of
 from app.db import models as m
 from app.db.engine import tenant_session
 from app.errors import InvalidInput, NotFound
@@ -83,7 +84,7 @@ def content_hash(kind: str, prompt: list[dict[str, Any]], chosen: str, rejected:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def normalise(text: str) -> str:
+def text_key(text: str) -> str:
     """Lower case, collapsed white space, no surrounding punctuation: to find the same client text again."""
     return _SPACES.sub(" ", text.strip().lower()).strip(" .!?")
 
@@ -134,14 +135,9 @@ class _Candidate:
         return content_hash(self.kind, self.prompt, self.chosen, self.rejected)
 
 
-def _feedback(message: m.Message) -> dict[str, Any] | None:
-    feedback = message.meta.get("feedback")
-    return feedback if isinstance(feedback, dict) else None
-
-
 def _thumbs(message: m.Message) -> bool | None:
     """True for a thumbs up (rating ≥ 4 when rated), False for a thumbs down or a low rating, else None."""
-    feedback = _feedback(message)
+    feedback = feedback_of(message.meta)
     if feedback is None or feedback.get("helpful") is None:
         return None
     rating = feedback.get("rating")
@@ -269,7 +265,7 @@ class TrainingDataService:
                         )
                     )
             elif thumbs:
-                feedback = _feedback(message) or {}
+                feedback = feedback_of(message.meta) or {}
                 rating = feedback.get("rating")
                 signal = rating / 5 if isinstance(rating, int) else 0.8
                 quality = quality_score(message.text, signal)
@@ -316,7 +312,7 @@ class TrainingDataService:
             if _thumbs(other) is not False or other.text.strip() == chosen.text.strip():
                 continue
             theirs = client_before.get(other.id)
-            if theirs is not None and (theirs.id == mine.id or normalise(theirs.text) == normalise(mine.text)):
+            if theirs is not None and (theirs.id == mine.id or text_key(theirs.text) == text_key(mine.text)):
                 twins.append(other)
         return twins
 

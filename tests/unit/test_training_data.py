@@ -20,9 +20,9 @@ from app.learning.training import (
     content_hash,
     example_line,
     length_score,
-    normalise,
     quality_score,
     split_for,
+    text_key,
 )
 
 PROMPT = [
@@ -117,12 +117,12 @@ def test_quality_rewards_the_signal_and_a_sane_length() -> None:
     assert 0 <= quality_score("", 0.0) <= quality_score("Ok.", 0.0) <= 1
 
 
-def test_content_hash_separates_kinds_and_replies_and_normalise_ignores_case_space_and_end_punctuation() -> None:
+def test_content_hash_separates_kinds_and_replies_and_text_key_ignores_case_space_and_end_punctuation() -> None:
     a = content_hash(m.ExampleKind.SFT, PROMPT, "Yes.", None)
     assert a == content_hash(m.ExampleKind.SFT, [dict(p) for p in PROMPT], "Yes.", None)
     assert a != content_hash(m.ExampleKind.PREFERENCE, PROMPT, "Yes.", "No.")
     assert a != content_hash(m.ExampleKind.SFT, PROMPT, "Yes!", None)
-    assert normalise("  How do I   START?! ") == normalise("how do i start")
+    assert text_key("  How do I   START?! ") == text_key("how do i start")
 
 
 # ---------------------------------------------------------------------------------------- export formats

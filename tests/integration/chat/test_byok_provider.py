@@ -69,7 +69,14 @@ async def byok(
     response = await http.patch(
         "/api/v1/settings",
         headers=coach.headers,
-        json={"llm_provider": "openai", "llm_model": LLM_MODEL, "llm_base_url": LLM_BASE_URL, "llm_api_key": LLM_KEY},
+        json={
+            "llm_provider": "openai",
+            "llm_model": LLM_MODEL,
+            "llm_base_url": LLM_BASE_URL,
+            "llm_api_key": LLM_KEY,
+            # every turn here tests the call to the endpoint: the same question must not come from the cache
+            "response_cache_ttl_seconds": 0,
+        },
     )
     return ByokCoach(coach, doc["id"], client["widget_token"], response)
 
