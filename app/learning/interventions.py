@@ -28,6 +28,7 @@ from app.handoff.signals import sentiment
 from app.handoff.text import one_line
 from app.jobs import JobQueue
 from app.learning.analysis import analyse_message, mood
+from app.learning.pii import scrub_pii
 from app.learning.style import StyleSample, build_style_profile
 from app.llm.registry import ProviderRegistry
 from app.memory.retrieval import profile_lines
@@ -38,7 +39,7 @@ MIN_SIMILARITY = 0.35
 around 0–0.2 with all-MiniLM-L6-v2, paraphrases 0.6+)."""
 
 EXAMPLE_CHARS = 300
-"""Few-shot texts are cut to this many characters (PII-light: the gist, not the whole message)."""
+"""Few-shot texts are cut to this many characters (the gist, not the whole message of another client)."""
 
 SUCCESS_CHANGE = 0.05
 """Rise in the client's VADER compound from the situation to their next message that counts as success."""
@@ -372,7 +373,8 @@ class InterventionService:
         """Up to ``k`` of the coach's own analysed interventions whose situation (``client_text``) is nearest
         to ``query_embedding`` (pgvector cosine distance ``<=>``; only vectors of ``embedding_model``;
         cosine ≥ ``MIN_SIMILARITY``), best first, leaving out those that did not work (``success`` false)
-        and ``exclude_conversation_id``. Must run inside the coach's tenant transaction."""
+        and ``exclude_conversation_id``. Another client's e-mail addresses and phone numbers are replaced
+        (:func:`app.learning.pii.scrub_pii`). Must run inside the coach's tenant transaction."""
         distance = m.Intervention.embedding.cosine_distance(query_embedding)
         stmt = (
             select(m.Intervention, (1 - distance).label("similarity"))
@@ -392,8 +394,8 @@ class InterventionService:
         return [
             FewShotExample(
                 id=row.id,
-                client_text=one_line(row.client_text, EXAMPLE_CHARS),
-                coach_text=one_line(row.text, EXAMPLE_CHARS),
+                client_text=one_line(scrub_pii(row.client_text), EXAMPLE_CHARS),
+                coach_text=one_line(scrub_pii(row.text), EXAMPLE_CHARS),
                 strategy=row.strategy,
                 similarity=round(float(similarity), 4),
             )

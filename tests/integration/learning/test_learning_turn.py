@@ -144,9 +144,12 @@ async def test_a_takeover_teaches_the_next_similar_turn_and_the_client_can_rate_
     run_jobs: Callable[[], Awaitable[None]],
 ) -> None:
     """The coach's reply during a takeover, once analysed by the worker, is offered to the model as an
-    example when another client writes about the same situation; clients can rate the coach's messages."""
+    example when another client writes about the same situation (with the first client's e-mail address
+    scrubbed); clients can rate the coach's messages."""
     setup = await new_setup("Teaching Coach", response_cache_ttl_seconds=0)
-    first = await chat(http, setup, "My manager criticised my report in front of everyone and I feel ashamed.")
+    first = await chat(
+        http, setup, "My manager criticised my report in front of everyone and I feel ashamed. I'm robin@example.com"
+    )
     conversation_id = first["conversation_id"]
     coach_reply = "That sounds painful. What part of the criticism stung the most for you?"
     sent = await http.post(
@@ -167,6 +170,7 @@ async def test_a_takeover_teaches_the_next_similar_turn_and_the_client_can_rate_
     assert len(reply["metadata"]["few_shot"]) == 1
     prompt = json.dumps(requests(llm_api)[-1]["messages"])
     assert coach_reply in prompt
+    assert "robin@example.com" not in prompt and "[EMAIL]" in prompt  # another client's address stays out
 
     messages = await transcript(http, setup, conversation_id)
     assert [
