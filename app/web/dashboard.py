@@ -36,6 +36,12 @@ from app.handoff.live import coach_channel
 from app.handoff.service import QueueItem, draft_dict
 from app.handoff.settings import SLA_MINUTES_RANGE
 from app.learning.charts import dashboard_charts
+from app.learning.settings import (
+    FINE_TUNE_MIN_DAYS_RANGE,
+    FINE_TUNE_MIN_EXAMPLES_RANGE,
+    RESPONSE_CACHE_TTL_RANGE,
+    apply_learning_settings,
+)
 from app.rag.controllers import read_upload
 
 ACTIVE_STATUSES = (m.DocumentStatus.QUEUED, m.DocumentStatus.PROCESSING)
@@ -167,6 +173,23 @@ async def coach_event_stream(
             except (ValueError, AttributeError):
                 continue
             yield ServerSentEventMessage(event=kind, data=raw.decode())
+
+
+def learning_form_settings(form: Any) -> dict[str, Any]:
+    """The learning settings of the settings form, as keyword arguments of
+    :func:`app.learning.settings.apply_learning_settings` (``{}`` when the form has no learning section; an
+    unticked box turns fine-tuning off; an empty judge model clears it). Raises ``InvalidInput`` for a field
+    that is not a whole number (ranges are the service's to check)."""
+    if "learning_form" not in form:
+        return {}
+    return {
+        "fine_tune_enabled": bool(form.get("fine_tune_enabled")),
+        "fine_tune_min_examples": _form_int(form, "fine_tune_min_examples", *FINE_TUNE_MIN_EXAMPLES_RANGE),
+        "fine_tune_min_days": _form_int(form, "fine_tune_min_days", *FINE_TUNE_MIN_DAYS_RANGE),
+        "fine_tune_base_model": _form_str(form, "fine_tune_base_model").strip() or None,
+        "judge_model": _form_str(form, "judge_model").strip(),
+        "response_cache_ttl_seconds": _form_int(form, "response_cache_ttl_seconds", *RESPONSE_CACHE_TTL_RANGE),
+    }
 
 
 def _next(form: Any, default: str) -> str:
@@ -674,6 +697,7 @@ class CoachPages(Controller):
             recent_messages = _form_int(form, "recent_messages", *RECENT_MESSAGES_RANGE)
             session_idle_minutes = _form_int(form, "session_idle_minutes", *SESSION_IDLE_MINUTES_RANGE)
             handoff = handoff_form_settings(form)
+            learning = learning_form_settings(form)
             async with container.tenant(coach_id) as session:
                 coach = await container.accounts.update_settings(
                     session,
@@ -689,6 +713,7 @@ class CoachPages(Controller):
                     session_idle_minutes=session_idle_minutes,
                     **handoff,
                 )
+                apply_learning_settings(coach, **learning)
         except DomainError as exc:
             error = exc.message
             coach = await self._coach(container, coach_id)

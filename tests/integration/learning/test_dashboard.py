@@ -10,8 +10,9 @@ import pytest
 import respx
 
 from app.learning.dashboard import health
+from tests.conftest import Coach
 from tests.integration.handoff.test_handoff_flow import Setup, chat, llm_api, new_setup
-from tests.integration.web.test_dashboard import PASSWORD, csrf
+from tests.integration.web.test_dashboard import HANDOFF_FORM, csrf, log_in
 
 __all__ = ["llm_api", "new_setup"]  # fixtures used by name below
 
@@ -33,12 +34,6 @@ COMPLAINTS = (  # two topics, two complaints each
 async def browser(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
         yield client
-
-
-async def log_in(browser: httpx.AsyncClient, email: str) -> None:
-    token = await csrf(browser, "/login")
-    response = await browser.post("/login", data={"email": email, "password": PASSWORD, "_csrf_token": token})
-    assert response.status_code in (302, 303), response.text
 
 
 async def rate(http: httpx.AsyncClient, setup: Setup, message_id: str, helpful: bool, text: str | None = None) -> None:
@@ -105,7 +100,7 @@ async def test_the_dashboard_reports_approval_failures_and_handoffs(
     ]
     assert figures["cache"]["hits"] == 0 and figures["readiness"]["ready"] is False
 
-    await log_in(browser, setup.coach.email)
+    await log_in(browser, setup.coach)
     page = await browser.get("/dashboard/learning")
     assert page.status_code == 200
     assert page.text.count("<svg") >= 3 and "Needs improvement" in page.text
@@ -116,7 +111,7 @@ async def test_the_dashboard_reports_approval_failures_and_handoffs(
     assert empty["approval"]["overall"]["rated"] == 0 and empty["health"] is None
     assert empty["failure_patterns"] == [] and empty["handoffs"]["total"] == 0
     async with httpx.AsyncClient(base_url=str(browser.base_url), timeout=60) as fresh:
-        await log_in(fresh, other.coach.email)
+        await log_in(fresh, other.coach)
         empty_page = await fresh.get("/dashboard/learning")
     assert empty_page.status_code == 200 and "No rated replies yet" in empty_page.text
     assert "<svg" not in empty_page.text and "insomnia" not in empty_page.text
@@ -138,3 +133,44 @@ async def test_bad_dashboard_requests_get_clear_errors(
     assert (await http.get("/api/v1/learning/dashboard")).status_code == 401
     page = await browser.get("/dashboard/learning")
     assert page.status_code in (302, 303) and page.headers["location"] == "/login"
+
+
+async def test_the_settings_page_saves_the_learning_settings_and_rejects_bad_ones(
+    browser: httpx.AsyncClient, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    coach = await make_coach("Learning Settings Coach")
+    await log_in(browser, coach)
+    token = await csrf(browser, "/dashboard/settings")
+    form = HANDOFF_FORM | {
+        "learning_form": "1",
+        "fine_tune_enabled": "1",
+        "fine_tune_min_examples": "120",
+        "fine_tune_min_days": "14",
+        "fine_tune_base_model": "gpt-4.1-mini-2025-04-14",
+        "judge_model": "gpt-4o",
+        "response_cache_ttl_seconds": "3600",
+        "_csrf_token": token,
+    }
+    saved = await browser.post("/dashboard/settings", data=form)
+    assert saved.status_code == 200 and "Saved." in saved.text, saved.text
+    api = (await http.get("/api/v1/settings", headers=coach.headers)).json()
+    assert (api["fine_tune_enabled"], api["fine_tune_min_examples"], api["fine_tune_min_days"]) == (True, 120, 14)
+    assert (api["fine_tune_base_model"], api["judge_model"], api["response_cache_ttl_seconds"]) == (
+        "gpt-4.1-mini-2025-04-14",
+        "gpt-4o",
+        3600,
+    )
+    for changes, message in [
+        ({"fine_tune_min_examples": "0"}, "fine_tune_min_examples must be a whole number from 1 to 100000"),
+        ({"fine_tune_min_days": "soon"}, "fine_tune_min_days must be a whole number from 0 to 365"),
+        ({"response_cache_ttl_seconds": "-1"}, "response_cache_ttl_seconds must be a whole number"),
+        ({"judge_model": "gpt 4o"}, "judge_model must be a model name"),
+    ]:
+        bad = await browser.post("/dashboard/settings", data=form | {"name": "Renamed"} | changes)
+        assert bad.status_code == 400 and message in bad.text, (changes, bad.status_code)
+        assert (await http.get("/api/v1/settings", headers=coach.headers)).json() == api, "nothing changed"
+
+    off = {k: v for k, v in form.items() if k != "fine_tune_enabled"} | {"judge_model": ""}
+    assert (await browser.post("/dashboard/settings", data=off)).status_code == 200
+    api = (await http.get("/api/v1/settings", headers=coach.headers)).json()
+    assert api["fine_tune_enabled"] is False and api["judge_model"] is None
