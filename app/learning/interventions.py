@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -300,23 +300,9 @@ class InterventionService:
         self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, strategy: str
     ) -> None:
         """Add one ``what_works`` line per successful strategy (no duplicates), under the profile's lock."""
-        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"profile:{client_id}"})
-        profile = await session.scalar(select(m.ClientProfile).where(m.ClientProfile.client_id == client_id))
+        profile = await self._memory.profile_for_update(session, coach_id, client_id)
         line = what_works_line(strategy)
-        if profile is None:
-            session.add(
-                m.ClientProfile(
-                    coach_id=coach_id,
-                    client_id=client_id,
-                    communication_preferences=[],
-                    what_works=[line],
-                    what_doesnt_work=[],
-                    tone="",
-                    sensitive_topics=[],
-                    updated_at=_now(),
-                )
-            )
-        elif line.lower() not in (w.lower() for w in profile.what_works):
+        if line.lower() not in (w.lower() for w in profile.what_works):
             profile.what_works = [*profile.what_works, line]
             profile.updated_at = _now()
 

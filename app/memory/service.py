@@ -620,7 +620,7 @@ class MemoryService:
             log.warning("profile update from session %s skipped: %s", session_id, exc)
             return "invalid model output"
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            profile = await self._profile_for_update(session, coach_id, client.id)
+            profile = await self.profile_for_update(session, coach_id, client.id)
             profile.communication_preferences = _merge_list(
                 profile.communication_preferences, output.communication_preferences
             )
@@ -634,9 +634,11 @@ class MemoryService:
             chat_session.summary = {**(chat_session.summary or {}), "profile_updated": True}
         return "updated"
 
-    async def _profile_for_update(
+    async def profile_for_update(
         self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID
     ) -> m.ClientProfile:
+        """The client's L4 profile (a new, empty one added to ``session`` when there is none), under a
+        transaction-scoped advisory lock on the client's profile so concurrent writers take turns."""
         await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"profile:{client_id}"})
         profile = await session.scalar(select(m.ClientProfile).where(m.ClientProfile.client_id == client_id))
         if profile is None:
@@ -833,7 +835,7 @@ class MemoryService:
         """The coach edits the L4 profile: ``changes`` maps list fields to lists of statements and ``tone`` to
         a string; anything else is ``InvalidInput``. Raises ``NotFound`` for another coach's client."""
         await self._accounts.get_client(session, coach_id, client_id)
-        profile = await self._profile_for_update(session, coach_id, client_id)
+        profile = await self.profile_for_update(session, coach_id, client_id)
         lists = ("communication_preferences", "what_works", "what_doesnt_work", "sensitive_topics")
         for name, value in changes.items():
             if name == "tone":
