@@ -86,7 +86,7 @@ class Container:
         cache = ResponseCache(redis)
         experiments = ExperimentService(sessionmaker, accounts)
         learning_dashboard = LearningDashboard(
-            sessionmaker, accounts, training, fine_tunes, model_versions, cache, experiments, registry
+            sessionmaker, accounts, training, fine_tunes, model_versions, cache, experiments, registry, redis
         )
         chat = ChatService(
             sessionmaker,

@@ -9,7 +9,8 @@
 - **Failure patterns**: the thumbs-down replies grouped by what the client had asked — the client messages
   are embedded with the coach's embedder and clustered by average-linkage agglomerative clustering on cosine
   distance (scikit-learn) with :data:`CLUSTER_DISTANCE` as the cut; each cluster is labelled by its YAKE key
-  phrases, largest first.
+  phrases, largest first. The result is kept in Redis under a hash of its inputs for
+  :data:`PATTERNS_CACHE_TTL_S`, so the page only embeds again when a thumbs-down came in or changed.
 - **Handoffs**: handoffs / client messages, per reason and per day.
 - Training readiness and data, fine-tune jobs, model versions, the response cache's hit rate, experiments
   and interventions, from their services.
@@ -17,6 +18,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -24,6 +27,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
+from redis.asyncio import Redis
 from sklearn.cluster import AgglomerativeClustering
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -50,6 +54,7 @@ CLUSTER_DISTANCE = 0.7
 """Average cosine distance at which clusters of complaints stop merging. Measured on all-MiniLM-L6-v2 with
 the test's complaints: the same worry in other words 0.3–0.7, different worries (sleep vs. money) ≥ 0.8."""
 PATTERNS_SHOWN = 5
+PATTERNS_CACHE_TTL_S = 3600
 NO_MATERIAL = "no material"
 
 
@@ -97,6 +102,7 @@ class LearningDashboard:
         cache: ResponseCache,
         experiments: ExperimentService,
         registry: ProviderRegistry,
+        redis: Redis,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._accounts = accounts
@@ -106,6 +112,7 @@ class LearningDashboard:
         self._cache = cache
         self._experiments = experiments
         self._registry = registry
+        self._redis = redis
 
     async def figures(self, coach_id: uuid.UUID, *, days: int = 30) -> dict[str, Any]:
         """Every figure of the dashboard over the last ``days`` UTC days (today included), JSON-ready.
@@ -215,7 +222,14 @@ class LearningDashboard:
         if not rows:
             return []
         texts = [" ".join(filter(None, (asked, comment))) or reply for asked, reply, comment in rows]
-        vectors = await self._registry.embedder_for(coach).embed(texts)
+        embedder = self._registry.embedder_for(coach)
+        digest = hashlib.sha256(json.dumps([embedder.model, rows], ensure_ascii=False).encode()).hexdigest()
+        key = f"opencoach:learning:failure-patterns:{coach.id}:{digest}"
+        cached = await self._redis.get(key)
+        if cached is not None:
+            stored: list[dict[str, Any]] = json.loads(cached)
+            return stored
+        vectors = await embedder.embed(texts)
         patterns = []
         for group in cluster_failures(texts, vectors)[:PATTERNS_SHOWN]:
             asked, reply, comment = rows[group[0]]
@@ -227,6 +241,7 @@ class LearningDashboard:
                     "example": {"client": asked, "reply": reply, "comment": comment},
                 }
             )
+        await self._redis.set(key, json.dumps(patterns), ex=PATTERNS_CACHE_TTL_S)
         return patterns
 
     async def _handoffs(

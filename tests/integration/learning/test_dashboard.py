@@ -106,6 +106,14 @@ async def test_the_dashboard_reports_approval_failures_and_handoffs(
     assert page.text.count("<svg") >= 3 and "Needs improvement" in page.text
     assert "insomnia" in page.text or "sleep" in page.text
 
+    # the clusters are kept until the thumbs-down replies change
+    url, params = "/api/v1/learning/dashboard", {"days": 7}
+    assert (await http.get(url, headers=setup.coach.headers, params=params)).json()["failure_patterns"] == patterns
+    extra = await chat(http, setup, "Another sleepless night, I keep waking up at 4 am.")
+    await rate(http, setup, extra["message_id"], False, "Still no help with my sleep")
+    grown = (await http.get(url, headers=setup.coach.headers, params=params)).json()["failure_patterns"]
+    assert sorted(p["size"] for p in grown) == [2, 3]
+
     other = await new_setup("Empty Coach")
     empty = (await http.get("/api/v1/learning/dashboard", headers=other.coach.headers)).json()
     assert empty["approval"]["overall"]["rated"] == 0 and empty["health"] is None
