@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-browser lint bench clean
+.PHONY: demo test test-browser lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,14 +15,19 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/opencoach demo
 
-test: $(STAMP)
+# the browser tests (tests/browser) drive Debian's Chromium through Playwright (no browser download)
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest
 
 # the two-browser handoff test alone (headless Chromium from the system; screenshots in test-artifacts/browser/)
-test-browser: $(STAMP)
+test-browser: $(STAMP) chromium
 	$(BIN)/python -m pytest tests/browser
 
 lint: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/ruff check app tests bench migrations
 	$(BIN)/ruff format --check app tests bench migrations
 	$(BIN)/mypy app

@@ -19,22 +19,23 @@ from litestar.stores.redis import RedisStore
 from litestar.template.config import TemplateConfig
 from redis.asyncio import Redis
 
-from app.accounts.controllers import AuthController, ClientController, SettingsController
-from app.accounts.security import SecretBox
-from app.chat.controllers import ChatController, ConversationController, FeedbackController, chat_socket
-from app.config import Settings
+from app.channels.web.chat import ChatController, FeedbackController, chat_socket
+from app.channels.web.widget import WidgetController
 from app.container import Container
+from app.core.config import Settings
+from app.core.errors import DomainError
+from app.core.security import SecretBox
 from app.deps import provide_container
-from app.errors import DomainError
-from app.handoff.controllers import HandoffController
-from app.learning.dashboard_controllers import LearningDashboardController
-from app.learning.experiment_controllers import ExperimentController
-from app.learning.training_controllers import ModelController, TrainingController
 from app.llm.registry import ProviderRegistry
-from app.memory.controllers import MemoryController, SessionController, WidgetMemoryController
-from app.rag.controllers import DocumentController
+from app.web.api.accounts import AuthController, ClientController, SettingsController
+from app.web.api.conversations import ConversationController
+from app.web.api.documents import DocumentController
+from app.web.api.experiments import ExperimentController
+from app.web.api.handoff import HandoffController
+from app.web.api.learning_dashboard import LearningDashboardController
+from app.web.api.memory import MemoryController, SessionController, WidgetMemoryController
+from app.web.api.training import ModelController, TrainingController
 from app.web.dashboard import CoachPages, DashboardController
-from app.web.widget import WidgetController
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SESSION_MAX_AGE_S = 14 * 24 * 3600

@@ -16,11 +16,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from app.config import Settings, get_settings
-from app.runtime import Services, start_services
+from app.core.config import Settings, get_settings
+from app.core.runtime import Services, start_services
 
 if TYPE_CHECKING:
-    from app.memory.evaluation import LocomoConversation, OpenAIModel
+    from app.evals.memory import LocomoConversation, OpenAIModel
 
 console = Console(stderr=True)
 
@@ -188,9 +188,9 @@ async def run_memory_eval(
     openai: OpenAIModel | None,
     keep: bool,
 ) -> dict[str, Any]:
-    """Run the memory pipeline over LoCoMo conversations and score it (see :mod:`app.memory.evaluation`)."""
+    """Run the memory pipeline over LoCoMo conversations and score it (see :mod:`app.evals.memory`)."""
     from app.container import Container
-    from app.memory.evaluation import evaluate
+    from app.evals.memory import evaluate
 
     container = await Container.create(settings, services.database_url, services.redis_url)
     try:
@@ -226,9 +226,9 @@ def _error(message: str) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """``eval memory``: LoCoMo evidence recall of the memory pipeline against three baselines."""
-    from app.errors import EvalDataError
+    from app.core.errors import EvalDataError
+    from app.evals.memory import OpenAIModel, load_locomo
     from app.llm.base import ProviderError
-    from app.memory.evaluation import OpenAIModel, load_locomo
 
     try:
         conversations = load_locomo(Path(args.locomo), max_sessions=args.sessions)[: args.conversations]
@@ -281,8 +281,8 @@ def _crisis_table(result: dict[str, Any]) -> Table:
 
 def cmd_eval_crisis(args: argparse.Namespace) -> int:
     """``eval crisis``: user-level precision/recall/F1 of the risk detector on a C-SSRS file (no services)."""
-    from app.errors import EvalDataError
-    from app.handoff.evaluation import evaluate_crisis, load_cssrs
+    from app.core.errors import EvalDataError
+    from app.evals.crisis import evaluate_crisis, load_cssrs
 
     try:
         data = load_cssrs(Path(args.cssrs))
@@ -340,10 +340,10 @@ def _learning_table(result: dict[str, Any]) -> Table:
 def cmd_eval_learning(args: argparse.Namespace) -> int:
     """``eval learning``: ESConv replay — style-profile strategy accuracy and few-shot reply similarity
     (no database; the local models)."""
-    from app.accounts.security import SecretBox
-    from app.errors import EvalDataError
-    from app.learning.evaluation import evaluate as evaluate_learning
-    from app.learning.evaluation import load_esconv
+    from app.core.errors import EvalDataError
+    from app.core.security import SecretBox
+    from app.evals.learning import evaluate as evaluate_learning
+    from app.evals.learning import load_esconv
     from app.llm.base import ProviderError
     from app.llm.registry import ProviderRegistry
 
@@ -390,7 +390,7 @@ def cmd_eval_learning(args: argparse.Namespace) -> int:
 
 def cmd_train_strategy(args: argparse.Namespace) -> int:
     """``learning train-strategy``: refit the ESConv strategy classifier and write its weights."""
-    from app.errors import EvalDataError
+    from app.core.errors import EvalDataError
     from app.learning.strategy import train
 
     try:

@@ -11,15 +11,15 @@ from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.accounts.security import SecretBox
 from app.accounts.service import AccountService
 from app.chat.service import ChatService
-from app.config import Settings
+from app.core.config import Settings
+from app.core.security import SecretBox
 from app.db.engine import assert_unprivileged, make_engine, make_sessionmaker, tenant_session
+from app.db.jobs import JobQueue
 from app.handoff.alerts import AlertService
 from app.handoff.live import LiveEvents
 from app.handoff.service import HandoffService
-from app.jobs import JobQueue
 from app.learning.cache import ResponseCache
 from app.learning.dashboard import LearningDashboard
 from app.learning.experiments import ExperimentService

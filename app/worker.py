@@ -18,11 +18,9 @@ from arq.connections import RedisSettings
 from arq.cron import cron
 from arq.worker import Retry, Worker, func
 
-from app.config import Settings
 from app.container import Container
-from app.db.migrate import assert_schema_current
-from app.handoff.alerts import MAX_ATTEMPTS as ALERT_ATTEMPTS
-from app.jobs import (
+from app.core.config import Settings
+from app.db.jobs import (
     ANALYSE_INTERVENTION,
     DELIVER_ALERT,
     EVALUATE_MODEL,
@@ -35,6 +33,8 @@ from app.jobs import (
     SUMMARIZE_SESSION,
     UPDATE_PROFILE,
 )
+from app.db.migrate import assert_schema_current
+from app.handoff.alerts import MAX_ATTEMPTS as ALERT_ATTEMPTS
 from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
 from app.memory.service import SummaryFailed

@@ -37,10 +37,10 @@ from rich.table import Table
 
 from app.asgi import create_app
 from app.chat.service import MAX_MESSAGE_CHARS
+from app.core.runtime import serve_in_background
+from app.evals.crisis import load_cssrs
 from app.handoff.crisis import needs_crisis_protocol
-from app.handoff.evaluation import load_cssrs
 from app.handoff.risk import RiskDetector
-from app.runtime import serve_in_background
 
 CSSRS = Path(__file__).resolve().parents[2] / "shared" / "data" / "crisis" / "cssrs_dev.csv"
 POSITIVE = ("Ideation", "Behavior", "Attempt")

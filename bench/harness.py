@@ -19,12 +19,12 @@ from cryptography.fernet import Fernet
 from rich.console import Console
 from rich.table import Table
 
-from app.config import Settings
 from app.container import Container
+from app.core.config import Settings
+from app.core.runtime import start_services
 from app.db.migrate import upgrade_head
 from app.rag.chunking import encoding
 from app.rag.service import IngestTimings
-from app.runtime import start_services
 
 console = Console(stderr=True)
 """Progress goes to stderr so stdout holds only the table (or the JSON)."""

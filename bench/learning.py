@@ -37,7 +37,8 @@ from rich.table import Table
 from sqlalchemy import insert
 
 from app.container import Container
-from app.db import models as m
+from app.conversations.models import Conversation, Message, SenderType
+from app.learning.models import ExampleKind, ExampleSource, Intervention, InterventionSource, Split, TrainingExample
 
 ESCONV = Path(__file__).resolve().parents[2] / "shared" / "data" / "esconv" / "valid.jsonl"
 QUESTIONS = (
@@ -112,7 +113,7 @@ async def seed_conversations(container: Container, coach_id: uuid.UUID, n: int) 
         client, _ = await container.accounts.create_client(session, coach_id, f"Seed {uuid.uuid4().hex[:6]}")
         ids = [uuid.uuid4() for _ in range(n)]
         await session.execute(
-            insert(m.Conversation),
+            insert(Conversation),
             [{"id": i, "coach_id": coach_id, "client_id": client.id, "channel": "widget"} for i in ids],
         )
     return client.id, ids
@@ -139,7 +140,7 @@ async def few_shot(
                     "id": message_id,
                     "coach_id": coach_id,
                     "conversation_id": conversation,
-                    "sender_type": m.SenderType.HUMAN_COACH,
+                    "sender_type": SenderType.HUMAN_COACH,
                     "text": reply,
                     "citations": [],
                     "meta": {},
@@ -151,7 +152,7 @@ async def few_shot(
                     "conversation_id": conversation,
                     "client_id": client_id,
                     "message_id": message_id,
-                    "source": m.InterventionSource.TAKEOVER,
+                    "source": InterventionSource.TAKEOVER,
                     "text": reply,
                     "client_text": seeker,
                     "context": [],
@@ -166,8 +167,8 @@ async def few_shot(
                 }
             )
         async with container.tenant(coach_id) as session:
-            await session.execute(insert(m.Message), messages)
-            await session.execute(insert(m.Intervention), batch)
+            await session.execute(insert(Message), messages)
+            await session.execute(insert(Intervention), batch)
         seeded = target
         samples = []
         for query in queries:
@@ -198,18 +199,18 @@ async def dashboard(
             helpful = rng.random() >= 0.1
             feedback = {"helpful": helpful, "rating": None, "text": None, "at": at.isoformat()}
             common = {"coach_id": coach_id, "conversation_id": conversation, "citations": []}
-            messages.append(common | {"sender_type": m.SenderType.CLIENT, "text": seeker, "meta": {}, "created_at": at})
+            messages.append(common | {"sender_type": SenderType.CLIENT, "text": seeker, "meta": {}, "created_at": at})
             messages.append(
                 common
                 | {
-                    "sender_type": m.SenderType.AI,
+                    "sender_type": SenderType.AI,
                     "text": reply,
                     "meta": {"mode": "auto", "feedback": feedback},
                     "created_at": at + timedelta(seconds=5),
                 }
             )
         async with container.tenant(coach_id) as session:
-            await session.execute(insert(m.Message), messages)
+            await session.execute(insert(Message), messages)
         seeded = target
         samples = [await timed(lambda: container.learning_dashboard.figures(coach_id, days=30)) for _ in range(6)]
         rows[f"learning dashboard, {target:,} rated replies, first view"] = stats(samples[:1])
@@ -229,7 +230,7 @@ async def export(container: Container, coach_id: uuid.UUID, pairs: list[tuple[st
                 "id": message_id,
                 "coach_id": coach_id,
                 "conversation_id": conversation,
-                "sender_type": m.SenderType.AI,
+                "sender_type": SenderType.AI,
                 "text": reply,
                 "citations": [],
                 "meta": {},
@@ -239,21 +240,21 @@ async def export(container: Container, coach_id: uuid.UUID, pairs: list[tuple[st
             {
                 "coach_id": coach_id,
                 "conversation_id": conversation,
-                "kind": m.ExampleKind.SFT,
-                "source": m.ExampleSource.THUMBS_UP,
+                "kind": ExampleKind.SFT,
+                "source": ExampleSource.THUMBS_UP,
                 "message_id": message_id,
                 "prompt": [{"role": "system", "content": "You are a coach."}, {"role": "user", "content": seeker}],
                 "chosen": reply,
                 "quality": 0.9,
-                "split": m.Split.TRAIN,
+                "split": Split.TRAIN,
                 "content_hash": f"{i:064d}",
             }
         )
     async with container.tenant(coach_id) as session:
-        await session.execute(insert(m.Message), messages)
-        await session.execute(insert(m.TrainingExample), examples)
+        await session.execute(insert(Message), messages)
+        await session.execute(insert(TrainingExample), examples)
     samples = [
-        await timed(lambda: container.training.export(coach_id, kind=m.ExampleKind.SFT, split="all")) for _ in range(5)
+        await timed(lambda: container.training.export(coach_id, kind=ExampleKind.SFT, split="all")) for _ in range(5)
     ]
     return {"training export, 5,000 SFT examples (JSONL)": stats(samples)}
 

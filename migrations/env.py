@@ -9,11 +9,18 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.config import get_settings
-from app.db import models as m
+# every domain's models meet here, so autogenerate and `alembic check` see the whole schema
+import app.accounts.models
+import app.conversations.handoffs
+import app.conversations.models
+import app.learning.models
+import app.memory.models
+import app.rag.models  # noqa: F401
+from app.core.config import get_settings
+from app.db.base import Base
 
 config = context.config
-target_metadata = m.Base.metadata
+target_metadata = Base.metadata
 
 
 def _url() -> str:

@@ -16,13 +16,13 @@ import pytest
 import websockets
 from cryptography.fernet import Fernet
 
-from app.accounts.security import SecretBox
 from app.asgi import create_app
-from app.config import Settings
 from app.container import Container
+from app.core.config import Settings
+from app.core.runtime import Services, serve_in_background, start_services
+from app.core.security import SecretBox
 from app.db.migrate import upgrade_head
 from app.llm.registry import ProviderRegistry
-from app.runtime import Services, serve_in_background, start_services
 from app.worker import build_worker
 
 BOOKS = Path(os.environ.get("OPENCOACH_BOOKS", Path(__file__).resolve().parents[2] / "shared" / "data" / "books"))

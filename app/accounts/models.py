@@ -37,7 +37,7 @@ class Coach(IdMixin, Base):
     session_idle_minutes: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
     """L2: a chat session ends after this long without a message."""
     handoff_mode: Mapped[str] = mapped_column(String(20), default="auto", server_default="auto")
-    """``auto`` | ``draft`` | ``human_only`` (see :class:`app.handoff.models.HandoffMode`)."""
+    """``auto`` | ``draft`` | ``human_only`` (see :class:`app.conversations.handoffs.HandoffMode`)."""
     confidence_threshold: Mapped[float] = mapped_column(Float, default=0.5, server_default="0.5")
     """In ``auto`` mode the AI answers only when its confidence (:mod:`app.handoff.confidence`) is at least this."""
     high_stakes_topics: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
@@ -48,7 +48,7 @@ class Coach(IdMixin, Base):
     """After this long without the coach taking over, the client gets a holding message."""
     availability: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     """The coach's hours ``{"timezone", "days": [0–6, Monday = 0], "start": "HH:MM", "end": "HH:MM"}``;
-    ``None``: always available (see :mod:`app.handoff.availability`)."""
+    ``None``: always available (see :mod:`app.accounts.availability`)."""
     crisis_resources: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
     """Lines of the crisis reply (helplines); empty: :data:`app.handoff.crisis.DEFAULT_CRISIS_RESOURCES`."""
     alert_webhook_url: Mapped[str | None] = mapped_column(String(500))
@@ -105,3 +105,13 @@ class Client(TenantMixin, Base):
     name: Mapped[str] = mapped_column(String(200))
     widget_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     widget_token_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class HandoffMode:
+    """A coach's escalation mode: ``auto`` (the AI answers unless confidence is below the coach's threshold),
+    ``draft`` (the AI drafts, the coach approves or edits before anything is sent), ``human_only``."""
+
+    AUTO = "auto"
+    DRAFT = "draft"
+    HUMAN_ONLY = "human_only"
+    ALL = (AUTO, DRAFT, HUMAN_ONLY)

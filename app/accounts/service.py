@@ -10,12 +10,12 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.accounts.security import SecretBox, hash_password, new_token, token_hash, verify_password
-from app.db import models as m
+from app.accounts.handoff_settings import apply_handoff_settings
+from app.accounts.models import ApiKey, Client, Coach, CoachUser
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.security import SecretBox, hash_password, new_token, token_hash, verify_password
+from app.core.validation import EMAIL_RE, http_url, in_range
 from app.db.engine import tenant_session
-from app.errors import Conflict, InvalidInput, NotFound
-from app.handoff.settings import apply_handoff_settings
-from app.validation import EMAIL_RE, http_url, in_range
 
 MIN_PASSWORD_LENGTH = 8
 LLM_PROVIDERS = ("local", "openai")
@@ -64,13 +64,13 @@ class AccountService:
             raise InvalidInput(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
         coach_id = uuid.uuid4()
         api_key = new_token("oc")
-        user = m.CoachUser(coach_id=coach_id, email=email, password_hash=hash_password(password))
+        user = CoachUser(coach_id=coach_id, email=email, password_hash=hash_password(password))
         try:
             async with tenant_session(self._sessionmaker, coach_id) as session:
-                session.add(m.Coach(id=coach_id, name=coach_name, persona=default_persona(coach_name)))
+                session.add(Coach(id=coach_id, name=coach_name, persona=default_persona(coach_name)))
                 await session.flush()
                 session.add(user)
-                session.add(m.ApiKey(coach_id=coach_id, prefix=api_key[:10], key_hash=token_hash(api_key)))
+                session.add(ApiKey(coach_id=coach_id, prefix=api_key[:10], key_hash=token_hash(api_key)))
         except IntegrityError as exc:
             raise Conflict("an account with this e-mail already exists") from exc
         return SignupResult(coach_id, user.id, api_key)
@@ -104,9 +104,9 @@ class AccountService:
             ).first()
         return ClientIdentity(row.coach_id, row.client_id) if row else None
 
-    async def get_coach(self, session: AsyncSession, coach_id: uuid.UUID) -> m.Coach:
+    async def get_coach(self, session: AsyncSession, coach_id: uuid.UUID) -> Coach:
         """The tenant row (RLS already limits ``session`` to it). Raises ``NotFound``."""
-        coach = await session.get(m.Coach, coach_id)
+        coach = await session.get(Coach, coach_id)
         if coach is None:
             raise NotFound("coach not found")
         return coach
@@ -116,13 +116,13 @@ class AccountService:
         async with tenant_session(self._sessionmaker, coach_id) as session:
             await session.delete(await self.get_coach(session, coach_id))
 
-    async def create_client(self, session: AsyncSession, coach_id: uuid.UUID, name: str) -> tuple[m.Client, str]:
+    async def create_client(self, session: AsyncSession, coach_id: uuid.UUID, name: str) -> tuple[Client, str]:
         """Create a client; returns it and its plaintext widget token. Raises ``InvalidInput`` on empty name."""
         name = name.strip()
         if not name:
             raise InvalidInput("name must not be empty")
         token = new_token("ocw")
-        client = m.Client(
+        client = Client(
             coach_id=coach_id,
             name=name,
             widget_token_hash=token_hash(token),
@@ -132,14 +132,14 @@ class AccountService:
         await session.flush()
         return client, token
 
-    async def list_clients(self, session: AsyncSession, coach_id: uuid.UUID) -> list[m.Client]:
+    async def list_clients(self, session: AsyncSession, coach_id: uuid.UUID) -> list[Client]:
         """The coach's clients, newest first."""
-        stmt = select(m.Client).where(m.Client.coach_id == coach_id).order_by(m.Client.created_at.desc())
+        stmt = select(Client).where(Client.coach_id == coach_id).order_by(Client.created_at.desc())
         return list((await session.scalars(stmt)).all())
 
-    async def get_client(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> m.Client:
+    async def get_client(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> Client:
         """One client of this coach. Raises ``NotFound`` (also for another coach's client)."""
-        client = await session.scalar(select(m.Client).where(m.Client.id == client_id, m.Client.coach_id == coach_id))
+        client = await session.scalar(select(Client).where(Client.id == client_id, Client.coach_id == coach_id))
         if client is None:
             raise NotFound("client not found")
         return client
@@ -148,7 +148,7 @@ class AccountService:
         """Delete a client and (by cascade) its conversations. Raises ``NotFound``."""
         await session.delete(await self.get_client(session, coach_id, client_id))
 
-    def widget_token(self, client: m.Client) -> str:
+    def widget_token(self, client: Client) -> str:
         """Decrypt the client's widget token for display in the coach's dashboard."""
         return self._secrets.decrypt(client.widget_token_encrypted)
 
@@ -166,9 +166,9 @@ class AccountService:
         recent_messages: int | None = None,
         session_idle_minutes: int | None = None,
         **handoff: Any,
-    ) -> m.Coach:
+    ) -> Coach:
         """Change persona, provider, memory and escalation settings (``handoff``: the fields of
-        :data:`app.handoff.settings.HANDOFF_FIELDS`); ``None`` leaves a field as is, ``""`` clears an
+        :data:`app.accounts.handoff_settings.HANDOFF_FIELDS`); ``None`` leaves a field as is, ``""`` clears an
         optional one.
 
         The API key is encrypted before it is stored. Raises ``InvalidInput`` for an unknown provider, an

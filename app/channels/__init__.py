@@ -1,0 +1,1 @@
+"""Channel adapters: each parses a client's message, runs the channel-neutral chat turn and renders its events."""

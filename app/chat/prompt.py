@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from app.chat.models import Message, SenderType
+from app.conversations.models import Message, SenderType
 from app.llm.base import ChatMessage
 from app.memory.retrieval import MemoryContext, MemoryItem
 from app.rag.chunking import count_tokens

@@ -24,26 +24,30 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.models import Client, Coach, HandoffMode
 from app.accounts.service import AccountService
-from app.chat.messages import helpful, store_message
 from app.chat.prompt import assemble_prompt
-from app.config import Settings
-from app.db import models as m
+from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason
+from app.conversations.metadata import helpful
+from app.conversations.models import Conversation, Message, SenderType
+from app.core.config import Settings
+from app.core.errors import InvalidInput, NotFound
 from app.db.engine import tenant_session
-from app.errors import InvalidInput, NotFound
+from app.db.jobs import JobQueue
 from app.handoff.confidence import Confidence, score_confidence
 from app.handoff.crisis import DEFAULT_CRISIS_RESOURCES, crisis_reply, needs_crisis_protocol, risk_metadata
 from app.handoff.risk import RiskAssessment, RiskDetector
 from app.handoff.service import HandoffService
 from app.handoff.signals import TurnSignals, retrieval_support, token_confidence, turn_signals
-from app.jobs import JobQueue
 from app.learning.cache import ResponseCache
 from app.learning.experiments import Assignment, ExperimentService
 from app.learning.interventions import FewShotExample, InterventionService
+from app.learning.models import ModelVersion
 from app.learning.style import style_lines
 from app.learning.versions import ModelVersionService
 from app.llm.base import ProviderError, Usage
 from app.llm.registry import ProviderRegistry
+from app.memory.messages import store_message
 from app.memory.service import MemoryService
 from app.rag.retrieval import RetrievedChunk, retrieve
 
@@ -96,14 +100,14 @@ def _ms(seconds: float) -> float:
 class _TurnState:
     """What the first transaction of a turn learned, for the steps after it."""
 
-    coach: m.Coach
-    conversation: m.Conversation
-    client_message: m.Message
+    coach: Coach
+    conversation: Conversation
+    client_message: Message
     client_name: str
-    history: list[m.Message]
+    history: list[Message]
     risk: RiskAssessment
     signals: TurnSignals
-    resumed: m.Handoff | None
+    resumed: Handoff | None
     answers_coach: bool
     """The previous message was the human coach's: this turn is an outcome of an intervention."""
 
@@ -113,9 +117,9 @@ class _Learned:
     """The learning loop's part of a turn. An experiment's variant overrides persona, model and temperature;
     otherwise the coach's production model version serves (``None``: the coach's base model)."""
 
-    coach: m.Coach
+    coach: Coach
     assignment: Assignment | None
-    version: m.ModelVersion | None
+    version: ModelVersion | None
     examples: list[FewShotExample]
 
     @property
@@ -198,15 +202,15 @@ class ChatService:
         started = time.perf_counter()
 
         # 1. persist the client message first, with the turn's signals; crisis protocol and handoff rules
-        reply_message: m.Message | None = None
-        handoff: m.Handoff | None = None
+        reply_message: Message | None = None
+        handoff: Handoff | None = None
         announce = False
         async with tenant_session(self._sessionmaker, coach_id) as session:
             coach = await self._accounts.get_coach(session, coach_id)
             conversation = await self._conversation_for(session, coach_id, client_id, conversation_id, channel)
             now = datetime.now(UTC)
             client_message, ended = await store_message(
-                session, self._memory, coach, conversation.id, m.SenderType.CLIENT, text, at=now
+                session, self._memory, coach, conversation.id, SenderType.CLIENT, text, at=now
             )
             state = await self._load_state(session, coach, conversation, client_message)
             risk, signals = state.risk, state.signals
@@ -219,7 +223,7 @@ class ChatService:
                         session,
                         coach,
                         conversation,
-                        reason=m.HandoffReason.CRISIS,
+                        reason=HandoffReason.CRISIS,
                         detail=conversation.urgent_reason,
                         confidence=0.0,
                         signals=signals.as_dict(),
@@ -227,7 +231,7 @@ class ChatService:
                     )
                 else:  # a crisis during a handoff makes it urgent; the coach is alerted live again
                     handoff = active
-                    handoff.reason = m.HandoffReason.CRISIS
+                    handoff.reason = HandoffReason.CRISIS
                     handoff.detail = conversation.urgent_reason
                 announce = True
                 reply_message, _ = await store_message(
@@ -235,12 +239,12 @@ class ChatService:
                     self._memory,
                     coach,
                     conversation.id,
-                    m.SenderType.AI,
+                    SenderType.AI,
                     crisis_reply(coach.name, tuple(coach.crisis_resources) or DEFAULT_CRISIS_RESOURCES),
                     at=datetime.now(UTC),
                     meta={
                         "crisis": True,
-                        "handoff_reason": m.HandoffReason.CRISIS,
+                        "handoff_reason": HandoffReason.CRISIS,
                         "handoff_id": str(handoff.id),
                         "ai_confidence_before": 0.0,
                         "signals": signals.as_dict(),
@@ -295,30 +299,30 @@ class ChatService:
         yield self._result(client_message, reply_message, handoff, started)
 
     async def _load_state(
-        self, session: AsyncSession, coach: m.Coach, conversation: m.Conversation, client_message: m.Message
+        self, session: AsyncSession, coach: Coach, conversation: Conversation, client_message: Message
     ) -> _TurnState:
         """L1 history and the pre-generation signals (all but retrieval support and token confidence)."""
         earlier = list(
             reversed(
                 (
                     await session.scalars(
-                        select(m.Message)
+                        select(Message)
                         .where(
-                            m.Message.conversation_id == conversation.id,
-                            m.Message.id != client_message.id,
+                            Message.conversation_id == conversation.id,
+                            Message.id != client_message.id,
                         )
-                        .order_by(m.Message.created_at.desc())
+                        .order_by(Message.created_at.desc())
                         .limit(max(coach.recent_messages, SIGNAL_WINDOW_MESSAGES))
                     )
                 ).all()
             )
         )
         history = earlier[-coach.recent_messages :] if coach.recent_messages else []
-        client_texts = [msg.text for msg in earlier if msg.sender_type == m.SenderType.CLIENT]
+        client_texts = [msg.text for msg in earlier if msg.sender_type == SenderType.CLIENT]
         ai_feedback = [
             helpful(msg.meta)
             for msg in reversed(earlier)
-            if msg.sender_type == m.SenderType.AI and not msg.meta.get("notice")
+            if msg.sender_type == SenderType.AI and not msg.meta.get("notice")
         ]
         risk = self._risk.assess(client_message.text)
         signals = turn_signals(
@@ -332,30 +336,30 @@ class ChatService:
         )
         client = await self._accounts.get_client(session, coach.id, conversation.client_id)
         resumed = await self._handoffs.resumed(session, conversation.id)
-        answers_coach = bool(earlier) and earlier[-1].sender_type == m.SenderType.HUMAN_COACH
+        answers_coach = bool(earlier) and earlier[-1].sender_type == SenderType.HUMAN_COACH
         return _TurnState(
             coach, conversation, client_message, client.name, history, risk, signals, resumed, answers_coach
         )
 
-    def _handoff_rule(self, coach: m.Coach, signals: TurnSignals) -> tuple[str, str] | None:
+    def _handoff_rule(self, coach: Coach, signals: TurnSignals) -> tuple[str, str] | None:
         """The escalation rule this turn meets before any retrieval, as ``(reason, detail)``, or ``None``."""
         if signals.human_request:
-            return m.HandoffReason.HUMAN_REQUEST, "the client asked for a human"
+            return HandoffReason.HUMAN_REQUEST, "the client asked for a human"
         if signals.escalate_topics:
-            return m.HandoffReason.ESCALATE_TOPIC, ", ".join(signals.escalate_topics)
-        if coach.handoff_mode == m.HandoffMode.HUMAN_ONLY:
-            return m.HandoffReason.HUMAN_ONLY, ""
+            return HandoffReason.ESCALATE_TOPIC, ", ".join(signals.escalate_topics)
+        if coach.handoff_mode == HandoffMode.HUMAN_ONLY:
+            return HandoffReason.HUMAN_ONLY, ""
         return None
 
     async def _notice(
         self,
         session: AsyncSession,
-        coach: m.Coach,
-        conversation: m.Conversation,
-        handoff: m.Handoff,
+        coach: Coach,
+        conversation: Conversation,
+        handoff: Handoff,
         signals: TurnSignals,
         confidence: Confidence | None,
-    ) -> m.Message:
+    ) -> Message:
         """Store the message telling the client the coach was asked to join."""
         meta: dict[str, Any] = {
             "notice": "handoff",
@@ -372,7 +376,7 @@ class ChatService:
             self._memory,
             coach,
             conversation.id,
-            m.SenderType.AI,
+            SenderType.AI,
             self._handoffs.notice(coach, handoff.reason, now),
             at=now,
             meta=meta,
@@ -381,12 +385,12 @@ class ChatService:
 
     def _result(
         self,
-        client_message: m.Message,
-        reply_message: m.Message | None,
-        handoff: m.Handoff | None,
+        client_message: Message,
+        reply_message: Message | None,
+        handoff: Handoff | None,
         started: float,
         *,
-        draft: m.Draft | None = None,
+        draft: Draft | None = None,
     ) -> TurnResult:
         metadata = dict(reply_message.meta) if reply_message is not None else {}
         metadata["latency_ms"] = _ms(time.perf_counter() - started)
@@ -413,7 +417,7 @@ class ChatService:
         """Retrieve, score confidence, then generate (streamed in ``auto`` mode, kept as a draft in ``draft``
         mode) or hand off when confidence is below the coach's threshold."""
         coach, conversation, text = state.coach, state.conversation, state.client_message.text
-        drafting = coach.handoff_mode == m.HandoffMode.DRAFT
+        drafting = coach.handoff_mode == HandoffMode.DRAFT
         timings: dict[str, float] = {}
         passages: list[RetrievedChunk] = []
         base = self._registry.chat_for(coach)
@@ -563,16 +567,16 @@ class ChatService:
 
         # 3. persist the reply (or the draft)
         t0 = time.perf_counter()
-        draft: m.Draft | None = None
-        reply_message: m.Message | None = None
+        draft: Draft | None = None
+        reply_message: Message | None = None
         async with tenant_session(self._sessionmaker, coach.id) as session:
             now = datetime.now(UTC)
             if drafting:
-                draft = m.Draft(
+                draft = Draft(
                     coach_id=coach.id,
                     conversation_id=conversation.id,
                     client_message_id=state.client_message.id,
-                    status=m.DraftStatus.PENDING,
+                    status=DraftStatus.PENDING,
                     text=reply,
                     citations=citations,
                     meta=metadata,
@@ -590,7 +594,7 @@ class ChatService:
                     self._memory,
                     coach,
                     conversation.id,
-                    m.SenderType.AI,
+                    SenderType.AI,
                     reply,
                     at=now,
                     citations=citations,
@@ -598,8 +602,8 @@ class ChatService:
                 )
                 if state.resumed is not None:
                     await session.execute(
-                        update(m.Handoff)
-                        .where(m.Handoff.id == state.resumed.id)
+                        update(Handoff)
+                        .where(Handoff.id == state.resumed.id)
                         .values(resumed_message_id=reply_message.id)
                     )
         metadata["persist_ms"] = _ms(time.perf_counter() - t0)
@@ -617,8 +621,8 @@ class ChatService:
     async def _learned(
         self,
         session: AsyncSession,
-        coach: m.Coach,
-        conversation: m.Conversation,
+        coach: Coach,
+        conversation: Conversation,
         query_embedding: list[float],
         embedding_model: str,
     ) -> _Learned:
@@ -637,23 +641,21 @@ class ChatService:
         """Confidence below the coach's threshold in ``auto`` mode: hand off instead of answering."""
         coach = state.coach
         async with tenant_session(self._sessionmaker, coach.id) as session:
-            conversation = await session.get_one(m.Conversation, state.conversation.id)
+            conversation = await session.get_one(Conversation, state.conversation.id)
             handoff = await self._handoffs.active_for(session, conversation.id)
             if handoff is None:
                 handoff = await self._handoffs.open(
                     session,
                     coach,
                     conversation,
-                    reason=m.HandoffReason.LOW_CONFIDENCE,
+                    reason=HandoffReason.LOW_CONFIDENCE,
                     detail=f"confidence {confidence.value:.2f} < {coach.confidence_threshold:.2f}"
                     + (f", mostly {confidence.reason.replace('_', ' ')}" if confidence.reason else ""),
                     confidence=confidence.value,
                     signals=signals.as_dict(),
                     trigger_message_id=state.client_message.id,
                 )
-                notice: m.Message | None = await self._notice(
-                    session, coach, conversation, handoff, signals, confidence
-                )
+                notice: Message | None = await self._notice(session, coach, conversation, handoff, signals, confidence)
             else:  # the coach took over meanwhile
                 notice = None
         if notice is not None:
@@ -686,14 +688,14 @@ class ChatService:
             raise InvalidInput(f"text is longer than {MAX_FEEDBACK_CHARS} characters")
         async with tenant_session(self._sessionmaker, coach_id) as session:
             message = await session.scalar(
-                select(m.Message)
-                .join(m.Conversation, m.Conversation.id == m.Message.conversation_id)
+                select(Message)
+                .join(Conversation, Conversation.id == Message.conversation_id)
                 .where(
-                    m.Message.id == message_id,
-                    m.Message.sender_type.in_((m.SenderType.AI, m.SenderType.HUMAN_COACH)),
-                    m.Conversation.client_id == client_id,
+                    Message.id == message_id,
+                    Message.sender_type.in_((SenderType.AI, SenderType.HUMAN_COACH)),
+                    Conversation.client_id == client_id,
                 )
-                .with_for_update(of=m.Message)
+                .with_for_update(of=Message)
             )
             if message is None:
                 raise NotFound("message not found")
@@ -712,61 +714,59 @@ class ChatService:
         client_id: uuid.UUID,
         conversation_id: uuid.UUID | None,
         channel: str,
-    ) -> m.Conversation:
+    ) -> Conversation:
         if conversation_id is not None:
             conversation = await session.scalar(
-                select(m.Conversation).where(
-                    m.Conversation.id == conversation_id,
-                    m.Conversation.coach_id == coach_id,
-                    m.Conversation.client_id == client_id,
+                select(Conversation).where(
+                    Conversation.id == conversation_id,
+                    Conversation.coach_id == coach_id,
+                    Conversation.client_id == client_id,
                 )
             )
             if conversation is None:
                 raise NotFound("conversation not found")
             return conversation
-        conversation = m.Conversation(coach_id=coach_id, client_id=client_id, channel=channel)
+        conversation = Conversation(coach_id=coach_id, client_id=client_id, channel=channel)
         session.add(conversation)
         await session.flush()
         return conversation
 
     async def list_conversations(
         self, coach_id: uuid.UUID, client_id: uuid.UUID | None = None
-    ) -> list[tuple[m.Conversation, str, int]]:
+    ) -> list[tuple[Conversation, str, int]]:
         """The coach's conversations, most recent first, as ``(conversation, client name, message count)``."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             stmt = (
-                select(m.Conversation, m.Client.name, func.count(m.Message.id))
-                .join(m.Client, m.Client.id == m.Conversation.client_id)
-                .outerjoin(m.Message, m.Message.conversation_id == m.Conversation.id)
-                .where(m.Conversation.coach_id == coach_id)
-                .group_by(m.Conversation.id, m.Client.name)
-                .order_by(m.Conversation.last_message_at.desc())
+                select(Conversation, Client.name, func.count(Message.id))
+                .join(Client, Client.id == Conversation.client_id)
+                .outerjoin(Message, Message.conversation_id == Conversation.id)
+                .where(Conversation.coach_id == coach_id)
+                .group_by(Conversation.id, Client.name)
+                .order_by(Conversation.last_message_at.desc())
             )
             if client_id is not None:
-                stmt = stmt.where(m.Conversation.client_id == client_id)
+                stmt = stmt.where(Conversation.client_id == client_id)
             return [(c, name, int(n)) for c, name, n in (await session.execute(stmt)).all()]
 
     async def get_conversation(
         self, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, client_id: uuid.UUID | None = None
-    ) -> tuple[m.Conversation, list[m.Message]]:
+    ) -> tuple[Conversation, list[Message]]:
         """A conversation and its messages (oldest first). With ``client_id``, only that client's.
 
         Raises ``NotFound`` (also for another coach's or another client's conversation).
         """
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            stmt = select(m.Conversation).where(
-                m.Conversation.id == conversation_id, m.Conversation.coach_id == coach_id
-            )
+            stmt = select(Conversation).where(Conversation.id == conversation_id, Conversation.coach_id == coach_id)
             if client_id is not None:
-                stmt = stmt.where(m.Conversation.client_id == client_id)
+                stmt = stmt.where(Conversation.client_id == client_id)
             conversation = await session.scalar(stmt)
             if conversation is None:
                 raise NotFound("conversation not found")
             messages = (
                 await session.scalars(
-                    select(m.Message)
-                    .where(m.Message.conversation_id == conversation_id)
-                    .order_by(m.Message.created_at, m.Message.id)
+                    select(Message)
+                    .where(Message.conversation_id == conversation_id)
+                    .order_by(Message.created_at, Message.id)
                 )
             ).all()
         return conversation, list(messages)

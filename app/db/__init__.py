@@ -1,1 +1,1 @@
-"""Database layer: engine and sessions, declarative base, tenancy helpers, models (``app.db.models as m``)."""
+"""Database layer: engine and tenant sessions, declarative base, background job names and queue."""

@@ -39,3 +39,27 @@ class TenantMixin(IdMixin):
         return mapped_column(
             UUID(as_uuid=True), ForeignKey("coaches.id", ondelete="CASCADE"), index=True, nullable=False
         )
+
+
+TENANT_TABLES = (
+    "coach_users",
+    "api_keys",
+    "clients",
+    "documents",
+    "chunks",
+    "conversations",
+    "messages",
+    "chat_sessions",
+    "insights",
+    "client_profiles",
+    "handoffs",
+    "drafts",
+    "interventions",
+    "training_examples",
+    "training_datasets",
+    "fine_tune_jobs",
+    "model_versions",
+    "experiments",
+)
+"""Tables keyed by ``coach_id`` under row-level security (``coaches`` is keyed by its own ``id``;
+``intervention_patterns`` is anonymised and shared by all coaches)."""

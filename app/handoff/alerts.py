@@ -32,10 +32,8 @@ The webhook secret is never logged nor stored in clear; stored errors are at mos
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
-import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -50,11 +48,12 @@ from arq.worker import Retry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks import Webhook
 
-from app.accounts.security import SecretBox
-from app.config import Settings
-from app.db import models as m
+from app.accounts.models import Client, Coach
+from app.conversations.handoffs import Handoff, HandoffReason
+from app.core.config import Settings
+from app.core.security import SecretBox
+from app.core.text import one_line
 from app.db.engine import tenant_session
-from app.handoff.text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +73,6 @@ EMAIL = "email"
 SENT = "sent"
 FAILED = "failed"
 SKIPPED = "skipped"
-
-
-def new_webhook_secret() -> str:
-    """A fresh Standard Webhooks signing secret: ``"whsec_"`` + base64 of 24 random bytes (192 bits).
-
-    Store it encrypted (:meth:`app.accounts.security.SecretBox.encrypt`) in
-    ``Coach.alert_webhook_secret_encrypted`` and show it to the coach once, for their receiver.
-    """
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 def sign_webhook(secret: str, msg_id: str, timestamp: datetime, body: str) -> dict[str, str]:
@@ -118,12 +108,12 @@ class AlertContent:
     @property
     def urgent(self) -> bool:
         """A crisis handoff."""
-        return self.reason == m.HandoffReason.CRISIS
+        return self.reason == HandoffReason.CRISIS
 
     @property
     def reason_label(self) -> str:
         """The reason in words (``"Crisis risk"``), or the raw reason if it has no label."""
-        return m.HandoffReason.LABELS.get(self.reason, self.reason)
+        return HandoffReason.LABELS.get(self.reason, self.reason)
 
     def webhook_event(self, at: datetime) -> dict[str, Any]:
         """The webhook body: ``{"type": "handoff.opened", "timestamp": ISO 8601, "data": {...}}``."""
@@ -247,11 +237,11 @@ class AlertService:
 
     async def _load(self, coach_id: uuid.UUID, handoff_id: uuid.UUID) -> _Target | None:
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            handoff = await session.get(m.Handoff, handoff_id)
-            coach = await session.get(m.Coach, coach_id)
+            handoff = await session.get(Handoff, handoff_id)
+            coach = await session.get(Coach, coach_id)
             if handoff is None or coach is None or handoff.coach_id != coach_id:
                 return None
-            client = await session.get(m.Client, handoff.client_id)
+            client = await session.get(Client, handoff.client_id)
         secret: str | None = None
         secret_error: str | None = None
         if coach.alert_webhook_url:
@@ -332,7 +322,7 @@ class AlertService:
     async def _record(self, coach_id: uuid.UUID, handoff_id: uuid.UUID, channel: str, outcome: _Outcome) -> None:
         """Store one channel's outcome in ``handoff.alerts`` in its own transaction (row locked)."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            handoff = await session.get(m.Handoff, handoff_id, with_for_update=True)
+            handoff = await session.get(Handoff, handoff_id, with_for_update=True)
             if handoff is None:
                 return
             alerts = dict(handoff.alerts or {})

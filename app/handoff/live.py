@@ -24,7 +24,7 @@ from typing import Any
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from redis.asyncio import Redis
 
-from app.db import models as m
+from app.conversations.models import Message
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def client_channel(client_id: uuid.UUID) -> str:
     return f"client:{client_id}"
 
 
-def message_event(message: m.Message, *, client_view: dict[str, Any] | None = None) -> dict[str, Any]:
+def message_event(message: Message, *, client_view: dict[str, Any] | None = None) -> dict[str, Any]:
     """A ``message`` event; ``client_view`` replaces the metadata for the client's channel."""
     return {
         "type": "message",

@@ -51,7 +51,7 @@ Sources
   intent, plan, preparatory behaviour, attempt — the structure of the explicit / indirect / means cues.
 - Gaur M. et al. (2019), "Knowledge-aware Assessment of Severity of Suicide Risk for Early Intervention",
   *WWW 2019*: the Reddit C-SSRS data set (labels Supportive, Indicator, Ideation, Behavior, Attempt) that
-  ``opencoach eval crisis`` scores this detector on (:mod:`app.handoff.evaluation`).
+  ``opencoach eval crisis`` scores this detector on (:mod:`app.evals.crisis`).
 - Joiner T. (2005), *Why People Die by Suicide*: perceived burdensomeness and thwarted belongingness
   (``better off without me``, ``I'm a burden``).
 - Warning-sign lists of the 988 Suicide & Crisis Lifeline and the American Foundation for Suicide

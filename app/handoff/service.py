@@ -20,16 +20,21 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.availability import describe_return, is_available
+from app.accounts.models import Client, Coach
 from app.accounts.service import AccountService
-from app.chat.messages import client_metadata, store_message
-from app.db import models as m
+from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason, HandoffStatus
+from app.conversations.metadata import client_metadata
+from app.conversations.models import Conversation, Message, SenderType
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.text import one_line
 from app.db.engine import tenant_session
-from app.errors import Conflict, InvalidInput, NotFound
-from app.handoff.availability import describe_return, is_available
+from app.db.jobs import JobQueue
 from app.handoff.live import LiveEvents, message_event
-from app.handoff.text import one_line
-from app.jobs import JobQueue
 from app.learning.interventions import InterventionService
+from app.learning.models import Intervention, InterventionSource
+from app.memory.messages import store_message
+from app.memory.models import InsightStatus, SessionStatus
 from app.memory.service import MemoryService
 
 log = logging.getLogger(__name__)
@@ -49,7 +54,7 @@ class QueueItem:
     """A handoff as the coach's queue shows it: ``waiting_minutes`` since it opened (until claimed) and
     whether that is past the coach's SLA."""
 
-    handoff: m.Handoff
+    handoff: Handoff
     client_name: str
     waiting_minutes: float
     sla_minutes: int
@@ -57,15 +62,15 @@ class QueueItem:
     @property
     def overdue(self) -> bool:
         """Still open after the SLA."""
-        return self.handoff.status == m.HandoffStatus.OPEN and self.waiting_minutes > self.sla_minutes
+        return self.handoff.status == HandoffStatus.OPEN and self.waiting_minutes > self.sla_minutes
 
 
-def handoff_event(handoff: m.Handoff, client_name: str, *, sla_minutes: int) -> dict[str, Any]:
+def handoff_event(handoff: Handoff, client_name: str, *, sla_minutes: int) -> dict[str, Any]:
     """The ``handoff`` live event (the same fields as the API's handoff objects)."""
     return {"type": "handoff", "handoff": handoff_dict(handoff, client_name, sla_minutes=sla_minutes)}
 
 
-def handoff_dict(handoff: m.Handoff, client_name: str, *, sla_minutes: int) -> dict[str, Any]:
+def handoff_dict(handoff: Handoff, client_name: str, *, sla_minutes: int) -> dict[str, Any]:
     """A handoff as JSON: id, conversation, client, status, reason (and its label), confidence, brief, times."""
     return {
         "id": str(handoff.id),
@@ -74,7 +79,7 @@ def handoff_dict(handoff: m.Handoff, client_name: str, *, sla_minutes: int) -> d
         "client_name": client_name,
         "status": handoff.status,
         "reason": handoff.reason,
-        "reason_label": m.HandoffReason.LABELS.get(handoff.reason, handoff.reason),
+        "reason_label": HandoffReason.LABELS.get(handoff.reason, handoff.reason),
         "detail": handoff.detail,
         "confidence": handoff.confidence,
         "brief": handoff.brief,
@@ -85,7 +90,7 @@ def handoff_dict(handoff: m.Handoff, client_name: str, *, sla_minutes: int) -> d
     }
 
 
-def draft_dict(draft: m.Draft, client_name: str | None = None) -> dict[str, Any]:
+def draft_dict(draft: Draft, client_name: str | None = None) -> dict[str, Any]:
     """A draft as JSON: id, conversation, text, status, the AI's confidence, the client's name when known."""
     return {
         "id": str(draft.id),
@@ -120,27 +125,27 @@ class HandoffService:
 
     # ------------------------------------------------------------------ used by the chat turn
 
-    async def active_for(self, session: AsyncSession, conversation_id: uuid.UUID) -> m.Handoff | None:
+    async def active_for(self, session: AsyncSession, conversation_id: uuid.UUID) -> Handoff | None:
         """The conversation's open or claimed handoff, locked for this transaction, or ``None``."""
         return await session.scalar(
-            select(m.Handoff)
-            .where(m.Handoff.conversation_id == conversation_id, m.Handoff.status.in_(m.HandoffStatus.ACTIVE))
+            select(Handoff)
+            .where(Handoff.conversation_id == conversation_id, Handoff.status.in_(HandoffStatus.ACTIVE))
             .with_for_update()
         )
 
     async def open(
         self,
         session: AsyncSession,
-        coach: m.Coach,
-        conversation: m.Conversation,
+        coach: Coach,
+        conversation: Conversation,
         *,
         reason: str,
         detail: str = "",
         confidence: float | None = None,
         signals: dict[str, Any] | None = None,
         trigger_message_id: uuid.UUID | None = None,
-        status: str = m.HandoffStatus.OPEN,
-    ) -> m.Handoff:
+        status: str = HandoffStatus.OPEN,
+    ) -> Handoff:
         """Open a handoff (flushed) with a brief from the client's memory. The caller checked that none is
         active; after commit it calls :meth:`announce`."""
         now = _now()
@@ -149,8 +154,8 @@ class HandoffService:
                 brief = await self._brief(session, coach.id, conversation, reason, detail)
         except Exception:
             log.exception("could not build the handoff brief for conversation %s", conversation.id)
-            brief = f"Why: {m.HandoffReason.LABELS.get(reason, reason)}" + (f" ({detail})" if detail else "")
-        handoff = m.Handoff(
+            brief = f"Why: {HandoffReason.LABELS.get(reason, reason)}" + (f" ({detail})" if detail else "")
+        handoff = Handoff(
             coach_id=coach.id,
             conversation_id=conversation.id,
             client_id=conversation.client_id,
@@ -161,7 +166,7 @@ class HandoffService:
             signals=signals or {},
             brief=brief,
             trigger_message_id=trigger_message_id,
-            claimed_at=now if status == m.HandoffStatus.CLAIMED else None,
+            claimed_at=now if status == HandoffStatus.CLAIMED else None,
             alerts={},
             created_at=now,
         )
@@ -169,13 +174,13 @@ class HandoffService:
         await session.flush()
         return handoff
 
-    async def announce(self, coach: m.Coach, handoff: m.Handoff, client_name: str) -> None:
+    async def announce(self, coach: Coach, handoff: Handoff, client_name: str) -> None:
         """After commit: show the handoff in the coach's live queue, raise the crisis alert there, and queue
         the webhook / e-mail alert (sent by the worker with retries)."""
         await self._live.publish(
             handoff_event(handoff, client_name, sla_minutes=coach.handoff_sla_minutes), coach_id=coach.id
         )
-        if handoff.reason == m.HandoffReason.CRISIS:
+        if handoff.reason == HandoffReason.CRISIS:
             await self._live.publish(
                 {
                     "type": "alert",
@@ -188,15 +193,15 @@ class HandoffService:
                 },
                 coach_id=coach.id,
             )
-        if handoff.reason != m.HandoffReason.COACH_TAKEOVER and (coach.alert_webhook_url or coach.alert_email):
+        if handoff.reason != HandoffReason.COACH_TAKEOVER and (coach.alert_webhook_url or coach.alert_email):
             await self._jobs.deliver_alert(coach.id, handoff.id)
 
-    def notice(self, coach: m.Coach, reason: str, at: datetime) -> str:
+    def notice(self, coach: Coach, reason: str, at: datetime) -> str:
         """What the client reads when the conversation is handed to the coach (not for crises, which get
         the crisis reply)."""
         opening = (
             f"Of course — I've asked {coach.name} to join this conversation."
-            if reason == m.HandoffReason.HUMAN_REQUEST
+            if reason == HandoffReason.HUMAN_REQUEST
             else f"This is one for {coach.name} personally, so I've asked them to join this conversation."
         )
         if is_available(coach.availability, at):
@@ -205,18 +210,18 @@ class HandoffService:
             timing = f"They're away right now and back {describe_return(coach.availability, at)}."
         return f"{opening} {timing} Your message is saved, and anything you add here goes straight to them."
 
-    async def resumed(self, session: AsyncSession, conversation_id: uuid.UUID) -> m.Handoff | None:
+    async def resumed(self, session: AsyncSession, conversation_id: uuid.UUID) -> Handoff | None:
         """The latest handback whose first AI reply has not been written yet (that reply records
         ``is_handback`` and sets ``resumed_message_id``)."""
         return await session.scalar(
-            select(m.Handoff)
+            select(Handoff)
             .where(
-                m.Handoff.conversation_id == conversation_id,
-                m.Handoff.status == m.HandoffStatus.CLOSED,
-                m.Handoff.claimed_at.is_not(None),
-                m.Handoff.resumed_message_id.is_(None),
+                Handoff.conversation_id == conversation_id,
+                Handoff.status == HandoffStatus.CLOSED,
+                Handoff.claimed_at.is_not(None),
+                Handoff.resumed_message_id.is_(None),
             )
-            .order_by(m.Handoff.closed_at.desc())
+            .order_by(Handoff.closed_at.desc())
             .limit(1)
         )
 
@@ -227,20 +232,20 @@ class HandoffService:
     ) -> list[QueueItem]:
         """The coach's handoffs, newest first, optionally of one status (or the one ``handoff_id``). Raises
         ``InvalidInput`` for an unknown status."""
-        if status is not None and status not in m.HandoffStatus.ALL:
-            raise InvalidInput(f"status must be one of {', '.join(m.HandoffStatus.ALL)}")
+        if status is not None and status not in HandoffStatus.ALL:
+            raise InvalidInput(f"status must be one of {', '.join(HandoffStatus.ALL)}")
         async with tenant_session(self._sessionmaker, coach_id) as session:
             coach = await self._accounts.get_coach(session, coach_id)
             stmt = (
-                select(m.Handoff, m.Client.name)
-                .join(m.Client, m.Client.id == m.Handoff.client_id)
-                .where(m.Handoff.coach_id == coach_id)
-                .order_by(m.Handoff.created_at.desc())
+                select(Handoff, Client.name)
+                .join(Client, Client.id == Handoff.client_id)
+                .where(Handoff.coach_id == coach_id)
+                .order_by(Handoff.created_at.desc())
             )
             if status is not None:
-                stmt = stmt.where(m.Handoff.status == status)
+                stmt = stmt.where(Handoff.status == status)
             if handoff_id is not None:
-                stmt = stmt.where(m.Handoff.id == handoff_id)
+                stmt = stmt.where(Handoff.id == handoff_id)
             rows = (await session.execute(stmt)).all()
         now = _now()
         return [
@@ -262,25 +267,25 @@ class HandoffService:
 
     async def conversation_state(
         self, coach_id: uuid.UUID, conversation_id: uuid.UUID
-    ) -> tuple[m.Handoff | None, list[m.Draft]]:
+    ) -> tuple[Handoff | None, list[Draft]]:
         """The conversation's active handoff and its pending drafts (for the dashboard's conversation page)."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             await self._conversation(session, coach_id, conversation_id)
             handoff = await session.scalar(
-                select(m.Handoff).where(
-                    m.Handoff.conversation_id == conversation_id, m.Handoff.status.in_(m.HandoffStatus.ACTIVE)
+                select(Handoff).where(
+                    Handoff.conversation_id == conversation_id, Handoff.status.in_(HandoffStatus.ACTIVE)
                 )
             )
             drafts = (
                 await session.scalars(
-                    select(m.Draft)
-                    .where(m.Draft.conversation_id == conversation_id, m.Draft.status == m.DraftStatus.PENDING)
-                    .order_by(m.Draft.created_at)
+                    select(Draft)
+                    .where(Draft.conversation_id == conversation_id, Draft.status == DraftStatus.PENDING)
+                    .order_by(Draft.created_at)
                 )
             ).all()
         return handoff, list(drafts)
 
-    async def takeover(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> m.Handoff:
+    async def takeover(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> Handoff:
         """The coach takes the conversation: its open handoff is claimed, or (unprompted) a claimed one is
         opened. Idempotent for an already claimed conversation. The AI stays paused until handback.
         Raises ``NotFound``."""
@@ -290,7 +295,7 @@ class HandoffService:
             await self._publish_change(coach, handoff, client, "coach_joined")
         return handoff
 
-    async def send(self, coach_id: uuid.UUID, conversation_id: uuid.UUID, text: str) -> m.Message:
+    async def send(self, coach_id: uuid.UUID, conversation_id: uuid.UUID, text: str) -> Message:
         """A message from the human coach to the client; takes the conversation over first (in the same
         transaction) when the coach has not yet, and is recorded as a ``takeover`` intervention (with the
         conversation's pending AI draft, if any; analysed by an arq job after commit). Raises
@@ -307,7 +312,7 @@ class HandoffService:
                 self._memory,
                 coach,
                 conversation_id,
-                m.SenderType.HUMAN_COACH,
+                SenderType.HUMAN_COACH,
                 text,
                 at=_now(),
                 meta={
@@ -318,13 +323,13 @@ class HandoffService:
                 },
             )
             pending = await session.scalar(
-                select(m.Draft.text)
-                .where(m.Draft.conversation_id == conversation_id, m.Draft.status == m.DraftStatus.PENDING)
-                .order_by(m.Draft.created_at.desc())
+                select(Draft.text)
+                .where(Draft.conversation_id == conversation_id, Draft.status == DraftStatus.PENDING)
+                .order_by(Draft.created_at.desc())
                 .limit(1)
             )
             intervention = await self._interventions.record(
-                session, coach, message, source=m.InterventionSource.TAKEOVER, handoff_id=handoff.id, ai_draft=pending
+                session, coach, message, source=InterventionSource.TAKEOVER, handoff_id=handoff.id, ai_draft=pending
             )
         await self._queue_learning(coach_id, intervention)
         if ended is not None:
@@ -336,7 +341,7 @@ class HandoffService:
 
     async def _claim(
         self, session: AsyncSession, coach_id: uuid.UUID, conversation_id: uuid.UUID
-    ) -> tuple[m.Coach, m.Handoff, m.Client, bool]:
+    ) -> tuple[Coach, Handoff, Client, bool]:
         """Claim the conversation's handoff for the coach (opening a ``coach_takeover`` one when none is
         active). Returns the coach, the claimed handoff, the client and whether it was claimed just now
         (the caller then announces ``coach_joined`` after commit). Raises ``NotFound``."""
@@ -344,18 +349,18 @@ class HandoffService:
         conversation = await self._conversation(session, coach_id, conversation_id)
         client = await self._accounts.get_client(session, coach_id, conversation.client_id)
         handoff = await self.active_for(session, conversation_id)
-        if handoff is not None and handoff.status == m.HandoffStatus.CLAIMED:
+        if handoff is not None and handoff.status == HandoffStatus.CLAIMED:
             return coach, handoff, client, False
         if handoff is None:
             handoff = await self.open(
-                session, coach, conversation, reason=m.HandoffReason.COACH_TAKEOVER, status=m.HandoffStatus.CLAIMED
+                session, coach, conversation, reason=HandoffReason.COACH_TAKEOVER, status=HandoffStatus.CLAIMED
             )
         else:
-            handoff.status = m.HandoffStatus.CLAIMED
+            handoff.status = HandoffStatus.CLAIMED
             handoff.claimed_at = _now()
         return coach, handoff, client, True
 
-    async def handback(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> m.Handoff:
+    async def handback(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> Handoff:
         """Give the conversation back to the AI: the active handoff is closed (an open one is dismissed);
         ``human_duration_minutes`` is the time since the takeover. Raises ``NotFound`` and ``Conflict``
         when no handoff is active."""
@@ -366,7 +371,7 @@ class HandoffService:
             if handoff is None:
                 raise Conflict("the conversation is not handed off")
             now = _now()
-            handoff.status = m.HandoffStatus.CLOSED
+            handoff.status = HandoffStatus.CLOSED
             handoff.closed_at = now
             if handoff.claimed_at is not None:
                 handoff.human_duration_minutes = round((now - handoff.claimed_at).total_seconds() / 60, 2)
@@ -376,17 +381,17 @@ class HandoffService:
 
     # ------------------------------------------------------------------ drafts
 
-    async def list_drafts(self, coach_id: uuid.UUID, status: str | None = None) -> list[m.Draft]:
+    async def list_drafts(self, coach_id: uuid.UUID, status: str | None = None) -> list[Draft]:
         """The coach's drafts, oldest first (the order to review them in). Raises ``InvalidInput``."""
-        if status is not None and status not in m.DraftStatus.ALL:
-            raise InvalidInput(f"status must be one of {', '.join(m.DraftStatus.ALL)}")
+        if status is not None and status not in DraftStatus.ALL:
+            raise InvalidInput(f"status must be one of {', '.join(DraftStatus.ALL)}")
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            stmt = select(m.Draft).where(m.Draft.coach_id == coach_id).order_by(m.Draft.created_at)
+            stmt = select(Draft).where(Draft.coach_id == coach_id).order_by(Draft.created_at)
             if status is not None:
-                stmt = stmt.where(m.Draft.status == status)
+                stmt = stmt.where(Draft.status == status)
             return list((await session.scalars(stmt)).all())
 
-    async def approve_draft(self, coach_id: uuid.UUID, draft_id: uuid.UUID, text: str | None = None) -> m.Message:
+    async def approve_draft(self, coach_id: uuid.UUID, draft_id: uuid.UUID, text: str | None = None) -> Message:
         """Send a pending draft to the client, as written (an ``ai`` message) or edited by the coach (a
         ``human_coach`` message that keeps the AI draft in ``metadata.ai_draft``, recorded as a ``draft_edit``
         intervention and analysed by an arq job after commit). Raises ``NotFound``,
@@ -408,13 +413,13 @@ class HandoffService:
                 self._memory,
                 coach,
                 draft.conversation_id,
-                m.SenderType.HUMAN_COACH if edited else m.SenderType.AI,
+                SenderType.HUMAN_COACH if edited else SenderType.AI,
                 edited_text if edited and edited_text else draft.text,
                 at=_now(),
                 citations=[] if edited else draft.citations,
                 meta=meta,
             )
-            draft.status = m.DraftStatus.APPROVED
+            draft.status = DraftStatus.APPROVED
             draft.edited = edited
             draft.decided_at = message.created_at
             draft.sent_message_id = message.id
@@ -426,7 +431,7 @@ class HandoffService:
                     session,
                     coach,
                     message,
-                    source=m.InterventionSource.DRAFT_EDIT,
+                    source=InterventionSource.DRAFT_EDIT,
                     handoff_id=handoff.id if handoff is not None else None,
                     ai_draft=draft.text,
                 )
@@ -437,7 +442,7 @@ class HandoffService:
         await self.publish_message(coach_id, conversation.client_id, message)
         return message
 
-    async def _queue_learning(self, coach_id: uuid.UUID, intervention: m.Intervention) -> None:
+    async def _queue_learning(self, coach_id: uuid.UUID, intervention: Intervention) -> None:
         """After commit: queue the intervention's analysis and the rebuild of its conversation's training
         examples. The coach's message is already stored and sent, so a failing queue is logged rather than
         reported to the coach as a failed send (who might resend)."""
@@ -449,11 +454,11 @@ class HandoffService:
         except Exception:
             log.exception("could not queue the learning jobs of intervention %s", intervention.id)
 
-    async def discard_draft(self, coach_id: uuid.UUID, draft_id: uuid.UUID) -> m.Draft:
+    async def discard_draft(self, coach_id: uuid.UUID, draft_id: uuid.UUID) -> Draft:
         """Drop a pending draft without sending anything. Raises ``NotFound`` and ``Conflict``."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             draft = await self._pending_draft(session, coach_id, draft_id)
-            draft.status = m.DraftStatus.DISCARDED
+            draft.status = DraftStatus.DISCARDED
             draft.decided_at = _now()
         return draft
 
@@ -467,8 +472,8 @@ class HandoffService:
         sent = 0
         for coach_id, handoff_id in overdue:
             async with tenant_session(self._sessionmaker, coach_id) as session:
-                handoff = await session.get(m.Handoff, handoff_id, with_for_update=True)
-                if handoff is None or handoff.status != m.HandoffStatus.OPEN or handoff.sla_notified_at:
+                handoff = await session.get(Handoff, handoff_id, with_for_update=True)
+                if handoff is None or handoff.status != HandoffStatus.OPEN or handoff.sla_notified_at:
                     continue
                 coach = await self._accounts.get_coach(session, coach_id)
                 now = _now()
@@ -477,7 +482,7 @@ class HandoffService:
                     self._memory,
                     coach,
                     handoff.conversation_id,
-                    m.SenderType.AI,
+                    SenderType.AI,
                     self.holding_message(coach, now),
                     at=now,
                     meta={"notice": "sla", "handoff_id": str(handoff.id)},
@@ -488,7 +493,7 @@ class HandoffService:
             sent += 1
         return sent
 
-    def holding_message(self, coach: m.Coach, at: datetime) -> str:
+    def holding_message(self, coach: Coach, at: datetime) -> str:
         """The holding message sent when the coach has not taken over within the SLA."""
         if is_available(coach.availability, at):
             when = "as soon as they can"
@@ -502,7 +507,7 @@ class HandoffService:
     # ------------------------------------------------------------------ helpers
 
     async def publish_message(
-        self, coach_id: uuid.UUID, client_id: uuid.UUID, message: m.Message, *, to_client: bool = True
+        self, coach_id: uuid.UUID, client_id: uuid.UUID, message: Message, *, to_client: bool = True
     ) -> None:
         """Send a new message live to the coach's dashboard and, unless ``to_client`` is false (the client's
         own turn already delivers it), to the client's widget, without coach-only metadata."""
@@ -512,7 +517,7 @@ class HandoffService:
                 message_event(message, client_view=client_metadata(message.meta)), client_id=client_id
             )
 
-    async def _publish_change(self, coach: m.Coach, handoff: m.Handoff, client: m.Client, client_event: str) -> None:
+    async def _publish_change(self, coach: Coach, handoff: Handoff, client: Client, client_event: str) -> None:
         """A takeover or handback: the coach's queue gets the handoff, the client's widget ``client_event``."""
         await self._live.publish(
             handoff_event(handoff, client.name, sla_minutes=coach.handoff_sla_minutes), coach_id=coach.id
@@ -522,37 +527,37 @@ class HandoffService:
             client_id=client.id,
         )
 
-    async def announce_draft(self, coach_id: uuid.UUID, draft: m.Draft, client_name: str) -> None:
+    async def announce_draft(self, coach_id: uuid.UUID, draft: Draft, client_name: str) -> None:
         """Show a new draft in the coach's live queue."""
         await self._live.publish({"type": "draft", "draft": draft_dict(draft, client_name)}, coach_id=coach_id)
 
     async def _conversation(
         self, session: AsyncSession, coach_id: uuid.UUID, conversation_id: uuid.UUID
-    ) -> m.Conversation:
+    ) -> Conversation:
         conversation = await session.scalar(
-            select(m.Conversation).where(m.Conversation.id == conversation_id, m.Conversation.coach_id == coach_id)
+            select(Conversation).where(Conversation.id == conversation_id, Conversation.coach_id == coach_id)
         )
         if conversation is None:
             raise NotFound("conversation not found")
         return conversation
 
-    async def _pending_draft(self, session: AsyncSession, coach_id: uuid.UUID, draft_id: uuid.UUID) -> m.Draft:
+    async def _pending_draft(self, session: AsyncSession, coach_id: uuid.UUID, draft_id: uuid.UUID) -> Draft:
         draft = await session.scalar(
-            select(m.Draft).where(m.Draft.id == draft_id, m.Draft.coach_id == coach_id).with_for_update()
+            select(Draft).where(Draft.id == draft_id, Draft.coach_id == coach_id).with_for_update()
         )
         if draft is None:
             raise NotFound("draft not found")
-        if draft.status != m.DraftStatus.PENDING:
+        if draft.status != DraftStatus.PENDING:
             raise Conflict(f"the draft was already {draft.status}")
         return draft
 
     async def _brief(
-        self, session: AsyncSession, coach_id: uuid.UUID, conversation: m.Conversation, reason: str, detail: str
+        self, session: AsyncSession, coach_id: uuid.UUID, conversation: Conversation, reason: str, detail: str
     ) -> str:
         """A few lines for the coach: why, who the client is (profile, top insights, last session) and what
         they just wrote. Built from stored memory without a model call, so it is instant and never invented."""
         memory = await self._memory.client_memory(session, coach_id, conversation.client_id)
-        lines = [f"Why: {m.HandoffReason.LABELS.get(reason, reason)}" + (f" ({detail})" if detail else "")]
+        lines = [f"Why: {HandoffReason.LABELS.get(reason, reason)}" + (f" ({detail})" if detail else "")]
         profile = memory.profile
         if profile is not None:
             if profile.what_works:
@@ -561,26 +566,24 @@ class HandoffService:
                 lines.append("Handle with care: " + one_line("; ".join(profile.sensitive_topics), BRIEF_LINE_CHARS))
             if profile.tone:
                 lines.append("Tone: " + one_line(profile.tone, BRIEF_LINE_CHARS))
-        active = [i for i in memory.insights if i.status == m.InsightStatus.ACTIVE][:BRIEF_INSIGHTS]
+        active = [i for i in memory.insights if i.status == InsightStatus.ACTIVE][:BRIEF_INSIGHTS]
         lines.extend(f"{i.kind.capitalize()}: {one_line(i.text, BRIEF_LINE_CHARS)}" for i in active)
-        summarized = [s for s in memory.summaries if s.status == m.SessionStatus.SUMMARIZED and s.summary]
+        summarized = [s for s in memory.summaries if s.status == SessionStatus.SUMMARIZED and s.summary]
         if summarized and summarized[0].summary:
             lines.append("Last session: " + one_line(str(summarized[0].summary.get("summary", "")), BRIEF_LINE_CHARS))
         recent = (
             await session.scalars(
-                select(m.Message.text)
+                select(Message.text)
                 .where(
-                    m.Message.conversation_id == conversation.id,
-                    m.Message.sender_type == m.SenderType.CLIENT,
+                    Message.conversation_id == conversation.id,
+                    Message.sender_type == SenderType.CLIENT,
                 )
-                .order_by(m.Message.created_at.desc())
+                .order_by(Message.created_at.desc())
                 .limit(BRIEF_CLIENT_MESSAGES)
             )
         ).all()
         lines.extend(f"Client said: “{one_line(t, BRIEF_LINE_CHARS)}”" for t in reversed(recent))
-        count = await session.scalar(
-            select(func.count(m.Handoff.id)).where(m.Handoff.client_id == conversation.client_id)
-        )
+        count = await session.scalar(select(func.count(Handoff.id)).where(Handoff.client_id == conversation.client_id))
         if count:
             lines.append(f"Earlier handoffs with this client: {count}")
         return "\n".join(lines)

@@ -45,12 +45,11 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+from app.core.text import sentiment
 
+if TYPE_CHECKING:
     from app.handoff.risk import RiskAssessment
 
 TREND_WINDOW = 6
@@ -75,23 +74,6 @@ SUPPORT_HIGH = 0.55
 
 
 # --- sentiment ---------------------------------------------------------------------------------------------
-
-
-@cache
-def _analyzer() -> SentimentIntensityAnalyzer:
-    """The VADER analyzer, built once (it reads its lexicon and emoji files from the package)."""
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    return SentimentIntensityAnalyzer()
-
-
-def sentiment(text: str) -> float:
-    """VADER compound score of ``text`` (Hutto & Gilbert 2014): a float in ``[-1, 1]``, negative for negative
-    affect; ``0.0`` for an empty or neutral text. VADER's own reading of compound: ``≤ -0.05`` negative,
-    ``≥ 0.05`` positive. English only; no errors."""
-    if not text.strip():
-        return 0.0
-    return float(_analyzer().polarity_scores(text)["compound"])
 
 
 def sentiment_trend(compounds: Sequence[float]) -> float:

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from app.handoff.signals import sentiment
+from app.core.text import sentiment
 from app.learning.strategy import StrategyModel, default_model, features
 
 if TYPE_CHECKING:

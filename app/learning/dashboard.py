@@ -33,14 +33,17 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from app.accounts.models import Coach
 from app.accounts.service import AccountService
-from app.db import models as m
+from app.conversations.handoffs import Handoff, HandoffReason
+from app.conversations.models import Message, SenderType
+from app.core.errors import InvalidInput
 from app.db.engine import tenant_session
-from app.errors import InvalidInput
 from app.learning.analysis import key_phrases
 from app.learning.cache import ResponseCache
 from app.learning.experiments import ExperimentService
 from app.learning.finetune import FineTuneService, fine_tune_dict
+from app.learning.models import Intervention, InterventionPattern
 from app.learning.training import TrainingDataService
 from app.learning.versions import ModelVersionService, model_version_dict
 from app.llm.registry import ProviderRegistry
@@ -150,16 +153,16 @@ class LearningDashboard:
         rows = (
             await session.execute(
                 select(
-                    m.Message.created_at,
-                    m.Message.meta["mode"].astext,
-                    m.Message.meta["approved_by_coach"].as_boolean(),
-                    m.Message.citations,
-                    m.Message.meta["feedback"]["helpful"].as_boolean(),
+                    Message.created_at,
+                    Message.meta["mode"].astext,
+                    Message.meta["approved_by_coach"].as_boolean(),
+                    Message.citations,
+                    Message.meta["feedback"]["helpful"].as_boolean(),
                 ).where(
-                    m.Message.coach_id == coach_id,
-                    m.Message.sender_type == m.SenderType.AI,
-                    m.Message.created_at >= start,
-                    m.Message.meta.has_key("feedback"),
+                    Message.coach_id == coach_id,
+                    Message.sender_type == SenderType.AI,
+                    Message.created_at >= start,
+                    Message.meta.has_key("feedback"),
                 )
             )
         ).all()
@@ -193,32 +196,32 @@ class LearningDashboard:
         self, session: AsyncSession, coach_id: uuid.UUID, start: datetime
     ) -> list[tuple[str, str, str | None]]:
         """``(client message, reply, client's comment)`` of the latest thumbs-down replies."""
-        asked = aliased(m.Message)
+        asked = aliased(Message)
         question = (
             select(asked.text)
             .where(
-                asked.conversation_id == m.Message.conversation_id,
-                asked.sender_type == m.SenderType.CLIENT,
-                asked.created_at <= m.Message.created_at,
+                asked.conversation_id == Message.conversation_id,
+                asked.sender_type == SenderType.CLIENT,
+                asked.created_at <= Message.created_at,
             )
             .order_by(asked.created_at.desc())
             .limit(1)
             .scalar_subquery()
         )
         rows = await session.execute(
-            select(question, m.Message.text, m.Message.meta["feedback"]["text"].astext)
+            select(question, Message.text, Message.meta["feedback"]["text"].astext)
             .where(
-                m.Message.coach_id == coach_id,
-                m.Message.sender_type == m.SenderType.AI,
-                m.Message.created_at >= start,
-                m.Message.meta["feedback"]["helpful"].as_boolean().is_(False),
+                Message.coach_id == coach_id,
+                Message.sender_type == SenderType.AI,
+                Message.created_at >= start,
+                Message.meta["feedback"]["helpful"].as_boolean().is_(False),
             )
-            .order_by(m.Message.created_at.desc())
+            .order_by(Message.created_at.desc())
             .limit(FAILURES_READ)
         )
         return [(asked_text or "", reply, comment) for asked_text, reply, comment in rows.all()]
 
-    async def _failure_patterns(self, coach: m.Coach, rows: list[tuple[str, str, str | None]]) -> list[dict[str, Any]]:
+    async def _failure_patterns(self, coach: Coach, rows: list[tuple[str, str, str | None]]) -> list[dict[str, Any]]:
         if not rows:
             return []
         texts = [" ".join(filter(None, (asked, comment))) or reply for asked, reply, comment in rows]
@@ -249,15 +252,15 @@ class LearningDashboard:
     ) -> dict[str, Any]:
         client_messages = await session.scalar(
             select(func.count()).where(
-                m.Message.coach_id == coach_id,
-                m.Message.sender_type == m.SenderType.CLIENT,
-                m.Message.created_at >= start,
+                Message.coach_id == coach_id,
+                Message.sender_type == SenderType.CLIENT,
+                Message.created_at >= start,
             )
         )
         rows = (
             await session.execute(
-                select(m.Handoff.created_at, m.Handoff.reason).where(
-                    m.Handoff.coach_id == coach_id, m.Handoff.created_at >= start
+                select(Handoff.created_at, Handoff.reason).where(
+                    Handoff.coach_id == coach_id, Handoff.created_at >= start
                 )
             )
         ).all()
@@ -269,7 +272,7 @@ class LearningDashboard:
             "client_messages": int(client_messages or 0),
             "rate": total / client_messages if client_messages else None,
             "reasons": [
-                {"reason": reason, "label": m.HandoffReason.LABELS.get(reason, reason), "count": count}
+                {"reason": reason, "label": HandoffReason.LABELS.get(reason, reason), "count": count}
                 for reason, count in reasons.most_common()
             ],
             "per_day": [{"day": day.isoformat(), "handoffs": per_day.get(day, 0)} for day in days],
@@ -278,9 +281,9 @@ class LearningDashboard:
     async def _interventions(self, session: AsyncSession, coach_id: uuid.UUID) -> dict[str, Any]:
         rows = (
             await session.execute(
-                select(m.Intervention.source, m.Intervention.success, func.count())
-                .where(m.Intervention.coach_id == coach_id)
-                .group_by(m.Intervention.source, m.Intervention.success)
+                select(Intervention.source, Intervention.success, func.count())
+                .where(Intervention.coach_id == coach_id)
+                .group_by(Intervention.source, Intervention.success)
             )
         ).all()
         by_source: Counter[str] = Counter()
@@ -292,9 +295,9 @@ class LearningDashboard:
                 succeeded += count if success else 0
         patterns = (
             await session.scalars(
-                select(m.InterventionPattern)
-                .where(m.InterventionPattern.uses > 0)
-                .order_by(m.InterventionPattern.uses.desc())
+                select(InterventionPattern)
+                .where(InterventionPattern.uses > 0)
+                .order_by(InterventionPattern.uses.desc())
                 .limit(12)
             )
         ).all()

@@ -31,9 +31,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.service import AccountService
-from app.db import models as m
+from app.conversations.handoffs import Handoff
+from app.conversations.models import Conversation, Message, SenderType
+from app.core.errors import Conflict, InvalidInput, NotFound
 from app.db.engine import tenant_session
-from app.errors import Conflict, InvalidInput, NotFound
+from app.learning.models import Experiment, ExperimentStatus
 
 THUMBS_UP_RATE = "thumbs_up_rate"
 HANDOFF_RATE = "handoff_rate"
@@ -137,7 +139,7 @@ def pick_winner(arms: Sequence[VariantResult], *, metric: str, alpha: float, min
 class ExperimentResults:
     """An experiment with its arms, the test and p-value, and the winner (once significant)."""
 
-    experiment: m.Experiment
+    experiment: Experiment
     arms: list[VariantResult]
     test: str
     p_value: float | None
@@ -218,7 +220,7 @@ class ExperimentService:
         variants: Sequence[dict[str, Any]],
         alpha: float = 0.05,
         min_samples: int = 30,
-    ) -> m.Experiment:
+    ) -> Experiment:
         """Start an experiment. Raises ``InvalidInput`` (bad name, metric, variants, ``alpha`` outside
         (0, 0.5], ``min_samples`` outside 1–100000) and ``Conflict`` (another experiment is running)."""
         name = (name or "").strip()
@@ -235,12 +237,12 @@ class ExperimentService:
             async with tenant_session(self._sessionmaker, coach_id) as session:
                 if await self._running(session, coach_id) is not None:
                     raise Conflict("another experiment is running: stop it first")
-                experiment = m.Experiment(
+                experiment = Experiment(
                     coach_id=coach_id,
                     name=name,
                     metric=metric,
                     variants=cleaned,
-                    status=m.ExperimentStatus.RUNNING,
+                    status=ExperimentStatus.RUNNING,
                     alpha=alpha,
                     min_samples=min_samples,
                     created_at=datetime.now(UTC),
@@ -250,11 +252,9 @@ class ExperimentService:
             raise Conflict("another experiment is running: stop it first") from exc
         return experiment
 
-    async def _running(self, session: AsyncSession, coach_id: uuid.UUID) -> m.Experiment | None:
+    async def _running(self, session: AsyncSession, coach_id: uuid.UUID) -> Experiment | None:
         return await session.scalar(
-            select(m.Experiment).where(
-                m.Experiment.coach_id == coach_id, m.Experiment.status == m.ExperimentStatus.RUNNING
-            )
+            select(Experiment).where(Experiment.coach_id == coach_id, Experiment.status == ExperimentStatus.RUNNING)
         )
 
     async def assign(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> Assignment | None:
@@ -280,33 +280,31 @@ class ExperimentService:
         async with tenant_session(self._sessionmaker, coach_id) as session:
             experiments = (
                 await session.scalars(
-                    select(m.Experiment)
-                    .where(m.Experiment.coach_id == coach_id)
-                    .order_by(m.Experiment.created_at.desc())
+                    select(Experiment).where(Experiment.coach_id == coach_id).order_by(Experiment.created_at.desc())
                 )
             ).all()
             return [await self._results(session, experiment) for experiment in experiments]
 
-    async def stop(self, coach_id: uuid.UUID, experiment_id: uuid.UUID) -> m.Experiment:
+    async def stop(self, coach_id: uuid.UUID, experiment_id: uuid.UUID) -> Experiment:
         """Stop a running experiment (clients go back to the coach's settings). Raises ``NotFound`` and
         ``Conflict`` (not running)."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             experiment = await self._get(session, coach_id, experiment_id)
-            if experiment.status != m.ExperimentStatus.RUNNING:
+            if experiment.status != ExperimentStatus.RUNNING:
                 raise Conflict(f"the experiment is already {experiment.status}")
-            experiment.status = m.ExperimentStatus.STOPPED
+            experiment.status = ExperimentStatus.STOPPED
             experiment.ended_at = datetime.now(UTC)
         return experiment
 
-    async def _get(self, session: AsyncSession, coach_id: uuid.UUID, experiment_id: uuid.UUID) -> m.Experiment:
+    async def _get(self, session: AsyncSession, coach_id: uuid.UUID, experiment_id: uuid.UUID) -> Experiment:
         experiment = await session.scalar(
-            select(m.Experiment).where(m.Experiment.id == experiment_id, m.Experiment.coach_id == coach_id)
+            select(Experiment).where(Experiment.id == experiment_id, Experiment.coach_id == coach_id)
         )
         if experiment is None:
             raise NotFound("experiment not found")
         return experiment
 
-    async def _results(self, session: AsyncSession, experiment: m.Experiment) -> ExperimentResults:
+    async def _results(self, session: AsyncSession, experiment: Experiment) -> ExperimentResults:
         counts = (
             await self._thumbs(session, experiment)
             if experiment.metric == THUMBS_UP_RATE
@@ -314,47 +312,47 @@ class ExperimentService:
         )
         arms = [VariantResult(v["name"], *counts.get(v["name"], (0, 0))) for v in experiment.variants]
         test, p_value = significance(arms)
-        if experiment.status == m.ExperimentStatus.RUNNING:
+        if experiment.status == ExperimentStatus.RUNNING:
             winner = pick_winner(
                 arms, metric=experiment.metric, alpha=experiment.alpha, min_samples=experiment.min_samples
             )
             if winner is not None:
-                experiment.status = m.ExperimentStatus.CONCLUDED
+                experiment.status = ExperimentStatus.CONCLUDED
                 experiment.winner = winner
                 experiment.ended_at = datetime.now(UTC)
         return ExperimentResults(experiment, arms, test, p_value)
 
-    async def _thumbs(self, session: AsyncSession, experiment: m.Experiment) -> dict[str, tuple[int, int]]:
+    async def _thumbs(self, session: AsyncSession, experiment: Experiment) -> dict[str, tuple[int, int]]:
         """``{variant: (rated replies, thumbs-up)}`` of the AI replies sent under the experiment."""
-        variant = m.Message.meta["experiment"]["variant"].astext
-        helpful = m.Message.meta["feedback"]["helpful"].as_boolean()
+        variant = Message.meta["experiment"]["variant"].astext
+        helpful = Message.meta["feedback"]["helpful"].as_boolean()
         rows = await session.execute(
             select(variant, func.count(), func.count().filter(helpful.is_(True)))
             .where(
-                m.Message.coach_id == experiment.coach_id,
-                m.Message.sender_type == m.SenderType.AI,
-                m.Message.meta["experiment"]["id"].astext == str(experiment.id),
-                m.Message.meta.has_key("feedback"),
+                Message.coach_id == experiment.coach_id,
+                Message.sender_type == SenderType.AI,
+                Message.meta["experiment"]["id"].astext == str(experiment.id),
+                Message.meta.has_key("feedback"),
             )
             .group_by(variant)
         )
         return {name: (int(rated), int(up)) for name, rated, up in rows.all()}
 
-    async def _handoffs(self, session: AsyncSession, experiment: m.Experiment) -> dict[str, tuple[int, int]]:
+    async def _handoffs(self, session: AsyncSession, experiment: Experiment) -> dict[str, tuple[int, int]]:
         """``{variant: (client messages, those that opened a handoff)}`` since the experiment started."""
         stmt = (
-            select(m.Conversation.client_id, func.count(m.Message.id), func.count(m.Handoff.id))
-            .join(m.Message, m.Message.conversation_id == m.Conversation.id)
-            .outerjoin(m.Handoff, m.Handoff.trigger_message_id == m.Message.id)
+            select(Conversation.client_id, func.count(Message.id), func.count(Handoff.id))
+            .join(Message, Message.conversation_id == Conversation.id)
+            .outerjoin(Handoff, Handoff.trigger_message_id == Message.id)
             .where(
-                m.Conversation.coach_id == experiment.coach_id,
-                m.Message.sender_type == m.SenderType.CLIENT,
-                m.Message.created_at >= experiment.created_at,
+                Conversation.coach_id == experiment.coach_id,
+                Message.sender_type == SenderType.CLIENT,
+                Message.created_at >= experiment.created_at,
             )
-            .group_by(m.Conversation.client_id)
+            .group_by(Conversation.client_id)
         )
         if experiment.ended_at is not None:
-            stmt = stmt.where(m.Message.created_at <= experiment.ended_at)
+            stmt = stmt.where(Message.created_at <= experiment.ended_at)
         totals: dict[str, tuple[int, int]] = {}
         for client_id, messages, handoffs in (await session.execute(stmt)).all():
             name = experiment.variants[assign_variant(experiment.id, client_id, len(experiment.variants))]["name"]

@@ -27,19 +27,28 @@ from openai.types.fine_tuning import FineTuningJob, job_create_params
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.models import Coach
 from app.accounts.service import AccountService
-from app.config import Settings
-from app.db import models as m
+from app.core.config import Settings
+from app.core.errors import Conflict, InvalidInput, NotFound
 from app.db.engine import tenant_session
-from app.errors import Conflict, InvalidInput, NotFound
-from app.jobs import JobQueue
+from app.db.jobs import JobQueue
+from app.learning.models import (
+    ExampleKind,
+    FineTuneJob,
+    FineTuneStatus,
+    ModelVersion,
+    ModelVersionStatus,
+    Split,
+    TrainingDataset,
+)
 from app.learning.training import TrainingDataService, example_line
 from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
 
 log = logging.getLogger(__name__)
 
-METHODS = {"supervised": m.ExampleKind.SFT, "dpo": m.ExampleKind.PREFERENCE}
+METHODS = {"supervised": ExampleKind.SFT, "dpo": ExampleKind.PREFERENCE}
 """Fine-tuning methods (OpenAI ``method.type``) and the example kind each trains on."""
 TRAINING_PRICE_USD_PER_1M_TOKENS: dict[str, float] = {
     "gpt-4o-mini-2024-07-18": 3.00,
@@ -57,12 +66,12 @@ TRAINING_PRICE_USD_PER_1M_TOKENS: dict[str, float] = {
 estimate (``null``)."""
 PROVIDER_STATUSES = frozenset(
     (
-        m.FineTuneStatus.VALIDATING_FILES,
-        m.FineTuneStatus.QUEUED,
-        m.FineTuneStatus.RUNNING,
-        m.FineTuneStatus.SUCCEEDED,
-        m.FineTuneStatus.FAILED,
-        m.FineTuneStatus.CANCELLED,
+        FineTuneStatus.VALIDATING_FILES,
+        FineTuneStatus.QUEUED,
+        FineTuneStatus.RUNNING,
+        FineTuneStatus.SUCCEEDED,
+        FineTuneStatus.FAILED,
+        FineTuneStatus.CANCELLED,
     )
 )
 
@@ -95,7 +104,7 @@ class Readiness:
         return asdict(self)
 
 
-def fine_tune_dict(job: m.FineTuneJob) -> dict[str, Any]:
+def fine_tune_dict(job: FineTuneJob) -> dict[str, Any]:
     """A fine-tune job as the API shows it (ids as strings, times ISO 8601)."""
     return {
         "id": str(job.id),
@@ -115,7 +124,7 @@ def fine_tune_dict(job: m.FineTuneJob) -> dict[str, Any]:
     }
 
 
-def has_openai_endpoint(coach: m.Coach, key: str | None) -> bool:
+def has_openai_endpoint(coach: Coach, key: str | None) -> bool:
     """The coach serves from an OpenAI-compatible endpoint with a model and a key (fine-tunes need one)."""
     return coach.llm_provider == "openai" and bool(coach.llm_model) and bool(key)
 
@@ -139,7 +148,7 @@ class FineTuneService:
         self._training = training
         self._jobs = jobs
 
-    def _client(self, coach: m.Coach) -> openai.AsyncOpenAI:
+    def _client(self, coach: Coach) -> openai.AsyncOpenAI:
         """An SDK client on the coach's endpoint with the coach's key. Raises ``Conflict`` without one."""
         key = self._registry.decrypt_key(coach.llm_api_key_encrypted)
         if not has_openai_endpoint(coach, key):
@@ -148,11 +157,11 @@ class FineTuneService:
             api_key=key, base_url=coach.llm_base_url, timeout=self._settings.llm_timeout_seconds, max_retries=2
         )
 
-    async def _last_job(self, session: AsyncSession, coach_id: uuid.UUID) -> m.FineTuneJob | None:
+    async def _last_job(self, session: AsyncSession, coach_id: uuid.UUID) -> FineTuneJob | None:
         return await session.scalar(
-            select(m.FineTuneJob)
-            .where(m.FineTuneJob.coach_id == coach_id)
-            .order_by(m.FineTuneJob.created_at.desc(), m.FineTuneJob.id.desc())
+            select(FineTuneJob)
+            .where(FineTuneJob.coach_id == coach_id)
+            .order_by(FineTuneJob.created_at.desc(), FineTuneJob.id.desc())
             .limit(1)
         )
 
@@ -165,14 +174,14 @@ class FineTuneService:
         coach = await self._accounts.get_coach(session, coach_id)
         last = await self._last_job(session, coach_id)
         since = last.created_at if last is not None else None
-        new = await self._training.count_since(session, coach_id, since, split=m.Split.TRAIN)
+        new = await self._training.count_since(session, coach_id, since, split=Split.TRAIN)
         days = (datetime.now(UTC) - since).total_seconds() / 86400 if since is not None else None
         key = self._registry.decrypt_key(coach.llm_api_key_encrypted)
         if not coach.fine_tune_enabled:
             reason = "fine-tunes are turned off in the settings"
         elif not has_openai_endpoint(coach, key):
             reason = "no OpenAI endpoint with an API key is configured"
-        elif last is not None and last.status in m.FineTuneStatus.ACTIVE:
+        elif last is not None and last.status in FineTuneStatus.ACTIVE:
             reason = "a fine-tune job is still running"
         elif new < coach.fine_tune_min_examples:
             reason = f"{new} of {coach.fine_tune_min_examples} new training examples"
@@ -203,9 +212,9 @@ class FineTuneService:
                     active = list(
                         (
                             await session.scalars(
-                                select(m.FineTuneJob.id).where(
-                                    m.FineTuneJob.coach_id == coach_id,
-                                    m.FineTuneJob.status.in_(m.FineTuneStatus.ACTIVE),
+                                select(FineTuneJob.id).where(
+                                    FineTuneJob.coach_id == coach_id,
+                                    FineTuneJob.status.in_(FineTuneStatus.ACTIVE),
                                 )
                             )
                         ).all()
@@ -221,7 +230,7 @@ class FineTuneService:
                 failed += 1
         return f"{len(coach_ids)} coaches: {polled} jobs polled, {started} started, {failed} failed"
 
-    async def create_job(self, coach_id: uuid.UUID, *, method: str = "supervised") -> m.FineTuneJob:
+    async def create_job(self, coach_id: uuid.UUID, *, method: str = "supervised") -> FineTuneJob:
         """Snapshot the coach's examples for ``method`` (``supervised``: SFT, ``dpo``: preference pairs) and
         queue the job's start. Raises ``InvalidInput`` (unknown method), ``Conflict`` (no OpenAI endpoint,
         no train examples, or a job already active)."""
@@ -233,19 +242,19 @@ class FineTuneService:
             if not has_openai_endpoint(coach, self._registry.decrypt_key(coach.llm_api_key_encrypted)):
                 raise Conflict("fine-tunes need an OpenAI endpoint with an API key in the settings")
             last = await self._last_job(session, coach_id)
-            if last is not None and last.status in m.FineTuneStatus.ACTIVE:
+            if last is not None and last.status in FineTuneStatus.ACTIVE:
                 raise Conflict("a fine-tune job is already running")
-        if not (await self._training.stats(coach_id))[kind][m.Split.TRAIN]:
+        if not (await self._training.stats(coach_id))[kind][Split.TRAIN]:
             raise Conflict(f"no {kind} training examples in the train split yet")
         dataset = await self._training.snapshot(coach_id, kind)
         async with tenant_session(self._sessionmaker, coach_id) as session:
             coach = await self._accounts.get_coach(session, coach_id)
-            job = m.FineTuneJob(
+            job = FineTuneJob(
                 coach_id=coach_id,
                 dataset_id=dataset.id,
                 base_model=coach.fine_tune_base_model,
                 method=method,
-                status=m.FineTuneStatus.PREPARING,
+                status=FineTuneStatus.PREPARING,
             )
             session.add(job)
             await session.flush()
@@ -253,17 +262,15 @@ class FineTuneService:
         await self._jobs.start_fine_tune(coach_id, job.id)
         return job
 
-    async def _job(self, session: AsyncSession, coach_id: uuid.UUID, job_id: uuid.UUID) -> m.FineTuneJob:
+    async def _job(self, session: AsyncSession, coach_id: uuid.UUID, job_id: uuid.UUID) -> FineTuneJob:
         job = await session.scalar(
-            select(m.FineTuneJob)
-            .where(m.FineTuneJob.id == job_id, m.FineTuneJob.coach_id == coach_id)
-            .with_for_update()
+            select(FineTuneJob).where(FineTuneJob.id == job_id, FineTuneJob.coach_id == coach_id).with_for_update()
         )
         if job is None:
             raise NotFound("fine-tune job not found")
         return job
 
-    async def _file(self, coach_id: uuid.UUID, dataset: m.TrainingDataset, split: str) -> bytes:
+    async def _file(self, coach_id: uuid.UUID, dataset: TrainingDataset, split: str) -> bytes:
         lines = [
             example_line(e, scrub=dataset.scrub_pii)
             for e in await self._training.examples(coach_id, kind=dataset.kind, split=split, ids=dataset.example_ids)
@@ -279,7 +286,7 @@ class FineTuneService:
         ``ProviderError`` for a retry."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             job = await self._job(session, coach_id, job_id)
-            if job.provider_job_id is not None or job.status != m.FineTuneStatus.PREPARING:
+            if job.provider_job_id is not None or job.status != FineTuneStatus.PREPARING:
                 return f"already started ({job.status})"
             coach = await self._accounts.get_coach(session, coach_id)
             dataset = await self._training.dataset(session, coach_id, job.dataset_id) if job.dataset_id else None
@@ -295,14 +302,14 @@ class FineTuneService:
         async with client:
             try:
                 if training_file_id is None:
-                    content = await self._file(coach_id, dataset, m.Split.TRAIN)
+                    content = await self._file(coach_id, dataset, Split.TRAIN)
                     if not content:
                         return await self._fail(coach_id, job_id, "the dataset has no train examples left")
                     uploaded = await client.files.create(file=(f"{job_id}-train.jsonl", content), purpose="fine-tune")
                     training_file_id = uploaded.id
                     await self._store(coach_id, job_id, training_file_id=training_file_id)
                 if validation_file_id is None:
-                    content = await self._file(coach_id, dataset, m.Split.VALIDATION)
+                    content = await self._file(coach_id, dataset, Split.VALIDATION)
                     if content:
                         uploaded = await client.files.create(
                             file=(f"{job_id}-validation.jsonl", content), purpose="fine-tune"
@@ -324,7 +331,7 @@ class FineTuneService:
                 return await self._fail(coach_id, job_id, exc.message)
             except openai.APIError as exc:
                 raise ProviderError(f"fine-tune start failed: {exc}") from exc
-        status = created.status if created.status in PROVIDER_STATUSES else m.FineTuneStatus.VALIDATING_FILES
+        status = created.status if created.status in PROVIDER_STATUSES else FineTuneStatus.VALIDATING_FILES
         await self._store(coach_id, job_id, provider_job_id=created.id, status=status)
         await self._jobs.poll_fine_tune(coach_id, job_id)
         return f"created {created.id} ({status})"
@@ -344,18 +351,18 @@ class FineTuneService:
 
     async def _fail(self, coach_id: uuid.UUID, job_id: uuid.UUID, error: str) -> str:
         await self._store(
-            coach_id, job_id, status=m.FineTuneStatus.FAILED, error=error[:2000], finished_at=datetime.now(UTC)
+            coach_id, job_id, status=FineTuneStatus.FAILED, error=error[:2000], finished_at=datetime.now(UTC)
         )
         return f"failed: {error}"
 
     async def poll(self, coach_id: uuid.UUID, job_id: uuid.UUID) -> str:
         """arq job: fetch the provider job and record its status (OpenAI's names), ``trained_tokens``,
         ``error`` (``error.message``), ``finished_at`` and the cost estimate. On success a ``staging``
-        :class:`m.ModelVersion` is created once and the promotion gate is queued. A final job is not polled
+        :class:`ModelVersion` is created once and the promotion gate is queued. A final job is not polled
         again."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             job = await self._job(session, coach_id, job_id)
-            if job.status in m.FineTuneStatus.FINAL:
+            if job.status in FineTuneStatus.FINAL:
                 return f"already {job.status}"
             if job.provider_job_id is None:
                 return "not started yet"
@@ -377,35 +384,35 @@ class FineTuneService:
                 job.error = remote.error.message[:2000]
             if remote.finished_at:
                 job.finished_at = datetime.fromtimestamp(remote.finished_at, UTC)
-            if job.status == m.FineTuneStatus.SUCCEEDED and remote.fine_tuned_model:
+            if job.status == FineTuneStatus.SUCCEEDED and remote.fine_tuned_model:
                 job.fine_tuned_model = remote.fine_tuned_model
-                version = await session.scalar(select(m.ModelVersion).where(m.ModelVersion.fine_tune_job_id == job.id))
+                version = await session.scalar(select(ModelVersion).where(ModelVersion.fine_tune_job_id == job.id))
                 if version is None:
-                    version = m.ModelVersion(
+                    version = ModelVersion(
                         coach_id=coach_id,
                         model=remote.fine_tuned_model,
                         base_model=job.base_model,
                         fine_tune_job_id=job.id,
-                        status=m.ModelVersionStatus.STAGING,
+                        status=ModelVersionStatus.STAGING,
                     )
                     session.add(version)
                     await session.flush()
-                if version.status == m.ModelVersionStatus.STAGING:
+                if version.status == ModelVersionStatus.STAGING:
                     version_id = version.id
             status = job.status
         if version_id is not None:
             await self._jobs.evaluate_model(coach_id, version_id)
         return f"{provider_job_id}: {status}"
 
-    async def list_jobs(self, coach_id: uuid.UUID) -> list[m.FineTuneJob]:
+    async def list_jobs(self, coach_id: uuid.UUID) -> list[FineTuneJob]:
         """The coach's fine-tune jobs, newest first."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             return list(
                 (
                     await session.scalars(
-                        select(m.FineTuneJob)
-                        .where(m.FineTuneJob.coach_id == coach_id)
-                        .order_by(m.FineTuneJob.created_at.desc(), m.FineTuneJob.id.desc())
+                        select(FineTuneJob)
+                        .where(FineTuneJob.coach_id == coach_id)
+                        .order_by(FineTuneJob.created_at.desc(), FineTuneJob.id.desc())
                     )
                 ).all()
             )

@@ -20,17 +20,19 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.models import Coach
 from app.accounts.service import AccountService
-from app.chat.messages import helpful
-from app.db import models as m
+from app.conversations.metadata import helpful
+from app.conversations.models import Conversation, Message, SenderType
+from app.core.text import one_line, sentiment
 from app.db.engine import tenant_session
-from app.handoff.signals import sentiment
-from app.handoff.text import one_line
-from app.jobs import JobQueue
+from app.db.jobs import JobQueue
 from app.learning.analysis import analyse_message, mood
+from app.learning.models import Intervention, InterventionPattern, InterventionSource
 from app.learning.pii import scrub_pii
 from app.learning.style import StyleSample, build_style_profile
 from app.llm.registry import ProviderRegistry
+from app.memory.models import InsightStatus
 from app.memory.retrieval import profile_lines
 from app.memory.service import MemoryService
 
@@ -100,40 +102,40 @@ class InterventionService:
     async def record(
         self,
         session: AsyncSession,
-        coach: m.Coach,
-        message: m.Message,
+        coach: Coach,
+        message: Message,
         *,
         source: str,
         handoff_id: uuid.UUID | None,
         ai_draft: str | None,
-    ) -> m.Intervention:
+    ) -> Intervention:
         """Store the human-coach ``message`` (flushed, same transaction) as an intervention with its context:
         the conversation before it as chat messages (at most ``coach.recent_messages``, oldest first), the
         client's latest message before it and what memory held about the client (L4 profile lines and
         active insight texts). ``source``: ``takeover`` or ``draft_edit``. The caller queues
         :meth:`analyse` after commit. Raises ``ValueError`` for an unknown source."""
-        if source not in m.InterventionSource.ALL:
+        if source not in InterventionSource.ALL:
             raise ValueError(f"unknown intervention source {source!r}")
-        conversation = await session.get_one(m.Conversation, message.conversation_id)
+        conversation = await session.get_one(Conversation, message.conversation_id)
         earlier = list(
             (
                 await session.scalars(
-                    select(m.Message)
-                    .where(m.Message.conversation_id == conversation.id, m.Message.id != message.id)
-                    .where(m.Message.created_at <= message.created_at)
-                    .order_by(m.Message.created_at.desc())
+                    select(Message)
+                    .where(Message.conversation_id == conversation.id, Message.id != message.id)
+                    .where(Message.created_at <= message.created_at)
+                    .order_by(Message.created_at.desc())
                     .limit(max(coach.recent_messages, 1))
                 )
             ).all()
         )[::-1]
         context = [
-            {"role": "user" if msg.sender_type == m.SenderType.CLIENT else "assistant", "content": msg.text}
+            {"role": "user" if msg.sender_type == SenderType.CLIENT else "assistant", "content": msg.text}
             for msg in earlier
         ]
-        client_text = next((msg.text for msg in reversed(earlier) if msg.sender_type == m.SenderType.CLIENT), "")
+        client_text = next((msg.text for msg in reversed(earlier) if msg.sender_type == SenderType.CLIENT), "")
         memory = await self._memory.client_memory(session, coach.id, conversation.client_id)
-        insights = [i.text for i in memory.insights if i.status == m.InsightStatus.ACTIVE][:MEMORY_INSIGHTS]
-        intervention = m.Intervention(
+        insights = [i.text for i in memory.insights if i.status == InsightStatus.ACTIVE][:MEMORY_INSIGHTS]
+        intervention = Intervention(
             coach_id=coach.id,
             conversation_id=conversation.id,
             client_id=conversation.client_id,
@@ -161,7 +163,7 @@ class InterventionService:
         :meth:`similar`, then refresh what it teaches. Idempotent: ``"already analysed"`` the second time;
         ``"not found"`` for a deleted one. Embeddings are computed outside the transaction."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            found = await session.get(m.Intervention, intervention_id)
+            found = await session.get(Intervention, intervention_id)
             if found is None:
                 return "not found"
             if found.analysed_at is not None:
@@ -176,7 +178,7 @@ class InterventionService:
         if client_text.strip():
             situation = vectors[1] if embedder is local else (await embedder.embed([client_text]))[0]
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            intervention = await session.get(m.Intervention, intervention_id, with_for_update=True)
+            intervention = await session.get(Intervention, intervention_id, with_for_update=True)
             if intervention is None:
                 return "not found"
             if intervention.analysed_at is not None:
@@ -203,34 +205,34 @@ class InterventionService:
         async with tenant_session(self._sessionmaker, coach_id) as session:
             rows = (
                 await session.execute(
-                    select(m.Intervention, m.Message)
-                    .join(m.Message, m.Message.id == m.Intervention.message_id)
-                    .where(m.Intervention.coach_id == coach_id, m.Intervention.conversation_id == conversation_id)
-                    .order_by(m.Message.created_at)
-                    .with_for_update(of=m.Intervention)
+                    select(Intervention, Message)
+                    .join(Message, Message.id == Intervention.message_id)
+                    .where(Intervention.coach_id == coach_id, Intervention.conversation_id == conversation_id)
+                    .order_by(Message.created_at)
+                    .with_for_update(of=Intervention)
                 )
             ).all()
             for intervention, message in rows:
                 later = list(
                     (
                         await session.scalars(
-                            select(m.Message)
+                            select(Message)
                             .where(
-                                m.Message.conversation_id == conversation_id,
-                                m.Message.created_at > message.created_at,
-                                m.Message.sender_type.in_((m.SenderType.CLIENT, m.SenderType.AI)),
+                                Message.conversation_id == conversation_id,
+                                Message.created_at > message.created_at,
+                                Message.sender_type.in_((SenderType.CLIENT, SenderType.AI)),
                             )
-                            .order_by(m.Message.created_at)
+                            .order_by(Message.created_at)
                             .limit(20)
                         )
                     ).all()
                 )
-                nxt = next((msg for msg in later if msg.sender_type == m.SenderType.CLIENT), None)
+                nxt = next((msg for msg in later if msg.sender_type == SenderType.CLIENT), None)
                 if nxt is None:
                     continue
-                clients = [n for n, msg in enumerate(later) if msg.sender_type == m.SenderType.CLIENT]
+                clients = [n for n, msg in enumerate(later) if msg.sender_type == SenderType.CLIENT]
                 window = later[: clients[1]] if len(clients) > 1 else later  # before the client's second message
-                ai_reply = next((msg for msg in window if msg.sender_type == m.SenderType.AI), None)
+                ai_reply = next((msg for msg in window if msg.sender_type == SenderType.AI), None)
                 own = helpful(message.meta)
                 thumbs = own if own is not None or ai_reply is None else helpful(ai_reply.meta)
                 if intervention.success is not None and intervention.outcome.get("thumbs") == thumbs:
@@ -260,7 +262,7 @@ class InterventionService:
     # ------------------------------------------------------------------ what an intervention teaches
 
     async def _learn(
-        self, session: AsyncSession, coach_id: uuid.UUID, intervention: m.Intervention, *, refresh_style: bool = True
+        self, session: AsyncSession, coach_id: uuid.UUID, intervention: Intervention, *, refresh_style: bool = True
     ) -> None:
         """Once analysed and scored: the pattern count (once), the client's ``what_works``; then the style
         profile (recomputed from all analysed interventions, so re-running is harmless)."""
@@ -274,10 +276,10 @@ class InterventionService:
             await self._refresh_style(session, coach_id)
 
     async def _count_pattern(
-        self, session: AsyncSession, intervention: m.Intervention, *, uses: int, successes: int
+        self, session: AsyncSession, intervention: Intervention, *, uses: int, successes: int
     ) -> None:
         situation = str(intervention.analysis.get("client_mood") or mood(sentiment(intervention.client_text)))
-        stmt = insert(m.InterventionPattern).values(
+        stmt = insert(InterventionPattern).values(
             id=uuid.uuid4(),
             strategy=intervention.strategy,
             situation=situation,
@@ -289,8 +291,8 @@ class InterventionService:
             stmt.on_conflict_do_update(
                 index_elements=["strategy", "situation"],
                 set_={
-                    "uses": m.InterventionPattern.uses + uses,
-                    "successes": func.greatest(m.InterventionPattern.successes + successes, 0),
+                    "uses": InterventionPattern.uses + uses,
+                    "successes": func.greatest(InterventionPattern.successes + successes, 0),
                     "updated_at": stmt.excluded.updated_at,
                 },
             )
@@ -309,22 +311,22 @@ class InterventionService:
     async def _refresh_style(self, session: AsyncSession, coach_id: uuid.UUID) -> None:
         """Recompute ``Coach.style_profile`` from all of the coach's analysed interventions. The coach row is
         locked first, so two jobs finishing together each see the other's committed analysis."""
-        await session.execute(select(m.Coach.id).where(m.Coach.id == coach_id).with_for_update())
+        await session.execute(select(Coach.id).where(Coach.id == coach_id).with_for_update())
         rows = (
             await session.execute(
                 select(
-                    m.Intervention.conversation_id,
-                    m.Intervention.strategy,
-                    m.Intervention.analysis,
-                    m.Intervention.success,
+                    Intervention.conversation_id,
+                    Intervention.strategy,
+                    Intervention.analysis,
+                    Intervention.success,
                 )
-                .join(m.Message, m.Message.id == m.Intervention.message_id)
+                .join(Message, Message.id == Intervention.message_id)
                 .where(
-                    m.Intervention.coach_id == coach_id,
-                    m.Intervention.analysed_at.is_not(None),
-                    m.Intervention.strategy.is_not(None),
+                    Intervention.coach_id == coach_id,
+                    Intervention.analysed_at.is_not(None),
+                    Intervention.strategy.is_not(None),
                 )
-                .order_by(m.Intervention.conversation_id, m.Message.created_at)
+                .order_by(Intervention.conversation_id, Message.created_at)
             )
         ).all()
         samples = []
@@ -361,21 +363,21 @@ class InterventionService:
         cosine ≥ ``MIN_SIMILARITY``), best first, leaving out those that did not work (``success`` false)
         and ``exclude_conversation_id``. Another client's e-mail addresses and phone numbers are replaced
         (:func:`app.learning.pii.scrub_pii`). Must run inside the coach's tenant transaction."""
-        distance = m.Intervention.embedding.cosine_distance(query_embedding)
+        distance = Intervention.embedding.cosine_distance(query_embedding)
         stmt = (
-            select(m.Intervention, (1 - distance).label("similarity"))
+            select(Intervention, (1 - distance).label("similarity"))
             .where(
-                m.Intervention.coach_id == coach_id,
-                m.Intervention.embedding_model == embedding_model,
-                m.Intervention.embedding.is_not(None),
-                m.Intervention.analysed_at.is_not(None),
-                m.Intervention.success.is_not(False),
+                Intervention.coach_id == coach_id,
+                Intervention.embedding_model == embedding_model,
+                Intervention.embedding.is_not(None),
+                Intervention.analysed_at.is_not(None),
+                Intervention.success.is_not(False),
             )
             .order_by(distance)
             .limit(k)
         )
         if exclude_conversation_id is not None:
-            stmt = stmt.where(m.Intervention.conversation_id != exclude_conversation_id)
+            stmt = stmt.where(Intervention.conversation_id != exclude_conversation_id)
         rows = (await session.execute(stmt)).all()
         return [
             FewShotExample(

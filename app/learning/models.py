@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin, TenantMixin
-from app.rag.models import EMBEDDING_DIMENSIONS
+from app.llm.base import EMBEDDING_DIMENSIONS
 
 
 class InterventionSource:

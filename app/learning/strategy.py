@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from app.errors import EvalDataError
+from app.core.errors import EvalDataError
 
 STRATEGIES = (
     "Question",

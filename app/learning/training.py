@@ -38,23 +38,25 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.models import Coach
 from app.accounts.service import AccountService
-from app.chat.messages import feedback_of
-from app.db import models as m
+from app.conversations.metadata import feedback_of
+from app.conversations.models import Conversation, Message, SenderType
+from app.core.errors import InvalidInput, NotFound
 from app.db.engine import tenant_session
-from app.errors import InvalidInput, NotFound
+from app.learning.models import ExampleKind, ExampleSource, Intervention, Split, TrainingDataset, TrainingExample
 from app.learning.pii import scrub_pii
 
-SPLIT_BUCKETS = ((m.Split.TRAIN, 80), (m.Split.VALIDATION, 90), (m.Split.TEST, 100))
+SPLIT_BUCKETS = ((Split.TRAIN, 80), (Split.VALIDATION, 90), (Split.TEST, 100))
 """Cumulative percent buckets: 80 % train, 10 % validation, 10 % test (by conversation id hash)."""
 EXCLUDED_META = ("error", "notice", "crisis", "partial_reply")
 """Metadata keys that mark a reply never worth imitating (error apology, notice, crisis protocol, cut off)."""
 MIN_GOOD_CHARS = 20
 MAX_GOOD_CHARS = 2000
-EXPORT_FORMATS = m.ExampleKind.ALL
-EXPORT_SPLITS = (*m.Split.ALL, "all")
+EXPORT_FORMATS = ExampleKind.ALL
+EXPORT_SPLITS = (*Split.ALL, "all")
 _SPACES = re.compile(r"\s+")
-_ROLE = {m.SenderType.CLIENT: "user", m.SenderType.AI: "assistant", m.SenderType.HUMAN_COACH: "assistant"}
+_ROLE = {SenderType.CLIENT: "user", SenderType.AI: "assistant", SenderType.HUMAN_COACH: "assistant"}
 
 
 def split_for(conversation_id: uuid.UUID) -> str:
@@ -109,13 +111,13 @@ def _scrub_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [msg | {"content": scrub_pii(str(msg.get("content", "")))} for msg in messages]
 
 
-def example_line(example: m.TrainingExample, *, scrub: bool) -> str:
+def example_line(example: TrainingExample, *, scrub: bool) -> str:
     """One JSONL line (no newline) for ``example`` in its kind's OpenAI format, PII-scrubbed when ``scrub``."""
     prompt = [dict(msg) for msg in example.prompt]
     chosen, rejected = example.chosen, example.rejected or ""
     if scrub:
         prompt, chosen, rejected = _scrub_messages(prompt), scrub_pii(chosen), scrub_pii(rejected)
-    line = sft_line(prompt, chosen) if example.kind == m.ExampleKind.SFT else preference_line(prompt, chosen, rejected)
+    line = sft_line(prompt, chosen) if example.kind == ExampleKind.SFT else preference_line(prompt, chosen, rejected)
     return json.dumps(line, ensure_ascii=False)
 
 
@@ -135,7 +137,7 @@ class _Candidate:
         return content_hash(self.kind, self.prompt, self.chosen, self.rejected)
 
 
-def _thumbs(message: m.Message) -> bool | None:
+def _thumbs(message: Message) -> bool | None:
     """True for a thumbs up (rating ≥ 4 when rated), False for a thumbs down or a low rating, else None."""
     feedback = feedback_of(message.meta)
     if feedback is None or feedback.get("helpful") is None:
@@ -146,7 +148,7 @@ def _thumbs(message: m.Message) -> bool | None:
     return False if not feedback["helpful"] or (rating is not None and rating <= 2) else None
 
 
-def _excluded(message: m.Message) -> bool:
+def _excluded(message: Message) -> bool:
     return not message.text.strip() or any(message.meta.get(key) for key in EXCLUDED_META)
 
 
@@ -163,8 +165,8 @@ class TrainingDataService:
         conversation leaves nothing to do."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             conversation = await session.scalar(
-                select(m.Conversation)
-                .where(m.Conversation.id == conversation_id, m.Conversation.coach_id == coach_id)
+                select(Conversation)
+                .where(Conversation.id == conversation_id, Conversation.coach_id == coach_id)
                 .with_for_update()
             )
             if conversation is None:
@@ -173,17 +175,17 @@ class TrainingDataService:
             messages = list(
                 (
                     await session.scalars(
-                        select(m.Message)
-                        .where(m.Message.conversation_id == conversation_id)
-                        .order_by(m.Message.created_at, m.Message.id)
+                        select(Message)
+                        .where(Message.conversation_id == conversation_id)
+                        .order_by(Message.created_at, Message.id)
                     )
                 ).all()
             )
             drafts = dict(
                 (
                     await session.execute(
-                        select(m.Intervention.message_id, m.Intervention.ai_draft).where(
-                            m.Intervention.conversation_id == conversation_id, m.Intervention.ai_draft.is_not(None)
+                        select(Intervention.message_id, Intervention.ai_draft).where(
+                            Intervention.conversation_id == conversation_id, Intervention.ai_draft.is_not(None)
                         )
                     )
                 ).all()
@@ -192,7 +194,7 @@ class TrainingDataService:
             existing = list(
                 (
                     await session.scalars(
-                        select(m.TrainingExample).where(m.TrainingExample.conversation_id == conversation_id)
+                        select(TrainingExample).where(TrainingExample.conversation_id == conversation_id)
                     )
                 ).all()
             )
@@ -208,7 +210,7 @@ class TrainingDataService:
             added = 0
             for hash_, c in wanted.items():
                 result = await session.execute(
-                    insert(m.TrainingExample)
+                    insert(TrainingExample)
                     .values(
                         id=uuid.uuid4(),
                         coach_id=coach_id,
@@ -231,37 +233,37 @@ class TrainingDataService:
         return f"{total} examples ({added} added, {removed} removed, split {split})"
 
     def _candidates(
-        self, coach: m.Coach, messages: list[m.Message], drafts: dict[uuid.UUID, str | None]
+        self, coach: Coach, messages: list[Message], drafts: dict[uuid.UUID, str | None]
     ) -> list[_Candidate]:
         """Every example the conversation's messages support, in message order."""
         window = max(coach.recent_messages, 1)
         out: list[_Candidate] = []
-        client_before: dict[uuid.UUID, m.Message | None] = {}
-        last_client: m.Message | None = None
+        client_before: dict[uuid.UUID, Message | None] = {}
+        last_client: Message | None = None
         for message in messages:
             client_before[message.id] = last_client
-            if message.sender_type == m.SenderType.CLIENT:
+            if message.sender_type == SenderType.CLIENT:
                 last_client = message
         for index, message in enumerate(messages):
-            if message.sender_type == m.SenderType.CLIENT or _excluded(message) or client_before[message.id] is None:
+            if message.sender_type == SenderType.CLIENT or _excluded(message) or client_before[message.id] is None:
                 continue
             prompt = self._prompt(coach, messages[:index], window)
             if not any(msg["role"] == "user" for msg in prompt):
                 continue
             thumbs = _thumbs(message)
-            if message.sender_type == m.SenderType.HUMAN_COACH:
+            if message.sender_type == SenderType.HUMAN_COACH:
                 if thumbs is False:
                     continue
                 edited = bool(message.meta.get("edited"))
-                source = m.ExampleSource.DRAFT_EDIT if edited else m.ExampleSource.COACH_REPLY
+                source = ExampleSource.DRAFT_EDIT if edited else ExampleSource.COACH_REPLY
                 signal = min(1.0, (0.9 if edited else 0.85) + (0.1 if thumbs else 0.0))
                 quality = quality_score(message.text, signal)
-                out.append(_Candidate(m.ExampleKind.SFT, source, message.id, None, prompt, message.text, None, quality))
+                out.append(_Candidate(ExampleKind.SFT, source, message.id, None, prompt, message.text, None, quality))
                 draft = message.meta.get("ai_draft") if edited else drafts.get(message.id)
                 if isinstance(draft, str) and draft.strip() and draft.strip() != message.text.strip():
                     out.append(
                         _Candidate(
-                            m.ExampleKind.PREFERENCE, source, message.id, None, prompt, message.text, draft, quality
+                            ExampleKind.PREFERENCE, source, message.id, None, prompt, message.text, draft, quality
                         )
                     )
             elif thumbs:
@@ -271,8 +273,8 @@ class TrainingDataService:
                 quality = quality_score(message.text, signal)
                 out.append(
                     _Candidate(
-                        m.ExampleKind.SFT,
-                        m.ExampleSource.THUMBS_UP,
+                        ExampleKind.SFT,
+                        ExampleSource.THUMBS_UP,
                         message.id,
                         None,
                         prompt,
@@ -284,8 +286,8 @@ class TrainingDataService:
                 for other in self._rejected_twins(message, messages, client_before):
                     out.append(
                         _Candidate(
-                            m.ExampleKind.PREFERENCE,
-                            m.ExampleSource.FEEDBACK_PAIR,
+                            ExampleKind.PREFERENCE,
+                            ExampleSource.FEEDBACK_PAIR,
                             message.id,
                             other.id,
                             prompt,
@@ -298,16 +300,16 @@ class TrainingDataService:
 
     @staticmethod
     def _rejected_twins(
-        chosen: m.Message, messages: list[m.Message], client_before: dict[uuid.UUID, m.Message | None]
-    ) -> list[m.Message]:
+        chosen: Message, messages: list[Message], client_before: dict[uuid.UUID, Message | None]
+    ) -> list[Message]:
         """Thumbs-down AI replies to the same context as ``chosen``: the same preceding client message, or a
         client message with the same normalised text."""
         mine = client_before.get(chosen.id)
         if mine is None:
             return []
-        twins: list[m.Message] = []
+        twins: list[Message] = []
         for other in messages:
-            if other.id == chosen.id or other.sender_type != m.SenderType.AI or _excluded(other):
+            if other.id == chosen.id or other.sender_type != SenderType.AI or _excluded(other):
                 continue
             if _thumbs(other) is not False or other.text.strip() == chosen.text.strip():
                 continue
@@ -317,7 +319,7 @@ class TrainingDataService:
         return twins
 
     @staticmethod
-    def _prompt(coach: m.Coach, before: list[m.Message], window: int) -> list[dict[str, Any]]:
+    def _prompt(coach: Coach, before: list[Message], window: int) -> list[dict[str, Any]]:
         """System persona and the last ``window`` usable messages before the reply, oldest first."""
         usable = [msg for msg in before if msg.text.strip() and not msg.meta.get("error")]
         prompt: list[dict[str, Any]] = [{"role": "system", "content": coach.persona}]
@@ -333,7 +335,7 @@ class TrainingDataService:
         kind: str,
         split: str = "all",
         ids: list[uuid.UUID] | None = None,
-    ) -> list[m.TrainingExample]:
+    ) -> list[TrainingExample]:
         """The coach's examples of ``kind`` in ``split`` (``all``: every split), oldest first; ``ids``
         restricts them to a snapshot's. Raises ``InvalidInput`` for an unknown kind or split."""
         if kind not in EXPORT_FORMATS:
@@ -341,14 +343,12 @@ class TrainingDataService:
         if split not in EXPORT_SPLITS:
             raise InvalidInput(f"split must be one of {', '.join(EXPORT_SPLITS)}")
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            stmt = select(m.TrainingExample).where(
-                m.TrainingExample.coach_id == coach_id, m.TrainingExample.kind == kind
-            )
+            stmt = select(TrainingExample).where(TrainingExample.coach_id == coach_id, TrainingExample.kind == kind)
             if split != "all":
-                stmt = stmt.where(m.TrainingExample.split == split)
+                stmt = stmt.where(TrainingExample.split == split)
             if ids is not None:
-                stmt = stmt.where(m.TrainingExample.id.in_(ids))
-            stmt = stmt.order_by(m.TrainingExample.created_at, m.TrainingExample.id)
+                stmt = stmt.where(TrainingExample.id.in_(ids))
+            stmt = stmt.order_by(TrainingExample.created_at, TrainingExample.id)
             return list((await session.scalars(stmt)).all())
 
     async def export(self, coach_id: uuid.UUID, *, kind: str, split: str = "all", scrub_pii: bool = True) -> list[str]:
@@ -364,15 +364,15 @@ class TrainingDataService:
         async with tenant_session(self._sessionmaker, coach_id) as session:
             rows = (
                 await session.execute(
-                    select(m.TrainingExample.kind, m.TrainingExample.split, m.TrainingExample.source, func.count())
-                    .where(m.TrainingExample.coach_id == coach_id)
-                    .group_by(m.TrainingExample.kind, m.TrainingExample.split, m.TrainingExample.source)
+                    select(TrainingExample.kind, TrainingExample.split, TrainingExample.source, func.count())
+                    .where(TrainingExample.coach_id == coach_id)
+                    .group_by(TrainingExample.kind, TrainingExample.split, TrainingExample.source)
                 )
             ).all()
-        out: dict[str, Any] = {kind: dict.fromkeys(m.Split.ALL, 0) for kind in m.ExampleKind.ALL}
+        out: dict[str, Any] = {kind: dict.fromkeys(Split.ALL, 0) for kind in ExampleKind.ALL}
         by_source: Counter[str] = Counter()
         for kind, split, source, count in rows:
-            out.setdefault(kind, dict.fromkeys(m.Split.ALL, 0))[split] += count
+            out.setdefault(kind, dict.fromkeys(Split.ALL, 0))[split] += count
             by_source[source] += count
         out["by_source"] = dict(by_source)
         out["total"] = sum(by_source.values())
@@ -383,39 +383,39 @@ class TrainingDataService:
     ) -> int:
         """SFT examples in ``split`` created after ``since`` (``None``: all), in the caller's session."""
         stmt = select(func.count()).where(
-            m.TrainingExample.coach_id == coach_id,
-            m.TrainingExample.kind == m.ExampleKind.SFT,
-            m.TrainingExample.split == split,
+            TrainingExample.coach_id == coach_id,
+            TrainingExample.kind == ExampleKind.SFT,
+            TrainingExample.split == split,
         )
         if since is not None:
-            stmt = stmt.where(m.TrainingExample.created_at > since)
+            stmt = stmt.where(TrainingExample.created_at > since)
         return int(await session.scalar(stmt) or 0)
 
-    async def snapshot(self, coach_id: uuid.UUID, kind: str, *, scrub_pii: bool = True) -> m.TrainingDataset:
+    async def snapshot(self, coach_id: uuid.UUID, kind: str, *, scrub_pii: bool = True) -> TrainingDataset:
         """Freeze the coach's current ``kind`` examples as a dataset (ids and per-split counts), e.g. for a
         fine-tune job. Raises ``InvalidInput`` for an unknown kind."""
-        if kind not in m.ExampleKind.ALL:
-            raise InvalidInput(f"kind must be one of {', '.join(m.ExampleKind.ALL)}")
+        if kind not in ExampleKind.ALL:
+            raise InvalidInput(f"kind must be one of {', '.join(ExampleKind.ALL)}")
         async with tenant_session(self._sessionmaker, coach_id) as session:
             rows = (
                 await session.execute(
-                    select(m.TrainingExample.id, m.TrainingExample.split).where(
-                        m.TrainingExample.coach_id == coach_id, m.TrainingExample.kind == kind
+                    select(TrainingExample.id, TrainingExample.split).where(
+                        TrainingExample.coach_id == coach_id, TrainingExample.kind == kind
                     )
                 )
             ).all()
-            counts = dict.fromkeys(m.Split.ALL, 0) | dict(Counter(split for _, split in rows))
-            dataset = m.TrainingDataset(
+            counts = dict.fromkeys(Split.ALL, 0) | dict(Counter(split for _, split in rows))
+            dataset = TrainingDataset(
                 coach_id=coach_id, kind=kind, example_ids=[id_ for id_, _ in rows], counts=counts, scrub_pii=scrub_pii
             )
             session.add(dataset)
             await session.flush()
         return dataset
 
-    async def dataset(self, session: AsyncSession, coach_id: uuid.UUID, dataset_id: uuid.UUID) -> m.TrainingDataset:
+    async def dataset(self, session: AsyncSession, coach_id: uuid.UUID, dataset_id: uuid.UUID) -> TrainingDataset:
         """One of the coach's datasets, in the caller's session. Raises ``NotFound``."""
         dataset = await session.scalar(
-            select(m.TrainingDataset).where(m.TrainingDataset.id == dataset_id, m.TrainingDataset.coach_id == coach_id)
+            select(TrainingDataset).where(TrainingDataset.id == dataset_id, TrainingDataset.coach_id == coach_id)
         )
         if dataset is None:
             raise NotFound("dataset not found")
@@ -425,8 +425,8 @@ class TrainingDataService:
         """Delete the conversation's examples (e.g. the client asked to be forgotten); returns how many."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             result = await session.execute(
-                delete(m.TrainingExample).where(
-                    m.TrainingExample.coach_id == coach_id, m.TrainingExample.conversation_id == conversation_id
+                delete(TrainingExample).where(
+                    TrainingExample.coach_id == coach_id, TrainingExample.conversation_id == conversation_id
                 )
             )
         return int(getattr(result, "rowcount", 0) or 0)

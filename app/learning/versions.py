@@ -21,11 +21,11 @@ import openai
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.models import Coach
 from app.accounts.service import AccountService
-from app.config import Settings
-from app.db import models as m
+from app.core.config import Settings
+from app.core.errors import Conflict, NotFound
 from app.db.engine import tenant_session
-from app.errors import Conflict, NotFound
 from app.learning.gate import (
     EMBEDDING_MARGIN,
     JUDGE_SCHEMA,
@@ -36,6 +36,7 @@ from app.learning.gate import (
     decide,
     win_rate,
 )
+from app.learning.models import ExampleKind, ModelVersion, ModelVersionStatus, Split, TrainingExample
 from app.learning.training import TrainingDataService
 from app.llm.base import ChatMessage, ChatProvider, ProviderError, Usage
 from app.llm.registry import ProviderRegistry
@@ -53,7 +54,7 @@ JUDGE_PROMPT = (
 )
 
 
-def model_version_dict(version: m.ModelVersion) -> dict[str, Any]:
+def model_version_dict(version: ModelVersion) -> dict[str, Any]:
     """A model version as the API shows it (ids as strings, times ISO 8601)."""
     return {
         "id": str(version.id),
@@ -93,45 +94,45 @@ class ModelVersionService:
         self._accounts = accounts
         self._training = training
 
-    async def production(self, session: AsyncSession, coach_id: uuid.UUID) -> m.ModelVersion | None:
+    async def production(self, session: AsyncSession, coach_id: uuid.UUID) -> ModelVersion | None:
         """The coach's production version in the caller's session (``None``: serve the base model)."""
         return await session.scalar(
-            select(m.ModelVersion).where(
-                m.ModelVersion.coach_id == coach_id, m.ModelVersion.status == m.ModelVersionStatus.PRODUCTION
+            select(ModelVersion).where(
+                ModelVersion.coach_id == coach_id, ModelVersion.status == ModelVersionStatus.PRODUCTION
             )
         )
 
-    async def list_versions(self, coach_id: uuid.UUID) -> list[m.ModelVersion]:
+    async def list_versions(self, coach_id: uuid.UUID) -> list[ModelVersion]:
         """The coach's versions, newest first."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             return list(
                 (
                     await session.scalars(
-                        select(m.ModelVersion)
-                        .where(m.ModelVersion.coach_id == coach_id)
-                        .order_by(m.ModelVersion.created_at.desc(), m.ModelVersion.id.desc())
+                        select(ModelVersion)
+                        .where(ModelVersion.coach_id == coach_id)
+                        .order_by(ModelVersion.created_at.desc(), ModelVersion.id.desc())
                     )
                 ).all()
             )
 
-    async def _version(self, session: AsyncSession, coach_id: uuid.UUID, version_id: uuid.UUID) -> m.ModelVersion:
+    async def _version(self, session: AsyncSession, coach_id: uuid.UUID, version_id: uuid.UUID) -> ModelVersion:
         version = await session.scalar(
-            select(m.ModelVersion)
-            .where(m.ModelVersion.id == version_id, m.ModelVersion.coach_id == coach_id)
+            select(ModelVersion)
+            .where(ModelVersion.id == version_id, ModelVersion.coach_id == coach_id)
             .with_for_update()
         )
         if version is None:
             raise NotFound("model version not found")
         return version
 
-    async def _held_out(self, coach_id: uuid.UUID) -> tuple[str, list[m.TrainingExample]]:
+    async def _held_out(self, coach_id: uuid.UUID) -> tuple[str, list[TrainingExample]]:
         """The held-out SFT examples to replay: ``test`` if it has enough, else ``validation``, else both."""
-        test = await self._training.examples(coach_id, kind=m.ExampleKind.SFT, split=m.Split.TEST)
+        test = await self._training.examples(coach_id, kind=ExampleKind.SFT, split=Split.TEST)
         if len(test) >= MIN_HELD_OUT_EXAMPLES:
-            return m.Split.TEST, test[:MAX_HELD_OUT_EXAMPLES]
-        validation = await self._training.examples(coach_id, kind=m.ExampleKind.SFT, split=m.Split.VALIDATION)
+            return Split.TEST, test[:MAX_HELD_OUT_EXAMPLES]
+        validation = await self._training.examples(coach_id, kind=ExampleKind.SFT, split=Split.VALIDATION)
         if len(validation) >= MIN_HELD_OUT_EXAMPLES:
-            return m.Split.VALIDATION, validation[:MAX_HELD_OUT_EXAMPLES]
+            return Split.VALIDATION, validation[:MAX_HELD_OUT_EXAMPLES]
         return "test+validation", (test + validation)[:MAX_HELD_OUT_EXAMPLES]
 
     async def evaluate(self, coach_id: uuid.UUID, version_id: uuid.UUID) -> str:
@@ -147,7 +148,7 @@ class ModelVersionService:
         be reached."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             version = await self._version(session, coach_id, version_id)
-            if version.status != m.ModelVersionStatus.STAGING:
+            if version.status != ModelVersionStatus.STAGING:
                 return f"not in staging ({version.status})"
             coach = await self._accounts.get_coach(session, coach_id)
             current_version = await self.production(session, coach_id)
@@ -174,22 +175,22 @@ class ModelVersionService:
         evaluation |= {"passed": passed, "reason": reason, "at": datetime.now(UTC).isoformat()}
         async with tenant_session(self._sessionmaker, coach_id) as session:
             version = await self._version(session, coach_id, version_id)
-            if version.status != m.ModelVersionStatus.STAGING:
+            if version.status != ModelVersionStatus.STAGING:
                 return f"decided meanwhile ({version.status})"
             version.evaluation = evaluation
             if passed:
                 await self._make_production(session, coach_id, version)
             else:
-                version.status = m.ModelVersionStatus.REJECTED
+                version.status = ModelVersionStatus.REJECTED
             status = version.status
         return f"{status}: {reason}"
 
     async def _replay(
         self,
-        coach: m.Coach,
+        coach: Coach,
         candidate_model: str,
         current_model: str,
-        held_out: list[m.TrainingExample],
+        held_out: list[TrainingExample],
         evaluation: dict[str, Any],
     ) -> tuple[bool, str]:
         """Generate with both models, score, judge; fills ``evaluation`` and returns ``(passed, reason)``."""
@@ -234,7 +235,7 @@ class ModelVersionService:
 
     async def _judge(
         self,
-        coach: m.Coach,
+        coach: Coach,
         prompts: list[list[ChatMessage]],
         candidate: list[str],
         current: list[str],
@@ -269,28 +270,28 @@ class ModelVersionService:
                 verdicts.append("candidate" if (winner == "A") == candidate_is_a else "current")
         return verdicts
 
-    async def _make_production(self, session: AsyncSession, coach_id: uuid.UUID, version: m.ModelVersion) -> None:
+    async def _make_production(self, session: AsyncSession, coach_id: uuid.UUID, version: ModelVersion) -> None:
         """Retire the current production version (if another) and put ``version`` in production."""
         now = datetime.now(UTC)
         current = await self.production(session, coach_id)
         if current is not None and current.id != version.id:
-            current.status = m.ModelVersionStatus.RETIRED
+            current.status = ModelVersionStatus.RETIRED
             current.retired_at = now
             await session.flush()
-        version.status = m.ModelVersionStatus.PRODUCTION
+        version.status = ModelVersionStatus.PRODUCTION
         version.promoted_at = now
         version.retired_at = None
         version.evaluation = {k: v for k, v in version.evaluation.items() if k != "rolled_back_at"}
         await session.flush()
 
-    async def promote(self, coach_id: uuid.UUID, version_id: uuid.UUID, *, force: bool = False) -> m.ModelVersion:
+    async def promote(self, coach_id: uuid.UUID, version_id: uuid.UUID, *, force: bool = False) -> ModelVersion:
         """Put a version in production: at once when its evaluation passed (or ``force``: the coach overrides
         the gate, recorded as ``evaluation.forced``), otherwise through the gate (:meth:`evaluate`; a rejected
         or retired version is evaluated again). Raises ``NotFound`` and ``Conflict`` when the gate refuses
         (the evaluation is kept)."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             version = await self._version(session, coach_id, version_id)
-            if version.status == m.ModelVersionStatus.PRODUCTION:
+            if version.status == ModelVersionStatus.PRODUCTION:
                 return version
             if force or version.evaluation.get("passed"):
                 if force:
@@ -300,18 +301,18 @@ class ModelVersionService:
                     }
                 await self._make_production(session, coach_id, version)
                 return version
-            version.status = m.ModelVersionStatus.STAGING
+            version.status = ModelVersionStatus.STAGING
         try:
             await self.evaluate(coach_id, version_id)
         except ProviderError as exc:
             raise Conflict(f"the promotion gate could not run: {exc}") from exc
         async with tenant_session(self._sessionmaker, coach_id) as session:
             version = await self._version(session, coach_id, version_id)
-        if version.status != m.ModelVersionStatus.PRODUCTION:
+        if version.status != ModelVersionStatus.PRODUCTION:
             raise Conflict(f"the promotion gate refused: {version.evaluation.get('reason', 'not better')}")
         return version
 
-    async def rollback(self, coach_id: uuid.UUID) -> m.ModelVersion | None:
+    async def rollback(self, coach_id: uuid.UUID) -> ModelVersion | None:
         """Retire the production version (marked ``evaluation.rolled_back_at``, so it is never restored by a
         later rollback) and restore the previous one (the most recently retired version that was once in
         production and was not rolled back); ``None`` when there is none: the coach's base model serves. Raises
@@ -321,24 +322,24 @@ class ModelVersionService:
             if current is None:
                 raise Conflict("no model version is in production")
             now = datetime.now(UTC)
-            current.status = m.ModelVersionStatus.RETIRED
+            current.status = ModelVersionStatus.RETIRED
             current.retired_at = now
             current.evaluation = dict(current.evaluation) | {"rolled_back_at": now.isoformat()}
             await session.flush()
             previous = await session.scalar(
-                select(m.ModelVersion)
+                select(ModelVersion)
                 .where(
-                    m.ModelVersion.coach_id == coach_id,
-                    m.ModelVersion.status == m.ModelVersionStatus.RETIRED,
-                    m.ModelVersion.promoted_at.is_not(None),
-                    m.ModelVersion.id != current.id,
-                    ~m.ModelVersion.evaluation.has_key("rolled_back_at"),
+                    ModelVersion.coach_id == coach_id,
+                    ModelVersion.status == ModelVersionStatus.RETIRED,
+                    ModelVersion.promoted_at.is_not(None),
+                    ModelVersion.id != current.id,
+                    ~ModelVersion.evaluation.has_key("rolled_back_at"),
                 )
-                .order_by(m.ModelVersion.retired_at.desc().nulls_last(), m.ModelVersion.promoted_at.desc())
+                .order_by(ModelVersion.retired_at.desc().nulls_last(), ModelVersion.promoted_at.desc())
                 .limit(1)
             )
             if previous is not None:
-                previous.status = m.ModelVersionStatus.PRODUCTION
+                previous.status = ModelVersionStatus.PRODUCTION
                 previous.promoted_at = now
                 previous.retired_at = None
                 await session.flush()

@@ -6,6 +6,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict
 
+EMBEDDING_DIMENSIONS = 384
+"""Width of ``chunks.embedding``: all-MiniLM-L6-v2's output; OpenAI embeddings are requested at this size."""
+
 
 class ChatMessage(TypedDict):
     """One message of an OpenAI-style chat prompt."""

@@ -6,10 +6,10 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar, cast
 
-from app.accounts.security import SecretBox
-from app.config import Settings
-from app.db import models as m
-from app.llm.base import ChatProvider, Embedder
+from app.accounts.models import Coach
+from app.core.config import Settings
+from app.core.security import SecretBox
+from app.llm.base import EMBEDDING_DIMENSIONS, ChatProvider, Embedder
 from app.llm.local import LlamaCppChatProvider, SentenceTransformerEmbedder
 from app.llm.openai_compat import OpenAIChatProvider, OpenAIEmbedder
 
@@ -65,7 +65,7 @@ class ProviderRegistry:
                 self._remote[key] = build()
             return cast(_Remote, self._remote[key])
 
-    def chat_for(self, coach: m.Coach, *, model: str | None = None) -> ChatProvider:
+    def chat_for(self, coach: Coach, *, model: str | None = None) -> ChatProvider:
         """The coach's chat provider; ``model`` overrides the coach's model name on its OpenAI-compatible
         endpoint (a fine-tuned model version, an experiment's variant) and is ignored for the local model."""
         if coach.llm_provider == "openai" and coach.llm_model:
@@ -79,8 +79,8 @@ class ProviderRegistry:
             )
         return self.local_chat()
 
-    def embedder_for(self, coach: m.Coach) -> Embedder:
-        """The coach's embedder; vectors always have ``m.EMBEDDING_DIMENSIONS`` floats."""
+    def embedder_for(self, coach: Coach) -> Embedder:
+        """The coach's embedder; vectors always have ``EMBEDDING_DIMENSIONS`` floats."""
         if coach.embedding_provider == "openai" and coach.embedding_model:
             model, base_url = coach.embedding_model, coach.embedding_base_url
             api_key = self.decrypt_key(coach.embedding_api_key_encrypted)
@@ -90,7 +90,7 @@ class ProviderRegistry:
                     model=model,
                     api_key=api_key,
                     base_url=base_url,
-                    dimensions=m.EMBEDDING_DIMENSIONS,
+                    dimensions=EMBEDDING_DIMENSIONS,
                     timeout=self._settings.llm_timeout_seconds,
                 ),
             )

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import models as m
+from app.memory.models import ChatSession, ClientProfile, Insight, InsightStatus, SessionStatus
 
 HALF_LIFE_DAYS = 30.0
 SUMMARY_IMPORTANCE = 6
@@ -80,7 +80,7 @@ def summary_text(summary: dict[str, Any]) -> str:
     return f"{text} Action items: {'; '.join(actions)}." if actions else text
 
 
-def profile_lines(profile: m.ClientProfile | None) -> list[str]:
+def profile_lines(profile: ClientProfile | None) -> list[str]:
     """Non-empty profile fields as ``Label: a; b`` lines."""
     if profile is None:
         return []
@@ -111,14 +111,14 @@ async def recall(
     ``embedding_model`` are compared. Must run inside a tenant transaction.
     """
     items: list[MemoryItem] = []
-    insight_distance = m.Insight.embedding.cosine_distance(query_embedding)
+    insight_distance = Insight.embedding.cosine_distance(query_embedding)
     insights = await session.execute(
-        select(m.Insight, insight_distance)
+        select(Insight, insight_distance)
         .where(
-            m.Insight.coach_id == coach_id,
-            m.Insight.client_id == client_id,
-            m.Insight.status.in_((m.InsightStatus.ACTIVE, m.InsightStatus.ACHIEVED)),
-            m.Insight.embedding_model == embedding_model,
+            Insight.coach_id == coach_id,
+            Insight.client_id == client_id,
+            Insight.status.in_((InsightStatus.ACTIVE, InsightStatus.ACHIEVED)),
+            Insight.embedding_model == embedding_model,
         )
         .order_by(insight_distance)
         .limit(CANDIDATES)
@@ -126,7 +126,7 @@ async def recall(
     for insight, distance in insights.all():
         relevance = 1.0 - float(distance)
         age = (now - insight.last_seen_at).total_seconds() / 86400
-        label = insight.kind if insight.status == m.InsightStatus.ACTIVE else f"{insight.kind}, {insight.status}"
+        label = insight.kind if insight.status == InsightStatus.ACTIVE else f"{insight.kind}, {insight.status}"
         items.append(
             MemoryItem(
                 "insight",
@@ -138,20 +138,20 @@ async def recall(
                 tuple(insight.source_message_ids),
             )
         )
-    summary_distance = m.ChatSession.embedding.cosine_distance(query_embedding)
+    summary_distance = ChatSession.embedding.cosine_distance(query_embedding)
     stmt = (
-        select(m.ChatSession, summary_distance)
+        select(ChatSession, summary_distance)
         .where(
-            m.ChatSession.coach_id == coach_id,
-            m.ChatSession.client_id == client_id,
-            m.ChatSession.status == m.SessionStatus.SUMMARIZED,
-            m.ChatSession.embedding_model == embedding_model,
+            ChatSession.coach_id == coach_id,
+            ChatSession.client_id == client_id,
+            ChatSession.status == SessionStatus.SUMMARIZED,
+            ChatSession.embedding_model == embedding_model,
         )
         .order_by(summary_distance)
         .limit(CANDIDATES)
     )
     if exclude_session_id is not None:
-        stmt = stmt.where(m.ChatSession.id != exclude_session_id)
+        stmt = stmt.where(ChatSession.id != exclude_session_id)
     for chat_session, distance in (await session.execute(stmt)).all():
         relevance = 1.0 - float(distance)
         ended = chat_session.ended_at or chat_session.last_message_at

@@ -27,15 +27,17 @@ import numpy as np
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.models import Client, Coach
 from app.accounts.service import AccountService
-from app.config import Settings
-from app.db import models as m
+from app.conversations.models import Conversation, Message, SenderType
+from app.core.config import Settings
+from app.core.errors import InvalidInput, NotFound
 from app.db.engine import tenant_session
-from app.errors import InvalidInput, NotFound
-from app.jobs import JobQueue
+from app.db.jobs import JobQueue
 from app.llm.base import ChatMessage, ChatProvider, Embedder
 from app.llm.registry import ProviderRegistry
 from app.llm.schema import InvalidModelOutput, generate_structured
+from app.memory.models import ChatSession, ClientProfile, Insight, InsightKind, InsightStatus, SessionStatus
 from app.memory.retrieval import MemoryContext, profile_lines, recall, summary_text
 from app.memory.schemas import (
     ExtractedInsight,
@@ -77,9 +79,9 @@ class SummaryFailed(Exception):
 class ClientMemory:
     """Everything remembered about a client, for the coach's and the client's views."""
 
-    profile: m.ClientProfile | None
-    insights: list[m.Insight]
-    summaries: list[m.ChatSession]
+    profile: ClientProfile | None
+    insights: list[Insight]
+    summaries: list[ChatSession]
 
 
 @dataclass(frozen=True)
@@ -159,14 +161,14 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _idle(chat_session: m.ChatSession, coach: m.Coach, at: datetime) -> bool:
+def _idle(chat_session: ChatSession, coach: Coach, at: datetime) -> bool:
     """Whether ``at`` comes more than the coach's idle gap after the session's last message."""
     return at - chat_session.last_message_at > timedelta(minutes=coach.session_idle_minutes)
 
 
-def _end(chat_session: m.ChatSession) -> None:
+def _end(chat_session: ChatSession) -> None:
     """Mark an open session ended at its last message (its jobs are queued by the caller, after commit)."""
-    chat_session.status = m.SessionStatus.ENDED
+    chat_session.status = SessionStatus.ENDED
     chat_session.ended_at = chat_session.last_message_at
 
 
@@ -201,8 +203,8 @@ class MemoryService:
     # ------------------------------------------------------------------ sessions (L2 boundaries)
 
     async def track_message(
-        self, session: AsyncSession, coach: m.Coach, message: m.Message, at: datetime
-    ) -> m.ChatSession | None:
+        self, session: AsyncSession, coach: Coach, message: Message, at: datetime
+    ) -> ChatSession | None:
         """Put ``message`` (sent at ``at``) into its conversation's open session, opening one when there is
         none or the open one has been idle longer than the coach's gap. Returns the session this closed, if
         any; the caller queues :meth:`session_ended` after commit."""
@@ -212,12 +214,12 @@ class MemoryService:
             _end(open_session)
             closed, open_session = open_session, None
         if open_session is None:
-            conversation = await session.get_one(m.Conversation, message.conversation_id)
-            open_session = m.ChatSession(
+            conversation = await session.get_one(Conversation, message.conversation_id)
+            open_session = ChatSession(
                 coach_id=coach.id,
                 client_id=conversation.client_id,
                 conversation_id=conversation.id,
-                status=m.SessionStatus.OPEN,
+                status=SessionStatus.OPEN,
                 started_at=at,
                 last_message_at=at,
                 message_count=0,
@@ -230,7 +232,7 @@ class MemoryService:
         message.session_id = open_session.id
         return closed
 
-    async def session_ended(self, chat_session: m.ChatSession) -> None:
+    async def session_ended(self, chat_session: ChatSession) -> None:
         """Queue the jobs of an ended session: the rest of its insights, then its summary (after commit)."""
         last = (chat_session.ended_at or chat_session.last_message_at).isoformat()
         await self._jobs.extract_insights(
@@ -254,11 +256,9 @@ class MemoryService:
         ``None`` when no session was open. Raises ``NotFound`` for a conversation that is not the coach's
         (or, with ``client_id``, not that client's)."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            stmt = select(m.Conversation).where(
-                m.Conversation.id == conversation_id, m.Conversation.coach_id == coach_id
-            )
+            stmt = select(Conversation).where(Conversation.id == conversation_id, Conversation.coach_id == coach_id)
             if client_id is not None:
-                stmt = stmt.where(m.Conversation.client_id == client_id)
+                stmt = stmt.where(Conversation.client_id == client_id)
             if await session.scalar(stmt) is None:
                 raise NotFound("conversation not found")
             open_session = await self._open_session(session, conversation_id)
@@ -280,11 +280,11 @@ class MemoryService:
         closed = 0
         for coach_id, session_id in candidates:
             async with tenant_session(self._sessionmaker, coach_id) as session:
-                chat_session = await session.get(m.ChatSession, session_id, with_for_update=True)
+                chat_session = await session.get(ChatSession, session_id, with_for_update=True)
                 coach = await self._accounts.get_coach(session, coach_id)
                 if (
                     chat_session is None
-                    or chat_session.status != m.SessionStatus.OPEN
+                    or chat_session.status != SessionStatus.OPEN
                     or not _idle(chat_session, coach, _now())
                 ):
                     continue
@@ -304,14 +304,14 @@ class MemoryService:
         validate; ``ProviderError`` propagates so arq retries the job.
         """
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            chat_session = await session.get(m.ChatSession, session_id)
+            chat_session = await session.get(ChatSession, session_id)
             if chat_session is None:
                 return "gone"
-            if chat_session.status in (m.SessionStatus.OPEN, m.SessionStatus.SUMMARIZED):
+            if chat_session.status in (SessionStatus.OPEN, SessionStatus.SUMMARIZED):
                 return chat_session.status
             messages = await self._session_messages(session, session_id)
             coach = await self._accounts.get_coach(session, coach_id)
-            client = await session.get_one(m.Client, chat_session.client_id)
+            client = await session.get_one(Client, chat_session.client_id)
             chat_session.summary_attempts += 1
         if not messages:
             await self.fail_summary(coach_id, session_id, "the session has no messages")
@@ -333,25 +333,25 @@ class MemoryService:
         sources = (await ground(embedder, statements, messages)).sources(messages)
         [vector] = await embedder.embed([f"{summary.summary} Topics: {', '.join(summary.topics)}."])
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            chat_session = await session.get_one(m.ChatSession, session_id)
+            chat_session = await session.get_one(ChatSession, session_id)
             chat_session.summary = summary.model_dump(mode="json")
             chat_session.source_message_ids = sources
             chat_session.embedding = vector
             chat_session.embedding_model = embedder.model
-            chat_session.status = m.SessionStatus.SUMMARIZED
+            chat_session.status = SessionStatus.SUMMARIZED
             chat_session.summary_error = None
         if queue_profile:
             await self._jobs.update_profile(coach_id, session_id)
-        return m.SessionStatus.SUMMARIZED
+        return SessionStatus.SUMMARIZED
 
     async def _summarize(
-        self, provider: ChatProvider, embedder: Embedder, messages: list[m.Message], name: str
+        self, provider: ChatProvider, embedder: Embedder, messages: list[Message], name: str
     ) -> SessionSummaryOutput:
         """Map-reduce when the session does not fit: summarise each window, then summarise the summaries.
         Each window's summary must be grounded in that window (``SUMMARY_MIN_GROUNDED``)."""
         instructions = SUMMARY_INSTRUCTIONS.format(name=name)
 
-        def grounded_in(part: Sequence[m.Message]) -> Callable[[SessionSummaryOutput], Awaitable[str | None]]:
+        def grounded_in(part: Sequence[Message]) -> Callable[[SessionSummaryOutput], Awaitable[str | None]]:
             async def check(output: SessionSummaryOutput) -> str | None:
                 share = (await ground(embedder, sentences(output.summary), part)).share()
                 if share < SUMMARY_MIN_GROUNDED:
@@ -385,10 +385,10 @@ class MemoryService:
     async def fail_summary(self, coach_id: uuid.UUID, session_id: uuid.UUID, reason: str) -> None:
         """Mark an ended session's summary ``failed`` with ``reason`` (nothing else is stored)."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            chat_session = await session.get(m.ChatSession, session_id)
-            if chat_session is None or chat_session.status != m.SessionStatus.ENDED:
+            chat_session = await session.get(ChatSession, session_id)
+            if chat_session is None or chat_session.status != SessionStatus.ENDED:
                 return
-            chat_session.status = m.SessionStatus.FAILED
+            chat_session.status = SessionStatus.FAILED
             chat_session.summary_error = reason
         log.warning("summary of session %s failed: %s", session_id, reason)
 
@@ -402,16 +402,16 @@ class MemoryService:
             f"lock:{conversation_id}:insights", timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
         ):
             async with tenant_session(self._sessionmaker, coach_id) as session:
-                conversation = await session.get(m.Conversation, conversation_id)
+                conversation = await session.get(Conversation, conversation_id)
                 if conversation is None:
                     return "gone"
-                stmt = select(m.Message).where(m.Message.conversation_id == conversation_id)
+                stmt = select(Message).where(Message.conversation_id == conversation_id)
                 if conversation.insights_extracted_through is not None:
-                    stmt = stmt.where(m.Message.created_at > conversation.insights_extracted_through)
-                unread = list((await session.scalars(stmt.order_by(m.Message.created_at, m.Message.id))).all())
+                    stmt = stmt.where(Message.created_at > conversation.insights_extracted_through)
+                unread = list((await session.scalars(stmt.order_by(Message.created_at, Message.id))).all())
                 coach = await self._accounts.get_coach(session, coach_id)
-                client = await session.get_one(m.Client, conversation.client_id)
-            client_messages = sum(msg.sender_type == m.SenderType.CLIENT for msg in unread)
+                client = await session.get_one(Client, conversation.client_id)
+            client_messages = sum(msg.sender_type == SenderType.CLIENT for msg in unread)
             if client_messages == 0 or (not force and client_messages < INSIGHT_BATCH):
                 return f"waiting ({client_messages} unread client messages)"
             provider = self._registry.chat_for(coach)
@@ -426,21 +426,21 @@ class MemoryService:
         provider: ChatProvider,
         embedder: Embedder,
         coach_id: uuid.UUID,
-        client: m.Client,
-        window: list[m.Message],
+        client: Client,
+        window: list[Message],
     ) -> int:
         async with tenant_session(self._sessionmaker, coach_id) as session:
             known = (
                 await session.scalars(
-                    select(m.Insight.text)
-                    .where(m.Insight.client_id == client.id, m.Insight.status == m.InsightStatus.ACTIVE)
-                    .order_by(m.Insight.last_seen_at.desc())
+                    select(Insight.text)
+                    .where(Insight.client_id == client.id, Insight.status == InsightStatus.ACTIVE)
+                    .order_by(Insight.last_seen_at.desc())
                     .limit(8)
                 )
             ).all()
         known_block = "\n".join(f"- {t}" for t in known) or "(nothing yet)"
         found: list[ExtractedInsight] = []
-        if any(msg.sender_type == m.SenderType.CLIENT for msg in window):
+        if any(msg.sender_type == SenderType.CLIENT for msg in window):
             try:
                 found = (
                     await generate_structured(
@@ -461,7 +461,7 @@ class MemoryService:
         async with tenant_session(self._sessionmaker, coach_id) as session:
             for plan in plans:
                 await self._apply(session, coach_id, client.id, embedder.model, plan)
-            conversation = await session.get_one(m.Conversation, window[0].conversation_id, with_for_update=True)
+            conversation = await session.get_one(Conversation, window[0].conversation_id, with_for_update=True)
             conversation.insights_extracted_through = window[-1].created_at
         return sum(plan.action != "skip" for plan in plans)
 
@@ -472,7 +472,7 @@ class MemoryService:
         coach_id: uuid.UUID,
         client_id: uuid.UUID,
         found: list[ExtractedInsight],
-        window: list[m.Message],
+        window: list[Message],
     ) -> list[_Planned]:
         """Decide add / merge / update / skip for each extracted insight against the client's stored ones:
 
@@ -491,12 +491,12 @@ class MemoryService:
         neighbours = []
         async with tenant_session(self._sessionmaker, coach_id) as session:
             for vector in grounding.vectors:
-                distance = m.Insight.embedding.cosine_distance(vector)
+                distance = Insight.embedding.cosine_distance(vector)
                 neighbours.append(
                     (
                         await session.execute(
-                            select(m.Insight.id, m.Insight.kind, m.Insight.status, m.Insight.text, distance)
-                            .where(m.Insight.client_id == client_id, m.Insight.embedding_model == embedder.model)
+                            select(Insight.id, Insight.kind, Insight.status, Insight.text, distance)
+                            .where(Insight.client_id == client_id, Insight.embedding_model == embedder.model)
                             .order_by(distance)
                             .limit(3)
                         )
@@ -516,7 +516,7 @@ class MemoryService:
             action, target = "insert", None
             for insight_id, kind, status, stored_text, dist in nearest:
                 similarity = 1.0 - float(dist)
-                if status == m.InsightStatus.DELETED:
+                if status == InsightStatus.DELETED:
                     if similarity >= TOMBSTONE_SIMILARITY:
                         action, target = "skip", insight_id
                         break
@@ -555,8 +555,8 @@ class MemoryService:
         self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, embedding_model: str, plan: _Planned
     ) -> None:
         extracted = plan.extracted
-        target = await session.get(m.Insight, plan.target, with_for_update=True) if plan.target is not None else None
-        if plan.action in ("merge", "update") and target is not None and target.status != m.InsightStatus.DELETED:
+        target = await session.get(Insight, plan.target, with_for_update=True) if plan.target is not None else None
+        if plan.action in ("merge", "update") and target is not None and target.status != InsightStatus.DELETED:
             target.mentions += 1
             target.last_seen_at = max(target.last_seen_at, plan.seen_at)
             target.source_message_ids = list(dict.fromkeys([*target.source_message_ids, *plan.sources]))
@@ -569,7 +569,7 @@ class MemoryService:
         if plan.action == "skip":
             return
         session.add(
-            m.Insight(
+            Insight(
                 coach_id=coach_id,
                 client_id=client_id,
                 kind=extracted.kind,
@@ -592,16 +592,16 @@ class MemoryService:
         Lists gain new entries (case-insensitive de-duplication, newest kept); ``tone`` is set only while the
         coach has not edited the profile. Idempotent per session (``profile_updated`` mark in the summary)."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            chat_session = await session.get(m.ChatSession, session_id)
-            if chat_session is None or chat_session.status != m.SessionStatus.SUMMARIZED or not chat_session.summary:
+            chat_session = await session.get(ChatSession, session_id)
+            if chat_session is None or chat_session.status != SessionStatus.SUMMARIZED or not chat_session.summary:
                 return "not summarised"
             if chat_session.summary.get("profile_updated"):
                 return "done already"
             messages = await self._session_messages(session, session_id)
             coach = await self._accounts.get_coach(session, coach_id)
-            client = await session.get_one(m.Client, chat_session.client_id)
+            client = await session.get_one(Client, chat_session.client_id)
             summary = summary_text(chat_session.summary)
-        client_turns = [msg for msg in messages if msg.sender_type == m.SenderType.CLIENT]
+        client_turns = [msg for msg in messages if msg.sender_type == SenderType.CLIENT]
         budget = self._input_tokens(PROFILE_MAX_TOKENS)
         recent = windows(client_turns, budget // 2)[-1] if client_turns else []
         try:
@@ -630,19 +630,19 @@ class MemoryService:
             if output.tone and profile.coach_edited_at is None:
                 profile.tone = output.tone
             profile.updated_at = _now()
-            chat_session = await session.get_one(m.ChatSession, session_id)
+            chat_session = await session.get_one(ChatSession, session_id)
             chat_session.summary = {**(chat_session.summary or {}), "profile_updated": True}
         return "updated"
 
     async def profile_for_update(
         self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID
-    ) -> m.ClientProfile:
+    ) -> ClientProfile:
         """The client's L4 profile (a new, empty one added to ``session`` when there is none), under a
         transaction-scoped advisory lock on the client's profile so concurrent writers take turns."""
         await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"profile:{client_id}"})
-        profile = await session.scalar(select(m.ClientProfile).where(m.ClientProfile.client_id == client_id))
+        profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
         if profile is None:
-            profile = m.ClientProfile(
+            profile = ClientProfile(
                 coach_id=coach_id,
                 client_id=client_id,
                 communication_preferences=[],
@@ -659,7 +659,7 @@ class MemoryService:
     async def context_for(
         self,
         session: AsyncSession,
-        coach: m.Coach,
+        coach: Coach,
         client_id: uuid.UUID,
         *,
         query_embedding: list[float],
@@ -669,7 +669,7 @@ class MemoryService:
     ) -> MemoryContext:
         """L4 profile lines and the ``MEMORY_ITEMS`` best L2/L3 items for this turn (see
         :mod:`app.memory.retrieval` for the score). Must run inside the coach's tenant transaction."""
-        profile = await session.scalar(select(m.ClientProfile).where(m.ClientProfile.client_id == client_id))
+        profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
         items = await recall(
             session,
             coach.id,
@@ -688,40 +688,40 @@ class MemoryService:
         """A client's profile, visible insights (active first, then by importance and recency) and session
         summaries (newest first, failed ones included with their error). Raises ``NotFound``."""
         await self._accounts.get_client(session, coach_id, client_id)
-        profile = await session.scalar(select(m.ClientProfile).where(m.ClientProfile.client_id == client_id))
+        profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
         insights = (
             await session.scalars(
-                select(m.Insight)
-                .where(m.Insight.client_id == client_id, m.Insight.status.in_(m.InsightStatus.VISIBLE))
+                select(Insight)
+                .where(Insight.client_id == client_id, Insight.status.in_(InsightStatus.VISIBLE))
                 .order_by(
-                    (m.Insight.status == m.InsightStatus.ACTIVE).desc(),
-                    m.Insight.importance.desc(),
-                    m.Insight.last_seen_at.desc(),
+                    (Insight.status == InsightStatus.ACTIVE).desc(),
+                    Insight.importance.desc(),
+                    Insight.last_seen_at.desc(),
                 )
             )
         ).all()
         summaries = (
             await session.scalars(
-                select(m.ChatSession)
+                select(ChatSession)
                 .where(
-                    m.ChatSession.client_id == client_id,
-                    m.ChatSession.status.in_(m.SessionStatus.FINISHED),
+                    ChatSession.client_id == client_id,
+                    ChatSession.status.in_(SessionStatus.FINISHED),
                 )
-                .order_by(m.ChatSession.started_at.desc())
+                .order_by(ChatSession.started_at.desc())
             )
         ).all()
         return ClientMemory(profile, list(insights), list(summaries))
 
     async def _visible_insight(
         self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, insight_id: uuid.UUID
-    ) -> m.Insight:
+    ) -> Insight:
         insight = await session.scalar(
-            select(m.Insight)
+            select(Insight)
             .where(
-                m.Insight.id == insight_id,
-                m.Insight.coach_id == coach_id,
-                m.Insight.client_id == client_id,
-                m.Insight.status.in_(m.InsightStatus.VISIBLE),
+                Insight.id == insight_id,
+                Insight.coach_id == coach_id,
+                Insight.client_id == client_id,
+                Insight.status.in_(InsightStatus.VISIBLE),
             )
             .with_for_update()
         )
@@ -740,23 +740,23 @@ class MemoryService:
         kind: str | None = None,
         importance: int | None = None,
         status: str | None = None,
-    ) -> m.Insight:
+    ) -> Insight:
         """The coach corrects an insight; ``None`` leaves a field as is. A new text is re-embedded and kept
         from being overwritten by later extractions. Raises ``InvalidInput`` for an empty text, an unknown
         kind or status, importance outside 0–10; ``NotFound`` for an unknown or deleted insight.
         ``edited_by_coach`` is set only when the text actually changes."""
         insight = await self._visible_insight(session, coach_id, client_id, insight_id)
         if kind is not None:
-            if kind not in m.InsightKind.ALL:
-                raise InvalidInput(f"kind must be one of {', '.join(m.InsightKind.ALL)}")
+            if kind not in InsightKind.ALL:
+                raise InvalidInput(f"kind must be one of {', '.join(InsightKind.ALL)}")
             insight.kind = kind
         if importance is not None:
             if not 0 <= importance <= 10:
                 raise InvalidInput("importance must be between 0 and 10")
             insight.importance = importance
         if status is not None:
-            if status not in m.InsightStatus.VISIBLE:
-                raise InvalidInput(f"status must be one of {', '.join(m.InsightStatus.VISIBLE)}")
+            if status not in InsightStatus.VISIBLE:
+                raise InvalidInput(f"status must be one of {', '.join(InsightStatus.VISIBLE)}")
             insight.status = status
         if text is not None:
             cleaned = text.strip()
@@ -781,23 +781,23 @@ class MemoryService:
         written again without them (queued after commit). Raises ``NotFound``."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             insight = await self._visible_insight(session, coach_id, client_id, insight_id)
-            insight.status = m.InsightStatus.DELETED
+            insight.status = InsightStatus.DELETED
             insight.text = ""
             affected = (
                 await session.scalars(
-                    select(m.ChatSession)
+                    select(ChatSession)
                     .where(
-                        m.ChatSession.client_id == client_id,
-                        m.ChatSession.status.in_(m.SessionStatus.FINISHED),
-                        m.ChatSession.id.in_(
-                            select(m.Message.session_id).where(m.Message.id.in_(insight.source_message_ids))
+                        ChatSession.client_id == client_id,
+                        ChatSession.status.in_(SessionStatus.FINISHED),
+                        ChatSession.id.in_(
+                            select(Message.session_id).where(Message.id.in_(insight.source_message_ids))
                         ),
                     )
                     .with_for_update()
                 )
             ).all()
             for chat_session in affected:
-                chat_session.status = m.SessionStatus.ENDED
+                chat_session.status = SessionStatus.ENDED
                 chat_session.summary = None
                 chat_session.summary_error = None
                 chat_session.source_message_ids = []
@@ -811,18 +811,18 @@ class MemoryService:
         """Forget a session summary: summary, sources and vector are erased, so it is neither listed nor
         recalled again (the session's messages stay in the transcript). Raises ``NotFound``."""
         chat_session = await session.scalar(
-            select(m.ChatSession)
+            select(ChatSession)
             .where(
-                m.ChatSession.id == session_id,
-                m.ChatSession.coach_id == coach_id,
-                m.ChatSession.client_id == client_id,
-                m.ChatSession.status.in_(m.SessionStatus.FINISHED),
+                ChatSession.id == session_id,
+                ChatSession.coach_id == coach_id,
+                ChatSession.client_id == client_id,
+                ChatSession.status.in_(SessionStatus.FINISHED),
             )
             .with_for_update()
         )
         if chat_session is None:
             raise NotFound("session summary not found")
-        chat_session.status = m.SessionStatus.DELETED
+        chat_session.status = SessionStatus.DELETED
         chat_session.summary = None
         chat_session.summary_error = None
         chat_session.source_message_ids = []
@@ -831,7 +831,7 @@ class MemoryService:
 
     async def edit_profile(
         self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, changes: dict[str, Any]
-    ) -> m.ClientProfile:
+    ) -> ClientProfile:
         """The coach edits the L4 profile: ``changes`` maps list fields to lists of statements and ``tone`` to
         a string; anything else is ``InvalidInput``. Raises ``NotFound`` for another coach's client."""
         await self._accounts.get_client(session, coach_id, client_id)
@@ -857,31 +857,31 @@ class MemoryService:
 
     # ------------------------------------------------------------------ helpers
 
-    async def _open_session(self, session: AsyncSession, conversation_id: uuid.UUID) -> m.ChatSession | None:
+    async def _open_session(self, session: AsyncSession, conversation_id: uuid.UUID) -> ChatSession | None:
         """The conversation's open session, locked for this transaction (``None`` when there is none)."""
         return await session.scalar(
-            select(m.ChatSession)
-            .where(m.ChatSession.conversation_id == conversation_id, m.ChatSession.status == m.SessionStatus.OPEN)
+            select(ChatSession)
+            .where(ChatSession.conversation_id == conversation_id, ChatSession.status == SessionStatus.OPEN)
             .with_for_update()
         )
 
-    async def _session_messages(self, session: AsyncSession, session_id: uuid.UUID) -> list[m.Message]:
+    async def _session_messages(self, session: AsyncSession, session_id: uuid.UUID) -> list[Message]:
         """The session's messages, oldest first, without those a deleted insight came from (forgotten)."""
         forgotten = (
-            select(func.unnest(m.Insight.source_message_ids))
+            select(func.unnest(Insight.source_message_ids))
             .where(
-                m.Insight.client_id == m.ChatSession.client_id,
-                m.ChatSession.id == session_id,
-                m.Insight.status == m.InsightStatus.DELETED,
+                Insight.client_id == ChatSession.client_id,
+                ChatSession.id == session_id,
+                Insight.status == InsightStatus.DELETED,
             )
             .scalar_subquery()
         )
         return list(
             (
                 await session.scalars(
-                    select(m.Message)
-                    .where(m.Message.session_id == session_id, m.Message.id.not_in(forgotten))
-                    .order_by(m.Message.created_at, m.Message.id)
+                    select(Message)
+                    .where(Message.session_id == session_id, Message.id.not_in(forgotten))
+                    .order_by(Message.created_at, Message.id)
                 )
             ).all()
         )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.chat.models import Message, SenderType
+from app.conversations.models import Message, SenderType
 from app.llm.base import Embedder
 from app.rag.chunking import count_tokens
 

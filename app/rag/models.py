@@ -21,9 +21,7 @@ from sqlalchemy.dialects.postgresql import TSVECTOR, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, TenantMixin
-
-EMBEDDING_DIMENSIONS = 384
-"""Width of ``chunks.embedding``: all-MiniLM-L6-v2's output; OpenAI embeddings are requested at this size."""
+from app.llm.base import EMBEDDING_DIMENSIONS
 
 
 class DocumentStatus:

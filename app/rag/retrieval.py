@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import models as m
+from app.rag.models import Chunk, Document
 
 RRF_K = 60
 CANDIDATES_PER_K = 4
@@ -57,11 +57,11 @@ async def retrieve(
     """
     n = k * CANDIDATES_PER_K
     await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-    docs = select(m.Document.id).where(m.Document.coach_id == coach_id, m.Document.embedding_model == embedding_model)
-    distance = m.Chunk.embedding.cosine_distance(query_embedding)
+    docs = select(Document.id).where(Document.coach_id == coach_id, Document.embedding_model == embedding_model)
+    distance = Chunk.embedding.cosine_distance(query_embedding)
     nearest = (
-        select(m.Chunk.id.label("id"), distance.label("distance"))
-        .where(m.Chunk.coach_id == coach_id, m.Chunk.document_id.in_(docs))
+        select(Chunk.id.label("id"), distance.label("distance"))
+        .where(Chunk.coach_id == coach_id, Chunk.document_id.in_(docs))
         .order_by(distance)
         .limit(n)
         .cte("nearest")
@@ -71,9 +71,9 @@ async def retrieve(
 
     tsquery = func.websearch_to_tsquery("english", query)
     lexical = (
-        select(m.Chunk.id)
-        .where(m.Chunk.coach_id == coach_id, m.Chunk.document_id.in_(docs), m.Chunk.tsv.op("@@")(tsquery))
-        .order_by(func.ts_rank_cd(m.Chunk.tsv, tsquery).desc())
+        select(Chunk.id)
+        .where(Chunk.coach_id == coach_id, Chunk.document_id.in_(docs), Chunk.tsv.op("@@")(tsquery))
+        .order_by(func.ts_rank_cd(Chunk.tsv, tsquery).desc())
         .limit(n)
     )
     lexical_ids = list((await session.scalars(lexical)).all())
@@ -87,15 +87,15 @@ async def retrieve(
         return []
     rows = await session.execute(
         select(
-            m.Chunk.id,
-            m.Chunk.document_id,
-            m.Document.title,
-            m.Chunk.page_start,
-            m.Chunk.text,
+            Chunk.id,
+            Chunk.document_id,
+            Document.title,
+            Chunk.page_start,
+            Chunk.text,
             (1 - distance).label("similarity"),
         )
-        .join(m.Document, m.Document.id == m.Chunk.document_id)
-        .where(m.Chunk.id.in_(top))
+        .join(Document, Document.id == Chunk.document_id)
+        .where(Chunk.id.in_(top))
     )
     by_id = {
         r.id: RetrievedChunk(r.id, r.document_id, r.title, r.page_start, r.text, float(r.similarity), fused[r.id])

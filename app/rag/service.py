@@ -15,16 +15,17 @@ from pathlib import PurePath
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.models import Coach
 from app.accounts.service import AccountService
-from app.config import Settings
-from app.db import models as m
+from app.core.config import Settings
+from app.core.errors import InvalidInput, NotFound
 from app.db.engine import tenant_session
-from app.errors import InvalidInput, NotFound
-from app.jobs import JobQueue
+from app.db.jobs import JobQueue
 from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
 from app.rag.chunking import ChunkSpec, chunk_pages
 from app.rag.extract import ExtractionError, detect_kind, extract_pages
+from app.rag.models import Chunk, Document, DocumentStatus
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def title_from_filename(filename: str) -> str:
 async def _invalidate_cached_replies(session: AsyncSession, coach_id: uuid.UUID) -> None:
     """The coach's material changed: bump ``cache_epoch`` so no earlier cached reply is served
     (:mod:`app.learning.cache`)."""
-    await session.execute(update(m.Coach).where(m.Coach.id == coach_id).values(cache_epoch=m.Coach.cache_epoch + 1))
+    await session.execute(update(Coach).where(Coach.id == coach_id).values(cache_epoch=Coach.cache_epoch + 1))
 
 
 class DocumentService:
@@ -71,7 +72,7 @@ class DocumentService:
         self._accounts = accounts
         self._jobs = jobs
 
-    async def upload(self, coach_id: uuid.UUID, filename: str, content_type: str | None, data: bytes) -> m.Document:
+    async def upload(self, coach_id: uuid.UUID, filename: str, content_type: str | None, data: bytes) -> Document:
         """Store the original and queue ingestion; returns the document (status ``queued``).
 
         A file over ``MAX_UPLOAD_MB`` is recorded as ``failed`` with the reason, without its bytes.
@@ -86,7 +87,7 @@ class DocumentService:
             raise InvalidInput(str(exc)) from exc
         limit = int(self._settings.max_upload_mb * 1024 * 1024)
         too_large = len(data) > limit
-        document = m.Document(
+        document = Document(
             coach_id=coach_id,
             title=title_from_filename(filename),
             filename=filename,
@@ -94,7 +95,7 @@ class DocumentService:
             size_bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
             original=b"" if too_large else data,
-            status=m.DocumentStatus.FAILED if too_large else m.DocumentStatus.QUEUED,
+            status=DocumentStatus.FAILED if too_large else DocumentStatus.QUEUED,
             error=(
                 f"the file is {len(data) / 1048576:.1f} MB, over the {self._settings.max_upload_mb:g} MB upload limit"
                 if too_large
@@ -109,27 +110,27 @@ class DocumentService:
             await self._jobs.ingest_document(coach_id, document.id)
         return document
 
-    async def get(self, coach_id: uuid.UUID, document_id: uuid.UUID) -> m.Document:
+    async def get(self, coach_id: uuid.UUID, document_id: uuid.UUID) -> Document:
         """One document of this coach. Raises ``NotFound`` (also for another coach's id)."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             document = await session.scalar(
-                select(m.Document).where(m.Document.id == document_id, m.Document.coach_id == coach_id)
+                select(Document).where(Document.id == document_id, Document.coach_id == coach_id)
             )
         if document is None:
             raise NotFound("document not found")
         return document
 
-    async def list(self, coach_id: uuid.UUID) -> list[m.Document]:
+    async def list(self, coach_id: uuid.UUID) -> list[Document]:
         """The coach's documents, newest first."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            stmt = select(m.Document).where(m.Document.coach_id == coach_id).order_by(m.Document.created_at.desc())
+            stmt = select(Document).where(Document.coach_id == coach_id).order_by(Document.created_at.desc())
             return list((await session.scalars(stmt)).all())
 
     async def delete(self, coach_id: uuid.UUID, document_id: uuid.UUID) -> None:
         """Delete a document and (ON DELETE CASCADE) its chunks. Raises ``NotFound``."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             result = await session.execute(
-                delete(m.Document).where(m.Document.id == document_id, m.Document.coach_id == coach_id)
+                delete(Document).where(Document.id == document_id, Document.coach_id == coach_id)
             )
             if result.rowcount == 0:  # type: ignore[attr-defined]
                 raise NotFound("document not found")
@@ -138,15 +139,15 @@ class DocumentService:
     async def count_chunks(self, coach_id: uuid.UUID, document_id: uuid.UUID | None = None) -> int:
         """Chunks stored for this coach (optionally one document)."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            stmt = select(func.count()).select_from(m.Chunk).where(m.Chunk.coach_id == coach_id)
+            stmt = select(func.count()).select_from(Chunk).where(Chunk.coach_id == coach_id)
             if document_id is not None:
-                stmt = stmt.where(m.Chunk.document_id == document_id)
+                stmt = stmt.where(Chunk.document_id == document_id)
             return int(await session.scalar(stmt) or 0)
 
     async def _set(self, coach_id: uuid.UUID, document_id: uuid.UUID, **values: object) -> None:
         async with tenant_session(self._sessionmaker, coach_id) as session:
             await session.execute(
-                update(m.Document).where(m.Document.id == document_id, m.Document.coach_id == coach_id).values(**values)
+                update(Document).where(Document.id == document_id, Document.coach_id == coach_id).values(**values)
             )
 
     async def ingest(self, coach_id: uuid.UUID, document_id: uuid.UUID) -> IngestTimings | None:
@@ -157,17 +158,17 @@ class DocumentService:
         """
         async with tenant_session(self._sessionmaker, coach_id) as session:
             document = await session.scalar(
-                select(m.Document).where(m.Document.id == document_id, m.Document.coach_id == coach_id)
+                select(Document).where(Document.id == document_id, Document.coach_id == coach_id)
             )
-            if document is None or (document.status == m.DocumentStatus.FAILED and not document.original):
+            if document is None or (document.status == DocumentStatus.FAILED and not document.original):
                 return None
-            data = await session.scalar(select(m.Document.original).where(m.Document.id == document_id))
+            data = await session.scalar(select(Document.original).where(Document.id == document_id))
             coach = await self._accounts.get_coach(session, coach_id)
             kind = detect_kind(document.filename, document.content_type)
         await self._set(
             coach_id,
             document_id,
-            status=m.DocumentStatus.PROCESSING,
+            status=DocumentStatus.PROCESSING,
             error=None,
             pages_done=0,
             chunks=0,
@@ -185,11 +186,11 @@ class DocumentService:
 
     async def _fail(self, coach_id: uuid.UUID, document_id: uuid.UUID, message: str) -> None:
         await self._set(
-            coach_id, document_id, status=m.DocumentStatus.FAILED, error=message, finished_at=datetime.now(UTC)
+            coach_id, document_id, status=DocumentStatus.FAILED, error=message, finished_at=datetime.now(UTC)
         )
 
     async def _run_pipeline(
-        self, coach_id: uuid.UUID, document_id: uuid.UUID, coach: m.Coach, kind: str, data: bytes
+        self, coach_id: uuid.UUID, document_id: uuid.UUID, coach: Coach, kind: str, data: bytes
     ) -> IngestTimings:
         timings = IngestTimings()
         progress = {"pages": 0, "total": 0}
@@ -243,11 +244,11 @@ class DocumentService:
             await session.execute(
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 0))"), {"id": str(document_id)}
             )
-            if await session.get(m.Document, document_id) is None:  # deleted meanwhile
+            if await session.get(Document, document_id) is None:  # deleted meanwhile
                 return timings
-            await session.execute(delete(m.Chunk).where(m.Chunk.document_id == document_id))
+            await session.execute(delete(Chunk).where(Chunk.document_id == document_id))
             await session.execute(
-                insert(m.Chunk),
+                insert(Chunk),
                 [
                     {
                         "id": uuid.uuid4(),
@@ -264,10 +265,10 @@ class DocumentService:
                 ],
             )
             await session.execute(
-                update(m.Document)
-                .where(m.Document.id == document_id)
+                update(Document)
+                .where(Document.id == document_id)
                 .values(
-                    status=m.DocumentStatus.READY,
+                    status=DocumentStatus.READY,
                     chunks=len(chunks),
                     embedding_model=embedder.model,
                     finished_at=datetime.now(UTC),

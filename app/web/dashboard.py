@@ -25,26 +25,29 @@ from litestar.params import FromQuery
 from litestar.response import Redirect, ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
-from app.accounts.security import mask_secret
-from app.accounts.service import RECENT_MESSAGES_RANGE, SESSION_IDLE_MINUTES_RANGE
-from app.container import Container
-from app.db import models as m
-from app.deps import CoachId, ContainerDep, PathId
-from app.errors import DomainError, InvalidInput
-from app.handoff.availability import DAY_NAMES
-from app.handoff.live import coach_channel
-from app.handoff.service import QueueItem, draft_dict
-from app.handoff.settings import SLA_MINUTES_RANGE
-from app.learning.charts import dashboard_charts
-from app.learning.settings import (
+from app.accounts.availability import DAY_NAMES
+from app.accounts.handoff_settings import SLA_MINUTES_RANGE
+from app.accounts.learning_settings import (
     FINE_TUNE_MIN_DAYS_RANGE,
     FINE_TUNE_MIN_EXAMPLES_RANGE,
     RESPONSE_CACHE_TTL_RANGE,
     apply_learning_settings,
 )
-from app.rag.controllers import read_upload
+from app.accounts.models import Coach, HandoffMode
+from app.accounts.service import RECENT_MESSAGES_RANGE, SESSION_IDLE_MINUTES_RANGE
+from app.container import Container
+from app.conversations.handoffs import DraftStatus, HandoffReason, HandoffStatus
+from app.core.errors import DomainError, InvalidInput
+from app.core.security import mask_secret
+from app.deps import CoachId, ContainerDep, PathId
+from app.handoff.live import coach_channel
+from app.handoff.service import QueueItem, draft_dict
+from app.learning.charts import dashboard_charts
+from app.memory.models import InsightKind, InsightStatus
+from app.rag.models import DocumentStatus
+from app.web.api.documents import read_upload
 
-ACTIVE_STATUSES = (m.DocumentStatus.QUEUED, m.DocumentStatus.PROCESSING)
+ACTIVE_STATUSES = (DocumentStatus.QUEUED, DocumentStatus.PROCESSING)
 KEEPALIVE_SECONDS = 15.0
 """How often the event stream sends a comment when nothing happens (keeps proxies from closing it)."""
 SSE_RETRY_MS = 3000
@@ -108,7 +111,8 @@ def _form_opt_str(form: Any, name: str) -> str | None:
 
 def handoff_form_settings(form: Any) -> dict[str, Any]:
     """The escalation settings of the settings form, as keyword arguments of
-    :meth:`app.accounts.service.AccountService.update_settings` (see :data:`app.handoff.settings.HANDOFF_FIELDS`).
+    :meth:`app.accounts.service.AccountService.update_settings`
+    (see :data:`app.accounts.handoff_settings.HANDOFF_FIELDS`).
 
     Fields missing from the form are ``None`` (left as is). Topics and crisis resources are one entry per
     line; availability is ``{}`` (always available) when ``always_available`` is ticked, else
@@ -177,7 +181,7 @@ async def coach_event_stream(
 
 def learning_form_settings(form: Any) -> dict[str, Any]:
     """The learning settings of the settings form, as keyword arguments of
-    :func:`app.learning.settings.apply_learning_settings` (``{}`` when the form has no learning section; an
+    :func:`app.accounts.learning_settings.apply_learning_settings` (``{}`` when the form has no learning section; an
     unticked box turns fine-tuning off; an empty judge model clears it). Raises ``InvalidInput`` for a field
     that is not a whole number (ranges are the service's to check)."""
     if "learning_form" not in form:
@@ -199,9 +203,9 @@ def _next(form: Any, default: str) -> str:
 
 
 HANDOFF_MODES = (
-    (m.HandoffMode.AUTO, "Auto — the AI answers unless it is unsure (below the threshold)"),
-    (m.HandoffMode.DRAFT, "Draft — the AI drafts every reply, you approve or edit it"),
-    (m.HandoffMode.HUMAN_ONLY, "Human only — every message comes to you"),
+    (HandoffMode.AUTO, "Auto — the AI answers unless it is unsure (below the threshold)"),
+    (HandoffMode.DRAFT, "Draft — the AI drafts every reply, you approve or edit it"),
+    (HandoffMode.HUMAN_ONLY, "Human only — every message comes to you"),
 )
 """The handoff modes and how the settings page words them."""
 
@@ -275,7 +279,7 @@ class CoachPages(Controller):
     dependencies = {"coach_id": Provide(provide_dashboard_coach_id, sync_to_thread=False)}
     exception_handlers = {LoginRequired: login_redirect}
 
-    async def _coach(self, container: Container, coach_id: uuid.UUID) -> m.Coach:
+    async def _coach(self, container: Container, coach_id: uuid.UUID) -> Coach:
         async with container.tenant(coach_id) as session:
             return await container.accounts.get_coach(session, coach_id)
 
@@ -364,8 +368,8 @@ class CoachPages(Controller):
                 "client_id": client.id,
                 "profile": memory.profile,
                 "profile_lists": PROFILE_LISTS,
-                "kinds": m.InsightKind.ALL,
-                "statuses": m.InsightStatus.VISIBLE,
+                "kinds": InsightKind.ALL,
+                "statuses": InsightStatus.VISIBLE,
                 "page_error": error,
                 "nav": "clients",
             },
@@ -458,8 +462,8 @@ class CoachPages(Controller):
             context={
                 "client_id": client_id,
                 "insight": insight,
-                "kinds": m.InsightKind.ALL,
-                "statuses": m.InsightStatus.VISIBLE,
+                "kinds": InsightKind.ALL,
+                "statuses": InsightStatus.VISIBLE,
                 "error": error,
             },
             status_code=400 if error else 200,
@@ -535,7 +539,7 @@ class CoachPages(Controller):
             "conversation_id": conversation_id,
             "item": item,
             "drafts": drafts,
-            "reason_labels": m.HandoffReason.LABELS,
+            "reason_labels": HandoffReason.LABELS,
         }
 
     @get("/conversations/{conversation_id:uuid}/handoff")
@@ -611,15 +615,15 @@ class CoachPages(Controller):
 
     async def _queue_context(self, container: Container, coach_id: uuid.UUID) -> dict[str, Any]:
         items: list[QueueItem] = []
-        for status in (m.HandoffStatus.OPEN, m.HandoffStatus.CLAIMED):
+        for status in (HandoffStatus.OPEN, HandoffStatus.CLAIMED):
             items += await container.handoffs.list_handoffs(coach_id, status)
-        drafts = await container.handoffs.list_drafts(coach_id, m.DraftStatus.PENDING)
+        drafts = await container.handoffs.list_drafts(coach_id, DraftStatus.PENDING)
         names = {c.id: name for c, name, _ in await container.chat.list_conversations(coach_id)}
         return {
-            "open_items": [i for i in items if i.handoff.status == m.HandoffStatus.OPEN],
-            "claimed_items": [i for i in items if i.handoff.status == m.HandoffStatus.CLAIMED],
+            "open_items": [i for i in items if i.handoff.status == HandoffStatus.OPEN],
+            "claimed_items": [i for i in items if i.handoff.status == HandoffStatus.CLAIMED],
             "drafts": [draft_dict(d, names.get(d.conversation_id)) for d in drafts],
-            "reason_labels": m.HandoffReason.LABELS,
+            "reason_labels": HandoffReason.LABELS,
         }
 
     @get("/learning")
@@ -653,9 +657,9 @@ class CoachPages(Controller):
     async def handoff_summary(self, coach_id: CoachId, container: ContainerDep) -> dict[str, Any]:
         """For the nav badge and the crisis banner on every page: ``{"open": n, "claimed": n, "drafts": n,
         "crisis": [{"handoff_id", "conversation_id", "client_name"}]}`` (crisis: open crisis handoffs)."""
-        open_items = await container.handoffs.list_handoffs(coach_id, m.HandoffStatus.OPEN)
-        claimed = await container.handoffs.list_handoffs(coach_id, m.HandoffStatus.CLAIMED)
-        drafts = await container.handoffs.list_drafts(coach_id, m.DraftStatus.PENDING)
+        open_items = await container.handoffs.list_handoffs(coach_id, HandoffStatus.OPEN)
+        claimed = await container.handoffs.list_handoffs(coach_id, HandoffStatus.CLAIMED)
+        drafts = await container.handoffs.list_drafts(coach_id, DraftStatus.PENDING)
         return {
             "open": len(open_items),
             "claimed": len(claimed),
@@ -667,7 +671,7 @@ class CoachPages(Controller):
                     "client_name": i.client_name,
                 }
                 for i in open_items
-                if i.handoff.reason == m.HandoffReason.CRISIS
+                if i.handoff.reason == HandoffReason.CRISIS
             ],
         }
 
@@ -722,7 +726,7 @@ class CoachPages(Controller):
         return Template("dashboard/settings.html", context=context, status_code=400 if error else 200)
 
     def _settings_context(
-        self, container: ContainerDep, coach: m.Coach, new_api_key: str | None, error: str | None
+        self, container: ContainerDep, coach: Coach, new_api_key: str | None, error: str | None
     ) -> dict[str, Any]:
         key = container.registry.decrypt_key(coach.llm_api_key_encrypted)
         return {

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from app.runtime import APP_ROLE
+from app.core.runtime import APP_ROLE
 
 revision: str = "0002"
 down_revision: str | None = "0001"

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from app.runtime import APP_ROLE
+from app.core.runtime import APP_ROLE
 
 revision: str = "0004"
 down_revision: str | None = "0003"

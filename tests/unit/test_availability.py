@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.errors import InvalidInput
-from app.handoff.availability import describe_return, is_available, next_available, validate_availability
+from app.accounts.availability import describe_return, is_available, next_available, validate_availability
+from app.core.errors import InvalidInput
 
 BERLIN_WEEKDAYS = {"timezone": "Europe/Berlin", "days": [0, 1, 2, 3, 4], "start": "09:00", "end": "17:00"}
 

@@ -1,4 +1,4 @@
-"""The C-SSRS loader, the screen arithmetic and ``opencoach eval crisis`` (:mod:`app.handoff.evaluation`).
+"""The C-SSRS loader, the screen arithmetic and ``opencoach eval crisis`` (:mod:`app.evals.crisis`).
 
 Synthetic files follow ``../shared/data/crisis/cssrs_dev.csv``: columns ``User``, ``Post`` (a stringified
 Python list of posts) and ``Label`` in Supportive / Indicator / Ideation / Behavior / Attempt.
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from app.cli import main
-from app.errors import EvalDataError
-from app.handoff.evaluation import CssrsUser, evaluate_crisis, load_cssrs, parse_posts, screen_metrics
+from app.core.errors import EvalDataError
+from app.evals.crisis import CssrsUser, evaluate_crisis, load_cssrs, parse_posts, screen_metrics
 
 DEV = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "crisis" / "cssrs_dev.csv"
 

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from app.errors import InvalidInput
+from app.core.errors import InvalidInput
 from app.learning.experiments import (
     HANDOFF_RATE,
     THUMBS_UP_RATE,

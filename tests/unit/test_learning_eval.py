@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import main
-from app.learning.evaluation import held_out, survey_thumbs, turns_of
+from app.evals.learning import held_out, survey_thumbs, turns_of
 
 SITUATIONS = [
     ("I failed my exam and I feel like a total failure.", "exam"),

@@ -1,4 +1,4 @@
-"""The LoCoMo loader and the recall arithmetic of :mod:`app.memory.evaluation`, without a database.
+"""The LoCoMo loader and the recall arithmetic of :mod:`app.evals.memory`, without a database.
 
 Files are small synthetic samples in LoCoMo's shape (``../shared/data/locomo/locomo_dev.json``): a list of
 ``{"sample_id", "conversation": {speaker_a, speaker_b, session_N_date_time, session_N: [turns]}, "qa": [...]}``.
@@ -13,15 +13,7 @@ from typing import Any
 
 import pytest
 
-from app.memory.evaluation import (
-    KS,
-    TURN_SPACING,
-    EvalDataError,
-    Scores,
-    load_locomo,
-    max_session,
-    parse_session_time,
-)
+from app.evals.memory import KS, TURN_SPACING, EvalDataError, Scores, load_locomo, max_session, parse_session_time
 from app.rag.chunking import count_tokens
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import respx
 
-from app.chat.models import Message, SenderType
 from app.chat.prompt import BUDGET_MARGIN, KEEP_RECENT, MEMORY_HEADER, PER_MESSAGE_OVERHEAD, assemble_prompt
+from app.conversations.models import Message, SenderType
 from app.llm.base import ChatMessage, ProviderError
 from app.llm.openai_compat import OpenAIChatProvider
 from app.llm.schema import RETRY_TEMPERATURES, InvalidModelOutput, generate_structured, output_schema
@@ -26,12 +26,7 @@ from app.memory.retrieval import (
     memory_score,
     recency_weight,
 )
-from app.memory.schemas import (
-    InsightExtraction,
-    MatchDecision,
-    ProfileOutput,
-    SessionSummaryOutput,
-)
+from app.memory.schemas import InsightExtraction, MatchDecision, ProfileOutput, SessionSummaryOutput
 from app.memory.service import PROFILE_LIST_CAP, _merge_list
 from app.memory.transcript import format_messages, windows
 from app.rag.chunking import count_tokens

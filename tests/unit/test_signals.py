@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from app.core.text import sentiment
 from app.handoff.risk import RiskAssessment, RiskDetector
 from app.handoff.signals import (
     REPEAT_THRESHOLD,
@@ -18,7 +19,6 @@ from app.handoff.signals import (
     content_words,
     repeated_question,
     retrieval_support,
-    sentiment,
     sentiment_trend,
     stem,
     thumbs_down_streak,

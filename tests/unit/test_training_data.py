@@ -10,20 +10,14 @@ from typing import Any
 
 import pytest
 
-from app.db import models as m
-from app.errors import InvalidInput
+from app.accounts.learning_settings import apply_learning_settings
+from app.accounts.models import Coach
+from app.core.errors import InvalidInput
 from app.learning.finetune import cost_estimate
 from app.learning.gate import EMBEDDING_MARGIN, cosine_similarities, decide, win_rate
+from app.learning.models import ExampleKind, ExampleSource, Split, TrainingExample
 from app.learning.pii import scrub_pii
-from app.learning.settings import apply_learning_settings
-from app.learning.training import (
-    content_hash,
-    example_line,
-    length_score,
-    quality_score,
-    split_for,
-    text_key,
-)
+from app.learning.training import content_hash, example_line, length_score, quality_score, split_for, text_key
 
 PROMPT = [
     {"role": "system", "content": "You are Kim, a coach."},
@@ -61,18 +55,18 @@ def check_preference_line(line: str) -> dict[str, Any]:
     return record  # type: ignore[no-any-return]
 
 
-def example(kind: str, chosen: str, rejected: str | None = None) -> m.TrainingExample:
-    return m.TrainingExample(
+def example(kind: str, chosen: str, rejected: str | None = None) -> TrainingExample:
+    return TrainingExample(
         coach_id=uuid.uuid4(),
         conversation_id=uuid.uuid4(),
         kind=kind,
-        source=m.ExampleSource.COACH_REPLY,
+        source=ExampleSource.COACH_REPLY,
         message_id=uuid.uuid4(),
         prompt=PROMPT,
         chosen=chosen,
         rejected=rejected,
         quality=0.9,
-        split=m.Split.TRAIN,
+        split=Split.TRAIN,
         content_hash="x",
     )
 
@@ -102,9 +96,9 @@ def test_the_split_is_a_function_of_the_conversation_and_close_to_80_10_10() -> 
     first = [split_for(i) for i in ids]
     assert first == [split_for(uuid.UUID(str(i))) for i in ids], "same conversation, same split"
     shares = Counter(first)
-    assert 0.76 < shares[m.Split.TRAIN] / 3000 < 0.84
-    assert 0.07 < shares[m.Split.VALIDATION] / 3000 < 0.13
-    assert 0.07 < shares[m.Split.TEST] / 3000 < 0.13
+    assert 0.76 < shares[Split.TRAIN] / 3000 < 0.84
+    assert 0.07 < shares[Split.VALIDATION] / 3000 < 0.13
+    assert 0.07 < shares[Split.TEST] / 3000 < 0.13
 
 
 def test_quality_rewards_the_signal_and_a_sane_length() -> None:
@@ -118,10 +112,10 @@ def test_quality_rewards_the_signal_and_a_sane_length() -> None:
 
 
 def test_content_hash_separates_kinds_and_replies_and_text_key_ignores_case_space_and_end_punctuation() -> None:
-    a = content_hash(m.ExampleKind.SFT, PROMPT, "Yes.", None)
-    assert a == content_hash(m.ExampleKind.SFT, [dict(p) for p in PROMPT], "Yes.", None)
-    assert a != content_hash(m.ExampleKind.PREFERENCE, PROMPT, "Yes.", "No.")
-    assert a != content_hash(m.ExampleKind.SFT, PROMPT, "Yes!", None)
+    a = content_hash(ExampleKind.SFT, PROMPT, "Yes.", None)
+    assert a == content_hash(ExampleKind.SFT, [dict(p) for p in PROMPT], "Yes.", None)
+    assert a != content_hash(ExampleKind.PREFERENCE, PROMPT, "Yes.", "No.")
+    assert a != content_hash(ExampleKind.SFT, PROMPT, "Yes!", None)
     assert text_key("  How do I   START?! ") == text_key("how do i start")
 
 
@@ -129,16 +123,16 @@ def test_content_hash_separates_kinds_and_replies_and_text_key_ignores_case_spac
 
 
 def test_an_sft_line_is_in_the_openai_chat_format_and_scrubbed() -> None:
-    line = example_line(example(m.ExampleKind.SFT, "Sure, write to kim@coach.example."), scrub=True)
+    line = example_line(example(ExampleKind.SFT, "Sure, write to kim@coach.example."), scrub=True)
     record = check_sft_line(line)
     assert record["messages"][-1] == {"role": "assistant", "content": "Sure, write to [EMAIL]."}
     assert record["messages"][1]["content"] == "Write to me at [EMAIL] or call [PHONE]."
-    raw = check_sft_line(example_line(example(m.ExampleKind.SFT, "Sure."), scrub=False))
+    raw = check_sft_line(example_line(example(ExampleKind.SFT, "Sure."), scrub=False))
     assert "robin.lee@example.org" in raw["messages"][1]["content"]
 
 
 def test_a_preference_line_is_in_the_openai_preference_format() -> None:
-    line = example_line(example(m.ExampleKind.PREFERENCE, "What matters most to you?", "You should quit."), scrub=True)
+    line = example_line(example(ExampleKind.PREFERENCE, "What matters most to you?", "You should quit."), scrub=True)
     record = check_preference_line(line)
     assert record["input"]["messages"] == [
         PROMPT[0],
@@ -180,7 +174,7 @@ def test_cost_estimate_uses_the_price_table() -> None:
 
 
 def test_learning_settings_validate_and_apply() -> None:
-    coach = m.Coach(name="Kim", fine_tune_enabled=False, fine_tune_min_examples=50, judge_model=None)
+    coach = Coach(name="Kim", fine_tune_enabled=False, fine_tune_min_examples=50, judge_model=None)
     apply_learning_settings(
         coach, fine_tune_enabled=True, fine_tune_min_examples=10, judge_model="gpt-4o", response_cache_ttl_seconds=0
     )
@@ -203,6 +197,6 @@ def test_learning_settings_validate_and_apply() -> None:
     ],
 )
 def test_bad_learning_settings_are_refused(changes: dict[str, Any]) -> None:
-    coach = m.Coach(name="Kim")
+    coach = Coach(name="Kim")
     with pytest.raises(InvalidInput):
         apply_learning_settings(coach, **changes)

@@ -10,11 +10,14 @@ import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
+from app.accounts.models import Client
+from app.accounts.models import Coach as CoachRow
 from app.container import Container
-from app.db import models as m
+from app.core.runtime import Services
+from app.db.base import TENANT_TABLES, Base
 from app.db.engine import assert_unprivileged, make_engine, tenant_session
+from app.rag.models import Chunk, Document
 from app.rag.retrieval import retrieve
-from app.runtime import Services
 from tests.conftest import Coach, make_client, upload
 
 NOTES = b"""# Anger at work
@@ -117,21 +120,19 @@ async def test_b_vector_search_never_returns_a_chunks(
 async def test_row_level_security_in_the_database(two_coaches: dict, container: Container) -> None:
     a_id, b_id = uuid.UUID(two_coaches["a"].coach_id), uuid.UUID(two_coaches["b"].coach_id)
     async with container.sessionmaker() as session:  # no tenant set: nothing visible
-        assert await session.scalar(select(func.count()).select_from(m.Chunk)) == 0
-        assert await session.scalar(select(func.count()).select_from(m.Coach)) == 0
+        assert await session.scalar(select(func.count()).select_from(Chunk)) == 0
+        assert await session.scalar(select(func.count()).select_from(CoachRow)) == 0
     async with tenant_session(container.sessionmaker, b_id) as session:
-        assert await session.scalar(select(func.count()).where(m.Chunk.coach_id == a_id)) == 0
+        assert await session.scalar(select(func.count()).where(Chunk.coach_id == a_id)) == 0
         changed = await session.execute(
-            update(m.Document).where(m.Document.id == uuid.UUID(two_coaches["doc"])).values(title="hijacked")
+            update(Document).where(Document.id == uuid.UUID(two_coaches["doc"])).values(title="hijacked")
         )
         assert changed.rowcount == 0
     with pytest.raises(DBAPIError, match="row-level security"):
         async with tenant_session(container.sessionmaker, b_id) as session:
-            session.add(
-                m.Client(coach_id=a_id, name="planted", widget_token_hash="x" * 64, widget_token_encrypted=b"x")
-            )
+            session.add(Client(coach_id=a_id, name="planted", widget_token_hash="x" * 64, widget_token_encrypted=b"x"))
     async with tenant_session(container.sessionmaker, a_id) as session:
-        assert await session.scalar(select(func.count()).where(m.Chunk.coach_id == a_id)) > 0
+        assert await session.scalar(select(func.count()).where(Chunk.coach_id == a_id)) > 0
 
 
 async def test_app_role_cannot_bypass_rls(services: Services, container: Container) -> None:
@@ -140,8 +141,8 @@ async def test_app_role_cannot_bypass_rls(services: Services, container: Contain
             await conn.execute(text("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"))
         ).one()
     assert (row.rolsuper, row.rolbypassrls) == (False, False)
-    tenant_owned = {t.name for t in m.Base.metadata.tables.values() if "coach_id" in t.c}
-    assert tenant_owned == set(m.TENANT_TABLES), "every table with coach_id must be under RLS"
+    tenant_owned = {t.name for t in Base.metadata.tables.values() if "coach_id" in t.c}
+    assert tenant_owned == set(TENANT_TABLES), "every table with coach_id must be under RLS"
     owner = make_engine(services.migration_database_url, pool_size=1)
     try:
         with pytest.raises(RuntimeError, match="bypasses row-level security"):
@@ -153,9 +154,9 @@ async def test_app_role_cannot_bypass_rls(services: Services, container: Contain
                         "SELECT relname FROM pg_class WHERE relname = ANY(:tables) "
                         "AND relrowsecurity AND relforcerowsecurity"
                     ),
-                    {"tables": [*m.TENANT_TABLES, "coaches"]},
+                    {"tables": [*TENANT_TABLES, "coaches"]},
                 )
             ).scalars()
-            assert sorted(forced) == sorted([*m.TENANT_TABLES, "coaches"])
+            assert sorted(forced) == sorted([*TENANT_TABLES, "coaches"])
     finally:
         await owner.dispose()

@@ -20,11 +20,11 @@ import respx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.accounts.security import SecretBox
 from app.chat.service import APOLOGY, TEMPERATURE
-from app.config import Settings
+from app.core.config import Settings
+from app.core.runtime import Services
+from app.core.security import SecretBox
 from app.handoff.crisis import crisis_reply
-from app.runtime import Services
 from tests.conftest import Coach, make_client, upload, ws_turn
 from tests.openai_wire import SDK_HTTPCORE, mock_openai, openai_error, openai_sse, sse_response
 

@@ -26,12 +26,15 @@ from aiosmtpd.controller import Controller
 from arq.worker import Retry
 from standardwebhooks import Webhook
 
-from app.accounts.security import SecretBox
-from app.config import Settings
+from app.accounts.handoff_settings import new_webhook_secret
+from app.accounts.models import Coach
 from app.container import Container
-from app.db import models as m
-from app.handoff.alerts import MAX_ATTEMPTS, RETRY_DELAY_SECONDS, AlertService, new_webhook_secret
-from app.jobs import JobQueue
+from app.conversations.handoffs import Handoff
+from app.conversations.models import Conversation
+from app.core.config import Settings
+from app.core.security import SecretBox
+from app.db.jobs import JobQueue
+from app.handoff.alerts import MAX_ATTEMPTS, RETRY_DELAY_SECONDS, AlertService
 
 PASSWORD = "correct horse battery"
 BRIEF = "Why: Crisis risk\nRecent: 'I want to kill myself'"
@@ -134,15 +137,15 @@ async def open_handoff(
     async with container.tenant(coach_id) as session:
         client, _ = await container.accounts.create_client(session, coach_id, "Maya")
         client_id = client.id
-        row = await session.get(m.Coach, coach_id)
+        row = await session.get(Coach, coach_id)
         assert row is not None
         row.alert_webhook_url = webhook_url
         row.alert_webhook_secret_encrypted = SecretBox.from_settings(settings).encrypt(secret) if secret else None
         row.alert_email = alert_email
-        conversation = m.Conversation(coach_id=coach_id, client_id=client_id, channel="widget")
+        conversation = Conversation(coach_id=coach_id, client_id=client_id, channel="widget")
         session.add(conversation)
         await session.flush()
-        handoff = m.Handoff(
+        handoff = Handoff(
             coach_id=coach_id,
             conversation_id=conversation.id,
             client_id=client_id,
@@ -161,7 +164,7 @@ async def open_handoff(
 
 async def alerts_of(container: Container, opened: Opened) -> dict[str, Any]:
     async with container.tenant(opened.coach_id) as session:
-        handoff = await session.get(m.Handoff, opened.handoff_id)
+        handoff = await session.get(Handoff, opened.handoff_id)
         assert handoff is not None
         return dict(handoff.alerts)
 
@@ -364,7 +367,7 @@ async def test_a_webhook_without_a_usable_secret_fails_without_retrying(
     """Nothing is sent unsigned; a retry cannot fix a missing secret, so the job does not ask for one."""
     opened = await open_handoff(container, settings, webhook_url=receiver.url)
     async with container.tenant(opened.coach_id) as session:
-        coach = await session.get(m.Coach, opened.coach_id)
+        coach = await session.get(Coach, opened.coach_id)
         assert coach is not None
         coach.alert_webhook_secret_encrypted = None
 

@@ -23,12 +23,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.asgi import create_app
-from app.config import Settings
 from app.container import Container
+from app.core.config import Settings
+from app.core.runtime import Services, serve_in_background
+from app.db.jobs import JobQueue
 from app.handoff.crisis import crisis_reply
-from app.jobs import JobQueue
 from app.llm.registry import ProviderRegistry
-from app.runtime import Services, serve_in_background
 from tests.conftest import Coach, make_client
 from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint, openai_error
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import httpx
 
 from app.container import Container
-from app.db import models as m
+from app.conversations.models import Conversation, Message, SenderType
 from app.learning.cache import ResponseCache
 from app.learning.experiments import ExperimentService, assign_variant
 from tests.conftest import Coach, make_client
@@ -94,17 +94,17 @@ async def test_an_experiment_assigns_stably_measures_and_concludes(
 
     # rated replies under the experiment: warm 19/20 thumbs-up, control 8/20 → Fisher p < 0.05
     async with container.tenant(coach_id) as session:
-        conversation = m.Conversation(coach_id=coach_id, client_id=clients[0], channel="widget")
+        conversation = Conversation(coach_id=coach_id, client_id=clients[0], channel="widget")
         session.add(conversation)
         await session.flush()
         for variant, ups in (("control", 8), ("warm", 19)):
             for i in range(20):
                 meta = {"experiment": {"id": str(experiment_id), "variant": variant}, "feedback": {"helpful": i < ups}}
                 session.add(
-                    m.Message(
+                    Message(
                         coach_id=coach_id,
                         conversation_id=conversation.id,
-                        sender_type=m.SenderType.AI,
+                        sender_type=SenderType.AI,
                         text="reply",
                         citations=[],
                         meta=meta,

@@ -17,7 +17,7 @@ import respx
 from sqlalchemy import select
 
 from app.container import Container
-from app.db import models as m
+from app.learning.models import FineTuneJob, FineTuneStatus, ModelVersion, TrainingExample
 from tests.integration.handoff.test_handoff_flow import Setup, new_setup
 from tests.integration.learning.test_training_data import refresh, seed_conversation
 from tests.openai_wire import MOCK_BASE_URL, mock_openai, openai_completion, openai_error, openai_sse, sse_response
@@ -170,7 +170,7 @@ async def seed(
 async def add_version(container: Container, setup: Setup, model: str, status: str = "staging") -> uuid.UUID:
     coach_id = uuid.UUID(setup.coach.coach_id)
     async with container.tenant(coach_id) as session:
-        version = m.ModelVersion(coach_id=coach_id, model=model, base_model=FT_BASE, status=status)
+        version = ModelVersion(coach_id=coach_id, model=model, base_model=FT_BASE, status=status)
         session.add(version)
         await session.flush()
         return version.id
@@ -199,10 +199,10 @@ async def test_readiness_needs_enough_new_examples_and_enough_days(
 
     async with container.tenant(coach_id) as session:
         session.add(
-            m.FineTuneJob(
+            FineTuneJob(
                 coach_id=coach_id,
                 base_model=FT_BASE,
-                status=m.FineTuneStatus.SUCCEEDED,
+                status=FineTuneStatus.SUCCEEDED,
                 created_at=datetime.now(UTC) - timedelta(days=2),
             )
         )
@@ -212,7 +212,7 @@ async def test_readiness_needs_enough_new_examples_and_enough_days(
 
     # examples older than the last job are not new
     async with container.tenant(coach_id) as session:
-        rows = (await session.scalars(select(m.TrainingExample).where(m.TrainingExample.coach_id == coach_id))).all()
+        rows = (await session.scalars(select(TrainingExample).where(TrainingExample.coach_id == coach_id))).all()
         for row in rows:
             row.created_at = datetime.now(UTC) - timedelta(days=3)
     stale = await container.fine_tunes.readiness(coach_id)
@@ -424,14 +424,14 @@ async def test_the_sweep_starts_a_fine_tune_for_a_ready_coach_and_polls_it(
     await seed(container, setup, run_jobs, {"train": 1})
     await container.fine_tunes.sweep()
     [job] = await container.fine_tunes.list_jobs(coach_id)
-    assert job.status == m.FineTuneStatus.PREPARING
+    assert job.status == FineTuneStatus.PREPARING
     await run_jobs()
     [job] = await container.fine_tunes.list_jobs(coach_id)
-    assert job.status == m.FineTuneStatus.QUEUED and len(api.created) == 1
+    assert job.status == FineTuneStatus.QUEUED and len(api.created) == 1
 
     await container.fine_tunes.sweep()
     [job] = await container.fine_tunes.list_jobs(coach_id)
-    assert job.status == m.FineTuneStatus.RUNNING and len(api.created) == 1
+    assert job.status == FineTuneStatus.RUNNING and len(api.created) == 1
     readiness = (await http.get("/api/v1/learning/training", headers=setup.coach.headers)).json()["readiness"]
     assert readiness["ready"] is False and "running" in readiness["reason"]
 
@@ -451,7 +451,7 @@ async def test_a_retried_start_reuses_the_provider_job_of_the_interrupted_try(
     created = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers)
     job_id = uuid.UUID(created.json()["id"])
     async with container.tenant(uuid.UUID(setup.coach.coach_id)) as session:
-        job = await session.get(m.FineTuneJob, job_id)
+        job = await session.get(FineTuneJob, job_id)
         assert job is not None
         job.training_file_id = "file-uploaded-before"
     api.listed = [job_object("ftjob-abc123", "queued", metadata={"opencoach_job_id": str(job_id)})]

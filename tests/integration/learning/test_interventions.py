@@ -15,10 +15,12 @@ import httpx
 import respx
 from sqlalchemy import select
 
+from app.accounts.models import Coach
 from app.container import Container
-from app.db import models as m
 from app.learning.interventions import what_works_line
+from app.learning.models import Intervention, InterventionPattern
 from app.learning.strategy import STRATEGIES
+from app.memory.models import ClientProfile
 from tests.integration.handoff.test_handoff_flow import (  # noqa: F401 - fixtures used by name
     REPLY,
     Setup,
@@ -39,12 +41,10 @@ async def pending_draft(http: httpx.AsyncClient, setup: Setup) -> dict:
     return draft  # type: ignore[no-any-return]
 
 
-async def interventions(container: Container, coach_id: str) -> list[m.Intervention]:
+async def interventions(container: Container, coach_id: str) -> list[Intervention]:
     async with container.tenant(uuid.UUID(coach_id)) as session:
         rows = await session.scalars(
-            select(m.Intervention)
-            .where(m.Intervention.coach_id == uuid.UUID(coach_id))
-            .order_by(m.Intervention.created_at)
+            select(Intervention).where(Intervention.coach_id == uuid.UUID(coach_id)).order_by(Intervention.created_at)
         )
         return list(rows.all())
 
@@ -85,7 +85,7 @@ async def test_takeover_and_draft_edit_are_recorded_analysed_and_scored(
     async with container.tenant(uuid.UUID(setup.coach.coach_id)) as session:
         before = {
             (p.strategy, p.situation): (p.uses, p.successes)
-            for p in (await session.scalars(select(m.InterventionPattern))).all()
+            for p in (await session.scalars(select(InterventionPattern))).all()
         }
     conversation_id = await record_takeover_history(http, setup, run_jobs)
 
@@ -109,13 +109,13 @@ async def test_takeover_and_draft_edit_are_recorded_analysed_and_scored(
     assert edit.outcome["sentiment"] < 0 and edit.success is False  # the next turn still read negative
 
     async with container.tenant(uuid.UUID(setup.coach.coach_id)) as session:
-        coach = await session.get_one(m.Coach, uuid.UUID(setup.coach.coach_id))
+        coach = await session.get_one(Coach, uuid.UUID(setup.coach.coach_id))
         profile = await session.scalar(
-            select(m.ClientProfile).where(m.ClientProfile.client_id == uuid.UUID(setup.client_id))
+            select(ClientProfile).where(ClientProfile.client_id == uuid.UUID(setup.client_id))
         )
         patterns = {
             (p.strategy, p.situation): (p.uses, p.successes)
-            for p in (await session.scalars(select(m.InterventionPattern))).all()
+            for p in (await session.scalars(select(InterventionPattern))).all()
         }
     style = coach.style_profile
     assert style["n"] == 2 and abs(sum(style["strategies"].values()) - 1) < 0.01
@@ -131,12 +131,12 @@ async def test_takeover_and_draft_edit_are_recorded_analysed_and_scored(
     await container.interventions.score_outcomes(uuid.UUID(setup.coach.coach_id), uuid.UUID(conversation_id))
     async with container.tenant(uuid.UUID(setup.coach.coach_id)) as session:
         again = await session.scalar(
-            select(m.InterventionPattern).where(
-                m.InterventionPattern.strategy == key[0], m.InterventionPattern.situation == key[1]
+            select(InterventionPattern).where(
+                InterventionPattern.strategy == key[0], InterventionPattern.situation == key[1]
             )
         )
         profile = await session.scalar(
-            select(m.ClientProfile).where(m.ClientProfile.client_id == uuid.UUID(setup.client_id))
+            select(ClientProfile).where(ClientProfile.client_id == uuid.UUID(setup.client_id))
         )
     assert again is not None and (again.uses, again.successes) == (uses, successes)
     assert profile is not None and profile.what_works.count(what_works_line(str(takeover.strategy))) == 1
@@ -193,8 +193,8 @@ async def test_a_thumbs_down_on_the_coachs_message_rescores_it(
     takeover = (await interventions(container, setup.coach.coach_id))[-1]
     assert takeover.success is True
     key = (str(takeover.strategy), takeover.analysis["client_mood"])
-    pattern = select(m.InterventionPattern).where(
-        m.InterventionPattern.strategy == key[0], m.InterventionPattern.situation == key[1]
+    pattern = select(InterventionPattern).where(
+        InterventionPattern.strategy == key[0], InterventionPattern.situation == key[1]
     )
     async with container.tenant(uuid.UUID(setup.coach.coach_id)) as session:
         counted = await session.scalar(pattern)
@@ -211,6 +211,6 @@ async def test_a_thumbs_down_on_the_coachs_message_rescores_it(
     assert rescored.outcome["thumbs"] is False and rescored.success is False
     async with container.tenant(uuid.UUID(setup.coach.coach_id)) as session:
         after = await session.scalar(pattern)
-        coach = await session.get_one(m.Coach, uuid.UUID(setup.coach.coach_id))
+        coach = await session.get_one(Coach, uuid.UUID(setup.coach.coach_id))
     assert after is not None and (after.uses, after.successes) == (uses, successes - 1)
     assert coach.style_profile["success"][key[0]]["uses"] >= 1

@@ -17,7 +17,7 @@ import httpx
 import respx
 
 from app.container import Container
-from app.db import models as m
+from app.learning.models import ModelVersion, ModelVersionStatus
 from tests.conftest import upload
 from tests.integration.handoff.test_handoff_flow import Setup, chat, llm_api, new_setup, transcript
 from tests.openai_wire import MOCK_BASE_URL, openai_error, openai_sse, sse_response
@@ -77,11 +77,11 @@ async def test_the_production_model_serves_and_falls_back_to_the_base_model_on_e
     fine_tuned = "ft:gpt-4o-mini-2024-07-18:acme::abc123"
     async with container.tenant(coach_id) as session:
         session.add(
-            m.ModelVersion(
+            ModelVersion(
                 coach_id=coach_id,
                 model=fine_tuned,
                 base_model="gpt-4o-mini-2024-07-18",
-                status=m.ModelVersionStatus.PRODUCTION,
+                status=ModelVersionStatus.PRODUCTION,
             )
         )
 

@@ -17,8 +17,9 @@ import respx
 from sqlalchemy import select
 
 from app.container import Container
-from app.db import models as m
-from app.jobs import JobQueue
+from app.conversations.models import Conversation, Message, SenderType
+from app.db.jobs import JobQueue
+from app.learning.models import ExampleKind, ExampleSource, Intervention, InterventionSource, Split, TrainingExample
 from app.learning.training import split_for
 from tests.integration.handoff.test_handoff_flow import REPLY, Setup, chat, llm_api, new_setup
 from tests.openai_wire import MOCK_BASE_URL, openai_sse, sse_response
@@ -49,15 +50,15 @@ async def seed_conversation(
     conversation_id = conversation_id_in(split)
     start = datetime.now(UTC) - timedelta(hours=1)
     async with container.tenant(coach_id) as session:
-        session.add(m.Conversation(id=conversation_id, coach_id=coach_id, client_id=client_id))
+        session.add(Conversation(id=conversation_id, coach_id=coach_id, client_id=client_id))
         await session.flush()
         for index, (client_text, coach_text) in enumerate(turns):
             at = start + timedelta(minutes=2 * index)
             session.add(
-                m.Message(
+                Message(
                     coach_id=coach_id,
                     conversation_id=conversation_id,
-                    sender_type=m.SenderType.CLIENT,
+                    sender_type=SenderType.CLIENT,
                     text=client_text,
                     meta={},
                     created_at=at,
@@ -67,10 +68,10 @@ async def seed_conversation(
             if ai_draft is not None:
                 meta = {"edited": True, "ai_draft": ai_draft, "approved_by_coach": True}
             session.add(
-                m.Message(
+                Message(
                     coach_id=coach_id,
                     conversation_id=conversation_id,
-                    sender_type=m.SenderType.HUMAN_COACH,
+                    sender_type=SenderType.HUMAN_COACH,
                     text=coach_text,
                     meta=meta,
                     created_at=at + timedelta(minutes=1),
@@ -87,13 +88,13 @@ async def refresh(container: Container, run_jobs: Callable[[], Awaitable[None]],
     await run_jobs()
 
 
-async def examples(container: Container, coach_id: str, conversation_id: Any = None) -> list[m.TrainingExample]:
+async def examples(container: Container, coach_id: str, conversation_id: Any = None) -> list[TrainingExample]:
     """The coach's stored examples (of one conversation when given), looked up as the tenant."""
     async with container.tenant(uuid.UUID(coach_id)) as session:
-        stmt = select(m.TrainingExample).where(m.TrainingExample.coach_id == uuid.UUID(coach_id))
+        stmt = select(TrainingExample).where(TrainingExample.coach_id == uuid.UUID(coach_id))
         if conversation_id is not None:
-            stmt = stmt.where(m.TrainingExample.conversation_id == uuid.UUID(str(conversation_id)))
-        return list((await session.scalars(stmt.order_by(m.TrainingExample.created_at))).all())
+            stmt = stmt.where(TrainingExample.conversation_id == uuid.UUID(str(conversation_id)))
+        return list((await session.scalars(stmt.order_by(TrainingExample.created_at))).all())
 
 
 async def export(http: httpx.AsyncClient, setup: Setup, **params: str) -> list[dict[str, Any]]:
@@ -135,15 +136,15 @@ async def test_a_draft_edit_and_a_takeover_yield_sft_examples_and_preference_pai
     replaced = "You should just be more disciplined."
     async with container.tenant(uuid.UUID(coach_id)) as session:
         message_id = uuid.UUID(sent.json()["id"])
-        intervention = await session.scalar(select(m.Intervention).where(m.Intervention.message_id == message_id))
+        intervention = await session.scalar(select(Intervention).where(Intervention.message_id == message_id))
         if intervention is None:  # recorded by the handoff flow once it is wired; the draft is what matters here
             session.add(
-                m.Intervention(
+                Intervention(
                     coach_id=uuid.UUID(coach_id),
                     conversation_id=uuid.UUID(conversation_id),
                     client_id=uuid.UUID(setup.client_id),
                     message_id=message_id,
-                    source=m.InterventionSource.TAKEOVER,
+                    source=InterventionSource.TAKEOVER,
                     text=takeover_text,
                     ai_draft=replaced,
                 )
@@ -154,10 +155,10 @@ async def test_a_draft_edit_and_a_takeover_yield_sft_examples_and_preference_pai
     await refresh(container, run_jobs, coach_id, conversation_id)
     stored = await examples(container, coach_id, conversation_id)
     assert {e.split for e in stored} == {split_for(uuid.UUID(conversation_id))}
-    sft = {e.chosen: e for e in stored if e.kind == m.ExampleKind.SFT}
-    pairs = {e.chosen: e for e in stored if e.kind == m.ExampleKind.PREFERENCE}
+    sft = {e.chosen: e for e in stored if e.kind == ExampleKind.SFT}
+    pairs = {e.chosen: e for e in stored if e.kind == ExampleKind.PREFERENCE}
     assert set(sft) == {edited, takeover_text}
-    assert sft[edited].source == m.ExampleSource.DRAFT_EDIT and sft[takeover_text].source == m.ExampleSource.COACH_REPLY
+    assert sft[edited].source == ExampleSource.DRAFT_EDIT and sft[takeover_text].source == ExampleSource.COACH_REPLY
     assert pairs[edited].rejected == REPLY and pairs[takeover_text].rejected == replaced
     assert all(0 < e.quality <= 1 for e in stored)
     # the prompt is the persona and the conversation before the reply
@@ -208,10 +209,10 @@ async def test_thumbs_up_and_down_make_examples_appear_and_disappear(
     await feedback(second["message_id"], helpful=False)
     await refresh(container, run_jobs, coach_id, conversation_id)
     stored = await examples(container, coach_id, conversation_id)
-    [sft] = [e for e in stored if e.kind == m.ExampleKind.SFT]
-    [pair] = [e for e in stored if e.kind == m.ExampleKind.PREFERENCE]
-    assert sft.chosen == REPLY and sft.source == m.ExampleSource.THUMBS_UP and sft.quality == 1.0
-    assert (pair.chosen, pair.rejected, pair.source) == (REPLY, worse, m.ExampleSource.FEEDBACK_PAIR)
+    [sft] = [e for e in stored if e.kind == ExampleKind.SFT]
+    [pair] = [e for e in stored if e.kind == ExampleKind.PREFERENCE]
+    assert sft.chosen == REPLY and sft.source == ExampleSource.THUMBS_UP and sft.quality == 1.0
+    assert (pair.chosen, pair.rejected, pair.source) == (REPLY, worse, ExampleSource.FEEDBACK_PAIR)
     assert pair.rejected_message_id == uuid.UUID(second["message_id"])
 
     await feedback(first["message_id"], helpful=True, rating=3)
@@ -220,7 +221,7 @@ async def test_thumbs_up_and_down_make_examples_appear_and_disappear(
 
     await feedback(first["message_id"], helpful=True)
     await refresh(container, run_jobs, coach_id, conversation_id)
-    [again] = [e for e in await examples(container, coach_id, conversation_id) if e.kind == m.ExampleKind.SFT]
+    [again] = [e for e in await examples(container, coach_id, conversation_id) if e.kind == ExampleKind.SFT]
     assert again.quality < 1.0, "an unrated thumbs up counts less than a 5"
 
     await feedback(first["message_id"], helpful=False)
@@ -228,7 +229,7 @@ async def test_thumbs_up_and_down_make_examples_appear_and_disappear(
     assert await examples(container, coach_id, conversation_id) == []
 
     async with container.tenant(uuid.UUID(coach_id)) as session:
-        message = await session.get(m.Message, uuid.UUID(first["message_id"]))
+        message = await session.get(Message, uuid.UUID(first["message_id"]))
         assert message is not None
         message.meta = dict(message.meta) | {"error": "ProviderError", "feedback": {"helpful": True, "rating": 5}}
     await refresh(container, run_jobs, coach_id, conversation_id)
@@ -249,7 +250,7 @@ async def test_export_per_split_and_format_with_pii_scrubbing_tenancy_and_bad_pa
     client_id = uuid.UUID(setup.client_id)
     reply = "Write down one worry, then close the notebook: e-mail me at kim@coach.example if it helps."
     conversations = {}
-    for split in m.Split.ALL:
+    for split in Split.ALL:
         conversations[split] = await seed_conversation(
             container, coach_id, client_id, [(f"I cannot sleep ({split}).", reply)], split=split, ai_draft="Relax."
         )
@@ -261,7 +262,7 @@ async def test_export_per_split_and_format_with_pii_scrubbing_tenancy_and_bad_pa
     await refresh(container, run_jobs, setup.coach.coach_id, duplicate)
     assert await examples(container, setup.coach.coach_id, duplicate) == []
 
-    for split in m.Split.ALL:
+    for split in Split.ALL:
         [line] = await export(http, setup, format="sft", split=split)
         assert line["messages"][1]["content"] == f"I cannot sleep ({split})."
         assert line["messages"][-1]["content"] == reply.replace("kim@coach.example", "[EMAIL]")

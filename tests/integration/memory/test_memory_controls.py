@@ -18,7 +18,9 @@ import httpx
 import pytest
 
 from app.container import Container
-from app.db import models as m
+from app.conversations.models import Conversation, Message, SenderType
+from app.llm.base import EMBEDDING_DIMENSIONS
+from app.memory.models import ChatSession, ClientProfile, Insight, SessionStatus
 from app.memory.retrieval import recall
 from tests.conftest import Coach, make_client
 
@@ -53,7 +55,7 @@ PROFILE_KEYS = {
 
 def unit(i: int) -> list[float]:
     """The i-th basis vector of the embedding space (cosine 1 with itself, 0 with every other)."""
-    return [1.0 if j == i else 0.0 for j in range(m.EMBEDDING_DIMENSIONS)]
+    return [1.0 if j == i else 0.0 for j in range(EMBEDDING_DIMENSIONS)]
 
 
 @dataclass
@@ -83,20 +85,20 @@ async def seed(container: Container, http: httpx.AsyncClient, coach: Coach, name
     coach_id, client_id = uuid.UUID(coach.coach_id), uuid.UUID(client["id"])
     now = datetime.now(UTC)
     async with container.tenant(coach_id) as session:
-        conversation = m.Conversation(coach_id=coach_id, client_id=client_id, channel="api")
+        conversation = Conversation(coach_id=coach_id, client_id=client_id, channel="api")
         session.add(conversation)
         await session.flush()
-        message = m.Message(
+        message = Message(
             coach_id=coach_id,
             conversation_id=conversation.id,
-            sender_type=m.SenderType.CLIENT,
+            sender_type=SenderType.CLIENT,
             text="I signed up for the Berlin marathon in May, but my knee hurts after long runs.",
         )
         session.add(message)
         await session.flush()
 
-        def insight(kind: str, text: str, importance: int, vector: int, status: str = "active") -> m.Insight:
-            row = m.Insight(
+        def insight(kind: str, text: str, importance: int, vector: int, status: str = "active") -> Insight:
+            row = Insight(
                 coach_id=coach_id,
                 client_id=client_id,
                 kind=kind,
@@ -117,11 +119,11 @@ async def seed(container: Container, http: httpx.AsyncClient, coach: Coach, name
         goal = insight("goal", f"{name} wants to run the Berlin marathon in May", 8, 0)
         blocker = insight("blocker", f"{name}'s knee hurts after long runs", 6, 1)
         dropped = insight("goal", f"{name} wanted to learn the cello", 3, 2, status="dropped")
-        summarized = m.ChatSession(
+        summarized = ChatSession(
             coach_id=coach_id,
             client_id=client_id,
             conversation_id=conversation.id,
-            status=m.SessionStatus.SUMMARIZED,
+            status=SessionStatus.SUMMARIZED,
             started_at=now - timedelta(days=2, minutes=20),
             last_message_at=now - timedelta(days=2),
             ended_at=now - timedelta(days=2),
@@ -141,11 +143,11 @@ async def seed(container: Container, http: httpx.AsyncClient, coach: Coach, name
             embedding=unit(3),
             embedding_model=TEST_MODEL,
         )
-        failed = m.ChatSession(
+        failed = ChatSession(
             coach_id=coach_id,
             client_id=client_id,
             conversation_id=conversation.id,
-            status=m.SessionStatus.FAILED,
+            status=SessionStatus.FAILED,
             started_at=now - timedelta(days=1, minutes=10),
             last_message_at=now - timedelta(days=1),
             ended_at=now - timedelta(days=1),
@@ -155,7 +157,7 @@ async def seed(container: Container, http: httpx.AsyncClient, coach: Coach, name
         )
         session.add_all([summarized, failed])
         session.add(
-            m.ClientProfile(
+            ClientProfile(
                 coach_id=coach_id,
                 client_id=client_id,
                 communication_preferences=["short messages"],
@@ -181,9 +183,9 @@ async def maya(container: Container, http: httpx.AsyncClient, coach: Coach) -> S
     return await seed(container, http, coach)
 
 
-async def insight_row(container: Container, seeded: Seeded, insight_id: str) -> m.Insight:
+async def insight_row(container: Container, seeded: Seeded, insight_id: str) -> Insight:
     async with container.tenant(uuid.UUID(seeded.coach.coach_id)) as session:
-        return await session.get_one(m.Insight, uuid.UUID(insight_id))
+        return await session.get_one(Insight, uuid.UUID(insight_id))
 
 
 async def recalled_ids(container: Container, seeded: Seeded, vector: int) -> set[str]:
@@ -416,11 +418,11 @@ async def open_session(container: Container, seeded: Seeded) -> str:
     coach_id = uuid.UUID(seeded.coach.coach_id)
     now = datetime.now(UTC)
     async with container.tenant(coach_id) as session:
-        chat_session = m.ChatSession(
+        chat_session = ChatSession(
             coach_id=coach_id,
             client_id=uuid.UUID(seeded.client_id),
             conversation_id=uuid.UUID(seeded.conversation_id),
-            status=m.SessionStatus.OPEN,
+            status=SessionStatus.OPEN,
             started_at=now - timedelta(minutes=5),
             last_message_at=now - timedelta(minutes=1),
             message_count=0,
@@ -433,7 +435,7 @@ async def open_session(container: Container, seeded: Seeded) -> str:
 
 async def session_status(container: Container, seeded: Seeded, session_id: str) -> str:
     async with container.tenant(uuid.UUID(seeded.coach.coach_id)) as session:
-        return (await session.get_one(m.ChatSession, uuid.UUID(session_id))).status
+        return (await session.get_one(ChatSession, uuid.UUID(session_id))).status
 
 
 async def test_coach_ends_the_open_session(http: httpx.AsyncClient, container: Container, maya: Seeded) -> None:

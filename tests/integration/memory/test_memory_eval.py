@@ -25,12 +25,13 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from app.accounts.models import Coach
 from app.container import Container
-from app.db import models as m
+from app.core.runtime import Services
 from app.db.engine import make_engine
-from app.memory.evaluation import JUDGE_INSTRUCTIONS, OpenAIModel, evaluate, load_locomo
+from app.evals.memory import JUDGE_INSTRUCTIONS, OpenAIModel, evaluate, load_locomo
+from app.memory.models import Insight
 from app.rag.chunking import count_tokens
-from app.runtime import Services
 from tests.integration.memory.memory_wire import client_lines, memory_job, new_client_lines
 from tests.openai_wire import mock_openai, openai_completion, openai_sse, sse_response
 
@@ -108,7 +109,7 @@ async def coach_ids_named(services: Services, name: str) -> list[uuid.UUID]:
     owner = make_engine(services.migration_database_url, pool_size=1)
     try:
         async with owner.connect() as conn:
-            return list((await conn.scalars(select(m.Coach.id).where(m.Coach.name == name))).all())
+            return list((await conn.scalars(select(Coach.id).where(Coach.name == name))).all())
     finally:
         await owner.dispose()
 
@@ -286,7 +287,7 @@ async def test_evaluate_with_openai_judges_answers_and_keeps_the_coach(
     async with container.tenant(coach_id) as session:
         coach = await container.accounts.get_coach(session, coach_id)
         assert (coach.llm_provider, coach.llm_model) == ("openai", "gpt-4o-mini")
-        texts = set((await session.scalars(select(m.Insight.text))).all())
+        texts = set((await session.scalars(select(Insight.text))).all())
     assert texts == {note["text"] for _, note in NOTES}
     await container.accounts.delete_coach(coach_id)
     assert await coach_ids_named(services, f"LoCoMo {sample_id}") == []

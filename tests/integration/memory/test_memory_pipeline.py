@@ -27,20 +27,18 @@ import pytest
 from arq.jobs import Job, JobStatus
 from sqlalchemy import select, update
 
+from app.accounts.models import Coach as CoachRow
 from app.chat.prompt import MEMORY_HEADER
 from app.chat.service import TurnResult
-from app.config import Settings
 from app.container import Container
-from app.db import models as m
-from app.jobs import SUMMARIZE_SESSION, UPDATE_PROFILE
+from app.conversations.models import Conversation, Message, SenderType
+from app.core.config import Settings
+from app.db.jobs import SUMMARIZE_SESSION, UPDATE_PROFILE
 from app.llm.schema import RETRY_TEMPERATURES
+from app.memory.models import ChatSession, ClientProfile, Insight, InsightStatus, SessionStatus
 from app.memory.retrieval import recall
 from app.memory.schemas import SessionSummary
-from app.memory.service import (
-    PROMPT_SHARE,
-    SUMMARY_MAX_TOKENS,
-    SummaryFailed,
-)
+from app.memory.service import PROMPT_SHARE, SUMMARY_MAX_TOKENS, SummaryFailed
 from app.rag.chunking import count_tokens
 from tests.conftest import Coach, make_client
 from tests.integration.memory.memory_wire import client_lines, memory_job, new_client_lines
@@ -187,57 +185,57 @@ async def shift_back(container: Container, coach: Coach, client_id: uuid.UUID, d
     """Let ``delta`` pass: everything of the client so far (messages, sessions, watermarks, insights) moves
     ``delta`` into the past."""
     async with container.tenant(uuid.UUID(coach.coach_id)) as s:
-        conversations = select(m.Conversation.id).where(m.Conversation.client_id == client_id).scalar_subquery()
+        conversations = select(Conversation.id).where(Conversation.client_id == client_id).scalar_subquery()
         await s.execute(
-            update(m.Message)
-            .where(m.Message.conversation_id.in_(conversations))
-            .values(created_at=m.Message.created_at - delta)
+            update(Message)
+            .where(Message.conversation_id.in_(conversations))
+            .values(created_at=Message.created_at - delta)
         )
         await s.execute(
-            update(m.ChatSession)
-            .where(m.ChatSession.client_id == client_id)
+            update(ChatSession)
+            .where(ChatSession.client_id == client_id)
             .values(
-                started_at=m.ChatSession.started_at - delta,
-                last_message_at=m.ChatSession.last_message_at - delta,
-                ended_at=m.ChatSession.ended_at - delta,
+                started_at=ChatSession.started_at - delta,
+                last_message_at=ChatSession.last_message_at - delta,
+                ended_at=ChatSession.ended_at - delta,
             )
         )
         await s.execute(
-            update(m.Conversation)
-            .where(m.Conversation.client_id == client_id)
+            update(Conversation)
+            .where(Conversation.client_id == client_id)
             .values(
-                last_message_at=m.Conversation.last_message_at - delta,
-                insights_extracted_through=m.Conversation.insights_extracted_through - delta,
+                last_message_at=Conversation.last_message_at - delta,
+                insights_extracted_through=Conversation.insights_extracted_through - delta,
             )
         )
         await s.execute(
-            update(m.Insight)
-            .where(m.Insight.client_id == client_id)
-            .values(first_seen_at=m.Insight.first_seen_at - delta, last_seen_at=m.Insight.last_seen_at - delta)
+            update(Insight)
+            .where(Insight.client_id == client_id)
+            .values(first_seen_at=Insight.first_seen_at - delta, last_seen_at=Insight.last_seen_at - delta)
         )
 
 
-async def sessions_of(container: Container, coach: Coach, client_id: uuid.UUID) -> list[m.ChatSession]:
+async def sessions_of(container: Container, coach: Coach, client_id: uuid.UUID) -> list[ChatSession]:
     async with container.tenant(uuid.UUID(coach.coach_id)) as s:
-        stmt = select(m.ChatSession).where(m.ChatSession.client_id == client_id).order_by(m.ChatSession.started_at)
+        stmt = select(ChatSession).where(ChatSession.client_id == client_id).order_by(ChatSession.started_at)
         return list((await s.scalars(stmt)).all())
 
 
-async def insights_of(container: Container, coach: Coach, client_id: uuid.UUID) -> list[m.Insight]:
+async def insights_of(container: Container, coach: Coach, client_id: uuid.UUID) -> list[Insight]:
     """Every insight row of the client, tombstones included."""
     async with container.tenant(uuid.UUID(coach.coach_id)) as s:
-        stmt = select(m.Insight).where(m.Insight.client_id == client_id).order_by(m.Insight.first_seen_at)
+        stmt = select(Insight).where(Insight.client_id == client_id).order_by(Insight.first_seen_at)
         return list((await s.scalars(stmt)).all())
 
 
-async def messages_by_id(container: Container, coach: Coach, ids: list[uuid.UUID]) -> dict[uuid.UUID, m.Message]:
+async def messages_by_id(container: Container, coach: Coach, ids: list[uuid.UUID]) -> dict[uuid.UUID, Message]:
     async with container.tenant(uuid.UUID(coach.coach_id)) as s:
-        return {msg.id: msg for msg in (await s.scalars(select(m.Message).where(m.Message.id.in_(ids)))).all()}
+        return {msg.id: msg for msg in (await s.scalars(select(Message).where(Message.id.in_(ids)))).all()}
 
 
 async def session_message_ids(container: Container, coach_id: uuid.UUID, session_id: uuid.UUID) -> set[uuid.UUID]:
     async with container.tenant(coach_id) as s:
-        return set((await s.scalars(select(m.Message.id).where(m.Message.session_id == session_id))).all())
+        return set((await s.scalars(select(Message.id).where(Message.session_id == session_id))).all())
 
 
 async def end_and_run(
@@ -262,8 +260,8 @@ def system_prompt(llm: FakeOpenAI) -> str:
     return str(messages[0]["content"]) + "\n"
 
 
-def assert_valid_summary(chat_session: m.ChatSession, message_ids: set[uuid.UUID]) -> None:
-    assert chat_session.status == m.SessionStatus.SUMMARIZED, (chat_session.status, chat_session.summary_error)
+def assert_valid_summary(chat_session: ChatSession, message_ids: set[uuid.UUID]) -> None:
+    assert chat_session.status == SessionStatus.SUMMARIZED, (chat_session.status, chat_session.summary_error)
     assert chat_session.summary is not None and chat_session.summary_error is None
     SessionSummary.model_validate(chat_session.summary)
     assert chat_session.source_message_ids, "a summary is grounded in the session's messages"
@@ -293,7 +291,7 @@ async def test_a_goal_stated_in_session_1_is_in_the_prompt_of_session_3(
 
     await say(container, coach, client_id, "Work has been hectic this week and I barely slept.", conversation)
     s1, s2 = await sessions_of(container, coach, client_id)
-    assert (s1.status, s2.status) == (m.SessionStatus.ENDED, m.SessionStatus.OPEN), "the gap ended session 1"
+    assert (s1.status, s2.status) == (SessionStatus.ENDED, SessionStatus.OPEN), "the gap ended session 1"
     assert s1.ended_at == s1.last_message_at and s1.message_count == 4 and s2.message_count == 2
     await end_and_run(container, coach, conversation, run_jobs)
 
@@ -306,7 +304,7 @@ async def test_a_goal_stated_in_session_1_is_in_the_prompt_of_session_3(
     assert "Berlin marathon" in s1.summary["summary"]  # type: ignore[index]
     assert s1.summary["profile_updated"] is True  # type: ignore[index]
     async with container.tenant(uuid.UUID(coach.coach_id)) as s:
-        profile = await s.scalar(select(m.ClientProfile).where(m.ClientProfile.client_id == client_id))
+        profile = await s.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
     assert profile is not None
     assert profile.communication_preferences == ["Likes short, concrete plans"], "two sessions, one entry"
     assert profile.tone == "warm and direct"
@@ -454,9 +452,7 @@ async def test_a_deleted_insight_never_reappears(
     resummarised = llm.structured["summary"][-1]["messages"][-1]["content"]
     assert "learn Spanish before my trip" not in resummarised, "without the forgotten message"
     async with container.tenant(coach_id) as s:
-        first_session = await s.scalar(
-            select(m.ChatSession).where(m.ChatSession.conversation_id == first.conversation_id)
-        )
+        first_session = await s.scalar(select(ChatSession).where(ChatSession.conversation_id == first.conversation_id))
         assert first_session is not None and first_session.status in ("summarized", "failed")
         assert "Spanish" not in json.dumps(first_session.summary or {})
     await shift_back(container, coach, client_id, timedelta(days=2))
@@ -519,9 +515,9 @@ async def test_invalid_model_output_fails_the_summary_job_and_stores_nothing(
     session_id = await end_and_run(container, coach, turn.conversation_id, run_jobs)
 
     async with container.tenant(coach_id) as s:
-        failed = await s.get_one(m.ChatSession, session_id)
-        profile = await s.scalar(select(m.ClientProfile).where(m.ClientProfile.client_id == client_id))
-    assert failed.status == m.SessionStatus.FAILED
+        failed = await s.get_one(ChatSession, session_id)
+        profile = await s.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+    assert failed.status == SessionStatus.FAILED
     assert failed.summary is None and failed.embedding is None and failed.source_message_ids == []
     assert failed.summary_error and failed.summary_error.startswith("SessionSummaryOutput: 3 answers failed")
     assert "topics" in failed.summary_error, "the reason names the last error"
@@ -567,14 +563,14 @@ async def test_local_model_summarises_a_real_esconv_session_or_fails_cleanly(
     start = datetime.now(UTC) - timedelta(days=1)
     times = [start + timedelta(minutes=i) for i in range(len(record["dialog"]))]
     async with container.tenant(coach_id) as s:
-        conversation = m.Conversation(coach_id=coach_id, client_id=client_id, channel="api")
+        conversation = Conversation(coach_id=coach_id, client_id=client_id, channel="api")
         s.add(conversation)
         await s.flush()
-        chat_session = m.ChatSession(
+        chat_session = ChatSession(
             coach_id=coach_id,
             client_id=client_id,
             conversation_id=conversation.id,
-            status=m.SessionStatus.OPEN,
+            status=SessionStatus.OPEN,
             started_at=times[0],
             last_message_at=times[-1],
             message_count=len(times),
@@ -583,9 +579,9 @@ async def test_local_model_summarises_a_real_esconv_session_or_fails_cleanly(
         s.add(chat_session)
         await s.flush()
         for turn, at in zip(record["dialog"], times, strict=True):
-            sender = m.SenderType.CLIENT if turn["speaker"] == "usr" else m.SenderType.HUMAN_COACH
+            sender = SenderType.CLIENT if turn["speaker"] == "usr" else SenderType.HUMAN_COACH
             s.add(
-                m.Message(
+                Message(
                     coach_id=coach_id,
                     conversation_id=conversation.id,
                     session_id=chat_session.id,
@@ -605,17 +601,17 @@ async def test_local_model_summarises_a_real_esconv_session_or_fails_cleanly(
     await run_jobs()
 
     async with container.tenant(coach_id) as s:
-        done = await s.get_one(m.ChatSession, chat_session.id)
+        done = await s.get_one(ChatSession, chat_session.id)
     result = await Job(f"{SUMMARIZE_SESSION}:{chat_session.id}:ended", container.redis).result_info()
     assert result is not None
-    assert done.status in (m.SessionStatus.SUMMARIZED, m.SessionStatus.FAILED), done.status
+    assert done.status in (SessionStatus.SUMMARIZED, SessionStatus.FAILED), done.status
     assert done.summary_attempts == 1
-    if done.status == m.SessionStatus.SUMMARIZED:
+    if done.status == SessionStatus.SUMMARIZED:
         assert_valid_summary(done, message_ids)
         summary = SessionSummary.model_validate(done.summary)
         assert summary.message_count == len(message_ids)
         assert (summary.started_at, summary.ended_at) == (times[0], times[-1])
-        assert result.success is True and result.result == m.SessionStatus.SUMMARIZED
+        assert result.success is True and result.result == SessionStatus.SUMMARIZED
     else:
         assert done.summary is None and done.embedding is None
         assert done.summary_error and "failed validation" in done.summary_error
@@ -635,25 +631,25 @@ async def test_an_idle_session_is_ended_by_the_sweep_and_summarised(
     coach_id = uuid.UUID(coach.coach_id)
     turn = await say(container, coach, client_id, "Quick check-in: I did my morning walk again today.")
     [open_session] = await sessions_of(container, coach, client_id)
-    assert open_session.status == m.SessionStatus.OPEN
+    assert open_session.status == SessionStatus.OPEN
     async with container.tenant(coach_id) as s:
-        gap = (await s.get_one(m.Coach, coach_id)).session_idle_minutes
+        gap = (await s.get_one(CoachRow, coach_id)).session_idle_minutes
 
     await container.memory.close_idle_sessions()
     [still_open] = await sessions_of(container, coach, client_id)
-    assert still_open.status == m.SessionStatus.OPEN, "a session within the gap stays open"
+    assert still_open.status == SessionStatus.OPEN, "a session within the gap stays open"
 
     await shift_back(container, coach, client_id, timedelta(minutes=gap + 5))
     assert await container.memory.close_idle_sessions() >= 1
 
     [ended] = await sessions_of(container, coach, client_id)
-    assert ended.status == m.SessionStatus.ENDED
+    assert ended.status == SessionStatus.ENDED
     assert ended.ended_at == ended.last_message_at
     job = Job(f"{SUMMARIZE_SESSION}:{ended.id}:ended", container.redis)
     assert await job.status() == JobStatus.queued
     await container.memory.close_idle_sessions()
     [again] = await sessions_of(container, coach, client_id)
-    assert (again.status, again.ended_at) == (m.SessionStatus.ENDED, ended.ended_at), "ended once"
+    assert (again.status, again.ended_at) == (SessionStatus.ENDED, ended.ended_at), "ended once"
 
     await run_jobs()
 
@@ -661,7 +657,7 @@ async def test_an_idle_session_is_ended_by_the_sweep_and_summarised(
     assert_valid_summary(summarised, {turn.client_message_id, turn.message_id})
     assert len(llm.structured["summary"]) == 1, "the summary job ran once"
     result = await job.result_info()
-    assert result is not None and result.success is True and result.result == m.SessionStatus.SUMMARIZED
+    assert result is not None and result.success is True and result.result == SessionStatus.SUMMARIZED
 
 
 # --- tenancy --------------------------------------------------------------------------------------------
@@ -680,15 +676,15 @@ async def test_another_coach_recalls_none_of_a_clients_memory(
     [vector] = await embedder.embed([goal_text])
     now = datetime.now(UTC)
     async with container.tenant(coach_a) as s:
-        conversation = m.Conversation(coach_id=coach_a, client_id=client_a, channel="widget")
+        conversation = Conversation(coach_id=coach_a, client_id=client_a, channel="widget")
         s.add(conversation)
         await s.flush()
         s.add(
-            m.ChatSession(
+            ChatSession(
                 coach_id=coach_a,
                 client_id=client_a,
                 conversation_id=conversation.id,
-                status=m.SessionStatus.SUMMARIZED,
+                status=SessionStatus.SUMMARIZED,
                 started_at=now - timedelta(days=1),
                 last_message_at=now - timedelta(days=1),
                 ended_at=now - timedelta(days=1),
@@ -700,13 +696,13 @@ async def test_another_coach_recalls_none_of_a_clients_memory(
             )
         )
         s.add(
-            m.Insight(
+            Insight(
                 coach_id=coach_a,
                 client_id=client_a,
                 kind="goal",
                 text=goal_text,
                 importance=8,
-                status=m.InsightStatus.ACTIVE,
+                status=InsightStatus.ACTIVE,
                 mentions=1,
                 source_message_ids=[],
                 first_seen_at=now,
@@ -716,7 +712,7 @@ async def test_another_coach_recalls_none_of_a_clients_memory(
             )
         )
         s.add(
-            m.ClientProfile(
+            ClientProfile(
                 coach_id=coach_a,
                 client_id=client_a,
                 communication_preferences=["Prefers voice notes"],
@@ -738,12 +734,12 @@ async def test_another_coach_recalls_none_of_a_clients_memory(
     async with container.tenant(coach_b) as s:
         assert await recall_for(s, coach_b) == []
         assert await recall_for(s, coach_a) == [], "row-level security hides A's rows even when asked for A"
-        coach_row = await s.get_one(m.Coach, coach_b)
+        coach_row = await s.get_one(CoachRow, coach_b)
         context = await container.memory.context_for(
             s, coach_row, client_a, query_embedding=vector, embedding_model=embedder.model, exclude_session_id=None
         )
         assert (context.profile_lines, context.items) == ([], [])
-        for model in (m.Insight, m.ChatSession, m.ClientProfile):
+        for model in (Insight, ChatSession, ClientProfile):
             rows = (await s.scalars(select(model))).all()
             assert all(row.coach_id == coach_b for row in rows), model.__name__
             assert not (await s.scalars(select(model).where(model.client_id == client_a))).all(), model.__name__

@@ -8,11 +8,11 @@ import pytest
 from alembic import command
 from sqlalchemy import make_url, text
 
-from app.config import Settings
+from app.core.config import Settings
+from app.core.runtime import Services
 from app.db.engine import make_engine
 from app.db.migrate import alembic_config, upgrade_head
 from app.llm.registry import ProviderRegistry
-from app.runtime import Services
 from app.worker import build_worker
 
 

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from app.container import Container
-from app.db import models as m
 from app.db.engine import tenant_session
+from app.rag.models import Chunk
 from tests.conftest import BOOKS, Coach, upload
 
 EXPECTED_PAGES = {
@@ -31,11 +31,11 @@ async def library(
     return coach, ids
 
 
-async def _chunks(container: Container, coach: Coach, document_id: str) -> list[m.Chunk]:
+async def _chunks(container: Container, coach: Coach, document_id: str) -> list[Chunk]:
     coach_id = uuid.UUID(coach.coach_id)
     async with tenant_session(container.sessionmaker, coach_id) as session:
         rows = await session.scalars(
-            select(m.Chunk).where(m.Chunk.document_id == uuid.UUID(document_id)).order_by(m.Chunk.ordinal)
+            select(Chunk).where(Chunk.document_id == uuid.UUID(document_id)).order_by(Chunk.ordinal)
         )
         return list(rows.all())
 

@@ -15,7 +15,7 @@ from litestar.response import Template
 
 from app.chat.service import MAX_MESSAGE_CHARS
 from app.deps import ContainerDep, PathStr
-from app.memory.controllers import remembered_out
+from app.memory.client_view import remembered_out
 
 WIDGET_LABELS = {"client": "You", "ai": "AI assistant", "human_coach": "Coach"}
 """How the widget names each sender (``static/chat.js`` uses the same words)."""

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.db import models as m
-from app.errors import InvalidInput
-from app.validation import in_range
+from app.accounts.models import Coach
+from app.core.errors import InvalidInput
+from app.core.validation import in_range
 
 FINE_TUNE_MIN_EXAMPLES_RANGE = (1, 100_000)
 FINE_TUNE_MIN_DAYS_RANGE = (0, 365)
@@ -41,7 +41,7 @@ def _model_name(name: str, value: Any, *, optional: bool) -> str | None:
     return cleaned or None
 
 
-def apply_learning_settings(coach: m.Coach, **changes: Any) -> None:
+def apply_learning_settings(coach: Coach, **changes: Any) -> None:
     """Validate and set the given fields (``None`` leaves one as is; ``judge_model=""`` turns the judge off).
     ``fine_tune_enabled`` is a boolean, ``fine_tune_min_examples`` 1–100,000, ``fine_tune_min_days`` 0–365,
     ``response_cache_ttl_seconds`` 0–2,592,000 (0: no cache). Raises ``InvalidInput`` naming the first bad

@@ -11,10 +11,10 @@ from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.di import Provide
 
-from app.accounts.auth import provide_coach_id
-from app.db import models as m
+from app.auth import provide_coach_id
+from app.core.errors import InvalidInput
 from app.deps import CoachId, ContainerDep, PathId
-from app.errors import InvalidInput
+from app.rag.models import Document
 
 
 class DocumentAccepted(msgspec.Struct):
@@ -38,7 +38,7 @@ class DocumentOut(msgspec.Struct):
     created_at: datetime
 
 
-def document_out(d: m.Document) -> DocumentOut:
+def document_out(d: Document) -> DocumentOut:
     """Serialise a document for the API."""
     return DocumentOut(
         d.id, d.title, d.filename, d.status, d.pages, d.pages_done, d.chunks, d.error, d.size_bytes, d.created_at

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from app.errors import InvalidInput
+from app.core.errors import InvalidInput
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 """A plausible e-mail address (``local@domain.tld``); deliverability is the mail server's to judge."""

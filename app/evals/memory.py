@@ -44,11 +44,13 @@ import numpy as np
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from app.accounts.models import Coach
 from app.container import Container
-from app.db import models as m
-from app.errors import EvalDataError
+from app.conversations.models import Conversation, Message, SenderType
+from app.core.errors import EvalDataError
 from app.llm.base import ChatMessage
 from app.llm.schema import InvalidModelOutput, generate_structured
+from app.memory.models import Insight, InsightStatus
 from app.memory.retrieval import MemoryItem, recall
 from app.memory.service import SummaryFailed
 from app.rag.chunking import count_tokens
@@ -278,7 +280,7 @@ async def _evaluate_conversation(
                     llm_api_key=openai.api_key,
                 )
             client, _ = await container.accounts.create_client(session, coach_id, conversation.speaker_a)
-            conv = m.Conversation(coach_id=coach_id, client_id=client.id, channel="api")
+            conv = Conversation(coach_id=coach_id, client_id=client.id, channel="api")
             session.add(conv)
             await session.flush()
             coach = await container.accounts.get_coach(session, coach_id)
@@ -288,8 +290,8 @@ async def _evaluate_conversation(
             async with container.tenant(coach_id) as session:
                 coach = await container.accounts.get_coach(session, coach_id)
                 for turn in turns_of_session:
-                    sender = m.SenderType.CLIENT if turn.speaker == conversation.speaker_a else m.SenderType.HUMAN_COACH
-                    message = m.Message(
+                    sender = SenderType.CLIENT if turn.speaker == conversation.speaker_a else SenderType.HUMAN_COACH
+                    message = Message(
                         coach_id=coach_id,
                         conversation_id=conv.id,
                         sender_type=sender,
@@ -327,7 +329,7 @@ async def _evaluate_conversation(
 
 async def _score(
     container: Container,
-    coach: m.Coach,
+    coach: Coach,
     client_id: uuid.UUID,
     conversation: LocomoConversation,
     turns: list[Turn],
@@ -357,9 +359,7 @@ async def _score(
         run.insights += len(
             (
                 await session.scalars(
-                    select(m.Insight.id).where(
-                        m.Insight.client_id == client_id, m.Insight.status != m.InsightStatus.DELETED
-                    )
+                    select(Insight.id).where(Insight.client_id == client_id, Insight.status != InsightStatus.DELETED)
                 )
             ).all()
         )
@@ -412,7 +412,7 @@ JUDGE_INSTRUCTIONS = (
 )
 
 
-async def _judged_correct(container: Container, coach: m.Coach, qa: QA, items: Sequence[MemoryItem]) -> bool:
+async def _judged_correct(container: Container, coach: Coach, qa: QA, items: Sequence[MemoryItem]) -> bool:
     """Answer ``qa`` from the memory items with the coach's model, then have the same model judge it
     against the reference (LLM-as-judge as in the Mem0 paper's LoCoMo evaluation, arXiv 2504.19413)."""
     provider = container.registry.chat_for(coach)

@@ -8,7 +8,7 @@ from litestar import Controller, get
 from litestar.di import Provide
 from litestar.params import FromQuery
 
-from app.accounts.auth import provide_coach_id
+from app.auth import provide_coach_id
 from app.deps import CoachId, ContainerDep
 
 

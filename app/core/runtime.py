@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from litestar.types import ASGIApp as ASGIApplication
 
-from app.config import Settings
+from app.core.config import Settings
 
 APP_ROLE = "opencoach_app"
 """Login role the app connects as on the embedded server: NOSUPERUSER, NOBYPASSRLS."""

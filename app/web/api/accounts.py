@@ -11,11 +11,11 @@ from litestar import Controller, get, patch, post
 from litestar.di import Provide
 from litestar.params import JSONBody
 
-from app.accounts.auth import provide_coach_id
-from app.accounts.security import mask_secret
-from app.db import models as m
+from app.accounts.learning_settings import LEARNING_FIELDS, apply_learning_settings
+from app.accounts.models import Coach
+from app.auth import provide_coach_id
+from app.core.security import mask_secret
 from app.deps import CoachId, ContainerDep
-from app.learning.settings import LEARNING_FIELDS, apply_learning_settings
 
 
 class SignupRequest(msgspec.Struct):
@@ -105,7 +105,7 @@ class SettingsPatch(msgspec.Struct, omit_defaults=True):
     response_cache_ttl_seconds: int | None = None
 
 
-def settings_out(container: ContainerDep, coach: m.Coach) -> SettingsOut:
+def settings_out(container: ContainerDep, coach: Coach) -> SettingsOut:
     """Serialise a coach's settings without ever exposing the key."""
     key = container.registry.decrypt_key(coach.llm_api_key_encrypted)
     return SettingsOut(

@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 
 from app.chat.prompt import assemble_prompt
-from app.db import models as m
-from app.errors import EvalDataError
+from app.conversations.models import Message, SenderType
+from app.core.errors import EvalDataError
 from app.learning.analysis import analyse_message
 from app.learning.interventions import EXAMPLE_CHARS, MIN_SIMILARITY, FewShotExample
 from app.learning.strategy import STRATEGIES, read_esconv
@@ -137,10 +137,10 @@ def _mean_ci(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), half
 
 
-def _history_messages(before: Sequence[tuple[str, str]], keep: int) -> list[m.Message]:
+def _history_messages(before: Sequence[tuple[str, str]], keep: int) -> list[Message]:
     """The dialogue so far as transient messages for :func:`assemble_prompt` (last ``keep``)."""
     return [
-        m.Message(sender_type=m.SenderType.CLIENT if speaker == "usr" else m.SenderType.HUMAN_COACH, text=text)
+        Message(sender_type=SenderType.CLIENT if speaker == "usr" else SenderType.HUMAN_COACH, text=text)
         for speaker, text in before[-keep:]
     ]
 

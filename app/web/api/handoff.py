@@ -10,9 +10,9 @@ from litestar import Controller, get, post
 from litestar.di import Provide
 from litestar.params import FromQuery, JSONBody
 
-from app.accounts.auth import provide_coach_id
-from app.chat.controllers import MessageOut, message_out
-from app.db import models as m
+from app.auth import provide_coach_id
+from app.conversations.handoffs import Draft
+from app.conversations.schemas import MessageOut, message_out
 from app.deps import CoachId, ContainerDep, PathId
 from app.handoff.service import MAX_COACH_MESSAGE_CHARS, QueueItem, draft_dict, handoff_dict
 
@@ -57,7 +57,7 @@ class DraftOut(msgspec.Struct):
     created_at: str
 
 
-def draft_out(draft: m.Draft) -> DraftOut:
+def draft_out(draft: Draft) -> DraftOut:
     """Serialise a draft."""
     fields = draft_dict(draft)
     del fields["client_name"]

@@ -11,10 +11,10 @@ from litestar import Controller, Response, get, post
 from litestar.di import Provide
 from litestar.params import FromQuery, JSONBody, QueryParameter
 
-from app.accounts.auth import provide_coach_id
-from app.db import models as m
+from app.auth import provide_coach_id
 from app.deps import CoachId, ContainerDep, PathId
 from app.learning.finetune import fine_tune_dict
+from app.learning.models import FineTuneJob, ModelVersion
 from app.learning.versions import model_version_dict
 
 JSONL_MEDIA_TYPE = "application/jsonl"
@@ -42,7 +42,7 @@ class FineTuneOut(msgspec.Struct):
     finished_at: str | None
 
 
-def fine_tune_out(job: m.FineTuneJob) -> FineTuneOut:
+def fine_tune_out(job: FineTuneJob) -> FineTuneOut:
     """Serialise a fine-tune job."""
     return msgspec.convert(fine_tune_dict(job), FineTuneOut)
 
@@ -62,7 +62,7 @@ class ModelVersionOut(msgspec.Struct):
     retired_at: str | None
 
 
-def model_version_out(version: m.ModelVersion) -> ModelVersionOut:
+def model_version_out(version: ModelVersion) -> ModelVersionOut:
     """Serialise a model version."""
     return msgspec.convert(model_version_dict(version), ModelVersionOut)
 

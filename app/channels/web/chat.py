@@ -6,23 +6,21 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, WebSocket, get, post, websocket
+from litestar import Controller, WebSocket, post, websocket
 from litestar.channels import ChannelsPlugin
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
 from litestar.params import JSONBody
 
-from app.accounts.auth import identify_client, provide_client_identity, provide_coach_id
 from app.accounts.service import ClientIdentity
-from app.chat.messages import client_metadata
+from app.auth import identify_client, provide_client_identity
 from app.chat.service import MAX_FEEDBACK_CHARS, MAX_MESSAGE_CHARS, TurnResult
-from app.db import models as m
-from app.deps import ClientIdentityDep, CoachId, ContainerDep, PathId
-from app.errors import DomainError
+from app.conversations.metadata import client_metadata
+from app.core.errors import DomainError
+from app.deps import ClientIdentityDep, ContainerDep, PathId
 from app.handoff.live import client_channel
 
 log = logging.getLogger(__name__)
@@ -69,37 +67,6 @@ class FeedbackOut(msgspec.Struct):
     rating: int | None
     text: str | None
     at: str
-
-
-class MessageOut(msgspec.Struct):
-    id: uuid.UUID
-    sender_type: str
-    text: str
-    created_at: datetime
-    citations: list[dict[str, Any]]
-    metadata: dict[str, Any]
-
-
-class ConversationOut(msgspec.Struct):
-    id: uuid.UUID
-    client_id: uuid.UUID
-    channel: str
-    created_at: datetime
-    messages: list[MessageOut]
-
-
-class ConversationSummary(msgspec.Struct):
-    id: uuid.UUID
-    client_id: uuid.UUID
-    client_name: str
-    channel: str
-    message_count: int
-    last_message_at: datetime
-
-
-def message_out(msg: m.Message) -> MessageOut:
-    """Serialise a message for the API."""
-    return MessageOut(msg.id, msg.sender_type, msg.text, msg.created_at, msg.citations, msg.meta)
 
 
 async def run_turn(
@@ -155,34 +122,6 @@ class FeedbackController(Controller):
             comment=data.text,
         )
         return FeedbackOut(message_id, stored["helpful"], stored["rating"], stored["text"], stored["at"])
-
-
-class ConversationController(Controller):
-    path = "/api/v1/conversations"
-    tags = ["conversations"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
-
-    @get("/")
-    async def list_conversations(self, coach_id: CoachId, container: ContainerDep) -> list[ConversationSummary]:
-        """The coach's conversations, most recent first."""
-        rows = await container.chat.list_conversations(coach_id)
-        return [
-            ConversationSummary(c.id, c.client_id, name, c.channel, count, c.last_message_at) for c, name, count in rows
-        ]
-
-    @get("/{conversation_id:uuid}")
-    async def get_conversation(
-        self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep
-    ) -> ConversationOut:
-        """A full transcript with citations and attribution metadata."""
-        conversation, messages = await container.chat.get_conversation(coach_id, conversation_id)
-        return ConversationOut(
-            conversation.id,
-            conversation.client_id,
-            conversation.channel,
-            conversation.created_at,
-            [message_out(msg) for msg in messages],
-        )
 
 
 _decoder = msgspec.json.Decoder(ChatRequest)

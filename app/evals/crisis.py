@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.errors import EvalDataError
+from app.core.errors import EvalDataError
 from app.handoff.risk import RiskDetector
 
 LABELS = ("Supportive", "Indicator", "Ideation", "Behavior", "Attempt")

@@ -7,15 +7,16 @@ a bad field changes nothing).
 
 from __future__ import annotations
 
+import base64
+import secrets as _secrets
 from collections.abc import Sequence
 from typing import Any
 
-from app.accounts.security import SecretBox
-from app.db import models as m
-from app.errors import InvalidInput
-from app.handoff.alerts import new_webhook_secret
-from app.handoff.availability import validate_availability
-from app.validation import EMAIL_RE, http_url, in_range
+from app.accounts.availability import validate_availability
+from app.accounts.models import Coach, HandoffMode
+from app.core.errors import InvalidInput
+from app.core.security import SecretBox
+from app.core.validation import EMAIL_RE, http_url, in_range
 
 SLA_MINUTES_RANGE = (1, 10080)
 """Allowed ``handoff_sla_minutes``: a minute to a week."""
@@ -38,6 +39,15 @@ HANDOFF_FIELDS = (
 """The settings this module owns, as named in the API."""
 
 
+def new_webhook_secret() -> str:
+    """A fresh Standard Webhooks signing secret: ``"whsec_"`` + base64 of 24 random bytes (192 bits).
+
+    Store it encrypted (:meth:`app.core.security.SecretBox.encrypt`) in
+    ``Coach.alert_webhook_secret_encrypted`` and show it to the coach once, for their receiver.
+    """
+    return "whsec_" + base64.b64encode(_secrets.token_bytes(24)).decode()
+
+
 def _lines(name: str, values: Sequence[str], limit: int, chars: int) -> list[str]:
     if isinstance(values, str) or not all(isinstance(v, str) for v in values):
         raise InvalidInput(f"{name} must be a list of strings")
@@ -49,7 +59,7 @@ def _lines(name: str, values: Sequence[str], limit: int, chars: int) -> list[str
     return cleaned
 
 
-def apply_handoff_settings(coach: m.Coach, secrets: SecretBox, **changes: Any) -> None:
+def apply_handoff_settings(coach: Coach, secrets: SecretBox, **changes: Any) -> None:
     """Validate and set the given fields (``None`` leaves one as is; ``""`` clears the webhook URL or the
     e-mail; ``{}`` clears the availability hours: always available). Setting a new webhook URL generates
     its signing secret (``whsec_…``). Raises ``InvalidInput`` naming the first bad field."""
@@ -58,8 +68,8 @@ def apply_handoff_settings(coach: m.Coach, secrets: SecretBox, **changes: Any) -
         raise InvalidInput(f"unknown settings: {', '.join(sorted(unknown))}")
     mode = changes.get("handoff_mode")
     if mode is not None:
-        if mode not in m.HandoffMode.ALL:
-            raise InvalidInput(f"handoff_mode must be one of {', '.join(m.HandoffMode.ALL)}")
+        if mode not in HandoffMode.ALL:
+            raise InvalidInput(f"handoff_mode must be one of {', '.join(HandoffMode.ALL)}")
         coach.handoff_mode = mode
     threshold = changes.get("confidence_threshold")
     if threshold is not None:

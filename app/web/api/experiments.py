@@ -9,7 +9,7 @@ from litestar import Controller, get, post
 from litestar.di import Provide
 from litestar.params import JSONBody
 
-from app.accounts.auth import provide_coach_id
+from app.auth import provide_coach_id
 from app.deps import CoachId, ContainerDep, PathId
 
 

@@ -11,7 +11,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
 
-from app.config import Settings
+from app.core.config import Settings
 
 _hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory defaults
 

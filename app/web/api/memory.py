@@ -17,10 +17,11 @@ from litestar import Controller, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import JSONBody
 
-from app.accounts.auth import provide_client_identity, provide_coach_id
-from app.db import models as m
+from app.auth import provide_client_identity, provide_coach_id
+from app.core.errors import InvalidInput
 from app.deps import ClientIdentityDep, CoachId, ContainerDep, PathId
-from app.errors import InvalidInput
+from app.memory.client_view import RememberedOut, remembered_out
+from app.memory.models import ChatSession, ClientProfile, Insight, SessionStatus
 from app.memory.schemas import SessionSummary
 from app.memory.service import ClientMemory
 
@@ -93,34 +94,7 @@ class SessionEnded(msgspec.Struct):
     session_id: uuid.UUID | None
 
 
-class RememberedInsight(msgspec.Struct):
-    """An insight as the client sees it."""
-
-    id: uuid.UUID
-    kind: str
-    text: str
-    status: str
-
-
-class RememberedSession(msgspec.Struct):
-    """A session summary as the client sees it (``id`` is the session id)."""
-
-    id: uuid.UUID
-    started_at: datetime
-    summary: str
-    topics: list[str]
-    action_items: list[str]
-    emotional_state: str
-
-
-class RememberedOut(msgspec.Struct):
-    """What the coach's assistant remembers about the client."""
-
-    insights: list[RememberedInsight]
-    summaries: list[RememberedSession]
-
-
-def profile_out(profile: m.ClientProfile | None) -> ProfileOut:
+def profile_out(profile: ClientProfile | None) -> ProfileOut:
     """Serialise a profile; ``None`` gives the empty shape."""
     if profile is None:
         return ProfileOut([], [], [], "", [], None, None)
@@ -135,7 +109,7 @@ def profile_out(profile: m.ClientProfile | None) -> ProfileOut:
     )
 
 
-def insight_out(insight: m.Insight) -> InsightOut:
+def insight_out(insight: Insight) -> InsightOut:
     """Serialise an insight for the coach."""
     return InsightOut(
         insight.id,
@@ -152,10 +126,10 @@ def insight_out(insight: m.Insight) -> InsightOut:
     )
 
 
-def summary_out(chat_session: m.ChatSession) -> SummaryOut:
+def summary_out(chat_session: ChatSession) -> SummaryOut:
     """Serialise an ended session for the coach."""
     summary = None
-    if chat_session.status == m.SessionStatus.SUMMARIZED and chat_session.summary is not None:
+    if chat_session.status == SessionStatus.SUMMARIZED and chat_session.summary is not None:
         summary = {k: chat_session.summary[k] for k in SUMMARY_FIELDS if k in chat_session.summary}
     return SummaryOut(
         chat_session.id,
@@ -165,7 +139,7 @@ def summary_out(chat_session: m.ChatSession) -> SummaryOut:
         chat_session.ended_at,
         chat_session.message_count,
         summary,
-        chat_session.summary_error if chat_session.status == m.SessionStatus.FAILED else None,
+        chat_session.summary_error if chat_session.status == SessionStatus.FAILED else None,
     )
 
 
@@ -176,26 +150,6 @@ def client_memory_out(memory: ClientMemory) -> ClientMemoryOut:
         [insight_out(i) for i in memory.insights],
         [summary_out(s) for s in memory.summaries],
     )
-
-
-def remembered_out(memory: ClientMemory) -> RememberedOut:
-    """What the client is shown: visible insights and the summaries of summarised sessions, without
-    evidence ids, scores, errors or the coach's profile notes."""
-    sessions = []
-    for s in memory.summaries:
-        if s.status != m.SessionStatus.SUMMARIZED or not s.summary:
-            continue
-        sessions.append(
-            RememberedSession(
-                s.id,
-                s.started_at,
-                str(s.summary.get("summary", "")),
-                [str(t) for t in s.summary.get("topics") or []],
-                [str(a) for a in s.summary.get("action_items") or []],
-                str(s.summary.get("emotional_state", "")),
-            )
-        )
-    return RememberedOut([RememberedInsight(i.id, i.kind, i.text, i.status) for i in memory.insights], sessions)
 
 
 class MemoryController(Controller):

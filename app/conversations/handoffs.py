@@ -48,16 +48,6 @@ class HandoffReason:
     """How the dashboard, alerts and briefs word each reason."""
 
 
-class HandoffMode:
-    """A coach's escalation mode: ``auto`` (the AI answers unless confidence is below the coach's threshold),
-    ``draft`` (the AI drafts, the coach approves or edits before anything is sent), ``human_only``."""
-
-    AUTO = "auto"
-    DRAFT = "draft"
-    HUMAN_ONLY = "human_only"
-    ALL = (AUTO, DRAFT, HUMAN_ONLY)
-
-
 class Handoff(TenantMixin, Base):
     """One handoff of a conversation to the human coach.
 

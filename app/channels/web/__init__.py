@@ -1,0 +1,1 @@
+"""The web channel: the widget's REST and WebSocket chat, feedback and widget pages."""

@@ -1,0 +1,1 @@
+"""Bottom layer: settings, domain errors, secrets (SecretBox), value checks, text helpers, embedded servers."""

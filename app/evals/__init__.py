@@ -1,0 +1,1 @@
+"""Offline evaluations behind `opencoach eval`: LoCoMo (memory), C-SSRS (crisis), ESConv (learning)."""

@@ -1,0 +1,38 @@
+"""The coach's conversations API: list and read transcripts."""
+
+from __future__ import annotations
+
+from litestar import Controller, get
+from litestar.di import Provide
+
+from app.auth import provide_coach_id
+from app.conversations.schemas import ConversationOut, ConversationSummary, message_out
+from app.deps import CoachId, ContainerDep, PathId
+
+
+class ConversationController(Controller):
+    path = "/api/v1/conversations"
+    tags = ["conversations"]
+    dependencies = {"coach_id": Provide(provide_coach_id)}
+
+    @get("/")
+    async def list_conversations(self, coach_id: CoachId, container: ContainerDep) -> list[ConversationSummary]:
+        """The coach's conversations, most recent first."""
+        rows = await container.chat.list_conversations(coach_id)
+        return [
+            ConversationSummary(c.id, c.client_id, name, c.channel, count, c.last_message_at) for c, name, count in rows
+        ]
+
+    @get("/{conversation_id:uuid}")
+    async def get_conversation(
+        self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep
+    ) -> ConversationOut:
+        """A full transcript with citations and attribution metadata."""
+        conversation, messages = await container.chat.get_conversation(coach_id, conversation_id)
+        return ConversationOut(
+            conversation.id,
+            conversation.client_id,
+            conversation.channel,
+            conversation.created_at,
+            [message_out(msg) for msg in messages],
+        )
