@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,8 +16,8 @@ from app.accounts.service import AccountService
 from app.chat.service import ChatService
 from app.core.config import Settings
 from app.core.security import SecretBox
-from app.db.engine import assert_unprivileged, make_engine, make_sessionmaker, tenant_session
-from app.db.jobs import JobQueue
+from app.db.engine import RELAY_KEY, assert_unprivileged, make_engine, make_sessionmaker, tenant_session
+from app.db.outbox import relay
 from app.handoff.alerts import AlertService
 from app.handoff.live import LiveEvents
 from app.handoff.service import HandoffService
@@ -72,16 +73,17 @@ class Container:
         secrets = SecretBox.from_settings(settings)
         registry = registry or ProviderRegistry(settings, secrets)
         redis = await create_pool(RedisSettings.from_dsn(redis_url))
+        # every committed unit of work sends the jobs it queued (app.db.outbox)
+        sessionmaker.configure(info={RELAY_KEY: functools.partial(relay, sessionmaker, redis)})
         accounts = AccountService(sessionmaker, secrets)
-        jobs = JobQueue(redis)
-        documents = DocumentService(sessionmaker, settings, registry, accounts, jobs)
-        memory = MemoryService(sessionmaker, settings, registry, accounts, jobs)
+        documents = DocumentService(sessionmaker, settings, registry, accounts)
+        memory = MemoryService(sessionmaker, settings, registry, accounts, redis)
         live = LiveEvents(redis)
-        interventions = InterventionService(sessionmaker, registry, accounts, memory, jobs)
-        handoffs = HandoffService(sessionmaker, accounts, memory, jobs, live, interventions)
+        interventions = InterventionService(sessionmaker, registry, accounts, memory)
+        handoffs = HandoffService(sessionmaker, accounts, memory, live, interventions)
         alerts = AlertService(sessionmaker, settings, secrets)
         training = TrainingDataService(sessionmaker, accounts)
-        fine_tunes = FineTuneService(sessionmaker, settings, registry, accounts, training, jobs)
+        fine_tunes = FineTuneService(sessionmaker, settings, registry, accounts, training)
         model_versions = ModelVersionService(sessionmaker, settings, registry, accounts, training)
         cache = ResponseCache(redis)
         experiments = ExperimentService(sessionmaker, accounts)
@@ -94,7 +96,6 @@ class Container:
             registry,
             accounts,
             memory,
-            jobs,
             handoffs,
             interventions=interventions,
             model_versions=model_versions,

@@ -34,6 +34,7 @@ from app.db.jobs import (
     UPDATE_PROFILE,
 )
 from app.db.migrate import assert_schema_current
+from app.db.outbox import relay
 from app.handoff.alerts import MAX_ATTEMPTS as ALERT_ATTEMPTS
 from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
@@ -45,6 +46,8 @@ JOB_TIMEOUT_S = 3600
 """A 300-page PDF takes about a minute to extract and another to embed on 2 cores; leave ample room."""
 MEMORY_JOB_TRIES = 4
 RETRY_DELAY_S = 30
+OUTBOX_RELAY_EVERY_S = 10
+"""How often the worker sends outbox jobs left behind by a Redis outage."""
 
 
 async def ingest_document(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
@@ -146,6 +149,12 @@ async def evaluate_model(ctx: dict[str, Any], coach_id: str, version_id: str) ->
     return await _retrying(ctx, container.model_versions.evaluate(uuid.UUID(coach_id), uuid.UUID(version_id)))
 
 
+async def relay_outbox(ctx: dict[str, Any]) -> str:
+    """arq cron (every 10 s): send outbox jobs that their commit could not (Redis was down), oldest first."""
+    container: Container = ctx["container"]
+    return f"{await relay(container.sessionmaker, container.redis)} outbox jobs sent"
+
+
 async def learning_sweep(ctx: dict[str, Any]) -> str:
     """arq cron (every five minutes): fine-tune readiness per coach, and polls of running fine-tunes."""
     container: Container = ctx["container"]
@@ -197,6 +206,7 @@ def build_worker(
         cron_jobs=[]
         if burst
         else [
+            cron(relay_outbox, second=set(range(5, 60, OUTBOX_RELAY_EVERY_S)), run_at_startup=True),
             cron(close_idle_sessions, second=0, run_at_startup=True),
             cron(send_sla_notices, second=30, run_at_startup=True),
             cron(learning_sweep, minute=set(range(0, 60, 5)), second=15, run_at_startup=True),

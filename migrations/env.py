@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 import app.accounts.models
 import app.conversations.handoffs
 import app.conversations.models
+import app.db.outbox
 import app.learning.models
 import app.memory.models
 import app.rag.models  # noqa: F401

@@ -32,8 +32,8 @@ from app.conversations.metadata import helpful
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.config import Settings
 from app.core.errors import InvalidInput, NotFound
+from app.db import jobs
 from app.db.engine import tenant_session
-from app.db.jobs import JobQueue
 from app.handoff.confidence import Confidence, score_confidence
 from app.handoff.crisis import DEFAULT_CRISIS_RESOURCES, crisis_reply, needs_crisis_protocol, risk_metadata
 from app.handoff.risk import RiskAssessment, RiskDetector
@@ -153,7 +153,6 @@ class ChatService:
         registry: ProviderRegistry,
         accounts: AccountService,
         memory: MemoryService,
-        jobs: JobQueue,
         handoffs: HandoffService,
         *,
         interventions: InterventionService,
@@ -166,7 +165,6 @@ class ChatService:
         self._registry = registry
         self._accounts = accounts
         self._memory = memory
-        self._jobs = jobs
         self._handoffs = handoffs
         self._interventions = interventions
         self._model_versions = model_versions
@@ -209,10 +207,12 @@ class ChatService:
             coach = await self._accounts.get_coach(session, coach_id)
             conversation = await self._conversation_for(session, coach_id, client_id, conversation_id, channel)
             now = datetime.now(UTC)
-            client_message, ended = await store_message(
+            client_message, _ = await store_message(
                 session, self._memory, coach, conversation.id, SenderType.CLIENT, text, at=now
             )
             state = await self._load_state(session, coach, conversation, client_message)
+            if state.answers_coach:  # the client's answer is the outcome of the coach's intervention
+                jobs.score_interventions(session, coach_id, conversation.id, trigger=f"client:{client_message.id}")
             risk, signals = state.risk, state.signals
             active = await self._handoffs.active_for(session, conversation.id)
             if needs_crisis_protocol(risk):
@@ -270,11 +270,7 @@ class ChatService:
                     announce = True
                     reply_message = await self._notice(session, coach, conversation, handoff, signals, None)
         if handoff is None:
-            if ended is not None:
-                await self._memory.session_ended(ended)
             await self._handoffs.publish_message(coach_id, client_id, client_message, to_client=False)
-            if state.answers_coach:
-                await self._jobs.score_interventions(coach_id, conversation.id, trigger=f"client:{client_message.id}")
             # 2. retrieve, score confidence, generate (or draft), persist
             async for item in self._answer(state, started):
                 yield item
@@ -285,11 +281,7 @@ class ChatService:
         if reply_message is not None:
             yield reply_message.text
         try:
-            if ended is not None:
-                await self._memory.session_ended(ended)
             await self._handoffs.publish_message(coach_id, client_id, client_message, to_client=False)
-            if state.answers_coach:
-                await self._jobs.score_interventions(coach_id, conversation.id, trigger=f"client:{client_message.id}")
             if announce:
                 await self._handoffs.announce(coach, handoff, state.client_name)
             if reply_message is not None:
@@ -589,7 +581,7 @@ class ChatService:
                 if state.resumed is not None:
                     metadata["is_handback"] = True
                     metadata["human_duration_minutes"] = state.resumed.human_duration_minutes
-                reply_message, ended = await store_message(
+                reply_message, _ = await store_message(
                     session,
                     self._memory,
                     coach,
@@ -606,6 +598,8 @@ class ChatService:
                         .where(Handoff.id == state.resumed.id)
                         .values(resumed_message_id=reply_message.id)
                     )
+                # follow-ups: L3 extraction once enough client messages are unread
+                jobs.extract_insights(session, coach.id, conversation.id, after_message_id=reply_message.id)
         metadata["persist_ms"] = _ms(time.perf_counter() - t0)
         if cache_key is not None and metadata.get("cache") == "miss" and "error" not in metadata:
             await self._cache.put(coach.id, cache_key, reply, citations, coach.response_cache_ttl_seconds)
@@ -614,8 +608,6 @@ class ChatService:
             await self._handoffs.announce_draft(coach.id, draft, state.client_name)
         if reply_message is not None:
             await self._handoffs.publish_message(coach.id, client_id, reply_message, to_client=False)
-            # follow-ups: L3 extraction once enough client messages are unread
-            await self._jobs.extract_insights(coach.id, conversation.id, after_message_id=reply_message.id)
         yield self._result(state.client_message, reply_message, None, started, draft=draft)
 
     async def _learned(
@@ -702,9 +694,9 @@ class ChatService:
             at = datetime.now(UTC).isoformat()
             feedback = {"helpful": helpful, "rating": rating, "text": comment, "at": at}
             message.meta = dict(message.meta) | {"feedback": feedback}
-            conversation_id = message.conversation_id
-        await self._jobs.refresh_training_data(coach_id, conversation_id, trigger=f"feedback:{message_id}:{at}")
-        await self._jobs.score_interventions(coach_id, conversation_id, trigger=f"feedback:{message_id}:{at}")
+            trigger = f"feedback:{message_id}:{at}"
+            jobs.refresh_training_data(session, coach_id, message.conversation_id, trigger=trigger)
+            jobs.score_interventions(session, coach_id, message.conversation_id, trigger=trigger)
         return feedback
 
     async def _conversation_for(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from app.db.outbox import pending_ids
+
+log = logging.getLogger(__name__)
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -20,6 +25,31 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+AfterCommit = Callable[[], Awaitable[None]]
+RELAY_KEY = "outbox_relay"
+"""``session.info`` key (set on the sessionmaker by the container): sends outbox rows by id after commit."""
+AFTER_COMMIT_KEY = "after_commit"
+
+
+def after_commit(session: AsyncSession, hook: AfterCommit) -> None:
+    """Run ``hook`` once the session's transaction has committed (not at all on rollback). Hooks run in
+    order, after the outbox relay; a failing hook is logged, never raised: the change is already stored."""
+    session.info.setdefault(AFTER_COMMIT_KEY, []).append(hook)
+
+
+async def run_after_commit(session: AsyncSession) -> None:
+    """Relay the outbox rows the committed transaction added, then run its :func:`after_commit` hooks."""
+    ids = pending_ids(session)
+    relay: Callable[[list[uuid.UUID]], Awaitable[int]] | None = session.info.get(RELAY_KEY)
+    if ids and relay is not None:
+        await relay(ids)
+    for hook in session.info.pop(AFTER_COMMIT_KEY, []):
+        try:
+            await hook()
+        except Exception:
+            log.exception("after-commit hook %r failed", hook)
+
+
 async def set_tenant(session: AsyncSession, coach_id: uuid.UUID) -> None:
     """Scope the current transaction to ``coach_id``: ``SET LOCAL app.coach_id`` (via ``set_config(…, true)``),
     which the row-level security policies of every tenant-owned table compare against."""
@@ -30,10 +60,13 @@ async def set_tenant(session: AsyncSession, coach_id: uuid.UUID) -> None:
 async def tenant_session(
     sessionmaker: async_sessionmaker[AsyncSession], coach_id: uuid.UUID
 ) -> AsyncIterator[AsyncSession]:
-    """Open a session, begin a transaction scoped to ``coach_id``, commit on success, roll back on error."""
-    async with sessionmaker() as session, session.begin():
-        await set_tenant(session, coach_id)
-        yield session
+    """The unit of work of one tenant: open a session, begin a transaction scoped to ``coach_id``, commit on
+    success (then relay its outbox jobs and run its :func:`after_commit` hooks), roll back on error."""
+    async with sessionmaker() as session:
+        async with session.begin():
+            await set_tenant(session, coach_id)
+            yield session
+        await run_after_commit(session)
 
 
 async def assert_unprivileged(engine: AsyncEngine) -> None:

@@ -302,7 +302,7 @@ async def _evaluate_conversation(
                     )
                     session.add(message)
                     await session.flush()
-                    await memory.track_message(session, coach, message, turn.at)
+                    await memory.track_message(session, coach, message, turn.at, queue_jobs=False)
                     dia_of[message.id] = turn.dia_id
             turns.extend(turns_of_session)
             session_id = await memory.end_session(coach_id, conv.id, queue_jobs=False)

@@ -28,11 +28,11 @@ from app.conversations.metadata import client_metadata
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.text import one_line
+from app.db import jobs
 from app.db.engine import tenant_session
-from app.db.jobs import JobQueue
 from app.handoff.live import LiveEvents, message_event
 from app.learning.interventions import InterventionService
-from app.learning.models import Intervention, InterventionSource
+from app.learning.models import InterventionSource
 from app.memory.messages import store_message
 from app.memory.models import InsightStatus, SessionStatus
 from app.memory.service import MemoryService
@@ -112,14 +112,12 @@ class HandoffService:
         sessionmaker: async_sessionmaker[AsyncSession],
         accounts: AccountService,
         memory: MemoryService,
-        jobs: JobQueue,
         live: LiveEvents,
         interventions: InterventionService,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._accounts = accounts
         self._memory = memory
-        self._jobs = jobs
         self._live = live
         self._interventions = interventions
 
@@ -172,11 +170,14 @@ class HandoffService:
         )
         session.add(handoff)
         await session.flush()
+        if reason != HandoffReason.COACH_TAKEOVER and (coach.alert_webhook_url or coach.alert_email):
+            # in the handoff's own transaction: the alert goes out even if Redis is down right now
+            jobs.deliver_alert(session, coach.id, handoff.id)
         return handoff
 
     async def announce(self, coach: Coach, handoff: Handoff, client_name: str) -> None:
-        """After commit: show the handoff in the coach's live queue, raise the crisis alert there, and queue
-        the webhook / e-mail alert (sent by the worker with retries)."""
+        """After commit: show the handoff in the coach's live queue and raise the crisis alert there (the
+        webhook / e-mail alert was queued with the handoff by :meth:`open`)."""
         await self._live.publish(
             handoff_event(handoff, client_name, sla_minutes=coach.handoff_sla_minutes), coach_id=coach.id
         )
@@ -193,8 +194,6 @@ class HandoffService:
                 },
                 coach_id=coach.id,
             )
-        if handoff.reason != HandoffReason.COACH_TAKEOVER and (coach.alert_webhook_url or coach.alert_email):
-            await self._jobs.deliver_alert(coach.id, handoff.id)
 
     def notice(self, coach: Coach, reason: str, at: datetime) -> str:
         """What the client reads when the conversation is handed to the coach (not for crises, which get
@@ -307,7 +306,7 @@ class HandoffService:
             raise InvalidInput(f"text is longer than {MAX_COACH_MESSAGE_CHARS} characters")
         async with tenant_session(self._sessionmaker, coach_id) as session:
             coach, handoff, client, joined = await self._claim(session, coach_id, conversation_id)
-            message, ended = await store_message(
+            message, _ = await store_message(
                 session,
                 self._memory,
                 coach,
@@ -328,12 +327,9 @@ class HandoffService:
                 .order_by(Draft.created_at.desc())
                 .limit(1)
             )
-            intervention = await self._interventions.record(
+            await self._interventions.record(
                 session, coach, message, source=InterventionSource.TAKEOVER, handoff_id=handoff.id, ai_draft=pending
             )
-        await self._queue_learning(coach_id, intervention)
-        if ended is not None:
-            await self._memory.session_ended(ended)
         if joined:
             await self._publish_change(coach, handoff, client, "coach_joined")
         await self.publish_message(coach_id, client.id, message)
@@ -408,7 +404,7 @@ class HandoffService:
             meta = dict(draft.meta) | {"draft_id": str(draft.id), "approved_by_coach": True}
             if edited:
                 meta |= {"edited": True, "ai_draft": draft.text}
-            message, ended = await store_message(
+            message, _ = await store_message(
                 session,
                 self._memory,
                 coach,
@@ -424,10 +420,9 @@ class HandoffService:
             draft.decided_at = message.created_at
             draft.sent_message_id = message.id
             conversation = await self._conversation(session, coach_id, draft.conversation_id)
-            intervention = None
             if edited:
                 handoff = await self.active_for(session, draft.conversation_id)
-                intervention = await self._interventions.record(
+                await self._interventions.record(
                     session,
                     coach,
                     message,
@@ -435,24 +430,8 @@ class HandoffService:
                     handoff_id=handoff.id if handoff is not None else None,
                     ai_draft=draft.text,
                 )
-        if intervention is not None:
-            await self._queue_learning(coach_id, intervention)
-        if ended is not None:
-            await self._memory.session_ended(ended)
         await self.publish_message(coach_id, conversation.client_id, message)
         return message
-
-    async def _queue_learning(self, coach_id: uuid.UUID, intervention: Intervention) -> None:
-        """After commit: queue the intervention's analysis and the rebuild of its conversation's training
-        examples. The coach's message is already stored and sent, so a failing queue is logged rather than
-        reported to the coach as a failed send (who might resend)."""
-        try:
-            await self._jobs.analyse_intervention(coach_id, intervention.id)
-            await self._jobs.refresh_training_data(
-                coach_id, intervention.conversation_id, trigger=f"coach:{intervention.message_id}"
-            )
-        except Exception:
-            log.exception("could not queue the learning jobs of intervention %s", intervention.id)
 
     async def discard_draft(self, coach_id: uuid.UUID, draft_id: uuid.UUID) -> Draft:
         """Drop a pending draft without sending anything. Raises ``NotFound`` and ``Conflict``."""

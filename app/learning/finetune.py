@@ -31,8 +31,8 @@ from app.accounts.models import Coach
 from app.accounts.service import AccountService
 from app.core.config import Settings
 from app.core.errors import Conflict, InvalidInput, NotFound
+from app.db import jobs
 from app.db.engine import tenant_session
-from app.db.jobs import JobQueue
 from app.learning.models import (
     ExampleKind,
     FineTuneJob,
@@ -139,14 +139,12 @@ class FineTuneService:
         registry: ProviderRegistry,
         accounts: AccountService,
         training: TrainingDataService,
-        jobs: JobQueue,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._settings = settings
         self._registry = registry
         self._accounts = accounts
         self._training = training
-        self._jobs = jobs
 
     def _client(self, coach: Coach) -> openai.AsyncOpenAI:
         """An SDK client on the coach's endpoint with the coach's key. Raises ``Conflict`` without one."""
@@ -259,7 +257,7 @@ class FineTuneService:
             session.add(job)
             await session.flush()
             await session.refresh(job)
-        await self._jobs.start_fine_tune(coach_id, job.id)
+            jobs.start_fine_tune(session, coach_id, job.id)
         return job
 
     async def _job(self, session: AsyncSession, coach_id: uuid.UUID, job_id: uuid.UUID) -> FineTuneJob:
@@ -332,8 +330,10 @@ class FineTuneService:
             except openai.APIError as exc:
                 raise ProviderError(f"fine-tune start failed: {exc}") from exc
         status = created.status if created.status in PROVIDER_STATUSES else FineTuneStatus.VALIDATING_FILES
-        await self._store(coach_id, job_id, provider_job_id=created.id, status=status)
-        await self._jobs.poll_fine_tune(coach_id, job_id)
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            job = await self._job(session, coach_id, job_id)
+            job.provider_job_id, job.status = created.id, status
+            jobs.poll_fine_tune(session, coach_id, job_id)
         return f"created {created.id} ({status})"
 
     @staticmethod
@@ -373,7 +373,6 @@ class FineTuneService:
                 remote = await client.fine_tuning.jobs.retrieve(provider_job_id)
         except openai.APIError as exc:
             raise ProviderError(f"fine-tune poll failed: {exc}") from exc
-        version_id: uuid.UUID | None = None
         async with tenant_session(self._sessionmaker, coach_id) as session:
             job = await self._job(session, coach_id, job_id)
             if remote.status in PROVIDER_STATUSES:
@@ -398,10 +397,8 @@ class FineTuneService:
                     session.add(version)
                     await session.flush()
                 if version.status == ModelVersionStatus.STAGING:
-                    version_id = version.id
+                    jobs.evaluate_model(session, coach_id, version.id)
             status = job.status
-        if version_id is not None:
-            await self._jobs.evaluate_model(coach_id, version_id)
         return f"{provider_job_id}: {status}"
 
     async def list_jobs(self, coach_id: uuid.UUID) -> list[FineTuneJob]:

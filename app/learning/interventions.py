@@ -25,8 +25,8 @@ from app.accounts.service import AccountService
 from app.conversations.metadata import helpful
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.text import one_line, sentiment
+from app.db import jobs
 from app.db.engine import tenant_session
-from app.db.jobs import JobQueue
 from app.learning.analysis import analyse_message, mood
 from app.learning.models import Intervention, InterventionPattern, InterventionSource
 from app.learning.pii import scrub_pii
@@ -89,13 +89,11 @@ class InterventionService:
         registry: ProviderRegistry,
         accounts: AccountService,
         memory: MemoryService,
-        jobs: JobQueue,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._registry = registry
         self._accounts = accounts
         self._memory = memory
-        self._jobs = jobs
 
     # ------------------------------------------------------------------ record (in the coach's transaction)
 
@@ -153,6 +151,9 @@ class InterventionService:
         )
         session.add(intervention)
         await session.flush()
+        # in the same transaction: its analysis and the rebuild of the conversation's training examples
+        jobs.analyse_intervention(session, coach.id, intervention.id)
+        jobs.refresh_training_data(session, coach.id, conversation.id, trigger=f"coach:{message.id}")
         return intervention
 
     # ------------------------------------------------------------------ jobs

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+from redis.asyncio import Redis
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -32,8 +33,8 @@ from app.accounts.service import AccountService
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.config import Settings
 from app.core.errors import InvalidInput, NotFound
+from app.db import jobs
 from app.db.engine import tenant_session
-from app.db.jobs import JobQueue
 from app.llm.base import ChatMessage, ChatProvider, Embedder
 from app.llm.registry import ProviderRegistry
 from app.llm.schema import InvalidModelOutput, generate_structured
@@ -192,27 +193,30 @@ class MemoryService:
         settings: Settings,
         registry: ProviderRegistry,
         accounts: AccountService,
-        jobs: JobQueue,
+        redis: Redis,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._settings = settings
         self._registry = registry
         self._accounts = accounts
-        self._jobs = jobs
+        self._redis = redis
 
     # ------------------------------------------------------------------ sessions (L2 boundaries)
 
     async def track_message(
-        self, session: AsyncSession, coach: Coach, message: Message, at: datetime
+        self, session: AsyncSession, coach: Coach, message: Message, at: datetime, *, queue_jobs: bool = True
     ) -> ChatSession | None:
         """Put ``message`` (sent at ``at``) into its conversation's open session, opening one when there is
         none or the open one has been idle longer than the coach's gap. Returns the session this closed, if
-        any; the caller queues :meth:`session_ended` after commit."""
+        any, whose jobs are queued in the same transaction (unless ``queue_jobs=False``: the evaluation runs
+        them itself)."""
         open_session = await self._open_session(session, message.conversation_id)
         closed = None
         if open_session is not None and _idle(open_session, coach, at):
             _end(open_session)
             closed, open_session = open_session, None
+            if queue_jobs:
+                self.session_ended(session, closed)
         if open_session is None:
             conversation = await session.get_one(Conversation, message.conversation_id)
             open_session = ChatSession(
@@ -232,16 +236,18 @@ class MemoryService:
         message.session_id = open_session.id
         return closed
 
-    async def session_ended(self, chat_session: ChatSession) -> None:
-        """Queue the jobs of an ended session: the rest of its insights, then its summary (after commit)."""
+    def session_ended(self, session: AsyncSession, chat_session: ChatSession) -> None:
+        """Queue, in ``session``'s transaction, the jobs of an ended session: the rest of its insights, then
+        its summary."""
         last = (chat_session.ended_at or chat_session.last_message_at).isoformat()
-        await self._jobs.extract_insights(
+        jobs.extract_insights(
+            session,
             chat_session.coach_id,
             chat_session.conversation_id,
             after_message_id=uuid.uuid5(chat_session.id, last),
             force=True,
         )
-        await self._jobs.summarize_session(chat_session.coach_id, chat_session.id)
+        jobs.summarize_session(session, chat_session.coach_id, chat_session.id)
 
     async def end_session(
         self,
@@ -265,8 +271,8 @@ class MemoryService:
             if open_session is None:
                 return None
             _end(open_session)
-        if queue_jobs:
-            await self.session_ended(open_session)
+            if queue_jobs:
+                self.session_ended(session, open_session)
         return open_session.id
 
     async def close_idle_sessions(self) -> int:
@@ -289,7 +295,7 @@ class MemoryService:
                 ):
                     continue
                 _end(chat_session)
-            await self.session_ended(chat_session)
+                self.session_ended(session, chat_session)
             closed += 1
         return closed
 
@@ -340,8 +346,8 @@ class MemoryService:
             chat_session.embedding_model = embedder.model
             chat_session.status = SessionStatus.SUMMARIZED
             chat_session.summary_error = None
-        if queue_profile:
-            await self._jobs.update_profile(coach_id, session_id)
+            if queue_profile:
+                jobs.update_profile(session, coach_id, session_id)
         return SessionStatus.SUMMARIZED
 
     async def _summarize(
@@ -398,7 +404,7 @@ class MemoryService:
         """Job: read the conversation's messages after its watermark, window by window, and reconcile the
         insights the model finds. Without ``force`` it waits for ``INSIGHT_BATCH`` unread client messages.
         Serialised per conversation by a Redis lock; returns a status for arq's result."""
-        async with self._jobs.redis.lock(
+        async with self._redis.lock(
             f"lock:{conversation_id}:insights", timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
         ):
             async with tenant_session(self._sessionmaker, coach_id) as session:
@@ -802,8 +808,7 @@ class MemoryService:
                 chat_session.summary_error = None
                 chat_session.source_message_ids = []
                 chat_session.embedding = None
-        for chat_session in affected:
-            await self._jobs.summarize_session(coach_id, chat_session.id, cause=f"forget:{insight_id}")
+                jobs.summarize_session(session, coach_id, chat_session.id, cause=f"forget:{insight_id}")
 
     async def delete_summary(
         self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, session_id: uuid.UUID

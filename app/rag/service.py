@@ -19,8 +19,8 @@ from app.accounts.models import Coach
 from app.accounts.service import AccountService
 from app.core.config import Settings
 from app.core.errors import InvalidInput, NotFound
+from app.db import jobs
 from app.db.engine import tenant_session
-from app.db.jobs import JobQueue
 from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
 from app.rag.chunking import ChunkSpec, chunk_pages
@@ -64,13 +64,11 @@ class DocumentService:
         settings: Settings,
         registry: ProviderRegistry,
         accounts: AccountService,
-        jobs: JobQueue | None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._settings = settings
         self._registry = registry
         self._accounts = accounts
-        self._jobs = jobs
 
     async def upload(self, coach_id: uuid.UUID, filename: str, content_type: str | None, data: bytes) -> Document:
         """Store the original and queue ingestion; returns the document (status ``queued``).
@@ -106,8 +104,9 @@ class DocumentService:
         )
         async with tenant_session(self._sessionmaker, coach_id) as session:
             session.add(document)
-        if not too_large and self._jobs is not None:
-            await self._jobs.ingest_document(coach_id, document.id)
+            await session.flush()
+            if not too_large:
+                jobs.ingest_document(session, coach_id, document.id)
         return document
 
     async def get(self, coach_id: uuid.UUID, document_id: uuid.UUID) -> Document:

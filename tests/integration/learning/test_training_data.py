@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
-from app.db.jobs import JobQueue
+from app.db import jobs
 from app.learning.models import ExampleKind, ExampleSource, Intervention, InterventionSource, Split, TrainingExample
 from app.learning.training import split_for
 from tests.integration.handoff.test_handoff_flow import REPLY, Setup, chat, llm_api, new_setup
@@ -82,9 +82,8 @@ async def seed_conversation(
 
 async def refresh(container: Container, run_jobs: Callable[[], Awaitable[None]], coach_id: str, conv: Any) -> None:
     """Queue the conversation's training-data refresh as the app does, and run the worker."""
-    await JobQueue(container.redis).refresh_training_data(
-        uuid.UUID(coach_id), uuid.UUID(str(conv)), trigger=f"test:{uuid.uuid4()}"
-    )
+    async with container.tenant(uuid.UUID(coach_id)) as session:
+        jobs.refresh_training_data(session, uuid.UUID(coach_id), uuid.UUID(str(conv)), trigger=f"test:{uuid.uuid4()}")
     await run_jobs()
 
 
