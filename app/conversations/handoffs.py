@@ -15,6 +15,7 @@ from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, String, Text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.conversations.metadata import ReplyMeta
 from app.db.base import Base, TenantMixin
 
 
@@ -126,3 +127,8 @@ class Draft(TenantMixin, Base):
     sent_message_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("messages.id", ondelete="SET NULL")
     )
+
+    @property
+    def reply_meta(self) -> ReplyMeta:
+        """``meta`` read as a :class:`ReplyMeta` (a fresh copy: changing it does not change the row)."""
+        return ReplyMeta.from_json(self.meta)

@@ -1,31 +1,386 @@
-"""Reply metadata: what of it the client may see, and the client's feedback stored on a reply."""
+"""Reply metadata: one typed structure for what a message's ``metadata`` column holds, and the allowlist of
+what of it a client may see.
+
+Every key any writer puts on ``Message.meta`` / ``Draft.meta`` (column ``metadata``, JSONB) is a field of
+:class:`ReplyMeta`; every reader goes through :meth:`ReplyMeta.from_json` (or the small helpers below, or the
+SQL paths of :mod:`app.conversations.metadata_sql` for queries that aggregate in PostgreSQL) instead of
+reading string keys. Writers build a :class:`ReplyMeta` and store :meth:`ReplyMeta.to_json`.
+
+What a client receives — the REST turn, the WebSocket ``done`` event, live ``message`` events on the client's
+channel, the widget page — is :func:`client_view`: an **allowlist** (:class:`ClientMeta`), so a key added to
+:class:`ReplyMeta` stays with the coach until someone decides the client needs it. Confidence, thresholds,
+signals, risk, errors, partial replies, model and provider, prompt / memory / few-shot ids, experiments and
+timings never reach the client: a client who saw ``confidence.factors`` or ``signals.risk_score`` could
+probe the crisis detector until a message slips under it.
+
+Units: ``*_ms`` fields are milliseconds (wall clock, rounded to 0.1 ms); ``*_tokens`` are the provider's
+token counts; confidences, thresholds and scores are in ``[0, 1]``; ids are UUID strings.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
-COACH_ONLY_METADATA = ("error", "partial_reply", "risk")
-"""Attribution the coach sees in transcripts but the client is not shown (provider errors can name the
-coach's configuration or a masked key)."""
+import msgspec
 
-
-def client_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The metadata of a reply as shown to the client: coach-only keys dropped, ``failed`` set on errors."""
-    shown = {k: v for k, v in metadata.items() if k not in COACH_ONLY_METADATA}
-    if "error" in metadata:
-        shown["failed"] = True
-    return shown
+log = logging.getLogger(__name__)
 
 
-def feedback_of(meta: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The client's feedback stored on a reply (``metadata.feedback``: ``{"helpful", "rating", "text",
-    "at"}``, see :meth:`app.chat.service.ChatService.record_feedback`), ``None`` when not rated."""
-    feedback = (meta or {}).get("feedback")
-    return feedback if isinstance(feedback, dict) else None
+# --------------------------------------------------------------------------------------------- nested parts
+
+
+class ConfidenceMeta(msgspec.Struct, kw_only=True):
+    """``metadata.confidence``: the turn's confidence (:class:`app.handoff.confidence.Confidence`)."""
+
+    value: float
+    """``[0, 1]``: the product of ``factors``."""
+    reason: str | None = None
+    """Name of the factor that lowered it most; ``None`` when none is below 1."""
+    factors: dict[str, float] = {}
+    """Every factor in ``[0, 1]`` by name (``risk``, ``sentiment``, ``support``, ``topic``, …)."""
+
+
+class SignalsMeta(msgspec.Struct, kw_only=True):
+    """``metadata.signals``: the client turn's signal values (:class:`app.handoff.signals.TurnSignals`).
+    Defaults let rows written before a signal existed load."""
+
+    risk_score: float = 0.0
+    """Crisis-risk detector score, ``[0, 1]``."""
+    risk_level: str = "none"
+    """``none`` | ``concern`` | ``crisis``."""
+    sentiment: float = 0.0
+    """VADER compound of the client's message, ``[-1, 1]``."""
+    sentiment_trend: float = 0.0
+    """Slope of the compound over the client's last ≤ 6 messages, per message."""
+    human_request: bool = False
+    """The client asked for a human."""
+    retrieval_support: float | None = None
+    """``[0, 1]`` coverage of the question by the coach's material; ``None`` when not measured."""
+    high_stakes_topics: list[str] = []
+    """The coach's high-stakes topics the message touches."""
+    escalate_topics: list[str] = []
+    """The coach's always-escalate topics the message touches."""
+    repeated_question: float = 0.0
+    """``[0, 1]`` similarity to the client's earlier messages."""
+    thumbs_down_streak: int = 0
+    """Consecutive thumbs-down on the latest AI replies."""
+    token_confidence: float | None = None
+    """``exp(mean token logprob)`` of the reply when the provider returned logprobs, ``[0, 1]``."""
+
+
+class RiskMeta(msgspec.Struct, kw_only=True):
+    """``metadata.risk`` (crisis replies): the detector's assessment (:class:`app.handoff.risk.RiskAssessment`)."""
+
+    level: str
+    """``none`` | ``concern`` | ``crisis``."""
+    score: float
+    """``[0, 1]``."""
+    cues: list[str] = []
+    """Names of the cues that fired, strongest first."""
+    explicit: bool = False
+    """An explicit cue fired at full weight."""
+
+
+class MemoryMeta(msgspec.Struct, kw_only=True):
+    """``metadata.memory``: the client memory the prompt used (:meth:`app.chat.prompt.Prompt.memory_used`)."""
+
+    insight_ids: list[str] = []
+    """L3 insights in the prompt."""
+    summary_ids: list[str] = []
+    """L2 session summaries in the prompt."""
+    profile: bool = False
+    """Whether L4 profile lines were in the prompt."""
+
+
+class ExperimentMeta(msgspec.Struct, kw_only=True):
+    """``metadata.experiment``: the experiment and variant that served the reply."""
+
+    id: str
+    variant: str
+
+
+class ModelFallbackMeta(msgspec.Struct, kw_only=True):
+    """``metadata.model_fallback``: the serving model failed before sending anything; the base model answered."""
+
+    from_: str = msgspec.field(name="from")
+    """The model that failed."""
+    error: str
+    """Its error (coach-only)."""
+
+
+class FeedbackMeta(msgspec.Struct, kw_only=True):
+    """``metadata.feedback``: the client's own rating of a reply (``POST /api/v1/messages/{id}/feedback``)."""
+
+    helpful: bool | None = None
+    """Thumbs up (``True``) / down (``False``)."""
+    rating: int | None = None
+    """1–5 stars, optional."""
+    text: str | None = None
+    """The client's comment, optional."""
+    at: str | None = None
+    """ISO 8601 time of the rating."""
+
+
+# --------------------------------------------------------------------------------------------- ReplyMeta
+
+
+class ReplyMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Everything a message's ``metadata`` may hold, by who writes it. Every field is optional (a client
+    message has none; a crisis reply a handful); unset fields are left out of :meth:`to_json`.
+
+    Build it in the writer and store ``meta.to_json()``; read stored rows with :meth:`from_json`.
+    """
+
+    # --- attribution of an AI reply (the turn)
+    provider: str | None = None
+    """Chat provider that served the turn: ``local`` (llama.cpp) or ``openai`` (any compatible endpoint)."""
+    model: str | None = None
+    """Model name that produced the reply (after any fallback)."""
+    mode: str | None = None
+    """The coach's ``handoff_mode`` at the time: ``auto`` | ``draft`` | ``human_only``."""
+    model_version_id: str | None = None
+    """The production model version that served (fine-tuned model), if any."""
+    model_fallback: ModelFallbackMeta | None = None
+    """Set when the serving model failed and the base model answered."""
+    experiment: ExperimentMeta | None = None
+    """The experiment and variant the client is in."""
+    cache: str | None = None
+    """Response cache: ``hit`` | ``miss``; unset when the coach's cache is off."""
+    history_messages: int | None = None
+    """L1 messages of the conversation that fit in the prompt."""
+    memory: MemoryMeta | None = None
+    """Client memory used in the prompt."""
+    few_shot: list[str] = []
+    """Ids of the coach's interventions used as few-shot examples."""
+    prompt_tokens: int | None = None
+    """Prompt tokens the provider reported."""
+    completion_tokens: int | None = None
+    """Completion tokens the provider reported."""
+    truncated: bool = False
+    """The reply hit the token limit and was cut back to its last complete sentence."""
+
+    # --- timings (milliseconds)
+    retrieval_ms: float | None = None
+    """Query embedding, passage retrieval, memory recall and learning lookups."""
+    prompt_ms: float | None = None
+    """Prompt assembly."""
+    first_token_ms: float | None = None
+    """From the model request to its first delta."""
+    generation_ms: float | None = None
+    """From the model request to its last delta (or the cache read)."""
+    persist_ms: float | None = None
+    """Storing the reply (in the turn's result only; measured after the row is written)."""
+    latency_ms: float | None = None
+    """The whole turn, from the client's message to the result (in the turn's result only)."""
+
+    # --- confidence, signals, risk (coach-only)
+    ai_confidence_before: float | None = None
+    """``[0, 1]`` confidence before generation (after retrieval), or before the handoff; ``None`` for a
+    coach's unprompted takeover."""
+    confidence_threshold: float | None = None
+    """``[0, 1]``: the coach's threshold at the time."""
+    confidence: ConfidenceMeta | None = None
+    """Confidence after generation, with its factors."""
+    signals: SignalsMeta | None = None
+    """The client turn's signal values."""
+    risk: RiskMeta | None = None
+    """Crisis replies: the detector's assessment."""
+
+    # --- failure (coach-only: provider errors can name the coach's configuration)
+    error: str | None = None
+    """Why generation failed (provider error or timeout); the reply is then the apology."""
+    partial_reply: str | None = None
+    """What the model had streamed before it failed."""
+
+    # --- kinds of message
+    crisis: bool = False
+    """The crisis protocol's reply (written without the model)."""
+    notice: str | None = None
+    """A system message, not the AI's content: ``handoff`` (the coach was asked to join) | ``sla`` (holding
+    message past the coach's SLA)."""
+
+    # --- handoff
+    handoff_id: str | None = None
+    """The handoff this message belongs to (crisis reply, notice, the coach's messages, SLA message)."""
+    handoff_reason: str | None = None
+    """Its reason (:class:`app.conversations.handoffs.HandoffReason`)."""
+    is_handoff: bool = False
+    """Written by the human coach during a takeover."""
+    is_handback: bool = False
+    """The first AI reply after the coach handed the conversation back."""
+    human_duration_minutes: float | None = None
+    """With ``is_handback``: minutes the coach held the conversation."""
+
+    # --- drafts (draft mode)
+    draft_id: str | None = None
+    """The draft this message was sent from."""
+    approved_by_coach: bool = False
+    """The coach approved the draft before it was sent."""
+    edited: bool = False
+    """The coach edited the draft: the message is the coach's (``human_coach``)."""
+    ai_draft: str | None = None
+    """With ``edited``: the AI's draft the coach replaced (coach-only)."""
+
+    # --- the client's feedback
+    feedback: FeedbackMeta | None = None
+    """The client's rating of this reply."""
+
+    # --- offline evaluation
+    locomo_dia_id: str | None = None
+    """LoCoMo turn id of a message replayed by ``opencoach eval memory``."""
+
+    # --- anything else
+    extra: dict[str, Any] = {}
+    """Keys this version does not know (rows written by a newer version) or values of the wrong type (kept as
+    stored): carried through :meth:`to_json` unchanged, never shown to a client."""
+
+    # ------------------------------------------------------------------------------------------ JSON
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-able dict to store in the ``metadata`` column: set fields only, ``extra`` merged back."""
+        out: dict[str, Any] = msgspec.to_builtins(self)
+        extra = out.pop("extra", None)
+        if extra:
+            out = extra | out
+        return out
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any] | None) -> ReplyMeta:
+        """Read a stored ``metadata`` dict (``None`` or empty: all defaults). Tolerant of old and future rows:
+        a missing key takes its default; an unknown key, or a known one whose value has the wrong type, is
+        kept in ``extra`` (logged at debug level) rather than failing the reader."""
+        if not raw:
+            return cls()
+        known = {k: v for k, v in raw.items() if k in _FIELDS}
+        unknown = {k: v for k, v in raw.items() if k not in _FIELDS}
+        try:
+            meta = msgspec.convert(known, cls)
+        except msgspec.ValidationError:
+            good: dict[str, Any] = {}
+            for key, value in known.items():
+                try:
+                    msgspec.convert({key: value}, cls)
+                except msgspec.ValidationError as exc:
+                    log.debug("metadata key %r kept as stored: %s", key, exc)
+                    unknown[key] = value
+                else:
+                    good[key] = value
+            meta = msgspec.convert(good, cls)
+        if unknown:
+            meta.extra = unknown
+        return meta
+
+    # ------------------------------------------------------------------------------------------ readers
+
+    @property
+    def failed(self) -> bool:
+        """Generation failed: the message is the apology."""
+        return self.error is not None
+
+    @property
+    def helpful(self) -> bool | None:
+        """The client's thumbs up / down, ``None`` when not rated."""
+        return None if self.feedback is None else self.feedback.helpful
+
+    @property
+    def not_ai_content(self) -> bool:
+        """The message is not the model's own answer: an apology after a failure (or a partial one), a notice
+        or a crisis reply. Such messages never become training data."""
+        return bool(self.error or self.partial_reply or self.notice or self.crisis)
+
+
+_FIELDS: Final = frozenset(name for name in ReplyMeta.__struct_encode_fields__ if name != "extra")
+"""The stored keys :class:`ReplyMeta` knows."""
+
+
+def feedback_of(meta: Mapping[str, Any] | None) -> FeedbackMeta | None:
+    """The client's feedback stored on a reply (``metadata.feedback``), ``None`` when not rated (or not
+    readable). Reads that key only, for hot paths over many messages."""
+    raw = (meta or {}).get("feedback")
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        return msgspec.convert(raw, FeedbackMeta)
+    except msgspec.ValidationError:
+        return None
 
 
 def helpful(meta: Mapping[str, Any] | None) -> bool | None:
     """The client's thumbs up (``True``) / down (``False``) on a reply, ``None`` when not rated."""
-    value = (feedback_of(meta) or {}).get("helpful")
-    return value if isinstance(value, bool) else None
+    feedback = feedback_of(meta)
+    return None if feedback is None else feedback.helpful
+
+
+def is_notice(meta: Mapping[str, Any] | None) -> bool:
+    """The message is a system notice (``metadata.notice`` set), not a reply the client could rate."""
+    return bool((meta or {}).get("notice"))
+
+
+# --------------------------------------------------------------------------------------------- client view
+
+
+class ClientMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The allowlist: the only metadata a client ever receives (see :func:`client_view`). Each field is here
+    because the widget (``static/chat.js``, ``templates/widget/chat.html``) or a client needs it."""
+
+    crisis: bool = False
+    """The crisis protocol's reply: the widget shows it as a notice (no thumbs). The client already reads
+    the crisis resources in its text; the flag reveals nothing about how it was decided."""
+    notice: str | None = None
+    """``handoff`` | ``sla``: a system notice, shown as such (no thumbs); the text already says it."""
+    failed: bool = False
+    """The reply is the apology for a failed generation (the client may try again); never the error."""
+    truncated: bool = False
+    """The reply was cut at the length limit (the client may ask it to go on)."""
+    is_handoff: bool = False
+    """Written by the coach in person during a takeover (as ``sender_type`` already says)."""
+    approved_by_coach: bool = False
+    """A draft the coach reviewed before it was sent (the client was told the coach was reviewing it)."""
+    feedback: FeedbackMeta | None = None
+    """The client's own rating of the reply, so the widget shows their choice again."""
+
+
+CLIENT_METADATA_KEYS: Final = frozenset(ClientMeta.__struct_encode_fields__)
+"""Every top-level metadata key a client may receive."""
+CLIENT_FEEDBACK_KEYS: Final = frozenset(FeedbackMeta.__struct_encode_fields__)
+"""The keys of ``metadata.feedback`` a client may receive (all the client's own)."""
+
+
+def client_meta(meta: Mapping[str, Any] | ReplyMeta | None) -> ClientMeta:
+    """The allowlisted part of a reply's metadata as a :class:`ClientMeta` (for templates)."""
+    reply = meta if isinstance(meta, ReplyMeta) else ReplyMeta.from_json(meta)
+    return ClientMeta(
+        crisis=reply.crisis,
+        notice=reply.notice,
+        failed=reply.failed,
+        truncated=reply.truncated,
+        is_handoff=reply.is_handoff,
+        approved_by_coach=reply.approved_by_coach,
+        feedback=reply.feedback,
+    )
+
+
+def client_view(meta: Mapping[str, Any] | ReplyMeta | None) -> dict[str, Any]:
+    """What a client may see of a reply's metadata: the :class:`ClientMeta` allowlist as a JSON-able dict,
+    unset fields left out (``{}`` for most replies). Works on a stored ``metadata`` dict or a
+    :class:`ReplyMeta`; anything not on the allowlist — present or future — is dropped."""
+    out: dict[str, Any] = msgspec.to_builtins(client_meta(meta))
+    return out
+
+
+client_metadata = client_view
+"""Former name of :func:`client_view` (was a blocklist); kept so branches written against it still merge."""
+
+
+CLIENT_HANDOFF_KEYS: Final = ("status", "reason")
+"""What a client may see of the turn's handoff status (``TurnResult.handoff``): not the AI's confidence."""
+
+
+def client_handoff_view(handoff: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The turn's handoff status as a client sees it: ``{"status", "reason"}`` (``status`` ``open`` |
+    ``claimed`` | ``draft_pending``), or ``None`` while the AI handles the conversation."""
+    if handoff is None:
+        return None
+    return {key: handoff[key] for key in CLIENT_HANDOFF_KEYS if key in handoff}

@@ -10,6 +10,7 @@ from sqlalchemy import DateTime, ForeignKey, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.conversations.metadata import ReplyMeta
 from app.db.base import Base, TenantMixin
 
 
@@ -40,7 +41,9 @@ class Conversation(TenantMixin, Base):
 
 class Message(TenantMixin, Base):
     """One message. ``citations`` is a list of ``{document_id, title, page, chunk_id, score}``; ``meta``
-    (column ``metadata``) holds attribution: model, provider, latency_ms, prompt/completion tokens, error."""
+    (column ``metadata``) is a stored :class:`app.conversations.metadata.ReplyMeta` (attribution, confidence,
+    handoff and draft flags, the client's feedback): read it through :attr:`reply_meta`; a client sees only
+    :func:`app.conversations.metadata.client_view` of it."""
 
     __tablename__ = "messages"
 
@@ -54,3 +57,8 @@ class Message(TenantMixin, Base):
     text: Mapped[str] = mapped_column(Text)
     citations: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
+
+    @property
+    def reply_meta(self) -> ReplyMeta:
+        """``meta`` read as a :class:`ReplyMeta` (a fresh copy: changing it does not change the row)."""
+        return ReplyMeta.from_json(self.meta)

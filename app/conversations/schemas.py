@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
+from app.conversations.metadata import ClientMeta, client_meta, client_view
 from app.conversations.models import Message
 
 
@@ -38,5 +40,28 @@ class ConversationSummary(msgspec.Struct):
 
 
 def message_out(msg: Message) -> MessageOut:
-    """Serialise a message for the API."""
+    """Serialise a message for the coach's API (all of its metadata)."""
     return MessageOut(msg.id, msg.sender_type, msg.text, msg.created_at, msg.citations, msg.meta)
+
+
+def client_message_out(msg: Message) -> MessageOut:
+    """Serialise a message for a client (widget token APIs, channels): metadata is only
+    :func:`~app.conversations.metadata.client_view` of it."""
+    return MessageOut(msg.id, msg.sender_type, msg.text, msg.created_at, msg.citations, client_view(msg.meta))
+
+
+@dataclass(frozen=True)
+class ClientMessage:
+    """A message as the widget page renders it (``templates/partials/message.html``): ``reply_meta`` is the
+    :class:`~app.conversations.metadata.ClientMeta` allowlist, never the stored metadata."""
+
+    id: uuid.UUID
+    sender_type: str
+    text: str
+    created_at: datetime
+    citations: list[dict[str, Any]]
+    reply_meta: ClientMeta
+
+    @classmethod
+    def of(cls, msg: Message) -> ClientMessage:
+        return cls(msg.id, msg.sender_type, msg.text, msg.created_at, msg.citations, client_meta(msg.meta))

@@ -24,7 +24,7 @@ from app.accounts.availability import describe_return, is_available
 from app.accounts.models import Client, Coach
 from app.accounts.service import AccountService
 from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason, HandoffStatus
-from app.conversations.metadata import client_metadata
+from app.conversations.metadata import client_view
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.text import one_line
@@ -97,7 +97,7 @@ def draft_dict(draft: Draft, client_name: str | None = None) -> dict[str, Any]:
         "conversation_id": str(draft.conversation_id),
         "text": draft.text,
         "status": draft.status,
-        "confidence": draft.meta.get("ai_confidence_before"),
+        "confidence": draft.reply_meta.ai_confidence_before,
         "client_name": client_name,
         "created_at": draft.created_at.isoformat(),
     }
@@ -489,12 +489,10 @@ class HandoffService:
         self, coach_id: uuid.UUID, client_id: uuid.UUID, message: Message, *, to_client: bool = True
     ) -> None:
         """Send a new message live to the coach's dashboard and, unless ``to_client`` is false (the client's
-        own turn already delivers it), to the client's widget, without coach-only metadata."""
+        own turn already delivers it), to the client's widget with only ``client_view`` of its metadata."""
         await self._live.publish(message_event(message), coach_id=coach_id)
         if to_client:
-            await self._live.publish(
-                message_event(message, client_view=client_metadata(message.meta)), client_id=client_id
-            )
+            await self._live.publish(message_event(message, client_view=client_view(message.meta)), client_id=client_id)
 
     async def _publish_change(self, coach: Coach, handoff: Handoff, client: Client, client_event: str) -> None:
         """A takeover or handback: the coach's queue gets the handoff, the client's widget ``client_event``."""

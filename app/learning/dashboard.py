@@ -35,6 +35,7 @@ from sqlalchemy.orm import aliased
 
 from app.accounts.models import Coach
 from app.accounts.service import AccountService
+from app.conversations import metadata_sql as meta_sql
 from app.conversations.handoffs import Handoff, HandoffReason
 from app.conversations.models import Message, SenderType
 from app.core.errors import InvalidInput
@@ -154,15 +155,15 @@ class LearningDashboard:
             await session.execute(
                 select(
                     Message.created_at,
-                    Message.meta["mode"].astext,
-                    Message.meta["approved_by_coach"].as_boolean(),
+                    meta_sql.mode(),
+                    meta_sql.approved_by_coach(),
                     Message.citations,
-                    Message.meta["feedback"]["helpful"].as_boolean(),
+                    meta_sql.helpful(),
                 ).where(
                     Message.coach_id == coach_id,
                     Message.sender_type == SenderType.AI,
                     Message.created_at >= start,
-                    Message.meta.has_key("feedback"),
+                    meta_sql.rated(),
                 )
             )
         ).all()
@@ -209,12 +210,12 @@ class LearningDashboard:
             .scalar_subquery()
         )
         rows = await session.execute(
-            select(question, Message.text, Message.meta["feedback"]["text"].astext)
+            select(question, Message.text, meta_sql.feedback_text())
             .where(
                 Message.coach_id == coach_id,
                 Message.sender_type == SenderType.AI,
                 Message.created_at >= start,
-                Message.meta["feedback"]["helpful"].as_boolean().is_(False),
+                meta_sql.helpful().is_(False),
             )
             .order_by(Message.created_at.desc())
             .limit(FAILURES_READ)

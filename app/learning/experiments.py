@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.service import AccountService
+from app.conversations import metadata_sql as meta_sql
 from app.conversations.handoffs import Handoff
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.errors import Conflict, InvalidInput, NotFound
@@ -324,15 +325,15 @@ class ExperimentService:
 
     async def _thumbs(self, session: AsyncSession, experiment: Experiment) -> dict[str, tuple[int, int]]:
         """``{variant: (rated replies, thumbs-up)}`` of the AI replies sent under the experiment."""
-        variant = Message.meta["experiment"]["variant"].astext
-        helpful = Message.meta["feedback"]["helpful"].as_boolean()
+        variant = meta_sql.experiment_variant()
+        helpful = meta_sql.helpful()
         rows = await session.execute(
             select(variant, func.count(), func.count().filter(helpful.is_(True)))
             .where(
                 Message.coach_id == experiment.coach_id,
                 Message.sender_type == SenderType.AI,
-                Message.meta["experiment"]["id"].astext == str(experiment.id),
-                Message.meta.has_key("feedback"),
+                meta_sql.experiment_id() == str(experiment.id),
+                meta_sql.rated(),
             )
             .group_by(variant)
         )

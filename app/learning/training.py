@@ -49,8 +49,6 @@ from app.learning.pii import scrub_pii
 
 SPLIT_BUCKETS = ((Split.TRAIN, 80), (Split.VALIDATION, 90), (Split.TEST, 100))
 """Cumulative percent buckets: 80 % train, 10 % validation, 10 % test (by conversation id hash)."""
-EXCLUDED_META = ("error", "notice", "crisis", "partial_reply")
-"""Metadata keys that mark a reply never worth imitating (error apology, notice, crisis protocol, cut off)."""
 MIN_GOOD_CHARS = 20
 MAX_GOOD_CHARS = 2000
 EXPORT_FORMATS = ExampleKind.ALL
@@ -140,16 +138,16 @@ class _Candidate:
 def _thumbs(message: Message) -> bool | None:
     """True for a thumbs up (rating ≥ 4 when rated), False for a thumbs down or a low rating, else None."""
     feedback = feedback_of(message.meta)
-    if feedback is None or feedback.get("helpful") is None:
+    if feedback is None or feedback.helpful is None:
         return None
-    rating = feedback.get("rating")
-    if feedback["helpful"] and (rating is None or rating >= 4):
+    rating = feedback.rating
+    if feedback.helpful and (rating is None or rating >= 4):
         return True
-    return False if not feedback["helpful"] or (rating is not None and rating <= 2) else None
+    return False if not feedback.helpful or (rating is not None and rating <= 2) else None
 
 
 def _excluded(message: Message) -> bool:
-    return not message.text.strip() or any(message.meta.get(key) for key in EXCLUDED_META)
+    return not message.text.strip() or message.reply_meta.not_ai_content
 
 
 class TrainingDataService:
@@ -254,12 +252,13 @@ class TrainingDataService:
             if message.sender_type == SenderType.HUMAN_COACH:
                 if thumbs is False:
                     continue
-                edited = bool(message.meta.get("edited"))
+                meta = message.reply_meta
+                edited = meta.edited
                 source = ExampleSource.DRAFT_EDIT if edited else ExampleSource.COACH_REPLY
                 signal = min(1.0, (0.9 if edited else 0.85) + (0.1 if thumbs else 0.0))
                 quality = quality_score(message.text, signal)
                 out.append(_Candidate(ExampleKind.SFT, source, message.id, None, prompt, message.text, None, quality))
-                draft = message.meta.get("ai_draft") if edited else drafts.get(message.id)
+                draft = meta.ai_draft if edited else drafts.get(message.id)
                 if isinstance(draft, str) and draft.strip() and draft.strip() != message.text.strip():
                     out.append(
                         _Candidate(
@@ -267,9 +266,9 @@ class TrainingDataService:
                         )
                     )
             elif thumbs:
-                feedback = feedback_of(message.meta) or {}
-                rating = feedback.get("rating")
-                signal = rating / 5 if isinstance(rating, int) else 0.8
+                feedback = feedback_of(message.meta)
+                rating = None if feedback is None else feedback.rating
+                signal = rating / 5 if rating is not None else 0.8
                 quality = quality_score(message.text, signal)
                 out.append(
                     _Candidate(
@@ -321,7 +320,7 @@ class TrainingDataService:
     @staticmethod
     def _prompt(coach: Coach, before: list[Message], window: int) -> list[dict[str, Any]]:
         """System persona and the last ``window`` usable messages before the reply, oldest first."""
-        usable = [msg for msg in before if msg.text.strip() and not msg.meta.get("error")]
+        usable = [msg for msg in before if msg.text.strip() and not msg.reply_meta.failed]
         prompt: list[dict[str, Any]] = [{"role": "system", "content": coach.persona}]
         prompt += [{"role": _ROLE[msg.sender_type], "content": msg.text} for msg in usable[-window:]]
         return prompt

@@ -18,7 +18,7 @@ from litestar.params import JSONBody
 from app.accounts.service import ClientIdentity
 from app.auth import identify_client, provide_client_identity
 from app.chat.service import MAX_FEEDBACK_CHARS, MAX_MESSAGE_CHARS, TurnResult
-from app.conversations.metadata import client_metadata
+from app.conversations.metadata import client_handoff_view, client_view
 from app.core.errors import DomainError
 from app.deps import ClientIdentityDep, ContainerDep, PathId
 from app.handoff.live import client_channel
@@ -34,11 +34,11 @@ class ChatRequest(msgspec.Struct):
 class HandoffStatusOut(msgspec.Struct):
     """Where the conversation stands with the human coach: ``status`` ``open`` (the coach was asked to
     join), ``claimed`` (the coach has the conversation; the AI is paused) or ``draft_pending`` (the reply
-    waits for the coach's approval); ``reason`` and the AI's ``confidence`` before it."""
+    waits for the coach's approval), and its ``reason`` (:func:`~app.conversations.metadata.client_handoff_view`:
+    not the AI's confidence)."""
 
     status: str
     reason: str
-    confidence: float | None
 
 
 class ChatResponse(msgspec.Struct):
@@ -97,8 +97,8 @@ class ChatController(Controller):
             result.message_id,
             result.reply,
             result.citations,
-            client_metadata(result.metadata),
-            HandoffStatusOut(**result.handoff) if result.handoff else None,
+            client_view(result.metadata),
+            HandoffStatusOut(**handoff) if (handoff := client_handoff_view(result.handoff)) else None,
         )
 
 
@@ -204,8 +204,8 @@ async def _chat_loop(
                             "message_id": str(item.message_id) if item.message_id else None,
                             "reply": item.reply,
                             "citations": item.citations,
-                            "metadata": client_metadata(item.metadata),
-                            "handoff": item.handoff,
+                            "metadata": client_view(item.metadata),
+                            "handoff": client_handoff_view(item.handoff),
                         }
                     )
                 else:

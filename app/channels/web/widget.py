@@ -8,12 +8,11 @@ has been asked to join (``open``); ``static/chat.js`` keeps that up to date from
 
 from __future__ import annotations
 
-from typing import Any
-
 from litestar import Controller, get
 from litestar.response import Template
 
 from app.chat.service import MAX_MESSAGE_CHARS
+from app.conversations.schemas import ClientMessage
 from app.deps import ContainerDep, PathStr
 from app.memory.client_view import remembered_out
 
@@ -34,14 +33,15 @@ class WidgetController(Controller):
         async with container.tenant(identity.coach_id) as session:
             coach = await container.accounts.get_coach(session, identity.coach_id)
         conversations = await container.chat.list_conversations(identity.coach_id, identity.client_id)
-        messages: list[Any] = []
+        messages: list[ClientMessage] = []
         conversation_id = None
         handoff_status = None
         if conversations:
             conversation_id = conversations[0][0].id
-            _, messages = await container.chat.get_conversation(
+            _, stored = await container.chat.get_conversation(
                 identity.coach_id, conversation_id, client_id=identity.client_id
             )
+            messages = [ClientMessage.of(msg) for msg in stored]  # the client sees client_view metadata only
             handoff, _drafts = await container.handoffs.conversation_state(identity.coach_id, conversation_id)
             handoff_status = handoff.status if handoff is not None else None
         return Template(

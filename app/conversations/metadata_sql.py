@@ -1,0 +1,73 @@
+"""The :class:`~app.conversations.metadata.ReplyMeta` fields read inside PostgreSQL, for queries that filter or
+aggregate over many messages (learning dashboard, experiments) without loading them.
+
+Each function returns a SQL expression on ``messages.metadata`` (JSONB). The key names come from
+:class:`ReplyMeta` (checked at import), so a renamed field breaks here rather than silently reading nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement
+
+from app.conversations.metadata import ExperimentMeta, FeedbackMeta, ReplyMeta
+from app.conversations.models import Message
+
+
+def _key(struct: type[Any], name: str) -> str:
+    if name not in struct.__struct_encode_fields__:
+        raise AttributeError(f"{struct.__name__} has no field {name!r}")
+    return name
+
+
+_MODE = _key(ReplyMeta, "mode")
+_APPROVED = _key(ReplyMeta, "approved_by_coach")
+_FEEDBACK = _key(ReplyMeta, "feedback")
+_HELPFUL = _key(FeedbackMeta, "helpful")
+_TEXT = _key(FeedbackMeta, "text")
+_EXPERIMENT = _key(ReplyMeta, "experiment")
+_EXPERIMENT_ID = _key(ExperimentMeta, "id")
+_VARIANT = _key(ExperimentMeta, "variant")
+
+
+def mode() -> ColumnElement[str]:
+    """``metadata.mode`` as text (``NULL`` when unset)."""
+    expr: ColumnElement[str] = Message.meta[_MODE].astext
+    return expr
+
+
+def approved_by_coach() -> ColumnElement[bool]:
+    """``metadata.approved_by_coach`` as a boolean (``NULL`` when unset)."""
+    expr: ColumnElement[bool] = Message.meta[_APPROVED].as_boolean()
+    return expr
+
+
+def rated() -> ColumnElement[bool]:
+    """The message carries the client's feedback."""
+    expr: ColumnElement[bool] = Message.meta.has_key(_FEEDBACK)
+    return expr
+
+
+def helpful() -> ColumnElement[bool]:
+    """``metadata.feedback.helpful`` as a boolean (``NULL`` when not rated)."""
+    expr: ColumnElement[bool] = Message.meta[_FEEDBACK][_HELPFUL].as_boolean()
+    return expr
+
+
+def feedback_text() -> ColumnElement[str]:
+    """``metadata.feedback.text``: the client's comment (``NULL`` when none)."""
+    expr: ColumnElement[str] = Message.meta[_FEEDBACK][_TEXT].astext
+    return expr
+
+
+def experiment_id() -> ColumnElement[str]:
+    """``metadata.experiment.id`` as text (``NULL`` outside experiments)."""
+    expr: ColumnElement[str] = Message.meta[_EXPERIMENT][_EXPERIMENT_ID].astext
+    return expr
+
+
+def experiment_variant() -> ColumnElement[str]:
+    """``metadata.experiment.variant`` as text (``NULL`` outside experiments)."""
+    expr: ColumnElement[str] = Message.meta[_EXPERIMENT][_VARIANT].astext
+    return expr
