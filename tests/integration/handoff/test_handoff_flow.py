@@ -196,7 +196,7 @@ async def test_crisis_opens_an_urgent_handoff_and_alerts_the_coach_live(
     finally:
         await pubsub.aclose()
     assert body["reply"] == crisis_reply("Handoff Coach", ("Call Lifeline Aotearoa on 0800 543 354.",))
-    assert body["handoff"] == {"status": "open", "reason": "crisis", "confidence": 0.0}
+    assert body["handoff"] == {"status": "open", "reason": "crisis"}  # not the AI's confidence: coach-only
     assert llm_api["completions"].call_count == 0
     alert = next(e for e in events if e["type"] == "alert")
     assert alert["conversation_id"] == body["conversation_id"] and alert["client_name"] == "Robin"

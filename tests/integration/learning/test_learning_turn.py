@@ -25,6 +25,13 @@ from tests.openai_wire import MOCK_BASE_URL, openai_error, openai_sse, sse_respo
 __all__ = ["llm_api", "new_setup"]  # fixtures used by name below
 
 
+async def stored(http: httpx.AsyncClient, setup: Setup, body: dict[str, Any]) -> dict[str, Any]:
+    """The stored metadata of a turn's reply, as the coach reads it (the client sees only ``client_view``)."""
+    messages = await transcript(http, setup, body["conversation_id"])
+    [meta] = [msg["metadata"] for msg in messages if msg["id"] == body["message_id"]]
+    return meta  # type: ignore[no-any-return]
+
+
 def requests(router: respx.MockRouter) -> list[dict[str, Any]]:
     """The JSON bodies the coach's endpoint received, oldest first."""
     return [json.loads(call.request.content) for call in router.routes["completions"].calls]
@@ -46,22 +53,23 @@ async def test_the_same_prompt_is_answered_from_the_cache_until_the_persona_or_d
     first = await chat(http, setup, question)
     second = await chat(http, other, question)
     assert llm_api.routes["completions"].call_count == 1
-    assert first["metadata"]["cache"] == "miss" and second["metadata"]["cache"] == "hit"
+    assert (await stored(http, setup, first))["cache"] == "miss"
+    assert (await stored(http, other, second))["cache"] == "hit"
     assert second["reply"] == first["reply"]
 
     patched = await http.patch("/api/v1/settings", headers=setup.coach.headers, json={"persona": "You are Kim."})
     assert patched.status_code == 200
     third = await chat(http, setup, question)
-    assert third["metadata"]["cache"] == "miss" and llm_api.routes["completions"].call_count == 2
+    assert (await stored(http, setup, third))["cache"] == "miss" and llm_api.routes["completions"].call_count == 2
 
     await upload(http, setup.coach, "notes.txt", b"Start with the smallest possible step.")
     await run_jobs()  # ingested: the coach's material changed
     fourth = await chat(http, other, question)
-    assert fourth["metadata"]["cache"] == "miss" and llm_api.routes["completions"].call_count == 3
+    assert (await stored(http, other, fourth))["cache"] == "miss" and llm_api.routes["completions"].call_count == 3
 
     # a personal history makes a different prompt: never a hit for another client's conversation
     follow_up = await chat(http, setup, question, first["conversation_id"])
-    assert follow_up["metadata"]["cache"] == "miss"
+    assert (await stored(http, setup, follow_up))["cache"] == "miss"
 
 
 async def test_the_production_model_serves_and_falls_back_to_the_base_model_on_error(
@@ -87,7 +95,8 @@ async def test_the_production_model_serves_and_falls_back_to_the_base_model_on_e
 
     served = await chat(http, setup, "How can I plan my week better?")
     assert requests(llm_api)[-1]["model"] == fine_tuned
-    assert served["metadata"]["model"] == fine_tuned and "model_version_id" in served["metadata"]
+    served_meta = await stored(http, setup, served)
+    assert served_meta["model"] == fine_tuned and "model_version_id" in served_meta
 
     def by_model(request: httpx.Request) -> httpx.Response:
         if json.loads(request.content)["model"] == fine_tuned:
@@ -98,8 +107,9 @@ async def test_the_production_model_serves_and_falls_back_to_the_base_model_on_e
     llm_api.post(f"{MOCK_BASE_URL}/chat/completions", name="completions").mock(side_effect=by_model)
     fallback = await chat(http, setup, "And how do I keep to the plan?", served["conversation_id"])
     assert fallback["reply"] == "Plan one day."
-    assert fallback["metadata"]["model"] == "gpt-4o-mini"
-    assert fallback["metadata"]["model_fallback"]["from"] == fine_tuned
+    fallback_meta = await stored(http, setup, fallback)
+    assert fallback_meta["model"] == "gpt-4o-mini"
+    assert fallback_meta["model_fallback"]["from"] == fine_tuned
     assert [body["model"] for body in requests(llm_api)[-2:]] == [fine_tuned, "gpt-4o-mini"]
 
 
@@ -126,9 +136,10 @@ async def test_an_experiment_variant_sets_the_model_call_and_is_recorded_on_the_
 
     first = await chat(http, setup, "I keep putting off my tax return.")
     again = await chat(http, setup, "Any tip for today?", first["conversation_id"])
-    variant = first["metadata"]["experiment"]["variant"]
-    assert first["metadata"]["experiment"] == {"id": experiment_id, "variant": variant}
-    assert again["metadata"]["experiment"]["variant"] == variant
+    assert "experiment" not in first["metadata"], "the client is not told about the experiment"
+    variant = (await stored(http, setup, first))["experiment"]["variant"]
+    assert (await stored(http, setup, first))["experiment"] == {"id": experiment_id, "variant": variant}
+    assert (await stored(http, setup, again))["experiment"]["variant"] == variant
     body = requests(llm_api)[-1]
     system = body["messages"][0]["content"]
     if variant == "warm":
@@ -167,7 +178,7 @@ async def test_a_takeover_teaches_the_next_similar_turn_and_the_client_can_rate_
     other_client = (await http.post("/api/v1/clients", headers=setup.coach.headers, json={"name": "Ada"})).json()
     other = Setup(setup.coach, other_client["id"], other_client["widget_token"])
     reply = await chat(http, other, "My boss criticised my work in a meeting and I felt so ashamed.")
-    assert len(reply["metadata"]["few_shot"]) == 1
+    assert len((await stored(http, other, reply))["few_shot"]) == 1
     prompt = json.dumps(requests(llm_api)[-1]["messages"])
     assert coach_reply in prompt
     assert "robin@example.com" not in prompt and "[EMAIL]" in prompt  # another client's address stays out
