@@ -15,6 +15,7 @@ Pub/sub keeps no history: a page that (re)connects loads the current state over 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -23,10 +24,14 @@ from typing import Any
 
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app.conversations.models import Message
 
 log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_S = 1.0
+"""Seconds a publish may take before the live update is dropped (Redis hung or unreachable)."""
 
 
 def coach_channel(coach_id: uuid.UUID) -> str:
@@ -64,8 +69,9 @@ def _default(value: Any) -> Any:
 
 
 class LiveEvents:
-    """Publishes JSON events to coach and client channels. Publishing never raises: a live update that
-    cannot be delivered (Redis down) is logged, and the page catches up from the database on reload."""
+    """Publishes JSON events to coach and client channels. Publishing never raises for Redis: a live update
+    that cannot be delivered within :data:`PUBLISH_TIMEOUT_S` (Redis down or hung) is logged and dropped, and
+    the page catches up from the database on reload."""
 
     def __init__(self, redis: Redis) -> None:
         self._backend = RedisChannelsPubSubBackend(redis=redis)
@@ -80,6 +86,10 @@ class LiveEvents:
         if not channels:
             return
         try:
-            await self._backend.publish(json.dumps(event, default=_default).encode(), channels)
-        except Exception:  # a live update is best-effort; the state is in the database
+            data = json.dumps(event, default=_default).encode()
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                await self._backend.publish(data, channels)
+        except (RedisError, OSError, TimeoutError) as exc:  # best-effort: the state is in the database
+            log.warning("live %s event not published, Redis unavailable: %r", event.get("type"), exc)
+        except Exception:  # a bug in the event: still never fails the caller's committed change
             log.exception("could not publish a live %s event", event.get("type"))
