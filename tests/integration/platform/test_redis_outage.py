@@ -11,8 +11,9 @@ With Redis stopped, a client's REST turn is answered (the response cache counts 
 and the end of the session are stored, and a crisis message gets the crisis reply; their jobs wait in the
 outbox. Once Redis is back, the relay (what the worker's cron does) sends them and a worker runs them: the
 insight extraction, the session summary (and the profile update it queues), the training-data rebuild and
-the crisis alert, whose webhook reaches the receiver exactly once. The last test runs the long-lived worker
+the crisis alert, whose webhook reaches the receiver exactly once. One test runs the long-lived worker
 itself through the outage: it waits for Redis instead of stopping, and its relay cron sends the kept alert.
+The widget's WebSocket chats during the outage, and live events reach open sockets again once Redis is back.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 from sqlalchemy import select
 
 from app.asgi import create_app
@@ -39,6 +41,7 @@ from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background
 from app.db import jobs
 from app.db.outbox import OutboxJob, relay
+from app.handoff import live
 from app.handoff.crisis import crisis_reply
 from app.learning.models import TrainingExample
 from app.llm.registry import ProviderRegistry
@@ -370,3 +373,46 @@ async def test_the_worker_waits_out_the_outage_and_its_relay_cron_sends_the_kept
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await worker.close()
+
+
+async def next_event(ws: Any, kind: str, wait: float = 10) -> dict[str, Any]:
+    """The next event of type ``kind`` on a widget socket (others are skipped)."""
+    async with asyncio.timeout(wait):
+        while True:
+            event = json.loads(await ws.recv())
+            if event["type"] == kind:
+                return event  # type: ignore[no-any-return]
+
+
+async def test_the_widget_socket_chats_during_the_outage_and_live_events_resume_after_it(
+    outage_http: httpx.AsyncClient,
+    outage_container: Container,
+    redis_up: RedisProcess,
+    model: FakeModel,
+) -> None:
+    """A widget socket opened before the outage, and one opened during it (which still streams its turn),
+    both receive live events again once Redis is back: the app's subscriber reconnects and resubscribes
+    (Litestar's own backend stopped listening at the first connection error, until the app restarted)."""
+    setup = await new_setup(outage_http, "Live Coach")
+    response = await outage_http.get("/api/v1/clients", headers=setup.coach_headers)
+    client_id = uuid.UUID(response.json()[0]["id"])
+    token = setup.client_headers["Authorization"].removeprefix("Bearer ")
+    url = str(outage_http.base_url).replace("http://", "ws://") + f"/ws/chat?token={token}"
+    async with websockets.connect(url) as before:
+        await asyncio.sleep(0.3)  # subscribed
+        await outage_container.live.publish({"type": "probe", "n": 1}, client_id=client_id)
+        assert (await next_event(before, "probe"))["n"] == 1
+
+        redis_up.stop()
+        async with websockets.connect(url) as during:
+            await during.send(json.dumps({"text": "How do I plan my week?"}))
+            tokens = []
+            while (event := json.loads(await during.recv()))["type"] == "token":
+                tokens.append(event["text"])
+            assert event["type"] == "done" and event["reply"] == REPLY == "".join(tokens)
+
+            redis_up.start()
+            await asyncio.sleep(2 * live.RECONNECT_S + 1.0)  # the listener reconnects and resubscribes
+            await outage_container.live.publish({"type": "probe", "n": 2}, client_id=client_id)
+            assert (await next_event(before, "probe"))["n"] == 2
+            assert (await next_event(during, "probe"))["n"] == 2
