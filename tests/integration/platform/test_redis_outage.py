@@ -394,17 +394,20 @@ async def test_the_widget_socket_chats_during_the_outage_and_live_events_resume_
     both receive live events again once Redis is back: the app's subscriber reconnects and resubscribes
     (Litestar's own backend stopped listening at the first connection error, until the app restarted)."""
     setup = await new_setup(outage_http, "Live Coach")
+    response = await outage_http.post("/api/v1/clients", headers=setup.coach_headers, json={"name": "Sam"})
+    assert response.status_code == 201, response.text
+    second = response.json()  # a client whose channel is first subscribed during the outage
     response = await outage_http.get("/api/v1/clients", headers=setup.coach_headers)
-    client_id = uuid.UUID(response.json()[0]["id"])
-    token = setup.client_headers["Authorization"].removeprefix("Bearer ")
-    url = str(outage_http.base_url).replace("http://", "ws://") + f"/ws/chat?token={token}"
-    async with websockets.connect(url) as before:
+    [first_id] = [uuid.UUID(c["id"]) for c in response.json() if c["id"] != second["id"]]
+    base = str(outage_http.base_url).replace("http://", "ws://") + "/ws/chat?token="
+    first_token = setup.client_headers["Authorization"].removeprefix("Bearer ")
+    async with websockets.connect(base + first_token) as before:
         await asyncio.sleep(0.3)  # subscribed
-        await outage_container.live.publish({"type": "probe", "n": 1}, client_id=client_id)
+        await outage_container.live.publish({"type": "probe", "n": 1}, client_id=first_id)
         assert (await next_event(before, "probe"))["n"] == 1
 
         redis_up.stop()
-        async with websockets.connect(url) as during:
+        async with websockets.connect(base + second["widget_token"]) as during:
             await during.send(json.dumps({"text": "How do I plan my week?"}))
             tokens = []
             while (event := json.loads(await during.recv()))["type"] == "token":
@@ -413,6 +416,7 @@ async def test_the_widget_socket_chats_during_the_outage_and_live_events_resume_
 
             redis_up.start()
             await asyncio.sleep(2 * live.RECONNECT_S + 1.0)  # the listener reconnects and resubscribes
-            await outage_container.live.publish({"type": "probe", "n": 2}, client_id=client_id)
+            await outage_container.live.publish({"type": "probe", "n": 2}, client_id=first_id)
+            await outage_container.live.publish({"type": "probe", "n": 3}, client_id=uuid.UUID(second["id"]))
             assert (await next_event(before, "probe"))["n"] == 2
-            assert (await next_event(during, "probe"))["n"] == 2
+            assert (await next_event(during, "probe"))["n"] == 3
