@@ -8,7 +8,6 @@ from typing import Any
 
 from litestar import Litestar, Request, Response
 from litestar.channels import ChannelsPlugin
-from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.config.csrf import CSRFConfig
 from litestar.di import Provide
 from litestar.middleware.session.server_side import ServerSideSessionConfig
@@ -26,6 +25,7 @@ from app.core.config import Settings
 from app.core.errors import DomainError
 from app.core.security import SecretBox
 from app.deps import provide_container
+from app.handoff.live import ReconnectingPubSubBackend
 from app.llm.registry import ProviderRegistry
 from app.web.api.accounts import AuthController, ClientController, SettingsController
 from app.web.api.conversations import ConversationController
@@ -112,7 +112,7 @@ def create_app(
         # live events (app.handoff.live) from any process reach this process's subscribers through Redis
         plugins=[
             ChannelsPlugin(
-                backend=RedisChannelsPubSubBackend(redis=Redis.from_url(redis_url)), arbitrary_channels_allowed=True
+                backend=ReconnectingPubSubBackend(redis=Redis.from_url(redis_url)), arbitrary_channels_allowed=True
             )
         ],
     )

@@ -4,12 +4,17 @@ promotion gate), the minute crons that end idle chat sessions and send SLA holdi
 five-minute learning sweep (fine-tune readiness and polling).
 
 Start with ``opencoach worker``; ``opencoach serve`` runs one alongside the web app. The worker refuses to
-start on a database whose schema is not at the migrations' head.
+start on a database whose schema is not at the migrations' head. It rides out a Redis outage (arq's own
+worker would stop at the first connection error): it waits for Redis to come back, then its 10-second relay
+cron sends the jobs that the outbox kept meanwhile (:mod:`app.db.outbox`) and logs a health line while jobs
+wait.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable
 from typing import Any
@@ -34,7 +39,7 @@ from app.db.jobs import (
     UPDATE_PROFILE,
 )
 from app.db.migrate import assert_schema_current
-from app.db.outbox import relay
+from app.db.outbox import UNAVAILABLE, health, relay
 from app.handoff.alerts import MAX_ATTEMPTS as ALERT_ATTEMPTS
 from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
@@ -48,6 +53,8 @@ MEMORY_JOB_TRIES = 4
 RETRY_DELAY_S = 30
 OUTBOX_RELAY_EVERY_S = 10
 """How often the worker sends outbox jobs left behind by a Redis outage."""
+REDIS_RETRY_S = 1.0
+"""Pause between the worker's polls while Redis is unavailable."""
 
 
 async def ingest_document(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
@@ -150,15 +157,54 @@ async def evaluate_model(ctx: dict[str, Any], coach_id: str, version_id: str) ->
 
 
 async def relay_outbox(ctx: dict[str, Any]) -> str:
-    """arq cron (every 10 s): send outbox jobs that their commit could not (Redis was down), oldest first."""
+    """arq cron (every 10 s): send outbox jobs that their commit could not (Redis was down), oldest first;
+    while jobs still wait afterwards, log the outbox's health line (count, oldest age, failing sends)."""
     container: Container = ctx["container"]
-    return f"{await relay(container.sessionmaker, container.redis)} outbox jobs sent"
+    sent = await relay(container.sessionmaker, container.redis)
+    state = await health(container.sessionmaker)
+    if state.waiting:
+        log.warning("%s (%d sent by this relay)", state.line(), sent)
+    return f"{sent} outbox jobs sent; {state.line()}"
 
 
 async def learning_sweep(ctx: dict[str, Any]) -> str:
     """arq cron (every five minutes): fine-tune readiness per coach, and polls of running fine-tunes."""
     container: Container = ctx["container"]
     return await container.fine_tunes.sweep()
+
+
+class OutageTolerantWorker(Worker):
+    """arq's :class:`~arq.worker.Worker` that waits out a Redis outage instead of ending: a Redis error in a
+    poll (picking jobs, the heartbeat, queueing crons) is logged once per outage and the poll is retried
+    every :data:`REDIS_RETRY_S`; the connection pool reconnects by itself once Redis is back. Jobs running
+    when Redis went away finish; arq runs again those whose completion it could not record (every job is
+    idempotent). Burst mode (tests) is unchanged. Relies on arq's ``_poll_iteration``/``start_jobs``
+    (arq 0.26–0.28)."""
+
+    _outage_since: float | None = None
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except UNAVAILABLE as exc:
+            if self.burst:
+                raise
+            if self._outage_since is None:
+                self._outage_since = time.monotonic()
+                log.warning("Redis unavailable, the worker waits for it: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(REDIS_RETRY_S)
+            return
+        if self._outage_since is not None:
+            log.warning("Redis is back after %.0f s; the worker goes on", time.monotonic() - self._outage_since)
+            self._outage_since = None
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        try:
+            await super().start_jobs(job_ids)
+        except UNAVAILABLE:
+            # arq took a slot for the job whose start failed and never gives it back: free it
+            self._release_sem_dec_counter_on_complete()
+            raise
 
 
 def build_worker(
@@ -188,7 +234,7 @@ def build_worker(
         if container is not None:
             await container.close()
 
-    return Worker(
+    return OutageTolerantWorker(
         functions=[
             func(ingest_document, name=INGEST_DOCUMENT, timeout=JOB_TIMEOUT_S, max_tries=3),
             func(summarize_session, name=SUMMARIZE_SESSION, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),

@@ -26,6 +26,7 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 AfterCommit = Callable[[], Awaitable[None]]
+Relay = Callable[[list[uuid.UUID]], Awaitable[int]]
 RELAY_KEY = "outbox_relay"
 """``session.info`` key (set on the sessionmaker by the container): sends outbox rows by id after commit."""
 AFTER_COMMIT_KEY = "after_commit"
@@ -33,16 +34,28 @@ AFTER_COMMIT_KEY = "after_commit"
 
 def after_commit(session: AsyncSession, hook: AfterCommit) -> None:
     """Run ``hook`` once the session's transaction has committed (not at all on rollback). Hooks run in
-    order, after the outbox relay; a failing hook is logged, never raised: the change is already stored."""
+    order, after the outbox relay; a failing hook is logged, never raised: the change is already stored.
+    Hooks are best-effort (a crash right after the commit skips them): work that must happen goes through
+    the outbox (:mod:`app.db.jobs`) instead."""
     session.info.setdefault(AFTER_COMMIT_KEY, []).append(hook)
 
 
+def discard_after_commit(session: AsyncSession) -> None:
+    """Forget the outbox ids and hooks of a transaction that rolled back (its rows are gone with it)."""
+    pending_ids(session)
+    session.info.pop(AFTER_COMMIT_KEY, None)
+
+
 async def run_after_commit(session: AsyncSession) -> None:
-    """Relay the outbox rows the committed transaction added, then run its :func:`after_commit` hooks."""
+    """Relay the outbox rows the committed transaction added, then run its :func:`after_commit` hooks.
+    Never raises (but for cancellation): a relay that fails leaves the rows to the worker's relay cron."""
     ids = pending_ids(session)
-    relay: Callable[[list[uuid.UUID]], Awaitable[int]] | None = session.info.get(RELAY_KEY)
+    relay: Relay | None = session.info.get(RELAY_KEY)
     if ids and relay is not None:
-        await relay(ids)
+        try:
+            await relay(ids)
+        except Exception:  # e.g. the database went away after the commit: the rows wait for the cron
+            log.exception("relaying %d outbox jobs after commit failed; the relay cron will send them", len(ids))
     for hook in session.info.pop(AFTER_COMMIT_KEY, []):
         try:
             await hook()
@@ -63,9 +76,13 @@ async def tenant_session(
     """The unit of work of one tenant: open a session, begin a transaction scoped to ``coach_id``, commit on
     success (then relay its outbox jobs and run its :func:`after_commit` hooks), roll back on error."""
     async with sessionmaker() as session:
-        async with session.begin():
-            await set_tenant(session, coach_id)
-            yield session
+        try:
+            async with session.begin():
+                await set_tenant(session, coach_id)
+                yield session
+        except BaseException:
+            discard_after_commit(session)
+            raise
         await run_after_commit(session)
 
 

@@ -5,24 +5,33 @@ A service that needs follow-up work adds an :class:`OutboxJob` row in the same t
 that calls for it (the functions of :mod:`app.db.jobs` take the session). The row commits or rolls back
 with that change. After the commit, the unit of work (:func:`app.db.engine.tenant_session`) hands the new
 rows to :func:`relay`, which sends them to arq and deletes them; a row that could not be sent (Redis down)
-stays and is sent by the worker's relay cron once Redis is back. arq sees every job at least once and
-deduplicates by ``_job_id`` (every row has one), so a row sent twice (a crash between send and delete)
-still runs once while arq keeps its result.
+stays, with ``attempts`` and ``last_error``, and the worker's relay cron sends it once Redis is back.
 
-``outbox_jobs`` holds job names and ids only, no tenant content, and is read across tenants by the relay:
-it is not under row-level security (like ``intervention_patterns``).
+Delivery is at least once. Every row carries an arq ``_job_id``: arq refuses a job id that is queued, running
+or whose result it still keeps (``keep_result``, an hour by default) and ``enqueue_job`` then returns
+``None``, which counts as sent (the job is known to arq). A row sent twice (a crash between the send and the
+delete's commit) therefore runs once while arq remembers it, and every job is idempotent for the rest.
+Two relays never send one row at the same time: rows are locked ``FOR UPDATE SKIP LOCKED`` while they are
+sent, so the after-commit relay and a cron in any process each take the rows the other has not.
+
+``outbox_jobs`` holds job names, ids and JSON arguments (ids, flags), no tenant content, and is read across
+tenants by the relay: it is not under row-level security (like ``intervention_patterns``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from arq.connections import ArqRedis
-from sqlalchemy import DateTime, Integer, String, Text, delete, func, select, update
+from redis.exceptions import RedisError
+from sqlalchemy import DateTime, Integer, String, Text, delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
@@ -33,12 +42,20 @@ log = logging.getLogger(__name__)
 
 RELAY_BATCH = 200
 """Rows sent per relay transaction."""
+SEND_TIMEOUT_S = 2.0
+"""Seconds one ``enqueue_job`` may take before Redis counts as unavailable (a hung server, a black-holed
+network): bounds what a commit can wait for its relay."""
 MAX_ERROR_CHARS = 300
+MAX_JOB_ID_CHARS = 300
+
+UNAVAILABLE = (RedisError, OSError, TimeoutError)
+"""Errors meaning Redis cannot take jobs now: the relay stops and leaves the rest for the next one."""
 
 
 class OutboxJob(IdMixin, Base):
-    """One job waiting to be sent to arq: ``name`` (an arq function), positional ``args`` (JSON: strings,
-    numbers, booleans), arq's ``_job_id`` for deduplication, and an optional ``defer_until``."""
+    """One job waiting to be sent to arq: ``name`` (an arq function), positional ``args`` (JSON), arq's
+    ``_job_id`` for deduplication, an optional ``defer_until`` (UTC), and the failed sends so far
+    (``attempts``, ``last_error``)."""
 
     __tablename__ = "outbox_jobs"
 
@@ -63,15 +80,29 @@ def add_job(
     job_id: str | None = None,
     defer_until: datetime | None = None,
 ) -> OutboxJob:
-    """Add a job to the session's transaction (sent after commit). ``job_id`` defaults to one derived from the
-    row, so the relay never queues the same row twice."""
+    """Add a job to the session's transaction (sent after commit). ``args`` must be JSON values (strings,
+    numbers, booleans, ``None``; lists and objects of them): jobs take ids, never ORM objects.
+    ``job_id`` (at most 300 characters) defaults to one derived from the row, so the relay never queues the
+    same row twice; ``defer_until`` must be timezone-aware.
+
+    Raises ``TypeError`` for an argument that is not JSON and ``ValueError`` for a naive ``defer_until`` or
+    an over-long ``job_id``, at the call (not at the flush, far from the cause)."""
+    try:
+        payload = json.loads(json.dumps(list(args), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"job {name!r}: arguments must be JSON values (ids as strings): {exc}") from exc
+    if defer_until is not None and defer_until.utcoffset() is None:
+        raise ValueError(f"job {name!r}: defer_until must be timezone-aware")
     row_id = uuid.uuid4()
+    job_id = job_id or f"{name}:outbox:{row_id}"
+    if len(job_id) > MAX_JOB_ID_CHARS:
+        raise ValueError(f"job {name!r}: job_id is longer than {MAX_JOB_ID_CHARS} characters")
     row = OutboxJob(
         id=row_id,
         coach_id=coach_id,
         name=name,
-        args=list(args),
-        job_id=job_id or f"{name}:outbox:{row_id}",
+        args=payload,
+        job_id=job_id,
         defer_until=defer_until,
         attempts=0,
     )
@@ -86,49 +117,143 @@ def pending_ids(session: AsyncSession) -> list[uuid.UUID]:
     return ids
 
 
+async def _send(redis: ArqRedis, row: OutboxJob, now: datetime) -> None:
+    """Enqueue one row. A ``defer_until`` already past is sent as "now": arq derives the job's expiry from
+    it, and a time long past (a row kept through a long outage) would make that expiry negative."""
+    defer = row.defer_until if row.defer_until is not None and row.defer_until > now else None
+    async with asyncio.timeout(SEND_TIMEOUT_S):
+        # None: arq already has this job id (queued, running, or its result kept): it is sent
+        await redis.enqueue_job(row.name, *row.args, _job_id=row.job_id, _defer_until=defer)
+
+
+def _error(exc: BaseException) -> str:
+    return (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)[:MAX_ERROR_CHARS]
+
+
+@dataclass
+class _Batch:
+    """What one relay transaction did."""
+
+    rows: int = 0
+    sent: int = 0
+    unavailable: str | None = None
+
+
+async def _relay_batch(session: AsyncSession, redis: ArqRedis, rows: Sequence[OutboxJob]) -> _Batch:
+    """Send ``rows`` (locked by the caller) in order; delete the sent ones and record the failures. A Redis
+    error stops the batch (every row not sent gets the error); any other error is the row's own (it is
+    recorded, and the next row is tried), so one bad row never holds back the rest."""
+    batch = _Batch(rows=len(rows))
+    done: list[uuid.UUID] = []
+    failed: dict[uuid.UUID, str] = {}
+    now = datetime.now(UTC)
+    for index, row in enumerate(rows):
+        try:
+            await _send(redis, row, now)
+        except UNAVAILABLE as exc:
+            batch.unavailable = _error(exc)
+            failed |= {later.id: batch.unavailable for later in rows[index:]}
+            break
+        except Exception as exc:  # this row's own problem (e.g. a function arq cannot serialise)
+            log.exception("outbox job %s (%s) could not be sent", row.id, row.name)
+            failed[row.id] = _error(exc)
+            continue
+        done.append(row.id)
+    if done:
+        await session.execute(delete(OutboxJob).where(OutboxJob.id.in_(done)))
+    for error in set(failed.values()):
+        await session.execute(
+            update(OutboxJob)
+            .where(OutboxJob.id.in_([row_id for row_id, e in failed.items() if e == error]))
+            .values(attempts=OutboxJob.attempts + 1, last_error=error)
+        )
+    batch.sent = len(done)
+    return batch
+
+
 async def relay(
     sessionmaker: async_sessionmaker[AsyncSession], redis: ArqRedis, ids: Sequence[uuid.UUID] | None = None
 ) -> int:
-    """Send outbox rows to arq and delete them: the rows ``ids`` (after a commit), or every row (the cron).
+    """Send outbox rows to arq and delete them: the rows ``ids`` (after a commit), or every row, oldest first
+    (the cron). Returns how many were sent.
 
-    Rows are locked ``FOR UPDATE SKIP LOCKED``, so relays in several processes never send a row twice at
-    once. Returns the number sent. A Redis error stops the batch: the row gets ``attempts``/``last_error``
-    and stays for the next relay; the error is logged, never raised (a committed change must not fail).
+    Rows are locked ``FOR UPDATE SKIP LOCKED`` while they are sent, so concurrent relays (the after-commit
+    one and crons in several processes) never send a row twice at once; a row another relay holds is left to
+    it. Redis unavailable stops the relay: the unsent rows of the batch get ``attempts + 1`` and
+    ``last_error`` and stay for the next relay; the error is logged, never raised (a committed change must
+    not fail). Each ``enqueue_job`` may take :data:`SEND_TIMEOUT_S` at most.
     """
     sent = 0
+    todo = list(dict.fromkeys(ids)) if ids is not None else None
+    after: tuple[datetime, uuid.UUID] | None = None  # keyset cursor of the cron's pass (rows are seen once)
     while True:
+        stmt = select(OutboxJob).order_by(OutboxJob.created_at, OutboxJob.id).limit(RELAY_BATCH)
+        if todo is not None:
+            if not todo:
+                return sent
+            stmt = stmt.where(OutboxJob.id.in_(todo[:RELAY_BATCH]))
+            todo = todo[RELAY_BATCH:]
+        elif after is not None:
+            stmt = stmt.where(tuple_(OutboxJob.created_at, OutboxJob.id) > tuple_(*after))
         async with sessionmaker() as session, session.begin():
-            stmt = select(OutboxJob).order_by(OutboxJob.created_at).limit(RELAY_BATCH)
-            if ids is not None:
-                stmt = stmt.where(OutboxJob.id.in_(list(ids)))
             rows = (await session.scalars(stmt.with_for_update(skip_locked=True))).all()
-            done: list[uuid.UUID] = []
-            failed: OutboxJob | None = None
-            error = ""
-            for row in rows:
-                try:
-                    await redis.enqueue_job(row.name, *row.args, _job_id=row.job_id, _defer_until=row.defer_until)
-                except Exception as exc:  # Redis down or refusing: keep the row for the next relay
-                    failed, error = row, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-                    break
-                done.append(row.id)
-            if done:
-                await session.execute(delete(OutboxJob).where(OutboxJob.id.in_(done)))
-            if failed is not None:
-                await session.execute(
-                    update(OutboxJob)
-                    .where(OutboxJob.id == failed.id)
-                    .values(attempts=OutboxJob.attempts + 1, last_error=error)
+            batch = await _relay_batch(session, redis, rows)
+        sent += batch.sent
+        if batch.unavailable is not None:
+            log.warning("outbox relay stopped after %d jobs, Redis unavailable: %s", sent, batch.unavailable)
+            return sent
+        if todo is None:
+            if batch.rows < RELAY_BATCH:
+                return sent
+            after = (rows[-1].created_at, rows[-1].id)
+
+
+@dataclass(frozen=True)
+class OutboxHealth:
+    """The outbox at one moment: ``waiting`` rows, the ``oldest`` row's creation time and age in seconds,
+    how many rows have ``failing`` sends, and the ``last_error`` of the most recently created failing row."""
+
+    waiting: int
+    oldest: datetime | None
+    oldest_age_s: float | None
+    failing: int
+    last_error: str | None
+
+    def line(self) -> str:
+        """One log line: ``outbox: 0 jobs waiting`` or ``outbox: 3 jobs waiting, oldest 42 s, 3 failing
+        (last error: ConnectionError: …)``."""
+        if not self.waiting:
+            return "outbox: 0 jobs waiting"
+        text = f"outbox: {self.waiting} jobs waiting, oldest {self.oldest_age_s or 0:.0f} s"
+        if self.failing:
+            text += f", {self.failing} failing (last error: {self.last_error})"
+        return text
+
+
+async def health(sessionmaker: async_sessionmaker[AsyncSession]) -> OutboxHealth:
+    """How many jobs wait in the outbox, since when, and whether sending them fails."""
+    async with sessionmaker() as session:
+        row = (
+            await session.execute(
+                select(
+                    func.count(),
+                    func.min(OutboxJob.created_at),
+                    func.count().filter(OutboxJob.attempts > 0),
+                    func.now(),
                 )
-        sent += len(done)
-        if failed is not None:
-            log.warning("outbox relay stopped after %d jobs: %s", sent, error)
-            return sent
-        if ids is not None or len(rows) < RELAY_BATCH:
-            return sent
+            )
+        ).one()
+        last_error = await session.scalar(
+            select(OutboxJob.last_error)
+            .where(OutboxJob.last_error.is_not(None))
+            .order_by(OutboxJob.created_at.desc())
+            .limit(1)
+        )
+    waiting, oldest, failing, now = row
+    age = (now - oldest).total_seconds() if oldest is not None else None
+    return OutboxHealth(int(waiting), oldest, age, int(failing), last_error)
 
 
 async def waiting(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
     """How many jobs wait in the outbox (for health checks and tests)."""
-    async with sessionmaker() as session:
-        return int(await session.scalar(select(func.count()).select_from(OutboxJob)) or 0)
+    return (await health(sessionmaker)).waiting

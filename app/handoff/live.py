@@ -11,22 +11,38 @@ subscribers (the dashboard's SSE stream, the widget's WebSocket). Channels:
   messages), ``{"type": "coach_joined"|"coach_left", "conversation_id", "coach_name"}``.
 
 Pub/sub keeps no history: a page that (re)connects loads the current state over HTTP first.
+
+Redis outages: publishing drops the event (logged) and never fails the caller; the web processes subscribe
+through :class:`ReconnectingPubSubBackend`, which keeps accepting subscriptions while Redis is down and
+resubscribes once it is back (Litestar's own backend ends its listener at the first connection error, so
+no live event reached any page until the process restarted).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
+from collections.abc import AsyncGenerator, Iterable
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
 
 from app.conversations.models import Message
 
 log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_S = 1.0
+"""Seconds a publish may take before the live update is dropped (Redis hung or unreachable)."""
+RECONNECT_S = 1.0
+"""Pause between a subscriber's attempts to reach Redis again."""
+UNAVAILABLE = (RedisError, OSError, TimeoutError)
 
 
 def coach_channel(coach_id: uuid.UUID) -> str:
@@ -64,8 +80,9 @@ def _default(value: Any) -> Any:
 
 
 class LiveEvents:
-    """Publishes JSON events to coach and client channels. Publishing never raises: a live update that
-    cannot be delivered (Redis down) is logged, and the page catches up from the database on reload."""
+    """Publishes JSON events to coach and client channels. Publishing never raises for Redis: a live update
+    that cannot be delivered within :data:`PUBLISH_TIMEOUT_S` (Redis down or hung) is logged and dropped, and
+    the page catches up from the database on reload."""
 
     def __init__(self, redis: Redis) -> None:
         self._backend = RedisChannelsPubSubBackend(redis=redis)
@@ -80,6 +97,100 @@ class LiveEvents:
         if not channels:
             return
         try:
-            await self._backend.publish(json.dumps(event, default=_default).encode(), channels)
-        except Exception:  # a live update is best-effort; the state is in the database
+            data = json.dumps(event, default=_default).encode()
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                await self._backend.publish(data, channels)
+        except (RedisError, OSError, TimeoutError) as exc:  # best-effort: the state is in the database
+            log.warning("live %s event not published, Redis unavailable: %r", event.get("type"), exc)
+        except Exception:  # a bug in the event: still never fails the caller's committed change
             log.exception("could not publish a live %s event", event.get("type"))
+
+
+class ReconnectingPubSubBackend(RedisChannelsPubSubBackend):
+    """Litestar's Redis pub/sub channels backend (for :class:`litestar.channels.ChannelsPlugin`) that rides
+    out a Redis outage: the channels wanted are remembered, a subscribe or unsubscribe while Redis is down
+    succeeds (the widget's socket still opens and chats, without live events), and the listener, instead of
+    ending at the first connection error, reconnects every :data:`RECONNECT_S` and subscribes to every
+    wanted channel on a fresh connection. Events published during the outage are lost (pub/sub keeps no
+    history; pages reload the state over HTTP)."""
+
+    def __init__(self, *, redis: Redis, stream_sleep_no_subscriptions: int = 1) -> None:
+        super().__init__(redis=redis, stream_sleep_no_subscriptions=stream_sleep_no_subscriptions)
+        self._current: PubSub | None = None
+        self._wanted: set[str] = set()
+        self._broken = False
+
+    @property
+    def _pub_sub(self) -> PubSub:
+        if self._current is None:
+            self._current = self._redis.pubsub()
+        return self._current
+
+    def _lost(self, exc: BaseException) -> None:
+        if not self._broken:
+            log.warning("live events: Redis unavailable, resubscribing when it is back: %r", exc)
+        self._broken = True
+
+    async def subscribe(self, channels: Iterable[str]) -> None:
+        """Subscribe to ``channels`` (remembered; while Redis is down, subscribed once it is back)."""
+        channels = list(channels)
+        self._wanted.update(channels)
+        if not self._broken:
+            try:
+                await super().subscribe(channels)
+                return
+            except UNAVAILABLE as exc:
+                self._lost(exc)
+        self._has_subscribed.set()  # the listener restores the subscriptions
+
+    async def unsubscribe(self, channels: Iterable[str]) -> None:
+        """Stop listening on ``channels`` (never raises for Redis: the next connection leaves them out)."""
+        channels = list(channels)
+        self._wanted.difference_update(channels)
+        if not self._broken:
+            try:
+                await super().unsubscribe(channels)
+                return
+            except UNAVAILABLE as exc:
+                self._lost(exc)
+        if not self._wanted:
+            self._has_subscribed.clear()
+
+    async def _restore(self) -> bool:
+        """A fresh pub/sub connection subscribed to every wanted channel; ``False`` while Redis is down."""
+        old, self._current = self._current, None
+        if old is not None:
+            with suppress(Exception):
+                await old.aclose()  # type: ignore[no-untyped-call]
+        try:
+            if self._wanted:
+                await self._pub_sub.subscribe(*self._wanted)
+        except UNAVAILABLE:
+            return False
+        self._broken = False
+        log.warning("live events: Redis is back, %d channels resubscribed", len(self._wanted))
+        return True
+
+    async def stream_events(self) -> AsyncGenerator[tuple[str, Any], None]:
+        """Events of the subscribed channels as ``(channel, data)``, for as long as the app runs (Redis
+        errors are waited out, see the class)."""
+        while True:
+            await self._has_subscribed.wait()
+            if self._broken and not await self._restore():
+                await asyncio.sleep(RECONNECT_S)
+                continue
+            pubsub = self._pub_sub
+            try:
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=self._stream_sleep_no_subscriptions
+                )
+            except UNAVAILABLE as exc:
+                self._lost(exc)
+                await asyncio.sleep(RECONNECT_S)
+                continue
+            if message is None:
+                continue
+            channel: str = message["channel"].decode()
+            # as Litestar's backend: a message can arrive for a channel being unsubscribed
+            if channel.encode() in pubsub.channels.keys() - pubsub.pending_unsubscribe_channels:
+                yield channel, message["data"]

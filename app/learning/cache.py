@@ -14,12 +14,18 @@ with no history or memory). Invalidation:
 
 Hits and misses are counted per coach and UTC day (kept :data:`STATS_RETENTION_DAYS`) for the learning
 dashboard's hit rate.
+
+The cache is an optimisation the chat turn must not depend on: with Redis down (or slower than
+:data:`OP_TIMEOUT_S`) a look-up is a miss and a failed store is logged, so the client still gets the model's
+reply.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import re
 import unicodedata
 import uuid
@@ -29,10 +35,16 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app.llm.base import ChatMessage
 
+log = logging.getLogger(__name__)
+
 PREFIX = "opencoach:response-cache"
+OP_TIMEOUT_S = 1.0
+"""Seconds a look-up or store may take before the cache is skipped (Redis hung or unreachable)."""
+UNAVAILABLE = (RedisError, OSError, TimeoutError)
 STATS_RETENTION_DAYS = 400
 _SPACE = re.compile(r"\s+")
 
@@ -75,6 +87,10 @@ class CacheStats:
         }
 
 
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 class ResponseCache:
     """Cached AI replies keyed on coach, model version, persona and the normalised full prompt."""
 
@@ -114,13 +130,19 @@ class ResponseCache:
         return f"{PREFIX}-stats:{coach_id}:{day.isoformat()}"
 
     async def get(self, coach_id: uuid.UUID, key: str) -> CachedReply | None:
-        """The cached reply for ``key`` (``None`` on a miss); counts the hit or miss for today (UTC)."""
-        raw = await self._redis.get(key)
-        stats = self._stats_key(coach_id, datetime.now(UTC).date())
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hincrby(stats, "hits" if raw is not None else "misses", 1)
-            pipe.expire(stats, STATS_RETENTION_DAYS * 86400)
-            await pipe.execute()
+        """The cached reply for ``key`` (``None`` on a miss); counts the hit or miss for today (UTC). Redis
+        unavailable is a miss (logged; not counted, there is nowhere to count it)."""
+        try:
+            async with asyncio.timeout(OP_TIMEOUT_S):
+                raw = await self._redis.get(key)
+                stats = self._stats_key(coach_id, datetime.now(UTC).date())
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.hincrby(stats, "hits" if raw is not None else "misses", 1)
+                    pipe.expire(stats, STATS_RETENTION_DAYS * 86400)
+                    await pipe.execute()
+        except UNAVAILABLE as exc:
+            log.warning("response cache look-up skipped (a miss), Redis unavailable: %s", _error(exc))
+            return None
         if raw is None:
             return None
         entry = json.loads(raw)
@@ -128,12 +150,17 @@ class ResponseCache:
 
     async def put(self, coach_id: uuid.UUID, key: str, reply: str, citations: list[dict[str, Any]], ttl_s: int) -> None:
         """Store ``reply`` under ``key`` for ``ttl_s`` seconds (``ttl_s`` ≤ 0: nothing is stored).
-        ``coach_id`` must be the one ``key`` was made for (it is checked)."""
+        ``coach_id`` must be the one ``key`` was made for (it is checked: ``ValueError``). Redis unavailable:
+        nothing is stored and the failure is logged (the reply was already sent)."""
         if ttl_s <= 0:
             return
         if not key.startswith(f"{PREFIX}:{coach_id}:"):
             raise ValueError("the cache key belongs to another coach")
-        await self._redis.set(key, json.dumps({"reply": reply, "citations": citations}), ex=ttl_s)
+        try:
+            async with asyncio.timeout(OP_TIMEOUT_S):
+                await self._redis.set(key, json.dumps({"reply": reply, "citations": citations}), ex=ttl_s)
+        except UNAVAILABLE as exc:
+            log.warning("response cache store skipped, Redis unavailable: %s", _error(exc))
 
     async def invalidate(self, coach_id: uuid.UUID) -> int:
         """Delete every cached reply of the coach (SCAN over its key prefix); returns how many were deleted.
