@@ -108,8 +108,11 @@ def _start_redis(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
             str(redis_dir.resolve()),
             "--save",
             "60 1",
+            # jobs already handed to arq live only in Redis: an append-only file keeps them across a restart
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfsync",
+            "everysec",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
