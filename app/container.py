@@ -18,9 +18,13 @@ from app.core.config import Settings
 from app.core.security import SecretBox
 from app.db.engine import RELAY_KEY, assert_unprivileged, make_engine, make_sessionmaker, tenant_session
 from app.db.outbox import relay
+from app.handoff.actions import CoachActions
 from app.handoff.alerts import AlertService
+from app.handoff.drafts import DraftService
 from app.handoff.live import LiveEvents
+from app.handoff.queue import HandoffQueue
 from app.handoff.service import HandoffService
+from app.handoff.sla import SlaNotices
 from app.learning.cache import ResponseCache
 from app.learning.dashboard import LearningDashboard
 from app.learning.experiments import ExperimentService
@@ -29,7 +33,11 @@ from app.learning.interventions import InterventionService
 from app.learning.training import TrainingDataService
 from app.learning.versions import ModelVersionService
 from app.llm.registry import ProviderRegistry
-from app.memory.service import MemoryService
+from app.memory.controls import MemoryControls
+from app.memory.insights import InsightService
+from app.memory.profile import ProfileService
+from app.memory.sessions import SessionService
+from app.memory.summaries import SummaryService
 from app.rag.service import DocumentService
 
 
@@ -46,8 +54,16 @@ class Container:
     registry: ProviderRegistry
     accounts: AccountService
     documents: DocumentService
-    memory: MemoryService
+    memory: MemoryControls
+    sessions: SessionService
+    summaries: SummaryService
+    insights: InsightService
+    profiles: ProfileService
     handoffs: HandoffService
+    handoff_queue: HandoffQueue
+    coach_actions: CoachActions
+    drafts: DraftService
+    sla_notices: SlaNotices
     alerts: AlertService
     live: LiveEvents
     interventions: InterventionService
@@ -77,10 +93,18 @@ class Container:
         sessionmaker.configure(info={RELAY_KEY: functools.partial(relay, sessionmaker, redis)})
         accounts = AccountService(sessionmaker, secrets)
         documents = DocumentService(sessionmaker, settings, registry, accounts)
-        memory = MemoryService(sessionmaker, settings, registry, accounts, redis)
+        memory = MemoryControls(sessionmaker, registry, accounts)
+        sessions = SessionService(sessionmaker, accounts)
+        summaries = SummaryService(sessionmaker, settings, registry, accounts)
+        insights = InsightService(sessionmaker, settings, registry, accounts, redis)
+        profiles = ProfileService(sessionmaker, settings, registry, accounts)
         live = LiveEvents(redis)
         interventions = InterventionService(sessionmaker, registry, accounts, memory)
-        handoffs = HandoffService(sessionmaker, accounts, memory, live, interventions)
+        handoffs = HandoffService(memory, live)
+        handoff_queue = HandoffQueue(sessionmaker, accounts)
+        coach_actions = CoachActions(sessionmaker, accounts, handoffs, interventions)
+        drafts = DraftService(sessionmaker, accounts, handoffs, interventions)
+        sla_notices = SlaNotices(sessionmaker, accounts, handoffs)
         alerts = AlertService(sessionmaker, settings, secrets)
         training = TrainingDataService(sessionmaker, accounts)
         fine_tunes = FineTuneService(sessionmaker, settings, registry, accounts, training)
@@ -95,7 +119,6 @@ class Container:
             settings,
             registry,
             accounts,
-            memory,
             handoffs,
             interventions=interventions,
             model_versions=model_versions,
@@ -113,7 +136,15 @@ class Container:
             accounts,
             documents,
             memory,
+            sessions,
+            summaries,
+            insights,
+            profiles,
             handoffs,
+            handoff_queue,
+            coach_actions,
+            drafts,
+            sla_notices,
             alerts,
             live,
             interventions,

@@ -41,7 +41,7 @@ from app.core.errors import DomainError, InvalidInput
 from app.core.security import mask_secret
 from app.deps import CoachId, ContainerDep, PathId
 from app.handoff.live import coach_channel
-from app.handoff.service import QueueItem, draft_dict
+from app.handoff.queue import QueueItem, draft_dict
 from app.learning.charts import dashboard_charts
 from app.memory.models import InsightKind, InsightStatus
 from app.rag.models import DocumentStatus
@@ -533,8 +533,8 @@ class CoachPages(Controller):
     async def _panel_context(
         self, container: Container, coach_id: uuid.UUID, conversation_id: uuid.UUID
     ) -> dict[str, Any]:
-        handoff, drafts = await container.handoffs.conversation_state(coach_id, conversation_id)
-        item = await container.handoffs.get(coach_id, handoff.id) if handoff is not None else None
+        handoff, drafts = await container.handoff_queue.conversation_state(coach_id, conversation_id)
+        item = await container.handoff_queue.get(coach_id, handoff.id) if handoff is not None else None
         return {
             "conversation_id": conversation_id,
             "item": item,
@@ -552,7 +552,7 @@ class CoachPages(Controller):
     @post("/conversations/{conversation_id:uuid}/takeover")
     async def takeover(self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep) -> Redirect:
         """Take the conversation over (the AI pauses until handback); back to the conversation."""
-        await container.handoffs.takeover(coach_id, conversation_id)
+        await container.coach_actions.takeover(coach_id, conversation_id)
         return Redirect(f"/dashboard/conversations/{conversation_id}")
 
     @post("/conversations/{conversation_id:uuid}/handback")
@@ -561,7 +561,7 @@ class CoachPages(Controller):
     ) -> Template | Redirect:
         """Hand the conversation back to the AI; the page with the error (409) when it is not handed off."""
         try:
-            await container.handoffs.handback(coach_id, conversation_id)
+            await container.coach_actions.handback(coach_id, conversation_id)
         except DomainError as exc:
             return await self._conversation_page(container, coach_id, conversation_id, exc.message, exc.status_code)
         return Redirect(f"/dashboard/conversations/{conversation_id}")
@@ -575,7 +575,7 @@ class CoachPages(Controller):
         form = await request.form()
         text = _form_str(form, "text")
         try:
-            await container.handoffs.send(coach_id, conversation_id, text)
+            await container.coach_actions.send(coach_id, conversation_id, text)
         except DomainError as exc:
             if exc.status_code == 404:
                 raise
@@ -593,7 +593,7 @@ class CoachPages(Controller):
         text = _form_str(form, "text") if "text" in form else None
         conversation_id = _form_str(form, "conversation_id")
         try:
-            message = await container.handoffs.approve_draft(coach_id, draft_id, text)
+            message = await container.drafts.approve_draft(coach_id, draft_id, text)
         except DomainError as exc:
             if exc.status_code == 404 or not conversation_id:
                 raise
@@ -608,7 +608,7 @@ class CoachPages(Controller):
     ) -> Redirect:
         """Drop a pending draft without sending anything."""
         form = await request.form()
-        draft = await container.handoffs.discard_draft(coach_id, draft_id)
+        draft = await container.drafts.discard_draft(coach_id, draft_id)
         return Redirect(_next(form, f"/dashboard/conversations/{draft.conversation_id}"))
 
     # ------------------------------------------------------------------ handoff queue and live events
@@ -616,8 +616,8 @@ class CoachPages(Controller):
     async def _queue_context(self, container: Container, coach_id: uuid.UUID) -> dict[str, Any]:
         items: list[QueueItem] = []
         for status in (HandoffStatus.OPEN, HandoffStatus.CLAIMED):
-            items += await container.handoffs.list_handoffs(coach_id, status)
-        drafts = await container.handoffs.list_drafts(coach_id, DraftStatus.PENDING)
+            items += await container.handoff_queue.list_handoffs(coach_id, status)
+        drafts = await container.drafts.list_drafts(coach_id, DraftStatus.PENDING)
         names = {c.id: name for c, name, _ in await container.chat.list_conversations(coach_id)}
         return {
             "open_items": [i for i in items if i.handoff.status == HandoffStatus.OPEN],
@@ -657,9 +657,9 @@ class CoachPages(Controller):
     async def handoff_summary(self, coach_id: CoachId, container: ContainerDep) -> dict[str, Any]:
         """For the nav badge and the crisis banner on every page: ``{"open": n, "claimed": n, "drafts": n,
         "crisis": [{"handoff_id", "conversation_id", "client_name"}]}`` (crisis: open crisis handoffs)."""
-        open_items = await container.handoffs.list_handoffs(coach_id, HandoffStatus.OPEN)
-        claimed = await container.handoffs.list_handoffs(coach_id, HandoffStatus.CLAIMED)
-        drafts = await container.handoffs.list_drafts(coach_id, DraftStatus.PENDING)
+        open_items = await container.handoff_queue.list_handoffs(coach_id, HandoffStatus.OPEN)
+        claimed = await container.handoff_queue.list_handoffs(coach_id, HandoffStatus.CLAIMED)
+        drafts = await container.drafts.list_drafts(coach_id, DraftStatus.PENDING)
         return {
             "open": len(open_items),
             "claimed": len(claimed),
