@@ -83,78 +83,61 @@ class Container:
 
         ``registry`` lets tests and benchmarks share already-loaded local models between containers.
         """
-        engine = make_engine(database_url)
-        await assert_unprivileged(engine)
-        sessionmaker = make_sessionmaker(engine)
+        engine, sessionmaker, redis = await _connect(database_url, redis_url)
         secrets = SecretBox.from_settings(settings)
         registry = registry or ProviderRegistry(settings, secrets)
-        redis = await create_pool(RedisSettings.from_dsn(redis_url))
-        # every committed unit of work sends the jobs it queued (app.db.outbox)
-        sessionmaker.configure(info={RELAY_KEY: functools.partial(relay, sessionmaker, redis)})
         accounts = AccountService(sessionmaker, secrets)
-        documents = DocumentService(sessionmaker, settings, registry, accounts)
         memory = MemoryControls(sessionmaker, registry, accounts)
-        sessions = SessionService(sessionmaker, accounts)
-        summaries = SummaryService(sessionmaker, settings, registry, accounts)
-        insights = InsightService(sessionmaker, settings, registry, accounts, redis)
-        profiles = ProfileService(sessionmaker, settings, registry, accounts)
         live = LiveEvents(redis)
         interventions = InterventionService(sessionmaker, registry, accounts, memory)
         handoffs = HandoffService(memory, live)
-        handoff_queue = HandoffQueue(sessionmaker, accounts)
-        coach_actions = CoachActions(sessionmaker, accounts, handoffs, interventions)
-        drafts = DraftService(sessionmaker, accounts, handoffs, interventions)
-        sla_notices = SlaNotices(sessionmaker, accounts, handoffs)
-        alerts = AlertService(sessionmaker, settings, secrets)
         training = TrainingDataService(sessionmaker, accounts)
         fine_tunes = FineTuneService(sessionmaker, settings, registry, accounts, training)
         model_versions = ModelVersionService(sessionmaker, settings, registry, accounts, training)
         cache = ResponseCache(redis)
         experiments = ExperimentService(sessionmaker, accounts)
-        learning_dashboard = LearningDashboard(
-            sessionmaker, accounts, training, fine_tunes, model_versions, cache, experiments, registry, redis
-        )
-        chat = ChatService(
-            sessionmaker,
-            settings,
-            registry,
-            accounts,
-            handoffs,
+        return cls(
+            settings=settings,
+            database_url=database_url,
+            redis_url=redis_url,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            redis=redis,
+            registry=registry,
+            accounts=accounts,
+            documents=DocumentService(sessionmaker, settings, registry, accounts),
+            memory=memory,
+            sessions=SessionService(sessionmaker, accounts),
+            summaries=SummaryService(sessionmaker, settings, registry, accounts),
+            insights=InsightService(sessionmaker, settings, registry, accounts, redis),
+            profiles=ProfileService(sessionmaker, settings, registry, accounts),
+            handoffs=handoffs,
+            handoff_queue=HandoffQueue(sessionmaker, accounts),
+            coach_actions=CoachActions(sessionmaker, accounts, handoffs, interventions),
+            drafts=DraftService(sessionmaker, accounts, handoffs, interventions),
+            sla_notices=SlaNotices(sessionmaker, accounts, handoffs),
+            alerts=AlertService(sessionmaker, settings, secrets),
+            live=live,
             interventions=interventions,
+            training=training,
+            fine_tunes=fine_tunes,
             model_versions=model_versions,
             cache=cache,
             experiments=experiments,
-        )
-        return cls(
-            settings,
-            database_url,
-            redis_url,
-            engine,
-            sessionmaker,
-            redis,
-            registry,
-            accounts,
-            documents,
-            memory,
-            sessions,
-            summaries,
-            insights,
-            profiles,
-            handoffs,
-            handoff_queue,
-            coach_actions,
-            drafts,
-            sla_notices,
-            alerts,
-            live,
-            interventions,
-            training,
-            fine_tunes,
-            model_versions,
-            cache,
-            experiments,
-            learning_dashboard,
-            chat,
+            learning_dashboard=LearningDashboard(
+                sessionmaker, accounts, training, fine_tunes, model_versions, cache, experiments, registry, redis
+            ),
+            chat=ChatService(
+                sessionmaker,
+                settings,
+                registry,
+                accounts,
+                handoffs,
+                interventions=interventions,
+                model_versions=model_versions,
+                cache=cache,
+                experiments=experiments,
+            ),
         )
 
     @asynccontextmanager
@@ -167,3 +150,14 @@ class Container:
         """Close Redis and dispose of the connection pool."""
         await self.redis.aclose()
         await self.engine.dispose()
+
+
+async def _connect(database_url: str, redis_url: str) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession], ArqRedis]:
+    """The engine (after checking its role cannot bypass row-level security), its sessionmaker (whose every
+    committed unit of work sends the jobs it queued, see :mod:`app.db.outbox`) and the arq Redis pool."""
+    engine = make_engine(database_url)
+    await assert_unprivileged(engine)
+    sessionmaker = make_sessionmaker(engine)
+    redis = await create_pool(RedisSettings.from_dsn(redis_url))
+    sessionmaker.configure(info={RELAY_KEY: functools.partial(relay, sessionmaker, redis)})
+    return engine, sessionmaker, redis
