@@ -35,7 +35,14 @@ from app.web.api.handoff import HandoffController
 from app.web.api.learning_dashboard import LearningDashboardController
 from app.web.api.memory import MemoryController, SessionController, WidgetMemoryController
 from app.web.api.training import ModelController, TrainingController
-from app.web.dashboard import CoachPages, DashboardController
+from app.web.dashboard.auth import DashboardController
+from app.web.dashboard.clients import ClientPages
+from app.web.dashboard.conversations import ConversationPages
+from app.web.dashboard.documents import DocumentPages
+from app.web.dashboard.events import EventPages
+from app.web.dashboard.handoffs import HandoffPages
+from app.web.dashboard.learning import LearningPages
+from app.web.dashboard.settings import SettingsPages
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SESSION_MAX_AGE_S = 14 * 24 * 3600
@@ -86,7 +93,13 @@ def create_app(
             SessionController,
             WidgetMemoryController,
             DashboardController,
-            CoachPages,
+            DocumentPages,
+            ClientPages,
+            ConversationPages,
+            HandoffPages,
+            LearningPages,
+            EventPages,
+            SettingsPages,
             WidgetController,
             create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"]),
         ],

@@ -18,9 +18,13 @@ from app.core.config import Settings
 from app.core.security import SecretBox
 from app.db.engine import RELAY_KEY, assert_unprivileged, make_engine, make_sessionmaker, tenant_session
 from app.db.outbox import relay
+from app.handoff.actions import CoachActions
 from app.handoff.alerts import AlertService
+from app.handoff.drafts import DraftService
 from app.handoff.live import LiveEvents
+from app.handoff.queue import HandoffQueue
 from app.handoff.service import HandoffService
+from app.handoff.sla import SlaNotices
 from app.learning.cache import ResponseCache
 from app.learning.dashboard import LearningDashboard
 from app.learning.experiments import ExperimentService
@@ -29,7 +33,11 @@ from app.learning.interventions import InterventionService
 from app.learning.training import TrainingDataService
 from app.learning.versions import ModelVersionService
 from app.llm.registry import ProviderRegistry
-from app.memory.service import MemoryService
+from app.memory.controls import MemoryControls
+from app.memory.insights import InsightService
+from app.memory.profile import ProfileService
+from app.memory.sessions import SessionService
+from app.memory.summaries import SummaryService
 from app.rag.service import DocumentService
 
 
@@ -46,8 +54,16 @@ class Container:
     registry: ProviderRegistry
     accounts: AccountService
     documents: DocumentService
-    memory: MemoryService
+    memory: MemoryControls
+    sessions: SessionService
+    summaries: SummaryService
+    insights: InsightService
+    profiles: ProfileService
     handoffs: HandoffService
+    handoff_queue: HandoffQueue
+    coach_actions: CoachActions
+    drafts: DraftService
+    sla_notices: SlaNotices
     alerts: AlertService
     live: LiveEvents
     interventions: InterventionService
@@ -67,63 +83,61 @@ class Container:
 
         ``registry`` lets tests and benchmarks share already-loaded local models between containers.
         """
-        engine = make_engine(database_url)
-        await assert_unprivileged(engine)
-        sessionmaker = make_sessionmaker(engine)
+        engine, sessionmaker, redis = await _connect(database_url, redis_url)
         secrets = SecretBox.from_settings(settings)
         registry = registry or ProviderRegistry(settings, secrets)
-        redis = await create_pool(RedisSettings.from_dsn(redis_url))
-        # every committed unit of work sends the jobs it queued (app.db.outbox)
-        sessionmaker.configure(info={RELAY_KEY: functools.partial(relay, sessionmaker, redis)})
         accounts = AccountService(sessionmaker, secrets)
-        documents = DocumentService(sessionmaker, settings, registry, accounts)
-        memory = MemoryService(sessionmaker, settings, registry, accounts, redis)
+        memory = MemoryControls(sessionmaker, registry, accounts)
         live = LiveEvents(redis)
         interventions = InterventionService(sessionmaker, registry, accounts, memory)
-        handoffs = HandoffService(sessionmaker, accounts, memory, live, interventions)
-        alerts = AlertService(sessionmaker, settings, secrets)
+        handoffs = HandoffService(memory, live)
         training = TrainingDataService(sessionmaker, accounts)
         fine_tunes = FineTuneService(sessionmaker, settings, registry, accounts, training)
         model_versions = ModelVersionService(sessionmaker, settings, registry, accounts, training)
         cache = ResponseCache(redis)
         experiments = ExperimentService(sessionmaker, accounts)
-        learning_dashboard = LearningDashboard(
-            sessionmaker, accounts, training, fine_tunes, model_versions, cache, experiments, registry, redis
-        )
-        chat = ChatService(
-            sessionmaker,
-            settings,
-            registry,
-            accounts,
-            memory,
-            handoffs,
+        return cls(
+            settings=settings,
+            database_url=database_url,
+            redis_url=redis_url,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            redis=redis,
+            registry=registry,
+            accounts=accounts,
+            documents=DocumentService(sessionmaker, settings, registry, accounts),
+            memory=memory,
+            sessions=SessionService(sessionmaker, accounts),
+            summaries=SummaryService(sessionmaker, settings, registry, accounts),
+            insights=InsightService(sessionmaker, settings, registry, accounts, redis),
+            profiles=ProfileService(sessionmaker, settings, registry, accounts),
+            handoffs=handoffs,
+            handoff_queue=HandoffQueue(sessionmaker, accounts),
+            coach_actions=CoachActions(sessionmaker, accounts, handoffs, interventions),
+            drafts=DraftService(sessionmaker, accounts, handoffs, interventions),
+            sla_notices=SlaNotices(sessionmaker, accounts, handoffs),
+            alerts=AlertService(sessionmaker, settings, secrets),
+            live=live,
             interventions=interventions,
+            training=training,
+            fine_tunes=fine_tunes,
             model_versions=model_versions,
             cache=cache,
             experiments=experiments,
-        )
-        return cls(
-            settings,
-            database_url,
-            redis_url,
-            engine,
-            sessionmaker,
-            redis,
-            registry,
-            accounts,
-            documents,
-            memory,
-            handoffs,
-            alerts,
-            live,
-            interventions,
-            training,
-            fine_tunes,
-            model_versions,
-            cache,
-            experiments,
-            learning_dashboard,
-            chat,
+            learning_dashboard=LearningDashboard(
+                sessionmaker, accounts, training, fine_tunes, model_versions, cache, experiments, registry, redis
+            ),
+            chat=ChatService(
+                sessionmaker,
+                settings,
+                registry,
+                accounts,
+                handoffs,
+                interventions=interventions,
+                model_versions=model_versions,
+                cache=cache,
+                experiments=experiments,
+            ),
         )
 
     @asynccontextmanager
@@ -136,3 +150,14 @@ class Container:
         """Close Redis and dispose of the connection pool."""
         await self.redis.aclose()
         await self.engine.dispose()
+
+
+async def _connect(database_url: str, redis_url: str) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession], ArqRedis]:
+    """The engine (after checking its role cannot bypass row-level security), its sessionmaker (whose every
+    committed unit of work sends the jobs it queued, see :mod:`app.db.outbox`) and the arq Redis pool."""
+    engine = make_engine(database_url)
+    await assert_unprivileged(engine)
+    sessionmaker = make_sessionmaker(engine)
+    redis = await create_pool(RedisSettings.from_dsn(redis_url))
+    sessionmaker.configure(info={RELAY_KEY: functools.partial(relay, sessionmaker, redis)})
+    return engine, sessionmaker, redis

@@ -43,7 +43,7 @@ from app.db.outbox import UNAVAILABLE, health, relay
 from app.handoff.alerts import MAX_ATTEMPTS as ALERT_ATTEMPTS
 from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
-from app.memory.service import SummaryFailed
+from app.memory.summaries import SummaryFailed
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +79,12 @@ async def summarize_session(ctx: dict[str, Any], coach_id: str, session_id: str)
     container: Container = ctx["container"]
     coach, chat_session = uuid.UUID(coach_id), uuid.UUID(session_id)
     try:
-        return await _retrying(ctx, container.memory.summarize_session(coach, chat_session))
+        return await _retrying(ctx, container.summaries.summarize_session(coach, chat_session))
     except (Retry, SummaryFailed):
         raise
     except Exception as exc:
         # the last try, or a bug: record it on the session so it is not left "ended" without a reason
-        await container.memory.fail_summary(coach, chat_session, f"{type(exc).__name__}: {exc}")
+        await container.summaries.fail_summary(coach, chat_session, f"{type(exc).__name__}: {exc}")
         raise
 
 
@@ -92,20 +92,20 @@ async def extract_insights(ctx: dict[str, Any], coach_id: str, conversation_id: 
     """arq job: L3 insights from a conversation's unread messages."""
     container: Container = ctx["container"]
     return await _retrying(
-        ctx, container.memory.extract_insights(uuid.UUID(coach_id), uuid.UUID(conversation_id), force=force)
+        ctx, container.insights.extract_insights(uuid.UUID(coach_id), uuid.UUID(conversation_id), force=force)
     )
 
 
 async def update_profile(ctx: dict[str, Any], coach_id: str, session_id: str) -> str:
     """arq job: L4 profile update from a summarised session."""
     container: Container = ctx["container"]
-    return await _retrying(ctx, container.memory.update_profile(uuid.UUID(coach_id), uuid.UUID(session_id)))
+    return await _retrying(ctx, container.profiles.update_profile(uuid.UUID(coach_id), uuid.UUID(session_id)))
 
 
 async def close_idle_sessions(ctx: dict[str, Any]) -> str:
     """arq cron (every minute): end sessions idle past their coach's gap and queue their summaries."""
     container: Container = ctx["container"]
-    return f"{await container.memory.close_idle_sessions()} sessions ended"
+    return f"{await container.sessions.close_idle_sessions()} sessions ended"
 
 
 async def deliver_alert(ctx: dict[str, Any], coach_id: str, handoff_id: str) -> str:
@@ -117,7 +117,7 @@ async def deliver_alert(ctx: dict[str, Any], coach_id: str, handoff_id: str) -> 
 async def send_sla_notices(ctx: dict[str, Any]) -> str:
     """arq cron (every minute): holding messages for handoffs still open past their coach's SLA."""
     container: Container = ctx["container"]
-    return f"{await container.handoffs.send_sla_notices()} holding messages sent"
+    return f"{await container.sla_notices.send_sla_notices()} holding messages sent"
 
 
 async def analyse_intervention(ctx: dict[str, Any], coach_id: str, intervention_id: str) -> str:

@@ -48,7 +48,7 @@ from app.learning.versions import ModelVersionService
 from app.llm.base import ProviderError, Usage
 from app.llm.registry import ProviderRegistry
 from app.memory.messages import store_message
-from app.memory.service import MemoryService
+from app.memory.retrieval import context_for
 from app.rag.retrieval import RetrievedChunk, retrieve
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,6 @@ class ChatService:
         settings: Settings,
         registry: ProviderRegistry,
         accounts: AccountService,
-        memory: MemoryService,
         handoffs: HandoffService,
         *,
         interventions: InterventionService,
@@ -164,7 +163,6 @@ class ChatService:
         self._settings = settings
         self._registry = registry
         self._accounts = accounts
-        self._memory = memory
         self._handoffs = handoffs
         self._interventions = interventions
         self._model_versions = model_versions
@@ -207,9 +205,7 @@ class ChatService:
             coach = await self._accounts.get_coach(session, coach_id)
             conversation = await self._conversation_for(session, coach_id, client_id, conversation_id, channel)
             now = datetime.now(UTC)
-            client_message, _ = await store_message(
-                session, self._memory, coach, conversation.id, SenderType.CLIENT, text, at=now
-            )
+            client_message, _ = await store_message(session, coach, conversation.id, SenderType.CLIENT, text, at=now)
             state = await self._load_state(session, coach, conversation, client_message)
             if state.answers_coach:  # the client's answer is the outcome of the coach's intervention
                 jobs.score_interventions(session, coach_id, conversation.id, trigger=f"client:{client_message.id}")
@@ -236,7 +232,6 @@ class ChatService:
                 announce = True
                 reply_message, _ = await store_message(
                     session,
-                    self._memory,
                     coach,
                     conversation.id,
                     SenderType.AI,
@@ -365,7 +360,6 @@ class ChatService:
         now = datetime.now(UTC)
         message, _ = await store_message(
             session,
-            self._memory,
             coach,
             conversation.id,
             SenderType.AI,
@@ -434,7 +428,7 @@ class ChatService:
                         embedding_model=embedder.model,
                         k=self._settings.retrieval_top_k,
                     )
-                    memory = await self._memory.context_for(
+                    memory = await context_for(
                         session,
                         coach,
                         conversation.client_id,
@@ -583,7 +577,6 @@ class ChatService:
                     metadata["human_duration_minutes"] = state.resumed.human_duration_minutes
                 reply_message, _ = await store_message(
                     session,
-                    self._memory,
                     coach,
                     conversation.id,
                     SenderType.AI,

@@ -49,7 +49,7 @@ import numpy as np
 from app.chat.prompt import assemble_prompt
 from app.conversations.models import Message, SenderType
 from app.core.errors import EvalDataError
-from app.learning.analysis import analyse_message
+from app.learning.analysis import Analysis, analyse_message
 from app.learning.interventions import EXAMPLE_CHARS, MIN_SIMILARITY, FewShotExample
 from app.learning.strategy import STRATEGIES, read_esconv
 from app.learning.style import StyleSample, build_style_profile, predict_strategy, style_lines
@@ -161,29 +161,43 @@ async def _reply(chat: ChatProvider, messages: Sequence[Any]) -> str:
     return "".join(parts).strip()
 
 
-async def evaluate(
-    dialogues: Sequence[dict[str, Any]],
-    embedder: Embedder,
-    chat: ChatProvider | None,
-    *,
-    limit: int = DEFAULT_LIMIT,
-    budget_tokens: int = 1500,
-    history_turns: int = 6,
-    progress: Callable[[str], None] = lambda _text: None,
-) -> dict[str, Any]:
-    """Run the evaluation (module docstring). ``embedder``: all-MiniLM-L6-v2 (the classifier's features
-    need it); ``chat``: the model for (b), ``None`` to skip it; ``limit``: held-out turns generated for (b).
-    Returns a JSON-able dict: ``dialogues``, ``history_turns``, ``held_out_turns``, ``strategy`` (accuracies),
-    ``similarity`` (with/without means, difference and its interval, ``n``) and ``seconds``. Raises
-    ``EvalDataError`` when the split leaves no history or no held-out turn."""
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class _Replay:
+    """The supporter turns of the replay, embedded and analysed: ``history`` then ``test`` (held out) in
+    ``analyses`` and ``client_vectors`` (MiniLM, unit-normalised); ``previous``: each turn's previous
+    strategy in its dialogue as the classifier labelled it; the coach's style ``profile``, the history's
+    ``majority`` strategy, and ``has_client``: which history turns answer a client message."""
+
+    history: list[Turn]
+    test: list[Turn]
+    analyses: list[Analysis]
+    previous: list[str | None]
+    profile: dict[str, Any]
+    majority: str
+    client_vectors: np.ndarray[Any, Any]
+    has_client: np.ndarray[Any, Any]
+
+    def held_out_analysis(self, i: int) -> Analysis:
+        """The analysis of held-out turn ``i``."""
+        return self.analyses[len(self.history) + i]
+
+    def neighbours(self, i: int, k: int) -> list[tuple[int, float]]:
+        """History interventions nearest to held-out turn ``i``'s situation (cosine, best first)."""
+        hist_n = len(self.history)
+        sims = np.where(self.has_client, _cosines(self.client_vectors[hist_n + i], self.client_vectors[:hist_n]), -1.0)
+        order = np.argsort(-sims)[:k]
+        return [(int(j), float(sims[j])) for j in order if sims[j] > -1.0]
+
+
+async def _replay(dialogues: Sequence[dict[str, Any]], embedder: Embedder, progress: Callable[[str], None]) -> _Replay:
+    """Split the dialogues, embed and analyse every supporter turn, build the style profile from the
+    history. Raises ``EvalDataError`` when the split leaves no history or no held-out turn."""
     history: list[Turn] = []
     test: list[Turn] = []
     for index, dialogue in enumerate(dialogues):
         (test if held_out(dialogue) else history).extend(turns_of(index, dialogue))
     if not history or not test:
         raise EvalDataError("the split left no history or no held-out supporter turn: give more dialogues")
-
     progress(f"Embedding {len(history) + len(test)} supporter turns…")
     turns = [*history, *test]
     text_vectors = np.asarray(await embedder.embed([t.text for t in turns]))
@@ -201,32 +215,33 @@ async def evaluate(
         ]
     )
     majority = Counter(a.strategy for a in analyses[:hist_n]).most_common(1)[0][0]
-    hist_clients = client_vectors[:hist_n]
     has_client = np.asarray([bool(t.client_text) for t in history])
+    return _Replay(history, test, analyses, previous, profile, majority, client_vectors, has_client)
 
-    def neighbours(i: int, k: int) -> list[tuple[int, float]]:
-        """History interventions nearest to held-out turn ``i``'s situation (cosine, best first)."""
-        sims = np.where(has_client, _cosines(client_vectors[hist_n + i], hist_clients), -1.0)
-        order = np.argsort(-sims)[:k]
-        return [(int(j), float(sims[j])) for j in order if sims[j] > -1.0]
 
+def _strategy_accuracy(replay: _Replay) -> dict[str, Any]:
+    """(a): accuracy on the held-out turns of the majority class, the style profile (by mood; by mood and
+    previous strategy), the kNN vote and the classifier, the classifier's macro-F1 and the majority label."""
+    hist_n, test = len(replay.history), replay.test
     hits: Counter[str] = Counter()
     for i, t in enumerate(test):
-        a = analyses[hist_n + i]
-        hits["majority"] += majority == t.label
-        hits["style_profile"] += predict_strategy(profile, a.client_mood) == t.label
-        hits["style_profile_sequence"] += predict_strategy(profile, a.client_mood, previous[hist_n + i]) == t.label
+        a = replay.held_out_analysis(i)
+        hits["majority"] += replay.majority == t.label
+        hits["style_profile"] += predict_strategy(replay.profile, a.client_mood) == t.label
+        hits["style_profile_sequence"] += (
+            predict_strategy(replay.profile, a.client_mood, replay.previous[hist_n + i]) == t.label
+        )
         votes: dict[str, float] = {}
-        for j, sim in neighbours(i, KNN_K) if t.client_text else []:
-            votes[analyses[j].strategy] = votes.get(analyses[j].strategy, 0.0) + sim
-        knn = max(votes, key=lambda label: votes[label]) if votes else majority
+        for j, sim in replay.neighbours(i, KNN_K) if t.client_text else []:
+            votes[replay.analyses[j].strategy] = votes.get(replay.analyses[j].strategy, 0.0) + sim
+        knn = max(votes, key=lambda label: votes[label]) if votes else replay.majority
         hits["knn_history"] += knn == t.label
         hits["classifier"] += a.strategy == t.label
     n_test = len(test)
     f1s = []
     for label in STRATEGIES:
-        tp = sum(analyses[hist_n + i].strategy == label == t.label for i, t in enumerate(test))
-        pred = sum(analyses[hist_n + i].strategy == label for i in range(n_test))
+        tp = sum(replay.held_out_analysis(i).strategy == label == t.label for i, t in enumerate(test))
+        pred = sum(replay.held_out_analysis(i).strategy == label for i in range(n_test))
         true = sum(t.label == label for t in test)
         f1s.append(2 * tp / (pred + true) if pred + true else 0.0)
     strategy: dict[str, Any] = {
@@ -235,62 +250,124 @@ async def evaluate(
     }
     strategy["classifier"] = round(hits["classifier"] / n_test, 4)
     strategy["classifier_macro_f1"] = round(sum(f1s) / len(f1s), 4)
-    strategy["majority_label"] = majority
+    strategy["majority_label"] = replay.majority
+    return strategy
 
+
+async def _similarity_pair(
+    replay: _Replay,
+    i: int,
+    embedder: Embedder,
+    chat: ChatProvider,
+    lines: list[str],
+    *,
+    budget_tokens: int,
+    history_turns: int,
+) -> tuple[float, float, int]:
+    """(b) for held-out turn ``i``: the cosines to the supporter's real reply of the model's reply without
+    and with the few-shot interventions and the style ``lines``, and how many examples the prompt got."""
+    t = replay.test[i]
+    examples = [
+        FewShotExample(
+            uuid.uuid5(uuid.NAMESPACE_OID, f"esconv:{j}"),
+            replay.history[j].client_text[:EXAMPLE_CHARS],
+            replay.history[j].text[:EXAMPLE_CHARS],
+            replay.analyses[j].strategy,
+            round(sim, 4),
+        )
+        for j, sim in replay.neighbours(i, FEW_SHOT_K)
+        if sim >= MIN_SIMILARITY
+    ]
+    common = {
+        "persona": PERSONA,
+        "passages": [],
+        "memory": MemoryContext(),
+        "history": _history_messages(_before_client(t.before), history_turns),
+        "user_text": t.client_text,
+        "budget_tokens": budget_tokens,
+        "coach_name": "Coach",
+    }
+    plain = assemble_prompt(**common)  # type: ignore[arg-type]
+    shot = assemble_prompt(**common, examples=examples, style=lines)  # type: ignore[arg-type]
+    replies = [await _reply(chat, plain.messages), await _reply(chat, shot.messages)]
+    vectors = np.asarray(await embedder.embed([t.text, *replies]))
+    return float(vectors[1] @ vectors[0]), float(vectors[2] @ vectors[0]), len(examples)
+
+
+async def _reply_similarity(
+    replay: _Replay,
+    embedder: Embedder,
+    chat: ChatProvider,
+    *,
+    limit: int,
+    budget_tokens: int,
+    history_turns: int,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """(b) over the first ``limit`` held-out turns with a client message: means without / with few-shot,
+    the paired difference with its 95 % interval, examples per prompt, style lines, ``n``."""
+    lines = style_lines(replay.profile)
+    candidates = [i for i, t in enumerate(replay.test) if t.client_text][:limit]
+    without: list[float] = []
+    with_: list[float] = []
+    used = 0
+    for done, i in enumerate(candidates, start=1):
+        progress(f"Generating replies {done}/{len(candidates)}…")
+        plain, shot, examples = await _similarity_pair(
+            replay, i, embedder, chat, lines, budget_tokens=budget_tokens, history_turns=history_turns
+        )
+        without.append(plain)
+        with_.append(shot)
+        used += examples
+    diff = [b - a for a, b in zip(without, with_, strict=True)]
+    mean_diff, half = _mean_ci(diff)
+    return {
+        "n": len(diff),
+        "without_few_shot": round(_mean_ci(without)[0], 4),
+        "with_few_shot": round(_mean_ci(with_)[0], 4),
+        "difference": round(mean_diff, 4),
+        "difference_ci95": [round(mean_diff - half, 4), round(mean_diff + half, 4)],
+        "examples_per_prompt": round(used / max(len(diff), 1), 2),
+        "style_lines": len(lines),
+    }
+
+
+async def evaluate(
+    dialogues: Sequence[dict[str, Any]],
+    embedder: Embedder,
+    chat: ChatProvider | None,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    budget_tokens: int = 1500,
+    history_turns: int = 6,
+    progress: Callable[[str], None] = lambda _text: None,
+) -> dict[str, Any]:
+    """Run the evaluation (module docstring). ``embedder``: all-MiniLM-L6-v2 (the classifier's features
+    need it); ``chat``: the model for (b), ``None`` to skip it; ``limit``: held-out turns generated for (b).
+    Returns a JSON-able dict: ``dialogues``, ``history_turns``, ``held_out_turns``, ``strategy`` (accuracies),
+    ``similarity`` (with/without means, difference and its interval, ``n``) and ``seconds``. Raises
+    ``EvalDataError`` when the split leaves no history or no held-out turn."""
+    started = time.perf_counter()
+    replay = await _replay(dialogues, embedder, progress)
+    strategy = _strategy_accuracy(replay)
     similarity: dict[str, Any] = {"n": 0}
     if chat is not None and limit > 0:
-        lines = style_lines(profile)
-        candidates = [i for i, t in enumerate(test) if t.client_text][:limit]
-        without: list[float] = []
-        with_: list[float] = []
-        used = 0
-        for done, i in enumerate(candidates, start=1):
-            progress(f"Generating replies {done}/{len(candidates)}…")
-            t = test[i]
-            examples = [
-                FewShotExample(
-                    uuid.uuid5(uuid.NAMESPACE_OID, f"esconv:{j}"),
-                    history[j].client_text[:EXAMPLE_CHARS],
-                    history[j].text[:EXAMPLE_CHARS],
-                    analyses[j].strategy,
-                    round(sim, 4),
-                )
-                for j, sim in neighbours(i, FEW_SHOT_K)
-                if sim >= MIN_SIMILARITY
-            ]
-            used += len(examples)
-            common = {
-                "persona": PERSONA,
-                "passages": [],
-                "memory": MemoryContext(),
-                "history": _history_messages(_before_client(t.before), history_turns),
-                "user_text": t.client_text,
-                "budget_tokens": budget_tokens,
-                "coach_name": "Coach",
-            }
-            plain = assemble_prompt(**common)  # type: ignore[arg-type]
-            shot = assemble_prompt(**common, examples=examples, style=lines)  # type: ignore[arg-type]
-            replies = [await _reply(chat, plain.messages), await _reply(chat, shot.messages)]
-            vectors = np.asarray(await embedder.embed([t.text, *replies]))
-            without.append(float(vectors[1] @ vectors[0]))
-            with_.append(float(vectors[2] @ vectors[0]))
-        diff = [b - a for a, b in zip(without, with_, strict=True)]
-        mean_diff, half = _mean_ci(diff)
-        similarity = {
-            "n": len(diff),
-            "without_few_shot": round(_mean_ci(without)[0], 4),
-            "with_few_shot": round(_mean_ci(with_)[0], 4),
-            "difference": round(mean_diff, 4),
-            "difference_ci95": [round(mean_diff - half, 4), round(mean_diff + half, 4)],
-            "examples_per_prompt": round(used / max(len(diff), 1), 2),
-            "style_lines": len(lines),
-        }
+        similarity = await _reply_similarity(
+            replay,
+            embedder,
+            chat,
+            limit=limit,
+            budget_tokens=budget_tokens,
+            history_turns=history_turns,
+            progress=progress,
+        )
+    profile = replay.profile
     return {
         "dialogues": len(dialogues),
-        "history_dialogues": len({t.dialogue for t in history}),
-        "held_out_dialogues": len({t.dialogue for t in test}),
-        "history_turns": hist_n,
-        "held_out_turns": n_test,
+        "history_dialogues": len({t.dialogue for t in replay.history}),
+        "held_out_dialogues": len({t.dialogue for t in replay.test}),
+        "history_turns": len(replay.history),
+        "held_out_turns": len(replay.test),
         "strategy": strategy,
         "similarity": similarity,
         "style_profile": {k: profile[k] for k in ("n", "strategies", "formality", "tone") if k in profile},

@@ -52,7 +52,8 @@ from app.llm.base import ChatMessage
 from app.llm.schema import InvalidModelOutput, generate_structured
 from app.memory.models import Insight, InsightStatus
 from app.memory.retrieval import MemoryItem, recall
-from app.memory.service import SummaryFailed
+from app.memory.sessions import track_message
+from app.memory.summaries import SummaryFailed
 from app.rag.chunking import count_tokens
 
 KS = (5, 10, 20)
@@ -263,7 +264,6 @@ async def _evaluate_conversation(
     keep: bool,
     progress: ProgressHook | None,
 ) -> None:
-    memory = container.memory
     signup = await container.accounts.signup(
         f"LoCoMo {conversation.sample_id}", f"locomo-{uuid.uuid4().hex[:12]}@eval.opencoach.local", uuid.uuid4().hex
     )
@@ -302,22 +302,22 @@ async def _evaluate_conversation(
                     )
                     session.add(message)
                     await session.flush()
-                    await memory.track_message(session, coach, message, turn.at, queue_jobs=False)
+                    await track_message(session, coach, message, turn.at, queue_jobs=False)
                     dia_of[message.id] = turn.dia_id
             turns.extend(turns_of_session)
-            session_id = await memory.end_session(coach_id, conv.id, queue_jobs=False)
+            session_id = await container.sessions.end_session(coach_id, conv.id, queue_jobs=False)
             if progress:
                 progress(f"{conversation.sample_id}: session {number}/{len(conversation.sessions)} — insights")
-            await memory.extract_insights(coach_id, conv.id, force=True)
+            await container.insights.extract_insights(coach_id, conv.id, force=True)
             if session_id is not None:
                 if progress:
                     progress(f"{conversation.sample_id}: session {number}/{len(conversation.sessions)} — summary")
                 try:
-                    await memory.summarize_session(coach_id, session_id, queue_profile=False)
+                    await container.summaries.summarize_session(coach_id, session_id, queue_profile=False)
                 except SummaryFailed:  # a result to count, not a crash
                     run.summaries_failed += 1
                 else:
-                    await memory.update_profile(coach_id, session_id)
+                    await container.profiles.update_profile(coach_id, session_id)
             run.sessions += 1
         if progress:
             progress(f"{conversation.sample_id}: scoring")

@@ -1,6 +1,6 @@
 """The coach's handoff alerts outside the dashboard: a signed webhook and an e-mail.
 
-When a handoff opens, :meth:`app.handoff.service.HandoffService.announce` queues the arq job
+When a handoff opens, :meth:`app.handoff.service.HandoffService.open` queues the arq job
 ``deliver_alert`` (job id ``deliver_alert:<handoff id>``), which calls :meth:`AlertService.deliver`.
 
 Channels

@@ -32,9 +32,10 @@ from app.learning.models import Intervention, InterventionPattern, InterventionS
 from app.learning.pii import scrub_pii
 from app.learning.style import StyleSample, build_style_profile
 from app.llm.registry import ProviderRegistry
+from app.memory.controls import MemoryControls
 from app.memory.models import InsightStatus
+from app.memory.profile import profile_for_update
 from app.memory.retrieval import profile_lines
-from app.memory.service import MemoryService
 
 MIN_SIMILARITY = 0.35
 """MiniLM cosine below which a past intervention is not "a similar situation" (unrelated messages score
@@ -88,7 +89,7 @@ class InterventionService:
         sessionmaker: async_sessionmaker[AsyncSession],
         registry: ProviderRegistry,
         accounts: AccountService,
-        memory: MemoryService,
+        memory: MemoryControls,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._registry = registry
@@ -303,7 +304,7 @@ class InterventionService:
         self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, strategy: str
     ) -> None:
         """Add one ``what_works`` line per successful strategy (no duplicates), under the profile's lock."""
-        profile = await self._memory.profile_for_update(session, coach_id, client_id)
+        profile = await profile_for_update(session, coach_id, client_id)
         line = what_works_line(strategy)
         if line.lower() not in (w.lower() for w in profile.what_works):
             profile.what_works = [*profile.what_works, line]

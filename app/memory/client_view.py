@@ -7,8 +7,8 @@ from datetime import datetime
 
 import msgspec
 
+from app.memory.controls import ClientMemory
 from app.memory.models import SessionStatus
-from app.memory.service import ClientMemory
 
 
 class RememberedInsight(msgspec.Struct):

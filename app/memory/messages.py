@@ -1,5 +1,5 @@
-"""Storing a message of a conversation (shared by the chat turn and the coach's handoff actions), what of
-its metadata the client may see, and reading the client's feedback on a reply."""
+"""Storing a message of a conversation (shared by the chat turn and the coach's handoff actions): the
+message joins its L2 session (:func:`app.memory.sessions.track_message`)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.models import Coach
 from app.conversations.models import Conversation, Message
 from app.memory.models import ChatSession
-from app.memory.service import MemoryService
+from app.memory.sessions import track_message
 
 
 async def store_message(
     session: AsyncSession,
-    memory: MemoryService,
     coach: Coach,
     conversation_id: uuid.UUID,
     sender_type: str,
@@ -29,8 +28,8 @@ async def store_message(
     meta: dict[str, Any] | None = None,
 ) -> tuple[Message, ChatSession | None]:
     """Add a message (flushed, so its id is known) to its conversation's chat session and move the
-    conversation's ``last_message_at``. Returns the message and the chat session this closed, if any (the
-    caller queues :meth:`MemoryService.session_ended` for it after commit)."""
+    conversation's ``last_message_at``. Returns the message and the chat session this closed, if any (its
+    jobs are queued in the same transaction by :func:`app.memory.sessions.session_ended`)."""
     message = Message(
         coach_id=coach.id,
         conversation_id=conversation_id,
@@ -42,6 +41,6 @@ async def store_message(
     )
     session.add(message)
     await session.flush()
-    ended = await memory.track_message(session, coach, message, at)
+    ended = await track_message(session, coach, message, at)
     await session.execute(update(Conversation).where(Conversation.id == conversation_id).values(last_message_at=at))
     return message, ended

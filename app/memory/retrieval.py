@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.models import Coach
 from app.memory.models import ChatSession, ClientProfile, Insight, InsightStatus, SessionStatus
 
 HALF_LIFE_DAYS = 30.0
 SUMMARY_IMPORTANCE = 6
 CANDIDATES = 50
 """Nearest neighbours per layer fetched by cosine before the full score re-ranks them."""
+MEMORY_ITEMS = 8
+"""Recalled L2/L3 items offered to the prompt (the token budget may cut more)."""
 
 
 def importance_weight(importance: int) -> float:
@@ -169,3 +172,29 @@ async def recall(
         )
     items.sort(key=lambda item: item.score, reverse=True)
     return items[:limit]
+
+
+async def context_for(
+    session: AsyncSession,
+    coach: Coach,
+    client_id: uuid.UUID,
+    *,
+    query_embedding: list[float],
+    embedding_model: str,
+    exclude_session_id: uuid.UUID | None,
+    now: datetime | None = None,
+) -> MemoryContext:
+    """L4 profile lines and the ``MEMORY_ITEMS`` best L2/L3 items for this turn (see :func:`recall` for the
+    score). Must run inside the coach's tenant transaction."""
+    profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+    items = await recall(
+        session,
+        coach.id,
+        client_id,
+        query_embedding=query_embedding,
+        embedding_model=embedding_model,
+        now=now or datetime.now(UTC),
+        limit=MEMORY_ITEMS,
+        exclude_session_id=exclude_session_id,
+    )
+    return MemoryContext(profile_lines(profile), items)

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePath
@@ -21,10 +22,10 @@ from app.core.config import Settings
 from app.core.errors import InvalidInput, NotFound
 from app.db import jobs
 from app.db.engine import tenant_session
-from app.llm.base import ProviderError
+from app.llm.base import Embedder, ProviderError
 from app.llm.registry import ProviderRegistry
-from app.rag.chunking import ChunkSpec, chunk_pages
-from app.rag.extract import ExtractionError, detect_kind, extract_pages
+from app.rag.chunking import ChunkSpec, TextChunk, chunk_pages
+from app.rag.extract import ExtractedText, ExtractionError, detect_kind, extract_pages
 from app.rag.models import Chunk, Document, DocumentStatus
 
 log = logging.getLogger(__name__)
@@ -191,28 +192,11 @@ class DocumentService:
     async def _run_pipeline(
         self, coach_id: uuid.UUID, document_id: uuid.UUID, coach: Coach, kind: str, data: bytes
     ) -> IngestTimings:
+        """Extract → chunk → embed → store one document, timing each stage. Raises ``ExtractionError`` for
+        a file without text; a document deleted meanwhile is left deleted (nothing is stored)."""
         timings = IngestTimings()
-        progress = {"pages": 0, "total": 0}
-
-        def on_page(done: int, total: int) -> None:
-            progress["pages"], progress["total"] = done, total
-
-        async def report() -> None:
-            reported = -1
-            while True:
-                await asyncio.sleep(PROGRESS_INTERVAL_S)
-                if progress["pages"] != reported:
-                    reported = progress["pages"]
-                    await self._set(coach_id, document_id, pages=progress["total"], pages_done=reported)
-
         started = time.perf_counter()
-        reporter = asyncio.create_task(report())
-        try:
-            extracted = await asyncio.to_thread(extract_pages, data, kind, on_page=on_page)
-        finally:
-            reporter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporter
+        extracted = await self._extract(coach_id, document_id, kind, data)
         timings.seconds["extract"] = time.perf_counter() - started
         pages = extracted.pages
         timings.pages = len(pages)
@@ -230,21 +214,65 @@ class DocumentService:
         timings.chunks = len(chunks)
 
         started = time.perf_counter()
+        vectors = await self._embed(coach_id, document_id, embedder, chunks)
+        timings.seconds["embed"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        if await self._store(coach_id, document_id, embedder.model, chunks, vectors):
+            timings.seconds["store"] = time.perf_counter() - started
+        return timings
+
+    async def _extract(self, coach_id: uuid.UUID, document_id: uuid.UUID, kind: str, data: bytes) -> ExtractedText:
+        """The document's pages (in a worker thread), reporting pages done every ``PROGRESS_INTERVAL_S``."""
+        progress = {"pages": 0, "total": 0}
+
+        def on_page(done: int, total: int) -> None:
+            progress["pages"], progress["total"] = done, total
+
+        async def report() -> None:
+            reported = -1
+            while True:
+                await asyncio.sleep(PROGRESS_INTERVAL_S)
+                if progress["pages"] != reported:
+                    reported = progress["pages"]
+                    await self._set(coach_id, document_id, pages=progress["total"], pages_done=reported)
+
+        reporter = asyncio.create_task(report())
+        try:
+            return await asyncio.to_thread(extract_pages, data, kind, on_page=on_page)
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+
+    async def _embed(
+        self, coach_id: uuid.UUID, document_id: uuid.UUID, embedder: Embedder, chunks: Sequence[TextChunk]
+    ) -> Sequence[Sequence[float]]:
+        """The chunks' vectors, ``EMBED_BATCH`` at a time, reporting the count embedded after each batch."""
         vectors: list[list[float]] = []
         for start in range(0, len(chunks), EMBED_BATCH):
             batch = chunks[start : start + EMBED_BATCH]
             vectors.extend(await embedder.embed([c.text for c in batch]))
             await self._set(coach_id, document_id, chunks=len(vectors))
-        timings.seconds["embed"] = time.perf_counter() - started
+        return vectors
 
-        started = time.perf_counter()
+    async def _store(
+        self,
+        coach_id: uuid.UUID,
+        document_id: uuid.UUID,
+        embedding_model: str,
+        chunks: Sequence[TextChunk],
+        vectors: Sequence[Sequence[float]],
+    ) -> bool:
+        """Replace the document's chunks and mark it ``ready`` (and the coach's cached replies stale) in one
+        transaction. Returns ``False`` when the document was deleted meanwhile (nothing stored)."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             # one writer per document at a time; the delete + insert makes a re-run replace, not duplicate
             await session.execute(
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 0))"), {"id": str(document_id)}
             )
             if await session.get(Document, document_id) is None:  # deleted meanwhile
-                return timings
+                return False
             await session.execute(delete(Chunk).where(Chunk.document_id == document_id))
             await session.execute(
                 insert(Chunk),
@@ -269,10 +297,9 @@ class DocumentService:
                 .values(
                     status=DocumentStatus.READY,
                     chunks=len(chunks),
-                    embedding_model=embedder.model,
+                    embedding_model=embedding_model,
                     finished_at=datetime.now(UTC),
                 )
             )
             await _invalidate_cached_replies(session, coach_id)
-        timings.seconds["store"] = time.perf_counter() - started
-        return timings
+        return True

@@ -18,6 +18,7 @@ from app.llm.base import ChatMessage, ProviderError
 from app.llm.openai_compat import OpenAIChatProvider
 from app.llm.schema import RETRY_TEMPERATURES, InvalidModelOutput, generate_structured, output_schema
 from app.memory.models import InsightKind
+from app.memory.profile import PROFILE_LIST_CAP, _merge_list
 from app.memory.retrieval import (
     HALF_LIFE_DAYS,
     MemoryContext,
@@ -27,7 +28,6 @@ from app.memory.retrieval import (
     recency_weight,
 )
 from app.memory.schemas import InsightExtraction, MatchDecision, ProfileOutput, SessionSummaryOutput
-from app.memory.service import PROFILE_LIST_CAP, _merge_list
 from app.memory.transcript import format_messages, windows
 from app.rag.chunking import count_tokens
 from app.rag.retrieval import RetrievedChunk

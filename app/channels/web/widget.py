@@ -42,7 +42,7 @@ class WidgetController(Controller):
                 identity.coach_id, conversation_id, client_id=identity.client_id
             )
             messages = [ClientMessage.of(msg) for msg in stored]  # the client sees client_view metadata only
-            handoff, _drafts = await container.handoffs.conversation_state(identity.coach_id, conversation_id)
+            handoff, _drafts = await container.handoff_queue.conversation_state(identity.coach_id, conversation_id)
             handoff_status = handoff.status if handoff is not None else None
         return Template(
             "widget/chat.html",

@@ -14,7 +14,8 @@ from app.auth import provide_coach_id
 from app.conversations.handoffs import Draft
 from app.conversations.schemas import MessageOut, message_out
 from app.deps import CoachId, ContainerDep, PathId
-from app.handoff.service import MAX_COACH_MESSAGE_CHARS, QueueItem, draft_dict, handoff_dict
+from app.handoff.actions import MAX_COACH_MESSAGE_CHARS
+from app.handoff.queue import QueueItem, draft_dict, handoff_dict
 
 
 class HandoffOut(msgspec.Struct):
@@ -84,13 +85,13 @@ class HandoffController(Controller):
         self, coach_id: CoachId, container: ContainerDep, status: FromQuery[str | None] = None
     ) -> list[HandoffOut]:
         """The coach's handoffs, newest first; ``?status=open|claimed|closed`` filters (400 otherwise)."""
-        return [handoff_out(item) for item in await container.handoffs.list_handoffs(coach_id, status)]
+        return [handoff_out(item) for item in await container.handoff_queue.list_handoffs(coach_id, status)]
 
     @post("/conversations/{conversation_id:uuid}/takeover", status_code=200)
     async def takeover(self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep) -> HandoffOut:
         """Take the conversation over (its open handoff, or unprompted): the AI is paused until handback."""
-        handoff = await container.handoffs.takeover(coach_id, conversation_id)
-        return handoff_out(await container.handoffs.get(coach_id, handoff.id))
+        handoff = await container.coach_actions.takeover(coach_id, conversation_id)
+        return handoff_out(await container.handoff_queue.get(coach_id, handoff.id))
 
     @post("/conversations/{conversation_id:uuid}/messages", status_code=201)
     async def send(
@@ -98,20 +99,20 @@ class HandoffController(Controller):
     ) -> MessageOut:
         """Write to the client as the human coach (takes the conversation over first if needed); the
         message reaches the widget live."""
-        return message_out(await container.handoffs.send(coach_id, conversation_id, data.text))
+        return message_out(await container.coach_actions.send(coach_id, conversation_id, data.text))
 
     @post("/conversations/{conversation_id:uuid}/handback", status_code=200)
     async def handback(self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep) -> HandoffOut:
         """Hand the conversation back to the AI (409 when it is not handed off)."""
-        handoff = await container.handoffs.handback(coach_id, conversation_id)
-        return handoff_out(await container.handoffs.get(coach_id, handoff.id))
+        handoff = await container.coach_actions.handback(coach_id, conversation_id)
+        return handoff_out(await container.handoff_queue.get(coach_id, handoff.id))
 
     @get("/drafts")
     async def list_drafts(
         self, coach_id: CoachId, container: ContainerDep, status: FromQuery[str | None] = None
     ) -> list[DraftOut]:
         """The coach's drafts, oldest first; ``?status=pending|approved|discarded`` filters."""
-        return [draft_out(d) for d in await container.handoffs.list_drafts(coach_id, status)]
+        return [draft_out(d) for d in await container.drafts.list_drafts(coach_id, status)]
 
     @post("/drafts/{draft_id:uuid}/approve", status_code=201)
     async def approve(
@@ -119,9 +120,9 @@ class HandoffController(Controller):
     ) -> MessageOut:
         """Send a pending draft to the client, as written or with the coach's ``text`` (409 if decided)."""
         text = data.text if data is not None else None
-        return message_out(await container.handoffs.approve_draft(coach_id, draft_id, text))
+        return message_out(await container.drafts.approve_draft(coach_id, draft_id, text))
 
     @post("/drafts/{draft_id:uuid}/discard", status_code=200)
     async def discard(self, draft_id: PathId, coach_id: CoachId, container: ContainerDep) -> DraftOut:
         """Drop a pending draft; nothing is sent (409 if decided)."""
-        return draft_out(await container.handoffs.discard_draft(coach_id, draft_id))
+        return draft_out(await container.drafts.discard_draft(coach_id, draft_id))

@@ -21,9 +21,9 @@ from app.auth import provide_client_identity, provide_coach_id
 from app.core.errors import InvalidInput
 from app.deps import ClientIdentityDep, CoachId, ContainerDep, PathId
 from app.memory.client_view import RememberedOut, remembered_out
+from app.memory.controls import ClientMemory
 from app.memory.models import ChatSession, ClientProfile, Insight, SessionStatus
 from app.memory.schemas import SessionSummary
-from app.memory.service import ClientMemory
 
 SUMMARY_FIELDS = tuple(SessionSummary.model_fields)
 """Keys of a stored summary the API shows (bookkeeping keys that jobs add are left out)."""
@@ -232,7 +232,7 @@ class SessionController(Controller):
     async def end_session(self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep) -> SessionEnded:
         """End the conversation's open session now and queue its summary; ``session_id`` is ``null`` when
         no session was open."""
-        return SessionEnded(await container.memory.end_session(coach_id, conversation_id))
+        return SessionEnded(await container.sessions.end_session(coach_id, conversation_id))
 
 
 class WidgetMemoryController(Controller):
@@ -267,5 +267,5 @@ class WidgetMemoryController(Controller):
         """The client ends their chat session (e.g. says goodbye); ``session_id`` is ``null`` when none
         was open."""
         return SessionEnded(
-            await container.memory.end_session(identity.coach_id, conversation_id, client_id=identity.client_id)
+            await container.sessions.end_session(identity.coach_id, conversation_id, client_id=identity.client_id)
         )

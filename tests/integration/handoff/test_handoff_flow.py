@@ -401,8 +401,8 @@ async def test_the_client_gets_one_holding_message_past_the_sla(
             )
     finally:
         await engine.dispose()
-    assert await container.handoffs.send_sla_notices() >= 1
-    assert await container.handoffs.send_sla_notices() == 0
+    assert await container.sla_notices.send_sla_notices() >= 1
+    assert await container.sla_notices.send_sla_notices() == 0
     messages = await transcript(http, setup, body["conversation_id"])
     holding = [m for m in messages if m["metadata"].get("notice") == "sla"]
     assert len(holding) == 1 and "Thank you for waiting" in holding[0]["text"]

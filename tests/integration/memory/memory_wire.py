@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from app.memory.service import DECISION_INSTRUCTIONS, EXTRACT_INSTRUCTIONS, PROFILE_INSTRUCTIONS, SUMMARY_INSTRUCTIONS
+from app.memory.prompts import DECISION_INSTRUCTIONS, EXTRACT_INSTRUCTIONS, PROFILE_INSTRUCTIONS, SUMMARY_INSTRUCTIONS
 
 LINE = re.compile(r"^\[(\d+)\] (.+?) \(\d{4}-\d{2}-\d{2} \d{2}:\d{2}\): (.*)$")
 """One ``[n] Speaker (YYYY-MM-DD HH:MM): text`` line of :func:`app.memory.transcript.format_messages`."""

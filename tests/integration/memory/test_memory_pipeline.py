@@ -5,7 +5,7 @@ Tests that assert *what* is remembered (a goal is extracted, a restatement merge
 run a coach switched to an OpenAI-compatible endpoint (BYOK) whose API is mocked with respx in OpenAI's
 recorded wire format: chat replies stream as server-sent events; the memory jobs' Structured Outputs calls
 are answered by :class:`FakeOpenAI`, which tells the jobs apart by their system prompt (the
-``*_INSTRUCTIONS`` of :mod:`app.memory.service`) and answers like a careful model would, from the
+``*_INSTRUCTIONS`` of :mod:`app.memory.prompts`) and answers like a careful model would, from the
 transcript it was sent. One test runs the offline SmolLM2 on a real ESConv conversation.
 
 Time passing between sessions is simulated by moving a client's rows back in time (:func:`shift_back`).
@@ -36,9 +36,10 @@ from app.core.config import Settings
 from app.db.jobs import SUMMARIZE_SESSION, UPDATE_PROFILE
 from app.llm.schema import RETRY_TEMPERATURES
 from app.memory.models import ChatSession, ClientProfile, Insight, InsightStatus, SessionStatus
-from app.memory.retrieval import recall
+from app.memory.prompts import PROMPT_SHARE
+from app.memory.retrieval import context_for, recall
 from app.memory.schemas import SessionSummary
-from app.memory.service import PROMPT_SHARE, SUMMARY_MAX_TOKENS, SummaryFailed
+from app.memory.summaries import SUMMARY_MAX_TOKENS, SummaryFailed
 from app.rag.chunking import count_tokens
 from tests.conftest import Coach, make_client
 from tests.integration.memory.memory_wire import client_lines, memory_job, new_client_lines
@@ -242,7 +243,7 @@ async def end_and_run(
     container: Container, coach: Coach, conversation_id: uuid.UUID, run_jobs: Callable[[], Awaitable[None]]
 ) -> uuid.UUID:
     """The client says goodbye: end the open session and run the queued memory jobs."""
-    session_id = await container.memory.end_session(uuid.UUID(coach.coach_id), conversation_id)
+    session_id = await container.sessions.end_session(uuid.UUID(coach.coach_id), conversation_id)
     assert session_id is not None
     await run_jobs()
     return session_id
@@ -597,7 +598,7 @@ async def test_local_model_summarises_a_real_esconv_session_or_fails_cleanly(
     message_ids = await session_message_ids(container, coach_id, chat_session.id)
     assert len(message_ids) == len(record["dialog"])
 
-    assert await container.memory.end_session(coach_id, conversation.id) == chat_session.id
+    assert await container.sessions.end_session(coach_id, conversation.id) == chat_session.id
     await run_jobs()
 
     async with container.tenant(coach_id) as s:
@@ -635,19 +636,19 @@ async def test_an_idle_session_is_ended_by_the_sweep_and_summarised(
     async with container.tenant(coach_id) as s:
         gap = (await s.get_one(CoachRow, coach_id)).session_idle_minutes
 
-    await container.memory.close_idle_sessions()
+    await container.sessions.close_idle_sessions()
     [still_open] = await sessions_of(container, coach, client_id)
     assert still_open.status == SessionStatus.OPEN, "a session within the gap stays open"
 
     await shift_back(container, coach, client_id, timedelta(minutes=gap + 5))
-    assert await container.memory.close_idle_sessions() >= 1
+    assert await container.sessions.close_idle_sessions() >= 1
 
     [ended] = await sessions_of(container, coach, client_id)
     assert ended.status == SessionStatus.ENDED
     assert ended.ended_at == ended.last_message_at
     job = Job(f"{SUMMARIZE_SESSION}:{ended.id}:ended", container.redis)
     assert await job.status() == JobStatus.queued
-    await container.memory.close_idle_sessions()
+    await container.sessions.close_idle_sessions()
     [again] = await sessions_of(container, coach, client_id)
     assert (again.status, again.ended_at) == (SessionStatus.ENDED, ended.ended_at), "ended once"
 
@@ -735,7 +736,7 @@ async def test_another_coach_recalls_none_of_a_clients_memory(
         assert await recall_for(s, coach_b) == []
         assert await recall_for(s, coach_a) == [], "row-level security hides A's rows even when asked for A"
         coach_row = await s.get_one(CoachRow, coach_b)
-        context = await container.memory.context_for(
+        context = await context_for(
             s, coach_row, client_a, query_embedding=vector, embedding_model=embedder.model, exclude_session_id=None
         )
         assert (context.profile_lines, context.items) == ([], [])

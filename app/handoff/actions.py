@@ -1,0 +1,139 @@
+"""The coach's actions on a conversation: take it over (the AI pauses), write to the client as the coach
+(sender ``human_coach``, metadata ``is_handoff``, ``handoff_reason``, ``ai_confidence_before``; recorded as a
+``takeover`` intervention), and hand it back to the AI (``closed``, ``human_duration_minutes``)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.models import Client, Coach
+from app.accounts.service import AccountService
+from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason, HandoffStatus
+from app.conversations.models import Message, SenderType
+from app.core.errors import Conflict, InvalidInput
+from app.db.engine import tenant_session
+from app.handoff.queue import coach_conversation
+from app.handoff.service import HandoffService
+from app.learning.interventions import InterventionService
+from app.learning.models import InterventionSource
+from app.memory.messages import store_message
+
+MAX_COACH_MESSAGE_CHARS = 4000
+
+
+def coach_text(text: str | None) -> str:
+    """A message the coach wrote, stripped. Raises ``InvalidInput`` when it is empty or longer than
+    ``MAX_COACH_MESSAGE_CHARS``."""
+    text = (text or "").strip()
+    if not text:
+        raise InvalidInput("text must not be empty")
+    if len(text) > MAX_COACH_MESSAGE_CHARS:
+        raise InvalidInput(f"text is longer than {MAX_COACH_MESSAGE_CHARS} characters")
+    return text
+
+
+class CoachActions:
+    """Takeover, the coach's messages and handback. Every method takes the tenant (``coach_id``)
+    explicitly; another coach's ids are ``NotFound``."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        accounts: AccountService,
+        handoffs: HandoffService,
+        interventions: InterventionService,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._accounts = accounts
+        self._handoffs = handoffs
+        self._interventions = interventions
+
+    async def takeover(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> Handoff:
+        """The coach takes the conversation: its open handoff is claimed, or (unprompted) a claimed one is
+        opened. Idempotent for an already claimed conversation. The AI stays paused until handback.
+        Raises ``NotFound``."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            coach, handoff, client, joined = await self._claim(session, coach_id, conversation_id)
+        if joined:
+            await self._handoffs.publish_change(coach, handoff, client, "coach_joined")
+        return handoff
+
+    async def send(self, coach_id: uuid.UUID, conversation_id: uuid.UUID, text: str) -> Message:
+        """A message from the human coach to the client; takes the conversation over first (in the same
+        transaction) when the coach has not yet, and is recorded as a ``takeover`` intervention (with the
+        conversation's pending AI draft, if any; analysed by an arq job after commit). Raises
+        ``InvalidInput`` (empty or too long: nothing is stored) and ``NotFound``."""
+        text = coach_text(text)
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            coach, handoff, client, joined = await self._claim(session, coach_id, conversation_id)
+            message, _ = await store_message(
+                session,
+                coach,
+                conversation_id,
+                SenderType.HUMAN_COACH,
+                text,
+                at=datetime.now(UTC),
+                meta={
+                    "is_handoff": True,
+                    "handoff_id": str(handoff.id),
+                    "handoff_reason": handoff.reason,
+                    "ai_confidence_before": handoff.confidence,
+                },
+            )
+            pending = await session.scalar(
+                select(Draft.text)
+                .where(Draft.conversation_id == conversation_id, Draft.status == DraftStatus.PENDING)
+                .order_by(Draft.created_at.desc())
+                .limit(1)
+            )
+            await self._interventions.record(
+                session, coach, message, source=InterventionSource.TAKEOVER, handoff_id=handoff.id, ai_draft=pending
+            )
+        if joined:
+            await self._handoffs.publish_change(coach, handoff, client, "coach_joined")
+        await self._handoffs.publish_message(coach_id, client.id, message)
+        return message
+
+    async def _claim(
+        self, session: AsyncSession, coach_id: uuid.UUID, conversation_id: uuid.UUID
+    ) -> tuple[Coach, Handoff, Client, bool]:
+        """Claim the conversation's handoff for the coach (opening a ``coach_takeover`` one when none is
+        active). Returns the coach, the claimed handoff, the client and whether it was claimed just now
+        (the caller then announces ``coach_joined`` after commit). Raises ``NotFound``."""
+        coach = await self._accounts.get_coach(session, coach_id)
+        conversation = await coach_conversation(session, coach_id, conversation_id)
+        client = await self._accounts.get_client(session, coach_id, conversation.client_id)
+        handoff = await self._handoffs.active_for(session, conversation_id)
+        if handoff is not None and handoff.status == HandoffStatus.CLAIMED:
+            return coach, handoff, client, False
+        if handoff is None:
+            handoff = await self._handoffs.open(
+                session, coach, conversation, reason=HandoffReason.COACH_TAKEOVER, status=HandoffStatus.CLAIMED
+            )
+        else:
+            handoff.status = HandoffStatus.CLAIMED
+            handoff.claimed_at = datetime.now(UTC)
+        return coach, handoff, client, True
+
+    async def handback(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> Handoff:
+        """Give the conversation back to the AI: the active handoff is closed (an open one is dismissed);
+        ``human_duration_minutes`` is the time since the takeover. Raises ``NotFound`` and ``Conflict``
+        when no handoff is active."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            coach = await self._accounts.get_coach(session, coach_id)
+            conversation = await coach_conversation(session, coach_id, conversation_id)
+            handoff = await self._handoffs.active_for(session, conversation_id)
+            if handoff is None:
+                raise Conflict("the conversation is not handed off")
+            now = datetime.now(UTC)
+            handoff.status = HandoffStatus.CLOSED
+            handoff.closed_at = now
+            if handoff.claimed_at is not None:
+                handoff.human_duration_minutes = round((now - handoff.claimed_at).total_seconds() / 60, 2)
+            client = await self._accounts.get_client(session, coach_id, conversation.client_id)
+        await self._handoffs.publish_change(coach, handoff, client, "coach_left")
+        return handoff

@@ -1,0 +1,70 @@
+"""The handoff brief: a few lines for the coach about why the chat was handed over, who the client is
+(profile, top insights, last session) and what they just wrote. Built from stored memory without a model
+call, so it is instant and never invented."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.conversations.handoffs import Handoff, HandoffReason
+from app.conversations.models import Conversation, Message, SenderType
+from app.core.text import one_line
+from app.memory.controls import MemoryControls
+from app.memory.models import InsightStatus, SessionStatus
+
+BRIEF_INSIGHTS = 4
+BRIEF_CLIENT_MESSAGES = 3
+BRIEF_LINE_CHARS = 200
+
+
+def why_line(reason: str, detail: str) -> str:
+    """The brief's first line: ``Why: <reason label> (<detail>)`` (the whole brief when memory fails)."""
+    return f"Why: {HandoffReason.LABELS.get(reason, reason)}" + (f" ({detail})" if detail else "")
+
+
+async def handoff_brief(
+    session: AsyncSession,
+    memory: MemoryControls,
+    coach_id: uuid.UUID,
+    conversation: Conversation,
+    reason: str,
+    detail: str,
+) -> str:
+    """The brief as newline-separated lines: why, the profile's what works / handle with care / tone, the
+    ``BRIEF_INSIGHTS`` top active insights, the last session's summary, the client's last
+    ``BRIEF_CLIENT_MESSAGES`` messages and the count of earlier handoffs. Raises ``NotFound`` for another
+    coach's client."""
+    client_memory = await memory.client_memory(session, coach_id, conversation.client_id)
+    lines = [why_line(reason, detail)]
+    profile = client_memory.profile
+    if profile is not None:
+        if profile.what_works:
+            lines.append("What works: " + one_line("; ".join(profile.what_works), BRIEF_LINE_CHARS))
+        if profile.sensitive_topics:
+            lines.append("Handle with care: " + one_line("; ".join(profile.sensitive_topics), BRIEF_LINE_CHARS))
+        if profile.tone:
+            lines.append("Tone: " + one_line(profile.tone, BRIEF_LINE_CHARS))
+    active = [i for i in client_memory.insights if i.status == InsightStatus.ACTIVE][:BRIEF_INSIGHTS]
+    lines.extend(f"{i.kind.capitalize()}: {one_line(i.text, BRIEF_LINE_CHARS)}" for i in active)
+    summarized = [s for s in client_memory.summaries if s.status == SessionStatus.SUMMARIZED and s.summary]
+    if summarized and summarized[0].summary:
+        lines.append("Last session: " + one_line(str(summarized[0].summary.get("summary", "")), BRIEF_LINE_CHARS))
+    recent = (
+        await session.scalars(
+            select(Message.text)
+            .where(
+                Message.conversation_id == conversation.id,
+                Message.sender_type == SenderType.CLIENT,
+            )
+            .order_by(Message.created_at.desc())
+            .limit(BRIEF_CLIENT_MESSAGES)
+        )
+    ).all()
+    lines.extend(f"Client said: “{one_line(t, BRIEF_LINE_CHARS)}”" for t in reversed(recent))
+    count = await session.scalar(select(func.count(Handoff.id)).where(Handoff.client_id == conversation.client_id))
+    if count:
+        lines.append(f"Earlier handoffs with this client: {count}")
+    return "\n".join(lines)

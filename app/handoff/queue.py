@@ -1,0 +1,150 @@
+"""The coach's handoff queue: handoffs with their waiting time against the SLA, one conversation's handoff
+state, and the JSON shapes of handoffs and drafts shared by the API, the dashboard and the live events."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.models import Client
+from app.accounts.service import AccountService
+from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason, HandoffStatus
+from app.conversations.models import Conversation
+from app.core.errors import InvalidInput, NotFound
+from app.db.engine import tenant_session
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """A handoff as the coach's queue shows it: ``waiting_minutes`` since it opened (until claimed) and
+    whether that is past the coach's SLA."""
+
+    handoff: Handoff
+    client_name: str
+    waiting_minutes: float
+    sla_minutes: int
+
+    @property
+    def overdue(self) -> bool:
+        """Still open after the SLA."""
+        return self.handoff.status == HandoffStatus.OPEN and self.waiting_minutes > self.sla_minutes
+
+
+def handoff_event(handoff: Handoff, client_name: str, *, sla_minutes: int) -> dict[str, Any]:
+    """The ``handoff`` live event (the same fields as the API's handoff objects)."""
+    return {"type": "handoff", "handoff": handoff_dict(handoff, client_name, sla_minutes=sla_minutes)}
+
+
+def handoff_dict(handoff: Handoff, client_name: str, *, sla_minutes: int) -> dict[str, Any]:
+    """A handoff as JSON: id, conversation, client, status, reason (and its label), confidence, brief, times."""
+    return {
+        "id": str(handoff.id),
+        "conversation_id": str(handoff.conversation_id),
+        "client_id": str(handoff.client_id),
+        "client_name": client_name,
+        "status": handoff.status,
+        "reason": handoff.reason,
+        "reason_label": HandoffReason.LABELS.get(handoff.reason, handoff.reason),
+        "detail": handoff.detail,
+        "confidence": handoff.confidence,
+        "brief": handoff.brief,
+        "created_at": handoff.created_at.isoformat(),
+        "claimed_at": handoff.claimed_at.isoformat() if handoff.claimed_at else None,
+        "closed_at": handoff.closed_at.isoformat() if handoff.closed_at else None,
+        "sla_minutes": sla_minutes,
+    }
+
+
+def draft_dict(draft: Draft, client_name: str | None = None) -> dict[str, Any]:
+    """A draft as JSON: id, conversation, text, status, the AI's confidence, the client's name when known."""
+    return {
+        "id": str(draft.id),
+        "conversation_id": str(draft.conversation_id),
+        "text": draft.text,
+        "status": draft.status,
+        "confidence": draft.reply_meta.ai_confidence_before,
+        "client_name": client_name,
+        "created_at": draft.created_at.isoformat(),
+    }
+
+
+async def coach_conversation(session: AsyncSession, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> Conversation:
+    """The coach's conversation ``conversation_id``. Raises ``NotFound`` (also for another coach's)."""
+    conversation = await session.scalar(
+        select(Conversation).where(Conversation.id == conversation_id, Conversation.coach_id == coach_id)
+    )
+    if conversation is None:
+        raise NotFound("conversation not found")
+    return conversation
+
+
+class HandoffQueue:
+    """Reads the coach's handoffs. Every method takes the tenant (``coach_id``) explicitly; another coach's
+    ids are ``NotFound``."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], accounts: AccountService) -> None:
+        self._sessionmaker = sessionmaker
+        self._accounts = accounts
+
+    async def list_handoffs(
+        self, coach_id: uuid.UUID, status: str | None = None, *, handoff_id: uuid.UUID | None = None
+    ) -> list[QueueItem]:
+        """The coach's handoffs, newest first, optionally of one status (or the one ``handoff_id``). Raises
+        ``InvalidInput`` for an unknown status."""
+        if status is not None and status not in HandoffStatus.ALL:
+            raise InvalidInput(f"status must be one of {', '.join(HandoffStatus.ALL)}")
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            coach = await self._accounts.get_coach(session, coach_id)
+            stmt = (
+                select(Handoff, Client.name)
+                .join(Client, Client.id == Handoff.client_id)
+                .where(Handoff.coach_id == coach_id)
+                .order_by(Handoff.created_at.desc())
+            )
+            if status is not None:
+                stmt = stmt.where(Handoff.status == status)
+            if handoff_id is not None:
+                stmt = stmt.where(Handoff.id == handoff_id)
+            rows = (await session.execute(stmt)).all()
+        now = datetime.now(UTC)
+        return [
+            QueueItem(
+                handoff,
+                name,
+                ((handoff.claimed_at or handoff.closed_at or now) - handoff.created_at).total_seconds() / 60,
+                coach.handoff_sla_minutes,
+            )
+            for handoff, name in rows
+        ]
+
+    async def get(self, coach_id: uuid.UUID, handoff_id: uuid.UUID) -> QueueItem:
+        """One handoff as a queue item. Raises ``NotFound``."""
+        found = await self.list_handoffs(coach_id, handoff_id=handoff_id)
+        if not found:
+            raise NotFound("handoff not found")
+        return found[0]
+
+    async def conversation_state(
+        self, coach_id: uuid.UUID, conversation_id: uuid.UUID
+    ) -> tuple[Handoff | None, list[Draft]]:
+        """The conversation's active handoff and its pending drafts (for the dashboard's conversation page)."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            await coach_conversation(session, coach_id, conversation_id)
+            handoff = await session.scalar(
+                select(Handoff).where(
+                    Handoff.conversation_id == conversation_id, Handoff.status.in_(HandoffStatus.ACTIVE)
+                )
+            )
+            drafts = (
+                await session.scalars(
+                    select(Draft)
+                    .where(Draft.conversation_id == conversation_id, Draft.status == DraftStatus.PENDING)
+                    .order_by(Draft.created_at)
+                )
+            ).all()
+        return handoff, list(drafts)

@@ -1,0 +1,68 @@
+"""The SLA holding message: a client whose handoff is still open past the coach's SLA gets one message
+saying when the coach will reply (and where to turn if it is urgent)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.availability import describe_return, is_available
+from app.accounts.models import Coach
+from app.accounts.service import AccountService
+from app.conversations.handoffs import Handoff, HandoffStatus
+from app.conversations.models import SenderType
+from app.db.engine import tenant_session
+from app.handoff.service import HandoffService
+from app.memory.messages import store_message
+
+
+class SlaNotices:
+    """Sends the holding messages of overdue handoffs (the worker's cron)."""
+
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], accounts: AccountService, handoffs: HandoffService
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._accounts = accounts
+        self._handoffs = handoffs
+
+    async def send_sla_notices(self) -> int:
+        """Cron: for every handoff still open past its coach's SLA, send the client one holding message.
+        Returns how many were sent. Each runs in its own tenant transaction and re-checks the handoff."""
+        async with self._sessionmaker() as session:
+            overdue = (await session.execute(text("SELECT coach_id, handoff_id FROM overdue_handoffs()"))).all()
+        sent = 0
+        for coach_id, handoff_id in overdue:
+            async with tenant_session(self._sessionmaker, coach_id) as session:
+                handoff = await session.get(Handoff, handoff_id, with_for_update=True)
+                if handoff is None or handoff.status != HandoffStatus.OPEN or handoff.sla_notified_at:
+                    continue
+                coach = await self._accounts.get_coach(session, coach_id)
+                now = datetime.now(UTC)
+                message, _ = await store_message(
+                    session,
+                    coach,
+                    handoff.conversation_id,
+                    SenderType.AI,
+                    self.holding_message(coach, now),
+                    at=now,
+                    meta={"notice": "sla", "handoff_id": str(handoff.id)},
+                )
+                handoff.sla_notified_at = now
+                client_id = handoff.client_id
+            await self._handoffs.publish_message(coach_id, client_id, message)
+            sent += 1
+        return sent
+
+    def holding_message(self, coach: Coach, at: datetime) -> str:
+        """The holding message sent when the coach has not taken over within the SLA."""
+        if is_available(coach.availability, at):
+            when = "as soon as they can"
+        else:
+            when = f"when they're back, {describe_return(coach.availability, at)}"
+        return (
+            f"Thank you for waiting — {coach.name} hasn't been able to join yet and will reply here {when}. "
+            "If things feel urgent or unsafe, please contact your local emergency number or a crisis line."
+        )

@@ -1,0 +1,213 @@
+"""Memory controls: what the coach and the client see of a client's memory, and their edits and deletes
+(insights, session summaries, the L4 profile). A deleted item becomes a tombstone: it is never recalled
+or re-learnt, and the summaries built on its messages are written again without them."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.service import AccountService
+from app.conversations.models import Message
+from app.core.errors import InvalidInput, NotFound
+from app.db import jobs
+from app.db.engine import tenant_session
+from app.llm.registry import ProviderRegistry
+from app.memory.models import ChatSession, ClientProfile, Insight, InsightKind, InsightStatus, SessionStatus
+from app.memory.profile import profile_for_update
+
+
+@dataclass(frozen=True)
+class ClientMemory:
+    """Everything remembered about a client, for the coach's and the client's views."""
+
+    profile: ClientProfile | None
+    insights: list[Insight]
+    summaries: list[ChatSession]
+
+
+class MemoryControls:
+    """The coach's and the client's view of a client's memory and their edits. Every method takes the
+    tenant (``coach_id``) explicitly; another coach's ids are ``NotFound``."""
+
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], registry: ProviderRegistry, accounts: AccountService
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._registry = registry
+        self._accounts = accounts
+
+    async def client_memory(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> ClientMemory:
+        """A client's profile, visible insights (active first, then by importance and recency) and session
+        summaries (newest first, failed ones included with their error). Raises ``NotFound``."""
+        await self._accounts.get_client(session, coach_id, client_id)
+        profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+        insights = (
+            await session.scalars(
+                select(Insight)
+                .where(Insight.client_id == client_id, Insight.status.in_(InsightStatus.VISIBLE))
+                .order_by(
+                    (Insight.status == InsightStatus.ACTIVE).desc(),
+                    Insight.importance.desc(),
+                    Insight.last_seen_at.desc(),
+                )
+            )
+        ).all()
+        summaries = (
+            await session.scalars(
+                select(ChatSession)
+                .where(
+                    ChatSession.client_id == client_id,
+                    ChatSession.status.in_(SessionStatus.FINISHED),
+                )
+                .order_by(ChatSession.started_at.desc())
+            )
+        ).all()
+        return ClientMemory(profile, list(insights), list(summaries))
+
+    async def _visible_insight(
+        self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, insight_id: uuid.UUID
+    ) -> Insight:
+        insight = await session.scalar(
+            select(Insight)
+            .where(
+                Insight.id == insight_id,
+                Insight.coach_id == coach_id,
+                Insight.client_id == client_id,
+                Insight.status.in_(InsightStatus.VISIBLE),
+            )
+            .with_for_update()
+        )
+        if insight is None:
+            raise NotFound("insight not found")
+        return insight
+
+    async def edit_insight(
+        self,
+        session: AsyncSession,
+        coach_id: uuid.UUID,
+        client_id: uuid.UUID,
+        insight_id: uuid.UUID,
+        *,
+        text: str | None = None,
+        kind: str | None = None,
+        importance: int | None = None,
+        status: str | None = None,
+    ) -> Insight:
+        """The coach corrects an insight; ``None`` leaves a field as is. A new text is re-embedded and kept
+        from being overwritten by later extractions. Raises ``InvalidInput`` for an empty text, an unknown
+        kind or status, importance outside 0–10; ``NotFound`` for an unknown or deleted insight.
+        ``edited_by_coach`` is set only when the text actually changes."""
+        insight = await self._visible_insight(session, coach_id, client_id, insight_id)
+        if kind is not None:
+            if kind not in InsightKind.ALL:
+                raise InvalidInput(f"kind must be one of {', '.join(InsightKind.ALL)}")
+            insight.kind = kind
+        if importance is not None:
+            if not 0 <= importance <= 10:
+                raise InvalidInput("importance must be between 0 and 10")
+            insight.importance = importance
+        if status is not None:
+            if status not in InsightStatus.VISIBLE:
+                raise InvalidInput(f"status must be one of {', '.join(InsightStatus.VISIBLE)}")
+            insight.status = status
+        if text is not None:
+            cleaned = text.strip()
+            if not cleaned:
+                raise InvalidInput("text must not be empty")
+            if len(cleaned) > 500:
+                raise InvalidInput("text is longer than 500 characters")
+            if cleaned != insight.text:
+                coach = await self._accounts.get_coach(session, coach_id)
+                embedder = self._registry.embedder_for(coach)
+                [insight.embedding] = await embedder.embed([cleaned])
+                insight.embedding_model = embedder.model
+                insight.text = cleaned
+                insight.edited_by_coach = True
+        await session.flush()
+        return insight
+
+    async def delete_insight(self, coach_id: uuid.UUID, client_id: uuid.UUID, insight_id: uuid.UUID) -> None:
+        """Forget an insight: its text is erased and it never enters a prompt again. The row stays as a
+        tombstone: its embedding stops the same fact from being re-extracted, and the ids of the messages
+        it came from are left out of every later summary — the summaries built on them are cleared and
+        written again without them (queued after commit). Raises ``NotFound``."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            insight = await self._visible_insight(session, coach_id, client_id, insight_id)
+            insight.status = InsightStatus.DELETED
+            insight.text = ""
+            affected = (
+                await session.scalars(
+                    select(ChatSession)
+                    .where(
+                        ChatSession.client_id == client_id,
+                        ChatSession.status.in_(SessionStatus.FINISHED),
+                        ChatSession.id.in_(
+                            select(Message.session_id).where(Message.id.in_(insight.source_message_ids))
+                        ),
+                    )
+                    .with_for_update()
+                )
+            ).all()
+            for chat_session in affected:
+                chat_session.status = SessionStatus.ENDED
+                chat_session.summary = None
+                chat_session.summary_error = None
+                chat_session.source_message_ids = []
+                chat_session.embedding = None
+                jobs.summarize_session(session, coach_id, chat_session.id, cause=f"forget:{insight_id}")
+
+    async def delete_summary(
+        self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, session_id: uuid.UUID
+    ) -> None:
+        """Forget a session summary: summary, sources and vector are erased, so it is neither listed nor
+        recalled again (the session's messages stay in the transcript). Raises ``NotFound``."""
+        chat_session = await session.scalar(
+            select(ChatSession)
+            .where(
+                ChatSession.id == session_id,
+                ChatSession.coach_id == coach_id,
+                ChatSession.client_id == client_id,
+                ChatSession.status.in_(SessionStatus.FINISHED),
+            )
+            .with_for_update()
+        )
+        if chat_session is None:
+            raise NotFound("session summary not found")
+        chat_session.status = SessionStatus.DELETED
+        chat_session.summary = None
+        chat_session.summary_error = None
+        chat_session.source_message_ids = []
+        chat_session.embedding = None
+        await session.flush()
+
+    async def edit_profile(
+        self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, changes: dict[str, Any]
+    ) -> ClientProfile:
+        """The coach edits the L4 profile: ``changes`` maps list fields to lists of statements and ``tone`` to
+        a string; anything else is ``InvalidInput``. Raises ``NotFound`` for another coach's client."""
+        await self._accounts.get_client(session, coach_id, client_id)
+        profile = await profile_for_update(session, coach_id, client_id)
+        lists = ("communication_preferences", "what_works", "what_doesnt_work", "sensitive_topics")
+        for name, value in changes.items():
+            if name == "tone":
+                if not isinstance(value, str) or len(value) > 200:
+                    raise InvalidInput("tone must be a string of at most 200 characters")
+                profile.tone = value.strip()
+            elif name in lists:
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise InvalidInput(f"{name} must be a list of strings")
+                entries = [v.strip() for v in value if v.strip()]
+                if len(entries) > 20 or any(len(v) > 300 for v in entries):
+                    raise InvalidInput(f"{name} takes at most 20 entries of at most 300 characters")
+                setattr(profile, name, entries)
+            else:
+                raise InvalidInput(f"unknown profile field {name!r}")
+        profile.coach_edited_at = datetime.now(UTC)
+        await session.flush()
+        return profile

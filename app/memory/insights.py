@@ -1,0 +1,288 @@
+"""The L3 insight job: read a conversation's unread messages in windows, ask the model for typed insights
+and reconcile each against the client's stored items (see :meth:`InsightService._plan`). Serialised per
+conversation by a Redis lock; the conversation's watermark makes it idempotent."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from redis.asyncio import Redis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.models import Client
+from app.accounts.service import AccountService
+from app.conversations.models import Conversation, Message, SenderType
+from app.core.config import Settings
+from app.db.engine import tenant_session
+from app.llm.base import ChatProvider, Embedder
+from app.llm.registry import ProviderRegistry
+from app.llm.schema import InvalidModelOutput, generate_structured
+from app.memory.models import Insight, InsightStatus
+from app.memory.prompts import (
+    DECISION_INSTRUCTIONS,
+    EXAMPLE_INSIGHTS,
+    EXAMPLE_TRANSCRIPT,
+    EXTRACT_INSTRUCTIONS,
+    few_shot_prompt,
+    input_tokens,
+)
+from app.memory.schemas import ExtractedInsight, InsightExtraction, MatchDecision
+from app.memory.transcript import format_messages, ground, windows
+
+log = logging.getLogger(__name__)
+
+INSIGHT_BATCH = 4
+"""Client messages that trigger a mid-session extraction; a session's end extracts whatever is left."""
+DUPLICATE_SIMILARITY = 0.88
+"""Cosine at or above which an extracted insight is the same as a stored one (merged without asking)."""
+RELATED_SIMILARITY = 0.7
+"""From here up to ``DUPLICATE_SIMILARITY`` the model decides: same, updated, or different."""
+TOMBSTONE_SIMILARITY = 0.85
+"""An extracted insight this close to a deleted one is dropped: deleted memories do not come back."""
+EXTRACT_MAX_TOKENS = 450
+DECISION_MAX_TOKENS = 16
+LOCK_SECONDS = 1800
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """What to do with one extracted insight: ``insert``, ``merge`` into or ``update`` ``target``, or ``skip``."""
+
+    action: str
+    extracted: ExtractedInsight
+    embedding: list[float]
+    sources: list[uuid.UUID]
+    seen_at: datetime
+    target: uuid.UUID | None = None
+
+
+class InsightService:
+    """Extracts L3 insights from a conversation (the ``extract_insights`` job)."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        registry: ProviderRegistry,
+        accounts: AccountService,
+        redis: Redis,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._settings = settings
+        self._registry = registry
+        self._accounts = accounts
+        self._redis = redis
+
+    async def extract_insights(self, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, force: bool) -> str:
+        """Job: read the conversation's messages after its watermark, window by window, and reconcile the
+        insights the model finds. Without ``force`` it waits for ``INSIGHT_BATCH`` unread client messages.
+        Serialised per conversation by a Redis lock; returns a status for arq's result."""
+        async with self._redis.lock(
+            f"lock:{conversation_id}:insights", timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
+        ):
+            async with tenant_session(self._sessionmaker, coach_id) as session:
+                conversation = await session.get(Conversation, conversation_id)
+                if conversation is None:
+                    return "gone"
+                stmt = select(Message).where(Message.conversation_id == conversation_id)
+                if conversation.insights_extracted_through is not None:
+                    stmt = stmt.where(Message.created_at > conversation.insights_extracted_through)
+                unread = list((await session.scalars(stmt.order_by(Message.created_at, Message.id))).all())
+                coach = await self._accounts.get_coach(session, coach_id)
+                client = await session.get_one(Client, conversation.client_id)
+            client_messages = sum(msg.sender_type == SenderType.CLIENT for msg in unread)
+            if client_messages == 0 or (not force and client_messages < INSIGHT_BATCH):
+                return f"waiting ({client_messages} unread client messages)"
+            provider = self._registry.chat_for(coach)
+            embedder = self._registry.embedder_for(coach)
+            stored = 0
+            for window in windows(unread, input_tokens(self._settings, EXTRACT_MAX_TOKENS)):
+                stored += await self._extract_window(provider, embedder, coach_id, client, window)
+            return f"{stored} insights stored or updated"
+
+    async def _extract_window(
+        self,
+        provider: ChatProvider,
+        embedder: Embedder,
+        coach_id: uuid.UUID,
+        client: Client,
+        window: list[Message],
+    ) -> int:
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            known = (
+                await session.scalars(
+                    select(Insight.text)
+                    .where(Insight.client_id == client.id, Insight.status == InsightStatus.ACTIVE)
+                    .order_by(Insight.last_seen_at.desc())
+                    .limit(8)
+                )
+            ).all()
+        known_block = "\n".join(f"- {t}" for t in known) or "(nothing yet)"
+        found: list[ExtractedInsight] = []
+        if any(msg.sender_type == SenderType.CLIENT for msg in window):
+            try:
+                found = (
+                    await generate_structured(
+                        provider,
+                        few_shot_prompt(
+                            EXTRACT_INSTRUCTIONS.format(name=client.name),
+                            f"Already noted:\n(nothing yet)\n\nNew messages:\n{EXAMPLE_TRANSCRIPT}",
+                            EXAMPLE_INSIGHTS,
+                            f"Already noted:\n{known_block}\n\nNew messages:\n{format_messages(window, client.name)}",
+                        ),
+                        InsightExtraction,
+                        max_tokens=EXTRACT_MAX_TOKENS,
+                    )
+                ).insights
+            except InvalidModelOutput as exc:
+                log.warning("insight extraction for client %s skipped a window: %s", client.id, exc)
+        plans = await self._plan(provider, embedder, coach_id, client.id, found, window) if found else []
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            for plan in plans:
+                await self._apply(session, coach_id, client.id, embedder.model, plan)
+            conversation = await session.get_one(Conversation, window[0].conversation_id, with_for_update=True)
+            conversation.insights_extracted_through = window[-1].created_at
+        return sum(plan.action != "skip" for plan in plans)
+
+    async def _plan(
+        self,
+        provider: ChatProvider,
+        embedder: Embedder,
+        coach_id: uuid.UUID,
+        client_id: uuid.UUID,
+        found: list[ExtractedInsight],
+        window: list[Message],
+    ) -> list[_Planned]:
+        """Decide add / merge / update / skip for each extracted insight against the client's stored ones:
+
+        - cosine ≥ ``TOMBSTONE_SIMILARITY`` to a deleted item → skip (never re-learn what was deleted);
+        - cosine ≥ ``DUPLICATE_SIMILARITY`` to a stored item → merge (a restatement: count, sources, status);
+        - ``RELATED_SIMILARITY`` ≤ cosine < ``DUPLICATE_SIMILARITY``, same kind → the model decides
+          same (merge) / update (new text replaces the old) / different (insert);
+        - otherwise insert. Items of the same batch are checked against each other the same way.
+
+        An insight grounded in none of the window's messages (embedding attribution) is skipped as invented.
+        Sources: the messages the model cited by number if the text is grounded in one of them, else the
+        messages it is grounded in.
+        """
+        grounding = await ground(embedder, [f.text for f in found], window)
+        neighbours = await self._neighbours(coach_id, client_id, embedder.model, grounding.vectors)
+        planned: list[_Planned] = []
+        for extracted, vector, matches, nearest in zip(
+            found, grounding.vectors, grounding.matches, neighbours, strict=True
+        ):
+            if not matches:
+                planned.append(_Planned("skip", extracted, vector, [], window[-1].created_at))
+                continue
+            cited = [i - 1 for i in dict.fromkeys(extracted.evidence) if 1 <= i <= len(window)]
+            chosen = cited if set(cited) & set(matches) else matches
+            sources = [window[i].id for i in chosen]
+            seen_at = max(window[i].created_at for i in chosen)
+            action, target = await self._match(provider, extracted, nearest)
+            if action == "insert" and any(
+                earlier.action == "insert" and float(np.dot(earlier.embedding, vector)) >= DUPLICATE_SIMILARITY
+                for earlier in planned
+            ):
+                action = "skip"
+            planned.append(_Planned(action, extracted, vector, sources, seen_at, target))
+        return planned
+
+    async def _neighbours(
+        self, coach_id: uuid.UUID, client_id: uuid.UUID, embedding_model: str, vectors: list[list[float]]
+    ) -> list[list[Any]]:
+        """For each vector, the client's three nearest stored insights (deleted ones included) as rows of
+        ``(id, kind, status, text, cosine distance)``, all read before any decision is asked of the model."""
+        neighbours = []
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            for vector in vectors:
+                distance = Insight.embedding.cosine_distance(vector)
+                neighbours.append(
+                    list(
+                        (
+                            await session.execute(
+                                select(Insight.id, Insight.kind, Insight.status, Insight.text, distance)
+                                .where(Insight.client_id == client_id, Insight.embedding_model == embedding_model)
+                                .order_by(distance)
+                                .limit(3)
+                            )
+                        ).all()
+                    )
+                )
+        return neighbours
+
+    async def _match(
+        self, provider: ChatProvider, extracted: ExtractedInsight, nearest: list[Any]
+    ) -> tuple[str, uuid.UUID | None]:
+        """The action for ``extracted`` against its nearest stored insights (see :meth:`_plan`) and the
+        insight it applies to: the nearest deleted ones are tombstones, the nearest live one decides."""
+        for insight_id, kind, status, stored_text, dist in nearest:
+            similarity = 1.0 - float(dist)
+            if status == InsightStatus.DELETED:
+                if similarity >= TOMBSTONE_SIMILARITY:
+                    return "skip", insight_id
+                continue
+            if similarity >= DUPLICATE_SIMILARITY:
+                return "merge", insight_id
+            if similarity >= RELATED_SIMILARITY and kind == extracted.kind:
+                decision = await self._decide(provider, stored_text, extracted.text)
+                if decision != "different":
+                    return ("merge" if decision == "same" else "update"), insight_id
+            break
+        return "insert", None
+
+    async def _decide(self, provider: ChatProvider, stored: str, new: str) -> str:
+        """The model's verdict on two notes: ``same``, ``update`` or ``different`` (also on invalid output)."""
+        try:
+            answer = await generate_structured(
+                provider,
+                [
+                    {"role": "system", "content": DECISION_INSTRUCTIONS},
+                    {"role": "user", "content": f"Stored note: {stored}\nNew note: {new}"},
+                ],
+                MatchDecision,
+                max_tokens=DECISION_MAX_TOKENS,
+            )
+        except InvalidModelOutput:
+            return "different"
+        return answer.decision
+
+    async def _apply(
+        self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, embedding_model: str, plan: _Planned
+    ) -> None:
+        """Carry out one plan: merge into / update its target (unless deleted meanwhile), insert, or skip."""
+        extracted = plan.extracted
+        target = await session.get(Insight, plan.target, with_for_update=True) if plan.target is not None else None
+        if plan.action in ("merge", "update") and target is not None and target.status != InsightStatus.DELETED:
+            target.mentions += 1
+            target.last_seen_at = max(target.last_seen_at, plan.seen_at)
+            target.source_message_ids = list(dict.fromkeys([*target.source_message_ids, *plan.sources]))
+            target.importance = max(target.importance, extracted.importance)
+            target.status = extracted.status
+            if plan.action == "update" and not target.edited_by_coach:
+                target.text = extracted.text
+                target.embedding = plan.embedding
+            return
+        if plan.action == "skip":
+            return
+        session.add(
+            Insight(
+                coach_id=coach_id,
+                client_id=client_id,
+                kind=extracted.kind,
+                text=extracted.text,
+                importance=extracted.importance,
+                status=extracted.status,
+                mentions=1,
+                source_message_ids=plan.sources,
+                first_seen_at=plan.seen_at,
+                last_seen_at=plan.seen_at,
+                embedding=plan.embedding,
+                embedding_model=embedding_model,
+            )
+        )

@@ -1,0 +1,127 @@
+"""The L4 profile: how to work with the client. The ``update_profile`` job merges what a summarised session
+shows; :func:`profile_for_update` is the one locked get-or-create every writer of the profile goes through
+(this job, the coach's edits in :mod:`app.memory.controls`, the intervention analysis of
+:mod:`app.learning.interventions`)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.models import Client
+from app.accounts.service import AccountService
+from app.conversations.models import SenderType
+from app.core.config import Settings
+from app.db.engine import tenant_session
+from app.llm.registry import ProviderRegistry
+from app.llm.schema import InvalidModelOutput, generate_structured
+from app.memory.models import ChatSession, ClientProfile, SessionStatus
+from app.memory.prompts import EXAMPLE_PROFILE, EXAMPLE_TRANSCRIPT, PROFILE_INSTRUCTIONS, few_shot_prompt, input_tokens
+from app.memory.retrieval import summary_text
+from app.memory.schemas import ProfileOutput
+from app.memory.sessions import session_messages
+from app.memory.transcript import format_messages, windows
+
+log = logging.getLogger(__name__)
+
+PROFILE_LIST_CAP = 8
+PROFILE_MAX_TOKENS = 300
+
+
+def _merge_list(current: Sequence[str], new: Sequence[str]) -> list[str]:
+    """``current`` plus the entries of ``new`` not already there (case-insensitive), newest last, capped at
+    ``PROFILE_LIST_CAP`` (the oldest go first)."""
+    seen = {entry.casefold() for entry in current}
+    merged = list(current)
+    for entry in new:
+        if entry.casefold() not in seen:
+            seen.add(entry.casefold())
+            merged.append(entry)
+    return merged[-PROFILE_LIST_CAP:]
+
+
+async def profile_for_update(session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> ClientProfile:
+    """The client's L4 profile (a new, empty one added to ``session`` when there is none), under a
+    transaction-scoped advisory lock on the client's profile so concurrent writers take turns."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"profile:{client_id}"})
+    profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+    if profile is None:
+        profile = ClientProfile(
+            coach_id=coach_id,
+            client_id=client_id,
+            communication_preferences=[],
+            what_works=[],
+            what_doesnt_work=[],
+            tone="",
+            sensitive_topics=[],
+        )
+        session.add(profile)
+    return profile
+
+
+class ProfileService:
+    """Updates the L4 profile from summarised sessions (the ``update_profile`` job)."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        registry: ProviderRegistry,
+        accounts: AccountService,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._settings = settings
+        self._registry = registry
+        self._accounts = accounts
+
+    async def update_profile(self, coach_id: uuid.UUID, session_id: uuid.UUID) -> str:
+        """Job: merge what a summarised session shows about working with the client into the L4 profile.
+        Lists gain new entries (case-insensitive de-duplication, newest kept); ``tone`` is set only while the
+        coach has not edited the profile. Idempotent per session (``profile_updated`` mark in the summary)."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            chat_session = await session.get(ChatSession, session_id)
+            if chat_session is None or chat_session.status != SessionStatus.SUMMARIZED or not chat_session.summary:
+                return "not summarised"
+            if chat_session.summary.get("profile_updated"):
+                return "done already"
+            messages = await session_messages(session, session_id)
+            coach = await self._accounts.get_coach(session, coach_id)
+            client = await session.get_one(Client, chat_session.client_id)
+            summary = summary_text(chat_session.summary)
+        client_turns = [msg for msg in messages if msg.sender_type == SenderType.CLIENT]
+        budget = input_tokens(self._settings, PROFILE_MAX_TOKENS)
+        recent = windows(client_turns, budget // 2)[-1] if client_turns else []
+        try:
+            output = await generate_structured(
+                self._registry.chat_for(coach),
+                few_shot_prompt(
+                    PROFILE_INSTRUCTIONS.format(name=client.name),
+                    EXAMPLE_TRANSCRIPT,
+                    EXAMPLE_PROFILE,
+                    f"Session summary: {summary}\n\n{client.name}'s messages:\n{format_messages(recent, client.name)}",
+                ),
+                ProfileOutput,
+                max_tokens=PROFILE_MAX_TOKENS,
+            )
+        except InvalidModelOutput as exc:
+            log.warning("profile update from session %s skipped: %s", session_id, exc)
+            return "invalid model output"
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            profile = await profile_for_update(session, coach_id, client.id)
+            profile.communication_preferences = _merge_list(
+                profile.communication_preferences, output.communication_preferences
+            )
+            profile.what_works = _merge_list(profile.what_works, output.what_works)
+            profile.what_doesnt_work = _merge_list(profile.what_doesnt_work, output.what_doesnt_work)
+            profile.sensitive_topics = _merge_list(profile.sensitive_topics, output.sensitive_topics)
+            if output.tone and profile.coach_edited_at is None:
+                profile.tone = output.tone
+            profile.updated_at = datetime.now(UTC)
+            chat_session = await session.get_one(ChatSession, session_id)
+            chat_session.summary = {**(chat_session.summary or {}), "profile_updated": True}
+        return "updated"

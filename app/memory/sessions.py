@@ -1,0 +1,168 @@
+"""L2 session boundaries: a message joins its conversation's open session; a session ends after the coach's
+idle gap (at the next message or the minute sweep) or on request, and its jobs (the rest of its insights,
+then its summary) are queued in the transaction that ends it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.models import Coach
+from app.accounts.service import AccountService
+from app.conversations.models import Conversation, Message
+from app.core.errors import NotFound
+from app.db import jobs
+from app.db.engine import tenant_session
+from app.memory.models import ChatSession, Insight, InsightStatus, SessionStatus
+
+
+def _idle(chat_session: ChatSession, coach: Coach, at: datetime) -> bool:
+    """Whether ``at`` comes more than the coach's idle gap after the session's last message."""
+    return at - chat_session.last_message_at > timedelta(minutes=coach.session_idle_minutes)
+
+
+def _end(chat_session: ChatSession) -> None:
+    """Mark an open session ended at its last message (its jobs are queued by the caller)."""
+    chat_session.status = SessionStatus.ENDED
+    chat_session.ended_at = chat_session.last_message_at
+
+
+async def _open_session(session: AsyncSession, conversation_id: uuid.UUID) -> ChatSession | None:
+    """The conversation's open session, locked for this transaction (``None`` when there is none)."""
+    return await session.scalar(
+        select(ChatSession)
+        .where(ChatSession.conversation_id == conversation_id, ChatSession.status == SessionStatus.OPEN)
+        .with_for_update()
+    )
+
+
+def session_ended(session: AsyncSession, chat_session: ChatSession) -> None:
+    """Queue, in ``session``'s transaction, the jobs of an ended session: the rest of its insights, then
+    its summary."""
+    last = (chat_session.ended_at or chat_session.last_message_at).isoformat()
+    jobs.extract_insights(
+        session,
+        chat_session.coach_id,
+        chat_session.conversation_id,
+        after_message_id=uuid.uuid5(chat_session.id, last),
+        force=True,
+    )
+    jobs.summarize_session(session, chat_session.coach_id, chat_session.id)
+
+
+async def track_message(
+    session: AsyncSession, coach: Coach, message: Message, at: datetime, *, queue_jobs: bool = True
+) -> ChatSession | None:
+    """Put ``message`` (sent at ``at``) into its conversation's open session, opening one when there is
+    none or the open one has been idle longer than the coach's gap. Returns the session this closed, if
+    any, whose jobs are queued in the same transaction (unless ``queue_jobs=False``: the evaluation runs
+    them itself)."""
+    open_session = await _open_session(session, message.conversation_id)
+    closed = None
+    if open_session is not None and _idle(open_session, coach, at):
+        _end(open_session)
+        closed, open_session = open_session, None
+        if queue_jobs:
+            session_ended(session, closed)
+    if open_session is None:
+        conversation = await session.get_one(Conversation, message.conversation_id)
+        open_session = ChatSession(
+            coach_id=coach.id,
+            client_id=conversation.client_id,
+            conversation_id=conversation.id,
+            status=SessionStatus.OPEN,
+            started_at=at,
+            last_message_at=at,
+            message_count=0,
+            source_message_ids=[],
+        )
+        session.add(open_session)
+        await session.flush()
+    open_session.last_message_at = max(open_session.last_message_at, at)
+    open_session.message_count += 1
+    message.session_id = open_session.id
+    return closed
+
+
+async def session_messages(session: AsyncSession, session_id: uuid.UUID) -> list[Message]:
+    """The session's messages, oldest first, without those a deleted insight came from (forgotten)."""
+    forgotten = (
+        select(func.unnest(Insight.source_message_ids))
+        .where(
+            Insight.client_id == ChatSession.client_id,
+            ChatSession.id == session_id,
+            Insight.status == InsightStatus.DELETED,
+        )
+        .scalar_subquery()
+    )
+    return list(
+        (
+            await session.scalars(
+                select(Message)
+                .where(Message.session_id == session_id, Message.id.not_in(forgotten))
+                .order_by(Message.created_at, Message.id)
+            )
+        ).all()
+    )
+
+
+class SessionService:
+    """Ends sessions on request and sweeps idle ones (the worker's minute cron); each ended session's jobs
+    are queued with the change."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], accounts: AccountService) -> None:
+        self._sessionmaker = sessionmaker
+        self._accounts = accounts
+
+    async def end_session(
+        self,
+        coach_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        *,
+        client_id: uuid.UUID | None = None,
+        queue_jobs: bool = True,
+    ) -> uuid.UUID | None:
+        """End the conversation's open session now (the client or coach said goodbye) and queue its jobs
+        (``queue_jobs=False``: the caller runs them itself, as the evaluation does). Returns its id, or
+        ``None`` when no session was open. Raises ``NotFound`` for a conversation that is not the coach's
+        (or, with ``client_id``, not that client's)."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            stmt = select(Conversation).where(Conversation.id == conversation_id, Conversation.coach_id == coach_id)
+            if client_id is not None:
+                stmt = stmt.where(Conversation.client_id == client_id)
+            if await session.scalar(stmt) is None:
+                raise NotFound("conversation not found")
+            open_session = await _open_session(session, conversation_id)
+            if open_session is None:
+                return None
+            _end(open_session)
+            if queue_jobs:
+                session_ended(session, open_session)
+        return open_session.id
+
+    async def close_idle_sessions(self) -> int:
+        """End every open session idle past its coach's gap (the worker's minute cron). Returns how many.
+
+        Runs before any tenant is known: candidates come from the ``idle_chat_sessions()`` SECURITY DEFINER
+        function; each is then re-checked (still open, still idle: a message may have arrived meanwhile)
+        and closed inside its own tenant's transaction."""
+        async with self._sessionmaker() as session:
+            candidates = (await session.execute(text("SELECT coach_id, session_id FROM idle_chat_sessions()"))).all()
+        closed = 0
+        for coach_id, session_id in candidates:
+            async with tenant_session(self._sessionmaker, coach_id) as session:
+                chat_session = await session.get(ChatSession, session_id, with_for_update=True)
+                coach = await self._accounts.get_coach(session, coach_id)
+                if (
+                    chat_session is None
+                    or chat_session.status != SessionStatus.OPEN
+                    or not _idle(chat_session, coach, datetime.now(UTC))
+                ):
+                    continue
+                _end(chat_session)
+                session_ended(session, chat_session)
+            closed += 1
+        return closed

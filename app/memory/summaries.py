@@ -1,0 +1,159 @@
+"""The L2 summary job: a schema-checked summary of an ended session, grounded in its messages and embedded
+for recall. Invalid model output is retried with fresh samples, then the session is marked ``failed`` with
+the reason — never stored half-valid. Idempotent: a summarised (or still open) session is left alone."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.models import Client
+from app.accounts.service import AccountService
+from app.conversations.models import Message
+from app.core.config import Settings
+from app.db import jobs
+from app.db.engine import tenant_session
+from app.llm.base import ChatProvider, Embedder
+from app.llm.registry import ProviderRegistry
+from app.llm.schema import InvalidModelOutput, generate_structured
+from app.memory.models import ChatSession, SessionStatus
+from app.memory.prompts import (
+    EXAMPLE_SUMMARY,
+    EXAMPLE_TRANSCRIPT,
+    SUMMARY_INSTRUCTIONS,
+    few_shot_prompt,
+    input_tokens,
+)
+from app.memory.retrieval import summary_text
+from app.memory.schemas import SessionSummary, SessionSummaryOutput
+from app.memory.sessions import session_messages
+from app.memory.transcript import format_messages, ground, sentences, windows
+
+log = logging.getLogger(__name__)
+
+SUMMARY_MAX_TOKENS = 450
+SUMMARY_MIN_GROUNDED = 0.5
+"""Share of a summary's sentences that must be grounded in the session's messages; below it the answer is
+rejected like invalid JSON (small models echo their instructions or invent)."""
+
+
+class SummaryFailed(Exception):
+    """A session summary could not be produced (stored on the session as ``failed`` with this reason)."""
+
+
+class SummaryService:
+    """Writes L2 session summaries (the ``summarize_session`` job) and records why one failed."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        registry: ProviderRegistry,
+        accounts: AccountService,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._settings = settings
+        self._registry = registry
+        self._accounts = accounts
+
+    async def summarize_session(self, coach_id: uuid.UUID, session_id: uuid.UUID, *, queue_profile: bool = True) -> str:
+        """Job: write the L2 summary of an ended session, ground it in the session's messages, embed it,
+        then queue the L4 profile update (unless ``queue_profile=False``: the caller runs it itself). Returns
+        a status word for arq's result.
+
+        Raises ``SummaryFailed`` (after marking the session ``failed``) when the model's answers never
+        validate; ``ProviderError`` propagates so arq retries the job.
+        """
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            chat_session = await session.get(ChatSession, session_id)
+            if chat_session is None:
+                return "gone"
+            if chat_session.status in (SessionStatus.OPEN, SessionStatus.SUMMARIZED):
+                return chat_session.status
+            messages = await session_messages(session, session_id)
+            coach = await self._accounts.get_coach(session, coach_id)
+            client = await session.get_one(Client, chat_session.client_id)
+            chat_session.summary_attempts += 1
+        if not messages:
+            await self.fail_summary(coach_id, session_id, "the session has no messages")
+            raise SummaryFailed("the session has no messages")
+        provider = self._registry.chat_for(coach)
+        embedder = self._registry.embedder_for(coach)
+        try:
+            output = await self._summarize(provider, embedder, messages, client.name)
+        except InvalidModelOutput as exc:
+            await self.fail_summary(coach_id, session_id, str(exc))
+            raise SummaryFailed(str(exc)) from exc
+        summary = SessionSummary(
+            **output.model_dump(),
+            message_count=len(messages),
+            started_at=messages[0].created_at,
+            ended_at=messages[-1].created_at,
+        )
+        statements = [*sentences(summary.summary), *summary.topics, *summary.insights, *summary.action_items]
+        sources = (await ground(embedder, statements, messages)).sources(messages)
+        [vector] = await embedder.embed([f"{summary.summary} Topics: {', '.join(summary.topics)}."])
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            chat_session = await session.get_one(ChatSession, session_id)
+            chat_session.summary = summary.model_dump(mode="json")
+            chat_session.source_message_ids = sources
+            chat_session.embedding = vector
+            chat_session.embedding_model = embedder.model
+            chat_session.status = SessionStatus.SUMMARIZED
+            chat_session.summary_error = None
+            if queue_profile:
+                jobs.update_profile(session, coach_id, session_id)
+        return SessionStatus.SUMMARIZED
+
+    async def _summarize(
+        self, provider: ChatProvider, embedder: Embedder, messages: list[Message], name: str
+    ) -> SessionSummaryOutput:
+        """Map-reduce when the session does not fit: summarise each window, then summarise the summaries.
+        Each window's summary must be grounded in that window (``SUMMARY_MIN_GROUNDED``)."""
+        instructions = SUMMARY_INSTRUCTIONS.format(name=name)
+
+        def grounded_in(part: Sequence[Message]) -> Callable[[SessionSummaryOutput], Awaitable[str | None]]:
+            async def check(output: SessionSummaryOutput) -> str | None:
+                share = (await ground(embedder, sentences(output.summary), part)).share()
+                if share < SUMMARY_MIN_GROUNDED:
+                    return f"summary: only {share:.0%} of its sentences are grounded in the messages"
+                return None
+
+            return check
+
+        parts = windows(messages, input_tokens(self._settings, SUMMARY_MAX_TOKENS))
+        outputs = [
+            await generate_structured(
+                provider,
+                few_shot_prompt(instructions, EXAMPLE_TRANSCRIPT, EXAMPLE_SUMMARY, format_messages(part, name)),
+                SessionSummaryOutput,
+                max_tokens=SUMMARY_MAX_TOKENS,
+                check=grounded_in(part),
+            )
+            for part in parts
+        ]
+        if len(outputs) == 1:
+            return outputs[0]
+        partial = "\n".join(f"Part {i}: {summary_text(o.model_dump())}" for i, o in enumerate(outputs, start=1))
+        return await generate_structured(
+            provider,
+            few_shot_prompt(
+                instructions, EXAMPLE_TRANSCRIPT, EXAMPLE_SUMMARY, f"Summaries of the session's parts:\n{partial}"
+            ),
+            SessionSummaryOutput,
+            max_tokens=SUMMARY_MAX_TOKENS,
+            check=grounded_in(messages),
+        )
+
+    async def fail_summary(self, coach_id: uuid.UUID, session_id: uuid.UUID, reason: str) -> None:
+        """Mark an ended session's summary ``failed`` with ``reason`` (nothing else is stored)."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            chat_session = await session.get(ChatSession, session_id)
+            if chat_session is None or chat_session.status != SessionStatus.ENDED:
+                return
+            chat_session.status = SessionStatus.FAILED
+            chat_session.summary_error = reason
+        log.warning("summary of session %s failed: %s", session_id, reason)

@@ -1,0 +1,106 @@
+"""Log-in for the dashboard: sign-up, log-in and log-out pages, the session's coach as the ``coach_id``
+dependency, and :class:`CoachPage`, the base of every page behind log-in."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.response import Redirect, Template
+
+from app.accounts.models import Coach
+from app.container import Container
+from app.core.errors import DomainError
+from app.deps import ContainerDep
+from app.web.dashboard.forms import form_str
+
+
+class LoginRequired(HTTPException):
+    """Raised by :func:`provide_dashboard_coach_id` when the session has no coach; answered by a redirect."""
+
+    status_code = 401
+
+
+def login_redirect(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Send a visitor without a session to the log-in page."""
+    return Redirect("/login")
+
+
+def provide_dashboard_coach_id(request: Request[Any, Any, Any]) -> uuid.UUID:
+    """The logged-in coach from the server-side session, else ``LoginRequired``."""
+    value = request.session.get("coach_id") if request.session else None
+    if not value:
+        raise LoginRequired()
+    return uuid.UUID(value)
+
+
+class CoachPage(Controller):
+    """Base of the pages behind log-in: under ``/dashboard``, the logged-in coach as ``coach_id``; a visitor
+    without a session is redirected to ``/login``. Mutating forms carry the CSRF token."""
+
+    path = "/dashboard"
+    include_in_schema = False
+    dependencies = {"coach_id": Provide(provide_dashboard_coach_id, sync_to_thread=False)}
+    exception_handlers = {LoginRequired: login_redirect}
+
+
+async def page_coach(container: Container, coach_id: uuid.UUID) -> Coach:
+    """The logged-in coach (for the page's header and nav)."""
+    async with container.tenant(coach_id) as session:
+        return await container.accounts.get_coach(session, coach_id)
+
+
+class DashboardController(Controller):
+    """HTML pages for coaches. Mutating forms carry the CSRF token (Litestar's CSRF middleware)."""
+
+    include_in_schema = False
+    exception_handlers = {LoginRequired: login_redirect}
+
+    @get("/")
+    async def home(self, request: Request[Any, Any, Any]) -> Redirect:
+        return Redirect("/dashboard/documents" if request.session.get("coach_id") else "/login")
+
+    @get("/signup")
+    async def signup_page(self) -> Template:
+        return Template("dashboard/signup.html", context={"error": None, "form": {}})
+
+    @post("/signup")
+    async def signup(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template | Redirect:
+        form = await request.form()
+        try:
+            result = await container.accounts.signup(
+                form_str(form, "coach_name"), form_str(form, "email"), form_str(form, "password")
+            )
+        except DomainError as exc:
+            return Template(
+                "dashboard/signup.html",
+                context={"error": exc.message, "form": {k: form_str(form, k) for k in ("coach_name", "email")}},
+                status_code=exc.status_code,
+            )
+        request.set_session({"coach_id": str(result.coach_id), "new_api_key": result.api_key})
+        return Redirect("/dashboard/settings")
+
+    @get("/login")
+    async def login_page(self) -> Template:
+        return Template("dashboard/login.html", context={"error": None, "email": ""})
+
+    @post("/login")
+    async def login(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template | Redirect:
+        form = await request.form()
+        found = await container.accounts.login(form_str(form, "email"), form_str(form, "password"))
+        if found is None:
+            return Template(
+                "dashboard/login.html",
+                context={"error": "wrong e-mail or password", "email": form_str(form, "email")},
+                status_code=401,
+            )
+        request.set_session({"coach_id": str(found[0])})
+        return Redirect("/dashboard/documents")
+
+    @post("/logout")
+    async def logout(self, request: Request[Any, Any, Any]) -> Redirect:
+        request.clear_session()
+        return Redirect("/login")

@@ -1,0 +1,187 @@
+"""Clients: the list (with widget links), a new client, and one client's page with their memory. Memory edits
+are htmx posts answered with the changed fragment (a 400 fragment carries the error; ``base.html`` lets htmx
+swap 400s); without htmx the same forms redirect back to the page."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from litestar import Request, Response, get, post
+from litestar.response import Redirect, Template
+
+from app.container import Container
+from app.core.errors import InvalidInput
+from app.deps import CoachId, ContainerDep, PathId
+from app.memory.models import InsightKind, InsightStatus
+from app.web.dashboard.auth import CoachPage
+from app.web.dashboard.forms import form_int, form_lines, form_str, is_htmx
+
+PROFILE_LISTS = (
+    ("communication_preferences", "Communication preferences"),
+    ("what_works", "What works"),
+    ("what_doesnt_work", "What does not work"),
+    ("sensitive_topics", "Handle with care"),
+)
+"""The profile's list fields and their labels, in the order the client page shows them."""
+
+
+async def _client_page(
+    container: Container, coach_id: uuid.UUID, client_id: uuid.UUID, error: str | None = None
+) -> Template:
+    async with container.tenant(coach_id) as session:
+        coach = await container.accounts.get_coach(session, coach_id)
+        client = await container.accounts.get_client(session, coach_id, client_id)
+        memory = await container.memory.client_memory(session, coach_id, client_id)
+    conversations = await container.chat.list_conversations(coach_id, client_id)
+    return Template(
+        "dashboard/client.html",
+        context={
+            "coach": coach,
+            "client": client,
+            "token": container.accounts.widget_token(client),
+            "public_url": container.settings.public_url,
+            "conversations": conversations,
+            "memory": memory,
+            "client_id": client.id,
+            "profile": memory.profile,
+            "profile_lists": PROFILE_LISTS,
+            "kinds": InsightKind.ALL,
+            "statuses": InsightStatus.VISIBLE,
+            "page_error": error,
+            "nav": "clients",
+        },
+        status_code=400 if error else 200,
+    )
+
+
+class ClientPages(CoachPage):
+    """The coach's clients and their memory (profile, insights, session summaries)."""
+
+    @get("/clients")
+    async def clients(self, coach_id: CoachId, container: ContainerDep) -> Template:
+        async with container.tenant(coach_id) as session:
+            coach = await container.accounts.get_coach(session, coach_id)
+            clients = await container.accounts.list_clients(session, coach_id)
+        rows = [(c, container.accounts.widget_token(c)) for c in clients]
+        return Template(
+            "dashboard/clients.html",
+            context={"coach": coach, "clients": rows, "public_url": container.settings.public_url, "nav": "clients"},
+        )
+
+    @post("/clients")
+    async def create_client(
+        self, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
+    ) -> Redirect:
+        form = await request.form()
+        async with container.tenant(coach_id) as session:
+            await container.accounts.create_client(session, coach_id, form_str(form, "name") or "New client")
+        return Redirect("/dashboard/clients")
+
+    @get("/clients/{client_id:uuid}")
+    async def client_page(self, client_id: PathId, coach_id: CoachId, container: ContainerDep) -> Template:
+        """One client: widget link, conversations, and memory (profile, insights, session summaries)."""
+        return await _client_page(container, coach_id, client_id)
+
+    @post("/clients/{client_id:uuid}/profile", status_code=200)
+    async def save_profile(
+        self, client_id: PathId, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
+    ) -> Template | Redirect:
+        """Save the profile form (one list entry per line); htmx gets the profile card back."""
+        form = await request.form()
+        changes: dict[str, Any] = {name: form_lines(form, name) for name, _ in PROFILE_LISTS}
+        changes["tone"] = form_str(form, "tone")
+        try:
+            async with container.tenant(coach_id) as session:
+                profile = await container.memory.edit_profile(session, coach_id, client_id, changes)
+        except InvalidInput as exc:
+            if not is_htmx(request):
+                return await _client_page(container, coach_id, client_id, exc.message)
+            async with container.tenant(coach_id) as session:
+                memory = await container.memory.client_memory(session, coach_id, client_id)
+            return Template(
+                "partials/client_profile.html",
+                context={
+                    "client_id": client_id,
+                    "profile": memory.profile,
+                    "profile_lists": PROFILE_LISTS,
+                    "error": exc.message,
+                    "saved": False,
+                },
+                status_code=exc.status_code,
+            )
+        if not is_htmx(request):
+            return Redirect(f"/dashboard/clients/{client_id}")
+        return Template(
+            "partials/client_profile.html",
+            context={
+                "client_id": client_id,
+                "profile": profile,
+                "profile_lists": PROFILE_LISTS,
+                "error": None,
+                "saved": True,
+            },
+        )
+
+    @post("/clients/{client_id:uuid}/insights/{insight_id:uuid}", status_code=200)
+    async def save_insight(
+        self,
+        client_id: PathId,
+        insight_id: PathId,
+        request: Request[Any, Any, Any],
+        coach_id: CoachId,
+        container: ContainerDep,
+    ) -> Template | Redirect:
+        """Save an insight's text, kind, importance and status; htmx gets the item back (with the error, 400)."""
+        form = await request.form()
+        error = None
+        try:
+            async with container.tenant(coach_id) as session:
+                insight = await container.memory.edit_insight(
+                    session,
+                    coach_id,
+                    client_id,
+                    insight_id,
+                    text=form_str(form, "text"),
+                    kind=form_str(form, "kind") or None,
+                    importance=form_int(form, "importance", 0, 10),
+                    status=form_str(form, "status") or None,
+                )
+        except InvalidInput as exc:
+            if not is_htmx(request):
+                return await _client_page(container, coach_id, client_id, exc.message)
+            error = exc.message
+            async with container.tenant(coach_id) as session:
+                memory = await container.memory.client_memory(session, coach_id, client_id)
+            found = [i for i in memory.insights if i.id == insight_id]
+            if not found:
+                raise
+            insight = found[0]
+        if not is_htmx(request):
+            return Redirect(f"/dashboard/clients/{client_id}")
+        return Template(
+            "partials/insight.html",
+            context={
+                "client_id": client_id,
+                "insight": insight,
+                "kinds": InsightKind.ALL,
+                "statuses": InsightStatus.VISIBLE,
+                "error": error,
+            },
+            status_code=400 if error else 200,
+        )
+
+    @post("/clients/{client_id:uuid}/insights/{insight_id:uuid}/delete", status_code=200)
+    async def delete_insight(
+        self,
+        client_id: PathId,
+        insight_id: PathId,
+        request: Request[Any, Any, Any],
+        coach_id: CoachId,
+        container: ContainerDep,
+    ) -> Response[str] | Redirect:
+        """Delete an insight; htmx gets an empty body, which removes the item from the page."""
+        await container.memory.delete_insight(coach_id, client_id, insight_id)
+        if is_htmx(request):
+            return Response("", media_type="text/html")
+        return Redirect(f"/dashboard/clients/{client_id}")
