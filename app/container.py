@@ -13,7 +13,8 @@ from arq.connections import ArqRedis, RedisSettings
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.accounts.service import AccountService
-from app.chat.service import ChatService
+from app.chat.turn import ChatService
+from app.conversations.service import ConversationService
 from app.core.config import Settings
 from app.core.security import SecretBox
 from app.db.engine import RELAY_KEY, assert_unprivileged, make_engine, make_sessionmaker, tenant_session
@@ -58,6 +59,7 @@ class Container:
     experiments: ExperimentService
     learning_dashboard: LearningDashboard
     chat: ChatService
+    conversations: ConversationService
 
     @classmethod
     async def create(
@@ -124,6 +126,7 @@ class Container:
             experiments,
             learning_dashboard,
             chat,
+            ConversationService(sessionmaker),
         )
 
     @asynccontextmanager

@@ -27,10 +27,13 @@ async def store_message(
     at: datetime,
     citations: list[dict[str, Any]] | None = None,
     meta: dict[str, Any] | None = None,
+    client_message_id: str | None = None,
 ) -> tuple[Message, ChatSession | None]:
     """Add a message (flushed, so its id is known) to its conversation's chat session and move the
-    conversation's ``last_message_at``. Returns the message and the chat session this closed, if any (the
-    caller queues :meth:`MemoryService.session_ended` for it after commit)."""
+    conversation's ``last_message_at``. ``client_message_id`` is the client app's own id of the message
+    (unique per coach: a duplicate raises ``IntegrityError`` at the flush). Returns the message and the chat
+    session this closed, if any (the caller queues :meth:`MemoryService.session_ended` for it after
+    commit)."""
     message = Message(
         coach_id=coach.id,
         conversation_id=conversation_id,
@@ -38,6 +41,7 @@ async def store_message(
         text=text,
         citations=citations or [],
         meta=meta or {},
+        client_message_id=client_message_id,
         created_at=at,
     )
     session.add(message)

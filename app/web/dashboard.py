@@ -355,7 +355,7 @@ class CoachPages(Controller):
             coach = await container.accounts.get_coach(session, coach_id)
             client = await container.accounts.get_client(session, coach_id, client_id)
             memory = await container.memory.client_memory(session, coach_id, client_id)
-        conversations = await container.chat.list_conversations(coach_id, client_id)
+        conversations = await container.conversations.list_conversations(coach_id, client_id)
         return Template(
             "dashboard/client.html",
             context={
@@ -490,7 +490,7 @@ class CoachPages(Controller):
             "dashboard/conversations.html",
             context={
                 "coach": await self._coach(container, coach_id),
-                "rows": await container.chat.list_conversations(coach_id),
+                "rows": await container.conversations.list_conversations(coach_id),
                 "nav": "conversations",
             },
         )
@@ -510,7 +510,7 @@ class CoachPages(Controller):
         status_code: int = 200,
         text: str = "",
     ) -> Template:
-        conversation, messages = await container.chat.get_conversation(coach_id, conversation_id)
+        conversation, messages = await container.conversations.get_conversation(coach_id, conversation_id)
         async with container.tenant(coach_id) as session:
             coach = await container.accounts.get_coach(session, coach_id)
             client = await container.accounts.get_client(session, coach_id, conversation.client_id)
@@ -618,7 +618,7 @@ class CoachPages(Controller):
         for status in (HandoffStatus.OPEN, HandoffStatus.CLAIMED):
             items += await container.handoffs.list_handoffs(coach_id, status)
         drafts = await container.handoffs.list_drafts(coach_id, DraftStatus.PENDING)
-        names = {c.id: name for c, name, _ in await container.chat.list_conversations(coach_id)}
+        names = {c.id: name for c, name, _ in await container.conversations.list_conversations(coach_id)}
         return {
             "open_items": [i for i in items if i.handoff.status == HandoffStatus.OPEN],
             "claimed_items": [i for i in items if i.handoff.status == HandoffStatus.CLAIMED],
