@@ -138,3 +138,27 @@ async def _conversation(
     if conversation is None:
         raise NotFound("conversation not found")
     return conversation
+
+
+async def unanswered_client_message(session: AsyncSession, conversation_id: uuid.UUID) -> uuid.UUID | None:
+    """The conversation's latest client message when nobody answered it: the AI did not (``answered_at``) and
+    the coach wrote nothing after it. That is what a handback leaves for the AI to answer; ``None`` when
+    there is no such message."""
+    last = await session.scalar(
+        select(Message)
+        .where(Message.conversation_id == conversation_id, Message.sender_type == SenderType.CLIENT)
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(1)
+    )
+    if last is None or last.answered_at is not None:
+        return None
+    coach_after = await session.scalar(
+        select(Message.id)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.sender_type == SenderType.HUMAN_COACH,
+            Message.created_at > last.created_at,
+        )
+        .limit(1)
+    )
+    return None if coach_after is not None else last.id

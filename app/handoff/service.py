@@ -26,6 +26,7 @@ from app.accounts.service import AccountService
 from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason, HandoffStatus
 from app.conversations.metadata import client_view
 from app.conversations.models import Conversation, Message, SenderType
+from app.conversations.service import unanswered_client_message
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.text import one_line
 from app.db import jobs
@@ -356,10 +357,11 @@ class HandoffService:
             handoff.claimed_at = _now()
         return coach, handoff, client, True
 
-    async def handback(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> Handoff:
+    async def handback(self, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, reply: bool = True) -> Handoff:
         """Give the conversation back to the AI: the active handoff is closed (an open one is dismissed);
-        ``human_duration_minutes`` is the time since the takeover. Raises ``NotFound`` and ``Conflict``
-        when no handoff is active."""
+        ``human_duration_minutes`` is the time since the takeover. With ``reply`` (the default) the AI answers
+        the client's message the coach left unanswered, if any (an ``answer_pending`` job queued in the same
+        transaction). Raises ``NotFound`` and ``Conflict`` when no handoff is active."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             coach = await self._accounts.get_coach(session, coach_id)
             conversation = await self._conversation(session, coach_id, conversation_id)
@@ -372,6 +374,9 @@ class HandoffService:
             if handoff.claimed_at is not None:
                 handoff.human_duration_minutes = round((now - handoff.claimed_at).total_seconds() / 60, 2)
             client = await self._accounts.get_client(session, coach_id, conversation.client_id)
+            pending = await unanswered_client_message(session, conversation_id) if reply else None
+            if pending is not None:
+                jobs.answer_pending(session, coach_id, pending)
         await self._publish_change(coach, handoff, client, "coach_left")
         return handoff
 

@@ -557,11 +557,12 @@ class CoachPages(Controller):
 
     @post("/conversations/{conversation_id:uuid}/handback")
     async def handback(
-        self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep
+        self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep, reply: FromQuery[bool] = True
     ) -> Template | Redirect:
-        """Hand the conversation back to the AI; the page with the error (409) when it is not handed off."""
+        """Hand the conversation back to the AI, which answers the client's unanswered message unless
+        ``?reply=false``; the page with the error (409) when it is not handed off."""
         try:
-            await container.handoffs.handback(coach_id, conversation_id)
+            await container.handoffs.handback(coach_id, conversation_id, reply=reply)
         except DomainError as exc:
             return await self._conversation_page(container, coach_id, conversation_id, exc.message, exc.status_code)
         return Redirect(f"/dashboard/conversations/{conversation_id}")

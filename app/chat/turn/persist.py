@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
-from app.chat.turn.decide import BeforeModel
+from app.chat.turn.decide import Before, BeforeModel
 from app.chat.turn.gather import ms_since
 from app.chat.turn.state import Reply, Turn, TurnResult
 from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason
@@ -59,9 +59,9 @@ class Persister:
         """Carry out a decision made before the model, in the turn's first transaction (the client's message
         and the active handoff are locked in it): the crisis protocol, the paused AI, or a rule's handoff."""
         coach, conversation, signals = turn.coach, turn.conversation, turn.signals
-        if decision.reason is None:  # paused: the coach has the conversation; the message waits for them
+        if decision.action is Before.PAUSED or decision.reason is None:  # the message waits for the coach
             return Outcome(handoff=turn.active)
-        if decision.reason == HandoffReason.CRISIS:
+        if decision.action is Before.CRISIS:
             conversation.urgent_at = _now()
             conversation.urgent_reason = f"crisis: {', '.join(turn.risk.matched[:3])}"
             handoff = turn.active

@@ -1,5 +1,5 @@
-"""The chat turn, top to bottom. Channel-neutral: the web channel (REST, WebSocket) and the Telegram adapter
-call :meth:`ChatService.receive` then :meth:`ChatService.answer`.
+"""The chat turn, top to bottom. Channel-neutral: the web channel (REST, WebSocket), the worker's handback
+job and the Telegram adapter all call :meth:`ChatService.receive` then :meth:`ChatService.answer`.
 
 1. intake — :meth:`~ChatService.receive` stores the client's message and returns once it is committed
    (idempotent on the client's message id); :meth:`~ChatService.answer` loads the history and signals.
@@ -33,7 +33,8 @@ from app.chat.turn.generate import Generator
 from app.chat.turn.intake import Intake, clean_client_message_id, clean_text
 from app.chat.turn.persist import Outcome, Persister, result
 from app.chat.turn.state import Received, Reply, Turn, TurnResult
-from app.conversations.models import Message
+from app.conversations.models import Conversation, Message
+from app.conversations.service import unanswered_client_message
 from app.core.config import Settings
 from app.core.errors import NotFound
 from app.db.engine import tenant_session
@@ -237,3 +238,23 @@ class ChatService:
         )
         async for item in self.answer(coach_id, client_id, received.message_id):
             yield item
+
+    async def answer_pending(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> str:
+        """Worker job body (after a handback): answer client message ``message_id`` if it is still the
+        conversation's unanswered latest one (:func:`~app.conversations.service.unanswered_client_message`),
+        delivering the reply to the client's live channel. Returns a short status for arq."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            row = (
+                await session.execute(
+                    select(Conversation.id, Conversation.client_id)
+                    .join(Message, Message.conversation_id == Conversation.id)
+                    .where(Message.id == message_id)
+                )
+            ).one_or_none()
+            pending = await unanswered_client_message(session, row.id) if row is not None else None
+        if row is None or pending != message_id:
+            return "nothing to answer"
+        async for item in self.answer(coach_id, row.client_id, message_id, to_client=lambda: True):
+            if isinstance(item, TurnResult):
+                return "answered" if item.message_id is not None else "nothing sent"
+        return "nothing sent"
