@@ -253,7 +253,6 @@
       statusLine.textContent = "";
       var ready = connectedOnce ? catchUp() : Promise.resolve();
       connectedOnce = true;
-      current = null;
       ready.then(function () {
         if (socket.readyState !== WebSocket.OPEN) return;
         unacked.forEach(transmit);  // the same ids again: stored once
@@ -296,6 +295,7 @@
     };
     socket.onclose = function () {
       statusLine.textContent = "Reconnecting…";
+      if (current) current.remove();  // a reply cut off mid-stream: the stored one comes live or by catchUp
       current = null;
       setTimeout(connect, 1500);
     };

@@ -10,6 +10,7 @@ arrives mid-answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -58,16 +59,28 @@ async def next_of(ws: Any, kind: str, wait: float = 20) -> dict[str, Any]:
                 return event  # type: ignore[no-any-return]
 
 
+async def events_until(ws: Any, done: Callable[[dict[str, Any]], bool], wait: float = 20) -> list[dict[str, Any]]:
+    """The events received until one satisfies ``done`` (included) or ``wait`` seconds pass (no error: the
+    caller asserts on what arrived)."""
+    events: list[dict[str, Any]] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait):
+            while not events or not done(events[-1]):
+                events.append(json.loads(await ws.recv()))
+    return events
+
+
 async def wait_for_transcript(
-    http: httpx.AsyncClient, setup: Setup, conversation_id: str, count: int, wait: float = 60
+    http: httpx.AsyncClient, setup: Setup, conversation_id: str, count: int, wait: float = 30
 ) -> list[dict[str, Any]]:
-    """The transcript once it holds ``count`` messages (fails after ``wait`` seconds)."""
-    async with asyncio.timeout(wait):
-        while True:
-            messages = await transcript(http, setup, conversation_id)
-            if len(messages) >= count:
-                return messages
-            await asyncio.sleep(0.3)
+    """The transcript once it holds ``count`` messages, or as it is after ``wait`` seconds."""
+    messages = await transcript(http, setup, conversation_id)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait):
+            while len(messages) < count:
+                await asyncio.sleep(0.3)
+                messages = await transcript(http, setup, conversation_id)
+    return messages
 
 
 async def test_a_message_sent_while_an_answer_streams_survives_a_dropped_network(
@@ -77,19 +90,13 @@ async def test_a_message_sent_while_an_answer_streams_survives_a_dropped_network
     url = base_url.replace("http://", "ws://") + f"/ws/chat?token={setup.widget_token}"
     async with websockets.connect(url) as ws:
         await ws.send(json.dumps({"text": "How can I plan my week better?", "client_message_id": "c-1"}))
-        first = await next_of(ws, "ack")
-        assert first["client_message_id"] == "c-1" and first["answering"] is True
-        conversation_id = first["conversation_id"]
-        await next_of(ws, "token")  # the first answer is streaming
-        await ws.send(
-            json.dumps(
-                {"text": "And how do I keep to it?", "conversation_id": conversation_id, "client_message_id": "c-2"}
-            )
-        )
-        second = await next_of(ws, "ack", wait=5)  # acknowledged while the first answer still streams
-        assert second["client_message_id"] == "c-2" and second["conversation_id"] == conversation_id
+        before = await events_until(ws, lambda e: e["type"] == "token")  # the first answer is streaming
+        await ws.send(json.dumps({"text": "And how do I keep to it?", "client_message_id": "c-2"}))
+        during = await events_until(ws, lambda e: e["type"] == "ack" and e["client_message_id"] == "c-2", wait=5)
         ws.transport.abort()  # the network drops: no close frame
 
+    [conversation] = (await http.get("/api/v1/conversations", headers=setup.coach.headers)).json()
+    conversation_id = conversation["id"]
     messages = await wait_for_transcript(http, setup, conversation_id, 4)
     assert [(m["sender_type"], m["text"]) for m in messages] == [
         ("client", "How can I plan my week better?"),
@@ -97,6 +104,11 @@ async def test_a_message_sent_while_an_answer_streams_survives_a_dropped_network
         ("ai", REPLY),
         ("ai", REPLY),
     ]
+    acks = {e["client_message_id"]: e for e in before + during if e["type"] == "ack"}
+    assert set(acks) == {"c-1", "c-2"}, "each message is acknowledged as it arrives"
+    assert all(e["type"] != "done" for e in during), "acknowledged while the first answer still streamed"
+    first, second = acks["c-1"], acks["c-2"]
+    assert first["answering"] is True and second["conversation_id"] == conversation_id
     assert messages[1]["id"] == second["message_id"]
 
     async with websockets.connect(url) as ws:  # the widget reconnects and sends its unacknowledged message again
