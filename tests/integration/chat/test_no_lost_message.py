@@ -26,7 +26,7 @@ from tests.openai_wire import MOCK_BASE_URL, mock_openai, openai_sse
 
 __all__ = ["new_setup"]  # fixture used by name below
 
-DELTA_DELAY_S = 0.4
+DELTA_DELAY_S = 0.8
 
 
 async def _slow_sse() -> AsyncIterator[bytes]:
@@ -92,7 +92,7 @@ async def test_a_message_sent_while_an_answer_streams_survives_a_dropped_network
         await ws.send(json.dumps({"text": "How can I plan my week better?", "client_message_id": "c-1"}))
         before = await events_until(ws, lambda e: e["type"] == "token")  # the first answer is streaming
         await ws.send(json.dumps({"text": "And how do I keep to it?", "client_message_id": "c-2"}))
-        during = await events_until(ws, lambda e: e["type"] == "ack" and e["client_message_id"] == "c-2", wait=5)
+        during = await events_until(ws, lambda e: e["type"] == "ack" and e["client_message_id"] == "c-2", wait=2)
         ws.transport.abort()  # the network drops: no close frame
 
     [conversation] = (await http.get("/api/v1/conversations", headers=setup.coach.headers)).json()
