@@ -18,7 +18,7 @@ from litestar.stores.redis import RedisStore
 from litestar.template.config import TemplateConfig
 from redis.asyncio import Redis
 
-from app.channels.web.chat import ChatController, FeedbackController, chat_socket
+from app.channels.web.chat import ChatController, FeedbackController, WidgetConversationController, chat_socket
 from app.channels.web.widget import WidgetController
 from app.container import Container
 from app.core.config import Settings
@@ -82,6 +82,7 @@ def create_app(
             DocumentController,
             ChatController,
             FeedbackController,
+            WidgetConversationController,
             ConversationController,
             HandoffController,
             TrainingController,

@@ -13,7 +13,8 @@ from arq.connections import ArqRedis, RedisSettings
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.accounts.service import AccountService
-from app.chat.service import ChatService
+from app.chat.turn import ChatService
+from app.conversations.service import ConversationService
 from app.core.config import Settings
 from app.core.security import SecretBox
 from app.db.engine import RELAY_KEY, assert_unprivileged, make_engine, make_sessionmaker, tenant_session
@@ -74,6 +75,7 @@ class Container:
     experiments: ExperimentService
     learning_dashboard: LearningDashboard
     chat: ChatService
+    conversations: ConversationService
 
     @classmethod
     async def create(
@@ -138,6 +140,7 @@ class Container:
                 cache=cache,
                 experiments=experiments,
             ),
+            conversations=ConversationService(sessionmaker),
         )
 
     @asynccontextmanager

@@ -1,7 +1,7 @@
 """The arq worker: document ingestion, the memory jobs (session summaries, insights, profiles), the coach's
-handoff alerts, the learning jobs (intervention analysis and outcomes, training data, fine-tunes, the
-promotion gate), the minute crons that end idle chat sessions and send SLA holding messages, and the
-five-minute learning sweep (fine-tune readiness and polling).
+handoff alerts, the AI's answer after a handback, the learning jobs (intervention analysis and outcomes,
+training data, fine-tunes, the promotion gate), the minute crons that end idle chat sessions and send SLA
+holding messages, and the five-minute learning sweep (fine-tune readiness and polling).
 
 Start with ``opencoach worker``; ``opencoach serve`` runs one alongside the web app. The worker refuses to
 start on a database whose schema is not at the migrations' head. It rides out a Redis outage (arq's own
@@ -27,6 +27,7 @@ from app.container import Container
 from app.core.config import Settings
 from app.db.jobs import (
     ANALYSE_INTERVENTION,
+    ANSWER_PENDING,
     DELIVER_ALERT,
     EVALUATE_MODEL,
     EXTRACT_INSIGHTS,
@@ -156,6 +157,12 @@ async def evaluate_model(ctx: dict[str, Any], coach_id: str, version_id: str) ->
     return await _retrying(ctx, container.model_versions.evaluate(uuid.UUID(coach_id), uuid.UUID(version_id)))
 
 
+async def answer_pending(ctx: dict[str, Any], coach_id: str, message_id: str) -> str:
+    """arq job: after a handback, the AI answers the client message the coach left unanswered (idempotent)."""
+    container: Container = ctx["container"]
+    return await container.chat.answer_pending(uuid.UUID(coach_id), uuid.UUID(message_id))
+
+
 async def relay_outbox(ctx: dict[str, Any]) -> str:
     """arq cron (every 10 s): send outbox jobs that their commit could not (Redis was down), oldest first;
     while jobs still wait afterwards, log the outbox's health line (count, oldest age, failing sends)."""
@@ -247,6 +254,7 @@ def build_worker(
             func(start_fine_tune, name=START_FINE_TUNE, timeout=JOB_TIMEOUT_S, max_tries=3),
             func(poll_fine_tune, name=POLL_FINE_TUNE, timeout=300, max_tries=3),
             func(evaluate_model, name=EVALUATE_MODEL, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
+            func(answer_pending, name=ANSWER_PENDING, timeout=600, max_tries=3),
         ],
         # a burst run (tests, one-off processing) must not sweep every tenant's sessions on a minute boundary
         cron_jobs=[]

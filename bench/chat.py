@@ -37,7 +37,7 @@ from typing import Any
 from harness import bench_app, console, ingest_pdf, percentile, print_table
 from rich.table import Table
 
-from app.chat.service import TurnResult
+from app.chat.turn import TurnResult
 from app.container import Container
 
 MEDITATIONS = Path(__file__).resolve().parents[1] / "demo" / "meditations-marcus-aurelius.pdf"

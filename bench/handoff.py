@@ -36,7 +36,7 @@ from harness import bench_app, console, percentile, print_table
 from rich.table import Table
 
 from app.asgi import create_app
-from app.chat.service import MAX_MESSAGE_CHARS
+from app.chat.turn.intake import MAX_MESSAGE_CHARS
 from app.core.runtime import serve_in_background
 from app.evals.crisis import load_cssrs
 from app.handoff.crisis import needs_crisis_protocol

@@ -1,4 +1,9 @@
 // Widget page: sends the client's messages over the /ws/chat WebSocket and renders streamed replies.
+// Every message gets its own id (crypto.randomUUID) and stays "unacknowledged" until the server's `ack`
+// says it is stored; after a reconnect the widget first fetches what was stored meanwhile
+// (GET /api/v1/widget/conversations/{id}/messages?after=…), then sends the unacknowledged messages again with
+// the same ids (the server stores each once). The server answers messages in the order they arrived, so
+// Send and Enter always work, also while an answer is streaming.
 // Live events of the client's channel arrive on the same socket: the coach's messages ("message"),
 // "coach_joined" and "coach_left"; a turn answered by nobody (the coach holds the conversation, or a draft
 // waits for review) ends with `done` whose message_id is null and whose `handoff` says why.
@@ -13,14 +18,33 @@
   var coachName = log.dataset.coach || "Your coach";
   var form = document.getElementById("composer");
   var input = document.getElementById("text");
-  var sendButton = document.getElementById("send");
   var endButton = document.getElementById("end-session");
   var statusLine = document.getElementById("status");
   var token = log.dataset.token;
   var conversationId = log.dataset.conversation || null;
   var socket = null;
   var current = null;   // the AI message element being streamed into
-  var queue = [];
+  var unacked = [];     // {client_message_id, text, conversation_id?} sent but not yet stored, oldest first
+  var waiting = 0;      // acknowledged messages this socket is answering (their `done` has not come yet)
+  var connectedOnce = false;
+  var lastMessageId = null;
+  Array.prototype.forEach.call(log.querySelectorAll("[data-message-id]"), function (el) {
+    lastMessageId = el.dataset.messageId;
+  });
+
+  function newId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    return "m-" + Date.now().toString(36) + "-" + Math.random().toString(36).slice(2, 12);
+  }
+
+  function setWaiting(delta) {
+    waiting = Math.max(0, waiting + delta);
+    statusLine.textContent = waiting ? "Thinking…" : "";
+  }
+
+  function seen(id) {
+    if (id) lastMessageId = id;
+  }
 
   function setPresence(text, waiting) {
     presence.textContent = text || "";
@@ -45,6 +69,16 @@
 
   function hasMessage(id) {
     return !!(id && log.querySelector('[data-message-id="' + id + '"]'));
+  }
+
+  function ownBubble(clientId) {
+    return clientId ? log.querySelector('[data-client-id="' + clientId + '"]') : null;
+  }
+
+  function acknowledge(clientId, messageId) {
+    unacked = unacked.filter(function (m) { return m.client_message_id !== clientId; });
+    var el = ownBubble(clientId);
+    if (el) { el.dataset.messageId = messageId; el.classList.remove("pending"); }
   }
 
   function bubble(kind, label, text) {
@@ -159,47 +193,87 @@
     el.appendChild(list);
   }
 
+  function showMessage(message) {
+    seen(message.id);
+    if (hasMessage(message.id)) return;
+    if (message.client_message_id && ownBubble(message.client_message_id)) {
+      acknowledge(message.client_message_id, message.id);
+      return;
+    }
+    var el = bubble(message.sender_type, LABELS[message.sender_type] || LABELS.ai, message.text);
+    el.dataset.messageId = message.id;
+    citations(el, message.citations);
+    var meta = message.metadata || {};
+    if (meta.notice || meta.crisis) el.classList.add("notice");
+    if (message.sender_type !== "client") feedbackBar(el);
+  }
+
+  function onDone(data) {
+    conversationId = data.conversation_id;
+    if (data.message_id && !hasMessage(data.message_id)) {
+      if (!current) current = bubble("ai", LABELS.ai, "");
+      current.querySelector(".text").textContent = data.reply;
+      citations(current, data.citations);
+      current.dataset.messageId = data.message_id;
+      var shown = data.metadata || {};
+      if (shown.notice || shown.crisis) current.classList.add("notice");
+      feedbackBar(current);
+      seen(data.message_id);
+    } else if (current) {
+      current.remove();  // nothing was sent (or it already arrived live): no empty bubble
+    }
+    current = null;
+    setWaiting(-1);
+    if (data.handoff) showHandoff(data.handoff);
+    else setPresence("");
+  }
+
+  function catchUp() {
+    // what was stored while the socket was down (replies finished after the drop, the coach's messages)
+    if (!conversationId) return Promise.resolve();
+    var url = "/api/v1/widget/conversations/" + encodeURIComponent(conversationId) + "/messages" +
+      (lastMessageId ? "?after=" + encodeURIComponent(lastMessageId) : "");
+    return fetch(url, { headers: { Authorization: "Bearer " + token } }).then(function (response) {
+      if (!response.ok) return;
+      return response.json().then(function (messages) { messages.forEach(showMessage); });
+    }).catch(function () { /* the next reconnect tries again */ });
+  }
+
+  function transmit(item) {
+    var payload = { text: item.text, client_message_id: item.client_message_id };
+    if (item.conversation_id || conversationId) payload.conversation_id = item.conversation_id || conversationId;
+    socket.send(JSON.stringify(payload));
+  }
+
   function connect() {
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + location.host + "/ws/chat?token=" + encodeURIComponent(token));
     socket.onopen = function () {
+      waiting = 0;  // answers begun on an earlier socket arrive as live messages (or through catchUp)
       statusLine.textContent = "";
-      while (queue.length) socket.send(queue.shift());
+      var ready = connectedOnce ? catchUp() : Promise.resolve();
+      connectedOnce = true;
+      ready.then(function () {
+        if (socket.readyState !== WebSocket.OPEN) return;
+        unacked.forEach(transmit);  // the same ids again: stored once
+      });
     };
     socket.onmessage = function (event) {
       var data = JSON.parse(event.data);
-      if (data.type === "token") {
+      if (data.type === "ack") {
+        conversationId = data.conversation_id || conversationId;
+        acknowledge(data.client_message_id, data.message_id);
+        seen(data.message_id);
+        if (data.answering) setWaiting(1);
+      } else if (data.type === "token") {
         if (!current) current = bubble("ai", "AI assistant", "");
         current.querySelector(".text").textContent += data.text;
         log.scrollTop = log.scrollHeight;
       } else if (data.type === "done") {
-        conversationId = data.conversation_id;
-        if (data.message_id && !hasMessage(data.message_id)) {
-          if (!current) current = bubble("ai", LABELS.ai, "");
-          current.querySelector(".text").textContent = data.reply;
-          citations(current, data.citations);
-          current.dataset.messageId = data.message_id;
-          var shown = data.metadata || {};
-          if (shown.notice || shown.crisis) current.classList.add("notice");
-          feedbackBar(current);
-        } else if (current) {
-          current.remove();  // nothing was sent (or it already arrived live): no empty bubble
-        }
-        current = null;
-        sendButton.disabled = false;
-        statusLine.textContent = "";
-        if (data.handoff) showHandoff(data.handoff);
-        else setPresence("");
+        onDone(data);
       } else if (data.type === "message") {
         if (data.conversation_id) conversationId = data.conversation_id;
-        var message = data.message || {};
-        if (hasMessage(message.id)) return;
-        var el = bubble(message.sender_type, LABELS[message.sender_type] || LABELS.ai, message.text);
-        el.dataset.messageId = message.id;
-        citations(el, message.citations);
-        var meta = message.metadata || {};
-        if (meta.notice || meta.crisis) el.classList.add("notice");
-        if (message.sender_type !== "client") feedbackBar(el);
+        showMessage(data.message || {});
       } else if (data.type === "coach_joined") {
         coachName = data.coach_name || coachName;
         systemLine(coachName + " joined the conversation");
@@ -210,22 +284,30 @@
         setPresence("");
       } else if (data.type === "error") {
         statusLine.textContent = data.message;
-        current = null;
-        sendButton.disabled = false;
+        if (data.client_message_id) {  // refused: it is not stored, so it is not sent again
+          unacked = unacked.filter(function (m) { return m.client_message_id !== data.client_message_id; });
+          var el = ownBubble(data.client_message_id);
+          if (el) { el.classList.remove("pending"); el.classList.add("failed"); }
+        } else if (current) {
+          current = null;
+        }
       }
     };
     socket.onclose = function () {
       statusLine.textContent = "Reconnecting…";
+      if (current) current.remove();  // a reply cut off mid-stream: the stored one comes live or by catchUp
+      current = null;
       setTimeout(connect, 1500);
     };
   }
 
   function sendText(text) {
-    bubble("client", LABELS.client, text);
-    sendButton.disabled = true;
-    statusLine.textContent = "Thinking…";
-    var payload = JSON.stringify(conversationId ? { text: text, conversation_id: conversationId } : { text: text });
-    if (socket && socket.readyState === WebSocket.OPEN) socket.send(payload); else queue.push(payload);
+    var item = { client_message_id: newId(), text: text, conversation_id: conversationId };
+    var el = bubble("client", LABELS.client, text);
+    el.dataset.clientId = item.client_message_id;
+    el.classList.add("pending");
+    unacked.push(item);
+    if (socket && socket.readyState === WebSocket.OPEN) transmit(item);
   }
 
   form.addEventListener("submit", function (event) {

@@ -173,12 +173,14 @@ async def container(settings: Settings, services: Services, registry: ProviderRe
 
 
 async def ws_turn(base_url: str, widget_token: str, text: str) -> list[dict]:
-    """Send ``text`` over the ``/ws/chat`` WebSocket; returns the events received, up to and including the
-    first that is not a ``token`` event (``done`` or ``error``)."""
+    """Send ``text`` over the ``/ws/chat`` WebSocket; returns the events received after its ``ack``, up to and
+    including the first that is not a ``token`` event (``done`` or ``error``)."""
     url = base_url.replace("http://", "ws://") + f"/ws/chat?token={widget_token}"
     events: list[dict] = []
     async with websockets.connect(url) as ws:
         await ws.send(json.dumps({"text": text}))
         while not events or events[-1]["type"] == "token":
-            events.append(json.loads(await ws.recv()))
+            event = json.loads(await ws.recv())
+            if event["type"] != "ack":
+                events.append(event)
     return events

@@ -20,7 +20,7 @@ token counts; confidences, thresholds and scores are in ``[0, 1]``; ids are UUID
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -370,8 +370,14 @@ def client_view(meta: Mapping[str, Any] | ReplyMeta | None) -> dict[str, Any]:
     return out
 
 
-client_metadata = client_view
-"""Former name of :func:`client_view` (was a blocklist); kept so branches written against it still merge."""
+CLIENT_CITATION_KEYS: Final = ("document_id", "title", "page", "chunk_id")
+"""What a client may see of a citation: not its retrieval ``score``, the cosine behind the confidence factor
+``low_retrieval_support``."""
+
+
+def client_citations(citations: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A reply's citations as a client sees them: :data:`CLIENT_CITATION_KEYS` of each, in order."""
+    return [{key: citation[key] for key in CLIENT_CITATION_KEYS if key in citation} for citation in citations]
 
 
 CLIENT_HANDOFF_KEYS: Final = ("status", "reason")

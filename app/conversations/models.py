@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, String, Text, func
+from sqlalchemy import DateTime, ForeignKey, Index, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -39,13 +39,32 @@ class Conversation(TenantMixin, Base):
     """Watermark of L3 extraction: messages created up to this time have been read for insights."""
 
 
+CLIENT_MESSAGE_ID_MAX = 64
+"""Longest client-chosen message id (a UUID is 36 characters)."""
+
+
 class Message(TenantMixin, Base):
     """One message. ``citations`` is a list of ``{document_id, title, page, chunk_id, score}``; ``meta``
     (column ``metadata``) is a stored :class:`app.conversations.metadata.ReplyMeta` (attribution, confidence,
     handoff and draft flags, the client's feedback): read it through :attr:`reply_meta`; a client sees only
-    :func:`app.conversations.metadata.client_view` of it."""
+    :func:`app.conversations.metadata.client_view` of it.
+
+    A client's message may carry ``client_message_id``, the id the client's app gave it (at most
+    :data:`CLIENT_MESSAGE_ID_MAX` characters, unique per coach): a message sent again with the same id is
+    stored once. ``answered_at`` is set on a client message when the AI answered it (reply, crisis reply,
+    handoff notice, apology or draft), in the same transaction as the answer; a message that reached only
+    the coach (the AI paused) stays unanswered."""
 
     __tablename__ = "messages"
+    __table_args__ = (
+        Index(
+            "uq_messages_coach_client_message_id",
+            "coach_id",
+            "client_message_id",
+            unique=True,
+            postgresql_where=text("client_message_id IS NOT NULL"),
+        ),
+    )
 
     conversation_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("conversations.id", ondelete="CASCADE"), index=True
@@ -57,6 +76,8 @@ class Message(TenantMixin, Base):
     text: Mapped[str] = mapped_column(Text)
     citations: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
+    client_message_id: Mapped[str | None] = mapped_column(String(CLIENT_MESSAGE_ID_MAX))
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     @property
     def reply_meta(self) -> ReplyMeta:

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from app.conversations.metadata import ClientMeta, client_meta, client_view
+from app.conversations.metadata import ClientMeta, client_citations, client_meta, client_view
 from app.conversations.models import Message
 
 
@@ -47,7 +47,9 @@ def message_out(msg: Message) -> MessageOut:
 def client_message_out(msg: Message) -> MessageOut:
     """Serialise a message for a client (widget token APIs, channels): metadata is only
     :func:`~app.conversations.metadata.client_view` of it."""
-    return MessageOut(msg.id, msg.sender_type, msg.text, msg.created_at, msg.citations, client_view(msg.meta))
+    return MessageOut(
+        msg.id, msg.sender_type, msg.text, msg.created_at, client_citations(msg.citations), client_view(msg.meta)
+    )
 
 
 @dataclass(frozen=True)
@@ -64,4 +66,5 @@ class ClientMessage:
 
     @classmethod
     def of(cls, msg: Message) -> ClientMessage:
-        return cls(msg.id, msg.sender_type, msg.text, msg.created_at, msg.citations, client_meta(msg.meta))
+        citations = client_citations(msg.citations)
+        return cls(msg.id, msg.sender_type, msg.text, msg.created_at, citations, client_meta(msg.meta))

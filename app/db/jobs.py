@@ -27,6 +27,7 @@ REFRESH_TRAINING_DATA = "refresh_training_data"
 START_FINE_TUNE = "start_fine_tune"
 POLL_FINE_TUNE = "poll_fine_tune"
 EVALUATE_MODEL = "evaluate_model"
+ANSWER_PENDING = "answer_pending"
 
 
 def ingest_document(session: AsyncSession, coach_id: uuid.UUID, document_id: uuid.UUID) -> None:
@@ -150,3 +151,9 @@ def poll_fine_tune(session: AsyncSession, coach_id: uuid.UUID, job_id: uuid.UUID
 def evaluate_model(session: AsyncSession, coach_id: uuid.UUID, version_id: uuid.UUID) -> None:
     """Queue the promotion gate for a staging model version (once per version)."""
     add_job(session, coach_id, EVALUATE_MODEL, str(coach_id), str(version_id), job_id=f"{EVALUATE_MODEL}:{version_id}")
+
+
+def answer_pending(session: AsyncSession, coach_id: uuid.UUID, message_id: uuid.UUID) -> None:
+    """Queue the AI's answer to a client message the coach left unanswered when handing the conversation back
+    (once per message; the job does nothing if the message was answered or followed by another meanwhile)."""
+    add_job(session, coach_id, ANSWER_PENDING, str(coach_id), str(message_id), job_id=f"{ANSWER_PENDING}:{message_id}")

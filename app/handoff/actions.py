@@ -14,7 +14,9 @@ from app.accounts.models import Client, Coach
 from app.accounts.service import AccountService
 from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason, HandoffStatus
 from app.conversations.models import Message, SenderType
+from app.conversations.service import unanswered_client_message
 from app.core.errors import Conflict, InvalidInput
+from app.db import jobs
 from app.db.engine import tenant_session
 from app.handoff.queue import coach_conversation
 from app.handoff.service import HandoffService
@@ -119,10 +121,11 @@ class CoachActions:
             handoff.claimed_at = datetime.now(UTC)
         return coach, handoff, client, True
 
-    async def handback(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> Handoff:
+    async def handback(self, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, reply: bool = True) -> Handoff:
         """Give the conversation back to the AI: the active handoff is closed (an open one is dismissed);
-        ``human_duration_minutes`` is the time since the takeover. Raises ``NotFound`` and ``Conflict``
-        when no handoff is active."""
+        ``human_duration_minutes`` is the time since the takeover. With ``reply`` (the default) the AI answers
+        the client's message the coach left unanswered, if any (an ``answer_pending`` job queued in the same
+        transaction). Raises ``NotFound`` and ``Conflict`` when no handoff is active."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             coach = await self._accounts.get_coach(session, coach_id)
             conversation = await coach_conversation(session, coach_id, conversation_id)
@@ -135,5 +138,8 @@ class CoachActions:
             if handoff.claimed_at is not None:
                 handoff.human_duration_minutes = round((now - handoff.claimed_at).total_seconds() / 60, 2)
             client = await self._accounts.get_client(session, coach_id, conversation.client_id)
+            pending = await unanswered_client_message(session, conversation_id) if reply else None
+            if pending is not None:
+                jobs.answer_pending(session, coach_id, pending)
         await self._handoffs.publish_change(coach, handoff, client, "coach_left")
         return handoff

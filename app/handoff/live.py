@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from app.conversations.metadata import client_citations
 from app.conversations.models import Message
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def message_event(message: Message, *, client_view: dict[str, Any] | None = None
             "sender_type": message.sender_type,
             "text": message.text,
             "created_at": message.created_at.isoformat(),
-            "citations": message.citations,
+            "citations": message.citations if client_view is None else client_citations(message.citations),
             "metadata": message.meta if client_view is None else client_view,
         },
     }

@@ -26,10 +26,13 @@ async def store_message(
     at: datetime,
     citations: list[dict[str, Any]] | None = None,
     meta: dict[str, Any] | None = None,
+    client_message_id: str | None = None,
 ) -> tuple[Message, ChatSession | None]:
     """Add a message (flushed, so its id is known) to its conversation's chat session and move the
-    conversation's ``last_message_at``. Returns the message and the chat session this closed, if any (its
-    jobs are queued in the same transaction by :func:`app.memory.sessions.session_ended`)."""
+    conversation's ``last_message_at``. ``client_message_id`` is the client app's own id of the message
+    (unique per coach: a duplicate raises ``IntegrityError`` at the flush). Returns the message and the chat
+    session this closed, if any (its jobs are queued in the same transaction by
+    :func:`app.memory.sessions.session_ended`)."""
     message = Message(
         coach_id=coach.id,
         conversation_id=conversation_id,
@@ -37,6 +40,7 @@ async def store_message(
         text=text,
         citations=citations or [],
         meta=meta or {},
+        client_message_id=client_message_id,
         created_at=at,
     )
     session.add(message)

@@ -8,7 +8,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from app.chat.prompt import BUDGET_MARGIN, KEEP_RECENT, assemble_prompt
-from app.chat.service import trim_to_sentence
+from app.chat.turn.decide import trim_to_sentence
 from app.conversations.models import Message, SenderType
 from app.core.security import SecretBox, hash_password, mask_secret, new_token, token_hash, verify_password
 from app.memory.retrieval import MemoryContext

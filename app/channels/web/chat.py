@@ -1,24 +1,31 @@
-"""REST API and WebSocket: the client's chat turn, the coach's conversations."""
+"""The web channel: the widget's REST turn, its WebSocket, feedback and the catch-up read after a reconnect.
+
+Every path stores the client's message with :meth:`app.chat.turn.ChatService.receive` and answers it with
+:meth:`~app.chat.turn.ChatService.answer`; this module only parses, authorises and renders events."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, WebSocket, post, websocket
+from litestar import Controller, WebSocket, get, post, websocket
 from litestar.channels import ChannelsPlugin
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
-from litestar.params import JSONBody
+from litestar.params import FromQuery, JSONBody
 
 from app.accounts.service import ClientIdentity
 from app.auth import identify_client, provide_client_identity
-from app.chat.service import MAX_FEEDBACK_CHARS, MAX_MESSAGE_CHARS, TurnResult
-from app.conversations.metadata import client_handoff_view, client_view
+from app.chat.turn import TurnResult
+from app.chat.turn.intake import MAX_MESSAGE_CHARS
+from app.conversations.metadata import client_citations, client_handoff_view, client_view
+from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Message
+from app.conversations.service import MAX_FEEDBACK_CHARS
 from app.core.errors import DomainError
 from app.deps import ClientIdentityDep, ContainerDep, PathId
 from app.handoff.live import client_channel
@@ -27,8 +34,12 @@ log = logging.getLogger(__name__)
 
 
 class ChatRequest(msgspec.Struct):
+    """A client's message: ``text``, the ``conversation_id`` (omitted: a new conversation) and the widget's
+    own ``client_message_id`` (sent again with the same id, the message is stored once)."""
+
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MESSAGE_CHARS)]
     conversation_id: uuid.UUID | None = None
+    client_message_id: Annotated[str, msgspec.Meta(min_length=1, max_length=CLIENT_MESSAGE_ID_MAX)] | None = None
 
 
 class HandoffStatusOut(msgspec.Struct):
@@ -69,16 +80,45 @@ class FeedbackOut(msgspec.Struct):
     at: str
 
 
-async def run_turn(
-    container: ContainerDep, identity: ClientIdentity, text: str, conversation_id: uuid.UUID | None, channel: str
-) -> TurnResult:
-    """Run a whole turn without streaming (REST, Telegram)."""
-    async for item in container.chat.turn(
-        identity.coach_id, identity.client_id, text, conversation_id=conversation_id, channel=channel
-    ):
-        if isinstance(item, TurnResult):
-            return item
-    raise RuntimeError("chat turn ended without a result")
+class WidgetMessageOut(msgspec.Struct):
+    """A message as the client's widget sees it: ``metadata`` is the client's view, ``client_message_id`` the
+    widget's own id of a client message (``null`` otherwise)."""
+
+    id: uuid.UUID
+    sender_type: str
+    text: str
+    created_at: datetime
+    citations: list[dict[str, Any]]
+    metadata: dict[str, Any]
+    client_message_id: str | None
+
+
+def widget_message_out(message: Message) -> WidgetMessageOut:
+    """Serialise a message for the client."""
+    return WidgetMessageOut(
+        message.id,
+        message.sender_type,
+        message.text,
+        message.created_at,
+        client_citations(message.citations),
+        client_view(message.meta),
+        message.client_message_id,
+    )
+
+
+def done_event(result: TurnResult) -> dict[str, Any]:
+    """The ``done`` event ending an answer on the socket (the same fields as the REST response, plus
+    ``in_reply_to``: the client message it answers)."""
+    return {
+        "type": "done",
+        "conversation_id": str(result.conversation_id),
+        "in_reply_to": str(result.received_message_id),
+        "message_id": str(result.message_id) if result.message_id else None,
+        "reply": result.reply,
+        "citations": client_citations(result.citations),
+        "metadata": client_view(result.metadata),
+        "handoff": client_handoff_view(result.handoff),
+    }
 
 
 class ChatController(Controller):
@@ -90,16 +130,50 @@ class ChatController(Controller):
     async def chat(
         self, data: JSONBody[ChatRequest], identity: ClientIdentityDep, container: ContainerDep
     ) -> ChatResponse:
-        """One client turn, unstreamed (the same turn as the WebSocket). Auth: the client's widget token."""
-        result = await run_turn(container, identity, data.text, data.conversation_id, "api")
+        """One client turn, unstreamed (the same turn as the WebSocket). Auth: the client's widget token. A
+        message sent again with the same ``client_message_id`` is stored and answered once (the repeat gets an
+        empty ``reply``)."""
+        turn = container.chat.turn(
+            identity.coach_id,
+            identity.client_id,
+            data.text,
+            conversation_id=data.conversation_id,
+            channel="api",
+            client_message_id=data.client_message_id,
+        )
+        result = [item async for item in turn if isinstance(item, TurnResult)][-1]
         return ChatResponse(
             result.conversation_id,
             result.message_id,
             result.reply,
-            result.citations,
+            client_citations(result.citations),
             client_view(result.metadata),
             HandoffStatusOut(**handoff) if (handoff := client_handoff_view(result.handoff)) else None,
         )
+
+
+class WidgetConversationController(Controller):
+    """What the widget reads to catch up. Auth: the client's widget token."""
+
+    path = "/api/v1/widget/conversations"
+    tags = ["widget"]
+    dependencies = {"identity": Provide(provide_client_identity)}
+
+    @get("/{conversation_id:str}/messages")
+    async def messages(
+        self,
+        conversation_id: PathId,
+        identity: ClientIdentityDep,
+        container: ContainerDep,
+        after: FromQuery[uuid.UUID | None] = None,
+    ) -> list[WidgetMessageOut]:
+        """The client's conversation's messages stored after message ``?after=<id>`` (all without it), oldest
+        first: what the widget missed while disconnected. 404 for another client's conversation or an
+        ``after`` that is not in it; 400 for a malformed id."""
+        found = await container.conversations.messages_after(
+            identity.coach_id, identity.client_id, conversation_id, after
+        )
+        return [widget_message_out(message) for message in found]
 
 
 class FeedbackController(Controller):
@@ -113,7 +187,7 @@ class FeedbackController(Controller):
     ) -> FeedbackOut:
         """The client rates an AI reply (widget token of the conversation's client only; 404 otherwise).
         Sending again replaces the earlier feedback."""
-        stored = await container.chat.record_feedback(
+        stored = await container.conversations.record_feedback(
             identity.coach_id,
             identity.client_id,
             message_id,
@@ -133,12 +207,17 @@ async def chat_socket(
 ) -> None:
     """Streamed chat for the widget. Auth: ``?token=<widget_token>``.
 
-    Client → server: ``{"text": "...", "conversation_id"?: "..."}``.
-    Server → client: ``{"type": "token", "text": "..."}`` per delta, then ``{"type": "done",
-    "conversation_id", "message_id", "reply", "citations", "metadata", "handoff"}``; ``{"type": "error",
-    "message"}`` for a bad message. Live events of the client's channel (:mod:`app.handoff.live`: the
-    coach's messages, ``coach_joined``, ``coach_left``) arrive on the same socket at any time. A dropped
-    connection does not stop the turn: the reply is still stored.
+    Client → server: ``{"text": "...", "conversation_id"?: "...", "client_message_id"?: "..."}``.
+    Server → client: ``{"type": "ack", "client_message_id", "message_id", "conversation_id", "answering"}`` as
+    soon as a message is stored (whatever answer is in progress; ``answering`` false: it was answered before,
+    no ``done`` follows for it); answers follow in the order the messages arrived:
+    ``{"type": "token", "text": "..."}`` per delta, then ``{"type": "done", "conversation_id", "in_reply_to",
+    "message_id", "reply", "citations", "metadata", "handoff"}``. ``{"type": "error", "message",
+    "client_message_id"?}`` for a message that was refused (nothing stored). Live events of the client's
+    channel (:mod:`app.handoff.live`: the coach's messages, ``coach_joined``, ``coach_left``) arrive on the
+    same socket at any time. A dropped connection stops neither the reading of what already arrived nor the
+    answers: every stored message is answered, and replies finished after the drop go to the client's live
+    channel (the widget's next connection).
     """
     try:
         identity = await identify_client(socket, container)
@@ -146,69 +225,113 @@ async def chat_socket(
         await socket.close(code=4401, reason=str(exc.detail)[:120])
         return
     await socket.accept()
-    connected = True
-
-    async def send(payload: dict[str, Any]) -> None:
-        nonlocal connected
-        if not connected:
-            return
-        try:
-            await socket.send_json(payload)
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            connected = False
-
-    async def forward(event: bytes) -> None:
-        await send(json.loads(event))
-
+    chat = _SocketChat(socket, container, identity)
     async with (
         channels.start_subscription([client_channel(identity.client_id)]) as subscriber,
-        subscriber.run_in_background(forward),
+        subscriber.run_in_background(chat.forward),
     ):
-        await _chat_loop(socket, container, identity, send, lambda: connected)
-
-
-async def _chat_loop(
-    socket: WebSocket[Any, Any, Any],
-    container: ContainerDep,
-    identity: ClientIdentity,
-    send: Callable[[dict[str, Any]], Awaitable[None]],
-    connected: Callable[[], bool],
-) -> None:
-    """Receive the client's messages and stream each turn back until the socket closes."""
-    while connected():
+        answering = asyncio.create_task(chat.answer_queued())
         try:
-            raw = await socket.receive_text()
-        except WebSocketDisconnect:
+            await chat.read()
+        finally:
+            chat.queue.put_nowait(None)  # answer what was stored, then stop
+            await answering
+
+
+class _SocketChat:
+    """One widget socket: a reader that stores (and acknowledges) every message as it arrives, and an
+    answering task that answers the stored messages one by one, in order."""
+
+    def __init__(self, socket: WebSocket[Any, Any, Any], container: ContainerDep, identity: ClientIdentity) -> None:
+        self.socket = socket
+        self.container = container
+        self.identity = identity
+        self.queue: asyncio.Queue[uuid.UUID | None] = asyncio.Queue()
+        self.connected = True
+        self._conversation_id: uuid.UUID | None = None
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        """Send one event; a failed send marks the socket gone (the work goes on)."""
+        if not self.connected:
             return
+        try:
+            async with self._send_lock:
+                await self.socket.send_json(payload)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self.connected = False
+
+    async def forward(self, event: bytes) -> None:
+        """Pass a live event of the client's channel on to the socket."""
+        await self.send(json.loads(event))
+
+    async def read(self) -> None:
+        """Store and acknowledge each message as it arrives, until the client disconnects."""
+        while self.connected:
+            try:
+                raw = await self.socket.receive_text()
+            except WebSocketDisconnect:
+                break
+            await self._store(raw)
+        self.connected = False
+
+    async def _store(self, raw: str) -> None:
         try:
             request = _decoder.decode(raw)
         except msgspec.ValidationError as exc:
-            await send({"type": "error", "message": f"invalid message: {exc}"})
-            continue
+            await self.send({"type": "error", "message": f"invalid message: {exc}", **_client_id_of(raw)})
+            return
         except msgspec.DecodeError:
-            await send({"type": "error", "message": 'invalid message: send JSON like {"text": "..."}'})
-            continue
+            await self.send({"type": "error", "message": 'invalid message: send JSON like {"text": "..."}'})
+            return
         try:
-            async for item in container.chat.turn(
-                identity.coach_id,
-                identity.client_id,
+            received = await self.container.chat.receive(
+                self.identity.coach_id,
+                self.identity.client_id,
                 request.text,
-                conversation_id=request.conversation_id,
+                conversation_id=request.conversation_id or self._conversation_id,
                 channel="widget",
-            ):
-                if isinstance(item, TurnResult):
-                    await send(
-                        {
-                            "type": "done",
-                            "conversation_id": str(item.conversation_id),
-                            "message_id": str(item.message_id) if item.message_id else None,
-                            "reply": item.reply,
-                            "citations": item.citations,
-                            "metadata": client_view(item.metadata),
-                            "handoff": client_handoff_view(item.handoff),
-                        }
-                    )
-                else:
-                    await send({"type": "token", "text": item})
+                client_message_id=request.client_message_id,
+            )
         except DomainError as exc:
-            await send({"type": "error", "message": exc.message})
+            await self.send({"type": "error", "message": exc.message, **_client_id_of(raw)})
+            return
+        self._conversation_id = received.conversation_id
+        await self.send(
+            {
+                "type": "ack",
+                "client_message_id": received.client_message_id,
+                "message_id": str(received.message_id),
+                "conversation_id": str(received.conversation_id),
+                "answering": not received.answered,
+            }
+        )
+        if not received.answered:
+            self.queue.put_nowait(received.message_id)
+
+    async def answer_queued(self) -> None:
+        """Answer the stored messages in order until the reader is done and the queue is empty."""
+        while (message_id := await self.queue.get()) is not None:
+            try:
+                async for item in self.container.chat.answer(
+                    self.identity.coach_id, self.identity.client_id, message_id, to_client=lambda: not self.connected
+                ):
+                    if isinstance(item, TurnResult):
+                        await self.send(done_event(item))
+                    else:
+                        await self.send({"type": "token", "text": item})
+            except DomainError as exc:
+                await self.send({"type": "error", "message": exc.message})
+            except Exception:  # one failed answer must not leave the messages queued after it unanswered
+                log.exception("answering message %s failed", message_id)
+                await self.send({"type": "error", "message": "could not answer this message; it is saved"})
+
+
+def _client_id_of(raw: str) -> dict[str, str]:
+    """``{"client_message_id": …}`` of a refused message when it named one (so the widget stops re-sending
+    it), else ``{}``."""
+    try:
+        value = json.loads(raw).get("client_message_id")
+    except (ValueError, AttributeError):
+        return {}
+    return {"client_message_id": value} if isinstance(value, str) else {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from litestar import Controller, get
 from litestar.response import Template
 
-from app.chat.service import MAX_MESSAGE_CHARS
+from app.chat.turn.intake import MAX_MESSAGE_CHARS
 from app.conversations.schemas import ClientMessage
 from app.deps import ContainerDep, PathStr
 from app.memory.client_view import remembered_out
@@ -32,13 +32,13 @@ class WidgetController(Controller):
             return Template("widget/invalid.html", status_code=404)
         async with container.tenant(identity.coach_id) as session:
             coach = await container.accounts.get_coach(session, identity.coach_id)
-        conversations = await container.chat.list_conversations(identity.coach_id, identity.client_id)
+        conversations = await container.conversations.list_conversations(identity.coach_id, identity.client_id)
         messages: list[ClientMessage] = []
         conversation_id = None
         handoff_status = None
         if conversations:
             conversation_id = conversations[0][0].id
-            _, stored = await container.chat.get_conversation(
+            _, stored = await container.conversations.get_conversation(
                 identity.coach_id, conversation_id, client_id=identity.client_id
             )
             messages = [ClientMessage.of(msg) for msg in stored]  # the client sees client_view metadata only

@@ -18,7 +18,7 @@ class ConversationController(Controller):
     @get("/")
     async def list_conversations(self, coach_id: CoachId, container: ContainerDep) -> list[ConversationSummary]:
         """The coach's conversations, most recent first."""
-        rows = await container.chat.list_conversations(coach_id)
+        rows = await container.conversations.list_conversations(coach_id)
         return [
             ConversationSummary(c.id, c.client_id, name, c.channel, count, c.last_message_at) for c, name, count in rows
         ]
@@ -28,7 +28,7 @@ class ConversationController(Controller):
         self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep
     ) -> ConversationOut:
         """A full transcript with citations and attribution metadata."""
-        conversation, messages = await container.chat.get_conversation(coach_id, conversation_id)
+        conversation, messages = await container.conversations.get_conversation(coach_id, conversation_id)
         return ConversationOut(
             conversation.id,
             conversation.client_id,

@@ -102,9 +102,12 @@ class HandoffController(Controller):
         return message_out(await container.coach_actions.send(coach_id, conversation_id, data.text))
 
     @post("/conversations/{conversation_id:uuid}/handback", status_code=200)
-    async def handback(self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep) -> HandoffOut:
-        """Hand the conversation back to the AI (409 when it is not handed off)."""
-        handoff = await container.coach_actions.handback(coach_id, conversation_id)
+    async def handback(
+        self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep, reply: FromQuery[bool] = True
+    ) -> HandoffOut:
+        """Hand the conversation back to the AI (409 when it is not handed off). The AI then answers the
+        client's message the coach left unanswered, unless ``?reply=false`` (hand back without a reply)."""
+        handoff = await container.coach_actions.handback(coach_id, conversation_id, reply=reply)
         return handoff_out(await container.handoff_queue.get(coach_id, handoff.id))
 
     @get("/drafts")

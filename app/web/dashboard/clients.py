@@ -33,7 +33,7 @@ async def _client_page(
         coach = await container.accounts.get_coach(session, coach_id)
         client = await container.accounts.get_client(session, coach_id, client_id)
         memory = await container.memory.client_memory(session, coach_id, client_id)
-    conversations = await container.chat.list_conversations(coach_id, client_id)
+    conversations = await container.conversations.list_conversations(coach_id, client_id)
     return Template(
         "dashboard/client.html",
         context={

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from litestar import Request, get, post
+from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
 from app.container import Container
@@ -26,7 +27,7 @@ async def conversation_page(
     text: str = "",
 ) -> Template:
     """The conversation page, with ``error`` (and the coach's unsent ``text``) shown at ``status_code``."""
-    conversation, messages = await container.chat.get_conversation(coach_id, conversation_id)
+    conversation, messages = await container.conversations.get_conversation(coach_id, conversation_id)
     async with container.tenant(coach_id) as session:
         coach = await container.accounts.get_coach(session, coach_id)
         client = await container.accounts.get_client(session, coach_id, conversation.client_id)
@@ -67,7 +68,7 @@ class ConversationPages(CoachPage):
             "dashboard/conversations.html",
             context={
                 "coach": await page_coach(container, coach_id),
-                "rows": await container.chat.list_conversations(coach_id),
+                "rows": await container.conversations.list_conversations(coach_id),
                 "nav": "conversations",
             },
         )
@@ -93,11 +94,12 @@ class ConversationPages(CoachPage):
 
     @post("/conversations/{conversation_id:uuid}/handback")
     async def handback(
-        self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep
+        self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep, reply: FromQuery[bool] = True
     ) -> Template | Redirect:
-        """Hand the conversation back to the AI; the page with the error (409) when it is not handed off."""
+        """Hand the conversation back to the AI, which answers the client's unanswered message unless
+        ``?reply=false``; the page with the error (409) when it is not handed off."""
         try:
-            await container.coach_actions.handback(coach_id, conversation_id)
+            await container.coach_actions.handback(coach_id, conversation_id, reply=reply)
         except DomainError as exc:
             return await conversation_page(container, coach_id, conversation_id, exc.message, exc.status_code)
         return Redirect(f"/dashboard/conversations/{conversation_id}")

@@ -24,7 +24,7 @@ async def _queue_context(container: Container, coach_id: uuid.UUID) -> dict[str,
     for status in (HandoffStatus.OPEN, HandoffStatus.CLAIMED):
         items += await container.handoff_queue.list_handoffs(coach_id, status)
     drafts = await container.drafts.list_drafts(coach_id, DraftStatus.PENDING)
-    names = {c.id: name for c, name, _ in await container.chat.list_conversations(coach_id)}
+    names = {c.id: name for c, name, _ in await container.conversations.list_conversations(coach_id)}
     return {
         "open_items": [i for i in items if i.handoff.status == HandoffStatus.OPEN],
         "claimed_items": [i for i in items if i.handoff.status == HandoffStatus.CLAIMED],

@@ -20,7 +20,8 @@ import respx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.chat.service import APOLOGY, TEMPERATURE
+from app.chat.turn.generate import APOLOGY
+from app.chat.turn.state import TEMPERATURE
 from app.core.config import Settings
 from app.core.runtime import Services
 from app.core.security import SecretBox

@@ -281,7 +281,7 @@ async def test_a_client_receives_only_the_client_view_of_metadata(
                 )
         finally:
             await engine.dispose()
-        assert await container.handoffs.send_sla_notices() >= 1
+        assert await container.sla_notices.send_sla_notices() >= 1
         holding = await client.next("message")
         assert holding["message"]["metadata"] == {"notice": "sla"}, holding
 

@@ -29,7 +29,7 @@ from sqlalchemy import select, update
 
 from app.accounts.models import Coach as CoachRow
 from app.chat.prompt import MEMORY_HEADER
-from app.chat.service import TurnResult
+from app.chat.turn import TurnResult
 from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.config import Settings
@@ -298,7 +298,7 @@ async def test_a_goal_stated_in_session_1_is_in_the_prompt_of_session_3(
 
     [goal] = await insights_of(container, coach, client_id)
     assert (goal.kind, goal.text, goal.status, goal.mentions, goal.importance) == ("goal", MARATHON, "active", 1, 8)
-    assert goal.source_message_ids == [first.client_message_id], "sources are the messages the model cited"
+    assert goal.source_message_ids == [first.received_message_id], "sources are the messages the model cited"
     s1, s2 = await sessions_of(container, coach, client_id)
     assert_valid_summary(s1, await session_message_ids(container, uuid.UUID(coach.coach_id), s1.id))
     assert_valid_summary(s2, await session_message_ids(container, uuid.UUID(coach.coach_id), s2.id))
@@ -361,11 +361,11 @@ async def test_a_restated_goal_is_merged_not_duplicated(
     [merged] = await insights_of(container, coach, client_id)
     assert merged.id == stored.id
     assert (merged.text, merged.status, merged.mentions) == (PROMOTION, "active", 2)
-    assert merged.source_message_ids == [first.client_message_id, second.client_message_id]
+    assert merged.source_message_ids == [first.received_message_id, second.received_message_id]
     sources = await messages_by_id(container, coach, merged.source_message_ids)
     assert {msg.session_id for msg in sources.values()} == {s1, s2}, "sources from both sessions"
-    assert merged.first_seen_at == sources[first.client_message_id].created_at
-    assert merged.last_seen_at == sources[second.client_message_id].created_at
+    assert merged.first_seen_at == sources[first.received_message_id].created_at
+    assert merged.last_seen_at == sources[second.received_message_id].created_at
     [decision] = llm.structured["decision"]
     assert decision["messages"][-1]["content"] == f"Stored note: {PROMOTION}\nNew note: {PROMOTION_RESTATED}"
     extraction = llm.structured["extract"][-1]["messages"][-1]["content"]
@@ -655,7 +655,7 @@ async def test_an_idle_session_is_ended_by_the_sweep_and_summarised(
     await run_jobs()
 
     [summarised] = await sessions_of(container, coach, client_id)
-    assert_valid_summary(summarised, {turn.client_message_id, turn.message_id})
+    assert_valid_summary(summarised, {turn.received_message_id, turn.message_id})
     assert len(llm.structured["summary"]) == 1, "the summary job ran once"
     result = await job.result_info()
     assert result is not None and result.success is True and result.result == SessionStatus.SUMMARIZED

@@ -410,8 +410,9 @@ async def test_the_widget_socket_chats_during_the_outage_and_live_events_resume_
         async with websockets.connect(base + second["widget_token"]) as during:
             await during.send(json.dumps({"text": "How do I plan my week?"}))
             tokens = []
-            while (event := json.loads(await during.recv()))["type"] == "token":
-                tokens.append(event["text"])
+            while (event := json.loads(await during.recv()))["type"] in ("ack", "token"):  # ack: stored
+                if event["type"] == "token":
+                    tokens.append(event["text"])
             assert event["type"] == "done" and event["reply"] == REPLY == "".join(tokens)
 
             redis_up.start()

@@ -1,0 +1,147 @@
+"""The turn's decisions, as pure functions of values (no I/O, no clock): what happens before the model,
+after retrieval, and around generation. :mod:`app.chat.turn.pipeline` acts on what they return;
+``tests/unit/chat/test_decide.py`` covers every branch with tables.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from app.accounts.models import HandoffMode
+from app.conversations.handoffs import HandoffReason
+from app.handoff.confidence import Confidence
+from app.handoff.signals import TurnSignals
+
+
+class Before(StrEnum):
+    """What a turn does before any retrieval or model call."""
+
+    CRISIS = "crisis"
+    """The crisis reply, at once (also during a handoff, which it makes urgent)."""
+    PAUSED = "paused"
+    """A handoff is active: the coach has the conversation, the AI stays silent."""
+    HAND_OFF = "hand_off"
+    """A rule hands the conversation to the coach; the client gets a notice."""
+    ANSWER = "answer"
+    """Retrieve, then decide again (:func:`after_retrieval`)."""
+
+
+@dataclass(frozen=True)
+class BeforeModel:
+    """The decision before the model: ``action``; for ``HAND_OFF`` the handoff ``reason`` and ``detail``; for
+    ``CRISIS`` whether an ``active`` handoff is escalated instead of a new one opened."""
+
+    action: Before
+    reason: str | None = None
+    detail: str = ""
+    active: bool = False
+
+
+def before_model(*, crisis: bool, handoff_active: bool, signals: TurnSignals, mode: str) -> BeforeModel:
+    """Decide before retrieval. Order: crisis (always first, even while the coach has the conversation) →
+    an active handoff pauses the AI → an explicit ask for a human → an always-escalate topic → ``human_only``
+    mode → answer. ``mode`` is the coach's :class:`app.accounts.models.HandoffMode`."""
+    if crisis:
+        return BeforeModel(Before.CRISIS, HandoffReason.CRISIS, active=handoff_active)
+    if handoff_active:
+        return BeforeModel(Before.PAUSED)
+    if signals.human_request:
+        return BeforeModel(Before.HAND_OFF, HandoffReason.HUMAN_REQUEST, "the client asked for a human")
+    if signals.escalate_topics:
+        return BeforeModel(Before.HAND_OFF, HandoffReason.ESCALATE_TOPIC, ", ".join(signals.escalate_topics))
+    if mode == HandoffMode.HUMAN_ONLY:
+        return BeforeModel(Before.HAND_OFF, HandoffReason.HUMAN_ONLY)
+    return BeforeModel(Before.ANSWER)
+
+
+class After(StrEnum):
+    """What a turn does once its passages are retrieved and its confidence scored."""
+
+    HAND_OFF = "hand_off"
+    """Confidence below the coach's threshold in ``auto`` mode: a low-confidence handoff, no model call."""
+    DRAFT = "draft"
+    """``draft`` mode: generate, keep the reply for the coach's approval, stream nothing."""
+    SEND = "send"
+    """Generate and stream the reply to the client."""
+
+
+@dataclass(frozen=True)
+class AfterRetrieval:
+    """The decision after retrieval: ``action`` and, for ``HAND_OFF``, the handoff's ``detail``."""
+
+    action: After
+    detail: str = ""
+
+
+def after_retrieval(*, mode: str, confidence: Confidence, threshold: float) -> AfterRetrieval:
+    """Decide after retrieval: ``draft`` mode always drafts (the coach reviews every reply, whatever the
+    confidence); otherwise confidence (0–1) below ``threshold`` hands off, else the reply is sent."""
+    if mode == HandoffMode.DRAFT:
+        return AfterRetrieval(After.DRAFT)
+    if confidence.value < threshold:
+        detail = f"confidence {confidence.value:.2f} < {threshold:.2f}"
+        if confidence.reason:
+            detail += f", mostly {confidence.reason.replace('_', ' ')}"
+        return AfterRetrieval(After.HAND_OFF, detail)
+    return AfterRetrieval(After.SEND)
+
+
+def use_cache(ttl_seconds: int) -> bool:
+    """Whether the response cache is read and written for a coach (a TTL of 0 turns it off)."""
+    return ttl_seconds > 0
+
+
+def model_order(serving: str, base: str) -> list[str]:
+    """Which models to try, in order: the serving model (a fine-tuned version, an experiment's model), then
+    the coach's base model if that is a different one."""
+    return [serving] if serving == base else [serving, base]
+
+
+class OnError(StrEnum):
+    """What a provider failure during generation leads to."""
+
+    FALLBACK = "fallback"
+    """Try the next model (nothing was streamed yet, and one is left)."""
+    APOLOGY = "apology"
+    """Give up: the client gets :data:`app.chat.turn.generate.APOLOGY`."""
+
+
+def on_provider_error(*, streamed: bool, attempt: int, attempts: int) -> OnError:
+    """After model ``attempt`` (0-based) of ``attempts`` failed: fall back only when no delta was produced
+    yet (a reply must not mix two models) and another model is left."""
+    return OnError.FALLBACK if not streamed and attempt < attempts - 1 else OnError.APOLOGY
+
+
+def cache_after(*, cache: str | None, failed: bool) -> bool:
+    """Whether a generated reply is put in the response cache: only a model's reply after a miss (never an
+    apology, a hit, or a turn with the cache off, ``cache`` ``None``)."""
+    return cache == "miss" and not failed
+
+
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s|$)")
+
+
+def trim_to_sentence(text: str) -> str:
+    """Cut a reply that hit the token limit back to its last complete sentence (unchanged if it has none)."""
+    ends = [match.end() for match in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]] if ends else text
+
+
+@dataclass(frozen=True)
+class FinalReply:
+    """The reply to store: ``text`` (``""``: the model produced nothing, which counts as a failure) and
+    whether it was ``truncated`` at the token limit."""
+
+    text: str
+    truncated: bool
+
+
+def final_reply(streamed: str, *, completion_tokens: int | None, max_tokens: int) -> FinalReply:
+    """The stored reply from the streamed text: stripped, and cut back to its last full sentence when the
+    model stopped at ``max_tokens`` (``completion_tokens`` ``None``: the provider reported no usage)."""
+    text = streamed.strip()
+    if completion_tokens is not None and completion_tokens >= max_tokens:
+        return FinalReply(trim_to_sentence(text), True)
+    return FinalReply(text, False)

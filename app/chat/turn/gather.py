@@ -1,0 +1,95 @@
+"""Gather a turn's context: the query embedding, the coach's passages (hybrid retrieval), what memory holds
+about the client, the learning loop's part (experiment variant, production model version, the coach's own
+past interventions as few-shot examples), and the confidence before generation."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.chat.turn.state import Gathered, Learned, Reply, Turn
+from app.core.config import Settings
+from app.db.engine import tenant_session
+from app.handoff.confidence import score_confidence
+from app.handoff.signals import retrieval_support
+from app.learning.experiments import ExperimentService
+from app.learning.interventions import InterventionService
+from app.learning.versions import ModelVersionService
+from app.llm.registry import ProviderRegistry
+from app.memory.retrieval import context_for
+from app.rag.retrieval import retrieve
+
+
+def ms_since(t0: float) -> float:
+    """Milliseconds since ``time.perf_counter()`` returned ``t0``, to 0.1 ms."""
+    return round((time.perf_counter() - t0) * 1000, 1)
+
+
+class Gatherer:
+    """Reads everything a turn's prompt and confidence need, in one tenant transaction."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        registry: ProviderRegistry,
+        *,
+        interventions: InterventionService,
+        model_versions: ModelVersionService,
+        experiments: ExperimentService,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._settings = settings
+        self._registry = registry
+        self._interventions = interventions
+        self._model_versions = model_versions
+        self._experiments = experiments
+
+    async def gather(self, turn: Turn, reply: Reply) -> Gathered:
+        """The turn's context. Records ``retrieval_ms``, the ``experiment``, ``model_version_id``,
+        ``ai_confidence_before`` and ``confidence_threshold`` in ``reply.metadata`` and adds retrieval support
+        to ``reply.signals`` (not measured when the coach has no material yet). Raises ``ProviderError``
+        (the query embedding)."""
+        coach, conversation, text = turn.coach, turn.conversation, turn.message.text
+        t0 = time.perf_counter()
+        embedder = self._registry.embedder_for(coach)
+        [query_embedding] = await embedder.embed([text])
+        async with tenant_session(self._sessionmaker, coach.id) as session:
+            passages = await retrieve(
+                session,
+                coach.id,
+                query=text,
+                query_embedding=query_embedding,
+                embedding_model=embedder.model,
+                k=self._settings.retrieval_top_k,
+            )
+            memory = await context_for(
+                session,
+                coach,
+                conversation.client_id,
+                query_embedding=query_embedding,
+                embedding_model=embedder.model,
+                exclude_session_id=turn.message.session_id,
+            )
+            learned = Learned(
+                coach,
+                await self._experiments.assign(session, coach.id, conversation.client_id),
+                await self._model_versions.production(session, coach.id),
+                await self._interventions.similar(
+                    session, coach.id, query_embedding, embedder.model, exclude_conversation_id=conversation.id
+                ),
+            )
+        reply.metadata["retrieval_ms"] = ms_since(t0)
+        if learned.assignment is not None:
+            reply.metadata["experiment"] = learned.assignment.as_meta()
+        if learned.version is not None:
+            reply.metadata["model_version_id"] = str(learned.version.id)
+        if passages:
+            reply.signals = replace(reply.signals, retrieval_support=retrieval_support([p.score for p in passages]))
+        before = score_confidence(reply.signals)
+        reply.metadata["ai_confidence_before"] = before.value
+        reply.metadata["confidence_threshold"] = coach.confidence_threshold
+        reply.passages = passages
+        return Gathered(passages, memory, learned, before)

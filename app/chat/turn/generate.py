@@ -1,0 +1,157 @@
+"""Generate a turn's reply: assemble the prompt within the token budget, answer from the response cache or
+stream from the serving model (falling back to the coach's base model when it fails before its first
+delta), trim a reply cut at the token limit, and turn a provider failure or timeout into an apology."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+from app.chat.prompt import AssembledPrompt, assemble_prompt
+from app.chat.turn.decide import OnError, final_reply, model_order, on_provider_error, use_cache
+from app.chat.turn.gather import ms_since
+from app.chat.turn.state import Gathered, Reply, Turn
+from app.core.config import Settings
+from app.handoff.signals import token_confidence
+from app.learning.cache import ResponseCache
+from app.learning.style import style_lines
+from app.llm.base import ChatProvider, ProviderError, Usage
+from app.llm.registry import ProviderRegistry
+
+log = logging.getLogger(__name__)
+
+APOLOGY = (
+    "I'm sorry — I couldn't put together an answer just now. Your message is saved and your coach can "
+    "see it. Please try again in a moment."
+)
+
+
+class Generator:
+    """Produces the reply text of a turn (streamed) and its generation metadata."""
+
+    def __init__(self, settings: Settings, registry: ProviderRegistry, cache: ResponseCache) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._cache = cache
+
+    async def generate(self, turn: Turn, gathered: Gathered, reply: Reply) -> AsyncIterator[str]:
+        """Yield the reply's deltas (none while ``reply.drafting``), collected in ``reply.parts``; records the
+        prompt and model attribution, ``cache`` (``hit``/``miss`` when the cache is on), ``first_token_ms``,
+        ``generation_ms`` and ``model_fallback``. Raises ``ProviderError`` (every model failed)."""
+        coach, learned = turn.coach, gathered.learned
+        t0 = time.perf_counter()
+        prompt = assemble_prompt(
+            persona=learned.persona,
+            passages=gathered.passages,
+            memory=gathered.memory,
+            history=turn.history,
+            user_text=turn.message.text,
+            budget_tokens=self._settings.llm_context_tokens - self._settings.llm_max_tokens,
+            examples=learned.examples,
+            style=style_lines(coach.style_profile),
+            coach_name=coach.name,
+        )
+        reply.passages = prompt.passages
+        reply.metadata["prompt_ms"] = ms_since(t0)
+        reply.metadata["history_messages"] = prompt.history_used
+        reply.metadata["memory"] = prompt.memory_used()
+        reply.metadata["few_shot"] = [str(example.id) for example in prompt.examples]
+        provider = self._registry.chat_for(coach, model=learned.model)
+        reply.metadata["model"] = provider.model
+        cached = await self._cached(turn, gathered, prompt, provider, reply)
+        t0 = time.perf_counter()
+        if cached is not None:
+            reply.parts.append(cached)
+            if not reply.drafting:
+                yield cached
+        else:
+            base = self._registry.chat_for(coach)
+            models = {provider.model: provider, base.model: base}
+            order = [models[name] for name in model_order(provider.model, base.model)]
+            async for delta in self._stream(order, prompt, learned.temperature, reply, t0):
+                yield delta
+        reply.metadata["generation_ms"] = ms_since(t0)
+
+    async def _cached(
+        self, turn: Turn, gathered: Gathered, prompt: AssembledPrompt, provider: ChatProvider, reply: Reply
+    ) -> str | None:
+        """The cached reply to this exact prompt, or ``None`` (a miss, or the coach's cache is off)."""
+        coach = turn.coach
+        if not use_cache(coach.response_cache_ttl_seconds):
+            return None
+        reply.cache_key = self._cache.key(
+            coach_id=coach.id,
+            cache_epoch=coach.cache_epoch,
+            model=provider.model,
+            model_version_id=reply.metadata.get("model_version_id"),
+            persona=gathered.learned.persona,
+            temperature=gathered.learned.temperature,
+            messages=prompt.messages,
+        )
+        cached = await self._cache.get(coach.id, reply.cache_key)
+        reply.metadata["cache"] = "miss" if cached is None else "hit"
+        return None if cached is None else cached.reply
+
+    async def _stream(
+        self, order: list[ChatProvider], prompt: AssembledPrompt, temperature: float, reply: Reply, t0: float
+    ) -> AsyncIterator[str]:
+        """Stream from the first model of ``order`` that does not fail before its first delta."""
+        for attempt, current in enumerate(order):
+            try:
+                async for chunk in current.stream(
+                    prompt.messages, max_tokens=self._settings.llm_max_tokens, temperature=temperature
+                ):
+                    if isinstance(chunk, Usage):
+                        reply.usage = chunk
+                        continue
+                    if not reply.parts:
+                        reply.metadata["first_token_ms"] = ms_since(t0)
+                    reply.parts.append(chunk)
+                    if not reply.drafting:
+                        yield chunk
+                return
+            except ProviderError as exc:
+                if (
+                    on_provider_error(streamed=bool(reply.parts), attempt=attempt, attempts=len(order))
+                    is OnError.APOLOGY
+                ):
+                    raise
+                log.warning("model %s failed, falling back to %s: %s", current.model, order[-1].model, exc)
+                reply.metadata["model_fallback"] = {"from": current.model, "error": str(exc)}
+                reply.metadata["model"] = order[-1].model
+
+    def finish(self, reply: Reply) -> None:
+        """Settle the generated reply: token counts and token confidence from the usage, the text trimmed to
+        its last sentence at the token limit (``truncated``). Raises ``ProviderError`` for an empty reply."""
+        usage = reply.usage
+        if usage is not None:
+            reply.metadata["prompt_tokens"] = usage.prompt_tokens
+            reply.metadata["completion_tokens"] = usage.completion_tokens
+            if usage.token_logprobs:
+                reply.signals = replace(reply.signals, token_confidence=token_confidence(usage.token_logprobs))
+        final = final_reply(
+            "".join(reply.parts),
+            completion_tokens=usage.completion_tokens if usage is not None else None,
+            max_tokens=self._settings.llm_max_tokens,
+        )
+        if final.truncated:
+            reply.metadata["truncated"] = True
+        if not final.text:
+            raise ProviderError("the model returned an empty reply")
+        reply.text = final.text
+
+    def apology(self, turn: Turn, reply: Reply, exc: ProviderError | TimeoutError) -> str:
+        """Turn a failed generation into the apology (never a draft: it is not the AI's content); records
+        ``error`` and ``partial_reply``. Returns the delta to stream: the apology, after a blank line when part
+        of the reply was already streamed."""
+        error = (
+            f"timed out after {self._settings.llm_timeout_seconds:g} s" if isinstance(exc, TimeoutError) else str(exc)
+        )
+        log.warning("chat turn for coach %s failed: %s", turn.coach.id, error)
+        reply.metadata["error"] = error
+        reply.metadata["partial_reply"] = "".join(reply.parts)
+        streamed = bool(reply.parts) and not reply.drafting
+        reply.text, reply.passages, reply.drafting, reply.failed = APOLOGY, [], False, True
+        return ("\n\n" if streamed else "") + APOLOGY

@@ -1,0 +1,219 @@
+"""Intake: store the client's message the moment it arrives (idempotent on the client's own message id), and
+later load what answering it needs (history, signals, the conversation's handoff state).
+
+Storing and answering are separate transactions on purpose: a message is committed before any answer is
+attempted, so nothing the client sent is lost when the answer fails, times out or the connection drops.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.models import Coach
+from app.accounts.service import AccountService
+from app.chat.turn.state import Received, Turn
+from app.conversations.metadata import helpful
+from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Conversation, Message, SenderType
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.db import jobs
+from app.db.engine import after_commit
+from app.handoff.risk import RiskDetector
+from app.handoff.service import HandoffService
+from app.handoff.signals import turn_signals
+from app.memory.messages import store_message
+
+MAX_MESSAGE_CHARS = 4000
+SIGNAL_WINDOW_MESSAGES = 20
+"""Earlier messages read for the signals (repeated questions, sentiment trend, thumbs-down streak)."""
+
+
+def clean_text(text: str | None) -> str:
+    """The message text, stripped. Raises ``InvalidInput`` when empty or over :data:`MAX_MESSAGE_CHARS`."""
+    text = (text or "").strip()
+    if not text:
+        raise InvalidInput("text must not be empty")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise InvalidInput(f"text is longer than {MAX_MESSAGE_CHARS} characters")
+    return text
+
+
+def clean_client_message_id(value: str | None) -> str | None:
+    """The client app's message id, stripped (``None`` when absent). Raises ``InvalidInput`` when blank or
+    longer than 64 characters."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > CLIENT_MESSAGE_ID_MAX:
+        raise InvalidInput(f"client_message_id must be 1 to {CLIENT_MESSAGE_ID_MAX} characters")
+    return value
+
+
+class Intake:
+    """Stores client messages and loads the state a turn starts from."""
+
+    def __init__(self, accounts: AccountService, handoffs: HandoffService) -> None:
+        self._accounts = accounts
+        self._handoffs = handoffs
+        self._risk = RiskDetector()
+
+    async def store(
+        self,
+        session: AsyncSession,
+        coach_id: uuid.UUID,
+        client_id: uuid.UUID,
+        text: str,
+        *,
+        conversation_id: uuid.UUID | None,
+        channel: str,
+        client_message_id: str | None,
+    ) -> Received:
+        """Store the client's message (validated by the caller) in ``session``'s transaction, or return the
+        one stored before with the same ``client_message_id``. A new message is shown on the coach's dashboard
+        after commit, and when it answers the coach's message the outcome scoring of the coach's interventions
+        is queued. Raises ``NotFound`` (not this client's conversation) and ``Conflict`` (the id is taken by
+        another client's message)."""
+        if client_message_id is not None:
+            stored = await _stored(session, client_id, client_message_id)
+            if stored is not None:
+                return _received(stored, created=False)
+        coach = await self._accounts.get_coach(session, coach_id)
+        conversation = await _conversation_for(session, coach_id, client_id, conversation_id, channel)
+        previous = await session.scalar(
+            select(Message.sender_type)
+            .where(Message.conversation_id == conversation.id)
+            .order_by(Message.created_at.desc())
+            .limit(1)
+        )
+        try:
+            async with session.begin_nested():
+                message, _ = await store_message(
+                    session,
+                    coach,
+                    conversation.id,
+                    SenderType.CLIENT,
+                    text,
+                    at=datetime.now(UTC),
+                    client_message_id=client_message_id,
+                )
+        except IntegrityError:  # the same message sent again at the same moment (another socket) was stored
+            stored = await _stored(session, client_id, client_message_id) if client_message_id else None
+            if stored is None:
+                raise Conflict("client_message_id is already used by another message") from None
+            return _received(stored, created=False)
+        if previous == SenderType.HUMAN_COACH:  # the client's answer is the outcome of the coach's intervention
+            jobs.score_interventions(session, coach_id, conversation.id, trigger=f"client:{message.id}")
+        after_commit(
+            session, functools.partial(self._handoffs.publish_message, coach_id, client_id, message, to_client=False)
+        )
+        return _received(message, created=True)
+
+    async def load(
+        self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID
+    ) -> Turn | None:
+        """The turn that answers client message ``message_id`` (locked for ``session``'s transaction), or
+        ``None`` when it was answered already. History is what the client saw before it: earlier messages and
+        the replies to earlier messages, not the client's later ones. Raises ``NotFound``."""
+        message = await session.scalar(
+            select(Message)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(
+                Message.id == message_id, Message.sender_type == SenderType.CLIENT, Conversation.client_id == client_id
+            )
+            .with_for_update(of=Message)
+        )
+        if message is None:
+            raise NotFound("message not found")
+        if message.answered_at is not None:
+            return None
+        coach = await self._accounts.get_coach(session, coach_id)
+        conversation = await session.get_one(Conversation, message.conversation_id)
+        earlier = await _earlier(session, coach, message)
+        client_texts = [msg.text for msg in earlier if msg.sender_type == SenderType.CLIENT]
+        ai_feedback = [
+            helpful(msg.meta)
+            for msg in reversed(earlier)
+            if msg.sender_type == SenderType.AI and not msg.meta.get("notice")
+        ]
+        risk = self._risk.assess(message.text)
+        signals = turn_signals(
+            message.text,
+            risk=risk,
+            earlier_client_messages=client_texts,
+            high_stakes_topics=coach.high_stakes_topics,
+            escalate_topics=coach.always_escalate_topics,
+            helpful_newest_first=ai_feedback,
+            coach_name=coach.name,
+        )
+        client = await self._accounts.get_client(session, coach_id, conversation.client_id)
+        return Turn(
+            coach=coach,
+            conversation=conversation,
+            message=message,
+            client_name=client.name,
+            history=earlier[-coach.recent_messages :] if coach.recent_messages else [],
+            risk=risk,
+            signals=signals,
+            active=await self._handoffs.active_for(session, conversation.id),
+        )
+
+
+def _received(message: Message, *, created: bool) -> Received:
+    return Received(
+        message.id, message.conversation_id, message.client_message_id, created, message.answered_at is not None
+    )
+
+
+async def _stored(session: AsyncSession, client_id: uuid.UUID, client_message_id: str) -> Message | None:
+    """The client's message stored with ``client_message_id``, if any."""
+    return await session.scalar(
+        select(Message)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(Message.client_message_id == client_message_id, Conversation.client_id == client_id)
+    )
+
+
+async def _earlier(session: AsyncSession, coach: Coach, message: Message) -> list[Message]:
+    """Up to ``max(recent_messages, SIGNAL_WINDOW_MESSAGES)`` messages before ``message``, oldest first;
+    replies stored after it (to client messages queued before it) count as before it."""
+    rows = await session.scalars(
+        select(Message)
+        .where(
+            Message.conversation_id == message.conversation_id,
+            Message.id != message.id,
+            or_(Message.created_at < message.created_at, Message.sender_type != SenderType.CLIENT),
+        )
+        .order_by(Message.created_at.desc())
+        .limit(max(coach.recent_messages, SIGNAL_WINDOW_MESSAGES))
+    )
+    return list(reversed(rows.all()))
+
+
+async def _conversation_for(
+    session: AsyncSession,
+    coach_id: uuid.UUID,
+    client_id: uuid.UUID,
+    conversation_id: uuid.UUID | None,
+    channel: str,
+) -> Conversation:
+    """The client's conversation ``conversation_id``, or a new one on ``channel``. Raises ``NotFound``."""
+    if conversation_id is not None:
+        conversation = await session.scalar(
+            select(Conversation).where(
+                Conversation.id == conversation_id,
+                Conversation.coach_id == coach_id,
+                Conversation.client_id == client_id,
+            )
+        )
+        if conversation is None:
+            raise NotFound("conversation not found")
+        return conversation
+    conversation = Conversation(coach_id=coach_id, client_id=client_id, channel=channel)
+    session.add(conversation)
+    await session.flush()
+    return conversation

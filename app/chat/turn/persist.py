@@ -1,0 +1,237 @@
+"""Persist a turn's outcome: the crisis reply or a handoff notice with its handoff, the AI's reply (or its
+draft) with attribution metadata, the handback bookkeeping and the follow-up jobs, each in the transaction
+that marks the client's message answered (so a message is answered once, however often it is retried)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.models import Coach
+from app.chat.turn.decide import Before, BeforeModel
+from app.chat.turn.gather import ms_since
+from app.chat.turn.state import Reply, Turn, TurnResult
+from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason
+from app.conversations.models import Conversation, Message, SenderType
+from app.db import jobs
+from app.db.engine import tenant_session
+from app.handoff.confidence import Confidence, score_confidence
+from app.handoff.crisis import DEFAULT_CRISIS_RESOURCES, crisis_reply, risk_metadata
+from app.handoff.service import HandoffService
+from app.handoff.signals import TurnSignals
+from app.memory.messages import store_message
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a turn stored: the ``reply`` message sent to the client (``None``: nothing was sent), the
+    ``draft`` kept for the coach, the ``handoff`` the conversation is in, and whether that handoff is new or
+    newly urgent (``announce``: the coach's queue and alerts hear of it after commit)."""
+
+    reply: Message | None = None
+    draft: Draft | None = None
+    handoff: Handoff | None = None
+    announce: bool = False
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Persister:
+    """Writes turn outcomes; every write that answers the client's message marks it answered."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], handoffs: HandoffService) -> None:
+        self._sessionmaker = sessionmaker
+        self._handoffs = handoffs
+
+    async def before_model(self, session: AsyncSession, turn: Turn, decision: BeforeModel) -> Outcome:
+        """Carry out a decision made before the model, in the turn's first transaction (the client's message
+        and the active handoff are locked in it): the crisis protocol, the paused AI, or a rule's handoff."""
+        coach, conversation, signals = turn.coach, turn.conversation, turn.signals
+        if decision.action is Before.PAUSED or decision.reason is None:  # the message waits for the coach
+            return Outcome(handoff=turn.active)
+        if decision.action is Before.CRISIS:
+            conversation.urgent_at = _now()
+            conversation.urgent_reason = f"crisis: {', '.join(turn.risk.matched[:3])}"
+            handoff = turn.active
+            if handoff is None:
+                handoff = await self._open(session, turn, decision.reason, conversation.urgent_reason, 0.0)
+            else:  # a crisis during a handoff makes it urgent; the coach is alerted live again
+                handoff.reason, handoff.detail = HandoffReason.CRISIS, conversation.urgent_reason
+            meta = {
+                "crisis": True,
+                "handoff_reason": HandoffReason.CRISIS,
+                "handoff_id": str(handoff.id),
+                "ai_confidence_before": 0.0,
+                "signals": signals.as_dict(),
+                "risk": risk_metadata(turn.risk),
+            }
+            text = crisis_reply(coach.name, tuple(coach.crisis_resources) or DEFAULT_CRISIS_RESOURCES)
+            reply = await self._store_ai(session, coach, conversation.id, text, meta=meta)
+            turn.message.answered_at = reply.created_at
+            return Outcome(reply, handoff=handoff, announce=True)
+        handoff = await self._open(session, turn, decision.reason, decision.detail, None)
+        notice = await self._notice(session, turn, handoff, signals, None)
+        turn.message.answered_at = notice.created_at
+        return Outcome(notice, handoff=handoff, announce=True)
+
+    async def low_confidence(self, turn: Turn, signals: TurnSignals, *, confidence: Confidence, detail: str) -> Outcome:
+        """Hand off instead of answering (confidence below the threshold): open the handoff and tell the
+        client; nothing when the coach took the conversation meanwhile (the message then waits for them)."""
+        async with tenant_session(self._sessionmaker, turn.coach.id) as session:
+            turn.conversation = await session.get_one(Conversation, turn.conversation.id)
+            active = await self._handoffs.active_for(session, turn.conversation.id)
+            if active is not None or await _claim_answer(session, turn.message.id) is None:
+                return Outcome(handoff=active)
+            handoff = await self._open(session, turn, HandoffReason.LOW_CONFIDENCE, detail, confidence.value, signals)
+            notice = await self._notice(session, turn, handoff, signals, confidence)
+        return Outcome(notice, handoff=handoff, announce=True)
+
+    async def reply(self, turn: Turn, reply: Reply) -> Outcome:
+        """Store the AI's reply (or, drafting, the draft) with its final confidence and signals; a first reply
+        after a handback records ``is_handback``; L3 insight extraction is queued. Nothing is stored when the
+        message was answered meanwhile (another connection answered the same message)."""
+        coach, conversation = turn.coach, turn.conversation
+        confidence = score_confidence(reply.signals)
+        reply.metadata["confidence"] = confidence.as_dict()
+        reply.metadata["signals"] = reply.signals.as_dict()
+        t0 = time.perf_counter()
+        async with tenant_session(self._sessionmaker, coach.id) as session:
+            message = await _claim_answer(session, turn.message.id)
+            if message is None:
+                return Outcome()
+            if reply.drafting:
+                draft = Draft(
+                    coach_id=coach.id,
+                    conversation_id=conversation.id,
+                    client_message_id=message.id,
+                    status=DraftStatus.PENDING,
+                    text=reply.text,
+                    citations=reply.citations,
+                    meta=reply.metadata,
+                    edited=False,
+                    created_at=_now(),
+                )
+                session.add(draft)
+                await session.flush()
+                outcome = Outcome(draft=draft)
+            else:
+                outcome = Outcome(await self._store_reply(session, turn, reply))
+        reply.metadata["persist_ms"] = ms_since(t0)
+        return outcome
+
+    async def _store_reply(self, session: AsyncSession, turn: Turn, reply: Reply) -> Message:
+        resumed = await self._handoffs.resumed(session, turn.conversation.id)
+        if resumed is not None:
+            reply.metadata["is_handback"] = True
+            reply.metadata["human_duration_minutes"] = resumed.human_duration_minutes
+        stored = await self._store_ai(
+            session, turn.coach, turn.conversation.id, reply.text, meta=dict(reply.metadata), citations=reply.citations
+        )
+        if resumed is not None:
+            await session.execute(update(Handoff).where(Handoff.id == resumed.id).values(resumed_message_id=stored.id))
+        # follow-ups: L3 extraction once enough client messages are unread
+        jobs.extract_insights(session, turn.coach.id, turn.conversation.id, after_message_id=stored.id)
+        return stored
+
+    async def _open(
+        self,
+        session: AsyncSession,
+        turn: Turn,
+        reason: str,
+        detail: str,
+        confidence: float | None,
+        signals: TurnSignals | None = None,
+    ) -> Handoff:
+        return await self._handoffs.open(
+            session,
+            turn.coach,
+            turn.conversation,
+            reason=reason,
+            detail=detail,
+            confidence=confidence,
+            signals=(signals or turn.signals).as_dict(),
+            trigger_message_id=turn.message.id,
+        )
+
+    async def _notice(
+        self, session: AsyncSession, turn: Turn, handoff: Handoff, signals: TurnSignals, confidence: Confidence | None
+    ) -> Message:
+        """Store the message telling the client the coach was asked to join."""
+        meta: dict[str, Any] = {
+            "notice": "handoff",
+            "handoff_id": str(handoff.id),
+            "handoff_reason": handoff.reason,
+            "ai_confidence_before": None if confidence is None else confidence.value,
+            "signals": signals.as_dict(),
+        }
+        if confidence is not None:
+            meta["confidence"] = confidence.as_dict()
+        text = self._handoffs.notice(turn.coach, handoff.reason, _now())
+        return await self._store_ai(session, turn.coach, turn.conversation.id, text, meta=meta)
+
+    async def _store_ai(
+        self,
+        session: AsyncSession,
+        coach: Coach,
+        conversation_id: uuid.UUID,
+        text: str,
+        *,
+        meta: dict[str, Any],
+        citations: list[dict[str, Any]] | None = None,
+    ) -> Message:
+        """Store an AI message in the conversation."""
+        message, _ = await store_message(
+            session,
+            coach,
+            conversation_id,
+            SenderType.AI,
+            text,
+            at=_now(),
+            citations=citations,
+            meta=meta,
+        )
+        return message
+
+
+async def _claim_answer(session: AsyncSession, message_id: uuid.UUID) -> Message | None:
+    """The client's message, locked for this transaction and marked answered now, or ``None`` when it was
+    answered already."""
+    message = await session.scalar(select(Message).where(Message.id == message_id).with_for_update())
+    if message is None or message.answered_at is not None:
+        return None
+    message.answered_at = _now()
+    return message
+
+
+def result(turn: Turn, outcome: Outcome, started: float, *, persist_ms: float | None = None) -> TurnResult:
+    """The :class:`TurnResult` of a turn that stored ``outcome``; ``latency_ms`` counts from ``started``
+    (``time.perf_counter()``); a stored reply's metadata also shows ``persist_ms``."""
+    reply = outcome.reply
+    metadata = dict(reply.meta) if reply is not None else {}
+    if reply is not None and persist_ms is not None:
+        metadata["persist_ms"] = persist_ms
+    metadata["latency_ms"] = ms_since(started)
+    status: dict[str, Any] | None = None
+    if outcome.draft is not None:
+        confidence = outcome.draft.meta.get("ai_confidence_before")
+        status = {"status": "draft_pending", "reason": "draft_mode", "confidence": confidence}
+    elif outcome.handoff is not None:
+        handoff = outcome.handoff
+        status = {"status": handoff.status, "reason": handoff.reason, "confidence": handoff.confidence}
+    return TurnResult(
+        turn.conversation.id,
+        turn.message.id,
+        reply.id if reply is not None else None,
+        reply.text if reply is not None else "",
+        reply.citations if reply is not None else [],
+        metadata,
+        status,
+    )

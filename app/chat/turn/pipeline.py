@@ -1,0 +1,257 @@
+"""The chat turn, top to bottom. Channel-neutral: the web channel (REST, WebSocket), the worker's handback
+job and the Telegram adapter all call :meth:`ChatService.receive` then :meth:`ChatService.answer`.
+
+1. intake — :meth:`~ChatService.receive` stores the client's message and returns once it is committed
+   (idempotent on the client's message id); :meth:`~ChatService.answer` loads the history and signals.
+2. decide before the model (pure, :func:`~app.chat.turn.decide.before_model`): crisis reply, paused AI,
+   or a rule's handoff — stored in the same transaction, answered without the model.
+3. gather the context: query embedding, passages, memory, few-shot interventions, experiment and version.
+4. decide after retrieval (pure, :func:`~app.chat.turn.decide.after_retrieval`): low-confidence handoff,
+   draft, or send.
+5. generate: response cache, streamed model, fallback model, trim; a provider error or the deadline
+   (``LLM_TIMEOUT_SECONDS`` for 3–5) gives the apology.
+6. persist the reply or the draft, the handback bookkeeping and the follow-up jobs (outbox) in one
+   transaction that marks the client's message answered.
+7. after commit: the response cache and the live events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.models import HandoffMode
+from app.accounts.service import AccountService
+from app.chat.turn.decide import After, Before, after_retrieval, before_model, cache_after
+from app.chat.turn.gather import Gatherer
+from app.chat.turn.generate import Generator
+from app.chat.turn.intake import Intake, clean_client_message_id, clean_text
+from app.chat.turn.persist import Outcome, Persister, result
+from app.chat.turn.state import Received, Reply, Turn, TurnResult
+from app.conversations.models import Conversation, Message
+from app.conversations.service import unanswered_client_message
+from app.core.config import Settings
+from app.core.errors import NotFound
+from app.db.engine import tenant_session
+from app.handoff.confidence import Confidence
+from app.handoff.crisis import needs_crisis_protocol
+from app.handoff.service import HandoffService
+from app.learning.cache import ResponseCache
+from app.learning.experiments import ExperimentService
+from app.learning.interventions import InterventionService
+from app.learning.versions import ModelVersionService
+from app.llm.base import ProviderError
+from app.llm.registry import ProviderRegistry
+
+ToClient = Callable[[], bool]
+"""Asked after commit: should the stored reply also go to the client's live channel (its own connection is
+gone, or there is none: a worker job)?"""
+
+
+def _never() -> bool:
+    return False
+
+
+class ChatService:
+    """Runs chat turns for the clients of a coach."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        registry: ProviderRegistry,
+        accounts: AccountService,
+        handoffs: HandoffService,
+        *,
+        interventions: InterventionService,
+        model_versions: ModelVersionService,
+        cache: ResponseCache,
+        experiments: ExperimentService,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._settings = settings
+        self._registry = registry
+        self._handoffs = handoffs
+        self._cache = cache
+        self._intake = Intake(accounts, handoffs)
+        self._gatherer = Gatherer(
+            sessionmaker,
+            settings,
+            registry,
+            interventions=interventions,
+            model_versions=model_versions,
+            experiments=experiments,
+        )
+        self._generator = Generator(settings, registry, cache)
+        self._persister = Persister(sessionmaker, handoffs)
+
+    async def receive(
+        self,
+        coach_id: uuid.UUID,
+        client_id: uuid.UUID,
+        text: str,
+        *,
+        conversation_id: uuid.UUID | None,
+        channel: str,
+        client_message_id: str | None = None,
+    ) -> Received:
+        """Store a client's message (in ``conversation_id``, or a new conversation on ``channel``) and return
+        once it is committed. Sent again with the same ``client_message_id`` it is stored once: the stored
+        message is returned (``created`` false). Raises, storing nothing, ``InvalidInput`` (empty or over
+        4,000 characters, a bad ``client_message_id``), ``NotFound`` (not this client's conversation) and
+        ``Conflict`` (another client's message has that id)."""
+        text, client_message_id = clean_text(text), clean_client_message_id(client_message_id)
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            return await self._intake.store(
+                session,
+                coach_id,
+                client_id,
+                text,
+                conversation_id=conversation_id,
+                channel=channel,
+                client_message_id=client_message_id,
+            )
+
+    async def answer(
+        self, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID, *, to_client: ToClient = _never
+    ) -> AsyncIterator[str | TurnResult]:
+        """Answer the client's stored message ``message_id``: yields reply text deltas as they are generated,
+        then one :class:`TurnResult`. A message answered before yields only a result with no reply.
+
+        Before the model: a crisis gets the crisis reply (always, even during a takeover); an active handoff
+        means the AI is paused (no reply); an explicit ask for a human, an always-escalate topic or
+        ``human_only`` mode hand the conversation to the coach. After retrieval, confidence below the coach's
+        threshold hands off in ``auto`` mode; in ``draft`` mode the reply is kept as a draft for the coach
+        (nothing is streamed). Raises ``NotFound`` (not this client's message)."""
+        started = time.perf_counter()
+        outcome: Outcome | None = None
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            turn = await self._intake.load(session, coach_id, client_id, message_id)  # 1. intake
+            if turn is not None:
+                decision = before_model(  # 2. decide before the model
+                    crisis=needs_crisis_protocol(turn.risk),
+                    handoff_active=turn.active is not None,
+                    signals=turn.signals,
+                    mode=turn.coach.handoff_mode,
+                )
+                if decision.action is not Before.ANSWER:
+                    outcome = await self._persister.before_model(session, turn, decision)
+        if turn is None:
+            yield await self._answered_before(coach_id, message_id)
+        elif outcome is not None:
+            async for item in self._handed_off(turn, outcome, started, to_client):
+                yield item
+        else:
+            async for item in self._answer_with_model(turn, started, to_client):
+                yield item
+
+    async def _answer_with_model(
+        self, turn: Turn, started: float, to_client: ToClient
+    ) -> AsyncIterator[str | TurnResult]:
+        """Steps 3–7 for a turn the AI answers."""
+        coach = turn.coach
+        base = self._registry.chat_for(coach)
+        metadata = {"provider": base.provider, "model": base.model, "mode": coach.handoff_mode}
+        reply = Reply(metadata, turn.signals, drafting=coach.handoff_mode == HandoffMode.DRAFT)
+        low: tuple[str, Confidence] | None = None
+        try:
+            async with asyncio.timeout(self._settings.llm_timeout_seconds):
+                gathered = await self._gatherer.gather(turn, reply)  # 3. gather
+                after = after_retrieval(  # 4. decide after retrieval
+                    mode=coach.handoff_mode, confidence=gathered.before, threshold=coach.confidence_threshold
+                )
+                if after.action is After.HAND_OFF:
+                    low = (after.detail, gathered.before)
+                else:
+                    async for delta in self._generator.generate(turn, gathered, reply):  # 5. generate
+                        yield delta
+                    self._generator.finish(reply)
+        except (ProviderError, TimeoutError) as exc:
+            yield self._generator.apology(turn, reply, exc)
+        if low is not None:
+            outcome = await self._persister.low_confidence(turn, reply.signals, confidence=low[1], detail=low[0])
+            async for item in self._handed_off(turn, outcome, started, to_client):
+                yield item
+            return
+        outcome = await self._persister.reply(turn, reply)  # 6. persist
+        if reply.cache_key is not None and cache_after(cache=reply.metadata.get("cache"), failed=reply.failed):
+            await self._cache.put(
+                coach.id, reply.cache_key, reply.text, reply.citations, coach.response_cache_ttl_seconds
+            )
+        if outcome.draft is not None:  # 7. after commit
+            await self._handoffs.announce_draft(coach.id, outcome.draft, turn.client_name)
+        if outcome.reply is not None:
+            await self._publish(turn, outcome.reply, to_client)
+        yield result(turn, outcome, started, persist_ms=reply.metadata.get("persist_ms"))
+
+    async def _handed_off(
+        self, turn: Turn, outcome: Outcome, started: float, to_client: ToClient
+    ) -> AsyncIterator[str | TurnResult]:
+        """A turn answered without the model (crisis reply, handoff notice) or not at all (the AI is paused).
+        The client gets the stored reply first; the coach's queue, alert and live transcript follow."""
+        if outcome.reply is not None:
+            yield outcome.reply.text
+        if outcome.announce and outcome.handoff is not None:
+            await self._handoffs.announce(turn.coach, outcome.handoff, turn.client_name)
+        if outcome.reply is not None:
+            await self._publish(turn, outcome.reply, to_client)
+        yield result(turn, outcome, started)
+
+    async def _publish(self, turn: Turn, reply: Message, to_client: ToClient) -> None:
+        await self._handoffs.publish_message(turn.coach.id, turn.conversation.client_id, reply, to_client=to_client())
+
+    async def _answered_before(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> TurnResult:
+        """The result for a message that was answered before: no reply (the answer went out then)."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            conversation_id = await session.scalar(select(Message.conversation_id).where(Message.id == message_id))
+        if conversation_id is None:  # deleted since (the client's data was erased)
+            raise NotFound("message not found")
+        return TurnResult(conversation_id, message_id, None, "", [], {})
+
+    async def turn(
+        self,
+        coach_id: uuid.UUID,
+        client_id: uuid.UUID,
+        text: str,
+        *,
+        conversation_id: uuid.UUID | None = None,
+        channel: str = "widget",
+        client_message_id: str | None = None,
+    ) -> AsyncIterator[str | TurnResult]:
+        """:meth:`receive` then :meth:`answer` (REST, benchmarks): yields deltas, then one ``TurnResult``.
+        Raises as :meth:`receive` does, before anything is stored."""
+        received = await self.receive(
+            coach_id,
+            client_id,
+            text,
+            conversation_id=conversation_id,
+            channel=channel,
+            client_message_id=client_message_id,
+        )
+        async for item in self.answer(coach_id, client_id, received.message_id):
+            yield item
+
+    async def answer_pending(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> str:
+        """Worker job body (after a handback): answer client message ``message_id`` if it is still the
+        conversation's unanswered latest one (:func:`~app.conversations.service.unanswered_client_message`),
+        delivering the reply to the client's live channel. Returns a short status for arq."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            row = (
+                await session.execute(
+                    select(Conversation.id, Conversation.client_id)
+                    .join(Message, Message.conversation_id == Conversation.id)
+                    .where(Message.id == message_id)
+                )
+            ).one_or_none()
+            pending = await unanswered_client_message(session, row.id) if row is not None else None
+        if row is None or pending != message_id:
+            return "nothing to answer"
+        async for item in self.answer(coach_id, row.client_id, message_id, to_client=lambda: True):
+            if isinstance(item, TurnResult):
+                return "answered" if item.message_id is not None else "nothing sent"
+        return "nothing sent"

@@ -1,0 +1,138 @@
+"""What the turn's stages hand each other: the received message, the loaded turn, the gathered context,
+the reply being generated, and the result the channels render."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.accounts.models import Coach
+from app.conversations.handoffs import Handoff
+from app.conversations.models import Conversation, Message
+from app.handoff.confidence import Confidence
+from app.handoff.risk import RiskAssessment
+from app.handoff.signals import TurnSignals
+from app.learning.experiments import Assignment
+from app.learning.interventions import FewShotExample
+from app.learning.models import ModelVersion
+from app.llm.base import Usage
+from app.memory.retrieval import MemoryContext
+from app.rag.retrieval import RetrievedChunk
+
+TEMPERATURE = 0.3
+"""Sampling temperature unless an experiment's variant sets another."""
+
+
+@dataclass(frozen=True)
+class Received:
+    """A client message as stored by :meth:`app.chat.turn.pipeline.ChatService.receive`: its ``message_id``
+    and ``conversation_id``, the client app's ``client_message_id`` (echoed in acknowledgements), whether this
+    call ``created`` it (``False``: it was sent before with the same client id) and whether the AI has
+    ``answered`` it already (nothing left to do for it)."""
+
+    message_id: uuid.UUID
+    conversation_id: uuid.UUID
+    client_message_id: str | None
+    created: bool
+    answered: bool
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    """The outcome of a turn: ids, the full reply, its citations and attribution metadata.
+
+    ``received_message_id`` is the client's message the turn answered. ``message_id`` is ``None`` and
+    ``reply`` empty when nothing was sent to the client: the AI is paused (a handoff is active), its reply
+    waits for the coach's approval (draft mode), or the message was answered before. ``handoff`` is then, or
+    when this turn handed the conversation to the coach, ``{"status", "reason", "confidence"}`` with status
+    ``open`` | ``claimed`` | ``draft_pending``.
+    """
+
+    conversation_id: uuid.UUID
+    received_message_id: uuid.UUID
+    message_id: uuid.UUID | None
+    reply: str
+    citations: list[dict[str, Any]]
+    metadata: dict[str, Any]
+    handoff: dict[str, Any] | None = None
+
+
+@dataclass
+class Turn:
+    """What the turn's first transaction loaded: the coach, the conversation, the client's message, the L1
+    ``history`` before it (oldest first), its risk and signals, and the active handoff (locked in that
+    transaction)."""
+
+    coach: Coach
+    conversation: Conversation
+    message: Message
+    client_name: str
+    history: list[Message]
+    risk: RiskAssessment
+    signals: TurnSignals
+    active: Handoff | None
+
+
+@dataclass(frozen=True)
+class Learned:
+    """The learning loop's part of a turn. An experiment's variant overrides persona, model and temperature;
+    otherwise the coach's production model version serves (``None``: the coach's base model)."""
+
+    coach: Coach
+    assignment: Assignment | None
+    version: ModelVersion | None
+    examples: list[FewShotExample]
+
+    @property
+    def persona(self) -> str:
+        """The system persona: the variant's, else the coach's."""
+        variant = self.assignment.persona if self.assignment is not None else None
+        return self.coach.persona if variant is None else variant
+
+    @property
+    def temperature(self) -> float:
+        """Sampling temperature: the variant's, else :data:`TEMPERATURE`."""
+        variant = self.assignment.temperature if self.assignment is not None else None
+        return TEMPERATURE if variant is None else variant
+
+    @property
+    def model(self) -> str | None:
+        """The model name to serve on the coach's endpoint: the variant's, else the production version's,
+        else ``None`` (the coach's configured model)."""
+        if self.assignment is not None and self.assignment.model:
+            return self.assignment.model
+        return self.version.model if self.version is not None else None
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """The context of a turn: the coach's ``passages`` (best first), what ``memory`` recalls about the
+    client, the ``learned`` settings and few-shot examples, and the confidence ``before`` generation."""
+
+    passages: list[RetrievedChunk]
+    memory: MemoryContext
+    learned: Learned
+    before: Confidence
+
+
+@dataclass
+class Reply:
+    """The AI's reply as it is generated: streamed ``parts``, the ``passages`` it may cite, the provider's
+    ``usage``, the ``signals`` scored at the end, the attribution ``metadata`` stored with it, the response
+    cache key, and whether it is ``drafting`` (kept for the coach) or ``failed`` (the apology)."""
+
+    metadata: dict[str, Any]
+    signals: TurnSignals
+    drafting: bool
+    parts: list[str] = field(default_factory=list)
+    passages: list[RetrievedChunk] = field(default_factory=list)
+    usage: Usage | None = None
+    cache_key: str | None = None
+    text: str = ""
+    failed: bool = False
+
+    @property
+    def citations(self) -> list[dict[str, Any]]:
+        """The citations of the passages kept in the prompt."""
+        return [p.citation() for p in self.passages]

@@ -1,0 +1,164 @@
+"""Reading conversations (the coach's list and transcripts, the client's widget catching up after a reconnect)
+and the client's feedback on a reply. Nothing here needs memory or handoffs: the chat turn lives in
+:mod:`app.chat.turn`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.models import Client
+from app.conversations.models import Conversation, Message, SenderType
+from app.core.errors import InvalidInput, NotFound
+from app.db import jobs
+from app.db.engine import tenant_session
+
+MAX_FEEDBACK_CHARS = 2000
+
+
+class ConversationService:
+    """Conversations of a coach's clients: lists, transcripts, catch-up reads and feedback on replies."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+
+    async def list_conversations(
+        self, coach_id: uuid.UUID, client_id: uuid.UUID | None = None
+    ) -> list[tuple[Conversation, str, int]]:
+        """The coach's conversations, most recent first, as ``(conversation, client name, message count)``."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            stmt = (
+                select(Conversation, Client.name, func.count(Message.id))
+                .join(Client, Client.id == Conversation.client_id)
+                .outerjoin(Message, Message.conversation_id == Conversation.id)
+                .where(Conversation.coach_id == coach_id)
+                .group_by(Conversation.id, Client.name)
+                .order_by(Conversation.last_message_at.desc())
+            )
+            if client_id is not None:
+                stmt = stmt.where(Conversation.client_id == client_id)
+            return [(c, name, int(n)) for c, name, n in (await session.execute(stmt)).all()]
+
+    async def get_conversation(
+        self, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, client_id: uuid.UUID | None = None
+    ) -> tuple[Conversation, list[Message]]:
+        """A conversation and its messages (oldest first). With ``client_id``, only that client's.
+
+        Raises ``NotFound`` (also for another coach's or another client's conversation).
+        """
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            conversation = await _conversation(session, coach_id, conversation_id, client_id)
+            messages = (
+                await session.scalars(
+                    select(Message)
+                    .where(Message.conversation_id == conversation_id)
+                    .order_by(Message.created_at, Message.id)
+                )
+            ).all()
+        return conversation, list(messages)
+
+    async def messages_after(
+        self, coach_id: uuid.UUID, client_id: uuid.UUID, conversation_id: uuid.UUID, after: uuid.UUID | None
+    ) -> list[Message]:
+        """The client's conversation's messages stored after message ``after`` (all with ``None``), oldest
+        first: what a widget missed while it was disconnected. Raises ``NotFound`` (not this client's
+        conversation, or ``after`` is not one of its messages)."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            await _conversation(session, coach_id, conversation_id, client_id)
+            stmt = select(Message).where(Message.conversation_id == conversation_id)
+            if after is not None:
+                mark = (
+                    await session.execute(
+                        select(Message.created_at, Message.id).where(
+                            Message.id == after, Message.conversation_id == conversation_id
+                        )
+                    )
+                ).one_or_none()
+                if mark is None:
+                    raise NotFound("message not found in this conversation")
+                stmt = stmt.where(tuple_(Message.created_at, Message.id) > tuple_(mark.created_at, mark.id))
+            return list((await session.scalars(stmt.order_by(Message.created_at, Message.id))).all())
+
+    async def record_feedback(
+        self,
+        coach_id: uuid.UUID,
+        client_id: uuid.UUID,
+        message_id: uuid.UUID,
+        *,
+        helpful: bool,
+        rating: int | None = None,
+        comment: str | None = None,
+    ) -> dict[str, Any]:
+        """The client's thumbs up/down (optional 1–5 ``rating`` and ``comment``) on an AI or human-coach reply
+        in one of their conversations, stored as ``metadata.feedback`` ``{"helpful", "rating", "text", "at"}``.
+        A new call replaces the previous feedback (idempotent). It feeds the learning loop: the
+        conversation's training examples are rebuilt and its interventions' outcomes rescored (outbox jobs in
+        the same transaction), and thumbs-down streaks lower the next turn's confidence
+        (:mod:`app.handoff.confidence`, factor ``frustration``). Raises ``NotFound`` (not a reply in this
+        client's conversation) and ``InvalidInput`` (rating outside 1–5, comment over 2,000 characters)."""
+        if rating is not None and not 1 <= rating <= 5:
+            raise InvalidInput("rating must be a whole number from 1 to 5")
+        comment = (comment or "").strip() or None
+        if comment is not None and len(comment) > MAX_FEEDBACK_CHARS:
+            raise InvalidInput(f"text is longer than {MAX_FEEDBACK_CHARS} characters")
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            message = await session.scalar(
+                select(Message)
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .where(
+                    Message.id == message_id,
+                    Message.sender_type.in_((SenderType.AI, SenderType.HUMAN_COACH)),
+                    Conversation.client_id == client_id,
+                )
+                .with_for_update(of=Message)
+            )
+            if message is None:
+                raise NotFound("message not found")
+            at = datetime.now(UTC).isoformat()
+            feedback = {"helpful": helpful, "rating": rating, "text": comment, "at": at}
+            message.meta = dict(message.meta) | {"feedback": feedback}
+            trigger = f"feedback:{message_id}:{at}"
+            jobs.refresh_training_data(session, coach_id, message.conversation_id, trigger=trigger)
+            jobs.score_interventions(session, coach_id, message.conversation_id, trigger=trigger)
+        return feedback
+
+
+async def _conversation(
+    session: AsyncSession, coach_id: uuid.UUID, conversation_id: uuid.UUID, client_id: uuid.UUID | None
+) -> Conversation:
+    """The coach's conversation (only ``client_id``'s when given). Raises ``NotFound``."""
+    stmt = select(Conversation).where(Conversation.id == conversation_id, Conversation.coach_id == coach_id)
+    if client_id is not None:
+        stmt = stmt.where(Conversation.client_id == client_id)
+    conversation = await session.scalar(stmt)
+    if conversation is None:
+        raise NotFound("conversation not found")
+    return conversation
+
+
+async def unanswered_client_message(session: AsyncSession, conversation_id: uuid.UUID) -> uuid.UUID | None:
+    """The conversation's latest client message when nobody answered it: the AI did not (``answered_at``) and
+    the coach wrote nothing after it. That is what a handback leaves for the AI to answer; ``None`` when
+    there is no such message."""
+    last = await session.scalar(
+        select(Message)
+        .where(Message.conversation_id == conversation_id, Message.sender_type == SenderType.CLIENT)
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(1)
+    )
+    if last is None or last.answered_at is not None:
+        return None
+    coach_after = await session.scalar(
+        select(Message.id)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.sender_type == SenderType.HUMAN_COACH,
+            Message.created_at > last.created_at,
+        )
+        .limit(1)
+    )
+    return None if coach_after is not None else last.id

@@ -1,0 +1,175 @@
+"""No client message is lost (issue 11): over a real socket, a message sent while an answer streams is stored,
+acknowledged and answered even when the network then drops without a close frame; sent again after the
+reconnect with the same client message id, it is stored once. REST retries are idempotent too, and the widget
+catches up on what was stored while it was away.
+
+Only the coach's OpenAI-compatible endpoint is mocked (OpenAI wire format), slowed down so the second message
+arrives mid-answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+import websockets
+
+from tests.integration.handoff.test_handoff_flow import DELTAS, REPLY, Setup, new_setup, transcript
+from tests.openai_wire import MOCK_BASE_URL, mock_openai, openai_sse
+
+__all__ = ["new_setup"]  # fixture used by name below
+
+DELTA_DELAY_S = 0.8
+
+
+async def _slow_sse() -> AsyncIterator[bytes]:
+    """The mocked completion's server-sent events, one every :data:`DELTA_DELAY_S` seconds."""
+    for event in openai_sse(DELTAS, (120, 9)).split(b"\n\n"):
+        if event:
+            await asyncio.sleep(DELTA_DELAY_S)
+            yield event + b"\n\n"
+
+
+@pytest.fixture
+def slow_llm() -> Iterator[respx.MockRouter]:
+    """The coach's endpoint streaming :data:`REPLY` slowly."""
+    with mock_openai() as router:
+        router.route(host="127.0.0.1").pass_through()
+        router.post(f"{MOCK_BASE_URL}/chat/completions", name="completions").mock(
+            side_effect=lambda request: httpx.Response(
+                200, headers={"content-type": "text/event-stream; charset=utf-8"}, content=_slow_sse()
+            )
+        )
+        yield router
+
+
+async def next_of(ws: Any, kind: str, wait: float = 20) -> dict[str, Any]:
+    """The next event of type ``kind`` (others skipped)."""
+    async with asyncio.timeout(wait):
+        while True:
+            event = json.loads(await ws.recv())
+            if event["type"] == kind:
+                return event  # type: ignore[no-any-return]
+
+
+async def events_until(ws: Any, done: Callable[[dict[str, Any]], bool], wait: float = 20) -> list[dict[str, Any]]:
+    """The events received until one satisfies ``done`` (included) or ``wait`` seconds pass (no error: the
+    caller asserts on what arrived)."""
+    events: list[dict[str, Any]] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait):
+            while not events or not done(events[-1]):
+                events.append(json.loads(await ws.recv()))
+    return events
+
+
+async def wait_for_transcript(
+    http: httpx.AsyncClient, setup: Setup, conversation_id: str, count: int, wait: float = 30
+) -> list[dict[str, Any]]:
+    """The transcript once it holds ``count`` messages, or as it is after ``wait`` seconds."""
+    messages = await transcript(http, setup, conversation_id)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait):
+            while len(messages) < count:
+                await asyncio.sleep(0.3)
+                messages = await transcript(http, setup, conversation_id)
+    return messages
+
+
+async def test_a_message_sent_while_an_answer_streams_survives_a_dropped_network(
+    http: httpx.AsyncClient, base_url: str, new_setup: Callable[..., Awaitable[Setup]], slow_llm: respx.MockRouter
+) -> None:
+    setup = await new_setup()
+    url = base_url.replace("http://", "ws://") + f"/ws/chat?token={setup.widget_token}"
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"text": "How can I plan my week better?", "client_message_id": "c-1"}))
+        before = await events_until(ws, lambda e: e["type"] == "token")  # the first answer is streaming
+        await ws.send(json.dumps({"text": "And how do I keep to it?", "client_message_id": "c-2"}))
+        during = await events_until(ws, lambda e: e["type"] == "ack" and e["client_message_id"] == "c-2", wait=2)
+        ws.transport.abort()  # the network drops: no close frame
+
+    [conversation] = (await http.get("/api/v1/conversations", headers=setup.coach.headers)).json()
+    conversation_id = conversation["id"]
+    messages = await wait_for_transcript(http, setup, conversation_id, 4)
+    assert [(m["sender_type"], m["text"]) for m in messages] == [
+        ("client", "How can I plan my week better?"),
+        ("client", "And how do I keep to it?"),
+        ("ai", REPLY),
+        ("ai", REPLY),
+    ]
+    acks = {e["client_message_id"]: e for e in before + during if e["type"] == "ack"}
+    assert set(acks) == {"c-1", "c-2"}, "each message is acknowledged as it arrives"
+    assert all(e["type"] != "done" for e in during), "acknowledged while the first answer still streamed"
+    first, second = acks["c-1"], acks["c-2"]
+    assert first["answering"] is True and second["conversation_id"] == conversation_id
+    assert messages[1]["id"] == second["message_id"]
+
+    async with websockets.connect(url) as ws:  # the widget reconnects and sends its unacknowledged message again
+        await ws.send(
+            json.dumps(
+                {"text": "And how do I keep to it?", "conversation_id": conversation_id, "client_message_id": "c-2"}
+            )
+        )
+        again = await next_of(ws, "ack")
+    assert again["message_id"] == second["message_id"] and again["answering"] is False
+    await asyncio.sleep(1)
+    assert len(await transcript(http, setup, conversation_id)) == 4, "stored once, answered once"
+    assert slow_llm.routes["completions"].call_count == 2
+
+    caught_up = await http.get(
+        f"/api/v1/widget/conversations/{conversation_id}/messages",
+        params={"after": first["message_id"]},
+        headers=setup.client_auth,
+    )
+    assert caught_up.status_code == 200, caught_up.text
+    body = caught_up.json()
+    assert [m["id"] for m in body] == [m["id"] for m in messages[1:]]
+    assert body[0]["client_message_id"] == "c-2"
+
+
+async def test_rest_retries_with_the_same_client_message_id_are_stored_once(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], slow_llm: respx.MockRouter
+) -> None:
+    setup = await new_setup()
+    body = {"text": "How can I plan my week better?", "client_message_id": str(uuid.uuid4())}
+    first = (await http.post("/api/v1/chat", headers=setup.client_auth, json=body)).json()
+    retry = await http.post("/api/v1/chat", headers=setup.client_auth, json=body)
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["conversation_id"] == first["conversation_id"] and retry.json()["reply"] == ""
+    messages = await transcript(http, setup, first["conversation_id"])
+    assert [m["sender_type"] for m in messages] == ["client", "ai"]
+    assert slow_llm.routes["completions"].call_count == 1
+
+
+async def test_bad_messages_and_catch_up_reads_get_clear_errors(
+    http: httpx.AsyncClient, base_url: str, new_setup: Callable[..., Awaitable[Setup]], slow_llm: respx.MockRouter
+) -> None:
+    setup, other = await new_setup(), await new_setup("Other Coach")
+    url = base_url.replace("http://", "ws://") + f"/ws/chat?token={setup.widget_token}"
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"text": "hi", "client_message_id": "x" * 65}))
+        refused = await next_of(ws, "error")
+        assert refused["client_message_id"] == "x" * 65 and "client_message_id" in refused["message"]
+        await ws.send(json.dumps({"text": "hi", "conversation_id": str(uuid.uuid4()), "client_message_id": "c-9"}))
+        missing = await next_of(ws, "error")
+        assert missing == {"type": "error", "message": "conversation not found", "client_message_id": "c-9"}
+        await ws.send(json.dumps({"text": "How can I plan my week better?", "client_message_id": "c-10"}))
+        stored = await next_of(ws, "ack")
+        await next_of(ws, "done")
+    conversation_id = stored["conversation_id"]
+    assert [m["sender_type"] for m in await transcript(http, setup, conversation_id)] == ["client", "ai"]
+
+    path = f"/api/v1/widget/conversations/{conversation_id}/messages"
+    assert (await http.get(path, headers=other.client_auth)).status_code == 404
+    assert (await http.get(path, headers=setup.client_auth, params={"after": str(uuid.uuid4())})).status_code == 404
+    assert (await http.get(path, headers=setup.client_auth, params={"after": "nope"})).status_code == 400
+    assert (await http.get(path)).status_code == 401
+    everything = (await http.get(path, headers=setup.client_auth)).json()
+    assert [m["sender_type"] for m in everything] == ["client", "ai"]

@@ -1,0 +1,160 @@
+"""Hand-back answers the client (issue 11): a message the client wrote while the coach had the conversation,
+and that the coach left unanswered, gets the AI's answer after the handback (an outbox job run by the real
+worker), delivered live to the widget; "hand back without a reply" leaves it alone.
+
+Only the coach's OpenAI-compatible endpoint is mocked (OpenAI wire format).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+import respx
+
+from tests.integration.handoff.test_handoff_flow import (
+    REPLY,
+    Setup,
+    chat,
+    llm_api,
+    new_setup,
+    next_event,
+    transcript,
+    widget_socket,
+)
+from tests.integration.web.test_dashboard import CSRF, log_in
+
+__all__ = ["llm_api", "new_setup"]  # fixtures used by name below
+
+WAITING = "Mostly my sleep, honestly."
+
+
+def answers_to_waiting(router: respx.MockRouter) -> int:
+    """Chat turns (streamed completions; the worker's memory jobs of other tests call the same mocked route)
+    whose prompt ends with the client's waiting message."""
+    bodies = [json.loads(call.request.content) for call in router.routes["completions"].calls]
+    return sum(1 for b in bodies if b.get("stream") and b["messages"][-1]["content"] == WAITING)
+
+
+@pytest.fixture
+async def browser(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A cookie-keeping client for the coach's dashboard."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+        yield client
+
+
+async def taken_over_with_a_waiting_message(http: httpx.AsyncClient, setup: Setup) -> str:
+    """A conversation the coach took over, wrote in, and where the client then wrote once more (the AI is
+    paused, so nobody answered it). Returns its id."""
+    first = await chat(http, setup, "How can I plan my week better?")
+    conversation_id: str = first["conversation_id"]
+    h = setup.coach.headers
+    assert (await http.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=h)).status_code == 200
+    sent = await http.post(
+        f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": "What's weighing on you?"}
+    )
+    assert sent.status_code == 201, sent.text
+    paused = await chat(http, setup, WAITING, conversation_id)
+    assert paused["reply"] == "" and paused["handoff"]["status"] == "claimed"
+    return conversation_id
+
+
+async def test_handback_answers_the_message_the_coach_left_unanswered(
+    http: httpx.AsyncClient,
+    base_url: str,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    setup = await new_setup()
+    conversation_id = await taken_over_with_a_waiting_message(http, setup)
+    completions = llm_api["completions"]
+
+    async with widget_socket(base_url, setup) as ws:
+        back = await http.post(f"/api/v1/conversations/{conversation_id}/handback", headers=setup.coach.headers)
+        assert back.status_code == 200, back.text
+        await run_jobs()
+        live = await next_event(ws, "message")
+    assert live["message"]["sender_type"] == "ai" and live["message"]["text"] == REPLY
+
+    messages = await transcript(http, setup, conversation_id)
+    assert [m["sender_type"] for m in messages] == ["client", "ai", "human_coach", "client", "ai"]
+    assert messages[-1]["id"] == live["message"]["id"]
+    assert messages[-1]["metadata"]["is_handback"] is True
+    assert answers_to_waiting(llm_api) == 1
+    [prompt] = [
+        body["messages"]
+        for body in (json.loads(call.request.content) for call in completions.calls)
+        if body.get("stream") and body["messages"][-1]["content"] == WAITING
+    ]
+    assert any(m["role"] == "assistant" and m["content"] == "What's weighing on you?" for m in prompt)
+
+    await run_jobs()  # the job is idempotent, and the answered message is not answered again
+    assert len(await transcript(http, setup, conversation_id)) == 5 and answers_to_waiting(llm_api) == 1
+
+
+async def test_handback_without_a_reply_sends_nothing(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    setup = await new_setup()
+    conversation_id = await taken_over_with_a_waiting_message(http, setup)
+    back = await http.post(
+        f"/api/v1/conversations/{conversation_id}/handback", params={"reply": "false"}, headers=setup.coach.headers
+    )
+    assert back.status_code == 200 and back.json()["status"] == "closed", back.text
+    await run_jobs()
+    messages = await transcript(http, setup, conversation_id)
+    assert [m["sender_type"] for m in messages] == ["client", "ai", "human_coach", "client"]
+    assert answers_to_waiting(llm_api) == 0
+
+    resumed = await chat(http, setup, "Any tips for tonight?", conversation_id)  # the next message is answered
+    assert resumed["reply"] == REPLY
+    assert (await transcript(http, setup, conversation_id))[-1]["metadata"]["is_handback"] is True
+
+
+async def test_a_coach_who_answered_leaves_nothing_for_the_ai(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    setup = await new_setup()
+    conversation_id = await taken_over_with_a_waiting_message(http, setup)
+    h = setup.coach.headers
+    answered = await http.post(
+        f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": "Let's work on that."}
+    )
+    assert answered.status_code == 201
+    assert (await http.post(f"/api/v1/conversations/{conversation_id}/handback", headers=h)).status_code == 200
+    await run_jobs()
+    messages = await transcript(http, setup, conversation_id)
+    assert [m["sender_type"] for m in messages][-2:] == ["client", "human_coach"]
+    assert answers_to_waiting(llm_api) == 0
+
+
+async def test_the_dashboard_offers_both_handbacks(
+    http: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    setup = await new_setup()
+    conversation_id = await taken_over_with_a_waiting_message(http, setup)
+    await log_in(browser, setup.coach)
+    page = (await browser.get(f"/dashboard/conversations/{conversation_id}")).text
+    assert 'id="handback"' in page and 'id="handback-silent"' in page
+    assert f"/dashboard/conversations/{conversation_id}/handback?reply=false" in page
+    token = CSRF.search(page).group(1)  # type: ignore[union-attr]
+    back = await browser.post(
+        f"/dashboard/conversations/{conversation_id}/handback?reply=false", data={"_csrf_token": token}
+    )
+    assert back.status_code in (302, 303), back.text
+    await run_jobs()
+    assert [m["sender_type"] for m in await transcript(http, setup, conversation_id)][-1] == "client"
+    assert answers_to_waiting(llm_api) == 0
