@@ -75,7 +75,7 @@ class Container:
         redis = await create_pool(RedisSettings.from_dsn(redis_url))
         # every committed unit of work sends the jobs it queued (app.db.outbox)
         sessionmaker.configure(info={RELAY_KEY: functools.partial(relay, sessionmaker, redis)})
-        accounts = AccountService(sessionmaker, secrets)
+        accounts = AccountService(sessionmaker, secrets, registry.egress)
         documents = DocumentService(sessionmaker, settings, registry, accounts)
         memory = MemoryService(sessionmaker, settings, registry, accounts, redis)
         live = LiveEvents(redis)
