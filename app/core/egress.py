@@ -36,6 +36,7 @@ import asyncio
 import ipaddress
 import re
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -355,9 +356,9 @@ class EgressGuard:
         plain_http_refused = EgressRefused(
             f"{host}: plain http:// is allowed only for hosts the operator allows (OUTBOUND_ALLOW); use https://"
         )
-        if scheme == "http" and not by_name and not self.allowlist.networks:
-            raise plain_http_refused
         literal = parse_ip(host)
+        if scheme == "http" and not by_name and not self.allowlist.networks and literal is None:
+            raise plain_http_refused  # before any DNS query
         if literal is not None:
             addresses: tuple[IPAddress, ...] = (literal,)
         elif by_name and not resolve_allowlisted:
@@ -377,8 +378,10 @@ class EgressGuard:
             raise plain_http_refused
         return Destination(scheme, host, port, addresses, by_name)
 
-    def transport(self, *, verify: bool = True, limits: httpx.Limits | None = None) -> GuardedTransport:
-        """A :class:`GuardedTransport` for this guard."""
+    def transport(
+        self, *, verify: ssl.SSLContext | bool = True, limits: httpx.Limits | None = None
+    ) -> GuardedTransport:
+        """A :class:`GuardedTransport` for this guard (``verify``: certificate checking, as in httpx)."""
         return GuardedTransport(self, verify=verify, limits=limits)
 
     def client(self, *, timeout: float | httpx.Timeout, **kwargs: Any) -> httpx.AsyncClient:
@@ -450,7 +453,9 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
     the host does not resolve. HTTP/1.1 only; no proxy.
     """
 
-    def __init__(self, guard: EgressGuard, *, verify: bool = True, limits: httpx.Limits | None = None) -> None:
+    def __init__(
+        self, guard: EgressGuard, *, verify: ssl.SSLContext | bool = True, limits: httpx.Limits | None = None
+    ) -> None:
         # Not super().__init__(): it would build a pool on the default network backend, which resolves names.
         limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
         self._guard = guard
