@@ -123,6 +123,12 @@ async def test_loopback_urls_are_refused_at_save_time_and_nothing_is_stored(
         detail = response.json()["detail"]
         assert detail.startswith(f"{field_name}: ") and "loopback address" in detail, detail
     assert await settings_of(http, coach) == before
+
+    # the allowlist is the operator's (process configuration): no setting of the coach's widens it
+    widen = await http.patch("/api/v1/settings", headers=coach.headers, json={"outbound_allow": "127.0.0.0/8"})
+    assert "outbound_allow" not in widen.text or widen.status_code == 400
+    again = await http.patch("/api/v1/settings", headers=coach.headers, json={"llm_base_url": f"{listener.url}/v1"})
+    assert again.status_code == 400 and "loopback address" in again.json()["detail"]
     assert listener.requests == []
     assert network.non_loopback_attempts() == []
 
