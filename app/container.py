@@ -88,7 +88,7 @@ class Container:
         engine, sessionmaker, redis = await _connect(database_url, redis_url)
         secrets = SecretBox.from_settings(settings)
         registry = registry or ProviderRegistry(settings, secrets)
-        accounts = AccountService(sessionmaker, secrets)
+        accounts = AccountService(sessionmaker, secrets, registry.egress)
         memory = MemoryControls(sessionmaker, registry, accounts)
         live = LiveEvents(redis)
         interventions = InterventionService(sessionmaker, registry, accounts, memory)

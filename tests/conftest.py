@@ -4,6 +4,7 @@ an arq worker run in burst mode on demand."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
@@ -18,16 +19,65 @@ from cryptography.fernet import Fernet
 
 from app.asgi import create_app
 from app.container import Container
+from app.core import egress
 from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background, start_services
 from app.core.security import SecretBox
 from app.db.migrate import upgrade_head
 from app.llm.registry import ProviderRegistry
 from app.worker import build_worker
+from tests import network_rule
+from tests.stub_dns import TEST_OUTBOUND_ALLOW, StubResolver
 
 BOOKS = Path(os.environ.get("OPENCOACH_BOOKS", Path(__file__).resolve().parents[2] / "shared" / "data" / "books"))
 MEDITATIONS = Path(__file__).resolve().parents[1] / "demo" / "meditations-marcus-aurelius.pdf"
 TEST_MAX_UPLOAD_MB = 2.0
+
+NETWORK_RULE = network_rule.NetworkRule()
+"""Every connection this process asks for; anything outside 127.0.0.0/8 and ::1 is refused and fails the test."""
+DNS = StubResolver()
+"""The egress guard's resolver for the whole run (no DNS query leaves the process)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any fixture runs: the network rule on every socket connect, and the stub resolver for the egress
+    guard. uvloop would connect in C, past the rule, so it is refused here."""
+    policy = type(asyncio.get_event_loop_policy())
+    if not policy.__module__.startswith("asyncio"):
+        raise pytest.UsageError(f"tests need the standard asyncio event loop, not {policy.__module__}")
+    network_rule.install(NETWORK_RULE)
+    egress.set_resolver(DNS)
+
+
+@pytest.fixture(autouse=True)
+def _network_rule() -> Iterator[network_rule.NetworkRule]:
+    """Fail the test that asked for a connection outside loopback (even if the code swallowed the error);
+    forget the stub resolver's per-test answers."""
+    seen = len(NETWORK_RULE.violations)
+    yield NETWORK_RULE
+    DNS.reset()
+    broken = NETWORK_RULE.violations[seen:]
+    if broken:
+        pytest.fail("; ".join(broken), pytrace=False)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A connection outside loopback asked for outside any test (a session fixture) fails the run too."""
+    if NETWORK_RULE.violations:
+        print("\n".join(["", "network rule broken:", *NETWORK_RULE.violations]))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def network() -> network_rule.NetworkRule:
+    """The network rule's record of connection attempts (``attempts``, ``non_loopback_attempts()``)."""
+    return NETWORK_RULE
+
+
+@pytest.fixture
+def dns() -> StubResolver:
+    """The stub resolver: ``dns.answer(host, [addresses], …)`` for this test."""
+    return DNS
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +92,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         max_upload_mb=TEST_MAX_UPLOAD_MB,
         llm_max_tokens=40,
         llm_timeout_seconds=60,
+        outbound_allow=TEST_OUTBOUND_ALLOW,
     )
 
 

@@ -19,11 +19,13 @@ import httpx
 import respx
 from respx.mocks import HTTPCoreMocker
 
-# openai>=3 sends through httpx2/httpcore2 (older releases: httpx/httpcore). respx patches httpcore only,
-# unless told about httpcore2's pool; SDK_HTTPCORE is where the SDK's real transport errors come from.
+# The app hands the openai SDK an httpx.AsyncClient on the egress guard's transport (app/core/egress.py), so
+# its requests go through httpx/httpcore, which respx patches, and reach respx only after the guard checked
+# them. SDK_HTTPCORE is where the SDK's real transport errors come from. An SDK client built without that
+# client would use httpx2/httpcore2 (openai>=3): respx is told about httpcore2's pool too.
 _HAS_HTTPCORE2 = importlib.util.find_spec("httpcore2") is not None
 _HTTPCORE2_POOLS = ("httpcore2._async.connection_pool.AsyncConnectionPool",) if _HAS_HTTPCORE2 else ()
-SDK_HTTPCORE: Any = importlib.import_module("httpcore2") if _HAS_HTTPCORE2 else httpcore
+SDK_HTTPCORE: Any = httpcore
 
 
 @contextlib.contextmanager
@@ -40,7 +42,8 @@ def mock_openai() -> Iterator[respx.MockRouter]:
 
 
 MOCK_BASE_URL = "https://llm.example.test/v1"
-"""The base URL of the mocked coach endpoint (a host that never resolves: a leak past respx fails loudly)."""
+"""The base URL of the mocked coach endpoint. The tests' stub resolver answers a public address for its host,
+so the egress guard lets it through; a request that got past respx would break the network rule."""
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.handoff_settings import apply_handoff_settings
 from app.accounts.models import ApiKey, Client, Coach, CoachUser
+from app.core.egress import EgressGuard, EgressRefused, UnresolvableHost
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.security import SecretBox, hash_password, new_token, token_hash, verify_password
 from app.core.validation import EMAIL_RE, http_url, in_range
@@ -45,9 +46,25 @@ class ClientIdentity:
 class AccountService:
     """Sign-up and credential look-ups (which run before the tenant is known), clients and settings."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], secrets: SecretBox) -> None:
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], secrets: SecretBox, egress: EgressGuard | None = None
+    ) -> None:
         self._sessionmaker = sessionmaker
         self._secrets = secrets
+        self._egress = egress or EgressGuard()
+
+    async def check_outbound_url(self, name: str, value: str) -> str | None:
+        """The coach's URL setting ``name`` as it will be stored (``None``: cleared), after the egress guard
+        checked it (:meth:`app.core.egress.EgressGuard.check_url`: https only outside the operator's
+        allowlist, a host that resolves only to public addresses). Raises ``InvalidInput`` naming the field
+        and the reason. The same check runs again at send time: DNS can change in between."""
+        url = http_url(name, value)
+        if url:
+            try:
+                await self._egress.check_url(url, resolve_allowlisted=False)
+            except (EgressRefused, UnresolvableHost) as exc:
+                raise InvalidInput(f"{name}: {exc}") from exc
+        return url
 
     async def signup(self, coach_name: str, email: str, password: str) -> SignupResult:
         """Create a coach (tenant), its first user and API key.
@@ -172,10 +189,17 @@ class AccountService:
         optional one.
 
         The API key is encrypted before it is stored. Raises ``InvalidInput`` for an unknown provider, an
-        ``openai`` provider without a model, a base URL that is not http(s), ``recent_messages`` outside
-        0–100 or ``session_idle_minutes`` outside 1–1440 (nothing is changed then: the caller's transaction
-        rolls back).
+        ``openai`` provider without a model, a base URL or webhook URL the egress guard refuses
+        (:meth:`check_outbound_url`), ``recent_messages`` outside 0–100 or ``session_idle_minutes`` outside
+        1–1440 (nothing is changed then: the caller's transaction rolls back).
         """
+        # the URLs first (they need DNS), before anything is changed
+        if llm_base_url is not None:
+            llm_base_url = await self.check_outbound_url("llm_base_url", llm_base_url) or ""
+        if isinstance(handoff.get("alert_webhook_url"), str):
+            handoff["alert_webhook_url"] = (
+                await self.check_outbound_url("alert_webhook_url", handoff["alert_webhook_url"]) or ""
+            )
         coach = await self.get_coach(session, coach_id)
         if name is not None:
             if not name.strip():

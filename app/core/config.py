@@ -5,8 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.core.egress import OutboundAllowlist
 
 
 class Settings(BaseSettings):
@@ -48,6 +50,20 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_from: str = Field(default="OpenCoach <alerts@opencoach.local>", description="From: of alert e-mails.")
     smtp_starttls: bool = Field(default=True, description="Upgrade the SMTP connection with STARTTLS.")
+
+    outbound_allow: str = Field(
+        default="",
+        description="Hosts and IP addresses/CIDR networks that coach-configured URLs (LLM base URL, alert "
+        "webhook) may reach although they are not public, also over plain http (e.g. "
+        "'localhost,127.0.0.1,::1' for Ollama or vLLM on this machine); comma-separated, empty by default. "
+        "Cloud metadata addresses stay refused. See app/core/egress.py.",
+    )
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _valid_outbound_allow(cls, value: str) -> str:
+        OutboundAllowlist.parse(value)  # raises ValueError naming the bad entry
+        return value
 
 
 @lru_cache(maxsize=1)

@@ -26,7 +26,12 @@ A channel the coach has not configured has no entry. arq runs a job at least onc
 ``sent`` is never sent again. A failed channel makes the job raise :class:`arq.worker.Retry` with a
 growing delay until :data:`MAX_ATTEMPTS`; the worker's ``max_tries`` for the job must equal it.
 The webhook secret is never logged nor stored in clear; stored errors are at most
-:data:`MAX_ERROR_CHARS` characters.
+:data:`MAX_ERROR_CHARS` characters and say what failed (a status code with its standard phrase, the kind of
+transport error, the egress guard's reason), never what the receiver answered.
+
+The webhook URL is the coach's choice, so the POST goes through the egress guard
+(:class:`app.core.egress.EgressGuard`, allowlist ``OUTBOUND_ALLOW``): https only, public addresses only, the
+connection pinned to the checked address, no redirect followed (a 3xx is a failed delivery).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from standardwebhooks import Webhook
 from app.accounts.models import Client, Coach
 from app.conversations.handoffs import Handoff, HandoffReason
 from app.core.config import Settings
+from app.core.egress import EgressGuard, EgressRefused, http_status_text
 from app.core.security import SecretBox
 from app.core.text import one_line
 from app.db.engine import tenant_session
@@ -192,6 +198,7 @@ class AlertService:
         self._sessionmaker = sessionmaker
         self._settings = settings
         self._secrets = secrets
+        self._egress = EgressGuard.from_settings(settings)
 
     async def deliver(self, coach_id: uuid.UUID, handoff_id: uuid.UUID, *, attempt: int = 1) -> str:
         """Send the handoff's alerts on every configured channel not yet ``sent``; record each outcome.
@@ -285,14 +292,23 @@ class AlertService:
         headers["content-type"] = "application/json"
         headers["user-agent"] = USER_AGENT
         try:
-            async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False) as client:
+            async with self._egress.client(timeout=WEBHOOK_TIMEOUT_SECONDS) as client:
                 response = await client.post(target.webhook_url, content=body.encode(), headers=headers)
-        except httpx.InvalidURL as exc:
-            return _Outcome(FAILED, _error(f"invalid webhook URL: {exc}"))
+        except EgressRefused as exc:
+            return _Outcome(FAILED, _error(f"refused: {exc}"))
+        except httpx.InvalidURL:
+            return _Outcome(FAILED, "invalid webhook URL")
+        except httpx.TimeoutException as exc:
+            return _Outcome(FAILED, f"{type(exc).__name__}: no answer in time", retryable=True)
+        except httpx.ConnectError as exc:
+            return _Outcome(FAILED, f"{type(exc).__name__}: could not resolve or connect", retryable=True)
         except (httpx.HTTPError, OSError) as exc:
-            return _Outcome(FAILED, _error(f"{type(exc).__name__}: {exc}"), retryable=True)
+            return _Outcome(FAILED, f"{type(exc).__name__}: the request failed", retryable=True)
+        if response.is_redirect:
+            return _Outcome(FAILED, f"{http_status_text(response.status_code)}: redirects are not followed")
         if not response.is_success:
-            return _Outcome(FAILED, _error(f"HTTP {response.status_code} {response.reason_phrase}"), retryable=True)
+            # the standard phrase for the code: the receiver's own reason phrase and body are never stored
+            return _Outcome(FAILED, http_status_text(response.status_code), retryable=True)
         return _Outcome(SENT)
 
     async def _email(self, target: _Target) -> _Outcome:

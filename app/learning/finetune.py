@@ -30,7 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import Coach
 from app.accounts.service import AccountService
 from app.core.config import Settings
+from app.core.egress import EgressRefused
 from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.text import one_line
 from app.db import jobs
 from app.db.engine import tenant_session
 from app.learning.models import (
@@ -44,6 +46,7 @@ from app.learning.models import (
 )
 from app.learning.training import TrainingDataService, example_line
 from app.llm.base import ProviderError
+from app.llm.openai_compat import describe_error
 from app.llm.registry import ProviderRegistry
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,8 @@ TRAINING_PRICE_USD_PER_1M_TOKENS: dict[str, float] = {
 """Training price per million trained tokens by base model, USD: OpenAI's pricing page
 (https://openai.com/api/pricing, "Fine-tuning" table, as published mid-2025). An unknown base model gets no
 estimate (``null``)."""
+MAX_ERROR_CHARS = 300
+"""Length limit of ``fine_tune_jobs.error``: a status code and a short reason, never a response body."""
 PROVIDER_STATUSES = frozenset(
     (
         FineTuneStatus.VALIDATING_FILES,
@@ -151,8 +156,13 @@ class FineTuneService:
         key = self._registry.decrypt_key(coach.llm_api_key_encrypted)
         if not has_openai_endpoint(coach, key):
             raise Conflict("fine-tunes need an OpenAI endpoint with an API key in the settings")
+        timeout = self._settings.llm_timeout_seconds
         return openai.AsyncOpenAI(
-            api_key=key, base_url=coach.llm_base_url, timeout=self._settings.llm_timeout_seconds, max_retries=2
+            api_key=key,
+            base_url=coach.llm_base_url,
+            timeout=timeout,
+            max_retries=2,
+            http_client=self._registry.egress.client(timeout=timeout),  # type: ignore[arg-type]  # httpx: see openai_compat
         )
 
     async def _last_job(self, session: AsyncSession, coach_id: uuid.UUID) -> FineTuneJob | None:
@@ -325,10 +335,12 @@ class FineTuneService:
                 )
             except openai.APIStatusError as exc:
                 if exc.status_code >= 500 or exc.status_code == 429:
-                    raise ProviderError(f"fine-tune start failed: {exc.message}") from exc
-                return await self._fail(coach_id, job_id, exc.message)
+                    raise ProviderError(f"fine-tune start failed: {describe_error(exc)}") from exc
+                return await self._fail(coach_id, job_id, describe_error(exc))
+            except EgressRefused as exc:
+                return await self._fail(coach_id, job_id, describe_error(exc))
             except openai.APIError as exc:
-                raise ProviderError(f"fine-tune start failed: {exc}") from exc
+                raise ProviderError(f"fine-tune start failed: {describe_error(exc)}") from exc
         status = created.status if created.status in PROVIDER_STATUSES else FineTuneStatus.VALIDATING_FILES
         async with tenant_session(self._sessionmaker, coach_id) as session:
             job = await self._job(session, coach_id, job_id)
@@ -350,8 +362,13 @@ class FineTuneService:
                 setattr(job, name, value)
 
     async def _fail(self, coach_id: uuid.UUID, job_id: uuid.UUID, error: str) -> str:
+        """Mark the job failed with ``error`` (our own text or :func:`describe_error`, never a response body)."""
         await self._store(
-            coach_id, job_id, status=FineTuneStatus.FAILED, error=error[:2000], finished_at=datetime.now(UTC)
+            coach_id,
+            job_id,
+            status=FineTuneStatus.FAILED,
+            error=one_line(error, MAX_ERROR_CHARS),
+            finished_at=datetime.now(UTC),
         )
         return f"failed: {error}"
 
@@ -371,8 +388,8 @@ class FineTuneService:
         try:
             async with self._client(coach) as client:
                 remote = await client.fine_tuning.jobs.retrieve(provider_job_id)
-        except openai.APIError as exc:
-            raise ProviderError(f"fine-tune poll failed: {exc}") from exc
+        except (openai.APIError, EgressRefused) as exc:
+            raise ProviderError(f"fine-tune poll failed: {describe_error(exc)}") from exc
         async with tenant_session(self._sessionmaker, coach_id) as session:
             job = await self._job(session, coach_id, job_id)
             if remote.status in PROVIDER_STATUSES:
@@ -380,7 +397,8 @@ class FineTuneService:
             job.trained_tokens = remote.trained_tokens
             job.cost_estimate_usd = cost_estimate(job.base_model, remote.trained_tokens)
             if remote.error is not None and remote.error.message:
-                job.error = remote.error.message[:2000]
+                # the job's own failure reason (a field of the job object, not an error body), one short line
+                job.error = one_line(remote.error.message, MAX_ERROR_CHARS)
             if remote.finished_at:
                 job.finished_at = datetime.fromtimestamp(remote.finished_at, UTC)
             if job.status == FineTuneStatus.SUCCEEDED and remote.fine_tuned_model:

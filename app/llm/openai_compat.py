@@ -1,5 +1,10 @@
 """Any OpenAI-compatible endpoint through the official ``openai`` SDK: OpenAI with the coach's own key
-(BYOK), or vLLM / Ollama / llama.cpp server via ``base_url``."""
+(BYOK), or vLLM / Ollama / llama.cpp server via ``base_url``.
+
+The SDK sends through an ``httpx.AsyncClient`` on the egress guard's transport (:mod:`app.core.egress`): the
+coach chooses the URL, so every request is checked and connects only to the checked address; failures are
+described by :func:`describe_error` (status code and a short reason, never the response body).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,49 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletionChunk
 
+from app.core.egress import EgressGuard, EgressRefused, http_status_text
 from app.llm.base import ChatMessage, ProviderError, Usage
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line saying what failed, safe to store where a coach or client can read it (``metadata.error``,
+    ``fine_tune_jobs.error``, a document's error): the SDK error's class and, for an HTTP error, the status
+    code with its standard phrase (``"AuthenticationError: HTTP 401 Unauthorized"``); a refusal by the egress
+    guard with its reason. Never the response body, the error message or the reason phrase the server sent:
+    the coach chooses the endpoint, and echoing what it answered would turn a refused or failed request into
+    a way to read internal services (OWASP SSRF Prevention Cheat Sheet)."""
+    name = type(exc).__name__
+    if isinstance(exc, EgressRefused):
+        return f"EgressRefused: {exc}"
+    if isinstance(exc, openai.APIStatusError):
+        return f"{name}: {http_status_text(exc.status_code)}"
+    if isinstance(exc, openai.APITimeoutError):
+        return f"{name}: the endpoint did not answer in time"
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__
+        if isinstance(cause, EgressRefused):
+            return f"EgressRefused: {cause}"
+        return f"{name}: could not connect" + (f" ({type(cause).__name__})" if cause is not None else "")
+    if isinstance(exc, openai.APIResponseValidationError):
+        return f"{name}: the response does not match the API"
+    if isinstance(exc, openai.APIError):
+        return f"{name}: the endpoint reported an error"
+    return name
+
+
+def _sdk_client(
+    egress: EgressGuard | None, *, api_key: str | None, base_url: str | None, timeout: float, max_retries: int
+) -> openai.AsyncOpenAI:
+    """An SDK client whose HTTP goes through ``egress`` (``None``: a guard with an empty allowlist)."""
+    guard = egress or EgressGuard()
+    return openai.AsyncOpenAI(
+        api_key=api_key or "not-needed",
+        base_url=base_url,
+        timeout=timeout,
+        max_retries=max_retries,
+        # the SDK accepts an httpx.AsyncClient as well as an httpx2 one (openai._httpx2.is_legacy_httpx_async_client)
+        http_client=guard.client(timeout=timeout),  # type: ignore[arg-type]
+    )
 
 
 def _names_logprobs(exc: openai.BadRequestError) -> bool:
@@ -27,11 +74,17 @@ class OpenAIChatProvider:
 
     provider = "openai"
 
-    def __init__(self, *, model: str, api_key: str | None, base_url: str | None, timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str | None,
+        base_url: str | None,
+        timeout: float,
+        egress: EgressGuard | None = None,
+    ) -> None:
         self.model = model
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key or "not-needed", base_url=base_url, timeout=timeout, max_retries=1
-        )
+        self._client = _sdk_client(egress, api_key=api_key, base_url=base_url, timeout=timeout, max_retries=1)
         self._logprobs = True
 
     async def _open_stream(
@@ -59,7 +112,8 @@ class OpenAIChatProvider:
         self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
     ) -> AsyncIterator[str | Usage]:
         """Yield deltas then ``Usage`` (with ``token_logprobs`` when the server sent any). Raises
-        ``ProviderError`` on any API or transport error."""
+        ``ProviderError`` (message: :func:`describe_error`) on any API or transport error and when the egress
+        guard refuses the endpoint."""
         usage: Usage | None = None
         deltas = 0
         logprobs: list[float] = []
@@ -74,8 +128,8 @@ class OpenAIChatProvider:
                     if choice.delta.content:
                         deltas += 1
                         yield choice.delta.content
-        except openai.OpenAIError as exc:
-            raise ProviderError(f"{type(exc).__name__}: {exc}") from exc
+        except (openai.OpenAIError, EgressRefused) as exc:
+            raise ProviderError(describe_error(exc)) from exc
         usage = usage or Usage(0, deltas)
         yield Usage(usage.prompt_tokens, usage.completion_tokens, tuple(logprobs) if logprobs else None)
 
@@ -96,8 +150,8 @@ class OpenAIChatProvider:
                     "json_schema": {"name": name, "schema": schema, "strict": True},
                 },
             )
-        except openai.OpenAIError as exc:
-            raise ProviderError(f"{type(exc).__name__}: {exc}") from exc
+        except (openai.OpenAIError, EgressRefused) as exc:
+            raise ProviderError(describe_error(exc)) from exc
         message = response.choices[0].message if response.choices else None
         if message is None or message.refusal or not message.content:
             raise ProviderError(f"the model returned no JSON ({message.refusal if message else 'no choices'})")
@@ -110,13 +164,18 @@ class OpenAIEmbedder:
     max_input_tokens = 8191
 
     def __init__(
-        self, *, model: str, api_key: str | None, base_url: str | None, dimensions: int, timeout: float
+        self,
+        *,
+        model: str,
+        api_key: str | None,
+        base_url: str | None,
+        dimensions: int,
+        timeout: float,
+        egress: EgressGuard | None = None,
     ) -> None:
         self.model = model
         self.dimensions = dimensions
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key or "not-needed", base_url=base_url, timeout=timeout, max_retries=2
-        )
+        self._client = _sdk_client(egress, api_key=api_key, base_url=base_url, timeout=timeout, max_retries=2)
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Embed a batch. Raises ``ProviderError`` on API errors or a wrong vector width."""
@@ -126,8 +185,8 @@ class OpenAIEmbedder:
             response = await self._client.embeddings.create(
                 model=self.model, input=list(texts), dimensions=self.dimensions
             )
-        except openai.OpenAIError as exc:
-            raise ProviderError(f"{type(exc).__name__}: {exc}") from exc
+        except (openai.OpenAIError, EgressRefused) as exc:
+            raise ProviderError(describe_error(exc)) from exc
         vectors = [d.embedding for d in sorted(response.data, key=lambda d: d.index)]
         if any(len(v) != self.dimensions for v in vectors):
             raise ProviderError(f"embedding endpoint returned vectors not of width {self.dimensions}")

@@ -8,6 +8,7 @@ from typing import TypeVar, cast
 
 from app.accounts.models import Coach
 from app.core.config import Settings
+from app.core.egress import EgressGuard
 from app.core.security import SecretBox
 from app.llm.base import EMBEDDING_DIMENSIONS, ChatProvider, Embedder
 from app.llm.local import LlamaCppChatProvider, SentenceTransformerEmbedder
@@ -20,11 +21,13 @@ MAX_REMOTE_CLIENTS = 256
 
 class ProviderRegistry:
     """``chat_for(coach)`` / ``embedder_for(coach)``: the coach's OpenAI-compatible endpoint when configured
-    (key decrypted only here), else the offline defaults."""
+    (key decrypted only here), else the offline defaults. Remote clients send through ``egress`` (the process's
+    :class:`~app.core.egress.EgressGuard`, from ``OUTBOUND_ALLOW``)."""
 
     def __init__(self, settings: Settings, secrets: SecretBox) -> None:
         self._settings = settings
         self._secrets = secrets
+        self.egress = EgressGuard.from_settings(settings)
         self._lock = threading.Lock()
         self._local_chat: LlamaCppChatProvider | None = None
         self._local_embedder: SentenceTransformerEmbedder | None = None
@@ -74,7 +77,11 @@ class ProviderRegistry:
             return self._cached(
                 ("chat", model, base_url, api_key),
                 lambda: OpenAIChatProvider(
-                    model=model, api_key=api_key, base_url=base_url, timeout=self._settings.llm_timeout_seconds
+                    model=model,
+                    api_key=api_key,
+                    base_url=base_url,
+                    timeout=self._settings.llm_timeout_seconds,
+                    egress=self.egress,
                 ),
             )
         return self.local_chat()
@@ -92,6 +99,7 @@ class ProviderRegistry:
                     base_url=base_url,
                     dimensions=EMBEDDING_DIMENSIONS,
                     timeout=self._settings.llm_timeout_seconds,
+                    egress=self.egress,
                 ),
             )
         return self.local_embedder()

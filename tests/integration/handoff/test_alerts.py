@@ -35,6 +35,7 @@ from app.core.config import Settings
 from app.core.security import SecretBox
 from app.db import jobs
 from app.handoff.alerts import MAX_ATTEMPTS, RETRY_DELAY_SECONDS, AlertService
+from tests.stub_dns import LOOPBACK_HOOKS
 
 PASSWORD = "correct horse battery"
 BRIEF = "Why: Crisis risk\nRecent: 'I want to kill myself'"
@@ -80,7 +81,9 @@ def receiver() -> Iterator[Receiver]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/opencoach"
+    # a name the test settings allowlist (OUTBOUND_ALLOW) and the stub resolver maps to 127.0.0.1: the egress
+    # guard refuses a literal loopback URL, as it does on an install with the default empty allowlist
+    state.url = f"http://{LOOPBACK_HOOKS}:{server.server_address[1]}/hooks/opencoach"
     try:
         yield state
     finally:

@@ -49,6 +49,7 @@ from app.worker import build_worker, relay_outbox
 from tests.integration.memory.memory_wire import client_lines, memory_job, new_client_lines
 from tests.openai_wire import mock_openai, openai_completion, openai_sse, sse_response
 from tests.redis_process import RedisProcess
+from tests.stub_dns import LOOPBACK_HOOKS
 
 LLM_BASE_URL = "https://llm.example.test/v1"
 DELTAS = ["Let's", " take", " it", " one", " step", " at", " a", " time", "."]
@@ -126,7 +127,8 @@ def receiver() -> Iterator[Receiver]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/opencoach"
+    # the name the test settings allowlist (OUTBOUND_ALLOW) for receivers on 127.0.0.1 (tests/stub_dns.py)
+    state.url = f"http://{LOOPBACK_HOOKS}:{server.server_address[1]}/hooks/opencoach"
     try:
         yield state
     finally:
@@ -140,6 +142,7 @@ def model() -> Iterator[FakeModel]:
     fake = FakeModel()
     with mock_openai() as router:
         router.route(host="127.0.0.1").pass_through()
+        router.route(host=LOOPBACK_HOOKS).pass_through()
         router.post(f"{LLM_BASE_URL}/chat/completions").mock(side_effect=fake)
         yield fake
 
