@@ -18,14 +18,26 @@ from __future__ import annotations
 
 import ast
 import csv
+import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from app.core.errors import EvalDataError
-from app.handoff.risk import RiskDetector
+from app.handoff.crisis_model import (
+    TARGET_RECALL,
+    Embed,
+    fit,
+    minilm_embed,
+    recall_threshold,
+    user_score,
+    windows,
+)
+from app.handoff.risk import RiskAssessment, RiskDetector
 
 LABELS = ("Supportive", "Indicator", "Ideation", "Behavior", "Attempt")
 """The C-SSRS labels of the data set, from no risk to the most severe."""
@@ -158,3 +170,177 @@ def evaluate_crisis(users: Sequence[CssrsUser], detector: RiskDetector | None = 
         levels[assessment.level] += 1
         flags.append((user.label, assessment.level != "none"))
     return {**screen_metrics(flags), "levels": levels}
+
+
+# --- user-level K-fold cross-validation (lexicon, learned, combined) ---------------------------------------
+
+METHODS = ("lexicon", "lexicon_tuned", "learned", "combined")
+"""The screens :func:`cross_validate` scores: the shipped lexicon (flag at level ``concern``), the lexicon's
+score with its flag threshold chosen on the training folds, the learned model alone, and lexicon OR learned
+(the shipped detector)."""
+
+
+class EmbeddingCache:
+    """Window embeddings by SHA-256 of the text, kept in an ``.npz`` file between runs (``path`` None: in
+    memory only). Embedding is unsupervised and label-free, so sharing it across folds leaks nothing."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.vectors: dict[str, np.ndarray] = {}
+        if path is not None and path.exists():
+            with np.load(path, allow_pickle=False) as data:
+                self.vectors = dict(zip((str(k) for k in data["keys"]), data["vectors"], strict=True))
+
+    @staticmethod
+    def key(text: str) -> str:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+    def embed(self, texts: Sequence[str], embed: Embed, batch: int = 256) -> dict[str, np.ndarray]:
+        """Vectors for ``texts`` (by key), embedding only the missing ones with ``embed`` and saving."""
+        missing = sorted({t for t in texts if self.key(t) not in self.vectors})
+        for start in range(0, len(missing), batch):
+            part = missing[start : start + batch]
+            for text, vector in zip(part, embed(part), strict=True):
+                self.vectors[self.key(text)] = np.asarray(vector, dtype=np.float32)
+            self.save()
+        return {self.key(t): self.vectors[self.key(t)] for t in texts}
+
+    def save(self) -> None:
+        if self.path is None or not self.vectors:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys = list(self.vectors)
+        np.savez(self.path, keys=np.asarray(keys), vectors=np.vstack([self.vectors[k] for k in keys]))
+
+
+def embed_users(users: Sequence[CssrsUser], embed: Embed, cache: EmbeddingCache) -> list[list[np.ndarray]]:
+    """Per user, per post the ``windows × 384`` embedding matrix (:func:`app.handoff.crisis_model.windows`)."""
+    texts = [[windows(post) for post in user.posts] for user in users]
+    vectors = cache.embed([w for user in texts for post in user for w in post], embed)
+    return [[np.vstack([vectors[cache.key(w)] for w in post]) for post in user] for user in texts]
+
+
+def _stratified_folds(labels: Sequence[str], k: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    from sklearn.model_selection import StratifiedKFold
+
+    if k < 2:
+        raise EvalDataError("--folds must be at least 2")
+    smallest = min(labels.count(label) for label in set(labels))
+    if smallest < k:
+        raise EvalDataError(f"--folds {k} is more than the {smallest} users of the rarest label")
+    splitter = StratifiedKFold(k, shuffle=True, random_state=seed)
+    return [(list(a), list(b)) for a, b in splitter.split(np.zeros(len(labels)), labels)]
+
+
+def _fold(
+    users: Sequence[CssrsUser],
+    posts: Sequence[Sequence[np.ndarray]],
+    lexicon: Sequence[RiskAssessment],
+    split: tuple[list[int], list[int]],
+    seed: int,
+) -> dict[str, Any]:
+    """Fit on one fold's training users (Indicator left out) and flag its test users by every method."""
+    train = [i for i in split[0] if users[i].label != "Indicator"]
+    positive = [users[i].label in POSITIVE for i in train]
+    lexicon_flags = [lexicon[i].level != "none" for i in train]
+    model = fit([posts[i] for i in train], positive, lexicon_flags, seed=seed)
+    lexicon_threshold = recall_threshold([lexicon[i].score for i in train], positive)
+    flags: dict[str, list[tuple[str, bool]]] = {method: [] for method in METHODS}
+    for i in split[1]:
+        score = user_score(model, posts[i])
+        label, lexicon_flag = users[i].label, lexicon[i].level != "none"
+        flags["lexicon"].append((label, lexicon_flag))
+        flags["lexicon_tuned"].append((label, lexicon[i].score >= lexicon_threshold))
+        flags["learned"].append((label, score >= model.threshold))
+        flags["combined"].append((label, lexicon_flag or score >= model.combined_threshold))
+    return {
+        "flags": flags,
+        "thresholds": {
+            "lexicon_tuned": round(lexicon_threshold, 4),
+            "learned": round(model.threshold, 4),
+            "combined": round(model.combined_threshold, 4),
+        },
+    }
+
+
+def cross_validate(
+    users: Sequence[CssrsUser],
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    embed: Embed | None = None,
+    cache: EmbeddingCache | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Stratified (by the five labels), user-level ``folds``-fold cross-validation of every :data:`METHODS`
+    screen. Per fold, the learned model, its Platt calibration and every threshold are fitted on the training
+    users only (:func:`app.handoff.crisis_model.fit`); the lexicon's cues and weights are fixed (they were
+    tuned on ``cssrs_dev.csv`` by hand, so on that file its figures stay optimistic).
+
+    Returns ``{"folds", "seed", "users", "target_recall", "<method>": screen_metrics of the pooled
+    out-of-fold flags, "per_fold": [{"<method>": {"precision","recall","f1","indicator_flag_rate"},
+    "thresholds"}], "fold_mean": {"<method>": {metric: [mean, sd]}}}``. Raises :class:`EvalDataError` for
+    ``folds`` < 2 or more folds than users of the rarest label.
+    """
+    say = progress or (lambda _text: None)
+    splits = _stratified_folds([user.label for user in users], folds, seed)
+    say("embedding posts (MiniLM)…")
+    posts = embed_users(users, embed or minilm_embed, cache or EmbeddingCache(None))
+    detector = RiskDetector()
+    lexicon = [detector.assess_user(user.posts) for user in users]
+    pooled: dict[str, list[tuple[str, bool]]] = {method: [] for method in METHODS}
+    per_fold: list[dict[str, Any]] = []
+    for n, split in enumerate(splits, start=1):
+        say(f"fold {n}/{folds}: fitting on {len(split[0])} users…")
+        result = _fold(users, posts, lexicon, split, seed)
+        row: dict[str, Any] = {"thresholds": result["thresholds"]}
+        for method, flags in result["flags"].items():
+            pooled[method].extend(flags)
+            metrics = screen_metrics(flags)
+            row[method] = {key: metrics[key] for key in ("precision", "recall", "f1", "indicator_flag_rate")}
+        per_fold.append(row)
+    fold_mean = {
+        method: {
+            key: [round(float(np.mean(values)), 4), round(float(np.std(values)), 4)]
+            for key in ("precision", "recall", "f1", "indicator_flag_rate")
+            for values in [[row[method][key] for row in per_fold]]
+        }
+        for method in METHODS
+    }
+    return {
+        "folds": folds,
+        "seed": seed,
+        "users": len(users),
+        "target_recall": TARGET_RECALL,
+        **{method: screen_metrics(pooled[method]) for method in METHODS},
+        "per_fold": per_fold,
+        "fold_mean": fold_mean,
+    }
+
+
+def train_model(
+    users: Sequence[CssrsUser],
+    out: Path,
+    *,
+    embed: Embed | None = None,
+    cache: EmbeddingCache | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fit the shipped learned component on every non-Indicator user of a C-SSRS file
+    (:func:`app.handoff.crisis_model.fit`, thresholds from inner out-of-fold scores) and write it to ``out``.
+    Run it after :func:`cross_validate` has measured the method. Returns the model's metadata and thresholds.
+    Raises ``ValueError`` when a class has too few users."""
+    kept = [user for user in users if user.label != "Indicator"]
+    posts = embed_users(kept, embed or minilm_embed, cache or EmbeddingCache(None))
+    detector = RiskDetector()
+    lexicon_flags = [detector.assess_user(user.posts).level != "none" for user in kept]
+    model = fit(posts, [user.label in POSITIVE for user in kept], lexicon_flags, seed=seed)
+    model.meta["trained_on"] = "C-SSRS Reddit users (Gaur et al. 2019): Ideation/Behavior/Attempt vs Supportive"
+    model.meta["seed"] = seed
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(out)
+    return {
+        **model.meta,
+        "threshold": round(model.threshold, 4),
+        "combined_threshold": round(model.combined_threshold, 4),
+    }

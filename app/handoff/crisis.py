@@ -41,4 +41,28 @@ def crisis_reply(coach_name: str, resources: tuple[str, ...] = DEFAULT_CRISIS_RE
 
 def risk_metadata(risk: RiskAssessment) -> dict[str, Any]:
     """The risk assessment as stored on the reply's metadata (coach-only)."""
-    return {"level": risk.level, "score": round(risk.score, 3), "cues": risk.matched, "explicit": risk.explicit}
+    return {
+        "level": risk.level,
+        "score": round(risk.score, 3),
+        "cues": risk.matched,
+        "explicit": risk.explicit,
+        "language": risk.language,
+        "learned": risk.learned,
+    }
+
+
+def risk_from_metadata(meta: dict[str, Any]) -> RiskAssessment:
+    """The assessment stored by :func:`risk_metadata` (missing keys → level ``none``, score 0, ``en``), so the
+    turn can rebuild the client's earlier message assessments for
+    :func:`app.handoff.detector.conversation_risk` without scoring them again."""
+    level = meta.get("level")
+    language = meta.get("language")
+    learned = meta.get("learned")
+    return RiskAssessment(
+        level if level in ("none", "concern", "crisis") else "none",
+        float(meta.get("score") or 0.0),
+        [str(name) for name in meta.get("cues") or []],
+        bool(meta.get("explicit")),
+        language if language in ("en", "es", "fr", "de", "pt") else "en",
+        float(learned) if isinstance(learned, (int, float)) else None,
+    )

@@ -79,9 +79,12 @@ RISK_WORDS = _words(
     unalive unalived unaliving alive live living life end ending hang hanging overdose overdosed cut cutting
     cuts harm harming hurt hurting wrist wrists pills pill noose rope jump bridge gun shoot worthless hopeless
     want wanna gonna going my me i burden goodbye note knife blade razor bleed bleeding
+    quiero quero matarme matar morir morirme suicidarme suicidar morrer vivir viver veux mourir tuer suicider
+    vivre umbringen sterben leben selbstmord suizid
     """
 )
-"""Words a leetspeak spelling is decoded to (anything else keeps its spelling)."""
+"""Words a leetspeak or spaced-out spelling is decoded to (anything else keeps its spelling), English and
+the key verbs of the non-English cues (:mod:`app.handoff.languages`)."""
 
 _GLUED = (
     (re.compile(r"\b(kill|killing|hurt|hurting|cut|cutting|hang|hanging|end|ending|harm)(myself)\b"), r"\1 \2"),
