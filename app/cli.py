@@ -283,8 +283,9 @@ def _crisis_cv_table(result: dict[str, Any]) -> Table:
     names = {
         "lexicon": "lexicon (shipped cues, flag at concern)",
         "lexicon_tuned": "lexicon (threshold from training folds)",
-        "learned": "learned (MiniLM + calibrated LR)",
-        "combined": "lexicon OR learned (shipped detector)",
+        "learned": "learned (MiniLM + pronouns, calibrated LR)",
+        "combined": "learned OR lexicon crisis (shipped screen)",
+        "combined_sensitive": "learned OR lexicon concern",
     }
     table = Table(
         title=(
@@ -316,15 +317,21 @@ def cmd_eval_crisis(args: argparse.Namespace) -> int:
     with ``--folds K``, stratified user-level K-fold cross-validation of the lexicon, the learned component
     and both combined (:func:`app.evals.crisis.cross_validate`)."""
     from app.core.errors import EvalDataError
-    from app.evals.crisis import EmbeddingCache, cross_validate, evaluate_crisis, load_cssrs
+    from app.evals.crisis import EmbeddingCache, cross_validate, evaluate_crisis, load_chat_negatives, load_cssrs
 
     try:
         data = load_cssrs(Path(args.cssrs))
         if args.folds is not None:
             cache = EmbeddingCache(Path(args.embedding_cache) if args.embedding_cache else None)
+            negatives = load_chat_negatives(Path(args.esconv)) if args.esconv else None
             with console.status("C-SSRS cross-validation…") as status:
                 cv = cross_validate(
-                    data.users, folds=args.folds, seed=args.seed, cache=cache, progress=lambda t: status.update(t)
+                    data.users,
+                    folds=args.folds,
+                    seed=args.seed,
+                    cache=cache,
+                    negatives=negatives,
+                    progress=lambda t: status.update(t),
                 )
     except EvalDataError as exc:
         _error(str(exc))
@@ -335,7 +342,14 @@ def cmd_eval_crisis(args: argparse.Namespace) -> int:
             print(json.dumps({**cv, **counts}), flush=True)
             return 0
         Console().print(_crisis_cv_table(cv))
-        print(f"pooled out-of-fold flags; fold recall = mean ± sd over folds; seed {args.seed}", flush=True)
+        chat = cv["chat_flag_rate"]
+        print(
+            f"pooled out-of-fold flags; fold recall = mean ± sd over folds; seed {args.seed}; "
+            f"{cv['chat_negatives']} ESConv seeker message sets added to every training fold as negatives\n"
+            f"held-out ESConv seeker messages flagged (n={chat['messages']}): learned {chat['learned']:.3f}, "
+            f"screen {chat['combined']:.3f}",
+            flush=True,
+        )
         return 0
     result = {**evaluate_crisis(data.users), **counts}
     if args.json:
@@ -356,13 +370,14 @@ def cmd_eval_crisis(args: argparse.Namespace) -> int:
 def cmd_train_crisis(args: argparse.Namespace) -> int:
     """``handoff train-crisis``: refit the learned crisis component on a whole C-SSRS file and write it."""
     from app.core.errors import EvalDataError
-    from app.evals.crisis import EmbeddingCache, load_cssrs, train_model
+    from app.evals.crisis import EmbeddingCache, load_chat_negatives, load_cssrs, train_model
 
     try:
         data = load_cssrs(Path(args.cssrs))
         cache = EmbeddingCache(Path(args.embedding_cache) if args.embedding_cache else None)
+        negatives = load_chat_negatives(Path(args.esconv)) if args.esconv else None
         with console.status("Embedding C-SSRS posts and fitting the crisis model…"):
-            result = train_model(data.users, Path(args.out), cache=cache, seed=args.seed)
+            result = train_model(data.users, Path(args.out), cache=cache, negatives=negatives, seed=args.seed)
     except (EvalDataError, ValueError) as exc:
         _error(str(exc))
         return 2
@@ -518,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     crisis.add_argument("--seed", type=int, default=0, help="fold shuffling seed (with --folds)")
     crisis.add_argument("--embedding-cache", help="an .npz file keeping post embeddings between runs (with --folds)")
+    crisis.add_argument(
+        "--esconv", help="ESConv directory: train.jsonl seekers as extra negatives, valid.jsonl as a chat check"
+    )
     crisis.set_defaults(func=cmd_eval_crisis)
     learning = targets.add_parser(
         "learning", help="ESConv replay: style-profile strategy accuracy and few-shot reply similarity"
@@ -547,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_crisis.add_argument("--out", default="app/handoff/crisis_model.npz", help="weights file to write")
     train_crisis.add_argument("--seed", type=int, default=0, help="inner-fold shuffling seed")
     train_crisis.add_argument("--embedding-cache", help="an .npz file keeping post embeddings between runs")
+    train_crisis.add_argument("--esconv", help="ESConv directory: train.jsonl seeker messages as extra negatives")
     train_crisis.set_defaults(func=cmd_train_crisis)
     return parser
 

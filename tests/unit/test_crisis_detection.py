@@ -7,20 +7,23 @@ learned component runs on a stub embedder."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from app.handoff.crisis import needs_crisis_protocol, risk_metadata
+from app.handoff.crisis import needs_crisis_protocol, risk_from_metadata, risk_metadata
 from app.handoff.crisis_model import (
+    FEATURE_DIMENSIONS,
     CrisisModel,
-    aggregate,
-    combined_threshold,
+    default_model,
+    features,
+    pronoun_rates,
     recall_threshold,
     windows,
 )
-from app.handoff.detector import CONVERSATION_WINDOW, CrisisDetector, conversation_risk
+from app.handoff.detector import CONVERSATION_WINDOW, CrisisDetector, conversation_risk, screen_flag
 from app.handoff.languages import detect_language
 from app.handoff.normalise import normalise
 from app.handoff.risk import RiskAssessment, RiskDetector
@@ -160,10 +163,15 @@ def test_windows_cut_long_text_and_normalise() -> None:
     assert [len(w.split()) for w in windows(long)] == [128, 128, 44]
 
 
-def test_aggregate_is_the_mean_of_the_top_k() -> None:
-    assert aggregate([]) == 0.0
-    assert aggregate([0.2]) == 0.2
-    assert aggregate([0.1, 0.9, 0.5, 0.3]) == pytest.approx((0.9 + 0.5 + 0.3) / 3)
+def test_pronoun_rates_and_features() -> None:
+    first, second, ratio = pronoun_rates("I'm sure you know my story")
+    assert (first, second) == (pytest.approx(2 / 6), pytest.approx(1 / 6)) and ratio == pytest.approx(2 / 4)
+    assert pronoun_rates("") == (0.0, 0.0, 0.0)
+    posts = [np.ones((2, 384)), np.zeros((1, 384))]
+    x = features(posts, ["I hate my life", "you will be fine"])
+    assert x.shape == (FEATURE_DIMENSIONS,)
+    assert np.allclose(x[:384], 2 / 3)  # mean over the three windows
+    assert features([], []).shape == (FEATURE_DIMENSIONS,)
 
 
 def test_recall_threshold_is_the_highest_that_keeps_the_target() -> None:
@@ -174,26 +182,17 @@ def test_recall_threshold_is_the_highest_that_keeps_the_target() -> None:
     assert recall_threshold([0.3], [False]) == 0.0
 
 
-def test_combined_threshold_counts_what_the_lexicon_already_caught() -> None:
-    scores = [0.9, 0.2, 0.7, 0.4]
-    lexicon_flags = [True, True, False, False]
-    positive = [True, True, True, True]
-    assert combined_threshold(scores, lexicon_flags, positive, 0.75) == 0.7  # 2 caught + 1 more
-    assert combined_threshold(scores, lexicon_flags, positive, 1.0) == 0.4
-    assert combined_threshold(scores, [True] * 4, positive, 1.0) == float("inf")
-
-
 def test_model_round_trips_and_calibrates(tmp_path: Path) -> None:
-    coef = np.zeros(384)
+    coef = np.zeros(FEATURE_DIMENSIONS)
     coef[0] = 1.0
-    model = CrisisModel(coef, 0.0, a=-4.0, b=0.0, threshold=0.6, combined_threshold=0.7, meta={"users": 3})
-    x = np.zeros((2, 384))
+    model = CrisisModel(coef, 0.0, a=-4.0, b=0.0, threshold=0.6, meta={"users": 3})
+    x = np.zeros((2, FEATURE_DIMENSIONS))
     x[0, 0], x[1, 0] = 1.0, -1.0
     p = model.probabilities(x)
     assert p[0] == pytest.approx(1 / (1 + np.exp(-4.0))) and p[1] < 0.5
     model.save(tmp_path / "m.npz")
     loaded = CrisisModel.load(tmp_path / "m.npz")
-    assert (loaded.threshold, loaded.combined_threshold, loaded.meta) == (0.6, 0.7, {"users": 3})
+    assert (loaded.threshold, loaded.meta) == (0.6, {"users": 3})
     assert np.allclose(loaded.probabilities(x), p, atol=1e-6)
 
 
@@ -201,9 +200,9 @@ def test_model_round_trips_and_calibrates(tmp_path: Path) -> None:
 
 
 def _stub_model() -> CrisisModel:
-    coef = np.zeros(384)
+    coef = np.zeros(FEATURE_DIMENSIONS)
     coef[0] = 1.0
-    return CrisisModel(coef, 0.0, a=-10.0, b=0.0, threshold=0.6, combined_threshold=0.7)
+    return CrisisModel(coef, 0.0, a=-10.0, b=0.0, threshold=0.7)
 
 
 def _stub_embed(texts: Sequence[str]) -> np.ndarray:
@@ -282,3 +281,26 @@ def test_conversation_risk_edges() -> None:
     assert long == short
     spanish = lexicon.assess("quiero matarme")
     assert conversation_risk([distress, spanish]).language == "es"
+
+
+def test_shipped_weights_load_lazily_and_fit_the_features() -> None:
+    model = default_model()
+    assert model is not None and model.coef.shape == (FEATURE_DIMENSIONS,)
+    assert 0.0 < model.threshold < 1.0
+    assert model.meta["positive_users"] == 151 and model.meta["target_recall"] == 0.97
+
+
+def test_screen_flag_and_user_level_assessment() -> None:
+    detector = CrisisDetector(model=_stub_model(), embed=_stub_embed)
+    flagged = detector.assess_user(["I want to disappear for good", "To disappear is all I think about"])
+    assert screen_flag(flagged) and "learned" in flagged.matched
+    calm = detector.assess_user(["Nice weather.", "Work was fine."])
+    assert not screen_flag(calm) and calm.learned is not None
+    assert screen_flag(lexicon.assess("I want to kill myself"))
+    assert not screen_flag(lexicon.assess("I feel so alone"))  # concern from weak words alone
+
+
+def test_risk_metadata_round_trips_for_the_conversation() -> None:
+    risk = lexicon.assess("quiero matarme")
+    assert risk_from_metadata(risk_metadata(risk)) == replace(risk, score=round(risk.score, 3))
+    assert risk_from_metadata({}) == RiskAssessment("none", 0.0)
