@@ -480,6 +480,34 @@ def cmd_train_strategy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _crisis_parsers(targets: Any, sub: Any) -> None:
+    """``eval crisis`` (under ``targets``) and ``handoff train-crisis`` (under ``sub``)."""
+    crisis = targets.add_parser("crisis", help="C-SSRS user-level precision/recall/F1 of the crisis risk detector")
+    crisis.add_argument(
+        "--cssrs", required=True, help="C-SSRS CSV: User, Post, Label (e.g. ../shared/data/crisis/cssrs_dev.csv)"
+    )
+    crisis.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    crisis.add_argument(
+        "--folds", type=int, default=None, help="stratified user-level K-fold CV of lexicon, learned and combined"
+    )
+    crisis.add_argument("--seed", type=int, default=0, help="fold shuffling seed (with --folds)")
+    crisis.add_argument("--embedding-cache", help="an .npz file keeping post embeddings between runs (with --folds)")
+    crisis.add_argument(
+        "--esconv", help="ESConv directory: train.jsonl seekers as extra negatives, valid.jsonl as a chat check"
+    )
+    crisis.set_defaults(func=cmd_eval_crisis)
+
+    handoff = sub.add_parser("handoff", help="handoff and crisis-detector maintenance")
+    handoff_sub = handoff.add_subparsers(dest="action", required=True)
+    train_crisis = handoff_sub.add_parser("train-crisis", help="refit the learned crisis component on a C-SSRS file")
+    train_crisis.add_argument("--cssrs", required=True, help="C-SSRS CSV (e.g. ../shared/data/crisis/cssrs_dev.csv)")
+    train_crisis.add_argument("--out", default="app/handoff/crisis_model.npz", help="weights file to write")
+    train_crisis.add_argument("--seed", type=int, default=0, help="inner-fold shuffling seed")
+    train_crisis.add_argument("--embedding-cache", help="an .npz file keeping post embeddings between runs")
+    train_crisis.add_argument("--esconv", help="ESConv directory: train.jsonl seeker messages as extra negatives")
+    train_crisis.set_defaults(func=cmd_train_crisis)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``opencoach`` argument parser."""
     parser = argparse.ArgumentParser(prog="opencoach", description="OpenCoach: AI coaching clones.")
@@ -523,20 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--openai-base-url", help="base URL of the OpenAI-compatible endpoint")
     memory.add_argument("--keep", action="store_true", help="keep the evaluation coaches instead of deleting them")
     memory.set_defaults(func=cmd_eval)
-    crisis = targets.add_parser("crisis", help="C-SSRS user-level precision/recall/F1 of the crisis risk detector")
-    crisis.add_argument(
-        "--cssrs", required=True, help="C-SSRS CSV: User, Post, Label (e.g. ../shared/data/crisis/cssrs_dev.csv)"
-    )
-    crisis.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    crisis.add_argument(
-        "--folds", type=int, default=None, help="stratified user-level K-fold CV of lexicon, learned and combined"
-    )
-    crisis.add_argument("--seed", type=int, default=0, help="fold shuffling seed (with --folds)")
-    crisis.add_argument("--embedding-cache", help="an .npz file keeping post embeddings between runs (with --folds)")
-    crisis.add_argument(
-        "--esconv", help="ESConv directory: train.jsonl seekers as extra negatives, valid.jsonl as a chat check"
-    )
-    crisis.set_defaults(func=cmd_eval_crisis)
+    _crisis_parsers(targets, sub)
     learning = targets.add_parser(
         "learning", help="ESConv replay: style-profile strategy accuracy and few-shot reply similarity"
     )
@@ -558,15 +573,6 @@ def build_parser() -> argparse.ArgumentParser:
     train_strategy.add_argument("--c", type=float, default=0.5, help="inverse L2 regularisation strength")
     train_strategy.set_defaults(func=cmd_train_strategy)
 
-    handoff = sub.add_parser("handoff", help="handoff and crisis-detector maintenance")
-    handoff_sub = handoff.add_subparsers(dest="action", required=True)
-    train_crisis = handoff_sub.add_parser("train-crisis", help="refit the learned crisis component on a C-SSRS file")
-    train_crisis.add_argument("--cssrs", required=True, help="C-SSRS CSV (e.g. ../shared/data/crisis/cssrs_dev.csv)")
-    train_crisis.add_argument("--out", default="app/handoff/crisis_model.npz", help="weights file to write")
-    train_crisis.add_argument("--seed", type=int, default=0, help="inner-fold shuffling seed")
-    train_crisis.add_argument("--embedding-cache", help="an .npz file keeping post embeddings between runs")
-    train_crisis.add_argument("--esconv", help="ESConv directory: train.jsonl seeker messages as extra negatives")
-    train_crisis.set_defaults(func=cmd_train_crisis)
     return parser
 
 

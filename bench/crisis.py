@@ -116,9 +116,9 @@ def main() -> int:
     for column in ("step", "p50 ms", "p95 ms", "mean ms"):
         table.add_column(column, justify="left" if column == "step" else "right")
     for name, row in result["rows"].items():
-        table.add_row(name, f"{row['p50_ms']:.2f}", f"{row['p95_ms']:.2f}", f"{row['mean_ms']:.2f}")
+        table.add_row(name, f"{row['p50_ms']:.3f}", f"{row['p95_ms']:.3f}", f"{row['mean_ms']:.3f}")
     console = Console()
-    console.width = max(console.width, 90)
+    console.width = max(console.width, 110)
     console.print(table)
     return 0
 

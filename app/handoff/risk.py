@@ -2,7 +2,9 @@
 
 Method
 ------
-A message is lower-cased, apostrophes are dropped (``I'm`` → ``im``; the C-SSRS Reddit text is written that
+A message is normalised first (:func:`app.handoff.normalise.normalise`: NFKC, format characters, accents and
+look-alike letters, spaced-out letters, leetspeak and slang such as ``k i l l  m y s e l f``, ``k1ll
+mys3lf``, ``kms``), lower-cased, apostrophes are dropped (``I'm`` → ``im``; the C-SSRS Reddit text is written that
 way already), a few idioms that use death words harmlessly are blanked out (``this deadline is killing me``,
 ``I died laughing``, ``dying to see``, ``to die for``, ``killing it``), and the text is cut into sentences.
 Each sentence is matched against :data:`CUES`, a list of named regular expressions with a weight in
@@ -41,8 +43,15 @@ scores. ``level`` is ``crisis`` at ``score ≥ CRISIS_THRESHOLD`` *and* at least
 (one distress cue such as "I feel so alone" reaches it): it is meant to surface a conversation to the
 coach; ``crisis`` is the level for the crisis protocol.
 
-Limits: English only; sarcasm, quotes of others and long-past experiences ("I was suicidal in my teens")
-are not told apart from the present; the lexicon is a screen, not a diagnosis.
+Explicit ideation in Spanish, French, German and Portuguese ("quiero matarme", "je veux me suicider", "ich
+will mich umbringen", "quero me matar"…) comes from :mod:`app.handoff.languages` as explicit cues named
+``"<lang>: …"``; :attr:`RiskAssessment.language` tells the crisis reply which language the client wrote in.
+The learned component and the conversation-level score sit beside this detector in
+:mod:`app.handoff.detector`.
+
+Limits: the English context rules (subject, negation, help) do not apply to the other languages; sarcasm,
+quotes of others and long-past experiences ("I was suicidal in my teens") are not told apart from the
+present; the lexicon is a screen, not a diagnosis.
 
 Sources
 -------
@@ -61,7 +70,9 @@ Sources
 The weights, the discounts and the two thresholds were **tuned on** ``../shared/data/crisis/cssrs_dev.csv``
 (263 users; target: user recall ≥ 0.95 for Ideation/Behavior/Attempt against Supportive, at the best
 precision; there: recall 0.974, precision 0.826, where flagging everyone gives precision 0.729), so the
-dev-set figures are optimistic; a held-out split would give the honest number.
+dev-set figures are optimistic, and no split of that file can make them honest: an independent check on
+other C-SSRS users found recall below 0.95. ``opencoach eval crisis --folds 5`` reports the lexicon beside
+the learned component, whose every weight and threshold is fitted on training folds only.
 """
 
 from __future__ import annotations
