@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.handoff.crisis import needs_crisis_protocol, risk_from_metadata, risk_metadata
+from app.handoff.crisis import (
+    DEFAULT_CRISIS_RESOURCES,
+    crisis_reply,
+    needs_crisis_protocol,
+    resources_for,
+    risk_from_metadata,
+    risk_metadata,
+)
 from app.handoff.crisis_model import (
     FEATURE_DIMENSIONS,
     CrisisModel,
@@ -304,3 +311,26 @@ def test_risk_metadata_round_trips_for_the_conversation() -> None:
     risk = lexicon.assess("quiero matarme")
     assert risk_from_metadata(risk_metadata(risk)) == replace(risk, score=round(risk.score, 3))
     assert risk_from_metadata({}) == RiskAssessment("none", 0.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment", "line"),
+    [
+        ("quiero matarme", "No tienes que pasar por esto a solas", "024"),
+        ("je veux me suicider", "Tu n'as pas à traverser cela", "3114"),
+        ("ich will mich umbringen", "Du musst da nicht allein", "0800 111 0 111"),
+        ("quero me matar", "Você não precisa passar por isso", "188"),
+        ("I want to kill myself", "You don't have to go through this alone", "988"),
+    ],
+)
+def test_the_crisis_reply_speaks_the_clients_language(text: str, fragment: str, line: str) -> None:
+    risk = lexicon.assess(text)
+    reply = crisis_reply("Dana", resources_for(risk.language), risk.language)
+    assert fragment in reply and line in reply and "Dana" in reply
+
+
+def test_coach_resources_win_over_language_defaults() -> None:
+    assert resources_for("es", ("Call me at 555",)) == ("Call me at 555",)
+    assert resources_for("es", ("Call me at 555",), {"es": ("Llámame al 555",)}) == ("Llámame al 555",)
+    assert resources_for("it") == DEFAULT_CRISIS_RESOURCES
+    assert "988" in crisis_reply("Dana")  # the old signature still works
