@@ -279,21 +279,79 @@ def _crisis_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def _crisis_cv_table(result: dict[str, Any]) -> Table:
+    names = {
+        "lexicon": "lexicon (shipped cues, flag at concern)",
+        "lexicon_tuned": "lexicon (threshold from training folds)",
+        "learned": "learned (MiniLM + pronouns, calibrated LR)",
+        "combined": "learned OR lexicon crisis (shipped screen)",
+        "combined_sensitive": "learned OR lexicon concern",
+    }
+    table = Table(
+        title=(
+            f"C-SSRS crisis screen, {result['folds']}-fold user-level CV — {result['users']} users "
+            f"(thresholds for recall ≥ {result['target_recall']} chosen on training folds)"
+        )
+    )
+    for column in ("screen", "recall", "precision", "F1", "Indicator flagged", "TP", "FP", "FN", "fold recall"):
+        table.add_column(column, justify="left" if column == "screen" else "right")
+    for method, name in names.items():
+        r = result[method]
+        mean, sd = result["fold_mean"][method]["recall"]
+        table.add_row(
+            name,
+            f"{r['recall']:.3f}",
+            f"{r['precision']:.3f}",
+            f"{r['f1']:.3f}",
+            f"{r['indicator_flag_rate']:.3f}",
+            str(r["tp"]),
+            str(r["fp"]),
+            str(r["fn"]),
+            f"{mean:.3f} ± {sd:.3f}",
+        )
+    return table
+
+
 def cmd_eval_crisis(args: argparse.Namespace) -> int:
-    """``eval crisis``: user-level precision/recall/F1 of the risk detector on a C-SSRS file (no services)."""
+    """``eval crisis``: user-level precision/recall/F1 of the risk detector on a C-SSRS file (no services);
+    with ``--folds K``, stratified user-level K-fold cross-validation of the lexicon, the learned component
+    and both combined (:func:`app.evals.crisis.cross_validate`)."""
     from app.core.errors import EvalDataError
-    from app.evals.crisis import evaluate_crisis, load_cssrs
+    from app.evals.crisis import EmbeddingCache, cross_validate, evaluate_crisis, load_chat_negatives, load_cssrs
 
     try:
         data = load_cssrs(Path(args.cssrs))
+        if args.folds is not None:
+            cache = EmbeddingCache(Path(args.embedding_cache) if args.embedding_cache else None)
+            negatives = load_chat_negatives(Path(args.esconv)) if args.esconv else None
+            with console.status("C-SSRS cross-validation…") as status:
+                cv = cross_validate(
+                    data.users,
+                    folds=args.folds,
+                    seed=args.seed,
+                    cache=cache,
+                    negatives=negatives,
+                    progress=lambda t: status.update(t),
+                )
     except EvalDataError as exc:
         _error(str(exc))
         return 2
-    result = {
-        **evaluate_crisis(data.users),
-        "repaired_rows": data.repaired_rows,
-        "unparseable_rows": data.unparseable_rows,
-    }
+    counts = {"repaired_rows": data.repaired_rows, "unparseable_rows": data.unparseable_rows}
+    if args.folds is not None:
+        if args.json:
+            print(json.dumps({**cv, **counts}), flush=True)
+            return 0
+        Console().print(_crisis_cv_table(cv))
+        chat = cv["chat_flag_rate"]
+        print(
+            f"pooled out-of-fold flags; fold recall = mean ± sd over folds; seed {args.seed}; "
+            f"{cv['chat_negatives']} ESConv seeker message sets added to every training fold as negatives\n"
+            f"held-out ESConv seeker messages flagged (n={chat['messages']}): learned {chat['learned']:.3f}, "
+            f"screen {chat['combined']:.3f}",
+            flush=True,
+        )
+        return 0
+    result = {**evaluate_crisis(data.users), **counts}
     if args.json:
         print(json.dumps(result), flush=True)
         return 0
@@ -303,8 +361,27 @@ def cmd_eval_crisis(args: argparse.Namespace) -> int:
         f"precision {result['precision']:.3f}  recall {result['recall']:.3f}  F1 {result['f1']:.3f}  "
         f"(positive: Ideation/Behavior/Attempt, negative: Supportive; TP {result['tp']}, FP {result['fp']}, "
         f"FN {result['fn']})\nIndicator users flagged: {result['indicator_flag_rate']:.3f}; levels "
-        f"{result['levels']}; {data.repaired_rows} Post cells repaired, {data.unparseable_rows} unparseable"
+        f"{result['levels']}; {data.repaired_rows} Post cells repaired, {data.unparseable_rows} unparseable "
+        "(lexicon alone on the whole file: its cues were tuned on cssrs_dev.csv; use --folds 5 for honest figures)"
     )
+    return 0
+
+
+def cmd_train_crisis(args: argparse.Namespace) -> int:
+    """``handoff train-crisis``: refit the learned crisis component on a whole C-SSRS file and write it."""
+    from app.core.errors import EvalDataError
+    from app.evals.crisis import EmbeddingCache, load_chat_negatives, load_cssrs, train_model
+
+    try:
+        data = load_cssrs(Path(args.cssrs))
+        cache = EmbeddingCache(Path(args.embedding_cache) if args.embedding_cache else None)
+        negatives = load_chat_negatives(Path(args.esconv)) if args.esconv else None
+        with console.status("Embedding C-SSRS posts and fitting the crisis model…"):
+            result = train_model(data.users, Path(args.out), cache=cache, negatives=negatives, seed=args.seed)
+    except (EvalDataError, ValueError) as exc:
+        _error(str(exc))
+        return 2
+    print(json.dumps(result), flush=True)
     return 0
 
 
@@ -403,6 +480,34 @@ def cmd_train_strategy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _crisis_parsers(targets: Any, sub: Any) -> None:
+    """``eval crisis`` (under ``targets``) and ``handoff train-crisis`` (under ``sub``)."""
+    crisis = targets.add_parser("crisis", help="C-SSRS user-level precision/recall/F1 of the crisis risk detector")
+    crisis.add_argument(
+        "--cssrs", required=True, help="C-SSRS CSV: User, Post, Label (e.g. ../shared/data/crisis/cssrs_dev.csv)"
+    )
+    crisis.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    crisis.add_argument(
+        "--folds", type=int, default=None, help="stratified user-level K-fold CV of lexicon, learned and combined"
+    )
+    crisis.add_argument("--seed", type=int, default=0, help="fold shuffling seed (with --folds)")
+    crisis.add_argument("--embedding-cache", help="an .npz file keeping post embeddings between runs (with --folds)")
+    crisis.add_argument(
+        "--esconv", help="ESConv directory: train.jsonl seekers as extra negatives, valid.jsonl as a chat check"
+    )
+    crisis.set_defaults(func=cmd_eval_crisis)
+
+    handoff = sub.add_parser("handoff", help="handoff and crisis-detector maintenance")
+    handoff_sub = handoff.add_subparsers(dest="action", required=True)
+    train_crisis = handoff_sub.add_parser("train-crisis", help="refit the learned crisis component on a C-SSRS file")
+    train_crisis.add_argument("--cssrs", required=True, help="C-SSRS CSV (e.g. ../shared/data/crisis/cssrs_dev.csv)")
+    train_crisis.add_argument("--out", default="app/handoff/crisis_model.npz", help="weights file to write")
+    train_crisis.add_argument("--seed", type=int, default=0, help="inner-fold shuffling seed")
+    train_crisis.add_argument("--embedding-cache", help="an .npz file keeping post embeddings between runs")
+    train_crisis.add_argument("--esconv", help="ESConv directory: train.jsonl seeker messages as extra negatives")
+    train_crisis.set_defaults(func=cmd_train_crisis)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``opencoach`` argument parser."""
     parser = argparse.ArgumentParser(prog="opencoach", description="OpenCoach: AI coaching clones.")
@@ -446,12 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--openai-base-url", help="base URL of the OpenAI-compatible endpoint")
     memory.add_argument("--keep", action="store_true", help="keep the evaluation coaches instead of deleting them")
     memory.set_defaults(func=cmd_eval)
-    crisis = targets.add_parser("crisis", help="C-SSRS user-level precision/recall/F1 of the crisis risk detector")
-    crisis.add_argument(
-        "--cssrs", required=True, help="C-SSRS CSV: User, Post, Label (e.g. ../shared/data/crisis/cssrs_dev.csv)"
-    )
-    crisis.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    crisis.set_defaults(func=cmd_eval_crisis)
+    _crisis_parsers(targets, sub)
     learning = targets.add_parser(
         "learning", help="ESConv replay: style-profile strategy accuracy and few-shot reply similarity"
     )
@@ -472,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_strategy.add_argument("--out", default="app/learning/strategy_model.npz", help="weights file to write")
     train_strategy.add_argument("--c", type=float, default=0.5, help="inverse L2 regularisation strength")
     train_strategy.set_defaults(func=cmd_train_strategy)
+
     return parser
 
 

@@ -6,6 +6,7 @@ rest of the handoff work; this module decides when the protocol applies and what
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from app.handoff.risk import RiskAssessment
@@ -29,16 +30,107 @@ def needs_crisis_protocol(risk: RiskAssessment) -> bool:
     return risk.level == "crisis" or risk.score >= PROTOCOL_SCORE
 
 
-def crisis_reply(coach_name: str, resources: tuple[str, ...] = DEFAULT_CRISIS_RESOURCES) -> str:
-    """The message the client gets at once: acknowledges them, says a person is told, lists resources."""
-    lines = "\n".join(f"- {line}" for line in resources)
-    return (
+_REPLY = {
+    "en": (
         "I'm really glad you told me, and I'm sorry you're going through this. You deserve support from a "
-        f"person right now: I've flagged our conversation for {coach_name} as urgent. Please reach out to "
-        f"someone who can help straight away:\n{lines}\nYou don't have to go through this alone."
-    )
+        "person right now: I've flagged our conversation for {coach} as urgent. Please reach out to "
+        "someone who can help straight away:\n{lines}\nYou don't have to go through this alone."
+    ),
+    "es": (
+        "Me alegra mucho que me lo hayas contado, y siento que estés pasando por esto. Mereces el apoyo de una "
+        "persona ahora mismo: he marcado nuestra conversación como urgente para {coach}. Por favor, contacta "
+        "ya con alguien que pueda ayudarte:\n{lines}\nNo tienes que pasar por esto a solas."
+    ),
+    "fr": (
+        "Je suis vraiment content que tu me l'aies dit, et je suis désolé que tu traverses cela. Tu mérites "
+        "le soutien d'une personne dès maintenant : j'ai signalé notre conversation comme urgente à {coach}. "
+        "Contacte tout de suite quelqu'un qui peut t'aider :\n{lines}\nTu n'as pas à traverser cela seul·e."
+    ),
+    "de": (
+        "Ich bin wirklich froh, dass du es mir gesagt hast, und es tut mir leid, dass du das durchmachst. Du "
+        "verdienst jetzt die Unterstützung eines Menschen: Ich habe unser Gespräch für {coach} als dringend "
+        "markiert. Bitte wende dich sofort an jemanden, der helfen kann:\n{lines}\nDu musst da nicht allein "
+        "durch."
+    ),
+    "pt": (
+        "Fico muito feliz por você ter me contado, e sinto muito que esteja passando por isso. Você merece o "
+        "apoio de uma pessoa agora: marquei nossa conversa como urgente para {coach}. Por favor, procure agora "
+        "alguém que possa ajudar:\n{lines}\nVocê não precisa passar por isso sozinho."
+    ),
+}
+"""The crisis reply's text per language of :attr:`RiskAssessment.language`; ``{coach}`` and ``{lines}``."""
+
+LANGUAGE_DEFAULT_RESOURCES: dict[str, tuple[str, ...]] = {
+    "es": (
+        "Si estás en peligro inmediato, llama al número de emergencias (112 en la UE, 911 en México y EE. UU.).",
+        "España: llama al 024 (línea de atención a la conducta suicida), gratis, las 24 horas.",
+        "En otros países: encuentra una línea de ayuda gratuita en https://findahelpline.com.",
+    ),
+    "fr": (
+        "Si tu es en danger immédiat, appelle le numéro d'urgence (112 dans l'UE).",
+        "France : appelle le 3114 (numéro national de prévention du suicide), gratuit, 24 h/24.",
+        "Ailleurs : trouve une ligne d'écoute gratuite sur https://findahelpline.com.",
+    ),
+    "de": (
+        "Wenn du in akuter Gefahr bist, ruf den Notruf 112 an.",
+        "Deutschland: TelefonSeelsorge 0800 111 0 111 oder 0800 111 0 222, kostenlos, rund um die Uhr.",
+        "Anderswo: eine kostenlose Hilfeleitung findest du auf https://findahelpline.com.",
+    ),
+    "pt": (
+        "Se você estiver em perigo imediato, ligue para o número de emergência (112 na UE, 192 no Brasil).",
+        "Brasil: ligue 188 (CVV, Centro de Valorização da Vida), gratuito, 24 horas.",
+        "Em outros países: encontre uma linha de apoio gratuita em https://findahelpline.com.",
+    ),
+}
+"""Default resources for a client who wrote in another language, used when the coach configured none."""
+
+
+def resources_for(
+    language: str,
+    configured: tuple[str, ...] = (),
+    by_language: Mapping[str, tuple[str, ...]] | None = None,
+) -> tuple[str, ...]:
+    """The resource lines for a crisis reply in ``language``: the coach's lines for that language
+    (``by_language``, e.g. a future per-language setting), else the coach's general lines (``configured``),
+    else :data:`LANGUAGE_DEFAULT_RESOURCES` for that language, else :data:`DEFAULT_CRISIS_RESOURCES`."""
+    if by_language and by_language.get(language):
+        return tuple(by_language[language])
+    if configured:
+        return tuple(configured)
+    return LANGUAGE_DEFAULT_RESOURCES.get(language, DEFAULT_CRISIS_RESOURCES)
+
+
+def crisis_reply(coach_name: str, resources: tuple[str, ...] = DEFAULT_CRISIS_RESOURCES, language: str = "en") -> str:
+    """The message the client gets at once: acknowledges them, says a person is told, lists resources — in
+    ``language`` (``en es fr de pt``, :attr:`RiskAssessment.language`; anything else → English)."""
+    lines = "\n".join(f"- {line}" for line in resources)
+    return _REPLY.get(language, _REPLY["en"]).format(coach=coach_name, lines=lines)
 
 
 def risk_metadata(risk: RiskAssessment) -> dict[str, Any]:
     """The risk assessment as stored on the reply's metadata (coach-only)."""
-    return {"level": risk.level, "score": round(risk.score, 3), "cues": risk.matched, "explicit": risk.explicit}
+    return {
+        "level": risk.level,
+        "score": round(risk.score, 3),
+        "cues": risk.matched,
+        "explicit": risk.explicit,
+        "language": risk.language,
+        "learned": risk.learned,
+    }
+
+
+def risk_from_metadata(meta: dict[str, Any]) -> RiskAssessment:
+    """The assessment stored by :func:`risk_metadata` (missing keys → level ``none``, score 0, ``en``), so the
+    turn can rebuild the client's earlier message assessments for
+    :func:`app.handoff.detector.conversation_risk` without scoring them again."""
+    level = meta.get("level")
+    language = meta.get("language")
+    learned = meta.get("learned")
+    return RiskAssessment(
+        level if level in ("none", "concern", "crisis") else "none",
+        float(meta.get("score") or 0.0),
+        [str(name) for name in meta.get("cues") or []],
+        bool(meta.get("explicit")),
+        language if language in ("en", "es", "fr", "de", "pt") else "en",
+        float(learned) if isinstance(learned, (int, float)) else None,
+    )

@@ -2,7 +2,9 @@
 
 Method
 ------
-A message is lower-cased, apostrophes are dropped (``I'm`` → ``im``; the C-SSRS Reddit text is written that
+A message is normalised first (:func:`app.handoff.normalise.normalise`: NFKC, format characters, accents and
+look-alike letters, spaced-out letters, leetspeak and slang such as ``k i l l  m y s e l f``, ``k1ll
+mys3lf``, ``kms``), lower-cased, apostrophes are dropped (``I'm`` → ``im``; the C-SSRS Reddit text is written that
 way already), a few idioms that use death words harmlessly are blanked out (``this deadline is killing me``,
 ``I died laughing``, ``dying to see``, ``to die for``, ``killing it``), and the text is cut into sentences.
 Each sentence is matched against :data:`CUES`, a list of named regular expressions with a weight in
@@ -41,8 +43,15 @@ scores. ``level`` is ``crisis`` at ``score ≥ CRISIS_THRESHOLD`` *and* at least
 (one distress cue such as "I feel so alone" reaches it): it is meant to surface a conversation to the
 coach; ``crisis`` is the level for the crisis protocol.
 
-Limits: English only; sarcasm, quotes of others and long-past experiences ("I was suicidal in my teens")
-are not told apart from the present; the lexicon is a screen, not a diagnosis.
+Explicit ideation in Spanish, French, German and Portuguese ("quiero matarme", "je veux me suicider", "ich
+will mich umbringen", "quero me matar"…) comes from :mod:`app.handoff.languages` as explicit cues named
+``"<lang>: …"``; :attr:`RiskAssessment.language` tells the crisis reply which language the client wrote in.
+The learned component and the conversation-level score sit beside this detector in
+:mod:`app.handoff.detector`.
+
+Limits: the English context rules (subject, negation, help) do not apply to the other languages; sarcasm,
+quotes of others and long-past experiences ("I was suicidal in my teens") are not told apart from the
+present; the lexicon is a screen, not a diagnosis.
 
 Sources
 -------
@@ -61,7 +70,9 @@ Sources
 The weights, the discounts and the two thresholds were **tuned on** ``../shared/data/crisis/cssrs_dev.csv``
 (263 users; target: user recall ≥ 0.95 for Ideation/Behavior/Attempt against Supportive, at the best
 precision; there: recall 0.974, precision 0.826, where flagging everyone gives precision 0.729), so the
-dev-set figures are optimistic; a held-out split would give the honest number.
+dev-set figures are optimistic, and no split of that file can make them honest: an independent check on
+other C-SSRS users found recall below 0.95. ``opencoach eval crisis --folds 5`` reports the lexicon beside
+the learned component, whose every weight and threshold is fitted on training folds only.
 """
 
 from __future__ import annotations
@@ -70,7 +81,11 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
+
+from app.handoff.languages import WEIGHT as LANGUAGE_CUE_WEIGHT
+from app.handoff.languages import Language, detect_language, match_cues
+from app.handoff.normalise import normalise
 
 RiskLevel = Literal["none", "concern", "crisis"]
 CueKind = Literal["explicit", "indirect", "means", "distress"]
@@ -394,20 +409,29 @@ CUES: tuple[Cue, ...] = (
 
 @dataclass(frozen=True)
 class RiskAssessment:
-    """The risk of one message or one user: ``level`` none/concern/crisis, ``score`` in [0, 1], the names of
-    the cues that fired (strongest first), and whether any explicit cue fired at full weight."""
+    """The risk of one message, user or conversation.
+
+    ``level`` none/concern/crisis; ``score`` in [0, 1] (the lexicon's noisy-or score); ``matched`` the names
+    of the cues that fired (strongest first; a learned flag adds ``"learned"``, conversation escalation
+    ``"conversation"``); ``explicit`` whether an explicit cue fired at full weight; ``language`` the
+    message's language (``en es fr de pt``, :func:`app.handoff.languages.detect_language`, or the language
+    of a matched non-English cue) for the crisis reply's resources; ``learned`` the learned component's
+    probability (:mod:`app.handoff.crisis_model`) or ``None`` when it did not run.
+    """
 
     level: RiskLevel
     score: float
     matched: list[str] = field(default_factory=list)
     explicit: bool = False
+    language: Language = "en"
+    learned: float | None = None
 
 
 _LINKS = re.compile(r"\[[^\]]*\]\([^)]*\)|https?://\S+")
 
 
 def _normalise(text: str) -> str:
-    text = _LINKS.sub(" ", text.lower()).replace("\u2019", "'").replace("\u2018", "'")
+    text = _LINKS.sub(" ", normalise(text)).replace("\u2019", "'").replace("\u2018", "'")
     text = re.sub(r"['`]", "", text)
     return _IDIOMS.sub(" ", text)
 
@@ -445,12 +469,16 @@ class RiskDetector:
         self.concern_threshold = concern_threshold
         self.crisis_threshold = crisis_threshold
 
-    def _weights(self, text: str) -> tuple[dict[str, float], dict[str, CueKind], bool]:
-        """Per cue name its strongest weight over the sentences of ``text``, the kinds, and ``explicit``."""
+    def _weights(self, normalised: str) -> tuple[dict[str, float], dict[str, CueKind], bool]:
+        """Per cue name its strongest weight over the sentences of a :func:`_normalise` d text, the kinds, and
+        ``explicit``. Non-English cues (:mod:`app.handoff.languages`) count as explicit at full weight."""
         best: dict[str, float] = {}
         kinds: dict[str, CueKind] = {}
         explicit = False
-        normalised = _normalise(text)
+        for language_cue in match_cues(normalised):
+            best[language_cue.name] = LANGUAGE_CUE_WEIGHT
+            kinds[language_cue.name] = "explicit"
+            explicit = True
         speaker_self = bool(_FIRST_PERSON.search(normalised))
         for sentence in _SENTENCES.split(normalised):
             if not sentence.strip():
@@ -487,11 +515,16 @@ class RiskDetector:
         return "none"
 
     def assess(self, text: str) -> RiskAssessment:
-        """The risk of one client message (any length; empty → level ``none``, score 0)."""
-        best, kinds, explicit = self._weights(text)
+        """The risk of one client message (any length; empty → level ``none``, score 0), with its language:
+        that of a matched non-English cue, else :func:`app.handoff.languages.detect_language`."""
+        normalised = _normalise(text)
+        best, kinds, explicit = self._weights(normalised)
         score = 1.0 - math.prod(1.0 - w for w in best.values())
         matched = sorted(best, key=lambda name: -best[name])
-        return RiskAssessment(self._level(score, kinds.values()), round(score, 4), matched, explicit)
+        language = next((name[:2] for name in matched if name[2:4] == ": "), None) or detect_language(normalised)
+        return RiskAssessment(
+            self._level(score, kinds.values()), round(score, 4), matched, explicit, cast(Language, language)
+        )
 
     def assess_user(self, posts: Iterable[str]) -> RiskAssessment:
         """The risk of one person from all their messages: noisy-or of the message scores; ``matched`` is the
@@ -505,6 +538,7 @@ class RiskDetector:
             for name in assessment.matched:
                 if name not in matched:
                     matched.append(name)
-                    kinds.append(by_name[name])
+                    kinds.append(by_name.get(name, "explicit"))
         explicit = any(a.explicit for a in assessments)
-        return RiskAssessment(self._level(score, kinds), round(score, 4), matched, explicit)
+        language = assessments[0].language if assessments else "en"
+        return RiskAssessment(self._level(score, kinds), round(score, 4), matched, explicit, language)

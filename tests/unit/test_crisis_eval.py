@@ -8,13 +8,29 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.cli import main
 from app.core.errors import EvalDataError
-from app.evals.crisis import CssrsUser, evaluate_crisis, load_cssrs, parse_posts, screen_metrics
+from app.evals.crisis import (
+    METHODS,
+    ChatNegatives,
+    CssrsUser,
+    EmbeddingCache,
+    cross_validate,
+    evaluate_crisis,
+    load_chat_negatives,
+    load_cssrs,
+    parse_posts,
+    screen_metrics,
+    train_model,
+)
+from app.handoff.crisis_model import CrisisModel
+from app.handoff.detector import CrisisDetector
 
 DEV = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "crisis" / "cssrs_dev.csv"
 
@@ -148,3 +164,94 @@ def test_cli_table_on_the_dev_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "crisis", "--cssrs", str(DEV)]) == 0
     out = capsys.readouterr().out
     assert "Supportive" in out and "Attempt" in out and "recall" in out
+
+
+# --- cross-validation (stub embedder: no MiniLM) -------------------------------------------------------------
+
+
+def _stub_embed(texts: Sequence[str]) -> np.ndarray:
+    """Axis 0 carries "first-person despair" for the synthetic posts; the rest is noise seeded by the text."""
+    x = np.zeros((len(texts), 384))
+    for i, text in enumerate(texts):
+        x[i] = np.random.default_rng(sum(text.encode())).normal(0.0, 0.05, 384)
+        x[i, 0] = 2.0 if "vanish" in text else -2.0
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _synthetic_users() -> list[CssrsUser]:
+    posts = {
+        "Supportive": ("You are not alone, reach out to someone you trust.", "Sending you strength today."),
+        "Indicator": ("Work has been rough lately.", "I feel tired all the time."),
+        "Ideation": ("I keep wishing I could just vanish for good.", "Nothing feels worth it."),
+        "Behavior": ("Tonight I want to vanish and never come back.", "I wrote letters to my family."),
+        "Attempt": ("Last month I tried to vanish forever.", "I am still here somehow."),
+    }
+    return [CssrsUser(f"{label}-{n}", label, posts[label]) for label in posts for n in range(15)]
+
+
+def test_cross_validate_fits_on_training_folds_and_scores_every_method(tmp_path: Path) -> None:
+    users = _synthetic_users()
+    cache = EmbeddingCache(tmp_path / "emb.npz")
+    result = cross_validate(users, folds=3, embed=_stub_embed, cache=cache)
+    assert set(METHODS) <= result.keys()
+    assert (result["folds"], result["users"], len(result["per_fold"])) == (3, 75, 3)
+    for method in METHODS:
+        assert result[method]["tp"] + result[method]["fn"] == 45  # every positive scored once, out of fold
+        assert (
+            result[method]["confusion"]["Supportive"]["flagged"]
+            + result[method]["confusion"]["Supportive"]["not_flagged"]
+            == 15
+        )
+    assert result["learned"]["recall"] == 1.0 and result["learned"]["precision"] == 1.0
+    assert result["combined"]["recall"] == 1.0
+    assert all(0.0 < row["thresholds"]["learned"] < 1.0 for row in result["per_fold"])
+    assert (tmp_path / "emb.npz").exists() and len(EmbeddingCache(tmp_path / "emb.npz").vectors) == 10
+
+
+def test_cross_validate_rejects_too_many_folds() -> None:
+    with pytest.raises(EvalDataError, match="rarest label"):
+        cross_validate(_synthetic_users(), folds=16, embed=_stub_embed)
+    with pytest.raises(EvalDataError, match="at least 2"):
+        cross_validate(_synthetic_users(), folds=1, embed=_stub_embed)
+
+
+def test_train_model_writes_loadable_weights(tmp_path: Path) -> None:
+    result = train_model(_synthetic_users(), tmp_path / "model.npz", embed=_stub_embed)
+    assert result["users"] == 60 and result["positive_users"] == 45
+    model = CrisisModel.load(tmp_path / "model.npz")
+    detector = CrisisDetector(model=model, embed=_stub_embed)
+    assert detector.assess("Some days I just want to vanish.").learned > model.threshold  # type: ignore[operator]
+    assert detector.assess_user(["Sending you strength today."]).level == "none"
+
+
+def test_cli_folds_bad_value_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path / "c.csv", [["u1", "['x']", "Ideation"], ["u2", "['y']", "Supportive"]])
+    assert main(["eval", "crisis", "--cssrs", str(path), "--folds", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "rarest label" in err
+
+
+def test_chat_negatives_from_esconv_are_training_sets_and_a_held_out_check(tmp_path: Path) -> None:
+    def dialogue(n: int) -> str:
+        turns = [{"speaker": "usr", "text": f"seeker {n} says {i}"} for i in range(4)]
+        turns.insert(1, {"speaker": "sys", "text": "supporter", "strategy": "Question"})
+        return json.dumps({"dialog": turns})
+
+    (tmp_path / "train.jsonl").write_text("\n".join(dialogue(n) for n in range(5)))
+    (tmp_path / "valid.jsonl").write_text("\n".join(dialogue(n) for n in range(5, 8)))
+    negatives = load_chat_negatives(tmp_path, dialogues=3, singles=2, check_dialogues=2)
+    assert len(negatives.train) == 3 * 3  # a set of 4 messages and 2 single messages per dialogue
+    assert sum(len(s) == 4 for s in negatives.train) == 3 and sum(len(s) == 1 for s in negatives.train) == 6
+    assert len(negatives.check) == 8 and negatives.check[0] == "seeker 5 says 0"
+    with pytest.raises(EvalDataError, match="no such file"):
+        load_chat_negatives(tmp_path / "absent")
+
+
+def test_cross_validate_reports_the_chat_flag_rate_of_held_out_messages() -> None:
+    negatives = ChatNegatives(
+        train=tuple((f"Work was long today, day {n}.", "I need to sleep more.") for n in range(12)),
+        check=("Had a calm day at work.", "I keep wanting to vanish."),
+    )
+    result = cross_validate(_synthetic_users(), folds=3, embed=_stub_embed, negatives=negatives)
+    assert result["chat_negatives"] == 12
+    assert result["chat_flag_rate"] == {"messages": 2, "learned": 0.5, "combined": 0.5}

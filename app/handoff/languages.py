@@ -1,0 +1,179 @@
+"""Explicit suicidal ideation in Spanish, French, German and Portuguese, and the language of a message.
+
+The English lexicon (:mod:`app.handoff.risk`) and the learned component (MiniLM, trained on English Reddit
+posts) do not read other languages. This module adds what a crisis protocol must not miss in the four
+languages OpenCoach's coaches most often meet besides English: first-person statements of wanting to die,
+to kill oneself or to end one's life, plus plans ("voy a matarme") and passive wishes ("ich will nicht mehr
+leben"). Each match is an ``explicit`` cue of weight :data:`WEIGHT` (crisis level on its own) named
+``"<lang>: <cue>"``. A negator right before the verb ("no quiero morir", "je ne veux pas mourir" does not
+match at all) cancels it, except in the cues that carry their own negation ("ya no quiero vivir").
+
+The patterns run on :func:`app.handoff.normalise.normalise` output (lower-case, accents removed), with
+apostrophes turned into spaces (``j'ai`` → ``j ai``). They were written from native-speaker crisis-line
+wording and the warning-sign pages of national lines (Spain 024, France 3114, Germany Telefonseelsorge,
+Brazil CVV 188), not tuned on any data set; the tests list the variants covered.
+
+:func:`detect_language` guesses ``es|fr|de|pt|en`` from function words (a stop-word vote after Cavnar &
+Trenkle 1994's observation that the most frequent words identify a language); it is used to pick the crisis
+resources' language and to keep the English-only learned component off non-English text. Short or mixed
+messages default to ``en``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+Language = Literal["en", "es", "fr", "de", "pt"]
+LANGUAGES: tuple[Language, ...] = ("en", "es", "fr", "de", "pt")
+
+WEIGHT = 0.9
+"""Weight of a non-English explicit cue: like English ``kill myself`` (crisis level alone)."""
+
+_NEGATORS: dict[Language, re.Pattern[str]] = {
+    "es": re.compile(r"\b(?:no|nunca|jamas)\s+(?:\w+\s+)?$"),
+    "pt": re.compile(r"\b(?:nao|nunca|jamais)\s+(?:\w+\s+)?$"),
+    "fr": re.compile(r"\b(?:ne|n|jamais)\s+(?:\w+\s+)?$"),
+    "de": re.compile(r"\b(?:nicht|nie|niemals|kein)\s+(?:\w+\s+)?$"),
+}
+
+
+@dataclass(frozen=True)
+class LanguageCue:
+    """One non-English cue: ``language``, ``name`` (``"es: quiero matarme"``), ``pattern`` and ``negatable``
+    (cancelled by a negator in the two words before it)."""
+
+    language: Language
+    name: str
+    pattern: re.Pattern[str]
+    negatable: bool = True
+
+
+def _cue(language: Language, name: str, *alternatives: str, negatable: bool = True) -> LanguageCue:
+    regex = "|".join(f"(?:{alternative})" for alternative in alternatives)
+    return LanguageCue(language, f"{language}: {name}", re.compile(rf"\b(?:{regex})\b"), negatable)
+
+
+_ES_WANT = r"(?:quiero|queria|quisiera|necesito|deseo|voy a|me voy a|pienso|estoy pensando en|tengo ganas de|planeo)"
+_PT_WANT = r"(?:quero|queria|preciso|desejo|vou|eu vou|penso em|estou pensando em|to pensando em|tenho vontade de)"
+_FR_WANT = r"(?:veux|voudrais|vais|compte|pense a|j ai envie de|ai envie de|envie de|ai decide de)"
+_DE_WANT = r"(?:will|mochte|moechte|werde|wurde|muss|denke daran|plane)"
+
+CUES: tuple[LanguageCue, ...] = (
+    # Spanish
+    _cue(
+        "es",
+        "quiero matarme",
+        rf"{_ES_WANT} (?:ya )?(?:matarme|suicidarme|quitarme la vida|morirme|morir|acabar con mi vida|colgarme)",
+        r"me (?:quiero|voy a|voy a|pienso) (?:matar|suicidar|morir|quitar la vida)",
+        r"(?:me mato|me suicido|me quito la vida)(?: ya| hoy| esta noche)?$",
+    ),
+    _cue(
+        "es",
+        "no quiero vivir",
+        r"(?:ya )?no quiero (?:seguir )?(?:vivir|viviendo|estar vivo|estar viva|despertar)",
+        r"(?:desearia|ojala|quisiera) (?:estar|estuviera) muert[oa]",
+        r"(?:mejor|preferiria) (?:estar|estaria) muert[oa]",
+        r"pensamientos suicidas|ideas suicidas|no vale la pena vivir",
+        negatable=False,
+    ),
+    # Portuguese
+    _cue(
+        "pt",
+        "quero me matar",
+        rf"{_PT_WANT} (?:me matar|me suicidar|morrer|me enforcar)",
+        rf"{_PT_WANT} (?:tirar (?:a )?minha (?:propria )?vida|acabar com (?:a )?minha vida)",
+        r"(?:quero|vou) matar-me|(?:quero|vou) suicidar-me",
+    ),
+    _cue(
+        "pt",
+        "nao quero mais viver",
+        r"(?:eu )?(?:nao|n) quero (?:mais )?(?:viver|estar viv[oa]|acordar)(?: mais)?",
+        r"(?:queria|preferia|gostaria de) estar mort[oa]",
+        r"pensamentos suicidas|ideias suicidas|a vida nao vale a pena",
+        negatable=False,
+    ),
+    # French
+    _cue(
+        "fr",
+        "je veux me suicider",
+        rf"(?:je |j )?{_FR_WANT} (?:me suicider|mourir|me tuer|en finir|me foutre en l air|me pendre)",
+        rf"(?:je |j )?{_FR_WANT} mettre fin a (?:mes jours|ma vie)",
+        r"je (?:me suicide|me tue|vais en finir)",
+    ),
+    _cue(
+        "fr",
+        "je ne veux plus vivre",
+        r"je (?:ne )?veux plus (?:vivre|etre en vie|me reveiller)",
+        r"j aimerais (?:etre|mieux etre) mort(?:e)?|je prefererais etre mort(?:e)?",
+        r"pensees suicidaires|idees suicidaires|(?:je suis|je me sens) suicidaire",
+        negatable=False,
+    ),
+    # German
+    _cue(
+        "de",
+        "ich will mich umbringen",
+        rf"(?:ich )?{_DE_WANT} mich (?:umbringen|toten|erhangen|aufhangen|selbst toten)",
+        rf"(?:ich )?{_DE_WANT} (?:sterben|tot sein|mir das leben nehmen|selbstmord begehen|suizid begehen)",
+        r"ich (?:bringe|bring) mich (?:heute |jetzt |bald )?um",
+        r"mich umzubringen|mir das leben zu nehmen",
+    ),
+    _cue(
+        "de",
+        "ich will nicht mehr leben",
+        r"ich (?:will|mochte|kann) nicht mehr (?:leben|weiterleben|aufwachen)",
+        r"ich (?:ware|waere) (?:lieber|besser) tot|ich wunschte,? ich (?:ware|waere) tot",
+        r"(?:ich habe |habe )?(?:selbstmordgedanken|suizidgedanken|suizidale gedanken)|ich bin suizidal",
+        negatable=False,
+    ),
+)
+"""The non-English cues, by language; names are what :attr:`RiskAssessment.matched` reports."""
+
+_APOSTROPHES = re.compile(r"['`\u2019\u2018]")
+_WORD = re.compile(r"[a-z]+")
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_FUNCTION_WORDS: dict[Language, frozenset[str]] = {
+    "en": _words("the and i you to is it my me of that in not what want be have this with just am"),
+    "es": _words("el la que y de no me quiero es en mi lo por un una estoy ya mas pero muy yo"),
+    "pt": _words("o a que e de nao me quero em meu minha um uma estou eu mais mas muito voce vou do da com"),
+    "fr": _words("le la les je et de ne pas me veux est un une suis mon ma plus mais tres vais j"),
+    "de": _words("der die das ich und nicht mich will ist ein eine mein meine bin mehr aber sehr zu"),
+}
+
+
+def detection_text(normalised: str) -> str:
+    """``normalised`` with apostrophes turned into spaces (``j'ai`` → ``j ai``), as :data:`CUES` expect."""
+    return _APOSTROPHES.sub(" ", normalised)
+
+
+def detect_language(normalised: str) -> Language:
+    """The likeliest of ``en es fr de pt`` for a normalised message: the language with most function-word
+    hits, which must beat English and reach two hits (one in a message of at most four words); else ``en``."""
+    words = _WORD.findall(detection_text(normalised))
+    counts = {lang: sum(word in vocab for word in words) for lang, vocab in _FUNCTION_WORDS.items()}
+    best = max(counts, key=lambda lang: counts[lang])
+    needed = 1 if len(words) <= 4 else 2
+    if best == "en" or counts[best] < needed or counts[best] <= counts["en"]:
+        return "en"
+    return best
+
+
+def match_cues(normalised: str) -> list[LanguageCue]:
+    """The non-English cues found in a normalised message (each at most once), negated ones left out."""
+    text = detection_text(normalised)
+    found: list[LanguageCue] = []
+    for cue in CUES:
+        negator = _NEGATORS.get(cue.language)
+        for match in cue.pattern.finditer(text):
+            before = text[max(0, match.start() - 30) : match.start()]
+            if cue.negatable and negator is not None and negator.search(before):
+                continue
+            found.append(cue)
+            break
+    return found

@@ -1,0 +1,336 @@
+"""Crisis detection beyond the English lexicon: normalisation of obfuscated text, explicit ideation in
+Spanish, French, German and Portuguese, the learned component's arithmetic, the combined detector and the
+conversation-level risk (:mod:`app.handoff.normalise`, :mod:`app.handoff.languages`,
+:mod:`app.handoff.crisis_model`, :mod:`app.handoff.detector`). Pure: no database, and no MiniLM — the
+learned component runs on a stub embedder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.handoff.crisis import (
+    DEFAULT_CRISIS_RESOURCES,
+    crisis_reply,
+    needs_crisis_protocol,
+    resources_for,
+    risk_from_metadata,
+    risk_metadata,
+)
+from app.handoff.crisis_model import (
+    FEATURE_DIMENSIONS,
+    CrisisModel,
+    default_model,
+    features,
+    pronoun_rates,
+    recall_threshold,
+    windows,
+)
+from app.handoff.detector import CONVERSATION_WINDOW, CrisisDetector, conversation_risk, screen_flag
+from app.handoff.languages import detect_language
+from app.handoff.normalise import normalise
+from app.handoff.risk import RiskAssessment, RiskDetector
+
+lexicon = RiskDetector()
+
+
+# --- normalisation -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("k i l l  m y s e l f", "kill myself"),
+        ("k i l l m y s e l f", "kill myself"),
+        ("k.i.l.l m.y.s.e.l.f", "kill myself"),
+        ("s-u-i-c-i-d-e", "suicide"),
+        ("k1ll mys3lf", "kill myself"),
+        ("I want to unal1ve myself", "i want to kill myself"),
+        ("unalive", "kill"),
+        ("kms", "kill myself"),
+        ("su1cide", "suicide"),
+        ("$uicide", "suicide"),
+        ("sewer slide", "suicide"),
+        ("ki\u200bll my\u00adself", "kill myself"),  # zero-width space, soft hyphen (category Cf)
+        ("k\u2060ill\ufeff myself", "kill myself"),  # word joiner, BOM
+        ("ｋｉｌｌ ｍｙｓｅｌｆ", "kill myself"),  # fullwidth (NFKC)
+        ("𝐤𝐢𝐥𝐥 𝐦𝐲𝐬𝐞𝐥𝐟", "kill myself"),  # mathematical bold (NFKC)
+        ("kіll mysеlf", "kill myself"),  # Cyrillic і and е inside Latin words
+        ("z̴a̵l̶g̷o", "zalgo"),  # combining marks
+        ("I want 2 die", "i want to die"),
+    ],
+)
+def test_normalise_undoes_obfuscation(text: str, expected: str) -> None:
+    assert normalise(text) == expected
+    assert normalise(normalise(text)) == normalise(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["I have an mp3 and 2nd b4 10am", "I am a b c", "h3ll0 w0rld", "Привет, как дела", "Ça va très bien"],
+)
+def test_normalise_leaves_ordinary_text_alone_apart_from_case_and_accents(text: str) -> None:
+    expected = {"Ça va très bien": "ca va tres bien"}.get(text, text.lower())
+    assert normalise(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "k i l l  m y s e l f",
+        "I'm going to k1ll mys3lf",
+        "i want to unal1ve myself tonight",
+        "kms",
+        "thinking about su1cide, I want to end my l1fe",
+        "I want to ki\u200bll my\u200bself",
+        "ｉ ｗａｎｔ ｔｏ ｄｉｅ",
+    ],
+)
+def test_obfuscated_ideation_reaches_the_crisis_protocol(text: str) -> None:
+    risk = lexicon.assess(text)
+    assert needs_crisis_protocol(risk), (text, risk)
+
+
+# --- other languages -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("quiero matarme", "es"),
+        ("Me quiero morir", "es"),
+        ("Ya no quiero vivir", "es"),
+        ("voy a suicidarme esta noche", "es"),
+        ("Estoy pensando en quitarme la vida", "es"),
+        ("je veux me suicider", "fr"),
+        ("J'ai envie de mourir", "fr"),
+        ("Je ne veux plus vivre", "fr"),
+        ("je vais mettre fin à mes jours", "fr"),
+        ("ich will mich umbringen", "de"),
+        ("Ich bringe mich um", "de"),
+        ("Ich will nicht mehr leben", "de"),
+        ("ich möchte sterben", "de"),
+        ("quero me matar", "pt"),
+        ("Vou me matar", "pt"),
+        ("Não quero mais viver", "pt"),
+        ("eu quero morrer", "pt"),
+        ("Q U I E R O  M A T A R M E", "es"),
+    ],
+)
+def test_explicit_ideation_in_other_languages_triggers_the_protocol(text: str, language: str) -> None:
+    risk = lexicon.assess(text)
+    assert risk.level == "crisis" and needs_crisis_protocol(risk), (text, risk)
+    assert risk.explicit
+    assert risk.language == language
+    assert any(name.startswith(f"{language}: ") for name in risk.matched)
+    assert risk_metadata(risk)["language"] == language
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No quiero matarme, solo estoy cansado",
+        "Je ne veux pas mourir",
+        "Ich will nicht sterben",
+        "Não quero morrer, só preciso de ajuda",
+        "Quiero mejorar mi rutina de ejercicio",
+        "Ich möchte besser schlafen",
+    ],
+)
+def test_negated_and_ordinary_non_english_messages_do_not(text: str) -> None:
+    assert not needs_crisis_protocol(lexicon.assess(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Hola, ¿cómo estás? Estoy muy cansado y no sé qué hacer", "es"),
+        ("Bonjour, je suis très fatigué et je ne sais pas quoi faire", "fr"),
+        ("Ich bin sehr müde und weiß nicht mehr weiter", "de"),
+        ("Estou muito cansado e não sei o que fazer", "pt"),
+        ("I am tired and I don't know what to do", "en"),
+        ("ok", "en"),
+    ],
+)
+def test_detect_language(text: str, language: str) -> None:
+    assert detect_language(normalise(text)) == language
+
+
+# --- learned component: arithmetic --------------------------------------------------------------------------
+
+
+def test_windows_cut_long_text_and_normalise() -> None:
+    assert windows("K1ll MYSELF") == ["kill myself"]
+    assert windows("") == [""]
+    long = " ".join(f"w{i}" for i in range(300))
+    assert [len(w.split()) for w in windows(long)] == [128, 128, 44]
+
+
+def test_pronoun_rates_and_features() -> None:
+    first, second, ratio = pronoun_rates("I'm sure you know my story")
+    assert (first, second) == (pytest.approx(2 / 6), pytest.approx(1 / 6)) and ratio == pytest.approx(2 / 4)
+    assert pronoun_rates("") == (0.0, 0.0, 0.0)
+    posts = [np.ones((2, 384)), np.zeros((1, 384))]
+    x = features(posts, ["I hate my life", "you will be fine"])
+    assert x.shape == (FEATURE_DIMENSIONS,)
+    assert np.allclose(x[:384], 2 / 3)  # mean over the three windows
+    assert features([], []).shape == (FEATURE_DIMENSIONS,)
+
+
+def test_recall_threshold_is_the_highest_that_keeps_the_target() -> None:
+    scores = [0.9, 0.8, 0.7, 0.6, 0.1, 0.95]
+    positive = [True, True, True, True, True, False]
+    assert recall_threshold(scores, positive, 0.8) == 0.6  # 4 of 5 positives at ≥ 0.6
+    assert recall_threshold(scores, positive, 1.0) == 0.1
+    assert recall_threshold([0.3], [False]) == 0.0
+
+
+def test_model_round_trips_and_calibrates(tmp_path: Path) -> None:
+    coef = np.zeros(FEATURE_DIMENSIONS)
+    coef[0] = 1.0
+    model = CrisisModel(coef, 0.0, a=-4.0, b=0.0, threshold=0.6, meta={"users": 3})
+    x = np.zeros((2, FEATURE_DIMENSIONS))
+    x[0, 0], x[1, 0] = 1.0, -1.0
+    p = model.probabilities(x)
+    assert p[0] == pytest.approx(1 / (1 + np.exp(-4.0))) and p[1] < 0.5
+    model.save(tmp_path / "m.npz")
+    loaded = CrisisModel.load(tmp_path / "m.npz")
+    assert (loaded.threshold, loaded.meta) == (0.6, {"users": 3})
+    assert np.allclose(loaded.probabilities(x), p, atol=1e-6)
+
+
+# --- combined detector (stub embedder: axis 0 = "how alarming") ----------------------------------------------
+
+
+def _stub_model() -> CrisisModel:
+    coef = np.zeros(FEATURE_DIMENSIONS)
+    coef[0] = 1.0
+    return CrisisModel(coef, 0.0, a=-10.0, b=0.0, threshold=0.7)
+
+
+def _stub_embed(texts: Sequence[str]) -> np.ndarray:
+    x = np.zeros((len(texts), 384))
+    for i, text in enumerate(texts):
+        x[i, 0] = 1.0 if "disappear" in text else -1.0
+    return x
+
+
+def test_learned_component_raises_a_message_the_lexicon_misses_to_concern_only() -> None:
+    detector = CrisisDetector(model=_stub_model(), embed=_stub_embed)
+    text = "I just want to quietly disappear from everyone"
+    assert lexicon.assess(text).level == "none"
+    risk = detector.assess(text)
+    assert risk.level == "concern" and "learned" in risk.matched
+    assert risk.learned is not None and risk.learned > 0.7
+    assert not needs_crisis_protocol(risk)
+    calm = detector.assess("Work went well today")
+    assert calm.level == "none" and calm.learned is not None and calm.learned < 0.01
+
+
+def test_learned_component_uses_a_given_embedding_and_skips_other_languages() -> None:
+    calls: list[Sequence[str]] = []
+
+    def counting(texts: Sequence[str]) -> np.ndarray:
+        calls.append(texts)
+        return _stub_embed(texts)
+
+    detector = CrisisDetector(model=_stub_model(), embed=counting)
+    given = np.zeros(384)
+    given[0] = 1.0
+    assert detector.assess("anything at all", embedding=given).level == "concern"
+    assert detector.assess("Quiero desaparecer de mi vida y de todo").learned is None
+    assert calls == []
+    assert CrisisDetector(model=None).assess("I want to kill myself").level == "crisis"
+
+
+# --- conversation-level risk -------------------------------------------------------------------------------
+
+
+MODERATE = [
+    "Honestly I've been feeling hopeless for weeks.",
+    "I'm just a burden to everyone around me.",
+    "What's the point of any of it.",
+]
+
+
+def test_several_moderate_messages_in_a_row_raise_the_conversation_to_crisis() -> None:
+    each = [lexicon.assess(text) for text in MODERATE]
+    assert all(risk.level == "concern" and not needs_crisis_protocol(risk) for risk in each)
+    conversation = conversation_risk(each)
+    assert conversation.level == "crisis" and needs_crisis_protocol(conversation)
+    assert "conversation" in conversation.matched
+    assert {"hopeless", "burden", "whats the point"} <= set(conversation.matched)
+    # two of them are still below the protocol: it takes the third
+    assert not needs_crisis_protocol(conversation_risk(each[:1]))
+
+
+def test_a_calm_message_in_between_breaks_the_run() -> None:
+    calm = lexicon.assess("Anyway, thanks, the breathing exercise helped a bit.")
+    assert calm.level == "none"
+    first, second, third = (lexicon.assess(text) for text in MODERATE)
+    broken = conversation_risk([first, second, calm, third])
+    assert broken == third and not needs_crisis_protocol(broken)
+    assert conversation_risk([first, second, third, calm]) == calm
+
+
+def test_conversation_risk_edges() -> None:
+    assert conversation_risk([]) == RiskAssessment("none", 0.0)
+    crisis = lexicon.assess("I want to kill myself")
+    assert conversation_risk([crisis]) == crisis
+    distress = lexicon.assess("I feel so alone")
+    # only the latest CONVERSATION_WINDOW messages count
+    long = conversation_risk([distress] * 50)
+    short = conversation_risk([distress] * CONVERSATION_WINDOW)
+    assert long == short
+    spanish = lexicon.assess("quiero matarme")
+    assert conversation_risk([distress, spanish]).language == "es"
+
+
+def test_shipped_weights_load_lazily_and_fit_the_features() -> None:
+    model = default_model()
+    assert model is not None and model.coef.shape == (FEATURE_DIMENSIONS,)
+    assert 0.0 < model.threshold < 1.0
+    assert model.meta["positive_users"] == 151 and model.meta["target_recall"] == 0.97
+
+
+def test_screen_flag_and_user_level_assessment() -> None:
+    detector = CrisisDetector(model=_stub_model(), embed=_stub_embed)
+    flagged = detector.assess_user(["I want to disappear for good", "To disappear is all I think about"])
+    assert screen_flag(flagged) and "learned" in flagged.matched
+    calm = detector.assess_user(["Nice weather.", "Work was fine."])
+    assert not screen_flag(calm) and calm.learned is not None
+    assert screen_flag(lexicon.assess("I want to kill myself"))
+    assert not screen_flag(lexicon.assess("I feel so alone"))  # concern from weak words alone
+
+
+def test_risk_metadata_round_trips_for_the_conversation() -> None:
+    risk = lexicon.assess("quiero matarme")
+    assert risk_from_metadata(risk_metadata(risk)) == replace(risk, score=round(risk.score, 3))
+    assert risk_from_metadata({}) == RiskAssessment("none", 0.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment", "line"),
+    [
+        ("quiero matarme", "No tienes que pasar por esto a solas", "024"),
+        ("je veux me suicider", "Tu n'as pas à traverser cela", "3114"),
+        ("ich will mich umbringen", "Du musst da nicht allein", "0800 111 0 111"),
+        ("quero me matar", "Você não precisa passar por isso", "188"),
+        ("I want to kill myself", "You don't have to go through this alone", "988"),
+    ],
+)
+def test_the_crisis_reply_speaks_the_clients_language(text: str, fragment: str, line: str) -> None:
+    risk = lexicon.assess(text)
+    reply = crisis_reply("Dana", resources_for(risk.language), risk.language)
+    assert fragment in reply and line in reply and "Dana" in reply
+
+
+def test_coach_resources_win_over_language_defaults() -> None:
+    assert resources_for("es", ("Call me at 555",)) == ("Call me at 555",)
+    assert resources_for("es", ("Call me at 555",), {"es": ("Llámame al 555",)}) == ("Llámame al 555",)
+    assert resources_for("it") == DEFAULT_CRISIS_RESOURCES
+    assert "988" in crisis_reply("Dana")  # the old signature still works
