@@ -7,6 +7,7 @@ attempted, so nothing the client sent is lost when the answer fails, times out o
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import uuid
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Conversation, Messag
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.db import jobs
 from app.db.engine import after_commit
-from app.handoff.risk import RiskDetector
+from app.handoff.detector import CONVERSATION_WINDOW, CrisisDetector, conversation_risk
 from app.handoff.service import HandoffService
 from app.handoff.signals import turn_signals
 from app.memory.messages import store_message
@@ -60,7 +61,7 @@ class Intake:
     def __init__(self, accounts: AccountService, handoffs: HandoffService) -> None:
         self._accounts = accounts
         self._handoffs = handoffs
-        self._risk = RiskDetector()
+        self._risk = CrisisDetector()
 
     async def store(
         self,
@@ -140,7 +141,12 @@ class Intake:
             for msg in reversed(earlier)
             if msg.sender_type == SenderType.AI and not msg.meta.get("notice")
         ]
-        risk = self._risk.assess(message.text)
+        # this message (lexicon OR learned, off the event loop: the learned part embeds it), then the run of the
+        # client's recent messages: several moderately concerning ones in a row raise the level
+        risk = await asyncio.to_thread(self._risk.assess, message.text)
+        risk = conversation_risk(
+            [*(self._risk.lexicon.assess(t) for t in client_texts[-CONVERSATION_WINDOW + 1 :]), risk]
+        )
         signals = turn_signals(
             message.text,
             risk=risk,

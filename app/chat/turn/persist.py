@@ -22,7 +22,7 @@ from app.conversations.models import Conversation, Message, SenderType
 from app.db import jobs
 from app.db.engine import tenant_session
 from app.handoff.confidence import Confidence, score_confidence
-from app.handoff.crisis import DEFAULT_CRISIS_RESOURCES, crisis_reply, risk_metadata
+from app.handoff.crisis import crisis_reply, resources_for, risk_metadata
 from app.handoff.service import HandoffService
 from app.handoff.signals import TurnSignals
 from app.memory.messages import store_message
@@ -73,7 +73,8 @@ class Persister:
                 "signals": signals.as_dict(),
                 "risk": risk_metadata(turn.risk),
             }
-            text = crisis_reply(coach.name, tuple(coach.crisis_resources) or DEFAULT_CRISIS_RESOURCES)
+            language = turn.risk.language  # the crisis reply is in the language the client wrote in
+            text = crisis_reply(coach.name, resources_for(language, tuple(coach.crisis_resources)), language)
             reply = await self._store_ai(session, coach, conversation.id, text, meta=meta)
             turn.message.answered_at = reply.created_at
             return Outcome(reply, handoff=handoff, announce=True)
