@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import select
 
 from app.accounts.models import Coach as CoachRow
-from app.chat.service import APOLOGY
+from app.chat.turn.generate import APOLOGY
 from app.container import Container
 from app.core.config import Settings
 from app.handoff.alerts import AlertService
