@@ -16,6 +16,7 @@ import httpx
 import pytest
 import websockets
 from cryptography.fernet import Fernet
+from redis import Redis as SyncRedis
 
 from app.asgi import create_app
 from app.container import Container
@@ -52,8 +53,9 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(autouse=True)
 def _network_rule() -> Iterator[network_rule.NetworkRule]:
     """Fail the test that asked for a connection outside loopback (even if the code swallowed the error);
-    forget the stub resolver's per-test answers."""
+    ``attempts`` start empty for each test; forget the stub resolver's per-test answers."""
     seen = len(NETWORK_RULE.violations)
+    NETWORK_RULE.attempts.clear()
     yield NETWORK_RULE
     DNS.reset()
     broken = NETWORK_RULE.violations[seen:]
@@ -66,6 +68,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if NETWORK_RULE.violations:
         print("\n".join(["", "network rule broken:", *NETWORK_RULE.violations]))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _no_jobs_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test runs the jobs it queued (``run_jobs``); what it left in the shared arq queue is dropped at its
+    end, so a later test's worker never runs it (outside the earlier test's mocked model endpoint)."""
+    yield
+    if "services" not in request.fixturenames:
+        return
+    client = SyncRedis.from_url(request.getfixturevalue("services").redis_url)
+    try:
+        client.delete("arq:queue", *client.scan_iter("arq:job:*"))
+    finally:
+        client.close()
 
 
 @pytest.fixture

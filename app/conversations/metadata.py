@@ -81,6 +81,10 @@ class RiskMeta(msgspec.Struct, kw_only=True):
     """Names of the cues that fired, strongest first."""
     explicit: bool = False
     """An explicit cue fired at full weight."""
+    language: str = "en"
+    """The language the client wrote in (``en es fr de pt``); the crisis reply uses it."""
+    learned: float | None = None
+    """The learned component's probability for the message (``[0, 1]``), ``None`` when it did not run."""
 
 
 class MemoryMeta(msgspec.Struct, kw_only=True):
