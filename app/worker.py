@@ -42,6 +42,7 @@ from app.db.jobs import (
 from app.db.migrate import assert_schema_current
 from app.db.outbox import UNAVAILABLE, health, relay
 from app.handoff.alerts import MAX_ATTEMPTS as ALERT_ATTEMPTS
+from app.handoff.alerts import OPENED as ALERT_OPENED
 from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
 from app.memory.summaries import SummaryFailed
@@ -109,10 +110,16 @@ async def close_idle_sessions(ctx: dict[str, Any]) -> str:
     return f"{await container.sessions.close_idle_sessions()} sessions ended"
 
 
-async def deliver_alert(ctx: dict[str, Any], coach_id: str, handoff_id: str) -> str:
-    """arq job: the coach's webhook and e-mail alerts for a new handoff; a failed delivery is retried."""
+async def deliver_alert(
+    ctx: dict[str, Any], coach_id: str, handoff_id: str, event: str = ALERT_OPENED, reason: str | None = None
+) -> str:
+    """arq job: the coach's webhook and e-mail alerts for one escalation event of a handoff (its opening, or a
+    crisis message inside it); a failed delivery is retried. Jobs queued before events existed carry only
+    the two ids and deliver the opening."""
     container: Container = ctx["container"]
-    return await container.alerts.deliver(uuid.UUID(coach_id), uuid.UUID(handoff_id), attempt=ctx["job_try"])
+    return await container.alerts.deliver(
+        uuid.UUID(coach_id), uuid.UUID(handoff_id), event=event, reason=reason, attempt=ctx["job_try"]
+    )
 
 
 async def send_sla_notices(ctx: dict[str, Any]) -> str:

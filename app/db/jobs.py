@@ -76,14 +76,25 @@ def update_profile(session: AsyncSession, coach_id: uuid.UUID, session_id: uuid.
     add_job(session, coach_id, UPDATE_PROFILE, str(coach_id), str(session_id), job_id=f"{UPDATE_PROFILE}:{session_id}")
 
 
-def deliver_alert(session: AsyncSession, coach_id: uuid.UUID, handoff_id: uuid.UUID, *, event: str = "opened") -> None:
-    """Queue the coach's webhook and e-mail alerts for a handoff event (once per ``event`` of a handoff)."""
+def deliver_alert(
+    session: AsyncSession,
+    coach_id: uuid.UUID,
+    handoff_id: uuid.UUID,
+    *,
+    event: str = "opened",
+    reason: str | None = None,
+) -> None:
+    """Queue the coach's webhook and e-mail alerts for one escalation event of a handoff (once per ``event``:
+    ``opened``, or ``crisis:<client message id>`` for a crisis inside an active handoff; see
+    :mod:`app.handoff.alerts`). ``reason`` is the handoff's reason at the event (``None``: read at delivery)."""
     add_job(
         session,
         coach_id,
         DELIVER_ALERT,
         str(coach_id),
         str(handoff_id),
+        event,
+        reason,
         job_id=f"{DELIVER_ALERT}:{handoff_id}:{event}",
     )
 

@@ -1,13 +1,22 @@
 """The coach's handoff alerts outside the dashboard: a signed webhook and an e-mail.
 
-When a handoff opens, :meth:`app.handoff.service.HandoffService.open` queues the arq job
-``deliver_alert`` (job id ``deliver_alert:<handoff id>``), which calls :meth:`AlertService.deliver`.
+One alert per escalation event of a handoff, queued as the arq job ``deliver_alert`` (job id
+``deliver_alert:<handoff id>:<event>``, see :func:`app.db.jobs.deliver_alert`), which calls
+:meth:`AlertService.deliver`. Events:
+
+``opened`` (:data:`OPENED`)
+    The handoff opened (:meth:`app.handoff.service.HandoffService.open`); urgent when opened by a crisis.
+``crisis:<client message id>`` (:func:`crisis_event`)
+    A crisis message while the handoff is already open or claimed (``app.chat.turn.persist``): always urgent,
+    however many alerts the handoff had before (in ``human_only`` mode every crisis after the first message
+    is such an event).
 
 Channels
     ``webhook``
         ``POST`` of a JSON event to the coach's ``alert_webhook_url``, signed per the Standard Webhooks
         specification (https://www.standardwebhooks.com, ``spec/standard-webhooks.md``): headers
-        ``webhook-id`` (the handoff id, stable across retries so receivers can deduplicate),
+        ``webhook-id`` (the event's id, :func:`webhook_id`: the handoff id for ``opened``,
+        ``<handoff id>:<event>`` otherwise; stable across retries so receivers can deduplicate),
         ``webhook-timestamp`` (unix seconds) and ``webhook-signature: v1,<base64 HMAC-SHA256>`` of
         ``"{id}.{timestamp}.{body}"`` under the secret's bytes (``whsec_<base64>``), computed by the
         reference library ``standardwebhooks``. Receivers verify with
@@ -17,14 +26,17 @@ Channels
         (``SMTP_HOST`` …), sent with ``aiosmtplib``. Without ``SMTP_HOST`` the channel is recorded as
         ``skipped``.
 
-Delivery state lives in ``Handoff.alerts``::
+Delivery state lives in ``Handoff.alerts``, per event (the ``opened`` event's channels at the top level,
+as before events existed, so existing readers keep working)::
 
     {"webhook": {"status": "sent" | "failed", "at": ISO 8601, "attempts": n, "error"?: str},
-     "email":   {"status": "sent" | "failed" | "skipped", "at": ..., "attempts": n, "error"?: str}}
+     "email":   {"status": "sent" | "failed" | "skipped", "at": ..., "attempts": n, "error"?: str},
+     "events":  {"crisis:<message id>": {"webhook": {...}, "email": {...}}, ...}}
 
 A channel the coach has not configured has no entry. arq runs a job at least once, so a channel already
-``sent`` is never sent again. A failed channel makes the job raise :class:`arq.worker.Retry` with a
-growing delay until :data:`MAX_ATTEMPTS`; the worker's ``max_tries`` for the job must equal it.
+``sent`` for an event is never sent again for that event; a new event always sends. A failed channel makes
+the job raise :class:`arq.worker.Retry` with a growing delay until :data:`MAX_ATTEMPTS`; the worker's
+``max_tries`` for the job must equal it.
 The webhook secret is never logged nor stored in clear; stored errors are at most
 :data:`MAX_ERROR_CHARS` characters and say what failed (a status code with its standard phrase, the kind of
 transport error, the egress guard's reason), never what the receiver answered.
@@ -71,6 +83,9 @@ WEBHOOK_TIMEOUT_SECONDS = 10.0
 SMTP_TIMEOUT_SECONDS = 10.0
 MAX_ERROR_CHARS = 300
 WEBHOOK_EVENT = "handoff.opened"
+"""The webhook ``type`` of the :data:`OPENED` event."""
+WEBHOOK_CRISIS_EVENT = "handoff.crisis"
+"""The webhook ``type`` of a crisis event inside an already open or claimed handoff."""
 USER_AGENT = "OpenCoach-Webhooks/1"
 
 
@@ -79,6 +94,45 @@ EMAIL = "email"
 SENT = "sent"
 FAILED = "failed"
 SKIPPED = "skipped"
+
+OPENED = "opened"
+"""The event of a handoff opening (its channels are stored at the top level of ``Handoff.alerts``)."""
+CRISIS_PREFIX = "crisis:"
+EVENTS = "events"
+"""The key of ``Handoff.alerts`` holding every event but :data:`OPENED`."""
+
+
+def crisis_event(client_message_id: uuid.UUID) -> str:
+    """The event id of a crisis message inside an active handoff: ``crisis:<client message id>``."""
+    return f"{CRISIS_PREFIX}{client_message_id}"
+
+
+def webhook_id(handoff_id: uuid.UUID, event: str) -> str:
+    """The ``webhook-id`` of an event: the handoff id for :data:`OPENED` (as before per-event alerts),
+    ``<handoff id>:<event>`` for every other event."""
+    return str(handoff_id) if event == OPENED else f"{handoff_id}:{event}"
+
+
+def event_channels(alerts: dict[str, Any] | None, event: str) -> dict[str, Any]:
+    """The stored channel records (``{"webhook": {...}, "email": {...}}``) of one event."""
+    alerts = alerts or {}
+    if event == OPENED:
+        return {k: v for k, v in alerts.items() if k != EVENTS}
+    events = alerts.get(EVENTS)
+    entry = events.get(event) if isinstance(events, dict) else None
+    return dict(entry) if isinstance(entry, dict) else {}
+
+
+def _with_channel(alerts: dict[str, Any] | None, event: str, channel: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``alerts`` with one event's channel record replaced."""
+    updated = dict(alerts or {})
+    if event == OPENED:
+        updated[channel] = entry
+        return updated
+    events = dict(updated.get(EVENTS) or {})
+    events[event] = {**event_channels(updated, event), channel: entry}
+    updated[EVENTS] = events
+    return updated
 
 
 def sign_webhook(secret: str, msg_id: str, timestamp: datetime, body: str) -> dict[str, str]:
@@ -110,11 +164,17 @@ class AlertContent:
     confidence: float | None
     brief: str
     dashboard_url: str
+    event: str = OPENED
 
     @property
     def urgent(self) -> bool:
-        """A crisis handoff."""
-        return self.reason == HandoffReason.CRISIS
+        """A crisis: a handoff opened by one, or a crisis message inside an active handoff."""
+        return self.reason == HandoffReason.CRISIS or self.event.startswith(CRISIS_PREFIX)
+
+    @property
+    def crisis_message_id(self) -> str | None:
+        """The client message of a crisis event inside an active handoff (``None`` for the opening)."""
+        return self.event.removeprefix(CRISIS_PREFIX) if self.event.startswith(CRISIS_PREFIX) else None
 
     @property
     def reason_label(self) -> str:
@@ -122,40 +182,56 @@ class AlertContent:
         return HandoffReason.LABELS.get(self.reason, self.reason)
 
     def webhook_event(self, at: datetime) -> dict[str, Any]:
-        """The webhook body: ``{"type": "handoff.opened", "timestamp": ISO 8601, "data": {...}}``."""
+        """The webhook body: ``{"type": "handoff.opened" | "handoff.crisis", "timestamp": ISO 8601, "data":
+        {...}}``; a crisis event's ``data`` also names the client's ``message_id``."""
+        data: dict[str, Any] = {
+            "handoff_id": str(self.handoff_id),
+            "conversation_id": str(self.conversation_id),
+            "client_id": str(self.client_id),
+            "client_name": self.client_name,
+            "reason": self.reason,
+            "detail": self.detail,
+            "confidence": self.confidence,
+            "brief": self.brief,
+            "urgent": self.urgent,
+            "dashboard_url": self.dashboard_url,
+        }
+        if self.crisis_message_id is not None:
+            data["message_id"] = self.crisis_message_id
         return {
-            "type": WEBHOOK_EVENT,
+            "type": WEBHOOK_EVENT if self.event == OPENED else WEBHOOK_CRISIS_EVENT,
             "timestamp": at.isoformat(),
-            "data": {
-                "handoff_id": str(self.handoff_id),
-                "conversation_id": str(self.conversation_id),
-                "client_id": str(self.client_id),
-                "client_name": self.client_name,
-                "reason": self.reason,
-                "detail": self.detail,
-                "confidence": self.confidence,
-                "brief": self.brief,
-                "urgent": self.urgent,
-                "dashboard_url": self.dashboard_url,
-            },
+            "data": data,
         }
 
     def email(self, sender: str, recipient: str) -> EmailMessage:
-        """The alert e-mail (plain text, UTF-8). ``Message-ID`` is derived from the handoff id, so a
-        re-sent alert can be recognised as the same message. Raises ``ValueError`` for a malformed address."""
+        """The alert e-mail (plain text, UTF-8). ``Message-ID`` is derived from the handoff id and the event,
+        so a re-sent alert can be recognised as the same message; a later event's e-mail replies to the
+        opening one (same thread). Raises ``ValueError`` for a malformed address."""
         name = one_line(self.client_name, 100)
         message = EmailMessage()
-        message["Subject"] = (
-            f"[URGENT] Crisis handoff: {name}" if self.urgent else f"Handoff: {name} — {self.reason_label}"
-        )
+        if self.crisis_message_id is not None:
+            message["Subject"] = f"[URGENT] Crisis message in handoff: {name}"
+        elif self.urgent:
+            message["Subject"] = f"[URGENT] Crisis handoff: {name}"
+        else:
+            message["Subject"] = f"Handoff: {name} — {self.reason_label}"
         message["From"] = sender
         message["To"] = recipient
         message["Date"] = format_datetime(datetime.now(UTC))
         domain = parseaddr(sender)[1].rpartition("@")[2] or "opencoach.local"
-        message["Message-ID"] = f"<handoff.{self.handoff_id}@{domain}>"
+        opening = f"<handoff.{self.handoff_id}@{domain}>"
+        if self.event == OPENED:
+            message["Message-ID"] = opening
+            first = f"{name} was handed to you{' — this may be a crisis, please respond now' if self.urgent else ''}."
+        else:
+            message["Message-ID"] = f"<handoff.{self.handoff_id}.{self.event.replace(':', '.')}@{domain}>"
+            message["In-Reply-To"] = opening
+            message["References"] = opening
+            first = f"{name} wrote a crisis message in a conversation handed to you — please respond now."
         confidence = "n/a" if self.confidence is None else f"{self.confidence:.2f}"
         lines = [
-            f"{name} was handed to you{' — this may be a crisis, please respond now' if self.urgent else ''}.",
+            first,
             "",
             f"Reason: {self.reason_label}",
             f"Detail: {self.detail or '-'}",
@@ -192,7 +268,8 @@ class _Outcome:
 
 
 class AlertService:
-    """Delivers the webhook and e-mail alerts of a handoff, at least once and at most once per channel."""
+    """Delivers the webhook and e-mail alerts of a handoff's events, at least once and at most once per event
+    and channel."""
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, secrets: SecretBox) -> None:
         self._sessionmaker = sessionmaker
@@ -200,16 +277,26 @@ class AlertService:
         self._secrets = secrets
         self._egress = EgressGuard.from_settings(settings)
 
-    async def deliver(self, coach_id: uuid.UUID, handoff_id: uuid.UUID, *, attempt: int = 1) -> str:
-        """Send the handoff's alerts on every configured channel not yet ``sent``; record each outcome.
+    async def deliver(
+        self,
+        coach_id: uuid.UUID,
+        handoff_id: uuid.UUID,
+        *,
+        event: str = OPENED,
+        reason: str | None = None,
+        attempt: int = 1,
+    ) -> str:
+        """Send one event's alerts on every configured channel not yet ``sent`` for it; record each outcome.
 
-        ``attempt`` is the arq job try (1-based). Returns a summary such as ``"webhook sent, email
-        skipped"`` (``"no alert channel configured"``, ``"handoff not found"``). Raises
+        ``event`` is :data:`OPENED` or :func:`crisis_event`; ``reason`` the handoff's reason when the event
+        happened (``None``: the handoff's reason now), so an opening alert delivered after a later crisis
+        still says why the handoff opened. ``attempt`` is the arq job try (1-based). Returns a summary such
+        as ``"webhook sent, email skipped"`` (``"no alert channel configured"``, ``"handoff not found"``). Raises
         :class:`arq.worker.Retry` (``defer`` = ``attempt × RETRY_DELAY_SECONDS``) when a channel failed in
         a way a retry could fix and ``attempt < MAX_ATTEMPTS``; on the last attempt the failure stays
         recorded and the summary is returned. Database errors propagate.
         """
-        target = await self._load(coach_id, handoff_id)
+        target = await self._load(coach_id, handoff_id, event, reason)
         if target is None:
             return "handoff not found"
         channels: list[tuple[str, Callable[[_Target], Awaitable[_Outcome]]]] = []
@@ -225,10 +312,11 @@ class AlertService:
             if _status(previous) == SENT:
                 return channel, _Outcome(SENT)
             outcome = await send(target)
-            await self._record(coach_id, handoff_id, channel, outcome)
+            await self._record(coach_id, handoff_id, event, channel, outcome)
             log.info(
-                "handoff %s alert %s: %s%s (attempt %d)",
+                "handoff %s alert %s %s: %s%s (attempt %d)",
                 handoff_id,
+                event,
                 channel,
                 outcome.status,
                 f" ({outcome.error})" if outcome.error else "",
@@ -242,7 +330,7 @@ class AlertService:
             raise Retry(defer=timedelta(seconds=RETRY_DELAY_SECONDS * attempt))
         return summary
 
-    async def _load(self, coach_id: uuid.UUID, handoff_id: uuid.UUID) -> _Target | None:
+    async def _load(self, coach_id: uuid.UUID, handoff_id: uuid.UUID, event: str, reason: str | None) -> _Target | None:
         async with tenant_session(self._sessionmaker, coach_id) as session:
             handoff = await session.get(Handoff, handoff_id)
             coach = await session.get(Coach, coach_id)
@@ -265,11 +353,12 @@ class AlertService:
             conversation_id=handoff.conversation_id,
             client_id=handoff.client_id,
             client_name=client.name if client is not None else "a client",
-            reason=handoff.reason,
+            reason=reason or handoff.reason,
             detail=handoff.detail or "",
             confidence=handoff.confidence,
             brief=handoff.brief or "",
             dashboard_url=f"{base}/dashboard/conversations/{handoff.conversation_id}",
+            event=event,
         )
         return _Target(
             content=content,
@@ -277,7 +366,7 @@ class AlertService:
             webhook_secret=secret,
             secret_error=secret_error,
             alert_email=coach.alert_email,
-            alerts=dict(handoff.alerts or {}),
+            alerts=event_channels(handoff.alerts, event),
         )
 
     async def _webhook(self, target: _Target) -> _Outcome:
@@ -286,7 +375,8 @@ class AlertService:
         at = datetime.now(UTC).replace(microsecond=0)
         body = json.dumps(target.content.webhook_event(at), ensure_ascii=False, separators=(",", ":"))
         try:
-            headers = sign_webhook(target.webhook_secret, str(target.content.handoff_id), at, body)
+            msg_id = webhook_id(target.content.handoff_id, target.content.event)
+            headers = sign_webhook(target.webhook_secret, msg_id, at, body)
         except Exception:  # a malformed stored secret; never echo it
             return _Outcome(FAILED, "the webhook signing secret is malformed; save the webhook URL again")
         headers["content-type"] = "application/json"
@@ -335,14 +425,15 @@ class AlertService:
             return _Outcome(FAILED, _error(f"{type(exc).__name__}: {exc}"), retryable=True)
         return _Outcome(SENT)
 
-    async def _record(self, coach_id: uuid.UUID, handoff_id: uuid.UUID, channel: str, outcome: _Outcome) -> None:
-        """Store one channel's outcome in ``handoff.alerts`` in its own transaction (row locked)."""
+    async def _record(
+        self, coach_id: uuid.UUID, handoff_id: uuid.UUID, event: str, channel: str, outcome: _Outcome
+    ) -> None:
+        """Store one event's channel outcome in ``handoff.alerts`` in its own transaction (row locked)."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             handoff = await session.get(Handoff, handoff_id, with_for_update=True)
             if handoff is None:
                 return
-            alerts = dict(handoff.alerts or {})
-            previous = alerts.get(channel)
+            previous = event_channels(handoff.alerts, event).get(channel)
             attempts = previous.get("attempts", 0) if isinstance(previous, dict) else 0
             entry: dict[str, Any] = {
                 "status": outcome.status,
@@ -351,8 +442,7 @@ class AlertService:
             }
             if outcome.error:
                 entry["error"] = _error(outcome.error)
-            alerts[channel] = entry
-            handoff.alerts = alerts
+            handoff.alerts = _with_channel(handoff.alerts, event, channel, entry)
 
 
 def _status(entry: Any) -> str | None:

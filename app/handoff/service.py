@@ -28,6 +28,7 @@ from app.conversations.handoffs import Draft, Handoff, HandoffReason, HandoffSta
 from app.conversations.metadata import client_view
 from app.conversations.models import Conversation, Message
 from app.db import jobs
+from app.handoff.alerts import crisis_event
 from app.handoff.brief import handoff_brief, why_line
 from app.handoff.live import LiveEvents, message_event
 from app.handoff.queue import draft_dict, handoff_event
@@ -94,8 +95,16 @@ class HandoffService:
         await session.flush()
         if reason != HandoffReason.COACH_TAKEOVER and (coach.alert_webhook_url or coach.alert_email):
             # in the handoff's own transaction: the alert goes out even if Redis is down right now
-            jobs.deliver_alert(session, coach.id, handoff.id)
+            jobs.deliver_alert(session, coach.id, handoff.id, reason=reason)
         return handoff
+
+    def alert_crisis(self, session: AsyncSession, coach: Coach, handoff: Handoff, message_id: uuid.UUID) -> None:
+        """Queue the webhook / e-mail alert of a crisis message inside the already active ``handoff`` (in the
+        caller's transaction): urgent, and once per message however often its job is retried."""
+        if coach.alert_webhook_url or coach.alert_email:
+            jobs.deliver_alert(
+                session, coach.id, handoff.id, event=crisis_event(message_id), reason=HandoffReason.CRISIS
+            )
 
     async def announce(self, coach: Coach, handoff: Handoff, client_name: str) -> None:
         """After commit: show the handoff in the coach's live queue and raise the crisis alert there (the

@@ -63,8 +63,9 @@ class Persister:
             handoff = turn.active
             if handoff is None:
                 handoff = await self._open(session, turn, decision.reason, conversation.urgent_reason, 0.0)
-            else:  # a crisis during a handoff makes it urgent; the coach is alerted live again
+            else:  # a crisis during a handoff makes it urgent; the coach is alerted live and by webhook/e-mail
                 handoff.reason, handoff.detail = HandoffReason.CRISIS, conversation.urgent_reason
+                self._handoffs.alert_crisis(session, coach, handoff, turn.message.id)
             meta = {
                 "crisis": True,
                 "handoff_reason": HandoffReason.CRISIS,

@@ -21,6 +21,7 @@ from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from arq.worker import Retry
@@ -34,7 +35,9 @@ from app.conversations.models import Conversation
 from app.core.config import Settings
 from app.core.security import SecretBox
 from app.db import jobs
-from app.handoff.alerts import MAX_ATTEMPTS, RETRY_DELAY_SECONDS, AlertService
+from app.handoff.alerts import MAX_ATTEMPTS, RETRY_DELAY_SECONDS, AlertService, crisis_event
+from tests.conftest import Coach as ApiCoach
+from tests.conftest import make_client
 from tests.stub_dns import LOOPBACK_HOOKS
 
 PASSWORD = "correct horse battery"
@@ -378,3 +381,135 @@ async def test_a_webhook_without_a_usable_secret_fails_without_retrying(
     stored = (await alerts_of(container, opened))["webhook"]
     assert stored["status"] == "failed" and "secret" in stored["error"]
     assert receiver.requests == []
+
+
+# ---------------------------------------------------------------------------------------- one alert per event
+
+
+async def test_human_only_crisis_after_the_first_message_alerts_again_urgently(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[ApiCoach]],
+    receiver: Receiver,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """In ``human_only`` mode the first message opens the handoff (one alert); a crisis message in that already
+    alerted handoff is a new escalation event: a second, urgent delivery with its own ``webhook-id``."""
+    coach = await make_coach("Human Only Coach")
+    response = await http.patch(
+        "/api/v1/settings",
+        headers=coach.headers,
+        json={"handoff_mode": "human_only", "alert_webhook_url": receiver.url},
+    )
+    assert response.status_code == 200, response.text
+    secret = response.json()["alert_webhook_secret"]
+    assert secret
+    client = await make_client(http, coach, "Robin")
+    auth = {"Authorization": f"Bearer {client['widget_token']}"}
+
+    first = await http.post("/api/v1/chat", headers=auth, json={"text": "hi"})
+    assert first.status_code == 200, first.text
+    assert first.json()["handoff"]["reason"] == "human_only"
+    conversation_id = first.json()["conversation_id"]
+    await run_jobs()
+    assert len(receiver.requests) == 1
+
+    crisis = await http.post(
+        "/api/v1/chat", headers=auth, json={"text": "I want to end my life tonight", "conversation_id": conversation_id}
+    )
+    assert crisis.status_code == 200, crisis.text
+    assert crisis.json()["handoff"] == {"status": "open", "reason": "crisis"}
+    await run_jobs()
+    await run_jobs()  # nothing left to send: still two deliveries
+
+    assert len(receiver.requests) == 2, [r.body for r in receiver.requests]
+    opened, urgent = (Webhook(secret).verify(r.body, r.headers) for r in receiver.requests)
+    assert opened["type"] == "handoff.opened"
+    assert opened["data"]["urgent"] is False and opened["data"]["reason"] == "human_only"
+    assert urgent["type"] == "handoff.crisis"
+    assert urgent["data"]["urgent"] is True and urgent["data"]["reason"] == "crisis"
+    assert urgent["data"]["handoff_id"] == opened["data"]["handoff_id"]
+    assert urgent["data"]["conversation_id"] == conversation_id
+    handoff_id = opened["data"]["handoff_id"]
+    first_id, second_id = (r.headers["webhook-id"] for r in receiver.requests)
+    assert first_id == handoff_id
+    assert second_id == f"{handoff_id}:crisis:{urgent['data']['message_id']}"
+
+
+async def test_a_crisis_event_is_sent_once_across_retries_and_each_new_event_sends(
+    container: Container,
+    settings: Settings,
+    receiver: Receiver,
+    smtp: tuple[Mailbox, int],
+) -> None:
+    """Every event has its own delivery state: retries of one event send it once (webhook and e-mail), a
+    new crisis message in the same handoff always sends, and the opening's record stays where readers look."""
+    mailbox, port = smtp
+    opened = await open_handoff(
+        container, settings, webhook_url=receiver.url, alert_email="coach@example.com", reason="human_only"
+    )
+    alerts = service(container, settings, smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False)
+    assert await alerts.deliver(opened.coach_id, opened.handoff_id) == "webhook sent, email sent"
+    assert mailbox.messages[0][1]["Subject"] == "Handoff: Maya — Human-only mode"
+
+    first, second = uuid.uuid4(), uuid.uuid4()
+    for attempt in (1, 2, 3):  # arq retries the same event's job
+        summary = await alerts.deliver(
+            opened.coach_id, opened.handoff_id, event=crisis_event(first), reason="crisis", attempt=attempt
+        )
+        assert summary == "webhook sent, email sent"
+    assert len(receiver.requests) == 2 and len(mailbox.messages) == 2
+
+    await alerts.deliver(opened.coach_id, opened.handoff_id, event=crisis_event(second), reason="crisis")
+    assert len(receiver.requests) == 3 and len(mailbox.messages) == 3
+
+    ids = [r.headers["webhook-id"] for r in receiver.requests]
+    assert ids == [
+        str(opened.handoff_id),
+        f"{opened.handoff_id}:crisis:{first}",
+        f"{opened.handoff_id}:crisis:{second}",
+    ]
+    assert opened.secret is not None
+    bodies = [Webhook(opened.secret).verify(r.body, r.headers) for r in receiver.requests]
+    assert [b["data"]["urgent"] for b in bodies] == [False, True, True]
+    assert bodies[1]["data"]["message_id"] == str(first)
+
+    subjects = [m["Subject"] for _, m in mailbox.messages]
+    assert subjects[1] == subjects[2] == "[URGENT] Crisis message in handoff: Maya"
+    message_ids = [m["Message-ID"] for _, m in mailbox.messages]
+    assert len(set(message_ids)) == 3 and mailbox.messages[1][1]["In-Reply-To"] == message_ids[0]
+
+    stored = await alerts_of(container, opened)
+    assert stored["webhook"]["status"] == "sent" and stored["webhook"]["attempts"] == 1
+    assert stored["email"]["status"] == "sent"
+    assert set(stored["events"]) == {crisis_event(first), crisis_event(second)}
+    for event in stored["events"].values():
+        assert event["webhook"]["status"] == "sent" and event["webhook"]["attempts"] == 1
+        assert event["email"]["status"] == "sent" and event["email"]["attempts"] == 1
+
+
+async def test_a_failed_crisis_event_is_retried_on_its_own(
+    container: Container,
+    settings: Settings,
+    receiver: Receiver,
+) -> None:
+    """A crisis event's failure is retried (arq ``Retry``) without re-sending the opening alert."""
+    opened = await open_handoff(container, settings, webhook_url=receiver.url, reason="human_only")
+    alerts = service(container, settings)
+    assert await alerts.deliver(opened.coach_id, opened.handoff_id) == "webhook sent"
+
+    event = crisis_event(uuid.uuid4())
+    receiver.status = 503
+    with pytest.raises(Retry):
+        await alerts.deliver(opened.coach_id, opened.handoff_id, event=event, reason="crisis", attempt=1)
+    receiver.status = 204
+    assert await alerts.deliver(opened.coach_id, opened.handoff_id, event=event, reason="crisis", attempt=2) == (
+        "webhook sent"
+    )
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [str(opened.handoff_id)] + [
+        f"{opened.handoff_id}:{event}"
+    ] * 2
+    stored = await alerts_of(container, opened)
+    assert stored["webhook"]["attempts"] == 1
+    assert (
+        stored["events"][event]["webhook"]["status"] == "sent" and stored["events"][event]["webhook"]["attempts"] == 2
+    )

@@ -319,7 +319,7 @@ async def test_a_crisis_alert_survives_a_redis_outage(
     [handoff] = response.json()
     assert handoff["reason"] == "crisis" and handoff["conversation_id"] == body["conversation_id"]
     [alert] = await waiting_jobs(outage_container, setup.coach_id)
-    assert alert.name == jobs.DELIVER_ALERT and alert.args == [str(setup.coach_id), handoff["id"]]
+    assert alert.name == jobs.DELIVER_ALERT and alert.args == [str(setup.coach_id), handoff["id"], "opened", "crisis"]
     assert alert.attempts == 1 and receiver.bodies == []
 
     redis_up.start()
