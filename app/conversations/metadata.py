@@ -198,6 +198,14 @@ class ReplyMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
     partial_reply: str | None = None
     """What the model had streamed before it failed."""
 
+    # --- honesty (app.chat.turn.honesty)
+    honesty: str | None = None
+    """The reply is the product's statement that the client talks to the coach's AI assistant, not the
+    model's: ``asked`` (the client asked whether they talk to a person; answered without the model) |
+    ``replaced`` (the model's reply claimed to be human and was replaced)."""
+    honesty_model_reply: str | None = None
+    """With ``honesty`` ``replaced``: the model's reply that claimed to be human (coach-only)."""
+
     # --- kinds of message
     crisis: bool = False
     """The crisis protocol's reply (written without the model)."""
@@ -290,9 +298,9 @@ class ReplyMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     @property
     def not_ai_content(self) -> bool:
-        """The message is not the model's own answer: an apology after a failure (or a partial one), a notice
-        or a crisis reply. Such messages never become training data."""
-        return bool(self.error or self.partial_reply or self.notice or self.crisis)
+        """The message is not the model's own answer: an apology after a failure (or a partial one), a notice,
+        a crisis reply or the honesty text (``honesty``). Such messages never become training data."""
+        return bool(self.error or self.partial_reply or self.notice or self.crisis or self.honesty)
 
 
 _FIELDS: Final = frozenset(name for name in ReplyMeta.__struct_encode_fields__ if name != "extra")

@@ -430,3 +430,157 @@ def turn_signals(
         thumbs_down_streak=thumbs_down_streak(helpful_newest_first),
         token_confidence=None if reply_logprobs is None else token_confidence(reply_logprobs),
     )
+
+
+# --- honesty: "am I talking to a real person?" and a reply that claims to be human -----------------------
+
+_CONTRACTIONS = {
+    "im": "i am",
+    "youre": "you are",
+    "ur": "you are",
+    "u": "you",
+    "r": "are",
+    "arent": "are not",
+    "isnt": "is not",
+    "whos": "who is",
+    "thats": "that is",
+}
+"""Applied word by word after :func:`_normalise` (apostrophes already dropped): ``I'm`` → ``i am``,
+``r u a bot`` → ``are you a bot``."""
+
+_AI = (
+    r"(?:an? )?(?:bot|robot|ai|a i|chatbot|chat bot|machine|computer|automated (?:\w+ )?"
+    r"(?:system|service|reply|response|message|assistant)|automated|artificial intelligence|language model|llm|"
+    r"chatgpt|gpt|virtual assistant|ai assistant)"
+)
+"""What the client may ask about (or the model deny being): a bot, an AI, a machine, automation."""
+_AI_CLAIM = rf"(?:{_AI}|(?:an? )?(?:program|algorithm|computer program|software))"
+_TALK_AI = (
+    r"(?:talk|speak|chat|text|write|message|talking|speaking|chatting|texting|writing|messaging)(?: (?:to|with))?"
+)
+_REAL = r"(?:an? )?(?:real |actual |live |flesh and blood )?(?:human(?: being)?|person|people)"
+_WHAT = rf"(?:{_REAL}|{_AI}|real|for real|a real one|an actual one)"
+_ADV = r"(?:(?:actually|really|even|just|still|honestly|truly|only|like) ){0,2}"
+_TAIL = (
+    r"(?=$| or\b| (?:answering|writing|typing|replying|responding|talking|chatting|texting|reading|there|here|"
+    r"behind|on the other|right now|at all|for real|too|either|yourself|though|then|or not|huh)\b)"
+)
+"""What may follow the thing asked about: the clause's end, an alternative ("or a bot"), or words about who is
+answering ("… typing this", "… on the other end"). So "is it a human right to…" and "are you a person who
+likes…" do not fire."""
+_ASKS_AI_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(p)
+    for p in (
+        # "are you a real person?", "are you human or a bot", "are you actually an AI", "r u real"
+        rf"\bare you {_ADV}{_WHAT}{_TAIL}",
+        # "am I talking to a bot?", "am I chatting with a real person", "am I speaking to an AI right now"
+        rf"\bam i (?:\w+ )?{_TALK_AI} {_ADV}{_WHAT}{_TAIL}",
+        # "is this a bot?", "is this an AI or a person", "is this automated", "is it a real person"
+        rf"\bis (?:this|it|that) {_ADV}(?:a bot|an ai|ai|{_AI}|{_REAL}){_TAIL}",
+        # "is a real person reading this", "is there a human typing", "is anyone real answering"
+        r"\b(?:is|does) (?:there )?(?:an? |anyone |anybody |someone |somebody )(?:real |actual |live )?"
+        r"(?:human |person |people |real )(?:\w+ )?(?:reading|answering|writing|typing|replying|responding|behind|"
+        r"read|answer|write|type|reply|respond|on the other)\b",
+        r"\b(?:is|does) (?:anyone|anybody|someone|somebody|a person|a human) (?:actually |really |even )?"
+        r"(?:reading|read) (?:this|these|my messages|what i write)$",
+        # "who am I talking to", "who is answering", "who is on the other end"
+        rf"\bwho (?:am i|is|are you|is this) (?:\w+ )?(?:{_TALK}|answering|writing|typing|replying|responding|"
+        r"on the other (?:end|side)|behind)(?:$| this| these| me| here)",
+        # "is this really you?", "is it actually you or a bot", "is this you personally"
+        r"\bis (?:this|it|that) (?:really |actually |truly |even )+you\b",
+        r"\bis (?:this|it|that) you (?:yourself|personally|in person|or)\b",
+        # "you're a bot, aren't you", "so you're just an AI", "you are an AI right"
+        rf"^(?:so |oh |wait |ok |okay )?you are {_ADV}{_AI}(?:$| (?:right|arent you|huh|then)$)",
+        # bare "human or bot?", "bot or human", "real person?", "AI?"
+        rf"^(?:{_REAL}|{_AI}) or (?:{_REAL}|{_AI}|not)$",
+        r"^(?:an? )?(?:bot|robot|ai|chatbot|real person|real human)$",
+    )
+)
+
+
+def _honesty_words(text: str) -> list[str]:
+    """Clauses of ``text`` (as :func:`asks_for_human` splits them), each lower-cased, apostrophes dropped,
+    :data:`_CONTRACTIONS` expanded and words joined by single spaces."""
+    out: list[str] = []
+    for clause in _CLAUSES.split(_normalise(text)):
+        words = [_CONTRACTIONS.get(w, w) for w in _WORD.findall(clause)]
+        if words:
+            out.append(" ".join(words))
+    return out
+
+
+def asks_if_ai(text: str, *, coach_name: str | None = None) -> bool:
+    """Whether the client asks who they are talking to: a person, the coach, a bot, an AI.
+
+    Per clause, after lower-casing, dropping apostrophes and expanding a few contractions and text-speak
+    (``I'm`` → ``i am``, ``r u`` → ``are you``): "are you a real person / human / a bot / an AI / real?",
+    "am I talking to a bot / a real person?", "is this a bot / automated / a real person?", "is a real person
+    reading this?", "who am I talking to?", "is this really you?", "you're a bot, aren't you?" and a bare
+    "human or bot?" / "bot?". ``coach_name``, when given, also makes "is this really <name>" / "am I talking
+    to <name>" fire. The thing asked about must end the clause or be followed by an alternative ("… or a
+    bot") or words about who is answering, so "are you a person who likes lists", "is it a human right" and
+    "am I talking too much" do not fire.
+
+    A **request** for a person ("I want to talk to a real person", "is there a real person I can talk to")
+    is :func:`asks_for_human`, not this: the turn checks that first and hands the conversation to the coach
+    (whose notice says the coach was asked to join); this question is answered only when no handoff rule
+    fired. A message can be both ("are you a bot? I want a human"): the handoff wins.
+
+    Limits: English only; statements about AI in general ("AI will take my job", "I talked to a bot at the
+    bank") do not fire, and neither does a question phrased around them ("do bots have feelings?")."""
+    clauses = _honesty_words(text)
+    names: list[str] = []
+    if coach_name:
+        names = [re.escape(n) for n in _WORD.findall(_normalise(coach_name)) if n not in STOP_WORDS]
+    named = (
+        re.compile(
+            rf"\b(?:is (?:this|it|that) (?:really |actually |truly )?|am i (?:\w+ )?{_TALK_AI} (?:really |actually )?)"
+            rf"(?:{'|'.join(names)})\b"
+        )
+        if names
+        else None
+    )
+    for clause in clauses:
+        if any(pattern.search(clause) for pattern in _ASKS_AI_PATTERNS):
+            return True
+        if named is not None and named.search(clause):
+            return True
+    return False
+
+
+_END = r"(?=$| \|)"
+"""End of a clause in the joined text :func:`claims_human` searches (clauses joined by `` | ``)."""
+_CLAIM_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(p)
+    for p in (
+        # "I'm a real person", "I am human", "I'm a human being too", "yes, I'm definitely a real person"
+        r"\bi am (?:(?:a|definitely|really|actually|truly|totally|100|percent|certainly|very much|just|also|"
+        rf"indeed|still|absolutely|a living) ){{0,3}}{_REAL}\b(?! (?:who|that|like|with)\b)",
+        # "I'm real", "yes I am real", "I'm for real"
+        rf"\bi am (?:(?:very|really|totally|definitely|absolutely|100|percent) ){{0,2}}(?:real|for real){_END}",
+        # "I am not an AI", "I'm not a bot", "I'm not a robot or a program", "I'm no bot"
+        rf"\bi am (?:not|no|definitely not|certainly not|not at all) {_AI_CLAIM}\b",
+        # "as a human, I …", "as a fellow human", "as a real person myself"
+        r"\bas (?:a )?(?:real |living )?(?:human(?: being)?|person)(?: myself| too)?(?: \|)? i\b",
+        r"\bas a fellow (?:human|person)\b",
+        # "you're talking to a real person", "you are chatting with a human", "this is a real person"
+        rf"\byou are (?:\w+ )?{_TALK_AI} {_ADV}(?:a |an )?(?:real |actual |live )?(?:human|person)\b",
+        r"\b(?:this is|it is|that is) (?:a |an )?(?:real|actual|live) (?:human|person)\b",
+        # "a real person is typing this", "a human is writing to you"
+        r"\b(?:a )?(?:real|actual|live) (?:human|person) (?:is )?(?:typing|writing|answering|replying)\b",
+    )
+)
+
+
+def claims_human(text: str) -> bool:
+    """Whether a reply (the model's) claims that a person, not an AI, is writing: "I'm a real person", "I am
+    human", "I'm real", "I am not an AI / a bot", "as a human, I…", "you're talking to a real person", "a real
+    person is typing this". Same clauses and normalisation as :func:`asks_if_ai`.
+
+    Does not fire on honest or unrelated wording: "I'm not a real person, I'm an AI", "I'm an AI assistant",
+    "as an AI I can't…", "as a human, you deserve rest" (about the client), "I am a person who…", "human
+    beings need sleep", "your coach is a real person". Clauses are joined by `` | `` so "as a human, I…"
+    (clause break before "I") still reads as one claim. Limits: English only; a claim made only by
+    implication ("I had a long day at the office too") is not caught."""
+    joined = " | ".join(_honesty_words(text))
+    return any(pattern.search(joined) for pattern in _CLAIM_PATTERNS)

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from app.accounts.models import HandoffMode
+from app.chat.turn.honesty import correction
 from app.conversations.handoffs import HandoffReason
 from app.handoff.confidence import Confidence
-from app.handoff.signals import TurnSignals
+from app.handoff.signals import TurnSignals, claims_human
 
 
 class Before(StrEnum):
@@ -24,6 +25,9 @@ class Before(StrEnum):
     """A handoff is active: the coach has the conversation, the AI stays silent."""
     HAND_OFF = "hand_off"
     """A rule hands the conversation to the coach; the client gets a notice."""
+    DISCLOSE = "disclose"
+    """The client asks whether they talk to a person: the AI says it is the coach's AI assistant, without
+    the model (:mod:`app.chat.turn.honesty`)."""
     ANSWER = "answer"
     """Retrieve, then decide again (:func:`after_retrieval`)."""
 
@@ -39,10 +43,17 @@ class BeforeModel:
     active: bool = False
 
 
-def before_model(*, crisis: bool, handoff_active: bool, signals: TurnSignals, mode: str) -> BeforeModel:
+def before_model(
+    *, crisis: bool, handoff_active: bool, signals: TurnSignals, mode: str, asks_if_ai: bool = False
+) -> BeforeModel:
     """Decide before retrieval. Order: crisis (always first, even while the coach has the conversation) →
     an active handoff pauses the AI → an explicit ask for a human → an always-escalate topic → ``human_only``
-    mode → answer. ``mode`` is the coach's :class:`app.accounts.models.HandoffMode`."""
+    mode → the client asks whether they talk to a person (``asks_if_ai``,
+    :func:`app.handoff.signals.asks_if_ai`: disclose, in every mode, also ``draft`` — it is the product's
+    text, not the model's) → answer. ``mode`` is the coach's :class:`app.accounts.models.HandoffMode`.
+
+    A request for a person beats the question ("are you a bot? I want a human" hands off: the notice says
+    the coach was asked to join); while the coach holds the conversation the question goes to the coach."""
     if crisis:
         return BeforeModel(Before.CRISIS, HandoffReason.CRISIS, active=handoff_active)
     if handoff_active:
@@ -53,6 +64,8 @@ def before_model(*, crisis: bool, handoff_active: bool, signals: TurnSignals, mo
         return BeforeModel(Before.HAND_OFF, HandoffReason.ESCALATE_TOPIC, ", ".join(signals.escalate_topics))
     if mode == HandoffMode.HUMAN_ONLY:
         return BeforeModel(Before.HAND_OFF, HandoffReason.HUMAN_ONLY)
+    if asks_if_ai:
+        return BeforeModel(Before.DISCLOSE)
     return BeforeModel(Before.ANSWER)
 
 
@@ -114,10 +127,18 @@ def on_provider_error(*, streamed: bool, attempt: int, attempts: int) -> OnError
     return OnError.FALLBACK if not streamed and attempt < attempts - 1 else OnError.APOLOGY
 
 
-def cache_after(*, cache: str | None, failed: bool) -> bool:
+def cache_after(*, cache: str | None, failed: bool, replaced: bool = False) -> bool:
     """Whether a generated reply is put in the response cache: only a model's reply after a miss (never an
-    apology, a hit, or a turn with the cache off, ``cache`` ``None``)."""
-    return cache == "miss" and not failed
+    apology, a reply ``replaced`` by :func:`honest_reply`, a hit, or a turn with the cache off, ``cache``
+    ``None``)."""
+    return cache == "miss" and not failed and not replaced
+
+
+def honest_reply(text: str, *, coach_name: str) -> str | None:
+    """The text that replaces a generated reply claiming to be human
+    (:func:`app.handoff.signals.claims_human`: "I'm a real person", "I am not an AI", "as a human, I…"):
+    :func:`app.chat.turn.honesty.correction`; ``None`` when the reply stands."""
+    return correction(coach_name) if claims_human(text) else None
 
 
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s|$)")

@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from app.chat.prompt import AssembledPrompt, assemble_prompt
-from app.chat.turn.decide import OnError, final_reply, model_order, on_provider_error, use_cache
+from app.chat.turn.decide import OnError, final_reply, honest_reply, model_order, on_provider_error, use_cache
 from app.chat.turn.gather import ms_since
+from app.chat.turn.honesty import Honesty
 from app.chat.turn.state import Gathered, Reply, Turn
 from app.core.config import Settings
 from app.handoff.signals import token_confidence
@@ -141,6 +142,21 @@ class Generator:
         if not final.text:
             raise ProviderError("the model returned an empty reply")
         reply.text = final.text
+
+    def honest(self, turn: Turn, reply: Reply) -> str | None:
+        """The output check (:mod:`app.chat.turn.honesty`): a finished reply that claims to be human is
+        replaced by the correction, recording ``honesty`` and the model's ``honesty_model_reply``. Returns the
+        delta to stream after what was streamed (a blank line, then the correction), ``None`` when the reply
+        stands or nothing was streamed (drafting)."""
+        text = honest_reply(reply.text, coach_name=turn.coach.name)
+        if text is None:
+            return None
+        log.warning("chat turn for coach %s: the model claimed to be human; reply replaced", turn.coach.id)
+        reply.metadata["honesty"] = Honesty.REPLACED
+        reply.metadata["honesty_model_reply"] = reply.text
+        reply.metadata.pop("truncated", None)
+        reply.text, reply.passages = text, []
+        return None if reply.drafting else "\n\n" + text
 
     def apology(self, turn: Turn, reply: Reply, exc: ProviderError | TimeoutError) -> str:
         """Turn a failed generation into the apology (never a draft: it is not the AI's content); records

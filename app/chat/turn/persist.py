@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import Coach
 from app.chat.turn.decide import Before, BeforeModel
 from app.chat.turn.gather import ms_since
+from app.chat.turn.honesty import Honesty, disclosure
 from app.chat.turn.state import Reply, Turn, TurnResult
 from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason
 from app.conversations.models import Conversation, Message, SenderType
@@ -53,8 +54,14 @@ class Persister:
 
     async def before_model(self, session: AsyncSession, turn: Turn, decision: BeforeModel) -> Outcome:
         """Carry out a decision made before the model, in the turn's first transaction (the client's message
-        and the active handoff are locked in it): the crisis protocol, the paused AI, or a rule's handoff."""
+        and the active handoff are locked in it): the crisis protocol, the paused AI, a rule's handoff, or the
+        disclosure that the client talks to the coach's AI assistant."""
         coach, conversation, signals = turn.coach, turn.conversation, turn.signals
+        if decision.action is Before.DISCLOSE:  # "am I talking to a real person?": the product answers
+            said: dict[str, Any] = {"honesty": Honesty.ASKED, "mode": coach.handoff_mode, "signals": signals.as_dict()}
+            reply = await self._store_ai(session, coach, conversation.id, disclosure(coach.name), meta=said)
+            turn.message.answered_at = reply.created_at
+            return Outcome(reply)
         if decision.action is Before.PAUSED or decision.reason is None:  # the message waits for the coach
             return Outcome(handoff=turn.active)
         if decision.action is Before.CRISIS:

@@ -4,12 +4,14 @@ job and the Telegram adapter all call :meth:`ChatService.receive` then :meth:`Ch
 1. intake — :meth:`~ChatService.receive` stores the client's message and returns once it is committed
    (idempotent on the client's message id); :meth:`~ChatService.answer` loads the history and signals.
 2. decide before the model (pure, :func:`~app.chat.turn.decide.before_model`): crisis reply, paused AI,
-   or a rule's handoff — stored in the same transaction, answered without the model.
+   a rule's handoff, or "am I talking to a real person?" (the AI says it is the coach's AI assistant,
+   :mod:`~app.chat.turn.honesty`) — stored in the same transaction, answered without the model.
 3. gather the context: query embedding, passages, memory, few-shot interventions, experiment and version.
 4. decide after retrieval (pure, :func:`~app.chat.turn.decide.after_retrieval`): low-confidence handoff,
    draft, or send.
-5. generate: response cache, streamed model, fallback model, trim; a provider error or the deadline
-   (``LLM_TIMEOUT_SECONDS`` for 3–5) gives the apology.
+5. generate: response cache, streamed model, fallback model, trim, the honesty check (a reply claiming to
+   be human is replaced); a provider error or the deadline (``LLM_TIMEOUT_SECONDS`` for 3–5) gives the
+   apology.
 6. persist the reply or the draft, the handback bookkeeping and the follow-up jobs (outbox) in one
    transaction that marks the client's message answered.
 7. after commit: the response cache and the live events.
@@ -41,6 +43,7 @@ from app.db.engine import tenant_session
 from app.handoff.confidence import Confidence
 from app.handoff.crisis import needs_crisis_protocol
 from app.handoff.service import HandoffService
+from app.handoff.signals import asks_if_ai
 from app.learning.cache import ResponseCache
 from app.learning.experiments import ExperimentService
 from app.learning.interventions import InterventionService
@@ -138,6 +141,7 @@ class ChatService:
                     handoff_active=turn.active is not None,
                     signals=turn.signals,
                     mode=turn.coach.handoff_mode,
+                    asks_if_ai=asks_if_ai(turn.message.text, coach_name=turn.coach.name),
                 )
                 if decision.action is not Before.ANSWER:
                     outcome = await self._persister.before_model(session, turn, decision)
@@ -171,6 +175,9 @@ class ChatService:
                     async for delta in self._generator.generate(turn, gathered, reply):  # 5. generate
                         yield delta
                     self._generator.finish(reply)
+                    correction = self._generator.honest(turn, reply)  # the output check
+                    if correction is not None:
+                        yield correction
         except (ProviderError, TimeoutError) as exc:
             yield self._generator.apology(turn, reply, exc)
         if low is not None:
@@ -179,7 +186,9 @@ class ChatService:
                 yield item
             return
         outcome = await self._persister.reply(turn, reply)  # 6. persist
-        if reply.cache_key is not None and cache_after(cache=reply.metadata.get("cache"), failed=reply.failed):
+        if reply.cache_key is not None and cache_after(
+            cache=reply.metadata.get("cache"), failed=reply.failed, replaced="honesty" in reply.metadata
+        ):
             await self._cache.put(
                 coach.id, reply.cache_key, reply.text, reply.citations, coach.response_cache_ttl_seconds
             )

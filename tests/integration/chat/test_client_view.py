@@ -73,6 +73,9 @@ INTERNAL_KEYS = frozenset(
         "ai_draft",
         "handoff_id",
         "draft_id",
+        # honesty: the model's replaced claim to be human
+        "honesty",
+        "honesty_model_reply",
     }
 )
 """Keys that must appear nowhere (at any depth) in anything a client receives."""
