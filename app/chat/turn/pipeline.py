@@ -81,7 +81,7 @@ class ChatService:
         self._registry = registry
         self._handoffs = handoffs
         self._cache = cache
-        self._intake = Intake(accounts, handoffs)
+        self._intake = Intake(accounts, handoffs, registry)
         self._gatherer = Gatherer(
             sessionmaker,
             settings,
