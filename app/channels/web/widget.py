@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get
+from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
 from app.accounts.service import ClientIdentity
@@ -62,7 +63,7 @@ class WidgetController(Controller):
     include_in_schema = False
 
     @get("/")
-    async def open_link(self, container: ContainerDep, token: str | None = None) -> Redirect | Template:
+    async def open_link(self, container: ContainerDep, token: FromQuery[str | None] = None) -> Redirect | Template:
         """``/w?token=<widget token>``: set the widget session cookie, then 303 to the chat page (404 page for
         an unknown or revoked token)."""
         return await _exchange(container, token, CHAT_PAGE)
