@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from app.memory.models import ChatSession, ClientProfile, Insight, SessionStatus
 from tests.conftest import Coach, make_client
 from tests.integration.handoff.test_handoff_flow import Setup, chat, llm_api, new_setup, transcript
 from tests.integration.learning.test_training_data import examples, refresh, seed_conversation
+from tests.integration.web.test_dashboard import csrf, sign_up
 from tests.openai_wire import MOCK_BASE_URL
 
 __all__ = ["llm_api", "new_setup"]  # fixtures used by name below
@@ -445,3 +447,50 @@ async def test_deleting_the_coach_account_needs_the_password_and_erases_everythi
     assert await canary_keys(services, canary) == []
     left = [key for key in await canary_keys(services, setup.coach.coach_id) if not key.startswith("arq:")]
     assert left == [], "no cache entry or counter of the coach is left (arq's own job records name it)"
+
+
+# ------------------------------------------------------------------------------------------------ dashboard
+
+
+async def test_dashboard_rotates_revokes_exports_and_deletes_a_client_then_the_account(base_url: str) -> None:
+    """The client page's buttons (each form carries the CSRF token and asks for confirmation) and the settings
+    page's account deletion, which needs the password."""
+    async with browser(base_url) as tab:
+        await sign_up(tab, "Dash Rights Coach")
+        token = await csrf(tab, "/dashboard/clients")
+        await tab.post("/dashboard/clients", data={"name": "Ada", "_csrf_token": token})
+        listing = (await tab.get("/dashboard/clients")).text
+        client_id = re.search(r'href="/dashboard/clients/([0-9a-f-]{36})"', listing).group(1)  # type: ignore[union-attr]
+        old = re.search(r"/w/(ocw_[A-Za-z0-9_-]+)", listing).group(1)  # type: ignore[union-attr]
+        page = (await tab.get(f"/dashboard/clients/{client_id}")).text
+        for action in ("widget-token", "widget-token/revoke", "delete"):
+            assert f'action="/dashboard/clients/{client_id}/{action}"' in page, action
+        assert page.count("data-confirm=") >= 3 and f"/dashboard/clients/{client_id}/export" in page
+
+        rotated = await tab.post(f"/dashboard/clients/{client_id}/widget-token", data={"_csrf_token": token})
+        assert rotated.status_code in (302, 303)
+        page = (await tab.get(f"/dashboard/clients/{client_id}")).text
+        new = re.search(r"/w/(ocw_[A-Za-z0-9_-]+)", page).group(1)  # type: ignore[union-attr]
+        assert new != old and (await tab.get(f"/w/{old}")).status_code == 404
+        no_csrf = await tab.post(f"/dashboard/clients/{client_id}/widget-token/revoke")
+        assert no_csrf.status_code == 403 and new in (await tab.get(f"/dashboard/clients/{client_id}")).text
+        revoked = await tab.post(f"/dashboard/clients/{client_id}/widget-token/revoke", data={"_csrf_token": token})
+        assert revoked.status_code in (302, 303)
+        page = (await tab.get(f"/dashboard/clients/{client_id}")).text
+        assert "/w/ocw_" not in page and "revoked" in page and (await tab.get(f"/w/{new}")).status_code == 404
+
+        export = await tab.get(f"/dashboard/clients/{client_id}/export")
+        assert export.status_code == 200 and export.json()["client"]["name"] == "Ada"
+        deleted = await tab.post(f"/dashboard/clients/{client_id}/delete", data={"_csrf_token": token})
+        assert deleted.status_code in (302, 303) and deleted.headers["location"] == "/dashboard/clients"
+        assert "Ada" not in (await tab.get("/dashboard/clients")).text
+        assert (await tab.get(f"/dashboard/clients/{client_id}")).status_code == 404
+
+        settings = (await tab.get("/dashboard/settings")).text
+        assert 'action="/dashboard/account/delete"' in settings
+        wrong = await tab.post("/dashboard/account/delete", data={"password": "nope", "_csrf_token": token})
+        assert wrong.status_code == 403 and "password is not correct" in wrong.text
+        assert (await tab.get("/dashboard/clients")).status_code == 200, "still there"
+        gone = await tab.post("/dashboard/account/delete", data={"password": PASSWORD, "_csrf_token": token})
+        assert gone.status_code in (302, 303) and gone.headers["location"] == "/signup"
+        assert (await tab.get("/dashboard/clients")).status_code in (302, 303), "logged out"
