@@ -27,7 +27,7 @@ from app.core.security import SecretBox
 from app.deps import provide_container
 from app.handoff.live import ReconnectingPubSubBackend
 from app.llm.registry import ProviderRegistry
-from app.web.api.accounts import AuthController, ClientController, SettingsController
+from app.web.api.accounts import AccountController, AuthController, ClientController, SettingsController
 from app.web.api.conversations import ConversationController
 from app.web.api.documents import DocumentController
 from app.web.api.experiments import ExperimentController
@@ -78,6 +78,7 @@ def create_app(
         route_handlers=[
             AuthController,
             ClientController,
+            AccountController,
             SettingsController,
             DocumentController,
             ChatController,

@@ -151,7 +151,10 @@ async def seed_demo(settings: Settings, services: Services) -> tuple[str, str]:
             coach_id, key_note = found[0], "(created on first run; shown in that run's output)"
         async with container.tenant(coach_id) as session:
             clients = await container.accounts.list_clients(session, coach_id)
-        token = container.accounts.widget_token(clients[-1])
+            # a revoked demo link gets a new one
+            token = container.accounts.widget_token(clients[-1]) or await container.accounts.rotate_widget_token(
+                session, coach_id, clients[-1].id
+            )
         return key_note, f"/w/{token}"
     finally:
         await container.close()

@@ -31,6 +31,7 @@ from app.learning.dashboard import LearningDashboard
 from app.learning.experiments import ExperimentService
 from app.learning.finetune import FineTuneService
 from app.learning.interventions import InterventionService
+from app.learning.rights import DataRightsService
 from app.learning.training import TrainingDataService
 from app.learning.versions import ModelVersionService
 from app.llm.registry import ProviderRegistry
@@ -76,6 +77,7 @@ class Container:
     learning_dashboard: LearningDashboard
     chat: ChatService
     conversations: ConversationService
+    rights: DataRightsService
 
     @classmethod
     async def create(
@@ -141,6 +143,7 @@ class Container:
                 experiments=experiments,
             ),
             conversations=ConversationService(sessionmaker),
+            rights=DataRightsService(sessionmaker, accounts, interventions, fine_tunes, cache, redis),
         )
 
     @asynccontextmanager

@@ -33,6 +33,7 @@ from app.db.jobs import (
     EXTRACT_INSIGHTS,
     INGEST_DOCUMENT,
     POLL_FINE_TUNE,
+    PURGE_ERASED_DATA,
     REFRESH_TRAINING_DATA,
     SCORE_INTERVENTIONS,
     START_FINE_TUNE,
@@ -170,6 +171,13 @@ async def answer_pending(ctx: dict[str, Any], coach_id: str, message_id: str) ->
     return await container.chat.answer_pending(uuid.UUID(coach_id), uuid.UUID(message_id))
 
 
+async def purge_erased_data(ctx: dict[str, Any], coach_id: str, file_ids: list[str]) -> str:
+    """arq job: after an erasure, the coach's Redis caches and the erased training files at the provider
+    (idempotent; a file the provider fails to delete is logged and named in the result, not retried)."""
+    container: Container = ctx["container"]
+    return str((await container.rights.purge(uuid.UUID(coach_id), file_ids)).as_dict())
+
+
 async def relay_outbox(ctx: dict[str, Any]) -> str:
     """arq cron (every 10 s): send outbox jobs that their commit could not (Redis was down), oldest first;
     while jobs still wait afterwards, log the outbox's health line (count, oldest age, failing sends)."""
@@ -262,6 +270,7 @@ def build_worker(
             func(poll_fine_tune, name=POLL_FINE_TUNE, timeout=300, max_tries=3),
             func(evaluate_model, name=EVALUATE_MODEL, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(answer_pending, name=ANSWER_PENDING, timeout=600, max_tries=3),
+            func(purge_erased_data, name=PURGE_ERASED_DATA, timeout=600, max_tries=3),
         ],
         # a burst run (tests, one-off processing) must not sweep every tenant's sessions on a minute boundary
         cron_jobs=[]

@@ -175,4 +175,10 @@
 
   refreshSummary();
   connect();
+
+  // forms with data-confirm="question" (delete a client, revoke a chat link…) ask before they are sent
+  document.addEventListener("submit", function (event) {
+    var question = event.target.getAttribute && event.target.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) event.preventDefault();
+  }, true);
 })();

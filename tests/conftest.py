@@ -239,6 +239,14 @@ async def container(settings: Settings, services: Services, registry: ProviderRe
     await built.close()
 
 
+async def widget_page(base_url: str | httpx.URL, token: str, page: str = "") -> httpx.Response:
+    """Open a client's chat link ``/w/<token>`` (``page="/memory"``: ``/w/<token>/memory``) as a new browser
+    would: the token is exchanged for the widget session cookie and the redirect followed (a fresh cookie jar,
+    so no other test's requests carry that cookie). Returns the final response."""
+    async with httpx.AsyncClient(base_url=base_url, follow_redirects=True, timeout=60) as browser:
+        return await browser.get(f"/w/{token}{page}")
+
+
 async def ws_turn(base_url: str, widget_token: str, text: str) -> list[dict]:
     """Send ``text`` over the ``/ws/chat`` WebSocket; returns the events received after its ``ack``, up to and
     including the first that is not a ``token`` event (``done`` or ``error``)."""

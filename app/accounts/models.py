@@ -98,13 +98,14 @@ class ApiKey(TenantMixin, Base):
 
 class Client(TenantMixin, Base):
     """A coachee. The widget token authenticates the client's chat; stored hashed for look-up and
-    Fernet-encrypted so the coach's dashboard can show the widget link again."""
+    Fernet-encrypted so the coach's dashboard can show the widget link again. Both are ``None`` while the
+    token is revoked (no token works until the coach rotates it)."""
 
     __tablename__ = "clients"
 
     name: Mapped[str] = mapped_column(String(200))
-    widget_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    widget_token_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    widget_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    widget_token_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class HandoffMode:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +106,11 @@ class AccountService:
             return None
         return row.coach_id, row.user_id
 
+    async def check_password(self, session: AsyncSession, coach_id: uuid.UUID, password: str) -> bool:
+        """Whether ``password`` is the password of one of the coach's dashboard users (argon2id check)."""
+        hashes = (await session.scalars(select(CoachUser.password_hash).where(CoachUser.coach_id == coach_id))).all()
+        return any(verify_password(stored, password) for stored in hashes)
+
     async def coach_for_api_key(self, api_key: str) -> uuid.UUID | None:
         """The tenant an API key belongs to, or ``None`` (unknown or revoked)."""
         async with self._sessionmaker() as session:
@@ -113,13 +119,39 @@ class AccountService:
 
     async def client_for_widget_token(self, token: str) -> ClientIdentity | None:
         """The client (and tenant) a widget token belongs to, or ``None``."""
+        return await self._client_for_token_hash(token_hash(token))
+
+    async def _client_for_token_hash(self, hashed: str) -> ClientIdentity | None:
         async with self._sessionmaker() as session:
             row = (
-                await session.execute(
-                    text("SELECT coach_id, client_id FROM auth_widget_token(:h)"), {"h": token_hash(token)}
-                )
+                await session.execute(text("SELECT coach_id, client_id FROM auth_widget_token(:h)"), {"h": hashed})
             ).first()
         return ClientIdentity(row.coach_id, row.client_id) if row else None
+
+    async def widget_session(self, token: str) -> tuple[ClientIdentity, str] | None:
+        """Exchange a valid widget token for a widget session: returns the client and the session value (a
+        Fernet token over ``{"h": sha256 of the widget token}``, for an HttpOnly cookie), or ``None`` for an
+        unknown or revoked token."""
+        identity = await self.client_for_widget_token(token)
+        if identity is None:
+            return None
+        return identity, self.renew_widget_session(token_hash(token))
+
+    def renew_widget_session(self, hashed: str) -> str:
+        """A fresh session value for the widget token whose hash is ``hashed`` (its age starts again)."""
+        return self._secrets.encrypt(json.dumps({"h": hashed})).decode()
+
+    async def client_for_widget_session(self, value: str, max_age_s: int) -> tuple[ClientIdentity, str] | None:
+        """The client of a widget session value made at most ``max_age_s`` seconds ago, and its widget token's
+        hash; ``None`` when it is forged, expired, or its token was rotated or revoked since."""
+        try:
+            hashed = json.loads(self._secrets.decrypt(value.encode(), ttl_s=max_age_s))["h"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(hashed, str):
+            return None
+        identity = await self._client_for_token_hash(hashed)
+        return (identity, hashed) if identity is not None else None
 
     async def get_coach(self, session: AsyncSession, coach_id: uuid.UUID) -> Coach:
         """The tenant row (RLS already limits ``session`` to it). Raises ``NotFound``."""
@@ -138,16 +170,33 @@ class AccountService:
         name = name.strip()
         if not name:
             raise InvalidInput("name must not be empty")
-        token = new_token("ocw")
-        client = Client(
-            coach_id=coach_id,
-            name=name,
-            widget_token_hash=token_hash(token),
-            widget_token_encrypted=self._secrets.encrypt(token),
-        )
+        client = Client(coach_id=coach_id, name=name)
+        token = self._issue_widget_token(client)
         session.add(client)
         await session.flush()
         return client, token
+
+    def _issue_widget_token(self, client: Client) -> str:
+        """Give ``client`` a new widget token (stored hashed and encrypted); returns it in plaintext."""
+        token = new_token("ocw")
+        client.widget_token_hash = token_hash(token)
+        client.widget_token_encrypted = self._secrets.encrypt(token)
+        return token
+
+    async def rotate_widget_token(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> str:
+        """Replace the client's widget token (also a revoked one) with a new one; returns it in plaintext. The
+        old token and every widget session made from it stop working at once. Raises ``NotFound``."""
+        client = await self.get_client(session, coach_id, client_id)
+        token = self._issue_widget_token(client)
+        await session.flush()
+        return token
+
+    async def revoke_widget_token(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> None:
+        """Revoke the client's widget token: no token or widget session works until
+        :meth:`rotate_widget_token`. Raises ``NotFound``."""
+        client = await self.get_client(session, coach_id, client_id)
+        client.widget_token_hash = client.widget_token_encrypted = None
+        await session.flush()
 
     async def list_clients(self, session: AsyncSession, coach_id: uuid.UUID) -> list[Client]:
         """The coach's clients, newest first."""
@@ -165,8 +214,10 @@ class AccountService:
         """Delete a client and (by cascade) its conversations. Raises ``NotFound``."""
         await session.delete(await self.get_client(session, coach_id, client_id))
 
-    def widget_token(self, client: Client) -> str:
-        """Decrypt the client's widget token for display in the coach's dashboard."""
+    def widget_token(self, client: Client) -> str | None:
+        """Decrypt the client's widget token for display in the coach's dashboard (``None``: revoked)."""
+        if client.widget_token_encrypted is None:
+            return None
         return self._secrets.decrypt(client.widget_token_encrypted)
 
     async def update_settings(

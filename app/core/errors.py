@@ -36,3 +36,9 @@ class TooLarge(DomainError):
 class EvalDataError(ValueError):
     """An evaluation data file (LoCoMo, C-SSRS, …) is missing, unreadable or not in its format; the message
     says what and where. The CLI prints it as one ``error:`` line and exits with code 2."""
+
+
+class Forbidden(DomainError):
+    """The caller is known but may not do this (e.g. a wrong password confirming an account deletion)."""
+
+    status_code = 403

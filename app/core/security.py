@@ -71,9 +71,10 @@ class SecretBox:
         """Encrypt ``plaintext`` to a Fernet token."""
         return self._fernet.encrypt(plaintext.encode())
 
-    def decrypt(self, token: bytes) -> str:
-        """Decrypt a Fernet token. Raises ``ValueError`` if it was made with another key or tampered with."""
+    def decrypt(self, token: bytes, *, ttl_s: int | None = None) -> str:
+        """Decrypt a Fernet token. Raises ``ValueError`` if it was made with another key, tampered with, or
+        (with ``ttl_s``) encrypted more than ``ttl_s`` seconds ago (Fernet tokens carry their creation time)."""
         try:
-            return self._fernet.decrypt(token).decode()
+            return self._fernet.decrypt(token, ttl=ttl_s).decode()
         except InvalidToken as exc:
             raise ValueError("stored secret cannot be decrypted with the configured SECRET_KEY") from exc

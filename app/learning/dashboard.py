@@ -59,6 +59,8 @@ CLUSTER_DISTANCE = 0.7
 the test's complaints: the same worry in other words 0.3–0.7, different worries (sleep vs. money) ≥ 0.8."""
 PATTERNS_SHOWN = 5
 PATTERNS_CACHE_TTL_S = 3600
+FAILURE_PATTERNS_PREFIX = "opencoach:learning:failure-patterns"
+"""Redis keys ``<prefix>:<coach id>:<digest>`` of cached failure patterns (they quote clients' messages)."""
 NO_MATERIAL = "no material"
 
 
@@ -228,7 +230,7 @@ class LearningDashboard:
         texts = [" ".join(filter(None, (asked, comment))) or reply for asked, reply, comment in rows]
         embedder = self._registry.embedder_for(coach)
         digest = hashlib.sha256(json.dumps([embedder.model, rows], ensure_ascii=False).encode()).hexdigest()
-        key = f"opencoach:learning:failure-patterns:{coach.id}:{digest}"
+        key = f"{FAILURE_PATTERNS_PREFIX}:{coach.id}:{digest}"
         cached = await self._redis.get(key)
         if cached is not None:
             stored: list[dict[str, Any]] = json.loads(cached)

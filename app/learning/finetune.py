@@ -419,6 +419,24 @@ class FineTuneService:
             status = job.status
         return f"{provider_job_id}: {status}"
 
+    async def delete_files(self, coach: Coach, file_ids: list[str]) -> tuple[list[str], list[str]]:
+        """Delete uploaded training files at the coach's provider (``DELETE /v1/files/{id}``), e.g. after a
+        client's erasure. A file the provider no longer has (404) counts as deleted. Returns the deleted ids and
+        one ``"<id>: <status and short reason>"`` per failure (never a response body); never raises for the
+        provider's answer, only ``Conflict`` when the coach has no OpenAI endpoint with a key."""
+        deleted: list[str] = []
+        failed: list[str] = []
+        async with self._client(coach) as client:
+            for file_id in file_ids:
+                try:
+                    await client.files.delete(file_id)
+                    deleted.append(file_id)
+                except openai.NotFoundError:
+                    deleted.append(file_id)
+                except (openai.APIError, EgressRefused) as exc:
+                    failed.append(f"{file_id}: {one_line(describe_error(exc), MAX_ERROR_CHARS)}")
+        return deleted, failed
+
     async def list_jobs(self, coach_id: uuid.UUID) -> list[FineTuneJob]:
         """The coach's fine-tune jobs, newest first."""
         async with tenant_session(self._sessionmaker, coach_id) as session:

@@ -258,7 +258,7 @@ class InterventionService:
                 await session.flush()
                 await self._learn(session, coach_id, intervention, refresh_style=False)
             if scored:
-                await self._refresh_style(session, coach_id)
+                await self.refresh_style(session, coach_id)
         return f"scored {scored}"
 
     # ------------------------------------------------------------------ what an intervention teaches
@@ -275,7 +275,7 @@ class InterventionService:
         if known and intervention.success and intervention.strategy:
             await self._add_what_works(session, coach_id, intervention.client_id, intervention.strategy)
         if refresh_style:
-            await self._refresh_style(session, coach_id)
+            await self.refresh_style(session, coach_id)
 
     async def _count_pattern(
         self, session: AsyncSession, intervention: Intervention, *, uses: int, successes: int
@@ -310,7 +310,7 @@ class InterventionService:
             profile.what_works = [*profile.what_works, line]
             profile.updated_at = _now()
 
-    async def _refresh_style(self, session: AsyncSession, coach_id: uuid.UUID) -> None:
+    async def refresh_style(self, session: AsyncSession, coach_id: uuid.UUID) -> None:
         """Recompute ``Coach.style_profile`` from all of the coach's analysed interventions. The coach row is
         locked first, so two jobs finishing together each see the other's committed analysis."""
         await session.execute(select(Coach.id).where(Coach.id == coach_id).with_for_update())

@@ -205,7 +205,8 @@ _decoder = msgspec.json.Decoder(ChatRequest)
 async def chat_socket(
     socket: WebSocket[Any, Any, Any], container: ContainerDep, channels: NamedDependency[ChannelsPlugin]
 ) -> None:
-    """Streamed chat for the widget. Auth: ``?token=<widget_token>``.
+    """Streamed chat for the widget. Auth: ``?token=<widget_token>``, or the widget session cookie from the widget
+    page (``app.auth.identify_client``: the handshake's ``Origin`` must be this server).
 
     Client → server: ``{"text": "...", "conversation_id"?: "...", "client_message_id"?: "..."}``.
     Server → client: ``{"type": "ack", "client_message_id", "message_id", "conversation_id", "answering"}`` as

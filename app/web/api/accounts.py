@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, get, patch, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import JSONBody
 
@@ -15,7 +15,10 @@ from app.accounts.learning_settings import LEARNING_FIELDS, apply_learning_setti
 from app.accounts.models import Coach
 from app.auth import provide_coach_id
 from app.core.security import mask_secret
-from app.deps import CoachId, ContainerDep
+from app.deps import CoachId, ContainerDep, PathId
+
+EXPORT_HEADERS = {"Content-Disposition": 'attachment; filename="opencoach-data.json"', "Cache-Control": "no-store"}
+"""Headers of a data export: a JSON file to save, never cached."""
 
 
 class SignupRequest(msgspec.Struct):
@@ -36,6 +39,28 @@ class ClientCreate(msgspec.Struct):
 class ClientCreated(msgspec.Struct):
     id: uuid.UUID
     widget_token: str
+
+
+class WidgetTokenOut(msgspec.Struct):
+    """A client's new widget token and the chat link that carries it (``PUBLIC_URL/w/<token>``)."""
+
+    widget_token: str
+    link: str
+
+
+class AccountDelete(msgspec.Struct):
+    """The password of one of the coach's dashboard users, confirming the account's deletion."""
+
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class AccountDeleted(msgspec.Struct):
+    """The account is gone; ``files_deleted`` / ``files_failed``: the fine-tune training files at the provider
+    (a failure is ``"<file id>: <status and reason>"``; the account is deleted either way)."""
+
+    deleted: bool
+    files_deleted: list[str]
+    files_failed: list[str]
 
 
 class ClientOut(msgspec.Struct):
@@ -168,6 +193,54 @@ class ClientController(Controller):
         async with container.tenant(coach_id) as session:
             clients = await container.accounts.list_clients(session, coach_id)
         return [ClientOut(c.id, c.name, c.created_at) for c in clients]
+
+    @delete("/{client_id:str}", status_code=204)
+    async def delete_client(self, client_id: PathId, coach_id: CoachId, container: ContainerDep) -> None:
+        """Erase the client and everything derived from their data (messages, memory, feedback, handoffs,
+        interventions, training examples; Redis caches and provider training files right after). 404 for an
+        unknown or another coach's client."""
+        await container.rights.erase_client(coach_id, client_id)
+
+    @get("/{client_id:str}/export")
+    async def export_client(
+        self, client_id: PathId, coach_id: CoachId, container: ContainerDep
+    ) -> Response[dict[str, Any]]:
+        """Everything stored about the client as one JSON file (messages, feedback, memory: profile, insights,
+        session summaries; shape: :meth:`app.learning.rights.DataRightsService.export_client`). 404 for an
+        unknown or another coach's client."""
+        return Response(await container.rights.export_client(coach_id, client_id), headers=EXPORT_HEADERS)
+
+    @post("/{client_id:str}/widget-token", status_code=201)
+    async def rotate_widget_token(
+        self, client_id: PathId, coach_id: CoachId, container: ContainerDep
+    ) -> WidgetTokenOut:
+        """Give the client a new widget token (also after a revocation): the old token and every widget session
+        made from it get 401 at once. Returns the new token and chat link."""
+        async with container.tenant(coach_id) as session:
+            token = await container.accounts.rotate_widget_token(session, coach_id, client_id)
+        return WidgetTokenOut(token, f"{container.settings.public_url}/w/{token}")
+
+    @delete("/{client_id:str}/widget-token", status_code=204)
+    async def revoke_widget_token(self, client_id: PathId, coach_id: CoachId, container: ContainerDep) -> None:
+        """Revoke the client's widget token: 401 for the token and its widget sessions until it is rotated."""
+        async with container.tenant(coach_id) as session:
+            await container.accounts.revoke_widget_token(session, coach_id, client_id)
+
+
+class AccountController(Controller):
+    path = "/api/v1/account"
+    tags = ["auth"]
+    dependencies = {"coach_id": Provide(provide_coach_id)}
+
+    @post("/delete", status_code=200)
+    async def delete_account(
+        self, data: JSONBody[AccountDelete], coach_id: CoachId, container: ContainerDep
+    ) -> AccountDeleted:
+        """Delete the coach's whole account and all its data (every client, document, model version, Redis
+        cache, provider training file); the password of a dashboard user confirms it (403 when wrong,
+        nothing deleted)."""
+        files = await container.rights.delete_account(coach_id, data.password)
+        return AccountDeleted(True, files.files_deleted, files.files_failed)
 
 
 class SettingsController(Controller):

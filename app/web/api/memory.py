@@ -1,6 +1,7 @@
 """REST API: the memory controls. The coach reads and corrects what the clone remembers about a client
 (``/api/v1/clients/{client_id}/memory``); the client sees and deletes what is remembered about them
-(``/api/v1/widget/memory``, widget token). Either side can end the chat session in progress.
+(``/api/v1/widget/memory``, widget token or session cookie) and downloads their data (``/api/v1/widget/export``).
+Either side can end the chat session in progress.
 
 Ids in paths are parsed here rather than by the router, so a malformed id answers 400 ``Invalid UUID``
 instead of a bare 404; another coach's (or client's) ids answer 404 like missing ones.
@@ -13,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import JSONBody
 
@@ -24,6 +25,7 @@ from app.memory.client_view import RememberedOut, remembered_out
 from app.memory.controls import ClientMemory
 from app.memory.models import ChatSession, ClientProfile, Insight, SessionStatus
 from app.memory.schemas import SessionSummary
+from app.web.api.accounts import EXPORT_HEADERS
 
 SUMMARY_FIELDS = tuple(SessionSummary.model_fields)
 """Keys of a stored summary the API shows (bookkeeping keys that jobs add are left out)."""
@@ -236,7 +238,8 @@ class SessionController(Controller):
 
 
 class WidgetMemoryController(Controller):
-    """The client's side of memory. Auth: the client's widget token."""
+    """The client's side of memory, and the client's data export. Auth: the client's widget token or widget
+    session cookie."""
 
     path = "/api/v1/widget"
     tags = ["widget"]
@@ -248,6 +251,13 @@ class WidgetMemoryController(Controller):
         async with container.tenant(identity.coach_id) as session:
             memory = await container.memory.client_memory(session, identity.coach_id, identity.client_id)
             return remembered_out(memory)
+
+    @get("/export")
+    async def export(self, identity: ClientIdentityDep, container: ContainerDep) -> Response[dict[str, Any]]:
+        """ "Download my data": everything stored about the client as one JSON file (shape:
+        :meth:`app.learning.rights.DataRightsService.export_client`), as an attachment."""
+        data = await container.rights.export_client(identity.coach_id, identity.client_id)
+        return Response(data, headers=EXPORT_HEADERS)
 
     @delete("/memory/insights/{insight_id:str}", status_code=204)
     async def delete_insight(self, insight_id: PathId, identity: ClientIdentityDep, container: ContainerDep) -> None:

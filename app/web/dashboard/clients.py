@@ -1,6 +1,7 @@
-"""Clients: the list (with widget links), a new client, and one client's page with their memory. Memory edits
-are htmx posts answered with the changed fragment (a 400 fragment carries the error; ``base.html`` lets htmx
-swap 400s); without htmx the same forms redirect back to the page."""
+"""Clients: the list (with widget links), a new client, and one client's page with their memory, the widget
+token's rotation and revocation, the data export and the client's erasure. Memory edits are htmx posts
+answered with the changed fragment (a 400 fragment carries the error; ``base.html`` lets htmx swap 400s);
+without htmx the same forms redirect back to the page."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from app.container import Container
 from app.core.errors import InvalidInput
 from app.deps import CoachId, ContainerDep, PathId
 from app.memory.models import InsightKind, InsightStatus
+from app.web.api.accounts import EXPORT_HEADERS
 from app.web.dashboard.auth import CoachPage
 from app.web.dashboard.forms import form_int, form_lines, form_str, is_htmx
 
@@ -82,6 +84,33 @@ class ClientPages(CoachPage):
     async def client_page(self, client_id: PathId, coach_id: CoachId, container: ContainerDep) -> Template:
         """One client: widget link, conversations, and memory (profile, insights, session summaries)."""
         return await _client_page(container, coach_id, client_id)
+
+    @post("/clients/{client_id:uuid}/widget-token")
+    async def rotate_widget_token(self, client_id: PathId, coach_id: CoachId, container: ContainerDep) -> Redirect:
+        """New widget token (the old link and its widget sessions stop working); back to the client page."""
+        async with container.tenant(coach_id) as session:
+            await container.accounts.rotate_widget_token(session, coach_id, client_id)
+        return Redirect(f"/dashboard/clients/{client_id}")
+
+    @post("/clients/{client_id:uuid}/widget-token/revoke")
+    async def revoke_widget_token(self, client_id: PathId, coach_id: CoachId, container: ContainerDep) -> Redirect:
+        """Revoke the widget token (no chat link works until a new one is made); back to the client page."""
+        async with container.tenant(coach_id) as session:
+            await container.accounts.revoke_widget_token(session, coach_id, client_id)
+        return Redirect(f"/dashboard/clients/{client_id}")
+
+    @get("/clients/{client_id:uuid}/export")
+    async def export_client(
+        self, client_id: PathId, coach_id: CoachId, container: ContainerDep
+    ) -> Response[dict[str, Any]]:
+        """The client's data as a JSON download (as ``GET /api/v1/clients/{id}/export``)."""
+        return Response(await container.rights.export_client(coach_id, client_id), headers=EXPORT_HEADERS)
+
+    @post("/clients/{client_id:uuid}/delete")
+    async def delete_client(self, client_id: PathId, coach_id: CoachId, container: ContainerDep) -> Redirect:
+        """Erase the client and all their data (the form asks for confirmation first); back to the list."""
+        await container.rights.erase_client(coach_id, client_id)
+        return Redirect("/dashboard/clients")
 
     @post("/clients/{client_id:uuid}/profile", status_code=200)
     async def save_profile(

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, get, post
-from litestar.response import Template
+from litestar.response import Redirect, Template
 
 from app.accounts.availability import DAY_NAMES
 from app.accounts.learning_settings import apply_learning_settings
 from app.accounts.models import Coach, HandoffMode
 from app.accounts.service import RECENT_MESSAGES_RANGE, SESSION_IDLE_MINUTES_RANGE
-from app.core.errors import DomainError
+from app.core.errors import DomainError, Forbidden
 from app.core.security import mask_secret
 from app.deps import CoachId, ContainerDep
 from app.web.dashboard.auth import CoachPage, page_coach
@@ -93,3 +93,19 @@ class SettingsPages(CoachPage):
         context = _settings_context(container, coach, None, error)
         context["saved"] = error is None
         return Template("dashboard/settings.html", context=context, status_code=400 if error else 200)
+
+    @post("/account/delete")
+    async def delete_account(
+        self, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
+    ) -> Template | Redirect:
+        """Delete the whole account after the password check (wrong: the settings page, 403, nothing deleted);
+        then log out and go to the sign-up page."""
+        form = await request.form()
+        try:
+            await container.rights.delete_account(coach_id, form_str(form, "password"))
+        except Forbidden as exc:
+            coach = await page_coach(container, coach_id)
+            context = _settings_context(container, coach, None, None) | {"delete_error": exc.message}
+            return Template("dashboard/settings.html", context=context, status_code=exc.status_code)
+        request.clear_session()
+        return Redirect("/signup")
