@@ -1,6 +1,6 @@
 """clients.widget_token_hash / widget_token_encrypted nullable: a revoked widget token is NULL
 
-Revision ID: 0011_rights
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-01 09:00:00
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0011_rights"
+revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
