@@ -3,6 +3,10 @@
 ``/w/<widget_token>/memory`` shows what the coach's assistant remembers about the client; its delete
 buttons (``static/memory.js``) call the widget memory API with the same token.
 
+Both pages may be framed only by the coach's ``widget_allowed_origins`` (their own
+``Content-Security-Policy``, :func:`app.core.headers.content_security_policy`); every other page of the app
+refuses to be framed.
+
 The chat page also shows whether the coach is in the conversation (an active handoff: ``claimed``) or
 has been asked to join (``open``); ``static/chat.js`` keeps that up to date from the socket's live events."""
 
@@ -11,13 +15,20 @@ from __future__ import annotations
 from litestar import Controller, get
 from litestar.response import Template
 
+from app.accounts.models import Coach
 from app.chat.turn.intake import MAX_MESSAGE_CHARS
 from app.conversations.schemas import ClientMessage
+from app.core.headers import content_security_policy
 from app.deps import ContainerDep, PathStr
 from app.memory.client_view import remembered_out
 
 WIDGET_LABELS = {"client": "You", "ai": "AI assistant", "human_coach": "Coach"}
 """How the widget names each sender (``static/chat.js`` uses the same words)."""
+
+
+def _frame_policy(coach: Coach) -> dict[str, str]:
+    """The widget page's CSP: the app's policy with the coach's origins as ``frame-ancestors``."""
+    return {"Content-Security-Policy": content_security_policy(coach.widget_allowed_origins)}
 
 
 class WidgetController(Controller):
@@ -55,6 +66,7 @@ class WidgetController(Controller):
                 "handoff_status": handoff_status,
                 "max_chars": MAX_MESSAGE_CHARS,
             },
+            headers=_frame_policy(coach),
         )
 
     @get("/{token:str}/memory")
@@ -67,5 +79,7 @@ class WidgetController(Controller):
             coach = await container.accounts.get_coach(session, identity.coach_id)
             memory = await container.memory.client_memory(session, identity.coach_id, identity.client_id)
         return Template(
-            "widget/memory.html", context={"coach": coach, "token": token, "memory": remembered_out(memory)}
+            "widget/memory.html",
+            context={"coach": coach, "token": token, "memory": remembered_out(memory)},
+            headers=_frame_policy(coach),
         )
