@@ -28,8 +28,8 @@ from app.channels.web.chat import (
 )
 from app.channels.web.widget import WidgetController
 from app.container import Container
-from app.core.config import Settings
 from app.core.access_log import install_access_log_redaction
+from app.core.config import Settings
 from app.core.errors import DomainError
 from app.core.headers import SecurityHeaders
 from app.core.security import SecretBox

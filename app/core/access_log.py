@@ -1,11 +1,12 @@
 """Keep tokens and keys out of access logs.
 
 The server's access log (uvicorn's ``uvicorn.access`` logger: ``'%s - "%s %s HTTP/%s" %d'`` with the client
-address, method, full path with query string, HTTP version and status) never logs headers, so
+address, method, full path with query string, HTTP version and status; a WebSocket handshake is logged on
+``uvicorn.error`` as ``'%s - "WebSocket %s" [accepted]'``, the path with its query string) never logs headers, so
 ``Authorization`` and ``Cookie`` stay out of it; what could leak is a secret in the URL: a ``?token=`` (the
 widget's WebSocket handshake), any other query parameter named like a secret, and the widget token in the
 path of the widget pages (``/w/<token>``). :class:`RedactSecrets` rewrites those to ``[redacted]`` before any
-handler sees the record; :func:`install_access_log_redaction` puts it on the access logger (idempotent).
+handler sees the record; :func:`install_access_log_redaction` puts it on both loggers (idempotent).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import logging
 import re
 from urllib.parse import parse_qsl, quote, urlsplit
 
-ACCESS_LOGGER = "uvicorn.access"
+ACCESS_LOGGERS = ("uvicorn.access", "uvicorn.error")
+"""uvicorn's loggers that write request targets: HTTP requests, WebSocket handshakes."""
 REDACTED = "[redacted]"
 SECRET_PARAM_RE = re.compile(r"token|key|secret|password|session|auth|signature|code", re.IGNORECASE)
 """Query parameters whose values are never logged (``token``, ``api_key``, ``access_token``, …)."""
@@ -51,8 +53,9 @@ class RedactSecrets(logging.Filter):
 
 
 def install_access_log_redaction() -> None:
-    """Put :class:`RedactSecrets` on the ``uvicorn.access`` logger once (a logger filter runs before every
+    """Put :class:`RedactSecrets` once on each of :data:`ACCESS_LOGGERS` (a logger filter runs before every
     handler, whatever logging configuration the server was started with)."""
-    logger = logging.getLogger(ACCESS_LOGGER)
-    if not any(isinstance(f, RedactSecrets) for f in logger.filters):
-        logger.addFilter(RedactSecrets())
+    for name in ACCESS_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())

@@ -29,7 +29,6 @@ from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.types import Message, Scope
 
-
 CORS_ORIGIN_STATE = "widget_cors_origin"
 """Key in the ASGI scope's ``state`` under which an allowed cross-origin ``Origin`` of a widget call is kept."""
 HSTS_VALUE = "max-age=31536000"

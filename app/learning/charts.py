@@ -36,12 +36,15 @@ _REMOVED_TAGS = ("script", "style")
 
 
 def _static_svg(root: Any) -> Any:
-    """pygal xml filter (``add_xml_filter``): remove every ``<script>``, ``<style>`` and the script-driven tooltip
-    group from the chart's element tree (pygal's etree: ``xml.etree`` or lxml); returns ``root``."""
+    """pygal xml filter (``add_xml_filter``): remove every ``<script>``, ``<style>``, comment and the script-driven
+    tooltip group from the chart's element tree (pygal's etree: ``xml.etree`` or lxml); returns ``root``."""
     for parent in list(root.iter()):
         for child in list(parent):
-            tag = child.tag if isinstance(child.tag, str) else ""
-            if tag.rpartition("}")[2] in _REMOVED_TAGS or "tooltip" in (child.get("class") or "").split():
+            if (
+                not isinstance(child.tag, str)  # comments (pygal's credits with its URLs)
+                or child.tag.rpartition("}")[2] in _REMOVED_TAGS
+                or "tooltip" in (child.get("class") or "").split()
+            ):
                 parent.remove(child)
     return root
 
@@ -71,8 +74,10 @@ def chart_stylesheet() -> str:
     for series in range(STYLESHEET_SERIES):
         chart.add(str(series), [1])
     style = next(node for node in chart.render_tree().iter() if node.tag == "style")
-    return str(style.text).replace(f"#chart-{chart.uuid} ", ".pygal-chart ").replace(
-        f"#chart-{chart.uuid}", ".pygal-chart"
+    return (
+        str(style.text)
+        .replace(f"#chart-{chart.uuid} ", ".pygal-chart ")
+        .replace(f"#chart-{chart.uuid}", ".pygal-chart")
     )
 
 
