@@ -1,4 +1,5 @@
-"""The Litestar application: routes, dependencies, error mapping, templates, static files, sessions."""
+"""The Litestar application: routes, dependencies, error mapping, templates, static files, sessions, security
+headers (:mod:`app.core.headers`) and an access log without secrets (:mod:`app.core.access_log`)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,19 @@ from litestar.stores.redis import RedisStore
 from litestar.template.config import TemplateConfig
 from redis.asyncio import Redis
 
-from app.channels.web.chat import ChatController, FeedbackController, WidgetConversationController, chat_socket
+from app.channels.web.chat import (
+    WIDGET_API_PREFIXES,
+    ChatController,
+    FeedbackController,
+    WidgetConversationController,
+    chat_socket,
+)
 from app.channels.web.widget import WidgetController
 from app.container import Container
+from app.core.access_log import install_access_log_redaction
 from app.core.config import Settings
 from app.core.errors import DomainError
+from app.core.headers import SecurityHeaders
 from app.core.security import SecretBox
 from app.deps import provide_container
 from app.handoff.live import ReconnectingPubSubBackend
@@ -60,6 +69,7 @@ def create_app(
     shutdown; ``registry`` lets tests share loaded local models."""
 
     async def startup(app: Litestar) -> None:
+        install_access_log_redaction()
         container = await Container.create(settings, database_url, redis_url, registry=registry)
         app.state.container = container
         # load the offline models in the background; requests that need them first wait on the registry lock
@@ -108,6 +118,7 @@ def create_app(
         dependencies={"container": Provide(provide_container, sync_to_thread=False)},
         exception_handlers={DomainError: domain_error_handler},
         on_startup=[startup],
+        before_send=[SecurityHeaders(settings.public_url, WIDGET_API_PREFIXES)],
         on_shutdown=[shutdown],
         template_config=TemplateConfig(directory=PROJECT_ROOT / "templates", engine=JinjaTemplateEngine),
         stores={"sessions": RedisStore.with_client(redis_url, namespace="opencoach_sessions")},

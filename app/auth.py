@@ -1,12 +1,16 @@
 """Request authentication, as Litestar dependencies.
 
 - Coach REST calls: ``Authorization: Bearer <api key>``.
-- Client chat calls: ``Authorization: Bearer <widget token>`` (WebSocket: ``?token=`` query parameter,
-  since browsers cannot set headers on a WebSocket), or the widget session cookie (:data:`WIDGET_COOKIE`)
-  that the widget page sets in exchange for the link's token (``app.channels.web.widget``). A cookie is
-  accepted on a WebSocket handshake or an unsafe method (POST, PATCH, DELETE…) only when the request's
-  ``Origin`` is this server (the widget page itself): with ``SameSite=None`` another site could otherwise
-  make the browser send it (cross-site request forgery, cross-site WebSocket hijacking).
+- Client chat calls: ``Authorization: Bearer <widget token>`` (only the WebSocket handshake may carry it as a
+  ``?token=`` query parameter, since browsers cannot set headers on a WebSocket; anywhere else a URL token
+  would end up in logs, history and ``Referer`` headers, so it is ignored there), or the widget session
+  cookie (:data:`WIDGET_COOKIE`) that the widget page sets in exchange for the link's token
+  (``app.channels.web.widget``). A cookie is accepted on a WebSocket handshake or an unsafe method (POST,
+  PATCH, DELETE…) only when the request's ``Origin`` is this server (the widget page itself): with
+  ``SameSite=None`` another site could otherwise make the browser send it (cross-site request forgery,
+  cross-site WebSocket hijacking).
+- A widget call from another site's page (an ``Origin`` that is not this server) is allowed only from the
+  coach's ``widget_allowed_origins`` (403 otherwise); :mod:`app.core.headers` answers it with CORS headers.
 - Dashboard pages: the server-side session (Redis) holds ``coach_id`` after log-in.
 """
 
@@ -14,15 +18,15 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie
 from litestar.enums import ScopeType
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 
 from app.accounts.service import ClientIdentity
+from app.core.headers import CORS_ORIGIN_STATE, is_own_origin
 from app.deps import ContainerDep
 
 WIDGET_COOKIE = "oc_widget"
@@ -50,19 +54,15 @@ def widget_cookie(value: str, public_url: str) -> Cookie:
     )
 
 
-def same_origin(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
-    """Whether the request's ``Origin`` header names this server (its host and port, as in ``Host``)."""
-    origin = connection.headers.get("origin")
-    host = connection.headers.get("host")
-    return bool(origin and host) and urlsplit(origin).netloc.lower() == str(host).lower()
-
-
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
-    """The token of an ``Authorization: Bearer …`` header, or of a ``token`` query parameter."""
+    """The token of an ``Authorization: Bearer …`` header or, on a WebSocket handshake only, of a ``token``
+    query parameter."""
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
+    if connection.scope["type"] != ScopeType.WEBSOCKET:
+        return None
     query_token = connection.query_params.get("token")
     return query_token.strip() if query_token else None
 
@@ -87,11 +87,14 @@ async def provide_coach_id(request: Request[Any, Any, Any], container: Container
 
 async def identify_client(connection: ASGIConnection[Any, Any, Any, Any], container: ContainerDep) -> ClientIdentity:
     """The client (and tenant) of a request's or socket's widget token, else of its widget session cookie (see
-    the module docstring for when a cookie counts). Raises 401 when missing or invalid."""
+    the module docstring for when a cookie counts). Raises 401 when missing or invalid, 403 for a call from
+    another site that the coach did not list (:func:`check_widget_origin`)."""
     token = bearer_token(connection)
     cookie = connection.cookies.get(WIDGET_COOKIE)
     if not token and cookie:
-        if _changes_state(connection) and not same_origin(connection):
+        origin = connection.headers.get("origin", "")
+        own = is_own_origin(origin, connection.headers.get("host", ""), container.settings.public_url)
+        if _changes_state(connection) and not (origin and own):
             raise NotAuthorizedException("the widget session is accepted only from the widget page")
         session = await container.accounts.client_for_widget_session(cookie, WIDGET_SESSION_S)
         if session is None:
@@ -102,7 +105,22 @@ async def identify_client(connection: ASGIConnection[Any, Any, Any, Any], contai
     identity = await container.accounts.client_for_widget_token(token)
     if identity is None:
         raise NotAuthorizedException("invalid widget token")
+    await check_widget_origin(connection, identity, container)
     return identity
+
+
+async def check_widget_origin(
+    connection: ASGIConnection[Any, Any, Any, Any], identity: ClientIdentity, container: ContainerDep
+) -> None:
+    """Allow a widget call without ``Origin`` (not from a browser page), from this server's own pages, or
+    from an origin in the coach's ``widget_allowed_origins``; the last is kept in the connection's scope
+    state (:data:`app.core.headers.CORS_ORIGIN_STATE`) for the CORS response headers. Raises 403 otherwise."""
+    origin = connection.headers.get("origin")
+    if not origin or is_own_origin(origin, connection.headers.get("host", ""), container.settings.public_url):
+        return
+    if origin not in await container.accounts.widget_allowed_origins(identity.coach_id):
+        raise PermissionDeniedException(f"origin {origin[:100]} is not in the coach's widget_allowed_origins")
+    connection.scope["state"][CORS_ORIGIN_STATE] = origin
 
 
 async def provide_client_identity(request: Request[Any, Any, Any], container: ContainerDep) -> ClientIdentity:

@@ -73,6 +73,9 @@ class Coach(IdMixin, Base):
     """Lifetime of cached AI replies; 0 turns the response cache off."""
     cache_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """Part of every response-cache key; bumped when the coach's documents change (invalidates the cache)."""
+    widget_allowed_origins: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
+    """Origins (``scheme://host[:port]``) whose pages may frame the client widget (CSP ``frame-ancestors``)
+    and call the widget's API from the browser (CORS); empty: none but this server."""
 
 
 class CoachUser(TenantMixin, Base):

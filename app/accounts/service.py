@@ -16,7 +16,7 @@ from app.accounts.models import ApiKey, Client, Coach, CoachUser
 from app.core.egress import EgressGuard, EgressRefused, UnresolvableHost
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.security import SecretBox, hash_password, new_token, token_hash, verify_password
-from app.core.validation import EMAIL_RE, http_url, in_range
+from app.core.validation import EMAIL_RE, http_url, in_range, web_origins
 from app.db.engine import tenant_session
 
 MIN_PASSWORD_LENGTH = 8
@@ -153,6 +153,12 @@ class AccountService:
         identity = await self._client_for_token_hash(hashed)
         return (identity, hashed) if identity is not None else None
 
+    async def widget_allowed_origins(self, coach_id: uuid.UUID) -> list[str]:
+        """The origins the coach lets frame the widget and call its API (``Coach.widget_allowed_origins``).
+        Raises ``NotFound`` for an unknown coach."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            return list((await self.get_coach(session, coach_id)).widget_allowed_origins)
+
     async def get_coach(self, session: AsyncSession, coach_id: uuid.UUID) -> Coach:
         """The tenant row (RLS already limits ``session`` to it). Raises ``NotFound``."""
         coach = await session.get(Coach, coach_id)
@@ -233,6 +239,7 @@ class AccountService:
         llm_api_key: str | None = None,
         recent_messages: int | None = None,
         session_idle_minutes: int | None = None,
+        widget_allowed_origins: list[str] | None = None,
         **handoff: Any,
     ) -> Coach:
         """Change persona, provider, memory and escalation settings (``handoff``: the fields of
@@ -241,8 +248,9 @@ class AccountService:
 
         The API key is encrypted before it is stored. Raises ``InvalidInput`` for an unknown provider, an
         ``openai`` provider without a model, a base URL or webhook URL the egress guard refuses
-        (:meth:`check_outbound_url`), ``recent_messages`` outside 0–100 or ``session_idle_minutes`` outside
-        1–1440 (nothing is changed then: the caller's transaction rolls back).
+        (:meth:`check_outbound_url`), ``recent_messages`` outside 0–100, ``session_idle_minutes`` outside
+        1–1440 or a ``widget_allowed_origins`` entry that is not an origin (:func:`app.core.validation.web_origins`;
+        nothing is changed then: the caller's transaction rolls back).
         """
         # the URLs first (they need DNS), before anything is changed
         if llm_base_url is not None:
@@ -274,6 +282,8 @@ class AccountService:
             coach.session_idle_minutes = in_range(
                 "session_idle_minutes", session_idle_minutes, SESSION_IDLE_MINUTES_RANGE
             )
+        if widget_allowed_origins is not None:
+            coach.widget_allowed_origins = web_origins("widget_allowed_origins", widget_allowed_origins)
         apply_handoff_settings(coach, self._secrets, **handoff)
         if coach.llm_provider == "openai" and not coach.llm_model:
             raise InvalidInput("llm_model is required for the openai provider")

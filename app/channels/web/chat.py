@@ -16,7 +16,7 @@ import msgspec
 from litestar import Controller, WebSocket, get, post, websocket
 from litestar.channels import ChannelsPlugin
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, WebSocketDisconnect
 from litestar.params import FromQuery, JSONBody
 
 from app.accounts.service import ClientIdentity
@@ -31,6 +31,10 @@ from app.deps import ClientIdentityDep, ContainerDep, PathId
 from app.handoff.live import client_channel
 
 log = logging.getLogger(__name__)
+
+WIDGET_API_PREFIXES = ("/api/v1/chat", "/api/v1/messages/", "/api/v1/widget/")
+"""Path prefixes of the REST routes the widget calls with its token (feedback, catch-up, end session, memory):
+their CORS preflights are answered (:class:`app.core.headers.SecurityHeaders`)."""
 
 
 class ChatRequest(msgspec.Struct):
@@ -222,8 +226,8 @@ async def chat_socket(
     """
     try:
         identity = await identify_client(socket, container)
-    except NotAuthorizedException as exc:
-        await socket.close(code=4401, reason=str(exc.detail)[:120])
+    except (NotAuthorizedException, PermissionDeniedException) as exc:
+        await socket.close(code=4000 + exc.status_code, reason=str(exc.detail)[:120])
         return
     await socket.accept()
     chat = _SocketChat(socket, container, identity)

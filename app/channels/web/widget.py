@@ -8,6 +8,10 @@ page opened) and redirects to ``/w/chat``, so the token leaves the address bar a
 their API calls and the WebSocket then authenticate with the cookie. Rotating or revoking the token ends
 every session made from it.
 
+Both pages may be framed only by the coach's ``widget_allowed_origins`` (their own
+``Content-Security-Policy``, :func:`app.core.headers.content_security_policy`); every other page of the app
+refuses to be framed.
+
 The chat page also shows whether the coach is in the conversation (an active handoff: ``claimed``) or
 has been asked to join (``open``); ``static/chat.js`` keeps that up to date from the socket's live events."""
 
@@ -19,11 +23,13 @@ from litestar import Controller, Request, get
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
+from app.accounts.models import Coach
 from app.accounts.service import ClientIdentity
 from app.auth import WIDGET_COOKIE, WIDGET_SESSION_S, widget_cookie
 from app.chat.turn.intake import MAX_MESSAGE_CHARS
 from app.container import Container
 from app.conversations.schemas import ClientMessage
+from app.core.headers import content_security_policy
 from app.deps import ContainerDep, PathStr
 from app.memory.client_view import remembered_out
 
@@ -56,6 +62,11 @@ async def _session(request: Request[Any, Any, Any], container: Container) -> tup
     if found is None:
         return None
     return found[0], container.accounts.renew_widget_session(found[1])
+
+
+def _frame_policy(coach: Coach) -> dict[str, str]:
+    """The widget page's CSP: the app's policy with the coach's origins as ``frame-ancestors``."""
+    return {"Content-Security-Policy": content_security_policy(coach.widget_allowed_origins)}
 
 
 class WidgetController(Controller):
@@ -110,6 +121,7 @@ class WidgetController(Controller):
                 "handoff_status": handoff_status,
                 "max_chars": MAX_MESSAGE_CHARS,
             },
+            headers=_frame_policy(coach),
         )
         page.set_cookie(widget_cookie(renewed, container.settings.public_url))
         return page
@@ -125,6 +137,10 @@ class WidgetController(Controller):
         async with container.tenant(identity.coach_id) as session:
             coach = await container.accounts.get_coach(session, identity.coach_id)
             memory = await container.memory.client_memory(session, identity.coach_id, identity.client_id)
-        page = Template("widget/memory.html", context={"coach": coach, "memory": remembered_out(memory)})
+        page = Template(
+            "widget/memory.html",
+            context={"coach": coach, "memory": remembered_out(memory)},
+            headers=_frame_policy(coach),
+        )
         page.set_cookie(widget_cookie(renewed, container.settings.public_url))
         return page

@@ -75,7 +75,8 @@ class SettingsOut(msgspec.Struct):
     1–1440 minutes of silence that end a chat session). Escalation: ``handoff_mode`` (auto, draft,
     human_only), ``confidence_threshold`` (0–1), topics, ``handoff_sla_minutes``, ``availability`` hours,
     ``crisis_resources`` (empty: the defaults), alert webhook (with its signing secret, generated when the
-    URL is set) and e-mail."""
+    URL is set) and e-mail. ``widget_allowed_origins``: the origins (``scheme://host[:port]``) whose pages may
+    frame the client widget and call its API from the browser (CORS); empty: none but this server."""
 
     name: str
     persona: str
@@ -102,6 +103,7 @@ class SettingsOut(msgspec.Struct):
     fine_tune_base_model: str
     judge_model: str | None
     response_cache_ttl_seconds: int
+    widget_allowed_origins: list[str]
 
 
 class SettingsPatch(msgspec.Struct, omit_defaults=True):
@@ -128,6 +130,7 @@ class SettingsPatch(msgspec.Struct, omit_defaults=True):
     fine_tune_base_model: str | None = None
     judge_model: str | None = None
     response_cache_ttl_seconds: int | None = None
+    widget_allowed_origins: list[str] | None = None
 
 
 def settings_out(container: ContainerDep, coach: Coach) -> SettingsOut:
@@ -159,6 +162,7 @@ def settings_out(container: ContainerDep, coach: Coach) -> SettingsOut:
         fine_tune_base_model=coach.fine_tune_base_model,
         judge_model=coach.judge_model,
         response_cache_ttl_seconds=coach.response_cache_ttl_seconds,
+        widget_allowed_origins=coach.widget_allowed_origins,
     )
 
 

@@ -1,13 +1,13 @@
-"""The learning dashboard page (charts drawn server-side as SVG)."""
+"""The learning dashboard page (charts drawn server-side as SVG) and the charts' stylesheet."""
 
 from __future__ import annotations
 
-from litestar import get
+from litestar import Response, get
 from litestar.params import FromQuery
 from litestar.response import Template
 
 from app.deps import CoachId, ContainerDep
-from app.learning.charts import dashboard_charts
+from app.learning.charts import chart_stylesheet, dashboard_charts
 from app.web.dashboard.auth import CoachPage, page_coach
 
 
@@ -27,3 +27,8 @@ class LearningPages(CoachPage):
                 "charts": dashboard_charts(figures),
             },
         )
+
+    @get("/learning/charts.css", media_type="text/css")
+    async def chart_styles(self) -> Response[str]:
+        """The charts' CSS (:func:`app.learning.charts.chart_stylesheet`; the charts carry no inline style)."""
+        return Response(chart_stylesheet(), media_type="text/css")

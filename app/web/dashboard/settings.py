@@ -17,6 +17,7 @@ from app.deps import CoachId, ContainerDep
 from app.web.dashboard.auth import CoachPage, page_coach
 from app.web.dashboard.forms import (
     form_int,
+    form_opt_lines,
     form_str,
     handoff_form_settings,
     learning_form_settings,
@@ -84,6 +85,7 @@ class SettingsPages(CoachPage):
                     llm_api_key=("" if form.get("clear_key") else (form_str(form, "llm_api_key") or None)),
                     recent_messages=recent_messages,
                     session_idle_minutes=session_idle_minutes,
+                    widget_allowed_origins=form_opt_lines(form, "widget_allowed_origins"),
                     **handoff,
                 )
                 apply_learning_settings(coach, **learning)
