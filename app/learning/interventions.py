@@ -15,8 +15,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, String, and_, column, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -28,7 +29,7 @@ from app.core.text import one_line, sentiment
 from app.db import jobs
 from app.db.engine import tenant_session
 from app.learning.analysis import analyse_message, mood
-from app.learning.models import Intervention, InterventionPattern, InterventionSource
+from app.learning.models import Intervention, InterventionPattern, InterventionPatternCoach, InterventionSource
 from app.learning.pii import scrub_pii
 from app.learning.style import StyleSample, build_style_profile
 from app.llm.registry import ProviderRegistry
@@ -48,6 +49,9 @@ SUCCESS_CHANGE = 0.05
 """Rise in the client's VADER compound from the situation to their next message that counts as success."""
 
 MEMORY_INSIGHTS = 8
+
+K_ANONYMITY = 5
+"""Distinct coaches a cross-coach pattern cell needs before any coach is shown it."""
 
 
 def _now() -> datetime:
@@ -79,6 +83,72 @@ def judge_success(thumbs: bool | None, before: float, after: float) -> bool:
     if thumbs is not None:
         return thumbs
     return after - before >= SUCCESS_CHANGE or mood(after) == "positive"
+
+
+async def count_pattern(
+    session: AsyncSession, coach_id: uuid.UUID, strategy: str, situation: str, *, uses: int, successes: int
+) -> None:
+    """Add ``uses`` and ``successes`` (either may be negative, a correction; counts never drop below 0) to the
+    cross-coach cell (``strategy``, ``situation``) and, for a new use, record that ``coach_id`` contributed to
+    it (once per coach and cell, :class:`~app.learning.models.InterventionPatternCoach`), in the caller's
+    tenant transaction."""
+    stmt = insert(InterventionPattern).values(
+        id=uuid.uuid4(),
+        strategy=strategy,
+        situation=situation,
+        uses=max(uses, 0),
+        successes=max(successes, 0),
+        updated_at=_now(),
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["strategy", "situation"],
+            set_={
+                "uses": func.greatest(InterventionPattern.uses + uses, 0),
+                "successes": func.greatest(InterventionPattern.successes + successes, 0),
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+    )
+    if uses > 0:
+        await session.execute(
+            insert(InterventionPatternCoach)
+            .values(id=uuid.uuid4(), coach_id=coach_id, strategy=strategy, situation=situation)
+            .on_conflict_do_nothing(index_elements=["coach_id", "strategy", "situation"])
+        )
+
+
+async def shared_patterns(session: AsyncSession, *, limit: int = 12) -> list[dict[str, Any]]:
+    """The cross-coach cells any coach may see, most used first (at most ``limit``): only cells to which at
+    least :data:`K_ANONYMITY` distinct coaches contributed (k-anonymity, Sweeney L. 2002, "k-Anonymity: a
+    model for protecting privacy", *IJUFKS 10(5)*), so no cell describes one coach's or a few coaches' work.
+    Each is ``{"strategy", "situation", "uses", "success_rate"}`` (successes / uses, 0–1). The distinct
+    coaches are counted by the ``SECURITY DEFINER`` function ``intervention_pattern_coach_counts()``,
+    which returns counts only."""
+    counts = (
+        func.intervention_pattern_coach_counts()
+        .table_valued(column("strategy", String), column("situation", String), column("coaches", Integer))
+        .alias("counts")
+    )
+    patterns = (
+        await session.scalars(
+            select(InterventionPattern)
+            .join(
+                counts,
+                and_(
+                    counts.c.strategy == InterventionPattern.strategy,
+                    counts.c.situation == InterventionPattern.situation,
+                ),
+            )
+            .where(InterventionPattern.uses > 0, counts.c.coaches >= K_ANONYMITY)
+            .order_by(InterventionPattern.uses.desc(), InterventionPattern.strategy, InterventionPattern.situation)
+            .limit(limit)
+        )
+    ).all()
+    return [
+        {"strategy": p.strategy, "situation": p.situation, "uses": p.uses, "success_rate": p.successes / p.uses}
+        for p in patterns
+    ]
 
 
 class InterventionService:
@@ -281,23 +351,8 @@ class InterventionService:
         self, session: AsyncSession, intervention: Intervention, *, uses: int, successes: int
     ) -> None:
         situation = str(intervention.analysis.get("client_mood") or mood(sentiment(intervention.client_text)))
-        stmt = insert(InterventionPattern).values(
-            id=uuid.uuid4(),
-            strategy=intervention.strategy,
-            situation=situation,
-            uses=uses,
-            successes=max(successes, 0),
-            updated_at=_now(),
-        )
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["strategy", "situation"],
-                set_={
-                    "uses": InterventionPattern.uses + uses,
-                    "successes": func.greatest(InterventionPattern.successes + successes, 0),
-                    "updated_at": stmt.excluded.updated_at,
-                },
-            )
+        await count_pattern(
+            session, intervention.coach_id, str(intervention.strategy), situation, uses=uses, successes=successes
         )
 
     async def _add_what_works(
