@@ -21,6 +21,15 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("messages", sa.Column("forgotten_at", sa.DateTime(timezone=True), nullable=True))
+    # messages an insight deleted before this revision came from are forgotten now (the owner reads across
+    # tenants only while row-level security is not forced on the tables it reads and writes)
+    _unforced("messages", "insights", "interventions")
+    op.execute(
+        """
+        UPDATE messages SET forgotten_at = now()
+        WHERE id IN (SELECT unnest(source_message_ids) FROM insights WHERE status = 'deleted')
+        """
+    )
     op.create_table(
         "intervention_pattern_coaches",
         sa.Column("strategy", sa.String(length=40), nullable=False),
@@ -40,9 +49,7 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_intervention_pattern_coaches_coach_id"), "intervention_pattern_coaches", ["coach_id"], unique=False
     )
-    # coaches who already counted in a cell: one row each, from their analysed interventions (the owner reads
-    # every tenant's rows only while the table's row-level security is not forced)
-    op.execute("ALTER TABLE interventions NO FORCE ROW LEVEL SECURITY")
+    # coaches who already counted in a cell: one row each, from their analysed interventions
     op.execute(
         """
         INSERT INTO intervention_pattern_coaches (id, coach_id, strategy, situation)
@@ -52,8 +59,18 @@ def upgrade() -> None:
         WHERE pattern_counted AND strategy IS NOT NULL AND analysis ? 'client_mood'
         """
     )
-    op.execute("ALTER TABLE interventions FORCE ROW LEVEL SECURITY")
+    _forced("messages", "insights", "interventions")
     _row_level_security()
+
+
+def _unforced(*tables: str) -> None:
+    for table in tables:
+        op.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
+
+
+def _forced(*tables: str) -> None:
+    for table in tables:
+        op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
 
 
 def _row_level_security() -> None:
