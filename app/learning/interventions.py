@@ -101,7 +101,7 @@ def private_coach_text(text: str, client_texts: Sequence[str], client_name: str)
     (:mod:`app.learning.pii`); cut to ``EXAMPLE_CHARS``. Residual risk: a short quote (≤ 3 words), a
     paraphrase, or a detail the coach adds that is not a name, e-mail or phone number (a place, an employer,
     a relative) still passes."""
-    return one_line(scrub_pii(scrub_names(redact_echoes(text, client_texts), [client_name])), EXAMPLE_CHARS)
+    return one_line(scrub_names(scrub_pii(redact_echoes(text, client_texts)), [client_name]), EXAMPLE_CHARS)
 
 
 def what_works_line(strategy: str) -> str:
