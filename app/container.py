@@ -25,6 +25,7 @@ from app.handoff.drafts import DraftService
 from app.handoff.live import LiveEvents
 from app.handoff.queue import HandoffQueue
 from app.handoff.service import HandoffService
+from app.handoff.signals import coach_topics
 from app.handoff.sla import SlaNotices
 from app.learning.cache import ResponseCache
 from app.learning.dashboard import LearningDashboard
@@ -93,7 +94,7 @@ class Container:
         accounts = AccountService(sessionmaker, secrets, registry.egress)
         memory = MemoryControls(sessionmaker, registry, accounts)
         live = LiveEvents(redis)
-        interventions = InterventionService(sessionmaker, registry, accounts, memory)
+        interventions = InterventionService(sessionmaker, registry, accounts, memory, coach_topics)
         handoffs = HandoffService(memory, live)
         training = TrainingDataService(sessionmaker, accounts)
         fine_tunes = FineTuneService(sessionmaker, settings, registry, accounts, training)

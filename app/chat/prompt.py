@@ -2,7 +2,8 @@
 
 Order in the prompt: one system message (coach persona; then "How <coach> has replied in similar
 situations" — the coach's style lines and a few of the coach's own past interventions nearest to this
-situation, best first (immediate learning, :mod:`app.learning.interventions`); then what memory knows about
+situation, best first (immediate learning, :mod:`app.learning.interventions`): each the described situation
+and the coach's scrubbed reply, never the other client's words; then what memory knows about
 the client — the L4 profile and the recalled L2 session summaries / L3 insights, best first; then grounding
 instructions and the numbered passages of the coach's material), then the L1 recent turns (oldest first),
 then the client's new message.
@@ -86,7 +87,7 @@ def _example_block(coach: str, style: Sequence[str], examples: Sequence[FewShotE
     lines = [EXAMPLES_HEADER.format(coach=coach or "the coach"), *(f"- {line}" for line in style)]
     for example in examples:
         technique = f" ({example.strategy})" if example.strategy else ""
-        lines.append(f'Client: "{example.client_text}"\n{coach or "Coach"}{technique}: "{example.coach_text}"')
+        lines.append(f'When {example.situation}:\n{coach or "Coach"}{technique}: "{example.coach_text}"')
     return "\n".join(lines)
 
 

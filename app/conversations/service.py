@@ -12,7 +12,7 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client
-from app.conversations.models import Conversation, Message, SenderType
+from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.errors import InvalidInput, NotFound
 from app.db import jobs
 from app.db.engine import tenant_session
@@ -143,10 +143,10 @@ async def _conversation(
 async def unanswered_client_message(session: AsyncSession, conversation_id: uuid.UUID) -> uuid.UUID | None:
     """The conversation's latest client message when nobody answered it: the AI did not (``answered_at``) and
     the coach wrote nothing after it. That is what a handback leaves for the AI to answer; ``None`` when
-    there is no such message."""
+    there is no such message. A forgotten message (:attr:`Message.forgotten_at`) is never answered."""
     last = await session.scalar(
         select(Message)
-        .where(Message.conversation_id == conversation_id, Message.sender_type == SenderType.CLIENT)
+        .where(Message.conversation_id == conversation_id, Message.sender_type == SenderType.CLIENT, REMEMBERED)
         .order_by(Message.created_at.desc(), Message.id.desc())
         .limit(1)
     )

@@ -44,7 +44,8 @@ from app.learning.analysis import key_phrases
 from app.learning.cache import ResponseCache
 from app.learning.experiments import ExperimentService
 from app.learning.finetune import FineTuneService, fine_tune_dict
-from app.learning.models import Intervention, InterventionPattern
+from app.learning.interventions import shared_patterns
+from app.learning.models import Intervention
 from app.learning.training import TrainingDataService
 from app.learning.versions import ModelVersionService, model_version_dict
 from app.llm.registry import ProviderRegistry
@@ -296,25 +297,9 @@ class LearningDashboard:
             if success is not None:
                 scored += count
                 succeeded += count if success else 0
-        patterns = (
-            await session.scalars(
-                select(InterventionPattern)
-                .where(InterventionPattern.uses > 0)
-                .order_by(InterventionPattern.uses.desc())
-                .limit(12)
-            )
-        ).all()
         return {
             "total": sum(by_source.values()),
             "by_source": dict(by_source),
             "success_rate": succeeded / scored if scored else None,
-            "cross_coach_patterns": [
-                {
-                    "strategy": p.strategy,
-                    "situation": p.situation,
-                    "uses": p.uses,
-                    "success_rate": p.successes / p.uses,
-                }
-                for p in patterns
-            ],
+            "cross_coach_patterns": await shared_patterns(session),
         }

@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import Coach
 from app.accounts.service import AccountService
 from app.conversations.metadata import feedback_of
-from app.conversations.models import Conversation, Message, SenderType
+from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.errors import InvalidInput, NotFound
 from app.db.engine import tenant_session
 from app.learning.models import ExampleKind, ExampleSource, Intervention, Split, TrainingDataset, TrainingExample
@@ -150,6 +150,32 @@ def _excluded(message: Message) -> bool:
     return not message.text.strip() or message.reply_meta.not_ai_content
 
 
+async def _forget_in_interventions(session: AsyncSession, conversation_id: uuid.UUID) -> None:
+    """Remove the conversation's forgotten messages (:attr:`Message.forgotten_at`) from the copies its
+    interventions keep: their text leaves ``context``, and an intervention whose situation (``client_text``)
+    was forgotten loses it and its embedding (so it is never found as a similar situation again)."""
+    forgotten = set(
+        (
+            await session.scalars(
+                select(Message.text).where(
+                    Message.conversation_id == conversation_id, Message.forgotten_at.is_not(None)
+                )
+            )
+        ).all()
+    )
+    if not forgotten:
+        return
+    rows = await session.scalars(
+        select(Intervention).where(Intervention.conversation_id == conversation_id).with_for_update()
+    )
+    for intervention in rows.all():
+        intervention.context = [c for c in intervention.context if c.get("content") not in forgotten]
+        if intervention.client_text in forgotten:
+            intervention.client_text = ""
+            intervention.embedding = None
+            intervention.embedding_model = None
+
+
 class TrainingDataService:
     """Builds, de-duplicates, splits and exports a coach's training examples."""
 
@@ -158,8 +184,9 @@ class TrainingDataService:
         self._accounts = accounts
 
     async def refresh(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> str:
-        """Rebuild the conversation's SFT examples and preference pairs from its messages (arq job,
-        idempotent: the same messages give the same rows). Returns a one-line summary; a deleted
+        """Rebuild the conversation's SFT examples and preference pairs from its messages, forgotten ones left
+        out (and out of its interventions' copies, :func:`_forget_in_interventions`) (arq job, idempotent:
+        the same messages give the same rows). Returns a one-line summary; a deleted
         conversation leaves nothing to do."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             conversation = await session.scalar(
@@ -174,11 +201,12 @@ class TrainingDataService:
                 (
                     await session.scalars(
                         select(Message)
-                        .where(Message.conversation_id == conversation_id)
+                        .where(Message.conversation_id == conversation_id, REMEMBERED)
                         .order_by(Message.created_at, Message.id)
                     )
                 ).all()
             )
+            await _forget_in_interventions(session, conversation_id)
             drafts = dict(
                 (
                     await session.execute(

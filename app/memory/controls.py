@@ -1,6 +1,7 @@
 """Memory controls: what the coach and the client see of a client's memory, and their edits and deletes
 (insights, session summaries, the L4 profile). A deleted item becomes a tombstone: it is never recalled
-or re-learnt, and the summaries built on its messages are written again without them."""
+or re-learnt; a deleted insight's source messages are forgotten (kept out of every later prompt and of the
+training data), and the summaries built on them are written again without them."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.service import AccountService
-from app.conversations.models import Message
+from app.conversations.models import Conversation, Message
 from app.core.errors import InvalidInput, NotFound
 from app.db import jobs
 from app.db.engine import tenant_session
@@ -134,13 +135,29 @@ class MemoryControls:
 
     async def delete_insight(self, coach_id: uuid.UUID, client_id: uuid.UUID, insight_id: uuid.UUID) -> None:
         """Forget an insight: its text is erased and it never enters a prompt again. The row stays as a
-        tombstone: its embedding stops the same fact from being re-extracted, and the ids of the messages
-        it came from are left out of every later summary — the summaries built on them are cleared and
-        written again without them (queued after commit). Raises ``NotFound``."""
+        tombstone: its embedding stops the same fact from being re-extracted. The messages it came from are
+        marked forgotten (:attr:`Message.forgotten_at`): they stay in the coach's transcript but leave every
+        later prompt (recent turns, summaries, insight extraction, few-shot examples) and the training data
+        — the summaries built on them are cleared and written again without them, and their conversations'
+        training examples rebuilt (both queued in this transaction). Raises ``NotFound``."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             insight = await self._visible_insight(session, coach_id, client_id, insight_id)
             insight.status = InsightStatus.DELETED
             insight.text = ""
+            conversations = (
+                await session.scalars(
+                    update(Message)
+                    .where(
+                        Message.id.in_(insight.source_message_ids),
+                        Message.conversation_id.in_(select(Conversation.id).where(Conversation.client_id == client_id)),
+                    )
+                    .values(forgotten_at=func.coalesce(Message.forgotten_at, func.now()))
+                    .returning(Message.conversation_id)
+                    .execution_options(synchronize_session=False)
+                )
+            ).all()
+            for conversation_id in set(conversations):
+                jobs.refresh_training_data(session, coach_id, conversation_id, trigger=f"forget:{insight_id}")
             affected = (
                 await session.scalars(
                     select(ChatSession)

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client
 from app.accounts.service import AccountService
-from app.conversations.models import Conversation, Message, SenderType
+from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.config import Settings
 from app.db.engine import tenant_session
 from app.llm.base import ChatProvider, Embedder
@@ -90,7 +90,7 @@ class InsightService:
                 conversation = await session.get(Conversation, conversation_id)
                 if conversation is None:
                     return "gone"
-                stmt = select(Message).where(Message.conversation_id == conversation_id)
+                stmt = select(Message).where(Message.conversation_id == conversation_id, REMEMBERED)
                 if conversation.insights_extracted_through is not None:
                     stmt = stmt.where(Message.created_at > conversation.insights_extracted_through)
                 unread = list((await session.scalars(stmt.order_by(Message.created_at, Message.id))).all())

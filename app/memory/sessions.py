@@ -7,16 +7,16 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
 from app.accounts.service import AccountService
-from app.conversations.models import Conversation, Message
+from app.conversations.models import REMEMBERED, Conversation, Message
 from app.core.errors import NotFound
 from app.db import jobs
 from app.db.engine import tenant_session
-from app.memory.models import ChatSession, Insight, InsightStatus, SessionStatus
+from app.memory.models import ChatSession, SessionStatus
 
 
 def _idle(chat_session: ChatSession, coach: Coach, at: datetime) -> bool:
@@ -88,21 +88,13 @@ async def track_message(
 
 
 async def session_messages(session: AsyncSession, session_id: uuid.UUID) -> list[Message]:
-    """The session's messages, oldest first, without those a deleted insight came from (forgotten)."""
-    forgotten = (
-        select(func.unnest(Insight.source_message_ids))
-        .where(
-            Insight.client_id == ChatSession.client_id,
-            ChatSession.id == session_id,
-            Insight.status == InsightStatus.DELETED,
-        )
-        .scalar_subquery()
-    )
+    """The session's messages, oldest first, without forgotten ones (:attr:`Message.forgotten_at`: the
+    sources of an insight the client or coach forgot)."""
     return list(
         (
             await session.scalars(
                 select(Message)
-                .where(Message.session_id == session_id, Message.id.not_in(forgotten))
+                .where(Message.session_id == session_id, REMEMBERED)
                 .order_by(Message.created_at, Message.id)
             )
         ).all()

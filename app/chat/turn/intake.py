@@ -165,7 +165,10 @@ class Intake:
             conversation=conversation,
             message=message,
             client_name=client.name,
-            history=earlier[-coach.recent_messages :] if coach.recent_messages else [],
+            # L1: forgotten messages (the source of an insight the client or coach forgot) never enter a prompt
+            history=[m for m in earlier if m.forgotten_at is None][-coach.recent_messages :]
+            if coach.recent_messages
+            else [],
             risk=risk,
             signals=signals,
             active=await self._handoffs.active_for(session, conversation.id),

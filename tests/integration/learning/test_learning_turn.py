@@ -155,8 +155,8 @@ async def test_a_takeover_teaches_the_next_similar_turn_and_the_client_can_rate_
     run_jobs: Callable[[], Awaitable[None]],
 ) -> None:
     """The coach's reply during a takeover, once analysed by the worker, is offered to the model as an
-    example when another client writes about the same situation (with the first client's e-mail address
-    scrubbed); clients can rate the coach's messages."""
+    example when another client writes about the same situation (the situation described, none of the first
+    client's words); clients can rate the coach's messages."""
     setup = await new_setup("Teaching Coach", response_cache_ttl_seconds=0)
     first = await chat(
         http, setup, "My manager criticised my report in front of everyone and I feel ashamed. I'm robin@example.com"
@@ -181,7 +181,9 @@ async def test_a_takeover_teaches_the_next_similar_turn_and_the_client_can_rate_
     assert len((await stored(http, other, reply))["few_shot"]) == 1
     prompt = json.dumps(requests(llm_api)[-1]["messages"])
     assert coach_reply in prompt
-    assert "robin@example.com" not in prompt and "[EMAIL]" in prompt  # another client's address stays out
+    # another client's words (and address) stay out: the example describes the situation instead
+    assert "robin@example.com" not in prompt and "criticised my report" not in prompt
+    assert "the client's message read negative" in prompt
 
     messages = await transcript(http, setup, conversation_id)
     assert [
