@@ -4,6 +4,7 @@ headers (:mod:`app.core.headers`) and an access log without secrets (:mod:`app.c
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from litestar.static_files import create_static_files_router
 from litestar.stores.redis import RedisStore
 from litestar.template.config import TemplateConfig
 from redis.asyncio import Redis
+from sqlalchemy.exc import DBAPIError
 
 from app.channels.web.chat import (
     WIDGET_API_PREFIXES,
@@ -54,12 +56,29 @@ from app.web.dashboard.learning import LearningPages
 from app.web.dashboard.settings import SettingsPages
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
 SESSION_MAX_AGE_S = 14 * 24 * 3600
 
 
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
     """Map a service's ``DomainError`` to its HTTP status with the message as ``detail``."""
     return Response({"status_code": exc.status_code, "detail": exc.message}, status_code=exc.status_code)
+
+
+NUL_SQLSTATES = frozenset({"22021", "22P05"})
+"""PostgreSQL's ``character_not_in_repertoire`` (a NUL byte in text) and ``untranslatable_character`` (``\\u0000``
+in jsonb): it stores no U+0000 in text or jsonb."""
+
+
+def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
+    """A request whose text holds a NUL character (U+0000), which PostgreSQL cannot store, gets a 400 with a JSON
+    message; its unit of work rolled back, so nothing of it is stored. Any other database error is logged and
+    answered with Litestar's usual 500 body (no traceback, no SQL)."""
+    if getattr(exc.orig, "sqlstate", None) in NUL_SQLSTATES:
+        detail = "text must not contain the NUL character (U+0000)"
+        return Response({"status_code": 400, "detail": detail}, status_code=400)
+    log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Response({"status_code": 500, "detail": "Internal Server Error"}, status_code=500)
 
 
 def create_app(
@@ -116,7 +135,7 @@ def create_app(
             create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"]),
         ],
         dependencies={"container": Provide(provide_container, sync_to_thread=False)},
-        exception_handlers={DomainError: domain_error_handler},
+        exception_handlers={DomainError: domain_error_handler, DBAPIError: database_error_handler},
         on_startup=[startup],
         before_send=[SecurityHeaders(settings.public_url, WIDGET_API_PREFIXES)],
         on_shutdown=[shutdown],

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -20,6 +21,7 @@ from app.core.config import Settings, get_settings
 from app.core.runtime import Services, start_services
 
 if TYPE_CHECKING:
+    from app.db.rotation import RotationReport
     from app.evals.memory import LocomoConversation, OpenAIModel
 
 console = Console(stderr=True)
@@ -123,6 +125,60 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         console.print("[green]schema is at head[/]")
     finally:
         services.stop()
+    return 0
+
+
+async def rotate_stored_secrets(settings: Settings, services: Services) -> RotationReport:
+    """Re-encrypt every stored secret under ``SECRET_KEY`` as the schema owner (``MIGRATION_DATABASE_URL``),
+    one transaction per coach (:func:`app.db.rotation.rotate_secrets`). Raises ``RuntimeError`` on a schema
+    that is not at head."""
+    import app.container  # noqa: F401 - imports every model, so Base.metadata knows every *_encrypted column
+    from app.core.security import SecretBox
+    from app.db.base import Base
+    from app.db.engine import make_engine
+    from app.db.migrate import assert_schema_current
+    from app.db.rotation import rotate_secrets
+
+    box = SecretBox.from_settings(settings)
+    engine = make_engine(services.migration_database_url, pool_size=1)
+    try:
+        await assert_schema_current(engine)
+        return await rotate_secrets(engine, box, Base.metadata)
+    finally:
+        await engine.dispose()
+
+
+def cmd_rotate_secret(args: argparse.Namespace) -> int:
+    """``rotate-secret``: re-encrypt every stored secret under ``SECRET_KEY`` (old keys in ``SECRET_KEY_OLD``);
+    prints the count per coach. Exit 1 when a secret opens with no configured key (it is left unchanged) or
+    the database cannot be reached."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    settings = _settings(args)
+    services = _start(settings)
+    try:
+        with console.status("Re-encrypting stored secrets…"):
+            report = asyncio.run(rotate_stored_secrets(settings, services))
+    except (OSError, SQLAlchemyError) as exc:
+        _error(f"cannot use the database as the schema owner (MIGRATION_DATABASE_URL): {exc}")
+        return 1
+    finally:
+        services.stop()
+    table = Table(title="Secrets re-encrypted under SECRET_KEY")
+    table.add_column("coach")
+    table.add_column("secrets", justify="right")
+    for coach_id, count in report.rotated.items():
+        table.add_row(str(coach_id), str(count))
+    out = Console(width=100)
+    out.print(table)
+    out.print(f"{report.total} secrets of {len(report.rotated)} coaches re-encrypted under SECRET_KEY")
+    if report.undecryptable:
+        _error(
+            f"{len(report.undecryptable)} stored secrets open with neither SECRET_KEY nor SECRET_KEY_OLD and were "
+            f"left unchanged ({', '.join(report.undecryptable[:5])}): add the key they were made with to "
+            "SECRET_KEY_OLD and run rotate-secret again"
+        )
+        return 1
     return 0
 
 
@@ -540,6 +596,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(migrate)
     migrate.set_defaults(func=cmd_migrate)
 
+    rotate = sub.add_parser(
+        "rotate-secret", help="re-encrypt every stored secret under SECRET_KEY (old keys in SECRET_KEY_OLD)"
+    )
+    common(rotate)
+    rotate.set_defaults(func=cmd_rotate_secret)
+
     evaluate = sub.add_parser("eval", help="evaluation harnesses on public data sets")
     targets = evaluate.add_subparsers(dest="target", required=True)
     memory = targets.add_parser("memory", help="LoCoMo evidence recall: memory vs. last-N, dense and BM25 turns")
@@ -589,6 +651,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except ValidationError as exc:  # a setting from the environment or .env is invalid
+        _error("; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()))
+        return 2
     except RuntimeError as exc:
         _error(str(exc))
         return 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from cryptography.fernet import Fernet
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core.egress import OutboundAllowlist
@@ -16,6 +17,12 @@ class Settings(BaseSettings):
 
     Every field maps to an upper-case environment variable of the same name, e.g. ``DATABASE_URL``.
     With ``DATABASE_URL`` / ``REDIS_URL`` unset the runtime starts embedded servers in ``DATA_DIR``.
+
+    Secret keys: ``SECRET_KEY`` is the one primary Fernet key (encrypts; unset: ``DATA_DIR/secret.key``),
+    ``SECRET_KEY_OLD`` a comma-separated list of retired keys that still decrypt (``MultiFernet``). Rotation:
+    move the current key to ``SECRET_KEY_OLD``, set a new ``SECRET_KEY``, restart, run ``opencoach
+    rotate-secret``, then drop the old key. A value that is not a Fernet key fails validation (``ValueError``
+    naming the variable).
     """
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
@@ -32,8 +39,15 @@ class Settings(BaseSettings):
 
     secret_key: str | None = Field(
         default=None,
-        description="Fernet key (urlsafe base64, 32 bytes) for provider keys at rest; "
-        "generated into DATA_DIR/secret.key when unset.",
+        description="The primary Fernet key (urlsafe base64 of 32 bytes): encrypts every secret stored from now "
+        "on (provider API keys, widget tokens, webhook secrets) and derives the CSRF secret; generated into "
+        "DATA_DIR/secret.key when unset.",
+    )
+    secret_key_old: str = Field(
+        default="",
+        description="Rotation: comma-separated retired Fernet keys, still accepted for decryption only. To "
+        "rotate, put the current key here, a new one in SECRET_KEY, restart, run `opencoach rotate-secret` "
+        "(re-encrypts every stored secret under SECRET_KEY), then empty this.",
     )
     public_url: str = Field(default="http://127.0.0.1:8000", description="Base URL used in widget snippets.")
 
@@ -59,11 +73,34 @@ class Settings(BaseSettings):
         "Cloud metadata addresses stay refused. See app/core/egress.py.",
     )
 
+    @field_validator("secret_key", "secret_key_old")
+    @classmethod
+    def _valid_fernet_keys(cls, value: str | None, info: ValidationInfo) -> str | None:
+        keys = _split(value or "") if info.field_name == "secret_key_old" else [value] if value else []
+        for key in keys:
+            try:
+                Fernet(key)
+            except ValueError:
+                raise ValueError(
+                    f"{(info.field_name or '').upper()} holds a value that is not a Fernet "
+                    "key (32 url-safe base64-encoded bytes, e.g. from cryptography's Fernet.generate_key())"
+                ) from None
+        return value
+
+    def old_secret_keys(self) -> list[str]:
+        """The retired keys of ``SECRET_KEY_OLD``, in the order given (empty list when unset)."""
+        return _split(self.secret_key_old)
+
     @field_validator("outbound_allow")
     @classmethod
     def _valid_outbound_allow(cls, value: str) -> str:
         OutboundAllowlist.parse(value)  # raises ValueError naming the bad entry
         return value
+
+
+def _split(value: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated setting."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 @lru_cache(maxsize=1)
