@@ -9,7 +9,6 @@ from typing import Any
 
 from litestar import Litestar, Request, Response
 from litestar.channels import ChannelsPlugin
-from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -31,7 +30,6 @@ from app.core.access_log import install_access_log_redaction
 from app.core.config import Settings
 from app.core.errors import DomainError
 from app.core.headers import SecurityHeaders
-from app.core.security import SecretBox
 from app.deps import provide_container
 from app.handoff.live import ReconnectingPubSubBackend
 from app.llm.registry import ProviderRegistry
@@ -57,7 +55,7 @@ from app.web.dashboard.events import EventPages
 from app.web.dashboard.handoffs import HandoffPages
 from app.web.dashboard.learning import LearningPages
 from app.web.dashboard.settings import SettingsPages
-from app.web.sessions import DashboardSessions, provide_dashboard_sessions, uses_https
+from app.web.sessions import DashboardSessions, csrf_config, provide_dashboard_sessions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,16 +137,7 @@ def create_app(
         template_config=TemplateConfig(directory=PROJECT_ROOT / "templates", engine=JinjaTemplateEngine),
         stores={"sessions": sessions.store},
         middleware=[sessions.config.middleware],
-        csrf_config=CSRFConfig(
-            secret=SecretBox.from_settings(settings).derive("csrf"),
-            cookie_name="oc_csrf",
-            header_name="x-csrftoken",
-            cookie_secure=uses_https(settings),
-            cookie_httponly=True,
-            cookie_samesite="lax",
-            # regular expressions searched in the path: anchored, or "/dashboard/settings/api-keys" would match
-            exclude=["^/api/", "^/ws/", "^/static/", "^/w/"],
-        ),
+        csrf_config=csrf_config(settings),
         openapi_config=OpenAPIConfig(title="OpenCoach API", version="1.0.0", path="/schema"),
         request_max_body_size=max_body,
         # live events (app.handoff.live) from any process reach this process's subscribers through Redis

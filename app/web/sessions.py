@@ -3,7 +3,7 @@
 - A log-in or sign-up starts a session under a fresh random id and deletes the one the browser sent, so an
   id planted before log-in is worth nothing after it (session fixation; OWASP Session Management Cheat
   Sheet, "Renew the Session ID After Any Privilege Level Change").
-- The cookie is ``HttpOnly`` and ``SameSite=Lax``, and ``Secure`` when ``PUBLIC_URL`` is https.
+- The session and CSRF cookies are ``HttpOnly`` and ``SameSite=Lax``, and ``Secure`` when ``PUBLIC_URL`` is https.
 - Each coach's session ids are kept in a Redis set, so a password change ends the coach's other sessions.
 """
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from litestar import Request
+from litestar.config.csrf import CSRFConfig
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -23,6 +24,7 @@ from litestar.types import Empty, Message, ScopeSession
 from redis.asyncio import Redis
 
 from app.core.config import Settings
+from app.core.security import SecretBox
 
 SESSION_MAX_AGE_S = 14 * 24 * 3600
 SESSION_NAMESPACE = "opencoach_sessions"
@@ -34,6 +36,21 @@ _NEW_ID = "opencoach.new_session_id"
 def uses_https(settings: Settings) -> bool:
     """Whether the public URL is https: then every cookie the app sets is ``Secure``."""
     return settings.public_url.lower().startswith("https://")
+
+
+def csrf_config(settings: Settings) -> CSRFConfig:
+    """Litestar's CSRF protection for the dashboard's forms: token in the ``_csrf_token`` field or the
+    ``x-csrftoken`` header (htmx), its cookie ``oc_csrf`` as HttpOnly, SameSite=Lax and, on https, Secure."""
+    return CSRFConfig(
+        secret=SecretBox.from_settings(settings).derive("csrf"),
+        cookie_name="oc_csrf",
+        header_name="x-csrftoken",
+        cookie_secure=uses_https(settings),
+        cookie_httponly=True,
+        cookie_samesite="lax",
+        # regular expressions searched in the path: anchored, or "/dashboard/settings/api-keys" would match
+        exclude=["^/api/", "^/ws/", "^/static/", "^/w/"],
+    )
 
 
 def start_session(request: Request[Any, Any, Any], data: dict[str, Any]) -> None:
