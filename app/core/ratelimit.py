@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.core.errors import TooManyAttempts
+from app.core.security import token_hash
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,9 @@ def limits_storage_uri(redis_url: str) -> str:
 
 
 class AuthThrottle:
-    """Counts authentication attempts per client IP address and per account (e-mail address, lower-cased)
-    and refuses those over the limits (``AUTH_RATE_LIMIT_IP`` / ``AUTH_RATE_LIMIT_ACCOUNT``, e.g.
-    ``"5/minute;30/hour"``: every item must hold).
+    """Counts authentication attempts per client IP address and per account (e-mail address, lower-cased,
+    keyed by its SHA-256) and refuses those over the limits (``AUTH_RATE_LIMIT_IP`` /
+    ``AUTH_RATE_LIMIT_ACCOUNT``, e.g. ``"5/minute;30/hour"``: every item must hold).
 
     Every attempt counts, successful or not, so the answer's timing and the count say nothing about
     whether the account exists. Keys live in Redis under ``opencoach_auth``; a moving window keeps one
@@ -58,7 +59,7 @@ class AuthThrottle:
         attempt through again; a refused attempt is not counted."""
         checks: list[tuple[RateLimitItem, tuple[str, str]]] = [(item, ("ip", ip)) for item in self._per_ip]
         if account:
-            key = ("account", account.strip().lower())
+            key = ("account", token_hash(account.strip().lower()))  # no e-mail addresses in Redis key names
             checks += [(item, key) for item in self._per_account]
         try:
             for item, identifiers in checks:

@@ -22,6 +22,7 @@ from app.container import Container
 from app.core import security
 from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background
+from app.core.security import token_hash
 from app.llm.registry import ProviderRegistry
 from tests.conftest import Coach
 from tests.integration.web.test_dashboard import CSRF, PASSWORD, csrf, sign_up
@@ -311,7 +312,9 @@ async def test_login_is_limited_per_account_across_ips(
     assert (await strict_login(strict_url, other.email, PASSWORD, fake_ip())).status_code in (302, 303)
     redis = SyncRedis.from_url(services.redis_url)
     try:
-        assert any(coach.email.encode() in key for key in redis.scan_iter("opencoach_auth*")), "counted in Redis"
+        keys = list(redis.scan_iter("opencoach_auth*"))
+        assert any(token_hash(coach.email).encode() in key for key in keys), "counted in Redis"
+        assert not any(coach.email.encode() in key for key in keys), "no e-mail address in key names"
     finally:
         redis.close()
 
