@@ -27,6 +27,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 
 from app.accounts.service import ClientIdentity
 from app.core.headers import CORS_ORIGIN_STATE, is_own_origin
+from app.core.validation import is_https
 from app.deps import ContainerDep
 
 WIDGET_COOKIE = "oc_widget"
@@ -42,7 +43,7 @@ def widget_cookie(value: str, public_url: str) -> Cookie:
     site (``static/widget.js``: a third-party context); over plain http (the local demo) ``SameSite=Lax``,
     since browsers refuse ``SameSite=None`` without ``Secure``. A browser that blocks third-party cookies
     altogether gets the "link expired" page inside the frame; the chat link opened directly still works."""
-    https = public_url.lower().startswith("https://")
+    https = is_https(public_url)
     return Cookie(
         key=WIDGET_COOKIE,
         value=value,

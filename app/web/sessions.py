@@ -25,17 +25,13 @@ from redis.asyncio import Redis
 
 from app.core.config import Settings
 from app.core.security import SecretBox
+from app.core.validation import is_https
 
 SESSION_MAX_AGE_S = 14 * 24 * 3600
 SESSION_NAMESPACE = "opencoach_sessions"
 _ROTATE = "opencoach.rotate_session"
 """``scope["state"]`` flag: give this response's session a new id (set by :func:`start_session`)."""
 _NEW_ID = "opencoach.new_session_id"
-
-
-def uses_https(settings: Settings) -> bool:
-    """Whether the public URL is https: then every cookie the app sets is ``Secure``."""
-    return settings.public_url.lower().startswith("https://")
 
 
 def csrf_config(settings: Settings) -> CSRFConfig:
@@ -45,7 +41,7 @@ def csrf_config(settings: Settings) -> CSRFConfig:
         secret=SecretBox.from_settings(settings).derive("csrf"),
         cookie_name="oc_csrf",
         header_name="x-csrftoken",
-        cookie_secure=uses_https(settings),
+        cookie_secure=is_https(settings.public_url),
         cookie_httponly=True,
         cookie_samesite="lax",
         # regular expressions searched in the path: anchored, or "/dashboard/settings/api-keys" would match
@@ -103,7 +99,7 @@ class DashboardSessions:
     def __init__(self, redis_url: str, settings: Settings) -> None:
         self._redis = Redis.from_url(redis_url)
         self.store = RedisStore(self._redis, namespace=SESSION_NAMESPACE)
-        secure = uses_https(settings)
+        secure = is_https(settings.public_url)
         self.config = RotatingSessionConfig(
             max_age=SESSION_MAX_AGE_S,
             samesite="lax",
