@@ -10,13 +10,11 @@ from typing import Any
 
 from litestar import Litestar, Request, Response
 from litestar.channels import ChannelsPlugin
-from litestar.config.csrf import CSRFConfig
+from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.middleware.session.server_side import ServerSideSessionConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
-from litestar.stores.redis import RedisStore
 from litestar.template.config import TemplateConfig
 from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
@@ -34,11 +32,16 @@ from app.core.access_log import install_access_log_redaction
 from app.core.config import Settings
 from app.core.errors import DomainError
 from app.core.headers import SecurityHeaders
-from app.core.security import SecretBox
 from app.deps import provide_container
 from app.handoff.live import ReconnectingPubSubBackend
 from app.llm.registry import ProviderRegistry
-from app.web.api.accounts import AccountController, AuthController, ClientController, SettingsController
+from app.web.api.accounts import (
+    AccountController,
+    ApiKeyController,
+    AuthController,
+    ClientController,
+    SettingsController,
+)
 from app.web.api.conversations import ConversationController
 from app.web.api.documents import DocumentController
 from app.web.api.experiments import ExperimentController
@@ -54,15 +57,18 @@ from app.web.dashboard.events import EventPages
 from app.web.dashboard.handoffs import HandoffPages
 from app.web.dashboard.learning import LearningPages
 from app.web.dashboard.settings import SettingsPages
+from app.web.sessions import DashboardSessions, csrf_config, provide_dashboard_sessions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
-SESSION_MAX_AGE_S = 14 * 24 * 3600
 
 
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
-    """Map a service's ``DomainError`` to its HTTP status with the message as ``detail``."""
-    return Response({"status_code": exc.status_code, "detail": exc.message}, status_code=exc.status_code)
+    """Map a service's ``DomainError`` to its HTTP status with the message as ``detail`` and its headers
+    (a 429's ``Retry-After``)."""
+    return Response(
+        {"status_code": exc.status_code, "detail": exc.message}, status_code=exc.status_code, headers=exc.headers()
+    )
 
 
 NUL_SQLSTATES = frozenset({"22021", "22P05"})
@@ -87,6 +93,8 @@ def create_app(
     """Build the ASGI app. The container (DB pool, Redis, services) is created on start-up and closed on
     shutdown; ``registry`` lets tests share loaded local models."""
 
+    sessions = DashboardSessions(redis_url, settings)
+
     async def startup(app: Litestar) -> None:
         install_access_log_redaction()
         container = await Container.create(settings, database_url, redis_url, registry=registry)
@@ -101,11 +109,13 @@ def create_app(
         container: Container | None = getattr(app.state, "container", None)
         if container is not None:
             await container.close()
+        await sessions.close()
 
     max_body = int((settings.max_upload_mb * 2 + 1) * 1024 * 1024)
     return Litestar(
         route_handlers=[
             AuthController,
+            ApiKeyController,
             ClientController,
             AccountController,
             SettingsController,
@@ -134,24 +144,19 @@ def create_app(
             WidgetController,
             create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"]),
         ],
-        dependencies={"container": Provide(provide_container, sync_to_thread=False)},
+        dependencies={
+            "container": Provide(provide_container, sync_to_thread=False),
+            "dashboard_sessions": Provide(provide_dashboard_sessions, sync_to_thread=False),
+        },
+        state=State({"dashboard_sessions": sessions}),
         exception_handlers={DomainError: domain_error_handler, DBAPIError: database_error_handler},
         on_startup=[startup],
         before_send=[SecurityHeaders(settings.public_url, WIDGET_API_PREFIXES)],
         on_shutdown=[shutdown],
         template_config=TemplateConfig(directory=PROJECT_ROOT / "templates", engine=JinjaTemplateEngine),
-        stores={"sessions": RedisStore.with_client(redis_url, namespace="opencoach_sessions")},
-        middleware=[
-            ServerSideSessionConfig(
-                max_age=SESSION_MAX_AGE_S, samesite="lax", exclude=["/api", "/ws", "/static"]
-            ).middleware
-        ],
-        csrf_config=CSRFConfig(
-            secret=SecretBox.from_settings(settings).derive("csrf"),
-            cookie_name="oc_csrf",
-            header_name="x-csrftoken",
-            exclude=["/api", "/ws", "/static", "/w/"],
-        ),
+        stores={"sessions": sessions.store},
+        middleware=[sessions.config.middleware],
+        csrf_config=csrf_config(settings),
         openapi_config=OpenAPIConfig(title="OpenCoach API", version="1.0.0", path="/schema"),
         request_max_body_size=max_body,
         # live events (app.handoff.live) from any process reach this process's subscribers through Redis

@@ -27,6 +27,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 
 from app.accounts.service import ClientIdentity
 from app.core.headers import CORS_ORIGIN_STATE, is_own_origin
+from app.core.validation import is_https
 from app.deps import ContainerDep
 
 WIDGET_COOKIE = "oc_widget"
@@ -42,7 +43,7 @@ def widget_cookie(value: str, public_url: str) -> Cookie:
     site (``static/widget.js``: a third-party context); over plain http (the local demo) ``SameSite=Lax``,
     since browsers refuse ``SameSite=None`` without ``Secure``. A browser that blocks third-party cookies
     altogether gets the "link expired" page inside the frame; the chat link opened directly still works."""
-    https = public_url.lower().startswith("https://")
+    https = is_https(public_url)
     return Cookie(
         key=WIDGET_COOKIE,
         value=value,
@@ -126,3 +127,22 @@ async def check_widget_origin(
 async def provide_client_identity(request: Request[Any, Any, Any], container: ContainerDep) -> ClientIdentity:
     """Dependency form of :func:`identify_client` for HTTP handlers."""
     return await identify_client(request, container)
+
+
+AUTH_BODY_MAX_BYTES = 4 * 1024
+"""Request body limit of the log-in, sign-up and password-change routes (``request_max_body_size``): larger
+bodies get a 413 before anything is parsed or hashed."""
+
+
+def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The peer's IP address (uvicorn puts a trusted proxy's ``X-Forwarded-For`` here: ``FORWARDED_ALLOW_IPS``)."""
+    return connection.client.host if connection.client else "unknown"
+
+
+async def throttle_auth_attempt(
+    connection: ASGIConnection[Any, Any, Any, Any], container: ContainerDep, account: str | None
+) -> None:
+    """Count a log-in, sign-up or password-change attempt on ``account`` (an e-mail address or user id) from
+    this connection's IP. Raises ``TooManyAttempts`` (429 with ``Retry-After``) over the limits
+    (:class:`app.core.ratelimit.AuthThrottle`)."""
+    await container.auth_throttle.hit(ip=client_ip(connection), account=account)

@@ -16,6 +16,7 @@ from app.accounts.service import AccountService
 from app.chat.turn import ChatService
 from app.conversations.service import ConversationService
 from app.core.config import Settings
+from app.core.ratelimit import AuthThrottle
 from app.core.security import SecretBox
 from app.db.engine import RELAY_KEY, assert_unprivileged, make_engine, make_sessionmaker, tenant_session
 from app.db.outbox import relay
@@ -79,6 +80,7 @@ class Container:
     chat: ChatService
     conversations: ConversationService
     rights: DataRightsService
+    auth_throttle: AuthThrottle
 
     @classmethod
     async def create(
@@ -145,6 +147,7 @@ class Container:
             ),
             conversations=ConversationService(sessionmaker),
             rights=DataRightsService(sessionmaker, accounts, interventions, fine_tunes, cache, redis),
+            auth_throttle=AuthThrottle(redis_url, settings.auth_rate_limit_ip, settings.auth_rate_limit_account),
         )
 
     @asynccontextmanager
@@ -155,6 +158,7 @@ class Container:
 
     async def close(self) -> None:
         """Close Redis and dispose of the connection pool."""
+        await self.auth_throttle.close()
         await self.redis.aclose()
         await self.engine.dispose()
 

@@ -7,15 +7,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.api_keys import issue_api_key
 from app.accounts.handoff_settings import apply_handoff_settings
-from app.accounts.models import ApiKey, Client, Coach, CoachUser
+from app.accounts.models import Client, Coach, CoachUser
 from app.core.egress import EgressGuard, EgressRefused, UnresolvableHost
 from app.core.errors import Conflict, InvalidInput, NotFound
-from app.core.security import SecretBox, hash_password, new_token, token_hash, verify_password
+from app.core.security import SecretBox, hash_password_async, new_token, token_hash, verify_password_async
 from app.core.validation import EMAIL_RE, http_url, in_range, web_origins
 from app.db.engine import tenant_session
 
@@ -78,23 +79,22 @@ class AccountService:
             raise InvalidInput("coach_name must not be empty")
         if not EMAIL_RE.match(email):
             raise InvalidInput("email is not a valid e-mail address")
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise InvalidInput(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+        check_new_password("password", password)
         coach_id = uuid.uuid4()
-        api_key = new_token("oc")
-        user = CoachUser(coach_id=coach_id, email=email, password_hash=hash_password(password))
+        user = CoachUser(coach_id=coach_id, email=email, password_hash=await hash_password_async(password))
         try:
             async with tenant_session(self._sessionmaker, coach_id) as session:
                 session.add(Coach(id=coach_id, name=coach_name, persona=default_persona(coach_name)))
                 await session.flush()
                 session.add(user)
-                session.add(ApiKey(coach_id=coach_id, prefix=api_key[:10], key_hash=token_hash(api_key)))
+                _, api_key = await issue_api_key(session, coach_id)
         except IntegrityError as exc:
             raise Conflict("an account with this e-mail already exists") from exc
         return SignupResult(coach_id, user.id, api_key)
 
     async def login(self, email: str, password: str) -> tuple[uuid.UUID, uuid.UUID] | None:
-        """Check a dashboard password; returns ``(coach_id, user_id)`` or ``None``."""
+        """Check a dashboard password; returns ``(coach_id, user_id)`` or ``None``. An unknown e-mail takes as
+        long as a wrong password (:func:`app.core.security.verify_password_async` checks a dummy hash)."""
         async with self._sessionmaker() as session:
             row = (
                 await session.execute(
@@ -102,19 +102,65 @@ class AccountService:
                     {"email": email.strip()},
                 )
             ).first()
-        if row is None or not verify_password(row.password_hash, password):
+        matches = await verify_password_async(row.password_hash if row else None, password)
+        if row is None or not matches:
             return None
         return row.coach_id, row.user_id
 
     async def check_password(self, session: AsyncSession, coach_id: uuid.UUID, password: str) -> bool:
-        """Whether ``password`` is the password of one of the coach's dashboard users (argon2id check)."""
+        """Whether ``password`` is the password of one of the coach's dashboard users (argon2id check, in a
+        worker thread: :func:`app.core.security.verify_password_async`)."""
         hashes = (await session.scalars(select(CoachUser.password_hash).where(CoachUser.coach_id == coach_id))).all()
-        return any(verify_password(stored, password) for stored in hashes)
+        for stored in hashes:
+            if await verify_password_async(stored, password):
+                return True
+        return False
+
+    async def user_for_email(self, coach_id: uuid.UUID, email: str) -> uuid.UUID:
+        """The id of the coach's dashboard user with this e-mail. Raises ``NotFound`` (also for another
+        coach's user)."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            user_id = await session.scalar(
+                select(CoachUser.id).where(CoachUser.coach_id == coach_id, CoachUser.email == email.strip().lower())
+            )
+        if user_id is None:
+            raise NotFound("no user with this e-mail in this account")
+        return user_id
+
+    async def change_password(
+        self, coach_id: uuid.UUID, user_id: uuid.UUID, current_password: str, new_password: str
+    ) -> None:
+        """Replace a dashboard user's password after checking the current one (argon2id, off the event loop).
+
+        Raises ``InvalidInput`` for a new password under :data:`MIN_PASSWORD_LENGTH` characters or a wrong
+        current password, ``NotFound`` for an unknown user, ``Conflict`` if the password changed while this
+        call was hashing (nothing is changed then). Ending the user's other sessions is the caller's part."""
+        check_new_password("new_password", new_password)
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            old_hash = await session.scalar(
+                select(CoachUser.password_hash).where(CoachUser.id == user_id, CoachUser.coach_id == coach_id)
+            )
+        if old_hash is None:
+            raise NotFound("user not found")
+        if not await verify_password_async(old_hash, current_password):
+            raise InvalidInput("current_password is wrong")
+        new_hash = await hash_password_async(new_password)
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            changed = await session.execute(
+                update(CoachUser)
+                .where(CoachUser.id == user_id, CoachUser.password_hash == old_hash)
+                .values(password_hash=new_hash)
+            )
+            if changed.rowcount != 1:  # type: ignore[attr-defined]
+                raise Conflict("the password was changed meanwhile; try again")
 
     async def coach_for_api_key(self, api_key: str) -> uuid.UUID | None:
-        """The tenant an API key belongs to, or ``None`` (unknown or revoked)."""
+        """The tenant an API key belongs to, or ``None`` (unknown or revoked). Looked up on every request
+        (a revoked key fails at once); ``auth_api_key`` also stamps the key's ``last_used_at``, at most once a
+        minute, hence the commit."""
         async with self._sessionmaker() as session:
             value = await session.scalar(text("SELECT auth_api_key(:h)"), {"h": token_hash(api_key)})
+            await session.commit()
         return value if isinstance(value, uuid.UUID) else None
 
     async def client_for_widget_token(self, token: str) -> ClientIdentity | None:
@@ -289,6 +335,12 @@ class AccountService:
             raise InvalidInput("llm_model is required for the openai provider")
         await session.flush()
         return coach
+
+
+def check_new_password(field: str, password: str) -> None:
+    """Raises ``InvalidInput`` naming ``field`` when ``password`` is under :data:`MIN_PASSWORD_LENGTH` characters."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"{field} must be at least {MIN_PASSWORD_LENGTH} characters")
 
 
 def default_persona(coach_name: str) -> str:

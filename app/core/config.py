@@ -6,6 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from cryptography.fernet import Fernet
+from limits import parse_many
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -90,6 +91,23 @@ class Settings(BaseSettings):
     def old_secret_keys(self) -> list[str]:
         """The retired keys of ``SECRET_KEY_OLD``, in the order given (empty list when unset)."""
         return _split(self.secret_key_old)
+
+    auth_rate_limit_ip: str = Field(
+        default="20/minute;100/hour",
+        description="Log-in, sign-up and password-change attempts allowed per client IP address, in the "
+        "`limits` package's notation ('N/second|minute|hour|day', several separated by ';'). Counted in Redis.",
+    )
+    auth_rate_limit_account: str = Field(
+        default="5/minute;30/hour",
+        description="Log-in, sign-up and password-change attempts allowed per account (e-mail address), "
+        "whatever IP addresses they come from; same notation as AUTH_RATE_LIMIT_IP.",
+    )
+
+    @field_validator("auth_rate_limit_ip", "auth_rate_limit_account")
+    @classmethod
+    def _valid_rate_limit(cls, value: str) -> str:
+        parse_many(value)  # raises ValueError naming the bad entry
+        return value
 
     @field_validator("outbound_allow")
     @classmethod

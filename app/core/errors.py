@@ -10,6 +10,10 @@ class DomainError(Exception):
         super().__init__(message)
         self.message = message
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides the status and message (none by default)."""
+        return {}
+
 
 class InvalidInput(DomainError):
     """The request is well-formed but its content is not acceptable (400)."""
@@ -31,6 +35,21 @@ class TooLarge(DomainError):
     """An upload over the size limit (413)."""
 
     status_code = 413
+
+
+class TooManyAttempts(DomainError):
+    """A rate limit was hit (429); ``retry_after`` is the number of whole seconds until the next attempt
+    may pass (sent as the ``Retry-After`` header, RFC 9110 §10.2.3)."""
+
+    status_code = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many attempts: try again in {retry_after} s")
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        """``Retry-After`` in whole seconds."""
+        return {"Retry-After": str(self.retry_after)}
 
 
 class EvalDataError(ValueError):

@@ -29,6 +29,8 @@ from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.types import Message, Scope
 
+from app.core.validation import is_https
+
 CORS_ORIGIN_STATE = "widget_cors_origin"
 """Key in the ASGI scope's ``state`` under which an allowed cross-origin ``Origin`` of a widget call is kept."""
 HSTS_VALUE = "max-age=31536000"
@@ -63,7 +65,7 @@ class SecurityHeaders:
     CORS preflights are answered)."""
 
     def __init__(self, public_url: str, widget_api_prefixes: Sequence[str]) -> None:
-        self._hsts = public_url.lower().startswith("https://")
+        self._hsts = is_https(public_url)
         self._widget_api_prefixes = tuple(widget_api_prefixes)
         self._csp = content_security_policy()
 

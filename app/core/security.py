@@ -8,8 +8,10 @@ import hmac
 import os
 import secrets
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 
+import anyio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -17,6 +19,10 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from app.core.config import Settings
 
 _hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory defaults
+PASSWORD_HASH_THREADS = 2
+"""At most this many argon2 hashes run at once per process (each takes ~50 ms of CPU and 64 MiB); more
+log-ins wait their turn instead of starving the event loop or the machine."""
+_hash_slots = anyio.CapacityLimiter(PASSWORD_HASH_THREADS)
 
 
 def hash_password(password: str) -> str:
@@ -30,6 +36,33 @@ def verify_password(password_hash: str, password: str) -> bool:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+async def hash_password_async(password: str) -> str:
+    """:func:`hash_password` in a worker thread, at most :data:`PASSWORD_HASH_THREADS` at a time."""
+    return await anyio.to_thread.run_sync(hash_password, password, limiter=_hash_slots)
+
+
+@cache
+def _dummy_hash() -> str:
+    """An argon2id hash of a random password, made once: what an unknown e-mail's password is checked against."""
+    return hash_password(secrets.token_urlsafe(16))
+
+
+def _verify_or_dummy(password_hash: str | None, password: str) -> bool:
+    if password_hash is None:
+        verify_password(_dummy_hash(), password)
+        return False
+    return verify_password(password_hash, password)
+
+
+async def verify_password_async(password_hash: str | None, password: str) -> bool:
+    """:func:`verify_password` in a worker thread, at most :data:`PASSWORD_HASH_THREADS` at a time.
+
+    ``password_hash=None`` (no such user) verifies against a dummy hash and returns ``False``, so an
+    unknown e-mail costs the same time as a wrong password (no account enumeration by timing; OWASP
+    Authentication Cheat Sheet, "Authentication Responses")."""
+    return await anyio.to_thread.run_sync(_verify_or_dummy, password_hash, password, limiter=_hash_slots)
 
 
 def new_token(prefix: str) -> str:

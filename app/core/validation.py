@@ -17,6 +17,11 @@ EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 """A plausible e-mail address (``local@domain.tld``); deliverability is the mail server's to judge."""
 
 
+def is_https(url: str) -> bool:
+    """Whether ``url`` (e.g. ``PUBLIC_URL``) is an https URL: then cookies are ``Secure`` and HSTS is sent."""
+    return url.lower().startswith("https://")
+
+
 def in_range(name: str, value: int, bounds: tuple[int, int]) -> int:
     """``value`` if it is an integer within ``bounds`` (inclusive), else ``InvalidInput`` naming the field."""
     low, high = bounds

@@ -7,15 +7,17 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import JSONBody
 
+from app.accounts.api_keys import API_KEY_NAME_MAX, issue_api_key, list_api_keys, revoke_api_key
 from app.accounts.learning_settings import LEARNING_FIELDS, apply_learning_settings
-from app.accounts.models import Coach
-from app.auth import provide_coach_id
+from app.accounts.models import ApiKey, Coach
+from app.auth import AUTH_BODY_MAX_BYTES, provide_coach_id, throttle_auth_attempt
 from app.core.security import mask_secret
 from app.deps import CoachId, ContainerDep, PathId
+from app.web.sessions import DashboardSessionsDep
 
 EXPORT_HEADERS = {"Content-Disposition": 'attachment; filename="opencoach-data.json"', "Cache-Control": "no-store"}
 """Headers of a data export: a JSON file to save, never cached."""
@@ -30,6 +32,47 @@ class SignupRequest(msgspec.Struct):
 class SignupResponse(msgspec.Struct):
     coach_id: uuid.UUID
     api_key: str
+
+
+class PasswordChange(msgspec.Struct):
+    """``email``: the dashboard user (of the API key's account) whose password changes."""
+
+    email: Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
+    current_password: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+    new_password: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class PasswordChanged(msgspec.Struct):
+    """``sessions_ended``: how many dashboard sessions of the account were logged out."""
+
+    sessions_ended: int
+
+
+class ApiKeyCreate(msgspec.Struct):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=API_KEY_NAME_MAX)]
+
+
+class ApiKeyOut(msgspec.Struct):
+    """An API key as lists show it: ``prefix`` is its first 10 characters (the key itself is never shown
+    again after creation); ``last_used_at`` is stamped at most once a minute; ``revoked_at`` once revoked."""
+
+    id: uuid.UUID
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    """A new API key with ``key``, the secret itself: shown only in this response."""
+
+    key: str
+
+
+def api_key_out(key: ApiKey) -> ApiKeyOut:
+    """The listing form of an API key row (no secret: only its hash is stored)."""
+    return ApiKeyOut(key.id, key.name, key.prefix, key.created_at, key.last_used_at, key.revoked_at)
 
 
 class ClientCreate(msgspec.Struct):
@@ -170,11 +213,65 @@ class AuthController(Controller):
     path = "/api/v1/auth"
     tags = ["auth"]
 
-    @post("/signup", status_code=201)
-    async def signup(self, data: JSONBody[SignupRequest], container: ContainerDep) -> SignupResponse:
-        """Create a coach account; returns the tenant id and its first API key (shown only once)."""
+    @post("/signup", status_code=201, request_max_body_size=AUTH_BODY_MAX_BYTES)
+    async def signup(
+        self, request: Request[Any, Any, Any], data: JSONBody[SignupRequest], container: ContainerDep
+    ) -> SignupResponse:
+        """Create a coach account; returns the tenant id and its first API key (shown only once). Rate-limited
+        per IP and per e-mail (429 with ``Retry-After``); a body over 4 KiB gets 413."""
+        await throttle_auth_attempt(request, container, data.email)
         result = await container.accounts.signup(data.coach_name, data.email, data.password)
         return SignupResponse(coach_id=result.coach_id, api_key=result.api_key)
+
+    @post(
+        "/password",
+        status_code=200,
+        request_max_body_size=AUTH_BODY_MAX_BYTES,
+        dependencies={"coach_id": Provide(provide_coach_id)},
+    )
+    async def change_password(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[PasswordChange],
+        coach_id: CoachId,
+        container: ContainerDep,
+        dashboard_sessions: DashboardSessionsDep,
+    ) -> PasswordChanged:
+        """Change a dashboard user's password (the current one is required: 400 when wrong, 404 for an e-mail
+        that is not a user of this account) and log out every dashboard session of the account. Rate-limited
+        like log-in (429)."""
+        await throttle_auth_attempt(request, container, data.email)
+        user_id = await container.accounts.user_for_email(coach_id, data.email)
+        await container.accounts.change_password(coach_id, user_id, data.current_password, data.new_password)
+        return PasswordChanged(await dashboard_sessions.end_others(coach_id))
+
+
+class ApiKeyController(Controller):
+    path = "/api/v1/api-keys"
+    tags = ["api keys"]
+    dependencies = {"coach_id": Provide(provide_coach_id)}
+
+    @post("/", status_code=201)
+    async def create_api_key(
+        self, data: JSONBody[ApiKeyCreate], coach_id: CoachId, container: ContainerDep
+    ) -> ApiKeyCreated:
+        """Create a named API key; the response is the only place the key itself ever appears."""
+        async with container.tenant(coach_id) as session:
+            key, secret = await issue_api_key(session, coach_id, data.name)
+        out = api_key_out(key)
+        return ApiKeyCreated(**msgspec.structs.asdict(out), key=secret)
+
+    @get("/")
+    async def list_keys(self, coach_id: CoachId, container: ContainerDep) -> list[ApiKeyOut]:
+        """The account's API keys (prefix only), revoked ones included, newest first."""
+        async with container.tenant(coach_id) as session:
+            return [api_key_out(key) for key in await list_api_keys(session, coach_id)]
+
+    @delete("/{key_id:uuid}", status_code=204)
+    async def revoke_key(self, key_id: PathId, coach_id: CoachId, container: ContainerDep) -> None:
+        """Revoke a key: its next request gets 401. 404 for an unknown id or another account's key."""
+        async with container.tenant(coach_id) as session:
+            await revoke_api_key(session, coach_id, key_id)
 
 
 class ClientController(Controller):
