@@ -40,6 +40,7 @@ def _stream(data: bytes, *, flate: bool = False) -> bytes:
 
 
 FONT = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"
+RESOURCES = b"/Resources << /Font << /F1 4 0 R >> >> "
 
 
 def text_pdf(pages: int, text: bytes = PAGE_TEXT) -> bytes:
@@ -51,7 +52,7 @@ def text_pdf(pages: int, text: bytes = PAGE_TEXT) -> bytes:
         _stream(text),
         FONT,
     ]
-    page = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R /Resources << /Font << /F1 4 0 R >> >> >>"
+    page = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R %s>>" % RESOURCES
     objects += [page] * pages
     return pdf(objects)
 
@@ -123,11 +124,13 @@ def huge_page_count(fanout: int = 1000, levels: int = 3) -> bytes:
         number = 2 + level
         kid = b"%d 0 R " % (number + 1)
         parent = b"" if level == 0 else b"/Parent %d 0 R " % (number - 1)
-        objects.append(b"<< /Type /Pages %s/Kids [%s] /Count %d >>" % (parent, kid * fanout, fanout ** (levels - level)))
+        objects.append(
+            b"<< /Type /Pages %s/Kids [%s] /Count %d >>" % (parent, kid * fanout, fanout ** (levels - level))
+        )
     leaf_parent = 1 + levels
     objects.append(
-        b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 612 792] /Contents %d 0 R /Resources << /Font << /F1 %d 0 R >> >> >>"
-        % (leaf_parent, len(objects) + 2, len(objects) + 3)
+        b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
+        b"/Resources << /Font << /F1 %d 0 R >> >> >>" % (leaf_parent, len(objects) + 2, len(objects) + 3)
     )
     objects += [_stream(PAGE_TEXT), FONT]
     return pdf(objects)

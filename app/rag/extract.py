@@ -121,7 +121,7 @@ def _open_pdf(data: bytes, caps: Caps) -> tuple[pypdf.PdfReader, int]:
         reader = pypdf.PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise ExtractionError("the PDF is password-protected; upload an unprotected copy")
-        declared = reader.trailer["/Root"]["/Pages"].get("/Count")
+        declared = reader.root_object["/Pages"].get_object().get("/Count")  # type: ignore[union-attr]
         if isinstance(declared, int):
             caps.check_pages(declared)
         total = len(reader.pages)

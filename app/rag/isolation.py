@@ -13,7 +13,7 @@ limits itself before reading the file:
   backstop for code that does not return to the interpreter;
 - a wall-clock deadline of ``wall_seconds`` enforced by the parent, which kills the child.
 
-Progress (pages done, page total) and the child's pid travel through a shared ``multiprocessing`` array.
+Progress (pages done, page total) travels through a shared ``multiprocessing`` array.
 See ``setrlimit(2)`` for the limits' semantics on Linux.
 """
 
@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import math
 import multiprocessing
-import os
 import resource
 import signal
 from collections.abc import Callable
@@ -43,7 +42,7 @@ POLL_S = 0.1
 HARD_CPU_GRACE_S = 5
 """CPU seconds between the soft limit (a reason) and the hard one (``SIGKILL``)."""
 
-_DONE, _TOTAL, _PID = range(3)
+_DONE, _TOTAL = range(2)
 
 
 @dataclass(frozen=True)
@@ -87,8 +86,7 @@ def _on_sigxcpu(signum: int, frame: FrameType | None) -> None:
 
 
 def _start_child(limits: ExtractionLimits, progress: Any) -> None:
-    """Executor initializer (in the child): record the pid, then apply the memory and CPU limits."""
-    progress[_PID] = os.getpid()
+    """Executor initializer (in the child): apply the memory and CPU limits."""
     _child.update(limits=limits, progress=progress, cpu_budget=limits.cpu_seconds)
     memory = limits.memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
@@ -117,7 +115,9 @@ def _extract_in_child(data: bytes, kind: str) -> ExtractedText:
         reason = f"reading the file needed more than {limits.memory_mb} MB of memory (it may be a decompression bomb)"
     except _CpuExhausted:
         # (the kernel moves the soft limit on by a second at each SIGXCPU: report the budget that was set)
-        reason = f"reading the file took more than {_child['cpu_budget']} s of CPU (it may be built to exhaust the reader)"
+        reason = (
+            f"reading the file took more than {_child['cpu_budget']} s of CPU (it may be built to exhaust the reader)"
+        )
     # raised outside the except clause, so the failed parse's frames (and their memory) are already freed
     raise ExtractionError(f"{reason}; check that it opens in a PDF viewer, or split it")
 
@@ -144,7 +144,7 @@ async def run_isolated(
     or died (the kernel's hard CPU limit, an out-of-memory kill). Cancelling the caller kills the child.
     """
     context = multiprocessing.get_context("spawn")
-    progress = context.Array("q", 3, lock=False)
+    progress = context.Array("q", 2, lock=False)
     executor = ProcessPoolExecutor(
         1, mp_context=context, initializer=_start_child, initargs=(limits, progress), max_tasks_per_child=1
     )
@@ -173,10 +173,17 @@ async def run_isolated(
             "or split it"
         ) from exc
     finally:
-        if not finished and progress[_PID]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(progress[_PID], signal.SIGKILL)
-        executor.shutdown(wait=finished, cancel_futures=True)
+        if not finished:
+            _kill_workers(executor)
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _kill_workers(executor: ProcessPoolExecutor) -> None:
+    """SIGKILL the executor's child, wherever it is (starting, reading, stuck in C). Python 3.14 has this as
+    ``ProcessPoolExecutor.kill_workers()``; before it, the executor's own ``_processes`` map is the way."""
+    for process in list((executor._processes or {}).values()):  # noqa: SLF001 - see the docstring
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            process.kill()
 
 
 async def extract_isolated(
