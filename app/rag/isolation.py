@@ -2,9 +2,9 @@
 
 A hostile PDF (a decompression bomb, a page tree of a billion pages, a parser-exhausting content stream)
 must cost a bounded amount and end as a clear ``ExtractionError``, whatever the installed pypdf does about
-it. Each extraction runs in a fresh process (``concurrent.futures.ProcessPoolExecutor`` with
-``max_tasks_per_child=1`` on the ``spawn`` start method, so no state of the worker is inherited), which
-limits itself before reading the file:
+it. Each extraction runs in a fresh process (a one-process ``concurrent.futures.ProcessPoolExecutor`` on the
+``spawn`` start method, shut down after its one task, so no state of the worker is inherited and nothing of
+one file outlives it), which limits itself before reading the file:
 
 - ``RLIMIT_AS`` = ``memory_mb``: an allocation past it raises ``MemoryError`` (reported as such);
 - ``RLIMIT_CPU``: a soft limit of ``cpu_seconds`` for opening the file, raised by ``cpu_seconds_per_page``
@@ -145,9 +145,8 @@ async def run_isolated(
     """
     context = multiprocessing.get_context("spawn")
     progress = context.Array("q", 2, lock=False)
-    executor = ProcessPoolExecutor(
-        1, mp_context=context, initializer=_start_child, initargs=(limits, progress), max_tasks_per_child=1
-    )
+    # (not max_tasks_per_child=1: Python 3.11's executor then spawns a replacement child after the task)
+    executor = ProcessPoolExecutor(1, mp_context=context, initializer=_start_child, initargs=(limits, progress))
     finished = False
     try:
         future = asyncio.wrap_future(executor.submit(task, *args))
@@ -175,7 +174,8 @@ async def run_isolated(
     finally:
         if not finished:
             _kill_workers(executor)
-        executor.shutdown(wait=False, cancel_futures=True)
+        # off the event loop: the child exits (or its death is noticed) within a moment
+        await asyncio.shield(asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True))
 
 
 def _kill_workers(executor: ProcessPoolExecutor) -> None:

@@ -20,7 +20,7 @@ from app.llm.registry import ProviderRegistry
 from app.rag.models import Document, DocumentStatus
 from app.worker import build_worker
 from tests.conftest import Coach, upload
-from tests.hostile_files import CORPUS, flate_bomb, text_pdf
+from tests.hostile_files import CORPUS, flate_bomb
 
 PASSWORD = "correct horse battery"
 
