@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from app.core.config import Settings, get_settings
-from app.core.runtime import Services, start_services
+from app.core.runtime import Services, embedded_services
 
 if TYPE_CHECKING:
     from app.db.rotation import RotationReport
@@ -38,10 +40,14 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _start(settings: Settings) -> Services:
-    with console.status("Starting PostgreSQL and Redis…"):
-        services = start_services(settings)
-    return services
+@contextlib.contextmanager
+def _start(settings: Settings) -> Iterator[Services]:
+    """Every command's database and Redis (:func:`app.core.runtime.embedded_services`): embedded servers it
+    starts stop when the block ends, on Ctrl-C and on SIGTERM too."""
+    with contextlib.ExitStack() as stack:
+        with console.status("Starting PostgreSQL and Redis…"):
+            services = stack.enter_context(embedded_services(settings))
+        yield services
 
 
 def _migrate(services: Services) -> None:
@@ -88,13 +94,10 @@ def _serve(settings: Settings, services: Services, host: str, port: int, worker:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start embedded servers as needed, migrate, run a worker alongside, serve HTTP until Ctrl-C."""
     settings = _settings(args)
-    services = _start(settings)
-    try:
+    with _start(settings) as services:
         _migrate(services)
         console.print(f"[bold]OpenCoach[/] on http://{args.host}:{args.port}  (dashboard: /login)")
         _serve(settings, services, args.host, args.port, not args.no_worker)
-    finally:
-        services.stop()
     return 0
 
 
@@ -103,28 +106,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from app.worker import build_worker
 
     settings = _settings(args)
-    services = _start(settings)
-    try:
+    with _start(settings) as services:
         worker = build_worker(settings, services.database_url, services.redis_url)
         try:
             worker.run()
         except RuntimeError as exc:
             console.print(f"[red]worker not started:[/] {exc}")
             return 1
-    finally:
-        services.stop()
     return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply pending migrations."""
     settings = _settings(args)
-    services = _start(settings)
-    try:
+    with _start(settings) as services:
         _migrate(services)
         console.print("[green]schema is at head[/]")
-    finally:
-        services.stop()
     return 0
 
 
@@ -221,8 +218,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings(args)
     base = f"http://{args.host}:{args.port}"
     settings = settings.model_copy(update={"public_url": base})
-    services = _start(settings)
-    try:
+    with _start(settings) as services:
         _migrate(services)
         api_key, widget_path = asyncio.run(seed_demo(settings, services))
         print(
@@ -235,8 +231,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
             flush=True,
         )
         _serve(settings, services, args.host, args.port, True)
-    finally:
-        services.stop()
     return 0
 
 
@@ -302,16 +296,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             return 2
         openai = OpenAIModel(args.openai_model, key, args.openai_base_url)
     settings = _settings(args)
-    services = _start(settings)
-    try:
+    with _start(settings) as services:
         _migrate(services)
         try:
             result = asyncio.run(run_memory_eval(settings, services, conversations, openai, args.keep))
         except ProviderError as exc:
             _error(f"the model provider failed: {exc}")
             return 1
-    finally:
-        services.stop()
     if args.json:
         print(json.dumps(result), flush=True)
     else:

@@ -1,7 +1,8 @@
 """The arq worker: document ingestion, the memory jobs (session summaries, insights, profiles), the coach's
 handoff alerts, the AI's answer after a handback, the learning jobs (intervention analysis and outcomes,
 training data, fine-tunes, the promotion gate), the minute crons that end idle chat sessions and send SLA
-holding messages, and the five-minute learning sweep (fine-tune readiness and polling).
+holding messages, the minute sweep that fails documents a killed worker left ``processing``, and the
+five-minute learning sweep (fine-tune readiness and polling).
 
 Start with ``opencoach worker``; ``opencoach serve`` runs one alongside the web app. The worker refuses to
 start on a database whose schema is not at the migrations' head. It rides out a Redis outage (arq's own
@@ -65,6 +66,12 @@ async def ingest_document(ctx: dict[str, Any], coach_id: str, document_id: str) 
     container: Container = ctx["container"]
     timings = await container.documents.ingest(uuid.UUID(coach_id), uuid.UUID(document_id))
     return "skipped" if timings is None else f"{timings.chunks} chunks"
+
+
+async def fail_stalled_documents(ctx: dict[str, Any]) -> str:
+    """arq cron (every minute, and at start-up): fail documents left ``processing`` by a killed worker."""
+    container: Container = ctx["container"]
+    return f"{await container.documents.fail_stalled()} stalled documents failed"
 
 
 async def _retrying(ctx: dict[str, Any], job: Awaitable[str]) -> str:
@@ -258,7 +265,7 @@ def build_worker(
 
     return OutageTolerantWorker(
         functions=[
-            func(ingest_document, name=INGEST_DOCUMENT, timeout=JOB_TIMEOUT_S, max_tries=3),
+            func(ingest_document, name=INGEST_DOCUMENT, timeout=settings.ingest_timeout_seconds, max_tries=3),
             func(summarize_session, name=SUMMARIZE_SESSION, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(extract_insights, name=EXTRACT_INSIGHTS, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(update_profile, name=UPDATE_PROFILE, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
@@ -279,6 +286,7 @@ def build_worker(
             cron(relay_outbox, second=set(range(5, 60, OUTBOX_RELAY_EVERY_S)), run_at_startup=True),
             cron(close_idle_sessions, second=0, run_at_startup=True),
             cron(send_sla_notices, second=30, run_at_startup=True),
+            cron(fail_stalled_documents, second=45, run_at_startup=True),
             cron(learning_sweep, minute=set(range(0, 60, 5)), second=15, run_at_startup=True),
         ],
         redis_settings=RedisSettings.from_dsn(redis_url),

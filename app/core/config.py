@@ -53,6 +53,26 @@ class Settings(BaseSettings):
     public_url: str = Field(default="http://127.0.0.1:8000", description="Base URL used in widget snippets.")
 
     max_upload_mb: float = Field(default=25.0, gt=0)
+    extract_memory_mb: int = Field(
+        default=512, ge=128, description="Address-space limit (RLIMIT_AS, MB) of the process reading one upload."
+    )
+    extract_cpu_seconds: int = Field(
+        default=30, ge=1, description="CPU seconds (RLIMIT_CPU) for opening an upload; pages add to it."
+    )
+    extract_cpu_seconds_per_page: float = Field(
+        default=0.5, ge=0, description="CPU seconds each PDF page adds to EXTRACT_CPU_SECONDS."
+    )
+    extract_timeout_seconds: float = Field(default=600.0, gt=0, description="Wall-clock deadline of one extraction.")
+    extract_max_pages: int = Field(default=2000, ge=1, description="A PDF with more pages fails with the reason.")
+    extract_max_characters: int = Field(
+        default=5_000_000, ge=1000, description="A file with more characters of text fails with the reason."
+    )
+    ingest_timeout_seconds: int = Field(
+        default=1800,
+        ge=10,
+        description="Deadline of one ingestion job (extract, embed, store); a document still processing "
+        "past it (its worker was killed) is failed by the worker's sweep.",
+    )
     retrieval_top_k: int = Field(default=5, ge=1, le=50)
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     llm_max_tokens: int = Field(default=256, ge=16)

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
 
 from sqlalchemy import delete, func, insert, select, text, update
@@ -25,13 +25,20 @@ from app.db.engine import tenant_session
 from app.llm.base import Embedder, ProviderError
 from app.llm.registry import ProviderRegistry
 from app.rag.chunking import ChunkSpec, TextChunk, chunk_pages
-from app.rag.extract import ExtractedText, ExtractionError, detect_kind, extract_pages
+from app.rag.extract import ExtractedText, ExtractionError, detect_kind
+from app.rag.isolation import ExtractionLimits, extract_isolated
 from app.rag.models import Chunk, Document, DocumentStatus
 
 log = logging.getLogger(__name__)
 
 EMBED_BATCH = 64
 PROGRESS_INTERVAL_S = 0.5
+STALLED_GRACE_S = 60
+"""Seconds past ``INGEST_TIMEOUT_SECONDS`` before the sweep takes a ``processing`` document for abandoned."""
+STOPPED = (
+    "processing stopped before it finished (the job ran past its {timeout} s deadline, or its worker was "
+    "stopped); upload the file again"
+)
 
 
 @dataclass
@@ -70,6 +77,7 @@ class DocumentService:
         self._settings = settings
         self._registry = registry
         self._accounts = accounts
+        self._limits = ExtractionLimits.from_settings(settings)
 
     async def upload(self, coach_id: uuid.UUID, filename: str, content_type: str | None, data: bytes) -> Document:
         """Store the original and queue ingestion; returns the document (status ``queued``).
@@ -179,10 +187,50 @@ class DocumentService:
             return await self._run_pipeline(coach_id, document_id, coach, kind, data or b"")
         except (ExtractionError, ProviderError) as exc:
             await self._fail(coach_id, document_id, str(exc))
+        except asyncio.CancelledError:
+            # arq's job deadline, or the worker shutting down: never leave the document "processing"
+            timeout = self._settings.ingest_timeout_seconds
+            await asyncio.shield(self._fail(coach_id, document_id, STOPPED.format(timeout=timeout)))
+            raise
         except Exception as exc:
             log.exception("ingestion of document %s failed", document_id)
             await self._fail(coach_id, document_id, f"internal error while processing the file ({type(exc).__name__})")
         return None
+
+    async def fail_stalled(self) -> int:
+        """Fail every document left ``processing`` longer than an ingestion job may run (its worker was killed
+        mid-job, so no one will finish it), with the reason for the coach. Returns how many.
+
+        Runs before any tenant is known (the worker's cron): candidates come from the ``stalled_documents()``
+        SECURITY DEFINER function; each is re-checked and failed inside its own tenant's transaction."""
+        timeout = self._settings.ingest_timeout_seconds
+        async with self._sessionmaker() as session:
+            candidates = (
+                await session.execute(
+                    text("SELECT coach_id, document_id FROM stalled_documents(:seconds)"),
+                    {"seconds": timeout + STALLED_GRACE_S},
+                )
+            ).all()
+        failed = 0
+        for coach_id, document_id in candidates:
+            async with tenant_session(self._sessionmaker, coach_id) as session:
+                result = await session.execute(
+                    update(Document)
+                    .where(
+                        Document.id == document_id,
+                        Document.status == DocumentStatus.PROCESSING,
+                        Document.started_at < func.now() - timedelta(seconds=timeout + STALLED_GRACE_S),
+                    )
+                    .values(
+                        status=DocumentStatus.FAILED,
+                        error=STOPPED.format(timeout=timeout),
+                        finished_at=datetime.now(UTC),
+                    )
+                )
+                failed += result.rowcount  # type: ignore[attr-defined]
+        if failed:
+            log.warning("%d stalled documents failed (processing for over %d s)", failed, timeout + STALLED_GRACE_S)
+        return failed
 
     async def _fail(self, coach_id: uuid.UUID, document_id: uuid.UUID, message: str) -> None:
         await self._set(
@@ -223,7 +271,8 @@ class DocumentService:
         return timings
 
     async def _extract(self, coach_id: uuid.UUID, document_id: uuid.UUID, kind: str, data: bytes) -> ExtractedText:
-        """The document's pages (in a worker thread), reporting pages done every ``PROGRESS_INTERVAL_S``."""
+        """The document's pages, read in a limited child process (:mod:`app.rag.isolation`), reporting pages
+        done every ``PROGRESS_INTERVAL_S``."""
         progress = {"pages": 0, "total": 0}
 
         def on_page(done: int, total: int) -> None:
@@ -239,7 +288,7 @@ class DocumentService:
 
         reporter = asyncio.create_task(report())
         try:
-            return await asyncio.to_thread(extract_pages, data, kind, on_page=on_page)
+            return await extract_isolated(data, kind, self._limits, on_page=on_page)
         finally:
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
