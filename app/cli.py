@@ -152,15 +152,12 @@ def cmd_rotate_secret(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     settings = _settings(args)
-    services = _start(settings)
     try:
-        with console.status("Re-encrypting stored secrets…"):
+        with _start(settings) as services, console.status("Re-encrypting stored secrets…"):
             report = asyncio.run(rotate_stored_secrets(settings, services))
     except (OSError, SQLAlchemyError) as exc:
         _error(f"cannot use the database as the schema owner (MIGRATION_DATABASE_URL): {exc}")
         return 1
-    finally:
-        services.stop()
     table = Table(title="Secrets re-encrypted under SECRET_KEY")
     table.add_column("coach")
     table.add_column("secrets", justify="right")

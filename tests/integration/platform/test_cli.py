@@ -149,8 +149,8 @@ def migrated_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 COMMANDS = ["migrate", "worker", "eval memory", "serve", "demo"]
-"""Every ``opencoach`` command that starts embedded servers (eval crisis/learning and the train commands
-start none)."""
+"""Every long-running ``opencoach`` command that starts embedded servers (eval crisis/learning and the train
+commands start none; ``rotate-secret`` starts them through the same ``_start`` and is over in seconds)."""
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

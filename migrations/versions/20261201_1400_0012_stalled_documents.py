@@ -1,7 +1,7 @@
 """stalled_documents(): the sweep that fails documents a killed worker left processing
 
-Revision ID: 0014_hostile
-Revises: 0007
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-01 12:00:00
 """
 
@@ -11,8 +11,8 @@ from alembic import op
 
 from app.core.runtime import APP_ROLE
 
-revision: str = "0014_hostile"
-down_revision: str | None = "0007"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
