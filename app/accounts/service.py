@@ -1,4 +1,5 @@
-"""Accounts: sign-up, credentials, clients and the coach's settings. Every method takes the tenant explicitly."""
+"""Accounts: sign-up, credentials, clients and the coach's settings. Methods on tenant data take the
+:class:`~app.accounts.unit_of_work.UnitOfWork`; sign-up and the credential look-ups run before a tenant is known."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.handoff_settings import apply_handoff_settings
 from app.accounts.models import ApiKey, Client, Coach, CoachUser
+from app.accounts.unit_of_work import UnitOfWork
 from app.core.egress import EgressGuard, EgressRefused, UnresolvableHost
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.security import SecretBox, hash_password, new_token, token_hash, verify_password
@@ -82,7 +84,7 @@ class AccountService:
         coach_id = uuid.uuid4()
         api_key = new_token("oc")
         user = CoachUser(coach_id=coach_id, email=email, password_hash=hash_password(password))
-        try:
+        try:  # the tenant does not exist yet: a transaction of its own, not a unit of work (no coach to load)
             async with tenant_session(self._sessionmaker, coach_id) as session:
                 session.add(Coach(id=coach_id, name=coach_name, persona=default_persona(coach_name)))
                 await session.flush()
@@ -121,49 +123,43 @@ class AccountService:
             ).first()
         return ClientIdentity(row.coach_id, row.client_id) if row else None
 
-    async def get_coach(self, session: AsyncSession, coach_id: uuid.UUID) -> Coach:
-        """The tenant row (RLS already limits ``session`` to it). Raises ``NotFound``."""
-        coach = await session.get(Coach, coach_id)
-        if coach is None:
-            raise NotFound("coach not found")
-        return coach
+    async def delete_coach(self, uow: UnitOfWork) -> None:
+        """Delete the unit of work's coach account and, by cascade, everything it owns. Raises ``NotFound``."""
+        await uow.session.delete(await uow.coach())
+        await uow.session.flush()
 
-    async def delete_coach(self, coach_id: uuid.UUID) -> None:
-        """Delete a coach account and, by cascade, everything it owns. Raises ``NotFound``."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            await session.delete(await self.get_coach(session, coach_id))
-
-    async def create_client(self, session: AsyncSession, coach_id: uuid.UUID, name: str) -> tuple[Client, str]:
+    async def create_client(self, uow: UnitOfWork, name: str) -> tuple[Client, str]:
         """Create a client; returns it and its plaintext widget token. Raises ``InvalidInput`` on empty name."""
         name = name.strip()
         if not name:
             raise InvalidInput("name must not be empty")
         token = new_token("ocw")
         client = Client(
-            coach_id=coach_id,
+            coach_id=uow.coach_id,
             name=name,
             widget_token_hash=token_hash(token),
             widget_token_encrypted=self._secrets.encrypt(token),
         )
-        session.add(client)
-        await session.flush()
+        uow.session.add(client)
+        await uow.session.flush()
         return client, token
 
-    async def list_clients(self, session: AsyncSession, coach_id: uuid.UUID) -> list[Client]:
+    async def list_clients(self, uow: UnitOfWork) -> list[Client]:
         """The coach's clients, newest first."""
-        stmt = select(Client).where(Client.coach_id == coach_id).order_by(Client.created_at.desc())
-        return list((await session.scalars(stmt)).all())
+        stmt = select(Client).where(Client.coach_id == uow.coach_id).order_by(Client.created_at.desc())
+        return list((await uow.session.scalars(stmt)).all())
 
-    async def get_client(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> Client:
+    async def get_client(self, uow: UnitOfWork, client_id: uuid.UUID) -> Client:
         """One client of this coach. Raises ``NotFound`` (also for another coach's client)."""
-        client = await session.scalar(select(Client).where(Client.id == client_id, Client.coach_id == coach_id))
+        stmt = select(Client).where(Client.id == client_id, Client.coach_id == uow.coach_id)
+        client = await uow.session.scalar(stmt)
         if client is None:
             raise NotFound("client not found")
         return client
 
-    async def delete_client(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> None:
+    async def delete_client(self, uow: UnitOfWork, client_id: uuid.UUID) -> None:
         """Delete a client and (by cascade) its conversations. Raises ``NotFound``."""
-        await session.delete(await self.get_client(session, coach_id, client_id))
+        await uow.session.delete(await self.get_client(uow, client_id))
 
     def widget_token(self, client: Client) -> str:
         """Decrypt the client's widget token for display in the coach's dashboard."""
@@ -171,8 +167,7 @@ class AccountService:
 
     async def update_settings(
         self,
-        session: AsyncSession,
-        coach_id: uuid.UUID,
+        uow: UnitOfWork,
         *,
         name: str | None = None,
         persona: str | None = None,
@@ -200,7 +195,7 @@ class AccountService:
             handoff["alert_webhook_url"] = (
                 await self.check_outbound_url("alert_webhook_url", handoff["alert_webhook_url"]) or ""
             )
-        coach = await self.get_coach(session, coach_id)
+        coach = await uow.coach()
         if name is not None:
             if not name.strip():
                 raise InvalidInput("name must not be empty")
@@ -226,7 +221,7 @@ class AccountService:
         apply_handoff_settings(coach, self._secrets, **handoff)
         if coach.llm_provider == "openai" and not coach.llm_model:
             raise InvalidInput("llm_model is required for the openai provider")
-        await session.flush()
+        await uow.session.flush()
         return coach
 
 

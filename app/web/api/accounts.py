@@ -15,7 +15,7 @@ from app.accounts.learning_settings import LEARNING_FIELDS, apply_learning_setti
 from app.accounts.models import Coach
 from app.auth import provide_coach_id
 from app.core.security import mask_secret
-from app.deps import CoachId, ContainerDep
+from app.deps import CoachId, ContainerDep, Uow
 
 
 class SignupRequest(msgspec.Struct):
@@ -154,19 +154,15 @@ class ClientController(Controller):
     dependencies = {"coach_id": Provide(provide_coach_id)}
 
     @post("/", status_code=201)
-    async def create_client(
-        self, data: JSONBody[ClientCreate], coach_id: CoachId, container: ContainerDep
-    ) -> ClientCreated:
+    async def create_client(self, data: JSONBody[ClientCreate], uow: Uow, container: ContainerDep) -> ClientCreated:
         """Create a client; returns its widget token (for ``Authorization: Bearer`` on chat calls)."""
-        async with container.tenant(coach_id) as session:
-            client, token = await container.accounts.create_client(session, coach_id, data.name)
+        client, token = await container.accounts.create_client(uow, data.name)
         return ClientCreated(id=client.id, widget_token=token)
 
     @get("/")
-    async def list_clients(self, coach_id: CoachId, container: ContainerDep) -> list[ClientOut]:
+    async def list_clients(self, coach_id: CoachId, uow: Uow, container: ContainerDep) -> list[ClientOut]:
         """The coach's clients, newest first."""
-        async with container.tenant(coach_id) as session:
-            clients = await container.accounts.list_clients(session, coach_id)
+        clients = await container.accounts.list_clients(uow)
         return [ClientOut(c.id, c.name, c.created_at) for c in clients]
 
 
@@ -176,21 +172,17 @@ class SettingsController(Controller):
     dependencies = {"coach_id": Provide(provide_coach_id)}
 
     @get("/")
-    async def get_settings(self, coach_id: CoachId, container: ContainerDep) -> SettingsOut:
+    async def get_settings(self, uow: Uow, container: ContainerDep) -> SettingsOut:
         """Persona and provider settings (the key masked)."""
-        async with container.tenant(coach_id) as session:
-            coach = await container.accounts.get_coach(session, coach_id)
+        coach = await uow.coach()
         return settings_out(container, coach)
 
     @patch("/")
-    async def update_settings(
-        self, data: JSONBody[SettingsPatch], coach_id: CoachId, container: ContainerDep
-    ) -> SettingsOut:
+    async def update_settings(self, data: JSONBody[SettingsPatch], uow: Uow, container: ContainerDep) -> SettingsOut:
         """Change persona, provider, memory, escalation and learning settings in one transaction (a bad field
         changes nothing: 400); the key is stored encrypted and never returned."""
         changes = msgspec.structs.asdict(data)
         learning = {name: changes.pop(name) for name in LEARNING_FIELDS}
-        async with container.tenant(coach_id) as session:
-            coach = await container.accounts.update_settings(session, coach_id, **changes)
-            apply_learning_settings(coach, **learning)
+        coach = await container.accounts.update_settings(uow, **changes)
+        apply_learning_settings(coach, **learning)
         return settings_out(container, coach)

@@ -13,8 +13,8 @@ from app.accounts.models import Coach, HandoffMode
 from app.accounts.service import RECENT_MESSAGES_RANGE, SESSION_IDLE_MINUTES_RANGE
 from app.core.errors import DomainError
 from app.core.security import mask_secret
-from app.deps import CoachId, ContainerDep
-from app.web.dashboard.auth import CoachPage, page_coach
+from app.deps import ContainerDep, Uow
+from app.web.dashboard.auth import CoachPage
 from app.web.dashboard.forms import (
     form_int,
     form_str,
@@ -51,30 +51,25 @@ class SettingsPages(CoachPage):
     """The coach's settings."""
 
     @get("/settings")
-    async def settings_page(
-        self, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
-    ) -> Template:
+    async def settings_page(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
         new_api_key = request.session.pop("new_api_key", None)
         if new_api_key:
             request.set_session(dict(request.session))
-        coach = await page_coach(container, coach_id)
+        coach = await uow.coach()
         return Template("dashboard/settings.html", context=_settings_context(container, coach, new_api_key, None))
 
     @post("/settings")
-    async def save_settings(
-        self, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
-    ) -> Template:
+    async def save_settings(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
         form = await request.form()
         error = None
         try:
-            recent_messages = form_int(form, "recent_messages", *RECENT_MESSAGES_RANGE)
-            session_idle_minutes = form_int(form, "session_idle_minutes", *SESSION_IDLE_MINUTES_RANGE)
-            handoff = handoff_form_settings(form)
-            learning = learning_form_settings(form)
-            async with container.tenant(coach_id) as session:
+            async with uow.savepoint():  # a refused change is rolled back alone; the page shows why
+                recent_messages = form_int(form, "recent_messages", *RECENT_MESSAGES_RANGE)
+                session_idle_minutes = form_int(form, "session_idle_minutes", *SESSION_IDLE_MINUTES_RANGE)
+                handoff = handoff_form_settings(form)
+                learning = learning_form_settings(form)
                 coach = await container.accounts.update_settings(
-                    session,
-                    coach_id,
+                    uow,
                     name=form_str(form, "name"),
                     persona=form_str(form, "persona"),
                     llm_provider=form_str(form, "llm_provider") or "local",
@@ -89,7 +84,8 @@ class SettingsPages(CoachPage):
                 apply_learning_settings(coach, **learning)
         except DomainError as exc:
             error = exc.message
-            coach = await page_coach(container, coach_id)
+            coach = await uow.coach()
+            await uow.session.refresh(coach)  # drop what the refused change left in memory
         context = _settings_context(container, coach, None, error)
         context["saved"] = error is None
         return Template("dashboard/settings.html", context=context, status_code=400 if error else 200)
