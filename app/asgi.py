@@ -24,7 +24,7 @@ from app.container import Container
 from app.core.config import Settings
 from app.core.errors import DomainError
 from app.core.security import SecretBox
-from app.deps import provide_container, provide_unit_of_work
+from app.deps import provide_container
 from app.handoff.live import ReconnectingPubSubBackend
 from app.llm.registry import ProviderRegistry
 from app.web.api.accounts import AuthController, ClientController, SettingsController
@@ -104,10 +104,7 @@ def create_app(
             WidgetController,
             create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"]),
         ],
-        dependencies={
-            "container": Provide(provide_container, sync_to_thread=False),
-            "uow": Provide(provide_unit_of_work),
-        },
+        dependencies={"container": Provide(provide_container, sync_to_thread=False)},
         exception_handlers={DomainError: domain_error_handler},
         on_startup=[startup],
         on_shutdown=[shutdown],

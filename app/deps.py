@@ -32,7 +32,9 @@ def provide_container(state: State) -> Container:
 
 async def provide_unit_of_work(container: ContainerDep, coach_id: CoachId) -> AsyncGenerator[UnitOfWork, None]:
     """One :class:`~app.accounts.unit_of_work.UnitOfWork` per request, for the request's tenant ``coach_id``
-    (whatever layer provides it: API key, widget token, dashboard session).
+    (whatever layer provides it: API key, widget token, dashboard session). Registered as ``"uow"`` next to
+    the layer's ``coach_id`` provider (Litestar checks every provider's own dependencies at start-up, so it
+    cannot sit on the app where no ``coach_id`` exists); only handlers that declare ``uow`` open one.
 
     A generator dependency: Litestar runs the rest after the handler returned and its response was built
     (``litestar.routes.http``: the cleanup group wraps the handler call and ``to_response``), so the

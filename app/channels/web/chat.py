@@ -27,7 +27,7 @@ from app.conversations.metadata import client_citations, client_handoff_view, cl
 from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Message
 from app.conversations.service import MAX_FEEDBACK_CHARS
 from app.core.errors import DomainError
-from app.deps import ClientIdentityDep, ContainerDep, PathId, Uow, provide_identity_coach_id
+from app.deps import ClientIdentityDep, ContainerDep, PathId, Uow, provide_identity_coach_id, provide_unit_of_work
 from app.handoff.live import client_channel
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,7 @@ class ChatController(Controller):
     dependencies = {
         "identity": Provide(provide_client_identity),
         "coach_id": Provide(provide_identity_coach_id, sync_to_thread=False),
+        "uow": Provide(provide_unit_of_work),
     }
 
     @post("/", status_code=200)
@@ -163,6 +164,7 @@ class WidgetConversationController(Controller):
     dependencies = {
         "identity": Provide(provide_client_identity),
         "coach_id": Provide(provide_identity_coach_id, sync_to_thread=False),
+        "uow": Provide(provide_unit_of_work),
     }
 
     @get("/{conversation_id:str}/messages")
@@ -187,6 +189,7 @@ class FeedbackController(Controller):
     dependencies = {
         "identity": Provide(provide_client_identity),
         "coach_id": Provide(provide_identity_coach_id, sync_to_thread=False),
+        "uow": Provide(provide_unit_of_work),
     }
 
     @post("/{message_id:uuid}/feedback", status_code=200)

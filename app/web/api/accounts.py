@@ -15,7 +15,7 @@ from app.accounts.learning_settings import LEARNING_FIELDS, apply_learning_setti
 from app.accounts.models import Coach
 from app.auth import provide_coach_id
 from app.core.security import mask_secret
-from app.deps import CoachId, ContainerDep, Uow
+from app.deps import CoachId, ContainerDep, Uow, provide_unit_of_work
 
 
 class SignupRequest(msgspec.Struct):
@@ -151,7 +151,7 @@ class AuthController(Controller):
 class ClientController(Controller):
     path = "/api/v1/clients"
     tags = ["clients"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @post("/", status_code=201)
     async def create_client(self, data: JSONBody[ClientCreate], uow: Uow, container: ContainerDep) -> ClientCreated:
@@ -169,7 +169,7 @@ class ClientController(Controller):
 class SettingsController(Controller):
     path = "/api/v1/settings"
     tags = ["settings"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @get("/")
     async def get_settings(self, uow: Uow, container: ContainerDep) -> SettingsOut:

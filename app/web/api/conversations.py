@@ -7,13 +7,13 @@ from litestar.di import Provide
 
 from app.auth import provide_coach_id
 from app.conversations.schemas import ConversationOut, ConversationSummary, message_out
-from app.deps import ContainerDep, PathId, Uow
+from app.deps import ContainerDep, PathId, Uow, provide_unit_of_work
 
 
 class ConversationController(Controller):
     path = "/api/v1/conversations"
     tags = ["conversations"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @get("/")
     async def list_conversations(self, uow: Uow, container: ContainerDep) -> list[ConversationSummary]:

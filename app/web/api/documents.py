@@ -13,7 +13,7 @@ from litestar.di import Provide
 
 from app.auth import provide_coach_id
 from app.core.errors import InvalidInput
-from app.deps import ContainerDep, PathId, Uow
+from app.deps import ContainerDep, PathId, Uow, provide_unit_of_work
 from app.rag.models import Document
 
 
@@ -63,7 +63,7 @@ async def read_upload(request: Request[Any, Any, Any]) -> tuple[str, str | None,
 class DocumentController(Controller):
     path = "/api/v1/documents"
     tags = ["documents"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @post("/", status_code=202)
     async def upload(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> DocumentAccepted:

@@ -13,7 +13,7 @@ from litestar.params import FromQuery, JSONBody
 from app.auth import provide_coach_id
 from app.conversations.handoffs import Draft
 from app.conversations.schemas import MessageOut, message_out
-from app.deps import ContainerDep, PathId, Uow
+from app.deps import ContainerDep, PathId, Uow, provide_unit_of_work
 from app.handoff.actions import MAX_COACH_MESSAGE_CHARS
 from app.handoff.queue import QueueItem, draft_dict, handoff_dict
 
@@ -78,7 +78,7 @@ class DraftApproval(msgspec.Struct, forbid_unknown_fields=True):
 class HandoffController(Controller):
     path = "/api/v1"
     tags = ["handoffs"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @get("/handoffs")
     async def list_handoffs(

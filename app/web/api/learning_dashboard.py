@@ -9,13 +9,13 @@ from litestar.di import Provide
 from litestar.params import FromQuery
 
 from app.auth import provide_coach_id
-from app.deps import ContainerDep, Uow
+from app.deps import ContainerDep, Uow, provide_unit_of_work
 
 
 class LearningDashboardController(Controller):
     path = "/api/v1/learning"
     tags = ["learning"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @get("/dashboard")
     async def dashboard(self, uow: Uow, container: ContainerDep, days: FromQuery[int] = 30) -> dict[str, Any]:

@@ -19,7 +19,15 @@ from litestar.params import JSONBody
 
 from app.auth import provide_client_identity, provide_coach_id
 from app.core.errors import InvalidInput
-from app.deps import ClientIdentityDep, CoachId, ContainerDep, PathId, Uow, provide_identity_coach_id
+from app.deps import (
+    ClientIdentityDep,
+    CoachId,
+    ContainerDep,
+    PathId,
+    Uow,
+    provide_identity_coach_id,
+    provide_unit_of_work,
+)
 from app.memory.client_view import RememberedOut, remembered_out
 from app.memory.controls import ClientMemory
 from app.memory.models import ChatSession, ClientProfile, Insight, SessionStatus
@@ -157,7 +165,7 @@ class MemoryController(Controller):
 
     path = "/api/v1/clients/{client_id:str}/memory"
     tags = ["memory"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @get("/")
     async def get_memory(
@@ -219,7 +227,7 @@ class SessionController(Controller):
 
     path = "/api/v1/conversations"
     tags = ["memory"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @post("/{conversation_id:str}/end-session", status_code=200)
     async def end_session(self, conversation_id: PathId, uow: Uow, container: ContainerDep) -> SessionEnded:
@@ -236,6 +244,7 @@ class WidgetMemoryController(Controller):
     dependencies = {
         "identity": Provide(provide_client_identity),
         "coach_id": Provide(provide_identity_coach_id, sync_to_thread=False),
+        "uow": Provide(provide_unit_of_work),
     }
 
     @get("/memory")

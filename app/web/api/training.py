@@ -12,7 +12,7 @@ from litestar.di import Provide
 from litestar.params import FromQuery, JSONBody, QueryParameter
 
 from app.auth import provide_coach_id
-from app.deps import CoachId, ContainerDep, PathId, Uow
+from app.deps import CoachId, ContainerDep, PathId, Uow, provide_unit_of_work
 from app.learning.finetune import fine_tune_dict
 from app.learning.models import FineTuneJob, ModelVersion
 from app.learning.versions import model_version_dict
@@ -88,7 +88,7 @@ class RollbackOut(msgspec.Struct):
 class TrainingController(Controller):
     path = "/api/v1/learning"
     tags = ["learning"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @get("/export", media_type=JSONL_MEDIA_TYPE)
     async def export(
@@ -123,7 +123,7 @@ class TrainingController(Controller):
 class ModelController(Controller):
     path = "/api/v1/learning"
     tags = ["learning"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @get("/fine-tunes")
     async def list_fine_tunes(self, uow: Uow, container: ContainerDep) -> list[FineTuneOut]:

@@ -12,7 +12,7 @@ from litestar.exceptions import HTTPException
 from litestar.response import Redirect, Template
 
 from app.core.errors import DomainError
-from app.deps import ContainerDep
+from app.deps import ContainerDep, provide_unit_of_work
 from app.web.dashboard.forms import form_str
 
 
@@ -41,7 +41,10 @@ class CoachPage(Controller):
 
     path = "/dashboard"
     include_in_schema = False
-    dependencies = {"coach_id": Provide(provide_dashboard_coach_id, sync_to_thread=False)}
+    dependencies = {
+        "coach_id": Provide(provide_dashboard_coach_id, sync_to_thread=False),
+        "uow": Provide(provide_unit_of_work),
+    }
     exception_handlers = {LoginRequired: login_redirect}
 
 
