@@ -249,6 +249,7 @@ class ExperimentService:
                 created_at=datetime.now(UTC),
             )
             session.add(experiment)
+            await session.flush()  # ids are set, and a concurrent create fails here, not at the commit
         except IntegrityError as exc:  # a concurrent create won the partial unique index
             raise Conflict("another experiment is running: stop it first") from exc
         return experiment

@@ -4,6 +4,7 @@ raises, keeps nothing (no row, no job, no hook); the coach is loaded once per un
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from litestar.di import Provide
 from litestar.params import FromPath, FromQuery
 from sqlalchemy import event, select
 
+from app import worker
 from app.accounts.models import Client
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.asgi import domain_error_handler
@@ -141,3 +143,22 @@ async def test_a_missing_coach_is_not_found(container: Container) -> None:
         assert isinstance(uow, UnitOfWork)
         with pytest.raises(DomainError, match="coach not found"):
             await uow.coach()
+
+
+async def test_a_job_runs_in_one_unit_of_work_of_its_tenant(
+    container: Container, coach_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's ``refresh_training_data`` job opens one unit of work for the job's coach and hands it to the
+    service (which no longer opens a transaction of its own)."""
+    opened: list[UnitOfWork] = []
+
+    @contextlib.asynccontextmanager
+    async def spy(sessionmaker: Any, tenant: uuid.UUID) -> AsyncIterator[UnitOfWork]:
+        async with unit_of_work(sessionmaker, tenant) as uow:
+            opened.append(uow)
+            yield uow
+
+    monkeypatch.setattr(worker, "unit_of_work", spy)
+    result = await worker.refresh_training_data({"container": container}, str(coach_id), str(uuid.uuid4()))
+    assert result == "conversation gone"
+    assert [uow.coach_id for uow in opened] == [coach_id]
