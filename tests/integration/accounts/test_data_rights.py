@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.container import Container
 from app.core.runtime import Services
+from app.db.engine import tenant_session
 from app.learning.cache import ResponseCache
 from app.learning.dashboard import FAILURE_PATTERNS_PREFIX
 from app.learning.models import FineTuneJob, FineTuneStatus, Intervention, TrainingDataset
@@ -264,7 +265,7 @@ async def seed_client(
     assert example_ids, "the takeover reply became a training example"
     now, vector = datetime.now(UTC), [0.01] * EMBEDDING_DIMENSIONS
     file_id = f"file-{uuid.uuid4().hex[:12]}"
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         [client_message] = [m for m in messages if m["sender_type"] == "client"]
         session.add(
             Insight(
@@ -422,7 +423,7 @@ async def test_deleting_the_coach_account_needs_the_password_and_erases_everythi
     setup = await new_setup("Leaving Coach")
     canary = f"canary{uuid.uuid4().hex[:12]}"
     seeded = await seed_client(http, container, run_jobs, setup, setup.client_id, setup.widget_token, canary)
-    async with container.tenant(uuid.UUID(setup.coach.coach_id)) as session:
+    async with tenant_session(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as session:
         session.add(FineTuneJob(coach_id=uuid.UUID(setup.coach.coach_id), base_model="gpt-4o-mini-2024-07-18",
                                 status=FineTuneStatus.FAILED, training_file_id="file-broken1",
                                 validation_file_id="file-gone1"))  # fmt: skip

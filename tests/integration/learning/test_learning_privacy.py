@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from app.container import Container
 from app.conversations.models import Message
+from app.db.engine import tenant_session
 from app.learning.interventions import describe_situation
 from app.learning.models import Intervention
 from app.memory.models import Insight, InsightStatus
@@ -124,7 +125,7 @@ async def test_forgetting_an_insight_keeps_its_source_out_of_prompts_and_trainin
     coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
     [vector] = await container.registry.local_embedder().embed(["Robin lost a family ring"])
     now = datetime.now(UTC)
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         insight = Insight(
             coach_id=coach_id,
             client_id=client_id,
@@ -162,7 +163,7 @@ async def test_forgetting_an_insight_keeps_its_source_out_of_prompts_and_trainin
         assert "Bartholomew" not in body and "iguana" not in body, "a forgotten message reached a prompt"
     assert "Bartholomew" not in await exports() and "iguana" not in await exports()
 
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         message = await session.get_one(Message, uuid.UUID(source["id"]))
         tombstone = await session.get_one(Insight, insight.id)
         interventions = (
