@@ -23,6 +23,7 @@ from litestar import Controller, Request, get
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
+from app.accounts.disclosure import AI_DISCLOSURE_VERSION, disclosure_text
 from app.accounts.models import Coach
 from app.accounts.service import ClientIdentity
 from app.accounts.unit_of_work import unit_of_work
@@ -122,6 +123,8 @@ class WidgetController(Controller):
                 "labels": WIDGET_LABELS,
                 "handoff_status": handoff_status,
                 "max_chars": MAX_MESSAGE_CHARS,
+                "disclosure": disclosure_text(coach.name),
+                "disclosure_version": AI_DISCLOSURE_VERSION,
             },
             headers=_frame_policy(coach),
         )

@@ -14,7 +14,7 @@ from litestar.params import JSONBody
 from app.accounts.api_keys import API_KEY_NAME_MAX, issue_api_key, list_api_keys, revoke_api_key
 from app.accounts.learning_settings import LEARNING_FIELDS, apply_learning_settings
 from app.accounts.models import ApiKey, Coach
-from app.auth import AUTH_BODY_MAX_BYTES, provide_coach_id, throttle_auth_attempt
+from app.auth import AUTH_BODY_MAX_BYTES, account_delete_key, provide_coach_id, throttle_auth_attempt
 from app.core.security import mask_secret
 from app.deps import CoachId, ContainerDep, PathId, Uow, provide_unit_of_work
 from app.web.sessions import DashboardSessionsDep
@@ -318,14 +318,22 @@ class AccountController(Controller):
     tags = ["auth"]
     dependencies = {"coach_id": Provide(provide_coach_id)}
 
-    @post("/delete", status_code=200)
+    @post("/delete", status_code=200, request_max_body_size=AUTH_BODY_MAX_BYTES)
     async def delete_account(
-        self, data: JSONBody[AccountDelete], coach_id: CoachId, container: ContainerDep
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[AccountDelete],
+        coach_id: CoachId,
+        container: ContainerDep,
+        dashboard_sessions: DashboardSessionsDep,
     ) -> AccountDeleted:
         """Delete the coach's whole account and all its data (every client, document, model version, Redis
         cache, provider training file); the password of a dashboard user confirms it (403 when wrong,
-        nothing deleted)."""
+        nothing deleted). Rate-limited like log-in per IP and per account (429; a stolen API key cannot guess
+        passwords); every dashboard session of the account ends."""
+        await throttle_auth_attempt(request, container, account_delete_key(coach_id))
         files = await container.rights.delete_account(coach_id, data.password)
+        await dashboard_sessions.end_others(coach_id)
         return AccountDeleted(True, files.files_deleted, files.files_failed)
 
 

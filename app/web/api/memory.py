@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import JSONBody
 
+from app.accounts.disclosure import accept_disclosure
 from app.auth import provide_client_identity, provide_coach_id
 from app.core.errors import InvalidInput
 from app.deps import (
@@ -102,6 +103,19 @@ class SessionEnded(msgspec.Struct):
     """The id of the session just ended (its summary is on the way), or ``null`` when none was open."""
 
     session_id: uuid.UUID | None
+
+
+class DisclosureAccept(msgspec.Struct, forbid_unknown_fields=True):
+    """The version of the AI disclosure the widget showed (``data-version`` of the chat page's notice)."""
+
+    version: Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+
+
+class DisclosureAccepted(msgspec.Struct):
+    """The accepted version and when it was first accepted."""
+
+    version: str
+    accepted_at: datetime
 
 
 def profile_out(profile: ClientProfile | None) -> ProfileOut:
@@ -255,6 +269,16 @@ class WidgetMemoryController(Controller):
         """What the coach's assistant remembers about the client: insights and session summaries."""
         memory = await container.memory.client_memory(uow.session, uow.coach_id, identity.client_id)
         return remembered_out(memory)
+
+    @post("/disclosure", status_code=200)
+    async def accept_disclosure(
+        self, data: JSONBody[DisclosureAccept], identity: ClientIdentityDep, uow: Uow
+    ) -> DisclosureAccepted:
+        """Record that the client accepted the widget's AI disclosure ``version`` (the widget sends it with the
+        client's first message from the chat page); the first acceptance of a version keeps its time. 400 for a
+        version that is not the current one (nothing stored). Listed under ``consent`` in the export."""
+        version, at = await accept_disclosure(uow.session, uow.coach_id, identity.client_id, data.version)
+        return DisclosureAccepted(version, at)
 
     @get("/export")
     async def export(self, identity: ClientIdentityDep, uow: Uow, container: ContainerDep) -> Response[dict[str, Any]]:

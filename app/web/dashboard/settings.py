@@ -14,8 +14,8 @@ from app.accounts.learning_settings import apply_learning_settings
 from app.accounts.models import HandoffMode
 from app.accounts.service import RECENT_MESSAGES_RANGE, SESSION_IDLE_MINUTES_RANGE
 from app.accounts.unit_of_work import UnitOfWork
-from app.auth import AUTH_BODY_MAX_BYTES, throttle_auth_attempt
-from app.core.errors import DomainError, Forbidden, InvalidInput
+from app.auth import AUTH_BODY_MAX_BYTES, account_delete_key, throttle_auth_attempt
+from app.core.errors import DomainError, Forbidden, InvalidInput, TooManyAttempts
 from app.core.security import mask_secret
 from app.deps import ContainerDep, PathId, Uow
 from app.web.dashboard.auth import CoachPage, session_user_id
@@ -154,16 +154,22 @@ class SettingsPages(CoachPage):
         start_session(request, {"coach_id": str(coach_id), "user_id": str(user_id)})
         return await _settings_page(container, uow, notice=f"Password changed; {ended} other session(s) logged out.")
 
-    @post("/account/delete")
+    @post("/account/delete", request_max_body_size=AUTH_BODY_MAX_BYTES)
     async def delete_account(
-        self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep
+        self,
+        request: Request[Any, Any, Any],
+        uow: Uow,
+        container: ContainerDep,
+        dashboard_sessions: DashboardSessionsDep,
     ) -> Template | Redirect:
-        """Delete the whole account after the password check (wrong: the settings page, 403, nothing deleted);
-        then log out and go to the sign-up page."""
+        """Delete the whole account after the password check (wrong: the settings page, 403, nothing deleted;
+        rate-limited like log-in: 429); then end every session of the account and go to the sign-up page."""
         form = await request.form()
         try:
+            await throttle_auth_attempt(request, container, account_delete_key(uow.coach_id))
             await container.rights.delete_account(uow.coach_id, form_str(form, "password"))
-        except Forbidden as exc:
+        except (Forbidden, TooManyAttempts) as exc:
             return await _settings_page(container, uow, error=exc, error_key="delete_error")
+        await dashboard_sessions.end_others(uow.coach_id)
         request.clear_session()
         return Redirect("/signup")
