@@ -1,6 +1,6 @@
 """clients.ai_disclosure_version / ai_disclosure_accepted_at: the client's acceptance of the widget's AI disclosure
 
-Revision ID: 0025_sec2
+Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-02 10:00:00
 """
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0025_sec2"
+revision: str = "0013"
 down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
