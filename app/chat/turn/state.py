@@ -61,8 +61,9 @@ class TurnResult:
 @dataclass
 class Turn:
     """What the turn's first transaction loaded: the coach, the conversation, the client's message, the L1
-    ``history`` before it (oldest first), its risk and signals, and the active handoff (locked in that
-    transaction)."""
+    ``history`` before it (oldest first), its risk and signals, the active handoff (locked in that
+    transaction), and the message's ``query_embedding`` when the crisis screen's vector also serves retrieval
+    (384 floats; ``None``: retrieval embeds the message itself)."""
 
     coach: Coach
     conversation: Conversation
@@ -72,6 +73,7 @@ class Turn:
     risk: RiskAssessment
     signals: TurnSignals
     active: Handoff | None
+    query_embedding: list[float] | None = None
 
 
 @dataclass(frozen=True)
