@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.accounts.models import Coach
+from app.chat.prompt import AssembledPrompt
 from app.conversations.handoffs import Handoff
 from app.conversations.models import Conversation, Message
 from app.handoff.confidence import Confidence
@@ -122,7 +123,8 @@ class Gathered:
 class Reply:
     """The AI's reply as it is generated: streamed ``parts``, the ``passages`` it may cite, the provider's
     ``usage``, the ``signals`` scored at the end, the attribution ``metadata`` stored with it, the response
-    cache key, and whether it is ``drafting`` (kept for the coach) or ``failed`` (the apology)."""
+    cache key, whether it is ``drafting`` (kept for the coach) or ``failed`` (the apology), and the assembled
+    ``prompt`` (for the output check)."""
 
     metadata: dict[str, Any]
     signals: TurnSignals
@@ -133,6 +135,7 @@ class Reply:
     cache_key: str | None = None
     text: str = ""
     failed: bool = False
+    prompt: AssembledPrompt | None = None
 
     @property
     def citations(self) -> list[dict[str, Any]]:
