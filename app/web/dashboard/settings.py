@@ -8,6 +8,7 @@ from litestar import Request, get, post
 from litestar.response import Template
 
 from app.accounts.availability import DAY_NAMES
+from app.accounts.handoff_settings import CRISIS_LANGUAGE_NAMES
 from app.accounts.learning_settings import apply_learning_settings
 from app.accounts.models import Coach, HandoffMode
 from app.accounts.service import RECENT_MESSAGES_RANGE, SESSION_IDLE_MINUTES_RANGE
@@ -40,6 +41,7 @@ def _settings_context(
         "webhook_secret": container.registry.decrypt_key(coach.alert_webhook_secret_encrypted),
         "handoff_modes": HANDOFF_MODES,
         "day_names": list(enumerate(DAY_NAMES)),
+        "crisis_languages": list(CRISIS_LANGUAGE_NAMES.items()),
         "new_api_key": new_api_key,
         "error": error,
         "saved": False,
