@@ -103,16 +103,18 @@ def load_bipia(path: Path) -> list[Attack]:
     for category, texts in raw.items():
         if not isinstance(texts, list) or not all(isinstance(t, str) and t.strip() for t in texts):
             raise EvalDataError(f"{path}: category {category!r} is not a list of non-empty strings")
-        attacks.extend(Attack(category, i, len(attacks) + i + 1, t) for i, t in enumerate(texts))
+        base = len(attacks)
+        attacks.extend(Attack(category, i, base + i + 1, t) for i, t in enumerate(texts))
     return attacks
 
 
 def split(attacks: Sequence[Attack], which: Split) -> list[Attack]:
     """The ``tune`` split (the first :data:`TUNE_PER_CATEGORY` of each category), the ``report`` split (the
-    rest) or ``all``."""
-    if which == "all":
-        return list(attacks)
-    return [a for a in attacks if (a.index < TUNE_PER_CATEGORY) == (which == "tune")]
+    rest) or ``all``, ordered round-robin over the categories (each category's first attack, then each
+    one's second, …), so that the first N cover as many categories as they can."""
+    chosen = [a for a in attacks if which == "all" or (a.index < TUNE_PER_CATEGORY) == (which == "tune")]
+    order = {category: i for i, category in enumerate(dict.fromkeys(a.category for a in attacks))}
+    return sorted(chosen, key=lambda a: (a.index, order[a.category]))
 
 
 @dataclass
