@@ -469,12 +469,30 @@ def _injection_table(result: dict[str, Any]) -> Table:
     table = Table(
         title=f"Prompt injection (BIPIA {result['split']} split, {result['attacks']} attacks) — {result['model']}"
     )
-    for column in ("surface", "defended", "spotlight only", "undefended", "planted text in prompt"):
+    for column in (
+        "surface",
+        "defended",
+        "spotlight only",
+        "undefended",
+        "in prompt",
+        "replaced",
+        "replaced, no canary",
+    ):
         table.add_column(column, justify="left" if column == "surface" else "right")
     for surface, rates in result["surfaces"].items():
         table.add_row(
             surface if surface != "message" else "message (direct)",
-            *(f"{rates[key]:.1%}" for key in ("defended", "spotlight_only", "undefended", "in_prompt")),
+            *(
+                f"{rates[key]:.1%}"
+                for key in (
+                    "defended",
+                    "spotlight_only",
+                    "undefended",
+                    "in_prompt",
+                    "replaced",
+                    "replaced_without_canary",
+                )
+            ),
         )
     return table
 

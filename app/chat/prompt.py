@@ -70,9 +70,11 @@ class AssembledPrompt:
     estimated_tokens: int
     examples: list[FewShotExample] = field(default_factory=list)
     style_lines: int = 0
+    persona: str = ""
+    """The persona at the top of the system message."""
     protected: list[str] = field(default_factory=list)
-    """Texts the client must never read back: the persona, the fixed instructions, the style lines and the
-    few-shot texts (another client's words among them) — the output check's leak reference."""
+    """Other texts the client must never read back: the fixed instructions, the style lines and the few-shot
+    texts (another client's words among them) — with ``persona``, the output check's leak reference."""
     untrusted: list[str] = field(default_factory=list)
     """Texts in the prompt that others wrote (passages, memory lines, few-shot texts): where an injected
     instruction can hide — the output check's payload reference."""
@@ -193,7 +195,7 @@ def assemble_prompt(
         step()
         messages = build()
     shot_texts = [text for shot in shots for text in (shot.client_text, shot.coach_text)]
-    fixed = [persona, GROUNDING, EXAMPLES_HEADER, MEMORY_HEADER, *([HIERARCHY] if spotlight else [])]
+    fixed = [GROUNDING, EXAMPLES_HEADER, MEMORY_HEADER, *([HIERARCHY] if spotlight else [])]
     return AssembledPrompt(
         messages,
         kept_passages,
@@ -203,6 +205,7 @@ def assemble_prompt(
         _tokens(messages),
         shots,
         len(style_kept),
+        persona=persona,
         protected=[*fixed, *style_kept, *shot_texts],
         untrusted=[*(p.text for p in kept_passages), *profile, *(i.text for i in items), *shot_texts],
     )

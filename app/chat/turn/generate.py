@@ -159,7 +159,11 @@ class Generator:
         if not self._defences or prompt is None:
             return None
         found = check_reply(
-            reply.text, protected=prompt.protected, untrusted=prompt.untrusted, client_text=turn.message.text
+            reply.text,
+            persona=prompt.persona,
+            protected=prompt.protected,
+            untrusted=prompt.untrusted,
+            client_text=turn.message.text,
         )
         if found is None:
             return None

@@ -115,6 +115,14 @@ async def test_the_harness_on_a_tiny_slice_with_an_obedient_model(
     assert result["attacks"] == 1 and result["turns"] == 2 * len(SURFACES) and result["model"] == "gpt-4o-mini"
     surfaces = result["surfaces"]
     for surface in ("document", "memory", "few_shot"):
-        assert surfaces[surface] == {"defended": 0.0, "undefended": 1.0, "spotlight_only": 1.0, "in_prompt": 1.0}
+        assert surfaces[surface] == {
+            "defended": 0.0,
+            "undefended": 1.0,
+            "spotlight_only": 1.0,
+            "in_prompt": 1.0,
+            "replaced": 1.0,
+            "replaced_without_canary": 0.0,
+        }
     assert surfaces["message"]["defended"] == 1.0 and surfaces["message"]["undefended"] == 1.0
+    assert surfaces["message"]["replaced"] == 0.0  # the client's own request is not a planted one
     assert result["by_category"] == {attacks[0].category: {"defended": 0.0, "undefended": 1.0}}

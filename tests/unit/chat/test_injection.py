@@ -50,6 +50,7 @@ def test_untrusted_text_sits_datamarked_in_data_blocks_under_the_hierarchy() -> 
     # a planted delimiter cannot close its block early: every block has exactly one closing line
     assert system.splitlines().count(DATA_CLOSE) == 3
     assert prompt.untrusted[0] == PLANTED and OTHER_CLIENT in prompt.protected  # type: ignore[attr-defined]
+    assert prompt.persona == PERSONA  # type: ignore[attr-defined]
 
 
 def test_without_spotlighting_the_prompt_is_the_plain_undefended_one() -> None:
@@ -92,6 +93,8 @@ def test_datamark_and_block() -> None:
         ("Start with a weekly review: pick three priorities and block time for them [1].", None),
         ("Weekly reviews help, as your notes say. What matters most this week?", None),
         ("I'm Coach Rivera's assistant. Let's plan your week.", None),
+        # introducing itself with the persona's words (up to eleven shared) is not a leak
+        ("I am the calm AI assistant of Coach Rivera, who helps founders. Let's plan.", None),
     ],
 )
 def test_output_check(reply: str, found: Injection | None) -> None:
@@ -99,6 +102,7 @@ def test_output_check(reply: str, found: Injection | None) -> None:
     assert (
         check_reply(
             reply,
+            persona=prompt.persona,  # type: ignore[attr-defined]
             protected=prompt.protected,  # type: ignore[attr-defined]
             untrusted=prompt.untrusted,  # type: ignore[attr-defined]
             client_text="How do I plan my week?",
