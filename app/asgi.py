@@ -1,33 +1,47 @@
-"""The Litestar application: routes, dependencies, error mapping, templates, static files, sessions."""
+"""The Litestar application: routes, dependencies, error mapping, templates, static files, sessions, security
+headers (:mod:`app.core.headers`) and an access log without secrets (:mod:`app.core.access_log`)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request, Response
 from litestar.channels import ChannelsPlugin
-from litestar.config.csrf import CSRFConfig
+from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.middleware.session.server_side import ServerSideSessionConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
-from litestar.stores.redis import RedisStore
 from litestar.template.config import TemplateConfig
 from redis.asyncio import Redis
+from sqlalchemy.exc import DBAPIError
 
-from app.channels.web.chat import ChatController, FeedbackController, WidgetConversationController, chat_socket
+from app.channels.web.chat import (
+    WIDGET_API_PREFIXES,
+    ChatController,
+    FeedbackController,
+    WidgetConversationController,
+    chat_socket,
+)
 from app.channels.web.widget import WidgetController
 from app.container import Container
+from app.core.access_log import install_access_log_redaction
 from app.core.config import Settings
 from app.core.errors import DomainError
-from app.core.security import SecretBox
+from app.core.headers import SecurityHeaders
 from app.deps import provide_container
 from app.handoff.live import ReconnectingPubSubBackend
 from app.llm.registry import ProviderRegistry
-from app.web.api.accounts import AuthController, ClientController, SettingsController
+from app.web.api.accounts import (
+    AccountController,
+    ApiKeyController,
+    AuthController,
+    ClientController,
+    SettingsController,
+)
 from app.web.api.conversations import ConversationController
 from app.web.api.documents import DocumentController
 from app.web.api.experiments import ExperimentController
@@ -43,14 +57,34 @@ from app.web.dashboard.events import EventPages
 from app.web.dashboard.handoffs import HandoffPages
 from app.web.dashboard.learning import LearningPages
 from app.web.dashboard.settings import SettingsPages
+from app.web.sessions import DashboardSessions, csrf_config, provide_dashboard_sessions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SESSION_MAX_AGE_S = 14 * 24 * 3600
+log = logging.getLogger(__name__)
 
 
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
-    """Map a service's ``DomainError`` to its HTTP status with the message as ``detail``."""
-    return Response({"status_code": exc.status_code, "detail": exc.message}, status_code=exc.status_code)
+    """Map a service's ``DomainError`` to its HTTP status with the message as ``detail`` and its headers
+    (a 429's ``Retry-After``)."""
+    return Response(
+        {"status_code": exc.status_code, "detail": exc.message}, status_code=exc.status_code, headers=exc.headers()
+    )
+
+
+NUL_SQLSTATES = frozenset({"22021", "22P05"})
+"""PostgreSQL's ``character_not_in_repertoire`` (a NUL byte in text) and ``untranslatable_character`` (``\\u0000``
+in jsonb): it stores no U+0000 in text or jsonb."""
+
+
+def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
+    """A request whose text holds a NUL character (U+0000), which PostgreSQL cannot store, gets a 400 with a JSON
+    message; its unit of work rolled back, so nothing of it is stored. Any other database error is logged and
+    answered with Litestar's usual 500 body (no traceback, no SQL)."""
+    if getattr(exc.orig, "sqlstate", None) in NUL_SQLSTATES:
+        detail = "text must not contain the NUL character (U+0000)"
+        return Response({"status_code": 400, "detail": detail}, status_code=400)
+    log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Response({"status_code": 500, "detail": "Internal Server Error"}, status_code=500)
 
 
 def create_app(
@@ -59,7 +93,10 @@ def create_app(
     """Build the ASGI app. The container (DB pool, Redis, services) is created on start-up and closed on
     shutdown; ``registry`` lets tests share loaded local models."""
 
+    sessions = DashboardSessions(redis_url, settings)
+
     async def startup(app: Litestar) -> None:
+        install_access_log_redaction()
         container = await Container.create(settings, database_url, redis_url, registry=registry)
         app.state.container = container
         # load the offline models in the background; requests that need them first wait on the registry lock
@@ -72,12 +109,15 @@ def create_app(
         container: Container | None = getattr(app.state, "container", None)
         if container is not None:
             await container.close()
+        await sessions.close()
 
     max_body = int((settings.max_upload_mb * 2 + 1) * 1024 * 1024)
     return Litestar(
         route_handlers=[
             AuthController,
+            ApiKeyController,
             ClientController,
+            AccountController,
             SettingsController,
             DocumentController,
             ChatController,
@@ -104,23 +144,19 @@ def create_app(
             WidgetController,
             create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"]),
         ],
-        dependencies={"container": Provide(provide_container, sync_to_thread=False)},
-        exception_handlers={DomainError: domain_error_handler},
+        dependencies={
+            "container": Provide(provide_container, sync_to_thread=False),
+            "dashboard_sessions": Provide(provide_dashboard_sessions, sync_to_thread=False),
+        },
+        state=State({"dashboard_sessions": sessions}),
+        exception_handlers={DomainError: domain_error_handler, DBAPIError: database_error_handler},
         on_startup=[startup],
+        before_send=[SecurityHeaders(settings.public_url, WIDGET_API_PREFIXES)],
         on_shutdown=[shutdown],
         template_config=TemplateConfig(directory=PROJECT_ROOT / "templates", engine=JinjaTemplateEngine),
-        stores={"sessions": RedisStore.with_client(redis_url, namespace="opencoach_sessions")},
-        middleware=[
-            ServerSideSessionConfig(
-                max_age=SESSION_MAX_AGE_S, samesite="lax", exclude=["/api", "/ws", "/static"]
-            ).middleware
-        ],
-        csrf_config=CSRFConfig(
-            secret=SecretBox.from_settings(settings).derive("csrf"),
-            cookie_name="oc_csrf",
-            header_name="x-csrftoken",
-            exclude=["/api", "/ws", "/static", "/w/"],
-        ),
+        stores={"sessions": sessions.store},
+        middleware=[sessions.config.middleware],
+        csrf_config=csrf_config(settings),
         openapi_config=OpenAPIConfig(title="OpenCoach API", version="1.0.0", path="/schema"),
         request_max_body_size=max_body,
         # live events (app.handoff.live) from any process reach this process's subscribers through Redis

@@ -1,8 +1,16 @@
 """Request authentication, as Litestar dependencies.
 
 - Coach REST calls: ``Authorization: Bearer <api key>``.
-- Client chat calls: ``Authorization: Bearer <widget token>`` (WebSocket: ``?token=`` query parameter,
-  since browsers cannot set headers on a WebSocket).
+- Client chat calls: ``Authorization: Bearer <widget token>`` (only the WebSocket handshake may carry it as a
+  ``?token=`` query parameter, since browsers cannot set headers on a WebSocket; anywhere else a URL token
+  would end up in logs, history and ``Referer`` headers, so it is ignored there), or the widget session
+  cookie (:data:`WIDGET_COOKIE`) that the widget page sets in exchange for the link's token
+  (``app.channels.web.widget``). A cookie is accepted on a WebSocket handshake or an unsafe method (POST,
+  PATCH, DELETE…) only when the request's ``Origin`` is this server (the widget page itself): with
+  ``SameSite=None`` another site could otherwise make the browser send it (cross-site request forgery,
+  cross-site WebSocket hijacking).
+- A widget call from another site's page (an ``Origin`` that is not this server) is allowed only from the
+  coach's ``widget_allowed_origins`` (403 otherwise); :mod:`app.core.headers` answers it with CORS headers.
 - Dashboard pages: the server-side session (Redis) holds ``coach_id`` after log-in.
 """
 
@@ -13,20 +21,58 @@ from typing import Any
 
 from litestar import Request
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException
+from litestar.datastructures import Cookie
+from litestar.enums import ScopeType
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 
 from app.accounts.service import ClientIdentity
+from app.core.headers import CORS_ORIGIN_STATE, is_own_origin
+from app.core.validation import is_https
 from app.deps import ContainerDep
+
+WIDGET_COOKIE = "oc_widget"
+"""Name of the widget session cookie (HttpOnly; its value is opaque, see ``AccountService.widget_session``)."""
+WIDGET_SESSION_S = 12 * 3600
+"""A widget session lasts 12 hours from the last time the client opened a widget page (sliding)."""
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def widget_cookie(value: str, public_url: str) -> Cookie:
+    """The widget session cookie: HttpOnly, path ``/``, ``WIDGET_SESSION_S`` max-age. Over https (``PUBLIC_URL``)
+    ``SameSite=None; Secure``, so it also reaches the server when the widget page is framed by the coach's own
+    site (``static/widget.js``: a third-party context); over plain http (the local demo) ``SameSite=Lax``,
+    since browsers refuse ``SameSite=None`` without ``Secure``. A browser that blocks third-party cookies
+    altogether gets the "link expired" page inside the frame; the chat link opened directly still works."""
+    https = is_https(public_url)
+    return Cookie(
+        key=WIDGET_COOKIE,
+        value=value,
+        max_age=WIDGET_SESSION_S,
+        path="/",
+        httponly=True,
+        secure=https,
+        samesite="none" if https else "lax",
+    )
 
 
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
-    """The token of an ``Authorization: Bearer …`` header, or of a ``token`` query parameter."""
+    """The token of an ``Authorization: Bearer …`` header or, on a WebSocket handshake only, of a ``token``
+    query parameter."""
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
+    if connection.scope["type"] != ScopeType.WEBSOCKET:
+        return None
     query_token = connection.query_params.get("token")
     return query_token.strip() if query_token else None
+
+
+def _changes_state(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    """A WebSocket handshake or an HTTP request with an unsafe method (RFC 9110 section 9.2.1)."""
+    if connection.scope["type"] != ScopeType.HTTP:
+        return True
+    return str(connection.scope.get("method", "")) not in SAFE_METHODS
 
 
 async def provide_coach_id(request: Request[Any, Any, Any], container: ContainerDep) -> uuid.UUID:
@@ -41,16 +87,62 @@ async def provide_coach_id(request: Request[Any, Any, Any], container: Container
 
 
 async def identify_client(connection: ASGIConnection[Any, Any, Any, Any], container: ContainerDep) -> ClientIdentity:
-    """The client (and tenant) of a request's or socket's widget token. Raises 401 when missing or invalid."""
+    """The client (and tenant) of a request's or socket's widget token, else of its widget session cookie (see
+    the module docstring for when a cookie counts). Raises 401 when missing or invalid, 403 for a call from
+    another site that the coach did not list (:func:`check_widget_origin`)."""
     token = bearer_token(connection)
+    cookie = connection.cookies.get(WIDGET_COOKIE)
+    if not token and cookie:
+        origin = connection.headers.get("origin", "")
+        own = is_own_origin(origin, connection.headers.get("host", ""), container.settings.public_url)
+        if _changes_state(connection) and not (origin and own):
+            raise NotAuthorizedException("the widget session is accepted only from the widget page")
+        session = await container.accounts.client_for_widget_session(cookie, WIDGET_SESSION_S)
+        if session is None:
+            raise NotAuthorizedException("widget session expired or revoked: open the chat link again")
+        return session[0]
     if not token:
         raise NotAuthorizedException("missing widget token: send Authorization: Bearer <widget_token>")
     identity = await container.accounts.client_for_widget_token(token)
     if identity is None:
         raise NotAuthorizedException("invalid widget token")
+    await check_widget_origin(connection, identity, container)
     return identity
+
+
+async def check_widget_origin(
+    connection: ASGIConnection[Any, Any, Any, Any], identity: ClientIdentity, container: ContainerDep
+) -> None:
+    """Allow a widget call without ``Origin`` (not from a browser page), from this server's own pages, or
+    from an origin in the coach's ``widget_allowed_origins``; the last is kept in the connection's scope
+    state (:data:`app.core.headers.CORS_ORIGIN_STATE`) for the CORS response headers. Raises 403 otherwise."""
+    origin = connection.headers.get("origin")
+    if not origin or is_own_origin(origin, connection.headers.get("host", ""), container.settings.public_url):
+        return
+    if origin not in await container.accounts.widget_allowed_origins(identity.coach_id):
+        raise PermissionDeniedException(f"origin {origin[:100]} is not in the coach's widget_allowed_origins")
+    connection.scope["state"][CORS_ORIGIN_STATE] = origin
 
 
 async def provide_client_identity(request: Request[Any, Any, Any], container: ContainerDep) -> ClientIdentity:
     """Dependency form of :func:`identify_client` for HTTP handlers."""
     return await identify_client(request, container)
+
+
+AUTH_BODY_MAX_BYTES = 4 * 1024
+"""Request body limit of the log-in, sign-up and password-change routes (``request_max_body_size``): larger
+bodies get a 413 before anything is parsed or hashed."""
+
+
+def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The peer's IP address (uvicorn puts a trusted proxy's ``X-Forwarded-For`` here: ``FORWARDED_ALLOW_IPS``)."""
+    return connection.client.host if connection.client else "unknown"
+
+
+async def throttle_auth_attempt(
+    connection: ASGIConnection[Any, Any, Any, Any], container: ContainerDep, account: str | None
+) -> None:
+    """Count a log-in, sign-up or password-change attempt on ``account`` (an e-mail address or user id) from
+    this connection's IP. Raises ``TooManyAttempts`` (429 with ``Retry-After``) over the limits
+    (:class:`app.core.ratelimit.AuthThrottle`)."""
+    await container.auth_throttle.hit(ip=client_ip(connection), account=account)

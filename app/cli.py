@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from app.core.config import Settings, get_settings
-from app.core.runtime import Services, start_services
+from app.core.runtime import Services, embedded_services
 
 if TYPE_CHECKING:
+    from app.db.rotation import RotationReport
     from app.evals.memory import LocomoConversation, OpenAIModel
 
 console = Console(stderr=True)
@@ -36,10 +40,14 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _start(settings: Settings) -> Services:
-    with console.status("Starting PostgreSQL and Redis…"):
-        services = start_services(settings)
-    return services
+@contextlib.contextmanager
+def _start(settings: Settings) -> Iterator[Services]:
+    """Every command's database and Redis (:func:`app.core.runtime.embedded_services`): embedded servers it
+    starts stop when the block ends, on Ctrl-C and on SIGTERM too."""
+    with contextlib.ExitStack() as stack:
+        with console.status("Starting PostgreSQL and Redis…"):
+            services = stack.enter_context(embedded_services(settings))
+        yield services
 
 
 def _migrate(services: Services) -> None:
@@ -86,13 +94,10 @@ def _serve(settings: Settings, services: Services, host: str, port: int, worker:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start embedded servers as needed, migrate, run a worker alongside, serve HTTP until Ctrl-C."""
     settings = _settings(args)
-    services = _start(settings)
-    try:
+    with _start(settings) as services:
         _migrate(services)
         console.print(f"[bold]OpenCoach[/] on http://{args.host}:{args.port}  (dashboard: /login)")
         _serve(settings, services, args.host, args.port, not args.no_worker)
-    finally:
-        services.stop()
     return 0
 
 
@@ -101,33 +106,79 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from app.worker import build_worker
 
     settings = _settings(args)
-    services = _start(settings)
-    try:
+    with _start(settings) as services:
         worker = build_worker(settings, services.database_url, services.redis_url)
         try:
             worker.run()
         except RuntimeError as exc:
             console.print(f"[red]worker not started:[/] {exc}")
             return 1
-    finally:
-        services.stop()
     return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply pending migrations."""
     settings = _settings(args)
-    services = _start(settings)
-    try:
+    with _start(settings) as services:
         _migrate(services)
         console.print("[green]schema is at head[/]")
+    return 0
+
+
+async def rotate_stored_secrets(settings: Settings, services: Services) -> RotationReport:
+    """Re-encrypt every stored secret under ``SECRET_KEY`` as the schema owner (``MIGRATION_DATABASE_URL``),
+    one transaction per coach (:func:`app.db.rotation.rotate_secrets`). Raises ``RuntimeError`` on a schema
+    that is not at head."""
+    import app.container  # noqa: F401 - imports every model, so Base.metadata knows every *_encrypted column
+    from app.core.security import SecretBox
+    from app.db.base import Base
+    from app.db.engine import make_engine
+    from app.db.migrate import assert_schema_current
+    from app.db.rotation import rotate_secrets
+
+    box = SecretBox.from_settings(settings)
+    engine = make_engine(services.migration_database_url, pool_size=1)
+    try:
+        await assert_schema_current(engine)
+        return await rotate_secrets(engine, box, Base.metadata)
     finally:
-        services.stop()
+        await engine.dispose()
+
+
+def cmd_rotate_secret(args: argparse.Namespace) -> int:
+    """``rotate-secret``: re-encrypt every stored secret under ``SECRET_KEY`` (old keys in ``SECRET_KEY_OLD``);
+    prints the count per coach. Exit 1 when a secret opens with no configured key (it is left unchanged) or
+    the database cannot be reached."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    settings = _settings(args)
+    try:
+        with _start(settings) as services, console.status("Re-encrypting stored secrets…"):
+            report = asyncio.run(rotate_stored_secrets(settings, services))
+    except (OSError, SQLAlchemyError) as exc:
+        _error(f"cannot use the database as the schema owner (MIGRATION_DATABASE_URL): {exc}")
+        return 1
+    table = Table(title="Secrets re-encrypted under SECRET_KEY")
+    table.add_column("coach")
+    table.add_column("secrets", justify="right")
+    for coach_id, count in report.rotated.items():
+        table.add_row(str(coach_id), str(count))
+    out = Console(width=100)
+    out.print(table)
+    out.print(f"{report.total} secrets of {len(report.rotated)} coaches re-encrypted under SECRET_KEY")
+    if report.undecryptable:
+        _error(
+            f"{len(report.undecryptable)} stored secrets open with neither SECRET_KEY nor SECRET_KEY_OLD and were "
+            f"left unchanged ({', '.join(report.undecryptable[:5])}): add the key they were made with to "
+            "SECRET_KEY_OLD and run rotate-secret again"
+        )
+        return 1
     return 0
 
 
 async def seed_demo(settings: Settings, services: Services) -> tuple[str, str]:
     """Create "Demo Coach" with *Meditations* and a demo client unless present; returns (api key note, widget URL)."""
+    from app.accounts.unit_of_work import unit_of_work
     from app.container import Container
 
     container = await Container.create(settings, services.database_url, services.redis_url)
@@ -136,22 +187,24 @@ async def seed_demo(settings: Settings, services: Services) -> tuple[str, str]:
         if found is None:
             result = await container.accounts.signup("Demo Coach", DEMO_EMAIL, DEMO_PASSWORD)
             coach_id, key_note = result.coach_id, result.api_key
-            async with container.tenant(coach_id) as session:
+            async with unit_of_work(container.sessionmaker, coach_id) as uow:
                 await container.accounts.update_settings(
-                    session,
-                    coach_id,
+                    uow,
                     persona=(
                         "You are the AI assistant of Demo Coach, a Stoic coach. Answer warmly and briefly, "
                         "drawing on Marcus Aurelius' Meditations, and suggest one small practical step."
                     ),
                 )
-                await container.accounts.create_client(session, coach_id, "Demo Client")
-            await container.documents.upload(coach_id, DEMO_BOOK.name, "application/pdf", DEMO_BOOK.read_bytes())
+                await container.accounts.create_client(uow, "Demo Client")
+                await container.documents.upload(uow, DEMO_BOOK.name, "application/pdf", DEMO_BOOK.read_bytes())
         else:
             coach_id, key_note = found[0], "(created on first run; shown in that run's output)"
-        async with container.tenant(coach_id) as session:
-            clients = await container.accounts.list_clients(session, coach_id)
-        token = container.accounts.widget_token(clients[-1])
+        async with unit_of_work(container.sessionmaker, coach_id) as uow:
+            clients = await container.accounts.list_clients(uow)
+            # a revoked demo link gets a new one
+            token = container.accounts.widget_token(clients[-1]) or await container.accounts.rotate_widget_token(
+                uow, clients[-1].id
+            )
         return key_note, f"/w/{token}"
     finally:
         await container.close()
@@ -162,8 +215,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings(args)
     base = f"http://{args.host}:{args.port}"
     settings = settings.model_copy(update={"public_url": base})
-    services = _start(settings)
-    try:
+    with _start(settings) as services:
         _migrate(services)
         api_key, widget_path = asyncio.run(seed_demo(settings, services))
         print(
@@ -176,8 +228,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
             flush=True,
         )
         _serve(settings, services, args.host, args.port, True)
-    finally:
-        services.stop()
     return 0
 
 
@@ -243,16 +293,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             return 2
         openai = OpenAIModel(args.openai_model, key, args.openai_base_url)
     settings = _settings(args)
-    services = _start(settings)
-    try:
+    with _start(settings) as services:
         _migrate(services)
         try:
             result = asyncio.run(run_memory_eval(settings, services, conversations, openai, args.keep))
         except ProviderError as exc:
             _error(f"the model provider failed: {exc}")
             return 1
-    finally:
-        services.stop()
     if args.json:
         print(json.dumps(result), flush=True)
     else:
@@ -541,16 +588,13 @@ def cmd_eval_injection(args: argparse.Namespace) -> int:
             {"llm_provider": "openai", "llm_model": args.openai_model, "llm_api_key": key or "none"} | endpoint
         )
     settings = _settings(args).model_copy(update={"llm_max_tokens": args.max_tokens})
-    services = _start(settings)
-    try:
+    with _start(settings) as services:
         _migrate(services)
         try:
             results = asyncio.run(run_injection_eval(settings, services, attacks, models))
         except ProviderError as exc:
             _error(f"the model provider failed: {exc}")
             return 1
-    finally:
-        services.stop()
     for result in results:
         result["split"] = args.split
     if args.json:
@@ -655,6 +699,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(migrate)
     migrate.set_defaults(func=cmd_migrate)
 
+    rotate = sub.add_parser(
+        "rotate-secret", help="re-encrypt every stored secret under SECRET_KEY (old keys in SECRET_KEY_OLD)"
+    )
+    common(rotate)
+    rotate.set_defaults(func=cmd_rotate_secret)
+
     evaluate = sub.add_parser("eval", help="evaluation harnesses on public data sets")
     targets = evaluate.add_subparsers(dest="target", required=True)
     memory = targets.add_parser("memory", help="LoCoMo evidence recall: memory vs. last-N, dense and BM25 turns")
@@ -705,6 +755,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except ValidationError as exc:  # a setting from the environment or .env is invalid
+        _error("; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()))
+        return 2
     except RuntimeError as exc:
         _error(str(exc))
         return 1

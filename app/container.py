@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import functools
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from arq import create_pool
@@ -16,8 +13,9 @@ from app.accounts.service import AccountService
 from app.chat.turn import ChatService
 from app.conversations.service import ConversationService
 from app.core.config import Settings
+from app.core.ratelimit import AuthThrottle
 from app.core.security import SecretBox
-from app.db.engine import RELAY_KEY, assert_unprivileged, make_engine, make_sessionmaker, tenant_session
+from app.db.engine import RELAY_KEY, assert_unprivileged, make_engine, make_sessionmaker
 from app.db.outbox import relay
 from app.handoff.actions import CoachActions
 from app.handoff.alerts import AlertService
@@ -25,12 +23,14 @@ from app.handoff.drafts import DraftService
 from app.handoff.live import LiveEvents
 from app.handoff.queue import HandoffQueue
 from app.handoff.service import HandoffService
+from app.handoff.signals import coach_topics
 from app.handoff.sla import SlaNotices
 from app.learning.cache import ResponseCache
 from app.learning.dashboard import LearningDashboard
 from app.learning.experiments import ExperimentService
 from app.learning.finetune import FineTuneService
 from app.learning.interventions import InterventionService
+from app.learning.rights import DataRightsService
 from app.learning.training import TrainingDataService
 from app.learning.versions import ModelVersionService
 from app.llm.registry import ProviderRegistry
@@ -76,6 +76,8 @@ class Container:
     learning_dashboard: LearningDashboard
     chat: ChatService
     conversations: ConversationService
+    rights: DataRightsService
+    auth_throttle: AuthThrottle
 
     @classmethod
     async def create(
@@ -91,7 +93,7 @@ class Container:
         accounts = AccountService(sessionmaker, secrets, registry.egress)
         memory = MemoryControls(sessionmaker, registry, accounts)
         live = LiveEvents(redis)
-        interventions = InterventionService(sessionmaker, registry, accounts, memory)
+        interventions = InterventionService(sessionmaker, registry, accounts, memory, coach_topics)
         handoffs = HandoffService(memory, live)
         training = TrainingDataService(sessionmaker, accounts)
         fine_tunes = FineTuneService(sessionmaker, settings, registry, accounts, training)
@@ -141,16 +143,13 @@ class Container:
                 experiments=experiments,
             ),
             conversations=ConversationService(sessionmaker),
+            rights=DataRightsService(sessionmaker, accounts, interventions, fine_tunes, cache, redis),
+            auth_throttle=AuthThrottle(redis_url, settings.auth_rate_limit_ip, settings.auth_rate_limit_account),
         )
-
-    @asynccontextmanager
-    async def tenant(self, coach_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
-        """One transaction scoped to ``coach_id`` (see :func:`app.db.engine.tenant_session`)."""
-        async with tenant_session(self.sessionmaker, coach_id) as session:
-            yield session
 
     async def close(self) -> None:
         """Close Redis and dispose of the connection pool."""
+        await self.auth_throttle.close()
         await self.redis.aclose()
         await self.engine.dispose()
 

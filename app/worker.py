@@ -1,13 +1,20 @@
 """The arq worker: document ingestion, the memory jobs (session summaries, insights, profiles), the coach's
 handoff alerts, the AI's answer after a handback, the learning jobs (intervention analysis and outcomes,
 training data, fine-tunes, the promotion gate), the minute crons that end idle chat sessions and send SLA
-holding messages, and the five-minute learning sweep (fine-tune readiness and polling).
+holding messages, the minute sweep that fails documents a killed worker left ``processing``, and the
+five-minute learning sweep (fine-tune readiness and polling).
 
 Start with ``opencoach worker``; ``opencoach serve`` runs one alongside the web app. The worker refuses to
 start on a database whose schema is not at the migrations' head. It rides out a Redis outage (arq's own
 worker would stop at the first connection error): it waits for Redis to come back, then its 10-second relay
 cron sends the jobs that the outbox kept meanwhile (:mod:`app.db.outbox`) and logs a health line while jobs
 wait.
+
+Transactions: a job that only touches the database runs in one unit of work, opened here with
+:func:`~app.accounts.unit_of_work.unit_of_work` and passed to the service. Jobs that call a model or a
+provider between reads and writes (ingestion, summaries, insights, profiles, alerts, intervention analysis,
+fine-tunes, the promotion gate, the crons' per-tenant sweeps) take ids and open their own short units of
+work inside the service, so no transaction is held across a slow external call.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from arq.connections import RedisSettings
 from arq.cron import cron
 from arq.worker import Retry, Worker, func
 
+from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.core.config import Settings
 from app.db.jobs import (
@@ -33,6 +41,7 @@ from app.db.jobs import (
     EXTRACT_INSIGHTS,
     INGEST_DOCUMENT,
     POLL_FINE_TUNE,
+    PURGE_ERASED_DATA,
     REFRESH_TRAINING_DATA,
     SCORE_INTERVENTIONS,
     START_FINE_TUNE,
@@ -66,6 +75,12 @@ async def ingest_document(ctx: dict[str, Any], coach_id: str, document_id: str) 
     return "skipped" if timings is None else f"{timings.chunks} chunks"
 
 
+async def fail_stalled_documents(ctx: dict[str, Any]) -> str:
+    """arq cron (every minute, and at start-up): fail documents left ``processing`` by a killed worker."""
+    container: Container = ctx["container"]
+    return f"{await container.documents.fail_stalled()} stalled documents failed"
+
+
 async def _retrying(ctx: dict[str, Any], job: Awaitable[str]) -> str:
     """Run a model-calling job; a provider failure (network, rate limit) is retried with growing delays."""
     try:
@@ -86,7 +101,8 @@ async def summarize_session(ctx: dict[str, Any], coach_id: str, session_id: str)
         raise
     except Exception as exc:
         # the last try, or a bug: record it on the session so it is not left "ended" without a reason
-        await container.summaries.fail_summary(coach, chat_session, f"{type(exc).__name__}: {exc}")
+        async with unit_of_work(container.sessionmaker, coach) as uow:
+            await container.summaries.fail_summary(uow, chat_session, f"{type(exc).__name__}: {exc}")
         raise
 
 
@@ -137,13 +153,15 @@ async def analyse_intervention(ctx: dict[str, Any], coach_id: str, intervention_
 async def score_interventions(ctx: dict[str, Any], coach_id: str, conversation_id: str) -> str:
     """arq job: outcomes (the client's next turn, thumbs) of a conversation's interventions."""
     container: Container = ctx["container"]
-    return await container.interventions.score_outcomes(uuid.UUID(coach_id), uuid.UUID(conversation_id))
+    async with unit_of_work(container.sessionmaker, uuid.UUID(coach_id)) as uow:
+        return await container.interventions.score_outcomes(uow, uuid.UUID(conversation_id))
 
 
 async def refresh_training_data(ctx: dict[str, Any], coach_id: str, conversation_id: str) -> str:
     """arq job: rebuild one conversation's SFT examples and preference pairs."""
     container: Container = ctx["container"]
-    return await container.training.refresh(uuid.UUID(coach_id), uuid.UUID(conversation_id))
+    async with unit_of_work(container.sessionmaker, uuid.UUID(coach_id)) as uow:
+        return await container.training.refresh(uow, uuid.UUID(conversation_id))
 
 
 async def start_fine_tune(ctx: dict[str, Any], coach_id: str, job_id: str) -> str:
@@ -168,6 +186,13 @@ async def answer_pending(ctx: dict[str, Any], coach_id: str, message_id: str) ->
     """arq job: after a handback, the AI answers the client message the coach left unanswered (idempotent)."""
     container: Container = ctx["container"]
     return await container.chat.answer_pending(uuid.UUID(coach_id), uuid.UUID(message_id))
+
+
+async def purge_erased_data(ctx: dict[str, Any], coach_id: str, file_ids: list[str]) -> str:
+    """arq job: after an erasure, the coach's Redis caches and the erased training files at the provider
+    (idempotent; a file the provider fails to delete is logged and named in the result, not retried)."""
+    container: Container = ctx["container"]
+    return str((await container.rights.purge(uuid.UUID(coach_id), file_ids)).as_dict())
 
 
 async def relay_outbox(ctx: dict[str, Any]) -> str:
@@ -250,7 +275,7 @@ def build_worker(
 
     return OutageTolerantWorker(
         functions=[
-            func(ingest_document, name=INGEST_DOCUMENT, timeout=JOB_TIMEOUT_S, max_tries=3),
+            func(ingest_document, name=INGEST_DOCUMENT, timeout=settings.ingest_timeout_seconds, max_tries=3),
             func(summarize_session, name=SUMMARIZE_SESSION, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(extract_insights, name=EXTRACT_INSIGHTS, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(update_profile, name=UPDATE_PROFILE, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
@@ -262,6 +287,7 @@ def build_worker(
             func(poll_fine_tune, name=POLL_FINE_TUNE, timeout=300, max_tries=3),
             func(evaluate_model, name=EVALUATE_MODEL, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(answer_pending, name=ANSWER_PENDING, timeout=600, max_tries=3),
+            func(purge_erased_data, name=PURGE_ERASED_DATA, timeout=600, max_tries=3),
         ],
         # a burst run (tests, one-off processing) must not sweep every tenant's sessions on a minute boundary
         cron_jobs=[]
@@ -270,6 +296,7 @@ def build_worker(
             cron(relay_outbox, second=set(range(5, 60, OUTBOX_RELAY_EVERY_S)), run_at_startup=True),
             cron(close_idle_sessions, second=0, run_at_startup=True),
             cron(send_sla_notices, second=30, run_at_startup=True),
+            cron(fail_stalled_documents, second=45, run_at_startup=True),
             cron(learning_sweep, minute=set(range(0, 60, 5)), second=15, run_at_startup=True),
         ],
         redis_settings=RedisSettings.from_dsn(redis_url),

@@ -20,7 +20,6 @@
   var input = document.getElementById("text");
   var endButton = document.getElementById("end-session");
   var statusLine = document.getElementById("status");
-  var token = log.dataset.token;
   var conversationId = log.dataset.conversation || null;
   var socket = null;
   var current = null;   // the AI message element being streamed into
@@ -100,7 +99,7 @@
   function sendFeedback(id, body) {
     return fetch("/api/v1/messages/" + encodeURIComponent(id) + "/feedback", {
       method: "POST",
-      headers: { Authorization: "Bearer " + token, "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body)
     }).then(function (response) {
       if (!response.ok) {
@@ -233,7 +232,7 @@
     if (!conversationId) return Promise.resolve();
     var url = "/api/v1/widget/conversations/" + encodeURIComponent(conversationId) + "/messages" +
       (lastMessageId ? "?after=" + encodeURIComponent(lastMessageId) : "");
-    return fetch(url, { headers: { Authorization: "Bearer " + token } }).then(function (response) {
+    return fetch(url).then(function (response) {
       if (!response.ok) return;
       return response.json().then(function (messages) { messages.forEach(showMessage); });
     }).catch(function () { /* the next reconnect tries again */ });
@@ -247,7 +246,7 @@
 
   function connect() {
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    socket = new WebSocket(scheme + location.host + "/ws/chat?token=" + encodeURIComponent(token));
+    socket = new WebSocket(scheme + location.host + "/ws/chat");  // the widget session cookie authenticates
     socket.onopen = function () {
       waiting = 0;  // answers begun on an earlier socket arrive as live messages (or through catchUp)
       statusLine.textContent = "";
@@ -322,8 +321,7 @@
     if (!conversationId) { statusLine.textContent = "No session to end yet."; return; }
     endButton.disabled = true;
     fetch("/api/v1/widget/conversations/" + encodeURIComponent(conversationId) + "/end-session", {
-      method: "POST",
-      headers: { Authorization: "Bearer " + token }
+      method: "POST"
     }).then(function (response) {
       return response.json().then(function (body) {
         if (!response.ok) statusLine.textContent = body.detail || "Could not end the session.";

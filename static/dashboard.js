@@ -6,6 +6,7 @@
 //   message         -> append to the open conversation's transcript (#transcript[data-conversation]).
 // The page itself was rendered from the database; the stream only carries what changes afterwards, so after
 // a reconnect everything is re-fetched once. No framework: plain EventSource and fetch.
+// Also: a form with data-confirm="…" asks before it is sent.
 (function () {
   "use strict";
   var LABELS = { client: "Client", ai: "AI clone", human_coach: "Coach" };
@@ -14,6 +15,13 @@
   var live = document.getElementById("live");
   var dismissed = {};
   try { dismissed = JSON.parse(sessionStorage.getItem("oc-dismissed-alerts") || "{}"); } catch (e) { dismissed = {}; }
+
+  // forms with data-confirm="question" (delete a client, revoke a chat link…) ask first (no inline handlers: the
+  // Content-Security-Policy allows no inline script); capture phase, so htmx never sends a refused form
+  document.addEventListener("submit", function (event) {
+    var message = event.target.getAttribute && event.target.getAttribute("data-confirm");
+    if (message && !window.confirm(message)) event.preventDefault();
+  }, true);
 
   function transcript() { return document.getElementById("transcript"); }
   function openConversation() { var t = transcript(); return t ? t.dataset.conversation : null; }

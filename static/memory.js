@@ -1,10 +1,9 @@
 // Widget memory page: deletes a remembered insight or session summary through the widget memory API
-// (widget token as bearer). Buttons carry data-delete="insights/<id>" or "summaries/<id>".
+// (the widget session cookie authenticates). Buttons carry data-delete="insights/<id>" or "summaries/<id>".
 (function () {
   "use strict";
   var panel = document.getElementById("memory");
   var statusLine = document.getElementById("status");
-  var token = panel.dataset.token;
 
   panel.addEventListener("click", function (event) {
     var button = event.target.closest("button[data-delete]");
@@ -13,8 +12,7 @@
     button.disabled = true;
     var parts = button.dataset.delete.split("/");
     fetch("/api/v1/widget/memory/" + parts[0] + "/" + encodeURIComponent(parts[1]), {
-      method: "DELETE",
-      headers: { Authorization: "Bearer " + token }
+      method: "DELETE"
     }).then(function (response) {
       if (response.status === 204 || response.status === 404) {
         var item = button.closest("li, article");

@@ -33,6 +33,9 @@ from tests.stub_dns import TEST_OUTBOUND_ALLOW, StubResolver
 BOOKS = Path(os.environ.get("OPENCOACH_BOOKS", Path(__file__).resolve().parents[2] / "shared" / "data" / "books"))
 MEDITATIONS = Path(__file__).resolve().parents[1] / "demo" / "meditations-marcus-aurelius.pdf"
 TEST_MAX_UPLOAD_MB = 2.0
+TEST_AUTH_RATE_LIMIT = "100000/minute"
+"""The shared app's log-in and sign-up limit: every test signs up from 127.0.0.1 (tests of the real limits
+serve an app of their own, tests/integration/web/test_auth_hardening.py)."""
 
 NETWORK_RULE = network_rule.NetworkRule()
 """Every connection this process asks for; anything outside 127.0.0.0/8 and ::1 is refused and fails the test."""
@@ -109,6 +112,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         llm_max_tokens=40,
         llm_timeout_seconds=60,
         outbound_allow=TEST_OUTBOUND_ALLOW,
+        auth_rate_limit_ip=TEST_AUTH_RATE_LIMIT,
+        auth_rate_limit_account=TEST_AUTH_RATE_LIMIT,
     )
 
 
@@ -237,6 +242,14 @@ async def container(settings: Settings, services: Services, registry: ProviderRe
     built = await Container.create(settings, services.database_url, services.redis_url, registry=registry)
     yield built
     await built.close()
+
+
+async def widget_page(base_url: str | httpx.URL, token: str, page: str = "") -> httpx.Response:
+    """Open a client's chat link ``/w/<token>`` (``page="/memory"``: ``/w/<token>/memory``) as a new browser
+    would: the token is exchanged for the widget session cookie and the redirect followed (a fresh cookie jar,
+    so no other test's requests carry that cookie). Returns the final response."""
+    async with httpx.AsyncClient(base_url=base_url, follow_redirects=True, timeout=60) as browser:
+        return await browser.get(f"/w/{token}{page}")
 
 
 async def ws_turn(base_url: str, widget_token: str, text: str) -> list[dict]:

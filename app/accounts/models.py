@@ -77,6 +77,9 @@ class Coach(IdMixin, Base):
     """Lifetime of cached AI replies; 0 turns the response cache off."""
     cache_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """Part of every response-cache key; bumped when the coach's documents change (invalidates the cache)."""
+    widget_allowed_origins: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
+    """Origins (``scheme://host[:port]``) whose pages may frame the client widget (CSP ``frame-ancestors``)
+    and call the widget's API from the browser (CORS); empty: none but this server."""
 
 
 class CoachUser(TenantMixin, Base):
@@ -102,13 +105,14 @@ class ApiKey(TenantMixin, Base):
 
 class Client(TenantMixin, Base):
     """A coachee. The widget token authenticates the client's chat; stored hashed for look-up and
-    Fernet-encrypted so the coach's dashboard can show the widget link again."""
+    Fernet-encrypted so the coach's dashboard can show the widget link again. Both are ``None`` while the
+    token is revoked (no token works until the coach rotates it)."""
 
     __tablename__ = "clients"
 
     name: Mapped[str] = mapped_column(String(200))
-    widget_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    widget_token_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    widget_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    widget_token_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class HandoffMode:

@@ -1,21 +1,25 @@
-"""Accounts: sign-up, credentials, clients and the coach's settings. Every method takes the tenant explicitly."""
+"""Accounts: sign-up, credentials, clients and the coach's settings. Methods on tenant data take the
+:class:`~app.accounts.unit_of_work.UnitOfWork`; sign-up and the credential look-ups run before a tenant is known."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.api_keys import issue_api_key
 from app.accounts.handoff_settings import apply_handoff_settings
-from app.accounts.models import ApiKey, Client, Coach, CoachUser
+from app.accounts.models import Client, Coach, CoachUser
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.egress import EgressGuard, EgressRefused, UnresolvableHost
 from app.core.errors import Conflict, InvalidInput, NotFound
-from app.core.security import SecretBox, hash_password, new_token, token_hash, verify_password
-from app.core.validation import EMAIL_RE, http_url, in_range
+from app.core.security import SecretBox, hash_password_async, new_token, token_hash, verify_password_async
+from app.core.validation import EMAIL_RE, http_url, in_range, web_origins
 from app.db.engine import tenant_session
 
 MIN_PASSWORD_LENGTH = 8
@@ -77,23 +81,22 @@ class AccountService:
             raise InvalidInput("coach_name must not be empty")
         if not EMAIL_RE.match(email):
             raise InvalidInput("email is not a valid e-mail address")
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise InvalidInput(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+        check_new_password("password", password)
         coach_id = uuid.uuid4()
-        api_key = new_token("oc")
-        user = CoachUser(coach_id=coach_id, email=email, password_hash=hash_password(password))
-        try:
+        user = CoachUser(coach_id=coach_id, email=email, password_hash=await hash_password_async(password))
+        try:  # the tenant does not exist yet: a transaction of its own, not a unit of work (no coach to load)
             async with tenant_session(self._sessionmaker, coach_id) as session:
                 session.add(Coach(id=coach_id, name=coach_name, persona=default_persona(coach_name)))
                 await session.flush()
                 session.add(user)
-                session.add(ApiKey(coach_id=coach_id, prefix=api_key[:10], key_hash=token_hash(api_key)))
+                _, api_key = await issue_api_key(session, coach_id)
         except IntegrityError as exc:
             raise Conflict("an account with this e-mail already exists") from exc
         return SignupResult(coach_id, user.id, api_key)
 
     async def login(self, email: str, password: str) -> tuple[uuid.UUID, uuid.UUID] | None:
-        """Check a dashboard password; returns ``(coach_id, user_id)`` or ``None``."""
+        """Check a dashboard password; returns ``(coach_id, user_id)`` or ``None``. An unknown e-mail takes as
+        long as a wrong password (:func:`app.core.security.verify_password_async` checks a dummy hash)."""
         async with self._sessionmaker() as session:
             row = (
                 await session.execute(
@@ -101,78 +104,174 @@ class AccountService:
                     {"email": email.strip()},
                 )
             ).first()
-        if row is None or not verify_password(row.password_hash, password):
+        matches = await verify_password_async(row.password_hash if row else None, password)
+        if row is None or not matches:
             return None
         return row.coach_id, row.user_id
 
+    async def check_password(self, uow: UnitOfWork, password: str) -> bool:
+        """Whether ``password`` is the password of one of the coach's dashboard users (argon2id check, in a
+        worker thread: :func:`app.core.security.verify_password_async`)."""
+        stmt = select(CoachUser.password_hash).where(CoachUser.coach_id == uow.coach_id)
+        hashes = (await uow.session.scalars(stmt)).all()
+        for stored in hashes:
+            if await verify_password_async(stored, password):
+                return True
+        return False
+
+    async def user_for_email(self, coach_id: uuid.UUID, email: str) -> uuid.UUID:
+        """The id of the coach's dashboard user with this e-mail. Raises ``NotFound`` (also for another
+        coach's user)."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            user_id = await session.scalar(
+                select(CoachUser.id).where(CoachUser.coach_id == coach_id, CoachUser.email == email.strip().lower())
+            )
+        if user_id is None:
+            raise NotFound("no user with this e-mail in this account")
+        return user_id
+
+    async def change_password(
+        self, coach_id: uuid.UUID, user_id: uuid.UUID, current_password: str, new_password: str
+    ) -> None:
+        """Replace a dashboard user's password after checking the current one (argon2id, off the event loop).
+
+        Raises ``InvalidInput`` for a new password under :data:`MIN_PASSWORD_LENGTH` characters or a wrong
+        current password, ``NotFound`` for an unknown user, ``Conflict`` if the password changed while this
+        call was hashing (nothing is changed then). Ending the user's other sessions is the caller's part."""
+        check_new_password("new_password", new_password)
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            old_hash = await session.scalar(
+                select(CoachUser.password_hash).where(CoachUser.id == user_id, CoachUser.coach_id == coach_id)
+            )
+        if old_hash is None:
+            raise NotFound("user not found")
+        if not await verify_password_async(old_hash, current_password):
+            raise InvalidInput("current_password is wrong")
+        new_hash = await hash_password_async(new_password)
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            changed = await session.execute(
+                update(CoachUser)
+                .where(CoachUser.id == user_id, CoachUser.password_hash == old_hash)
+                .values(password_hash=new_hash)
+            )
+            if changed.rowcount != 1:  # type: ignore[attr-defined]
+                raise Conflict("the password was changed meanwhile; try again")
+
     async def coach_for_api_key(self, api_key: str) -> uuid.UUID | None:
-        """The tenant an API key belongs to, or ``None`` (unknown or revoked)."""
+        """The tenant an API key belongs to, or ``None`` (unknown or revoked). Looked up on every request
+        (a revoked key fails at once); ``auth_api_key`` also stamps the key's ``last_used_at``, at most once a
+        minute, hence the commit."""
         async with self._sessionmaker() as session:
             value = await session.scalar(text("SELECT auth_api_key(:h)"), {"h": token_hash(api_key)})
+            await session.commit()
         return value if isinstance(value, uuid.UUID) else None
 
     async def client_for_widget_token(self, token: str) -> ClientIdentity | None:
         """The client (and tenant) a widget token belongs to, or ``None``."""
+        return await self._client_for_token_hash(token_hash(token))
+
+    async def _client_for_token_hash(self, hashed: str) -> ClientIdentity | None:
         async with self._sessionmaker() as session:
             row = (
-                await session.execute(
-                    text("SELECT coach_id, client_id FROM auth_widget_token(:h)"), {"h": token_hash(token)}
-                )
+                await session.execute(text("SELECT coach_id, client_id FROM auth_widget_token(:h)"), {"h": hashed})
             ).first()
         return ClientIdentity(row.coach_id, row.client_id) if row else None
 
-    async def get_coach(self, session: AsyncSession, coach_id: uuid.UUID) -> Coach:
-        """The tenant row (RLS already limits ``session`` to it). Raises ``NotFound``."""
-        coach = await session.get(Coach, coach_id)
-        if coach is None:
-            raise NotFound("coach not found")
-        return coach
+    async def widget_session(self, token: str) -> tuple[ClientIdentity, str] | None:
+        """Exchange a valid widget token for a widget session: returns the client and the session value (a
+        Fernet token over ``{"h": sha256 of the widget token}``, for an HttpOnly cookie), or ``None`` for an
+        unknown or revoked token."""
+        identity = await self.client_for_widget_token(token)
+        if identity is None:
+            return None
+        return identity, self.renew_widget_session(token_hash(token))
 
-    async def delete_coach(self, coach_id: uuid.UUID) -> None:
-        """Delete a coach account and, by cascade, everything it owns. Raises ``NotFound``."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            await session.delete(await self.get_coach(session, coach_id))
+    def renew_widget_session(self, hashed: str) -> str:
+        """A fresh session value for the widget token whose hash is ``hashed`` (its age starts again)."""
+        return self._secrets.encrypt(json.dumps({"h": hashed})).decode()
 
-    async def create_client(self, session: AsyncSession, coach_id: uuid.UUID, name: str) -> tuple[Client, str]:
+    async def client_for_widget_session(self, value: str, max_age_s: int) -> tuple[ClientIdentity, str] | None:
+        """The client of a widget session value made at most ``max_age_s`` seconds ago, and its widget token's
+        hash; ``None`` when it is forged, expired, or its token was rotated or revoked since."""
+        try:
+            hashed = json.loads(self._secrets.decrypt(value.encode(), ttl_s=max_age_s))["h"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(hashed, str):
+            return None
+        identity = await self._client_for_token_hash(hashed)
+        return (identity, hashed) if identity is not None else None
+
+    async def widget_allowed_origins(self, coach_id: uuid.UUID) -> list[str]:
+        """The origins the coach lets frame the widget and call its API (``Coach.widget_allowed_origins``), read
+        before the request's unit of work exists (authentication). Raises ``NotFound`` for an unknown coach."""
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            return list((await uow.coach()).widget_allowed_origins)
+
+    async def delete_coach(self, uow: UnitOfWork) -> None:
+        """Delete the unit of work's coach account and, by cascade, everything it owns. Raises ``NotFound``."""
+        await uow.session.delete(await uow.coach())
+        await uow.session.flush()
+
+    async def create_client(self, uow: UnitOfWork, name: str) -> tuple[Client, str]:
         """Create a client; returns it and its plaintext widget token. Raises ``InvalidInput`` on empty name."""
         name = name.strip()
         if not name:
             raise InvalidInput("name must not be empty")
-        token = new_token("ocw")
-        client = Client(
-            coach_id=coach_id,
-            name=name,
-            widget_token_hash=token_hash(token),
-            widget_token_encrypted=self._secrets.encrypt(token),
-        )
-        session.add(client)
-        await session.flush()
+        client = Client(coach_id=uow.coach_id, name=name)
+        token = self._issue_widget_token(client)
+        uow.session.add(client)
+        await uow.session.flush()
         return client, token
 
-    async def list_clients(self, session: AsyncSession, coach_id: uuid.UUID) -> list[Client]:
-        """The coach's clients, newest first."""
-        stmt = select(Client).where(Client.coach_id == coach_id).order_by(Client.created_at.desc())
-        return list((await session.scalars(stmt)).all())
+    def _issue_widget_token(self, client: Client) -> str:
+        """Give ``client`` a new widget token (stored hashed and encrypted); returns it in plaintext."""
+        token = new_token("ocw")
+        client.widget_token_hash = token_hash(token)
+        client.widget_token_encrypted = self._secrets.encrypt(token)
+        return token
 
-    async def get_client(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> Client:
+    async def rotate_widget_token(self, uow: UnitOfWork, client_id: uuid.UUID) -> str:
+        """Replace the client's widget token (also a revoked one) with a new one; returns it in plaintext. The
+        old token and every widget session made from it stop working at once. Raises ``NotFound``."""
+        client = await self.get_client(uow, client_id)
+        token = self._issue_widget_token(client)
+        await uow.session.flush()
+        return token
+
+    async def revoke_widget_token(self, uow: UnitOfWork, client_id: uuid.UUID) -> None:
+        """Revoke the client's widget token: no token or widget session works until
+        :meth:`rotate_widget_token`. Raises ``NotFound``."""
+        client = await self.get_client(uow, client_id)
+        client.widget_token_hash = client.widget_token_encrypted = None
+        await uow.session.flush()
+
+    async def list_clients(self, uow: UnitOfWork) -> list[Client]:
+        """The coach's clients, newest first."""
+        stmt = select(Client).where(Client.coach_id == uow.coach_id).order_by(Client.created_at.desc())
+        return list((await uow.session.scalars(stmt)).all())
+
+    async def get_client(self, uow: UnitOfWork, client_id: uuid.UUID) -> Client:
         """One client of this coach. Raises ``NotFound`` (also for another coach's client)."""
-        client = await session.scalar(select(Client).where(Client.id == client_id, Client.coach_id == coach_id))
+        stmt = select(Client).where(Client.id == client_id, Client.coach_id == uow.coach_id)
+        client = await uow.session.scalar(stmt)
         if client is None:
             raise NotFound("client not found")
         return client
 
-    async def delete_client(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> None:
+    async def delete_client(self, uow: UnitOfWork, client_id: uuid.UUID) -> None:
         """Delete a client and (by cascade) its conversations. Raises ``NotFound``."""
-        await session.delete(await self.get_client(session, coach_id, client_id))
+        await uow.session.delete(await self.get_client(uow, client_id))
 
-    def widget_token(self, client: Client) -> str:
-        """Decrypt the client's widget token for display in the coach's dashboard."""
+    def widget_token(self, client: Client) -> str | None:
+        """Decrypt the client's widget token for display in the coach's dashboard (``None``: revoked)."""
+        if client.widget_token_encrypted is None:
+            return None
         return self._secrets.decrypt(client.widget_token_encrypted)
 
     async def update_settings(
         self,
-        session: AsyncSession,
-        coach_id: uuid.UUID,
+        uow: UnitOfWork,
         *,
         name: str | None = None,
         persona: str | None = None,
@@ -182,6 +281,7 @@ class AccountService:
         llm_api_key: str | None = None,
         recent_messages: int | None = None,
         session_idle_minutes: int | None = None,
+        widget_allowed_origins: list[str] | None = None,
         **handoff: Any,
     ) -> Coach:
         """Change persona, provider, memory and escalation settings (``handoff``: the fields of
@@ -190,8 +290,9 @@ class AccountService:
 
         The API key is encrypted before it is stored. Raises ``InvalidInput`` for an unknown provider, an
         ``openai`` provider without a model, a base URL or webhook URL the egress guard refuses
-        (:meth:`check_outbound_url`), ``recent_messages`` outside 0–100 or ``session_idle_minutes`` outside
-        1–1440 (nothing is changed then: the caller's transaction rolls back).
+        (:meth:`check_outbound_url`), ``recent_messages`` outside 0–100, ``session_idle_minutes`` outside
+        1–1440 or a ``widget_allowed_origins`` entry that is not an origin (:func:`app.core.validation.web_origins`;
+        nothing is changed then: the caller's transaction rolls back).
         """
         # the URLs first (they need DNS), before anything is changed
         if llm_base_url is not None:
@@ -200,7 +301,7 @@ class AccountService:
             handoff["alert_webhook_url"] = (
                 await self.check_outbound_url("alert_webhook_url", handoff["alert_webhook_url"]) or ""
             )
-        coach = await self.get_coach(session, coach_id)
+        coach = await uow.coach()
         if name is not None:
             if not name.strip():
                 raise InvalidInput("name must not be empty")
@@ -223,11 +324,19 @@ class AccountService:
             coach.session_idle_minutes = in_range(
                 "session_idle_minutes", session_idle_minutes, SESSION_IDLE_MINUTES_RANGE
             )
+        if widget_allowed_origins is not None:
+            coach.widget_allowed_origins = web_origins("widget_allowed_origins", widget_allowed_origins)
         apply_handoff_settings(coach, self._secrets, **handoff)
         if coach.llm_provider == "openai" and not coach.llm_model:
             raise InvalidInput("llm_model is required for the openai provider")
-        await session.flush()
+        await uow.session.flush()
         return coach
+
+
+def check_new_password(field: str, password: str) -> None:
+    """Raises ``InvalidInput`` naming ``field`` when ``password`` is under :data:`MIN_PASSWORD_LENGTH` characters."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"{field} must be at least {MIN_PASSWORD_LENGTH} characters")
 
 
 def default_persona(coach_name: str) -> str:

@@ -2,7 +2,8 @@
 
 Order in the prompt: one system message (coach persona; then "How <coach> has replied in similar
 situations" — the coach's style lines and a few of the coach's own past interventions nearest to this
-situation, best first (immediate learning, :mod:`app.learning.interventions`); then what memory knows about
+situation, best first (immediate learning, :mod:`app.learning.interventions`): each the described situation
+and the coach's scrubbed reply, never the other client's words; then what memory knows about
 the client — the L4 profile and the recalled L2 session summaries / L3 insights, best first; then grounding
 instructions and the numbered passages of the coach's material), then the L1 recent turns (oldest first),
 then the client's new message.
@@ -104,8 +105,8 @@ def _example_block(
     lines = [f"- {mark(line)}" for line in style]
     for example in examples:
         technique = f" ({example.strategy})" if example.strategy else ""
-        client, said = mark(example.client_text), mark(example.coach_text)
-        lines.append(f'Client: "{client}"\n{coach or "Coach"}{technique}: "{said}"')
+        situation, said = mark(example.situation), mark(example.coach_text)
+        lines.append(f'When {situation}:\n{coach or "Coach"}{technique}: "{said}"')
     header = EXAMPLES_HEADER.format(coach=coach or "the coach")
     return "\n".join([header, data_block("the coach's past replies", lines) if spotlight else "\n".join(lines)])
 
@@ -194,7 +195,7 @@ def assemble_prompt(
             break
         step()
         messages = build()
-    shot_texts = [text for shot in shots for text in (shot.client_text, shot.coach_text)]
+    shot_texts = [shot.coach_text for shot in shots]
     fixed = [GROUNDING, EXAMPLES_HEADER, MEMORY_HEADER, *([HIERARCHY] if spotlight else [])]
     return AssembledPrompt(
         messages,

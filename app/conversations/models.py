@@ -53,7 +53,12 @@ class Message(TenantMixin, Base):
     :data:`CLIENT_MESSAGE_ID_MAX` characters, unique per coach): a message sent again with the same id is
     stored once. ``answered_at`` is set on a client message when the AI answered it (reply, crisis reply,
     handoff notice, apology or draft), in the same transaction as the answer; a message that reached only
-    the coach (the AI paused) stays unanswered."""
+    the coach (the AI paused) stays unanswered.
+
+    ``forgotten_at`` is set when the coach or the client forgot an insight this message is a source of
+    (:meth:`app.memory.controls.MemoryControls.delete_insight`): the message stays in the transcript the coach
+    reads, but from then on no prompt (recent turns, summaries, insight extraction, few-shot examples) and no
+    training example is built from it (:data:`REMEMBERED`)."""
 
     __tablename__ = "messages"
     __table_args__ = (
@@ -78,8 +83,14 @@ class Message(TenantMixin, Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
     client_message_id: Mapped[str | None] = mapped_column(String(CLIENT_MESSAGE_ID_MAX))
     answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    forgotten_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     @property
     def reply_meta(self) -> ReplyMeta:
         """``meta`` read as a :class:`ReplyMeta` (a fresh copy: changing it does not change the row)."""
         return ReplyMeta.from_json(self.meta)
+
+
+REMEMBERED = Message.forgotten_at.is_(None)
+"""SQL filter: messages not forgotten (see :attr:`Message.forgotten_at`); every reader that builds a prompt or
+training data from messages adds it."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from cryptography.fernet import Fernet
+from limits import parse_many
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core.egress import OutboundAllowlist
@@ -16,6 +18,12 @@ class Settings(BaseSettings):
 
     Every field maps to an upper-case environment variable of the same name, e.g. ``DATABASE_URL``.
     With ``DATABASE_URL`` / ``REDIS_URL`` unset the runtime starts embedded servers in ``DATA_DIR``.
+
+    Secret keys: ``SECRET_KEY`` is the one primary Fernet key (encrypts; unset: ``DATA_DIR/secret.key``),
+    ``SECRET_KEY_OLD`` a comma-separated list of retired keys that still decrypt (``MultiFernet``). Rotation:
+    move the current key to ``SECRET_KEY_OLD``, set a new ``SECRET_KEY``, restart, run ``opencoach
+    rotate-secret``, then drop the old key. A value that is not a Fernet key fails validation (``ValueError``
+    naming the variable).
     """
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
@@ -32,12 +40,39 @@ class Settings(BaseSettings):
 
     secret_key: str | None = Field(
         default=None,
-        description="Fernet key (urlsafe base64, 32 bytes) for provider keys at rest; "
-        "generated into DATA_DIR/secret.key when unset.",
+        description="The primary Fernet key (urlsafe base64 of 32 bytes): encrypts every secret stored from now "
+        "on (provider API keys, widget tokens, webhook secrets) and derives the CSRF secret; generated into "
+        "DATA_DIR/secret.key when unset.",
+    )
+    secret_key_old: str = Field(
+        default="",
+        description="Rotation: comma-separated retired Fernet keys, still accepted for decryption only. To "
+        "rotate, put the current key here, a new one in SECRET_KEY, restart, run `opencoach rotate-secret` "
+        "(re-encrypts every stored secret under SECRET_KEY), then empty this.",
     )
     public_url: str = Field(default="http://127.0.0.1:8000", description="Base URL used in widget snippets.")
 
     max_upload_mb: float = Field(default=25.0, gt=0)
+    extract_memory_mb: int = Field(
+        default=512, ge=128, description="Address-space limit (RLIMIT_AS, MB) of the process reading one upload."
+    )
+    extract_cpu_seconds: int = Field(
+        default=30, ge=1, description="CPU seconds (RLIMIT_CPU) for opening an upload; pages add to it."
+    )
+    extract_cpu_seconds_per_page: float = Field(
+        default=0.5, ge=0, description="CPU seconds each PDF page adds to EXTRACT_CPU_SECONDS."
+    )
+    extract_timeout_seconds: float = Field(default=600.0, gt=0, description="Wall-clock deadline of one extraction.")
+    extract_max_pages: int = Field(default=2000, ge=1, description="A PDF with more pages fails with the reason.")
+    extract_max_characters: int = Field(
+        default=5_000_000, ge=1000, description="A file with more characters of text fails with the reason."
+    )
+    ingest_timeout_seconds: int = Field(
+        default=1800,
+        ge=10,
+        description="Deadline of one ingestion job (extract, embed, store); a document still processing "
+        "past it (its worker was killed) is failed by the worker's sweep.",
+    )
     retrieval_top_k: int = Field(default=5, ge=1, le=50)
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     llm_max_tokens: int = Field(default=256, ge=16)
@@ -59,11 +94,51 @@ class Settings(BaseSettings):
         "Cloud metadata addresses stay refused. See app/core/egress.py.",
     )
 
+    @field_validator("secret_key", "secret_key_old")
+    @classmethod
+    def _valid_fernet_keys(cls, value: str | None, info: ValidationInfo) -> str | None:
+        keys = _split(value or "") if info.field_name == "secret_key_old" else [value] if value else []
+        for key in keys:
+            try:
+                Fernet(key)
+            except ValueError:
+                raise ValueError(
+                    f"{(info.field_name or '').upper()} holds a value that is not a Fernet "
+                    "key (32 url-safe base64-encoded bytes, e.g. from cryptography's Fernet.generate_key())"
+                ) from None
+        return value
+
+    def old_secret_keys(self) -> list[str]:
+        """The retired keys of ``SECRET_KEY_OLD``, in the order given (empty list when unset)."""
+        return _split(self.secret_key_old)
+
+    auth_rate_limit_ip: str = Field(
+        default="20/minute;100/hour",
+        description="Log-in, sign-up and password-change attempts allowed per client IP address, in the "
+        "`limits` package's notation ('N/second|minute|hour|day', several separated by ';'). Counted in Redis.",
+    )
+    auth_rate_limit_account: str = Field(
+        default="5/minute;30/hour",
+        description="Log-in, sign-up and password-change attempts allowed per account (e-mail address), "
+        "whatever IP addresses they come from; same notation as AUTH_RATE_LIMIT_IP.",
+    )
+
+    @field_validator("auth_rate_limit_ip", "auth_rate_limit_account")
+    @classmethod
+    def _valid_rate_limit(cls, value: str) -> str:
+        parse_many(value)  # raises ValueError naming the bad entry
+        return value
+
     @field_validator("outbound_allow")
     @classmethod
     def _valid_outbound_allow(cls, value: str) -> str:
         OutboundAllowlist.parse(value)  # raises ValueError naming the bad entry
         return value
+
+
+def _split(value: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated setting."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 @lru_cache(maxsize=1)

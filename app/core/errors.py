@@ -10,6 +10,10 @@ class DomainError(Exception):
         super().__init__(message)
         self.message = message
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides the status and message (none by default)."""
+        return {}
+
 
 class InvalidInput(DomainError):
     """The request is well-formed but its content is not acceptable (400)."""
@@ -33,6 +37,27 @@ class TooLarge(DomainError):
     status_code = 413
 
 
+class TooManyAttempts(DomainError):
+    """A rate limit was hit (429); ``retry_after`` is the number of whole seconds until the next attempt
+    may pass (sent as the ``Retry-After`` header, RFC 9110 §10.2.3)."""
+
+    status_code = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many attempts: try again in {retry_after} s")
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        """``Retry-After`` in whole seconds."""
+        return {"Retry-After": str(self.retry_after)}
+
+
 class EvalDataError(ValueError):
     """An evaluation data file (LoCoMo, C-SSRS, …) is missing, unreadable or not in its format; the message
     says what and where. The CLI prints it as one ``error:`` line and exits with code 2."""
+
+
+class Forbidden(DomainError):
+    """The caller is known but may not do this (e.g. a wrong password confirming an account deletion)."""
+
+    status_code = 403

@@ -2,19 +2,22 @@
 
 ``start_services`` resolves the three URLs the processes need. A URL given in the settings wins;
 otherwise the matching server is started inside ``DATA_DIR`` and stopped by ``Services.stop``.
+Commands use :func:`embedded_services`, which also stops them on Ctrl-C (SIGINT) and SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import subprocess
 import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from urllib.parse import quote
 
 from litestar.types import ASGIApp as ASGIApplication
@@ -142,8 +145,62 @@ def start_services(settings: Settings) -> Services:
     if settings.redis_url:
         redis_url = settings.redis_url
     else:
-        redis_proc, redis_url = _start_redis(settings.data_dir.resolve())
+        try:
+            redis_proc, redis_url = _start_redis(settings.data_dir.resolve())
+        except BaseException:
+            Services(db_url, migration_url, "", postgres).stop()  # no half-started pair left behind
+            raise
     return Services(db_url, migration_url, redis_url, postgres, redis_proc)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[list[int]]:
+    """While inside (main thread only), SIGINT and SIGTERM are recorded in the yielded list, not acted on:
+    starting or stopping servers is never cut in half."""
+    received: list[int] = []
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, record) for sig in STOP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def embedded_services(settings: Settings) -> Iterator[Services]:
+    """:func:`start_services` for a command: the servers it started stop whichever way the block ends
+    (return, exception, Ctrl-C, SIGTERM). Call from the main thread.
+
+    Inside the block SIGTERM raises ``KeyboardInterrupt`` like Ctrl-C does, so every ``finally`` runs
+    (Python's default for SIGTERM ends the process at once, leaving the servers running); uvicorn and arq
+    install their own handlers for their run and restore this one after. A signal during start-up is held
+    until the servers are up, then stops them and raises ``KeyboardInterrupt``; signals during the stop are
+    ignored. Raises ``RuntimeError`` when a server fails to start.
+    """
+    with _signals_deferred() as received:
+        services = start_services(settings)
+    try:
+        if received:
+            raise KeyboardInterrupt(signal.Signals(received[0]).name)
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            yield services
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    finally:
+        with _signals_deferred():
+            services.stop()
 
 
 @contextlib.asynccontextmanager

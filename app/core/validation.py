@@ -4,11 +4,22 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from app.core.errors import InvalidInput
 
+MAX_ALLOWED_ORIGINS = 20
+"""At most this many origins in one origin list setting (e.g. ``widget_allowed_origins``)."""
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 """A plausible e-mail address (``local@domain.tld``); deliverability is the mail server's to judge."""
+
+
+def is_https(url: str) -> bool:
+    """Whether ``url`` (e.g. ``PUBLIC_URL``) is an https URL: then cookies are ``Secure`` and HSTS is sent."""
+    return url.lower().startswith("https://")
 
 
 def in_range(name: str, value: int, bounds: tuple[int, int]) -> int:
@@ -26,3 +37,46 @@ def http_url(name: str, value: str) -> str | None:
     if url and not url.startswith(("http://", "https://")):
         raise InvalidInput(f"{name} must start with http:// or https://")
     return url or None
+
+
+def web_origin(name: str, value: str) -> str:
+    """``value`` as a web origin ``scheme://host[:port]`` (RFC 6454): http or https, lower-case, no default
+    port, no path, query, fragment or user info. Raises ``InvalidInput`` naming the field ``name``."""
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise InvalidInput(f"{name}: {value!r} is not an origin (scheme://host[:port])") from None
+    host = parts.hostname
+    if (
+        parts.scheme.lower() not in _DEFAULT_PORTS
+        or not host
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or "*" in host
+        or any(c.isspace() for c in text)
+    ):
+        raise InvalidInput(f"{name}: {value!r} is not an origin (scheme://host[:port], e.g. https://example.com)")
+    scheme = parts.scheme.lower()
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != _DEFAULT_PORTS[scheme]:
+        netloc = f"{netloc}:{port}"
+    return f"{scheme}://{netloc}"
+
+
+def web_origins(name: str, values: Iterable[str]) -> list[str]:
+    """Each of ``values`` as a normalised origin (:func:`web_origin`), blanks dropped, duplicates once, at
+    most :data:`MAX_ALLOWED_ORIGINS`. Raises ``InvalidInput`` naming the field."""
+    origins: list[str] = []
+    for value in values:
+        if not isinstance(value, str):
+            raise InvalidInput(f"{name} must be a list of origins (strings)")
+        if value.strip() and (origin := web_origin(name, value)) not in origins:
+            origins.append(origin)
+    if len(origins) > MAX_ALLOWED_ORIGINS:
+        raise InvalidInput(f"{name}: at most {MAX_ALLOWED_ORIGINS} origins")
+    return origins

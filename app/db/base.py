@@ -55,6 +55,7 @@ TENANT_TABLES = (
     "handoffs",
     "drafts",
     "interventions",
+    "intervention_pattern_coaches",
     "training_examples",
     "training_datasets",
     "fine_tune_jobs",

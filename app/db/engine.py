@@ -86,10 +86,28 @@ async def tenant_session(
         await run_after_commit(session)
 
 
-async def assert_unprivileged(engine: AsyncEngine) -> None:
-    """Refuse to run as a role that would bypass row-level security.
+_OWNED_OBJECTS = text(
+    """
+    SELECT n.nspname || '.' || c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = ANY (current_schemas(false)) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+      AND pg_has_role(current_user, c.relowner, 'USAGE')
+    UNION ALL
+    SELECT n.nspname || '.' || p.proname || '()' FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname = ANY (current_schemas(false)) AND pg_has_role(current_user, p.proowner, 'USAGE')
+    ORDER BY 1
+    """
+)
+"""Tables, views and functions on the app's search path that the connected role owns or holds the owner's
+privileges of (``pg_has_role(…, 'USAGE')``: the owner itself or a role that inherits from it)."""
 
-    Raises ``RuntimeError`` if the connected role is a superuser or has BYPASSRLS.
+
+async def assert_unprivileged(engine: AsyncEngine) -> None:
+    """Refuse to run as a role that would bypass row-level security, or see past it.
+
+    Raises ``RuntimeError`` naming ``DATABASE_URL`` if the connected role is a superuser or has BYPASSRLS, or
+    if it owns (or inherits the owner's privileges of) any table, view or function on its search path: the
+    owner's read-all policies (``TO CURRENT_USER USING (true)``, meant for the SECURITY DEFINER credential
+    look-ups and sweeps) would then apply to every query of the app, and an owner can switch RLS off.
     """
     async with engine.connect() as conn:
         row = (
@@ -97,8 +115,17 @@ async def assert_unprivileged(engine: AsyncEngine) -> None:
                 text("SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
             )
         ).one()
+        owned = [] if row.rolsuper else list((await conn.scalars(_OWNED_OBJECTS)).all())
     if row.rolsuper or row.rolbypassrls:
         raise RuntimeError(
             f"DATABASE_URL connects as {row.rolname!r}, which bypasses row-level security; "
             "use a role that is neither SUPERUSER nor BYPASSRLS (set MIGRATION_DATABASE_URL for the owner)."
+        )
+    if owned:
+        shown = ", ".join(owned[:3]) + (f" and {len(owned) - 3} more" if len(owned) > 3 else "")
+        raise RuntimeError(
+            f"DATABASE_URL connects as {row.rolname!r}, which owns {shown}: the owner's policies would let "
+            "every query of the app read across tenants. Point DATABASE_URL at a separate login role that owns "
+            "nothing (a member of opencoach_app) and MIGRATION_DATABASE_URL at the owner, which runs the "
+            "migrations (MIGRATION_DATABASE_URL defaults to DATABASE_URL: set both)."
         )

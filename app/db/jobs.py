@@ -28,6 +28,7 @@ START_FINE_TUNE = "start_fine_tune"
 POLL_FINE_TUNE = "poll_fine_tune"
 EVALUATE_MODEL = "evaluate_model"
 ANSWER_PENDING = "answer_pending"
+PURGE_ERASED_DATA = "purge_erased_data"
 
 
 def ingest_document(session: AsyncSession, coach_id: uuid.UUID, document_id: uuid.UUID) -> None:
@@ -168,3 +169,9 @@ def answer_pending(session: AsyncSession, coach_id: uuid.UUID, message_id: uuid.
     """Queue the AI's answer to a client message the coach left unanswered when handing the conversation back
     (once per message; the job does nothing if the message was answered or followed by another meanwhile)."""
     add_job(session, coach_id, ANSWER_PENDING, str(coach_id), str(message_id), job_id=f"{ANSWER_PENDING}:{message_id}")
+
+
+def purge_erased_data(session: AsyncSession, coach_id: uuid.UUID, file_ids: list[str], *, reason: str) -> None:
+    """Queue the purge that follows an erasure (``reason``: ``client:<id>`` or ``account``): the coach's Redis
+    caches that may quote the erased messages, and the training files ``file_ids`` at the coach's provider."""
+    add_job(session, coach_id, PURGE_ERASED_DATA, str(coach_id), file_ids, job_id=f"{PURGE_ERASED_DATA}:{reason}")

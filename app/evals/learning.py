@@ -50,7 +50,7 @@ from app.chat.prompt import assemble_prompt
 from app.conversations.models import Message, SenderType
 from app.core.errors import EvalDataError
 from app.learning.analysis import Analysis, analyse_message
-from app.learning.interventions import EXAMPLE_CHARS, MIN_SIMILARITY, FewShotExample
+from app.learning.interventions import EXAMPLE_CHARS, MIN_SIMILARITY, FewShotExample, describe_situation
 from app.learning.strategy import STRATEGIES, read_esconv
 from app.learning.style import StyleSample, build_style_profile, predict_strategy, style_lines
 from app.llm.base import ChatProvider, Embedder, Usage
@@ -270,7 +270,7 @@ async def _similarity_pair(
     examples = [
         FewShotExample(
             uuid.uuid5(uuid.NAMESPACE_OID, f"esconv:{j}"),
-            replay.history[j].client_text[:EXAMPLE_CHARS],
+            describe_situation(replay.analyses[j].client_mood),
             replay.history[j].text[:EXAMPLE_CHARS],
             replay.analyses[j].strategy,
             round(sim, 4),

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 from app.core.text import sentiment
 
 if TYPE_CHECKING:
+    from app.accounts.models import Coach
     from app.handoff.risk import RiskAssessment
 
 TREND_WINDOW = 6
@@ -179,6 +180,12 @@ def topic_matches(text: str, topics: Sequence[str]) -> list[str]:
         if needed and needed <= words and topic not in matched:
             matched.append(topic)
     return matched
+
+
+def coach_topics(coach: Coach, text: str) -> list[str]:
+    """The coach's high-stakes and always-escalate topics (in that order, no duplicates) that ``text``
+    touches (:func:`topic_matches`): the coach's own labels for what a client message is about."""
+    return topic_matches(text, [*coach.high_stakes_topics, *coach.always_escalate_topics])
 
 
 def _set_cosine(a: frozenset[str], b: frozenset[str]) -> float:

@@ -87,6 +87,20 @@ class CacheStats:
         }
 
 
+async def delete_matching(redis: Redis, pattern: str) -> int:
+    """Delete every Redis key matching the glob ``pattern`` (SCAN, in batches of 500); returns how many."""
+    deleted = 0
+    batch: list[bytes | str] = []
+    async for key in redis.scan_iter(match=pattern, count=500):
+        batch.append(key)
+        if len(batch) >= 500:
+            deleted += await redis.delete(*batch)
+            batch.clear()
+    if batch:
+        deleted += await redis.delete(*batch)
+    return deleted
+
+
 def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
@@ -162,18 +176,12 @@ class ResponseCache:
         except UNAVAILABLE as exc:
             log.warning("response cache store skipped, Redis unavailable: %s", _error(exc))
 
-    async def invalidate(self, coach_id: uuid.UUID) -> int:
-        """Delete every cached reply of the coach (SCAN over its key prefix); returns how many were deleted.
-        The hit/miss counters are kept."""
-        deleted = 0
-        batch: list[bytes | str] = []
-        async for key in self._redis.scan_iter(match=f"{PREFIX}:{coach_id}:*", count=500):
-            batch.append(key)
-            if len(batch) >= 500:
-                deleted += await self._redis.delete(*batch)
-                batch.clear()
-        if batch:
-            deleted += await self._redis.delete(*batch)
+    async def invalidate(self, coach_id: uuid.UUID, *, with_stats: bool = False) -> int:
+        """Delete every cached reply of the coach (SCAN over its key prefix), and its hit/miss counters too with
+        ``with_stats`` (the coach's account is deleted); returns how many keys were deleted."""
+        deleted = await delete_matching(self._redis, f"{PREFIX}:{coach_id}:*")
+        if with_stats:
+            deleted += await delete_matching(self._redis, f"{PREFIX}-stats:{coach_id}:*")
         return deleted
 
     async def stats(self, coach_id: uuid.UUID, *, days: int = 30) -> CacheStats:

@@ -1,8 +1,16 @@
-"""Server-rendered SVG charts of the learning dashboard, drawn with pygal (inline SVG, no JavaScript needed)."""
+"""Server-rendered SVG charts of the learning dashboard, drawn with pygal: inline SVG without any script or
+inline style, so the page keeps the app's Content-Security-Policy (``script-src 'self'; style-src 'self'``).
+
+pygal puts into every chart a ``<style>`` element, an inline ``<script>`` with its config and a ``<script>``
+loading its tooltips from ``kozea.github.io``, plus a hidden tooltip group (``style="opacity: 0"``) for that
+script. The charts here drop all of these (``js=[]`` and an xml filter, :func:`_static_svg`); their
+CSS is served once as a stylesheet (:func:`chart_stylesheet`), scoped to the ``pygal-chart`` class every chart
+carries instead of pygal's per-chart id."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import pygal
@@ -22,12 +30,55 @@ STYLE = Style(
 """The dashboard's palette (app.css's accent, error, blue, amber)."""
 
 
+STYLESHEET_SERIES = len(STYLE.colors)
+"""The stylesheet styles this many series (one colour class each); the charts draw one series."""
+_REMOVED_TAGS = ("script", "style")
+
+
+def _static_svg(root: Any) -> Any:
+    """pygal xml filter (``add_xml_filter``): remove every ``<script>``, ``<style>``, comment and the script-driven
+    tooltip group from the chart's element tree (pygal's etree: ``xml.etree`` or lxml); returns ``root``."""
+    for parent in list(root.iter()):
+        for child in list(parent):
+            if (
+                not isinstance(child.tag, str)  # comments (pygal's credits with its URLs)
+                or child.tag.rpartition("}")[2] in _REMOVED_TAGS
+                or "tooltip" in (child.get("class") or "").split()
+            ):
+                parent.remove(child)
+    return root
+
+
 def _render(chart: Any) -> Markup:
+    chart.add_xml_filter(_static_svg)
     return Markup(chart.render(is_unicode=True, disable_xml_declaration=True))
 
 
 def _config() -> dict[str, Any]:
-    return {"style": STYLE, "height": 260, "width": 720, "explicit_size": False, "show_legend": False}
+    return {
+        "style": STYLE,
+        "height": 260,
+        "width": 720,
+        "explicit_size": False,
+        "show_legend": False,
+        "js": [],
+    }
+
+
+@lru_cache(maxsize=1)
+def chart_stylesheet() -> str:
+    """The CSS of the charts (pygal's base, style and graph CSS in :data:`STYLE`, for up to
+    :data:`STYLESHEET_SERIES` series), with pygal's per-chart ``#chart-<uuid>`` prefix replaced by
+    ``.pygal-chart``: one stylesheet for every chart of the page."""
+    chart = pygal.Line(**_config())
+    for series in range(STYLESHEET_SERIES):
+        chart.add(str(series), [1])
+    style = next(node for node in chart.render_tree().iter() if node.tag == "style")
+    return (
+        str(style.text)
+        .replace(f"#chart-{chart.uuid} ", ".pygal-chart ")
+        .replace(f"#chart-{chart.uuid}", ".pygal-chart")
+    )
 
 
 def line(title: str, labels: Sequence[str], values: Sequence[float | None], *, percent: bool = True) -> Markup:

@@ -13,23 +13,26 @@ coach's own past interventions nearest to a new client message for the prompt (:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, String, and_, column, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.accounts.models import Coach
+from app.accounts.models import Client, Coach
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
+from app.conversations.handoffs import Handoff, HandoffReason
 from app.conversations.metadata import helpful
-from app.conversations.models import Conversation, Message, SenderType
+from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.text import one_line, sentiment
 from app.db import jobs
-from app.db.engine import tenant_session
 from app.learning.analysis import analyse_message, mood
-from app.learning.models import Intervention, InterventionPattern, InterventionSource
-from app.learning.pii import scrub_pii
+from app.learning.models import Intervention, InterventionPattern, InterventionPatternCoach, InterventionSource
+from app.learning.pii import redact_echoes, scrub_names, scrub_pii
 from app.learning.style import StyleSample, build_style_profile
 from app.llm.registry import ProviderRegistry
 from app.memory.controls import MemoryControls
@@ -42,12 +45,15 @@ MIN_SIMILARITY = 0.35
 around 0–0.2 with all-MiniLM-L6-v2, paraphrases 0.6+)."""
 
 EXAMPLE_CHARS = 300
-"""Few-shot texts are cut to this many characters (the gist, not the whole message of another client)."""
+"""A few-shot example's coach reply is cut to this many characters."""
 
 SUCCESS_CHANGE = 0.05
 """Rise in the client's VADER compound from the situation to their next message that counts as success."""
 
 MEMORY_INSIGHTS = 8
+
+K_ANONYMITY = 5
+"""Distinct coaches a cross-coach pattern cell needs before any coach is shown it."""
 
 
 def _now() -> datetime:
@@ -56,15 +62,46 @@ def _now() -> datetime:
 
 @dataclass(frozen=True)
 class FewShotExample:
-    """A past intervention of the coach for the prompt: the client's message (``client_text``), the coach's
-    reply (``coach_text``), both cut to ``EXAMPLE_CHARS``; its ESConv ``strategy`` and the cosine
+    """A past intervention of the coach for the prompt, without a word of the client it was written for:
+    ``situation``, an abstract description of what the client brought (:func:`describe_situation`: mood,
+    the coach's own topic labels, why the coach stepped in); ``coach_text``, the coach's reply with that
+    client's name, e-mails, phone numbers and any run of the client's own words it repeats removed
+    (:func:`private_coach_text`), cut to ``EXAMPLE_CHARS``; its ESConv ``strategy`` and the cosine
     ``similarity`` of its situation to the current client message."""
 
     id: uuid.UUID
-    client_text: str
+    situation: str
     coach_text: str
     strategy: str | None
     similarity: float
+
+
+TopicMatcher = Callable[[Coach, str], list[str]]
+"""Which of the coach's own topic labels (settings) a client message touches; injected by the container
+(:func:`app.handoff.signals.topic_matches` over the coach's high-stakes and always-escalate topics)."""
+
+
+def describe_situation(client_mood: str | None, topics: Sequence[str] = (), reason: str | None = None) -> str:
+    """One line describing an intervention's situation in the platform's own words, never the client's:
+    ``"the client's message read negative; it touched on: money; Client asked for a human"``. ``client_mood``
+    is a VADER label (:func:`app.learning.analysis.mood`), ``topics`` the coach's topic labels it matched,
+    ``reason`` the handoff reason's label."""
+    parts = [f"the client's message read {client_mood or 'neutral'}"]
+    if topics:
+        parts.append("it touched on: " + ", ".join(topics))
+    if reason:
+        parts.append(reason)
+    return "; ".join(parts)
+
+
+def private_coach_text(text: str, client_texts: Sequence[str], client_name: str) -> str:
+    """The coach's reply as another client's prompt may show it: runs of
+    :data:`~app.learning.pii.ECHO_WORDS` or more words shared with ``client_texts`` (what that client wrote)
+    become ``[…]``, ``client_name`` becomes ``[NAME]``, e-mail addresses and phone numbers placeholders
+    (:mod:`app.learning.pii`); cut to ``EXAMPLE_CHARS``. Residual risk: a short quote (≤ 3 words), a
+    paraphrase, or a detail the coach adds that is not a name, e-mail or phone number (a place, an employer,
+    a relative) still passes."""
+    return one_line(scrub_names(scrub_pii(redact_echoes(text, client_texts)), [client_name]), EXAMPLE_CHARS)
 
 
 def what_works_line(strategy: str) -> str:
@@ -81,6 +118,72 @@ def judge_success(thumbs: bool | None, before: float, after: float) -> bool:
     return after - before >= SUCCESS_CHANGE or mood(after) == "positive"
 
 
+async def count_pattern(
+    session: AsyncSession, coach_id: uuid.UUID, strategy: str, situation: str, *, uses: int, successes: int
+) -> None:
+    """Add ``uses`` and ``successes`` (either may be negative, a correction; counts never drop below 0) to the
+    cross-coach cell (``strategy``, ``situation``) and, for a new use, record that ``coach_id`` contributed to
+    it (once per coach and cell, :class:`~app.learning.models.InterventionPatternCoach`), in the caller's
+    tenant transaction."""
+    stmt = insert(InterventionPattern).values(
+        id=uuid.uuid4(),
+        strategy=strategy,
+        situation=situation,
+        uses=max(uses, 0),
+        successes=max(successes, 0),
+        updated_at=_now(),
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["strategy", "situation"],
+            set_={
+                "uses": func.greatest(InterventionPattern.uses + uses, 0),
+                "successes": func.greatest(InterventionPattern.successes + successes, 0),
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+    )
+    if uses > 0:
+        await session.execute(
+            insert(InterventionPatternCoach)
+            .values(id=uuid.uuid4(), coach_id=coach_id, strategy=strategy, situation=situation)
+            .on_conflict_do_nothing(index_elements=["coach_id", "strategy", "situation"])
+        )
+
+
+async def shared_patterns(session: AsyncSession, *, limit: int = 12) -> list[dict[str, Any]]:
+    """The cross-coach cells any coach may see, most used first (at most ``limit``): only cells to which at
+    least :data:`K_ANONYMITY` distinct coaches contributed (k-anonymity, Sweeney L. 2002, "k-Anonymity: a
+    model for protecting privacy", *IJUFKS 10(5)*), so no cell describes one coach's or a few coaches' work.
+    Each is ``{"strategy", "situation", "uses", "success_rate"}`` (successes / uses, 0–1). The distinct
+    coaches are counted by the ``SECURITY DEFINER`` function ``intervention_pattern_coach_counts()``,
+    which returns counts only."""
+    counts = (
+        func.intervention_pattern_coach_counts()
+        .table_valued(column("strategy", String), column("situation", String), column("coaches", Integer))
+        .alias("counts")
+    )
+    patterns = (
+        await session.scalars(
+            select(InterventionPattern)
+            .join(
+                counts,
+                and_(
+                    counts.c.strategy == InterventionPattern.strategy,
+                    counts.c.situation == InterventionPattern.situation,
+                ),
+            )
+            .where(InterventionPattern.uses > 0, counts.c.coaches >= K_ANONYMITY)
+            .order_by(InterventionPattern.uses.desc(), InterventionPattern.strategy, InterventionPattern.situation)
+            .limit(limit)
+        )
+    ).all()
+    return [
+        {"strategy": p.strategy, "situation": p.situation, "uses": p.uses, "success_rate": p.successes / p.uses}
+        for p in patterns
+    ]
+
+
 class InterventionService:
     """Records and analyses interventions and finds similar past ones for the prompt."""
 
@@ -90,11 +193,13 @@ class InterventionService:
         registry: ProviderRegistry,
         accounts: AccountService,
         memory: MemoryControls,
+        topics: TopicMatcher | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._registry = registry
         self._accounts = accounts
         self._memory = memory
+        self._topics = topics
 
     # ------------------------------------------------------------------ record (in the coach's transaction)
 
@@ -161,16 +266,18 @@ class InterventionService:
 
     async def analyse(self, coach_id: uuid.UUID, intervention_id: uuid.UUID) -> str:
         """arq job: analyse one intervention (:func:`app.learning.analysis.analyse_message`: ESConv strategy,
-        tone, formality, key phrases), embed its situation (``client_text``) with the coach's embedder for
-        :meth:`similar`, then refresh what it teaches. Idempotent: ``"already analysed"`` the second time;
+        tone, formality, key phrases; plus ``topics``, the coach's topic labels the client's message touched),
+        embed its situation (``client_text``) with the coach's embedder for :meth:`similar`, then refresh
+        what it teaches. Idempotent: ``"already analysed"`` the second time;
         ``"not found"`` for a deleted one. Embeddings are computed outside the transaction."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             found = await session.get(Intervention, intervention_id)
             if found is None:
                 return "not found"
             if found.analysed_at is not None:
                 return "already analysed"
-            coach = await self._accounts.get_coach(session, coach_id)
+            coach = await uow.coach()
             coach_text, client_text = found.text, found.client_text
         local = self._registry.local_embedder()
         vectors = await local.embed([coach_text, client_text] if client_text.strip() else [coach_text])
@@ -179,13 +286,15 @@ class InterventionService:
         situation: list[float] | None = None
         if client_text.strip():
             situation = vectors[1] if embedder is local else (await embedder.embed([client_text]))[0]
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             intervention = await session.get(Intervention, intervention_id, with_for_update=True)
             if intervention is None:
                 return "not found"
             if intervention.analysed_at is not None:
                 return "already analysed"
-            intervention.analysis = analysis.as_dict()
+            topics = self._topics(coach, client_text) if self._topics is not None and client_text.strip() else []
+            intervention.analysis = analysis.as_dict() | {"topics": topics}
             intervention.strategy = analysis.strategy
             intervention.embedding = situation
             intervention.embedding_model = embedder.model if situation is not None else None
@@ -194,7 +303,7 @@ class InterventionService:
             await self._learn(session, coach_id, intervention)
         return f"analysed: {analysis.strategy}"
 
-    async def score_outcomes(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> str:
+    async def score_outcomes(self, uow: UnitOfWork, conversation_id: uuid.UUID) -> str:
         """arq job: the outcome of each of the conversation's interventions once the client has answered.
 
         ``outcome``: ``{"next_message_id", "sentiment"`` (VADER compound of the client's next message),
@@ -204,61 +313,59 @@ class InterventionService:
         ``success`` follows :func:`judge_success`. Re-running only changes an intervention whose thumbs
         changed; the pattern counts are corrected, never counted twice. Returns ``"scored N"``."""
         scored = 0
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            rows = (
-                await session.execute(
-                    select(Intervention, Message)
-                    .join(Message, Message.id == Intervention.message_id)
-                    .where(Intervention.coach_id == coach_id, Intervention.conversation_id == conversation_id)
-                    .order_by(Message.created_at)
-                    .with_for_update(of=Intervention)
-                )
-            ).all()
-            for intervention, message in rows:
-                later = list(
-                    (
-                        await session.scalars(
-                            select(Message)
-                            .where(
-                                Message.conversation_id == conversation_id,
-                                Message.created_at > message.created_at,
-                                Message.sender_type.in_((SenderType.CLIENT, SenderType.AI)),
-                            )
-                            .order_by(Message.created_at)
-                            .limit(20)
+        session, coach_id = uow.session, uow.coach_id
+        rows = (
+            await session.execute(
+                select(Intervention, Message)
+                .join(Message, Message.id == Intervention.message_id)
+                .where(Intervention.coach_id == coach_id, Intervention.conversation_id == conversation_id)
+                .order_by(Message.created_at)
+                .with_for_update(of=Intervention)
+            )
+        ).all()
+        for intervention, message in rows:
+            later = list(
+                (
+                    await session.scalars(
+                        select(Message)
+                        .where(
+                            Message.conversation_id == conversation_id,
+                            Message.created_at > message.created_at,
+                            Message.sender_type.in_((SenderType.CLIENT, SenderType.AI)),
                         )
-                    ).all()
-                )
-                nxt = next((msg for msg in later if msg.sender_type == SenderType.CLIENT), None)
-                if nxt is None:
-                    continue
-                clients = [n for n, msg in enumerate(later) if msg.sender_type == SenderType.CLIENT]
-                window = later[: clients[1]] if len(clients) > 1 else later  # before the client's second message
-                ai_reply = next((msg for msg in window if msg.sender_type == SenderType.AI), None)
-                own = helpful(message.meta)
-                thumbs = own if own is not None or ai_reply is None else helpful(ai_reply.meta)
-                if intervention.success is not None and intervention.outcome.get("thumbs") == thumbs:
-                    continue
-                before, after = sentiment(intervention.client_text), sentiment(nxt.text)
-                previous = intervention.success
-                intervention.outcome = {
-                    "next_message_id": str(nxt.id),
-                    "sentiment": round(after, 4),
-                    "sentiment_before": round(before, 4),
-                    "sentiment_change": round(after - before, 4),
-                    "thumbs": thumbs,
-                    "at": _now().isoformat(),
-                }
-                intervention.success = judge_success(thumbs, before, after)
-                if intervention.pattern_counted and previous is not None and previous != intervention.success:
-                    await self._count_pattern(
-                        session, intervention, uses=0, successes=1 if intervention.success else -1
+                        .order_by(Message.created_at)
+                        .limit(20)
                     )
-                scored += 1
-                await session.flush()
-                await self._learn(session, coach_id, intervention, refresh_style=False)
-            if scored:
-                await self._refresh_style(session, coach_id)
+                ).all()
+            )
+            nxt = next((msg for msg in later if msg.sender_type == SenderType.CLIENT), None)
+            if nxt is None:
+                continue
+            clients = [n for n, msg in enumerate(later) if msg.sender_type == SenderType.CLIENT]
+            window = later[: clients[1]] if len(clients) > 1 else later  # before the client's second message
+            ai_reply = next((msg for msg in window if msg.sender_type == SenderType.AI), None)
+            own = helpful(message.meta)
+            thumbs = own if own is not None or ai_reply is None else helpful(ai_reply.meta)
+            if intervention.success is not None and intervention.outcome.get("thumbs") == thumbs:
+                continue
+            before, after = sentiment(intervention.client_text), sentiment(nxt.text)
+            previous = intervention.success
+            intervention.outcome = {
+                "next_message_id": str(nxt.id),
+                "sentiment": round(after, 4),
+                "sentiment_before": round(before, 4),
+                "sentiment_change": round(after - before, 4),
+                "thumbs": thumbs,
+                "at": _now().isoformat(),
+            }
+            intervention.success = judge_success(thumbs, before, after)
+            if intervention.pattern_counted and previous is not None and previous != intervention.success:
+                await self._count_pattern(session, intervention, uses=0, successes=1 if intervention.success else -1)
+            scored += 1
+            await session.flush()
+            await self._learn(session, coach_id, intervention, refresh_style=False)
+        if scored:
+            await self.refresh_style(session, coach_id)
         return f"scored {scored}"
 
     # ------------------------------------------------------------------ what an intervention teaches
@@ -275,29 +382,14 @@ class InterventionService:
         if known and intervention.success and intervention.strategy:
             await self._add_what_works(session, coach_id, intervention.client_id, intervention.strategy)
         if refresh_style:
-            await self._refresh_style(session, coach_id)
+            await self.refresh_style(session, coach_id)
 
     async def _count_pattern(
         self, session: AsyncSession, intervention: Intervention, *, uses: int, successes: int
     ) -> None:
         situation = str(intervention.analysis.get("client_mood") or mood(sentiment(intervention.client_text)))
-        stmt = insert(InterventionPattern).values(
-            id=uuid.uuid4(),
-            strategy=intervention.strategy,
-            situation=situation,
-            uses=uses,
-            successes=max(successes, 0),
-            updated_at=_now(),
-        )
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["strategy", "situation"],
-                set_={
-                    "uses": InterventionPattern.uses + uses,
-                    "successes": func.greatest(InterventionPattern.successes + successes, 0),
-                    "updated_at": stmt.excluded.updated_at,
-                },
-            )
+        await count_pattern(
+            session, intervention.coach_id, str(intervention.strategy), situation, uses=uses, successes=successes
         )
 
     async def _add_what_works(
@@ -310,7 +402,7 @@ class InterventionService:
             profile.what_works = [*profile.what_works, line]
             profile.updated_at = _now()
 
-    async def _refresh_style(self, session: AsyncSession, coach_id: uuid.UUID) -> None:
+    async def refresh_style(self, session: AsyncSession, coach_id: uuid.UUID) -> None:
         """Recompute ``Coach.style_profile`` from all of the coach's analysed interventions. The coach row is
         locked first, so two jobs finishing together each see the other's committed analysis."""
         await session.execute(select(Coach.id).where(Coach.id == coach_id).with_for_update())
@@ -345,7 +437,7 @@ class InterventionService:
                     previous_strategy=str(rows[n - 1][1]) if same else None,
                 )
             )
-        coach = await self._accounts.get_coach(session, coach_id)
+        coach = await session.get_one(Coach, coach_id)
         coach.style_profile = build_style_profile(samples) | {"updated_at": _now().isoformat()}
 
     # ------------------------------------------------------------------ few-shot retrieval
@@ -362,33 +454,46 @@ class InterventionService:
     ) -> list[FewShotExample]:
         """Up to ``k`` of the coach's own analysed interventions whose situation (``client_text``) is nearest
         to ``query_embedding`` (pgvector cosine distance ``<=>``; only vectors of ``embedding_model``;
-        cosine ≥ ``MIN_SIMILARITY``), best first, leaving out those that did not work (``success`` false)
-        and ``exclude_conversation_id``. Another client's e-mail addresses and phone numbers are replaced
-        (:func:`app.learning.pii.scrub_pii`). Must run inside the coach's tenant transaction."""
+        cosine ≥ ``MIN_SIMILARITY``), best first, leaving out those that did not work (``success`` false),
+        those whose message was forgotten, and ``exclude_conversation_id``. An example carries no text of the
+        client it was written for: the situation is described (:func:`describe_situation`) and the coach's
+        reply is scrubbed (:func:`private_coach_text`). Must run inside the coach's tenant transaction."""
         distance = Intervention.embedding.cosine_distance(query_embedding)
         stmt = (
-            select(Intervention, (1 - distance).label("similarity"))
+            select(Intervention, Client.name, Handoff.reason, (1 - distance).label("similarity"))
+            .join(Message, Message.id == Intervention.message_id)
+            .join(Client, Client.id == Intervention.client_id)
+            .outerjoin(Handoff, Handoff.id == Intervention.handoff_id)
             .where(
                 Intervention.coach_id == coach_id,
                 Intervention.embedding_model == embedding_model,
                 Intervention.embedding.is_not(None),
                 Intervention.analysed_at.is_not(None),
                 Intervention.success.is_not(False),
+                REMEMBERED,
             )
             .order_by(distance)
             .limit(k)
         )
         if exclude_conversation_id is not None:
             stmt = stmt.where(Intervention.conversation_id != exclude_conversation_id)
-        rows = (await session.execute(stmt)).all()
-        return [
-            FewShotExample(
-                id=row.id,
-                client_text=one_line(scrub_pii(row.client_text), EXAMPLE_CHARS),
-                coach_text=one_line(scrub_pii(row.text), EXAMPLE_CHARS),
-                strategy=row.strategy,
-                similarity=round(float(similarity), 4),
+        examples = []
+        for row, client_name, reason, similarity in (await session.execute(stmt)).all():
+            if similarity < MIN_SIMILARITY:
+                continue
+            said = [row.client_text, *(c["content"] for c in row.context if c.get("role") == "user")]
+            situation = describe_situation(
+                row.analysis.get("client_mood"),
+                row.analysis.get("topics") or (),
+                HandoffReason.LABELS.get(reason) if reason and reason != HandoffReason.COACH_TAKEOVER else None,
             )
-            for row, similarity in rows
-            if similarity >= MIN_SIMILARITY
-        ]
+            examples.append(
+                FewShotExample(
+                    id=row.id,
+                    situation=situation,
+                    coach_text=private_coach_text(row.text, said, client_name),
+                    strategy=row.strategy,
+                    similarity=round(float(similarity), 4),
+                )
+            )
+        return examples

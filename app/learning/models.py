@@ -83,7 +83,9 @@ class Intervention(TenantMixin, Base):
 class InterventionPattern(IdMixin, Base):
     """Anonymised, cross-coach: how often a technique (``strategy``) used in a ``situation`` (the client's
     mood before it: ``negative`` / ``neutral`` / ``positive``) was followed by success. No coach, client or
-    text is stored, so the table is shared by all tenants (no row-level security)."""
+    text is stored, so the table is shared by all tenants (no row-level security). Which coaches contributed
+    to a cell is in :class:`InterventionPatternCoach` (tenant-owned); a cell is shown only once
+    ``K_ANONYMITY`` distinct coaches did (:meth:`app.learning.interventions.InterventionService.patterns`)."""
 
     __tablename__ = "intervention_patterns"
     __table_args__ = (UniqueConstraint("strategy", "situation"),)
@@ -93,6 +95,19 @@ class InterventionPattern(IdMixin, Base):
     uses: Mapped[int] = mapped_column(Integer, default=0)
     successes: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class InterventionPatternCoach(TenantMixin, Base):
+    """One coach's contribution to an :class:`InterventionPattern` cell (``strategy``, ``situation``): one row
+    per coach and cell, so the cell's distinct coaches can be counted for k-anonymity. Under row-level
+    security like every tenant row; the count across coaches is read through the ``SECURITY DEFINER``
+    function ``intervention_pattern_coach_counts()`` (migration 0012), which returns counts only."""
+
+    __tablename__ = "intervention_pattern_coaches"
+    __table_args__ = (UniqueConstraint("coach_id", "strategy", "situation"),)
+
+    strategy: Mapped[str] = mapped_column(String(40))
+    situation: Mapped[str] = mapped_column(String(20))
 
 
 class ExampleKind:

@@ -1,9 +1,12 @@
-"""PII scrubbing of training data: e-mail addresses and phone numbers become placeholders before export.
+"""PII scrubbing: e-mail addresses and phone numbers become placeholders in exported training data; few-shot
+examples also lose the other client's name and any words of the client's that the coach's reply repeats.
 
 Phone numbers are found with ``phonenumbers`` (the Python port of Google's libphonenumber): numbers written
 in international form (``+44 20 7946 0958``) in any region, and national forms valid in
-:data:`DEFAULT_REGIONS`. E-mail addresses use :data:`EMAIL_PATTERN` (``local@domain.tld``). Names and other
-identifiers are not detected: the scrubber lowers, not removes, the risk of personal data in a fine-tune.
+:data:`DEFAULT_REGIONS`. E-mail addresses use :data:`EMAIL_PATTERN` (``local@domain.tld``). Names are
+replaced only where the name is known (:func:`scrub_names`: the client's stored name); other identifiers (a
+place, an employer, a relative's name) are not detected: the scrubber lowers, not removes, the risk of
+personal data in a fine-tune or a few-shot example.
 """
 
 from __future__ import annotations
@@ -44,4 +47,57 @@ def scrub_pii(text: str, regions: Sequence[str] = DEFAULT_REGIONS) -> str:
         parts.append(PHONE_PLACEHOLDER)
         last = end
     parts.append(scrubbed[last:])
+    return "".join(parts)
+
+
+NAME_PLACEHOLDER = "[NAME]"
+ECHO_PLACEHOLDER = "[…]"
+ECHO_WORDS = 4
+"""A run of this many words that the coach's message shares with the client's messages counts as an echo."""
+_TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+
+
+def scrub_names(text: str, names: Sequence[str]) -> str:
+    """``text`` with each of ``names`` (a client's name as stored: the whole name and each of its words of two
+    or more letters, case-insensitive, whole words only) replaced by ``[NAME]``. Over-matches a name that is
+    also a common word ("Will"), which only removes more."""
+    words = {w for name in names for w in (name.strip(), *_TOKEN.findall(name)) if len(w) >= 2}
+    if not words:
+        return text
+    pattern = re.compile(
+        r"(?<![\w])(?:" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + r")(?![\w])",
+        re.IGNORECASE,
+    )
+    return pattern.sub(NAME_PLACEHOLDER, text)
+
+
+def redact_echoes(text: str, sources: Sequence[str], words: int = ECHO_WORDS) -> str:
+    """``text`` with every run of at least ``words`` consecutive words that also occurs, in that order, in one
+    of ``sources`` (case-insensitive, punctuation ignored) replaced by one ``[…]``: a reply that quotes or
+    repeats the client ("You said you feel like …") loses the client's words. Shorter echoes (three words or
+    fewer), paraphrases and translations are not detected."""
+    seen: set[tuple[str, ...]] = set()
+    for source in sources:
+        tokens = [t.lower() for t in _TOKEN.findall(source)]
+        seen.update(tuple(tokens[i : i + words]) for i in range(len(tokens) - words + 1))
+    matches = list(_TOKEN.finditer(text))
+    lowered = [m.group().lower() for m in matches]
+    covered = [False] * len(matches)
+    for i in range(len(matches) - words + 1):
+        if tuple(lowered[i : i + words]) in seen:
+            covered[i : i + words] = [True] * words
+    parts: list[str] = []
+    last = 0
+    i = 0
+    while i < len(matches):
+        if not covered[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(matches) and covered[j + 1]:
+            j += 1
+        parts += [text[last : matches[i].start()], ECHO_PLACEHOLDER]
+        last = matches[j].end()
+        i = j + 1
+    parts.append(text[last:])
     return "".join(parts)

@@ -1,6 +1,8 @@
 """Text extraction from uploads: PDF (pypdf, page numbers kept), plain text and Markdown.
 
-Every way a file can be unusable raises ``ExtractionError`` with a message written for the coach.
+Every way a file can be unusable raises ``ExtractionError`` with a message written for the coach. Uploads are
+untrusted: :mod:`app.rag.isolation` runs this module in a child process with memory, CPU and time limits;
+the page and character caps here bound the work a file can ask for.
 """
 
 from __future__ import annotations
@@ -62,49 +64,96 @@ def detect_kind(filename: str, content_type: str | None) -> str:
     raise ExtractionError(f"unsupported file type for {filename!r}: upload a PDF, .txt or .md file")
 
 
-def extract_pages(data: bytes, kind: str, *, on_page: Callable[[int, int], None] | None = None) -> ExtractedText:
-    """Extract the pages (and metadata title) of ``data``. ``on_page(done, total)`` reports PDF progress.
+@dataclass(frozen=True)
+class Caps:
+    """How much a file may hold: ``max_pages`` PDF pages and ``max_characters`` characters of text."""
+
+    max_pages: int = 2000
+    max_characters: int = 5_000_000
+
+    def check_pages(self, pages: int) -> None:
+        """Raises ``ExtractionError`` when ``pages`` is over ``max_pages``."""
+        if pages > self.max_pages:
+            raise ExtractionError(
+                f"the PDF has {pages:,} pages, over the {self.max_pages:,}-page limit; split it into smaller files"
+            )
+
+    def check_characters(self, characters: int) -> None:
+        """Raises ``ExtractionError`` when ``characters`` is over ``max_characters``."""
+        if characters > self.max_characters:
+            raise ExtractionError(
+                f"the file holds more than {self.max_characters:,} characters of text, over the character "
+                "limit; split it into smaller files"
+            )
+
+
+def extract_pages(
+    data: bytes, kind: str, *, on_page: Callable[[int, int], None] | None = None, caps: Caps | None = None
+) -> ExtractedText:
+    """Extract the pages (and metadata title) of ``data``. ``on_page(done, total)`` reports PDF progress:
+    first ``(0, total)`` once the page count is known, then after each page.
 
     Raises ``ExtractionError``: empty file, not really a PDF, damaged PDF, password-protected PDF,
-    no text layer (a scan), text that is not UTF-8.
+    no text layer (a scan), text that is not UTF-8, more pages or characters than ``caps`` allow
+    (default :class:`Caps`). ``MemoryError`` is not turned into a reason here: the caller knows the limit.
     """
+    caps = caps or Caps()
     if not data.strip():
         raise ExtractionError("the file is empty")
     if kind == PDF:
-        return _extract_pdf(data, on_page)
+        return _extract_pdf(data, on_page, caps)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ExtractionError(f"the file is not UTF-8 text (byte {exc.start} cannot be decoded)") from exc
     if "\x00" in text:
         raise ExtractionError("the file is binary, not text")
+    caps.check_characters(len(text))
     return ExtractedText([Page(None, text)])
 
 
-def _extract_pdf(data: bytes, on_page: Callable[[int, int], None] | None) -> ExtractedText:
+def _open_pdf(data: bytes, caps: Caps) -> tuple[pypdf.PdfReader, int]:
+    """The reader and its page count, checking the page tree's declared ``/Count`` against the cap before
+    pypdf walks the tree (a few kilobytes can declare a billion pages)."""
     if not data.lstrip()[:5] == b"%PDF-":
         raise ExtractionError("the file is not a PDF (it does not start with %PDF-)")
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise ExtractionError("the PDF is password-protected; upload an unprotected copy")
+        declared = reader.root_object["/Pages"].get_object().get("/Count")  # type: ignore[union-attr]
+        if isinstance(declared, int):
+            caps.check_pages(declared)
         total = len(reader.pages)
-    except ExtractionError:
+    except (ExtractionError, MemoryError):
         raise
     except FileNotDecryptedError as exc:
         raise ExtractionError("the PDF is password-protected; upload an unprotected copy") from exc
-    except (PdfReadError, PyPdfError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (PdfReadError, PyPdfError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise ExtractionError(f"the PDF is damaged and cannot be read ({exc})") from exc
+    caps.check_pages(total)
+    return reader, total
+
+
+def _extract_pdf(data: bytes, on_page: Callable[[int, int], None] | None, caps: Caps) -> ExtractedText:
+    reader, total = _open_pdf(data, caps)
     if total == 0:
         raise ExtractionError("the PDF has no pages")
+    if on_page:
+        on_page(0, total)
     pages: list[Page] = []
+    characters = 0
     for index in range(total):
         try:
             text = reader.pages[index].extract_text() or ""
+        except MemoryError:
+            raise
         except FileNotDecryptedError as exc:
             raise ExtractionError("the PDF is password-protected; upload an unprotected copy") from exc
         except Exception as exc:  # noqa: BLE001 - pypdf raises many types on malformed content streams
             raise ExtractionError(f"page {index + 1} of the PDF is damaged and cannot be read ({exc})") from exc
+        characters += len(text)
+        caps.check_characters(characters)
         pages.append(Page(index + 1, text))
         if on_page:
             on_page(index + 1, total)

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
 
 from sqlalchemy import delete, func, insert, select, text, update
@@ -18,20 +18,27 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.config import Settings
 from app.core.errors import InvalidInput, NotFound
 from app.db import jobs
-from app.db.engine import tenant_session
 from app.llm.base import Embedder, ProviderError
 from app.llm.registry import ProviderRegistry
 from app.rag.chunking import ChunkSpec, TextChunk, chunk_pages
-from app.rag.extract import ExtractedText, ExtractionError, detect_kind, extract_pages
+from app.rag.extract import ExtractedText, ExtractionError, detect_kind
+from app.rag.isolation import ExtractionLimits, extract_isolated
 from app.rag.models import Chunk, Document, DocumentStatus
 
 log = logging.getLogger(__name__)
 
 EMBED_BATCH = 64
 PROGRESS_INTERVAL_S = 0.5
+STALLED_GRACE_S = 60
+"""Seconds past ``INGEST_TIMEOUT_SECONDS`` before the sweep takes a ``processing`` document for abandoned."""
+STOPPED = (
+    "processing stopped before it finished (the job ran past its {timeout} s deadline, or its worker was "
+    "stopped); upload the file again"
+)
 
 
 @dataclass
@@ -70,8 +77,9 @@ class DocumentService:
         self._settings = settings
         self._registry = registry
         self._accounts = accounts
+        self._limits = ExtractionLimits.from_settings(settings)
 
-    async def upload(self, coach_id: uuid.UUID, filename: str, content_type: str | None, data: bytes) -> Document:
+    async def upload(self, uow: UnitOfWork, filename: str, content_type: str | None, data: bytes) -> Document:
         """Store the original and queue ingestion; returns the document (status ``queued``).
 
         A file over ``MAX_UPLOAD_MB`` is recorded as ``failed`` with the reason, without its bytes.
@@ -87,7 +95,7 @@ class DocumentService:
         limit = int(self._settings.max_upload_mb * 1024 * 1024)
         too_large = len(data) > limit
         document = Document(
-            coach_id=coach_id,
+            coach_id=uow.coach_id,
             title=title_from_filename(filename),
             filename=filename,
             content_type=(content_type or "application/octet-stream")[:100],
@@ -103,49 +111,50 @@ class DocumentService:
             pages_done=0,
             chunks=0,
         )
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            session.add(document)
-            await session.flush()
-            if not too_large:
-                jobs.ingest_document(session, coach_id, document.id)
+        session, coach_id = uow.session, uow.coach_id
+        session.add(document)
+        await session.flush()
+        if not too_large:
+            jobs.ingest_document(session, coach_id, document.id)
         return document
 
-    async def get(self, coach_id: uuid.UUID, document_id: uuid.UUID) -> Document:
+    async def get(self, uow: UnitOfWork, document_id: uuid.UUID) -> Document:
         """One document of this coach. Raises ``NotFound`` (also for another coach's id)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            document = await session.scalar(
-                select(Document).where(Document.id == document_id, Document.coach_id == coach_id)
-            )
+        session, coach_id = uow.session, uow.coach_id
+        document = await session.scalar(
+            select(Document).where(Document.id == document_id, Document.coach_id == coach_id)
+        )
         if document is None:
             raise NotFound("document not found")
         return document
 
-    async def list(self, coach_id: uuid.UUID) -> list[Document]:
+    async def list(self, uow: UnitOfWork) -> list[Document]:
         """The coach's documents, newest first."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            stmt = select(Document).where(Document.coach_id == coach_id).order_by(Document.created_at.desc())
-            return list((await session.scalars(stmt)).all())
+        session, coach_id = uow.session, uow.coach_id
+        stmt = select(Document).where(Document.coach_id == coach_id).order_by(Document.created_at.desc())
+        return list((await session.scalars(stmt)).all())
 
-    async def delete(self, coach_id: uuid.UUID, document_id: uuid.UUID) -> None:
+    async def delete(self, uow: UnitOfWork, document_id: uuid.UUID) -> None:
         """Delete a document and (ON DELETE CASCADE) its chunks. Raises ``NotFound``."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            result = await session.execute(
-                delete(Document).where(Document.id == document_id, Document.coach_id == coach_id)
-            )
-            if result.rowcount == 0:  # type: ignore[attr-defined]
-                raise NotFound("document not found")
-            await _invalidate_cached_replies(session, coach_id)
+        session, coach_id = uow.session, uow.coach_id
+        result = await session.execute(
+            delete(Document).where(Document.id == document_id, Document.coach_id == coach_id)
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            raise NotFound("document not found")
+        await _invalidate_cached_replies(session, coach_id)
 
-    async def count_chunks(self, coach_id: uuid.UUID, document_id: uuid.UUID | None = None) -> int:
+    async def count_chunks(self, uow: UnitOfWork, document_id: uuid.UUID | None = None) -> int:
         """Chunks stored for this coach (optionally one document)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            stmt = select(func.count()).select_from(Chunk).where(Chunk.coach_id == coach_id)
-            if document_id is not None:
-                stmt = stmt.where(Chunk.document_id == document_id)
-            return int(await session.scalar(stmt) or 0)
+        session, coach_id = uow.session, uow.coach_id
+        stmt = select(func.count()).select_from(Chunk).where(Chunk.coach_id == coach_id)
+        if document_id is not None:
+            stmt = stmt.where(Chunk.document_id == document_id)
+        return int(await session.scalar(stmt) or 0)
 
     async def _set(self, coach_id: uuid.UUID, document_id: uuid.UUID, **values: object) -> None:
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             await session.execute(
                 update(Document).where(Document.id == document_id, Document.coach_id == coach_id).values(**values)
             )
@@ -156,14 +165,15 @@ class DocumentService:
         Ends with status ``ready`` (chunks replaced atomically) or ``failed`` with a message. Returns the
         stage timings, or ``None`` when the document is gone or was already failed at upload.
         """
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             document = await session.scalar(
                 select(Document).where(Document.id == document_id, Document.coach_id == coach_id)
             )
             if document is None or (document.status == DocumentStatus.FAILED and not document.original):
                 return None
             data = await session.scalar(select(Document.original).where(Document.id == document_id))
-            coach = await self._accounts.get_coach(session, coach_id)
+            coach = await uow.coach()
             kind = detect_kind(document.filename, document.content_type)
         await self._set(
             coach_id,
@@ -179,10 +189,50 @@ class DocumentService:
             return await self._run_pipeline(coach_id, document_id, coach, kind, data or b"")
         except (ExtractionError, ProviderError) as exc:
             await self._fail(coach_id, document_id, str(exc))
+        except asyncio.CancelledError:
+            # arq's job deadline, or the worker shutting down: never leave the document "processing"
+            timeout = self._settings.ingest_timeout_seconds
+            await asyncio.shield(self._fail(coach_id, document_id, STOPPED.format(timeout=timeout)))
+            raise
         except Exception as exc:
             log.exception("ingestion of document %s failed", document_id)
             await self._fail(coach_id, document_id, f"internal error while processing the file ({type(exc).__name__})")
         return None
+
+    async def fail_stalled(self) -> int:
+        """Fail every document left ``processing`` longer than an ingestion job may run (its worker was killed
+        mid-job, so no one will finish it), with the reason for the coach. Returns how many.
+
+        Runs before any tenant is known (the worker's cron): candidates come from the ``stalled_documents()``
+        SECURITY DEFINER function; each is re-checked and failed inside its own tenant's transaction."""
+        timeout = self._settings.ingest_timeout_seconds
+        async with self._sessionmaker() as session:
+            candidates = (
+                await session.execute(
+                    text("SELECT coach_id, document_id FROM stalled_documents(:seconds)"),
+                    {"seconds": timeout + STALLED_GRACE_S},
+                )
+            ).all()
+        failed = 0
+        for coach_id, document_id in candidates:
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                result = await uow.session.execute(
+                    update(Document)
+                    .where(
+                        Document.id == document_id,
+                        Document.status == DocumentStatus.PROCESSING,
+                        Document.started_at < func.now() - timedelta(seconds=timeout + STALLED_GRACE_S),
+                    )
+                    .values(
+                        status=DocumentStatus.FAILED,
+                        error=STOPPED.format(timeout=timeout),
+                        finished_at=datetime.now(UTC),
+                    )
+                )
+                failed += result.rowcount  # type: ignore[attr-defined]
+        if failed:
+            log.warning("%d stalled documents failed (processing for over %d s)", failed, timeout + STALLED_GRACE_S)
+        return failed
 
     async def _fail(self, coach_id: uuid.UUID, document_id: uuid.UUID, message: str) -> None:
         await self._set(
@@ -223,7 +273,8 @@ class DocumentService:
         return timings
 
     async def _extract(self, coach_id: uuid.UUID, document_id: uuid.UUID, kind: str, data: bytes) -> ExtractedText:
-        """The document's pages (in a worker thread), reporting pages done every ``PROGRESS_INTERVAL_S``."""
+        """The document's pages, read in a limited child process (:mod:`app.rag.isolation`), reporting pages
+        done every ``PROGRESS_INTERVAL_S``."""
         progress = {"pages": 0, "total": 0}
 
         def on_page(done: int, total: int) -> None:
@@ -239,7 +290,7 @@ class DocumentService:
 
         reporter = asyncio.create_task(report())
         try:
-            return await asyncio.to_thread(extract_pages, data, kind, on_page=on_page)
+            return await extract_isolated(data, kind, self._limits, on_page=on_page)
         finally:
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -266,7 +317,8 @@ class DocumentService:
     ) -> bool:
         """Replace the document's chunks and mark it ``ready`` (and the coach's cached replies stale) in one
         transaction. Returns ``False`` when the document was deleted meanwhile (nothing stored)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             # one writer per document at a time; the delete + insert makes a re-run replace, not duplicate
             await session.execute(
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 0))"), {"id": str(document_id)}

@@ -16,7 +16,7 @@ import msgspec
 from litestar import Controller, WebSocket, get, post, websocket
 from litestar.channels import ChannelsPlugin
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, WebSocketDisconnect
 from litestar.params import FromQuery, JSONBody
 
 from app.accounts.service import ClientIdentity
@@ -27,10 +27,14 @@ from app.conversations.metadata import client_citations, client_handoff_view, cl
 from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Message
 from app.conversations.service import MAX_FEEDBACK_CHARS
 from app.core.errors import DomainError
-from app.deps import ClientIdentityDep, ContainerDep, PathId
+from app.deps import ClientIdentityDep, ContainerDep, PathId, Uow, provide_identity_coach_id, provide_unit_of_work
 from app.handoff.live import client_channel
 
 log = logging.getLogger(__name__)
+
+WIDGET_API_PREFIXES = ("/api/v1/chat", "/api/v1/messages/", "/api/v1/widget/")
+"""Path prefixes of the REST routes the widget calls with its token (feedback, catch-up, end session, memory):
+their CORS preflights are answered (:class:`app.core.headers.SecurityHeaders`)."""
 
 
 class ChatRequest(msgspec.Struct):
@@ -124,7 +128,11 @@ def done_event(result: TurnResult) -> dict[str, Any]:
 class ChatController(Controller):
     path = "/api/v1/chat"
     tags = ["chat"]
-    dependencies = {"identity": Provide(provide_client_identity)}
+    dependencies = {
+        "identity": Provide(provide_client_identity),
+        "coach_id": Provide(provide_identity_coach_id, sync_to_thread=False),
+        "uow": Provide(provide_unit_of_work),
+    }
 
     @post("/", status_code=200)
     async def chat(
@@ -157,38 +165,50 @@ class WidgetConversationController(Controller):
 
     path = "/api/v1/widget/conversations"
     tags = ["widget"]
-    dependencies = {"identity": Provide(provide_client_identity)}
+    dependencies = {
+        "identity": Provide(provide_client_identity),
+        "coach_id": Provide(provide_identity_coach_id, sync_to_thread=False),
+        "uow": Provide(provide_unit_of_work),
+    }
 
     @get("/{conversation_id:str}/messages")
     async def messages(
         self,
         conversation_id: PathId,
         identity: ClientIdentityDep,
+        uow: Uow,
         container: ContainerDep,
         after: FromQuery[uuid.UUID | None] = None,
     ) -> list[WidgetMessageOut]:
         """The client's conversation's messages stored after message ``?after=<id>`` (all without it), oldest
         first: what the widget missed while disconnected. 404 for another client's conversation or an
         ``after`` that is not in it; 400 for a malformed id."""
-        found = await container.conversations.messages_after(
-            identity.coach_id, identity.client_id, conversation_id, after
-        )
+        found = await container.conversations.messages_after(uow, identity.client_id, conversation_id, after)
         return [widget_message_out(message) for message in found]
 
 
 class FeedbackController(Controller):
     path = "/api/v1/messages"
     tags = ["chat"]
-    dependencies = {"identity": Provide(provide_client_identity)}
+    dependencies = {
+        "identity": Provide(provide_client_identity),
+        "coach_id": Provide(provide_identity_coach_id, sync_to_thread=False),
+        "uow": Provide(provide_unit_of_work),
+    }
 
     @post("/{message_id:uuid}/feedback", status_code=200)
     async def feedback(
-        self, message_id: PathId, data: JSONBody[FeedbackIn], identity: ClientIdentityDep, container: ContainerDep
+        self,
+        message_id: PathId,
+        data: JSONBody[FeedbackIn],
+        identity: ClientIdentityDep,
+        uow: Uow,
+        container: ContainerDep,
     ) -> FeedbackOut:
         """The client rates an AI reply (widget token of the conversation's client only; 404 otherwise).
         Sending again replaces the earlier feedback."""
         stored = await container.conversations.record_feedback(
-            identity.coach_id,
+            uow,
             identity.client_id,
             message_id,
             helpful=data.helpful,
@@ -205,7 +225,8 @@ _decoder = msgspec.json.Decoder(ChatRequest)
 async def chat_socket(
     socket: WebSocket[Any, Any, Any], container: ContainerDep, channels: NamedDependency[ChannelsPlugin]
 ) -> None:
-    """Streamed chat for the widget. Auth: ``?token=<widget_token>``.
+    """Streamed chat for the widget. Auth: ``?token=<widget_token>``, or the widget session cookie from the widget
+    page (``app.auth.identify_client``: the handshake's ``Origin`` must be this server).
 
     Client → server: ``{"text": "...", "conversation_id"?: "...", "client_message_id"?: "..."}``.
     Server → client: ``{"type": "ack", "client_message_id", "message_id", "conversation_id", "answering"}`` as
@@ -221,8 +242,8 @@ async def chat_socket(
     """
     try:
         identity = await identify_client(socket, container)
-    except NotAuthorizedException as exc:
-        await socket.close(code=4401, reason=str(exc.detail)[:120])
+    except (NotAuthorizedException, PermissionDeniedException) as exc:
+        await socket.close(code=4000 + exc.status_code, reason=str(exc.detail)[:120])
         return
     await socket.accept()
     chat = _SocketChat(socket, container, identity)

@@ -1,71 +1,148 @@
-"""The client's chat widget: a full page per client (``/w/<widget_token>``), which the embeddable
-``static/widget.js`` snippet opens in an iframe. Messages travel over the ``/ws/chat`` WebSocket.
-``/w/<widget_token>/memory`` shows what the coach's assistant remembers about the client; its delete
-buttons (``static/memory.js``) call the widget memory API with the same token.
+"""The client's chat widget: a full page per client, which the embeddable ``static/widget.js`` snippet opens in
+an iframe. Messages travel over the ``/ws/chat`` WebSocket. ``/w/memory`` shows what the coach's assistant
+remembers about the client; its delete buttons (``static/memory.js``) call the widget memory API.
+
+The chat link carries the client's widget token (``/w/<token>`` or ``/w?token=<token>``). Opening it exchanges
+the token for the widget session cookie (:func:`app.auth.widget_cookie`: HttpOnly, 12 hours from the last
+page opened) and redirects to ``/w/chat``, so the token leaves the address bar and the history; the pages,
+their API calls and the WebSocket then authenticate with the cookie. Rotating or revoking the token ends
+every session made from it.
+
+Both pages may be framed only by the coach's ``widget_allowed_origins`` (their own
+``Content-Security-Policy``, :func:`app.core.headers.content_security_policy`); every other page of the app
+refuses to be framed.
 
 The chat page also shows whether the coach is in the conversation (an active handoff: ``claimed``) or
 has been asked to join (``open``); ``static/chat.js`` keeps that up to date from the socket's live events."""
 
 from __future__ import annotations
 
-from litestar import Controller, get
-from litestar.response import Template
+from typing import Any
 
+from litestar import Controller, Request, get
+from litestar.params import FromQuery
+from litestar.response import Redirect, Template
+
+from app.accounts.models import Coach
+from app.accounts.service import ClientIdentity
+from app.accounts.unit_of_work import unit_of_work
+from app.auth import WIDGET_COOKIE, WIDGET_SESSION_S, widget_cookie
 from app.chat.turn.intake import MAX_MESSAGE_CHARS
+from app.container import Container
 from app.conversations.schemas import ClientMessage
+from app.core.headers import content_security_policy
 from app.deps import ContainerDep, PathStr
 from app.memory.client_view import remembered_out
 
 WIDGET_LABELS = {"client": "You", "ai": "AI assistant", "human_coach": "Coach"}
 """How the widget names each sender (``static/chat.js`` uses the same words)."""
+CHAT_PAGE = "/w/chat"
+MEMORY_PAGE = "/w/memory"
+
+
+def _invalid(status_code: int) -> Template:
+    return Template("widget/invalid.html", status_code=status_code)
+
+
+async def _exchange(container: Container, token: str | None, to: str) -> Redirect | Template:
+    """Trade a widget token for the session cookie and redirect to ``to`` (no token in the URL); 404 page for
+    an unknown or revoked token."""
+    session = await container.accounts.widget_session(token) if token else None
+    if session is None:
+        return _invalid(404)
+    redirect = Redirect(to, status_code=303)
+    redirect.set_cookie(widget_cookie(session[1], container.settings.public_url))
+    redirect.headers["Cache-Control"] = "no-store"
+    return redirect
+
+
+async def _session(request: Request[Any, Any, Any], container: Container) -> tuple[ClientIdentity, str] | None:
+    """The client of the request's widget session cookie and the cookie's renewed value (sliding expiry)."""
+    value = request.cookies.get(WIDGET_COOKIE)
+    found = await container.accounts.client_for_widget_session(value, WIDGET_SESSION_S) if value else None
+    if found is None:
+        return None
+    return found[0], container.accounts.renew_widget_session(found[1])
+
+
+def _frame_policy(coach: Coach) -> dict[str, str]:
+    """The widget page's CSP: the app's policy with the coach's origins as ``frame-ancestors``."""
+    return {"Content-Security-Policy": content_security_policy(coach.widget_allowed_origins)}
 
 
 class WidgetController(Controller):
     path = "/w"
     include_in_schema = False
 
+    @get("/")
+    async def open_link(self, container: ContainerDep, token: FromQuery[str | None] = None) -> Redirect | Template:
+        """``/w?token=<widget token>``: set the widget session cookie, then 303 to the chat page (404 page for
+        an unknown or revoked token)."""
+        return await _exchange(container, token, CHAT_PAGE)
+
     @get("/{token:str}")
-    async def widget_page(self, token: PathStr, container: ContainerDep) -> Template:
-        """The chat page; 404 page for an unknown token. Shows the client's latest conversation."""
-        identity = await container.accounts.client_for_widget_token(token)
-        if identity is None:
-            return Template("widget/invalid.html", status_code=404)
-        async with container.tenant(identity.coach_id) as session:
-            coach = await container.accounts.get_coach(session, identity.coach_id)
-        conversations = await container.conversations.list_conversations(identity.coach_id, identity.client_id)
-        messages: list[ClientMessage] = []
-        conversation_id = None
-        handoff_status = None
-        if conversations:
-            conversation_id = conversations[0][0].id
-            _, stored = await container.conversations.get_conversation(
-                identity.coach_id, conversation_id, client_id=identity.client_id
-            )
-            messages = [ClientMessage.of(msg) for msg in stored]  # the client sees client_view metadata only
-            handoff, _drafts = await container.handoff_queue.conversation_state(identity.coach_id, conversation_id)
-            handoff_status = handoff.status if handoff is not None else None
-        return Template(
+    async def open_token_link(self, token: PathStr, container: ContainerDep) -> Redirect | Template:
+        """``/w/<widget token>`` (the dashboard's chat links, the embed snippet's iframe): as :meth:`open_link`."""
+        return await _exchange(container, token, CHAT_PAGE)
+
+    @get("/{token:str}/memory")
+    async def open_memory_link(self, token: PathStr, container: ContainerDep) -> Redirect | Template:
+        """``/w/<widget token>/memory``: set the widget session cookie, then 303 to the memory page."""
+        return await _exchange(container, token, MEMORY_PAGE)
+
+    @get("/chat")
+    async def widget_page(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template:
+        """The chat page of the session's client (its latest conversation); renews the session cookie. Without a
+        valid session: the "link not valid" page, 401."""
+        found = await _session(request, container)
+        if found is None:
+            return _invalid(401)
+        identity, renewed = found
+        # the client is known from the cookie (no ``uow`` dependency here): one unit of work for the page's reads
+        async with unit_of_work(container.sessionmaker, identity.coach_id) as uow:
+            coach = await uow.coach()
+            conversations = await container.conversations.list_conversations(uow, identity.client_id)
+            messages: list[ClientMessage] = []
+            conversation_id = None
+            handoff_status = None
+            if conversations:
+                conversation_id = conversations[0][0].id
+                _, stored = await container.conversations.get_conversation(
+                    uow, conversation_id, client_id=identity.client_id
+                )
+                messages = [ClientMessage.of(msg) for msg in stored]  # the client sees client_view metadata only
+                handoff, _drafts = await container.handoff_queue.conversation_state(uow, conversation_id)
+                handoff_status = handoff.status if handoff is not None else None
+        page = Template(
             "widget/chat.html",
             context={
                 "coach": coach,
-                "token": token,
                 "conversation_id": conversation_id,
                 "messages": messages,
                 "labels": WIDGET_LABELS,
                 "handoff_status": handoff_status,
                 "max_chars": MAX_MESSAGE_CHARS,
             },
+            headers=_frame_policy(coach),
         )
+        page.set_cookie(widget_cookie(renewed, container.settings.public_url))
+        return page
 
-    @get("/{token:str}/memory")
-    async def memory_page(self, token: PathStr, container: ContainerDep) -> Template:
-        """What my coach's assistant remembers: the client's insights (each deletable) and session summaries."""
-        identity = await container.accounts.client_for_widget_token(token)
-        if identity is None:
-            return Template("widget/invalid.html", status_code=404)
-        async with container.tenant(identity.coach_id) as session:
-            coach = await container.accounts.get_coach(session, identity.coach_id)
-            memory = await container.memory.client_memory(session, identity.coach_id, identity.client_id)
-        return Template(
-            "widget/memory.html", context={"coach": coach, "token": token, "memory": remembered_out(memory)}
+    @get("/memory")
+    async def memory_page(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template:
+        """What my coach's assistant remembers: the client's insights (each deletable) and session summaries,
+        and the "Download my data" link; renews the session cookie. Without a valid session: 401 page."""
+        found = await _session(request, container)
+        if found is None:
+            return _invalid(401)
+        identity, renewed = found
+        async with unit_of_work(container.sessionmaker, identity.coach_id) as uow:
+            coach = await uow.coach()
+            memory = await container.memory.client_memory(uow.session, uow.coach_id, identity.client_id)
+        page = Template(
+            "widget/memory.html",
+            context={"coach": coach, "memory": remembered_out(memory)},
+            headers=_frame_policy(coach),
         )
+        page.set_cookie(widget_cookie(renewed, container.settings.public_url))
+        return page

@@ -7,15 +7,20 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import JSONBody
 
+from app.accounts.api_keys import API_KEY_NAME_MAX, issue_api_key, list_api_keys, revoke_api_key
 from app.accounts.learning_settings import LEARNING_FIELDS, apply_learning_settings
-from app.accounts.models import Coach
-from app.auth import provide_coach_id
+from app.accounts.models import ApiKey, Coach
+from app.auth import AUTH_BODY_MAX_BYTES, provide_coach_id, throttle_auth_attempt
 from app.core.security import mask_secret
-from app.deps import CoachId, ContainerDep
+from app.deps import CoachId, ContainerDep, PathId, Uow, provide_unit_of_work
+from app.web.sessions import DashboardSessionsDep
+
+EXPORT_HEADERS = {"Content-Disposition": 'attachment; filename="opencoach-data.json"', "Cache-Control": "no-store"}
+"""Headers of a data export: a JSON file to save, never cached."""
 
 
 class SignupRequest(msgspec.Struct):
@@ -29,6 +34,47 @@ class SignupResponse(msgspec.Struct):
     api_key: str
 
 
+class PasswordChange(msgspec.Struct):
+    """``email``: the dashboard user (of the API key's account) whose password changes."""
+
+    email: Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
+    current_password: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+    new_password: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class PasswordChanged(msgspec.Struct):
+    """``sessions_ended``: how many dashboard sessions of the account were logged out."""
+
+    sessions_ended: int
+
+
+class ApiKeyCreate(msgspec.Struct):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=API_KEY_NAME_MAX)]
+
+
+class ApiKeyOut(msgspec.Struct):
+    """An API key as lists show it: ``prefix`` is its first 10 characters (the key itself is never shown
+    again after creation); ``last_used_at`` is stamped at most once a minute; ``revoked_at`` once revoked."""
+
+    id: uuid.UUID
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    """A new API key with ``key``, the secret itself: shown only in this response."""
+
+    key: str
+
+
+def api_key_out(key: ApiKey) -> ApiKeyOut:
+    """The listing form of an API key row (no secret: only its hash is stored)."""
+    return ApiKeyOut(key.id, key.name, key.prefix, key.created_at, key.last_used_at, key.revoked_at)
+
+
 class ClientCreate(msgspec.Struct):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
@@ -36,6 +82,28 @@ class ClientCreate(msgspec.Struct):
 class ClientCreated(msgspec.Struct):
     id: uuid.UUID
     widget_token: str
+
+
+class WidgetTokenOut(msgspec.Struct):
+    """A client's new widget token and the chat link that carries it (``PUBLIC_URL/w/<token>``)."""
+
+    widget_token: str
+    link: str
+
+
+class AccountDelete(msgspec.Struct):
+    """The password of one of the coach's dashboard users, confirming the account's deletion."""
+
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class AccountDeleted(msgspec.Struct):
+    """The account is gone; ``files_deleted`` / ``files_failed``: the fine-tune training files at the provider
+    (a failure is ``"<file id>: <status and reason>"``; the account is deleted either way)."""
+
+    deleted: bool
+    files_deleted: list[str]
+    files_failed: list[str]
 
 
 class ClientOut(msgspec.Struct):
@@ -51,7 +119,8 @@ class SettingsOut(msgspec.Struct):
     human_only), ``confidence_threshold`` (0–1), topics, ``handoff_sla_minutes``, ``availability`` hours,
     ``crisis_resources`` (empty: the defaults) and ``crisis_resources_by_language`` (``{"es": [lines]}``: the
     lines for a client who wrote in that language), alert webhook (with its signing secret, generated when the
-    URL is set) and e-mail."""
+    URL is set) and e-mail. ``widget_allowed_origins``: the origins (``scheme://host[:port]``) whose pages may
+    frame the client widget and call its API from the browser (CORS); empty: none but this server."""
 
     name: str
     persona: str
@@ -79,6 +148,7 @@ class SettingsOut(msgspec.Struct):
     fine_tune_base_model: str
     judge_model: str | None
     response_cache_ttl_seconds: int
+    widget_allowed_origins: list[str]
 
 
 class SettingsPatch(msgspec.Struct, omit_defaults=True):
@@ -106,6 +176,7 @@ class SettingsPatch(msgspec.Struct, omit_defaults=True):
     fine_tune_base_model: str | None = None
     judge_model: str | None = None
     response_cache_ttl_seconds: int | None = None
+    widget_allowed_origins: list[str] | None = None
 
 
 def settings_out(container: ContainerDep, coach: Coach) -> SettingsOut:
@@ -138,6 +209,7 @@ def settings_out(container: ContainerDep, coach: Coach) -> SettingsOut:
         fine_tune_base_model=coach.fine_tune_base_model,
         judge_model=coach.judge_model,
         response_cache_ttl_seconds=coach.response_cache_ttl_seconds,
+        widget_allowed_origins=coach.widget_allowed_origins,
     )
 
 
@@ -145,56 +217,139 @@ class AuthController(Controller):
     path = "/api/v1/auth"
     tags = ["auth"]
 
-    @post("/signup", status_code=201)
-    async def signup(self, data: JSONBody[SignupRequest], container: ContainerDep) -> SignupResponse:
-        """Create a coach account; returns the tenant id and its first API key (shown only once)."""
+    @post("/signup", status_code=201, request_max_body_size=AUTH_BODY_MAX_BYTES)
+    async def signup(
+        self, request: Request[Any, Any, Any], data: JSONBody[SignupRequest], container: ContainerDep
+    ) -> SignupResponse:
+        """Create a coach account; returns the tenant id and its first API key (shown only once). Rate-limited
+        per IP and per e-mail (429 with ``Retry-After``); a body over 4 KiB gets 413."""
+        await throttle_auth_attempt(request, container, data.email)
         result = await container.accounts.signup(data.coach_name, data.email, data.password)
         return SignupResponse(coach_id=result.coach_id, api_key=result.api_key)
+
+    @post(
+        "/password",
+        status_code=200,
+        request_max_body_size=AUTH_BODY_MAX_BYTES,
+        dependencies={"coach_id": Provide(provide_coach_id)},
+    )
+    async def change_password(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[PasswordChange],
+        coach_id: CoachId,
+        container: ContainerDep,
+        dashboard_sessions: DashboardSessionsDep,
+    ) -> PasswordChanged:
+        """Change a dashboard user's password (the current one is required: 400 when wrong, 404 for an e-mail
+        that is not a user of this account) and log out every dashboard session of the account. Rate-limited
+        like log-in (429)."""
+        await throttle_auth_attempt(request, container, data.email)
+        user_id = await container.accounts.user_for_email(coach_id, data.email)
+        await container.accounts.change_password(coach_id, user_id, data.current_password, data.new_password)
+        return PasswordChanged(await dashboard_sessions.end_others(coach_id))
+
+
+class ApiKeyController(Controller):
+    path = "/api/v1/api-keys"
+    tags = ["api keys"]
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+
+    @post("/", status_code=201)
+    async def create_api_key(self, data: JSONBody[ApiKeyCreate], uow: Uow) -> ApiKeyCreated:
+        """Create a named API key; the response is the only place the key itself ever appears."""
+        key, secret = await issue_api_key(uow.session, uow.coach_id, data.name)
+        out = api_key_out(key)
+        return ApiKeyCreated(**msgspec.structs.asdict(out), key=secret)
+
+    @get("/")
+    async def list_keys(self, uow: Uow) -> list[ApiKeyOut]:
+        """The account's API keys (prefix only), revoked ones included, newest first."""
+        return [api_key_out(key) for key in await list_api_keys(uow.session, uow.coach_id)]
+
+    @delete("/{key_id:uuid}", status_code=204)
+    async def revoke_key(self, key_id: PathId, uow: Uow) -> None:
+        """Revoke a key: its next request gets 401. 404 for an unknown id or another account's key."""
+        await revoke_api_key(uow.session, uow.coach_id, key_id)
 
 
 class ClientController(Controller):
     path = "/api/v1/clients"
     tags = ["clients"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @post("/", status_code=201)
-    async def create_client(
-        self, data: JSONBody[ClientCreate], coach_id: CoachId, container: ContainerDep
-    ) -> ClientCreated:
+    async def create_client(self, data: JSONBody[ClientCreate], uow: Uow, container: ContainerDep) -> ClientCreated:
         """Create a client; returns its widget token (for ``Authorization: Bearer`` on chat calls)."""
-        async with container.tenant(coach_id) as session:
-            client, token = await container.accounts.create_client(session, coach_id, data.name)
+        client, token = await container.accounts.create_client(uow, data.name)
         return ClientCreated(id=client.id, widget_token=token)
 
     @get("/")
-    async def list_clients(self, coach_id: CoachId, container: ContainerDep) -> list[ClientOut]:
+    async def list_clients(self, coach_id: CoachId, uow: Uow, container: ContainerDep) -> list[ClientOut]:
         """The coach's clients, newest first."""
-        async with container.tenant(coach_id) as session:
-            clients = await container.accounts.list_clients(session, coach_id)
+        clients = await container.accounts.list_clients(uow)
         return [ClientOut(c.id, c.name, c.created_at) for c in clients]
+
+    @delete("/{client_id:str}", status_code=204)
+    async def delete_client(self, client_id: PathId, uow: Uow, container: ContainerDep) -> None:
+        """Erase the client and everything derived from their data (messages, memory, feedback, handoffs,
+        interventions, training examples; Redis caches and provider training files right after). 404 for an
+        unknown or another coach's client."""
+        await container.rights.erase_client(uow, client_id)
+
+    @get("/{client_id:str}/export")
+    async def export_client(self, client_id: PathId, uow: Uow, container: ContainerDep) -> Response[dict[str, Any]]:
+        """Everything stored about the client as one JSON file (messages, feedback, memory: profile, insights,
+        session summaries; shape: :meth:`app.learning.rights.DataRightsService.export_client`). 404 for an
+        unknown or another coach's client."""
+        return Response(await container.rights.export_client(uow, client_id), headers=EXPORT_HEADERS)
+
+    @post("/{client_id:str}/widget-token", status_code=201)
+    async def rotate_widget_token(self, client_id: PathId, uow: Uow, container: ContainerDep) -> WidgetTokenOut:
+        """Give the client a new widget token (also after a revocation): the old token and every widget session
+        made from it get 401 at once. Returns the new token and chat link."""
+        token = await container.accounts.rotate_widget_token(uow, client_id)
+        return WidgetTokenOut(token, f"{container.settings.public_url}/w/{token}")
+
+    @delete("/{client_id:str}/widget-token", status_code=204)
+    async def revoke_widget_token(self, client_id: PathId, uow: Uow, container: ContainerDep) -> None:
+        """Revoke the client's widget token: 401 for the token and its widget sessions until it is rotated."""
+        await container.accounts.revoke_widget_token(uow, client_id)
+
+
+class AccountController(Controller):
+    path = "/api/v1/account"
+    tags = ["auth"]
+    dependencies = {"coach_id": Provide(provide_coach_id)}
+
+    @post("/delete", status_code=200)
+    async def delete_account(
+        self, data: JSONBody[AccountDelete], coach_id: CoachId, container: ContainerDep
+    ) -> AccountDeleted:
+        """Delete the coach's whole account and all its data (every client, document, model version, Redis
+        cache, provider training file); the password of a dashboard user confirms it (403 when wrong,
+        nothing deleted)."""
+        files = await container.rights.delete_account(coach_id, data.password)
+        return AccountDeleted(True, files.files_deleted, files.files_failed)
 
 
 class SettingsController(Controller):
     path = "/api/v1/settings"
     tags = ["settings"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @get("/")
-    async def get_settings(self, coach_id: CoachId, container: ContainerDep) -> SettingsOut:
+    async def get_settings(self, uow: Uow, container: ContainerDep) -> SettingsOut:
         """Persona and provider settings (the key masked)."""
-        async with container.tenant(coach_id) as session:
-            coach = await container.accounts.get_coach(session, coach_id)
+        coach = await uow.coach()
         return settings_out(container, coach)
 
     @patch("/")
-    async def update_settings(
-        self, data: JSONBody[SettingsPatch], coach_id: CoachId, container: ContainerDep
-    ) -> SettingsOut:
+    async def update_settings(self, data: JSONBody[SettingsPatch], uow: Uow, container: ContainerDep) -> SettingsOut:
         """Change persona, provider, memory, escalation and learning settings in one transaction (a bad field
         changes nothing: 400); the key is stored encrypted and never returned."""
         changes = msgspec.structs.asdict(data)
         learning = {name: changes.pop(name) for name in LEARNING_FIELDS}
-        async with container.tenant(coach_id) as session:
-            coach = await container.accounts.update_settings(session, coach_id, **changes)
-            apply_learning_settings(coach, **learning)
+        coach = await container.accounts.update_settings(uow, **changes)
+        apply_learning_settings(coach, **learning)
         return settings_out(container, coach)

@@ -11,11 +11,11 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.response import Redirect, Template
 
-from app.accounts.models import Coach
-from app.container import Container
+from app.auth import AUTH_BODY_MAX_BYTES, throttle_auth_attempt
 from app.core.errors import DomainError
-from app.deps import ContainerDep
+from app.deps import ContainerDep, provide_unit_of_work
 from app.web.dashboard.forms import form_str
+from app.web.sessions import start_session
 
 
 class LoginRequired(HTTPException):
@@ -37,20 +37,25 @@ def provide_dashboard_coach_id(request: Request[Any, Any, Any]) -> uuid.UUID:
     return uuid.UUID(value)
 
 
+def session_user_id(request: Request[Any, Any, Any]) -> uuid.UUID:
+    """The logged-in dashboard user (sessions started before user ids were kept: ``LoginRequired``)."""
+    value = request.session.get("user_id") if request.session else None
+    if not value:
+        raise LoginRequired()
+    return uuid.UUID(value)
+
+
 class CoachPage(Controller):
     """Base of the pages behind log-in: under ``/dashboard``, the logged-in coach as ``coach_id``; a visitor
     without a session is redirected to ``/login``. Mutating forms carry the CSRF token."""
 
     path = "/dashboard"
     include_in_schema = False
-    dependencies = {"coach_id": Provide(provide_dashboard_coach_id, sync_to_thread=False)}
+    dependencies = {
+        "coach_id": Provide(provide_dashboard_coach_id, sync_to_thread=False),
+        "uow": Provide(provide_unit_of_work),
+    }
     exception_handlers = {LoginRequired: login_redirect}
-
-
-async def page_coach(container: Container, coach_id: uuid.UUID) -> Coach:
-    """The logged-in coach (for the page's header and nav)."""
-    async with container.tenant(coach_id) as session:
-        return await container.accounts.get_coach(session, coach_id)
 
 
 class DashboardController(Controller):
@@ -67,10 +72,12 @@ class DashboardController(Controller):
     async def signup_page(self) -> Template:
         return Template("dashboard/signup.html", context={"error": None, "form": {}})
 
-    @post("/signup")
+    @post("/signup", request_max_body_size=AUTH_BODY_MAX_BYTES)
     async def signup(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template | Redirect:
+        """Sign up (rate-limited like log-in); the new session gets a fresh id and shows the first API key."""
         form = await request.form()
         try:
+            await throttle_auth_attempt(request, container, form_str(form, "email"))
             result = await container.accounts.signup(
                 form_str(form, "coach_name"), form_str(form, "email"), form_str(form, "password")
             )
@@ -79,25 +86,37 @@ class DashboardController(Controller):
                 "dashboard/signup.html",
                 context={"error": exc.message, "form": {k: form_str(form, k) for k in ("coach_name", "email")}},
                 status_code=exc.status_code,
+                headers=exc.headers(),
             )
-        request.set_session({"coach_id": str(result.coach_id), "new_api_key": result.api_key})
+        start_session(
+            request, {"coach_id": str(result.coach_id), "user_id": str(result.user_id), "new_api_key": result.api_key}
+        )
         return Redirect("/dashboard/settings")
 
     @get("/login")
     async def login_page(self) -> Template:
         return Template("dashboard/login.html", context={"error": None, "email": ""})
 
-    @post("/login")
+    @post("/login", request_max_body_size=AUTH_BODY_MAX_BYTES)
     async def login(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template | Redirect:
+        """Log in: rate-limited per IP and per e-mail (429 with ``Retry-After``), the session gets a fresh id."""
         form = await request.form()
-        found = await container.accounts.login(form_str(form, "email"), form_str(form, "password"))
-        if found is None:
+        email = form_str(form, "email")
+        try:
+            await throttle_auth_attempt(request, container, email)
+        except DomainError as exc:
             return Template(
                 "dashboard/login.html",
-                context={"error": "wrong e-mail or password", "email": form_str(form, "email")},
-                status_code=401,
+                context={"error": exc.message, "email": email},
+                status_code=exc.status_code,
+                headers=exc.headers(),
             )
-        request.set_session({"coach_id": str(found[0])})
+        found = await container.accounts.login(email, form_str(form, "password"))
+        if found is None:
+            return Template(
+                "dashboard/login.html", context={"error": "wrong e-mail or password", "email": email}, status_code=401
+            )
+        start_session(request, {"coach_id": str(found[0]), "user_id": str(found[1])})
         return Redirect("/dashboard/documents")
 
     @post("/logout")

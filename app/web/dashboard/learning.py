@@ -1,29 +1,34 @@
-"""The learning dashboard page (charts drawn server-side as SVG)."""
+"""The learning dashboard page (charts drawn server-side as SVG) and the charts' stylesheet."""
 
 from __future__ import annotations
 
-from litestar import get
+from litestar import Response, get
 from litestar.params import FromQuery
 from litestar.response import Template
 
-from app.deps import CoachId, ContainerDep
-from app.learning.charts import dashboard_charts
-from app.web.dashboard.auth import CoachPage, page_coach
+from app.deps import ContainerDep, Uow
+from app.learning.charts import chart_stylesheet, dashboard_charts
+from app.web.dashboard.auth import CoachPage
 
 
 class LearningPages(CoachPage):
     """What the clone learnt and how well it does."""
 
     @get("/learning")
-    async def learning(self, coach_id: CoachId, container: ContainerDep, days: FromQuery[int] = 30) -> Template:
+    async def learning(self, uow: Uow, container: ContainerDep, days: FromQuery[int] = 30) -> Template:
         """The learning dashboard (the figures of ``GET /api/v1/learning/dashboard`` with SVG charts)."""
-        figures = await container.learning_dashboard.figures(coach_id, days=days)
+        figures = await container.learning_dashboard.figures(uow, days=days)
         return Template(
             "dashboard/learning.html",
             context={
-                "coach": await page_coach(container, coach_id),
+                "coach": await uow.coach(),
                 "nav": "learning",
                 "f": figures,
                 "charts": dashboard_charts(figures),
             },
         )
+
+    @get("/learning/charts.css", media_type="text/css")
+    async def chart_styles(self) -> Response[str]:
+        """The charts' CSS (:func:`app.learning.charts.chart_stylesheet`; the charts carry no inline style)."""
+        return Response(chart_stylesheet(), media_type="text/css")

@@ -1,27 +1,33 @@
-"""The settings page: profile, model and key, memory, escalation and learning settings, in one form."""
+"""The settings page: profile, model and key, memory, escalation and learning settings in one form; the
+account's API keys (create, revoke) and the password."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from litestar import Request, get, post
-from litestar.response import Template
+from litestar.response import Redirect, Template
 
+from app.accounts.api_keys import issue_api_key, list_api_keys, revoke_api_key
 from app.accounts.availability import DAY_NAMES
 from app.accounts.handoff_settings import CRISIS_LANGUAGE_NAMES
 from app.accounts.learning_settings import apply_learning_settings
-from app.accounts.models import Coach, HandoffMode
+from app.accounts.models import HandoffMode
 from app.accounts.service import RECENT_MESSAGES_RANGE, SESSION_IDLE_MINUTES_RANGE
-from app.core.errors import DomainError
+from app.accounts.unit_of_work import UnitOfWork
+from app.auth import AUTH_BODY_MAX_BYTES, throttle_auth_attempt
+from app.core.errors import DomainError, Forbidden, InvalidInput
 from app.core.security import mask_secret
-from app.deps import CoachId, ContainerDep
-from app.web.dashboard.auth import CoachPage, page_coach
+from app.deps import ContainerDep, PathId, Uow
+from app.web.dashboard.auth import CoachPage, session_user_id
 from app.web.dashboard.forms import (
     form_int,
+    form_opt_lines,
     form_str,
     handoff_form_settings,
     learning_form_settings,
 )
+from app.web.sessions import DashboardSessionsDep, start_session
 
 HANDOFF_MODES = (
     (HandoffMode.AUTO, "Auto — the AI answers unless it is unsure (below the threshold)"),
@@ -31,52 +37,62 @@ HANDOFF_MODES = (
 """The handoff modes and how the settings page words them."""
 
 
-def _settings_context(
-    container: ContainerDep, coach: Coach, new_api_key: str | None, error: str | None
-) -> dict[str, Any]:
+async def _settings_page(
+    container: ContainerDep,
+    uow: UnitOfWork,
+    *,
+    new_api_key: str | None = None,
+    error: DomainError | None = None,
+    error_key: str = "error",
+    notice: str | None = None,
+) -> Template:
+    """The settings page (with the account's API keys); ``error`` sets the status (and ``Retry-After``) and is
+    shown where the template puts ``error_key`` (``error`` at the top, ``delete_error`` by account deletion)."""
+    coach = await uow.coach()
+    if error is not None:
+        await uow.session.refresh(coach)  # drop what a refused change left in memory
+    api_keys = await list_api_keys(uow.session, uow.coach_id)
     key = container.registry.decrypt_key(coach.llm_api_key_encrypted)
-    return {
+    context = {
         "coach": coach,
         "key_hint": mask_secret(key) if key else None,
         "webhook_secret": container.registry.decrypt_key(coach.alert_webhook_secret_encrypted),
         "handoff_modes": HANDOFF_MODES,
         "day_names": list(enumerate(DAY_NAMES)),
         "crisis_languages": list(CRISIS_LANGUAGE_NAMES.items()),
+        "api_keys": api_keys,
         "new_api_key": new_api_key,
-        "error": error,
-        "saved": False,
+        "error": None,
+        error_key: error.message if error else None,
+        "notice": notice,
         "nav": "settings",
     }
+    if error is None:
+        return Template("dashboard/settings.html", context=context)
+    return Template("dashboard/settings.html", context=context, status_code=error.status_code, headers=error.headers())
 
 
 class SettingsPages(CoachPage):
     """The coach's settings."""
 
     @get("/settings")
-    async def settings_page(
-        self, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
-    ) -> Template:
+    async def settings_page(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
         new_api_key = request.session.pop("new_api_key", None)
         if new_api_key:
             request.set_session(dict(request.session))
-        coach = await page_coach(container, coach_id)
-        return Template("dashboard/settings.html", context=_settings_context(container, coach, new_api_key, None))
+        return await _settings_page(container, uow, new_api_key=new_api_key)
 
     @post("/settings")
-    async def save_settings(
-        self, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
-    ) -> Template:
+    async def save_settings(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
         form = await request.form()
-        error = None
         try:
-            recent_messages = form_int(form, "recent_messages", *RECENT_MESSAGES_RANGE)
-            session_idle_minutes = form_int(form, "session_idle_minutes", *SESSION_IDLE_MINUTES_RANGE)
-            handoff = handoff_form_settings(form)
-            learning = learning_form_settings(form)
-            async with container.tenant(coach_id) as session:
+            async with uow.savepoint():  # a refused change is rolled back alone; the page shows why
+                recent_messages = form_int(form, "recent_messages", *RECENT_MESSAGES_RANGE)
+                session_idle_minutes = form_int(form, "session_idle_minutes", *SESSION_IDLE_MINUTES_RANGE)
+                handoff = handoff_form_settings(form)
+                learning = learning_form_settings(form)
                 coach = await container.accounts.update_settings(
-                    session,
-                    coach_id,
+                    uow,
                     name=form_str(form, "name"),
                     persona=form_str(form, "persona"),
                     llm_provider=form_str(form, "llm_provider") or "local",
@@ -86,12 +102,70 @@ class SettingsPages(CoachPage):
                     llm_api_key=("" if form.get("clear_key") else (form_str(form, "llm_api_key") or None)),
                     recent_messages=recent_messages,
                     session_idle_minutes=session_idle_minutes,
+                    widget_allowed_origins=form_opt_lines(form, "widget_allowed_origins"),
                     **handoff,
                 )
                 apply_learning_settings(coach, **learning)
         except DomainError as exc:
-            error = exc.message
-            coach = await page_coach(container, coach_id)
-        context = _settings_context(container, coach, None, error)
-        context["saved"] = error is None
-        return Template("dashboard/settings.html", context=context, status_code=400 if error else 200)
+            return await _settings_page(container, uow, error=exc)
+        return await _settings_page(container, uow, notice="Saved.")
+
+    @post("/settings/api-keys")
+    async def create_api_key(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
+        """Create a named API key and show it (once: it is not stored)."""
+        form = await request.form()
+        try:
+            async with uow.savepoint():
+                _, secret = await issue_api_key(uow.session, uow.coach_id, form_str(form, "name"))
+        except DomainError as exc:
+            return await _settings_page(container, uow, error=exc)
+        return await _settings_page(container, uow, new_api_key=secret)
+
+    @post("/settings/api-keys/{key_id:uuid}/revoke")
+    async def revoke_api_key(self, key_id: PathId, uow: Uow, container: ContainerDep) -> Template:
+        """Revoke an API key (its next request gets 401)."""
+        try:
+            async with uow.savepoint():
+                key = await revoke_api_key(uow.session, uow.coach_id, key_id)
+        except DomainError as exc:
+            return await _settings_page(container, uow, error=exc)
+        return await _settings_page(container, uow, notice=f"API key {key.name} ({key.prefix}…) revoked.")
+
+    @post("/settings/password", request_max_body_size=AUTH_BODY_MAX_BYTES)
+    async def change_password(
+        self,
+        request: Request[Any, Any, Any],
+        uow: Uow,
+        container: ContainerDep,
+        dashboard_sessions: DashboardSessionsDep,
+    ) -> Template:
+        """Change the logged-in user's password (the current one required, the new one twice); every other
+        session of the account ends and this one continues under a new id. Rate-limited like log-in."""
+        user_id, coach_id = session_user_id(request), uow.coach_id
+        form = await request.form()
+        try:
+            await throttle_auth_attempt(request, container, str(user_id))
+            if form_str(form, "new_password") != form_str(form, "new_password_confirm"):
+                raise InvalidInput("the new password and its confirmation differ")
+            await container.accounts.change_password(
+                coach_id, user_id, form_str(form, "current_password"), form_str(form, "new_password")
+            )
+        except DomainError as exc:
+            return await _settings_page(container, uow, error=exc)
+        ended = await dashboard_sessions.end_others(coach_id, keep=request.get_session_id())
+        start_session(request, {"coach_id": str(coach_id), "user_id": str(user_id)})
+        return await _settings_page(container, uow, notice=f"Password changed; {ended} other session(s) logged out.")
+
+    @post("/account/delete")
+    async def delete_account(
+        self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep
+    ) -> Template | Redirect:
+        """Delete the whole account after the password check (wrong: the settings page, 403, nothing deleted);
+        then log out and go to the sign-up page."""
+        form = await request.form()
+        try:
+            await container.rights.delete_account(uow.coach_id, form_str(form, "password"))
+        except Forbidden as exc:
+            return await _settings_page(container, uow, error=exc, error_key="delete_error")
+        request.clear_session()
+        return Redirect("/signup")

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.container import Container
 from app.conversations.metadata import CLIENT_FEEDBACK_KEYS, CLIENT_METADATA_KEYS
 from app.core.runtime import Services
-from tests.conftest import upload
+from tests.conftest import upload, widget_page
 from tests.integration.handoff.test_handoff_flow import REPLY, Setup, llm_api, new_setup, transcript
 from tests.openai_wire import openai_error
 
@@ -137,7 +137,7 @@ class Client:
 
     async def page(self) -> str:
         """The widget page (server-rendered messages)."""
-        response = await self.http.get(f"/w/{self.setup.widget_token}")
+        response = await widget_page(self.http.base_url, self.setup.widget_token)
         assert response.status_code == 200
         return response.text
 

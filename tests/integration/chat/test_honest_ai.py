@@ -16,6 +16,7 @@ import pytest
 import respx
 
 from app.chat.turn.honesty import correction, disclosure
+from tests.conftest import widget_page
 from tests.integration.handoff.test_handoff_flow import Setup, chat, new_setup, next_event, transcript, widget_socket
 from tests.openai_wire import mock_chat_endpoint
 
@@ -88,7 +89,7 @@ async def test_the_widget_says_who_is_answering(
     http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], lying_model: respx.MockRouter
 ) -> None:
     setup = await new_setup(COACH)
-    page = await http.get(f"/w/{setup.widget_token}")
+    page = await widget_page(http.base_url, setup.widget_token)
     assert page.status_code == 200
     shown = html.unescape(page.text)
     assert f"You're chatting with {COACH}'s AI assistant. {COACH} can join the conversation." in shown

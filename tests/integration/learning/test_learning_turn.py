@@ -18,6 +18,7 @@ import respx
 
 from app.chat.spotlight import unmark
 from app.container import Container
+from app.db.engine import tenant_session
 from app.learning.models import ModelVersion, ModelVersionStatus
 from tests.conftest import upload
 from tests.integration.handoff.test_handoff_flow import Setup, chat, llm_api, new_setup, transcript
@@ -84,7 +85,7 @@ async def test_the_production_model_serves_and_falls_back_to_the_base_model_on_e
     setup = await new_setup("Versioned Coach", response_cache_ttl_seconds=0)
     coach_id = uuid.UUID(setup.coach.coach_id)
     fine_tuned = "ft:gpt-4o-mini-2024-07-18:acme::abc123"
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         session.add(
             ModelVersion(
                 coach_id=coach_id,
@@ -156,8 +157,8 @@ async def test_a_takeover_teaches_the_next_similar_turn_and_the_client_can_rate_
     run_jobs: Callable[[], Awaitable[None]],
 ) -> None:
     """The coach's reply during a takeover, once analysed by the worker, is offered to the model as an
-    example when another client writes about the same situation (with the first client's e-mail address
-    scrubbed); clients can rate the coach's messages."""
+    example when another client writes about the same situation (the situation described, none of the first
+    client's words); clients can rate the coach's messages."""
     setup = await new_setup("Teaching Coach", response_cache_ttl_seconds=0)
     first = await chat(
         http, setup, "My manager criticised my report in front of everyone and I feel ashamed. I'm robin@example.com"
@@ -182,7 +183,9 @@ async def test_a_takeover_teaches_the_next_similar_turn_and_the_client_can_rate_
     assert len((await stored(http, other, reply))["few_shot"]) == 1
     prompt = unmark(json.dumps(requests(llm_api)[-1]["messages"]))  # the example sits datamarked in a data block
     assert coach_reply in prompt
-    assert "robin@example.com" not in prompt and "[EMAIL]" in prompt  # another client's address stays out
+    # another client's words (and address) stay out: the example describes the situation instead
+    assert "robin@example.com" not in prompt and "criticised my report" not in prompt
+    assert "the client's message read negative" in prompt
 
     messages = await transcript(http, setup, conversation_id)
     assert [

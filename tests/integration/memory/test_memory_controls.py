@@ -19,10 +19,11 @@ import pytest
 
 from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
+from app.db.engine import tenant_session
 from app.llm.base import EMBEDDING_DIMENSIONS
 from app.memory.models import ChatSession, ClientProfile, Insight, SessionStatus
 from app.memory.retrieval import recall
-from tests.conftest import Coach, make_client
+from tests.conftest import Coach, make_client, widget_page
 
 PASSWORD = "correct horse battery"
 CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
@@ -84,7 +85,7 @@ async def seed(container: Container, http: httpx.AsyncClient, coach: Coach, name
     client = await make_client(http, coach, name)
     coach_id, client_id = uuid.UUID(coach.coach_id), uuid.UUID(client["id"])
     now = datetime.now(UTC)
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         conversation = Conversation(coach_id=coach_id, client_id=client_id, channel="api")
         session.add(conversation)
         await session.flush()
@@ -184,13 +185,13 @@ async def maya(container: Container, http: httpx.AsyncClient, coach: Coach) -> S
 
 
 async def insight_row(container: Container, seeded: Seeded, insight_id: str) -> Insight:
-    async with container.tenant(uuid.UUID(seeded.coach.coach_id)) as session:
+    async with tenant_session(container.sessionmaker, uuid.UUID(seeded.coach.coach_id)) as session:
         return await session.get_one(Insight, uuid.UUID(insight_id))
 
 
 async def recalled_ids(container: Container, seeded: Seeded, vector: int) -> set[str]:
     coach_id = uuid.UUID(seeded.coach.coach_id)
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         items = await recall(
             session,
             coach_id,
@@ -417,7 +418,7 @@ async def open_session(container: Container, seeded: Seeded) -> str:
     """Insert an open chat session into the seeded conversation (as a chat turn would)."""
     coach_id = uuid.UUID(seeded.coach.coach_id)
     now = datetime.now(UTC)
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         chat_session = ChatSession(
             coach_id=coach_id,
             client_id=uuid.UUID(seeded.client_id),
@@ -434,7 +435,7 @@ async def open_session(container: Container, seeded: Seeded) -> str:
 
 
 async def session_status(container: Container, seeded: Seeded, session_id: str) -> str:
-    async with container.tenant(uuid.UUID(seeded.coach.coach_id)) as session:
+    async with tenant_session(container.sessionmaker, uuid.UUID(seeded.coach.coach_id)) as session:
         return (await session.get_one(ChatSession, uuid.UUID(session_id))).status
 
 
@@ -488,14 +489,15 @@ async def test_client_sees_and_deletes_own_memory(
     assert set(summary) == {"id", "started_at", "summary", "topics", "action_items", "emotional_state"}
     assert "too short" not in shown.text and maya.message_id not in shown.text
 
-    page = await http.get(f"/w/{maya.widget_token}/memory")
+    page = await widget_page(http.base_url, maya.widget_token, "/memory")
     assert page.status_code == 200 and "What my coach's assistant remembers" in page.text
     assert "Berlin marathon in May" in page.text and "see a physiotherapist" in page.text
     assert "/static/memory.js" in page.text and f'data-delete="insights/{maya.goal_id}"' in page.text
     assert f'data-delete="summaries/{maya.summarized_id}"' in page.text
     assert (await http.get("/w/ocw_not-a-token/memory")).status_code == 404
-    chat_page = (await http.get(f"/w/{maya.widget_token}")).text
-    assert f"/w/{maya.widget_token}/memory" in chat_page and 'id="end-session"' in chat_page
+    chat_page = (await widget_page(http.base_url, maya.widget_token)).text
+    assert 'href="/w/memory"' in chat_page and 'id="end-session"' in chat_page
+    assert maya.widget_token not in chat_page and maya.widget_token not in page.text, "the token left the page"
     assert (await http.get("/static/memory.js")).status_code == 200
 
     deleted = await http.delete(f"/api/v1/widget/memory/insights/{maya.goal_id}", headers=as_maya)
@@ -505,7 +507,7 @@ async def test_client_sees_and_deletes_own_memory(
     coach_view = (await http.get(maya.memory_url, headers=coach.headers)).json()["insights"]
     assert maya.goal_id not in {i["id"] for i in coach_view}, "gone for the coach too"
     assert maya.goal_id not in await recalled_ids(container, maya, 0)
-    assert "Berlin marathon in May" not in (await http.get(f"/w/{maya.widget_token}/memory")).text
+    assert "Berlin marathon in May" not in (await widget_page(http.base_url, maya.widget_token, "/memory")).text
 
     forgotten = await http.delete(f"/api/v1/widget/memory/summaries/{maya.summarized_id}", headers=as_maya)
     assert forgotten.status_code == 204

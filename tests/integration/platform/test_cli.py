@@ -1,17 +1,21 @@
-"""``opencoach serve`` on embedded defaults: it comes up, serves, and Ctrl-C stops every process it started."""
+"""``opencoach serve`` on embedded defaults: it comes up, serves, and Ctrl-C stops every process it started;
+every command that starts embedded servers stops them on SIGTERM and SIGINT."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 
 def _free_port() -> int:
@@ -67,3 +71,123 @@ def test_serve_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+LOCOMO = Path(__file__).resolve().parents[4] / "shared" / "data" / "locomo" / "locomo_dev.json"
+"""The LoCoMo dev file ``eval memory`` reads (any valid file would do: the run is interrupted)."""
+
+
+def _embedded_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MIGRATION_DATABASE_URL", "REDIS_URL")}
+
+
+def _cli(args: list[str], data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``opencoach ARGS --data-dir DATA_DIR`` on embedded servers, its output in ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *args, "--data-dir", str(data_dir)],
+            env=_embedded_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _servers(proc: subprocess.Popen[bytes], data_dir: Path) -> list[psutil.Process]:
+    """The processes a command started: its children (redis-server, a worker) and the embedded PostgreSQL
+    (started through pg_ctl, so no longer its child; found by its data directory)."""
+    found = {p.pid: p for p in _processes_using(data_dir)}
+    with contextlib.suppress(psutil.NoSuchProcess):
+        found.update({p.pid: p for p in psutil.Process(proc.pid).children(recursive=True)})
+    return list(found.values())
+
+
+def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    alive = []
+    for p in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p)
+    return alive
+
+
+def _wait_until(proc: subprocess.Popen[bytes], log: Path, ready: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 180
+    while not ready():
+        assert proc.poll() is None, f"exited {proc.returncode} before {what}: {log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {what} in 180 s: {log.read_text()[-3000:]}"
+        time.sleep(0.3)
+
+
+def _both_servers_up(proc: subprocess.Popen[bytes], data_dir: Path) -> Callable[[], bool]:
+    def up() -> bool:
+        names = " ".join(" ".join(p.cmdline()) for p in _alive(_servers(proc, data_dir)))
+        return "postgres" in names and "redis-server" in names
+
+    return up
+
+
+def _http_up(port: int) -> Callable[[], bool]:
+    def up() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/login", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return up
+
+
+@pytest.fixture(scope="module")
+def migrated_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory whose embedded database is at the schema head (``opencoach migrate`` run to the end,
+    which stops its servers when done)."""
+    data_dir = tmp_path_factory.mktemp("cli-data")
+    log = data_dir.parent / f"{data_dir.name}-migrate.log"
+    proc = _cli(["migrate"], data_dir, log)
+    assert proc.wait(300) == 0, log.read_text()
+    assert _processes_using(data_dir) == []
+    return data_dir
+
+
+COMMANDS = ["migrate", "worker", "eval memory", "serve", "demo"]
+"""Every long-running ``opencoach`` command that starts embedded servers (eval crisis/learning and the train
+commands start none; ``rotate-secret`` starts them through the same ``_start`` and is over in seconds)."""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_signal_stops_every_server_a_command_started(
+    command: str, signum: signal.Signals, migrated_dir: Path, tmp_path: Path
+) -> None:
+    # migrate runs on a fresh directory (on a migrated one it would be done before the signal)
+    data_dir = tmp_path / "data" if command == "migrate" else migrated_dir
+    log = tmp_path / "out.log"
+    port = _free_port()
+    args = {
+        "migrate": ["migrate"],
+        "worker": ["worker"],
+        "eval memory": ["eval", "memory", "--locomo", str(LOCOMO), "--conversations", "1", "--sessions", "2"],
+        "serve": ["serve", "--port", str(port)],
+        "demo": ["demo", "--port", str(port)],
+    }[command]
+    proc = _cli(args, data_dir, log)
+    try:
+        _wait_until(proc, log, _both_servers_up(proc, data_dir), "embedded PostgreSQL and Redis")
+        if command == "worker":
+            _wait_until(proc, log, lambda: "Starting worker" in log.read_text(), "running worker")
+        elif command in ("serve", "demo"):
+            _wait_until(proc, log, _http_up(port), "HTTP")
+        elif command == "eval memory":
+            time.sleep(3)  # into the evaluation (migrating, loading the models)
+        started = _servers(proc, data_dir)
+
+        proc.send_signal(signum)
+        code = proc.wait(120)
+        assert code in (0, 130), f"ended by the signal itself ({code}), skipping its cleanup: {log.read_text()[-2000:]}"
+        time.sleep(1)
+        assert _alive(started) == [], f"{command}: servers left running after {signum.name}"
+        assert _processes_using(data_dir) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for leftover in _alive(_servers(proc, data_dir)):
+            leftover.kill()

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import respx
 
-from tests.conftest import Coach, ReadyCoach, make_client
+from tests.conftest import Coach, ReadyCoach, make_client, widget_page
 from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint
 
 PASSWORD = "correct horse battery"
@@ -125,7 +125,7 @@ async def test_clients_page_gives_a_working_widget_link_and_snippet(browser: htt
     link = re.search(r"/w/(ocw_[A-Za-z0-9_-]+)", page)
     assert link and "Ada" in page
     assert f'/static/widget.js" data-token="{link.group(1)}" async' in page, "the embeddable snippet"
-    widget = await browser.get(f"/w/{link.group(1)}")
+    widget = await browser.get(f"/w/{link.group(1)}", follow_redirects=True)
     assert widget.status_code == 200 and "/static/chat.js" in widget.text
     assert (await browser.get("/w/ocw_not-a-token")).status_code == 404
     for asset in ("/static/widget.js", "/static/chat.js", "/static/vendor/htmx.min.js", "/static/app.css"):
@@ -273,7 +273,7 @@ async def test_queue_takeover_coach_message_and_handback(
     assert sent.status_code in (302, 303)
     transcript = (await browser.get(f"/dashboard/conversations/{conversation_id}")).text
     assert "Hi Robin, Queue Coach here." in transcript and ">Coach" in transcript
-    widget = await http.get(f"/w/{client['widget_token']}")
+    widget = await widget_page(http.base_url, client["widget_token"])
     assert "Queue Coach is in the conversation" in widget.text, "the widget page shows the coach is there"
 
     back = await browser.post(f"/dashboard/conversations/{conversation_id}/handback", data={"_csrf_token": token})

@@ -1,7 +1,7 @@
 """coaches.crisis_resources_by_language: the coach's crisis resource lines per client language
 
 Revision ID: 0013_inject
-Revises: 0007
+Revises: 0012
 Create Date: 2026-11-30 19:00:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0013_inject"
-down_revision: str | None = "0007"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,104 @@
+"""Security headers on every HTTP response, and the per-coach CORS headers of the widget's API.
+
+One Litestar ``before_send`` hook (:class:`SecurityHeaders`) sees every response the app sends (pages, API,
+static files, error pages, 404s of unknown paths) and adds what it does not already carry:
+
+- ``Content-Security-Policy`` (:func:`content_security_policy`): scripts, styles, images, fonts and fetch /
+  WebSocket targets only from this origin (no inline script, no ``eval``), no plugins, no ``<base>``, forms
+  post only here; ``frame-ancestors 'none'`` unless the handler set its own policy (the widget page lists the
+  coach's ``widget_allowed_origins``). CSP Level 3, https://www.w3.org/TR/CSP3/.
+- ``X-Frame-Options: DENY`` with that default policy (for browsers without ``frame-ancestors``; RFC 7034).
+- ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer`` (tokens in URLs never leak
+  through ``Referer``).
+- ``Strict-Transport-Security`` when the configured ``PUBLIC_URL`` is https (RFC 6797).
+
+CORS (https://fetch.spec.whatwg.org/#http-cors-protocol) for the widget's API is per coach, so Litestar's
+``CORSConfig`` (one static allow-list) does not fit: the request's widget token names the coach, and
+:func:`app.auth.identify_client` refuses an ``Origin`` the coach did not list and records an allowed one in the
+connection state (:data:`CORS_ORIGIN_STATE`), which this hook answers with ``Access-Control-Allow-Origin``. A
+preflight carries no token, so a preflight to a widget API path gets the allow headers for any origin: it
+reveals nothing, and the real request is checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
+from litestar.types import Message, Scope
+
+from app.core.validation import is_https
+
+CORS_ORIGIN_STATE = "widget_cors_origin"
+"""Key in the ASGI scope's ``state`` under which an allowed cross-origin ``Origin`` of a widget call is kept."""
+HSTS_VALUE = "max-age=31536000"
+"""One year; no ``includeSubDomains`` (other hosts of the operator's domain are not ours to pin)."""
+PREFLIGHT_MAX_AGE_S = 600
+CORS_ALLOW_HEADERS = "authorization, content-type"
+CORS_ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
+
+
+def content_security_policy(frame_ancestors: Sequence[str] = ()) -> str:
+    """The app's CSP header value; ``frame_ancestors``: origins that may frame the page (empty: none)."""
+    ancestors = " ".join(frame_ancestors) if frame_ancestors else "'none'"
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; font-src 'self'; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        f"frame-ancestors {ancestors}"
+    )
+
+
+def is_own_origin(origin: str, host_header: str, public_url: str) -> bool:
+    """Whether a request's ``Origin`` is this server itself: the origin of ``PUBLIC_URL``, or the host the
+    request was sent to (``Host`` header; the scheme is not compared, since a TLS proxy may sit in front)."""
+    public = urlsplit(public_url)
+    if origin.lower() == f"{public.scheme}://{public.netloc}".lower():
+        return True
+    return bool(host_header) and urlsplit(origin).netloc.lower() == host_header.lower()
+
+
+class SecurityHeaders:
+    """The ``before_send`` hook described in the module docstring. ``public_url``: ``PUBLIC_URL`` (HSTS when
+    it is https); ``widget_api_prefixes``: path prefixes of the routes the widget calls with its token (their
+    CORS preflights are answered)."""
+
+    def __init__(self, public_url: str, widget_api_prefixes: Sequence[str]) -> None:
+        self._hsts = is_https(public_url)
+        self._widget_api_prefixes = tuple(widget_api_prefixes)
+        self._csp = content_security_policy()
+
+    async def __call__(self, message: Message, scope: Scope) -> None:
+        """Add the headers to the ``http.response.start`` message of an HTTP response."""
+        if message["type"] != "http.response.start" or scope["type"] != ScopeType.HTTP:
+            return
+        headers = MutableScopeHeaders.from_message(message)
+        if "content-security-policy" not in headers:
+            headers["Content-Security-Policy"] = self._csp
+            headers["X-Frame-Options"] = "DENY"
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "no-referrer")
+        if self._hsts:
+            headers.setdefault("Strict-Transport-Security", HSTS_VALUE)
+        self._cors(scope, headers)
+
+    def _cors(self, scope: Scope, headers: MutableScopeHeaders) -> None:
+        allowed = scope.get("state", {}).get(CORS_ORIGIN_STATE)
+        if allowed:
+            headers["Access-Control-Allow-Origin"] = allowed
+            headers.extend_header_value("Vary", "Origin")
+            return
+        request_headers = dict(scope["headers"])
+        origin = request_headers.get(b"origin")
+        if (
+            scope.get("method") == "OPTIONS"
+            and origin
+            and b"access-control-request-method" in request_headers
+            and scope["path"].startswith(self._widget_api_prefixes)
+        ):
+            headers["Access-Control-Allow-Origin"] = origin.decode("latin-1")
+            headers["Access-Control-Allow-Methods"] = CORS_ALLOW_METHODS
+            headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+            headers["Access-Control-Max-Age"] = str(PREFLIGHT_MAX_AGE_S)
+            headers.extend_header_value("Vary", "Origin")

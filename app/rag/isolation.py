@@ -1,0 +1,196 @@
+"""Extraction of an untrusted upload in a child process with memory, CPU and wall-clock limits.
+
+A hostile PDF (a decompression bomb, a page tree of a billion pages, a parser-exhausting content stream)
+must cost a bounded amount and end as a clear ``ExtractionError``, whatever the installed pypdf does about
+it. Each extraction runs in a fresh process (a one-process ``concurrent.futures.ProcessPoolExecutor`` on the
+``spawn`` start method, shut down after its one task, so no state of the worker is inherited and nothing of
+one file outlives it), which limits itself before reading the file:
+
+- ``RLIMIT_AS`` = ``memory_mb``: an allocation past it raises ``MemoryError`` (reported as such);
+- ``RLIMIT_CPU``: a soft limit of ``cpu_seconds`` for opening the file, raised by ``cpu_seconds_per_page``
+  per page once the page count is known (bounded by the page cap); the kernel's ``SIGXCPU`` at the soft
+  limit ends the extraction with a reason, and its ``SIGKILL`` a few seconds later at the hard limit is the
+  backstop for code that does not return to the interpreter;
+- a wall-clock deadline of ``wall_seconds`` enforced by the parent, which kills the child.
+
+Progress (pages done, page total) travels through a shared ``multiprocessing`` array.
+See ``setrlimit(2)`` for the limits' semantics on Linux.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import multiprocessing
+import resource
+import signal
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from app.rag.extract import Caps, ExtractedText, ExtractionError, extract_pages
+
+if TYPE_CHECKING:
+    from app.core.config import Settings
+
+POLL_S = 0.1
+"""How often the parent looks at the child's progress and the deadline."""
+HARD_CPU_GRACE_S = 5
+"""CPU seconds between the soft limit (a reason) and the hard one (``SIGKILL``)."""
+
+_DONE, _TOTAL = range(2)
+
+
+@dataclass(frozen=True)
+class ExtractionLimits:
+    """What one extraction may use: ``memory_mb`` MB of address space, ``cpu_seconds`` CPU seconds plus
+    ``cpu_seconds_per_page`` per page, ``wall_seconds`` of wall-clock time, and the content ``caps``."""
+
+    memory_mb: int = 512
+    cpu_seconds: int = 30
+    cpu_seconds_per_page: float = 0.5
+    wall_seconds: float = 600.0
+    caps: Caps = Caps()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ExtractionLimits:
+        """The limits the ``EXTRACT_*`` settings give."""
+        return cls(
+            memory_mb=settings.extract_memory_mb,
+            cpu_seconds=settings.extract_cpu_seconds,
+            cpu_seconds_per_page=settings.extract_cpu_seconds_per_page,
+            wall_seconds=settings.extract_timeout_seconds,
+            caps=Caps(settings.extract_max_pages, settings.extract_max_characters),
+        )
+
+    def cpu_budget(self, pages: int) -> int:
+        """CPU seconds allowed for a file of ``pages`` pages (``pages`` is clamped to the page cap)."""
+        return self.cpu_seconds + math.ceil(min(pages, self.caps.max_pages) * self.cpu_seconds_per_page)
+
+
+class _CpuExhausted(BaseException):
+    """Raised in the child by ``SIGXCPU``; a ``BaseException`` so that no ``except Exception`` in a parser
+    swallows it."""
+
+
+_child: dict[str, Any] = {}
+"""The child's limits and shared progress array, set by :func:`_start_child`."""
+
+
+def _on_sigxcpu(signum: int, frame: FrameType | None) -> None:
+    raise _CpuExhausted
+
+
+def _start_child(limits: ExtractionLimits, progress: Any) -> None:
+    """Executor initializer (in the child): apply the memory and CPU limits."""
+    _child.update(limits=limits, progress=progress, cpu_budget=limits.cpu_seconds)
+    memory = limits.memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    hard = limits.cpu_budget(limits.caps.max_pages) + HARD_CPU_GRACE_S
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, hard))
+    signal.signal(signal.SIGXCPU, _on_sigxcpu)
+
+
+def _on_child_page(done: int, total: int) -> None:
+    """Progress callback in the child; once the page count is known, the CPU budget grows with it."""
+    limits: ExtractionLimits = _child["limits"]
+    progress = _child["progress"]
+    if done == 0:
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        _child["cpu_budget"] = min(limits.cpu_budget(total), hard)
+        resource.setrlimit(resource.RLIMIT_CPU, (_child["cpu_budget"], hard))
+    progress[_TOTAL], progress[_DONE] = total, done
+
+
+def _extract_in_child(data: bytes, kind: str) -> ExtractedText:
+    """The executor task: extract ``data`` under the limits, turning limit breaches into reasons."""
+    limits: ExtractionLimits = _child["limits"]
+    try:
+        return extract_pages(data, kind, on_page=_on_child_page, caps=limits.caps)
+    except MemoryError:
+        reason = f"reading the file needed more than {limits.memory_mb} MB of memory (it may be a decompression bomb)"
+    except _CpuExhausted:
+        # (the kernel moves the soft limit on by a second at each SIGXCPU: report the budget that was set)
+        reason = (
+            f"reading the file took more than {_child['cpu_budget']} s of CPU (it may be built to exhaust the reader)"
+        )
+    # raised outside the except clause, so the failed parse's frames (and their memory) are already freed
+    raise ExtractionError(f"{reason}; check that it opens in a PDF viewer, or split it")
+
+
+def child_limits() -> dict[str, int]:
+    """Executor task for tests and diagnostics: the limits in force in the child (bytes, CPU seconds)."""
+    return {
+        "memory_bytes": resource.getrlimit(resource.RLIMIT_AS)[0],
+        "cpu_seconds": resource.getrlimit(resource.RLIMIT_CPU)[0],
+        "cpu_hard_seconds": resource.getrlimit(resource.RLIMIT_CPU)[1],
+    }
+
+
+async def run_isolated(
+    limits: ExtractionLimits,
+    task: Callable[..., Any],
+    *args: Any,
+    on_page: Callable[[int, int], None] | None = None,
+) -> Any:
+    """Run the picklable ``task(*args)`` in a fresh limited child; returns its result.
+
+    ``on_page(done, total)`` is called in the parent when the child reports progress. Raises what the task
+    raises (pickled back), or ``ExtractionError`` when the child overran the wall deadline (it is killed)
+    or died (the kernel's hard CPU limit, an out-of-memory kill). Cancelling the caller kills the child.
+    """
+    context = multiprocessing.get_context("spawn")
+    progress = context.Array("q", 2, lock=False)
+    # (not max_tasks_per_child=1: Python 3.11's executor then spawns a replacement child after the task)
+    executor = ProcessPoolExecutor(1, mp_context=context, initializer=_start_child, initargs=(limits, progress))
+    finished = False
+    try:
+        future = asyncio.wrap_future(executor.submit(task, *args))
+        deadline = asyncio.get_running_loop().time() + limits.wall_seconds
+        reported = (-1, -1)
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=POLL_S)
+            if on_page is not None and (progress[_DONE], progress[_TOTAL]) != reported:
+                reported = (progress[_DONE], progress[_TOTAL])
+                on_page(*reported)
+            if done:
+                finished = True
+                return future.result()
+            if asyncio.get_running_loop().time() > deadline:
+                raise ExtractionError(
+                    f"reading the file took longer than {limits.wall_seconds:g} s; check that it opens in a "
+                    "PDF viewer, or split it"
+                )
+    except BrokenProcessPool as exc:
+        raise ExtractionError(
+            f"the reader was stopped for exceeding its limits ({limits.memory_mb} MB of memory, "
+            f"{limits.cpu_budget(progress[_TOTAL])} s of CPU); check that the file opens in a PDF viewer, "
+            "or split it"
+        ) from exc
+    finally:
+        if not finished:
+            _kill_workers(executor)
+        # off the event loop: the child exits (or its death is noticed) within a moment
+        await asyncio.shield(asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True))
+
+
+def _kill_workers(executor: ProcessPoolExecutor) -> None:
+    """SIGKILL the executor's child, wherever it is (starting, reading, stuck in C). Python 3.14 has this as
+    ``ProcessPoolExecutor.kill_workers()``; before it, the executor's own ``_processes`` map is the way."""
+    for process in list((executor._processes or {}).values()):  # noqa: SLF001 - see the docstring
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            process.kill()
+
+
+async def extract_isolated(
+    data: bytes, kind: str, limits: ExtractionLimits, *, on_page: Callable[[int, int], None] | None = None
+) -> ExtractedText:
+    """:func:`app.rag.extract.extract_pages` of ``data`` in a limited child (see the module docstring).
+
+    Raises ``ExtractionError`` with a reason for the coach for every unusable or hostile file."""
+    result: ExtractedText = await run_isolated(limits, _extract_in_child, data, kind, on_page=on_page)
+    return result

@@ -1,0 +1,148 @@
+"""For every operation with an id in its path, another coach's id gives 404 and changes nothing (issue 12).
+
+The operations come from ``/schema/openapi.json`` (those added later are covered too). Each ``{x_id}`` path
+parameter is aimed at a row of coach A in the table named ``xs`` or ``…_xs`` (``client_id`` → ``clients``,
+``session_id`` → ``chat_sessions``); coach B and B's client send a valid request generated
+by Schemathesis from the schema (a few per operation: 404 for at least one, 401 only for the other kind of
+credential, 400 only for a generated body the route refuses before its look-up). A snapshot of A's rows in
+every table (as the owner) must be equal before and after. An operation is skipped, with the reason, only
+when A has no row of that kind to aim at (today: drafts, insights, experiments and model versions)."""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis.errors import NonInteractiveExampleWarning
+from sqlalchemy import Table, select, text
+
+import app.container  # noqa: F401 - every model, so Base.metadata knows every table
+from app.core.runtime import Services
+from app.db.base import Base
+from app.db.engine import make_engine
+from tests.conftest import MEDITATIONS, Coach, make_client, upload
+from tests.integration.api.conftest import api_operations, api_spec
+
+CASES_PER_OPERATION = 4
+PATH_OPERATIONS = [op for op in api_operations() if "{" in op]
+
+
+def _table_for(parameter: str) -> Table:
+    """The table an ``{x_id}`` path parameter points into: ``xs`` or ``…_xs``. Fails the test if none."""
+    noun = parameter.removesuffix("_id") + "s"
+    for table in Base.metadata.sorted_tables:
+        if table.name == noun or table.name.endswith(f"_{noun}"):
+            return table
+    raise AssertionError(f"no table for path parameter {parameter}")
+
+
+async def _snapshot(services: Services, coach_id: str) -> dict[str, list[str]]:
+    """Every row of the coach in every table with ``coach_id`` (and its ``coaches`` row) as sorted JSON texts."""
+    owner = make_engine(services.migration_database_url, pool_size=1)
+    found: dict[str, list[str]] = {}
+    try:
+        async with owner.connect() as conn:
+            for table in Base.metadata.sorted_tables:
+                column = "id" if table.name == "coaches" else "coach_id" if "coach_id" in table.c else None
+                if column is None:
+                    continue
+                rows = await conn.scalars(
+                    text(f"SELECT to_jsonb(t)::text FROM {table.name} t WHERE {column} = :cid ORDER BY 1"),
+                    {"cid": coach_id},
+                )
+                found[table.name] = list(rows)
+    finally:
+        await owner.dispose()
+    return found
+
+
+async def _ids_of(services: Services, table: Table, coach_id: str) -> list[uuid.UUID]:
+    owner = make_engine(services.migration_database_url, pool_size=1)
+    try:
+        async with owner.connect() as conn:
+            return list((await conn.scalars(select(table.c.id).where(table.c.coach_id == coach_id))).all())
+    finally:
+        await owner.dispose()
+
+
+@pytest.fixture(scope="module")
+async def victim(http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]) -> Coach:
+    """Coach A: a document, two clients, and a client's chat (conversation, message, chat session, handoff)."""
+    coach = await make_coach("Victim")
+    await http.patch("/api/v1/settings", headers=coach.headers, json={"handoff_mode": "human_only"})
+    await upload(http, coach, MEDITATIONS)
+    client = await make_client(http, coach, "A1")
+    await make_client(http, coach, "A2")
+    widget = {"Authorization": f"Bearer {client['widget_token']}"}
+    response = await http.post("/api/v1/chat", headers=widget, json={"text": "I need to talk to my coach"})
+    assert response.status_code == 200, response.text
+    return coach
+
+
+@pytest.fixture(scope="module")
+async def intruders(http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]) -> dict[str, dict[str, str]]:
+    """Coach B's API key and B's client's widget token."""
+    coach = await make_coach("Intruder")
+    client = await make_client(http, coach)
+    return {"coach": coach.headers, "client": {"Authorization": f"Bearer {client['widget_token']}"}}
+
+
+def _cases(operation: str, path_ids: dict[str, str]) -> list[Any]:
+    """Valid requests for ``operation`` with these path parameters, generated from the schema."""
+    method, path = operation.split(" ", 1)
+    strategy = schemathesis.openapi.from_dict(api_spec())[path][method].as_strategy(path_parameters=path_ids)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonInteractiveExampleWarning)
+        return [strategy.example() for _ in range(CASES_PER_OPERATION)]
+
+
+def _known_fields(operation: str, body: Any) -> Any:
+    """``body`` without the extra properties Schemathesis adds to objects whose schema does not forbid them
+    (msgspec structs refuse unknown fields with a 400, which would hide the 404 under test)."""
+    method, path = operation.split(" ", 1)
+    spec = api_spec()
+    schema = spec["paths"][path][method.lower()].get("requestBody", {}).get("content", {})
+    schema = schema.get("application/json", {}).get("schema", {})
+    if "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    if not isinstance(body, dict) or "properties" not in schema:
+        return body
+    return {key: value for key, value in body.items() if key in schema["properties"]}
+
+
+@pytest.mark.parametrize("operation", PATH_OPERATIONS)
+async def test_another_coachs_id_gives_404_and_changes_nothing(
+    operation: str,
+    services: Services,
+    http: httpx.AsyncClient,
+    victim: Coach,
+    intruders: dict[str, dict[str, str]],
+) -> None:
+    path_ids: dict[str, str] = {}
+    for parameter in (p.strip("{}") for p in operation.split("/") if p.startswith("{")):
+        ids = await _ids_of(services, _table_for(parameter), victim.coach_id)
+        if not ids:
+            pytest.skip(f"coach A has no {_table_for(parameter).name} row for {parameter}")
+        path_ids[parameter] = str(ids[0])
+    before = await _snapshot(services, victim.coach_id)
+    statuses: set[int] = set()
+    for case in _cases(operation, path_ids):
+        kwargs: dict[str, Any] = {"params": case.query or None}
+        if isinstance(case.body, dict | list):
+            kwargs["json"] = _known_fields(operation, case.body)
+        answers = {}
+        for who, headers in intruders.items():  # B's API key and B's client's widget token
+            response = await http.request(case.method, case.formatted_path, headers=headers, **kwargs)
+            answers[who] = response.status_code
+            assert "detail" in response.json(), response.text
+        where = f"{case.method} {case.formatted_path} {kwargs}: {answers}"
+        # 401: the other kind of credential; 400: a generated body the route refuses before it looks the id up
+        assert set(answers.values()) <= {400, 401, 404}, where
+        statuses |= set(answers.values())
+    assert 404 in statuses, f"{operation}: no request reached the id look-up ({statuses})"
+    assert await _snapshot(services, victim.coach_id) == before

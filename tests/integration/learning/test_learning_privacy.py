@@ -1,0 +1,176 @@
+"""Privacy of what the learning loop and memory pass on, checked at the provider: every request the coach's
+(mocked, OpenAI wire format) endpoint receives is read back.
+
+- Few-shot examples built from a coach's takeover of client A carry no word of A into client B's prompt: the
+  situation is described (mood, the coach's topic labels), the coach's reply loses A's name, e-mail, phone
+  number and any run of A's own words it repeats.
+- "Forget this" on an insight keeps its source message out of every later prompt (recent turns, insight
+  extraction, the session summary) and out of the training data export.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import httpx
+import respx
+from sqlalchemy import select
+
+from app.container import Container
+from app.conversations.models import Message
+from app.db.engine import tenant_session
+from app.learning.interventions import describe_situation
+from app.learning.models import Intervention
+from app.memory.models import Insight, InsightStatus
+from tests.conftest import make_client
+from tests.integration.handoff.test_handoff_flow import (  # noqa: F401 - fixtures used by name
+    Setup,
+    chat,
+    llm_api,
+    new_setup,
+    transcript,
+)
+from tests.integration.memory.memory_wire import memory_job
+
+CANARY = "Bartholomew the iguana swallowed my grandmother's emerald ring at the lighthouse picnic"
+A_MESSAGE = f"{CANARY}, and I feel so embarrassed and sad about it. Write to me at robin.vale@example.org."
+B_MESSAGE = "My pet lizard swallowed my ring at a picnic and I feel embarrassed and sad."
+COACH_STYLE = "Let us slow down and breathe together for a moment"
+COACH_REPLY = f"Robin, I hear you: {CANARY}. {COACH_STYLE}, then pick one small step. Mail robin.vale@example.org"
+
+
+def _bodies(router: respx.MockRouter, start: int = 0) -> list[str]:
+    """The raw JSON bodies of every chat completion request from call ``start`` on."""
+    return [call.request.content.decode() for call in router.routes["completions"].calls[start:]]
+
+
+def _calls(router: respx.MockRouter) -> int:
+    return len(router.routes["completions"].calls)
+
+
+async def _take_over(http: httpx.AsyncClient, setup: Setup, conversation_id: str, text: str) -> None:
+    sent = await http.post(
+        f"/api/v1/conversations/{conversation_id}/messages", headers=setup.coach.headers, json={"text": text}
+    )
+    assert sent.status_code == 201, sent.text
+
+
+async def test_few_shot_examples_carry_no_words_of_another_client(
+    http: httpx.AsyncClient,
+    container: Container,
+    new_setup: Callable[..., Awaitable[Setup]],  # noqa: F811
+    llm_api: respx.MockRouter,  # noqa: F811
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """Client A writes a canary sentence; the coach takes over and quotes it back with A's name and e-mail.
+    Client B's turn in a similar situation gets that intervention as a few-shot example — the coach's own
+    words and the described situation — but no request for B contains the canary, A's name or e-mail."""
+    # client A is "Robin"; a low threshold keeps the high-stakes topic from handing B's turn to the coach
+    setup = await new_setup("Privacy Coach", high_stakes_topics=["ring"], confidence_threshold=0.01)
+    first = await chat(http, setup, A_MESSAGE)
+    await _take_over(http, setup, first["conversation_id"], COACH_REPLY)
+    await chat(http, setup, "Thank you, that really helps, I feel calmer now.", first["conversation_id"])
+    await run_jobs()  # analyse and score the intervention; A's memory jobs send their requests now
+
+    client_b = await make_client(http, setup.coach, "Zed")
+    start = _calls(llm_api)
+    reply = await http.post(
+        "/api/v1/chat", headers={"Authorization": f"Bearer {client_b['widget_token']}"}, json={"text": B_MESSAGE}
+    )
+    assert reply.status_code == 200, reply.text
+    bodies = _bodies(llm_api, start)
+    assert bodies, f"client B's turn asked the model: {reply.text}"
+    [system] = [m["content"] for body in bodies for m in json.loads(body)["messages"] if m["role"] == "system"][:1]
+    # the example is there: the coach's own words and an abstract situation ...
+    assert COACH_STYLE in system
+    assert describe_situation("negative", ["ring"]) in system
+    # ... but nothing client A wrote, nor A's name or e-mail, in any request built for B
+    for body in bodies:
+        for secret in ("Bartholomew", "iguana", "emerald", "lighthouse", "Robin", "robin.vale"):
+            assert secret not in body, f"{secret!r} of client A reached client B's prompt"
+
+
+async def test_forgetting_an_insight_keeps_its_source_out_of_prompts_and_training_data(
+    http: httpx.AsyncClient,
+    container: Container,
+    new_setup: Callable[..., Awaitable[Setup]],  # noqa: F811
+    llm_api: respx.MockRouter,  # noqa: F811
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """The canary message is the source of an insight and, through a takeover, of an SFT example. After the
+    insight is forgotten: no later request — the AI's answer on handback and next turn (recent turns),
+    insight extraction and the summary at the session's end — contains it, nor does any training export;
+    the coach's transcript still shows it."""
+    setup = await new_setup("Forgetting Coach")
+    first = await chat(http, setup, A_MESSAGE)
+    conversation_id = first["conversation_id"]
+    await _take_over(http, setup, conversation_id, "That sounds hard. What would help you most right now?")
+    await chat(http, setup, "Maybe a plan for telling my family.", conversation_id)
+    await run_jobs()
+
+    async def exports() -> str:
+        lines = []
+        for params in ({"format": "sft"}, {"format": "preference"}, {"format": "sft", "scrub_pii": "false"}):
+            response = await http.get("/api/v1/learning/export", headers=setup.coach.headers, params=params)
+            assert response.status_code == 200, response.text
+            lines.append(response.text)
+        return "\n".join(lines)
+
+    assert CANARY in await exports(), "before forgetting, the takeover's SFT example holds the canary"
+
+    [source] = [m for m in await transcript(http, setup, conversation_id) if m["text"] == A_MESSAGE]
+    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    [vector] = await container.registry.local_embedder().embed(["Robin lost a family ring"])
+    now = datetime.now(UTC)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        insight = Insight(
+            coach_id=coach_id,
+            client_id=client_id,
+            kind="blocker",
+            text="Robin lost a family ring",
+            importance=7,
+            source_message_ids=[uuid.UUID(source["id"])],
+            first_seen_at=now,
+            last_seen_at=now,
+            embedding=vector,
+            embedding_model="all-MiniLM-L6-v2",
+        )
+        session.add(insight)
+    start = _calls(llm_api)
+    forgotten = await http.delete(
+        f"/api/v1/clients/{client_id}/memory/insights/{insight.id}", headers=setup.coach.headers
+    )
+    assert forgotten.status_code == 204, forgotten.text
+    await run_jobs()
+
+    back = await http.post(f"/api/v1/conversations/{conversation_id}/handback", headers=setup.coach.headers)
+    assert back.status_code == 200, back.text
+    await run_jobs()  # the AI answers the client's waiting message
+    later = await chat(http, setup, "What should my first step be?", conversation_id)
+    assert later["reply"]
+    ended = await http.post(f"/api/v1/conversations/{conversation_id}/end-session", headers=setup.coach.headers)
+    assert ended.status_code == 200 and ended.json()["session_id"], ended.text
+    await run_jobs()  # insight extraction and the session summary
+
+    bodies = _bodies(llm_api, start)
+    systems = [json.loads(body)["messages"][0]["content"] for body in bodies]
+    assert sum("What should my first step be?" in body for body in bodies) >= 1, "a chat turn was prompted"
+    assert "summary" in {memory_job(system) for system in systems}, "the session summary was prompted"
+    for body in bodies:
+        assert "Bartholomew" not in body and "iguana" not in body, "a forgotten message reached a prompt"
+    assert "Bartholomew" not in await exports() and "iguana" not in await exports()
+
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        message = await session.get_one(Message, uuid.UUID(source["id"]))
+        tombstone = await session.get_one(Insight, insight.id)
+        interventions = (
+            await session.scalars(
+                select(Intervention).where(Intervention.conversation_id == uuid.UUID(conversation_id))
+            )
+        ).all()
+    assert message.forgotten_at is not None and tombstone.status == InsightStatus.DELETED
+    assert interventions and all(CANARY not in json.dumps(i.context) + i.client_text for i in interventions)
+    assert any(m["text"] == A_MESSAGE for m in await transcript(http, setup, conversation_id)), "kept for the coach"

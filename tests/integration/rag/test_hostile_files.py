@@ -1,0 +1,153 @@
+"""Hostile and broken uploads end ``failed`` with a reason, within the extraction limits, while the worker
+keeps serving other tenants; a document whose job was stopped is never left ``processing``."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import psutil
+from sqlalchemy import update
+
+from app.container import Container
+from app.core.config import Settings
+from app.core.runtime import Services
+from app.db.engine import tenant_session
+from app.llm.registry import ProviderRegistry
+from app.rag.models import Document, DocumentStatus
+from app.worker import build_worker
+from tests.conftest import Coach, upload
+from tests.hostile_files import CORPUS, flate_bomb
+
+PASSWORD = "correct horse battery"
+
+
+async def _document(http: httpx.AsyncClient, coach: Coach, document_id: str) -> dict:
+    response = await http.get(f"/api/v1/documents/{document_id}", headers=coach.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def _run_worker(settings: Settings, services: Services, registry: ProviderRegistry) -> None:
+    """A burst worker built with ``settings`` (the extraction limits under test)."""
+    worker = build_worker(settings, services.database_url, services.redis_url, burst=True, registry=registry)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+
+
+async def test_every_hostile_file_fails_with_a_reason(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], run_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    """The whole corpus through the real upload API and worker, under the default limits."""
+    coach = await make_coach("Targeted Coach")
+    ids = {hostile.name: (await upload(http, coach, hostile.name, hostile.make()))["id"] for hostile in CORPUS}
+    await run_jobs()
+    for hostile in CORPUS:
+        doc = await _document(http, coach, ids[hostile.name])
+        assert doc["status"] == "failed", (hostile.name, doc)
+        assert re.search(hostile.reason, doc["error"]), (hostile.name, doc["error"])
+        assert doc["chunks"] == 0
+
+
+async def test_the_worker_serves_another_tenant_while_a_hostile_file_burns_its_cpu_limit(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    settings: Settings,
+    services: Services,
+    registry: ProviderRegistry,
+    container: Container,
+) -> None:
+    attacker, neighbour = await make_coach("Attacker"), await make_coach("Neighbour")
+    bomb = await upload(http, attacker, "bomb.pdf", flate_bomb())
+    small = await upload(http, neighbour, "small.txt", b"Keep going, one small step a day.\n" * 40)
+    limited = settings.model_copy(
+        update={"extract_memory_mb": 2048, "extract_cpu_seconds": 6, "extract_cpu_seconds_per_page": 0}
+    )
+    await _run_worker(limited, services, registry)
+
+    hostile, served = await _document(http, attacker, bomb["id"]), await _document(http, neighbour, small["id"])
+    assert hostile["status"] == "failed" and "more than 6 s of CPU" in hostile["error"], hostile
+    assert served["status"] == "ready" and served["chunks"] >= 1, served
+    # the neighbour's document was finished while the hostile one was still being read
+    read = await container.documents.get(uuid.UUID(attacker.coach_id), uuid.UUID(bomb["id"]))
+    other = await container.documents.get(uuid.UUID(neighbour.coach_id), uuid.UUID(small["id"]))
+    assert read.started_at and read.finished_at and other.finished_at
+    assert read.started_at < other.finished_at < read.finished_at
+
+
+def _extraction_children() -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+async def test_a_stopped_ingestion_fails_the_document_and_its_reader(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], container: Container
+) -> None:
+    """arq's job deadline (or a worker shutting down) cancels the job: the document is failed with the reason,
+    not left ``processing``, and the child reading the file is killed."""
+    coach = await make_coach("Patient Coach")
+    doc = await upload(http, coach, "bomb.pdf", flate_bomb())
+    coach_id, document_id = uuid.UUID(coach.coach_id), uuid.UUID(doc["id"])
+    job = asyncio.create_task(container.documents.ingest(coach_id, document_id))
+    for _ in range(200):
+        await asyncio.sleep(0.1)
+        if (await _document(http, coach, doc["id"]))["status"] == "processing" and _extraction_children():
+            break
+    assert (await _document(http, coach, doc["id"]))["status"] == "processing"
+    job.cancel()
+    await asyncio.gather(job, return_exceptions=True)
+
+    stopped = await _document(http, coach, doc["id"])
+    assert stopped["status"] == "failed", stopped
+    assert "processing stopped before it finished" in stopped["error"]
+    await asyncio.sleep(0.5)
+    assert _extraction_children() == []
+
+
+async def test_the_sweep_fails_documents_a_killed_worker_left_processing(
+    http: httpx.AsyncClient,
+    base_url: str,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    settings: Settings,
+) -> None:
+    abandoned_by, busy = await make_coach("Abandoned"), await make_coach("Busy")
+    abandoned = await upload(http, abandoned_by, "notes.txt", b"Notes on courage.\n" * 10)
+    running = await upload(http, busy, "plan.txt", b"A plan for the week.\n" * 10)
+    long_ago = datetime.now(UTC) - timedelta(seconds=settings.ingest_timeout_seconds + 120)
+    for coach, doc, started in ((abandoned_by, abandoned, long_ago), (busy, running, datetime.now(UTC))):
+        async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
+            await session.execute(
+                update(Document)
+                .where(Document.id == uuid.UUID(doc["id"]))
+                .values(status=DocumentStatus.PROCESSING, started_at=started)
+            )
+
+    assert await container.documents.fail_stalled() == 1
+    failed = await _document(http, abandoned_by, abandoned["id"])
+    assert failed["status"] == "failed" and "processing stopped before it finished" in failed["error"]
+    assert (await _document(http, busy, running["id"]))["status"] == "processing"  # its job may still be running
+    assert await container.documents.fail_stalled() == 0  # idempotent
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as browser:
+        login = await browser.get("/login")
+        token = re.search(r'name="_csrf_token" value="([^"]+)"', login.text)
+        assert token
+        await browser.post(
+            "/login", data={"email": abandoned_by.email, "password": PASSWORD, "_csrf_token": token.group(1)}
+        )
+        page = await browser.get("/dashboard/documents")
+        assert page.status_code == 200
+        assert "processing stopped before it finished" in page.text

@@ -1,0 +1,120 @@
+"""Extraction in a limited child process (:mod:`app.rag.isolation`): the limits are in force, each breach
+ends as a reason for the coach, the page and character caps hold, and no child outlives its extraction."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+
+import psutil
+import pytest
+
+from app.core.config import Settings
+from app.rag.extract import PDF, TEXT, Caps, ExtractionError
+from app.rag.isolation import HARD_CPU_GRACE_S, ExtractionLimits, child_limits, extract_isolated, run_isolated
+from tests.hostile_files import CORPUS, flate_bomb, text_pdf
+
+
+def _extraction_children() -> list[psutil.Process]:
+    """Live spawn children of this process (the resource tracker, also spawned, is not one)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def _deaf_c_loop() -> bytes:
+    """Minutes of CPU inside one C call that never returns to the interpreter, so no Python signal handler
+    runs there (only the hard limit's SIGKILL ends it)."""
+    return hashlib.pbkdf2_hmac("sha256", b"password", b"salt", 10**9)
+
+
+async def test_the_default_limits_are_in_force_in_the_child() -> None:
+    limits = ExtractionLimits.from_settings(Settings(_env_file=None))
+    assert (limits.memory_mb, limits.cpu_seconds, limits.caps) == (512, 30, Caps(2000, 5_000_000))
+    seen = await run_isolated(limits, child_limits)
+    assert seen == {
+        "memory_bytes": 512 * 1024 * 1024,
+        "cpu_seconds": 30,
+        "cpu_hard_seconds": 30 + 1000 + HARD_CPU_GRACE_S,
+    }
+
+
+async def test_an_honest_pdf_is_read_in_the_child_with_progress() -> None:
+    progress: list[tuple[int, int]] = []
+    extracted = await extract_isolated(
+        text_pdf(3), PDF, ExtractionLimits(), on_page=lambda done, total: progress.append((done, total))
+    )
+    assert [p.number for p in extracted.pages] == [1, 2, 3]
+    assert "Hostile but polite text." in extracted.pages[2].text
+    assert progress[-1] == (3, 3)
+
+
+@pytest.mark.parametrize(
+    ("data", "kind", "caps", "reason"),
+    [
+        (text_pdf(60), PDF, Caps(max_pages=50), "the PDF has 60 pages, over the 50-page limit"),
+        (b"word " * 400, TEXT, Caps(max_characters=1500), "more than 1,500 characters of text"),
+        (text_pdf(80), PDF, Caps(max_characters=1000), "more than 1,000 characters of text"),
+    ],
+)
+async def test_page_and_character_caps(data: bytes, kind: str, caps: Caps, reason: str) -> None:
+    with pytest.raises(ExtractionError, match=re.escape(reason)):
+        await extract_isolated(data, kind, ExtractionLimits(caps=caps))
+
+
+async def test_a_bomb_past_the_memory_limit_fails_with_the_reason() -> None:
+    with pytest.raises(ExtractionError, match="more than 256 MB of memory"):
+        await extract_isolated(flate_bomb(), PDF, ExtractionLimits(memory_mb=256))
+
+
+async def test_a_file_past_the_cpu_limit_fails_with_the_reason() -> None:
+    limits = ExtractionLimits(memory_mb=2048, cpu_seconds=2, cpu_seconds_per_page=0)
+    with pytest.raises(ExtractionError, match="more than 2 s of CPU"):
+        await extract_isolated(flate_bomb(), PDF, limits)
+
+
+async def test_code_deaf_to_sigxcpu_is_killed_at_the_hard_limit() -> None:
+    limits = ExtractionLimits(cpu_seconds=1, cpu_seconds_per_page=0, caps=Caps(max_pages=1))
+    with pytest.raises(ExtractionError, match="stopped for exceeding its limits"):
+        await run_isolated(limits, _deaf_c_loop)
+
+
+async def test_the_wall_deadline_kills_the_child() -> None:
+    started = time.monotonic()
+    with pytest.raises(ExtractionError, match="took longer than 1 s"):
+        await run_isolated(ExtractionLimits(wall_seconds=1), time.sleep, 60)
+    assert time.monotonic() - started < 15
+    await asyncio.sleep(0.5)
+    assert _extraction_children() == []
+
+
+async def test_cancelling_the_extraction_kills_the_child() -> None:
+    task = asyncio.create_task(run_isolated(ExtractionLimits(), time.sleep, 60))
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        if _extraction_children():
+            break
+    assert _extraction_children(), "the child started"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.5)
+    assert _extraction_children() == []
+
+
+async def test_every_hostile_file_fails_with_a_reason_under_the_default_limits() -> None:
+    """The corpus of :mod:`tests.hostile_files` under the default limits (512 MB, 30 s of CPU)."""
+    limits = ExtractionLimits.from_settings(Settings(_env_file=None))
+    for hostile in CORPUS:
+        started = time.monotonic()
+        with pytest.raises(ExtractionError) as failure:
+            await extract_isolated(hostile.make(), PDF, limits)
+        assert re.search(hostile.reason, str(failure.value)), (hostile.name, str(failure.value))
+        assert time.monotonic() - started < 60, hostile.name
