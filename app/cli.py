@@ -512,6 +512,121 @@ def cmd_eval_learning(args: argparse.Namespace) -> int:
     return 0
 
 
+def _injection_table(result: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"Prompt injection (BIPIA {result['split']} split, {result['attacks']} attacks) — {result['model']}"
+    )
+    for column in (
+        "surface",
+        "defended",
+        "spotlight only",
+        "undefended",
+        "in prompt",
+        "replaced",
+        "replaced, no canary",
+    ):
+        table.add_column(column, justify="left" if column == "surface" else "right")
+    for surface, rates in result["surfaces"].items():
+        table.add_row(
+            surface if surface != "message" else "message (direct)",
+            *(
+                f"{rates[key]:.1%}"
+                for key in (
+                    "defended",
+                    "spotlight_only",
+                    "undefended",
+                    "in_prompt",
+                    "replaced",
+                    "replaced_without_canary",
+                )
+            ),
+        )
+    return table
+
+
+async def run_injection_eval(
+    settings: Settings, services: Services, attacks: list[Any], models: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Run the injection evaluation once per model (``{}``: the local model; see :mod:`app.evals.injection`)."""
+    from app.container import Container
+    from app.evals.injection import evaluate
+
+    container = await Container.create(settings, services.database_url, services.redis_url)
+    try:
+        results = []
+        with console.status("BIPIA…") as status:
+            for model in models:
+                results.append(await evaluate(container, attacks, settings=model, progress=status.update))
+        return results
+    finally:
+        await container.close()
+
+
+def cmd_eval_injection(args: argparse.Namespace) -> int:
+    """``eval injection``: attack success rate of BIPIA attacks planted in documents, memory, few-shot
+    examples and the client's message, with the defences on and off (the real turn on embedded servers)."""
+    from app.core.errors import EvalDataError
+    from app.evals.injection import load_bipia, split
+    from app.llm.base import ProviderError
+
+    if args.limit is not None and args.limit < 1 or args.max_tokens < 1:
+        _error("--limit and --max-tokens must be 1 or more")
+        return 2
+    try:
+        attacks = split(load_bipia(Path(args.bipia)), args.split)[: args.limit]
+    except EvalDataError as exc:
+        _error(str(exc))
+        return 2
+    models: list[dict[str, Any]] = [{}]
+    if args.openai_model:
+        key = os.environ.get("OPENAI_API_KEY", "")
+        if not key and not args.openai_base_url:
+            _error("--openai-model needs OPENAI_API_KEY in the environment (or --openai-base-url for a local server)")
+            return 2
+        endpoint = {"llm_base_url": args.openai_base_url} if args.openai_base_url else {}
+        models.append(
+            {"llm_provider": "openai", "llm_model": args.openai_model, "llm_api_key": key or "none"} | endpoint
+        )
+    settings = _settings(args).model_copy(update={"llm_max_tokens": args.max_tokens})
+    with _start(settings) as services:
+        _migrate(services)
+        try:
+            results = asyncio.run(run_injection_eval(settings, services, attacks, models))
+        except ProviderError as exc:
+            _error(f"the model provider failed: {exc}")
+            return 1
+    for result in results:
+        result["split"] = args.split
+    if args.json:
+        print(json.dumps({**results[0], **({"openai": results[1]} if len(results) > 1 else {})}), flush=True)
+        return 0
+    out = Console()
+    for result in results:
+        out.print(_injection_table(result))
+        out.print(f"{result['turns']} turns, {result['seconds']:.0f} s; success = the canary in the client's reply")
+    return 0
+
+
+def _injection_parser(targets: Any) -> None:
+    """``eval injection``."""
+    injection = targets.add_parser("injection", help="BIPIA prompt-injection attack success, defences on and off")
+    injection.add_argument("--data-dir", help="directory for embedded servers and secrets (env DATA_DIR)")
+    injection.add_argument(
+        "--bipia",
+        required=True,
+        help="BIPIA text attacks JSON (e.g. ../shared/data/injection/bipia_text_attack_train.json)",
+    )
+    injection.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    injection.add_argument(
+        "--split", choices=("tune", "report", "all"), default="report", help="which attacks (see app.evals.injection)"
+    )
+    injection.add_argument("--limit", type=int, default=5, help="at most N attacks of the split (default 5)")
+    injection.add_argument("--max-tokens", type=int, default=48, help="reply length limit during the run")
+    injection.add_argument("--openai-model", help="also run an OpenAI-compatible model (key: OPENAI_API_KEY)")
+    injection.add_argument("--openai-base-url", help="base URL of the OpenAI-compatible endpoint")
+    injection.set_defaults(func=cmd_eval_injection)
+
+
 def cmd_train_strategy(args: argparse.Namespace) -> int:
     """``learning train-strategy``: refit the ESConv strategy classifier and write its weights."""
     from app.core.errors import EvalDataError
@@ -617,6 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=60, help="held-out turns to generate replies for (0: strategy accuracy only)"
     )
     learning.set_defaults(func=cmd_eval_learning)
+    _injection_parser(targets)
 
     learn = sub.add_parser("learning", help="learning-loop maintenance")
     learn_sub = learn.add_subparsers(dest="action", required=True)

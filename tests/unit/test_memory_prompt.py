@@ -13,6 +13,7 @@ import pytest
 import respx
 
 from app.chat.prompt import BUDGET_MARGIN, KEEP_RECENT, MEMORY_HEADER, PER_MESSAGE_OVERHEAD, assemble_prompt
+from app.chat.spotlight import HIERARCHY, datamark
 from app.conversations.models import Message, SenderType
 from app.llm.base import ChatMessage, ProviderError
 from app.llm.openai_compat import OpenAIChatProvider
@@ -98,11 +99,11 @@ def _check_shape(prompt: Any) -> None:
     assert len(turns) == prompt.history_used
     assert [t["content"] for t in turns] == [h.text for h in HISTORY[N_HISTORY - prompt.history_used :]]
     for line in PROFILE[: prompt.profile_lines]:
-        assert line in system
+        assert datamark(line) in system
     for line in PROFILE[prompt.profile_lines :]:
-        assert line not in system
+        assert datamark(line) not in system
     for item in ITEMS:
-        assert (item.line() in system) == (item in prompt.memory_items)
+        assert (datamark(item.line()) in system) == (item in prompt.memory_items)
     assert (MEMORY_HEADER in system) == bool(prompt.memory_items or prompt.profile_lines)
     assert prompt.estimated_tokens == _recount(prompt.messages)
 
@@ -128,8 +129,8 @@ def test_every_budget_fits_and_cuts_follow_the_documented_order() -> None:
     persona and the new message alone fit), the survivors are best-first prefixes / the newest turns, the
     cut order holds, every stage of it is reached, and a bigger budget never keeps less of anything."""
     floor = _recount(
-        [{"role": "system", "content": PERSONA}, {"role": "user", "content": QUESTION}]
-    )  # nothing left to cut
+        [{"role": "system", "content": f"{PERSONA}\n\n{HIERARCHY}"}, {"role": "user", "content": QUESTION}]
+    )  # nothing left to cut: the persona, the instruction hierarchy and the message
     stages: set[str] = set()
     previous: tuple[int, int, int, int] | None = None
     for budget in range(40, 6000, 20):
@@ -168,9 +169,9 @@ def test_long_history_and_many_memory_items_fit_the_apps_budget() -> None:
     8 profile lines and 5 passages: the prompt fits, keeps the two newest turns, and the best memory items."""
     history, items, profile = _history(40, words=60), [_item(r, words=30) for r in range(30)], _profile(8)
     budget = 2048 - 256
-    prompt = assemble_prompt(
+    prompt = assemble_prompt(  # datamarked text costs ~1.8x its plain tokens: 3 passages, not 5, leave room
         persona=PERSONA,
-        passages=PASSAGES[:5],
+        passages=PASSAGES[:3],
         memory=MemoryContext(profile, items),
         history=history,
         user_text=QUESTION,
@@ -182,7 +183,7 @@ def test_long_history_and_many_memory_items_fit_the_apps_budget() -> None:
     assert [m["content"] for m in prompt.messages[1:-1]] == [h.text for h in history[-KEEP_RECENT:]]
     assert 0 < len(prompt.memory_items) < 30
     assert prompt.memory_items == items[: len(prompt.memory_items)], "the lowest-scored items are cut first"
-    assert len(prompt.passages) == 5 and prompt.profile_lines == 8, "passages and profile outlast memory items"
+    assert len(prompt.passages) == 3 and prompt.profile_lines == 8, "passages and profile outlast memory items"
 
 
 def test_prompt_places_profile_and_memory_before_passages_and_reports_attribution() -> None:
@@ -194,11 +195,11 @@ def test_prompt_places_profile_and_memory_before_passages_and_reports_attributio
     positions = [
         system.index(PERSONA),
         system.index(MEMORY_HEADER),
-        system.index(PROFILE[0]),
-        system.index(PROFILE[1]),
-        *(system.index(item.line()) for item in items),
-        system.index("[1] (Meditations, p. 1) passage 1"),
-        system.index("[2] (Meditations, p. 2) passage 2"),
+        system.index(datamark(PROFILE[0])),
+        system.index(datamark(PROFILE[1])),
+        *(system.index(datamark(item.line())) for item in items),
+        system.index("[1] (Meditations,^p.^1)^passage^1"),
+        system.index("[2] (Meditations,^p.^2)^passage^2"),
     ]
     assert positions == sorted(positions)
     assert items[0].line() == f"- [goal] {items[0].text}"

@@ -55,7 +55,8 @@ class Gatherer:
         coach, conversation, text = turn.coach, turn.conversation, turn.message.text
         t0 = time.perf_counter()
         embedder = self._registry.embedder_for(coach)
-        [query_embedding] = await embedder.embed([text])
+        # the crisis screen's vector when it serves retrieval too (the message is embedded once per turn)
+        [query_embedding] = [turn.query_embedding] if turn.query_embedding is not None else await embedder.embed([text])
         async with unit_of_work(self._sessionmaker, coach.id) as uow:
             session = uow.session
             passages = await retrieve(

@@ -117,7 +117,8 @@ class SettingsOut(msgspec.Struct):
     Memory: ``recent_messages`` (L1, 0–100 latest messages in the prompt), ``session_idle_minutes`` (L2,
     1–1440 minutes of silence that end a chat session). Escalation: ``handoff_mode`` (auto, draft,
     human_only), ``confidence_threshold`` (0–1), topics, ``handoff_sla_minutes``, ``availability`` hours,
-    ``crisis_resources`` (empty: the defaults), alert webhook (with its signing secret, generated when the
+    ``crisis_resources`` (empty: the defaults) and ``crisis_resources_by_language`` (``{"es": [lines]}``: the
+    lines for a client who wrote in that language), alert webhook (with its signing secret, generated when the
     URL is set) and e-mail. ``widget_allowed_origins``: the origins (``scheme://host[:port]``) whose pages may
     frame the client widget and call its API from the browser (CORS); empty: none but this server."""
 
@@ -137,6 +138,7 @@ class SettingsOut(msgspec.Struct):
     handoff_sla_minutes: int
     availability: dict[str, Any] | None
     crisis_resources: list[str]
+    crisis_resources_by_language: dict[str, list[str]]
     alert_webhook_url: str | None
     alert_webhook_secret: str | None
     alert_email: str | None
@@ -165,6 +167,7 @@ class SettingsPatch(msgspec.Struct, omit_defaults=True):
     handoff_sla_minutes: int | None = None
     availability: dict[str, Any] | None = None
     crisis_resources: list[str] | None = None
+    crisis_resources_by_language: dict[str, list[str]] | None = None
     alert_webhook_url: str | None = None
     alert_email: str | None = None
     fine_tune_enabled: bool | None = None
@@ -196,6 +199,7 @@ def settings_out(container: ContainerDep, coach: Coach) -> SettingsOut:
         handoff_sla_minutes=coach.handoff_sla_minutes,
         availability=coach.availability,
         crisis_resources=coach.crisis_resources,
+        crisis_resources_by_language=coach.crisis_resources_by_language,
         alert_webhook_url=coach.alert_webhook_url,
         alert_webhook_secret=container.registry.decrypt_key(coach.alert_webhook_secret_encrypted),
         alert_email=coach.alert_email,

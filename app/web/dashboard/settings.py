@@ -10,6 +10,7 @@ from litestar.response import Redirect, Template
 
 from app.accounts.api_keys import issue_api_key, list_api_keys, revoke_api_key
 from app.accounts.availability import DAY_NAMES
+from app.accounts.handoff_settings import CRISIS_LANGUAGE_NAMES
 from app.accounts.learning_settings import apply_learning_settings
 from app.accounts.models import HandoffMode
 from app.accounts.service import RECENT_MESSAGES_RANGE, SESSION_IDLE_MINUTES_RANGE
@@ -58,6 +59,7 @@ async def _settings_page(
         "webhook_secret": container.registry.decrypt_key(coach.alert_webhook_secret_encrypted),
         "handoff_modes": HANDOFF_MODES,
         "day_names": list(enumerate(DAY_NAMES)),
+        "crisis_languages": list(CRISIS_LANGUAGE_NAMES.items()),
         "api_keys": api_keys,
         "new_api_key": new_api_key,
         "error": None,

@@ -30,6 +30,7 @@ from sqlalchemy import select, update
 from app.accounts.models import Coach as CoachRow
 from app.accounts.unit_of_work import unit_of_work
 from app.chat.prompt import MEMORY_HEADER
+from app.chat.spotlight import unmark
 from app.chat.turn import TurnResult
 from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
@@ -258,10 +259,11 @@ def insight_line(text: str) -> str:
 
 
 def system_prompt(llm: FakeOpenAI) -> str:
-    """The system message of the last chat turn sent to the endpoint (newline-terminated for line checks)."""
+    """The system message of the last chat turn sent to the endpoint (newline-terminated for line checks), its
+    data blocks' datamarks read as spaces (:func:`app.chat.spotlight.unmark`)."""
     messages = llm.chat_requests[-1]["messages"]
     assert messages[0]["role"] == "system"
-    return str(messages[0]["content"]) + "\n"
+    return unmark(str(messages[0]["content"])) + "\n"
 
 
 def assert_valid_summary(chat_session: ChatSession, message_ids: set[uuid.UUID]) -> None:
