@@ -1,7 +1,7 @@
 """coaches.crisis_resources_by_language: the coach's crisis resource lines per client language
 
-Revision ID: 0013_inject
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-11-30 19:00:00
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0013_inject"
-down_revision: str | None = "0012"
+revision: str = "0014"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
