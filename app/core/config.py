@@ -73,8 +73,27 @@ class Settings(BaseSettings):
         description="Deadline of one ingestion job (extract, embed, store); a document still processing "
         "past it (its worker was killed) is failed by the worker's sweep.",
     )
+    ingest_jobs_per_coach: int = Field(
+        default=1,
+        ge=1,
+        description="Ingestion jobs one coach may run at once across every worker; more wait their turn "
+        "without holding a worker slot.",
+    )
+    worker_max_jobs: int = Field(
+        default=2,
+        ge=1,
+        description="Jobs one worker process runs at once on the main queue (handoff alerts have their own).",
+    )
     retrieval_top_k: int = Field(default=5, ge=1, le=50)
-    llm_timeout_seconds: float = Field(default=120.0, gt=0)
+    llm_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="Seconds a model endpoint may take to connect, and between two reads."
+    )
+    llm_deadline_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Overall deadline of one call to a model endpoint (a whole streamed reply, a JSON "
+        "completion, an embedding batch), however steadily it drip-feeds bytes.",
+    )
     llm_max_tokens: int = Field(default=256, ge=16)
     llm_context_tokens: int = Field(default=2048, ge=512, description="Context window of the local model.")
     llm_threads: int | None = Field(default=None, description="CPU threads for the local model.")

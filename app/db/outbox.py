@@ -54,7 +54,8 @@ UNAVAILABLE = (RedisError, OSError, TimeoutError)
 
 class OutboxJob(IdMixin, Base):
     """One job waiting to be sent to arq: ``name`` (an arq function), positional ``args`` (JSON), arq's
-    ``_job_id`` for deduplication, an optional ``defer_until`` (UTC), and the failed sends so far
+    ``_job_id`` for deduplication, the arq ``queue`` it goes to (``None``: arq's default queue), an optional
+    ``defer_until`` (UTC), and the failed sends so far
     (``attempts``, ``last_error``)."""
 
     __tablename__ = "outbox_jobs"
@@ -63,6 +64,7 @@ class OutboxJob(IdMixin, Base):
     name: Mapped[str] = mapped_column(String(60))
     args: Mapped[list[Any]] = mapped_column(JSONB, default=list)
     job_id: Mapped[str] = mapped_column(String(300))
+    queue: Mapped[str | None] = mapped_column(String(60))
     defer_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -79,11 +81,13 @@ def add_job(
     *args: Any,
     job_id: str | None = None,
     defer_until: datetime | None = None,
+    queue: str | None = None,
 ) -> OutboxJob:
     """Add a job to the session's transaction (sent after commit). ``args`` must be JSON values (strings,
     numbers, booleans, ``None``; lists and objects of them): jobs take ids, never ORM objects.
     ``job_id`` (at most 300 characters) defaults to one derived from the row, so the relay never queues the
-    same row twice; ``defer_until`` must be timezone-aware.
+    same row twice; ``defer_until`` must be timezone-aware; ``queue`` names the arq queue (``None``: the
+    default one, which the main worker serves).
 
     Raises ``TypeError`` for an argument that is not JSON and ``ValueError`` for a naive ``defer_until`` or
     an over-long ``job_id``, at the call (not at the flush, far from the cause)."""
@@ -103,6 +107,7 @@ def add_job(
         name=name,
         args=payload,
         job_id=job_id,
+        queue=queue,
         defer_until=defer_until,
         attempts=0,
     )
@@ -123,7 +128,7 @@ async def _send(redis: ArqRedis, row: OutboxJob, now: datetime) -> None:
     defer = row.defer_until if row.defer_until is not None and row.defer_until > now else None
     async with asyncio.timeout(SEND_TIMEOUT_S):
         # None: arq already has this job id (queued, running, or its result kept): it is sent
-        await redis.enqueue_job(row.name, *row.args, _job_id=row.job_id, _defer_until=defer)
+        await redis.enqueue_job(row.name, *row.args, _job_id=row.job_id, _defer_until=defer, _queue_name=row.queue)
 
 
 def _error(exc: BaseException) -> str:
