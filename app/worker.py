@@ -25,11 +25,12 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
 from arq.cron import cron
 from arq.worker import Retry, Worker, func
 from redis.asyncio.lock import Lock
-from redis.exceptions import LockError
+from redis.exceptions import LockError, LockNotOwnedError
 
 from app.container import Container
 from app.core.config import Settings
@@ -50,7 +51,7 @@ from app.db.jobs import (
     UPDATE_PROFILE,
 )
 from app.db.migrate import assert_schema_current
-from app.db.outbox import UNAVAILABLE, health, relay
+from app.db.outbox import UNAVAILABLE, connect_redis, health, relay
 from app.handoff.alerts import MAX_ATTEMPTS as ALERT_ATTEMPTS
 from app.handoff.alerts import OPENED as ALERT_OPENED
 from app.llm.base import ProviderError
@@ -67,9 +68,6 @@ OUTBOX_RELAY_EVERY_S = 10
 """How often the worker sends outbox jobs left behind by a Redis outage."""
 REDIS_RETRY_S = 1.0
 """Pause between the worker's polls while Redis is unavailable."""
-LEASE_S = 60.0
-"""Seconds a running job's claim lives in Redis unless renewed (every ``LEASE_S / 3`` while it runs): a
-killed worker's ingestion slot comes free after at most this long."""
 INGEST_WAIT_S = 5.0
 """Seconds an ingestion job waits, off the worker, when its coach already uses every ingestion slot."""
 ALERT_WORKER_MAX_JOBS = 4
@@ -78,20 +76,23 @@ ALERT_WORKER_MAX_JOBS = 4
 class IngestSlots:
     """At most ``per_coach`` ingestion jobs of one coach at a time, across every worker process: slot ``i`` of
     a coach is the redis-py :class:`~redis.asyncio.lock.Lock` ``opencoach:ingest:<coach id>:<i>`` (a token
-    only its holder can release), held for :data:`LEASE_S` seconds and renewed while the job runs, so the slot
+    only its holder can release), held for ``lease_s`` seconds and renewed while the job runs, so the slot
     of a killed worker comes free by itself. One huge tenant thus takes at most ``per_coach`` of the worker's
-    ``WORKER_MAX_JOBS`` slots; the others' documents go on."""
+    ``WORKER_MAX_JOBS`` slots; the others' documents go on. ``lease_s``: ``WORKER_LEASE_SECONDS``."""
 
-    def __init__(self, redis: ArqRedis, per_coach: int) -> None:
+    def __init__(self, redis: ArqRedis, per_coach: int, lease_s: float) -> None:
         self._redis = redis
         self._per_coach = per_coach
+        self._lease_s = lease_s
 
-    @staticmethod
-    async def _renew(lock: Lock) -> None:
+    async def _renew(self, lock: Lock) -> None:
         while True:
-            await asyncio.sleep(LEASE_S / 3)
+            await asyncio.sleep(self._lease_s / 3)
             try:
-                await lock.reacquire()
+                try:
+                    await lock.reacquire()
+                except LockNotOwnedError:  # it lapsed (a stalled event loop): take it back if no one else did
+                    await lock.acquire(blocking=False, token=lock.local.token)
             except (LockError, *UNAVAILABLE) as exc:  # Redis away for a moment: the next renewal tries again
                 log.warning("renewing ingestion slot %s failed: %s", lock.name, exc)
 
@@ -100,7 +101,7 @@ class IngestSlots:
         """Take a free slot of ``coach_id`` for the ``async with`` block: yields ``True``, or ``False`` (and
         holds nothing) when all are taken. Raises Redis errors from the acquisition."""
         for slot in range(self._per_coach):
-            lock = self._redis.lock(f"opencoach:ingest:{coach_id}:{slot}", timeout=LEASE_S)
+            lock = self._redis.lock(f"opencoach:ingest:{coach_id}:{slot}", timeout=self._lease_s)
             if await lock.acquire(blocking=False):
                 renew = asyncio.create_task(self._renew(lock))
                 try:
@@ -274,13 +275,34 @@ class OutageTolerantWorker(Worker):
     poll (picking jobs, the heartbeat, queueing crons) is logged once per outage and the poll is retried
     every :data:`REDIS_RETRY_S`; the connection pool reconnects by itself once Redis is back. Jobs running
     when Redis went away finish; arq runs again those whose completion it could not record (every job is
-    idempotent). Burst mode (tests) is unchanged. Relies on arq's ``_poll_iteration``/``start_jobs``
-    (arq 0.26–0.28)."""
+    idempotent). Burst mode (tests) is unchanged.
+
+    A running job's claim (arq's ``arq:in-progress:<job id>`` key, which arq sets for the longest job timeout
+    plus 10 s, an hour here) is a lease of ``lease_s`` seconds that the worker renews every ``lease_s / 3``
+    while the job runs: when a worker is killed, its jobs are picked up again (by any worker, after a restart
+    too) ``lease_s`` seconds later rather than an hour; the job's own timeout still applies. Relies on arq's
+    ``_poll_iteration``/``start_jobs``/``in_progress_timeout_s``/``job_tasks`` (arq 0.26–0.28)."""
 
     _outage_since: float | None = None
+    _renewed_at: float = 0.0
+
+    def __init__(self, *args: Any, lease_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_progress_timeout_s = lease_s
+
+    async def _renew_leases(self) -> None:
+        """Extend the claims of the jobs this worker runs (every ``lease_s / 3`` seconds)."""
+        if time.monotonic() - self._renewed_at < self.in_progress_timeout_s / 3 or not self.job_tasks:
+            return
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for job_id in self.job_tasks:
+                pipe.pexpire(in_progress_key_prefix + job_id, int(self.in_progress_timeout_s * 1000))
+            await pipe.execute()
+        self._renewed_at = time.monotonic()
 
     async def _poll_iteration(self) -> None:
         try:
+            await self._renew_leases()
             await super()._poll_iteration()
         except UNAVAILABLE as exc:
             if self.burst:
@@ -295,6 +317,8 @@ class OutageTolerantWorker(Worker):
             self._outage_since = None
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
+        # a job whose lease lapsed while this worker still runs it (a stalled event loop) is not started twice here
+        job_ids = [job_id for job_id in job_ids if job_id.decode() not in self.job_tasks]
         try:
             await super().start_jobs(job_ids)
         except UNAVAILABLE:
@@ -329,7 +353,9 @@ class _SharedContainer:
                 self._container = container
             self._users += 1
         ctx["container"] = self._container
-        ctx["ingest_slots"] = IngestSlots(self._container.redis, settings.ingest_jobs_per_coach)
+        ctx["ingest_slots"] = IngestSlots(
+            self._container.redis, settings.ingest_jobs_per_coach, settings.worker_lease_seconds
+        )
 
     async def shutdown(self, ctx: dict[str, Any]) -> None:
         if ctx.pop("container", None) is None:
@@ -368,7 +394,8 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
             cron(fail_stalled_documents, second=45, run_at_startup=True),
             cron(learning_sweep, minute=set(range(0, 60, 5)), second=15, run_at_startup=True),
         ],
-        redis_settings=RedisSettings.from_dsn(redis_url),
+        redis_pool=connect_redis(redis_url, socket_timeout_s=settings.redis_socket_timeout_seconds),
+        lease_s=settings.worker_lease_seconds,
         on_startup=shared.startup,
         on_shutdown=shared.shutdown,
         burst=burst,
@@ -391,7 +418,8 @@ def _alert_worker(settings: Settings, redis_url: str, shared: _SharedContainer, 
             cron(send_sla_notices, second=30, run_at_startup=True),
         ],
         queue_name=ALERTS_QUEUE,
-        redis_settings=RedisSettings.from_dsn(redis_url),
+        redis_pool=connect_redis(redis_url, socket_timeout_s=settings.redis_socket_timeout_seconds, queue=ALERTS_QUEUE),
+        lease_s=settings.worker_lease_seconds,
         on_startup=shared.startup,
         on_shutdown=shared.shutdown,
         burst=burst,

@@ -24,6 +24,7 @@ from app.core import egress
 from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background, start_services
 from app.core.security import SecretBox
+from app.db.jobs import ALERTS_QUEUE
 from app.db.migrate import upgrade_head
 from app.llm.registry import ProviderRegistry
 from app.worker import build_workers, run_workers
@@ -82,7 +83,7 @@ def _no_jobs_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     client = SyncRedis.from_url(request.getfixturevalue("services").redis_url)
     try:
-        client.delete("arq:queue", *client.scan_iter("arq:job:*"))
+        client.delete("arq:queue", ALERTS_QUEUE, *client.scan_iter("arq:job:*"))
     finally:
         client.close()
 

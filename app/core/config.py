@@ -37,6 +37,27 @@ class Settings(BaseSettings):
         default=None, description="URL of the role that owns the schema; defaults to DATABASE_URL."
     )
     redis_url: str | None = None
+    database_statement_timeout_ms: int = Field(
+        default=60_000,
+        ge=0,
+        description="PostgreSQL statement_timeout of the app's connections (0: none): a query stuck behind a "
+        "failing server ends with an error instead of holding a request or a worker slot.",
+    )
+    database_lock_timeout_ms: int = Field(
+        default=10_000, ge=0, description="PostgreSQL lock_timeout of the app's connections (0: none)."
+    )
+    redis_socket_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a Redis command or connection attempt may take before Redis counts as unavailable "
+        "(a hung or restarting server).",
+    )
+    worker_lease_seconds: float = Field(
+        default=60.0,
+        ge=3,
+        description="A running job's claim in Redis lasts this long unless its worker renews it: the jobs of a "
+        "killed worker (and its coach's ingestion slot) are taken up again this long after it died.",
+    )
 
     secret_key: str | None = Field(
         default=None,

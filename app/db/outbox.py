@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq.connections import ArqRedis
+from arq.constants import default_queue_name
+from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 from sqlalchemy import DateTime, Integer, String, Text, delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import JSONB, UUID
@@ -50,6 +52,15 @@ MAX_JOB_ID_CHARS = 300
 
 UNAVAILABLE = (RedisError, OSError, TimeoutError)
 """Errors meaning Redis cannot take jobs now: the relay stops and leaves the rest for the next one."""
+
+
+def connect_redis(redis_url: str, *, socket_timeout_s: float, queue: str = default_queue_name) -> ArqRedis:
+    """An arq Redis client for ``redis_url`` whose commands and connection attempts give up after
+    ``socket_timeout_s`` seconds (``TimeoutError``, one of :data:`UNAVAILABLE`): a hung or restarting Redis
+    never blocks a caller for longer. ``queue`` is the queue ``enqueue_job`` uses by default. Connects on
+    first use."""
+    pool = ConnectionPool.from_url(redis_url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s)
+    return ArqRedis(pool, default_queue_name=queue)
 
 
 class OutboxJob(IdMixin, Base):
