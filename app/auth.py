@@ -139,6 +139,12 @@ def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return connection.client.host if connection.client else "unknown"
 
 
+def account_delete_key(coach_id: uuid.UUID) -> str:
+    """The rate-limit account of an account deletion (API and dashboard share it): the password it checks may
+    be any dashboard user's, so the count is per coach, not per e-mail."""
+    return f"account-delete:{coach_id}"
+
+
 async def throttle_auth_attempt(
     connection: ASGIConnection[Any, Any, Any, Any], container: ContainerDep, account: str | None
 ) -> None:

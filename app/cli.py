@@ -181,6 +181,7 @@ def cmd_rotate_secret(args: argparse.Namespace) -> int:
 
 async def seed_demo(settings: Settings, services: Services) -> tuple[str, str]:
     """Create "Demo Coach" with *Meditations* and a demo client unless present; returns (api key note, widget URL)."""
+    from app.accounts.unit_of_work import unit_of_work
     from app.container import Container
 
     container = await Container.create(settings, services.database_url, services.redis_url)
@@ -189,24 +190,23 @@ async def seed_demo(settings: Settings, services: Services) -> tuple[str, str]:
         if found is None:
             result = await container.accounts.signup("Demo Coach", DEMO_EMAIL, DEMO_PASSWORD)
             coach_id, key_note = result.coach_id, result.api_key
-            async with container.tenant(coach_id) as session:
+            async with unit_of_work(container.sessionmaker, coach_id) as uow:
                 await container.accounts.update_settings(
-                    session,
-                    coach_id,
+                    uow,
                     persona=(
                         "You are the AI assistant of Demo Coach, a Stoic coach. Answer warmly and briefly, "
                         "drawing on Marcus Aurelius' Meditations, and suggest one small practical step."
                     ),
                 )
-                await container.accounts.create_client(session, coach_id, "Demo Client")
-            await container.documents.upload(coach_id, DEMO_BOOK.name, "application/pdf", DEMO_BOOK.read_bytes())
+                await container.accounts.create_client(uow, "Demo Client")
+                await container.documents.upload(uow, DEMO_BOOK.name, "application/pdf", DEMO_BOOK.read_bytes())
         else:
             coach_id, key_note = found[0], "(created on first run; shown in that run's output)"
-        async with container.tenant(coach_id) as session:
-            clients = await container.accounts.list_clients(session, coach_id)
+        async with unit_of_work(container.sessionmaker, coach_id) as uow:
+            clients = await container.accounts.list_clients(uow)
             # a revoked demo link gets a new one
             token = container.accounts.widget_token(clients[-1]) or await container.accounts.rotate_widget_token(
-                session, coach_id, clients[-1].id
+                uow, clients[-1].id
             )
         return key_note, f"/w/{token}"
     finally:

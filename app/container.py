@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import functools
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from arq.connections import ArqRedis
@@ -17,7 +14,7 @@ from app.conversations.service import ConversationService
 from app.core.config import Settings
 from app.core.ratelimit import AuthThrottle
 from app.core.security import SecretBox
-from app.db.engine import RELAY_KEY, assert_unprivileged, make_engine, make_sessionmaker, tenant_session
+from app.db.engine import RELAY_KEY, assert_unprivileged, make_engine, make_sessionmaker
 from app.db.outbox import connect_redis, relay
 from app.handoff.actions import CoachActions
 from app.handoff.alerts import AlertService
@@ -148,12 +145,6 @@ class Container:
             rights=DataRightsService(sessionmaker, accounts, interventions, fine_tunes, cache, redis),
             auth_throttle=AuthThrottle(redis_url, settings.auth_rate_limit_ip, settings.auth_rate_limit_account),
         )
-
-    @asynccontextmanager
-    async def tenant(self, coach_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
-        """One transaction scoped to ``coach_id`` (see :func:`app.db.engine.tenant_session`)."""
-        async with tenant_session(self.sessionmaker, coach_id) as session:
-            yield session
 
     async def close(self) -> None:
         """Close Redis and dispose of the connection pool."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncGenerator
 from typing import Any, TypeAlias
 
 from litestar.datastructures import State
@@ -10,12 +11,15 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from app.accounts.service import ClientIdentity
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.container import Container
 
 ContainerDep: TypeAlias = NamedDependency[Container]
 CoachId: TypeAlias = NamedDependency[uuid.UUID]
-"""The tenant of the request (from the API key or the dashboard session)."""
+"""The tenant of the request (from the API key, the widget token or the dashboard session)."""
 ClientIdentityDep: TypeAlias = NamedDependency[ClientIdentity]
+Uow: TypeAlias = NamedDependency[UnitOfWork]
+"""The request's tenant unit of work (:func:`provide_unit_of_work`)."""
 PathId: TypeAlias = FromPath[uuid.UUID]
 PathStr: TypeAlias = FromPath[str]
 
@@ -24,3 +28,26 @@ def provide_container(state: State) -> Container:
     """The process container created at start-up (``app.state.container``)."""
     container: Any = state.container
     return container  # type: ignore[no-any-return]
+
+
+async def provide_unit_of_work(container: ContainerDep, coach_id: CoachId) -> AsyncGenerator[UnitOfWork, None]:
+    """One :class:`~app.accounts.unit_of_work.UnitOfWork` per request, for the request's tenant ``coach_id``
+    (whatever layer provides it: API key, widget token, dashboard session). Registered as ``"uow"`` next to
+    the layer's ``coach_id`` provider (Litestar checks every provider's own dependencies at start-up, so it
+    cannot sit on the app where no ``coach_id`` exists); only handlers that declare ``uow`` open one.
+
+    A generator dependency: Litestar runs the rest after the handler returned and its response was built
+    (``litestar.routes.http``: the cleanup group wraps the handler call and ``to_response``), so the
+    transaction commits before the response is sent; a commit that fails becomes the error response. When
+    the handler (or building its response) raises, Litestar throws the exception in here
+    (``DependencyCleanupGroup._throw``): the transaction rolls back, the jobs it queued and its after-commit
+    hooks are dropped, and the exception goes on to the error handlers. Handlers that must not hold a
+    transaction over a slow call (the chat turn) do not declare ``uow``.
+    """
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        yield uow
+
+
+def provide_identity_coach_id(identity: ClientIdentityDep) -> uuid.UUID:
+    """The tenant of the widget token's client: ``coach_id`` (and so ``uow``) for the client's handlers."""
+    return identity.coach_id

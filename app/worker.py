@@ -12,6 +12,12 @@ start on a database whose schema is not at the migrations' head. It rides out a 
 worker would stop at the first connection error): it waits for Redis to come back, then its 10-second relay
 cron sends the jobs that the outbox kept meanwhile (:mod:`app.db.outbox`) and logs a health line while jobs
 wait.
+
+Transactions: a job that only touches the database runs in one unit of work, opened here with
+:func:`~app.accounts.unit_of_work.unit_of_work` and passed to the service. Jobs that call a model or a
+provider between reads and writes (ingestion, summaries, insights, profiles, alerts, intervention analysis,
+fine-tunes, the promotion gate, the crons' per-tenant sweeps) take ids and open their own short units of
+work inside the service, so no transaction is held across a slow external call.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from arq.worker import Retry, Worker, func
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, LockNotOwnedError
 
+from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.core.config import Settings
 from app.db.jobs import (
@@ -162,7 +169,8 @@ async def summarize_session(ctx: dict[str, Any], coach_id: str, session_id: str)
         raise
     except Exception as exc:
         # the last try, or a bug: record it on the session so it is not left "ended" without a reason
-        await container.summaries.fail_summary(coach, chat_session, f"{type(exc).__name__}: {exc}")
+        async with unit_of_work(container.sessionmaker, coach) as uow:
+            await container.summaries.fail_summary(uow, chat_session, f"{type(exc).__name__}: {exc}")
         raise
 
 
@@ -213,13 +221,15 @@ async def analyse_intervention(ctx: dict[str, Any], coach_id: str, intervention_
 async def score_interventions(ctx: dict[str, Any], coach_id: str, conversation_id: str) -> str:
     """arq job: outcomes (the client's next turn, thumbs) of a conversation's interventions."""
     container: Container = ctx["container"]
-    return await container.interventions.score_outcomes(uuid.UUID(coach_id), uuid.UUID(conversation_id))
+    async with unit_of_work(container.sessionmaker, uuid.UUID(coach_id)) as uow:
+        return await container.interventions.score_outcomes(uow, uuid.UUID(conversation_id))
 
 
 async def refresh_training_data(ctx: dict[str, Any], coach_id: str, conversation_id: str) -> str:
     """arq job: rebuild one conversation's SFT examples and preference pairs."""
     container: Container = ctx["container"]
-    return await container.training.refresh(uuid.UUID(coach_id), uuid.UUID(conversation_id))
+    async with unit_of_work(container.sessionmaker, uuid.UUID(coach_id)) as uow:
+        return await container.training.refresh(uow, uuid.UUID(conversation_id))
 
 
 async def start_fine_tune(ctx: dict[str, Any], coach_id: str, job_id: str) -> str:

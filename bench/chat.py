@@ -37,6 +37,7 @@ from typing import Any
 from harness import bench_app, console, ingest_pdf, percentile, print_table
 from rich.table import Table
 
+from app.accounts.unit_of_work import unit_of_work
 from app.chat.turn import TurnResult
 from app.container import Container
 
@@ -98,11 +99,11 @@ async def measure(turns: int, max_tokens: int) -> dict[str, Any]:
     async with bench_app(llm_max_tokens=max_tokens) as (container, coach_id):
         with console.status(f"Ingesting {MEDITATIONS.name}…"):
             await ingest_pdf(container, coach_id, MEDITATIONS)
-        async with container.tenant(coach_id) as session:
-            client, _ = await container.accounts.create_client(session, coach_id, "Bench")
+        async with unit_of_work(container.sessionmaker, coach_id) as uow:
+            client, _ = await container.accounts.create_client(uow, "Bench")
             # every turn runs the model: questions repeat in new conversations, which the response cache
             # would answer (bench/learning.py measures the cache)
-            (await container.accounts.get_coach(session, coach_id)).response_cache_ttl_seconds = 0
+            (await uow.coach()).response_cache_ttl_seconds = 0
         with console.status("Loading the chat model (untimed warm-up turn)…"):
             warm_up, _ = await run_turn(container, coach_id, client.id, QUESTIONS[0], None)
         conversation_id: uuid.UUID | None = None

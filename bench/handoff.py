@@ -35,6 +35,7 @@ import websockets
 from harness import bench_app, console, percentile, print_table
 from rich.table import Table
 
+from app.accounts.unit_of_work import unit_of_work
 from app.asgi import create_app
 from app.chat.turn.intake import MAX_MESSAGE_CHARS
 from app.core.runtime import serve_in_background
@@ -107,8 +108,8 @@ async def _turn(base_url: str, token: str, text: str) -> tuple[float, float, flo
 async def run(messages: list[str]) -> dict[str, Any]:
     """Serve the app, log the coach in, send every message; returns the latencies in milliseconds."""
     async with bench_app() as (container, coach_id):
-        async with container.tenant(coach_id) as session:
-            _, token = await container.accounts.create_client(session, coach_id, "Bench Client")
+        async with unit_of_work(container.sessionmaker, coach_id) as uow:
+            _, token = await container.accounts.create_client(uow, "Bench Client")
         app = create_app(container.settings, container.database_url, container.redis_url, registry=container.registry)
         async with serve_in_background(app) as base_url, httpx.AsyncClient(base_url=base_url, timeout=30) as http:
             csrf = CSRF.search((await http.get("/login")).text)

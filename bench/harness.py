@@ -19,6 +19,7 @@ from cryptography.fernet import Fernet
 from rich.console import Console
 from rich.table import Table
 
+from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.core.config import Settings
 from app.core.runtime import start_services
@@ -62,10 +63,12 @@ async def ingest_pdf(container: Container, coach_id: uuid.UUID, path: Path) -> I
 
     Raises ``RuntimeError`` with the document's error when ingestion fails.
     """
-    document = await container.documents.upload(coach_id, path.name, "application/pdf", path.read_bytes())
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        document = await container.documents.upload(uow, path.name, "application/pdf", path.read_bytes())
     timings = await container.documents.ingest(coach_id, document.id)
     if timings is None:
-        failed = await container.documents.get(coach_id, document.id)
+        async with unit_of_work(container.sessionmaker, coach_id) as uow:
+            failed = await container.documents.get(uow, document.id)
         raise RuntimeError(f"ingesting {path.name} failed: {failed.error}")
     return timings
 

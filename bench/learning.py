@@ -36,6 +36,7 @@ from harness import bench_app, console, percentile, print_table
 from rich.table import Table
 from sqlalchemy import insert
 
+from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
 from app.learning.models import ExampleKind, ExampleSource, Intervention, InterventionSource, Split, TrainingExample
@@ -91,8 +92,8 @@ async def timed(make: Any) -> float:
 
 async def chat_cache(container: Container, coach_id: uuid.UUID) -> dict[str, dict[str, float]]:
     async def ask(name: str, question: str) -> tuple[float, str]:
-        async with container.tenant(coach_id) as session:
-            client, _ = await container.accounts.create_client(session, coach_id, name)
+        async with unit_of_work(container.sessionmaker, coach_id) as uow:
+            client, _ = await container.accounts.create_client(uow, name)
         started = time.perf_counter()
         items = [item async for item in container.chat.turn(coach_id, client.id, question)]
         return (time.perf_counter() - started) * 1000, items[-1].metadata.get("cache", "off")  # type: ignore[union-attr]
@@ -109,8 +110,9 @@ async def chat_cache(container: Container, coach_id: uuid.UUID) -> dict[str, dic
 
 
 async def seed_conversations(container: Container, coach_id: uuid.UUID, n: int) -> tuple[uuid.UUID, list[uuid.UUID]]:
-    async with container.tenant(coach_id) as session:
-        client, _ = await container.accounts.create_client(session, coach_id, f"Seed {uuid.uuid4().hex[:6]}")
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        session = uow.session
+        client, _ = await container.accounts.create_client(uow, f"Seed {uuid.uuid4().hex[:6]}")
         ids = [uuid.uuid4() for _ in range(n)]
         await session.execute(
             insert(Conversation),
@@ -166,7 +168,8 @@ async def few_shot(
                     "pattern_counted": False,
                 }
             )
-        async with container.tenant(coach_id) as session:
+        async with unit_of_work(container.sessionmaker, coach_id) as uow:
+            session = uow.session
             await session.execute(insert(Message), messages)
             await session.execute(insert(Intervention), batch)
         seeded = target
@@ -174,7 +177,8 @@ async def few_shot(
         for query in queries:
 
             async def search(query: list[float] = query) -> None:
-                async with container.tenant(coach_id) as session:
+                async with unit_of_work(container.sessionmaker, coach_id) as uow:
+                    session = uow.session
                     await container.interventions.similar(session, coach_id, query, embedder.model)
 
             samples.append(await timed(search))
@@ -209,10 +213,16 @@ async def dashboard(
                     "created_at": at + timedelta(seconds=5),
                 }
             )
-        async with container.tenant(coach_id) as session:
+        async with unit_of_work(container.sessionmaker, coach_id) as uow:
+            session = uow.session
             await session.execute(insert(Message), messages)
         seeded = target
-        samples = [await timed(lambda: container.learning_dashboard.figures(coach_id, days=30)) for _ in range(6)]
+
+        async def figures() -> object:
+            async with unit_of_work(container.sessionmaker, coach_id) as uow:
+                return await container.learning_dashboard.figures(uow, days=30)
+
+        samples = [await timed(figures) for _ in range(6)]
         rows[f"learning dashboard, {target:,} rated replies, first view"] = stats(samples[:1])
         rows[f"learning dashboard, {target:,} rated replies, again"] = stats(samples[1:])
     return rows
@@ -250,12 +260,16 @@ async def export(container: Container, coach_id: uuid.UUID, pairs: list[tuple[st
                 "content_hash": f"{i:064d}",
             }
         )
-    async with container.tenant(coach_id) as session:
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        session = uow.session
         await session.execute(insert(Message), messages)
         await session.execute(insert(TrainingExample), examples)
-    samples = [
-        await timed(lambda: container.training.export(coach_id, kind=ExampleKind.SFT, split="all")) for _ in range(5)
-    ]
+
+    async def export() -> list[str]:
+        async with unit_of_work(container.sessionmaker, coach_id) as uow:
+            return await container.training.export(uow, kind=ExampleKind.SFT, split="all")
+
+    samples = [await timed(export) for _ in range(5)]
     return {"training export, 5,000 SFT examples (JSONL)": stats(samples)}
 
 

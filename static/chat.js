@@ -307,7 +307,24 @@
     };
   }
 
+  // The client's first message from this page accepts the AI disclosure shown above the conversation
+  // (POST /api/v1/widget/disclosure with its version; recorded once per version, listed in the data export).
+  var disclosure = document.getElementById("disclosure");
+  var disclosureAccepted = false;
+  function acceptDisclosure() {
+    if (disclosureAccepted || !disclosure || !disclosure.dataset.version) return;
+    disclosureAccepted = true;
+    fetch("/api/v1/widget/disclosure", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ version: disclosure.dataset.version })
+    }).then(function (response) {
+      if (!response.ok) disclosureAccepted = false;
+    }, function () { disclosureAccepted = false; });
+  }
+
   function sendText(text) {
+    acceptDisclosure();
     var item = { client_message_id: newId(), text: text, conversation_id: conversationId };
     var el = bubble("client", LABELS.client, text);
     el.dataset.clientId = item.client_message_id;

@@ -109,6 +109,9 @@ class Client(TenantMixin, Base):
     name: Mapped[str] = mapped_column(String(200))
     widget_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     widget_token_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    ai_disclosure_version: Mapped[str | None] = mapped_column(String(40))
+    """The version of the widget's AI disclosure the client accepted (:mod:`app.accounts.disclosure`)."""
+    ai_disclosure_accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class HandoffMode:

@@ -1,4 +1,5 @@
-"""Accounts: sign-up, credentials, clients and the coach's settings. Every method takes the tenant explicitly."""
+"""Accounts: sign-up, credentials, clients and the coach's settings. Methods on tenant data take the
+:class:`~app.accounts.unit_of_work.UnitOfWork`; sign-up and the credential look-ups run before a tenant is known."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.api_keys import issue_api_key
 from app.accounts.handoff_settings import apply_handoff_settings
 from app.accounts.models import Client, Coach, CoachUser
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.egress import EgressGuard, EgressRefused, UnresolvableHost
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.security import SecretBox, hash_password_async, new_token, token_hash, verify_password_async
@@ -82,7 +84,7 @@ class AccountService:
         check_new_password("password", password)
         coach_id = uuid.uuid4()
         user = CoachUser(coach_id=coach_id, email=email, password_hash=await hash_password_async(password))
-        try:
+        try:  # the tenant does not exist yet: a transaction of its own, not a unit of work (no coach to load)
             async with tenant_session(self._sessionmaker, coach_id) as session:
                 session.add(Coach(id=coach_id, name=coach_name, persona=default_persona(coach_name)))
                 await session.flush()
@@ -107,10 +109,11 @@ class AccountService:
             return None
         return row.coach_id, row.user_id
 
-    async def check_password(self, session: AsyncSession, coach_id: uuid.UUID, password: str) -> bool:
+    async def check_password(self, uow: UnitOfWork, password: str) -> bool:
         """Whether ``password`` is the password of one of the coach's dashboard users (argon2id check, in a
         worker thread: :func:`app.core.security.verify_password_async`)."""
-        hashes = (await session.scalars(select(CoachUser.password_hash).where(CoachUser.coach_id == coach_id))).all()
+        stmt = select(CoachUser.password_hash).where(CoachUser.coach_id == uow.coach_id)
+        hashes = (await uow.session.scalars(stmt)).all()
         for stored in hashes:
             if await verify_password_async(stored, password):
                 return True
@@ -200,32 +203,25 @@ class AccountService:
         return (identity, hashed) if identity is not None else None
 
     async def widget_allowed_origins(self, coach_id: uuid.UUID) -> list[str]:
-        """The origins the coach lets frame the widget and call its API (``Coach.widget_allowed_origins``).
-        Raises ``NotFound`` for an unknown coach."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            return list((await self.get_coach(session, coach_id)).widget_allowed_origins)
+        """The origins the coach lets frame the widget and call its API (``Coach.widget_allowed_origins``), read
+        before the request's unit of work exists (authentication). Raises ``NotFound`` for an unknown coach."""
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            return list((await uow.coach()).widget_allowed_origins)
 
-    async def get_coach(self, session: AsyncSession, coach_id: uuid.UUID) -> Coach:
-        """The tenant row (RLS already limits ``session`` to it). Raises ``NotFound``."""
-        coach = await session.get(Coach, coach_id)
-        if coach is None:
-            raise NotFound("coach not found")
-        return coach
+    async def delete_coach(self, uow: UnitOfWork) -> None:
+        """Delete the unit of work's coach account and, by cascade, everything it owns. Raises ``NotFound``."""
+        await uow.session.delete(await uow.coach())
+        await uow.session.flush()
 
-    async def delete_coach(self, coach_id: uuid.UUID) -> None:
-        """Delete a coach account and, by cascade, everything it owns. Raises ``NotFound``."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            await session.delete(await self.get_coach(session, coach_id))
-
-    async def create_client(self, session: AsyncSession, coach_id: uuid.UUID, name: str) -> tuple[Client, str]:
+    async def create_client(self, uow: UnitOfWork, name: str) -> tuple[Client, str]:
         """Create a client; returns it and its plaintext widget token. Raises ``InvalidInput`` on empty name."""
         name = name.strip()
         if not name:
             raise InvalidInput("name must not be empty")
-        client = Client(coach_id=coach_id, name=name)
+        client = Client(coach_id=uow.coach_id, name=name)
         token = self._issue_widget_token(client)
-        session.add(client)
-        await session.flush()
+        uow.session.add(client)
+        await uow.session.flush()
         return client, token
 
     def _issue_widget_token(self, client: Client) -> str:
@@ -235,36 +231,37 @@ class AccountService:
         client.widget_token_encrypted = self._secrets.encrypt(token)
         return token
 
-    async def rotate_widget_token(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> str:
+    async def rotate_widget_token(self, uow: UnitOfWork, client_id: uuid.UUID) -> str:
         """Replace the client's widget token (also a revoked one) with a new one; returns it in plaintext. The
         old token and every widget session made from it stop working at once. Raises ``NotFound``."""
-        client = await self.get_client(session, coach_id, client_id)
+        client = await self.get_client(uow, client_id)
         token = self._issue_widget_token(client)
-        await session.flush()
+        await uow.session.flush()
         return token
 
-    async def revoke_widget_token(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> None:
+    async def revoke_widget_token(self, uow: UnitOfWork, client_id: uuid.UUID) -> None:
         """Revoke the client's widget token: no token or widget session works until
         :meth:`rotate_widget_token`. Raises ``NotFound``."""
-        client = await self.get_client(session, coach_id, client_id)
+        client = await self.get_client(uow, client_id)
         client.widget_token_hash = client.widget_token_encrypted = None
-        await session.flush()
+        await uow.session.flush()
 
-    async def list_clients(self, session: AsyncSession, coach_id: uuid.UUID) -> list[Client]:
+    async def list_clients(self, uow: UnitOfWork) -> list[Client]:
         """The coach's clients, newest first."""
-        stmt = select(Client).where(Client.coach_id == coach_id).order_by(Client.created_at.desc())
-        return list((await session.scalars(stmt)).all())
+        stmt = select(Client).where(Client.coach_id == uow.coach_id).order_by(Client.created_at.desc())
+        return list((await uow.session.scalars(stmt)).all())
 
-    async def get_client(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> Client:
+    async def get_client(self, uow: UnitOfWork, client_id: uuid.UUID) -> Client:
         """One client of this coach. Raises ``NotFound`` (also for another coach's client)."""
-        client = await session.scalar(select(Client).where(Client.id == client_id, Client.coach_id == coach_id))
+        stmt = select(Client).where(Client.id == client_id, Client.coach_id == uow.coach_id)
+        client = await uow.session.scalar(stmt)
         if client is None:
             raise NotFound("client not found")
         return client
 
-    async def delete_client(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> None:
+    async def delete_client(self, uow: UnitOfWork, client_id: uuid.UUID) -> None:
         """Delete a client and (by cascade) its conversations. Raises ``NotFound``."""
-        await session.delete(await self.get_client(session, coach_id, client_id))
+        await uow.session.delete(await self.get_client(uow, client_id))
 
     def widget_token(self, client: Client) -> str | None:
         """Decrypt the client's widget token for display in the coach's dashboard (``None``: revoked)."""
@@ -274,8 +271,7 @@ class AccountService:
 
     async def update_settings(
         self,
-        session: AsyncSession,
-        coach_id: uuid.UUID,
+        uow: UnitOfWork,
         *,
         name: str | None = None,
         persona: str | None = None,
@@ -305,7 +301,7 @@ class AccountService:
             handoff["alert_webhook_url"] = (
                 await self.check_outbound_url("alert_webhook_url", handoff["alert_webhook_url"]) or ""
             )
-        coach = await self.get_coach(session, coach_id)
+        coach = await uow.coach()
         if name is not None:
             if not name.strip():
                 raise InvalidInput("name must not be empty")
@@ -333,7 +329,7 @@ class AccountService:
         apply_handoff_settings(coach, self._secrets, **handoff)
         if coach.llm_provider == "openai" and not coach.llm_model:
             raise InvalidInput("llm_model is required for the openai provider")
-        await session.flush()
+        await uow.session.flush()
         return coach
 
 

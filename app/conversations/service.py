@@ -12,10 +12,10 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client
+from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.errors import InvalidInput, NotFound
 from app.db import jobs
-from app.db.engine import tenant_session
 
 MAX_FEEDBACK_CHARS = 2000
 
@@ -27,65 +27,65 @@ class ConversationService:
         self._sessionmaker = sessionmaker
 
     async def list_conversations(
-        self, coach_id: uuid.UUID, client_id: uuid.UUID | None = None
+        self, uow: UnitOfWork, client_id: uuid.UUID | None = None
     ) -> list[tuple[Conversation, str, int]]:
         """The coach's conversations, most recent first, as ``(conversation, client name, message count)``."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            stmt = (
-                select(Conversation, Client.name, func.count(Message.id))
-                .join(Client, Client.id == Conversation.client_id)
-                .outerjoin(Message, Message.conversation_id == Conversation.id)
-                .where(Conversation.coach_id == coach_id)
-                .group_by(Conversation.id, Client.name)
-                .order_by(Conversation.last_message_at.desc())
-            )
-            if client_id is not None:
-                stmt = stmt.where(Conversation.client_id == client_id)
-            return [(c, name, int(n)) for c, name, n in (await session.execute(stmt)).all()]
+        session, coach_id = uow.session, uow.coach_id
+        stmt = (
+            select(Conversation, Client.name, func.count(Message.id))
+            .join(Client, Client.id == Conversation.client_id)
+            .outerjoin(Message, Message.conversation_id == Conversation.id)
+            .where(Conversation.coach_id == coach_id)
+            .group_by(Conversation.id, Client.name)
+            .order_by(Conversation.last_message_at.desc())
+        )
+        if client_id is not None:
+            stmt = stmt.where(Conversation.client_id == client_id)
+        return [(c, name, int(n)) for c, name, n in (await session.execute(stmt)).all()]
 
     async def get_conversation(
-        self, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, client_id: uuid.UUID | None = None
+        self, uow: UnitOfWork, conversation_id: uuid.UUID, *, client_id: uuid.UUID | None = None
     ) -> tuple[Conversation, list[Message]]:
         """A conversation and its messages (oldest first). With ``client_id``, only that client's.
 
         Raises ``NotFound`` (also for another coach's or another client's conversation).
         """
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            conversation = await _conversation(session, coach_id, conversation_id, client_id)
-            messages = (
-                await session.scalars(
-                    select(Message)
-                    .where(Message.conversation_id == conversation_id)
-                    .order_by(Message.created_at, Message.id)
-                )
-            ).all()
+        session, coach_id = uow.session, uow.coach_id
+        conversation = await _conversation(session, coach_id, conversation_id, client_id)
+        messages = (
+            await session.scalars(
+                select(Message)
+                .where(Message.conversation_id == conversation_id)
+                .order_by(Message.created_at, Message.id)
+            )
+        ).all()
         return conversation, list(messages)
 
     async def messages_after(
-        self, coach_id: uuid.UUID, client_id: uuid.UUID, conversation_id: uuid.UUID, after: uuid.UUID | None
+        self, uow: UnitOfWork, client_id: uuid.UUID, conversation_id: uuid.UUID, after: uuid.UUID | None
     ) -> list[Message]:
         """The client's conversation's messages stored after message ``after`` (all with ``None``), oldest
         first: what a widget missed while it was disconnected. Raises ``NotFound`` (not this client's
         conversation, or ``after`` is not one of its messages)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            await _conversation(session, coach_id, conversation_id, client_id)
-            stmt = select(Message).where(Message.conversation_id == conversation_id)
-            if after is not None:
-                mark = (
-                    await session.execute(
-                        select(Message.created_at, Message.id).where(
-                            Message.id == after, Message.conversation_id == conversation_id
-                        )
+        session, coach_id = uow.session, uow.coach_id
+        await _conversation(session, coach_id, conversation_id, client_id)
+        stmt = select(Message).where(Message.conversation_id == conversation_id)
+        if after is not None:
+            mark = (
+                await session.execute(
+                    select(Message.created_at, Message.id).where(
+                        Message.id == after, Message.conversation_id == conversation_id
                     )
-                ).one_or_none()
-                if mark is None:
-                    raise NotFound("message not found in this conversation")
-                stmt = stmt.where(tuple_(Message.created_at, Message.id) > tuple_(mark.created_at, mark.id))
-            return list((await session.scalars(stmt.order_by(Message.created_at, Message.id))).all())
+                )
+            ).one_or_none()
+            if mark is None:
+                raise NotFound("message not found in this conversation")
+            stmt = stmt.where(tuple_(Message.created_at, Message.id) > tuple_(mark.created_at, mark.id))
+        return list((await session.scalars(stmt.order_by(Message.created_at, Message.id))).all())
 
     async def record_feedback(
         self,
-        coach_id: uuid.UUID,
+        uow: UnitOfWork,
         client_id: uuid.UUID,
         message_id: uuid.UUID,
         *,
@@ -105,25 +105,25 @@ class ConversationService:
         comment = (comment or "").strip() or None
         if comment is not None and len(comment) > MAX_FEEDBACK_CHARS:
             raise InvalidInput(f"text is longer than {MAX_FEEDBACK_CHARS} characters")
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            message = await session.scalar(
-                select(Message)
-                .join(Conversation, Conversation.id == Message.conversation_id)
-                .where(
-                    Message.id == message_id,
-                    Message.sender_type.in_((SenderType.AI, SenderType.HUMAN_COACH)),
-                    Conversation.client_id == client_id,
-                )
-                .with_for_update(of=Message)
+        session, coach_id = uow.session, uow.coach_id
+        message = await session.scalar(
+            select(Message)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(
+                Message.id == message_id,
+                Message.sender_type.in_((SenderType.AI, SenderType.HUMAN_COACH)),
+                Conversation.client_id == client_id,
             )
-            if message is None:
-                raise NotFound("message not found")
-            at = datetime.now(UTC).isoformat()
-            feedback = {"helpful": helpful, "rating": rating, "text": comment, "at": at}
-            message.meta = dict(message.meta) | {"feedback": feedback}
-            trigger = f"feedback:{message_id}:{at}"
-            jobs.refresh_training_data(session, coach_id, message.conversation_id, trigger=trigger)
-            jobs.score_interventions(session, coach_id, message.conversation_id, trigger=trigger)
+            .with_for_update(of=Message)
+        )
+        if message is None:
+            raise NotFound("message not found")
+        at = datetime.now(UTC).isoformat()
+        feedback = {"helpful": helpful, "rating": rating, "text": comment, "at": at}
+        message.meta = dict(message.meta) | {"feedback": feedback}
+        trigger = f"feedback:{message_id}:{at}"
+        jobs.refresh_training_data(session, coach_id, message.conversation_id, trigger=trigger)
+        jobs.score_interventions(session, coach_id, message.conversation_id, trigger=trigger)
         return feedback
 
 

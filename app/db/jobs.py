@@ -178,6 +178,7 @@ def answer_pending(session: AsyncSession, coach_id: uuid.UUID, message_id: uuid.
 
 
 def purge_erased_data(session: AsyncSession, coach_id: uuid.UUID, file_ids: list[str], *, reason: str) -> None:
-    """Queue the purge that follows an erasure (``reason``: ``client:<id>`` or ``account``): the coach's Redis
-    caches that may quote the erased messages, and the training files ``file_ids`` at the coach's provider."""
+    """Queue the purge that follows an erasure (``reason``: ``client:<id>``, ``account``, or ``forget:<insight
+    id>`` when messages are forgotten): the coach's Redis caches that may quote the erased messages, and the
+    training files ``file_ids`` at the coach's provider."""
     add_job(session, coach_id, PURGE_ERASED_DATA, str(coach_id), file_ids, job_id=f"{PURGE_ERASED_DATA}:{reason}")

@@ -45,6 +45,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from app.accounts.models import Coach
+from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.errors import EvalDataError
@@ -269,26 +270,27 @@ async def _evaluate_conversation(
     )
     coach_id = signup.coach_id
     try:
-        async with container.tenant(coach_id) as session:
+        async with unit_of_work(container.sessionmaker, coach_id) as uow:
+            session = uow.session
             if openai is not None:
                 await container.accounts.update_settings(
-                    session,
-                    coach_id,
+                    uow,
                     llm_provider="openai",
                     llm_model=openai.model,
                     llm_base_url=openai.base_url or "",
                     llm_api_key=openai.api_key,
                 )
-            client, _ = await container.accounts.create_client(session, coach_id, conversation.speaker_a)
+            client, _ = await container.accounts.create_client(uow, conversation.speaker_a)
             conv = Conversation(coach_id=coach_id, client_id=client.id, channel="api")
             session.add(conv)
             await session.flush()
-            coach = await container.accounts.get_coach(session, coach_id)
+            coach = await uow.coach()
         dia_of: dict[uuid.UUID, str] = {}
         turns: list[Turn] = []
         for number, turns_of_session in enumerate(conversation.sessions, start=1):
-            async with container.tenant(coach_id) as session:
-                coach = await container.accounts.get_coach(session, coach_id)
+            async with unit_of_work(container.sessionmaker, coach_id) as uow:
+                session = uow.session
+                coach = await uow.coach()
                 for turn in turns_of_session:
                     sender = SenderType.CLIENT if turn.speaker == conversation.speaker_a else SenderType.HUMAN_COACH
                     message = Message(
@@ -305,7 +307,8 @@ async def _evaluate_conversation(
                     await track_message(session, coach, message, turn.at, queue_jobs=False)
                     dia_of[message.id] = turn.dia_id
             turns.extend(turns_of_session)
-            session_id = await container.sessions.end_session(coach_id, conv.id, queue_jobs=False)
+            async with unit_of_work(container.sessionmaker, coach_id) as uow:
+                session_id = await container.sessions.end_session(uow, conv.id, queue_jobs=False)
             if progress:
                 progress(f"{conversation.sample_id}: session {number}/{len(conversation.sessions)} — insights")
             await container.insights.extract_insights(coach_id, conv.id, force=True)
@@ -324,7 +327,8 @@ async def _evaluate_conversation(
         await _score(container, coach, client.id, conversation, turns, dia_of, run, judge=openai is not None)
     finally:
         if not keep:
-            await container.accounts.delete_coach(coach_id)
+            async with unit_of_work(container.sessionmaker, coach_id) as uow:
+                await container.accounts.delete_coach(uow)
 
 
 async def _score(
@@ -355,7 +359,8 @@ async def _score(
     retriever.index(bm25s.tokenize([t.text for t in turns], stopwords="en", show_progress=False), show_progress=False)
     now = turns[-1].at + TURN_SPACING
     as_item = [({t.dia_id}, t.text) for t in turns]
-    async with container.tenant(coach.id) as session:
+    async with unit_of_work(container.sessionmaker, coach.id) as uow:
+        session = uow.session
         run.insights += len(
             (
                 await session.scalars(

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import UTC, datetime
 
@@ -12,12 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client, Coach
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason, HandoffStatus
 from app.conversations.models import Message, SenderType
 from app.conversations.service import unanswered_client_message
 from app.core.errors import Conflict, InvalidInput
 from app.db import jobs
-from app.db.engine import tenant_session
 from app.handoff.queue import coach_conversation
 from app.handoff.service import HandoffService
 from app.learning.interventions import InterventionService
@@ -54,61 +55,58 @@ class CoachActions:
         self._handoffs = handoffs
         self._interventions = interventions
 
-    async def takeover(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> Handoff:
+    async def takeover(self, uow: UnitOfWork, conversation_id: uuid.UUID) -> Handoff:
         """The coach takes the conversation: its open handoff is claimed, or (unprompted) a claimed one is
         opened. Idempotent for an already claimed conversation. The AI stays paused until handback.
         Raises ``NotFound``."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            coach, handoff, client, joined = await self._claim(session, coach_id, conversation_id)
+        coach, handoff, client, joined = await self._claim(uow, conversation_id)
         if joined:
-            await self._handoffs.publish_change(coach, handoff, client, "coach_joined")
+            uow.after_commit(functools.partial(self._handoffs.publish_change, coach, handoff, client, "coach_joined"))
         return handoff
 
-    async def send(self, coach_id: uuid.UUID, conversation_id: uuid.UUID, text: str) -> Message:
+    async def send(self, uow: UnitOfWork, conversation_id: uuid.UUID, text: str) -> Message:
         """A message from the human coach to the client; takes the conversation over first (in the same
         transaction) when the coach has not yet, and is recorded as a ``takeover`` intervention (with the
         conversation's pending AI draft, if any; analysed by an arq job after commit). Raises
         ``InvalidInput`` (empty or too long: nothing is stored) and ``NotFound``."""
         text = coach_text(text)
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            coach, handoff, client, joined = await self._claim(session, coach_id, conversation_id)
-            message, _ = await store_message(
-                session,
-                coach,
-                conversation_id,
-                SenderType.HUMAN_COACH,
-                text,
-                at=datetime.now(UTC),
-                meta={
-                    "is_handoff": True,
-                    "handoff_id": str(handoff.id),
-                    "handoff_reason": handoff.reason,
-                    "ai_confidence_before": handoff.confidence,
-                },
-            )
-            pending = await session.scalar(
-                select(Draft.text)
-                .where(Draft.conversation_id == conversation_id, Draft.status == DraftStatus.PENDING)
-                .order_by(Draft.created_at.desc())
-                .limit(1)
-            )
-            await self._interventions.record(
-                session, coach, message, source=InterventionSource.TAKEOVER, handoff_id=handoff.id, ai_draft=pending
-            )
+        session, coach_id = uow.session, uow.coach_id
+        coach, handoff, client, joined = await self._claim(uow, conversation_id)
+        message, _ = await store_message(
+            session,
+            coach,
+            conversation_id,
+            SenderType.HUMAN_COACH,
+            text,
+            at=datetime.now(UTC),
+            meta={
+                "is_handoff": True,
+                "handoff_id": str(handoff.id),
+                "handoff_reason": handoff.reason,
+                "ai_confidence_before": handoff.confidence,
+            },
+        )
+        pending = await session.scalar(
+            select(Draft.text)
+            .where(Draft.conversation_id == conversation_id, Draft.status == DraftStatus.PENDING)
+            .order_by(Draft.created_at.desc())
+            .limit(1)
+        )
+        await self._interventions.record(
+            session, coach, message, source=InterventionSource.TAKEOVER, handoff_id=handoff.id, ai_draft=pending
+        )
         if joined:
-            await self._handoffs.publish_change(coach, handoff, client, "coach_joined")
-        await self._handoffs.publish_message(coach_id, client.id, message)
+            uow.after_commit(functools.partial(self._handoffs.publish_change, coach, handoff, client, "coach_joined"))
+        uow.after_commit(functools.partial(self._handoffs.publish_message, coach_id, client.id, message))
         return message
 
-    async def _claim(
-        self, session: AsyncSession, coach_id: uuid.UUID, conversation_id: uuid.UUID
-    ) -> tuple[Coach, Handoff, Client, bool]:
+    async def _claim(self, uow: UnitOfWork, conversation_id: uuid.UUID) -> tuple[Coach, Handoff, Client, bool]:
         """Claim the conversation's handoff for the coach (opening a ``coach_takeover`` one when none is
         active). Returns the coach, the claimed handoff, the client and whether it was claimed just now
         (the caller then announces ``coach_joined`` after commit). Raises ``NotFound``."""
-        coach = await self._accounts.get_coach(session, coach_id)
-        conversation = await coach_conversation(session, coach_id, conversation_id)
-        client = await self._accounts.get_client(session, coach_id, conversation.client_id)
+        session, coach = uow.session, await uow.coach()
+        conversation = await coach_conversation(session, uow.coach_id, conversation_id)
+        client = await self._accounts.get_client(uow, conversation.client_id)
         handoff = await self._handoffs.active_for(session, conversation_id)
         if handoff is not None and handoff.status == HandoffStatus.CLAIMED:
             return coach, handoff, client, False
@@ -121,25 +119,25 @@ class CoachActions:
             handoff.claimed_at = datetime.now(UTC)
         return coach, handoff, client, True
 
-    async def handback(self, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, reply: bool = True) -> Handoff:
+    async def handback(self, uow: UnitOfWork, conversation_id: uuid.UUID, *, reply: bool = True) -> Handoff:
         """Give the conversation back to the AI: the active handoff is closed (an open one is dismissed);
         ``human_duration_minutes`` is the time since the takeover. With ``reply`` (the default) the AI answers
         the client's message the coach left unanswered, if any (an ``answer_pending`` job queued in the same
         transaction). Raises ``NotFound`` and ``Conflict`` when no handoff is active."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            coach = await self._accounts.get_coach(session, coach_id)
-            conversation = await coach_conversation(session, coach_id, conversation_id)
-            handoff = await self._handoffs.active_for(session, conversation_id)
-            if handoff is None:
-                raise Conflict("the conversation is not handed off")
-            now = datetime.now(UTC)
-            handoff.status = HandoffStatus.CLOSED
-            handoff.closed_at = now
-            if handoff.claimed_at is not None:
-                handoff.human_duration_minutes = round((now - handoff.claimed_at).total_seconds() / 60, 2)
-            client = await self._accounts.get_client(session, coach_id, conversation.client_id)
-            pending = await unanswered_client_message(session, conversation_id) if reply else None
-            if pending is not None:
-                jobs.answer_pending(session, coach_id, pending)
-        await self._handoffs.publish_change(coach, handoff, client, "coach_left")
+        session, coach_id = uow.session, uow.coach_id
+        coach = await uow.coach()
+        conversation = await coach_conversation(session, coach_id, conversation_id)
+        handoff = await self._handoffs.active_for(session, conversation_id)
+        if handoff is None:
+            raise Conflict("the conversation is not handed off")
+        now = datetime.now(UTC)
+        handoff.status = HandoffStatus.CLOSED
+        handoff.closed_at = now
+        if handoff.claimed_at is not None:
+            handoff.human_duration_minutes = round((now - handoff.claimed_at).total_seconds() / 60, 2)
+        client = await self._accounts.get_client(uow, conversation.client_id)
+        pending = await unanswered_client_message(session, conversation_id) if reply else None
+        if pending is not None:
+            jobs.answer_pending(session, coach_id, pending)
+        uow.after_commit(functools.partial(self._handoffs.publish_change, coach, handoff, client, "coach_left"))
         return handoff

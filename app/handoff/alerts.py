@@ -66,12 +66,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks import Webhook
 
 from app.accounts.models import Client, Coach
+from app.accounts.unit_of_work import unit_of_work
 from app.conversations.handoffs import Handoff, HandoffReason
 from app.core.config import Settings
 from app.core.egress import EgressGuard, EgressRefused, http_status_text
 from app.core.security import SecretBox
 from app.core.text import one_line
-from app.db.engine import tenant_session
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +331,8 @@ class AlertService:
         return summary
 
     async def _load(self, coach_id: uuid.UUID, handoff_id: uuid.UUID, event: str, reason: str | None) -> _Target | None:
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             handoff = await session.get(Handoff, handoff_id)
             coach = await session.get(Coach, coach_id)
             if handoff is None or coach is None or handoff.coach_id != coach_id:
@@ -429,7 +430,8 @@ class AlertService:
         self, coach_id: uuid.UUID, handoff_id: uuid.UUID, event: str, channel: str, outcome: _Outcome
     ) -> None:
         """Store one event's channel outcome in ``handoff.alerts`` in its own transaction (row locked)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             handoff = await session.get(Handoff, handoff_id, with_for_update=True)
             if handoff is None:
                 return

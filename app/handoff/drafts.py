@@ -4,6 +4,7 @@ discard it."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import UTC, datetime
 
@@ -11,10 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.handoffs import Draft, DraftStatus
 from app.conversations.models import Message, SenderType
 from app.core.errors import Conflict, InvalidInput, NotFound
-from app.db.engine import tenant_session
 from app.handoff.actions import coach_text
 from app.handoff.queue import coach_conversation
 from app.handoff.service import HandoffService
@@ -39,63 +40,63 @@ class DraftService:
         self._handoffs = handoffs
         self._interventions = interventions
 
-    async def list_drafts(self, coach_id: uuid.UUID, status: str | None = None) -> list[Draft]:
+    async def list_drafts(self, uow: UnitOfWork, status: str | None = None) -> list[Draft]:
         """The coach's drafts, oldest first (the order to review them in). Raises ``InvalidInput``."""
         if status is not None and status not in DraftStatus.ALL:
             raise InvalidInput(f"status must be one of {', '.join(DraftStatus.ALL)}")
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            stmt = select(Draft).where(Draft.coach_id == coach_id).order_by(Draft.created_at)
-            if status is not None:
-                stmt = stmt.where(Draft.status == status)
-            return list((await session.scalars(stmt)).all())
+        session, coach_id = uow.session, uow.coach_id
+        stmt = select(Draft).where(Draft.coach_id == coach_id).order_by(Draft.created_at)
+        if status is not None:
+            stmt = stmt.where(Draft.status == status)
+        return list((await session.scalars(stmt)).all())
 
-    async def approve_draft(self, coach_id: uuid.UUID, draft_id: uuid.UUID, text: str | None = None) -> Message:
+    async def approve_draft(self, uow: UnitOfWork, draft_id: uuid.UUID, text: str | None = None) -> Message:
         """Send a pending draft to the client, as written (an ``ai`` message) or edited by the coach (a
         ``human_coach`` message that keeps the AI draft in ``metadata.ai_draft``, recorded as a ``draft_edit``
         intervention and analysed by an arq job after commit). Raises ``NotFound``,
         ``Conflict`` (already decided) and ``InvalidInput`` (empty or too long edit)."""
         edited_text = None if text is None else coach_text(text)
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            coach = await self._accounts.get_coach(session, coach_id)
-            draft = await self._pending_draft(session, coach_id, draft_id)
-            edited = edited_text is not None and edited_text != draft.text
-            meta = dict(draft.meta) | {"draft_id": str(draft.id), "approved_by_coach": True}
-            if edited:
-                meta |= {"edited": True, "ai_draft": draft.text}
-            message, _ = await store_message(
+        session, coach_id = uow.session, uow.coach_id
+        coach = await uow.coach()
+        draft = await self._pending_draft(session, coach_id, draft_id)
+        edited = edited_text is not None and edited_text != draft.text
+        meta = dict(draft.meta) | {"draft_id": str(draft.id), "approved_by_coach": True}
+        if edited:
+            meta |= {"edited": True, "ai_draft": draft.text}
+        message, _ = await store_message(
+            session,
+            coach,
+            draft.conversation_id,
+            SenderType.HUMAN_COACH if edited else SenderType.AI,
+            edited_text if edited and edited_text else draft.text,
+            at=datetime.now(UTC),
+            citations=[] if edited else draft.citations,
+            meta=meta,
+        )
+        draft.status = DraftStatus.APPROVED
+        draft.edited = edited
+        draft.decided_at = message.created_at
+        draft.sent_message_id = message.id
+        conversation = await coach_conversation(session, coach_id, draft.conversation_id)
+        if edited:
+            handoff = await self._handoffs.active_for(session, draft.conversation_id)
+            await self._interventions.record(
                 session,
                 coach,
-                draft.conversation_id,
-                SenderType.HUMAN_COACH if edited else SenderType.AI,
-                edited_text if edited and edited_text else draft.text,
-                at=datetime.now(UTC),
-                citations=[] if edited else draft.citations,
-                meta=meta,
+                message,
+                source=InterventionSource.DRAFT_EDIT,
+                handoff_id=handoff.id if handoff is not None else None,
+                ai_draft=draft.text,
             )
-            draft.status = DraftStatus.APPROVED
-            draft.edited = edited
-            draft.decided_at = message.created_at
-            draft.sent_message_id = message.id
-            conversation = await coach_conversation(session, coach_id, draft.conversation_id)
-            if edited:
-                handoff = await self._handoffs.active_for(session, draft.conversation_id)
-                await self._interventions.record(
-                    session,
-                    coach,
-                    message,
-                    source=InterventionSource.DRAFT_EDIT,
-                    handoff_id=handoff.id if handoff is not None else None,
-                    ai_draft=draft.text,
-                )
-        await self._handoffs.publish_message(coach_id, conversation.client_id, message)
+        uow.after_commit(functools.partial(self._handoffs.publish_message, coach_id, conversation.client_id, message))
         return message
 
-    async def discard_draft(self, coach_id: uuid.UUID, draft_id: uuid.UUID) -> Draft:
+    async def discard_draft(self, uow: UnitOfWork, draft_id: uuid.UUID) -> Draft:
         """Drop a pending draft without sending anything. Raises ``NotFound`` and ``Conflict``."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            draft = await self._pending_draft(session, coach_id, draft_id)
-            draft.status = DraftStatus.DISCARDED
-            draft.decided_at = datetime.now(UTC)
+        session, coach_id = uow.session, uow.coach_id
+        draft = await self._pending_draft(session, coach_id, draft_id)
+        draft.status = DraftStatus.DISCARDED
+        draft.decided_at = datetime.now(UTC)
         return draft
 
     async def _pending_draft(self, session: AsyncSession, coach_id: uuid.UUID, draft_id: uuid.UUID) -> Draft:

@@ -13,10 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason, HandoffStatus
 from app.conversations.models import Conversation
 from app.core.errors import InvalidInput, NotFound
-from app.db.engine import tenant_session
 
 
 @dataclass(frozen=True)
@@ -92,25 +92,25 @@ class HandoffQueue:
         self._accounts = accounts
 
     async def list_handoffs(
-        self, coach_id: uuid.UUID, status: str | None = None, *, handoff_id: uuid.UUID | None = None
+        self, uow: UnitOfWork, status: str | None = None, *, handoff_id: uuid.UUID | None = None
     ) -> list[QueueItem]:
         """The coach's handoffs, newest first, optionally of one status (or the one ``handoff_id``). Raises
         ``InvalidInput`` for an unknown status."""
         if status is not None and status not in HandoffStatus.ALL:
             raise InvalidInput(f"status must be one of {', '.join(HandoffStatus.ALL)}")
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            coach = await self._accounts.get_coach(session, coach_id)
-            stmt = (
-                select(Handoff, Client.name)
-                .join(Client, Client.id == Handoff.client_id)
-                .where(Handoff.coach_id == coach_id)
-                .order_by(Handoff.created_at.desc())
-            )
-            if status is not None:
-                stmt = stmt.where(Handoff.status == status)
-            if handoff_id is not None:
-                stmt = stmt.where(Handoff.id == handoff_id)
-            rows = (await session.execute(stmt)).all()
+        session, coach_id = uow.session, uow.coach_id
+        coach = await uow.coach()
+        stmt = (
+            select(Handoff, Client.name)
+            .join(Client, Client.id == Handoff.client_id)
+            .where(Handoff.coach_id == coach_id)
+            .order_by(Handoff.created_at.desc())
+        )
+        if status is not None:
+            stmt = stmt.where(Handoff.status == status)
+        if handoff_id is not None:
+            stmt = stmt.where(Handoff.id == handoff_id)
+        rows = (await session.execute(stmt)).all()
         now = datetime.now(UTC)
         return [
             QueueItem(
@@ -122,29 +122,27 @@ class HandoffQueue:
             for handoff, name in rows
         ]
 
-    async def get(self, coach_id: uuid.UUID, handoff_id: uuid.UUID) -> QueueItem:
+    async def get(self, uow: UnitOfWork, handoff_id: uuid.UUID) -> QueueItem:
         """One handoff as a queue item. Raises ``NotFound``."""
-        found = await self.list_handoffs(coach_id, handoff_id=handoff_id)
+        found = await self.list_handoffs(uow, handoff_id=handoff_id)
         if not found:
             raise NotFound("handoff not found")
         return found[0]
 
     async def conversation_state(
-        self, coach_id: uuid.UUID, conversation_id: uuid.UUID
+        self, uow: UnitOfWork, conversation_id: uuid.UUID
     ) -> tuple[Handoff | None, list[Draft]]:
         """The conversation's active handoff and its pending drafts (for the dashboard's conversation page)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            await coach_conversation(session, coach_id, conversation_id)
-            handoff = await session.scalar(
-                select(Handoff).where(
-                    Handoff.conversation_id == conversation_id, Handoff.status.in_(HandoffStatus.ACTIVE)
-                )
+        session, coach_id = uow.session, uow.coach_id
+        await coach_conversation(session, coach_id, conversation_id)
+        handoff = await session.scalar(
+            select(Handoff).where(Handoff.conversation_id == conversation_id, Handoff.status.in_(HandoffStatus.ACTIVE))
+        )
+        drafts = (
+            await session.scalars(
+                select(Draft)
+                .where(Draft.conversation_id == conversation_id, Draft.status == DraftStatus.PENDING)
+                .order_by(Draft.created_at)
             )
-            drafts = (
-                await session.scalars(
-                    select(Draft)
-                    .where(Draft.conversation_id == conversation_id, Draft.status == DraftStatus.PENDING)
-                    .order_by(Draft.created_at)
-                )
-            ).all()
+        ).all()
         return handoff, list(drafts)

@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.availability import describe_return, is_available
 from app.accounts.models import Coach
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import unit_of_work
 from app.conversations.handoffs import Handoff, HandoffStatus
 from app.conversations.models import SenderType
-from app.db.engine import tenant_session
 from app.handoff.service import HandoffService
 from app.memory.messages import store_message
 
@@ -35,11 +35,12 @@ class SlaNotices:
             overdue = (await session.execute(text("SELECT coach_id, handoff_id FROM overdue_handoffs()"))).all()
         sent = 0
         for coach_id, handoff_id in overdue:
-            async with tenant_session(self._sessionmaker, coach_id) as session:
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                session = uow.session
                 handoff = await session.get(Handoff, handoff_id, with_for_update=True)
                 if handoff is None or handoff.status != HandoffStatus.OPEN or handoff.sla_notified_at:
                     continue
-                coach = await self._accounts.get_coach(session, coach_id)
+                coach = await uow.coach()
                 now = datetime.now(UTC)
                 message, _ = await store_message(
                     session,

@@ -35,11 +35,11 @@ from sqlalchemy.orm import aliased
 
 from app.accounts.models import Coach
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import UnitOfWork
 from app.conversations import metadata_sql as meta_sql
 from app.conversations.handoffs import Handoff, HandoffReason
 from app.conversations.models import Message, SenderType
 from app.core.errors import InvalidInput
-from app.db.engine import tenant_session
 from app.learning.analysis import key_phrases
 from app.learning.cache import ResponseCache
 from app.learning.experiments import ExperimentService
@@ -121,7 +121,7 @@ class LearningDashboard:
         self._registry = registry
         self._redis = redis
 
-    async def figures(self, coach_id: uuid.UUID, *, days: int = 30) -> dict[str, Any]:
+    async def figures(self, uow: UnitOfWork, *, days: int = 30) -> dict[str, Any]:
         """Every figure of the dashboard over the last ``days`` UTC days (today included), JSON-ready.
         Raises ``InvalidInput`` for ``days`` outside 1–365."""
         if not 1 <= days <= MAX_DAYS:
@@ -129,12 +129,12 @@ class LearningDashboard:
         today = datetime.now(UTC).date()
         since = today - timedelta(days=days - 1)
         start = datetime.combine(since, datetime.min.time(), tzinfo=UTC)
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            coach = await self._accounts.get_coach(session, coach_id)
-            approval = await self._approval(session, coach_id, start, _days(since, today))
-            failures = await self._failure_rows(session, coach_id, start)
-            handoffs = await self._handoffs(session, coach_id, start, _days(since, today))
-            interventions = await self._interventions(session, coach_id)
+        session, coach_id = uow.session, uow.coach_id
+        coach = await uow.coach()
+        approval = await self._approval(session, coach_id, start, _days(since, today))
+        failures = await self._failure_rows(session, coach_id, start)
+        handoffs = await self._handoffs(session, coach_id, start, _days(since, today))
+        interventions = await self._interventions(session, coach_id)
         return {
             "days": days,
             "since": since.isoformat(),
@@ -142,12 +142,12 @@ class LearningDashboard:
             "health": health(approval["overall"]["rate"]),
             "failure_patterns": await self._failure_patterns(coach, failures),
             "handoffs": handoffs,
-            "training": await self._training.stats(coach_id),
-            "readiness": (await self._fine_tunes.readiness(coach_id)).as_dict(),
-            "fine_tunes": [fine_tune_dict(job) for job in await self._fine_tunes.list_jobs(coach_id)],
-            "model_versions": [model_version_dict(v) for v in await self._versions.list_versions(coach_id)],
+            "training": await self._training.stats(uow),
+            "readiness": (await self._fine_tunes.readiness(uow)).as_dict(),
+            "fine_tunes": [fine_tune_dict(job) for job in await self._fine_tunes.list_jobs(uow)],
+            "model_versions": [model_version_dict(v) for v in await self._versions.list_versions(uow)],
             "cache": (await self._cache.stats(coach_id, days=days)).as_dict(),
-            "experiments": [results.as_dict() for results in await self._experiments.list_results(coach_id)],
+            "experiments": [results.as_dict() for results in await self._experiments.list_results(uow)],
             "interventions": interventions | {"style_profile": coach.style_profile},
         }
 

@@ -31,11 +31,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import UnitOfWork
 from app.conversations import metadata_sql as meta_sql
 from app.conversations.handoffs import Handoff
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.errors import Conflict, InvalidInput, NotFound
-from app.db.engine import tenant_session
 from app.learning.models import Experiment, ExperimentStatus
 
 THUMBS_UP_RATE = "thumbs_up_rate"
@@ -214,7 +214,7 @@ class ExperimentService:
 
     async def create(
         self,
-        coach_id: uuid.UUID,
+        uow: UnitOfWork,
         *,
         name: str,
         metric: str,
@@ -235,20 +235,21 @@ class ExperimentService:
             raise InvalidInput("min_samples must be a whole number from 1 to 100000")
         cleaned = _clean_variants(variants)
         try:
-            async with tenant_session(self._sessionmaker, coach_id) as session:
-                if await self._running(session, coach_id) is not None:
-                    raise Conflict("another experiment is running: stop it first")
-                experiment = Experiment(
-                    coach_id=coach_id,
-                    name=name,
-                    metric=metric,
-                    variants=cleaned,
-                    status=ExperimentStatus.RUNNING,
-                    alpha=alpha,
-                    min_samples=min_samples,
-                    created_at=datetime.now(UTC),
-                )
-                session.add(experiment)
+            session, coach_id = uow.session, uow.coach_id
+            if await self._running(session, coach_id) is not None:
+                raise Conflict("another experiment is running: stop it first")
+            experiment = Experiment(
+                coach_id=coach_id,
+                name=name,
+                metric=metric,
+                variants=cleaned,
+                status=ExperimentStatus.RUNNING,
+                alpha=alpha,
+                min_samples=min_samples,
+                created_at=datetime.now(UTC),
+            )
+            session.add(experiment)
+            await session.flush()  # ids are set, and a concurrent create fails here, not at the commit
         except IntegrityError as exc:  # a concurrent create won the partial unique index
             raise Conflict("another experiment is running: stop it first") from exc
         return experiment
@@ -269,32 +270,32 @@ class ExperimentService:
             experiment.id, variant["name"], variant.get("persona"), variant.get("model"), variant.get("temperature")
         )
 
-    async def results(self, coach_id: uuid.UUID, experiment_id: uuid.UUID) -> ExperimentResults:
+    async def results(self, uow: UnitOfWork, experiment_id: uuid.UUID) -> ExperimentResults:
         """The experiment's arms and test; concludes a running experiment once a winner is significant.
         Raises ``NotFound``."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            experiment = await self._get(session, coach_id, experiment_id)
-            return await self._results(session, experiment)
+        session, coach_id = uow.session, uow.coach_id
+        experiment = await self._get(session, coach_id, experiment_id)
+        return await self._results(session, experiment)
 
-    async def list_results(self, coach_id: uuid.UUID) -> list[ExperimentResults]:
+    async def list_results(self, uow: UnitOfWork) -> list[ExperimentResults]:
         """Every experiment of the coach with its results, newest first."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            experiments = (
-                await session.scalars(
-                    select(Experiment).where(Experiment.coach_id == coach_id).order_by(Experiment.created_at.desc())
-                )
-            ).all()
-            return [await self._results(session, experiment) for experiment in experiments]
+        session, coach_id = uow.session, uow.coach_id
+        experiments = (
+            await session.scalars(
+                select(Experiment).where(Experiment.coach_id == coach_id).order_by(Experiment.created_at.desc())
+            )
+        ).all()
+        return [await self._results(session, experiment) for experiment in experiments]
 
-    async def stop(self, coach_id: uuid.UUID, experiment_id: uuid.UUID) -> Experiment:
+    async def stop(self, uow: UnitOfWork, experiment_id: uuid.UUID) -> Experiment:
         """Stop a running experiment (clients go back to the coach's settings). Raises ``NotFound`` and
         ``Conflict`` (not running)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            experiment = await self._get(session, coach_id, experiment_id)
-            if experiment.status != ExperimentStatus.RUNNING:
-                raise Conflict(f"the experiment is already {experiment.status}")
-            experiment.status = ExperimentStatus.STOPPED
-            experiment.ended_at = datetime.now(UTC)
+        session, coach_id = uow.session, uow.coach_id
+        experiment = await self._get(session, coach_id, experiment_id)
+        if experiment.status != ExperimentStatus.RUNNING:
+            raise Conflict(f"the experiment is already {experiment.status}")
+        experiment.status = ExperimentStatus.STOPPED
+        experiment.ended_at = datetime.now(UTC)
         return experiment
 
     async def _get(self, session: AsyncSession, coach_id: uuid.UUID, experiment_id: uuid.UUID) -> Experiment:

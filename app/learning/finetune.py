@@ -29,12 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.config import Settings
 from app.core.egress import EgressRefused
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.text import one_line
 from app.db import jobs
-from app.db.engine import tenant_session
 from app.learning.models import (
     ExampleKind,
     FineTuneJob,
@@ -173,13 +173,10 @@ class FineTuneService:
             .limit(1)
         )
 
-    async def readiness(self, coach_id: uuid.UUID) -> Readiness:
+    async def readiness(self, uow: UnitOfWork) -> Readiness:
         """The readiness rule (see :class:`Readiness`) for the coach now."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            return await self._readiness(session, coach_id)
-
-    async def _readiness(self, session: AsyncSession, coach_id: uuid.UUID) -> Readiness:
-        coach = await self._accounts.get_coach(session, coach_id)
+        session, coach_id = uow.session, uow.coach_id
+        coach = await uow.coach()
         last = await self._last_job(session, coach_id)
         since = last.created_at if last is not None else None
         new = await self._training.count_since(session, coach_id, since, split=Split.TRAIN)
@@ -216,7 +213,8 @@ class FineTuneService:
         polled = started = failed = 0
         for coach_id in coach_ids:
             try:
-                async with tenant_session(self._sessionmaker, coach_id) as session:
+                async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                    session = uow.session
                     active = list(
                         (
                             await session.scalars(
@@ -230,44 +228,43 @@ class FineTuneService:
                 for job_id in active:
                     await self.poll(coach_id, job_id)
                     polled += 1
-                if (await self.readiness(coach_id)).ready:
-                    await self.create_job(coach_id)
-                    started += 1
+                async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                    if (await self.readiness(uow)).ready:
+                        await self.create_job(uow)
+                        started += 1
             except Exception:  # noqa: BLE001 - one tenant's provider trouble must not stop the sweep
                 log.exception("fine-tune sweep failed for coach %s", coach_id)
                 failed += 1
         return f"{len(coach_ids)} coaches: {polled} jobs polled, {started} started, {failed} failed"
 
-    async def create_job(self, coach_id: uuid.UUID, *, method: str = "supervised") -> FineTuneJob:
+    async def create_job(self, uow: UnitOfWork, *, method: str = "supervised") -> FineTuneJob:
         """Snapshot the coach's examples for ``method`` (``supervised``: SFT, ``dpo``: preference pairs) and
         queue the job's start. Raises ``InvalidInput`` (unknown method), ``Conflict`` (no OpenAI endpoint,
         no train examples, or a job already active)."""
         if method not in METHODS:
             raise InvalidInput(f"method must be one of {', '.join(METHODS)}")
         kind = METHODS[method]
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            coach = await self._accounts.get_coach(session, coach_id)
-            if not has_openai_endpoint(coach, self._registry.decrypt_key(coach.llm_api_key_encrypted)):
-                raise Conflict("fine-tunes need an OpenAI endpoint with an API key in the settings")
-            last = await self._last_job(session, coach_id)
-            if last is not None and last.status in FineTuneStatus.ACTIVE:
-                raise Conflict("a fine-tune job is already running")
-        if not (await self._training.stats(coach_id))[kind][Split.TRAIN]:
+        session, coach_id = uow.session, uow.coach_id
+        coach = await uow.coach()
+        if not has_openai_endpoint(coach, self._registry.decrypt_key(coach.llm_api_key_encrypted)):
+            raise Conflict("fine-tunes need an OpenAI endpoint with an API key in the settings")
+        last = await self._last_job(session, coach_id)
+        if last is not None and last.status in FineTuneStatus.ACTIVE:
+            raise Conflict("a fine-tune job is already running")
+        if not (await self._training.stats(uow))[kind][Split.TRAIN]:
             raise Conflict(f"no {kind} training examples in the train split yet")
-        dataset = await self._training.snapshot(coach_id, kind)
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            coach = await self._accounts.get_coach(session, coach_id)
-            job = FineTuneJob(
-                coach_id=coach_id,
-                dataset_id=dataset.id,
-                base_model=coach.fine_tune_base_model,
-                method=method,
-                status=FineTuneStatus.PREPARING,
-            )
-            session.add(job)
-            await session.flush()
-            await session.refresh(job)
-            jobs.start_fine_tune(session, coach_id, job.id)
+        dataset = await self._training.snapshot(uow, kind)
+        job = FineTuneJob(
+            coach_id=coach_id,
+            dataset_id=dataset.id,
+            base_model=coach.fine_tune_base_model,
+            method=method,
+            status=FineTuneStatus.PREPARING,
+        )
+        session.add(job)
+        await session.flush()
+        await session.refresh(job)
+        jobs.start_fine_tune(session, coach_id, job.id)
         return job
 
     async def _job(self, session: AsyncSession, coach_id: uuid.UUID, job_id: uuid.UUID) -> FineTuneJob:
@@ -279,10 +276,9 @@ class FineTuneService:
         return job
 
     async def _file(self, coach_id: uuid.UUID, dataset: TrainingDataset, split: str) -> bytes:
-        lines = [
-            example_line(e, scrub=dataset.scrub_pii)
-            for e in await self._training.examples(coach_id, kind=dataset.kind, split=split, ids=dataset.example_ids)
-        ]
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            examples = await self._training.examples(uow, kind=dataset.kind, split=split, ids=dataset.example_ids)
+        lines = [example_line(e, scrub=dataset.scrub_pii) for e in examples]
         return ("\n".join(lines) + "\n").encode() if lines else b""
 
     async def start(self, coach_id: uuid.UUID, job_id: uuid.UUID) -> str:
@@ -292,11 +288,12 @@ class FineTuneService:
         interrupted try (``GET /v1/fine_tuning/jobs?metadata[opencoach_job_id]=…``). A provider rejection
         (4xx) fails the job with its message; network trouble raises
         ``ProviderError`` for a retry."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             job = await self._job(session, coach_id, job_id)
             if job.provider_job_id is not None or job.status != FineTuneStatus.PREPARING:
                 return f"already started ({job.status})"
-            coach = await self._accounts.get_coach(session, coach_id)
+            coach = await uow.coach()
             dataset = await self._training.dataset(session, coach_id, job.dataset_id) if job.dataset_id else None
             training_file_id, validation_file_id = job.training_file_id, job.validation_file_id
             retried = training_file_id is not None
@@ -342,7 +339,8 @@ class FineTuneService:
             except openai.APIError as exc:
                 raise ProviderError(f"fine-tune start failed: {describe_error(exc)}") from exc
         status = created.status if created.status in PROVIDER_STATUSES else FineTuneStatus.VALIDATING_FILES
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             job = await self._job(session, coach_id, job_id)
             job.provider_job_id, job.status = created.id, status
             jobs.poll_fine_tune(session, coach_id, job_id)
@@ -356,7 +354,8 @@ class FineTuneService:
         return page.data[0] if page.data else None
 
     async def _store(self, coach_id: uuid.UUID, job_id: uuid.UUID, **values: Any) -> None:
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             job = await self._job(session, coach_id, job_id)
             for name, value in values.items():
                 setattr(job, name, value)
@@ -377,20 +376,22 @@ class FineTuneService:
         ``error`` (``error.message``), ``finished_at`` and the cost estimate. On success a ``staging``
         :class:`ModelVersion` is created once and the promotion gate is queued. A final job is not polled
         again."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             job = await self._job(session, coach_id, job_id)
             if job.status in FineTuneStatus.FINAL:
                 return f"already {job.status}"
             if job.provider_job_id is None:
                 return "not started yet"
-            coach = await self._accounts.get_coach(session, coach_id)
+            coach = await uow.coach()
             provider_job_id = job.provider_job_id
         try:
             async with self._client(coach) as client:
                 remote = await client.fine_tuning.jobs.retrieve(provider_job_id)
         except (openai.APIError, EgressRefused) as exc:
             raise ProviderError(f"fine-tune poll failed: {describe_error(exc)}") from exc
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             job = await self._job(session, coach_id, job_id)
             if remote.status in PROVIDER_STATUSES:
                 job.status = remote.status
@@ -437,15 +438,15 @@ class FineTuneService:
                     failed.append(f"{file_id}: {one_line(describe_error(exc), MAX_ERROR_CHARS)}")
         return deleted, failed
 
-    async def list_jobs(self, coach_id: uuid.UUID) -> list[FineTuneJob]:
+    async def list_jobs(self, uow: UnitOfWork) -> list[FineTuneJob]:
         """The coach's fine-tune jobs, newest first."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            return list(
-                (
-                    await session.scalars(
-                        select(FineTuneJob)
-                        .where(FineTuneJob.coach_id == coach_id)
-                        .order_by(FineTuneJob.created_at.desc(), FineTuneJob.id.desc())
-                    )
-                ).all()
-            )
+        session, coach_id = uow.session, uow.coach_id
+        return list(
+            (
+                await session.scalars(
+                    select(FineTuneJob)
+                    .where(FineTuneJob.coach_id == coach_id)
+                    .order_by(FineTuneJob.created_at.desc(), FineTuneJob.id.desc())
+                )
+            ).all()
+        )

@@ -24,12 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client, Coach
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.conversations.handoffs import Handoff, HandoffReason
 from app.conversations.metadata import helpful
 from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.text import one_line, sentiment
 from app.db import jobs
-from app.db.engine import tenant_session
 from app.learning.analysis import analyse_message, mood
 from app.learning.models import Intervention, InterventionPattern, InterventionPatternCoach, InterventionSource
 from app.learning.pii import redact_echoes, scrub_names, scrub_pii
@@ -270,13 +270,14 @@ class InterventionService:
         embed its situation (``client_text``) with the coach's embedder for :meth:`similar`, then refresh
         what it teaches. Idempotent: ``"already analysed"`` the second time;
         ``"not found"`` for a deleted one. Embeddings are computed outside the transaction."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             found = await session.get(Intervention, intervention_id)
             if found is None:
                 return "not found"
             if found.analysed_at is not None:
                 return "already analysed"
-            coach = await self._accounts.get_coach(session, coach_id)
+            coach = await uow.coach()
             coach_text, client_text = found.text, found.client_text
         local = self._registry.local_embedder()
         vectors = await local.embed([coach_text, client_text] if client_text.strip() else [coach_text])
@@ -285,7 +286,8 @@ class InterventionService:
         situation: list[float] | None = None
         if client_text.strip():
             situation = vectors[1] if embedder is local else (await embedder.embed([client_text]))[0]
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             intervention = await session.get(Intervention, intervention_id, with_for_update=True)
             if intervention is None:
                 return "not found"
@@ -301,7 +303,7 @@ class InterventionService:
             await self._learn(session, coach_id, intervention)
         return f"analysed: {analysis.strategy}"
 
-    async def score_outcomes(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> str:
+    async def score_outcomes(self, uow: UnitOfWork, conversation_id: uuid.UUID) -> str:
         """arq job: the outcome of each of the conversation's interventions once the client has answered.
 
         ``outcome``: ``{"next_message_id", "sentiment"`` (VADER compound of the client's next message),
@@ -311,61 +313,59 @@ class InterventionService:
         ``success`` follows :func:`judge_success`. Re-running only changes an intervention whose thumbs
         changed; the pattern counts are corrected, never counted twice. Returns ``"scored N"``."""
         scored = 0
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            rows = (
-                await session.execute(
-                    select(Intervention, Message)
-                    .join(Message, Message.id == Intervention.message_id)
-                    .where(Intervention.coach_id == coach_id, Intervention.conversation_id == conversation_id)
-                    .order_by(Message.created_at)
-                    .with_for_update(of=Intervention)
-                )
-            ).all()
-            for intervention, message in rows:
-                later = list(
-                    (
-                        await session.scalars(
-                            select(Message)
-                            .where(
-                                Message.conversation_id == conversation_id,
-                                Message.created_at > message.created_at,
-                                Message.sender_type.in_((SenderType.CLIENT, SenderType.AI)),
-                            )
-                            .order_by(Message.created_at)
-                            .limit(20)
+        session, coach_id = uow.session, uow.coach_id
+        rows = (
+            await session.execute(
+                select(Intervention, Message)
+                .join(Message, Message.id == Intervention.message_id)
+                .where(Intervention.coach_id == coach_id, Intervention.conversation_id == conversation_id)
+                .order_by(Message.created_at)
+                .with_for_update(of=Intervention)
+            )
+        ).all()
+        for intervention, message in rows:
+            later = list(
+                (
+                    await session.scalars(
+                        select(Message)
+                        .where(
+                            Message.conversation_id == conversation_id,
+                            Message.created_at > message.created_at,
+                            Message.sender_type.in_((SenderType.CLIENT, SenderType.AI)),
                         )
-                    ).all()
-                )
-                nxt = next((msg for msg in later if msg.sender_type == SenderType.CLIENT), None)
-                if nxt is None:
-                    continue
-                clients = [n for n, msg in enumerate(later) if msg.sender_type == SenderType.CLIENT]
-                window = later[: clients[1]] if len(clients) > 1 else later  # before the client's second message
-                ai_reply = next((msg for msg in window if msg.sender_type == SenderType.AI), None)
-                own = helpful(message.meta)
-                thumbs = own if own is not None or ai_reply is None else helpful(ai_reply.meta)
-                if intervention.success is not None and intervention.outcome.get("thumbs") == thumbs:
-                    continue
-                before, after = sentiment(intervention.client_text), sentiment(nxt.text)
-                previous = intervention.success
-                intervention.outcome = {
-                    "next_message_id": str(nxt.id),
-                    "sentiment": round(after, 4),
-                    "sentiment_before": round(before, 4),
-                    "sentiment_change": round(after - before, 4),
-                    "thumbs": thumbs,
-                    "at": _now().isoformat(),
-                }
-                intervention.success = judge_success(thumbs, before, after)
-                if intervention.pattern_counted and previous is not None and previous != intervention.success:
-                    await self._count_pattern(
-                        session, intervention, uses=0, successes=1 if intervention.success else -1
+                        .order_by(Message.created_at)
+                        .limit(20)
                     )
-                scored += 1
-                await session.flush()
-                await self._learn(session, coach_id, intervention, refresh_style=False)
-            if scored:
-                await self.refresh_style(session, coach_id)
+                ).all()
+            )
+            nxt = next((msg for msg in later if msg.sender_type == SenderType.CLIENT), None)
+            if nxt is None:
+                continue
+            clients = [n for n, msg in enumerate(later) if msg.sender_type == SenderType.CLIENT]
+            window = later[: clients[1]] if len(clients) > 1 else later  # before the client's second message
+            ai_reply = next((msg for msg in window if msg.sender_type == SenderType.AI), None)
+            own = helpful(message.meta)
+            thumbs = own if own is not None or ai_reply is None else helpful(ai_reply.meta)
+            if intervention.success is not None and intervention.outcome.get("thumbs") == thumbs:
+                continue
+            before, after = sentiment(intervention.client_text), sentiment(nxt.text)
+            previous = intervention.success
+            intervention.outcome = {
+                "next_message_id": str(nxt.id),
+                "sentiment": round(after, 4),
+                "sentiment_before": round(before, 4),
+                "sentiment_change": round(after - before, 4),
+                "thumbs": thumbs,
+                "at": _now().isoformat(),
+            }
+            intervention.success = judge_success(thumbs, before, after)
+            if intervention.pattern_counted and previous is not None and previous != intervention.success:
+                await self._count_pattern(session, intervention, uses=0, successes=1 if intervention.success else -1)
+            scored += 1
+            await session.flush()
+            await self._learn(session, coach_id, intervention, refresh_style=False)
+        if scored:
+            await self.refresh_style(session, coach_id)
         return f"scored {scored}"
 
     # ------------------------------------------------------------------ what an intervention teaches
@@ -437,7 +437,7 @@ class InterventionService:
                     previous_strategy=str(rows[n - 1][1]) if same else None,
                 )
             )
-        coach = await self._accounts.get_coach(session, coach_id)
+        coach = await session.get_one(Coach, coach_id)
         coach.style_profile = build_style_profile(samples) | {"updated_at": _now().isoformat()}
 
     # ------------------------------------------------------------------ few-shot retrieval

@@ -33,13 +33,14 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.disclosure import consent_out
 from app.accounts.models import Coach
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.conversations.metadata import client_citations, client_view, feedback_of
 from app.conversations.models import Conversation, Message
 from app.core.errors import Conflict, Forbidden
 from app.db import jobs
-from app.db.engine import tenant_session
 from app.learning.cache import ResponseCache, delete_matching
 from app.learning.dashboard import FAILURE_PATTERNS_PREFIX
 from app.learning.finetune import FineTuneService
@@ -140,38 +141,37 @@ class DataRightsService:
         self._cache = cache
         self._redis = redis
 
-    async def export_client(self, coach_id: uuid.UUID, client_id: uuid.UUID) -> dict[str, Any]:
+    async def export_client(self, uow: UnitOfWork, client_id: uuid.UUID) -> dict[str, Any]:
         """Everything stored about one client, as JSON: ``{"format", "exported_at", "client": {"id", "name",
         "created_at"}, "conversations": [{"id", "channel", "created_at", "messages": [...]}], "feedback":
         [{"message_id", "helpful", "rating", "text", "at"}], "memory": {"profile", "insights" (every status,
-        deleted ones included while stored), "session_summaries"}}``. Raises ``NotFound`` (also for another
-        coach's client)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            client = await self._accounts.get_client(session, coach_id, client_id)
-            conversations = (
-                await session.scalars(
-                    select(Conversation).where(Conversation.client_id == client_id).order_by(Conversation.created_at)
-                )
-            ).all()
-            messages = (
-                await session.scalars(
-                    select(Message)
-                    .join(Conversation, Conversation.id == Message.conversation_id)
-                    .where(Conversation.client_id == client_id)
-                    .order_by(Message.created_at, Message.id)
-                )
-            ).all()
-            profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
-            insights = (
-                await session.scalars(
-                    select(Insight).where(Insight.client_id == client_id).order_by(Insight.first_seen_at)
-                )
-            ).all()
-            sessions = (
-                await session.scalars(
-                    select(ChatSession).where(ChatSession.client_id == client_id).order_by(ChatSession.started_at)
-                )
-            ).all()
+        deleted ones included while stored), "session_summaries"}, "consent": {"ai_disclosure"}}`` (consent:
+        :func:`app.accounts.disclosure.consent_out`). Raises ``NotFound`` (also for another coach's client)."""
+        session = uow.session
+        client = await self._accounts.get_client(uow, client_id)
+        coach = await uow.coach()
+        conversations = (
+            await session.scalars(
+                select(Conversation).where(Conversation.client_id == client_id).order_by(Conversation.created_at)
+            )
+        ).all()
+        messages = (
+            await session.scalars(
+                select(Message)
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .where(Conversation.client_id == client_id)
+                .order_by(Message.created_at, Message.id)
+            )
+        ).all()
+        profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+        insights = (
+            await session.scalars(select(Insight).where(Insight.client_id == client_id).order_by(Insight.first_seen_at))
+        ).all()
+        sessions = (
+            await session.scalars(
+                select(ChatSession).where(ChatSession.client_id == client_id).order_by(ChatSession.started_at)
+            )
+        ).all()
         by_conversation: dict[uuid.UUID, list[dict[str, Any]]] = {c.id: [] for c in conversations}
         feedback = []
         for msg in messages:
@@ -195,28 +195,29 @@ class DataRightsService:
             ],
             "feedback": feedback,
             "memory": _memory_out(profile, list(insights), list(sessions)),
+            "consent": consent_out(client, coach.name),
         }
 
-    async def erase_client(self, coach_id: uuid.UUID, client_id: uuid.UUID) -> None:
+    async def erase_client(self, uow: UnitOfWork, client_id: uuid.UUID) -> None:
         """Erase a client and everything derived from them, in one transaction (cascading foreign keys, dataset
         snapshots, the style profile), and queue the purge of Redis caches and provider files after the commit.
         Raises ``NotFound`` (also for another coach's client)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            await self._accounts.get_client(session, coach_id, client_id)
-            example_ids = set(
-                (
-                    await session.scalars(
-                        select(TrainingExample.id)
-                        .join(Conversation, Conversation.id == TrainingExample.conversation_id)
-                        .where(Conversation.client_id == client_id)
-                    )
-                ).all()
-            )
-            file_ids = await self._forget_examples(session, coach_id, example_ids)
-            await self._accounts.delete_client(session, coach_id, client_id)
-            await session.flush()
-            await self._interventions.refresh_style(session, coach_id)
-            jobs.purge_erased_data(session, coach_id, file_ids, reason=f"client:{client_id}")
+        session, coach_id = uow.session, uow.coach_id
+        await self._accounts.get_client(uow, client_id)
+        example_ids = set(
+            (
+                await session.scalars(
+                    select(TrainingExample.id)
+                    .join(Conversation, Conversation.id == TrainingExample.conversation_id)
+                    .where(Conversation.client_id == client_id)
+                )
+            ).all()
+        )
+        file_ids = await self._forget_examples(session, coach_id, example_ids)
+        await self._accounts.delete_client(uow, client_id)
+        await session.flush()
+        await self._interventions.refresh_style(session, coach_id)
+        jobs.purge_erased_data(session, coach_id, file_ids, reason=f"client:{client_id}")
 
     async def _forget_examples(
         self, session: AsyncSession, coach_id: uuid.UUID, example_ids: set[uuid.UUID]
@@ -247,21 +248,22 @@ class DataRightsService:
         """Delete the coach's whole account after checking ``password`` against one of its dashboard users
         (``Forbidden`` otherwise): the provider's training files first (the key is stored with the account),
         then the account and, by cascade, every tenant row; the Redis purge is queued after the commit.
-        Returns the provider files deleted and the ones that failed (the account is deleted either way)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            if not await self._accounts.check_password(session, coach_id, password):
+        Returns the provider files deleted and the ones that failed (the account is deleted either way). Two
+        units of work of its own around the provider calls, so no transaction waits on the provider."""
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            if not await self._accounts.check_password(uow, password):
                 raise Forbidden("the password is not correct")
-            coach = await self._accounts.get_coach(session, coach_id)
-            rows = await session.execute(
+            coach = await uow.coach()
+            rows = await uow.session.execute(
                 select(FineTuneJob.training_file_id, FineTuneJob.validation_file_id).where(
                     FineTuneJob.coach_id == coach_id
                 )
             )
             file_ids = sorted({file_id for row in rows.all() for file_id in row if file_id})
         files = await self._delete_files(coach, file_ids)
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            await session.delete(await self._accounts.get_coach(session, coach_id))
-            jobs.purge_erased_data(session, coach_id, [], reason="account")
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            await self._accounts.delete_coach(uow)
+            jobs.purge_erased_data(uow.session, coach_id, [], reason="account")
         return files
 
     async def _delete_files(self, coach: Coach, file_ids: list[str]) -> Purge:
@@ -279,16 +281,16 @@ class DataRightsService:
         """Job (idempotent): delete the coach's cached replies and failure patterns in Redis (all of them: a
         cache key is a hash and names no client) and, when the account still exists, ``file_ids`` at the
         provider, forgetting them on the fine-tune jobs. With the account gone, its cache counters go too."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            coach = await session.get(Coach, coach_id)
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            coach = await uow.session.get(Coach, coach_id)  # None once the account is deleted
         keys = await self._cache.invalidate(coach_id, with_stats=coach is None)
         keys += await delete_matching(self._redis, f"{FAILURE_PATTERNS_PREFIX}:{coach_id}:*")
         if coach is None:
             return Purge(redis_keys=keys, files_failed=[f"{f}: the account is deleted" for f in file_ids])
         files = await self._delete_files(coach, file_ids)
         if files.files_deleted:
-            async with tenant_session(self._sessionmaker, coach_id) as session:
-                for job in await session.scalars(select(FineTuneJob).where(FineTuneJob.coach_id == coach_id)):
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                for job in await uow.session.scalars(select(FineTuneJob).where(FineTuneJob.coach_id == coach_id)):
                     if job.training_file_id in files.files_deleted:
                         job.training_file_id = None
                     if job.validation_file_id in files.files_deleted:

@@ -40,10 +40,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.metadata import feedback_of
 from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.errors import InvalidInput, NotFound
-from app.db.engine import tenant_session
 from app.learning.models import ExampleKind, ExampleSource, Intervention, Split, TrainingDataset, TrainingExample
 from app.learning.pii import scrub_pii
 
@@ -183,79 +183,77 @@ class TrainingDataService:
         self._sessionmaker = sessionmaker
         self._accounts = accounts
 
-    async def refresh(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> str:
+    async def refresh(self, uow: UnitOfWork, conversation_id: uuid.UUID) -> str:
         """Rebuild the conversation's SFT examples and preference pairs from its messages, forgotten ones left
         out (and out of its interventions' copies, :func:`_forget_in_interventions`) (arq job, idempotent:
         the same messages give the same rows). Returns a one-line summary; a deleted
         conversation leaves nothing to do."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            conversation = await session.scalar(
-                select(Conversation)
-                .where(Conversation.id == conversation_id, Conversation.coach_id == coach_id)
-                .with_for_update()
-            )
-            if conversation is None:
-                return "conversation gone"
-            coach = await self._accounts.get_coach(session, coach_id)
-            messages = list(
-                (
-                    await session.scalars(
-                        select(Message)
-                        .where(Message.conversation_id == conversation_id, REMEMBERED)
-                        .order_by(Message.created_at, Message.id)
-                    )
-                ).all()
-            )
-            await _forget_in_interventions(session, conversation_id)
-            drafts = dict(
-                (
-                    await session.execute(
-                        select(Intervention.message_id, Intervention.ai_draft).where(
-                            Intervention.conversation_id == conversation_id, Intervention.ai_draft.is_not(None)
-                        )
-                    )
-                ).all()
-            )
-            wanted = {c.content_hash: c for c in self._candidates(coach, messages, drafts)}
-            existing = list(
-                (
-                    await session.scalars(
-                        select(TrainingExample).where(TrainingExample.conversation_id == conversation_id)
-                    )
-                ).all()
-            )
-            removed = 0
-            for example in existing:
-                candidate = wanted.pop(example.content_hash, None)
-                if candidate is None:
-                    await session.delete(example)
-                    removed += 1
-                else:
-                    example.quality, example.source = candidate.quality, candidate.source
-            split = split_for(conversation_id)
-            added = 0
-            for hash_, c in wanted.items():
-                result = await session.execute(
-                    insert(TrainingExample)
-                    .values(
-                        id=uuid.uuid4(),
-                        coach_id=coach_id,
-                        conversation_id=conversation_id,
-                        kind=c.kind,
-                        source=c.source,
-                        message_id=c.message_id,
-                        rejected_message_id=c.rejected_message_id,
-                        prompt=c.prompt,
-                        chosen=c.chosen,
-                        rejected=c.rejected,
-                        quality=c.quality,
-                        split=split,
-                        content_hash=hash_,
-                    )
-                    .on_conflict_do_nothing(index_elements=["coach_id", "kind", "content_hash"])
+        session, coach_id = uow.session, uow.coach_id
+        conversation = await session.scalar(
+            select(Conversation)
+            .where(Conversation.id == conversation_id, Conversation.coach_id == coach_id)
+            .with_for_update()
+        )
+        if conversation is None:
+            return "conversation gone"
+        coach = await uow.coach()
+        messages = list(
+            (
+                await session.scalars(
+                    select(Message)
+                    .where(Message.conversation_id == conversation_id, REMEMBERED)
+                    .order_by(Message.created_at, Message.id)
                 )
-                added += int(getattr(result, "rowcount", 0) or 0)
-            total = len(existing) - removed + added
+            ).all()
+        )
+        await _forget_in_interventions(session, conversation_id)
+        drafts = dict(
+            (
+                await session.execute(
+                    select(Intervention.message_id, Intervention.ai_draft).where(
+                        Intervention.conversation_id == conversation_id, Intervention.ai_draft.is_not(None)
+                    )
+                )
+            ).all()
+        )
+        wanted = {c.content_hash: c for c in self._candidates(coach, messages, drafts)}
+        existing = list(
+            (
+                await session.scalars(select(TrainingExample).where(TrainingExample.conversation_id == conversation_id))
+            ).all()
+        )
+        removed = 0
+        for example in existing:
+            candidate = wanted.pop(example.content_hash, None)
+            if candidate is None:
+                await session.delete(example)
+                removed += 1
+            else:
+                example.quality, example.source = candidate.quality, candidate.source
+        split = split_for(conversation_id)
+        added = 0
+        for hash_, c in wanted.items():
+            result = await session.execute(
+                insert(TrainingExample)
+                .values(
+                    id=uuid.uuid4(),
+                    coach_id=coach_id,
+                    conversation_id=conversation_id,
+                    kind=c.kind,
+                    source=c.source,
+                    message_id=c.message_id,
+                    rejected_message_id=c.rejected_message_id,
+                    prompt=c.prompt,
+                    chosen=c.chosen,
+                    rejected=c.rejected,
+                    quality=c.quality,
+                    split=split,
+                    content_hash=hash_,
+                )
+                .on_conflict_do_nothing(index_elements=["coach_id", "kind", "content_hash"])
+            )
+            added += int(getattr(result, "rowcount", 0) or 0)
+        total = len(existing) - removed + added
         return f"{total} examples ({added} added, {removed} removed, split {split})"
 
     def _candidates(
@@ -357,7 +355,7 @@ class TrainingDataService:
 
     async def examples(
         self,
-        coach_id: uuid.UUID,
+        uow: UnitOfWork,
         *,
         kind: str,
         split: str = "all",
@@ -369,33 +367,33 @@ class TrainingDataService:
             raise InvalidInput(f"format must be one of {', '.join(EXPORT_FORMATS)}")
         if split not in EXPORT_SPLITS:
             raise InvalidInput(f"split must be one of {', '.join(EXPORT_SPLITS)}")
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            stmt = select(TrainingExample).where(TrainingExample.coach_id == coach_id, TrainingExample.kind == kind)
-            if split != "all":
-                stmt = stmt.where(TrainingExample.split == split)
-            if ids is not None:
-                stmt = stmt.where(TrainingExample.id.in_(ids))
-            stmt = stmt.order_by(TrainingExample.created_at, TrainingExample.id)
-            return list((await session.scalars(stmt)).all())
+        session, coach_id = uow.session, uow.coach_id
+        stmt = select(TrainingExample).where(TrainingExample.coach_id == coach_id, TrainingExample.kind == kind)
+        if split != "all":
+            stmt = stmt.where(TrainingExample.split == split)
+        if ids is not None:
+            stmt = stmt.where(TrainingExample.id.in_(ids))
+        stmt = stmt.order_by(TrainingExample.created_at, TrainingExample.id)
+        return list((await session.scalars(stmt)).all())
 
-    async def export(self, coach_id: uuid.UUID, *, kind: str, split: str = "all", scrub_pii: bool = True) -> list[str]:
+    async def export(self, uow: UnitOfWork, *, kind: str, split: str = "all", scrub_pii: bool = True) -> list[str]:
         """JSONL lines (no newlines) of the coach's ``kind`` examples in ``split``: SFT in the OpenAI chat
         fine-tuning format, preference pairs in the OpenAI preference format (:func:`sft_line`,
         :func:`preference_line`); e-mails and phone numbers become placeholders when ``scrub_pii``
         (:mod:`app.learning.pii`). Raises ``InvalidInput`` for an unknown kind or split."""
-        return [example_line(e, scrub=scrub_pii) for e in await self.examples(coach_id, kind=kind, split=split)]
+        return [example_line(e, scrub=scrub_pii) for e in await self.examples(uow, kind=kind, split=split)]
 
-    async def stats(self, coach_id: uuid.UUID) -> dict[str, Any]:
+    async def stats(self, uow: UnitOfWork) -> dict[str, Any]:
         """Counts: ``{"sft": {"train", "validation", "test"}, "preference": {...}, "by_source": {source: n},
         "total": n}``."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            rows = (
-                await session.execute(
-                    select(TrainingExample.kind, TrainingExample.split, TrainingExample.source, func.count())
-                    .where(TrainingExample.coach_id == coach_id)
-                    .group_by(TrainingExample.kind, TrainingExample.split, TrainingExample.source)
-                )
-            ).all()
+        session, coach_id = uow.session, uow.coach_id
+        rows = (
+            await session.execute(
+                select(TrainingExample.kind, TrainingExample.split, TrainingExample.source, func.count())
+                .where(TrainingExample.coach_id == coach_id)
+                .group_by(TrainingExample.kind, TrainingExample.split, TrainingExample.source)
+            )
+        ).all()
         out: dict[str, Any] = {kind: dict.fromkeys(Split.ALL, 0) for kind in ExampleKind.ALL}
         by_source: Counter[str] = Counter()
         for kind, split, source, count in rows:
@@ -418,25 +416,25 @@ class TrainingDataService:
             stmt = stmt.where(TrainingExample.created_at > since)
         return int(await session.scalar(stmt) or 0)
 
-    async def snapshot(self, coach_id: uuid.UUID, kind: str, *, scrub_pii: bool = True) -> TrainingDataset:
+    async def snapshot(self, uow: UnitOfWork, kind: str, *, scrub_pii: bool = True) -> TrainingDataset:
         """Freeze the coach's current ``kind`` examples as a dataset (ids and per-split counts), e.g. for a
         fine-tune job. Raises ``InvalidInput`` for an unknown kind."""
         if kind not in ExampleKind.ALL:
             raise InvalidInput(f"kind must be one of {', '.join(ExampleKind.ALL)}")
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            rows = (
-                await session.execute(
-                    select(TrainingExample.id, TrainingExample.split).where(
-                        TrainingExample.coach_id == coach_id, TrainingExample.kind == kind
-                    )
+        session, coach_id = uow.session, uow.coach_id
+        rows = (
+            await session.execute(
+                select(TrainingExample.id, TrainingExample.split).where(
+                    TrainingExample.coach_id == coach_id, TrainingExample.kind == kind
                 )
-            ).all()
-            counts = dict.fromkeys(Split.ALL, 0) | dict(Counter(split for _, split in rows))
-            dataset = TrainingDataset(
-                coach_id=coach_id, kind=kind, example_ids=[id_ for id_, _ in rows], counts=counts, scrub_pii=scrub_pii
             )
-            session.add(dataset)
-            await session.flush()
+        ).all()
+        counts = dict.fromkeys(Split.ALL, 0) | dict(Counter(split for _, split in rows))
+        dataset = TrainingDataset(
+            coach_id=coach_id, kind=kind, example_ids=[id_ for id_, _ in rows], counts=counts, scrub_pii=scrub_pii
+        )
+        session.add(dataset)
+        await session.flush()
         return dataset
 
     async def dataset(self, session: AsyncSession, coach_id: uuid.UUID, dataset_id: uuid.UUID) -> TrainingDataset:
@@ -448,12 +446,12 @@ class TrainingDataService:
             raise NotFound("dataset not found")
         return dataset
 
-    async def purge_conversation(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> int:
+    async def purge_conversation(self, uow: UnitOfWork, conversation_id: uuid.UUID) -> int:
         """Delete the conversation's examples (e.g. the client asked to be forgotten); returns how many."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            result = await session.execute(
-                delete(TrainingExample).where(
-                    TrainingExample.coach_id == coach_id, TrainingExample.conversation_id == conversation_id
-                )
+        session, coach_id = uow.session, uow.coach_id
+        result = await session.execute(
+            delete(TrainingExample).where(
+                TrainingExample.coach_id == coach_id, TrainingExample.conversation_id == conversation_id
             )
+        )
         return int(getattr(result, "rowcount", 0) or 0)

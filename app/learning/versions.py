@@ -23,9 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.config import Settings
 from app.core.errors import Conflict, NotFound
-from app.db.engine import tenant_session
 from app.learning.gate import (
     EMBEDDING_MARGIN,
     JUDGE_SCHEMA,
@@ -102,18 +102,18 @@ class ModelVersionService:
             )
         )
 
-    async def list_versions(self, coach_id: uuid.UUID) -> list[ModelVersion]:
+    async def list_versions(self, uow: UnitOfWork) -> list[ModelVersion]:
         """The coach's versions, newest first."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            return list(
-                (
-                    await session.scalars(
-                        select(ModelVersion)
-                        .where(ModelVersion.coach_id == coach_id)
-                        .order_by(ModelVersion.created_at.desc(), ModelVersion.id.desc())
-                    )
-                ).all()
-            )
+        session, coach_id = uow.session, uow.coach_id
+        return list(
+            (
+                await session.scalars(
+                    select(ModelVersion)
+                    .where(ModelVersion.coach_id == coach_id)
+                    .order_by(ModelVersion.created_at.desc(), ModelVersion.id.desc())
+                )
+            ).all()
+        )
 
     async def _version(self, session: AsyncSession, coach_id: uuid.UUID, version_id: uuid.UUID) -> ModelVersion:
         version = await session.scalar(
@@ -127,10 +127,11 @@ class ModelVersionService:
 
     async def _held_out(self, coach_id: uuid.UUID) -> tuple[str, list[TrainingExample]]:
         """The held-out SFT examples to replay: ``test`` if it has enough, else ``validation``, else both."""
-        test = await self._training.examples(coach_id, kind=ExampleKind.SFT, split=Split.TEST)
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            test = await self._training.examples(uow, kind=ExampleKind.SFT, split=Split.TEST)
+            validation = await self._training.examples(uow, kind=ExampleKind.SFT, split=Split.VALIDATION)
         if len(test) >= MIN_HELD_OUT_EXAMPLES:
             return Split.TEST, test[:MAX_HELD_OUT_EXAMPLES]
-        validation = await self._training.examples(coach_id, kind=ExampleKind.SFT, split=Split.VALIDATION)
         if len(validation) >= MIN_HELD_OUT_EXAMPLES:
             return Split.VALIDATION, validation[:MAX_HELD_OUT_EXAMPLES]
         return "test+validation", (test + validation)[:MAX_HELD_OUT_EXAMPLES]
@@ -146,11 +147,12 @@ class ModelVersionService:
         :data:`MIN_HELD_OUT_EXAMPLES` held-out examples, or a candidate the endpoint refuses to serve (404, 400,
         403): rejected with that reason. Raises ``ProviderError`` (retried by the worker) when a model cannot
         be reached."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             version = await self._version(session, coach_id, version_id)
             if version.status != ModelVersionStatus.STAGING:
                 return f"not in staging ({version.status})"
-            coach = await self._accounts.get_coach(session, coach_id)
+            coach = await uow.coach()
             current_version = await self.production(session, coach_id)
             candidate_model = version.model
         current_model = current_version.model if current_version is not None else (coach.llm_model or "")
@@ -173,7 +175,8 @@ class ModelVersionService:
         else:
             passed, reason = await self._replay(coach, candidate_model, current_model, held_out, evaluation)
         evaluation |= {"passed": passed, "reason": reason, "at": datetime.now(UTC).isoformat()}
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             version = await self._version(session, coach_id, version_id)
             if version.status != ModelVersionStatus.STAGING:
                 return f"decided meanwhile ({version.status})"
@@ -289,7 +292,8 @@ class ModelVersionService:
         the gate, recorded as ``evaluation.forced``), otherwise through the gate (:meth:`evaluate`; a rejected
         or retired version is evaluated again). Raises ``NotFound`` and ``Conflict`` when the gate refuses
         (the evaluation is kept)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             version = await self._version(session, coach_id, version_id)
             if version.status == ModelVersionStatus.PRODUCTION:
                 return version
@@ -306,41 +310,42 @@ class ModelVersionService:
             await self.evaluate(coach_id, version_id)
         except ProviderError as exc:
             raise Conflict(f"the promotion gate could not run: {exc}") from exc
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             version = await self._version(session, coach_id, version_id)
         if version.status != ModelVersionStatus.PRODUCTION:
             raise Conflict(f"the promotion gate refused: {version.evaluation.get('reason', 'not better')}")
         return version
 
-    async def rollback(self, coach_id: uuid.UUID) -> ModelVersion | None:
+    async def rollback(self, uow: UnitOfWork) -> ModelVersion | None:
         """Retire the production version (marked ``evaluation.rolled_back_at``, so it is never restored by a
         later rollback) and restore the previous one (the most recently retired version that was once in
         production and was not rolled back); ``None`` when there is none: the coach's base model serves. Raises
         ``Conflict`` when no version is in production."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            current = await self.production(session, coach_id)
-            if current is None:
-                raise Conflict("no model version is in production")
-            now = datetime.now(UTC)
-            current.status = ModelVersionStatus.RETIRED
-            current.retired_at = now
-            current.evaluation = dict(current.evaluation) | {"rolled_back_at": now.isoformat()}
-            await session.flush()
-            previous = await session.scalar(
-                select(ModelVersion)
-                .where(
-                    ModelVersion.coach_id == coach_id,
-                    ModelVersion.status == ModelVersionStatus.RETIRED,
-                    ModelVersion.promoted_at.is_not(None),
-                    ModelVersion.id != current.id,
-                    ~ModelVersion.evaluation.has_key("rolled_back_at"),
-                )
-                .order_by(ModelVersion.retired_at.desc().nulls_last(), ModelVersion.promoted_at.desc())
-                .limit(1)
+        session, coach_id = uow.session, uow.coach_id
+        current = await self.production(session, coach_id)
+        if current is None:
+            raise Conflict("no model version is in production")
+        now = datetime.now(UTC)
+        current.status = ModelVersionStatus.RETIRED
+        current.retired_at = now
+        current.evaluation = dict(current.evaluation) | {"rolled_back_at": now.isoformat()}
+        await session.flush()
+        previous = await session.scalar(
+            select(ModelVersion)
+            .where(
+                ModelVersion.coach_id == coach_id,
+                ModelVersion.status == ModelVersionStatus.RETIRED,
+                ModelVersion.promoted_at.is_not(None),
+                ModelVersion.id != current.id,
+                ~ModelVersion.evaluation.has_key("rolled_back_at"),
             )
-            if previous is not None:
-                previous.status = ModelVersionStatus.PRODUCTION
-                previous.promoted_at = now
-                previous.retired_at = None
-                await session.flush()
-            return previous
+            .order_by(ModelVersion.retired_at.desc().nulls_last(), ModelVersion.promoted_at.desc())
+            .limit(1)
+        )
+        if previous is not None:
+            previous.status = ModelVersionStatus.PRODUCTION
+            previous.promoted_at = now
+            previous.retired_at = None
+            await session.flush()
+        return previous

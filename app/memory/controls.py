@@ -13,11 +13,12 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.models import Client
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.models import Conversation, Message
 from app.core.errors import InvalidInput, NotFound
 from app.db import jobs
-from app.db.engine import tenant_session
 from app.llm.registry import ProviderRegistry
 from app.memory.models import ChatSession, ClientProfile, Insight, InsightKind, InsightStatus, SessionStatus
 from app.memory.profile import profile_for_update
@@ -45,8 +46,12 @@ class MemoryControls:
 
     async def client_memory(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> ClientMemory:
         """A client's profile, visible insights (active first, then by importance and recency) and session
-        summaries (newest first, failed ones included with their error). Raises ``NotFound``."""
-        await self._accounts.get_client(session, coach_id, client_id)
+        summaries (newest first, failed ones included with their error). Raises ``NotFound``.
+
+        Takes the session (not the unit of work) because the handoff brief and the intervention analysis
+        read it inside their callers' transactions; controllers pass ``uow.session, uow.coach_id``."""
+        if await session.scalar(select(Client.id).where(Client.id == client_id, Client.coach_id == coach_id)) is None:
+            raise NotFound("client not found")
         profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
         insights = (
             await session.scalars(
@@ -90,8 +95,7 @@ class MemoryControls:
 
     async def edit_insight(
         self,
-        session: AsyncSession,
-        coach_id: uuid.UUID,
+        uow: UnitOfWork,
         client_id: uuid.UUID,
         insight_id: uuid.UUID,
         *,
@@ -104,6 +108,7 @@ class MemoryControls:
         from being overwritten by later extractions. Raises ``InvalidInput`` for an empty text, an unknown
         kind or status, importance outside 0–10; ``NotFound`` for an unknown or deleted insight.
         ``edited_by_coach`` is set only when the text actually changes."""
+        session, coach_id = uow.session, uow.coach_id
         insight = await self._visible_insight(session, coach_id, client_id, insight_id)
         if kind is not None:
             if kind not in InsightKind.ALL:
@@ -124,7 +129,7 @@ class MemoryControls:
             if len(cleaned) > 500:
                 raise InvalidInput("text is longer than 500 characters")
             if cleaned != insight.text:
-                coach = await self._accounts.get_coach(session, coach_id)
+                coach = await uow.coach()
                 embedder = self._registry.embedder_for(coach)
                 [insight.embedding] = await embedder.embed([cleaned])
                 insight.embedding_model = embedder.model
@@ -133,57 +138,58 @@ class MemoryControls:
         await session.flush()
         return insight
 
-    async def delete_insight(self, coach_id: uuid.UUID, client_id: uuid.UUID, insight_id: uuid.UUID) -> None:
+    async def delete_insight(self, uow: UnitOfWork, client_id: uuid.UUID, insight_id: uuid.UUID) -> None:
         """Forget an insight: its text is erased and it never enters a prompt again. The row stays as a
         tombstone: its embedding stops the same fact from being re-extracted. The messages it came from are
         marked forgotten (:attr:`Message.forgotten_at`): they stay in the coach's transcript but leave every
         later prompt (recent turns, summaries, insight extraction, few-shot examples) and the training data
-        — the summaries built on them are cleared and written again without them, and their conversations'
-        training examples rebuilt (both queued in this transaction). Raises ``NotFound``."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            insight = await self._visible_insight(session, coach_id, client_id, insight_id)
-            insight.status = InsightStatus.DELETED
-            insight.text = ""
-            conversations = (
-                await session.scalars(
-                    update(Message)
-                    .where(
-                        Message.id.in_(insight.source_message_ids),
-                        Message.conversation_id.in_(select(Conversation.id).where(Conversation.client_id == client_id)),
-                    )
-                    .values(forgotten_at=func.coalesce(Message.forgotten_at, func.now()))
-                    .returning(Message.conversation_id)
-                    .execution_options(synchronize_session=False)
+        — the summaries built on them are cleared and written again without them, their conversations'
+        training examples rebuilt, and the coach's response cache and cached failure patterns in Redis purged
+        (as after an erasure: a cached reply can quote a message its prompt held); all queued in this
+        transaction. Raises ``NotFound``."""
+        session, coach_id = uow.session, uow.coach_id
+        insight = await self._visible_insight(session, coach_id, client_id, insight_id)
+        insight.status = InsightStatus.DELETED
+        insight.text = ""
+        conversations = (
+            await session.scalars(
+                update(Message)
+                .where(
+                    Message.id.in_(insight.source_message_ids),
+                    Message.conversation_id.in_(select(Conversation.id).where(Conversation.client_id == client_id)),
                 )
-            ).all()
-            for conversation_id in set(conversations):
-                jobs.refresh_training_data(session, coach_id, conversation_id, trigger=f"forget:{insight_id}")
-            affected = (
-                await session.scalars(
-                    select(ChatSession)
-                    .where(
-                        ChatSession.client_id == client_id,
-                        ChatSession.status.in_(SessionStatus.FINISHED),
-                        ChatSession.id.in_(
-                            select(Message.session_id).where(Message.id.in_(insight.source_message_ids))
-                        ),
-                    )
-                    .with_for_update()
+                .values(forgotten_at=func.coalesce(Message.forgotten_at, func.now()))
+                .returning(Message.conversation_id)
+                .execution_options(synchronize_session=False)
+            )
+        ).all()
+        for conversation_id in set(conversations):
+            jobs.refresh_training_data(session, coach_id, conversation_id, trigger=f"forget:{insight_id}")
+        if conversations:  # cached replies (and failure patterns) may quote the forgotten messages
+            jobs.purge_erased_data(session, coach_id, [], reason=f"forget:{insight_id}")
+        affected = (
+            await session.scalars(
+                select(ChatSession)
+                .where(
+                    ChatSession.client_id == client_id,
+                    ChatSession.status.in_(SessionStatus.FINISHED),
+                    ChatSession.id.in_(select(Message.session_id).where(Message.id.in_(insight.source_message_ids))),
                 )
-            ).all()
-            for chat_session in affected:
-                chat_session.status = SessionStatus.ENDED
-                chat_session.summary = None
-                chat_session.summary_error = None
-                chat_session.source_message_ids = []
-                chat_session.embedding = None
-                jobs.summarize_session(session, coach_id, chat_session.id, cause=f"forget:{insight_id}")
+                .with_for_update()
+            )
+        ).all()
+        for chat_session in affected:
+            chat_session.status = SessionStatus.ENDED
+            chat_session.summary = None
+            chat_session.summary_error = None
+            chat_session.source_message_ids = []
+            chat_session.embedding = None
+            jobs.summarize_session(session, coach_id, chat_session.id, cause=f"forget:{insight_id}")
 
-    async def delete_summary(
-        self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, session_id: uuid.UUID
-    ) -> None:
+    async def delete_summary(self, uow: UnitOfWork, client_id: uuid.UUID, session_id: uuid.UUID) -> None:
         """Forget a session summary: summary, sources and vector are erased, so it is neither listed nor
         recalled again (the session's messages stay in the transcript). Raises ``NotFound``."""
+        session, coach_id = uow.session, uow.coach_id
         chat_session = await session.scalar(
             select(ChatSession)
             .where(
@@ -203,12 +209,11 @@ class MemoryControls:
         chat_session.embedding = None
         await session.flush()
 
-    async def edit_profile(
-        self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, changes: dict[str, Any]
-    ) -> ClientProfile:
+    async def edit_profile(self, uow: UnitOfWork, client_id: uuid.UUID, changes: dict[str, Any]) -> ClientProfile:
         """The coach edits the L4 profile: ``changes`` maps list fields to lists of statements and ``tone`` to
         a string; anything else is ``InvalidInput``. Raises ``NotFound`` for another coach's client."""
-        await self._accounts.get_client(session, coach_id, client_id)
+        session, coach_id = uow.session, uow.coach_id
+        await self._accounts.get_client(uow, client_id)
         profile = await profile_for_update(session, coach_id, client_id)
         lists = ("communication_preferences", "what_works", "what_doesnt_work", "sensitive_topics")
         for name, value in changes.items():

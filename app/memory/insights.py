@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import unit_of_work
 from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.config import Settings
-from app.db.engine import tenant_session
 from app.llm.base import ChatProvider, Embedder
 from app.llm.registry import ProviderRegistry
 from app.llm.schema import InvalidModelOutput, generate_structured
@@ -86,7 +86,8 @@ class InsightService:
         async with self._redis.lock(
             f"lock:{conversation_id}:insights", timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
         ):
-            async with tenant_session(self._sessionmaker, coach_id) as session:
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                session = uow.session
                 conversation = await session.get(Conversation, conversation_id)
                 if conversation is None:
                     return "gone"
@@ -94,7 +95,7 @@ class InsightService:
                 if conversation.insights_extracted_through is not None:
                     stmt = stmt.where(Message.created_at > conversation.insights_extracted_through)
                 unread = list((await session.scalars(stmt.order_by(Message.created_at, Message.id))).all())
-                coach = await self._accounts.get_coach(session, coach_id)
+                coach = await uow.coach()
                 client = await session.get_one(Client, conversation.client_id)
             client_messages = sum(msg.sender_type == SenderType.CLIENT for msg in unread)
             if client_messages == 0 or (not force and client_messages < INSIGHT_BATCH):
@@ -114,7 +115,8 @@ class InsightService:
         client: Client,
         window: list[Message],
     ) -> int:
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             known = (
                 await session.scalars(
                     select(Insight.text)
@@ -143,7 +145,8 @@ class InsightService:
             except InvalidModelOutput as exc:
                 log.warning("insight extraction for client %s skipped a window: %s", client.id, exc)
         plans = await self._plan(provider, embedder, coach_id, client.id, found, window) if found else []
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             for plan in plans:
                 await self._apply(session, coach_id, client.id, embedder.model, plan)
             conversation = await session.get_one(Conversation, window[0].conversation_id, with_for_update=True)
@@ -199,7 +202,8 @@ class InsightService:
         """For each vector, the client's three nearest stored insights (deleted ones included) as rows of
         ``(id, kind, status, text, cosine distance)``, all read before any decision is asked of the model."""
         neighbours = []
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             for vector in vectors:
                 distance = Insight.embedding.cosine_distance(vector)
                 neighbours.append(

@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import unit_of_work
 from app.conversations.models import SenderType
 from app.core.config import Settings
-from app.db.engine import tenant_session
 from app.llm.registry import ProviderRegistry
 from app.llm.schema import InvalidModelOutput, generate_structured
 from app.memory.models import ChatSession, ClientProfile, SessionStatus
@@ -83,14 +83,15 @@ class ProfileService:
         """Job: merge what a summarised session shows about working with the client into the L4 profile.
         Lists gain new entries (case-insensitive de-duplication, newest kept); ``tone`` is set only while the
         coach has not edited the profile. Idempotent per session (``profile_updated`` mark in the summary)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             chat_session = await session.get(ChatSession, session_id)
             if chat_session is None or chat_session.status != SessionStatus.SUMMARIZED or not chat_session.summary:
                 return "not summarised"
             if chat_session.summary.get("profile_updated"):
                 return "done already"
             messages = await session_messages(session, session_id)
-            coach = await self._accounts.get_coach(session, coach_id)
+            coach = await uow.coach()
             client = await session.get_one(Client, chat_session.client_id)
             summary = summary_text(chat_session.summary)
         client_turns = [msg for msg in messages if msg.sender_type == SenderType.CLIENT]
@@ -111,7 +112,8 @@ class ProfileService:
         except InvalidModelOutput as exc:
             log.warning("profile update from session %s skipped: %s", session_id, exc)
             return "invalid model output"
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             profile = await profile_for_update(session, coach_id, client.id)
             profile.communication_preferences = _merge_list(
                 profile.communication_preferences, output.communication_preferences

@@ -12,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.conversations.models import REMEMBERED, Conversation, Message
 from app.core.errors import NotFound
 from app.db import jobs
-from app.db.engine import tenant_session
 from app.memory.models import ChatSession, SessionStatus
 
 
@@ -111,7 +111,7 @@ class SessionService:
 
     async def end_session(
         self,
-        coach_id: uuid.UUID,
+        uow: UnitOfWork,
         conversation_id: uuid.UUID,
         *,
         client_id: uuid.UUID | None = None,
@@ -121,18 +121,18 @@ class SessionService:
         (``queue_jobs=False``: the caller runs them itself, as the evaluation does). Returns its id, or
         ``None`` when no session was open. Raises ``NotFound`` for a conversation that is not the coach's
         (or, with ``client_id``, not that client's)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            stmt = select(Conversation).where(Conversation.id == conversation_id, Conversation.coach_id == coach_id)
-            if client_id is not None:
-                stmt = stmt.where(Conversation.client_id == client_id)
-            if await session.scalar(stmt) is None:
-                raise NotFound("conversation not found")
-            open_session = await _open_session(session, conversation_id)
-            if open_session is None:
-                return None
-            _end(open_session)
-            if queue_jobs:
-                session_ended(session, open_session)
+        session, coach_id = uow.session, uow.coach_id
+        stmt = select(Conversation).where(Conversation.id == conversation_id, Conversation.coach_id == coach_id)
+        if client_id is not None:
+            stmt = stmt.where(Conversation.client_id == client_id)
+        if await session.scalar(stmt) is None:
+            raise NotFound("conversation not found")
+        open_session = await _open_session(session, conversation_id)
+        if open_session is None:
+            return None
+        _end(open_session)
+        if queue_jobs:
+            session_ended(session, open_session)
         return open_session.id
 
     async def close_idle_sessions(self) -> int:
@@ -145,9 +145,10 @@ class SessionService:
             candidates = (await session.execute(text("SELECT coach_id, session_id FROM idle_chat_sessions()"))).all()
         closed = 0
         for coach_id, session_id in candidates:
-            async with tenant_session(self._sessionmaker, coach_id) as session:
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                session = uow.session
                 chat_session = await session.get(ChatSession, session_id, with_for_update=True)
-                coach = await self._accounts.get_coach(session, coach_id)
+                coach = await uow.coach()
                 if (
                     chat_session is None
                     or chat_session.status != SessionStatus.OPEN

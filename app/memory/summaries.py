@@ -12,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.conversations.models import Message
 from app.core.config import Settings
 from app.db import jobs
-from app.db.engine import tenant_session
 from app.llm.base import ChatProvider, Embedder
 from app.llm.registry import ProviderRegistry
 from app.llm.schema import InvalidModelOutput, generate_structured
@@ -67,25 +67,28 @@ class SummaryService:
         Raises ``SummaryFailed`` (after marking the session ``failed``) when the model's answers never
         validate; ``ProviderError`` propagates so arq retries the job.
         """
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             chat_session = await session.get(ChatSession, session_id)
             if chat_session is None:
                 return "gone"
             if chat_session.status in (SessionStatus.OPEN, SessionStatus.SUMMARIZED):
                 return chat_session.status
             messages = await session_messages(session, session_id)
-            coach = await self._accounts.get_coach(session, coach_id)
+            coach = await uow.coach()
             client = await session.get_one(Client, chat_session.client_id)
             chat_session.summary_attempts += 1
+            if not messages:
+                await self.fail_summary(uow, session_id, "the session has no messages")
         if not messages:
-            await self.fail_summary(coach_id, session_id, "the session has no messages")
             raise SummaryFailed("the session has no messages")
         provider = self._registry.chat_for(coach)
         embedder = self._registry.embedder_for(coach)
         try:
             output = await self._summarize(provider, embedder, messages, client.name)
         except InvalidModelOutput as exc:
-            await self.fail_summary(coach_id, session_id, str(exc))
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                await self.fail_summary(uow, session_id, str(exc))
             raise SummaryFailed(str(exc)) from exc
         summary = SessionSummary(
             **output.model_dump(),
@@ -96,7 +99,8 @@ class SummaryService:
         statements = [*sentences(summary.summary), *summary.topics, *summary.insights, *summary.action_items]
         sources = (await ground(embedder, statements, messages)).sources(messages)
         [vector] = await embedder.embed([f"{summary.summary} Topics: {', '.join(summary.topics)}."])
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             chat_session = await session.get_one(ChatSession, session_id)
             chat_session.summary = summary.model_dump(mode="json")
             chat_session.source_message_ids = sources
@@ -148,12 +152,12 @@ class SummaryService:
             check=grounded_in(messages),
         )
 
-    async def fail_summary(self, coach_id: uuid.UUID, session_id: uuid.UUID, reason: str) -> None:
+    async def fail_summary(self, uow: UnitOfWork, session_id: uuid.UUID, reason: str) -> None:
         """Mark an ended session's summary ``failed`` with ``reason`` (nothing else is stored)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            chat_session = await session.get(ChatSession, session_id)
-            if chat_session is None or chat_session.status != SessionStatus.ENDED:
-                return
-            chat_session.status = SessionStatus.FAILED
-            chat_session.summary_error = reason
+        session = uow.session
+        chat_session = await session.get(ChatSession, session_id)
+        if chat_session is None or chat_session.status != SessionStatus.ENDED:
+            return
+        chat_session.status = SessionStatus.FAILED
+        chat_session.summary_error = reason
         log.warning("summary of session %s failed: %s", session_id, reason)

@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.config import Settings
 from app.core.errors import InvalidInput, NotFound
 from app.db import jobs
-from app.db.engine import tenant_session
 from app.llm.base import Embedder, ProviderError
 from app.llm.registry import ProviderRegistry
 from app.rag.chunking import ChunkSpec, TextChunk, chunk_pages
@@ -79,7 +79,7 @@ class DocumentService:
         self._accounts = accounts
         self._limits = ExtractionLimits.from_settings(settings)
 
-    async def upload(self, coach_id: uuid.UUID, filename: str, content_type: str | None, data: bytes) -> Document:
+    async def upload(self, uow: UnitOfWork, filename: str, content_type: str | None, data: bytes) -> Document:
         """Store the original and queue ingestion; returns the document (status ``queued``).
 
         A file over ``MAX_UPLOAD_MB`` is recorded as ``failed`` with the reason, without its bytes.
@@ -95,7 +95,7 @@ class DocumentService:
         limit = int(self._settings.max_upload_mb * 1024 * 1024)
         too_large = len(data) > limit
         document = Document(
-            coach_id=coach_id,
+            coach_id=uow.coach_id,
             title=title_from_filename(filename),
             filename=filename,
             content_type=(content_type or "application/octet-stream")[:100],
@@ -111,49 +111,50 @@ class DocumentService:
             pages_done=0,
             chunks=0,
         )
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            session.add(document)
-            await session.flush()
-            if not too_large:
-                jobs.ingest_document(session, coach_id, document.id)
+        session, coach_id = uow.session, uow.coach_id
+        session.add(document)
+        await session.flush()
+        if not too_large:
+            jobs.ingest_document(session, coach_id, document.id)
         return document
 
-    async def get(self, coach_id: uuid.UUID, document_id: uuid.UUID) -> Document:
+    async def get(self, uow: UnitOfWork, document_id: uuid.UUID) -> Document:
         """One document of this coach. Raises ``NotFound`` (also for another coach's id)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            document = await session.scalar(
-                select(Document).where(Document.id == document_id, Document.coach_id == coach_id)
-            )
+        session, coach_id = uow.session, uow.coach_id
+        document = await session.scalar(
+            select(Document).where(Document.id == document_id, Document.coach_id == coach_id)
+        )
         if document is None:
             raise NotFound("document not found")
         return document
 
-    async def list(self, coach_id: uuid.UUID) -> list[Document]:
+    async def list(self, uow: UnitOfWork) -> list[Document]:
         """The coach's documents, newest first."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            stmt = select(Document).where(Document.coach_id == coach_id).order_by(Document.created_at.desc())
-            return list((await session.scalars(stmt)).all())
+        session, coach_id = uow.session, uow.coach_id
+        stmt = select(Document).where(Document.coach_id == coach_id).order_by(Document.created_at.desc())
+        return list((await session.scalars(stmt)).all())
 
-    async def delete(self, coach_id: uuid.UUID, document_id: uuid.UUID) -> None:
+    async def delete(self, uow: UnitOfWork, document_id: uuid.UUID) -> None:
         """Delete a document and (ON DELETE CASCADE) its chunks. Raises ``NotFound``."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            result = await session.execute(
-                delete(Document).where(Document.id == document_id, Document.coach_id == coach_id)
-            )
-            if result.rowcount == 0:  # type: ignore[attr-defined]
-                raise NotFound("document not found")
-            await _invalidate_cached_replies(session, coach_id)
+        session, coach_id = uow.session, uow.coach_id
+        result = await session.execute(
+            delete(Document).where(Document.id == document_id, Document.coach_id == coach_id)
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            raise NotFound("document not found")
+        await _invalidate_cached_replies(session, coach_id)
 
-    async def count_chunks(self, coach_id: uuid.UUID, document_id: uuid.UUID | None = None) -> int:
+    async def count_chunks(self, uow: UnitOfWork, document_id: uuid.UUID | None = None) -> int:
         """Chunks stored for this coach (optionally one document)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            stmt = select(func.count()).select_from(Chunk).where(Chunk.coach_id == coach_id)
-            if document_id is not None:
-                stmt = stmt.where(Chunk.document_id == document_id)
-            return int(await session.scalar(stmt) or 0)
+        session, coach_id = uow.session, uow.coach_id
+        stmt = select(func.count()).select_from(Chunk).where(Chunk.coach_id == coach_id)
+        if document_id is not None:
+            stmt = stmt.where(Chunk.document_id == document_id)
+        return int(await session.scalar(stmt) or 0)
 
     async def _set(self, coach_id: uuid.UUID, document_id: uuid.UUID, **values: object) -> None:
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             await session.execute(
                 update(Document).where(Document.id == document_id, Document.coach_id == coach_id).values(**values)
             )
@@ -164,14 +165,15 @@ class DocumentService:
         Ends with status ``ready`` (chunks replaced atomically) or ``failed`` with a message. Returns the
         stage timings, or ``None`` when the document is gone or was already failed at upload.
         """
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             document = await session.scalar(
                 select(Document).where(Document.id == document_id, Document.coach_id == coach_id)
             )
             if document is None or (document.status == DocumentStatus.FAILED and not document.original):
                 return None
             data = await session.scalar(select(Document.original).where(Document.id == document_id))
-            coach = await self._accounts.get_coach(session, coach_id)
+            coach = await uow.coach()
             kind = detect_kind(document.filename, document.content_type)
         await self._set(
             coach_id,
@@ -213,8 +215,8 @@ class DocumentService:
             ).all()
         failed = 0
         for coach_id, document_id in candidates:
-            async with tenant_session(self._sessionmaker, coach_id) as session:
-                result = await session.execute(
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                result = await uow.session.execute(
                     update(Document)
                     .where(
                         Document.id == document_id,
@@ -315,7 +317,8 @@ class DocumentService:
     ) -> bool:
         """Replace the document's chunks and mark it ``ready`` (and the coach's cached replies stale) in one
         transaction. Returns ``False`` when the document was deleted meanwhile (nothing stored)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             # one writer per document at a time; the delete + insert makes a re-run replace, not duplicate
             await session.execute(
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 0))"), {"id": str(document_id)}

@@ -27,7 +27,7 @@ from app.conversations.metadata import client_citations, client_handoff_view, cl
 from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Message
 from app.conversations.service import MAX_FEEDBACK_CHARS
 from app.core.errors import DomainError
-from app.deps import ClientIdentityDep, ContainerDep, PathId
+from app.deps import ClientIdentityDep, ContainerDep, PathId, Uow, provide_identity_coach_id, provide_unit_of_work
 from app.handoff.live import client_channel
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,11 @@ def done_event(result: TurnResult) -> dict[str, Any]:
 class ChatController(Controller):
     path = "/api/v1/chat"
     tags = ["chat"]
-    dependencies = {"identity": Provide(provide_client_identity)}
+    dependencies = {
+        "identity": Provide(provide_client_identity),
+        "coach_id": Provide(provide_identity_coach_id, sync_to_thread=False),
+        "uow": Provide(provide_unit_of_work),
+    }
 
     @post("/", status_code=200)
     async def chat(
@@ -161,38 +165,50 @@ class WidgetConversationController(Controller):
 
     path = "/api/v1/widget/conversations"
     tags = ["widget"]
-    dependencies = {"identity": Provide(provide_client_identity)}
+    dependencies = {
+        "identity": Provide(provide_client_identity),
+        "coach_id": Provide(provide_identity_coach_id, sync_to_thread=False),
+        "uow": Provide(provide_unit_of_work),
+    }
 
     @get("/{conversation_id:str}/messages")
     async def messages(
         self,
         conversation_id: PathId,
         identity: ClientIdentityDep,
+        uow: Uow,
         container: ContainerDep,
         after: FromQuery[uuid.UUID | None] = None,
     ) -> list[WidgetMessageOut]:
         """The client's conversation's messages stored after message ``?after=<id>`` (all without it), oldest
         first: what the widget missed while disconnected. 404 for another client's conversation or an
         ``after`` that is not in it; 400 for a malformed id."""
-        found = await container.conversations.messages_after(
-            identity.coach_id, identity.client_id, conversation_id, after
-        )
+        found = await container.conversations.messages_after(uow, identity.client_id, conversation_id, after)
         return [widget_message_out(message) for message in found]
 
 
 class FeedbackController(Controller):
     path = "/api/v1/messages"
     tags = ["chat"]
-    dependencies = {"identity": Provide(provide_client_identity)}
+    dependencies = {
+        "identity": Provide(provide_client_identity),
+        "coach_id": Provide(provide_identity_coach_id, sync_to_thread=False),
+        "uow": Provide(provide_unit_of_work),
+    }
 
     @post("/{message_id:uuid}/feedback", status_code=200)
     async def feedback(
-        self, message_id: PathId, data: JSONBody[FeedbackIn], identity: ClientIdentityDep, container: ContainerDep
+        self,
+        message_id: PathId,
+        data: JSONBody[FeedbackIn],
+        identity: ClientIdentityDep,
+        uow: Uow,
+        container: ContainerDep,
     ) -> FeedbackOut:
         """The client rates an AI reply (widget token of the conversation's client only; 404 otherwise).
         Sending again replaces the earlier feedback."""
         stored = await container.conversations.record_feedback(
-            identity.coach_id,
+            uow,
             identity.client_id,
             message_id,
             helpful=data.helpful,

@@ -23,8 +23,10 @@ from litestar import Controller, Request, get
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
+from app.accounts.disclosure import AI_DISCLOSURE_VERSION, disclosure_text
 from app.accounts.models import Coach
 from app.accounts.service import ClientIdentity
+from app.accounts.unit_of_work import unit_of_work
 from app.auth import WIDGET_COOKIE, WIDGET_SESSION_S, widget_cookie
 from app.chat.turn.intake import MAX_MESSAGE_CHARS
 from app.container import Container
@@ -97,20 +99,21 @@ class WidgetController(Controller):
         if found is None:
             return _invalid(401)
         identity, renewed = found
-        async with container.tenant(identity.coach_id) as session:
-            coach = await container.accounts.get_coach(session, identity.coach_id)
-        conversations = await container.conversations.list_conversations(identity.coach_id, identity.client_id)
-        messages: list[ClientMessage] = []
-        conversation_id = None
-        handoff_status = None
-        if conversations:
-            conversation_id = conversations[0][0].id
-            _, stored = await container.conversations.get_conversation(
-                identity.coach_id, conversation_id, client_id=identity.client_id
-            )
-            messages = [ClientMessage.of(msg) for msg in stored]  # the client sees client_view metadata only
-            handoff, _drafts = await container.handoff_queue.conversation_state(identity.coach_id, conversation_id)
-            handoff_status = handoff.status if handoff is not None else None
+        # the client is known from the cookie (no ``uow`` dependency here): one unit of work for the page's reads
+        async with unit_of_work(container.sessionmaker, identity.coach_id) as uow:
+            coach = await uow.coach()
+            conversations = await container.conversations.list_conversations(uow, identity.client_id)
+            messages: list[ClientMessage] = []
+            conversation_id = None
+            handoff_status = None
+            if conversations:
+                conversation_id = conversations[0][0].id
+                _, stored = await container.conversations.get_conversation(
+                    uow, conversation_id, client_id=identity.client_id
+                )
+                messages = [ClientMessage.of(msg) for msg in stored]  # the client sees client_view metadata only
+                handoff, _drafts = await container.handoff_queue.conversation_state(uow, conversation_id)
+                handoff_status = handoff.status if handoff is not None else None
         page = Template(
             "widget/chat.html",
             context={
@@ -120,6 +123,8 @@ class WidgetController(Controller):
                 "labels": WIDGET_LABELS,
                 "handoff_status": handoff_status,
                 "max_chars": MAX_MESSAGE_CHARS,
+                "disclosure": disclosure_text(coach.name),
+                "disclosure_version": AI_DISCLOSURE_VERSION,
             },
             headers=_frame_policy(coach),
         )
@@ -134,9 +139,9 @@ class WidgetController(Controller):
         if found is None:
             return _invalid(401)
         identity, renewed = found
-        async with container.tenant(identity.coach_id) as session:
-            coach = await container.accounts.get_coach(session, identity.coach_id)
-            memory = await container.memory.client_memory(session, identity.coach_id, identity.client_id)
+        async with unit_of_work(container.sessionmaker, identity.coach_id) as uow:
+            coach = await uow.coach()
+            memory = await container.memory.client_memory(uow.session, uow.coach_id, identity.client_id)
         page = Template(
             "widget/memory.html",
             context={"coach": coach, "memory": remembered_out(memory)},

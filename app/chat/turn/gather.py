@@ -9,9 +9,9 @@ from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.unit_of_work import unit_of_work
 from app.chat.turn.state import Gathered, Learned, Reply, Turn
 from app.core.config import Settings
-from app.db.engine import tenant_session
 from app.handoff.confidence import score_confidence
 from app.handoff.signals import retrieval_support
 from app.learning.experiments import ExperimentService
@@ -56,7 +56,8 @@ class Gatherer:
         t0 = time.perf_counter()
         embedder = self._registry.embedder_for(coach)
         [query_embedding] = await embedder.embed([text])
-        async with tenant_session(self._sessionmaker, coach.id) as session:
+        async with unit_of_work(self._sessionmaker, coach.id) as uow:
+            session = uow.session
             passages = await retrieve(
                 session,
                 coach.id,

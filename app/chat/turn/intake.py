@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Coach
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import UnitOfWork
 from app.chat.turn.state import Received, Turn
 from app.conversations.metadata import helpful
 from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Conversation, Message, SenderType
@@ -68,8 +69,7 @@ class Intake:
 
     async def store(
         self,
-        session: AsyncSession,
-        coach_id: uuid.UUID,
+        uow: UnitOfWork,
         client_id: uuid.UUID,
         text: str,
         *,
@@ -82,11 +82,12 @@ class Intake:
         after commit, and when it answers the coach's message the outcome scoring of the coach's interventions
         is queued. Raises ``NotFound`` (not this client's conversation) and ``Conflict`` (the id is taken by
         another client's message)."""
+        session, coach_id = uow.session, uow.coach_id
         if client_message_id is not None:
             stored = await _stored(session, client_id, client_message_id)
             if stored is not None:
                 return _received(stored, created=False)
-        coach = await self._accounts.get_coach(session, coach_id)
+        coach = await uow.coach()
         conversation = await _conversation_for(session, coach_id, client_id, conversation_id, channel)
         previous = await session.scalar(
             select(Message.sender_type)
@@ -117,12 +118,11 @@ class Intake:
         )
         return _received(message, created=True)
 
-    async def load(
-        self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID
-    ) -> Turn | None:
+    async def load(self, uow: UnitOfWork, client_id: uuid.UUID, message_id: uuid.UUID) -> Turn | None:
         """The turn that answers client message ``message_id`` (locked for ``session``'s transaction), or
         ``None`` when it was answered already. History is what the client saw before it: earlier messages and
         the replies to earlier messages, not the client's later ones. Raises ``NotFound``."""
+        session = uow.session
         message = await session.scalar(
             select(Message)
             .join(Conversation, Conversation.id == Message.conversation_id)
@@ -135,7 +135,7 @@ class Intake:
             raise NotFound("message not found")
         if message.answered_at is not None:
             return None
-        coach = await self._accounts.get_coach(session, coach_id)
+        coach = await uow.coach()
         conversation = await session.get_one(Conversation, message.conversation_id)
         earlier = await _earlier(session, coach, message)
         client_texts = [msg.text for msg in earlier if msg.sender_type == SenderType.CLIENT]
@@ -159,7 +159,7 @@ class Intake:
             helpful_newest_first=ai_feedback,
             coach_name=coach.name,
         )
-        client = await self._accounts.get_client(session, coach_id, conversation.client_id)
+        client = await self._accounts.get_client(uow, conversation.client_id)
         return Turn(
             coach=coach,
             conversation=conversation,

@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
+from app.accounts.unit_of_work import unit_of_work
 from app.chat.turn.decide import Before, BeforeModel
 from app.chat.turn.gather import ms_since
 from app.chat.turn.honesty import Honesty, disclosure
@@ -21,7 +22,6 @@ from app.chat.turn.state import Reply, Turn, TurnResult
 from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason
 from app.conversations.models import Conversation, Message, SenderType
 from app.db import jobs
-from app.db.engine import tenant_session
 from app.handoff.confidence import Confidence, score_confidence
 from app.handoff.crisis import crisis_reply, resources_for, risk_metadata
 from app.handoff.service import HandoffService
@@ -94,7 +94,8 @@ class Persister:
     async def low_confidence(self, turn: Turn, signals: TurnSignals, *, confidence: Confidence, detail: str) -> Outcome:
         """Hand off instead of answering (confidence below the threshold): open the handoff and tell the
         client; nothing when the coach took the conversation meanwhile (the message then waits for them)."""
-        async with tenant_session(self._sessionmaker, turn.coach.id) as session:
+        async with unit_of_work(self._sessionmaker, turn.coach.id) as uow:
+            session = uow.session
             turn.conversation = await session.get_one(Conversation, turn.conversation.id)
             active = await self._handoffs.active_for(session, turn.conversation.id)
             if active is not None or await _claim_answer(session, turn.message.id) is None:
@@ -112,7 +113,8 @@ class Persister:
         reply.metadata["confidence"] = confidence.as_dict()
         reply.metadata["signals"] = reply.signals.as_dict()
         t0 = time.perf_counter()
-        async with tenant_session(self._sessionmaker, coach.id) as session:
+        async with unit_of_work(self._sessionmaker, coach.id) as uow:
+            session = uow.session
             message = await _claim_answer(session, turn.message.id)
             if message is None:
                 return Outcome()

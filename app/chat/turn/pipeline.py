@@ -15,6 +15,12 @@ job and the Telegram adapter all call :meth:`ChatService.receive` then :meth:`Ch
 6. persist the reply or the draft, the handback bookkeeping and the follow-up jobs (outbox) in one
    transaction that marks the client's message answered.
 7. after commit: the response cache and the live events.
+
+Transactions: unlike a request handler (one unit of work for the request, the ``uow`` dependency), the turn
+opens its own short units of work with :func:`~app.accounts.unit_of_work.unit_of_work`, on purpose: the
+client's message is committed first (transaction 1: it is never lost, whatever happens next), the context is
+read in a second, and the reply is stored in a last one, so no transaction (nor pooled connection) is held
+open while the model streams, which can take as long as ``LLM_TIMEOUT_SECONDS``.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import HandoffMode
 from app.accounts.service import AccountService
+from app.accounts.unit_of_work import unit_of_work
 from app.chat.turn.decide import After, Before, after_retrieval, before_model, cache_after
 from app.chat.turn.gather import Gatherer
 from app.chat.turn.generate import Generator
@@ -39,7 +46,6 @@ from app.conversations.models import Conversation, Message
 from app.conversations.service import unanswered_client_message
 from app.core.config import Settings
 from app.core.errors import NotFound
-from app.db.engine import tenant_session
 from app.handoff.confidence import Confidence
 from app.handoff.crisis import needs_crisis_protocol
 from app.handoff.service import HandoffService
@@ -109,10 +115,9 @@ class ChatService:
         4,000 characters, a bad ``client_message_id``), ``NotFound`` (not this client's conversation) and
         ``Conflict`` (another client's message has that id)."""
         text, client_message_id = clean_text(text), clean_client_message_id(client_message_id)
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
             return await self._intake.store(
-                session,
-                coach_id,
+                uow,
                 client_id,
                 text,
                 conversation_id=conversation_id,
@@ -133,8 +138,8 @@ class ChatService:
         (nothing is streamed). Raises ``NotFound`` (not this client's message)."""
         started = time.perf_counter()
         outcome: Outcome | None = None
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            turn = await self._intake.load(session, coach_id, client_id, message_id)  # 1. intake
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            turn = await self._intake.load(uow, client_id, message_id)  # 1. intake
             if turn is not None:
                 decision = before_model(  # 2. decide before the model
                     crisis=needs_crisis_protocol(turn.risk),
@@ -144,7 +149,7 @@ class ChatService:
                     asks_if_ai=asks_if_ai(turn.message.text, coach_name=turn.coach.name),
                 )
                 if decision.action is not Before.ANSWER:
-                    outcome = await self._persister.before_model(session, turn, decision)
+                    outcome = await self._persister.before_model(uow.session, turn, decision)
         if turn is None:
             yield await self._answered_before(coach_id, message_id)
         elif outcome is not None:
@@ -216,7 +221,8 @@ class ChatService:
 
     async def _answered_before(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> TurnResult:
         """The result for a message that was answered before: no reply (the answer went out then)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             conversation_id = await session.scalar(select(Message.conversation_id).where(Message.id == message_id))
         if conversation_id is None:  # deleted since (the client's data was erased)
             raise NotFound("message not found")
@@ -249,7 +255,8 @@ class ChatService:
         """Worker job body (after a handback): answer client message ``message_id`` if it is still the
         conversation's unanswered latest one (:func:`~app.conversations.service.unanswered_client_message`),
         delivering the reply to the client's live channel. Returns a short status for arq."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
             row = (
                 await session.execute(
                     select(Conversation.id, Conversation.client_id)

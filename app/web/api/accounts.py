@@ -14,9 +14,9 @@ from litestar.params import JSONBody
 from app.accounts.api_keys import API_KEY_NAME_MAX, issue_api_key, list_api_keys, revoke_api_key
 from app.accounts.learning_settings import LEARNING_FIELDS, apply_learning_settings
 from app.accounts.models import ApiKey, Coach
-from app.auth import AUTH_BODY_MAX_BYTES, provide_coach_id, throttle_auth_attempt
+from app.auth import AUTH_BODY_MAX_BYTES, account_delete_key, provide_coach_id, throttle_auth_attempt
 from app.core.security import mask_secret
-from app.deps import CoachId, ContainerDep, PathId
+from app.deps import CoachId, ContainerDep, PathId, Uow, provide_unit_of_work
 from app.web.sessions import DashboardSessionsDep
 
 EXPORT_HEADERS = {"Content-Disposition": 'attachment; filename="opencoach-data.json"', "Cache-Control": "no-store"}
@@ -249,83 +249,68 @@ class AuthController(Controller):
 class ApiKeyController(Controller):
     path = "/api/v1/api-keys"
     tags = ["api keys"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @post("/", status_code=201)
-    async def create_api_key(
-        self, data: JSONBody[ApiKeyCreate], coach_id: CoachId, container: ContainerDep
-    ) -> ApiKeyCreated:
+    async def create_api_key(self, data: JSONBody[ApiKeyCreate], uow: Uow) -> ApiKeyCreated:
         """Create a named API key; the response is the only place the key itself ever appears."""
-        async with container.tenant(coach_id) as session:
-            key, secret = await issue_api_key(session, coach_id, data.name)
+        key, secret = await issue_api_key(uow.session, uow.coach_id, data.name)
         out = api_key_out(key)
         return ApiKeyCreated(**msgspec.structs.asdict(out), key=secret)
 
     @get("/")
-    async def list_keys(self, coach_id: CoachId, container: ContainerDep) -> list[ApiKeyOut]:
+    async def list_keys(self, uow: Uow) -> list[ApiKeyOut]:
         """The account's API keys (prefix only), revoked ones included, newest first."""
-        async with container.tenant(coach_id) as session:
-            return [api_key_out(key) for key in await list_api_keys(session, coach_id)]
+        return [api_key_out(key) for key in await list_api_keys(uow.session, uow.coach_id)]
 
     @delete("/{key_id:uuid}", status_code=204)
-    async def revoke_key(self, key_id: PathId, coach_id: CoachId, container: ContainerDep) -> None:
+    async def revoke_key(self, key_id: PathId, uow: Uow) -> None:
         """Revoke a key: its next request gets 401. 404 for an unknown id or another account's key."""
-        async with container.tenant(coach_id) as session:
-            await revoke_api_key(session, coach_id, key_id)
+        await revoke_api_key(uow.session, uow.coach_id, key_id)
 
 
 class ClientController(Controller):
     path = "/api/v1/clients"
     tags = ["clients"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @post("/", status_code=201)
-    async def create_client(
-        self, data: JSONBody[ClientCreate], coach_id: CoachId, container: ContainerDep
-    ) -> ClientCreated:
+    async def create_client(self, data: JSONBody[ClientCreate], uow: Uow, container: ContainerDep) -> ClientCreated:
         """Create a client; returns its widget token (for ``Authorization: Bearer`` on chat calls)."""
-        async with container.tenant(coach_id) as session:
-            client, token = await container.accounts.create_client(session, coach_id, data.name)
+        client, token = await container.accounts.create_client(uow, data.name)
         return ClientCreated(id=client.id, widget_token=token)
 
     @get("/")
-    async def list_clients(self, coach_id: CoachId, container: ContainerDep) -> list[ClientOut]:
+    async def list_clients(self, coach_id: CoachId, uow: Uow, container: ContainerDep) -> list[ClientOut]:
         """The coach's clients, newest first."""
-        async with container.tenant(coach_id) as session:
-            clients = await container.accounts.list_clients(session, coach_id)
+        clients = await container.accounts.list_clients(uow)
         return [ClientOut(c.id, c.name, c.created_at) for c in clients]
 
     @delete("/{client_id:str}", status_code=204)
-    async def delete_client(self, client_id: PathId, coach_id: CoachId, container: ContainerDep) -> None:
+    async def delete_client(self, client_id: PathId, uow: Uow, container: ContainerDep) -> None:
         """Erase the client and everything derived from their data (messages, memory, feedback, handoffs,
         interventions, training examples; Redis caches and provider training files right after). 404 for an
         unknown or another coach's client."""
-        await container.rights.erase_client(coach_id, client_id)
+        await container.rights.erase_client(uow, client_id)
 
     @get("/{client_id:str}/export")
-    async def export_client(
-        self, client_id: PathId, coach_id: CoachId, container: ContainerDep
-    ) -> Response[dict[str, Any]]:
+    async def export_client(self, client_id: PathId, uow: Uow, container: ContainerDep) -> Response[dict[str, Any]]:
         """Everything stored about the client as one JSON file (messages, feedback, memory: profile, insights,
         session summaries; shape: :meth:`app.learning.rights.DataRightsService.export_client`). 404 for an
         unknown or another coach's client."""
-        return Response(await container.rights.export_client(coach_id, client_id), headers=EXPORT_HEADERS)
+        return Response(await container.rights.export_client(uow, client_id), headers=EXPORT_HEADERS)
 
     @post("/{client_id:str}/widget-token", status_code=201)
-    async def rotate_widget_token(
-        self, client_id: PathId, coach_id: CoachId, container: ContainerDep
-    ) -> WidgetTokenOut:
+    async def rotate_widget_token(self, client_id: PathId, uow: Uow, container: ContainerDep) -> WidgetTokenOut:
         """Give the client a new widget token (also after a revocation): the old token and every widget session
         made from it get 401 at once. Returns the new token and chat link."""
-        async with container.tenant(coach_id) as session:
-            token = await container.accounts.rotate_widget_token(session, coach_id, client_id)
+        token = await container.accounts.rotate_widget_token(uow, client_id)
         return WidgetTokenOut(token, f"{container.settings.public_url}/w/{token}")
 
     @delete("/{client_id:str}/widget-token", status_code=204)
-    async def revoke_widget_token(self, client_id: PathId, coach_id: CoachId, container: ContainerDep) -> None:
+    async def revoke_widget_token(self, client_id: PathId, uow: Uow, container: ContainerDep) -> None:
         """Revoke the client's widget token: 401 for the token and its widget sessions until it is rotated."""
-        async with container.tenant(coach_id) as session:
-            await container.accounts.revoke_widget_token(session, coach_id, client_id)
+        await container.accounts.revoke_widget_token(uow, client_id)
 
 
 class AccountController(Controller):
@@ -333,38 +318,42 @@ class AccountController(Controller):
     tags = ["auth"]
     dependencies = {"coach_id": Provide(provide_coach_id)}
 
-    @post("/delete", status_code=200)
+    @post("/delete", status_code=200, request_max_body_size=AUTH_BODY_MAX_BYTES)
     async def delete_account(
-        self, data: JSONBody[AccountDelete], coach_id: CoachId, container: ContainerDep
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[AccountDelete],
+        coach_id: CoachId,
+        container: ContainerDep,
+        dashboard_sessions: DashboardSessionsDep,
     ) -> AccountDeleted:
         """Delete the coach's whole account and all its data (every client, document, model version, Redis
         cache, provider training file); the password of a dashboard user confirms it (403 when wrong,
-        nothing deleted)."""
+        nothing deleted). Rate-limited like log-in per IP and per account (429; a stolen API key cannot guess
+        passwords); every dashboard session of the account ends."""
+        await throttle_auth_attempt(request, container, account_delete_key(coach_id))
         files = await container.rights.delete_account(coach_id, data.password)
+        await dashboard_sessions.end_others(coach_id)
         return AccountDeleted(True, files.files_deleted, files.files_failed)
 
 
 class SettingsController(Controller):
     path = "/api/v1/settings"
     tags = ["settings"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @get("/")
-    async def get_settings(self, coach_id: CoachId, container: ContainerDep) -> SettingsOut:
+    async def get_settings(self, uow: Uow, container: ContainerDep) -> SettingsOut:
         """Persona and provider settings (the key masked)."""
-        async with container.tenant(coach_id) as session:
-            coach = await container.accounts.get_coach(session, coach_id)
+        coach = await uow.coach()
         return settings_out(container, coach)
 
     @patch("/")
-    async def update_settings(
-        self, data: JSONBody[SettingsPatch], coach_id: CoachId, container: ContainerDep
-    ) -> SettingsOut:
+    async def update_settings(self, data: JSONBody[SettingsPatch], uow: Uow, container: ContainerDep) -> SettingsOut:
         """Change persona, provider, memory, escalation and learning settings in one transaction (a bad field
         changes nothing: 400); the key is stored encrypted and never returned."""
         changes = msgspec.structs.asdict(data)
         learning = {name: changes.pop(name) for name in LEARNING_FIELDS}
-        async with container.tenant(coach_id) as session:
-            coach = await container.accounts.update_settings(session, coach_id, **changes)
-            apply_learning_settings(coach, **learning)
+        coach = await container.accounts.update_settings(uow, **changes)
+        apply_learning_settings(coach, **learning)
         return settings_out(container, coach)

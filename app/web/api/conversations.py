@@ -7,28 +7,26 @@ from litestar.di import Provide
 
 from app.auth import provide_coach_id
 from app.conversations.schemas import ConversationOut, ConversationSummary, message_out
-from app.deps import CoachId, ContainerDep, PathId
+from app.deps import ContainerDep, PathId, Uow, provide_unit_of_work
 
 
 class ConversationController(Controller):
     path = "/api/v1/conversations"
     tags = ["conversations"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @get("/")
-    async def list_conversations(self, coach_id: CoachId, container: ContainerDep) -> list[ConversationSummary]:
+    async def list_conversations(self, uow: Uow, container: ContainerDep) -> list[ConversationSummary]:
         """The coach's conversations, most recent first."""
-        rows = await container.conversations.list_conversations(coach_id)
+        rows = await container.conversations.list_conversations(uow)
         return [
             ConversationSummary(c.id, c.client_id, name, c.channel, count, c.last_message_at) for c, name, count in rows
         ]
 
     @get("/{conversation_id:uuid}")
-    async def get_conversation(
-        self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep
-    ) -> ConversationOut:
+    async def get_conversation(self, conversation_id: PathId, uow: Uow, container: ContainerDep) -> ConversationOut:
         """A full transcript with citations and attribution metadata."""
-        conversation, messages = await container.conversations.get_conversation(coach_id, conversation_id)
+        conversation, messages = await container.conversations.get_conversation(uow, conversation_id)
         return ConversationOut(
             conversation.id,
             conversation.client_id,

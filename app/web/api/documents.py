@@ -13,7 +13,7 @@ from litestar.di import Provide
 
 from app.auth import provide_coach_id
 from app.core.errors import InvalidInput
-from app.deps import CoachId, ContainerDep, PathId
+from app.deps import ContainerDep, PathId, Uow, provide_unit_of_work
 from app.rag.models import Document
 
 
@@ -63,28 +63,26 @@ async def read_upload(request: Request[Any, Any, Any]) -> tuple[str, str | None,
 class DocumentController(Controller):
     path = "/api/v1/documents"
     tags = ["documents"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @post("/", status_code=202)
-    async def upload(
-        self, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
-    ) -> DocumentAccepted:
+    async def upload(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> DocumentAccepted:
         """Upload a PDF, .txt or .md file (multipart field ``file``); ingestion runs in the worker."""
         filename, content_type, data = await read_upload(request)
-        document = await container.documents.upload(coach_id, filename, content_type, data)
+        document = await container.documents.upload(uow, filename, content_type, data)
         return DocumentAccepted(document.id, document.status)
 
     @get("/")
-    async def list_documents(self, coach_id: CoachId, container: ContainerDep) -> list[DocumentOut]:
+    async def list_documents(self, uow: Uow, container: ContainerDep) -> list[DocumentOut]:
         """The coach's documents with status and progress, newest first."""
-        return [document_out(d) for d in await container.documents.list(coach_id)]
+        return [document_out(d) for d in await container.documents.list(uow)]
 
     @get("/{document_id:uuid}")
-    async def get_document(self, document_id: PathId, coach_id: CoachId, container: ContainerDep) -> DocumentOut:
+    async def get_document(self, document_id: PathId, uow: Uow, container: ContainerDep) -> DocumentOut:
         """One document's status and progress."""
-        return document_out(await container.documents.get(coach_id, document_id))
+        return document_out(await container.documents.get(uow, document_id))
 
     @delete("/{document_id:uuid}", status_code=204)
-    async def delete_document(self, document_id: PathId, coach_id: CoachId, container: ContainerDep) -> None:
+    async def delete_document(self, document_id: PathId, uow: Uow, container: ContainerDep) -> None:
         """Delete a document and its chunks."""
-        await container.documents.delete(coach_id, document_id)
+        await container.documents.delete(uow, document_id)

@@ -10,7 +10,7 @@ from litestar.di import Provide
 from litestar.params import JSONBody
 
 from app.auth import provide_coach_id
-from app.deps import CoachId, ContainerDep, PathId
+from app.deps import ContainerDep, PathId, Uow, provide_unit_of_work
 
 
 class ExperimentIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -27,33 +27,33 @@ class ExperimentIn(msgspec.Struct, forbid_unknown_fields=True):
 class ExperimentController(Controller):
     path = "/api/v1/learning/experiments"
     tags = ["learning"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @post("/", status_code=201)
-    async def create(self, data: JSONBody[ExperimentIn], coach_id: CoachId, container: ContainerDep) -> dict[str, Any]:
+    async def create(self, data: JSONBody[ExperimentIn], uow: Uow, container: ContainerDep) -> dict[str, Any]:
         """Start an experiment (400 on bad variants or metric, 409 while another one runs)."""
         experiment = await container.experiments.create(
-            coach_id,
+            uow,
             name=data.name,
             metric=data.metric,
             variants=data.variants,
             alpha=data.alpha,
             min_samples=data.min_samples,
         )
-        return (await container.experiments.results(coach_id, experiment.id)).as_dict()
+        return (await container.experiments.results(uow, experiment.id)).as_dict()
 
     @get("/")
-    async def list_experiments(self, coach_id: CoachId, container: ContainerDep) -> list[dict[str, Any]]:
+    async def list_experiments(self, uow: Uow, container: ContainerDep) -> list[dict[str, Any]]:
         """The coach's experiments with per-variant counts, rates, 95 % Wilson intervals, p-value and winner."""
-        return [results.as_dict() for results in await container.experiments.list_results(coach_id)]
+        return [results.as_dict() for results in await container.experiments.list_results(uow)]
 
     @get("/{experiment_id:uuid}")
-    async def get_experiment(self, experiment_id: PathId, coach_id: CoachId, container: ContainerDep) -> dict[str, Any]:
+    async def get_experiment(self, experiment_id: PathId, uow: Uow, container: ContainerDep) -> dict[str, Any]:
         """One experiment with its results (404 for another coach's)."""
-        return (await container.experiments.results(coach_id, experiment_id)).as_dict()
+        return (await container.experiments.results(uow, experiment_id)).as_dict()
 
     @post("/{experiment_id:uuid}/stop", status_code=200)
-    async def stop(self, experiment_id: PathId, coach_id: CoachId, container: ContainerDep) -> dict[str, Any]:
+    async def stop(self, experiment_id: PathId, uow: Uow, container: ContainerDep) -> dict[str, Any]:
         """Stop a running experiment (409 when it is not running)."""
-        await container.experiments.stop(coach_id, experiment_id)
-        return (await container.experiments.results(coach_id, experiment_id)).as_dict()
+        await container.experiments.stop(uow, experiment_id)
+        return (await container.experiments.results(uow, experiment_id)).as_dict()

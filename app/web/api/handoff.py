@@ -13,7 +13,7 @@ from litestar.params import FromQuery, JSONBody
 from app.auth import provide_coach_id
 from app.conversations.handoffs import Draft
 from app.conversations.schemas import MessageOut, message_out
-from app.deps import CoachId, ContainerDep, PathId
+from app.deps import ContainerDep, PathId, Uow, provide_unit_of_work
 from app.handoff.actions import MAX_COACH_MESSAGE_CHARS
 from app.handoff.queue import QueueItem, draft_dict, handoff_dict
 
@@ -78,54 +78,54 @@ class DraftApproval(msgspec.Struct, forbid_unknown_fields=True):
 class HandoffController(Controller):
     path = "/api/v1"
     tags = ["handoffs"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @get("/handoffs")
     async def list_handoffs(
-        self, coach_id: CoachId, container: ContainerDep, status: FromQuery[str | None] = None
+        self, uow: Uow, container: ContainerDep, status: FromQuery[str | None] = None
     ) -> list[HandoffOut]:
         """The coach's handoffs, newest first; ``?status=open|claimed|closed`` filters (400 otherwise)."""
-        return [handoff_out(item) for item in await container.handoff_queue.list_handoffs(coach_id, status)]
+        return [handoff_out(item) for item in await container.handoff_queue.list_handoffs(uow, status)]
 
     @post("/conversations/{conversation_id:uuid}/takeover", status_code=200)
-    async def takeover(self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep) -> HandoffOut:
+    async def takeover(self, conversation_id: PathId, uow: Uow, container: ContainerDep) -> HandoffOut:
         """Take the conversation over (its open handoff, or unprompted): the AI is paused until handback."""
-        handoff = await container.coach_actions.takeover(coach_id, conversation_id)
-        return handoff_out(await container.handoff_queue.get(coach_id, handoff.id))
+        handoff = await container.coach_actions.takeover(uow, conversation_id)
+        return handoff_out(await container.handoff_queue.get(uow, handoff.id))
 
     @post("/conversations/{conversation_id:uuid}/messages", status_code=201)
     async def send(
-        self, conversation_id: PathId, data: JSONBody[CoachMessage], coach_id: CoachId, container: ContainerDep
+        self, conversation_id: PathId, data: JSONBody[CoachMessage], uow: Uow, container: ContainerDep
     ) -> MessageOut:
         """Write to the client as the human coach (takes the conversation over first if needed); the
         message reaches the widget live."""
-        return message_out(await container.coach_actions.send(coach_id, conversation_id, data.text))
+        return message_out(await container.coach_actions.send(uow, conversation_id, data.text))
 
     @post("/conversations/{conversation_id:uuid}/handback", status_code=200)
     async def handback(
-        self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep, reply: FromQuery[bool] = True
+        self, conversation_id: PathId, uow: Uow, container: ContainerDep, reply: FromQuery[bool] = True
     ) -> HandoffOut:
         """Hand the conversation back to the AI (409 when it is not handed off). The AI then answers the
         client's message the coach left unanswered, unless ``?reply=false`` (hand back without a reply)."""
-        handoff = await container.coach_actions.handback(coach_id, conversation_id, reply=reply)
-        return handoff_out(await container.handoff_queue.get(coach_id, handoff.id))
+        handoff = await container.coach_actions.handback(uow, conversation_id, reply=reply)
+        return handoff_out(await container.handoff_queue.get(uow, handoff.id))
 
     @get("/drafts")
     async def list_drafts(
-        self, coach_id: CoachId, container: ContainerDep, status: FromQuery[str | None] = None
+        self, uow: Uow, container: ContainerDep, status: FromQuery[str | None] = None
     ) -> list[DraftOut]:
         """The coach's drafts, oldest first; ``?status=pending|approved|discarded`` filters."""
-        return [draft_out(d) for d in await container.drafts.list_drafts(coach_id, status)]
+        return [draft_out(d) for d in await container.drafts.list_drafts(uow, status)]
 
     @post("/drafts/{draft_id:uuid}/approve", status_code=201)
     async def approve(
-        self, draft_id: PathId, coach_id: CoachId, container: ContainerDep, data: JSONBody[DraftApproval | None] = None
+        self, draft_id: PathId, uow: Uow, container: ContainerDep, data: JSONBody[DraftApproval | None] = None
     ) -> MessageOut:
         """Send a pending draft to the client, as written or with the coach's ``text`` (409 if decided)."""
         text = data.text if data is not None else None
-        return message_out(await container.drafts.approve_draft(coach_id, draft_id, text))
+        return message_out(await container.drafts.approve_draft(uow, draft_id, text))
 
     @post("/drafts/{draft_id:uuid}/discard", status_code=200)
-    async def discard(self, draft_id: PathId, coach_id: CoachId, container: ContainerDep) -> DraftOut:
+    async def discard(self, draft_id: PathId, uow: Uow, container: ContainerDep) -> DraftOut:
         """Drop a pending draft; nothing is sent (409 if decided)."""
-        return draft_out(await container.drafts.discard_draft(coach_id, draft_id))
+        return draft_out(await container.drafts.discard_draft(uow, draft_id))

@@ -9,17 +9,17 @@ from litestar.di import Provide
 from litestar.params import FromQuery
 
 from app.auth import provide_coach_id
-from app.deps import CoachId, ContainerDep
+from app.deps import ContainerDep, Uow, provide_unit_of_work
 
 
 class LearningDashboardController(Controller):
     path = "/api/v1/learning"
     tags = ["learning"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @get("/dashboard")
-    async def dashboard(self, coach_id: CoachId, container: ContainerDep, days: FromQuery[int] = 30) -> dict[str, Any]:
+    async def dashboard(self, uow: Uow, container: ContainerDep, days: FromQuery[int] = 30) -> dict[str, Any]:
         """Approval (overall, per day, mode and topic) and its health, failure patterns, handoff rate and
         reasons, training data and readiness, fine-tune jobs, model versions, cache hit rate, experiments and
         interventions over the last ``days`` (1–365, else 400)."""
-        return await container.learning_dashboard.figures(coach_id, days=days)
+        return await container.learning_dashboard.figures(uow, days=days)

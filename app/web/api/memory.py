@@ -11,16 +11,25 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import JSONBody
 
+from app.accounts.disclosure import accept_disclosure
 from app.auth import provide_client_identity, provide_coach_id
 from app.core.errors import InvalidInput
-from app.deps import ClientIdentityDep, CoachId, ContainerDep, PathId
+from app.deps import (
+    ClientIdentityDep,
+    CoachId,
+    ContainerDep,
+    PathId,
+    Uow,
+    provide_identity_coach_id,
+    provide_unit_of_work,
+)
 from app.memory.client_view import RememberedOut, remembered_out
 from app.memory.controls import ClientMemory
 from app.memory.models import ChatSession, ClientProfile, Insight, SessionStatus
@@ -96,6 +105,19 @@ class SessionEnded(msgspec.Struct):
     session_id: uuid.UUID | None
 
 
+class DisclosureAccept(msgspec.Struct, forbid_unknown_fields=True):
+    """The version of the AI disclosure the widget showed (``data-version`` of the chat page's notice)."""
+
+    version: Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+
+
+class DisclosureAccepted(msgspec.Struct):
+    """The accepted version and when it was first accepted."""
+
+    version: str
+    accepted_at: datetime
+
+
 def profile_out(profile: ClientProfile | None) -> ProfileOut:
     """Serialise a profile; ``None`` gives the empty shape."""
     if profile is None:
@@ -159,15 +181,16 @@ class MemoryController(Controller):
 
     path = "/api/v1/clients/{client_id:str}/memory"
     tags = ["memory"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @get("/")
-    async def get_memory(self, client_id: PathId, coach_id: CoachId, container: ContainerDep) -> ClientMemoryOut:
+    async def get_memory(
+        self, client_id: PathId, coach_id: CoachId, uow: Uow, container: ContainerDep
+    ) -> ClientMemoryOut:
         """The client's profile, visible insights (active first, then by importance and recency) and ended
         sessions' summaries (newest first; failed ones with their error). Deleted insights are not listed."""
-        async with container.tenant(coach_id) as session:
-            memory = await container.memory.client_memory(session, coach_id, client_id)
-            return client_memory_out(memory)
+        memory = await container.memory.client_memory(uow.session, uow.coach_id, client_id)
+        return client_memory_out(memory)
 
     @patch("/insights/{insight_id:str}")
     async def edit_insight(
@@ -175,52 +198,44 @@ class MemoryController(Controller):
         client_id: PathId,
         insight_id: PathId,
         data: JSONBody[InsightPatch],
-        coach_id: CoachId,
+        uow: Uow,
         container: ContainerDep,
     ) -> InsightOut:
         """Correct an insight: ``text`` (1–500 characters, re-embedded), ``kind`` (goal, blocker,
         breakthrough, preference, achievement, pattern, milestone, commitment), ``importance`` (0–10),
         ``status`` (active, achieved, dropped). A changed text marks the insight ``edited_by_coach``."""
-        async with container.tenant(coach_id) as session:
-            insight = await container.memory.edit_insight(
-                session,
-                coach_id,
-                client_id,
-                insight_id,
-                text=data.text,
-                kind=data.kind,
-                importance=data.importance,
-                status=data.status,
-            )
-            return insight_out(insight)
+        insight = await container.memory.edit_insight(
+            uow,
+            client_id,
+            insight_id,
+            text=data.text,
+            kind=data.kind,
+            importance=data.importance,
+            status=data.status,
+        )
+        return insight_out(insight)
 
     @delete("/insights/{insight_id:str}", status_code=204)
-    async def delete_insight(
-        self, client_id: PathId, insight_id: PathId, coach_id: CoachId, container: ContainerDep
-    ) -> None:
+    async def delete_insight(self, client_id: PathId, insight_id: PathId, uow: Uow, container: ContainerDep) -> None:
         """Forget an insight: it leaves every view and prompt; a tombstone keeps it from being re-learnt."""
-        await container.memory.delete_insight(coach_id, client_id, insight_id)
+        await container.memory.delete_insight(uow, client_id, insight_id)
 
     @delete("/summaries/{session_id:str}", status_code=204)
-    async def delete_summary(
-        self, client_id: PathId, session_id: PathId, coach_id: CoachId, container: ContainerDep
-    ) -> None:
+    async def delete_summary(self, client_id: PathId, session_id: PathId, uow: Uow, container: ContainerDep) -> None:
         """Forget a session summary: it leaves every view and prompt (the transcript stays)."""
-        async with container.tenant(coach_id) as session:
-            await container.memory.delete_summary(session, coach_id, client_id, session_id)
+        await container.memory.delete_summary(uow, client_id, session_id)
 
     @patch("/profile")
     async def edit_profile(
-        self, client_id: PathId, data: JSONBody[dict[str, Any]], coach_id: CoachId, container: ContainerDep
+        self, client_id: PathId, data: JSONBody[dict[str, Any]], coach_id: CoachId, uow: Uow, container: ContainerDep
     ) -> ProfileOut:
         """Edit the relationship profile: any of ``communication_preferences``, ``what_works``,
         ``what_doesnt_work``, ``sensitive_topics`` (lists of strings, replaced whole) and ``tone`` (string).
         Once the coach has set the tone, memory jobs no longer overwrite it."""
         if not data:
             raise InvalidInput("send at least one profile field to change")
-        async with container.tenant(coach_id) as session:
-            profile = await container.memory.edit_profile(session, coach_id, client_id, data)
-            return profile_out(profile)
+        profile = await container.memory.edit_profile(uow, client_id, data)
+        return profile_out(profile)
 
 
 class SessionController(Controller):
@@ -228,13 +243,13 @@ class SessionController(Controller):
 
     path = "/api/v1/conversations"
     tags = ["memory"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @post("/{conversation_id:str}/end-session", status_code=200)
-    async def end_session(self, conversation_id: PathId, coach_id: CoachId, container: ContainerDep) -> SessionEnded:
+    async def end_session(self, conversation_id: PathId, uow: Uow, container: ContainerDep) -> SessionEnded:
         """End the conversation's open session now and queue its summary; ``session_id`` is ``null`` when
         no session was open."""
-        return SessionEnded(await container.sessions.end_session(coach_id, conversation_id))
+        return SessionEnded(await container.sessions.end_session(uow, conversation_id))
 
 
 class WidgetMemoryController(Controller):
@@ -243,39 +258,53 @@ class WidgetMemoryController(Controller):
 
     path = "/api/v1/widget"
     tags = ["widget"]
-    dependencies = {"identity": Provide(provide_client_identity)}
+    dependencies = {
+        "identity": Provide(provide_client_identity),
+        "coach_id": Provide(provide_identity_coach_id, sync_to_thread=False),
+        "uow": Provide(provide_unit_of_work),
+    }
 
     @get("/memory")
-    async def get_memory(self, identity: ClientIdentityDep, container: ContainerDep) -> RememberedOut:
+    async def get_memory(self, identity: ClientIdentityDep, uow: Uow, container: ContainerDep) -> RememberedOut:
         """What the coach's assistant remembers about the client: insights and session summaries."""
-        async with container.tenant(identity.coach_id) as session:
-            memory = await container.memory.client_memory(session, identity.coach_id, identity.client_id)
-            return remembered_out(memory)
+        memory = await container.memory.client_memory(uow.session, uow.coach_id, identity.client_id)
+        return remembered_out(memory)
+
+    @post("/disclosure", status_code=200)
+    async def accept_disclosure(
+        self, data: JSONBody[DisclosureAccept], identity: ClientIdentityDep, uow: Uow
+    ) -> DisclosureAccepted:
+        """Record that the client accepted the widget's AI disclosure ``version`` (the widget sends it with the
+        client's first message from the chat page); the first acceptance of a version keeps its time. 400 for a
+        version that is not the current one (nothing stored). Listed under ``consent`` in the export."""
+        version, at = await accept_disclosure(uow.session, uow.coach_id, identity.client_id, data.version)
+        return DisclosureAccepted(version, at)
 
     @get("/export")
-    async def export(self, identity: ClientIdentityDep, container: ContainerDep) -> Response[dict[str, Any]]:
+    async def export(self, identity: ClientIdentityDep, uow: Uow, container: ContainerDep) -> Response[dict[str, Any]]:
         """ "Download my data": everything stored about the client as one JSON file (shape:
         :meth:`app.learning.rights.DataRightsService.export_client`), as an attachment."""
-        data = await container.rights.export_client(identity.coach_id, identity.client_id)
+        data = await container.rights.export_client(uow, identity.client_id)
         return Response(data, headers=EXPORT_HEADERS)
 
     @delete("/memory/insights/{insight_id:str}", status_code=204)
-    async def delete_insight(self, insight_id: PathId, identity: ClientIdentityDep, container: ContainerDep) -> None:
+    async def delete_insight(
+        self, insight_id: PathId, identity: ClientIdentityDep, uow: Uow, container: ContainerDep
+    ) -> None:
         """Delete a remembered item; it never enters a prompt again."""
-        await container.memory.delete_insight(identity.coach_id, identity.client_id, insight_id)
+        await container.memory.delete_insight(uow, identity.client_id, insight_id)
 
     @delete("/memory/summaries/{session_id:str}", status_code=204)
-    async def delete_summary(self, session_id: PathId, identity: ClientIdentityDep, container: ContainerDep) -> None:
+    async def delete_summary(
+        self, session_id: PathId, identity: ClientIdentityDep, uow: Uow, container: ContainerDep
+    ) -> None:
         """Delete a remembered session summary; it never enters a prompt again."""
-        async with container.tenant(identity.coach_id) as session:
-            await container.memory.delete_summary(session, identity.coach_id, identity.client_id, session_id)
+        await container.memory.delete_summary(uow, identity.client_id, session_id)
 
     @post("/conversations/{conversation_id:str}/end-session", status_code=200)
     async def end_session(
-        self, conversation_id: PathId, identity: ClientIdentityDep, container: ContainerDep
+        self, conversation_id: PathId, identity: ClientIdentityDep, uow: Uow, container: ContainerDep
     ) -> SessionEnded:
         """The client ends their chat session (e.g. says goodbye); ``session_id`` is ``null`` when none
         was open."""
-        return SessionEnded(
-            await container.sessions.end_session(identity.coach_id, conversation_id, client_id=identity.client_id)
-        )
+        return SessionEnded(await container.sessions.end_session(uow, conversation_id, client_id=identity.client_id))

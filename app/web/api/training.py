@@ -12,7 +12,7 @@ from litestar.di import Provide
 from litestar.params import FromQuery, JSONBody, QueryParameter
 
 from app.auth import provide_coach_id
-from app.deps import CoachId, ContainerDep, PathId
+from app.deps import CoachId, ContainerDep, PathId, Uow, provide_unit_of_work
 from app.learning.finetune import fine_tune_dict
 from app.learning.models import FineTuneJob, ModelVersion
 from app.learning.versions import model_version_dict
@@ -88,12 +88,12 @@ class RollbackOut(msgspec.Struct):
 class TrainingController(Controller):
     path = "/api/v1/learning"
     tags = ["learning"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @get("/export", media_type=JSONL_MEDIA_TYPE)
     async def export(
         self,
-        coach_id: CoachId,
+        uow: Uow,
         container: ContainerDep,
         export_format: Annotated[str, QueryParameter(name="format")] = "sft",
         split: FromQuery[str] = "all",
@@ -102,7 +102,7 @@ class TrainingController(Controller):
         """The coach's training examples as a JSON Lines download: ``format=sft`` (OpenAI chat fine-tuning
         format) or ``preference`` (OpenAI preference format); ``split=train|validation|test|all``;
         ``scrub_pii`` (default true) replaces e-mails and phone numbers with placeholders. 400 otherwise."""
-        lines = await container.training.export(coach_id, kind=export_format, split=split, scrub_pii=scrub_pii)
+        lines = await container.training.export(uow, kind=export_format, split=split, scrub_pii=scrub_pii)
         body = "".join(line + "\n" for line in lines)
         filename = f"opencoach-{export_format}-{split}.jsonl"
         return Response(
@@ -112,38 +112,38 @@ class TrainingController(Controller):
         )
 
     @get("/training")
-    async def training(self, coach_id: CoachId, container: ContainerDep) -> dict[str, Any]:
+    async def training(self, coach_id: CoachId, uow: Uow, container: ContainerDep) -> dict[str, Any]:
         """Example counts (``sft``/``preference`` per split, ``by_source``, ``total``) and the fine-tune
         ``readiness`` (ready, enabled, new_examples, min_examples, days_since_last, min_days, reason)."""
-        stats = await container.training.stats(coach_id)
-        readiness = await container.fine_tunes.readiness(coach_id)
+        stats = await container.training.stats(uow)
+        readiness = await container.fine_tunes.readiness(uow)
         return {"stats": stats, "readiness": readiness.as_dict()}
 
 
 class ModelController(Controller):
     path = "/api/v1/learning"
     tags = ["learning"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
 
     @get("/fine-tunes")
-    async def list_fine_tunes(self, coach_id: CoachId, container: ContainerDep) -> list[FineTuneOut]:
+    async def list_fine_tunes(self, uow: Uow, container: ContainerDep) -> list[FineTuneOut]:
         """The coach's fine-tune jobs, newest first."""
-        return [fine_tune_out(job) for job in await container.fine_tunes.list_jobs(coach_id)]
+        return [fine_tune_out(job) for job in await container.fine_tunes.list_jobs(uow)]
 
     @post("/fine-tunes", status_code=201)
     async def start_fine_tune(
-        self, coach_id: CoachId, container: ContainerDep, data: JSONBody[FineTuneRequest | None] = None
+        self, uow: Uow, container: ContainerDep, data: JSONBody[FineTuneRequest | None] = None
     ) -> FineTuneOut:
         """Start a fine-tune now (the readiness thresholds do not apply): snapshot the examples and queue the
         upload. 409 without an OpenAI endpoint and key, without train examples or while a job runs; 400 for
         an unknown method."""
         method = data.method if data is not None else "supervised"
-        return fine_tune_out(await container.fine_tunes.create_job(coach_id, method=method))
+        return fine_tune_out(await container.fine_tunes.create_job(uow, method=method))
 
     @get("/models")
-    async def list_models(self, coach_id: CoachId, container: ContainerDep) -> list[ModelVersionOut]:
+    async def list_models(self, uow: Uow, container: ContainerDep) -> list[ModelVersionOut]:
         """The coach's model versions, newest first."""
-        return [model_version_out(v) for v in await container.model_versions.list_versions(coach_id)]
+        return [model_version_out(v) for v in await container.model_versions.list_versions(uow)]
 
     @post("/models/{version_id:uuid}/promote", status_code=200)
     async def promote(
@@ -154,13 +154,14 @@ class ModelController(Controller):
         data: JSONBody[PromoteRequest | None] = None,
     ) -> ModelVersionOut:
         """Put a version in production through the promotion gate (unless its evaluation already passed or
-        ``force``); 409 with the gate's reason when it refuses, 404 for an unknown version."""
+        ``force``); 409 with the gate's reason when it refuses, 404 for an unknown version. No request unit of
+        work: the gate replays examples through two models, so :meth:`promote` opens short ones of its own."""
         force = data.force if data is not None else False
         return model_version_out(await container.model_versions.promote(coach_id, version_id, force=force))
 
     @post("/models/rollback", status_code=200)
-    async def rollback(self, coach_id: CoachId, container: ContainerDep) -> RollbackOut:
+    async def rollback(self, uow: Uow, container: ContainerDep) -> RollbackOut:
         """Retire the production version and restore the previous one (or the base model: ``null``); 409
         when no version is in production."""
-        restored = await container.model_versions.rollback(coach_id)
+        restored = await container.model_versions.rollback(uow)
         return RollbackOut(production=model_version_out(restored) if restored is not None else None)

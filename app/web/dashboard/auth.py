@@ -11,11 +11,9 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.response import Redirect, Template
 
-from app.accounts.models import Coach
 from app.auth import AUTH_BODY_MAX_BYTES, throttle_auth_attempt
-from app.container import Container
 from app.core.errors import DomainError
-from app.deps import ContainerDep
+from app.deps import ContainerDep, provide_unit_of_work
 from app.web.dashboard.forms import form_str
 from app.web.sessions import start_session
 
@@ -53,14 +51,11 @@ class CoachPage(Controller):
 
     path = "/dashboard"
     include_in_schema = False
-    dependencies = {"coach_id": Provide(provide_dashboard_coach_id, sync_to_thread=False)}
+    dependencies = {
+        "coach_id": Provide(provide_dashboard_coach_id, sync_to_thread=False),
+        "uow": Provide(provide_unit_of_work),
+    }
     exception_handlers = {LoginRequired: login_redirect}
-
-
-async def page_coach(container: Container, coach_id: uuid.UUID) -> Coach:
-    """The logged-in coach (for the page's header and nav)."""
-    async with container.tenant(coach_id) as session:
-        return await container.accounts.get_coach(session, coach_id)
 
 
 class DashboardController(Controller):

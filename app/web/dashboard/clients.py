@@ -11,9 +11,10 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.response import Redirect, Template
 
+from app.accounts.unit_of_work import UnitOfWork
 from app.container import Container
 from app.core.errors import InvalidInput
-from app.deps import CoachId, ContainerDep, PathId
+from app.deps import CoachId, ContainerDep, PathId, Uow
 from app.memory.models import InsightKind, InsightStatus
 from app.web.api.accounts import EXPORT_HEADERS
 from app.web.dashboard.auth import CoachPage
@@ -29,13 +30,12 @@ PROFILE_LISTS = (
 
 
 async def _client_page(
-    container: Container, coach_id: uuid.UUID, client_id: uuid.UUID, error: str | None = None
+    container: Container, uow: UnitOfWork, client_id: uuid.UUID, error: str | None = None
 ) -> Template:
-    async with container.tenant(coach_id) as session:
-        coach = await container.accounts.get_coach(session, coach_id)
-        client = await container.accounts.get_client(session, coach_id, client_id)
-        memory = await container.memory.client_memory(session, coach_id, client_id)
-    conversations = await container.conversations.list_conversations(coach_id, client_id)
+    coach = await uow.coach()
+    client = await container.accounts.get_client(uow, client_id)
+    memory = await container.memory.client_memory(uow.session, uow.coach_id, client_id)
+    conversations = await container.conversations.list_conversations(uow, client_id)
     return Template(
         "dashboard/client.html",
         context={
@@ -61,10 +61,9 @@ class ClientPages(CoachPage):
     """The coach's clients and their memory (profile, insights, session summaries)."""
 
     @get("/clients")
-    async def clients(self, coach_id: CoachId, container: ContainerDep) -> Template:
-        async with container.tenant(coach_id) as session:
-            coach = await container.accounts.get_coach(session, coach_id)
-            clients = await container.accounts.list_clients(session, coach_id)
+    async def clients(self, uow: Uow, container: ContainerDep) -> Template:
+        coach = await uow.coach()
+        clients = await container.accounts.list_clients(uow)
         rows = [(c, container.accounts.widget_token(c)) for c in clients]
         return Template(
             "dashboard/clients.html",
@@ -72,62 +71,54 @@ class ClientPages(CoachPage):
         )
 
     @post("/clients")
-    async def create_client(
-        self, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
-    ) -> Redirect:
+    async def create_client(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Redirect:
         form = await request.form()
-        async with container.tenant(coach_id) as session:
-            await container.accounts.create_client(session, coach_id, form_str(form, "name") or "New client")
+        await container.accounts.create_client(uow, form_str(form, "name") or "New client")
         return Redirect("/dashboard/clients")
 
     @get("/clients/{client_id:uuid}")
-    async def client_page(self, client_id: PathId, coach_id: CoachId, container: ContainerDep) -> Template:
+    async def client_page(self, client_id: PathId, uow: Uow, container: ContainerDep) -> Template:
         """One client: widget link, conversations, and memory (profile, insights, session summaries)."""
-        return await _client_page(container, coach_id, client_id)
+        return await _client_page(container, uow, client_id)
 
     @post("/clients/{client_id:uuid}/widget-token")
-    async def rotate_widget_token(self, client_id: PathId, coach_id: CoachId, container: ContainerDep) -> Redirect:
+    async def rotate_widget_token(self, client_id: PathId, uow: Uow, container: ContainerDep) -> Redirect:
         """New widget token (the old link and its widget sessions stop working); back to the client page."""
-        async with container.tenant(coach_id) as session:
-            await container.accounts.rotate_widget_token(session, coach_id, client_id)
+        await container.accounts.rotate_widget_token(uow, client_id)
         return Redirect(f"/dashboard/clients/{client_id}")
 
     @post("/clients/{client_id:uuid}/widget-token/revoke")
-    async def revoke_widget_token(self, client_id: PathId, coach_id: CoachId, container: ContainerDep) -> Redirect:
+    async def revoke_widget_token(self, client_id: PathId, uow: Uow, container: ContainerDep) -> Redirect:
         """Revoke the widget token (no chat link works until a new one is made); back to the client page."""
-        async with container.tenant(coach_id) as session:
-            await container.accounts.revoke_widget_token(session, coach_id, client_id)
+        await container.accounts.revoke_widget_token(uow, client_id)
         return Redirect(f"/dashboard/clients/{client_id}")
 
     @get("/clients/{client_id:uuid}/export")
-    async def export_client(
-        self, client_id: PathId, coach_id: CoachId, container: ContainerDep
-    ) -> Response[dict[str, Any]]:
+    async def export_client(self, client_id: PathId, uow: Uow, container: ContainerDep) -> Response[dict[str, Any]]:
         """The client's data as a JSON download (as ``GET /api/v1/clients/{id}/export``)."""
-        return Response(await container.rights.export_client(coach_id, client_id), headers=EXPORT_HEADERS)
+        return Response(await container.rights.export_client(uow, client_id), headers=EXPORT_HEADERS)
 
     @post("/clients/{client_id:uuid}/delete")
-    async def delete_client(self, client_id: PathId, coach_id: CoachId, container: ContainerDep) -> Redirect:
+    async def delete_client(self, client_id: PathId, uow: Uow, container: ContainerDep) -> Redirect:
         """Erase the client and all their data (the form asks for confirmation first); back to the list."""
-        await container.rights.erase_client(coach_id, client_id)
+        await container.rights.erase_client(uow, client_id)
         return Redirect("/dashboard/clients")
 
     @post("/clients/{client_id:uuid}/profile", status_code=200)
     async def save_profile(
-        self, client_id: PathId, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
+        self, client_id: PathId, request: Request[Any, Any, Any], coach_id: CoachId, uow: Uow, container: ContainerDep
     ) -> Template | Redirect:
         """Save the profile form (one list entry per line); htmx gets the profile card back."""
         form = await request.form()
         changes: dict[str, Any] = {name: form_lines(form, name) for name, _ in PROFILE_LISTS}
         changes["tone"] = form_str(form, "tone")
         try:
-            async with container.tenant(coach_id) as session:
-                profile = await container.memory.edit_profile(session, coach_id, client_id, changes)
+            async with uow.savepoint():  # a refused change is rolled back alone; the page shows why
+                profile = await container.memory.edit_profile(uow, client_id, changes)
         except InvalidInput as exc:
             if not is_htmx(request):
-                return await _client_page(container, coach_id, client_id, exc.message)
-            async with container.tenant(coach_id) as session:
-                memory = await container.memory.client_memory(session, coach_id, client_id)
+                return await _client_page(container, uow, client_id, exc.message)
+            memory = await container.memory.client_memory(uow.session, uow.coach_id, client_id)
             return Template(
                 "partials/client_profile.html",
                 context={
@@ -159,16 +150,16 @@ class ClientPages(CoachPage):
         insight_id: PathId,
         request: Request[Any, Any, Any],
         coach_id: CoachId,
+        uow: Uow,
         container: ContainerDep,
     ) -> Template | Redirect:
         """Save an insight's text, kind, importance and status; htmx gets the item back (with the error, 400)."""
         form = await request.form()
         error = None
         try:
-            async with container.tenant(coach_id) as session:
+            async with uow.savepoint():  # a refused change is rolled back alone; the page shows why
                 insight = await container.memory.edit_insight(
-                    session,
-                    coach_id,
+                    uow,
                     client_id,
                     insight_id,
                     text=form_str(form, "text"),
@@ -178,10 +169,9 @@ class ClientPages(CoachPage):
                 )
         except InvalidInput as exc:
             if not is_htmx(request):
-                return await _client_page(container, coach_id, client_id, exc.message)
+                return await _client_page(container, uow, client_id, exc.message)
             error = exc.message
-            async with container.tenant(coach_id) as session:
-                memory = await container.memory.client_memory(session, coach_id, client_id)
+            memory = await container.memory.client_memory(uow.session, uow.coach_id, client_id)
             found = [i for i in memory.insights if i.id == insight_id]
             if not found:
                 raise
@@ -206,11 +196,11 @@ class ClientPages(CoachPage):
         client_id: PathId,
         insight_id: PathId,
         request: Request[Any, Any, Any],
-        coach_id: CoachId,
+        uow: Uow,
         container: ContainerDep,
     ) -> Response[str] | Redirect:
         """Delete an insight; htmx gets an empty body, which removes the item from the page."""
-        await container.memory.delete_insight(coach_id, client_id, insight_id)
+        await container.memory.delete_insight(uow, client_id, insight_id)
         if is_htmx(request):
             return Response("", media_type="text/html")
         return Redirect(f"/dashboard/clients/{client_id}")

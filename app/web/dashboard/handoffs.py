@@ -9,22 +9,23 @@ from typing import Any
 from litestar import Request, get, post
 from litestar.response import Redirect, Template
 
+from app.accounts.unit_of_work import UnitOfWork
 from app.container import Container
 from app.conversations.handoffs import DraftStatus, HandoffReason, HandoffStatus
 from app.core.errors import DomainError
-from app.deps import CoachId, ContainerDep, PathId
+from app.deps import ContainerDep, PathId, Uow
 from app.handoff.queue import QueueItem, draft_dict
-from app.web.dashboard.auth import CoachPage, page_coach
+from app.web.dashboard.auth import CoachPage
 from app.web.dashboard.conversations import conversation_page
 from app.web.dashboard.forms import form_str, next_path
 
 
-async def _queue_context(container: Container, coach_id: uuid.UUID) -> dict[str, Any]:
+async def _queue_context(container: Container, uow: UnitOfWork) -> dict[str, Any]:
     items: list[QueueItem] = []
     for status in (HandoffStatus.OPEN, HandoffStatus.CLAIMED):
-        items += await container.handoff_queue.list_handoffs(coach_id, status)
-    drafts = await container.drafts.list_drafts(coach_id, DraftStatus.PENDING)
-    names = {c.id: name for c, name, _ in await container.conversations.list_conversations(coach_id)}
+        items += await container.handoff_queue.list_handoffs(uow, status)
+    drafts = await container.drafts.list_drafts(uow, DraftStatus.PENDING)
+    names = {c.id: name for c, name, _ in await container.conversations.list_conversations(uow)}
     return {
         "open_items": [i for i in items if i.handoff.status == HandoffStatus.OPEN],
         "claimed_items": [i for i in items if i.handoff.status == HandoffStatus.CLAIMED],
@@ -37,25 +38,25 @@ class HandoffPages(CoachPage):
     """The coach's handoff queue and drafts."""
 
     @get("/handoffs")
-    async def handoffs(self, coach_id: CoachId, container: ContainerDep) -> Template:
+    async def handoffs(self, uow: Uow, container: ContainerDep) -> Template:
         """The live handoff queue: open handoffs (overdue ones highlighted), those the coach holds, and the
         AI drafts waiting for review."""
-        context = await _queue_context(container, coach_id)
-        context |= {"coach": await page_coach(container, coach_id), "nav": "handoffs"}
+        context = await _queue_context(container, uow)
+        context |= {"coach": await uow.coach(), "nav": "handoffs"}
         return Template("dashboard/handoffs.html", context=context)
 
     @get("/handoffs/queue")
-    async def handoff_queue(self, coach_id: CoachId, container: ContainerDep) -> Template:
+    async def handoff_queue(self, uow: Uow, container: ContainerDep) -> Template:
         """The queue fragment (``#queue``), re-fetched on every live ``handoff`` / ``draft`` event."""
-        return Template("partials/handoff_queue.html", context=await _queue_context(container, coach_id))
+        return Template("partials/handoff_queue.html", context=await _queue_context(container, uow))
 
     @get("/handoffs/summary")
-    async def handoff_summary(self, coach_id: CoachId, container: ContainerDep) -> dict[str, Any]:
+    async def handoff_summary(self, uow: Uow, container: ContainerDep) -> dict[str, Any]:
         """For the nav badge and the crisis banner on every page: ``{"open": n, "claimed": n, "drafts": n,
         "crisis": [{"handoff_id", "conversation_id", "client_name"}]}`` (crisis: open crisis handoffs)."""
-        open_items = await container.handoff_queue.list_handoffs(coach_id, HandoffStatus.OPEN)
-        claimed = await container.handoff_queue.list_handoffs(coach_id, HandoffStatus.CLAIMED)
-        drafts = await container.drafts.list_drafts(coach_id, DraftStatus.PENDING)
+        open_items = await container.handoff_queue.list_handoffs(uow, HandoffStatus.OPEN)
+        claimed = await container.handoff_queue.list_handoffs(uow, HandoffStatus.CLAIMED)
+        drafts = await container.drafts.list_drafts(uow, DraftStatus.PENDING)
         return {
             "open": len(open_items),
             "claimed": len(claimed),
@@ -73,27 +74,26 @@ class HandoffPages(CoachPage):
 
     @post("/drafts/{draft_id:uuid}/approve")
     async def approve_draft(
-        self, draft_id: PathId, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
+        self, draft_id: PathId, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep
     ) -> Template | Redirect:
         """Send a pending draft, as written or with the coach's edit (``text``, when it differs)."""
         form = await request.form()
         text = form_str(form, "text") if "text" in form else None
         conversation_id = form_str(form, "conversation_id")
         try:
-            message = await container.drafts.approve_draft(coach_id, draft_id, text)
+            async with uow.savepoint():  # a refused change is rolled back alone; the page shows why
+                message = await container.drafts.approve_draft(uow, draft_id, text)
         except DomainError as exc:
             if exc.status_code == 404 or not conversation_id:
                 raise
-            return await conversation_page(
-                container, coach_id, uuid.UUID(conversation_id), exc.message, exc.status_code
-            )
+            return await conversation_page(container, uow, uuid.UUID(conversation_id), exc.message, exc.status_code)
         return Redirect(next_path(form, f"/dashboard/conversations/{message.conversation_id}"))
 
     @post("/drafts/{draft_id:uuid}/discard")
     async def discard_draft(
-        self, draft_id: PathId, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
+        self, draft_id: PathId, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep
     ) -> Redirect:
         """Drop a pending draft without sending anything."""
         form = await request.form()
-        draft = await container.drafts.discard_draft(coach_id, draft_id)
+        draft = await container.drafts.discard_draft(uow, draft_id)
         return Redirect(next_path(form, f"/dashboard/conversations/{draft.conversation_id}"))

@@ -6,22 +6,22 @@ from litestar import Response, get
 from litestar.params import FromQuery
 from litestar.response import Template
 
-from app.deps import CoachId, ContainerDep
+from app.deps import ContainerDep, Uow
 from app.learning.charts import chart_stylesheet, dashboard_charts
-from app.web.dashboard.auth import CoachPage, page_coach
+from app.web.dashboard.auth import CoachPage
 
 
 class LearningPages(CoachPage):
     """What the clone learnt and how well it does."""
 
     @get("/learning")
-    async def learning(self, coach_id: CoachId, container: ContainerDep, days: FromQuery[int] = 30) -> Template:
+    async def learning(self, uow: Uow, container: ContainerDep, days: FromQuery[int] = 30) -> Template:
         """The learning dashboard (the figures of ``GET /api/v1/learning/dashboard`` with SVG charts)."""
-        figures = await container.learning_dashboard.figures(coach_id, days=days)
+        figures = await container.learning_dashboard.figures(uow, days=days)
         return Template(
             "dashboard/learning.html",
             context={
-                "coach": await page_coach(container, coach_id),
+                "coach": await uow.coach(),
                 "nav": "learning",
                 "f": figures,
                 "charts": dashboard_charts(figures),

@@ -3,7 +3,6 @@ account's API keys (create, revoke) and the password."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from litestar import Request, get, post
@@ -12,12 +11,13 @@ from litestar.response import Redirect, Template
 from app.accounts.api_keys import issue_api_key, list_api_keys, revoke_api_key
 from app.accounts.availability import DAY_NAMES
 from app.accounts.learning_settings import apply_learning_settings
-from app.accounts.models import Coach, HandoffMode
+from app.accounts.models import HandoffMode
 from app.accounts.service import RECENT_MESSAGES_RANGE, SESSION_IDLE_MINUTES_RANGE
-from app.auth import AUTH_BODY_MAX_BYTES, throttle_auth_attempt
-from app.core.errors import DomainError, Forbidden, InvalidInput
+from app.accounts.unit_of_work import UnitOfWork
+from app.auth import AUTH_BODY_MAX_BYTES, account_delete_key, throttle_auth_attempt
+from app.core.errors import DomainError, Forbidden, InvalidInput, TooManyAttempts
 from app.core.security import mask_secret
-from app.deps import CoachId, ContainerDep, PathId
+from app.deps import ContainerDep, PathId, Uow
 from app.web.dashboard.auth import CoachPage, session_user_id
 from app.web.dashboard.forms import (
     form_int,
@@ -38,9 +38,8 @@ HANDOFF_MODES = (
 
 async def _settings_page(
     container: ContainerDep,
-    coach_id: uuid.UUID,
+    uow: UnitOfWork,
     *,
-    coach: Coach | None = None,
     new_api_key: str | None = None,
     error: DomainError | None = None,
     error_key: str = "error",
@@ -48,9 +47,10 @@ async def _settings_page(
 ) -> Template:
     """The settings page (with the account's API keys); ``error`` sets the status (and ``Retry-After``) and is
     shown where the template puts ``error_key`` (``error`` at the top, ``delete_error`` by account deletion)."""
-    async with container.tenant(coach_id) as session:
-        coach = coach or await container.accounts.get_coach(session, coach_id)
-        api_keys = await list_api_keys(session, coach_id)
+    coach = await uow.coach()
+    if error is not None:
+        await uow.session.refresh(coach)  # drop what a refused change left in memory
+    api_keys = await list_api_keys(uow.session, uow.coach_id)
     key = container.registry.decrypt_key(coach.llm_api_key_encrypted)
     context = {
         "coach": coach,
@@ -74,28 +74,23 @@ class SettingsPages(CoachPage):
     """The coach's settings."""
 
     @get("/settings")
-    async def settings_page(
-        self, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
-    ) -> Template:
+    async def settings_page(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
         new_api_key = request.session.pop("new_api_key", None)
         if new_api_key:
             request.set_session(dict(request.session))
-        return await _settings_page(container, coach_id, new_api_key=new_api_key)
+        return await _settings_page(container, uow, new_api_key=new_api_key)
 
     @post("/settings")
-    async def save_settings(
-        self, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
-    ) -> Template:
+    async def save_settings(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
         form = await request.form()
         try:
-            recent_messages = form_int(form, "recent_messages", *RECENT_MESSAGES_RANGE)
-            session_idle_minutes = form_int(form, "session_idle_minutes", *SESSION_IDLE_MINUTES_RANGE)
-            handoff = handoff_form_settings(form)
-            learning = learning_form_settings(form)
-            async with container.tenant(coach_id) as session:
+            async with uow.savepoint():  # a refused change is rolled back alone; the page shows why
+                recent_messages = form_int(form, "recent_messages", *RECENT_MESSAGES_RANGE)
+                session_idle_minutes = form_int(form, "session_idle_minutes", *SESSION_IDLE_MINUTES_RANGE)
+                handoff = handoff_form_settings(form)
+                learning = learning_form_settings(form)
                 coach = await container.accounts.update_settings(
-                    session,
-                    coach_id,
+                    uow,
                     name=form_str(form, "name"),
                     persona=form_str(form, "persona"),
                     llm_provider=form_str(form, "llm_provider") or "local",
@@ -110,43 +105,41 @@ class SettingsPages(CoachPage):
                 )
                 apply_learning_settings(coach, **learning)
         except DomainError as exc:
-            return await _settings_page(container, coach_id, error=exc)
-        return await _settings_page(container, coach_id, coach=coach, notice="Saved.")
+            return await _settings_page(container, uow, error=exc)
+        return await _settings_page(container, uow, notice="Saved.")
 
     @post("/settings/api-keys")
-    async def create_api_key(
-        self, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
-    ) -> Template:
+    async def create_api_key(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
         """Create a named API key and show it (once: it is not stored)."""
         form = await request.form()
         try:
-            async with container.tenant(coach_id) as session:
-                _, secret = await issue_api_key(session, coach_id, form_str(form, "name"))
+            async with uow.savepoint():
+                _, secret = await issue_api_key(uow.session, uow.coach_id, form_str(form, "name"))
         except DomainError as exc:
-            return await _settings_page(container, coach_id, error=exc)
-        return await _settings_page(container, coach_id, new_api_key=secret)
+            return await _settings_page(container, uow, error=exc)
+        return await _settings_page(container, uow, new_api_key=secret)
 
     @post("/settings/api-keys/{key_id:uuid}/revoke")
-    async def revoke_api_key(self, key_id: PathId, coach_id: CoachId, container: ContainerDep) -> Template:
+    async def revoke_api_key(self, key_id: PathId, uow: Uow, container: ContainerDep) -> Template:
         """Revoke an API key (its next request gets 401)."""
         try:
-            async with container.tenant(coach_id) as session:
-                key = await revoke_api_key(session, coach_id, key_id)
+            async with uow.savepoint():
+                key = await revoke_api_key(uow.session, uow.coach_id, key_id)
         except DomainError as exc:
-            return await _settings_page(container, coach_id, error=exc)
-        return await _settings_page(container, coach_id, notice=f"API key {key.name} ({key.prefix}…) revoked.")
+            return await _settings_page(container, uow, error=exc)
+        return await _settings_page(container, uow, notice=f"API key {key.name} ({key.prefix}…) revoked.")
 
     @post("/settings/password", request_max_body_size=AUTH_BODY_MAX_BYTES)
     async def change_password(
         self,
         request: Request[Any, Any, Any],
-        coach_id: CoachId,
+        uow: Uow,
         container: ContainerDep,
         dashboard_sessions: DashboardSessionsDep,
     ) -> Template:
         """Change the logged-in user's password (the current one required, the new one twice); every other
         session of the account ends and this one continues under a new id. Rate-limited like log-in."""
-        user_id = session_user_id(request)
+        user_id, coach_id = session_user_id(request), uow.coach_id
         form = await request.form()
         try:
             await throttle_auth_attempt(request, container, str(user_id))
@@ -156,23 +149,27 @@ class SettingsPages(CoachPage):
                 coach_id, user_id, form_str(form, "current_password"), form_str(form, "new_password")
             )
         except DomainError as exc:
-            return await _settings_page(container, coach_id, error=exc)
+            return await _settings_page(container, uow, error=exc)
         ended = await dashboard_sessions.end_others(coach_id, keep=request.get_session_id())
         start_session(request, {"coach_id": str(coach_id), "user_id": str(user_id)})
-        return await _settings_page(
-            container, coach_id, notice=f"Password changed; {ended} other session(s) logged out."
-        )
+        return await _settings_page(container, uow, notice=f"Password changed; {ended} other session(s) logged out.")
 
-    @post("/account/delete")
+    @post("/account/delete", request_max_body_size=AUTH_BODY_MAX_BYTES)
     async def delete_account(
-        self, request: Request[Any, Any, Any], coach_id: CoachId, container: ContainerDep
+        self,
+        request: Request[Any, Any, Any],
+        uow: Uow,
+        container: ContainerDep,
+        dashboard_sessions: DashboardSessionsDep,
     ) -> Template | Redirect:
-        """Delete the whole account after the password check (wrong: the settings page, 403, nothing deleted);
-        then log out and go to the sign-up page."""
+        """Delete the whole account after the password check (wrong: the settings page, 403, nothing deleted;
+        rate-limited like log-in: 429); then end every session of the account and go to the sign-up page."""
         form = await request.form()
         try:
-            await container.rights.delete_account(coach_id, form_str(form, "password"))
-        except Forbidden as exc:
-            return await _settings_page(container, coach_id, error=exc, error_key="delete_error")
+            await throttle_auth_attempt(request, container, account_delete_key(uow.coach_id))
+            await container.rights.delete_account(uow.coach_id, form_str(form, "password"))
+        except (Forbidden, TooManyAttempts) as exc:
+            return await _settings_page(container, uow, error=exc, error_key="delete_error")
+        await dashboard_sessions.end_others(uow.coach_id)
         request.clear_session()
         return Redirect("/signup")

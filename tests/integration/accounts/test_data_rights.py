@@ -26,8 +26,10 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.accounts.disclosure import AI_DISCLOSURE_VERSION
 from app.container import Container
 from app.core.runtime import Services
+from app.db.engine import tenant_session
 from app.learning.cache import ResponseCache
 from app.learning.dashboard import FAILURE_PATTERNS_PREFIX
 from app.learning.models import FineTuneJob, FineTuneStatus, Intervention, TrainingDataset
@@ -264,7 +266,7 @@ async def seed_client(
     assert example_ids, "the takeover reply became a training example"
     now, vector = datetime.now(UTC), [0.01] * EMBEDDING_DIMENSIONS
     file_id = f"file-{uuid.uuid4().hex[:12]}"
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         [client_message] = [m for m in messages if m["sender_type"] == "client"]
         session.add(
             Insight(
@@ -367,6 +369,44 @@ async def test_export_holds_the_clients_messages_memory_and_feedback_for_the_coa
     assert bad.status_code == 400 and "detail" in bad.json()
 
 
+async def test_export_lists_the_clients_acceptance_of_the_ai_disclosure(
+    base_url: str, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """The consent a client gives: accepting the widget's AI disclosure (recorded by the chat page's first
+    message, with the version of the text shown) is in the coach's and the client's exports."""
+    coach = await make_coach("Consent Coach")
+    client = await make_client(http, coach, "Robin")
+    export_url = f"/api/v1/clients/{client['id']}/export"
+    assert (await http.get(export_url, headers=coach.headers)).json()["consent"] == {"ai_disclosure": None}
+    shown = "You're chatting with Consent Coach's AI assistant. Consent Coach can join the conversation."
+
+    async with open_link(base_url, client["widget_token"]) as (tab, _):
+        page = (await tab.get("/w/chat")).text
+        assert f'data-version="{AI_DISCLOSURE_VERSION}"' in page and shown.replace("'", "&#39;") in page
+        same_origin = {"Origin": base_url}
+        for body in ({"version": "1999-01-01"}, {"version": ""}, {}, {"version": AI_DISCLOSURE_VERSION, "x": 1}):
+            refused = await tab.post("/api/v1/widget/disclosure", json=body, headers=same_origin)
+            assert refused.status_code == 400 and "detail" in refused.json(), body
+        assert (await http.get(export_url, headers=coach.headers)).json()["consent"] == {"ai_disclosure": None}
+        accepted = await tab.post(
+            "/api/v1/widget/disclosure", json={"version": AI_DISCLOSURE_VERSION}, headers=same_origin
+        )
+        assert accepted.status_code == 200, accepted.text
+        first = accepted.json()["accepted_at"]
+        again = await tab.post(
+            "/api/v1/widget/disclosure", json={"version": AI_DISCLOSURE_VERSION}, headers=same_origin
+        )
+        assert again.json() == {"version": AI_DISCLOSURE_VERSION, "accepted_at": first}, "the first time is kept"
+        mine = (await tab.get("/api/v1/widget/export")).json()["consent"]
+
+    consent = (await http.get(export_url, headers=coach.headers)).json()["consent"]
+    assert consent == mine
+    assert consent["ai_disclosure"]["version"] == AI_DISCLOSURE_VERSION and consent["ai_disclosure"]["text"] == shown
+    assert datetime.fromisoformat(consent["ai_disclosure"]["accepted_at"]) == datetime.fromisoformat(first)
+    anonymous = await http.post("/api/v1/widget/disclosure", json={"version": AI_DISCLOSURE_VERSION})
+    assert anonymous.status_code == 401
+
+
 async def test_erasing_a_client_leaves_no_row_or_redis_key_with_their_words(
     http: httpx.AsyncClient,
     services: Services,
@@ -422,7 +462,7 @@ async def test_deleting_the_coach_account_needs_the_password_and_erases_everythi
     setup = await new_setup("Leaving Coach")
     canary = f"canary{uuid.uuid4().hex[:12]}"
     seeded = await seed_client(http, container, run_jobs, setup, setup.client_id, setup.widget_token, canary)
-    async with container.tenant(uuid.UUID(setup.coach.coach_id)) as session:
+    async with tenant_session(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as session:
         session.add(FineTuneJob(coach_id=uuid.UUID(setup.coach.coach_id), base_model="gpt-4o-mini-2024-07-18",
                                 status=FineTuneStatus.FAILED, training_file_id="file-broken1",
                                 validation_file_id="file-gone1"))  # fmt: skip

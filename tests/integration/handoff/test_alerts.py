@@ -29,12 +29,14 @@ from standardwebhooks import Webhook
 
 from app.accounts.handoff_settings import new_webhook_secret
 from app.accounts.models import Coach
+from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.conversations.handoffs import Handoff
 from app.conversations.models import Conversation
 from app.core.config import Settings
 from app.core.security import SecretBox
 from app.db import jobs
+from app.db.engine import tenant_session
 from app.handoff.alerts import MAX_ATTEMPTS, RETRY_DELAY_SECONDS, AlertService, crisis_event
 from tests.conftest import Coach as ApiCoach
 from tests.conftest import make_client
@@ -140,8 +142,9 @@ async def open_handoff(
     signup = await container.accounts.signup("Alert Coach", f"{uuid.uuid4().hex[:12]}@example.com", PASSWORD)
     coach_id = signup.coach_id
     secret = new_webhook_secret() if webhook_url else None
-    async with container.tenant(coach_id) as session:
-        client, _ = await container.accounts.create_client(session, coach_id, "Maya")
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        session = uow.session
+        client, _ = await container.accounts.create_client(uow, "Maya")
         client_id = client.id
         row = await session.get(Coach, coach_id)
         assert row is not None
@@ -169,7 +172,7 @@ async def open_handoff(
 
 
 async def alerts_of(container: Container, opened: Opened) -> dict[str, Any]:
-    async with container.tenant(opened.coach_id) as session:
+    async with tenant_session(container.sessionmaker, opened.coach_id) as session:
         handoff = await session.get(Handoff, opened.handoff_id)
         assert handoff is not None
         return dict(handoff.alerts)
@@ -359,7 +362,7 @@ async def test_the_worker_job_delivers_the_alert(
     """The queued ``deliver_alert`` job, run by a real arq worker, sends the webhook once."""
     opened = await open_handoff(container, settings, webhook_url=receiver.url)
     for _ in range(2):  # the same job id: queued once
-        async with container.tenant(opened.coach_id) as session:
+        async with tenant_session(container.sessionmaker, opened.coach_id) as session:
             jobs.deliver_alert(session, opened.coach_id, opened.handoff_id)
     await run_jobs()
 
@@ -372,7 +375,7 @@ async def test_a_webhook_without_a_usable_secret_fails_without_retrying(
 ) -> None:
     """Nothing is sent unsigned; a retry cannot fix a missing secret, so the job does not ask for one."""
     opened = await open_handoff(container, settings, webhook_url=receiver.url)
-    async with container.tenant(opened.coach_id) as session:
+    async with tenant_session(container.sessionmaker, opened.coach_id) as session:
         coach = await session.get(Coach, opened.coach_id)
         assert coach is not None
         coach.alert_webhook_secret_encrypted = None

@@ -12,6 +12,7 @@ import httpx
 
 from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
+from app.db.engine import tenant_session
 from app.learning.cache import ResponseCache
 from app.learning.experiments import ExperimentService, assign_variant
 from tests.conftest import Coach, make_client
@@ -81,7 +82,7 @@ async def test_an_experiment_assigns_stably_measures_and_concludes(
     # the same client gets the same variant from this service and from a fresh one (another process)
     clients = [uuid.UUID((await make_client(http, coach, f"C{i}"))["id"]) for i in range(6)]
     fresh = ExperimentService(container.sessionmaker, container.accounts)
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         first = [await container.experiments.assign(session, coach_id, c) for c in clients]
         second = [await fresh.assign(session, coach_id, c) for c in clients]
     assert [a.variant for a in first if a] == [a.variant for a in second if a] and None not in first
@@ -93,7 +94,7 @@ async def test_an_experiment_assigns_stably_measures_and_concludes(
     )
 
     # rated replies under the experiment: warm 19/20 thumbs-up, control 8/20 → Fisher p < 0.05
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         conversation = Conversation(coach_id=coach_id, client_id=clients[0], channel="widget")
         session.add(conversation)
         await session.flush()
@@ -119,7 +120,7 @@ async def test_an_experiment_assigns_stably_measures_and_concludes(
     assert result["status"] == "concluded" and result["winner"] == "warm"
     warm = result["results"][1]
     assert warm["ci_low"] < 0.95 < warm["ci_high"]
-    async with container.tenant(coach_id) as session:  # a concluded experiment assigns no one
+    async with tenant_session(container.sessionmaker, coach_id) as session:  # a concluded experiment assigns no one
         assert await container.experiments.assign(session, coach_id, clients[0]) is None
 
     # tenancy: another coach sees nothing and cannot stop it

@@ -16,7 +16,9 @@ import pytest
 import respx
 from sqlalchemy import select
 
+from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
+from app.db.engine import tenant_session
 from app.learning.models import FineTuneJob, FineTuneStatus, ModelVersion, TrainingExample
 from tests.integration.handoff.test_handoff_flow import Setup, new_setup
 from tests.integration.learning.test_training_data import refresh, seed_conversation
@@ -169,7 +171,7 @@ async def seed(
 
 async def add_version(container: Container, setup: Setup, model: str, status: str = "staging") -> uuid.UUID:
     coach_id = uuid.UUID(setup.coach.coach_id)
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         version = ModelVersion(coach_id=coach_id, model=model, base_model=FT_BASE, status=status)
         session.add(version)
         await session.flush()
@@ -184,20 +186,23 @@ async def test_readiness_needs_enough_new_examples_and_enough_days(
 ) -> None:
     setup = await new_setup("Ready Coach", fine_tune_min_examples=3, fine_tune_min_days=7)
     coach_id = uuid.UUID(setup.coach.coach_id)
-    off = await container.fine_tunes.readiness(coach_id)
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        off = await container.fine_tunes.readiness(uow)
     assert not off.ready and not off.enabled and "turned off" in off.reason
 
     await http.patch("/api/v1/settings", headers=setup.coach.headers, json={"fine_tune_enabled": True})
     await seed(container, setup, run_jobs, {"train": 2, "test": 2})
-    few = await container.fine_tunes.readiness(coach_id)
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        few = await container.fine_tunes.readiness(uow)
     assert (few.ready, few.new_examples, few.min_examples) == (False, 2, 3) and "2 of 3" in few.reason
 
     await seed(container, setup, run_jobs, {"train": 1})
-    ready = await container.fine_tunes.readiness(coach_id)
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        ready = await container.fine_tunes.readiness(uow)
     assert ready.ready and ready.new_examples == 3 and ready.days_since_last is None and ready.reason == ""
     assert (await http.get("/api/v1/learning/training", headers=setup.coach.headers)).json()["readiness"]["ready"]
 
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         session.add(
             FineTuneJob(
                 coach_id=coach_id,
@@ -206,16 +211,18 @@ async def test_readiness_needs_enough_new_examples_and_enough_days(
                 created_at=datetime.now(UTC) - timedelta(days=2),
             )
         )
-    too_recent = await container.fine_tunes.readiness(coach_id)
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        too_recent = await container.fine_tunes.readiness(uow)
     assert not too_recent.ready and too_recent.new_examples == 3
     assert 1.9 < (too_recent.days_since_last or 0) < 2.1 and "days since the last fine-tune" in too_recent.reason
 
     # examples older than the last job are not new
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         rows = (await session.scalars(select(TrainingExample).where(TrainingExample.coach_id == coach_id))).all()
         for row in rows:
             row.created_at = datetime.now(UTC) - timedelta(days=3)
-    stale = await container.fine_tunes.readiness(coach_id)
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        stale = await container.fine_tunes.readiness(uow)
     assert not stale.ready and stale.new_examples == 0 and "0 of 3" in stale.reason
 
 
@@ -285,7 +292,7 @@ async def test_a_fine_tune_runs_from_upload_to_a_promoted_model_version(
     assert evaluation["passed"] and evaluation["split"] == "test" and evaluation["examples"] == 5
     assert evaluation["candidate"] > evaluation["current"] + evaluation["margin"]
     assert evaluation["current_model"] == BASE
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         production = await container.model_versions.production(session, coach_id)
     assert production is not None and production.model == "ft:gpt-4o-mini-2024-07-18:opencoach:opencoach:AbC123"
     assert "already" in await container.fine_tunes.poll(coach_id, uuid.UUID(job["id"]))
@@ -419,18 +426,22 @@ async def test_the_sweep_starts_a_fine_tune_for_a_ready_coach_and_polls_it(
     coach_id = uuid.UUID(setup.coach.coach_id)
     await seed(container, setup, run_jobs, {"train": 1})
     await container.fine_tunes.sweep()
-    assert await container.fine_tunes.list_jobs(coach_id) == [], "one example of two: not ready"
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        assert await container.fine_tunes.list_jobs(uow) == [], "one example of two: not ready"
 
     await seed(container, setup, run_jobs, {"train": 1})
     await container.fine_tunes.sweep()
-    [job] = await container.fine_tunes.list_jobs(coach_id)
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        [job] = await container.fine_tunes.list_jobs(uow)
     assert job.status == FineTuneStatus.PREPARING
     await run_jobs()
-    [job] = await container.fine_tunes.list_jobs(coach_id)
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        [job] = await container.fine_tunes.list_jobs(uow)
     assert job.status == FineTuneStatus.QUEUED and len(api.created) == 1
 
     await container.fine_tunes.sweep()
-    [job] = await container.fine_tunes.list_jobs(coach_id)
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        [job] = await container.fine_tunes.list_jobs(uow)
     assert job.status == FineTuneStatus.RUNNING and len(api.created) == 1
     readiness = (await http.get("/api/v1/learning/training", headers=setup.coach.headers)).json()["readiness"]
     assert readiness["ready"] is False and "running" in readiness["reason"]
@@ -450,7 +461,7 @@ async def test_a_retried_start_reuses_the_provider_job_of_the_interrupted_try(
     await seed(container, setup, run_jobs, {"train": 1})
     created = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers)
     job_id = uuid.UUID(created.json()["id"])
-    async with container.tenant(uuid.UUID(setup.coach.coach_id)) as session:
+    async with tenant_session(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as session:
         job = await session.get(FineTuneJob, job_id)
         assert job is not None
         job.training_file_id = "file-uploaded-before"

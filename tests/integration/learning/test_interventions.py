@@ -16,7 +16,9 @@ import respx
 from sqlalchemy import select
 
 from app.accounts.models import Coach
+from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
+from app.db.engine import tenant_session
 from app.learning.interventions import what_works_line
 from app.learning.models import Intervention, InterventionPattern
 from app.learning.strategy import STRATEGIES
@@ -42,7 +44,7 @@ async def pending_draft(http: httpx.AsyncClient, setup: Setup) -> dict:
 
 
 async def interventions(container: Container, coach_id: str) -> list[Intervention]:
-    async with container.tenant(uuid.UUID(coach_id)) as session:
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach_id)) as session:
         rows = await session.scalars(
             select(Intervention).where(Intervention.coach_id == uuid.UUID(coach_id)).order_by(Intervention.created_at)
         )
@@ -82,7 +84,7 @@ async def test_takeover_and_draft_edit_are_recorded_analysed_and_scored(
     """Both coach messages become interventions with context, client text, memory and the AI draft; the
     worker analyses and scores them (the client's next turns), and the three levels learn from them."""
     setup = await new_setup(handoff_mode="draft")
-    async with container.tenant(uuid.UUID(setup.coach.coach_id)) as session:
+    async with tenant_session(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as session:
         before = {
             (p.strategy, p.situation): (p.uses, p.successes)
             for p in (await session.scalars(select(InterventionPattern))).all()
@@ -108,7 +110,7 @@ async def test_takeover_and_draft_edit_are_recorded_analysed_and_scored(
     assert takeover.success is True
     assert edit.outcome["sentiment"] < 0 and edit.success is False  # the next turn still read negative
 
-    async with container.tenant(uuid.UUID(setup.coach.coach_id)) as session:
+    async with tenant_session(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as session:
         coach = await session.get_one(Coach, uuid.UUID(setup.coach.coach_id))
         profile = await session.scalar(
             select(ClientProfile).where(ClientProfile.client_id == uuid.UUID(setup.client_id))
@@ -128,8 +130,9 @@ async def test_takeover_and_draft_edit_are_recorded_analysed_and_scored(
 
     # idempotent: running the jobs again counts nothing twice
     assert await container.interventions.analyse(uuid.UUID(setup.coach.coach_id), takeover.id) == "already analysed"
-    await container.interventions.score_outcomes(uuid.UUID(setup.coach.coach_id), uuid.UUID(conversation_id))
-    async with container.tenant(uuid.UUID(setup.coach.coach_id)) as session:
+    async with unit_of_work(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as uow:
+        await container.interventions.score_outcomes(uow, uuid.UUID(conversation_id))
+    async with tenant_session(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as session:
         again = await session.scalar(
             select(InterventionPattern).where(
                 InterventionPattern.strategy == key[0], InterventionPattern.situation == key[1]
@@ -163,7 +166,7 @@ async def test_similar_finds_the_coachs_own_interventions_only(
     [query] = await embedder.embed(["I am afraid to tell my mum and dad about my grades."])
     for setup, expected, foreign in ((mine, own_ids, other_ids), (other, other_ids, own_ids)):
         coach_id = uuid.UUID(setup.coach.coach_id)
-        async with container.tenant(coach_id) as session:
+        async with tenant_session(container.sessionmaker, coach_id) as session:
             found = await container.interventions.similar(session, coach_id, query, embedder.model, k=3)
         assert found, "the coach's own similar intervention is found"
         assert {f.id for f in found} <= expected and not {f.id for f in found} & foreign
@@ -172,7 +175,7 @@ async def test_similar_finds_the_coachs_own_interventions_only(
         assert found == sorted(found, key=lambda f: -f.similarity) and found[0].similarity >= 0.35
 
     coach_id = uuid.UUID(mine.coach.coach_id)
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         excluded = await container.interventions.similar(
             session, coach_id, query, embedder.model, exclude_conversation_id=uuid.UUID(mine_conversation)
         )
@@ -197,7 +200,7 @@ async def test_a_thumbs_down_on_the_coachs_message_rescores_it(
     pattern = select(InterventionPattern).where(
         InterventionPattern.strategy == key[0], InterventionPattern.situation == key[1]
     )
-    async with container.tenant(uuid.UUID(setup.coach.coach_id)) as session:
+    async with tenant_session(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as session:
         counted = await session.scalar(pattern)
         assert counted is not None
         uses, successes = counted.uses, counted.successes
@@ -210,7 +213,7 @@ async def test_a_thumbs_down_on_the_coachs_message_rescores_it(
 
     rescored = (await interventions(container, setup.coach.coach_id))[-1]
     assert rescored.outcome["thumbs"] is False and rescored.success is False
-    async with container.tenant(uuid.UUID(setup.coach.coach_id)) as session:
+    async with tenant_session(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as session:
         after = await session.scalar(pattern)
         coach = await session.get_one(Coach, uuid.UUID(setup.coach.coach_id))
     assert after is not None and (after.uses, after.successes) == (uses, successes - 1)

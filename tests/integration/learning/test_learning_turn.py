@@ -17,6 +17,7 @@ import httpx
 import respx
 
 from app.container import Container
+from app.db.engine import tenant_session
 from app.learning.models import ModelVersion, ModelVersionStatus
 from tests.conftest import upload
 from tests.integration.handoff.test_handoff_flow import Setup, chat, llm_api, new_setup, transcript
@@ -83,7 +84,7 @@ async def test_the_production_model_serves_and_falls_back_to_the_base_model_on_e
     setup = await new_setup("Versioned Coach", response_cache_ttl_seconds=0)
     coach_id = uuid.UUID(setup.coach.coach_id)
     fine_tuned = "ft:gpt-4o-mini-2024-07-18:acme::abc123"
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         session.add(
             ModelVersion(
                 coach_id=coach_id,

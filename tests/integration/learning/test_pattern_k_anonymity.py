@@ -9,13 +9,14 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from app.container import Container
+from app.db.engine import tenant_session
 from app.learning.interventions import K_ANONYMITY, count_pattern, shared_patterns
 from tests.conftest import Coach
 
 
 async def _cells(http: httpx.AsyncClient, container: Container, coach: Coach, strategy: str) -> tuple[list, list]:
     """The cell ``strategy`` as the service and as the coach's dashboard API show it."""
-    async with container.tenant(uuid.UUID(coach.coach_id)) as session:
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
         service = [p for p in await shared_patterns(session, limit=10_000) if p["strategy"] == strategy]
     response = await http.get("/api/v1/learning/dashboard", headers=coach.headers, params={"days": 7})
     assert response.status_code == 200, response.text
@@ -33,7 +34,7 @@ async def test_a_pattern_cell_needs_five_distinct_coaches(
     coaches = [await make_coach(f"K coach {n}") for n in range(5)]
 
     async def contribute(coach: Coach) -> None:
-        async with container.tenant(uuid.UUID(coach.coach_id)) as session:
+        async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
             await count_pattern(session, uuid.UUID(coach.coach_id), strategy, "negative", uses=500, successes=400)
 
     for coach in coaches[:4]:

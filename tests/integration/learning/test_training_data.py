@@ -19,6 +19,7 @@ from sqlalchemy import select
 from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
 from app.db import jobs
+from app.db.engine import tenant_session
 from app.learning.models import ExampleKind, ExampleSource, Intervention, InterventionSource, Split, TrainingExample
 from app.learning.training import split_for
 from tests.integration.handoff.test_handoff_flow import REPLY, Setup, chat, llm_api, new_setup
@@ -49,7 +50,7 @@ async def seed_conversation(
     edited draft with ``ai_draft`` when given). Returns its id."""
     conversation_id = conversation_id_in(split)
     start = datetime.now(UTC) - timedelta(hours=1)
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         session.add(Conversation(id=conversation_id, coach_id=coach_id, client_id=client_id))
         await session.flush()
         for index, (client_text, coach_text) in enumerate(turns):
@@ -82,14 +83,14 @@ async def seed_conversation(
 
 async def refresh(container: Container, run_jobs: Callable[[], Awaitable[None]], coach_id: str, conv: Any) -> None:
     """Queue the conversation's training-data refresh as the app does, and run the worker."""
-    async with container.tenant(uuid.UUID(coach_id)) as session:
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach_id)) as session:
         jobs.refresh_training_data(session, uuid.UUID(coach_id), uuid.UUID(str(conv)), trigger=f"test:{uuid.uuid4()}")
     await run_jobs()
 
 
 async def examples(container: Container, coach_id: str, conversation_id: Any = None) -> list[TrainingExample]:
     """The coach's stored examples (of one conversation when given), looked up as the tenant."""
-    async with container.tenant(uuid.UUID(coach_id)) as session:
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach_id)) as session:
         stmt = select(TrainingExample).where(TrainingExample.coach_id == uuid.UUID(coach_id))
         if conversation_id is not None:
             stmt = stmt.where(TrainingExample.conversation_id == uuid.UUID(str(conversation_id)))
@@ -133,7 +134,7 @@ async def test_a_draft_edit_and_a_takeover_yield_sft_examples_and_preference_pai
     )
     assert sent.status_code == 201, sent.text
     replaced = "You should just be more disciplined."
-    async with container.tenant(uuid.UUID(coach_id)) as session:
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach_id)) as session:
         message_id = uuid.UUID(sent.json()["id"])
         intervention = await session.scalar(select(Intervention).where(Intervention.message_id == message_id))
         if intervention is None:  # recorded by the handoff flow once it is wired; the draft is what matters here
@@ -227,7 +228,7 @@ async def test_thumbs_up_and_down_make_examples_appear_and_disappear(
     await refresh(container, run_jobs, coach_id, conversation_id)
     assert await examples(container, coach_id, conversation_id) == []
 
-    async with container.tenant(uuid.UUID(coach_id)) as session:
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach_id)) as session:
         message = await session.get(Message, uuid.UUID(first["message_id"]))
         assert message is not None
         message.meta = dict(message.meta) | {"error": "ProviderError", "feedback": {"helpful": True, "rating": 5}}

@@ -19,6 +19,7 @@ import pytest
 
 from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
+from app.db.engine import tenant_session
 from app.llm.base import EMBEDDING_DIMENSIONS
 from app.memory.models import ChatSession, ClientProfile, Insight, SessionStatus
 from app.memory.retrieval import recall
@@ -84,7 +85,7 @@ async def seed(container: Container, http: httpx.AsyncClient, coach: Coach, name
     client = await make_client(http, coach, name)
     coach_id, client_id = uuid.UUID(coach.coach_id), uuid.UUID(client["id"])
     now = datetime.now(UTC)
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         conversation = Conversation(coach_id=coach_id, client_id=client_id, channel="api")
         session.add(conversation)
         await session.flush()
@@ -184,13 +185,13 @@ async def maya(container: Container, http: httpx.AsyncClient, coach: Coach) -> S
 
 
 async def insight_row(container: Container, seeded: Seeded, insight_id: str) -> Insight:
-    async with container.tenant(uuid.UUID(seeded.coach.coach_id)) as session:
+    async with tenant_session(container.sessionmaker, uuid.UUID(seeded.coach.coach_id)) as session:
         return await session.get_one(Insight, uuid.UUID(insight_id))
 
 
 async def recalled_ids(container: Container, seeded: Seeded, vector: int) -> set[str]:
     coach_id = uuid.UUID(seeded.coach.coach_id)
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         items = await recall(
             session,
             coach_id,
@@ -417,7 +418,7 @@ async def open_session(container: Container, seeded: Seeded) -> str:
     """Insert an open chat session into the seeded conversation (as a chat turn would)."""
     coach_id = uuid.UUID(seeded.coach.coach_id)
     now = datetime.now(UTC)
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         chat_session = ChatSession(
             coach_id=coach_id,
             client_id=uuid.UUID(seeded.client_id),
@@ -434,7 +435,7 @@ async def open_session(container: Container, seeded: Seeded) -> str:
 
 
 async def session_status(container: Container, seeded: Seeded, session_id: str) -> str:
-    async with container.tenant(uuid.UUID(seeded.coach.coach_id)) as session:
+    async with tenant_session(container.sessionmaker, uuid.UUID(seeded.coach.coach_id)) as session:
         return (await session.get_one(ChatSession, uuid.UUID(session_id))).status
 
 

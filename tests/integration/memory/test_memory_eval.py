@@ -26,6 +26,7 @@ import pytest
 from sqlalchemy import select
 
 from app.accounts.models import Coach
+from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.core.runtime import Services
 from app.db.engine import make_engine
@@ -284,12 +285,14 @@ async def test_evaluate_with_openai_judges_answers_and_keeps_the_coach(
         )
 
     [coach_id] = await coach_ids_named(services, f"LoCoMo {sample_id}")  # keep=True
-    async with container.tenant(coach_id) as session:
-        coach = await container.accounts.get_coach(session, coach_id)
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        session = uow.session
+        coach = await uow.coach()
         assert (coach.llm_provider, coach.llm_model) == ("openai", "gpt-4o-mini")
         texts = set((await session.scalars(select(Insight.text))).all())
     assert texts == {note["text"] for _, note in NOTES}
-    await container.accounts.delete_coach(coach_id)
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        await container.accounts.delete_coach(uow)
     assert await coach_ids_named(services, f"LoCoMo {sample_id}") == []
 
 

@@ -28,11 +28,13 @@ from arq.jobs import Job, JobStatus
 from sqlalchemy import select, update
 
 from app.accounts.models import Coach as CoachRow
+from app.accounts.unit_of_work import unit_of_work
 from app.chat.prompt import MEMORY_HEADER
 from app.chat.turn import TurnResult
 from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.config import Settings
+from app.db.engine import tenant_session
 from app.db.jobs import SUMMARIZE_SESSION, UPDATE_PROFILE
 from app.llm.schema import RETRY_TEMPERATURES
 from app.memory.models import ChatSession, ClientProfile, Insight, InsightStatus, SessionStatus
@@ -185,7 +187,7 @@ async def say(
 async def shift_back(container: Container, coach: Coach, client_id: uuid.UUID, delta: timedelta) -> None:
     """Let ``delta`` pass: everything of the client so far (messages, sessions, watermarks, insights) moves
     ``delta`` into the past."""
-    async with container.tenant(uuid.UUID(coach.coach_id)) as s:
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as s:
         conversations = select(Conversation.id).where(Conversation.client_id == client_id).scalar_subquery()
         await s.execute(
             update(Message)
@@ -217,25 +219,25 @@ async def shift_back(container: Container, coach: Coach, client_id: uuid.UUID, d
 
 
 async def sessions_of(container: Container, coach: Coach, client_id: uuid.UUID) -> list[ChatSession]:
-    async with container.tenant(uuid.UUID(coach.coach_id)) as s:
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as s:
         stmt = select(ChatSession).where(ChatSession.client_id == client_id).order_by(ChatSession.started_at)
         return list((await s.scalars(stmt)).all())
 
 
 async def insights_of(container: Container, coach: Coach, client_id: uuid.UUID) -> list[Insight]:
     """Every insight row of the client, tombstones included."""
-    async with container.tenant(uuid.UUID(coach.coach_id)) as s:
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as s:
         stmt = select(Insight).where(Insight.client_id == client_id).order_by(Insight.first_seen_at)
         return list((await s.scalars(stmt)).all())
 
 
 async def messages_by_id(container: Container, coach: Coach, ids: list[uuid.UUID]) -> dict[uuid.UUID, Message]:
-    async with container.tenant(uuid.UUID(coach.coach_id)) as s:
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as s:
         return {msg.id: msg for msg in (await s.scalars(select(Message).where(Message.id.in_(ids)))).all()}
 
 
 async def session_message_ids(container: Container, coach_id: uuid.UUID, session_id: uuid.UUID) -> set[uuid.UUID]:
-    async with container.tenant(coach_id) as s:
+    async with tenant_session(container.sessionmaker, coach_id) as s:
         return set((await s.scalars(select(Message.id).where(Message.session_id == session_id))).all())
 
 
@@ -243,7 +245,8 @@ async def end_and_run(
     container: Container, coach: Coach, conversation_id: uuid.UUID, run_jobs: Callable[[], Awaitable[None]]
 ) -> uuid.UUID:
     """The client says goodbye: end the open session and run the queued memory jobs."""
-    session_id = await container.sessions.end_session(uuid.UUID(coach.coach_id), conversation_id)
+    async with unit_of_work(container.sessionmaker, uuid.UUID(coach.coach_id)) as uow:
+        session_id = await container.sessions.end_session(uow, conversation_id)
     assert session_id is not None
     await run_jobs()
     return session_id
@@ -304,7 +307,7 @@ async def test_a_goal_stated_in_session_1_is_in_the_prompt_of_session_3(
     assert_valid_summary(s2, await session_message_ids(container, uuid.UUID(coach.coach_id), s2.id))
     assert "Berlin marathon" in s1.summary["summary"]  # type: ignore[index]
     assert s1.summary["profile_updated"] is True  # type: ignore[index]
-    async with container.tenant(uuid.UUID(coach.coach_id)) as s:
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as s:
         profile = await s.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
     assert profile is not None
     assert profile.communication_preferences == ["Likes short, concrete plans"], "two sessions, one entry"
@@ -407,7 +410,7 @@ async def test_a_dropped_goal_is_retired_and_no_longer_recalled(
     embedder = container.registry.local_embedder()
     for query in (NOVEL, NOVEL_DROPPED, "How is my novel going?"):
         [vector] = await embedder.embed([query])
-        async with container.tenant(coach_id) as s:
+        async with tenant_session(container.sessionmaker, coach_id) as s:
             items = await recall(
                 s,
                 coach_id,
@@ -447,12 +450,13 @@ async def test_a_deleted_insight_never_reappears(
     [insight] = await insights_of(container, coach, client_id)
     assert insight.text == SPANISH
     summaries_before = len(llm.structured["summary"])
-    await container.memory.delete_insight(coach_id, client_id, insight.id)
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        await container.memory.delete_insight(uow, client_id, insight.id)
     await run_jobs()
     assert len(llm.structured["summary"]) > summaries_before, "the session's summary was written again"
     resummarised = llm.structured["summary"][-1]["messages"][-1]["content"]
     assert "learn Spanish before my trip" not in resummarised, "without the forgotten message"
-    async with container.tenant(coach_id) as s:
+    async with tenant_session(container.sessionmaker, coach_id) as s:
         first_session = await s.scalar(select(ChatSession).where(ChatSession.conversation_id == first.conversation_id))
         assert first_session is not None and first_session.status in ("summarized", "failed")
         assert "Spanish" not in json.dumps(first_session.summary or {})
@@ -471,7 +475,7 @@ async def test_a_deleted_insight_never_reappears(
     assert (tombstone.status, tombstone.text, tombstone.mentions) == ("deleted", "", 1)
     assert tombstone.source_message_ids == insight.source_message_ids, "kept to leave them out of summaries"
     assert llm.structured["decision"] == []
-    async with container.tenant(coach_id) as s:
+    async with tenant_session(container.sessionmaker, coach_id) as s:
         assert (await container.memory.client_memory(s, coach_id, client_id)).insights == []
 
     later = await say(container, coach, client_id, "What should I practise this week?")
@@ -515,7 +519,7 @@ async def test_invalid_model_output_fails_the_summary_job_and_stores_nothing(
 
     session_id = await end_and_run(container, coach, turn.conversation_id, run_jobs)
 
-    async with container.tenant(coach_id) as s:
+    async with tenant_session(container.sessionmaker, coach_id) as s:
         failed = await s.get_one(ChatSession, session_id)
         profile = await s.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
     assert failed.status == SessionStatus.FAILED
@@ -563,7 +567,7 @@ async def test_local_model_summarises_a_real_esconv_session_or_fails_cleanly(
     record = _esconv_dialog(min(window, 700))
     start = datetime.now(UTC) - timedelta(days=1)
     times = [start + timedelta(minutes=i) for i in range(len(record["dialog"]))]
-    async with container.tenant(coach_id) as s:
+    async with tenant_session(container.sessionmaker, coach_id) as s:
         conversation = Conversation(coach_id=coach_id, client_id=client_id, channel="api")
         s.add(conversation)
         await s.flush()
@@ -598,10 +602,11 @@ async def test_local_model_summarises_a_real_esconv_session_or_fails_cleanly(
     message_ids = await session_message_ids(container, coach_id, chat_session.id)
     assert len(message_ids) == len(record["dialog"])
 
-    assert await container.sessions.end_session(coach_id, conversation.id) == chat_session.id
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        assert await container.sessions.end_session(uow, conversation.id) == chat_session.id
     await run_jobs()
 
-    async with container.tenant(coach_id) as s:
+    async with tenant_session(container.sessionmaker, coach_id) as s:
         done = await s.get_one(ChatSession, chat_session.id)
     result = await Job(f"{SUMMARIZE_SESSION}:{chat_session.id}:ended", container.redis).result_info()
     assert result is not None
@@ -633,7 +638,7 @@ async def test_an_idle_session_is_ended_by_the_sweep_and_summarised(
     turn = await say(container, coach, client_id, "Quick check-in: I did my morning walk again today.")
     [open_session] = await sessions_of(container, coach, client_id)
     assert open_session.status == SessionStatus.OPEN
-    async with container.tenant(coach_id) as s:
+    async with tenant_session(container.sessionmaker, coach_id) as s:
         gap = (await s.get_one(CoachRow, coach_id)).session_idle_minutes
 
     await container.sessions.close_idle_sessions()
@@ -676,7 +681,7 @@ async def test_another_coach_recalls_none_of_a_clients_memory(
     goal_text = "Wants to move to Lisbon next year"
     [vector] = await embedder.embed([goal_text])
     now = datetime.now(UTC)
-    async with container.tenant(coach_a) as s:
+    async with tenant_session(container.sessionmaker, coach_a) as s:
         conversation = Conversation(coach_id=coach_a, client_id=client_a, channel="widget")
         s.add(conversation)
         await s.flush()
@@ -729,10 +734,10 @@ async def test_another_coach_recalls_none_of_a_clients_memory(
             session, tenant, client_a, query_embedding=vector, embedding_model=embedder.model, now=now, limit=10
         )
 
-    async with container.tenant(coach_a) as s:
+    async with tenant_session(container.sessionmaker, coach_a) as s:
         assert {item.layer for item in await recall_for(s, coach_a)} == {"insight", "summary"}, "A sees its own"
 
-    async with container.tenant(coach_b) as s:
+    async with tenant_session(container.sessionmaker, coach_b) as s:
         assert await recall_for(s, coach_b) == []
         assert await recall_for(s, coach_a) == [], "row-level security hides A's rows even when asked for A"
         coach_row = await s.get_one(CoachRow, coach_b)

@@ -28,6 +28,7 @@ from app.accounts.models import Coach as CoachRow
 from app.chat.turn.generate import APOLOGY
 from app.container import Container
 from app.core.config import Settings
+from app.db.engine import tenant_session
 from app.handoff.alerts import AlertService
 from app.rag.models import Document
 from tests.conftest import Coach, make_client, upload
@@ -221,7 +222,7 @@ async def test_a_loopback_endpoint_stored_before_the_guard_is_not_called(
     """A URL that got into the database unchecked (written before this release) is refused at send time."""
     coach = await make_coach("Old Coach")
     coach_id = uuid.UUID(coach.coach_id)
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         row = await session.get(CoachRow, coach_id)
         assert row is not None
         row.llm_provider, row.llm_model, row.llm_base_url = "openai", "gpt-4o-mini", f"{listener.url}/v1"
@@ -393,7 +394,7 @@ async def test_a_failing_embedding_endpoint_leaves_no_body_in_the_documents_erro
 ) -> None:
     coach = await make_coach("Canary Embedder")
     coach_id = uuid.UUID(coach.coach_id)
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         row = await session.get(CoachRow, coach_id)
         assert row is not None
         row.embedding_provider, row.embedding_model = "openai", "text-embedding-3-small"
@@ -408,6 +409,6 @@ async def test_a_failing_embedding_endpoint_leaves_no_body_in_the_documents_erro
     assert route.called
     status = await http.get(f"/api/v1/documents/{doc['id']}", headers=coach.headers)
     assert status.json()["status"] == "failed" and CANARY not in status.text
-    async with container.tenant(coach_id) as session:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
         stored = await session.scalar(select(Document.error).where(Document.id == uuid.UUID(doc["id"])))
     assert stored is not None and CANARY not in stored and "HTTP 400 Bad Request" in stored

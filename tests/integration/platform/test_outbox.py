@@ -26,7 +26,7 @@ from app.container import Container
 from app.core.config import Settings
 from app.core.runtime import Services
 from app.db import outbox
-from app.db.engine import after_commit
+from app.db.engine import after_commit, tenant_session
 from app.db.outbox import OutboxJob, add_job, relay
 from app.learning.cache import ResponseCache
 from app.llm.registry import ProviderRegistry
@@ -84,13 +84,13 @@ async def rows(app: Container, ids: list[uuid.UUID]) -> list[OutboxJob]:
 
 async def add(app: Container, coach_id: uuid.UUID, *args: Any, **kwargs: Any) -> OutboxJob:
     """Commit one job through the unit of work (which relays it after the commit)."""
-    async with app.tenant(coach_id) as session:
+    async with tenant_session(app.sessionmaker, coach_id) as session:
         return add_job(session, coach_id, NAME, *args, **kwargs)
 
 
 async def test_a_committed_job_is_sent_once_and_its_row_deleted(app: Container, redis: ArqRedis) -> None:
     coach_id = uuid.uuid4()
-    async with app.tenant(coach_id) as session:
+    async with tenant_session(app.sessionmaker, coach_id) as session:
         first = add_job(session, coach_id, NAME, str(coach_id), "a", True, job_id=f"{NAME}:{uuid.uuid4()}")
         second = add_job(session, coach_id, NAME, str(coach_id), "b", False)
         assert outbox.PENDING_KEY in session.info
@@ -112,7 +112,7 @@ async def test_a_rolled_back_transaction_queues_nothing(app: Container, redis: A
         hooks.append("ran")
 
     with pytest.raises(RuntimeError, match="changed my mind"):
-        async with app.tenant(coach_id) as session:
+        async with tenant_session(app.sessionmaker, coach_id) as session:
             row = add_job(session, coach_id, NAME, "x")
             after_commit(session, hook)
             await session.flush()  # the row reached the database inside the transaction
@@ -128,7 +128,7 @@ async def test_jobs_are_kept_while_redis_is_down_and_sent_when_it_is_back(
     coach_id = uuid.uuid4()
     own_redis.stop()
     started = time.perf_counter()
-    async with app.tenant(coach_id) as session:  # the commit succeeds; only the relay fails
+    async with tenant_session(app.sessionmaker, coach_id) as session:  # the commit succeeds; only the relay fails
         first = add_job(session, coach_id, NAME, "first")
         second = add_job(session, coach_id, NAME, "second")
     assert time.perf_counter() - started < outbox.SEND_TIMEOUT_S  # connection refused: no waiting
@@ -287,7 +287,7 @@ async def test_after_commit_hooks_run_after_the_commit_in_order_and_a_failing_on
         seen.append("last")
 
     with caplog.at_level(logging.ERROR, logger="app.db.engine"):
-        async with app.tenant(coach_id) as session:
+        async with tenant_session(app.sessionmaker, coach_id) as session:
             job = add_job(session, coach_id, NAME, "x")
             after_commit(session, sees_the_commit)
             after_commit(session, fails)

@@ -38,6 +38,7 @@ from app.container import Container
 from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background
 from app.db import jobs
+from app.db.engine import tenant_session
 from app.db.outbox import OutboxJob, relay
 from app.handoff import live
 from app.handoff.crisis import crisis_reply
@@ -250,7 +251,7 @@ async def test_a_turn_during_a_redis_outage_is_answered_and_its_jobs_run_once_re
     assert [insight["text"] for insight in memory["insights"]] == [MARATHON]
     [summary] = memory["summaries"]
     assert summary["summary"].startswith("In this session the client said: I want to run the Berlin marathon")
-    async with outage_container.tenant(setup.coach_id) as session:
+    async with tenant_session(outage_container.sessionmaker, setup.coach_id) as session:
         examples = (
             await session.scalars(
                 select(TrainingExample).where(TrainingExample.conversation_id == uuid.UUID(conversation_id))

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.db.engine import tenant_session
 from app.rag.models import Chunk
@@ -102,8 +103,10 @@ async def test_deleting_a_document_deletes_its_chunks(
 ) -> None:
     coach, ids = library
     doc_id = ids["self-help-samuel-smiles.pdf"]
-    assert await container.documents.count_chunks(uuid.UUID(coach.coach_id), uuid.UUID(doc_id)) > 0
+    async with unit_of_work(container.sessionmaker, uuid.UUID(coach.coach_id)) as uow:
+        assert await container.documents.count_chunks(uow, uuid.UUID(doc_id)) > 0
     assert (await http.delete(f"/api/v1/documents/{doc_id}", headers=coach.headers)).status_code == 204
     assert (await http.get(f"/api/v1/documents/{doc_id}", headers=coach.headers)).status_code == 404
-    assert await container.documents.count_chunks(uuid.UUID(coach.coach_id), uuid.UUID(doc_id)) == 0
+    async with unit_of_work(container.sessionmaker, uuid.UUID(coach.coach_id)) as uow:
+        assert await container.documents.count_chunks(uow, uuid.UUID(doc_id)) == 0
     assert (await http.delete(f"/api/v1/documents/{doc_id}", headers=coach.headers)).status_code == 404

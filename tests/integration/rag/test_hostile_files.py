@@ -16,6 +16,7 @@ from sqlalchemy import update
 from app.container import Container
 from app.core.config import Settings
 from app.core.runtime import Services
+from app.db.engine import tenant_session
 from app.llm.registry import ProviderRegistry
 from app.rag.models import Document, DocumentStatus
 from app.worker import build_worker
@@ -127,7 +128,7 @@ async def test_the_sweep_fails_documents_a_killed_worker_left_processing(
     running = await upload(http, busy, "plan.txt", b"A plan for the week.\n" * 10)
     long_ago = datetime.now(UTC) - timedelta(seconds=settings.ingest_timeout_seconds + 120)
     for coach, doc, started in ((abandoned_by, abandoned, long_ago), (busy, running, datetime.now(UTC))):
-        async with container.tenant(uuid.UUID(coach.coach_id)) as session:
+        async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
             await session.execute(
                 update(Document)
                 .where(Document.id == uuid.UUID(doc["id"]))

@@ -1,0 +1,164 @@
+"""The tenant unit of work on real PostgreSQL and Redis: the ``uow`` request dependency commits what a handler
+wrote when it returns (then relays its outbox jobs and runs its after-commit hooks) and, when the handler
+raises, keeps nothing (no row, no job, no hook); the coach is loaded once per unit of work."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar, post
+from litestar.di import Provide
+from litestar.params import FromPath, FromQuery
+from sqlalchemy import event, select
+
+from app import worker
+from app.accounts.models import Client
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
+from app.asgi import domain_error_handler
+from app.container import Container
+from app.core.errors import DomainError, InvalidInput
+from app.core.runtime import serve_in_background
+from app.db.outbox import OutboxJob, add_job
+from app.deps import Uow, provide_unit_of_work
+
+JOB = "uow_test_job"
+"""A job name no worker knows: only queued, never run."""
+HOOKS: list[str] = []
+
+
+@post("/write/{name:str}")
+async def write(name: FromPath[str], fail: FromQuery[bool], uow: Uow) -> dict[str, str]:
+    """Create a client, queue a job and an after-commit hook; then raise when ``fail``."""
+    client = Client(
+        coach_id=uow.coach_id, name=name, widget_token_hash=uuid.uuid4().hex * 2, widget_token_encrypted=b"x"
+    )
+    uow.session.add(client)
+    await uow.session.flush()
+    job = add_job(uow.session, uow.coach_id, JOB, name, job_id=f"{JOB}:{name}")
+
+    async def hook() -> None:
+        HOOKS.append(name)
+
+    uow.after_commit(hook)
+    if fail:
+        raise InvalidInput("refused after writing")
+    return {"client_id": str(client.id), "job_id": job.job_id}
+
+
+@pytest.fixture
+async def coach_id(container: Container) -> uuid.UUID:
+    result = await container.accounts.signup("UoW Coach", f"{uuid.uuid4().hex[:12]}@example.com", "long enough pw")
+    return result.coach_id
+
+
+@pytest.fixture
+async def client(container: Container, coach_id: uuid.UUID) -> AsyncIterator[httpx.AsyncClient]:
+    """A small app with one handler on the real ``uow`` dependency (``coach_id`` comes from a test layer),
+    served by uvicorn in the test's event loop (the container's connection pool belongs to it)."""
+    app = Litestar(
+        [write],
+        dependencies={
+            "container": Provide(lambda: container, sync_to_thread=False),
+            "coach_id": Provide(lambda: coach_id, sync_to_thread=False),
+            "uow": Provide(provide_unit_of_work),
+        },
+        exception_handlers={DomainError: domain_error_handler},
+    )
+    async with serve_in_background(app) as url, httpx.AsyncClient(base_url=url) as http:
+        yield http
+
+
+async def clients_named(container: Container, coach_id: uuid.UUID, name: str) -> list[Client]:
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        return list((await uow.session.scalars(select(Client).where(Client.name == name))).all())
+
+
+async def outbox_rows(container: Container, name: str) -> list[OutboxJob]:
+    async with container.sessionmaker() as session:
+        return list((await session.scalars(select(OutboxJob).where(OutboxJob.job_id == f"{JOB}:{name}"))).all())
+
+
+async def test_the_request_unit_of_work_commits_when_the_handler_returns(
+    client: httpx.AsyncClient, container: Container, coach_id: uuid.UUID
+) -> None:
+    name = f"kept-{uuid.uuid4().hex[:8]}"
+    response = await client.post(f"/write/{name}", params={"fail": "false"})
+    assert response.status_code == 201, response.text
+    assert [str(c.id) for c in await clients_named(container, coach_id, name)] == [response.json()["client_id"]]
+    assert HOOKS[-1] == name
+    # the job was relayed to arq after the commit: its row is gone and arq knows the job
+    assert await outbox_rows(container, name) == []
+    assert await container.redis.exists(f"arq:job:{JOB}:{name}") == 1
+
+
+async def test_a_handler_that_raises_keeps_nothing(
+    client: httpx.AsyncClient, container: Container, coach_id: uuid.UUID
+) -> None:
+    name = f"dropped-{uuid.uuid4().hex[:8]}"
+    hooks_before = list(HOOKS)
+    response = await client.post(f"/write/{name}", params={"fail": "true"})
+    assert response.status_code == 400
+    assert response.json()["detail"] == "refused after writing"
+    assert await clients_named(container, coach_id, name) == []
+    assert hooks_before == HOOKS  # the after-commit hook never ran
+    assert await outbox_rows(container, name) == []
+    assert await container.redis.exists(f"arq:job:{JOB}:{name}") == 0
+
+
+@pytest.fixture
+def coach_queries(container: Container) -> Iterator[list[str]]:
+    """The SQL statements that read the ``coaches`` table, as the engine sends them."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM coaches" in statement:
+            seen.append(statement)
+
+    event.listen(container.engine.sync_engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(container.engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_the_coach_is_loaded_once_per_unit_of_work(
+    container: Container, coach_id: uuid.UUID, coach_queries: list[str]
+) -> None:
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        assert coach_queries == []  # lazily: nothing read before it is asked for
+        first = await uow.coach()
+        second = await uow.coach()
+        assert first is second and first.id == coach_id and first.name == "UoW Coach"
+    assert len(coach_queries) == 1
+    async with unit_of_work(container.sessionmaker, coach_id) as again:
+        assert (await again.coach()).id == coach_id
+    assert len(coach_queries) == 2  # a new unit of work reads it afresh
+
+
+async def test_a_missing_coach_is_not_found(container: Container) -> None:
+    async with unit_of_work(container.sessionmaker, uuid.uuid4()) as uow:
+        assert isinstance(uow, UnitOfWork)
+        with pytest.raises(DomainError, match="coach not found"):
+            await uow.coach()
+
+
+async def test_a_job_runs_in_one_unit_of_work_of_its_tenant(
+    container: Container, coach_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's ``refresh_training_data`` job opens one unit of work for the job's coach and hands it to the
+    service (which no longer opens a transaction of its own)."""
+    opened: list[UnitOfWork] = []
+
+    @contextlib.asynccontextmanager
+    async def spy(sessionmaker: Any, tenant: uuid.UUID) -> AsyncIterator[UnitOfWork]:
+        async with unit_of_work(sessionmaker, tenant) as uow:
+            opened.append(uow)
+            yield uow
+
+    monkeypatch.setattr(worker, "unit_of_work", spy)
+    result = await worker.refresh_training_data({"container": container}, str(coach_id), str(uuid.uuid4()))
+    assert result == "conversation gone"
+    assert [uow.coach_id for uow in opened] == [coach_id]
