@@ -1,7 +1,7 @@
 """outbox_jobs.queue: the arq queue a job goes to (handoff alerts have their own)
 
 Revision ID: 0024_starve
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-02 09:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0024_starve"
-down_revision: str | None = "0012"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
