@@ -206,10 +206,11 @@ def _counts(stored: int) -> tuple[int, int]:
 
 async def worker_killed_mid_ingest(cluster: Cluster, http: httpx.AsyncClient, model_url: str) -> Row:
     headers, _ = await _coach(http, model_url)
-    body = "".join(f"Day {n}: walk for twenty minutes, then note one thing that went well. " for n in range(9000))
+    body = "".join(f"Day {n}: walk for twenty minutes, then note one thing that went well. " for n in range(2500))
     response = await http.post("/api/v1/documents", headers=headers, files={"file": ("plan.txt", body.encode())})
     response.raise_for_status()
-    doc_url = f"/api/v1/documents/{response.json()['id']}"
+    document_id = uuid.UUID(response.json()["id"])
+    doc_url = f"/api/v1/documents/{document_id}"
 
     async def embedding() -> dict[str, Any] | None:
         doc = (await http.get(doc_url, headers=headers)).json()
@@ -227,11 +228,9 @@ async def worker_killed_mid_ingest(cluster: Cluster, http: httpx.AsyncClient, mo
         doc = (await http.get(doc_url, headers=headers)).json()
         return doc if doc["status"] in ("ready", "failed") else None
 
-    done = await _until(finished, 600) or {"status": "still processing", "chunks": 0, "id": ""}
-    rows = await cluster.scalar("SELECT count(*) FROM chunks WHERE document_id = :d", d=uuid.UUID(done["id"]))
-    distinct = await cluster.scalar(
-        "SELECT count(DISTINCT ordinal) FROM chunks WHERE document_id = :d", d=uuid.UUID(done["id"])
-    )
+    done = await _until(finished, 900) or {"status": "still processing after 900 s", "chunks": 0}
+    rows = await cluster.scalar("SELECT count(*) FROM chunks WHERE document_id = :d", d=document_id)
+    distinct = await cluster.scalar("SELECT count(DISTINCT ordinal) FROM chunks WHERE document_id = :d", d=document_id)
     outcome = f"{done['status']} {time.monotonic() - killed_at:.0f} s after the kill, {rows} chunks"
     return Row(
         "worker SIGKILL",
