@@ -103,13 +103,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the arq worker until interrupted (refuses to start on an out-of-date schema)."""
-    from app.worker import build_worker
+    from app.worker import build_workers, run_workers
 
     settings = _settings(args)
     with _start(settings) as services:
-        worker = build_worker(settings, services.database_url, services.redis_url)
+
+        async def work() -> None:
+            await run_workers(build_workers(settings, services.database_url, services.redis_url))
+
         try:
-            worker.run()
+            asyncio.run(work())
         except RuntimeError as exc:
             console.print(f"[red]worker not started:[/] {exc}")
             return 1

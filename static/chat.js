@@ -2,7 +2,7 @@
 // Every message gets its own id (crypto.randomUUID) and stays "unacknowledged" until the server's `ack`
 // says it is stored; after a reconnect the widget first fetches what was stored meanwhile
 // (GET /api/v1/widget/conversations/{id}/messages?after=…), then sends the unacknowledged messages again with
-// the same ids (the server stores each once). The server answers messages in the order they arrived, so
+// the same ids (the server stores each once). A dropped socket is reopened with exponential back-off. The server answers messages in the order they arrived, so
 // Send and Enter always work, also while an answer is streaming.
 // Live events of the client's channel arrive on the same socket: the coach's messages ("message"),
 // "coach_joined" and "coach_left"; a turn answered by nobody (the coach holds the conversation, or a draft
@@ -244,10 +244,13 @@
     socket.send(JSON.stringify(payload));
   }
 
+  var retries = 0;  // reconnect attempts since the last open socket
+
   function connect() {
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + location.host + "/ws/chat");  // the widget session cookie authenticates
     socket.onopen = function () {
+      retries = 0;
       waiting = 0;  // answers begun on an earlier socket arrive as live messages (or through catchUp)
       statusLine.textContent = "";
       var ready = connectedOnce ? catchUp() : Promise.resolve();
@@ -296,7 +299,11 @@
       statusLine.textContent = "Reconnecting…";
       if (current) current.remove();  // a reply cut off mid-stream: the stored one comes live or by catchUp
       current = null;
-      setTimeout(connect, 1500);
+      // exponential back-off with full jitter (1 s, 2 s, 4 s … at most 30 s), so that clients whose server
+      // went away do not all come back at the same moment; reset once a connection opens
+      var delay = Math.min(30000, 1000 * Math.pow(2, retries));
+      retries += 1;
+      setTimeout(connect, 250 + Math.random() * delay);
     };
   }
 

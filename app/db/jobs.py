@@ -30,6 +30,10 @@ EVALUATE_MODEL = "evaluate_model"
 ANSWER_PENDING = "answer_pending"
 PURGE_ERASED_DATA = "purge_erased_data"
 
+ALERTS_QUEUE = "opencoach:queue:alerts"
+"""The arq queue of the coach's handoff alerts, served by its own worker (``app.worker.build_alert_worker``) so
+that slow jobs on the default queue (a large PDF, a drip-feeding endpoint) never hold back a crisis alert."""
+
 
 def ingest_document(session: AsyncSession, coach_id: uuid.UUID, document_id: uuid.UUID) -> None:
     """Queue extraction → chunking → embedding → storage of one document (idempotent job)."""
@@ -87,7 +91,8 @@ def deliver_alert(
 ) -> None:
     """Queue the coach's webhook and e-mail alerts for one escalation event of a handoff (once per ``event``:
     ``opened``, or ``crisis:<client message id>`` for a crisis inside an active handoff; see
-    :mod:`app.handoff.alerts`). ``reason`` is the handoff's reason at the event (``None``: read at delivery)."""
+    :mod:`app.handoff.alerts`). ``reason`` is the handoff's reason at the event (``None``: read at delivery).
+    Goes to :data:`ALERTS_QUEUE`."""
     add_job(
         session,
         coach_id,
@@ -97,6 +102,7 @@ def deliver_alert(
         event,
         reason,
         job_id=f"{DELIVER_ALERT}:{handoff_id}:{event}",
+        queue=ALERTS_QUEUE,
     )
 
 

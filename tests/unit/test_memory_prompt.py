@@ -332,7 +332,7 @@ def openai_api() -> Iterator[respx.MockRouter]:
 
 
 def _provider() -> OpenAIChatProvider:
-    return OpenAIChatProvider(model="gpt-4o-mini", api_key=API_KEY, base_url=BASE_URL, timeout=10)
+    return OpenAIChatProvider(model="gpt-4o-mini", api_key=API_KEY, base_url=BASE_URL, timeout=10, deadline=30)
 
 
 async def test_structured_output_request_is_a_strict_json_schema_and_the_answer_is_validated(
