@@ -1,7 +1,7 @@
 """outbox_jobs.queue: the arq queue a job goes to (handoff alerts have their own)
 
-Revision ID: 0024_starve
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-02 09:00:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0024_starve"
-down_revision: str | None = "0013"
+revision: str = "0015"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
