@@ -19,6 +19,7 @@ import httpx
 import respx
 from sqlalchemy import select
 
+from app.chat.spotlight import unmark
 from app.container import Container
 from app.conversations.models import Message
 from app.db.engine import tenant_session
@@ -45,8 +46,9 @@ COACH_REPLY = f"Robin, I hear you: {CANARY}. {COACH_STYLE}, then pick one small 
 
 
 def _bodies(router: respx.MockRouter, start: int = 0) -> list[str]:
-    """The raw JSON bodies of every chat completion request from call ``start`` on."""
-    return [call.request.content.decode() for call in router.routes["completions"].calls[start:]]
+    """The JSON bodies of every chat completion request from call ``start`` on, datamarks read as spaces
+    (:func:`app.chat.spotlight.unmark`), so quoted text is found whether or not it sat in a data block."""
+    return [unmark(call.request.content.decode()) for call in router.routes["completions"].calls[start:]]
 
 
 def _calls(router: respx.MockRouter) -> int:
