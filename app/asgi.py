@@ -19,6 +19,9 @@ from litestar.template.config import TemplateConfig
 from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 
+from app.channels.telegram.api import TelegramInviteController, TelegramSettingsController, telegram_webhook
+from app.channels.telegram.poller import poll_forever
+from app.channels.telegram.wiring import build_channel
 from app.channels.web.chat import (
     WIDGET_API_PREFIXES,
     ChatController,
@@ -99,6 +102,9 @@ def create_app(
         install_access_log_redaction()
         container = await Container.create(settings, database_url, redis_url, registry=registry)
         app.state.container = container
+        app.state.telegram = build_channel(container)
+        if app.state.telegram.service.mode() == "polling":  # no https PUBLIC_URL: long polling in this process
+            app.state.telegram_poller = asyncio.create_task(poll_forever(app.state.telegram))
         # load the offline models in the background; requests that need them first wait on the registry lock
         app.state.warm_up = asyncio.create_task(asyncio.to_thread(container.registry.warm_up))
 
@@ -106,6 +112,13 @@ def create_app(
         warm_up: asyncio.Task[None] | None = getattr(app.state, "warm_up", None)
         if warm_up is not None:
             await asyncio.gather(warm_up, return_exceptions=True)
+        poller: asyncio.Task[None] | None = getattr(app.state, "telegram_poller", None)
+        if poller is not None:
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
+        telegram = getattr(app.state, "telegram", None)
+        if telegram is not None:
+            await telegram.drain()
         container: Container | None = getattr(app.state, "container", None)
         if container is not None:
             await container.close()
@@ -142,6 +155,9 @@ def create_app(
             EventPages,
             SettingsPages,
             WidgetController,
+            TelegramSettingsController,
+            TelegramInviteController,
+            telegram_webhook,
             create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"]),
         ],
         dependencies={

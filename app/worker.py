@@ -23,7 +23,10 @@ from typing import Any
 from arq.connections import RedisSettings
 from arq.cron import cron
 from arq.worker import Retry, Worker, func
+from telegram.error import RetryAfter
 
+from app.channels.telegram.adapter import SEND_JOB, send_job
+from app.channels.telegram.wiring import build_channel
 from app.container import Container
 from app.core.config import Settings
 from app.db.jobs import (
@@ -59,6 +62,8 @@ OUTBOX_RELAY_EVERY_S = 10
 """How often the worker sends outbox jobs left behind by a Redis outage."""
 REDIS_RETRY_S = 1.0
 """Pause between the worker's polls while Redis is unavailable."""
+TELEGRAM_SEND_TRIES = 5
+"""Tries of a ``telegram_send`` job (each 429 waits Telegram's ``retry_after``)."""
 
 
 async def ingest_document(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
@@ -178,6 +183,19 @@ async def answer_pending(ctx: dict[str, Any], coach_id: str, message_id: str) ->
     return await container.chat.answer_pending(uuid.UUID(coach_id), uuid.UUID(message_id))
 
 
+async def telegram_send(
+    ctx: dict[str, Any], coach_id: str, chat_id: int, parts: list[str], keyboard: dict[str, Any] | None
+) -> str:
+    """Send a client's live event (coach message, joined/left notice) to their Telegram chat
+    (:func:`app.channels.telegram.adapter.send_job`); a 429 is retried after Telegram's ``retry_after``."""
+    try:
+        return await send_job(ctx["telegram"].service, uuid.UUID(coach_id), chat_id, parts, keyboard)
+    except RetryAfter as exc:
+        if ctx["job_try"] >= TELEGRAM_SEND_TRIES:
+            raise
+        raise Retry(defer=exc.retry_after) from exc
+
+
 async def purge_erased_data(ctx: dict[str, Any], coach_id: str, file_ids: list[str]) -> str:
     """arq job: after an erasure, the coach's Redis caches and the erased training files at the provider
     (idempotent; a file the provider fails to delete is logged and named in the result, not retried)."""
@@ -257,6 +275,7 @@ def build_worker(
             await container.close()
             raise
         ctx["container"] = container
+        ctx["telegram"] = build_channel(container)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         container: Container | None = ctx.get("container")
@@ -277,6 +296,7 @@ def build_worker(
             func(poll_fine_tune, name=POLL_FINE_TUNE, timeout=300, max_tries=3),
             func(evaluate_model, name=EVALUATE_MODEL, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(answer_pending, name=ANSWER_PENDING, timeout=600, max_tries=3),
+            func(telegram_send, name=SEND_JOB, timeout=120, max_tries=TELEGRAM_SEND_TRIES),
             func(purge_erased_data, name=PURGE_ERASED_DATA, timeout=600, max_tries=3),
         ],
         # a burst run (tests, one-off processing) must not sweep every tenant's sessions on a minute boundary
