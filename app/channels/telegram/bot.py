@@ -14,7 +14,8 @@ from app.core.egress import EgressGuard
 
 TOKEN_RE = re.compile(r"\d{3,}:[A-Za-z0-9_-]{20,}")
 """A bot token as BotFather issues it (``123456789:AA…``)."""
-LOGGERS = ("httpx", "httpcore", "telegram", "telegram.ext", "app.channels.telegram")
+LOGGER_ROOTS = ("httpx", "httpcore", "telegram", "app")
+"""Loggers under these names get the filter (a logger's filters do not apply to its children's records)."""
 POLL_TIMEOUT_S = 25
 """``getUpdates`` long-poll timeout; the HTTP read timeout is a few seconds longer."""
 
@@ -31,8 +32,10 @@ class RedactBotTokens(logging.Filter):
 
 
 def install_token_redaction() -> None:
-    """Put :class:`RedactBotTokens` once on each of :data:`LOGGERS` (idempotent)."""
-    for name in LOGGERS:
+    """Put :class:`RedactBotTokens` once on every logger under :data:`LOGGER_ROOTS` that exists (python-telegram-bot
+    and httpx create theirs at import, which has happened here) and on the roots themselves (idempotent)."""
+    names = {*LOGGER_ROOTS, *(n for n in logging.root.manager.loggerDict if n.split(".")[0] in LOGGER_ROOTS)}
+    for name in names:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactBotTokens) for f in logger.filters):
             logger.addFilter(RedactBotTokens())

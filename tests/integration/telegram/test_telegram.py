@@ -179,7 +179,7 @@ async def test_a_cited_answer_streams_with_typing_footnotes_escaping_and_feedbac
     final = calls[-1]
     assert final.method == "editMessageText" and final.params["parse_mode"] == "HTML"
     assert final.params["text"].startswith(render.escape(REPLY)) and "&lt;now&gt;" in final.params["text"]
-    assert "[1] two-minute-reset" in final.params["text"]
+    assert "<i>[1] Two Minute Reset</i>" in final.params["text"]
     keyboard = final.params["reply_markup"]["inline_keyboard"]
     conversation = await conversation_of(tg, bot, client_id)
     ai = [m for m in conversation["messages"] if m["sender_type"] == "ai"][-1]
