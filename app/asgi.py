@@ -19,9 +19,8 @@ from litestar.template.config import TemplateConfig
 from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 
-from app.channels.telegram.api import TelegramInviteController, TelegramSettingsController, telegram_webhook
-from app.channels.telegram.poller import poll_forever
-from app.channels.telegram.wiring import build_channel
+from app.channels.telegram import wiring as telegram
+from app.channels.telegram.api import ROUTES as TELEGRAM_ROUTES
 from app.channels.web.chat import (
     WIDGET_API_PREFIXES,
     ChatController,
@@ -102,9 +101,6 @@ def create_app(
         install_access_log_redaction()
         container = await Container.create(settings, database_url, redis_url, registry=registry)
         app.state.container = container
-        app.state.telegram = build_channel(container)
-        if app.state.telegram.service.mode() == "polling":  # no https PUBLIC_URL: long polling in this process
-            app.state.telegram_poller = asyncio.create_task(poll_forever(app.state.telegram))
         # load the offline models in the background; requests that need them first wait on the registry lock
         app.state.warm_up = asyncio.create_task(asyncio.to_thread(container.registry.warm_up))
 
@@ -112,13 +108,6 @@ def create_app(
         warm_up: asyncio.Task[None] | None = getattr(app.state, "warm_up", None)
         if warm_up is not None:
             await asyncio.gather(warm_up, return_exceptions=True)
-        poller: asyncio.Task[None] | None = getattr(app.state, "telegram_poller", None)
-        if poller is not None:
-            poller.cancel()
-            await asyncio.gather(poller, return_exceptions=True)
-        telegram = getattr(app.state, "telegram", None)
-        if telegram is not None:
-            await telegram.drain()
         container: Container | None = getattr(app.state, "container", None)
         if container is not None:
             await container.close()
@@ -155,9 +144,7 @@ def create_app(
             EventPages,
             SettingsPages,
             WidgetController,
-            TelegramSettingsController,
-            TelegramInviteController,
-            telegram_webhook,
+            *TELEGRAM_ROUTES,
             create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"]),
         ],
         dependencies={
@@ -166,9 +153,9 @@ def create_app(
         },
         state=State({"dashboard_sessions": sessions}),
         exception_handlers={DomainError: domain_error_handler, DBAPIError: database_error_handler},
-        on_startup=[startup],
+        on_startup=[startup, telegram.start],
         before_send=[SecurityHeaders(settings.public_url, WIDGET_API_PREFIXES)],
-        on_shutdown=[shutdown],
+        on_shutdown=[telegram.stop, shutdown],
         template_config=TemplateConfig(directory=PROJECT_ROOT / "templates", engine=JinjaTemplateEngine),
         stores={"sessions": sessions.store},
         middleware=[sessions.config.middleware],

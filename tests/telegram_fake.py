@@ -9,7 +9,6 @@ getUpdates. A token not registered with :meth:`FakeBotApi.add_bot` gets 401 ``Un
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -85,15 +84,6 @@ class FakeBotApi:
             for c in self.calls
             if c.method in ("sendMessage", "editMessageText") and int(c.params.get("chat_id", 0)) == chat_id
         ]
-
-    async def wait_for(self, predicate: Any, timeout: float = 20.0) -> list[Call]:
-        """Wait until ``predicate(calls)`` is true; returns the calls."""
-        deadline = time.monotonic() + timeout
-        while not predicate(self.calls):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; calls: {[(c.method, c.params) for c in self.calls]}")
-            await asyncio.sleep(0.05)
-        return self.calls
 
     def handle(self, token: str, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         self.calls.append(Call(token, method, params, time.monotonic()))

@@ -11,6 +11,7 @@ from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
+from litestar.types import ControllerRouterHandler
 
 from app.auth import provide_coach_id
 from app.channels.telegram.adapter import TelegramChannel
@@ -123,3 +124,7 @@ async def telegram_webhook(
     if await telegram.service.first_delivery(coach_id, update_id):
         telegram.dispatch(coach_id, update)
     return Response({"ok": True}, status_code=200)
+
+
+ROUTES: list[ControllerRouterHandler] = [TelegramSettingsController, TelegramInviteController, telegram_webhook]
+"""The channel's route handlers, for the app."""

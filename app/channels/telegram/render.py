@@ -51,7 +51,7 @@ def reply_html(text: str, citations: Sequence[dict[str, Any]] = ()) -> str:
 
 def split_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
     """``text`` cut into parts of at most ``limit`` characters, at sentence ends (or line breaks) where
-    possible, else at a space, else hard. Parts keep their order; an empty text gives ``[""]``."""
+    possible, else at a space, else hard; whitespace at the cuts is dropped. An empty text gives ``[""]``."""
     parts: list[str] = []
     rest = text
     while len(rest) > limit:
@@ -62,7 +62,7 @@ def split_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
             cut = limit
         parts.append(rest[:cut].rstrip())
         rest = rest[cut:].lstrip()
-    parts.append(rest)
+    parts.append(rest.rstrip())
     return parts
 
 

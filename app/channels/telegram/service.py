@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Bot
 from telegram.error import TelegramError
 
-from app.accounts.models import Client
 from app.accounts.service import AccountService
 from app.channels.telegram.bot import TOKEN_RE, make_bot
 from app.channels.telegram.models import TelegramBot, TelegramChat, TelegramInvite, TelegramUpdate
@@ -265,11 +264,6 @@ class TelegramService:
                 .where(TelegramChat.coach_id == coach_id, TelegramChat.chat_id == chat_id)
                 .values(**values)
             )
-
-    async def client_name(self, coach_id: uuid.UUID, client_id: uuid.UUID) -> str:
-        """The client's name (for logs and the dashboard)."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            return str(await session.scalar(select(Client.name).where(Client.id == client_id)))
 
     async def polling_coaches(self) -> list[uuid.UUID]:
         """Coaches whose bot gets updates by ``getUpdates`` (read across tenants by a SECURITY DEFINER

@@ -17,8 +17,13 @@ from sqlalchemy import select
 from app.channels.telegram import render
 from app.channels.telegram.adapter import BAD_INVITE, WELCOME
 from app.channels.telegram.models import TelegramChat
+from app.channels.telegram.poller import poll_once
+from app.channels.telegram.wiring import build_channel
 from app.container import Container
+from app.core.config import Settings
+from app.core.runtime import Services
 from app.handoff.crisis import crisis_reply
+from app.llm.registry import ProviderRegistry
 from tests.integration.telegram.conftest import REPLY, Bot, new_token
 from tests.telegram_fake import FakeBotApi, recorded
 
@@ -394,3 +399,31 @@ async def test_a_bot_connected_to_another_account_is_a_409(
     assert response.status_code == 409 and response.json()["detail"]
     token, _ = new_token(fake)
     assert token != first.token
+
+
+async def test_polling_mode_fetches_updates_with_get_updates_once_each(
+    tg_settings: Settings, services: Services, registry: ProviderRegistry, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """Without a webhook (``TELEGRAM_MODE=polling``, as with an http PUBLIC_URL and Telegram's own server): the
+    bot's webhook is deleted and ``getUpdates`` brings the updates, each processed once."""
+    coach = (await make_bot()).coach
+    polling = tg_settings.model_copy(update={"telegram_mode": "polling"})
+    container = await Container.create(polling, services.database_url, services.redis_url, registry=registry)
+    try:
+        channel = build_channel(container)
+        token, _ = new_token(fake)
+        coach_id = uuid.UUID(coach.coach_id)
+        info = await channel.service.connect(coach_id, token, None)
+        assert info.mode == "polling" and info.webhook_url is None and fake.of("deleteWebhook", token)
+        assert coach_id in await channel.service.polling_coaches()
+        chat_id = next(_chat_ids)
+        update = recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="/start")
+        fake.updates[token] = [update]
+        assert await poll_once(channel, coach_id, wait_s=0) == 1
+        await channel.drain()
+        assert [c.params["text"] for c in fake.sent_to(chat_id)] == [WELCOME]
+        assert await poll_once(channel, coach_id, wait_s=0) == 0  # the offset moved past it
+        assert int(fake.of("getUpdates", token)[-1].params["offset"]) == update["update_id"] + 1
+        await channel.service.disconnect(coach_id)
+    finally:
+        await container.close()
