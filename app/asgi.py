@@ -59,6 +59,7 @@ from app.web.dashboard.events import EventPages
 from app.web.dashboard.handoffs import HandoffPages
 from app.web.dashboard.learning import LearningPages
 from app.web.dashboard.settings import SettingsPages
+from app.web.dashboard.telegram import TelegramPages
 from app.web.sessions import DashboardSessions, csrf_config, provide_dashboard_sessions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -143,6 +144,7 @@ def create_app(
             LearningPages,
             EventPages,
             SettingsPages,
+            TelegramPages,
             WidgetController,
             *TELEGRAM_ROUTES,
             create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"]),

@@ -5,6 +5,7 @@ endpoint mocked in the OpenAI wire format."""
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,6 +26,7 @@ from app.core.runtime import Services
 from app.handoff.crisis import crisis_reply
 from app.llm.registry import ProviderRegistry
 from tests.integration.telegram.conftest import REPLY, Bot, new_token
+from tests.integration.web.test_dashboard import csrf, sign_up
 from tests.telegram_fake import FakeBotApi, recorded
 
 pytestmark = pytest.mark.usefixtures("llm")
@@ -427,3 +429,35 @@ async def test_polling_mode_fetches_updates_with_get_updates_once_each(
         await channel.service.disconnect(coach_id)
     finally:
         await container.close()
+
+
+async def test_dashboard_connects_the_bot_and_shows_an_invite_qr_code(tg: httpx.AsyncClient, fake: FakeBotApi) -> None:
+    """Settings links to the Telegram page; a bad token shows Telegram's reason (400); a good one connects; the
+    client's page makes a one-time invite shown with an inline SVG QR code (CSP: no data: URLs)."""
+    async with httpx.AsyncClient(base_url=str(tg.base_url), timeout=60) as browser:
+        await sign_up(browser, "Dash Tele Coach")
+        assert 'href="/dashboard/settings/telegram"' in (await browser.get("/dashboard/settings")).text
+        page = "/dashboard/settings/telegram"
+        bad = await browser.post(
+            page,
+            data={"bot_token": "123456789:AAHneverIssuedByBotFatherAtAll", "_csrf_token": await csrf(browser, page)},
+        )
+        assert bad.status_code == 400 and "Unauthorized" in bad.text
+        token, _ = new_token(fake)
+        good = await browser.post(
+            page, data={"bot_token": token, "open_enrollment": "on", "_csrf_token": await csrf(browser, page)}
+        )
+        assert good.status_code == 200 and "Connected: " in good.text and token not in good.text
+        await browser.post(
+            "/dashboard/clients", data={"name": "Kim", "_csrf_token": await csrf(browser, "/dashboard/clients")}
+        )
+        listed = (await browser.get("/dashboard/clients")).text
+        [client_id] = re.findall(r'<h2><a href="/dashboard/clients/([0-9a-f-]{36})">Kim<', listed)
+        client_page = f"/dashboard/clients/{client_id}"
+        assert f'action="{client_page}/telegram-invite"' in (await browser.get(client_page)).text
+        invite = await browser.post(
+            f"{client_page}/telegram-invite", data={"_csrf_token": await csrf(browser, client_page)}
+        )
+        assert invite.status_code == 200
+        assert re.search(r"https://t\.me/coach_bot_\d+\?start=[\w-]{20,}", invite.text)
+        assert "<svg" in invite.text and "data:" not in invite.text
