@@ -63,6 +63,8 @@ from app.web.dashboard.telegram import TelegramPages
 from app.web.sessions import DashboardSessions, csrf_config, provide_dashboard_sessions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TELEGRAM = [*TELEGRAM_ROUTES, TelegramPages]
+"""The Telegram channel's API and webhook, and its dashboard pages."""
 log = logging.getLogger(__name__)
 
 
@@ -144,9 +146,8 @@ def create_app(
             LearningPages,
             EventPages,
             SettingsPages,
-            TelegramPages,
             WidgetController,
-            *TELEGRAM_ROUTES,
+            *TELEGRAM,
             create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"]),
         ],
         dependencies={

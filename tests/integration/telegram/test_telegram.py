@@ -313,6 +313,10 @@ async def test_coach_takeover_messages_and_notices_reach_the_chat(
     assert coach_message.params["reply_markup"]["inline_keyboard"][0][0]["text"] == "👍"
     await say(tg, bot, chat_id, "Thanks")  # the AI is paused: no AI reply
     assert fake.sent_to(chat_id)[-1].params["text"] == "Hi, it's me &lt;3"
+    clients = [
+        m["text"] for m in (await conversation_of(tg, bot, client_id))["messages"] if m["sender_type"] == "client"
+    ]
+    assert clients == ["Hello", "Thanks"]  # the coach got it
     assert (await tg.post(f"/api/v1/conversations/{conversation_id}/handback", headers=h)).status_code == 200
     await tg_jobs()
     assert any("left the conversation" in c.params["text"] for c in fake.sent_to(chat_id))
