@@ -19,6 +19,8 @@ from litestar.template.config import TemplateConfig
 from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 
+from app.channels.telegram import wiring as telegram
+from app.channels.telegram.api import ROUTES as TELEGRAM_ROUTES
 from app.channels.web.chat import (
     WIDGET_API_PREFIXES,
     ChatController,
@@ -57,9 +59,12 @@ from app.web.dashboard.events import EventPages
 from app.web.dashboard.handoffs import HandoffPages
 from app.web.dashboard.learning import LearningPages
 from app.web.dashboard.settings import SettingsPages
+from app.web.dashboard.telegram import TelegramPages
 from app.web.sessions import DashboardSessions, csrf_config, provide_dashboard_sessions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TELEGRAM = [*TELEGRAM_ROUTES, TelegramPages]
+"""The Telegram channel's API and webhook, and its dashboard pages."""
 log = logging.getLogger(__name__)
 
 
@@ -142,6 +147,7 @@ def create_app(
             EventPages,
             SettingsPages,
             WidgetController,
+            *TELEGRAM,
             create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"]),
         ],
         dependencies={
@@ -150,9 +156,9 @@ def create_app(
         },
         state=State({"dashboard_sessions": sessions}),
         exception_handlers={DomainError: domain_error_handler, DBAPIError: database_error_handler},
-        on_startup=[startup],
+        on_startup=[startup, telegram.start],
         before_send=[SecurityHeaders(settings.public_url, WIDGET_API_PREFIXES)],
-        on_shutdown=[shutdown],
+        on_shutdown=[telegram.stop, shutdown],
         template_config=TemplateConfig(directory=PROJECT_ROOT / "templates", engine=JinjaTemplateEngine),
         stores={"sessions": sessions.store},
         middleware=[sessions.config.middleware],

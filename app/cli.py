@@ -119,6 +119,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+async def poll_telegram(settings: Settings, services: Services) -> None:
+    """Long-poll every bot in ``polling`` mode (:func:`app.channels.telegram.poller.poll_forever`) until cancelled."""
+    from app.channels.telegram.poller import poll_forever
+    from app.channels.telegram.wiring import build_channel
+    from app.container import Container
+
+    container = await Container.create(settings, services.database_url, services.redis_url)
+    try:
+        await poll_forever(build_channel(container))
+    finally:
+        await container.close()
+
+
+def cmd_telegram_poll(args: argparse.Namespace) -> int:
+    """``telegram poll``: fetch the updates of every bot in polling mode with ``getUpdates`` (what ``serve`` does
+    by itself without an https ``PUBLIC_URL``), until interrupted."""
+    settings = _settings(args)
+    with _start(settings) as services:
+        console.print("[green]polling Telegram bots[/] (Ctrl-C to stop)")
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(poll_telegram(settings, services))
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply pending migrations."""
     settings = _settings(args)
@@ -132,6 +156,7 @@ async def rotate_stored_secrets(settings: Settings, services: Services) -> Rotat
     """Re-encrypt every stored secret under ``SECRET_KEY`` as the schema owner (``MIGRATION_DATABASE_URL``),
     one transaction per coach (:func:`app.db.rotation.rotate_secrets`). Raises ``RuntimeError`` on a schema
     that is not at head."""
+    import app.channels.telegram.models  # noqa: F401 - the bot tokens and webhook secrets
     import app.container  # noqa: F401 - imports every model, so Base.metadata knows every *_encrypted column
     from app.core.security import SecretBox
     from app.db.base import Base
@@ -698,6 +723,11 @@ def build_parser() -> argparse.ArgumentParser:
     common(worker)
     worker.set_defaults(func=cmd_worker)
 
+    telegram = sub.add_parser("telegram", help="the Telegram channel")
+    telegram_sub = telegram.add_subparsers(dest="telegram_command", required=True)
+    poll = telegram_sub.add_parser("poll", help="long-poll every bot in polling mode (getUpdates)")
+    common(poll)
+    poll.set_defaults(func=cmd_telegram_poll)
     migrate = sub.add_parser("migrate", help="apply database migrations")
     common(migrate)
     migrate.set_defaults(func=cmd_migrate)

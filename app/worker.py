@@ -37,8 +37,11 @@ from arq.cron import cron
 from arq.worker import Retry, Worker, func
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, LockNotOwnedError
+from telegram.error import RetryAfter
 
 from app.accounts.unit_of_work import unit_of_work
+from app.channels.telegram.adapter import SEND_JOB, TelegramChannel, send_job
+from app.channels.telegram.wiring import build_channel
 from app.container import Container
 from app.core.config import Settings
 from app.db.jobs import (
@@ -119,6 +122,10 @@ class IngestSlots:
                         await lock.release()
                 return
         yield False
+
+
+TELEGRAM_SEND_TRIES = 5
+"""Tries of a ``telegram_send`` job (each 429 waits Telegram's ``retry_after``)."""
 
 
 async def ingest_document(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
@@ -256,6 +263,19 @@ async def answer_pending(ctx: dict[str, Any], coach_id: str, message_id: str) ->
     return await container.chat.answer_pending(uuid.UUID(coach_id), uuid.UUID(message_id))
 
 
+async def telegram_send(
+    ctx: dict[str, Any], coach_id: str, chat_id: int, parts: list[str], keyboard: dict[str, Any] | None
+) -> str:
+    """Send a client's live event (coach message, joined/left notice) to their Telegram chat
+    (:func:`app.channels.telegram.adapter.send_job`); a 429 is retried after Telegram's ``retry_after``."""
+    try:
+        return await send_job(ctx["telegram"].service, uuid.UUID(coach_id), chat_id, parts, keyboard)
+    except RetryAfter as exc:
+        if ctx["job_try"] >= TELEGRAM_SEND_TRIES:
+            raise
+        raise Retry(defer=exc.retry_after) from exc
+
+
 async def purge_erased_data(ctx: dict[str, Any], coach_id: str, file_ids: list[str]) -> str:
     """arq job: after an erasure, the coach's Redis caches and the erased training files at the provider
     (idempotent; a file the provider fails to delete is logged and named in the result, not retried)."""
@@ -347,6 +367,7 @@ class _SharedContainer:
         self._args = (settings, database_url, redis_url)
         self._registry = registry
         self._container: Container | None = None
+        self._telegram: TelegramChannel | None = None
         self._users = 0
         self._lock = asyncio.Lock()
 
@@ -361,8 +382,10 @@ class _SharedContainer:
                     await container.close()
                     raise
                 self._container = container
+                self._telegram = build_channel(container)  # once: it registers the handoff's client sink
             self._users += 1
         ctx["container"] = self._container
+        ctx["telegram"] = self._telegram
         ctx["ingest_slots"] = IngestSlots(
             self._container.redis, settings.ingest_jobs_per_coach, settings.worker_lease_seconds
         )
@@ -394,6 +417,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
             func(poll_fine_tune, name=POLL_FINE_TUNE, timeout=300, max_tries=3),
             func(evaluate_model, name=EVALUATE_MODEL, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(answer_pending, name=ANSWER_PENDING, timeout=600, max_tries=3),
+            func(telegram_send, name=SEND_JOB, timeout=120, max_tries=TELEGRAM_SEND_TRIES),
             func(purge_erased_data, name=PURGE_ERASED_DATA, timeout=600, max_tries=3),
         ],
         # a burst run (tests, one-off processing) must not sweep every tenant's sessions on a minute boundary

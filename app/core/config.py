@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from cryptography.fernet import Fernet
 from limits import parse_many
@@ -125,6 +126,17 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_from: str = Field(default="OpenCoach <alerts@opencoach.local>", description="From: of alert e-mails.")
     smtp_starttls: bool = Field(default=True, description="Upgrade the SMTP connection with STARTTLS.")
+
+    telegram_api_url: str = Field(
+        default="https://api.telegram.org",
+        description="Bot API server the Telegram channel calls (operator setting; a self-hosted Bot API server "
+        "accepts http webhooks). A host that is not public must be in OUTBOUND_ALLOW.",
+    )
+    telegram_mode: Literal["auto", "webhook", "polling"] = Field(
+        default="auto",
+        description="How bots get updates: auto = webhook when PUBLIC_URL is https or TELEGRAM_API_URL is not "
+        "Telegram's public server, otherwise getUpdates long polling.",
+    )
 
     outbound_allow: str = Field(
         default="",
