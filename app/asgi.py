@@ -12,6 +12,7 @@ from litestar import Litestar, Request, Response
 from litestar.channels import ChannelsPlugin
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.exceptions import NotFoundException
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
@@ -57,15 +58,19 @@ from app.web.dashboard.events import EventPages
 from app.web.dashboard.handoffs import HandoffPages
 from app.web.dashboard.learning import LearningPages
 from app.web.dashboard.settings import SettingsPages
+from app.web.errors import domain_error_page, not_found_handler
 from app.web.sessions import DashboardSessions, csrf_config, provide_dashboard_sessions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
 
 
-def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
+def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
     """Map a service's ``DomainError`` to its HTTP status with the message as ``detail`` and its headers
-    (a 429's ``Retry-After``)."""
+    (a 429's ``Retry-After``); a 404 on a dashboard or widget page load is the 404 page instead."""
+    page = domain_error_page(request, exc)
+    if page is not None:
+        return page
     return Response(
         {"status_code": exc.status_code, "detail": exc.message}, status_code=exc.status_code, headers=exc.headers()
     )
@@ -149,7 +154,11 @@ def create_app(
             "dashboard_sessions": Provide(provide_dashboard_sessions, sync_to_thread=False),
         },
         state=State({"dashboard_sessions": sessions}),
-        exception_handlers={DomainError: domain_error_handler, DBAPIError: database_error_handler},
+        exception_handlers={
+            DomainError: domain_error_handler,
+            DBAPIError: database_error_handler,
+            NotFoundException: not_found_handler,
+        },
         on_startup=[startup],
         before_send=[SecurityHeaders(settings.public_url, WIDGET_API_PREFIXES)],
         on_shutdown=[shutdown],

@@ -12,6 +12,8 @@
 (function () {
   "use strict";
   var LABELS = { client: "You", ai: "AI assistant", human_coach: "Coach" };
+  var SUMMARY_POLLS = 40, SUMMARY_POLL_MS = 3000;  // follow a summary for up to two minutes
+  var HUMAN_REQUEST = "I'd like to talk to my coach, please.";  // app.handoff.signals.asks_for_human matches it
   var log = document.getElementById("log");
   var presence = document.getElementById("presence");
   var humanButton = document.getElementById("human");
@@ -27,6 +29,7 @@
   var waiting = 0;      // acknowledged messages this socket is answering (their `done` has not come yet)
   var connectedOnce = false;
   var lastMessageId = null;
+  var draftPending = false;  // "reviewing the reply…" shown: the coach's approved (or own) reply clears it
   Array.prototype.forEach.call(log.querySelectorAll("[data-message-id]"), function (el) {
     lastMessageId = el.dataset.messageId;
   });
@@ -46,8 +49,13 @@
   }
 
   function setPresence(text, waiting) {
+    draftPending = false;
     presence.textContent = text || "";
     presence.className = "presence small" + (waiting ? " waiting" : "");
+  }
+
+  function scrollDown() {
+    log.scrollTop = log.scrollHeight;
   }
 
   function systemLine(text) {
@@ -61,7 +69,10 @@
 
   function showHandoff(handoff) {
     if (!handoff) return;
-    if (handoff.status === "draft_pending") setPresence("Your coach is reviewing the reply…", true);
+    if (handoff.status === "draft_pending") {
+      setPresence(coachName + " is reviewing the reply…", true);
+      draftPending = true;
+    }
     else if (handoff.status === "open") setPresence("Waiting for " + coachName + "…", true);
     else if (handoff.status === "claimed") setPresence(coachName + " is in the conversation", false);
   }
@@ -164,6 +175,7 @@
       sendFeedback(id, { helpful: value }).then(function () {
         show(value);
         more.hidden = false;
+        if (el === log.lastElementChild) scrollDown();
         note.textContent = value ? "Thanks!" : "Thanks — what was missing?";
       }).catch(function (err) { note.textContent = err.message; });
     }
@@ -178,6 +190,7 @@
       }).catch(function (err) { note.textContent = err.message; });
     });
     el.appendChild(bar);
+    if (el === log.lastElementChild) scrollDown();  // the newest reply's thumbs in view, not below the fold
   }
 
   function citations(el, items) {
@@ -205,6 +218,7 @@
     var meta = message.metadata || {};
     if (meta.notice || meta.crisis) el.classList.add("notice");
     if (message.sender_type !== "client") feedbackBar(el);
+    if (draftPending && message.sender_type !== "client") setPresence("");  // the reviewed reply arrived
   }
 
   function onDone(data) {
@@ -309,6 +323,22 @@
     if (socket && socket.readyState === WebSocket.OPEN) transmit(item);
   }
 
+  function followSummary(sessionId, tries) {
+    // GET /api/v1/widget/sessions/{id}: "pending" until the summary job has run, then "summarized" | "failed"
+    fetch("/api/v1/widget/sessions/" + encodeURIComponent(sessionId)).then(function (response) {
+      return response.ok ? response.json() : null;
+    }).then(function (ended) {
+      if (!ended) return;
+      if (ended.status === "summarized") {
+        statusLine.textContent = "Session ended. Summary ready: see \u201cWhat it remembers\u201d.";
+      } else if (ended.status === "failed") {
+        statusLine.textContent = "Session ended. The summary could not be made (" + coachName + " can see why).";
+      } else if (tries < SUMMARY_POLLS) {
+        setTimeout(function () { followSummary(sessionId, tries + 1); }, SUMMARY_POLL_MS);
+      }
+    }).catch(function () { /* the memory page shows the outcome too */ });
+  }
+
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     var text = input.value.trim();
@@ -316,7 +346,7 @@
     input.value = "";
     sendText(text);
   });
-  humanButton.addEventListener("click", function () { sendText("/human"); });
+  humanButton.addEventListener("click", function () { sendText(HUMAN_REQUEST); });
   endButton.addEventListener("click", function () {
     if (!conversationId) { statusLine.textContent = "No session to end yet."; return; }
     endButton.disabled = true;
@@ -325,8 +355,10 @@
     }).then(function (response) {
       return response.json().then(function (body) {
         if (!response.ok) statusLine.textContent = body.detail || "Could not end the session.";
-        else if (body.session_id) statusLine.textContent = "Session ended. The assistant will sum it up for next time.";
-        else statusLine.textContent = "No session in progress.";
+        else if (body.session_id) {
+          statusLine.textContent = "Session ended. Summary pending…";
+          followSummary(body.session_id, 0);
+        } else statusLine.textContent = "No session in progress.";
       });
     }).catch(function () {
       statusLine.textContent = "Could not end the session; check your connection.";
@@ -338,5 +370,6 @@
   Array.prototype.forEach.call(log.querySelectorAll(".msg.ai, .msg.human_coach"), function (el) {
     feedbackBar(el, el.dataset.feedback);
   });
+  scrollDown();  // a reload opens at the newest message
   connect();
 })();

@@ -21,7 +21,9 @@ class RememberedInsight(msgspec.Struct):
 
 
 class RememberedSession(msgspec.Struct):
-    """A session summary as the client sees it (``id`` is the session id)."""
+    """An ended session as the client sees it (``id`` is the session id): ``status`` ``summarized`` (with its
+    summary), ``pending`` (the summary job has not run yet) or ``failed`` (no summary; the reason is shown to
+    the coach only: it may name the coach's provider or key)."""
 
     id: uuid.UUID
     started_at: datetime
@@ -29,6 +31,15 @@ class RememberedSession(msgspec.Struct):
     topics: list[str]
     action_items: list[str]
     emotional_state: str
+    status: str = "summarized"
+
+
+CLIENT_SESSION_STATUS = {
+    SessionStatus.ENDED: "pending",
+    SessionStatus.SUMMARIZED: "summarized",
+    SessionStatus.FAILED: "failed",
+}
+"""A listed session's status (:data:`SessionStatus.LISTED`) in the client's words."""
 
 
 class RememberedOut(msgspec.Struct):
@@ -39,20 +50,24 @@ class RememberedOut(msgspec.Struct):
 
 
 def remembered_out(memory: ClientMemory) -> RememberedOut:
-    """What the client is shown: visible insights and the summaries of summarised sessions, without
-    evidence ids, scores, errors or the coach's profile notes."""
+    """What the client is shown: visible insights and the ended sessions (summarised ones with their summary,
+    pending and failed ones with their status only), without evidence ids, scores, errors or the coach's
+    profile notes."""
     sessions = []
     for s in memory.summaries:
-        if s.status != SessionStatus.SUMMARIZED or not s.summary:
+        status = CLIENT_SESSION_STATUS.get(s.status)
+        if status is None:
             continue
+        summary = s.summary or {} if status == "summarized" else {}
         sessions.append(
             RememberedSession(
                 s.id,
                 s.started_at,
-                str(s.summary.get("summary", "")),
-                [str(t) for t in s.summary.get("topics") or []],
-                [str(a) for a in s.summary.get("action_items") or []],
-                str(s.summary.get("emotional_state", "")),
+                str(summary.get("summary", "")),
+                [str(t) for t in summary.get("topics") or []],
+                [str(a) for a in summary.get("action_items") or []],
+                str(summary.get("emotional_state", "")),
+                status,
             )
         )
     return RememberedOut([RememberedInsight(i.id, i.kind, i.text, i.status) for i in memory.insights], sessions)

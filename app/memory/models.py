@@ -30,7 +30,9 @@ class SessionStatus:
     FAILED = "failed"
     DELETED = "deleted"
     FINISHED = (SUMMARIZED, FAILED)
-    """The summary job has run: these sessions are listed to the coach and can be deleted."""
+    """The summary job has run: these sessions can be deleted."""
+    LISTED = (ENDED, SUMMARIZED, FAILED)
+    """Ended sessions: listed to the coach and the client, with their summary, "pending" or the failure."""
 
 
 class ChatSession(TenantMixin, Base):

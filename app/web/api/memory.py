@@ -19,7 +19,7 @@ from litestar.di import Provide
 from litestar.params import JSONBody
 
 from app.auth import provide_client_identity, provide_coach_id
-from app.core.errors import InvalidInput
+from app.core.errors import InvalidInput, NotFound
 from app.deps import (
     ClientIdentityDep,
     CoachId,
@@ -29,7 +29,7 @@ from app.deps import (
     provide_identity_coach_id,
     provide_unit_of_work,
 )
-from app.memory.client_view import RememberedOut, remembered_out
+from app.memory.client_view import RememberedOut, RememberedSession, remembered_out
 from app.memory.controls import ClientMemory
 from app.memory.models import ChatSession, ClientProfile, Insight, SessionStatus
 from app.memory.schemas import SessionSummary
@@ -276,6 +276,19 @@ class WidgetMemoryController(Controller):
     ) -> None:
         """Delete a remembered session summary; it never enters a prompt again."""
         await container.memory.delete_summary(uow, identity.client_id, session_id)
+
+    @get("/sessions/{session_id:str}")
+    async def get_session(
+        self, session_id: PathId, identity: ClientIdentityDep, uow: Uow, container: ContainerDep
+    ) -> RememberedSession:
+        """One of the client's ended sessions: ``status`` ``pending`` until its summary job has run, then
+        ``summarized`` (with the summary) or ``failed``; what the widget polls after "End session". 404 for a
+        session that is not the client's, still open, or deleted."""
+        memory = await container.memory.client_memory(uow.session, uow.coach_id, identity.client_id)
+        for ended in remembered_out(memory).summaries:
+            if ended.id == session_id:
+                return ended
+        raise NotFound("session not found")
 
     @post("/conversations/{conversation_id:str}/end-session", status_code=200)
     async def end_session(
