@@ -13,6 +13,7 @@ from litestar.channels import ChannelsPlugin
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import NotFoundException
+from litestar.types import ExceptionHandlersMap
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
@@ -92,6 +93,15 @@ def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> 
     return Response({"status_code": 500, "detail": "Internal Server Error"}, status_code=500)
 
 
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    DomainError: domain_error_handler,
+    DBAPIError: database_error_handler,
+    NotFoundException: not_found_handler,
+}
+"""Service errors → their status with a JSON ``detail`` (a 404 on a page load: the 404 page), database errors,
+and Litestar's own 404 (no such route)."""
+
+
 def create_app(
     settings: Settings, database_url: str, redis_url: str, *, registry: ProviderRegistry | None = None
 ) -> Litestar:
@@ -154,11 +164,7 @@ def create_app(
             "dashboard_sessions": Provide(provide_dashboard_sessions, sync_to_thread=False),
         },
         state=State({"dashboard_sessions": sessions}),
-        exception_handlers={
-            DomainError: domain_error_handler,
-            DBAPIError: database_error_handler,
-            NotFoundException: not_found_handler,
-        },
+        exception_handlers=EXCEPTION_HANDLERS,
         on_startup=[startup],
         before_send=[SecurityHeaders(settings.public_url, WIDGET_API_PREFIXES)],
         on_shutdown=[shutdown],
