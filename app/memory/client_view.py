@@ -21,9 +21,7 @@ class RememberedInsight(msgspec.Struct):
 
 
 class RememberedSession(msgspec.Struct):
-    """An ended session as the client sees it (``id`` is the session id): ``status`` ``summarized`` (with its
-    summary), ``pending`` (the summary job has not run yet) or ``failed`` (no summary; the reason is shown to
-    the coach only: it may name the coach's provider or key)."""
+    """A session summary as the client sees it (``id`` is the session id)."""
 
     id: uuid.UUID
     started_at: datetime
@@ -31,7 +29,15 @@ class RememberedSession(msgspec.Struct):
     topics: list[str]
     action_items: list[str]
     emotional_state: str
-    status: str = "summarized"
+
+
+class SessionState(msgspec.Struct):
+    """Where an ended session's summary stands, as the client sees it: ``status`` ``pending`` (the summary job
+    has not run yet), ``summarized`` (listed in :class:`RememberedOut`) or ``failed`` (the reason is shown to the
+    coach only: it may name the coach's provider or key)."""
+
+    id: uuid.UUID
+    status: str
 
 
 CLIENT_SESSION_STATUS = {
@@ -50,24 +56,29 @@ class RememberedOut(msgspec.Struct):
 
 
 def remembered_out(memory: ClientMemory) -> RememberedOut:
-    """What the client is shown: visible insights and the ended sessions (summarised ones with their summary,
-    pending and failed ones with their status only), without evidence ids, scores, errors or the coach's
-    profile notes."""
+    """What the client is shown: visible insights and the summaries of summarised sessions, without
+    evidence ids, scores, errors or the coach's profile notes."""
     sessions = []
     for s in memory.summaries:
-        status = CLIENT_SESSION_STATUS.get(s.status)
-        if status is None:
+        if s.status != SessionStatus.SUMMARIZED or not s.summary:
             continue
-        summary = s.summary or {} if status == "summarized" else {}
         sessions.append(
             RememberedSession(
                 s.id,
                 s.started_at,
-                str(summary.get("summary", "")),
-                [str(t) for t in summary.get("topics") or []],
-                [str(a) for a in summary.get("action_items") or []],
-                str(summary.get("emotional_state", "")),
-                status,
+                str(s.summary.get("summary", "")),
+                [str(t) for t in s.summary.get("topics") or []],
+                [str(a) for a in s.summary.get("action_items") or []],
+                str(s.summary.get("emotional_state", "")),
             )
         )
     return RememberedOut([RememberedInsight(i.id, i.kind, i.text, i.status) for i in memory.insights], sessions)
+
+
+def session_state(memory: ClientMemory, session_id: uuid.UUID) -> SessionState | None:
+    """The summary status of the client's ended session ``session_id``; ``None`` when it is not among the
+    client's ended sessions (another client's, still open, or deleted)."""
+    for listed in memory.summaries:
+        if listed.id == session_id and listed.status in CLIENT_SESSION_STATUS:
+            return SessionState(listed.id, CLIENT_SESSION_STATUS[listed.status])
+    return None

@@ -29,7 +29,7 @@ from app.deps import (
     provide_identity_coach_id,
     provide_unit_of_work,
 )
-from app.memory.client_view import RememberedOut, RememberedSession, remembered_out
+from app.memory.client_view import RememberedOut, SessionState, remembered_out, session_state
 from app.memory.controls import ClientMemory
 from app.memory.models import ChatSession, ClientProfile, Insight, SessionStatus
 from app.memory.schemas import SessionSummary
@@ -280,15 +280,15 @@ class WidgetMemoryController(Controller):
     @get("/sessions/{session_id:str}")
     async def get_session(
         self, session_id: PathId, identity: ClientIdentityDep, uow: Uow, container: ContainerDep
-    ) -> RememberedSession:
-        """One of the client's ended sessions: ``status`` ``pending`` until its summary job has run, then
-        ``summarized`` (with the summary) or ``failed``; what the widget polls after "End session". 404 for a
-        session that is not the client's, still open, or deleted."""
+    ) -> SessionState:
+        """Where the summary of one of the client's ended sessions stands: ``status`` ``pending`` until its
+        summary job has run, then ``summarized`` (shown by ``GET /api/v1/widget/memory``) or ``failed``; what the
+        widget polls after "End session". 404 for a session that is not the client's, still open, or deleted."""
         memory = await container.memory.client_memory(uow.session, uow.coach_id, identity.client_id)
-        for ended in remembered_out(memory).summaries:
-            if ended.id == session_id:
-                return ended
-        raise NotFound("session not found")
+        state = session_state(memory, session_id)
+        if state is None:
+            raise NotFound("session not found")
+        return state
 
     @post("/conversations/{conversation_id:str}/end-session", status_code=200)
     async def end_session(

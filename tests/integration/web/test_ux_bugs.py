@@ -67,8 +67,7 @@ async def test_an_ended_session_says_summary_pending_then_failed(
 
     status = await http.get(f"/api/v1/widget/sessions/{session_id}", headers=auth)
     assert status.status_code == 200 and status.json()["status"] == "pending", status.text
-    memory = await http.get("/api/v1/widget/memory", headers=auth)
-    assert [s["status"] for s in memory.json()["summaries"]] == ["pending"]
+    assert set(status.json()) == {"id", "status"}, "no error, no internal fields"
     await log_in(browser, coach)
     client_page = await browser.get(f"/dashboard/clients/{client['id']}")
     assert "Summary pending" in client_page.text
@@ -89,20 +88,6 @@ async def test_an_ended_session_says_summary_pending_then_failed(
     assert foreign.status_code == 404 and foreign.json()["detail"] == "session not found"
     assert (await http.get("/api/v1/widget/sessions/not-a-uuid", headers=auth)).status_code == 400
     assert (await http.get(f"/api/v1/widget/sessions/{uuid.uuid4()}", headers=auth)).status_code == 404
-
-
-async def test_widget_memory_page_shows_pending_sessions(
-    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], llm_api: respx.MockRouter
-) -> None:
-    coach = await make_coach("Memory Page Coach")
-    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=MOCK_ENDPOINT_SETTINGS)).status_code == 200
-    client = await make_client(http, coach, "Ade")
-    turn = await client_chat(http, client["widget_token"], "How do I focus?")
-    auth = {"Authorization": f"Bearer {client['widget_token']}"}
-    await http.post(f"/api/v1/widget/conversations/{turn['conversation_id']}/end-session", headers=auth)
-    async with httpx.AsyncClient(base_url=str(http.base_url), follow_redirects=True) as tab:
-        page = await tab.get(f"/w/{client['widget_token']}/memory")
-    assert page.status_code == 200 and "Summary pending" in page.text
 
 
 async def test_not_found_pages_are_html_for_people_and_json_for_the_api(
