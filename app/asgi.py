@@ -26,6 +26,7 @@ from app.channels.web.chat import (
     ChatController,
     FeedbackController,
     WidgetConversationController,
+    WidgetPassageController,
     chat_socket,
 )
 from app.channels.web.widget import WidgetController
@@ -138,6 +139,7 @@ def create_app(
             ChatController,
             FeedbackController,
             WidgetConversationController,
+            WidgetPassageController,
             ConversationController,
             HandoffController,
             TrainingController,

@@ -14,7 +14,7 @@ import respx
 
 from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
-from tests.conftest import Coach, make_client
+from tests.conftest import Coach, make_client, upload
 from tests.integration.web.test_dashboard import browser, client_chat, log_in
 from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint
 
@@ -110,3 +110,49 @@ async def test_not_found_pages_are_html_for_people_and_json_for_the_api(
     assert fetched.status_code == 404 and fetched.json()["detail"] == "client not found"
     fragment = await browser.get("/dashboard/no-such-page", headers=HTML | {"HX-Request": "true"})
     assert fragment.status_code == 404 and fragment.json()["status_code"] == 404
+
+
+TIPS = (
+    "start your morning routine with one glass of water",
+    "write down the single most important task of the morning",
+    "walk outside for five minutes before looking at a screen",
+    "put the phone in another room in the evening",
+    "read a paper book for twenty minutes before sleep",
+)
+NOTES = " ".join(f"Routine tip number {n}: {TIPS[n % len(TIPS)]}, day {n // len(TIPS) + 1}." for n in range(300))
+
+
+async def test_the_client_opens_the_passage_of_a_citation(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    llm_api: respx.MockRouter,
+) -> None:
+    coach = await make_coach("Passage Coach")
+    document = await upload(http, coach, "routines.txt", NOTES.encode())
+    await run_jobs()
+    ready = await http.get(f"/api/v1/documents/{document['id']}", headers=coach.headers)
+    assert ready.json()["status"] == "ready", ready.text
+    settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
+    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
+    client = await make_client(http, coach, "Ivo")
+    auth = {"Authorization": f"Bearer {client['widget_token']}"}
+    turn = await client_chat(http, client["widget_token"], "What should my morning routine look like?")
+    assert turn["citations"], turn
+    cited = turn["citations"][0]
+
+    passage = await http.get(f"/api/v1/widget/passages/{cited['chunk_id']}", headers=auth)
+    assert passage.status_code == 200, passage.text
+    body = passage.json()
+    assert body["title"] == cited["title"] and body["chunk_id"] == cited["chunk_id"]
+    assert "Routine tip number" in body["text"]
+    assert body["after"] and body["after"] not in body["text"], "the sentences after it, not the overlap again"
+
+    # another client of the same coach was not shown it; a chunk id nobody cited; a malformed id
+    other = await make_client(http, coach, "Eli")
+    foreign = await http.get(
+        f"/api/v1/widget/passages/{cited['chunk_id']}", headers={"Authorization": f"Bearer {other['widget_token']}"}
+    )
+    assert foreign.status_code == 404 and foreign.json()["detail"] == "passage not found"
+    assert (await http.get(f"/api/v1/widget/passages/{uuid.uuid4()}", headers=auth)).status_code == 404
+    assert (await http.get("/api/v1/widget/passages/nope", headers=auth)).status_code == 400
