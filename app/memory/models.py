@@ -32,7 +32,8 @@ class SessionStatus:
     FINISHED = (SUMMARIZED, FAILED)
     """The summary job has run: these sessions can be deleted."""
     LISTED = (ENDED, SUMMARIZED, FAILED)
-    """Ended sessions: listed to the coach and the client, with their summary, "pending" or the failure."""
+    """Ended sessions: listed to the coach with their summary, "pending" or the failure (the client sees the
+    summarised ones, and a session's status by id: :func:`app.memory.client_view.session_state`)."""
 
 
 class ChatSession(TenantMixin, Base):
