@@ -12,10 +12,12 @@ from litestar import Litestar, Request, Response
 from litestar.channels import ChannelsPlugin
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.exceptions import NotFoundException
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
+from litestar.types import ExceptionHandlersMap
 from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 
@@ -26,6 +28,7 @@ from app.channels.web.chat import (
     ChatController,
     FeedbackController,
     WidgetConversationController,
+    WidgetPassageController,
     chat_socket,
 )
 from app.channels.web.widget import WidgetController
@@ -60,6 +63,7 @@ from app.web.dashboard.handoffs import HandoffPages
 from app.web.dashboard.learning import LearningPages
 from app.web.dashboard.settings import SettingsPages
 from app.web.dashboard.telegram import TelegramPages
+from app.web.errors import domain_error_page, not_found_handler
 from app.web.sessions import DashboardSessions, csrf_config, provide_dashboard_sessions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -68,9 +72,12 @@ TELEGRAM = [*TELEGRAM_ROUTES, TelegramPages]
 log = logging.getLogger(__name__)
 
 
-def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
+def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
     """Map a service's ``DomainError`` to its HTTP status with the message as ``detail`` and its headers
-    (a 429's ``Retry-After``)."""
+    (a 429's ``Retry-After``); a 404 on a dashboard or widget page load is the 404 page instead."""
+    page = domain_error_page(request, exc)
+    if page is not None:
+        return page
     return Response(
         {"status_code": exc.status_code, "detail": exc.message}, status_code=exc.status_code, headers=exc.headers()
     )
@@ -90,6 +97,15 @@ def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> 
         return Response({"status_code": 400, "detail": detail}, status_code=400)
     log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
     return Response({"status_code": 500, "detail": "Internal Server Error"}, status_code=500)
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    DomainError: domain_error_handler,
+    DBAPIError: database_error_handler,
+    NotFoundException: not_found_handler,
+}
+"""Service errors → their status with a JSON ``detail`` (a 404 on a page load: the 404 page), database errors,
+and Litestar's own 404 (no such route)."""
 
 
 def create_app(
@@ -128,6 +144,7 @@ def create_app(
             ChatController,
             FeedbackController,
             WidgetConversationController,
+            WidgetPassageController,
             ConversationController,
             HandoffController,
             TrainingController,
@@ -155,7 +172,7 @@ def create_app(
             "dashboard_sessions": Provide(provide_dashboard_sessions, sync_to_thread=False),
         },
         state=State({"dashboard_sessions": sessions}),
-        exception_handlers={DomainError: domain_error_handler, DBAPIError: database_error_handler},
+        exception_handlers=EXCEPTION_HANDLERS,
         on_startup=[startup, telegram.start],
         before_send=[SecurityHeaders(settings.public_url, WIDGET_API_PREFIXES)],
         on_shutdown=[telegram.stop, shutdown],

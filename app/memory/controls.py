@@ -45,8 +45,9 @@ class MemoryControls:
         self._accounts = accounts
 
     async def client_memory(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> ClientMemory:
-        """A client's profile, visible insights (active first, then by importance and recency) and session
-        summaries (newest first, failed ones included with their error). Raises ``NotFound``.
+        """A client's profile, visible insights (active first, then by importance and recency) and ended
+        sessions (newest first: summarised, pending (``ended``) and failed ones with their error). Raises
+        ``NotFound``.
 
         Takes the session (not the unit of work) because the handoff brief and the intervention analysis
         read it inside their callers' transactions; controllers pass ``uow.session, uow.coach_id``."""
@@ -69,7 +70,7 @@ class MemoryControls:
                 select(ChatSession)
                 .where(
                     ChatSession.client_id == client_id,
-                    ChatSession.status.in_(SessionStatus.FINISHED),
+                    ChatSession.status.in_(SessionStatus.LISTED),
                 )
                 .order_by(ChatSession.started_at.desc())
             )

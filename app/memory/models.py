@@ -30,7 +30,10 @@ class SessionStatus:
     FAILED = "failed"
     DELETED = "deleted"
     FINISHED = (SUMMARIZED, FAILED)
-    """The summary job has run: these sessions are listed to the coach and can be deleted."""
+    """The summary job has run: these sessions can be deleted."""
+    LISTED = (ENDED, SUMMARIZED, FAILED)
+    """Ended sessions: listed to the coach with their summary, "pending" or the failure (the client sees the
+    summarised ones, and a session's status by id: :func:`app.memory.client_view.session_state`)."""
 
 
 class ChatSession(TenantMixin, Base):

@@ -30,6 +30,12 @@ MAX_CHUNK_TOKENS = 512
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])[\"')\]]*\s+|\n{2,}")
 
 
+def sentences(text: str) -> list[str]:
+    """``text`` split after ``. ! ? ; :`` (and closing quotes or brackets) or at blank lines; empty parts
+    dropped. The unit the chunker packs."""
+    return [part.strip() for part in _SENTENCE_END.split(text) if part.strip()]
+
+
 @lru_cache(maxsize=1)
 def encoding() -> tiktoken.Encoding:
     """The tokenizer used for counting chunk and prompt tokens."""
@@ -95,10 +101,7 @@ def _units(pages: list[Page], max_tokens: int) -> list[_Unit]:
     units: list[_Unit] = []
     texts = _join_hyphens_across_pages([normalize_text(page.text) for page in pages])
     for page, text in zip(pages, texts, strict=True):
-        for sentence in _SENTENCE_END.split(text):
-            sentence = sentence.strip()
-            if not sentence:
-                continue
+        for sentence in sentences(text):
             ids = enc.encode(sentence, disallowed_special=())
             if len(ids) <= max_tokens:
                 units.append(_Unit(sentence, len(ids), page.number))

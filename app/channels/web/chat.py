@@ -29,6 +29,7 @@ from app.conversations.service import MAX_FEEDBACK_CHARS
 from app.core.errors import DomainError
 from app.deps import ClientIdentityDep, ContainerDep, PathId, Uow, provide_identity_coach_id, provide_unit_of_work
 from app.handoff.live import client_channel
+from app.rag.passages import cited_passage
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,36 @@ class WidgetConversationController(Controller):
         ``after`` that is not in it; 400 for a malformed id."""
         found = await container.conversations.messages_after(uow, identity.client_id, conversation_id, after)
         return [widget_message_out(message) for message in found]
+
+
+class PassageOut(msgspec.Struct):
+    """A cited passage as the widget shows it: the document's ``title`` and ``page`` (``null`` without pages),
+    the cited ``text`` and the sentences ``after`` it."""
+
+    chunk_id: uuid.UUID
+    title: str
+    page: int | None
+    text: str
+    after: str
+
+
+class WidgetPassageController(Controller):
+    """The passage behind a citation the client was shown. Auth: the client's widget token or session cookie."""
+
+    path = "/api/v1/widget/passages"
+    tags = ["widget"]
+    dependencies = {
+        "identity": Provide(provide_client_identity),
+        "coach_id": Provide(provide_identity_coach_id, sync_to_thread=False),
+        "uow": Provide(provide_unit_of_work),
+    }
+
+    @get("/{chunk_id:str}")
+    async def passage(self, chunk_id: PathId, identity: ClientIdentityDep, uow: Uow) -> PassageOut:
+        """The cited chunk ``chunk_id`` (a citation's ``chunk_id``) with title, page and the next sentences;
+        404 unless a message of the client's own conversations cites it, 400 for a malformed id."""
+        found = await cited_passage(uow, identity.client_id, chunk_id)
+        return PassageOut(found.chunk_id, found.title, found.page, found.text, found.after)
 
 
 class FeedbackController(Controller):

@@ -41,6 +41,25 @@ CHAT_PAGE = "/w/chat"
 MEMORY_PAGE = "/w/memory"
 
 
+DEFAULT_SUGGESTIONS = (
+    "What can you help me with?",
+    "I'd like to work on a habit",
+    "I feel stuck: where do I start?",
+)
+"""Suggested first questions of a new conversation."""
+
+
+def greeting(coach: Coach) -> str:
+    """The first words a client sees in an empty conversation."""
+    return f"Hi, I'm {coach.name}'s AI assistant. What would you like to talk about today?"
+
+
+def initials(name: str) -> str:
+    """Up to two initials of ``name`` for the widget's avatar ("Coach Maya" → "CM"; "" → "?")."""
+    letters = [word[0] for word in name.split() if word[:1].isalnum()]
+    return "".join(letters[:2]).upper() or "?"
+
+
 def _invalid(status_code: int) -> Template:
     return Template("widget/invalid.html", status_code=status_code)
 
@@ -125,6 +144,9 @@ class WidgetController(Controller):
                 "max_chars": MAX_MESSAGE_CHARS,
                 "disclosure": disclosure_text(coach.name),
                 "disclosure_version": AI_DISCLOSURE_VERSION,
+                "greeting": greeting(coach),
+                "suggestions": DEFAULT_SUGGESTIONS,
+                "initials": initials(coach.name),
             },
             headers=_frame_policy(coach),
         )

@@ -20,7 +20,7 @@ from litestar.params import JSONBody
 
 from app.accounts.disclosure import accept_disclosure
 from app.auth import provide_client_identity, provide_coach_id
-from app.core.errors import InvalidInput
+from app.core.errors import InvalidInput, NotFound
 from app.deps import (
     ClientIdentityDep,
     CoachId,
@@ -30,7 +30,7 @@ from app.deps import (
     provide_identity_coach_id,
     provide_unit_of_work,
 )
-from app.memory.client_view import RememberedOut, remembered_out
+from app.memory.client_view import RememberedOut, SessionState, remembered_out, session_state
 from app.memory.controls import ClientMemory
 from app.memory.models import ChatSession, ClientProfile, Insight, SessionStatus
 from app.memory.schemas import SessionSummary
@@ -300,6 +300,19 @@ class WidgetMemoryController(Controller):
     ) -> None:
         """Delete a remembered session summary; it never enters a prompt again."""
         await container.memory.delete_summary(uow, identity.client_id, session_id)
+
+    @get("/sessions/{session_id:str}")
+    async def get_session(
+        self, session_id: PathId, identity: ClientIdentityDep, uow: Uow, container: ContainerDep
+    ) -> SessionState:
+        """Where the summary of one of the client's ended sessions stands: ``status`` ``pending`` until its
+        summary job has run, then ``summarized`` (shown by ``GET /api/v1/widget/memory``) or ``failed``; what the
+        widget polls after "End session". 404 for a session that is not the client's, still open, or deleted."""
+        memory = await container.memory.client_memory(uow.session, uow.coach_id, identity.client_id)
+        state = session_state(memory, session_id)
+        if state is None:
+            raise NotFound("session not found")
+        return state
 
     @post("/conversations/{conversation_id:str}/end-session", status_code=200)
     async def end_session(
