@@ -9,7 +9,8 @@ that no turn embedded (a message the coach answered while the AI was paused, a c
 
 Reading: two arms over one client's episodes, fused in :func:`app.memory.retrieval.recall` — the dense arm
 (exact cosine over the client's rows) and a lexical arm scoring Okapi BM25 (Robertson & Zaragoza 2009,
-"The Probabilistic Relevance Framework: BM25 and Beyond", k1 = 1.2, b = 0.75) in PostgreSQL from the
+"The Probabilistic Relevance Framework: BM25 and Beyond"; k1 = 1.2, b = 0.75, their usual values, which
+also did best of b ∈ {0, 0.5, 0.75, 1} on LoCoMo's dev part) in PostgreSQL from the
 stored ``tsvector``: term frequency is a lexeme's position count, document length the number of distinct
 lexemes, IDF ``ln(1 + (N − df + 0.5) / (df + 0.5))`` over the client's own episodes. Forgotten messages
 (:data:`app.conversations.models.REMEMBERED`) and the excluded ids (the L1 window) are never candidates.
@@ -130,11 +131,12 @@ _BM25 = text(
         FROM docs d CROSS JOIN LATERAL unnest(d.tsv) AS t(lexeme, positions, weights)
         WHERE t.lexeme IN (SELECT lex FROM q)
     ),
-    df AS (SELECT lexeme, count(*)::float8 AS df FROM hits GROUP BY lexeme)
+    df AS (SELECT lexeme, count(*)::float8 AS df FROM hits GROUP BY lexeme),
+    params AS (SELECT CAST(:k1 AS float8) AS k1, CAST(:b AS float8) AS b)
     SELECT h.message_id,
            sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
-               * h.tf * (:k1 + 1) / (h.tf + :k1 * (1 - :b + :b * h.dl / s.avgdl))) AS score
-    FROM hits h JOIN df USING (lexeme) CROSS JOIN stats s
+               * h.tf * (p.k1 + 1) / (h.tf + p.k1 * (1 - p.b + p.b * h.dl / s.avgdl))) AS score
+    FROM hits h JOIN df USING (lexeme) CROSS JOIN stats s CROSS JOIN params p
     GROUP BY h.message_id ORDER BY score DESC, h.message_id LIMIT :limit
     """
 ).bindparams(bindparam("exclude", type_=ARRAY(UUID(as_uuid=True))))
