@@ -11,8 +11,8 @@ Ranking (hybrid retrieval with Reciprocal Rank Fusion, Cormack, Clarke & Büttch
 
 Age is since the message (episodes), the insight's last mention, or the session's end. The weights and the
 recency share were fitted on the dev part of LoCoMo only (see :mod:`app.evals.memory`). A fact is not shown
-twice (:func:`without_repeats`): an insight or summary cites its source messages, so a message already shown
-through a better-ranked item is dropped, and an insight or summary whose sources were all shown is too.
+twice (:func:`without_repeats`): an insight or summary cites its source messages and stands for them, so
+those messages are not shown on their own.
 Dropped and deleted insights, summaries of the session in progress, forgotten messages and the L1 window
 (``exclude_message_ids``) are never recalled.
 """
@@ -72,9 +72,9 @@ def rrf_fuse(
 @dataclass(frozen=True)
 class MemoryItem:
     """A recalled item: ``layer`` is ``message`` (an episode: ``id`` is the message id), ``insight`` or
-    ``summary``; ``label`` starts with the item's date (``YYYY-MM-DD``: the message's day, the insight's
-    first mention, the session's start) and names who said it, the insight kind (with its status when not
-    active) or the session; ``score`` is the fused score (module docstring), ``relevance`` the cosine
+    ``summary``; ``label`` carries the item's date (``YYYY-MM-DD``) — ``client, <day>`` / ``you, <day>`` /
+    ``coach, <day>`` for a message, ``<kind>[, <status>], <first mention>`` for an insight, ``session of
+    <start>`` for a summary; ``score`` is the fused score (module docstring), ``relevance`` the cosine
     similarity (−1..1) to the query; ``source_message_ids`` the messages it is grounded in; ``age_days``
     its age when recalled."""
 
@@ -122,19 +122,22 @@ def profile_lines(profile: ClientProfile | None) -> list[str]:
 
 
 def without_repeats(items: Sequence[MemoryItem], limit: int) -> list[MemoryItem]:
-    """The first ``limit`` of ``items`` (best first) that show something new: a message already shown by a
-    better item (itself, or an insight or summary citing it) is skipped, and so is an insight or summary
-    whose source messages were all shown."""
-    shown: set[uuid.UUID] = set()
+    """The first ``limit`` of ``items`` (best first) without a message shown twice: an insight or summary
+    stands for the messages it cites, so those messages are not shown on their own (one kept before it is
+    replaced by it). Insights and summaries are all kept: they are different readings of a conversation."""
+    noted: set[uuid.UUID] = set()
     kept: list[MemoryItem] = []
     for item in items:
-        sources = set(item.source_message_ids)
-        if sources and sources <= shown:
-            continue
-        shown |= sources
-        kept.append(item)
         if len(kept) == limit:
             break
+        sources = set(item.source_message_ids)
+        if item.layer == "message":
+            if item.id in noted:
+                continue
+        else:
+            kept = [k for k in kept if k.layer != "message" or k.id not in sources]
+            noted |= sources
+        kept.append(item)
     return kept
 
 
@@ -144,7 +147,7 @@ def _episode_item(hit: EpisodeHit, now: datetime) -> MemoryItem:
     return MemoryItem(
         "message",
         hit.message_id,
-        f"{hit.at:%Y-%m-%d}, {who}",
+        f"{who}, {hit.at:%Y-%m-%d}",
         hit.text,
         0.0,
         relevance,
@@ -177,7 +180,7 @@ async def _insight_items(
     for insight, dist in rows.all():
         kind = insight.kind if insight.status == InsightStatus.ACTIVE else f"{insight.kind}, {insight.status}"
         age = (now - insight.last_seen_at).total_seconds() / 86400
-        label = f"{insight.first_seen_at:%Y-%m-%d}, {kind}"
+        label = f"{kind}, {insight.first_seen_at:%Y-%m-%d}"
         items.append(
             MemoryItem(
                 "insight",
@@ -223,7 +226,7 @@ async def _summary_items(
             MemoryItem(
                 "summary",
                 chat_session.id,
-                f"{chat_session.started_at:%Y-%m-%d}, session summary",
+                f"session of {chat_session.started_at:%Y-%m-%d}",
                 summary_text(chat_session.summary or {}),
                 0.0,
                 1.0 - float(dist),
