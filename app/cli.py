@@ -10,7 +10,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -572,6 +572,31 @@ def _crisis_parsers(targets: Any, sub: Any) -> None:
     train_crisis.set_defaults(func=cmd_train_crisis)
 
 
+def _memory_parser(targets: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``eval memory``'s arguments."""
+    memory = targets.add_parser("memory", help="LoCoMo evidence recall: memory vs. last-N, dense and BM25 turns")
+    common(memory)
+    memory.add_argument("--locomo", required=True, help="LoCoMo JSON file (e.g. ../shared/data/locomo/locomo_dev.json)")
+    memory.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    memory.add_argument("--conversations", type=int, default=None, help="use only the first N conversations")
+    memory.add_argument("--sessions", type=int, default=None, help="use only the first N sessions of each")
+    memory.add_argument(
+        "--openai-model", help="OpenAI-compatible model for the pipeline and the judge (key: OPENAI_API_KEY)"
+    )
+    memory.add_argument("--openai-base-url", help="base URL of the OpenAI-compatible endpoint")
+    memory.add_argument("--keep", action="store_true", help="keep the evaluation coaches instead of deleting them")
+    memory.add_argument(
+        "--no-extract", action="store_true", help="episodic layer only: no insights, summaries or profiles (no model)"
+    )
+    memory.add_argument(
+        "--part",
+        choices=("dev", "heldout", "all"),
+        default="all",
+        help="conversations: dev (the first, used for tuning), heldout (the others) or all",
+    )
+    memory.set_defaults(func=cmd_eval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``opencoach`` argument parser."""
     parser = argparse.ArgumentParser(prog="opencoach", description="OpenCoach: AI coaching clones.")
@@ -609,27 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("eval", help="evaluation harnesses on public data sets")
     targets = evaluate.add_subparsers(dest="target", required=True)
-    memory = targets.add_parser("memory", help="LoCoMo evidence recall: memory vs. last-N, dense and BM25 turns")
-    common(memory)
-    memory.add_argument("--locomo", required=True, help="LoCoMo JSON file (e.g. ../shared/data/locomo/locomo_dev.json)")
-    memory.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    memory.add_argument("--conversations", type=int, default=None, help="use only the first N conversations")
-    memory.add_argument("--sessions", type=int, default=None, help="use only the first N sessions of each")
-    memory.add_argument(
-        "--openai-model", help="OpenAI-compatible model for the pipeline and the judge (key: OPENAI_API_KEY)"
-    )
-    memory.add_argument("--openai-base-url", help="base URL of the OpenAI-compatible endpoint")
-    memory.add_argument("--keep", action="store_true", help="keep the evaluation coaches instead of deleting them")
-    memory.add_argument(
-        "--no-extract", action="store_true", help="episodic layer only: no insights, summaries or profiles (no model)"
-    )
-    memory.add_argument(
-        "--part",
-        choices=("dev", "heldout", "all"),
-        default="all",
-        help="conversations: dev (the first, used for tuning), heldout (the others) or all",
-    )
-    memory.set_defaults(func=cmd_eval)
+    _memory_parser(targets, common)
     _crisis_parsers(targets, sub)
     learning = targets.add_parser(
         "learning", help="ESConv replay: style-profile strategy accuracy and few-shot reply similarity"
