@@ -19,7 +19,8 @@ outside database transactions.
 
 Modules: :mod:`.sessions` (L2 boundaries: track, end, idle sweep), :mod:`.summaries` (L2 job),
 :mod:`.insights` (L3 job and reconciliation), :mod:`.profile` (L4 job, the locked get-or-create),
-:mod:`.episodes` (the episodic layer), :mod:`.retrieval` (recall for the turn's prompt), :mod:`.controls` (the coach's and client's view and
-edits), :mod:`.prompts` and :mod:`.schemas` (what the jobs ask the model and what it must answer),
-:mod:`.messages` (storing a message into its session), :mod:`.transcript` (windows and grounding).
+:mod:`.episodes` (the episodic layer), :mod:`.retrieval` (recall for the turn's prompt), :mod:`.controls`
+(the coach's and client's view and edits), :mod:`.prompts` and :mod:`.schemas` (what the jobs ask the model
+and what it must answer), :mod:`.messages` (storing a message into its session), :mod:`.transcript` (windows and
+grounding).
 """
