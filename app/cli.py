@@ -10,7 +10,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -265,8 +265,10 @@ async def run_memory_eval(
     conversations: list[LocomoConversation],
     openai: OpenAIModel | None,
     keep: bool,
+    extract: bool = True,
 ) -> dict[str, Any]:
-    """Run the memory pipeline over LoCoMo conversations and score it (see :mod:`app.evals.memory`)."""
+    """Run the memory pipeline over LoCoMo conversations and score it (see :mod:`app.evals.memory`);
+    ``extract=False`` runs the episodic layer alone (no model calls)."""
     from app.container import Container
     from app.evals.memory import evaluate
 
@@ -274,25 +276,32 @@ async def run_memory_eval(
     try:
         with console.status("LoCoMo…") as status:
             return await evaluate(
-                container, conversations, openai=openai, keep=keep, progress=lambda text: status.update(text)
+                container,
+                conversations,
+                openai=openai,
+                keep=keep,
+                extract=extract,
+                progress=lambda text: status.update(text),
             )
     finally:
         await container.close()
 
 
-def _memory_table(result: dict[str, Any]) -> Table:
-    table = Table(title=f"LoCoMo evidence recall — {result['questions']} questions (categories 1–4)")
+def _memory_table(title: str, methods: dict[str, dict[str, float]]) -> Table:
+    table = Table(title=title)
     table.add_column("method")
     columns = (
         "evidence_recall@5",
         "evidence_recall@10",
         "evidence_recall@20",
+        "evidence_coverage@5",
         "evidence_coverage@10",
+        "evidence_coverage@20",
         "context_tokens@10",
     )
     for column in columns:
         table.add_column(column.replace("evidence_", ""), justify="right")
-    for name, scores in [("memory", result["memory"]), *result["baselines"].items()]:
+    for name, scores in methods.items():
         table.add_row(name, *(f"{scores[column]:g}" for column in columns))
     return table
 
@@ -305,11 +314,12 @@ def _error(message: str) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     """``eval memory``: LoCoMo evidence recall of the memory pipeline against three baselines."""
     from app.core.errors import EvalDataError
-    from app.evals.memory import OpenAIModel, load_locomo
+    from app.evals.memory import PARTS, OpenAIModel, load_locomo
     from app.llm.base import ProviderError
 
     try:
-        conversations = load_locomo(Path(args.locomo), max_sessions=args.sessions)[: args.conversations]
+        conversations = load_locomo(Path(args.locomo), max_sessions=args.sessions)[PARTS[args.part]]
+        conversations = conversations[: args.conversations]
     except EvalDataError as exc:
         _error(str(exc))
         return 2
@@ -324,7 +334,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with _start(settings) as services:
         _migrate(services)
         try:
-            result = asyncio.run(run_memory_eval(settings, services, conversations, openai, args.keep))
+            result = asyncio.run(
+                run_memory_eval(settings, services, conversations, openai, args.keep, not args.no_extract)
+            )
         except ProviderError as exc:
             _error(f"the model provider failed: {exc}")
             return 1
@@ -332,7 +344,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(result), flush=True)
     else:
         out = Console()
-        out.print(_memory_table(result))
+        mode = "episodic only (--no-extract)" if not result["extract"] else "all layers"
+        title = f"LoCoMo evidence recall — {result['questions']} questions (categories 1–4), memory: {mode}"
+        out.print(_memory_table(title, {"memory": result["memory"], **result["baselines"]}))
+        for category, methods in result["categories"].items():
+            questions = methods.pop("questions")
+            out.print(_memory_table(f"{category} — {questions} questions", methods))
         extra = f"answer accuracy {result['answer_accuracy']:.3f}; " if "answer_accuracy" in result else ""
         out.print(
             f"{result['conversations']} conversations, {result['sessions']} sessions, {result['insights']} insights, "
@@ -698,6 +715,31 @@ def _crisis_parsers(targets: Any, sub: Any) -> None:
     train_crisis.set_defaults(func=cmd_train_crisis)
 
 
+def _memory_parser(targets: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``eval memory``'s arguments."""
+    memory = targets.add_parser("memory", help="LoCoMo evidence recall: memory vs. last-N, dense and BM25 turns")
+    common(memory)
+    memory.add_argument("--locomo", required=True, help="LoCoMo JSON file (e.g. ../shared/data/locomo/locomo_dev.json)")
+    memory.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    memory.add_argument("--conversations", type=int, default=None, help="use only the first N conversations")
+    memory.add_argument("--sessions", type=int, default=None, help="use only the first N sessions of each")
+    memory.add_argument(
+        "--openai-model", help="OpenAI-compatible model for the pipeline and the judge (key: OPENAI_API_KEY)"
+    )
+    memory.add_argument("--openai-base-url", help="base URL of the OpenAI-compatible endpoint")
+    memory.add_argument("--keep", action="store_true", help="keep the evaluation coaches instead of deleting them")
+    memory.add_argument(
+        "--no-extract", action="store_true", help="episodic layer only: no insights, summaries or profiles (no model)"
+    )
+    memory.add_argument(
+        "--part",
+        choices=("dev", "heldout", "all"),
+        default="all",
+        help="conversations: dev (the first, used for tuning), heldout (the others) or all",
+    )
+    memory.set_defaults(func=cmd_eval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``opencoach`` argument parser."""
     parser = argparse.ArgumentParser(prog="opencoach", description="OpenCoach: AI coaching clones.")
@@ -740,18 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("eval", help="evaluation harnesses on public data sets")
     targets = evaluate.add_subparsers(dest="target", required=True)
-    memory = targets.add_parser("memory", help="LoCoMo evidence recall: memory vs. last-N, dense and BM25 turns")
-    common(memory)
-    memory.add_argument("--locomo", required=True, help="LoCoMo JSON file (e.g. ../shared/data/locomo/locomo_dev.json)")
-    memory.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    memory.add_argument("--conversations", type=int, default=None, help="use only the first N conversations")
-    memory.add_argument("--sessions", type=int, default=None, help="use only the first N sessions of each")
-    memory.add_argument(
-        "--openai-model", help="OpenAI-compatible model for the pipeline and the judge (key: OPENAI_API_KEY)"
-    )
-    memory.add_argument("--openai-base-url", help="base URL of the OpenAI-compatible endpoint")
-    memory.add_argument("--keep", action="store_true", help="keep the evaluation coaches instead of deleting them")
-    memory.set_defaults(func=cmd_eval)
+    _memory_parser(targets, common)
     _crisis_parsers(targets, sub)
     learning = targets.add_parser(
         "learning", help="ESConv replay: style-profile strategy accuracy and few-shot reply similarity"

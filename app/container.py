@@ -34,6 +34,7 @@ from app.learning.training import TrainingDataService
 from app.learning.versions import ModelVersionService
 from app.llm.registry import ProviderRegistry
 from app.memory.controls import MemoryControls
+from app.memory.episodes import EpisodeService
 from app.memory.insights import InsightService
 from app.memory.profile import ProfileService
 from app.memory.sessions import SessionService
@@ -58,6 +59,7 @@ class Container:
     sessions: SessionService
     summaries: SummaryService
     insights: InsightService
+    episodes: EpisodeService
     profiles: ProfileService
     handoffs: HandoffService
     handoff_queue: HandoffQueue
@@ -113,6 +115,7 @@ class Container:
             sessions=SessionService(sessionmaker, accounts),
             summaries=SummaryService(sessionmaker, settings, registry, accounts),
             insights=InsightService(sessionmaker, settings, registry, accounts, redis),
+            episodes=EpisodeService(sessionmaker, registry),
             profiles=ProfileService(sessionmaker, settings, registry, accounts),
             handoffs=handoffs,
             handoff_queue=HandoffQueue(sessionmaker, accounts),

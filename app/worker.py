@@ -49,6 +49,7 @@ from app.db.jobs import (
     ANALYSE_INTERVENTION,
     ANSWER_PENDING,
     DELIVER_ALERT,
+    EMBED_MESSAGES,
     EVALUATE_MODEL,
     EXTRACT_INSIGHTS,
     INGEST_DOCUMENT,
@@ -283,6 +284,12 @@ async def purge_erased_data(ctx: dict[str, Any], coach_id: str, file_ids: list[s
     return str((await container.rights.purge(uuid.UUID(coach_id), file_ids)).as_dict())
 
 
+async def embed_messages(ctx: dict[str, Any], coach_id: str, message_id: str) -> str:
+    """arq job: episodic embedding of a message and its conversation's earlier unembedded ones."""
+    container: Container = ctx["container"]
+    return await _retrying(ctx, container.episodes.embed_messages(uuid.UUID(coach_id), uuid.UUID(message_id)))
+
+
 async def relay_outbox(ctx: dict[str, Any]) -> str:
     """arq cron (every 10 s): send outbox jobs that their commit could not (Redis was down), oldest first;
     while jobs still wait afterwards, log the outbox's health line (count, oldest age, failing sends)."""
@@ -419,6 +426,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
             func(answer_pending, name=ANSWER_PENDING, timeout=600, max_tries=3),
             func(telegram_send, name=SEND_JOB, timeout=120, max_tries=TELEGRAM_SEND_TRIES),
             func(purge_erased_data, name=PURGE_ERASED_DATA, timeout=600, max_tries=3),
+            func(embed_messages, name=EMBED_MESSAGES, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
         ],
         # a burst run (tests, one-off processing) must not sweep every tenant's sessions on a minute boundary
         cron_jobs=[]

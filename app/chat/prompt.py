@@ -18,7 +18,7 @@ When the prompt is over budget, cuts happen in this order, one unit at a time:
 1. the oldest L1 turns, while more than ``KEEP_RECENT`` remain (the last exchange matters most);
 2. the least similar few-shot examples (they are a nudge, memory and sources are facts);
 3. the style lines, last first;
-4. the lowest-scored memory items (summaries and insights compete on one score);
+4. the lowest-scored memory items (recalled messages, summaries and insights compete on one score);
 5. the lowest-ranked passages, while more than one remains;
 6. the profile lines, last first;
 7. the last passage;
@@ -81,8 +81,10 @@ class AssembledPrompt:
     instruction can hide — the output check's payload reference."""
 
     def memory_used(self) -> dict[str, object]:
-        """Attribution for the AI message's metadata: ids of the insights and summaries in the prompt."""
+        """Attribution for the AI message's metadata: ids of the insights, summaries and recalled messages
+        (episodes) in the prompt."""
         return {
+            "message_ids": [str(i.id) for i in self.memory_items if i.layer == "message"],
             "insight_ids": [str(i.id) for i in self.memory_items if i.layer == "insight"],
             "summary_ids": [str(i.id) for i in self.memory_items if i.layer == "summary"],
             "profile": self.profile_lines > 0,

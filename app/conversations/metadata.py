@@ -94,6 +94,8 @@ class MemoryMeta(msgspec.Struct, kw_only=True):
     """L3 insights in the prompt."""
     summary_ids: list[str] = []
     """L2 session summaries in the prompt."""
+    message_ids: list[str] = []
+    """Earlier messages recalled on their own (the episodic layer, :mod:`app.memory.episodes`)."""
     profile: bool = False
     """Whether L4 profile lines were in the prompt."""
 

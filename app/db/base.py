@@ -52,6 +52,7 @@ TENANT_TABLES = (
     "chat_sessions",
     "insights",
     "client_profiles",
+    "episodes",
     "handoffs",
     "drafts",
     "interventions",

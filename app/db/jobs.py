@@ -29,6 +29,7 @@ POLL_FINE_TUNE = "poll_fine_tune"
 EVALUATE_MODEL = "evaluate_model"
 ANSWER_PENDING = "answer_pending"
 PURGE_ERASED_DATA = "purge_erased_data"
+EMBED_MESSAGES = "embed_messages"
 
 ALERTS_QUEUE = "opencoach:queue:alerts"
 """The arq queue of the coach's handoff alerts, served by its own worker (``app.worker.build_alert_worker``) so
@@ -182,3 +183,9 @@ def purge_erased_data(session: AsyncSession, coach_id: uuid.UUID, file_ids: list
     id>`` when messages are forgotten): the coach's Redis caches that may quote the erased messages, and the
     training files ``file_ids`` at the coach's provider."""
     add_job(session, coach_id, PURGE_ERASED_DATA, str(coach_id), file_ids, job_id=f"{PURGE_ERASED_DATA}:{reason}")
+
+
+def embed_messages(session: AsyncSession, coach_id: uuid.UUID, message_id: uuid.UUID) -> None:
+    """Queue the episodic embedding of one message and of its conversation's earlier messages that have
+    none (:meth:`app.memory.episodes.EpisodeService.embed_messages`; once per message)."""
+    add_job(session, coach_id, EMBED_MESSAGES, str(coach_id), str(message_id), job_id=f"{EMBED_MESSAGES}:{message_id}")

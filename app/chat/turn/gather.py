@@ -1,5 +1,6 @@
-"""Gather a turn's context: the query embedding, the coach's passages (hybrid retrieval), what memory holds
-about the client, the learning loop's part (experiment variant, production model version, the coach's own
+"""Gather a turn's context: the query embedding (stored as the client message's episode, so later turns
+recall it), the coach's passages (hybrid retrieval), what memory holds about the client (the L1 window
+excluded), the learning loop's part (experiment variant, production model version, the coach's own
 past interventions as few-shot examples), and the confidence before generation."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from app.learning.experiments import ExperimentService
 from app.learning.interventions import InterventionService
 from app.learning.versions import ModelVersionService
 from app.llm.registry import ProviderRegistry
+from app.memory.episodes import store_episodes
 from app.memory.retrieval import context_for
 from app.rag.retrieval import retrieve
 
@@ -71,9 +73,14 @@ class Gatherer:
                 session,
                 coach,
                 conversation.client_id,
+                query=text,
                 query_embedding=query_embedding,
                 embedding_model=embedder.model,
                 exclude_session_id=turn.message.session_id,
+                exclude_message_ids=[turn.message.id, *(m.id for m in turn.history)],
+            )
+            await store_episodes(
+                session, coach.id, conversation.client_id, [turn.message], [query_embedding], embedder.model
             )
             learned = Learned(
                 coach,
