@@ -17,7 +17,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
-from litestar.types import ExceptionHandlersMap
+from litestar.types import ControllerRouterHandler, ExceptionHandlersMap
 from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 
@@ -67,8 +67,6 @@ from app.web.errors import domain_error_page, not_found_handler
 from app.web.sessions import DashboardSessions, csrf_config, provide_dashboard_sessions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TELEGRAM = [*TELEGRAM_ROUTES, TelegramPages]
-"""The Telegram channel's API and webhook, and its dashboard pages."""
 log = logging.getLogger(__name__)
 
 
@@ -108,6 +106,43 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
 and Litestar's own 404 (no such route)."""
 
 
+ROUTE_HANDLERS: list[ControllerRouterHandler] = [
+    AuthController,
+    ApiKeyController,
+    ClientController,
+    AccountController,
+    SettingsController,
+    DocumentController,
+    ChatController,
+    FeedbackController,
+    WidgetConversationController,
+    WidgetPassageController,
+    ConversationController,
+    HandoffController,
+    TrainingController,
+    ModelController,
+    ExperimentController,
+    LearningDashboardController,
+    chat_socket,
+    MemoryController,
+    SessionController,
+    WidgetMemoryController,
+    DashboardController,
+    DocumentPages,
+    ClientPages,
+    ConversationPages,
+    HandoffPages,
+    LearningPages,
+    EventPages,
+    SettingsPages,
+    WidgetController,
+    *TELEGRAM_ROUTES,
+    TelegramPages,
+    create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"]),
+]
+"""Every controller, the WebSocket handler, the Telegram routes and the static files."""
+
+
 def create_app(
     settings: Settings, database_url: str, redis_url: str, *, registry: ProviderRegistry | None = None
 ) -> Litestar:
@@ -134,39 +169,7 @@ def create_app(
 
     max_body = int((settings.max_upload_mb * 2 + 1) * 1024 * 1024)
     return Litestar(
-        route_handlers=[
-            AuthController,
-            ApiKeyController,
-            ClientController,
-            AccountController,
-            SettingsController,
-            DocumentController,
-            ChatController,
-            FeedbackController,
-            WidgetConversationController,
-            WidgetPassageController,
-            ConversationController,
-            HandoffController,
-            TrainingController,
-            ModelController,
-            ExperimentController,
-            LearningDashboardController,
-            chat_socket,
-            MemoryController,
-            SessionController,
-            WidgetMemoryController,
-            DashboardController,
-            DocumentPages,
-            ClientPages,
-            ConversationPages,
-            HandoffPages,
-            LearningPages,
-            EventPages,
-            SettingsPages,
-            WidgetController,
-            *TELEGRAM,
-            create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"]),
-        ],
+        route_handlers=ROUTE_HANDLERS,
         dependencies={
             "container": Provide(provide_container, sync_to_thread=False),
             "dashboard_sessions": Provide(provide_dashboard_sessions, sync_to_thread=False),
