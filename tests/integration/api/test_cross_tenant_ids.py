@@ -33,6 +33,7 @@ from app.db.engine import make_engine
 from app.learning.models import Experiment, ModelVersion
 from app.llm.base import EMBEDDING_DIMENSIONS
 from app.memory.models import Insight
+from app.rag.models import Chunk, Document
 from tests.conftest import MEDITATIONS, Coach, make_client, upload
 from tests.integration.api.conftest import api_operations, api_spec
 
@@ -80,7 +81,8 @@ async def _ids_of(services: Services, table: Table, coach_id: str) -> list[uuid.
 
 async def _seed_rows(services: Services, coach_id: str) -> None:
     """As the owner, give coach A the rows the API only makes with a model at work: a pending draft answering
-    A's client message, an insight about that client, a running experiment and a staging model version."""
+    A's client message, an insight about that client, a running experiment, a staging model version, and a
+    chunk of A's document (ingestion needs the worker)."""
     owner = make_engine(services.migration_database_url, pool_size=1)
     try:
         async with AsyncSession(owner) as session, session.begin():
@@ -89,6 +91,7 @@ async def _seed_rows(services: Services, coach_id: str) -> None:
             )
             query = query.where(Message.coach_id == coach_id, Message.sender_type == SenderType.CLIENT).limit(1)
             message, client_id = (await session.execute(query)).one()
+            document_id = await session.scalar(select(Document.id).where(Document.coach_id == coach_id).limit(1))
             now = datetime.now(UTC)
             session.add_all(
                 [
@@ -116,6 +119,14 @@ async def _seed_rows(services: Services, coach_id: str) -> None:
                         variants=[{"name": "warm"}, {"name": "direct"}],
                     ),
                     ModelVersion(coach_id=coach_id, model="ft:gpt-4o-mini:a", base_model="gpt-4o-mini"),
+                    Chunk(
+                        coach_id=coach_id,
+                        document_id=document_id,
+                        ordinal=0,
+                        text="A passage of coach A's book.",
+                        token_count=7,
+                        embedding=[0.1] * EMBEDDING_DIMENSIONS,
+                    ),
                 ]
             )
     finally:
@@ -125,7 +136,7 @@ async def _seed_rows(services: Services, coach_id: str) -> None:
 @pytest.fixture(scope="module")
 async def victim(services: Services, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]) -> Coach:
     """Coach A: a document, two clients, a client's chat (conversation, message, chat session, handoff), and
-    the rows of :func:`_seed_rows` (draft, insight, experiment, model version)."""
+    the rows of :func:`_seed_rows` (draft, insight, experiment, model version, chunk)."""
     coach = await make_coach("Victim")
     await http.patch("/api/v1/settings", headers=coach.headers, json={"handoff_mode": "human_only"})
     await upload(http, coach, MEDITATIONS)
