@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from arq.worker import Worker
+from redis.asyncio import Redis
 
 from app.accounts.models import Coach as CoachRow
 from app.asgi import create_app
@@ -154,6 +155,8 @@ async def test_one_coach_runs_one_ingestion_at_a_time_and_another_coach_is_not_h
     """A coach uploading three documents at once takes one ingestion slot (``INGEST_JOBS_PER_COACH`` = 1):
     their other jobs wait off the worker, so a second coach's upload, queued after them, starts at once."""
     registry = HangingRegistry(settings)
+    async with Redis.from_url(own_redis.url) as redis:
+        await redis.flushdb()  # the previous test's hung ingestions would be picked up again (their leases lapsed)
     big, small = await signup(app_http, "Big"), await signup(app_http, "Small")
     for n in range(3):
         await upload(app_http, big, f"big-{n}.txt", NOTES)
