@@ -23,6 +23,7 @@ from app.channels.telegram.wiring import build_channel
 from app.container import Container
 from app.core.config import Settings
 from app.core.runtime import Services
+from app.db.engine import tenant_session
 from app.handoff.crisis import crisis_reply
 from app.llm.registry import ProviderRegistry
 from tests.integration.telegram.conftest import REPLY, Bot, new_token
@@ -361,7 +362,7 @@ async def test_a_429_is_retried_after_retry_after_and_a_403_marks_the_chat_inact
     fake.fail("sendMessage", 403, "Forbidden: bot was blocked by the user")
     await tg.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": "Two"})
     await tg_jobs()
-    async with container.tenant(uuid.UUID(bot.coach.coach_id)) as session:
+    async with tenant_session(container.sessionmaker, uuid.UUID(bot.coach.coach_id)) as session:
         active = await session.scalar(select(TelegramChat.active).where(TelegramChat.chat_id == chat_id))
     assert active is False
     await tg.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": "Three"})
