@@ -101,4 +101,6 @@ async def test_the_first_message_from_the_widget_records_the_ai_disclosure_for_t
     assert (await sent.value).status == 200
     consent = (await http.get(export_url, headers=coach.headers)).json()["consent"]["ai_disclosure"]
     assert consent is not None and consent["version"] == version and consent["accepted_at"]
+    # let the turn finish while the model is mocked (a turn still running after the test would reach the network)
+    await expect(widget.locator(".msg.ai .text").last).not_to_be_empty(timeout=WAIT_MS)
     await context.close()
