@@ -14,9 +14,15 @@ from litestar.params import JSONBody
 from app.accounts.api_keys import API_KEY_NAME_MAX, issue_api_key, list_api_keys, revoke_api_key
 from app.accounts.learning_settings import LEARNING_FIELDS, apply_learning_settings
 from app.accounts.models import ApiKey, Coach
-from app.auth import AUTH_BODY_MAX_BYTES, account_delete_key, provide_coach_id, throttle_auth_attempt
+from app.auth import (
+    AUTH_BODY_MAX_BYTES,
+    COACH_DEPENDENCIES,
+    account_delete_key,
+    provide_coach_id,
+    throttle_auth_attempt,
+)
 from app.core.security import mask_secret
-from app.deps import CoachId, ContainerDep, PathId, Uow, provide_unit_of_work
+from app.deps import CoachId, ContainerDep, PathId, Uow
 from app.web.sessions import DashboardSessionsDep
 
 EXPORT_HEADERS = {"Content-Disposition": 'attachment; filename="opencoach-data.json"', "Cache-Control": "no-store"}
@@ -253,7 +259,7 @@ class AuthController(Controller):
 class ApiKeyController(Controller):
     path = "/api/v1/api-keys"
     tags = ["api keys"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @post("/", status_code=201)
     async def create_api_key(self, data: JSONBody[ApiKeyCreate], uow: Uow) -> ApiKeyCreated:
@@ -276,7 +282,7 @@ class ApiKeyController(Controller):
 class ClientController(Controller):
     path = "/api/v1/clients"
     tags = ["clients"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @post("/", status_code=201)
     async def create_client(self, data: JSONBody[ClientCreate], uow: Uow, container: ContainerDep) -> ClientCreated:
@@ -344,7 +350,7 @@ class AccountController(Controller):
 class SettingsController(Controller):
     path = "/api/v1/settings"
     tags = ["settings"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @get("/")
     async def get_settings(self, uow: Uow, container: ContainerDep) -> SettingsOut:

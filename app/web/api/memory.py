@@ -15,11 +15,10 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
-from litestar.di import Provide
 from litestar.params import JSONBody
 
 from app.accounts.disclosure import accept_disclosure
-from app.auth import provide_client_identity, provide_coach_id
+from app.auth import CLIENT_DEPENDENCIES, COACH_DEPENDENCIES
 from app.core.errors import InvalidInput, NotFound
 from app.deps import (
     ClientIdentityDep,
@@ -27,8 +26,6 @@ from app.deps import (
     ContainerDep,
     PathId,
     Uow,
-    provide_identity_coach_id,
-    provide_unit_of_work,
 )
 from app.memory.client_view import RememberedOut, SessionState, remembered_out, session_state
 from app.memory.controls import ClientMemory
@@ -181,7 +178,7 @@ class MemoryController(Controller):
 
     path = "/api/v1/clients/{client_id:str}/memory"
     tags = ["memory"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @get("/")
     async def get_memory(
@@ -243,7 +240,7 @@ class SessionController(Controller):
 
     path = "/api/v1/conversations"
     tags = ["memory"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @post("/{conversation_id:str}/end-session", status_code=200)
     async def end_session(self, conversation_id: PathId, uow: Uow, container: ContainerDep) -> SessionEnded:
@@ -258,11 +255,7 @@ class WidgetMemoryController(Controller):
 
     path = "/api/v1/widget"
     tags = ["widget"]
-    dependencies = {
-        "identity": Provide(provide_client_identity),
-        "coach_id": Provide(provide_identity_coach_id, sync_to_thread=False),
-        "uow": Provide(provide_unit_of_work),
-    }
+    dependencies = CLIENT_DEPENDENCIES
 
     @get("/memory")
     async def get_memory(self, identity: ClientIdentityDep, uow: Uow, container: ContainerDep) -> RememberedOut:

@@ -8,11 +8,10 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, get, post
-from litestar.di import Provide
 from litestar.params import FromQuery, JSONBody, QueryParameter
 
-from app.auth import provide_coach_id
-from app.deps import CoachId, ContainerDep, PathId, Uow, provide_unit_of_work
+from app.auth import COACH_DEPENDENCIES
+from app.deps import CoachId, ContainerDep, PathId, Uow
 from app.learning.finetune import fine_tune_dict
 from app.learning.models import FineTuneJob, ModelVersion
 from app.learning.versions import model_version_dict
@@ -103,7 +102,7 @@ async def training_export(
 class TrainingController(Controller):
     path = "/api/v1/learning"
     tags = ["learning"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @get("/export", media_type=JSONL_MEDIA_TYPE)
     async def export(
@@ -131,7 +130,7 @@ class TrainingController(Controller):
 class ModelController(Controller):
     path = "/api/v1/learning"
     tags = ["learning"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @get("/fine-tunes")
     async def list_fine_tunes(self, uow: Uow, container: ContainerDep) -> list[FineTuneOut]:
