@@ -363,6 +363,16 @@ class OutageTolerantWorker(Worker):
             self._release_sem_dec_counter_on_complete()
             raise
 
+    async def close(self) -> None:
+        """arq's ``close`` (cancel the jobs, run ``on_shutdown``, close the pool), but a job the stop cancelled
+        does not end it early: arq gathers its job tasks without ``return_exceptions``, so the first cancelled
+        job raised ``CancelledError`` out of ``close`` and skipped the shutdown (the container stayed open)."""
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        self.tasks.clear()
+        await super().close()
+
 
 class _SharedContainer:
     """One :class:`Container` for the workers of a process: the first worker's start-up builds it and checks
@@ -385,8 +395,8 @@ class _SharedContainer:
                 container = await Container.create(*self._args, registry=self._registry)
                 try:
                     await assert_schema_current(container.engine)
-                except RuntimeError:
-                    await container.close()
+                except BaseException:  # an out-of-date schema, or a stop signal during the check
+                    await asyncio.shield(container.close())
                     raise
                 self._container = container
                 self._telegram = build_channel(container)  # once: it registers the handoff's client sink
@@ -503,7 +513,8 @@ def build_worker(
 async def run_workers(workers: Sequence[Worker]) -> None:
     """Run ``workers`` until they end, then close them all. Burst workers run one after the other (jobs one
     queues for a later one are run); long-lived ones run side by side until SIGINT or SIGTERM, which stops
-    every one of them (arq's own handler would serve only the worker that installed it last)."""
+    every one of them (arq's own handler would serve only the worker that installed it last) and returns; a
+    worker's ``handle_sig`` stops them the same way. Re-raises an error of a worker's ``close``."""
     if all(worker.burst for worker in workers):
         try:
             for worker in workers:
@@ -514,10 +525,8 @@ async def run_workers(workers: Sequence[Worker]) -> None:
         return
     loop = asyncio.get_running_loop()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    stopped: list[signal.Signals] = []
 
     def stop(signum: signal.Signals) -> None:
-        stopped.append(signum)
         for worker in workers:
             worker.handle_sig(signum)  # cancels the worker's jobs and its main task
 
@@ -529,14 +538,17 @@ async def run_workers(workers: Sequence[Worker]) -> None:
     try:
         await asyncio.gather(*tasks)
     except asyncio.CancelledError:
-        if not stopped:
-            raise
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # this coroutine was cancelled; otherwise the workers were stopped (a signal, ``handle_sig``)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for worker in workers:
-            await worker.close()
+        closed = await asyncio.gather(*(worker.close() for worker in workers), return_exceptions=True)
         for sig, handler in previous.items():
             loop.remove_signal_handler(sig)
             signal.signal(sig, handler)
+    for outcome in closed:
+        if isinstance(outcome, BaseException):
+            raise outcome
