@@ -14,6 +14,7 @@ import httpx
 import pytest
 import respx
 from sqlalchemy import select
+from standardwebhooks import Webhook
 
 from app.channels.telegram import render
 from app.channels.telegram.adapter import BAD_INVITE, WELCOME
@@ -26,6 +27,7 @@ from app.core.runtime import Services
 from app.db.engine import tenant_session
 from app.handoff.crisis import crisis_reply
 from app.llm.registry import ProviderRegistry
+from tests.integration.handoff.test_alerts import Receiver, receiver  # noqa: F401 - the alert webhook receiver
 from tests.integration.telegram.conftest import REPLY, Bot, new_token
 from tests.integration.web.test_dashboard import csrf, sign_up
 from tests.telegram_fake import FakeBotApi, recorded
@@ -281,16 +283,26 @@ async def test_human_command_and_button_hand_off(tg: httpx.AsyncClient, fake: Fa
     assert fake.of("answerCallbackQuery")[-1].params["text"].startswith("Asking your coach")
 
 
-async def test_a_crisis_message_gets_the_crisis_reply_and_an_urgent_handoff(
-    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+async def test_a_crisis_message_gets_the_crisis_reply_an_urgent_handoff_and_an_alert(
+    tg: httpx.AsyncClient,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+    receiver: Receiver,
+    tg_jobs: Callable[[], Awaitable[None]],
 ) -> None:
-    bot = await make_bot()
-    chat_id, _ = await bound_chat(tg, bot, fake)
+    bot = await make_bot(alert_webhook_url=receiver.url)
+    secret = (await tg.get("/api/v1/settings", headers=bot.coach.headers)).json()["alert_webhook_secret"]
+    chat_id, client_id = await bound_chat(tg, bot, fake)
     await say(tg, bot, chat_id, "I want to kill myself tonight")
     [handoff] = (await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()
     assert handoff["reason"] == "crisis"
     sent = "".join(c.params["text"] for c in fake.sent_to(chat_id)[-3:])
     assert crisis_reply([])[:60] in sent.replace("&#x27;", "'") or render.escape(crisis_reply([])[:60]) in sent
+    await tg_jobs()
+    [alert] = [Webhook(secret).verify(r.body, r.headers) for r in receiver.requests]
+    assert alert["type"] == "handoff.opened" and alert["data"]["urgent"] is True
+    assert alert["data"]["reason"] == "crisis" and alert["data"]["handoff_id"] == handoff["id"]
+    assert alert["data"]["conversation_id"] == (await conversation_of(tg, bot, client_id))["id"]
 
 
 async def test_coach_takeover_messages_and_notices_reach_the_chat(
