@@ -20,6 +20,7 @@ from app.core.runtime import Services, serve_in_background
 from app.llm.registry import ProviderRegistry
 from app.worker import build_workers, run_workers
 from tests.conftest import Coach, upload
+from tests.integration.handoff.test_alerts import receiver  # noqa: F401 - the alert webhook receiver fixture
 from tests.openai_wire import MOCK_BASE_URL, mock_openai, openai_sse, sse_response
 from tests.stub_dns import LOOPBACK_HOOKS
 from tests.telegram_fake import FakeBotApi, fake_bot_api

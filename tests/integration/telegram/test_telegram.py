@@ -27,7 +27,7 @@ from app.core.runtime import Services
 from app.db.engine import tenant_session
 from app.handoff.crisis import crisis_reply
 from app.llm.registry import ProviderRegistry
-from tests.integration.handoff.test_alerts import Receiver, receiver  # noqa: F401 - the alert webhook receiver
+from tests.integration.handoff.test_alerts import Receiver
 from tests.integration.telegram.conftest import REPLY, Bot, new_token
 from tests.integration.web.test_dashboard import csrf, sign_up
 from tests.telegram_fake import FakeBotApi, recorded
