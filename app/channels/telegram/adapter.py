@@ -32,6 +32,8 @@ from app.chat.turn import ChatService, TurnResult
 from app.conversations.metadata import client_citations
 from app.conversations.service import ConversationService
 from app.core.errors import DomainError, NotFound
+from app.memory.client_view import remembered_out
+from app.memory.controls import MemoryControls
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +120,14 @@ class TelegramChannel:
         service: TelegramService,
         chat: ChatService,
         conversations: ConversationService,
+        memory: MemoryControls,
         redis: ArqRedis,
         sessionmaker: async_sessionmaker[AsyncSession],
     ) -> None:
         self.service = service
         self._chat = chat
         self._conversations = conversations
+        self._memory = memory
         self._redis = redis
         self._sessionmaker = sessionmaker
         self._locks: dict[tuple[uuid.UUID, int], asyncio.Lock] = {}
@@ -181,6 +185,10 @@ class TelegramChannel:
         if text.startswith("/start"):
             await bot.send_message(chat_id, WELCOME)
             return
+        if text.strip() == render.FORGET_COMMAND:
+            shown, keyboard = await self._remembered(coach_id, binding.client_id)
+            await bot.send_message(chat_id, shown, parse_mode=render.PARSE_MODE, reply_markup=_markup(keyboard))
+            return
         await self._turn(bot, coach_id, binding, text, f"tg:{chat_id}:{message.get('message_id')}")
 
     async def _enrol(self, bot: Bot, coach_id: uuid.UUID, chat_id: int, sender: dict[str, Any]) -> ChatBinding | None:
@@ -202,6 +210,9 @@ class TelegramChannel:
             await bot.answer_callback_query(callback["id"], text="Asking your coach to join…")
             await self._turn(bot, coach_id, binding, render.HUMAN_COMMAND, f"tg:{binding.chat_id}:cb:{callback['id']}")
             return
+        if (forget := render.parse_forget(data)) is not None:
+            await self._forget(bot, coach_id, binding, callback, forget)
+            return
         feedback = render.parse_feedback(data)
         note = None
         if feedback is not None:
@@ -212,6 +223,37 @@ class TelegramChannel:
             except DomainError as exc:
                 note = exc.message
         await bot.answer_callback_query(callback["id"], text=note)
+
+    async def _remembered(self, coach_id: uuid.UUID, client_id: uuid.UUID) -> tuple[str, dict[str, Any] | None]:
+        """The ``/forget`` message: what the client's widget memory page shows (:func:`remembered_out`)."""
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            memory = await self._memory.client_memory(uow.session, coach_id, client_id)
+        return render.memory_message(remembered_out(memory))
+
+    async def _forget(
+        self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, callback: dict[str, Any], item: tuple[str, uuid.UUID]
+    ) -> None:
+        """A ``/forget`` button: delete the item as the widget's memory API does (:class:`MemoryControls`), answer
+        the button, and edit the list to what is remembered now."""
+        kind, item_id = item
+        try:
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                if kind == "insight":
+                    await self._memory.delete_insight(uow, binding.client_id, item_id)
+                else:
+                    await self._memory.delete_summary(uow, binding.client_id, item_id)
+            note = "Forgotten."
+        except NotFound:
+            note = "That was already forgotten."
+        await bot.answer_callback_query(callback["id"], text=note)
+        message_id = (callback.get("message") or {}).get("message_id")
+        if message_id is None:
+            return
+        shown, keyboard = await self._remembered(coach_id, binding.client_id)
+        with contextlib.suppress(BadRequest):  # "message is not modified": already shown so
+            await bot.edit_message_text(
+                shown, binding.chat_id, int(message_id), parse_mode=render.PARSE_MODE, reply_markup=_markup(keyboard)
+            )
 
     async def _turn(self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, text: str, client_id: str) -> None:
         """Store the client's message and answer it, one message at a time per chat."""

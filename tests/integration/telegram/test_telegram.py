@@ -8,6 +8,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,11 +23,14 @@ from app.channels.telegram.models import TelegramChat
 from app.channels.telegram.poller import poll_once
 from app.channels.telegram.wiring import build_channel
 from app.container import Container
+from app.conversations.models import Conversation
 from app.core.config import Settings
 from app.core.runtime import Services
 from app.db.engine import tenant_session
 from app.handoff.crisis import crisis_reply
+from app.llm.base import EMBEDDING_DIMENSIONS
 from app.llm.registry import ProviderRegistry
+from app.memory.models import ChatSession, Insight, SessionStatus
 from tests.integration.handoff.test_alerts import Receiver
 from tests.integration.telegram.conftest import REPLY, Bot, new_token
 from tests.integration.web.test_dashboard import csrf, sign_up
@@ -264,6 +268,84 @@ async def test_non_text_messages_get_a_polite_reply_and_store_nothing(
     assert fake.sent_to(chat_id)[-1].params["text"] == render.NON_TEXT_REPLY
     listed = (await tg.get("/api/v1/conversations", headers=bot.coach.headers)).json()
     assert [c for c in listed if c["client_id"] == client_id] == []
+
+
+async def remember(container: Container, bot: Bot, client_id: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """Seed what the assistant remembers about the client: an insight and a summarised session; their ids."""
+    coach_id, client = uuid.UUID(bot.coach.coach_id), uuid.UUID(client_id)
+    now = datetime.now(UTC)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        conversation = Conversation(coach_id=coach_id, client_id=client, channel="telegram")
+        session.add(conversation)
+        await session.flush()
+        insight = Insight(
+            coach_id=coach_id,
+            client_id=client,
+            kind="goal",
+            text="Robin wants to run a marathon <in May>",
+            importance=8,
+            status="active",
+            mentions=1,
+            source_message_ids=[],
+            first_seen_at=now,
+            last_seen_at=now,
+            edited_by_coach=False,
+            embedding=[1.0] + [0.0] * (EMBEDDING_DIMENSIONS - 1),
+            embedding_model="test-unit-vectors",
+        )
+        summarized = ChatSession(
+            coach_id=coach_id,
+            client_id=client,
+            conversation_id=conversation.id,
+            status=SessionStatus.SUMMARIZED,
+            started_at=now - timedelta(days=1),
+            last_message_at=now - timedelta(days=1),
+            ended_at=now - timedelta(days=1),
+            message_count=4,
+            summary={"summary": "Robin planned her training weeks.", "topics": [], "action_items": []},
+            source_message_ids=[],
+        )
+        session.add_all([insight, summarized])
+        await session.flush()
+        return insight.id, summarized.id
+
+
+async def test_forget_lists_what_is_remembered_and_a_button_deletes_it(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, container: Container
+) -> None:
+    bot = await make_bot()
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    insight_id, session_id = await remember(container, bot, client_id)
+    await say(tg, bot, chat_id, "/forget")
+    shown = fake.sent_to(chat_id)[-1]
+    assert shown.method == "sendMessage" and shown.params["parse_mode"] == "HTML"
+    assert "1. Robin wants to run a marathon &lt;in May&gt;" in shown.params["text"]
+    assert "2. Our session of " in shown.params["text"] and "planned her training weeks" in shown.params["text"]
+    buttons = [b for row in shown.params["reply_markup"]["inline_keyboard"] for b in row]
+    assert [b["callback_data"] for b in buttons] == [f"m:i:{insight_id.hex}", f"m:s:{session_id.hex}"]
+
+    async def press(data: str) -> None:
+        update = recorded("callback_query", update_id=next(_chat_ids), chat_id=chat_id, data=data)
+        update["callback_query"]["message"]["message_id"] = 4242
+        await post_update(tg, bot, update)
+        await drain(tg)
+
+    await press(buttons[0]["callback_data"])
+    assert fake.of("answerCallbackQuery", bot.token)[-1].params["text"] == "Forgotten."
+    edited = fake.sent_to(chat_id)[-1]
+    assert edited.method == "editMessageText" and int(edited.params["message_id"]) == 4242
+    assert "marathon" not in edited.params["text"] and "1. Our session of " in edited.params["text"]
+    assert edited.params["reply_markup"]["inline_keyboard"] == [
+        [{"text": "🗑 1", "callback_data": f"m:s:{session_id.hex}"}]
+    ]
+    async with tenant_session(container.sessionmaker, uuid.UUID(bot.coach.coach_id)) as session:
+        forgotten = await session.get(Insight, insight_id)
+        assert forgotten is not None and forgotten.status == "deleted" and forgotten.text == ""  # the widget's rule
+    await press(buttons[0]["callback_data"])  # pressed again (an old message): nothing left to delete
+    assert fake.of("answerCallbackQuery", bot.token)[-1].params["text"] == "That was already forgotten."
+    await press(buttons[1]["callback_data"])
+    last = fake.sent_to(chat_id)[-1]
+    assert last.params["text"] == render.NOTHING_REMEMBERED and "reply_markup" not in last.params
 
 
 # ------------------------------------------------------------------------------------------- handoff
