@@ -153,6 +153,8 @@ class TelegramChannel:
                 await self._callback(bot, coach_id, callback)
             elif isinstance(message := update.get("message"), dict):
                 await self._message(bot, coach_id, message)
+            elif isinstance(edited := update.get("edited_message"), dict):
+                await self._edited(bot, coach_id, edited)
             elif isinstance(member := update.get("my_chat_member"), dict) and _blocked(member):
                 await self.service.set_chat(coach_id, int(member["chat"]["id"]), active=False)
         except Forbidden:
@@ -190,6 +192,19 @@ class TelegramChannel:
             await bot.send_message(chat_id, shown, parse_mode=render.PARSE_MODE, reply_markup=_markup(keyboard))
             return
         await self._turn(bot, coach_id, binding, text, f"tg:{chat_id}:{message.get('message_id')}")
+
+    async def _edited(self, bot: Bot, coach_id: uuid.UUID, message: dict[str, Any]) -> None:
+        """The client edited a text message they sent: the new text is a new message of the chat, stored and
+        answered in turn (the original stays in the transcript as the coach saw it, answered or not). Each edit
+        is stored once (``client_message_id`` ``tg:<chat>:<message>:e<edit_date>``). An edited command, a
+        non-text edit (a caption) and an edit in a chat bound to no client are ignored."""
+        chat, text = message.get("chat") or {}, message.get("text")
+        if chat.get("type") != "private" or not isinstance(text, str) or not text.strip() or text.startswith("/"):
+            return
+        binding = await self.service.binding(coach_id, int(chat["id"]))
+        if binding is not None:
+            client_message_id = f"tg:{binding.chat_id}:{message.get('message_id')}:e{message.get('edit_date')}"
+            await self._turn(bot, coach_id, binding, text, client_message_id)
 
     async def _enrol(self, bot: Bot, coach_id: uuid.UUID, chat_id: int, sender: dict[str, Any]) -> ChatBinding | None:
         """Open enrolment: a client named from the Telegram profile; else ask for an invite (``None``)."""
@@ -326,7 +341,9 @@ def _blocked(member: dict[str, Any]) -> bool:
 
 def _chat_id(update: dict[str, Any]) -> int | None:
     """The chat an update belongs to (message or button press), if any."""
-    message = update.get("message") or (update.get("callback_query") or {}).get("message") or {}
+    message = (
+        update.get("message") or update.get("edited_message") or (update.get("callback_query") or {}).get("message")
+    ) or {}
     chat = message.get("chat") if isinstance(message, dict) else None
     return int(chat["id"]) if isinstance(chat, dict) and "id" in chat else None
 

@@ -258,6 +258,37 @@ async def test_a_duplicate_update_id_makes_one_turn(
     assert llm.routes["completions"].call_count == calls_before + 1
 
 
+async def test_an_edited_message_is_stored_and_answered_as_a_new_message_once(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, llm: respx.MockRouter
+) -> None:
+    """README "In the chat": an edit is a new message of the chat (the original stays); each edit makes one turn
+    even when its update comes again under another ``update_id``; edited commands and unbound chats are ignored."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    update_id = next(_chat_ids)
+    await say(tg, bot, chat_id, "Hello", update_id=update_id)
+    calls_before = llm.routes["completions"].call_count
+    edit = recorded("edited_message", update_id=next(_chat_ids), chat_id=chat_id, message_id=update_id % 2**31)
+    await post_update(tg, bot, edit)
+    await drain(tg)
+    assert llm.routes["completions"].call_count == calls_before + 1
+    assert fake.sent_to(chat_id)[-1].params["text"].startswith(render.escape(REPLY))
+    await post_update(tg, bot, edit | {"update_id": next(_chat_ids)})  # the same edit again: no second turn
+    command = recorded("edited_message", update_id=next(_chat_ids), chat_id=chat_id, text="/forget")
+    await post_update(tg, bot, command)
+    stranger = next(_chat_ids)
+    await post_update(tg, bot, recorded("edited_message", update_id=next(_chat_ids), chat_id=stranger))
+    await drain(tg)
+    assert llm.routes["completions"].call_count == calls_before + 1
+    assert fake.sent_to(stranger) == [] and fake.sent_to(chat_id)[-1].params["text"].startswith(render.escape(REPLY))
+    conversation = await conversation_of(tg, bot, client_id)
+    assert [(m["sender_type"], m["text"]) for m in conversation["messages"] if m["sender_type"] == "client"] == [
+        ("client", "Hello"),
+        ("client", "Hello, I meant: good morning"),
+    ]
+    assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai", "client", "ai"]
+
+
 async def test_non_text_messages_get_a_polite_reply_and_store_nothing(
     tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
 ) -> None:
