@@ -277,6 +277,13 @@ async def telegram_send(
         raise Retry(defer=exc.retry_after) from exc
 
 
+async def telegram_recover(ctx: dict[str, Any]) -> str:
+    """arq cron (every minute): process the Telegram updates recorded but never finished because their process
+    died after answering Telegram (:meth:`app.channels.telegram.adapter.TelegramChannel.recover`)."""
+    telegram: TelegramChannel = ctx["telegram"]
+    return f"{await telegram.recover()} telegram updates recovered"
+
+
 async def purge_erased_data(ctx: dict[str, Any], coach_id: str, file_ids: list[str]) -> str:
     """arq job: after an erasure, the coach's Redis caches and the erased training files at the provider
     (idempotent; a file the provider fails to delete is logged and named in the result, not retried)."""
@@ -435,6 +442,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
             cron(close_idle_sessions, second=0, run_at_startup=True),
             cron(fail_stalled_documents, second=45, run_at_startup=True),
             cron(learning_sweep, minute=set(range(0, 60, 5)), second=15, run_at_startup=True),
+            cron(telegram_recover, second=50, run_at_startup=True),
         ],
         redis_pool=connect_redis(redis_url, socket_timeout_s=settings.redis_socket_timeout_seconds),
         lease_s=settings.worker_lease_seconds,

@@ -163,6 +163,28 @@ class TelegramChannel:
                 await self.service.set_chat(coach_id, chat_id, active=False)
         except Exception:
             log.exception("telegram update %s of coach %s failed", update.get("update_id"), coach_id)
+        await self._done(coach_id, update.get("update_id"))
+
+    async def _done(self, coach_id: uuid.UUID, update_id: Any) -> None:
+        """Mark the update processed (handled or failed with a logged error; a process that dies before this leaves
+        it to a re-send or :meth:`recover`)."""
+        if isinstance(update_id, int):
+            try:
+                await self.service.done(coach_id, update_id)
+            except Exception:
+                log.exception("telegram update %s of coach %s: could not mark it processed", update_id, coach_id)
+
+    async def recover(self) -> int:
+        """Process the updates of every bot that were recorded but never finished (their process died after
+        answering Telegram, which then never re-sends them); each is taken first, so a live process's update is
+        left alone. Returns how many were processed."""
+        processed = 0
+        for coach_id, update_id in await self.service.stale_updates():
+            payload = await self.service.reclaim(coach_id, update_id)
+            if payload is not None:
+                await self.process(coach_id, payload)
+                processed += 1
+        return processed
 
     async def _message(self, bot: Bot, coach_id: uuid.UUID, message: dict[str, Any]) -> None:
         chat = message.get("chat") or {}

@@ -4,6 +4,7 @@ endpoint mocked in the OpenAI wire format."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -286,6 +287,44 @@ async def test_an_edited_message_is_stored_and_answered_as_a_new_message_once(
         ("client", "Hello"),
         ("client", "Hello, I meant: good morning"),
     ]
+    assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai", "client", "ai"]
+
+
+async def test_an_update_whose_process_died_before_storing_it_is_processed_when_sent_again_or_swept(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, llm: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The web process records the ``update_id`` and dies before the message is stored (here: the update is
+    recorded but never dispatched). Telegram's re-send is then processed once the claim is old, not dropped as a
+    duplicate; an update acknowledged but never processed (no re-send comes) is processed by the worker's sweep
+    (:meth:`TelegramChannel.recover`, the ``telegram_recover`` cron)."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    channel = tg.app.state.telegram  # type: ignore[attr-defined]
+    lost = recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="Are you there?")
+    swept = recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="Hello again")
+    with monkeypatch.context() as patch:
+        patch.setattr(channel, "dispatch", lambda coach_id, update: None)  # the process dies after recording
+        await post_update(tg, bot, lost)
+        await post_update(tg, bot, swept)
+    calls_before = llm.routes["completions"].call_count
+    await post_update(tg, bot, lost)  # a re-send while the claim is fresh: maybe still in progress elsewhere
+    await drain(tg)
+    assert llm.routes["completions"].call_count == calls_before
+    monkeypatch.setattr(channel.service, "reclaim_after_s", 0.2)
+    await asyncio.sleep(0.3)
+    await post_update(tg, bot, lost)  # Telegram sends it again: processed now
+    await drain(tg)
+    assert llm.routes["completions"].call_count == calls_before + 1
+    assert fake.sent_to(chat_id)[-1].params["text"].startswith(render.escape(REPLY))
+    await post_update(tg, bot, lost)  # processed: a further re-send is a duplicate
+    await drain(tg)
+    assert llm.routes["completions"].call_count == calls_before + 1
+    assert await channel.recover() == 1  # the acknowledged one that Telegram will not send again
+    assert await channel.recover() == 0
+    assert llm.routes["completions"].call_count == calls_before + 2
+    conversation = await conversation_of(tg, bot, client_id)
+    texts = [m["text"] for m in conversation["messages"] if m["sender_type"] == "client"]
+    assert texts == ["Are you there?", "Hello again"]
     assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai", "client", "ai"]
 
 
