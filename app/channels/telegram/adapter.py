@@ -6,8 +6,8 @@ streams by editing one message at most every :attr:`TelegramChannel.edit_interva
 limits, Bot API FAQ "My bot is hitting limits": about one message a second per chat), then the final text
 with footnotes and the 👍/👎 and "Talk to a human" keyboard; replies over 4,096 characters are split at sentence
 ends. Live events for the client (the coach's messages, joined/left notices) go out through the worker's
-``telegram_send`` job (:func:`send_job`), which honours 429 ``retry_after`` and marks a chat that blocked the
-bot (403) inactive.
+``telegram_send`` job (:mod:`app.channels.telegram.outbound`: in order per chat across workers), which honours
+429 ``retry_after`` and marks a chat that blocked the bot (403) inactive.
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from telegram import Bot, InlineKeyboardMarkup
+from telegram import Bot
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 
 from app.accounts.unit_of_work import unit_of_work
 from app.channels.telegram import render
+from app.channels.telegram.outbound import ChatOutbox, markup, with_retry
 from app.channels.telegram.service import ChatBinding, TelegramService
 from app.chat.turn import ChatService, TurnResult
 from app.conversations.metadata import client_citations
@@ -37,21 +37,10 @@ from app.memory.controls import MemoryControls
 
 log = logging.getLogger(__name__)
 
-SEND_JOB = "telegram_send"
 WELCOME = "Hello! You're connected — write to me any time."
 BAD_INVITE = "This invite link is not valid any more (each link works once). Please ask your coach for a new one."
-SEND_ATTEMPTS = 3
 TYPING_EVERY_S = 4.0
 """A chat action shows for about 5 s (Bot API ``sendChatAction``): repeated while the model works."""
-
-
-def _markup(keyboard: dict[str, Any] | None) -> InlineKeyboardMarkup | None:
-    return InlineKeyboardMarkup.de_json(keyboard, None) if keyboard else None
-
-
-def _retry_seconds(exc: RetryAfter) -> float:
-    value = exc.retry_after
-    return value if isinstance(value, int | float) else value.total_seconds()
 
 
 class _Stream:
@@ -85,28 +74,16 @@ class _Stream:
         parts = render.split_html(result.reply, client_citations(result.citations))
         keyboard = render.feedback_keyboard(result.message_id) if result.message_id else None
         for index, part in enumerate(parts):
-            markup = _markup(keyboard) if index == len(parts) - 1 else None
+            shown = markup(keyboard) if index == len(parts) - 1 else None
             if index == 0 and self.message_id is not None:
                 with contextlib.suppress(BadRequest):
                     edit = self.bot.edit_message_text
-                    await _with_retry(
-                        edit, part, self.chat_id, self.message_id, parse_mode=render.PARSE_MODE, reply_markup=markup
+                    await with_retry(
+                        edit, part, self.chat_id, self.message_id, parse_mode=render.PARSE_MODE, reply_markup=shown
                     )
             else:
                 send = self.bot.send_message
-                await _with_retry(send, self.chat_id, part, parse_mode=render.PARSE_MODE, reply_markup=markup)
-
-
-async def _with_retry(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
-    """``await call(*args, **kwargs)``, waiting out a 429's ``retry_after`` (at most :data:`SEND_ATTEMPTS`)."""
-    for attempt in range(SEND_ATTEMPTS):
-        try:
-            return await call(*args, **kwargs)
-        except RetryAfter as exc:
-            if attempt == SEND_ATTEMPTS - 1:
-                raise
-            await asyncio.sleep(_retry_seconds(exc))
-    return None
+                await with_retry(send, self.chat_id, part, parse_mode=render.PARSE_MODE, reply_markup=shown)
 
 
 class TelegramChannel:
@@ -128,7 +105,7 @@ class TelegramChannel:
         self._chat = chat
         self._conversations = conversations
         self._memory = memory
-        self._redis = redis
+        self.outbox = ChatOutbox(redis, service)
         self._sessionmaker = sessionmaker
         self._locks: dict[tuple[uuid.UUID, int], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -211,7 +188,7 @@ class TelegramChannel:
             return
         if text.strip() == render.FORGET_COMMAND:
             shown, keyboard = await self._remembered(coach_id, binding.client_id)
-            await bot.send_message(chat_id, shown, parse_mode=render.PARSE_MODE, reply_markup=_markup(keyboard))
+            await bot.send_message(chat_id, shown, parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard))
             return
         await self._turn(bot, coach_id, binding, text, f"tg:{chat_id}:{message.get('message_id')}")
 
@@ -289,7 +266,7 @@ class TelegramChannel:
         shown, keyboard = await self._remembered(coach_id, binding.client_id)
         with contextlib.suppress(BadRequest):  # "message is not modified": already shown so
             await bot.edit_message_text(
-                shown, binding.chat_id, int(message_id), parse_mode=render.PARSE_MODE, reply_markup=_markup(keyboard)
+                shown, binding.chat_id, int(message_id), parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard)
             )
 
     async def _turn(self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, text: str, client_id: str) -> None:
@@ -339,7 +316,7 @@ class TelegramChannel:
 
     async def deliver_event(self, coach_id: uuid.UUID, client_id: uuid.UUID, event: dict[str, Any]) -> None:
         """A :data:`app.handoff.service.ClientSink`: a live event of a client whose Telegram chat continues the
-        event's conversation is queued for the worker's :func:`send_job` (a coach's message with the
+        event's conversation is queued for the worker (:meth:`ChatOutbox.push`; a coach's message with the
         feedback keyboard, a joined/left notice)."""
         binding = await self.service.chat_of_client(coach_id, client_id)
         if binding is None or str(binding.conversation_id) != event.get("conversation_id"):
@@ -353,7 +330,7 @@ class TelegramChannel:
             parts, keyboard, job_id = [render.escape(notice)], None, None
         else:
             return
-        await self._redis.enqueue_job(SEND_JOB, str(coach_id), binding.chat_id, parts, keyboard, _job_id=job_id)
+        await self.outbox.push(coach_id, binding.chat_id, parts, keyboard, dedupe=job_id)
 
 
 def _blocked(member: dict[str, Any]) -> bool:
@@ -368,20 +345,3 @@ def _chat_id(update: dict[str, Any]) -> int | None:
     ) or {}
     chat = message.get("chat") if isinstance(message, dict) else None
     return int(chat["id"]) if isinstance(chat, dict) and "id" in chat else None
-
-
-async def send_job(
-    service: TelegramService, coach_id: uuid.UUID, chat_id: int, parts: list[str], keyboard: dict[str, Any] | None
-) -> str:
-    """Worker job body: send ``parts`` (HTML) to the chat in order, the keyboard under the last. A 429 raises
-    ``RetryAfter`` for the caller to retry after ``retry_after``; a 403 (the client blocked the bot) marks the
-    chat inactive. Returns a short status for arq."""
-    bot = await service.bot(coach_id)
-    try:
-        for index, part in enumerate(parts):
-            markup = _markup(keyboard) if index == len(parts) - 1 else None
-            await bot.send_message(chat_id, part, parse_mode=render.PARSE_MODE, reply_markup=markup)
-    except Forbidden:
-        await service.set_chat(coach_id, chat_id, active=False)
-        return "blocked: chat marked inactive"
-    return f"{len(parts)} messages sent"

@@ -534,6 +534,29 @@ async def test_a_429_is_retried_after_retry_after_and_a_403_marks_the_chat_inact
     assert [c for c in fake.sent_to(chat_id) if c.params["text"] == "Three"] == []
 
 
+async def test_worker_sends_to_one_chat_keep_their_order_across_two_workers_and_a_429(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    """Three coach messages to one chat, sent by two worker processes at once, the first refused with a 429:
+    the first is sent again after ``retry_after`` before the others go (arq's retry alone would send it last)."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    await say(tg, bot, chat_id, "Hello")
+    conversation_id = (await conversation_of(tg, bot, client_id))["id"]
+    h = bot.coach.headers
+    await tg.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=h)
+    await tg_jobs()
+    fake.fail("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
+    for text in ("First", "Second", "Third"):
+        sent = await tg.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": text})
+        assert sent.status_code == 201
+    await asyncio.gather(tg_jobs(), tg_jobs())
+    texts = [c.params["text"] for c in fake.sent_to(chat_id) if c.params["text"] in ("First", "Second", "Third")]
+    assert texts == ["First", "First", "Second", "Third"]
+    tries = [c for c in fake.sent_to(chat_id) if c.params["text"] == "First"]
+    assert tries[1].at - tries[0].at >= 1.0
+
+
 async def test_two_coaches_bots_never_see_each_others_clients(
     tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
 ) -> None:
