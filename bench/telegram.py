@@ -37,6 +37,7 @@ from rich.table import Table
 # the harness is imported, and add the project root for the tests' fake Bot API and OpenAI wire format
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from app.accounts.unit_of_work import unit_of_work  # noqa: E402
 from app.asgi import create_app  # noqa: E402
 from app.container import Container  # noqa: E402
 from app.core.runtime import serve_in_background  # noqa: E402
@@ -72,10 +73,9 @@ async def instant_model() -> AsyncIterator[str]:
 
 
 async def configure(container: Container, coach_id: uuid.UUID, model_url: str) -> None:
-    async with container.tenant(coach_id) as session:
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
         coach = await container.accounts.update_settings(
-            session,
-            coach_id,
+            uow,
             llm_provider="openai",
             llm_model="stub",
             llm_base_url=model_url,
