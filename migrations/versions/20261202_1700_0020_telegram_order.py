@@ -31,6 +31,9 @@ def upgrade() -> None:
     op.create_index(
         "ix_telegram_updates_pending", "telegram_updates", ["claimed_at"], postgresql_where=sa.text("done_at IS NULL")
     )
+    # the worker's sweep runs before any tenant is known: one SECURITY DEFINER function with a read-only policy
+    # for the owner, like the poller's (0016) and the idle-session sweep's (0002)
+    op.execute("CREATE POLICY telegram_recovery ON telegram_updates FOR SELECT TO CURRENT_USER USING (true)")
     op.execute(
         """
         CREATE FUNCTION telegram_stale_updates(lease_seconds double precision)
@@ -47,6 +50,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP FUNCTION telegram_stale_updates(double precision)")
+    op.execute("DROP POLICY telegram_recovery ON telegram_updates")
     op.drop_index("ix_telegram_updates_pending", table_name="telegram_updates")
     for column in ("done_at", "claimed_at", "payload"):
         op.drop_column("telegram_updates", column)
