@@ -40,7 +40,8 @@ from redis.exceptions import LockError, LockNotOwnedError
 from telegram.error import RetryAfter
 
 from app.accounts.unit_of_work import unit_of_work
-from app.channels.telegram.adapter import SEND_JOB, TelegramChannel, send_job
+from app.channels.telegram.adapter import TelegramChannel
+from app.channels.telegram.outbound import SEND_JOB
 from app.channels.telegram.wiring import build_channel
 from app.container import Container
 from app.core.config import Settings
@@ -265,16 +266,33 @@ async def answer_pending(ctx: dict[str, Any], coach_id: str, message_id: str) ->
 
 
 async def telegram_send(
-    ctx: dict[str, Any], coach_id: str, chat_id: int, parts: list[str], keyboard: dict[str, Any] | None
+    ctx: dict[str, Any],
+    coach_id: str,
+    chat_id: int,
+    parts: list[str] | None = None,
+    keyboard: dict[str, Any] | None = None,
 ) -> str:
-    """Send a client's live event (coach message, joined/left notice) to their Telegram chat
-    (:func:`app.channels.telegram.adapter.send_job`); a 429 is retried after Telegram's ``retry_after``."""
+    """Send the messages queued for a client's Telegram chat (coach messages, joined/left notices), in order
+    across workers (:meth:`app.channels.telegram.outbound.ChatOutbox.flush`); a 429 still refused after the
+    flush's own waits, or a chat lock held elsewhere too long, is retried later. ``parts``/``keyboard``: a job
+    queued by an earlier version carries its message, which is queued for the chat first."""
+    telegram: TelegramChannel = ctx["telegram"]
+    coach, outbox = uuid.UUID(coach_id), telegram.outbox
+    if parts is not None and ctx["job_try"] == 1:
+        await outbox.push(coach, chat_id, parts, keyboard)
     try:
-        return await send_job(ctx["telegram"].service, uuid.UUID(coach_id), chat_id, parts, keyboard)
-    except RetryAfter as exc:
+        return await outbox.flush(coach, chat_id)
+    except (RetryAfter, LockError) as exc:
         if ctx["job_try"] >= TELEGRAM_SEND_TRIES:
             raise
-        raise Retry(defer=exc.retry_after) from exc
+        raise Retry(defer=exc.retry_after if isinstance(exc, RetryAfter) else 1) from exc
+
+
+async def telegram_recover(ctx: dict[str, Any]) -> str:
+    """arq cron (every minute): process the Telegram updates recorded but never finished because their process
+    died after answering Telegram (:meth:`app.channels.telegram.adapter.TelegramChannel.recover`)."""
+    telegram: TelegramChannel = ctx["telegram"]
+    return f"{await telegram.recover()} telegram updates recovered"
 
 
 async def purge_erased_data(ctx: dict[str, Any], coach_id: str, file_ids: list[str]) -> str:
@@ -445,6 +463,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
             cron(close_idle_sessions, second=0, run_at_startup=True),
             cron(fail_stalled_documents, second=45, run_at_startup=True),
             cron(learning_sweep, minute=set(range(0, 60, 5)), second=15, run_at_startup=True),
+            cron(telegram_recover, second=50, run_at_startup=True),
         ],
         redis_pool=connect_redis(redis_url, socket_timeout_s=settings.redis_socket_timeout_seconds),
         lease_s=settings.worker_lease_seconds,
