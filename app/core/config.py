@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     )
     retrieval_top_k: int = Field(default=5, ge=1, le=50)
     vector_index_min_chunks: int = Field(
-        default=10_000,
+        default=2_000,
         ge=1,
         description="A coach with this many chunks gets an HNSW index of its own (built by the worker within "
         "ten minutes, dropped below half of it); smaller coaches are searched exactly, which stays under a few "
