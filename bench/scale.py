@@ -18,7 +18,9 @@ the biggest, the big ones (ranks 2–10), the largest coach below the threshold 
 (ranks 11–100) and small (the rest). ``foreign`` counts returned rows of another coach (must be 0).
 
 The server gets ``shared_buffers = 2GB`` (a restart), ``maintenance_work_mem = 2GB`` and one parallel
-maintenance worker, as a production server would be tuned. Run from the project root (1M chunks: tens of
+maintenance worker, as a production server would be tuned. With ``--dir`` the data stays; run again with
+the same ``--dir`` and arguments, it skips the load and measures again (the vectors are regenerated from the
+seed). Run from the project root (1M chunks: tens of
 minutes on two cores; ``--chunks 100000`` a few)::
 
     nice .venv/bin/python bench/scale.py
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import sys
 import tempfile
@@ -54,7 +57,7 @@ from app.db.migrate import upgrade_head
 from app.llm.base import EMBEDDING_DIMENSIONS
 from app.rag.models import Document, DocumentStatus
 from app.rag.retrieval import nearest_chunks
-from app.rag.vector_index import INDEX_PREFIX, sync_vector_indexes
+from app.rag.vector_index import INDEX_PREFIX, index_name, sync_vector_indexes
 
 K = 10
 DOC_CHUNKS = 250
@@ -63,6 +66,7 @@ MODEL = "bench-minilm-384"
 WARMUP = 20
 NOISE = 1.0
 """Norm of a chunk's Gaussian offset from its topic centre (centres have norm 1): cosine ≈ 0.7 to the centre."""
+_OWN_INDEX_SCANS = text("SELECT coalesce(pg_stat_get_xact_numscans(to_regclass(:name)), 0)")
 SERVER_SETTINGS = {
     "shared_buffers": "2GB",
     "maintenance_work_mem": "2GB",
@@ -206,13 +210,14 @@ def exact_top(corpus: Corpus, coach: int, query: np.ndarray) -> set[uuid.UUID]:
 
 async def measure_class(app_url: str, corpus: Corpus, members: list[int], queries: int, seed: int) -> dict[str, Any]:
     """``queries`` timed top-``K`` queries (plus ``WARMUP`` untimed) over coaches drawn from ``members``:
-    p50/p95 milliseconds, mean recall@``K`` and the count of rows of another coach."""
+    p50/p95 milliseconds, mean recall@``K``, the count of rows of another coach, and of queries that scanned
+    the coach's own HNSW index (``pg_stat_get_xact_numscans``, read after the timed call)."""
     rng = np.random.default_rng(seed)
     engine = make_engine(app_url, pool_size=1)
     sessionmaker = make_sessionmaker(engine)
     times: list[float] = []
     recalls: list[float] = []
-    foreign = 0
+    foreign = used = 0
     try:
         for n in range(WARMUP + queries):
             coach = members[int(rng.integers(0, len(members)))]
@@ -224,12 +229,14 @@ async def measure_class(app_url: str, corpus: Corpus, members: list[int], querie
                     session, coach_id, query_embedding=query.tolist(), embedding_model=MODEL, limit=K
                 )
                 elapsed = time.perf_counter() - started
+                scans = await session.scalar(_OWN_INDEX_SCANS, {"name": index_name(coach_id)})
             if n < WARMUP:
                 continue
             times.append(elapsed * 1000)
             truth = exact_top(corpus, coach, query)
             recalls.append(len(truth & set(ids)) / min(K, len(truth)))
             foreign += len(set(ids) - set(corpus.chunk_ids[coach]))
+            used += bool(scans)
     finally:
         await engine.dispose()
     return {
@@ -237,6 +244,7 @@ async def measure_class(app_url: str, corpus: Corpus, members: list[int], querie
         "p95": percentile(times, 95),
         "recall": float(np.mean(recalls)),
         "foreign": foreign,
+        "used": used,
     }
 
 
@@ -253,6 +261,14 @@ async def _tune_server(services: Any) -> None:
     await asyncio.to_thread(
         pg_ctl, ["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=120
     )
+
+
+async def _loaded(owner_url: str) -> bool:
+    engine = make_engine(owner_url, pool_size=1)
+    async with engine.connect() as conn:
+        loaded = bool(await conn.scalar(text("SELECT EXISTS (SELECT FROM coaches)")))
+    await engine.dispose()
+    return loaded
 
 
 async def _index_sizes(owner_url: str) -> dict[str, int]:
@@ -298,25 +314,26 @@ def _report(
         "class",
         "coaches",
         "chunks per coach",
-        "search",
+        "with own index",
         "queries",
+        "own index used",
         "p50 ms",
         "p95 ms",
         f"recall@{K}",
         "foreign",
     ):
-        table.add_column(column, justify="left" if column in ("class", "search") else "right")
+        table.add_column(column, justify="left" if column == "class" else "right")
     for name, row in results.items():
         members = row["members"]
         low, high = int(sizes[members].min()), int(sizes[members].max())
         indexed = sum(int(sizes[i]) >= args.min_chunks for i in members)
-        search = "own HNSW" if indexed == len(members) else "exact" if indexed == 0 else f"{indexed} HNSW, rest exact"
         table.add_row(
             name,
             str(len(members)),
             f"{low:,}" if low == high else f"{low:,}–{high:,}",
-            search,
+            f"{indexed}/{len(members)}",
             str(args.queries),
+            str(row["used"]),
             f"{row['p50']:.2f}",
             f"{row['p95']:.2f}",
             f"{row['recall']:.3f}",
@@ -341,7 +358,9 @@ async def run(args: argparse.Namespace, data_dir: Path) -> None:
     try:
         await _tune_server(services)
         await asyncio.to_thread(upgrade_head, services.migration_database_url)
-        load_s = await _load_rows(services.migration_database_url, corpus, args.seed)
+        load_s = None
+        if not await _loaded(services.migration_database_url):  # a --dir of an earlier run is measured again
+            load_s = await _load_rows(services.migration_database_url, corpus, args.seed)
         owner = make_engine(services.migration_database_url, pool_size=1)
         with console.status("Building the big coaches' HNSW indexes…"):
             started = time.perf_counter()
@@ -350,6 +369,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> None:
         await owner.dispose()
         index_sizes = await _index_sizes(services.migration_database_url)
         results: dict[str, dict[str, Any]] = {}
+        load_avg = os.getloadavg()[0]
         for n, (name, members) in enumerate(tenant_classes(sizes, args.min_chunks).items()):
             with console.status(f"Querying {name} coaches…"):
                 row = await measure_class(services.database_url, corpus, members, args.queries, args.seed + n)
@@ -357,11 +377,13 @@ async def run(args: argparse.Namespace, data_dir: Path) -> None:
         biggest = changes.build_seconds.get(corpus.coach_ids[0])
         partial = sum(size for name, size in index_sizes.items() if name.startswith(INDEX_PREFIX))
         facts = {
-            "load (COPY, with the schema's indexes)": f"{load_s:.0f} s",
-            "HNSW indexes built": f"{len(changes.created)} (coaches ≥ {args.min_chunks:,} chunks)",
+            "load (COPY, with the schema's indexes)": "(earlier run)" if load_s is None else f"{load_s:.0f} s",
+            "load average (1 min) while querying, start / end": f"{load_avg:.1f} / {os.getloadavg()[0]:.1f}",
+            "HNSW indexes built (this run)": f"{len(changes.created)} (coaches ≥ {args.min_chunks:,} chunks)",
             "index build, all": f"{build_s:.0f} s",
             "index build, biggest coach": f"{biggest:.0f} s" if biggest is not None else "-",
-            "HNSW indexes, size": f"{partial / 2**20:,.0f} MiB (halfvec)",
+            "HNSW indexes, count / size": f"{sum(n.startswith(INDEX_PREFIX) for n in index_sizes)} / "
+            f"{partial / 2**20:,.0f} MiB (halfvec)",
             "ix_chunks_coach_id (exact search), size": f"{index_sizes.get('ix_chunks_coach_id', 0) / 2**20:,.0f} MiB",
             "table chunks, size": f"{index_sizes['(table chunks)'] / 2**20:,.0f} MiB",
         }
