@@ -21,8 +21,9 @@ RRF_K = 60
 CANDIDATES_PER_K = 4
 """Each ranker contributes ``k × CANDIDATES_PER_K`` candidates to the fusion."""
 HNSW_EF_SEARCH = 100
-"""``hnsw.ef_search`` of a big tenant's index scan: the candidate list the graph search keeps (pgvector's
-default 40 gave recall@10 below 0.95 on a 150k-chunk tenant, ``bench/scale.py``)."""
+"""``hnsw.ef_search`` of a big tenant's index scan: the candidate list the graph search keeps. pgvector's
+default, 40, equals the turn's own ``LIMIT`` (``k × CANDIDATES_PER_K``); a list wider than the limit keeps
+recall@10 at or above 0.95 at 1M chunks (``bench/scale.py``)."""
 
 _SEARCH_SETTINGS = text(
     "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
@@ -32,7 +33,7 @@ _SEARCH_SETTINGS = text(
 _PLAN_CACHE_DEFAULT = text("RESET plan_cache_mode")
 
 
-def halfvec_distance(query_embedding: list[float]) -> ColumnElement[float]:
+def _halfvec_distance(query_embedding: list[float]) -> ColumnElement[float]:
     """Cosine distance (0..2) between ``chunks.embedding`` and ``query_embedding``, both cast to
     ``halfvec(EMBEDDING_DIMENSIONS)``: the very expression the per-tenant HNSW indexes are built on (an
     expression index serves only a query that orders by the same expression)."""
@@ -88,7 +89,7 @@ async def nearest_chunks(
     """
     await session.execute(_SEARCH_SETTINGS, {"ef_search": str(HNSW_EF_SEARCH)})
     docs = select(Document.id).where(Document.coach_id == coach_id, Document.embedding_model == embedding_model)
-    distance = halfvec_distance(query_embedding)
+    distance = _halfvec_distance(query_embedding)
     nearest = (
         select(Chunk.id.label("id"), distance.label("distance"))
         .where(Chunk.coach_id == coach_id, Chunk.document_id.in_(docs))
