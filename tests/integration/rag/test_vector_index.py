@@ -154,3 +154,16 @@ async def test_retrieval_returns_only_the_tenants_rows_with_and_without_its_inde
     # a partial index: every run must still scan the coach's own index
     scans = await _index_scans(container, big, query, times=8)
     assert all(scans), scans
+
+
+async def test_planner_settings_return_to_the_sessions_after_the_vector_query(
+    owner: AsyncEngine, container: Container
+) -> None:
+    coach_id = await _coach_with_chunks(owner, 5, np.ones(384), seed=7)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        await nearest_chunks(session, coach_id, query_embedding=[1.0] * 384, embedding_model=MODEL, limit=3)
+        after = {
+            name: await session.scalar(text(f"SELECT current_setting('{name}')"))
+            for name in ("enable_sort", "plan_cache_mode")
+        }
+    assert after == {"enable_sort": "on", "plan_cache_mode": "auto"}, "the rest of the turn plans as usual"
