@@ -1,8 +1,9 @@
 """The arq worker: document ingestion, the memory jobs (session summaries, insights, profiles), the coach's
 handoff alerts, the AI's answer after a handback, the learning jobs (intervention analysis and outcomes,
 training data, fine-tunes, the promotion gate), the minute crons that end idle chat sessions and send SLA
-holding messages, the minute sweep that fails documents a killed worker left ``processing``, and the
-five-minute learning sweep (fine-tune readiness and polling).
+holding messages, the minute sweep that fails documents a killed worker left ``processing``, the
+five-minute learning sweep (fine-tune readiness and polling) and the ten-minute sweep that gives each big
+coach an HNSW index of its own (:mod:`app.rag.vector_index`).
 
 Start with ``opencoach worker``; ``opencoach serve`` runs one alongside the web app. The process runs two arq
 workers (:func:`build_workers`): the main one on arq's default queue and one on the handoff alerts' own queue,
@@ -37,6 +38,7 @@ from arq.cron import cron
 from arq.worker import Retry, Worker, func
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, LockNotOwnedError
+from sqlalchemy.exc import DBAPIError
 from telegram.error import RetryAfter
 
 from app.accounts.unit_of_work import unit_of_work
@@ -45,6 +47,7 @@ from app.channels.telegram.outbound import SEND_JOB
 from app.channels.telegram.wiring import build_channel
 from app.container import Container
 from app.core.config import Settings
+from app.db.engine import make_engine
 from app.db.jobs import (
     ALERTS_QUEUE,
     ANALYSE_INTERVENTION,
@@ -69,6 +72,7 @@ from app.handoff.alerts import OPENED as ALERT_OPENED
 from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
 from app.memory.summaries import SummaryFailed
+from app.rag import vector_index
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +160,23 @@ async def fail_stalled_documents(ctx: dict[str, Any]) -> str:
     """arq cron (every minute, and at start-up): fail documents left ``processing`` by a killed worker."""
     container: Container = ctx["container"]
     return f"{await container.documents.fail_stalled()} stalled documents failed"
+
+
+async def sync_vector_indexes(ctx: dict[str, Any]) -> str:
+    """arq cron (every ten minutes, and at start-up): build the HNSW index of each coach that became big, drop
+    those of coaches that shrank (:mod:`app.rag.vector_index`), as the schema owner (``MIGRATION_DATABASE_URL``,
+    else ``DATABASE_URL``). A refusal (the URL's role does not own ``chunks``) is logged, not raised."""
+    container: Container = ctx["container"]
+    settings = container.settings
+    owner = make_engine(settings.migration_database_url or container.database_url, pool_size=1)
+    try:
+        changes = await vector_index.sync_vector_indexes(owner, min_chunks=settings.vector_index_min_chunks)
+    except DBAPIError as exc:
+        log.warning("vector indexes not synced: %s", exc.orig)
+        return "vector indexes not synced"
+    finally:
+        await owner.dispose()
+    return f"vector indexes: {len(changes.created)} created, {len(changes.dropped)} dropped"
 
 
 async def _retrying(ctx: dict[str, Any], job: Awaitable[str]) -> str:
@@ -462,6 +483,13 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
         else [
             cron(close_idle_sessions, second=0, run_at_startup=True),
             cron(fail_stalled_documents, second=45, run_at_startup=True),
+            cron(
+                sync_vector_indexes,
+                minute=set(range(0, 60, 10)),
+                second=50,
+                run_at_startup=True,
+                timeout=JOB_TIMEOUT_S,
+            ),
             cron(learning_sweep, minute=set(range(0, 60, 5)), second=15, run_at_startup=True),
             cron(telegram_recover, second=50, run_at_startup=True),
         ],

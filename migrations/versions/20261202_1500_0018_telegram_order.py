@@ -1,7 +1,7 @@
 """telegram_updates keep the update until it is processed (payload, claimed_at, done_at) and
 telegram_stale_updates() lists the unprocessed ones across tenants for the worker's recovery sweep
 
-Revision ID: 0020
+Revision ID: 0018
 Revises: 0017
 Create Date: 2026-12-02 17:00:00
 """
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 
 from app.core.runtime import APP_ROLE
 
-revision: str = "0020"
+revision: str = "0018"
 down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
