@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, or_, select, update
+from sqlalchemy import and_, case, exists, func, or_, select, true, update
 
 from app.accounts.models import Client
 from app.accounts.unit_of_work import UnitOfWork
@@ -158,7 +158,7 @@ async def inbox_rows(uow: UnitOfWork, wanted: InboxFilter) -> list[InboxRow]:
         select(Conversation, Client.name, state.label("state"), unread.label("unread"), last.c.sender_type, last.c.text)
         .join(Client, Client.id == Conversation.client_id)
         .outerjoin(Handoff, handoff_on)
-        .outerjoin(last, func.true())
+        .outerjoin(last, true())
         .where(Conversation.coach_id == uow.coach_id)
         .order_by(priority, Conversation.last_message_at.desc(), Conversation.id)
         .limit(INBOX_LIMIT)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, get, post
+from litestar.params import FromQuery
 
 from app.auth import COACH_DEPENDENCIES
 from app.conversations.inbox import InboxFilter, inbox_rows, mark_read
 from app.conversations.schemas import ConversationOut, ConversationSummary, message_out
-from app.deps import ContainerDep, PathId, Uow
+from app.deps import ContainerDep, PathId, StateQuery, Uow
 
 
 class ConversationController(Controller):
@@ -50,11 +51,16 @@ class InboxController(Controller):
 
     @get("/")
     async def inbox(
-        self, uow: Uow, state: str | None = None, channel: str | None = None, unread: bool = False, q: str | None = None
+        self,
+        uow: Uow,
+        wanted_state: StateQuery = None,
+        channel: FromQuery[str | None] = None,
+        unread: FromQuery[bool] = False,
+        q: FromQuery[str | None] = None,
     ) -> list[dict[str, Any]]:
         """The inbox: one row per conversation (see :class:`app.conversations.inbox.InboxRow`) with its state
         (``crisis``, ``waiting``, ``you``, ``draft``, ``ai``), channel (``web``, ``telegram``), unread count
         and last message, the ones needing the coach first. Filters: ``state``, ``channel``, ``unread=true``,
         ``q`` (client name or message text, case-insensitive). 400 for an unknown state or channel."""
-        rows = await inbox_rows(uow, InboxFilter.parse(state, channel, unread, q))
+        rows = await inbox_rows(uow, InboxFilter.parse(wanted_state, channel, unread, q))
         return [row.as_json() for row in rows]

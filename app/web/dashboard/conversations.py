@@ -15,7 +15,7 @@ from app.container import Container
 from app.conversations.handoffs import HandoffReason
 from app.conversations.inbox import CHANNELS, InboxFilter, InboxState, channel_name, inbox_rows, mark_read
 from app.core.errors import DomainError
-from app.deps import ContainerDep, PathId, Uow
+from app.deps import ContainerDep, PathId, StateQuery, Uow
 from app.web.dashboard.auth import CoachPage
 from app.web.dashboard.forms import form_str
 
@@ -86,16 +86,16 @@ class ConversationPages(CoachPage):
         self,
         uow: Uow,
         container: ContainerDep,
-        state: str | None = None,
-        channel: str | None = None,
-        unread: bool = False,
-        q: str | None = None,
-        conversation: uuid.UUID | None = None,
+        wanted_state: StateQuery = None,
+        channel: FromQuery[str | None] = None,
+        unread: FromQuery[bool] = False,
+        q: FromQuery[str | None] = None,
+        conversation: FromQuery[uuid.UUID | None] = None,
     ) -> Template:
         """The inbox: every conversation with its state, last message and unread count (filters ``state``,
         ``channel``, ``unread``, search ``q``; 400 for an unknown state or channel) beside the ``conversation``
         chosen (its transcript, handoff panel, drafts and composer). ``static/dashboard.js`` keeps both live."""
-        wanted = InboxFilter.parse(state, channel, unread, q)
+        wanted = InboxFilter.parse(wanted_state, channel, unread, q)
         pane = await pane_context(container, uow, conversation) if conversation is not None else {}
         context = await _inbox_context(uow, wanted, conversation) | pane  # the list after the pane marked it read
         return Template("dashboard/inbox.html", context=context | {"coach": await uow.coach(), "nav": "inbox"})
@@ -104,14 +104,14 @@ class ConversationPages(CoachPage):
     async def inbox_list(
         self,
         uow: Uow,
-        state: str | None = None,
-        channel: str | None = None,
-        unread: bool = False,
-        q: str | None = None,
-        conversation: uuid.UUID | None = None,
+        wanted_state: StateQuery = None,
+        channel: FromQuery[str | None] = None,
+        unread: FromQuery[bool] = False,
+        q: FromQuery[str | None] = None,
+        conversation: FromQuery[uuid.UUID | None] = None,
     ) -> Template:
         """The inbox's list alone (``#inbox-list``), re-fetched when a filter changes or a live event arrives."""
-        context = await _inbox_context(uow, InboxFilter.parse(state, channel, unread, q), conversation)
+        context = await _inbox_context(uow, InboxFilter.parse(wanted_state, channel, unread, q), conversation)
         return Template("partials/inbox_list.html", context=context)
 
     @post("/conversations/{conversation_id:uuid}/read", status_code=204)
