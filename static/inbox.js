@@ -60,7 +60,10 @@
     scrollTranscript();
     var open = openConversation();
     var selected = document.getElementById("inbox-selected");
-    if (selected && open) selected.value = open;
+    if (selected && open) {
+      selected.value = open;
+      selected.disabled = false;  // an empty one stays out of the query (not a conversation id)
+    }
     refreshList();
   }
 
