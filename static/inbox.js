@@ -12,6 +12,7 @@
   "use strict";
   var filters = document.getElementById("inbox-filters");
   var pending = null;
+  var listFetches = 0;
 
   function csrfToken() {
     try { return JSON.parse(document.body.getAttribute("hx-headers") || "{}")["x-csrftoken"] || ""; } catch (e) { return ""; }
@@ -27,10 +28,12 @@
     if (transcript) transcript.scrollTop = transcript.scrollHeight;
   }
 
-  function swapIn(url, id) {
+  // current(): false when a newer fetch of the same element was started (responses can arrive out of order)
+  function swapIn(url, id, current) {
     return fetch(url, { credentials: "same-origin" }).then(function (response) {
       if (!response.ok) return;
       return response.text().then(function (html) {
+        if (current && !current()) return;
         var fresh = new DOMParser().parseFromString(html, "text/html").getElementById(id);
         var current = document.getElementById(id);
         if (!fresh || !current) return;
@@ -46,7 +49,8 @@
     pending = setTimeout(function () {
       pending = null;
       var query = new URLSearchParams(new FormData(filters)).toString();
-      swapIn("/dashboard/inbox/list?" + query, "inbox-list");
+      var mine = ++listFetches;
+      swapIn("/dashboard/inbox/list?" + query, "inbox-list", function () { return mine === listFetches; });
     }, 150);
   }
 

@@ -12,6 +12,7 @@ import pytest
 import respx
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
+from tests.browser.axe import serious_violations
 from tests.browser.conftest import WAIT_MS, CoachWithClient, log_in
 from tests.browser.test_handoff_browser import REPLY, browser, llm_api, send_from_widget, shot
 
@@ -81,6 +82,7 @@ async def test_inbox_flow_without_a_reload(
         await expect(coach.locator("#handoff-panel")).to_contain_text("Handed to you")
         await expect(row.locator(".unread-count")).to_have_count(0, timeout=WAIT_MS)
         await expect(coach.locator("#coach-text")).to_be_in_viewport()
+        assert await serious_violations(coach) == [], "the inbox with a conversation open passes axe-core"
         await expect(coach).to_have_url(
             f"{base_url}/dashboard/inbox?conversation={await pane.get_attribute('data-conversation')}"
         )
