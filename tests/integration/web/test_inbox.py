@@ -178,7 +178,15 @@ async def test_the_dashboard_inbox_lists_filters_and_opens_a_conversation(
     llm_api: respx.MockRouter,
 ) -> None:
     coach = await new_coach(http, make_coach)
-    calm = await talk(http, coach, "Jo", "How do I focus?")
+    jo = await make_client(http, coach, "Jo")
+    answered = await client_chat(http, jo["widget_token"], "How do I focus?")
+    calm = str(answered["conversation_id"])
+    rated = await http.post(
+        f"/api/v1/messages/{answered['message_id']}/feedback",
+        headers={"Authorization": f"Bearer {jo['widget_token']}"},
+        json={"helpful": False, "rating": 2},
+    )
+    assert rated.status_code in (200, 201), rated.text
     urgent = await talk(http, coach, "Kit", CRISIS)
     await log_in(browser, coach)
 
@@ -196,6 +204,9 @@ async def test_the_dashboard_inbox_lists_filters_and_opens_a_conversation(
     opened = await browser.get("/dashboard/inbox", params={"conversation": calm})
     assert 'id="conversation-pane"' in opened.text and 'id="coach-composer"' in opened.text
     assert "How do I focus?" in opened.text and REPLY in opened.text
+    assert "Client: not helpful · 2/5" in opened.text, "the client's thumbs on the reply"
+    details = opened.text[opened.text.index('<details class="meta') :]
+    assert details.index("<summary>Details</summary>") < details.index("gpt-4o-mini"), "model behind a toggle"
     assert opened.text.count('class="unread-count"') == 1, "the open conversation was read"
     assert (await browser.get("/dashboard/conversations")).status_code == 200, "the old address shows the inbox"
 
