@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.unit_of_work import unit_of_work
 from app.chat.turn.state import Gathered, Learned, Reply, Turn
+from app.chat.turn.timing import ms_since
 from app.core.config import Settings
 from app.handoff.confidence import score_confidence
 from app.handoff.signals import retrieval_support
@@ -22,11 +23,6 @@ from app.llm.registry import ProviderRegistry
 from app.memory.episodes import store_episodes
 from app.memory.retrieval import context_for
 from app.rag.retrieval import retrieve
-
-
-def ms_since(t0: float) -> float:
-    """Milliseconds since ``time.perf_counter()`` returned ``t0``, to 0.1 ms."""
-    return round((time.perf_counter() - t0) * 1000, 1)
 
 
 class Gatherer:
@@ -57,39 +53,48 @@ class Gatherer:
         coach, conversation, text = turn.coach, turn.conversation, turn.message.text
         t0 = time.perf_counter()
         embedder = self._registry.embedder_for(coach)
+        stages = reply.stages
         # the crisis screen's vector when it serves retrieval too (the message is embedded once per turn)
-        [query_embedding] = [turn.query_embedding] if turn.query_embedding is not None else await embedder.embed([text])
+        if turn.query_embedding is not None:
+            query_embedding = turn.query_embedding
+        else:
+            with stages.time("gather.embed"):
+                [query_embedding] = await embedder.embed([text])
         async with unit_of_work(self._sessionmaker, coach.id) as uow:
             session = uow.session
-            passages = await retrieve(
-                session,
-                coach.id,
-                query=text,
-                query_embedding=query_embedding,
-                embedding_model=embedder.model,
-                k=self._settings.retrieval_top_k,
-            )
-            memory = await context_for(
-                session,
-                coach,
-                conversation.client_id,
-                query=text,
-                query_embedding=query_embedding,
-                embedding_model=embedder.model,
-                exclude_session_id=turn.message.session_id,
-                exclude_message_ids=[turn.message.id, *(m.id for m in turn.history)],
-            )
-            await store_episodes(
-                session, coach.id, conversation.client_id, [turn.message], [query_embedding], embedder.model
-            )
-            learned = Learned(
-                coach,
-                await self._experiments.assign(session, coach.id, conversation.client_id),
-                await self._model_versions.production(session, coach.id),
-                await self._interventions.similar(
-                    session, coach.id, query_embedding, embedder.model, exclude_conversation_id=conversation.id
-                ),
-            )
+            with stages.time("gather.passages"):
+                passages = await retrieve(
+                    session,
+                    coach.id,
+                    query=text,
+                    query_embedding=query_embedding,
+                    embedding_model=embedder.model,
+                    k=self._settings.retrieval_top_k,
+                )
+            with stages.time("gather.memory"):
+                memory = await context_for(
+                    session,
+                    coach,
+                    conversation.client_id,
+                    query=text,
+                    query_embedding=query_embedding,
+                    embedding_model=embedder.model,
+                    exclude_session_id=turn.message.session_id,
+                    exclude_message_ids=[turn.message.id, *(m.id for m in turn.history)],
+                )
+            with stages.time("gather.episodes"):
+                await store_episodes(
+                    session, coach.id, conversation.client_id, [turn.message], [query_embedding], embedder.model
+                )
+            with stages.time("gather.learning"):
+                learned = Learned(
+                    coach,
+                    await self._experiments.assign(session, coach.id, conversation.client_id),
+                    await self._model_versions.production(session, coach.id),
+                    await self._interventions.similar(
+                        session, coach.id, query_embedding, embedder.model, exclude_conversation_id=conversation.id
+                    ),
+                )
         reply.metadata["retrieval_ms"] = ms_since(t0)
         if learned.assignment is not None:
             reply.metadata["experiment"] = learned.assignment.as_meta()
