@@ -578,6 +578,19 @@ def cmd_train_strategy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retrieval_parser(targets: Any) -> argparse.ArgumentParser:
+    """``eval retrieval`` (under ``targets``); the caller adds the common options."""
+    retrieval: argparse.ArgumentParser = targets.add_parser(
+        "retrieval", help="BEIR corpus: nDCG@10, recall@100, MRR@10 of the dense, lexical and fused arms"
+    )
+    retrieval.add_argument("--beir", required=True, help="BEIR directory (e.g. ../shared/data/scifact)")
+    retrieval.add_argument("--split", default="dev", choices=("dev", "test"), help="judgments: qrels/<split>.tsv")
+    retrieval.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    retrieval.add_argument("--keep", action="store_true", help="keep the evaluation coach instead of deleting it")
+    retrieval.set_defaults(func=cmd_eval_retrieval)
+    return retrieval
+
+
 def _crisis_parsers(targets: Any, sub: Any) -> None:
     """``eval crisis`` (under ``targets``) and ``handoff train-crisis`` (under ``sub``)."""
     crisis = targets.add_parser("crisis", help="C-SSRS user-level precision/recall/F1 of the crisis risk detector")
@@ -656,15 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--keep", action="store_true", help="keep the evaluation coaches instead of deleting them")
     memory.set_defaults(func=cmd_eval)
     _crisis_parsers(targets, sub)
-    retrieval = targets.add_parser(
-        "retrieval", help="BEIR corpus: nDCG@10, recall@100, MRR@10 of the dense, lexical and fused arms"
-    )
-    common(retrieval)
-    retrieval.add_argument("--beir", required=True, help="BEIR directory (e.g. ../shared/data/scifact)")
-    retrieval.add_argument("--split", default="dev", choices=("dev", "test"), help="judgments: qrels/<split>.tsv")
-    retrieval.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    retrieval.add_argument("--keep", action="store_true", help="keep the evaluation coach instead of deleting it")
-    retrieval.set_defaults(func=cmd_eval_retrieval)
+    common(_retrieval_parser(targets))
     learning = targets.add_parser(
         "learning", help="ESConv replay: style-profile strategy accuracy and few-shot reply similarity"
     )
