@@ -74,6 +74,13 @@ class Settings(BaseSettings):
         "past it (its worker was killed) is failed by the worker's sweep.",
     )
     retrieval_top_k: int = Field(default=5, ge=1, le=50)
+    rerank_base_url: str = Field(
+        default="",
+        description="Base URL of a /rerank endpoint (Jina, Cohere v2, vLLM or TEI wire format) that reorders the "
+        "retrieved passages; empty (default): no reranker. Checked by the egress guard like coach URLs.",
+    )
+    rerank_model: str = Field(default="", description="Model name sent to the reranker.")
+    rerank_api_key: str | None = Field(default=None, description="Bearer key for the reranker, if it needs one.")
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     llm_max_tokens: int = Field(default=256, ge=16)
     llm_context_tokens: int = Field(default=2048, ge=512, description="Context window of the local model.")

@@ -10,6 +10,7 @@ k1 = 1.2, b = 0.75, idf = ln(1 + (N − df + 0.5)/(df + 0.5)) as in Lucene) scor
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Sequence
@@ -19,7 +20,11 @@ from typing import Literal
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.llm.base import ProviderError
+from app.llm.rerank import HttpReranker
 from app.rag.models import Chunk, Document
+
+log = logging.getLogger(__name__)
 
 CANDIDATES_PER_K = 4
 """Each ranker contributes ``k × CANDIDATES_PER_K`` candidates to the fusion."""
@@ -213,10 +218,12 @@ async def retrieve(
     query_embedding: list[float],
     embedding_model: str,
     k: int,
+    reranker: HttpReranker | None = None,
 ) -> list[RetrievedChunk]:
     """Top-``k`` chunks of ``coach_id`` for ``query``, only from documents embedded with ``embedding_model``:
     :func:`rank` with ``k × CANDIDATES_PER_K`` candidates per arm, then near duplicates collapsed
-    (:func:`collapse_near_duplicates`, over the best ``2k``). Must run inside a tenant transaction."""
+    (:func:`collapse_near_duplicates`, over the best ``2k``), then, with a ``reranker``, those reordered by its
+    scores (a failing reranker is logged and the fused order kept). Must run inside a tenant transaction."""
     ranked = await rank(
         session,
         coach_id,
@@ -248,4 +255,18 @@ async def retrieve(
         for r in rows
     }
     ordered = [by_id[cid] for cid in top if cid in by_id]
-    return [ordered[i] for i in collapse_near_duplicates([c.text for c in ordered])][:k]
+    kept = [ordered[i] for i in collapse_near_duplicates([c.text for c in ordered])]
+    if reranker is not None:
+        kept = await _reranked(reranker, query, kept)
+    return kept[:k]
+
+
+async def _reranked(reranker: HttpReranker, query: str, passages: list[RetrievedChunk]) -> list[RetrievedChunk]:
+    """``passages`` by the reranker's scores, best first (stable); unchanged when the reranker fails."""
+    try:
+        scores = await reranker.scores(query, [p.text for p in passages])
+    except ProviderError as exc:
+        log.warning("%s; keeping the fused order", exc)
+        return passages
+    order = sorted(range(len(passages)), key=lambda i: -scores[i])
+    return [passages[i] for i in order]

@@ -65,6 +65,7 @@ class Gatherer:
                 query_embedding=query_embedding,
                 embedding_model=embedder.model,
                 k=self._settings.retrieval_top_k,
+                reranker=self._registry.reranker(),
             )
             memory = await context_for(
                 session,
