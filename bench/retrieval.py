@@ -30,6 +30,7 @@ from app.evals.retrieval import (
     rank_queries,
     report,
     scores,
+    scratch_coach,
     split_queries,
 )
 from app.rag.retrieval import FUSION, Fusion, fuse
@@ -71,7 +72,8 @@ def _only(runs: dict, qids: list[str]) -> dict:
 async def measure(beir: BeirSet, seed: int) -> dict[str, Any]:
     async with bench_app() as (container, _):
         with console.status("Ingesting…") as status:
-            coach_id, doc_of = await ingest_corpus(container, beir, lambda t: status.update(t))
+            coach_id = await scratch_coach(container)
+            doc_of = await ingest_corpus(container, coach_id, beir, lambda t: status.update(t))
         with console.status("Ranking (BM25)…") as status:
             bm25, latencies = await rank_queries(container, coach_id, beir.queries, progress=status.update)
         with console.status("Ranking (ts_rank_cd)…") as status:

@@ -147,19 +147,23 @@ def split_queries(query_ids: Sequence[str], seed: int = 16, share: float = 0.5) 
     return tuning, [q for q in query_ids if bucket(q) >= share]
 
 
-async def ingest_corpus(
-    container: Container, beir: BeirSet, progress: ProgressHook | None = None
-) -> tuple[uuid.UUID, dict[uuid.UUID, str]]:
-    """A scratch coach with every corpus entry ingested. Returns its id and chunk id → corpus id.
-    Raises ``EvalDataError`` when a document fails ingestion."""
+async def scratch_coach(container: Container) -> uuid.UUID:
+    """Sign up a throw-away evaluation coach; returns its id."""
     signup = await container.accounts.signup(
         "BEIR evaluation", f"beir-{uuid.uuid4().hex[:12]}@eval.opencoach.local", uuid.uuid4().hex
     )
-    coach_id = signup.coach_id
+    return signup.coach_id
+
+
+async def ingest_corpus(
+    container: Container, coach_id: uuid.UUID, beir: BeirSet, progress: ProgressHook | None = None
+) -> dict[uuid.UUID, str]:
+    """Ingest every corpus entry as a document of ``coach_id``. Returns chunk id → corpus id.
+    Raises ``EvalDataError`` when a document fails ingestion."""
     corpus_of: dict[uuid.UUID, str] = {}
     rows: list[dict[str, Any]] = []
     for doc_id, (title, body) in beir.corpus.items():
-        data = body.encode()
+        data = (body or title or doc_id).encode()
         row_id = uuid.uuid4()
         corpus_of[row_id] = doc_id
         rows.append(
@@ -200,7 +204,7 @@ async def ingest_corpus(
         if failed:
             raise EvalDataError(f"{len(failed)} corpus documents failed ingestion (first: {failed[0].error})")
         chunks = (await uow.session.execute(select(Chunk.id, Chunk.document_id))).all()
-    return coach_id, {c.id: corpus_of[c.document_id] for c in chunks}
+    return {c.id: corpus_of[c.document_id] for c in chunks}
 
 
 async def rank_queries(
@@ -259,8 +263,9 @@ async def evaluate(
 ) -> dict[str, Any]:
     """Ingest ``beir``'s corpus into a scratch coach, rank every judged query, score (module docstring). The
     coach is deleted afterwards unless ``keep``."""
-    coach_id, doc_of = await ingest_corpus(container, beir, progress)
+    coach_id = await scratch_coach(container)
     try:
+        doc_of = await ingest_corpus(container, coach_id, beir, progress)
         rankings, latencies = await rank_queries(container, coach_id, beir.queries, progress=progress)
         return report(beir, rankings, doc_of, latencies)
     finally:
