@@ -12,18 +12,23 @@ from litestar import Litestar, Request, Response
 from litestar.channels import ChannelsPlugin
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.exceptions import NotFoundException
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
+from litestar.types import ControllerRouterHandler, ExceptionHandlersMap
 from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 
+from app.channels.telegram import wiring as telegram
+from app.channels.telegram.api import ROUTES as TELEGRAM_ROUTES
 from app.channels.web.chat import (
     WIDGET_API_PREFIXES,
     ChatController,
     FeedbackController,
     WidgetConversationController,
+    WidgetPassageController,
     chat_socket,
 )
 from app.channels.web.widget import WidgetController
@@ -57,15 +62,20 @@ from app.web.dashboard.events import EventPages
 from app.web.dashboard.handoffs import HandoffPages
 from app.web.dashboard.learning import LearningPages
 from app.web.dashboard.settings import SettingsPages
+from app.web.dashboard.telegram import TelegramPages
+from app.web.errors import domain_error_page, not_found_handler
 from app.web.sessions import DashboardSessions, csrf_config, provide_dashboard_sessions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
 
 
-def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
+def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
     """Map a service's ``DomainError`` to its HTTP status with the message as ``detail`` and its headers
-    (a 429's ``Retry-After``)."""
+    (a 429's ``Retry-After``); a 404 on a dashboard or widget page load is the 404 page instead."""
+    page = domain_error_page(request, exc)
+    if page is not None:
+        return page
     return Response(
         {"status_code": exc.status_code, "detail": exc.message}, status_code=exc.status_code, headers=exc.headers()
     )
@@ -85,6 +95,52 @@ def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> 
         return Response({"status_code": 400, "detail": detail}, status_code=400)
     log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
     return Response({"status_code": 500, "detail": "Internal Server Error"}, status_code=500)
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    DomainError: domain_error_handler,
+    DBAPIError: database_error_handler,
+    NotFoundException: not_found_handler,
+}
+"""Service errors → their status with a JSON ``detail`` (a 404 on a page load: the 404 page), database errors,
+and Litestar's own 404 (no such route)."""
+
+
+ROUTE_HANDLERS: list[ControllerRouterHandler] = [
+    AuthController,
+    ApiKeyController,
+    ClientController,
+    AccountController,
+    SettingsController,
+    DocumentController,
+    ChatController,
+    FeedbackController,
+    WidgetConversationController,
+    WidgetPassageController,
+    ConversationController,
+    HandoffController,
+    TrainingController,
+    ModelController,
+    ExperimentController,
+    LearningDashboardController,
+    chat_socket,
+    MemoryController,
+    SessionController,
+    WidgetMemoryController,
+    DashboardController,
+    DocumentPages,
+    ClientPages,
+    ConversationPages,
+    HandoffPages,
+    LearningPages,
+    EventPages,
+    SettingsPages,
+    WidgetController,
+    *TELEGRAM_ROUTES,
+    TelegramPages,
+    create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"]),
+]
+"""Every controller, the WebSocket handler, the Telegram routes and the static files."""
 
 
 def create_app(
@@ -113,46 +169,16 @@ def create_app(
 
     max_body = int((settings.max_upload_mb * 2 + 1) * 1024 * 1024)
     return Litestar(
-        route_handlers=[
-            AuthController,
-            ApiKeyController,
-            ClientController,
-            AccountController,
-            SettingsController,
-            DocumentController,
-            ChatController,
-            FeedbackController,
-            WidgetConversationController,
-            ConversationController,
-            HandoffController,
-            TrainingController,
-            ModelController,
-            ExperimentController,
-            LearningDashboardController,
-            chat_socket,
-            MemoryController,
-            SessionController,
-            WidgetMemoryController,
-            DashboardController,
-            DocumentPages,
-            ClientPages,
-            ConversationPages,
-            HandoffPages,
-            LearningPages,
-            EventPages,
-            SettingsPages,
-            WidgetController,
-            create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"]),
-        ],
+        route_handlers=ROUTE_HANDLERS,
         dependencies={
             "container": Provide(provide_container, sync_to_thread=False),
             "dashboard_sessions": Provide(provide_dashboard_sessions, sync_to_thread=False),
         },
         state=State({"dashboard_sessions": sessions}),
-        exception_handlers={DomainError: domain_error_handler, DBAPIError: database_error_handler},
-        on_startup=[startup],
+        exception_handlers=EXCEPTION_HANDLERS,
+        on_startup=[startup, telegram.start],
         before_send=[SecurityHeaders(settings.public_url, WIDGET_API_PREFIXES)],
-        on_shutdown=[shutdown],
+        on_shutdown=[telegram.stop, shutdown],
         template_config=TemplateConfig(directory=PROJECT_ROOT / "templates", engine=JinjaTemplateEngine),
         stores={"sessions": sessions.store},
         middleware=[sessions.config.middleware],

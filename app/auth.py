@@ -22,13 +22,14 @@ from typing import Any
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie
+from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 
 from app.accounts.service import ClientIdentity
 from app.core.headers import CORS_ORIGIN_STATE, is_own_origin
 from app.core.validation import is_https
-from app.deps import ContainerDep
+from app.deps import ContainerDep, provide_identity_coach_id, provide_unit_of_work
 
 WIDGET_COOKIE = "oc_widget"
 """Name of the widget session cookie (HttpOnly; its value is opaque, see ``AccountService.widget_session``)."""
@@ -139,6 +140,12 @@ def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return connection.client.host if connection.client else "unknown"
 
 
+def account_delete_key(coach_id: uuid.UUID) -> str:
+    """The rate-limit account of an account deletion (API and dashboard share it): the password it checks may
+    be any dashboard user's, so the count is per coach, not per e-mail."""
+    return f"account-delete:{coach_id}"
+
+
 async def throttle_auth_attempt(
     connection: ASGIConnection[Any, Any, Any, Any], container: ContainerDep, account: str | None
 ) -> None:
@@ -146,3 +153,14 @@ async def throttle_auth_attempt(
     this connection's IP. Raises ``TooManyAttempts`` (429 with ``Retry-After``) over the limits
     (:class:`app.core.ratelimit.AuthThrottle`)."""
     await container.auth_throttle.hit(ip=client_ip(connection), account=account)
+
+
+COACH_DEPENDENCIES = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+"""A coach API controller's dependencies: the API key's tenant and the request's unit of work."""
+CLIENT_DEPENDENCIES = {
+    "identity": Provide(provide_client_identity),
+    "coach_id": Provide(provide_identity_coach_id, sync_to_thread=False),
+    "uow": Provide(provide_unit_of_work),
+}
+"""A widget API controller's dependencies: the client (widget token or session cookie), its tenant and the
+request's unit of work."""

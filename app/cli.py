@@ -10,7 +10,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,16 +103,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the arq worker until interrupted (refuses to start on an out-of-date schema)."""
-    from app.worker import build_worker
+    from app.worker import build_workers, run_workers
 
     settings = _settings(args)
     with _start(settings) as services:
-        worker = build_worker(settings, services.database_url, services.redis_url)
+
+        async def work() -> None:
+            await run_workers(build_workers(settings, services.database_url, services.redis_url))
+
         try:
-            worker.run()
+            asyncio.run(work())
         except RuntimeError as exc:
             console.print(f"[red]worker not started:[/] {exc}")
             return 1
+    return 0
+
+
+async def poll_telegram(settings: Settings, services: Services) -> None:
+    """Long-poll every bot in ``polling`` mode (:func:`app.channels.telegram.poller.poll_forever`) until cancelled."""
+    from app.channels.telegram.poller import poll_forever
+    from app.channels.telegram.wiring import build_channel
+    from app.container import Container
+
+    container = await Container.create(settings, services.database_url, services.redis_url)
+    try:
+        await poll_forever(build_channel(container))
+    finally:
+        await container.close()
+
+
+def cmd_telegram_poll(args: argparse.Namespace) -> int:
+    """``telegram poll``: fetch the updates of every bot in polling mode with ``getUpdates`` (what ``serve`` does
+    by itself without an https ``PUBLIC_URL``), until interrupted."""
+    settings = _settings(args)
+    with _start(settings) as services:
+        console.print("[green]polling Telegram bots[/] (Ctrl-C to stop)")
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(poll_telegram(settings, services))
     return 0
 
 
@@ -129,6 +156,7 @@ async def rotate_stored_secrets(settings: Settings, services: Services) -> Rotat
     """Re-encrypt every stored secret under ``SECRET_KEY`` as the schema owner (``MIGRATION_DATABASE_URL``),
     one transaction per coach (:func:`app.db.rotation.rotate_secrets`). Raises ``RuntimeError`` on a schema
     that is not at head."""
+    import app.channels.telegram.models  # noqa: F401 - the bot tokens and webhook secrets
     import app.container  # noqa: F401 - imports every model, so Base.metadata knows every *_encrypted column
     from app.core.security import SecretBox
     from app.db.base import Base
@@ -237,8 +265,10 @@ async def run_memory_eval(
     conversations: list[LocomoConversation],
     openai: OpenAIModel | None,
     keep: bool,
+    extract: bool = True,
 ) -> dict[str, Any]:
-    """Run the memory pipeline over LoCoMo conversations and score it (see :mod:`app.evals.memory`)."""
+    """Run the memory pipeline over LoCoMo conversations and score it (see :mod:`app.evals.memory`);
+    ``extract=False`` runs the episodic layer alone (no model calls)."""
     from app.container import Container
     from app.evals.memory import evaluate
 
@@ -246,25 +276,32 @@ async def run_memory_eval(
     try:
         with console.status("LoCoMo…") as status:
             return await evaluate(
-                container, conversations, openai=openai, keep=keep, progress=lambda text: status.update(text)
+                container,
+                conversations,
+                openai=openai,
+                keep=keep,
+                extract=extract,
+                progress=lambda text: status.update(text),
             )
     finally:
         await container.close()
 
 
-def _memory_table(result: dict[str, Any]) -> Table:
-    table = Table(title=f"LoCoMo evidence recall — {result['questions']} questions (categories 1–4)")
+def _memory_table(title: str, methods: dict[str, dict[str, float]]) -> Table:
+    table = Table(title=title)
     table.add_column("method")
     columns = (
         "evidence_recall@5",
         "evidence_recall@10",
         "evidence_recall@20",
+        "evidence_coverage@5",
         "evidence_coverage@10",
+        "evidence_coverage@20",
         "context_tokens@10",
     )
     for column in columns:
         table.add_column(column.replace("evidence_", ""), justify="right")
-    for name, scores in [("memory", result["memory"]), *result["baselines"].items()]:
+    for name, scores in methods.items():
         table.add_row(name, *(f"{scores[column]:g}" for column in columns))
     return table
 
@@ -277,11 +314,12 @@ def _error(message: str) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     """``eval memory``: LoCoMo evidence recall of the memory pipeline against three baselines."""
     from app.core.errors import EvalDataError
-    from app.evals.memory import OpenAIModel, load_locomo
+    from app.evals.memory import PARTS, OpenAIModel, load_locomo
     from app.llm.base import ProviderError
 
     try:
-        conversations = load_locomo(Path(args.locomo), max_sessions=args.sessions)[: args.conversations]
+        conversations = load_locomo(Path(args.locomo), max_sessions=args.sessions)[PARTS[args.part]]
+        conversations = conversations[: args.conversations]
     except EvalDataError as exc:
         _error(str(exc))
         return 2
@@ -296,7 +334,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with _start(settings) as services:
         _migrate(services)
         try:
-            result = asyncio.run(run_memory_eval(settings, services, conversations, openai, args.keep))
+            result = asyncio.run(
+                run_memory_eval(settings, services, conversations, openai, args.keep, not args.no_extract)
+            )
         except ProviderError as exc:
             _error(f"the model provider failed: {exc}")
             return 1
@@ -304,7 +344,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(result), flush=True)
     else:
         out = Console()
-        out.print(_memory_table(result))
+        mode = "episodic only (--no-extract)" if not result["extract"] else "all layers"
+        title = f"LoCoMo evidence recall — {result['questions']} questions (categories 1–4), memory: {mode}"
+        out.print(_memory_table(title, {"memory": result["memory"], **result["baselines"]}))
+        for category, methods in result["categories"].items():
+            questions = methods.pop("questions")
+            out.print(_memory_table(f"{category} — {questions} questions", methods))
         extra = f"answer accuracy {result['answer_accuracy']:.3f}; " if "answer_accuracy" in result else ""
         out.print(
             f"{result['conversations']} conversations, {result['sessions']} sessions, {result['insights']} insights, "
@@ -563,6 +608,121 @@ def cmd_eval_learning(args: argparse.Namespace) -> int:
     return 0
 
 
+def _injection_table(result: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"Prompt injection (BIPIA {result['split']} split, {result['attacks']} attacks) — {result['model']}"
+    )
+    for column in (
+        "surface",
+        "defended",
+        "spotlight only",
+        "undefended",
+        "in prompt",
+        "replaced",
+        "replaced, no canary",
+    ):
+        table.add_column(column, justify="left" if column == "surface" else "right")
+    for surface, rates in result["surfaces"].items():
+        table.add_row(
+            surface if surface != "message" else "message (direct)",
+            *(
+                f"{rates[key]:.1%}"
+                for key in (
+                    "defended",
+                    "spotlight_only",
+                    "undefended",
+                    "in_prompt",
+                    "replaced",
+                    "replaced_without_canary",
+                )
+            ),
+        )
+    return table
+
+
+async def run_injection_eval(
+    settings: Settings, services: Services, attacks: list[Any], models: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Run the injection evaluation once per model (``{}``: the local model; see :mod:`app.evals.injection`)."""
+    from app.container import Container
+    from app.evals.injection import evaluate
+
+    container = await Container.create(settings, services.database_url, services.redis_url)
+    try:
+        results = []
+        with console.status("BIPIA…") as status:
+            for model in models:
+                results.append(await evaluate(container, attacks, settings=model, progress=status.update))
+        return results
+    finally:
+        await container.close()
+
+
+def cmd_eval_injection(args: argparse.Namespace) -> int:
+    """``eval injection``: attack success rate of BIPIA attacks planted in documents, memory, few-shot
+    examples and the client's message, with the defences on and off (the real turn on embedded servers)."""
+    from app.core.errors import EvalDataError
+    from app.evals.injection import load_bipia, split
+    from app.llm.base import ProviderError
+
+    if args.limit is not None and args.limit < 1 or args.max_tokens < 1:
+        _error("--limit and --max-tokens must be 1 or more")
+        return 2
+    try:
+        attacks = split(load_bipia(Path(args.bipia)), args.split)[: args.limit]
+    except EvalDataError as exc:
+        _error(str(exc))
+        return 2
+    models: list[dict[str, Any]] = [{}]
+    if args.openai_model:
+        key = os.environ.get("OPENAI_API_KEY", "")
+        if not key and not args.openai_base_url:
+            _error("--openai-model needs OPENAI_API_KEY in the environment (or --openai-base-url for a local server)")
+            return 2
+        endpoint = {"llm_base_url": args.openai_base_url} if args.openai_base_url else {}
+        models.append(
+            {"llm_provider": "openai", "llm_model": args.openai_model, "llm_api_key": key or "none"} | endpoint
+        )
+    settings = _settings(args).model_copy(update={"llm_max_tokens": args.max_tokens})
+    with _start(settings) as services:
+        _migrate(services)
+        try:
+            results = asyncio.run(run_injection_eval(settings, services, attacks, models))
+        except ProviderError as exc:
+            _error(f"the model provider failed: {exc}")
+            return 1
+    for result in results:
+        result["split"] = args.split
+    if args.json:
+        print(json.dumps({**results[0], **({"openai": results[1]} if len(results) > 1 else {})}), flush=True)
+        return 0
+    out = Console()
+    for result in results:
+        out.print(_injection_table(result))
+        out.print(f"{result['turns']} turns, {result['seconds']:.0f} s; success = the canary in the client's reply")
+    return 0
+
+
+def _injection_parser(targets: Any) -> None:
+    """``eval injection``."""
+    injection = targets.add_parser("injection", help="BIPIA prompt-injection attack success, defences on and off")
+    injection.add_argument("--data-dir", help="directory for embedded servers and secrets (env DATA_DIR)")
+    injection.add_argument(
+        "--bipia",
+        required=True,
+        help="BIPIA text attacks JSON (e.g. ../shared/data/injection/bipia_text_attack_train.json)",
+    )
+    injection.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    injection.add_argument(
+        "--split", choices=("tune", "report", "all"), default="report", help="which attacks (see app.evals.injection)"
+    )
+    injection.add_argument("--limit", type=int, default=5, help="at most N attacks of the split (default 5)")
+    injection.add_argument("--max-tokens", type=int, default=48, help="reply length limit during the run")
+    injection.add_argument("--openai-model", help="also run an OpenAI-compatible model (key: OPENAI_API_KEY)")
+    injection.add_argument("--openai-base-url", help="base URL of the OpenAI-compatible endpoint")
+    injection.set_defaults(func=cmd_eval_injection)
+
+
 def cmd_train_strategy(args: argparse.Namespace) -> int:
     """``learning train-strategy``: refit the ESConv strategy classifier and write its weights."""
     from app.core.errors import EvalDataError
@@ -619,6 +779,31 @@ def _crisis_parsers(targets: Any, sub: Any) -> None:
     train_crisis.set_defaults(func=cmd_train_crisis)
 
 
+def _memory_parser(targets: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``eval memory``'s arguments."""
+    memory = targets.add_parser("memory", help="LoCoMo evidence recall: memory vs. last-N, dense and BM25 turns")
+    common(memory)
+    memory.add_argument("--locomo", required=True, help="LoCoMo JSON file (e.g. ../shared/data/locomo/locomo_dev.json)")
+    memory.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    memory.add_argument("--conversations", type=int, default=None, help="use only the first N conversations")
+    memory.add_argument("--sessions", type=int, default=None, help="use only the first N sessions of each")
+    memory.add_argument(
+        "--openai-model", help="OpenAI-compatible model for the pipeline and the judge (key: OPENAI_API_KEY)"
+    )
+    memory.add_argument("--openai-base-url", help="base URL of the OpenAI-compatible endpoint")
+    memory.add_argument("--keep", action="store_true", help="keep the evaluation coaches instead of deleting them")
+    memory.add_argument(
+        "--no-extract", action="store_true", help="episodic layer only: no insights, summaries or profiles (no model)"
+    )
+    memory.add_argument(
+        "--part",
+        choices=("dev", "heldout", "all"),
+        default="all",
+        help="conversations: dev (the first, used for tuning), heldout (the others) or all",
+    )
+    memory.set_defaults(func=cmd_eval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``opencoach`` argument parser."""
     parser = argparse.ArgumentParser(prog="opencoach", description="OpenCoach: AI coaching clones.")
@@ -644,6 +829,11 @@ def build_parser() -> argparse.ArgumentParser:
     common(worker)
     worker.set_defaults(func=cmd_worker)
 
+    telegram = sub.add_parser("telegram", help="the Telegram channel")
+    telegram_sub = telegram.add_subparsers(dest="telegram_command", required=True)
+    poll = telegram_sub.add_parser("poll", help="long-poll every bot in polling mode (getUpdates)")
+    common(poll)
+    poll.set_defaults(func=cmd_telegram_poll)
     migrate = sub.add_parser("migrate", help="apply database migrations")
     common(migrate)
     migrate.set_defaults(func=cmd_migrate)
@@ -656,18 +846,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("eval", help="evaluation harnesses on public data sets")
     targets = evaluate.add_subparsers(dest="target", required=True)
-    memory = targets.add_parser("memory", help="LoCoMo evidence recall: memory vs. last-N, dense and BM25 turns")
-    common(memory)
-    memory.add_argument("--locomo", required=True, help="LoCoMo JSON file (e.g. ../shared/data/locomo/locomo_dev.json)")
-    memory.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    memory.add_argument("--conversations", type=int, default=None, help="use only the first N conversations")
-    memory.add_argument("--sessions", type=int, default=None, help="use only the first N sessions of each")
-    memory.add_argument(
-        "--openai-model", help="OpenAI-compatible model for the pipeline and the judge (key: OPENAI_API_KEY)"
-    )
-    memory.add_argument("--openai-base-url", help="base URL of the OpenAI-compatible endpoint")
-    memory.add_argument("--keep", action="store_true", help="keep the evaluation coaches instead of deleting them")
-    memory.set_defaults(func=cmd_eval)
+    _memory_parser(targets, common)
     _crisis_parsers(targets, sub)
     common(_retrieval_parser(targets))
     learning = targets.add_parser(
@@ -682,6 +861,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=60, help="held-out turns to generate replies for (0: strategy accuracy only)"
     )
     learning.set_defaults(func=cmd_eval_learning)
+    _injection_parser(targets)
 
     learn = sub.add_parser("learning", help="learning-loop maintenance")
     learn_sub = learn.add_subparsers(dest="action", required=True)

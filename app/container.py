@@ -5,8 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from arq import create_pool
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.accounts.service import AccountService
@@ -16,7 +15,7 @@ from app.core.config import Settings
 from app.core.ratelimit import AuthThrottle
 from app.core.security import SecretBox
 from app.db.engine import RELAY_KEY, assert_unprivileged, make_engine, make_sessionmaker
-from app.db.outbox import relay
+from app.db.outbox import connect_redis, relay
 from app.handoff.actions import CoachActions
 from app.handoff.alerts import AlertService
 from app.handoff.drafts import DraftService
@@ -35,6 +34,7 @@ from app.learning.training import TrainingDataService
 from app.learning.versions import ModelVersionService
 from app.llm.registry import ProviderRegistry
 from app.memory.controls import MemoryControls
+from app.memory.episodes import EpisodeService
 from app.memory.insights import InsightService
 from app.memory.profile import ProfileService
 from app.memory.sessions import SessionService
@@ -59,6 +59,7 @@ class Container:
     sessions: SessionService
     summaries: SummaryService
     insights: InsightService
+    episodes: EpisodeService
     profiles: ProfileService
     handoffs: HandoffService
     handoff_queue: HandoffQueue
@@ -87,7 +88,7 @@ class Container:
 
         ``registry`` lets tests and benchmarks share already-loaded local models between containers.
         """
-        engine, sessionmaker, redis = await _connect(database_url, redis_url)
+        engine, sessionmaker, redis = await _connect(settings, database_url, redis_url)
         secrets = SecretBox.from_settings(settings)
         registry = registry or ProviderRegistry(settings, secrets)
         accounts = AccountService(sessionmaker, secrets, registry.egress)
@@ -114,6 +115,7 @@ class Container:
             sessions=SessionService(sessionmaker, accounts),
             summaries=SummaryService(sessionmaker, settings, registry, accounts),
             insights=InsightService(sessionmaker, settings, registry, accounts, redis),
+            episodes=EpisodeService(sessionmaker, registry),
             profiles=ProfileService(sessionmaker, settings, registry, accounts),
             handoffs=handoffs,
             handoff_queue=HandoffQueue(sessionmaker, accounts),
@@ -154,12 +156,19 @@ class Container:
         await self.engine.dispose()
 
 
-async def _connect(database_url: str, redis_url: str) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession], ArqRedis]:
-    """The engine (after checking its role cannot bypass row-level security), its sessionmaker (whose every
-    committed unit of work sends the jobs it queued, see :mod:`app.db.outbox`) and the arq Redis pool."""
-    engine = make_engine(database_url)
+async def _connect(
+    settings: Settings, database_url: str, redis_url: str
+) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession], ArqRedis]:
+    """The engine (after checking its role cannot bypass row-level security; with the statement and lock
+    timeouts of ``settings``), its sessionmaker (whose every committed unit of work sends the jobs it queued,
+    see :mod:`app.db.outbox`) and the arq Redis client (with its socket timeout)."""
+    engine = make_engine(
+        database_url,
+        statement_timeout_ms=settings.database_statement_timeout_ms,
+        lock_timeout_ms=settings.database_lock_timeout_ms,
+    )
     await assert_unprivileged(engine)
     sessionmaker = make_sessionmaker(engine)
-    redis = await create_pool(RedisSettings.from_dsn(redis_url))
+    redis = connect_redis(redis_url, socket_timeout_s=settings.redis_socket_timeout_seconds)
     sessionmaker.configure(info={RELAY_KEY: functools.partial(relay, sessionmaker, redis)})
     return engine, sessionmaker, redis

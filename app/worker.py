@@ -4,7 +4,10 @@ training data, fine-tunes, the promotion gate), the minute crons that end idle c
 holding messages, the minute sweep that fails documents a killed worker left ``processing``, and the
 five-minute learning sweep (fine-tune readiness and polling).
 
-Start with ``opencoach worker``; ``opencoach serve`` runs one alongside the web app. The worker refuses to
+Start with ``opencoach worker``; ``opencoach serve`` runs one alongside the web app. The process runs two arq
+workers (:func:`build_workers`): the main one on arq's default queue and one on the handoff alerts' own queue,
+with its own slots, so that slow jobs never hold back a crisis alert; one coach runs at most
+``INGEST_JOBS_PER_COACH`` ingestions at a time (:class:`IngestSlots`). The worker refuses to
 start on a database whose schema is not at the migrations' head. It rides out a Redis outage (arq's own
 worker would stop at the first connection error): it waits for Redis to come back, then its 10-second relay
 cron sends the jobs that the outbox kept meanwhile (:mod:`app.db.outbox`) and logs a health line while jobs
@@ -20,23 +23,33 @@ work inside the service, so no transaction is held across a slow external call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
 from arq.cron import cron
 from arq.worker import Retry, Worker, func
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockError, LockNotOwnedError
+from telegram.error import RetryAfter
 
 from app.accounts.unit_of_work import unit_of_work
+from app.channels.telegram.adapter import SEND_JOB, TelegramChannel, send_job
+from app.channels.telegram.wiring import build_channel
 from app.container import Container
 from app.core.config import Settings
 from app.db.jobs import (
+    ALERTS_QUEUE,
     ANALYSE_INTERVENTION,
     ANSWER_PENDING,
     DELIVER_ALERT,
+    EMBED_MESSAGES,
     EVALUATE_MODEL,
     EXTRACT_INSIGHTS,
     INGEST_DOCUMENT,
@@ -49,7 +62,7 @@ from app.db.jobs import (
     UPDATE_PROFILE,
 )
 from app.db.migrate import assert_schema_current
-from app.db.outbox import UNAVAILABLE, health, relay
+from app.db.outbox import UNAVAILABLE, connect_redis, health, relay
 from app.handoff.alerts import MAX_ATTEMPTS as ALERT_ATTEMPTS
 from app.handoff.alerts import OPENED as ALERT_OPENED
 from app.llm.base import ProviderError
@@ -66,12 +79,75 @@ OUTBOX_RELAY_EVERY_S = 10
 """How often the worker sends outbox jobs left behind by a Redis outage."""
 REDIS_RETRY_S = 1.0
 """Pause between the worker's polls while Redis is unavailable."""
+INGEST_WAIT_S = 5.0
+"""Seconds an ingestion job waits, off the worker, when its coach already uses every ingestion slot."""
+ALERT_WORKER_MAX_JOBS = 4
+
+
+class IngestSlots:
+    """At most ``per_coach`` ingestion jobs of one coach at a time, across every worker process: slot ``i`` of
+    a coach is the redis-py :class:`~redis.asyncio.lock.Lock` ``opencoach:ingest:<coach id>:<i>`` (a token
+    only its holder can release), held for ``lease_s`` seconds and renewed while the job runs, so the slot
+    of a killed worker comes free by itself. One huge tenant thus takes at most ``per_coach`` of the worker's
+    ``WORKER_MAX_JOBS`` slots; the others' documents go on. ``lease_s``: ``WORKER_LEASE_SECONDS``."""
+
+    def __init__(self, redis: ArqRedis, per_coach: int, lease_s: float) -> None:
+        self._redis = redis
+        self._per_coach = per_coach
+        self._lease_s = lease_s
+
+    async def _renew(self, lock: Lock) -> None:
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            try:
+                try:
+                    await lock.reacquire()
+                except LockNotOwnedError:  # it lapsed (a stalled event loop): take it back if no one else did
+                    await lock.acquire(blocking=False, token=lock.local.token)
+            except (LockError, *UNAVAILABLE) as exc:  # Redis away for a moment: the next renewal tries again
+                log.warning("renewing ingestion slot %s failed: %s", lock.name, exc)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, coach_id: str) -> AsyncIterator[bool]:
+        """Take a free slot of ``coach_id`` for the ``async with`` block: yields ``True``, or ``False`` (and
+        holds nothing) when all are taken. Raises Redis errors from the acquisition."""
+        for slot in range(self._per_coach):
+            lock = self._redis.lock(f"opencoach:ingest:{coach_id}:{slot}", timeout=self._lease_s)
+            if await lock.acquire(blocking=False):
+                renew = asyncio.create_task(self._renew(lock))
+                try:
+                    yield True
+                finally:
+                    renew.cancel()
+                    with contextlib.suppress(LockError, *UNAVAILABLE):
+                        await lock.release()
+                return
+        yield False
+
+
+TELEGRAM_SEND_TRIES = 5
+"""Tries of a ``telegram_send`` job (each 429 waits Telegram's ``retry_after``)."""
 
 
 async def ingest_document(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
-    """arq job: ingest one document (idempotent). Returns the final status for arq's result store."""
+    """arq job: ingest one document (idempotent). Returns the final status for arq's result store.
+
+    When the coach already runs ``INGEST_JOBS_PER_COACH`` ingestions (:class:`IngestSlots`), the job queues
+    itself again :data:`INGEST_WAIT_S` seconds later under a new job id and ends, freeing the worker's slot
+    for other tenants (a deferral is not a failed try)."""
     container: Container = ctx["container"]
-    timings = await container.documents.ingest(uuid.UUID(coach_id), uuid.UUID(document_id))
+    slots: IngestSlots = ctx["ingest_slots"]
+    async with slots.hold(coach_id) as held:
+        if not held:
+            await container.redis.enqueue_job(
+                INGEST_DOCUMENT,
+                coach_id,
+                document_id,
+                _job_id=f"{INGEST_DOCUMENT}:{document_id}:wait:{uuid.uuid4().hex}",
+                _defer_by=INGEST_WAIT_S,
+            )
+            return "deferred: the coach's ingestion slots are busy"
+        timings = await container.documents.ingest(uuid.UUID(coach_id), uuid.UUID(document_id))
     return "skipped" if timings is None else f"{timings.chunks} chunks"
 
 
@@ -188,11 +264,30 @@ async def answer_pending(ctx: dict[str, Any], coach_id: str, message_id: str) ->
     return await container.chat.answer_pending(uuid.UUID(coach_id), uuid.UUID(message_id))
 
 
+async def telegram_send(
+    ctx: dict[str, Any], coach_id: str, chat_id: int, parts: list[str], keyboard: dict[str, Any] | None
+) -> str:
+    """Send a client's live event (coach message, joined/left notice) to their Telegram chat
+    (:func:`app.channels.telegram.adapter.send_job`); a 429 is retried after Telegram's ``retry_after``."""
+    try:
+        return await send_job(ctx["telegram"].service, uuid.UUID(coach_id), chat_id, parts, keyboard)
+    except RetryAfter as exc:
+        if ctx["job_try"] >= TELEGRAM_SEND_TRIES:
+            raise
+        raise Retry(defer=exc.retry_after) from exc
+
+
 async def purge_erased_data(ctx: dict[str, Any], coach_id: str, file_ids: list[str]) -> str:
     """arq job: after an erasure, the coach's Redis caches and the erased training files at the provider
     (idempotent; a file the provider fails to delete is logged and named in the result, not retried)."""
     container: Container = ctx["container"]
     return str((await container.rights.purge(uuid.UUID(coach_id), file_ids)).as_dict())
+
+
+async def embed_messages(ctx: dict[str, Any], coach_id: str, message_id: str) -> str:
+    """arq job: episodic embedding of a message and its conversation's earlier unembedded ones."""
+    container: Container = ctx["container"]
+    return await _retrying(ctx, container.episodes.embed_messages(uuid.UUID(coach_id), uuid.UUID(message_id)))
 
 
 async def relay_outbox(ctx: dict[str, Any]) -> str:
@@ -217,13 +312,34 @@ class OutageTolerantWorker(Worker):
     poll (picking jobs, the heartbeat, queueing crons) is logged once per outage and the poll is retried
     every :data:`REDIS_RETRY_S`; the connection pool reconnects by itself once Redis is back. Jobs running
     when Redis went away finish; arq runs again those whose completion it could not record (every job is
-    idempotent). Burst mode (tests) is unchanged. Relies on arq's ``_poll_iteration``/``start_jobs``
-    (arq 0.26–0.28)."""
+    idempotent). Burst mode (tests) is unchanged.
+
+    A running job's claim (arq's ``arq:in-progress:<job id>`` key, which arq sets for the longest job timeout
+    plus 10 s, an hour here) is a lease of ``lease_s`` seconds that the worker renews every ``lease_s / 3``
+    while the job runs: when a worker is killed, its jobs are picked up again (by any worker, after a restart
+    too) ``lease_s`` seconds later rather than an hour; the job's own timeout still applies. Relies on arq's
+    ``_poll_iteration``/``start_jobs``/``in_progress_timeout_s``/``job_tasks`` (arq 0.26–0.28)."""
 
     _outage_since: float | None = None
+    _renewed_at: float = 0.0
+
+    def __init__(self, *args: Any, lease_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_progress_timeout_s = lease_s
+
+    async def _renew_leases(self) -> None:
+        """Extend the claims of the jobs this worker runs (every ``lease_s / 3`` seconds)."""
+        if time.monotonic() - self._renewed_at < self.in_progress_timeout_s / 3 or not self.job_tasks:
+            return
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for job_id in self.job_tasks:
+                pipe.pexpire(in_progress_key_prefix + job_id, int(self.in_progress_timeout_s * 1000))
+            await pipe.execute()
+        self._renewed_at = time.monotonic()
 
     async def _poll_iteration(self) -> None:
         try:
+            await self._renew_leases()
             await super()._poll_iteration()
         except UNAVAILABLE as exc:
             if self.burst:
@@ -238,12 +354,138 @@ class OutageTolerantWorker(Worker):
             self._outage_since = None
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
+        # a job whose lease lapsed while this worker still runs it (a stalled event loop) is not started twice here
+        job_ids = [job_id for job_id in job_ids if job_id.decode() not in self.job_tasks]
         try:
             await super().start_jobs(job_ids)
         except UNAVAILABLE:
             # arq took a slot for the job whose start failed and never gives it back: free it
             self._release_sem_dec_counter_on_complete()
             raise
+
+
+class _SharedContainer:
+    """One :class:`Container` for the workers of a process: the first worker's start-up builds it and checks
+    the schema version, the last one's shutdown closes it."""
+
+    def __init__(
+        self, settings: Settings, database_url: str, redis_url: str, registry: ProviderRegistry | None
+    ) -> None:
+        self._args = (settings, database_url, redis_url)
+        self._registry = registry
+        self._container: Container | None = None
+        self._telegram: TelegramChannel | None = None
+        self._users = 0
+        self._lock = asyncio.Lock()
+
+    async def startup(self, ctx: dict[str, Any]) -> None:
+        settings = self._args[0]
+        async with self._lock:
+            if self._container is None:
+                container = await Container.create(*self._args, registry=self._registry)
+                try:
+                    await assert_schema_current(container.engine)
+                except RuntimeError:
+                    await container.close()
+                    raise
+                self._container = container
+                self._telegram = build_channel(container)  # once: it registers the handoff's client sink
+            self._users += 1
+        ctx["container"] = self._container
+        ctx["telegram"] = self._telegram
+        ctx["ingest_slots"] = IngestSlots(
+            self._container.redis, settings.ingest_jobs_per_coach, settings.worker_lease_seconds
+        )
+
+    async def shutdown(self, ctx: dict[str, Any]) -> None:
+        if ctx.pop("container", None) is None:
+            return
+        async with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._container is not None:
+                await self._container.close()
+                self._container = None
+
+
+def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, burst: bool) -> Worker:
+    """The worker of arq's default queue: ingestion, memory, learning and the sweeps (see the module)."""
+    return OutageTolerantWorker(
+        functions=[
+            func(ingest_document, name=INGEST_DOCUMENT, timeout=settings.ingest_timeout_seconds, max_tries=3),
+            func(summarize_session, name=SUMMARIZE_SESSION, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
+            func(extract_insights, name=EXTRACT_INSIGHTS, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
+            func(update_profile, name=UPDATE_PROFILE, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
+            # alerts go to ALERTS_QUEUE; this one runs those a version before it left in the default queue
+            func(deliver_alert, name=DELIVER_ALERT, timeout=120, max_tries=ALERT_ATTEMPTS),
+            func(analyse_intervention, name=ANALYSE_INTERVENTION, timeout=600, max_tries=MEMORY_JOB_TRIES),
+            func(score_interventions, name=SCORE_INTERVENTIONS, timeout=300, max_tries=3),
+            func(refresh_training_data, name=REFRESH_TRAINING_DATA, timeout=600, max_tries=3),
+            func(start_fine_tune, name=START_FINE_TUNE, timeout=JOB_TIMEOUT_S, max_tries=3),
+            func(poll_fine_tune, name=POLL_FINE_TUNE, timeout=300, max_tries=3),
+            func(evaluate_model, name=EVALUATE_MODEL, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
+            func(answer_pending, name=ANSWER_PENDING, timeout=600, max_tries=3),
+            func(telegram_send, name=SEND_JOB, timeout=120, max_tries=TELEGRAM_SEND_TRIES),
+            func(purge_erased_data, name=PURGE_ERASED_DATA, timeout=600, max_tries=3),
+            func(embed_messages, name=EMBED_MESSAGES, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
+        ],
+        # a burst run (tests, one-off processing) must not sweep every tenant's sessions on a minute boundary
+        cron_jobs=[]
+        if burst
+        else [
+            cron(close_idle_sessions, second=0, run_at_startup=True),
+            cron(fail_stalled_documents, second=45, run_at_startup=True),
+            cron(learning_sweep, minute=set(range(0, 60, 5)), second=15, run_at_startup=True),
+        ],
+        redis_pool=connect_redis(redis_url, socket_timeout_s=settings.redis_socket_timeout_seconds),
+        lease_s=settings.worker_lease_seconds,
+        on_startup=shared.startup,
+        on_shutdown=shared.shutdown,
+        burst=burst,
+        max_jobs=settings.worker_max_jobs,
+        handle_signals=False,
+        poll_delay=0.2,
+    )
+
+
+def _alert_worker(settings: Settings, redis_url: str, shared: _SharedContainer, burst: bool) -> Worker:
+    """The worker of :data:`ALERTS_QUEUE`: handoff alerts, plus the crons that must run however busy the
+    default queue is (the outbox relay, which sends alerts kept through a Redis outage, and the SLA holding
+    messages). Its own slots: a slow ingestion never delays a crisis alert."""
+    return OutageTolerantWorker(
+        functions=[func(deliver_alert, name=DELIVER_ALERT, timeout=120, max_tries=ALERT_ATTEMPTS)],
+        cron_jobs=[]
+        if burst
+        else [
+            cron(relay_outbox, second=set(range(5, 60, OUTBOX_RELAY_EVERY_S)), run_at_startup=True),
+            cron(send_sla_notices, second=30, run_at_startup=True),
+        ],
+        queue_name=ALERTS_QUEUE,
+        redis_pool=connect_redis(redis_url, socket_timeout_s=settings.redis_socket_timeout_seconds, queue=ALERTS_QUEUE),
+        lease_s=settings.worker_lease_seconds,
+        on_startup=shared.startup,
+        on_shutdown=shared.shutdown,
+        burst=burst,
+        max_jobs=ALERT_WORKER_MAX_JOBS,
+        handle_signals=False,
+        poll_delay=0.2,
+    )
+
+
+def build_workers(
+    settings: Settings,
+    database_url: str,
+    redis_url: str,
+    *,
+    burst: bool = False,
+    registry: ProviderRegistry | None = None,
+) -> tuple[Worker, Worker]:
+    """The process's two arq workers, ``(main, alerts)``, sharing one container: the main worker on arq's
+    default queue (``WORKER_MAX_JOBS`` slots) and the alert worker on :data:`ALERTS_QUEUE`. Start-up builds
+    the container and refuses an out-of-date schema (``RuntimeError``). Run them with :func:`run_workers`.
+
+    ``burst=True`` processes each queue until it is empty, then returns (tests, one-off runs)."""
+    shared = _SharedContainer(settings, database_url, redis_url, registry)
+    return _main_worker(settings, redis_url, shared, burst), _alert_worker(settings, redis_url, shared, burst)
 
 
 def build_worker(
@@ -254,56 +496,47 @@ def build_worker(
     burst: bool = False,
     registry: ProviderRegistry | None = None,
 ) -> Worker:
-    """An arq ``Worker`` whose start-up builds the container and checks the schema version.
+    """The main worker alone (arq's default queue; see :func:`build_workers`)."""
+    return build_workers(settings, database_url, redis_url, burst=burst, registry=registry)[0]
 
-    ``burst=True`` processes the queue until it is empty, then returns (tests, one-off runs).
-    """
 
-    async def startup(ctx: dict[str, Any]) -> None:
-        container = await Container.create(settings, database_url, redis_url, registry=registry)
+async def run_workers(workers: Sequence[Worker]) -> None:
+    """Run ``workers`` until they end, then close them all. Burst workers run one after the other (jobs one
+    queues for a later one are run); long-lived ones run side by side until SIGINT or SIGTERM, which stops
+    every one of them (arq's own handler would serve only the worker that installed it last)."""
+    if all(worker.burst for worker in workers):
         try:
-            await assert_schema_current(container.engine)
-        except RuntimeError:
-            await container.close()
+            for worker in workers:
+                await worker.main()
+        finally:
+            for worker in workers:
+                await worker.close()
+        return
+    loop = asyncio.get_running_loop()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stopped: list[signal.Signals] = []
+
+    def stop(signum: signal.Signals) -> None:
+        stopped.append(signum)
+        for worker in workers:
+            worker.handle_sig(signum)  # cancels the worker's jobs and its main task
+
+    for sig in previous:
+        loop.add_signal_handler(sig, stop, sig)
+    tasks = [asyncio.create_task(worker.main()) for worker in workers]
+    for worker, task in zip(workers, tasks, strict=True):
+        worker.main_task = task
+    try:
+        await asyncio.gather(*tasks)
+    except asyncio.CancelledError:
+        if not stopped:
             raise
-        ctx["container"] = container
-
-    async def shutdown(ctx: dict[str, Any]) -> None:
-        container: Container | None = ctx.get("container")
-        if container is not None:
-            await container.close()
-
-    return OutageTolerantWorker(
-        functions=[
-            func(ingest_document, name=INGEST_DOCUMENT, timeout=settings.ingest_timeout_seconds, max_tries=3),
-            func(summarize_session, name=SUMMARIZE_SESSION, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
-            func(extract_insights, name=EXTRACT_INSIGHTS, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
-            func(update_profile, name=UPDATE_PROFILE, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
-            func(deliver_alert, name=DELIVER_ALERT, timeout=120, max_tries=ALERT_ATTEMPTS),
-            func(analyse_intervention, name=ANALYSE_INTERVENTION, timeout=600, max_tries=MEMORY_JOB_TRIES),
-            func(score_interventions, name=SCORE_INTERVENTIONS, timeout=300, max_tries=3),
-            func(refresh_training_data, name=REFRESH_TRAINING_DATA, timeout=600, max_tries=3),
-            func(start_fine_tune, name=START_FINE_TUNE, timeout=JOB_TIMEOUT_S, max_tries=3),
-            func(poll_fine_tune, name=POLL_FINE_TUNE, timeout=300, max_tries=3),
-            func(evaluate_model, name=EVALUATE_MODEL, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
-            func(answer_pending, name=ANSWER_PENDING, timeout=600, max_tries=3),
-            func(purge_erased_data, name=PURGE_ERASED_DATA, timeout=600, max_tries=3),
-        ],
-        # a burst run (tests, one-off processing) must not sweep every tenant's sessions on a minute boundary
-        cron_jobs=[]
-        if burst
-        else [
-            cron(relay_outbox, second=set(range(5, 60, OUTBOX_RELAY_EVERY_S)), run_at_startup=True),
-            cron(close_idle_sessions, second=0, run_at_startup=True),
-            cron(send_sla_notices, second=30, run_at_startup=True),
-            cron(fail_stalled_documents, second=45, run_at_startup=True),
-            cron(learning_sweep, minute=set(range(0, 60, 5)), second=15, run_at_startup=True),
-        ],
-        redis_settings=RedisSettings.from_dsn(redis_url),
-        on_startup=startup,
-        on_shutdown=shutdown,
-        burst=burst,
-        max_jobs=2,
-        handle_signals=not burst,
-        poll_delay=0.2,
-    )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for worker in workers:
+            await worker.close()
+        for sig, handler in previous.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 # every domain's models meet here, so autogenerate and `alembic check` see the whole schema
 import app.accounts.models
+import app.channels.telegram.models
 import app.conversations.handoffs
 import app.conversations.models
 import app.db.outbox

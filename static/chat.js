@@ -2,16 +2,28 @@
 // Every message gets its own id (crypto.randomUUID) and stays "unacknowledged" until the server's `ack`
 // says it is stored; after a reconnect the widget first fetches what was stored meanwhile
 // (GET /api/v1/widget/conversations/{id}/messages?after=…), then sends the unacknowledged messages again with
-// the same ids (the server stores each once). The server answers messages in the order they arrived, so
+// the same ids (the server stores each once). A dropped socket is reopened with exponential back-off. The server answers messages in the order they arrived, so
 // Send and Enter always work, also while an answer is streaming.
 // Live events of the client's channel arrive on the same socket: the coach's messages ("message"),
 // "coach_joined" and "coach_left"; a turn answered by nobody (the coach holds the conversation, or a draft
 // waits for review) ends with `done` whose message_id is null and whose `handoff` says why.
 // Every reply of the AI or the coach (not notices or crisis replies) gets thumbs up / down, then an optional
 // 1–5 rating and comment: POST /api/v1/messages/{id}/feedback; a new choice replaces the previous one.
+// While an answer is on its way a typing bubble shows (after STILL_WORKING_MS it says so); a citation opens its
+// passage (GET /api/v1/widget/passages/{chunk_id}); phone numbers in crisis and notice replies are tel: links.
+// Framed by static/widget.js, the close button and Esc ask the embedding page to close the panel, and every
+// reply of the AI or the coach is announced to it (its unread badge): postMessage {type: "opencoach:…"}.
 (function () {
   "use strict";
   var LABELS = { client: "You", ai: "AI assistant", human_coach: "Coach" };
+  var SUMMARY_POLLS = 40, SUMMARY_POLL_MS = 3000;  // follow a summary for up to two minutes
+  var STILL_WORKING_MS = 5000;
+  var SVG = "http://www.w3.org/2000/svg";
+  var THUMB_PATH = "M2 21h4V9H2v12zm20-11a2 2 0 0 0-2-2h-6.3l1-4.6v-.3c0-.4-.2-.8-.4-1.1L13.2 1 6.6 7.6C6.2 8 6 8.5 " +
+    "6 9v10a2 2 0 0 0 2 2h9c.8 0 1.5-.5 1.8-1.2l3-7.1c.1-.2.2-.5.2-.7v-2z";
+  var PHONE = /(\+?\d(?:[ \-]?\d){2,14})/g;  // 112, 988, 0800 111 0 111, +1-800-273-8255
+  var framed = window.parent !== window;
+  var HUMAN_REQUEST = "I'd like to talk to my coach, please.";  // app.handoff.signals.asks_for_human matches it
   var log = document.getElementById("log");
   var presence = document.getElementById("presence");
   var humanButton = document.getElementById("human");
@@ -27,6 +39,11 @@
   var waiting = 0;      // acknowledged messages this socket is answering (their `done` has not come yet)
   var connectedOnce = false;
   var lastMessageId = null;
+  var draftPending = false;
+  var coachHolds = log.dataset.handoff === "claimed";  // the coach answers: no AI typing bubble
+  var typing = null;    // the typing bubble while an answer is on its way
+  var stillTimer = null;
+  var replyMinutes = log.dataset.replyMinutes;  // "reviewing the reply…" shown: the coach's approved (or own) reply clears it
   Array.prototype.forEach.call(log.querySelectorAll("[data-message-id]"), function (el) {
     lastMessageId = el.dataset.messageId;
   });
@@ -46,8 +63,14 @@
   }
 
   function setPresence(text, waiting) {
+    draftPending = false;
+    coachHolds = false;
     presence.textContent = text || "";
     presence.className = "presence small" + (waiting ? " waiting" : "");
+  }
+
+  function scrollDown() {
+    log.scrollTop = log.scrollHeight;
   }
 
   function systemLine(text) {
@@ -61,9 +84,76 @@
 
   function showHandoff(handoff) {
     if (!handoff) return;
-    if (handoff.status === "draft_pending") setPresence("Your coach is reviewing the reply…", true);
-    else if (handoff.status === "open") setPresence("Waiting for " + coachName + "…", true);
-    else if (handoff.status === "claimed") setPresence(coachName + " is in the conversation", false);
+    if (handoff.status === "draft_pending") {
+      setPresence(coachName + " is reviewing the reply…", true);
+      draftPending = true;
+    }
+    else if (handoff.status === "open") setPresence(waitingText(), true);
+    else if (handoff.status === "claimed") joined();
+  }
+
+  function waitingText() {
+    return "Waiting for " + coachName + (replyMinutes ? " (typically replies within " + replyMinutes + " minutes)…" : "…");
+  }
+
+  function joined() {
+    setPresence(coachName + " is in the conversation", false);
+    coachHolds = true;
+    stopTyping();
+  }
+
+  function notifyParent(type) {
+    if (framed) window.parent.postMessage({ type: "opencoach:" + type }, "*");  // no content: a ping
+  }
+
+  function showTyping() {
+    if (coachHolds || typing) return;
+    typing = bubble("typing", LABELS.ai, "");
+    var dots = typing.querySelector(".text");
+    dots.setAttribute("aria-label", "The assistant is writing");
+    for (var i = 0; i < 3; i++) dots.appendChild(document.createElement("span")).className = "dot";
+    var note = document.createElement("div");
+    note.className = "still small muted";
+    typing.appendChild(note);
+    stillTimer = setTimeout(function () {
+      if (typing) note.textContent = "Still working on your answer…";
+    }, STILL_WORKING_MS);
+  }
+
+  function stopTyping() {
+    clearTimeout(stillTimer);
+    if (typing) typing.remove();
+    typing = null;
+  }
+
+  function streamBubble() {
+    // the bubble an answer streams into: the typing bubble turned into a reply, or a new one
+    if (!current) {
+      var wasTyping = !!typing;
+      stopTyping();
+      current = bubble("ai", LABELS.ai, "");
+      if (wasTyping) current.classList.add("streaming");
+    }
+    return current;
+  }
+
+  function linkPhones(el) {
+    // phone numbers of a crisis or notice reply become tel: links (the text stays text: no HTML parsing)
+    var body = el.querySelector(".text");
+    if (!body || !el.classList.contains("notice") || body.querySelector("a")) return;
+    var text = body.textContent;
+    body.textContent = "";
+    var last = 0;
+    text.replace(PHONE, function (match, number, offset) {
+      body.appendChild(document.createTextNode(text.slice(last, offset)));
+      var a = document.createElement("a");
+      a.href = "tel:" + match.replace(/[^\d+]/g, "");
+      a.textContent = match;
+      body.appendChild(a);
+      last = offset + match.length;
+      return match;
+    });
+    body.appendChild(document.createTextNode(text.slice(last)));
   }
 
   function hasMessage(id) {
@@ -109,6 +199,20 @@
     });
   }
 
+  function icon(path) {
+    var svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("width", "18");
+    svg.setAttribute("height", "18");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    var p = document.createElementNS(SVG, "path");
+    p.setAttribute("d", path);
+    p.setAttribute("fill", "currentColor");
+    svg.appendChild(p);
+    return svg;
+  }
+
   function feedbackBar(el, rated) {
     var id = el.dataset.messageId;
     if (!id || el.classList.contains("notice") || el.querySelector(".feedback")) return;
@@ -119,7 +223,7 @@
       var b = document.createElement("button");
       b.type = "button";
       b.className = "thumb " + (value ? "up" : "down");
-      b.textContent = glyph;
+      b.appendChild(glyph);
       b.title = label;
       b.setAttribute("aria-label", label);
       b.setAttribute("aria-pressed", String(helpful === value));
@@ -127,8 +231,8 @@
       bar.appendChild(b);
       return b;
     }
-    var up = thumb(true, "👍", "Helpful");
-    var down = thumb(false, "👎", "Not helpful");
+    var up = thumb(true, icon(THUMB_PATH), "Helpful");
+    var down = thumb(false, icon(THUMB_PATH), "Not helpful");
     var more = document.createElement("form");
     more.className = "feedback-more";
     more.hidden = true;
@@ -164,6 +268,7 @@
       sendFeedback(id, { helpful: value }).then(function () {
         show(value);
         more.hidden = false;
+        if (el === log.lastElementChild) scrollDown();
         note.textContent = value ? "Thanks!" : "Thanks — what was missing?";
       }).catch(function (err) { note.textContent = err.message; });
     }
@@ -178,6 +283,44 @@
       }).catch(function (err) { note.textContent = err.message; });
     });
     el.appendChild(bar);
+    if (el === log.lastElementChild) scrollDown();  // the newest reply's thumbs in view, not below the fold
+  }
+
+  function openable(li, chunkId) {
+    // a citation becomes a button that shows (and hides) its passage with title and page
+    var label = li.textContent.trim();
+    li.textContent = "";
+    var button = document.createElement("button");
+    button.type = "button";
+    button.className = "link citation";
+    button.textContent = label;
+    button.setAttribute("aria-expanded", "false");
+    var quote = document.createElement("blockquote");
+    quote.className = "passage";
+    quote.hidden = true;
+    li.appendChild(button);
+    li.appendChild(quote);
+    button.addEventListener("click", function () {
+      var open = quote.hidden;
+      quote.hidden = !open;
+      button.setAttribute("aria-expanded", String(open));
+      if (!open || quote.dataset.loaded) return;
+      quote.textContent = "Loading the passage…";
+      fetch("/api/v1/widget/passages/" + encodeURIComponent(chunkId)).then(function (response) {
+        return response.json().then(function (body) {
+          if (!response.ok) throw new Error(body.detail || "Could not open the passage.");
+          quote.textContent = "";
+          var text = document.createElement("p");
+          text.textContent = body.text + (body.after ? " " + body.after : "");
+          var source = document.createElement("footer");
+          source.className = "small muted";
+          source.textContent = "— " + body.title + (body.page ? ", p. " + body.page : "");
+          quote.appendChild(text);
+          quote.appendChild(source);
+          quote.dataset.loaded = "1";
+        });
+      }).catch(function (err) { quote.textContent = err.message || "Could not open the passage."; });
+    });
   }
 
   function citations(el, items) {
@@ -188,6 +331,7 @@
       var li = document.createElement("li");
       li.textContent = c.title + (c.page ? ", p. " + c.page : "");
       list.appendChild(li);
+      if (c.chunk_id) openable(li, c.chunk_id);
     });
     el.appendChild(list);
   }
@@ -204,24 +348,33 @@
     citations(el, message.citations);
     var meta = message.metadata || {};
     if (meta.notice || meta.crisis) el.classList.add("notice");
-    if (message.sender_type !== "client") feedbackBar(el);
+    linkPhones(el);
+    if (message.sender_type !== "client") {
+      feedbackBar(el);
+      notifyParent("message");
+    }
+    if (draftPending && message.sender_type !== "client") setPresence("");  // the reviewed reply arrived
   }
 
   function onDone(data) {
     conversationId = data.conversation_id;
     if (data.message_id && !hasMessage(data.message_id)) {
-      if (!current) current = bubble("ai", LABELS.ai, "");
+      streamBubble();
+      current.classList.remove("streaming");
       current.querySelector(".text").textContent = data.reply;
       citations(current, data.citations);
       current.dataset.messageId = data.message_id;
       var shown = data.metadata || {};
       if (shown.notice || shown.crisis) current.classList.add("notice");
+      linkPhones(current);
       feedbackBar(current);
+      notifyParent("message");
       seen(data.message_id);
     } else if (current) {
       current.remove();  // nothing was sent (or it already arrived live): no empty bubble
     }
     current = null;
+    stopTyping();
     setWaiting(-1);
     if (data.handoff) showHandoff(data.handoff);
     else setPresence("");
@@ -244,10 +397,13 @@
     socket.send(JSON.stringify(payload));
   }
 
+  var retries = 0;  // reconnect attempts since the last open socket
+
   function connect() {
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + location.host + "/ws/chat");  // the widget session cookie authenticates
     socket.onopen = function () {
+      retries = 0;
       waiting = 0;  // answers begun on an earlier socket arrive as live messages (or through catchUp)
       statusLine.textContent = "";
       var ready = connectedOnce ? catchUp() : Promise.resolve();
@@ -265,8 +421,7 @@
         seen(data.message_id);
         if (data.answering) setWaiting(1);
       } else if (data.type === "token") {
-        if (!current) current = bubble("ai", "AI assistant", "");
-        current.querySelector(".text").textContent += data.text;
+        streamBubble().querySelector(".text").textContent += data.text;
         log.scrollTop = log.scrollHeight;
       } else if (data.type === "done") {
         onDone(data);
@@ -276,13 +431,14 @@
       } else if (data.type === "coach_joined") {
         coachName = data.coach_name || coachName;
         systemLine(coachName + " joined the conversation");
-        setPresence(coachName + " is in the conversation", false);
+        joined();
       } else if (data.type === "coach_left") {
         coachName = data.coach_name || coachName;
         systemLine(coachName + " handed the conversation back to the AI assistant");
         setPresence("");
       } else if (data.type === "error") {
         statusLine.textContent = data.message;
+        stopTyping();
         if (data.client_message_id) {  // refused: it is not stored, so it is not sent again
           unacked = unacked.filter(function (m) { return m.client_message_id !== data.client_message_id; });
           var el = ownBubble(data.client_message_id);
@@ -296,17 +452,58 @@
       statusLine.textContent = "Reconnecting…";
       if (current) current.remove();  // a reply cut off mid-stream: the stored one comes live or by catchUp
       current = null;
-      setTimeout(connect, 1500);
+      stopTyping();
+      // exponential back-off with full jitter (1 s, 2 s, 4 s … at most 30 s), so that clients whose server
+      // went away do not all come back at the same moment; reset once a connection opens
+      var delay = Math.min(30000, 1000 * Math.pow(2, retries));
+      retries += 1;
+      setTimeout(connect, 250 + Math.random() * delay);
     };
   }
 
+  // The client's first message from this page accepts the AI disclosure shown above the conversation
+  // (POST /api/v1/widget/disclosure with its version; recorded once per version, listed in the data export).
+  var disclosure = document.getElementById("disclosure");
+  var disclosureAccepted = false;
+  function acceptDisclosure() {
+    if (disclosureAccepted || !disclosure || !disclosure.dataset.version) return;
+    disclosureAccepted = true;
+    fetch("/api/v1/widget/disclosure", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ version: disclosure.dataset.version })
+    }).then(function (response) {
+      if (!response.ok) disclosureAccepted = false;
+    }, function () { disclosureAccepted = false; });
+  }
+
   function sendText(text) {
+    acceptDisclosure();
     var item = { client_message_id: newId(), text: text, conversation_id: conversationId };
     var el = bubble("client", LABELS.client, text);
     el.dataset.clientId = item.client_message_id;
     el.classList.add("pending");
+    var greeting = document.getElementById("greeting");
+    if (greeting) greeting.querySelectorAll(".suggestions").forEach(function (s) { s.remove(); });
     unacked.push(item);
+    showTyping();
     if (socket && socket.readyState === WebSocket.OPEN) transmit(item);
+  }
+
+  function followSummary(sessionId, tries) {
+    // GET /api/v1/widget/sessions/{id}: "pending" until the summary job has run, then "summarized" | "failed"
+    fetch("/api/v1/widget/sessions/" + encodeURIComponent(sessionId)).then(function (response) {
+      return response.ok ? response.json() : null;
+    }).then(function (ended) {
+      if (!ended) return;
+      if (ended.status === "summarized") {
+        statusLine.textContent = "Session ended. Summary ready: see \u201cWhat it remembers\u201d.";
+      } else if (ended.status === "failed") {
+        statusLine.textContent = "Session ended. The summary could not be made (" + coachName + " can see why).";
+      } else if (tries < SUMMARY_POLLS) {
+        setTimeout(function () { followSummary(sessionId, tries + 1); }, SUMMARY_POLL_MS);
+      }
+    }).catch(function () { /* the memory page shows the outcome too */ });
   }
 
   form.addEventListener("submit", function (event) {
@@ -316,7 +513,7 @@
     input.value = "";
     sendText(text);
   });
-  humanButton.addEventListener("click", function () { sendText("/human"); });
+  humanButton.addEventListener("click", function () { sendText(HUMAN_REQUEST); });
   endButton.addEventListener("click", function () {
     if (!conversationId) { statusLine.textContent = "No session to end yet."; return; }
     endButton.disabled = true;
@@ -325,18 +522,37 @@
     }).then(function (response) {
       return response.json().then(function (body) {
         if (!response.ok) statusLine.textContent = body.detail || "Could not end the session.";
-        else if (body.session_id) statusLine.textContent = "Session ended. The assistant will sum it up for next time.";
-        else statusLine.textContent = "No session in progress.";
+        else if (body.session_id) {
+          statusLine.textContent = "Session ended. Summary pending…";
+          followSummary(body.session_id, 0);
+        } else statusLine.textContent = "No session in progress.";
       });
     }).catch(function () {
       statusLine.textContent = "Could not end the session; check your connection.";
     }).then(function () { endButton.disabled = false; });
   });
+  log.addEventListener("click", function (event) {
+    var suggestion = event.target.closest("button.suggestion");
+    if (suggestion) sendText(suggestion.textContent.trim());
+  });
+  var closeButton = document.getElementById("close");
+  if (framed) {
+    closeButton.hidden = false;
+    closeButton.addEventListener("click", function () { notifyParent("close"); });
+    document.addEventListener("keydown", function (event) {
+      if (event.key === "Escape") notifyParent("close");
+    });
+  }
   input.addEventListener("keydown", function (event) {
     if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); form.requestSubmit(); }
   });
   Array.prototype.forEach.call(log.querySelectorAll(".msg.ai, .msg.human_coach"), function (el) {
-    feedbackBar(el, el.dataset.feedback);
+    if (el.id !== "greeting") feedbackBar(el, el.dataset.feedback);
+    linkPhones(el);
   });
+  Array.prototype.forEach.call(log.querySelectorAll(".citations li[data-chunk]"), function (li) {
+    openable(li, li.dataset.chunk);
+  });
+  scrollDown();  // a reload opens at the newest message
   connect();
 })();

@@ -1,27 +1,78 @@
 // Embeddable chat widget: <script src=".../static/widget.js" data-token="WIDGET_TOKEN" async></script>
-// Adds a floating button that opens the client's chat page in an iframe.
+// Adds a floating launcher that opens the client's chat page in an iframe. Open, the launcher is a close button;
+// closed, it counts the replies that arrived meanwhile (unread badge). The panel remembers whether it was open
+// (localStorage of the embedding page). On a phone (max-width 480px) the open panel fills the screen and the
+// chat's own close button (or Esc) closes it. The chat page talks to this script with postMessage
+// {type: "opencoach:close" | "opencoach:message"}; only messages from the chat's origin and frame count.
 (function () {
   "use strict";
   var script = document.currentScript;
   if (!script || !script.dataset.token) return;
   var origin = new URL(script.src).origin;
+  var label = script.dataset.label || "Chat with your coach";
+  var storeKey = "opencoach-widget-open";
+  var phone = window.matchMedia("(max-width: 480px)");
+  var unread = 0;
   var button = document.createElement("button");
-  button.textContent = script.dataset.label || "Chat with your coach";
-  button.setAttribute("aria-expanded", "false");
-  button.style.cssText = "position:fixed;right:20px;bottom:20px;z-index:2147483000;padding:12px 18px;" +
-    "border:0;border-radius:24px;background:#3b5bdb;color:#fff;font:15px system-ui,sans-serif;cursor:pointer;" +
-    "box-shadow:0 4px 14px rgba(0,0,0,.2)";
+  button.type = "button";
+  button.style.cssText = "position:fixed;right:20px;bottom:20px;z-index:2147483001;min-height:48px;padding:12px 18px;" +
+    "border:0;border-radius:24px;background:#3b5bdb;color:#fff;font:16px system-ui,sans-serif;cursor:pointer;" +
+    "box-shadow:0 4px 14px rgba(0,0,0,.2);display:flex;align-items:center;gap:8px";
+  var text = document.createElement("span");
+  var badge = document.createElement("span");
+  badge.style.cssText = "display:none;min-width:22px;padding:0 6px;border-radius:11px;background:#fff;color:#b02525;" +
+    "font-weight:700;font-size:14px;line-height:22px;text-align:center";
+  button.appendChild(text);
+  button.appendChild(badge);
   var frame = document.createElement("iframe");
   frame.title = "Coaching chat";
   frame.src = origin + "/w/" + encodeURIComponent(script.dataset.token);
-  frame.style.cssText = "position:fixed;right:20px;bottom:76px;width:380px;max-width:calc(100vw - 40px);" +
-    "height:560px;max-height:calc(100vh - 100px);border:1px solid #dde;border-radius:12px;z-index:2147483000;" +
-    "display:none;background:#fff;box-shadow:0 8px 30px rgba(0,0,0,.2)";
-  button.addEventListener("click", function () {
-    var open = frame.style.display === "none";
+  frame.allow = "clipboard-write";
+
+  function isOpen() { return frame.style.display !== "none"; }
+
+  function layout(open) {
+    var full = phone.matches;
+    frame.style.cssText = full
+      ? "position:fixed;inset:0;width:100%;height:100%;border:0;border-radius:0;z-index:2147483000;background:#fff"
+      : "position:fixed;right:20px;bottom:80px;width:380px;max-width:calc(100vw - 40px);height:560px;" +
+        "max-height:calc(100vh - 100px);border:1px solid #dde;border-radius:12px;z-index:2147483000;background:#fff;" +
+        "box-shadow:0 8px 30px rgba(0,0,0,.2)";
     frame.style.display = open ? "block" : "none";
+    button.style.display = open && full ? "none" : "flex";  // full screen: the chat's own close button
+  }
+
+  function render() {
+    var open = isOpen();
+    text.textContent = open ? "\u00d7 Close chat" : label;
     button.setAttribute("aria-expanded", String(open));
+    button.setAttribute("aria-label", open ? "Close chat" : label + (unread ? " (" + unread + " unread)" : ""));
+    badge.textContent = String(unread);
+    badge.style.display = !open && unread ? "inline-block" : "none";
+  }
+
+  function setOpen(open) {
+    layout(open);
+    if (open) unread = 0;
+    try { localStorage.setItem(storeKey, open ? "1" : "0"); } catch (e) { /* storage blocked: not remembered */ }
+    render();
+    if (open) frame.focus(); else button.focus();
+  }
+
+  button.addEventListener("click", function () { setOpen(!isOpen()); });
+  window.addEventListener("message", function (event) {
+    if (event.origin !== origin || event.source !== frame.contentWindow || !event.data) return;
+    if (event.data.type === "opencoach:close" && isOpen()) setOpen(false);
+    else if (event.data.type === "opencoach:message" && !isOpen()) { unread += 1; render(); }
   });
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape" && isOpen()) setOpen(false);
+  });
+  phone.addEventListener("change", function () { layout(isOpen()); });
+  var remembered = null;
+  try { remembered = localStorage.getItem(storeKey); } catch (e) { /* storage blocked */ }
+  layout(remembered === "1");
+  render();
   document.body.appendChild(frame);
   document.body.appendChild(button);
 })();

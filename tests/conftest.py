@@ -24,9 +24,10 @@ from app.core import egress
 from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background, start_services
 from app.core.security import SecretBox
+from app.db.jobs import ALERTS_QUEUE
 from app.db.migrate import upgrade_head
 from app.llm.registry import ProviderRegistry
-from app.worker import build_worker
+from app.worker import build_workers, run_workers
 from tests import network_rule
 from tests.stub_dns import TEST_OUTBOUND_ALLOW, StubResolver
 
@@ -82,7 +83,7 @@ def _no_jobs_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     client = SyncRedis.from_url(request.getfixturevalue("services").redis_url)
     try:
-        client.delete("arq:queue", *client.scan_iter("arq:job:*"))
+        client.delete("arq:queue", ALERTS_QUEUE, *client.scan_iter("arq:job:*"))
     finally:
         client.close()
 
@@ -152,14 +153,12 @@ async def http(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="session")
 def run_jobs(settings: Settings, services: Services, registry: ProviderRegistry) -> Callable[[], Awaitable[None]]:
-    """Run a real arq worker in burst mode until the queue is empty."""
+    """Run the real arq workers (main, then alerts) in burst mode until their queues are empty."""
 
     async def run() -> None:
-        worker = build_worker(settings, services.database_url, services.redis_url, burst=True, registry=registry)
-        try:
-            await worker.main()
-        finally:
-            await worker.close()
+        await run_workers(
+            build_workers(settings, services.database_url, services.redis_url, burst=True, registry=registry)
+        )
 
     return run
 

@@ -24,6 +24,10 @@ MAX_TOPICS = 50
 MAX_TOPIC_CHARS = 100
 MAX_RESOURCES = 10
 MAX_RESOURCE_CHARS = 300
+CRISIS_LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "fr": "French", "de": "German", "pt": "Portuguese"}
+CRISIS_LANGUAGES = tuple(CRISIS_LANGUAGE_NAMES)
+"""Languages a client's crisis message is recognised in (:attr:`app.handoff.risk.RiskAssessment.language`),
+the keys of ``crisis_resources_by_language``."""
 
 HANDOFF_FIELDS = (
     "handoff_mode",
@@ -33,6 +37,7 @@ HANDOFF_FIELDS = (
     "handoff_sla_minutes",
     "availability",
     "crisis_resources",
+    "crisis_resources_by_language",
     "alert_webhook_url",
     "alert_email",
 )
@@ -59,10 +64,26 @@ def _lines(name: str, values: Sequence[str], limit: int, chars: int) -> list[str
     return cleaned
 
 
+def _resources_by_language(value: Any) -> dict[str, list[str]]:
+    """``{language: [line, …]}`` checked like ``crisis_resources`` per language; a language with no lines is
+    dropped (``{}`` clears them all). Raises ``InvalidInput`` naming the field."""
+    name = "crisis_resources_by_language"
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{name} must be an object of language → list of lines")
+    unknown = sorted(str(key) for key in value if key not in CRISIS_LANGUAGES)
+    if unknown:
+        raise InvalidInput(f"{name}: unknown language {', '.join(unknown)} (one of {', '.join(CRISIS_LANGUAGES)})")
+    cleaned = {
+        lang: _lines(f"{name}.{lang}", lines, MAX_RESOURCES, MAX_RESOURCE_CHARS) for lang, lines in value.items()
+    }
+    return {lang: lines for lang, lines in sorted(cleaned.items()) if lines}
+
+
 def apply_handoff_settings(coach: Coach, secrets: SecretBox, **changes: Any) -> None:
     """Validate and set the given fields (``None`` leaves one as is; ``""`` clears the webhook URL or the
-    e-mail; ``{}`` clears the availability hours: always available). Setting a new webhook URL generates
-    its signing secret (``whsec_…``). Raises ``InvalidInput`` naming the first bad field."""
+    e-mail; ``{}`` clears the availability hours: always available, or every per-language crisis resource).
+    Setting a new webhook URL generates its signing secret (``whsec_…``). Raises ``InvalidInput`` naming the
+    first bad field."""
     unknown = set(changes) - set(HANDOFF_FIELDS)
     if unknown:
         raise InvalidInput(f"unknown settings: {', '.join(sorted(unknown))}")
@@ -83,6 +104,8 @@ def apply_handoff_settings(coach: Coach, secrets: SecretBox, **changes: Any) -> 
         coach.crisis_resources = _lines(
             "crisis_resources", changes["crisis_resources"], MAX_RESOURCES, MAX_RESOURCE_CHARS
         )
+    if changes.get("crisis_resources_by_language") is not None:
+        coach.crisis_resources_by_language = _resources_by_language(changes["crisis_resources_by_language"])
     if changes.get("handoff_sla_minutes") is not None:
         coach.handoff_sla_minutes = in_range("handoff_sla_minutes", changes["handoff_sla_minutes"], SLA_MINUTES_RANGE)
     if changes.get("availability") is not None:

@@ -51,6 +51,10 @@ class Coach(IdMixin, Base):
     ``None``: always available (see :mod:`app.accounts.availability`)."""
     crisis_resources: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
     """Lines of the crisis reply (helplines); empty: :data:`app.handoff.crisis.DEFAULT_CRISIS_RESOURCES`."""
+    crisis_resources_by_language: Mapped[dict[str, list[str]]] = mapped_column(JSONB, default=dict, server_default="{}")
+    """Lines of the crisis reply per language the client wrote in (``{"es": [...], "de": [...]}``, keys
+    :data:`app.accounts.handoff_settings.CRISIS_LANGUAGES`); they win over ``crisis_resources`` for that
+    language (:func:`app.handoff.crisis.resources_for`)."""
     alert_webhook_url: Mapped[str | None] = mapped_column(String(500))
     """Handoff alerts are POSTed here as JSON, signed per Standard Webhooks (see :mod:`app.handoff.alerts`)."""
     alert_webhook_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -109,6 +113,9 @@ class Client(TenantMixin, Base):
     name: Mapped[str] = mapped_column(String(200))
     widget_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     widget_token_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    ai_disclosure_version: Mapped[str | None] = mapped_column(String(40))
+    """The version of the widget's AI disclosure the client accepted (:mod:`app.accounts.disclosure`)."""
+    ai_disclosure_accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class HandoffMode:

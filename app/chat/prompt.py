@@ -8,12 +8,17 @@ the client — the L4 profile and the recalled L2 session summaries / L3 insight
 instructions and the numbered passages of the coach's material), then the L1 recent turns (oldest first),
 then the client's new message.
 
+Spotlighting (``spotlight=True``, the default; :mod:`app.chat.spotlight`, Hines et al. 2024): the system
+message states the instruction hierarchy after the persona, and the examples, the memory lines and the
+passages — text other people wrote — each sit in a delimited, datamarked data block. ``spotlight=False`` is
+the undefended prompt ``opencoach eval injection`` compares against.
+
 When the prompt is over budget, cuts happen in this order, one unit at a time:
 
 1. the oldest L1 turns, while more than ``KEEP_RECENT`` remain (the last exchange matters most);
 2. the least similar few-shot examples (they are a nudge, memory and sources are facts);
 3. the style lines, last first;
-4. the lowest-scored memory items (summaries and insights compete on one score);
+4. the lowest-scored memory items (recalled messages, summaries and insights compete on one score);
 5. the lowest-ranked passages, while more than one remains;
 6. the profile lines, last first;
 7. the last passage;
@@ -29,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from app.chat.spotlight import HIERARCHY, data_block, datamark
 from app.conversations.models import Message, SenderType
 from app.llm.base import ChatMessage
 from app.memory.retrieval import MemoryContext, MemoryItem
@@ -65,30 +71,46 @@ class AssembledPrompt:
     estimated_tokens: int
     examples: list[FewShotExample] = field(default_factory=list)
     style_lines: int = 0
+    persona: str = ""
+    """The persona at the top of the system message."""
+    protected: list[str] = field(default_factory=list)
+    """Other texts the client must never read back: the fixed instructions, the style lines and the few-shot
+    texts (another client's words among them) — with ``persona``, the output check's leak reference."""
+    untrusted: list[str] = field(default_factory=list)
+    """Texts in the prompt that others wrote (passages, memory lines, few-shot texts): where an injected
+    instruction can hide — the output check's payload reference."""
 
     def memory_used(self) -> dict[str, object]:
-        """Attribution for the AI message's metadata: ids of the insights and summaries in the prompt."""
+        """Attribution for the AI message's metadata: ids of the insights, summaries and recalled messages
+        (episodes) in the prompt."""
         return {
+            "message_ids": [str(i.id) for i in self.memory_items if i.layer == "message"],
             "insight_ids": [str(i.id) for i in self.memory_items if i.layer == "insight"],
             "summary_ids": [str(i.id) for i in self.memory_items if i.layer == "summary"],
             "profile": self.profile_lines > 0,
         }
 
 
-def _passage_block(passages: Sequence[RetrievedChunk]) -> str:
+def _passage_lines(passages: Sequence[RetrievedChunk], spotlight: bool) -> list[str]:
     lines = []
     for i, p in enumerate(passages, start=1):
         where = f"{p.title}, p. {p.page}" if p.page is not None else p.title
-        lines.append(f"[{i}] ({where}) {p.text}")
-    return "\n\n".join(lines)
+        text = f"({where}) {p.text}"
+        lines.append(f"[{i}] {datamark(text) if spotlight else text}")
+    return lines
 
 
-def _example_block(coach: str, style: Sequence[str], examples: Sequence[FewShotExample]) -> str:
-    lines = [EXAMPLES_HEADER.format(coach=coach or "the coach"), *(f"- {line}" for line in style)]
+def _example_block(
+    coach: str, style: Sequence[str], examples: Sequence[FewShotExample], spotlight: bool = False
+) -> str:
+    mark = datamark if spotlight else str
+    lines = [f"- {mark(line)}" for line in style]
     for example in examples:
         technique = f" ({example.strategy})" if example.strategy else ""
-        lines.append(f'When {example.situation}:\n{coach or "Coach"}{technique}: "{example.coach_text}"')
-    return "\n".join(lines)
+        situation, said = mark(example.situation), mark(example.coach_text)
+        lines.append(f'When {situation}:\n{coach or "Coach"}{technique}: "{said}"')
+    header = EXAMPLES_HEADER.format(coach=coach or "the coach")
+    return "\n".join([header, data_block("the coach's past replies", lines) if spotlight else "\n".join(lines)])
 
 
 def _system(
@@ -99,14 +121,22 @@ def _system(
     coach: str = "",
     style: Sequence[str] = (),
     examples: Sequence[FewShotExample] = (),
+    spotlight: bool = False,
 ) -> str:
     parts = [persona] if persona else []
+    if spotlight:
+        parts.append(HIERARCHY)
     if style or examples:
-        parts.append(_example_block(coach, style, examples))
+        parts.append(_example_block(coach, style, examples, spotlight))
     if profile or items:
-        parts.append("\n".join([MEMORY_HEADER, *profile, *(item.line() for item in items)]))
+        lines = [*profile, *(item.line() for item in items)]
+        if spotlight:
+            lines = [data_block("notes about the client", [datamark(line) for line in lines])]
+        parts.append("\n".join([MEMORY_HEADER, *lines]))
     if passages:
-        parts.append(f"{GROUNDING}\n\nPassages:\n{_passage_block(passages)}")
+        lines = _passage_lines(passages, spotlight)
+        block = data_block("passages", lines) if spotlight else "\n\n".join(lines)
+        parts.append(f"{GROUNDING}\n\nPassages:\n{block}")
     return "\n\n".join(parts)
 
 
@@ -125,13 +155,15 @@ def assemble_prompt(
     examples: Sequence[FewShotExample] = (),
     style: Sequence[str] = (),
     coach_name: str = "",
+    spotlight: bool = True,
 ) -> AssembledPrompt:
     """Build the chat prompt. ``passages``, ``memory.items`` and ``examples`` (the coach's past
     interventions, :meth:`app.learning.interventions.InterventionService.similar`) come best first;
     ``style`` are :func:`app.learning.style.style_lines`; ``coach_name`` names the coach in the examples
     section. ``history`` is oldest-first and excludes the new message (client turns become ``user``
     messages, AI and human-coach turns ``assistant`` messages). ``budget_tokens`` is the model's context
-    minus the reply's ``max_tokens``."""
+    minus the reply's ``max_tokens``. ``spotlight``: data blocks and the instruction hierarchy (see the module
+    docstring); off only to measure the undefended prompt."""
     limit = int(budget_tokens * BUDGET_MARGIN)
     kept_passages = list(passages)
     items = list(memory.items)
@@ -155,7 +187,7 @@ def assemble_prompt(
     ]
 
     def build() -> list[ChatMessage]:
-        system = _system(persona, profile, items, kept_passages, coach_name, style_kept, shots)
+        system = _system(persona, profile, items, kept_passages, coach_name, style_kept, shots, spotlight)
         return [{"role": "system", "content": system}, *turns, new]
 
     messages = build()
@@ -165,6 +197,18 @@ def assemble_prompt(
             break
         step()
         messages = build()
+    shot_texts = [shot.coach_text for shot in shots]
+    fixed = [GROUNDING, EXAMPLES_HEADER, MEMORY_HEADER, *([HIERARCHY] if spotlight else [])]
     return AssembledPrompt(
-        messages, kept_passages, items, len(profile), len(turns), _tokens(messages), shots, len(style_kept)
+        messages,
+        kept_passages,
+        items,
+        len(profile),
+        len(turns),
+        _tokens(messages),
+        shots,
+        len(style_kept),
+        persona=persona,
+        protected=[*fixed, *style_kept, *shot_texts],
+        untrusted=[*(p.text for p in kept_passages), *profile, *(i.text for i in items), *shot_texts],
     )

@@ -94,6 +94,8 @@ class MemoryMeta(msgspec.Struct, kw_only=True):
     """L3 insights in the prompt."""
     summary_ids: list[str] = []
     """L2 session summaries in the prompt."""
+    message_ids: list[str] = []
+    """Earlier messages recalled on their own (the episodic layer, :mod:`app.memory.episodes`)."""
     profile: bool = False
     """Whether L4 profile lines were in the prompt."""
 
@@ -206,6 +208,13 @@ class ReplyMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
     honesty_model_reply: str | None = None
     """With ``honesty`` ``replaced``: the model's reply that claimed to be human (coach-only)."""
 
+    # --- prompt injection (app.chat.turn.injection; coach-only)
+    injection: str | None = None
+    """The output check replaced the model's reply by the safe reply: ``leak`` (it repeated the system text or
+    a few-shot example) | ``payload`` (it carried the payload of an instruction planted in what it read)."""
+    injection_model_reply: str | None = None
+    """With ``injection``: the model's replaced reply (coach-only)."""
+
     # --- kinds of message
     crisis: bool = False
     """The crisis protocol's reply (written without the model)."""
@@ -299,8 +308,9 @@ class ReplyMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
     @property
     def not_ai_content(self) -> bool:
         """The message is not the model's own answer: an apology after a failure (or a partial one), a notice,
-        a crisis reply or the honesty text (``honesty``). Such messages never become training data."""
-        return bool(self.error or self.partial_reply or self.notice or self.crisis or self.honesty)
+        a crisis reply, the honesty text (``honesty``) or the safe reply of the injection check (``injection``).
+        Such messages never become training data."""
+        return bool(self.error or self.partial_reply or self.notice or self.crisis or self.honesty or self.injection)
 
 
 _FIELDS: Final = frozenset(name for name in ReplyMeta.__struct_encode_fields__ if name != "extra")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from cryptography.fernet import Fernet
 from limits import parse_many
@@ -37,6 +38,27 @@ class Settings(BaseSettings):
         default=None, description="URL of the role that owns the schema; defaults to DATABASE_URL."
     )
     redis_url: str | None = None
+    database_statement_timeout_ms: int = Field(
+        default=60_000,
+        ge=0,
+        description="PostgreSQL statement_timeout of the app's connections (0: none): a query stuck behind a "
+        "failing server ends with an error instead of holding a request or a worker slot.",
+    )
+    database_lock_timeout_ms: int = Field(
+        default=10_000, ge=0, description="PostgreSQL lock_timeout of the app's connections (0: none)."
+    )
+    redis_socket_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a Redis command or connection attempt may take before Redis counts as unavailable "
+        "(a hung or restarting server).",
+    )
+    worker_lease_seconds: float = Field(
+        default=60.0,
+        ge=3,
+        description="A running job's claim in Redis lasts this long unless its worker renews it: the jobs of a "
+        "killed worker (and its coach's ingestion slot) are taken up again this long after it died.",
+    )
 
     secret_key: str | None = Field(
         default=None,
@@ -73,6 +95,17 @@ class Settings(BaseSettings):
         description="Deadline of one ingestion job (extract, embed, store); a document still processing "
         "past it (its worker was killed) is failed by the worker's sweep.",
     )
+    ingest_jobs_per_coach: int = Field(
+        default=1,
+        ge=1,
+        description="Ingestion jobs one coach may run at once across every worker; more wait their turn "
+        "without holding a worker slot.",
+    )
+    worker_max_jobs: int = Field(
+        default=2,
+        ge=1,
+        description="Jobs one worker process runs at once on the main queue (handoff alerts have their own).",
+    )
     retrieval_top_k: int = Field(default=5, ge=1, le=50)
     rerank_base_url: str = Field(
         default="",
@@ -81,7 +114,15 @@ class Settings(BaseSettings):
     )
     rerank_model: str = Field(default="", description="Model name sent to the reranker.")
     rerank_api_key: str | None = Field(default=None, description="Bearer key for the reranker, if it needs one.")
-    llm_timeout_seconds: float = Field(default=120.0, gt=0)
+    llm_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="Seconds a model endpoint may take to connect, and between two reads."
+    )
+    llm_deadline_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Overall deadline of one call to a model endpoint (a whole streamed reply, a JSON "
+        "completion, an embedding batch), however steadily it drip-feeds bytes.",
+    )
     llm_max_tokens: int = Field(default=256, ge=16)
     llm_context_tokens: int = Field(default=2048, ge=512, description="Context window of the local model.")
     llm_threads: int | None = Field(default=None, description="CPU threads for the local model.")
@@ -92,6 +133,17 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_from: str = Field(default="OpenCoach <alerts@opencoach.local>", description="From: of alert e-mails.")
     smtp_starttls: bool = Field(default=True, description="Upgrade the SMTP connection with STARTTLS.")
+
+    telegram_api_url: str = Field(
+        default="https://api.telegram.org",
+        description="Bot API server the Telegram channel calls (operator setting; a self-hosted Bot API server "
+        "accepts http webhooks). A host that is not public must be in OUTBOUND_ALLOW.",
+    )
+    telegram_mode: Literal["auto", "webhook", "polling"] = Field(
+        default="auto",
+        description="How bots get updates: auto = webhook when PUBLIC_URL is https or TELEGRAM_API_URL is not "
+        "Telegram's public server, otherwise getUpdates long polling.",
+    )
 
     outbound_allow: str = Field(
         default="",

@@ -52,6 +52,7 @@ TENANT_TABLES = (
     "chat_sessions",
     "insights",
     "client_profiles",
+    "episodes",
     "handoffs",
     "drafts",
     "interventions",
@@ -61,6 +62,10 @@ TENANT_TABLES = (
     "fine_tune_jobs",
     "model_versions",
     "experiments",
+    "telegram_bots",
+    "telegram_chats",
+    "telegram_invites",
+    "telegram_updates",
 )
 """Tables keyed by ``coach_id`` under row-level security (``coaches`` is keyed by its own ``id``;
 ``intervention_patterns`` is anonymised and shared by all coaches)."""

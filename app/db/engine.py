@@ -15,9 +15,22 @@ from app.db.outbox import pending_ids
 log = logging.getLogger(__name__)
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """Create the asyncpg engine for ``url`` (``postgresql+asyncpg://…``)."""
-    return create_async_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+def make_engine(
+    url: str, *, pool_size: int = 10, statement_timeout_ms: int = 0, lock_timeout_ms: int = 0
+) -> AsyncEngine:
+    """Create the asyncpg engine for ``url`` (``postgresql+asyncpg://…``). Every connection is checked before
+    use (``pool_pre_ping``: connections a PostgreSQL restart closed are replaced, not handed out) and gets
+    PostgreSQL's ``statement_timeout`` and ``lock_timeout`` in milliseconds (0: none) as server settings,
+    so a statement ends with an error (``QueryCanceledError``/``LockNotAvailableError``) instead of waiting
+    for ever."""
+    server_settings = {"statement_timeout": str(statement_timeout_ms), "lock_timeout": str(lock_timeout_ms)}
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=10,
+        pool_pre_ping=True,
+        connect_args={"server_settings": server_settings},
+    )
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

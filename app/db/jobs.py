@@ -29,6 +29,11 @@ POLL_FINE_TUNE = "poll_fine_tune"
 EVALUATE_MODEL = "evaluate_model"
 ANSWER_PENDING = "answer_pending"
 PURGE_ERASED_DATA = "purge_erased_data"
+EMBED_MESSAGES = "embed_messages"
+
+ALERTS_QUEUE = "opencoach:queue:alerts"
+"""The arq queue of the coach's handoff alerts, served by its own worker (``app.worker.build_alert_worker``) so
+that slow jobs on the default queue (a large PDF, a drip-feeding endpoint) never hold back a crisis alert."""
 
 
 def ingest_document(session: AsyncSession, coach_id: uuid.UUID, document_id: uuid.UUID) -> None:
@@ -87,7 +92,8 @@ def deliver_alert(
 ) -> None:
     """Queue the coach's webhook and e-mail alerts for one escalation event of a handoff (once per ``event``:
     ``opened``, or ``crisis:<client message id>`` for a crisis inside an active handoff; see
-    :mod:`app.handoff.alerts`). ``reason`` is the handoff's reason at the event (``None``: read at delivery)."""
+    :mod:`app.handoff.alerts`). ``reason`` is the handoff's reason at the event (``None``: read at delivery).
+    Goes to :data:`ALERTS_QUEUE`."""
     add_job(
         session,
         coach_id,
@@ -97,6 +103,7 @@ def deliver_alert(
         event,
         reason,
         job_id=f"{DELIVER_ALERT}:{handoff_id}:{event}",
+        queue=ALERTS_QUEUE,
     )
 
 
@@ -172,6 +179,13 @@ def answer_pending(session: AsyncSession, coach_id: uuid.UUID, message_id: uuid.
 
 
 def purge_erased_data(session: AsyncSession, coach_id: uuid.UUID, file_ids: list[str], *, reason: str) -> None:
-    """Queue the purge that follows an erasure (``reason``: ``client:<id>`` or ``account``): the coach's Redis
-    caches that may quote the erased messages, and the training files ``file_ids`` at the coach's provider."""
+    """Queue the purge that follows an erasure (``reason``: ``client:<id>``, ``account``, or ``forget:<insight
+    id>`` when messages are forgotten): the coach's Redis caches that may quote the erased messages, and the
+    training files ``file_ids`` at the coach's provider."""
     add_job(session, coach_id, PURGE_ERASED_DATA, str(coach_id), file_ids, job_id=f"{PURGE_ERASED_DATA}:{reason}")
+
+
+def embed_messages(session: AsyncSession, coach_id: uuid.UUID, message_id: uuid.UUID) -> None:
+    """Queue the episodic embedding of one message and of its conversation's earlier messages that have
+    none (:meth:`app.memory.episodes.EpisodeService.embed_messages`; once per message)."""
+    add_job(session, coach_id, EMBED_MESSAGES, str(coach_id), str(message_id), job_id=f"{EMBED_MESSAGES}:{message_id}")

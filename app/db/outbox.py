@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq.connections import ArqRedis
+from arq.constants import default_queue_name
+from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 from sqlalchemy import DateTime, Integer, String, Text, delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import JSONB, UUID
@@ -52,9 +54,19 @@ UNAVAILABLE = (RedisError, OSError, TimeoutError)
 """Errors meaning Redis cannot take jobs now: the relay stops and leaves the rest for the next one."""
 
 
+def connect_redis(redis_url: str, *, socket_timeout_s: float, queue: str = default_queue_name) -> ArqRedis:
+    """An arq Redis client for ``redis_url`` whose commands and connection attempts give up after
+    ``socket_timeout_s`` seconds (``TimeoutError``, one of :data:`UNAVAILABLE`): a hung or restarting Redis
+    never blocks a caller for longer. ``queue`` is the queue ``enqueue_job`` uses by default. Connects on
+    first use."""
+    pool = ConnectionPool.from_url(redis_url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s)
+    return ArqRedis(pool, default_queue_name=queue)
+
+
 class OutboxJob(IdMixin, Base):
     """One job waiting to be sent to arq: ``name`` (an arq function), positional ``args`` (JSON), arq's
-    ``_job_id`` for deduplication, an optional ``defer_until`` (UTC), and the failed sends so far
+    ``_job_id`` for deduplication, the arq ``queue`` it goes to (``None``: arq's default queue), an optional
+    ``defer_until`` (UTC), and the failed sends so far
     (``attempts``, ``last_error``)."""
 
     __tablename__ = "outbox_jobs"
@@ -63,6 +75,7 @@ class OutboxJob(IdMixin, Base):
     name: Mapped[str] = mapped_column(String(60))
     args: Mapped[list[Any]] = mapped_column(JSONB, default=list)
     job_id: Mapped[str] = mapped_column(String(300))
+    queue: Mapped[str | None] = mapped_column(String(60))
     defer_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -79,11 +92,13 @@ def add_job(
     *args: Any,
     job_id: str | None = None,
     defer_until: datetime | None = None,
+    queue: str | None = None,
 ) -> OutboxJob:
     """Add a job to the session's transaction (sent after commit). ``args`` must be JSON values (strings,
     numbers, booleans, ``None``; lists and objects of them): jobs take ids, never ORM objects.
     ``job_id`` (at most 300 characters) defaults to one derived from the row, so the relay never queues the
-    same row twice; ``defer_until`` must be timezone-aware.
+    same row twice; ``defer_until`` must be timezone-aware; ``queue`` names the arq queue (``None``: the
+    default one, which the main worker serves).
 
     Raises ``TypeError`` for an argument that is not JSON and ``ValueError`` for a naive ``defer_until`` or
     an over-long ``job_id``, at the call (not at the flush, far from the cause)."""
@@ -103,6 +118,7 @@ def add_job(
         name=name,
         args=payload,
         job_id=job_id,
+        queue=queue,
         defer_until=defer_until,
         attempts=0,
     )
@@ -123,7 +139,7 @@ async def _send(redis: ArqRedis, row: OutboxJob, now: datetime) -> None:
     defer = row.defer_until if row.defer_until is not None and row.defer_until > now else None
     async with asyncio.timeout(SEND_TIMEOUT_S):
         # None: arq already has this job id (queued, running, or its result kept): it is sent
-        await redis.enqueue_job(row.name, *row.args, _job_id=row.job_id, _defer_until=defer)
+        await redis.enqueue_job(row.name, *row.args, _job_id=row.job_id, _defer_until=defer, _queue_name=row.queue)
 
 
 def _error(exc: BaseException) -> str:

@@ -5,14 +5,18 @@ multi-session dialogues between two people, with dated sessions and QA items who
 dialogue ids (``D3:14``) that answer them. Each conversation becomes one client of a fresh evaluation
 coach: ``speaker_a`` is the client, ``speaker_b`` writes as the human coach; every turn is stored as a
 message at its session's date (turns 30 s apart), so sessions split on the idle gap exactly as live chats
-do. After each session the real memory pipeline runs — the same service methods the arq jobs call: insight
-extraction, the session summary, the profile update — with the coach's configured model.
+do. Each turn gets its episode (:mod:`app.memory.episodes`: the embedding the live turn or the
+``embed_messages`` job would store). After each session the real memory pipeline runs — the same service
+methods the arq jobs call: insight extraction, the session summary, the profile update — with the coach's
+configured model; with ``extract=False`` (``--no-extract``) it does not, and memory is the episodic layer
+alone (no model calls).
 
 For every QA item of categories 1–4 (5 is adversarial, unanswerable) each method retrieves ``k`` items
 for the question, as of the end of the last session:
 
-- ``memory``: :func:`app.memory.retrieval.recall` — the L2 summaries and L3 insights the prompt would get,
-  ranked by the prompt's own score. An insight maps back to the messages the model cited (or, failing that,
+- ``memory``: :func:`app.memory.retrieval.recall` — the episodes, L2 summaries and L3 insights the prompt
+  would get, ranked and de-duplicated as in the turn (hybrid dense + BM25, RRF, recency prior). An episode
+  is its own message. An insight maps back to the messages the model cited (or, failing that,
   the ones its text is grounded in by embedding); a summary to the messages its sentences, topics, insights
   and action items are grounded in (:func:`app.memory.transcript.ground`, top 2 per statement, cosine
   ≥ 0.4). Message ids map to dialogue ids.
@@ -24,7 +28,11 @@ for the question, as of the end of the last session:
 top-``k`` items; ``evidence_coverage@k`` the mean share of each question's evidence ids covered. Evidence
 ids not found in the conversation (LoCoMo has a few typos) are dropped; a question left with none is
 skipped. ``context_tokens@k`` is the mean cl100k size of the retrieved text — summaries are longer than
-turns, so this says what each method spends for its recall.
+turns, so this says what each method spends for its recall. Every score is also reported per category.
+
+Tuning and reporting: :data:`PARTS` splits the file's conversations into a ``dev`` part (the first
+conversation; the fusion weights and recency share of :mod:`app.memory.retrieval` were fitted on it only)
+and a ``heldout`` part (the others), so a reported figure need not come from the data it was tuned on.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ from app.conversations.models import Conversation, Message, SenderType
 from app.core.errors import EvalDataError
 from app.llm.base import ChatMessage
 from app.llm.schema import InvalidModelOutput, generate_structured
+from app.memory.episodes import store_episodes
 from app.memory.models import Insight, InsightStatus
 from app.memory.retrieval import MemoryItem, recall
 from app.memory.sessions import track_message
@@ -62,6 +71,9 @@ CATEGORIES = (1, 2, 3, 4)
 TURN_SPACING = timedelta(seconds=30)
 BASELINES = ("last_n", "turn_dense", "turn_bm25")
 ANSWER_CONTEXT_ITEMS = 10
+CATEGORY_NAMES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+PARTS = {"dev": slice(0, 1), "heldout": slice(1, None), "all": slice(None)}
+"""Which conversations of a LoCoMo file each ``--part`` uses (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -209,6 +221,10 @@ class EvalRun:
 
     memory: Scores = field(default_factory=Scores)
     baselines: dict[str, Scores] = field(default_factory=lambda: {name: Scores() for name in BASELINES})
+    categories: dict[int, dict[str, Scores]] = field(
+        default_factory=lambda: {c: {name: Scores() for name in ("memory", *BASELINES)} for c in CATEGORIES}
+    )
+    category_questions: dict[int, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
     questions: int = 0
     skipped_questions: int = 0
     sessions: int = 0
@@ -227,10 +243,12 @@ async def evaluate(
     *,
     openai: OpenAIModel | None = None,
     keep: bool = False,
+    extract: bool = True,
     progress: ProgressHook | None = None,
 ) -> dict[str, Any]:
     """Run the pipeline over ``conversations`` and score every method (see the module docstring).
 
+    ``extract=False`` skips the model-made layers (no insight, summary or profile jobs: no model calls).
     With ``openai`` the evaluation coach uses that model (default: the local one), and each question is also
     answered from the top memory items and judged by the same model. Evaluation coaches are deleted
     afterwards unless ``keep``. Returns the ``--json`` object.
@@ -238,11 +256,19 @@ async def evaluate(
     started = time.perf_counter()
     run = EvalRun()
     for conversation in conversations:
-        await _evaluate_conversation(container, conversation, run, openai=openai, keep=keep, progress=progress)
+        await _evaluate_conversation(
+            container, conversation, run, openai=openai, keep=keep, extract=extract, progress=progress
+        )
     result: dict[str, Any] = {
         **{k: v for k, v in run.memory.report(run.questions).items() if k.startswith("evidence_recall")},
         "baselines": {name: scores.report(run.questions) for name, scores in run.baselines.items()},
         "memory": run.memory.report(run.questions),
+        "categories": {
+            CATEGORY_NAMES[c]: {"questions": run.category_questions[c]}
+            | {name: scores.report(run.category_questions[c]) for name, scores in methods.items()}
+            for c, methods in run.categories.items()
+        },
+        "extract": extract,
         "questions": run.questions,
         "skipped_questions": run.skipped_questions,
         "conversations": len(conversations),
@@ -263,6 +289,7 @@ async def _evaluate_conversation(
     *,
     openai: OpenAIModel | None,
     keep: bool,
+    extract: bool,
     progress: ProgressHook | None,
 ) -> None:
     signup = await container.accounts.signup(
@@ -287,48 +314,83 @@ async def _evaluate_conversation(
             coach = await uow.coach()
         dia_of: dict[uuid.UUID, str] = {}
         turns: list[Turn] = []
+        vectors: list[list[float]] = []
         for number, turns_of_session in enumerate(conversation.sessions, start=1):
-            async with unit_of_work(container.sessionmaker, coach_id) as uow:
-                session = uow.session
-                coach = await uow.coach()
-                for turn in turns_of_session:
-                    sender = SenderType.CLIENT if turn.speaker == conversation.speaker_a else SenderType.HUMAN_COACH
-                    message = Message(
-                        coach_id=coach_id,
-                        conversation_id=conv.id,
-                        sender_type=sender,
-                        text=turn.text,
-                        citations=[],
-                        meta={"locomo_dia_id": turn.dia_id},
-                        created_at=turn.at,
-                    )
-                    session.add(message)
-                    await session.flush()
-                    await track_message(session, coach, message, turn.at, queue_jobs=False)
-                    dia_of[message.id] = turn.dia_id
+            vectors += await _store_session(container, coach, conv, conversation.speaker_a, turns_of_session, dia_of)
             turns.extend(turns_of_session)
             async with unit_of_work(container.sessionmaker, coach_id) as uow:
                 session_id = await container.sessions.end_session(uow, conv.id, queue_jobs=False)
-            if progress:
-                progress(f"{conversation.sample_id}: session {number}/{len(conversation.sessions)} — insights")
-            await container.insights.extract_insights(coach_id, conv.id, force=True)
-            if session_id is not None:
-                if progress:
-                    progress(f"{conversation.sample_id}: session {number}/{len(conversation.sessions)} — summary")
-                try:
-                    await container.summaries.summarize_session(coach_id, session_id, queue_profile=False)
-                except SummaryFailed:  # a result to count, not a crash
-                    run.summaries_failed += 1
-                else:
-                    await container.profiles.update_profile(coach_id, session_id)
+            if extract:
+                where = f"{conversation.sample_id}: session {number}/{len(conversation.sessions)}"
+                await _memory_jobs(container, coach_id, conv.id, session_id, run, where, progress)
             run.sessions += 1
         if progress:
             progress(f"{conversation.sample_id}: scoring")
-        await _score(container, coach, client.id, conversation, turns, dia_of, run, judge=openai is not None)
+        await _score(container, coach, client.id, conversation, turns, vectors, dia_of, run, judge=openai is not None)
     finally:
         if not keep:
             async with unit_of_work(container.sessionmaker, coach_id) as uow:
                 await container.accounts.delete_coach(uow)
+
+
+async def _store_session(
+    container: Container,
+    coach: Coach,
+    conv: Conversation,
+    client_speaker: str,
+    turns: Sequence[Turn],
+    dia_of: dict[uuid.UUID, str],
+) -> list[list[float]]:
+    """Store one session's turns as messages with their episodes (one batched embedding call); returns the
+    turns' vectors, in order."""
+    embedder = container.registry.embedder_for(coach)
+    vectors = await embedder.embed([turn.text for turn in turns])
+    async with unit_of_work(container.sessionmaker, coach.id) as uow:
+        session = uow.session
+        messages = []
+        for turn in turns:
+            sender = SenderType.CLIENT if turn.speaker == client_speaker else SenderType.HUMAN_COACH
+            message = Message(
+                coach_id=coach.id,
+                conversation_id=conv.id,
+                sender_type=sender,
+                text=turn.text,
+                citations=[],
+                meta={"locomo_dia_id": turn.dia_id},
+                created_at=turn.at,
+            )
+            session.add(message)
+            await session.flush()
+            await track_message(session, coach, message, turn.at, queue_jobs=False)
+            dia_of[message.id] = turn.dia_id
+            messages.append(message)
+        await store_episodes(session, coach.id, conv.client_id, messages, vectors, embedder.model)
+    return vectors
+
+
+async def _memory_jobs(
+    container: Container,
+    coach_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    session_id: uuid.UUID | None,
+    run: EvalRun,
+    where: str,
+    progress: ProgressHook | None,
+) -> None:
+    """The model-made layers after a session, as the arq jobs would run them: insights, summary, profile."""
+    if progress:
+        progress(f"{where} — insights")
+    await container.insights.extract_insights(coach_id, conversation_id, force=True)
+    if session_id is None:
+        return
+    if progress:
+        progress(f"{where} — summary")
+    try:
+        await container.summaries.summarize_session(coach_id, session_id, queue_profile=False)
+    except SummaryFailed:  # a result to count, not a crash
+        run.summaries_failed += 1
+    else:
+        await container.profiles.update_profile(coach_id, session_id)
 
 
 async def _score(
@@ -337,6 +399,7 @@ async def _score(
     client_id: uuid.UUID,
     conversation: LocomoConversation,
     turns: list[Turn],
+    vectors: list[list[float]],
     dia_of: dict[uuid.UUID, str],
     run: EvalRun,
     *,
@@ -353,7 +416,7 @@ async def _score(
             continue
         questions.append((qa, evidence))
     embedder = container.registry.embedder_for(coach)
-    turn_vectors = np.asarray(await embedder.embed([t.text for t in turns]))
+    turn_vectors = np.asarray(vectors)
     question_vectors = await embedder.embed([qa.question for qa, _ in questions])
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize([t.text for t in turns], stopwords="en", show_progress=False), show_progress=False)
@@ -373,21 +436,28 @@ async def _score(
                 session,
                 coach.id,
                 client_id,
+                query=qa.question,
                 query_embedding=vector,
                 embedding_model=embedder.model,
                 now=now,
                 limit=max(KS),
             )
-            run.memory.add(evidence, [(_dia_ids(item, dia_of), item.text) for item in items])
-            run.baselines["last_n"].add(evidence, as_item[::-1])
             dense = np.argsort(-(turn_vectors @ np.asarray(vector)))[: max(KS)]
-            run.baselines["turn_dense"].add(evidence, [as_item[i] for i in dense])
             docs, _ = retriever.retrieve(
                 bm25s.tokenize([qa.question], stopwords="en", show_progress=False),
                 k=min(max(KS), len(turns)),
                 show_progress=False,
             )
-            run.baselines["turn_bm25"].add(evidence, [as_item[int(i)] for i in docs[0]])
+            ranked = {
+                "memory": [(_dia_ids(item, dia_of), item.text) for item in items],
+                "last_n": as_item[::-1],
+                "turn_dense": [as_item[i] for i in dense],
+                "turn_bm25": [as_item[int(i)] for i in docs[0]],
+            }
+            for name, ranking in ranked.items():
+                (run.memory if name == "memory" else run.baselines[name]).add(evidence, ranking)
+                run.categories[qa.category][name].add(evidence, ranking)
+            run.category_questions[qa.category] += 1
             run.questions += 1
             if judge:
                 run.answers_judged += 1

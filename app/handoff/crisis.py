@@ -6,7 +6,7 @@ rest of the handoff work; this module decides when the protocol applies and what
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from app.handoff.risk import RiskAssessment
@@ -88,10 +88,10 @@ LANGUAGE_DEFAULT_RESOURCES: dict[str, tuple[str, ...]] = {
 def resources_for(
     language: str,
     configured: tuple[str, ...] = (),
-    by_language: Mapping[str, tuple[str, ...]] | None = None,
+    by_language: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[str, ...]:
     """The resource lines for a crisis reply in ``language``: the coach's lines for that language
-    (``by_language``, e.g. a future per-language setting), else the coach's general lines (``configured``),
+    (``by_language``: ``Coach.crisis_resources_by_language``), else the coach's general lines (``configured``),
     else :data:`LANGUAGE_DEFAULT_RESOURCES` for that language, else :data:`DEFAULT_CRISIS_RESOURCES`."""
     if by_language and by_language.get(language):
         return tuple(by_language[language])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +37,10 @@ from app.memory.controls import MemoryControls
 
 log = logging.getLogger(__name__)
 
+ClientSink = Callable[[uuid.UUID, uuid.UUID, dict[str, Any]], Awaitable[None]]
+"""``await sink(coach_id, client_id, event)``: a channel adapter's delivery of a client's live event (the
+Telegram channel sends it to the client's chat). Called after the event is published; must not raise."""
+
 
 class HandoffService:
     """What the chat turn asks of handoffs (the active one, opening and announcing one, the client's notice,
@@ -45,6 +50,17 @@ class HandoffService:
     def __init__(self, memory: MemoryControls, live: LiveEvents) -> None:
         self._memory = memory
         self._live = live
+        self.client_sinks: list[ClientSink] = []
+        """Channel adapters that deliver client events outside the widget (added by the web app and worker)."""
+
+    async def _to_client(self, coach_id: uuid.UUID, client_id: uuid.UUID, event: dict[str, Any]) -> None:
+        """Publish ``event`` on the client's live channel and hand it to every :attr:`client_sinks`."""
+        await self._live.publish(event, client_id=client_id)
+        for sink in self.client_sinks:
+            try:
+                await sink(coach_id, client_id, event)
+            except Exception:  # a channel's failure never fails the coach's committed change
+                log.exception("a channel could not take a live %s event", event.get("type"))
 
     async def active_for(self, session: AsyncSession, conversation_id: uuid.UUID) -> Handoff | None:
         """The conversation's open or claimed handoff, locked for this transaction, or ``None``."""
@@ -162,16 +178,17 @@ class HandoffService:
         own turn already delivers it), to the client's widget with only ``client_view`` of its metadata."""
         await self._live.publish(message_event(message), coach_id=coach_id)
         if to_client:
-            await self._live.publish(message_event(message, client_view=client_view(message.meta)), client_id=client_id)
+            await self._to_client(coach_id, client_id, message_event(message, client_view=client_view(message.meta)))
 
     async def publish_change(self, coach: Coach, handoff: Handoff, client: Client, client_event: str) -> None:
         """A takeover or handback: the coach's queue gets the handoff, the client's widget ``client_event``."""
         await self._live.publish(
             handoff_event(handoff, client.name, sla_minutes=coach.handoff_sla_minutes), coach_id=coach.id
         )
-        await self._live.publish(
+        await self._to_client(
+            coach.id,
+            client.id,
             {"type": client_event, "conversation_id": str(handoff.conversation_id), "coach_name": coach.name},
-            client_id=client.id,
         )
 
     async def announce_draft(self, coach_id: uuid.UUID, draft: Draft, client_name: str) -> None:

@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.disclosure import consent_out
 from app.accounts.models import Coach
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
@@ -144,10 +145,11 @@ class DataRightsService:
         """Everything stored about one client, as JSON: ``{"format", "exported_at", "client": {"id", "name",
         "created_at"}, "conversations": [{"id", "channel", "created_at", "messages": [...]}], "feedback":
         [{"message_id", "helpful", "rating", "text", "at"}], "memory": {"profile", "insights" (every status,
-        deleted ones included while stored), "session_summaries"}}``. Raises ``NotFound`` (also for another
-        coach's client)."""
+        deleted ones included while stored), "session_summaries"}, "consent": {"ai_disclosure"}}`` (consent:
+        :func:`app.accounts.disclosure.consent_out`). Raises ``NotFound`` (also for another coach's client)."""
         session = uow.session
         client = await self._accounts.get_client(uow, client_id)
+        coach = await uow.coach()
         conversations = (
             await session.scalars(
                 select(Conversation).where(Conversation.client_id == client_id).order_by(Conversation.created_at)
@@ -193,6 +195,7 @@ class DataRightsService:
             ],
             "feedback": feedback,
             "memory": _memory_out(profile, list(insights), list(sessions)),
+            "consent": consent_out(client, coach.name),
         }
 
     async def erase_client(self, uow: UnitOfWork, client_id: uuid.UUID) -> None:

@@ -4,10 +4,15 @@
 The SDK sends through an ``httpx.AsyncClient`` on the egress guard's transport (:mod:`app.core.egress`): the
 coach chooses the URL, so every request is checked and connects only to the checked address; failures are
 described by :func:`describe_error` (status code and a short reason, never the response body).
+
+Every call has an overall deadline (``LLM_DEADLINE_SECONDS``) besides the SDK's ``timeout``, which bounds each
+connect and each read, not the whole answer: an endpoint that drip-feeds a byte every few seconds would
+otherwise hold a chat turn or a worker slot for ever.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -59,6 +64,11 @@ def _sdk_client(
     )
 
 
+def _too_late(deadline_s: float) -> ProviderError:
+    """The error of a call that ran past its overall deadline."""
+    return ProviderError(f"TimeoutError: the endpoint did not finish within {deadline_s:g} s")
+
+
 def _names_logprobs(exc: openai.BadRequestError) -> bool:
     """Whether a 400 is about the ``logprobs`` parameter (``param`` or message names it)."""
     return exc.param == "logprobs" or "logprobs" in str(exc.message).lower()
@@ -81,15 +91,17 @@ class OpenAIChatProvider:
         api_key: str | None,
         base_url: str | None,
         timeout: float,
+        deadline: float,
         egress: EgressGuard | None = None,
     ) -> None:
         self.model = model
         self._client = _sdk_client(egress, api_key=api_key, base_url=base_url, timeout=timeout, max_retries=1)
+        self._deadline = deadline
         self._logprobs = True
 
     async def _open_stream(
         self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
-    ) -> AsyncIterator[ChatCompletionChunk]:
+    ) -> openai.AsyncStream[ChatCompletionChunk]:
         """Start the streamed completion, dropping ``logprobs`` if the server refuses it (see the class)."""
         extra: dict[str, Any] = {"logprobs": True} if self._logprobs else {}
         try:
@@ -112,14 +124,26 @@ class OpenAIChatProvider:
         self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
     ) -> AsyncIterator[str | Usage]:
         """Yield deltas then ``Usage`` (with ``token_logprobs`` when the server sent any). Raises
-        ``ProviderError`` (message: :func:`describe_error`) on any API or transport error and when the egress
-        guard refuses the endpoint."""
+        ``ProviderError`` (message: :func:`describe_error`) on any API or transport error, when the egress
+        guard refuses the endpoint, and when the whole answer takes over ``deadline`` seconds (the time the
+        caller spends between deltas counts too)."""
         usage: Usage | None = None
         deltas = 0
         logprobs: list[float] = []
+        deadline = asyncio.get_running_loop().time() + self._deadline
         try:
-            stream = await self._open_stream(messages, max_tokens=max_tokens, temperature=temperature)
-            async for chunk in stream:
+            async with asyncio.timeout_at(deadline):
+                stream = await self._open_stream(messages, max_tokens=max_tokens, temperature=temperature)
+            chunks = aiter(stream)
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):  # around the read only, never around a yield
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    await stream.close()
+                    raise _too_late(self._deadline) from None
                 if chunk.usage is not None:
                     usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                 for choice in chunk.choices:
@@ -128,6 +152,8 @@ class OpenAIChatProvider:
                     if choice.delta.content:
                         deltas += 1
                         yield choice.delta.content
+        except TimeoutError:
+            raise _too_late(self._deadline) from None
         except (openai.OpenAIError, EgressRefused) as exc:
             raise ProviderError(describe_error(exc)) from exc
         usage = usage or Usage(0, deltas)
@@ -137,19 +163,22 @@ class OpenAIChatProvider:
         self, messages: Sequence[ChatMessage], *, schema: dict[str, Any], name: str, max_tokens: int, temperature: float
     ) -> str:
         """Structured Outputs: ``response_format`` ``{"type": "json_schema", "json_schema": {"name", "schema",
-        "strict": true}}`` (OpenAI API reference, Chat Completions). Raises ``ProviderError`` on API errors and
-        on a refusal or an empty message."""
+        "strict": true}}`` (OpenAI API reference, Chat Completions). Raises ``ProviderError`` on API errors, on
+        a refusal or an empty message, and when the answer takes over ``deadline`` seconds."""
         try:
-            response = await self._client.chat.completions.create(  # type: ignore[call-overload]
-                model=self.model,
-                messages=list(messages),
-                max_tokens=max_tokens,
-                temperature=temperature,
-                response_format={
-                    "type": "json_schema",
-                    "json_schema": {"name": name, "schema": schema, "strict": True},
-                },
-            )
+            async with asyncio.timeout(self._deadline):
+                response = await self._client.chat.completions.create(  # type: ignore[call-overload]
+                    model=self.model,
+                    messages=list(messages),
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    response_format={
+                        "type": "json_schema",
+                        "json_schema": {"name": name, "schema": schema, "strict": True},
+                    },
+                )
+        except TimeoutError:
+            raise _too_late(self._deadline) from None
         except (openai.OpenAIError, EgressRefused) as exc:
             raise ProviderError(describe_error(exc)) from exc
         message = response.choices[0].message if response.choices else None
@@ -171,20 +200,26 @@ class OpenAIEmbedder:
         base_url: str | None,
         dimensions: int,
         timeout: float,
+        deadline: float,
         egress: EgressGuard | None = None,
     ) -> None:
         self.model = model
         self.dimensions = dimensions
         self._client = _sdk_client(egress, api_key=api_key, base_url=base_url, timeout=timeout, max_retries=2)
+        self._deadline = deadline
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """Embed a batch. Raises ``ProviderError`` on API errors or a wrong vector width."""
+        """Embed a batch. Raises ``ProviderError`` on API errors, a wrong vector width, or an answer that takes
+        over ``deadline`` seconds."""
         if not texts:
             return []
         try:
-            response = await self._client.embeddings.create(
-                model=self.model, input=list(texts), dimensions=self.dimensions
-            )
+            async with asyncio.timeout(self._deadline):
+                response = await self._client.embeddings.create(
+                    model=self.model, input=list(texts), dimensions=self.dimensions
+                )
+        except TimeoutError:
+            raise _too_late(self._deadline) from None
         except (openai.OpenAIError, EgressRefused) as exc:
             raise ProviderError(describe_error(exc)) from exc
         vectors = [d.embedding for d in sorted(response.data, key=lambda d: d.index)]

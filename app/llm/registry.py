@@ -96,6 +96,7 @@ class ProviderRegistry:
                     api_key=api_key,
                     base_url=base_url,
                     timeout=self._settings.llm_timeout_seconds,
+                    deadline=self._settings.llm_deadline_seconds,
                     egress=self.egress,
                 ),
             )
@@ -114,6 +115,7 @@ class ProviderRegistry:
                     base_url=base_url,
                     dimensions=EMBEDDING_DIMENSIONS,
                     timeout=self._settings.llm_timeout_seconds,
+                    deadline=self._settings.llm_deadline_seconds,
                     egress=self.egress,
                 ),
             )

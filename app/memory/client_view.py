@@ -31,6 +31,23 @@ class RememberedSession(msgspec.Struct):
     emotional_state: str
 
 
+class SessionState(msgspec.Struct):
+    """Where an ended session's summary stands, as the client sees it: ``status`` ``pending`` (the summary job
+    has not run yet), ``summarized`` (listed in :class:`RememberedOut`) or ``failed`` (the reason is shown to the
+    coach only: it may name the coach's provider or key)."""
+
+    id: uuid.UUID
+    status: str
+
+
+CLIENT_SESSION_STATUS = {
+    SessionStatus.ENDED: "pending",
+    SessionStatus.SUMMARIZED: "summarized",
+    SessionStatus.FAILED: "failed",
+}
+"""A listed session's status (:data:`SessionStatus.LISTED`) in the client's words."""
+
+
 class RememberedOut(msgspec.Struct):
     """What the coach's assistant remembers about the client."""
 
@@ -56,3 +73,12 @@ def remembered_out(memory: ClientMemory) -> RememberedOut:
             )
         )
     return RememberedOut([RememberedInsight(i.id, i.kind, i.text, i.status) for i in memory.insights], sessions)
+
+
+def session_state(memory: ClientMemory, session_id: uuid.UUID) -> SessionState | None:
+    """The summary status of the client's ended session ``session_id``; ``None`` when it is not among the
+    client's ended sessions (another client's, still open, or deleted)."""
+    for listed in memory.summaries:
+        if listed.id == session_id and listed.status in CLIENT_SESSION_STATUS:
+            return SessionState(listed.id, CLIENT_SESSION_STATUS[listed.status])
+    return None

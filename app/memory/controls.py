@@ -45,8 +45,9 @@ class MemoryControls:
         self._accounts = accounts
 
     async def client_memory(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> ClientMemory:
-        """A client's profile, visible insights (active first, then by importance and recency) and session
-        summaries (newest first, failed ones included with their error). Raises ``NotFound``.
+        """A client's profile, visible insights (active first, then by importance and recency) and ended
+        sessions (newest first: summarised, pending (``ended``) and failed ones with their error). Raises
+        ``NotFound``.
 
         Takes the session (not the unit of work) because the handoff brief and the intervention analysis
         read it inside their callers' transactions; controllers pass ``uow.session, uow.coach_id``."""
@@ -69,7 +70,7 @@ class MemoryControls:
                 select(ChatSession)
                 .where(
                     ChatSession.client_id == client_id,
-                    ChatSession.status.in_(SessionStatus.FINISHED),
+                    ChatSession.status.in_(SessionStatus.LISTED),
                 )
                 .order_by(ChatSession.started_at.desc())
             )
@@ -143,8 +144,10 @@ class MemoryControls:
         tombstone: its embedding stops the same fact from being re-extracted. The messages it came from are
         marked forgotten (:attr:`Message.forgotten_at`): they stay in the coach's transcript but leave every
         later prompt (recent turns, summaries, insight extraction, few-shot examples) and the training data
-        — the summaries built on them are cleared and written again without them, and their conversations'
-        training examples rebuilt (both queued in this transaction). Raises ``NotFound``."""
+        — the summaries built on them are cleared and written again without them, their conversations'
+        training examples rebuilt, and the coach's response cache and cached failure patterns in Redis purged
+        (as after an erasure: a cached reply can quote a message its prompt held); all queued in this
+        transaction. Raises ``NotFound``."""
         session, coach_id = uow.session, uow.coach_id
         insight = await self._visible_insight(session, coach_id, client_id, insight_id)
         insight.status = InsightStatus.DELETED
@@ -163,6 +166,8 @@ class MemoryControls:
         ).all()
         for conversation_id in set(conversations):
             jobs.refresh_training_data(session, coach_id, conversation_id, trigger=f"forget:{insight_id}")
+        if conversations:  # cached replies (and failure patterns) may quote the forgotten messages
+            jobs.purge_erased_data(session, coach_id, [], reason=f"forget:{insight_id}")
         affected = (
             await session.scalars(
                 select(ChatSession)

@@ -1,5 +1,7 @@
 """Storing a message of a conversation (shared by the chat turn and the coach's handoff actions): the
-message joins its L2 session (:func:`app.memory.sessions.track_message`)."""
+message joins its L2 session (:func:`app.memory.sessions.track_message`), and an AI or coach message is
+queued for its episodic embedding (:mod:`app.memory.episodes`; a client message's vector is stored by its
+turn)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Coach
-from app.conversations.models import Conversation, Message
+from app.conversations.models import Conversation, Message, SenderType
+from app.db import jobs
 from app.memory.models import ChatSession
 from app.memory.sessions import track_message
 
@@ -29,8 +32,9 @@ async def store_message(
     client_message_id: str | None = None,
 ) -> tuple[Message, ChatSession | None]:
     """Add a message (flushed, so its id is known) to its conversation's chat session and move the
-    conversation's ``last_message_at``. ``client_message_id`` is the client app's own id of the message
-    (unique per coach: a duplicate raises ``IntegrityError`` at the flush). Returns the message and the chat
+    conversation's ``last_message_at``; an AI or coach message queues its ``embed_messages`` job.
+    ``client_message_id`` is the client app's own id of the message (unique per coach: a duplicate raises
+    ``IntegrityError`` at the flush). Returns the message and the chat
     session this closed, if any (its jobs are queued in the same transaction by
     :func:`app.memory.sessions.session_ended`)."""
     message = Message(
@@ -46,5 +50,7 @@ async def store_message(
     session.add(message)
     await session.flush()
     ended = await track_message(session, coach, message, at)
+    if sender_type != SenderType.CLIENT:
+        jobs.embed_messages(session, coach.id, message.id)
     await session.execute(update(Conversation).where(Conversation.id == conversation_id).values(last_message_at=at))
     return message, ended

@@ -13,7 +13,7 @@ from typing import Any
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import DateTime, Float, ForeignKey, Integer, SmallInteger, String, Text, UniqueConstraint
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, TenantMixin
@@ -30,7 +30,10 @@ class SessionStatus:
     FAILED = "failed"
     DELETED = "deleted"
     FINISHED = (SUMMARIZED, FAILED)
-    """The summary job has run: these sessions are listed to the coach and can be deleted."""
+    """The summary job has run: these sessions can be deleted."""
+    LISTED = (ENDED, SUMMARIZED, FAILED)
+    """Ended sessions: listed to the coach with their summary, "pending" or the failure (the client sees the
+    summarised ones, and a session's status by id: :func:`app.memory.client_view.session_state`)."""
 
 
 class ChatSession(TenantMixin, Base):
@@ -115,3 +118,23 @@ class ClientProfile(TenantMixin, Base):
     sensitive_topics: Mapped[list[str]] = mapped_column(JSONB, default=list)
     coach_edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Episode(TenantMixin, Base):
+    """The episodic layer: one client or coach message made recallable on its own (see
+    :mod:`app.memory.episodes`). ``embedding`` is the message text's vector (for a client message, the very
+    query vector its turn computed), ``tsv`` its English full-text vector (``to_tsvector('english', text)``
+    when stored), ``at`` the message's time. The row goes when its message goes (erasure cascades); a
+    forgotten message keeps its row but is never recalled (the recall joins ``messages.forgotten_at``)."""
+
+    __tablename__ = "episodes"
+    __table_args__ = (UniqueConstraint("message_id"),)
+
+    message_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("messages.id", ondelete="CASCADE"))
+    client_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("clients.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    embedding: Mapped[list[float]] = mapped_column(Vector(EMBEDDING_DIMENSIONS))
+    embedding_model: Mapped[str] = mapped_column(String(200))
+    tsv: Mapped[str] = mapped_column(TSVECTOR)

@@ -1,23 +1,27 @@
-"""Recall of L2 session summaries and L3 insights for a query, and the L4 profile as prompt lines.
+"""Recall over everything remembered about a client — episodes (single messages, :mod:`app.memory.episodes`),
+L2 session summaries and L3 insights in one ranked list — and the L4 profile as prompt lines.
 
-Score of a memory item (one formula for both layers, in the spirit of Generative Agents' retrieval
-function — Park et al., UIST 2023 — but multiplicative, so an irrelevant item never wins on importance or
-recency alone)::
+Ranking (hybrid retrieval with Reciprocal Rank Fusion, Cormack, Clarke & Büttcher, SIGIR 2009)::
 
-    score = relevance × importance_weight × recency_weight
-    relevance         = max(0, cosine(query, item))
-    importance_weight = (1 + importance) / 11                   importance 0–10; summaries count as 6
-    recency_weight    = 0.5 + 0.5 × 2^(−age_days / 30)          age since last seen (insights) or session end
+    dense arm    every candidate (episodes, insights, summaries) by cosine(query, item)
+    lexical arm  episodes by BM25 of the query's words (:func:`app.memory.episodes.lexical_episodes`)
+    fused        Σ_arm weight_arm / (RRF_K + rank_arm)             (an arm that missed the item adds 0)
+    score        fused × recency_weight(age_days)
+    recency      1 − RECENCY_SHARE + RECENCY_SHARE × 2^(−age_days / HALF_LIFE_DAYS)
 
-Recency halves the *extra* weight every 30 days and never drops below half, so a months-old goal still
-comes back when it is relevant. Dropped and deleted insights are never recalled; summaries of the session
-in progress are not either (its turns are in L1).
+Age is since the message (episodes), the insight's last mention, or the session's end. The weights and the
+recency share were fitted on the dev part of LoCoMo only (see :mod:`app.evals.memory`). A fact is not shown
+twice (:func:`without_repeats`): an insight or summary cites its source messages and stands for them, so
+those messages are not shown on their own.
+Dropped and deleted insights, summaries of the session in progress, forgotten messages and the L1 window
+(``exclude_message_ids``) are never recalled.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,35 +29,54 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Coach
+from app.conversations.models import SenderType
+from app.memory.episodes import EpisodeHit, dense_episodes, lexical_episodes
 from app.memory.models import ChatSession, ClientProfile, Insight, InsightStatus, SessionStatus
 
 HALF_LIFE_DAYS = 30.0
-SUMMARY_IMPORTANCE = 6
+RECENCY_SHARE = 0.05
+"""Share of an item's score that recency can take away (0: no recency prior). Fitted on LoCoMo's dev part,
+where questions reach back months: 0.5 cost 0.17 of recall@10 there, 0.05 costs 0.007 and still orders
+otherwise equal items newest first."""
+RRF_K = 20
+DENSE_WEIGHT = 1.0
+LEXICAL_WEIGHT = 5.0
+"""Fitted on LoCoMo's dev part (grid: lexical weight 1–1000, RRF_K 5/20/60, recency share 0–0.5): the
+lexical arm carries names, places and dates that the small offline embedder blurs; the dense arm adds
+paraphrases."""
 CANDIDATES = 50
-"""Nearest neighbours per layer fetched by cosine before the full score re-ranks them."""
-MEMORY_ITEMS = 8
-"""Recalled L2/L3 items offered to the prompt (the token budget may cut more)."""
+"""Candidates fetched per layer and arm before fusion."""
+MEMORY_ITEMS = 10
+"""Recalled items offered to the prompt (the token budget may cut more)."""
+SENDER_LABELS = {SenderType.CLIENT: "client", SenderType.AI: "you", SenderType.HUMAN_COACH: "coach"}
 
 
-def importance_weight(importance: int) -> float:
-    """(1 + importance) / 11: 0.09 for trivia (0) up to 1.0 (10)."""
-    return (1 + importance) / 11
+def recency_weight(age_days: float, share: float = RECENCY_SHARE) -> float:
+    """1 − share + share × 2^(−age/30 days): 1.0 now, 1 − share/2 after 30 days, → 1 − share. A negative
+    age (clock skew) counts as now."""
+    return 1.0 - share + share * 2 ** (-max(age_days, 0.0) / HALF_LIFE_DAYS)
 
 
-def recency_weight(age_days: float) -> float:
-    """0.5 + 0.5 × 2^(−age/30 days): 1.0 now, 0.75 after 30 days, → 0.5."""
-    return 0.5 + 0.5 * 2 ** (-max(age_days, 0.0) / HALF_LIFE_DAYS)
-
-
-def memory_score(relevance: float, importance: int, age_days: float) -> float:
-    """The recall score above."""
-    return max(relevance, 0.0) * importance_weight(importance) * recency_weight(age_days)
+def rrf_fuse(
+    rankings: Sequence[Sequence[uuid.UUID]], weights: Sequence[float], k: int = RRF_K
+) -> dict[uuid.UUID, float]:
+    """Weighted Reciprocal Rank Fusion: ``{id: Σ weight / (k + rank)}`` over the rankings (best first,
+    rank 1-based); an id missing from a ranking gets nothing from it."""
+    fused: dict[uuid.UUID, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for rank, item_id in enumerate(ranking, start=1):
+            fused[item_id] = fused.get(item_id, 0.0) + weight / (k + rank)
+    return fused
 
 
 @dataclass(frozen=True)
 class MemoryItem:
-    """A recalled item: ``layer`` is ``insight`` or ``summary``; ``label`` is the insight kind (with its
-    status when not active) or the session date; ``source_message_ids`` the messages it is grounded in."""
+    """A recalled item: ``layer`` is ``message`` (an episode: ``id`` is the message id), ``insight`` or
+    ``summary``; ``label`` carries the item's date (``YYYY-MM-DD``) — ``client, <day>`` / ``you, <day>`` /
+    ``coach, <day>`` for a message, ``<kind>[, <status>], <first mention>`` for an insight, ``session of
+    <start>`` for a summary; ``score`` is the fused score (module docstring), ``relevance`` the cosine
+    similarity (−1..1) to the query; ``source_message_ids`` the messages it is grounded in; ``age_days``
+    its age when recalled."""
 
     layer: str
     id: uuid.UUID
@@ -62,6 +85,7 @@ class MemoryItem:
     score: float
     relevance: float
     source_message_ids: tuple[uuid.UUID, ...]
+    age_days: float = 0.0
 
     def line(self) -> str:
         """The item as one prompt line."""
@@ -97,81 +121,182 @@ def profile_lines(profile: ClientProfile | None) -> list[str]:
     return [f"{label}: {'; '.join(values)}" for label, values in fields if values]
 
 
-async def recall(
+def without_repeats(items: Sequence[MemoryItem], limit: int) -> list[MemoryItem]:
+    """The first ``limit`` of ``items`` (best first) without a message shown twice: an insight or summary
+    stands for the messages it cites, so those messages are not shown on their own (one kept before it is
+    replaced by it). Insights and summaries are all kept: they are different readings of a conversation."""
+    noted: set[uuid.UUID] = set()
+    kept: list[MemoryItem] = []
+    for item in items:
+        if len(kept) == limit:
+            break
+        sources = set(item.source_message_ids)
+        if item.layer == "message":
+            if item.id in noted:
+                continue
+        else:
+            kept = [k for k in kept if k.layer != "message" or k.id not in sources]
+            noted |= sources
+        kept.append(item)
+    return kept
+
+
+def _episode_item(hit: EpisodeHit, now: datetime) -> MemoryItem:
+    who = SENDER_LABELS.get(hit.sender_type, hit.sender_type)
+    relevance = hit.score
+    return MemoryItem(
+        "message",
+        hit.message_id,
+        f"{who}, {hit.at:%Y-%m-%d}",
+        hit.text,
+        0.0,
+        relevance,
+        (hit.message_id,),
+        (now - hit.at).total_seconds() / 86400,
+    )
+
+
+async def _insight_items(
     session: AsyncSession,
     coach_id: uuid.UUID,
     client_id: uuid.UUID,
-    *,
     query_embedding: list[float],
     embedding_model: str,
     now: datetime,
-    limit: int,
-    exclude_session_id: uuid.UUID | None = None,
 ) -> list[MemoryItem]:
-    """The ``limit`` best insights and summaries of one client for the query, by :func:`memory_score`.
-
-    Exact cosine over the client's own items (a client has hundreds, not millions); only vectors of
-    ``embedding_model`` are compared. Must run inside a tenant transaction.
-    """
-    items: list[MemoryItem] = []
-    insight_distance = Insight.embedding.cosine_distance(query_embedding)
-    insights = await session.execute(
-        select(Insight, insight_distance)
+    distance = Insight.embedding.cosine_distance(query_embedding)
+    rows = await session.execute(
+        select(Insight, distance)
         .where(
             Insight.coach_id == coach_id,
             Insight.client_id == client_id,
             Insight.status.in_((InsightStatus.ACTIVE, InsightStatus.ACHIEVED)),
             Insight.embedding_model == embedding_model,
         )
-        .order_by(insight_distance)
+        .order_by(distance)
         .limit(CANDIDATES)
     )
-    for insight, distance in insights.all():
-        relevance = 1.0 - float(distance)
+    items = []
+    for insight, dist in rows.all():
+        kind = insight.kind if insight.status == InsightStatus.ACTIVE else f"{insight.kind}, {insight.status}"
         age = (now - insight.last_seen_at).total_seconds() / 86400
-        label = insight.kind if insight.status == InsightStatus.ACTIVE else f"{insight.kind}, {insight.status}"
+        label = f"{kind}, {insight.first_seen_at:%Y-%m-%d}"
         items.append(
             MemoryItem(
                 "insight",
                 insight.id,
                 label,
                 insight.text,
-                memory_score(relevance, insight.importance, age),
-                relevance,
+                0.0,
+                1.0 - float(dist),
                 tuple(insight.source_message_ids),
+                age,
             )
         )
-    summary_distance = ChatSession.embedding.cosine_distance(query_embedding)
+    return items
+
+
+async def _summary_items(
+    session: AsyncSession,
+    coach_id: uuid.UUID,
+    client_id: uuid.UUID,
+    query_embedding: list[float],
+    embedding_model: str,
+    now: datetime,
+    exclude_session_id: uuid.UUID | None,
+) -> list[MemoryItem]:
+    distance = ChatSession.embedding.cosine_distance(query_embedding)
     stmt = (
-        select(ChatSession, summary_distance)
+        select(ChatSession, distance)
         .where(
             ChatSession.coach_id == coach_id,
             ChatSession.client_id == client_id,
             ChatSession.status == SessionStatus.SUMMARIZED,
             ChatSession.embedding_model == embedding_model,
         )
-        .order_by(summary_distance)
+        .order_by(distance)
         .limit(CANDIDATES)
     )
     if exclude_session_id is not None:
         stmt = stmt.where(ChatSession.id != exclude_session_id)
-    for chat_session, distance in (await session.execute(stmt)).all():
-        relevance = 1.0 - float(distance)
-        ended = chat_session.ended_at or chat_session.last_message_at
-        age = (now - ended).total_seconds() / 86400
+    items = []
+    for chat_session, dist in (await session.execute(stmt)).all():
+        age = (now - (chat_session.ended_at or chat_session.last_message_at)).total_seconds() / 86400
         items.append(
             MemoryItem(
                 "summary",
                 chat_session.id,
                 f"session of {chat_session.started_at:%Y-%m-%d}",
                 summary_text(chat_session.summary or {}),
-                memory_score(relevance, SUMMARY_IMPORTANCE, age),
-                relevance,
+                0.0,
+                1.0 - float(dist),
                 tuple(chat_session.source_message_ids),
+                age,
             )
         )
-    items.sort(key=lambda item: item.score, reverse=True)
-    return items[:limit]
+    return items
+
+
+async def recall(
+    session: AsyncSession,
+    coach_id: uuid.UUID,
+    client_id: uuid.UUID,
+    *,
+    query: str,
+    query_embedding: list[float],
+    embedding_model: str,
+    now: datetime,
+    limit: int,
+    exclude_session_id: uuid.UUID | None = None,
+    exclude_message_ids: Sequence[uuid.UUID] = (),
+) -> list[MemoryItem]:
+    """The ``limit`` best items (episodes, insights, summaries) of one client for the query, ranked and
+    de-duplicated as the module docstring says. Exact cosine over the client's own rows (a client has
+    thousands, not millions); only vectors of ``embedding_model`` are compared. Must run inside the coach's
+    tenant transaction (row-level security scopes every read to the coach)."""
+    episodes = await dense_episodes(
+        session,
+        coach_id,
+        client_id,
+        query_embedding,
+        embedding_model=embedding_model,
+        limit=CANDIDATES,
+        exclude_message_ids=exclude_message_ids,
+    )
+    lexical = await lexical_episodes(
+        session,
+        coach_id,
+        client_id,
+        query,
+        embedding_model=embedding_model,
+        limit=CANDIDATES,
+        exclude_message_ids=exclude_message_ids,
+    )
+    by_id = {hit.message_id: _episode_item(hit, now) for hit in episodes}
+    for hit in lexical:
+        by_id.setdefault(hit.message_id, replace(_episode_item(hit, now), relevance=0.0))
+    for item in await _insight_items(session, coach_id, client_id, query_embedding, embedding_model, now):
+        by_id[item.id] = item
+    for item in await _summary_items(
+        session, coach_id, client_id, query_embedding, embedding_model, now, exclude_session_id
+    ):
+        by_id[item.id] = item
+    dense_ranking = sorted(
+        (item for item in by_id.values() if item.layer != "message" or item.relevance != 0.0),
+        key=lambda item: item.relevance,
+        reverse=True,
+    )
+    fused = rrf_fuse(
+        [[item.id for item in dense_ranking], [hit.message_id for hit in lexical]],
+        [DENSE_WEIGHT, LEXICAL_WEIGHT],
+        RRF_K,
+    )
+    scored = [
+        replace(item, score=fused.get(item.id, 0.0) * recency_weight(item.age_days, RECENCY_SHARE))
+        for item in by_id.values()
+    ]
+    scored.sort(key=lambda item: item.score, reverse=True)
+    return without_repeats(scored, limit)
 
 
 async def context_for(
@@ -179,22 +304,27 @@ async def context_for(
     coach: Coach,
     client_id: uuid.UUID,
     *,
+    query: str,
     query_embedding: list[float],
     embedding_model: str,
     exclude_session_id: uuid.UUID | None,
+    exclude_message_ids: Sequence[uuid.UUID] = (),
     now: datetime | None = None,
 ) -> MemoryContext:
-    """L4 profile lines and the ``MEMORY_ITEMS`` best L2/L3 items for this turn (see :func:`recall` for the
-    score). Must run inside the coach's tenant transaction."""
+    """L4 profile lines and the ``MEMORY_ITEMS`` best recalled items for this turn (see :func:`recall`;
+    ``exclude_message_ids`` is the turn's L1 window and its new message). Must run inside the coach's
+    tenant transaction."""
     profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
     items = await recall(
         session,
         coach.id,
         client_id,
+        query=query,
         query_embedding=query_embedding,
         embedding_model=embedding_model,
         now=now or datetime.now(UTC),
         limit=MEMORY_ITEMS,
         exclude_session_id=exclude_session_id,
+        exclude_message_ids=exclude_message_ids,
     )
     return MemoryContext(profile_lines(profile), items)

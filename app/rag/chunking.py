@@ -34,6 +34,12 @@ _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*$")
 HEADER_SEPARATOR = " — "
 
 
+def sentences(text: str) -> list[str]:
+    """``text`` split after ``. ! ? ; :`` (and closing quotes or brackets) or at blank lines; empty parts
+    dropped. The unit the chunker packs."""
+    return [part.strip() for part in _SENTENCE_END.split(text) if part.strip()]
+
+
 @lru_cache(maxsize=1)
 def encoding() -> tiktoken.Encoding:
     """The tokenizer used for counting chunk and prompt tokens."""
@@ -117,10 +123,7 @@ def _units(pages: list[Page], max_tokens: int) -> list[_Unit]:
     texts = _join_hyphens_across_pages([normalize_text(_HEADING_LINE.sub(r"\1\n\n", page.text)) for page in pages])
     heading: str | None = None
     for page, text in zip(pages, texts, strict=True):
-        for sentence in _SENTENCE_END.split(text):
-            sentence = sentence.strip()
-            if not sentence:
-                continue
+        for sentence in sentences(text):
             if match := _HEADING.match(sentence):
                 heading = match.group(1)
             ids = enc.encode(sentence, disallowed_special=())

@@ -184,9 +184,12 @@ class DocumentService:
             document = await session.scalar(
                 select(Document).where(Document.id == document_id, Document.coach_id == coach_id)
             )
-            if document is None or (document.status == DocumentStatus.FAILED and not document.original):
+            if document is None:
                 return None
+            # ``original`` is deferred: read it with a query (an attribute access would lazy-load outside the loop)
             data = await session.scalar(select(Document.original).where(Document.id == document_id))
+            if document.status == DocumentStatus.FAILED and not data:
+                return None
             coach = await uow.coach()
             kind = detect_kind(document.filename, document.content_type)
             title = document.title

@@ -73,3 +73,34 @@ async def test_the_client_rates_a_reply_and_the_coach_sees_it(
     await expect(dashboard.locator("#health")).to_contain_text("Excellent", timeout=WAIT_MS)
     await expect(dashboard.locator("#approval svg").first).to_be_visible()
     await shot(dashboard, "feedback-2-learning-dashboard.png")
+
+
+async def test_the_first_message_from_the_widget_records_the_ai_disclosure_for_the_export(
+    base_url: str,
+    http: httpx.AsyncClient,
+    browser: Browser,
+    llm_api: respx.MockRouter,
+    make_coach: Callable[..., Awaitable[Coach]],
+) -> None:
+    """The chat page shows the AI disclosure; the client's first message sends its acceptance (chat.js), which
+    the data export lists under ``consent`` with the version shown."""
+    coach = await make_coach("Coach Consent")
+    settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
+    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
+    client = await make_client(http, coach, "Kai")
+    export_url = f"/api/v1/clients/{client['id']}/export"
+
+    context = await browser.new_context()
+    widget = await context.new_page()
+    await widget.goto(f"{base_url}/w/{client['widget_token']}")
+    await expect(widget.locator("#disclosure")).to_contain_text("Coach Consent's AI assistant")
+    version = await widget.locator("#disclosure").get_attribute("data-version")
+    assert (await http.get(export_url, headers=coach.headers)).json()["consent"] == {"ai_disclosure": None}
+    async with widget.expect_response("**/api/v1/widget/disclosure") as sent:
+        await send_from_widget(widget, "How do I stop snoozing my alarm?")
+    assert (await sent.value).status == 200
+    consent = (await http.get(export_url, headers=coach.headers)).json()["consent"]["ai_disclosure"]
+    assert consent is not None and consent["version"] == version and consent["accepted_at"]
+    # let the turn finish while the model is mocked (a turn still running after the test would reach the network)
+    await expect(widget.locator(".msg.ai .text").last).not_to_be_empty(timeout=WAIT_MS)
+    await context.close()

@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from app.chat.prompt import EXAMPLES_HEADER, assemble_prompt
+from app.chat.spotlight import datamark
 from app.learning.analysis import analyse_message, formality, key_phrases, mood
 from app.learning.interventions import FewShotExample, judge_success
 from app.learning.strategy import FEATURE_DIMENSIONS, STRATEGIES, default_model, features
@@ -154,9 +155,9 @@ def test_prompt_includes_examples_and_style_within_the_budget() -> None:
     )
     system = prompt.messages[0]["content"]
     assert EXAMPLES_HEADER.format(coach="Sam") in system
-    assert "Coach reply number 1" in system and "Coach reply number 2" in system
-    assert "Sam (Question):" in system and "Register: conversational." in system
-    assert system.index("How Sam has replied") < system.index("What works: short plans")
+    assert datamark("Coach reply number 1") in system and datamark("Coach reply number 2") in system
+    assert "Sam (Question):" in system and datamark("Register: conversational.") in system
+    assert system.index("How Sam has replied") < system.index(datamark("What works: short plans"))
     assert prompt.examples == examples and prompt.style_lines == 1
 
 

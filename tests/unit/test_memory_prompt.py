@@ -13,6 +13,7 @@ import pytest
 import respx
 
 from app.chat.prompt import BUDGET_MARGIN, KEEP_RECENT, MEMORY_HEADER, PER_MESSAGE_OVERHEAD, assemble_prompt
+from app.chat.spotlight import HIERARCHY, datamark
 from app.conversations.models import Message, SenderType
 from app.llm.base import ChatMessage, ProviderError
 from app.llm.openai_compat import OpenAIChatProvider
@@ -21,11 +22,12 @@ from app.memory.models import InsightKind
 from app.memory.profile import PROFILE_LIST_CAP, _merge_list
 from app.memory.retrieval import (
     HALF_LIFE_DAYS,
+    RECENCY_SHARE,
     MemoryContext,
     MemoryItem,
-    importance_weight,
-    memory_score,
     recency_weight,
+    rrf_fuse,
+    without_repeats,
 )
 from app.memory.schemas import InsightExtraction, MatchDecision, ProfileOutput, SessionSummaryOutput
 from app.memory.transcript import format_messages, windows
@@ -98,11 +100,11 @@ def _check_shape(prompt: Any) -> None:
     assert len(turns) == prompt.history_used
     assert [t["content"] for t in turns] == [h.text for h in HISTORY[N_HISTORY - prompt.history_used :]]
     for line in PROFILE[: prompt.profile_lines]:
-        assert line in system
+        assert datamark(line) in system
     for line in PROFILE[prompt.profile_lines :]:
-        assert line not in system
+        assert datamark(line) not in system
     for item in ITEMS:
-        assert (item.line() in system) == (item in prompt.memory_items)
+        assert (datamark(item.line()) in system) == (item in prompt.memory_items)
     assert (MEMORY_HEADER in system) == bool(prompt.memory_items or prompt.profile_lines)
     assert prompt.estimated_tokens == _recount(prompt.messages)
 
@@ -128,8 +130,8 @@ def test_every_budget_fits_and_cuts_follow_the_documented_order() -> None:
     persona and the new message alone fit), the survivors are best-first prefixes / the newest turns, the
     cut order holds, every stage of it is reached, and a bigger budget never keeps less of anything."""
     floor = _recount(
-        [{"role": "system", "content": PERSONA}, {"role": "user", "content": QUESTION}]
-    )  # nothing left to cut
+        [{"role": "system", "content": f"{PERSONA}\n\n{HIERARCHY}"}, {"role": "user", "content": QUESTION}]
+    )  # nothing left to cut: the persona, the instruction hierarchy and the message
     stages: set[str] = set()
     previous: tuple[int, int, int, int] | None = None
     for budget in range(40, 6000, 20):
@@ -168,9 +170,9 @@ def test_long_history_and_many_memory_items_fit_the_apps_budget() -> None:
     8 profile lines and 5 passages: the prompt fits, keeps the two newest turns, and the best memory items."""
     history, items, profile = _history(40, words=60), [_item(r, words=30) for r in range(30)], _profile(8)
     budget = 2048 - 256
-    prompt = assemble_prompt(
+    prompt = assemble_prompt(  # datamarked text costs ~1.8x its plain tokens: 3 passages, not 5, leave room
         persona=PERSONA,
-        passages=PASSAGES[:5],
+        passages=PASSAGES[:3],
         memory=MemoryContext(profile, items),
         history=history,
         user_text=QUESTION,
@@ -182,7 +184,7 @@ def test_long_history_and_many_memory_items_fit_the_apps_budget() -> None:
     assert [m["content"] for m in prompt.messages[1:-1]] == [h.text for h in history[-KEEP_RECENT:]]
     assert 0 < len(prompt.memory_items) < 30
     assert prompt.memory_items == items[: len(prompt.memory_items)], "the lowest-scored items are cut first"
-    assert len(prompt.passages) == 5 and prompt.profile_lines == 8, "passages and profile outlast memory items"
+    assert len(prompt.passages) == 3 and prompt.profile_lines == 8, "passages and profile outlast memory items"
 
 
 def test_prompt_places_profile_and_memory_before_passages_and_reports_attribution() -> None:
@@ -194,15 +196,16 @@ def test_prompt_places_profile_and_memory_before_passages_and_reports_attributio
     positions = [
         system.index(PERSONA),
         system.index(MEMORY_HEADER),
-        system.index(PROFILE[0]),
-        system.index(PROFILE[1]),
-        *(system.index(item.line()) for item in items),
-        system.index("[1] (Meditations, p. 1) passage 1"),
-        system.index("[2] (Meditations, p. 2) passage 2"),
+        system.index(datamark(PROFILE[0])),
+        system.index(datamark(PROFILE[1])),
+        *(system.index(datamark(item.line())) for item in items),
+        system.index("[1] (Meditations,^p.^1)^passage^1"),
+        system.index("[2] (Meditations,^p.^2)^passage^2"),
     ]
     assert positions == sorted(positions)
     assert items[0].line() == f"- [goal] {items[0].text}"
     assert prompt.memory_used() == {
+        "message_ids": [],
         "insight_ids": [str(items[0].id), str(items[2].id)],
         "summary_ids": [str(items[1].id)],
         "profile": True,
@@ -212,39 +215,64 @@ def test_prompt_places_profile_and_memory_before_passages_and_reports_attributio
 def test_without_memory_there_is_no_memory_block() -> None:
     prompt = _assemble(8000, memory=MemoryContext())
     assert MEMORY_HEADER not in prompt.messages[0]["content"]
-    assert prompt.memory_used() == {"insight_ids": [], "summary_ids": [], "profile": False}
+    assert prompt.memory_used() == {"message_ids": [], "insight_ids": [], "summary_ids": [], "profile": False}
 
 
 # --- recall score ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("importance", "weight"), [(0, 1 / 11), (5, 6 / 11), (6, 7 / 11), (10, 1.0)], ids=lambda v: str(v)
-)
-def test_importance_weight_is_one_plus_importance_over_eleven(importance: int, weight: float) -> None:
-    assert importance_weight(importance) == pytest.approx(weight)
-
-
-@pytest.mark.parametrize(
     ("age_days", "weight"),
     [(0.0, 1.0), (HALF_LIFE_DAYS, 0.75), (2 * HALF_LIFE_DAYS, 0.625), (15.0, 0.5 + 0.5 * 2**-0.5), (3650.0, 0.5)],
 )
-def test_recency_weight_halves_the_extra_weight_every_30_days(age_days: float, weight: float) -> None:
-    assert recency_weight(age_days) == pytest.approx(weight, abs=1e-9)
+def test_recency_weight_with_share_half_halves_the_extra_weight_every_30_days(age_days: float, weight: float) -> None:
+    assert recency_weight(age_days, 0.5) == pytest.approx(weight, abs=1e-9)
 
 
-def test_recency_weight_never_exceeds_one_nor_drops_below_half() -> None:
+def test_recency_weight_never_exceeds_one_nor_drops_below_one_minus_share() -> None:
     assert recency_weight(-5.0) == 1.0, "a timestamp in the future (clock skew) counts as now"
-    assert all(0.5 < recency_weight(d) <= 1.0 for d in (0, 1, 10, 100, 1000))
+    assert all(1 - RECENCY_SHARE < recency_weight(d) <= 1.0 for d in (0, 1, 10, 100, 1000))
+    assert recency_weight(10.0) > recency_weight(100.0), "newer ranks higher, all else equal"
+    assert recency_weight(1000.0, 0.0) == 1.0, "share 0 is no recency prior"
 
 
-def test_memory_score_multiplies_relevance_importance_and_recency() -> None:
-    assert memory_score(0.8, 10, 0.0) == pytest.approx(0.8)
-    assert memory_score(0.5, 5, 30.0) == pytest.approx(0.5 * 6 / 11 * 0.75)
-    assert memory_score(0.6, 6, 60.0) == pytest.approx(0.6 * 7 / 11 * 0.625)
-    assert memory_score(-0.3, 10, 0.0) == 0.0, "negative cosine is no relevance"
-    assert memory_score(0.0, 10, 0.0) == 0.0, "an irrelevant item never wins on importance or recency"
-    assert memory_score(0.7, 3, 200.0) > memory_score(0.7, 3, 20.0) * 0.5, "old but relevant still counts"
+def test_rrf_fuse_sums_weighted_reciprocal_ranks() -> None:
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    fused = rrf_fuse([[a, b], [b, c]], [1.0, 5.0], k=20)
+    assert fused[a] == pytest.approx(1 / 21)
+    assert fused[b] == pytest.approx(1 / 22 + 5 / 21)
+    assert fused[c] == pytest.approx(5 / 22)
+    assert sorted(fused, key=fused.__getitem__, reverse=True) == [b, c, a], "found by both arms wins"
+
+
+def test_rrf_fuse_of_no_rankings_is_empty_and_weights_must_match() -> None:
+    assert rrf_fuse([[], []], [1.0, 1.0]) == {}
+    with pytest.raises(ValueError):
+        rrf_fuse([[uuid.uuid4()]], [1.0, 2.0])
+
+
+def _recalled(layer: str, sources: list[uuid.UUID], item_id: uuid.UUID | None = None) -> MemoryItem:
+    return MemoryItem(layer, item_id or uuid.uuid4(), "2026-01-01, x", "text", 1.0, 0.5, tuple(sources))
+
+
+def test_without_repeats_shows_no_fact_twice() -> None:
+    m1, m2, m3 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    episode_m1 = _recalled("message", [m1], m1)
+    insight = _recalled("insight", [m1, m2])
+    episode_m2 = _recalled("message", [m2], m2)
+    episode_m3 = _recalled("message", [m3], m3)
+    kept = without_repeats([episode_m1, insight, episode_m2, episode_m3], limit=10)
+    assert kept == [insight, episode_m3], "the insight stands for m1 and m2"
+
+
+def test_without_repeats_keeps_insights_and_summaries_citing_the_same_message_and_stops_at_the_limit() -> None:
+    m1, m2, m3 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    insight = _recalled("insight", [m1])
+    summary = _recalled("summary", [m1, m2])
+    episode = _recalled("message", [m3], m3)
+    assert without_repeats([_recalled("message", [m2], m2), summary], limit=10) == [summary]
+    assert without_repeats([insight, summary, episode], limit=10) == [insight, summary, episode]
+    assert without_repeats([insight, summary, episode], limit=2) == [insight, summary]
 
 
 # --- profile list merging -------------------------------------------------------------------------------
@@ -331,7 +359,7 @@ def openai_api() -> Iterator[respx.MockRouter]:
 
 
 def _provider() -> OpenAIChatProvider:
-    return OpenAIChatProvider(model="gpt-4o-mini", api_key=API_KEY, base_url=BASE_URL, timeout=10)
+    return OpenAIChatProvider(model="gpt-4o-mini", api_key=API_KEY, base_url=BASE_URL, timeout=10, deadline=30)
 
 
 async def test_structured_output_request_is_a_strict_json_schema_and_the_answer_is_validated(

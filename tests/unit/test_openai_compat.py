@@ -7,10 +7,12 @@ then ``data: [DONE]``), errors as ``{"error": {...}}`` JSON, and ``/embeddings``
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import struct
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -19,7 +21,7 @@ import respx
 
 from app.llm.base import ChatMessage, ProviderError, Usage
 from app.llm.openai_compat import OpenAIChatProvider, OpenAIEmbedder
-from tests.openai_wire import SDK_HTTPCORE, mock_openai, openai_error, openai_sse, sse_response
+from tests.openai_wire import SDK_HTTPCORE, mock_openai, openai_completion, openai_error, openai_sse, sse_response
 
 BASE_URL = "https://api.openai.test/v1"
 API_KEY = "sk-proj-unit-test-0123456789abcdefWXYZ"
@@ -32,7 +34,7 @@ DELTAS = ["Start", " with", " one", " slow", " breath", "."]
 
 
 def chat_provider(api_key: str | None = API_KEY) -> OpenAIChatProvider:
-    return OpenAIChatProvider(model=MODEL, api_key=api_key, base_url=BASE_URL, timeout=10)
+    return OpenAIChatProvider(model=MODEL, api_key=api_key, base_url=BASE_URL, timeout=10, deadline=30)
 
 
 async def collect(provider: OpenAIChatProvider, items: list[str | Usage] | None = None) -> list[str | Usage]:
@@ -282,7 +284,9 @@ def embeddings_response(data: list[dict[str, Any]], prompt_tokens: int = 9) -> h
 
 
 def embedder(dimensions: int = DIMENSIONS) -> OpenAIEmbedder:
-    return OpenAIEmbedder(model=EMBED_MODEL, api_key=API_KEY, base_url=BASE_URL, dimensions=dimensions, timeout=10)
+    return OpenAIEmbedder(
+        model=EMBED_MODEL, api_key=API_KEY, base_url=BASE_URL, dimensions=dimensions, timeout=10, deadline=30
+    )
 
 
 async def test_embed_returns_vectors_in_input_order(openai_api: respx.MockRouter) -> None:
@@ -357,3 +361,55 @@ async def test_embed_empty_batch_makes_no_request(openai_api: respx.MockRouter) 
 
     assert await embedder().embed([]) == []
     assert not route.called
+
+
+# --- overall deadline ------------------------------------------------------------------------------------
+
+
+async def _drip(body: bytes, every_s: float) -> AsyncIterator[bytes]:
+    """``body`` a few bytes at a time, ``every_s`` seconds apart: an endpoint that never trips a read timeout."""
+    for start in range(0, len(body), 8):
+        await asyncio.sleep(every_s)
+        yield body[start : start + 8]
+
+
+def _drip_fed(body: bytes, content_type: str) -> httpx.Response:
+    return httpx.Response(200, headers={"content-type": content_type}, content=_drip(body, 0.1))
+
+
+async def test_a_drip_fed_stream_ends_at_the_overall_deadline(openai_api: respx.MockRouter) -> None:
+    """Each read arrives well within the SDK's 10 s timeout, but the whole answer would take minutes: the
+    stream ends with a ``ProviderError`` naming the deadline once 1 s has passed."""
+    body = openai_sse(["word "] * 2000, usage=(31, 2000))
+    openai_api.post(f"{BASE_URL}/chat/completions").mock(
+        return_value=_drip_fed(body, "text/event-stream; charset=utf-8")
+    )
+    provider = OpenAIChatProvider(model=MODEL, api_key=API_KEY, base_url=BASE_URL, timeout=10, deadline=1)
+    started = time.monotonic()
+    with pytest.raises(ProviderError, match="did not finish within 1 s"):
+        await collect(provider)
+    assert time.monotonic() - started < 3
+
+
+async def test_a_drip_fed_json_completion_ends_at_the_overall_deadline(openai_api: respx.MockRouter) -> None:
+    """``complete_json`` (no deadline before) ends with a ``ProviderError`` at the overall deadline."""
+    body = openai_completion('{"summary": "' + "x" * 4000 + '"}').content
+    openai_api.post(f"{BASE_URL}/chat/completions").mock(return_value=_drip_fed(body, "application/json"))
+    provider = OpenAIChatProvider(model=MODEL, api_key=API_KEY, base_url=BASE_URL, timeout=10, deadline=1)
+    started = time.monotonic()
+    with pytest.raises(ProviderError, match="did not finish within 1 s"):
+        await provider.complete_json(MESSAGES, schema={"type": "object"}, name="s", max_tokens=64, temperature=0)
+    assert time.monotonic() - started < 3
+
+
+async def test_a_drip_fed_embedding_batch_ends_at_the_overall_deadline(openai_api: respx.MockRouter) -> None:
+    """An embedding batch ends with a ``ProviderError`` at the overall deadline."""
+    vectors = json.dumps({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1] * 384}]})
+    openai_api.post(f"{BASE_URL}/embeddings").mock(return_value=_drip_fed(vectors.encode(), "application/json"))
+    embedder = OpenAIEmbedder(
+        model=EMBED_MODEL, api_key=API_KEY, base_url=BASE_URL, dimensions=384, timeout=10, deadline=1
+    )
+    started = time.monotonic()
+    with pytest.raises(ProviderError, match="did not finish within 1 s"):
+        await embedder.embed(["a slow batch"])
+    assert time.monotonic() - started < 3

@@ -45,7 +45,7 @@ def test_prompt_order_persona_passages_history_question() -> None:
     assert roles == ["system", "user", "assistant", "user"]
     system = prompt.messages[0]["content"]
     assert system.startswith("You are calm.")
-    assert "[1] (Meditations, p. 1) passage 1" in system and "[2] (Meditations, p. 2)" in system
+    assert "[1] (Meditations,^p.^1)^passage^1" in system and "[2] (Meditations,^p.^2)" in system
     assert prompt.messages[-1]["content"] == "What now?"
     assert prompt.history_used == 2 and len(prompt.passages) == 2
 
@@ -53,7 +53,7 @@ def test_prompt_order_persona_passages_history_question() -> None:
 def test_over_budget_drops_oldest_history_down_to_the_last_exchange_then_lowest_passages() -> None:
     """History is cut from the oldest end only down to ``KEEP_RECENT`` turns; then the lowest-ranked passages
     go (see the cut order in ``app.chat.prompt``)."""
-    budget = 700
+    budget = 1000
     history = _history(10)
     prompt = assemble_prompt(
         persona="You are calm.",

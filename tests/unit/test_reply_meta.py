@@ -52,7 +52,7 @@ AI_REPLY: dict[str, Any] = {
     "ai_confidence_before": 0.72,
     "confidence_threshold": 0.5,
     "history_messages": 4,
-    "memory": {"insight_ids": ["i1"], "summary_ids": [], "profile": True},
+    "memory": {"insight_ids": ["i1"], "summary_ids": [], "message_ids": ["m1"], "profile": True},
     "few_shot": ["f1", "f2"],
     "cache": "miss",
     "model_fallback": {"from": "ft:gpt-4o-mini:acme::x", "error": "model_not_found"},
@@ -146,7 +146,7 @@ def test_typed_readers() -> None:
     meta = ReplyMeta.from_json(AI_REPLY)
     assert meta.confidence == ConfidenceMeta(value=0.41, reason="crisis_risk", factors=CONFIDENCE.factors)
     assert meta.signals is not None and meta.signals.risk_score == 0.62 and meta.signals.high_stakes_topics == ["money"]
-    assert meta.memory == MemoryMeta(insight_ids=["i1"], summary_ids=[], profile=True)
+    assert meta.memory == MemoryMeta(insight_ids=["i1"], summary_ids=[], message_ids=["m1"], profile=True)
     assert meta.experiment == ExperimentMeta(id="8f1c", variant="b")
     assert meta.model_fallback == ModelFallbackMeta(from_="ft:gpt-4o-mini:acme::x", error="model_not_found")
     assert meta.helpful is False and not meta.failed and not meta.not_ai_content

@@ -15,20 +15,21 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, WebSocket, get, post, websocket
 from litestar.channels import ChannelsPlugin
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, WebSocketDisconnect
 from litestar.params import FromQuery, JSONBody
 
 from app.accounts.service import ClientIdentity
-from app.auth import identify_client, provide_client_identity
+from app.auth import CLIENT_DEPENDENCIES, identify_client
 from app.chat.turn import TurnResult
 from app.chat.turn.intake import MAX_MESSAGE_CHARS
 from app.conversations.metadata import client_citations, client_handoff_view, client_view
 from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Message
 from app.conversations.service import MAX_FEEDBACK_CHARS
 from app.core.errors import DomainError
-from app.deps import ClientIdentityDep, ContainerDep, PathId, Uow, provide_identity_coach_id, provide_unit_of_work
+from app.deps import ClientIdentityDep, ContainerDep, PathId, Uow
 from app.handoff.live import client_channel
+from app.rag.passages import cited_passage
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,7 @@ def done_event(result: TurnResult) -> dict[str, Any]:
 class ChatController(Controller):
     path = "/api/v1/chat"
     tags = ["chat"]
-    dependencies = {
-        "identity": Provide(provide_client_identity),
-        "coach_id": Provide(provide_identity_coach_id, sync_to_thread=False),
-        "uow": Provide(provide_unit_of_work),
-    }
+    dependencies = CLIENT_DEPENDENCIES
 
     @post("/", status_code=200)
     async def chat(
@@ -165,11 +162,7 @@ class WidgetConversationController(Controller):
 
     path = "/api/v1/widget/conversations"
     tags = ["widget"]
-    dependencies = {
-        "identity": Provide(provide_client_identity),
-        "coach_id": Provide(provide_identity_coach_id, sync_to_thread=False),
-        "uow": Provide(provide_unit_of_work),
-    }
+    dependencies = CLIENT_DEPENDENCIES
 
     @get("/{conversation_id:str}/messages")
     async def messages(
@@ -187,14 +180,36 @@ class WidgetConversationController(Controller):
         return [widget_message_out(message) for message in found]
 
 
+class PassageOut(msgspec.Struct):
+    """A cited passage as the widget shows it: the document's ``title`` and ``page`` (``null`` without pages),
+    the cited ``text`` and the sentences ``after`` it."""
+
+    chunk_id: uuid.UUID
+    title: str
+    page: int | None
+    text: str
+    after: str
+
+
+class WidgetPassageController(Controller):
+    """The passage behind a citation the client was shown. Auth: the client's widget token or session cookie."""
+
+    path = "/api/v1/widget/passages"
+    tags = ["widget"]
+    dependencies = CLIENT_DEPENDENCIES
+
+    @get("/{chunk_id:str}")
+    async def passage(self, chunk_id: PathId, identity: ClientIdentityDep, uow: Uow) -> PassageOut:
+        """The cited chunk ``chunk_id`` (a citation's ``chunk_id``) with title, page and the next sentences;
+        404 unless a message of the client's own conversations cites it, 400 for a malformed id."""
+        found = await cited_passage(uow, identity.client_id, chunk_id)
+        return PassageOut(found.chunk_id, found.title, found.page, found.text, found.after)
+
+
 class FeedbackController(Controller):
     path = "/api/v1/messages"
     tags = ["chat"]
-    dependencies = {
-        "identity": Provide(provide_client_identity),
-        "coach_id": Provide(provide_identity_coach_id, sync_to_thread=False),
-        "uow": Provide(provide_unit_of_work),
-    }
+    dependencies = CLIENT_DEPENDENCIES
 
     @post("/{message_id:uuid}/feedback", status_code=200)
     async def feedback(

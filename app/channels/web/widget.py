@@ -23,6 +23,7 @@ from litestar import Controller, Request, get
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
+from app.accounts.disclosure import AI_DISCLOSURE_VERSION, disclosure_text
 from app.accounts.models import Coach
 from app.accounts.service import ClientIdentity
 from app.accounts.unit_of_work import unit_of_work
@@ -38,6 +39,25 @@ WIDGET_LABELS = {"client": "You", "ai": "AI assistant", "human_coach": "Coach"}
 """How the widget names each sender (``static/chat.js`` uses the same words)."""
 CHAT_PAGE = "/w/chat"
 MEMORY_PAGE = "/w/memory"
+
+
+DEFAULT_SUGGESTIONS = (
+    "What can you help me with?",
+    "I'd like to work on a habit",
+    "I feel stuck: where do I start?",
+)
+"""Suggested first questions of a new conversation."""
+
+
+def greeting(coach: Coach) -> str:
+    """The first words a client sees in an empty conversation."""
+    return f"Hi, I'm {coach.name}'s AI assistant. What would you like to talk about today?"
+
+
+def initials(name: str) -> str:
+    """Up to two initials of ``name`` for the widget's avatar ("Coach Maya" → "CM"; "" → "?")."""
+    letters = [word[0] for word in name.split() if word[:1].isalnum()]
+    return "".join(letters[:2]).upper() or "?"
 
 
 def _invalid(status_code: int) -> Template:
@@ -122,6 +142,11 @@ class WidgetController(Controller):
                 "labels": WIDGET_LABELS,
                 "handoff_status": handoff_status,
                 "max_chars": MAX_MESSAGE_CHARS,
+                "disclosure": disclosure_text(coach.name),
+                "disclosure_version": AI_DISCLOSURE_VERSION,
+                "greeting": greeting(coach),
+                "suggestions": DEFAULT_SUGGESTIONS,
+                "initials": initials(coach.name),
             },
             headers=_frame_policy(coach),
         )

@@ -1,5 +1,6 @@
-"""Gather a turn's context: the query embedding, the coach's passages (hybrid retrieval), what memory holds
-about the client, the learning loop's part (experiment variant, production model version, the coach's own
+"""Gather a turn's context: the query embedding (stored as the client message's episode, so later turns
+recall it), the coach's passages (hybrid retrieval), what memory holds about the client (the L1 window
+excluded), the learning loop's part (experiment variant, production model version, the coach's own
 past interventions as few-shot examples), and the confidence before generation."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from app.learning.experiments import ExperimentService
 from app.learning.interventions import InterventionService
 from app.learning.versions import ModelVersionService
 from app.llm.registry import ProviderRegistry
+from app.memory.episodes import store_episodes
 from app.memory.retrieval import context_for
 from app.rag.retrieval import retrieve
 
@@ -55,7 +57,8 @@ class Gatherer:
         coach, conversation, text = turn.coach, turn.conversation, turn.message.text
         t0 = time.perf_counter()
         embedder = self._registry.embedder_for(coach)
-        [query_embedding] = await embedder.embed([text])
+        # the crisis screen's vector when it serves retrieval too (the message is embedded once per turn)
+        [query_embedding] = [turn.query_embedding] if turn.query_embedding is not None else await embedder.embed([text])
         async with unit_of_work(self._sessionmaker, coach.id) as uow:
             session = uow.session
             passages = await retrieve(
@@ -71,9 +74,14 @@ class Gatherer:
                 session,
                 coach,
                 conversation.client_id,
+                query=text,
                 query_embedding=query_embedding,
                 embedding_model=embedder.model,
                 exclude_session_id=turn.message.session_id,
+                exclude_message_ids=[turn.message.id, *(m.id for m in turn.history)],
+            )
+            await store_episodes(
+                session, coach.id, conversation.client_id, [turn.message], [query_embedding], embedder.model
             )
             learned = Learned(
                 coach,

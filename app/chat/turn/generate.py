@@ -13,6 +13,7 @@ from app.chat.prompt import AssembledPrompt, assemble_prompt
 from app.chat.turn.decide import OnError, final_reply, honest_reply, model_order, on_provider_error, use_cache
 from app.chat.turn.gather import ms_since
 from app.chat.turn.honesty import Honesty
+from app.chat.turn.injection import check_reply, safe_reply
 from app.chat.turn.state import Gathered, Reply, Turn
 from app.core.config import Settings
 from app.handoff.signals import token_confidence
@@ -32,10 +33,13 @@ APOLOGY = (
 class Generator:
     """Produces the reply text of a turn (streamed) and its generation metadata."""
 
-    def __init__(self, settings: Settings, registry: ProviderRegistry, cache: ResponseCache) -> None:
+    def __init__(
+        self, settings: Settings, registry: ProviderRegistry, cache: ResponseCache, *, defences: bool = True
+    ) -> None:
         self._settings = settings
         self._registry = registry
         self._cache = cache
+        self._defences = defences
 
     async def generate(self, turn: Turn, gathered: Gathered, reply: Reply) -> AsyncIterator[str]:
         """Yield the reply's deltas (none while ``reply.drafting``), collected in ``reply.parts``; records the
@@ -53,7 +57,9 @@ class Generator:
             examples=learned.examples,
             style=style_lines(coach.style_profile),
             coach_name=coach.name,
+            spotlight=self._defences,
         )
+        reply.prompt = prompt
         reply.passages = prompt.passages
         reply.metadata["prompt_ms"] = ms_since(t0)
         reply.metadata["history_messages"] = prompt.history_used
@@ -143,6 +149,35 @@ class Generator:
             raise ProviderError("the model returned an empty reply")
         reply.text = final.text
 
+    def guard(self, turn: Turn, reply: Reply) -> str | None:
+        """The output check against prompt injection (:mod:`app.chat.turn.injection`; off with the defences):
+        a finished reply that leaks the system text or a few-shot example, or carries the payload of an
+        instruction planted in the passages, memory or examples, is replaced by the safe reply, recording
+        ``injection`` (``leak`` | ``payload``) and the model's ``injection_model_reply``. Returns the delta to
+        stream (a blank line, then the safe reply), ``None`` when the reply stands or nothing was streamed."""
+        prompt = reply.prompt
+        if not self._defences or prompt is None:
+            return None
+        found = check_reply(
+            reply.text,
+            persona=prompt.persona,
+            protected=prompt.protected,
+            untrusted=prompt.untrusted,
+            client_text=turn.message.text,
+        )
+        if found is None:
+            return None
+        log.warning("chat turn for coach %s: output check (%s); reply replaced", turn.coach.id, found)
+        return self._replace(reply, safe_reply(turn.coach.name), injection=found, injection_model_reply=reply.text)
+
+    def _replace(self, reply: Reply, text: str, **meta: str) -> str | None:
+        """Replace the finished reply by the product's ``text`` (no citations), recording ``meta``; the delta
+        to stream after what was streamed (``None`` while drafting)."""
+        reply.metadata.update(meta)
+        reply.metadata.pop("truncated", None)
+        reply.text, reply.passages = text, []
+        return None if reply.drafting else "\n\n" + text
+
     def honest(self, turn: Turn, reply: Reply) -> str | None:
         """The output check (:mod:`app.chat.turn.honesty`): a finished reply that claims to be human is
         replaced by the correction, recording ``honesty`` and the model's ``honesty_model_reply``. Returns the
@@ -152,11 +187,7 @@ class Generator:
         if text is None:
             return None
         log.warning("chat turn for coach %s: the model claimed to be human; reply replaced", turn.coach.id)
-        reply.metadata["honesty"] = Honesty.REPLACED
-        reply.metadata["honesty_model_reply"] = reply.text
-        reply.metadata.pop("truncated", None)
-        reply.text, reply.passages = text, []
-        return None if reply.drafting else "\n\n" + text
+        return self._replace(reply, text, honesty=Honesty.REPLACED, honesty_model_reply=reply.text)
 
     def apology(self, turn: Turn, reply: Reply, exc: ProviderError | TimeoutError) -> str:
         """Turn a failed generation into the apology (never a draft: it is not the AI's content); records

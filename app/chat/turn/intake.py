@@ -25,7 +25,7 @@ from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Conversation, Messag
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.db import jobs
 from app.db.engine import after_commit
-from app.handoff.crisis_model import minilm
+from app.handoff.crisis_model import minilm, windows
 from app.handoff.detector import CONVERSATION_WINDOW, CrisisDetector, conversation_risk
 from app.handoff.service import HandoffService
 from app.handoff.signals import turn_signals
@@ -64,6 +64,7 @@ class Intake:
     def __init__(self, accounts: AccountService, handoffs: HandoffService, registry: ProviderRegistry) -> None:
         self._accounts = accounts
         self._handoffs = handoffs
+        self._registry = registry
         # the learned crisis component embeds with the process's one MiniLM instance
         self._risk = CrisisDetector(embed=minilm(registry.local_embedder))
 
@@ -144,9 +145,10 @@ class Intake:
             for msg in reversed(earlier)
             if msg.sender_type == SenderType.AI and not msg.meta.get("notice")
         ]
-        # this message (lexicon OR learned, off the event loop: the learned part embeds it), then the run of the
-        # client's recent messages: several moderately concerning ones in a row raise the level
-        risk = await asyncio.to_thread(self._risk.assess, message.text)
+        # this message (lexicon OR learned, off the event loop), then the run of the client's recent messages:
+        # several moderately concerning ones in a row raise the level
+        query_embedding = await self._shared_embedding(coach, message.text)
+        risk = await asyncio.to_thread(self._risk.assess, message.text, query_embedding)
         risk = conversation_risk(
             [*(self._risk.lexicon.assess(t) for t in client_texts[-CONVERSATION_WINDOW + 1 :]), risk]
         )
@@ -172,7 +174,23 @@ class Intake:
             risk=risk,
             signals=signals,
             active=await self._handoffs.active_for(session, conversation.id),
+            query_embedding=query_embedding,
         )
+
+    async def _shared_embedding(self, coach: Coach, text: str) -> list[float] | None:
+        """The message's one embedding for both the crisis screen and retrieval, or ``None`` when one vector
+        cannot serve both: the coach retrieves with another embedder than the screen's all-MiniLM-L6-v2, or the
+        message is longer than one screen window (:func:`app.handoff.crisis_model.windows`, 128 words; the
+        screen then embeds each window and retrieval embeds the message again). The text embedded is the
+        screen's normalised window; for retrieval it reads as the message itself (MiniLM's tokenizer
+        lower-cases and strips accents anyway; only obfuscated risk words read plainly). 384 floats."""
+        if coach.embedding_provider == "openai" and coach.embedding_model:
+            return None
+        parts = windows(text)
+        if len(parts) != 1 or not parts[0]:
+            return None
+        [vector] = await self._registry.local_embedder().embed(parts)
+        return vector
 
 
 def _received(message: Message, *, created: bool) -> Received:

@@ -82,7 +82,8 @@ class Persister:
                 "risk": risk_metadata(turn.risk),
             }
             language = turn.risk.language  # the crisis reply is in the language the client wrote in
-            text = crisis_reply(coach.name, resources_for(language, tuple(coach.crisis_resources)), language)
+            resources = resources_for(language, tuple(coach.crisis_resources), coach.crisis_resources_by_language)
+            text = crisis_reply(coach.name, resources, language)
             reply = await self._store_ai(session, coach, conversation.id, text, meta=meta)
             turn.message.answered_at = reply.created_at
             return Outcome(reply, handoff=handoff, announce=True)

@@ -9,8 +9,10 @@ job and the Telegram adapter all call :meth:`ChatService.receive` then :meth:`Ch
 3. gather the context: query embedding, passages, memory, few-shot interventions, experiment and version.
 4. decide after retrieval (pure, :func:`~app.chat.turn.decide.after_retrieval`): low-confidence handoff,
    draft, or send.
-5. generate: response cache, streamed model, fallback model, trim, the honesty check (a reply claiming to
-   be human is replaced); a provider error or the deadline (``LLM_TIMEOUT_SECONDS`` for 3–5) gives the
+5. generate: spotlighted prompt (:mod:`~app.chat.spotlight`), response cache, streamed model, fallback model,
+   trim, the output checks — prompt injection (a reply leaking the system text or obeying a planted
+   instruction is replaced, :mod:`~app.chat.turn.injection`), then honesty (a reply claiming to be human is
+   replaced); a provider error or the deadline (``LLM_TIMEOUT_SECONDS`` for 3–5) gives the
    apology.
 6. persist the reply or the draft, the handback bookkeeping and the follow-up jobs (outbox) in one
    transaction that marks the client's message answered.
@@ -81,7 +83,10 @@ class ChatService:
         model_versions: ModelVersionService,
         cache: ResponseCache,
         experiments: ExperimentService,
+        defences: bool = True,
     ) -> None:
+        """``defences``: spotlighting and the injection output check (:mod:`app.chat.spotlight`,
+        :mod:`app.chat.turn.injection`); ``False`` only for ``opencoach eval injection``'s undefended run."""
         self._sessionmaker = sessionmaker
         self._settings = settings
         self._registry = registry
@@ -96,7 +101,7 @@ class ChatService:
             model_versions=model_versions,
             experiments=experiments,
         )
-        self._generator = Generator(settings, registry, cache)
+        self._generator = Generator(settings, registry, cache, defences=defences)
         self._persister = Persister(sessionmaker, handoffs)
 
     async def receive(
@@ -180,7 +185,8 @@ class ChatService:
                     async for delta in self._generator.generate(turn, gathered, reply):  # 5. generate
                         yield delta
                     self._generator.finish(reply)
-                    correction = self._generator.honest(turn, reply)  # the output check
+                    # the output checks: prompt injection (leak, planted payload), then honesty
+                    correction = self._generator.guard(turn, reply) or self._generator.honest(turn, reply)
                     if correction is not None:
                         yield correction
         except (ProviderError, TimeoutError) as exc:
@@ -192,7 +198,9 @@ class ChatService:
             return
         outcome = await self._persister.reply(turn, reply)  # 6. persist
         if reply.cache_key is not None and cache_after(
-            cache=reply.metadata.get("cache"), failed=reply.failed, replaced="honesty" in reply.metadata
+            cache=reply.metadata.get("cache"),
+            failed=reply.failed,
+            replaced="honesty" in reply.metadata or "injection" in reply.metadata,
         ):
             await self._cache.put(
                 coach.id, reply.cache_key, reply.text, reply.citations, coach.response_cache_ttl_seconds

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.accounts.models import Coach
+from app.chat.prompt import AssembledPrompt
 from app.conversations.handoffs import Handoff
 from app.conversations.models import Conversation, Message
 from app.handoff.confidence import Confidence
@@ -61,8 +62,9 @@ class TurnResult:
 @dataclass
 class Turn:
     """What the turn's first transaction loaded: the coach, the conversation, the client's message, the L1
-    ``history`` before it (oldest first), its risk and signals, and the active handoff (locked in that
-    transaction)."""
+    ``history`` before it (oldest first), its risk and signals, the active handoff (locked in that
+    transaction), and the message's ``query_embedding`` when the crisis screen's vector also serves retrieval
+    (384 floats; ``None``: retrieval embeds the message itself)."""
 
     coach: Coach
     conversation: Conversation
@@ -72,6 +74,7 @@ class Turn:
     risk: RiskAssessment
     signals: TurnSignals
     active: Handoff | None
+    query_embedding: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,8 @@ class Gathered:
 class Reply:
     """The AI's reply as it is generated: streamed ``parts``, the ``passages`` it may cite, the provider's
     ``usage``, the ``signals`` scored at the end, the attribution ``metadata`` stored with it, the response
-    cache key, and whether it is ``drafting`` (kept for the coach) or ``failed`` (the apology)."""
+    cache key, whether it is ``drafting`` (kept for the coach) or ``failed`` (the apology), and the assembled
+    ``prompt`` (for the output check)."""
 
     metadata: dict[str, Any]
     signals: TurnSignals
@@ -131,6 +135,7 @@ class Reply:
     cache_key: str | None = None
     text: str = ""
     failed: bool = False
+    prompt: AssembledPrompt | None = None
 
     @property
     def citations(self) -> list[dict[str, Any]]:

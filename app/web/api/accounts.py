@@ -14,9 +14,15 @@ from litestar.params import JSONBody
 from app.accounts.api_keys import API_KEY_NAME_MAX, issue_api_key, list_api_keys, revoke_api_key
 from app.accounts.learning_settings import LEARNING_FIELDS, apply_learning_settings
 from app.accounts.models import ApiKey, Coach
-from app.auth import AUTH_BODY_MAX_BYTES, provide_coach_id, throttle_auth_attempt
+from app.auth import (
+    AUTH_BODY_MAX_BYTES,
+    COACH_DEPENDENCIES,
+    account_delete_key,
+    provide_coach_id,
+    throttle_auth_attempt,
+)
 from app.core.security import mask_secret
-from app.deps import CoachId, ContainerDep, PathId, Uow, provide_unit_of_work
+from app.deps import CoachId, ContainerDep, PathId, Uow
 from app.web.sessions import DashboardSessionsDep
 
 EXPORT_HEADERS = {"Content-Disposition": 'attachment; filename="opencoach-data.json"', "Cache-Control": "no-store"}
@@ -117,7 +123,8 @@ class SettingsOut(msgspec.Struct):
     Memory: ``recent_messages`` (L1, 0–100 latest messages in the prompt), ``session_idle_minutes`` (L2,
     1–1440 minutes of silence that end a chat session). Escalation: ``handoff_mode`` (auto, draft,
     human_only), ``confidence_threshold`` (0–1), topics, ``handoff_sla_minutes``, ``availability`` hours,
-    ``crisis_resources`` (empty: the defaults), alert webhook (with its signing secret, generated when the
+    ``crisis_resources`` (empty: the defaults) and ``crisis_resources_by_language`` (``{"es": [lines]}``: the
+    lines for a client who wrote in that language), alert webhook (with its signing secret, generated when the
     URL is set) and e-mail. ``widget_allowed_origins``: the origins (``scheme://host[:port]``) whose pages may
     frame the client widget and call its API from the browser (CORS); empty: none but this server."""
 
@@ -137,6 +144,7 @@ class SettingsOut(msgspec.Struct):
     handoff_sla_minutes: int
     availability: dict[str, Any] | None
     crisis_resources: list[str]
+    crisis_resources_by_language: dict[str, list[str]]
     alert_webhook_url: str | None
     alert_webhook_secret: str | None
     alert_email: str | None
@@ -165,6 +173,7 @@ class SettingsPatch(msgspec.Struct, omit_defaults=True):
     handoff_sla_minutes: int | None = None
     availability: dict[str, Any] | None = None
     crisis_resources: list[str] | None = None
+    crisis_resources_by_language: dict[str, list[str]] | None = None
     alert_webhook_url: str | None = None
     alert_email: str | None = None
     fine_tune_enabled: bool | None = None
@@ -196,6 +205,7 @@ def settings_out(container: ContainerDep, coach: Coach) -> SettingsOut:
         handoff_sla_minutes=coach.handoff_sla_minutes,
         availability=coach.availability,
         crisis_resources=coach.crisis_resources,
+        crisis_resources_by_language=coach.crisis_resources_by_language,
         alert_webhook_url=coach.alert_webhook_url,
         alert_webhook_secret=container.registry.decrypt_key(coach.alert_webhook_secret_encrypted),
         alert_email=coach.alert_email,
@@ -249,7 +259,7 @@ class AuthController(Controller):
 class ApiKeyController(Controller):
     path = "/api/v1/api-keys"
     tags = ["api keys"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @post("/", status_code=201)
     async def create_api_key(self, data: JSONBody[ApiKeyCreate], uow: Uow) -> ApiKeyCreated:
@@ -272,7 +282,7 @@ class ApiKeyController(Controller):
 class ClientController(Controller):
     path = "/api/v1/clients"
     tags = ["clients"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @post("/", status_code=201)
     async def create_client(self, data: JSONBody[ClientCreate], uow: Uow, container: ContainerDep) -> ClientCreated:
@@ -318,21 +328,29 @@ class AccountController(Controller):
     tags = ["auth"]
     dependencies = {"coach_id": Provide(provide_coach_id)}
 
-    @post("/delete", status_code=200)
+    @post("/delete", status_code=200, request_max_body_size=AUTH_BODY_MAX_BYTES)
     async def delete_account(
-        self, data: JSONBody[AccountDelete], coach_id: CoachId, container: ContainerDep
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[AccountDelete],
+        coach_id: CoachId,
+        container: ContainerDep,
+        dashboard_sessions: DashboardSessionsDep,
     ) -> AccountDeleted:
         """Delete the coach's whole account and all its data (every client, document, model version, Redis
         cache, provider training file); the password of a dashboard user confirms it (403 when wrong,
-        nothing deleted)."""
+        nothing deleted). Rate-limited like log-in per IP and per account (429; a stolen API key cannot guess
+        passwords); every dashboard session of the account ends."""
+        await throttle_auth_attempt(request, container, account_delete_key(coach_id))
         files = await container.rights.delete_account(coach_id, data.password)
+        await dashboard_sessions.end_others(coach_id)
         return AccountDeleted(True, files.files_deleted, files.files_failed)
 
 
 class SettingsController(Controller):
     path = "/api/v1/settings"
     tags = ["settings"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @get("/")
     async def get_settings(self, uow: Uow, container: ContainerDep) -> SettingsOut:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from litestar import Controller, get
-from litestar.di import Provide
 
-from app.auth import provide_coach_id
+from app.auth import COACH_DEPENDENCIES
 from app.conversations.schemas import ConversationOut, ConversationSummary, message_out
-from app.deps import ContainerDep, PathId, Uow, provide_unit_of_work
+from app.deps import ContainerDep, PathId, Uow
 
 
 class ConversationController(Controller):
     path = "/api/v1/conversations"
     tags = ["conversations"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @get("/")
     async def list_conversations(self, uow: Uow, container: ContainerDep) -> list[ConversationSummary]:

@@ -9,11 +9,10 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import UploadFile
-from litestar.di import Provide
 
-from app.auth import provide_coach_id
+from app.auth import COACH_DEPENDENCIES
 from app.core.errors import InvalidInput
-from app.deps import ContainerDep, PathId, Uow, provide_unit_of_work
+from app.deps import ContainerDep, PathId, Uow
 from app.rag.models import Document
 
 
@@ -63,7 +62,7 @@ async def read_upload(request: Request[Any, Any, Any]) -> tuple[str, str | None,
 class DocumentController(Controller):
     path = "/api/v1/documents"
     tags = ["documents"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @post("/", status_code=202)
     async def upload(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> DocumentAccepted:

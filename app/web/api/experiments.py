@@ -6,11 +6,10 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, get, post
-from litestar.di import Provide
 from litestar.params import JSONBody
 
-from app.auth import provide_coach_id
-from app.deps import ContainerDep, PathId, Uow, provide_unit_of_work
+from app.auth import COACH_DEPENDENCIES
+from app.deps import ContainerDep, PathId, Uow
 
 
 class ExperimentIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -27,7 +26,7 @@ class ExperimentIn(msgspec.Struct, forbid_unknown_fields=True):
 class ExperimentController(Controller):
     path = "/api/v1/learning/experiments"
     tags = ["learning"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @post("/", status_code=201)
     async def create(self, data: JSONBody[ExperimentIn], uow: Uow, container: ContainerDep) -> dict[str, Any]:

@@ -7,13 +7,12 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, get, post
-from litestar.di import Provide
 from litestar.params import FromQuery, JSONBody
 
-from app.auth import provide_coach_id
+from app.auth import COACH_DEPENDENCIES
 from app.conversations.handoffs import Draft
 from app.conversations.schemas import MessageOut, message_out
-from app.deps import ContainerDep, PathId, Uow, provide_unit_of_work
+from app.deps import ContainerDep, PathId, Uow
 from app.handoff.actions import MAX_COACH_MESSAGE_CHARS
 from app.handoff.queue import QueueItem, draft_dict, handoff_dict
 
@@ -78,7 +77,7 @@ class DraftApproval(msgspec.Struct, forbid_unknown_fields=True):
 class HandoffController(Controller):
     path = "/api/v1"
     tags = ["handoffs"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @get("/handoffs")
     async def list_handoffs(

@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, get
-from litestar.di import Provide
 from litestar.params import FromQuery
 
-from app.auth import provide_coach_id
-from app.deps import ContainerDep, Uow, provide_unit_of_work
+from app.auth import COACH_DEPENDENCIES
+from app.deps import ContainerDep, Uow
 
 
 class LearningDashboardController(Controller):
     path = "/api/v1/learning"
     tags = ["learning"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @get("/dashboard")
     async def dashboard(self, uow: Uow, container: ContainerDep, days: FromQuery[int] = 30) -> dict[str, Any]:

@@ -11,25 +11,23 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
-from litestar.di import Provide
 from litestar.params import JSONBody
 
-from app.auth import provide_client_identity, provide_coach_id
-from app.core.errors import InvalidInput
+from app.accounts.disclosure import accept_disclosure
+from app.auth import CLIENT_DEPENDENCIES, COACH_DEPENDENCIES
+from app.core.errors import InvalidInput, NotFound
 from app.deps import (
     ClientIdentityDep,
     CoachId,
     ContainerDep,
     PathId,
     Uow,
-    provide_identity_coach_id,
-    provide_unit_of_work,
 )
-from app.memory.client_view import RememberedOut, remembered_out
+from app.memory.client_view import RememberedOut, SessionState, remembered_out, session_state
 from app.memory.controls import ClientMemory
 from app.memory.models import ChatSession, ClientProfile, Insight, SessionStatus
 from app.memory.schemas import SessionSummary
@@ -104,6 +102,19 @@ class SessionEnded(msgspec.Struct):
     session_id: uuid.UUID | None
 
 
+class DisclosureAccept(msgspec.Struct, forbid_unknown_fields=True):
+    """The version of the AI disclosure the widget showed (``data-version`` of the chat page's notice)."""
+
+    version: Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+
+
+class DisclosureAccepted(msgspec.Struct):
+    """The accepted version and when it was first accepted."""
+
+    version: str
+    accepted_at: datetime
+
+
 def profile_out(profile: ClientProfile | None) -> ProfileOut:
     """Serialise a profile; ``None`` gives the empty shape."""
     if profile is None:
@@ -167,7 +178,7 @@ class MemoryController(Controller):
 
     path = "/api/v1/clients/{client_id:str}/memory"
     tags = ["memory"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @get("/")
     async def get_memory(
@@ -229,7 +240,7 @@ class SessionController(Controller):
 
     path = "/api/v1/conversations"
     tags = ["memory"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @post("/{conversation_id:str}/end-session", status_code=200)
     async def end_session(self, conversation_id: PathId, uow: Uow, container: ContainerDep) -> SessionEnded:
@@ -244,17 +255,23 @@ class WidgetMemoryController(Controller):
 
     path = "/api/v1/widget"
     tags = ["widget"]
-    dependencies = {
-        "identity": Provide(provide_client_identity),
-        "coach_id": Provide(provide_identity_coach_id, sync_to_thread=False),
-        "uow": Provide(provide_unit_of_work),
-    }
+    dependencies = CLIENT_DEPENDENCIES
 
     @get("/memory")
     async def get_memory(self, identity: ClientIdentityDep, uow: Uow, container: ContainerDep) -> RememberedOut:
         """What the coach's assistant remembers about the client: insights and session summaries."""
         memory = await container.memory.client_memory(uow.session, uow.coach_id, identity.client_id)
         return remembered_out(memory)
+
+    @post("/disclosure", status_code=200)
+    async def accept_disclosure(
+        self, data: JSONBody[DisclosureAccept], identity: ClientIdentityDep, uow: Uow
+    ) -> DisclosureAccepted:
+        """Record that the client accepted the widget's AI disclosure ``version`` (the widget sends it with the
+        client's first message from the chat page); the first acceptance of a version keeps its time. 400 for a
+        version that is not the current one (nothing stored). Listed under ``consent`` in the export."""
+        version, at = await accept_disclosure(uow.session, uow.coach_id, identity.client_id, data.version)
+        return DisclosureAccepted(version, at)
 
     @get("/export")
     async def export(self, identity: ClientIdentityDep, uow: Uow, container: ContainerDep) -> Response[dict[str, Any]]:
@@ -276,6 +293,19 @@ class WidgetMemoryController(Controller):
     ) -> None:
         """Delete a remembered session summary; it never enters a prompt again."""
         await container.memory.delete_summary(uow, identity.client_id, session_id)
+
+    @get("/sessions/{session_id:str}")
+    async def get_session(
+        self, session_id: PathId, identity: ClientIdentityDep, uow: Uow, container: ContainerDep
+    ) -> SessionState:
+        """Where the summary of one of the client's ended sessions stands: ``status`` ``pending`` until its
+        summary job has run, then ``summarized`` (shown by ``GET /api/v1/widget/memory``) or ``failed``; what the
+        widget polls after "End session". 404 for a session that is not the client's, still open, or deleted."""
+        memory = await container.memory.client_memory(uow.session, uow.coach_id, identity.client_id)
+        state = session_state(memory, session_id)
+        if state is None:
+            raise NotFound("session not found")
+        return state
 
     @post("/conversations/{conversation_id:str}/end-session", status_code=200)
     async def end_session(

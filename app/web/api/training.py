@@ -8,11 +8,10 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, get, post
-from litestar.di import Provide
 from litestar.params import FromQuery, JSONBody, QueryParameter
 
-from app.auth import provide_coach_id
-from app.deps import CoachId, ContainerDep, PathId, Uow, provide_unit_of_work
+from app.auth import COACH_DEPENDENCIES
+from app.deps import CoachId, ContainerDep, PathId, Uow
 from app.learning.finetune import fine_tune_dict
 from app.learning.models import FineTuneJob, ModelVersion
 from app.learning.versions import model_version_dict
@@ -85,10 +84,25 @@ class RollbackOut(msgspec.Struct):
     production: ModelVersionOut | None
 
 
+async def training_export(
+    uow: Uow, container: ContainerDep, export_format: str, split: str, *, scrub_pii: bool = True
+) -> Response[str]:
+    """The coach's training examples as a JSON Lines attachment (``opencoach-<format>-<split>.jsonl``), for the
+    API route and the dashboard's "Export" link alike; ``DomainError`` (400) for an unknown format or split."""
+    lines = await container.training.export(uow, kind=export_format, split=split, scrub_pii=scrub_pii)
+    body = "".join(line + "\n" for line in lines)
+    filename = f"opencoach-{export_format}-{split}.jsonl"
+    return Response(
+        body,
+        media_type=JSONL_MEDIA_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
 class TrainingController(Controller):
     path = "/api/v1/learning"
     tags = ["learning"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @get("/export", media_type=JSONL_MEDIA_TYPE)
     async def export(
@@ -102,14 +116,7 @@ class TrainingController(Controller):
         """The coach's training examples as a JSON Lines download: ``format=sft`` (OpenAI chat fine-tuning
         format) or ``preference`` (OpenAI preference format); ``split=train|validation|test|all``;
         ``scrub_pii`` (default true) replaces e-mails and phone numbers with placeholders. 400 otherwise."""
-        lines = await container.training.export(uow, kind=export_format, split=split, scrub_pii=scrub_pii)
-        body = "".join(line + "\n" for line in lines)
-        filename = f"opencoach-{export_format}-{split}.jsonl"
-        return Response(
-            body,
-            media_type=JSONL_MEDIA_TYPE,
-            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-        )
+        return await training_export(uow, container, export_format, split, scrub_pii=scrub_pii)
 
     @get("/training")
     async def training(self, coach_id: CoachId, uow: Uow, container: ContainerDep) -> dict[str, Any]:
@@ -123,7 +130,7 @@ class TrainingController(Controller):
 class ModelController(Controller):
     path = "/api/v1/learning"
     tags = ["learning"]
-    dependencies = {"coach_id": Provide(provide_coach_id), "uow": Provide(provide_unit_of_work)}
+    dependencies = COACH_DEPENDENCIES
 
     @get("/fine-tunes")
     async def list_fine_tunes(self, uow: Uow, container: ContainerDep) -> list[FineTuneOut]:

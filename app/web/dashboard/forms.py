@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar import Request
 
-from app.accounts.handoff_settings import SLA_MINUTES_RANGE
+from app.accounts.handoff_settings import CRISIS_LANGUAGES, SLA_MINUTES_RANGE
 from app.accounts.learning_settings import (
     FINE_TUNE_MIN_DAYS_RANGE,
     FINE_TUNE_MIN_EXAMPLES_RANGE,
@@ -54,14 +54,22 @@ def form_opt_str(form: Any, name: str) -> str | None:
     return form_str(form, name) if name in form else None
 
 
+def _resources_by_language(form: Any) -> dict[str, list[str]] | None:
+    """The ``crisis_resources_<language>`` textareas as ``{language: lines}`` (an emptied one drops that
+    language), or ``None`` when the form has none of them (left as is)."""
+    present = [lang for lang in CRISIS_LANGUAGES if f"crisis_resources_{lang}" in form]
+    return {lang: form_lines(form, f"crisis_resources_{lang}") for lang in present} if present else None
+
+
 def handoff_form_settings(form: Any) -> dict[str, Any]:
     """The escalation settings of the settings form, as keyword arguments of
     :meth:`app.accounts.service.AccountService.update_settings`
     (see :data:`app.accounts.handoff_settings.HANDOFF_FIELDS`).
 
     Fields missing from the form are ``None`` (left as is). Topics and crisis resources are one entry per
-    line; availability is ``{}`` (always available) when ``always_available`` is ticked, else
-    ``{"timezone", "days": [0–6 from the ticked avail_days], "start", "end"}``. Raises ``InvalidInput`` for a
+    line (per language: the ``crisis_resources_<language>`` textareas); availability is ``{}`` (always
+    available) when ``always_available`` is ticked, else ``{"timezone", "days": [0–6 from the ticked
+    avail_days], "start", "end"}``. Raises ``InvalidInput`` for a
     threshold or SLA that is not a number (ranges are the service's to check)."""
     threshold_raw = form_str(form, "confidence_threshold").strip()
     threshold: float | None = None
@@ -93,6 +101,7 @@ def handoff_form_settings(form: Any) -> dict[str, Any]:
         "handoff_sla_minutes": form_int(form, "handoff_sla_minutes", *SLA_MINUTES_RANGE),
         "availability": availability,
         "crisis_resources": form_opt_lines(form, "crisis_resources"),
+        "crisis_resources_by_language": _resources_by_language(form),
         "alert_webhook_url": form_opt_str(form, "alert_webhook_url"),
         "alert_email": form_opt_str(form, "alert_email"),
     }

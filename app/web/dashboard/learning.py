@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import Response, get
-from litestar.params import FromQuery
+from litestar.params import FromQuery, QueryParameter
 from litestar.response import Template
 
 from app.deps import ContainerDep, Uow
 from app.learning.charts import chart_stylesheet, dashboard_charts
+from app.web.api.training import training_export
 from app.web.dashboard.auth import CoachPage
 
 
@@ -27,6 +30,18 @@ class LearningPages(CoachPage):
                 "charts": dashboard_charts(figures),
             },
         )
+
+    @get("/learning/export")
+    async def export(
+        self,
+        uow: Uow,
+        container: ContainerDep,
+        export_format: Annotated[str, QueryParameter(name="format")] = "sft",
+        split: FromQuery[str] = "all",
+    ) -> Response[str]:
+        """The training examples as a JSON Lines download with the dashboard session (as
+        ``GET /api/v1/learning/export``, PII scrubbed); ``?format=sft|preference``, ``?split=…``."""
+        return await training_export(uow, container, export_format, split)
 
     @get("/learning/charts.css", media_type="text/css")
     async def chart_styles(self) -> Response[str]:

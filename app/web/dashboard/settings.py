@@ -10,12 +10,13 @@ from litestar.response import Redirect, Template
 
 from app.accounts.api_keys import issue_api_key, list_api_keys, revoke_api_key
 from app.accounts.availability import DAY_NAMES
+from app.accounts.handoff_settings import CRISIS_LANGUAGE_NAMES
 from app.accounts.learning_settings import apply_learning_settings
 from app.accounts.models import HandoffMode
 from app.accounts.service import RECENT_MESSAGES_RANGE, SESSION_IDLE_MINUTES_RANGE
 from app.accounts.unit_of_work import UnitOfWork
-from app.auth import AUTH_BODY_MAX_BYTES, throttle_auth_attempt
-from app.core.errors import DomainError, Forbidden, InvalidInput
+from app.auth import AUTH_BODY_MAX_BYTES, account_delete_key, throttle_auth_attempt
+from app.core.errors import DomainError, Forbidden, InvalidInput, TooManyAttempts
 from app.core.security import mask_secret
 from app.deps import ContainerDep, PathId, Uow
 from app.web.dashboard.auth import CoachPage, session_user_id
@@ -58,6 +59,7 @@ async def _settings_page(
         "webhook_secret": container.registry.decrypt_key(coach.alert_webhook_secret_encrypted),
         "handoff_modes": HANDOFF_MODES,
         "day_names": list(enumerate(DAY_NAMES)),
+        "crisis_languages": list(CRISIS_LANGUAGE_NAMES.items()),
         "api_keys": api_keys,
         "new_api_key": new_api_key,
         "error": None,
@@ -154,16 +156,22 @@ class SettingsPages(CoachPage):
         start_session(request, {"coach_id": str(coach_id), "user_id": str(user_id)})
         return await _settings_page(container, uow, notice=f"Password changed; {ended} other session(s) logged out.")
 
-    @post("/account/delete")
+    @post("/account/delete", request_max_body_size=AUTH_BODY_MAX_BYTES)
     async def delete_account(
-        self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep
+        self,
+        request: Request[Any, Any, Any],
+        uow: Uow,
+        container: ContainerDep,
+        dashboard_sessions: DashboardSessionsDep,
     ) -> Template | Redirect:
-        """Delete the whole account after the password check (wrong: the settings page, 403, nothing deleted);
-        then log out and go to the sign-up page."""
+        """Delete the whole account after the password check (wrong: the settings page, 403, nothing deleted;
+        rate-limited like log-in: 429); then end every session of the account and go to the sign-up page."""
         form = await request.form()
         try:
+            await throttle_auth_attempt(request, container, account_delete_key(uow.coach_id))
             await container.rights.delete_account(uow.coach_id, form_str(form, "password"))
-        except Forbidden as exc:
+        except (Forbidden, TooManyAttempts) as exc:
             return await _settings_page(container, uow, error=exc, error_key="delete_error")
+        await dashboard_sessions.end_others(uow.coach_id)
         request.clear_session()
         return Redirect("/signup")

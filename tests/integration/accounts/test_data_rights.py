@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.accounts.disclosure import AI_DISCLOSURE_VERSION
 from app.container import Container
 from app.core.runtime import Services
 from app.db.engine import tenant_session
@@ -366,6 +367,44 @@ async def test_export_holds_the_clients_messages_memory_and_feedback_for_the_coa
     assert theirs.status_code == 404 and canary not in theirs.text
     bad = await http.get("/api/v1/clients/not-a-uuid/export", headers=setup.coach.headers)
     assert bad.status_code == 400 and "detail" in bad.json()
+
+
+async def test_export_lists_the_clients_acceptance_of_the_ai_disclosure(
+    base_url: str, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """The consent a client gives: accepting the widget's AI disclosure (recorded by the chat page's first
+    message, with the version of the text shown) is in the coach's and the client's exports."""
+    coach = await make_coach("Consent Coach")
+    client = await make_client(http, coach, "Robin")
+    export_url = f"/api/v1/clients/{client['id']}/export"
+    assert (await http.get(export_url, headers=coach.headers)).json()["consent"] == {"ai_disclosure": None}
+    shown = "You're chatting with Consent Coach's AI assistant. Consent Coach can join the conversation."
+
+    async with open_link(base_url, client["widget_token"]) as (tab, _):
+        page = (await tab.get("/w/chat")).text
+        assert f'data-version="{AI_DISCLOSURE_VERSION}"' in page and shown.replace("'", "&#39;") in page
+        same_origin = {"Origin": base_url}
+        for body in ({"version": "1999-01-01"}, {"version": ""}, {}, {"version": AI_DISCLOSURE_VERSION, "x": 1}):
+            refused = await tab.post("/api/v1/widget/disclosure", json=body, headers=same_origin)
+            assert refused.status_code == 400 and "detail" in refused.json(), body
+        assert (await http.get(export_url, headers=coach.headers)).json()["consent"] == {"ai_disclosure": None}
+        accepted = await tab.post(
+            "/api/v1/widget/disclosure", json={"version": AI_DISCLOSURE_VERSION}, headers=same_origin
+        )
+        assert accepted.status_code == 200, accepted.text
+        first = accepted.json()["accepted_at"]
+        again = await tab.post(
+            "/api/v1/widget/disclosure", json={"version": AI_DISCLOSURE_VERSION}, headers=same_origin
+        )
+        assert again.json() == {"version": AI_DISCLOSURE_VERSION, "accepted_at": first}, "the first time is kept"
+        mine = (await tab.get("/api/v1/widget/export")).json()["consent"]
+
+    consent = (await http.get(export_url, headers=coach.headers)).json()["consent"]
+    assert consent == mine
+    assert consent["ai_disclosure"]["version"] == AI_DISCLOSURE_VERSION and consent["ai_disclosure"]["text"] == shown
+    assert datetime.fromisoformat(consent["ai_disclosure"]["accepted_at"]) == datetime.fromisoformat(first)
+    anonymous = await http.post("/api/v1/widget/disclosure", json={"version": AI_DISCLOSURE_VERSION})
+    assert anonymous.status_code == 401
 
 
 async def test_erasing_a_client_leaves_no_row_or_redis_key_with_their_words(

@@ -5,14 +5,16 @@ parameter is aimed at a row of coach A in the table named ``xs`` or ``…_xs`` (
 ``session_id`` → ``chat_sessions``); coach B and B's client send a valid request generated
 by Schemathesis from the schema (a few per operation: 404 for at least one, 401 only for the other kind of
 credential, 400 only for a generated body the route refuses before its look-up). A snapshot of A's rows in
-every table (as the owner) must be equal before and after. An operation is skipped, with the reason, only
-when A has no row of that kind to aim at (today: drafts, insights, experiments and model versions)."""
+every table (as the owner) must be equal before and after. Rows the API cannot make without a model or a
+fine-tune (a draft, an insight, an experiment, a model version) are written for A as the owner, so every
+operation finds a row of A to aim at; a parameter without one fails the test."""
 
 from __future__ import annotations
 
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -20,11 +22,18 @@ import pytest
 import schemathesis
 from hypothesis.errors import NonInteractiveExampleWarning
 from sqlalchemy import Table, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 import app.container  # noqa: F401 - every model, so Base.metadata knows every table
+from app.conversations.handoffs import Draft
+from app.conversations.models import Conversation, Message, SenderType
 from app.core.runtime import Services
 from app.db.base import Base
 from app.db.engine import make_engine
+from app.learning.models import Experiment, ModelVersion
+from app.llm.base import EMBEDDING_DIMENSIONS
+from app.memory.models import Insight
+from app.rag.models import Chunk, Document
 from tests.conftest import MEDITATIONS, Coach, make_client, upload
 from tests.integration.api.conftest import api_operations, api_spec
 
@@ -70,9 +79,64 @@ async def _ids_of(services: Services, table: Table, coach_id: str) -> list[uuid.
         await owner.dispose()
 
 
+async def _seed_rows(services: Services, coach_id: str) -> None:
+    """As the owner, give coach A the rows the API only makes with a model at work: a pending draft answering
+    A's client message, an insight about that client, a running experiment, a staging model version, and a
+    chunk of A's document (ingestion needs the worker)."""
+    owner = make_engine(services.migration_database_url, pool_size=1)
+    try:
+        async with AsyncSession(owner) as session, session.begin():
+            query = select(Message, Conversation.client_id).join(
+                Conversation, Message.conversation_id == Conversation.id
+            )
+            query = query.where(Message.coach_id == coach_id, Message.sender_type == SenderType.CLIENT).limit(1)
+            message, client_id = (await session.execute(query)).one()
+            document_id = await session.scalar(select(Document.id).where(Document.coach_id == coach_id).limit(1))
+            now = datetime.now(UTC)
+            session.add_all(
+                [
+                    Draft(
+                        coach_id=coach_id,
+                        conversation_id=message.conversation_id,
+                        client_message_id=message.id,
+                        text="A draft of coach A",
+                    ),
+                    Insight(
+                        coach_id=coach_id,
+                        client_id=client_id,
+                        kind="goal",
+                        text="Wants to sleep better",
+                        source_message_ids=[message.id],
+                        first_seen_at=now,
+                        last_seen_at=now,
+                        embedding=[0.1] * EMBEDDING_DIMENSIONS,
+                        embedding_model="test",
+                    ),
+                    Experiment(
+                        coach_id=coach_id,
+                        name="Tone",
+                        metric="thumbs_up_rate",
+                        variants=[{"name": "warm"}, {"name": "direct"}],
+                    ),
+                    ModelVersion(coach_id=coach_id, model="ft:gpt-4o-mini:a", base_model="gpt-4o-mini"),
+                    Chunk(
+                        coach_id=coach_id,
+                        document_id=document_id,
+                        ordinal=0,
+                        text="A passage of coach A's book.",
+                        token_count=7,
+                        embedding=[0.1] * EMBEDDING_DIMENSIONS,
+                    ),
+                ]
+            )
+    finally:
+        await owner.dispose()
+
+
 @pytest.fixture(scope="module")
-async def victim(http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]) -> Coach:
-    """Coach A: a document, two clients, and a client's chat (conversation, message, chat session, handoff)."""
+async def victim(services: Services, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]) -> Coach:
+    """Coach A: a document, two clients, a client's chat (conversation, message, chat session, handoff), and
+    the rows of :func:`_seed_rows` (draft, insight, experiment, model version, chunk)."""
     coach = await make_coach("Victim")
     await http.patch("/api/v1/settings", headers=coach.headers, json={"handoff_mode": "human_only"})
     await upload(http, coach, MEDITATIONS)
@@ -81,6 +145,7 @@ async def victim(http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Co
     widget = {"Authorization": f"Bearer {client['widget_token']}"}
     response = await http.post("/api/v1/chat", headers=widget, json={"text": "I need to talk to my coach"})
     assert response.status_code == 200, response.text
+    await _seed_rows(services, coach.coach_id)
     return coach
 
 
@@ -126,8 +191,7 @@ async def test_another_coachs_id_gives_404_and_changes_nothing(
     path_ids: dict[str, str] = {}
     for parameter in (p.strip("{}") for p in operation.split("/") if p.startswith("{")):
         ids = await _ids_of(services, _table_for(parameter), victim.coach_id)
-        if not ids:
-            pytest.skip(f"coach A has no {_table_for(parameter).name} row for {parameter}")
+        assert ids, f"coach A has no {_table_for(parameter).name} row for {parameter}"
         path_ids[parameter] = str(ids[0])
     before = await _snapshot(services, victim.coach_id)
     statuses: set[int] = set()

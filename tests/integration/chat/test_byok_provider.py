@@ -20,6 +20,7 @@ import respx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.chat.spotlight import unmark
 from app.chat.turn.generate import APOLOGY
 from app.chat.turn.state import TEMPERATURE
 from app.core.config import Settings
@@ -154,7 +155,7 @@ async def test_chat_turn_uses_the_coachs_endpoint_and_key(
     assert sent["temperature"] == TEMPERATURE
     assert sent["messages"][0]["role"] == "system"
     assert "BYOK Coach" in sent["messages"][0]["content"]  # the default persona names the coach
-    assert "two-minute reset" in sent["messages"][0]["content"], "the coach's material must be in the prompt"
+    assert "two-minute reset" in unmark(sent["messages"][0]["content"]), "the coach's material must be in the prompt"
     assert sent["messages"][-1] == {"role": "user", "content": QUESTION}
 
     body = response.json()

@@ -19,9 +19,12 @@ import httpx
 import respx
 from sqlalchemy import select
 
+from app.chat.spotlight import unmark
 from app.container import Container
 from app.conversations.models import Message
 from app.db.engine import tenant_session
+from app.learning.cache import PREFIX as CACHE_PREFIX
+from app.learning.dashboard import FAILURE_PATTERNS_PREFIX
 from app.learning.interventions import describe_situation
 from app.learning.models import Intervention
 from app.memory.models import Insight, InsightStatus
@@ -43,8 +46,9 @@ COACH_REPLY = f"Robin, I hear you: {CANARY}. {COACH_STYLE}, then pick one small 
 
 
 def _bodies(router: respx.MockRouter, start: int = 0) -> list[str]:
-    """The raw JSON bodies of every chat completion request from call ``start`` on."""
-    return [call.request.content.decode() for call in router.routes["completions"].calls[start:]]
+    """The JSON bodies of every chat completion request from call ``start`` on, datamarks read as spaces
+    (:func:`app.chat.spotlight.unmark`), so quoted text is found whether or not it sat in a data block."""
+    return [unmark(call.request.content.decode()) for call in router.routes["completions"].calls[start:]]
 
 
 def _calls(router: respx.MockRouter) -> int:
@@ -174,3 +178,39 @@ async def test_forgetting_an_insight_keeps_its_source_out_of_prompts_and_trainin
     assert message.forgotten_at is not None and tombstone.status == InsightStatus.DELETED
     assert interventions and all(CANARY not in json.dumps(i.context) + i.client_text for i in interventions)
     assert any(m["text"] == A_MESSAGE for m in await transcript(http, setup, conversation_id)), "kept for the coach"
+
+
+async def test_forgetting_an_insight_purges_the_cached_replies_that_could_replay_its_source(
+    http: httpx.AsyncClient,
+    container: Container,
+    new_setup: Callable[..., Awaitable[Setup]],  # noqa: F811
+    llm_api: respx.MockRouter,  # noqa: F811
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """A reply cached for a prompt that held the forgotten message (its words may be quoted) is deleted from
+    Redis, like the cached failure patterns of the coach, once the insight is forgotten."""
+    setup = await new_setup("Cache Forgetting Coach")
+    first = await chat(http, setup, A_MESSAGE)
+    await chat(http, setup, "Maybe a plan for telling my family.", first["conversation_id"])
+    await run_jobs()
+    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    cached = f"{CACHE_PREFIX}:{coach_id}:*"
+    patterns = f"{FAILURE_PATTERNS_PREFIX}:{coach_id}:x"
+    await container.redis.set(patterns, json.dumps([{"example": CANARY}]))
+    assert [key async for key in container.redis.scan_iter(match=cached)], "the turns' replies are cached"
+
+    [source] = [m for m in await transcript(http, setup, first["conversation_id"]) if m["text"] == A_MESSAGE]
+    [vector] = await container.registry.local_embedder().embed(["Robin lost a family ring"])
+    now = datetime.now(UTC)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        insight = Insight(coach_id=coach_id, client_id=client_id, kind="blocker", text="Robin lost a family ring",
+                          source_message_ids=[uuid.UUID(source["id"])], first_seen_at=now, last_seen_at=now,
+                          embedding=vector, embedding_model="all-MiniLM-L6-v2")  # fmt: skip
+        session.add(insight)
+    forgotten = await http.delete(
+        f"/api/v1/clients/{client_id}/memory/insights/{insight.id}", headers=setup.coach.headers
+    )
+    assert forgotten.status_code == 204, forgotten.text
+    await run_jobs()
+    assert [key async for key in container.redis.scan_iter(match=cached)] == []
+    assert await container.redis.get(patterns) is None

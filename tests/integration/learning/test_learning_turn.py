@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import respx
 
+from app.chat.spotlight import unmark
 from app.container import Container
 from app.db.engine import tenant_session
 from app.learning.models import ModelVersion, ModelVersionStatus
@@ -180,7 +181,7 @@ async def test_a_takeover_teaches_the_next_similar_turn_and_the_client_can_rate_
     other = Setup(setup.coach, other_client["id"], other_client["widget_token"])
     reply = await chat(http, other, "My boss criticised my work in a meeting and I felt so ashamed.")
     assert len((await stored(http, other, reply))["few_shot"]) == 1
-    prompt = json.dumps(requests(llm_api)[-1]["messages"])
+    prompt = unmark(json.dumps(requests(llm_api)[-1]["messages"]))  # the example sits datamarked in a data block
     assert coach_reply in prompt
     # another client's words (and address) stay out: the example describes the situation instead
     assert "robin@example.com" not in prompt and "criticised my report" not in prompt

@@ -196,6 +196,7 @@ async def recalled_ids(container: Container, seeded: Seeded, vector: int) -> set
             session,
             coach_id,
             uuid.UUID(seeded.client_id),
+            query="",
             query_embedding=unit(vector),
             embedding_model=TEST_MODEL,
             now=datetime.now(UTC),

@@ -82,6 +82,8 @@ RESULT_KEYS = {
     "summaries_failed",
     "insights",
     "seconds",
+    "categories",
+    "extract",
 }
 
 
@@ -166,6 +168,33 @@ async def test_evaluate_with_the_local_model_scores_memory_and_baselines_and_del
     assert progress[0] == f"{sample_id}: session 1/2 — insights"
     assert f"{sample_id}: session 2/2 — insights" in progress and progress[-1] == f"{sample_id}: scoring"
     assert await coach_ids_named(services, f"LoCoMo {sample_id}") == [], "the evaluation coach is deleted"
+
+
+async def test_evaluate_without_extraction_scores_the_episodic_layer_alone_per_category(
+    container: Container, services: Services, tmp_path: Path
+) -> None:
+    """``--no-extract``: no memory job runs (no model call), memory is the episodes alone — every turn is
+    recallable, so with 8 turns memory finds every evidence id at k = 10 — and each category is reported."""
+    sample_id = f"episodic-{uuid.uuid4().hex[:8]}"
+    progress: list[str] = []
+
+    result = await evaluate(
+        container, load_locomo(write_locomo(tmp_path, sample_id)), extract=False, progress=progress.append
+    )
+
+    assert_result_shape(result)
+    assert result["extract"] is False
+    assert progress == [f"{sample_id}: scoring"], "no insight, summary or profile step"
+    assert (result["insights"], result["summaries_failed"]) == (0, 0)
+    assert_baseline_arithmetic(result)
+    assert result["memory"]["evidence_recall@10"] == 1.0
+    assert result["memory"]["evidence_coverage@10"] == 1.0
+    categories = result["categories"]
+    assert set(categories) == {"multi-hop", "temporal", "open-domain", "single-hop"}
+    assert all(categories[name]["questions"] == 1 for name in categories)
+    assert set(categories["single-hop"]) == {"questions", "memory", "last_n", "turn_dense", "turn_bm25"}
+    assert categories["single-hop"]["memory"]["evidence_recall@5"] == 1.0, "'beagle' is found by both arms"
+    assert await coach_ids_named(services, f"LoCoMo {sample_id}") == []
 
 
 # --- the coach's model on OpenAI (mocked), with the LLM judge -------------------------------------------

@@ -30,14 +30,16 @@ from sqlalchemy import select, update
 from app.accounts.models import Coach as CoachRow
 from app.accounts.unit_of_work import unit_of_work
 from app.chat.prompt import MEMORY_HEADER
+from app.chat.spotlight import unmark
 from app.chat.turn import TurnResult
 from app.container import Container
+from app.conversations.metadata import client_view
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.config import Settings
 from app.db.engine import tenant_session
 from app.db.jobs import SUMMARIZE_SESSION, UPDATE_PROFILE
 from app.llm.schema import RETRY_TEMPERATURES
-from app.memory.models import ChatSession, ClientProfile, Insight, InsightStatus, SessionStatus
+from app.memory.models import ChatSession, ClientProfile, Episode, Insight, InsightStatus, SessionStatus
 from app.memory.prompts import PROMPT_SHARE
 from app.memory.retrieval import context_for, recall
 from app.memory.schemas import SessionSummary
@@ -211,6 +213,7 @@ async def shift_back(container: Container, coach: Coach, client_id: uuid.UUID, d
                 insights_extracted_through=Conversation.insights_extracted_through - delta,
             )
         )
+        await s.execute(update(Episode).where(Episode.client_id == client_id).values(at=Episode.at - delta))
         await s.execute(
             update(Insight)
             .where(Insight.client_id == client_id)
@@ -258,10 +261,11 @@ def insight_line(text: str) -> str:
 
 
 def system_prompt(llm: FakeOpenAI) -> str:
-    """The system message of the last chat turn sent to the endpoint (newline-terminated for line checks)."""
+    """The system message of the last chat turn sent to the endpoint (newline-terminated for line checks), its
+    data blocks' datamarks read as spaces (:func:`app.chat.spotlight.unmark`)."""
     messages = llm.chat_requests[-1]["messages"]
     assert messages[0]["role"] == "system"
-    return str(messages[0]["content"]) + "\n"
+    return unmark(str(messages[0]["content"])) + "\n"
 
 
 def assert_valid_summary(chat_session: ChatSession, message_ids: set[uuid.UUID]) -> None:
@@ -328,7 +332,8 @@ async def test_a_goal_stated_in_session_1_is_in_the_prompt_of_session_3(
     assert [msg["role"] for msg in sent] == ["system", "user"], "no L1 history in a new conversation"
     system = system_prompt(llm)
     assert MEMORY_HEADER in system
-    assert f"- [goal] {MARATHON}\n" in system
+    [goal] = await insights_of(container, coach, client_id)
+    assert f"- [goal, {goal.first_seen_at:%Y-%m-%d}] {MARATHON}\n" in system, "each recalled item carries its date"
     s1, s2, _ = await sessions_of(container, coach, client_id)
     assert f"- [session of {s1.started_at:%Y-%m-%d}] In this session the client said: I want to run" in system
     assert f"- [session of {s2.started_at:%Y-%m-%d}] In this session the client said: Work has been" in system
@@ -415,13 +420,14 @@ async def test_a_dropped_goal_is_retired_and_no_longer_recalled(
                 s,
                 coach_id,
                 client_id,
+                query=query,
                 query_embedding=vector,
                 embedding_model=embedder.model,
                 now=datetime.now(UTC),
                 limit=20,
             )
         assert goal.id not in {item.id for item in items}
-        assert all(item.layer == "summary" for item in items)
+        assert all(item.layer in ("summary", "message") for item in items)
 
     await shift_back(container, coach, client_id, timedelta(days=1))
     later = await say(container, coach, client_id, "Any thoughts on my novel?")
@@ -731,7 +737,14 @@ async def test_another_coach_recalls_none_of_a_clients_memory(
 
     def recall_for(session: Any, tenant: uuid.UUID) -> Awaitable[list[Any]]:
         return recall(
-            session, tenant, client_a, query_embedding=vector, embedding_model=embedder.model, now=now, limit=10
+            session,
+            tenant,
+            client_a,
+            query=goal_text,
+            query_embedding=vector,
+            embedding_model=embedder.model,
+            now=now,
+            limit=10,
         )
 
     async with tenant_session(container.sessionmaker, coach_a) as s:
@@ -742,10 +755,81 @@ async def test_another_coach_recalls_none_of_a_clients_memory(
         assert await recall_for(s, coach_a) == [], "row-level security hides A's rows even when asked for A"
         coach_row = await s.get_one(CoachRow, coach_b)
         context = await context_for(
-            s, coach_row, client_a, query_embedding=vector, embedding_model=embedder.model, exclude_session_id=None
+            s,
+            coach_row,
+            client_a,
+            query=goal_text,
+            query_embedding=vector,
+            embedding_model=embedder.model,
+            exclude_session_id=None,
         )
         assert (context.profile_lines, context.items) == ([], [])
         for model in (Insight, ChatSession, ClientProfile):
             rows = (await s.scalars(select(model))).all()
             assert all(row.coach_id == coach_b for row in rows), model.__name__
             assert not (await s.scalars(select(model).where(model.client_id == client_a))).all(), model.__name__
+
+
+# --- the episodic layer ---------------------------------------------------------------------------------
+
+SISTER = "My sister Ingrid moved to Tromsø and works there as a glacier guide."
+
+
+async def test_a_fact_said_in_an_old_session_is_recalled_in_a_later_sessions_prompt(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """No model extracted anything (the fake notes nothing for these words, no session was summarised): the
+    client's own message of a month ago is still recalled, on its own, dated, in a new conversation's prompt;
+    the AI's reply was embedded by the ``embed_messages`` job; the attribution lists the message id for the
+    coach and never reaches the client; the L1 window is not recalled a second time."""
+    client_id = await new_client(http, coach, "Nora")
+    first = await say(container, coach, client_id, SISTER)
+    await run_jobs()
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as s:
+        episodes = {e.message_id: e for e in (await s.scalars(select(Episode))).all() if e.client_id == client_id}
+    assert set(episodes) == {first.received_message_id, first.message_id}, "client message by the turn, AI by the job"
+    assert episodes[first.message_id].embedding_model == "all-MiniLM-L6-v2"
+    await shift_back(container, coach, client_id, timedelta(days=30))
+    assert await insights_of(container, coach, client_id) == []
+
+    later = await say(container, coach, client_id, "Remind me, where does Ingrid live these days?")
+
+    assert later.conversation_id != first.conversation_id
+    stored = (await messages_by_id(container, coach, [first.received_message_id]))[first.received_message_id]
+    system = system_prompt(llm)
+    assert MEMORY_HEADER in system
+    assert f"- [client, {stored.created_at:%Y-%m-%d}] {SISTER}\n" in system, "recalled with its date"
+    assert str(first.received_message_id) in later.metadata["memory"]["message_ids"]
+    reply = (await messages_by_id(container, coach, [later.message_id]))[later.message_id]
+    assert reply.meta["memory"]["message_ids"] == later.metadata["memory"]["message_ids"]
+    assert "memory" not in client_view(reply.meta), "attribution is coach-only"
+    assert str(first.received_message_id) not in json.dumps(client_view(reply.meta))
+
+    again = await say(container, coach, client_id, "And what does Ingrid do in Tromsø?", later.conversation_id)
+    in_l1 = {str(later.received_message_id), str(later.message_id)}
+    assert not in_l1 & set(again.metadata["memory"]["message_ids"]), "the L1 window is not recalled"
+    assert str(first.received_message_id) in again.metadata["memory"]["message_ids"]
+
+
+async def test_a_forgotten_message_is_never_recalled(
+    container: Container, http: httpx.AsyncClient, coach: Coach, llm: FakeOpenAI
+) -> None:
+    """A message marked forgotten (the privacy controls set ``forgotten_at``) keeps its episode row but is
+    neither in the prompt nor in the attribution, by either arm (dense or BM25)."""
+    client_id = await new_client(http, coach, "Ola")
+    first = await say(container, coach, client_id, SISTER)
+    await shift_back(container, coach, client_id, timedelta(days=30))
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as s:
+        await s.execute(
+            update(Message).where(Message.id == first.received_message_id).values(forgotten_at=datetime.now(UTC))
+        )
+        assert await s.scalar(select(Episode.id).where(Episode.message_id == first.received_message_id))
+
+    later = await say(container, coach, client_id, "Remind me, where does Ingrid live these days?")
+
+    assert "Tromsø" not in system_prompt(llm)
+    assert str(first.received_message_id) not in later.metadata["memory"]["message_ids"]

@@ -21,13 +21,11 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -46,8 +44,9 @@ from app.handoff import live
 from app.handoff.crisis import crisis_reply
 from app.learning.models import TrainingExample
 from app.llm.registry import ProviderRegistry
-from app.worker import build_worker, relay_outbox
+from app.worker import build_workers, relay_outbox, run_workers
 from tests.integration.memory.memory_wire import client_lines, memory_job, new_client_lines
+from tests.integration.platform.conftest import Receiver
 from tests.openai_wire import mock_openai, openai_completion, openai_sse, sse_response
 from tests.redis_process import RedisProcess
 from tests.stub_dns import LOOPBACK_HOOKS
@@ -100,41 +99,6 @@ class FakeModel:
         else:
             answer = {"decision": "same"}
         return openai_completion(json.dumps(answer))
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver on a loopback port recording every POST."""
-
-    url: str = ""
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    arrived: threading.Event = field(default_factory=threading.Event)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server naming)
-            state.bodies.append(json.loads(self.rfile.read(int(self.headers.get("content-length", "0")))))
-            state.arrived.set()
-            self.send_response(204)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    # the name the test settings allowlist (OUTBOUND_ALLOW) for receivers on 127.0.0.1 (tests/stub_dns.py)
-    state.url = f"http://{LOOPBACK_HOOKS}:{server.server_address[1]}/hooks/opencoach"
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture
@@ -229,12 +193,9 @@ async def waiting_jobs(container: Container, coach_id: uuid.UUID) -> list[Outbox
 
 
 async def run_worker(settings: Settings, services: Services, registry: ProviderRegistry, redis_url: str) -> None:
-    """A real arq worker in burst mode on this module's Redis, until its queue is empty."""
-    worker = build_worker(settings, services.database_url, redis_url, burst=True, registry=registry)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
+    """The real arq workers (main, then alerts) in burst mode on this module's Redis, until their queues are
+    empty."""
+    await run_workers(build_workers(settings, services.database_url, redis_url, burst=True, registry=registry))
 
 
 async def test_a_turn_during_a_redis_outage_is_answered_and_its_jobs_run_once_redis_is_back(
@@ -276,6 +237,7 @@ async def test_a_turn_during_a_redis_outage_is_answered_and_its_jobs_run_once_re
         jobs.REFRESH_TRAINING_DATA: 1,
         jobs.SCORE_INTERVENTIONS: 1,
         jobs.SUMMARIZE_SESSION: 1,
+        jobs.EMBED_MESSAGES: 1,  # the AI reply's episode
     }
     assert all(job.attempts >= 1 and "Connect" in (job.last_error or "") for job in kept), kept
 
@@ -319,7 +281,7 @@ async def test_a_crisis_alert_survives_a_redis_outage(
     response = await outage_http.get("/api/v1/handoffs", headers=setup.coach_headers, params={"status": "open"})
     [handoff] = response.json()
     assert handoff["reason"] == "crisis" and handoff["conversation_id"] == body["conversation_id"]
-    [alert] = await waiting_jobs(outage_container, setup.coach_id)
+    [alert] = [job for job in await waiting_jobs(outage_container, setup.coach_id) if job.name != jobs.EMBED_MESSAGES]
     assert alert.name == jobs.DELIVER_ALERT and alert.args == [str(setup.coach_id), handoff["id"], "opened", "crisis"]
     assert alert.attempts == 1 and receiver.bodies == []
 
@@ -350,7 +312,7 @@ async def test_the_worker_waits_out_the_outage_and_its_relay_cron_sends_the_kept
     alert that a crisis during the outage left in the outbox. Only the relay cron runs here (the others sweep
     every tenant of the shared test database)."""
     setup = await new_setup(outage_http, "Worker Coach", alert_webhook_url=receiver.url)
-    worker = build_worker(settings, services.database_url, redis_up.url, registry=registry)
+    worker = build_workers(settings, services.database_url, redis_up.url, registry=registry)[1]  # the alert worker
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):  # the worker took the test process's signals
         loop.remove_signal_handler(signum)
@@ -364,7 +326,9 @@ async def test_the_worker_waits_out_the_outage_and_its_relay_cron_sends_the_kept
         assert body["handoff"]["reason"] == "crisis"
         await asyncio.sleep(2.5)  # the worker polls a dead Redis meanwhile
         assert not task.done(), task
-        assert len(await waiting_jobs(outage_container, setup.coach_id)) == 1 and receiver.bodies == []
+        waiting = await waiting_jobs(outage_container, setup.coach_id)
+        assert [job.name for job in waiting if job.name != jobs.EMBED_MESSAGES] == [jobs.DELIVER_ALERT]
+        assert receiver.bodies == []
 
         redis_up.start()
         # the next relay cron (every 10 s), then the job

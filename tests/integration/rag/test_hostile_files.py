@@ -13,6 +13,7 @@ import httpx
 import psutil
 from sqlalchemy import update
 
+from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.core.config import Settings
 from app.core.runtime import Services
@@ -75,8 +76,10 @@ async def test_the_worker_serves_another_tenant_while_a_hostile_file_burns_its_c
     assert hostile["status"] == "failed" and "more than 6 s of CPU" in hostile["error"], hostile
     assert served["status"] == "ready" and served["chunks"] >= 1, served
     # the neighbour's document was finished while the hostile one was still being read
-    read = await container.documents.get(uuid.UUID(attacker.coach_id), uuid.UUID(bomb["id"]))
-    other = await container.documents.get(uuid.UUID(neighbour.coach_id), uuid.UUID(small["id"]))
+    async with unit_of_work(container.sessionmaker, uuid.UUID(attacker.coach_id)) as uow:
+        read = await container.documents.get(uow, uuid.UUID(bomb["id"]))
+    async with unit_of_work(container.sessionmaker, uuid.UUID(neighbour.coach_id)) as uow:
+        other = await container.documents.get(uow, uuid.UUID(small["id"]))
     assert read.started_at and read.finished_at and other.finished_at
     assert read.started_at < other.finished_at < read.finished_at
 

@@ -24,6 +24,7 @@ from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background
 from app.core.security import token_hash
 from app.llm.registry import ProviderRegistry
+from app.web.sessions import SESSION_NAMESPACE
 from tests.conftest import Coach
 from tests.integration.web.test_dashboard import CSRF, PASSWORD, csrf, sign_up
 
@@ -228,6 +229,90 @@ async def test_dashboard_password_change_keeps_this_session_and_ends_the_others(
     async with httpx.AsyncClient(base_url=str(browser.base_url), cookies={"session": before}) as stale:
         assert (await stale.get("/dashboard/settings")).status_code in (302, 303)
     assert (await log_in(other_browser, email, "brand new secret")).status_code in (302, 303)
+
+
+# --- account deletion -------------------------------------------------------------------------------------------
+
+
+def session_ids_stored(services: Services, ids: list[str]) -> list[str]:
+    """Which of these dashboard session ids still have their data in Redis."""
+    redis = SyncRedis.from_url(services.redis_url)
+    try:
+        return [i for i in ids if redis.exists(f"{SESSION_NAMESPACE}:{i}")]
+    finally:
+        redis.close()
+
+
+async def test_api_account_deletion_ends_every_dashboard_session(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    browser: httpx.AsyncClient,
+    other_browser: httpx.AsyncClient,
+    services: Services,
+) -> None:
+    coach = await make_coach()
+    for tab in (browser, other_browser):
+        assert (await log_in(tab, coach.email)).status_code in (302, 303)
+    ids = [browser.cookies["session"], other_browser.cookies["session"]]
+    assert session_ids_stored(services, ids) == ids
+    wrong = await http.post("/api/v1/account/delete", headers=coach.headers, json={"password": "nope"})
+    assert wrong.status_code == 403 and session_ids_stored(services, ids) == ids, "a refused deletion ends nothing"
+
+    done = await http.post("/api/v1/account/delete", headers=coach.headers, json={"password": PASSWORD})
+    assert done.status_code == 200, done.text
+    assert session_ids_stored(services, ids) == []
+    for tab in (browser, other_browser):
+        ended = await tab.get("/dashboard/settings")
+        assert ended.status_code in (302, 303) and ended.headers["location"] == "/login"
+
+
+async def test_dashboard_account_deletion_ends_the_other_sessions_too(
+    browser: httpx.AsyncClient, other_browser: httpx.AsyncClient, services: Services
+) -> None:
+    email = await sign_up(browser)
+    assert (await log_in(other_browser, email)).status_code in (302, 303)
+    ids = [browser.cookies["session"], other_browser.cookies["session"]]
+    token = await csrf(browser, "/dashboard/settings")
+    gone = await browser.post("/dashboard/account/delete", data={"password": PASSWORD, "_csrf_token": token})
+    assert gone.status_code in (302, 303) and gone.headers["location"] == "/signup"
+    assert session_ids_stored(services, ids) == []
+
+
+async def test_account_deletion_is_rate_limited_per_account_on_the_api_and_the_dashboard(
+    strict_url: str, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """A stolen API key (or an unlocked dashboard) cannot guess the password by deleting the account: the API
+    and the settings form share one count per account, over which even the right password gets 429."""
+    coach = await make_coach()
+    login = await strict_login(strict_url, coach.email, PASSWORD, fake_ip())
+    assert login.status_code in (302, 303)
+    async with httpx.AsyncClient(base_url=strict_url, timeout=60) as client:
+        session = f"session={login.cookies['session']}"
+        page = await client.get("/dashboard/settings", headers={"Cookie": session})
+        match = CSRF.search(page.text)
+        assert page.status_code == 200 and match
+        tab = {"Cookie": f"{session}; oc_csrf={page.cookies['oc_csrf']}"}
+
+        async def api(password: str) -> httpx.Response:
+            headers = coach.headers | {"X-Forwarded-For": fake_ip()}
+            return await client.post("/api/v1/account/delete", headers=headers, json={"password": password})
+
+        async def form(password: str) -> httpx.Response:
+            data = {"password": password, "_csrf_token": match.group(1)}
+            return await client.post(
+                "/dashboard/account/delete", headers=tab | {"X-Forwarded-For": fake_ip()}, data=data
+            )
+
+        for attempt in (api, api, form):
+            assert (await attempt("a guess")).status_code == 403
+        refused = await api(PASSWORD)
+        assert refused.status_code == 429 and refused.json()["detail"].startswith("too many attempts")
+        assert int(refused.headers["retry-after"]) >= 1
+        refused_form = await form(PASSWORD)
+        assert refused_form.status_code == 429 and "too many attempts" in refused_form.text
+    assert (await http.get("/api/v1/clients", headers=coach.headers)).status_code == 200, "nothing deleted"
+    big = await http.post("/api/v1/account/delete", headers=coach.headers, json={"password": "x" * 8000})
+    assert big.status_code == 413
 
 
 # --- sessions and cookies -------------------------------------------------------------------------------------

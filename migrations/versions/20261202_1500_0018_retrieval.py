@@ -1,8 +1,8 @@
 """contextual chunk headers: chunks.header, and the full-text vector over header + text
 
-Revision ID: 0022_retrieval
-Revises: 0012
-Create Date: 2026-12-01 15:00:00
+Revision ID: 0018_retrieval
+Revises: 0017
+Create Date: 2026-12-02 15:00:00
 """
 
 from collections.abc import Sequence
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0022_retrieval"
-down_revision: str | None = "0012"
+revision: str = "0018_retrieval"
+down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,306 @@
+"""The Telegram adapter: turns a Bot API update into the channel-neutral turn (:class:`app.chat.turn.ChatService`
+``receive`` then ``answer``) and renders the turn's events in the chat.
+
+Updates are processed off the webhook request, one chat at a time in arrival order (a lock per chat). A reply
+streams by editing one message at most every :attr:`TelegramChannel.edit_interval_s` seconds (Telegram's
+limits, Bot API FAQ "My bot is hitting limits": about one message a second per chat), then the final text
+with footnotes and the 👍/👎 and "Talk to a human" keyboard; replies over 4,096 characters are split at sentence
+ends. Live events for the client (the coach's messages, joined/left notices) go out through the worker's
+``telegram_send`` job (:func:`send_job`), which honours 429 ``retry_after`` and marks a chat that blocked the
+bot (403) inactive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from telegram import Bot, InlineKeyboardMarkup
+from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+
+from app.accounts.unit_of_work import unit_of_work
+from app.channels.telegram import render
+from app.channels.telegram.service import ChatBinding, TelegramService
+from app.chat.turn import ChatService, TurnResult
+from app.conversations.metadata import client_citations
+from app.conversations.service import ConversationService
+from app.core.errors import DomainError, NotFound
+
+log = logging.getLogger(__name__)
+
+SEND_JOB = "telegram_send"
+WELCOME = "Hello! You're connected — write to me any time."
+BAD_INVITE = "This invite link is not valid any more (each link works once). Please ask your coach for a new one."
+SEND_ATTEMPTS = 3
+TYPING_EVERY_S = 4.0
+"""A chat action shows for about 5 s (Bot API ``sendChatAction``): repeated while the model works."""
+
+
+def _markup(keyboard: dict[str, Any] | None) -> InlineKeyboardMarkup | None:
+    return InlineKeyboardMarkup.de_json(keyboard, None) if keyboard else None
+
+
+def _retry_seconds(exc: RetryAfter) -> float:
+    value = exc.retry_after
+    return value if isinstance(value, int | float) else value.total_seconds()
+
+
+class _Stream:
+    """One reply in one chat: the first delta is sent, later ones edit that message at most every
+    ``interval`` seconds, :meth:`finish` writes the final text (split, footnotes, keyboard)."""
+
+    def __init__(self, bot: Bot, chat_id: int, interval: float) -> None:
+        self.bot, self.chat_id, self.interval = bot, chat_id, interval
+        self.text = ""
+        self.message_id: int | None = None
+        self._last = 0.0
+
+    async def delta(self, text: str) -> None:
+        self.text += text
+        now = time.monotonic()
+        if len(self.text) > render.MAX_MESSAGE_CHARS or (self.message_id and now - self._last < self.interval):
+            return
+        with contextlib.suppress(BadRequest, RetryAfter):
+            if self.message_id is None:
+                sent = await self.bot.send_message(self.chat_id, render.escape(self.text), parse_mode=render.PARSE_MODE)
+                self.message_id = sent.message_id
+            else:
+                await self.bot.edit_message_text(
+                    render.escape(self.text), self.chat_id, self.message_id, parse_mode=render.PARSE_MODE
+                )
+            self._last = now
+
+    async def finish(self, result: TurnResult) -> None:
+        if not result.reply:
+            return
+        parts = render.split_html(result.reply, client_citations(result.citations))
+        keyboard = render.feedback_keyboard(result.message_id) if result.message_id else None
+        for index, part in enumerate(parts):
+            markup = _markup(keyboard) if index == len(parts) - 1 else None
+            if index == 0 and self.message_id is not None:
+                with contextlib.suppress(BadRequest):
+                    edit = self.bot.edit_message_text
+                    await _with_retry(
+                        edit, part, self.chat_id, self.message_id, parse_mode=render.PARSE_MODE, reply_markup=markup
+                    )
+            else:
+                send = self.bot.send_message
+                await _with_retry(send, self.chat_id, part, parse_mode=render.PARSE_MODE, reply_markup=markup)
+
+
+async def _with_retry(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    """``await call(*args, **kwargs)``, waiting out a 429's ``retry_after`` (at most :data:`SEND_ATTEMPTS`)."""
+    for attempt in range(SEND_ATTEMPTS):
+        try:
+            return await call(*args, **kwargs)
+        except RetryAfter as exc:
+            if attempt == SEND_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(_retry_seconds(exc))
+    return None
+
+
+class TelegramChannel:
+    """Processes the updates of every coach's bot and delivers the clients' live events to their chats."""
+
+    edit_interval_s = 1.0
+    """Seconds between two edits of a streamed reply."""
+
+    def __init__(
+        self,
+        service: TelegramService,
+        chat: ChatService,
+        conversations: ConversationService,
+        redis: ArqRedis,
+        sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        self.service = service
+        self._chat = chat
+        self._conversations = conversations
+        self._redis = redis
+        self._sessionmaker = sessionmaker
+        self._locks: dict[tuple[uuid.UUID, int], asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def dispatch(self, coach_id: uuid.UUID, update: dict[str, Any]) -> None:
+        """Process ``update`` in the background (the webhook answers at once)."""
+        task = asyncio.create_task(self.process(coach_id, update))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for the updates being processed (shutdown, tests, benchmarks)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def process(self, coach_id: uuid.UUID, update: dict[str, Any]) -> None:
+        """Handle one update: a message, a button press or the client blocking the bot. Errors are logged
+        (with the update id, never the token)."""
+        try:
+            bot = await self.service.bot(coach_id)
+            if isinstance(callback := update.get("callback_query"), dict):
+                await self._callback(bot, coach_id, callback)
+            elif isinstance(message := update.get("message"), dict):
+                await self._message(bot, coach_id, message)
+            elif isinstance(member := update.get("my_chat_member"), dict) and _blocked(member):
+                await self.service.set_chat(coach_id, int(member["chat"]["id"]), active=False)
+        except Forbidden:
+            chat_id = _chat_id(update)
+            if chat_id is not None:
+                await self.service.set_chat(coach_id, chat_id, active=False)
+        except Exception:
+            log.exception("telegram update %s of coach %s failed", update.get("update_id"), coach_id)
+
+    async def _message(self, bot: Bot, coach_id: uuid.UUID, message: dict[str, Any]) -> None:
+        chat = message.get("chat") or {}
+        if chat.get("type") != "private":
+            return
+        chat_id, text = int(chat["id"]), message.get("text")
+        if isinstance(text, str) and text.startswith("/start"):
+            code = text.partition(" ")[2].strip()
+            if code:
+                bound = await self.service.redeem(coach_id, chat_id, code)
+                await bot.send_message(chat_id, WELCOME if bound else BAD_INVITE)
+                return
+        binding = await self.service.binding(coach_id, chat_id)
+        if binding is None:
+            binding = await self._enrol(bot, coach_id, chat_id, message.get("from") or {})
+            if binding is None or (isinstance(text, str) and text.startswith("/start")):
+                return
+        if not isinstance(text, str) or not text.strip():
+            log.info("telegram: a non-text message in chat %s of coach %s (not stored)", chat_id, coach_id)
+            await bot.send_message(chat_id, render.NON_TEXT_REPLY)
+            return
+        if text.startswith("/start"):
+            await bot.send_message(chat_id, WELCOME)
+            return
+        await self._turn(bot, coach_id, binding, text, f"tg:{chat_id}:{message.get('message_id')}")
+
+    async def _enrol(self, bot: Bot, coach_id: uuid.UUID, chat_id: int, sender: dict[str, Any]) -> ChatBinding | None:
+        """Open enrolment: a client named from the Telegram profile; else ask for an invite (``None``)."""
+        name = " ".join(str(sender.get(k)) for k in ("first_name", "last_name") if sender.get(k))
+        if await self.service.enrol(coach_id, chat_id, name or str(sender.get("username") or "")) is None:
+            await bot.send_message(chat_id, render.ASK_FOR_INVITE)
+            return None
+        await bot.send_message(chat_id, WELCOME)
+        return await self.service.binding(coach_id, chat_id)
+
+    async def _callback(self, bot: Bot, coach_id: uuid.UUID, callback: dict[str, Any]) -> None:
+        data, chat_id = str(callback.get("data") or ""), _chat_id({"callback_query": callback})
+        binding = await self.service.binding(coach_id, chat_id) if chat_id is not None else None
+        if binding is None:
+            await bot.answer_callback_query(callback["id"])
+            return
+        if data == "h":
+            await bot.answer_callback_query(callback["id"], text="Asking your coach to join…")
+            await self._turn(bot, coach_id, binding, render.HUMAN_COMMAND, f"tg:{binding.chat_id}:cb:{callback['id']}")
+            return
+        feedback = render.parse_feedback(data)
+        note = None
+        if feedback is not None:
+            try:
+                async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                    await self._conversations.record_feedback(uow, binding.client_id, feedback[0], helpful=feedback[1])
+                note = "Thanks for the feedback!"
+            except DomainError as exc:
+                note = exc.message
+        await bot.answer_callback_query(callback["id"], text=note)
+
+    async def _turn(self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, text: str, client_id: str) -> None:
+        """Store the client's message and answer it, one message at a time per chat."""
+        lock = self._locks.setdefault((coach_id, binding.chat_id), asyncio.Lock())
+        async with lock:
+            try:
+                received = await self._receive(coach_id, binding, text, client_id)
+            except DomainError as exc:
+                await bot.send_message(binding.chat_id, exc.message)
+                return
+            if received.conversation_id != binding.conversation_id:
+                await self.service.set_chat(coach_id, binding.chat_id, conversation_id=received.conversation_id)
+            if not received.answered:
+                await self._answer(bot, coach_id, binding, received.message_id)
+
+    async def _receive(self, coach_id: uuid.UUID, binding: ChatBinding, text: str, client_message_id: str) -> Any:
+        receive = self._chat.receive
+        kwargs = {"channel": "telegram", "client_message_id": client_message_id}
+        try:
+            return await receive(coach_id, binding.client_id, text, conversation_id=binding.conversation_id, **kwargs)
+        except NotFound:  # the conversation was deleted since: start a new one
+            return await receive(coach_id, binding.client_id, text, conversation_id=None, **kwargs)
+
+    async def _answer(self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, message_id: uuid.UUID) -> None:
+        stream = _Stream(bot, binding.chat_id, self.edit_interval_s)
+        typing = asyncio.create_task(self._typing(bot, binding.chat_id))
+        result: TurnResult | None = None
+        try:
+            async for item in self._chat.answer(coach_id, binding.client_id, message_id):
+                if isinstance(item, TurnResult):
+                    result = item
+                else:
+                    if not typing.done():
+                        typing.cancel()
+                    await stream.delta(item)
+        finally:
+            typing.cancel()
+        if result is not None:
+            await stream.finish(result)
+
+    async def _typing(self, bot: Bot, chat_id: int) -> None:
+        with contextlib.suppress(TelegramError):
+            while True:
+                await bot.send_chat_action(chat_id, "typing")
+                await asyncio.sleep(TYPING_EVERY_S)
+
+    async def deliver_event(self, coach_id: uuid.UUID, client_id: uuid.UUID, event: dict[str, Any]) -> None:
+        """A :data:`app.handoff.service.ClientSink`: a live event of a client whose Telegram chat continues the
+        event's conversation is queued for the worker's :func:`send_job` (a coach's message with the
+        feedback keyboard, a joined/left notice)."""
+        binding = await self.service.chat_of_client(coach_id, client_id)
+        if binding is None or str(binding.conversation_id) != event.get("conversation_id"):
+            return
+        message = event.get("message") if event.get("type") == "message" else None
+        if isinstance(message, dict):
+            parts = render.split_html(str(message.get("text") or ""), message.get("citations") or [])
+            keyboard = render.feedback_keyboard(uuid.UUID(str(message["id"])))
+            job_id = f"tg:{message['id']}"
+        elif (notice := render.notice_text(event)) is not None:
+            parts, keyboard, job_id = [render.escape(notice)], None, None
+        else:
+            return
+        await self._redis.enqueue_job(SEND_JOB, str(coach_id), binding.chat_id, parts, keyboard, _job_id=job_id)
+
+
+def _blocked(member: dict[str, Any]) -> bool:
+    """Whether a ``my_chat_member`` update says the client blocked the bot."""
+    return bool((member.get("new_chat_member") or {}).get("status") == "kicked")
+
+
+def _chat_id(update: dict[str, Any]) -> int | None:
+    """The chat an update belongs to (message or button press), if any."""
+    message = update.get("message") or (update.get("callback_query") or {}).get("message") or {}
+    chat = message.get("chat") if isinstance(message, dict) else None
+    return int(chat["id"]) if isinstance(chat, dict) and "id" in chat else None
+
+
+async def send_job(
+    service: TelegramService, coach_id: uuid.UUID, chat_id: int, parts: list[str], keyboard: dict[str, Any] | None
+) -> str:
+    """Worker job body: send ``parts`` (HTML) to the chat in order, the keyboard under the last. A 429 raises
+    ``RetryAfter`` for the caller to retry after ``retry_after``; a 403 (the client blocked the bot) marks the
+    chat inactive. Returns a short status for arq."""
+    bot = await service.bot(coach_id)
+    try:
+        for index, part in enumerate(parts):
+            markup = _markup(keyboard) if index == len(parts) - 1 else None
+            await bot.send_message(chat_id, part, parse_mode=render.PARSE_MODE, reply_markup=markup)
+    except Forbidden:
+        await service.set_chat(coach_id, chat_id, active=False)
+        return "blocked: chat marked inactive"
+    return f"{len(parts)} messages sent"

@@ -1,0 +1,130 @@
+"""HTTP routes of the Telegram channel: the coach connects and disconnects a bot, issues invite links, and
+Telegram posts updates to the webhook."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, TypeAlias
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
+from litestar.types import ControllerRouterHandler
+
+from app.auth import provide_coach_id
+from app.channels.telegram.adapter import TelegramChannel
+from app.channels.telegram.service import WEBHOOK_PATH, BotInfo
+from app.deps import CoachId, PathId
+
+SECRET_HEADER = "x-telegram-bot-api-secret-token"
+
+
+def provide_telegram(state: State) -> TelegramChannel:
+    """The process's Telegram channel (``app.state.telegram``, built at start-up)."""
+    channel: Any = state.telegram
+    return channel  # type: ignore[no-any-return]
+
+
+TelegramDep: TypeAlias = NamedDependency[TelegramChannel]
+
+
+class ConnectIn(msgspec.Struct, forbid_unknown_fields=True):
+    """The bot token from @BotFather and, optionally, whether strangers may enrol (default on)."""
+
+    bot_token: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    open_enrollment: bool | None = None
+
+
+class BotOut(msgspec.Struct):
+    """A connected bot: ``bot_username``, ``mode`` (``webhook``/``polling``), ``webhook_url`` (``null`` when
+    polling), the masked ``bot_token`` and ``open_enrollment``."""
+
+    bot_username: str
+    mode: str
+    webhook_url: str | None
+    bot_token: str
+    open_enrollment: bool
+
+
+class InviteOut(msgspec.Struct):
+    """A one-time invite: ``url`` (``https://t.me/<bot>?start=<code>``) and the ``code``."""
+
+    url: str
+    code: str
+
+
+def _out(info: BotInfo) -> BotOut:
+    return BotOut(info.bot_username, info.mode, info.webhook_url, info.token, info.open_enrollment)
+
+
+class TelegramSettingsController(Controller):
+    """The coach's Telegram bot. Auth: API key or dashboard session."""
+
+    path = "/api/v1/channels/telegram"
+    tags = ["telegram"]
+    dependencies = {"coach_id": Provide(provide_coach_id), "telegram": Provide(provide_telegram, sync_to_thread=False)}
+
+    @put("/", status_code=200)
+    async def connect(self, data: JSONBody[ConnectIn], coach_id: CoachId, telegram: TelegramDep) -> BotOut:
+        """Check the token with ``getMe``, register the webhook (or polling), store the token encrypted. 400
+        with Telegram's reason for a bad token (nothing stored); 409 when the bot serves another account."""
+        return _out(await telegram.service.connect(coach_id, data.bot_token, data.open_enrollment))
+
+    @get("/")
+    async def show(self, coach_id: CoachId, telegram: TelegramDep) -> BotOut:
+        """The connected bot (token masked); 404 when none."""
+        return _out(await telegram.service.status(coach_id))
+
+    @delete("/", status_code=204)
+    async def disconnect(self, coach_id: CoachId, telegram: TelegramDep) -> None:
+        """``deleteWebhook`` and forget the bot; 404 when none is connected."""
+        await telegram.service.disconnect(coach_id)
+
+
+class TelegramInviteController(Controller):
+    """Invite links for clients. Auth: API key or dashboard session."""
+
+    path = "/api/v1/clients/{client_id:uuid}/telegram-invite"
+    tags = ["telegram"]
+    dependencies = {"coach_id": Provide(provide_coach_id), "telegram": Provide(provide_telegram, sync_to_thread=False)}
+
+    @post("/", status_code=201)
+    async def invite(self, client_id: PathId, coach_id: CoachId, telegram: TelegramDep) -> InviteOut:
+        """A new one-time invite code for the client (``/start <code>`` binds the chat to them). 404 for an
+        unknown client or when no bot is connected."""
+        url, code = await telegram.service.invite(coach_id, client_id)
+        return InviteOut(url, code)
+
+
+@post(
+    f"{WEBHOOK_PATH}/{{coach_id:uuid}}",
+    status_code=200,
+    tags=["telegram"],
+    include_in_schema=False,
+    dependencies={"telegram": Provide(provide_telegram, sync_to_thread=False)},
+)
+async def telegram_webhook(
+    coach_id: PathId, request: Request[Any, Any, Any], telegram: TelegramDep
+) -> Response[dict[str, Any]]:
+    """Telegram's update delivery (Bot API ``setWebhook``). The ``X-Telegram-Bot-Api-Secret-Token`` header must
+    be the coach's secret (constant-time check; otherwise 401, nothing stored). A new ``update_id`` is
+    recorded and processed in the background; a re-sent one is acknowledged and ignored. 400 for a body that
+    is not an update."""
+    if not await telegram.service.check_secret(coach_id, request.headers.get(SECRET_HEADER, "")):
+        return Response({"status_code": 401, "detail": "wrong or missing secret token"}, status_code=401)
+    try:
+        update = json.loads(await request.body())
+        update_id = update["update_id"]
+        if not isinstance(update_id, int) or isinstance(update_id, bool):
+            raise TypeError("update_id")
+    except (ValueError, KeyError, TypeError):
+        return Response({"status_code": 400, "detail": "the body is not a Telegram update"}, status_code=400)
+    if await telegram.service.first_delivery(coach_id, update_id):
+        telegram.dispatch(coach_id, update)
+    return Response({"ok": True}, status_code=200)
+
+
+ROUTES: list[ControllerRouterHandler] = [TelegramSettingsController, TelegramInviteController, telegram_webhook]
+"""The channel's route handlers, for the app."""

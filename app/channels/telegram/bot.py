@@ -1,0 +1,63 @@
+"""Bot API clients (python-telegram-bot 22) pointed at ``TELEGRAM_API_URL`` through the egress guard, and the
+log filter that keeps bot tokens out of logs (Bot API URLs carry the token: ``/bot<token>/sendMessage``)."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from telegram import Bot
+from telegram.request import HTTPXRequest
+
+from app.core.config import Settings
+from app.core.egress import EgressGuard
+
+TOKEN_RE = re.compile(r"\d{3,}:[A-Za-z0-9_-]{20,}")
+"""A bot token as BotFather issues it (``123456789:AA…``)."""
+LOGGER_ROOTS = ("httpx", "httpcore", "telegram", "app")
+"""Loggers under these names get the filter (a logger's filters do not apply to its children's records)."""
+POLL_TIMEOUT_S = 25
+"""``getUpdates`` long-poll timeout; the HTTP read timeout is a few seconds longer."""
+
+
+class RedactBotTokens(logging.Filter):
+    """Replaces anything shaped like a bot token in a record's message with ``[bot-token]``; keeps the record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the formatted message in place; always ``True``."""
+        message = record.getMessage()
+        if TOKEN_RE.search(message):
+            record.msg, record.args = TOKEN_RE.sub("[bot-token]", message), None
+        return True
+
+
+def install_token_redaction() -> None:
+    """Put :class:`RedactBotTokens` once on every logger under :data:`LOGGER_ROOTS` that exists (python-telegram-bot
+    and httpx create theirs at import, which has happened here) and on the roots themselves (idempotent)."""
+    names = {*LOGGER_ROOTS, *(n for n in logging.root.manager.loggerDict if n.split(".")[0] in LOGGER_ROOTS)}
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactBotTokens) for f in logger.filters):
+            logger.addFilter(RedactBotTokens())
+
+
+def make_bot(settings: Settings, guard: EgressGuard, token: str) -> Bot:
+    """A Bot API client for ``token`` on ``settings.telegram_api_url`` whose HTTP goes through ``guard``
+    (``OUTBOUND_ALLOW`` applies; no redirects, no proxy from the environment). Raises
+    ``telegram.error.InvalidToken`` for an empty token."""
+    base = settings.telegram_api_url.rstrip("/")
+
+    def request(read_timeout: float) -> HTTPXRequest:
+        return HTTPXRequest(
+            connection_pool_size=8,
+            read_timeout=read_timeout,
+            httpx_kwargs={"transport": guard.transport(), "trust_env": False, "follow_redirects": False},
+        )
+
+    return Bot(
+        token,
+        base_url=f"{base}/bot{{token}}",
+        base_file_url=f"{base}/file/bot{{token}}",
+        request=request(15.0),
+        get_updates_request=request(POLL_TIMEOUT_S + 10.0),
+    )

@@ -1,0 +1,68 @@
+"""``getUpdates`` long polling, for installs without an https ``PUBLIC_URL`` (a laptop demo): every bot in
+``polling`` mode is polled, each update de-duplicated by ``update_id`` and processed as a webhook's would be."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+from telegram.error import TelegramError
+
+from app.channels.telegram.adapter import TelegramChannel
+from app.channels.telegram.bot import POLL_TIMEOUT_S
+from app.channels.telegram.service import ALLOWED_UPDATES
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 10.0
+"""How often the poller looks for newly connected (or disconnected) bots."""
+ERROR_PAUSE_S = 5.0
+
+
+async def poll_once(channel: TelegramChannel, coach_id: uuid.UUID, wait_s: int = POLL_TIMEOUT_S) -> int:
+    """One ``getUpdates`` call for the coach's bot (long poll of ``wait_s`` seconds): new updates are
+    dispatched and the offset stored. Returns how many updates arrived. Raises ``TelegramError``."""
+    bot = await channel.service.bot(coach_id)
+    offset = await channel.service.poll_offset(coach_id)
+    updates = await bot.get_updates(offset=offset, timeout=wait_s, allowed_updates=ALLOWED_UPDATES)
+    for update in updates:
+        if await channel.service.first_delivery(coach_id, update.update_id):
+            channel.dispatch(coach_id, update.to_dict())
+    if updates:
+        await channel.service.poll_offset(coach_id, updates[-1].update_id + 1)
+    return len(updates)
+
+
+async def _poll_coach(channel: TelegramChannel, coach_id: uuid.UUID) -> None:
+    while True:
+        try:
+            await poll_once(channel, coach_id)
+        except TelegramError as exc:
+            log.warning("telegram polling for coach %s: %s", coach_id, exc.message)
+            await asyncio.sleep(ERROR_PAUSE_S)
+
+
+async def poll_forever(channel: TelegramChannel) -> None:
+    """Poll every bot in ``polling`` mode until cancelled, picking up bots connected or disconnected since
+    every :data:`REFRESH_S` seconds."""
+    running: dict[uuid.UUID, asyncio.Task[None]] = {}
+    try:
+        while True:
+            try:
+                wanted = set(await channel.service.polling_coaches())
+            except Exception:
+                log.exception("telegram polling: could not list the bots")
+                wanted = set(running)
+            for coach_id in wanted - running.keys():
+                running[coach_id] = asyncio.create_task(_poll_coach(channel, coach_id))
+            for coach_id in running.keys() - wanted:
+                running.pop(coach_id).cancel()
+            await asyncio.sleep(REFRESH_S)
+    finally:
+        for task in running.values():
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*running.values(), return_exceptions=True)
+        await channel.drain()

@@ -1,0 +1,114 @@
+"""What a Telegram chat shows: escaped HTML text, citations as footnotes, replies split at 4,096 characters,
+and the inline keyboards. Pure functions.
+
+Telegram's formatting (Bot API, "Formatting options", HTML style): only ``<``, ``>`` and ``&`` need escaping
+in text; a message holds at most 4,096 characters after entity parsing (Bot API ``sendMessage``); callback
+data is 1–64 bytes (``InlineKeyboardButton``).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+MAX_MESSAGE_CHARS = 4096
+"""Telegram's limit on one message's text (after entity parsing)."""
+PARSE_MODE = "HTML"
+HUMAN_BUTTON = "Talk to a human"
+HUMAN_COMMAND = "/human"
+NON_TEXT_REPLY = "Thanks! I can read text messages for now — could you type it out?"
+ASK_FOR_INVITE = "Hello! To talk with your coach here, please ask them for an invite link."
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n+")
+
+
+def escape(text: str) -> str:
+    """``text`` safe in Telegram's HTML parse mode (``&``, ``<``, ``>`` escaped; quotes left as they are)."""
+    return html.escape(text, quote=False)
+
+
+def footnotes(citations: Sequence[dict[str, Any]]) -> str:
+    """Citations as numbered footnotes, one per distinct (title, page): ``"[1] Meditations, p. 12"``; ``""``
+    without citations. ``citations``: the client's view (``{"title", "page"?, ...}``)."""
+    seen: list[str] = []
+    for citation in citations:
+        title = str(citation.get("title") or citation.get("document") or "source")
+        page = citation.get("page")
+        line = f"{title}, p. {page}" if page else title
+        if line not in seen:
+            seen.append(line)
+    return "\n".join(f"[{i}] {line}" for i, line in enumerate(seen, 1))
+
+
+def reply_html(text: str, citations: Sequence[dict[str, Any]] = ()) -> str:
+    """A reply's final text in HTML parse mode: the escaped text, then its footnotes in italics."""
+    notes = footnotes(citations)
+    body = escape(text)
+    return f"{body}\n\n<i>{escape(notes)}</i>" if notes else body
+
+
+def split_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
+    """``text`` cut into parts of at most ``limit`` characters, at sentence ends (or line breaks) where
+    possible, else at a space, else hard; whitespace at the cuts is dropped. An empty text gives ``[""]``."""
+    parts: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        window = rest[: limit + 1]
+        cuts = [m.end() for m in _SENTENCE_END.finditer(window) if m.start() <= limit and m.start() > 0]
+        cut = cuts[-1] if cuts else (window.rfind(" ") + 1 or limit)
+        if cut <= 0 or cut > limit:
+            cut = limit
+        parts.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    parts.append(rest.rstrip())
+    return parts
+
+
+def split_html(text: str, citations: Sequence[dict[str, Any]] = ()) -> list[str]:
+    """A reply as HTML messages of at most 4,096 characters each: the plain text is split at sentence ends
+    (leaving room for escaping), each part escaped; the footnotes go with the last part (or alone)."""
+    notes = footnotes(citations)
+    budget = MAX_MESSAGE_CHARS - 200  # escaping grows the text (``&amp;``): keep headroom
+    parts = [escape(part) for part in split_text(text, budget)]
+    parts = [p if len(p) <= MAX_MESSAGE_CHARS else p[:MAX_MESSAGE_CHARS] for p in parts]
+    if notes:
+        tail = f"\n\n<i>{escape(notes)}</i>"
+        if len(parts[-1]) + len(tail) <= MAX_MESSAGE_CHARS:
+            parts[-1] += tail
+        else:
+            parts.append(tail.strip())
+    return parts
+
+
+def feedback_keyboard(message_id: uuid.UUID) -> dict[str, Any]:
+    """The 👍/👎 and "Talk to a human" inline keyboard under a reply (``reply_markup`` JSON). Callback data:
+    ``f:<message id hex>:1`` (helpful) / ``:0``, and ``h`` (human)."""
+    return {
+        "inline_keyboard": [
+            [
+                {"text": "👍", "callback_data": f"f:{message_id.hex}:1"},
+                {"text": "👎", "callback_data": f"f:{message_id.hex}:0"},
+            ],
+            [{"text": HUMAN_BUTTON, "callback_data": "h"}],
+        ]
+    }
+
+
+def parse_feedback(data: str) -> tuple[uuid.UUID, bool] | None:
+    """``(message_id, helpful)`` of a feedback button's callback data, ``None`` for anything else."""
+    match = re.fullmatch(r"f:([0-9a-f]{32}):([01])", data)
+    if match is None:
+        return None
+    return uuid.UUID(hex=match.group(1)), match.group(2) == "1"
+
+
+def notice_text(event: dict[str, Any]) -> str | None:
+    """The chat line of a live ``coach_joined`` / ``coach_left`` event (:mod:`app.handoff.live`), else ``None``."""
+    name = str(event.get("coach_name") or "Your coach")
+    if event.get("type") == "coach_joined":
+        return f"{name} joined the conversation."
+    if event.get("type") == "coach_left":
+        return f"{name} left the conversation; the AI assistant answers again."
+    return None

@@ -1,0 +1,284 @@
+"""The Telegram channel's state: connecting a coach's bot, invite codes, chat bindings and processed updates.
+
+Every method runs in the coach's tenant transaction (row-level security). The Bot API is called through
+:func:`app.channels.telegram.bot.make_bot`; its errors reach the coach as a 400 with Telegram's reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from telegram import Bot
+from telegram.error import TelegramError
+
+from app.accounts.service import AccountService
+from app.accounts.unit_of_work import unit_of_work
+from app.channels.telegram.bot import TOKEN_RE, make_bot
+from app.channels.telegram.models import TelegramBot, TelegramChat, TelegramInvite, TelegramUpdate
+from app.core.config import Settings
+from app.core.egress import EgressGuard
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.security import SecretBox, mask_secret, token_hash
+from app.core.validation import is_https
+from app.db.engine import tenant_session
+
+PUBLIC_API_HOST = "api.telegram.org"
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
+WEBHOOK_PATH = "/api/v1/telegram/webhook"
+
+
+@dataclass(frozen=True)
+class BotInfo:
+    """A connected bot as the coach sees it: ``bot_username``, ``mode`` (``webhook``/``polling``), the
+    ``webhook_url`` (``None`` when polling), the masked token and ``open_enrollment``."""
+
+    bot_username: str
+    mode: str
+    webhook_url: str | None
+    token: str
+    open_enrollment: bool
+
+
+@dataclass(frozen=True)
+class ChatBinding:
+    """A Telegram chat bound to ``client_id``, continuing ``conversation_id`` (``None``: none yet)."""
+
+    chat_id: int
+    client_id: uuid.UUID
+    conversation_id: uuid.UUID | None
+    active: bool
+
+
+class TelegramService:
+    """Bots, invites and chat bindings of the coaches' Telegram channels."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        secrets_box: SecretBox,
+        accounts: AccountService,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._settings = settings
+        self._secrets = secrets_box
+        self._accounts = accounts
+        self.guard = EgressGuard.from_settings(settings)
+        self._bots: dict[uuid.UUID, tuple[bytes, Bot]] = {}
+
+    def mode(self) -> str:
+        """``webhook`` when PUBLIC_URL is https or TELEGRAM_API_URL is a self-hosted Bot API server (or
+        ``TELEGRAM_MODE`` says so), else ``polling``."""
+        if self._settings.telegram_mode != "auto":
+            return self._settings.telegram_mode
+        host = urlsplit(self._settings.telegram_api_url).hostname or ""
+        return "webhook" if is_https(self._settings.public_url) or host != PUBLIC_API_HOST else "polling"
+
+    def webhook_url(self, coach_id: uuid.UUID) -> str:
+        """Where Telegram posts the coach's updates."""
+        return f"{self._settings.public_url.rstrip('/')}{WEBHOOK_PATH}/{coach_id}"
+
+    async def connect(self, coach_id: uuid.UUID, token: str, open_enrollment: bool | None) -> BotInfo:
+        """Check ``token`` with ``getMe``, register the webhook (``setWebhook`` with a new secret and
+        :data:`ALLOWED_UPDATES`) or drop it for polling (``deleteWebhook``), then store the bot (token and
+        secret encrypted). Raises ``InvalidInput`` (not a token, or Telegram's reason for refusing it; nothing
+        stored) and ``Conflict`` (the bot is connected to another account)."""
+        token = token.strip()
+        if not TOKEN_RE.fullmatch(token):
+            raise InvalidInput("bot_token is not a Telegram bot token (like 123456789:AA…, from @BotFather)")
+        secret, mode = secrets.token_urlsafe(32), self.mode()
+        bot = make_bot(self._settings, self.guard, token)
+        try:
+            me = await bot.get_me()
+            if mode == "webhook":
+                await bot.set_webhook(self.webhook_url(coach_id), secret_token=secret, allowed_updates=ALLOWED_UPDATES)
+            else:
+                await bot.delete_webhook()
+        except TelegramError as exc:
+            raise InvalidInput(f"Telegram refused the bot token: {exc.message}") from None
+        finally:
+            await bot.shutdown()
+        try:
+            async with tenant_session(self._sessionmaker, coach_id) as session:
+                row = await session.scalar(select(TelegramBot).where(TelegramBot.coach_id == coach_id))
+                row = row or TelegramBot(coach_id=coach_id)
+                row.bot_id, row.username, row.mode = me.id, me.username or str(me.id), mode
+                row.token_encrypted = self._secrets.encrypt(token)
+                row.webhook_secret_encrypted = self._secrets.encrypt(secret)
+                if open_enrollment is not None:
+                    row.open_enrollment = open_enrollment
+                session.add(row)
+        except IntegrityError:
+            raise Conflict("this bot is connected to another account") from None
+        self._bots.pop(coach_id, None)
+        return await self.status(coach_id)
+
+    async def status(self, coach_id: uuid.UUID) -> BotInfo:
+        """The coach's bot (token masked). Raises ``NotFound`` when no bot is connected."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            row = await self._bot_row(session, coach_id)
+        return BotInfo(
+            row.username,
+            row.mode,
+            self.webhook_url(coach_id) if row.mode == "webhook" else None,
+            mask_secret(self._secrets.decrypt(row.token_encrypted)),
+            row.open_enrollment,
+        )
+
+    async def set_open_enrollment(self, coach_id: uuid.UUID, value: bool) -> BotInfo:
+        """Turn open enrolment on or off. Raises ``NotFound`` when no bot is connected."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            (await self._bot_row(session, coach_id)).open_enrollment = value
+        return await self.status(coach_id)
+
+    async def disconnect(self, coach_id: uuid.UUID) -> None:
+        """``deleteWebhook`` (a failure is ignored: the bot may be revoked) and forget the bot; chat
+        bindings stay for a later reconnect. Raises ``NotFound`` when no bot is connected."""
+        bot = await self.bot(coach_id)
+        with contextlib.suppress(TelegramError):
+            await bot.delete_webhook()
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            await session.execute(delete(TelegramBot).where(TelegramBot.coach_id == coach_id))
+        self._bots.pop(coach_id, None)
+        await bot.shutdown()
+
+    async def _bot_row(self, session: AsyncSession, coach_id: uuid.UUID) -> TelegramBot:
+        row = await session.scalar(select(TelegramBot).where(TelegramBot.coach_id == coach_id))
+        if row is None:
+            raise NotFound("no Telegram bot is connected")
+        return row
+
+    async def bot(self, coach_id: uuid.UUID) -> Bot:
+        """The coach's Bot API client (cached until the token changes). Raises ``NotFound``."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            encrypted = (await self._bot_row(session, coach_id)).token_encrypted
+        cached = self._bots.get(coach_id)
+        if cached is not None and cached[0] == encrypted:
+            return cached[1]
+        bot = make_bot(self._settings, self.guard, self._secrets.decrypt(encrypted))
+        self._bots[coach_id] = (encrypted, bot)
+        return bot
+
+    async def check_secret(self, coach_id: uuid.UUID, secret: str) -> bool:
+        """Whether ``secret`` (the ``X-Telegram-Bot-Api-Secret-Token`` header) is the coach's webhook secret,
+        compared in constant time; ``False`` when the coach has no bot."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            row = await session.scalar(select(TelegramBot).where(TelegramBot.coach_id == coach_id))
+        expected = self._secrets.decrypt(row.webhook_secret_encrypted) if row is not None else secrets.token_hex(32)
+        return hmac.compare_digest(expected.encode(), secret.encode()) and row is not None
+
+    async def first_delivery(self, coach_id: uuid.UUID, update_id: int) -> bool:
+        """Record ``update_id`` as received; ``False`` when it was received before (a re-sent update)."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            inserted = await session.scalar(
+                insert(TelegramUpdate)
+                .values(id=uuid.uuid4(), coach_id=coach_id, update_id=update_id)
+                .on_conflict_do_nothing(index_elements=["coach_id", "update_id"])
+                .returning(TelegramUpdate.id)
+            )
+        return inserted is not None
+
+    async def invite(self, coach_id: uuid.UUID, client_id: uuid.UUID) -> tuple[str, str]:
+        """A new one-time invite for the client: ``(url, code)`` with ``url`` ``https://t.me/<bot>?start=<code>``.
+        Raises ``NotFound`` (no such client, or no bot connected)."""
+        code = secrets.token_urlsafe(24)
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
+            bot = await self._bot_row(session, coach_id)
+            await self._accounts.get_client(uow, client_id)
+            session.add(TelegramInvite(coach_id=coach_id, client_id=client_id, code_hash=token_hash(code)))
+        return f"https://t.me/{bot.username}?start={code}", code
+
+    async def binding(self, coach_id: uuid.UUID, chat_id: int) -> ChatBinding | None:
+        """The client bound to ``chat_id`` in the coach's bot, if any."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            row = await session.scalar(
+                select(TelegramChat).where(TelegramChat.coach_id == coach_id, TelegramChat.chat_id == chat_id)
+            )
+        return None if row is None else ChatBinding(row.chat_id, row.client_id, row.conversation_id, row.active)
+
+    async def chat_of_client(self, coach_id: uuid.UUID, client_id: uuid.UUID) -> ChatBinding | None:
+        """The client's active Telegram chat, if any."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            row = await session.scalar(
+                select(TelegramChat)
+                .where(TelegramChat.client_id == client_id, TelegramChat.active.is_(True))
+                .order_by(TelegramChat.created_at.desc())
+                .limit(1)
+            )
+        return None if row is None else ChatBinding(row.chat_id, row.client_id, row.conversation_id, row.active)
+
+    async def redeem(self, coach_id: uuid.UUID, chat_id: int, code: str) -> uuid.UUID | None:
+        """Bind ``chat_id`` to the client of the unused invite ``code`` (used up now); ``None`` for an unknown
+        or used code."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            client_id = await session.scalar(
+                update(TelegramInvite)
+                .where(TelegramInvite.code_hash == token_hash(code), TelegramInvite.used_at.is_(None))
+                .values(used_at=datetime.now(UTC))
+                .returning(TelegramInvite.client_id)
+            )
+            if client_id is not None:
+                await self._bind(session, coach_id, chat_id, client_id)
+        return client_id
+
+    async def enrol(self, coach_id: uuid.UUID, chat_id: int, name: str) -> uuid.UUID | None:
+        """A stranger writing to the bot: with open enrolment, a new client named ``name`` bound to the chat;
+        ``None`` when the coach turned open enrolment off."""
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
+            if not (await self._bot_row(session, coach_id)).open_enrollment:
+                return None
+            client, _ = await self._accounts.create_client(uow, name[:200] or "Telegram client")
+            await self._bind(session, coach_id, chat_id, client.id)
+        return client.id
+
+    async def _bind(self, session: AsyncSession, coach_id: uuid.UUID, chat_id: int, client_id: uuid.UUID) -> None:
+        await session.execute(
+            insert(TelegramChat)
+            .values(id=uuid.uuid4(), coach_id=coach_id, chat_id=chat_id, client_id=client_id, active=True)
+            .on_conflict_do_update(
+                index_elements=["coach_id", "chat_id"],
+                set_={"client_id": client_id, "active": True, "conversation_id": None},
+            )
+        )
+
+    async def set_chat(
+        self, coach_id: uuid.UUID, chat_id: int, *, conversation_id: uuid.UUID | None = None, active: bool = True
+    ) -> None:
+        """Remember the conversation the chat continues, or mark the chat inactive (the client blocked the
+        bot: ``active=False``)."""
+        values: dict[str, object] = {"active": active}
+        if conversation_id is not None:
+            values["conversation_id"] = conversation_id
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            await session.execute(
+                update(TelegramChat)
+                .where(TelegramChat.coach_id == coach_id, TelegramChat.chat_id == chat_id)
+                .values(**values)
+            )
+
+    async def polling_coaches(self) -> list[uuid.UUID]:
+        """Coaches whose bot gets updates by ``getUpdates`` (read across tenants by a SECURITY DEFINER
+        function)."""
+        async with self._sessionmaker() as session:
+            rows = await session.execute(text("SELECT coach_id FROM telegram_polling_bots()"))
+        return [row[0] for row in rows]
+
+    async def poll_offset(self, coach_id: uuid.UUID, offset: int | None = None) -> int:
+        """The next ``getUpdates`` offset; stores ``offset`` first when given."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            row = await self._bot_row(session, coach_id)
+            if offset is not None:
+                row.poll_offset = offset
+            return row.poll_offset

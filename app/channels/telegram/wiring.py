@@ -1,0 +1,46 @@
+"""Wiring of the Telegram channel into a process (web app, worker, CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar import Litestar
+
+from app.channels.telegram.adapter import TelegramChannel
+from app.channels.telegram.bot import install_token_redaction
+from app.channels.telegram.poller import poll_forever
+from app.channels.telegram.service import TelegramService
+from app.container import Container
+from app.core.security import SecretBox
+
+
+def build_channel(container: Container) -> TelegramChannel:
+    """The process's Telegram channel, delivering the clients' live events to their chats (registered as a
+    :data:`app.handoff.service.ClientSink`), with bot tokens redacted from the logs."""
+    install_token_redaction()
+    settings = container.settings
+    service = TelegramService(container.sessionmaker, settings, SecretBox.from_settings(settings), container.accounts)
+    channel = TelegramChannel(service, container.chat, container.conversations, container.redis, container.sessionmaker)
+    container.handoffs.client_sinks.append(channel.deliver_event)
+    return channel
+
+
+def start(app: Litestar) -> None:
+    """Web app start-up hook (after the container's): the channel as ``app.state.telegram`` and, in polling mode
+    (no https ``PUBLIC_URL``), the ``getUpdates`` poller as ``app.state.telegram_poller``."""
+    state = app.state
+    state.telegram = build_channel(state.container)
+    if state.telegram.service.mode() == "polling":
+        state.telegram_poller = asyncio.create_task(poll_forever(state.telegram))
+
+
+async def stop(app: Litestar) -> None:
+    """Web app shutdown hook (before the container closes): stop the poller, finish the updates in progress."""
+    state = app.state
+    poller: asyncio.Task[None] | None = getattr(state, "telegram_poller", None)
+    if poller is not None:
+        poller.cancel()
+        await asyncio.gather(poller, return_exceptions=True)
+    channel: TelegramChannel | None = getattr(state, "telegram", None)
+    if channel is not None:
+        await channel.drain()

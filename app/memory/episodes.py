@@ -1,0 +1,233 @@
+"""The episodic memory layer: every client and coach message recallable on its own, whatever the extractor
+made of it (L2 summaries and L3 insights depend on the model; this layer does not).
+
+Writing: the chat turn stores its client message with the query vector it computed anyway
+(:func:`store_episodes` from :mod:`app.chat.turn.gather`); AI and human-coach messages are embedded by the
+``embed_messages`` job (:meth:`EpisodeService.embed_messages`, queued through the outbox by
+:func:`app.memory.messages.store_message`), which also catches up on the conversation's earlier messages
+that no turn embedded (a message the coach answered while the AI was paused, a crisis turn).
+
+Reading: two arms over one client's episodes, fused in :func:`app.memory.retrieval.recall` — the dense arm
+(exact cosine over the client's rows) and a lexical arm scoring Okapi BM25 (Robertson & Zaragoza 2009,
+"The Probabilistic Relevance Framework: BM25 and Beyond"; k1 = 1.2, b = 0.75, their usual values, which
+also did best of b ∈ {0, 0.5, 0.75, 1} on LoCoMo's dev part) in PostgreSQL from the
+stored ``tsvector``: term frequency is a lexeme's position count, document length the number of distinct
+lexemes, IDF ``ln(1 + (N − df + 0.5) / (df + 0.5))`` over the client's own episodes. Forgotten messages
+(:data:`app.conversations.models.REMEMBERED`) and the excluded ids (the L1 window) are never candidates.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ARRAY, ColumnElement, bindparam, func, select, text, true
+from sqlalchemy.dialects.postgresql import UUID, insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.unit_of_work import unit_of_work
+from app.conversations.models import REMEMBERED, Conversation, Message
+from app.llm.registry import ProviderRegistry
+from app.memory.models import Episode
+
+log = logging.getLogger(__name__)
+
+BM25_K1 = 1.2
+BM25_B = 0.75
+EMBED_BATCH = 64
+"""Messages embedded per batch by the ``embed_messages`` job."""
+
+
+@dataclass(frozen=True)
+class EpisodeHit:
+    """A candidate message of one arm: ``score`` is the cosine similarity (dense arm) or the BM25 score
+    (lexical arm); ``sender_type`` as on :class:`Message`; ``at`` the message's time (UTC)."""
+
+    message_id: uuid.UUID
+    sender_type: str
+    text: str
+    at: datetime
+    score: float
+
+
+async def store_episodes(
+    session: AsyncSession,
+    coach_id: uuid.UUID,
+    client_id: uuid.UUID,
+    messages: Sequence[Message],
+    vectors: Sequence[list[float]],
+    embedding_model: str,
+) -> None:
+    """Store one episode per message (``vectors[i]`` is ``messages[i].text``'s embedding by
+    ``embedding_model``); a message that already has one is left as it is (the job and the turn may race)."""
+    if not messages:
+        return
+    rows = [
+        {
+            "coach_id": coach_id,
+            "client_id": client_id,
+            "message_id": message.id,
+            "at": message.created_at,
+            "embedding": vector,
+            "embedding_model": embedding_model,
+            "tsv": func.to_tsvector("english", message.text),
+        }
+        for message, vector in zip(messages, vectors, strict=True)
+    ]
+    for row in rows:
+        await session.execute(insert(Episode).values(**row).on_conflict_do_nothing(index_elements=["message_id"]))
+
+
+def _candidates(
+    coach_id: uuid.UUID, client_id: uuid.UUID, embedding_model: str, exclude: Sequence[uuid.UUID]
+) -> list[ColumnElement[bool]]:
+    return [
+        Episode.coach_id == coach_id,
+        Episode.client_id == client_id,
+        Episode.embedding_model == embedding_model,
+        REMEMBERED,
+        Episode.message_id.not_in(list(exclude)) if exclude else true(),
+    ]
+
+
+async def dense_episodes(
+    session: AsyncSession,
+    coach_id: uuid.UUID,
+    client_id: uuid.UUID,
+    query_embedding: list[float],
+    *,
+    embedding_model: str,
+    limit: int,
+    exclude_message_ids: Sequence[uuid.UUID] = (),
+) -> list[EpisodeHit]:
+    """The ``limit`` episodes of the client nearest to the query (cosine), best first. Tenant transaction."""
+    distance = Episode.embedding.cosine_distance(query_embedding)
+    rows = await session.execute(
+        select(Message.id, Message.sender_type, Message.text, Episode.at, distance)
+        .join(Message, Message.id == Episode.message_id)
+        .where(*_candidates(coach_id, client_id, embedding_model, exclude_message_ids))
+        .order_by(distance)
+        .limit(limit)
+    )
+    return [EpisodeHit(r[0], r[1], r[2], r[3], 1.0 - float(r[4])) for r in rows.all()]
+
+
+_BM25 = text(
+    """
+    WITH q AS (SELECT DISTINCT lex FROM unnest(tsvector_to_array(to_tsvector('english', :query))) AS lex),
+    docs AS (
+        SELECT e.message_id, e.tsv, greatest(length(e.tsv), 1) AS dl
+        FROM episodes e JOIN messages m ON m.id = e.message_id
+        WHERE e.coach_id = :coach_id AND e.client_id = :client_id AND e.embedding_model = :model
+          AND m.forgotten_at IS NULL
+          AND NOT (e.message_id = ANY(:exclude))
+    ),
+    stats AS (SELECT count(*)::float8 AS n, greatest(avg(dl), 1)::float8 AS avgdl FROM docs),
+    hits AS (
+        SELECT d.message_id, d.dl, t.lexeme, coalesce(array_length(t.positions, 1), 1) AS tf
+        FROM docs d CROSS JOIN LATERAL unnest(d.tsv) AS t(lexeme, positions, weights)
+        WHERE t.lexeme IN (SELECT lex FROM q)
+    ),
+    df AS (SELECT lexeme, count(*)::float8 AS df FROM hits GROUP BY lexeme),
+    params AS (SELECT CAST(:k1 AS float8) AS k1, CAST(:b AS float8) AS b)
+    SELECT h.message_id,
+           sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
+               * h.tf * (p.k1 + 1) / (h.tf + p.k1 * (1 - p.b + p.b * h.dl / s.avgdl))) AS score
+    FROM hits h JOIN df USING (lexeme) CROSS JOIN stats s CROSS JOIN params p
+    GROUP BY h.message_id ORDER BY score DESC, h.message_id LIMIT :limit
+    """
+).bindparams(bindparam("exclude", type_=ARRAY(UUID(as_uuid=True))))
+
+
+async def lexical_episodes(
+    session: AsyncSession,
+    coach_id: uuid.UUID,
+    client_id: uuid.UUID,
+    query: str,
+    *,
+    embedding_model: str,
+    limit: int,
+    exclude_message_ids: Sequence[uuid.UUID] = (),
+) -> list[EpisodeHit]:
+    """The ``limit`` best episodes of the client for ``query`` by BM25 (module docstring), best first; none
+    when the query has no indexable word. Tenant transaction."""
+    scored = (
+        await session.execute(
+            _BM25,
+            {
+                "query": query,
+                "coach_id": coach_id,
+                "client_id": client_id,
+                "model": embedding_model,
+                "exclude": list(exclude_message_ids),
+                "k1": BM25_K1,
+                "b": BM25_B,
+                "limit": limit,
+            },
+        )
+    ).all()
+    if not scored:
+        return []
+    rows = await session.execute(
+        select(Message.id, Message.sender_type, Message.text, Message.created_at).where(
+            Message.id.in_([r[0] for r in scored])
+        )
+    )
+    by_id = {r[0]: r for r in rows.all()}
+    return [
+        EpisodeHit(mid, by_id[mid][1], by_id[mid][2], by_id[mid][3], float(score))
+        for mid, score in scored
+        if mid in by_id
+    ]
+
+
+class EpisodeService:
+    """Embeds messages the turn did not (the ``embed_messages`` job)."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], registry: ProviderRegistry) -> None:
+        self._sessionmaker = sessionmaker
+        self._registry = registry
+
+    async def embed_messages(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> str:
+        """Store an episode for ``message_id`` and for every earlier message of its conversation that has
+        none (not forgotten ones), in batches of ``EMBED_BATCH``; no transaction is held across the embedding
+        call. Idempotent; a message gone by now (erased) is a no-op. Returns a short result line. Raises
+        ``ProviderError`` (the embedding call; the worker retries)."""
+        stored = 0
+        while True:
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                pending, client_id = await self._pending(uow.session, message_id)
+                embedder = self._registry.embedder_for(await uow.coach())
+            if not pending or client_id is None:
+                return f"message {message_id}: {stored} episodes stored"
+            vectors = await embedder.embed([m.text for m in pending])
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                await store_episodes(uow.session, coach_id, client_id, pending, vectors, embedder.model)
+            stored += len(pending)
+
+    @staticmethod
+    async def _pending(session: AsyncSession, message_id: uuid.UUID) -> tuple[Sequence[Message], uuid.UUID | None]:
+        target = await session.get(Message, message_id)
+        if target is None:
+            return [], None
+        client_id = await session.scalar(
+            select(Conversation.client_id).where(Conversation.id == target.conversation_id)
+        )
+        pending = (
+            await session.scalars(
+                select(Message)
+                .outerjoin(Episode, Episode.message_id == Message.id)
+                .where(
+                    Message.conversation_id == target.conversation_id,
+                    Message.created_at <= target.created_at,
+                    Episode.id.is_(None),
+                    REMEMBERED,
+                )
+                .order_by(Message.created_at)
+                .limit(EMBED_BATCH)
+            )
+        ).all()
+        return pending, client_id

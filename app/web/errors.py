@@ -1,0 +1,51 @@
+"""Error pages for people: a 404 on a dashboard or widget address is an HTML page with a way back, not the API's
+JSON body. API, WebSocket and static paths keep their JSON answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException
+from litestar.response import Template
+
+from app.core.errors import DomainError
+
+PAGE_PREFIXES = ("/dashboard", "/w/", "/w?", "/login", "/signup")
+"""Addresses a person opens in a browser tab: their errors are pages."""
+WIDGET_PREFIX = "/w"
+
+
+def is_page_request(request: Request[Any, Any, Any]) -> bool:
+    """Whether the request is a browser's page load of the dashboard or the widget: ``Accept`` names
+    ``text/html`` (a browser's navigation does; ``fetch`` and API clients do not) and it is not an htmx
+    fragment request (those keep the JSON body)."""
+    path = request.url.path
+    if path != WIDGET_PREFIX and not path.startswith(PAGE_PREFIXES):
+        return False
+    if request.headers.get("hx-request"):
+        return False
+    return MediaType.HTML in request.headers.get("accept", "")
+
+
+def not_found_page(request: Request[Any, Any, Any], detail: str) -> Template:
+    """The 404 page (``templates/errors/not_found.html``): ``detail`` and a link back to the chat (widget
+    paths) or the dashboard."""
+    widget = request.url.path == WIDGET_PREFIX or request.url.path.startswith(WIDGET_PREFIX + "/")
+    return Template("errors/not_found.html", context={"detail": detail, "widget": widget}, status_code=404)
+
+
+def not_found_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Litestar's 404 (no such route, or a page handler's ``NotFoundException``): the 404 page for a page
+    request, else the usual JSON body ``{"status_code": 404, "detail": …}``."""
+    if is_page_request(request):
+        return not_found_page(request, "There is nothing at this address. It may have moved or been deleted.")
+    return Response({"status_code": 404, "detail": exc.detail}, status_code=404)
+
+
+def domain_error_page(request: Request[Any, Any, Any], exc: DomainError) -> Template | None:
+    """The 404 page for a service's ``NotFound`` on a page request (e.g. a deleted client's page); ``None``
+    for anything else (the caller answers with JSON)."""
+    if exc.status_code != 404 or not is_page_request(request):
+        return None
+    return not_found_page(request, f"Not found: {exc.message}.")

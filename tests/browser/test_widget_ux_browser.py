@@ -1,0 +1,122 @@
+"""Issue 17's widget and settings bugs in a real browser (a 390×844 phone for the widget): a reload opens at the
+newest message, a new reply's thumbs are in view, "Talk to a human" sends words (not a ``/human`` bubble), the
+"reviewing the reply" line goes once the coach approves an edited draft, and the availability time inputs
+show their whole value. Screenshots go to ``test-artifacts/browser/``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+import respx
+from playwright.async_api import Browser, Page, expect
+
+from app.handoff.signals import asks_for_human
+from tests.browser.test_handoff_browser import PASSWORD, REPLY, WAIT_MS, browser, llm_api, send_from_widget, shot
+from tests.conftest import Coach, make_client
+from tests.openai_wire import MOCK_ENDPOINT_SETTINGS
+
+__all__ = ["browser", "llm_api"]  # fixtures used by name below
+pytestmark = pytest.mark.browser
+PHONE = {"width": 390, "height": 844}
+
+
+async def at_bottom(page: Page) -> bool:
+    return bool(await page.locator("#log").evaluate("e => e.scrollTop + e.clientHeight >= e.scrollHeight - 2"))
+
+
+async def test_widget_reload_opens_at_the_newest_message_and_asks_for_a_human_in_words(
+    base_url: str,
+    http: httpx.AsyncClient,
+    browser: Browser,
+    llm_api: respx.MockRouter,
+    make_coach: Callable[..., Awaitable[Coach]],
+) -> None:
+    coach = await make_coach("Coach Reload")
+    settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
+    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
+    client = await make_client(http, coach, "Rae")
+    auth = {"Authorization": f"Bearer {client['widget_token']}"}
+    conversation_id = None
+    for n in range(8):  # a conversation longer than the phone's screen
+        body = {"text": f"Question number {n} about my mornings"}
+        if conversation_id:
+            body["conversation_id"] = conversation_id
+        turn = await http.post("/api/v1/chat", headers=auth, json=body)
+        assert turn.status_code == 200, turn.text
+        conversation_id = turn.json()["conversation_id"]
+
+    context = await browser.new_context(base_url=base_url, viewport=PHONE)
+    widget = await context.new_page()
+    await widget.goto(f"/w/{client['widget_token']}")
+    await expect(widget.locator(".msg.ai").last.locator(".thumb.up")).to_be_visible(timeout=WAIT_MS)
+    assert await at_bottom(widget), "a reload opens at the newest message"
+    await expect(widget.locator(".msg.ai").last.locator(".thumb.up")).to_be_in_viewport()
+    await shot(widget, "ux-01-widget-reload-phone.png")
+
+    await send_from_widget(widget, "One more question about my evenings")
+    newest = widget.locator(".msg.ai").last
+    await expect(newest).to_contain_text(REPLY, timeout=WAIT_MS)
+    await expect(newest.locator(".thumb.up")).to_be_in_viewport(timeout=WAIT_MS)
+
+    await widget.locator("#human").click()
+    request = widget.locator(".msg.client").last
+    await expect(request).not_to_have_class(re.compile(r"\bpending\b"), timeout=WAIT_MS)
+    text = await request.locator(".text").inner_text()
+    assert "/human" not in text and asks_for_human(text), text
+    await expect(widget.locator("#presence")).to_contain_text("Waiting for Coach Reload", timeout=WAIT_MS)
+    await shot(widget, "ux-02-widget-talk-to-a-human.png")
+    await context.close()
+
+
+async def test_the_reviewing_line_goes_when_the_coach_approves_an_edited_draft(
+    base_url: str,
+    http: httpx.AsyncClient,
+    browser: Browser,
+    llm_api: respx.MockRouter,
+    make_coach: Callable[..., Awaitable[Coach]],
+) -> None:
+    coach = await make_coach("Coach Draft")
+    settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0, "handoff_mode": "draft"}
+    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
+    client = await make_client(http, coach, "Ola")
+    context = await browser.new_context(base_url=base_url, viewport=PHONE)
+    widget = await context.new_page()
+    await widget.goto(f"/w/{client['widget_token']}")
+    await send_from_widget(widget, "How do I plan my week?")
+    presence = widget.locator("#presence")
+    await expect(presence).to_contain_text("reviewing the reply", timeout=WAIT_MS)
+
+    drafts = (await http.get("/api/v1/drafts?status=pending", headers=coach.headers)).json()
+    assert len(drafts) == 1, drafts
+    approved = await http.post(
+        f"/api/v1/drafts/{drafts[0]['id']}/approve", headers=coach.headers, json={"text": "Pick one thing per day."}
+    )
+    assert approved.status_code == 201, approved.text
+    await expect(widget.locator("#log")).to_contain_text("Pick one thing per day.", timeout=WAIT_MS)
+    await expect(presence).to_have_text("", timeout=WAIT_MS)
+    await shot(widget, "ux-03-widget-draft-approved.png")
+    await context.close()
+
+
+async def test_availability_time_inputs_show_the_whole_time(
+    base_url: str, browser: Browser, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    coach = await make_coach("Coach Hours")
+    context = await browser.new_context(base_url=base_url, viewport={"width": 1200, "height": 900})
+    page = await context.new_page()
+    await page.goto("/login")
+    await page.locator("input[name=email]").fill(coach.email)
+    await page.locator("input[name=password]").fill(PASSWORD)
+    await page.locator("button[type=submit]").click()
+    await page.goto("/dashboard/settings")
+    for name in ("avail_start", "avail_end"):
+        field = page.locator(f"input[name={name}]")
+        await expect(field).to_be_visible(timeout=WAIT_MS)
+        width = await field.evaluate("e => e.getBoundingClientRect().width")
+        assert width >= 100, f"{name} is {width}px wide: its value is cut off"
+    await page.locator("input[name=avail_start]").scroll_into_view_if_needed()
+    await shot(page, "ux-04-settings-availability.png")
+    await context.close()

@@ -1,0 +1,89 @@
+"""Per-language crisis resources: the coach sets the crisis reply's lines per language the client writes in
+(``crisis_resources_by_language``, API and dashboard); the crisis reply uses them for a client who wrote in
+that language, the general lines otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import httpx
+import respx
+
+from app.handoff.crisis import crisis_reply
+from tests.conftest import Coach
+from tests.integration.handoff.test_handoff_flow import Setup, chat, llm_api, new_setup
+from tests.integration.web.test_dashboard import HANDOFF_FORM, browser, csrf, log_in
+
+__all__ = ["browser", "llm_api", "new_setup"]
+
+GENERAL = ["Call Lifeline Aotearoa on 0800 543 354."]
+SPANISH = ["Llama al 024 (España), gratis y a cualquier hora.", "Escribe a tu coach: Ana está avisada."]
+GERMAN = ["TelefonSeelsorge: 0800 111 0 111 (kostenlos, rund um die Uhr)."]
+
+
+async def test_the_crisis_reply_uses_the_lines_for_the_clients_language(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    setup = await new_setup("Ana", crisis_resources=GENERAL, crisis_resources_by_language={"es": SPANISH, "de": GERMAN})
+    spanish = await chat(http, setup, "Ya no puedo más, quiero matarme")
+    assert spanish["reply"] == crisis_reply("Ana", tuple(SPANISH), "es"), spanish["reply"]  # on main: GENERAL
+    german = await chat(
+        http, await new_setup("Ana", crisis_resources_by_language={"de": GERMAN}), "ich will mich umbringen"
+    )
+    assert german["reply"] == crisis_reply("Ana", tuple(GERMAN), "de")
+    english = await chat(http, setup, "I want to kill myself tonight")
+    assert english["reply"] == crisis_reply("Ana", tuple(GENERAL), "en")
+    french = await chat(http, setup, "je veux me suicider")  # no French lines: the general ones, in French
+    assert french["reply"] == crisis_reply("Ana", tuple(GENERAL), "fr")
+    assert llm_api["completions"].call_count == 0
+
+
+async def test_the_settings_api_checks_the_lines_per_language(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    coach = await make_coach("Ana")
+    saved = await http.patch(
+        "/api/v1/settings",
+        headers=coach.headers,
+        json={"crisis_resources_by_language": {"es": [" ", *SPANISH, SPANISH[0]], "pt": [" "], "de": GERMAN}},
+    )
+    assert saved.status_code == 200, saved.text
+    expected = {"de": GERMAN, "es": SPANISH}  # trimmed, blank lines and repeats dropped, an empty language too
+    assert saved.json()["crisis_resources_by_language"] == expected
+    for patch, message in [
+        ({"xx": ["a line"]}, "crisis_resources_by_language: unknown language xx"),
+        ({"es": "Llama al 024"}, "Expected `array"),
+        ({"es": [f"line {i}" for i in range(11)]}, "crisis_resources_by_language.es takes at most 10 entries"),
+        ({"es": ["x" * 301]}, "each entry of crisis_resources_by_language.es must be at most 300 characters"),
+        (["es"], "Expected `object"),
+    ]:
+        response = await http.patch(
+            "/api/v1/settings", headers=coach.headers, json={"crisis_resources_by_language": patch, "persona": "new"}
+        )
+        assert response.status_code == 400, (patch, response.text)
+        assert message in response.text, (patch, response.text)
+    after = (await http.get("/api/v1/settings", headers=coach.headers)).json()
+    assert after["crisis_resources_by_language"] == expected and after["persona"] != "new"  # nothing changed
+    cleared = await http.patch("/api/v1/settings", headers=coach.headers, json={"crisis_resources_by_language": {}})
+    assert cleared.json()["crisis_resources_by_language"] == {}
+
+
+async def test_the_dashboard_sets_the_lines_per_language(
+    browser: httpx.AsyncClient, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    coach = await make_coach("Settings Coach")
+    await log_in(browser, coach)
+    page = await browser.get("/dashboard/settings")
+    assert 'name="crisis_resources_es"' in page.text and "Crisis resources per language" in page.text
+    form = HANDOFF_FORM | {
+        "crisis_resources_es": "\n".join(SPANISH),
+        "crisis_resources_de": "",
+        "crisis_resources_pt": "",
+    }
+    saved = await browser.post(
+        "/dashboard/settings", data=form | {"_csrf_token": await csrf(browser, "/dashboard/settings")}
+    )
+    assert saved.status_code == 200 and "Saved." in saved.text, saved.text
+    assert SPANISH[0] in saved.text  # shown again in its textarea
+    api = (await http.get("/api/v1/settings", headers=coach.headers)).json()
+    assert api["crisis_resources_by_language"] == {"es": SPANISH}

@@ -1,0 +1,196 @@
+"""Faults, injected (issue 14): what the server does when the worker is killed, Redis hangs, or PostgreSQL
+drops every connection. ``bench/chaos.py`` runs the same faults against whole processes and prints a table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select, text
+
+from app.container import Container
+from app.core.config import Settings
+from app.core.runtime import Services
+from app.db.engine import make_engine
+from app.db.outbox import UNAVAILABLE, connect_redis
+from app.rag.models import Chunk
+from tests.conftest import Coach, upload
+from tests.redis_process import RedisProcess
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+async def test_app_connections_carry_the_statement_and_lock_timeouts(container: Container) -> None:
+    """Every connection of the app's pool has ``statement_timeout`` and ``lock_timeout`` (the defaults of
+    ``DATABASE_STATEMENT_TIMEOUT_MS`` and ``DATABASE_LOCK_TIMEOUT_MS``), so no query waits for ever."""
+    async with container.engine.connect() as conn:
+        assert await conn.scalar(text("SHOW statement_timeout")) == "1min"
+        assert await conn.scalar(text("SHOW lock_timeout")) == "10s"
+
+
+async def test_a_statement_past_its_timeout_ends_with_an_error(services: Services) -> None:
+    """A statement running past ``statement_timeout`` is cancelled by PostgreSQL, with an error, at once."""
+    engine = make_engine(services.database_url, pool_size=1, statement_timeout_ms=300)
+    try:
+        started = time.monotonic()
+        async with engine.connect() as conn:
+            with pytest.raises(Exception, match="statement timeout"):
+                await conn.execute(text("SELECT pg_sleep(5)"))
+        assert time.monotonic() - started < 3
+    finally:
+        await engine.dispose()
+
+
+async def test_the_pool_recovers_when_postgres_drops_every_connection(container: Container, services: Services) -> None:
+    """What a PostgreSQL restart does to the pool: every server connection of the app's role ends. The next
+    query gets a fresh connection (``pool_pre_ping``), with no restart of the app."""
+    async with container.engine.connect() as conn:
+        role = await conn.scalar(text("SELECT current_user"))
+    admin = make_engine(services.migration_database_url, pool_size=1)
+    try:
+        async with admin.connect() as conn:
+            ended = await conn.scalar(
+                text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = :role"),
+                {"role": role},
+            )
+        assert ended and ended >= 1
+    finally:
+        await admin.dispose()
+    async with container.engine.connect() as conn:
+        assert await conn.scalar(text("SELECT 1")) == 1
+
+
+async def test_a_hung_redis_fails_within_the_socket_timeout(tmp_path: Path) -> None:
+    """A Redis that accepts connections but never answers (SIGSTOP) makes a command fail after
+    ``REDIS_SOCKET_TIMEOUT_SECONDS`` (with a Redis-unavailable error the callers already handle), instead of
+    holding the caller for ever."""
+    server = RedisProcess(tmp_path / "hung-redis")
+    server.start()
+    redis = connect_redis(server.url, socket_timeout_s=1.0)
+    try:
+        assert await redis.ping()
+        server.pause()
+        started = time.monotonic()
+        with pytest.raises(UNAVAILABLE):
+            async with asyncio.timeout(10):  # the test's own bound; the client must give up well before
+                await redis.get("anything")
+        assert time.monotonic() - started < 3
+    finally:
+        server.resume()
+        await redis.aclose()
+        server.stop()
+
+
+def _worker(settings: Settings, services: Services, log: Any) -> subprocess.Popen[bytes]:
+    """``opencoach worker`` in a process of its own, on the test session's servers (its log to ``log``)."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=services.database_url,
+        MIGRATION_DATABASE_URL=services.migration_database_url,
+        REDIS_URL=services.redis_url,
+        DATA_DIR=str(settings.data_dir),
+        SECRET_KEY=settings.secret_key or "",
+        WORKER_LEASE_SECONDS="3",
+        WORKER_MAX_JOBS="4",
+        PYTHONPATH=str(ROOT),
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+
+
+@pytest.fixture
+def worker_processes(
+    settings: Settings, services: Services, tmp_path: Path
+) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        with (tmp_path / f"worker-{len(started)}.log").open("wb") as log:
+            started.append(_worker(settings, services, log))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def _document(http: httpx.AsyncClient, coach: Coach, document_id: str) -> dict[str, Any]:
+    response = await http.get(f"/api/v1/documents/{document_id}", headers=coach.headers)
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def _until(check: Callable[[], Any], seconds: float) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = await check()
+        if found:
+            return found
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"not within {seconds} s")
+
+
+async def test_a_worker_killed_mid_ingestion_leaves_a_document_that_completes_after_a_restart(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Any],
+    container: Container,
+    worker_processes: Callable[[], subprocess.Popen[bytes]],
+) -> None:
+    """SIGKILL ``opencoach worker`` while it embeds a document: a restarted worker takes the job up again
+    once its lease lapses (``WORKER_LEASE_SECONDS``, 3 s here, not arq's hour) and the document ends
+    ``ready`` with each chunk stored once (the store replaces the document's chunks in one transaction)."""
+    coach: Coach = await make_coach("Killed worker")
+    body = "".join(f"Day {n}: walk for twenty minutes, then write down one thing that went well. " for n in range(2500))
+    document_id = (await upload(http, coach, "plan.txt", body.encode()))["id"]
+    first = worker_processes()
+
+    async def embedding() -> bool:
+        doc = await _document(http, coach, document_id)
+        return doc["status"] == "processing" and doc["chunks"] > 0
+
+    await _until(embedding, 180)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    killed = await _document(http, coach, document_id)
+    assert killed["status"] == "processing"  # nobody is left to finish or fail it
+
+    worker_processes()
+
+    async def ready() -> dict[str, Any] | None:
+        doc = await _document(http, coach, document_id)
+        assert doc["status"] != "failed", doc
+        return doc if doc["status"] == "ready" else None
+
+    done = await _until(ready, 400)
+    async with container.sessionmaker() as session:
+        await session.execute(text("SELECT set_config('app.coach_id', :c, true)"), {"c": coach.coach_id})
+        rows, ordinals = (
+            await session.execute(
+                select(func.count(), func.count(func.distinct(Chunk.ordinal))).where(
+                    Chunk.document_id == uuid.UUID(document_id)
+                )
+            )
+        ).one()
+    assert rows == ordinals == done["chunks"] > killed["chunks"]

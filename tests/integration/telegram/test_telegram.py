@@ -1,0 +1,468 @@
+"""The Telegram channel end to end: the real app, worker, PostgreSQL and Redis, a fake Bot API server on
+loopback (tests/telegram_fake.py, recorded update payloads in tests/fixtures/telegram/) and the coach's model
+endpoint mocked in the OpenAI wire format."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from sqlalchemy import select
+
+from app.channels.telegram import render
+from app.channels.telegram.adapter import BAD_INVITE, WELCOME
+from app.channels.telegram.models import TelegramChat
+from app.channels.telegram.poller import poll_once
+from app.channels.telegram.wiring import build_channel
+from app.container import Container
+from app.core.config import Settings
+from app.core.runtime import Services
+from app.db.engine import tenant_session
+from app.handoff.crisis import crisis_reply
+from app.llm.registry import ProviderRegistry
+from tests.integration.telegram.conftest import REPLY, Bot, new_token
+from tests.integration.web.test_dashboard import csrf, sign_up
+from tests.telegram_fake import FakeBotApi, recorded
+
+pytestmark = pytest.mark.usefixtures("llm")
+MakeBot = Callable[..., Awaitable[Bot]]
+_chat_ids = iter(range(7_000_000, 8_000_000))
+
+
+async def post_update(tg: httpx.AsyncClient, bot: Bot, update: dict[str, Any]) -> httpx.Response:
+    response = await tg.post(bot.hook(), headers=bot.secret_headers(), json=update)
+    assert response.status_code == 200, response.text
+    return response
+
+
+async def drain(tg: httpx.AsyncClient) -> None:
+    await tg.app.state.telegram.drain()  # type: ignore[attr-defined]
+
+
+async def bound_chat(tg: httpx.AsyncClient, bot: Bot, fake: FakeBotApi, name: str = "Robin") -> tuple[int, str]:
+    """A client of the bot's coach bound to a new chat through an invite; returns ``(chat_id, client_id)``."""
+    client = (await tg.post("/api/v1/clients", headers=bot.coach.headers, json={"name": name})).json()
+    invite = (await tg.post(f"/api/v1/clients/{client['id']}/telegram-invite", headers=bot.coach.headers)).json()
+    chat_id = next(_chat_ids)
+    await post_update(
+        tg, bot, recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text=f"/start {invite['code']}")
+    )
+    await drain(tg)
+    assert fake.sent_to(chat_id)[-1].params["text"] == WELCOME
+    return chat_id, client["id"]
+
+
+async def say(tg: httpx.AsyncClient, bot: Bot, chat_id: int, text: str, update_id: int | None = None) -> None:
+    await post_update(
+        tg, bot, recorded("text_message", update_id=update_id or next(_chat_ids), chat_id=chat_id, text=text)
+    )
+    await drain(tg)
+
+
+async def conversation_of(tg: httpx.AsyncClient, bot: Bot, client_id: str) -> dict[str, Any]:
+    listed = (await tg.get("/api/v1/conversations", headers=bot.coach.headers)).json()
+    [summary] = [c for c in listed if c["client_id"] == client_id]
+    return (await tg.get(f"/api/v1/conversations/{summary['id']}", headers=bot.coach.headers)).json()
+
+
+# ------------------------------------------------------------------------------------------- connecting
+
+
+async def test_connect_registers_the_webhook_shows_a_masked_token_and_disconnects(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    bot = await make_bot()
+    [hook] = fake.of("setWebhook", bot.token)
+    assert hook.params["url"].endswith(bot.hook())
+    assert hook.params["allowed_updates"] == ["message", "edited_message", "callback_query", "my_chat_member"]
+    assert len(bot.secret) >= 32
+    shown = await tg.get("/api/v1/channels/telegram", headers=bot.coach.headers)
+    assert shown.status_code == 200
+    body = shown.json()
+    assert body["mode"] == "webhook" and body["bot_username"] == bot.username and body["open_enrollment"] is True
+    assert bot.token not in shown.text and body["webhook_url"].endswith(bot.hook())
+    gone = await tg.delete("/api/v1/channels/telegram", headers=bot.coach.headers)
+    assert gone.status_code == 204
+    assert fake.of("deleteWebhook", bot.token)
+    assert (await tg.get("/api/v1/channels/telegram", headers=bot.coach.headers)).status_code == 404
+    # a webhook call for a disconnected bot is refused
+    assert (await tg.post(bot.hook(), headers=bot.secret_headers(), json=recorded("text_message"))).status_code == 401
+
+
+async def test_a_bad_token_is_a_400_with_telegrams_reason_and_nothing_is_stored(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    bot = await make_bot()
+    unknown = "123456789:AAHthisTokenWasNeverIssuedByBotFather"
+    response = await tg.put("/api/v1/channels/telegram", headers=bot.coach.headers, json={"bot_token": unknown})
+    assert response.status_code == 400 and "Unauthorized" in response.json()["detail"]
+    before = len(fake.calls)
+    response = await tg.put("/api/v1/channels/telegram", headers=bot.coach.headers, json={"bot_token": "not a token"})
+    assert response.status_code == 400 and "bot token" in response.json()["detail"]
+    assert len(fake.calls) == before  # refused before any call
+    shown = (await tg.get("/api/v1/channels/telegram", headers=bot.coach.headers)).json()
+    assert shown["bot_username"] == bot.username  # the earlier bot is untouched
+
+
+async def test_a_wrong_secret_is_401_and_stores_nothing(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    bot = await make_bot()
+    chat_id = next(_chat_ids)
+    update = recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id)
+    for headers in ({"X-Telegram-Bot-Api-Secret-Token": "wrong"}, {}):
+        response = await tg.post(bot.hook(), headers=headers, json=update)
+        assert response.status_code == 401 and response.json()["detail"]
+    await drain(tg)
+    assert fake.sent_to(chat_id) == []
+    await post_update(tg, bot, update)  # the same update_id with the right secret was not recorded: processed now
+    await drain(tg)
+    assert fake.sent_to(chat_id)
+    response = await tg.post(bot.hook(), headers=bot.secret_headers(), content=b"{not json")
+    assert response.status_code == 400 and response.json()["detail"]
+
+
+# ------------------------------------------------------------------------------------------- enrolment
+
+
+async def test_an_invite_binds_the_chat_to_the_client_once(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    bot = await make_bot()
+    client = (await tg.post("/api/v1/clients", headers=bot.coach.headers, json={"name": "Robin"})).json()
+    response = await tg.post(f"/api/v1/clients/{client['id']}/telegram-invite", headers=bot.coach.headers)
+    assert response.status_code == 201
+    invite = response.json()
+    assert invite["url"] == f"https://t.me/{bot.username}?start={invite['code']}"
+    assert invite["code"] != client["widget_token"]
+    first, second = next(_chat_ids), next(_chat_ids)
+    await say(tg, bot, first, f"/start {invite['code']}")
+    await say(tg, bot, second, f"/start {invite['code']}")
+    assert fake.sent_to(first)[-1].params["text"] == WELCOME
+    assert fake.sent_to(second)[-1].params["text"] == BAD_INVITE
+    await say(tg, bot, first, "Hello there")
+    conversation = await conversation_of(tg, bot, client["id"])
+    assert conversation["channel"] == "telegram"
+    assert [m["text"] for m in conversation["messages"] if m["sender_type"] == "client"] == ["Hello there"]
+    missing = await tg.post(f"/api/v1/clients/{uuid.uuid4()}/telegram-invite", headers=bot.coach.headers)
+    assert missing.status_code == 404 and missing.json()["detail"]
+
+
+async def test_open_enrollment_on_creates_a_client_and_off_asks_for_an_invite(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    bot = await make_bot()
+    chat_id = next(_chat_ids)
+    await say(tg, bot, chat_id, "Hi, I found you online")
+    clients = (await tg.get("/api/v1/clients", headers=bot.coach.headers)).json()
+    assert [c["name"] for c in clients] == ["Ada Lovelace"]
+    response = await tg.put(
+        "/api/v1/channels/telegram", headers=bot.coach.headers, json={"bot_token": bot.token, "open_enrollment": False}
+    )
+    assert response.status_code == 200 and response.json()["open_enrollment"] is False
+    bot.secret = fake.of("setWebhook", bot.token)[-1].params["secret_token"]
+    stranger = next(_chat_ids)
+    await say(tg, bot, stranger, "Hello?")
+    assert fake.sent_to(stranger)[-1].params["text"] == render.ASK_FOR_INVITE
+    assert len((await tg.get("/api/v1/clients", headers=bot.coach.headers)).json()) == 1
+
+
+# ------------------------------------------------------------------------------------------- the turn
+
+
+async def test_a_cited_answer_streams_with_typing_footnotes_escaping_and_feedback_buttons(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    bot = await make_bot(material=True, jobs=tg_jobs, confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    await say(tg, bot, chat_id, "What is the two-minute reset?")
+    assert fake.of("sendChatAction")[-1].params["action"] == "typing"
+    calls = fake.sent_to(chat_id)
+    final = calls[-1]
+    assert final.method == "editMessageText" and final.params["parse_mode"] == "HTML"
+    assert final.params["text"].startswith(render.escape(REPLY)) and "&lt;now&gt;" in final.params["text"]
+    assert "<i>[1] Two Minute Reset</i>" in final.params["text"]
+    keyboard = final.params["reply_markup"]["inline_keyboard"]
+    conversation = await conversation_of(tg, bot, client_id)
+    ai = [m for m in conversation["messages"] if m["sender_type"] == "ai"][-1]
+    assert keyboard[0][0]["callback_data"] == f"f:{uuid.UUID(ai['id']).hex}:1"
+    await post_update(
+        tg,
+        bot,
+        recorded("callback_query", update_id=next(_chat_ids), chat_id=chat_id, data=keyboard[0][1]["callback_data"]),
+    )
+    await drain(tg)
+    assert fake.of("answerCallbackQuery")[-1].params["text"] == "Thanks for the feedback!"
+    conversation = await conversation_of(tg, bot, client_id)
+    rated = [m for m in conversation["messages"] if m["id"] == ai["id"]][0]
+    assert rated["metadata"]["feedback"]["helpful"] is False
+
+
+async def test_streaming_edits_at_most_once_per_interval(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, llm: respx.MockRouter
+) -> None:
+    """A slow model: the reply is sent once, then edited no more often than ``edit_interval_s``."""
+    import asyncio
+
+    from tests.openai_wire import openai_sse
+
+    class Slow(httpx.AsyncByteStream):
+        async def __aiter__(self) -> Any:
+            for chunk in openai_sse(["word "] * 12, (5, 12)).split(b"\n\n"):
+                if chunk:
+                    yield chunk + b"\n\n"
+                    await asyncio.sleep(0.1)
+
+    llm.routes["completions"].mock(
+        side_effect=lambda request: httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Slow())
+    )
+    channel = tg.app.state.telegram  # type: ignore[attr-defined]
+    channel.edit_interval_s = 0.4
+    try:
+        bot = await make_bot(handoff_mode="auto", confidence_threshold=0.0)
+        chat_id, _ = await bound_chat(tg, bot, fake)
+        await say(tg, bot, chat_id, "Tell me something")
+    finally:
+        channel.edit_interval_s = 1.0
+    calls = [c for c in fake.sent_to(chat_id) if c.params.get("text") != WELCOME]
+    assert calls[0].method == "sendMessage" and all(c.method == "editMessageText" for c in calls[1:])
+    streamed = calls[1:-1]  # the last edit is the final text
+    assert len(streamed) >= 1
+    gaps = [b.at - a.at for a, b in zip(calls, streamed, strict=False)]
+    assert all(gap >= 0.35 for gap in gaps), gaps
+
+
+async def test_a_duplicate_update_id_makes_one_turn(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, llm: respx.MockRouter
+) -> None:
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    calls_before = llm.routes["completions"].call_count
+    update_id = next(_chat_ids)
+    await say(tg, bot, chat_id, "How do I start my day?", update_id=update_id)
+    await say(tg, bot, chat_id, "How do I start my day?", update_id=update_id)
+    conversation = await conversation_of(tg, bot, client_id)
+    assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai"]
+    assert llm.routes["completions"].call_count == calls_before + 1
+
+
+async def test_non_text_messages_get_a_polite_reply_and_store_nothing(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    bot = await make_bot()
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    await post_update(tg, bot, recorded("photo_message", update_id=next(_chat_ids), chat_id=chat_id))
+    await drain(tg)
+    assert fake.sent_to(chat_id)[-1].params["text"] == render.NON_TEXT_REPLY
+    listed = (await tg.get("/api/v1/conversations", headers=bot.coach.headers)).json()
+    assert [c for c in listed if c["client_id"] == client_id] == []
+
+
+# ------------------------------------------------------------------------------------------- handoff
+
+
+async def test_human_command_and_button_hand_off(tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot) -> None:
+    bot = await make_bot()
+    chat_id, _ = await bound_chat(tg, bot, fake)
+    await say(tg, bot, chat_id, "/human")
+    [handoff] = (await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()
+    assert handoff["reason"] == "human_request" and handoff["status"] == "open"
+    assert "asked" in fake.sent_to(chat_id)[-1].params["text"]
+    other_id, _ = await bound_chat(tg, bot, fake, "Sam")
+    await post_update(tg, bot, recorded("callback_query", update_id=next(_chat_ids), chat_id=other_id, data="h"))
+    await drain(tg)
+    assert len((await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()) == 2
+    assert fake.of("answerCallbackQuery")[-1].params["text"].startswith("Asking your coach")
+
+
+async def test_a_crisis_message_gets_the_crisis_reply_and_an_urgent_handoff(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    bot = await make_bot()
+    chat_id, _ = await bound_chat(tg, bot, fake)
+    await say(tg, bot, chat_id, "I want to kill myself tonight")
+    [handoff] = (await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()
+    assert handoff["reason"] == "crisis"
+    sent = "".join(c.params["text"] for c in fake.sent_to(chat_id)[-3:])
+    assert crisis_reply([])[:60] in sent.replace("&#x27;", "'") or render.escape(crisis_reply([])[:60]) in sent
+
+
+async def test_coach_takeover_messages_and_notices_reach_the_chat(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    await say(tg, bot, chat_id, "Hello")
+    conversation_id = (await conversation_of(tg, bot, client_id))["id"]
+    h = bot.coach.headers
+    assert (await tg.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=h)).status_code == 200
+    sent = await tg.post(
+        f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": "Hi, it's me <3"}
+    )
+    assert sent.status_code == 201
+    await tg_jobs()
+    texts = [c.params["text"] for c in fake.sent_to(chat_id)]
+    assert "Tele Coach joined the conversation." in texts and "Hi, it&#x27;s me &lt;3" not in texts
+    assert "Hi, it's me &lt;3" in texts
+    coach_message = [c for c in fake.sent_to(chat_id) if c.params["text"] == "Hi, it's me &lt;3"][0]
+    assert coach_message.params["reply_markup"]["inline_keyboard"][0][0]["text"] == "👍"
+    await say(tg, bot, chat_id, "Thanks")  # the AI is paused: no AI reply
+    assert fake.sent_to(chat_id)[-1].params["text"] == "Hi, it's me &lt;3"
+    clients = [
+        m["text"] for m in (await conversation_of(tg, bot, client_id))["messages"] if m["sender_type"] == "client"
+    ]
+    assert clients == ["Hello", "Thanks"]  # the coach got it
+    assert (await tg.post(f"/api/v1/conversations/{conversation_id}/handback", headers=h)).status_code == 200
+    await tg_jobs()
+    assert any("left the conversation" in c.params["text"] for c in fake.sent_to(chat_id))
+
+
+async def test_draft_mode_sends_nothing_until_the_coach_approves(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    bot = await make_bot(handoff_mode="draft")
+    chat_id, _ = await bound_chat(tg, bot, fake)
+    before = len(fake.sent_to(chat_id))
+    await say(tg, bot, chat_id, "How can I plan my week?")
+    assert len(fake.sent_to(chat_id)) == before
+    [draft] = (await tg.get("/api/v1/drafts?status=pending", headers=bot.coach.headers)).json()
+    assert (await tg.post(f"/api/v1/drafts/{draft['id']}/approve", headers=bot.coach.headers)).status_code == 201
+    await tg_jobs()
+    assert fake.sent_to(chat_id)[-1].params["text"] == render.escape(REPLY)
+
+
+# ------------------------------------------------------------------------------------------- reliability
+
+
+async def test_a_429_is_retried_after_retry_after_and_a_403_marks_the_chat_inactive(
+    tg: httpx.AsyncClient,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+    tg_jobs: Callable[[], Awaitable[None]],
+    container: Container,
+) -> None:
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    await say(tg, bot, chat_id, "Hello")
+    conversation_id = (await conversation_of(tg, bot, client_id))["id"]
+    h = bot.coach.headers
+    await tg.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=h)
+    await tg_jobs()
+    fake.fail("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
+    await tg.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": "One"})
+    await tg_jobs()
+    tries = [c for c in fake.sent_to(chat_id) if c.params["text"] == "One"]
+    assert len(tries) == 2 and tries[1].at - tries[0].at >= 1.0
+    fake.fail("sendMessage", 403, "Forbidden: bot was blocked by the user")
+    await tg.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": "Two"})
+    await tg_jobs()
+    async with tenant_session(container.sessionmaker, uuid.UUID(bot.coach.coach_id)) as session:
+        active = await session.scalar(select(TelegramChat.active).where(TelegramChat.chat_id == chat_id))
+    assert active is False
+    await tg.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": "Three"})
+    await tg_jobs()
+    assert [c for c in fake.sent_to(chat_id) if c.params["text"] == "Three"] == []
+
+
+async def test_two_coaches_bots_never_see_each_others_clients(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    first, second = await make_bot(), await make_bot()
+    chat_id, client_id = await bound_chat(tg, first, fake)
+    await say(tg, second, chat_id, "Hello from the same Telegram user")  # the same person writes to both bots
+    second_clients = (await tg.get("/api/v1/clients", headers=second.coach.headers)).json()
+    assert client_id not in [c["id"] for c in second_clients] and len(second_clients) == 1
+    assert all(c.token == second.token for c in fake.sent_to(chat_id)[-1:])
+    crossed = await tg.post(
+        second.hook(), headers=first.secret_headers(), json=recorded("text_message", update_id=next(_chat_ids))
+    )
+    assert crossed.status_code == 401
+    invite = await tg.post(f"/api/v1/clients/{client_id}/telegram-invite", headers=second.coach.headers)
+    assert invite.status_code == 404
+
+
+async def test_the_bot_token_never_appears_in_logs(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    bot = await make_bot()
+    chat_id, _ = await bound_chat(tg, bot, fake)
+    assert any("/bot" in r.getMessage() for r in caplog.records)  # the Bot API URLs were logged …
+    assert not any(bot.token in r.getMessage() for r in caplog.records)  # … without the token
+    assert chat_id
+
+
+async def test_a_bot_connected_to_another_account_is_a_409(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    first, second = await make_bot(), await make_bot()
+    response = await tg.put("/api/v1/channels/telegram", headers=second.coach.headers, json={"bot_token": first.token})
+    assert response.status_code == 409 and response.json()["detail"]
+    token, _ = new_token(fake)
+    assert token != first.token
+
+
+async def test_polling_mode_fetches_updates_with_get_updates_once_each(
+    tg_settings: Settings, services: Services, registry: ProviderRegistry, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """Without a webhook (``TELEGRAM_MODE=polling``, as with an http PUBLIC_URL and Telegram's own server): the
+    bot's webhook is deleted and ``getUpdates`` brings the updates, each processed once."""
+    coach = (await make_bot()).coach
+    polling = tg_settings.model_copy(update={"telegram_mode": "polling"})
+    container = await Container.create(polling, services.database_url, services.redis_url, registry=registry)
+    try:
+        channel = build_channel(container)
+        token, _ = new_token(fake)
+        coach_id = uuid.UUID(coach.coach_id)
+        info = await channel.service.connect(coach_id, token, None)
+        assert info.mode == "polling" and info.webhook_url is None and fake.of("deleteWebhook", token)
+        assert coach_id in await channel.service.polling_coaches()
+        chat_id = next(_chat_ids)
+        update = recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="/start")
+        fake.updates[token] = [update]
+        assert await poll_once(channel, coach_id, wait_s=0) == 1
+        await channel.drain()
+        assert [c.params["text"] for c in fake.sent_to(chat_id)] == [WELCOME]
+        assert await poll_once(channel, coach_id, wait_s=0) == 0  # the offset moved past it
+        assert int(fake.of("getUpdates", token)[-1].params["offset"]) == update["update_id"] + 1
+        await channel.service.disconnect(coach_id)
+    finally:
+        await container.close()
+
+
+async def test_dashboard_connects_the_bot_and_shows_an_invite_qr_code(tg: httpx.AsyncClient, fake: FakeBotApi) -> None:
+    """Settings links to the Telegram page; a bad token shows Telegram's reason (400); a good one connects; the
+    client's page makes a one-time invite shown with an inline SVG QR code (CSP: no data: URLs)."""
+    async with httpx.AsyncClient(base_url=str(tg.base_url), timeout=60) as browser:
+        await sign_up(browser, "Dash Tele Coach")
+        assert 'href="/dashboard/settings/telegram"' in (await browser.get("/dashboard/settings")).text
+        page = "/dashboard/settings/telegram"
+        bad = await browser.post(
+            page,
+            data={"bot_token": "123456789:AAHneverIssuedByBotFatherAtAll", "_csrf_token": await csrf(browser, page)},
+        )
+        assert bad.status_code == 400 and "Unauthorized" in bad.text
+        token, _ = new_token(fake)
+        good = await browser.post(
+            page, data={"bot_token": token, "open_enrollment": "on", "_csrf_token": await csrf(browser, page)}
+        )
+        assert good.status_code == 200 and "Connected: " in good.text and token not in good.text
+        await browser.post(
+            "/dashboard/clients", data={"name": "Kim", "_csrf_token": await csrf(browser, "/dashboard/clients")}
+        )
+        listed = (await browser.get("/dashboard/clients")).text
+        [client_id] = re.findall(r'<h2><a href="/dashboard/clients/([0-9a-f-]{36})">Kim<', listed)
+        client_page = f"/dashboard/clients/{client_id}"
+        assert f'action="{client_page}/telegram-invite"' in (await browser.get(client_page)).text
+        invite = await browser.post(
+            f"{client_page}/telegram-invite", data={"_csrf_token": await csrf(browser, client_page)}
+        )
+        assert invite.status_code == 200
+        assert re.search(r"https://t\.me/coach_bot_\d+\?start=[\w-]{20,}", invite.text)
+        assert "<svg" in invite.text and "data:" not in invite.text

@@ -1,0 +1,158 @@
+"""Issue 17's bugs that show over plain HTTP: the learning export link works with the dashboard session, an
+ended session says "summary pending" / "summary failed" to the client and the coach, and 404s of the dashboard
+and the widget are pages, not JSON (the API keeps its JSON)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+
+import httpx
+import pytest
+import respx
+
+from app.accounts.unit_of_work import unit_of_work
+from app.container import Container
+from tests.conftest import Coach, make_client, upload
+from tests.integration.web.test_dashboard import browser, client_chat, log_in
+from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint
+
+__all__ = ["browser"]  # fixture used by name below
+HTML = {"Accept": "text/html,application/xhtml+xml"}
+
+
+@pytest.fixture
+def llm_api() -> Iterator[respx.MockRouter]:
+    """The coach's endpoint, mocked."""
+    with mock_chat_endpoint(["Try", " a", " walk", "."], (40, 4)) as router:
+        yield router
+
+
+async def test_learning_export_link_works_with_the_dashboard_session(
+    browser: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    coach = await make_coach("Export Coach")
+    await log_in(browser, coach)
+    page = (await browser.get("/dashboard/learning")).text
+    assert "/api/v1/learning/export" not in page, "the page links to a route that needs an API key"
+    assert "/dashboard/learning/export?format=sft" in page
+    for kind in ("sft", "preference"):
+        response = await browser.get(f"/dashboard/learning/export?format={kind}&split=all")
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("application/jsonl")
+        assert f'filename="opencoach-{kind}-all.jsonl"' in response.headers["content-disposition"]
+    bad = await browser.get("/dashboard/learning/export?format=csv")
+    assert bad.status_code == 400 and "format" in bad.json()["detail"]
+    async with httpx.AsyncClient(base_url=str(browser.base_url)) as anonymous:
+        refused = await anonymous.get("/dashboard/learning/export")
+        assert refused.status_code in (302, 303) and refused.headers["location"] == "/login"
+
+
+async def test_an_ended_session_says_summary_pending_then_failed(
+    browser: httpx.AsyncClient,
+    http: httpx.AsyncClient,
+    container: Container,
+    make_coach: Callable[..., Awaitable[Coach]],
+    llm_api: respx.MockRouter,
+) -> None:
+    coach = await make_coach("Summary Coach")
+    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=MOCK_ENDPOINT_SETTINGS)).status_code == 200
+    client = await make_client(http, coach, "Noor")
+    auth = {"Authorization": f"Bearer {client['widget_token']}"}
+    turn = await client_chat(http, client["widget_token"], "How do I sleep better?")
+    ended = await http.post(f"/api/v1/widget/conversations/{turn['conversation_id']}/end-session", headers=auth)
+    session_id = ended.json()["session_id"]
+    assert session_id, ended.text
+
+    status = await http.get(f"/api/v1/widget/sessions/{session_id}", headers=auth)
+    assert status.status_code == 200 and status.json()["status"] == "pending", status.text
+    assert set(status.json()) == {"id", "status"}, "no error, no internal fields"
+    await log_in(browser, coach)
+    client_page = await browser.get(f"/dashboard/clients/{client['id']}")
+    assert "Summary pending" in client_page.text
+
+    async with unit_of_work(container.sessionmaker, uuid.UUID(coach.coach_id)) as uow:
+        await container.summaries.fail_summary(uow, uuid.UUID(session_id), "APIConnectionError: endpoint down")
+    status = await http.get(f"/api/v1/widget/sessions/{session_id}", headers=auth)
+    assert status.json()["status"] == "failed"
+    assert "APIConnectionError" not in status.text, "the reason (it may name the coach's provider) is the coach's"
+    client_page = await browser.get(f"/dashboard/clients/{client['id']}")
+    assert "Summary failed: APIConnectionError: endpoint down" in client_page.text
+
+    # another client, a malformed id, an unknown id: clear errors
+    other = await make_client(http, coach, "Sam")
+    foreign = await http.get(
+        f"/api/v1/widget/sessions/{session_id}", headers={"Authorization": f"Bearer {other['widget_token']}"}
+    )
+    assert foreign.status_code == 404 and foreign.json()["detail"] == "session not found"
+    assert (await http.get("/api/v1/widget/sessions/not-a-uuid", headers=auth)).status_code == 400
+    assert (await http.get(f"/api/v1/widget/sessions/{uuid.uuid4()}", headers=auth)).status_code == 404
+
+
+async def test_not_found_pages_are_html_for_people_and_json_for_the_api(
+    browser: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    for path, back in (("/dashboard/no-such-page", "/dashboard/conversations"), ("/w/x/y/z", "/w/chat")):
+        response = await browser.get(path, headers=HTML)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"].startswith("text/html"), path
+        assert "Page not found" in response.text and f'href="{back}"' in response.text, path
+    coach = await make_coach("Missing Coach")
+    await log_in(browser, coach)
+    missing = await browser.get(f"/dashboard/clients/{uuid.uuid4()}", headers=HTML)
+    assert missing.status_code == 404 and "Page not found" in missing.text
+    assert "client not found" in missing.text
+    # the API, fetch calls and htmx fragments keep the JSON body
+    api = await browser.get("/api/v1/no-such-route", headers=HTML)
+    assert api.status_code == 404 and json.loads(api.text)["status_code"] == 404
+    fetched = await browser.get(f"/dashboard/clients/{uuid.uuid4()}")
+    assert fetched.status_code == 404 and fetched.json()["detail"] == "client not found"
+    fragment = await browser.get("/dashboard/no-such-page", headers=HTML | {"HX-Request": "true"})
+    assert fragment.status_code == 404 and fragment.json()["status_code"] == 404
+
+
+TIPS = (
+    "start your morning routine with one glass of water",
+    "write down the single most important task of the morning",
+    "walk outside for five minutes before looking at a screen",
+    "put the phone in another room in the evening",
+    "read a paper book for twenty minutes before sleep",
+)
+NOTES = " ".join(f"Routine tip number {n}: {TIPS[n % len(TIPS)]}, day {n // len(TIPS) + 1}." for n in range(300))
+
+
+async def test_the_client_opens_the_passage_of_a_citation(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    llm_api: respx.MockRouter,
+) -> None:
+    coach = await make_coach("Passage Coach")
+    document = await upload(http, coach, "routines.txt", NOTES.encode())
+    await run_jobs()
+    ready = await http.get(f"/api/v1/documents/{document['id']}", headers=coach.headers)
+    assert ready.json()["status"] == "ready", ready.text
+    settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
+    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
+    client = await make_client(http, coach, "Ivo")
+    auth = {"Authorization": f"Bearer {client['widget_token']}"}
+    turn = await client_chat(http, client["widget_token"], "What should my morning routine look like?")
+    assert turn["citations"], turn
+    cited = turn["citations"][0]
+
+    passage = await http.get(f"/api/v1/widget/passages/{cited['chunk_id']}", headers=auth)
+    assert passage.status_code == 200, passage.text
+    body = passage.json()
+    assert body["title"] == cited["title"] and body["chunk_id"] == cited["chunk_id"]
+    assert "Routine tip number" in body["text"]
+    assert body["after"] and body["after"] not in body["text"], "the sentences after it, not the overlap again"
+
+    # another client of the same coach was not shown it; a chunk id nobody cited; a malformed id
+    other = await make_client(http, coach, "Eli")
+    foreign = await http.get(
+        f"/api/v1/widget/passages/{cited['chunk_id']}", headers={"Authorization": f"Bearer {other['widget_token']}"}
+    )
+    assert foreign.status_code == 404 and foreign.json()["detail"] == "passage not found"
+    assert (await http.get(f"/api/v1/widget/passages/{uuid.uuid4()}", headers=auth)).status_code == 404
+    assert (await http.get("/api/v1/widget/passages/nope", headers=auth)).status_code == 400

@@ -1,0 +1,66 @@
+"""Pure rendering for Telegram: escaping, footnotes, splitting at 4,096 characters, callback data."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from app.channels.telegram import render
+from app.channels.telegram.bot import RedactBotTokens
+
+
+def test_split_keeps_parts_under_the_limit_and_cuts_at_sentence_ends() -> None:
+    sentence = "This is one calm sentence about the morning. "
+    text = sentence * 200  # about 9,000 characters
+    parts = render.split_text(text)
+    assert len(parts) == 3 and all(len(p) <= render.MAX_MESSAGE_CHARS for p in parts)
+    assert all(p.endswith(".") for p in parts)
+    assert " ".join(parts) == text.strip()
+
+
+def test_split_without_sentence_ends_cuts_at_spaces_then_hard() -> None:
+    assert all(len(p) <= 10 for p in render.split_text("aaaa bbbb cccc dddd", 10))
+    assert render.split_text("x" * 25, 10) == ["x" * 10, "x" * 10, "x" * 5]
+    assert render.split_text("") == [""]
+
+
+def test_split_html_escapes_each_part_and_puts_footnotes_last() -> None:
+    text = ("Use <b> & keep going. " * 400).strip()
+    parts = render.split_html(text, [{"title": "Book <1>", "page": 3}, {"title": "Book <1>", "page": 3}])
+    assert len(parts) > 1 and all(len(p) <= render.MAX_MESSAGE_CHARS for p in parts)
+    assert "<b>" not in "".join(parts) and "&lt;b&gt; &amp;" in parts[0]
+    assert parts[-1].endswith("<i>[1] Book &lt;1&gt;, p. 3</i>")
+    assert "".join(parts).count("[1]") == 1 and "[2]" not in "".join(parts)
+
+
+def test_feedback_callback_data_round_trips_and_fits_telegrams_64_bytes() -> None:
+    message_id = uuid.uuid4()
+    keyboard = render.feedback_keyboard(message_id)
+    up, down = keyboard["inline_keyboard"][0]
+    assert all(len(b["callback_data"].encode()) <= 64 for b in (up, down))
+    assert render.parse_feedback(up["callback_data"]) == (message_id, True)
+    assert render.parse_feedback(down["callback_data"]) == (message_id, False)
+    assert render.parse_feedback("f:nothex:1") is None and render.parse_feedback("h") is None
+
+
+@pytest.mark.parametrize(
+    ("event", "line"),
+    [
+        ({"type": "coach_joined", "coach_name": "Ann"}, "Ann joined the conversation."),
+        ({"type": "coach_left", "coach_name": "Ann"}, "Ann left the conversation; the AI assistant answers again."),
+        ({"type": "message"}, None),
+    ],
+)
+def test_notices(event: dict[str, str], line: str | None) -> None:
+    assert render.notice_text(event) == line
+
+
+def test_log_filter_redacts_bot_tokens() -> None:
+    import logging
+
+    record = logging.LogRecord(
+        "httpx", 20, __file__, 1, "POST %s", ("https://x/bot123456789:AAHabcdefghijklmnopqrstuv/getMe",), None
+    )
+    RedactBotTokens().filter(record)
+    assert record.getMessage() == "POST https://x/bot[bot-token]/getMe"

@@ -1,0 +1,86 @@
+"""``deploy/compose.yaml`` is a valid Compose file: validated, after variable interpolation as ``docker
+compose`` does it, against the Compose specification's JSON schema (``deploy/compose-spec.schema.json``,
+from the ``docker-compose`` package on PyPI), and it runs what the deployment needs with real settings."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from app.core.config import Settings
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+VARIABLE = re.compile(r"\$\{(?P<name>[A-Z_][A-Z0-9_]*)(?:(?P<op>:-|:\?)(?P<arg>[^}]*))?\}")
+
+
+def interpolate(source: str, env: dict[str, str]) -> str:
+    """Compose's ``${NAME}``, ``${NAME:-default}`` and ``${NAME:?error}`` (an unset required one raises)."""
+
+    def value(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        if env.get(name):
+            return env[name]
+        if op == ":?":
+            raise KeyError(f"{name}: {arg}")
+        return arg or ""
+
+    return VARIABLE.sub(value, source)
+
+
+def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
+    source = (DEPLOY / "compose.yaml").read_text()
+    loaded: dict[str, Any] = yaml.safe_load(interpolate(source, {"SECRET_KEY": "k"} | (env or {})))
+    return loaded
+
+
+def validate(document: dict[str, Any]) -> None:
+    """Validate against the vendored schema (JSON Schema draft 2019-09, as its ``$schema`` says)."""
+    schema = json.loads((DEPLOY / "compose-spec.schema.json").read_text())
+    assert schema["title"] == "Compose Specification"
+    jsonschema.Draft201909Validator(schema).validate(document)
+
+
+def test_the_compose_file_validates_against_the_compose_specification() -> None:
+    validate(compose())
+
+
+def test_a_broken_compose_file_is_refused_by_the_schema() -> None:
+    """The validation can fail: a service with an unknown key or a replica count that is not a number."""
+    broken = compose()
+    broken["services"]["api"]["replicaz"] = 2
+    with pytest.raises(jsonschema.ValidationError):
+        validate(broken)
+    with pytest.raises(jsonschema.ValidationError):
+        validate(compose({"API_REPLICAS": "many"}))
+
+
+def test_the_secret_key_must_be_set() -> None:
+    source = (DEPLOY / "compose.yaml").read_text()
+    with pytest.raises(KeyError, match="SECRET_KEY"):
+        interpolate(source, {})
+
+
+def test_the_compose_file_runs_pgvector_redis_n_apis_and_m_workers_with_real_settings() -> None:
+    """pgvector PostgreSQL, Redis with an append-only file, the migrations before any app process,
+    ``API_REPLICAS`` API processes and ``WORKER_REPLICAS`` workers; every environment variable of the app is a
+    setting of :class:`Settings` (a misspelt one would be ignored silently)."""
+    services = compose({"API_REPLICAS": "3", "WORKER_REPLICAS": "4"})["services"]
+    assert services["postgres"]["image"].startswith("pgvector/pgvector:")
+    assert "--appendonly" in services["redis"]["command"]
+    assert services["api"]["deploy"]["replicas"] == 3
+    assert services["worker"]["deploy"]["replicas"] == 4
+    assert services["api"]["command"][:3] == ["opencoach", "serve", "--no-worker"]
+    assert services["worker"]["command"] == ["opencoach", "worker"]
+    assert services["migrate"]["command"] == ["opencoach", "migrate"]
+    for name in ("api", "worker"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        env = services[name]["environment"]
+        assert set(env) <= {field.upper() for field in Settings.model_fields}, set(env)
+        assert "opencoach_web" in env["DATABASE_URL"] and "opencoach_owner" in env["MIGRATION_DATABASE_URL"]
+    Settings(**{key.lower(): value for key, value in services["api"]["environment"].items()} | {"secret_key": None})
