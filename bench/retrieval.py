@@ -19,23 +19,28 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from harness import bench_app, console, print_table
 from rich.table import Table
+from sqlalchemy import select
 
+from app.accounts.unit_of_work import unit_of_work
 from app.evals.retrieval import (
+    CANDIDATES,
     BeirSet,
     documents_of,
     ingest_corpus,
     load_beir,
     rank_queries,
-    report,
     scores,
     scratch_coach,
     split_queries,
 )
-from app.rag.retrieval import FUSION, Fusion, fuse
+from app.llm.local import SentenceTransformerEmbedder
+from app.rag.models import Chunk
+from app.rag.retrieval import CANDIDATES_PER_K, FUSION, Fusion, fuse
 
-KS = (10, 20, 40, 60, 100)
+KS = (1, 3, 5, 10, 20, 40, 60, 100)
 LEXICAL_WEIGHTS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
 
 
@@ -44,6 +49,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--beir", type=Path, required=True, help="BEIR directory")
     parser.add_argument("--split", default="dev", help="qrels/<split>.tsv")
     parser.add_argument("--seed", type=int, default=16, help="seed of the tuning/held-out query split")
+    parser.add_argument("--header-off", action="store_true", help="also rank by text-only chunk embeddings")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="directory for the ingested corpus's rankings and vectors: written by the first run, reused by the "
+        "next ones (no second ingestion)",
+    )
     return parser.parse_args()
 
 
@@ -69,7 +81,9 @@ def _only(runs: dict, qids: list[str]) -> dict:
     return {q: runs[q] for q in qids}
 
 
-async def measure(beir: BeirSet, seed: int) -> dict[str, Any]:
+async def collect(beir: BeirSet) -> dict[str, Any]:
+    """Ingest once, rank every judged query by both lexical methods; the chunks (header, text, vector) and the
+    query vectors come along so the analysis can run again from the cache."""
     async with bench_app() as (container, _):
         with console.status("Ingesting…") as status:
             coach_id = await scratch_coach(container)
@@ -80,32 +94,163 @@ async def measure(beir: BeirSet, seed: int) -> dict[str, Any]:
             tsr, _ = await rank_queries(
                 container, coach_id, beir.queries, lexical_method="ts_rank_cd", progress=status.update
             )
+        async with unit_of_work(container.sessionmaker, coach_id) as uow:
+            rows = (await uow.session.execute(select(Chunk.id, Chunk.header, Chunk.text, Chunk.embedding))).all()
+        query_vectors = await container.registry.local_embedder().embed(list(beir.queries.values()))
+    return {
+        "doc_of": {str(c): d for c, d in doc_of.items()},
+        "dense": {q: [str(c) for c in r.dense] for q, r in bm25.items()},
+        "bm25": {q: [str(c) for c in r.lexical] for q, r in bm25.items()},
+        "ts_rank_cd": {q: [str(c) for c in r.lexical] for q, r in tsr.items()},
+        "latencies": latencies,
+        "chunks": {str(r.id): [r.header, r.text] for r in rows},
+        "chunk_ids": [str(r.id) for r in rows],
+        "chunk_vectors": np.array([r.embedding for r in rows], dtype=np.float32),
+        "query_ids": list(beir.queries),
+        "query_vectors": np.array(query_vectors, dtype=np.float32),
+    }
+
+
+def load_or_collect(beir: BeirSet, cache: Path | None) -> dict[str, Any]:
+    """The collected runs, from ``cache`` when it holds them (``runs.json`` + ``vectors.npz``)."""
+    if cache is not None and (cache / "runs.json").is_file():
+        data: dict[str, Any] = json.loads((cache / "runs.json").read_text())
+        vectors = np.load(cache / "vectors.npz")
+        return {**data, "chunk_vectors": vectors["chunks"], "query_vectors": vectors["queries"]}
+    data = asyncio.run(collect(beir))
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(cache / "vectors.npz", chunks=data["chunk_vectors"], queries=data["query_vectors"])
+        plain = {k: v for k, v in data.items() if k not in ("chunk_vectors", "query_vectors")}
+        (cache / "runs.json").write_text(json.dumps(plain))
+    return data
+
+
+def text_only_dense(data: dict[str, Any], cache: Path | None) -> dict[str, list[str]]:
+    """The dense arm without contextual headers: every chunk's text embedded alone (cached as
+    ``text_vectors.npy``), exact cosine top ``CANDIDATES``."""
+    path = cache / "text_vectors.npy" if cache is not None else None
+    if path is not None and path.is_file():
+        vectors = np.load(path)
+    else:
+        with console.status("Embedding chunk texts without headers…"):
+            texts = [data["chunks"][c][1] for c in data["chunk_ids"]]
+            vectors = np.array(SentenceTransformerEmbedder().encode(texts), dtype=np.float32)
+        if path is not None:
+            np.save(path, vectors)
+    return _top(data, data["query_vectors"] @ vectors.T)
+
+
+def _top(data: dict[str, Any], similarity: np.ndarray) -> dict[str, list[str]]:
+    ids = data["chunk_ids"]
+    order = np.argsort(-similarity, axis=1)[:, :CANDIDATES]
+    return {q: [ids[i] for i in order[n]] for n, q in enumerate(data["query_ids"])}
+
+
+def support_samples(
+    data: dict[str, Any], beir: BeirSet, qids: list[str], lexical: dict[str, list[str]], fusion: Fusion
+) -> tuple[list[float], list[float]]:
+    """Best cosine among the passages production would hand the model (``RETRIEVAL_TOP_K`` = 5 of the fusion of
+    ``5 × CANDIDATES_PER_K`` per arm) for each query: (answerable: the whole corpus; unanswerable: the same
+    query with its relevant documents' chunks removed, i.e. the material does not hold the answer)."""
+    position = {c: i for i, c in enumerate(data["chunk_ids"])}
+    row = {q: n for n, q in enumerate(data["query_ids"])}
+    answerable, unanswerable = [], []
+    n = 5 * CANDIDATES_PER_K
+    for q in qids:
+        cos = data["chunk_vectors"] @ data["query_vectors"][row[q]]
+        relevant = beir.qrels[q]
+        for out, drop in ((answerable, set()), (unanswerable, set(relevant))):
+            dense = [c for c in data["dense"][q] if data["doc_of"][c] not in drop][:n]
+            lex = [c for c in lexical[q] if data["doc_of"][c] not in drop][:n]
+            fused = fuse(dense, lex, fusion)
+            top = sorted(fused, key=lambda c: fused[c], reverse=True)[:5]
+            out.append(max(float(cos[position[c]]) for c in top))
+    return answerable, unanswerable
+
+
+def calibrate(answerable: list[float], unanswerable: list[float]) -> dict[str, float]:
+    """``SUPPORT_LOW`` = median best cosine of unanswerable queries, ``SUPPORT_HIGH`` = that of answerable ones;
+    ``auc`` = P(answerable score > unanswerable score)."""
+    a, u = np.array(answerable), np.array(unanswerable)
+    auc = float((a[:, None] > u[None, :]).mean() + 0.5 * (a[:, None] == u[None, :]).mean())
+    return {"low": round(float(np.median(u)), 3), "high": round(float(np.median(a)), 3), "auc": round(auc, 3)}
+
+
+def separation(answerable: list[float], unanswerable: list[float], low: float, high: float) -> dict[str, float]:
+    """Share of answerable queries with support ≥ 0.5 and of unanswerable ones below it, at ``low``/``high``."""
+    mid = (low + high) / 2
+    return {
+        "answerable_supported": round(float(np.mean(np.array(answerable) >= mid)), 3),
+        "unanswerable_unsupported": round(float(np.mean(np.array(unanswerable) < mid)), 3),
+    }
+
+
+def measure(beir: BeirSet, data: dict[str, Any], seed: int, cache: Path | None, header_off: bool) -> dict[str, Any]:
+    """Every (dense variant, lexical method) pair: its arms and its fusion tuned on the tuning half, scored on the
+    held-out half and on all queries; then the support anchors from the tuning half at the chosen fusion."""
+    doc_of = data["doc_of"]
     tuning, held_out = split_queries(sorted(beir.queries), seed)
-    dense = {q: r.dense for q, r in bm25.items()}
-    lexical = {"bm25": {q: r.lexical for q, r in bm25.items()}, "ts_rank_cd": {q: r.lexical for q, r in tsr.items()}}
-    rows: dict[str, Any] = {"dense": scores({q: documents_of(dense[q], doc_of) for q in held_out}, beir.qrels)}
-    for method, runs in lexical.items():
-        rows[f"lexical {method}"] = scores({q: documents_of(runs[q], doc_of) for q in held_out}, beir.qrels)
-        rows[f"fused {method}, RRF k=60"] = scores(
-            fused_runs(_only(dense, held_out), _only(runs, held_out), Fusion(), doc_of), beir.qrels
-        )
-        fusion, tuned = tune(dense, runs, tuning, beir, doc_of)
-        name = f"fused {method}, k={fusion.k} w_lex={fusion.lexical_weight} (tuning nDCG {tuned:.4f})"
-        rows[name] = scores(fused_runs(_only(dense, held_out), _only(runs, held_out), fusion, doc_of), beir.qrels)
-    production = report(beir, bm25, doc_of, latencies)
-    return {"tuning_queries": len(tuning), "held_out_queries": len(held_out), "rows": rows, "production": production}
+    everyone = sorted(beir.queries)
+    denses = {"header": data["dense"]}
+    if header_off:
+        denses["no header"] = text_only_dense(data, cache)
+    rows: dict[str, Any] = {}
+    best: tuple[float, str, Fusion] = (-1.0, "", FUSION)
+
+    def row(name: str, runs: dict[str, list[str]], fused: Fusion | None = None, lex: Any = None) -> None:
+        rows[name] = {
+            part: scores(
+                fused_runs(_only(runs, qs), _only(lex, qs), fused, doc_of)
+                if fused
+                else {q: documents_of(runs[q], doc_of) for q in qs},
+                beir.qrels,
+            )
+            for part, qs in (("held_out", held_out), ("all", everyone))
+        }
+
+    for variant, dense in denses.items():
+        row(f"dense ({variant})", dense)
+        for method in ("bm25", "ts_rank_cd"):
+            lexical = data[method]
+            if variant == "header":
+                row(f"lexical {method}", lexical)
+            row(f"fused {method} + dense ({variant}), RRF k=60", dense, Fusion(), lexical)
+            fusion, tuned = tune(dense, lexical, tuning, beir, doc_of)
+            name = (
+                f"fused {method} + dense ({variant}), k={fusion.k} w_lex={fusion.lexical_weight} (tuning {tuned:.4f})"
+            )
+            row(name, dense, fusion, lexical)
+            if tuned > best[0] and variant == "header":
+                best = (tuned, method, fusion)
+    _, method, fusion = best
+    ans, unans = support_samples(data, beir, tuning, data[method], fusion)
+    anchors = calibrate(ans, unans)
+    ans_h, unans_h = support_samples(data, beir, held_out, data[method], fusion)
+    held = calibrate(ans_h, unans_h) | separation(ans_h, unans_h, anchors["low"], anchors["high"])
+    latencies = data["latencies"]
+    p50, p95 = np.percentile(latencies, [50, 95])
+    return {
+        "tuning_queries": len(tuning),
+        "held_out_queries": len(held_out),
+        "rows": rows,
+        "chosen": {"lexical": method, "k": fusion.k, "lexical_weight": fusion.lexical_weight},
+        "support_anchors_tuning": anchors,
+        "support_held_out": held,
+        "latency_ms": {"p50": round(float(p50), 1), "p95": round(float(p95), 1)},
+    }
 
 
 def main() -> None:
     args = parse_args()
     beir = load_beir(args.beir, args.split)
-    result = asyncio.run(measure(beir, args.seed))
+    result = measure(beir, load_or_collect(beir, args.cache), args.seed, args.cache, args.header_off)
     table = Table(title=f"Held-out half ({result['held_out_queries']} queries; tuned on {result['tuning_queries']})")
     table.add_column("ranking")
     for column in ("ndcg@10", "recall@100", "mrr@10"):
         table.add_column(column, justify="right")
     for name, row in result["rows"].items():
-        table.add_row(name, *(f"{row[c]:.4f}" for c in ("ndcg@10", "recall@100", "mrr@10")))
+        table.add_row(name, *(f"{row['held_out'][c]:.4f}" for c in ("ndcg@10", "recall@100", "mrr@10")))
     print_table(table)
     print(json.dumps(result), flush=True)
 
