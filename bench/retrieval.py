@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import itertools
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from app.evals.retrieval import (
     scores,
     scratch_coach,
     split_queries,
+    support_anchors,
 )
 from app.llm.local import SentenceTransformerEmbedder
 from app.rag.models import Chunk
@@ -169,23 +171,6 @@ def support_samples(
     return answerable, unanswerable
 
 
-def calibrate(answerable: list[float], unanswerable: list[float]) -> dict[str, float]:
-    """``SUPPORT_LOW`` = median best cosine of unanswerable queries, ``SUPPORT_HIGH`` = that of answerable ones;
-    ``auc`` = P(answerable score > unanswerable score)."""
-    a, u = np.array(answerable), np.array(unanswerable)
-    auc = float((a[:, None] > u[None, :]).mean() + 0.5 * (a[:, None] == u[None, :]).mean())
-    return {"low": round(float(np.median(u)), 3), "high": round(float(np.median(a)), 3), "auc": round(auc, 3)}
-
-
-def separation(answerable: list[float], unanswerable: list[float], low: float, high: float) -> dict[str, float]:
-    """Share of answerable queries with support ≥ 0.5 and of unanswerable ones below it, at ``low``/``high``."""
-    mid = (low + high) / 2
-    return {
-        "answerable_supported": round(float(np.mean(np.array(answerable) >= mid)), 3),
-        "unanswerable_unsupported": round(float(np.mean(np.array(unanswerable) < mid)), 3),
-    }
-
-
 def measure(beir: BeirSet, data: dict[str, Any], seed: int, cache: Path | None, header_off: bool) -> dict[str, Any]:
     """Every (dense variant, lexical method) pair: its arms and its fusion tuned on the tuning half, scored on the
     held-out half and on all queries; then the support anchors from the tuning half at the chosen fusion."""
@@ -225,9 +210,9 @@ def measure(beir: BeirSet, data: dict[str, Any], seed: int, cache: Path | None, 
                 best = (tuned, method, fusion)
     _, method, fusion = best
     ans, unans = support_samples(data, beir, tuning, data[method], fusion)
-    anchors = calibrate(ans, unans)
+    anchors = support_anchors(ans, unans)
     ans_h, unans_h = support_samples(data, beir, held_out, data[method], fusion)
-    held = calibrate(ans_h, unans_h) | separation(ans_h, unans_h, anchors["low"], anchors["high"])
+    held = asdict(support_anchors(ans_h, unans_h)) | anchors.separation(ans_h, unans_h)
     latencies = data["latencies"]
     p50, p95 = np.percentile(latencies, [50, 95])
     return {
@@ -235,7 +220,7 @@ def measure(beir: BeirSet, data: dict[str, Any], seed: int, cache: Path | None, 
         "held_out_queries": len(held_out),
         "rows": rows,
         "chosen": {"lexical": method, "k": fusion.k, "lexical_weight": fusion.lexical_weight},
-        "support_anchors_tuning": anchors,
+        "support_anchors_tuning": asdict(anchors) | anchors.separation(ans, unans),
         "support_held_out": held,
         "latency_ms": {"p50": round(float(p50), 1), "p95": round(float(p95), 1)},
     }

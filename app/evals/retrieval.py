@@ -147,6 +147,36 @@ def split_queries(query_ids: Sequence[str], seed: int = 16, share: float = 0.5) 
     return tuning, [q for q in query_ids if bucket(q) >= share]
 
 
+@dataclass(frozen=True)
+class SupportAnchors:
+    """Anchors of :func:`app.handoff.signals.retrieval_support` fitted on best-passage cosines: ``low`` = median
+    of the queries whose answer is not in the material, ``high`` = median of those whose answer is; ``auc`` =
+    P(answerable cosine > unanswerable cosine), ties count half (Mann–Whitney U / (n₁n₂))."""
+
+    low: float
+    high: float
+    auc: float
+
+    def separation(self, answerable: Sequence[float], unanswerable: Sequence[float]) -> dict[str, float]:
+        """Share of ``answerable`` cosines at or above the midpoint of the anchors (support ≥ 0.5) and of
+        ``unanswerable`` ones below it."""
+        mid = (self.low + self.high) / 2
+        return {
+            "answerable_supported": round(float(np.mean(np.asarray(answerable) >= mid)), 3),
+            "unanswerable_unsupported": round(float(np.mean(np.asarray(unanswerable) < mid)), 3),
+        }
+
+
+def support_anchors(answerable: Sequence[float], unanswerable: Sequence[float]) -> SupportAnchors:
+    """Fit :class:`SupportAnchors` on best-passage cosines of answerable and unanswerable queries. Raises
+    ``EvalDataError`` when either list is empty."""
+    if not answerable or not unanswerable:
+        raise EvalDataError("support anchors need answerable and unanswerable queries")
+    a, u = np.asarray(answerable, dtype=float), np.asarray(unanswerable, dtype=float)
+    auc = float((a[:, None] > u[None, :]).mean() + 0.5 * (a[:, None] == u[None, :]).mean())
+    return SupportAnchors(round(float(np.median(u)), 3), round(float(np.median(a)), 3), round(auc, 3))
+
+
 async def scratch_coach(container: Container) -> uuid.UUID:
     """Sign up a throw-away evaluation coach; returns its id."""
     signup = await container.accounts.signup(

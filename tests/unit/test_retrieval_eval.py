@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.core.errors import EvalDataError
-from app.evals.retrieval import load_beir, mrr_at, ndcg_at, recall_at, scores, split_queries
+from app.evals.retrieval import load_beir, mrr_at, ndcg_at, recall_at, scores, split_queries, support_anchors
 from app.rag.chunking import ChunkSpec, chunk_header, chunk_pages, embedding_input
 from app.rag.extract import Page
 from app.rag.retrieval import Fusion, collapse_near_duplicates, fuse
@@ -103,3 +103,19 @@ def test_chunks_know_their_markdown_heading_and_headers_stay_out_of_the_text() -
     assert chunk_header("Calm Guide", None) == "Calm Guide"
     assert all("Calm Guide" not in c.text for c in chunks)
     assert embedding_input("Calm Guide — Box method", last.text).startswith("Calm Guide — Box method\n")
+
+
+def test_support_anchors_are_the_class_medians_and_auc_counts_ties_half() -> None:
+    anchors = support_anchors([0.9, 0.7, 0.5], [0.5, 0.3, 0.1, 0.2])
+    assert (anchors.low, anchors.high) == (0.25, 0.7)
+    # pairs answerable > unanswerable: 0.9 and 0.7 beat all 4, 0.5 beats 3 and ties 1 → (4 + 4 + 3 + 0.5) / 12
+    assert anchors.auc == pytest.approx(round(11.5 / 12, 3))
+    assert anchors.separation([0.9, 0.7, 0.4], [0.5, 0.3]) == {
+        "answerable_supported": pytest.approx(0.667),
+        "unanswerable_unsupported": 0.5,
+    }
+
+
+def test_support_anchors_need_both_kinds_of_query() -> None:
+    with pytest.raises(EvalDataError, match="answerable and unanswerable"):
+        support_anchors([0.5], [])
