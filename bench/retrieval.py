@@ -16,16 +16,18 @@ import argparse
 import asyncio
 import itertools
 import json
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness import bench_app, console, print_table
+from harness import attached_app, bench_app, console, print_table
 from rich.table import Table
 from sqlalchemy import select
 
 from app.accounts.unit_of_work import unit_of_work
+from app.container import Container
 from app.evals.retrieval import (
     CANDIDATES,
     BeirSet,
@@ -39,7 +41,7 @@ from app.evals.retrieval import (
     support_anchors,
 )
 from app.llm.local import SentenceTransformerEmbedder
-from app.rag.models import Chunk
+from app.rag.models import Chunk, Document, DocumentStatus
 from app.rag.retrieval import CANDIDATES_PER_K, FUSION, Fusion, fuse
 
 KS = (1, 3, 5, 10, 20, 40, 60, 100)
@@ -51,6 +53,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--beir", type=Path, required=True, help="BEIR directory")
     parser.add_argument("--split", default="dev", help="qrels/<split>.tsv")
     parser.add_argument("--seed", type=int, default=16, help="seed of the tuning/held-out query split")
+    parser.add_argument(
+        "--attach", type=Path, help="data dir of an interrupted run (its PostgreSQL still holds the ingested part)"
+    )
+    parser.add_argument("--coach-id", help="with --attach: the scratch coach's id")
     parser.add_argument("--header-off", action="store_true", help="also rank by text-only chunk embeddings")
     parser.add_argument(
         "--cache",
@@ -84,27 +90,61 @@ def _only(runs: dict, qids: list[str]) -> dict:
 
 
 async def collect(beir: BeirSet) -> dict[str, Any]:
-    """Ingest once, rank every judged query by both lexical methods; the chunks (header, text, vector) and the
-    query vectors come along so the analysis can run again from the cache."""
+    """Ingest once, then :func:`ranked`."""
     async with bench_app() as (container, _):
         with console.status("Ingesting…") as status:
             coach_id = await scratch_coach(container)
             doc_of = await ingest_corpus(container, coach_id, beir, lambda t: status.update(t))
-        with console.status("Ranking (BM25)…") as status:
-            bm25, latencies = await rank_queries(container, coach_id, beir.queries, progress=status.update)
-        with console.status("Ranking (ts_rank_cd)…") as status:
-            tsr, _ = await rank_queries(
-                container, coach_id, beir.queries, lexical_method="ts_rank_cd", progress=status.update
-            )
+        return await ranked(container, coach_id, beir, doc_of)
+
+
+async def collect_attached(beir: BeirSet, data_dir: Path, coach_id: uuid.UUID) -> dict[str, Any]:
+    """:func:`ranked` over the part of the corpus an interrupted run left ingested in ``data_dir``: the ready
+    documents (``beir-<index>.txt``, index into ``corpus.jsonl``) and the queries whose judged documents are all
+    among them. Fewer distractors than the whole corpus: scores run higher than on the full set."""
+    async with attached_app(data_dir) as container:
+        order = list(beir.corpus)
         async with unit_of_work(container.sessionmaker, coach_id) as uow:
-            rows = (await uow.session.execute(select(Chunk.id, Chunk.header, Chunk.text, Chunk.embedding))).all()
-        query_vectors = await container.registry.local_embedder().embed(list(beir.queries.values()))
+            ready = (
+                await uow.session.execute(
+                    select(Chunk.id, Document.filename)
+                    .join(Document, Document.id == Chunk.document_id)
+                    .where(Document.status == DocumentStatus.READY)
+                )
+            ).all()
+        doc_of = {r.id: order[int(r.filename.removeprefix("beir-").removesuffix(".txt"))] for r in ready}
+        present = set(doc_of.values())
+        qids = [q for q in beir.queries if set(beir.qrels[q]) <= present]
+        console.print(f"{len(present)} documents ingested; {len(qids)} of {len(beir.queries)} queries fully judged")
+        subset = BeirSet({d: beir.corpus[d] for d in present}, {q: beir.queries[q] for q in qids}, beir.qrels)
+        return await ranked(container, coach_id, subset, doc_of)
+
+
+async def ranked(
+    container: Container, coach_id: uuid.UUID, beir: BeirSet, doc_of: dict[uuid.UUID, str]
+) -> dict[str, Any]:
+    """Rank every judged query by both lexical methods; the chunks (header, text, vector) and the query vectors
+    come along so the analysis can run again from the cache."""
+    with console.status("Ranking (BM25)…") as status:
+        bm25, latencies = await rank_queries(container, coach_id, beir.queries, progress=status.update)
+    with console.status("Ranking (ts_rank_cd)…") as status:
+        tsr, _ = await rank_queries(
+            container, coach_id, beir.queries, lexical_method="ts_rank_cd", progress=status.update
+        )
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        rows = (
+            await uow.session.execute(
+                select(Chunk.id, Chunk.header, Chunk.text, Chunk.embedding).where(Chunk.id.in_(list(doc_of)))
+            )
+        ).all()
+    query_vectors = await container.registry.local_embedder().embed(list(beir.queries.values()))
     return {
         "doc_of": {str(c): d for c, d in doc_of.items()},
         "dense": {q: [str(c) for c in r.dense] for q, r in bm25.items()},
         "bm25": {q: [str(c) for c in r.lexical] for q, r in bm25.items()},
         "ts_rank_cd": {q: [str(c) for c in r.lexical] for q, r in tsr.items()},
         "latencies": latencies,
+        "corpus_documents": len(set(doc_of.values())),
         "chunks": {str(r.id): [r.header, r.text] for r in rows},
         "chunk_ids": [str(r.id) for r in rows],
         "chunk_vectors": np.array([r.embedding for r in rows], dtype=np.float32),
@@ -113,13 +153,18 @@ async def collect(beir: BeirSet) -> dict[str, Any]:
     }
 
 
-def load_or_collect(beir: BeirSet, cache: Path | None) -> dict[str, Any]:
-    """The collected runs, from ``cache`` when it holds them (``runs.json`` + ``vectors.npz``)."""
+def load_or_collect(beir: BeirSet, args: argparse.Namespace) -> dict[str, Any]:
+    """The collected runs, from ``--cache`` when it holds them (``runs.json`` + ``vectors.npz``), else from the
+    ``--attach`` directory, else from a fresh ingestion."""
+    cache: Path | None = args.cache
     if cache is not None and (cache / "runs.json").is_file():
         data: dict[str, Any] = json.loads((cache / "runs.json").read_text())
         vectors = np.load(cache / "vectors.npz")
         return {**data, "chunk_vectors": vectors["chunks"], "query_vectors": vectors["queries"]}
-    data = asyncio.run(collect(beir))
+    if args.attach:
+        data = asyncio.run(collect_attached(beir, args.attach, uuid.UUID(args.coach_id)))
+    else:
+        data = asyncio.run(collect(beir))
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         np.savez(cache / "vectors.npz", chunks=data["chunk_vectors"], queries=data["query_vectors"])
@@ -175,8 +220,8 @@ def measure(beir: BeirSet, data: dict[str, Any], seed: int, cache: Path | None, 
     """Every (dense variant, lexical method) pair: its arms and its fusion tuned on the tuning half, scored on the
     held-out half and on all queries; then the support anchors from the tuning half at the chosen fusion."""
     doc_of = data["doc_of"]
-    tuning, held_out = split_queries(sorted(beir.queries), seed)
-    everyone = sorted(beir.queries)
+    everyone = sorted(data["query_ids"])
+    tuning, held_out = split_queries(everyone, seed)
     denses = {"header": data["dense"]}
     if header_off:
         denses["no header"] = text_only_dense(data, cache)
@@ -216,6 +261,7 @@ def measure(beir: BeirSet, data: dict[str, Any], seed: int, cache: Path | None, 
     latencies = data["latencies"]
     p50, p95 = np.percentile(latencies, [50, 95])
     return {
+        "corpus_documents": data.get("corpus_documents", len(beir.corpus)),
         "tuning_queries": len(tuning),
         "held_out_queries": len(held_out),
         "rows": rows,
@@ -229,7 +275,7 @@ def measure(beir: BeirSet, data: dict[str, Any], seed: int, cache: Path | None, 
 def main() -> None:
     args = parse_args()
     beir = load_beir(args.beir, args.split)
-    result = measure(beir, load_or_collect(beir, args.cache), args.seed, args.cache, args.header_off)
+    result = measure(beir, load_or_collect(beir, args), args.seed, args.cache, args.header_off)
     table = Table(title=f"Held-out half ({result['held_out_queries']} queries; tuned on {result['tuning_queries']})")
     table.add_column("ranking")
     for column in ("ndcg@10", "recall@100", "mrr@10"):

@@ -6,6 +6,8 @@ The lexical arm was measured on SciFact (``bench/retrieval.py``): ``ts_rank_cd``
 needs every query word in a chunk and finds nothing for most long questions; BM25 over the same ``tsvector``
 (any query word, Robertson & Zaragoza 2009, "The Probabilistic Relevance Framework: BM25 and Beyond",
 k1 = 1.2, b = 0.75, idf = ln(1 + (N − df + 0.5)/(df + 0.5)) as in Lucene) scored best and is the default.
+Each query word's document frequency is counted once (``df`` is a ``MATERIALIZED`` CTE: inlined, PostgreSQL
+re-counted it for every matching chunk, 5.5 s instead of 0.16 s per query on 1,600 SciFact chunks).
 """
 
 from __future__ import annotations
@@ -93,8 +95,9 @@ _BM25 = text(
     pool AS (SELECT c.id, c.tsv, c.token_count FROM chunks c
              WHERE c.coach_id = :coach_id AND c.document_id IN (SELECT id FROM docs)),
     stats AS (SELECT count(*) AS n, greatest(avg(token_count), 1) AS avgdl FROM pool),
-    df AS (SELECT w.word, (SELECT count(*) FROM pool p WHERE p.tsv @@ quote_literal(w.word)::tsquery) AS df
-           FROM words w)
+    df AS MATERIALIZED (
+        SELECT w.word, (SELECT count(*) FROM pool p WHERE p.tsv @@ quote_literal(w.word)::tsquery) AS df FROM words w
+    )
     SELECT p.id FROM pool p
     CROSS JOIN stats s
     CROSS JOIN LATERAL unnest(p.tsv) AS t(word, positions, weights)
