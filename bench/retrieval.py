@@ -117,20 +117,28 @@ async def collect_attached(beir: BeirSet, data_dir: Path, coach_id: uuid.UUID) -
         qids = [q for q in beir.queries if set(beir.qrels[q]) <= present]
         console.print(f"{len(present)} documents ingested; {len(qids)} of {len(beir.queries)} queries fully judged")
         subset = BeirSet({d: beir.corpus[d] for d in present}, {q: beir.queries[q] for q in qids}, beir.qrels)
-        return await ranked(container, coach_id, subset, doc_of)
+        return await ranked(container, coach_id, subset, doc_of, with_ts_rank_cd=False, timed=100)
 
 
 async def ranked(
-    container: Container, coach_id: uuid.UUID, beir: BeirSet, doc_of: dict[uuid.UUID, str]
+    container: Container,
+    coach_id: uuid.UUID,
+    beir: BeirSet,
+    doc_of: dict[uuid.UUID, str],
+    *,
+    with_ts_rank_cd: bool = True,
+    timed: int | None = None,
 ) -> dict[str, Any]:
     """Rank every judged query by both lexical methods; the chunks (header, text, vector) and the query vectors
     come along so the analysis can run again from the cache."""
     with console.status("Ranking (BM25)…") as status:
-        bm25, latencies = await rank_queries(container, coach_id, beir.queries, progress=status.update)
-    with console.status("Ranking (ts_rank_cd)…") as status:
-        tsr, _ = await rank_queries(
-            container, coach_id, beir.queries, lexical_method="ts_rank_cd", progress=status.update
-        )
+        bm25, latencies = await rank_queries(container, coach_id, beir.queries, progress=status.update, timed=timed)
+    tsr = bm25
+    if with_ts_rank_cd:
+        with console.status("Ranking (ts_rank_cd)…") as status:
+            tsr, _ = await rank_queries(
+                container, coach_id, beir.queries, lexical_method="ts_rank_cd", progress=status.update, timed=0
+            )
     async with unit_of_work(container.sessionmaker, coach_id) as uow:
         rows = (
             await uow.session.execute(
@@ -142,7 +150,7 @@ async def ranked(
         "doc_of": {str(c): d for c, d in doc_of.items()},
         "dense": {q: [str(c) for c in r.dense] for q, r in bm25.items()},
         "bm25": {q: [str(c) for c in r.lexical] for q, r in bm25.items()},
-        "ts_rank_cd": {q: [str(c) for c in r.lexical] for q, r in tsr.items()},
+        "ts_rank_cd": {q: [str(c) for c in r.lexical] for q, r in tsr.items()} if with_ts_rank_cd else None,
         "latencies": latencies,
         "corpus_documents": len(set(doc_of.values())),
         "chunks": {str(r.id): [r.header, r.text] for r in rows},
@@ -243,6 +251,8 @@ def measure(beir: BeirSet, data: dict[str, Any], seed: int, cache: Path | None, 
         row(f"dense ({variant})", dense)
         for method in ("bm25", "ts_rank_cd"):
             lexical = data[method]
+            if lexical is None:
+                continue
             if variant == "header":
                 row(f"lexical {method}", lexical)
             row(f"fused {method} + dense ({variant}), RRF k=60", dense, Fusion(), lexical)

@@ -245,8 +245,10 @@ async def rank_queries(
     lexical_method: LexicalMethod = "bm25",
     fusion: Fusion = FUSION,
     progress: ProgressHook | None = None,
+    timed: int | None = None,
 ) -> tuple[dict[str, Rankings], list[float]]:
-    """Every query's :class:`Rankings` (``CANDIDATES`` per arm) and the production retrieval latency of each, ms."""
+    """Every query's :class:`Rankings` (``CANDIDATES`` per arm) and the production retrieval latency, ms, of
+    each (of the first ``timed`` queries only, when given)."""
     rankings: dict[str, Rankings] = {}
     latencies: list[float] = []
     top_k = container.settings.retrieval_top_k
@@ -255,10 +257,11 @@ async def rank_queries(
             embedder = container.registry.embedder_for(await uow.coach())
             started = time.perf_counter()
             [vector] = await embedder.embed([query])
-            await retrieve(
-                uow.session, coach_id, query=query, query_embedding=vector, embedding_model=embedder.model, k=top_k
-            )
-            latencies.append((time.perf_counter() - started) * 1000)
+            if timed is None or number <= timed:
+                await retrieve(
+                    uow.session, coach_id, query=query, query_embedding=vector, embedding_model=embedder.model, k=top_k
+                )
+                latencies.append((time.perf_counter() - started) * 1000)
             rankings[qid] = await rank(
                 uow.session,
                 coach_id,

@@ -47,8 +47,11 @@ class Fusion:
     lexical_weight: float = 1.0
 
 
-FUSION = Fusion()
-"""The production fusion (tuned on a seeded half of the SciFact dev queries, ``bench/retrieval.py``)."""
+FUSION = Fusion(k=40, lexical_weight=0.75)
+"""The production fusion, tuned by nDCG@10 on a seeded half (seed 16) of the SciFact dev queries
+(``bench/retrieval.py``; grid k ∈ {1 … 100} × lexical weight ∈ {0.25 … 4}): 0.802 on that half, 0.841 on the
+held-out half (plain RRF k = 60: 0.841), on the 2,208 abstracts and 408 fully judged queries a partial ingestion
+reached. Dense alone 0.789, BM25 alone 0.793 on the held-out half."""
 
 
 @dataclass(frozen=True)
