@@ -321,11 +321,12 @@ def retrieval_support(scores: Sequence[float]) -> float:
     The input stays the cosine, not the fused score: weighted RRF scores are rank-based (the top passage scores
     the same whether or not it answers), so they say nothing about coverage. The anchors were re-fitted when
     chunks gained contextual headers (``bench/retrieval.py``, :func:`app.evals.retrieval.support_anchors`):
-    for each SciFact tuning query (204 queries, seeded half; 2,208 of the 5,183 abstracts ingested), the best cosine among the 5 passages production
-    retrieves (hybrid, tuned fusion) with the corpus as is (answerable) and with the query's relevant abstracts
-    removed (unanswerable: the material is on the topic but lacks the answer); ``SUPPORT_LOW`` / ``SUPPORT_HIGH``
-    are the two medians. AUC answerable > unanswerable: 0.727 on the tuning half, 0.725 on the held-out half
-    (204 queries), where 0.681 of answerable queries get support ≥ 0.5 and 0.672 of unanswerable
+    for each SciFact tuning query (204 queries, seeded half; 2,208 of the 5,183 abstracts ingested), the best
+    cosine among the 5 passages production retrieves (hybrid, tuned fusion) with the corpus as is (answerable)
+    and with the query's relevant abstracts removed (unanswerable: the material is on the topic but lacks the
+    answer); ``SUPPORT_LOW`` / ``SUPPORT_HIGH`` are the two medians. AUC answerable > unanswerable: 0.727 on
+    the tuning half, 0.725 on the held-out half (204 queries), where 0.681 of answerable queries get support
+    ≥ 0.5 and 0.672 of unanswerable
     ones below it. The earlier anchors (0.15 / 0.55, a probe of four short coaching passages without headers)
     put same-topic passages that lack the answer near full support. Scores from another embedder (e.g.
     text-embedding-3-small, whose cosines run lower) would need their own anchors.
