@@ -61,6 +61,7 @@ class Gatherer:
                     query_embedding=query_embedding,
                     embedding_model=model,
                     k=self._settings.retrieval_top_k,
+                    reranker=self._registry.reranker(),
                 )
 
     async def _memory(self, turn: Turn, query_embedding: list[float], model: str, stages: Stages) -> MemoryContext:
