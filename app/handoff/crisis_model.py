@@ -52,16 +52,20 @@ import numpy as np
 import numpy.typing as npt
 
 from app.handoff.normalise import normalise
+from app.handoff.risk import RiskDetector
 from app.llm.base import EMBEDDING_DIMENSIONS
 from app.llm.local import SentenceTransformerEmbedder
 
 MODEL_PATH = Path(__file__).with_name("crisis_model.npz")
 PRONOUN_FEATURES = 6
-FEATURE_DIMENSIONS = EMBEDDING_DIMENSIONS + PRONOUN_FEATURES
+FEATURE_DIMENSIONS = 2 * EMBEDDING_DIMENSIONS + PRONOUN_FEATURES + 1
+"""Mean window embedding, pronoun figures, max over messages of the per-message mean embedding, lexicon score."""
 WINDOW_WORDS = 128
 """Words per embedded window (about 170 word pieces: within MiniLM's 256)."""
 PRONOUN_SCALE = 10.0
 """Factor on the pronoun rates, so that their scale is near the embedding's per-dimension spread."""
+LEXICON_SCALE = 3.0
+"""Factor on the lexicon's noisy-or score (in [0, 1]) as a feature; a fixed choice, not searched."""
 DEFAULT_C = 1.0
 """Inverse L2 strength of the logistic regression."""
 TARGET_RECALL = 0.98
@@ -95,15 +99,28 @@ def pronoun_rates(text: str) -> tuple[float, float, float]:
     return first / n, second / n, first / (first + second + 1)
 
 
-def features(posts: Sequence[Matrix], texts: Sequence[str]) -> Matrix:
+_LEXICON = RiskDetector()
+
+
+def lexicon_score(texts: Sequence[str]) -> float:
+    """The default lexicon's noisy-or score of a person's or a conversation's messages, in [0, 1]
+    (:meth:`app.handoff.risk.RiskDetector.assess_user`): the lexicon feature of :func:`features`."""
+    return _LEXICON.assess_user(texts).score
+
+
+def features(posts: Sequence[Matrix], texts: Sequence[str], lexicon_score: float) -> Matrix:
     """The feature vector (:data:`FEATURE_DIMENSIONS`) of one person or message set: the mean of every
-    window embedding of ``posts`` (one ``windows × 384`` matrix per message), then the mean and the max over
-    the messages ``texts`` of their :func:`pronoun_rates` times :data:`PRONOUN_SCALE`. Zeros for no posts."""
+    window embedding of ``posts`` (one ``windows × 384`` matrix per message); the mean and the max over the
+    messages ``texts`` of their :func:`pronoun_rates` times :data:`PRONOUN_SCALE`; the element-wise max over
+    the messages of each message's mean window embedding (one strongly worded post among many ordinary ones
+    is not averaged away); ``lexicon_score`` (the lexicon's noisy-or score of ``texts``, in [0, 1],
+    :meth:`app.handoff.risk.RiskDetector.assess_user`) times :data:`LEXICON_SCALE`. Zeros for no posts."""
     rows = [m for m in posts if len(m)]
     embedding = np.vstack(rows).mean(axis=0) if rows else np.zeros(EMBEDDING_DIMENSIONS)
+    peak = np.vstack([m.mean(axis=0) for m in rows]).max(axis=0) if rows else np.zeros(EMBEDDING_DIMENSIONS)
     rates = np.asarray([pronoun_rates(t) for t in texts], dtype=np.float64).reshape(-1, 3)
     pronouns = np.concatenate([rates.mean(axis=0), rates.max(axis=0)]) if len(rates) else np.zeros(6)
-    return np.concatenate([embedding, pronouns * PRONOUN_SCALE])
+    return np.concatenate([embedding, pronouns * PRONOUN_SCALE, peak, [LEXICON_SCALE * lexicon_score]])
 
 
 class CrisisModel:
@@ -129,9 +146,9 @@ class CrisisModel:
         decision = x @ self.coef + self.intercept
         return np.asarray(1.0 / (1.0 + np.exp(np.clip(self.a * decision + self.b, -50.0, 50.0))))
 
-    def score(self, posts: Sequence[Matrix], texts: Sequence[str]) -> float:
+    def score(self, posts: Sequence[Matrix], texts: Sequence[str], lexicon_score: float) -> float:
         """The calibrated probability of one person or message set (:func:`features`)."""
-        return float(self.probabilities(features(posts, texts))[0])
+        return float(self.probabilities(features(posts, texts, lexicon_score))[0])
 
     @classmethod
     def load(cls, path: Path = MODEL_PATH) -> CrisisModel:
@@ -219,13 +236,14 @@ def training_rows(
     groups: list[int] = []
     scored: list[bool] = []
     for g, (posts, post_texts, label) in enumerate(zip(users, texts, positive, strict=True)):
-        rows.append(features(posts, post_texts))
+        rows.append(features(posts, post_texts, lexicon_score(post_texts)))
         y.append(label)
         groups.append(g)
         scored.append(True)
         if len(posts) > 1:
             for j in rng.choice(len(posts), size=min(singles, len(posts)), replace=False):
-                rows.append(features([posts[int(j)]], [post_texts[int(j)]]))
+                one = [post_texts[int(j)]]
+                rows.append(features([posts[int(j)]], one, lexicon_score(one)))
                 y.append(label)
                 groups.append(g)
                 scored.append(False)
@@ -262,6 +280,7 @@ def fit(
     *,
     groups: Sequence[int] | None = None,
     scored: Sequence[bool] | None = None,
+    sure: Sequence[bool] | None = None,
     c: float = DEFAULT_C,
     seed: int = 0,
     target: float = TARGET_RECALL,
@@ -270,7 +289,9 @@ def fit(
     Attempt vs. Supportive or ordinary chat — leave Indicator users out; ``groups`` the person of each row,
     default one per row; see :func:`training_rows`) and choose its threshold from out-of-fold scores of the
     ``scored`` rows (default all; :data:`INNER_FOLDS` folds stratified and grouped, the calibration
-    cross-fitted inside each) for recall ≥ ``target``. Raises ``ValueError`` with fewer than
+    cross-fitted inside each) for recall ≥ ``target``. ``sure`` (default none) marks rows the lexicon already
+    flags (level ``crisis``): they count as caught, so the threshold is the screen's (lexicon OR model)
+    recall-first threshold, not the model's alone. Raises ``ValueError`` with fewer than
     ``2 × INNER_FOLDS`` persons of a class."""
     y = np.asarray(positive, dtype=bool)
     g = np.arange(len(y)) if groups is None else np.asarray(groups, dtype=int)
@@ -283,6 +304,8 @@ def fit(
         inner = _fit_weights(x[inner_train], y[inner_train], g[inner_train], c, seed)
         oof[inner_test] = inner.probabilities(x[inner_test])
     model = _fit_weights(x, y, g, c, seed)
+    if sure is not None:
+        oof[np.asarray(sure, dtype=bool)] = 1.0
     model.threshold = recall_threshold(oof[keep].tolist(), y[keep].tolist(), target)
     model.meta = {
         "rows": len(y),
@@ -291,7 +314,9 @@ def fit(
         "c": c,
         "target_recall": target,
         "window_words": WINDOW_WORDS,
-        "features": "mean all-MiniLM-L6-v2 window embedding + mean/max pronoun rates",
+        "features": "mean all-MiniLM-L6-v2 window embedding + mean/max pronoun rates + max per-post embedding"
+        " + lexicon score",
+        "threshold_for": "lexicon crisis OR model" if sure is not None else "model",
         "inner_folds": INNER_FOLDS,
     }
     return model

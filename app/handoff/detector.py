@@ -95,14 +95,17 @@ class CrisisDetector:
             start += len(part)
         return out
 
-    def learned_probability(self, texts: Sequence[str], embedding: Sequence[float] | None = None) -> float | None:
+    def learned_probability(
+        self, texts: Sequence[str], lexicon_score: float, embedding: Sequence[float] | None = None
+    ) -> float | None:
         """The learned probability of one message (``[text]``) or of a person's posts; ``None`` without a
-        model. ``embedding``: the all-MiniLM-L6-v2 embedding (unit length) of a single short message, used
-        instead of embedding it again — the turn can pass the vector it computed for retrieval."""
+        model. ``lexicon_score``: the lexicon's score of the same texts (a model feature). ``embedding``: the
+        all-MiniLM-L6-v2 embedding (unit length) of a single short message, used instead of embedding it
+        again — the turn can pass the vector it computed for retrieval."""
         model = self.model
         if model is None or not texts:
             return None
-        return model.score(self._posts(texts, embedding), texts)
+        return model.score(self._posts(texts, embedding), texts, lexicon_score)
 
     def _with_learned(self, risk: RiskAssessment, probability: float | None) -> RiskAssessment:
         model = self.model
@@ -122,14 +125,15 @@ class CrisisDetector:
         risk = self.lexicon.assess(text)
         if risk.language != "en" or not text.strip():
             return risk
-        return self._with_learned(risk, self.learned_probability([text], embedding))
+        return self._with_learned(risk, self.learned_probability([text], risk.score, embedding))
 
     def assess_user(self, posts: Iterable[str]) -> RiskAssessment:
         """One person from all their posts (the C-SSRS evaluation's unit): the lexicon's user assessment OR
         the learned model on the posts together — the flag :func:`app.evals.crisis.cross_validate` scores as
         ``combined``."""
         posts = [post for post in posts if post.strip()]
-        return self._with_learned(self.lexicon.assess_user(posts), self.learned_probability(posts))
+        risk = self.lexicon.assess_user(posts)
+        return self._with_learned(risk, self.learned_probability(posts, risk.score))
 
 
 def screen_flag(risk: RiskAssessment) -> bool:
