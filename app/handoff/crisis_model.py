@@ -10,7 +10,11 @@ and the max over the messages of the first-person rate, the second-person rate a
 second + 1) (:func:`pronoun_rates`). The pronouns carry what a sentence embedding blurs — whether the
 writer speaks of themself or to someone else, the difference between an Ideation user and a Supportive one
 in the same r/SuicideWatch thread (alone they score cross-validated AUC ≈ 0.90 on ``cssrs_dev.csv``, the
-embedding alone ≈ 0.74, both ≈ 0.91).
+embedding alone ≈ 0.74, both ≈ 0.91). Two more parts: the element-wise max over the messages of each
+message's mean window embedding (max+mean pooling, so that one alarming post among many ordinary ones is not
+averaged away) and the lexicon's noisy-or score of the same texts (:mod:`app.handoff.risk`; the detector
+passes the score it has already computed). Each alone at target 0.98 missed the goal under 5-fold CV
+(max pooling: recall 0.980 / precision 0.791; lexicon score: 0.967 / 0.816); together 0.974 / 0.808.
 
 How it is fitted (:func:`fit`)
 ------------------------------
@@ -20,7 +24,8 @@ Attempt → 1; Supportive → 0; Indicator users are left out, as in the evaluat
 ``CalibratedClassifierCV(method="sigmoid", ensemble=False)``: Platt scaling (Platt 1999, "Probabilistic
 Outputs for Support Vector Machines") fitted on cross-validated decision values. The flag threshold is
 chosen from out-of-fold scores of the same training users (inner stratified K-fold, each inner model
-calibrated on its own folds): the highest threshold whose recall reaches :data:`TARGET_RECALL`. Nothing of
+calibrated on its own folds): the highest threshold whose recall of the screen — users the lexicon flags as
+``crisis`` count as caught (``sure``) — reaches :data:`TARGET_RECALL`. Nothing of
 the users being evaluated enters a fit or a threshold (:mod:`app.evals.crisis`).
 
 At runtime only numpy is needed: the weights ship as ``crisis_model.npz`` next to this module (the weight
