@@ -22,10 +22,11 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from telegram import Bot, InlineKeyboardMarkup
+from telegram import Bot, InlineKeyboardMarkup, ReplyKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 
 from app.accounts.unit_of_work import unit_of_work
+from app.accounts.widget_settings import greeting, suggestions
 from app.channels.telegram import render
 from app.channels.telegram.service import ChatBinding, TelegramService
 from app.chat.turn import ChatService, TurnResult
@@ -36,7 +37,6 @@ from app.core.errors import DomainError, NotFound
 log = logging.getLogger(__name__)
 
 SEND_JOB = "telegram_send"
-WELCOME = "Hello! You're connected — write to me any time."
 BAD_INVITE = "This invite link is not valid any more (each link works once). Please ask your coach for a new one."
 SEND_ATTEMPTS = 3
 TYPING_EVERY_S = 4.0
@@ -167,7 +167,10 @@ class TelegramChannel:
             code = text.partition(" ")[2].strip()
             if code:
                 bound = await self.service.redeem(coach_id, chat_id, code)
-                await bot.send_message(chat_id, WELCOME if bound else BAD_INVITE)
+                if bound:
+                    await self._welcome(bot, coach_id, chat_id)
+                else:
+                    await bot.send_message(chat_id, BAD_INVITE)
                 return
         binding = await self.service.binding(coach_id, chat_id)
         if binding is None:
@@ -179,7 +182,7 @@ class TelegramChannel:
             await bot.send_message(chat_id, render.NON_TEXT_REPLY)
             return
         if text.startswith("/start"):
-            await bot.send_message(chat_id, WELCOME)
+            await self._welcome(bot, coach_id, chat_id)
             return
         await self._turn(bot, coach_id, binding, text, f"tg:{chat_id}:{message.get('message_id')}")
 
@@ -189,8 +192,17 @@ class TelegramChannel:
         if await self.service.enrol(coach_id, chat_id, name or str(sender.get("username") or "")) is None:
             await bot.send_message(chat_id, render.ASK_FOR_INVITE)
             return None
-        await bot.send_message(chat_id, WELCOME)
+        await self._welcome(bot, coach_id, chat_id)
         return await self.service.binding(coach_id, chat_id)
+
+    async def _welcome(self, bot: Bot, coach_id: uuid.UUID, chat_id: int) -> None:
+        """The coach's greeting (as in the widget) with the suggested first questions as a one-time reply
+        keyboard: a tap sends the question as the client's message."""
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            coach = await uow.coach()
+            text, questions = greeting(coach), suggestions(coach)
+        keyboard = ReplyKeyboardMarkup([[q] for q in questions], one_time_keyboard=True, resize_keyboard=True)
+        await bot.send_message(chat_id, text, reply_markup=keyboard if questions else None)
 
     async def _callback(self, bot: Bot, coach_id: uuid.UUID, callback: dict[str, Any]) -> None:
         data, chat_id = str(callback.get("data") or ""), _chat_id({"callback_query": callback})

@@ -4,6 +4,7 @@ endpoint mocked in the OpenAI wire format."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -16,7 +17,7 @@ import respx
 from sqlalchemy import select
 
 from app.channels.telegram import render
-from app.channels.telegram.adapter import BAD_INVITE, WELCOME
+from app.channels.telegram.adapter import BAD_INVITE
 from app.channels.telegram.models import TelegramChat
 from app.channels.telegram.poller import poll_once
 from app.channels.telegram.wiring import build_channel
@@ -32,6 +33,8 @@ from tests.telegram_fake import FakeBotApi, recorded
 
 pytestmark = pytest.mark.usefixtures("llm")
 MakeBot = Callable[..., Awaitable[Bot]]
+WELCOME = "Hi, I'm Tele Coach's AI assistant. What would you like to talk about today?"
+"""The default greeting of the test bots' coach (the widget's, :func:`app.accounts.widget_settings.greeting`)."""
 _chat_ids = iter(range(7_000_000, 8_000_000))
 
 
@@ -72,6 +75,28 @@ async def conversation_of(tg: httpx.AsyncClient, bot: Bot, client_id: str) -> di
 
 
 # ------------------------------------------------------------------------------------------- connecting
+
+
+async def test_start_sends_the_coachs_greeting_with_the_suggestions_as_a_reply_keyboard(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """Issue 17: the widget's greeting and suggested first questions are the bot's ``/start`` message; a tapped
+    suggestion is an ordinary message that gets an answer; no suggestions: no keyboard."""
+    welcome = {"widget_greeting": "Welcome! I'm Maya's assistant.", "widget_suggestions": ["Plan my week", "Sleep"]}
+    bot = await make_bot(**welcome)
+    chat_id = next(_chat_ids)
+    await say(tg, bot, chat_id, "/start")
+    start = fake.sent_to(chat_id)[-1].params
+    assert start["text"] == "Welcome! I'm Maya's assistant."
+    keyboard = start["reply_markup"]
+    keyboard = json.loads(keyboard) if isinstance(keyboard, str) else keyboard
+    assert [[button["text"] for button in row] for row in keyboard["keyboard"]] == [["Plan my week"], ["Sleep"]]
+    assert keyboard["one_time_keyboard"] is True
+    await say(tg, bot, chat_id, "Plan my week")
+    assert fake.sent_to(chat_id)[-1].params["text"].startswith(render.escape(REPLY))
+    assert (await tg.patch("/api/v1/settings", headers=bot.coach.headers, json={"widget_suggestions": []})).is_success
+    await say(tg, bot, chat_id, "/start")
+    assert "reply_markup" not in fake.sent_to(chat_id)[-1].params
 
 
 async def test_connect_registers_the_webhook_shows_a_masked_token_and_disconnects(
