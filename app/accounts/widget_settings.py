@@ -49,9 +49,12 @@ WIDGET_FIELDS = ("widget_greeting", "widget_suggestions")
 def greeting(coach: Coach) -> str:
     """The first words a client sees in an empty conversation: the coach's ``widget_greeting``, else a default
     naming the coach."""
-    if coach.widget_greeting:
-        return coach.widget_greeting
-    return f"Hi, I'm {coach.name}'s AI assistant. What would you like to talk about today?"
+    return coach.widget_greeting or default_greeting(coach.name)
+
+
+def default_greeting(coach_name: str) -> str:
+    """The greeting of a coach who has set none."""
+    return f"Hi, I'm {coach_name}'s AI assistant. What would you like to talk about today?"
 
 
 def suggestions(coach: Coach) -> list[str]:
