@@ -110,7 +110,8 @@ def handoff_form_settings(form: Any) -> dict[str, Any]:
 def learning_form_settings(form: Any) -> dict[str, Any]:
     """The learning settings of the settings form, as keyword arguments of
     :func:`app.accounts.learning_settings.apply_learning_settings`; a field the form does not send is ``None``
-    (left as is); with ``learning_form`` sent, an unticked box turns fine-tuning off; an empty judge model clears it. Raises ``InvalidInput`` for a field
+    (left as is); with ``learning_form`` sent, an unticked box turns fine-tuning off; an empty judge model
+    clears it. Raises ``InvalidInput`` for a field
     that is not a whole number (ranges are the service's to check)."""
     judge = form_opt_str(form, "judge_model")
     return {
