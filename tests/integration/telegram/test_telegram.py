@@ -28,7 +28,7 @@ from app.db.engine import tenant_session
 from app.handoff.crisis import crisis_reply
 from app.llm.registry import ProviderRegistry
 from tests.integration.telegram.conftest import REPLY, Bot, new_token
-from tests.integration.web.test_dashboard import csrf, sign_up
+from tests.integration.web.test_dashboard import csrf, log_in, sign_up
 from tests.telegram_fake import FakeBotApi, recorded
 
 pytestmark = pytest.mark.usefixtures("llm")
@@ -75,6 +75,18 @@ async def conversation_of(tg: httpx.AsyncClient, bot: Bot, client_id: str) -> di
 
 
 # ------------------------------------------------------------------------------------------- connecting
+
+
+async def test_the_get_started_checklist_ticks_telegram_once_a_bot_is_connected(
+    tg: httpx.AsyncClient, make_bot: MakeBot
+) -> None:
+    bot = await make_bot()
+    async with httpx.AsyncClient(base_url=tg.base_url, timeout=60) as tab:  # its own cookies
+        await log_in(tab, bot.coach)
+        page = (await tab.get("/dashboard/start")).text
+        assert 'id="step-telegram" data-done="yes"' in page and f"Connected as @{bot.username}" in page
+        assert (await tg.delete("/api/v1/channels/telegram", headers=bot.coach.headers)).status_code == 204
+        assert 'id="step-telegram" data-done="no"' in (await tab.get("/dashboard/start")).text
 
 
 async def test_start_sends_the_coachs_greeting_with_the_suggestions_as_a_reply_keyboard(
