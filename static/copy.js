@@ -1,5 +1,5 @@
 // Copy buttons of the dashboard (loaded by base.html on every page behind log-in): a <button class="copy"
-// data-copy="text"> puts its text on the clipboard and says "Copied" for two seconds (an aria-live status
+// data-copy="text"> puts its text on the clipboard and says "Copied" for two seconds (in its .copy-text part, if any) (an aria-live status
 // announces it). No inline handlers: the Content-Security-Policy allows no inline script.
 (function () {
   "use strict";
@@ -27,12 +27,13 @@
     if (!button) return;
     var text = button.dataset.copy || "";
     var write = navigator.clipboard && window.isSecureContext ? navigator.clipboard.writeText(text) : fallback(text);
+    var shown = button.querySelector(".copy-text") || button; // the visible words (a hidden part may name the item)
     write.then(function () {
-      var label = button.dataset.label || button.textContent;
+      var label = button.dataset.label || shown.textContent;
       button.dataset.label = label;
-      button.textContent = "Copied";
+      shown.textContent = "Copied";
       status.textContent = "Copied to the clipboard";
-      setTimeout(function () { button.textContent = label; }, 2000);
+      setTimeout(function () { shown.textContent = label; }, 2000);
     }, function () {
       status.textContent = "Could not copy: select the text and copy it by hand";
     });

@@ -51,9 +51,12 @@ async def test_a_new_coach_follows_the_checklist(
         await page.locator("input[name=name]").fill("Robin")
         await page.get_by_role("button", name="Add client").click()
         await expect(page.locator("tr[data-status=new]")).to_contain_text("Robin", timeout=WAIT_MS)
-        copy = page.get_by_role("button", name="Copy Robin's chat link")
+        await expect(page.get_by_role("button", name="Copy link for Robin")).to_be_visible()
+        copy = page.locator("tr", has_text="Robin").locator("button.copy").first  # its name changes on click
+        await page.wait_for_load_state()  # static/copy.js (deferred) is listening
         await copy.click()
-        await expect(copy).to_have_text("Copied")
+        await expect(copy.locator(".copy-text")).to_have_text("Copied")
+        await expect(page.locator("body > [role=status]")).to_have_text("Copied to the clipboard")
         copied = await page.evaluate("() => navigator.clipboard.readText()")
         assert copied.startswith("http") and "/w/ocw_" in copied
         await shot(page, "onboarding-3-clients.png")
@@ -87,6 +90,10 @@ async def test_a_settings_section_saves_alone(
         for jargon in ("SFT", "preference pair", "cache TTL", "TTL"):
             assert jargon not in text, jargon
         assert await page.locator("[title='Response cache TTL (seconds)']").count() == 1
+        await page.goto("/dashboard/learning")
+        text = await page.locator("main").inner_text()
+        assert "SFT" not in text and "preference pair" not in text.lower()
+        assert await page.locator("[title='Preference pairs (chosen / rejected)']").count() == 1
         await shot(page, "onboarding-settings-sections.png")
 
 
