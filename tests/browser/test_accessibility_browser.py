@@ -1,7 +1,7 @@
 """Issue 17's accessibility check: axe-core finds no serious or critical violation on the widget (chat with
 replies, citations and feedback, a crisis reply, the memory page; desktop and phone) and on the main dashboard
-pages (get started, documents, clients, a client, conversations, a conversation, handoffs, learning, settings, log-in and
-sign-up)."""
+pages (get started, documents, clients, a client, conversations, a conversation, handoffs, learning, settings,
+log-in and sign-up)."""
 
 from __future__ import annotations
 
