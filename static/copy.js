@@ -1,12 +1,19 @@
 // Copy buttons of the dashboard (loaded by base.html on every page behind log-in): a <button class="copy"
-// data-copy="text"> puts its text on the clipboard and says "Copied" for two seconds (in its .copy-text part, if any) (an aria-live status
+// data-copy="text"> puts its text on the clipboard and says "Copied" for two seconds (in its .copy-text part, if any;
 // announces it). No inline handlers: the Content-Security-Policy allows no inline script.
 (function () {
   "use strict";
-  var status = document.createElement("p");
-  status.className = "visually-hidden";
-  status.setAttribute("role", "status");
-  document.body.appendChild(status);
+  var status = null; // the announcement, made on the first copy (a page keeps a single status region until then)
+
+  function announce(text) {
+    if (!status) {
+      status = document.createElement("p");
+      status.className = "visually-hidden";
+      status.setAttribute("role", "status");
+      document.body.appendChild(status);
+    }
+    status.textContent = text;
+  }
 
   function fallback(text) {
     // browsers without the async clipboard (an http page not on localhost): a selected, off-screen textarea
@@ -32,10 +39,10 @@
       var label = button.dataset.label || shown.textContent;
       button.dataset.label = label;
       shown.textContent = "Copied";
-      status.textContent = "Copied to the clipboard";
+      announce("Copied to the clipboard");
       setTimeout(function () { shown.textContent = label; }, 2000);
     }, function () {
-      status.textContent = "Could not copy: select the text and copy it by hand";
+      announce("Could not copy: select the text and copy it by hand");
     });
   });
 })();
