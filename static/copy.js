@@ -1,6 +1,6 @@
 // Copy buttons of the dashboard (loaded by base.html on every page behind log-in): a <button class="copy"
 // data-copy="text"> puts its text on the clipboard and says "Copied" for two seconds (in its .copy-text part, if any;
-// announces it). No inline handlers: the Content-Security-Policy allows no inline script.
+// an aria-live status announces it). No inline handlers: the Content-Security-Policy allows no inline script.
 (function () {
   "use strict";
   var status = null; // the announcement, made on the first copy (a page keeps a single status region until then)
