@@ -116,3 +116,22 @@ async def test_clients_table_searches_and_shows_last_seen_status_and_copy_button
     assert "Bo Talker" in found and "Ari Quiet" not in found and "Cy Revoked" not in found
     none = (await tab.get("/dashboard/clients", params={"q": "<zed>"})).text
     assert "No client's name contains “&lt;zed&gt;”" in none and "<zed>" not in none
+
+
+async def test_a_coach_with_a_preview_client_deletes_the_client_and_the_account(
+    http: httpx.AsyncClient, coach_tab: tuple[Coach, httpx.AsyncClient]
+) -> None:
+    """The coach's row points at the preview client (``ON DELETE SET NULL``): erasing that client and deleting the
+    whole account (which cascades to the clients) both work."""
+    coach, tab = coach_tab
+    token = await csrf(tab, "/dashboard/start")
+    await tab.post("/dashboard/start/preview", data={"_csrf_token": token})
+    [preview] = (await http.get("/api/v1/clients", headers=coach.headers)).json()
+    assert (await http.delete(f"/api/v1/clients/{preview['id']}", headers=coach.headers)).status_code == 204
+    again = await tab.post("/dashboard/start/preview", data={"_csrf_token": token})
+    assert again.status_code == 303, "a new preview client replaces the erased one"
+    assert len((await http.get("/api/v1/clients", headers=coach.headers)).json()) == 1
+    deleted = await http.post(
+        "/api/v1/account/delete", headers=coach.headers, json={"password": "correct horse battery"}
+    )
+    assert deleted.status_code == 200, deleted.text
