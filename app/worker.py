@@ -1,8 +1,9 @@
 """The arq worker: document ingestion, the memory jobs (session summaries, insights, profiles), the coach's
 handoff alerts, the AI's answer after a handback, the learning jobs (intervention analysis and outcomes,
 training data, fine-tunes, the promotion gate), the minute crons that end idle chat sessions and send SLA
-holding messages, the minute sweep that fails documents a killed worker left ``processing``, and the
-five-minute learning sweep (fine-tune readiness and polling).
+holding messages, the minute sweep that fails documents a killed worker left ``processing``, the
+five-minute learning sweep (fine-tune readiness and polling) and the ten-minute sweep that gives each big
+coach an HNSW index of its own (:mod:`app.rag.vector_index`).
 
 Start with ``opencoach worker``; ``opencoach serve`` runs one alongside the web app. The process runs two arq
 workers (:func:`build_workers`): the main one on arq's default queue and one on the handoff alerts' own queue,
@@ -37,13 +38,16 @@ from arq.cron import cron
 from arq.worker import Retry, Worker, func
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, LockNotOwnedError
+from sqlalchemy.exc import DBAPIError
 from telegram.error import RetryAfter
 
 from app.accounts.unit_of_work import unit_of_work
-from app.channels.telegram.adapter import SEND_JOB, TelegramChannel, send_job
+from app.channels.telegram.adapter import TelegramChannel
+from app.channels.telegram.outbound import SEND_JOB
 from app.channels.telegram.wiring import build_channel
 from app.container import Container
 from app.core.config import Settings
+from app.db.engine import make_engine
 from app.db.jobs import (
     ALERTS_QUEUE,
     ANALYSE_INTERVENTION,
@@ -68,6 +72,7 @@ from app.handoff.alerts import OPENED as ALERT_OPENED
 from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
 from app.memory.summaries import SummaryFailed
+from app.rag import vector_index
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +160,23 @@ async def fail_stalled_documents(ctx: dict[str, Any]) -> str:
     """arq cron (every minute, and at start-up): fail documents left ``processing`` by a killed worker."""
     container: Container = ctx["container"]
     return f"{await container.documents.fail_stalled()} stalled documents failed"
+
+
+async def sync_vector_indexes(ctx: dict[str, Any]) -> str:
+    """arq cron (every ten minutes, and at start-up): build the HNSW index of each coach that became big, drop
+    those of coaches that shrank (:mod:`app.rag.vector_index`), as the schema owner (``MIGRATION_DATABASE_URL``,
+    else ``DATABASE_URL``). A refusal (the URL's role does not own ``chunks``) is logged, not raised."""
+    container: Container = ctx["container"]
+    settings = container.settings
+    owner = make_engine(settings.migration_database_url or container.database_url, pool_size=1)
+    try:
+        changes = await vector_index.sync_vector_indexes(owner, min_chunks=settings.vector_index_min_chunks)
+    except DBAPIError as exc:
+        log.warning("vector indexes not synced: %s", exc.orig)
+        return "vector indexes not synced"
+    finally:
+        await owner.dispose()
+    return f"vector indexes: {len(changes.created)} created, {len(changes.dropped)} dropped"
 
 
 async def _retrying(ctx: dict[str, Any], job: Awaitable[str]) -> str:
@@ -265,16 +287,33 @@ async def answer_pending(ctx: dict[str, Any], coach_id: str, message_id: str) ->
 
 
 async def telegram_send(
-    ctx: dict[str, Any], coach_id: str, chat_id: int, parts: list[str], keyboard: dict[str, Any] | None
+    ctx: dict[str, Any],
+    coach_id: str,
+    chat_id: int,
+    parts: list[str] | None = None,
+    keyboard: dict[str, Any] | None = None,
 ) -> str:
-    """Send a client's live event (coach message, joined/left notice) to their Telegram chat
-    (:func:`app.channels.telegram.adapter.send_job`); a 429 is retried after Telegram's ``retry_after``."""
+    """Send the messages queued for a client's Telegram chat (coach messages, joined/left notices), in order
+    across workers (:meth:`app.channels.telegram.outbound.ChatOutbox.flush`); a 429 still refused after the
+    flush's own waits, or a chat lock held elsewhere too long, is retried later. ``parts``/``keyboard``: a job
+    queued by an earlier version carries its message, which is queued for the chat first."""
+    telegram: TelegramChannel = ctx["telegram"]
+    coach, outbox = uuid.UUID(coach_id), telegram.outbox
+    if parts is not None and ctx["job_try"] == 1:
+        await outbox.push(coach, chat_id, parts, keyboard)
     try:
-        return await send_job(ctx["telegram"].service, uuid.UUID(coach_id), chat_id, parts, keyboard)
-    except RetryAfter as exc:
+        return await outbox.flush(coach, chat_id)
+    except (RetryAfter, LockError) as exc:
         if ctx["job_try"] >= TELEGRAM_SEND_TRIES:
             raise
-        raise Retry(defer=exc.retry_after) from exc
+        raise Retry(defer=exc.retry_after if isinstance(exc, RetryAfter) else 1) from exc
+
+
+async def telegram_recover(ctx: dict[str, Any]) -> str:
+    """arq cron (every minute): process the Telegram updates recorded but never finished because their process
+    died after answering Telegram (:meth:`app.channels.telegram.adapter.TelegramChannel.recover`)."""
+    telegram: TelegramChannel = ctx["telegram"]
+    return f"{await telegram.recover()} telegram updates recovered"
 
 
 async def purge_erased_data(ctx: dict[str, Any], coach_id: str, file_ids: list[str]) -> str:
@@ -444,7 +483,15 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
         else [
             cron(close_idle_sessions, second=0, run_at_startup=True),
             cron(fail_stalled_documents, second=45, run_at_startup=True),
+            cron(
+                sync_vector_indexes,
+                minute=set(range(0, 60, 10)),
+                second=50,
+                run_at_startup=True,
+                timeout=JOB_TIMEOUT_S,
+            ),
             cron(learning_sweep, minute=set(range(0, 60, 5)), second=15, run_at_startup=True),
+            cron(telegram_recover, second=50, run_at_startup=True),
         ],
         redis_pool=connect_redis(redis_url, socket_timeout_s=settings.redis_socket_timeout_seconds),
         lease_s=settings.worker_lease_seconds,

@@ -121,9 +121,29 @@ class LlamaCppChatProvider:
                 raise ProviderError(f"local model failed: {exc}") from exc
 
 
+def torch_threads() -> int:
+    """The number of intra-op threads torch uses in this process."""
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def use_torch_threads(threads: int) -> None:
+    """Make torch use ``threads`` intra-op threads in this process (process-wide; nothing when it already does)."""
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 class SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 (Reimers & Gurevych 2019, Sentence-BERT): 384-d, mean pooling, unit-normalised;
-    inputs over 256 word pieces are truncated. Encoding runs in a thread so the event loop stays free."""
+    inputs over 256 word pieces are truncated. Encoding runs in a thread so the event loop stays free.
+
+    One text (a chat turn's query) is encoded on one torch thread, a batch (ingestion, memory jobs) on torch's
+    default number: for one short input the intra-op threads cost more than they share, and on a busy machine
+    (more runnable processes than cores) their spin-waiting multiplies the query's latency (measured with
+    ``bench/chat.py --instant``: several hundred ms of a turn)."""
 
     dimensions = 384
 
@@ -137,6 +157,7 @@ class SentenceTransformerEmbedder:
         self.max_input_tokens = int(self._st.max_seq_length or 256)
         self._batch_size = batch_size
         self._lock = threading.Lock()
+        self._threads = torch_threads()
 
     def count_tokens(self, text: str) -> int:
         """Word pieces of ``text`` in the model's tokenizer, with [CLS] and [SEP]."""
@@ -146,6 +167,7 @@ class SentenceTransformerEmbedder:
         """Embed ``texts`` → ``len(texts)`` × 384 floats, blocking the calling thread (for code that already
         runs in a worker thread, like the crisis screen); serialised by a lock."""
         with self._lock:
+            use_torch_threads(1 if len(texts) == 1 else self._threads)
             vectors = self._st.encode(
                 list(texts), batch_size=self._batch_size, normalize_embeddings=True, convert_to_numpy=True
             )

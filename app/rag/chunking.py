@@ -3,7 +3,8 @@
 Sentences are packed greedily into chunks of at most ``max_tokens`` cl100k tokens (tiktoken); each chunk
 starts with the last sentences of the previous one, up to ``overlap_tokens`` (a sliding window, as in
 common RAG practice). A sentence longer than a chunk is cut at token boundaries. Pages are tracked so each
-chunk knows the page span it came from.
+chunk knows the page span it came from, and Markdown headings (``#`` … ``######`` lines) so each chunk knows the
+section heading it sits under (its contextual header, :func:`chunk_header`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ MAX_CHUNK_TOKENS = 512
 """Upper bound for embedders with long inputs: retrieval works better on passages than on whole pages."""
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])[\"')\]]*\s+|\n{2,}")
+_HEADING_LINE = re.compile(r"^(#{1,6}[ \t]+\S[^\n]*)\n(?!\n)", re.MULTILINE)
+_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*$")
+HEADER_SEPARATOR = " — "
 
 
 def sentences(text: str) -> list[str]:
@@ -63,13 +67,28 @@ class ChunkSpec:
 
 @dataclass(frozen=True)
 class TextChunk:
-    """One chunk: its text, cl100k token count and 1-based page span (``None`` for text files)."""
+    """One chunk: its text, cl100k token count, 1-based page span (``None`` for text files) and the Markdown
+    heading in force where its new text starts (``None`` before the first heading or without any)."""
 
     ordinal: int
     text: str
     token_count: int
     page_start: int | None
     page_end: int | None
+    heading: str | None = None
+
+
+def chunk_header(title: str, heading: str | None) -> str:
+    """The contextual header of a chunk: ``"Title — Heading"`` (or the title alone). It is embedded and
+    searched with the chunk, never shown or cited: Anthropic's "contextual retrieval" (2024) without the
+    LLM-written context, using the document's own title and section heading instead."""
+    parts = [p for p in (title.strip(), (heading or "").strip()) if p]
+    return HEADER_SEPARATOR.join(dict.fromkeys(parts))
+
+
+def embedding_input(header: str, text: str) -> str:
+    """What the embedder sees for a chunk: its header on a line of its own, then its text."""
+    return f"{header}\n{text}" if header else text
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,7 @@ class _Unit:
     text: str
     tokens: int
     page: int | None
+    heading: str | None
 
 
 _TRAILING_HYPHEN = re.compile(r"(\w)-$")
@@ -99,17 +119,21 @@ def _join_hyphens_across_pages(texts: list[str]) -> list[str]:
 def _units(pages: list[Page], max_tokens: int) -> list[_Unit]:
     enc = encoding()
     units: list[_Unit] = []
-    texts = _join_hyphens_across_pages([normalize_text(page.text) for page in pages])
+    # a heading line gets a paragraph of its own, so it is never joined into the text under it
+    texts = _join_hyphens_across_pages([normalize_text(_HEADING_LINE.sub(r"\1\n\n", page.text)) for page in pages])
+    heading: str | None = None
     for page, text in zip(pages, texts, strict=True):
         for sentence in sentences(text):
+            if match := _HEADING.match(sentence):
+                heading = match.group(1)
             ids = enc.encode(sentence, disallowed_special=())
             if len(ids) <= max_tokens:
-                units.append(_Unit(sentence, len(ids), page.number))
+                units.append(_Unit(sentence, len(ids), page.number, heading))
                 continue
             for start in range(0, len(ids), max_tokens):
                 piece = enc.decode(ids[start : start + max_tokens]).strip()
                 if piece:
-                    units.append(_Unit(piece, count_tokens(piece), page.number))
+                    units.append(_Unit(piece, count_tokens(piece), page.number, heading))
     return units
 
 
@@ -134,6 +158,7 @@ def chunk_pages(pages: list[Page], spec: ChunkSpec) -> list[TextChunk]:
                 token_count=count_tokens(text),
                 page_start=min(pages_in) if pages_in else None,
                 page_end=max(pages_in) if pages_in else None,
+                heading=window[len(window) - fresh].heading,
             )
         )
 

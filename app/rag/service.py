@@ -24,8 +24,8 @@ from app.core.errors import InvalidInput, NotFound
 from app.db import jobs
 from app.llm.base import Embedder, ProviderError
 from app.llm.registry import ProviderRegistry
-from app.rag.chunking import ChunkSpec, TextChunk, chunk_pages
-from app.rag.extract import ExtractedText, ExtractionError, detect_kind
+from app.rag.chunking import ChunkSpec, TextChunk, chunk_header, chunk_pages, embedding_input
+from app.rag.extract import ExtractedText, ExtractionError, detect_kind, extract_pages
 from app.rag.isolation import ExtractionLimits, extract_isolated
 from app.rag.models import Chunk, Document, DocumentStatus
 
@@ -61,6 +61,16 @@ async def _invalidate_cached_replies(session: AsyncSession, coach_id: uuid.UUID)
     """The coach's material changed: bump ``cache_epoch`` so no earlier cached reply is served
     (:mod:`app.learning.cache`)."""
     await session.execute(update(Coach).where(Coach.id == coach_id).values(cache_epoch=Coach.cache_epoch + 1))
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What ingestion reads: the file's kind and bytes, the document's title, and whether to extract in-process."""
+
+    kind: str
+    data: bytes
+    title: str
+    trusted: bool
 
 
 class DocumentService:
@@ -159,11 +169,15 @@ class DocumentService:
                 update(Document).where(Document.id == document_id, Document.coach_id == coach_id).values(**values)
             )
 
-    async def ingest(self, coach_id: uuid.UUID, document_id: uuid.UUID) -> IngestTimings | None:
+    async def ingest(
+        self, coach_id: uuid.UUID, document_id: uuid.UUID, *, trusted: bool = False
+    ) -> IngestTimings | None:
         """Run the whole pipeline for one document; safe to run more than once (arq is at-least-once).
 
         Ends with status ``ready`` (chunks replaced atomically) or ``failed`` with a message. Returns the
-        stage timings, or ``None`` when the document is gone or was already failed at upload.
+        stage timings, or ``None`` when the document is gone or was already failed at upload. ``trusted``
+        extracts in this process instead of a limited child (only for files the operator supplies, such as
+        an evaluation corpus: thousands of small files would spend most of their time starting processes).
         """
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
@@ -178,6 +192,7 @@ class DocumentService:
                 return None
             coach = await uow.coach()
             kind = detect_kind(document.filename, document.content_type)
+            title = document.title
         await self._set(
             coach_id,
             document_id,
@@ -189,7 +204,8 @@ class DocumentService:
             finished_at=None,
         )
         try:
-            return await self._run_pipeline(coach_id, document_id, coach, kind, data or b"")
+            source = _Source(kind, data or b"", title, trusted)
+            return await self._run_pipeline(coach_id, document_id, coach, source)
         except (ExtractionError, ProviderError) as exc:
             await self._fail(coach_id, document_id, str(exc))
         except asyncio.CancelledError:
@@ -243,20 +259,24 @@ class DocumentService:
         )
 
     async def _run_pipeline(
-        self, coach_id: uuid.UUID, document_id: uuid.UUID, coach: Coach, kind: str, data: bytes
+        self, coach_id: uuid.UUID, document_id: uuid.UUID, coach: Coach, source: _Source
     ) -> IngestTimings:
         """Extract → chunk → embed → store one document, timing each stage. Raises ``ExtractionError`` for
         a file without text; a document deleted meanwhile is left deleted (nothing is stored)."""
         timings = IngestTimings()
         started = time.perf_counter()
-        extracted = await self._extract(coach_id, document_id, kind, data)
+        if source.trusted:
+            extracted = extract_pages(source.data, source.kind)
+        else:
+            extracted = await self._extract(coach_id, document_id, source.kind, source.data)
         timings.seconds["extract"] = time.perf_counter() - started
         pages = extracted.pages
         timings.pages = len(pages)
         timings.characters = sum(len(p.text) for p in pages)
         page_count = len(pages) if pages[0].number is not None else None
-        title = {"title": extracted.title} if extracted.title else {}
+        title = {"title": extracted.title[:300]} if extracted.title else {}
         await self._set(coach_id, document_id, pages=page_count, pages_done=len(pages), **title)
+        document_title = extracted.title or source.title
 
         embedder = self._registry.embedder_for(coach)
         started = time.perf_counter()
@@ -267,11 +287,12 @@ class DocumentService:
         timings.chunks = len(chunks)
 
         started = time.perf_counter()
-        vectors = await self._embed(coach_id, document_id, embedder, chunks)
+        headers = [chunk_header(document_title, c.heading) for c in chunks]
+        vectors = await self._embed(coach_id, document_id, embedder, chunks, headers)
         timings.seconds["embed"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        if await self._store(coach_id, document_id, embedder.model, chunks, vectors):
+        if await self._store(coach_id, document_id, embedder.model, chunks, headers, vectors):
             timings.seconds["store"] = time.perf_counter() - started
         return timings
 
@@ -300,13 +321,19 @@ class DocumentService:
                 await reporter
 
     async def _embed(
-        self, coach_id: uuid.UUID, document_id: uuid.UUID, embedder: Embedder, chunks: Sequence[TextChunk]
+        self,
+        coach_id: uuid.UUID,
+        document_id: uuid.UUID,
+        embedder: Embedder,
+        chunks: Sequence[TextChunk],
+        headers: Sequence[str],
     ) -> Sequence[Sequence[float]]:
-        """The chunks' vectors, ``EMBED_BATCH`` at a time, reporting the count embedded after each batch."""
+        """The chunks' vectors (each of its header and text), ``EMBED_BATCH`` at a time, reporting the count
+        embedded after each batch."""
+        inputs = [embedding_input(h, c.text) for c, h in zip(chunks, headers, strict=True)]
         vectors: list[list[float]] = []
-        for start in range(0, len(chunks), EMBED_BATCH):
-            batch = chunks[start : start + EMBED_BATCH]
-            vectors.extend(await embedder.embed([c.text for c in batch]))
+        for start in range(0, len(inputs), EMBED_BATCH):
+            vectors.extend(await embedder.embed(inputs[start : start + EMBED_BATCH]))
             await self._set(coach_id, document_id, chunks=len(vectors))
         return vectors
 
@@ -316,6 +343,7 @@ class DocumentService:
         document_id: uuid.UUID,
         embedding_model: str,
         chunks: Sequence[TextChunk],
+        headers: Sequence[str],
         vectors: Sequence[Sequence[float]],
     ) -> bool:
         """Replace the document's chunks and mark it ``ready`` (and the coach's cached replies stale) in one
@@ -340,10 +368,11 @@ class DocumentService:
                         "page_start": c.page_start,
                         "page_end": c.page_end,
                         "text": c.text,
+                        "header": header,
                         "token_count": c.token_count,
                         "embedding": vector,
                     }
-                    for c, vector in zip(chunks, vectors, strict=True)
+                    for c, header, vector in zip(chunks, headers, vectors, strict=True)
                 ],
             )
             await session.execute(

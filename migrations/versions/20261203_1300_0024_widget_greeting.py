@@ -1,7 +1,7 @@
 """coaches: the widget's greeting, suggested first questions and avatar; the coach's preview client
 
 Revision ID: 0024
-Revises: 0017
+Revises: 0021
 Create Date: 2026-12-03 10:00:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0024"
-down_revision: str | None = "0017"
+down_revision: str | None = "0021"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
