@@ -494,7 +494,7 @@ async def test_dashboard_connects_the_bot_and_shows_an_invite_qr_code(tg: httpx.
             "/dashboard/clients", data={"name": "Kim", "_csrf_token": await csrf(browser, "/dashboard/clients")}
         )
         listed = (await browser.get("/dashboard/clients")).text
-        [client_id] = re.findall(r'<h2><a href="/dashboard/clients/([0-9a-f-]{36})">Kim<', listed)
+        [client_id] = re.findall(r'<a href="/dashboard/clients/([0-9a-f-]{36})">Kim</a>', listed)
         client_page = f"/dashboard/clients/{client_id}"
         assert f'action="{client_page}/telegram-invite"' in (await browser.get(client_page)).text
         invite = await browser.post(
