@@ -111,6 +111,7 @@ async def test_the_dashboard_fits_a_phone(
         "/dashboard/documents",
         "/dashboard/clients",
         f"/dashboard/clients/{client['id']}",
+        "/dashboard/conversations",
         "/dashboard/handoffs",
         "/dashboard/learning",
         "/dashboard/settings",
