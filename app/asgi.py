@@ -61,6 +61,7 @@ from app.web.dashboard.documents import DocumentPages
 from app.web.dashboard.events import EventPages
 from app.web.dashboard.handoffs import HandoffPages
 from app.web.dashboard.learning import LearningPages
+from app.web.dashboard.onboarding import OnboardingPages
 from app.web.dashboard.settings import SettingsPages
 from app.web.dashboard.telegram import TelegramPages
 from app.web.errors import domain_error_page, not_found_handler
@@ -136,6 +137,7 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     LearningPages,
     EventPages,
     SettingsPages,
+    OnboardingPages,
     WidgetController,
     *TELEGRAM_ROUTES,
     TelegramPages,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Float, Integer, LargeBinary, String, Text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, deferred, mapped_column
 
 from app.db.base import Base, IdMixin, TenantMixin
 
@@ -80,6 +81,19 @@ class Coach(IdMixin, Base):
     widget_allowed_origins: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
     """Origins (``scheme://host[:port]``) whose pages may frame the client widget (CSP ``frame-ancestors``)
     and call the widget's API from the browser (CORS); empty: none but this server."""
+    widget_greeting: Mapped[str | None] = mapped_column(Text)
+    """The widget's (and the Telegram bot's) first words to a client; ``None``: the default
+    (:func:`app.accounts.widget_settings.greeting`)."""
+    widget_suggestions: Mapped[list[str] | None] = mapped_column(JSONB)
+    """Suggested first questions (at most five); ``None``: the defaults, ``[]``: none."""
+    widget_avatar: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
+    """The widget's avatar as a PNG re-encoded on upload (at most 256×256 px); loaded only when served."""
+    widget_avatar_sha: Mapped[str | None] = mapped_column(String(16))
+    """First 16 hex digits of the avatar PNG's SHA-256 (its URL's version); ``None``: no avatar (initials)."""
+    preview_client_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("clients.id", ondelete="SET NULL", use_alter=True)
+    )
+    """The client the coach chats as to try their clone (the onboarding checklist's preview widget)."""
 
 
 class CoachUser(TenantMixin, Base):

@@ -109,18 +109,28 @@ def handoff_form_settings(form: Any) -> dict[str, Any]:
 
 def learning_form_settings(form: Any) -> dict[str, Any]:
     """The learning settings of the settings form, as keyword arguments of
-    :func:`app.accounts.learning_settings.apply_learning_settings` (``{}`` when the form has no learning section; an
-    unticked box turns fine-tuning off; an empty judge model clears it). Raises ``InvalidInput`` for a field
+    :func:`app.accounts.learning_settings.apply_learning_settings`; a field the form does not send is ``None``
+    (left as is); with ``learning_form`` sent, an unticked box turns fine-tuning off; an empty judge model
+    clears it. Raises ``InvalidInput`` for a field
     that is not a whole number (ranges are the service's to check)."""
-    if "learning_form" not in form:
-        return {}
+    judge = form_opt_str(form, "judge_model")
     return {
-        "fine_tune_enabled": bool(form.get("fine_tune_enabled")),
+        "fine_tune_enabled": bool(form.get("fine_tune_enabled")) if "learning_form" in form else None,
         "fine_tune_min_examples": form_int(form, "fine_tune_min_examples", *FINE_TUNE_MIN_EXAMPLES_RANGE),
         "fine_tune_min_days": form_int(form, "fine_tune_min_days", *FINE_TUNE_MIN_DAYS_RANGE),
         "fine_tune_base_model": form_str(form, "fine_tune_base_model").strip() or None,
-        "judge_model": form_str(form, "judge_model").strip(),
+        "judge_model": judge.strip() if judge is not None else None,
         "response_cache_ttl_seconds": form_int(form, "response_cache_ttl_seconds", *RESPONSE_CACHE_TTL_RANGE),
+    }
+
+
+def widget_form_settings(form: Any) -> dict[str, Any]:
+    """The welcome section of the settings form as keyword arguments of
+    :func:`app.accounts.widget_settings.apply_widget_settings`: the greeting as typed, the suggestions one per
+    non-empty line; ``None`` for a field the form does not send (left as is)."""
+    return {
+        "widget_greeting": form_opt_str(form, "widget_greeting"),
+        "widget_suggestions": form_opt_lines(form, "widget_suggestions"),
     }
 
 

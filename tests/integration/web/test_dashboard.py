@@ -41,7 +41,7 @@ async def sign_up(browser: httpx.AsyncClient, name: str = "Dash Coach") -> str:
     response = await browser.post(
         "/signup", data={"coach_name": name, "email": email, "password": PASSWORD, "_csrf_token": token}
     )
-    assert response.status_code in (302, 303) and response.headers["location"] == "/dashboard/settings"
+    assert response.status_code in (302, 303) and response.headers["location"] == "/dashboard/start"
     return email
 
 
