@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Float, Integer, LargeBinary, String, Text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -80,6 +81,9 @@ class Coach(IdMixin, Base):
     widget_allowed_origins: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
     """Origins (``scheme://host[:port]``) whose pages may frame the client widget (CSP ``frame-ancestors``)
     and call the widget's API from the browser (CORS); empty: none but this server."""
+    tone_settings: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    """The intensities clients may choose and the coach's tone modes (:mod:`app.accounts.tone`); ``{}``:
+    the defaults."""
 
 
 class CoachUser(TenantMixin, Base):
@@ -126,3 +130,33 @@ class HandoffMode:
     DRAFT = "draft"
     HUMAN_ONLY = "human_only"
     ALL = (AUTO, DRAFT, HUMAN_ONLY)
+
+
+class ClientTone(TenantMixin, Base):
+    """A client's tone choice (:mod:`app.accounts.tone`): ``intensity`` 1 (ultra gentle) – 6 (blunt), ``None``
+    for the coach's default, and the ``mode`` key (``"default"`` or one of the coach's modes, used only while
+    its consent is valid)."""
+
+    __tablename__ = "client_tones"
+
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), unique=True)
+    intensity: Mapped[int | None] = mapped_column(Integer)
+    mode: Mapped[str] = mapped_column(String(30), default="default", server_default="default")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ToneConsent(TenantMixin, Base):
+    """One entry of the tone consent log (append-only): who (``client_id``), when (``at``), which ``mode``,
+    the ``text_version`` and ``text`` of the consent prompt the client answered, the ``event``
+    (``confirm_1``: the first of the two confirmations of the most intense mode; ``given``; ``withdrawn``)
+    and, for ``given``, when it ``expires_at``."""
+
+    __tablename__ = "tone_consents"
+
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    mode: Mapped[str] = mapped_column(String(30))
+    event: Mapped[str] = mapped_column(String(20))
+    text_version: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
