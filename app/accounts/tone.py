@@ -248,6 +248,38 @@ async def tone_choice(session: AsyncSession, coach: Coach, client_id: uuid.UUID,
     return ToneChoice(settings, intensity, mode if consent.expires_at else None, chosen)
 
 
+def client_view(choice: ToneChoice) -> dict[str, Any]:
+    """The widget's view: ``{"min", "max", "default", "intensity", "intensity_names", "mode", "chosen_mode",
+    "consent_days", "modes": [{"key", "label", "description", "most_intense", "consent_text", "version",
+    "consented_until", "awaiting_second"}]}``; ``intensity`` is the one in use (the client's, else the
+    default); ``mode`` the mode in force (``"default"`` when the chosen one's consent lapsed). The model's
+    instructions are the coach's, not shown."""
+    settings = choice.settings
+    return {
+        "min": settings.low,
+        "max": settings.high,
+        "default": settings.default,
+        "intensity": choice.intensity if choice.intensity is not None else settings.default,
+        "intensity_names": {str(k): v for k, v in INTENSITY_NAMES.items()},
+        "mode": choice.mode.key if choice.mode is not None else "default",
+        "chosen_mode": choice.chosen_mode,
+        "consent_days": CONSENT_DAYS,
+        "modes": [
+            {
+                "key": c.mode.key,
+                "label": c.mode.label,
+                "description": c.mode.description,
+                "most_intense": c.mode.most_intense,
+                "consent_text": c.text,
+                "version": c.version,
+                "consented_until": c.expires_at.isoformat() if c.expires_at else None,
+                "awaiting_second": c.awaiting_second,
+            }
+            for c in choice.consents
+        ],
+    }
+
+
 class ToneService:
     """The coach's tone settings and the client's choices and consents, in the caller's unit of work."""
 

@@ -17,7 +17,7 @@ from litestar import Controller, delete, get, post, put
 from litestar.params import JSONBody
 
 from app.accounts.models import ToneConsent
-from app.accounts.tone import CONSENT_DAYS, INTENSITY_NAMES, ToneChoice
+from app.accounts.tone import client_view
 from app.auth import CLIENT_DEPENDENCIES, COACH_DEPENDENCIES
 from app.deps import ClientIdentityDep, ContainerDep, PathId, Uow
 
@@ -37,38 +37,6 @@ class ConsentIn(msgspec.Struct, forbid_unknown_fields=True):
     mode: Annotated[str, msgspec.Meta(min_length=1, max_length=30)]
     version: Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
     confirmation: int = 1
-
-
-def choice_out(choice: ToneChoice) -> dict[str, Any]:
-    """The widget's view: ``{"min", "max", "default", "intensity", "intensity_names", "mode", "chosen_mode",
-    "consent_days", "modes": [{"key", "label", "description", "most_intense", "consent_text", "version",
-    "consented_until", "awaiting_second"}]}``; ``intensity`` is the one in use (the client's, else the
-    default); ``mode`` the mode in force (``"default"`` when the chosen one's consent lapsed). The model's
-    instructions are the coach's, not shown."""
-    settings = choice.settings
-    return {
-        "min": settings.low,
-        "max": settings.high,
-        "default": settings.default,
-        "intensity": choice.intensity if choice.intensity is not None else settings.default,
-        "intensity_names": {str(k): v for k, v in INTENSITY_NAMES.items()},
-        "mode": choice.mode.key if choice.mode is not None else "default",
-        "chosen_mode": choice.chosen_mode,
-        "consent_days": CONSENT_DAYS,
-        "modes": [
-            {
-                "key": c.mode.key,
-                "label": c.mode.label,
-                "description": c.mode.description,
-                "most_intense": c.mode.most_intense,
-                "consent_text": c.text,
-                "version": c.version,
-                "consented_until": c.expires_at.isoformat() if c.expires_at else None,
-                "awaiting_second": c.awaiting_second,
-            }
-            for c in choice.consents
-        ],
-    }
 
 
 def consent_row_out(row: ToneConsent) -> dict[str, Any]:
@@ -112,8 +80,9 @@ class WidgetToneController(Controller):
 
     @get("/")
     async def get_tone(self, identity: ClientIdentityDep, uow: Uow, container: ContainerDep) -> dict[str, Any]:
-        """The client's tone, the coach's range and modes with their consent texts (:func:`choice_out`)."""
-        return choice_out(await container.tone.client_state(uow, identity.client_id, datetime.now(UTC)))
+        """The client's tone, the coach's range and modes with their consent texts
+        (:func:`app.accounts.tone.client_view`)."""
+        return client_view(await container.tone.client_state(uow, identity.client_id, datetime.now(UTC)))
 
     @put("/")
     async def put_tone(
@@ -123,7 +92,7 @@ class WidgetToneController(Controller):
         names it), unknown mode, or a mode without valid consent."""
         now = datetime.now(UTC)
         choice = await container.tone.choose(uow, identity.client_id, now, intensity=data.intensity, mode=data.mode)
-        return choice_out(choice)
+        return client_view(choice)
 
     @post("/consent", status_code=200)
     async def consent(
@@ -140,9 +109,9 @@ class WidgetToneController(Controller):
             version=data.version,
             confirmation=data.confirmation,
         )
-        return choice_out(choice)
+        return client_view(choice)
 
     @delete("/consent", status_code=200)
     async def withdraw(self, identity: ClientIdentityDep, uow: Uow, container: ContainerDep) -> dict[str, Any]:
         """Withdraw consent to the current mode (logged) and go back to the default mode."""
-        return choice_out(await container.tone.withdraw(uow, identity.client_id, datetime.now(UTC)))
+        return client_view(await container.tone.withdraw(uow, identity.client_id, datetime.now(UTC)))

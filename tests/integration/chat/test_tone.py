@@ -247,3 +247,27 @@ async def test_an_experiment_arm_sets_the_intensity_of_clients_without_their_own
     ).status_code == 200
     await chat(http, setup, "And how do I keep to the plan?")
     assert INSTRUCTIONS[own] in system_prompt(model)
+
+
+async def test_the_widget_tone_page_shows_the_range_and_consent_and_saves_with_the_session_cookie(
+    base_url: str, http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]]
+) -> None:
+    setup = await toned(new_setup, http, "Tone Widget Coach")
+    async with httpx.AsyncClient(base_url=base_url, follow_redirects=True, timeout=60) as browser:
+        chat_page = await browser.get(f"/w/{setup.widget_token}")
+        assert chat_page.status_code == 200 and 'href="/w/tone"' in chat_page.text
+        page = await browser.get("/w/tone")
+        assert page.status_code == 200, page.text
+        assert [f'value="{n}"' in page.text for n in range(1, 7)] == [True] * 4 + [False] * 2  # the coach's 1–4
+        assert 'value="3" checked' in page.text and "<legend>Intensity" in page.text
+        assert 'data-twice="yes"' in page.text and "Your excuses get called out" in page.text
+        assert ROAST["instruction"] not in page.text  # the model's instruction stays with the coach
+        assert "<script>" not in page.text and 'src="/static/tone.js"' in page.text  # CSP: no inline script
+        forged = await browser.put("/api/v1/widget/tone", json={"intensity": 1}, headers={"Origin": "https://x.test"})
+        assert forged.status_code in (401, 403)  # the cookie counts only from the widget page itself
+        saved = await browser.put("/api/v1/widget/tone", json={"intensity": 2}, headers={"Origin": base_url})
+        assert saved.status_code == 200 and saved.json()["intensity"] == 2, saved.text
+        assert 'value="2" checked' in (await browser.get("/w/tone")).text
+    assert (await http.get("/static/tone.js")).status_code == 200
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as stranger:
+        assert (await stranger.get("/w/tone")).status_code == 401
