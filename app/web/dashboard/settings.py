@@ -1,5 +1,5 @@
-"""The settings page: profile, model and key, memory, escalation and learning settings in one form; the
-account's API keys (create, revoke) and the password."""
+"""The settings page: profile, model and key, memory, escalation and learning settings in one form; the tone
+clients may choose (its own form); the account's API keys (create, revoke) and the password."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from app.accounts.handoff_settings import CRISIS_LANGUAGE_NAMES
 from app.accounts.learning_settings import apply_learning_settings
 from app.accounts.models import HandoffMode
 from app.accounts.service import RECENT_MESSAGES_RANGE, SESSION_IDLE_MINUTES_RANGE
+from app.accounts.tone import INTENSITY_NAMES, MAX_MODES, coach_tone
 from app.accounts.unit_of_work import UnitOfWork
 from app.auth import AUTH_BODY_MAX_BYTES, account_delete_key, throttle_auth_attempt
 from app.core.errors import DomainError, Forbidden, InvalidInput, TooManyAttempts
@@ -26,6 +27,7 @@ from app.web.dashboard.forms import (
     form_str,
     handoff_form_settings,
     learning_form_settings,
+    tone_form_settings,
 )
 from app.web.sessions import DashboardSessionsDep, start_session
 
@@ -66,6 +68,9 @@ async def _settings_page(
         error_key: error.message if error else None,
         "notice": notice,
         "nav": "settings",
+        "tone": coach_tone(coach).as_dict(),
+        "tone_rows": MAX_MODES,
+        "intensity_names": INTENSITY_NAMES,
     }
     if error is None:
         return Template("dashboard/settings.html", context=context)
@@ -109,6 +114,18 @@ class SettingsPages(CoachPage):
         except DomainError as exc:
             return await _settings_page(container, uow, error=exc)
         return await _settings_page(container, uow, notice="Saved.")
+
+    @post("/settings/tone")
+    async def save_tone(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
+        """Save the tone section (allowed intensities, default, modes); a refused change shows why, with a 400,
+        and changes nothing."""
+        form = await request.form()
+        try:
+            async with uow.savepoint():
+                await container.tone.update_settings(uow, tone_form_settings(form))
+        except DomainError as exc:
+            return await _settings_page(container, uow, error=exc)
+        return await _settings_page(container, uow, notice="Tone saved.")
 
     @post("/settings/api-keys")
     async def create_api_key(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
