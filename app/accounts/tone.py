@@ -413,12 +413,27 @@ class ToneService:
         await uow.session.flush()
         return await self.client_state(uow, client_id, now)
 
-    async def consent_log(self, uow: UnitOfWork, client_id: uuid.UUID) -> list[ToneConsent]:
-        """The client's consent log, oldest first (for the coach). Raises ``NotFound`` for an unknown client."""
+    async def consent_log(self, uow: UnitOfWork, client_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The client's consent log for the coach (:func:`consent_entries`). Raises ``NotFound`` for an unknown
+        client."""
         await self._client(uow.session, uow.coach_id, client_id)
-        result = await uow.session.scalars(
-            select(ToneConsent)
-            .where(ToneConsent.client_id == client_id, ToneConsent.coach_id == uow.coach_id)
-            .order_by(ToneConsent.at, ToneConsent.created_at)
-        )
-        return list(result)
+        return await consent_entries(uow.session, client_id)
+
+
+async def consent_entries(session: AsyncSession, client_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The client's tone consent log, oldest first, in the caller's tenant session (also in the client's data
+    export): ``[{"mode", "event", "text_version", "text", "at", "expires_at"}]`` (ISO 8601 times)."""
+    rows = await session.scalars(
+        select(ToneConsent).where(ToneConsent.client_id == client_id).order_by(ToneConsent.at, ToneConsent.created_at)
+    )
+    return [
+        {
+            "mode": row.mode,
+            "event": row.event,
+            "text_version": row.text_version,
+            "text": row.text,
+            "at": row.at.isoformat(),
+            "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+        }
+        for row in rows
+    ]

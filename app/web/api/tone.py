@@ -16,7 +16,6 @@ import msgspec
 from litestar import Controller, delete, get, post, put
 from litestar.params import JSONBody
 
-from app.accounts.models import ToneConsent
 from app.accounts.tone import client_view
 from app.auth import CLIENT_DEPENDENCIES, COACH_DEPENDENCIES
 from app.deps import ClientIdentityDep, ContainerDep, PathId, Uow
@@ -39,18 +38,6 @@ class ConsentIn(msgspec.Struct, forbid_unknown_fields=True):
     confirmation: int = 1
 
 
-def consent_row_out(row: ToneConsent) -> dict[str, Any]:
-    """One log entry: ``{"mode", "event", "text_version", "text", "at", "expires_at"}``."""
-    return {
-        "mode": row.mode,
-        "event": row.event,
-        "text_version": row.text_version,
-        "text": row.text,
-        "at": row.at.isoformat(),
-        "expires_at": row.expires_at.isoformat() if row.expires_at else None,
-    }
-
-
 class ToneSettingsController(Controller):
     path = "/api/v1/tone"
     tags = ["tone"]
@@ -70,7 +57,7 @@ class ToneSettingsController(Controller):
     @get("/consents/{client_id:str}")
     async def consent_log(self, client_id: PathId, uow: Uow, container: ContainerDep) -> list[dict[str, Any]]:
         """A client's tone consent log, oldest first (404 for another coach's client)."""
-        return [consent_row_out(row) for row in await container.tone.consent_log(uow, client_id)]
+        return await container.tone.consent_log(uow, client_id)
 
 
 class WidgetToneController(Controller):

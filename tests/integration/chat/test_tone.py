@@ -158,7 +158,10 @@ async def test_a_mode_needs_consent_which_is_logged(
     assert (await consent(http, setup, "pep")).json()["mode"] == "pep"
     withdrawn = await http.delete("/api/v1/widget/tone/consent", headers=setup.client_auth)
     assert withdrawn.status_code == 200 and withdrawn.json()["mode"] == DEFAULT_MODE
-    assert [e["event"] for e in await consent_log(http, setup)] == ["given", "given", "withdrawn"]
+    log = await consent_log(http, setup)
+    assert [e["event"] for e in log] == ["given", "given", "withdrawn"]
+    export = await http.get("/api/v1/widget/export", headers=setup.client_auth)
+    assert export.status_code == 200 and export.json()["consent"]["tone"] == log  # in "download my data" too
 
 
 async def test_the_most_intense_mode_asks_twice(
