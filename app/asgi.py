@@ -53,6 +53,7 @@ from app.web.api.experiments import ExperimentController
 from app.web.api.handoff import HandoffController
 from app.web.api.learning_dashboard import LearningDashboardController
 from app.web.api.memory import MemoryController, SessionController, WidgetMemoryController
+from app.web.api.tone import ToneSettingsController, WidgetToneController
 from app.web.api.training import ModelController, TrainingController
 from app.web.dashboard.auth import DashboardController
 from app.web.dashboard.clients import ClientPages
@@ -129,6 +130,8 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     MemoryController,
     SessionController,
     WidgetMemoryController,
+    ToneSettingsController,
+    WidgetToneController,
     DashboardController,
     DocumentPages,
     ClientPages,

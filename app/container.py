@@ -9,6 +9,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.accounts.service import AccountService
+from app.accounts.tone import ToneService
 from app.chat.turn import ChatService
 from app.conversations.service import ConversationService
 from app.core.config import Settings
@@ -78,6 +79,7 @@ class Container:
     chat: ChatService
     conversations: ConversationService
     rights: DataRightsService
+    tone: ToneService
     auth_throttle: AuthThrottle
 
     @classmethod
@@ -146,6 +148,7 @@ class Container:
             ),
             conversations=ConversationService(sessionmaker),
             rights=DataRightsService(sessionmaker, accounts, interventions, fine_tunes, cache, redis),
+            tone=ToneService(),
             auth_throttle=AuthThrottle(redis_url, settings.auth_rate_limit_ip, settings.auth_rate_limit_account),
         )
 

@@ -94,6 +94,9 @@ class Coach(IdMixin, Base):
         ForeignKey("clients.id", ondelete="SET NULL", use_alter=True)
     )
     """The client the coach chats as to try their clone (the onboarding checklist's preview widget)."""
+    tone_settings: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    """The intensities clients may choose and the coach's tone modes (:mod:`app.accounts.tone`); ``{}``:
+    the defaults."""
 
 
 class CoachUser(TenantMixin, Base):
@@ -140,3 +143,33 @@ class HandoffMode:
     DRAFT = "draft"
     HUMAN_ONLY = "human_only"
     ALL = (AUTO, DRAFT, HUMAN_ONLY)
+
+
+class ClientTone(TenantMixin, Base):
+    """A client's tone choice (:mod:`app.accounts.tone`): ``intensity`` 1 (ultra gentle) – 6 (blunt), ``None``
+    for the coach's default, and the ``mode`` key (``"default"`` or one of the coach's modes, used only while
+    its consent is valid)."""
+
+    __tablename__ = "client_tones"
+
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), unique=True)
+    intensity: Mapped[int | None] = mapped_column(Integer)
+    mode: Mapped[str] = mapped_column(String(30), default="default", server_default="default")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ToneConsent(TenantMixin, Base):
+    """One entry of the tone consent log (append-only): who (``client_id``), when (``at``), which ``mode``,
+    the ``text_version`` and ``text`` of the consent prompt the client answered, the ``event``
+    (``confirm_1``: the first of the two confirmations of the most intense mode; ``given``; ``withdrawn``)
+    and, for ``given``, when it ``expires_at``."""
+
+    __tablename__ = "tone_consents"
+
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    mode: Mapped[str] = mapped_column(String(30))
+    event: Mapped[str] = mapped_column(String(20))
+    text_version: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -107,6 +107,17 @@ class ExperimentMeta(msgspec.Struct, kw_only=True):
     variant: str
 
 
+class ToneMeta(msgspec.Struct, kw_only=True):
+    """``metadata.tone``: the tone the reply was written in (:class:`app.chat.tone.TurnTone`; coach-only)."""
+
+    intensity: int
+    """1 (ultra gentle) … 6 (blunt)."""
+    mode: str | None = None
+    """The client's consented mode in force; ``None``: default."""
+    gentle: str | None = None
+    """Why the reply was forced gentle: ``risk`` | ``low_mood``; ``None``: it was not."""
+
+
 class ModelFallbackMeta(msgspec.Struct, kw_only=True):
     """``metadata.model_fallback``: the serving model failed before sending anything; the base model answered."""
 
@@ -152,6 +163,8 @@ class ReplyMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Set when the serving model failed and the base model answered."""
     experiment: ExperimentMeta | None = None
     """The experiment and variant the client is in."""
+    tone: ToneMeta | None = None
+    """The tone the reply was written in."""
     cache: str | None = None
     """Response cache: ``hit`` | ``miss``; unset when the coach's cache is off."""
     history_messages: int | None = None

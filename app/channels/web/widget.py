@@ -17,6 +17,7 @@ has been asked to join (``open``); ``static/chat.js`` keeps that up to date from
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Controller, Request, Response, get
@@ -26,6 +27,7 @@ from litestar.response import Redirect, Template
 from app.accounts.disclosure import AI_DISCLOSURE_VERSION, disclosure_text
 from app.accounts.models import Coach
 from app.accounts.service import ClientIdentity
+from app.accounts.tone import client_view
 from app.accounts.unit_of_work import unit_of_work
 from app.accounts.widget_settings import avatar_url, greeting, suggestions, widget_avatar
 from app.auth import WIDGET_COOKIE, WIDGET_SESSION_S, widget_cookie
@@ -47,6 +49,7 @@ AVATAR_HEADERS = {
 image run were it ever opened as a document (it is a PNG re-encoded on upload, served ``nosniff``)."""
 CHAT_PAGE = "/w/chat"
 MEMORY_PAGE = "/w/memory"
+TONE_PAGE = "/w/tone"
 
 
 def initials(name: str) -> str:
@@ -154,6 +157,22 @@ class WidgetController(Controller):
             },
             headers=_frame_policy(coach),
         )
+        page.set_cookie(widget_cookie(renewed, container.settings.public_url))
+        return page
+
+    @get("/tone")
+    async def tone_page(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template:
+        """How the assistant talks to me: the intensity (within the coach's range) and the coach's styles, each
+        with its consent text (``static/tone.js`` saves through ``/api/v1/widget/tone``); renews the session
+        cookie. Without a valid session: 401 page."""
+        found = await _session(request, container)
+        if found is None:
+            return _invalid(401)
+        identity, renewed = found
+        async with unit_of_work(container.sessionmaker, identity.coach_id) as uow:
+            coach = await uow.coach()
+            tone = client_view(await container.tone.client_state(uow, identity.client_id, datetime.now(UTC)))
+        page = Template("widget/tone.html", context={"coach": coach, "tone": tone}, headers=_frame_policy(coach))
         page.set_cookie(widget_cookie(renewed, container.settings.public_url))
         return page
 

@@ -13,6 +13,7 @@ from app.accounts.learning_settings import (
     FINE_TUNE_MIN_EXAMPLES_RANGE,
     RESPONSE_CACHE_TTL_RANGE,
 )
+from app.accounts.tone import INTENSITY_MAX, INTENSITY_MIN, MAX_MODES
 from app.core.errors import InvalidInput
 
 
@@ -132,6 +133,33 @@ def widget_form_settings(form: Any) -> dict[str, Any]:
         "widget_greeting": form_opt_str(form, "widget_greeting"),
         "widget_suggestions": form_opt_lines(form, "widget_suggestions"),
     }
+
+
+def tone_form_settings(form: Any) -> dict[str, Any]:
+    """The tone section's fields as :func:`app.accounts.tone.parse_settings` takes them: ``tone_min``,
+    ``tone_max``, ``tone_default`` and, per mode row ``i`` (0 … :data:`app.accounts.tone.MAX_MODES` − 1),
+    ``mode_key_i``, ``mode_label_i``, ``mode_description_i``, ``mode_instruction_i``, ``mode_most_intense_i``
+    (a row with an empty key is left out). Raises ``InvalidInput`` for a number that is not one."""
+    value: dict[str, Any] = {}
+    for field, name in (("min", "tone_min"), ("max", "tone_max"), ("default", "tone_default")):
+        number = form_int(form, name, INTENSITY_MIN, INTENSITY_MAX)
+        if number is not None:
+            value[field] = number
+    modes = []
+    for i in range(MAX_MODES):
+        key = form_str(form, f"mode_key_{i}").strip()
+        if key:
+            modes.append(
+                {
+                    "key": key,
+                    "label": form_str(form, f"mode_label_{i}"),
+                    "description": form_str(form, f"mode_description_{i}"),
+                    "instruction": form_str(form, f"mode_instruction_{i}"),
+                    "most_intense": bool(form.get(f"mode_most_intense_{i}")),
+                }
+            )
+    value["modes"] = modes
+    return value
 
 
 def next_path(form: Any, default: str) -> str:

@@ -1,6 +1,7 @@
 """The settings page: sections (profile, the widget's welcome, handoff, memory, learning, and the developer options
 under "Advanced": model and key, response cache, embed origins, webhook), each a form with its own save that
-sends only its fields (what a form does not send is left as is); the widget's avatar; the account's API keys
+sends only its fields (what a form does not send is left as is); the widget's avatar; the tone clients may
+choose (its own form); the account's API keys
 (create, revoke) and the password."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from app.accounts.handoff_settings import CRISIS_LANGUAGE_NAMES
 from app.accounts.learning_settings import apply_learning_settings
 from app.accounts.models import HandoffMode
 from app.accounts.service import RECENT_MESSAGES_RANGE, SESSION_IDLE_MINUTES_RANGE
+from app.accounts.tone import INTENSITY_NAMES, MAX_MODES, coach_tone
 from app.accounts.unit_of_work import UnitOfWork
 from app.accounts.widget_settings import (
     AVATAR_MAX_BYTES,
@@ -43,6 +45,7 @@ from app.web.dashboard.forms import (
     form_str,
     handoff_form_settings,
     learning_form_settings,
+    tone_form_settings,
     widget_form_settings,
 )
 from app.web.sessions import DashboardSessionsDep, start_session
@@ -98,6 +101,9 @@ async def _settings_page(
         "suggestions": suggestions(coach),
         "avatar_url": avatar_url(coach),
         "initials": initials(coach.name),
+        "tone": coach_tone(coach).as_dict(),
+        "tone_rows": MAX_MODES,
+        "intensity_names": INTENSITY_NAMES,
     }
     if error is None:
         return Template("dashboard/settings.html", context=context)
@@ -164,6 +170,18 @@ class SettingsPages(CoachPage):
         """Remove the widget's avatar (the widget shows your initials)."""
         await clear_widget_avatar(uow)
         return await _settings_page(container, uow, notice="Avatar removed.", section="widget")
+
+    @post("/settings/tone")
+    async def save_tone(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
+        """Save the tone section (allowed intensities, default, modes); a refused change shows why, with a 400,
+        and changes nothing."""
+        form = await request.form()
+        try:
+            async with uow.savepoint():
+                await container.tone.update_settings(uow, tone_form_settings(form))
+        except DomainError as exc:
+            return await _settings_page(container, uow, error=exc, section="tone")
+        return await _settings_page(container, uow, notice="Tone saved.", section="tone")
 
     @post("/settings/api-keys")
     async def create_api_key(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
