@@ -42,6 +42,7 @@ NOTE = (
 )
 OTHER_NOTE = b"# Evening Review\n\nBefore sleep, write down three things that went well today and why.\n"
 QUESTION = "How do I reset when the morning goes badly?"
+CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
 
 
 def fake_vector(text: str) -> list[float]:
@@ -266,3 +267,37 @@ async def test_a_bad_request_is_a_400_and_changes_nothing(
         "total": 0,
         "error": None,
     }
+
+
+async def test_the_settings_page_switches_and_shows_the_progress(
+    base_url: str, run_jobs: Callable[[], Awaitable[None]], endpoint: respx.MockRouter
+) -> None:
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as browser:
+        page = await browser.get("/signup")
+        token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+        email = f"{uuid.uuid4().hex[:10]}@example.com"
+        signed_up = await browser.post(
+            "/signup",
+            data={
+                "coach_name": "Page Coach",
+                "email": email,
+                "password": "correct horse battery",
+                "_csrf_token": token,
+            },
+        )
+        assert signed_up.status_code in (302, 303)
+        form = {"embedding_provider": "openai", "embedding_base_url": MOCK_BASE_URL, "embedding_api_key": KEY}
+        page = await browser.get("/dashboard/settings")
+        assert f"In use: <strong>{LOCAL}</strong>" in page.text
+        token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+
+        refused = await browser.post("/dashboard/settings/embedding", data=form | {"_csrf_token": token})
+        assert refused.status_code == 400 and "model is required for the openai provider" in refused.text
+        queued = await browser.post(
+            "/dashboard/settings/embedding", data=form | {"embedding_model": MODEL, "_csrf_token": token}
+        )
+        assert queued.status_code == 200, queued.text
+        assert f"Re-embedding with <strong>{MODEL}</strong>: queued" in queued.text
+        assert f"In use: <strong>{LOCAL}</strong>" in queued.text
+        await run_jobs()
+        assert f"In use: <strong>{MODEL}</strong>" in (await browser.get("/dashboard/settings")).text
