@@ -301,3 +301,24 @@ async def test_the_settings_page_switches_and_shows_the_progress(
         assert f"In use: <strong>{LOCAL}</strong>" in queued.text
         await run_jobs()
         assert f"In use: <strong>{MODEL}</strong>" in (await browser.get("/dashboard/settings")).text
+
+
+async def test_a_newer_request_supersedes_a_queued_one(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    endpoint: respx.MockRouter,
+) -> None:
+    coach = await new_coach(http, make_coach, "Undecided Coach", NOTE)
+    await run_jobs()
+    before = await stored_chunks(container, coach)
+    assert (await request_switch(http, coach)).status_code == 202
+    back = await http.put("/api/v1/settings/embedding", headers=coach.headers, json={"provider": "local"})
+    assert back.status_code == 202 and back.json()["requested"] == LOCAL
+    await run_jobs()
+
+    status = await embedding_status(http, coach)
+    assert status["in_use"] == LOCAL and status["status"] == "done" and status["total"] == 0
+    assert not endpoint.routes["embeddings"].called, "the superseded request embedded nothing"
+    assert await stored_chunks(container, coach) == before
