@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.accounts.service import AccountService
 from app.accounts.tone import ToneService
+from app.chat.embeddings import EmbeddingService
 from app.chat.turn import ChatService
 from app.conversations.service import ConversationService
 from app.core.config import Settings
@@ -61,6 +62,7 @@ class Container:
     summaries: SummaryService
     insights: InsightService
     episodes: EpisodeService
+    embeddings: EmbeddingService
     profiles: ProfileService
     handoffs: HandoffService
     handoff_queue: HandoffQueue
@@ -118,6 +120,7 @@ class Container:
             summaries=SummaryService(sessionmaker, settings, registry, accounts),
             insights=InsightService(sessionmaker, settings, registry, accounts, redis),
             episodes=EpisodeService(sessionmaker, registry),
+            embeddings=EmbeddingService(sessionmaker, registry, accounts, secrets),
             profiles=ProfileService(sessionmaker, settings, registry, accounts),
             handoffs=handoffs,
             handoff_queue=HandoffQueue(sessionmaker, accounts),

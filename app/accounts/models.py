@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, deferred, mapped_column
 
@@ -33,6 +33,23 @@ class Coach(IdMixin, Base):
     embedding_model: Mapped[str | None] = mapped_column(String(200))
     embedding_base_url: Mapped[str | None] = mapped_column(String(500))
     embedding_api_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The four ``embedding_*`` fields above are the embedder *in use*: the one every stored vector of the
+    coach was made with and every query uses. A change is *requested* in the ``embedding_requested_*`` fields;
+    the re-embedding job (:mod:`app.chat.embeddings`) copies them here, in the transaction that replaces the
+    vectors, when it finishes."""
+    embedding_requested_provider: Mapped[str | None] = mapped_column(String(20))
+    embedding_requested_model: Mapped[str | None] = mapped_column(String(200))
+    embedding_requested_base_url: Mapped[str | None] = mapped_column(String(500))
+    embedding_requested_api_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    embedding_request_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    """Names the latest request; a job of an earlier one stops without switching."""
+    embedding_job_status: Mapped[str | None] = mapped_column(String(20))
+    """``queued`` | ``running`` | ``done`` | ``failed`` (``None``: never changed)."""
+    embedding_job_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    embedding_job_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Progress: texts embedded with the requested model / texts to embed."""
+    embedding_job_error: Mapped[str | None] = mapped_column(Text)
+    """Why the last request failed (the provider's error, never its body); the old embedder stays in use."""
     recent_messages: Mapped[int] = mapped_column(Integer, default=10, server_default="10")
     """L1: how many of the conversation's latest messages go into the prompt."""
     session_idle_minutes: Mapped[int] = mapped_column(Integer, default=30, server_default="30")

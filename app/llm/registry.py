@@ -103,10 +103,32 @@ class ProviderRegistry:
         return self.local_chat()
 
     def embedder_for(self, coach: Coach) -> Embedder:
-        """The coach's embedder; vectors always have ``EMBEDDING_DIMENSIONS`` floats."""
-        if coach.embedding_provider == "openai" and coach.embedding_model:
-            model, base_url = coach.embedding_model, coach.embedding_base_url
-            api_key = self.decrypt_key(coach.embedding_api_key_encrypted)
+        """The coach's embedder *in use* (the one its stored vectors were made with); vectors always have
+        ``EMBEDDING_DIMENSIONS`` floats."""
+        return self.embedder(
+            coach.embedding_provider, coach.embedding_model, coach.embedding_base_url, coach.embedding_api_key_encrypted
+        )
+
+    def requested_embedder(self, coach: Coach) -> Embedder:
+        """The embedder the coach asked to switch to (``embedding_requested_*``), which the re-embedding job
+        uses until it switches; the one in use when nothing is requested."""
+        if coach.embedding_requested_provider is None:
+            return self.embedder_for(coach)
+        return self.embedder(
+            coach.embedding_requested_provider,
+            coach.embedding_requested_model,
+            coach.embedding_requested_base_url,
+            coach.embedding_requested_api_key_encrypted,
+        )
+
+    def embedder(
+        self, provider: str, model: str | None, base_url: str | None, api_key_encrypted: bytes | None
+    ) -> Embedder:
+        """An OpenAI-compatible embedder (``/v1/embeddings`` at ``base_url`` with ``dimensions`` =
+        ``EMBEDDING_DIMENSIONS``) when ``provider`` is ``"openai"`` and ``model`` is set, else the offline
+        all-MiniLM-L6-v2."""
+        if provider == "openai" and model:
+            api_key = self.decrypt_key(api_key_encrypted)
             return self._cached(
                 ("embedding", model, base_url, api_key),
                 lambda: OpenAIEmbedder(

@@ -205,6 +205,17 @@ class SettingsPatch(msgspec.Struct, omit_defaults=True):
     widget_suggestions: list[str] | None = None
 
 
+class EmbeddingRequest(msgspec.Struct):
+    """A change of embedding model: ``provider`` ``local`` (all-MiniLM-L6-v2) or ``openai`` (an
+    OpenAI-compatible ``/v1/embeddings``: ``model``, e.g. ``text-embedding-3-small``, asked for 384
+    dimensions; ``base_url`` default OpenAI's; ``api_key`` the coach's own, stored encrypted)."""
+
+    provider: str
+    model: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    base_url: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+    api_key: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+
+
 def settings_out(container: ContainerDep, coach: Coach) -> SettingsOut:
     """Serialise a coach's settings without ever exposing the key."""
     key = container.registry.decrypt_key(coach.llm_api_key_encrypted)
@@ -408,3 +419,22 @@ class SettingsController(Controller):
     async def delete_widget_avatar(self, uow: Uow, container: ContainerDep) -> SettingsOut:
         """Remove the widget's avatar (the widget shows the coach's initials)."""
         return settings_out(container, await clear_widget_avatar(uow))
+
+    @get("/embedding")
+    async def get_embedding(self, uow: Uow, container: ContainerDep) -> dict[str, Any]:
+        """The embedder in use (its model made every stored vector and embeds every query), the requested one
+        and the re-embedding job's progress: ``{"in_use", "in_use_provider", "requested", "status", "done",
+        "total", "error"}``."""
+        return container.embeddings.status(await uow.coach()).as_dict()
+
+    @put("/embedding", status_code=202)
+    async def request_embedding(
+        self, data: JSONBody[EmbeddingRequest], uow: Uow, container: ContainerDep
+    ) -> dict[str, Any]:
+        """Switch to another embedding model: queues the job that re-embeds the coach's documents and memory
+        and then switches (202; queries keep the model in use until then). 400 for an unknown provider, a
+        missing model or a refused base URL (nothing changes)."""
+        status = await container.embeddings.request(
+            uow, provider=data.provider, model=data.model, base_url=data.base_url, api_key=data.api_key
+        )
+        return status.as_dict()

@@ -88,6 +88,7 @@ async def _settings_page(
         "day_names": list(enumerate(DAY_NAMES)),
         "crisis_languages": list(CRISIS_LANGUAGE_NAMES.items()),
         "api_keys": api_keys,
+        "embedding": container.embeddings.status(coach),
         "new_api_key": new_api_key,
         "error": None,
         error_key: error.message if error else None,
@@ -182,6 +183,25 @@ class SettingsPages(CoachPage):
         except DomainError as exc:
             return await _settings_page(container, uow, error=exc, section="tone")
         return await _settings_page(container, uow, notice="Tone saved.", section="tone")
+
+    @post("/settings/embedding")
+    async def request_embedding(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
+        """Switch the embedding model: queues the re-embedding job (the page shows its progress)."""
+        form = await request.form()
+        try:
+            async with uow.savepoint():
+                await container.embeddings.request(
+                    uow,
+                    provider=form_str(form, "embedding_provider") or "local",
+                    model=form_str(form, "embedding_model"),
+                    base_url=form_str(form, "embedding_base_url"),
+                    api_key=form_str(form, "embedding_api_key"),
+                )
+        except DomainError as exc:
+            return await _settings_page(container, uow, error=exc)
+        return await _settings_page(
+            container, uow, notice="Re-embedding queued; the current model stays in use until it ends."
+        )
 
     @post("/settings/api-keys")
     async def create_api_key(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
