@@ -367,6 +367,7 @@ class DocumentService:
                         "ordinal": c.ordinal,
                         "page_start": c.page_start,
                         "page_end": c.page_end,
+                        "locator": c.locator,
                         "text": c.text,
                         "header": header,
                         "token_count": c.token_count,

@@ -18,10 +18,10 @@ def extract_epub(data: bytes, caps: Caps) -> ExtractedText:
     """Pages (1-based spine positions holding text) and the Dublin Core title of the EPUB ``data``.
 
     Raises ``ExtractionError``: not a zip, no EPUB package, damaged chapters, no text, over ``caps``."""
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise ExtractionError("the file is not a readable EPUB (it is not a zip archive)")
     try:
         book = epub.read_epub(io.BytesIO(data), options={"ignore_ncx": True})
-    except zipfile.BadZipFile as exc:
-        raise ExtractionError(f"the file is not a readable EPUB (not a zip archive: {exc})") from exc
     except Exception as exc:  # noqa: BLE001 - EbookLib and lxml raise many types on a damaged package
         raise ExtractionError(f"the EPUB is damaged and cannot be read ({exc})") from exc
     caps.check_pages(len(book.spine))

@@ -1,0 +1,26 @@
+"""document kinds: chunks.locator, a transcript passage's start time cited instead of a page
+
+Revision ID: 0023
+Revises: 0021
+Create Date: 2026-12-04 10:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0023"
+down_revision: str | None = "0021"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    """``locator`` (``"HH:MM:SS"``) for chunks of SRT/VTT transcripts; ``NULL`` for every other document."""
+    op.add_column("chunks", sa.Column("locator", sa.String(length=20), nullable=True))
+
+
+def downgrade() -> None:
+    """Drops ``locator``: transcript chunks are then cited by title alone."""
+    op.drop_column("chunks", "locator")
