@@ -34,7 +34,9 @@ class DocumentStatus:
 
 
 class Document(TenantMixin, Base):
-    """An uploaded original (kept in ``original``) plus its ingestion status and progress."""
+    """An uploaded original (kept in ``original``) plus its ingestion status and progress: ``pages_done`` of
+    ``pages`` read, then ``chunks`` of ``chunks_total`` embedded (``chunks_total`` is ``None`` until the
+    document is chunked)."""
 
     __tablename__ = "documents"
 
@@ -49,6 +51,7 @@ class Document(TenantMixin, Base):
     pages: Mapped[int | None] = mapped_column(Integer)
     pages_done: Mapped[int] = mapped_column(Integer, default=0)
     chunks: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_total: Mapped[int | None] = mapped_column(Integer)
     embedding_model: Mapped[str | None] = mapped_column(String(200))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -116,7 +116,8 @@ async def test_each_kind_becomes_chunks_with_its_page_or_timestamp(
     ids = {name: (await upload(http, coach, name, data))["id"] for name, data in files.items()}
     await run_jobs()
     for name in files:
-        await _ready(http, coach, ids[name])
+        doc = await _ready(http, coach, ids[name])
+        assert doc["chunks_total"] == doc["chunks"] == 1, "the embedding stage is counted against its total"
     # small documents become one chunk each: the chunk's page span covers the whole file
     (word,) = await _chunks(container, coach, ids["habits.docx"])
     assert (word.page_start, word.page_end, word.locator) == (1, 2, None)
