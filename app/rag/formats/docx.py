@@ -28,6 +28,8 @@ def extract_docx(data: bytes, caps: Caps) -> ExtractedText:
     Raises ``ExtractionError``: not a zip / not a Word document, damaged parts, no text, over ``caps``."""
     try:
         document = docx.Document(io.BytesIO(data))
+    except MemoryError:
+        raise  # the isolated reader's memory limit: its own reason (app.rag.isolation)
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise ExtractionError(f"the file is not a readable Word (.docx) document ({exc})") from exc
     except Exception as exc:  # noqa: BLE001 - python-docx and lxml raise many types on damaged parts

@@ -22,6 +22,8 @@ def extract_epub(data: bytes, caps: Caps) -> ExtractedText:
         raise ExtractionError("the file is not a readable EPUB (it is not a zip archive)")
     try:
         book = epub.read_epub(io.BytesIO(data), options={"ignore_ncx": True})
+    except MemoryError:
+        raise  # the isolated reader's memory limit: its own reason (app.rag.isolation)
     except Exception as exc:  # noqa: BLE001 - EbookLib and lxml raise many types on a damaged package
         raise ExtractionError(f"the EPUB is damaged and cannot be read ({exc})") from exc
     caps.check_pages(len(book.spine))
@@ -33,6 +35,8 @@ def extract_epub(data: bytes, caps: Caps) -> ExtractedText:
             continue
         try:
             text, _ = html_text(item.get_content().decode("utf-8", errors="replace"))
+        except MemoryError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a damaged chapter
             raise ExtractionError(f"chapter {position} of the EPUB is damaged and cannot be read ({exc})") from exc
         characters += len(text)

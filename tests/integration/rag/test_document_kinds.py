@@ -18,6 +18,8 @@ from sqlalchemy import select
 
 from app.container import Container
 from app.db.engine import tenant_session
+from app.rag.extract import ExtractionError
+from app.rag.isolation import ExtractionLimits, extract_isolated
 from app.rag.models import Chunk
 from tests.conftest import Coach, make_client, upload
 from tests.integration.web.test_dashboard import client_chat, llm_api
@@ -206,3 +208,30 @@ async def test_a_chat_citation_of_a_transcript_shows_its_timestamp(
         headers={"Authorization": f"Bearer {client['widget_token']}"},
     )
     assert passage.status_code == 200 and passage.json()["locator"] == "00:00:02"
+
+
+def _docx_bomb(expanded_mb: int) -> bytes:
+    """A DOCX whose ``word/document.xml`` inflates to ``expanded_mb`` MB of paragraphs (a zip bomb)."""
+    source = zipfile.ZipFile(io.BytesIO(_docx()))
+    xml = source.read("word/document.xml")
+    head, tail = xml.split(b"<w:body>", 1)
+    paragraph = b"<w:p><w:r><w:t>Hostile text, again and again.</w:t></w:r></w:p>"
+    block = paragraph * ((1 << 20) // len(paragraph))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bomb:
+        for item in source.infolist():
+            if item.filename != "word/document.xml":
+                bomb.writestr(item, source.read(item.filename))
+        with bomb.open("word/document.xml", "w", force_zip64=True) as document:
+            document.write(head + b"<w:body>")
+            for _ in range(expanded_mb):
+                document.write(block)
+            document.write(tail)
+    return out.getvalue()
+
+
+async def test_a_docx_zip_bomb_is_stopped_by_the_readers_memory_limit() -> None:
+    bomb = _docx_bomb(expanded_mb=320)
+    assert len(bomb) < 5 * 1024 * 1024
+    with pytest.raises(ExtractionError, match="more than 256 MB of memory"):
+        await extract_isolated(bomb, "docx", ExtractionLimits(memory_mb=256, wall_seconds=120))
