@@ -1,7 +1,7 @@
 """document kinds: chunks.locator, a transcript passage's start time cited instead of a page; documents.chunks_total,
 the embedding stage's total
 
-Revision ID: 0023
+Revision ID: 0023_document_kinds
 Revises: 0021
 Create Date: 2026-12-04 10:00:00
 """
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0023"
+revision: str = "0023_document_kinds"
 down_revision: str | None = "0021"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
