@@ -409,9 +409,9 @@ def client_view(meta: Mapping[str, Any] | ReplyMeta | None) -> dict[str, Any]:
     return out
 
 
-CLIENT_CITATION_KEYS: Final = ("document_id", "title", "page", "chunk_id")
+CLIENT_CITATION_KEYS: Final = ("document_id", "title", "page", "locator", "chunk_id")
 """What a client may see of a citation: not its retrieval ``score``, the cosine behind the confidence factor
-``low_retrieval_support``."""
+``low_retrieval_support``; ``locator`` (a transcript's ``"HH:MM:SS"``) is where the source is, as ``page`` is."""
 
 
 def client_citations(citations: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Text extraction from uploads: PDF (pypdf, page numbers kept), plain text and Markdown.
+"""Text extraction from uploads: PDF (pypdf, page numbers kept), plain text and Markdown; DOCX, EPUB, HTML and
+transcripts (SRT/VTT) through :mod:`app.rag.formats`.
 
 Every way a file can be unusable raises ``ExtractionError`` with a message written for the coach. Uploads are
 untrusted: :mod:`app.rag.isolation` runs this module in a child process with memory, CPU and time limits;
@@ -18,8 +19,25 @@ from pypdf.errors import FileNotDecryptedError, PdfReadError, PyPdfError
 PDF = "pdf"
 TEXT = "text"
 MARKDOWN = "markdown"
+DOCX = "docx"
+EPUB = "epub"
+HTML = "html"
+VTT = "vtt"
+SRT = "srt"
 
 _EXTENSIONS = {".pdf": PDF, ".txt": TEXT, ".text": TEXT, ".md": MARKDOWN, ".markdown": MARKDOWN}
+_EXTENSIONS |= {".docx": DOCX, ".epub": EPUB, ".html": HTML, ".htm": HTML, ".vtt": VTT, ".srt": SRT}
+_CONTENT_TYPES = {
+    "application/pdf": PDF,
+    "text/markdown": MARKDOWN,
+    "text/plain": TEXT,
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": DOCX,
+    "application/epub+zip": EPUB,
+    "text/html": HTML,
+    "text/vtt": VTT,
+    "application/x-subrip": SRT,
+}
+_ZIP_KINDS = (DOCX, EPUB)
 
 logging.getLogger("pypdf").setLevel(logging.ERROR)
 
@@ -30,10 +48,12 @@ class ExtractionError(Exception):
 
 @dataclass(frozen=True)
 class Page:
-    """Raw text of one page; ``number`` is 1-based for PDFs and ``None`` for text files."""
+    """Raw text of one page; ``number`` is 1-based for PDFs, DOCX pages and EPUB chapters and ``None`` for
+    text files; ``locator`` is the start time (``"HH:MM:SS"``) of a transcript's speaker turn, else ``None``."""
 
     number: int | None
     text: str
+    locator: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,7 +65,8 @@ class ExtractedText:
 
 
 def detect_kind(filename: str, content_type: str | None) -> str:
-    """``pdf``, ``text`` or ``markdown`` from the file name (then the MIME type).
+    """One of the kinds above (``pdf``, ``text``, ``markdown``, ``docx``, ``epub``, ``html``, ``vtt``, ``srt``)
+    from the file name's extension, then the MIME type.
 
     Raises ``ExtractionError`` for any other type.
     """
@@ -53,15 +74,13 @@ def detect_kind(filename: str, content_type: str | None) -> str:
     for ext, kind in _EXTENSIONS.items():
         if lower.endswith(ext):
             return kind
-    if content_type:
-        ctype = content_type.split(";")[0].strip().lower()
-        if ctype == "application/pdf":
-            return PDF
-        if ctype == "text/markdown":
-            return MARKDOWN
-        if ctype == "text/plain":
-            return TEXT
-    raise ExtractionError(f"unsupported file type for {filename!r}: upload a PDF, .txt or .md file")
+    ctype = (content_type or "").split(";")[0].strip().lower()
+    if ctype in _CONTENT_TYPES:
+        return _CONTENT_TYPES[ctype]
+    raise ExtractionError(
+        f"unsupported file type for {filename!r}: upload a PDF, Word (.docx), EPUB, HTML, Markdown, .txt, "
+        "or a .vtt/.srt transcript"
+    )
 
 
 @dataclass(frozen=True)
@@ -94,7 +113,8 @@ def extract_pages(
     first ``(0, total)`` once the page count is known, then after each page.
 
     Raises ``ExtractionError``: empty file, not really a PDF, damaged PDF, password-protected PDF,
-    no text layer (a scan), text that is not UTF-8, more pages or characters than ``caps`` allow
+    no text layer (a scan), text that is not UTF-8, a damaged DOCX or EPUB, an HTML page or transcript without
+    text, more pages or characters than ``caps`` allow
     (default :class:`Caps`). ``MemoryError`` is not turned into a reason here: the caller knows the limit.
     """
     caps = caps or Caps()
@@ -102,6 +122,8 @@ def extract_pages(
         raise ExtractionError("the file is empty")
     if kind == PDF:
         return _extract_pdf(data, on_page, caps)
+    if kind in _ZIP_KINDS:
+        return _extract_format(kind, data, caps)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -109,7 +131,21 @@ def extract_pages(
     if "\x00" in text:
         raise ExtractionError("the file is binary, not text")
     caps.check_characters(len(text))
+    if kind in (HTML, VTT, SRT):
+        return _extract_format(kind, text, caps)
     return ExtractedText([Page(None, text)])
+
+
+def _extract_format(kind: str, content: bytes | str, caps: Caps) -> ExtractedText:
+    """The hook to :mod:`app.rag.formats`: ``content`` is the file's bytes (DOCX, EPUB) or its UTF-8 text
+    (HTML, VTT, SRT). Imported here because the format modules build on this module's ``Page``."""
+    from app.rag.formats import docx, epub, html, transcript  # noqa: PLC0415 - see the docstring
+
+    if isinstance(content, bytes):
+        return docx.extract_docx(content, caps) if kind == DOCX else epub.extract_epub(content, caps)
+    if kind == HTML:
+        return html.extract_html(content)
+    return transcript.extract_transcript(content, kind, caps)
 
 
 def _open_pdf(data: bytes, caps: Caps) -> tuple[pypdf.PdfReader, int]:

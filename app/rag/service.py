@@ -200,6 +200,7 @@ class DocumentService:
             error=None,
             pages_done=0,
             chunks=0,
+            chunks_total=None,
             started_at=datetime.now(UTC),
             finished_at=None,
         )
@@ -285,6 +286,7 @@ class DocumentService:
         if not chunks:
             raise ExtractionError("the file contains no text")
         timings.chunks = len(chunks)
+        await self._set(coach_id, document_id, chunks_total=len(chunks))
 
         started = time.perf_counter()
         headers = [chunk_header(document_title, c.heading) for c in chunks]
@@ -367,6 +369,7 @@ class DocumentService:
                         "ordinal": c.ordinal,
                         "page_start": c.page_start,
                         "page_end": c.page_end,
+                        "locator": c.locator,
                         "text": c.text,
                         "header": header,
                         "token_count": c.token_count,

@@ -22,8 +22,9 @@ class DocumentAccepted(msgspec.Struct):
 
 
 class DocumentOut(msgspec.Struct):
-    """Status and progress: ``pages_done`` of ``pages`` extracted, ``chunks`` embedded so far (final once
-    ``ready``); ``error`` says why a ``failed`` document failed."""
+    """Status and progress: ``pages_done`` of ``pages`` extracted, ``chunks`` embedded so far of
+    ``chunks_total`` (``null`` until chunked; ``chunks`` is final once ``ready``); ``error`` says why a
+    ``failed`` document failed."""
 
     id: uuid.UUID
     title: str
@@ -35,12 +36,23 @@ class DocumentOut(msgspec.Struct):
     error: str | None
     size_bytes: int
     created_at: datetime
+    chunks_total: int | None = None
 
 
 def document_out(d: Document) -> DocumentOut:
     """Serialise a document for the API."""
     return DocumentOut(
-        d.id, d.title, d.filename, d.status, d.pages, d.pages_done, d.chunks, d.error, d.size_bytes, d.created_at
+        d.id,
+        d.title,
+        d.filename,
+        d.status,
+        d.pages,
+        d.pages_done,
+        d.chunks,
+        d.error,
+        d.size_bytes,
+        d.created_at,
+        d.chunks_total,
     )
 
 
@@ -66,7 +78,8 @@ class DocumentController(Controller):
 
     @post("/", status_code=202)
     async def upload(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> DocumentAccepted:
-        """Upload a PDF, .txt or .md file (multipart field ``file``); ingestion runs in the worker."""
+        """Upload a PDF, Word (.docx), EPUB, HTML, Markdown, .txt, .vtt or .srt file (multipart field ``file``);
+        ingestion runs in the worker."""
         filename, content_type, data = await read_upload(request)
         document = await container.documents.upload(uow, filename, content_type, data)
         return DocumentAccepted(document.id, document.status)

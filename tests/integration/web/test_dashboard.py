@@ -109,9 +109,12 @@ async def test_upload_and_live_status(browser: httpx.AsyncClient, run_jobs: Call
     await run_jobs()
     table = await browser.get("/dashboard/documents/table")
     assert "ready" in table.text and "hx-trigger" not in table.text
+    assert 'href="/dashboard/start#step-preview">ready — try it</a>' in table.text
+    page = (await browser.get("/dashboard/documents")).text
+    assert 'id="dropzone"' in page and "/static/documents.js" in page and ".vtt" in page
 
     rejected = await browser.post(
-        "/dashboard/documents", data={"_csrf_token": token}, files={"file": ("notes.docx", b"PK\x03\x04")}
+        "/dashboard/documents", data={"_csrf_token": token}, files={"file": ("notes.xlsx", b"PK\x03\x04")}
     )
     assert rejected.status_code == 400 and "unsupported file type" in rejected.text
 
