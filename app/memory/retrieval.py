@@ -31,8 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.models import Coach
 from app.conversations.models import SenderType
 from app.memory.episodes import EpisodeHit, dense_episodes, lexical_episodes
-from app.rag.retrieval import rrf_fuse
 from app.memory.models import ChatSession, ClientProfile, Insight, InsightStatus, SessionStatus
+from app.rag.retrieval import rrf_fuse
 
 HALF_LIFE_DAYS = 30.0
 RECENCY_SHARE = 0.05

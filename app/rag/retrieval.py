@@ -216,9 +216,7 @@ async def lexical_ranking(
     return list((await session.scalars(lexical)).all())
 
 
-def rrf_fuse(
-    rankings: Sequence[Sequence[uuid.UUID]], weights: Sequence[float], k: int
-) -> dict[uuid.UUID, float]:
+def rrf_fuse(rankings: Sequence[Sequence[uuid.UUID]], weights: Sequence[float], k: int) -> dict[uuid.UUID, float]:
     """Weighted Reciprocal Rank Fusion: ``{id: Σ weight / (k + rank)}`` over the rankings (best first,
     rank 1-based); an id missing from a ranking gets nothing from it."""
     fused: dict[uuid.UUID, float] = {}
