@@ -104,9 +104,17 @@ class Cluster:
     """The servers and processes of one run, and what the scenarios need to reach them: ``apis`` ``opencoach
     serve --no-worker`` processes and ``workers`` ``opencoach worker`` processes on one embedded PostgreSQL
     and one redis-server; ``env`` is added to every process's environment (the servers' URLs and the
-    secret key override it)."""
+    secret key override it). With ``log_dir`` each process's stderr goes to ``<command>-<n>.log`` there."""
 
-    def __init__(self, data_dir: Path, apis: int = 2, workers: int = 1, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        apis: int = 2,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.log_dir = log_dir
         self.redis = RedisProcess(data_dir / "redis")
         self.redis.start()
         self.settings = Settings(data_dir=data_dir, secret_key=Fernet.generate_key().decode(), redis_url=self.redis.url)
@@ -134,12 +142,15 @@ class Cluster:
         self.admin = make_engine(self.services.migration_database_url, pool_size=1)
 
     def spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        log: Any = subprocess.DEVNULL
+        if self.log_dir is not None:
+            log = (self.log_dir / f"{args[0]}-{len(self.procs)}.log").open("wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", *args],
             env=self.env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=log,
         )
         self.procs.append(proc)
         return proc

@@ -213,6 +213,30 @@ def render(
     return table
 
 
+def stage_samples(logs: list[Path]) -> dict[str, list[float]]:
+    """Milliseconds of each turn stage (:class:`app.chat.turn.timing.Stages`) from the API processes' ``turn
+    stages {json}`` log lines, without each process's first turn (the untimed warm-up)."""
+    samples: dict[str, list[float]] = {}
+    for path in logs:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if "turn stages {" in line]
+        for line in lines[1:]:
+            for name, ms in json.loads(line[line.index("{") :])["stages"].items():
+                samples.setdefault(name, []).append(float(ms))
+    return samples
+
+
+def render_stages(samples: dict[str, list[float]]) -> Table:
+    """Where a turn's server-side time goes: p50/p95 of each stage (a dotted stage is part of the one before
+    its dot)."""
+    table = Table(title="Turn stages inside the API processes (ms)")
+    table.add_column("stage")
+    for name in ("turns", "p50", "p95"):
+        table.add_column(name, justify="right")
+    for name, values in samples.items():
+        table.add_row(name, str(len(values)), f"{percentile(values, 50):.1f}", f"{percentile(values, 95):.1f}")
+    return table
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Widget WebSockets chatting against the Compose layout.")
     parser.add_argument("--sockets", type=int, default=1000, help="open widget sockets (default 1000)")
@@ -229,13 +253,19 @@ async def main() -> None:
     args = parse_args()
     plan = layout(os.environ)
     with tempfile.TemporaryDirectory(prefix="opencoach-load-") as data_dir, stub(0.0) as model_url:
+        logs = Path(data_dir) / "logs"
+        logs.mkdir()
         with console.status(f"Starting PostgreSQL, Redis, {plan.apis} API and {plan.workers} worker processes…"):
-            cluster = await asyncio.to_thread(Cluster, Path(data_dir), plan.apis, plan.workers, plan.env | BENCH_ENV)
+            cluster = await asyncio.to_thread(
+                Cluster, Path(data_dir), plan.apis, plan.workers, plan.env | BENCH_ENV, logs
+            )
         try:
             tally, window, counts = await run(cluster, model_url, args)
         finally:
             await cluster.close()
+        stages = stage_samples(sorted(logs.glob("serve-*.log")))
     print_table(render(args, plan.apis, plan.workers, tally, window, counts))
+    print_table(render_stages(stages))
 
 
 if __name__ == "__main__":

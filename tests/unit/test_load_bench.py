@@ -59,3 +59,15 @@ def test_the_table_reports_lost_messages_as_sent_minus_stored(load: ModuleType) 
     assert "3 / 3 / 2" in text
     lost = next(line for line in text.splitlines() if "lost" in line)
     assert lost.rstrip(" │").endswith("1")
+
+
+def test_stage_times_come_from_the_api_logs_without_each_processs_warm_up_turn(
+    load: ModuleType, tmp_path: Path
+) -> None:
+    line = (
+        'INFO app.chat.turn.pipeline: turn stages {{"message_id": "m", "stages": {{"intake": {0}, "generate": 2.0}}}}'
+    )
+    (tmp_path / "serve-0.log").write_text("\n".join(["INFO other", line.format(900.0), line.format(5.0)]))
+    (tmp_path / "serve-1.log").write_text("\n".join([line.format(800.0), line.format(7.0), line.format(9.0)]))
+    samples = load.stage_samples(sorted(tmp_path.glob("serve-*.log")))
+    assert samples == {"intake": [5.0, 7.0, 9.0], "generate": [2.0, 2.0, 2.0]}
