@@ -99,11 +99,17 @@ class Tally:
         return False
 
 
+async def pause_until(seconds: float, stop_at: float) -> None:
+    """Sleep ``seconds``, but not past ``stop_at`` (``time.monotonic()``): a socket's pause never outlasts the
+    timed window."""
+    await asyncio.sleep(max(0.0, min(seconds, stop_at - time.monotonic())))
+
+
 async def socket_client(url: str, token: str, tally: Tally, pause_s: float, stop_at: float, watch: bool) -> None:
     """One widget on ``url``: message, wait for ``done``, pause ~``pause_s`` (exponential), until ``stop_at``."""
     conversation: str | None = None
     async with websockets.connect(f"{url.replace('http://', 'ws://')}/ws/chat?token={token}", open_timeout=60) as ws:
-        await asyncio.sleep(random.uniform(0, pause_s))
+        await pause_until(random.uniform(0, pause_s), stop_at)
         while time.monotonic() < stop_at:
             cid = uuid.uuid4().hex
             body = {"text": QUESTION.format(n=len(tally.sent)), "client_message_id": cid}
@@ -118,7 +124,7 @@ async def socket_client(url: str, token: str, tally: Tally, pause_s: float, stop
             if watch and conversation:
                 tally.watched.add(conversation)
                 tally.watched_turns += 1
-            await asyncio.sleep(random.expovariate(1 / pause_s))
+            await pause_until(random.expovariate(1 / pause_s), stop_at)
 
 
 async def watch_coach(base: str, email: str, tally: Tally, ready: asyncio.Event) -> None:

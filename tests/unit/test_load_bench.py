@@ -71,3 +71,9 @@ def test_stage_times_come_from_the_api_logs_without_each_processs_warm_up_turn(
     (tmp_path / "serve-1.log").write_text("\n".join([line.format(800.0), line.format(7.0), line.format(9.0)]))
     samples = load.stage_samples(sorted(tmp_path.glob("serve-*.log")))
     assert samples == {"intake": [5.0, 7.0, 9.0], "generate": [2.0, 2.0, 2.0]}
+
+
+async def test_a_pause_never_outlasts_the_timed_window(load: ModuleType) -> None:
+    started = time.monotonic()
+    await load.pause_until(60, started + 0.05)
+    assert time.monotonic() - started < 5
