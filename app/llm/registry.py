@@ -11,6 +11,7 @@ from app.core.config import Settings
 from app.core.egress import EgressGuard
 from app.core.security import SecretBox
 from app.llm.base import EMBEDDING_DIMENSIONS, ChatProvider, Embedder
+from app.llm.batching import EmbeddingBatcher
 from app.llm.local import LlamaCppChatProvider, SentenceTransformerEmbedder
 from app.llm.openai_compat import OpenAIChatProvider, OpenAIEmbedder
 from app.llm.rerank import HttpReranker
@@ -32,6 +33,7 @@ class ProviderRegistry:
         self._lock = threading.Lock()
         self._local_chat: LlamaCppChatProvider | None = None
         self._local_embedder: SentenceTransformerEmbedder | None = None
+        self._query_batcher: EmbeddingBatcher | None = None
         self._reranker: HttpReranker | None = None
         self._remote: dict[tuple[str, str, str | None, str | None], OpenAIChatProvider | OpenAIEmbedder] = {}
 
@@ -50,6 +52,20 @@ class ProviderRegistry:
             if self._local_embedder is None:
                 self._local_embedder = SentenceTransformerEmbedder()
             return self._local_embedder
+
+    def local_query_embedder(self) -> EmbeddingBatcher:
+        """The local embedder behind the process's :class:`~app.llm.batching.EmbeddingBatcher`: chat turns embed
+        their query through it, so concurrent turns share one model call (ingestion's large batches do not)."""
+        local = self.local_embedder()
+        with self._lock:
+            if self._query_batcher is None:
+                self._query_batcher = EmbeddingBatcher(local)
+            return self._query_batcher
+
+    def query_embedder_for(self, coach: Coach) -> Embedder:
+        """The embedder for one chat turn's query: :meth:`embedder_for`, batched across turns when local."""
+        embedder = self.embedder_for(coach)
+        return self.local_query_embedder() if embedder is self._local_embedder else embedder
 
     def warm_up(self) -> None:
         """Load the offline models now (blocking, seconds) so the first chat turn does not pay for it."""
