@@ -69,7 +69,10 @@ async def test_the_same_prompt_is_answered_from_the_cache_until_the_persona_or_d
     fourth = await chat(http, other, question)
     assert (await stored(http, other, fourth))["cache"] == "miss" and llm_api.routes["completions"].call_count == 3
 
-    # a personal history makes a different prompt: never a hit for another client's conversation
+    # a personal history makes a different prompt: never a hit for another client's conversation. Asking the
+    # same question again is also a frustration signal that could hand the turn to the coach: kept off here
+    patched = await http.patch("/api/v1/settings", headers=setup.coach.headers, json={"confidence_threshold": 0})
+    assert patched.status_code == 200
     follow_up = await chat(http, setup, question, first["conversation_id"])
     assert (await stored(http, setup, follow_up))["cache"] == "miss"
 
