@@ -73,8 +73,8 @@ async def _settings_page(
     section: str = "",
 ) -> Template:
     """The settings page (with the account's API keys); ``error`` sets the status (and ``Retry-After``) and is
-    shown where the template puts ``error_key`` (``error`` in ``section``, one of :data:`SECTIONS`, or at the
-    top; ``delete_error`` by account deletion), as is ``notice``."""
+    shown where the template puts ``error_key`` (``error`` in ``section``: one of :data:`SECTIONS`, ``tone`` or
+    ``embedding``, or at the top; ``delete_error`` by account deletion), as is ``notice``."""
     coach = await uow.coach()
     if error is not None:
         await uow.session.refresh(coach)  # drop what a refused change left in memory
@@ -198,9 +198,12 @@ class SettingsPages(CoachPage):
                     api_key=form_str(form, "embedding_api_key"),
                 )
         except DomainError as exc:
-            return await _settings_page(container, uow, error=exc)
+            return await _settings_page(container, uow, error=exc, section="embedding")
         return await _settings_page(
-            container, uow, notice="Re-embedding queued; the current model stays in use until it ends."
+            container,
+            uow,
+            notice="Re-embedding queued; the current model stays in use until it ends.",
+            section="embedding",
         )
 
     @post("/settings/api-keys")
