@@ -16,7 +16,8 @@ __all__ = ["browser"]  # fixture used by name below
 async def test_the_coach_sets_tone_on_the_settings_page(browser: httpx.AsyncClient) -> None:
     await sign_up(browser, "Tone Page Coach")
     page = await browser.get("/dashboard/settings")
-    assert page.status_code == 200 and 'id="tone"' in page.text and 'action="/dashboard/settings/tone#tone"' in page.text
+    assert page.status_code == 200 and 'id="tone"' in page.text
+    assert 'action="/dashboard/settings/tone#tone"' in page.text
     key = re.search(r'<pre class="snippet">([^<]+)</pre>', page.text)
     assert key, "the new API key is shown after sign-up"
     auth = {"Authorization": f"Bearer {key.group(1)}"}
