@@ -87,11 +87,25 @@ class Caps:
             )
 
 
+PageSink = Callable[[list[Page]], None]
+"""Receives pages as they are read, in reading order, a batch at a time."""
+SINK_PAGES = 8
+"""Pages per batch handed to a :data:`PageSink` (about a second of pypdf work on a book page)."""
+
+
 def extract_pages(
-    data: bytes, kind: str, *, on_page: Callable[[int, int], None] | None = None, caps: Caps | None = None
+    data: bytes,
+    kind: str,
+    *,
+    on_page: Callable[[int, int], None] | None = None,
+    caps: Caps | None = None,
+    sink: PageSink | None = None,
 ) -> ExtractedText:
     """Extract the pages (and metadata title) of ``data``. ``on_page(done, total)`` reports PDF progress:
-    first ``(0, total)`` once the page count is known, then after each page.
+    first ``(0, total)`` once the page count is known, then after each page. With a ``sink``, pages go to
+    it in batches of :data:`SINK_PAGES` as they are read (so a caller can work on the first pages while
+    later ones are read) and the returned ``pages`` is empty; an ``ExtractionError`` can still come after
+    some batches were handed over.
 
     Raises ``ExtractionError``: empty file, not really a PDF, damaged PDF, password-protected PDF,
     no text layer (a scan), text that is not UTF-8, more pages or characters than ``caps`` allow
@@ -101,7 +115,7 @@ def extract_pages(
     if not data.strip():
         raise ExtractionError("the file is empty")
     if kind == PDF:
-        return _extract_pdf(data, on_page, caps)
+        return _extract_pdf(data, on_page, caps, sink)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -109,6 +123,9 @@ def extract_pages(
     if "\x00" in text:
         raise ExtractionError("the file is binary, not text")
     caps.check_characters(len(text))
+    if sink is not None:
+        sink([Page(None, text)])
+        return ExtractedText([])
     return ExtractedText([Page(None, text)])
 
 
@@ -135,14 +152,17 @@ def _open_pdf(data: bytes, caps: Caps) -> tuple[pypdf.PdfReader, int]:
     return reader, total
 
 
-def _extract_pdf(data: bytes, on_page: Callable[[int, int], None] | None, caps: Caps) -> ExtractedText:
+def _extract_pdf(
+    data: bytes, on_page: Callable[[int, int], None] | None, caps: Caps, sink: PageSink | None
+) -> ExtractedText:
     reader, total = _open_pdf(data, caps)
     if total == 0:
         raise ExtractionError("the PDF has no pages")
     if on_page:
         on_page(0, total)
-    pages: list[Page] = []
+    pages: list[Page] = []  # read and not yet handed to the sink
     characters = 0
+    has_text = False
     for index in range(total):
         try:
             text = reader.pages[index].extract_text() or ""
@@ -155,10 +175,17 @@ def _extract_pdf(data: bytes, on_page: Callable[[int, int], None] | None, caps: 
         characters += len(text)
         caps.check_characters(characters)
         pages.append(Page(index + 1, text))
+        has_text = has_text or bool(text.strip())
+        if sink is not None and len(pages) >= SINK_PAGES:
+            sink(pages)
+            pages = []
         if on_page:
             on_page(index + 1, total)
-    if not any(p.text.strip() for p in pages):
+    if not has_text:
         raise ExtractionError("the PDF has no text layer (it looks like a scan); run OCR on it and upload the result")
+    if sink is not None and pages:
+        sink(pages)
+        pages = []
     try:
         title = (reader.metadata.title or "").strip() if reader.metadata else ""
     except (PyPdfError, ValueError, TypeError, AttributeError):
