@@ -34,7 +34,10 @@ class DocumentStatus:
 
 
 class Document(TenantMixin, Base):
-    """An uploaded original (kept in ``original``) plus its ingestion status and progress."""
+    """An uploaded original (kept in ``original``) plus its ingestion status and progress: ``pages_done``
+    of ``pages`` read, ``chunks`` embedded and committed (searchable already while ``processing``),
+    ``pages_searchable`` the last page those chunks reach. ``embedding_model`` is set when processing
+    starts, so retrieval can use the committed chunks of a document still being processed."""
 
     __tablename__ = "documents"
 
@@ -48,6 +51,7 @@ class Document(TenantMixin, Base):
     error: Mapped[str | None] = mapped_column(Text)
     pages: Mapped[int | None] = mapped_column(Integer)
     pages_done: Mapped[int] = mapped_column(Integer, default=0)
+    pages_searchable: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     chunks: Mapped[int] = mapped_column(Integer, default=0)
     embedding_model: Mapped[str | None] = mapped_column(String(200))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.rag.models import Chunk, Document
+from app.rag.models import Chunk, Document, DocumentStatus
 
 RRF_K = 60
 CANDIDATES_PER_K = 4
@@ -49,7 +49,8 @@ async def retrieve(
     embedding_model: str,
     k: int,
 ) -> list[RetrievedChunk]:
-    """Top-``k`` chunks of ``coach_id`` for ``query``, only from documents embedded with ``embedding_model``.
+    """Top-``k`` chunks of ``coach_id`` for ``query``, only from documents embedded with ``embedding_model``
+    that did not fail: a document still ``processing`` contributes the chunks committed so far.
 
     The vector arm uses pgvector ≥ 0.8 iterative index scans (``hnsw.iterative_scan = relaxed_order``) so a
     filtered HNSW scan keeps going until it has enough rows of this tenant; the materialised CTE re-sorts
@@ -57,7 +58,11 @@ async def retrieve(
     """
     n = k * CANDIDATES_PER_K
     await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-    docs = select(Document.id).where(Document.coach_id == coach_id, Document.embedding_model == embedding_model)
+    docs = select(Document.id).where(
+        Document.coach_id == coach_id,
+        Document.embedding_model == embedding_model,
+        Document.status != DocumentStatus.FAILED,
+    )
     distance = Chunk.embedding.cosine_distance(query_embedding)
     nearest = (
         select(Chunk.id.label("id"), distance.label("distance"))
