@@ -22,8 +22,9 @@ class DocumentAccepted(msgspec.Struct):
 
 
 class DocumentOut(msgspec.Struct):
-    """Status and progress: ``pages_done`` of ``pages`` extracted, ``chunks`` embedded so far (final once
-    ``ready``); ``error`` says why a ``failed`` document failed."""
+    """Status and progress: ``pages_done`` of ``pages`` extracted, ``chunks`` embedded and committed so far
+    (searchable already while ``processing``; final once ``ready``), reaching page ``pages_searchable``;
+    ``error`` says why a ``failed`` document failed (its chunks are then not used)."""
 
     id: uuid.UUID
     title: str
@@ -31,6 +32,7 @@ class DocumentOut(msgspec.Struct):
     status: str
     pages: int | None
     pages_done: int
+    pages_searchable: int
     chunks: int
     error: str | None
     size_bytes: int
@@ -40,7 +42,17 @@ class DocumentOut(msgspec.Struct):
 def document_out(d: Document) -> DocumentOut:
     """Serialise a document for the API."""
     return DocumentOut(
-        d.id, d.title, d.filename, d.status, d.pages, d.pages_done, d.chunks, d.error, d.size_bytes, d.created_at
+        d.id,
+        d.title,
+        d.filename,
+        d.status,
+        d.pages,
+        d.pages_done,
+        d.pages_searchable,
+        d.chunks,
+        d.error,
+        d.size_bytes,
+        d.created_at,
     )
 
 
