@@ -47,7 +47,7 @@ from app.web.api.accounts import (
     ClientController,
     SettingsController,
 )
-from app.web.api.conversations import ConversationController
+from app.web.api.conversations import ConversationController, InboxController
 from app.web.api.documents import DocumentController
 from app.web.api.experiments import ExperimentController
 from app.web.api.handoff import HandoffController
@@ -118,6 +118,7 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     WidgetConversationController,
     WidgetPassageController,
     ConversationController,
+    InboxController,
     HandoffController,
     TrainingController,
     ModelController,

@@ -359,6 +359,57 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retrieval_table(result: dict[str, Any], split: str) -> Table:
+    table = Table(
+        title=(
+            f"BEIR retrieval ({split}) — {result['queries']} queries; "
+            f"latency p50 {result['latency_ms']['p50']} ms, p95 {result['latency_ms']['p95']} ms"
+        )
+    )
+    table.add_column("arm")
+    for column in ("ndcg@10", "recall@100", "mrr@10"):
+        table.add_column(column, justify="right")
+    for arm in ("dense", "lexical", "fused"):
+        table.add_row(arm, *(f"{result[arm][column]:.4f}" for column in ("ndcg@10", "recall@100", "mrr@10")))
+    return table
+
+
+def cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    """``eval retrieval``: nDCG@10, recall@100 and MRR@10 of the dense, lexical and fused arms on a BEIR corpus
+    ingested through the real pipeline, with p50/p95 query latency (:mod:`app.evals.retrieval`)."""
+    from app.container import Container
+    from app.core.errors import EvalDataError
+    from app.evals.retrieval import evaluate, load_beir
+
+    try:
+        beir = load_beir(Path(args.beir), args.split)
+    except EvalDataError as exc:
+        _error(str(exc))
+        return 2
+    settings = _settings(args)
+
+    async def run(services: Services) -> dict[str, Any]:
+        container = await Container.create(settings, services.database_url, services.redis_url)
+        try:
+            with console.status("BEIR…") as status:
+                return await evaluate(container, beir, keep=args.keep, progress=lambda text: status.update(text))
+        finally:
+            await container.close()
+
+    with _start(settings) as services:
+        _migrate(services)
+        try:
+            result = asyncio.run(run(services))
+        except EvalDataError as exc:
+            _error(str(exc))
+            return 2
+    if args.json:
+        print(json.dumps(result), flush=True)
+    else:
+        Console().print(_retrieval_table(result, args.split))
+    return 0
+
+
 def _crisis_table(result: dict[str, Any]) -> Table:
     table = Table(title=f"C-SSRS crisis screen — {result['users']} users (flagged = level concern or crisis)")
     for column in ("label", "flagged", "not flagged", "flag rate"):
@@ -687,6 +738,19 @@ def cmd_train_strategy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retrieval_parser(targets: Any) -> argparse.ArgumentParser:
+    """``eval retrieval`` (under ``targets``); the caller adds the common options."""
+    retrieval: argparse.ArgumentParser = targets.add_parser(
+        "retrieval", help="BEIR corpus: nDCG@10, recall@100, MRR@10 of the dense, lexical and fused arms"
+    )
+    retrieval.add_argument("--beir", required=True, help="BEIR directory (e.g. ../shared/data/scifact)")
+    retrieval.add_argument("--split", default="dev", choices=("dev", "test"), help="judgments: qrels/<split>.tsv")
+    retrieval.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    retrieval.add_argument("--keep", action="store_true", help="keep the evaluation coach instead of deleting it")
+    retrieval.set_defaults(func=cmd_eval_retrieval)
+    return retrieval
+
+
 def _crisis_parsers(targets: Any, sub: Any) -> None:
     """``eval crisis`` (under ``targets``) and ``handoff train-crisis`` (under ``sub``)."""
     crisis = targets.add_parser("crisis", help="C-SSRS user-level precision/recall/F1 of the crisis risk detector")
@@ -784,6 +848,7 @@ def build_parser() -> argparse.ArgumentParser:
     targets = evaluate.add_subparsers(dest="target", required=True)
     _memory_parser(targets, common)
     _crisis_parsers(targets, sub)
+    common(_retrieval_parser(targets))
     learning = targets.add_parser(
         "learning", help="ESConv replay: style-profile strategy accuracy and few-shot reply similarity"
     )

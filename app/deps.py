@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncGenerator
-from typing import Any, TypeAlias
+from typing import Annotated, Any, TypeAlias
 
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.params import FromPath, QueryParameter
 
 from app.accounts.service import ClientIdentity
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
@@ -21,6 +21,8 @@ ClientIdentityDep: TypeAlias = NamedDependency[ClientIdentity]
 Uow: TypeAlias = NamedDependency[UnitOfWork]
 """The request's tenant unit of work (:func:`provide_unit_of_work`)."""
 PathId: TypeAlias = FromPath[uuid.UUID]
+StateQuery: TypeAlias = Annotated[str | None, QueryParameter(name="state")]
+"""An optional ``?state=`` query parameter (``state`` itself is a name Litestar reserves for the app state)."""
 PathStr: TypeAlias = FromPath[str]
 
 

@@ -1,8 +1,9 @@
 """The arq worker: document ingestion, the memory jobs (session summaries, insights, profiles), the coach's
 handoff alerts, the AI's answer after a handback, the learning jobs (intervention analysis and outcomes,
 training data, fine-tunes, the promotion gate), the minute crons that end idle chat sessions and send SLA
-holding messages, the minute sweep that fails documents a killed worker left ``processing``, and the
-five-minute learning sweep (fine-tune readiness and polling).
+holding messages, the minute sweep that fails documents a killed worker left ``processing``, the
+five-minute learning sweep (fine-tune readiness and polling) and the ten-minute sweep that gives each big
+coach an HNSW index of its own (:mod:`app.rag.vector_index`).
 
 Start with ``opencoach worker``; ``opencoach serve`` runs one alongside the web app. The process runs two arq
 workers (:func:`build_workers`): the main one on arq's default queue and one on the handoff alerts' own queue,
@@ -37,13 +38,16 @@ from arq.cron import cron
 from arq.worker import Retry, Worker, func
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, LockNotOwnedError
+from sqlalchemy.exc import DBAPIError
 from telegram.error import RetryAfter
 
 from app.accounts.unit_of_work import unit_of_work
-from app.channels.telegram.adapter import SEND_JOB, TelegramChannel, send_job
+from app.channels.telegram.adapter import TelegramChannel
+from app.channels.telegram.outbound import SEND_JOB
 from app.channels.telegram.wiring import build_channel
 from app.container import Container
 from app.core.config import Settings
+from app.db.engine import make_engine
 from app.db.jobs import (
     ALERTS_QUEUE,
     ANALYSE_INTERVENTION,
@@ -68,6 +72,7 @@ from app.handoff.alerts import OPENED as ALERT_OPENED
 from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
 from app.memory.summaries import SummaryFailed
+from app.rag import vector_index
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +160,23 @@ async def fail_stalled_documents(ctx: dict[str, Any]) -> str:
     """arq cron (every minute, and at start-up): fail documents left ``processing`` by a killed worker."""
     container: Container = ctx["container"]
     return f"{await container.documents.fail_stalled()} stalled documents failed"
+
+
+async def sync_vector_indexes(ctx: dict[str, Any]) -> str:
+    """arq cron (every ten minutes, and at start-up): build the HNSW index of each coach that became big, drop
+    those of coaches that shrank (:mod:`app.rag.vector_index`), as the schema owner (``MIGRATION_DATABASE_URL``,
+    else ``DATABASE_URL``). A refusal (the URL's role does not own ``chunks``) is logged, not raised."""
+    container: Container = ctx["container"]
+    settings = container.settings
+    owner = make_engine(settings.migration_database_url or container.database_url, pool_size=1)
+    try:
+        changes = await vector_index.sync_vector_indexes(owner, min_chunks=settings.vector_index_min_chunks)
+    except DBAPIError as exc:
+        log.warning("vector indexes not synced: %s", exc.orig)
+        return "vector indexes not synced"
+    finally:
+        await owner.dispose()
+    return f"vector indexes: {len(changes.created)} created, {len(changes.dropped)} dropped"
 
 
 async def _retrying(ctx: dict[str, Any], job: Awaitable[str]) -> str:
@@ -265,16 +287,33 @@ async def answer_pending(ctx: dict[str, Any], coach_id: str, message_id: str) ->
 
 
 async def telegram_send(
-    ctx: dict[str, Any], coach_id: str, chat_id: int, parts: list[str], keyboard: dict[str, Any] | None
+    ctx: dict[str, Any],
+    coach_id: str,
+    chat_id: int,
+    parts: list[str] | None = None,
+    keyboard: dict[str, Any] | None = None,
 ) -> str:
-    """Send a client's live event (coach message, joined/left notice) to their Telegram chat
-    (:func:`app.channels.telegram.adapter.send_job`); a 429 is retried after Telegram's ``retry_after``."""
+    """Send the messages queued for a client's Telegram chat (coach messages, joined/left notices), in order
+    across workers (:meth:`app.channels.telegram.outbound.ChatOutbox.flush`); a 429 still refused after the
+    flush's own waits, or a chat lock held elsewhere too long, is retried later. ``parts``/``keyboard``: a job
+    queued by an earlier version carries its message, which is queued for the chat first."""
+    telegram: TelegramChannel = ctx["telegram"]
+    coach, outbox = uuid.UUID(coach_id), telegram.outbox
+    if parts is not None and ctx["job_try"] == 1:
+        await outbox.push(coach, chat_id, parts, keyboard)
     try:
-        return await send_job(ctx["telegram"].service, uuid.UUID(coach_id), chat_id, parts, keyboard)
-    except RetryAfter as exc:
+        return await outbox.flush(coach, chat_id)
+    except (RetryAfter, LockError) as exc:
         if ctx["job_try"] >= TELEGRAM_SEND_TRIES:
             raise
-        raise Retry(defer=exc.retry_after) from exc
+        raise Retry(defer=exc.retry_after if isinstance(exc, RetryAfter) else 1) from exc
+
+
+async def telegram_recover(ctx: dict[str, Any]) -> str:
+    """arq cron (every minute): process the Telegram updates recorded but never finished because their process
+    died after answering Telegram (:meth:`app.channels.telegram.adapter.TelegramChannel.recover`)."""
+    telegram: TelegramChannel = ctx["telegram"]
+    return f"{await telegram.recover()} telegram updates recovered"
 
 
 async def purge_erased_data(ctx: dict[str, Any], coach_id: str, file_ids: list[str]) -> str:
@@ -363,6 +402,16 @@ class OutageTolerantWorker(Worker):
             self._release_sem_dec_counter_on_complete()
             raise
 
+    async def close(self) -> None:
+        """arq's ``close`` (cancel the jobs, run ``on_shutdown``, close the pool), but a job the stop cancelled
+        does not end it early: arq gathers its job tasks without ``return_exceptions``, so the first cancelled
+        job raised ``CancelledError`` out of ``close`` and skipped the shutdown (the container stayed open)."""
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        self.tasks.clear()
+        await super().close()
+
 
 class _SharedContainer:
     """One :class:`Container` for the workers of a process: the first worker's start-up builds it and checks
@@ -385,8 +434,8 @@ class _SharedContainer:
                 container = await Container.create(*self._args, registry=self._registry)
                 try:
                     await assert_schema_current(container.engine)
-                except RuntimeError:
-                    await container.close()
+                except BaseException:  # an out-of-date schema, or a stop signal during the check
+                    await asyncio.shield(container.close())
                     raise
                 self._container = container
                 self._telegram = build_channel(container)  # once: it registers the handoff's client sink
@@ -434,7 +483,15 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
         else [
             cron(close_idle_sessions, second=0, run_at_startup=True),
             cron(fail_stalled_documents, second=45, run_at_startup=True),
+            cron(
+                sync_vector_indexes,
+                minute=set(range(0, 60, 10)),
+                second=50,
+                run_at_startup=True,
+                timeout=JOB_TIMEOUT_S,
+            ),
             cron(learning_sweep, minute=set(range(0, 60, 5)), second=15, run_at_startup=True),
+            cron(telegram_recover, second=50, run_at_startup=True),
         ],
         redis_pool=connect_redis(redis_url, socket_timeout_s=settings.redis_socket_timeout_seconds),
         lease_s=settings.worker_lease_seconds,
@@ -503,7 +560,8 @@ def build_worker(
 async def run_workers(workers: Sequence[Worker]) -> None:
     """Run ``workers`` until they end, then close them all. Burst workers run one after the other (jobs one
     queues for a later one are run); long-lived ones run side by side until SIGINT or SIGTERM, which stops
-    every one of them (arq's own handler would serve only the worker that installed it last)."""
+    every one of them (arq's own handler would serve only the worker that installed it last) and returns; a
+    worker's ``handle_sig`` stops them the same way. Re-raises an error of a worker's ``close``."""
     if all(worker.burst for worker in workers):
         try:
             for worker in workers:
@@ -514,10 +572,8 @@ async def run_workers(workers: Sequence[Worker]) -> None:
         return
     loop = asyncio.get_running_loop()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    stopped: list[signal.Signals] = []
 
     def stop(signum: signal.Signals) -> None:
-        stopped.append(signum)
         for worker in workers:
             worker.handle_sig(signum)  # cancels the worker's jobs and its main task
 
@@ -529,14 +585,17 @@ async def run_workers(workers: Sequence[Worker]) -> None:
     try:
         await asyncio.gather(*tasks)
     except asyncio.CancelledError:
-        if not stopped:
-            raise
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # this coroutine was cancelled; otherwise the workers were stopped (a signal, ``handle_sig``)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for worker in workers:
-            await worker.close()
+        closed = await asyncio.gather(*(worker.close() for worker in workers), return_exceptions=True)
         for sig, handler in previous.items():
             loop.remove_signal_handler(sig)
             signal.signal(sig, handler)
+    for outcome in closed:
+        if isinstance(outcome, BaseException):
+            raise outcome

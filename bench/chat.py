@@ -21,6 +21,17 @@ Run from the project root (the default 50 turns take a few minutes on two cores)
 
     .venv/bin/python bench/chat.py
     .venv/bin/python bench/chat.py --turns 20 --max-tokens 64 --json
+
+``--instant`` measures the turn's own cost instead, as a new user would meet it: the coach's model is an
+instant OpenAI-compatible stub served by this benchmark on 127.0.0.1 (the whole reply in one response),
+*Meditations* is ingested, the response cache is off, ``opencoach worker`` runs in its own process (the
+turn's follow-up jobs compete for the same cores), and every turn is a ``POST /api/v1/chat`` to the real app
+served on loopback. Rows are the stages of :class:`app.chat.turn.timing.Stages` read from the turn's own
+``turn stages`` log line (top-level stages add up to the turn; a dotted one is part of the stage before its
+dot), then ``outside the model`` (the turn's stages without ``generate.model``) and ``end to end`` (the HTTP
+request as the client sees it)::
+
+    .venv/bin/python bench/chat.py --instant --turns 200
 """
 
 from __future__ import annotations
@@ -28,18 +39,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import os
 import statistics
+import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from harness import bench_app, console, ingest_pdf, percentile, print_table
+import httpx
+from litestar import Litestar, post
+from litestar.response import Stream
 from rich.table import Table
 
-from app.accounts.unit_of_work import unit_of_work
-from app.chat.turn import TurnResult
-from app.container import Container
+# bench/telegram.py would shadow python-telegram-bot's ``telegram`` package (the app imports it): the project
+# root (the tests' OpenAI wire format) goes first and bench/ last; the PDF reader's spawned process inherits it
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path[0] = str(ROOT)
+sys.path.append(str(BENCH))
+
+from harness import bench_app, console, ingest_pdf, percentile, print_table  # noqa: E402
+
+from app.accounts.unit_of_work import unit_of_work  # noqa: E402
+from app.asgi import create_app  # noqa: E402
+from app.chat.turn import TurnResult  # noqa: E402
+from app.container import Container  # noqa: E402
+from app.core.runtime import serve_in_background  # noqa: E402
+from tests.openai_wire import openai_sse  # noqa: E402
 
 MEDITATIONS = Path(__file__).resolve().parents[1] / "demo" / "meditations-marcus-aurelius.pdf"
 QUESTIONS = (
@@ -64,6 +94,10 @@ STAGES = {
     "total latency": "latency_ms",
 }
 WALL_CLOCK = "wall clock"
+INSTANT_REPLY = ["Take", " one", " small", " step", " today", "."]
+OUTSIDE_MODEL = "outside the model"
+END_TO_END = "end to end (HTTP)"
+MODEL_STAGE = "generate.model"
 
 
 def parse_args() -> argparse.Namespace:
@@ -71,6 +105,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--turns", type=int, default=50, help="timed turns (default 50)")
     parser.add_argument("--max-tokens", type=int, default=128, help="reply length limit (default 128)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parser.add_argument(
+        "--instant", action="store_true", help="the turn's own cost: instant stub model, POST /api/v1/chat, worker"
+    )
     args = parser.parse_args()
     if args.turns < 1:
         parser.error("--turns must be at least 1")
@@ -145,6 +182,129 @@ async def measure(turns: int, max_tokens: int) -> dict[str, Any]:
     }
 
 
+class StageLog(logging.Handler):
+    """Collects the ``stages`` of every ``turn stages {json}`` line the chat pipeline logs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.turns: list[dict[str, float]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == "turn stages %s":
+            self.turns.append(json.loads(record.args[0])["stages"])  # type: ignore[index]
+
+
+@asynccontextmanager
+async def instant_model() -> AsyncIterator[str]:
+    """An OpenAI-compatible endpoint on loopback streaming :data:`INSTANT_REPLY` at once; yields its base URL."""
+
+    @post("/v1/chat/completions", status_code=200)
+    async def completions() -> Stream:
+        return Stream(iter([openai_sse(INSTANT_REPLY, (50, len(INSTANT_REPLY)))]), media_type="text/event-stream")
+
+    async with serve_in_background(Litestar([completions])) as url:
+        yield f"{url}/v1"
+
+
+@asynccontextmanager
+async def worker(container: Container) -> AsyncIterator[None]:
+    """``opencoach worker`` in its own process on the benchmark's servers, stopped on exit."""
+    settings = container.settings
+    env = dict(os.environ) | {
+        "DATABASE_URL": container.database_url,
+        "REDIS_URL": container.redis_url,
+        "DATA_DIR": str(settings.data_dir),
+        "SECRET_KEY": settings.secret_key or "",
+        "OUTBOUND_ALLOW": "127.0.0.1",
+        "PYTHONPATH": str(ROOT),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app.cli",
+        "worker",
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+
+
+async def instant_coach(container: Container, coach_id: uuid.UUID, model_url: str) -> str:
+    """Point the coach at the stub model, cache off; returns a new client's widget token."""
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        await container.accounts.update_settings(
+            uow,
+            llm_provider="openai",
+            llm_model="stub",
+            llm_base_url=model_url,
+            llm_api_key="sk-bench",
+        )
+        (await uow.coach()).response_cache_ttl_seconds = 0
+        _, token = await container.accounts.create_client(uow, "Bench")
+    return token
+
+
+async def measure_instant(turns: int) -> dict[str, Any]:
+    """``turns`` timed ``POST /api/v1/chat`` turns (after 5 untimed ones); per-stage and end-to-end summary."""
+    stage_log = StageLog()
+    logging.getLogger("app.chat.turn.pipeline").addHandler(stage_log)
+    logging.getLogger("app.chat.turn.pipeline").setLevel(logging.INFO)
+    end_to_end: list[float] = []
+    async with instant_model() as model_url, bench_app(outbound_allow="127.0.0.1") as (container, coach_id):
+        with console.status(f"Ingesting {MEDITATIONS.name}…"):
+            await ingest_pdf(container, coach_id, MEDITATIONS)
+        token = await instant_coach(container, coach_id, model_url)
+        app = create_app(container.settings, container.database_url, container.redis_url, registry=container.registry)
+        auth = {"Authorization": f"Bearer {token}"}
+        async with (
+            worker(container),
+            serve_in_background(app) as url,
+            httpx.AsyncClient(base_url=url, timeout=60) as http,
+        ):
+            conversation_id: str | None = None
+            with console.status("Chatting…") as status:
+                for i in range(-5, turns):
+                    status.update(f"Turn {i + 1}/{turns}…")
+                    if i % TURNS_PER_CONVERSATION == 0:
+                        conversation_id = None
+                    body = {"text": QUESTIONS[i % len(QUESTIONS)], "conversation_id": conversation_id}
+                    started = time.perf_counter()
+                    response = await http.post("/api/v1/chat", headers=auth, json=body)
+                    elapsed = (time.perf_counter() - started) * 1000
+                    response.raise_for_status()
+                    conversation_id = response.json()["conversation_id"]
+                    if i >= 0:
+                        end_to_end.append(elapsed)
+    timed = stage_log.turns[-turns:]
+    samples: dict[str, list[float]] = {}
+    for stages in timed:
+        for name, ms in stages.items():
+            samples.setdefault(name, []).append(ms)
+        top = sum(ms for name, ms in stages.items() if "." not in name)
+        samples.setdefault(OUTSIDE_MODEL, []).append(top - stages.get(MODEL_STAGE, 0.0))
+    samples[END_TO_END] = end_to_end
+    return {
+        "turns": turns,
+        "stages": {
+            name: {
+                "p50_ms": round(percentile(values, 50), 1),
+                "p95_ms": round(percentile(values, 95), 1),
+                "mean_ms": round(statistics.fmean(values), 1),
+            }
+            for name, values in samples.items()
+        },
+    }
+
+
 def render(summary: dict[str, Any]) -> Table:
     table = Table(title=f"Chat turn latency over {summary['turns']} turns")
     table.add_column("stage")
@@ -170,12 +330,16 @@ def describe(summary: dict[str, Any]) -> str:
 
 async def main() -> None:
     args = parse_args()
-    summary = await measure(args.turns, args.max_tokens)
+    if args.instant:
+        summary = await measure_instant(args.turns)
+    else:
+        summary = await measure(args.turns, args.max_tokens)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print_table(render(summary))
-        print(describe(summary))
+        if not args.instant:
+            print(describe(summary))
 
 
 if __name__ == "__main__":

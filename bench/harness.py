@@ -58,6 +58,23 @@ async def bench_app(**settings: Any) -> AsyncIterator[tuple[Container, uuid.UUID
             services.stop()
 
 
+@asynccontextmanager
+async def attached_app(data_dir: Path) -> AsyncIterator[Container]:
+    """The container over the PostgreSQL an interrupted benchmark left running (or stopped) in ``data_dir``
+    (its ``pgdata``); a fresh Redis. Nothing is migrated or signed up; the servers are stopped on exit."""
+    config = Settings(data_dir=data_dir, secret_key=Fernet.generate_key().decode())
+    services = await asyncio.to_thread(start_services, config)
+    try:
+        container = await Container.create(config, services.database_url, services.redis_url)
+        try:
+            await container.registry.local_embedder().embed(["warm up"])
+            yield container
+        finally:
+            await container.close()
+    finally:
+        services.stop()
+
+
 async def ingest_pdf(container: Container, coach_id: uuid.UUID, path: Path) -> IngestTimings:
     """Upload ``path`` and run the ingestion pipeline in this process (the arq job's body, called directly).
 

@@ -20,6 +20,7 @@ import app.memory.models
 import app.rag.models  # noqa: F401
 from app.core.config import get_settings
 from app.db.base import Base
+from app.rag.vector_index import INDEX_PREFIX
 
 config = context.config
 target_metadata = Base.metadata
@@ -37,7 +38,10 @@ def _url() -> str:
 
 
 def _include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
-    # alembic_version belongs to alembic itself
+    # alembic_version belongs to alembic itself; the big coaches' partial HNSW indexes to the worker
+    # (app.rag.vector_index), so autogenerate never proposes dropping them
+    if type_ == "index" and reflected and (name or "").startswith(INDEX_PREFIX):
+        return False
     return not (type_ == "table" and name == "alembic_version")
 
 

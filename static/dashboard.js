@@ -4,6 +4,10 @@
 //   handoff / draft -> refresh the queue (#queue), the nav badge and the open conversation's handoff panel;
 //   alert           -> red crisis banner at the top of every page ("Crisis: <client> — open conversation");
 //   message         -> append to the open conversation's transcript (#transcript[data-conversation]).
+// Every event is also re-dispatched on document as "oc:live" ({type, data}) for page scripts (static/inbox.js).
+// Alerts a coach notices, for a new handoff or crisis: the tab title counts open handoffs ("(2) Inbox ·
+// OpenCoach"); with alerts turned on (#alerts-toggle: a click, so the browser lets the page ask for the
+// Notification permission and play sound) a short tone (Web Audio; two for a crisis) and a browser notification.
 // The page itself was rendered from the database; the stream only carries what changes afterwards, so after
 // a reconnect everything is re-fetched once. No framework: plain EventSource and fetch.
 // Also: a form with data-confirm="…" asks before it is sent.
@@ -13,6 +17,10 @@
   var badge = document.getElementById("handoff-badge");
   var alerts = document.getElementById("alerts");
   var live = document.getElementById("live");
+  var alertsToggle = document.getElementById("alerts-toggle");
+  var baseTitle = document.title;
+  var announced = {};
+  var audio = null;
   var dismissed = {};
   try { dismissed = JSON.parse(sessionStorage.getItem("oc-dismissed-alerts") || "{}"); } catch (e) { dismissed = {}; }
 
@@ -80,6 +88,7 @@
           badge.textContent = summary.open ? String(summary.open) : "";
           badge.hidden = !summary.open;
         }
+        document.title = summary.open ? "(" + summary.open + ") " + baseTitle : baseTitle;
         // crisis banners stay until the handoff is taken over (or dismissed on this tab)
         var crisis = {};
         summary.crisis.forEach(function (item) { crisis[item.conversation_id] = true; showAlert(item); });
@@ -135,18 +144,87 @@
     el.appendChild(who);
     el.appendChild(body);
     list.appendChild(el);
-    el.scrollIntoView({ block: "nearest" });
+    list.scrollTop = list.scrollHeight;
   }
 
   function parse(event) {
-    try { return JSON.parse(event.data); } catch (e) { return null; }
+    var data = null;
+    try { data = JSON.parse(event.data); } catch (e) { data = null; }
+    document.dispatchEvent(new CustomEvent("oc:live", { detail: { type: event.type, data: data } }));
+    return data;
+  }
+
+  // --- alerts: sound and browser notifications, only after the coach turned them on with a click
+  function alertsOn() {
+    try { return localStorage.getItem("oc-alerts") === "on"; } catch (e) { return false; }
+  }
+
+  function showToggle() {
+    if (!alertsToggle) return;
+    var on = alertsOn();
+    alertsToggle.textContent = on ? "Alerts on" : "Turn on alerts";
+    alertsToggle.setAttribute("aria-pressed", on ? "true" : "false");
+  }
+
+  function unlockAudio() {
+    var Ctx = window.AudioContext || window.webkitAudioContext;
+    if (!Ctx) return;
+    if (!audio) audio = new Ctx();
+    if (audio.state === "suspended") audio.resume();
+  }
+
+  function tone(times) {
+    if (!audio) unlockAudio();
+    if (!audio || audio.state !== "running") return;
+    for (var i = 0; i < times; i++) {
+      var start = audio.currentTime + i * 0.3;
+      var osc = audio.createOscillator();
+      var gain = audio.createGain();
+      osc.frequency.value = 880;
+      gain.gain.setValueAtTime(0.2, start);
+      gain.gain.exponentialRampToValueAtTime(0.001, start + 0.25);
+      osc.connect(gain).connect(audio.destination);
+      osc.start(start);
+      osc.stop(start + 0.25);
+    }
+  }
+
+  function notify(key, title, body, conversationId, urgent) {
+    if (!key || announced[key]) return;  // a crisis comes as a handoff and as an alert: one notice
+    announced[key] = true;
+    if (!alertsOn()) return;
+    tone(urgent ? 2 : 1);
+    if (!window.Notification || Notification.permission !== "granted") return;
+    var notice = new Notification(title, { body: body, tag: key, requireInteraction: !!urgent });
+    notice.onclick = function () {
+      window.focus();
+      if (conversationId) window.location.href = "/dashboard/inbox?conversation=" + conversationId;
+      notice.close();
+    };
+  }
+
+  if (alertsToggle) {
+    alertsToggle.hidden = false;
+    showToggle();
+    alertsToggle.addEventListener("click", function () {
+      var on = !alertsOn();
+      try { localStorage.setItem("oc-alerts", on ? "on" : "off"); } catch (e) { /* private mode */ }
+      if (on) {
+        unlockAudio();
+        if (window.Notification && Notification.permission === "default") Notification.requestPermission();
+      }
+      showToggle();
+    });
+    // browsers start audio only after a gesture on the page: any click unlocks it when alerts are on
+    document.addEventListener("click", function () { if (alertsOn()) unlockAudio(); }, { once: true });
   }
 
   var connectedOnce = false;
   function connect() {
     if (!window.EventSource) return;
     var source = new EventSource("/dashboard/events");
-    source.addEventListener("ready", function () {
+    source.addEventListener("ready", function (event) {
+      parse(event);
       document.body.dataset.live = "on";
       if (live) live.classList.add("on");
       // after a reconnect, catch up on whatever happened while the stream was down
@@ -155,6 +233,11 @@
     });
     source.addEventListener("handoff", function (event) {
       var data = parse(event);
+      var h = data && data.handoff;
+      if (h && h.status === "open") {
+        notify(h.id, (h.reason === "crisis" ? "Crisis: " : "Handoff: ") + (h.client_name || "a client"),
+          h.reason_label || "", h.conversation_id, h.reason === "crisis");
+      }
       refreshSummary();
       replaceFrom("/dashboard/handoffs/queue", "queue");
       refreshConversation(data && data.handoff ? data.handoff.conversation_id : null);
@@ -167,7 +250,10 @@
     });
     source.addEventListener("alert", function (event) {
       var data = parse(event);
-      if (data) showAlert(data);
+      if (data) {
+        showAlert(data);
+        notify(data.handoff_id, "Crisis: " + (data.client_name || "a client"), data.detail || "", data.conversation_id, true);
+      }
       refreshSummary();
     });
     source.addEventListener("message", function (event) {

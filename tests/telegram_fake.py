@@ -29,18 +29,21 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "telegram"
 
 def recorded(name: str, **changes: Any) -> dict[str, Any]:
     """A recorded update payload from ``tests/fixtures/telegram/<name>.json`` with top-level ``changes``
-        and ``chat_id`` / ``text`` / ``data`` overrides applied where the update has them; a new ``update_id`` gives
-    a message a new ``message_id`` too (Telegram numbers a chat's messages)."""
+    and ``chat_id`` / ``text`` / ``data`` / ``message_id`` overrides applied where the update has them; a new
+    ``update_id`` gives a new message a new ``message_id`` too (Telegram numbers a chat's messages)."""
     update: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
-    message = update.get("message") or (update.get("callback_query") or {}).get("message")
+    sent = update.get("message") or update.get("edited_message")  # a message from the client
+    message = sent or (update.get("callback_query") or {}).get("message")
     if "chat_id" in changes and message is not None:
         message["chat"]["id"] = changes.pop("chat_id")
-        if "message" in update:
+        if sent is not None:
             message["from"]["id"] = message["chat"]["id"]
     if "update_id" in changes and "message" in update:  # a new update is a new message of its chat
         update["message"]["message_id"] = changes["update_id"] % 2**31
-    if "text" in changes and "message" in update:
-        update["message"]["text"] = changes.pop("text")
+    if "message_id" in changes and sent is not None:
+        sent["message_id"] = changes.pop("message_id")
+    if "text" in changes and sent is not None:
+        sent["text"] = changes.pop("text")
     if "data" in changes:
         update["callback_query"]["data"] = changes.pop("data")
     return update | changes

@@ -180,6 +180,10 @@ class ReplyMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Storing the reply (in the turn's result only; measured after the row is written)."""
     latency_ms: float | None = None
     """The whole turn, from the client's message to the result (in the turn's result only)."""
+    stages: dict[str, float] = {}
+    """Milliseconds per stage of the turn (:class:`app.chat.turn.timing.Stages`: ``receive``, ``intake``,
+    ``gather``, ``generate``, ``persist``, ``after_commit`` and their dotted parts such as
+    ``gather.passages``); the stored reply holds the stages before ``persist``, the turn's result all."""
 
     # --- confidence, signals, risk (coach-only)
     ai_confidence_before: float | None = None

@@ -35,6 +35,8 @@ class Conversation(TenantMixin, Base):
     urgent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     """Set when a client message triggered the crisis protocol; ``urgent_reason`` names the cues."""
     urgent_reason: Mapped[str | None] = mapped_column(Text)
+    coach_read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When the coach last opened the conversation: the client's messages after it are unread in the inbox."""
     insights_extracted_through: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     """Watermark of L3 extraction: messages created up to this time have been read for insights."""
 

@@ -107,6 +107,20 @@ class Settings(BaseSettings):
         description="Jobs one worker process runs at once on the main queue (handoff alerts have their own).",
     )
     retrieval_top_k: int = Field(default=5, ge=1, le=50)
+    vector_index_min_chunks: int = Field(
+        default=2_000,
+        ge=1,
+        description="A coach with this many chunks gets an HNSW index of its own (built by the worker within "
+        "ten minutes, dropped below half of it); smaller coaches are searched exactly (at 1M chunks a 2,000-chunk "
+        "coach's exact search took about as long as the 150k-chunk coach's index scan, bench/scale.py).",
+    )
+    rerank_base_url: str = Field(
+        default="",
+        description="Base URL of a /rerank endpoint (Jina, Cohere v2, vLLM or TEI wire format) that reorders the "
+        "retrieved passages; empty (default): no reranker. Checked by the egress guard like coach URLs.",
+    )
+    rerank_model: str = Field(default="", description="Model name sent to the reranker.")
+    rerank_api_key: str | None = Field(default=None, description="Bearer key for the reranker, if it needs one.")
     llm_timeout_seconds: float = Field(
         default=120.0, gt=0, description="Seconds a model endpoint may take to connect, and between two reads."
     )

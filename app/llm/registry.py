@@ -13,6 +13,7 @@ from app.core.security import SecretBox
 from app.llm.base import EMBEDDING_DIMENSIONS, ChatProvider, Embedder
 from app.llm.local import LlamaCppChatProvider, SentenceTransformerEmbedder
 from app.llm.openai_compat import OpenAIChatProvider, OpenAIEmbedder
+from app.llm.rerank import HttpReranker
 
 _Remote = TypeVar("_Remote", OpenAIChatProvider, OpenAIEmbedder)
 MAX_REMOTE_CLIENTS = 256
@@ -31,6 +32,7 @@ class ProviderRegistry:
         self._lock = threading.Lock()
         self._local_chat: LlamaCppChatProvider | None = None
         self._local_embedder: SentenceTransformerEmbedder | None = None
+        self._reranker: HttpReranker | None = None
         self._remote: dict[tuple[str, str, str | None, str | None], OpenAIChatProvider | OpenAIEmbedder] = {}
 
     def local_chat(self) -> LlamaCppChatProvider:
@@ -53,6 +55,19 @@ class ProviderRegistry:
         """Load the offline models now (blocking, seconds) so the first chat turn does not pay for it."""
         self.local_embedder()
         self.local_chat()
+
+    def reranker(self) -> HttpReranker | None:
+        """The operator's reranker (``RERANK_BASE_URL``), or ``None`` when none is configured (the default)."""
+        if not self._settings.rerank_base_url:
+            return None
+        if self._reranker is None:
+            self._reranker = HttpReranker(
+                self._settings.rerank_base_url,
+                self._settings.rerank_model,
+                self._settings.rerank_api_key,
+                self.egress,
+            )
+        return self._reranker
 
     def decrypt_key(self, encrypted: bytes | None) -> str | None:
         """Decrypt a stored provider key (``None`` when none is set)."""

@@ -32,6 +32,7 @@ from app.accounts.models import Coach
 from app.conversations.models import SenderType
 from app.memory.episodes import EpisodeHit, dense_episodes, lexical_episodes
 from app.memory.models import ChatSession, ClientProfile, Insight, InsightStatus, SessionStatus
+from app.rag.retrieval import rrf_fuse
 
 HALF_LIFE_DAYS = 30.0
 RECENCY_SHARE = 0.05
@@ -55,18 +56,6 @@ def recency_weight(age_days: float, share: float = RECENCY_SHARE) -> float:
     """1 − share + share × 2^(−age/30 days): 1.0 now, 1 − share/2 after 30 days, → 1 − share. A negative
     age (clock skew) counts as now."""
     return 1.0 - share + share * 2 ** (-max(age_days, 0.0) / HALF_LIFE_DAYS)
-
-
-def rrf_fuse(
-    rankings: Sequence[Sequence[uuid.UUID]], weights: Sequence[float], k: int = RRF_K
-) -> dict[uuid.UUID, float]:
-    """Weighted Reciprocal Rank Fusion: ``{id: Σ weight / (k + rank)}`` over the rankings (best first,
-    rank 1-based); an id missing from a ranking gets nothing from it."""
-    fused: dict[uuid.UUID, float] = {}
-    for ranking, weight in zip(rankings, weights, strict=True):
-        for rank, item_id in enumerate(ranking, start=1):
-            fused[item_id] = fused.get(item_id, 0.0) + weight / (k + rank)
-    return fused
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Sentences are packed greedily into chunks of at most ``max_tokens`` cl100k tokens (tiktoken); each chunk
 starts with the last sentences of the previous one, up to ``overlap_tokens`` (a sliding window, as in
 common RAG practice). A sentence longer than a chunk is cut at token boundaries. Pages are tracked so each
-chunk knows the page span it came from.
+chunk knows the page span it came from, and Markdown headings (``#`` … ``######`` lines) so each chunk knows the
+section heading it sits under (its contextual header, :func:`chunk_header`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ MAX_CHUNK_TOKENS = 512
 """Upper bound for embedders with long inputs: retrieval works better on passages than on whole pages."""
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])[\"')\]]*\s+|\n{2,}")
+_HEADING_LINE = re.compile(r"^(#{1,6}[ \t]+\S[^\n]*)\n(?!\n)", re.MULTILINE)
+_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*$")
+HEADER_SEPARATOR = " — "
 
 
 def sentences(text: str) -> list[str]:
@@ -63,13 +67,28 @@ class ChunkSpec:
 
 @dataclass(frozen=True)
 class TextChunk:
-    """One chunk: its text, cl100k token count and 1-based page span (``None`` for text files)."""
+    """One chunk: its text, cl100k token count, 1-based page span (``None`` for text files) and the Markdown
+    heading in force where its new text starts (``None`` before the first heading or without any)."""
 
     ordinal: int
     text: str
     token_count: int
     page_start: int | None
     page_end: int | None
+    heading: str | None = None
+
+
+def chunk_header(title: str, heading: str | None) -> str:
+    """The contextual header of a chunk: ``"Title — Heading"`` (or the title alone). It is embedded and
+    searched with the chunk, never shown or cited: Anthropic's "contextual retrieval" (2024) without the
+    LLM-written context, using the document's own title and section heading instead."""
+    parts = [p for p in (title.strip(), (heading or "").strip()) if p]
+    return HEADER_SEPARATOR.join(dict.fromkeys(parts))
+
+
+def embedding_input(header: str, text: str) -> str:
+    """What the embedder sees for a chunk: its header on a line of its own, then its text."""
+    return f"{header}\n{text}" if header else text
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,7 @@ class _Unit:
     text: str
     tokens: int
     page: int | None
+    heading: str | None
 
 
 _TRAILING_HYPHEN = re.compile(r"(\w)-$")
@@ -96,20 +116,23 @@ def _join_hyphens_across_pages(texts: list[str]) -> list[str]:
     return joined
 
 
-def _units(pages: list[Page], texts: list[str], max_tokens: int) -> list[_Unit]:
-    """Sentences of the normalised ``texts`` of ``pages``, each cut to at most ``max_tokens`` tokens."""
+def _units(pages: list[Page], texts: list[str], max_tokens: int, heading: str | None) -> list[_Unit]:
+    """Sentences of the normalised ``texts`` of ``pages``, each cut to at most ``max_tokens`` tokens and
+    tagged with the Markdown heading in force (``heading`` before the first heading line of ``texts``)."""
     enc = encoding()
     units: list[_Unit] = []
     for page, text in zip(pages, texts, strict=True):
         for sentence in sentences(text):
+            if match := _HEADING.match(sentence):
+                heading = match.group(1)
             ids = enc.encode(sentence, disallowed_special=())
             if len(ids) <= max_tokens:
-                units.append(_Unit(sentence, len(ids), page.number))
+                units.append(_Unit(sentence, len(ids), page.number, heading))
                 continue
             for start in range(0, len(ids), max_tokens):
                 piece = enc.decode(ids[start : start + max_tokens]).strip()
                 if piece:
-                    units.append(_Unit(piece, count_tokens(piece), page.number))
+                    units.append(_Unit(piece, count_tokens(piece), page.number, heading))
     return units
 
 
@@ -128,6 +151,7 @@ class Chunker:
         self._size = 0
         self._fresh = 0  # units in the window not yet emitted in a previous chunk
         self._emitted = 0
+        self._heading: str | None = None  # the heading in force after the units packed so far
 
     def feed(self, pages: list[Page]) -> list[TextChunk]:
         """Take the next ``pages`` (in reading order); returns the chunks this completed."""
@@ -137,7 +161,7 @@ class Chunker:
         incoming = [*(page for page, _ in held), *pages]
         texts = _join_hyphens_across_pages([*(text for _, text in held), *map(_normalized, pages)])
         self._held = (incoming[-1], texts[-1])
-        return self._pack(_units(incoming[:-1], texts[:-1], self._spec.max_tokens))
+        return self._pack(_units(incoming[:-1], texts[:-1], self._spec.max_tokens, self._heading))
 
     def finish(self) -> list[TextChunk]:
         """The chunks left once every page was fed."""
@@ -145,7 +169,7 @@ class Chunker:
         if self._held is not None:
             page, text = self._held
             self._held = None
-            chunks = self._pack(_units([page], [text], self._spec.max_tokens))
+            chunks = self._pack(_units([page], [text], self._spec.max_tokens, self._heading))
         if self._window and self._fresh:
             chunks.append(self._emit())
             self._fresh = 0
@@ -153,6 +177,8 @@ class Chunker:
 
     def _pack(self, units: list[_Unit]) -> list[TextChunk]:
         chunks: list[TextChunk] = []
+        if units:
+            self._heading = units[-1].heading
         for unit in units:
             # +1 for the joining space
             if self._window and self._size + unit.tokens + 1 > self._spec.max_tokens:
@@ -180,11 +206,13 @@ class Chunker:
             token_count=count_tokens(text),
             page_start=min(pages_in) if pages_in else None,
             page_end=max(pages_in) if pages_in else None,
+            heading=self._window[len(self._window) - self._fresh].heading,
         )
 
 
 def _normalized(page: Page) -> str:
-    return normalize_text(page.text)
+    # a heading line gets a paragraph of its own, so it is never joined into the text under it
+    return normalize_text(_HEADING_LINE.sub(r"\1\n\n", page.text))
 
 
 def chunk_pages(pages: list[Page], spec: ChunkSpec) -> list[TextChunk]:

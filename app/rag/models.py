@@ -61,18 +61,14 @@ class Document(TenantMixin, Base):
 class Chunk(TenantMixin, Base):
     """A passage of a document: ``text`` spans pages ``page_start..page_end`` (1-based; ``None`` for
     text files), ``token_count`` cl100k tokens, ``embedding`` a unit-norm vector searched by cosine
-    distance through an HNSW index; ``tsv`` is the English full-text vector for hybrid retrieval."""
+    distance (exactly through the ``coach_id`` index, or through the coach's own partial HNSW index once it
+    is big: :mod:`app.rag.vector_index`); ``header`` is the contextual header (document title and the section
+    heading the chunk sits under) that is embedded and searched with ``text`` but never shown or cited;
+    ``tsv`` is the English full-text vector of header and text for hybrid retrieval."""
 
     __tablename__ = "chunks"
     __table_args__ = (
         UniqueConstraint("document_id", "ordinal", name="uq_chunks_document_ordinal"),
-        Index(
-            "ix_chunks_embedding_hnsw",
-            "embedding",
-            postgresql_using="hnsw",
-            postgresql_with={"m": 16, "ef_construction": 64},
-            postgresql_ops={"embedding": "vector_cosine_ops"},
-        ),
         Index("ix_chunks_tsv", "tsv", postgresql_using="gin"),
     )
 
@@ -83,6 +79,9 @@ class Chunk(TenantMixin, Base):
     page_start: Mapped[int | None] = mapped_column(Integer)
     page_end: Mapped[int | None] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
+    header: Mapped[str] = mapped_column(Text, default="", server_default="")
     token_count: Mapped[int] = mapped_column(Integer)
     embedding: Mapped[list[float]] = mapped_column(Vector(EMBEDDING_DIMENSIONS))
-    tsv: Mapped[str] = mapped_column(TSVECTOR, Computed("to_tsvector('english', text)", persisted=True))
+    tsv: Mapped[str] = mapped_column(
+        TSVECTOR, Computed("to_tsvector('english', header || ' ' || text)", persisted=True)
+    )

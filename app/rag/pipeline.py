@@ -11,6 +11,11 @@ chunking is deterministic, so an attempt resumes after the chunks already commit
 per-document advisory lock) and inserts with ``ON CONFLICT (document_id, ordinal) DO NOTHING``; the final
 commit drops ordinals past the new total. Chunks of another embedding model are deleted when an attempt
 starts.
+
+Each chunk is embedded and stored with its contextual header (:func:`app.rag.chunking.chunk_header` of the
+document's title and the chunk's section heading). The title is the one the document has when the attempt
+starts: a PDF's metadata ``/Title`` is only known once the isolated reader has read the whole file, so it
+renames the document at the end but is in the headers only of a ``trusted`` (in-process) read.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import Coach
 from app.accounts.unit_of_work import unit_of_work
 from app.llm.base import Embedder
-from app.rag.chunking import Chunker, ChunkSpec, TextChunk
-from app.rag.extract import PDF, ExtractedText, ExtractionError, Page
+from app.rag.chunking import Chunker, ChunkSpec, TextChunk, chunk_header, embedding_input
+from app.rag.extract import PDF, ExtractedText, ExtractionError, Page, extract_pages
 from app.rag.isolation import ExtractionLimits, extract_isolated
 from app.rag.models import Chunk, Document, DocumentStatus
 
@@ -100,6 +105,7 @@ class IngestRun:
         self._embedder = embedder
         self._limits = limits
         self._resume = 0
+        self._title = ""
         self.timings = IngestTimings()
         self._started = time.perf_counter()
 
@@ -122,10 +128,14 @@ class IngestRun:
         self._started = time.perf_counter()
         return self._resume
 
-    async def run(self, kind: str, data: bytes) -> IngestTimings | None:
-        """Read, chunk, embed and commit the document batch by batch; ``None`` when it was deleted meanwhile."""
+    async def run(self, kind: str, data: bytes, *, title: str, trusted: bool = False) -> IngestTimings | None:
+        """Read, chunk, embed and commit the document batch by batch; ``None`` when it was deleted meanwhile.
+        ``title``: the document's title (for the chunks' headers); ``trusted``: read in this process, the whole
+        file at once (operator-supplied files only), instead of streaming from the limited child."""
+        self._title = title
         queue: asyncio.Queue[list[Page] | None] = asyncio.Queue()
-        reading = asyncio.create_task(self._read(kind, data, queue.put_nowait))
+        reader = self._read_trusted if trusted else self._read
+        reading = asyncio.create_task(reader(kind, data, queue.put_nowait))
         reading.add_done_callback(lambda _: queue.put_nowait(None))
         chunker = Chunker(ChunkSpec.for_embedder(self._embedder.max_input_tokens))
         total = 0
@@ -179,6 +189,14 @@ class IngestRun:
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter
 
+    async def _read_trusted(self, kind: str, data: bytes, sink: Callable[[list[Page]], None]) -> ExtractedText:
+        """The in-process reader: the whole file at once, so its metadata title is in every header."""
+        extracted = extract_pages(data, kind)
+        self.timings.seconds["extract"] = time.perf_counter() - self._started
+        self._title = extracted.title or self._title
+        sink(extracted.pages)
+        return ExtractedText([], extracted.title)
+
     def _cut(self, cut: Callable[[list[Page]], list[TextChunk]], pages: list[Page]) -> list[TextChunk]:
         started = time.perf_counter()
         chunks = cut(pages)
@@ -193,19 +211,25 @@ class IngestRun:
         todo = [c for c in chunks if c.ordinal >= self._resume]
         for start in range(0, len(todo), COMMIT_CHUNKS):
             group = todo[start : start + COMMIT_CHUNKS]
+            headers = [chunk_header(self._title, c.heading) for c in group]
             started = time.perf_counter()
-            vectors = await self._embedder.embed([c.text for c in group])
+            vectors = await self._embedder.embed(
+                [embedding_input(h, c.text) for c, h in zip(group, headers, strict=True)]
+            )
             self.timings.seconds["embed"] += time.perf_counter() - started
             started = time.perf_counter()
-            if not await self._commit(group, vectors):
+            if not await self._commit(group, headers, vectors):
                 return False
             self.timings.seconds["store"] += time.perf_counter() - started
             self.timings.first_searchable = self.timings.first_searchable or time.perf_counter() - self._started
         return True
 
-    async def _commit(self, chunks: Sequence[TextChunk], vectors: Sequence[Sequence[float]]) -> bool:
-        """Insert ``chunks`` (an ordinal already stored is left as it is) and move the progress, in one
-        transaction. Returns ``False`` when the document was deleted meanwhile (nothing stored)."""
+    async def _commit(
+        self, chunks: Sequence[TextChunk], headers: Sequence[str], vectors: Sequence[Sequence[float]]
+    ) -> bool:
+        """Insert ``chunks`` with their ``headers`` and ``vectors`` (an ordinal already stored is left as
+        it is) and move the progress, in one transaction. Returns ``False`` when the document was deleted
+        meanwhile (nothing stored)."""
         async with unit_of_work(self._sessionmaker, self._coach_id) as uow:
             session = uow.session
             document = await _lock_document(session, self._document_id)
@@ -220,10 +244,11 @@ class IngestRun:
                     "page_start": c.page_start,
                     "page_end": c.page_end,
                     "text": c.text,
+                    "header": header,
                     "token_count": c.token_count,
                     "embedding": vector,
                 }
-                for c, vector in zip(chunks, vectors, strict=True)
+                for c, header, vector in zip(chunks, headers, vectors, strict=True)
             ]
             await session.execute(insert(Chunk).on_conflict_do_nothing(constraint="uq_chunks_document_ordinal"), rows)
             document.chunks = max(document.chunks, chunks[-1].ordinal + 1)

@@ -129,14 +129,18 @@ class DocumentService:
             stmt = stmt.where(Chunk.document_id == document_id)
         return int(await session.scalar(stmt) or 0)
 
-    async def ingest(self, coach_id: uuid.UUID, document_id: uuid.UUID) -> IngestTimings | None:
+    async def ingest(
+        self, coach_id: uuid.UUID, document_id: uuid.UUID, *, trusted: bool = False
+    ) -> IngestTimings | None:
         """Run the whole pipeline for one document; safe to run more than once (arq is at-least-once).
 
         Chunks become searchable a batch at a time while the document is ``processing``
         (:mod:`app.rag.pipeline`; a re-run resumes after the chunks already committed, so none is lost or
         doubled). Ends with status ``ready`` or ``failed`` with a message (the committed chunks are kept for
         a re-run but not retrieved). Returns the stage timings, or ``None`` when the document is gone or was
-        already failed at upload.
+        already failed at upload. ``trusted`` extracts in this process instead of a limited child (only for
+        files the operator supplies, such as an evaluation corpus: thousands of small files would spend most
+        of their time starting processes).
         """
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
@@ -151,10 +155,11 @@ class DocumentService:
                 return None
             coach = await uow.coach()
             kind = detect_kind(document.filename, document.content_type)
+            title = document.title
         run = IngestRun(self._sessionmaker, coach_id, document_id, self._registry.embedder_for(coach), self._limits)
         try:
             await run.start()
-            return await run.run(kind, data or b"")
+            return await run.run(kind, data or b"", title=title, trusted=trusted)
         except (ExtractionError, ProviderError) as exc:
             await self._fail(coach_id, document_id, str(exc))
         except asyncio.CancelledError:

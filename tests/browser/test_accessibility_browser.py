@@ -1,7 +1,7 @@
 """Issue 17's accessibility check: axe-core finds no serious or critical violation on the widget (chat with
 replies, citations and feedback, a crisis reply, the memory page; desktop and phone) and on the main dashboard
-pages (documents, clients, a client, conversations, a conversation, handoffs, learning, settings, log-in and
-sign-up)."""
+pages (documents, clients, a client, the inbox alone and with a conversation open, a conversation, handoffs,
+learning, settings, log-in and sign-up)."""
 
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ async def test_widget_and_dashboard_have_no_serious_accessibility_violations(
         "/dashboard/documents",
         "/dashboard/clients",
         f"/dashboard/clients/{client['id']}",
-        "/dashboard/conversations",
+        "/dashboard/inbox",
+        f"/dashboard/inbox?conversation={conversations[0]['id']}",
         f"/dashboard/conversations/{conversations[0]['id']}",
         "/dashboard/handoffs",
         "/dashboard/learning",

@@ -26,13 +26,12 @@ from app.memory.retrieval import (
     MemoryContext,
     MemoryItem,
     recency_weight,
-    rrf_fuse,
     without_repeats,
 )
 from app.memory.schemas import InsightExtraction, MatchDecision, ProfileOutput, SessionSummaryOutput
 from app.memory.transcript import format_messages, windows
 from app.rag.chunking import count_tokens
-from app.rag.retrieval import RetrievedChunk
+from app.rag.retrieval import RetrievedChunk, rrf_fuse
 from tests.openai_wire import mock_openai, openai_completion, openai_error
 
 # --- prompt assembly with memory ------------------------------------------------------------------------
@@ -246,9 +245,9 @@ def test_rrf_fuse_sums_weighted_reciprocal_ranks() -> None:
 
 
 def test_rrf_fuse_of_no_rankings_is_empty_and_weights_must_match() -> None:
-    assert rrf_fuse([[], []], [1.0, 1.0]) == {}
+    assert rrf_fuse([[], []], [1.0, 1.0], k=20) == {}
     with pytest.raises(ValueError):
-        rrf_fuse([[uuid.uuid4()]], [1.0, 2.0])
+        rrf_fuse([[uuid.uuid4()]], [1.0, 2.0], k=20)
 
 
 def _recalled(layer: str, sources: list[uuid.UUID], item_id: uuid.UUID | None = None) -> MemoryItem:

@@ -132,6 +132,22 @@ def test_chunks_fed_in_batches_are_the_chunks_of_the_whole_book(batch: int) -> N
     assert streamed == chunk_pages(pages, spec)
 
 
+def test_headings_carry_across_batches_of_pages() -> None:
+    """A section heading read in one batch is still the heading of the chunks cut from later batches."""
+    pages = [
+        Page(1, "# Breathing\n" + "Breathe in slowly. " * 20),
+        Page(2, "Breathe out slowly. " * 20),
+        Page(3, "## Box method\n" + "In for four, hold for four. " * 10),
+    ]
+    spec = ChunkSpec(max_tokens=40, overlap_tokens=5)
+    chunker = Chunker(spec)
+    streamed = [chunk for page in pages for chunk in chunker.feed([page])] + chunker.finish()
+    assert streamed == chunk_pages(pages, spec)
+    page_two = [c for c in streamed if c.page_start == 2]  # (cut after the batch with the heading)
+    assert page_two and {c.heading for c in page_two} == {"Breathing"}
+    assert streamed[0].heading == "Breathing" and streamed[-1].heading == "Box method"
+
+
 def test_the_chunker_returns_chunks_before_the_last_page() -> None:
     chunker = Chunker(ChunkSpec(max_tokens=40, overlap_tokens=5))
     first = chunker.feed([Page(1, "One sentence here. " * 30)])

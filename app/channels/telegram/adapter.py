@@ -6,8 +6,8 @@ streams by editing one message at most every :attr:`TelegramChannel.edit_interva
 limits, Bot API FAQ "My bot is hitting limits": about one message a second per chat), then the final text
 with footnotes and the 👍/👎 and "Talk to a human" keyboard; replies over 4,096 characters are split at sentence
 ends. Live events for the client (the coach's messages, joined/left notices) go out through the worker's
-``telegram_send`` job (:func:`send_job`), which honours 429 ``retry_after`` and marks a chat that blocked the
-bot (403) inactive.
+``telegram_send`` job (:mod:`app.channels.telegram.outbound`: in order per chat across workers), which honours
+429 ``retry_after`` and marks a chat that blocked the bot (403) inactive.
 """
 
 from __future__ import annotations
@@ -17,39 +17,30 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from telegram import Bot, InlineKeyboardMarkup
+from telegram import Bot
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 
 from app.accounts.unit_of_work import unit_of_work
 from app.channels.telegram import render
+from app.channels.telegram.outbound import ChatOutbox, markup, with_retry
 from app.channels.telegram.service import ChatBinding, TelegramService
 from app.chat.turn import ChatService, TurnResult
 from app.conversations.metadata import client_citations
 from app.conversations.service import ConversationService
 from app.core.errors import DomainError, NotFound
+from app.memory.client_view import remembered_out
+from app.memory.controls import MemoryControls
 
 log = logging.getLogger(__name__)
 
-SEND_JOB = "telegram_send"
 WELCOME = "Hello! You're connected — write to me any time."
 BAD_INVITE = "This invite link is not valid any more (each link works once). Please ask your coach for a new one."
-SEND_ATTEMPTS = 3
 TYPING_EVERY_S = 4.0
 """A chat action shows for about 5 s (Bot API ``sendChatAction``): repeated while the model works."""
-
-
-def _markup(keyboard: dict[str, Any] | None) -> InlineKeyboardMarkup | None:
-    return InlineKeyboardMarkup.de_json(keyboard, None) if keyboard else None
-
-
-def _retry_seconds(exc: RetryAfter) -> float:
-    value = exc.retry_after
-    return value if isinstance(value, int | float) else value.total_seconds()
 
 
 class _Stream:
@@ -83,28 +74,16 @@ class _Stream:
         parts = render.split_html(result.reply, client_citations(result.citations))
         keyboard = render.feedback_keyboard(result.message_id) if result.message_id else None
         for index, part in enumerate(parts):
-            markup = _markup(keyboard) if index == len(parts) - 1 else None
+            shown = markup(keyboard) if index == len(parts) - 1 else None
             if index == 0 and self.message_id is not None:
                 with contextlib.suppress(BadRequest):
                     edit = self.bot.edit_message_text
-                    await _with_retry(
-                        edit, part, self.chat_id, self.message_id, parse_mode=render.PARSE_MODE, reply_markup=markup
+                    await with_retry(
+                        edit, part, self.chat_id, self.message_id, parse_mode=render.PARSE_MODE, reply_markup=shown
                     )
             else:
                 send = self.bot.send_message
-                await _with_retry(send, self.chat_id, part, parse_mode=render.PARSE_MODE, reply_markup=markup)
-
-
-async def _with_retry(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
-    """``await call(*args, **kwargs)``, waiting out a 429's ``retry_after`` (at most :data:`SEND_ATTEMPTS`)."""
-    for attempt in range(SEND_ATTEMPTS):
-        try:
-            return await call(*args, **kwargs)
-        except RetryAfter as exc:
-            if attempt == SEND_ATTEMPTS - 1:
-                raise
-            await asyncio.sleep(_retry_seconds(exc))
-    return None
+                await with_retry(send, self.chat_id, part, parse_mode=render.PARSE_MODE, reply_markup=shown)
 
 
 class TelegramChannel:
@@ -118,13 +97,15 @@ class TelegramChannel:
         service: TelegramService,
         chat: ChatService,
         conversations: ConversationService,
+        memory: MemoryControls,
         redis: ArqRedis,
         sessionmaker: async_sessionmaker[AsyncSession],
     ) -> None:
         self.service = service
         self._chat = chat
         self._conversations = conversations
-        self._redis = redis
+        self._memory = memory
+        self.outbox = ChatOutbox(redis, service)
         self._sessionmaker = sessionmaker
         self._locks: dict[tuple[uuid.UUID, int], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -149,6 +130,8 @@ class TelegramChannel:
                 await self._callback(bot, coach_id, callback)
             elif isinstance(message := update.get("message"), dict):
                 await self._message(bot, coach_id, message)
+            elif isinstance(edited := update.get("edited_message"), dict):
+                await self._edited(bot, coach_id, edited)
             elif isinstance(member := update.get("my_chat_member"), dict) and _blocked(member):
                 await self.service.set_chat(coach_id, int(member["chat"]["id"]), active=False)
         except Forbidden:
@@ -157,6 +140,28 @@ class TelegramChannel:
                 await self.service.set_chat(coach_id, chat_id, active=False)
         except Exception:
             log.exception("telegram update %s of coach %s failed", update.get("update_id"), coach_id)
+        await self._done(coach_id, update.get("update_id"))
+
+    async def _done(self, coach_id: uuid.UUID, update_id: Any) -> None:
+        """Mark the update processed (handled or failed with a logged error; a process that dies before this leaves
+        it to a re-send or :meth:`recover`)."""
+        if isinstance(update_id, int):
+            try:
+                await self.service.done(coach_id, update_id)
+            except Exception:
+                log.exception("telegram update %s of coach %s: could not mark it processed", update_id, coach_id)
+
+    async def recover(self) -> int:
+        """Process the updates of every bot that were recorded but never finished (their process died after
+        answering Telegram, which then never re-sends them); each is taken first, so a live process's update is
+        left alone. Returns how many were processed."""
+        processed = 0
+        for coach_id, update_id in await self.service.stale_updates():
+            payload = await self.service.reclaim(coach_id, update_id)
+            if payload is not None:
+                await self.process(coach_id, payload)
+                processed += 1
+        return processed
 
     async def _message(self, bot: Bot, coach_id: uuid.UUID, message: dict[str, Any]) -> None:
         chat = message.get("chat") or {}
@@ -181,7 +186,24 @@ class TelegramChannel:
         if text.startswith("/start"):
             await bot.send_message(chat_id, WELCOME)
             return
+        if text.strip() == render.FORGET_COMMAND:
+            shown, keyboard = await self._remembered(coach_id, binding.client_id)
+            await bot.send_message(chat_id, shown, parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard))
+            return
         await self._turn(bot, coach_id, binding, text, f"tg:{chat_id}:{message.get('message_id')}")
+
+    async def _edited(self, bot: Bot, coach_id: uuid.UUID, message: dict[str, Any]) -> None:
+        """The client edited a text message they sent: the new text is a new message of the chat, stored and
+        answered in turn (the original stays in the transcript as the coach saw it, answered or not). Each edit
+        is stored once (``client_message_id`` ``tg:<chat>:<message>:e<edit_date>``). An edited command, a
+        non-text edit (a caption) and an edit in a chat bound to no client are ignored."""
+        chat, text = message.get("chat") or {}, message.get("text")
+        if chat.get("type") != "private" or not isinstance(text, str) or not text.strip() or text.startswith("/"):
+            return
+        binding = await self.service.binding(coach_id, int(chat["id"]))
+        if binding is not None:
+            client_message_id = f"tg:{binding.chat_id}:{message.get('message_id')}:e{message.get('edit_date')}"
+            await self._turn(bot, coach_id, binding, text, client_message_id)
 
     async def _enrol(self, bot: Bot, coach_id: uuid.UUID, chat_id: int, sender: dict[str, Any]) -> ChatBinding | None:
         """Open enrolment: a client named from the Telegram profile; else ask for an invite (``None``)."""
@@ -202,6 +224,9 @@ class TelegramChannel:
             await bot.answer_callback_query(callback["id"], text="Asking your coach to join…")
             await self._turn(bot, coach_id, binding, render.HUMAN_COMMAND, f"tg:{binding.chat_id}:cb:{callback['id']}")
             return
+        if (forget := render.parse_forget(data)) is not None:
+            await self._forget(bot, coach_id, binding, callback, forget)
+            return
         feedback = render.parse_feedback(data)
         note = None
         if feedback is not None:
@@ -212,6 +237,37 @@ class TelegramChannel:
             except DomainError as exc:
                 note = exc.message
         await bot.answer_callback_query(callback["id"], text=note)
+
+    async def _remembered(self, coach_id: uuid.UUID, client_id: uuid.UUID) -> tuple[str, dict[str, Any] | None]:
+        """The ``/forget`` message: what the client's widget memory page shows (:func:`remembered_out`)."""
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            memory = await self._memory.client_memory(uow.session, coach_id, client_id)
+        return render.memory_message(remembered_out(memory))
+
+    async def _forget(
+        self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, callback: dict[str, Any], item: tuple[str, uuid.UUID]
+    ) -> None:
+        """A ``/forget`` button: delete the item as the widget's memory API does (:class:`MemoryControls`), answer
+        the button, and edit the list to what is remembered now."""
+        kind, item_id = item
+        try:
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                if kind == "insight":
+                    await self._memory.delete_insight(uow, binding.client_id, item_id)
+                else:
+                    await self._memory.delete_summary(uow, binding.client_id, item_id)
+            note = "Forgotten."
+        except NotFound:
+            note = "That was already forgotten."
+        await bot.answer_callback_query(callback["id"], text=note)
+        message_id = (callback.get("message") or {}).get("message_id")
+        if message_id is None:
+            return
+        shown, keyboard = await self._remembered(coach_id, binding.client_id)
+        with contextlib.suppress(BadRequest):  # "message is not modified": already shown so
+            await bot.edit_message_text(
+                shown, binding.chat_id, int(message_id), parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard)
+            )
 
     async def _turn(self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, text: str, client_id: str) -> None:
         """Store the client's message and answer it, one message at a time per chat."""
@@ -260,7 +316,7 @@ class TelegramChannel:
 
     async def deliver_event(self, coach_id: uuid.UUID, client_id: uuid.UUID, event: dict[str, Any]) -> None:
         """A :data:`app.handoff.service.ClientSink`: a live event of a client whose Telegram chat continues the
-        event's conversation is queued for the worker's :func:`send_job` (a coach's message with the
+        event's conversation is queued for the worker (:meth:`ChatOutbox.push`; a coach's message with the
         feedback keyboard, a joined/left notice)."""
         binding = await self.service.chat_of_client(coach_id, client_id)
         if binding is None or str(binding.conversation_id) != event.get("conversation_id"):
@@ -274,7 +330,7 @@ class TelegramChannel:
             parts, keyboard, job_id = [render.escape(notice)], None, None
         else:
             return
-        await self._redis.enqueue_job(SEND_JOB, str(coach_id), binding.chat_id, parts, keyboard, _job_id=job_id)
+        await self.outbox.push(coach_id, binding.chat_id, parts, keyboard, dedupe=job_id)
 
 
 def _blocked(member: dict[str, Any]) -> bool:
@@ -284,23 +340,8 @@ def _blocked(member: dict[str, Any]) -> bool:
 
 def _chat_id(update: dict[str, Any]) -> int | None:
     """The chat an update belongs to (message or button press), if any."""
-    message = update.get("message") or (update.get("callback_query") or {}).get("message") or {}
+    message = (
+        update.get("message") or update.get("edited_message") or (update.get("callback_query") or {}).get("message")
+    ) or {}
     chat = message.get("chat") if isinstance(message, dict) else None
     return int(chat["id"]) if isinstance(chat, dict) and "id" in chat else None
-
-
-async def send_job(
-    service: TelegramService, coach_id: uuid.UUID, chat_id: int, parts: list[str], keyboard: dict[str, Any] | None
-) -> str:
-    """Worker job body: send ``parts`` (HTML) to the chat in order, the keyboard under the last. A 429 raises
-    ``RetryAfter`` for the caller to retry after ``retry_after``; a 403 (the client blocked the bot) marks the
-    chat inactive. Returns a short status for arq."""
-    bot = await service.bot(coach_id)
-    try:
-        for index, part in enumerate(parts):
-            markup = _markup(keyboard) if index == len(parts) - 1 else None
-            await bot.send_message(chat_id, part, parse_mode=render.PARSE_MODE, reply_markup=markup)
-    except Forbidden:
-        await service.set_chat(coach_id, chat_id, active=False)
-        return "blocked: chat marked inactive"
-    return f"{len(parts)} messages sent"

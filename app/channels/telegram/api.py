@@ -110,8 +110,8 @@ async def telegram_webhook(
 ) -> Response[dict[str, Any]]:
     """Telegram's update delivery (Bot API ``setWebhook``). The ``X-Telegram-Bot-Api-Secret-Token`` header must
     be the coach's secret (constant-time check; otherwise 401, nothing stored). A new ``update_id`` is
-    recorded and processed in the background; a re-sent one is acknowledged and ignored. 400 for a body that
-    is not an update."""
+    recorded with its JSON and processed in the background; a re-sent one is acknowledged and ignored, unless its
+    processing never finished (the process died: it is processed now). 400 for a body that is not an update."""
     if not await telegram.service.check_secret(coach_id, request.headers.get(SECRET_HEADER, "")):
         return Response({"status_code": 401, "detail": "wrong or missing secret token"}, status_code=401)
     try:
@@ -121,7 +121,7 @@ async def telegram_webhook(
             raise TypeError("update_id")
     except (ValueError, KeyError, TypeError):
         return Response({"status_code": 400, "detail": "the body is not a Telegram update"}, status_code=400)
-    if await telegram.service.first_delivery(coach_id, update_id):
+    if await telegram.service.first_delivery(coach_id, update_id, update):
         telegram.dispatch(coach_id, update)
     return Response({"ok": True}, status_code=200)
 

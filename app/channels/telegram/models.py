@@ -5,9 +5,21 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, LargeBinary, String, UniqueConstraint
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, TenantMixin
@@ -61,9 +73,17 @@ class TelegramInvite(TenantMixin, Base):
 
 class TelegramUpdate(TenantMixin, Base):
     """An ``update_id`` the coach's bot received (Telegram re-sends on errors and timeouts): a second copy is
-    never processed."""
+    never processed once the first was. The update's JSON (``payload``) is kept until it has been processed
+    (``done_at``); ``claimed_at`` is when a process last took it, so an update whose process died is taken
+    again (a re-send, or the worker's recovery sweep) once the claim is old."""
 
     __tablename__ = "telegram_updates"
-    __table_args__ = (UniqueConstraint("coach_id", "update_id"),)
+    __table_args__ = (
+        UniqueConstraint("coach_id", "update_id"),
+        Index("ix_telegram_updates_pending", "claimed_at", postgresql_where=text("done_at IS NULL")),
+    )
 
     update_id: Mapped[int] = mapped_column(BigInteger)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

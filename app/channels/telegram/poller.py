@@ -28,8 +28,9 @@ async def poll_once(channel: TelegramChannel, coach_id: uuid.UUID, wait_s: int =
     offset = await channel.service.poll_offset(coach_id)
     updates = await bot.get_updates(offset=offset, timeout=wait_s, allowed_updates=ALLOWED_UPDATES)
     for update in updates:
-        if await channel.service.first_delivery(coach_id, update.update_id):
-            channel.dispatch(coach_id, update.to_dict())
+        payload = update.to_dict()
+        if await channel.service.first_delivery(coach_id, update.update_id, payload):
+            channel.dispatch(coach_id, payload)
     if updates:
         await channel.service.poll_offset(coach_id, updates[-1].update_id + 1)
     return len(updates)

@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from app.memory.client_view import RememberedOut
+
 MAX_MESSAGE_CHARS = 4096
 """Telegram's limit on one message's text (after entity parsing)."""
 PARSE_MODE = "HTML"
@@ -21,6 +23,13 @@ HUMAN_BUTTON = "Talk to a human"
 HUMAN_COMMAND = "/human"
 NON_TEXT_REPLY = "Thanks! I can read text messages for now — could you type it out?"
 ASK_FOR_INVITE = "Hello! To talk with your coach here, please ask them for an invite link."
+FORGET_COMMAND = "/forget"
+NOTHING_REMEMBERED = "I don't remember anything about you yet."
+FORGET_INTRO = "Here is what I remember about you. Tap 🗑 under an item to make me forget it."
+FORGET_ITEMS = 30
+"""Items listed by ``/forget`` (one button each; a keyboard holds at most 100 buttons)."""
+FORGET_ITEM_CHARS = 120
+"""Characters of an item's text shown in the ``/forget`` list (30 items fit one message)."""
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n+")
 
 
@@ -112,3 +121,41 @@ def notice_text(event: dict[str, Any]) -> str | None:
     if event.get("type") == "coach_left":
         return f"{name} left the conversation; the AI assistant answers again."
     return None
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def memory_items(memory: RememberedOut) -> list[tuple[str, str]]:
+    """What ``/forget`` lists: ``(callback data, plain text)`` per remembered item, insights first, then session
+    summaries, at most :data:`FORGET_ITEMS`. Callback data: ``m:i:<insight id hex>`` / ``m:s:<session id hex>``
+    (36 bytes)."""
+    items = [(f"m:i:{i.id.hex}", i.text) for i in memory.insights]
+    items += [(f"m:s:{s.id.hex}", f"Our session of {s.started_at:%Y-%m-%d}: {s.summary}") for s in memory.summaries]
+    return items[:FORGET_ITEMS]
+
+
+def memory_message(memory: RememberedOut) -> tuple[str, dict[str, Any] | None]:
+    """The ``/forget`` message: ``(HTML text, reply_markup)`` listing the remembered items numbered (each cut at
+    :data:`FORGET_ITEM_CHARS`), each with a "🗑 n" button (:func:`memory_items`), five buttons a row; the list
+    stops before the text would pass :data:`MAX_MESSAGE_CHARS`. :data:`NOTHING_REMEMBERED` and no keyboard when
+    nothing is remembered."""
+    text, buttons = escape(FORGET_INTRO) + "\n", []
+    for n, (data, item) in enumerate(memory_items(memory), 1):
+        line = f"\n{n}. {escape(_short(item, FORGET_ITEM_CHARS))}"
+        if len(text) + len(line) > MAX_MESSAGE_CHARS:
+            break
+        text += line
+        buttons.append({"text": f"🗑 {n}", "callback_data": data})
+    if not buttons:
+        return escape(NOTHING_REMEMBERED), None
+    return text, {"inline_keyboard": [buttons[i : i + 5] for i in range(0, len(buttons), 5)]}
+
+
+def parse_forget(data: str) -> tuple[str, uuid.UUID] | None:
+    """``("insight" | "summary", id)`` of a ``/forget`` button's callback data, ``None`` for anything else."""
+    match = re.fullmatch(r"m:([is]):([0-9a-f]{32})", data)
+    if match is None:
+        return None
+    return ("insight" if match.group(1) == "i" else "summary"), uuid.UUID(hex=match.group(2))

@@ -11,10 +11,11 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -35,6 +36,9 @@ from app.db.engine import tenant_session
 PUBLIC_API_HOST = "api.telegram.org"
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
 WEBHOOK_PATH = "/api/v1/telegram/webhook"
+RECLAIM_AFTER_S = 120.0
+"""Seconds after which an update taken but never finished counts as lost with its process: a re-send of it is
+processed, and the worker's sweep processes it (longer than a turn takes)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class TelegramService:
         self._accounts = accounts
         self.guard = EgressGuard.from_settings(settings)
         self._bots: dict[uuid.UUID, tuple[bytes, Bot]] = {}
+        self.reclaim_after_s = RECLAIM_AFTER_S
 
     def mode(self) -> str:
         """``webhook`` when PUBLIC_URL is https or TELEGRAM_API_URL is a self-hosted Bot API server (or
@@ -177,16 +182,56 @@ class TelegramService:
         expected = self._secrets.decrypt(row.webhook_secret_encrypted) if row is not None else secrets.token_hex(32)
         return hmac.compare_digest(expected.encode(), secret.encode()) and row is not None
 
-    async def first_delivery(self, coach_id: uuid.UUID, update_id: int) -> bool:
-        """Record ``update_id`` as received; ``False`` when it was received before (a re-sent update)."""
+    def _stale(self) -> Any:
+        """SQL: the update was taken but not finished, and its claim is older than :attr:`reclaim_after_s`."""
+        cutoff = func.now() - timedelta(seconds=self.reclaim_after_s)
+        return TelegramUpdate.done_at.is_(None) & (TelegramUpdate.claimed_at < cutoff)
+
+    async def first_delivery(self, coach_id: uuid.UUID, update_id: int, payload: dict[str, Any]) -> bool:
+        """Record the update (``payload``, its JSON, kept until :meth:`done`) and take it; ``True`` when it is to
+        be processed now: its first delivery, or a re-send of one whose process died before finishing it (taken
+        over :attr:`reclaim_after_s` seconds ago, never done). ``False`` for a re-send of one processed or in
+        progress."""
+        statement = insert(TelegramUpdate).values(
+            id=uuid.uuid4(), coach_id=coach_id, update_id=update_id, payload=payload
+        )
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            inserted = await session.scalar(
-                insert(TelegramUpdate)
-                .values(id=uuid.uuid4(), coach_id=coach_id, update_id=update_id)
-                .on_conflict_do_nothing(index_elements=["coach_id", "update_id"])
-                .returning(TelegramUpdate.id)
+            taken = await session.scalar(
+                statement.on_conflict_do_update(
+                    index_elements=["coach_id", "update_id"], set_={"claimed_at": func.now()}, where=self._stale()
+                ).returning(TelegramUpdate.id)
             )
-        return inserted is not None
+        return taken is not None
+
+    async def done(self, coach_id: uuid.UUID, update_id: int) -> None:
+        """Mark the update processed (its payload is dropped): never processed again."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            await session.execute(
+                update(TelegramUpdate)
+                .where(TelegramUpdate.coach_id == coach_id, TelegramUpdate.update_id == update_id)
+                .values(done_at=func.now(), payload=None)
+            )
+
+    async def reclaim(self, coach_id: uuid.UUID, update_id: int) -> dict[str, Any] | None:
+        """Take an update whose process died (see :meth:`first_delivery`): its payload, or ``None`` when it was
+        finished or is taken by a live process meanwhile."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            payload: dict[str, Any] | None = await session.scalar(
+                update(TelegramUpdate)
+                .where(TelegramUpdate.coach_id == coach_id, TelegramUpdate.update_id == update_id, self._stale())
+                .values(claimed_at=func.now())
+                .returning(TelegramUpdate.payload)
+            )
+        return payload
+
+    async def stale_updates(self) -> list[tuple[uuid.UUID, int]]:
+        """``(coach_id, update_id)`` of the updates of every coach taken but never finished (read across tenants
+        by a SECURITY DEFINER function), oldest claim first, at most 500."""
+        async with self._sessionmaker() as session:
+            rows = await session.execute(
+                text("SELECT coach_id, update_id FROM telegram_stale_updates(:lease)"), {"lease": self.reclaim_after_s}
+            )
+        return [(row[0], int(row[1])) for row in rows]
 
     async def invite(self, coach_id: uuid.UUID, client_id: uuid.UUID) -> tuple[str, str]:
         """A new one-time invite for the client: ``(url, code)`` with ``url`` ``https://t.me/<bot>?start=<code>``.

@@ -20,7 +20,9 @@ def build_channel(container: Container) -> TelegramChannel:
     install_token_redaction()
     settings = container.settings
     service = TelegramService(container.sessionmaker, settings, SecretBox.from_settings(settings), container.accounts)
-    channel = TelegramChannel(service, container.chat, container.conversations, container.redis, container.sessionmaker)
+    channel = TelegramChannel(
+        service, container.chat, container.conversations, container.memory, container.redis, container.sessionmaker
+    )
     container.handoffs.client_sinks.append(channel.deliver_event)
     return channel
 

@@ -5,6 +5,7 @@ past interventions as few-shot examples), and the confidence before generation."
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.unit_of_work import unit_of_work
 from app.chat.turn.state import Gathered, Learned, Reply, Turn
+from app.chat.turn.timing import Stages, ms_since
 from app.core.config import Settings
 from app.handoff.confidence import score_confidence
 from app.handoff.signals import retrieval_support
@@ -20,17 +22,14 @@ from app.learning.interventions import InterventionService
 from app.learning.versions import ModelVersionService
 from app.llm.registry import ProviderRegistry
 from app.memory.episodes import store_episodes
-from app.memory.retrieval import context_for
-from app.rag.retrieval import retrieve
-
-
-def ms_since(t0: float) -> float:
-    """Milliseconds since ``time.perf_counter()`` returned ``t0``, to 0.1 ms."""
-    return round((time.perf_counter() - t0) * 1000, 1)
+from app.memory.retrieval import MemoryContext, context_for
+from app.rag.retrieval import RetrievedChunk, retrieve
 
 
 class Gatherer:
-    """Reads everything a turn's prompt and confidence need, in one tenant transaction."""
+    """Reads everything a turn's prompt and confidence need: passages, memory and the learning loop's part
+    concurrently, each in a tenant transaction (and pooled connection) of its own (one ``AsyncSession`` must
+    not run two queries at once)."""
 
     def __init__(
         self,
@@ -49,47 +48,77 @@ class Gatherer:
         self._model_versions = model_versions
         self._experiments = experiments
 
+    async def _passages(
+        self, turn: Turn, query_embedding: list[float], model: str, stages: Stages
+    ) -> list[RetrievedChunk]:
+        """The coach's passages for the message (hybrid retrieval), in a transaction of their own."""
+        with stages.time("gather.passages"):
+            async with unit_of_work(self._sessionmaker, turn.coach.id) as uow:
+                return await retrieve(
+                    uow.session,
+                    turn.coach.id,
+                    query=turn.message.text,
+                    query_embedding=query_embedding,
+                    embedding_model=model,
+                    k=self._settings.retrieval_top_k,
+                    reranker=self._registry.reranker(),
+                )
+
+    async def _memory(self, turn: Turn, query_embedding: list[float], model: str, stages: Stages) -> MemoryContext:
+        """What memory recalls about the client (the L1 window excluded), then the message stored as an episode
+        with its embedding (after the recall, which must not find the message itself), in one transaction."""
+        coach, client_id = turn.coach, turn.conversation.client_id
+        async with unit_of_work(self._sessionmaker, coach.id) as uow:
+            with stages.time("gather.memory"):
+                memory = await context_for(
+                    uow.session,
+                    coach,
+                    client_id,
+                    query=turn.message.text,
+                    query_embedding=query_embedding,
+                    embedding_model=model,
+                    exclude_session_id=turn.message.session_id,
+                    exclude_message_ids=[turn.message.id, *(m.id for m in turn.history)],
+                )
+            with stages.time("gather.episodes"):
+                await store_episodes(uow.session, coach.id, client_id, [turn.message], [query_embedding], model)
+        return memory
+
+    async def _learned(self, turn: Turn, query_embedding: list[float], model: str, stages: Stages) -> Learned:
+        """The learning loop's part (experiment variant, production version, few-shot interventions), in a
+        transaction of its own."""
+        coach, conversation = turn.coach, turn.conversation
+        with stages.time("gather.learning"):
+            async with unit_of_work(self._sessionmaker, coach.id) as uow:
+                session = uow.session
+                return Learned(
+                    coach,
+                    await self._experiments.assign(session, coach.id, conversation.client_id),
+                    await self._model_versions.production(session, coach.id),
+                    await self._interventions.similar(
+                        session, coach.id, query_embedding, model, exclude_conversation_id=conversation.id
+                    ),
+                )
+
     async def gather(self, turn: Turn, reply: Reply) -> Gathered:
         """The turn's context. Records ``retrieval_ms``, the ``experiment``, ``model_version_id``,
         ``ai_confidence_before`` and ``confidence_threshold`` in ``reply.metadata`` and adds retrieval support
         to ``reply.signals`` (not measured when the coach has no material yet). Raises ``ProviderError``
         (the query embedding)."""
-        coach, conversation, text = turn.coach, turn.conversation, turn.message.text
+        coach, text, stages = turn.coach, turn.message.text, reply.stages
         t0 = time.perf_counter()
         embedder = self._registry.embedder_for(coach)
         # the crisis screen's vector when it serves retrieval too (the message is embedded once per turn)
-        [query_embedding] = [turn.query_embedding] if turn.query_embedding is not None else await embedder.embed([text])
-        async with unit_of_work(self._sessionmaker, coach.id) as uow:
-            session = uow.session
-            passages = await retrieve(
-                session,
-                coach.id,
-                query=text,
-                query_embedding=query_embedding,
-                embedding_model=embedder.model,
-                k=self._settings.retrieval_top_k,
-            )
-            memory = await context_for(
-                session,
-                coach,
-                conversation.client_id,
-                query=text,
-                query_embedding=query_embedding,
-                embedding_model=embedder.model,
-                exclude_session_id=turn.message.session_id,
-                exclude_message_ids=[turn.message.id, *(m.id for m in turn.history)],
-            )
-            await store_episodes(
-                session, coach.id, conversation.client_id, [turn.message], [query_embedding], embedder.model
-            )
-            learned = Learned(
-                coach,
-                await self._experiments.assign(session, coach.id, conversation.client_id),
-                await self._model_versions.production(session, coach.id),
-                await self._interventions.similar(
-                    session, coach.id, query_embedding, embedder.model, exclude_conversation_id=conversation.id
-                ),
-            )
+        if turn.query_embedding is not None:
+            query_embedding = turn.query_embedding
+        else:
+            with stages.time("gather.embed"):
+                [query_embedding] = await embedder.embed([text])
+        passages, memory, learned = await asyncio.gather(
+            self._passages(turn, query_embedding, embedder.model, stages),
+            self._memory(turn, query_embedding, embedder.model, stages),
+            self._learned(turn, query_embedding, embedder.model, stages),
+        )
         reply.metadata["retrieval_ms"] = ms_since(t0)
         if learned.assignment is not None:
             reply.metadata["experiment"] = learned.assignment.as_meta()

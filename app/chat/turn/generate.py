@@ -11,10 +11,10 @@ from dataclasses import replace
 
 from app.chat.prompt import AssembledPrompt, assemble_prompt
 from app.chat.turn.decide import OnError, final_reply, honest_reply, model_order, on_provider_error, use_cache
-from app.chat.turn.gather import ms_since
 from app.chat.turn.honesty import Honesty
 from app.chat.turn.injection import check_reply, safe_reply
 from app.chat.turn.state import Gathered, Reply, Turn
+from app.chat.turn.timing import ms_since
 from app.core.config import Settings
 from app.handoff.signals import token_confidence
 from app.learning.cache import ResponseCache
@@ -47,18 +47,8 @@ class Generator:
         ``generation_ms`` and ``model_fallback``. Raises ``ProviderError`` (every model failed)."""
         coach, learned = turn.coach, gathered.learned
         t0 = time.perf_counter()
-        prompt = assemble_prompt(
-            persona=learned.persona,
-            passages=gathered.passages,
-            memory=gathered.memory,
-            history=turn.history,
-            user_text=turn.message.text,
-            budget_tokens=self._settings.llm_context_tokens - self._settings.llm_max_tokens,
-            examples=learned.examples,
-            style=style_lines(coach.style_profile),
-            coach_name=coach.name,
-            spotlight=self._defences,
-        )
+        with reply.stages.time("generate.prompt"):
+            prompt = self._prompt(turn, gathered)
         reply.prompt = prompt
         reply.passages = prompt.passages
         reply.metadata["prompt_ms"] = ms_since(t0)
@@ -67,7 +57,8 @@ class Generator:
         reply.metadata["few_shot"] = [str(example.id) for example in prompt.examples]
         provider = self._registry.chat_for(coach, model=learned.model)
         reply.metadata["model"] = provider.model
-        cached = await self._cached(turn, gathered, prompt, provider, reply)
+        with reply.stages.time("generate.cache"):
+            cached = await self._cached(turn, gathered, prompt, provider, reply)
         t0 = time.perf_counter()
         if cached is not None:
             reply.parts.append(cached)
@@ -80,6 +71,23 @@ class Generator:
             async for delta in self._stream(order, prompt, learned.temperature, reply, t0):
                 yield delta
         reply.metadata["generation_ms"] = ms_since(t0)
+        reply.stages.ms["generate.model"] = reply.metadata["generation_ms"]
+
+    def _prompt(self, turn: Turn, gathered: Gathered) -> AssembledPrompt:
+        """The turn's prompt within the token budget (:func:`~app.chat.prompt.assemble_prompt`)."""
+        coach, learned = turn.coach, gathered.learned
+        return assemble_prompt(
+            persona=learned.persona,
+            passages=gathered.passages,
+            memory=gathered.memory,
+            history=turn.history,
+            user_text=turn.message.text,
+            budget_tokens=self._settings.llm_context_tokens - self._settings.llm_max_tokens,
+            examples=learned.examples,
+            style=style_lines(coach.style_profile),
+            coach_name=coach.name,
+            spotlight=self._defences,
+        )
 
     async def _cached(
         self, turn: Turn, gathered: Gathered, prompt: AssembledPrompt, provider: ChatProvider, reply: Reply

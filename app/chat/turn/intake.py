@@ -20,6 +20,7 @@ from app.accounts.models import Coach
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork
 from app.chat.turn.state import Received, Turn
+from app.chat.turn.timing import Stages
 from app.conversations.metadata import helpful
 from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Conversation, Message, SenderType
 from app.core.errors import Conflict, InvalidInput, NotFound
@@ -119,10 +120,11 @@ class Intake:
         )
         return _received(message, created=True)
 
-    async def load(self, uow: UnitOfWork, client_id: uuid.UUID, message_id: uuid.UUID) -> Turn | None:
+    async def load(self, uow: UnitOfWork, client_id: uuid.UUID, message_id: uuid.UUID, stages: Stages) -> Turn | None:
         """The turn that answers client message ``message_id`` (locked for ``session``'s transaction), or
         ``None`` when it was answered already. History is what the client saw before it: earlier messages and
-        the replies to earlier messages, not the client's later ones. Raises ``NotFound``."""
+        the replies to earlier messages, not the client's later ones. Times ``intake.embed`` (the message's
+        one embedding) and ``intake.risk`` (the crisis screen) in ``stages``. Raises ``NotFound``."""
         session = uow.session
         message = await session.scalar(
             select(Message)
@@ -147,8 +149,10 @@ class Intake:
         ]
         # this message (lexicon OR learned, off the event loop), then the run of the client's recent messages:
         # several moderately concerning ones in a row raise the level
-        query_embedding = await self._shared_embedding(coach, message.text)
-        risk = await asyncio.to_thread(self._risk.assess, message.text, query_embedding)
+        with stages.time("intake.embed"):
+            query_embedding = await self._shared_embedding(coach, message.text)
+        with stages.time("intake.risk"):
+            risk = await asyncio.to_thread(self._risk.assess, message.text, query_embedding)
         risk = conversation_risk(
             [*(self._risk.lexicon.assess(t) for t in client_texts[-CONVERSATION_WINDOW + 1 :]), risk]
         )

@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import Coach
 from app.accounts.unit_of_work import unit_of_work
 from app.chat.turn.decide import Before, BeforeModel
-from app.chat.turn.gather import ms_since
 from app.chat.turn.honesty import Honesty, disclosure
 from app.chat.turn.state import Reply, Turn, TurnResult
+from app.chat.turn.timing import ms_since
 from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason
 from app.conversations.models import Conversation, Message, SenderType
 from app.db import jobs

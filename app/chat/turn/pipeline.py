@@ -28,6 +28,8 @@ open while the model streams, which can take as long as ``LLM_TIMEOUT_SECONDS``.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -44,6 +46,7 @@ from app.chat.turn.generate import Generator
 from app.chat.turn.intake import Intake, clean_client_message_id, clean_text
 from app.chat.turn.persist import Outcome, Persister, result
 from app.chat.turn.state import Received, Reply, Turn, TurnResult
+from app.chat.turn.timing import Stages
 from app.conversations.models import Conversation, Message
 from app.conversations.service import unanswered_client_message
 from app.core.config import Settings
@@ -58,6 +61,8 @@ from app.learning.interventions import InterventionService
 from app.learning.versions import ModelVersionService
 from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
+
+log = logging.getLogger(__name__)
 
 ToClient = Callable[[], bool]
 """Asked after commit: should the stored reply also go to the client's live channel (its own connection is
@@ -141,88 +146,112 @@ class ChatService:
         ``human_only`` mode hand the conversation to the coach. After retrieval, confidence below the coach's
         threshold hands off in ``auto`` mode; in ``draft`` mode the reply is kept as a draft for the coach
         (nothing is streamed). Raises ``NotFound`` (not this client's message)."""
+        async for item in self._answer(coach_id, client_id, message_id, to_client, Stages()):
+            yield item
+
+    async def _answer(
+        self, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID, to_client: ToClient, stages: Stages
+    ) -> AsyncIterator[str | TurnResult]:
+        """:meth:`answer`, timing its stages in ``stages`` (which may hold ``receive`` already)."""
         started = time.perf_counter()
         outcome: Outcome | None = None
-        async with unit_of_work(self._sessionmaker, coach_id) as uow:
-            turn = await self._intake.load(uow, client_id, message_id)  # 1. intake
-            if turn is not None:
-                decision = before_model(  # 2. decide before the model
-                    crisis=needs_crisis_protocol(turn.risk),
-                    handoff_active=turn.active is not None,
-                    signals=turn.signals,
-                    mode=turn.coach.handoff_mode,
-                    asks_if_ai=asks_if_ai(turn.message.text, coach_name=turn.coach.name),
-                )
-                if decision.action is not Before.ANSWER:
-                    outcome = await self._persister.before_model(uow.session, turn, decision)
+        with stages.time("intake"):
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                turn = await self._intake.load(uow, client_id, message_id, stages)  # 1. intake
+                if turn is not None:
+                    decision = before_model(  # 2. decide before the model
+                        crisis=needs_crisis_protocol(turn.risk),
+                        handoff_active=turn.active is not None,
+                        signals=turn.signals,
+                        mode=turn.coach.handoff_mode,
+                        asks_if_ai=asks_if_ai(turn.message.text, coach_name=turn.coach.name),
+                    )
+                    if decision.action is not Before.ANSWER:
+                        outcome = await self._persister.before_model(uow.session, turn, decision)
         if turn is None:
             yield await self._answered_before(coach_id, message_id)
         elif outcome is not None:
-            async for item in self._handed_off(turn, outcome, started, to_client):
+            async for item in self._handed_off(turn, outcome, started, to_client, stages):
                 yield item
         else:
-            async for item in self._answer_with_model(turn, started, to_client):
+            async for item in self._answer_with_model(turn, started, to_client, stages):
                 yield item
 
     async def _answer_with_model(
-        self, turn: Turn, started: float, to_client: ToClient
+        self, turn: Turn, started: float, to_client: ToClient, stages: Stages
     ) -> AsyncIterator[str | TurnResult]:
         """Steps 3–7 for a turn the AI answers."""
         coach = turn.coach
         base = self._registry.chat_for(coach)
-        metadata = {"provider": base.provider, "model": base.model, "mode": coach.handoff_mode}
-        reply = Reply(metadata, turn.signals, drafting=coach.handoff_mode == HandoffMode.DRAFT)
+        metadata = {"provider": base.provider, "model": base.model, "mode": coach.handoff_mode, "stages": stages.ms}
+        reply = Reply(metadata, turn.signals, drafting=coach.handoff_mode == HandoffMode.DRAFT, stages=stages)
         low: tuple[str, Confidence] | None = None
         try:
             async with asyncio.timeout(self._settings.llm_timeout_seconds):
-                gathered = await self._gatherer.gather(turn, reply)  # 3. gather
+                with stages.time("gather"):
+                    gathered = await self._gatherer.gather(turn, reply)  # 3. gather
                 after = after_retrieval(  # 4. decide after retrieval
                     mode=coach.handoff_mode, confidence=gathered.before, threshold=coach.confidence_threshold
                 )
                 if after.action is After.HAND_OFF:
                     low = (after.detail, gathered.before)
                 else:
-                    async for delta in self._generator.generate(turn, gathered, reply):  # 5. generate
-                        yield delta
-                    self._generator.finish(reply)
-                    # the output checks: prompt injection (leak, planted payload), then honesty
-                    correction = self._generator.guard(turn, reply) or self._generator.honest(turn, reply)
+                    with stages.time("generate"):
+                        async for delta in self._generator.generate(turn, gathered, reply):  # 5. generate
+                            yield delta
+                        self._generator.finish(reply)
+                        # the output checks: prompt injection (leak, planted payload), then honesty
+                        correction = self._generator.guard(turn, reply) or self._generator.honest(turn, reply)
                     if correction is not None:
                         yield correction
         except (ProviderError, TimeoutError) as exc:
             yield self._generator.apology(turn, reply, exc)
         if low is not None:
             outcome = await self._persister.low_confidence(turn, reply.signals, confidence=low[1], detail=low[0])
-            async for item in self._handed_off(turn, outcome, started, to_client):
+            async for item in self._handed_off(turn, outcome, started, to_client, stages):
                 yield item
             return
-        outcome = await self._persister.reply(turn, reply)  # 6. persist
-        if reply.cache_key is not None and cache_after(
-            cache=reply.metadata.get("cache"),
-            failed=reply.failed,
-            replaced="honesty" in reply.metadata or "injection" in reply.metadata,
-        ):
-            await self._cache.put(
-                coach.id, reply.cache_key, reply.text, reply.citations, coach.response_cache_ttl_seconds
-            )
-        if outcome.draft is not None:  # 7. after commit
-            await self._handoffs.announce_draft(coach.id, outcome.draft, turn.client_name)
-        if outcome.reply is not None:
-            await self._publish(turn, outcome.reply, to_client)
-        yield result(turn, outcome, started, persist_ms=reply.metadata.get("persist_ms"))
+        with stages.time("persist"):
+            outcome = await self._persister.reply(turn, reply)  # 6. persist
+        with stages.time("after_commit"):  # 7. after commit
+            if reply.cache_key is not None and cache_after(
+                cache=reply.metadata.get("cache"),
+                failed=reply.failed,
+                replaced="honesty" in reply.metadata or "injection" in reply.metadata,
+            ):
+                await self._cache.put(
+                    coach.id, reply.cache_key, reply.text, reply.citations, coach.response_cache_ttl_seconds
+                )
+            if outcome.draft is not None:
+                await self._handoffs.announce_draft(coach.id, outcome.draft, turn.client_name)
+            if outcome.reply is not None:
+                await self._publish(turn, outcome.reply, to_client)
+        yield self._result(turn, outcome, started, stages, persist_ms=reply.metadata.get("persist_ms"))
 
     async def _handed_off(
-        self, turn: Turn, outcome: Outcome, started: float, to_client: ToClient
+        self, turn: Turn, outcome: Outcome, started: float, to_client: ToClient, stages: Stages
     ) -> AsyncIterator[str | TurnResult]:
         """A turn answered without the model (crisis reply, handoff notice) or not at all (the AI is paused).
         The client gets the stored reply first; the coach's queue, alert and live transcript follow."""
         if outcome.reply is not None:
             yield outcome.reply.text
-        if outcome.announce and outcome.handoff is not None:
-            await self._handoffs.announce(turn.coach, outcome.handoff, turn.client_name)
-        if outcome.reply is not None:
-            await self._publish(turn, outcome.reply, to_client)
-        yield result(turn, outcome, started)
+        with stages.time("after_commit"):
+            if outcome.announce and outcome.handoff is not None:
+                await self._handoffs.announce(turn.coach, outcome.handoff, turn.client_name)
+            if outcome.reply is not None:
+                await self._publish(turn, outcome.reply, to_client)
+        yield self._result(turn, outcome, started, stages)
+
+    @staticmethod
+    def _result(
+        turn: Turn, outcome: Outcome, started: float, stages: Stages, *, persist_ms: float | None = None
+    ) -> TurnResult:
+        """The turn's :class:`TurnResult` with every stage's time in its ``stages`` metadata, also logged (one
+        ``turn stages {json}`` line at INFO: ``bench/chat.py --instant`` reads it)."""
+        done = result(turn, outcome, started, persist_ms=persist_ms)
+        done.metadata["stages"] = dict(stages.ms)
+        log.info("turn stages %s", json.dumps({"message_id": str(turn.message.id), "stages": stages.ms}))
+        return done
 
     async def _publish(self, turn: Turn, reply: Message, to_client: ToClient) -> None:
         await self._handoffs.publish_message(turn.coach.id, turn.conversation.client_id, reply, to_client=to_client())
@@ -248,15 +277,17 @@ class ChatService:
     ) -> AsyncIterator[str | TurnResult]:
         """:meth:`receive` then :meth:`answer` (REST, benchmarks): yields deltas, then one ``TurnResult``.
         Raises as :meth:`receive` does, before anything is stored."""
-        received = await self.receive(
-            coach_id,
-            client_id,
-            text,
-            conversation_id=conversation_id,
-            channel=channel,
-            client_message_id=client_message_id,
-        )
-        async for item in self.answer(coach_id, client_id, received.message_id):
+        stages = Stages()
+        with stages.time("receive"):
+            received = await self.receive(
+                coach_id,
+                client_id,
+                text,
+                conversation_id=conversation_id,
+                channel=channel,
+                client_message_id=client_message_id,
+            )
+        async for item in self._answer(coach_id, client_id, received.message_id, _never, stages):
             yield item
 
     async def answer_pending(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> str:

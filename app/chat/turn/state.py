@@ -9,6 +9,7 @@ from typing import Any
 
 from app.accounts.models import Coach
 from app.chat.prompt import AssembledPrompt
+from app.chat.turn.timing import Stages
 from app.conversations.handoffs import Handoff
 from app.conversations.models import Conversation, Message
 from app.handoff.confidence import Confidence
@@ -123,8 +124,8 @@ class Gathered:
 class Reply:
     """The AI's reply as it is generated: streamed ``parts``, the ``passages`` it may cite, the provider's
     ``usage``, the ``signals`` scored at the end, the attribution ``metadata`` stored with it, the response
-    cache key, whether it is ``drafting`` (kept for the coach) or ``failed`` (the apology), and the assembled
-    ``prompt`` (for the output check)."""
+    cache key, whether it is ``drafting`` (kept for the coach) or ``failed`` (the apology), the assembled
+    ``prompt`` (for the output check) and the turn's ``stages`` timings."""
 
     metadata: dict[str, Any]
     signals: TurnSignals
@@ -136,6 +137,7 @@ class Reply:
     text: str = ""
     failed: bool = False
     prompt: AssembledPrompt | None = None
+    stages: Stages = field(default_factory=Stages)
 
     @property
     def citations(self) -> list[dict[str, Any]]:

@@ -1,12 +1,16 @@
-"""The coach's conversations API: list and read transcripts."""
+"""The coach's conversations API: list and read transcripts, mark one read, and the inbox."""
 
 from __future__ import annotations
 
-from litestar import Controller, get
+from typing import Any
+
+from litestar import Controller, get, post
+from litestar.params import FromQuery
 
 from app.auth import COACH_DEPENDENCIES
+from app.conversations.inbox import InboxFilter, inbox_rows, mark_read
 from app.conversations.schemas import ConversationOut, ConversationSummary, message_out
-from app.deps import ContainerDep, PathId, Uow
+from app.deps import ContainerDep, PathId, StateQuery, Uow
 
 
 class ConversationController(Controller):
@@ -33,3 +37,30 @@ class ConversationController(Controller):
             conversation.created_at,
             [message_out(msg) for msg in messages],
         )
+
+    @post("/{conversation_id:uuid}/read", status_code=204)
+    async def mark_read(self, conversation_id: PathId, uow: Uow) -> None:
+        """The coach has read the conversation: its unread count in the inbox drops to 0. 404 for an unknown id."""
+        await mark_read(uow, conversation_id)
+
+
+class InboxController(Controller):
+    path = "/api/v1/inbox"
+    tags = ["conversations"]
+    dependencies = COACH_DEPENDENCIES
+
+    @get("/")
+    async def inbox(
+        self,
+        uow: Uow,
+        wanted_state: StateQuery = None,
+        channel: FromQuery[str | None] = None,
+        unread: FromQuery[bool] = False,
+        q: FromQuery[str | None] = None,
+    ) -> list[dict[str, Any]]:
+        """The inbox: one row per conversation (see :class:`app.conversations.inbox.InboxRow`) with its state
+        (``crisis``, ``waiting``, ``you``, ``draft``, ``ai``), channel (``web``, ``telegram``), unread count
+        and last message, the ones needing the coach first. Filters: ``state``, ``channel``, ``unread=true``,
+        ``q`` (client name or message text, case-insensitive). 400 for an unknown state or channel."""
+        rows = await inbox_rows(uow, InboxFilter.parse(wanted_state, channel, unread, q))
+        return [row.as_json() for row in rows]

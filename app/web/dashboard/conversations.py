@@ -1,5 +1,5 @@
-"""Conversations: the list, one transcript with its handoff panel (state, brief, take over / hand back,
-pending drafts) and the coach's composer."""
+"""Conversations: the inbox (every conversation with its state and unread count, filters, search), one
+transcript with its handoff panel (state, brief, take over / hand back), drafts and the coach's composer."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from litestar.response import Redirect, Template
 from app.accounts.unit_of_work import UnitOfWork
 from app.container import Container
 from app.conversations.handoffs import HandoffReason
+from app.conversations.inbox import CHANNELS, InboxFilter, InboxState, channel_name, inbox_rows, mark_read
 from app.core.errors import DomainError
-from app.deps import ContainerDep, PathId, Uow
+from app.deps import ContainerDep, PathId, StateQuery, Uow
 from app.web.dashboard.auth import CoachPage
 from app.web.dashboard.forms import form_str
 
@@ -27,25 +28,33 @@ async def conversation_page(
     status_code: int = 200,
     text: str = "",
 ) -> Template:
-    """The conversation page, with ``error`` (and the coach's unsent ``text``) shown at ``status_code``."""
-    conversation, messages = await container.conversations.get_conversation(uow, conversation_id)
-    coach = await uow.coach()
-    client = await container.accounts.get_client(uow, conversation.client_id)
-    context = await _panel_context(container, uow, conversation_id)
+    """The conversation page, with ``error`` (and the coach's unsent ``text``) shown at ``status_code``; the
+    coach has now read the conversation (its unread count in the inbox drops to 0)."""
+    context = await pane_context(container, uow, conversation_id, error=error, text=text)
     return Template(
         "dashboard/conversation.html",
-        context=context
-        | {
-            "coach": coach,
-            "conversation": conversation,
-            "client": client,
-            "messages": messages,
-            "error": error,
-            "text": text,
-            "nav": "conversations",
-        },
+        context=context | {"coach": await uow.coach(), "nav": "inbox"},
         status_code=status_code,
     )
+
+
+async def pane_context(
+    container: Container, uow: UnitOfWork, conversation_id: uuid.UUID, *, error: str | None = None, text: str = ""
+) -> dict[str, Any]:
+    """What ``partials/conversation_pane.html`` shows: the conversation, its client, channel (``web`` or
+    ``telegram``), messages, handoff panel and pending drafts, an ``error`` and the coach's unsent ``text``.
+    Marks the conversation read. Raises ``NotFound``."""
+    conversation, messages = await container.conversations.get_conversation(uow, conversation_id)
+    client = await container.accounts.get_client(uow, conversation.client_id)
+    await mark_read(uow, conversation_id)
+    return await _panel_context(container, uow, conversation_id) | {
+        "conversation": conversation,
+        "client": client,
+        "channel": channel_name(conversation.channel),
+        "messages": messages,
+        "error": error,
+        "text": text,
+    }
 
 
 async def _panel_context(container: Container, uow: UnitOfWork, conversation_id: uuid.UUID) -> dict[str, Any]:
@@ -59,19 +68,57 @@ async def _panel_context(container: Container, uow: UnitOfWork, conversation_id:
     }
 
 
+async def _inbox_context(uow: UnitOfWork, wanted: InboxFilter, selected: uuid.UUID | None) -> dict[str, Any]:
+    return {
+        "rows": await inbox_rows(uow, wanted),
+        "wanted": wanted,
+        "selected": selected,
+        "states": InboxState.LABELS,
+        "channels": CHANNELS,
+    }
+
+
 class ConversationPages(CoachPage):
     """The coach's conversations and their handoff actions."""
 
-    @get("/conversations")
-    async def conversations(self, uow: Uow, container: ContainerDep) -> Template:
-        return Template(
-            "dashboard/conversations.html",
-            context={
-                "coach": await uow.coach(),
-                "rows": await container.conversations.list_conversations(uow),
-                "nav": "conversations",
-            },
-        )
+    @get(["/inbox", "/conversations"])
+    async def inbox(
+        self,
+        uow: Uow,
+        container: ContainerDep,
+        wanted_state: StateQuery = None,
+        channel: FromQuery[str | None] = None,
+        unread: FromQuery[bool] = False,
+        q: FromQuery[str | None] = None,
+        conversation: FromQuery[uuid.UUID | None] = None,
+    ) -> Template:
+        """The inbox: every conversation with its state, last message and unread count (filters ``state``,
+        ``channel``, ``unread``, search ``q``; 400 for an unknown state or channel) beside the ``conversation``
+        chosen (its transcript, handoff panel, drafts and composer). ``static/dashboard.js`` keeps both live."""
+        wanted = InboxFilter.parse(wanted_state, channel, unread, q)
+        pane = await pane_context(container, uow, conversation) if conversation is not None else {}
+        context = await _inbox_context(uow, wanted, conversation) | pane  # the list after the pane marked it read
+        return Template("dashboard/inbox.html", context=context | {"coach": await uow.coach(), "nav": "inbox"})
+
+    @get("/inbox/list")
+    async def inbox_list(
+        self,
+        uow: Uow,
+        wanted_state: StateQuery = None,
+        channel: FromQuery[str | None] = None,
+        unread: FromQuery[bool] = False,
+        q: FromQuery[str | None] = None,
+        conversation: FromQuery[uuid.UUID | None] = None,
+    ) -> Template:
+        """The inbox's list alone (``#inbox-list``), re-fetched when a filter changes or a live event arrives."""
+        context = await _inbox_context(uow, InboxFilter.parse(wanted_state, channel, unread, q), conversation)
+        return Template("partials/inbox_list.html", context=context)
+
+    @post("/conversations/{conversation_id:uuid}/read", status_code=204)
+    async def read(self, conversation_id: PathId, uow: Uow) -> None:
+        """The coach read the conversation's new messages (sent by ``static/dashboard.js`` when a message
+        arrives in the conversation open on screen)."""
+        await mark_read(uow, conversation_id)
 
     @get("/conversations/{conversation_id:uuid}")
     async def conversation(self, conversation_id: PathId, uow: Uow, container: ContainerDep) -> Template:

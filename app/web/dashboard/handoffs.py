@@ -1,5 +1,5 @@
 """The handoff queue (open handoffs, overdue ones highlighted, those the coach holds, drafts waiting for
-review), its live fragment and nav summary, and the draft decisions."""
+review, closed ones with duration and outcome), its live fragment and nav summary, and the draft decisions."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ from app.web.dashboard.auth import CoachPage
 from app.web.dashboard.conversations import conversation_page
 from app.web.dashboard.forms import form_str, next_path
 
+HISTORY_LIMIT = 50
+"""Closed handoffs the queue page lists (the most recent)."""
+
 
 async def _queue_context(container: Container, uow: UnitOfWork) -> dict[str, Any]:
     items: list[QueueItem] = []
@@ -26,7 +29,9 @@ async def _queue_context(container: Container, uow: UnitOfWork) -> dict[str, Any
         items += await container.handoff_queue.list_handoffs(uow, status)
     drafts = await container.drafts.list_drafts(uow, DraftStatus.PENDING)
     names = {c.id: name for c, name, _ in await container.conversations.list_conversations(uow)}
+    history = await container.handoff_queue.list_handoffs(uow, HandoffStatus.CLOSED, limit=HISTORY_LIMIT)
     return {
+        "history": history,
         "open_items": [i for i in items if i.handoff.status == HandoffStatus.OPEN],
         "claimed_items": [i for i in items if i.handoff.status == HandoffStatus.CLAIMED],
         "drafts": [draft_dict(d, names.get(d.conversation_id)) for d in drafts],
@@ -39,8 +44,9 @@ class HandoffPages(CoachPage):
 
     @get("/handoffs")
     async def handoffs(self, uow: Uow, container: ContainerDep) -> Template:
-        """The live handoff queue: open handoffs (overdue ones highlighted), those the coach holds, and the
-        AI drafts waiting for review."""
+        """The live handoff queue: open handoffs (overdue ones highlighted), those the coach holds, the AI
+        drafts waiting for review, and the history (the last :data:`HISTORY_LIMIT` closed handoffs with their
+        duration and outcome)."""
         context = await _queue_context(container, uow)
         context |= {"coach": await uow.coach(), "nav": "handoffs"}
         return Template("dashboard/handoffs.html", context=context)

@@ -106,9 +106,12 @@ def start_workers(settings: Settings, services: Services, redis_url: str, regist
 
 
 async def stop_workers(workers: Sequence[Worker], task: asyncio.Task[None]) -> None:
+    """SIGINT as ``opencoach worker`` gets it: ``run_workers`` must end without an error (cancelled jobs and
+    all) and the workers' shared container must be closed."""
     for worker in workers:
         worker.handle_sig(signal.SIGINT)
-    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 60)
+    await asyncio.wait_for(task, 60)
+    assert all("container" not in worker.ctx for worker in workers), "the shared container was left open"
 
 
 async def wait_for(condition: Any, seconds: float) -> bool:
@@ -178,3 +181,20 @@ async def test_one_coach_runs_one_ingestion_at_a_time_and_another_coach_is_not_h
 
 def _items(body: Any) -> list[dict[str, Any]]:
     return body if isinstance(body, list) else body["items"]
+
+
+async def test_a_stop_signal_while_jobs_run_ends_the_workers_cleanly(
+    app_http: httpx.AsyncClient, own_redis: RedisProcess, settings: Settings, services: Services
+) -> None:
+    """SIGINT while an ingestion runs: the job is cancelled, both workers shut down (``on_shutdown`` closes the
+    shared container) and ``run_workers`` returns. arq's own ``close`` re-raised the cancelled job's
+    ``CancelledError``, which skipped the shutdown and ended ``opencoach worker`` with a traceback."""
+    registry = HangingRegistry(settings)
+    async with Redis.from_url(own_redis.url) as redis:
+        await redis.flushdb()
+    coach = await signup(app_http, "Stopping")
+    await upload(app_http, coach, "notes.txt", NOTES)
+    workers, task = start_workers(settings, services, own_redis.url, registry)
+    assert await wait_for(lambda: len(registry.hanging.started) == 1, 60), "the ingestion did not start"
+    await stop_workers(workers, task)
+    assert task.result() is None

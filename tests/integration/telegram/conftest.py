@@ -18,8 +18,9 @@ from app.asgi import create_app
 from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background
 from app.llm.registry import ProviderRegistry
-from app.worker import build_worker
+from app.worker import build_workers, run_workers
 from tests.conftest import Coach, upload
+from tests.integration.handoff.test_alerts import receiver  # noqa: F401 - the alert webhook receiver fixture
 from tests.openai_wire import MOCK_BASE_URL, mock_openai, openai_sse, sse_response
 from tests.stub_dns import LOOPBACK_HOOKS
 from tests.telegram_fake import FakeBotApi, fake_bot_api
@@ -56,14 +57,12 @@ async def tg(tg_settings: Settings, services: Services, registry: ProviderRegist
 
 @pytest.fixture(scope="module")
 def tg_jobs(tg_settings: Settings, services: Services, registry: ProviderRegistry) -> Callable[[], Awaitable[None]]:
-    """Run the worker (with the fake Bot API) in burst mode until the queue is empty."""
+    """Run the workers (main, then alerts; with the fake Bot API) in burst mode until their queues are empty."""
 
     async def run() -> None:
-        worker = build_worker(tg_settings, services.database_url, services.redis_url, burst=True, registry=registry)
-        try:
-            await worker.main()
-        finally:
-            await worker.close()
+        await run_workers(
+            build_workers(tg_settings, services.database_url, services.redis_url, burst=True, registry=registry)
+        )
 
     return run
 

@@ -4,16 +4,19 @@ endpoint mocked in the OpenAI wire format."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 import respx
 from sqlalchemy import select
+from standardwebhooks import Webhook
 
 from app.channels.telegram import render
 from app.channels.telegram.adapter import BAD_INVITE, WELCOME
@@ -21,11 +24,15 @@ from app.channels.telegram.models import TelegramChat
 from app.channels.telegram.poller import poll_once
 from app.channels.telegram.wiring import build_channel
 from app.container import Container
+from app.conversations.models import Conversation
 from app.core.config import Settings
 from app.core.runtime import Services
 from app.db.engine import tenant_session
 from app.handoff.crisis import crisis_reply
+from app.llm.base import EMBEDDING_DIMENSIONS
 from app.llm.registry import ProviderRegistry
+from app.memory.models import ChatSession, Insight, SessionStatus
+from tests.integration.handoff.test_alerts import Receiver
 from tests.integration.telegram.conftest import REPLY, Bot, new_token
 from tests.integration.web.test_dashboard import csrf, sign_up
 from tests.telegram_fake import FakeBotApi, recorded
@@ -252,6 +259,75 @@ async def test_a_duplicate_update_id_makes_one_turn(
     assert llm.routes["completions"].call_count == calls_before + 1
 
 
+async def test_an_edited_message_is_stored_and_answered_as_a_new_message_once(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, llm: respx.MockRouter
+) -> None:
+    """README "In the chat": an edit is a new message of the chat (the original stays); each edit makes one turn
+    even when its update comes again under another ``update_id``; edited commands and unbound chats are ignored."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    update_id = next(_chat_ids)
+    await say(tg, bot, chat_id, "Hello", update_id=update_id)
+    calls_before = llm.routes["completions"].call_count
+    edit = recorded("edited_message", update_id=next(_chat_ids), chat_id=chat_id, message_id=update_id % 2**31)
+    await post_update(tg, bot, edit)
+    await drain(tg)
+    assert llm.routes["completions"].call_count == calls_before + 1
+    assert fake.sent_to(chat_id)[-1].params["text"].startswith(render.escape(REPLY))
+    await post_update(tg, bot, edit | {"update_id": next(_chat_ids)})  # the same edit again: no second turn
+    command = recorded("edited_message", update_id=next(_chat_ids), chat_id=chat_id, text="/forget")
+    await post_update(tg, bot, command)
+    stranger = next(_chat_ids)
+    await post_update(tg, bot, recorded("edited_message", update_id=next(_chat_ids), chat_id=stranger))
+    await drain(tg)
+    assert llm.routes["completions"].call_count == calls_before + 1
+    assert fake.sent_to(stranger) == [] and fake.sent_to(chat_id)[-1].params["text"].startswith(render.escape(REPLY))
+    conversation = await conversation_of(tg, bot, client_id)
+    assert [(m["sender_type"], m["text"]) for m in conversation["messages"] if m["sender_type"] == "client"] == [
+        ("client", "Hello"),
+        ("client", "Hello, I meant: good morning"),
+    ]
+    assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai", "client", "ai"]
+
+
+async def test_an_update_whose_process_died_before_storing_it_is_processed_when_sent_again_or_swept(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, llm: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The web process records the ``update_id`` and dies before the message is stored (here: the update is
+    recorded but never dispatched). Telegram's re-send is then processed once the claim is old, not dropped as a
+    duplicate; an update acknowledged but never processed (no re-send comes) is processed by the worker's sweep
+    (:meth:`TelegramChannel.recover`, the ``telegram_recover`` cron)."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    channel = tg.app.state.telegram  # type: ignore[attr-defined]
+    lost = recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="Are you there?")
+    swept = recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="Hello again")
+    with monkeypatch.context() as patch:
+        patch.setattr(channel, "dispatch", lambda coach_id, update: None)  # the process dies after recording
+        await post_update(tg, bot, lost)
+        await post_update(tg, bot, swept)
+    calls_before = llm.routes["completions"].call_count
+    await post_update(tg, bot, lost)  # a re-send while the claim is fresh: maybe still in progress elsewhere
+    await drain(tg)
+    assert llm.routes["completions"].call_count == calls_before
+    monkeypatch.setattr(channel.service, "reclaim_after_s", 0.2)
+    await asyncio.sleep(0.3)
+    await post_update(tg, bot, lost)  # Telegram sends it again: processed now
+    await drain(tg)
+    assert llm.routes["completions"].call_count == calls_before + 1
+    assert fake.sent_to(chat_id)[-1].params["text"].startswith(render.escape(REPLY))
+    await post_update(tg, bot, lost)  # processed: a further re-send is a duplicate
+    await drain(tg)
+    assert llm.routes["completions"].call_count == calls_before + 1
+    assert await channel.recover() == 1  # the acknowledged one that Telegram will not send again
+    assert await channel.recover() == 0
+    assert llm.routes["completions"].call_count == calls_before + 2
+    conversation = await conversation_of(tg, bot, client_id)
+    texts = [m["text"] for m in conversation["messages"] if m["sender_type"] == "client"]
+    assert texts == ["Are you there?", "Hello again"]
+    assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai", "client", "ai"]
+
+
 async def test_non_text_messages_get_a_polite_reply_and_store_nothing(
     tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
 ) -> None:
@@ -262,6 +338,84 @@ async def test_non_text_messages_get_a_polite_reply_and_store_nothing(
     assert fake.sent_to(chat_id)[-1].params["text"] == render.NON_TEXT_REPLY
     listed = (await tg.get("/api/v1/conversations", headers=bot.coach.headers)).json()
     assert [c for c in listed if c["client_id"] == client_id] == []
+
+
+async def remember(container: Container, bot: Bot, client_id: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """Seed what the assistant remembers about the client: an insight and a summarised session; their ids."""
+    coach_id, client = uuid.UUID(bot.coach.coach_id), uuid.UUID(client_id)
+    now = datetime.now(UTC)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        conversation = Conversation(coach_id=coach_id, client_id=client, channel="telegram")
+        session.add(conversation)
+        await session.flush()
+        insight = Insight(
+            coach_id=coach_id,
+            client_id=client,
+            kind="goal",
+            text="Robin wants to run a marathon <in May>",
+            importance=8,
+            status="active",
+            mentions=1,
+            source_message_ids=[],
+            first_seen_at=now,
+            last_seen_at=now,
+            edited_by_coach=False,
+            embedding=[1.0] + [0.0] * (EMBEDDING_DIMENSIONS - 1),
+            embedding_model="test-unit-vectors",
+        )
+        summarized = ChatSession(
+            coach_id=coach_id,
+            client_id=client,
+            conversation_id=conversation.id,
+            status=SessionStatus.SUMMARIZED,
+            started_at=now - timedelta(days=1),
+            last_message_at=now - timedelta(days=1),
+            ended_at=now - timedelta(days=1),
+            message_count=4,
+            summary={"summary": "Robin planned her training weeks.", "topics": [], "action_items": []},
+            source_message_ids=[],
+        )
+        session.add_all([insight, summarized])
+        await session.flush()
+        return insight.id, summarized.id
+
+
+async def test_forget_lists_what_is_remembered_and_a_button_deletes_it(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, container: Container
+) -> None:
+    bot = await make_bot()
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    insight_id, session_id = await remember(container, bot, client_id)
+    await say(tg, bot, chat_id, "/forget")
+    shown = fake.sent_to(chat_id)[-1]
+    assert shown.method == "sendMessage" and shown.params["parse_mode"] == "HTML"
+    assert "1. Robin wants to run a marathon &lt;in May&gt;" in shown.params["text"]
+    assert "2. Our session of " in shown.params["text"] and "planned her training weeks" in shown.params["text"]
+    buttons = [b for row in shown.params["reply_markup"]["inline_keyboard"] for b in row]
+    assert [b["callback_data"] for b in buttons] == [f"m:i:{insight_id.hex}", f"m:s:{session_id.hex}"]
+
+    async def press(data: str) -> None:
+        update = recorded("callback_query", update_id=next(_chat_ids), chat_id=chat_id, data=data)
+        update["callback_query"]["message"]["message_id"] = 4242
+        await post_update(tg, bot, update)
+        await drain(tg)
+
+    await press(buttons[0]["callback_data"])
+    assert fake.of("answerCallbackQuery", bot.token)[-1].params["text"] == "Forgotten."
+    edited = fake.sent_to(chat_id)[-1]
+    assert edited.method == "editMessageText" and int(edited.params["message_id"]) == 4242
+    assert "marathon" not in edited.params["text"] and "1. Our session of " in edited.params["text"]
+    assert edited.params["reply_markup"]["inline_keyboard"] == [
+        [{"text": "🗑 1", "callback_data": f"m:s:{session_id.hex}"}]
+    ]
+    async with tenant_session(container.sessionmaker, uuid.UUID(bot.coach.coach_id)) as session:
+        forgotten = await session.get(Insight, insight_id)
+        assert forgotten is not None and forgotten.status == "deleted" and forgotten.text == ""  # the widget's rule
+    await press(buttons[0]["callback_data"])  # pressed again (an old message): nothing left to delete
+    assert fake.of("answerCallbackQuery", bot.token)[-1].params["text"] == "That was already forgotten."
+    await press(buttons[1]["callback_data"])
+    last = fake.sent_to(chat_id)[-1]
+    assert last.params["text"] == render.NOTHING_REMEMBERED and "reply_markup" not in last.params
 
 
 # ------------------------------------------------------------------------------------------- handoff
@@ -281,16 +435,26 @@ async def test_human_command_and_button_hand_off(tg: httpx.AsyncClient, fake: Fa
     assert fake.of("answerCallbackQuery")[-1].params["text"].startswith("Asking your coach")
 
 
-async def test_a_crisis_message_gets_the_crisis_reply_and_an_urgent_handoff(
-    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+async def test_a_crisis_message_gets_the_crisis_reply_an_urgent_handoff_and_an_alert(
+    tg: httpx.AsyncClient,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+    receiver: Receiver,
+    tg_jobs: Callable[[], Awaitable[None]],
 ) -> None:
-    bot = await make_bot()
-    chat_id, _ = await bound_chat(tg, bot, fake)
+    bot = await make_bot(alert_webhook_url=receiver.url)
+    secret = (await tg.get("/api/v1/settings", headers=bot.coach.headers)).json()["alert_webhook_secret"]
+    chat_id, client_id = await bound_chat(tg, bot, fake)
     await say(tg, bot, chat_id, "I want to kill myself tonight")
     [handoff] = (await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()
     assert handoff["reason"] == "crisis"
     sent = "".join(c.params["text"] for c in fake.sent_to(chat_id)[-3:])
     assert crisis_reply([])[:60] in sent.replace("&#x27;", "'") or render.escape(crisis_reply([])[:60]) in sent
+    await tg_jobs()
+    [alert] = [Webhook(secret).verify(r.body, r.headers) for r in receiver.requests]
+    assert alert["type"] == "handoff.opened" and alert["data"]["urgent"] is True
+    assert alert["data"]["reason"] == "crisis" and alert["data"]["handoff_id"] == handoff["id"]
+    assert alert["data"]["conversation_id"] == (await conversation_of(tg, bot, client_id))["id"]
 
 
 async def test_coach_takeover_messages_and_notices_reach_the_chat(
@@ -368,6 +532,29 @@ async def test_a_429_is_retried_after_retry_after_and_a_403_marks_the_chat_inact
     await tg.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": "Three"})
     await tg_jobs()
     assert [c for c in fake.sent_to(chat_id) if c.params["text"] == "Three"] == []
+
+
+async def test_worker_sends_to_one_chat_keep_their_order_across_two_workers_and_a_429(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    """Three coach messages to one chat, sent by two worker processes at once, the first refused with a 429:
+    the first is sent again after ``retry_after`` before the others go (arq's retry alone would send it last)."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    await say(tg, bot, chat_id, "Hello")
+    conversation_id = (await conversation_of(tg, bot, client_id))["id"]
+    h = bot.coach.headers
+    await tg.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=h)
+    await tg_jobs()
+    fake.fail("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
+    for text in ("First", "Second", "Third"):
+        sent = await tg.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": text})
+        assert sent.status_code == 201
+    await asyncio.gather(tg_jobs(), tg_jobs())
+    texts = [c.params["text"] for c in fake.sent_to(chat_id) if c.params["text"] in ("First", "Second", "Third")]
+    assert texts == ["First", "First", "Second", "Third"]
+    tries = [c for c in fake.sent_to(chat_id) if c.params["text"] == "First"]
+    assert tries[1].at - tries[0].at >= 1.0
 
 
 async def test_two_coaches_bots_never_see_each_others_clients(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
 from app.channels.telegram import render
 from app.channels.telegram.bot import RedactBotTokens
+from app.memory.client_view import RememberedInsight, RememberedOut, RememberedSession
 
 
 def test_split_keeps_parts_under_the_limit_and_cuts_at_sentence_ends() -> None:
@@ -64,3 +66,22 @@ def test_log_filter_redacts_bot_tokens() -> None:
     )
     RedactBotTokens().filter(record)
     assert record.getMessage() == "POST https://x/bot[bot-token]/getMe"
+
+
+def test_the_forget_list_fits_one_message_with_a_button_per_item_and_round_trips_its_ids() -> None:
+    now = datetime.now(UTC)
+    insights = [RememberedInsight(uuid.uuid4(), "goal", "x" * 5000, "active") for _ in range(40)]
+    session = RememberedSession(uuid.uuid4(), now, "A summary", [], [], "")
+    text, keyboard = render.memory_message(RememberedOut(insights, [session]))
+    assert keyboard is not None and len(text) <= render.MAX_MESSAGE_CHARS
+    buttons = [b for row in keyboard["inline_keyboard"] for b in row]
+    assert len(buttons) == render.FORGET_ITEMS and all(len(row) <= 5 for row in keyboard["inline_keyboard"])
+    assert all(len(b["callback_data"].encode()) <= 64 for b in buttons)
+    assert render.parse_forget(buttons[0]["callback_data"]) == ("insight", insights[0].id)
+    assert render.parse_forget(f"m:s:{session.id.hex}") == ("summary", session.id)
+    assert render.parse_forget("m:x:00") is None and render.parse_forget("f:" + "0" * 32 + ":1") is None
+    assert render.memory_message(RememberedOut([], [])) == (render.NOTHING_REMEMBERED, None)
+    escaped = [RememberedInsight(uuid.uuid4(), "goal", "<&>" * 2000, "active") for _ in range(40)]
+    text, keyboard = render.memory_message(RememberedOut(escaped, []))  # escaping grows the text: fewer items fit
+    assert keyboard is not None and len(text) <= render.MAX_MESSAGE_CHARS
+    assert 1 < sum(len(row) for row in keyboard["inline_keyboard"]) < render.FORGET_ITEMS

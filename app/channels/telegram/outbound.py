@@ -1,0 +1,131 @@
+"""Messages the worker sends to a Telegram chat (the coach's messages, joined/left notices), in order per chat
+across every worker process.
+
+Each chat has a FIFO list in Redis; :meth:`ChatOutbox.push` appends a message and queues a ``telegram_send``
+job, and the job (:meth:`ChatOutbox.flush`) takes the chat's lock (a Redis lock, so one sender per chat in the
+whole deployment) and sends the list from its head until it is empty. A message leaves the list only once sent,
+so a 429 (waited out with Telegram's ``retry_after`` while holding the lock) or a crash keeps it first: a later
+message is never sent before an earlier one. Delivery is at least once (a crash between the send and the pop
+sends that message again). Every pushed message has its own job, which runs after the push: whichever job holds
+the lock then sends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from arq.connections import ArqRedis
+from telegram import InlineKeyboardMarkup
+from telegram.error import Forbidden, RetryAfter, TelegramError
+
+from app.channels.telegram import render
+from app.channels.telegram.service import TelegramService
+
+log = logging.getLogger(__name__)
+
+SEND_JOB = "telegram_send"
+SEND_ATTEMPTS = 3
+"""Tries of one Bot API call that Telegram answers with 429 (each waits its ``retry_after``)."""
+LOCK_S = 150.0
+"""Seconds a chat's send lock lives without its holder releasing it (a worker that died)."""
+LOCK_WAIT_S = 120.0
+"""Seconds a job waits for the chat's lock before it is retried by arq."""
+DEDUPE_S = 24 * 3600
+"""Seconds a pushed message id is remembered, so the same message is never queued twice."""
+
+
+def markup(keyboard: dict[str, Any] | None) -> InlineKeyboardMarkup | None:
+    """``reply_markup`` JSON (``{"inline_keyboard": …}``) as python-telegram-bot's markup; ``None`` stays ``None``."""
+    return InlineKeyboardMarkup.de_json(keyboard, None) if keyboard else None
+
+
+def _retry_seconds(exc: RetryAfter) -> float:
+    value = exc.retry_after
+    return value if isinstance(value, int | float) else value.total_seconds()
+
+
+async def with_retry(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    """``await call(*args, **kwargs)``, waiting out a 429's ``retry_after`` (at most :data:`SEND_ATTEMPTS`
+    tries; the last 429 raises ``RetryAfter``)."""
+    for attempt in range(SEND_ATTEMPTS):
+        try:
+            return await call(*args, **kwargs)
+        except RetryAfter as exc:
+            if attempt == SEND_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(_retry_seconds(exc))
+    return None
+
+
+class ChatOutbox:
+    """Per-chat ordered sending through the worker (see the module)."""
+
+    def __init__(self, redis: ArqRedis, service: TelegramService) -> None:
+        self._redis = redis
+        self._service = service
+
+    @staticmethod
+    def _key(coach_id: uuid.UUID, chat_id: int) -> str:
+        return f"telegram:out:{coach_id}:{chat_id}"
+
+    async def push(
+        self,
+        coach_id: uuid.UUID,
+        chat_id: int,
+        parts: list[str],
+        keyboard: dict[str, Any] | None,
+        *,
+        dedupe: str | None = None,
+    ) -> bool:
+        """Append a message (``parts``: HTML texts sent in turn, ``keyboard`` under the last) to the chat's list and
+        queue the ``telegram_send`` job that sends it. ``dedupe`` (e.g. the stored message's id): a message pushed
+        before with the same key is not pushed again (``False``). Raises Redis errors."""
+        if dedupe is not None and not await self._redis.set(f"telegram:pushed:{dedupe}", 1, nx=True, ex=DEDUPE_S):
+            return False
+        message = json.dumps({"parts": parts, "keyboard": keyboard})
+        await self._redis.rpush(self._key(coach_id, chat_id), message)  # type: ignore[misc]
+        await self._redis.enqueue_job(SEND_JOB, str(coach_id), chat_id)
+        return True
+
+    async def flush(self, coach_id: uuid.UUID, chat_id: int) -> str:
+        """Worker job body: under the chat's lock, send the chat's list in order until it is empty. A 429 is waited
+        out (:func:`with_retry`); one still refused raises ``RetryAfter`` (the message stays first, for the job's
+        retry). A 403 (the client blocked the bot) marks the chat inactive and drops its list; a message Telegram
+        refuses otherwise (400) is logged and dropped. Raises ``redis.exceptions.LockError`` when the lock stays
+        taken for :data:`LOCK_WAIT_S`. Returns a short status for arq."""
+        key = self._key(coach_id, chat_id)
+        sent = 0
+        async with self._redis.lock(
+            f"telegram:lock:{coach_id}:{chat_id}", timeout=LOCK_S, blocking_timeout=LOCK_WAIT_S
+        ):
+            bot = await self._service.bot(coach_id)
+            while (raw := await self._redis.lindex(key, 0)) is not None:  # type: ignore[misc]
+                item = json.loads(raw)
+                parts: list[str] = item["parts"]
+                try:
+                    while parts:
+                        last = len(parts) == 1
+                        reply_markup = markup(item["keyboard"]) if last else None
+                        await with_retry(
+                            bot.send_message, chat_id, parts[0], parse_mode=render.PARSE_MODE, reply_markup=reply_markup
+                        )
+                        sent, parts = sent + 1, parts[1:]
+                        if parts:  # a long message's parts already sent are not sent again
+                            await self._redis.lset(key, 0, json.dumps(item | {"parts": parts}))  # type: ignore[misc]
+                except Forbidden:
+                    await self._service.set_chat(coach_id, chat_id, active=False)
+                    await self._redis.delete(key)
+                    return "blocked: chat marked inactive"
+                except RetryAfter:
+                    raise
+                except TelegramError as exc:
+                    log.warning(
+                        "telegram: a message to chat %s of coach %s refused: %s", chat_id, coach_id, exc.message
+                    )
+                await self._redis.lpop(key)  # type: ignore[misc]
+        return f"{sent} messages sent"

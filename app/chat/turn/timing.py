@@ -1,0 +1,35 @@
+"""Wall-clock timings of a turn's stages: the turn's own instrumentation (``bench/chat.py --instant`` reads it
+from the ``turn stages`` log line; the coach sees it as the reply's ``stages`` metadata)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+def ms_since(t0: float) -> float:
+    """Milliseconds since ``time.perf_counter()`` returned ``t0``, to 0.1 ms."""
+    return round((time.perf_counter() - t0) * 1000, 1)
+
+
+class Stages:
+    """Milliseconds (wall clock, 0.1 ms) spent in each named stage of one turn, in the order the stages ran.
+
+    ``ms`` maps a stage name to its time; a stage timed twice adds up. Top-level names (``receive``,
+    ``intake``, ``gather``, ``generate``, ``persist``, ``after_commit``) do not overlap: they add up to the
+    turn's wall clock but for the gaps between them. A dotted name is a part of the stage before the dot
+    (``gather.passages`` is inside ``gather``); parts run concurrently each count their own wall clock, so
+    they may add up to more than their stage."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+
+    @contextmanager
+    def time(self, name: str) -> Iterator[None]:
+        """Time the ``with`` block as stage ``name`` (counted even when the block raises)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = round(self.ms.get(name, 0.0) + ms_since(t0), 1)

@@ -1,0 +1,158 @@
+"""Issue 17's inbox in a real browser: a client writes in the widget while the coach watches the inbox; the
+conversation appears with its unread count and state, and its ask for a human raises the alerts (tab-title
+count, browser notification); the coach opens it, takes over, writes and hands back, all without a page
+reload (a marker set on the page's window survives). Then a draft in draft mode is approved beside the
+question it answers. Screenshots go to ``test-artifacts/browser/``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+import respx
+from playwright.async_api import Browser, BrowserContext, Page, expect
+
+from tests.browser.axe import serious_violations
+from tests.browser.conftest import WAIT_MS, CoachWithClient, log_in
+from tests.browser.test_handoff_browser import REPLY, browser, llm_api, send_from_widget, shot
+
+__all__ = ["browser", "llm_api"]  # fixtures used by name below
+pytestmark = pytest.mark.browser
+DESKTOP = {"width": 1280, "height": 900}
+RECORD_NOTICES = """
+window.__notices = [];
+window.Notification = class {
+  static permission = "granted";
+  static requestPermission() { return Promise.resolve("granted"); }
+  constructor(title, options) { window.__notices.push(title); }
+  close() {}
+};
+"""
+"""Stands in for the browser's notifications (headless Chromium shows none): each one's title is recorded."""
+
+
+async def coach_page(browser: Browser, base_url: str, setup: CoachWithClient) -> tuple[BrowserContext, Page]:
+    context = await browser.new_context(base_url=base_url, viewport=DESKTOP)
+    await context.add_init_script(RECORD_NOTICES)
+    page = await context.new_page()
+    await log_in(page, setup.coach, "/dashboard/inbox")
+    await page.evaluate("window.__sameDocument = true")
+    return context, page
+
+
+async def not_reloaded(page: Page) -> None:
+    assert await page.evaluate("window.__sameDocument === true"), "the page was reloaded"
+
+
+async def test_inbox_flow_without_a_reload(
+    base_url: str,
+    browser: Browser,
+    llm_api: respx.MockRouter,
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+) -> None:
+    setup = await coach_with_client("Coach Inés", "Robin")
+    coach_context, coach = await coach_page(browser, base_url, setup)
+    client_context = await browser.new_context(base_url=base_url, viewport={"width": 480, "height": 800})
+    widget = await client_context.new_page()
+    try:
+        await coach.locator("#alerts-toggle").click()
+        await expect(coach.locator("#alerts-toggle")).to_have_attribute("aria-pressed", "true")
+        await expect(coach.locator("#conversation-pane")).to_contain_text("Choose a conversation")
+
+        # 1. the client writes, asking for a human: the conversation appears in the inbox without a reload,
+        # unread and waiting for the coach; the tab title counts it and a notification is shown
+        await widget.goto(f"/w/{setup.client['widget_token']}")
+        await send_from_widget(widget, "Can I talk to a real person please?")
+        row = coach.locator(".inbox-row").filter(has_text="Robin")
+        await expect(row).to_have_count(1, timeout=WAIT_MS)
+        await expect(row.locator(".unread-count")).to_contain_text("1", timeout=WAIT_MS)
+        await expect(row.locator(".badge.state")).to_have_text("Waiting for you", timeout=WAIT_MS)
+        await expect(row.locator(".badge.channel")).to_have_text("web")
+        await expect(coach).to_have_title("(1) Inbox · OpenCoach", timeout=WAIT_MS)
+        assert await coach.evaluate("window.__notices") == ["Handoff: Robin"]
+        await send_from_widget(widget, "It's about my job.")
+        await expect(row.locator(".unread-count")).to_contain_text("2", timeout=WAIT_MS)
+        await expect(row.locator(".preview")).to_contain_text("It's about my job.")
+        await shot(coach, "inbox-01-handoff-alert.png")
+
+        # 3. open it: the transcript beside the list, read, the composer in view
+        await row.locator("a").click()
+        pane = coach.locator("#conversation-pane")
+        await expect(pane.locator("#transcript")).to_contain_text("It's about my job.", timeout=WAIT_MS)
+        await expect(coach.locator("#handoff-panel")).to_contain_text("Handed to you")
+        await expect(row.locator(".unread-count")).to_have_count(0, timeout=WAIT_MS)
+        await expect(coach.locator("#coach-text")).to_be_in_viewport()
+        assert await serious_violations(coach) == [], "the inbox with a conversation open passes axe-core"
+        await expect(coach).to_have_url(
+            f"{base_url}/dashboard/inbox?conversation={await pane.get_attribute('data-conversation')}"
+        )
+
+        # 4. take over, write, hand back
+        await coach.locator("#takeover").click()
+        await expect(coach.locator("#handoff-panel")).to_contain_text("You are in this conversation", timeout=WAIT_MS)
+        await expect(row.locator(".badge.state")).to_have_text("You", timeout=WAIT_MS)
+        await expect(coach).to_have_title("Inbox · OpenCoach", timeout=WAIT_MS)
+        await expect(widget.locator("#log")).to_contain_text("Coach Inés joined the conversation", timeout=WAIT_MS)
+        await coach.locator("#coach-text").fill("Hi Robin, I'm here. What's on your mind?")
+        await coach.locator("#coach-send").click()
+        await expect(widget.locator("#log .msg.human_coach").last).to_contain_text("I'm here", timeout=WAIT_MS)
+        await expect(coach.locator("#transcript .msg.human_coach")).to_contain_text("I'm here", timeout=WAIT_MS)
+        await expect(coach.locator("#coach-text")).to_have_value("")
+        await expect(row.locator(".preview")).to_contain_text("You: Hi Robin", timeout=WAIT_MS)
+        await shot(coach, "inbox-02-coach-writes.png")
+
+        await send_from_widget(widget, "Thanks, I feel stuck at work.")
+        await expect(coach.locator("#transcript")).to_contain_text("I feel stuck at work", timeout=WAIT_MS)
+        await expect(row.locator(".unread-count")).to_have_count(0)  # read: it arrived in the open conversation
+
+        await coach.locator("#handback-silent").click()
+        await expect(coach.locator("#handoff-panel")).to_contain_text("The AI is answering", timeout=WAIT_MS)
+        await expect(row.locator(".badge.state")).to_have_text("AI answering", timeout=WAIT_MS)
+        await expect(widget.locator("#log")).to_contain_text("handed the conversation back", timeout=WAIT_MS)
+        await not_reloaded(coach)
+        await shot(coach, "inbox-03-handed-back.png")
+        await shot(widget, "inbox-04-widget.png")
+
+        # 5. the handoff history shows it, with its outcome
+        await coach.goto("/dashboard/handoffs")
+        history = coach.locator("#handoff-history")
+        await expect(history).to_contain_text("Robin")
+        await expect(history.locator(".outcome")).to_have_text("Handed back")
+        await shot(coach, "inbox-05-handoff-history.png")
+    finally:
+        await coach_context.close()
+        await client_context.close()
+
+
+async def test_a_draft_is_approved_beside_the_question_it_answers(
+    base_url: str,
+    browser: Browser,
+    llm_api: respx.MockRouter,
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+) -> None:
+    setup = await coach_with_client("Coach Draft Inbox", "Sam", handoff_mode="draft")
+    coach_context, coach = await coach_page(browser, base_url, setup)
+    client_context = await browser.new_context(base_url=base_url)
+    widget = await client_context.new_page()
+    try:
+        await widget.goto(f"/w/{setup.client['widget_token']}")
+        await send_from_widget(widget, "How do I plan my week?")
+        row = coach.locator(".inbox-row").filter(has_text="Sam")
+        await expect(row.locator(".badge.state")).to_have_text("Draft pending", timeout=WAIT_MS)
+        await row.locator("a").click()
+        question = coach.locator("#transcript .msg.client").filter(has_text="How do I plan my week?")
+        draft = question.locator("xpath=following-sibling::*[1]")
+        await expect(draft).to_have_class("draft", timeout=WAIT_MS)
+        await expect(draft.locator("textarea")).to_have_value(REPLY)
+        await shot(coach, "inbox-06-draft-beside-question.png")
+
+        await draft.locator("textarea").fill("Pick one thing per day.")
+        await draft.get_by_role("button", name="Approve / send edited").click()
+        await expect(widget.locator("#log")).to_contain_text("Pick one thing per day.", timeout=WAIT_MS)
+        await expect(coach.locator("#transcript .draft")).to_have_count(0, timeout=WAIT_MS)
+        await expect(coach.locator("#transcript .msg.human_coach")).to_contain_text("Pick one thing per day.")
+        await expect(row.locator(".badge.state")).to_have_text("AI answering", timeout=WAIT_MS)
+        await not_reloaded(coach)
+    finally:
+        await coach_context.close()
+        await client_context.close()

@@ -1,0 +1,94 @@
+"""The turn times its own stages (app.chat.turn.timing.Stages): the coach sees them in the stored reply's
+metadata, ``bench/chat.py --instant`` reads them from the ``turn stages`` log line, the client never sees them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.chat.turn import gather
+from app.learning.interventions import InterventionService
+from tests.integration.handoff.test_handoff_flow import Setup, chat, new_setup, transcript
+from tests.openai_wire import mock_chat_endpoint
+
+__all__ = ["new_setup"]
+
+BEFORE_PERSIST = {
+    "receive",
+    "intake",
+    "intake.embed",
+    "intake.risk",
+    "gather",
+    "gather.passages",
+    "gather.memory",
+    "gather.episodes",
+    "gather.learning",
+    "generate.prompt",
+    "generate.cache",
+    "generate.model",
+}
+"""Stages finished when the reply is stored (``generate`` itself ends with the output checks, after it)."""
+
+
+@pytest.fixture
+def model() -> Iterator[respx.MockRouter]:
+    with mock_chat_endpoint(["Start with", " one task."], (60, 5)) as router:
+        yield router
+
+
+async def test_the_coach_sees_the_stages_and_the_log_has_all_of_them(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    model: respx.MockRouter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    setup = await new_setup("Stages Coach")
+    with caplog.at_level(logging.INFO, logger="app.chat.turn.pipeline"):
+        body = await chat(http, setup, "How do I start my mornings with more focus?")
+
+    assert body["reply"] == "Start with one task." and "stages" not in body["metadata"]
+    [ai] = [m for m in await transcript(http, setup, body["conversation_id"]) if m["id"] == body["message_id"]]
+    stored = ai["metadata"]["stages"]
+    assert set(stored) >= BEFORE_PERSIST and all(ms >= 0 for ms in stored.values())
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("turn stages ")]
+    logged = json.loads(line.removeprefix("turn stages "))
+    assert logged["message_id"] != body["message_id"]  # the client's message the turn answered
+    assert BEFORE_PERSIST | {"generate", "persist", "after_commit"} <= set(logged["stages"])
+
+
+async def test_passages_memory_and_few_shots_are_read_concurrently(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    model: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each of the three lookups waits until the other two have started: read one after another (on main, in
+    one transaction) the first would wait alone until the barrier's time-out, and the turn would apologise."""
+    barrier = asyncio.Barrier(3)
+    sessions: list[AsyncSession] = []
+
+    def meeting(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def wrapped(*args: Any, **kwargs: Any) -> Any:
+            sessions.append(next(a for a in args if isinstance(a, AsyncSession)))
+            async with asyncio.timeout(10):
+                await barrier.wait()
+            return await original(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(gather, "retrieve", meeting(gather.retrieve))
+    monkeypatch.setattr(gather, "context_for", meeting(gather.context_for))
+    monkeypatch.setattr(InterventionService, "similar", meeting(InterventionService.similar))
+    setup = await new_setup("Concurrent Coach")
+    body = await chat(http, setup, "How do I start my mornings with more focus?")
+
+    assert body["reply"] == "Start with one task."
+    assert len(sessions) == 3 and len({id(s) for s in sessions}) == 3  # one session (connection) each

@@ -1,0 +1,134 @@
+"""``opencoach eval retrieval`` on a tiny BEIR corpus generated here, contextual headers (searched and embedded,
+never shown or cited) and near-duplicate collapse, on the real database and embedder."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from app import cli
+from app.container import Container
+from app.core.config import Settings
+from app.core.runtime import Services
+from app.db.engine import tenant_session
+from app.rag.models import Chunk
+from app.rag.retrieval import lexical_ranking, retrieve
+from tests.conftest import Coach, upload
+
+CORPUS = {
+    "d1": ("Sleep and memory", "Deep sleep consolidates declarative memory in healthy adults."),
+    "d2": ("Exercise and mood", "Aerobic running lowers depressive symptoms over twelve weeks."),
+    "d3": ("Coffee", "Caffeine intake raises alertness but delays the onset of sleep."),
+    "d4": ("Gardening", "Tomatoes need full sun and regular watering in summer."),
+    "d5": ("Budgets", "A monthly budget tracks income against fixed and variable expenses."),
+}
+QUERIES = {
+    "q1": ("Does deep sleep help memory consolidation?", "d1"),
+    "q2": ("Running reduces depression symptoms", "d2"),
+    "q3": ("How should tomatoes be watered?", "d4"),
+}
+
+
+def _write_beir(root: Path) -> Path:
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, (t, x) in CORPUS.items())
+    )
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, (t, _) in QUERIES.items())
+    )
+    (root / "qrels" / "dev.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, (_, d) in QUERIES.items())
+    )
+    return root
+
+
+def test_eval_retrieval_prints_the_json_shape(
+    settings: Settings,
+    services: Services,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configured = settings.model_copy(
+        update={
+            "database_url": services.database_url,
+            "migration_database_url": services.migration_database_url,
+            "redis_url": services.redis_url,
+        }
+    )
+    monkeypatch.setattr(cli, "get_settings", lambda: configured)
+    code = cli.main(["eval", "retrieval", "--beir", str(_write_beir(tmp_path / "beir")), "--split", "dev", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result) == {"queries", "dense", "lexical", "fused", "latency_ms"}
+    assert result["queries"] == 3
+    for arm in ("dense", "lexical", "fused"):
+        assert set(result[arm]) == {"ndcg@10", "recall@100", "mrr@10"}
+        assert result[arm]["recall@100"] == 1.0  # five documents: every one is in the top 100
+    assert result["fused"]["mrr@10"] == 1.0, result  # each query names its document's words
+    assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p95"]
+
+
+def test_eval_retrieval_bad_directory_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["eval", "retrieval", "--beir", str(tmp_path)]) == 2
+    assert "corpus.jsonl not found" in capsys.readouterr().err
+
+
+GUIDE = b"# Breathing drills\n\nIn for four counts, hold for four, out for four, and hold again.\n"
+
+
+async def test_headers_are_searched_but_never_shown_or_cited(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    container: Container,
+) -> None:
+    coach = await make_coach("Header Coach")
+    doc = await upload(http, coach, "zanzibar-handbook.md", GUIDE)
+    await run_jobs()
+    coach_id = uuid.UUID(coach.coach_id)
+    [vector] = await container.registry.local_embedder().embed(["zanzibar handbook"])
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        [chunk] = (await session.scalars(select(Chunk).where(Chunk.document_id == uuid.UUID(doc["id"])))).all()
+        # the word is only in the document's title: found through the header
+        found = await lexical_ranking(session, coach_id, "zanzibar", "all-MiniLM-L6-v2", 5)
+        hits = await retrieve(
+            session, coach_id, query="zanzibar", query_embedding=vector, embedding_model="all-MiniLM-L6-v2", k=3
+        )
+    assert chunk.header == "Zanzibar Handbook — Breathing drills"
+    assert "Zanzibar" not in chunk.text
+    assert found == [chunk.id]
+    assert [h.chunk_id for h in hits] == [chunk.id]
+    assert "Zanzibar" not in hits[0].text
+    assert "header" not in hits[0].citation() and "Zanzibar Handbook —" not in json.dumps(hits[0].citation())
+
+
+async def test_near_duplicate_chunks_are_collapsed(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    container: Container,
+) -> None:
+    coach = await make_coach("Duplicate Coach")
+    body = b"Write down three things that went well today and why each of them happened."
+    await upload(http, coach, "gratitude.txt", body)
+    await upload(http, coach, "gratitude-copy.txt", body)
+    await upload(http, coach, "other.txt", b"Walk outside for ten minutes after lunch, without your phone.")
+    await run_jobs()
+    coach_id = uuid.UUID(coach.coach_id)
+    query = "three things that went well today"
+    [vector] = await container.registry.local_embedder().embed([query])
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        hits = await retrieve(
+            session, coach_id, query=query, query_embedding=vector, embedding_model="all-MiniLM-L6-v2", k=3
+        )
+    texts = [h.text for h in hits]
+    assert texts.count(body.decode()) == 1, texts
+    assert len(hits) == 2
