@@ -136,9 +136,10 @@ class Settings(BaseSettings):
     embed_threads: int | None = Field(
         default=1,
         ge=1,
-        description="Intra-op CPU threads (torch.set_num_threads) of the local embedder; unset: torch's default "
-        "(all cores). One: ingestion reads the next pages in a child process while it embeds, and a worker runs "
-        "several jobs at once, so more threads per matrix product only contend for the same cores.",
+        description="Intra-op CPU threads (torch.set_num_threads) of the local embedder for a batch (a single "
+        "text, a turn's query, always uses one); unset: torch's default (all cores). One: ingestion reads the "
+        "next pages in a child process while it embeds, and a worker runs several jobs at once, so more threads "
+        "per matrix product only contend for the same cores.",
     )
 
     smtp_host: str | None = Field(default=None, description="SMTP server for coach alert e-mails; unset: no e-mail.")
