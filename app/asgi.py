@@ -53,6 +53,7 @@ from app.web.api.experiments import ExperimentController
 from app.web.api.handoff import HandoffController
 from app.web.api.learning_dashboard import LearningDashboardController
 from app.web.api.memory import MemoryController, SessionController, WidgetMemoryController
+from app.web.api.tone import ToneSettingsController, WidgetToneController
 from app.web.api.training import ModelController, TrainingController
 from app.web.dashboard.auth import DashboardController
 from app.web.dashboard.clients import ClientPages
@@ -61,6 +62,7 @@ from app.web.dashboard.documents import DocumentPages
 from app.web.dashboard.events import EventPages
 from app.web.dashboard.handoffs import HandoffPages
 from app.web.dashboard.learning import LearningPages
+from app.web.dashboard.onboarding import OnboardingPages
 from app.web.dashboard.settings import SettingsPages
 from app.web.dashboard.telegram import TelegramPages
 from app.web.errors import domain_error_page, not_found_handler
@@ -128,6 +130,8 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     MemoryController,
     SessionController,
     WidgetMemoryController,
+    ToneSettingsController,
+    WidgetToneController,
     DashboardController,
     DocumentPages,
     ClientPages,
@@ -136,6 +140,7 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     LearningPages,
     EventPages,
     SettingsPages,
+    OnboardingPages,
     WidgetController,
     *TELEGRAM_ROUTES,
     TelegramPages,

@@ -9,6 +9,8 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.accounts.service import AccountService
+from app.accounts.tone import ToneService
+from app.chat.embeddings import EmbeddingService
 from app.chat.turn import ChatService
 from app.conversations.service import ConversationService
 from app.core.config import Settings
@@ -60,6 +62,7 @@ class Container:
     summaries: SummaryService
     insights: InsightService
     episodes: EpisodeService
+    embeddings: EmbeddingService
     profiles: ProfileService
     handoffs: HandoffService
     handoff_queue: HandoffQueue
@@ -78,6 +81,7 @@ class Container:
     chat: ChatService
     conversations: ConversationService
     rights: DataRightsService
+    tone: ToneService
     auth_throttle: AuthThrottle
 
     @classmethod
@@ -116,6 +120,7 @@ class Container:
             summaries=SummaryService(sessionmaker, settings, registry, accounts),
             insights=InsightService(sessionmaker, settings, registry, accounts, redis),
             episodes=EpisodeService(sessionmaker, registry),
+            embeddings=EmbeddingService(sessionmaker, registry, accounts, secrets),
             profiles=ProfileService(sessionmaker, settings, registry, accounts),
             handoffs=handoffs,
             handoff_queue=HandoffQueue(sessionmaker, accounts),
@@ -146,6 +151,7 @@ class Container:
             ),
             conversations=ConversationService(sessionmaker),
             rights=DataRightsService(sessionmaker, accounts, interventions, fine_tunes, cache, redis),
+            tone=ToneService(),
             auth_throttle=AuthThrottle(redis_url, settings.auth_rate_limit_ip, settings.auth_rate_limit_account),
         )
 

@@ -7,12 +7,13 @@ from collections.abc import AsyncGenerator
 from typing import Annotated, Any, TypeAlias
 
 from litestar.datastructures import State
-from litestar.di import NamedDependency
-from litestar.params import FromPath, QueryParameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from app.accounts.service import ClientIdentity
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.container import Container
+from app.conversations.inbox import InboxFilter
 
 ContainerDep: TypeAlias = NamedDependency[Container]
 CoachId: TypeAlias = NamedDependency[uuid.UUID]
@@ -53,3 +54,20 @@ async def provide_unit_of_work(container: ContainerDep, coach_id: CoachId) -> As
 def provide_identity_coach_id(identity: ClientIdentityDep) -> uuid.UUID:
     """The tenant of the widget token's client: ``coach_id`` (and so ``uow``) for the client's handlers."""
     return identity.coach_id
+
+
+def provide_inbox_filter(
+    wanted_state: StateQuery = None,
+    channel: FromQuery[str | None] = None,
+    unread: FromQuery[bool] = False,
+    q: FromQuery[str | None] = None,
+) -> InboxFilter:
+    """The inbox's filter from the query (``state``, ``channel``, ``unread=true``, ``q``): see
+    :meth:`app.conversations.inbox.InboxFilter.parse` (``InvalidInput``, a 400, for an unknown state or channel or
+    a search over its length limit)."""
+    return InboxFilter.parse(wanted_state, channel, unread, q)
+
+
+INBOX_FILTER = {"wanted": Provide(provide_inbox_filter, sync_to_thread=False)}
+"""Handler dependency: ``wanted: WantedInbox`` parsed from the query by :func:`provide_inbox_filter`."""
+WantedInbox: TypeAlias = NamedDependency[InboxFilter]

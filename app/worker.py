@@ -59,6 +59,7 @@ from app.db.jobs import (
     INGEST_DOCUMENT,
     POLL_FINE_TUNE,
     PURGE_ERASED_DATA,
+    REEMBED_COACH,
     REFRESH_TRAINING_DATA,
     SCORE_INTERVENTIONS,
     START_FINE_TUNE,
@@ -329,6 +330,12 @@ async def embed_messages(ctx: dict[str, Any], coach_id: str, message_id: str) ->
     return await _retrying(ctx, container.episodes.embed_messages(uuid.UUID(coach_id), uuid.UUID(message_id)))
 
 
+async def reembed_coach(ctx: dict[str, Any], coach_id: str, request_id: str) -> str:
+    """arq job: re-embed the coach's vectors with its requested embedder, then switch to it."""
+    container: Container = ctx["container"]
+    return await container.embeddings.run(uuid.UUID(coach_id), uuid.UUID(request_id))
+
+
 async def relay_outbox(ctx: dict[str, Any]) -> str:
     """arq cron (every 10 s): send outbox jobs that their commit could not (Redis was down), oldest first;
     while jobs still wait afterwards, log the outbox's health line (count, oldest age, failing sends)."""
@@ -476,6 +483,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
             func(telegram_send, name=SEND_JOB, timeout=120, max_tries=TELEGRAM_SEND_TRIES),
             func(purge_erased_data, name=PURGE_ERASED_DATA, timeout=600, max_tries=3),
             func(embed_messages, name=EMBED_MESSAGES, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
+            func(reembed_coach, name=REEMBED_COACH, timeout=JOB_TIMEOUT_S, max_tries=3),
         ],
         # a burst run (tests, one-off processing) must not sweep every tenant's sessions on a minute boundary
         cron_jobs=[]

@@ -60,6 +60,7 @@ from tests.redis_process import RedisProcess, _free_port  # noqa: E402
 console = Console(stderr=True)
 STUB_DELAY_S = 2.0
 SOCKETS = 20
+PASSWORD = "correct horse battery"
 
 
 @dataclass
@@ -71,8 +72,9 @@ class Row:
     duplicated: int
 
 
-def _stub_model() -> tuple[ThreadingHTTPServer, str]:
-    """An OpenAI-compatible endpoint: streamed turns after ``STUB_DELAY_S``, JSON answers ``{}`` at once."""
+def stub_model(delay_s: float = STUB_DELAY_S) -> tuple[ThreadingHTTPServer, str]:
+    """An OpenAI-compatible endpoint on 127.0.0.1 (a thread per request): streamed turns after ``delay_s``
+    seconds, JSON answers ``{}`` at once. Returns the server (``shutdown()`` it) and its ``/v1`` base URL."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -80,7 +82,7 @@ def _stub_model() -> tuple[ThreadingHTTPServer, str]:
         def do_POST(self) -> None:  # noqa: N802 (http.server naming)
             body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
             if body.get("stream"):
-                time.sleep(STUB_DELAY_S)
+                time.sleep(delay_s)
                 payload, kind = openai_sse(["One", " step", " at", " a", " time."], (50, 5)), "text/event-stream"
             else:
                 payload, kind = openai_completion("{}").content, "application/json"
@@ -99,37 +101,56 @@ def _stub_model() -> tuple[ThreadingHTTPServer, str]:
 
 
 class Cluster:
-    """The servers and processes of one run, and what the scenarios need to reach them."""
+    """The servers and processes of one run, and what the scenarios need to reach them: ``apis`` ``opencoach
+    serve --no-worker`` processes and ``workers`` ``opencoach worker`` processes on one embedded PostgreSQL
+    and one redis-server; ``env`` is added to every process's environment (the servers' URLs and the
+    secret key override it). With ``log_dir`` each process's stderr goes to ``<command>-<n>.log`` there."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        apis: int = 2,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.log_dir = log_dir
         self.redis = RedisProcess(data_dir / "redis")
         self.redis.start()
         self.settings = Settings(data_dir=data_dir, secret_key=Fernet.generate_key().decode(), redis_url=self.redis.url)
         self.services = start_services(self.settings)
         upgrade_head(self.services.migration_database_url)
-        self.env = dict(os.environ) | {
-            "DATABASE_URL": self.services.database_url,
-            "MIGRATION_DATABASE_URL": self.services.migration_database_url,
-            "REDIS_URL": self.redis.url,
-            "DATA_DIR": str(data_dir),
-            "SECRET_KEY": self.settings.secret_key or "",
-            "OUTBOUND_ALLOW": "127.0.0.1",
-            "WORKER_LEASE_SECONDS": "5",
-            "PYTHONPATH": str(ROOT),
-        }
+        self.env = (
+            dict(os.environ)
+            | (env or {})
+            | {
+                "DATABASE_URL": self.services.database_url,
+                "MIGRATION_DATABASE_URL": self.services.migration_database_url,
+                "REDIS_URL": self.redis.url,
+                "DATA_DIR": str(data_dir),
+                "SECRET_KEY": self.settings.secret_key or "",
+                "OUTBOUND_ALLOW": "127.0.0.1",
+                "WORKER_LEASE_SECONDS": "5",
+                "PYTHONPATH": str(ROOT),
+            }
+        )
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.ports = [_free_port(), _free_port()]
+        self.ports = [_free_port() for _ in range(apis)]
         self.apis = [self.spawn("serve", "--no-worker", "--port", str(port)) for port in self.ports]
-        self.worker = self.spawn("worker")
+        self.workers = [self.spawn("worker") for _ in range(workers)]
+        self.worker = self.workers[0]
         self.admin = make_engine(self.services.migration_database_url, pool_size=1)
 
     def spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        log: Any = subprocess.DEVNULL
+        if self.log_dir is not None:
+            log = (self.log_dir / f"{args[0]}-{len(self.procs)}.log").open("wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", *args],
             env=self.env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=log,
         )
         self.procs.append(proc)
         return proc
@@ -162,7 +183,7 @@ class Cluster:
         self.redis.stop()
 
 
-async def _until(check: Callable[[], Awaitable[Any]], seconds: float) -> Any:
+async def until(check: Callable[[], Awaitable[Any]], seconds: float) -> Any:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
@@ -175,11 +196,14 @@ async def _until(check: Callable[[], Awaitable[Any]], seconds: float) -> Any:
     return None
 
 
-async def _coach(http: httpx.AsyncClient, model_url: str, clients: int = 1) -> tuple[dict[str, str], list[str]]:
-    """A coach on the stub model with ``clients`` clients: its API headers and the clients' widget tokens."""
-    email = f"{uuid.uuid4().hex[:12]}@example.com"
+async def new_coach(
+    http: httpx.AsyncClient, model_url: str, clients: int = 1, email: str | None = None
+) -> tuple[dict[str, str], list[str]]:
+    """A coach on the stub model with ``clients`` clients (signed up as ``email``, default a random one, password
+    :data:`PASSWORD`): its API headers and the clients' widget tokens."""
+    email = email or f"{uuid.uuid4().hex[:12]}@example.com"
     response = await http.post(
-        "/api/v1/auth/signup", json={"coach_name": "Chaos", "email": email, "password": "correct horse battery"}
+        "/api/v1/auth/signup", json={"coach_name": "Chaos", "email": email, "password": PASSWORD}
     )
     response.raise_for_status()
     headers = {"Authorization": f"Bearer {response.json()['api_key']}"}
@@ -205,7 +229,7 @@ def _counts(stored: int) -> tuple[int, int]:
 
 
 async def worker_killed_mid_ingest(cluster: Cluster, http: httpx.AsyncClient, model_url: str) -> Row:
-    headers, _ = await _coach(http, model_url)
+    headers, _ = await new_coach(http, model_url)
     body = "".join(f"Day {n}: walk for twenty minutes, then note one thing that went well. " for n in range(2500))
     response = await http.post("/api/v1/documents", headers=headers, files={"file": ("plan.txt", body.encode())})
     response.raise_for_status()
@@ -216,7 +240,7 @@ async def worker_killed_mid_ingest(cluster: Cluster, http: httpx.AsyncClient, mo
         doc = (await http.get(doc_url, headers=headers)).json()
         return doc if doc["status"] == "processing" and doc["chunks"] > 0 else None
 
-    seen = await _until(embedding, 300)
+    seen = await until(embedding, 300)
     if seen is None:
         return Row("worker SIGKILL", "mid-ingest", "never reached embedding", 0, 0)
     cluster.worker.send_signal(signal.SIGKILL)
@@ -228,7 +252,7 @@ async def worker_killed_mid_ingest(cluster: Cluster, http: httpx.AsyncClient, mo
         doc = (await http.get(doc_url, headers=headers)).json()
         return doc if doc["status"] in ("ready", "failed") else None
 
-    done = await _until(finished, 900) or {"status": "still processing after 900 s", "chunks": 0}
+    done = await until(finished, 900) or {"status": "still processing after 900 s", "chunks": 0}
     rows = await cluster.scalar("SELECT count(*) FROM chunks WHERE document_id = :d", d=document_id)
     distinct = await cluster.scalar("SELECT count(DISTINCT ordinal) FROM chunks WHERE document_id = :d", d=document_id)
     outcome = f"{done['status']} {time.monotonic() - killed_at:.0f} s after the kill, {rows} chunks"
@@ -250,7 +274,7 @@ async def _turn(http: httpx.AsyncClient, token: str, client_message_id: str) -> 
 
 
 async def redis_restarted_mid_turn(cluster: Cluster, http: httpx.AsyncClient, model_url: str) -> Row:
-    _, [token] = await _coach(http, model_url)
+    _, [token] = await new_coach(http, model_url)
     cid = uuid.uuid4().hex
     turn = asyncio.create_task(_turn(http, token, cid))
     await asyncio.sleep(STUB_DELAY_S / 2)
@@ -259,7 +283,7 @@ async def redis_restarted_mid_turn(cluster: Cluster, http: httpx.AsyncClient, mo
     cluster.redis.start()
     response = await turn
     reply = response.json().get("reply") if response.status_code == 200 else None
-    drained = await _until(lambda: _outbox_empty(cluster), 60)
+    drained = await until(lambda: _outbox_empty(cluster), 60)
     outcome = f"HTTP {response.status_code}, {'reply' if reply else 'no reply'}; follow-ups " + (
         "sent" if drained else "still waiting after 60 s"
     )
@@ -271,7 +295,7 @@ async def _outbox_empty(cluster: Cluster) -> bool:
 
 
 async def postgres_restarted_mid_turn(cluster: Cluster, http: httpx.AsyncClient, model_url: str) -> Row:
-    _, [token] = await _coach(http, model_url)
+    _, [token] = await new_coach(http, model_url)
     cid = uuid.uuid4().hex
     turn = asyncio.create_task(_turn(http, token, cid))
     await asyncio.sleep(STUB_DELAY_S / 2)
@@ -311,7 +335,7 @@ async def _socket_client(base: str, fallback: str, token: str, cid: str) -> None
 
 
 async def api_killed_with_sockets_open(cluster: Cluster, http: httpx.AsyncClient, model_url: str) -> Row:
-    _, tokens = await _coach(http, model_url, clients=SOCKETS)
+    _, tokens = await new_coach(http, model_url, clients=SOCKETS)
     ids = [uuid.uuid4().hex for _ in tokens]
     clients = [
         asyncio.create_task(_socket_client(cluster.url(0), cluster.url(1), token, cid))
@@ -335,8 +359,9 @@ SCENARIOS = [
 
 
 @contextmanager
-def _stub() -> Iterator[str]:
-    server, url = _stub_model()
+def stub(delay_s: float = STUB_DELAY_S) -> Iterator[str]:
+    """:func:`stub_model` for the ``with`` block; yields its base URL."""
+    server, url = stub_model(delay_s)
     try:
         yield url
     finally:
@@ -348,13 +373,13 @@ async def main() -> None:
     table = Table(title="Injected faults")
     for column in ("fault", "when", "outcome", "lost", "duplicated"):
         table.add_column(column)
-    with tempfile.TemporaryDirectory(prefix="opencoach-chaos-") as data_dir, _stub() as model_url:
+    with tempfile.TemporaryDirectory(prefix="opencoach-chaos-") as data_dir, stub() as model_url:
         with console.status("Starting PostgreSQL, Redis, two API processes and a worker…"):
             cluster = await asyncio.to_thread(Cluster, Path(data_dir))
         try:
             async with httpx.AsyncClient(base_url=cluster.url(1), timeout=120) as http:
                 for base in (cluster.url(0), cluster.url(1)):
-                    if not await _until(lambda base=base: _up(http, base), 180):
+                    if not await until(lambda base=base: api_up(http, base), 180):
                         raise RuntimeError(f"the API at {base} did not start")
                 for scenario in SCENARIOS:
                     with console.status(scenario.__name__.replace("_", " ") + "…"):
@@ -365,7 +390,7 @@ async def main() -> None:
     Console().print(table)
 
 
-async def _up(http: httpx.AsyncClient, base: str) -> bool:
+async def api_up(http: httpx.AsyncClient, base: str) -> bool:
     return (await http.get(f"{base}/login")).status_code < 500
 
 

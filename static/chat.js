@@ -314,7 +314,7 @@
           text.textContent = body.text + (body.after ? " " + body.after : "");
           var source = document.createElement("footer");
           source.className = "small muted";
-          source.textContent = "— " + body.title + (body.page ? ", p. " + body.page : "");
+          source.textContent = "— " + sourceLabel(body);
           quote.appendChild(text);
           quote.appendChild(source);
           quote.dataset.loaded = "1";
@@ -323,13 +323,19 @@
     });
   }
 
+  // where a cited passage is: a transcript's time, else a page (app.rag.retrieval.source_label)
+  function sourceLabel(c) {
+    if (c.locator) return c.title + ", " + c.locator;
+    return c.title + (c.page ? ", p. " + c.page : "");
+  }
+
   function citations(el, items) {
     if (!items || !items.length) return;
     var list = document.createElement("ol");
     list.className = "citations";
     items.forEach(function (c) {
       var li = document.createElement("li");
-      li.textContent = c.title + (c.page ? ", p. " + c.page : "");
+      li.textContent = sourceLabel(c);
       list.appendChild(li);
       if (c.chunk_id) openable(li, c.chunk_id);
     });

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Float, Integer, LargeBinary, String, Text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, deferred, mapped_column
 
 from app.db.base import Base, IdMixin, TenantMixin
 
@@ -32,6 +33,23 @@ class Coach(IdMixin, Base):
     embedding_model: Mapped[str | None] = mapped_column(String(200))
     embedding_base_url: Mapped[str | None] = mapped_column(String(500))
     embedding_api_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The four ``embedding_*`` fields above are the embedder *in use*: the one every stored vector of the
+    coach was made with and every query uses. A change is *requested* in the ``embedding_requested_*`` fields;
+    the re-embedding job (:mod:`app.chat.embeddings`) copies them here, in the transaction that replaces the
+    vectors, when it finishes."""
+    embedding_requested_provider: Mapped[str | None] = mapped_column(String(20))
+    embedding_requested_model: Mapped[str | None] = mapped_column(String(200))
+    embedding_requested_base_url: Mapped[str | None] = mapped_column(String(500))
+    embedding_requested_api_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    embedding_request_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    """Names the latest request; a job of an earlier one stops without switching."""
+    embedding_job_status: Mapped[str | None] = mapped_column(String(20))
+    """``queued`` | ``running`` | ``done`` | ``failed`` (``None``: never changed)."""
+    embedding_job_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    embedding_job_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Progress: texts embedded with the requested model / texts to embed."""
+    embedding_job_error: Mapped[str | None] = mapped_column(Text)
+    """Why the last request failed (the provider's error, never its body); the old embedder stays in use."""
     recent_messages: Mapped[int] = mapped_column(Integer, default=10, server_default="10")
     """L1: how many of the conversation's latest messages go into the prompt."""
     session_idle_minutes: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
@@ -80,6 +98,22 @@ class Coach(IdMixin, Base):
     widget_allowed_origins: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
     """Origins (``scheme://host[:port]``) whose pages may frame the client widget (CSP ``frame-ancestors``)
     and call the widget's API from the browser (CORS); empty: none but this server."""
+    widget_greeting: Mapped[str | None] = mapped_column(Text)
+    """The widget's (and the Telegram bot's) first words to a client; ``None``: the default
+    (:func:`app.accounts.widget_settings.greeting`)."""
+    widget_suggestions: Mapped[list[str] | None] = mapped_column(JSONB)
+    """Suggested first questions (at most five); ``None``: the defaults, ``[]``: none."""
+    widget_avatar: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
+    """The widget's avatar as a PNG re-encoded on upload (at most 256×256 px); loaded only when served."""
+    widget_avatar_sha: Mapped[str | None] = mapped_column(String(16))
+    """First 16 hex digits of the avatar PNG's SHA-256 (its URL's version); ``None``: no avatar (initials)."""
+    preview_client_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("clients.id", ondelete="SET NULL", use_alter=True)
+    )
+    """The client the coach chats as to try their clone (the onboarding checklist's preview widget)."""
+    tone_settings: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    """The intensities clients may choose and the coach's tone modes (:mod:`app.accounts.tone`); ``{}``:
+    the defaults."""
 
 
 class CoachUser(TenantMixin, Base):
@@ -126,3 +160,33 @@ class HandoffMode:
     DRAFT = "draft"
     HUMAN_ONLY = "human_only"
     ALL = (AUTO, DRAFT, HUMAN_ONLY)
+
+
+class ClientTone(TenantMixin, Base):
+    """A client's tone choice (:mod:`app.accounts.tone`): ``intensity`` 1 (ultra gentle) – 6 (blunt), ``None``
+    for the coach's default, and the ``mode`` key (``"default"`` or one of the coach's modes, used only while
+    its consent is valid)."""
+
+    __tablename__ = "client_tones"
+
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), unique=True)
+    intensity: Mapped[int | None] = mapped_column(Integer)
+    mode: Mapped[str] = mapped_column(String(30), default="default", server_default="default")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ToneConsent(TenantMixin, Base):
+    """One entry of the tone consent log (append-only): who (``client_id``), when (``at``), which ``mode``,
+    the ``text_version`` and ``text`` of the consent prompt the client answered, the ``event``
+    (``confirm_1``: the first of the two confirmations of the most intense mode; ``given``; ``withdrawn``)
+    and, for ``given``, when it ``expires_at``."""
+
+    __tablename__ = "tone_consents"
+
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    mode: Mapped[str] = mapped_column(String(30))
+    event: Mapped[str] = mapped_column(String(20))
+    text_version: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

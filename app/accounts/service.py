@@ -251,6 +251,19 @@ class AccountService:
         stmt = select(Client).where(Client.coach_id == uow.coach_id).order_by(Client.created_at.desc())
         return list((await uow.session.scalars(stmt)).all())
 
+    async def preview_client(self, uow: UnitOfWork) -> tuple[Client, str]:
+        """The client the coach chats as to try their clone (``Coach.preview_client_id``), created on first use
+        ("Preview (you)"), and its widget token (a new one when it was revoked)."""
+        coach = await uow.coach()
+        client = await uow.session.get(Client, coach.preview_client_id) if coach.preview_client_id else None
+        if client is None:
+            client, token = await self.create_client(uow, "Preview (you)")
+            coach.preview_client_id = client.id
+            await uow.session.flush()
+            return client, token
+        token = self.widget_token(client) or await self.rotate_widget_token(uow, client.id)
+        return client, token
+
     async def get_client(self, uow: UnitOfWork, client_id: uuid.UUID) -> Client:
         """One client of this coach. Raises ``NotFound`` (also for another coach's client)."""
         stmt = select(Client).where(Client.id == client_id, Client.coach_id == uow.coach_id)

@@ -39,7 +39,7 @@ from app.conversations.models import Message, SenderType
 from app.llm.base import ChatMessage
 from app.memory.retrieval import MemoryContext, MemoryItem
 from app.rag.chunking import count_tokens
-from app.rag.retrieval import RetrievedChunk
+from app.rag.retrieval import RetrievedChunk, source_label
 
 if TYPE_CHECKING:
     from app.learning.interventions import FewShotExample
@@ -94,8 +94,7 @@ class AssembledPrompt:
 def _passage_lines(passages: Sequence[RetrievedChunk], spotlight: bool) -> list[str]:
     lines = []
     for i, p in enumerate(passages, start=1):
-        where = f"{p.title}, p. {p.page}" if p.page is not None else p.title
-        text = f"({where}) {p.text}"
+        text = f"({source_label(p.title, p.page, p.locator)}) {p.text}"
         lines.append(f"[{i}] {datamark(text) if spotlight else text}")
     return lines
 

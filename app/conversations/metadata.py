@@ -107,6 +107,17 @@ class ExperimentMeta(msgspec.Struct, kw_only=True):
     variant: str
 
 
+class ToneMeta(msgspec.Struct, kw_only=True):
+    """``metadata.tone``: the tone the reply was written in (:class:`app.chat.tone.TurnTone`; coach-only)."""
+
+    intensity: int
+    """1 (ultra gentle) … 6 (blunt)."""
+    mode: str | None = None
+    """The client's consented mode in force; ``None``: default."""
+    gentle: str | None = None
+    """Why the reply was forced gentle: ``risk`` | ``low_mood``; ``None``: it was not."""
+
+
 class ModelFallbackMeta(msgspec.Struct, kw_only=True):
     """``metadata.model_fallback``: the serving model failed before sending anything; the base model answered."""
 
@@ -152,6 +163,8 @@ class ReplyMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Set when the serving model failed and the base model answered."""
     experiment: ExperimentMeta | None = None
     """The experiment and variant the client is in."""
+    tone: ToneMeta | None = None
+    """The tone the reply was written in."""
     cache: str | None = None
     """Response cache: ``hit`` | ``miss``; unset when the coach's cache is off."""
     history_messages: int | None = None
@@ -396,9 +409,9 @@ def client_view(meta: Mapping[str, Any] | ReplyMeta | None) -> dict[str, Any]:
     return out
 
 
-CLIENT_CITATION_KEYS: Final = ("document_id", "title", "page", "chunk_id")
+CLIENT_CITATION_KEYS: Final = ("document_id", "title", "page", "locator", "chunk_id")
 """What a client may see of a citation: not its retrieval ``score``, the cosine behind the confidence factor
-``low_retrieval_support``."""
+``low_retrieval_support``; ``locator`` (a transcript's ``"HH:MM:SS"``) is where the source is, as ``page`` is."""
 
 
 def client_citations(citations: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

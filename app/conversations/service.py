@@ -5,6 +5,7 @@ and the client's feedback on a reply. Nothing here needs memory or handoffs: the
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,11 +14,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client
 from app.accounts.unit_of_work import UnitOfWork
+from app.conversations.handoffs import Handoff, HandoffStatus
 from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.errors import InvalidInput, NotFound
 from app.db import jobs
 
 MAX_FEEDBACK_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class ClientActivity:
+    """A client's activity as the coach's client list shows it: ``last_seen`` (their latest message, UTC;
+    ``None``: never wrote) and ``needs_you`` (a handoff of theirs is open or claimed)."""
+
+    last_seen: datetime | None
+    needs_you: bool
 
 
 class ConversationService:
@@ -42,6 +53,23 @@ class ConversationService:
         if client_id is not None:
             stmt = stmt.where(Conversation.client_id == client_id)
         return [(c, name, int(n)) for c, name, n in (await session.execute(stmt)).all()]
+
+    async def client_activity(self, uow: UnitOfWork) -> dict[uuid.UUID, ClientActivity]:
+        """Per client id of the coach: when the client last wrote (their latest message, any channel) and whether
+        a handoff of theirs is open or claimed; clients with neither are absent."""
+        session, coach_id = uow.session, uow.coach_id
+        last_seen = (
+            select(Conversation.client_id, func.max(Message.created_at))
+            .join(Message, Message.conversation_id == Conversation.id)
+            .where(Conversation.coach_id == coach_id, Message.sender_type == SenderType.CLIENT)
+            .group_by(Conversation.client_id)
+        )
+        waiting = select(Handoff.client_id).where(
+            Handoff.coach_id == coach_id, Handoff.status.in_(HandoffStatus.ACTIVE)
+        )
+        seen = {client_id: at for client_id, at in (await session.execute(last_seen)).all()}
+        needs_you = set((await session.scalars(waiting)).all())
+        return {cid: ClientActivity(seen.get(cid), cid in needs_you) for cid in seen.keys() | needs_you}
 
     async def get_conversation(
         self, uow: UnitOfWork, conversation_id: uuid.UUID, *, client_id: uuid.UUID | None = None

@@ -66,6 +66,8 @@ TENANT_TABLES = (
     "telegram_chats",
     "telegram_invites",
     "telegram_updates",
+    "client_tones",
+    "tone_consents",
 )
 """Tables keyed by ``coach_id`` under row-level security (``coaches`` is keyed by its own ``id``;
 ``intervention_patterns`` is anonymised and shared by all coaches)."""

@@ -30,6 +30,7 @@ EVALUATE_MODEL = "evaluate_model"
 ANSWER_PENDING = "answer_pending"
 PURGE_ERASED_DATA = "purge_erased_data"
 EMBED_MESSAGES = "embed_messages"
+REEMBED_COACH = "reembed_coach"
 
 ALERTS_QUEUE = "opencoach:queue:alerts"
 """The arq queue of the coach's handoff alerts, served by its own worker (``app.worker.build_alert_worker``) so
@@ -189,3 +190,9 @@ def embed_messages(session: AsyncSession, coach_id: uuid.UUID, message_id: uuid.
     """Queue the episodic embedding of one message and of its conversation's earlier messages that have
     none (:meth:`app.memory.episodes.EpisodeService.embed_messages`; once per message)."""
     add_job(session, coach_id, EMBED_MESSAGES, str(coach_id), str(message_id), job_id=f"{EMBED_MESSAGES}:{message_id}")
+
+
+def reembed_coach(session: AsyncSession, coach_id: uuid.UUID, request_id: uuid.UUID) -> None:
+    """Queue the re-embedding of every vector of the coach with its requested embedder, then the switch
+    (:meth:`app.chat.embeddings.EmbeddingService.run`; once per request)."""
+    add_job(session, coach_id, REEMBED_COACH, str(coach_id), str(request_id), job_id=f"{REEMBED_COACH}:{request_id}")

@@ -35,6 +35,7 @@ from app.handoff.crisis_model import (
     Embed,
     features,
     fit,
+    lexicon_score,
     minilm_embed,
     recall_threshold,
     training_rows,
@@ -233,7 +234,7 @@ def embed_users(users: Sequence[CssrsUser], embed: Embed, cache: EmbeddingCache)
 
 def _features(post_sets: Sequence[Sequence[str]], embed: Embed, cache: EmbeddingCache) -> np.ndarray:
     posts = embed_posts(post_sets, embed, cache)
-    rows = [features(p, texts) for p, texts in zip(posts, post_sets, strict=True)]
+    rows = [features(p, texts, lexicon_score(texts)) for p, texts in zip(posts, post_sets, strict=True)]
     return np.vstack(rows) if rows else np.zeros((0, FEATURE_DIMENSIONS))
 
 
@@ -287,9 +288,14 @@ def _stratified_folds(labels: Sequence[str], k: int, seed: int) -> list[tuple[li
 
 
 def _fit_on(
-    users: Sequence[CssrsUser], posts: Sequence[Sequence[np.ndarray]], x_negative: np.ndarray, seed: int
+    users: Sequence[CssrsUser],
+    posts: Sequence[Sequence[np.ndarray]],
+    crisis: Sequence[bool],
+    x_negative: np.ndarray,
+    seed: int,
 ) -> CrisisModel:
-    """The learned model fitted on ``users`` (Indicator left out; :func:`training_rows`) and the negatives."""
+    """The learned model fitted on ``users`` (Indicator left out; :func:`training_rows`) and the negatives;
+    ``crisis`` per user whether the lexicon flags them (level ``crisis``), for the screen-level threshold."""
     kept = [i for i, user in enumerate(users) if user.label != "Indicator"]
     x, y, groups, scored = training_rows(
         [posts[i] for i in kept], [users[i].posts for i in kept], [users[i].label in POSITIVE for i in kept], seed=seed
@@ -300,6 +306,7 @@ def _fit_on(
         [*y.tolist(), *([False] * n)],
         groups=[*groups.tolist(), *range(len(kept), len(kept) + n)],
         scored=[*scored.tolist(), *([False] * n)],
+        sure=[*(crisis[kept[g]] for g in groups.tolist()), *([False] * n)],
         seed=seed,
     )
 
@@ -316,7 +323,8 @@ def _fold(
     by every method and the held-out chat messages by the learned part and the screen."""
     x, posts = data
     x_negative, x_check, check_crisis = chat
-    model = _fit_on([users[i] for i in split[0]], [posts[i] for i in split[0]], x_negative, seed)
+    train_crisis = [lexicon[i].level == "crisis" for i in split[0]]
+    model = _fit_on([users[i] for i in split[0]], [posts[i] for i in split[0]], train_crisis, x_negative, seed)
     train = [i for i in split[0] if users[i].label != "Indicator"]
     lexicon_threshold = recall_threshold([lexicon[i].score for i in train], [users[i].label in POSITIVE for i in train])
     flags: dict[str, list[tuple[str, bool]]] = {method: [] for method in METHODS}
@@ -368,11 +376,11 @@ def cross_validate(
     negatives = negatives or ChatNegatives((), ())
     say("embedding posts (MiniLM)…")
     posts = embed_users(users, embed, cache)
-    x = np.vstack([features(p, user.posts) for p, user in zip(posts, users, strict=True)])
-    x_negative = _features(negatives.train, embed, cache)
-    x_check = _features([(message,) for message in negatives.check], embed, cache)
     detector = RiskDetector()
     lexicon = [detector.assess_user(user.posts) for user in users]
+    x = np.vstack([features(p, u.posts, r.score) for p, u, r in zip(posts, users, lexicon, strict=True)])
+    x_negative = _features(negatives.train, embed, cache)
+    x_check = _features([(message,) for message in negatives.check], embed, cache)
     check_crisis = [detector.assess(message).level == "crisis" for message in negatives.check]
     pooled: dict[str, list[tuple[str, bool]]] = {method: [] for method in METHODS}
     per_fold: list[dict[str, Any]] = []
@@ -425,7 +433,8 @@ def train_model(
     metadata and threshold. Raises ``ValueError`` when a class has too few users."""
     embed, cache = embed or minilm_embed, cache or EmbeddingCache(None)
     negatives = negatives or ChatNegatives((), ())
-    model = _fit_on(users, embed_users(users, embed, cache), _features(negatives.train, embed, cache), seed)
+    crisis = [RiskDetector().assess_user(user.posts).level == "crisis" for user in users]
+    model = _fit_on(users, embed_users(users, embed, cache), crisis, _features(negatives.train, embed, cache), seed)
     model.meta["trained_on"] = (
         "C-SSRS Reddit users (Gaur et al. 2019): Ideation/Behavior/Attempt vs Supportive; "
         f"{len(negatives.train)} ESConv seeker message sets as extra negatives"

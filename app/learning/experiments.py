@@ -1,4 +1,6 @@
-"""A/B experiments on the coach's AI replies: persona / prompt, model or temperature variants.
+"""A/B experiments on the coach's AI replies: persona / prompt, model, temperature or tone intensity variants
+(``intensity`` 1–6, :mod:`app.accounts.tone`: it replaces the coach's default intensity for the arm's clients who
+chose none themselves, clamped to the coach's allowed range; :mod:`app.chat.tone`).
 
 - **Assignment** is per client and deterministic: the variant is ``sha256("<experiment id>:<client id>")``
   modulo the number of variants, so a client keeps one variant for the whole experiment, across requests,
@@ -31,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.service import AccountService
+from app.accounts.tone import INTENSITY_MAX, INTENSITY_MIN
 from app.accounts.unit_of_work import UnitOfWork
 from app.conversations import metadata_sql as meta_sql
 from app.conversations.handoffs import Handoff
@@ -45,7 +48,7 @@ HIGHER_IS_BETTER = {THUMBS_UP_RATE: True, HANDOFF_RATE: False}
 MIN_VARIANTS, MAX_VARIANTS = 2, 4
 MAX_NAME_CHARS = 100
 MAX_PERSONA_CHARS = 4000
-VARIANT_FIELDS = frozenset({"name", "persona", "model", "temperature"})
+VARIANT_FIELDS = frozenset({"name", "persona", "model", "temperature", "intensity"})
 
 
 def assign_variant(experiment_id: uuid.UUID, client_id: uuid.UUID, n_variants: int) -> int:
@@ -64,6 +67,7 @@ class Assignment:
     persona: str | None
     model: str | None
     temperature: float | None
+    intensity: int | None = None
 
     def as_meta(self) -> dict[str, str]:
         """What the AI reply's ``metadata.experiment`` records: ``{"id", "variant"}``."""
@@ -168,7 +172,8 @@ class ExperimentResults:
 
 
 def _clean_variants(variants: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Validate the variants (names, fields, persona length, temperature 0–2); raises ``InvalidInput``."""
+    """Validate the variants (names, fields, persona length, temperature 0–2, intensity 1–6); raises
+    ``InvalidInput``."""
     if not MIN_VARIANTS <= len(variants) <= MAX_VARIANTS:
         raise InvalidInput(f"an experiment needs {MIN_VARIANTS} to {MAX_VARIANTS} variants")
     cleaned: list[dict[str, Any]] = []
@@ -198,6 +203,12 @@ def _clean_variants(variants: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             if not valid or not math.isfinite(temperature) or not 0 <= temperature <= 2:
                 raise InvalidInput("temperature must be a number from 0 to 2")
             item["temperature"] = float(temperature)
+        intensity = variant.get("intensity")
+        if intensity is not None:
+            valid = isinstance(intensity, int) and not isinstance(intensity, bool)
+            if not valid or not INTENSITY_MIN <= intensity <= INTENSITY_MAX:
+                raise InvalidInput(f"intensity must be a whole number from {INTENSITY_MIN} to {INTENSITY_MAX}")
+            item["intensity"] = intensity
         cleaned.append(item)
     names = [item["name"] for item in cleaned]
     if len(set(names)) != len(names):
@@ -267,7 +278,12 @@ class ExperimentService:
             return None
         variant = experiment.variants[assign_variant(experiment.id, client_id, len(experiment.variants))]
         return Assignment(
-            experiment.id, variant["name"], variant.get("persona"), variant.get("model"), variant.get("temperature")
+            experiment.id,
+            variant["name"],
+            variant.get("persona"),
+            variant.get("model"),
+            variant.get("temperature"),
+            variant.get("intensity"),
         )
 
     async def results(self, uow: UnitOfWork, experiment_id: uuid.UUID) -> ExperimentResults:

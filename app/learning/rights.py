@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.disclosure import consent_out
 from app.accounts.models import Coach
 from app.accounts.service import AccountService
+from app.accounts.tone import consent_entries
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.conversations.metadata import client_citations, client_view, feedback_of
 from app.conversations.models import Conversation, Message
@@ -145,8 +146,9 @@ class DataRightsService:
         """Everything stored about one client, as JSON: ``{"format", "exported_at", "client": {"id", "name",
         "created_at"}, "conversations": [{"id", "channel", "created_at", "messages": [...]}], "feedback":
         [{"message_id", "helpful", "rating", "text", "at"}], "memory": {"profile", "insights" (every status,
-        deleted ones included while stored), "session_summaries"}, "consent": {"ai_disclosure"}}`` (consent:
-        :func:`app.accounts.disclosure.consent_out`). Raises ``NotFound`` (also for another coach's client)."""
+        deleted ones included while stored), "session_summaries"}, "consent": {"ai_disclosure", "tone"}}`` (consent:
+        :func:`app.accounts.disclosure.consent_out`, :func:`app.accounts.tone.consent_entries`). Raises
+        ``NotFound`` (also for another coach's client)."""
         session = uow.session
         client = await self._accounts.get_client(uow, client_id)
         coach = await uow.coach()
@@ -195,7 +197,7 @@ class DataRightsService:
             ],
             "feedback": feedback,
             "memory": _memory_out(profile, list(insights), list(sessions)),
-            "consent": consent_out(client, coach.name),
+            "consent": consent_out(client, coach.name) | {"tone": await consent_entries(session, client_id)},
         }
 
     async def erase_client(self, uow: UnitOfWork, client_id: uuid.UUID) -> None:

@@ -11,6 +11,7 @@ from app.core.config import Settings
 from app.core.egress import EgressGuard
 from app.core.security import SecretBox
 from app.llm.base import EMBEDDING_DIMENSIONS, ChatProvider, Embedder
+from app.llm.batching import EmbeddingBatcher
 from app.llm.local import LlamaCppChatProvider, SentenceTransformerEmbedder
 from app.llm.openai_compat import OpenAIChatProvider, OpenAIEmbedder
 from app.llm.rerank import HttpReranker
@@ -32,6 +33,7 @@ class ProviderRegistry:
         self._lock = threading.Lock()
         self._local_chat: LlamaCppChatProvider | None = None
         self._local_embedder: SentenceTransformerEmbedder | None = None
+        self._query_batcher: EmbeddingBatcher | None = None
         self._reranker: HttpReranker | None = None
         self._remote: dict[tuple[str, str, str | None, str | None], OpenAIChatProvider | OpenAIEmbedder] = {}
 
@@ -50,6 +52,20 @@ class ProviderRegistry:
             if self._local_embedder is None:
                 self._local_embedder = SentenceTransformerEmbedder(threads=self._settings.embed_threads)
             return self._local_embedder
+
+    def local_query_embedder(self) -> EmbeddingBatcher:
+        """The local embedder behind the process's :class:`~app.llm.batching.EmbeddingBatcher`: chat turns embed
+        their query through it, so concurrent turns share one model call (ingestion's large batches do not)."""
+        local = self.local_embedder()
+        with self._lock:
+            if self._query_batcher is None:
+                self._query_batcher = EmbeddingBatcher(local)
+            return self._query_batcher
+
+    def query_embedder_for(self, coach: Coach) -> Embedder:
+        """The embedder for one chat turn's query: :meth:`embedder_for`, batched across turns when local."""
+        embedder = self.embedder_for(coach)
+        return self.local_query_embedder() if embedder is self._local_embedder else embedder
 
     def warm_up(self) -> None:
         """Load the offline models now (blocking, seconds) so the first chat turn does not pay for it."""
@@ -103,10 +119,32 @@ class ProviderRegistry:
         return self.local_chat()
 
     def embedder_for(self, coach: Coach) -> Embedder:
-        """The coach's embedder; vectors always have ``EMBEDDING_DIMENSIONS`` floats."""
-        if coach.embedding_provider == "openai" and coach.embedding_model:
-            model, base_url = coach.embedding_model, coach.embedding_base_url
-            api_key = self.decrypt_key(coach.embedding_api_key_encrypted)
+        """The coach's embedder *in use* (the one its stored vectors were made with); vectors always have
+        ``EMBEDDING_DIMENSIONS`` floats."""
+        return self.embedder(
+            coach.embedding_provider, coach.embedding_model, coach.embedding_base_url, coach.embedding_api_key_encrypted
+        )
+
+    def requested_embedder(self, coach: Coach) -> Embedder:
+        """The embedder the coach asked to switch to (``embedding_requested_*``), which the re-embedding job
+        uses until it switches; the one in use when nothing is requested."""
+        if coach.embedding_requested_provider is None:
+            return self.embedder_for(coach)
+        return self.embedder(
+            coach.embedding_requested_provider,
+            coach.embedding_requested_model,
+            coach.embedding_requested_base_url,
+            coach.embedding_requested_api_key_encrypted,
+        )
+
+    def embedder(
+        self, provider: str, model: str | None, base_url: str | None, api_key_encrypted: bytes | None
+    ) -> Embedder:
+        """An OpenAI-compatible embedder (``/v1/embeddings`` at ``base_url`` with ``dimensions`` =
+        ``EMBEDDING_DIMENSIONS``) when ``provider`` is ``"openai"`` and ``model`` is set, else the offline
+        all-MiniLM-L6-v2."""
+        if provider == "openai" and model:
+            api_key = self.decrypt_key(api_key_encrypted)
             return self._cached(
                 ("embedding", model, base_url, api_key),
                 lambda: OpenAIEmbedder(

@@ -40,6 +40,11 @@ SUMMARY_MIN_GROUNDED = 0.5
 rejected like invalid JSON (small models echo their instructions or invent)."""
 
 
+def summary_vector_text(summary: str, topics: Sequence[str]) -> str:
+    """The text a session summary is embedded as (its ``chat_sessions.embedding``): the summary and its topics."""
+    return f"{summary} Topics: {', '.join(topics)}."
+
+
 class SummaryFailed(Exception):
     """A session summary could not be produced (stored on the session as ``failed`` with this reason)."""
 
@@ -98,7 +103,7 @@ class SummaryService:
         )
         statements = [*sentences(summary.summary), *summary.topics, *summary.insights, *summary.action_items]
         sources = (await ground(embedder, statements, messages)).sources(messages)
-        [vector] = await embedder.embed([f"{summary.summary} Topics: {', '.join(summary.topics)}."])
+        [vector] = await embedder.embed([summary_vector_text(summary.summary, summary.topics)])
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             chat_session = await session.get_one(ChatSession, session_id)

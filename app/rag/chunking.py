@@ -68,7 +68,8 @@ class ChunkSpec:
 @dataclass(frozen=True)
 class TextChunk:
     """One chunk: its text, cl100k token count, 1-based page span (``None`` for text files) and the Markdown
-    heading in force where its new text starts (``None`` before the first heading or without any)."""
+    heading in force where its new text starts (``None`` before the first heading or without any); ``locator`` the
+    start time of the transcript turn its text starts in (``"HH:MM:SS"``; ``None`` for other documents)."""
 
     ordinal: int
     text: str
@@ -76,6 +77,7 @@ class TextChunk:
     page_start: int | None
     page_end: int | None
     heading: str | None = None
+    locator: str | None = None
 
 
 def chunk_header(title: str, heading: str | None) -> str:
@@ -97,6 +99,7 @@ class _Unit:
     tokens: int
     page: int | None
     heading: str | None
+    locator: str | None = None
 
 
 _TRAILING_HYPHEN = re.compile(r"(\w)-$")
@@ -127,12 +130,12 @@ def _units(pages: list[Page], texts: list[str], max_tokens: int, heading: str | 
                 heading = match.group(1)
             ids = enc.encode(sentence, disallowed_special=())
             if len(ids) <= max_tokens:
-                units.append(_Unit(sentence, len(ids), page.number, heading))
+                units.append(_Unit(sentence, len(ids), page.number, heading, page.locator))
                 continue
             for start in range(0, len(ids), max_tokens):
                 piece = enc.decode(ids[start : start + max_tokens]).strip()
                 if piece:
-                    units.append(_Unit(piece, count_tokens(piece), page.number, heading))
+                    units.append(_Unit(piece, count_tokens(piece), page.number, heading, page.locator))
     return units
 
 
@@ -207,6 +210,7 @@ class Chunker:
             page_start=min(pages_in) if pages_in else None,
             page_end=max(pages_in) if pages_in else None,
             heading=self._window[len(self._window) - self._fresh].heading,
+            locator=next((u.locator for u in self._window if u.locator), None),
         )
 
 

@@ -1,4 +1,5 @@
-"""Text extraction from uploads: PDF (pypdf, page numbers kept), plain text and Markdown.
+"""Text extraction from uploads: PDF (pypdf, page numbers kept), plain text and Markdown; DOCX, EPUB, HTML and
+transcripts (SRT/VTT) through :mod:`app.rag.formats`.
 
 Every way a file can be unusable raises ``ExtractionError`` with a message written for the coach. Uploads are
 untrusted: :mod:`app.rag.isolation` runs this module in a child process with memory, CPU and time limits;
@@ -18,8 +19,25 @@ from pypdf.errors import FileNotDecryptedError, PdfReadError, PyPdfError
 PDF = "pdf"
 TEXT = "text"
 MARKDOWN = "markdown"
+DOCX = "docx"
+EPUB = "epub"
+HTML = "html"
+VTT = "vtt"
+SRT = "srt"
 
 _EXTENSIONS = {".pdf": PDF, ".txt": TEXT, ".text": TEXT, ".md": MARKDOWN, ".markdown": MARKDOWN}
+_EXTENSIONS |= {".docx": DOCX, ".epub": EPUB, ".html": HTML, ".htm": HTML, ".vtt": VTT, ".srt": SRT}
+_CONTENT_TYPES = {
+    "application/pdf": PDF,
+    "text/markdown": MARKDOWN,
+    "text/plain": TEXT,
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": DOCX,
+    "application/epub+zip": EPUB,
+    "text/html": HTML,
+    "text/vtt": VTT,
+    "application/x-subrip": SRT,
+}
+_ZIP_KINDS = (DOCX, EPUB)
 
 logging.getLogger("pypdf").setLevel(logging.ERROR)
 
@@ -30,10 +48,12 @@ class ExtractionError(Exception):
 
 @dataclass(frozen=True)
 class Page:
-    """Raw text of one page; ``number`` is 1-based for PDFs and ``None`` for text files."""
+    """Raw text of one page; ``number`` is 1-based for PDFs, DOCX pages and EPUB chapters and ``None`` for
+    text files; ``locator`` is the start time (``"HH:MM:SS"``) of a transcript's speaker turn, else ``None``."""
 
     number: int | None
     text: str
+    locator: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,7 +65,8 @@ class ExtractedText:
 
 
 def detect_kind(filename: str, content_type: str | None) -> str:
-    """``pdf``, ``text`` or ``markdown`` from the file name (then the MIME type).
+    """One of the kinds above (``pdf``, ``text``, ``markdown``, ``docx``, ``epub``, ``html``, ``vtt``, ``srt``)
+    from the file name's extension, then the MIME type.
 
     Raises ``ExtractionError`` for any other type.
     """
@@ -53,15 +74,13 @@ def detect_kind(filename: str, content_type: str | None) -> str:
     for ext, kind in _EXTENSIONS.items():
         if lower.endswith(ext):
             return kind
-    if content_type:
-        ctype = content_type.split(";")[0].strip().lower()
-        if ctype == "application/pdf":
-            return PDF
-        if ctype == "text/markdown":
-            return MARKDOWN
-        if ctype == "text/plain":
-            return TEXT
-    raise ExtractionError(f"unsupported file type for {filename!r}: upload a PDF, .txt or .md file")
+    ctype = (content_type or "").split(";")[0].strip().lower()
+    if ctype in _CONTENT_TYPES:
+        return _CONTENT_TYPES[ctype]
+    raise ExtractionError(
+        f"unsupported file type for {filename!r}: upload a PDF, Word (.docx), EPUB, HTML, Markdown, .txt, "
+        "or a .vtt/.srt transcript"
+    )
 
 
 @dataclass(frozen=True)
@@ -108,7 +127,8 @@ def extract_pages(
     some batches were handed over.
 
     Raises ``ExtractionError``: empty file, not really a PDF, damaged PDF, password-protected PDF,
-    no text layer (a scan), text that is not UTF-8, more pages or characters than ``caps`` allow
+    no text layer (a scan), text that is not UTF-8, a damaged DOCX or EPUB, an HTML page or transcript without
+    text, more pages or characters than ``caps`` allow
     (default :class:`Caps`). ``MemoryError`` is not turned into a reason here: the caller knows the limit.
     """
     caps = caps or Caps()
@@ -116,6 +136,8 @@ def extract_pages(
         raise ExtractionError("the file is empty")
     if kind == PDF:
         return _extract_pdf(data, on_page, caps, sink)
+    if kind in _ZIP_KINDS:
+        return _to_sink(_extract_format(kind, data, caps), sink)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -123,10 +145,31 @@ def extract_pages(
     if "\x00" in text:
         raise ExtractionError("the file is binary, not text")
     caps.check_characters(len(text))
-    if sink is not None:
-        sink([Page(None, text)])
-        return ExtractedText([])
-    return ExtractedText([Page(None, text)])
+    if kind in (HTML, VTT, SRT):
+        return _to_sink(_extract_format(kind, text, caps), sink)
+    return _to_sink(ExtractedText([Page(None, text)]), sink)
+
+
+def _to_sink(extracted: ExtractedText, sink: PageSink | None) -> ExtractedText:
+    """``extracted`` as is without a ``sink``; else its pages handed to the sink in batches of
+    :data:`SINK_PAGES` and ``extracted`` returned with no pages (its title kept)."""
+    if sink is None:
+        return extracted
+    for start in range(0, len(extracted.pages), SINK_PAGES):
+        sink(extracted.pages[start : start + SINK_PAGES])
+    return ExtractedText([], extracted.title)
+
+
+def _extract_format(kind: str, content: bytes | str, caps: Caps) -> ExtractedText:
+    """The hook to :mod:`app.rag.formats`: ``content`` is the file's bytes (DOCX, EPUB) or its UTF-8 text
+    (HTML, VTT, SRT). Imported here because the format modules build on this module's ``Page``."""
+    from app.rag.formats import docx, epub, html, transcript  # noqa: PLC0415 - see the docstring
+
+    if isinstance(content, bytes):
+        return docx.extract_docx(content, caps) if kind == DOCX else epub.extract_epub(content, caps)
+    if kind == HTML:
+        return html.extract_html(content)
+    return transcript.extract_transcript(content, kind, caps)
 
 
 def _open_pdf(data: bytes, caps: Caps) -> tuple[pypdf.PdfReader, int]:

@@ -35,9 +35,10 @@ class DocumentStatus:
 
 class Document(TenantMixin, Base):
     """An uploaded original (kept in ``original``) plus its ingestion status and progress: ``pages_done``
-    of ``pages`` read, ``chunks`` embedded and committed (searchable already while ``processing``),
-    ``pages_searchable`` the last page those chunks reach. ``embedding_model`` is set when processing
-    starts, so retrieval can use the committed chunks of a document still being processed."""
+    of ``pages`` read, ``chunks`` embedded and committed (searchable already while ``processing``) of
+    ``chunks_total`` (``None`` until extraction and chunking have finished: with streaming the total is
+    unknown before), ``pages_searchable`` the last page those chunks reach. ``embedding_model`` is set when
+    processing starts, so retrieval can use the committed chunks of a document still being processed."""
 
     __tablename__ = "documents"
 
@@ -53,6 +54,7 @@ class Document(TenantMixin, Base):
     pages_done: Mapped[int] = mapped_column(Integer, default=0)
     pages_searchable: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     chunks: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_total: Mapped[int | None] = mapped_column(Integer)
     embedding_model: Mapped[str | None] = mapped_column(String(200))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -60,7 +62,8 @@ class Document(TenantMixin, Base):
 
 class Chunk(TenantMixin, Base):
     """A passage of a document: ``text`` spans pages ``page_start..page_end`` (1-based; ``None`` for
-    text files), ``token_count`` cl100k tokens, ``embedding`` a unit-norm vector searched by cosine
+    text files); ``locator`` is a transcript chunk's start time (``"HH:MM:SS"``, cited instead of a page; ``None``
+    for other documents), ``token_count`` cl100k tokens, ``embedding`` a unit-norm vector searched by cosine
     distance (exactly through the ``coach_id`` index, or through the coach's own partial HNSW index once it
     is big: :mod:`app.rag.vector_index`); ``header`` is the contextual header (document title and the section
     heading the chunk sits under) that is embedded and searched with ``text`` but never shown or cited;
@@ -78,6 +81,7 @@ class Chunk(TenantMixin, Base):
     ordinal: Mapped[int] = mapped_column(Integer)
     page_start: Mapped[int | None] = mapped_column(Integer)
     page_end: Mapped[int | None] = mapped_column(Integer)
+    locator: Mapped[str | None] = mapped_column(String(20))
     text: Mapped[str] = mapped_column(Text)
     header: Mapped[str] = mapped_column(Text, default="", server_default="")
     token_count: Mapped[int] = mapped_column(Integer)

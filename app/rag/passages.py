@@ -22,13 +22,15 @@ FOLLOWING_SENTENCES = 2
 @dataclass(frozen=True)
 class CitedPassage:
     """A cited passage: ``text`` is the chunk as retrieved, ``after`` the next sentences of the document
-    (``""`` at its end); ``page`` the chunk's first page (``None`` for documents without pages)."""
+    (``""`` at its end); ``page`` the chunk's first page (``None`` for documents without pages), ``locator``
+    a transcript chunk's start time (``"HH:MM:SS"``, else ``None``)."""
 
     chunk_id: uuid.UUID
     title: str
     page: int | None
     text: str
     after: str
+    locator: str | None = None
 
 
 async def cited_passage(uow: UnitOfWork, client_id: uuid.UUID, chunk_id: uuid.UUID) -> CitedPassage:
@@ -56,4 +58,4 @@ async def cited_passage(uow: UnitOfWork, client_id: uuid.UUID, chunk_id: uuid.UU
     )
     new = [sentence for sentence in sentences(following or "") if sentence not in chunk.text]  # skip the overlap
     after = " ".join(new[:FOLLOWING_SENTENCES])
-    return CitedPassage(chunk.id, title, chunk.page_start, chunk.text, after)
+    return CitedPassage(chunk.id, title, chunk.page_start, chunk.text, after, chunk.locator)

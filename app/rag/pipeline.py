@@ -36,7 +36,7 @@ from app.accounts.models import Coach
 from app.accounts.unit_of_work import unit_of_work
 from app.llm.base import Embedder
 from app.rag.chunking import Chunker, ChunkSpec, TextChunk, chunk_header, embedding_input
-from app.rag.extract import PDF, ExtractedText, ExtractionError, Page, extract_pages
+from app.rag.extract import ExtractedText, ExtractionError, Page, extract_pages
 from app.rag.isolation import ExtractionLimits, extract_isolated
 from app.rag.models import Chunk, Document, DocumentStatus
 
@@ -106,6 +106,7 @@ class IngestRun:
         self._limits = limits
         self._resume = 0
         self._title = ""
+        self._paged = False  # a page came with a number (PDF, DOCX, EPUB)
         self.timings = IngestTimings()
         self._started = time.perf_counter()
 
@@ -125,6 +126,7 @@ class IngestRun:
             document.status, document.error = DocumentStatus.PROCESSING, None
             document.embedding_model, document.chunks = self._embedder.model, self._resume
             document.pages_done, document.started_at, document.finished_at = 0, datetime.now(UTC), None
+            document.chunks_total = None
         self._started = time.perf_counter()
         return self._resume
 
@@ -148,6 +150,7 @@ class IngestRun:
             extracted = await reading  # (raises the reader's ExtractionError)
             chunks = self._cut(lambda _: chunker.finish(), [])
             total += len(chunks)
+            await set_document(self._sessionmaker, self._coach_id, self._document_id, chunks_total=total)
             if not await self._add(chunks):
                 return None
         finally:
@@ -157,7 +160,7 @@ class IngestRun:
                 await reading
         if total == 0:
             raise ExtractionError("the file contains no text")
-        return self.timings if await self._finish(total, extracted, paged=kind == PDF) else None
+        return self.timings if await self._finish(total, extracted) else None
 
     async def _read(self, kind: str, data: bytes, sink: Callable[[list[Page]], None]) -> ExtractedText:
         """The reader, reporting pages read every ``PROGRESS_INTERVAL_S``."""
@@ -201,6 +204,7 @@ class IngestRun:
         started = time.perf_counter()
         chunks = cut(pages)
         self.timings.pages += len(pages)
+        self._paged = self._paged or any(p.number is not None for p in pages)
         self.timings.characters += sum(len(p.text) for p in pages)
         self.timings.seconds["chunk"] += time.perf_counter() - started
         return chunks
@@ -243,6 +247,7 @@ class IngestRun:
                     "ordinal": c.ordinal,
                     "page_start": c.page_start,
                     "page_end": c.page_end,
+                    "locator": c.locator,
                     "text": c.text,
                     "header": header,
                     "token_count": c.token_count,
@@ -256,9 +261,9 @@ class IngestRun:
             await invalidate_cached_replies(session, self._coach_id)
         return True
 
-    async def _finish(self, total: int, extracted: ExtractedText, *, paged: bool) -> bool:
+    async def _finish(self, total: int, extracted: ExtractedText) -> bool:
         """Drop chunks past ``total`` (left by an attempt that cut more) and mark the document ``ready``
-        (``paged``: a PDF, whose pages are counted)."""
+        with ``total`` chunks (its pages counted when they came numbered: PDF, DOCX, EPUB)."""
         async with unit_of_work(self._sessionmaker, self._coach_id) as uow:
             session = uow.session
             document = await _lock_document(session, self._document_id)
@@ -266,9 +271,9 @@ class IngestRun:
                 return False
             await session.execute(delete(Chunk).where(Chunk.document_id == self._document_id, Chunk.ordinal >= total))
             document.status, document.chunks, document.finished_at = DocumentStatus.READY, total, datetime.now(UTC)
-            document.pages_done = self.timings.pages
-            document.pages = self.timings.pages if paged else None
-            document.pages_searchable = self.timings.pages if paged else 0
+            document.chunks_total, document.pages_done = total, self.timings.pages
+            document.pages = self.timings.pages if self._paged else None
+            document.pages_searchable = self.timings.pages if self._paged else 0
             if extracted.title:
                 document.title = extracted.title
             await invalidate_cached_replies(session, self._coach_id)

@@ -101,7 +101,8 @@ class Rankings:
 @dataclass(frozen=True)
 class RetrievedChunk:
     """A retrieved passage. ``score`` is the cosine similarity (−1..1) of its embedding to the query;
-    ``rrf`` the fused rank score that ordered it; ``page`` the first page it spans (1-based) or ``None``.
+    ``rrf`` the fused rank score that ordered it; ``page`` the first page it spans (1-based) or ``None``;
+    ``locator`` a transcript passage's start time (``"HH:MM:SS"``) or ``None``.
     ``text`` is the chunk as written: its contextual header is never part of it."""
 
     chunk_id: uuid.UUID
@@ -111,16 +112,29 @@ class RetrievedChunk:
     text: str
     score: float
     rrf: float
+    locator: str | None = None
 
     def citation(self) -> dict[str, object]:
-        """The citation stored on an AI message: ``{document_id, title, page, chunk_id, score}``."""
-        return {
+        """The citation stored on an AI message: ``{document_id, title, page, chunk_id, score}``, plus
+        ``locator`` for a transcript passage."""
+        cited: dict[str, object] = {
             "document_id": str(self.document_id),
             "title": self.title,
             "page": self.page,
             "chunk_id": str(self.chunk_id),
             "score": round(self.score, 4),
         }
+        if self.locator:
+            cited["locator"] = self.locator
+        return cited
+
+
+def source_label(title: str, page: int | None, locator: str | None = None) -> str:
+    """Where a passage is, as cited to people and the model: ``"Title, 00:12:31"`` for a transcript,
+    ``"Title, p. 12"`` for a paged document, else the title."""
+    if locator:
+        return f"{title}, {locator}"
+    return f"{title}, p. {page}" if page else title
 
 
 _BM25 = text(
@@ -321,6 +335,7 @@ async def retrieve(
             Chunk.document_id,
             Document.title,
             Chunk.page_start,
+            Chunk.locator,
             Chunk.text,
             (1 - distance).label("similarity"),
         )
@@ -329,7 +344,14 @@ async def retrieve(
     )
     by_id = {
         r.id: RetrievedChunk(
-            r.id, r.document_id, r.title, r.page_start, r.text, float(r.similarity), ranked.fused_scores[r.id]
+            r.id,
+            r.document_id,
+            r.title,
+            r.page_start,
+            r.text,
+            float(r.similarity),
+            ranked.fused_scores[r.id],
+            r.locator,
         )
         for r in rows
     }

@@ -1,7 +1,7 @@
 """Issue 17's accessibility check: axe-core finds no serious or critical violation on the widget (chat with
 replies, citations and feedback, a crisis reply, the memory page; desktop and phone) and on the main dashboard
-pages (documents, clients, a client, the inbox alone and with a conversation open, a conversation, handoffs,
-learning, settings, log-in and sign-up)."""
+pages (get started, documents, clients, a client, the inbox alone and with a conversation open, a conversation,
+handoffs, learning, settings, log-in and sign-up)."""
 
 from __future__ import annotations
 
@@ -66,6 +66,7 @@ async def test_widget_and_dashboard_have_no_serious_accessibility_violations(
     await expect(page).not_to_have_url(f"{base_url}/login", timeout=WAIT_MS)
     conversations = (await http.get("/api/v1/conversations", headers=coach.headers)).json()
     for path in (
+        "/dashboard/start",
         "/dashboard/documents",
         "/dashboard/clients",
         f"/dashboard/clients/{client['id']}",

@@ -95,7 +95,7 @@ async def test_the_first_message_from_the_widget_records_the_ai_disclosure_for_t
     await widget.goto(f"{base_url}/w/{client['widget_token']}")
     await expect(widget.locator("#disclosure")).to_contain_text("Coach Consent's AI assistant")
     version = await widget.locator("#disclosure").get_attribute("data-version")
-    assert (await http.get(export_url, headers=coach.headers)).json()["consent"] == {"ai_disclosure": None}
+    assert (await http.get(export_url, headers=coach.headers)).json()["consent"] == {"ai_disclosure": None, "tone": []}
     async with widget.expect_response("**/api/v1/widget/disclosure") as sent:
         await send_from_widget(widget, "How do I stop snoozing my alarm?")
     assert (await sent.value).status == 200

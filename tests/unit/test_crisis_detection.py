@@ -23,10 +23,12 @@ from app.handoff.crisis import (
 )
 from app.handoff.crisis_model import (
     FEATURE_DIMENSIONS,
+    LEXICON_SCALE,
     TARGET_RECALL,
     CrisisModel,
     default_model,
     features,
+    fit,
     pronoun_rates,
     recall_threshold,
     windows,
@@ -176,10 +178,24 @@ def test_pronoun_rates_and_features() -> None:
     assert (first, second) == (pytest.approx(2 / 6), pytest.approx(1 / 6)) and ratio == pytest.approx(2 / 4)
     assert pronoun_rates("") == (0.0, 0.0, 0.0)
     posts = [np.ones((2, 384)), np.zeros((1, 384))]
-    x = features(posts, ["I hate my life", "you will be fine"])
+    x = features(posts, ["I hate my life", "you will be fine"], 0.5)
     assert x.shape == (FEATURE_DIMENSIONS,)
     assert np.allclose(x[:384], 2 / 3)  # mean over the three windows
-    assert features([], []).shape == (FEATURE_DIMENSIONS,)
+    assert np.allclose(x[390:774], 1.0)  # max over the posts of each post's mean window
+    assert x[-1] == pytest.approx(0.5 * LEXICON_SCALE)
+    assert features([], [], 0.0).shape == (FEATURE_DIMENSIONS,)
+
+
+def test_fit_threshold_counts_lexicon_flagged_users_as_caught() -> None:
+    rng = np.random.default_rng(0)
+    positive = [True] * 20 + [False] * 20
+    x = rng.normal(size=(40, FEATURE_DIMENSIONS))
+    x[:, 0] += np.where(positive, 1.0, -1.0)
+    alone = fit(x, positive, target=1.0)
+    # every positive already flagged by the lexicon: the model need not catch any, so its threshold is 1
+    screen = fit(x, positive, sure=positive, target=1.0)
+    assert alone.threshold < 1.0 and screen.threshold == 1.0
+    assert screen.meta["threshold_for"] == "lexicon crisis OR model" and alone.meta["threshold_for"] == "model"
 
 
 def test_recall_threshold_is_the_highest_that_keeps_the_target() -> None:
@@ -246,6 +262,16 @@ def test_learned_component_uses_a_given_embedding_and_skips_other_languages() ->
     assert detector.assess("Quiero desaparecer de mi vida y de todo").learned is None
     assert calls == []
     assert CrisisDetector(model=None).assess("I want to kill myself").level == "crisis"
+
+
+def test_learned_component_reads_the_lexicon_score() -> None:
+    coef = np.zeros(FEATURE_DIMENSIONS)
+    coef[-1] = 1.0
+    detector = CrisisDetector(model=CrisisModel(coef, -1.0, a=-10.0, b=0.0, threshold=0.7), embed=_stub_embed)
+    calm, cue = detector.learned_probability(["hello"], 0.0), detector.learned_probability(["hello"], 1.0)
+    assert calm is not None and cue is not None and calm < 0.01 < 0.99 < cue
+    assert "learned" in detector.assess("I want to kill myself").matched  # lexicon score ≥ 0.9
+    assert "learned" not in detector.assess("I feel hopeless").matched  # 0.2: 3 × 0.2 - 1 < 0
 
 
 # --- conversation-level risk -------------------------------------------------------------------------------

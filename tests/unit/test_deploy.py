@@ -5,38 +5,25 @@ from the ``docker-compose`` package on PyPI), and it runs what the deployment ne
 from __future__ import annotations
 
 import json
-import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-import yaml
 
 from app.core.config import Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-VARIABLE = re.compile(r"\$\{(?P<name>[A-Z_][A-Z0-9_]*)(?:(?P<op>:-|:\?)(?P<arg>[^}]*))?\}")
-
-
-def interpolate(source: str, env: dict[str, str]) -> str:
-    """Compose's ``${NAME}``, ``${NAME:-default}`` and ``${NAME:?error}`` (an unset required one raises)."""
-
-    def value(match: re.Match[str]) -> str:
-        name, op, arg = match["name"], match["op"], match["arg"]
-        if env.get(name):
-            return env[name]
-        if op == ":?":
-            raise KeyError(f"{name}: {arg}")
-        return arg or ""
-
-    return VARIABLE.sub(value, source)
+sys.path.insert(0, str(DEPLOY.parent / "bench"))  # the benchmarks' loader of the file, a top-level module
+try:
+    from compose_file import interpolate, layout, load_compose
+finally:
+    sys.path.remove(str(DEPLOY.parent / "bench"))
 
 
 def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
-    source = (DEPLOY / "compose.yaml").read_text()
-    loaded: dict[str, Any] = yaml.safe_load(interpolate(source, {"SECRET_KEY": "k"} | (env or {})))
-    return loaded
+    return load_compose({"SECRET_KEY": "k"} | (env or {}))
 
 
 def validate(document: dict[str, Any]) -> None:
@@ -84,3 +71,16 @@ def test_the_compose_file_runs_pgvector_redis_n_apis_and_m_workers_with_real_set
         assert set(env) <= {field.upper() for field in Settings.model_fields}, set(env)
         assert "opencoach_web" in env["DATABASE_URL"] and "opencoach_owner" in env["MIGRATION_DATABASE_URL"]
     Settings(**{key.lower(): value for key, value in services["api"]["environment"].items()} | {"secret_key": None})
+
+
+def test_the_load_benchmark_takes_its_process_layout_and_settings_from_the_compose_file() -> None:
+    """``bench/load.py`` starts ``API_REPLICAS`` API and ``WORKER_REPLICAS`` worker processes with the
+    Compose file's settings; the deployment's own URLs and key are left to the benchmark."""
+    default = layout({})
+    assert (default.apis, default.workers) == (2, 2)
+    assert default.env["WORKER_MAX_JOBS"] == "2" and default.env["LLM_DEADLINE_SECONDS"] == "300"
+    assert not {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "PUBLIC_URL"} & set(default.env)
+    scaled = layout({"API_REPLICAS": "3", "WORKER_REPLICAS": "1", "WORKER_MAX_JOBS": "8"})
+    assert (scaled.apis, scaled.workers, scaled.env["WORKER_MAX_JOBS"]) == (3, 1, "8")
+    with pytest.raises(ValueError):
+        layout({"API_REPLICAS": "many"})

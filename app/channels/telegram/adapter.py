@@ -21,10 +21,11 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from telegram import Bot
+from telegram import Bot, ReplyKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 
 from app.accounts.unit_of_work import unit_of_work
+from app.accounts.widget_settings import greeting, suggestions
 from app.channels.telegram import render
 from app.channels.telegram.outbound import ChatOutbox, markup, with_retry
 from app.channels.telegram.service import ChatBinding, TelegramService
@@ -37,7 +38,6 @@ from app.memory.controls import MemoryControls
 
 log = logging.getLogger(__name__)
 
-WELCOME = "Hello! You're connected — write to me any time."
 BAD_INVITE = "This invite link is not valid any more (each link works once). Please ask your coach for a new one."
 TYPING_EVERY_S = 4.0
 """A chat action shows for about 5 s (Bot API ``sendChatAction``): repeated while the model works."""
@@ -172,7 +172,10 @@ class TelegramChannel:
             code = text.partition(" ")[2].strip()
             if code:
                 bound = await self.service.redeem(coach_id, chat_id, code)
-                await bot.send_message(chat_id, WELCOME if bound else BAD_INVITE)
+                if bound:
+                    await self._welcome(bot, coach_id, chat_id)
+                else:
+                    await bot.send_message(chat_id, BAD_INVITE)
                 return
         binding = await self.service.binding(coach_id, chat_id)
         if binding is None:
@@ -184,7 +187,7 @@ class TelegramChannel:
             await bot.send_message(chat_id, render.NON_TEXT_REPLY)
             return
         if text.startswith("/start"):
-            await bot.send_message(chat_id, WELCOME)
+            await self._welcome(bot, coach_id, chat_id)
             return
         if text.strip() == render.FORGET_COMMAND:
             shown, keyboard = await self._remembered(coach_id, binding.client_id)
@@ -211,8 +214,17 @@ class TelegramChannel:
         if await self.service.enrol(coach_id, chat_id, name or str(sender.get("username") or "")) is None:
             await bot.send_message(chat_id, render.ASK_FOR_INVITE)
             return None
-        await bot.send_message(chat_id, WELCOME)
+        await self._welcome(bot, coach_id, chat_id)
         return await self.service.binding(coach_id, chat_id)
+
+    async def _welcome(self, bot: Bot, coach_id: uuid.UUID, chat_id: int) -> None:
+        """The coach's greeting (as in the widget) with the suggested first questions as a one-time reply
+        keyboard: a tap sends the question as the client's message."""
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            coach = await uow.coach()
+            text, questions = greeting(coach), suggestions(coach)
+        keyboard = ReplyKeyboardMarkup([[q] for q in questions], one_time_keyboard=True, resize_keyboard=True)
+        await bot.send_message(chat_id, text, reply_markup=keyboard if questions else None)
 
     async def _callback(self, bot: Bot, coach_id: uuid.UUID, callback: dict[str, Any]) -> None:
         data, chat_id = str(callback.get("data") or ""), _chat_id({"callback_query": callback})

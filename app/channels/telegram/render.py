@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.memory.client_view import RememberedOut
+from app.rag.retrieval import source_label
 
 MAX_MESSAGE_CHARS = 4096
 """Telegram's limit on one message's text (after entity parsing)."""
@@ -39,13 +40,13 @@ def escape(text: str) -> str:
 
 
 def footnotes(citations: Sequence[dict[str, Any]]) -> str:
-    """Citations as numbered footnotes, one per distinct (title, page): ``"[1] Meditations, p. 12"``; ``""``
-    without citations. ``citations``: the client's view (``{"title", "page"?, ...}``)."""
+    """Citations as numbered footnotes, one per distinct source (:func:`app.rag.retrieval.source_label`):
+    ``"[1] Meditations, p. 12"``, ``"[2] Session 3, 00:12:31"``; ``""`` without citations. ``citations``: the
+    client's view (``{"title", "page"?, "locator"?, ...}``)."""
     seen: list[str] = []
     for citation in citations:
         title = str(citation.get("title") or citation.get("document") or "source")
-        page = citation.get("page")
-        line = f"{title}, p. {page}" if page else title
+        line = source_label(title, citation.get("page"), citation.get("locator"))
         if line not in seen:
             seen.append(line)
     return "\n".join(f"[{i}] {line}" for i, line in enumerate(seen, 1))

@@ -182,13 +182,15 @@ class WidgetConversationController(Controller):
 
 class PassageOut(msgspec.Struct):
     """A cited passage as the widget shows it: the document's ``title`` and ``page`` (``null`` without pages),
-    the cited ``text`` and the sentences ``after`` it."""
+    the cited ``text`` and the sentences ``after`` it, and a transcript's ``locator`` (``"HH:MM:SS"``, else
+    ``null``)."""
 
     chunk_id: uuid.UUID
     title: str
     page: int | None
     text: str
     after: str
+    locator: str | None = None
 
 
 class WidgetPassageController(Controller):
@@ -203,7 +205,7 @@ class WidgetPassageController(Controller):
         """The cited chunk ``chunk_id`` (a citation's ``chunk_id``) with title, page and the next sentences;
         404 unless a message of the client's own conversations cites it, 400 for a malformed id."""
         found = await cited_passage(uow, identity.client_id, chunk_id)
-        return PassageOut(found.chunk_id, found.title, found.page, found.text, found.after)
+        return PassageOut(found.chunk_id, found.title, found.page, found.text, found.after, found.locator)
 
 
 class FeedbackController(Controller):

@@ -17,41 +17,39 @@ has been asked to join (``open``); ``static/chat.js`` keeps that up to date from
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from litestar import Controller, Request, get
+from litestar import Controller, Request, Response, get
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
 from app.accounts.disclosure import AI_DISCLOSURE_VERSION, disclosure_text
 from app.accounts.models import Coach
 from app.accounts.service import ClientIdentity
+from app.accounts.tone import client_view
 from app.accounts.unit_of_work import unit_of_work
+from app.accounts.widget_settings import avatar_url, greeting, suggestions, widget_avatar
 from app.auth import WIDGET_COOKIE, WIDGET_SESSION_S, widget_cookie
 from app.chat.turn.intake import MAX_MESSAGE_CHARS
 from app.container import Container
 from app.conversations.schemas import ClientMessage
 from app.core.headers import content_security_policy
-from app.deps import ContainerDep, PathStr
+from app.deps import ContainerDep, PathId, PathStr
 from app.memory.client_view import remembered_out
 
 WIDGET_LABELS = {"client": "You", "ai": "AI assistant", "human_coach": "Coach"}
 """How the widget names each sender (``static/chat.js`` uses the same words)."""
+AVATAR_HEADERS = {
+    "Cache-Control": "public, max-age=86400",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+"""Headers of the coach's avatar: cacheable (its URL changes with it), and a policy that lets nothing in the
+image run were it ever opened as a document (it is a PNG re-encoded on upload, served ``nosniff``)."""
 CHAT_PAGE = "/w/chat"
 MEMORY_PAGE = "/w/memory"
-
-
-DEFAULT_SUGGESTIONS = (
-    "What can you help me with?",
-    "I'd like to work on a habit",
-    "I feel stuck: where do I start?",
-)
-"""Suggested first questions of a new conversation."""
-
-
-def greeting(coach: Coach) -> str:
-    """The first words a client sees in an empty conversation."""
-    return f"Hi, I'm {coach.name}'s AI assistant. What would you like to talk about today?"
+TONE_PAGE = "/w/tone"
 
 
 def initials(name: str) -> str:
@@ -110,6 +108,14 @@ class WidgetController(Controller):
         """``/w/<widget token>/memory``: set the widget session cookie, then 303 to the memory page."""
         return await _exchange(container, token, MEMORY_PAGE)
 
+    @get("/avatar/{coach_id:uuid}")
+    async def avatar(self, coach_id: PathId, container: ContainerDep) -> Response[bytes]:
+        """The coach's widget avatar as ``image/png`` (public: it is shown to anyone the coach gave a chat
+        link); 404 JSON for a coach without one or an unknown coach."""
+        async with unit_of_work(container.sessionmaker, coach_id) as uow:
+            png = await widget_avatar(uow)
+        return Response(png, media_type="image/png", headers=AVATAR_HEADERS)
+
     @get("/chat")
     async def widget_page(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template:
         """The chat page of the session's client (its latest conversation); renews the session cookie. Without a
@@ -145,11 +151,28 @@ class WidgetController(Controller):
                 "disclosure": disclosure_text(coach.name),
                 "disclosure_version": AI_DISCLOSURE_VERSION,
                 "greeting": greeting(coach),
-                "suggestions": DEFAULT_SUGGESTIONS,
+                "suggestions": suggestions(coach),
                 "initials": initials(coach.name),
+                "avatar_url": avatar_url(coach),
             },
             headers=_frame_policy(coach),
         )
+        page.set_cookie(widget_cookie(renewed, container.settings.public_url))
+        return page
+
+    @get("/tone")
+    async def tone_page(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template:
+        """How the assistant talks to me: the intensity (within the coach's range) and the coach's styles, each
+        with its consent text (``static/tone.js`` saves through ``/api/v1/widget/tone``); renews the session
+        cookie. Without a valid session: 401 page."""
+        found = await _session(request, container)
+        if found is None:
+            return _invalid(401)
+        identity, renewed = found
+        async with unit_of_work(container.sessionmaker, identity.coach_id) as uow:
+            coach = await uow.coach()
+            tone = client_view(await container.tone.client_state(uow, identity.client_id, datetime.now(UTC)))
+        page = Template("widget/tone.html", context={"coach": coach, "tone": tone}, headers=_frame_policy(coach))
         page.set_cookie(widget_cookie(renewed, container.settings.public_url))
         return page
 

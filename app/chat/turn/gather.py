@@ -1,16 +1,18 @@
 """Gather a turn's context: the query embedding (stored as the client message's episode, so later turns
 recall it), the coach's passages (hybrid retrieval), what memory holds about the client (the L1 window
 excluded), the learning loop's part (experiment variant, production model version, the coach's own
-past interventions as few-shot examples), and the confidence before generation."""
+past interventions as few-shot examples, the client's tone choice), and the confidence before generation."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.tone import tone_choice
 from app.accounts.unit_of_work import unit_of_work
 from app.chat.turn.state import Gathered, Learned, Reply, Turn
 from app.chat.turn.timing import Stages, ms_since
@@ -98,6 +100,7 @@ class Gatherer:
                     await self._interventions.similar(
                         session, coach.id, query_embedding, model, exclude_conversation_id=conversation.id
                     ),
+                    await tone_choice(session, coach, conversation.client_id, datetime.now(UTC)),
                 )
 
     async def gather(self, turn: Turn, reply: Reply) -> Gathered:
@@ -107,7 +110,7 @@ class Gatherer:
         (the query embedding)."""
         coach, text, stages = turn.coach, turn.message.text, reply.stages
         t0 = time.perf_counter()
-        embedder = self._registry.embedder_for(coach)
+        embedder = self._registry.query_embedder_for(coach)
         # the crisis screen's vector when it serves retrieval too (the message is embedded once per turn)
         if turn.query_embedding is not None:
             query_embedding = turn.query_embedding

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from app.chat.prompt import AssembledPrompt, assemble_prompt
+from app.chat.tone import TurnTone, with_tone
 from app.chat.turn.decide import OnError, final_reply, honest_reply, model_order, on_provider_error, use_cache
 from app.chat.turn.honesty import Honesty
 from app.chat.turn.injection import check_reply, safe_reply
@@ -44,11 +45,15 @@ class Generator:
     async def generate(self, turn: Turn, gathered: Gathered, reply: Reply) -> AsyncIterator[str]:
         """Yield the reply's deltas (none while ``reply.drafting``), collected in ``reply.parts``; records the
         prompt and model attribution, ``cache`` (``hit``/``miss`` when the cache is on), ``first_token_ms``,
-        ``generation_ms`` and ``model_fallback``. Raises ``ProviderError`` (every model failed)."""
+        ``generation_ms``, ``model_fallback`` and the ``tone`` (its instruction joins the persona). Raises
+        ``ProviderError`` (every model failed)."""
         coach, learned = turn.coach, gathered.learned
         t0 = time.perf_counter()
+        tone = learned.tone_for(turn.risk, turn.signals)  # coach/system text, joined to the persona
+        if tone is not None:
+            reply.metadata["tone"] = tone.as_meta()
         with reply.stages.time("generate.prompt"):
-            prompt = self._prompt(turn, gathered)
+            prompt = self._prompt(turn, gathered, tone)
         reply.prompt = prompt
         reply.passages = prompt.passages
         reply.metadata["prompt_ms"] = ms_since(t0)
@@ -73,11 +78,12 @@ class Generator:
         reply.metadata["generation_ms"] = ms_since(t0)
         reply.stages.ms["generate.model"] = reply.metadata["generation_ms"]
 
-    def _prompt(self, turn: Turn, gathered: Gathered) -> AssembledPrompt:
-        """The turn's prompt within the token budget (:func:`~app.chat.prompt.assemble_prompt`)."""
+    def _prompt(self, turn: Turn, gathered: Gathered, tone: TurnTone | None) -> AssembledPrompt:
+        """The turn's prompt within the token budget (:func:`~app.chat.prompt.assemble_prompt`), the ``tone``'s
+        instruction joined to the persona."""
         coach, learned = turn.coach, gathered.learned
         return assemble_prompt(
-            persona=learned.persona,
+            persona=with_tone(learned.persona, tone),
             passages=gathered.passages,
             memory=gathered.memory,
             history=turn.history,

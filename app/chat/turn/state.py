@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.accounts.models import Coach
+from app.accounts.tone import ToneChoice
 from app.chat.prompt import AssembledPrompt
+from app.chat.tone import TurnTone, turn_tone
 from app.chat.turn.timing import Stages
 from app.conversations.handoffs import Handoff
 from app.conversations.models import Conversation, Message
@@ -80,13 +82,22 @@ class Turn:
 
 @dataclass(frozen=True)
 class Learned:
-    """The learning loop's part of a turn. An experiment's variant overrides persona, model and temperature;
-    otherwise the coach's production model version serves (``None``: the coach's base model)."""
+    """The learning loop's part of a turn. An experiment's variant overrides persona, model and temperature
+    (and the default tone intensity); otherwise the coach's production model version serves (``None``: the
+    coach's base model). ``tone`` is the client's tone choice (:mod:`app.accounts.tone`)."""
 
     coach: Coach
     assignment: Assignment | None
     version: ModelVersion | None
     examples: list[FewShotExample]
+    tone: ToneChoice | None = None
+
+    def tone_for(self, risk: RiskAssessment, signals: TurnSignals) -> TurnTone | None:
+        """The reply's tone (:func:`app.chat.tone.turn_tone`), ``None`` without a tone choice."""
+        if self.tone is None:
+            return None
+        arm = self.assignment.intensity if self.assignment is not None else None
+        return turn_tone(self.tone, risk, signals, arm)
 
     @property
     def persona(self) -> str:

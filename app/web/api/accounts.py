@@ -7,13 +7,23 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.di import Provide
 from litestar.params import JSONBody
 
 from app.accounts.api_keys import API_KEY_NAME_MAX, issue_api_key, list_api_keys, revoke_api_key
 from app.accounts.learning_settings import LEARNING_FIELDS, apply_learning_settings
 from app.accounts.models import ApiKey, Coach
+from app.accounts.widget_settings import (
+    AVATAR_MAX_BYTES,
+    WIDGET_FIELDS,
+    apply_widget_settings,
+    avatar_url,
+    clear_widget_avatar,
+    greeting,
+    set_widget_avatar,
+    suggestions,
+)
 from app.auth import (
     AUTH_BODY_MAX_BYTES,
     COACH_DEPENDENCIES,
@@ -23,6 +33,7 @@ from app.auth import (
 )
 from app.core.security import mask_secret
 from app.deps import CoachId, ContainerDep, PathId, Uow
+from app.web.api.documents import read_upload
 from app.web.sessions import DashboardSessionsDep
 
 EXPORT_HEADERS = {"Content-Disposition": 'attachment; filename="opencoach-data.json"', "Cache-Control": "no-store"}
@@ -126,7 +137,11 @@ class SettingsOut(msgspec.Struct):
     ``crisis_resources`` (empty: the defaults) and ``crisis_resources_by_language`` (``{"es": [lines]}``: the
     lines for a client who wrote in that language), alert webhook (with its signing secret, generated when the
     URL is set) and e-mail. ``widget_allowed_origins``: the origins (``scheme://host[:port]``) whose pages may
-    frame the client widget and call its API from the browser (CORS); empty: none but this server."""
+    frame the client widget and call its API from the browser (CORS); empty: none but this server. The widget's
+    welcome (also the Telegram bot's ``/start``): ``widget_greeting`` (the text in use, the default when the
+    coach set none; at most 500 characters, ``""`` restores the default), ``widget_suggestions`` (at most 5
+    suggested first questions, 1–120 characters each; ``[]``: none) and ``widget_avatar_url`` (``None``: the
+    coach's initials; set with ``PUT /api/v1/settings/widget-avatar``)."""
 
     name: str
     persona: str
@@ -155,6 +170,9 @@ class SettingsOut(msgspec.Struct):
     judge_model: str | None
     response_cache_ttl_seconds: int
     widget_allowed_origins: list[str]
+    widget_greeting: str
+    widget_suggestions: list[str]
+    widget_avatar_url: str | None
 
 
 class SettingsPatch(msgspec.Struct, omit_defaults=True):
@@ -183,6 +201,19 @@ class SettingsPatch(msgspec.Struct, omit_defaults=True):
     judge_model: str | None = None
     response_cache_ttl_seconds: int | None = None
     widget_allowed_origins: list[str] | None = None
+    widget_greeting: str | None = None
+    widget_suggestions: list[str] | None = None
+
+
+class EmbeddingRequest(msgspec.Struct):
+    """A change of embedding model: ``provider`` ``local`` (all-MiniLM-L6-v2) or ``openai`` (an
+    OpenAI-compatible ``/v1/embeddings``: ``model``, e.g. ``text-embedding-3-small``, asked for 384
+    dimensions; ``base_url`` default OpenAI's; ``api_key`` the coach's own, stored encrypted)."""
+
+    provider: str
+    model: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    base_url: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+    api_key: Annotated[str, msgspec.Meta(max_length=500)] | None = None
 
 
 def settings_out(container: ContainerDep, coach: Coach) -> SettingsOut:
@@ -216,6 +247,9 @@ def settings_out(container: ContainerDep, coach: Coach) -> SettingsOut:
         judge_model=coach.judge_model,
         response_cache_ttl_seconds=coach.response_cache_ttl_seconds,
         widget_allowed_origins=coach.widget_allowed_origins,
+        widget_greeting=greeting(coach),
+        widget_suggestions=suggestions(coach),
+        widget_avatar_url=avatar_url(coach),
     )
 
 
@@ -364,6 +398,43 @@ class SettingsController(Controller):
         changes nothing: 400); the key is stored encrypted and never returned."""
         changes = msgspec.structs.asdict(data)
         learning = {name: changes.pop(name) for name in LEARNING_FIELDS}
+        widget = {name: changes.pop(name) for name in WIDGET_FIELDS}
         coach = await container.accounts.update_settings(uow, **changes)
         apply_learning_settings(coach, **learning)
+        apply_widget_settings(coach, **widget)
         return settings_out(container, coach)
+
+    @put("/widget-avatar", request_max_body_size=AVATAR_MAX_BYTES + 64 * 1024)
+    async def put_widget_avatar(
+        self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep
+    ) -> SettingsOut:
+        """Set the widget's avatar from a PNG, JPEG, WebP or GIF image (multipart field ``file``, at most 2 MB;
+        the type is read from the data, SVG is refused) stored re-encoded as a PNG of at most 256 px a side.
+        400 for anything else (nothing stored); 413 for a body over the limit."""
+        _, _, data = await read_upload(request)
+        coach = await set_widget_avatar(uow, data)
+        return settings_out(container, coach)
+
+    @delete("/widget-avatar", status_code=200)
+    async def delete_widget_avatar(self, uow: Uow, container: ContainerDep) -> SettingsOut:
+        """Remove the widget's avatar (the widget shows the coach's initials)."""
+        return settings_out(container, await clear_widget_avatar(uow))
+
+    @get("/embedding")
+    async def get_embedding(self, uow: Uow, container: ContainerDep) -> dict[str, Any]:
+        """The embedder in use (its model made every stored vector and embeds every query), the requested one
+        and the re-embedding job's progress: ``{"in_use", "in_use_provider", "requested", "status", "done",
+        "total", "error"}``."""
+        return container.embeddings.status(await uow.coach()).as_dict()
+
+    @put("/embedding", status_code=202)
+    async def request_embedding(
+        self, data: JSONBody[EmbeddingRequest], uow: Uow, container: ContainerDep
+    ) -> dict[str, Any]:
+        """Switch to another embedding model: queues the job that re-embeds the coach's documents and memory
+        and then switches (202; queries keep the model in use until then). 400 for an unknown provider, a
+        missing model or a refused base URL (nothing changes)."""
+        status = await container.embeddings.request(
+            uow, provider=data.provider, model=data.model, base_url=data.base_url, api_key=data.api_key
+        )
+        return status.as_dict()

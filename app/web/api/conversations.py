@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, get, post
-from litestar.params import FromQuery
 
 from app.auth import COACH_DEPENDENCIES
-from app.conversations.inbox import InboxFilter, inbox_rows, mark_read
+from app.conversations.inbox import inbox_rows, mark_read
 from app.conversations.schemas import ConversationOut, ConversationSummary, message_out
-from app.deps import ContainerDep, PathId, StateQuery, Uow
+from app.deps import INBOX_FILTER, ContainerDep, PathId, Uow, WantedInbox
 
 
 class ConversationController(Controller):
@@ -49,18 +48,11 @@ class InboxController(Controller):
     tags = ["conversations"]
     dependencies = COACH_DEPENDENCIES
 
-    @get("/")
-    async def inbox(
-        self,
-        uow: Uow,
-        wanted_state: StateQuery = None,
-        channel: FromQuery[str | None] = None,
-        unread: FromQuery[bool] = False,
-        q: FromQuery[str | None] = None,
-    ) -> list[dict[str, Any]]:
+    @get("/", dependencies=INBOX_FILTER)
+    async def inbox(self, uow: Uow, wanted: WantedInbox) -> list[dict[str, Any]]:
         """The inbox: one row per conversation (see :class:`app.conversations.inbox.InboxRow`) with its state
         (``crisis``, ``waiting``, ``you``, ``draft``, ``ai``), channel (``web``, ``telegram``), unread count
         and last message, the ones needing the coach first. Filters: ``state``, ``channel``, ``unread=true``,
         ``q`` (client name or message text, case-insensitive). 400 for an unknown state or channel."""
-        rows = await inbox_rows(uow, InboxFilter.parse(wanted_state, channel, unread, q))
+        rows = await inbox_rows(uow, wanted)
         return [row.as_json() for row in rows]

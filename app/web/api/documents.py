@@ -23,8 +23,9 @@ class DocumentAccepted(msgspec.Struct):
 
 class DocumentOut(msgspec.Struct):
     """Status and progress: ``pages_done`` of ``pages`` extracted, ``chunks`` embedded and committed so far
-    (searchable already while ``processing``; final once ``ready``), reaching page ``pages_searchable``;
-    ``error`` says why a ``failed`` document failed (its chunks are then not used)."""
+    (searchable already while ``processing``; final once ``ready``), reaching page ``pages_searchable``, of
+    ``chunks_total`` (``null`` until extraction and chunking have finished); ``error`` says why a ``failed``
+    document failed (its chunks are then not used)."""
 
     id: uuid.UUID
     title: str
@@ -37,6 +38,7 @@ class DocumentOut(msgspec.Struct):
     error: str | None
     size_bytes: int
     created_at: datetime
+    chunks_total: int | None = None
 
 
 def document_out(d: Document) -> DocumentOut:
@@ -53,6 +55,7 @@ def document_out(d: Document) -> DocumentOut:
         d.error,
         d.size_bytes,
         d.created_at,
+        d.chunks_total,
     )
 
 
@@ -78,7 +81,8 @@ class DocumentController(Controller):
 
     @post("/", status_code=202)
     async def upload(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> DocumentAccepted:
-        """Upload a PDF, .txt or .md file (multipart field ``file``); ingestion runs in the worker."""
+        """Upload a PDF, Word (.docx), EPUB, HTML, Markdown, .txt, .vtt or .srt file (multipart field ``file``);
+        ingestion runs in the worker."""
         filename, content_type, data = await read_upload(request)
         document = await container.documents.upload(uow, filename, content_type, data)
         return DocumentAccepted(document.id, document.status)

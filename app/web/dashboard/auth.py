@@ -91,7 +91,7 @@ class DashboardController(Controller):
         start_session(
             request, {"coach_id": str(result.coach_id), "user_id": str(result.user_id), "new_api_key": result.api_key}
         )
-        return Redirect("/dashboard/settings")
+        return Redirect("/dashboard/start")
 
     @get("/login")
     async def login_page(self) -> Template:

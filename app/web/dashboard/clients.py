@@ -6,13 +6,18 @@ without htmx the same forms redirect back to the page."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from litestar import Request, Response, get, post
+from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
+from app.accounts.models import Client, Coach
 from app.accounts.unit_of_work import UnitOfWork
 from app.container import Container
+from app.conversations.service import ClientActivity
 from app.core.errors import InvalidInput
 from app.deps import CoachId, ContainerDep, PathId, Uow
 from app.memory.models import InsightKind, InsightStatus
@@ -57,18 +62,49 @@ async def _client_page(
     )
 
 
+@dataclass(frozen=True)
+class ClientRow:
+    """One line of the clients table: ``status`` is ``needs-you`` (a handoff open or claimed), ``revoked`` (no
+    chat link), ``active`` (has written) or ``new`` (never wrote); ``label`` words it; ``token``: the widget token
+    (``None`` while revoked); ``preview``: the coach's own preview client."""
+
+    client: Client
+    token: str | None
+    last_seen: datetime | None
+    status: str
+    label: str
+    preview: bool
+
+
+def client_row(client: Client, token: str | None, activity: ClientActivity | None, coach: Coach) -> ClientRow:
+    """A client's line of the table from their widget token and activity (see :class:`ClientRow`)."""
+    last_seen = activity.last_seen if activity else None
+    if activity is not None and activity.needs_you:
+        status, label = "needs-you", "Needs you"
+    elif token is None:
+        status, label = "revoked", "Chat link revoked"
+    elif last_seen is not None:
+        status, label = "active", "Chatting"
+    else:
+        status, label = "new", "Not started yet"
+    return ClientRow(client, token, last_seen, status, label, client.id == coach.preview_client_id)
+
+
 class ClientPages(CoachPage):
     """The coach's clients and their memory (profile, insights, session summaries)."""
 
     @get("/clients")
-    async def clients(self, uow: Uow, container: ContainerDep) -> Template:
+    async def clients(self, uow: Uow, container: ContainerDep, q: FromQuery[str] = "") -> Template:
+        """The clients as a table: name, last seen (their latest message), status (needs you, chatting, not yet
+        started, link revoked) and chat link with copy buttons; ``q`` keeps the clients whose name contains it
+        (case-insensitive)."""
         coach = await uow.coach()
-        clients = await container.accounts.list_clients(uow)
-        rows = [(c, container.accounts.widget_token(c)) for c in clients]
-        return Template(
-            "dashboard/clients.html",
-            context={"coach": coach, "clients": rows, "public_url": container.settings.public_url, "nav": "clients"},
-        )
+        query = q.strip()[:200]
+        clients = [c for c in await container.accounts.list_clients(uow) if query.casefold() in c.name.casefold()]
+        activity = await container.conversations.client_activity(uow)
+        rows = [client_row(c, container.accounts.widget_token(c), activity.get(c.id), coach) for c in clients]
+        context = {"coach": coach, "rows": rows, "query": query, "public_url": container.settings.public_url}
+        return Template("dashboard/clients.html", context=context | {"nav": "clients"})
 
     @post("/clients")
     async def create_client(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Redirect:

@@ -13,9 +13,9 @@ from litestar.response import Redirect, Template
 from app.accounts.unit_of_work import UnitOfWork
 from app.container import Container
 from app.conversations.handoffs import HandoffReason
-from app.conversations.inbox import CHANNELS, InboxFilter, InboxState, channel_name, inbox_rows, mark_read
+from app.conversations.inbox import CHANNELS, InboxState, channel_name, inbox_rows, mark_read
 from app.core.errors import DomainError
-from app.deps import ContainerDep, PathId, StateQuery, Uow
+from app.deps import INBOX_FILTER, ContainerDep, PathId, Uow, WantedInbox
 from app.web.dashboard.auth import CoachPage
 from app.web.dashboard.forms import form_str
 
@@ -68,7 +68,7 @@ async def _panel_context(container: Container, uow: UnitOfWork, conversation_id:
     }
 
 
-async def _inbox_context(uow: UnitOfWork, wanted: InboxFilter, selected: uuid.UUID | None) -> dict[str, Any]:
+async def _inbox_context(uow: UnitOfWork, wanted: WantedInbox, selected: uuid.UUID | None) -> dict[str, Any]:
     return {
         "rows": await inbox_rows(uow, wanted),
         "wanted": wanted,
@@ -81,37 +81,23 @@ async def _inbox_context(uow: UnitOfWork, wanted: InboxFilter, selected: uuid.UU
 class ConversationPages(CoachPage):
     """The coach's conversations and their handoff actions."""
 
-    @get(["/inbox", "/conversations"])
+    @get(["/inbox", "/conversations"], dependencies=INBOX_FILTER)
     async def inbox(
-        self,
-        uow: Uow,
-        container: ContainerDep,
-        wanted_state: StateQuery = None,
-        channel: FromQuery[str | None] = None,
-        unread: FromQuery[bool] = False,
-        q: FromQuery[str | None] = None,
-        conversation: FromQuery[uuid.UUID | None] = None,
+        self, uow: Uow, container: ContainerDep, wanted: WantedInbox, conversation: FromQuery[uuid.UUID | None] = None
     ) -> Template:
         """The inbox: every conversation with its state, last message and unread count (filters ``state``,
         ``channel``, ``unread``, search ``q``; 400 for an unknown state or channel) beside the ``conversation``
         chosen (its transcript, handoff panel, drafts and composer). ``static/dashboard.js`` keeps both live."""
-        wanted = InboxFilter.parse(wanted_state, channel, unread, q)
         pane = await pane_context(container, uow, conversation) if conversation is not None else {}
         context = await _inbox_context(uow, wanted, conversation) | pane  # the list after the pane marked it read
         return Template("dashboard/inbox.html", context=context | {"coach": await uow.coach(), "nav": "inbox"})
 
-    @get("/inbox/list")
+    @get("/inbox/list", dependencies=INBOX_FILTER)
     async def inbox_list(
-        self,
-        uow: Uow,
-        wanted_state: StateQuery = None,
-        channel: FromQuery[str | None] = None,
-        unread: FromQuery[bool] = False,
-        q: FromQuery[str | None] = None,
-        conversation: FromQuery[uuid.UUID | None] = None,
+        self, uow: Uow, wanted: WantedInbox, conversation: FromQuery[uuid.UUID | None] = None
     ) -> Template:
         """The inbox's list alone (``#inbox-list``), re-fetched when a filter changes or a live event arrives."""
-        context = await _inbox_context(uow, InboxFilter.parse(wanted_state, channel, unread, q), conversation)
+        context = await _inbox_context(uow, wanted, conversation)
         return Template("partials/inbox_list.html", context=context)
 
     @post("/conversations/{conversation_id:uuid}/read", status_code=204)

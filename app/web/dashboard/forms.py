@@ -13,6 +13,7 @@ from app.accounts.learning_settings import (
     FINE_TUNE_MIN_EXAMPLES_RANGE,
     RESPONSE_CACHE_TTL_RANGE,
 )
+from app.accounts.tone import INTENSITY_MAX, INTENSITY_MIN, MAX_MODES
 from app.core.errors import InvalidInput
 
 
@@ -109,19 +110,56 @@ def handoff_form_settings(form: Any) -> dict[str, Any]:
 
 def learning_form_settings(form: Any) -> dict[str, Any]:
     """The learning settings of the settings form, as keyword arguments of
-    :func:`app.accounts.learning_settings.apply_learning_settings` (``{}`` when the form has no learning section; an
-    unticked box turns fine-tuning off; an empty judge model clears it). Raises ``InvalidInput`` for a field
+    :func:`app.accounts.learning_settings.apply_learning_settings`; a field the form does not send is ``None``
+    (left as is); with ``learning_form`` sent, an unticked box turns fine-tuning off; an empty judge model
+    clears it. Raises ``InvalidInput`` for a field
     that is not a whole number (ranges are the service's to check)."""
-    if "learning_form" not in form:
-        return {}
+    judge = form_opt_str(form, "judge_model")
     return {
-        "fine_tune_enabled": bool(form.get("fine_tune_enabled")),
+        "fine_tune_enabled": bool(form.get("fine_tune_enabled")) if "learning_form" in form else None,
         "fine_tune_min_examples": form_int(form, "fine_tune_min_examples", *FINE_TUNE_MIN_EXAMPLES_RANGE),
         "fine_tune_min_days": form_int(form, "fine_tune_min_days", *FINE_TUNE_MIN_DAYS_RANGE),
         "fine_tune_base_model": form_str(form, "fine_tune_base_model").strip() or None,
-        "judge_model": form_str(form, "judge_model").strip(),
+        "judge_model": judge.strip() if judge is not None else None,
         "response_cache_ttl_seconds": form_int(form, "response_cache_ttl_seconds", *RESPONSE_CACHE_TTL_RANGE),
     }
+
+
+def widget_form_settings(form: Any) -> dict[str, Any]:
+    """The welcome section of the settings form as keyword arguments of
+    :func:`app.accounts.widget_settings.apply_widget_settings`: the greeting as typed, the suggestions one per
+    non-empty line; ``None`` for a field the form does not send (left as is)."""
+    return {
+        "widget_greeting": form_opt_str(form, "widget_greeting"),
+        "widget_suggestions": form_opt_lines(form, "widget_suggestions"),
+    }
+
+
+def tone_form_settings(form: Any) -> dict[str, Any]:
+    """The tone section's fields as :func:`app.accounts.tone.parse_settings` takes them: ``tone_min``,
+    ``tone_max``, ``tone_default`` and, per mode row ``i`` (0 … :data:`app.accounts.tone.MAX_MODES` − 1),
+    ``mode_key_i``, ``mode_label_i``, ``mode_description_i``, ``mode_instruction_i``, ``mode_most_intense_i``
+    (a row with an empty key is left out). Raises ``InvalidInput`` for a number that is not one."""
+    value: dict[str, Any] = {}
+    for field, name in (("min", "tone_min"), ("max", "tone_max"), ("default", "tone_default")):
+        number = form_int(form, name, INTENSITY_MIN, INTENSITY_MAX)
+        if number is not None:
+            value[field] = number
+    modes = []
+    for i in range(MAX_MODES):
+        key = form_str(form, f"mode_key_{i}").strip()
+        if key:
+            modes.append(
+                {
+                    "key": key,
+                    "label": form_str(form, f"mode_label_{i}"),
+                    "description": form_str(form, f"mode_description_{i}"),
+                    "instruction": form_str(form, f"mode_instruction_{i}"),
+                    "most_intense": bool(form.get(f"mode_most_intense_{i}")),
+                }
+            )
+    value["modes"] = modes
+    return value
 
 
 def next_path(form: Any, default: str) -> str:

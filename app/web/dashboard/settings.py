@@ -1,8 +1,12 @@
-"""The settings page: profile, model and key, memory, escalation and learning settings in one form; the
-account's API keys (create, revoke) and the password."""
+"""The settings page: sections (profile, the widget's welcome, handoff, memory, learning, and the developer options
+under "Advanced": model and key, response cache, embed origins, webhook), each a form with its own save that
+sends only its fields (what a form does not send is left as is); the widget's avatar; the tone clients may
+choose (its own form); the account's API keys
+(create, revoke) and the password."""
 
 from __future__ import annotations
 
+import zoneinfo
 from typing import Any
 
 from litestar import Request, get, post
@@ -14,18 +18,35 @@ from app.accounts.handoff_settings import CRISIS_LANGUAGE_NAMES
 from app.accounts.learning_settings import apply_learning_settings
 from app.accounts.models import HandoffMode
 from app.accounts.service import RECENT_MESSAGES_RANGE, SESSION_IDLE_MINUTES_RANGE
+from app.accounts.tone import INTENSITY_NAMES, MAX_MODES, coach_tone
 from app.accounts.unit_of_work import UnitOfWork
+from app.accounts.widget_settings import (
+    AVATAR_MAX_BYTES,
+    GREETING_MAX_CHARS,
+    MAX_SUGGESTIONS,
+    apply_widget_settings,
+    avatar_url,
+    clear_widget_avatar,
+    default_greeting,
+    set_widget_avatar,
+    suggestions,
+)
 from app.auth import AUTH_BODY_MAX_BYTES, account_delete_key, throttle_auth_attempt
+from app.channels.web.widget import initials
 from app.core.errors import DomainError, Forbidden, InvalidInput, TooManyAttempts
 from app.core.security import mask_secret
 from app.deps import ContainerDep, PathId, Uow
+from app.web.api.documents import read_upload
 from app.web.dashboard.auth import CoachPage, session_user_id
 from app.web.dashboard.forms import (
     form_int,
     form_opt_lines,
+    form_opt_str,
     form_str,
     handoff_form_settings,
     learning_form_settings,
+    tone_form_settings,
+    widget_form_settings,
 )
 from app.web.sessions import DashboardSessionsDep, start_session
 
@@ -35,6 +56,10 @@ HANDOFF_MODES = (
     (HandoffMode.HUMAN_ONLY, "Human only — every message comes to you"),
 )
 """The handoff modes and how the settings page words them."""
+SECTIONS = ("profile", "widget", "handoff", "memory", "learning", "advanced")
+"""The settings page's sections that save on their own (a form's ``section`` field; the notice shows there)."""
+TIMEZONES = sorted(zoneinfo.available_timezones())
+"""The IANA time zones of the availability picker (this system's tz database)."""
 
 
 async def _settings_page(
@@ -45,9 +70,11 @@ async def _settings_page(
     error: DomainError | None = None,
     error_key: str = "error",
     notice: str | None = None,
+    section: str = "",
 ) -> Template:
     """The settings page (with the account's API keys); ``error`` sets the status (and ``Retry-After``) and is
-    shown where the template puts ``error_key`` (``error`` at the top, ``delete_error`` by account deletion)."""
+    shown where the template puts ``error_key`` (``error`` in ``section``, one of :data:`SECTIONS`, or at the
+    top; ``delete_error`` by account deletion), as is ``notice``."""
     coach = await uow.coach()
     if error is not None:
         await uow.session.refresh(coach)  # drop what a refused change left in memory
@@ -61,11 +88,23 @@ async def _settings_page(
         "day_names": list(enumerate(DAY_NAMES)),
         "crisis_languages": list(CRISIS_LANGUAGE_NAMES.items()),
         "api_keys": api_keys,
+        "embedding": container.embeddings.status(coach),
         "new_api_key": new_api_key,
         "error": None,
         error_key: error.message if error else None,
         "notice": notice,
+        "section": section,
         "nav": "settings",
+        "timezones": TIMEZONES,
+        "greeting_max": GREETING_MAX_CHARS,
+        "max_suggestions": MAX_SUGGESTIONS,
+        "default_greeting": default_greeting(coach.name),
+        "suggestions": suggestions(coach),
+        "avatar_url": avatar_url(coach),
+        "initials": initials(coach.name),
+        "tone": coach_tone(coach).as_dict(),
+        "tone_rows": MAX_MODES,
+        "intensity_names": INTENSITY_NAMES,
     }
     if error is None:
         return Template("dashboard/settings.html", context=context)
@@ -84,20 +123,24 @@ class SettingsPages(CoachPage):
 
     @post("/settings")
     async def save_settings(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
+        """Save one section's form (``section``: where the notice or the error is shown); fields the form does
+        not send are left as is. A refused change stores nothing: 400 with the reason in that section."""
         form = await request.form()
+        section = form_str(form, "section") if form_str(form, "section") in SECTIONS else ""
         try:
             async with uow.savepoint():  # a refused change is rolled back alone; the page shows why
                 recent_messages = form_int(form, "recent_messages", *RECENT_MESSAGES_RANGE)
                 session_idle_minutes = form_int(form, "session_idle_minutes", *SESSION_IDLE_MINUTES_RANGE)
                 handoff = handoff_form_settings(form)
                 learning = learning_form_settings(form)
+                widget = widget_form_settings(form)
                 coach = await container.accounts.update_settings(
                     uow,
-                    name=form_str(form, "name"),
-                    persona=form_str(form, "persona"),
-                    llm_provider=form_str(form, "llm_provider") or "local",
-                    llm_model=form_str(form, "llm_model"),
-                    llm_base_url=form_str(form, "llm_base_url"),
+                    name=form_opt_str(form, "name"),
+                    persona=form_opt_str(form, "persona"),
+                    llm_provider=form_str(form, "llm_provider") or None,
+                    llm_model=form_opt_str(form, "llm_model"),
+                    llm_base_url=form_opt_str(form, "llm_base_url"),
                     # an empty key field keeps the stored key; "clear" removes it
                     llm_api_key=("" if form.get("clear_key") else (form_str(form, "llm_api_key") or None)),
                     recent_messages=recent_messages,
@@ -106,9 +149,59 @@ class SettingsPages(CoachPage):
                     **handoff,
                 )
                 apply_learning_settings(coach, **learning)
+                apply_widget_settings(coach, **widget)
+        except DomainError as exc:
+            return await _settings_page(container, uow, error=exc, section=section)
+        return await _settings_page(container, uow, notice="Saved.", section=section)
+
+    @post("/settings/widget-avatar", request_max_body_size=AVATAR_MAX_BYTES + 64 * 1024)
+    async def upload_avatar(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
+        """Set the widget's avatar from the form's image (checks: :func:`app.accounts.widget_settings.avatar_png`);
+        a refused image stores nothing: 400 with the reason in the welcome section."""
+        try:
+            async with uow.savepoint():
+                _, _, data = await read_upload(request)
+                await set_widget_avatar(uow, data)
+        except DomainError as exc:
+            return await _settings_page(container, uow, error=exc, section="widget")
+        return await _settings_page(container, uow, notice="Avatar saved.", section="widget")
+
+    @post("/settings/widget-avatar/delete")
+    async def delete_avatar(self, uow: Uow, container: ContainerDep) -> Template:
+        """Remove the widget's avatar (the widget shows your initials)."""
+        await clear_widget_avatar(uow)
+        return await _settings_page(container, uow, notice="Avatar removed.", section="widget")
+
+    @post("/settings/tone")
+    async def save_tone(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
+        """Save the tone section (allowed intensities, default, modes); a refused change shows why, with a 400,
+        and changes nothing."""
+        form = await request.form()
+        try:
+            async with uow.savepoint():
+                await container.tone.update_settings(uow, tone_form_settings(form))
+        except DomainError as exc:
+            return await _settings_page(container, uow, error=exc, section="tone")
+        return await _settings_page(container, uow, notice="Tone saved.", section="tone")
+
+    @post("/settings/embedding")
+    async def request_embedding(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
+        """Switch the embedding model: queues the re-embedding job (the page shows its progress)."""
+        form = await request.form()
+        try:
+            async with uow.savepoint():
+                await container.embeddings.request(
+                    uow,
+                    provider=form_str(form, "embedding_provider") or "local",
+                    model=form_str(form, "embedding_model"),
+                    base_url=form_str(form, "embedding_base_url"),
+                    api_key=form_str(form, "embedding_api_key"),
+                )
         except DomainError as exc:
             return await _settings_page(container, uow, error=exc)
-        return await _settings_page(container, uow, notice="Saved.")
+        return await _settings_page(
+            container, uow, notice="Re-embedding queued; the current model stays in use until it ends."
+        )
 
     @post("/settings/api-keys")
     async def create_api_key(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:

@@ -377,7 +377,7 @@ async def test_export_lists_the_clients_acceptance_of_the_ai_disclosure(
     coach = await make_coach("Consent Coach")
     client = await make_client(http, coach, "Robin")
     export_url = f"/api/v1/clients/{client['id']}/export"
-    assert (await http.get(export_url, headers=coach.headers)).json()["consent"] == {"ai_disclosure": None}
+    assert (await http.get(export_url, headers=coach.headers)).json()["consent"] == {"ai_disclosure": None, "tone": []}
     shown = "You're chatting with Consent Coach's AI assistant. Consent Coach can join the conversation."
 
     async with open_link(base_url, client["widget_token"]) as (tab, _):
@@ -387,7 +387,10 @@ async def test_export_lists_the_clients_acceptance_of_the_ai_disclosure(
         for body in ({"version": "1999-01-01"}, {"version": ""}, {}, {"version": AI_DISCLOSURE_VERSION, "x": 1}):
             refused = await tab.post("/api/v1/widget/disclosure", json=body, headers=same_origin)
             assert refused.status_code == 400 and "detail" in refused.json(), body
-        assert (await http.get(export_url, headers=coach.headers)).json()["consent"] == {"ai_disclosure": None}
+        assert (await http.get(export_url, headers=coach.headers)).json()["consent"] == {
+            "ai_disclosure": None,
+            "tone": [],
+        }
         accepted = await tab.post(
             "/api/v1/widget/disclosure", json={"version": AI_DISCLOSURE_VERSION}, headers=same_origin
         )

@@ -311,9 +311,16 @@ async def test_crisis_message_gets_the_safe_reply_even_with_the_provider_down(
 async def test_an_ordinary_message_is_not_treated_as_a_crisis(
     http: httpx.AsyncClient, byok: ByokCoach, llm_api: respx.MockRouter
 ) -> None:
-    """Idioms with death words get a normal model reply, not the crisis protocol."""
+    """Idioms with death words never start the crisis protocol: a glad one gets the model's reply; a
+    stressed one ("this deadline is killing me", VADER −0.66, little support from the material) may go to the
+    coach as a low-confidence turn, but never as a crisis."""
     llm_api.post(COMPLETIONS_URL).mock(return_value=sse_response(openai_sse(DELTAS, USAGE)))
-    response = await http.post("/api/v1/chat", headers=byok.client_auth, json={"text": "This deadline is killing me"})
+    glad = {"text": "I'm dying to try the two-minute reset tomorrow"}
+    response = await http.post("/api/v1/chat", headers=byok.client_auth, json=glad)
     assert response.status_code == 200, response.text
     assert response.json()["reply"] == "".join(DELTAS)
     assert "crisis" not in response.json()["metadata"]
+    response = await http.post("/api/v1/chat", headers=byok.client_auth, json={"text": "This deadline is killing me"})
+    assert response.status_code == 200, response.text
+    assert "crisis" not in response.json()["metadata"]
+    assert (response.json().get("handoff") or {}).get("reason") != "crisis"

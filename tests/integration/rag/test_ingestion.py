@@ -73,7 +73,7 @@ async def test_bad_files_fail_clearly_and_nothing_else_is_affected(
 @pytest.mark.parametrize(
     ("files", "message"),
     [
-        ({"file": ("notes.docx", b"PK\x03\x04")}, "unsupported file type"),
+        ({"file": ("notes.xlsx", b"PK\x03\x04")}, "unsupported file type"),
         ({"other": ("notes.txt", b"hello")}, "no file field named 'file'"),
     ],
 )

@@ -5,6 +5,7 @@ endpoint mocked in the OpenAI wire format."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import uuid
@@ -19,7 +20,7 @@ from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from app.channels.telegram import render
-from app.channels.telegram.adapter import BAD_INVITE, WELCOME
+from app.channels.telegram.adapter import BAD_INVITE
 from app.channels.telegram.models import TelegramChat
 from app.channels.telegram.poller import poll_once
 from app.channels.telegram.wiring import build_channel
@@ -34,11 +35,13 @@ from app.llm.registry import ProviderRegistry
 from app.memory.models import ChatSession, Insight, SessionStatus
 from tests.integration.handoff.test_alerts import Receiver
 from tests.integration.telegram.conftest import REPLY, Bot, new_token
-from tests.integration.web.test_dashboard import csrf, sign_up
+from tests.integration.web.test_dashboard import csrf, log_in, sign_up
 from tests.telegram_fake import FakeBotApi, recorded
 
 pytestmark = pytest.mark.usefixtures("llm")
 MakeBot = Callable[..., Awaitable[Bot]]
+WELCOME = "Hi, I'm Tele Coach's AI assistant. What would you like to talk about today?"
+"""The default greeting of the test bots' coach (the widget's, :func:`app.accounts.widget_settings.greeting`)."""
 _chat_ids = iter(range(7_000_000, 8_000_000))
 
 
@@ -79,6 +82,40 @@ async def conversation_of(tg: httpx.AsyncClient, bot: Bot, client_id: str) -> di
 
 
 # ------------------------------------------------------------------------------------------- connecting
+
+
+async def test_the_get_started_checklist_ticks_telegram_once_a_bot_is_connected(
+    tg: httpx.AsyncClient, make_bot: MakeBot
+) -> None:
+    bot = await make_bot()
+    async with httpx.AsyncClient(base_url=tg.base_url, timeout=60) as tab:  # its own cookies
+        await log_in(tab, bot.coach)
+        page = (await tab.get("/dashboard/start")).text
+        assert 'id="step-telegram" data-done="yes"' in page and f"Connected as @{bot.username}" in page
+        assert (await tg.delete("/api/v1/channels/telegram", headers=bot.coach.headers)).status_code == 204
+        assert 'id="step-telegram" data-done="no"' in (await tab.get("/dashboard/start")).text
+
+
+async def test_start_sends_the_coachs_greeting_with_the_suggestions_as_a_reply_keyboard(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """Issue 17: the widget's greeting and suggested first questions are the bot's ``/start`` message; a tapped
+    suggestion is an ordinary message that gets an answer; no suggestions: no keyboard."""
+    welcome = {"widget_greeting": "Welcome! I'm Maya's assistant.", "widget_suggestions": ["Plan my week", "Sleep"]}
+    bot = await make_bot(**welcome)
+    chat_id = next(_chat_ids)
+    await say(tg, bot, chat_id, "/start")
+    start = fake.sent_to(chat_id)[-1].params
+    assert start["text"] == "Welcome! I'm Maya's assistant."
+    keyboard = start["reply_markup"]
+    keyboard = json.loads(keyboard) if isinstance(keyboard, str) else keyboard
+    assert [[button["text"] for button in row] for row in keyboard["keyboard"]] == [["Plan my week"], ["Sleep"]]
+    assert keyboard["one_time_keyboard"] is True
+    await say(tg, bot, chat_id, "Plan my week")
+    assert fake.sent_to(chat_id)[-1].params["text"].startswith(render.escape(REPLY))
+    assert (await tg.patch("/api/v1/settings", headers=bot.coach.headers, json={"widget_suggestions": []})).is_success
+    await say(tg, bot, chat_id, "/start")
+    assert "reply_markup" not in fake.sent_to(chat_id)[-1].params
 
 
 async def test_connect_registers_the_webhook_shows_a_masked_token_and_disconnects(
@@ -644,7 +681,7 @@ async def test_dashboard_connects_the_bot_and_shows_an_invite_qr_code(tg: httpx.
             "/dashboard/clients", data={"name": "Kim", "_csrf_token": await csrf(browser, "/dashboard/clients")}
         )
         listed = (await browser.get("/dashboard/clients")).text
-        [client_id] = re.findall(r'<h2><a href="/dashboard/clients/([0-9a-f-]{36})">Kim<', listed)
+        [client_id] = re.findall(r'<a href="/dashboard/clients/([0-9a-f-]{36})">Kim</a>', listed)
         client_page = f"/dashboard/clients/{client_id}"
         assert f'action="{client_page}/telegram-invite"' in (await browser.get(client_page)).text
         invite = await browser.post(

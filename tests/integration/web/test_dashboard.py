@@ -43,7 +43,7 @@ async def sign_up(browser: httpx.AsyncClient, name: str = "Dash Coach") -> str:
     response = await browser.post(
         "/signup", data={"coach_name": name, "email": email, "password": PASSWORD, "_csrf_token": token}
     )
-    assert response.status_code in (302, 303) and response.headers["location"] == "/dashboard/settings"
+    assert response.status_code in (302, 303) and response.headers["location"] == "/dashboard/start"
     return email
 
 
@@ -111,9 +111,12 @@ async def test_upload_and_live_status(browser: httpx.AsyncClient, run_jobs: Call
     await run_jobs()
     table = await browser.get("/dashboard/documents/table")
     assert "ready" in table.text and "hx-trigger" not in table.text
+    assert 'href="/dashboard/start#step-preview">ready — try it</a>' in table.text
+    page = (await browser.get("/dashboard/documents")).text
+    assert 'id="dropzone"' in page and "/static/documents.js" in page and ".vtt" in page
 
     rejected = await browser.post(
-        "/dashboard/documents", data={"_csrf_token": token}, files={"file": ("notes.docx", b"PK\x03\x04")}
+        "/dashboard/documents", data={"_csrf_token": token}, files={"file": ("notes.xlsx", b"PK\x03\x04")}
     )
     assert rejected.status_code == 400 and "unsupported file type" in rejected.text
 

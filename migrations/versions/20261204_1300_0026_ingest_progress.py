@@ -1,8 +1,8 @@
 """documents.pages_searchable: pages whose chunks are committed (searchable) while a document is processed
 
-Revision ID: 0022
-Revises: 0021
-Create Date: 2026-12-02 17:00:00
+Revision ID: 0026
+Revises: 0025
+Create Date: 2026-12-04 13:00:00
 """
 
 from collections.abc import Sequence
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0022"
-down_revision: str | None = "0021"
+revision: str = "0026"
+down_revision: str | None = "0025"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,76 @@
+"""DOCX (Word) to pages with python-docx.
+
+Page numbers come from the page breaks in the file: the breaks Word records where it last laid the document
+out (``w:lastRenderedPageBreak``) when present, else the explicit page breaks (``w:br w:type="page"``), so a
+citation's page matches the page in Word as far as the file says. Paragraphs in a Heading style become
+Markdown ``#`` lines (the chunker's section headings); table cells are read row by row.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import docx
+from docx.document import Document as DocxDocument
+from docx.table import Table
+from docx.text.paragraph import Paragraph
+
+from app.rag.extract import Caps, ExtractedText, ExtractionError, Page
+
+_RENDERED_BREAK = ".//w:lastRenderedPageBreak"
+_EXPLICIT_BREAK = './/w:br[@w:type="page"]'
+
+
+def extract_docx(data: bytes, caps: Caps) -> ExtractedText:
+    """Pages (1-based) and core-properties title of the DOCX ``data``.
+
+    Raises ``ExtractionError``: not a zip / not a Word document, damaged parts, no text, over ``caps``."""
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except MemoryError:
+        raise  # the isolated reader's memory limit: its own reason (app.rag.isolation)
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise ExtractionError(f"the file is not a readable Word (.docx) document ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - python-docx and lxml raise many types on damaged parts
+        raise ExtractionError(f"the Word document is damaged and cannot be read ({exc})") from exc
+    pages = _pages(document, caps)
+    if not any(page.text.strip() for page in pages):
+        raise ExtractionError("the Word document holds no text")
+    title = (document.core_properties.title or "").strip()
+    return ExtractedText(pages, title[:300] or None)
+
+
+def _pages(document: DocxDocument, caps: Caps) -> list[Page]:
+    body = document.element.body
+    breaks = _RENDERED_BREAK if body.xpath(_RENDERED_BREAK) else _EXPLICIT_BREAK
+    pages: list[list[str]] = [[]]
+    characters = 0
+    for block in document.iter_inner_content():
+        if isinstance(block, Paragraph):
+            for _ in block._p.xpath(breaks):  # noqa: SLF001 - the paragraph's XML element, python-docx's own API
+                pages.append([])
+                caps.check_pages(len(pages))
+            text = _paragraph_text(block)
+        else:
+            text = _table_text(block)
+        characters += len(text)
+        caps.check_characters(characters)
+        pages[-1].append(text)
+    return [Page(number, "\n\n".join(p for p in texts if p)) for number, texts in enumerate(pages, start=1)]
+
+
+def _paragraph_text(paragraph: Paragraph) -> str:
+    text = paragraph.text.strip()
+    style = paragraph.style.name if paragraph.style is not None else ""
+    if text and style and style.startswith("Heading "):
+        level = style.removeprefix("Heading ").strip()
+        return "#" * (int(level) if level.isdigit() and 1 <= int(level) <= 6 else 1) + " " + text
+    if text and style == "Title":
+        return "# " + text
+    return text
+
+
+def _table_text(table: Table) -> str:
+    rows = [" | ".join(dict.fromkeys(cell.text.strip() for cell in row.cells)) for row in table.rows]
+    return "\n".join(row for row in rows if row.strip(" |"))

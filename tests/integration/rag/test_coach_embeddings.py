@@ -1,0 +1,324 @@
+"""Embeddings per coach: a coach switches from the offline all-MiniLM-L6-v2 to an OpenAI-compatible embedding
+model with their own key; a job re-embeds their documents and memory and then switches, queries keep the old
+model until then, a provider error keeps it for good, and another coach is untouched.
+
+The app and the worker run for real; only the coach's endpoint ``https://llm.example.test/v1`` is mocked with
+respx (the stub resolver answers a public address for it), answering ``POST /v1/embeddings`` and streamed chat
+completions in the OpenAI API's wire format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import respx
+from sqlalchemy import select
+
+from app.chat import embeddings
+from app.container import Container
+from app.db.engine import tenant_session
+from app.memory.models import Episode
+from app.rag.chunking import embedding_input
+from app.rag.models import Chunk, Document
+from tests.conftest import Coach, make_client, upload
+from tests.openai_wire import MOCK_BASE_URL, mock_openai, openai_error, openai_sse, sse_response
+
+MODEL = "text-embedding-3-small"
+LOCAL = "all-MiniLM-L6-v2"
+KEY = f"sk-test-{secrets.token_hex(20)}"
+EMBEDDINGS_URL = f"{MOCK_BASE_URL}/embeddings"
+NOTE = (
+    b"# The Two-Minute Reset\n\nWhen the morning goes badly, stop for two minutes. Breathe out slowly, name one "
+    b"thing you can control, and take the smallest next step toward it.\n"
+)
+OTHER_NOTE = b"# Evening Review\n\nBefore sleep, write down three things that went well today and why.\n"
+QUESTION = "How do I reset when the morning goes badly?"
+CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
+
+
+def fake_vector(text: str) -> list[float]:
+    """A deterministic unit vector of 384 floats: the text's words hashed into buckets (texts that share words
+    are near), so retrieval with the fake model still finds the right chunk."""
+    vector = np.zeros(384)
+    for word in re.findall(r"[a-z]+", text.lower()):
+        vector[int(hashlib.sha256(word.encode()).hexdigest(), 16) % 384] += 1.0
+    norm = np.linalg.norm(vector)
+    return list(vector / norm) if norm else [1.0] + [0.0] * 383
+
+
+def embeddings_response(request: httpx.Request) -> httpx.Response:
+    """``POST /v1/embeddings`` as OpenAI answers it: ``data[].embedding`` in input order, ``usage``."""
+    body = json.loads(request.content)
+    assert body["model"] == MODEL and body["dimensions"] == 384, body
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+    data = [{"object": "embedding", "index": i, "embedding": fake_vector(t)} for i, t in enumerate(body["input"])]
+    tokens = sum(len(t.split()) for t in body["input"])
+    return httpx.Response(
+        200,
+        json={
+            "object": "list",
+            "data": data,
+            "model": MODEL,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        },
+    )
+
+
+def inputs(route: respx.Route) -> list[list[str]]:
+    """The ``input`` of every request the route answered, in order."""
+    return [json.loads(call.request.content)["input"] for call in route.calls]
+
+
+async def new_coach(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], name: str, *notes: bytes
+) -> Coach:
+    """A coach whose chat model is the mocked endpoint, with ``notes`` uploaded (not yet ingested)."""
+    coach = await make_coach(name)
+    response = await http.patch(
+        "/api/v1/settings",
+        headers=coach.headers,
+        json={
+            "llm_provider": "openai",
+            "llm_model": "gpt-4o-mini",
+            "llm_base_url": MOCK_BASE_URL,
+            "llm_api_key": KEY,
+            "response_cache_ttl_seconds": 0,
+        },
+    )
+    assert response.status_code == 200, response.text
+    for i, note in enumerate(notes):
+        await upload(http, coach, f"note-{i}.md", note)
+    return coach
+
+
+async def request_switch(http: httpx.AsyncClient, coach: Coach) -> httpx.Response:
+    return await http.put(
+        "/api/v1/settings/embedding",
+        headers=coach.headers,
+        json={"provider": "openai", "model": MODEL, "base_url": MOCK_BASE_URL, "api_key": KEY},
+    )
+
+
+async def embedding_status(http: httpx.AsyncClient, coach: Coach) -> dict[str, Any]:
+    response = await http.get("/api/v1/settings/embedding", headers=coach.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def stored_chunks(container: Container, coach: Coach) -> dict[uuid.UUID, tuple[str, str, list[float]]]:
+    """``{chunk id: (document's model, embedded text, vector)}`` of the coach."""
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
+        rows = await session.execute(
+            select(Chunk.id, Document.embedding_model, Chunk.header, Chunk.text, Chunk.embedding).join(
+                Document, Document.id == Chunk.document_id
+            )
+        )
+        return {r[0]: (r[1], embedding_input(r[2], r[3]), list(r[4])) for r in rows}
+
+
+@pytest.fixture
+def endpoint() -> Any:
+    """The coach's endpoint: streamed chat completions and ``/embeddings`` (route ``"embeddings"``)."""
+    with mock_openai() as router:
+        router.route(host="127.0.0.1").pass_through()
+        router.post(f"{MOCK_BASE_URL}/chat/completions").mock(
+            side_effect=lambda request: sse_response(openai_sse(["Breathe", " out", "."], (80, 3)))
+        )
+        router.post(EMBEDDINGS_URL, name="embeddings").mock(side_effect=embeddings_response)
+        yield router
+
+
+async def chat(http: httpx.AsyncClient, token: str) -> dict[str, Any]:
+    response = await http.post("/api/v1/chat", headers={"Authorization": f"Bearer {token}"}, json={"text": QUESTION})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_switching_to_an_openai_model_reembeds_everything_then_switches(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    endpoint: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(embeddings, "REEMBED_BATCH", 2)
+    coach = await new_coach(http, make_coach, "Switching Coach", NOTE, OTHER_NOTE)
+    other = await new_coach(http, make_coach, "Bystander Coach", NOTE)
+    await run_jobs()
+    client = await make_client(http, coach)
+    assert (await chat(http, client["widget_token"]))["citations"]
+    await run_jobs()  # the AI message's episode
+    other_before = await stored_chunks(container, other)
+    route = endpoint.routes["embeddings"]
+    assert not route.called, "MiniLM is the default: nothing is sent for embeddings"
+
+    accepted = await request_switch(http, coach)
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json() | {"total": 0} == {
+        "in_use": LOCAL,
+        "in_use_provider": "local",
+        "requested": MODEL,
+        "status": "queued",
+        "done": 0,
+        "total": 0,
+        "error": None,
+    }
+    assert KEY not in accepted.text
+
+    # until the job has switched, queries keep the old model and its vectors
+    assert (await chat(http, client["widget_token"]))["citations"]
+    assert not route.called
+    await run_jobs()
+
+    status = await embedding_status(http, coach)
+    sent = inputs(route)
+    assert status == {
+        "in_use": MODEL,
+        "in_use_provider": "openai",
+        "requested": None,
+        "status": "done",
+        "done": status["total"],
+        "total": status["total"],
+        "error": None,
+    }
+    # 2 chunks + 4 episodes (two turns of client and AI messages), each embedded once with the new model, two
+    # texts per request; the second AI message is embedded by its own job, which may run before the
+    # re-embedding collects its texts, during it (then the catch-up after the switch takes it) or after it
+    assert status["total"] in (5, 6) and all(len(batch) <= 2 for batch in sent)
+    assert sum(len(batch) for batch in sent) == 6
+    chunks = await stored_chunks(container, coach)
+    assert len(chunks) == 2
+    for model, embedded, vector in chunks.values():
+        assert model == MODEL
+        assert np.allclose(vector, fake_vector(embedded), atol=1e-6)
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
+        episodes = (await session.execute(select(Episode.embedding_model))).scalars().all()
+    assert len(episodes) == 4 and set(episodes) == {MODEL}
+    assert await stored_chunks(container, other) == other_before, "another coach's vectors are untouched"
+    assert (await embedding_status(http, other))["in_use"] == LOCAL
+
+    # after the switch the query is embedded by the new model and finds the material by its vectors
+    route.calls.reset()
+    assert (await chat(http, client["widget_token"]))["citations"]
+    assert [QUESTION] in inputs(route)
+    await run_jobs()
+
+
+async def test_a_provider_error_midway_keeps_the_old_model_in_use(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    endpoint: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(embeddings, "REEMBED_BATCH", 1)
+    coach = await new_coach(http, make_coach, "Revoked Key Coach", NOTE, OTHER_NOTE)
+    await run_jobs()
+    before = await stored_chunks(container, coach)
+    answers = iter([None, openai_error(401, "Incorrect API key provided", "invalid_request_error", "invalid_api_key")])
+
+    def first_then_refused(request: httpx.Request) -> httpx.Response:
+        return next(answers) or embeddings_response(request)
+
+    endpoint.routes["embeddings"].mock(side_effect=first_then_refused)
+    assert (await request_switch(http, coach)).status_code == 202
+    await run_jobs()
+
+    status = await embedding_status(http, coach)
+    assert status["status"] == "failed" and status["in_use"] == LOCAL and status["requested"] == MODEL
+    assert status["done"] == 1 and status["total"] == 2, "progress stops where the provider refused"
+    assert "401" in status["error"] and "Incorrect API key" not in json.dumps(status), status
+    assert await stored_chunks(container, coach) == before, "no vector changes"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"provider": "word2vec"}, "provider must be one of local, openai"),
+        ({"provider": "openai"}, "model is required for the openai provider"),
+        ({"provider": "openai", "model": MODEL, "base_url": "ftp://llm.example.test/v1"}, "base_url must start"),
+    ],
+)
+async def test_a_bad_request_is_a_400_and_changes_nothing(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], body: dict[str, str], message: str
+) -> None:
+    coach = await make_coach("Careful Coach")
+    response = await http.put("/api/v1/settings/embedding", headers=coach.headers, json=body)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["detail"]
+    assert await embedding_status(http, coach) == {
+        "in_use": LOCAL,
+        "in_use_provider": "local",
+        "requested": None,
+        "status": None,
+        "done": 0,
+        "total": 0,
+        "error": None,
+    }
+
+
+async def test_the_settings_page_switches_and_shows_the_progress(
+    base_url: str, run_jobs: Callable[[], Awaitable[None]], endpoint: respx.MockRouter
+) -> None:
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as browser:
+        page = await browser.get("/signup")
+        token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+        email = f"{uuid.uuid4().hex[:10]}@example.com"
+        signed_up = await browser.post(
+            "/signup",
+            data={
+                "coach_name": "Page Coach",
+                "email": email,
+                "password": "correct horse battery",
+                "_csrf_token": token,
+            },
+        )
+        assert signed_up.status_code in (302, 303)
+        form = {"embedding_provider": "openai", "embedding_base_url": MOCK_BASE_URL, "embedding_api_key": KEY}
+        page = await browser.get("/dashboard/settings")
+        assert f"In use: <strong>{LOCAL}</strong>" in page.text
+        token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+
+        refused = await browser.post("/dashboard/settings/embedding", data=form | {"_csrf_token": token})
+        assert refused.status_code == 400 and "model is required for the openai provider" in refused.text
+        queued = await browser.post(
+            "/dashboard/settings/embedding", data=form | {"embedding_model": MODEL, "_csrf_token": token}
+        )
+        assert queued.status_code == 200, queued.text
+        assert f"Re-embedding with <strong>{MODEL}</strong>: queued" in queued.text
+        assert f"In use: <strong>{LOCAL}</strong>" in queued.text
+        await run_jobs()
+        assert f"In use: <strong>{MODEL}</strong>" in (await browser.get("/dashboard/settings")).text
+
+
+async def test_a_newer_request_supersedes_a_queued_one(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    endpoint: respx.MockRouter,
+) -> None:
+    coach = await new_coach(http, make_coach, "Undecided Coach", NOTE)
+    await run_jobs()
+    before = await stored_chunks(container, coach)
+    assert (await request_switch(http, coach)).status_code == 202
+    back = await http.put("/api/v1/settings/embedding", headers=coach.headers, json={"provider": "local"})
+    assert back.status_code == 202 and back.json()["requested"] == LOCAL
+    await run_jobs()
+
+    status = await embedding_status(http, coach)
+    assert status["in_use"] == LOCAL and status["status"] == "done" and status["total"] == 0
+    assert not endpoint.routes["embeddings"].called, "the superseded request embedded nothing"
+    assert await stored_chunks(container, coach) == before

@@ -1,0 +1,237 @@
+"""DOCX, EPUB, HTML, Markdown and SRT/VTT transcripts through the real upload API, worker and isolated reader:
+chunks carry the page (DOCX page, EPUB chapter) or the transcript timestamp, a chat citation shows the
+timestamp, and a broken file of each kind ends ``failed`` with a reason."""
+
+from __future__ import annotations
+
+import io
+import uuid
+import zipfile
+from collections.abc import Awaitable, Callable
+
+import docx
+import httpx
+import pytest
+import respx
+from ebooklib import epub
+from sqlalchemy import select
+
+from app.container import Container
+from app.db.engine import tenant_session
+from app.rag.extract import ExtractionError
+from app.rag.isolation import ExtractionLimits, extract_isolated
+from app.rag.models import Chunk
+from tests.conftest import Coach, make_client, upload
+from tests.integration.web.test_dashboard import client_chat, llm_api
+from tests.openai_wire import MOCK_ENDPOINT_SETTINGS
+
+__all__ = ["llm_api"]  # the mocked coach endpoint, a fixture
+
+
+def _docx() -> bytes:
+    document = docx.Document()
+    document.core_properties.title = "Morning Habits"
+    document.add_heading("Waking up", level=1)
+    document.add_paragraph("Drink a glass of water before coffee. Open the curtains at once.")
+    document.add_page_break()
+    document.add_heading("Evening", level=1)
+    document.add_paragraph("Put the phone in another room at nine. Read paper books before sleep.")
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def _epub() -> bytes:
+    book = epub.EpubBook()
+    book.set_identifier("habits-1")
+    book.set_title("The Habit Book")
+    book.set_language("en")
+    chapters = []
+    for n, text in enumerate(("Chapter one talks about streaks of small wins.", "Chapter two covers relapse."), 1):
+        chapter = epub.EpubHtml(title=f"Chapter {n}", file_name=f"ch{n}.xhtml", lang="en")
+        chapter.content = f"<html><body><h1>Chapter {n}</h1><p>{text}</p></body></html>"
+        book.add_item(chapter)
+        chapters.append(chapter)
+    book.toc = chapters
+    book.add_item(epub.EpubNcx())
+    book.add_item(epub.EpubNav())
+    book.spine = ["nav", *chapters]
+    out = io.BytesIO()
+    epub.write_epub(out, book)
+    return out.getvalue()
+
+
+HTML = b"""<!doctype html><html><head><title>Sleep Guide</title><style>p{color:red}</style></head>
+<body><nav>Home | About</nav><h2>Light</h2><p>Dim the <b>lights</b> an hour before bed.</p>
+<script>alert('x')</script></body></html>"""
+MARKDOWN = b"# Focus\n\nSingle-tasking beats multitasking.\n"
+VTT = b"""WEBVTT
+
+00:00:02.000 --> 00:00:06.000
+<v Coach>Welcome back. How did the week go?
+
+00:12:31.000 --> 00:12:36.000
+<v Anna>I kept the cold shower streak for nine days.
+
+00:12:37.000 --> 00:12:40.000
+<v Anna>Then I skipped it on Sunday.
+"""
+SRT = b"""1
+00:00:01,000 --> 00:00:03,000
+Coach: Let's review the journaling habit.
+
+2
+00:05:10,500 --> 00:05:14,000
+Ben: I journaled about gratitude every evening.
+"""
+
+
+async def _chunks(container: Container, coach: Coach, document_id: str) -> list[Chunk]:
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
+        rows = await session.scalars(
+            select(Chunk).where(Chunk.document_id == uuid.UUID(document_id)).order_by(Chunk.ordinal)
+        )
+        return list(rows.all())
+
+
+async def _ready(http: httpx.AsyncClient, coach: Coach, document_id: str) -> dict:
+    doc = (await http.get(f"/api/v1/documents/{document_id}", headers=coach.headers)).json()
+    assert doc["status"] == "ready", doc
+    return doc
+
+
+async def test_each_kind_becomes_chunks_with_its_page_or_timestamp(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    container: Container,
+) -> None:
+    coach = await make_coach("Kinds Coach")
+    files = {
+        "habits.docx": _docx(),
+        "book.epub": _epub(),
+        "sleep.html": HTML,
+        "focus.md": MARKDOWN,
+        "session.vtt": VTT,
+        "review.srt": SRT,
+    }
+    ids = {name: (await upload(http, coach, name, data))["id"] for name, data in files.items()}
+    await run_jobs()
+    for name in files:
+        doc = await _ready(http, coach, ids[name])
+        assert doc["chunks_total"] == doc["chunks"] == 1, "the embedding stage is counted against its total"
+    # small documents become one chunk each: the chunk's page span covers the whole file
+    (word,) = await _chunks(container, coach, ids["habits.docx"])
+    assert (word.page_start, word.page_end, word.locator) == (1, 2, None)
+    assert "Drink a glass of water" in word.text and "Put the phone" in word.text
+    assert (await _ready(http, coach, ids["habits.docx"]))["title"] == "Morning Habits"
+    (book,) = await _chunks(container, coach, ids["book.epub"])
+    assert "streaks of small wins" in book.text and "relapse" in book.text
+    assert (book.page_start, book.page_end) == (2, 3), "spine positions: the nav document is position 1"
+    assert (await _ready(http, coach, ids["book.epub"]))["title"] == "The Habit Book"
+    (page,) = await _chunks(container, coach, ids["sleep.html"])
+    assert "Dim the lights an hour before bed." in page.text
+    assert "alert" not in page.text and "color" not in page.text and "Home | About" not in page.text
+    assert page.header.endswith("Light") and page.page_start is None
+    (notes,) = await _chunks(container, coach, ids["focus.md"])
+    assert notes.header.endswith("Focus")
+    (session,) = await _chunks(container, coach, ids["session.vtt"])
+    assert session.locator == "00:00:02"
+    assert "Coach: Welcome back." in session.text
+    assert "Anna: I kept the cold shower streak for nine days. Then I skipped it on Sunday." in session.text
+    (review,) = await _chunks(container, coach, ids["review.srt"])
+    assert review.locator == "00:00:01" and "Ben: I journaled about gratitude" in review.text
+
+
+BAD_FILES = [
+    ("broken.docx", b"PK\x03\x04 this is not really a zip", "not a readable Word"),
+    ("zip-not-word.docx", None, "not a readable Word"),
+    ("broken.epub", b"PK\x03\x04 garbage", "not a readable EPUB"),
+    ("no-cues.vtt", b"WEBVTT\n\n", "no cues"),
+    ("not-a-transcript.vtt", b"hello there, no header\n", "malformed"),
+    ("empty-body.html", b"<html><head><title>x</title></head><body>  <script>1</script></body></html>", "no text"),
+    ("blank.srt", b"1\n00:00:01,000 --> 00:00:02,000\n\n", "no cues"),
+]
+
+
+def _zip_without_word_parts() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("hello.txt", "not a document")
+    return out.getvalue()
+
+
+async def test_a_broken_file_of_each_kind_fails_with_a_reason(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], run_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    coach = await make_coach("Broken Kinds Coach")
+    ids = {
+        name: (await upload(http, coach, name, data if data is not None else _zip_without_word_parts()))["id"]
+        for name, data, _ in BAD_FILES
+    }
+    await run_jobs()
+    for name, _, reason in BAD_FILES:
+        doc = (await http.get(f"/api/v1/documents/{ids[name]}", headers=coach.headers)).json()
+        assert doc["status"] == "failed", (name, doc)
+        assert reason in doc["error"], (name, doc["error"])
+        assert doc["chunks"] == 0
+
+
+@pytest.mark.parametrize("name", ["notes.xlsx", "talk.mp3"])
+async def test_other_kinds_are_still_refused(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], name: str
+) -> None:
+    coach = await make_coach()
+    response = await http.post("/api/v1/documents", headers=coach.headers, files={"file": (name, b"PK\x03\x04")})
+    assert response.status_code == 400
+    assert "unsupported file type" in response.json()["detail"] and ".vtt/.srt" in response.json()["detail"]
+
+
+async def test_a_chat_citation_of_a_transcript_shows_its_timestamp(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    llm_api: respx.MockRouter,
+) -> None:
+    coach = await make_coach("Transcript Coach")
+    document = await upload(http, coach, "session.vtt", VTT)
+    await run_jobs()
+    await _ready(http, coach, document["id"])
+    settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
+    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
+    client = await make_client(http, coach, "Anna")
+    turn = await client_chat(http, client["widget_token"], "How long did I keep the cold shower streak?")
+    [cited] = [c for c in turn["citations"] if c["document_id"] == document["id"]]
+    assert cited["locator"] == "00:00:02" and "score" not in cited
+    passage = await http.get(
+        f"/api/v1/widget/passages/{cited['chunk_id']}",
+        headers={"Authorization": f"Bearer {client['widget_token']}"},
+    )
+    assert passage.status_code == 200 and passage.json()["locator"] == "00:00:02"
+
+
+def _docx_bomb(expanded_mb: int) -> bytes:
+    """A DOCX whose ``word/document.xml`` inflates to ``expanded_mb`` MB of paragraphs (a zip bomb)."""
+    source = zipfile.ZipFile(io.BytesIO(_docx()))
+    xml = source.read("word/document.xml")
+    head, tail = xml.split(b"<w:body>", 1)
+    paragraph = b"<w:p><w:r><w:t>Hostile text, again and again.</w:t></w:r></w:p>"
+    block = paragraph * ((1 << 20) // len(paragraph))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bomb:
+        for item in source.infolist():
+            if item.filename != "word/document.xml":
+                bomb.writestr(item, source.read(item.filename))
+        with bomb.open("word/document.xml", "w", force_zip64=True) as document:
+            document.write(head + b"<w:body>")
+            for _ in range(expanded_mb):
+                document.write(block)
+            document.write(tail)
+    return out.getvalue()
+
+
+async def test_a_docx_zip_bomb_is_stopped_by_the_readers_memory_limit() -> None:
+    bomb = _docx_bomb(expanded_mb=320)
+    assert len(bomb) < 5 * 1024 * 1024
+    with pytest.raises(ExtractionError, match="more than 256 MB of memory"):
+        await extract_isolated(bomb, "docx", ExtractionLimits(memory_mb=256, wall_seconds=120))

@@ -1,0 +1,82 @@
+"""The new upload kinds' extractors (run here in-process; the integration tests run them isolated) and how
+a transcript's timestamp travels: chunker, client citation allowlist, Telegram footnotes."""
+
+from __future__ import annotations
+
+import io
+
+import docx
+import pytest
+
+from app.channels.telegram.render import footnotes
+from app.conversations.metadata import client_citations
+from app.rag.chunking import ChunkSpec, chunk_pages
+from app.rag.extract import Caps, ExtractionError, Page, detect_kind, extract_pages
+from app.rag.formats.transcript import TURN_SECONDS
+from app.rag.retrieval import source_label
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type", "kind"),
+    [
+        ("a.DOCX", None, "docx"),
+        ("a.epub", None, "epub"),
+        ("a.htm", None, "html"),
+        ("a.vtt", None, "vtt"),
+        ("a.srt", None, "srt"),
+        ("upload", "text/vtt; charset=utf-8", "vtt"),
+        ("upload", "application/epub+zip", "epub"),
+    ],
+)
+def test_detect_kind_knows_the_new_kinds(name: str, content_type: str | None, kind: str) -> None:
+    assert detect_kind(name, content_type) == kind
+
+
+def test_docx_pages_follow_its_page_breaks_and_headings_become_sections() -> None:
+    document = docx.Document()
+    document.add_heading("One", level=2)
+    document.add_paragraph("first")
+    for n in (2, 3):
+        document.add_page_break()
+        document.add_paragraph(f"page {n}")
+    out = io.BytesIO()
+    document.save(out)
+    pages = extract_pages(out.getvalue(), "docx").pages
+    assert [(p.number, p.text) for p in pages] == [(1, "## One\n\nfirst"), (2, "page 2"), (3, "page 3")]
+    with pytest.raises(ExtractionError, match="over the 2-page limit"):
+        extract_pages(out.getvalue(), "docx", caps=Caps(max_pages=2))
+
+
+def test_a_transcript_turn_is_one_speaker_and_at_most_a_minute_long() -> None:
+    late = TURN_SECONDS + 5
+    vtt = (
+        "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\n<v Ann>One.\n\n"
+        "00:00:03.000 --> 00:00:04.000\nBen: Two.\n\n"
+        "00:00:05.000 --> 00:00:06.000\nBen: Three.\n\n"
+        f"00:01:{late - 60:02d}.000 --> 00:01:{late - 59:02d}.000\nBen: Four.\n"
+    )
+    pages = extract_pages(vtt.encode(), "vtt").pages
+    assert [(p.locator, p.text) for p in pages] == [
+        ("00:00:01", "Ann: One."),
+        ("00:00:03", "Ben: Two. Three."),
+        (f"00:01:{late - 60:02d}", "Ben: Four."),
+    ]
+
+
+def test_each_chunk_cites_the_start_time_of_its_text() -> None:
+    turns = [Page(None, f"Speaker {n}: " + "word " * 60 + ".", f"00:0{n}:00") for n in range(4)]
+    chunks = chunk_pages(turns, ChunkSpec(max_tokens=80, overlap_tokens=0))
+    assert [c.locator for c in chunks] == ["00:00:00", "00:01:00", "00:02:00", "00:03:00"]
+    assert all(c.page_start is None for c in chunks)
+
+
+def test_a_timestamp_reaches_the_client_and_telegram_but_the_score_does_not() -> None:
+    stored = [
+        {"document_id": "d", "title": "Session 3", "page": None, "locator": "00:12:31", "chunk_id": "c", "score": 0.4},
+        {"document_id": "e", "title": "Book", "page": 12, "chunk_id": "f", "score": 0.3},
+    ]
+    shown = client_citations(stored)
+    assert shown[0] == {"document_id": "d", "title": "Session 3", "page": None, "locator": "00:12:31", "chunk_id": "c"}
+    assert "locator" not in shown[1] and "score" not in shown[1]
+    assert footnotes(shown) == "[1] Session 3, 00:12:31\n[2] Book, p. 12"
+    assert source_label("Notes", None) == "Notes"

@@ -1,0 +1,85 @@
+"""Query embeddings are micro-batched: concurrent ``embed`` calls within the window become one model call
+(:class:`app.llm.batching.EmbeddingBatcher`), and the chat turn embeds its query through the batcher."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from app.llm.base import ProviderError
+from app.llm.batching import EmbeddingBatcher
+
+
+class FakeEmbedder:
+    """Vector ``[len(text), index]`` per text; records each batch it is called with."""
+
+    model = "fake"
+    dimensions = 2
+    max_input_tokens = 256
+
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[list[str]] = []
+        self.fail = fail
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.batches.append(list(texts))
+        await asyncio.sleep(0)
+        if self.fail:
+            raise ProviderError("model down")
+        return [[float(len(text)), float(i)] for i, text in enumerate(texts)]
+
+
+async def test_concurrent_calls_become_one_model_call_and_each_caller_gets_its_own_vectors() -> None:
+    inner = FakeEmbedder()
+    batcher = EmbeddingBatcher(inner, window_seconds=0.01)
+    texts = [["a"], ["bb", "ccc"], ["dddd"]]
+    results = await asyncio.gather(*(batcher.embed(t) for t in texts))
+    assert inner.batches == [["a", "bb", "ccc", "dddd"]]
+    assert batcher.calls == 1
+    assert results == [[[1.0, 0.0]], [[2.0, 1.0], [3.0, 2.0]], [[4.0, 3.0]]]
+
+
+async def test_calls_further_apart_than_the_window_are_separate_batches() -> None:
+    inner = FakeEmbedder()
+    batcher = EmbeddingBatcher(inner, window_seconds=0.001)
+    assert await batcher.embed(["one"]) == [[3.0, 0.0]]
+    assert await batcher.embed(["three"]) == [[5.0, 0.0]]
+    assert inner.batches == [["one"], ["three"]]
+
+
+async def test_a_full_batch_is_sent_without_waiting_for_the_window() -> None:
+    inner = FakeEmbedder()
+    batcher = EmbeddingBatcher(inner, window_seconds=60, max_texts=3)
+    results = await asyncio.wait_for(asyncio.gather(*(batcher.embed([str(n)]) for n in range(3))), 5)
+    assert inner.batches == [["0", "1", "2"]]
+    assert [vectors[0][1] for vectors in results] == [0.0, 1.0, 2.0]
+
+
+async def test_an_error_reaches_every_caller_of_the_batch() -> None:
+    batcher = EmbeddingBatcher(FakeEmbedder(fail=True), window_seconds=0.01)
+    results = await asyncio.gather(batcher.embed(["x"]), batcher.embed(["y"]), return_exceptions=True)
+    assert all(isinstance(r, ProviderError) for r in results)
+
+
+async def test_no_texts_make_no_call() -> None:
+    inner = FakeEmbedder()
+    assert await EmbeddingBatcher(inner).embed([]) == []
+    assert inner.batches == []
+
+
+def test_the_chat_turn_embeds_its_query_through_the_processs_batcher() -> None:
+    """Local coaches' queries go through one batcher per process; remote embedders are used as they are."""
+    from cryptography.fernet import Fernet
+
+    from app.accounts.models import Coach
+    from app.core.config import Settings
+    from app.core.security import SecretBox
+    from app.llm.registry import ProviderRegistry
+
+    settings = Settings(secret_key=Fernet.generate_key().decode())
+    registry = ProviderRegistry(settings, SecretBox.from_settings(settings))
+    local = Coach(name="Local", embedding_provider="local", embedding_model=None)
+    batcher = registry.query_embedder_for(local)
+    assert isinstance(batcher, EmbeddingBatcher)
+    assert batcher.inner is registry.local_embedder()
+    assert registry.query_embedder_for(local) is batcher
