@@ -110,8 +110,8 @@ def _on_child_page(done: int, total: int) -> None:
 
 
 def _send_pages(pages: list[Page]) -> None:
-    """Page sink in the child: one JSON message ``[[number, text], …]`` down the pipe."""
-    _child["pages_out"].send_bytes(json.dumps([[p.number, p.text] for p in pages]).encode())
+    """Page sink in the child: one JSON message ``[[number, text, locator], …]`` down the pipe."""
+    _child["pages_out"].send_bytes(json.dumps([[p.number, p.text, p.locator] for p in pages]).encode())
 
 
 def _extract_in_child(data: bytes, kind: str) -> str | None:
@@ -201,8 +201,8 @@ MALFORMED = "the reader sent malformed pages; check that the file opens in a PDF
 
 def _receive_pages(pages_in: Any, caps: Caps, sink: PageSink | None) -> None:
     """Hand every batch waiting in the pipe to ``sink`` (dropped without one). A batch is at most the
-    character cap as JSON (6 bytes a character at worst) plus room for page numbers. Raises
-    ``ExtractionError`` for a batch that is too long or not ``[[int | null, str], …]``."""
+    character cap as JSON (6 bytes a character at worst) plus room for page numbers and locators. Raises
+    ``ExtractionError`` for a batch that is too long or not ``[[int | null, str, str | null], …]``."""
     while pages_in.poll():
         try:
             raw = pages_in.recv_bytes(caps.max_characters * 6 + 64 * caps.max_pages + 1024)
@@ -214,15 +214,16 @@ def _receive_pages(pages_in: Any, caps: Caps, sink: PageSink | None) -> None:
         if not isinstance(batch, list) or not all(_is_page(item) for item in batch):
             raise ExtractionError(MALFORMED)
         if sink is not None:
-            sink([Page(number, text) for number, text in batch])
+            sink([Page(number, text, locator) for number, text, locator in batch])
 
 
 def _is_page(item: object) -> bool:
     return (
         isinstance(item, list)
-        and len(item) == 2  # noqa: PLR2004 - [number, text]
+        and len(item) == 3  # noqa: PLR2004 - [number, text, locator]
         and (item[0] is None or (isinstance(item[0], int) and not isinstance(item[0], bool)))
         and isinstance(item[1], str)
+        and (item[2] is None or isinstance(item[2], str))
     )
 
 
