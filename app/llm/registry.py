@@ -50,7 +50,7 @@ class ProviderRegistry:
         """The process-wide all-MiniLM-L6-v2 instance (loaded on first use)."""
         with self._lock:
             if self._local_embedder is None:
-                self._local_embedder = SentenceTransformerEmbedder()
+                self._local_embedder = SentenceTransformerEmbedder(threads=self._settings.embed_threads)
             return self._local_embedder
 
     def local_query_embedder(self) -> EmbeddingBatcher:

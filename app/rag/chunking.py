@@ -119,12 +119,11 @@ def _join_hyphens_across_pages(texts: list[str]) -> list[str]:
     return joined
 
 
-def _units(pages: list[Page], max_tokens: int) -> list[_Unit]:
+def _units(pages: list[Page], texts: list[str], max_tokens: int, heading: str | None) -> list[_Unit]:
+    """Sentences of the normalised ``texts`` of ``pages``, each cut to at most ``max_tokens`` tokens and
+    tagged with the Markdown heading in force (``heading`` before the first heading line of ``texts``)."""
     enc = encoding()
     units: list[_Unit] = []
-    # a heading line gets a paragraph of its own, so it is never joined into the text under it
-    texts = _join_hyphens_across_pages([normalize_text(_HEADING_LINE.sub(r"\1\n\n", page.text)) for page in pages])
-    heading: str | None = None
     for page, text in zip(pages, texts, strict=True):
         for sentence in sentences(text):
             if match := _HEADING.match(sentence):
@@ -140,47 +139,90 @@ def _units(pages: list[Page], max_tokens: int) -> list[_Unit]:
     return units
 
 
+class Chunker:
+    """Cuts pages into overlapping chunks of at most ``spec.max_tokens`` tokens as they arrive.
+
+    ``feed(pages)`` returns the chunks completed so far, ``finish()`` the rest; fed the same pages in any
+    batches, it returns exactly what :func:`chunk_pages` returns for them all at once (the last page fed is
+    held back until the next one arrives, for a word hyphenated across the break). Ordinals run 0..n-1.
+    """
+
+    def __init__(self, spec: ChunkSpec) -> None:
+        self._spec = spec
+        self._held: tuple[Page, str] | None = None  # the last page fed and its normalised text
+        self._window: list[_Unit] = []
+        self._size = 0
+        self._fresh = 0  # units in the window not yet emitted in a previous chunk
+        self._emitted = 0
+        self._heading: str | None = None  # the heading in force after the units packed so far
+
+    def feed(self, pages: list[Page]) -> list[TextChunk]:
+        """Take the next ``pages`` (in reading order); returns the chunks this completed."""
+        if not pages:
+            return []
+        held = [self._held] if self._held else []
+        incoming = [*(page for page, _ in held), *pages]
+        texts = _join_hyphens_across_pages([*(text for _, text in held), *map(_normalized, pages)])
+        self._held = (incoming[-1], texts[-1])
+        return self._pack(_units(incoming[:-1], texts[:-1], self._spec.max_tokens, self._heading))
+
+    def finish(self) -> list[TextChunk]:
+        """The chunks left once every page was fed."""
+        chunks = []
+        if self._held is not None:
+            page, text = self._held
+            self._held = None
+            chunks = self._pack(_units([page], [text], self._spec.max_tokens, self._heading))
+        if self._window and self._fresh:
+            chunks.append(self._emit())
+            self._fresh = 0
+        return chunks
+
+    def _pack(self, units: list[_Unit]) -> list[TextChunk]:
+        chunks: list[TextChunk] = []
+        if units:
+            self._heading = units[-1].heading
+        for unit in units:
+            # +1 for the joining space
+            if self._window and self._size + unit.tokens + 1 > self._spec.max_tokens:
+                chunks.append(self._emit())
+                carry: list[_Unit] = []
+                carried = 0
+                for prev in reversed(self._window):
+                    if carried + prev.tokens + 1 > self._spec.overlap_tokens:
+                        break
+                    carry.insert(0, prev)
+                    carried += prev.tokens + 1
+                self._window, self._size, self._fresh = carry, carried, 0
+            self._window.append(unit)
+            self._size += unit.tokens + 1
+            self._fresh += 1
+        return chunks
+
+    def _emit(self) -> TextChunk:
+        text = " ".join(u.text for u in self._window)
+        pages_in = [u.page for u in self._window if u.page is not None]
+        self._emitted += 1
+        return TextChunk(
+            ordinal=self._emitted - 1,
+            text=text,
+            token_count=count_tokens(text),
+            page_start=min(pages_in) if pages_in else None,
+            page_end=max(pages_in) if pages_in else None,
+            heading=self._window[len(self._window) - self._fresh].heading,
+            locator=next((u.locator for u in self._window if u.locator), None),
+        )
+
+
+def _normalized(page: Page) -> str:
+    # a heading line gets a paragraph of its own, so it is never joined into the text under it
+    return normalize_text(_HEADING_LINE.sub(r"\1\n\n", page.text))
+
+
 def chunk_pages(pages: list[Page], spec: ChunkSpec) -> list[TextChunk]:
     """Normalise ``pages`` and cut them into overlapping chunks of at most ``spec.max_tokens`` tokens.
 
     Blank pages contribute nothing. Returns chunks in reading order with ordinals 0..n-1.
     """
-    units = _units(pages, spec.max_tokens)
-    chunks: list[TextChunk] = []
-    window: list[_Unit] = []
-    size = 0
-    fresh = 0  # units in the window not yet emitted in a previous chunk
-
-    def emit() -> None:
-        text = " ".join(u.text for u in window)
-        pages_in = [u.page for u in window if u.page is not None]
-        chunks.append(
-            TextChunk(
-                ordinal=len(chunks),
-                text=text,
-                token_count=count_tokens(text),
-                page_start=min(pages_in) if pages_in else None,
-                page_end=max(pages_in) if pages_in else None,
-                heading=window[len(window) - fresh].heading,
-                locator=next((u.locator for u in window if u.locator), None),
-            )
-        )
-
-    for unit in units:
-        # +1 for the joining space
-        if window and size + unit.tokens + 1 > spec.max_tokens:
-            emit()
-            carry: list[_Unit] = []
-            carried = 0
-            for prev in reversed(window):
-                if carried + prev.tokens + 1 > spec.overlap_tokens:
-                    break
-                carry.insert(0, prev)
-                carried += prev.tokens + 1
-            window, size, fresh = carry, carried, 0
-        window.append(unit)
-        size += unit.tokens + 1
-        fresh += 1
-    if window and fresh:
-        emit()
-    return chunks
+    chunker = Chunker(spec)
+    return chunker.feed(pages) + chunker.finish()

@@ -106,11 +106,25 @@ class Caps:
             )
 
 
+PageSink = Callable[[list[Page]], None]
+"""Receives pages as they are read, in reading order, a batch at a time."""
+SINK_PAGES = 8
+"""Pages per batch handed to a :data:`PageSink` (about a second of pypdf work on a book page)."""
+
+
 def extract_pages(
-    data: bytes, kind: str, *, on_page: Callable[[int, int], None] | None = None, caps: Caps | None = None
+    data: bytes,
+    kind: str,
+    *,
+    on_page: Callable[[int, int], None] | None = None,
+    caps: Caps | None = None,
+    sink: PageSink | None = None,
 ) -> ExtractedText:
     """Extract the pages (and metadata title) of ``data``. ``on_page(done, total)`` reports PDF progress:
-    first ``(0, total)`` once the page count is known, then after each page.
+    first ``(0, total)`` once the page count is known, then after each page. With a ``sink``, pages go to
+    it in batches of :data:`SINK_PAGES` as they are read (so a caller can work on the first pages while
+    later ones are read) and the returned ``pages`` is empty; an ``ExtractionError`` can still come after
+    some batches were handed over.
 
     Raises ``ExtractionError``: empty file, not really a PDF, damaged PDF, password-protected PDF,
     no text layer (a scan), text that is not UTF-8, a damaged DOCX or EPUB, an HTML page or transcript without
@@ -121,9 +135,9 @@ def extract_pages(
     if not data.strip():
         raise ExtractionError("the file is empty")
     if kind == PDF:
-        return _extract_pdf(data, on_page, caps)
+        return _extract_pdf(data, on_page, caps, sink)
     if kind in _ZIP_KINDS:
-        return _extract_format(kind, data, caps)
+        return _to_sink(_extract_format(kind, data, caps), sink)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -132,8 +146,18 @@ def extract_pages(
         raise ExtractionError("the file is binary, not text")
     caps.check_characters(len(text))
     if kind in (HTML, VTT, SRT):
-        return _extract_format(kind, text, caps)
-    return ExtractedText([Page(None, text)])
+        return _to_sink(_extract_format(kind, text, caps), sink)
+    return _to_sink(ExtractedText([Page(None, text)]), sink)
+
+
+def _to_sink(extracted: ExtractedText, sink: PageSink | None) -> ExtractedText:
+    """``extracted`` as is without a ``sink``; else its pages handed to the sink in batches of
+    :data:`SINK_PAGES` and ``extracted`` returned with no pages (its title kept)."""
+    if sink is None:
+        return extracted
+    for start in range(0, len(extracted.pages), SINK_PAGES):
+        sink(extracted.pages[start : start + SINK_PAGES])
+    return ExtractedText([], extracted.title)
 
 
 def _extract_format(kind: str, content: bytes | str, caps: Caps) -> ExtractedText:
@@ -171,14 +195,17 @@ def _open_pdf(data: bytes, caps: Caps) -> tuple[pypdf.PdfReader, int]:
     return reader, total
 
 
-def _extract_pdf(data: bytes, on_page: Callable[[int, int], None] | None, caps: Caps) -> ExtractedText:
+def _extract_pdf(
+    data: bytes, on_page: Callable[[int, int], None] | None, caps: Caps, sink: PageSink | None
+) -> ExtractedText:
     reader, total = _open_pdf(data, caps)
     if total == 0:
         raise ExtractionError("the PDF has no pages")
     if on_page:
         on_page(0, total)
-    pages: list[Page] = []
+    pages: list[Page] = []  # read and not yet handed to the sink
     characters = 0
+    has_text = False
     for index in range(total):
         try:
             text = reader.pages[index].extract_text() or ""
@@ -191,10 +218,17 @@ def _extract_pdf(data: bytes, on_page: Callable[[int, int], None] | None, caps: 
         characters += len(text)
         caps.check_characters(characters)
         pages.append(Page(index + 1, text))
+        has_text = has_text or bool(text.strip())
+        if sink is not None and len(pages) >= SINK_PAGES:
+            sink(pages)
+            pages = []
         if on_page:
             on_page(index + 1, total)
-    if not any(p.text.strip() for p in pages):
+    if not has_text:
         raise ExtractionError("the PDF has no text layer (it looks like a scan); run OCR on it and upload the result")
+    if sink is not None and pages:
+        sink(pages)
+        pages = []
     try:
         title = (reader.metadata.title or "").strip() if reader.metadata else ""
     except (PyPdfError, ValueError, TypeError, AttributeError):

@@ -13,14 +13,17 @@ one file outlives it), which limits itself before reading the file:
   backstop for code that does not return to the interpreter;
 - a wall-clock deadline of ``wall_seconds`` enforced by the parent, which kills the child.
 
-Progress (pages done, page total) travels through a shared ``multiprocessing`` array.
-See ``setrlimit(2)`` for the limits' semantics on Linux.
+Progress (pages done, page total) travels through a shared ``multiprocessing`` array; the pages themselves
+travel as they are read, a batch at a time, through a one-way pipe as JSON (never pickles: the parent
+trusts nothing the child sends and checks each batch's shape), so the caller can chunk and embed the first
+pages while the child reads the next ones. See ``setrlimit(2)`` for the limits' semantics on Linux.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import multiprocessing
 import resource
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from app.rag.extract import Caps, ExtractedText, ExtractionError, extract_pages
+from app.rag.extract import Caps, ExtractedText, ExtractionError, Page, PageSink, extract_pages
 
 if TYPE_CHECKING:
     from app.core.config import Settings
@@ -78,16 +81,16 @@ class _CpuExhausted(BaseException):
 
 
 _child: dict[str, Any] = {}
-"""The child's limits and shared progress array, set by :func:`_start_child`."""
+"""The child's limits, shared progress array and page pipe, set by :func:`_start_child`."""
 
 
 def _on_sigxcpu(signum: int, frame: FrameType | None) -> None:
     raise _CpuExhausted
 
 
-def _start_child(limits: ExtractionLimits, progress: Any) -> None:
+def _start_child(limits: ExtractionLimits, progress: Any, pages_out: Any = None) -> None:
     """Executor initializer (in the child): apply the memory and CPU limits."""
-    _child.update(limits=limits, progress=progress, cpu_budget=limits.cpu_seconds)
+    _child.update(limits=limits, progress=progress, pages_out=pages_out, cpu_budget=limits.cpu_seconds)
     memory = limits.memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     hard = limits.cpu_budget(limits.caps.max_pages) + HARD_CPU_GRACE_S
@@ -106,11 +109,17 @@ def _on_child_page(done: int, total: int) -> None:
     progress[_TOTAL], progress[_DONE] = total, done
 
 
-def _extract_in_child(data: bytes, kind: str) -> ExtractedText:
-    """The executor task: extract ``data`` under the limits, turning limit breaches into reasons."""
+def _send_pages(pages: list[Page]) -> None:
+    """Page sink in the child: one JSON message ``[[number, text, locator], …]`` down the pipe."""
+    _child["pages_out"].send_bytes(json.dumps([[p.number, p.text, p.locator] for p in pages]).encode())
+
+
+def _extract_in_child(data: bytes, kind: str) -> str | None:
+    """The executor task: extract ``data`` under the limits, sending its pages down the page pipe; returns
+    the metadata title. Limit breaches become reasons."""
     limits: ExtractionLimits = _child["limits"]
     try:
-        return extract_pages(data, kind, on_page=_on_child_page, caps=limits.caps)
+        return extract_pages(data, kind, on_page=_on_child_page, caps=limits.caps, sink=_send_pages).title
     except MemoryError:
         reason = f"reading the file needed more than {limits.memory_mb} MB of memory (it may be a decompression bomb)"
     except _CpuExhausted:
@@ -136,17 +145,23 @@ async def run_isolated(
     task: Callable[..., Any],
     *args: Any,
     on_page: Callable[[int, int], None] | None = None,
+    sink: PageSink | None = None,
 ) -> Any:
     """Run the picklable ``task(*args)`` in a fresh limited child; returns its result.
 
-    ``on_page(done, total)`` is called in the parent when the child reports progress. Raises what the task
-    raises (pickled back), or ``ExtractionError`` when the child overran the wall deadline (it is killed)
-    or died (the kernel's hard CPU limit, an out-of-memory kill). Cancelling the caller kills the child.
+    ``on_page(done, total)`` is called in the parent when the child reports progress, ``sink(pages)`` with
+    each batch of pages the child sends (in order, all of them before this returns). Raises what the task
+    raises (pickled back), or ``ExtractionError`` when the child overran the wall deadline (it is killed),
+    died (the kernel's hard CPU limit, an out-of-memory kill) or sent a malformed batch. Cancelling the
+    caller kills the child.
     """
     context = multiprocessing.get_context("spawn")
     progress = context.Array("q", 2, lock=False)
+    pages_in, pages_out = context.Pipe(duplex=False)
     # (not max_tasks_per_child=1: Python 3.11's executor then spawns a replacement child after the task)
-    executor = ProcessPoolExecutor(1, mp_context=context, initializer=_start_child, initargs=(limits, progress))
+    executor = ProcessPoolExecutor(
+        1, mp_context=context, initializer=_start_child, initargs=(limits, progress, pages_out)
+    )
     finished = False
     try:
         future = asyncio.wrap_future(executor.submit(task, *args))
@@ -154,6 +169,7 @@ async def run_isolated(
         reported = (-1, -1)
         while True:
             done, _ = await asyncio.wait({future}, timeout=POLL_S)
+            _receive_pages(pages_in, limits.caps, sink)
             if on_page is not None and (progress[_DONE], progress[_TOTAL]) != reported:
                 reported = (progress[_DONE], progress[_TOTAL])
                 on_page(*reported)
@@ -176,6 +192,39 @@ async def run_isolated(
             _kill_workers(executor)
         # off the event loop: the child exits (or its death is noticed) within a moment
         await asyncio.shield(asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True))
+        pages_in.close()
+        pages_out.close()
+
+
+MALFORMED = "the reader sent malformed pages; check that the file opens in a PDF viewer, or split it"
+
+
+def _receive_pages(pages_in: Any, caps: Caps, sink: PageSink | None) -> None:
+    """Hand every batch waiting in the pipe to ``sink`` (dropped without one). A batch is at most the
+    character cap as JSON (6 bytes a character at worst) plus room for page numbers and locators. Raises
+    ``ExtractionError`` for a batch that is too long or not ``[[int | null, str, str | null], …]``."""
+    while pages_in.poll():
+        try:
+            raw = pages_in.recv_bytes(caps.max_characters * 6 + 64 * caps.max_pages + 1024)
+            batch = json.loads(raw)
+        except (OSError, ValueError) as exc:  # (OSError: over the length; ValueError: not JSON)
+            raise ExtractionError(MALFORMED) from exc
+        except EOFError:
+            return
+        if not isinstance(batch, list) or not all(_is_page(item) for item in batch):
+            raise ExtractionError(MALFORMED)
+        if sink is not None:
+            sink([Page(number, text, locator) for number, text, locator in batch])
+
+
+def _is_page(item: object) -> bool:
+    return (
+        isinstance(item, list)
+        and len(item) == 3  # noqa: PLR2004 - [number, text, locator]
+        and (item[0] is None or (isinstance(item[0], int) and not isinstance(item[0], bool)))
+        and isinstance(item[1], str)
+        and (item[2] is None or isinstance(item[2], str))
+    )
 
 
 def _kill_workers(executor: ProcessPoolExecutor) -> None:
@@ -187,10 +236,20 @@ def _kill_workers(executor: ProcessPoolExecutor) -> None:
 
 
 async def extract_isolated(
-    data: bytes, kind: str, limits: ExtractionLimits, *, on_page: Callable[[int, int], None] | None = None
+    data: bytes,
+    kind: str,
+    limits: ExtractionLimits,
+    *,
+    on_page: Callable[[int, int], None] | None = None,
+    sink: PageSink | None = None,
 ) -> ExtractedText:
     """:func:`app.rag.extract.extract_pages` of ``data`` in a limited child (see the module docstring).
 
-    Raises ``ExtractionError`` with a reason for the coach for every unusable or hostile file."""
-    result: ExtractedText = await run_isolated(limits, _extract_in_child, data, kind, on_page=on_page)
-    return result
+    With a ``sink``, each batch of pages goes to it as soon as the child has read it (the result's
+    ``pages`` is then empty); without one, the result holds every page. Raises ``ExtractionError`` with a
+    reason for the coach for every unusable or hostile file (possibly after some batches were sunk)."""
+    pages: list[Page] = []
+    title: str | None = await run_isolated(
+        limits, _extract_in_child, data, kind, on_page=on_page, sink=sink or pages.extend
+    )
+    return ExtractedText(pages, title)

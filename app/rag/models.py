@@ -34,9 +34,11 @@ class DocumentStatus:
 
 
 class Document(TenantMixin, Base):
-    """An uploaded original (kept in ``original``) plus its ingestion status and progress: ``pages_done`` of
-    ``pages`` read, then ``chunks`` of ``chunks_total`` embedded (``chunks_total`` is ``None`` until the
-    document is chunked)."""
+    """An uploaded original (kept in ``original``) plus its ingestion status and progress: ``pages_done``
+    of ``pages`` read, ``chunks`` embedded and committed (searchable already while ``processing``) of
+    ``chunks_total`` (``None`` until extraction and chunking have finished: with streaming the total is
+    unknown before), ``pages_searchable`` the last page those chunks reach. ``embedding_model`` is set when
+    processing starts, so retrieval can use the committed chunks of a document still being processed."""
 
     __tablename__ = "documents"
 
@@ -50,6 +52,7 @@ class Document(TenantMixin, Base):
     error: Mapped[str | None] = mapped_column(Text)
     pages: Mapped[int | None] = mapped_column(Integer)
     pages_done: Mapped[int] = mapped_column(Integer, default=0)
+    pages_searchable: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     chunks: Mapped[int] = mapped_column(Integer, default=0)
     chunks_total: Mapped[int | None] = mapped_column(Integer)
     embedding_model: Mapped[str | None] = mapped_column(String(200))

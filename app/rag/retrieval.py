@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pgvector.sqlalchemy import HALFVEC
-from sqlalchemy import ColumnElement, bindparam, cast, func, select, text
+from sqlalchemy import ColumnElement, Select, bindparam, cast, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.llm.base import EMBEDDING_DIMENSIONS, ProviderError
 from app.llm.rerank import HttpReranker
-from app.rag.models import Chunk, Document
+from app.rag.models import Chunk, Document, DocumentStatus
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,8 @@ def source_label(title: str, page: int | None, locator: str | None = None) -> st
 
 _BM25 = text(
     """
-    WITH docs AS (SELECT id FROM documents WHERE coach_id = :coach_id AND embedding_model = :model),
+    WITH docs AS (SELECT id FROM documents
+                  WHERE coach_id = :coach_id AND embedding_model = :model AND status <> :failed),
     words AS (SELECT DISTINCT t.word FROM unnest(to_tsvector('english', :query)) AS t(word, positions, weights)),
     orq AS (SELECT string_agg(quote_literal(word), ' | ')::tsquery AS q FROM words),
     pool AS (SELECT c.id, c.tsv, c.token_count FROM chunks c
@@ -164,6 +165,17 @@ _BM25 = text(
 )
 
 
+def _searchable_documents(coach_id: uuid.UUID, embedding_model: str) -> Select[uuid.UUID]:
+    """Ids of the coach's documents embedded with ``embedding_model`` that did not fail: a document still
+    ``processing`` contributes the chunks committed so far (:mod:`app.rag.pipeline`); a failed one's chunks
+    are kept for a re-run but not retrieved."""
+    return select(Document.id).where(
+        Document.coach_id == coach_id,
+        Document.embedding_model == embedding_model,
+        Document.status != DocumentStatus.FAILED,
+    )
+
+
 async def nearest_chunks(
     session: AsyncSession,
     coach_id: uuid.UUID,
@@ -173,7 +185,8 @@ async def nearest_chunks(
     limit: int,
 ) -> list[uuid.UUID]:
     """Ids of the ``limit`` chunks of ``coach_id`` nearest to ``query_embedding`` (cosine on ``halfvec``),
-    nearest first, only from documents embedded with ``embedding_model``.
+    nearest first, only from documents embedded with ``embedding_model`` that did not fail
+    (:func:`_searchable_documents`).
 
     The plan depends on the tenant: its partial HNSW index when it has one (:mod:`app.rag.vector_index`),
     read with pgvector ≥ 0.8 iterative scans (``hnsw.iterative_scan = relaxed_order``; the materialised CTE
@@ -188,7 +201,7 @@ async def nearest_chunks(
     (the settings are ``SET LOCAL``).
     """
     await session.execute(_SEARCH_SETTINGS, {"ef_search": str(HNSW_EF_SEARCH)})
-    docs = select(Document.id).where(Document.coach_id == coach_id, Document.embedding_model == embedding_model)
+    docs = _searchable_documents(coach_id, embedding_model)
     distance = _halfvec_distance(query_embedding)
     nearest = (
         select(Chunk.id.label("id"), distance.label("distance"))
@@ -217,9 +230,10 @@ async def lexical_ranking(
     over the coach's chunks, length = cl100k tokens). ``ts_rank_cd``: PostgreSQL's cover density over
     ``websearch_to_tsquery`` (every word must match), kept for comparison."""
     if method == "bm25":
-        params = {"coach_id": coach_id, "model": embedding_model, "query": query, "n": n, "k1": BM25_K1, "b": BM25_B}
+        params = {"coach_id": coach_id, "model": embedding_model, "failed": DocumentStatus.FAILED, "query": query}
+        params |= {"n": n, "k1": BM25_K1, "b": BM25_B}
         return list((await session.execute(_BM25, params)).scalars())
-    docs = select(Document.id).where(Document.coach_id == coach_id, Document.embedding_model == embedding_model)
+    docs = _searchable_documents(coach_id, embedding_model)
     tsquery = func.websearch_to_tsquery("english", query)
     lexical = (
         select(Chunk.id)

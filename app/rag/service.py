@@ -3,36 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
-import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.accounts.models import Coach
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.config import Settings
 from app.core.errors import InvalidInput, NotFound
 from app.db import jobs
-from app.llm.base import Embedder, ProviderError
+from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
-from app.rag.chunking import ChunkSpec, TextChunk, chunk_header, chunk_pages, embedding_input
-from app.rag.extract import ExtractedText, ExtractionError, detect_kind, extract_pages
-from app.rag.isolation import ExtractionLimits, extract_isolated
+from app.rag.extract import ExtractionError, detect_kind
+from app.rag.isolation import ExtractionLimits
 from app.rag.models import Chunk, Document, DocumentStatus
+from app.rag.pipeline import IngestRun, IngestTimings, invalidate_cached_replies, set_document
 
 log = logging.getLogger(__name__)
 
-EMBED_BATCH = 64
-PROGRESS_INTERVAL_S = 0.5
 STALLED_GRACE_S = 60
 """Seconds past ``INGEST_TIMEOUT_SECONDS`` before the sweep takes a ``processing`` document for abandoned."""
 STOPPED = (
@@ -41,36 +34,10 @@ STOPPED = (
 )
 
 
-@dataclass
-class IngestTimings:
-    """Seconds spent per ingestion stage, and the sizes involved (for ``bench/ingest.py``)."""
-
-    pages: int = 0
-    characters: int = 0
-    chunks: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
-
-
 def title_from_filename(filename: str) -> str:
     """``"meditations-marcus_aurelius.pdf"`` → ``"Meditations Marcus Aurelius"`` (until metadata says better)."""
     words = PurePath(filename).stem.replace("_", " ").replace("-", " ").split()
     return " ".join(w[:1].upper() + w[1:] for w in words)[:300] or filename[:300]
-
-
-async def _invalidate_cached_replies(session: AsyncSession, coach_id: uuid.UUID) -> None:
-    """The coach's material changed: bump ``cache_epoch`` so no earlier cached reply is served
-    (:mod:`app.learning.cache`)."""
-    await session.execute(update(Coach).where(Coach.id == coach_id).values(cache_epoch=Coach.cache_epoch + 1))
-
-
-@dataclass(frozen=True)
-class _Source:
-    """What ingestion reads: the file's kind and bytes, the document's title, and whether to extract in-process."""
-
-    kind: str
-    data: bytes
-    title: str
-    trusted: bool
 
 
 class DocumentService:
@@ -152,7 +119,7 @@ class DocumentService:
         )
         if result.rowcount == 0:  # type: ignore[attr-defined]
             raise NotFound("document not found")
-        await _invalidate_cached_replies(session, coach_id)
+        await invalidate_cached_replies(session, coach_id)
 
     async def count_chunks(self, uow: UnitOfWork, document_id: uuid.UUID | None = None) -> int:
         """Chunks stored for this coach (optionally one document)."""
@@ -162,22 +129,18 @@ class DocumentService:
             stmt = stmt.where(Chunk.document_id == document_id)
         return int(await session.scalar(stmt) or 0)
 
-    async def _set(self, coach_id: uuid.UUID, document_id: uuid.UUID, **values: object) -> None:
-        async with unit_of_work(self._sessionmaker, coach_id) as uow:
-            session = uow.session
-            await session.execute(
-                update(Document).where(Document.id == document_id, Document.coach_id == coach_id).values(**values)
-            )
-
     async def ingest(
         self, coach_id: uuid.UUID, document_id: uuid.UUID, *, trusted: bool = False
     ) -> IngestTimings | None:
         """Run the whole pipeline for one document; safe to run more than once (arq is at-least-once).
 
-        Ends with status ``ready`` (chunks replaced atomically) or ``failed`` with a message. Returns the
-        stage timings, or ``None`` when the document is gone or was already failed at upload. ``trusted``
-        extracts in this process instead of a limited child (only for files the operator supplies, such as
-        an evaluation corpus: thousands of small files would spend most of their time starting processes).
+        Chunks become searchable a batch at a time while the document is ``processing``
+        (:mod:`app.rag.pipeline`; a re-run resumes after the chunks already committed, so none is lost or
+        doubled). Ends with status ``ready`` or ``failed`` with a message (the committed chunks are kept for
+        a re-run but not retrieved). Returns the stage timings, or ``None`` when the document is gone or was
+        already failed at upload. ``trusted`` extracts in this process instead of a limited child (only for
+        files the operator supplies, such as an evaluation corpus: thousands of small files would spend most
+        of their time starting processes).
         """
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
@@ -193,20 +156,10 @@ class DocumentService:
             coach = await uow.coach()
             kind = detect_kind(document.filename, document.content_type)
             title = document.title
-        await self._set(
-            coach_id,
-            document_id,
-            status=DocumentStatus.PROCESSING,
-            error=None,
-            pages_done=0,
-            chunks=0,
-            chunks_total=None,
-            started_at=datetime.now(UTC),
-            finished_at=None,
-        )
+        run = IngestRun(self._sessionmaker, coach_id, document_id, self._registry.embedder_for(coach), self._limits)
         try:
-            source = _Source(kind, data or b"", title, trusted)
-            return await self._run_pipeline(coach_id, document_id, coach, source)
+            await run.start()
+            return await run.run(kind, data or b"", title=title, trusted=trusted)
         except (ExtractionError, ProviderError) as exc:
             await self._fail(coach_id, document_id, str(exc))
         except asyncio.CancelledError:
@@ -255,138 +208,11 @@ class DocumentService:
         return failed
 
     async def _fail(self, coach_id: uuid.UUID, document_id: uuid.UUID, message: str) -> None:
-        await self._set(
-            coach_id, document_id, status=DocumentStatus.FAILED, error=message, finished_at=datetime.now(UTC)
+        await set_document(
+            self._sessionmaker,
+            coach_id,
+            document_id,
+            status=DocumentStatus.FAILED,
+            error=message,
+            finished_at=datetime.now(UTC),
         )
-
-    async def _run_pipeline(
-        self, coach_id: uuid.UUID, document_id: uuid.UUID, coach: Coach, source: _Source
-    ) -> IngestTimings:
-        """Extract → chunk → embed → store one document, timing each stage. Raises ``ExtractionError`` for
-        a file without text; a document deleted meanwhile is left deleted (nothing is stored)."""
-        timings = IngestTimings()
-        started = time.perf_counter()
-        if source.trusted:
-            extracted = extract_pages(source.data, source.kind)
-        else:
-            extracted = await self._extract(coach_id, document_id, source.kind, source.data)
-        timings.seconds["extract"] = time.perf_counter() - started
-        pages = extracted.pages
-        timings.pages = len(pages)
-        timings.characters = sum(len(p.text) for p in pages)
-        page_count = len(pages) if pages[0].number is not None else None
-        title = {"title": extracted.title[:300]} if extracted.title else {}
-        await self._set(coach_id, document_id, pages=page_count, pages_done=len(pages), **title)
-        document_title = extracted.title or source.title
-
-        embedder = self._registry.embedder_for(coach)
-        started = time.perf_counter()
-        chunks = chunk_pages(pages, ChunkSpec.for_embedder(embedder.max_input_tokens))
-        timings.seconds["chunk"] = time.perf_counter() - started
-        if not chunks:
-            raise ExtractionError("the file contains no text")
-        timings.chunks = len(chunks)
-        await self._set(coach_id, document_id, chunks_total=len(chunks))
-
-        started = time.perf_counter()
-        headers = [chunk_header(document_title, c.heading) for c in chunks]
-        vectors = await self._embed(coach_id, document_id, embedder, chunks, headers)
-        timings.seconds["embed"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        if await self._store(coach_id, document_id, embedder.model, chunks, headers, vectors):
-            timings.seconds["store"] = time.perf_counter() - started
-        return timings
-
-    async def _extract(self, coach_id: uuid.UUID, document_id: uuid.UUID, kind: str, data: bytes) -> ExtractedText:
-        """The document's pages, read in a limited child process (:mod:`app.rag.isolation`), reporting pages
-        done every ``PROGRESS_INTERVAL_S``."""
-        progress = {"pages": 0, "total": 0}
-
-        def on_page(done: int, total: int) -> None:
-            progress["pages"], progress["total"] = done, total
-
-        async def report() -> None:
-            reported = -1
-            while True:
-                await asyncio.sleep(PROGRESS_INTERVAL_S)
-                if progress["pages"] != reported:
-                    reported = progress["pages"]
-                    await self._set(coach_id, document_id, pages=progress["total"], pages_done=reported)
-
-        reporter = asyncio.create_task(report())
-        try:
-            return await extract_isolated(data, kind, self._limits, on_page=on_page)
-        finally:
-            reporter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporter
-
-    async def _embed(
-        self,
-        coach_id: uuid.UUID,
-        document_id: uuid.UUID,
-        embedder: Embedder,
-        chunks: Sequence[TextChunk],
-        headers: Sequence[str],
-    ) -> Sequence[Sequence[float]]:
-        """The chunks' vectors (each of its header and text), ``EMBED_BATCH`` at a time, reporting the count
-        embedded after each batch."""
-        inputs = [embedding_input(h, c.text) for c, h in zip(chunks, headers, strict=True)]
-        vectors: list[list[float]] = []
-        for start in range(0, len(inputs), EMBED_BATCH):
-            vectors.extend(await embedder.embed(inputs[start : start + EMBED_BATCH]))
-            await self._set(coach_id, document_id, chunks=len(vectors))
-        return vectors
-
-    async def _store(
-        self,
-        coach_id: uuid.UUID,
-        document_id: uuid.UUID,
-        embedding_model: str,
-        chunks: Sequence[TextChunk],
-        headers: Sequence[str],
-        vectors: Sequence[Sequence[float]],
-    ) -> bool:
-        """Replace the document's chunks and mark it ``ready`` (and the coach's cached replies stale) in one
-        transaction. Returns ``False`` when the document was deleted meanwhile (nothing stored)."""
-        async with unit_of_work(self._sessionmaker, coach_id) as uow:
-            session = uow.session
-            # one writer per document at a time; the delete + insert makes a re-run replace, not duplicate
-            await session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 0))"), {"id": str(document_id)}
-            )
-            if await session.get(Document, document_id) is None:  # deleted meanwhile
-                return False
-            await session.execute(delete(Chunk).where(Chunk.document_id == document_id))
-            await session.execute(
-                insert(Chunk),
-                [
-                    {
-                        "id": uuid.uuid4(),
-                        "coach_id": coach_id,
-                        "document_id": document_id,
-                        "ordinal": c.ordinal,
-                        "page_start": c.page_start,
-                        "page_end": c.page_end,
-                        "locator": c.locator,
-                        "text": c.text,
-                        "header": header,
-                        "token_count": c.token_count,
-                        "embedding": vector,
-                    }
-                    for c, header, vector in zip(chunks, headers, vectors, strict=True)
-                ],
-            )
-            await session.execute(
-                update(Document)
-                .where(Document.id == document_id)
-                .values(
-                    status=DocumentStatus.READY,
-                    chunks=len(chunks),
-                    embedding_model=embedding_model,
-                    finished_at=datetime.now(UTC),
-                )
-            )
-            await _invalidate_cached_replies(session, coach_id)
-        return True

@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import multiprocessing
 import re
+import threading
 import time
 
 import psutil
 import pytest
 
 from app.core.config import Settings
-from app.rag.extract import PDF, TEXT, Caps, ExtractionError
-from app.rag.isolation import HARD_CPU_GRACE_S, ExtractionLimits, child_limits, extract_isolated, run_isolated
+from app.rag.extract import PDF, TEXT, VTT, Caps, ExtractionError, Page
+from app.rag.isolation import (
+    HARD_CPU_GRACE_S,
+    ExtractionLimits,
+    _receive_pages,
+    child_limits,
+    extract_isolated,
+    run_isolated,
+)
 from tests.hostile_files import CORPUS, flate_bomb, text_pdf
 
 
@@ -54,6 +63,53 @@ async def test_an_honest_pdf_is_read_in_the_child_with_progress() -> None:
     assert [p.number for p in extracted.pages] == [1, 2, 3]
     assert "Hostile but polite text." in extracted.pages[2].text
     assert progress[-1] == (3, 3)
+
+
+async def test_the_child_streams_pages_to_a_sink_before_it_finishes() -> None:
+    """Pages come through the pipe in batches of eight as the child reads them, in order, each once."""
+    batches: list[list[Page]] = []
+    extracted = await extract_isolated(text_pdf(40), PDF, ExtractionLimits(), sink=batches.append)
+    assert extracted.pages == []
+    assert [p.number for batch in batches for p in batch] == list(range(1, 41))
+    assert len(batches) == 5 and "Hostile but polite text." in batches[4][7].text
+
+
+async def test_a_transcripts_timestamps_come_through_the_pipe() -> None:
+    """Each speaker turn's start time (``Page.locator``) survives the child → parent batches."""
+    vtt = b"WEBVTT\n\n00:00:01.000 --> 00:00:02.000\n<v Ann>One.\n\n00:01:05.000 --> 00:01:06.000\n<v Ben>Two.\n"
+    batches: list[list[Page]] = []
+    await extract_isolated(vtt, VTT, ExtractionLimits(), sink=batches.append)
+    assert [p.locator for batch in batches for p in batch] == ["00:00:01", "00:01:05"]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"not json",
+        b'{"pages": 1}',
+        b"[[1, 2, null]]",
+        b'[["1", "text", null]]',
+        b'[[true, "text", null]]',
+        b"[[1]]",
+        b'[[1, "text"]]',
+        b'[[null, "text", 5]]',
+    ],
+)
+def test_a_malformed_batch_from_the_child_is_refused(message: bytes) -> None:
+    """The parent trusts nothing from the reader: a batch not of ``[[int | null, str, str | null], …]`` is an
+    error."""
+    pages_in, pages_out = multiprocessing.Pipe(duplex=False)
+    pages_out.send_bytes(message)
+    with pytest.raises(ExtractionError, match="malformed pages"):
+        _receive_pages(pages_in, Caps(), lambda pages: None)
+
+
+def test_a_batch_over_the_character_cap_is_refused() -> None:
+    pages_in, pages_out = multiprocessing.Pipe(duplex=False)
+    threading.Thread(target=pages_out.send_bytes, args=(b'[[1, "' + b"a" * 20_000 + b'", null]]',), daemon=True).start()
+    assert pages_in.poll(10)  # the message is in the pipe (the sender is a thread)
+    with pytest.raises(ExtractionError, match="malformed pages"):
+        _receive_pages(pages_in, Caps(max_pages=1, max_characters=1000), lambda pages: None)
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.rag.chunking import ChunkSpec, chunk_pages, count_tokens
+from app.rag.chunking import Chunker, ChunkSpec, chunk_pages, count_tokens
 from app.rag.extract import MARKDOWN, PDF, TEXT, ExtractionError, Page, detect_kind, extract_pages
 from app.rag.normalize import normalize_text
+from tests.conftest import MEDITATIONS
 
 
 def test_tabs_and_runs_of_spaces_become_one_space() -> None:
@@ -114,3 +115,53 @@ def test_blank_pages_make_no_chunks() -> None:
 def test_chunk_spec_fits_the_embedder() -> None:
     assert ChunkSpec.for_embedder(256) == ChunkSpec(max_tokens=179, overlap_tokens=26)
     assert ChunkSpec.for_embedder(8191).max_tokens == 512
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8, 50])
+def test_chunks_fed_in_batches_are_the_chunks_of_the_whole_book(batch: int) -> None:
+    """The streaming chunker (pages arrive from the reader a batch at a time) cuts Meditations (hyphenation
+    across page breaks) exactly as the whole book at once."""
+    pages = extract_pages(MEDITATIONS.read_bytes(), PDF).pages[:60]
+    spec = ChunkSpec.for_embedder(256)
+    chunker = Chunker(spec)
+    streamed = []
+    for start in range(0, len(pages), batch):
+        streamed += chunker.feed(pages[start : start + batch])
+    streamed += chunker.finish()
+    assert len(streamed) > 50
+    assert streamed == chunk_pages(pages, spec)
+
+
+def test_headings_carry_across_batches_of_pages() -> None:
+    """A section heading read in one batch is still the heading of the chunks cut from later batches."""
+    pages = [
+        Page(1, "# Breathing\n" + "Breathe in slowly. " * 20),
+        Page(2, "Breathe out slowly. " * 20),
+        Page(3, "## Box method\n" + "In for four, hold for four. " * 10),
+    ]
+    spec = ChunkSpec(max_tokens=40, overlap_tokens=5)
+    chunker = Chunker(spec)
+    streamed = [chunk for page in pages for chunk in chunker.feed([page])] + chunker.finish()
+    assert streamed == chunk_pages(pages, spec)
+    page_two = [c for c in streamed if c.page_start == 2]  # (cut after the batch with the heading)
+    assert page_two and {c.heading for c in page_two} == {"Breathing"}
+    assert streamed[0].heading == "Breathing" and streamed[-1].heading == "Box method"
+
+
+def test_the_chunker_returns_chunks_before_the_last_page() -> None:
+    chunker = Chunker(ChunkSpec(max_tokens=40, overlap_tokens=5))
+    first = chunker.feed([Page(1, "One sentence here. " * 30)])
+    assert first == []  # the last page fed waits for the next (a word may continue on it)
+    second = chunker.feed([Page(2, "Another page. ")])
+    assert len(second) >= 3 and second[0].ordinal == 0 and second[0].page_start == 1
+    [last] = chunker.finish()
+    assert last.ordinal == second[-1].ordinal + 1 and last.page_end == 2
+
+
+def test_a_sink_gets_the_pages_in_batches_as_they_are_read() -> None:
+    batches: list[list[Page]] = []
+    extracted = extract_pages(MEDITATIONS.read_bytes(), PDF, sink=batches.append)
+    assert extracted.pages == []
+    numbers = [p.number for b in batches for p in b]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) > 100
+    assert {len(b) for b in batches[:-1]} == {8}

@@ -22,9 +22,10 @@ class DocumentAccepted(msgspec.Struct):
 
 
 class DocumentOut(msgspec.Struct):
-    """Status and progress: ``pages_done`` of ``pages`` extracted, ``chunks`` embedded so far of
-    ``chunks_total`` (``null`` until chunked; ``chunks`` is final once ``ready``); ``error`` says why a
-    ``failed`` document failed."""
+    """Status and progress: ``pages_done`` of ``pages`` extracted, ``chunks`` embedded and committed so far
+    (searchable already while ``processing``; final once ``ready``), reaching page ``pages_searchable``, of
+    ``chunks_total`` (``null`` until extraction and chunking have finished); ``error`` says why a ``failed``
+    document failed (its chunks are then not used)."""
 
     id: uuid.UUID
     title: str
@@ -32,6 +33,7 @@ class DocumentOut(msgspec.Struct):
     status: str
     pages: int | None
     pages_done: int
+    pages_searchable: int
     chunks: int
     error: str | None
     size_bytes: int
@@ -48,6 +50,7 @@ def document_out(d: Document) -> DocumentOut:
         d.status,
         d.pages,
         d.pages_done,
+        d.pages_searchable,
         d.chunks,
         d.error,
         d.size_bytes,

@@ -160,7 +160,7 @@ async def test_a_worker_killed_mid_ingestion_leaves_a_document_that_completes_af
 ) -> None:
     """SIGKILL ``opencoach worker`` while it embeds a document: a restarted worker takes the job up again
     once its lease lapses (``WORKER_LEASE_SECONDS``, 3 s here, not arq's hour) and the document ends
-    ``ready`` with each chunk stored once (the store replaces the document's chunks in one transaction)."""
+    ``ready`` with each chunk stored once (the re-run resumes after the chunks the killed one committed)."""
     coach: Coach = await make_coach("Killed worker")
     body = "".join(f"Day {n}: walk for twenty minutes, then write down one thing that went well. " for n in range(2500))
     document_id = (await upload(http, coach, "plan.txt", body.encode()))["id"]

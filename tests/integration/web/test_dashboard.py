@@ -13,7 +13,9 @@ import httpx
 import pytest
 import respx
 
-from tests.conftest import Coach, ReadyCoach, make_client, widget_page
+from app.rag.pipeline import set_document
+from tests.conftest import Coach, ReadyCoach, make_client, upload, widget_page
+from tests.hostile_files import text_pdf
 from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint
 
 PASSWORD = "correct horse battery"
@@ -436,3 +438,31 @@ async def test_settings_handoff_section_saves_and_rejects_bad_input(
     assert (
         after["availability"] is None and after["alert_webhook_url"] is None and after["alert_webhook_secret"] is None
     )
+
+
+async def test_a_processing_document_shows_pages_read_and_what_is_searchable(
+    browser: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], container: Any
+) -> None:
+    """While a book is processed the table shows pages read of the total and the chunks (and pages) that
+    retrieval already uses; the API gives the same numbers."""
+    coach = await make_coach("Progress")
+    document = await upload(browser, coach, "book.pdf", text_pdf(3))
+    document_id = uuid.UUID(document["id"])
+    await set_document(
+        container.sessionmaker,
+        uuid.UUID(coach.coach_id),
+        document_id,
+        status="processing",
+        pages=321,
+        pages_done=120,
+        chunks=200,
+        pages_searchable=60,
+    )
+    token = await csrf(browser, "/login")
+    response = await browser.post("/login", data={"email": coach.email, "password": PASSWORD, "_csrf_token": token})
+    assert response.status_code in (302, 303)
+    table = (await browser.get("/dashboard/documents/table")).text
+    assert "page 120 / 321 read" in table
+    assert "searchable: 200 chunks (pages 1–60)" in table
+    api = (await browser.get(f"/api/v1/documents/{document_id}", headers=coach.headers)).json()
+    assert (api["pages_done"], api["pages_searchable"], api["chunks"]) == (120, 60, 200)
