@@ -6,7 +6,10 @@ it. Each extraction runs in a fresh process (a one-process ``concurrent.futures.
 ``spawn`` start method, shut down after its one task, so no state of the worker is inherited and nothing of
 one file outlives it), which limits itself before reading the file:
 
-- ``RLIMIT_AS`` = ``memory_mb``: an allocation past it raises ``MemoryError`` (reported as such);
+- ``RLIMIT_AS`` = the child's address space once started + ``memory_mb``: an allocation past it raises
+  ``MemoryError`` (reported as such). The start-up size counts apart because ``spawn`` re-imports the parent's
+  ``__main__`` module in the child: about 70 MB under ``opencoach worker``, but 500 MB under a script that
+  imports the whole app (a benchmark), which a flat limit would leave with nothing to read with;
 - ``RLIMIT_CPU``: a soft limit of ``cpu_seconds`` for opening the file, raised by ``cpu_seconds_per_page``
   per page once the page count is known (bounded by the page cap); the kernel's ``SIGXCPU`` at the soft
   limit ends the extraction with a reason, and its ``SIGKILL`` a few seconds later at the hard limit is the
@@ -91,11 +94,17 @@ def _on_sigxcpu(signum: int, frame: FrameType | None) -> None:
 def _start_child(limits: ExtractionLimits, progress: Any, pages_out: Any = None) -> None:
     """Executor initializer (in the child): apply the memory and CPU limits."""
     _child.update(limits=limits, progress=progress, pages_out=pages_out, cpu_budget=limits.cpu_seconds)
-    memory = limits.memory_mb * 1024 * 1024
+    memory = _address_space_bytes() + limits.memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     hard = limits.cpu_budget(limits.caps.max_pages) + HARD_CPU_GRACE_S
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, hard))
     signal.signal(signal.SIGXCPU, _on_sigxcpu)
+
+
+def _address_space_bytes() -> int:
+    """This process's virtual address space (bytes), what ``RLIMIT_AS`` limits: ``/proc/self/statm``'s size."""
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[0]) * resource.getpagesize()
 
 
 def _on_child_page(done: int, total: int) -> None:
@@ -132,9 +141,10 @@ def _extract_in_child(data: bytes, kind: str) -> str | None:
 
 
 def child_limits() -> dict[str, int]:
-    """Executor task for tests and diagnostics: the limits in force in the child (bytes, CPU seconds)."""
+    """Executor task for tests and diagnostics: the limits in force in the child (bytes, CPU seconds);
+    ``memory_bytes`` is the address space the child may still add (its limit minus its size now)."""
     return {
-        "memory_bytes": resource.getrlimit(resource.RLIMIT_AS)[0],
+        "memory_bytes": resource.getrlimit(resource.RLIMIT_AS)[0] - _address_space_bytes(),
         "cpu_seconds": resource.getrlimit(resource.RLIMIT_CPU)[0],
         "cpu_hard_seconds": resource.getrlimit(resource.RLIMIT_CPU)[1],
     }
