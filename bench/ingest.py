@@ -21,12 +21,14 @@ import argparse
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness import bench_app, console, ingest_pdf, print_table
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.table import Table
 
-from app.rag.pipeline import STAGES
+# The top level imports only the standard library: the isolated reader's ``spawn`` child re-imports this
+# module (as ``__mp_main__``) before it reads, and importing the app here (3.5 s, 500 MB) would delay every
+# book's first pages by what no worker pays (``opencoach worker``'s child imports ``app.cli``: 0.5 s).
 
 DEFAULT_BOOKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "books"
 
@@ -42,6 +44,10 @@ def parse_args() -> argparse.Namespace:
 
 async def measure(books: list[Path]) -> list[dict[str, Any]]:
     """Ingest every book with the real pipeline; one result row per book."""
+    from harness import bench_app, console, ingest_pdf
+
+    from app.rag.pipeline import STAGES
+
     rows = []
     async with bench_app() as (container, coach_id):
         for path in books:
@@ -64,6 +70,10 @@ async def measure(books: list[Path]) -> list[dict[str, Any]]:
 
 
 def render(rows: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
+    from app.rag.pipeline import STAGES
+
     table = Table(title="Ingestion (seconds)")
     table.add_column("book")
     for name in ("pages", "characters", "chunks", "first searchable", "fully searchable", "chunks/s", *STAGES):
@@ -91,6 +101,8 @@ async def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
+        from harness import print_table
+
         print_table(render(rows))
 
 

@@ -1,5 +1,5 @@
-"""``EMBED_THREADS`` caps the local embedder's torch threads for a batch (one by default: see the setting); a
-single text stays on one thread, and building the embedder leaves the process's thread count alone."""
+"""``EMBED_THREADS`` caps the local embedder's torch threads for a batch (torch's default when unset: see the
+setting); a single text stays on one thread, and building the embedder leaves the process's thread count alone."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from app.llm.local import SentenceTransformerEmbedder
 
 
 def test_embed_threads_caps_a_batch_and_one_text_stays_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Settings(_env_file=None).embed_threads == 1
+    assert Settings(_env_file=None).embed_threads is None  # torch's default: one per core
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(3)
