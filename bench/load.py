@@ -13,6 +13,8 @@ milliseconds), client messages sent / acknowledged / stored, replies received / 
 PostgreSQL, read as the schema owner: lost = sent − stored), and the live-events check: the first coach's
 dashboard event stream (``/dashboard/events``) is opened on the *last* API process and counts the ``message``
 events of conversations whose sockets are on the *first* one (two per turn: the client's and the reply).
+A socket that drops or is refused is reopened and its unacknowledged message sent again, as the widget does
+(:func:`socket_client`); the error rows count each kind of ``error`` event and of socket end.
 
 Run from the project root (the settings come from the environment, as for ``docker compose``)::
 
@@ -33,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,16 +64,16 @@ QUESTION = "I keep putting off my workout plan; how do I start again this week? 
 class Tally:
     """What the clients saw. ``latencies_ms``: send → ``done`` of each turn answered inside the timed window;
     ``sent`` / ``acked`` / ``replied``: the ``client_message_id`` of each message sent, acknowledged and
-    answered; ``errors``: ``error`` events and dropped sockets; ``live``: the conversation id of each
-    ``message`` event the coach received; ``watched``: conversation ids whose socket is on the first API
-    process, ``watched_turns`` their turns."""
+    answered; ``errors``: ``error`` events by message and dropped sockets by exception; ``live``: the
+    conversation id of each ``message`` event the coach received; ``watched``: conversation ids whose socket
+    is on the first API process, ``watched_turns`` their turns."""
 
     latencies_ms: list[float] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
     acked: set[str] = field(default_factory=set)
     replied: set[str] = field(default_factory=set)
     reply_ids: list[str] = field(default_factory=list)
-    errors: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
     live: list[str] = field(default_factory=list)
     watched_turns: int = 0
     watched: set[str] = field(default_factory=set)
@@ -81,10 +84,11 @@ class Tally:
 
     def record(self, event: dict[str, Any], cid: str, sent_at: float, timed_until: float) -> bool:
         """Count one server event of the message ``cid`` (sent at ``sent_at``, ``time.monotonic()``); returns
-        whether the turn is over (its ``done`` or an ``error``)."""
+        whether the turn is over (its ``done``, an ``error``, or an ``ack`` saying it is answered already)."""
         kind = event.get("type")
         if kind == "ack" and event.get("client_message_id") == cid:
             self.acked.add(cid)
+            return event.get("answering") is False  # a message sent again after it was answered: no ``done``
         elif kind == "done":
             self.replied.add(cid)
             if event.get("message_id"):
@@ -94,7 +98,7 @@ class Tally:
                 self.latencies_ms.append((now - sent_at) * 1000)
             return True
         elif kind == "error":
-            self.errors += 1
+            self.errors[f"error event: {event.get('message')}"] += 1
             return True
         return False
 
@@ -105,26 +109,81 @@ async def pause_until(seconds: float, stop_at: float) -> None:
     await asyncio.sleep(max(0.0, min(seconds, stop_at - time.monotonic())))
 
 
+RECONNECT_S = (0.5, 8.0)
+"""First and longest pause before reopening a dropped socket (doubling in between), as ``static/chat.js`` does."""
+RESEND_GRACE_S = 120.0
+"""How long after the window a socket keeps reconnecting to deliver a message the server has not acknowledged."""
+SOCKET_ERRORS = (websockets.ConnectionClosed, websockets.InvalidHandshake, OSError, TimeoutError)
+"""What ends a socket (dropped, refused at the handshake, unreachable, no event for 120 s): the widget reopens it."""
+
+
+@dataclass
+class Pending:
+    """The message a socket is waiting on: its ``client_message_id``, text and send time (``time.monotonic()``)."""
+
+    cid: str
+    text: str
+    sent_at: float
+
+
 async def socket_client(url: str, token: str, tally: Tally, pause_s: float, stop_at: float, watch: bool) -> None:
-    """One widget on ``url``: message, wait for ``done``, pause ~``pause_s`` (exponential), until ``stop_at``."""
-    conversation: str | None = None
-    async with websockets.connect(f"{url.replace('http://', 'ws://')}/ws/chat?token={token}", open_timeout=60) as ws:
-        await pause_until(random.uniform(0, pause_s), stop_at)
-        while time.monotonic() < stop_at:
-            cid = uuid.uuid4().hex
-            body = {"text": QUESTION.format(n=len(tally.sent)), "client_message_id": cid}
-            await ws.send(json.dumps(body | ({"conversation_id": conversation} if conversation else {})))
-            tally.sent.append(cid)
-            sent_at = time.monotonic()
-            while True:
-                event = json.loads(await asyncio.wait_for(ws.recv(), 120))
-                conversation = event.get("conversation_id") or conversation
-                if tally.record(event, cid, sent_at, stop_at):
-                    break
-            if watch and conversation:
-                tally.watched.add(conversation)
-                tally.watched_turns += 1
-            await pause_until(random.expovariate(1 / pause_s), stop_at)
+    """One widget on ``url``: message, wait for ``done``, pause ~``pause_s`` (exponential), until ``stop_at``.
+
+    Like the widget (``static/chat.js``), a dropped or refused socket is reopened after a doubling pause
+    (:data:`RECONNECT_S`), and a message not yet acknowledged is sent again with the same id (the server
+    stores it once), up to :data:`RESEND_GRACE_S` after the window; a message acknowledged but not answered
+    when its socket dropped is not waited for again (the widget reads its reply over HTTP)."""
+    state: dict[str, Any] = {"conversation": None, "pending": None}
+    delay = RECONNECT_S[0]
+    first = True
+    while True:
+        try:
+            async with websockets.connect(
+                f"{url.replace('http://', 'ws://')}/ws/chat?token={token}", open_timeout=60
+            ) as ws:
+                delay = RECONNECT_S[0]
+                if first:
+                    first = False
+                    await pause_until(random.uniform(0, pause_s), stop_at)
+                await _chat(ws, tally, state, pause_s, stop_at, watch)
+                return
+        except SOCKET_ERRORS as exc:
+            tally.errors[f"socket ended: {type(exc).__name__}"] += 1
+            pending: Pending | None = state["pending"]
+            if pending is not None and pending.cid in tally.acked:
+                state["pending"] = None
+            if state["pending"] is None and time.monotonic() >= stop_at:
+                return
+            if time.monotonic() >= stop_at + RESEND_GRACE_S:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_S[1])
+
+
+async def _chat(ws: Any, tally: Tally, state: dict[str, Any], pause_s: float, stop_at: float, watch: bool) -> None:
+    """The turns of one open socket (``state``: the conversation id and the :class:`Pending` message, kept
+    across reconnects); returns once the window is over and nothing is pending."""
+    while True:
+        pending: Pending | None = state["pending"]
+        if pending is None:
+            if time.monotonic() >= stop_at:
+                return
+            pending = Pending(uuid.uuid4().hex, QUESTION.format(n=len(tally.sent)), time.monotonic())
+            state["pending"] = pending
+            tally.sent.append(pending.cid)
+        conversation = state["conversation"]
+        body = {"text": pending.text, "client_message_id": pending.cid}
+        await ws.send(json.dumps(body | ({"conversation_id": conversation} if conversation else {})))
+        while True:
+            event = json.loads(await asyncio.wait_for(ws.recv(), 120))
+            state["conversation"] = event.get("conversation_id") or state["conversation"]
+            if tally.record(event, pending.cid, pending.sent_at, stop_at):
+                break
+        state["pending"] = None
+        if watch and state["conversation"]:
+            tally.watched.add(state["conversation"])
+            tally.watched_turns += 1
+        await pause_until(random.expovariate(1 / pause_s), stop_at)
 
 
 async def watch_coach(base: str, email: str, tally: Tally, ready: asyncio.Event) -> None:
@@ -194,7 +253,7 @@ async def run(cluster: Cluster, model_url: str, args: argparse.Namespace) -> tup
             return_exceptions=True,
         )
     elapsed = time.monotonic() - started
-    tally.errors += sum(1 for r in results if isinstance(r, BaseException))
+    tally.errors.update(f"socket ended: {type(r).__name__}" for r in results if isinstance(r, BaseException))
     await asyncio.sleep(2)  # the last live events
     watcher.cancel()
     return tally, min(elapsed, args.seconds), await stored(cluster, tally)
@@ -214,7 +273,9 @@ def render(
     table.add_row("client messages sent / acked / stored", f"{len(tally.sent)} / {len(tally.acked)} / {counts[0]}")
     table.add_row("replies received / stored", f"{len(tally.replied)} / {counts[1]}")
     table.add_row("lost (sent − stored)", str(len(tally.sent) - counts[0]))
-    table.add_row("errors (error events, dropped sockets)", str(tally.errors))
+    table.add_row("errors (error events, dropped sockets)", str(tally.errors.total()))
+    for kind, count in tally.errors.most_common():
+        table.add_row(f"  {kind[:80]}", str(count))
     table.add_row("live events on the other process / expected", f"{tally.live_events()} / {2 * tally.watched_turns}")
     return table
 

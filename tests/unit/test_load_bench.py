@@ -1,17 +1,21 @@
 """bench/load.py's counting: latency only for turns answered inside the timed window, acknowledgements and
 replies by ``client_message_id``, errors end a turn, and live events counted for the watched conversations
-only; the table reports sent − stored as lost."""
+only; the table reports sent − stored as lost; a dropped socket is reopened and its unacknowledged message sent
+again with the same id, as the widget does."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
+import json
 import sys
 import time
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -39,7 +43,10 @@ def test_a_turn_ends_at_its_done_or_error_and_only_timed_turns_give_a_latency(lo
     assert tally.record({"type": "done", "message_id": "r2"}, "b", now - 1, now - 0.5)
     assert len(tally.latencies_ms) == 1 and tally.replied == {"a", "b"}
     assert tally.record({"type": "error", "message": "nope"}, "c", now, now + 10)
-    assert tally.errors == 1 and "c" not in tally.replied
+    assert tally.errors == {"error event: nope": 1} and "c" not in tally.replied
+    # a message sent again after its socket dropped, already answered: acknowledged, no ``done`` to wait for
+    assert tally.record({"type": "ack", "client_message_id": "d", "answering": False}, "d", now, now + 10)
+    assert "d" in tally.acked and "d" not in tally.replied
 
 
 def test_live_events_count_only_the_watched_conversations(load: ModuleType) -> None:
@@ -77,3 +84,34 @@ async def test_a_pause_never_outlasts_the_timed_window(load: ModuleType) -> None
     started = time.monotonic()
     await load.pause_until(60, started + 0.05)
     assert time.monotonic() - started < 5
+
+
+async def test_a_dropped_socket_is_reopened_and_its_unacknowledged_message_sent_again(
+    load: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first socket closes as soon as the message arrives (never stored, never acknowledged); the client
+    reopens it and sends the same ``client_message_id`` again, which the second socket answers."""
+    monkeypatch.setattr(load, "RECONNECT_S", (0.01, 0.02))
+    received: list[str] = []
+
+    async def server(ws: ServerConnection) -> None:
+        if received:  # the reopened socket answers every message
+            async for raw in ws:
+                cid = json.loads(raw)["client_message_id"]
+                received.append(cid)
+                await ws.send(json.dumps({"type": "ack", "client_message_id": cid, "answering": True}))
+                await ws.send(json.dumps({"type": "done", "message_id": f"r-{cid}", "conversation_id": "c1"}))
+            return
+        received.append(json.loads(await ws.recv())["client_message_id"])
+        await ws.close()  # dropped before the message was stored
+
+    async with serve(server, "127.0.0.1", 0) as running:
+        port = next(iter(running.sockets)).getsockname()[1]
+        tally = load.Tally()
+        stop_at = time.monotonic() + 0.2
+        await asyncio.wait_for(load.socket_client(f"http://127.0.0.1:{port}", "t", tally, 0.001, stop_at, False), 10)
+
+    assert len(received) >= 2 and received[0] == received[1]  # the same id again
+    assert tally.sent == list(dict.fromkeys(received))  # each message counted as sent once
+    assert tally.acked == tally.replied == set(tally.sent)
+    assert sum(tally.errors.values()) == 1 and next(iter(tally.errors)).startswith("socket ended: ConnectionClosed")
