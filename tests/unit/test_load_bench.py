@@ -58,6 +58,7 @@ def test_the_table_reports_lost_messages_as_sent_minus_stored(load: ModuleType) 
     from rich.console import Console
 
     tally = load.Tally(sent=["a", "b", "c"], acked={"a", "b", "c"}, replied={"a", "b"}, latencies_ms=[10.0, 30.0])
+    tally.reply_ids = ["r1", "r2", "r2"]
     args = argparse.Namespace(sockets=3, seconds=2.0)
     console = Console(width=200, record=True)
     console.print(load.render(args, 2, 2, tally, 2.0, (2, 2)))
@@ -66,6 +67,8 @@ def test_the_table_reports_lost_messages_as_sent_minus_stored(load: ModuleType) 
     assert "3 / 3 / 2" in text
     lost = next(line for line in text.splitlines() if "lost" in line)
     assert lost.rstrip(" │").endswith("1")
+    twice = next(line for line in text.splitlines() if "received twice" in line)
+    assert twice.rstrip(" │").endswith("1")
 
 
 def test_stage_times_come_from_the_api_logs_without_each_processs_warm_up_turn(
