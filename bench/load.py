@@ -271,8 +271,11 @@ def render(
     for q in (50, 95, 99):
         table.add_row(f"turn latency p{q} (ms)", f"{percentile(lat, q):.0f}")
     table.add_row("client messages sent / acked / stored", f"{len(tally.sent)} / {len(tally.acked)} / {counts[0]}")
-    table.add_row("replies received / stored", f"{len(tally.replied)} / {counts[1]}")
+    table.add_row("replies received / stored", f"{len(set(tally.reply_ids))} / {counts[1]}")
     table.add_row("reply ids received twice or more", str(len(tally.reply_ids) - len(set(tally.reply_ids))))
+    table.add_row(
+        "turns ended without a reply (handed to the coach)", str(len(tally.replied) - len(set(tally.reply_ids)))
+    )
     table.add_row("lost (sent − stored)", str(len(tally.sent) - counts[0]))
     table.add_row("errors (error events, dropped sockets)", str(tally.errors.total()))
     for kind, count in tally.errors.most_common():

@@ -58,7 +58,7 @@ def test_the_table_reports_lost_messages_as_sent_minus_stored(load: ModuleType) 
     from rich.console import Console
 
     tally = load.Tally(sent=["a", "b", "c"], acked={"a", "b", "c"}, replied={"a", "b"}, latencies_ms=[10.0, 30.0])
-    tally.reply_ids = ["r1", "r2", "r2"]
+    tally.reply_ids = ["r1", "r1"]  # "b" ended without a reply; "a"'s reply came twice
     args = argparse.Namespace(sockets=3, seconds=2.0)
     console = Console(width=200, record=True)
     console.print(load.render(args, 2, 2, tally, 2.0, (2, 2)))
@@ -67,8 +67,10 @@ def test_the_table_reports_lost_messages_as_sent_minus_stored(load: ModuleType) 
     assert "3 / 3 / 2" in text
     lost = next(line for line in text.splitlines() if "lost" in line)
     assert lost.rstrip(" │").endswith("1")
-    twice = next(line for line in text.splitlines() if "received twice" in line)
-    assert twice.rstrip(" │").endswith("1")
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in text.splitlines() if "│" in line}
+    assert rows["replies received / stored"] == "1 / 2"
+    assert rows["reply ids received twice or more"] == "1"
+    assert rows["turns ended without a reply (handed to the coach)"] == "1"
 
 
 def test_stage_times_come_from_the_api_logs_without_each_processs_warm_up_turn(
