@@ -361,8 +361,24 @@ class _SocketChat:
             except DomainError as exc:
                 await self.send({"type": "error", "message": exc.message})
             except Exception:  # one failed answer must not leave the messages queued after it unanswered
-                log.exception("answering message %s failed", message_id)
-                await self.send({"type": "error", "message": "could not answer this message; it is saved"})
+                log.exception("answering message %s failed; a job answers it", message_id)
+                await self._answer_later(message_id)
+
+    async def _answer_later(self, message_id: uuid.UUID) -> None:
+        """Hand a stored message whose live answer failed to the worker
+        (:meth:`app.chat.turn.ChatService.answer_later`); the reply reaches the client through its live channel.
+        Tells the client which happened."""
+        try:
+            await self.container.chat.answer_later(self.identity.coach_id, message_id)
+        except Exception:  # (the database may still be out of reach: the coach's inbox shows the message)
+            log.exception("queueing the answer of message %s failed", message_id)
+            await self.send({"type": "error", "message": "could not answer this message; it is saved"})
+            return
+        await self.send({"type": "error", "message": ANSWER_LATER})
+
+
+ANSWER_LATER = "could not answer this message yet; it is saved and will be answered shortly"
+"""The ``error`` event of a stored message whose live answer failed and went to the worker."""
 
 
 def _client_id_of(raw: str) -> dict[str, str]:

@@ -51,6 +51,7 @@ from app.conversations.models import Conversation, Message
 from app.conversations.service import unanswered_client_message
 from app.core.config import Settings
 from app.core.errors import NotFound
+from app.db import jobs
 from app.handoff.confidence import Confidence
 from app.handoff.crisis import needs_crisis_protocol
 from app.handoff.service import HandoffService
@@ -290,10 +291,17 @@ class ChatService:
         async for item in self._answer(coach_id, client_id, received.message_id, _never, stages):
             yield item
 
+    async def answer_later(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> None:
+        """Queue the ``answer_pending`` job for stored client message ``message_id`` (its live answer failed,
+        for example on a database pool exhausted by overload): the worker answers it, once."""
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            jobs.answer_pending(uow.session, coach_id, message_id)
+
     async def answer_pending(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> str:
-        """Worker job body (after a handback): answer client message ``message_id`` if it is still the
-        conversation's unanswered latest one (:func:`~app.conversations.service.unanswered_client_message`),
-        delivering the reply to the client's live channel. Returns a short status for arq."""
+        """Worker job body (after a handback, or after the live answer failed: :meth:`answer_later`): answer
+        client message ``message_id`` if it is still the conversation's unanswered latest one
+        (:func:`~app.conversations.service.unanswered_client_message`), delivering the reply to the client's
+        live channel. Returns a short status for arq."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             row = (
