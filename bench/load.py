@@ -103,6 +103,10 @@ class Tally:
         return False
 
 
+LIVE_WAIT_S = 15.0
+"""How long after the last turn the coach's live events may still arrive (a busy API process publishes late)."""
+
+
 async def pause_until(seconds: float, stop_at: float) -> None:
     """Sleep ``seconds``, but not past ``stop_at`` (``time.monotonic()``): a socket's pause never outlasts the
     timed window."""
@@ -254,7 +258,11 @@ async def run(cluster: Cluster, model_url: str, args: argparse.Namespace) -> tup
         )
     elapsed = time.monotonic() - started
     tally.errors.update(f"socket ended: {type(r).__name__}" for r in results if isinstance(r, BaseException))
-    await asyncio.sleep(2)  # the last live events
+
+    async def all_live() -> bool:
+        return tally.live_events() >= 2 * tally.watched_turns
+
+    await until(all_live, LIVE_WAIT_S)  # the last live events
     watcher.cancel()
     return tally, min(elapsed, args.seconds), await stored(cluster, tally)
 
