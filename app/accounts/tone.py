@@ -106,7 +106,8 @@ class ToneSettings:
         for mode in self.modes:
             if mode.key == key:
                 return mode
-        raise InvalidInput(f"unknown tone mode {key!r}: one of {', '.join(m.key for m in self.modes) or 'none'}")
+        offered = ", ".join(f"{m.key} ({m.label})" for m in self.modes) or "none besides the default"
+        raise InvalidInput(f"unknown tone mode {key!r}: your coach's styles now are {offered}")
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form: ``{"min", "max", "default", "modes": [...]}``."""
@@ -182,14 +183,15 @@ def coach_tone(coach: Coach) -> ToneSettings:
 @dataclass(frozen=True)
 class ModeConsent:
     """A mode as the client sees it: the mode, its consent ``text`` and ``version``, when the client's valid
-    consent ``expires_at`` (``None``: none), and whether a first confirmation awaits the second
-    (``awaiting_second``, most intense mode only)."""
+    consent was ``given_at`` and ``expires_at`` (both ``None``: no valid consent), and whether a first
+    confirmation awaits the second (``awaiting_second``, most intense mode only)."""
 
     mode: ToneMode
     text: str
     version: str
     expires_at: datetime | None
     awaiting_second: bool
+    given_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,12 @@ class ToneChoice:
     mode: ToneMode | None
     chosen_mode: str
     consents: list[ModeConsent] = field(default_factory=list)
+
+    def in_force(self) -> ModeConsent | None:
+        """The consent of the mode in force (when the client agreed, when it expires); ``None`` on the default
+        or when ``consents`` were not read (:meth:`ToneService.client_state` reads them)."""
+        key = self.mode.key if self.mode is not None else None
+        return next((c for c in self.consents if c.mode.key == key), None)
 
 
 async def _latest(session: AsyncSession, client_id: uuid.UUID, mode: str, events: Sequence[str]) -> ToneConsent | None:
@@ -230,8 +238,9 @@ async def _consent(session: AsyncSession, client_id: uuid.UUID, mode: ToneMode, 
         and last.text_version == version
         and now - last.at <= timedelta(minutes=SECOND_CONFIRMATION_MINUTES)
     )
-    expires = last.expires_at if valid and last is not None else None
-    return ModeConsent(mode, consent_text(mode), version, expires, awaiting)
+    if not valid or last is None:
+        return ModeConsent(mode, consent_text(mode), version, None, awaiting)
+    return ModeConsent(mode, consent_text(mode), version, last.expires_at, awaiting, last.at)
 
 
 async def tone_choice(session: AsyncSession, coach: Coach, client_id: uuid.UUID, now: datetime) -> ToneChoice:
@@ -362,7 +371,7 @@ class ToneService:
         chosen = settings.mode(mode)
         current = text_version(chosen)
         if version != current:
-            raise InvalidInput("the consent text changed: read it again (GET /api/v1/widget/tone)")
+            raise InvalidInput("the consent text of this style changed: read it again and agree to the new text")
         if confirmation not in (1, 2) or (confirmation == 2 and not chosen.most_intense):
             raise InvalidInput("confirmation must be 1 (and 2, for the most intense mode)")
         event = CONFIRM_1 if chosen.most_intense and confirmation == 1 else GIVEN

@@ -24,6 +24,12 @@ def _source() -> str:
 async def serious_violations(page: Page) -> list[str]:
     """axe-core's violations of impact serious or critical on the page as it is now, one line each:
     ``rule (impact): help — target, target…``; ``[]`` when none."""
+    return await violations(page, BLOCKING)
+
+
+async def violations(page: Page, impacts: frozenset[str] | None = None) -> list[str]:
+    """axe-core's violations on the page as it is now of the given ``impacts`` (``None``: every impact, minor
+    to critical), one line each as :func:`serious_violations` gives them; ``[]`` when none."""
     if not await page.evaluate("() => typeof window.axe === 'object'"):
         await page.evaluate(_source())
     result = await page.evaluate(
@@ -36,5 +42,5 @@ async def serious_violations(page: Page) -> list[str]:
     return [
         f"{v['id']} ({v['impact']}): {v['help']} — {', '.join(v['targets'][:5])}"
         for v in result
-        if v["impact"] in BLOCKING
+        if impacts is None or v["impact"] in impacts
     ]

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -29,6 +30,7 @@ from app.accounts.widget_settings import greeting, suggestions
 from app.channels.telegram import render
 from app.channels.telegram.outbound import ChatOutbox, markup, with_retry
 from app.channels.telegram.service import ChatBinding, TelegramService
+from app.channels.telegram.tone import TONE_COMMAND, TelegramTone, parse_tone
 from app.chat.turn import ChatService, TurnResult
 from app.conversations.metadata import client_citations
 from app.conversations.service import ConversationService
@@ -98,6 +100,7 @@ class TelegramChannel:
         chat: ChatService,
         conversations: ConversationService,
         memory: MemoryControls,
+        tone: TelegramTone,
         redis: ArqRedis,
         sessionmaker: async_sessionmaker[AsyncSession],
     ) -> None:
@@ -105,6 +108,7 @@ class TelegramChannel:
         self._chat = chat
         self._conversations = conversations
         self._memory = memory
+        self._tone = tone
         self.outbox = ChatOutbox(redis, service)
         self._sessionmaker = sessionmaker
         self._locks: dict[tuple[uuid.UUID, int], asyncio.Lock] = {}
@@ -193,6 +197,10 @@ class TelegramChannel:
             shown, keyboard = await self._remembered(coach_id, binding.client_id)
             await bot.send_message(chat_id, shown, parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard))
             return
+        if text.strip() == TONE_COMMAND:
+            shown, keyboard = await self._tone.show(coach_id, binding.client_id, datetime.now(UTC))
+            await bot.send_message(chat_id, shown, parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard))
+            return
         await self._turn(bot, coach_id, binding, text, f"tg:{chat_id}:{message.get('message_id')}")
 
     async def _edited(self, bot: Bot, coach_id: uuid.UUID, message: dict[str, Any]) -> None:
@@ -239,6 +247,11 @@ class TelegramChannel:
         if (forget := render.parse_forget(data)) is not None:
             await self._forget(bot, coach_id, binding, callback, forget)
             return
+        if (press := parse_tone(data)) is not None:
+            answer = await self._tone.press(coach_id, binding.client_id, press, datetime.now(UTC))
+            await bot.answer_callback_query(callback["id"], text=answer.note, show_alert=answer.alert)
+            await self._edit(bot, binding, callback, answer.text, answer.keyboard)
+            return
         feedback = render.parse_feedback(data)
         note = None
         if feedback is not None:
@@ -272,10 +285,17 @@ class TelegramChannel:
         except NotFound:
             note = "That was already forgotten."
         await bot.answer_callback_query(callback["id"], text=note)
+        shown, keyboard = await self._remembered(coach_id, binding.client_id)
+        await self._edit(bot, binding, callback, shown, keyboard)
+
+    async def _edit(
+        self, bot: Bot, binding: ChatBinding, callback: dict[str, Any], shown: str, keyboard: dict[str, Any] | None
+    ) -> None:
+        """Edit the message under a pressed button in place (HTML ``shown``, ``keyboard``); nothing when the
+        press carries no message (too old for Telegram to send it)."""
         message_id = (callback.get("message") or {}).get("message_id")
         if message_id is None:
             return
-        shown, keyboard = await self._remembered(coach_id, binding.client_id)
         with contextlib.suppress(BadRequest):  # "message is not modified": already shown so
             await bot.edit_message_text(
                 shown, binding.chat_id, int(message_id), parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard)

@@ -124,7 +124,8 @@ def notice_text(event: dict[str, Any]) -> str | None:
     return None
 
 
-def _short(text: str, limit: int) -> str:
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending in "…" when cut."""
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
@@ -144,7 +145,7 @@ def memory_message(memory: RememberedOut) -> tuple[str, dict[str, Any] | None]:
     nothing is remembered."""
     text, buttons = escape(FORGET_INTRO) + "\n", []
     for n, (data, item) in enumerate(memory_items(memory), 1):
-        line = f"\n{n}. {escape(_short(item, FORGET_ITEM_CHARS))}"
+        line = f"\n{n}. {escape(shorten(item, FORGET_ITEM_CHARS))}"
         if len(text) + len(line) > MAX_MESSAGE_CHARS:
             break
         text += line

@@ -10,6 +10,7 @@ from app.channels.telegram.adapter import TelegramChannel
 from app.channels.telegram.bot import install_token_redaction
 from app.channels.telegram.poller import poll_forever
 from app.channels.telegram.service import TelegramService
+from app.channels.telegram.tone import TelegramTone
 from app.container import Container
 from app.core.security import SecretBox
 
@@ -20,8 +21,15 @@ def build_channel(container: Container) -> TelegramChannel:
     install_token_redaction()
     settings = container.settings
     service = TelegramService(container.sessionmaker, settings, SecretBox.from_settings(settings), container.accounts)
+    tone = TelegramTone(container.tone, container.sessionmaker)
     channel = TelegramChannel(
-        service, container.chat, container.conversations, container.memory, container.redis, container.sessionmaker
+        service,
+        container.chat,
+        container.conversations,
+        container.memory,
+        tone,
+        container.redis,
+        container.sessionmaker,
     )
     container.handoffs.client_sinks.append(channel.deliver_event)
     return channel

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -15,6 +15,7 @@ from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
 from app.accounts.models import Client, Coach
+from app.accounts.tone import CONFIRM_1, GIVEN, INTENSITY_NAMES, WITHDRAWN
 from app.accounts.unit_of_work import UnitOfWork
 from app.container import Container
 from app.conversations.service import ClientActivity
@@ -32,6 +33,8 @@ PROFILE_LISTS = (
     ("sensitive_topics", "Handle with care"),
 )
 """The profile's list fields and their labels, in the order the client page shows them."""
+CONSENT_EVENTS = {CONFIRM_1: "first of two confirmations", GIVEN: "agreed", WITHDRAWN: "withdrew"}
+"""How the client page words each event of the tone consent log."""
 
 
 async def _client_page(
@@ -41,6 +44,7 @@ async def _client_page(
     client = await container.accounts.get_client(uow, client_id)
     memory = await container.memory.client_memory(uow.session, uow.coach_id, client_id)
     conversations = await container.conversations.list_conversations(uow, client_id)
+    tone = await container.tone.client_state(uow, client_id, datetime.now(UTC))
     return Template(
         "dashboard/client.html",
         context={
@@ -55,6 +59,12 @@ async def _client_page(
             "profile_lists": PROFILE_LISTS,
             "kinds": InsightKind.ALL,
             "statuses": InsightStatus.VISIBLE,
+            "tone": tone,
+            "tone_in_force": tone.in_force(),
+            "tone_log": await container.tone.consent_log(uow, client_id),
+            "tone_labels": {m.key: m.label for m in tone.settings.modes},
+            "intensity_names": INTENSITY_NAMES,
+            "consent_events": CONSENT_EVENTS,
             "page_error": error,
             "nav": "clients",
         },
