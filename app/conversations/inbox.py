@@ -32,9 +32,9 @@ BAD_CURSOR = "cursor is not a valid inbox cursor: use the next value of the prev
 
 class InboxState:
     """Who has to act in a conversation, most urgent first: ``crisis`` (an open crisis handoff, or one the coach
-    holds with a crisis message they have not read yet), ``waiting``
-    (an open handoff: the AI stopped, nobody took it yet), ``you`` (the coach holds it), ``draft`` (an AI draft
-    waits for approval), ``ai`` (the AI answers)."""
+    holds with a crisis message they have not read yet), ``waiting`` (an open handoff: the AI stopped, nobody
+    took it yet), ``you`` (the coach holds it), ``draft`` (an AI draft waits for approval), ``ai`` (the AI
+    answers)."""
 
     CRISIS = "crisis"
     WAITING = "waiting"

@@ -13,9 +13,12 @@ import pytest
 import respx
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
+from app.core.runtime import Services
 from tests.browser.axe import serious_violations
 from tests.browser.conftest import WAIT_MS, CoachWithClient, log_in
 from tests.browser.test_handoff_browser import REPLY, browser, llm_api, send_from_widget, shot
+from tests.conftest import Coach
+from tests.integration.web.test_inbox import seed_conversations
 
 __all__ = ["browser", "llm_api"]  # fixtures used by name below
 pytestmark = pytest.mark.browser
@@ -218,3 +221,33 @@ async def test_a_crisis_in_a_conversation_the_coach_holds_rings_and_shows_crisis
     finally:
         await coach_context.close()
         await client_context.close()
+
+
+async def test_load_more_appends_the_next_rows_in_place(
+    base_url: str,
+    browser: Browser,
+    services: Services,
+    make_coach: Callable[..., Awaitable[Coach]],
+) -> None:
+    """60 conversations: the inbox shows 50 and "Load more", which appends the other 10 without a reload
+    (and goes); a live refresh of the list afterwards keeps all 60."""
+    coach = await make_coach("Coach Many")
+    expected = await seed_conversations(services, coach, 60)
+    context, page = await coach_page(browser, base_url, CoachWithClient(coach, {}))
+    try:
+        rows = page.locator("#inbox-list .inbox-row")
+        await expect(rows).to_have_count(50)
+        await page.locator("#inbox-more").click()
+        await expect(rows).to_have_count(60, timeout=WAIT_MS)
+        await expect(page.locator("#inbox-more")).to_have_count(0)
+        assert await rows.evaluate_all("rows => rows.map(r => r.dataset.conversation)") == expected
+        # a live event re-fetches the list (static/inbox.js): with as many rows as are shown
+        await page.evaluate(
+            "window.__list = document.getElementById('inbox-list');"
+            "document.dispatchEvent(new CustomEvent('oc:live', {detail: {type: 'handoff', data: {}}}))"
+        )
+        await page.wait_for_function("document.getElementById('inbox-list') !== window.__list", timeout=WAIT_MS)
+        await expect(rows).to_have_count(60)
+        await not_reloaded(page)
+    finally:
+        await context.close()

@@ -69,7 +69,7 @@ async def _panel_context(container: Container, uow: UnitOfWork, conversation_id:
     }
 
 
-def inbox_query_string(wanted: InboxFilter, selected: uuid.UUID | None, cursor: InboxCursor | None = None) -> str:
+def _inbox_query_string(wanted: InboxFilter, selected: uuid.UUID | None, cursor: InboxCursor | None = None) -> str:
     """The inbox's query string for these filters, the ``selected`` conversation and a page ``cursor`` (empty
     values left out; the page size is the default): the "Load more" and "Back to the newest" links."""
     params = {
@@ -87,8 +87,8 @@ async def _inbox_context(uow: UnitOfWork, wanted: WantedInbox, selected: uuid.UU
     page = await inbox_page(uow, wanted)
     return {
         "rows": page.rows,
-        "more_query": inbox_query_string(wanted, selected, page.next) if page.next else None,
-        "top_query": inbox_query_string(wanted, selected),
+        "more_query": _inbox_query_string(wanted, selected, page.next) if page.next else None,
+        "top_query": _inbox_query_string(wanted, selected),
         "wanted": wanted,
         "selected": selected,
         "states": InboxState.LABELS,
