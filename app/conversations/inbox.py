@@ -216,14 +216,13 @@ def _states() -> list[tuple[ColumnElement[bool], str]]:
 
 
 def _search(q: str) -> ColumnElement[bool]:
-    """Conversations whose client's name or any message contains ``q`` (case-insensitive). Written as two
-    ``IN`` subqueries with a plain ``column ILIKE pattern`` each, the form the trigram GIN indexes
-    ``ix_clients_name_trgm`` and ``ix_messages_text_trgm`` serve (migration 0027), rather than a correlated
-    ``EXISTS`` per conversation."""
-    pattern = _like(q)
-    names = select(Client.id).where(Client.name.ilike(pattern, escape="\\"))
-    said = select(Message.conversation_id).where(Message.text.ilike(pattern, escape="\\"))
-    return or_(Conversation.client_id.in_(names), Conversation.id.in_(said))
+    """Conversations whose client's name or any message contains ``q`` (case-insensitive), found by the
+    database function ``inbox_search(pattern)`` (migration 0027): its ILIKEs read the trigram GIN indexes
+    ``ix_messages_text_trgm`` and ``ix_clients_name_trgm``, which row-level security keeps the app role's own
+    ILIKE from using (ILIKE is not LEAKPROOF). The function returns the current tenant's conversations only,
+    and the outer query is scoped to the tenant as always."""
+    found = func.inbox_search(_like(q)).table_valued("conversation_id")
+    return Conversation.id.in_(select(found.c.conversation_id))
 
 
 def _after(priority: ColumnElement[int], cursor: InboxCursor) -> ColumnElement[bool]:

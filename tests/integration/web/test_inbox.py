@@ -208,8 +208,24 @@ async def test_unread_counts_drop_when_the_coach_reads_and_grow_with_new_message
     assert theirs.status_code == 404, "another coach cannot touch it"
 
 
+async def search_count(services: Services, coach_id: str | None) -> int:
+    """How many conversations ``inbox_search('%')`` returns to the app role with ``app.coach_id`` set to
+    ``coach_id`` (``None``: not set)."""
+    engine = make_engine(services.database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            if coach_id is not None:
+                await conn.execute(text("SELECT set_config('app.coach_id', :cid, true)"), {"cid": coach_id})
+            return int(await conn.scalar(text("SELECT count(*) FROM inbox_search('%')")) or 0)
+    finally:
+        await engine.dispose()
+
+
 async def test_search_finds_client_names_and_message_text_and_bad_filters_are_clear_400s(
-    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], llm_api: respx.MockRouter
+    http: httpx.AsyncClient,
+    services: Services,
+    make_coach: Callable[..., Awaitable[Coach]],
+    llm_api: respx.MockRouter,
 ) -> None:
     coach = await new_coach(http, make_coach)
     hana = await talk(http, coach, "Hana Ito", "My 100% honest question about procrastination")
@@ -221,6 +237,11 @@ async def test_search_finds_client_names_and_message_text_and_bad_filters_are_cl
     assert await inbox(http, coach, q="_") == [], "_ is no wildcard either"
     assert await inbox(http, coach, q="nobody said this") == []
     assert {r["conversation_id"] for r in await inbox(http, coach, q="  ")} == {hana, ivo}, "blank: everything"
+    other = await make_coach("Other Searcher")
+    assert await inbox(http, other, q="snooz") == [] and await inbox(http, other, q="hana") == [], "own only"
+    assert await search_count(services, coach.coach_id) == 2
+    assert await search_count(services, other.coach_id) == 0, "inbox_search() keeps to the current tenant"
+    assert await search_count(services, None) == 0, "and finds nothing without one"
 
     for params, message in (
         ({"state": "sleeping"}, "state must be one of crisis, waiting, you, draft, ai"),
@@ -404,16 +425,17 @@ async def test_a_bad_cursor_or_limit_is_a_clear_400_and_changes_nothing(
     assert [r["conversation_id"] for r in await inbox(http, coach)] == [conversation], "nothing changed"
 
 
-async def explain(url: str, statement: Select[Any], coach_id: uuid.UUID) -> str:
-    """``EXPLAIN`` of ``statement`` with its parameters bound as the app binds them (asyncpg), as the role of
-    ``url`` in a transaction scoped to ``coach_id`` (row-level security applies unless the role bypasses it)."""
+async def explain(url: str, statement: Select[Any] | str, coach_id: uuid.UUID, *params: Any) -> str:
+    """``EXPLAIN`` of ``statement`` (a SQL text with ``$1``… for ``params``, or a statement with its parameters
+    bound as the app binds them) as the role of ``url`` in a transaction scoped to ``coach_id``."""
     engine = make_engine(url, pool_size=1)
     try:
         async with engine.connect() as conn:
-            compiled = statement.compile(dialect=conn.dialect)
-            params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+            if not isinstance(statement, str):
+                compiled = statement.compile(dialect=conn.dialect)
+                statement, params = compiled.string, tuple(compiled.params[k] for k in compiled.positiontup or ())
             await conn.execute(text("SELECT set_config('app.coach_id', :cid, true)"), {"cid": str(coach_id)})
-            plan = await conn.exec_driver_sql("EXPLAIN " + compiled.string, params)
+            plan = await conn.exec_driver_sql("EXPLAIN " + statement, tuple(params))
             return "\n".join(str(line) for (line,) in plan.all())
     finally:
         await engine.dispose()
@@ -422,19 +444,24 @@ async def explain(url: str, statement: Select[Any], coach_id: uuid.UUID) -> str:
 async def test_the_search_is_planned_on_the_trigram_indexes(
     services: Services, make_coach: Callable[..., Awaitable[Coach]]
 ) -> None:
-    """On a few thousand conversations the inbox's search (a name and a message text) reads the trigram GIN
-    indexes of migration 0027 (``Bitmap Index Scan on ix_…_trgm``) instead of every message."""
+    """On a few thousand conversations the inbox's search reads the trigram GIN indexes of migration 0027
+    through ``inbox_search()``; the app role's own ILIKE could not (row-level security: ILIKE is not
+    LEAKPROOF), which is why the function exists."""
     coach = await make_coach("Searching Coach")
+    coach_id = uuid.UUID(coach.coach_id)
     await seed_conversations(services, coach, 3000)
     owner = create_async_engine(services.migration_database_url)
     try:
         async with owner.begin() as conn:
             await conn.execute(text("ANALYZE clients, conversations, messages"))
+            body = await conn.scalar(text("SELECT prosrc FROM pg_proc WHERE proname = 'inbox_search'"))
     finally:
         await owner.dispose()
-    statement = inbox_query(uuid.UUID(coach.coach_id), InboxFilter(q="number 2718"))
-    as_owner = await explain(services.migration_database_url, statement, uuid.UUID(coach.coach_id))
-    as_app = await explain(services.database_url, statement, uuid.UUID(coach.coach_id))
-    print("schema owner:\n" + as_owner + "\n\napp role:\n" + as_app)
-    assert "ix_messages_text_trgm" in as_owner and "ix_clients_name_trgm" in as_owner, as_owner
-    assert "ix_messages_text_trgm" in as_app and "ix_clients_name_trgm" in as_app, as_app
+    pattern = "%number 2718%"
+    inbox_plan = await explain(services.database_url, inbox_query(coach_id, InboxFilter(q="number 2718")), coach_id)
+    function_plan = await explain(services.migration_database_url, body.replace("p_pattern", "$1"), coach_id, pattern)
+    direct = "SELECT conversation_id FROM messages WHERE text ILIKE $1"
+    direct_plan = await explain(services.database_url, direct, coach_id, pattern)
+    print(f"inbox:\n{inbox_plan}\n\ninbox_search():\n{function_plan}\n\nILIKE as the app role:\n{direct_plan}")
+    assert "inbox_search" in inbox_plan, inbox_plan
+    assert "ix_messages_text_trgm" in function_plan and "ix_clients_name_trgm" in function_plan, function_plan
