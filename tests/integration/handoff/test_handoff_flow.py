@@ -250,7 +250,8 @@ async def test_a_crisis_in_a_conversation_the_coach_holds_alerts_live_once_and_m
     assert alerts[0]["message_id"] == crisis_message["id"] and alerts[0]["handoff_status"] == "claimed"
     assert alerts[0]["handoff_id"] == taken.json()["id"]
     assert [e for e in after if e["type"] == "alert"] == [], "an ordinary message raises no alert"
-    assert any(e["type"] == "message" for e in after), "while the ordinary message does reach the coach"
+    said = [e["message"]["text"] for e in after if e["type"] == "message"]
+    assert "Okay, I will wait here for you." in said, "while the ordinary message does reach the coach"
 
     inbox = await http.get("/api/v1/inbox", headers=setup.coach.headers)
     assert [(r["conversation_id"], r["state"]) for r in inbox.json()["rows"]] == [(conversation_id, "crisis")]
