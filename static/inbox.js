@@ -15,6 +15,7 @@
   var pending = null;
   var listFetches = 0;
   var PAGE = 50, MAX_PAGE = 200;  // app.conversations.inbox.PAGE_SIZE and MAX_PAGE_SIZE
+  var loadingMore = false, refreshAfterMore = false, listInFlight = false;
 
   function csrfToken() {
     try { return JSON.parse(document.body.getAttribute("hx-headers") || "{}")["x-csrftoken"] || ""; } catch (e) { return ""; }
@@ -48,6 +49,7 @@
   function refreshList() {
     if (!filters) return;
     if (pending) clearTimeout(pending);
+    if (loadingMore) { refreshAfterMore = true; return; }
     pending = setTimeout(function () {
       pending = null;
       var query = new URLSearchParams(new FormData(filters));
@@ -55,7 +57,9 @@
       if (shown > PAGE) query.set("limit", String(Math.min(shown, MAX_PAGE)));  // keep what "Load more" added
       query = query.toString();
       var mine = ++listFetches;
-      swapIn("/dashboard/inbox/list?" + query, "inbox-list", function () { return mine === listFetches; });
+      listInFlight = true;
+      swapIn("/dashboard/inbox/list?" + query, "inbox-list", function () { return mine === listFetches; })
+        .then(function () { listInFlight = false; });
     }, 150);
   }
 
@@ -75,6 +79,20 @@
     }
     refreshList();
   }
+
+  // "Load more" (#inbox-more, htmx): a list refresh meanwhile would drop the rows it appends, so refreshes
+  // wait for it (one in flight is discarded) and run once it is done, counting the appended rows
+  document.body.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.detail.elt.id !== "inbox-more") return;
+    loadingMore = true;
+    if (pending) { clearTimeout(pending); pending = null; refreshAfterMore = true; }
+    if (listInFlight) { listFetches++; refreshAfterMore = true; }  // its answer is dropped
+  });
+  document.body.addEventListener("htmx:afterRequest", function (event) {
+    if (event.detail.elt.id !== "inbox-more") return;
+    loadingMore = false;
+    if (refreshAfterMore) { refreshAfterMore = false; setTimeout(refreshList, 0); }  // after the swap
+  });
 
   document.body.addEventListener("htmx:beforeSwap", function (event) {
     var target = event.detail.target;

@@ -237,7 +237,6 @@ async def test_load_more_appends_the_next_rows_in_place(
     try:
         rows = page.locator("#inbox-list .inbox-row")
         await expect(rows).to_have_count(50)
-        await page.wait_for_timeout(1000)  # the list's own refresh when the live stream connected is done
         await page.locator("#inbox-more").click()
         await expect(rows).to_have_count(60, timeout=WAIT_MS)
         await expect(page.locator("#inbox-more")).to_have_count(0)
