@@ -20,7 +20,7 @@ from sqlalchemy import Select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.conversations.inbox import InboxFilter, inbox_query
-from app.core.runtime import Services
+from app.core.runtime import APP_ROLE, Services
 from app.db.engine import make_engine
 from tests.conftest import Coach, make_client
 from tests.integration.web.test_dashboard import browser, client_chat, csrf, log_in
@@ -425,28 +425,48 @@ async def test_a_bad_cursor_or_limit_is_a_clear_400_and_changes_nothing(
     assert [r["conversation_id"] for r in await inbox(http, coach)] == [conversation], "nothing changed"
 
 
-async def explain(url: str, statement: Select[Any] | str, coach_id: uuid.UUID, *params: Any) -> str:
+async def explain(url: str, statement: Select[Any] | str, coach_id: uuid.UUID, *params: Any, first: str = "") -> str:
     """``EXPLAIN`` of ``statement`` (a SQL text with ``$1``… for ``params``, or a statement with its parameters
-    bound as the app binds them) as the role of ``url`` in a transaction scoped to ``coach_id``."""
+    bound as the app binds them) as the role of ``url`` in a transaction scoped to ``coach_id``, after the
+    SQL ``first`` (statements separated by ``;``); the transaction is rolled back."""
     engine = make_engine(url, pool_size=1)
     try:
         async with engine.connect() as conn:
             if not isinstance(statement, str):
-                compiled = statement.compile(dialect=conn.dialect)
+                compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
                 statement, params = compiled.string, tuple(compiled.params[k] for k in compiled.positiontup or ())
             await conn.execute(text("SELECT set_config('app.coach_id', :cid, true)"), {"cid": str(coach_id)})
+            for sql in filter(None, (part.strip() for part in first.split(";"))):
+                await conn.exec_driver_sql(sql)
             plan = await conn.exec_driver_sql("EXPLAIN " + statement, tuple(params))
-            return "\n".join(str(line) for (line,) in plan.all())
+            lines = "\n".join(str(line) for (line,) in plan.all())
+            await conn.rollback()
+            return lines
     finally:
         await engine.dispose()
 
 
-async def test_the_search_is_planned_on_the_trigram_indexes(
+OWNER_LIKE = """
+CREATE ROLE alert_probe NOLOGIN NOSUPERUSER NOBYPASSRLS;
+GRANT SELECT ON clients, conversations, messages TO alert_probe;
+CREATE POLICY probe_all ON messages FOR SELECT TO alert_probe USING (true);
+CREATE POLICY probe_all ON clients FOR SELECT TO alert_probe USING (true);
+SET LOCAL ROLE alert_probe
+"""
+"""Run by the superuser, rolled back after: a role like the schema owner in production (neither superuser nor
+BYPASSRLS, FORCE ROW LEVEL SECURITY applies to it) with the read-all policies migration 0027 (``messages``)
+and 0001 (``clients``) give the owner, which ``inbox_search()`` runs as."""
+
+
+async def test_the_search_can_read_the_trigram_indexes_only_through_inbox_search(
     services: Services, make_coach: Callable[..., Awaitable[Coach]]
 ) -> None:
-    """On a few thousand conversations the inbox's search reads the trigram GIN indexes of migration 0027
-    through ``inbox_search()``; the app role's own ILIKE could not (row-level security: ILIKE is not
-    LEAKPROOF), which is why the function exists."""
+    """On a few thousand conversations: the inbox query calls ``inbox_search()``, whose two ILIKEs (message
+    text, client name), run as an owner-like role under row-level security with its read-all policies, read
+    the trigram GIN indexes of migration 0027, while the app role's own ILIKE cannot (its tenant policy comes
+    first and ILIKE is not LEAKPROOF): why the function exists. Whether an index *can* serve them is asked
+    with sequential scans off and the coach_id indexes dropped (rolled back after); at this size the planner
+    rightly prefers a sequential scan otherwise. The plans are printed (``-s``)."""
     coach = await make_coach("Searching Coach")
     coach_id = uuid.UUID(coach.coach_id)
     await seed_conversations(services, coach, 3000)
@@ -454,14 +474,20 @@ async def test_the_search_is_planned_on_the_trigram_indexes(
     try:
         async with owner.begin() as conn:
             await conn.execute(text("ANALYZE clients, conversations, messages"))
-            body = await conn.scalar(text("SELECT prosrc FROM pg_proc WHERE proname = 'inbox_search'"))
     finally:
         await owner.dispose()
-    pattern = "%number 2718%"
     inbox_plan = await explain(services.database_url, inbox_query(coach_id, InboxFilter(q="number 2718")), coach_id)
-    function_plan = await explain(services.migration_database_url, body.replace("p_pattern", "$1"), coach_id, pattern)
-    direct = "SELECT conversation_id FROM messages WHERE text ILIKE $1"
-    direct_plan = await explain(services.database_url, direct, coach_id, pattern)
-    print(f"inbox:\n{inbox_plan}\n\ninbox_search():\n{function_plan}\n\nILIKE as the app role:\n{direct_plan}")
     assert "inbox_search" in inbox_plan, inbox_plan
-    assert "ix_messages_text_trgm" in function_plan and "ix_clients_name_trgm" in function_plan, function_plan
+    no_seqscan = "DROP INDEX ix_messages_coach_id; DROP INDEX ix_clients_coach_id; SET LOCAL enable_seqscan = off"
+    url, pattern = services.migration_database_url, "%number 2718%"
+    for table, column, index in (
+        ("messages", "text", "ix_messages_text_trgm"),
+        ("clients", "name", "ix_clients_name_trgm"),
+    ):
+        ilike = f"SELECT id FROM {table} WHERE coach_id = app_current_coach_id() AND {column} ILIKE $1"  # noqa: S608
+        natural = await explain(url, ilike, coach_id, pattern, first=OWNER_LIKE)
+        as_owner = await explain(url, ilike, coach_id, pattern, first=f"{no_seqscan}; {OWNER_LIKE}")
+        as_app = await explain(url, ilike, coach_id, pattern, first=f"{no_seqscan}; SET LOCAL ROLE {APP_ROLE}")
+        print(f"\n{table}, owner-like:\n{natural}\nwithout seq scans:\n{as_owner}\napp role, same:\n{as_app}")
+        assert f"Bitmap Index Scan on {index}" in as_owner, as_owner
+        assert "trgm" not in as_app, as_app
