@@ -82,15 +82,18 @@
 
   // "Load more" (#inbox-more, htmx): a list refresh meanwhile would drop the rows it appends, so refreshes
   // wait for it (one in flight is discarded) and run once it is done, counting the appended rows
+  var moreRequest = null;  // its xhr: htmx announces the end on an ancestor once the link is swapped out
   document.body.addEventListener("htmx:beforeRequest", function (event) {
     if (event.detail.elt.id !== "inbox-more") return;
     loadingMore = true;
+    moreRequest = event.detail.xhr;
     if (pending) { clearTimeout(pending); pending = null; refreshAfterMore = true; }
     if (listInFlight) { listFetches++; refreshAfterMore = true; }  // its answer is dropped
   });
   document.body.addEventListener("htmx:afterRequest", function (event) {
-    if (event.detail.elt.id !== "inbox-more") return;
+    if (!moreRequest || event.detail.xhr !== moreRequest) return;
     loadingMore = false;
+    moreRequest = null;
     if (refreshAfterMore) { refreshAfterMore = false; setTimeout(refreshList, 0); }  // after the swap
   });
 

@@ -243,10 +243,10 @@ async def test_load_more_appends_the_next_rows_in_place(
         assert await rows.evaluate_all("rows => rows.map(r => r.dataset.conversation)") == expected
         # a live event re-fetches the list (static/inbox.js): with as many rows as are shown
         await page.evaluate(
-            "window.__list = document.getElementById('inbox-list');"
+            "document.getElementById('inbox-list').dataset.old = 'yes';"
             "document.dispatchEvent(new CustomEvent('oc:live', {detail: {type: 'handoff', data: {}}}))"
         )
-        await page.wait_for_function("document.getElementById('inbox-list') !== window.__list", timeout=WAIT_MS)
+        await expect(page.locator("#inbox-list[data-old]")).to_have_count(0, timeout=WAIT_MS)  # replaced
         await expect(rows).to_have_count(60)
         await not_reloaded(page)
     finally:
