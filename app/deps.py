@@ -61,11 +61,14 @@ def provide_inbox_filter(
     channel: FromQuery[str | None] = None,
     unread: FromQuery[bool] = False,
     q: FromQuery[str | None] = None,
+    cursor: FromQuery[str | None] = None,
+    limit: FromQuery[int | None] = None,
 ) -> InboxFilter:
-    """The inbox's filter from the query (``state``, ``channel``, ``unread=true``, ``q``): see
-    :meth:`app.conversations.inbox.InboxFilter.parse` (``InvalidInput``, a 400, for an unknown state or channel or
-    a search over its length limit)."""
-    return InboxFilter.parse(wanted_state, channel, unread, q)
+    """The inbox's filter and page from the query (``state``, ``channel``, ``unread=true``, ``q``, ``cursor``:
+    the ``next`` of the previous page, ``limit``: rows per page): see
+    :meth:`app.conversations.inbox.InboxFilter.parse` (``InvalidInput``, a 400, for an unknown state or channel,
+    a search over its length limit, a bad cursor or a limit out of range)."""
+    return InboxFilter.parse(wanted_state, channel, unread, q, cursor, limit)
 
 
 INBOX_FILTER = {"wanted": Provide(provide_inbox_filter, sync_to_thread=False)}

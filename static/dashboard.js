@@ -2,12 +2,15 @@
 //
 // Listens to GET /dashboard/events (Server-Sent Events of the coach's channel, see app/handoff/live.py):
 //   handoff / draft -> refresh the queue (#queue), the nav badge and the open conversation's handoff panel;
-//   alert           -> red crisis banner at the top of every page ("Crisis: <client> — open conversation");
+//   alert           -> red crisis banner at the top of every page ("Crisis: <client> — open conversation"), for
+//                      a new crisis handoff and for each crisis message inside a handoff already open or held;
 //   message         -> append to the open conversation's transcript (#transcript[data-conversation]).
 // Every event is also re-dispatched on document as "oc:live" ({type, data}) for page scripts (static/inbox.js).
 // Alerts a coach notices, for a new handoff or crisis: the tab title counts open handoffs ("(2) Inbox ·
 // OpenCoach"); with alerts turned on (#alerts-toggle: a click, so the browser lets the page ask for the
-// Notification permission and play sound) a short tone (Web Audio; two for a crisis) and a browser notification.
+// Notification permission and play sound) a short tone (Web Audio; two for a crisis) and a browser notification:
+// once per new handoff (its id) and once per crisis message (the alert's message_id; a crisis handoff's own
+// handoff event leaves it to its alert), so a crisis in a conversation the coach already holds still rings.
 // The page itself was rendered from the database; the stream only carries what changes afterwards, so after
 // a reconnect everything is re-fetched once. No framework: plain EventSource and fetch.
 // Also: a form with data-confirm="…" asks before it is sent.
@@ -89,7 +92,8 @@
           badge.hidden = !summary.open;
         }
         document.title = summary.open ? "(" + summary.open + ") " + baseTitle : baseTitle;
-        // crisis banners stay until the handoff is taken over (or dismissed on this tab)
+        // crisis banners stay while the inbox shows the conversation as crisis: until an open crisis handoff is
+        // taken over, or the coach read a crisis message in a conversation they hold (or dismissed on this tab)
         var crisis = {};
         summary.crisis.forEach(function (item) { crisis[item.conversation_id] = true; showAlert(item); });
         if (alerts) {
@@ -190,7 +194,7 @@
   }
 
   function notify(key, title, body, conversationId, urgent) {
-    if (!key || announced[key]) return;  // a crisis comes as a handoff and as an alert: one notice
+    if (!key || announced[key]) return;  // an event seen twice (e.g. after a reconnect): one notice
     announced[key] = true;
     if (!alertsOn()) return;
     tone(urgent ? 2 : 1);
@@ -234,9 +238,8 @@
     source.addEventListener("handoff", function (event) {
       var data = parse(event);
       var h = data && data.handoff;
-      if (h && h.status === "open") {
-        notify(h.id, (h.reason === "crisis" ? "Crisis: " : "Handoff: ") + (h.client_name || "a client"),
-          h.reason_label || "", h.conversation_id, h.reason === "crisis");
+      if (h && h.status === "open" && h.reason !== "crisis") {  // a crisis rings with its alert event
+        notify(h.id, "Handoff: " + (h.client_name || "a client"), h.reason_label || "", h.conversation_id, false);
       }
       refreshSummary();
       replaceFrom("/dashboard/handoffs/queue", "queue");
@@ -251,8 +254,10 @@
     source.addEventListener("alert", function (event) {
       var data = parse(event);
       if (data) {
+        delete dismissed[data.conversation_id];  // a new crisis message shows the banner again
         showAlert(data);
-        notify(data.handoff_id, "Crisis: " + (data.client_name || "a client"), data.detail || "", data.conversation_id, true);
+        notify(data.message_id ? "crisis:" + data.message_id : data.handoff_id,
+          "Crisis: " + (data.client_name || "a client"), data.detail || "", data.conversation_id, true);
       }
       refreshSummary();
     });

@@ -5,7 +5,8 @@
 //   - a refused action (409: handed back twice, a draft already decided) still shows the pane with its error;
 //   - after a pane is shown: the transcript scrolls to the newest message, the list marks the open row;
 //   - live events (static/dashboard.js re-dispatches them as "oc:live"): the list is re-fetched with the
-//     current filters (state, last message, unread), a message in the open conversation marks it read
+//     current filters (state, last message, unread; a crisis alert turns its row to "Crisis") and as many
+//     rows as "Load more" showed (up to 200), a message in the open conversation marks it read
 //     (POST /dashboard/conversations/<id>/read) while the tab is visible, and a new draft re-renders the
 //     transcript so that it appears under the client's message it answers (the composer is left alone).
 (function () {
@@ -13,6 +14,8 @@
   var filters = document.getElementById("inbox-filters");
   var pending = null;
   var listFetches = 0;
+  var PAGE = 50, MAX_PAGE = 200;  // app.conversations.inbox.PAGE_SIZE and MAX_PAGE_SIZE
+  var loadingMore = false, refreshAfterMore = false, listInFlight = false;
 
   function csrfToken() {
     try { return JSON.parse(document.body.getAttribute("hx-headers") || "{}")["x-csrftoken"] || ""; } catch (e) { return ""; }
@@ -46,11 +49,17 @@
   function refreshList() {
     if (!filters) return;
     if (pending) clearTimeout(pending);
+    if (loadingMore) { refreshAfterMore = true; return; }
     pending = setTimeout(function () {
       pending = null;
-      var query = new URLSearchParams(new FormData(filters)).toString();
+      var query = new URLSearchParams(new FormData(filters));
+      var shown = document.querySelectorAll("#inbox-list .inbox-row").length;
+      if (shown > PAGE) query.set("limit", String(Math.min(shown, MAX_PAGE)));  // keep what "Load more" added
+      query = query.toString();
       var mine = ++listFetches;
-      swapIn("/dashboard/inbox/list?" + query, "inbox-list", function () { return mine === listFetches; });
+      listInFlight = true;
+      swapIn("/dashboard/inbox/list?" + query, "inbox-list", function () { return mine === listFetches; })
+        .then(function () { listInFlight = false; });
     }, 150);
   }
 
@@ -70,6 +79,23 @@
     }
     refreshList();
   }
+
+  // "Load more" (#inbox-more, htmx): a list refresh meanwhile would drop the rows it appends, so refreshes
+  // wait for it (one in flight is discarded) and run once it is done, counting the appended rows
+  var moreRequest = null;  // its xhr: htmx announces the end on an ancestor once the link is swapped out
+  document.body.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.detail.elt.id !== "inbox-more") return;
+    loadingMore = true;
+    moreRequest = event.detail.xhr;
+    if (pending) { clearTimeout(pending); pending = null; refreshAfterMore = true; }
+    if (listInFlight) { listFetches++; refreshAfterMore = true; }  // its answer is dropped
+  });
+  document.body.addEventListener("htmx:afterRequest", function (event) {
+    if (!moreRequest || event.detail.xhr !== moreRequest) return;
+    loadingMore = false;
+    moreRequest = null;
+    if (refreshAfterMore) { refreshAfterMore = false; setTimeout(refreshList, 0); }  // after the swap
+  });
 
   document.body.addEventListener("htmx:beforeSwap", function (event) {
     var target = event.detail.target;
@@ -98,7 +124,7 @@
     if (type === "draft" && data.draft && data.draft.conversation_id === open) {
       swapIn("/dashboard/conversations/" + open, "transcript").then(scrollTranscript);
     }
-    if (type === "ready" || type === "message" || type === "handoff" || type === "draft") refreshList();
+    if (type === "ready" || type === "message" || type === "handoff" || type === "draft" || type === "alert") refreshList();
   });
 
   scrollTranscript();

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, Uuid
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, deferred, mapped_column
 
@@ -143,6 +143,10 @@ class Client(TenantMixin, Base):
     token is revoked (no token works until the coach rotates it)."""
 
     __tablename__ = "clients"
+    __table_args__ = (
+        # the inbox's search (app.conversations.inbox: name ILIKE '%…%'), pg_trgm (migration 0027)
+        Index("ix_clients_name_trgm", "name", postgresql_using="gin", postgresql_ops={"name": "gin_trgm_ops"}),
+    )
 
     name: Mapped[str] = mapped_column(String(200))
     widget_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)

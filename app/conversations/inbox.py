@@ -1,14 +1,18 @@
 """The coach's inbox: every conversation as one row with its state (who has to act), the last message, the
-client's unread messages, filtered by state, channel, unread and a search over client names and messages."""
+client's unread messages, filtered by state, channel, unread and a search over client names and messages,
+read a page at a time with a keyset cursor (:class:`InboxCursor`)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, or_, select, true, update
+from sqlalchemy import ColumnElement, Select, and_, case, exists, func, or_, select, true, update
 
 from app.accounts.models import Client
 from app.accounts.unit_of_work import UnitOfWork
@@ -16,17 +20,21 @@ from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReaso
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.errors import InvalidInput, NotFound
 
-INBOX_LIMIT = 200
-"""Most rows one inbox read returns (the ones needing the coach first, then the most recent)."""
+PAGE_SIZE = 50
+"""Rows of one inbox page unless the reader asks for another ``limit``."""
+MAX_PAGE_SIZE = 200
+"""Most rows one inbox page may hold (the ``limit`` a reader may ask for)."""
 PREVIEW_CHARS = 120
 """Longest last-message preview; longer texts end with an ellipsis."""
 MAX_QUERY_CHARS = 200
+BAD_CURSOR = "cursor is not a valid inbox cursor: use the next value of the previous page"
 
 
 class InboxState:
-    """Who has to act in a conversation, most urgent first: ``crisis`` (an open crisis handoff), ``waiting``
-    (an open handoff: the AI stopped, nobody took it yet), ``you`` (the coach holds it), ``draft`` (an AI draft
-    waits for approval), ``ai`` (the AI answers)."""
+    """Who has to act in a conversation, most urgent first: ``crisis`` (an open crisis handoff, or one the coach
+    holds with a crisis message they have not read yet), ``waiting`` (an open handoff: the AI stopped, nobody
+    took it yet), ``you`` (the coach holds it), ``draft`` (an AI draft waits for approval), ``ai`` (the AI
+    answers)."""
 
     CRISIS = "crisis"
     WAITING = "waiting"
@@ -34,6 +42,8 @@ class InboxState:
     DRAFT = "draft"
     AI = "ai"
     ALL = (CRISIS, WAITING, YOU, DRAFT, AI)
+    PRIORITY = {CRISIS: 0, WAITING: 1, DRAFT: 2, YOU: 3, AI: 3}
+    """The inbox's order: crisis, then waiting, then draft, then the rest (each most recent first)."""
     LABELS = {
         CRISIS: "Crisis",
         WAITING: "Waiting for you",
@@ -53,18 +63,62 @@ def channel_name(channel: str) -> str:
 
 
 @dataclass(frozen=True)
+class InboxCursor:
+    """Where the next inbox page starts: just after the row with this sort key (the state's
+    :data:`InboxState.PRIORITY`, ``last_at`` and ``conversation_id``). Keyset pagination: a page is as fast
+    deep in the inbox as on top, and rows added or moved meanwhile (a new message lifts a conversation to
+    the top) are never shown twice on the pages after the cursor, although one that moved up is then seen on
+    the first page only. Sent as an opaque URL-safe string (:meth:`encode`, :meth:`decode`)."""
+
+    priority: int
+    last_at: datetime
+    conversation_id: uuid.UUID
+
+    def encode(self) -> str:
+        """The cursor as a URL-safe string (base64 of ``[priority, ISO time, id]``, no padding)."""
+        raw = json.dumps([self.priority, self.last_at.isoformat(), str(self.conversation_id)])
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str) -> InboxCursor:
+        """The cursor :meth:`encode` wrote. Raises ``InvalidInput`` for anything else (a truncated or edited
+        cursor, a time without its zone)."""
+        try:
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+            priority, at, conversation_id = json.loads(raw)
+            cursor = cls(int(priority), datetime.fromisoformat(at), uuid.UUID(conversation_id))
+        except (binascii.Error, ValueError, TypeError, AttributeError) as exc:
+            raise InvalidInput(BAD_CURSOR) from exc
+        if cursor.priority not in InboxState.PRIORITY.values() or cursor.last_at.tzinfo is None:
+            raise InvalidInput(BAD_CURSOR)
+        return cursor
+
+
+@dataclass(frozen=True)
 class InboxFilter:
-    """What the coach asked to see; empty values mean "all". Build it with :meth:`parse`."""
+    """What the coach asked to see; empty values mean "all". ``cursor``: the page after it (``None``: the
+    first page); ``limit``: rows per page. Build it with :meth:`parse`."""
 
     state: str | None = None
     channel: str | None = None
     unread: bool = False
     q: str = ""
+    cursor: InboxCursor | None = None
+    limit: int = PAGE_SIZE
 
     @classmethod
-    def parse(cls, state: str | None, channel: str | None, unread: bool, q: str | None) -> InboxFilter:
-        """Check the query values. Raises ``InvalidInput`` for an unknown state or channel, or a search over
-        :data:`MAX_QUERY_CHARS` characters."""
+    def parse(
+        cls,
+        state: str | None,
+        channel: str | None,
+        unread: bool,
+        q: str | None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> InboxFilter:
+        """Check the query values. Raises ``InvalidInput`` for an unknown state or channel, a search over
+        :data:`MAX_QUERY_CHARS` characters, a cursor :meth:`InboxCursor.decode` refuses, or a ``limit`` outside
+        1–:data:`MAX_PAGE_SIZE`."""
         state, channel, q = (state or None), (channel or None), (q or "").strip()
         if state is not None and state not in InboxState.ALL:
             raise InvalidInput(f"state must be one of {', '.join(InboxState.ALL)}")
@@ -72,7 +126,10 @@ class InboxFilter:
             raise InvalidInput(f"channel must be one of {', '.join(CHANNELS)}")
         if len(q) > MAX_QUERY_CHARS:
             raise InvalidInput(f"q is longer than {MAX_QUERY_CHARS} characters")
-        return cls(state, channel, unread, q)
+        if limit is not None and not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+        after = InboxCursor.decode(cursor) if cursor else None
+        return cls(state, channel, unread, q, after, PAGE_SIZE if limit is None else limit)
 
 
 @dataclass(frozen=True)
@@ -95,6 +152,10 @@ class InboxRow:
     def state_label(self) -> str:
         """The state as the dashboard words it."""
         return InboxState.LABELS[self.state]
+
+    def cursor(self) -> InboxCursor:
+        """The cursor of the page that starts just after this row."""
+        return InboxCursor(InboxState.PRIORITY[self.state], self.last_at, self.conversation_id)
 
     def as_json(self) -> dict[str, Any]:
         """The row as the API returns it (ids and times as strings, plus ``state_label``)."""
@@ -123,17 +184,70 @@ def _preview(text: str | None) -> str | None:
     return text[: PREVIEW_CHARS - 1].rstrip() + "…"
 
 
-async def inbox_rows(uow: UnitOfWork, wanted: InboxFilter) -> list[InboxRow]:
-    """The coach's conversations as inbox rows: crisis, then waiting, then draft, then the rest, each most
-    recent first; at most :data:`INBOX_LIMIT`. One query (the last message is a lateral join)."""
-    handoff_on = and_(Handoff.conversation_id == Conversation.id, Handoff.status.in_(HandoffStatus.ACTIVE))
+@dataclass(frozen=True)
+class InboxPage:
+    """One page of the inbox: its ``rows`` and the cursor of the page after it (``None``: this is the last)."""
+
+    rows: list[InboxRow]
+    next: InboxCursor | None
+
+    def as_json(self) -> dict[str, Any]:
+        """``{"rows": [row, ...], "next": "<cursor>" | null}`` as the API returns it."""
+        return {"rows": [row.as_json() for row in self.rows], "next": self.next.encode() if self.next else None}
+
+
+def _states() -> list[tuple[ColumnElement[bool], str]]:
+    """When each :class:`InboxState` but ``ai`` holds, first match wins, for a conversation joined with its
+    active handoff: an open crisis handoff or a held one with a crisis message the coach has not read yet
+    (``urgent_at`` after ``coach_read_at``), an open handoff, a held one, a pending draft."""
     has_draft = exists().where(Draft.conversation_id == Conversation.id, Draft.status == DraftStatus.PENDING)
-    state = case(
+    unread_crisis = and_(
+        Handoff.reason == HandoffReason.CRISIS,
+        Conversation.urgent_at.is_not(None),
+        or_(Conversation.coach_read_at.is_(None), Conversation.urgent_at > Conversation.coach_read_at),
+    )
+    return [
         (and_(Handoff.status == HandoffStatus.OPEN, Handoff.reason == HandoffReason.CRISIS), InboxState.CRISIS),
+        (and_(Handoff.status == HandoffStatus.CLAIMED, unread_crisis), InboxState.CRISIS),
         (Handoff.status == HandoffStatus.OPEN, InboxState.WAITING),
         (Handoff.status == HandoffStatus.CLAIMED, InboxState.YOU),
         (has_draft, InboxState.DRAFT),
-        else_=InboxState.AI,
+    ]
+
+
+def _search(q: str) -> ColumnElement[bool]:
+    """Conversations whose client's name or any message contains ``q`` (case-insensitive), found by the
+    database function ``inbox_search(pattern)`` (migration 0027): its ILIKEs read the trigram GIN indexes
+    ``ix_messages_text_trgm`` and ``ix_clients_name_trgm``, which row-level security keeps the app role's own
+    ILIKE from using (ILIKE is not LEAKPROOF). The function returns the current tenant's conversations only,
+    and the outer query is scoped to the tenant as always."""
+    found = func.inbox_search(_like(q)).table_valued("conversation_id")
+    return Conversation.id.in_(select(found.c.conversation_id))
+
+
+def _after(priority: ColumnElement[int], cursor: InboxCursor) -> ColumnElement[bool]:
+    """The rows after ``cursor`` in the inbox's order (priority, then ``last_message_at`` newest first, then
+    id)."""
+    return or_(
+        priority > cursor.priority,
+        and_(
+            priority == cursor.priority,
+            or_(
+                Conversation.last_message_at < cursor.last_at,
+                and_(Conversation.last_message_at == cursor.last_at, Conversation.id > cursor.conversation_id),
+            ),
+        ),
+    )
+
+
+def inbox_query(coach_id: uuid.UUID, wanted: InboxFilter) -> Select[Any]:
+    """The statement of one inbox page (``wanted.limit`` + 1 rows, to tell whether a next page exists):
+    ``(Conversation, client name, state, unread, last sender, last text)``, crisis, then waiting, then draft,
+    then the rest, each most recent first. One query (the last message is a lateral join)."""
+    states = _states()
+    state = case(*states, else_=InboxState.AI)
+    priority = case(
+        *((when, InboxState.PRIORITY[name]) for when, name in states), else_=InboxState.PRIORITY[InboxState.AI]
     )
     unread = (
         select(func.count(Message.id))
@@ -151,17 +265,14 @@ async def inbox_rows(uow: UnitOfWork, wanted: InboxFilter) -> list[InboxRow]:
         .limit(1)
         .lateral("last")
     )
-    priority = case(
-        (state == InboxState.CRISIS, 0), (state == InboxState.WAITING, 1), (state == InboxState.DRAFT, 2), else_=3
-    )
     stmt = (
         select(Conversation, Client.name, state.label("state"), unread.label("unread"), last.c.sender_type, last.c.text)
         .join(Client, Client.id == Conversation.client_id)
-        .outerjoin(Handoff, handoff_on)
+        .outerjoin(Handoff, and_(Handoff.conversation_id == Conversation.id, Handoff.status.in_(HandoffStatus.ACTIVE)))
         .outerjoin(last, true())
-        .where(Conversation.coach_id == uow.coach_id)
+        .where(Conversation.coach_id == coach_id)
         .order_by(priority, Conversation.last_message_at.desc(), Conversation.id)
-        .limit(INBOX_LIMIT)
+        .limit(wanted.limit + 1)
     )
     if wanted.state is not None:
         stmt = stmt.where(state == wanted.state)
@@ -170,15 +281,24 @@ async def inbox_rows(uow: UnitOfWork, wanted: InboxFilter) -> list[InboxRow]:
     if wanted.unread:
         stmt = stmt.where(unread > 0)
     if wanted.q:
-        pattern = _like(wanted.q)
-        said = exists().where(Message.conversation_id == Conversation.id, Message.text.ilike(pattern, escape="\\"))
-        stmt = stmt.where(or_(Client.name.ilike(pattern, escape="\\"), said))
-    return [
+        stmt = stmt.where(_search(wanted.q))
+    if wanted.cursor is not None:
+        stmt = stmt.where(_after(priority, wanted.cursor))
+    return stmt
+
+
+async def inbox_page(uow: UnitOfWork, wanted: InboxFilter) -> InboxPage:
+    """One page of the coach's inbox (:func:`inbox_query`): at most ``wanted.limit`` rows after
+    ``wanted.cursor``, and the cursor of the next page when there are more."""
+    result = (await uow.session.execute(inbox_query(uow.coach_id, wanted))).all()
+    rows = [
         InboxRow(
             c.id, c.client_id, name, channel_name(c.channel), state, int(n), sender, _preview(text), c.last_message_at
         )
-        for c, name, state, n, sender, text in (await uow.session.execute(stmt)).all()
+        for c, name, state, n, sender, text in result[: wanted.limit]
     ]
+    more = len(result) > wanted.limit
+    return InboxPage(rows, rows[-1].cursor() if more else None)
 
 
 async def mark_read(uow: UnitOfWork, conversation_id: uuid.UUID) -> None:

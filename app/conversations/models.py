@@ -71,6 +71,8 @@ class Message(TenantMixin, Base):
             unique=True,
             postgresql_where=text("client_message_id IS NOT NULL"),
         ),
+        # the inbox's search (app.conversations.inbox: text ILIKE '%…%'), pg_trgm (migration 0027)
+        Index("ix_messages_text_trgm", "text", postgresql_using="gin", postgresql_ops={"text": "gin_trgm_ops"}),
     )
 
     conversation_id: Mapped[uuid.UUID] = mapped_column(

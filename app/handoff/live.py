@@ -5,8 +5,9 @@ publishes and every web process's :class:`litestar.channels.ChannelsPlugin` deli
 subscribers (the dashboard's SSE stream, the widget's WebSocket). Channels:
 
 - ``coach:<coach_id>``: ``{"type": "handoff", "handoff": {...}}`` (opened, claimed, closed),
-  ``{"type": "alert", ...}`` (crisis), ``{"type": "message", "conversation_id", "message": {...}}``
-  (every message of the coach's conversations), ``{"type": "draft", "draft": {...}}``;
+  ``{"type": "alert", ...}`` (each crisis message: :func:`app.handoff.service.alert_event`),
+  ``{"type": "message", "conversation_id", "message": {...}}`` (every message of the coach's conversations),
+  ``{"type": "draft", "draft": {...}}``;
 - ``client:<client_id>``: ``{"type": "message", ...}`` (the coach's messages, approved drafts, holding
   messages), ``{"type": "coach_joined"|"coach_left", "conversation_id", "coach_name"}``.
 

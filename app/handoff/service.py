@@ -42,6 +42,25 @@ ClientSink = Callable[[uuid.UUID, uuid.UUID, dict[str, Any]], Awaitable[None]]
 Telegram channel sends it to the client's chat). Called after the event is published; must not raise."""
 
 
+def alert_event(handoff: Handoff, client_name: str, message: Message) -> dict[str, Any]:
+    """The coach's live crisis ``alert`` event for the client's ``message`` in ``handoff``'s conversation:
+    ``{"type": "alert", "handoff_id", "conversation_id", "message_id", "client_name", "reason", "detail",
+    "handoff_status", "at"}`` (ids as strings, ``at`` the message's ISO time). ``message_id`` keys the
+    dashboard's notice (``static/dashboard.js``): one tone and notification per crisis message, also for a
+    second crisis in the same handoff or one the coach already holds (``handoff_status`` ``claimed``)."""
+    return {
+        "type": "alert",
+        "handoff_id": str(handoff.id),
+        "conversation_id": str(handoff.conversation_id),
+        "message_id": str(message.id),
+        "client_name": client_name,
+        "reason": handoff.reason,
+        "detail": handoff.detail,
+        "handoff_status": handoff.status,
+        "at": message.created_at.isoformat(),
+    }
+
+
 class HandoffService:
     """What the chat turn asks of handoffs (the active one, opening and announcing one, the client's notice,
     the first reply after a handback) and the live events the coach's actions share. Methods that take a
@@ -122,25 +141,17 @@ class HandoffService:
                 session, coach.id, handoff.id, event=crisis_event(message_id), reason=HandoffReason.CRISIS
             )
 
-    async def announce(self, coach: Coach, handoff: Handoff, client_name: str) -> None:
-        """After commit: show the handoff in the coach's live queue and raise the crisis alert there (the
-        webhook / e-mail alert was queued with the handoff by :meth:`open`)."""
+    async def announce(self, coach: Coach, handoff: Handoff, client_name: str, message: Message) -> None:
+        """After commit: show the handoff in the coach's live queue and, when it is (now) a crisis, raise the
+        crisis alert there: the ``alert`` event of :func:`alert_event` for the client's ``message`` that
+        opened the handoff or, inside a handoff already open or claimed, made it a crisis (the webhook /
+        e-mail alert was queued by :meth:`open` or :meth:`alert_crisis`). The chat turn calls it once per
+        message that opened or escalated a handoff, never for the messages that only reach the coach."""
         await self._live.publish(
             handoff_event(handoff, client_name, sla_minutes=coach.handoff_sla_minutes), coach_id=coach.id
         )
         if handoff.reason == HandoffReason.CRISIS:
-            await self._live.publish(
-                {
-                    "type": "alert",
-                    "handoff_id": str(handoff.id),
-                    "conversation_id": str(handoff.conversation_id),
-                    "client_name": client_name,
-                    "reason": handoff.reason,
-                    "detail": handoff.detail,
-                    "at": handoff.created_at.isoformat(),
-                },
-                coach_id=coach.id,
-            )
+            await self._live.publish(alert_event(handoff, client_name, message), coach_id=coach.id)
 
     def notice(self, coach: Coach, reason: str, at: datetime) -> str:
         """What the client reads when the conversation is handed to the coach (not for crises, which get

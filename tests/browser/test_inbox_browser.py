@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import httpx
 import pytest
 import respx
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
+from app.core.runtime import Services
 from tests.browser.axe import serious_violations
 from tests.browser.conftest import WAIT_MS, CoachWithClient, log_in
 from tests.browser.test_handoff_browser import REPLY, browser, llm_api, send_from_widget, shot
+from tests.conftest import Coach
+from tests.integration.web.test_inbox import seed_conversations
 
 __all__ = ["browser", "llm_api"]  # fixtures used by name below
 pytestmark = pytest.mark.browser
@@ -27,8 +31,21 @@ window.Notification = class {
   constructor(title, options) { window.__notices.push(title); }
   close() {}
 };
+window.__tones = 0;
+window.AudioContext = class {
+  constructor() { this.state = "running"; this.currentTime = 0; this.destination = {}; }
+  resume() { this.state = "running"; return Promise.resolve(); }
+  createOscillator() {
+    return { frequency: {}, connect: (node) => node, start: () => { window.__tones += 1; }, stop: () => {} };
+  }
+  createGain() {
+    return { gain: { setValueAtTime: () => {}, exponentialRampToValueAtTime: () => {} }, connect: (node) => node };
+  }
+};
 """
-"""Stands in for the browser's notifications (headless Chromium shows none): each one's title is recorded."""
+"""Stands in for the browser's notifications (headless Chromium shows none) and its Web Audio: each
+notification's title is recorded in ``window.__notices``, each tone started counted in ``window.__tones``
+(one for a handoff, two for a crisis)."""
 
 
 async def coach_page(browser: Browser, base_url: str, setup: CoachWithClient) -> tuple[BrowserContext, Page]:
@@ -70,6 +87,7 @@ async def test_inbox_flow_without_a_reload(
         await expect(row.locator(".badge.channel")).to_have_text("web")
         await expect(coach).to_have_title("(1) Inbox · OpenCoach", timeout=WAIT_MS)
         assert await coach.evaluate("window.__notices") == ["Handoff: Robin"]
+        assert await coach.evaluate("window.__tones") == 1
         await send_from_widget(widget, "It's about my job.")
         await expect(row.locator(".unread-count")).to_contain_text("2", timeout=WAIT_MS)
         await expect(row.locator(".preview")).to_contain_text("It's about my job.")
@@ -156,3 +174,80 @@ async def test_a_draft_is_approved_beside_the_question_it_answers(
     finally:
         await coach_context.close()
         await client_context.close()
+
+
+async def test_a_crisis_in_a_conversation_the_coach_holds_rings_and_shows_crisis(
+    base_url: str,
+    browser: Browser,
+    http: httpx.AsyncClient,
+    llm_api: respx.MockRouter,
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+) -> None:
+    """The client asked for a human (one notice, one tone) and the coach took the conversation over; the
+    client's crisis message then rings again (crisis tone, "Crisis: Robin" notification), shows the crisis
+    banner and turns the inbox row to "Crisis" until the coach opens it; the next ordinary message rings
+    nothing."""
+    setup = await coach_with_client("Coach Held", "Robin")
+    coach_context, coach = await coach_page(browser, base_url, setup)
+    client_context = await browser.new_context(base_url=base_url, viewport={"width": 480, "height": 800})
+    widget = await client_context.new_page()
+    try:
+        await coach.locator("#alerts-toggle").click()
+        await widget.goto(f"/w/{setup.client['widget_token']}")
+        await send_from_widget(widget, "Can I talk to a real person please?")
+        row = coach.locator(".inbox-row").filter(has_text="Robin")
+        await expect(row.locator(".badge.state")).to_have_text("Waiting for you", timeout=WAIT_MS)
+        conversation_id = await row.get_attribute("data-conversation")
+        taken = await http.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=setup.coach.headers)
+        assert taken.status_code == 200, taken.text
+        await expect(row.locator(".badge.state")).to_have_text("You", timeout=WAIT_MS)
+        assert await coach.evaluate("[window.__notices, window.__tones]") == [["Handoff: Robin"], 1]
+
+        await send_from_widget(widget, "I want to end my life tonight")
+        await expect(row.locator(".badge.state")).to_have_text("Crisis", timeout=WAIT_MS)
+        await expect(coach.locator("#alerts .crisis-alert")).to_contain_text("Crisis: Robin", timeout=WAIT_MS)
+        assert await coach.evaluate("[window.__notices, window.__tones]") == [["Handoff: Robin", "Crisis: Robin"], 3]
+        await shot(coach, "inbox-07-crisis-in-held-conversation.png")
+
+        await send_from_widget(widget, "Okay, I will wait here for you.")
+        await expect(row.locator(".preview")).to_contain_text("I will wait here", timeout=WAIT_MS)
+        await expect(coach.locator("#alerts .crisis-alert")).to_have_count(1)
+        assert await coach.evaluate("window.__tones") == 3, "an ordinary message rings nothing"
+
+        await row.locator("a").click()
+        await expect(coach.locator("#transcript")).to_contain_text("I will wait here", timeout=WAIT_MS)
+        await expect(row.locator(".badge.state")).to_have_text("You", timeout=WAIT_MS)
+        await not_reloaded(coach)
+    finally:
+        await coach_context.close()
+        await client_context.close()
+
+
+async def test_load_more_appends_the_next_rows_in_place(
+    base_url: str,
+    browser: Browser,
+    services: Services,
+    make_coach: Callable[..., Awaitable[Coach]],
+) -> None:
+    """60 conversations: the inbox shows 50 and "Load more", which appends the other 10 without a reload
+    (and goes); a live refresh of the list afterwards keeps all 60."""
+    coach = await make_coach("Coach Many")
+    expected = await seed_conversations(services, coach, 60)
+    context, page = await coach_page(browser, base_url, CoachWithClient(coach, {}))
+    try:
+        rows = page.locator("#inbox-list .inbox-row")
+        await expect(rows).to_have_count(50)
+        await page.locator("#inbox-more").click()
+        await expect(rows).to_have_count(60, timeout=WAIT_MS)
+        await expect(page.locator("#inbox-more")).to_have_count(0)
+        assert await rows.evaluate_all("rows => rows.map(r => r.dataset.conversation)") == expected
+        # a live event re-fetches the list (static/inbox.js): with as many rows as are shown
+        await page.evaluate(
+            "document.getElementById('inbox-list').dataset.old = 'yes';"
+            "document.dispatchEvent(new CustomEvent('oc:live', {detail: {type: 'handoff', data: {}}}))"
+        )
+        await expect(page.locator("#inbox-list[data-old]")).to_have_count(0, timeout=WAIT_MS)  # replaced
+        await expect(rows).to_have_count(60)
+        await not_reloaded(page)
+    finally:
+        await context.close()

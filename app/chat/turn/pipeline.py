@@ -238,7 +238,7 @@ class ChatService:
             yield outcome.reply.text
         with stages.time("after_commit"):
             if outcome.announce and outcome.handoff is not None:
-                await self._handoffs.announce(turn.coach, outcome.handoff, turn.client_name)
+                await self._handoffs.announce(turn.coach, outcome.handoff, turn.client_name, turn.message)
             if outcome.reply is not None:
                 await self._publish(turn, outcome.reply, to_client)
         yield self._result(turn, outcome, started, stages)

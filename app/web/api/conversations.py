@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Controller, get, post
 
 from app.auth import COACH_DEPENDENCIES
-from app.conversations.inbox import inbox_rows, mark_read
+from app.conversations.inbox import inbox_page, mark_read
 from app.conversations.schemas import ConversationOut, ConversationSummary, message_out
 from app.deps import INBOX_FILTER, ContainerDep, PathId, Uow, WantedInbox
 
@@ -49,10 +49,11 @@ class InboxController(Controller):
     dependencies = COACH_DEPENDENCIES
 
     @get("/", dependencies=INBOX_FILTER)
-    async def inbox(self, uow: Uow, wanted: WantedInbox) -> list[dict[str, Any]]:
-        """The inbox: one row per conversation (see :class:`app.conversations.inbox.InboxRow`) with its state
-        (``crisis``, ``waiting``, ``you``, ``draft``, ``ai``), channel (``web``, ``telegram``), unread count
-        and last message, the ones needing the coach first. Filters: ``state``, ``channel``, ``unread=true``,
-        ``q`` (client name or message text, case-insensitive). 400 for an unknown state or channel."""
-        rows = await inbox_rows(uow, wanted)
-        return [row.as_json() for row in rows]
+    async def inbox(self, uow: Uow, wanted: WantedInbox) -> dict[str, Any]:
+        """The inbox, a page at a time: ``{"rows": [...], "next": "<cursor>" | null}``, one row per conversation
+        (see :class:`app.conversations.inbox.InboxRow`) with its state (``crisis``, ``waiting``, ``you``,
+        ``draft``, ``ai``), channel (``web``, ``telegram``), unread count and last message, the ones needing the
+        coach first. Filters: ``state``, ``channel``, ``unread=true``, ``q`` (client name or message text,
+        case-insensitive). Pages: ``limit`` rows (1–200, default 50); ``cursor=<next>`` reads the page after.
+        400 for an unknown state or channel, a bad cursor or limit."""
+        return (await inbox_page(uow, wanted)).as_json()

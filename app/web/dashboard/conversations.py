@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import urlencode
 
 from litestar import Request, get, post
 from litestar.params import FromQuery
@@ -13,7 +14,7 @@ from litestar.response import Redirect, Template
 from app.accounts.unit_of_work import UnitOfWork
 from app.container import Container
 from app.conversations.handoffs import HandoffReason
-from app.conversations.inbox import CHANNELS, InboxState, channel_name, inbox_rows, mark_read
+from app.conversations.inbox import CHANNELS, InboxCursor, InboxFilter, InboxState, channel_name, inbox_page, mark_read
 from app.core.errors import DomainError
 from app.deps import INBOX_FILTER, ContainerDep, PathId, Uow, WantedInbox
 from app.web.dashboard.auth import CoachPage
@@ -68,9 +69,26 @@ async def _panel_context(container: Container, uow: UnitOfWork, conversation_id:
     }
 
 
+def _inbox_query_string(wanted: InboxFilter, selected: uuid.UUID | None, cursor: InboxCursor | None = None) -> str:
+    """The inbox's query string for these filters, the ``selected`` conversation and a page ``cursor`` (empty
+    values left out; the page size is the default): the "Load more" and "Back to the newest" links."""
+    params = {
+        "q": wanted.q,
+        "state": wanted.state or "",
+        "channel": wanted.channel or "",
+        "unread": "true" if wanted.unread else "",
+        "conversation": str(selected) if selected else "",
+        "cursor": cursor.encode() if cursor else "",
+    }
+    return urlencode({key: value for key, value in params.items() if value})
+
+
 async def _inbox_context(uow: UnitOfWork, wanted: WantedInbox, selected: uuid.UUID | None) -> dict[str, Any]:
+    page = await inbox_page(uow, wanted)
     return {
-        "rows": await inbox_rows(uow, wanted),
+        "rows": page.rows,
+        "more_query": _inbox_query_string(wanted, selected, page.next) if page.next else None,
+        "top_query": _inbox_query_string(wanted, selected),
         "wanted": wanted,
         "selected": selected,
         "states": InboxState.LABELS,
@@ -86,7 +104,8 @@ class ConversationPages(CoachPage):
         self, uow: Uow, container: ContainerDep, wanted: WantedInbox, conversation: FromQuery[uuid.UUID | None] = None
     ) -> Template:
         """The inbox: every conversation with its state, last message and unread count (filters ``state``,
-        ``channel``, ``unread``, search ``q``; 400 for an unknown state or channel) beside the ``conversation``
+        ``channel``, ``unread``, search ``q``; a page at a time, ``cursor`` the page after the "Load more" link's
+        when JavaScript is off; 400 for an unknown state or channel or a bad cursor) beside the ``conversation``
         chosen (its transcript, handoff panel, drafts and composer). ``static/dashboard.js`` keeps both live."""
         pane = await pane_context(container, uow, conversation) if conversation is not None else {}
         context = await _inbox_context(uow, wanted, conversation) | pane  # the list after the pane marked it read
@@ -99,6 +118,15 @@ class ConversationPages(CoachPage):
         """The inbox's list alone (``#inbox-list``), re-fetched when a filter changes or a live event arrives."""
         context = await _inbox_context(uow, wanted, conversation)
         return Template("partials/inbox_list.html", context=context)
+
+    @get("/inbox/rows", dependencies=INBOX_FILTER)
+    async def inbox_rows(
+        self, uow: Uow, wanted: WantedInbox, conversation: FromQuery[uuid.UUID | None] = None
+    ) -> Template:
+        """The next page of the inbox's rows alone (``<li>`` elements, the last one its own "Load more"),
+        fetched by the "Load more" button (htmx) in place of itself; 400 for a bad cursor."""
+        context = await _inbox_context(uow, wanted, conversation)
+        return Template("partials/inbox_rows.html", context=context)
 
     @post("/conversations/{conversation_id:uuid}/read", status_code=204)
     async def read(self, conversation_id: PathId, uow: Uow) -> None:

@@ -12,6 +12,7 @@ from litestar.response import Redirect, Template
 from app.accounts.unit_of_work import UnitOfWork
 from app.container import Container
 from app.conversations.handoffs import DraftStatus, HandoffReason, HandoffStatus
+from app.conversations.inbox import MAX_PAGE_SIZE, InboxFilter, InboxState, inbox_page
 from app.core.errors import DomainError
 from app.deps import ContainerDep, PathId, Uow
 from app.handoff.queue import QueueItem, draft_dict
@@ -59,23 +60,17 @@ class HandoffPages(CoachPage):
     @get("/handoffs/summary")
     async def handoff_summary(self, uow: Uow, container: ContainerDep) -> dict[str, Any]:
         """For the nav badge and the crisis banner on every page: ``{"open": n, "claimed": n, "drafts": n,
-        "crisis": [{"handoff_id", "conversation_id", "client_name"}]}`` (crisis: open crisis handoffs)."""
+        "crisis": [{"conversation_id", "client_name"}]}``; crisis: the conversations the inbox shows as
+        ``crisis`` (an open crisis handoff, or one the coach holds with a crisis message not read yet)."""
         open_items = await container.handoff_queue.list_handoffs(uow, HandoffStatus.OPEN)
         claimed = await container.handoff_queue.list_handoffs(uow, HandoffStatus.CLAIMED)
         drafts = await container.drafts.list_drafts(uow, DraftStatus.PENDING)
+        crisis = await inbox_page(uow, InboxFilter(state=InboxState.CRISIS, limit=MAX_PAGE_SIZE))
         return {
             "open": len(open_items),
             "claimed": len(claimed),
             "drafts": len(drafts),
-            "crisis": [
-                {
-                    "handoff_id": str(i.handoff.id),
-                    "conversation_id": str(i.handoff.conversation_id),
-                    "client_name": i.client_name,
-                }
-                for i in open_items
-                if i.handoff.reason == HandoffReason.CRISIS
-            ],
+            "crisis": [{"conversation_id": str(r.conversation_id), "client_name": r.client_name} for r in crisis.rows],
         }
 
     @post("/drafts/{draft_id:uuid}/approve")

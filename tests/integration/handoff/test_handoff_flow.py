@@ -204,6 +204,63 @@ async def test_crisis_opens_an_urgent_handoff_and_alerts_the_coach_live(
     assert queued["reason"] == "crisis"
 
 
+async def coach_events(pubsub: Any, until: Callable[[list[dict[str, Any]]], bool], wait: float) -> list[dict[str, Any]]:
+    """The coach's live events read from ``pubsub`` until ``until(events)`` holds or ``wait`` seconds passed."""
+    events: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(wait):
+            while not until(events):
+                raw = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+                if raw:
+                    events.append(json.loads(raw["data"]))
+    except TimeoutError:
+        pass
+    return events
+
+
+async def test_a_crisis_in_a_conversation_the_coach_holds_alerts_live_once_and_marks_the_inbox(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+) -> None:
+    """The coach has taken the conversation over; the client's crisis message raises the same live ``alert``
+    a new crisis handoff does, keyed by that message (the dashboard's tone and notification), and the inbox
+    shows the conversation as crisis until the coach reads it; the client's next ordinary message raises
+    no alert."""
+    setup = await new_setup()
+    first = await chat(http, setup, "How can I plan my week better?")
+    conversation_id = first["conversation_id"]
+    taken = await http.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=setup.coach.headers)
+    assert taken.status_code == 200, taken.text
+    pubsub = container.redis.pubsub()
+    await pubsub.subscribe(f"coach:{setup.coach.coach_id}")
+    try:
+        body = await chat(http, setup, "I want to end my life tonight", conversation_id)
+        events = await coach_events(pubsub, lambda got: any(e["type"] == "alert" for e in got), 5)
+        [crisis_message] = [m for m in await transcript(http, setup, conversation_id) if "end my life" in m["text"]]
+        await chat(http, setup, "Okay, I will wait here for you.", conversation_id)
+        after = await coach_events(pubsub, lambda got: False, 1.5)
+    finally:
+        await pubsub.aclose()
+    assert body["handoff"]["status"] == "claimed" and body["handoff"]["reason"] == "crisis"
+    alerts = [e for e in events if e["type"] == "alert"]
+    assert len(alerts) == 1, events
+    assert alerts[0]["conversation_id"] == conversation_id and alerts[0]["client_name"] == "Robin"
+    assert alerts[0]["message_id"] == crisis_message["id"] and alerts[0]["handoff_status"] == "claimed"
+    assert alerts[0]["handoff_id"] == taken.json()["id"]
+    assert [e for e in after if e["type"] == "alert"] == [], "an ordinary message raises no alert"
+    said = [e["message"]["text"] for e in after if e["type"] == "message"]
+    assert "Okay, I will wait here for you." in said, "while the ordinary message does reach the coach"
+
+    inbox = await http.get("/api/v1/inbox", headers=setup.coach.headers)
+    assert [(r["conversation_id"], r["state"]) for r in inbox.json()["rows"]] == [(conversation_id, "crisis")]
+    read = await http.post(f"/api/v1/conversations/{conversation_id}/read", headers=setup.coach.headers)
+    assert read.status_code == 204, read.text
+    inbox = await http.get("/api/v1/inbox", headers=setup.coach.headers)
+    assert [r["state"] for r in inbox.json()["rows"]] == ["you"], "read: the coach has seen the crisis"
+
+
 # ---------------------------------------------------------------------------------------- takeover / handback
 
 
