@@ -13,9 +13,8 @@ import respx
 from playwright.async_api import Browser, expect
 
 from tests.browser.axe import serious_violations
+from tests.browser.conftest import CoachWithClient
 from tests.browser.test_handoff_browser import PASSWORD, REPLY, WAIT_MS, browser, llm_api, send_from_widget, shot
-from tests.conftest import Coach, make_client
-from tests.openai_wire import MOCK_ENDPOINT_SETTINGS
 
 __all__ = ["browser", "llm_api"]  # fixtures used by name below
 pytestmark = pytest.mark.browser
@@ -26,12 +25,10 @@ async def test_widget_and_dashboard_have_no_serious_accessibility_violations(
     http: httpx.AsyncClient,
     browser: Browser,
     llm_api: respx.MockRouter,
-    make_coach: Callable[..., Awaitable[Coach]],
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
 ) -> None:
-    coach = await make_coach("Coach Axe")
-    settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
-    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
-    client = await make_client(http, coach, "Ari")
+    setup = await coach_with_client("Coach Axe", "Ari")
+    coach, client = setup.coach, setup.client
     found: dict[str, list[str]] = {}
 
     for name, viewport in (("desktop", {"width": 1200, "height": 900}), ("phone", {"width": 390, "height": 844})):

@@ -11,9 +11,9 @@ import pytest
 import respx
 from playwright.async_api import Browser, ConsoleMessage, Page, expect
 
+from tests.browser.conftest import CoachWithClient
 from tests.browser.test_handoff_browser import PASSWORD, WAIT_MS, browser, llm_api
 from tests.conftest import Coach, make_client
-from tests.openai_wire import MOCK_ENDPOINT_SETTINGS
 
 __all__ = ["browser", "llm_api"]  # fixtures used by name below
 pytestmark = pytest.mark.browser
@@ -32,12 +32,10 @@ async def test_pages_run_under_the_policy_without_violations(
     http: httpx.AsyncClient,
     browser: Browser,
     llm_api: respx.MockRouter,
-    make_coach: Callable[..., Awaitable[Coach]],
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
 ) -> None:
-    coach = await make_coach("Coach Csp")
-    settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
-    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
-    client = await make_client(http, coach, "Kai")
+    setup = await coach_with_client("Coach Csp", "Kai")
+    coach, client = setup.coach, setup.client
     auth = {"Authorization": f"Bearer {client['widget_token']}"}
     reply = await http.post("/api/v1/chat", headers=auth, json={"text": "How do I start the day calmly?"})
     assert reply.status_code == 200, reply.text

@@ -14,9 +14,8 @@ import pytest
 import respx
 from playwright.async_api import Browser, expect
 
+from tests.browser.conftest import CoachWithClient
 from tests.browser.test_handoff_browser import PASSWORD, WAIT_MS, browser, llm_api, send_from_widget, shot
-from tests.conftest import Coach, make_client
-from tests.openai_wire import MOCK_ENDPOINT_SETTINGS
 
 __all__ = ["browser", "llm_api"]  # fixtures used by name below
 pytestmark = pytest.mark.browser
@@ -27,12 +26,10 @@ async def test_the_client_rates_a_reply_and_the_coach_sees_it(
     http: httpx.AsyncClient,
     browser: Browser,
     llm_api: respx.MockRouter,
-    make_coach: Callable[..., Awaitable[Coach]],
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
 ) -> None:
-    coach = await make_coach("Coach Lee")
-    settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
-    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
-    client = await make_client(http, coach, "Kai")
+    setup = await coach_with_client("Coach Lee", "Kai")
+    coach, client = setup.coach, setup.client
 
     context = await browser.new_context()
     widget = await context.new_page()
@@ -80,14 +77,12 @@ async def test_the_first_message_from_the_widget_records_the_ai_disclosure_for_t
     http: httpx.AsyncClient,
     browser: Browser,
     llm_api: respx.MockRouter,
-    make_coach: Callable[..., Awaitable[Coach]],
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
 ) -> None:
     """The chat page shows the AI disclosure; the client's first message sends its acceptance (chat.js), which
     the data export lists under ``consent`` with the version shown."""
-    coach = await make_coach("Coach Consent")
-    settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
-    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
-    client = await make_client(http, coach, "Kai")
+    setup = await coach_with_client("Coach Consent", "Kai")
+    coach, client = setup.coach, setup.client
     export_url = f"/api/v1/clients/{client['id']}/export"
 
     context = await browser.new_context()

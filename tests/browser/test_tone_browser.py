@@ -14,10 +14,8 @@ import respx
 from playwright.async_api import Browser, expect
 
 from tests.browser.axe import violations
-from tests.browser.conftest import PHONE
+from tests.browser.conftest import PHONE, CoachWithClient
 from tests.browser.test_handoff_browser import REPLY, WAIT_MS, browser, llm_api, send_from_widget, shot
-from tests.conftest import Coach, make_client
-from tests.openai_wire import MOCK_ENDPOINT_SETTINGS
 
 __all__ = ["browser", "llm_api"]  # fixtures used by name below
 pytestmark = pytest.mark.browser
@@ -42,14 +40,12 @@ async def test_a_client_picks_an_intensity_and_consents_twice_to_the_most_intens
     http: httpx.AsyncClient,
     browser: Browser,
     llm_api: respx.MockRouter,
-    make_coach: Callable[..., Awaitable[Coach]],
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
 ) -> None:
-    coach = await make_coach("Coach Tone")
-    settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
-    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
+    setup = await coach_with_client("Coach Tone", "Tess")
+    coach, client = setup.coach, setup.client
     tone = {"min": 1, "max": 4, "default": 3, "modes": [ROAST, PEP]}
     assert (await http.put("/api/v1/tone", headers=coach.headers, json=tone)).status_code == 200
-    client = await make_client(http, coach, "Tess")
     found: dict[str, list[str]] = {}
 
     context = await browser.new_context(base_url=base_url, viewport=PHONE)

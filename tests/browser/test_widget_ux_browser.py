@@ -14,9 +14,9 @@ import respx
 from playwright.async_api import Browser, Page, expect
 
 from app.handoff.signals import asks_for_human
+from tests.browser.conftest import CoachWithClient
 from tests.browser.test_handoff_browser import PASSWORD, REPLY, WAIT_MS, browser, llm_api, send_from_widget, shot
-from tests.conftest import Coach, make_client
-from tests.openai_wire import MOCK_ENDPOINT_SETTINGS
+from tests.conftest import Coach
 
 __all__ = ["browser", "llm_api"]  # fixtures used by name below
 pytestmark = pytest.mark.browser
@@ -32,12 +32,9 @@ async def test_widget_reload_opens_at_the_newest_message_and_asks_for_a_human_in
     http: httpx.AsyncClient,
     browser: Browser,
     llm_api: respx.MockRouter,
-    make_coach: Callable[..., Awaitable[Coach]],
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
 ) -> None:
-    coach = await make_coach("Coach Reload")
-    settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
-    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
-    client = await make_client(http, coach, "Rae")
+    client = (await coach_with_client("Coach Reload", "Rae")).client
     auth = {"Authorization": f"Bearer {client['widget_token']}"}
     conversation_id = None
     for n in range(8):  # a conversation longer than the phone's screen
@@ -76,12 +73,10 @@ async def test_the_reviewing_line_goes_when_the_coach_approves_an_edited_draft(
     http: httpx.AsyncClient,
     browser: Browser,
     llm_api: respx.MockRouter,
-    make_coach: Callable[..., Awaitable[Coach]],
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
 ) -> None:
-    coach = await make_coach("Coach Draft")
-    settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0, "handoff_mode": "draft"}
-    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
-    client = await make_client(http, coach, "Ola")
+    setup = await coach_with_client("Coach Draft", "Ola", handoff_mode="draft")
+    coach, client = setup.coach, setup.client
     context = await browser.new_context(base_url=base_url, viewport=PHONE)
     widget = await context.new_page()
     await widget.goto(f"/w/{client['widget_token']}")
