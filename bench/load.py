@@ -58,6 +58,14 @@ CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
 BENCH_ENV = {"AUTH_RATE_LIMIT_IP": "100000/minute", "AUTH_RATE_LIMIT_ACCOUNT": "100000/minute"}
 """Sign-ups and log-ins all come from 127.0.0.1 here: the per-address limit would refuse them."""
 QUESTION = "I keep putting off my workout plan; how do I start again this week? ({n})"
+RECONNECT_S = (0.5, 8.0)
+"""First and longest pause before reopening a dropped socket (doubling in between), as ``static/chat.js`` does."""
+RESEND_GRACE_S = 120.0
+"""How long after the window a socket keeps reconnecting to deliver a message the server has not acknowledged."""
+SOCKET_ERRORS = (websockets.ConnectionClosed, websockets.InvalidHandshake, OSError, TimeoutError)
+"""What ends a socket (dropped, refused at the handshake, unreachable, no event for 120 s): the widget reopens it."""
+LIVE_WAIT_S = 15.0
+"""How long after the last turn the coach's live events may still arrive (a busy API process publishes late)."""
 
 
 @dataclass
@@ -102,23 +110,15 @@ class Tally:
             return True
         return False
 
-
-LIVE_WAIT_S = 15.0
-"""How long after the last turn the coach's live events may still arrive (a busy API process publishes late)."""
+    def socket_ended(self, exc: BaseException) -> None:
+        """Count a socket that ended with ``exc`` (by its exception's class)."""
+        self.errors[f"socket ended: {type(exc).__name__}"] += 1
 
 
 async def pause_until(seconds: float, stop_at: float) -> None:
     """Sleep ``seconds``, but not past ``stop_at`` (``time.monotonic()``): a socket's pause never outlasts the
     timed window."""
     await asyncio.sleep(max(0.0, min(seconds, stop_at - time.monotonic())))
-
-
-RECONNECT_S = (0.5, 8.0)
-"""First and longest pause before reopening a dropped socket (doubling in between), as ``static/chat.js`` does."""
-RESEND_GRACE_S = 120.0
-"""How long after the window a socket keeps reconnecting to deliver a message the server has not acknowledged."""
-SOCKET_ERRORS = (websockets.ConnectionClosed, websockets.InvalidHandshake, OSError, TimeoutError)
-"""What ends a socket (dropped, refused at the handshake, unreachable, no event for 120 s): the widget reopens it."""
 
 
 @dataclass
@@ -130,6 +130,14 @@ class Pending:
     sent_at: float
 
 
+@dataclass
+class Widget:
+    """What one widget keeps across reconnects: its ``conversation`` id and the ``pending`` message."""
+
+    conversation: str | None = None
+    pending: Pending | None = None
+
+
 async def socket_client(url: str, token: str, tally: Tally, pause_s: float, stop_at: float, watch: bool) -> None:
     """One widget on ``url``: message, wait for ``done``, pause ~``pause_s`` (exponential), until ``stop_at``.
 
@@ -137,7 +145,7 @@ async def socket_client(url: str, token: str, tally: Tally, pause_s: float, stop
     (:data:`RECONNECT_S`), and a message not yet acknowledged is sent again with the same id (the server
     stores it once), up to :data:`RESEND_GRACE_S` after the window; a message acknowledged but not answered
     when its socket dropped is not waited for again (the widget reads its reply over HTTP)."""
-    state: dict[str, Any] = {"conversation": None, "pending": None}
+    widget = Widget()
     delay = RECONNECT_S[0]
     first = True
     while True:
@@ -149,43 +157,40 @@ async def socket_client(url: str, token: str, tally: Tally, pause_s: float, stop
                 if first:
                     first = False
                     await pause_until(random.uniform(0, pause_s), stop_at)
-                await _chat(ws, tally, state, pause_s, stop_at, watch)
+                await _chat(ws, tally, widget, pause_s, stop_at, watch)
                 return
         except SOCKET_ERRORS as exc:
-            tally.errors[f"socket ended: {type(exc).__name__}"] += 1
-            pending: Pending | None = state["pending"]
-            if pending is not None and pending.cid in tally.acked:
-                state["pending"] = None
-            if state["pending"] is None and time.monotonic() >= stop_at:
-                return
-            if time.monotonic() >= stop_at + RESEND_GRACE_S:
+            tally.socket_ended(exc)
+            if widget.pending is not None and widget.pending.cid in tally.acked:
+                widget.pending = None
+            now = time.monotonic()
+            if (widget.pending is None and now >= stop_at) or now >= stop_at + RESEND_GRACE_S:
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_S[1])
 
 
-async def _chat(ws: Any, tally: Tally, state: dict[str, Any], pause_s: float, stop_at: float, watch: bool) -> None:
-    """The turns of one open socket (``state``: the conversation id and the :class:`Pending` message, kept
-    across reconnects); returns once the window is over and nothing is pending."""
+async def _chat(ws: Any, tally: Tally, widget: Widget, pause_s: float, stop_at: float, watch: bool) -> None:
+    """The turns of one open socket (``widget``: kept across reconnects); returns once the window is over and
+    nothing is pending."""
     while True:
-        pending: Pending | None = state["pending"]
+        pending = widget.pending
         if pending is None:
             if time.monotonic() >= stop_at:
                 return
             pending = Pending(uuid.uuid4().hex, QUESTION.format(n=len(tally.sent)), time.monotonic())
-            state["pending"] = pending
+            widget.pending = pending
             tally.sent.append(pending.cid)
-        conversation = state["conversation"]
         body = {"text": pending.text, "client_message_id": pending.cid}
-        await ws.send(json.dumps(body | ({"conversation_id": conversation} if conversation else {})))
+        await ws.send(json.dumps(body | ({"conversation_id": widget.conversation} if widget.conversation else {})))
         while True:
             event = json.loads(await asyncio.wait_for(ws.recv(), 120))
-            state["conversation"] = event.get("conversation_id") or state["conversation"]
+            widget.conversation = event.get("conversation_id") or widget.conversation
             if tally.record(event, pending.cid, pending.sent_at, stop_at):
                 break
-        state["pending"] = None
-        if watch and state["conversation"]:
-            tally.watched.add(state["conversation"])
+        widget.pending = None
+        if watch and widget.conversation:
+            tally.watched.add(widget.conversation)
             tally.watched_turns += 1
         await pause_until(random.expovariate(1 / pause_s), stop_at)
 
@@ -257,7 +262,9 @@ async def run(cluster: Cluster, model_url: str, args: argparse.Namespace) -> tup
             return_exceptions=True,
         )
     elapsed = time.monotonic() - started
-    tally.errors.update(f"socket ended: {type(r).__name__}" for r in results if isinstance(r, BaseException))
+    for result in results:
+        if isinstance(result, BaseException):
+            tally.socket_ended(result)
 
     async def all_live() -> bool:
         return tally.live_events() >= 2 * tally.watched_turns
