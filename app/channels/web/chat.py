@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 WIDGET_API_PREFIXES = ("/api/v1/chat", "/api/v1/messages/", "/api/v1/widget/")
 """Path prefixes of the REST routes the widget calls with its token (feedback, catch-up, end session, memory):
 their CORS preflights are answered (:class:`app.core.headers.SecurityHeaders`)."""
+ANSWER_LATER = "could not answer this message yet; it is saved and will be answered shortly"
+"""The ``error`` event of a stored message whose live answer failed and went to the worker."""
 
 
 class ChatRequest(msgspec.Struct):
@@ -375,10 +377,6 @@ class _SocketChat:
             await self.send({"type": "error", "message": "could not answer this message; it is saved"})
             return
         await self.send({"type": "error", "message": ANSWER_LATER})
-
-
-ANSWER_LATER = "could not answer this message yet; it is saved and will be answered shortly"
-"""The ``error`` event of a stored message whose live answer failed and went to the worker."""
 
 
 def _client_id_of(raw: str) -> dict[str, str]:
