@@ -16,17 +16,10 @@ from playwright.async_api import Browser, expect
 from tests.browser.axe import violations
 from tests.browser.conftest import PHONE, CoachWithClient
 from tests.browser.test_handoff_browser import REPLY, WAIT_MS, browser, llm_api, send_from_widget, shot
+from tests.integration.chat.test_tone import ROAST, SETTINGS
 
 __all__ = ["browser", "llm_api"]  # fixtures used by name below
 pytestmark = pytest.mark.browser
-ROAST = {
-    "key": "roast",
-    "label": "Tough love",
-    "description": "Your excuses get called out, with a wink.",
-    "instruction": "Roast the client's excuses playfully, then give one concrete step.",
-    "most_intense": True,
-}
-PEP = {"key": "pep", "label": "Cheerleader", "description": "Lots of encouragement.", "instruction": "Cheer on."}
 
 
 def system_prompt(router: respx.MockRouter) -> str:
@@ -44,8 +37,7 @@ async def test_a_client_picks_an_intensity_and_consents_twice_to_the_most_intens
 ) -> None:
     setup = await coach_with_client("Coach Tone", "Tess")
     coach, client = setup.coach, setup.client
-    tone = {"min": 1, "max": 4, "default": 3, "modes": [ROAST, PEP]}
-    assert (await http.put("/api/v1/tone", headers=coach.headers, json=tone)).status_code == 200
+    assert (await http.put("/api/v1/tone", headers=coach.headers, json=SETTINGS)).status_code == 200
     found: dict[str, list[str]] = {}
 
     context = await browser.new_context(base_url=base_url, viewport=PHONE)

@@ -16,6 +16,7 @@ import pytest
 from app.accounts.tone import consent_text, parse_settings, text_version
 from app.channels.telegram.render import escape
 from app.channels.telegram.tone import AGREE, AGREE_AGAIN, WITHDRAW
+from tests.integration.chat import test_tone as chat_tone
 from tests.integration.telegram.conftest import Bot
 from tests.integration.telegram.test_telegram import WELCOME, drain, post_update
 from tests.telegram_fake import Call, FakeBotApi, recorded
@@ -23,20 +24,9 @@ from tests.telegram_fake import Call, FakeBotApi, recorded
 pytestmark = pytest.mark.usefixtures("llm")
 MakeBot = Callable[..., Awaitable[Bot]]
 _ids = iter(range(9_000_000, 10_000_000))
-ROAST = {
-    "key": "roast",
-    "label": "Tough love",
-    "description": "Your excuses get called out <with a wink>.",
-    "instruction": "Roast the client's excuses playfully, then give one concrete step.",
-    "most_intense": True,
-}
-PEP = {
-    "key": "pep",
-    "label": "Cheerleader",
-    "description": "Lots of encouragement.",
-    "instruction": "Cheer the client on with enthusiasm.",
-}
-SETTINGS = {"min": 1, "max": 4, "default": 3, "modes": [ROAST, PEP]}
+ROAST = chat_tone.ROAST | {"description": "Your excuses get called out <with a wink>."}  # (escaped in HTML)
+PEP = chat_tone.PEP
+SETTINGS = chat_tone.SETTINGS | {"modes": [ROAST, PEP]}
 MESSAGE_ID = 4242
 """The message id of the ``/tone`` message the presses come from (edited in place)."""
 
