@@ -6,7 +6,8 @@ question it answers. Screenshots go to ``test-artifacts/browser/``."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -57,6 +58,21 @@ async def coach_page(browser: Browser, base_url: str, setup: CoachWithClient) ->
     return context, page
 
 
+@asynccontextmanager
+async def coach_and_widget(
+    browser: Browser, base_url: str, setup: CoachWithClient, widget_viewport: dict[str, int] | None = None
+) -> AsyncIterator[tuple[Page, Page]]:
+    """``(coach's inbox page, client's page)`` in two browser contexts of their own (the client's at
+    ``widget_viewport``, else the browser's default), both closed afterwards."""
+    coach_context, coach = await coach_page(browser, base_url, setup)
+    client_context = await browser.new_context(base_url=base_url, viewport=widget_viewport)
+    try:
+        yield coach, await client_context.new_page()
+    finally:
+        await coach_context.close()
+        await client_context.close()
+
+
 async def not_reloaded(page: Page) -> None:
     assert await page.evaluate("window.__sameDocument === true"), "the page was reloaded"
 
@@ -68,10 +84,7 @@ async def test_inbox_flow_without_a_reload(
     coach_with_client: Callable[..., Awaitable[CoachWithClient]],
 ) -> None:
     setup = await coach_with_client("Coach Inés", "Robin")
-    coach_context, coach = await coach_page(browser, base_url, setup)
-    client_context = await browser.new_context(base_url=base_url, viewport={"width": 480, "height": 800})
-    widget = await client_context.new_page()
-    try:
+    async with coach_and_widget(browser, base_url, setup, {"width": 480, "height": 800}) as (coach, widget):
         await coach.locator("#alerts-toggle").click()
         await expect(coach.locator("#alerts-toggle")).to_have_attribute("aria-pressed", "true")
         await expect(coach.locator("#conversation-pane")).to_contain_text("Choose a conversation")
@@ -137,9 +150,6 @@ async def test_inbox_flow_without_a_reload(
         await expect(history).to_contain_text("Robin")
         await expect(history.locator(".outcome")).to_have_text("Handed back")
         await shot(coach, "inbox-05-handoff-history.png")
-    finally:
-        await coach_context.close()
-        await client_context.close()
 
 
 async def test_a_draft_is_approved_beside_the_question_it_answers(
@@ -149,10 +159,7 @@ async def test_a_draft_is_approved_beside_the_question_it_answers(
     coach_with_client: Callable[..., Awaitable[CoachWithClient]],
 ) -> None:
     setup = await coach_with_client("Coach Draft Inbox", "Sam", handoff_mode="draft")
-    coach_context, coach = await coach_page(browser, base_url, setup)
-    client_context = await browser.new_context(base_url=base_url)
-    widget = await client_context.new_page()
-    try:
+    async with coach_and_widget(browser, base_url, setup) as (coach, widget):
         await widget.goto(f"/w/{setup.client['widget_token']}")
         await send_from_widget(widget, "How do I plan my week?")
         row = coach.locator(".inbox-row").filter(has_text="Sam")
@@ -171,9 +178,6 @@ async def test_a_draft_is_approved_beside_the_question_it_answers(
         await expect(coach.locator("#transcript .msg.human_coach")).to_contain_text("Pick one thing per day.")
         await expect(row.locator(".badge.state")).to_have_text("AI answering", timeout=WAIT_MS)
         await not_reloaded(coach)
-    finally:
-        await coach_context.close()
-        await client_context.close()
 
 
 async def test_a_crisis_in_a_conversation_the_coach_holds_rings_and_shows_crisis(
@@ -188,10 +192,7 @@ async def test_a_crisis_in_a_conversation_the_coach_holds_rings_and_shows_crisis
     banner and turns the inbox row to "Crisis" until the coach opens it; the next ordinary message rings
     nothing."""
     setup = await coach_with_client("Coach Held", "Robin")
-    coach_context, coach = await coach_page(browser, base_url, setup)
-    client_context = await browser.new_context(base_url=base_url, viewport={"width": 480, "height": 800})
-    widget = await client_context.new_page()
-    try:
+    async with coach_and_widget(browser, base_url, setup, {"width": 480, "height": 800}) as (coach, widget):
         await coach.locator("#alerts-toggle").click()
         await widget.goto(f"/w/{setup.client['widget_token']}")
         await send_from_widget(widget, "Can I talk to a real person please?")
@@ -218,9 +219,6 @@ async def test_a_crisis_in_a_conversation_the_coach_holds_rings_and_shows_crisis
         await expect(coach.locator("#transcript")).to_contain_text("I will wait here", timeout=WAIT_MS)
         await expect(row.locator(".badge.state")).to_have_text("You", timeout=WAIT_MS)
         await not_reloaded(coach)
-    finally:
-        await coach_context.close()
-        await client_context.close()
 
 
 async def test_load_more_appends_the_next_rows_in_place(
