@@ -17,19 +17,10 @@ from app.accounts.tone import parse_settings, text_version
 from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from tests.conftest import Coach, make_client
+from tests.integration.chat.test_tone import SETTINGS
 from tests.integration.web.test_dashboard import browser, log_in
 
 __all__ = ["browser"]  # fixture used by name below
-
-ROAST = {
-    "key": "roast",
-    "label": "Tough love",
-    "description": "Your excuses get called out.",
-    "instruction": "Roast the client's excuses playfully, then give one concrete step.",
-    "most_intense": True,
-}
-PEP = {"key": "pep", "label": "Cheerleader", "description": "Cheers.", "instruction": "Cheer the client on."}
-SETTINGS = {"min": 1, "max": 4, "default": 3, "modes": [ROAST, PEP]}
 
 
 def tone_section(page: httpx.Response) -> str:
