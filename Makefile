@@ -6,10 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-browser lint bench clean chromium
 
+# llama.cpp is compiled for this CPU (-march=native), but its AMX matrix kernels crash (SIGSEGV in
+# ggml_backend_amx_mul_mat, seen with llama-cpp-python 0.3.36 on a Xeon with AMX): build without AMX
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	CMAKE_ARGS='-DCMAKE_C_FLAGS="$(NO_AMX)" -DCMAKE_CXX_FLAGS="$(NO_AMX)"' $(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

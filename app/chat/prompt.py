@@ -139,8 +139,16 @@ def _system(
     return "\n\n".join(parts)
 
 
-def _tokens(messages: Sequence[ChatMessage]) -> int:
-    return sum(count_tokens(msg["content"]) + PER_MESSAGE_OVERHEAD for msg in messages)
+@dataclass(frozen=True)
+class _Kept:
+    """What one state of the budget cuts keeps of each part of the prompt."""
+
+    turns: list[ChatMessage]
+    shots: list[FewShotExample]
+    style: list[str]
+    items: list[MemoryItem]
+    passages: list[RetrievedChunk]
+    profile: list[str]
 
 
 def assemble_prompt(
@@ -185,29 +193,53 @@ def assemble_prompt(
         (lambda: bool(turns), lambda: turns.pop(0)),
     ]
 
-    def build() -> list[ChatMessage]:
-        system = _system(persona, profile, items, kept_passages, coach_name, style_kept, shots, spotlight)
-        return [{"role": "system", "content": system}, *turns, new]
+    def snapshot() -> _Kept:
+        return _Kept(list(turns), list(shots), list(style_kept), list(items), list(kept_passages), list(profile))
 
-    messages = build()
-    while _tokens(messages) > limit:
-        step = next((cut for applies, cut in cuts if applies()), None)
-        if step is None:
-            break
+    # every state the cuts pass through, uncut first; each cut only removes text, so the token count falls
+    # along the list and the first state within the limit is found by bisection (a few tokenizations of the
+    # prompt instead of one per cut; each distinct text is tokenized once)
+    states = [snapshot()]
+    while (step := next((cut for applies, cut in cuts if applies()), None)) is not None:
         step()
-        messages = build()
-    shot_texts = [shot.coach_text for shot in shots]
+        states.append(snapshot())
+    counted: dict[str, int] = {}
+
+    def tokens(messages: Sequence[ChatMessage]) -> int:
+        for msg in messages:
+            if msg["content"] not in counted:
+                counted[msg["content"]] = count_tokens(msg["content"])
+        return sum(counted[msg["content"]] + PER_MESSAGE_OVERHEAD for msg in messages)
+
+    def build(kept: _Kept) -> list[ChatMessage]:
+        system = _system(
+            persona, kept.profile, kept.items, kept.passages, coach_name, kept.style, kept.shots, spotlight
+        )
+        return [{"role": "system", "content": system}, *kept.turns, new]
+
+    # the answer lies in [low, high] (the last state when none fits); the uncut prompt is tried first, as
+    # most prompts fit
+    low, high = 0, 0 if tokens(build(states[0])) <= limit else len(states) - 1
+    while low < high:
+        middle = (low + high) // 2
+        if tokens(build(states[middle])) <= limit:
+            high = middle
+        else:
+            low = middle + 1
+    kept = states[low]
+    messages = build(kept)
+    shot_texts = [shot.coach_text for shot in kept.shots]
     fixed = [GROUNDING, EXAMPLES_HEADER, MEMORY_HEADER, *([HIERARCHY] if spotlight else [])]
     return AssembledPrompt(
         messages,
-        kept_passages,
-        items,
-        len(profile),
-        len(turns),
-        _tokens(messages),
-        shots,
-        len(style_kept),
+        kept.passages,
+        kept.items,
+        len(kept.profile),
+        len(kept.turns),
+        tokens(messages),
+        kept.shots,
+        len(kept.style),
         persona=persona,
-        protected=[*fixed, *style_kept, *shot_texts],
-        untrusted=[*(p.text for p in kept_passages), *profile, *(i.text for i in items), *shot_texts],
+        protected=[*fixed, *kept.style, *shot_texts],
+        untrusted=[*(p.text for p in kept.passages), *kept.profile, *(i.text for i in kept.items), *shot_texts],
     )

@@ -3,6 +3,9 @@ setting); a single text stays on one thread, and building the embedder leaves th
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -33,3 +36,27 @@ def test_embed_threads_caps_a_batch_and_one_text_stays_on_one_thread(monkeypatch
         torch.set_num_threads(before)
 
     assert seen == [2, 1]
+
+
+@pytest.mark.parametrize("preset", [None, "ACTIVE"])
+def test_torch_loads_with_passive_openmp_threads_and_leaves_the_environment_as_it_was(preset: str | None) -> None:
+    """``load_torch`` sets ``OMP_WAIT_POLICY=PASSIVE`` only around the import (an operator's own value wins and is
+    kept), in a fresh interpreter where torch is not loaded yet."""
+    probe = (
+        "import os, sys\n"
+        "import app.llm.local as local\n"
+        "seen = []\n"
+        "class Finder:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch': seen.append(os.environ.get('OMP_WAIT_POLICY'))\n"
+        "sys.meta_path.insert(0, Finder())\n"
+        "local.load_torch()\n"
+        "print(seen[0], os.environ.get('OMP_WAIT_POLICY'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset is not None:
+        env["OMP_WAIT_POLICY"] = preset
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    during, after = out.stdout.split()
+    assert during == (preset or "PASSIVE")
+    assert after == (preset or "None")

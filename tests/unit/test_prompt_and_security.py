@@ -71,6 +71,31 @@ def test_over_budget_drops_oldest_history_down_to_the_last_exchange_then_lowest_
     assert prompt.messages[-1]["content"] == "What now?"
 
 
+@pytest.mark.parametrize("budget", [1000, 1300, 1700, 2200])
+def test_the_cuts_stop_at_the_first_prompt_within_the_limit(budget: int) -> None:
+    """The budget search (bisection over the cut order) keeps as much as fits: the same prompt with one more
+    passage, counted without a limit, is over the limit."""
+    passages, history = [_passage(i, words=120) for i in range(1, 8)], _history(10)
+
+    def prompt(kept: list[RetrievedChunk], turns: list[Message], budget_tokens: int):  # type: ignore[no-untyped-def]
+        return assemble_prompt(
+            persona="You are calm.",
+            passages=kept,
+            memory=MemoryContext(),
+            history=turns,
+            user_text="What now?",
+            budget_tokens=budget_tokens,
+        )
+
+    limit = int(budget * BUDGET_MARGIN)
+    cut = prompt(passages, history, budget)
+    assert cut.estimated_tokens <= limit
+    assert cut.history_used == KEEP_RECENT and 1 <= len(cut.passages) < len(passages)
+    one_more = prompt(passages[: len(cut.passages) + 1], history[-KEEP_RECENT:], 10**6)
+    assert len(one_more.passages) == len(cut.passages) + 1
+    assert one_more.estimated_tokens > limit
+
+
 def test_history_is_trimmed_from_the_oldest_end() -> None:
     prompt = assemble_prompt(
         persona="p", passages=[], memory=MemoryContext(), history=_history(10), user_text="q", budget_tokens=500

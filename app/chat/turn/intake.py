@@ -123,8 +123,9 @@ class Intake:
     async def load(self, uow: UnitOfWork, client_id: uuid.UUID, message_id: uuid.UUID, stages: Stages) -> Turn | None:
         """The turn that answers client message ``message_id`` (locked for ``session``'s transaction), or
         ``None`` when it was answered already. History is what the client saw before it: earlier messages and
-        the replies to earlier messages, not the client's later ones. Times ``intake.embed`` (the message's
-        one embedding) and ``intake.risk`` (the crisis screen) in ``stages``. Raises ``NotFound``."""
+        the replies to earlier messages, not the client's later ones. Times ``intake.embed`` (waiting for the
+        message's one embedding, computed while the other reads run) and ``intake.risk`` (the crisis screen) in
+        ``stages``. Raises ``NotFound``."""
         session = uow.session
         message = await session.scalar(
             select(Message)
@@ -139,8 +140,18 @@ class Intake:
         if message.answered_at is not None:
             return None
         coach = await uow.coach()
-        conversation = await session.get_one(Conversation, message.conversation_id)
-        earlier = await _earlier(session, coach, message)
+        # the message's embedding (a worker thread) runs while the rest of the turn's state is read
+        embedding = asyncio.ensure_future(self._shared_embedding(coach, message.text))
+        try:
+            conversation = await session.get_one(Conversation, message.conversation_id)
+            earlier = await _earlier(session, coach, message)
+            client = await self._accounts.get_client(uow, conversation.client_id)
+            active = await self._handoffs.active_for(session, conversation.id)
+        except BaseException:
+            embedding.cancel()
+            raise
+        with stages.time("intake.embed"):
+            query_embedding = await embedding
         client_texts = [msg.text for msg in earlier if msg.sender_type == SenderType.CLIENT]
         ai_feedback = [
             helpful(msg.meta)
@@ -149,8 +160,6 @@ class Intake:
         ]
         # this message (lexicon OR learned, off the event loop), then the run of the client's recent messages:
         # several moderately concerning ones in a row raise the level
-        with stages.time("intake.embed"):
-            query_embedding = await self._shared_embedding(coach, message.text)
         with stages.time("intake.risk"):
             risk = await asyncio.to_thread(self._risk.assess, message.text, query_embedding)
         risk = conversation_risk(
@@ -165,7 +174,6 @@ class Intake:
             helpful_newest_first=ai_feedback,
             coach_name=coach.name,
         )
-        client = await self._accounts.get_client(uow, conversation.client_id)
         return Turn(
             coach=coach,
             conversation=conversation,
@@ -177,7 +185,7 @@ class Intake:
             else [],
             risk=risk,
             signals=signals,
-            active=await self._handoffs.active_for(session, conversation.id),
+            active=active,
             query_embedding=query_embedding,
         )
 
