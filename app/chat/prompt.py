@@ -151,6 +151,42 @@ class _Kept:
     profile: list[str]
 
 
+def _cut_states(uncut: _Kept) -> list[_Kept]:
+    """Every state the budget cuts pass through, ``uncut`` first, one unit cut per state in the order of the
+    module docstring; the last state is the one no cut applies to."""
+    turns, shots, style, items = list(uncut.turns), list(uncut.shots), list(uncut.style), list(uncut.items)
+    passages, profile = list(uncut.passages), list(uncut.profile)
+    cuts: list[tuple[Callable[[], bool], Callable[[], object]]] = [
+        (lambda: len(turns) > KEEP_RECENT, lambda: turns.pop(0)),
+        (lambda: bool(shots), shots.pop),
+        (lambda: bool(style), style.pop),
+        (lambda: bool(items), items.pop),
+        (lambda: len(passages) > 1, passages.pop),
+        (lambda: bool(profile), profile.pop),
+        (lambda: bool(passages), passages.pop),
+        (lambda: bool(turns), lambda: turns.pop(0)),
+    ]
+    states = [uncut]
+    while (step := next((cut for applies, cut in cuts if applies()), None)) is not None:
+        step()
+        states.append(_Kept(list(turns), list(shots), list(style), list(items), list(passages), list(profile)))
+    return states
+
+
+def _first_within(states: Sequence[_Kept], fits: Callable[[_Kept], bool]) -> _Kept:
+    """The first of ``states`` that ``fits`` (the last when none does). Each cut only removes text, so the
+    token count falls along the states and bisection finds it with a few tokenizations of the prompt instead
+    of one per cut; the uncut state is tried first, as most prompts fit."""
+    low, high = 0, 0 if fits(states[0]) else len(states) - 1  # the answer lies in [low, high]
+    while low < high:
+        middle = (low + high) // 2
+        if fits(states[middle]):
+            high = middle
+        else:
+            low = middle + 1
+    return states[low]
+
+
 def assemble_prompt(
     *,
     persona: str,
@@ -172,37 +208,12 @@ def assemble_prompt(
     minus the reply's ``max_tokens``. ``spotlight``: data blocks and the instruction hierarchy (see the module
     docstring); off only to measure the undefended prompt."""
     limit = int(budget_tokens * BUDGET_MARGIN)
-    kept_passages = list(passages)
-    items = list(memory.items)
-    profile = list(memory.profile_lines)
-    shots = list(examples)
-    style_kept = list(style)
     turns: list[ChatMessage] = [
         {"role": "user" if msg.sender_type == SenderType.CLIENT else "assistant", "content": msg.text}
         for msg in history
     ]
     new: ChatMessage = {"role": "user", "content": user_text}
-    cuts: list[tuple[Callable[[], bool], Callable[[], object]]] = [
-        (lambda: len(turns) > KEEP_RECENT, lambda: turns.pop(0)),
-        (lambda: bool(shots), shots.pop),
-        (lambda: bool(style_kept), style_kept.pop),
-        (lambda: bool(items), items.pop),
-        (lambda: len(kept_passages) > 1, kept_passages.pop),
-        (lambda: bool(profile), profile.pop),
-        (lambda: bool(kept_passages), kept_passages.pop),
-        (lambda: bool(turns), lambda: turns.pop(0)),
-    ]
-
-    def snapshot() -> _Kept:
-        return _Kept(list(turns), list(shots), list(style_kept), list(items), list(kept_passages), list(profile))
-
-    # every state the cuts pass through, uncut first; each cut only removes text, so the token count falls
-    # along the list and the first state within the limit is found by bisection (a few tokenizations of the
-    # prompt instead of one per cut; each distinct text is tokenized once)
-    states = [snapshot()]
-    while (step := next((cut for applies, cut in cuts if applies()), None)) is not None:
-        step()
-        states.append(snapshot())
+    uncut = _Kept(turns, list(examples), list(style), list(memory.items), list(passages), list(memory.profile_lines))
     counted: dict[str, int] = {}
 
     def tokens(messages: Sequence[ChatMessage]) -> int:
@@ -217,16 +228,7 @@ def assemble_prompt(
         )
         return [{"role": "system", "content": system}, *kept.turns, new]
 
-    # the answer lies in [low, high] (the last state when none fits); the uncut prompt is tried first, as
-    # most prompts fit
-    low, high = 0, 0 if tokens(build(states[0])) <= limit else len(states) - 1
-    while low < high:
-        middle = (low + high) // 2
-        if tokens(build(states[middle])) <= limit:
-            high = middle
-        else:
-            low = middle + 1
-    kept = states[low]
+    kept = _first_within(_cut_states(uncut), lambda state: tokens(build(state)) <= limit)
     messages = build(kept)
     shot_texts = [shot.coach_text for shot in kept.shots]
     fixed = [GROUNDING, EXAMPLES_HEADER, MEMORY_HEADER, *([HIERARCHY] if spotlight else [])]
