@@ -126,10 +126,11 @@ class LlamaCppChatProvider:
 def load_torch() -> ModuleType:
     """``torch``, imported on first use with ``OMP_WAIT_POLICY=PASSIVE`` (unless the variable is set): torch's
     OpenMP threads then sleep between parallel regions instead of spinning. The OpenMP runtime reads the
-    variable once, as torch loads it, so it is set only around that import (llama.cpp's own OpenMP runtime,
-    loaded later, keeps spinning, which its token-by-token decoding needs). Measured with
-    ``bench/chat.py --instant`` (the worker embeds each reply while the next turn runs): 142 → 117 ms of
-    CPU per turn across the API and worker processes, p95 211 → 164 ms."""
+    variable once, as it loads, so it is set only around this import: llama.cpp's own OpenMP runtime, when
+    loaded after torch, keeps spinning, which its token-by-token decoding needs (when llama.cpp was loaded
+    first and torch shares its runtime, both keep the default). Measured with ``bench/chat.py --instant`` (the
+    worker embeds each reply while the next turn runs): 142 → 117 ms of CPU per turn across the API and worker
+    processes, in one pair of runs."""
     if "torch" not in sys.modules and "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         try:
