@@ -106,6 +106,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Jobs one worker process runs at once on the main queue (handoff alerts have their own).",
     )
+    turn_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Chat turns one process answers at once; later ones wait for a slot in arrival order "
+        "(admission control: past the CPU and the database pool, more turns at once only make every turn slower, "
+        "and a turn left waiting for a pooled connection past the pool's timeout fails, bench/load.py).",
+    )
     retrieval_top_k: int = Field(default=5, ge=1, le=50)
     vector_index_min_chunks: int = Field(
         default=2_000,

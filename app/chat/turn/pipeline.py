@@ -33,6 +33,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -109,6 +110,7 @@ class ChatService:
         )
         self._generator = Generator(settings, registry, cache, defences=defences)
         self._persister = Persister(sessionmaker, handoffs)
+        self._slots = asyncio.Semaphore(settings.turn_concurrency)
 
     async def receive(
         self,
@@ -146,9 +148,28 @@ class ChatService:
         means the AI is paused (no reply); an explicit ask for a human, an always-escalate topic or
         ``human_only`` mode hand the conversation to the coach. After retrieval, confidence below the coach's
         threshold hands off in ``auto`` mode; in ``draft`` mode the reply is kept as a draft for the coach
-        (nothing is streamed). Raises ``NotFound`` (not this client's message)."""
-        async for item in self._answer(coach_id, client_id, message_id, to_client, Stages()):
-            yield item
+        (nothing is streamed). Raises ``NotFound`` (not this client's message).
+
+        At most ``TURN_CONCURRENCY`` answers run at once in this process; the others wait for a slot in the
+        order they came (their wait is the ``admission`` stage)."""
+        stages = Stages()
+        async with self._admitted(stages):
+            async for item in self._answer(coach_id, client_id, message_id, to_client, stages):
+                yield item
+
+    @asynccontextmanager
+    async def _admitted(self, stages: Stages) -> AsyncIterator[None]:
+        """Hold one of the process's turn slots (admission control). Overload then queues turns before they take
+        a pooled connection or CPU, instead of running hundreds at once: each would wait for connections in
+        every stage, and those waiting past the pool's timeout would fail after their work was done, to be
+        answered again by a job (stop 21's ``bench/load.py`` fell to about 1 turn/s that way). ``asyncio``'s
+        semaphore wakes its waiters first come, first served."""
+        with stages.time("admission"):
+            await self._slots.acquire()
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     async def _answer(
         self, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID, to_client: ToClient, stages: Stages
@@ -288,8 +309,9 @@ class ChatService:
                 channel=channel,
                 client_message_id=client_message_id,
             )
-        async for item in self._answer(coach_id, client_id, received.message_id, _never, stages):
-            yield item
+        async with self._admitted(stages):
+            async for item in self._answer(coach_id, client_id, received.message_id, _never, stages):
+                yield item
 
     async def answer_later(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> None:
         """Queue the ``answer_pending`` job for stored client message ``message_id`` (its live answer failed,

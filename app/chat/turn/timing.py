@@ -17,10 +17,10 @@ class Stages:
     """Milliseconds (wall clock, 0.1 ms) spent in each named stage of one turn, in the order the stages ran.
 
     ``ms`` maps a stage name to its time; a stage timed twice adds up. Top-level names (``receive``,
-    ``intake``, ``gather``, ``generate``, ``persist``, ``after_commit``) do not overlap: they add up to the
-    turn's wall clock but for the gaps between them. A dotted name is a part of the stage before the dot
-    (``gather.passages`` is inside ``gather``); parts run concurrently each count their own wall clock, so
-    they may add up to more than their stage."""
+    ``admission`` (the wait for a turn slot), ``intake``, ``gather``, ``generate``, ``persist``,
+    ``after_commit``) do not overlap: they add up to the turn's wall clock but for the gaps between them. A
+    dotted name is a part of the stage before the dot (``gather.passages`` is inside ``gather``); parts run
+    concurrently each count their own wall clock, so they may add up to more than their stage."""
 
     def __init__(self) -> None:
         self.ms: dict[str, float] = {}

@@ -15,6 +15,7 @@ import respx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chat.turn import gather
+from app.core.config import Settings
 from app.learning.interventions import InterventionService
 from tests.integration.handoff.test_handoff_flow import Setup, chat, new_setup, transcript
 from tests.openai_wire import mock_chat_endpoint
@@ -23,6 +24,7 @@ __all__ = ["new_setup"]
 
 BEFORE_PERSIST = {
     "receive",
+    "admission",
     "intake",
     "intake.embed",
     "intake.risk",
@@ -92,3 +94,41 @@ async def test_passages_memory_and_few_shots_are_read_concurrently(
 
     assert body["reply"] == "Start with one task."
     assert len(sessions) == 3 and len({id(s) for s in sessions}) == 3  # one session (connection) each
+
+
+async def test_turns_past_the_concurrency_limit_wait_for_a_slot_and_are_all_answered(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    model: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+) -> None:
+    """Admission control: two more turns than ``TURN_CONCURRENCY`` at once. Each turn's passage lookup waits
+    (up to 2 s) for a turn beyond the limit to join it: without the slots all of them would be inside at once;
+    with them the last two wait for a slot, and every turn is still answered."""
+    limit = settings.turn_concurrency
+    inside, most = 0, 0
+    over_limit = asyncio.Event()
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal inside, most
+        inside += 1
+        most = max(most, inside)
+        if inside > limit:
+            over_limit.set()
+        try:
+            async with asyncio.timeout(2):
+                await over_limit.wait()
+        except TimeoutError:
+            pass
+        finally:
+            inside -= 1
+        return await original(*args, **kwargs)
+
+    original = gather.retrieve
+    monkeypatch.setattr(gather, "retrieve", counted)
+    setup = await new_setup("Busy Coach")
+    bodies = await asyncio.gather(*(chat(http, setup, f"How do I keep going, day {n}?") for n in range(limit + 2)))
+
+    assert most == limit and not over_limit.is_set()
+    assert [b["reply"] for b in bodies] == ["Start with one task."] * (limit + 2)

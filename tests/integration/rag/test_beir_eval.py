@@ -4,13 +4,14 @@ never shown or cited) and near-duplicate collapse, on the real database and embe
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from app import cli
 from app.container import Container
@@ -132,3 +133,62 @@ async def test_near_duplicate_chunks_are_collapsed(
     texts = [h.text for h in hits]
     assert texts.count(body.decode()) == 1, texts
     assert len(hits) == 2
+
+
+SLEEP_NOTES = {
+    "rest.txt": b"Sleep early. Sleep well, sleep long: sleep is the first habit.",
+    "focus.txt": b"Deep work needs a quiet room, a clear goal and a good night of sleep.",
+    "money.txt": b"Track every expense for a month before you set a budget.",
+    "walks.txt": b"A morning walk in daylight helps the night's sleep and the day's focus.",
+}
+
+
+async def test_bm25_ranks_by_the_formula_over_the_coachs_own_term_statistics(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    container: Container,
+) -> None:
+    """The lexical arm's SQL against BM25 (Robertson & Zaragoza 2009; k1 1.2, b 0.75) computed here from the
+    same tsvectors: document frequency over the coach's chunks, term frequency = a lexeme's positions, length =
+    the chunk's tokens. Another coach's chunks on the same words must not count."""
+    coach, other = await make_coach("BM25 Coach"), await make_coach("BM25 Other")
+    for name, body in SLEEP_NOTES.items():
+        await upload(http, coach, name, body)
+    await upload(http, other, "sleep.txt", b"Sleep, sleep, sleep and more sleep for focus.")
+    await run_jobs()
+    coach_id = uuid.UUID(coach.coach_id)
+    query = "sleep and focus at night"
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        found = await lexical_ranking(session, coach_id, query, "all-MiniLM-L6-v2", 10)
+        words = set(
+            (
+                await session.scalars(
+                    text("SELECT unnest(tsvector_to_array(to_tsvector('english', :q)))"), {"q": query}
+                )
+            ).all()
+        )
+        rows = (
+            await session.execute(
+                text(
+                    "SELECT c.id, c.token_count, t.lexeme, coalesce(array_length(t.positions, 1), 1) "
+                    "FROM chunks c, unnest(c.tsv) AS t(lexeme, positions, weights) WHERE c.coach_id = :cid"
+                ),
+                {"cid": coach_id},
+            )
+        ).all()
+    lengths = {r[0]: r[1] for r in rows}
+    tf = {(r[0], r[2]): r[3] for r in rows if r[2] in words}
+    n, avgdl = len(lengths), sum(lengths.values()) / len(lengths)
+    df = {w: sum(1 for (_, lexeme) in tf if lexeme == w) for w in words}
+
+    def bm25(chunk: uuid.UUID) -> float:
+        score = 0.0
+        for (cid, w), f in tf.items():
+            if cid == chunk:
+                idf = math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5))
+                score += idf * f * 2.2 / (f + 1.2 * (0.25 + 0.75 * lengths[chunk] / avgdl))
+        return score
+
+    expected = sorted({cid for cid, _ in tf}, key=lambda c: (-bm25(c), str(c)))
+    assert len(expected) == 3 and found == expected  # money.txt holds none of the words
