@@ -83,10 +83,16 @@
     alerts.appendChild(bar);
   }
 
+  // live events can start several refreshes at once, and their answers may come back out of order: only the
+  // answer of the latest refresh is shown (an older one would put back a count the coach has already cleared)
+  var summaryRequests = 0;
+
   function refreshSummary() {
+    var request = ++summaryRequests;
     return fetch("/dashboard/handoffs/summary", { credentials: "same-origin" }).then(function (response) {
       if (!response.ok) return;
       return response.json().then(function (summary) {
+        if (request !== summaryRequests) return;
         if (badge) {
           badge.textContent = summary.open ? String(summary.open) : "";
           badge.hidden = !summary.open;

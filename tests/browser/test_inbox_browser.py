@@ -6,13 +6,14 @@ question it answers. Screenshots go to ``test-artifacts/browser/``."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
 import pytest
 import respx
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import Browser, BrowserContext, Page, Route, expect
 
 from app.core.runtime import Services
 from tests.browser.axe import serious_violations
@@ -247,5 +248,40 @@ async def test_load_more_appends_the_next_rows_in_place(
         await expect(page.locator("#inbox-list[data-old]")).to_have_count(0, timeout=WAIT_MS)  # replaced
         await expect(rows).to_have_count(60)
         await not_reloaded(page)
+    finally:
+        await context.close()
+
+
+async def test_an_older_summary_answer_never_overwrites_a_newer_one(
+    browser: Browser, base_url: str, coach_with_client: Callable[..., Awaitable[CoachWithClient]]
+) -> None:
+    """A dashboard page asks for the handoff summary twice as it opens (on load, and when its live events
+    connect). The first answer (3 open) is held back until the second (none open) has been shown: the tab
+    title must keep the newer count. Live events start such overlapping refreshes whenever several arrive
+    together; before, the late answer put back a count the coach had already cleared."""
+    setup = await coach_with_client("Coach Ada", "Sam")
+    context, page = await coach_page(browser, base_url, setup)
+    asked, second_shown, first_sent = 0, asyncio.Event(), asyncio.Event()
+
+    async def summary(route: Route) -> None:
+        nonlocal asked
+        asked += 1
+        if asked == 1:
+            async with asyncio.timeout(WAIT_MS / 1000):
+                await second_shown.wait()
+            await route.fulfill(json={"open": 3, "crisis": []})
+            first_sent.set()
+        else:
+            await route.fulfill(json={"open": 0, "crisis": []})
+            second_shown.set()
+
+    try:
+        await page.route("**/dashboard/handoffs/summary", summary)
+        await page.goto("/dashboard/inbox")
+        async with asyncio.timeout(WAIT_MS / 1000):
+            await first_sent.wait()
+        await page.wait_for_timeout(500)  # the held-back answer has been read by now
+        assert asked == 2
+        assert await page.title() == "Inbox · OpenCoach"
     finally:
         await context.close()
