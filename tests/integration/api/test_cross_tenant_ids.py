@@ -166,15 +166,23 @@ def _cases(operation: str, path_ids: dict[str, str]) -> list[Any]:
         return [strategy.example() for _ in range(CASES_PER_OPERATION)]
 
 
-def _known_fields(operation: str, body: Any) -> Any:
-    """``body`` without the extra properties Schemathesis adds to objects whose schema does not forbid them
-    (msgspec structs refuse unknown fields with a 400, which would hide the 404 under test)."""
+def _body_schema(operation: str) -> dict[str, Any]:
+    """The JSON request body's object schema of ``operation`` (the first ``$ref`` of a ``oneOf`` with null
+    followed), or ``{}`` when it takes none."""
     method, path = operation.split(" ", 1)
     spec = api_spec()
     schema = spec["paths"][path][method.lower()].get("requestBody", {}).get("content", {})
     schema = schema.get("application/json", {}).get("schema", {})
+    schema = next((s for s in schema.get("oneOf", []) if "$ref" in s), schema)
     if "$ref" in schema:
         schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return dict(schema)
+
+
+def _known_fields(operation: str, body: Any) -> Any:
+    """``body`` without the extra properties Schemathesis adds to objects whose schema does not forbid them
+    (msgspec structs refuse unknown fields with a 400, which would hide the 404 under test)."""
+    schema = _body_schema(operation)
     if not isinstance(body, dict) or "properties" not in schema:
         return body
     return {key: value for key, value in body.items() if key in schema["properties"]}
@@ -195,16 +203,22 @@ async def test_another_coachs_id_gives_404_and_changes_nothing(
         path_ids[parameter] = str(ids[0])
     before = await _snapshot(services, victim.coach_id)
     statuses: set[int] = set()
-    for case in _cases(operation, path_ids):
+    cases = _cases(operation, path_ids)
+    requests: list[tuple[str, str, dict[str, Any]]] = []
+    for case in cases:
         kwargs: dict[str, Any] = {"params": case.query or None}
         if isinstance(case.body, dict | list):
             kwargs["json"] = _known_fields(operation, case.body)
+        requests.append((case.method, case.formatted_path, kwargs))
+    if _body_schema(operation).get("required") == []:  # every field optional: {} is valid and reaches the look-up
+        requests.append((cases[0].method, cases[0].formatted_path, {"json": {}}))  # (random text can all be refused)
+    for method, path, kwargs in requests:
         answers = {}
         for who, headers in intruders.items():  # B's API key and B's client's widget token
-            response = await http.request(case.method, case.formatted_path, headers=headers, **kwargs)
+            response = await http.request(method, path, headers=headers, **kwargs)
             answers[who] = response.status_code
             assert "detail" in response.json(), response.text
-        where = f"{case.method} {case.formatted_path} {kwargs}: {answers}"
+        where = f"{method} {path} {kwargs}: {answers}"
         # 401: the other kind of credential; 400: a generated body the route refuses before it looks the id up
         assert set(answers.values()) <= {400, 401, 404}, where
         statuses |= set(answers.values())
