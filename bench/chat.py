@@ -25,7 +25,8 @@ Run from the project root (the default 50 turns take a few minutes on two cores)
 ``--instant`` measures the turn's own cost instead, as a new user would meet it: the coach's model is an
 instant OpenAI-compatible stub served by this benchmark on 127.0.0.1 (the whole reply in one response),
 *Meditations* is ingested, the response cache is off, ``opencoach worker`` runs in its own process (the
-turn's follow-up jobs compete for the same cores), and every turn is a ``POST /api/v1/chat`` to the real app
+turn's follow-up jobs compete for the same cores; the turns start once it has started and has no job left
+from before), and every turn is a ``POST /api/v1/chat`` to the real app
 served on loopback. Rows are the stages of :class:`app.chat.turn.timing.Stages` read from the turn's own
 ``turn stages`` log line (top-level stages add up to the turn; a dotted one is part of the stage before its
 dot), then ``outside the model`` (the turn's stages without ``generate.model``) and ``end to end`` (the HTTP
@@ -51,6 +52,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from arq.connections import ArqRedis
+from arq.constants import default_queue_name, health_check_key_suffix, in_progress_key_prefix
 from litestar import Litestar, post
 from litestar.response import Stream
 from rich.table import Table
@@ -97,6 +100,8 @@ WALL_CLOCK = "wall clock"
 INSTANT_REPLY = ["Take", " one", " small", " step", " today", "."]
 OUTSIDE_MODEL = "outside the model"
 END_TO_END = "end to end (HTTP)"
+SETTLED_S = 2.0
+"""How long the worker must stay idle before the timed turns start (its start-up is not part of a turn)."""
 MODEL_STAGE = "generate.model"
 
 
@@ -229,6 +234,7 @@ async def worker(container: Container) -> AsyncIterator[None]:
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
+        await worker_settled(container.redis, proc)
         yield
     finally:
         proc.terminate()
@@ -236,6 +242,31 @@ async def worker(container: Container) -> AsyncIterator[None]:
             await asyncio.wait_for(proc.wait(), 30)
         except TimeoutError:
             proc.kill()
+
+
+async def worker_settled(redis: ArqRedis, proc: asyncio.subprocess.Process, timeout_s: float = 300) -> None:
+    """Wait until the worker polls its queue (arq's health-check key is written) with no job due or running
+    for :data:`SETTLED_S`: its start-up, its model loads and the jobs queued before it started (the upload's
+    ingest job, already done in this process) are then behind it, not inside the timed turns. Raises
+    ``RuntimeError`` when the worker exits or is still busy after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    quiet_since: float | None = None
+    while True:
+        if proc.returncode is not None:
+            raise RuntimeError(f"the worker exited with code {proc.returncode}")
+        busy = (
+            not await redis.exists(default_queue_name + health_check_key_suffix)
+            or await redis.zcount(default_queue_name, "-inf", time.time() * 1000)  # due jobs (not later crons)
+            # a cron's claim outlives its run (arq's keep_cronjob_progress): only other jobs count as running
+            or [key for key in await redis.keys(in_progress_key_prefix + "*") if b":cron:" not in key]
+        )
+        now = time.monotonic()
+        quiet_since = None if busy else (quiet_since or now)
+        if quiet_since is not None and now - quiet_since >= SETTLED_S:
+            return
+        if now > deadline:
+            raise RuntimeError(f"the worker was still busy after {timeout_s:.0f} s")
+        await asyncio.sleep(0.2)
 
 
 async def instant_coach(container: Container, coach_id: uuid.UUID, model_url: str) -> str:
