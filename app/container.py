@@ -142,7 +142,6 @@ class Container:
                 sessionmaker,
                 settings,
                 registry,
-                accounts,
                 handoffs,
                 interventions=interventions,
                 model_versions=model_versions,

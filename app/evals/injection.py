@@ -346,7 +346,6 @@ def _undefended(container: Container) -> ChatService:
         container.sessionmaker,
         container.settings,
         container.registry,
-        container.accounts,
         container.handoffs,
         interventions=container.interventions,
         model_versions=container.model_versions,

@@ -47,10 +47,10 @@ async def store_message(
         client_message_id=client_message_id,
         created_at=at,
     )
+    ended = await track_message(session, coach, message, at)  # before the INSERT, which then holds session_id
     session.add(message)
     await session.flush()
-    ended = await track_message(session, coach, message, at)
-    if sender_type != SenderType.CLIENT:
-        jobs.embed_messages(session, coach.id, message.id)
     await session.execute(update(Conversation).where(Conversation.id == conversation_id).values(last_message_at=at))
+    if sender_type != SenderType.CLIENT:  # queued last: flushed with the caller's other outbox rows, in one INSERT
+        jobs.embed_messages(session, coach.id, message.id)
     return message, ended

@@ -57,7 +57,8 @@ async def track_message(
     session: AsyncSession, coach: Coach, message: Message, at: datetime, *, queue_jobs: bool = True
 ) -> ChatSession | None:
     """Put ``message`` (sent at ``at``) into its conversation's open session, opening one when there is
-    none or the open one has been idle longer than the coach's gap. Returns the session this closed, if
+    none or the open one has been idle longer than the coach's gap. ``message`` may not be added to
+    ``session`` yet: its ``session_id`` is then stored by its own INSERT. Returns the session this closed, if
     any, whose jobs are queued in the same transaction (unless ``queue_jobs=False``: the evaluation runs
     them itself)."""
     open_session = await _open_session(session, message.conversation_id)

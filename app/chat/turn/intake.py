@@ -16,8 +16,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts.models import Coach
-from app.accounts.service import AccountService
+from app.accounts.models import Client, Coach
 from app.accounts.unit_of_work import UnitOfWork
 from app.chat.turn.state import Received, Turn
 from app.chat.turn.timing import Stages
@@ -62,8 +61,7 @@ def clean_client_message_id(value: str | None) -> str | None:
 class Intake:
     """Stores client messages and loads the state a turn starts from."""
 
-    def __init__(self, accounts: AccountService, handoffs: HandoffService, registry: ProviderRegistry) -> None:
-        self._accounts = accounts
+    def __init__(self, handoffs: HandoffService, registry: ProviderRegistry) -> None:
         self._handoffs = handoffs
         self._registry = registry
         # the learned crisis component embeds with the process's one MiniLM instance
@@ -89,14 +87,7 @@ class Intake:
             stored = await _stored(session, client_id, client_message_id)
             if stored is not None:
                 return _received(stored, created=False)
-        coach = await uow.coach()
-        conversation = await _conversation_for(session, coach_id, client_id, conversation_id, channel)
-        previous = await session.scalar(
-            select(Message.sender_type)
-            .where(Message.conversation_id == conversation.id)
-            .order_by(Message.created_at.desc())
-            .limit(1)
-        )
+        conversation, previous, coach = await _conversation_for(uow, client_id, conversation_id, channel)
         try:
             async with session.begin_nested():
                 message, _ = await store_message(
@@ -127,25 +118,30 @@ class Intake:
         message's one embedding, computed while the other reads run) and ``intake.risk`` (the crisis screen) in
         ``stages``. Raises ``NotFound``."""
         session = uow.session
-        message = await session.scalar(
-            select(Message)
-            .join(Conversation, Conversation.id == Message.conversation_id)
-            .where(
-                Message.id == message_id, Message.sender_type == SenderType.CLIENT, Conversation.client_id == client_id
+        row = (
+            await session.execute(
+                select(Message, Conversation, Client.name, Coach)  # the coach: uow.coach() finds it loaded
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .join(Client, Client.id == Conversation.client_id)
+                .join(Coach, Coach.id == Message.coach_id)
+                .where(
+                    Message.id == message_id,
+                    Message.sender_type == SenderType.CLIENT,
+                    Conversation.client_id == client_id,
+                )
+                .with_for_update(of=Message)
             )
-            .with_for_update(of=Message)
-        )
-        if message is None:
+        ).one_or_none()
+        if row is None:
             raise NotFound("message not found")
+        message, conversation, client_name, _ = row
         if message.answered_at is not None:
             return None
         coach = await uow.coach()
         # the message's embedding (a worker thread) runs while the rest of the turn's state is read
         embedding = asyncio.ensure_future(self._shared_embedding(coach, message.text))
         try:
-            conversation = await session.get_one(Conversation, message.conversation_id)
             earlier = await _earlier(session, coach, message)
-            client = await self._accounts.get_client(uow, conversation.client_id)
             active = await self._handoffs.active_for(session, conversation.id)
         except BaseException:
             embedding.cancel()
@@ -178,7 +174,7 @@ class Intake:
             coach=coach,
             conversation=conversation,
             message=message,
-            client_name=client.name,
+            client_name=client_name,
             # L1: forgotten messages (the source of an insight the client or coach forgot) never enter a prompt
             history=[m for m in earlier if m.forgotten_at is None][-coach.recent_messages :]
             if coach.recent_messages
@@ -237,25 +233,35 @@ async def _earlier(session: AsyncSession, coach: Coach, message: Message) -> lis
 
 
 async def _conversation_for(
-    session: AsyncSession,
-    coach_id: uuid.UUID,
-    client_id: uuid.UUID,
-    conversation_id: uuid.UUID | None,
-    channel: str,
-) -> Conversation:
-    """The client's conversation ``conversation_id``, or a new one on ``channel``. Raises ``NotFound``."""
-    if conversation_id is not None:
-        conversation = await session.scalar(
-            select(Conversation).where(
+    uow: UnitOfWork, client_id: uuid.UUID, conversation_id: uuid.UUID | None, channel: str
+) -> tuple[Conversation, str | None, Coach]:
+    """The client's conversation ``conversation_id``, the sender type of its latest message (``None``: no
+    message yet) and the coach, in one query; or a new conversation on ``channel`` (with no latest message).
+    Raises ``NotFound``."""
+    if conversation_id is None:
+        coach = await uow.coach()
+        conversation = Conversation(coach_id=coach.id, client_id=client_id, channel=channel)
+        uow.session.add(conversation)
+        await uow.session.flush()
+        return conversation, None, coach
+    latest_sender = (
+        select(Message.sender_type)
+        .where(Message.conversation_id == Conversation.id)
+        .order_by(Message.created_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    row = (
+        await uow.session.execute(
+            select(Conversation, latest_sender, Coach)
+            .join(Coach, Coach.id == Conversation.coach_id)
+            .where(
                 Conversation.id == conversation_id,
-                Conversation.coach_id == coach_id,
+                Conversation.coach_id == uow.coach_id,
                 Conversation.client_id == client_id,
             )
         )
-        if conversation is None:
-            raise NotFound("conversation not found")
-        return conversation
-    conversation = Conversation(coach_id=coach_id, client_id=client_id, channel=channel)
-    session.add(conversation)
-    await session.flush()
-    return conversation
+    ).one_or_none()
+    if row is None:
+        raise NotFound("conversation not found")
+    return row[0], row[1], await uow.coach()  # the coach row just loaded (the session's identity map)

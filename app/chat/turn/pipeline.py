@@ -39,7 +39,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import HandoffMode
-from app.accounts.service import AccountService
 from app.accounts.unit_of_work import unit_of_work
 from app.chat.turn.decide import After, Before, after_retrieval, before_model, cache_after
 from app.chat.turn.gather import Gatherer
@@ -83,7 +82,6 @@ class ChatService:
         sessionmaker: async_sessionmaker[AsyncSession],
         settings: Settings,
         registry: ProviderRegistry,
-        accounts: AccountService,
         handoffs: HandoffService,
         *,
         interventions: InterventionService,
@@ -99,7 +97,7 @@ class ChatService:
         self._registry = registry
         self._handoffs = handoffs
         self._cache = cache
-        self._intake = Intake(accounts, handoffs, registry)
+        self._intake = Intake(handoffs, registry)
         self._gatherer = Gatherer(
             sessionmaker,
             settings,
