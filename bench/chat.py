@@ -30,7 +30,7 @@ from before), and every turn is a ``POST /api/v1/chat`` to the real app
 served on loopback. Rows are the stages of :class:`app.chat.turn.timing.Stages` read from the turn's own
 ``turn stages`` log line (top-level stages add up to the turn; a dotted one is part of the stage before its
 dot), then ``outside the model`` (the turn's stages without ``generate.model``) and ``end to end`` (the HTTP
-request as the client sees it)::
+request as the client sees it); the line under the table counts the SQL statements each turn's request sent::
 
     .venv/bin/python bench/chat.py --instant --turns 200
 """
@@ -57,6 +57,8 @@ from arq.constants import default_queue_name, health_check_key_suffix, in_progre
 from litestar import Litestar, post
 from litestar.response import Stream
 from rich.table import Table
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 # bench/telegram.py would shadow python-telegram-bot's ``telegram`` package (the app imports it): the project
 # root (the tests' OpenAI wire format) goes first and bench/ last; the PDF reader's spawned process inherits it
@@ -244,6 +246,25 @@ async def worker(container: Container) -> AsyncIterator[None]:
             proc.kill()
 
 
+class StatementCount:
+    """Counts the SQL statements this process sends to PostgreSQL while entered (``async with``): every
+    SQLAlchemy engine's ``before_cursor_execute`` event, so the served app's engine too. A count that, unlike
+    the timings, does not depend on how busy the machine is."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def _sent(self, *_: Any) -> None:
+        self.count += 1
+
+    async def __aenter__(self) -> StatementCount:
+        event.listen(Engine, "before_cursor_execute", self._sent)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        event.remove(Engine, "before_cursor_execute", self._sent)
+
+
 async def worker_settled(redis: ArqRedis, proc: asyncio.subprocess.Process, timeout_s: float = 300) -> None:
     """Wait until the worker polls its queue (arq's health-check key is written) with no job due or running
     for :data:`SETTLED_S`: its start-up, its model loads and the jobs queued before it started (the upload's
@@ -290,6 +311,8 @@ async def measure_instant(turns: int) -> dict[str, Any]:
     logging.getLogger("app.chat.turn.pipeline").addHandler(stage_log)
     logging.getLogger("app.chat.turn.pipeline").setLevel(logging.INFO)
     end_to_end: list[float] = []
+    per_turn: list[int] = []
+    statements = StatementCount()
     async with instant_model() as model_url, bench_app(outbound_allow="127.0.0.1") as (container, coach_id):
         with console.status(f"Ingesting {MEDITATIONS.name}…"):
             await ingest_pdf(container, coach_id, MEDITATIONS)
@@ -298,6 +321,7 @@ async def measure_instant(turns: int) -> dict[str, Any]:
         auth = {"Authorization": f"Bearer {token}"}
         async with (
             worker(container),
+            statements,
             serve_in_background(app) as url,
             httpx.AsyncClient(base_url=url, timeout=60) as http,
         ):
@@ -308,13 +332,14 @@ async def measure_instant(turns: int) -> dict[str, Any]:
                     if i % TURNS_PER_CONVERSATION == 0:
                         conversation_id = None
                     body = {"text": QUESTIONS[i % len(QUESTIONS)], "conversation_id": conversation_id}
-                    started = time.perf_counter()
+                    started, sent = time.perf_counter(), statements.count
                     response = await http.post("/api/v1/chat", headers=auth, json=body)
                     elapsed = (time.perf_counter() - started) * 1000
                     response.raise_for_status()
                     conversation_id = response.json()["conversation_id"]
                     if i >= 0:
                         end_to_end.append(elapsed)
+                        per_turn.append(statements.count - sent)
     timed = stage_log.turns[-turns:]
     samples: dict[str, list[float]] = {}
     for stages in timed:
@@ -325,6 +350,11 @@ async def measure_instant(turns: int) -> dict[str, Any]:
     samples[END_TO_END] = end_to_end
     return {
         "turns": turns,
+        "sql_statements_per_turn": {
+            "p50": percentile([float(n) for n in per_turn], 50),
+            "min": min(per_turn),
+            "max": max(per_turn),
+        },
         "stages": {
             name: {
                 "p50_ms": round(percentile(values, 50), 1),
@@ -369,7 +399,13 @@ async def main() -> None:
         print(json.dumps(summary, indent=2))
     else:
         print_table(render(summary))
-        if not args.instant:
+        if args.instant:
+            sql = summary["sql_statements_per_turn"]
+            print(
+                f"SQL statements per turn in the API process (the worker's jobs not counted): median {sql['p50']:.0f},"
+                f" min {sql['min']}, max {sql['max']}"
+            )
+        else:
             print(describe(summary))
 
 
