@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -48,6 +49,22 @@ TOMBSTONE_SIMILARITY = 0.85
 EXTRACT_MAX_TOKENS = 450
 DECISION_MAX_TOKENS = 16
 LOCK_SECONDS = 1800
+
+
+def extraction_due(latest: Sequence[Message], watermark: datetime | None, *, reaches_watermark: bool) -> bool:
+    """Whether :meth:`InsightService.extract_insights` (not forced) would extract now, judged from a
+    conversation's ``latest`` messages (oldest first, the newest client message included) and its
+    ``insights_extracted_through`` ``watermark``: ``True`` when they hold :data:`INSIGHT_BATCH` unread client
+    messages (after the watermark, not forgotten), or when there may be more unread ones than they show
+    (``reaches_watermark`` false: older messages after the watermark were not read). The turn queues the job
+    only then; the job checks again."""
+    unread = sum(
+        message.sender_type == SenderType.CLIENT
+        and message.forgotten_at is None
+        and (watermark is None or message.created_at > watermark)
+        for message in latest
+    )
+    return unread >= INSIGHT_BATCH or not reaches_watermark
 
 
 @dataclass(frozen=True)

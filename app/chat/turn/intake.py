@@ -30,6 +30,7 @@ from app.handoff.detector import CONVERSATION_WINDOW, CrisisDetector, conversati
 from app.handoff.service import HandoffService
 from app.handoff.signals import turn_signals
 from app.llm.registry import ProviderRegistry
+from app.memory.insights import extraction_due
 from app.memory.messages import store_message
 
 MAX_MESSAGE_CHARS = 4000
@@ -170,6 +171,10 @@ class Intake:
             helpful_newest_first=ai_feedback,
             coach_name=coach.name,
         )
+        watermark = conversation.insights_extracted_through
+        reaches_watermark = len(earlier) < _earlier_limit(coach) or (
+            watermark is not None and earlier[0].created_at <= watermark
+        )
         return Turn(
             coach=coach,
             conversation=conversation,
@@ -183,6 +188,7 @@ class Intake:
             signals=signals,
             active=active,
             query_embedding=query_embedding,
+            insights_due=extraction_due([*earlier, message], watermark, reaches_watermark=reaches_watermark),
         )
 
     async def _shared_embedding(self, coach: Coach, text: str) -> list[float] | None:
@@ -216,9 +222,14 @@ async def _stored(session: AsyncSession, client_id: uuid.UUID, client_message_id
     )
 
 
+def _earlier_limit(coach: Coach) -> int:
+    """How many earlier messages a turn reads: its L1 window or the signals' window, the longer."""
+    return max(coach.recent_messages, SIGNAL_WINDOW_MESSAGES)
+
+
 async def _earlier(session: AsyncSession, coach: Coach, message: Message) -> list[Message]:
-    """Up to ``max(recent_messages, SIGNAL_WINDOW_MESSAGES)`` messages before ``message``, oldest first;
-    replies stored after it (to client messages queued before it) count as before it."""
+    """Up to :func:`_earlier_limit` messages before ``message``, oldest first; replies stored after it (to
+    client messages queued before it) count as before it."""
     rows = await session.scalars(
         select(Message)
         .where(
@@ -227,7 +238,7 @@ async def _earlier(session: AsyncSession, coach: Coach, message: Message) -> lis
             or_(Message.created_at < message.created_at, Message.sender_type != SenderType.CLIENT),
         )
         .order_by(Message.created_at.desc())
-        .limit(max(coach.recent_messages, SIGNAL_WINDOW_MESSAGES))
+        .limit(_earlier_limit(coach))
     )
     return list(reversed(rows.all()))
 

@@ -149,8 +149,8 @@ class Persister:
         )
         if resumed is not None:
             await session.execute(update(Handoff).where(Handoff.id == resumed.id).values(resumed_message_id=stored.id))
-        # follow-ups: L3 extraction once enough client messages are unread
-        jobs.extract_insights(session, turn.coach.id, turn.conversation.id, after_message_id=stored.id)
+        if turn.insights_due:  # the follow-up: L3 extraction, once enough client messages are unread
+            jobs.extract_insights(session, turn.coach.id, turn.conversation.id, after_message_id=stored.id)
         return stored
 
     async def _open(

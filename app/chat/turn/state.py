@@ -66,8 +66,9 @@ class TurnResult:
 class Turn:
     """What the turn's first transaction loaded: the coach, the conversation, the client's message, the L1
     ``history`` before it (oldest first), its risk and signals, the active handoff (locked in that
-    transaction), and the message's ``query_embedding`` when the crisis screen's vector also serves retrieval
-    (384 floats; ``None``: retrieval embeds the message itself)."""
+    transaction), the message's ``query_embedding`` when the crisis screen's vector also serves retrieval
+    (384 floats; ``None``: retrieval embeds the message itself), and whether L3 extraction is due after the
+    reply (``insights_due``, :func:`app.memory.insights.extraction_due`)."""
 
     coach: Coach
     conversation: Conversation
@@ -78,6 +79,7 @@ class Turn:
     signals: TurnSignals
     active: Handoff | None
     query_embedding: list[float] | None = None
+    insights_due: bool = True
 
 
 @dataclass(frozen=True)
