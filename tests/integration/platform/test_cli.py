@@ -118,9 +118,17 @@ def _wait_until(proc: subprocess.Popen[bytes], log: Path, ready: Callable[[], bo
         time.sleep(0.3)
 
 
+def _cmdline(process: psutil.Process) -> str:
+    """``process``'s command line, or ``""`` once it has exited (a short-lived ``psql`` of the start-up can exit
+    between being listed and being read)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return " ".join(process.cmdline())
+    return ""
+
+
 def _both_servers_up(proc: subprocess.Popen[bytes], data_dir: Path) -> Callable[[], bool]:
     def up() -> bool:
-        names = " ".join(" ".join(p.cmdline()) for p in _alive(_servers(proc, data_dir)))
+        names = " ".join(_cmdline(p) for p in _alive(_servers(proc, data_dir)))
         return "postgres" in names and "redis-server" in names
 
     return up
