@@ -115,7 +115,8 @@ class InsightService:
                 coach = await uow.coach()
                 client = await session.get_one(Client, conversation.client_id)
             client_messages = sum(msg.sender_type == SenderType.CLIENT for msg in unread)
-            if client_messages == 0 or (not force and client_messages < INSIGHT_BATCH):
+            # the turn queues this job by the same rule (``unread`` is after the watermark already)
+            if client_messages == 0 or (not force and not extraction_due(unread, None, reaches_watermark=True)):
                 return f"waiting ({client_messages} unread client messages)"
             provider = self._registry.chat_for(coach)
             embedder = self._registry.embedder_for(coach)
