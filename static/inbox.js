@@ -31,16 +31,18 @@
     if (transcript) transcript.scrollTop = transcript.scrollHeight;
   }
 
-  // current(): false when a newer fetch of the same element was started (responses can arrive out of order)
-  function swapIn(url, id, current) {
+  // isLatest(): false when a newer fetch of the same element was started (responses can arrive out of order)
+  function swapIn(url, id, isLatest) {
     return fetch(url, { credentials: "same-origin" }).then(function (response) {
       if (!response.ok) return;
       return response.text().then(function (html) {
-        if (current && !current()) return;
+        if (isLatest && !isLatest()) return;
         var fresh = new DOMParser().parseFromString(html, "text/html").getElementById(id);
-        var current = document.getElementById(id);
-        if (!fresh || !current) return;
-        current.replaceWith(fresh);
+        var shown = document.getElementById(id);
+        if (!fresh || !shown) return;
+        var scrolled = shown.scrollTop;  // the inbox list scrolls: a refresh keeps the coach's place in it
+        shown.replaceWith(fresh);
+        fresh.scrollTop = scrolled;
         if (window.htmx) window.htmx.process(fresh);
       });
     }).catch(function () { /* the next event catches up */ });

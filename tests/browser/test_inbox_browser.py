@@ -222,6 +222,12 @@ async def test_a_crisis_in_a_conversation_the_coach_holds_rings_and_shows_crisis
         await not_reloaded(coach)
 
 
+SCROLL_LIST_TO_END = (
+    "(() => { const list = document.getElementById('inbox-list');"
+    " list.scrollTop = list.scrollHeight; return list.scrollTop; })()"
+)
+
+
 async def test_load_more_appends_the_next_rows_in_place(
     base_url: str,
     browser: Browser,
@@ -229,7 +235,8 @@ async def test_load_more_appends_the_next_rows_in_place(
     make_coach: Callable[..., Awaitable[Coach]],
 ) -> None:
     """60 conversations: the inbox shows 50 and "Load more", which appends the other 10 without a reload
-    (and goes); a live refresh of the list afterwards keeps all 60."""
+    (and goes); a live refresh of the list afterwards keeps all 60, and the coach's place in the scrolled list
+    (before, every refresh put the list back at its top)."""
     coach = await make_coach("Coach Many")
     expected = await seed_conversations(services, coach, 60)
     context, page = await coach_page(browser, base_url, CoachWithClient(coach, {}))
@@ -240,6 +247,10 @@ async def test_load_more_appends_the_next_rows_in_place(
         await expect(rows).to_have_count(60, timeout=WAIT_MS)
         await expect(page.locator("#inbox-more")).to_have_count(0)
         assert await rows.evaluate_all("rows => rows.map(r => r.dataset.conversation)") == expected
+        # page.evaluate, not a locator's: a refresh may replace the list between a locator finding it and
+        # the script running on it (a detached list reads scrollTop 0)
+        scrolled = await page.evaluate(SCROLL_LIST_TO_END)
+        assert scrolled > 0, "the list of 60 rows should scroll"
         # a live event re-fetches the list (static/inbox.js): with as many rows as are shown
         await page.evaluate(
             "document.getElementById('inbox-list').dataset.old = 'yes';"
@@ -247,6 +258,54 @@ async def test_load_more_appends_the_next_rows_in_place(
         )
         await expect(page.locator("#inbox-list[data-old]")).to_have_count(0, timeout=WAIT_MS)  # replaced
         await expect(rows).to_have_count(60)
+        assert await page.evaluate("document.getElementById('inbox-list').scrollTop") == scrolled
+        await not_reloaded(page)
+    finally:
+        await context.close()
+
+
+async def test_a_list_refresh_started_before_load_more_is_dropped(
+    base_url: str,
+    browser: Browser,
+    services: Services,
+    make_coach: Callable[..., Awaitable[Coach]],
+) -> None:
+    """A live refresh of the list is on its way when the coach clicks "Load more": its answer (the first 50
+    rows) is held back until the refresh that "Load more" starts afterwards (all 60) has been shown. The late
+    answer must be dropped, keeping the 60 rows. Before, static/inbox.js's staleness check read a variable
+    that a later ``var`` of the same name hid (always undefined), so the late answer put back 50 rows and the
+    "Load more" link; the same stale refresh could also replace the list while "Load more" was loading,
+    which then lost the appended rows."""
+    coach = await make_coach("Coach Many")
+    await seed_conversations(services, coach, 60)
+    context, page = await coach_page(browser, base_url, CoachWithClient(coach, {}))
+    asked, release, held = 0, asyncio.Event(), asyncio.Event()
+
+    async def inbox_list(route: Route) -> None:
+        nonlocal asked
+        asked += 1
+        if asked == 1:
+            held.set()
+            async with asyncio.timeout(WAIT_MS / 1000):
+                await release.wait()
+        await route.continue_()
+
+    try:
+        rows = page.locator("#inbox-list .inbox-row")
+        await expect(rows).to_have_count(50)
+        await page.route(lambda url: "/dashboard/inbox/list" in url, inbox_list)
+        await page.evaluate("document.dispatchEvent(new CustomEvent('oc:live', {detail: {type: 'message', data: {}}}))")
+        async with asyncio.timeout(WAIT_MS / 1000):
+            await held.wait()
+        await page.locator("#inbox-more").click()
+        await expect(rows).to_have_count(60, timeout=WAIT_MS)
+        await expect(page.locator('#inbox-list[data-count="60"]')).to_have_count(1, timeout=WAIT_MS)  # refreshed
+        async with page.expect_response(lambda r: "/dashboard/inbox/list" in r.url and "limit=" not in r.url):
+            release.set()
+        await page.wait_for_timeout(500)  # the held-back answer has been read by now
+        assert asked == 2
+        await expect(rows).to_have_count(60)
+        await expect(page.locator("#inbox-more")).to_have_count(0)
         await not_reloaded(page)
     finally:
         await context.close()
