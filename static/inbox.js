@@ -15,7 +15,8 @@
   var pending = null;
   var listFetches = 0;
   var PAGE = 50, MAX_PAGE = 200;  // app.conversations.inbox.PAGE_SIZE and MAX_PAGE_SIZE
-  var loadingMore = false, refreshAfterMore = false, listInFlight = false;
+  var loadingMore = false, refreshAfterMore = false;
+  var listInFlight = 0;  // the number of the newest list refresh while it is unanswered, else 0
 
   function csrfToken() {
     try { return JSON.parse(document.body.getAttribute("hx-headers") || "{}")["x-csrftoken"] || ""; } catch (e) { return ""; }
@@ -59,9 +60,9 @@
       if (shown > PAGE) query.set("limit", String(Math.min(shown, MAX_PAGE)));  // keep what "Load more" added
       query = query.toString();
       var mine = ++listFetches;
-      listInFlight = true;
+      listInFlight = mine;
       swapIn("/dashboard/inbox/list?" + query, "inbox-list", function () { return mine === listFetches; })
-        .then(function () { listInFlight = false; });
+        .then(function () { if (listInFlight === mine) listInFlight = 0; });  // an older one leaves it be
     }, 150);
   }
 
@@ -90,7 +91,7 @@
     loadingMore = true;
     moreRequest = event.detail.xhr;
     if (pending) { clearTimeout(pending); pending = null; refreshAfterMore = true; }
-    if (listInFlight) { listFetches++; refreshAfterMore = true; }  // its answer is dropped
+    if (listInFlight) { listFetches++; listInFlight = 0; refreshAfterMore = true; }  // its answer is dropped
   });
   document.body.addEventListener("htmx:afterRequest", function (event) {
     if (!moreRequest || event.detail.xhr !== moreRequest) return;

@@ -222,6 +222,7 @@ async def test_a_crisis_in_a_conversation_the_coach_holds_rings_and_shows_crisis
         await not_reloaded(coach)
 
 
+LIVE_MESSAGE = "document.dispatchEvent(new CustomEvent('oc:live', {detail: {type: 'message', data: {}}}))"
 SCROLL_LIST_TO_END = (
     "(() => { const list = document.getElementById('inbox-list');"
     " list.scrollTop = list.scrollHeight; return list.scrollTop; })()"
@@ -264,50 +265,66 @@ async def test_load_more_appends_the_next_rows_in_place(
         await context.close()
 
 
+@pytest.mark.parametrize("overlapping", [False, True], ids=["one-refresh", "older-one-answered-first"])
 async def test_a_list_refresh_started_before_load_more_is_dropped(
     base_url: str,
     browser: Browser,
     services: Services,
     make_coach: Callable[..., Awaitable[Coach]],
+    overlapping: bool,
 ) -> None:
     """A live refresh of the list is on its way when the coach clicks "Load more": its answer (the first 50
     rows) is held back until the refresh that "Load more" starts afterwards (all 60) has been shown. The late
-    answer must be dropped, keeping the 60 rows. Before, static/inbox.js's staleness check read a variable
-    that a later ``var`` of the same name hid (always undefined), so the late answer put back 50 rows and the
-    "Load more" link; the same stale refresh could also replace the list while "Load more" was loading,
-    which then lost the appended rows."""
+    answer must be dropped, keeping the 60 rows. ``overlapping``: an older refresh was also on its way, and
+    was answered (and dropped) before the click.
+
+    Before, static/inbox.js's staleness check read a variable that a later ``var`` of the same name hid
+    (always undefined), so the late answer put back 50 rows and the "Load more" link; the same stale refresh
+    could also replace the list while "Load more" was loading, losing the appended rows. And the older
+    refresh's answer marked no refresh as on its way, so "Load more" then kept the newer one's answer."""
     coach = await make_coach("Coach Many")
     await seed_conversations(services, coach, 60)
     context, page = await coach_page(browser, base_url, CoachWithClient(coach, {}))
-    asked, release, held = 0, asyncio.Event(), asyncio.Event()
+    held = 2 if overlapping else 1  # list requests held back, each until its release
+    asked, arrived = 0, [asyncio.Event() for _ in range(held)]
+    release = [asyncio.Event() for _ in range(held)]
 
     async def inbox_list(route: Route) -> None:
         nonlocal asked
         asked += 1
-        if asked == 1:
-            held.set()
-            async with asyncio.timeout(WAIT_MS / 1000):
-                await release.wait()
+        if asked <= held:
+            arrived[asked - 1].set()
+            async with asyncio.timeout(3 * WAIT_MS / 1000):  # longer than any wait of the test's own
+                await release[asked - 1].wait()
         await route.continue_()
+
+    async def let_go(n: int) -> None:
+        """Releases held request ``n`` and waits until its answer has been read."""
+        async with page.expect_response(lambda r: "/dashboard/inbox/list" in r.url and "limit=" not in r.url):
+            release[n].set()
+        await page.wait_for_timeout(500)
 
     try:
         rows = page.locator("#inbox-list .inbox-row")
         await expect(rows).to_have_count(50)
         await page.route(lambda url: "/dashboard/inbox/list" in url, inbox_list)
-        await page.evaluate("document.dispatchEvent(new CustomEvent('oc:live', {detail: {type: 'message', data: {}}}))")
-        async with asyncio.timeout(WAIT_MS / 1000):
-            await held.wait()
+        for n in range(held):
+            await page.evaluate(LIVE_MESSAGE)
+            async with asyncio.timeout(WAIT_MS / 1000):
+                await arrived[n].wait()
+        if overlapping:
+            await let_go(0)
         await page.locator("#inbox-more").click()
         await expect(rows).to_have_count(60, timeout=WAIT_MS)
         await expect(page.locator('#inbox-list[data-count="60"]')).to_have_count(1, timeout=WAIT_MS)  # refreshed
-        async with page.expect_response(lambda r: "/dashboard/inbox/list" in r.url and "limit=" not in r.url):
-            release.set()
-        await page.wait_for_timeout(500)  # the held-back answer has been read by now
-        assert asked == 2
+        await let_go(held - 1)
+        assert asked == held + 1
         await expect(rows).to_have_count(60)
         await expect(page.locator("#inbox-more")).to_have_count(0)
         await not_reloaded(page)
     finally:
+        for held_back in release:  # a failure above leaves none waiting
+            held_back.set()
         await context.close()
 
 
