@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from typing import TypeVar, cast
@@ -30,7 +31,11 @@ class ProviderRegistry:
         self._settings = settings
         self._secrets = secrets
         self.egress = EgressGuard.from_settings(settings)
-        self._lock = threading.Lock()
+        # one lock per thing built once, so that a chat turn's lookup never waits behind another model's load
+        # (the start-up warm-up loads SmolLM2 for seconds in a thread)
+        self._chat_lock = threading.Lock()
+        self._embedder_lock = threading.Lock()
+        self._remote_lock = threading.Lock()
         self._local_chat: LlamaCppChatProvider | None = None
         self._local_embedder: SentenceTransformerEmbedder | None = None
         self._query_batcher: EmbeddingBatcher | None = None
@@ -39,7 +44,7 @@ class ProviderRegistry:
 
     def local_chat(self) -> LlamaCppChatProvider:
         """The process-wide SmolLM2 instance (loaded on first use)."""
-        with self._lock:
+        with self._chat_lock:
             if self._local_chat is None:
                 self._local_chat = LlamaCppChatProvider(
                     n_ctx=self._settings.llm_context_tokens, n_threads=self._settings.llm_threads
@@ -48,7 +53,7 @@ class ProviderRegistry:
 
     def local_embedder(self) -> SentenceTransformerEmbedder:
         """The process-wide all-MiniLM-L6-v2 instance (loaded on first use)."""
-        with self._lock:
+        with self._embedder_lock:
             if self._local_embedder is None:
                 self._local_embedder = SentenceTransformerEmbedder(threads=self._settings.embed_threads)
             return self._local_embedder
@@ -57,10 +62,21 @@ class ProviderRegistry:
         """The local embedder behind the process's :class:`~app.llm.batching.EmbeddingBatcher`: chat turns embed
         their query through it, so concurrent turns share one model call (ingestion's large batches do not)."""
         local = self.local_embedder()
-        with self._lock:
+        with self._embedder_lock:
             if self._query_batcher is None:
                 self._query_batcher = EmbeddingBatcher(local)
             return self._query_batcher
+
+    async def query_embedder(self, coach: Coach | None = None) -> Embedder:
+        """:meth:`query_embedder_for` ``coach`` (``None``: :meth:`local_query_embedder`) from the event loop,
+        which it never blocks: until the offline embedder is loaded (seconds, by the start-up warm-up or by this
+        first call), the lookup waits in a thread and the process keeps serving other requests meanwhile."""
+        if self._query_batcher is None:
+            return await asyncio.to_thread(self._query_embedder, coach)
+        return self._query_embedder(coach)
+
+    def _query_embedder(self, coach: Coach | None) -> Embedder:
+        return self.local_query_embedder() if coach is None else self.query_embedder_for(coach)
 
     def query_embedder_for(self, coach: Coach) -> Embedder:
         """The embedder for one chat turn's query: :meth:`embedder_for`, batched across turns when local."""
@@ -69,7 +85,7 @@ class ProviderRegistry:
 
     def warm_up(self) -> None:
         """Load the offline models now (blocking, seconds) so the first chat turn does not pay for it."""
-        self.local_embedder()
+        self.local_query_embedder()
         self.local_chat()
 
     def reranker(self) -> HttpReranker | None:
@@ -92,7 +108,7 @@ class ProviderRegistry:
     def _cached(self, key: tuple[str, str, str | None, str | None], build: Callable[[], _Remote]) -> _Remote:
         """Reuse one SDK client (and its connection pool) per endpoint, model and key; ``key[0]`` names the
         kind, so a key always maps to what ``build`` makes."""
-        with self._lock:
+        with self._remote_lock:
             if key not in self._remote:
                 if len(self._remote) >= MAX_REMOTE_CLIENTS:
                     self._remote.pop(next(iter(self._remote)))

@@ -83,3 +83,36 @@ def test_the_chat_turn_embeds_its_query_through_the_processs_batcher() -> None:
     assert isinstance(batcher, EmbeddingBatcher)
     assert batcher.inner is registry.local_embedder()
     assert registry.query_embedder_for(local) is batcher
+
+
+async def test_a_turns_embedder_lookup_neither_waits_for_the_chat_model_nor_blocks_the_event_loop() -> None:
+    """At start-up the warm-up loads SmolLM2 in a thread for seconds (here: its lock is held throughout). A
+    turn's lookup of the query embedder must not wait for it, and while MiniLM itself loads, the event loop
+    keeps running. Before, every lookup took the registry's one lock on the event loop: the whole process
+    (every request, socket and event stream) stood still until both models were loaded."""
+    from cryptography.fernet import Fernet
+
+    from app.accounts.models import Coach
+    from app.core.config import Settings
+    from app.core.security import SecretBox
+    from app.llm.registry import ProviderRegistry
+
+    settings = Settings(secret_key=Fernet.generate_key().decode())
+    registry = ProviderRegistry(settings, SecretBox.from_settings(settings))
+    local = Coach(name="Local", embedding_provider="local", embedding_model=None)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    with registry._chat_lock:  # SmolLM2 "loading"
+        ticker = asyncio.create_task(tick())
+        async with asyncio.timeout(120):
+            embedder = await registry.query_embedder(local)
+        ticker.cancel()
+    assert isinstance(embedder, EmbeddingBatcher)
+    assert ticks > 10, "the event loop stood still while the embedder loaded"
+    assert await registry.query_embedder() is embedder  # loaded: the same batcher, straight away

@@ -110,7 +110,7 @@ class Gatherer:
         (the query embedding)."""
         coach, text, stages = turn.coach, turn.message.text, reply.stages
         t0 = time.perf_counter()
-        embedder = self._registry.query_embedder_for(coach)
+        embedder = await self._registry.query_embedder(coach)
         # the crisis screen's vector when it serves retrieval too (the message is embedded once per turn)
         if turn.query_embedding is not None:
             query_embedding = turn.query_embedding
