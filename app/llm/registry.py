@@ -67,16 +67,13 @@ class ProviderRegistry:
                 self._query_batcher = EmbeddingBatcher(local)
             return self._query_batcher
 
-    async def query_embedder(self, coach: Coach | None = None) -> Embedder:
-        """:meth:`query_embedder_for` ``coach`` (``None``: :meth:`local_query_embedder`) from the event loop,
-        which it never blocks: until the offline embedder is loaded (seconds, by the start-up warm-up or by this
-        first call), the lookup waits in a thread and the process keeps serving other requests meanwhile."""
+    async def query_embedder(self, coach: Coach) -> Embedder:
+        """:meth:`query_embedder_for` from the event loop, which it never blocks: until the offline embedder is
+        loaded (seconds, by the start-up warm-up or by this first call), the lookup waits in a thread and the
+        process keeps serving other requests meanwhile."""
         if self._query_batcher is None:
-            return await asyncio.to_thread(self._query_embedder, coach)
-        return self._query_embedder(coach)
-
-    def _query_embedder(self, coach: Coach | None) -> Embedder:
-        return self.local_query_embedder() if coach is None else self.query_embedder_for(coach)
+            return await asyncio.to_thread(self.query_embedder_for, coach)
+        return self.query_embedder_for(coach)
 
     def query_embedder_for(self, coach: Coach) -> Embedder:
         """The embedder for one chat turn's query: :meth:`embedder_for`, batched across turns when local."""

@@ -115,4 +115,4 @@ async def test_a_turns_embedder_lookup_neither_waits_for_the_chat_model_nor_bloc
         ticker.cancel()
     assert isinstance(embedder, EmbeddingBatcher)
     assert ticks > 10, "the event loop stood still while the embedder loaded"
-    assert await registry.query_embedder() is embedder  # loaded: the same batcher, straight away
+    assert await registry.query_embedder(local) is embedder  # loaded: the same batcher, straight away

@@ -203,7 +203,7 @@ class Intake:
         parts = windows(text)
         if len(parts) != 1 or not parts[0]:
             return None
-        [vector] = await (await self._registry.query_embedder()).embed(parts)
+        [vector] = await (await self._registry.query_embedder(coach)).embed(parts)
         return vector
 
 
