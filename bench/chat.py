@@ -30,7 +30,9 @@ from before), and every turn is a ``POST /api/v1/chat`` to the real app
 served on loopback. Rows are the stages of :class:`app.chat.turn.timing.Stages` read from the turn's own
 ``turn stages`` log line (top-level stages add up to the turn; a dotted one is part of the stage before its
 dot), then ``outside the model`` (the turn's stages without ``generate.model``) and ``end to end`` (the HTTP
-request as the client sees it); the line under the table counts the SQL statements each turn's request sent::
+request as the client sees it). The lines under the table count the SQL statements each turn's request sent
+and the CPU time per timed turn of each kind of process (:class:`CpuMeter`), with the host's steal: on a
+shared host the latencies swing with the steal, the CPU times much less::
 
     .venv/bin/python bench/chat.py --instant --turns 200
 """
@@ -52,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from arq.connections import ArqRedis
 from arq.constants import default_queue_name, health_check_key_suffix, in_progress_key_prefix
 from litestar import Litestar, post
@@ -214,8 +217,8 @@ async def instant_model() -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def worker(container: Container) -> AsyncIterator[None]:
-    """``opencoach worker`` in its own process on the benchmark's servers, stopped on exit."""
+async def worker(container: Container) -> AsyncIterator[int]:
+    """``opencoach worker`` in its own process on the benchmark's servers, stopped on exit; yields its pid."""
     settings = container.settings
     env = dict(os.environ) | {
         "DATABASE_URL": container.database_url,
@@ -237,7 +240,7 @@ async def worker(container: Container) -> AsyncIterator[None]:
     )
     try:
         await worker_settled(container.redis, proc)
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         try:
@@ -263,6 +266,41 @@ class StatementCount:
 
     async def __aexit__(self, *_: object) -> None:
         event.remove(Engine, "before_cursor_execute", self._sent)
+
+
+class CpuMeter:
+    """CPU time (user + system) each kind of process has used, and the host's steal, read from ``/proc``
+    through psutil. Unlike the latencies, a difference of two readings hardly depends on how busy the machine
+    is: it is the work done, not the wait for a core. Kinds: this benchmark's process (the served app, the HTTP
+    client and the stub model), the worker (``worker_pid``), PostgreSQL (the postmaster in ``data_dir/pgdata``,
+    its backends and its exited children) and Redis (this process's ``redis-server`` child)."""
+
+    def __init__(self, data_dir: Path, worker_pid: int) -> None:
+        self._bench = psutil.Process()
+        self._worker = psutil.Process(worker_pid)
+        postmaster_pid = int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+        self._postgres = psutil.Process(postmaster_pid)
+        self._redis = [child for child in self._bench.children() if "redis" in child.name()]
+
+    @staticmethod
+    def _own(proc: psutil.Process) -> float:
+        times = proc.cpu_times()
+        return times.user + times.system
+
+    def read(self) -> dict[str, float]:
+        """Seconds used so far per kind, and ``steal``: seconds the host gave this machine's cores to others."""
+        postgres = self._postgres.cpu_times()
+        return {
+            "bench process": self._own(self._bench),
+            "worker": self._own(self._worker),
+            "PostgreSQL": postgres.user
+            + postgres.system
+            + postgres.children_user
+            + postgres.children_system
+            + sum(self._own(child) for child in self._postgres.children(recursive=True)),
+            "Redis": sum(self._own(proc) for proc in self._redis),
+            "steal": psutil.cpu_times().steal,
+        }
 
 
 async def worker_settled(redis: ArqRedis, proc: asyncio.subprocess.Process, timeout_s: float = 300) -> None:
@@ -320,14 +358,17 @@ async def measure_instant(turns: int) -> dict[str, Any]:
         app = create_app(container.settings, container.database_url, container.redis_url, registry=container.registry)
         auth = {"Authorization": f"Bearer {token}"}
         async with (
-            worker(container),
+            worker(container) as worker_pid,
             statements,
             serve_in_background(app) as url,
             httpx.AsyncClient(base_url=url, timeout=60) as http,
         ):
             conversation_id: str | None = None
+            cpu = CpuMeter(container.settings.data_dir, worker_pid)
             with console.status("Chatting…") as status:
                 for i in range(-5, turns):
+                    if i == 0:
+                        cpu_before = cpu.read()
                     status.update(f"Turn {i + 1}/{turns}…")
                     if i % TURNS_PER_CONVERSATION == 0:
                         conversation_id = None
@@ -340,6 +381,7 @@ async def measure_instant(turns: int) -> dict[str, Any]:
                     if i >= 0:
                         end_to_end.append(elapsed)
                         per_turn.append(statements.count - sent)
+            cpu_after = cpu.read()
     timed = stage_log.turns[-turns:]
     samples: dict[str, list[float]] = {}
     for stages in timed:
@@ -348,8 +390,11 @@ async def measure_instant(turns: int) -> dict[str, Any]:
         top = sum(ms for name, ms in stages.items() if "." not in name)
         samples.setdefault(OUTSIDE_MODEL, []).append(top - stages.get(MODEL_STAGE, 0.0))
     samples[END_TO_END] = end_to_end
+    cpu_ms = {kind: (cpu_after[kind] - cpu_before[kind]) * 1000 / turns for kind in cpu_after}
+    cpu_ms["all"] = sum(ms for kind, ms in cpu_ms.items() if kind != "steal")
     return {
         "turns": turns,
+        "cpu_ms_per_turn": {kind: round(ms, 1) for kind, ms in cpu_ms.items()},
         "sql_statements_per_turn": {
             "p50": percentile([float(n) for n in per_turn], 50),
             "min": min(per_turn),
@@ -404,6 +449,12 @@ async def main() -> None:
             print(
                 f"SQL statements per turn in the API process (the worker's jobs not counted): median {sql['p50']:.0f},"
                 f" min {sql['min']}, max {sql['max']}"
+            )
+            cpu = summary["cpu_ms_per_turn"]
+            print(
+                "CPU ms per timed turn: "
+                + ", ".join(f"{kind} {ms:.1f}" for kind, ms in cpu.items() if kind != "steal")
+                + f"; the host stole {cpu['steal']:.1f} ms of this machine's CPU per turn meanwhile"
             )
         else:
             print(describe(summary))

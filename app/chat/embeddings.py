@@ -188,13 +188,13 @@ class EmbeddingService:
         self._accounts = accounts
         self._secrets = secrets
 
-    def status(self, coach: Coach) -> EmbeddingStatus:
+    async def status(self, coach: Coach) -> EmbeddingStatus:
         """The coach's embedder in use, the requested one and the job's progress."""
         requested = None
         if coach.embedding_job_status in (QUEUED, RUNNING, FAILED) and coach.embedding_requested_provider:
-            requested = self._registry.requested_embedder(coach).model
+            requested = (await self._registry.requested_embedder(coach)).model
         return EmbeddingStatus(
-            in_use=self._registry.embedder_for(coach).model,
+            in_use=(await self._registry.embedder_for(coach)).model,
             in_use_provider=coach.embedding_provider,
             requested=requested,
             status=coach.embedding_job_status,
@@ -228,7 +228,7 @@ class EmbeddingService:
         coach.embedding_job_error = None
         jobs.reembed_coach(uow.session, coach.id, coach.embedding_request_id)
         await uow.session.flush()
-        return self.status(coach)
+        return await self.status(coach)
 
     async def run(self, coach_id: uuid.UUID, request_id: uuid.UUID) -> str:
         """The ``reembed_coach`` job: embed every text behind a vector of the coach with the requested model
@@ -240,7 +240,7 @@ class EmbeddingService:
             coach = await uow.coach()
             if coach.embedding_request_id != request_id or coach.embedding_job_status not in (QUEUED, RUNNING):
                 return "superseded"
-            embedder = self._registry.requested_embedder(coach)
+            embedder = await self._registry.requested_embedder(coach)
             pending = await pending_vectors(uow.session, coach_id, embedder.model)
             coach.embedding_job_status, coach.embedding_job_done = RUNNING, 0
             coach.embedding_job_total = sum(len(p.ids) for p in pending)

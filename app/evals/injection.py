@@ -144,7 +144,7 @@ async def _coach(container: Container, settings: dict[str, Any]) -> tuple[uuid.U
 
 
 async def _embedding(container: Container, coach: Coach, text: str) -> tuple[list[float], str]:
-    embedder = container.registry.embedder_for(coach)
+    embedder = await container.registry.embedder_for(coach)
     [vector] = await embedder.embed([text])
     return vector, embedder.model
 

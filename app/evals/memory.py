@@ -343,7 +343,7 @@ async def _store_session(
 ) -> list[list[float]]:
     """Store one session's turns as messages with their episodes (one batched embedding call); returns the
     turns' vectors, in order."""
-    embedder = container.registry.embedder_for(coach)
+    embedder = await container.registry.embedder_for(coach)
     vectors = await embedder.embed([turn.text for turn in turns])
     async with unit_of_work(container.sessionmaker, coach.id) as uow:
         session = uow.session
@@ -415,7 +415,7 @@ async def _score(
             run.skipped_questions += 1
             continue
         questions.append((qa, evidence))
-    embedder = container.registry.embedder_for(coach)
+    embedder = await container.registry.embedder_for(coach)
     turn_vectors = np.asarray(vectors)
     question_vectors = await embedder.embed([qa.question for qa, _ in questions])
     retriever = bm25s.BM25()
@@ -490,7 +490,7 @@ JUDGE_INSTRUCTIONS = (
 async def _judged_correct(container: Container, coach: Coach, qa: QA, items: Sequence[MemoryItem]) -> bool:
     """Answer ``qa`` from the memory items with the coach's model, then have the same model judge it
     against the reference (LLM-as-judge as in the Mem0 paper's LoCoMo evaluation, arXiv 2504.19413)."""
-    provider = container.registry.chat_for(coach)
+    provider = await container.registry.chat_for(coach)
     context = "\n".join(item.line() for item in items)
     prompt: list[ChatMessage] = [
         {"role": "system", "content": f"Answer briefly from these memories:\n{context}"},

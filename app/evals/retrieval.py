@@ -254,7 +254,7 @@ async def rank_queries(
     top_k = container.settings.retrieval_top_k
     for number, (qid, query) in enumerate(queries.items(), start=1):
         async with unit_of_work(container.sessionmaker, coach_id) as uow:
-            embedder = container.registry.embedder_for(await uow.coach())
+            embedder = await container.registry.embedder_for(await uow.coach())
             started = time.perf_counter()
             [vector] = await embedder.embed([query])
             if timed is None or number <= timed:

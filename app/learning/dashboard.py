@@ -229,7 +229,7 @@ class LearningDashboard:
         if not rows:
             return []
         texts = [" ".join(filter(None, (asked, comment))) or reply for asked, reply, comment in rows]
-        embedder = self._registry.embedder_for(coach)
+        embedder = await self._registry.embedder_for(coach)
         digest = hashlib.sha256(json.dumps([embedder.model, rows], ensure_ascii=False).encode()).hexdigest()
         key = f"{FAILURE_PATTERNS_PREFIX}:{coach.id}:{digest}"
         cached = await self._redis.get(key)

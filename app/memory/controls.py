@@ -131,7 +131,7 @@ class MemoryControls:
                 raise InvalidInput("text is longer than 500 characters")
             if cleaned != insight.text:
                 coach = await uow.coach()
-                embedder = self._registry.embedder_for(coach)
+                embedder = await self._registry.embedder_for(coach)
                 [insight.embedding] = await embedder.embed([cleaned])
                 insight.embedding_model = embedder.model
                 insight.text = cleaned

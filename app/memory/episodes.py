@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.unit_of_work import unit_of_work
 from app.conversations.models import REMEMBERED, Conversation, Message
-from app.llm.registry import ProviderRegistry
+from app.llm.registry import ProviderRegistry, lock_embedding_model
 from app.memory.models import Episode
 
 log = logging.getLogger(__name__)
@@ -60,11 +60,16 @@ async def store_episodes(
     messages: Sequence[Message],
     vectors: Sequence[list[float]],
     embedding_model: str,
-) -> None:
+) -> bool:
     """Store one episode per message (``vectors[i]`` is ``messages[i].text``'s embedding by
-    ``embedding_model``); a message that already has one is left as it is (the job and the turn may race)."""
+    ``embedding_model``); a message that already has one is left as it is (the job and the turn may race).
+    Returns ``False``, storing nothing, when the coach's embedding model in use is no longer
+    ``embedding_model`` (a switch committed since the vectors' model was chosen: they would never be found
+    nor re-embedded); otherwise the check holds until the transaction ends (:func:`lock_embedding_model`)."""
     if not messages:
-        return
+        return True
+    if await lock_embedding_model(session, coach_id) != embedding_model:
+        return False
     rows = [
         {
             "coach_id": coach_id,
@@ -79,6 +84,7 @@ async def store_episodes(
     ]
     for row in rows:
         await session.execute(insert(Episode).values(**row).on_conflict_do_nothing(index_elements=["message_id"]))
+    return True
 
 
 def _candidates(
@@ -200,13 +206,13 @@ class EpisodeService:
         while True:
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
                 pending, client_id = await self._pending(uow.session, message_id)
-                embedder = self._registry.embedder_for(await uow.coach())
+                embedder = await self._registry.embedder_for(await uow.coach())
             if not pending or client_id is None:
                 return f"message {message_id}: {stored} episodes stored"
             vectors = await embedder.embed([m.text for m in pending])
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
-                await store_episodes(uow.session, coach_id, client_id, pending, vectors, embedder.model)
-            stored += len(pending)
+                if await store_episodes(uow.session, coach_id, client_id, pending, vectors, embedder.model):
+                    stored += len(pending)  # else the coach switched models meanwhile: embed again
 
     @staticmethod
     async def _pending(session: AsyncSession, message_id: uuid.UUID) -> tuple[Sequence[Message], uuid.UUID | None]:

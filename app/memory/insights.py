@@ -118,8 +118,8 @@ class InsightService:
             # the turn queues this job by the same rule (``unread`` is after the watermark already)
             if client_messages == 0 or (not force and not extraction_due(unread, None, reaches_watermark=True)):
                 return f"waiting ({client_messages} unread client messages)"
-            provider = self._registry.chat_for(coach)
-            embedder = self._registry.embedder_for(coach)
+            provider = await self._registry.chat_for(coach)
+            embedder = await self._registry.embedder_for(coach)
             stored = 0
             for window in windows(unread, input_tokens(self._settings, EXTRACT_MAX_TOKENS)):
                 stored += await self._extract_window(provider, embedder, coach_id, client, window)

@@ -99,7 +99,7 @@ class ProfileService:
         recent = windows(client_turns, budget // 2)[-1] if client_turns else []
         try:
             output = await generate_structured(
-                self._registry.chat_for(coach),
+                await self._registry.chat_for(coach),
                 few_shot_prompt(
                     PROFILE_INSTRUCTIONS.format(name=client.name),
                     EXAMPLE_TRANSCRIPT,

@@ -87,8 +87,8 @@ class SummaryService:
                 await self.fail_summary(uow, session_id, "the session has no messages")
         if not messages:
             raise SummaryFailed("the session has no messages")
-        provider = self._registry.chat_for(coach)
-        embedder = self._registry.embedder_for(coach)
+        provider = await self._registry.chat_for(coach)
+        embedder = await self._registry.embedder_for(coach)
         try:
             output = await self._summarize(provider, embedder, messages, client.name)
         except InvalidModelOutput as exc:

@@ -156,7 +156,9 @@ class DocumentService:
             coach = await uow.coach()
             kind = detect_kind(document.filename, document.content_type)
             title = document.title
-        run = IngestRun(self._sessionmaker, coach_id, document_id, self._registry.embedder_for(coach), self._limits)
+        run = IngestRun(
+            self._sessionmaker, coach_id, document_id, await self._registry.embedder_for(coach), self._limits
+        )
         try:
             await run.start()
             return await run.run(kind, data or b"", title=title, trusted=trusted)

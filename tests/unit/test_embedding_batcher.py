@@ -1,13 +1,22 @@
 """Query embeddings are micro-batched: concurrent ``embed`` calls within the window become one model call
-(:class:`app.llm.batching.EmbeddingBatcher`), and the chat turn embeds its query through the batcher."""
+(:class:`app.llm.batching.EmbeddingBatcher`), and the chat turn embeds its query through the batcher. The
+provider registry's model lookups never block the event loop while a model loads."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from app.llm.base import ProviderError
 from app.llm.batching import EmbeddingBatcher
+
+if TYPE_CHECKING:
+    from app.llm.registry import ProviderRegistry
+
+T = TypeVar("T")
 
 
 class FakeEmbedder:
@@ -67,17 +76,42 @@ async def test_no_texts_make_no_call() -> None:
     assert inner.batches == []
 
 
-def test_the_chat_turn_embeds_its_query_through_the_processs_batcher() -> None:
-    """Local coaches' queries go through one batcher per process; remote embedders are used as they are."""
+def new_registry() -> ProviderRegistry:
+    """A provider registry with nothing loaded yet."""
     from cryptography.fernet import Fernet
 
-    from app.accounts.models import Coach
     from app.core.config import Settings
     from app.core.security import SecretBox
     from app.llm.registry import ProviderRegistry
 
     settings = Settings(secret_key=Fernet.generate_key().decode())
-    registry = ProviderRegistry(settings, SecretBox.from_settings(settings))
+    return ProviderRegistry(settings, SecretBox.from_settings(settings))
+
+
+async def ticks_while(awaitable: Awaitable[T]) -> tuple[T, int]:
+    """``awaitable``'s result, and how many times a task ticking every millisecond ran meanwhile (few: the
+    event loop stood still)."""
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        async with asyncio.timeout(120):
+            return await awaitable, ticks
+    finally:
+        ticker.cancel()
+
+
+def test_the_chat_turn_embeds_its_query_through_the_processs_batcher() -> None:
+    """Local coaches' queries go through one batcher per process; remote embedders are used as they are."""
+    from app.accounts.models import Coach
+
+    registry = new_registry()
     local = Coach(name="Local", embedding_provider="local", embedding_model=None)
     batcher = registry.query_embedder_for(local)
     assert isinstance(batcher, EmbeddingBatcher)
@@ -90,29 +124,37 @@ async def test_a_turns_embedder_lookup_neither_waits_for_the_chat_model_nor_bloc
     turn's lookup of the query embedder must not wait for it, and while MiniLM itself loads, the event loop
     keeps running. Before, every lookup took the registry's one lock on the event loop: the whole process
     (every request, socket and event stream) stood still until both models were loaded."""
-    from cryptography.fernet import Fernet
-
     from app.accounts.models import Coach
-    from app.core.config import Settings
-    from app.core.security import SecretBox
-    from app.llm.registry import ProviderRegistry
 
-    settings = Settings(secret_key=Fernet.generate_key().decode())
-    registry = ProviderRegistry(settings, SecretBox.from_settings(settings))
+    registry = new_registry()
     local = Coach(name="Local", embedding_provider="local", embedding_model=None)
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.001)
-
     with registry._chat_lock:  # SmolLM2 "loading"
-        ticker = asyncio.create_task(tick())
-        async with asyncio.timeout(120):
-            embedder = await registry.query_embedder(local)
-        ticker.cancel()
+        embedder, ticks = await ticks_while(registry.query_embedder(local))
     assert isinstance(embedder, EmbeddingBatcher)
     assert ticks > 10, "the event loop stood still while the embedder loaded"
     assert await registry.query_embedder(local) is embedder  # loaded: the same batcher, straight away
+
+
+async def test_a_chat_model_lookup_waits_for_the_models_load_off_the_event_loop() -> None:
+    """While another thread loads SmolLM2 (here: holds its lock for 0.5 s, then stores a stand-in), a coach's
+    chat model lookup waits in a thread: the event loop keeps running and the lookup returns the loaded model.
+    Before, ``chat_for`` took the lock on the event loop, and a job or turn stopped the whole process."""
+    from app.accounts.models import Coach
+
+    registry = new_registry()
+    loaded = object()
+    holding = threading.Event()
+
+    def load() -> None:
+        with registry._chat_lock:
+            holding.set()
+            time.sleep(0.5)
+            registry._local_chat = loaded  # type: ignore[assignment]
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    holding.wait()
+    chat, ticks = await ticks_while(registry.chat_for(Coach(name="Local", llm_provider="local")))
+    loader.join()
+    assert chat is loaded
+    assert ticks > 10, "the event loop stood still while the chat model loaded"

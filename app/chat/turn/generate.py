@@ -60,7 +60,7 @@ class Generator:
         reply.metadata["history_messages"] = prompt.history_used
         reply.metadata["memory"] = prompt.memory_used()
         reply.metadata["few_shot"] = [str(example.id) for example in prompt.examples]
-        provider = self._registry.chat_for(coach, model=learned.model)
+        provider = await self._registry.chat_for(coach, model=learned.model)
         reply.metadata["model"] = provider.model
         with reply.stages.time("generate.cache"):
             cached = await self._cached(turn, gathered, prompt, provider, reply)
@@ -70,7 +70,7 @@ class Generator:
             if not reply.drafting:
                 yield cached
         else:
-            base = self._registry.chat_for(coach)
+            base = await self._registry.chat_for(coach)
             models = {provider.model: provider, base.model: base}
             order = [models[name] for name in model_order(provider.model, base.model)]
             async for delta in self._stream(order, prompt, learned.temperature, reply, t0):

@@ -202,7 +202,7 @@ class ChatService:
     ) -> AsyncIterator[str | TurnResult]:
         """Steps 3–7 for a turn the AI answers."""
         coach = turn.coach
-        base = self._registry.chat_for(coach)
+        base = await self._registry.chat_for(coach)
         metadata = {"provider": base.provider, "model": base.model, "mode": coach.handoff_mode, "stages": stages.ms}
         reply = Reply(metadata, turn.signals, drafting=coach.handoff_mode == HandoffMode.DRAFT, stages=stages)
         low: tuple[str, Confidence] | None = None

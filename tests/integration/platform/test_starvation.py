@@ -59,7 +59,7 @@ class HangingRegistry(ProviderRegistry):
         super().__init__(settings, SecretBox.from_settings(settings))
         self.hanging = HangingEmbedder()
 
-    def embedder_for(self, coach: CoachRow) -> Embedder:
+    async def embedder_for(self, coach: CoachRow) -> Embedder:
         return self.hanging
 
 

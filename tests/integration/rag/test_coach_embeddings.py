@@ -23,6 +23,7 @@ import pytest
 import respx
 from sqlalchemy import select
 
+from app.accounts.models import Coach as CoachRow
 from app.chat import embeddings
 from app.container import Container
 from app.db.engine import tenant_session
@@ -322,3 +323,56 @@ async def test_a_newer_request_supersedes_a_queued_one(
     assert status["in_use"] == LOCAL and status["status"] == "done" and status["total"] == 0
     assert not endpoint.routes["embeddings"].called, "the superseded request embedded nothing"
     assert await stored_chunks(container, coach) == before
+
+
+async def test_an_episode_embedded_while_the_coach_switches_models_is_stored_with_the_new_model(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    endpoint: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ``embed_messages`` job picks the model in use, then embeds outside any transaction. Here the whole
+    switch (re-embedding, switch, catch-up) runs inside that embedding call, as a concurrent worker could. The
+    episode must end with the new model: before, the job stored its MiniLM vector after the catch-up, and the
+    message was never recalled again (recall reads only episodes of the model in use)."""
+    coach = await new_coach(http, make_coach, "Racing Coach", NOTE)
+    coach_id = uuid.UUID(coach.coach_id)
+    await run_jobs()
+    client = await make_client(http, coach)
+    await chat(http, client["widget_token"])
+    await run_jobs()
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        episode = (await session.execute(select(Episode).order_by(Episode.at.desc()).limit(1))).scalar_one()
+        message_id = episode.message_id
+        await session.delete(episode)  # the AI message's episode, to be stored again by the job
+        await session.commit()
+    assert (await request_switch(http, coach)).status_code == 202
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        request_id = (await session.execute(select(CoachRow.embedding_request_id))).scalar_one()
+    registry, lookup = container.registry, container.registry.embedder_for
+    switched: list[str] = []
+
+    class SwitchingMidway:
+        """The model in use at the job's start; the switch completes while it embeds."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner, self.model, self.dimensions = inner, inner.model, inner.dimensions
+
+        async def embed(self, texts: list[str]) -> list[list[float]]:
+            if not switched:
+                switched.append(await container.embeddings.run(coach_id, request_id))
+            return list(await self.inner.embed(texts))
+
+    async def embedder_for(row: CoachRow) -> Any:
+        embedder = await lookup(row)
+        return SwitchingMidway(embedder) if embedder.model == LOCAL else embedder
+
+    monkeypatch.setattr(registry, "embedder_for", embedder_for)
+    await container.episodes.embed_messages(coach_id, message_id)
+    assert switched and switched[0].startswith("2 vectors re-embedded"), switched
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        models = (await session.execute(select(Episode.message_id, Episode.embedding_model))).all()
+    assert len(models) == 2 and {model for _, model in models} == {MODEL}, models
+    assert message_id in {mid for mid, _ in models}

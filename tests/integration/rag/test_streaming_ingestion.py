@@ -78,7 +78,11 @@ async def test_chunks_are_searchable_while_processing_and_a_failure_midway_then_
     coach = await make_coach("Streaming")
     document_id = uuid.UUID((await upload(http, coach, BENNETT))["id"])
     gated = GatedEmbedder(registry.local_embedder())
-    monkeypatch.setattr(registry, "embedder_for", lambda coach: gated)
+
+    async def gated_for(coach: object) -> GatedEmbedder:
+        return gated
+
+    monkeypatch.setattr(registry, "embedder_for", gated_for)
     monkeypatch.setattr(pipeline, "COMMIT_CHUNKS", 8)
     query = "twenty-four hours a day"
 
