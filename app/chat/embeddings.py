@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, bindparam, select, update
+from sqlalchemy import ARRAY, Select, all_, bindparam, select, update
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
@@ -158,7 +159,8 @@ async def _simple(session: AsyncSession, table: Any, query: Select[uuid.UUID, st
 async def write_vectors(
     session: AsyncSession, pending: Sequence[Pending], vectors: Sequence[np.ndarray], model: str
 ) -> None:
-    """Store ``vectors[i]`` (float32, one row per id of ``pending[i]``) and ``model`` as their model name."""
+    """Store ``vectors[i]`` (float32, one row per id of ``pending[i]``) and ``model`` as their model name (a
+    chunk's is its document's: set only for documents whose every chunk is in ``pending``)."""
     for part, matrix in zip(pending, vectors, strict=True):
         if not part.ids:
             continue
@@ -170,7 +172,17 @@ async def write_vectors(
         rows = [{"_id": row_id, "_vector": vector} for row_id, vector in zip(part.ids, matrix, strict=True)]
         await session.execute(statement, rows)
         if part.documents:
-            await session.execute(update(Document).where(Document.id.in_(part.documents)).values(embedding_model=model))
+            # a document that got chunks after ``pending`` was read (an ingestion still running) keeps its old
+            # model, so the catch-up re-embeds it whole: the model is recorded per document, not per chunk
+            partial = select(Chunk.document_id).where(
+                Chunk.document_id.in_(part.documents),
+                Chunk.id != all_(bindparam("_ids", part.ids, type_=ARRAY(PG_UUID(as_uuid=True)))),
+            )
+            await session.execute(
+                update(Document)
+                .where(Document.id.in_(part.documents), Document.id.not_in(partial))
+                .values(embedding_model=model)
+            )
 
 
 class EmbeddingService:

@@ -36,11 +36,12 @@ def embedding_model_name(provider: str, model: str | None) -> str:
     return model if provider == "openai" and model else LOCAL_EMBEDDING_MODEL
 
 
-async def lock_embedding_model(session: AsyncSession, coach_id: uuid.UUID) -> str:
-    """The name of the coach's embedding model in use, the coach's row locked (``FOR KEY SHARE``) until the
-    transaction ends. A transaction that stores vectors of that model after this call cannot miss a switch:
-    the re-embedding job switches with the row locked ``FOR UPDATE``, so it waits for this transaction, and
-    its catch-up then finds these vectors. Raises ``LookupError`` when the coach is gone."""
+async def lock_embedding_model(session: AsyncSession, coach_id: uuid.UUID) -> str | None:
+    """The name of the coach's embedding model in use (``None`` when the coach is gone), the coach's row locked
+    (``FOR KEY SHARE``) until the transaction ends. A transaction that stores vectors of that model after this
+    call cannot miss a switch: the re-embedding job switches with the row locked ``FOR UPDATE``, so it waits
+    for this transaction, and its catch-up then finds these vectors. Take it before locking other rows (the
+    switch locks the coach's row first, then its documents)."""
     row = (
         await session.execute(
             select(Coach.embedding_provider, Coach.embedding_model)
@@ -48,9 +49,7 @@ async def lock_embedding_model(session: AsyncSession, coach_id: uuid.UUID) -> st
             .with_for_update(key_share=True)
         )
     ).one_or_none()
-    if row is None:
-        raise LookupError(f"coach {coach_id} not found")
-    return embedding_model_name(*row)
+    return None if row is None else embedding_model_name(*row)
 
 
 async def _off_loop(loading: bool, lookup: Callable[[], _Looked]) -> _Looked:

@@ -65,7 +65,8 @@ async def store_episodes(
     ``embedding_model``); a message that already has one is left as it is (the job and the turn may race).
     Returns ``False``, storing nothing, when the coach's embedding model in use is no longer
     ``embedding_model`` (a switch committed since the vectors' model was chosen: they would never be found
-    nor re-embedded); otherwise the check holds until the transaction ends (:func:`lock_embedding_model`)."""
+    nor re-embedded, or the coach is gone); otherwise the check holds until the transaction ends
+    (:func:`lock_embedding_model`)."""
     if not messages:
         return True
     if await lock_embedding_model(session, coach_id) != embedding_model:

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import Coach
 from app.accounts.unit_of_work import unit_of_work
 from app.llm.base import Embedder
+from app.llm.registry import lock_embedding_model
 from app.rag.chunking import Chunker, ChunkSpec, TextChunk, chunk_header, embedding_input
 from app.rag.extract import ExtractedText, ExtractionError, Page, extract_pages
 from app.rag.isolation import ExtractionLimits, extract_isolated
@@ -84,12 +85,18 @@ async def _lock_document(session: AsyncSession, document_id: uuid.UUID) -> Docum
     return await session.get(Document, document_id, populate_existing=True)
 
 
+class EmbedderSwitched(Exception):
+    """The coach's embedding model in use is no longer the run's: a switch committed since the run began. Its
+    vectors would not be comparable with the coach's other vectors; start again with the new model."""
+
+
 class IngestRun:
     """One attempt at ingesting ``document_id`` of ``coach_id`` with ``embedder`` (see the module docstring).
 
     ``start()`` marks the document ``processing`` and returns how many chunks an earlier attempt committed;
     ``run(kind, data)`` does the work and marks it ``ready``. Raises ``ExtractionError`` (unusable file, or
-    one without text) and what the embedder raises (``ProviderError``); the caller fails the document."""
+    one without text) and what the embedder raises (``ProviderError``); the caller fails the document. Raises
+    ``EmbedderSwitched`` when the coach switched embedding models meanwhile (the caller starts again)."""
 
     def __init__(
         self,
@@ -110,12 +117,23 @@ class IngestRun:
         self.timings = IngestTimings()
         self._started = time.perf_counter()
 
+    async def _locked(self, session: AsyncSession) -> Document | None:
+        """The document under its lock (``None`` when it or its coach was deleted), after checking that the
+        coach's embedding model in use is still the run's (:func:`~app.llm.registry.lock_embedding_model`,
+        which holds until the transaction ends). Raises ``EmbedderSwitched`` when it is not."""
+        in_use = await lock_embedding_model(session, self._coach_id)
+        if in_use is None:
+            return None
+        if in_use != self._embedder.model:
+            raise EmbedderSwitched(f"the embedding model in use is now {in_use}, not {self._embedder.model}")
+        return await _lock_document(session, self._document_id)
+
     async def start(self) -> int:
         """Mark the document ``processing`` with this embedder's model (chunks of another model deleted);
         returns the chunks kept from an earlier attempt, which this one skips."""
         async with unit_of_work(self._sessionmaker, self._coach_id) as uow:
             session = uow.session
-            document = await _lock_document(session, self._document_id)
+            document = await self._locked(session)
             if document is None:
                 return 0
             if document.embedding_model != self._embedder.model:
@@ -236,7 +254,7 @@ class IngestRun:
         meanwhile (nothing stored)."""
         async with unit_of_work(self._sessionmaker, self._coach_id) as uow:
             session = uow.session
-            document = await _lock_document(session, self._document_id)
+            document = await self._locked(session)
             if document is None:
                 return False
             rows = [
@@ -266,7 +284,7 @@ class IngestRun:
         with ``total`` chunks (its pages counted when they came numbered: PDF, DOCX, EPUB)."""
         async with unit_of_work(self._sessionmaker, self._coach_id) as uow:
             session = uow.session
-            document = await _lock_document(session, self._document_id)
+            document = await self._locked(session)
             if document is None:
                 return False
             await session.execute(delete(Chunk).where(Chunk.document_id == self._document_id, Chunk.ordinal >= total))

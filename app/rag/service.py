@@ -22,7 +22,7 @@ from app.llm.registry import ProviderRegistry
 from app.rag.extract import ExtractionError, detect_kind
 from app.rag.isolation import ExtractionLimits
 from app.rag.models import Chunk, Document, DocumentStatus
-from app.rag.pipeline import IngestRun, IngestTimings, invalidate_cached_replies, set_document
+from app.rag.pipeline import EmbedderSwitched, IngestRun, IngestTimings, invalidate_cached_replies, set_document
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +137,11 @@ class DocumentService:
         Chunks become searchable a batch at a time while the document is ``processing``
         (:mod:`app.rag.pipeline`; a re-run resumes after the chunks already committed, so none is lost or
         doubled). Ends with status ``ready`` or ``failed`` with a message (the committed chunks are kept for
-        a re-run but not retrieved). Returns the stage timings, or ``None`` when the document is gone or was
-        already failed at upload. ``trusted`` extracts in this process instead of a limited child (only for
-        files the operator supplies, such as an evaluation corpus: thousands of small files would spend most
-        of their time starting processes).
+        a re-run but not retrieved). When the coach switches embedding models meanwhile, the run starts again
+        with the new model (:class:`~app.rag.pipeline.EmbedderSwitched`). Returns the stage timings, or
+        ``None`` when the document is gone or was already failed at upload. ``trusted`` extracts in this
+        process instead of a limited child (only for files the operator supplies, such as an evaluation
+        corpus: thousands of small files would spend most of their time starting processes).
         """
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
@@ -153,15 +154,18 @@ class DocumentService:
             data = await session.scalar(select(Document.original).where(Document.id == document_id))
             if document.status == DocumentStatus.FAILED and not data:
                 return None
-            coach = await uow.coach()
             kind = detect_kind(document.filename, document.content_type)
             title = document.title
-        run = IngestRun(
-            self._sessionmaker, coach_id, document_id, await self._registry.embedder_for(coach), self._limits
-        )
         try:
-            await run.start()
-            return await run.run(kind, data or b"", title=title, trusted=trusted)
+            while True:
+                async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                    embedder = await self._registry.embedder_for(await uow.coach())
+                run = IngestRun(self._sessionmaker, coach_id, document_id, embedder, self._limits)
+                try:
+                    await run.start()
+                    return await run.run(kind, data or b"", title=title, trusted=trusted)
+                except EmbedderSwitched as switched:
+                    log.info("document %s: %s; ingesting again with it", document_id, switched)
         except (ExtractionError, ProviderError) as exc:
             await self._fail(coach_id, document_id, str(exc))
         except asyncio.CancelledError:

@@ -28,6 +28,7 @@ from app.chat import embeddings
 from app.container import Container
 from app.db.engine import tenant_session
 from app.memory.models import Episode
+from app.rag import pipeline
 from app.rag.chunking import embedding_input
 from app.rag.models import Chunk, Document
 from tests.conftest import Coach, make_client, upload
@@ -42,6 +43,11 @@ NOTE = (
     b"thing you can control, and take the smallest next step toward it.\n"
 )
 OTHER_NOTE = b"# Evening Review\n\nBefore sleep, write down three things that went well today and why.\n"
+LONG_NOTE = "\n\n".join(
+    f"## Part {part}\n\n"
+    + " ".join(f"Step {part}.{n}: breathe out slowly, name one thing you control, then take it." for n in range(24))
+    for part in range(8)
+).encode()
 QUESTION = "How do I reset when the morning goes badly?"
 CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
 
@@ -325,6 +331,34 @@ async def test_a_newer_request_supersedes_a_queued_one(
     assert await stored_chunks(container, coach) == before
 
 
+async def switch_midway(container: Container, coach: Coach, monkeypatch: pytest.MonkeyPatch, nth: int) -> list[str]:
+    """From now on, the coach's MiniLM embedder runs the coach's requested switch whole (re-embedding, switch,
+    catch-up) inside its ``nth`` ``embed`` call, as a concurrent worker could, then returns MiniLM's vectors.
+    Returns the list that receives the switch job's result."""
+    coach_id = uuid.UUID(coach.coach_id)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        request_id = (await session.execute(select(CoachRow.embedding_request_id))).scalar_one()
+    lookup, calls, switched = container.registry.embedder_for, [0], []
+
+    class SwitchingMidway:
+        def __init__(self, inner: Any) -> None:
+            self.inner, self.model, self.dimensions = inner, inner.model, inner.dimensions
+            self.max_input_tokens = inner.max_input_tokens
+
+        async def embed(self, texts: list[str]) -> list[list[float]]:
+            calls[0] += 1
+            if calls[0] == nth:
+                switched.append(await container.embeddings.run(coach_id, request_id))
+            return list(await self.inner.embed(texts))
+
+    async def embedder_for(row: CoachRow) -> Any:
+        embedder = await lookup(row)
+        return SwitchingMidway(embedder) if embedder.model == LOCAL else embedder
+
+    monkeypatch.setattr(container.registry, "embedder_for", embedder_for)
+    return switched
+
+
 async def test_an_episode_embedded_while_the_coach_switches_models_is_stored_with_the_new_model(
     http: httpx.AsyncClient,
     make_coach: Callable[..., Awaitable[Coach]],
@@ -333,10 +367,10 @@ async def test_an_episode_embedded_while_the_coach_switches_models_is_stored_wit
     endpoint: respx.MockRouter,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The ``embed_messages`` job picks the model in use, then embeds outside any transaction. Here the whole
-    switch (re-embedding, switch, catch-up) runs inside that embedding call, as a concurrent worker could. The
-    episode must end with the new model: before, the job stored its MiniLM vector after the catch-up, and the
-    message was never recalled again (recall reads only episodes of the model in use)."""
+    """The ``embed_messages`` job picks the model in use, then embeds outside any transaction; the switch
+    completes during that call. The episode must end with the new model: before, the job stored its MiniLM
+    vector after the catch-up, and the message was never recalled again (recall reads only episodes of the
+    model in use)."""
     coach = await new_coach(http, make_coach, "Racing Coach", NOTE)
     coach_id = uuid.UUID(coach.coach_id)
     await run_jobs()
@@ -349,30 +383,66 @@ async def test_an_episode_embedded_while_the_coach_switches_models_is_stored_wit
         await session.delete(episode)  # the AI message's episode, to be stored again by the job
         await session.commit()
     assert (await request_switch(http, coach)).status_code == 202
-    async with tenant_session(container.sessionmaker, coach_id) as session:
-        request_id = (await session.execute(select(CoachRow.embedding_request_id))).scalar_one()
-    registry, lookup = container.registry, container.registry.embedder_for
-    switched: list[str] = []
-
-    class SwitchingMidway:
-        """The model in use at the job's start; the switch completes while it embeds."""
-
-        def __init__(self, inner: Any) -> None:
-            self.inner, self.model, self.dimensions = inner, inner.model, inner.dimensions
-
-        async def embed(self, texts: list[str]) -> list[list[float]]:
-            if not switched:
-                switched.append(await container.embeddings.run(coach_id, request_id))
-            return list(await self.inner.embed(texts))
-
-    async def embedder_for(row: CoachRow) -> Any:
-        embedder = await lookup(row)
-        return SwitchingMidway(embedder) if embedder.model == LOCAL else embedder
-
-    monkeypatch.setattr(registry, "embedder_for", embedder_for)
+    switched = await switch_midway(container, coach, monkeypatch, nth=1)
     await container.episodes.embed_messages(coach_id, message_id)
     assert switched and switched[0].startswith("2 vectors re-embedded"), switched
     async with tenant_session(container.sessionmaker, coach_id) as session:
         models = (await session.execute(select(Episode.message_id, Episode.embedding_model))).all()
     assert len(models) == 2 and {model for _, model in models} == {MODEL}, models
     assert message_id in {mid for mid, _ in models}
+
+
+async def test_a_document_ingested_while_the_coach_switches_models_ends_with_the_new_models_vectors(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    endpoint: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ingestion embeds and commits a batch at a time; the switch completes during the second batch's
+    embedding. Every chunk must end with the new model's vector and the document ``ready``: before, the run
+    went on committing MiniLM vectors under a document the switch had marked as the new model's, so queries
+    compared vectors of two models."""
+    monkeypatch.setattr(pipeline, "COMMIT_CHUNKS", 2)
+    coach = await new_coach(http, make_coach, "Ingesting Coach")
+    document_id = uuid.UUID((await upload(http, coach, "long.md", LONG_NOTE))["id"])
+    assert (await request_switch(http, coach)).status_code == 202
+    switched = await switch_midway(container, coach, monkeypatch, nth=2)
+    await container.documents.ingest(uuid.UUID(coach.coach_id), document_id)
+    assert switched and switched[0].startswith("2 vectors re-embedded"), switched
+    chunks = await stored_chunks(container, coach)
+    assert len(chunks) >= 6
+    for model, embedded, vector in chunks.values():
+        assert model == MODEL
+        assert np.allclose(vector, fake_vector(embedded), atol=1e-6), embedded[:60]
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
+        document = await session.get_one(Document, document_id)
+    assert (document.status, document.chunks) == ("ready", len(chunks))
+
+
+async def test_a_document_with_chunks_the_reembedding_did_not_read_keeps_its_old_model(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The model is recorded per document. When the re-embedding read a document's chunks and the document
+    has more by the time it writes (an ingestion committed a batch meanwhile), writing must not mark the
+    document as the new model's: its other chunks still hold the old model's vectors. Left on the old model,
+    the catch-up after the switch re-embeds it whole."""
+    monkeypatch.setattr(pipeline, "COMMIT_CHUNKS", 2)
+    coach = await new_coach(http, make_coach, "Partial Coach", LONG_NOTE)
+    coach_id = uuid.UUID(coach.coach_id)
+    await run_jobs()
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        [chunks, *_] = await embeddings.pending_vectors(session, coach_id, MODEL)
+        assert len(chunks.ids) >= 6 and len(chunks.documents) == 1
+        chunks.ids, chunks.texts = chunks.ids[:-1], chunks.texts[:-1]  # the last one "committed afterwards"
+        vectors = np.asarray([fake_vector(text) for text in chunks.texts], dtype=np.float32)
+        await embeddings.write_vectors(session, [chunks], [vectors], MODEL)
+        await session.commit()
+    assert {model for model, _, _ in (await stored_chunks(container, coach)).values()} == {LOCAL}
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        [again, *_] = await embeddings.pending_vectors(session, coach_id, MODEL)
+    assert len(again.ids) == len(chunks.ids) + 1, "the catch-up re-embeds the whole document"
