@@ -36,6 +36,12 @@ def embedding_model_name(provider: str, model: str | None) -> str:
     return model if provider == "openai" and model else LOCAL_EMBEDDING_MODEL
 
 
+SWITCH_RETRIES = 2
+"""How many times a writer of vectors starts again with the new model after :func:`lock_embedding_model`
+found a switch; one more switch fails it (an embedder whose ``model`` differs from the name of the coach's
+settings would otherwise loop forever)."""
+
+
 async def lock_embedding_model(session: AsyncSession, coach_id: uuid.UUID) -> str | None:
     """The name of the coach's embedding model in use (``None`` when the coach is gone), the coach's row locked
     (``FOR KEY SHARE``) until the transaction ends. A transaction that stores vectors of that model after this

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.unit_of_work import unit_of_work
 from app.conversations.models import REMEMBERED, Conversation, Message
-from app.llm.registry import ProviderRegistry, lock_embedding_model
+from app.llm.registry import SWITCH_RETRIES, ProviderRegistry, lock_embedding_model
 from app.memory.models import Episode
 
 log = logging.getLogger(__name__)
@@ -203,8 +203,8 @@ class EpisodeService:
         none (not forgotten ones), in batches of ``EMBED_BATCH``; no transaction is held across the embedding
         call. Idempotent; a message gone by now (erased) is a no-op. Returns a short result line. Raises
         ``ProviderError`` (the embedding call; the worker retries)."""
-        stored = 0
-        while True:
+        stored = switches = 0
+        while switches <= SWITCH_RETRIES:
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
                 pending, client_id = await self._pending(uow.session, message_id)
                 embedder = await self._registry.embedder_for(await uow.coach())
@@ -213,7 +213,10 @@ class EpisodeService:
             vectors = await embedder.embed([m.text for m in pending])
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
                 if await store_episodes(uow.session, coach_id, client_id, pending, vectors, embedder.model):
-                    stored += len(pending)  # else the coach switched models meanwhile: embed again
+                    stored += len(pending)
+                else:  # the coach switched models meanwhile: embed again with the new one
+                    switches += 1
+        return f"message {message_id}: {stored} episodes stored, then the embedding model kept changing"
 
     @staticmethod
     async def _pending(session: AsyncSession, message_id: uuid.UUID) -> tuple[Sequence[Message], uuid.UUID | None]:

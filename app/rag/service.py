@@ -18,7 +18,7 @@ from app.core.config import Settings
 from app.core.errors import InvalidInput, NotFound
 from app.db import jobs
 from app.llm.base import ProviderError
-from app.llm.registry import ProviderRegistry
+from app.llm.registry import SWITCH_RETRIES, ProviderRegistry
 from app.rag.extract import ExtractionError, detect_kind
 from app.rag.isolation import ExtractionLimits
 from app.rag.models import Chunk, Document, DocumentStatus
@@ -157,7 +157,7 @@ class DocumentService:
             kind = detect_kind(document.filename, document.content_type)
             title = document.title
         try:
-            while True:
+            for attempt in range(1 + SWITCH_RETRIES):
                 async with unit_of_work(self._sessionmaker, coach_id) as uow:
                     embedder = await self._registry.embedder_for(await uow.coach())
                 run = IngestRun(self._sessionmaker, coach_id, document_id, embedder, self._limits)
@@ -165,8 +165,10 @@ class DocumentService:
                     await run.start()
                     return await run.run(kind, data or b"", title=title, trusted=trusted)
                 except EmbedderSwitched as switched:
+                    if attempt == SWITCH_RETRIES:
+                        raise
                     log.info("document %s: %s; ingesting again with it", document_id, switched)
-        except (ExtractionError, ProviderError) as exc:
+        except (ExtractionError, ProviderError, EmbedderSwitched) as exc:
             await self._fail(coach_id, document_id, str(exc))
         except asyncio.CancelledError:
             # arq's job deadline, or the worker shutting down: never leave the document "processing"

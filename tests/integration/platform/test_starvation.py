@@ -26,6 +26,7 @@ from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background
 from app.core.security import SecretBox
 from app.llm.base import Embedder
+from app.llm.local import LOCAL_EMBEDDING_MODEL
 from app.llm.registry import ProviderRegistry
 from app.worker import build_workers, run_workers
 from tests.conftest import Coach, upload
@@ -39,7 +40,7 @@ NOTES = b"Small steps, every day, add up to a long way.\n" * 40
 class HangingEmbedder:
     """An embedder whose every batch waits until cancelled; counts the batches started."""
 
-    model = "hanging"
+    model = LOCAL_EMBEDDING_MODEL  # the coaches' model in use, or ingestion would start again with the new one
     dimensions = 384
     max_input_tokens = 256
 

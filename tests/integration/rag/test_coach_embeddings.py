@@ -446,3 +446,31 @@ async def test_a_document_with_chunks_the_reembedding_did_not_read_keeps_its_old
     async with tenant_session(container.sessionmaker, coach_id) as session:
         [again, *_] = await embeddings.pending_vectors(session, coach_id, MODEL)
     assert len(again.ids) == len(chunks.ids) + 1, "the catch-up re-embeds the whole document"
+
+
+async def test_an_embedder_that_never_matches_the_model_in_use_fails_the_document_instead_of_looping(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ingestion starts again when the coach's model changed under it, a bounded number of times: an embedder
+    reporting another model than the coach's settings name (a bug) ends ``failed`` with the reason."""
+    coach = await new_coach(http, make_coach, "Mismatched Coach")
+    document_id = uuid.UUID((await upload(http, coach, "note.md", NOTE))["id"])
+    lookups = []
+
+    class Renamed:
+        model, dimensions, max_input_tokens = "renamed", 384, 256
+
+    async def embedder_for(row: CoachRow) -> Any:
+        lookups.append(row.id)
+        return Renamed()
+
+    monkeypatch.setattr(container.registry, "embedder_for", embedder_for)
+    assert await container.documents.ingest(uuid.UUID(coach.coach_id), document_id) is None
+    assert len(lookups) == 3
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
+        document = await session.get_one(Document, document_id)
+    assert document.status == "failed"
+    assert document.error == f"the embedding model in use is now {LOCAL}, not renamed"
