@@ -59,9 +59,20 @@ async def lock_embedding_model(session: AsyncSession, coach_id: uuid.UUID) -> st
 
 
 async def _off_loop(loading: bool, lookup: Callable[[], _Looked]) -> _Looked:
-    """``lookup()`` in a thread while a local model may still be ``loading`` (it blocks for seconds on the model's
-    lock), else directly: the event loop keeps serving requests while a model loads."""
+    """``lookup()`` in a thread while a local model it needs may still be ``loading`` (it blocks for seconds on
+    the model's lock), else directly: the event loop keeps serving requests while a model loads, and a lookup
+    that needs no local model (a coach on an OpenAI-compatible endpoint) pays no thread hop."""
     return await asyncio.to_thread(lookup) if loading else lookup()
+
+
+def _remote_chat_model(coach: Coach) -> str | None:
+    """The model the coach chats with on its OpenAI-compatible endpoint; ``None``: SmolLM2."""
+    return coach.llm_model if coach.llm_provider == "openai" and coach.llm_model else None
+
+
+def _local_embedding(provider: str, model: str | None) -> bool:
+    """Whether these embedding settings mean the offline MiniLM."""
+    return embedding_model_name(provider, model) == LOCAL_EMBEDDING_MODEL
 
 
 class ProviderRegistry:
@@ -111,7 +122,8 @@ class ProviderRegistry:
 
     async def query_embedder(self, coach: Coach) -> Embedder:
         """The embedder for one chat turn's query: :meth:`embedder_for`'s, batched across turns when local."""
-        return await _off_loop(self._query_batcher is None, lambda: self.query_embedder_for(coach))
+        loading = self._query_batcher is None and _local_embedding(coach.embedding_provider, coach.embedding_model)
+        return await _off_loop(loading, lambda: self.query_embedder_for(coach))
 
     def query_embedder_for(self, coach: Coach) -> Embedder:
         """:meth:`query_embedder`, blocking while the offline embedder loads (for a thread, not the event loop)."""
@@ -154,11 +166,13 @@ class ProviderRegistry:
         """The coach's chat provider; ``model`` overrides the coach's model name on its OpenAI-compatible
         endpoint (a fine-tuned model version, an experiment's variant) and is ignored for the local model.
         Never blocks the event loop: while SmolLM2 loads (seconds), the lookup waits in a thread."""
-        return await _off_loop(self._local_chat is None, lambda: self._chat_for(coach, model))
+        loading = self._local_chat is None and _remote_chat_model(coach) is None
+        return await _off_loop(loading, lambda: self._chat_for(coach, model))
 
     def _chat_for(self, coach: Coach, model: str | None) -> ChatProvider:
-        if coach.llm_provider == "openai" and coach.llm_model:
-            model, base_url = model or coach.llm_model, coach.llm_base_url
+        remote = _remote_chat_model(coach)
+        if remote is not None:
+            model, base_url = model or remote, coach.llm_base_url
             api_key = self.decrypt_key(coach.llm_api_key_encrypted)
             return self._cached(
                 ("chat", model, base_url, api_key),
@@ -177,7 +191,8 @@ class ProviderRegistry:
         """The coach's embedder *in use* (the one its stored vectors were made with); vectors always have
         ``EMBEDDING_DIMENSIONS`` floats. Never blocks the event loop: while MiniLM loads, the lookup waits in a
         thread."""
-        return await _off_loop(self._local_embedder is None, lambda: self._embedder_for(coach))
+        loading = self._local_embedder is None and _local_embedding(coach.embedding_provider, coach.embedding_model)
+        return await _off_loop(loading, lambda: self._embedder_for(coach))
 
     def _embedder_for(self, coach: Coach) -> Embedder:
         return self.embedder(
@@ -190,7 +205,8 @@ class ProviderRegistry:
         if coach.embedding_requested_provider is None:
             return await self.embedder_for(coach)
         return await _off_loop(
-            self._local_embedder is None,
+            self._local_embedder is None
+            and _local_embedding(coach.embedding_requested_provider, coach.embedding_requested_model),
             lambda: self.embedder(
                 coach.embedding_requested_provider or "",
                 coach.embedding_requested_model,

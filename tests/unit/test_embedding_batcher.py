@@ -10,6 +10,8 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
+from pytest import MonkeyPatch
+
 from app.llm.base import ProviderError
 from app.llm.batching import EmbeddingBatcher
 
@@ -158,3 +160,29 @@ async def test_a_chat_model_lookup_waits_for_the_models_load_off_the_event_loop(
     loader.join()
     assert chat is loaded
     assert ticks > 10, "the event loop stood still while the chat model loaded"
+
+
+async def test_a_coach_on_an_openai_endpoint_looks_up_its_models_without_a_thread(monkeypatch: MonkeyPatch) -> None:
+    """Nothing local is loaded (a web process before its warm-up, a benchmark), yet a coach whose chat and
+    embedding models are remote needs neither SmolLM2 nor MiniLM: the lookups must not hop to a thread."""
+    from app.accounts.models import Coach
+
+    def no_thread(*_: object) -> None:
+        raise AssertionError("the lookup waited in a thread")
+
+    registry = new_registry()
+    monkeypatch.setattr(asyncio, "to_thread", no_thread)
+    coach = Coach(
+        name="Remote",
+        llm_provider="openai",
+        llm_model="gpt-4o-mini",
+        llm_base_url="http://127.0.0.1:9/v1",
+        embedding_provider="openai",
+        embedding_model="text-embedding-3-small",
+        embedding_base_url="http://127.0.0.1:9/v1",
+    )
+    assert (await registry.chat_for(coach)).model == "gpt-4o-mini"
+    assert (await registry.chat_for(coach, model="ft:gpt-4o-mini:coach")).model == "ft:gpt-4o-mini:coach"
+    assert (await registry.embedder_for(coach)).model == "text-embedding-3-small"
+    assert (await registry.query_embedder(coach)).model == "text-embedding-3-small"
+    assert registry._local_chat is None and registry._local_embedder is None
