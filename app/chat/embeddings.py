@@ -37,7 +37,7 @@ from app.core.security import SecretBox
 from app.db import jobs
 from app.learning.models import Intervention
 from app.llm.base import Embedder, ProviderError
-from app.llm.registry import ProviderRegistry
+from app.llm.registry import ProviderRegistry, embedding_model_name
 from app.memory.models import ChatSession, Episode, Insight
 from app.memory.summaries import summary_vector_text
 from app.rag.chunking import embedding_input
@@ -200,13 +200,14 @@ class EmbeddingService:
         self._accounts = accounts
         self._secrets = secrets
 
-    async def status(self, coach: Coach) -> EmbeddingStatus:
-        """The coach's embedder in use, the requested one and the job's progress."""
+    def status(self, coach: Coach) -> EmbeddingStatus:
+        """The coach's embedder in use, the requested one and the job's progress (names only: nothing is
+        loaded)."""
         requested = None
         if coach.embedding_job_status in (QUEUED, RUNNING, FAILED) and coach.embedding_requested_provider:
-            requested = (await self._registry.requested_embedder(coach)).model
+            requested = embedding_model_name(coach.embedding_requested_provider, coach.embedding_requested_model)
         return EmbeddingStatus(
-            in_use=(await self._registry.embedder_for(coach)).model,
+            in_use=embedding_model_name(coach.embedding_provider, coach.embedding_model),
             in_use_provider=coach.embedding_provider,
             requested=requested,
             status=coach.embedding_job_status,
@@ -240,7 +241,7 @@ class EmbeddingService:
         coach.embedding_job_error = None
         jobs.reembed_coach(uow.session, coach.id, coach.embedding_request_id)
         await uow.session.flush()
-        return await self.status(coach)
+        return self.status(coach)
 
     async def run(self, coach_id: uuid.UUID, request_id: uuid.UUID) -> str:
         """The ``reembed_coach`` job: embed every text behind a vector of the coach with the requested model

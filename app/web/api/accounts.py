@@ -425,7 +425,7 @@ class SettingsController(Controller):
         """The embedder in use (its model made every stored vector and embeds every query), the requested one
         and the re-embedding job's progress: ``{"in_use", "in_use_provider", "requested", "status", "done",
         "total", "error"}``."""
-        return (await container.embeddings.status(await uow.coach())).as_dict()
+        return container.embeddings.status(await uow.coach()).as_dict()
 
     @put("/embedding", status_code=202)
     async def request_embedding(

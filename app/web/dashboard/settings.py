@@ -88,7 +88,7 @@ async def _settings_page(
         "day_names": list(enumerate(DAY_NAMES)),
         "crisis_languages": list(CRISIS_LANGUAGE_NAMES.items()),
         "api_keys": api_keys,
-        "embedding": await container.embeddings.status(coach),
+        "embedding": container.embeddings.status(coach),
         "new_api_key": new_api_key,
         "error": None,
         error_key: error.message if error else None,
