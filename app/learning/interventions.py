@@ -269,7 +269,8 @@ class InterventionService:
         tone, formality, key phrases; plus ``topics``, the coach's topic labels the client's message touched),
         embed its situation (``client_text``) with the coach's embedder for :meth:`similar`, then refresh
         what it teaches. Idempotent: ``"already analysed"`` the second time;
-        ``"not found"`` for a deleted one. Embeddings are computed outside the transaction."""
+        ``"not found"`` for a deleted one. Embeddings are computed outside the transaction; the situation's is
+        stored only with the coach's model in use (:meth:`~app.llm.registry.ProviderRegistry.store_embedded`)."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             found = await session.get(Intervention, intervention_id)
@@ -283,25 +284,28 @@ class InterventionService:
         vectors = await local.embed([coach_text, client_text] if client_text.strip() else [coach_text])
         analysis = analyse_message(coach_text, client_text, vectors[0])
         embedder = await self._registry.embedder_for(coach)
-        situation: list[float] | None = None
-        if client_text.strip():
-            situation = vectors[1] if embedder is local else (await embedder.embed([client_text]))[0]
-        async with unit_of_work(self._sessionmaker, coach_id) as uow:
-            session = uow.session
-            intervention = await session.get(Intervention, intervention_id, with_for_update=True)
+        situations = [client_text] if client_text.strip() else []
+
+        async def store(uow: UnitOfWork, situation: list[list[float]], embedding_model: str) -> str:
+            intervention = await uow.session.get(Intervention, intervention_id, with_for_update=True)
             if intervention is None:
                 return "not found"
             if intervention.analysed_at is not None:
                 return "already analysed"
-            topics = self._topics(coach, client_text) if self._topics is not None and client_text.strip() else []
+            topics = self._topics(coach, client_text) if self._topics is not None and situations else []
             intervention.analysis = analysis.as_dict() | {"topics": topics}
             intervention.strategy = analysis.strategy
-            intervention.embedding = situation
-            intervention.embedding_model = embedder.model if situation is not None else None
+            intervention.embedding = situation[0] if situation else None
+            intervention.embedding_model = embedding_model if situation else None
             intervention.analysed_at = _now()
-            await session.flush()
-            await self._learn(session, coach_id, intervention)
-        return f"analysed: {analysis.strategy}"
+            await uow.session.flush()
+            await self._learn(uow.session, coach_id, intervention)
+            return f"analysed: {analysis.strategy}"
+
+        computed = vectors[1:] if embedder is local else None
+        return await self._registry.store_embedded(
+            self._sessionmaker, coach_id, embedder, situations, store, vectors=computed
+        )
 
     async def score_outcomes(self, uow: UnitOfWork, conversation_id: uuid.UUID) -> str:
         """arq job: the outcome of each of the conversation's interventions once the client has answered.

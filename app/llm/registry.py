@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar, cast
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.config import Settings
 from app.core.egress import EgressGuard
 from app.core.security import SecretBox
@@ -27,6 +28,7 @@ MAX_REMOTE_CLIENTS = 256
 
 
 _Looked = TypeVar("_Looked")
+_Stored = TypeVar("_Stored")
 
 
 def embedding_model_name(provider: str, model: str | None) -> str:
@@ -40,6 +42,13 @@ SWITCH_RETRIES = 2
 """How many times a writer of vectors starts again with the new model after :func:`lock_embedding_model`
 found a switch; one more switch fails it (an embedder whose ``model`` differs from the name of the coach's
 settings would otherwise loop forever)."""
+
+
+class EmbedderSwitched(Exception):
+    """The coach's embedding model in use is no longer the one a writer of vectors embedded with: a switch
+    committed since the writer chose it. Its vectors would not be comparable with the coach's others, nor found
+    (queries and recall read the model in use); the writer starts again with the new model, at most
+    :data:`SWITCH_RETRIES` times."""
 
 
 async def lock_embedding_model(session: AsyncSession, coach_id: uuid.UUID) -> str | None:
@@ -214,6 +223,36 @@ class ProviderRegistry:
                 coach.embedding_requested_api_key_encrypted,
             ),
         )
+
+    async def store_embedded(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        coach_id: uuid.UUID,
+        embedder: Embedder,
+        texts: Sequence[str],
+        store: Callable[[UnitOfWork, list[list[float]], str], Awaitable[_Stored]],
+        *,
+        vectors: list[list[float]] | None = None,
+    ) -> _Stored:
+        """Embed ``texts`` with ``embedder`` outside any transaction (or take ``vectors``, their embedding by it,
+        already computed), then return ``await store(uow, vectors, model)`` inside one unit of work in which
+        ``model``, the vectors' model, is the coach's embedding model in use, locked until it commits
+        (:func:`lock_embedding_model`). When the coach switched models meanwhile, the texts are embedded again
+        with its new embedder, at most :data:`SWITCH_RETRIES` times; then raises :class:`EmbedderSwitched`.
+        For the writers of single vectors (session summaries, insights, interventions): without the check, a
+        vector stored after the switch's catch-up kept the old model for good. Raises ``NotFound`` when the
+        coach is gone and what ``embed`` raises (``ProviderError``)."""
+        for attempt in range(1 + SWITCH_RETRIES):
+            if vectors is None:
+                vectors = await embedder.embed(texts)
+            async with unit_of_work(sessionmaker, coach_id) as uow:
+                in_use = await lock_embedding_model(uow.session, coach_id)
+                if in_use == embedder.model:
+                    return await store(uow, vectors, embedder.model)
+                coach = await uow.coach()
+            if attempt < SWITCH_RETRIES:
+                embedder, vectors = await self.embedder_for(coach), None
+        raise EmbedderSwitched(f"the embedding model in use is now {in_use}, not {embedder.model}")
 
     def embedder(
         self, provider: str, model: str | None, base_url: str | None, api_key_encrypted: bytes | None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client
 from app.accounts.service import AccountService
-from app.accounts.unit_of_work import unit_of_work
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.config import Settings
 from app.llm.base import ChatProvider, Embedder
@@ -163,12 +163,16 @@ class InsightService:
             except InvalidModelOutput as exc:
                 log.warning("insight extraction for client %s skipped a window: %s", client.id, exc)
         plans = await self._plan(provider, embedder, coach_id, client.id, found, window) if found else []
-        async with unit_of_work(self._sessionmaker, coach_id) as uow:
-            session = uow.session
-            for plan in plans:
-                await self._apply(session, coach_id, client.id, embedder.model, plan)
-            conversation = await session.get_one(Conversation, window[0].conversation_id, with_for_update=True)
+
+        async def store(uow: UnitOfWork, vectors: list[list[float]], embedding_model: str) -> None:
+            for plan, vector in zip(plans, vectors, strict=True):
+                await self._apply(uow.session, coach_id, client.id, embedding_model, replace(plan, embedding=vector))
+            conversation = await uow.session.get_one(Conversation, window[0].conversation_id, with_for_update=True)
             conversation.insights_extracted_through = window[-1].created_at
+
+        texts = [plan.extracted.text for plan in plans]
+        vectors = [plan.embedding for plan in plans]
+        await self._registry.store_embedded(self._sessionmaker, coach_id, embedder, texts, store, vectors=vectors)
         return sum(plan.action != "skip" for plan in plans)
 
     async def _plan(

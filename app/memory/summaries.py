@@ -69,8 +69,10 @@ class SummaryService:
         then queue the L4 profile update (unless ``queue_profile=False``: the caller runs it itself). Returns
         a status word for arq's result.
 
-        Raises ``SummaryFailed`` (after marking the session ``failed``) when the model's answers never
-        validate; ``ProviderError`` propagates so arq retries the job.
+        The summary's vector is stored only with the coach's embedding model in use
+        (:meth:`~app.llm.registry.ProviderRegistry.store_embedded`). Raises ``SummaryFailed`` (after marking the
+        session ``failed``) when the model's answers never validate; ``ProviderError`` and ``EmbedderSwitched``
+        propagate so arq retries the job.
         """
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
@@ -103,18 +105,20 @@ class SummaryService:
         )
         statements = [*sentences(summary.summary), *summary.topics, *summary.insights, *summary.action_items]
         sources = (await ground(embedder, statements, messages)).sources(messages)
-        [vector] = await embedder.embed([summary_vector_text(summary.summary, summary.topics)])
-        async with unit_of_work(self._sessionmaker, coach_id) as uow:
-            session = uow.session
-            chat_session = await session.get_one(ChatSession, session_id)
+
+        async def store(uow: UnitOfWork, vectors: list[list[float]], embedding_model: str) -> None:
+            chat_session = await uow.session.get_one(ChatSession, session_id)
             chat_session.summary = summary.model_dump(mode="json")
             chat_session.source_message_ids = sources
-            chat_session.embedding = vector
-            chat_session.embedding_model = embedder.model
+            chat_session.embedding = vectors[0]
+            chat_session.embedding_model = embedding_model
             chat_session.status = SessionStatus.SUMMARIZED
             chat_session.summary_error = None
             if queue_profile:
-                jobs.update_profile(session, coach_id, session_id)
+                jobs.update_profile(uow.session, coach_id, session_id)
+
+        text = summary_vector_text(summary.summary, summary.topics)
+        await self._registry.store_embedded(self._sessionmaker, coach_id, embedder, [text], store)
         return SessionStatus.SUMMARIZED
 
     async def _summarize(

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import Coach
 from app.accounts.unit_of_work import unit_of_work
 from app.llm.base import Embedder
-from app.llm.registry import lock_embedding_model
+from app.llm.registry import EmbedderSwitched, lock_embedding_model
 from app.rag.chunking import Chunker, ChunkSpec, TextChunk, chunk_header, embedding_input
 from app.rag.extract import ExtractedText, ExtractionError, Page, extract_pages
 from app.rag.isolation import ExtractionLimits, extract_isolated
@@ -83,11 +83,6 @@ async def _lock_document(session: AsyncSession, document_id: uuid.UUID) -> Docum
     the document, or ``None`` when it was deleted."""
     await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 0))"), {"id": str(document_id)})
     return await session.get(Document, document_id, populate_existing=True)
-
-
-class EmbedderSwitched(Exception):
-    """The coach's embedding model in use is no longer the run's: a switch committed since the run began. Its
-    vectors would not be comparable with the coach's other vectors; start again with the new model."""
 
 
 class IngestRun:

@@ -18,11 +18,11 @@ from app.core.config import Settings
 from app.core.errors import InvalidInput, NotFound
 from app.db import jobs
 from app.llm.base import ProviderError
-from app.llm.registry import SWITCH_RETRIES, ProviderRegistry
+from app.llm.registry import SWITCH_RETRIES, EmbedderSwitched, ProviderRegistry
 from app.rag.extract import ExtractionError, detect_kind
 from app.rag.isolation import ExtractionLimits
 from app.rag.models import Chunk, Document, DocumentStatus
-from app.rag.pipeline import EmbedderSwitched, IngestRun, IngestTimings, invalidate_cached_replies, set_document
+from app.rag.pipeline import IngestRun, IngestTimings, invalidate_cached_replies, set_document
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class DocumentService:
         (:mod:`app.rag.pipeline`; a re-run resumes after the chunks already committed, so none is lost or
         doubled). Ends with status ``ready`` or ``failed`` with a message (the committed chunks are kept for
         a re-run but not retrieved). When the coach switches embedding models meanwhile, the run starts again
-        with the new model (:class:`~app.rag.pipeline.EmbedderSwitched`). Returns the stage timings, or
+        with the new model (:class:`~app.llm.registry.EmbedderSwitched`). Returns the stage timings, or
         ``None`` when the document is gone or was already failed at upload. ``trusted`` extracts in this
         process instead of a limited child (only for files the operator supplies, such as an evaluation
         corpus: thousands of small files would spend most of their time starting processes).

@@ -27,7 +27,12 @@ from app.accounts.models import Coach as CoachRow
 from app.chat import embeddings
 from app.container import Container
 from app.db.engine import tenant_session
-from app.memory.models import Episode
+from app.learning.models import Intervention
+from app.llm.registry import SWITCH_RETRIES, EmbedderSwitched
+from app.memory import insights
+from app.memory.models import ChatSession, Episode, Insight, SessionStatus
+from app.memory.schemas import ExtractedInsight, InsightExtraction, SessionSummaryOutput
+from app.memory.summaries import summary_vector_text
 from app.rag import pipeline
 from app.rag.chunking import embedding_input
 from app.rag.models import Chunk, Document
@@ -474,3 +479,184 @@ async def test_an_embedder_that_never_matches_the_model_in_use_fails_the_documen
         document = await session.get_one(Document, document_id)
     assert document.status == "failed"
     assert document.error == f"the embedding model in use is now {LOCAL}, not renamed"
+
+
+async def chatted(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], run_jobs: Callable[[], Awaitable[None]]
+) -> tuple[Coach, uuid.UUID]:
+    """A coach (on MiniLM, its switch to the mocked model requested, not yet run) whose client asked
+    ``QUESTION`` once; returns it and the conversation's id."""
+    coach = await new_coach(http, make_coach, "Racing Coach", NOTE)
+    await run_jobs()
+    client = await make_client(http, coach)
+    conversation_id = uuid.UUID((await chat(http, client["widget_token"]))["conversation_id"])
+    await run_jobs()
+    assert (await request_switch(http, coach)).status_code == 202
+    return coach, conversation_id
+
+
+async def test_store_embedded_embeds_again_with_the_new_model_after_a_switch(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    endpoint: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``ProviderRegistry.store_embedded``, which the writers of single vectors (summaries, insights,
+    interventions) store through: the switch completes while it embeds with MiniLM, so ``store`` must get the
+    new model's vectors and name."""
+    coach, _ = await chatted(http, make_coach, run_jobs)
+    coach_id = uuid.UUID(coach.coach_id)
+    switched = await switch_midway(container, coach, monkeypatch, nth=1)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        embedder = await container.registry.embedder_for(await session.get_one(CoachRow, coach_id))
+    stored: list[tuple[list[list[float]], str]] = []
+
+    async def store(uow: Any, vectors: list[list[float]], model: str) -> str:
+        stored.append((vectors, model))
+        return "stored"
+
+    text = "Name one thing you can control"
+    assert await container.registry.store_embedded(container.sessionmaker, coach_id, embedder, [text], store) == (
+        "stored"
+    )
+    assert switched and "re-embedded" in switched[0], switched
+    [(vectors, model)] = stored
+    assert model == MODEL
+    assert np.allclose(vectors, [fake_vector(text)]), "embedded again by the new model"
+    assert [text] in inputs(endpoint.routes["embeddings"])
+
+
+async def test_store_embedded_gives_up_on_an_embedder_that_never_matches_the_model_in_use(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An embedder whose model is never the coach's model in use (a bug) is tried ``1 + SWITCH_RETRIES`` times,
+    then ``EmbedderSwitched`` names both models; nothing is stored."""
+    coach = await new_coach(http, make_coach, "Mismatched Coach")
+    embedded: list[list[str]] = []
+
+    class Renamed:
+        model, dimensions, max_input_tokens = "renamed", 384, 256
+
+        async def embed(self, texts: list[str]) -> list[list[float]]:
+            embedded.append(list(texts))
+            return [fake_vector(t) for t in texts]
+
+    async def embedder_for(row: CoachRow) -> Any:
+        return Renamed()
+
+    async def store(uow: Any, vectors: list[list[float]], model: str) -> None:
+        raise AssertionError("stored a vector of a model not in use")
+
+    monkeypatch.setattr(container.registry, "embedder_for", embedder_for)
+    with pytest.raises(EmbedderSwitched, match=f"the embedding model in use is now {LOCAL}, not renamed"):
+        await container.registry.store_embedded(
+            container.sessionmaker, uuid.UUID(coach.coach_id), Renamed(), ["a text"], store
+        )
+    assert embedded == [["a text"]] * (1 + SWITCH_RETRIES)
+
+
+async def test_an_intervention_analysed_while_the_coach_switches_models_is_stored_with_the_new_model(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    endpoint: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The coach takes over; the ``analyse`` job embeds the client's situation with MiniLM while the switch
+    completes. The situation's vector must end with the new model (before: stored as MiniLM after the
+    catch-up, so :meth:`InterventionService.similar` never found it again)."""
+    coach, conversation_id = await chatted(http, make_coach, run_jobs)
+    coach_id = uuid.UUID(coach.coach_id)
+    sent = await http.post(
+        f"/api/v1/conversations/{conversation_id}/messages", headers=coach.headers, json={"text": "Let's talk."}
+    )
+    assert sent.status_code == 201, sent.text
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        [intervention] = (await session.scalars(select(Intervention))).all()
+    assert intervention.client_text == QUESTION
+    switched = await switch_midway(container, coach, monkeypatch, nth=1)
+    assert (await container.interventions.analyse(coach_id, intervention.id)).startswith("analysed")
+    assert switched, "the switch ran during the job"
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        analysed = await session.get_one(Intervention, intervention.id)
+    assert analysed.embedding_model == MODEL
+    assert np.allclose(list(analysed.embedding), fake_vector(QUESTION), atol=1e-6)
+
+
+async def test_a_session_summarised_while_the_coach_switches_models_is_stored_with_the_new_model(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    endpoint: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The summary job grounds the summary (first MiniLM call), then embeds it (second); the switch completes
+    during the second. The summary's vector must end with the new model: before, it stayed MiniLM after the
+    catch-up and the session was never recalled again. The model's summary is a stand-in (this test is about
+    the vector)."""
+    coach, conversation_id = await chatted(http, make_coach, run_jobs)
+    coach_id = uuid.UUID(coach.coach_id)
+    output = SessionSummaryOutput(
+        summary="The client asked how to reset when the morning goes badly.",
+        topics=["morning reset"],
+        insights=[],
+        action_items=[],
+        emotional_state="frustrated",
+    )
+
+    async def summarize(*args: Any) -> SessionSummaryOutput:
+        return output
+
+    monkeypatch.setattr(container.summaries, "_summarize", summarize)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        chat_session = (
+            await session.scalars(select(ChatSession).where(ChatSession.conversation_id == conversation_id))
+        ).one()
+        chat_session.status = SessionStatus.ENDED
+        session_id = chat_session.id
+        await session.commit()
+    switched = await switch_midway(container, coach, monkeypatch, nth=2)
+    assert await container.summaries.summarize_session(coach_id, session_id, queue_profile=False) == "summarized"
+    assert switched, "the switch ran during the job"
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        summarised = await session.get_one(ChatSession, session_id)
+    assert summarised.embedding_model == MODEL
+    text = summary_vector_text(output.summary, output.topics)
+    assert np.allclose(list(summarised.embedding), fake_vector(text), atol=1e-6)
+
+
+async def test_an_insight_extracted_while_the_coach_switches_models_is_stored_with_the_new_model(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    endpoint: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The extraction job grounds the insight with MiniLM while the switch completes; the insight must be
+    stored with the new model's vector. The model's extraction is a stand-in (this test is about the
+    vector)."""
+    coach, conversation_id = await chatted(http, make_coach, run_jobs)
+    coach_id = uuid.UUID(coach.coach_id)
+    found = ExtractedInsight(kind="goal", text=QUESTION, importance=6, status="active", evidence=[1])
+
+    async def extraction(*args: Any, **kwargs: Any) -> InsightExtraction:
+        return InsightExtraction(insights=[found])
+
+    monkeypatch.setattr(insights, "generate_structured", extraction)
+    switched = await switch_midway(container, coach, monkeypatch, nth=1)
+    assert await container.insights.extract_insights(coach_id, conversation_id, force=True) == (
+        "1 insights stored or updated"
+    )
+    assert switched, "the switch ran during the job"
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        [insight] = (await session.scalars(select(Insight))).all()
+    assert insight.embedding_model == MODEL
+    assert np.allclose(list(insight.embedding), fake_vector(QUESTION), atol=1e-6)
