@@ -30,7 +30,12 @@ test: $(STAMP) chromium
 test-browser: $(STAMP) chromium
 	$(BIN)/python -m pytest tests/browser
 
-lint: $(STAMP)
+# ESLint for the browser scripts in static/ (eslint.config.js), installed from package-lock.json
+node_modules/.package-lock.json: package-lock.json
+	npm ci --no-audit --no-fund --silent
+
+lint: $(STAMP) node_modules/.package-lock.json
+	npx --no-install eslint static
 	$(BIN)/lint-imports
 	$(BIN)/ruff check app tests bench migrations
 	$(BIN)/ruff format --check app tests bench migrations
@@ -43,4 +48,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/learning.py
 
 clean:
-	rm -rf $(VENV) .opencoach
+	rm -rf $(VENV) .opencoach node_modules

@@ -21,7 +21,7 @@
   var SVG = "http://www.w3.org/2000/svg";
   var THUMB_PATH = "M2 21h4V9H2v12zm20-11a2 2 0 0 0-2-2h-6.3l1-4.6v-.3c0-.4-.2-.8-.4-1.1L13.2 1 6.6 7.6C6.2 8 6 8.5 " +
     "6 9v10a2 2 0 0 0 2 2h9c.8 0 1.5-.5 1.8-1.2l3-7.1c.1-.2.2-.5.2-.7v-2z";
-  var PHONE = /(\+?\d(?:[ \-]?\d){2,14})/g;  // 112, 988, 0800 111 0 111, +1-800-273-8255
+  var PHONE = /(\+?\d(?:[ -]?\d){2,14})/g;  // 112, 988, 0800 111 0 111, +1-800-273-8255
   var framed = window.parent !== window;
   var HUMAN_REQUEST = "I'd like to talk to my coach, please.";  // app.handoff.signals.asks_for_human matches it
   var log = document.getElementById("log");

@@ -23,8 +23,8 @@
     area.className = "offscreen";
     document.body.appendChild(area);
     area.select();
-    var ok = false;
-    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    var ok;
+    try { ok = document.execCommand("copy"); } catch { ok = false; }
     area.remove();
     return ok ? Promise.resolve() : Promise.reject(new Error("copy refused"));
   }

@@ -25,7 +25,7 @@
   var announced = {};
   var audio = null;
   var dismissed = {};
-  try { dismissed = JSON.parse(sessionStorage.getItem("oc-dismissed-alerts") || "{}"); } catch (e) { dismissed = {}; }
+  try { dismissed = JSON.parse(sessionStorage.getItem("oc-dismissed-alerts") || "{}"); } catch { dismissed = {}; }
 
   // forms with data-confirm="question" (delete a client, revoke a chat link…) ask first (no inline handlers: the
   // Content-Security-Policy allows no inline script); capture phase, so htmx never sends a refused form
@@ -73,7 +73,7 @@
     close.textContent = "Dismiss";
     close.addEventListener("click", function () {
       dismissed[item.conversation_id] = true;
-      try { sessionStorage.setItem("oc-dismissed-alerts", JSON.stringify(dismissed)); } catch (e) { /* private mode */ }
+      try { sessionStorage.setItem("oc-dismissed-alerts", JSON.stringify(dismissed)); } catch { /* private mode */ }
       bar.remove();
     });
     bar.appendChild(strong);
@@ -158,15 +158,15 @@
   }
 
   function parse(event) {
-    var data = null;
-    try { data = JSON.parse(event.data); } catch (e) { data = null; }
+    var data;
+    try { data = JSON.parse(event.data); } catch { data = null; }
     document.dispatchEvent(new CustomEvent("oc:live", { detail: { type: event.type, data: data } }));
     return data;
   }
 
   // --- alerts: sound and browser notifications, only after the coach turned them on with a click
   function alertsOn() {
-    try { return localStorage.getItem("oc-alerts") === "on"; } catch (e) { return false; }
+    try { return localStorage.getItem("oc-alerts") === "on"; } catch { return false; }
   }
 
   function showToggle() {
@@ -218,7 +218,7 @@
     showToggle();
     alertsToggle.addEventListener("click", function () {
       var on = !alertsOn();
-      try { localStorage.setItem("oc-alerts", on ? "on" : "off"); } catch (e) { /* private mode */ }
+      try { localStorage.setItem("oc-alerts", on ? "on" : "off"); } catch { /* private mode */ }
       if (on) {
         unlockAudio();
         if (window.Notification && Notification.permission === "default") Notification.requestPermission();

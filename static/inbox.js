@@ -19,7 +19,7 @@
   var listInFlight = 0;  // the number of the newest list refresh while it is unanswered, else 0
 
   function csrfToken() {
-    try { return JSON.parse(document.body.getAttribute("hx-headers") || "{}")["x-csrftoken"] || ""; } catch (e) { return ""; }
+    try { return JSON.parse(document.body.getAttribute("hx-headers") || "{}")["x-csrftoken"] || ""; } catch { return ""; }
   }
 
   function openConversation() {

@@ -54,7 +54,7 @@
   function setOpen(open) {
     layout(open);
     if (open) unread = 0;
-    try { localStorage.setItem(storeKey, open ? "1" : "0"); } catch (e) { /* storage blocked: not remembered */ }
+    try { localStorage.setItem(storeKey, open ? "1" : "0"); } catch { /* storage blocked: not remembered */ }
     render();
     if (open) frame.focus(); else button.focus();
   }
@@ -70,7 +70,7 @@
   });
   phone.addEventListener("change", function () { layout(isOpen()); });
   var remembered = null;
-  try { remembered = localStorage.getItem(storeKey); } catch (e) { /* storage blocked */ }
+  try { remembered = localStorage.getItem(storeKey); } catch { /* storage blocked */ }
   layout(remembered === "1");
   render();
   document.body.appendChild(frame);
