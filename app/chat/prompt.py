@@ -30,6 +30,8 @@ Persona and the new message are always kept. Tokens are counted with tiktoken (c
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -47,6 +49,13 @@ if TYPE_CHECKING:
 BUDGET_MARGIN = 0.8
 PER_MESSAGE_OVERHEAD = 4
 KEEP_RECENT = 2
+LINE_START = re.compile(r"(?<=\n)(?=\S)")
+"""Where a text may be cut for counting its tokens piece by piece: after a newline, before a character that is
+not whitespace. No pre-token of cl100k's pattern (tiktoken's ``pat_str``) crosses such a place: every pattern
+that takes a newline ends there or goes on only through whitespace, and none starts with a newline before a
+letter. BPE merges only inside a pre-token, so the pieces' counts add up to the whole text's count exactly
+(checked against tiktoken in ``tests/unit/test_prompt_and_security.py``). The budget search counts each line of
+the system message once per prompt instead of the whole message for every state it tries."""
 EXAMPLES_HEADER = "How {coach} has replied in similar situations (follow the style and technique, not the words):"
 MEMORY_HEADER = "What you remember about this client from earlier sessions (use it naturally; do not recite it):"
 
@@ -91,18 +100,24 @@ class AssembledPrompt:
         }
 
 
-def _passage_lines(passages: Sequence[RetrievedChunk], spotlight: bool) -> list[str]:
+def _passage_lines(
+    passages: Sequence[RetrievedChunk], spotlight: bool, mark: Callable[[str], str] = datamark
+) -> list[str]:
     lines = []
     for i, p in enumerate(passages, start=1):
         text = f"({source_label(p.title, p.page, p.locator)}) {p.text}"
-        lines.append(f"[{i}] {datamark(text) if spotlight else text}")
+        lines.append(f"[{i}] {mark(text) if spotlight else text}")
     return lines
 
 
 def _example_block(
-    coach: str, style: Sequence[str], examples: Sequence[FewShotExample], spotlight: bool = False
+    coach: str,
+    style: Sequence[str],
+    examples: Sequence[FewShotExample],
+    spotlight: bool = False,
+    datamarked: Callable[[str], str] = datamark,
 ) -> str:
-    mark = datamark if spotlight else str
+    mark = datamarked if spotlight else str
     lines = [f"- {mark(line)}" for line in style]
     for example in examples:
         technique = f" ({example.strategy})" if example.strategy else ""
@@ -121,19 +136,22 @@ def _system(
     style: Sequence[str] = (),
     examples: Sequence[FewShotExample] = (),
     spotlight: bool = False,
+    mark: Callable[[str], str] = datamark,
 ) -> str:
+    """The system message; ``mark`` datamarks untrusted text when ``spotlight`` is on (:func:`datamark`, or a
+    cached copy of it while the budget search builds the same lines again)."""
     parts = [persona] if persona else []
     if spotlight:
         parts.append(HIERARCHY)
     if style or examples:
-        parts.append(_example_block(coach, style, examples, spotlight))
+        parts.append(_example_block(coach, style, examples, spotlight, mark))
     if profile or items:
         lines = [*profile, *(item.line() for item in items)]
         if spotlight:
-            lines = [data_block("notes about the client", [datamark(line) for line in lines])]
+            lines = [data_block("notes about the client", [mark(line) for line in lines])]
         parts.append("\n".join([MEMORY_HEADER, *lines]))
     if passages:
-        lines = _passage_lines(passages, spotlight)
+        lines = _passage_lines(passages, spotlight, mark)
         block = data_block("passages", lines) if spotlight else "\n\n".join(lines)
         parts.append(f"{GROUNDING}\n\nPassages:\n{block}")
     return "\n\n".join(parts)
@@ -215,16 +233,20 @@ def assemble_prompt(
     new: ChatMessage = {"role": "user", "content": user_text}
     uncut = _Kept(turns, list(examples), list(style), list(memory.items), list(passages), list(memory.profile_lines))
     counted: dict[str, int] = {}
+    mark = functools.cache(datamark)  # the search builds the same lines for each state it tries
 
     def tokens(messages: Sequence[ChatMessage]) -> int:
+        total = 0
         for msg in messages:
-            if msg["content"] not in counted:
-                counted[msg["content"]] = count_tokens(msg["content"])
-        return sum(counted[msg["content"]] + PER_MESSAGE_OVERHEAD for msg in messages)
+            for piece in LINE_START.split(msg["content"]):
+                if piece not in counted:
+                    counted[piece] = count_tokens(piece)
+                total += counted[piece]
+        return total + PER_MESSAGE_OVERHEAD * len(messages)
 
     def build(kept: _Kept) -> list[ChatMessage]:
         system = _system(
-            persona, kept.profile, kept.items, kept.passages, coach_name, kept.style, kept.shots, spotlight
+            persona, kept.profile, kept.items, kept.passages, coach_name, kept.style, kept.shots, spotlight, mark
         )
         return [{"role": "system", "content": system}, *kept.turns, new]
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
 import uuid
+from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 
-from app.chat.prompt import BUDGET_MARGIN, KEEP_RECENT, assemble_prompt
+from app.chat.prompt import BUDGET_MARGIN, KEEP_RECENT, LINE_START, assemble_prompt
+from app.chat.spotlight import DATA_CLOSE, DATA_OPEN, MARK, datamark
 from app.chat.turn.decide import trim_to_sentence
 from app.conversations.models import Message, SenderType
 from app.core.security import SecretBox, hash_password, mask_secret, new_token, token_hash, verify_password
@@ -30,6 +33,34 @@ def _history(n: int, words: int = 40) -> list[Message]:
         )
         for i in range(n)
     ]
+
+
+SCIFACT = Path(__file__).resolve().parents[3] / "shared" / "data" / "scifact" / "corpus.jsonl"
+
+
+def test_token_counts_of_the_pieces_between_line_starts_add_up_to_the_whole() -> None:
+    """``LINE_START`` cuts: the prompt's token count is the sum of its pieces' counts, exactly (the budget search
+    relies on it), on 5,000 texts mixing real abstracts (plain and datamarked) with the joints a prompt has:
+    blank lines, CRLF, trailing spaces and tabs before newlines, punctuation before newlines, indented lines,
+    contractions and digits after a newline, data block delimiters, emoji and the datamark character."""
+    abstracts = SCIFACT.read_text(encoding="utf-8").splitlines()[:300]
+    joints = ["\n", "\n\n", " \n", ".\n", "!\n\n", "\r\n", "\t\n", "\u00a0\n", "\n ", "\n\t", "  ", "[1] "]
+    words = ["'s", "’re", "123", "(p. 3) ", "- ", "😀", MARK, DATA_OPEN.format(kind="passages"), DATA_CLOSE]
+    rng = random.Random(7)
+    for _ in range(5000):
+        parts = []
+        for _ in range(rng.randint(1, 12)):
+            if rng.random() < 0.4:
+                abstract = rng.choice(abstracts)
+                start = rng.randrange(len(abstract))
+                piece = abstract[start : start + rng.randint(1, 200)]
+                parts.append(datamark(piece) if rng.random() < 0.5 else piece)
+            else:
+                parts.append(rng.choice(joints + words))
+        text = "".join(parts)
+        pieces = LINE_START.split(text)
+        assert "".join(pieces) == text
+        assert sum(count_tokens(piece) for piece in pieces) == count_tokens(text), repr(text)
 
 
 def test_prompt_order_persona_passages_history_question() -> None:
