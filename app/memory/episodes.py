@@ -18,6 +18,7 @@ lexemes, IDF ``ln(1 + (N − df + 0.5) / (df + 0.5))`` over the client's own epi
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Sequence
@@ -28,9 +29,9 @@ from sqlalchemy import ARRAY, ColumnElement, bindparam, func, select, text, true
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.accounts.unit_of_work import unit_of_work
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.conversations.models import REMEMBERED, Conversation, Message
-from app.llm.registry import SWITCH_RETRIES, ProviderRegistry, lock_embedding_model
+from app.llm.registry import ProviderRegistry, lock_embedding_model
 from app.memory.models import Episode
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,23 @@ async def store_episodes(
         return True
     if await lock_embedding_model(session, coach_id) != embedding_model:
         return False
+    await insert_episodes(session, coach_id, client_id, messages, vectors, embedding_model)
+    return True
+
+
+async def insert_episodes(
+    session: AsyncSession,
+    coach_id: uuid.UUID,
+    client_id: uuid.UUID,
+    messages: Sequence[Message],
+    vectors: Sequence[list[float]],
+    embedding_model: str,
+) -> None:
+    """Insert one episode per message in one statement, as :func:`store_episodes` does, without its check of
+    the model: for a caller whose transaction holds :func:`lock_embedding_model` already (the job, through
+    :meth:`~app.llm.registry.ProviderRegistry.store_embedded`)."""
+    if not messages:
+        return
     rows = [
         {
             "coach_id": coach_id,
@@ -83,9 +101,7 @@ async def store_episodes(
         }
         for message, vector in zip(messages, vectors, strict=True)
     ]
-    for row in rows:
-        await session.execute(insert(Episode).values(**row).on_conflict_do_nothing(index_elements=["message_id"]))
-    return True
+    await session.execute(insert(Episode).values(rows).on_conflict_do_nothing(index_elements=["message_id"]))
 
 
 def _candidates(
@@ -191,6 +207,18 @@ async def lexical_episodes(
     ]
 
 
+async def _insert_batch(
+    uow: UnitOfWork,
+    vectors: list[list[float]],
+    embedding_model: str,
+    *,
+    coach_id: uuid.UUID,
+    client_id: uuid.UUID,
+    messages: Sequence[Message],
+) -> None:
+    await insert_episodes(uow.session, coach_id, client_id, messages, vectors, embedding_model)
+
+
 class EpisodeService:
     """Embeds messages the turn did not (the ``embed_messages`` job)."""
 
@@ -201,22 +229,21 @@ class EpisodeService:
     async def embed_messages(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> str:
         """Store an episode for ``message_id`` and for every earlier message of its conversation that has
         none (not forgotten ones), in batches of ``EMBED_BATCH``; no transaction is held across the embedding
-        call. Idempotent; a message gone by now (erased) is a no-op. Returns a short result line. Raises
-        ``ProviderError`` (the embedding call; the worker retries)."""
-        stored = switches = 0
-        while switches <= SWITCH_RETRIES:
+        call; each batch is stored with the coach's embedding model in use
+        (:meth:`~app.llm.registry.ProviderRegistry.store_embedded`). Idempotent; a message gone by now (erased)
+        is a no-op. Returns a short result line. Raises ``ProviderError`` (the embedding call; the worker
+        retries) and ``EmbedderSwitched``."""
+        stored = 0
+        while True:
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
                 pending, client_id = await self._pending(uow.session, message_id)
                 embedder = await self._registry.embedder_for(await uow.coach())
             if not pending or client_id is None:
                 return f"message {message_id}: {stored} episodes stored"
-            vectors = await embedder.embed([m.text for m in pending])
-            async with unit_of_work(self._sessionmaker, coach_id) as uow:
-                if await store_episodes(uow.session, coach_id, client_id, pending, vectors, embedder.model):
-                    stored += len(pending)
-                else:  # the coach switched models meanwhile: embed again with the new one
-                    switches += 1
-        return f"message {message_id}: {stored} episodes stored, then the embedding model kept changing"
+            store = functools.partial(_insert_batch, coach_id=coach_id, client_id=client_id, messages=pending)
+            texts = [m.text for m in pending]
+            await self._registry.store_embedded(self._sessionmaker, coach_id, embedder, texts, store)
+            stored += len(pending)
 
     @staticmethod
     async def _pending(session: AsyncSession, message_id: uuid.UUID) -> tuple[Sequence[Message], uuid.UUID | None]:
