@@ -55,13 +55,14 @@ async def lock_embedding_model(session: AsyncSession, coach_id: uuid.UUID) -> st
     """The name of the coach's embedding model in use (``None`` when the coach is gone), the coach's row locked
     (``FOR KEY SHARE``) until the transaction ends. A transaction that stores vectors of that model after this
     call cannot miss a switch: the re-embedding job switches with the row locked ``FOR UPDATE``, so it waits
-    for this transaction, and its catch-up then finds these vectors. Take it before locking other rows (the
-    switch locks the coach's row first, then its documents)."""
+    for this transaction, and its catch-up then finds these vectors. Writers of one coach never wait for each
+    other (``KEY SHARE`` locks are compatible) nor for a change of the coach's other settings (a ``NO KEY
+    UPDATE``). Take it before locking other rows (the switch locks the coach's row first, then its documents)."""
     row = (
         await session.execute(
             select(Coach.embedding_provider, Coach.embedding_model)
             .where(Coach.id == coach_id)
-            .with_for_update(key_share=True)
+            .with_for_update(read=True, key_share=True)  # FOR KEY SHARE (key_share alone: FOR NO KEY UPDATE)
         )
     ).one_or_none()
     return None if row is None else embedding_model_name(*row)

@@ -21,14 +21,15 @@ import httpx
 import numpy as np
 import pytest
 import respx
-from sqlalchemy import select
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from app.accounts.models import Coach as CoachRow
 from app.chat import embeddings
 from app.container import Container
 from app.db.engine import tenant_session
 from app.learning.models import Intervention
-from app.llm.registry import SWITCH_RETRIES, EmbedderSwitched
+from app.llm.registry import SWITCH_RETRIES, EmbedderSwitched, lock_embedding_model
 from app.memory import insights
 from app.memory.models import ChatSession, Episode, Insight, SessionStatus
 from app.memory.schemas import ExtractedInsight, InsightExtraction, SessionSummaryOutput
@@ -660,3 +661,26 @@ async def test_an_insight_extracted_while_the_coach_switches_models_is_stored_wi
         [insight] = (await session.scalars(select(Insight))).all()
     assert insight.embedding_model == MODEL
     assert np.allclose(list(insight.embedding), fake_vector(QUESTION), atol=1e-6)
+
+
+async def test_writers_of_one_coach_share_the_model_lock_and_the_switch_waits_for_them(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], container: Container
+) -> None:
+    """``lock_embedding_model`` is ``FOR KEY SHARE``: two transactions storing vectors for one coach (two
+    clients' turns, a job) hold it together, a change of the coach's settings does not wait for them, and only
+    the switch's ``FOR UPDATE`` does. (It was ``FOR NO KEY UPDATE`` before: every vector writer of a coach
+    waited for the one before it to commit.)"""
+    coach = await new_coach(http, make_coach, "Shared Lock Coach")
+    coach_id = uuid.UUID(coach.coach_id)
+    async with (
+        tenant_session(container.sessionmaker, coach_id) as first,
+        tenant_session(container.sessionmaker, coach_id) as second,
+        tenant_session(container.sessionmaker, coach_id) as third,
+    ):
+        assert await lock_embedding_model(first, coach_id) == LOCAL
+        await second.execute(text("SET LOCAL lock_timeout = '2s'"))
+        assert await lock_embedding_model(second, coach_id) == LOCAL, "a second writer does not wait"
+        await third.execute(text("SET LOCAL lock_timeout = '2s'"))
+        await third.execute(update(CoachRow).where(CoachRow.id == coach_id).values(name="Renamed Coach"))
+        with pytest.raises(DBAPIError, match="lock_not_available|could not obtain lock"):
+            await third.execute(select(CoachRow.id).where(CoachRow.id == coach_id).with_for_update(nowait=True))
