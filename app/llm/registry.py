@@ -240,9 +240,9 @@ class ProviderRegistry:
         ``model``, the vectors' model, is the coach's embedding model in use, locked until it commits
         (:func:`lock_embedding_model`). When the coach switched models meanwhile, the texts are embedded again
         with its new embedder, at most :data:`SWITCH_RETRIES` times; then raises :class:`EmbedderSwitched`.
-        For the writers of single vectors (session summaries, insights, interventions): without the check, a
-        vector stored after the switch's catch-up kept the old model for good. Raises ``NotFound`` when the
-        coach is gone and what ``embed`` raises (``ProviderError``)."""
+        The jobs that write vectors (episodes, session summaries, insights, interventions) store through it:
+        without the check, a vector stored after the switch's catch-up kept the old model for good. Raises
+        ``NotFound`` when the coach is gone and what ``embed`` raises (``ProviderError``)."""
         for attempt in range(1 + SWITCH_RETRIES):
             if vectors is None:
                 vectors = await embedder.embed(texts)
