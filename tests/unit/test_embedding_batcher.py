@@ -1,6 +1,6 @@
-"""Query embeddings are micro-batched: concurrent ``embed`` calls become one model call, and calls made while it
-runs go together in the next (:class:`app.llm.batching.EmbeddingBatcher`); the chat turn embeds its query
-through the batcher. The provider registry's model lookups never block the event loop while a model loads."""
+"""Query embeddings are micro-batched: concurrent ``embed`` calls within the window become one model call
+(:class:`app.llm.batching.EmbeddingBatcher`), and the chat turn embeds its query through the batcher. The
+provider registry's model lookups never block the event loop while a model loads."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class FakeEmbedder:
 
 async def test_concurrent_calls_become_one_model_call_and_each_caller_gets_its_own_vectors() -> None:
     inner = FakeEmbedder()
-    batcher = EmbeddingBatcher(inner)
+    batcher = EmbeddingBatcher(inner, window_seconds=0.01)
     texts = [["a"], ["bb", "ccc"], ["dddd"]]
     results = await asyncio.gather(*(batcher.embed(t) for t in texts))
     assert inner.batches == [["a", "bb", "ccc", "dddd"]]
@@ -50,47 +50,26 @@ async def test_concurrent_calls_become_one_model_call_and_each_caller_gets_its_o
     assert results == [[[1.0, 0.0]], [[2.0, 1.0], [3.0, 2.0]], [[4.0, 3.0]]]
 
 
-async def test_a_lone_call_waits_for_nothing_and_sequential_calls_are_separate_batches() -> None:
+async def test_calls_further_apart_than_the_window_are_separate_batches() -> None:
     inner = FakeEmbedder()
-    batcher = EmbeddingBatcher(inner)
-    started = time.perf_counter()
+    batcher = EmbeddingBatcher(inner, window_seconds=0.001)
     assert await batcher.embed(["one"]) == [[3.0, 0.0]]
     assert await batcher.embed(["three"]) == [[5.0, 0.0]]
     assert inner.batches == [["one"], ["three"]]
-    assert time.perf_counter() - started < 1.0  # (no timer to wait for; a loose bound, not a timing test)
 
 
-async def test_calls_made_while_a_batch_runs_go_together_in_the_next_one_within_the_size_cap() -> None:
-    """The model is busy with a first call; five more arrive meanwhile. They wait for it, then go out as
-    batches of at most ``max_texts`` texts, in their order, and each caller gets its own vectors."""
-    release = asyncio.Event()
-
-    class SlowEmbedder(FakeEmbedder):
-        async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-            if not self.batches:
-                await release.wait()
-            return await super().embed(texts)
-
-    inner = SlowEmbedder()
-    batcher = EmbeddingBatcher(inner, max_texts=3)
-    first = asyncio.ensure_future(batcher.embed(["busy"]))
-    await asyncio.sleep(0.01)
-    later = [asyncio.ensure_future(batcher.embed([str(n)])) for n in range(5)]
-    await asyncio.sleep(0.01)
-    assert inner.batches == [], "nothing else is sent while the first batch runs"
-    release.set()
-    results = await asyncio.wait_for(asyncio.gather(first, *later), 5)
-    assert inner.batches == [["busy"], ["0", "1", "2"], ["3", "4"]]
-    assert [vectors[0][1] for vectors in results] == [0.0, 0.0, 1.0, 2.0, 0.0, 1.0]
+async def test_a_full_batch_is_sent_without_waiting_for_the_window() -> None:
+    inner = FakeEmbedder()
+    batcher = EmbeddingBatcher(inner, window_seconds=60, max_texts=3)
+    results = await asyncio.wait_for(asyncio.gather(*(batcher.embed([str(n)]) for n in range(3))), 5)
+    assert inner.batches == [["0", "1", "2"]]
+    assert [vectors[0][1] for vectors in results] == [0.0, 1.0, 2.0]
 
 
-async def test_an_error_reaches_every_caller_of_the_batch_and_the_next_call_is_sent() -> None:
-    inner = FakeEmbedder(fail=True)
-    batcher = EmbeddingBatcher(inner)
+async def test_an_error_reaches_every_caller_of_the_batch() -> None:
+    batcher = EmbeddingBatcher(FakeEmbedder(fail=True), window_seconds=0.01)
     results = await asyncio.gather(batcher.embed(["x"]), batcher.embed(["y"]), return_exceptions=True)
     assert all(isinstance(r, ProviderError) for r in results)
-    inner.fail = False
-    assert await batcher.embed(["zz"]) == [[2.0, 0.0]]
 
 
 async def test_no_texts_make_no_call() -> None:
