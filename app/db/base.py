@@ -47,6 +47,7 @@ TENANT_TABLES = (
     "clients",
     "documents",
     "chunks",
+    "document_terms",
     "conversations",
     "messages",
     "chat_sessions",

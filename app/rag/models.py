@@ -7,6 +7,7 @@ from datetime import datetime
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
+    BigInteger,
     Computed,
     DateTime,
     ForeignKey,
@@ -37,8 +38,11 @@ class Document(TenantMixin, Base):
     """An uploaded original (kept in ``original``) plus its ingestion status and progress: ``pages_done``
     of ``pages`` read, ``chunks`` embedded and committed (searchable already while ``processing``) of
     ``chunks_total`` (``None`` until extraction and chunking have finished: with streaming the total is
-    unknown before), ``pages_searchable`` the last page those chunks reach. ``embedding_model`` is set when
-    processing starts, so retrieval can use the committed chunks of a document still being processed."""
+    unknown before), ``pages_searchable`` the last page those chunks reach. ``indexed_chunks`` and
+    ``indexed_tokens`` are the chunks stored and their summed ``token_count``, kept by triggers on ``chunks``
+    (migration 0028) for BM25's collection statistics; the application never writes them. ``embedding_model``
+    is set when processing starts, so retrieval can use the committed chunks of a document still being
+    processed."""
 
     __tablename__ = "documents"
 
@@ -54,6 +58,8 @@ class Document(TenantMixin, Base):
     pages_done: Mapped[int] = mapped_column(Integer, default=0)
     pages_searchable: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     chunks: Mapped[int] = mapped_column(Integer, default=0)
+    indexed_chunks: Mapped[int] = mapped_column(Integer, server_default="0")
+    indexed_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
     chunks_total: Mapped[int | None] = mapped_column(Integer)
     embedding_model: Mapped[str | None] = mapped_column(String(200))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -89,3 +95,20 @@ class Chunk(TenantMixin, Base):
     tsv: Mapped[str] = mapped_column(
         TSVECTOR, Computed("to_tsvector('english', header || ' ' || text)", persisted=True)
     )
+
+
+class DocumentTerm(Base):
+    """One lexeme of a document's chunks (``term``, from their ``tsv``) and ``df``, the number of the
+    document's chunks that hold it: BM25's document frequency of a word over a coach's searchable documents is
+    a sum over these rows (:func:`app.rag.retrieval.lexical_ranking`). Kept by triggers on ``chunks`` (migration
+    0028) on every insert, delete and update of the searched text; the application only reads it."""
+
+    __tablename__ = "document_terms"
+    __table_args__ = (Index("ix_document_terms_coach_id_term", "coach_id", "term"),)
+
+    coach_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("coaches.id", ondelete="CASCADE"))
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    term: Mapped[str] = mapped_column(Text, primary_key=True)
+    df: Mapped[int] = mapped_column(Integer)

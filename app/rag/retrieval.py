@@ -10,8 +10,8 @@ The lexical arm was measured on SciFact (``bench/retrieval.py``): ``ts_rank_cd``
 needs every query word in a chunk and finds nothing for most long questions; BM25 over the same ``tsvector``
 (any query word, Robertson & Zaragoza 2009, "The Probabilistic Relevance Framework: BM25 and Beyond",
 k1 = 1.2, b = 0.75, idf = ln(1 + (N − df + 0.5)/(df + 0.5)) as in Lucene) scored best and is the default.
-Each query word's document frequency is counted once (``df`` is a ``MATERIALIZED`` CTE: inlined, PostgreSQL
-re-counted it for every matching chunk, 5.5 s instead of 0.16 s per query on 1,600 SciFact chunks).
+Its collection statistics are kept by triggers as chunks are written (migration 0028), and a big coach's
+ranking scores only the chunks holding its rarest query words (:data:`_BM25`).
 """
 
 from __future__ import annotations
@@ -137,44 +137,60 @@ def source_label(title: str, page: int | None, locator: str | None = None) -> st
     return f"{title}, p. {page}" if page else title
 
 
+BM25_CANDIDATES = 2000
+"""The postings budget of a BM25 ranking: the chunks scored are those holding the rarest query words, as many
+words as their document frequencies fit in this budget (always the rarest one). Measured with
+``bench/lexical.py``."""
+
 _BM25 = text(
     """
-    WITH docs AS (SELECT id FROM documents
+    WITH docs AS (SELECT id, indexed_chunks, indexed_tokens FROM documents
                   WHERE coach_id = :coach_id AND embedding_model = :model AND status <> :failed),
+    collection AS (SELECT coalesce(sum(indexed_chunks), 0)::float8 AS n,
+                          greatest(coalesce(sum(indexed_tokens), 0)::float8 / greatest(sum(indexed_chunks), 1), 1)
+                              AS avgdl
+                   FROM docs),
+    params AS (SELECT CAST(:k1 AS float8) AS k1, CAST(:b AS float8) AS b),
     words AS (SELECT DISTINCT t.word FROM unnest(to_tsvector('english', :query)) AS t(word, positions, weights)),
-    orq AS (SELECT string_agg(quote_literal(word), ' | ')::tsquery AS q FROM words),
-    pool AS NOT MATERIALIZED (SELECT c.id, c.tsv, c.token_count FROM chunks c
-                              WHERE c.coach_id = :coach_id AND c.document_id IN (SELECT id FROM docs)),
-    stats AS (SELECT count(*) AS n, greatest(avg(token_count), 1) AS avgdl FROM pool),
-    hits AS MATERIALIZED (
-        SELECT p.id, p.token_count, t.word, coalesce(array_length(t.positions, 1), 1) AS tf
-        FROM pool p
-        CROSS JOIN LATERAL unnest(ts_filter(setweight(p.tsv, 'A', (SELECT array_agg(word) FROM words)), '{a}'))
-            AS t(word, positions, weights)
-        WHERE p.tsv @@ (SELECT q FROM orq)
+    frequencies AS (SELECT w.word, (SELECT coalesce(sum(dt.df), 0) FROM document_terms dt
+                                    WHERE dt.coach_id = :coach_id AND dt.term = w.word
+                                      AND dt.document_id IN (SELECT id FROM docs))::float8 AS df
+                    FROM words w),
+    terms AS MATERIALIZED (
+        SELECT f.word, ln(1 + (c.n - f.df + 0.5) / (f.df + 0.5)) AS idf,
+               sum(f.df) OVER (ORDER BY f.df, f.word) AS postings, row_number() OVER (ORDER BY f.df, f.word) AS rarity
+        FROM frequencies f CROSS JOIN collection c WHERE f.df > 0
     ),
-    df AS (SELECT word, count(*) AS df FROM hits GROUP BY word),
-    params AS (SELECT CAST(:k1 AS float8) AS k1, CAST(:b AS float8) AS b)
-    SELECT h.id FROM hits h
-    JOIN df USING (word)
-    CROSS JOIN stats s
-    CROSS JOIN params p
-    GROUP BY h.id, h.token_count, s.n, s.avgdl, p.k1, p.b
-    ORDER BY sum(
-        ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
-        * h.tf * (p.k1 + 1) / (h.tf + p.k1 * (1 - p.b + p.b * h.token_count / s.avgdl))
-    ) DESC, h.id
+    candidates AS (SELECT string_agg(quote_literal(word), ' | ')::tsquery AS q FROM terms
+                   WHERE postings <= :budget OR rarity = 1),
+    hits AS MATERIALIZED (
+        SELECT ch.id, ch.token_count, t.word, coalesce(array_length(t.positions, 1), 1) AS tf
+        FROM chunks ch
+        CROSS JOIN LATERAL unnest(ts_filter(setweight(ch.tsv, 'A', (SELECT array_agg(word) FROM terms)), '{a}'))
+            AS t(word, positions, weights)
+        WHERE ch.coach_id = :coach_id AND ch.document_id IN (SELECT id FROM docs)
+          AND ch.tsv @@ (SELECT q FROM candidates)
+    )
+    SELECT h.id FROM hits h JOIN terms t USING (word) CROSS JOIN params p CROSS JOIN collection c
+    GROUP BY h.id
+    ORDER BY sum(t.idf * h.tf * (p.k1 + 1) / (h.tf + p.k1 * (1 - p.b + p.b * h.token_count / c.avgdl))) DESC, h.id
     LIMIT :n
     """
 )
-"""BM25 over the coach's searchable chunks in two reads of them: one counts chunks and their mean length, the
-other takes the chunks holding any query word with each query word's term frequency (``hits``); a word's
-document frequency is its count in ``hits``, since every chunk holding it matches the OR query. Only the query's
-words of a chunk are unnested: ``setweight(tsv, 'A', words)`` marks them and ``ts_filter(…, '{a}')`` keeps them
-(``to_tsvector`` gives every position the default weight D), which is 8× cheaper than unnesting the whole
-vector and dropping the others. Stop 21 counted each word's document frequency in a scan of its own (a ten-word
-query read the coach's chunks twelve times); on SciFact's 12,366 chunks, one nine-word claim took 553 ms that
-way and 167 ms this way (``EXPLAIN ANALYZE``)."""
+"""BM25 over the coach's searchable chunks, in one statement that never reads the coach's whole collection:
+
+- collection statistics from what the triggers of migration 0028 keep: the chunk count and mean length from
+  ``documents.indexed_chunks``/``indexed_tokens``, each query word's document frequency from
+  ``document_terms`` (a sum over at most one row per document). The statement before read every chunk of the
+  coach for them (1.6 s at the median for a coach of 150,000 chunks);
+- the chunks scored: those holding the rarest query words, word by word while their document frequencies add
+  up to at most ``:budget`` (always the rarest word), each scored over all query words. This is the
+  "continue" strategy of Moffat & Zobel (1996, "Self-indexing inverted files for fast text retrieval", ACM
+  TOIS 14(4)): rarest terms first, and once the accumulators are spent, the commoner terms only add to the
+  documents already found. While every query word fits in the budget (any coach of up to ``:budget``
+  chunks), the ranking is exact BM25;
+- only the query's words of a chunk are unnested: ``setweight(tsv, 'A', words)`` marks them and
+  ``ts_filter(…, '{a}')`` keeps them (``to_tsvector`` gives every position weight D)."""
 
 
 def _searchable_documents(coach_id: uuid.UUID, embedding_model: str) -> Select[uuid.UUID]:
@@ -239,11 +255,12 @@ async def lexical_ranking(
     """The ``n`` best chunks for ``query`` by full text (header and text, English stemming and stop words).
 
     ``bm25`` (default): any query word matches; BM25 with the coach's own term statistics (document frequency
-    over the coach's chunks, length = cl100k tokens). ``ts_rank_cd``: PostgreSQL's cover density over
+    over the coach's chunks, length = cl100k tokens), scoring the chunks that hold the rarest query words within
+    a budget of ``BM25_CANDIDATES`` postings (:data:`_BM25`). ``ts_rank_cd``: PostgreSQL's cover density over
     ``websearch_to_tsquery`` (every word must match), kept for comparison."""
     if method == "bm25":
         params = {"coach_id": coach_id, "model": embedding_model, "failed": DocumentStatus.FAILED, "query": query}
-        params |= {"n": n, "k1": BM25_K1, "b": BM25_B}
+        params |= {"n": n, "k1": BM25_K1, "b": BM25_B, "budget": BM25_CANDIDATES}
         return list((await session.execute(_BM25, params)).scalars())
     docs = _searchable_documents(coach_id, embedding_model)
     tsquery = func.websearch_to_tsquery("english", query)
