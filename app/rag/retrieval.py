@@ -142,55 +142,15 @@ BM25_CANDIDATES = 2000
 words as their document frequencies fit in this budget (always the rarest one). Measured with
 ``bench/lexical.py``."""
 
-_BM25 = text(
-    """
-    WITH docs AS (SELECT id, indexed_chunks, indexed_tokens FROM documents
-                  WHERE coach_id = :coach_id AND embedding_model = :model AND status <> :failed),
-    collection AS (SELECT coalesce(sum(indexed_chunks), 0)::float8 AS n,
-                          greatest(coalesce(sum(indexed_tokens), 0)::float8 / greatest(sum(indexed_chunks), 1), 1)
-                              AS avgdl
-                   FROM docs),
-    params AS (SELECT CAST(:k1 AS float8) AS k1, CAST(:b AS float8) AS b),
-    words AS (SELECT DISTINCT t.word FROM unnest(to_tsvector('english', :query)) AS t(word, positions, weights)),
-    frequencies AS (SELECT w.word, (SELECT coalesce(sum(dt.df), 0) FROM document_terms dt
-                                    WHERE dt.coach_id = :coach_id AND dt.term = w.word
-                                      AND dt.document_id IN (SELECT id FROM docs))::float8 AS df
-                    FROM words w),
-    terms AS MATERIALIZED (
-        SELECT f.word, ln(1 + (c.n - f.df + 0.5) / (f.df + 0.5)) AS idf,
-               sum(f.df) OVER (ORDER BY f.df, f.word) AS postings, row_number() OVER (ORDER BY f.df, f.word) AS rarity
-        FROM frequencies f CROSS JOIN collection c WHERE f.df > 0
-    ),
-    candidates AS (SELECT string_agg(quote_literal(word), ' | ')::tsquery AS q FROM terms
-                   WHERE postings <= :budget OR rarity = 1),
-    hits AS MATERIALIZED (
-        SELECT ch.id, ch.token_count, t.word, coalesce(array_length(t.positions, 1), 1) AS tf
-        FROM chunks ch
-        CROSS JOIN LATERAL unnest(ts_filter(setweight(ch.tsv, 'A', (SELECT array_agg(word) FROM terms)), '{a}'))
-            AS t(word, positions, weights)
-        WHERE ch.coach_id = :coach_id AND ch.document_id IN (SELECT id FROM docs)
-          AND ch.tsv @@ (SELECT q FROM candidates)
-    )
-    SELECT h.id FROM hits h JOIN terms t USING (word) CROSS JOIN params p CROSS JOIN collection c
-    GROUP BY h.id
-    ORDER BY sum(t.idf * h.tf * (p.k1 + 1) / (h.tf + p.k1 * (1 - p.b + p.b * h.token_count / c.avgdl))) DESC, h.id
-    LIMIT :n
-    """
-)
-"""BM25 over the coach's searchable chunks, in one statement that never reads the coach's whole collection:
+BM25_SCAN_CHUNKS = 2000
+"""A coach with at most this many searchable chunks has each of them tested against the query, instead of
+reading the full-text index (shared by all coaches). Measured with ``bench/lexical.py``."""
 
-- collection statistics from what the triggers of migration 0028 keep: the chunk count and mean length from
-  ``documents.indexed_chunks``/``indexed_tokens``, each query word's document frequency from
-  ``document_terms`` (a sum over at most one row per document). The statement before read every chunk of the
-  coach for them (1.6 s at the median for a coach of 150,000 chunks);
-- the chunks scored: those holding the rarest query words, word by word while their document frequencies add
-  up to at most ``:budget`` (always the rarest word), each scored over all query words. This is the
-  "continue" strategy of Moffat & Zobel (1996, "Self-indexing inverted files for fast text retrieval", ACM
-  TOIS 14(4)): rarest terms first, and once the accumulators are spent, the commoner terms only add to the
-  documents already found. While every query word fits in the budget (any coach of up to ``:budget``
-  chunks), the ranking is exact BM25;
-- only the query's words of a chunk are unnested: ``setweight(tsv, 'A', words)`` marks them and
-  ``ts_filter(…, '{a}')`` keeps them (``to_tsvector`` gives every position weight D)."""
+_BM25 = text("SELECT chunk_id FROM bm25_ranking(:query, :model, :n, :k1, :b, :budget, :scan)")
+"""BM25 over the coach's searchable chunks: ``bm25_ranking`` of migration 0028, whose docstring gives the
+method. It never reads the coach's whole collection (the statement before it read every chunk of the coach
+for the collection statistics, and under row-level security could not use the full-text index: 10 s for a
+coach of 150,000 chunks in ``bench/lexical.py``)."""
 
 
 def _searchable_documents(coach_id: uuid.UUID, embedding_model: str) -> Select[uuid.UUID]:
@@ -259,8 +219,8 @@ async def lexical_ranking(
     a budget of ``BM25_CANDIDATES`` postings (:data:`_BM25`). ``ts_rank_cd``: PostgreSQL's cover density over
     ``websearch_to_tsquery`` (every word must match), kept for comparison."""
     if method == "bm25":
-        params = {"coach_id": coach_id, "model": embedding_model, "failed": DocumentStatus.FAILED, "query": query}
-        params |= {"n": n, "k1": BM25_K1, "b": BM25_B, "budget": BM25_CANDIDATES}
+        params = {"query": query, "model": embedding_model, "n": n, "k1": BM25_K1, "b": BM25_B}
+        params |= {"budget": float(BM25_CANDIDATES), "scan": float(BM25_SCAN_CHUNKS)}
         return list((await session.execute(_BM25, params)).scalars())
     docs = _searchable_documents(coach_id, embedding_model)
     tsquery = func.websearch_to_tsquery("english", query)

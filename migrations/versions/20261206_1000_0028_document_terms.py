@@ -17,6 +17,31 @@ alone costs a join of the update's rows). They run as
 the writer, so row-level security applies to ``document_terms`` as to every tenant table. Existing chunks are
 counted once here.
 
+``bm25_ranking(query, model, n, k1, b, budget, scan)`` ranks the current tenant's searchable chunks (documents
+embedded with ``model`` that did not fail) by BM25 (Robertson & Zaragoza 2009; Lucene's idf) and returns the
+top ``n`` chunk ids, best first:
+
+- the collection statistics come from the tables above: the chunk count and mean length (cl100k tokens) from
+  the documents' counters, each query word's document frequency from ``document_terms`` (a sum over at most
+  one row per document);
+- the chunks scored are those holding the rarest query words, word by word while their document frequencies
+  add up to at most ``budget`` (always the rarest word), each scored over all query words: the "continue"
+  strategy of Moffat & Zobel (1996, "Self-indexing inverted files for fast text retrieval", ACM TOIS 14(4)),
+  rarest terms first, the commoner ones only adding to the chunks already found. While every query word fits
+  in the budget (any coach of up to ``budget`` chunks) the ranking is exact BM25;
+- they are found through ``ix_chunks_tsv``, or, for a coach of at most ``scan`` chunks, by testing each of the
+  coach's chunks (found through ``ix_chunks_coach_id``): the full-text index holds every coach's chunks, and a
+  common word's postings of all coaches cost more to read than a small coach's chunks (the branch not taken
+  is skipped at run time: a one-time filter);
+- only the query's words of a chunk are unnested: ``setweight(tsv, 'A', words)`` marks them and
+  ``ts_filter(…, '{a}')`` keeps them (``to_tsvector`` gives every position weight D).
+
+It is a SECURITY DEFINER function owned by the migrating role, like ``inbox_search`` (0027) and for the same
+reason: ``@@`` is not LEAKPROOF, so under the app role's tenant policy PostgreSQL filters every chunk of the
+coach before it may use ``ix_chunks_tsv`` (10 s for a coach of 150,000 chunks). The owner's read-only
+``bm25_ranking`` policies on the three tables leave no policy condition first; the function filters by
+``app_current_coach_id()`` itself, and the app role may only execute it.
+
 Revision ID: 0028
 Revises: 0027
 Create Date: 2026-12-06 10:00:00
@@ -27,6 +52,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
+from app.core.runtime import APP_ROLE
 
 revision: str = "0028"
 down_revision: str | None = "0027"
@@ -70,6 +97,55 @@ def _function(name: str, body: str) -> str:
     return f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body} RETURN NULL; END $$"
 
 
+RANKED_TABLES = ("documents", "chunks", "document_terms")
+_SIGNATURE = "bm25_ranking(text, text, integer, float8, float8, float8, float8)"
+_RANKING = """
+    CREATE FUNCTION bm25_ranking(p_query text, p_model text, p_n integer, p_k1 float8, p_b float8, p_budget float8,
+                                 p_scan float8)
+    RETURNS TABLE (chunk_id uuid) LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
+    WITH docs AS (SELECT id, indexed_chunks, indexed_tokens FROM documents
+                  WHERE coach_id = app_current_coach_id() AND embedding_model = p_model AND status <> 'failed'),
+    collection AS (SELECT coalesce(sum(indexed_chunks), 0)::float8 AS n,
+                          greatest(coalesce(sum(indexed_tokens), 0)::float8 / greatest(sum(indexed_chunks), 1), 1)
+                              AS avgdl
+                   FROM docs),
+    params AS (SELECT CAST(p_k1 AS float8) AS k1, CAST(p_b AS float8) AS b),
+    words AS (SELECT DISTINCT t.word FROM unnest(to_tsvector('english', p_query)) AS t(word, positions, weights)),
+    frequencies AS (SELECT w.word, (SELECT coalesce(sum(dt.df), 0) FROM document_terms dt
+                                    WHERE dt.coach_id = app_current_coach_id() AND dt.term = w.word
+                                      AND dt.document_id IN (SELECT id FROM docs))::float8 AS df
+                    FROM words w),
+    terms AS MATERIALIZED (
+        SELECT f.word, ln(1 + (c.n - f.df + 0.5) / (f.df + 0.5)) AS idf,
+               sum(f.df) OVER (ORDER BY f.df, f.word) AS postings, row_number() OVER (ORDER BY f.df, f.word) AS rarity
+        FROM frequencies f CROSS JOIN collection c WHERE f.df > 0
+    ),
+    candidates AS (SELECT string_agg(quote_literal(word), ' | ')::tsquery AS q FROM terms
+                   WHERE postings <= p_budget OR rarity = 1),
+    matched AS MATERIALIZED (
+        SELECT ch.id, ch.token_count, ch.tsv FROM chunks ch
+        WHERE (SELECT n FROM collection) <= p_scan AND ch.coach_id = app_current_coach_id()
+          AND ch.document_id IN (SELECT id FROM docs) AND (ch.tsv @@ (SELECT q FROM candidates)) IS TRUE
+        UNION ALL
+        SELECT ch.id, ch.token_count, ch.tsv FROM chunks ch
+        WHERE (SELECT n FROM collection) > p_scan AND ch.coach_id = app_current_coach_id()
+          AND ch.document_id IN (SELECT id FROM docs) AND ch.tsv @@ (SELECT q FROM candidates)
+    ),
+    hits AS MATERIALIZED (
+        SELECT m.id, m.token_count, t.word, coalesce(array_length(t.positions, 1), 1) AS tf
+        FROM matched m
+        CROSS JOIN LATERAL unnest(ts_filter(setweight(m.tsv, 'A', (SELECT array_agg(word) FROM terms)), '{a}'))
+            AS t(word, positions, weights)
+    )
+    SELECT h.id AS chunk_id FROM hits h JOIN terms t USING (word) CROSS JOIN params p CROSS JOIN collection c
+    GROUP BY h.id
+    ORDER BY sum(t.idf * h.tf * (p.k1 + 1) / (h.tf + p.k1 * (1 - p.b + p.b * h.token_count / c.avgdl))) DESC, h.id
+    LIMIT p_n
+    $$
+"""
+"""The top ``p_n`` of the current tenant's chunks for ``p_query`` by BM25, best first (see the module)."""
+
+
 def upgrade() -> None:
     op.create_table(
         "document_terms",
@@ -110,6 +186,13 @@ def upgrade() -> None:
         "CREATE TRIGGER chunks_changed AFTER UPDATE ON chunks REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
         "FOR EACH STATEMENT EXECUTE FUNCTION chunks_changed()"
     )
+    # the ranking reads as the owner, whose read-all policies leave no policy condition ahead of `tsv @@ query`
+    # (not LEAKPROOF): under the app role's tenant policy PostgreSQL cannot use ix_chunks_tsv (as in 0027)
+    for table in RANKED_TABLES:
+        op.execute(f"CREATE POLICY bm25_ranking ON {table} FOR SELECT TO CURRENT_USER USING (true)")
+    op.execute(_RANKING)
+    op.execute(f"REVOKE ALL ON FUNCTION {_SIGNATURE} FROM PUBLIC")
+    op.execute(f"GRANT EXECUTE ON FUNCTION {_SIGNATURE} TO {APP_ROLE}")
     op.execute(
         """
         INSERT INTO document_terms (coach_id, document_id, term, df)
@@ -128,6 +211,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute(f"DROP FUNCTION {_SIGNATURE}")
+    for table in RANKED_TABLES:
+        op.execute(f"DROP POLICY bm25_ranking ON {table}")
     for name in ("chunks_added", "chunks_removed", "chunks_changed"):
         op.execute(f"DROP TRIGGER {name} ON chunks")
         op.execute(f"DROP FUNCTION {name}()")
