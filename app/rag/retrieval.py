@@ -149,7 +149,7 @@ reading the full-text index (shared by all coaches). Measured with ``bench/lexic
 _BM25 = text("SELECT chunk_id FROM bm25_ranking(:query, :model, :n, :k1, :b, :budget, :scan)")
 """BM25 over the coach's searchable chunks: ``bm25_ranking`` of migration 0028, whose docstring gives the
 method. It never reads the coach's whole collection (the statement before it read every chunk of the coach
-for the collection statistics, and under row-level security could not use the full-text index: 10 s for a
+for the collection statistics, and under row-level security could not use the full-text index: 15 s at the median for a
 coach of 150,000 chunks in ``bench/lexical.py``)."""
 
 

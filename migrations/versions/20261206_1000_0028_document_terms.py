@@ -2,8 +2,8 @@
 
 The lexical arm of retrieval (``app.rag.retrieval.lexical_ranking``) scores chunks by BM25, which needs the
 number of the coach's searchable chunks, their mean length and each query word's document frequency. Until
-now one query computed them from the chunks themselves: every query read all of the coach's chunks (1.6 s at
-the median for a coach of 150,000 chunks). Now:
+now one query computed them from the chunks themselves: every query read all of the coach's chunks (with the
+row-level security issue below, 15 s at the median for a coach of 150,000 chunks in ``bench/lexical.py``). Now:
 
 - ``document_terms``: per document, each lexeme of its chunks' ``tsv`` with the number of its chunks holding
   it (``df``); a word's frequency over the coach's searchable documents is a sum over at most one row per
