@@ -13,7 +13,7 @@ unprivileged app role, twice: within the production postings budget (``BM25_CAND
 holding the rarest query words are scored) and unbounded (every chunk holding a query word: exact BM25). Rows:
 the coach's size, p50/p95 milliseconds of each, the mean share of the unbounded top ``--n`` in the production
 one, and how many claims got the very same ranking both ways. Run from the project root (the default
-load takes about ten minutes on two cores; ``--dir`` keeps the data for another run)::
+load takes about seven minutes on two cores; ``--dir`` keeps the data for another run)::
 
     .venv/bin/python bench/lexical.py
     .venv/bin/python bench/lexical.py --sizes 20000,1000 --queries 50

@@ -149,8 +149,8 @@ reading the full-text index (shared by all coaches). Measured with ``bench/lexic
 _BM25 = text("SELECT chunk_id FROM bm25_ranking(:query, :model, :n, :k1, :b, :budget, :scan)")
 """BM25 over the coach's searchable chunks: ``bm25_ranking`` of migration 0028, whose docstring gives the
 method. It never reads the coach's whole collection (the statement before it read every chunk of the coach
-for the collection statistics, and under row-level security could not use the full-text index: 15 s at the median for a
-coach of 150,000 chunks in ``bench/lexical.py``)."""
+for the collection statistics, and under row-level security could not use the full-text index: 15 s at the
+median for a coach of 150,000 chunks in ``bench/lexical.py``)."""
 
 
 def _searchable_documents(coach_id: uuid.UUID, embedding_model: str) -> Select[uuid.UUID]:
@@ -216,8 +216,9 @@ async def lexical_ranking(
 
     ``bm25`` (default): any query word matches; BM25 with the coach's own term statistics (document frequency
     over the coach's chunks, length = cl100k tokens), scoring the chunks that hold the rarest query words within
-    a budget of ``BM25_CANDIDATES`` postings (:data:`_BM25`). ``ts_rank_cd``: PostgreSQL's cover density over
-    ``websearch_to_tsquery`` (every word must match), kept for comparison."""
+    a budget of ``BM25_CANDIDATES`` postings (:data:`_BM25`); it ranks the session's tenant, which must be
+    ``coach_id``. ``ts_rank_cd``: PostgreSQL's cover density over ``websearch_to_tsquery`` (every word must
+    match), kept for comparison."""
     if method == "bm25":
         params = {"query": query, "model": embedding_model, "n": n, "k1": BM25_K1, "b": BM25_B}
         params |= {"budget": float(BM25_CANDIDATES), "scan": float(BM25_SCAN_CHUNKS)}

@@ -13,9 +13,8 @@ row-level security issue below, 15 s at the median for a coach of 150,000 chunks
 
 Statement-level triggers on ``chunks`` (with transition tables) keep both exact for every write: inserts,
 deletes (a re-run, a cascade from a deleted document or coach) and updates of the searched text (a new vector
-alone costs a join of the update's rows). They run as
-the writer, so row-level security applies to ``document_terms`` as to every tenant table. Existing chunks are
-counted once here.
+alone costs a join of the update's rows). They run as the writer, so row-level security applies to
+``document_terms`` as to every tenant table. Existing chunks are counted once here.
 
 ``bm25_ranking(query, model, n, k1, b, budget, scan)`` ranks the current tenant's searchable chunks (documents
 embedded with ``model`` that did not fail) by BM25 (Robertson & Zaragoza 2009; Lucene's idf) and returns the
@@ -38,7 +37,8 @@ top ``n`` chunk ids, best first:
 
 It is a SECURITY DEFINER function owned by the migrating role, like ``inbox_search`` (0027) and for the same
 reason: ``@@`` is not LEAKPROOF, so under the app role's tenant policy PostgreSQL filters every chunk of the
-coach before it may use ``ix_chunks_tsv`` (10 s for a coach of 150,000 chunks). The owner's read-only
+coach before it may use ``ix_chunks_tsv`` (this statement took 10 s for a coach of 150,000 chunks as the app
+role). The owner's read-only
 ``bm25_ranking`` policies on the three tables leave no policy condition first; the function filters by
 ``app_current_coach_id()`` itself, and the app role may only execute it.
 
