@@ -368,6 +368,14 @@ class OutageTolerantWorker(Worker):
 
     _outage_since: float | None = None
     _renewed_at: float = 0.0
+    _stopping = False
+
+    def handle_sig(self, signum: signal.Signals) -> None:
+        """arq's stop (cancel the jobs and the main task), remembered: a cancellation swallowed inside a poll
+        iteration left the worker polling after SIGTERM (seen in CI: both workers logged "shutdown on SIGTERM"
+        and ran their crons for 120 s more), so the next iteration ends the loop instead."""
+        self._stopping = True
+        super().handle_sig(signum)
 
     def __init__(self, *args: Any, lease_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -384,6 +392,8 @@ class OutageTolerantWorker(Worker):
         self._renewed_at = time.monotonic()
 
     async def _poll_iteration(self) -> None:
+        if self._stopping:
+            raise asyncio.CancelledError("the worker was stopped")
         try:
             await self._renew_leases()
             await super()._poll_iteration()
