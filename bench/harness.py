@@ -10,7 +10,7 @@ import math
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -106,3 +106,15 @@ def print_table(table: Table) -> None:
     natural = stdout.measure(table, options=stdout.options.update_width(sys.maxsize)).maximum
     stdout.width = max(stdout.width, natural)
     stdout.print(table)
+
+
+def run_in_data_dir(
+    run: Callable[[Any, Path], Coroutine[Any, Any, None]], args: Any, directory: Path | None, prefix: str
+) -> None:
+    """``asyncio.run(run(args, directory))``, or in a temporary directory (named ``prefix…``, deleted after)
+    when ``directory`` is ``None``."""
+    if directory is not None:
+        asyncio.run(run(args, directory))
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as data_dir:
+        asyncio.run(run(args, Path(data_dir)))

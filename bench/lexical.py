@@ -28,7 +28,6 @@ import random
 import re
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet
-from harness import console, percentile, print_table
+from harness import console, percentile, print_table, run_in_data_dir
 from rich.table import Table
 from sqlalchemy import insert, text
 
@@ -247,11 +246,7 @@ def _report(args: argparse.Namespace, results: list[tuple[int, dict[str, Any]]],
 
 def main() -> None:
     args = parse_args()
-    if args.dir is not None:
-        asyncio.run(run(args, args.dir))
-        return
-    with tempfile.TemporaryDirectory(prefix="opencoach-lexical-") as data_dir:
-        asyncio.run(run(args, Path(data_dir)))
+    run_in_data_dir(run, args, args.dir, "opencoach-lexical-")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 from cryptography.fernet import Fernet
-from harness import console, percentile, print_table
+from harness import console, percentile, print_table, run_in_data_dir
 from pgvector.asyncpg import register_vector
 from rich.table import Table
 from sqlalchemy import insert, text
@@ -407,11 +406,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> None:
 
 def main() -> None:
     args = parse_args()
-    if args.dir is not None:
-        asyncio.run(run(args, args.dir))
-        return
-    with tempfile.TemporaryDirectory(prefix="opencoach-scale-") as data_dir:
-        asyncio.run(run(args, Path(data_dir)))
+    run_in_data_dir(run, args, args.dir, "opencoach-scale-")
 
 
 if __name__ == "__main__":
