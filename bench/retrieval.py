@@ -40,7 +40,7 @@ from app.evals.retrieval import (
     split_queries,
     support_anchors,
 )
-from app.llm.local import SentenceTransformerEmbedder
+from app.llm.local import MiniLMEmbedder
 from app.rag.models import Chunk, Document, DocumentStatus
 from app.rag.retrieval import CANDIDATES_PER_K, FUSION, Fusion, fuse
 
@@ -190,7 +190,7 @@ def text_only_dense(data: dict[str, Any], cache: Path | None) -> dict[str, list[
     else:
         with console.status("Embedding chunk texts without headers…"):
             texts = [data["chunks"][c][1] for c in data["chunk_ids"]]
-            vectors = np.array(SentenceTransformerEmbedder().encode(texts), dtype=np.float32)
+            vectors = np.array(MiniLMEmbedder().encode(texts), dtype=np.float32)
         if path is not None:
             np.save(path, vectors)
     return _top(data, data["query_vectors"] @ vectors.T)

@@ -143,10 +143,8 @@ class Settings(BaseSettings):
     embed_threads: int | None = Field(
         default=None,
         ge=1,
-        description="Intra-op CPU threads (torch.set_num_threads) of the local embedder for a batch (a single "
-        "text, a turn's query, always uses one); unset: torch's default (one per core). Measured with "
-        "bench/ingest.py on 2 idle cores, Self-Help was fully searchable in 55.6 s with 2 threads against 72.5 s "
-        "with 1 (the isolated reader runs beside it); set 1 where several embedding processes share each core.",
+        description="Intra-op CPU threads of the local embedder (ONNX Runtime; they sleep between parallel "
+        "regions, never spin); unset: one per core. Set 1 where several embedding processes share each core.",
     )
 
     smtp_host: str | None = Field(default=None, description="SMTP server for coach alert e-mails; unset: no e-mail.")

@@ -59,7 +59,7 @@ import numpy.typing as npt
 from app.handoff.normalise import normalise
 from app.handoff.risk import RiskDetector
 from app.llm.base import EMBEDDING_DIMENSIONS
-from app.llm.local import SentenceTransformerEmbedder
+from app.llm.local import MiniLMEmbedder
 
 MODEL_PATH = Path(__file__).with_name("crisis_model.npz")
 PRONOUN_FEATURES = 6
@@ -181,7 +181,7 @@ def default_model() -> CrisisModel | None:
         return None
 
 
-def minilm(embedder: Callable[[], SentenceTransformerEmbedder]) -> Embed:
+def minilm(embedder: Callable[[], MiniLMEmbedder]) -> Embed:
     """An :data:`Embed` on the all-MiniLM-L6-v2 instance ``embedder()`` returns (asked on each call, so it
     may load lazily): the serving process passes its provider registry's ``local_embedder``, so the model is
     loaded once per process."""
@@ -194,8 +194,8 @@ def minilm(embedder: Callable[[], SentenceTransformerEmbedder]) -> Embed:
 
 
 @cache
-def _standalone_embedder() -> SentenceTransformerEmbedder:
-    return SentenceTransformerEmbedder(batch_size=16)
+def _standalone_embedder() -> MiniLMEmbedder:
+    return MiniLMEmbedder(batch_size=16)
 
 
 minilm_embed: Embed = minilm(_standalone_embedder)

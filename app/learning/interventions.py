@@ -408,8 +408,13 @@ class InterventionService:
 
     async def refresh_style(self, session: AsyncSession, coach_id: uuid.UUID) -> None:
         """Recompute ``Coach.style_profile`` from all of the coach's analysed interventions. The coach row is
-        locked first, so two jobs finishing together each see the other's committed analysis."""
-        await session.execute(select(Coach.id).where(Coach.id == coach_id).with_for_update())
+        locked first, so two jobs finishing together each see the other's committed analysis. The lock is
+        ``FOR NO KEY UPDATE``, which waits for another refresh but not for the ``FOR KEY SHARE`` that every
+        vector writer holds (:func:`~app.llm.registry.lock_embedding_model`): with ``FOR UPDATE``, two analyses
+        of one coach finishing together each waited for the other's key share, a deadlock (one job failed)."""
+        await session.execute(
+            select(Coach.id).where(Coach.id == coach_id).with_for_update(key_share=True)  # FOR NO KEY UPDATE
+        )
         rows = (
             await session.execute(
                 select(

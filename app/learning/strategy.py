@@ -182,13 +182,11 @@ def supporter_turns(dialogue: dict[str, Any]) -> Iterator[SupporterTurn]:
 
 
 def _matrix(turns: Sequence[SupporterTurn], batch_size: int = 64) -> Vector:
-    """Feature rows for ``turns`` with the local MiniLM (sentence-transformers, unit-normalised)."""
-    from app.llm.local import SentenceTransformerEmbedder
+    """Feature rows for ``turns`` with the local MiniLM (unit-normalised), encoded synchronously."""
+    from app.llm.local import MiniLMEmbedder
 
-    embedder = SentenceTransformerEmbedder(batch_size=batch_size)
-    st = embedder._st  # noqa: SLF001 - batch encoding of thousands of texts, synchronously
-    texts = st.encode([t.text for t in turns], batch_size=batch_size, normalize_embeddings=True)
-    return np.vstack([features(a.tolist(), t.text) for t, a in zip(turns, texts, strict=True)])
+    vectors = MiniLMEmbedder(batch_size=batch_size).encode([t.text for t in turns])
+    return np.vstack([features(v, t.text) for t, v in zip(turns, vectors, strict=True)])
 
 
 def train(esconv_dir: Path, out: Path, *, c: float = 0.5) -> dict[str, Any]:

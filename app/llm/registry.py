@@ -18,7 +18,7 @@ from app.core.egress import EgressGuard
 from app.core.security import SecretBox
 from app.llm.base import EMBEDDING_DIMENSIONS, ChatProvider, Embedder
 from app.llm.batching import EmbeddingBatcher
-from app.llm.local import LOCAL_EMBEDDING_MODEL, LlamaCppChatProvider, SentenceTransformerEmbedder
+from app.llm.local import LOCAL_EMBEDDING_MODEL, LlamaCppChatProvider, MiniLMEmbedder
 from app.llm.openai_compat import OpenAIChatProvider, OpenAIEmbedder
 from app.llm.rerank import HttpReranker
 
@@ -100,7 +100,7 @@ class ProviderRegistry:
         self._embedder_lock = threading.Lock()
         self._remote_lock = threading.Lock()
         self._local_chat: LlamaCppChatProvider | None = None
-        self._local_embedder: SentenceTransformerEmbedder | None = None
+        self._local_embedder: MiniLMEmbedder | None = None
         self._query_batcher: EmbeddingBatcher | None = None
         self._reranker: HttpReranker | None = None
         self._remote: dict[tuple[str, str, str | None, str | None], OpenAIChatProvider | OpenAIEmbedder] = {}
@@ -114,11 +114,11 @@ class ProviderRegistry:
                 )
             return self._local_chat
 
-    def local_embedder(self) -> SentenceTransformerEmbedder:
+    def local_embedder(self) -> MiniLMEmbedder:
         """The process-wide all-MiniLM-L6-v2 instance (loaded on first use)."""
         with self._embedder_lock:
             if self._local_embedder is None:
-                self._local_embedder = SentenceTransformerEmbedder(threads=self._settings.embed_threads)
+                self._local_embedder = MiniLMEmbedder(threads=self._settings.embed_threads)
             return self._local_embedder
 
     def local_query_embedder(self) -> EmbeddingBatcher:

@@ -1,4 +1,4 @@
-"""Query embeddings are micro-batched: concurrent ``embed`` calls within the window become one model call
+"""Query embeddings are micro-batched: ``embed`` calls made while the model is busy become one model call
 (:class:`app.llm.batching.EmbeddingBatcher`), and the chat turn embeds its query through the batcher. The
 provider registry's model lookups never block the event loop while a model loads."""
 
@@ -40,9 +40,22 @@ class FakeEmbedder:
         return [[float(len(text)), float(i)] for i, text in enumerate(texts)]
 
 
-async def test_concurrent_calls_become_one_model_call_and_each_caller_gets_its_own_vectors() -> None:
+class SlowEmbedder(FakeEmbedder):
+    """A :class:`FakeEmbedder` whose calls wait for ``release`` (a model call that takes a while)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.batches.append(list(texts))
+        await self.release.wait()
+        return [[float(len(text)), float(i)] for i, text in enumerate(texts)]
+
+
+async def test_calls_made_together_become_one_model_call_and_each_caller_gets_its_own_vectors() -> None:
     inner = FakeEmbedder()
-    batcher = EmbeddingBatcher(inner, window_seconds=0.01)
+    batcher = EmbeddingBatcher(inner)
     texts = [["a"], ["bb", "ccc"], ["dddd"]]
     results = await asyncio.gather(*(batcher.embed(t) for t in texts))
     assert inner.batches == [["a", "bb", "ccc", "dddd"]]
@@ -50,26 +63,44 @@ async def test_concurrent_calls_become_one_model_call_and_each_caller_gets_its_o
     assert results == [[[1.0, 0.0]], [[2.0, 1.0], [3.0, 2.0]], [[4.0, 3.0]]]
 
 
-async def test_calls_further_apart_than_the_window_are_separate_batches() -> None:
-    inner = FakeEmbedder()
-    batcher = EmbeddingBatcher(inner, window_seconds=0.001)
-    assert await batcher.embed(["one"]) == [[3.0, 0.0]]
+async def test_a_call_to_an_idle_model_goes_out_at_once() -> None:
+    """No window to wait for: the call reaches the model on the event loop's next turn."""
+    inner = SlowEmbedder()
+    batcher = EmbeddingBatcher(inner)
+    call = asyncio.create_task(batcher.embed(["one"]))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert inner.batches == [["one"]]
+    inner.release.set()
+    assert await call == [[3.0, 0.0]]
     assert await batcher.embed(["three"]) == [[5.0, 0.0]]
     assert inner.batches == [["one"], ["three"]]
 
 
-async def test_a_full_batch_is_sent_without_waiting_for_the_window() -> None:
-    inner = FakeEmbedder()
-    batcher = EmbeddingBatcher(inner, window_seconds=60, max_texts=3)
-    results = await asyncio.wait_for(asyncio.gather(*(batcher.embed([str(n)]) for n in range(3))), 5)
-    assert inner.batches == [["0", "1", "2"]]
-    assert [vectors[0][1] for vectors in results] == [0.0, 1.0, 2.0]
+async def test_calls_made_while_the_model_is_busy_go_out_together_when_it_returns() -> None:
+    inner = SlowEmbedder()
+    batcher = EmbeddingBatcher(inner, max_texts=3)
+    first = asyncio.create_task(batcher.embed(["first"]))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(batcher.embed([str(n)])) for n in range(4)]
+    await asyncio.sleep(0.01)
+    assert inner.batches == [["first"]]  # one model call at a time
+    inner.release.set()
+    results = await asyncio.wait_for(asyncio.gather(first, *waiting), 5)
+    # the waiting calls in two batches of at most max_texts, in the order they came
+    assert inner.batches == [["first"], ["0", "1", "2"], ["3"]]
+    assert [vectors[0] for vectors in results] == [[5.0, 0.0], [1.0, 0.0], [1.0, 1.0], [1.0, 2.0], [1.0, 0.0]]
+    assert batcher.calls == 3
 
 
-async def test_an_error_reaches_every_caller_of_the_batch() -> None:
-    batcher = EmbeddingBatcher(FakeEmbedder(fail=True), window_seconds=0.01)
+async def test_an_error_reaches_every_caller_of_the_batch_and_the_next_call_goes_out() -> None:
+    inner = FakeEmbedder(fail=True)
+    batcher = EmbeddingBatcher(inner)
     results = await asyncio.gather(batcher.embed(["x"]), batcher.embed(["y"]), return_exceptions=True)
     assert all(isinstance(r, ProviderError) for r in results)
+    inner.fail = False
+    assert await asyncio.wait_for(batcher.embed(["zz"]), 5) == [[2.0, 0.0]]
 
 
 async def test_no_texts_make_no_call() -> None:

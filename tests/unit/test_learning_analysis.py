@@ -13,13 +13,13 @@ from app.learning.analysis import analyse_message, formality, key_phrases, mood
 from app.learning.interventions import FewShotExample, judge_success
 from app.learning.strategy import FEATURE_DIMENSIONS, STRATEGIES, default_model, features
 from app.learning.style import StyleSample, build_style_profile, predict_strategy, style_lines
-from app.llm.local import SentenceTransformerEmbedder
+from app.llm.local import MiniLMEmbedder
 from app.memory.retrieval import MemoryContext
 
 
 @pytest.fixture(scope="module")
-def embedder() -> SentenceTransformerEmbedder:
-    return SentenceTransformerEmbedder()
+def embedder() -> MiniLMEmbedder:
+    return MiniLMEmbedder()
 
 
 def test_the_shipped_classifier_has_the_esconv_labels_and_its_validation_scores() -> None:
@@ -40,9 +40,7 @@ def test_the_shipped_classifier_has_the_esconv_labels_and_its_validation_scores(
         ("You are doing the right thing, and I am sure you will get through this. You are strong!", None),
     ],
 )
-async def test_strategy_of_clear_examples(
-    embedder: SentenceTransformerEmbedder, text: str, expected: str | None
-) -> None:
+async def test_strategy_of_clear_examples(embedder: MiniLMEmbedder, text: str, expected: str | None) -> None:
     [vector] = await embedder.embed([text])
     analysis = analyse_message(text, "I feel so stuck since the breakup.", vector)
     assert analysis.strategy in STRATEGIES
@@ -55,7 +53,7 @@ async def test_strategy_of_clear_examples(
         assert wanted in top, analysis.strategy_scores
 
 
-async def test_tone_and_the_clients_mood(embedder: SentenceTransformerEmbedder) -> None:
+async def test_tone_and_the_clients_mood(embedder: MiniLMEmbedder) -> None:
     text = "That is wonderful news, I'm so happy for you!"
     [vector] = await embedder.embed([text])
     analysis = analyse_message(text, "I feel awful and hopeless today.", vector)

@@ -8,6 +8,7 @@ in the OpenAI wire format (only a paid API is faked)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -22,6 +23,7 @@ from app.db.engine import tenant_session
 from app.learning.interventions import what_works_line
 from app.learning.models import Intervention, InterventionPattern
 from app.learning.strategy import STRATEGIES
+from app.llm.registry import lock_embedding_model
 from app.memory.models import ClientProfile
 from tests.integration.handoff.test_handoff_flow import (  # noqa: F401 - fixtures used by name
     REPLY,
@@ -218,3 +220,24 @@ async def test_a_thumbs_down_on_the_coachs_message_rescores_it(
         coach = await session.get_one(Coach, uuid.UUID(setup.coach.coach_id))
     assert after is not None and (after.uses, after.successes) == (uses, successes - 1)
     assert coach.style_profile["success"][key[0]]["uses"] >= 1
+
+
+async def test_two_analyses_of_one_coach_finishing_together_do_not_deadlock(
+    container: Container,
+    make_coach: Callable[..., Awaitable[Coach]],
+) -> None:
+    """Every job that stores vectors first takes the coach's row ``FOR KEY SHARE``
+    (:func:`~app.llm.registry.lock_embedding_model`); an analysis then refreshes the style profile under the
+    coach's row lock. Two such transactions at once: a refresh must not wait for the other's key share (with
+    ``FOR UPDATE`` each waited for the other, and PostgreSQL's deadlock detector failed one of them)."""
+    coach = await make_coach()
+    coach_id = uuid.UUID(coach.coach_id)
+    both_hold_the_key_share = asyncio.Barrier(2)
+
+    async def analysis() -> None:
+        async with tenant_session(container.sessionmaker, coach_id) as session:
+            assert await lock_embedding_model(session, coach_id) == "all-MiniLM-L6-v2"
+            await both_hold_the_key_share.wait()
+            await container.interventions.refresh_style(session, coach_id)
+
+    await asyncio.wait_for(asyncio.gather(analysis(), analysis()), 30)
