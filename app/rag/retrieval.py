@@ -42,13 +42,18 @@ queries): recall@10 0.89 / 0.94 / 0.95 at 100 / 200 / 400, p50 +37 % from 100 to
 hard for any graph index (isotropic noise: the 10th and 11th neighbours differ by 0.0006 in cosine)."""
 
 _SEARCH_SETTINGS = text(
-    "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+    "SELECT before.plan_cache_mode, before.enable_sort,"
+    " set_config('hnsw.iterative_scan', 'relaxed_order', true),"
     " set_config('hnsw.ef_search', :ef_search, true),"
     " set_config('plan_cache_mode', 'force_custom_plan', true),"
     " set_config('enable_sort', 'off', true)"
+    " FROM (SELECT current_setting('plan_cache_mode') AS plan_cache_mode,"
+    " current_setting('enable_sort') AS enable_sort OFFSET 0) AS before"
 )
-_PLANNER_DEFAULTS = text(
-    "SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name IN ('plan_cache_mode', 'enable_sort')"
+"""Set the dense search's settings for the transaction, returning the two planner settings' values before
+(the ``OFFSET 0`` subquery is evaluated before the outer select list sets them)."""
+_PLANNER_SETTINGS = text(
+    "SELECT set_config('plan_cache_mode', :plan_cache_mode, true), set_config('enable_sort', :enable_sort, true)"
 )
 
 
@@ -185,10 +190,10 @@ async def nearest_chunks(
     ``ef_search = HNSW_EF_SEARCH`` the planner priced the index above an exact search for coaches of 2k–12k
     chunks (3 of 200 such queries used their index, at a p95 of 143 ms), so ``enable_sort = off`` for this
     query too: a coach with an index is read through it (no top-N sort), one without still gets the sort, its
-    only plan. Both settings return to the session's values afterwards. Must run inside a tenant transaction
-    (the settings are ``SET LOCAL``).
+    only plan. Both planner settings then get back the values they had before the call. Must run inside a
+    tenant transaction (the settings are ``SET LOCAL``).
     """
-    await session.execute(_SEARCH_SETTINGS, {"ef_search": str(HNSW_EF_SEARCH)})
+    before = (await session.execute(_SEARCH_SETTINGS, {"ef_search": str(HNSW_EF_SEARCH)})).one()
     docs = _searchable_documents(coach_id, embedding_model)
     distance = _halfvec_distance(query_embedding)
     nearest = (
@@ -200,7 +205,7 @@ async def nearest_chunks(
         .prefix_with("MATERIALIZED")
     )
     ids = list((await session.execute(select(nearest.c.id).order_by(nearest.c.distance))).scalars())
-    await session.execute(_PLANNER_DEFAULTS)
+    await session.execute(_PLANNER_SETTINGS, {"plan_cache_mode": before[0], "enable_sort": before[1]})
     return ids
 
 

@@ -156,14 +156,21 @@ async def test_retrieval_returns_only_the_tenants_rows_with_and_without_its_inde
     assert all(scans), scans
 
 
-async def test_planner_settings_return_to_the_sessions_after_the_vector_query(
-    owner: AsyncEngine, container: Container
+@pytest.mark.parametrize(
+    "before", [{}, {"enable_sort": "off", "plan_cache_mode": "force_generic_plan"}], ids=["defaults", "set before"]
+)
+async def test_planner_settings_return_to_their_values_before_the_vector_query(
+    owner: AsyncEngine, container: Container, before: dict[str, str]
 ) -> None:
+    """The rest of the turn plans as before: both planner settings get back the values they had before
+    ``nearest_chunks`` (the defaults, or what the transaction had set itself)."""
     coach_id = await _coach_with_chunks(owner, 5, np.ones(384), seed=7)
     async with tenant_session(container.sessionmaker, coach_id) as session:
+        for name, value in before.items():
+            await session.execute(text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
         await nearest_chunks(session, coach_id, query_embedding=[1.0] * 384, embedding_model=MODEL, limit=3)
         after = {
             name: await session.scalar(text(f"SELECT current_setting('{name}')"))
             for name in ("enable_sort", "plan_cache_mode")
         }
-    assert after == {"enable_sort": "on", "plan_cache_mode": "auto"}, "the rest of the turn plans as usual"
+    assert after == ({"enable_sort": "on", "plan_cache_mode": "auto"} | before)
