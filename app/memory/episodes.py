@@ -155,12 +155,17 @@ _BM25 = text(
         WHERE t.lexeme IN (SELECT lex FROM q)
     ),
     df AS (SELECT lexeme, count(*)::float8 AS df FROM hits GROUP BY lexeme),
-    params AS (SELECT CAST(:k1 AS float8) AS k1, CAST(:b AS float8) AS b)
-    SELECT h.message_id,
-           sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
-               * h.tf * (p.k1 + 1) / (h.tf + p.k1 * (1 - p.b + p.b * h.dl / s.avgdl))) AS score
-    FROM hits h JOIN df USING (lexeme) CROSS JOIN stats s CROSS JOIN params p
-    GROUP BY h.message_id ORDER BY score DESC, h.message_id LIMIT :limit
+    params AS (SELECT CAST(:k1 AS float8) AS k1, CAST(:b AS float8) AS b),
+    ranked AS (
+        SELECT h.message_id,
+               sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
+                   * h.tf * (p.k1 + 1) / (h.tf + p.k1 * (1 - p.b + p.b * h.dl / s.avgdl))) AS score
+        FROM hits h JOIN df USING (lexeme) CROSS JOIN stats s CROSS JOIN params p
+        GROUP BY h.message_id ORDER BY score DESC, h.message_id LIMIT :limit
+    )
+    SELECT r.message_id, m.sender_type, m.text, m.created_at, r.score
+    FROM ranked r JOIN messages m ON m.id = r.message_id
+    ORDER BY r.score DESC, r.message_id
     """
 ).bindparams(bindparam("exclude", type_=ARRAY(UUID(as_uuid=True))))
 
@@ -177,34 +182,20 @@ async def lexical_episodes(
 ) -> list[EpisodeHit]:
     """The ``limit`` best episodes of the client for ``query`` by BM25 (module docstring), best first; none
     when the query has no indexable word. Tenant transaction."""
-    scored = (
-        await session.execute(
-            _BM25,
-            {
-                "query": query,
-                "coach_id": coach_id,
-                "client_id": client_id,
-                "model": embedding_model,
-                "exclude": list(exclude_message_ids),
-                "k1": BM25_K1,
-                "b": BM25_B,
-                "limit": limit,
-            },
-        )
-    ).all()
-    if not scored:
-        return []
     rows = await session.execute(
-        select(Message.id, Message.sender_type, Message.text, Message.created_at).where(
-            Message.id.in_([r[0] for r in scored])
-        )
+        _BM25,
+        {
+            "query": query,
+            "coach_id": coach_id,
+            "client_id": client_id,
+            "model": embedding_model,
+            "exclude": list(exclude_message_ids),
+            "k1": BM25_K1,
+            "b": BM25_B,
+            "limit": limit,
+        },
     )
-    by_id = {r[0]: r for r in rows.all()}
-    return [
-        EpisodeHit(mid, by_id[mid][1], by_id[mid][2], by_id[mid][3], float(score))
-        for mid, score in scored
-        if mid in by_id
-    ]
+    return [EpisodeHit(mid, sender, text_, at, float(score)) for mid, sender, text_, at, score in rows.all()]
 
 
 async def _insert_batch(

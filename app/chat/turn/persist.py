@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
@@ -116,14 +116,14 @@ class Persister:
         t0 = time.perf_counter()
         async with unit_of_work(self._sessionmaker, coach.id) as uow:
             session = uow.session
-            message = await _claim_answer(session, turn.message.id)
-            if message is None:
+            claimed = await _claim_answer(session, turn.message.id)
+            if claimed is None:
                 return Outcome()
             if reply.drafting:
                 draft = Draft(
                     coach_id=coach.id,
                     conversation_id=conversation.id,
-                    client_message_id=message.id,
+                    client_message_id=claimed,
                     status=DraftStatus.PENDING,
                     text=reply.text,
                     citations=reply.citations,
@@ -213,14 +213,18 @@ class Persister:
         return message
 
 
-async def _claim_answer(session: AsyncSession, message_id: uuid.UUID) -> Message | None:
-    """The client's message, locked for this transaction and marked answered now, or ``None`` when it was
-    answered already."""
-    message = await session.scalar(select(Message).where(Message.id == message_id).with_for_update())
-    if message is None or message.answered_at is not None:
-        return None
-    message.answered_at = _now()
-    return message
+async def _claim_answer(session: AsyncSession, message_id: uuid.UUID) -> uuid.UUID | None:
+    """Mark the client's message answered now, in one statement that also locks it for this transaction:
+    its id, or ``None`` when it was answered already (or is gone). A concurrent claim waits for this
+    transaction and then finds the message answered (PostgreSQL re-checks the ``WHERE`` on the updated row)."""
+    claimed: uuid.UUID | None = await session.scalar(
+        update(Message)
+        .where(Message.id == message_id, Message.answered_at.is_(None))
+        .values(answered_at=_now())
+        .returning(Message.id)
+        .execution_options(synchronize_session=False)
+    )
+    return claimed
 
 
 def result(turn: Turn, outcome: Outcome, started: float, *, persist_ms: float | None = None) -> TurnResult:
