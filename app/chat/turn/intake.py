@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
+from collections import OrderedDict
 from datetime import UTC, datetime
 
 from sqlalchemy import or_, select
@@ -34,6 +35,9 @@ from app.memory.insights import extraction_due
 from app.memory.messages import store_message
 
 MAX_MESSAGE_CHARS = 4000
+PREFETCHED_MAX = 256
+"""Message embeddings started at intake and not yet taken by their turn, kept at most (the oldest are dropped:
+a message whose turn never comes, because the AI is paused or the answer moved to the worker)."""
 SIGNAL_WINDOW_MESSAGES = 20
 """Earlier messages read for the signals (repeated questions, sentiment trend, thumbs-down streak)."""
 
@@ -67,6 +71,7 @@ class Intake:
         self._registry = registry
         # the learned crisis component embeds with the process's one MiniLM instance
         self._risk = CrisisDetector(embed=minilm(registry.local_embedder))
+        self._prefetched: OrderedDict[tuple[object, ...], asyncio.Future[list[float] | None]] = OrderedDict()
 
     async def store(
         self,
@@ -89,6 +94,7 @@ class Intake:
             if stored is not None:
                 return _received(stored, created=False)
         conversation, previous, coach = await _conversation_for(uow, client_id, conversation_id, channel)
+        self._prefetch(coach, text)  # the turn's embedding runs while the message is stored
         try:
             async with session.begin_nested():
                 message, _ = await store_message(
@@ -116,7 +122,8 @@ class Intake:
         """The turn that answers client message ``message_id`` (locked for ``session``'s transaction), or
         ``None`` when it was answered already. History is what the client saw before it: earlier messages and
         the replies to earlier messages, not the client's later ones. Times ``intake.embed`` (waiting for the
-        message's one embedding, computed while the other reads run) and ``intake.risk`` (the crisis screen) in
+        message's one embedding, started when it was stored, or else now, and computed while the other reads
+        run) and ``intake.risk`` (the crisis screen) in
         ``stages``. Raises ``NotFound``."""
         session = uow.session
         row = (
@@ -139,8 +146,11 @@ class Intake:
         if message.answered_at is not None:
             return None
         coach = await uow.coach()
-        # the message's embedding (a worker thread) runs while the rest of the turn's state is read
-        embedding = asyncio.ensure_future(self._shared_embedding(coach, message.text))
+        # the message's embedding (a worker thread), started when it was stored, or now: it runs while the rest
+        # of the turn's state is read
+        embedding = self._prefetched.pop(_prefetch_key(coach, message.text), None)
+        if embedding is None:
+            embedding = asyncio.ensure_future(self._shared_embedding(coach, message.text))
         try:
             earlier = await _earlier(session, coach, message)
             active = await self._handoffs.active_for(session, conversation.id)
@@ -191,6 +201,19 @@ class Intake:
             insights_due=extraction_due([*earlier, message], watermark, reaches_watermark=reaches_watermark),
         )
 
+    def _prefetch(self, coach: Coach, text: str) -> None:
+        """Start the embedding of a client message that is being stored, for :meth:`load` to take: the turn
+        that answers it then does not wait for it. Keyed by the coach, its embedding settings and the text, so a
+        coach who switched embedders meanwhile gets a new embedding; at most :data:`PREFETCHED_MAX` are kept."""
+        key = _prefetch_key(coach, text)
+        if key in self._prefetched:
+            return
+        task = asyncio.ensure_future(self._shared_embedding(coach, text))
+        task.add_done_callback(_consume)
+        self._prefetched[key] = task
+        while len(self._prefetched) > PREFETCHED_MAX:
+            self._prefetched.popitem(last=False)
+
     async def _shared_embedding(self, coach: Coach, text: str) -> list[float] | None:
         """The message's one embedding for both the crisis screen and retrieval, or ``None`` when one vector
         cannot serve both: the coach retrieves with another embedder than the screen's all-MiniLM-L6-v2, or the
@@ -205,6 +228,17 @@ class Intake:
             return None
         [vector] = await (await self._registry.query_embedder(coach)).embed(parts)
         return vector
+
+
+def _prefetch_key(coach: Coach, text: str) -> tuple[object, ...]:
+    return (coach.id, coach.embedding_provider, coach.embedding_model, text)
+
+
+def _consume(task: asyncio.Future[list[float] | None]) -> None:
+    """Read a prefetched embedding's error, so one that no turn takes is not reported as never retrieved (the
+    turn that takes it gets the error again when it awaits it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _received(message: Message, *, created: bool) -> Received:

@@ -7,12 +7,17 @@ crisis screen (``encode`` in a worker thread) and retrieval (``embed``) go throu
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import httpx
 import pytest
 import respx
 
+from app.chat.turn import TurnResult
+from app.container import Container
 from app.llm.registry import ProviderRegistry
 from tests.integration.handoff.test_handoff_flow import Setup, chat, new_setup
 from tests.openai_wire import mock_chat_endpoint
@@ -75,3 +80,34 @@ async def test_the_shared_vector_is_the_messages_own_embedding(registry: Provide
         [text, "cafe meetings with my boss make me anxious before monday."]
     )
     assert sum(a * b for a, b in zip(raw, shared, strict=True)) > 0.999
+
+
+async def test_the_embedding_starts_while_the_message_is_stored_and_its_turn_takes_it(
+    container: Container,
+    registry: ProviderRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    new_setup: Callable[..., Awaitable[Setup]],
+    model: respx.MockRouter,
+    encoded: list[list[str]],
+) -> None:
+    """The message is embedded from the moment it is stored (``receive``), before its turn is asked for
+    (``answer``), which then takes that vector instead of embedding the message again."""
+    embedder = registry.local_embedder()
+    counting, started = embedder.encode, threading.Event()
+
+    def signalling(texts: Sequence[str]) -> list[list[float]]:
+        started.set()
+        return counting(texts)
+
+    monkeypatch.setattr(embedder, "encode", signalling)
+    setup = await new_setup("Embed Once Coach")
+    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    received = await container.chat.receive(
+        coach_id, client_id, "What should I do first on a busy Monday?", conversation_id=None, channel="widget"
+    )
+    assert await asyncio.to_thread(started.wait, 10), "not embedded before its turn was asked for"
+    assert encoded == [["what should i do first on a busy monday?"]]
+
+    results = [item async for item in container.chat.answer(coach_id, client_id, received.message_id)]
+    assert isinstance(results[-1], TurnResult) and results[-1].message_id is not None
+    assert len(encoded) == 1
