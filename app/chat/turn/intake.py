@@ -82,11 +82,13 @@ class Intake:
         conversation_id: uuid.UUID | None,
         channel: str,
         client_message_id: str | None,
+        prefetch: bool = True,
     ) -> Received:
         """Store the client's message (validated by the caller) in ``session``'s transaction, or return the
         one stored before with the same ``client_message_id``. A new message is shown on the coach's dashboard
         after commit, and when it answers the coach's message the outcome scoring of the coach's interventions
-        is queued. Raises ``NotFound`` (not this client's conversation) and ``Conflict`` (the id is taken by
+        is queued. With ``prefetch``, the message's embedding starts now, for the turn that answers it
+        (:meth:`load`). Raises ``NotFound`` (not this client's conversation) and ``Conflict`` (the id is taken by
         another client's message)."""
         session, coach_id = uow.session, uow.coach_id
         if client_message_id is not None:
@@ -94,7 +96,8 @@ class Intake:
             if stored is not None:
                 return _received(stored, created=False)
         conversation, previous, coach = await _conversation_for(uow, client_id, conversation_id, channel)
-        self._prefetch(coach, text)  # the turn's embedding runs while the message is stored
+        if prefetch:  # the turn's embedding runs while the message is stored
+            self._prefetch(coach, text)
         try:
             async with session.begin_nested():
                 message, _ = await store_message(

@@ -134,6 +134,10 @@ class ChatService:
                 conversation_id=conversation_id,
                 channel=channel,
                 client_message_id=client_message_id,
+                # the turn's embedding starts now when the turn can start at once; when every turn slot is
+                # taken, the turn waits anyway and embeds when its slot comes (an embedding made now could be
+                # dropped before then, and made twice on an overloaded process)
+                prefetch=not self._slots.locked(),
             )
 
     async def answer(

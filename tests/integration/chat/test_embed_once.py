@@ -111,3 +111,32 @@ async def test_the_embedding_starts_while_the_message_is_stored_and_its_turn_tak
     results = [item async for item in container.chat.answer(coach_id, client_id, received.message_id)]
     assert isinstance(results[-1], TurnResult) and results[-1].message_id is not None
     assert len(encoded) == 1
+
+
+async def test_no_embedding_starts_at_intake_while_every_turn_slot_is_taken(
+    container: Container,
+    new_setup: Callable[..., Awaitable[Setup]],
+    model: respx.MockRouter,
+    encoded: list[list[str]],
+) -> None:
+    """On an overloaded process the turn waits for a slot anyway: its embedding is made when the turn runs,
+    once, not at intake (where it could be dropped before the turn came, and made twice)."""
+    setup = await new_setup("Embed Once Coach")
+    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    slots = container.chat._slots
+    taken = 0
+    while not slots.locked():
+        await slots.acquire()
+        taken += 1
+    try:
+        received = await container.chat.receive(
+            coach_id, client_id, "How do I say no to extra work?", conversation_id=None, channel="widget"
+        )
+        await asyncio.sleep(0.5)
+        assert encoded == []
+    finally:
+        for _ in range(taken):
+            slots.release()
+    results = [item async for item in container.chat.answer(coach_id, client_id, received.message_id)]
+    assert isinstance(results[-1], TurnResult) and results[-1].message_id is not None
+    assert encoded == [["how do i say no to extra work?"]]
