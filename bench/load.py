@@ -74,7 +74,8 @@ class Tally:
     ``sent`` / ``acked`` / ``replied``: the ``client_message_id`` of each message sent, acknowledged and
     answered; ``errors``: ``error`` events by message and dropped sockets by exception; ``live``: the
     conversation id of each ``message`` event the coach received; ``watched``: conversation ids whose socket
-    is on the first API process, ``watched_turns`` their turns."""
+    is on the first API process, ``watched_messages`` the messages stored in them (each turn's client message,
+    and its reply when the turn sent one: a turn handed to a coach whose AI is paused sends none)."""
 
     latencies_ms: list[float] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
@@ -83,7 +84,7 @@ class Tally:
     reply_ids: list[str] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     live: list[str] = field(default_factory=list)
-    watched_turns: int = 0
+    watched_messages: int = 0
     watched: set[str] = field(default_factory=set)
 
     def live_events(self) -> int:
@@ -191,7 +192,7 @@ async def _chat(ws: Any, tally: Tally, widget: Widget, pause_s: float, stop_at: 
         widget.pending = None
         if watch and widget.conversation:
             tally.watched.add(widget.conversation)
-            tally.watched_turns += 1
+            tally.watched_messages += 2 if event.get("type") == "done" and event.get("message_id") else 1
         await pause_until(random.expovariate(1 / pause_s), stop_at)
 
 
@@ -267,7 +268,7 @@ async def run(cluster: Cluster, model_url: str, args: argparse.Namespace) -> tup
             tally.socket_ended(result)
 
     async def all_live() -> bool:
-        return tally.live_events() >= 2 * tally.watched_turns
+        return tally.live_events() >= tally.watched_messages
 
     await until(all_live, LIVE_WAIT_S)  # the last live events
     watcher.cancel()
@@ -295,7 +296,7 @@ def render(
     table.add_row("errors (error events, dropped sockets)", str(tally.errors.total()))
     for kind, count in tally.errors.most_common():
         table.add_row(f"  {kind[:80]}", str(count))
-    table.add_row("live events on the other process / expected", f"{tally.live_events()} / {2 * tally.watched_turns}")
+    table.add_row("live events on the other process / expected", f"{tally.live_events()} / {tally.watched_messages}")
     return table
 
 
