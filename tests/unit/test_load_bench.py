@@ -1,7 +1,7 @@
 """bench/load.py's counting: latency only for turns answered inside the timed window, acknowledgements and
 replies by ``client_message_id``, errors end a turn, and live events counted for the watched conversations
-only; the table reports sent − stored as lost; a dropped socket is reopened and its unacknowledged message sent
-again with the same id, as the widget does."""
+only, one per message a turn stored; the table reports sent − stored as lost; a dropped socket is reopened and
+its unacknowledged message sent again with the same id, as the widget does."""
 
 from __future__ import annotations
 
@@ -120,3 +120,36 @@ async def test_a_dropped_socket_is_reopened_and_its_unacknowledged_message_sent_
     assert tally.sent == list(dict.fromkeys(received))  # each message counted as sent once
     assert tally.acked == tally.replied == set(tally.sent)
     assert sum(tally.errors.values()) == 1 and next(iter(tally.errors)).startswith("socket ended: ConnectionClosed")
+
+
+class Enough(Exception):
+    """Ends a fake socket's conversation after its scripted turns."""
+
+
+class ScriptedSocket:
+    """A widget socket that answers each message with an ``ack`` and a ``done`` whose ``message_id`` comes from
+    ``replies`` (``None``: no reply was sent), then raises :class:`Enough` at the next message."""
+
+    def __init__(self, replies: list[str | None]) -> None:
+        self.replies = replies
+        self.events: list[str] = []
+
+    async def send(self, raw: str) -> None:
+        if not self.replies:
+            raise Enough
+        cid = json.loads(raw)["client_message_id"]
+        done = {"type": "done", "conversation_id": "c1", "message_id": self.replies.pop(0)}
+        self.events += [json.dumps({"type": "ack", "client_message_id": cid, "answering": True}), json.dumps(done)]
+
+    async def recv(self) -> str:
+        return self.events.pop(0)
+
+
+async def test_a_watched_turn_expects_a_live_event_per_message_it_stored(load: ModuleType) -> None:
+    """A turn that sent a reply stored two messages (two live events for the coach); a turn whose reply the
+    paused AI did not send stored one. Before, every turn expected two, and such turns showed as lost events."""
+    tally = load.Tally()
+    with pytest.raises(Enough):
+        await load._chat(ScriptedSocket(["r1", None, "r3"]), tally, load.Widget(), 1e-6, time.monotonic() + 60, True)
+    assert len(tally.sent) == 4  # three answered, the fourth refused by the script
+    assert tally.watched == {"c1"} and tally.watched_messages == 2 + 1 + 2
