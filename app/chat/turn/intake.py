@@ -149,11 +149,8 @@ class Intake:
         if message.answered_at is not None:
             return None
         coach = await uow.coach()
-        # the message's embedding (a worker thread), started when it was stored, or now: it runs while the rest
-        # of the turn's state is read
-        embedding = self._prefetched.pop(_prefetch_key(coach, message.text), None)
-        if embedding is None:
-            embedding = asyncio.ensure_future(self._shared_embedding(coach, message.text))
+        # the message's embedding (a worker thread) runs while the rest of the turn's state is read
+        embedding = self._embedding(coach, message.text)
         try:
             earlier = await _earlier(session, coach, message)
             active = await self._handoffs.active_for(session, conversation.id)
@@ -203,6 +200,12 @@ class Intake:
             query_embedding=query_embedding,
             insights_due=extraction_due([*earlier, message], watermark, reaches_watermark=reaches_watermark),
         )
+
+    def _embedding(self, coach: Coach, text: str) -> asyncio.Future[list[float] | None]:
+        """The message's embedding (:meth:`_shared_embedding`): the one started when it was stored
+        (:meth:`_prefetch`), or one started now."""
+        prefetched = self._prefetched.pop(_prefetch_key(coach, text), None)
+        return prefetched or asyncio.ensure_future(self._shared_embedding(coach, text))
 
     def _prefetch(self, coach: Coach, text: str) -> None:
         """Start the embedding of a client message that is being stored, for :meth:`load` to take: the turn
