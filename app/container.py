@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 from arq.connections import ArqRedis
@@ -17,7 +16,7 @@ from app.core.config import Settings
 from app.core.ratelimit import AuthThrottle
 from app.core.security import SecretBox
 from app.db.engine import RELAY_KEY, assert_unprivileged, make_engine, make_sessionmaker
-from app.db.outbox import connect_redis, relay
+from app.db.outbox import AfterCommitRelay, connect_redis
 from app.handoff.actions import CoachActions
 from app.handoff.alerts import AlertService
 from app.handoff.drafts import DraftService
@@ -54,6 +53,7 @@ class Container:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     redis: ArqRedis
+    outbox: AfterCommitRelay
     registry: ProviderRegistry
     accounts: AccountService
     documents: DocumentService
@@ -92,7 +92,7 @@ class Container:
 
         ``registry`` lets tests and benchmarks share already-loaded local models between containers.
         """
-        engine, sessionmaker, redis = await _connect(settings, database_url, redis_url)
+        engine, sessionmaker, redis, outbox = await _connect(settings, database_url, redis_url)
         secrets = SecretBox.from_settings(settings)
         registry = registry or ProviderRegistry(settings, secrets)
         accounts = AccountService(sessionmaker, secrets, registry.egress)
@@ -112,6 +112,7 @@ class Container:
             engine=engine,
             sessionmaker=sessionmaker,
             redis=redis,
+            outbox=outbox,
             registry=registry,
             accounts=accounts,
             documents=DocumentService(sessionmaker, settings, registry, accounts),
@@ -155,7 +156,8 @@ class Container:
         )
 
     async def close(self) -> None:
-        """Close Redis and dispose of the connection pool."""
+        """Finish deleting the sent outbox rows, close Redis and dispose of the connection pool."""
+        await self.outbox.drain()
         await self.auth_throttle.close()
         await self.redis.aclose()
         await self.engine.dispose()
@@ -163,10 +165,11 @@ class Container:
 
 async def _connect(
     settings: Settings, database_url: str, redis_url: str
-) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession], ArqRedis]:
+) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession], ArqRedis, AfterCommitRelay]:
     """The engine (after checking its role cannot bypass row-level security; with the statement and lock
     timeouts of ``settings``), its sessionmaker (whose every committed unit of work sends the jobs it queued,
-    see :mod:`app.db.outbox`) and the arq Redis client (with its socket timeout)."""
+    see :mod:`app.db.outbox`), the arq Redis client (with its socket timeout) and the relay the
+    sessionmaker's units of work call after commit."""
     engine = make_engine(
         database_url,
         statement_timeout_ms=settings.database_statement_timeout_ms,
@@ -175,5 +178,6 @@ async def _connect(
     await assert_unprivileged(engine)
     sessionmaker = make_sessionmaker(engine)
     redis = connect_redis(redis_url, socket_timeout_s=settings.redis_socket_timeout_seconds)
-    sessionmaker.configure(info={RELAY_KEY: functools.partial(relay, sessionmaker, redis)})
-    return engine, sessionmaker, redis
+    outbox = AfterCommitRelay(sessionmaker, redis)
+    sessionmaker.configure(info={RELAY_KEY: outbox})
+    return engine, sessionmaker, redis, outbox

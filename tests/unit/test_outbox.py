@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.engine import AFTER_COMMIT_KEY, after_commit, discard_after_commit
-from app.db.outbox import OutboxHealth, add_job, pending_ids
+from app.db.outbox import OutboxHealth, add_job, pending_rows
 
 
 def test_args_are_stored_as_json_and_the_row_is_remembered_for_the_relay() -> None:
@@ -18,8 +18,8 @@ def test_args_are_stored_as_json_and_the_row_is_remembered_for_the_relay() -> No
     row = add_job(session, coach_id, "job", str(coach_id), 3, True, None, ["a"], {"k": 1.5})
     assert row.args == [str(coach_id), 3, True, None, ["a"], {"k": 1.5}]
     assert row.job_id == f"job:outbox:{row.id}" and row.attempts == 0
-    assert pending_ids(session) == [row.id]
-    assert pending_ids(session) == []  # taken once
+    assert pending_rows(session) == [row]
+    assert pending_rows(session) == []  # taken once
 
 
 @pytest.mark.parametrize(
@@ -38,7 +38,7 @@ def test_bad_job_arguments_are_refused_at_the_call(
     session = AsyncSession()
     with pytest.raises(error, match=match):
         add_job(session, None, "job", *args, **kwargs)  # type: ignore[arg-type]
-    assert pending_ids(session) == [] and not session.new
+    assert pending_rows(session) == [] and not session.new
 
 
 def test_a_rolled_back_transaction_forgets_its_jobs_and_hooks() -> None:
@@ -50,7 +50,7 @@ def test_a_rolled_back_transaction_forgets_its_jobs_and_hooks() -> None:
 
     after_commit(session, hook)
     discard_after_commit(session)
-    assert pending_ids(session) == [] and AFTER_COMMIT_KEY not in session.info
+    assert pending_rows(session) == [] and AFTER_COMMIT_KEY not in session.info
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,7 @@ async def test_a_statement_past_its_timeout_ends_with_an_error(services: Service
 
 async def test_the_pool_recovers_when_postgres_drops_every_connection(container: Container, services: Services) -> None:
     """What a PostgreSQL restart does to the pool: every server connection of the app's role ends. The next
-    query gets a fresh connection (``pool_pre_ping``), with no restart of the app."""
+    query gets a fresh connection (the pool's checkout ping), with no restart of the app."""
     async with container.engine.connect() as conn:
         role = await conn.scalar(text("SELECT current_user"))
     admin = make_engine(services.migration_database_url, pool_size=1)
