@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from arq.connections import ArqRedis
@@ -41,6 +43,9 @@ from app.memory.profile import ProfileService
 from app.memory.sessions import SessionService
 from app.memory.summaries import SummaryService
 from app.rag.service import DocumentService
+
+OUTBOX_DRAIN_S = 10.0
+"""Seconds :meth:`Container.close` waits for the after-commit relay's pending deletions."""
 
 
 @dataclass
@@ -156,8 +161,11 @@ class Container:
         )
 
     async def close(self) -> None:
-        """Finish deleting the sent outbox rows, close Redis and dispose of the connection pool."""
-        await self.outbox.drain()
+        """Finish deleting the sent outbox rows (for :data:`OUTBOX_DRAIN_S` at most: rows left are sent again by
+        the relay cron, and arq refuses them), close Redis and dispose of the connection pool."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(OUTBOX_DRAIN_S):
+                await self.outbox.drain()
         await self.auth_throttle.close()
         await self.redis.aclose()
         await self.engine.dispose()

@@ -22,6 +22,7 @@ from arq.constants import default_queue_name
 from arq.jobs import Job
 from sqlalchemy import select
 
+from app import container as container_module
 from app.container import Container
 from app.core.config import Settings
 from app.core.runtime import Services
@@ -151,6 +152,40 @@ async def test_a_sent_row_whose_deletion_failed_is_sent_again_by_the_cron_and_qu
     assert await relay(app.sessionmaker, redis, [row.id]) == 1  # arq already has the job: counts as sent
     assert await rows(app, [row.id]) == []
     assert list(await queued(redis)) == [row.job_id]
+
+
+async def test_closing_waits_for_pending_deletions_for_a_bounded_time(
+    app: Container,
+    redis: ArqRedis,
+    settings: Settings,
+    services: Services,
+    registry: ProviderRegistry,
+    own_redis: RedisProcess,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process shutting down waits for the relay's pending deletions, but not for ever (a hung database):
+    after ``OUTBOX_DRAIN_S`` it closes, and the row left behind is the cron's to send again."""
+    built = await Container.create(settings, services.database_url, own_redis.url, registry=registry)
+    release = asyncio.Event()
+    settle = outbox._settle
+
+    async def hung(session: Any, done: Any, failed: Any) -> None:
+        await release.wait()
+        await settle(session, done, failed)
+
+    monkeypatch.setattr(outbox, "_settle", hung)
+    monkeypatch.setattr(container_module, "OUTBOX_DRAIN_S", 0.3)
+    coach_id = uuid.uuid4()
+    async with tenant_session(built.sessionmaker, coach_id) as session:
+        row = add_job(session, coach_id, NAME, "at shutdown")
+    started = time.perf_counter()
+    await asyncio.wait_for(built.close(), 5)  # the test's own bound: an unbounded wait fails here
+    assert time.perf_counter() - started < 3
+    assert [kept.id for kept in await rows(app, [row.id])] == [row.id]
+    assert list(await queued(redis)) == [row.job_id]
+    release.set()
+    await built.outbox.drain()
+    await built.engine.dispose()
 
 
 async def test_a_rolled_back_transaction_queues_nothing(app: Container, redis: ArqRedis) -> None:
