@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pgvector.sqlalchemy import HALFVEC
-from sqlalchemy import ColumnElement, Select, bindparam, cast, func, select, text
+from sqlalchemy import Select, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.llm.base import EMBEDDING_DIMENSIONS, ProviderError
@@ -41,31 +41,10 @@ default is 40). Measured with ``bench/scale.py`` at 1M chunks on the biggest coa
 queries): recall@10 0.89 / 0.94 / 0.95 at 100 / 200 / 400, p50 +37 % from 100 to 400. That synthetic data is
 hard for any graph index (isotropic noise: the 10th and 11th neighbours differ by 0.0006 in cosine)."""
 
-_SEARCH_SETTINGS = text(
-    "SELECT before.plan_cache_mode, before.enable_sort,"
-    " set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-    " set_config('hnsw.ef_search', :ef_search, true),"
-    " set_config('plan_cache_mode', 'force_custom_plan', true),"
-    " set_config('enable_sort', 'off', true)"
-    " FROM (SELECT current_setting('plan_cache_mode') AS plan_cache_mode,"
-    " current_setting('enable_sort') AS enable_sort OFFSET 0) AS before"
+_DENSE = text("SELECT chunk_id FROM dense_ranking(:coach_id, :query, :model, :n, :ef_search)").bindparams(
+    bindparam("query", type_=HALFVEC(EMBEDDING_DIMENSIONS))
 )
-"""Set the dense search's settings for the transaction, returning the two planner settings' values before
-(the ``OFFSET 0`` subquery is evaluated before the outer select list sets them)."""
-_PLANNER_SETTINGS = text(
-    "SELECT set_config('plan_cache_mode', :plan_cache_mode, true), set_config('enable_sort', :enable_sort, true)"
-)
-
-
-def _halfvec_distance(query_embedding: list[float]) -> ColumnElement[float]:
-    """Cosine distance (0..2) between ``chunks.embedding`` and ``query_embedding``, both cast to
-    ``halfvec(EMBEDDING_DIMENSIONS)``: the very expression the per-tenant HNSW indexes are built on (an
-    expression index serves only a query that orders by the same expression)."""
-    half = HALFVEC(EMBEDDING_DIMENSIONS)
-    distance: ColumnElement[float] = cast(Chunk.embedding, half).cosine_distance(
-        bindparam("query_embedding", query_embedding, type_=half)
-    )
-    return distance
+"""The dense arm in one round trip (migration 0029): the search's settings last for the function's call."""
 
 
 BM25_K1 = 1.2
@@ -178,35 +157,24 @@ async def nearest_chunks(
     limit: int,
 ) -> list[uuid.UUID]:
     """Ids of the ``limit`` chunks of ``coach_id`` nearest to ``query_embedding`` (cosine on ``halfvec``),
-    nearest first, only from documents embedded with ``embedding_model`` that did not fail
-    (:func:`_searchable_documents`).
+    nearest first, only from documents embedded with ``embedding_model`` that did not fail (as
+    :func:`_searchable_documents`).
 
     The plan depends on the tenant: its partial HNSW index when it has one (:mod:`app.rag.vector_index`),
-    read with pgvector ≥ 0.8 iterative scans (``hnsw.iterative_scan = relaxed_order``; the materialised CTE
+    read with pgvector ≥ 0.8 iterative scans (``hnsw.iterative_scan = relaxed_order``; a materialised CTE
     re-sorts the relaxed order) and ``hnsw.ef_search = HNSW_EF_SEARCH``; otherwise an exact search through the
-    ``coach_id`` btree. A partial index matches only a plan made for this ``coach_id``: asyncpg prepares
-    statements, and PostgreSQL's generic plan of a prepared statement (chosen after five executions) would
-    ignore the index, so ``plan_cache_mode = force_custom_plan`` holds for this one query. With
-    ``ef_search = HNSW_EF_SEARCH`` the planner priced the index above an exact search for coaches of 2k–12k
-    chunks (3 of 200 such queries used their index, at a p95 of 143 ms), so ``enable_sort = off`` for this
-    query too: a coach with an index is read through it (no top-N sort), one without still gets the sort, its
-    only plan. Both planner settings then get back the values they had before the call. Must run inside a
-    tenant transaction (the settings are ``SET LOCAL``).
+    ``coach_id`` btree. One statement, ``dense_ranking()`` (migration 0029), sets them and plans the query for
+    this coach: a partial index matches only a plan made for its ``coach_id`` (PostgreSQL's generic plan of a
+    prepared statement would ignore it), and with ``ef_search = HNSW_EF_SEARCH`` the planner priced the index
+    above an exact search for coaches of 2k–12k chunks (3 of 200 such queries used their index, at a p95 of
+    143 ms), so the function also turns ``enable_sort`` off: a coach with an index is read through it (no top-N
+    sort), one without still gets the sort, its only plan. The settings are the function's own (``SET``
+    clauses): the rest of the transaction plans as before. Must run inside a tenant transaction (row-level
+    security: another tenant's ``coach_id`` finds nothing).
     """
-    before = (await session.execute(_SEARCH_SETTINGS, {"ef_search": str(HNSW_EF_SEARCH)})).one()
-    docs = _searchable_documents(coach_id, embedding_model)
-    distance = _halfvec_distance(query_embedding)
-    nearest = (
-        select(Chunk.id.label("id"), distance.label("distance"))
-        .where(Chunk.coach_id == coach_id, Chunk.document_id.in_(docs))
-        .order_by(distance)
-        .limit(limit)
-        .cte("nearest")
-        .prefix_with("MATERIALIZED")
-    )
-    ids = list((await session.execute(select(nearest.c.id).order_by(nearest.c.distance))).scalars())
-    await session.execute(_PLANNER_SETTINGS, {"plan_cache_mode": before[0], "enable_sort": before[1]})
-    return ids
+    params = {"coach_id": coach_id, "query": query_embedding, "model": embedding_model, "n": limit}
+    params["ef_search"] = HNSW_EF_SEARCH
+    return list((await session.execute(_DENSE, params)).scalars())
 
 
 async def lexical_ranking(
