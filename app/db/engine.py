@@ -76,7 +76,7 @@ def after_commit(session: AsyncSession, hook: AfterCommit) -> None:
 
 
 def discard_after_commit(session: AsyncSession) -> None:
-    """Forget the outbox ids and hooks of a transaction that rolled back (its rows are gone with it)."""
+    """Forget the outbox rows and hooks of a transaction that rolled back (its rows are gone with it)."""
     pending_rows(session)
     session.info.pop(AFTER_COMMIT_KEY, None)
 

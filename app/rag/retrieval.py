@@ -164,16 +164,21 @@ async def nearest_chunks(
     read with pgvector ≥ 0.8 iterative scans (``hnsw.iterative_scan = relaxed_order``; a materialised CTE
     re-sorts the relaxed order) and ``hnsw.ef_search = HNSW_EF_SEARCH``; otherwise an exact search through the
     ``coach_id`` btree. One statement, ``dense_ranking()`` (migration 0029), sets them and plans the query for
-    this coach: a partial index matches only a plan made for its ``coach_id`` (PostgreSQL's generic plan of a
-    prepared statement would ignore it), and with ``ef_search = HNSW_EF_SEARCH`` the planner priced the index
-    above an exact search for coaches of 2k–12k chunks (3 of 200 such queries used their index, at a p95 of
-    143 ms), so the function also turns ``enable_sort`` off: a coach with an index is read through it (no top-N
-    sort), one without still gets the sort, its only plan. The settings are the function's own (``SET``
-    clauses): the rest of the transaction plans as before. Must run inside a tenant transaction (row-level
-    security: another tenant's ``coach_id`` finds nothing).
+    this coach (a dynamic command, planned on every call): a partial index matches only a plan made for its
+    ``coach_id`` (PostgreSQL's generic plan of a prepared statement would ignore it), and with ``ef_search =
+    HNSW_EF_SEARCH`` the planner priced the index above an exact search for coaches of 2k–12k chunks (3 of 200
+    such queries used their index, at a p95 of 143 ms), so the function also turns ``enable_sort`` off: a coach
+    with an index is read through it (no top-N sort), one without still gets the sort, its only plan. The
+    settings are the function's own (``SET`` clauses): the rest of the transaction plans as before. Must run
+    inside a tenant transaction (row-level security: another tenant's ``coach_id`` finds nothing).
     """
-    params = {"coach_id": coach_id, "query": query_embedding, "model": embedding_model, "n": limit}
-    params["ef_search"] = HNSW_EF_SEARCH
+    params = {
+        "coach_id": coach_id,
+        "query": query_embedding,
+        "model": embedding_model,
+        "n": limit,
+        "ef_search": HNSW_EF_SEARCH,
+    }
     return list((await session.execute(_DENSE, params)).scalars())
 
 
