@@ -78,7 +78,7 @@ class Chunk(TenantMixin, Base):
     __tablename__ = "chunks"
     __table_args__ = (
         UniqueConstraint("document_id", "ordinal", name="uq_chunks_document_ordinal"),
-        Index("ix_chunks_tsv", "tsv", postgresql_using="gin"),
+        Index("ix_chunks_coach_id_tsv", "coach_id", "tsv", postgresql_using="gin"),
     )
 
     document_id: Mapped[uuid.UUID] = mapped_column(
@@ -104,7 +104,9 @@ class DocumentTerm(Base):
     0028) on every insert, delete and update of the searched text; the application only reads it."""
 
     __tablename__ = "document_terms"
-    __table_args__ = (Index("ix_document_terms_coach_id_term", "coach_id", "term"),)
+    __table_args__ = (
+        Index("ix_document_terms_coach_id_term", "coach_id", "term", postgresql_include=["document_id", "df"]),
+    )
 
     coach_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("coaches.id", ondelete="CASCADE"))
     document_id: Mapped[uuid.UUID] = mapped_column(

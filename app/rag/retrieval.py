@@ -126,15 +126,12 @@ BM25_CANDIDATES = 2000
 words as their document frequencies fit in this budget (always the rarest one). Measured with
 ``bench/lexical.py``."""
 
-BM25_SCAN_CHUNKS = 2000
-"""A coach with at most this many searchable chunks has each of them tested against the query, instead of
-reading the full-text index (shared by all coaches). Measured with ``bench/lexical.py``."""
-
-_BM25 = text("SELECT chunk_id FROM bm25_ranking(:query, :model, :n, :k1, :b, :budget, :scan)")
-"""BM25 over the coach's searchable chunks: ``bm25_ranking`` of migration 0028, whose docstring gives the
-method. It never reads the coach's whole collection (the statement before it read every chunk of the coach
-for the collection statistics, and under row-level security could not use the full-text index: 15 s at the
-median for a coach of 150,000 chunks in ``bench/lexical.py``)."""
+_BM25 = text("SELECT chunk_id FROM bm25_ranking(:query, :model, :n, :k1, :b, :budget)")
+"""BM25 over the coach's searchable chunks: ``bm25_ranking`` of migrations 0028 (the method) and 0030 (its
+indexes per tenant). It never reads the coach's whole collection (the statement before it read every chunk of
+the coach for the collection statistics, and under row-level security could not use the full-text index: 15 s
+at the median for a coach of 150,000 chunks in ``bench/lexical.py``), and it finds the matching chunks through
+``ix_chunks_coach_id_tsv``, which holds each coach's postings apart."""
 
 
 def _searchable_documents(coach_id: uuid.UUID, embedding_model: str) -> Select[uuid.UUID]:
@@ -198,8 +195,8 @@ async def lexical_ranking(
     ``coach_id``. ``ts_rank_cd``: PostgreSQL's cover density over ``websearch_to_tsquery`` (every word must
     match), kept for comparison."""
     if method == "bm25":
-        params = {"query": query, "model": embedding_model, "n": n, "k1": BM25_K1, "b": BM25_B}
-        params |= {"budget": float(BM25_CANDIDATES), "scan": float(BM25_SCAN_CHUNKS)}
+        budget = float(BM25_CANDIDATES)
+        params = {"query": query, "model": embedding_model, "n": n, "k1": BM25_K1, "b": BM25_B, "budget": budget}
         return list((await session.execute(_BM25, params)).scalars())
     docs = _searchable_documents(coach_id, embedding_model)
     tsquery = func.websearch_to_tsquery("english", query)

@@ -98,8 +98,8 @@ def _function(name: str, body: str) -> str:
 
 
 RANKED_TABLES = ("documents", "chunks", "document_terms")
-_SIGNATURE = "bm25_ranking(text, text, integer, float8, float8, float8, float8)"
-_RANKING = """
+SIGNATURE = "bm25_ranking(text, text, integer, float8, float8, float8, float8)"
+RANKING = """
     CREATE FUNCTION bm25_ranking(p_query text, p_model text, p_n integer, p_k1 float8, p_b float8, p_budget float8,
                                  p_scan float8)
     RETURNS TABLE (chunk_id uuid) LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
@@ -190,9 +190,9 @@ def upgrade() -> None:
     # (not LEAKPROOF): under the app role's tenant policy PostgreSQL cannot use ix_chunks_tsv (as in 0027)
     for table in RANKED_TABLES:
         op.execute(f"CREATE POLICY bm25_ranking ON {table} FOR SELECT TO CURRENT_USER USING (true)")
-    op.execute(_RANKING)
-    op.execute(f"REVOKE ALL ON FUNCTION {_SIGNATURE} FROM PUBLIC")
-    op.execute(f"GRANT EXECUTE ON FUNCTION {_SIGNATURE} TO {APP_ROLE}")
+    op.execute(RANKING)
+    op.execute(f"REVOKE ALL ON FUNCTION {SIGNATURE} FROM PUBLIC")
+    op.execute(f"GRANT EXECUTE ON FUNCTION {SIGNATURE} TO {APP_ROLE}")
     op.execute(
         """
         INSERT INTO document_terms (coach_id, document_id, term, df)
@@ -211,7 +211,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(f"DROP FUNCTION {_SIGNATURE}")
+    op.execute(f"DROP FUNCTION {SIGNATURE}")
     for table in RANKED_TABLES:
         op.execute(f"DROP POLICY bm25_ranking ON {table}")
     for name in ("chunks_added", "chunks_removed", "chunks_changed"):

@@ -161,25 +161,21 @@ def _oracle(
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:n]
 
 
-@pytest.mark.parametrize(("budget", "scan"), [(sys.maxsize, sys.maxsize), (sys.maxsize, 0), (40, 0)])
+@pytest.mark.parametrize("budget", [sys.maxsize, 40])
 async def test_bm25_scores_the_chunks_of_the_rarest_words_within_the_budget(
     container: Container,
     make_coach: Callable[..., Awaitable[Coach]],
     monkeypatch: pytest.MonkeyPatch,
     budget: int,
-    scan: int,
 ) -> None:
-    """Unbounded, the ranking is exhaustive BM25, whether the coach's chunks are tested one by one (``scan``
-    above the coach's size) or found through the full-text index; with a budget below the query words'
-    postings, it is BM25 over the chunks holding the rarest words only, and differs from the exhaustive one for
-    some claims."""
+    """Unbounded, the ranking is exhaustive BM25; with a budget below the query words' postings, it is BM25
+    over the chunks holding the rarest words only, and differs from the exhaustive one for some claims."""
     coach_id = uuid.UUID((await make_coach("Budget Coach")).coach_id)
     await _document(container, coach_id, _abstracts(250, seed=3))
     await _document(container, coach_id, _abstracts(150, seed=4))
     with (SCIFACT / "queries.jsonl").open() as queries:
         claims = [json.loads(line)["text"] for line in queries][:40]
     monkeypatch.setattr(retrieval, "BM25_CANDIDATES", budget)
-    monkeypatch.setattr(retrieval, "BM25_SCAN_CHUNKS", scan)
     narrowed = 0
     async with tenant_session(container.sessionmaker, coach_id) as session:
         rows: list[tuple[uuid.UUID, int, str, int]] = (
