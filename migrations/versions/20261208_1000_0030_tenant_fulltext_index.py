@@ -16,7 +16,9 @@ its body, warm cache, ``bench/lexical.py``'s coaches of 150,000, 40,000, 5,000 a
   asks without the coach.
 - **Each query word's document frequency was read several times.** The ``frequencies`` CTE was inlined, so
   its correlated sum ran once for every reference to ``df`` (5 × 12 words; 30 ms for the biggest coach). It
-  is now materialised: one join of ``document_terms`` with the searchable documents, grouped by word.
+  is now materialised, and stays a sum per word (``LATERAL``): a join of the query's words with
+  ``document_terms`` grouped by word was planned, for a coach just ingested (no statistics yet), as a scan
+  of all the coach's terms (2.5 ms instead of 0.2 for *Meditations*).
 - **That join read one heap page per row** (5,695 pages for the biggest coach's 12 words).
   ``ix_document_terms_coach_id_term`` now ``INCLUDE``s ``document_id`` and ``df``, so it is an index-only
   scan (5 ms in all).
@@ -62,10 +64,11 @@ _RANKING = """
     params AS (SELECT CAST(p_k1 AS float8) AS k1, CAST(p_b AS float8) AS b),
     words AS (SELECT DISTINCT t.word FROM unnest(to_tsvector('english', p_query)) AS t(word, positions, weights)),
     frequencies AS MATERIALIZED (
-        SELECT dt.term AS word, sum(dt.df)::float8 AS df
-        FROM document_terms dt JOIN docs d ON d.id = dt.document_id
-        WHERE dt.coach_id = app_current_coach_id() AND dt.term IN (SELECT word FROM words)
-        GROUP BY dt.term
+        SELECT w.word, f.df FROM words w
+        CROSS JOIN LATERAL (SELECT sum(dt.df)::float8 AS df FROM document_terms dt
+                            WHERE dt.coach_id = app_current_coach_id() AND dt.term = w.word
+                              AND dt.document_id IN (SELECT id FROM docs)) f
+        WHERE f.df > 0
     ),
     terms AS MATERIALIZED (
         SELECT f.word, ln(1 + (c.n - f.df + 0.5) / (f.df + 0.5)) AS idf,
