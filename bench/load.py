@@ -75,7 +75,9 @@ class Tally:
     answered; ``errors``: ``error`` events by message and dropped sockets by exception; ``live``: the
     conversation id of each ``message`` event the coach received; ``watched``: conversation ids whose socket
     is on the first API process, ``watched_messages`` the messages stored in them (each turn's client message,
-    and its reply when the turn sent one: a turn handed to a coach whose AI is paused sends none)."""
+    and its reply when the turn sent one: a turn handed to a coach whose AI is paused sends none);
+    ``unpublished``: live events of any coach that the API processes logged as not published
+    (:func:`unpublished_events`)."""
 
     latencies_ms: list[float] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
@@ -86,6 +88,7 @@ class Tally:
     live: list[str] = field(default_factory=list)
     watched_messages: int = 0
     watched: set[str] = field(default_factory=set)
+    unpublished: int = 0
 
     def live_events(self) -> int:
         """The coach's ``message`` events (``live``: their conversation ids) of the watched conversations."""
@@ -297,6 +300,7 @@ def render(
     for kind, count in tally.errors.most_common():
         table.add_row(f"  {kind[:80]}", str(count))
     table.add_row("live events on the other process / expected", f"{tally.live_events()} / {tally.watched_messages}")
+    table.add_row("live events not published (all coaches, API logs)", str(tally.unpublished))
     return table
 
 
@@ -310,6 +314,13 @@ def stage_samples(logs: list[Path]) -> dict[str, list[float]]:
             for name, ms in json.loads(line[line.index("{") :])["stages"].items():
                 samples.setdefault(name, []).append(float(ms))
     return samples
+
+
+def unpublished_events(logs: list[Path]) -> int:
+    """Live events the API processes dropped: their ``event not published`` warnings
+    (:meth:`app.handoff.live.LiveEvents.publish` gives up after ``PUBLISH_TIMEOUT_S``, or when Redis is
+    unreachable)."""
+    return sum(path.read_text(errors="replace").count(" event not published, ") for path in logs)
 
 
 def render_stages(samples: dict[str, list[float]]) -> Table:
@@ -351,6 +362,7 @@ async def main() -> None:
         finally:
             await cluster.close()
         stages = stage_samples(sorted(logs.glob("serve-*.log")))
+        tally.unpublished = unpublished_events(sorted(logs.glob("serve-*.log")))
     print_table(render(args, plan.apis, plan.workers, tally, window, counts))
     print_table(render_stages(stages))
 

@@ -85,6 +85,22 @@ def test_stage_times_come_from_the_api_logs_without_each_processs_warm_up_turn(
     assert samples == {"intake": [5.0, 7.0, 9.0], "generate": [2.0, 2.0, 2.0]}
 
 
+def test_unpublished_live_events_are_counted_from_the_api_logs_and_reported(load: ModuleType, tmp_path: Path) -> None:
+    from rich.console import Console
+
+    dropped = "WARNING app.handoff.live: live {} event not published, Redis unavailable: TimeoutError()"
+    lines = [dropped.format("message"), "INFO other", dropped.format("typing")]
+    (tmp_path / "serve-0.log").write_text("\n".join(lines))
+    (tmp_path / "serve-1.log").write_text("\n".join(["INFO nothing dropped here", dropped.format("message")]))
+    tally = load.Tally(unpublished=load.unpublished_events(sorted(tmp_path.glob("serve-*.log"))))
+    assert tally.unpublished == 3
+    console = Console(width=200, record=True)
+    console.print(load.render(argparse.Namespace(sockets=1, seconds=1.0), 2, 2, tally, 1.0, (0, 0)))
+    lines = [line.split("│") for line in console.export_text().splitlines() if "│" in line]
+    rows = {cells[1].strip(): cells[2].strip() for cells in lines}
+    assert rows["live events not published (all coaches, API logs)"] == "3"
+
+
 async def test_a_pause_never_outlasts_the_timed_window(load: ModuleType) -> None:
     started = time.monotonic()
     await load.pause_until(60, started + 0.05)
