@@ -361,8 +361,9 @@ async def main() -> None:
             tally, window, counts = await run(cluster, model_url, args)
         finally:
             await cluster.close()
-        stages = stage_samples(sorted(logs.glob("serve-*.log")))
-        tally.unpublished = unpublished_events(sorted(logs.glob("serve-*.log")))
+        api_logs = sorted(logs.glob("serve-*.log"))
+        stages = stage_samples(api_logs)
+        tally.unpublished = unpublished_events(api_logs)
     print_table(render(args, plan.apis, plan.workers, tally, window, counts))
     print_table(render_stages(stages))
 

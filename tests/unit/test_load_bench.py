@@ -67,7 +67,7 @@ def test_the_table_reports_lost_messages_as_sent_minus_stored(load: ModuleType) 
     assert "3 / 3 / 2" in text
     lost = next(line for line in text.splitlines() if "lost" in line)
     assert lost.rstrip(" │").endswith("1")
-    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in text.splitlines() if "│" in line}
+    rows = _rows(text)
     assert rows["replies received / stored"] == "1 / 2"
     assert rows["reply ids received twice or more"] == "1"
     assert rows["turns ended without a reply (handed to the coach)"] == "1"
@@ -96,9 +96,13 @@ def test_unpublished_live_events_are_counted_from_the_api_logs_and_reported(load
     assert tally.unpublished == 3
     console = Console(width=200, record=True)
     console.print(load.render(argparse.Namespace(sockets=1, seconds=1.0), 2, 2, tally, 1.0, (0, 0)))
-    lines = [line.split("│") for line in console.export_text().splitlines() if "│" in line]
-    rows = {cells[1].strip(): cells[2].strip() for cells in lines}
-    assert rows["live events not published (all coaches, API logs)"] == "3"
+    assert _rows(console.export_text())["live events not published (all coaches, API logs)"] == "3"
+
+
+def _rows(text: str) -> dict[str, str]:
+    """A rendered two-column table's rows: measure → value."""
+    cells = [line.split("│") for line in text.splitlines() if "│" in line]
+    return {row[1].strip(): row[2].strip() for row in cells}
 
 
 async def test_a_pause_never_outlasts_the_timed_window(load: ModuleType) -> None:
