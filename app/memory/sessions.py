@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, text
+from sqlalchemy import func, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
@@ -28,6 +28,29 @@ def _end(chat_session: ChatSession) -> None:
     """Mark an open session ended at its last message (its jobs are queued by the caller)."""
     chat_session.status = SessionStatus.ENDED
     chat_session.ended_at = chat_session.last_message_at
+
+
+async def _join_open_session(
+    session: AsyncSession, coach: Coach, conversation_id: uuid.UUID, at: datetime
+) -> uuid.UUID | None:
+    """The usual case in one statement: when the conversation's open session is not idle at ``at``, it takes
+    a message sent at ``at`` (its ``last_message_at`` and ``message_count`` move; its row is locked for this
+    transaction) and its id is returned; otherwise ``None``, and nothing changed. Session objects loaded in
+    ``session`` get the new values (``synchronize_session="fetch"``, through RETURNING)."""
+    return await session.scalar(
+        update(ChatSession)
+        .where(
+            ChatSession.conversation_id == conversation_id,
+            ChatSession.status == SessionStatus.OPEN,
+            ChatSession.last_message_at >= at - timedelta(minutes=coach.session_idle_minutes),  # not _idle
+        )
+        .values(
+            last_message_at=func.greatest(ChatSession.last_message_at, literal(at, ChatSession.last_message_at.type)),
+            message_count=ChatSession.message_count + 1,
+        )
+        .returning(ChatSession.id)
+        .execution_options(synchronize_session="fetch")
+    )
 
 
 async def _open_session(session: AsyncSession, conversation_id: uuid.UUID) -> ChatSession | None:
@@ -61,6 +84,11 @@ async def track_message(
     ``session`` yet: its ``session_id`` is then stored by its own INSERT. Returns the session this closed, if
     any, whose jobs are queued in the same transaction (unless ``queue_jobs=False``: the evaluation runs
     them itself)."""
+    joined = await _join_open_session(session, coach, message.conversation_id, at)
+    if joined is not None:
+        message.session_id = joined
+        return None
+    # no open session, or an idle one: lock it (if any) to end it, and open a new one
     open_session = await _open_session(session, message.conversation_id)
     closed = None
     if open_session is not None and _idle(open_session, coach, at):

@@ -8,6 +8,7 @@ attempted, so nothing the client sent is lost when the answer fails, times out o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import uuid
 from collections import OrderedDict
@@ -98,8 +99,10 @@ class Intake:
         conversation, previous, coach = await _conversation_for(uow, client_id, conversation_id, channel)
         if prefetch:  # the turn's embedding runs while the message is stored
             self._prefetch(coach, text)
+        # a savepoint only where a duplicate can fail the INSERT: the same client_message_id stored meanwhile
+        savepoint = session.begin_nested() if client_message_id is not None else contextlib.nullcontext()
         try:
-            async with session.begin_nested():
+            async with savepoint:
                 message, _ = await store_message(
                     session,
                     coach,
