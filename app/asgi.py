@@ -37,6 +37,7 @@ from app.core.access_log import install_access_log_redaction
 from app.core.config import Settings
 from app.core.errors import DomainError
 from app.core.headers import SecurityHeaders
+from app.core.runtime import freeze_startup_heap
 from app.deps import provide_container
 from app.handoff.live import ReconnectingPubSubBackend
 from app.llm.registry import ProviderRegistry
@@ -163,6 +164,8 @@ def create_app(
         app.state.container = container
         # load the offline models in the background; requests that need them first wait on the registry lock
         app.state.warm_up = asyncio.create_task(asyncio.to_thread(container.registry.warm_up))
+        # then what start-up loaded leaves the garbage collector's full collections (they paused turns)
+        app.state.warm_up.add_done_callback(lambda _: freeze_startup_heap())
 
     async def shutdown(app: Litestar) -> None:
         warm_up: asyncio.Task[None] | None = getattr(app.state, "warm_up", None)

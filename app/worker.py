@@ -47,6 +47,7 @@ from app.channels.telegram.outbound import SEND_JOB
 from app.channels.telegram.wiring import build_channel
 from app.container import Container
 from app.core.config import Settings
+from app.core.runtime import freeze_startup_heap
 from app.db.engine import make_engine
 from app.db.jobs import (
     ALERTS_QUEUE,
@@ -456,6 +457,7 @@ class _SharedContainer:
                     raise
                 self._container = container
                 self._telegram = build_channel(container)  # once: it registers the handoff's client sink
+                freeze_startup_heap()  # full collections then skip what start-up loaded (they paused jobs)
             self._users += 1
         ctx["container"] = self._container
         ctx["telegram"] = self._telegram

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import socket
 import subprocess
@@ -53,6 +54,18 @@ class Services:
                 self._redis.kill()
         if self._postgres is not None:
             self._postgres.cleanup()  # type: ignore[attr-defined]
+
+
+def freeze_startup_heap() -> None:
+    """Collect the garbage start-up left, then move every object the cyclic garbage collector tracks (the
+    imported modules, the app, ORM mappers, the loaded models' Python objects: about 400,000 in an API
+    process) to its permanent generation (:func:`gc.freeze`). Full collections then skip them: in
+    ``bench/chat.py --instant`` the one full collection in 300 turns took 514 ms, stalling every turn of the
+    process, and 6 ms once frozen. Call it once a long-running process has loaded what it keeps; the one
+    collection here takes about as long as a full one did. Objects frozen are never freed (start-up's are
+    kept for the process's life anyway)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _free_port() -> int:
