@@ -31,7 +31,8 @@ served on loopback. Rows are the stages of :class:`app.chat.turn.timing.Stages` 
 ``turn stages`` log line (top-level stages add up to the turn; a dotted one is part of the stage before its
 dot), then ``outside the model`` (the turn's stages without ``generate.model``) and ``end to end`` (the HTTP
 request as the client sees it). The lines under the table count the SQL statements each turn's request sent
-and the CPU time per timed turn of each kind of process (:class:`CpuMeter`), with the host's steal: on a
+and the CPU time per timed turn of each kind of process (:class:`CpuMeter`), with the host's steal, and the
+garbage collector's pauses of the served app's process during the timed turns (:class:`GcPauses`): on a
 shared host the latencies swing with the steal, the CPU times much less::
 
     .venv/bin/python bench/chat.py --instant --turns 200
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -268,6 +270,40 @@ class StatementCount:
         event.remove(Engine, "before_cursor_execute", self._sent)
 
 
+class GcPauses:
+    """The pauses of Python's cyclic garbage collector in this process (the served app's) between
+    :meth:`start` and :meth:`stop`, per generation: how many collections, their total and their longest
+    milliseconds, from :data:`gc.callbacks`. A full (generation 2) collection stops every turn the process
+    is serving."""
+
+    def __init__(self) -> None:
+        self.by_generation = {generation: [0, 0.0, 0.0] for generation in range(3)}
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        ms = (time.perf_counter() - self._started) * 1000
+        stats = self.by_generation[info["generation"]]
+        stats[0] += 1
+        stats[1] += ms
+        stats[2] = max(stats[2], ms)
+
+    def start(self) -> None:
+        gc.callbacks.append(self._callback)
+
+    def stop(self) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """``{"gen0"|"gen1"|"gen2": {"collections", "total_ms", "max_ms"}}``."""
+        return {
+            f"gen{generation}": {"collections": n, "total_ms": round(total, 1), "max_ms": round(longest, 1)}
+            for generation, (n, total, longest) in self.by_generation.items()
+        }
+
+
 class CpuMeter:
     """CPU time (user + system) each kind of process has used, and the host's steal, read from ``/proc``
     through psutil. Unlike the latencies, a difference of two readings hardly depends on how busy the machine
@@ -351,6 +387,7 @@ async def measure_instant(turns: int) -> dict[str, Any]:
     end_to_end: list[float] = []
     per_turn: list[int] = []
     statements = StatementCount()
+    pauses = GcPauses()
     async with instant_model() as model_url, bench_app(outbound_allow="127.0.0.1") as (container, coach_id):
         with console.status(f"Ingesting {MEDITATIONS.name}…"):
             await ingest_pdf(container, coach_id, MEDITATIONS)
@@ -369,6 +406,7 @@ async def measure_instant(turns: int) -> dict[str, Any]:
                 for i in range(-5, turns):
                     if i == 0:
                         cpu_before = cpu.read()
+                        pauses.start()
                     status.update(f"Turn {i + 1}/{turns}…")
                     if i % TURNS_PER_CONVERSATION == 0:
                         conversation_id = None
@@ -382,6 +420,7 @@ async def measure_instant(turns: int) -> dict[str, Any]:
                         end_to_end.append(elapsed)
                         per_turn.append(statements.count - sent)
             cpu_after = cpu.read()
+            pauses.stop()
     timed = stage_log.turns[-turns:]
     samples: dict[str, list[float]] = {}
     for stages in timed:
@@ -395,6 +434,7 @@ async def measure_instant(turns: int) -> dict[str, Any]:
     return {
         "turns": turns,
         "cpu_ms_per_turn": {kind: round(ms, 1) for kind, ms in cpu_ms.items()},
+        "gc_pauses": pauses.summary(),
         "sql_statements_per_turn": {
             "p50": percentile([float(n) for n in per_turn], 50),
             "min": min(per_turn),
@@ -455,6 +495,14 @@ async def main() -> None:
                 "CPU ms per timed turn: "
                 + ", ".join(f"{kind} {ms:.1f}" for kind, ms in cpu.items() if kind != "steal")
                 + f"; the host stole {cpu['steal']:.1f} ms of this machine's CPU per turn meanwhile"
+            )
+            print(
+                "Garbage collector's pauses of the served app's process over the timed turns: "
+                + ", ".join(
+                    f"{generation} {p['collections']} collections, {p['total_ms']:.1f} ms in all,"
+                    f" longest {p['max_ms']:.1f}"
+                    for generation, p in summary["gc_pauses"].items()
+                )
             )
         else:
             print(describe(summary))
