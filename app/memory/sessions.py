@@ -35,8 +35,9 @@ async def _join_open_session(
 ) -> uuid.UUID | None:
     """The usual case in one statement: when the conversation's open session is not idle at ``at``, it takes
     a message sent at ``at`` (its ``last_message_at`` and ``message_count`` move; its row is locked for this
-    transaction) and its id is returned; otherwise ``None``, and nothing changed. Session objects loaded in
-    ``session`` get the new values (``synchronize_session="fetch"``, through RETURNING)."""
+    transaction) and its id is returned; otherwise ``None``, and nothing changed. A session object already
+    loaded in ``session`` has the two attributes expired (``synchronize_session="fetch"``): read them again
+    with ``await session.refresh(...)``, not by plain attribute access (async ORM)."""
     return await session.scalar(
         update(ChatSession)
         .where(
