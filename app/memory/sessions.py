@@ -36,8 +36,9 @@ async def _join_open_session(
     """The usual case in one statement: when the conversation's open session is not idle at ``at``, it takes
     a message sent at ``at`` (its ``last_message_at`` and ``message_count`` move; its row is locked for this
     transaction) and its id is returned; otherwise ``None``, and nothing changed. A session object already
-    loaded in ``session`` has the two attributes expired (``synchronize_session="fetch"``): read them again
-    with ``await session.refresh(...)``, not by plain attribute access (async ORM)."""
+    loaded in ``session`` is synchronised (``synchronize_session="fetch"``): ``message_count`` is evaluated
+    in Python, ``last_message_at`` (``greatest()``) is expired, so read it after ``await session.refresh(...)``,
+    not by plain attribute access (async ORM)."""
     return await session.scalar(
         update(ChatSession)
         .where(
