@@ -2,7 +2,9 @@
 
 ``start_services`` resolves the three URLs the processes need. A URL given in the settings wins;
 otherwise the matching server is started inside ``DATA_DIR`` and stopped by ``Services.stop``.
-Commands use :func:`embedded_services`, which also stops them on Ctrl-C (SIGINT) and SIGTERM.
+Commands use :func:`embedded_services`, which also stops them on Ctrl-C (SIGINT) and SIGTERM. Also here, for
+long-running processes: :func:`freeze_startup_heap` (the garbage collector skips what start-up loaded) and
+:func:`serve_in_background` (the app on loopback, for tests and benchmarks).
 """
 
 from __future__ import annotations
