@@ -874,6 +874,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _forget_interrupt() -> None:
+    """Let a command that handled Ctrl-C (or SIGTERM) exit with its own status.
+
+    CPython ends a process by re-raising SIGINT when a ``KeyboardInterrupt`` went uncaught (bpo-1054041), and
+    notes it in a flag that ``exec`` of a string sets whenever the exception leaves the executed text, caught
+    further up or not. ``dataclasses`` builds its methods that way, so an interrupt landing while a module
+    declaring a dataclass was imported (``opencoach migrate`` imports SQLAlchemy's pool as it starts) made
+    ``python -m app.cli`` die by SIGINT after stopping its servers and returning 130. An ``exec`` of a string
+    that completes clears the flag again."""
+    exec("")  # noqa: S102 - empty text: only its side effect on the interpreter's flag is wanted
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``opencoach`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -883,6 +895,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
+        _forget_interrupt()
         return 130
     except ValidationError as exc:  # a setting from the environment or .env is invalid
         _error("; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()))

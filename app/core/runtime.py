@@ -188,8 +188,17 @@ def _signals_deferred() -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+def _as_ctrl_c(signum: int, frame: FrameType | None) -> None:
+    """Handle a signal as Ctrl-C: call the SIGINT handler in force. Outside an event loop that is Python's
+    (``KeyboardInterrupt`` at once); inside ``asyncio.run`` it is the runner's, which cancels the main task
+    (the exception arrives at an ``await``) and raises ``KeyboardInterrupt`` once the task has unwound. An
+    exception raised straight from the handler could land anywhere in the loop's, asyncpg's or a greenlet's
+    code: an interrupted ``opencoach migrate`` then crashed (a segmentation fault, or asyncpg's "not enough
+    values to unpack") in 2 of 15 runs with both cores loaded."""
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):  # SIG_IGN or SIG_DFL, not Python's: stop the command all the same
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    handler(signal.SIGINT, frame)
 
 
 @contextlib.contextmanager
@@ -197,18 +206,18 @@ def embedded_services(settings: Settings) -> Iterator[Services]:
     """:func:`start_services` for a command: the servers it started stop whichever way the block ends
     (return, exception, Ctrl-C, SIGTERM). Call from the main thread.
 
-    Inside the block SIGTERM raises ``KeyboardInterrupt`` like Ctrl-C does, so every ``finally`` runs
-    (Python's default for SIGTERM ends the process at once, leaving the servers running); uvicorn and arq
-    install their own handlers for their run and restore this one after. A signal during start-up is held
-    until the servers are up, then stops them and raises ``KeyboardInterrupt``; signals during the stop are
-    ignored. Raises ``RuntimeError`` when a server fails to start.
+    Inside the block SIGTERM is handled as Ctrl-C (:func:`_as_ctrl_c`), ending in ``KeyboardInterrupt``, so
+    every ``finally`` runs (Python's default for SIGTERM ends the process at once, leaving the servers
+    running); uvicorn and arq install their own handlers for their run and restore this one after. A signal
+    during start-up is held until the servers are up, then stops them and raises ``KeyboardInterrupt``;
+    signals during the stop are ignored. Raises ``RuntimeError`` when a server fails to start.
     """
     with _signals_deferred() as received:
         services = start_services(settings)
     try:
         if received:
             raise KeyboardInterrupt(signal.Signals(received[0]).name)
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        previous = signal.signal(signal.SIGTERM, _as_ctrl_c)
         try:
             yield services
         finally:

@@ -199,3 +199,81 @@ def test_a_signal_stops_every_server_a_command_started(
             proc.kill()
         for leftover in _alive(_servers(proc, data_dir)):
             leftover.kill()
+
+
+INTERRUPTED_IN_EXEC = """
+import sys
+from app import cli
+
+def interrupted(args):
+    exec("raise KeyboardInterrupt")  # as when Ctrl-C lands while dataclasses builds a method from text
+
+cli.cmd_migrate = interrupted
+sys.exit(cli.main(["migrate"]))
+"""
+
+
+def test_an_interrupt_that_landed_in_exec_still_ends_the_command_with_130(tmp_path: Path) -> None:
+    # run with -m, like the signal tests: CPython's exit by SIGINT after an "uncaught" KeyboardInterrupt
+    # applies to a module run that way (a script's SystemExit ends the process before it is looked at)
+    (tmp_path / "interrupted_cli.py").write_text(INTERRUPTED_IN_EXEC)
+    env = {**_embedded_env(), "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[3])])}
+    done = subprocess.run([sys.executable, "-m", "interrupted_cli"], env=env, capture_output=True, timeout=120)
+    assert done.returncode == 130, done.stderr.decode()[-2000:]
+
+
+SIGTERM_IN_EVENT_LOOP = """
+import asyncio
+import time
+from app.core.config import Settings
+from app.core.runtime import embedded_services
+
+# both URLs given: embedded_services starts no server and connects to none
+settings = Settings(database_url="postgresql+asyncpg://nobody@127.0.0.1:9/none", redis_url="redis://127.0.0.1:9/0")
+
+async def work():
+    try:
+        print("busy", flush=True)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:  # code between two awaits, like a driver parsing a reply
+            pass
+        print("busy work finished", flush=True)
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        print("cancelled at an await", flush=True)
+        raise
+    except KeyboardInterrupt:
+        print("interrupted between two awaits", flush=True)
+        raise
+
+with embedded_services(settings):
+    try:
+        asyncio.run(work())
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt after the task unwound", flush=True)
+"""
+
+
+def test_sigterm_inside_an_event_loop_cancels_the_main_task_as_ctrl_c_does() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_IN_EVENT_LOOP],
+        env=_embedded_env(),
+        cwd=Path(__file__).resolve().parents[3],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"busy\n"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out.decode()[-2000:]
+    # not "interrupted between two awaits": the task's code runs on to its next await, where it is cancelled
+    assert out.decode().splitlines() == [
+        "busy work finished",
+        "cancelled at an await",
+        "KeyboardInterrupt after the task unwound",
+    ]
