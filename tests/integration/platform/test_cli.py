@@ -3,6 +3,7 @@ every command that starts embedded servers stops them on SIGTERM and SIGINT."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -13,9 +14,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
 import httpx
 import psutil
 import pytest
+
+from app.core.config import Settings
+from app.core.runtime import start_services
+from app.db.migrate import head_revision
 
 
 def _free_port() -> int:
@@ -156,6 +162,28 @@ def migrated_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data_dir
 
 
+def _schema(data_dir: Path) -> tuple[int, str | None]:
+    """(tables in the public schema, Alembic revision or ``None``) of the embedded database in ``data_dir``, its
+    servers started for the look and stopped after."""
+    services = start_services(
+        Settings(data_dir=data_dir, database_url=None, migration_database_url=None, redis_url=None)
+    )
+
+    async def look() -> tuple[int, str | None]:
+        conn = await asyncpg.connect(services.migration_database_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            tables = await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+            stamped = await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
+            return tables, await conn.fetchval("SELECT version_num FROM alembic_version") if stamped else None
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(look())
+    finally:
+        services.stop()
+
+
 COMMANDS = ["migrate", "worker", "eval memory", "serve", "demo"]
 """Every long-running ``opencoach`` command that starts embedded servers (eval crisis/learning and the train
 commands start none; ``rotate-secret`` starts them through the same ``_start`` and is over in seconds)."""
@@ -184,6 +212,8 @@ def test_a_signal_stops_every_server_a_command_started(
             _wait_until(proc, log, lambda: "Starting worker" in log.read_text(), "running worker")
         elif command in ("serve", "demo"):
             _wait_until(proc, log, _http_up(port), "HTTP")
+        elif command == "migrate":  # into the migrations, which run inside asyncio.run on asyncpg
+            _wait_until(proc, log, lambda: "Running upgrade" in log.read_text(), "a migration running")
         elif command == "eval memory":
             time.sleep(3)  # into the evaluation (migrating, loading the models)
         started = _servers(proc, data_dir)
@@ -194,6 +224,10 @@ def test_a_signal_stops_every_server_a_command_started(
         time.sleep(1)
         assert _alive(started) == [], f"{command}: servers left running after {signum.name}"
         assert _processes_using(data_dir) == []
+        if command == "migrate":  # all pending migrations run in one transaction: none of them, or all
+            tables, revision = _schema(data_dir)
+            assert revision in (None, head_revision()), f"left half-migrated at {revision}"
+            assert (tables == 0) == (revision is None), f"{tables} tables at revision {revision}"
     finally:
         if proc.poll() is None:
             proc.kill()
