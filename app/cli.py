@@ -875,7 +875,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _forget_interrupt() -> None:
-    """Let a command that handled Ctrl-C (or SIGTERM) exit with its own status.
+    """Let a command that handled Ctrl-C (or SIGTERM), itself or through :func:`main`, exit with its own status.
 
     CPython ends a process by re-raising SIGINT when a ``KeyboardInterrupt`` went uncaught (bpo-1054041), and
     notes it in a flag that ``exec`` of a string sets whenever the exception leaves the executed text, caught
@@ -895,7 +895,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
-        _forget_interrupt()
         return 130
     except ValidationError as exc:  # a setting from the environment or .env is invalid
         _error("; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()))
@@ -903,6 +902,8 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         _error(str(exc))
         return 1
+    finally:
+        _forget_interrupt()  # whether the command caught the interrupt or this function did
 
 
 if __name__ == "__main__":

@@ -236,24 +236,33 @@ def test_a_signal_stops_every_server_a_command_started(
 
 
 INTERRUPTED_IN_EXEC = """
+import contextlib
 import sys
 from app import cli
 
 def interrupted(args):
     exec("raise KeyboardInterrupt")  # as when Ctrl-C lands while dataclasses builds a method from text
 
-cli.cmd_migrate = interrupted
+def interrupted_and_caught(args):  # as telegram poll does
+    with contextlib.suppress(KeyboardInterrupt):
+        interrupted(args)
+    return 0
+
+cli.cmd_migrate = {command}
 sys.exit(cli.main(["migrate"]))
 """
 
 
-def test_an_interrupt_that_landed_in_exec_still_ends_the_command_with_130(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("command", "status"), [("interrupted", 130), ("interrupted_and_caught", 0)])
+def test_an_interrupt_that_landed_in_exec_leaves_the_command_its_exit_status(
+    command: str, status: int, tmp_path: Path
+) -> None:
     # run with -m, like the signal tests: CPython's exit by SIGINT after an "uncaught" KeyboardInterrupt
     # applies to a module run that way (a script's SystemExit ends the process before it is looked at)
-    (tmp_path / "interrupted_cli.py").write_text(INTERRUPTED_IN_EXEC)
+    (tmp_path / "interrupted_cli.py").write_text(INTERRUPTED_IN_EXEC.format(command=command))
     env = {**_embedded_env(), "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[3])])}
     done = subprocess.run([sys.executable, "-m", "interrupted_cli"], env=env, capture_output=True, timeout=120)
-    assert done.returncode == 130, done.stderr.decode()[-2000:]
+    assert done.returncode == status, done.stderr.decode()[-2000:]
 
 
 SIGTERM_IN_EVENT_LOOP = """
