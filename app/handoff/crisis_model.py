@@ -195,7 +195,7 @@ def minilm(embedder: Callable[[], MiniLMEmbedder]) -> Embed:
 
 @cache
 def _standalone_embedder() -> MiniLMEmbedder:
-    return MiniLMEmbedder(batch_size=16)
+    return MiniLMEmbedder()
 
 
 minilm_embed: Embed = minilm(_standalone_embedder)

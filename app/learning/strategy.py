@@ -181,11 +181,11 @@ def supporter_turns(dialogue: dict[str, Any]) -> Iterator[SupporterTurn]:
             previous = str(label)
 
 
-def _matrix(turns: Sequence[SupporterTurn], batch_size: int = 64) -> Vector:
+def _matrix(turns: Sequence[SupporterTurn]) -> Vector:
     """Feature rows for ``turns`` with the local MiniLM (unit-normalised), encoded synchronously."""
     from app.llm.local import MiniLMEmbedder
 
-    vectors = MiniLMEmbedder(batch_size=batch_size).encode([t.text for t in turns])
+    vectors = MiniLMEmbedder().encode([t.text for t in turns])
     return np.vstack([features(v, t.text) for t, v in zip(turns, vectors, strict=True)])
 
 

@@ -48,6 +48,27 @@ def test_the_onnx_graph_gives_sentence_transformers_vectors_and_token_counts(cac
     assert embedder.encode([]) == []
 
 
+def test_texts_go_to_the_model_sorted_by_length_so_short_ones_are_not_padded_to_long_ones(cache: Path) -> None:
+    """Two model calls of two texts each: the two short texts together (3 word pieces wide), then the two long
+    ones; each text's vector is the one it gets alone, in the caller's order."""
+    embedder = MiniLMEmbedder(batch_size=2, cache_dir=cache)
+    shapes: list[tuple[int, ...]] = []
+    session = embedder._session
+
+    class Recording:
+        def run(self, names: object, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+            shapes.append(feed["input_ids"].shape)
+            return session.run(names, feed)
+
+    texts = ["word " * 100, "hi", "word " * 50, "ok"]
+    alone = [embedder.encode([text])[0] for text in texts]
+    embedder._session = Recording()  # type: ignore[assignment]
+    together = embedder.encode(texts)
+
+    assert shapes == [(2, 3), (2, 102)]
+    assert np.abs(np.array(together) - np.array(alone)).max() < 1e-5
+
+
 def test_the_graph_is_exported_once_per_cache_directory(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A second process (here: a second call) finds the exported graph and does not export again; no
     temporary file is left behind."""
