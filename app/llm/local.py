@@ -225,8 +225,8 @@ DEFAULT_BATCH_SIZE = 4
 """Texts per model call of :class:`MiniLMEmbedder`. Small calls of length-sorted texts are the fastest on CPU
 whatever the texts: measured on 2 cores (``EMBED_THREADS`` unset, 64 texts per ``encode``), 4 against 32 per
 call embeds a book's 180-word-piece chunks at 32.9 against 29.6 texts/s, SciFact abstracts (up to 256 pieces)
-at 21.7 against 17.9 and SciFact queries at 244 against 203; one per call is no faster for chunks and slower
-for queries (180/s)."""
+at 21.7 against 17.9 and SciFact queries at 244 against 203; one per call is about as fast for chunks (33.1,
+22.1) and slower for queries (180/s)."""
 
 
 class MiniLMEmbedder:
