@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Client, ClientTone, Coach, ToneConsent
@@ -243,11 +243,15 @@ async def _consent(session: AsyncSession, client_id: uuid.UUID, mode: ToneMode, 
     return ModeConsent(mode, consent_text(mode), version, last.expires_at, awaiting, last.at)
 
 
+_CLIENT_TONE = select(ClientTone).where(ClientTone.client_id == bindparam("client_id"))
+"""Read on every chat turn: built once, run with a bound parameter (SQLAlchemy reuses its cache key)."""
+
+
 async def tone_choice(session: AsyncSession, coach: Coach, client_id: uuid.UUID, now: datetime) -> ToneChoice:
     """The client's tone at ``now`` (:class:`ToneChoice`), read in the caller's tenant session; no errors.
     Reads the client's row and, when a mode other than ``default`` is chosen, its latest consent entry."""
     settings = coach_tone(coach)
-    row = await session.scalar(select(ClientTone).where(ClientTone.client_id == client_id))
+    row = await session.scalar(_CLIENT_TONE, {"client_id": client_id})
     intensity = settings.clamp(row.intensity) if row is not None and row.intensity is not None else None
     chosen = row.mode if row is not None else DEFAULT_MODE
     mode = next((m for m in settings.modes if m.key == chosen), None)

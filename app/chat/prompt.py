@@ -56,6 +56,9 @@ that takes a newline ends there or goes on only through whitespace, and none sta
 letter. BPE merges only inside a pre-token, so the pieces' counts add up to the whole text's count exactly
 (checked against tiktoken in ``tests/unit/test_prompt_and_security.py``). The budget search counts each line of
 the system message once per prompt instead of the whole message for every state it tries."""
+PIECE_CACHE_SIZE = 4096
+"""Prompt pieces whose token counts :func:`_piece_tokens` keeps (least recently used dropped first): a few MB at
+most (a piece is one line of a passage, a memory item or a message)."""
 EXAMPLES_HEADER = "How {coach} has replied in similar situations (follow the style and technique, not the words):"
 MEMORY_HEADER = "What you remember about this client from earlier sessions (use it naturally; do not recite it):"
 
@@ -169,6 +172,14 @@ class _Kept:
     profile: list[str]
 
 
+@functools.lru_cache(maxsize=PIECE_CACHE_SIZE)
+def _piece_tokens(piece: str) -> int:
+    """cl100k tokens in one piece of a prompt message (cut at :data:`LINE_START`), remembered for the process:
+    the persona, the headers and the coach's passages come back turn after turn, and each state of the budget
+    search counts the same pieces again."""
+    return count_tokens(piece)
+
+
 def _cut_states(uncut: _Kept) -> list[_Kept]:
     """Every state the budget cuts pass through, ``uncut`` first, one unit cut per state in the order of the
     module docstring; the last state is the one no cut applies to."""
@@ -232,17 +243,11 @@ def assemble_prompt(
     ]
     new: ChatMessage = {"role": "user", "content": user_text}
     uncut = _Kept(turns, list(examples), list(style), list(memory.items), list(passages), list(memory.profile_lines))
-    counted: dict[str, int] = {}
     mark = functools.cache(datamark)  # the search builds the same lines for each state it tries
 
     def tokens(messages: Sequence[ChatMessage]) -> int:
-        total = 0
-        for msg in messages:
-            for piece in LINE_START.split(msg["content"]):
-                if piece not in counted:
-                    counted[piece] = count_tokens(piece)
-                total += counted[piece]
-        return total + PER_MESSAGE_OVERHEAD * len(messages)
+        pieces = (piece for msg in messages for piece in LINE_START.split(msg["content"]))
+        return sum(map(_piece_tokens, pieces)) + PER_MESSAGE_OVERHEAD * len(messages)
 
     def build(kept: _Kept) -> list[ChatMessage]:
         system = _system(

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.availability import describe_return, is_available
@@ -61,6 +61,26 @@ def alert_event(handoff: Handoff, client_name: str, message: Message) -> dict[st
     }
 
 
+_ACTIVE = (
+    select(Handoff)
+    .where(Handoff.conversation_id == bindparam("conversation_id"), Handoff.status.in_(HandoffStatus.ACTIVE))
+    .with_for_update()
+)
+_RESUMED = (
+    select(Handoff)
+    .where(
+        Handoff.conversation_id == bindparam("conversation_id"),
+        Handoff.status == HandoffStatus.CLOSED,
+        Handoff.claimed_at.is_not(None),
+        Handoff.resumed_message_id.is_(None),
+    )
+    .order_by(Handoff.closed_at.desc())
+    .limit(1)
+)
+""":meth:`HandoffService.active_for` and :meth:`~HandoffService.resumed`, read on every chat turn: built once
+and run with bound parameters, so SQLAlchemy reuses their cache keys and compiled forms."""
+
+
 class HandoffService:
     """What the chat turn asks of handoffs (the active one, opening and announcing one, the client's notice,
     the first reply after a handback) and the live events the coach's actions share. Methods that take a
@@ -83,11 +103,8 @@ class HandoffService:
 
     async def active_for(self, session: AsyncSession, conversation_id: uuid.UUID) -> Handoff | None:
         """The conversation's open or claimed handoff, locked for this transaction, or ``None``."""
-        return await session.scalar(
-            select(Handoff)
-            .where(Handoff.conversation_id == conversation_id, Handoff.status.in_(HandoffStatus.ACTIVE))
-            .with_for_update()
-        )
+        active: Handoff | None = await session.scalar(_ACTIVE, {"conversation_id": conversation_id})
+        return active
 
     async def open(
         self,
@@ -170,17 +187,8 @@ class HandoffService:
     async def resumed(self, session: AsyncSession, conversation_id: uuid.UUID) -> Handoff | None:
         """The latest handback whose first AI reply has not been written yet (that reply records
         ``is_handback`` and sets ``resumed_message_id``)."""
-        return await session.scalar(
-            select(Handoff)
-            .where(
-                Handoff.conversation_id == conversation_id,
-                Handoff.status == HandoffStatus.CLOSED,
-                Handoff.claimed_at.is_not(None),
-                Handoff.resumed_message_id.is_(None),
-            )
-            .order_by(Handoff.closed_at.desc())
-            .limit(1)
-        )
+        resumed: Handoff | None = await session.scalar(_RESUMED, {"conversation_id": conversation_id})
+        return resumed
 
     async def publish_message(
         self, coach_id: uuid.UUID, client_id: uuid.UUID, message: Message, *, to_client: bool = True

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scipy.stats import binomtest, chi2_contingency, fisher_exact
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -216,6 +216,12 @@ def _clean_variants(variants: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return cleaned
 
 
+_RUNNING = select(Experiment).where(
+    Experiment.coach_id == bindparam("coach_id"), Experiment.status == ExperimentStatus.RUNNING
+)
+"""Read on every chat turn: built once, run with a bound parameter (SQLAlchemy reuses its cache key)."""
+
+
 class ExperimentService:
     """Creates experiments, assigns clients to variants and tests the difference."""
 
@@ -266,9 +272,8 @@ class ExperimentService:
         return experiment
 
     async def _running(self, session: AsyncSession, coach_id: uuid.UUID) -> Experiment | None:
-        return await session.scalar(
-            select(Experiment).where(Experiment.coach_id == coach_id, Experiment.status == ExperimentStatus.RUNNING)
-        )
+        running: Experiment | None = await session.scalar(_RUNNING, {"coach_id": coach_id})
+        return running
 
     async def assign(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> Assignment | None:
         """The client's variant of the coach's running experiment (``None`` when none runs), in the caller's

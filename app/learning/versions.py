@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import openai
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
@@ -77,6 +77,12 @@ async def _generate(provider: ChatProvider, prompt: list[ChatMessage], max_token
     return "".join(parts).strip()
 
 
+_PRODUCTION = select(ModelVersion).where(
+    ModelVersion.coach_id == bindparam("coach_id"), ModelVersion.status == ModelVersionStatus.PRODUCTION
+)
+"""Read on every chat turn: built once, run with a bound parameter (SQLAlchemy reuses its cache key)."""
+
+
 class ModelVersionService:
     """The coach's model versions; promotion only through the gate."""
 
@@ -96,11 +102,8 @@ class ModelVersionService:
 
     async def production(self, session: AsyncSession, coach_id: uuid.UUID) -> ModelVersion | None:
         """The coach's production version in the caller's session (``None``: serve the base model)."""
-        return await session.scalar(
-            select(ModelVersion).where(
-                ModelVersion.coach_id == coach_id, ModelVersion.status == ModelVersionStatus.PRODUCTION
-            )
-        )
+        version: ModelVersion | None = await session.scalar(_PRODUCTION, {"coach_id": coach_id})
+        return version
 
     async def list_versions(self, uow: UnitOfWork) -> list[ModelVersion]:
         """The coach's versions, newest first."""

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar, cast
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
@@ -51,6 +51,14 @@ class EmbedderSwitched(Exception):
     :data:`SWITCH_RETRIES` times."""
 
 
+_EMBEDDING_MODEL_LOCKED = (
+    select(Coach.embedding_provider, Coach.embedding_model)
+    .where(Coach.id == bindparam("coach_id"))
+    .with_for_update(read=True, key_share=True)  # FOR KEY SHARE (key_share alone: FOR NO KEY UPDATE)
+)
+"""Run on every chat turn: built once, with a bound parameter (SQLAlchemy reuses its cache key)."""
+
+
 async def lock_embedding_model(session: AsyncSession, coach_id: uuid.UUID) -> str | None:
     """The name of the coach's embedding model in use (``None`` when the coach is gone), the coach's row locked
     (``FOR KEY SHARE``) until the transaction ends. A transaction that stores vectors of that model after this
@@ -58,13 +66,7 @@ async def lock_embedding_model(session: AsyncSession, coach_id: uuid.UUID) -> st
     for this transaction, and its catch-up then finds these vectors. Writers of one coach never wait for each
     other (``KEY SHARE`` locks are compatible) nor for a change of the coach's other settings (a ``NO KEY
     UPDATE``). Take it before locking other rows (the switch locks the coach's row first, then its documents)."""
-    row = (
-        await session.execute(
-            select(Coach.embedding_provider, Coach.embedding_model)
-            .where(Coach.id == coach_id)
-            .with_for_update(read=True, key_share=True)  # FOR KEY SHARE (key_share alone: FOR NO KEY UPDATE)
-        )
-    ).one_or_none()
+    row = (await session.execute(_EMBEDDING_MODEL_LOCKED, {"coach_id": coach_id})).one_or_none()
     return None if row is None else embedding_model_name(*row)
 
 

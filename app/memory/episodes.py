@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ARRAY, ColumnElement, bindparam, func, select, text, true
+from sqlalchemy import ARRAY, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -104,16 +104,23 @@ async def insert_episodes(
     await session.execute(insert(Episode).values(rows).on_conflict_do_nothing(index_elements=["message_id"]))
 
 
-def _candidates(
-    coach_id: uuid.UUID, client_id: uuid.UUID, embedding_model: str, exclude: Sequence[uuid.UUID]
-) -> list[ColumnElement[bool]]:
-    return [
-        Episode.coach_id == coach_id,
-        Episode.client_id == client_id,
-        Episode.embedding_model == embedding_model,
+_QUERY = bindparam("query", type_=Episode.embedding.type)
+_DISTANCE = Episode.embedding.cosine_distance(_QUERY)
+_DENSE = (
+    select(Message.id, Message.sender_type, Message.text, Episode.at, _DISTANCE)
+    .join(Message, Message.id == Episode.message_id)
+    .where(
+        Episode.coach_id == bindparam("coach_id"),
+        Episode.client_id == bindparam("client_id"),
+        Episode.embedding_model == bindparam("model"),
         REMEMBERED,
-        Episode.message_id.not_in(list(exclude)) if exclude else true(),
-    ]
+        Episode.message_id.not_in(bindparam("exclude", expanding=True)),
+    )
+    .order_by(_DISTANCE)
+    .limit(bindparam("limit"))
+)
+"""Built once and run with bound parameters: SQLAlchemy then reuses its cache key and compiled form, where
+building the statement and its key on every call cost about 0.3 ms of CPU on the chat turn's path."""
 
 
 async def dense_episodes(
@@ -127,14 +134,15 @@ async def dense_episodes(
     exclude_message_ids: Sequence[uuid.UUID] = (),
 ) -> list[EpisodeHit]:
     """The ``limit`` episodes of the client nearest to the query (cosine), best first. Tenant transaction."""
-    distance = Episode.embedding.cosine_distance(query_embedding)
-    rows = await session.execute(
-        select(Message.id, Message.sender_type, Message.text, Episode.at, distance)
-        .join(Message, Message.id == Episode.message_id)
-        .where(*_candidates(coach_id, client_id, embedding_model, exclude_message_ids))
-        .order_by(distance)
-        .limit(limit)
-    )
+    params = {
+        "query": query_embedding,
+        "coach_id": coach_id,
+        "client_id": client_id,
+        "model": embedding_model,
+        "exclude": list(exclude_message_ids),
+        "limit": limit,
+    }
+    rows = await session.execute(_DENSE, params)
     return [EpisodeHit(r[0], r[1], r[2], r[3], 1.0 - float(r[4])) for r in rows.all()]
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Coach
@@ -145,6 +145,55 @@ def _episode_item(hit: EpisodeHit, now: datetime) -> MemoryItem:
     )
 
 
+_INSIGHT_DISTANCE = Insight.embedding.cosine_distance(bindparam("query", type_=Insight.embedding.type))
+_INSIGHTS = (
+    select(
+        Insight.id,
+        Insight.kind,
+        Insight.status,
+        Insight.text,
+        Insight.source_message_ids,
+        Insight.first_seen_at,
+        Insight.last_seen_at,
+        _INSIGHT_DISTANCE,
+    )
+    .where(
+        Insight.coach_id == bindparam("coach_id"),
+        Insight.client_id == bindparam("client_id"),
+        Insight.status.in_((InsightStatus.ACTIVE, InsightStatus.ACHIEVED)),
+        Insight.embedding_model == bindparam("model"),
+    )
+    .order_by(_INSIGHT_DISTANCE)
+    .limit(CANDIDATES)
+)
+"""The client's insights nearest to the query. Built once and run with bound parameters (SQLAlchemy reuses its
+cache key and compiled form), and only the columns recall shows: not the rows' vectors."""
+
+_SUMMARY_DISTANCE = ChatSession.embedding.cosine_distance(bindparam("query", type_=ChatSession.embedding.type))
+_SUMMARIES = (
+    select(
+        ChatSession.id,
+        ChatSession.summary,
+        ChatSession.source_message_ids,
+        ChatSession.started_at,
+        ChatSession.ended_at,
+        ChatSession.last_message_at,
+        _SUMMARY_DISTANCE,
+    )
+    .where(
+        ChatSession.coach_id == bindparam("coach_id"),
+        ChatSession.client_id == bindparam("client_id"),
+        ChatSession.status == SessionStatus.SUMMARIZED,
+        ChatSession.embedding_model == bindparam("model"),
+        ChatSession.id.is_distinct_from(bindparam("exclude_session_id", type_=ChatSession.id.type)),
+    )
+    .order_by(_SUMMARY_DISTANCE)
+    .limit(CANDIDATES)
+)
+"""The client's session summaries nearest to the query (the current session excluded; ``NULL``: none), built
+as :data:`_INSIGHTS` is."""
+
+
 async def _insight_items(
     session: AsyncSession,
     coach_id: uuid.UUID,
@@ -153,35 +202,14 @@ async def _insight_items(
     embedding_model: str,
     now: datetime,
 ) -> list[MemoryItem]:
-    distance = Insight.embedding.cosine_distance(query_embedding)
-    rows = await session.execute(
-        select(Insight, distance)
-        .where(
-            Insight.coach_id == coach_id,
-            Insight.client_id == client_id,
-            Insight.status.in_((InsightStatus.ACTIVE, InsightStatus.ACHIEVED)),
-            Insight.embedding_model == embedding_model,
-        )
-        .order_by(distance)
-        .limit(CANDIDATES)
-    )
+    params = {"query": query_embedding, "coach_id": coach_id, "client_id": client_id, "model": embedding_model}
     items = []
-    for insight, dist in rows.all():
-        kind = insight.kind if insight.status == InsightStatus.ACTIVE else f"{insight.kind}, {insight.status}"
-        age = (now - insight.last_seen_at).total_seconds() / 86400
-        label = f"{kind}, {insight.first_seen_at:%Y-%m-%d}"
-        items.append(
-            MemoryItem(
-                "insight",
-                insight.id,
-                label,
-                insight.text,
-                0.0,
-                1.0 - float(dist),
-                tuple(insight.source_message_ids),
-                age,
-            )
-        )
+    for row in (await session.execute(_INSIGHTS, params)).all():
+        kind = row.kind if row.status == InsightStatus.ACTIVE else f"{row.kind}, {row.status}"
+        age = (now - row.last_seen_at).total_seconds() / 86400
+        label = f"{kind}, {row.first_seen_at:%Y-%m-%d}"
+        relevance = 1.0 - float(row[-1])
+        items.append(MemoryItem("insight", row.id, label, row.text, 0.0, relevance, tuple(row.source_message_ids), age))
     return items
 
 
@@ -194,32 +222,25 @@ async def _summary_items(
     now: datetime,
     exclude_session_id: uuid.UUID | None,
 ) -> list[MemoryItem]:
-    distance = ChatSession.embedding.cosine_distance(query_embedding)
-    stmt = (
-        select(ChatSession, distance)
-        .where(
-            ChatSession.coach_id == coach_id,
-            ChatSession.client_id == client_id,
-            ChatSession.status == SessionStatus.SUMMARIZED,
-            ChatSession.embedding_model == embedding_model,
-        )
-        .order_by(distance)
-        .limit(CANDIDATES)
-    )
-    if exclude_session_id is not None:
-        stmt = stmt.where(ChatSession.id != exclude_session_id)
+    params = {
+        "query": query_embedding,
+        "coach_id": coach_id,
+        "client_id": client_id,
+        "model": embedding_model,
+        "exclude_session_id": exclude_session_id,
+    }
     items = []
-    for chat_session, dist in (await session.execute(stmt)).all():
-        age = (now - (chat_session.ended_at or chat_session.last_message_at)).total_seconds() / 86400
+    for row in (await session.execute(_SUMMARIES, params)).all():
+        age = (now - (row.ended_at or row.last_message_at)).total_seconds() / 86400
         items.append(
             MemoryItem(
                 "summary",
-                chat_session.id,
-                f"session of {chat_session.started_at:%Y-%m-%d}",
-                summary_text(chat_session.summary or {}),
+                row.id,
+                f"session of {row.started_at:%Y-%m-%d}",
+                summary_text(row.summary or {}),
                 0.0,
-                1.0 - float(dist),
-                tuple(chat_session.source_message_ids),
+                1.0 - float(row[-1]),
+                tuple(row.source_message_ids),
                 age,
             )
         )
@@ -288,6 +309,10 @@ async def recall(
     return without_repeats(scored, limit)
 
 
+_PROFILE = select(ClientProfile).where(ClientProfile.client_id == bindparam("client_id"))
+"""Read on every chat turn: built once, run with a bound parameter (SQLAlchemy reuses its cache key)."""
+
+
 async def context_for(
     session: AsyncSession,
     coach: Coach,
@@ -303,7 +328,7 @@ async def context_for(
     """L4 profile lines and the ``MEMORY_ITEMS`` best recalled items for this turn (see :func:`recall`;
     ``exclude_message_ids`` is the turn's L1 window and its new message). Must run inside the coach's
     tenant transaction."""
-    profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+    profile = await session.scalar(_PROFILE, {"client_id": client_id})
     items = await recall(
         session,
         coach.id,

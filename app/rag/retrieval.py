@@ -250,22 +250,48 @@ _WORD = re.compile(r"\w+")
 
 def _trigrams(passage: str) -> set[tuple[str, ...]]:
     words = _WORD.findall(passage.lower())
-    return {tuple(words[i : i + 3]) for i in range(max(1, len(words) - 2))}
+    if len(words) < 3:
+        return {tuple(words)}
+    return set(zip(words, words[1:], words[2:], strict=False))
 
 
-def collapse_near_duplicates(texts: Sequence[str], threshold: float = NEAR_DUPLICATE_JACCARD) -> list[int]:
+def collapse_near_duplicates(
+    texts: Sequence[str], threshold: float = NEAR_DUPLICATE_JACCARD, *, limit: int | None = None
+) -> list[int]:
     """Indexes of ``texts`` (best first) to keep: a text whose word-trigram set has Jaccard similarity ≥
     ``threshold`` with an earlier kept one is dropped (Broder 1997, "On the resemblance and containment of
-    documents", with exact shingle sets instead of min-hashes: a handful of passages per query)."""
+    documents", with exact shingle sets instead of min-hashes: a handful of passages per query). With a
+    ``limit``, stops once that many are kept: the texts after them are never compared (nor split into
+    trigrams, the costly part)."""
     kept: list[int] = []
     shingles: list[set[tuple[str, ...]]] = []
     for index, passage in enumerate(texts):
+        if limit is not None and len(kept) >= limit:
+            break
         own = _trigrams(passage)
         if any(len(own & other) >= threshold * len(own | other) for other in shingles):
             continue
         kept.append(index)
         shingles.append(own)
     return kept
+
+
+_PASSAGE_DISTANCE = Chunk.embedding.cosine_distance(bindparam("query", type_=Chunk.embedding.type))
+_PASSAGES = (
+    select(
+        Chunk.id,
+        Chunk.document_id,
+        Document.title,
+        Chunk.page_start,
+        Chunk.locator,
+        Chunk.text,
+        (1 - _PASSAGE_DISTANCE).label("similarity"),
+    )
+    .join(Document, Document.id == Chunk.document_id)
+    .where(Chunk.id.in_(bindparam("ids", expanding=True)))
+)
+"""The fused candidates' rows (:func:`retrieve`): built once and run with bound parameters, so SQLAlchemy reuses
+its cache key and compiled form instead of building them on every chat turn."""
 
 
 async def retrieve(
@@ -293,20 +319,7 @@ async def retrieve(
     top = ranked.fused[: 2 * k]
     if not top:
         return []
-    distance = Chunk.embedding.cosine_distance(query_embedding)
-    rows = await session.execute(
-        select(
-            Chunk.id,
-            Chunk.document_id,
-            Document.title,
-            Chunk.page_start,
-            Chunk.locator,
-            Chunk.text,
-            (1 - distance).label("similarity"),
-        )
-        .join(Document, Document.id == Chunk.document_id)
-        .where(Chunk.id.in_(top))
-    )
+    rows = await session.execute(_PASSAGES, {"query": query_embedding, "ids": top})
     by_id = {
         r.id: RetrievedChunk(
             r.id,
@@ -321,7 +334,9 @@ async def retrieve(
         for r in rows
     }
     ordered = [by_id[cid] for cid in top if cid in by_id]
-    kept = [ordered[i] for i in collapse_near_duplicates([c.text for c in ordered])]
+    # the reranker reorders every passage kept; without one, the first k kept are the answer
+    limit = None if reranker is not None else k
+    kept = [ordered[i] for i in collapse_near_duplicates([c.text for c in ordered], limit=limit)]
     if reranker is not None:
         kept = await _reranked(reranker, query, kept)
     return kept[:k]

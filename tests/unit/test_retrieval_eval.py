@@ -92,6 +92,21 @@ def test_near_duplicates_collapse_and_overlap_does_not() -> None:
     assert kept == [0, 1, 3]
 
 
+class _NeverRead(str):
+    def lower(self) -> str:
+        raise AssertionError("a text after the limit was split into trigrams")
+
+
+def test_collapsing_stops_once_the_limit_is_kept() -> None:
+    """With ``limit`` (retrieval without a reranker needs only the first k kept), a duplicate before the limit is
+    still skipped, and the texts after it are never read."""
+    passage = "Notice the urge, name it, and wait ninety seconds before acting on it at all today."
+    other = "Write down three things that went well, however small, before you go to sleep."
+    texts = [passage, passage.upper(), other, _NeverRead("anything")]
+    assert collapse_near_duplicates(texts, limit=2) == [0, 2]
+    assert collapse_near_duplicates(texts[:3]) == [0, 2]
+
+
 def test_chunks_know_their_markdown_heading_and_headers_stay_out_of_the_text() -> None:
     page = Page(None, "# Breathing\nSlow breaths calm the body.\n\n## Box method\nIn for four, hold for four.")
     chunks = chunk_pages([page], ChunkSpec(max_tokens=12, overlap_tokens=0))

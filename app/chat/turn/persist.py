@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import DateTime, bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
@@ -213,17 +213,21 @@ class Persister:
         return message
 
 
+_CLAIM = (
+    update(Message)
+    .where(Message.id == bindparam("message_id"), Message.answered_at.is_(None))
+    .values(answered_at=bindparam("now", type_=DateTime(timezone=True)))
+    .returning(Message.id)
+    .execution_options(synchronize_session=False)
+)
+"""Built once and run with bound parameters (SQLAlchemy reuses its cache key and compiled form)."""
+
+
 async def _claim_answer(session: AsyncSession, message_id: uuid.UUID) -> uuid.UUID | None:
     """Mark the client's message answered now, in one statement that also locks it for this transaction:
     its id, or ``None`` when it was answered already (or is gone). A concurrent claim waits for this
     transaction and then finds the message answered (PostgreSQL re-checks the ``WHERE`` on the updated row)."""
-    claimed: uuid.UUID | None = await session.scalar(
-        update(Message)
-        .where(Message.id == message_id, Message.answered_at.is_(None))
-        .values(answered_at=_now())
-        .returning(Message.id)
-        .execution_options(synchronize_session=False)
-    )
+    claimed: uuid.UUID | None = await session.scalar(_CLAIM, {"message_id": message_id, "now": _now()})
     return claimed
 
 
