@@ -14,7 +14,7 @@ Who opens one:
   webhook) open several short units of work with :func:`unit_of_work`, so no transaction (and pool
   connection) is held while they wait; each such place says so in its docstring.
 
-The transaction primitive (``SET LOCAL app.coach_id`` for row-level security, commit, outbox relay, hooks)
+The transaction primitive (``app.coach_id`` for row-level security, commit, outbox relay, hooks)
 is :func:`app.db.engine.tenant_session`; this module lives in ``accounts`` because it adds the tenant's
 :class:`~app.accounts.models.Coach`, whose model ``app.db`` must not import.
 """

@@ -6,6 +6,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import event, text
@@ -20,8 +21,9 @@ log = logging.getLogger(__name__)
 def make_engine(
     url: str, *, pool_size: int = 10, statement_timeout_ms: int = 0, lock_timeout_ms: int = 0
 ) -> AsyncEngine:
-    """Create the asyncpg engine for ``url`` (``postgresql+asyncpg://…``). Every connection is checked before
-    use (:func:`_ping_on_checkout`: connections a PostgreSQL restart closed are replaced, not handed out) and
+    """Create the asyncpg engine for ``url`` (``postgresql+asyncpg://…``). Every connection is scoped to the
+    tenant of the unit of work that checks it out, or to none, and checked by that same round trip
+    (:func:`_scope_on_checkout`: connections a PostgreSQL restart closed are replaced, not handed out), and
     gets PostgreSQL's ``statement_timeout`` and ``lock_timeout`` in milliseconds (0: none) as server settings,
     so a statement ends with an error (``QueryCanceledError``/``LockNotAvailableError``) instead of waiting
     for ever."""
@@ -32,23 +34,37 @@ def make_engine(
         max_overflow=10,
         connect_args={"server_settings": server_settings},
     )
-    event.listen(engine.sync_engine, "checkout", _ping_on_checkout)
+    event.listen(engine.sync_engine, "checkout", _scope_on_checkout)
     return engine
 
 
-def _ping_on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-    """Pessimistic disconnect handling (SQLAlchemy's "Disconnect Handling – Pessimistic", done in a ``checkout``
-    pool event): send ``SELECT 1`` (simple query protocol) on the connection being checked out; if it
-    fails, whatever the error (a terminated backend can leave asyncpg with ``InternalClientError``), log it
-    and raise ``DisconnectionError``: the pool discards the connection and checks out another (a new one
-    when needed, whose own connect error then reaches the caller).
+_TENANT: ContextVar[uuid.UUID | None] = ContextVar("opencoach_tenant", default=None)
+"""The coach a unit of work (:func:`tenant_session`) is checking out its connection for, during that checkout."""
 
-    One round trip. SQLAlchemy's own ``pool_pre_ping`` on asyncpg takes three (``BEGIN``, ``;`` as a
-    prepared statement, ``ROLLBACK``), on every checkout: about 20 per chat turn, which opens seven units of
-    work. The simple query protocol prepares nothing and needs no transaction (the reason for SQLAlchemy's,
-    pgbouncer's transaction mode: sqlalchemy#10226)."""
+
+def _scope_on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Scope the connection being checked out, for as long as it is out, to the tenant of the unit of work that
+    checks it out (:data:`_TENANT`), or to no tenant (then row-level security shows no tenant's rows):
+    ``SELECT set_config('app.coach_id', '<coach id or empty>', false)`` in the simple query protocol.
+
+    The same round trip is the pessimistic disconnect check (SQLAlchemy's "Disconnect Handling – Pessimistic",
+    in a ``checkout`` pool event): if it fails, whatever the error (a terminated backend can leave asyncpg with
+    ``InternalClientError``), it is logged and ``DisconnectionError`` raised: the pool discards the connection
+    and checks out another (a new one when needed, whose own connect error then reaches the caller).
+
+    Before, the check was a ``SELECT 1`` and every transaction then set its tenant with its own statement
+    (``set_config(…, true)``): two round trips per unit of work where one does, seven units of work per chat
+    turn. A session-level setting is safe because every checkout sets it again (nothing uses a pooled
+    connection without checking it out): a tenant's scope ends when its connection goes back to the pool. SQLAlchemy's own ``pool_pre_ping`` on asyncpg takes three round
+    trips (``BEGIN``, ``;`` as a prepared statement, ``ROLLBACK``); the simple query protocol prepares nothing
+    and needs no transaction (sqlalchemy#10226). The coach id is a ``uuid.UUID``, so the literal holds only
+    hex digits and hyphens."""
+    tenant = _TENANT.get()
+    scope = str(tenant) if isinstance(tenant, uuid.UUID) else ""
     try:
-        dbapi_connection.run_async(lambda connection: connection.execute("SELECT 1"))
+        dbapi_connection.run_async(
+            lambda connection: connection.execute(f"SELECT set_config('app.coach_id', '{scope}', false)")
+        )
     except Exception as exc:  # closed socket, terminated backend (57P01), asyncpg's protocol state after either, …
         log.warning("a pooled connection failed its checkout ping (%r); it is replaced", exc)
         raise DisconnectionError(f"connection failed its checkout ping: {exc!r}") from exc
@@ -98,30 +114,33 @@ async def run_after_commit(session: AsyncSession) -> None:
             log.exception("after-commit hook %r failed", hook)
 
 
-_SET_TENANT = text("SELECT set_config('app.coach_id', :cid, true)")
-
-
-async def set_tenant(session: AsyncSession, coach_id: uuid.UUID) -> None:
-    """Scope the current transaction to ``coach_id``: ``SET LOCAL app.coach_id`` (via ``set_config(…, true)``),
-    which the row-level security policies of every tenant-owned table compare against."""
-    await session.execute(_SET_TENANT, {"cid": str(coach_id)})
-
-
 @asynccontextmanager
 async def tenant_session(
     sessionmaker: async_sessionmaker[AsyncSession], coach_id: uuid.UUID
 ) -> AsyncIterator[AsyncSession]:
-    """The unit of work of one tenant: open a session, begin a transaction scoped to ``coach_id``, commit on
-    success (then relay its outbox jobs and run its :func:`after_commit` hooks), roll back on error."""
+    """The unit of work of one tenant: open a session, begin a transaction on a connection scoped to
+    ``coach_id`` (:func:`_scoped_connection`), commit on success (then relay its outbox jobs and run its
+    :func:`after_commit` hooks), roll back on error."""
     async with sessionmaker() as session:
         try:
             async with session.begin():
-                await set_tenant(session, coach_id)
+                await _scoped_connection(session, coach_id)
                 yield session
         except BaseException:
             discard_after_commit(session)
             raise
         await run_after_commit(session)
+
+
+async def _scoped_connection(session: AsyncSession, coach_id: uuid.UUID) -> None:
+    """Check out ``session``'s connection for its transaction now, scoped to ``coach_id`` by the checkout
+    itself (:func:`_scope_on_checkout` reads :data:`_TENANT`, set for this call only: no other session of the
+    task is scoped by it). Raises ``ValueError`` when ``coach_id`` is not a UUID."""
+    scoped = _TENANT.set(uuid.UUID(str(coach_id)))
+    try:
+        await session.connection()
+    finally:
+        _TENANT.reset(scoped)
 
 
 _OWNED_OBJECTS = text(

@@ -81,7 +81,8 @@ async def _rotate_tenant(
 
 async def rotate_secrets(engine: AsyncEngine, box: SecretBox, metadata: MetaData) -> RotationReport:
     """Re-encrypt every ``*_encrypted`` value under ``box``'s primary key (``MultiFernet.rotate``), one
-    transaction per coach scoped to that tenant (``SET LOCAL app.coach_id``, rows also filtered by coach).
+    transaction per coach scoped to that tenant (:func:`~app.db.engine.tenant_session`, rows also filtered by
+    coach).
 
     ``engine`` connects as the schema owner (``MIGRATION_DATABASE_URL``): only it may list every coach.
     Idempotent (a value already under the primary key is simply re-encrypted again). A value no configured

@@ -14,15 +14,16 @@ import pytest
 from litestar import Litestar, post
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 
 from app import worker
-from app.accounts.models import Client
+from app.accounts.models import Client, Coach
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.asgi import domain_error_handler
 from app.container import Container
 from app.core.errors import DomainError, InvalidInput
-from app.core.runtime import serve_in_background
+from app.core.runtime import Services, serve_in_background
+from app.db.engine import make_engine, make_sessionmaker
 from app.db.outbox import OutboxJob, add_job
 from app.deps import Uow, provide_unit_of_work
 
@@ -163,3 +164,29 @@ async def test_a_job_runs_in_one_unit_of_work_of_its_tenant(
     result = await worker.refresh_training_data({"container": container}, str(coach_id), str(uuid.uuid4()))
     assert result == "conversation gone"
     assert [uow.coach_id for uow in opened] == [coach_id]
+
+
+async def test_a_connection_is_scoped_to_the_tenant_that_checked_it_out_and_to_no_other(
+    coach_id: uuid.UUID, services: Services
+) -> None:
+    """``app.coach_id`` is set by the pool's checkout (the liveness round trip): the unit of work's connection
+    shows its coach; the same connection checked out again afterwards (a pool of one), and a session opened
+    outside a unit of work while it runs, show no coach and no coach's rows."""
+    engine = make_engine(services.database_url, pool_size=1)
+    sessionmaker = make_sessionmaker(engine)
+    scope = text("SELECT current_setting('app.coach_id', true)")
+    try:
+        async with unit_of_work(sessionmaker, coach_id) as uow:
+            assert await uow.session.scalar(scope) == str(coach_id)
+            assert list((await uow.session.scalars(select(Coach.id))).all()) == [coach_id]
+            backend = await uow.session.scalar(text("SELECT pg_backend_pid()"))
+        async with sessionmaker() as after:
+            assert await after.scalar(text("SELECT pg_backend_pid()")) == backend  # the same connection
+            assert await after.scalar(scope) == ""
+            assert list((await after.scalars(select(Coach.id))).all()) == []
+        async with unit_of_work(sessionmaker, coach_id) as uow, sessionmaker() as outside:
+            assert list((await uow.session.scalars(select(Coach.id))).all()) == [coach_id]
+            assert await outside.scalar(scope) == ""
+            assert list((await outside.scalars(select(Coach.id))).all()) == []
+    finally:
+        await engine.dispose()
