@@ -54,10 +54,11 @@ def _scope_on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None
 
     Before, the check was a ``SELECT 1`` and every transaction then set its tenant with its own statement
     (``set_config(…, true)``): two round trips per unit of work where one does, seven units of work per chat
-    turn. A session-level setting is safe because every checkout sets it again (nothing uses a pooled
-    connection without checking it out): a tenant's scope ends when its connection goes back to the pool. SQLAlchemy's own ``pool_pre_ping`` on asyncpg takes three round
-    trips (``BEGIN``, ``;`` as a prepared statement, ``ROLLBACK``); the simple query protocol prepares nothing
-    and needs no transaction (sqlalchemy#10226). The coach id is a ``uuid.UUID``, so the literal holds only
+    turn. A session-level setting is safe because every checkout sets it again and nothing uses a pooled
+    connection without checking it out: the tenant a connection holds in the pool is never used.
+    SQLAlchemy's own ``pool_pre_ping`` on asyncpg takes three round trips (``BEGIN``, ``;`` as a prepared
+    statement, ``ROLLBACK``); the simple query protocol prepares nothing and needs no transaction
+    (sqlalchemy#10226). The coach id is a ``uuid.UUID``, so the literal holds only
     hex digits and hyphens."""
     tenant = _TENANT.get()
     scope = str(tenant) if isinstance(tenant, uuid.UUID) else ""
