@@ -136,12 +136,15 @@ async def tenant_session(
 async def _scoped_connection(session: AsyncSession, coach_id: uuid.UUID) -> None:
     """Check out ``session``'s connection for its transaction now, scoped to ``coach_id`` by the checkout
     itself (:func:`_scope_on_checkout` reads :data:`_TENANT`, set for this call only: no other session of the
-    task is scoped by it). Raises ``ValueError`` when ``coach_id`` is not a UUID."""
+    task is scoped by it). Raises ``ValueError`` when ``coach_id`` is not a UUID, and ``RuntimeError`` when the
+    session's engine was not made by :func:`make_engine` (its connections would carry no tenant)."""
     scoped = _TENANT.set(uuid.UUID(str(coach_id)))
     try:
-        await session.connection()
+        connection = await session.connection()
     finally:
         _TENANT.reset(scoped)
+    if not event.contains(connection.engine.sync_engine, "checkout", _scope_on_checkout):
+        raise RuntimeError("a tenant unit of work needs an engine made by app.db.engine.make_engine")
 
 
 _OWNED_OBJECTS = text(

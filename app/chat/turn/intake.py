@@ -68,8 +68,25 @@ _EARLIER = (
     .order_by(Message.created_at.desc())
     .limit(bindparam("limit"))
 )
-"""The turn's reads (:meth:`Intake.load`, :func:`_earlier`): built once and run with bound parameters, so
-SQLAlchemy reuses their cache keys and compiled forms (building them cost about 0.2 ms of CPU each, per turn)."""
+_LATEST_SENDER = (
+    select(Message.sender_type)
+    .where(Message.conversation_id == Conversation.id)
+    .order_by(Message.created_at.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+_CONVERSATION = (
+    select(Conversation, _LATEST_SENDER, Coach)
+    .join(Coach, Coach.id == Conversation.coach_id)
+    .where(
+        Conversation.id == bindparam("conversation_id"),
+        Conversation.coach_id == bindparam("coach_id"),
+        Conversation.client_id == bindparam("client_id"),
+    )
+)
+"""The turn's reads (:func:`_conversation_for`, :meth:`Intake.load`, :func:`_earlier`): built once and run with
+bound parameters, so SQLAlchemy reuses their cache keys and compiled forms (building them cost about 0.2 ms of
+CPU each, per turn)."""
 
 
 def clean_text(text: str | None) -> str:
@@ -311,24 +328,8 @@ async def _conversation_for(
         uow.session.add(conversation)
         await uow.session.flush()
         return conversation, None, coach
-    latest_sender = (
-        select(Message.sender_type)
-        .where(Message.conversation_id == Conversation.id)
-        .order_by(Message.created_at.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    row = (
-        await uow.session.execute(
-            select(Conversation, latest_sender, Coach)
-            .join(Coach, Coach.id == Conversation.coach_id)
-            .where(
-                Conversation.id == conversation_id,
-                Conversation.coach_id == uow.coach_id,
-                Conversation.client_id == client_id,
-            )
-        )
-    ).one_or_none()
+    params = {"conversation_id": conversation_id, "coach_id": uow.coach_id, "client_id": client_id}
+    row = (await uow.session.execute(_CONVERSATION, params)).one_or_none()
     if row is None:
         raise NotFound("conversation not found")
     return row[0], row[1], await uow.coach()  # the coach row just loaded (the session's identity map)

@@ -15,6 +15,7 @@ from litestar import Litestar, post
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery
 from sqlalchemy import event, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app import worker
 from app.accounts.models import Client, Coach
@@ -188,5 +189,19 @@ async def test_a_connection_is_scoped_to_the_tenant_that_checked_it_out_and_to_n
             assert list((await uow.session.scalars(select(Coach.id))).all()) == [coach_id]
             assert await outside.scalar(scope) == ""
             assert list((await outside.scalars(select(Coach.id))).all()) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_a_tenant_unit_of_work_on_an_engine_made_elsewhere_is_refused(
+    coach_id: uuid.UUID, services: Services
+) -> None:
+    """Only ``make_engine``'s engines scope their connections at checkout; on another engine the unit of work would
+    run with no tenant (row-level security would show nothing), so it is refused before any statement."""
+    engine = create_async_engine(services.database_url)
+    try:
+        with pytest.raises(RuntimeError, match="make_engine"):
+            async with unit_of_work(make_sessionmaker(engine), coach_id):
+                pytest.fail("the unit of work started")
     finally:
         await engine.dispose()
