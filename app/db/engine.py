@@ -53,8 +53,8 @@ def _scope_on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None
     and checks out another (a new one when needed, whose own connect error then reaches the caller).
 
     Before, the check was a ``SELECT 1`` and every transaction then set its tenant with its own statement
-    (``set_config(…, true)``): two round trips per unit of work where one does, seven units of work per chat
-    turn. A session-level setting is safe because every checkout sets it again and nothing uses a pooled
+    (``set_config(…, true)``): two round trips per unit of work where one does, six tenant units of work per
+    chat turn. A session-level setting is safe because every checkout sets it again and nothing uses a pooled
     connection without checking it out: the tenant a connection holds in the pool is never used.
     SQLAlchemy's own ``pool_pre_ping`` on asyncpg takes three round trips (``BEGIN``, ``;`` as a prepared
     statement, ``ROLLBACK``); the simple query protocol prepares nothing and needs no transaction
