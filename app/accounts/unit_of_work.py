@@ -72,10 +72,11 @@ class UnitOfWork:
 
 @asynccontextmanager
 async def unit_of_work(
-    sessionmaker: async_sessionmaker[AsyncSession], coach_id: uuid.UUID
+    sessionmaker: async_sessionmaker[AsyncSession], coach_id: uuid.UUID, *, autocommit: bool = False
 ) -> AsyncIterator[UnitOfWork]:
     """Open a :class:`UnitOfWork` for ``coach_id``: commit when the block ends (then relay its outbox jobs and
     run its hooks), roll back (no job, no hook) when it raises. For jobs, crons, the CLI and the steps of the
-    chat turn; request handlers get theirs from the ``uow`` dependency."""
-    async with tenant_session(sessionmaker, coach_id) as session:
+    chat turn; request handlers get theirs from the ``uow`` dependency. ``autocommit=True``: a unit that only
+    reads, each statement a transaction of its own (:func:`~app.db.engine.tenant_session`)."""
+    async with tenant_session(sessionmaker, coach_id, autocommit=autocommit) as session:
         yield UnitOfWork(session, coach_id)

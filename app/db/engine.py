@@ -117,15 +117,21 @@ async def run_after_commit(session: AsyncSession) -> None:
 
 @asynccontextmanager
 async def tenant_session(
-    sessionmaker: async_sessionmaker[AsyncSession], coach_id: uuid.UUID
+    sessionmaker: async_sessionmaker[AsyncSession], coach_id: uuid.UUID, *, autocommit: bool = False
 ) -> AsyncIterator[AsyncSession]:
     """The unit of work of one tenant: open a session, begin a transaction on a connection scoped to
     ``coach_id`` (:func:`_scoped_connection`), commit on success (then relay its outbox jobs and run its
-    :func:`after_commit` hooks), roll back on error."""
+    :func:`after_commit` hooks), roll back on error.
+
+    ``autocommit=True`` is for a unit that only reads and needs no snapshot shared by its statements: the
+    connection is in PostgreSQL's autocommit mode (SQLAlchemy's ``AUTOCOMMIT`` isolation level), so each
+    statement is a transaction of its own and the unit sends no ``BEGIN`` and no ``COMMIT`` (two round trips
+    fewer). It is still scoped to ``coach_id``: the scope is set at checkout, not per transaction. A write in
+    such a unit would commit at once, alone: write in a unit without ``autocommit``."""
     async with sessionmaker() as session:
         try:
             async with session.begin():
-                await _scoped_connection(session, coach_id)
+                await _scoped_connection(session, coach_id, autocommit=autocommit)
                 yield session
         except BaseException:
             discard_after_commit(session)
@@ -133,14 +139,20 @@ async def tenant_session(
         await run_after_commit(session)
 
 
-async def _scoped_connection(session: AsyncSession, coach_id: uuid.UUID) -> None:
-    """Check out ``session``'s connection for its transaction now, scoped to ``coach_id`` by the checkout
-    itself (:func:`_scope_on_checkout` reads :data:`_TENANT`, set for this call only: no other session of the
-    task is scoped by it). Raises ``ValueError`` when ``coach_id`` is not a UUID, and ``RuntimeError`` when the
-    session's engine was not made by :func:`make_engine` (its connections would carry no tenant)."""
+_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
+"""Execution options of an autocommit unit's connection; the pool restores the default isolation level when
+the connection comes back (no round trip with asyncpg, whose transactions the driver begins itself)."""
+
+
+async def _scoped_connection(session: AsyncSession, coach_id: uuid.UUID, *, autocommit: bool) -> None:
+    """Check out ``session``'s connection for its transaction now (in autocommit mode if ``autocommit``), scoped
+    to ``coach_id`` by the checkout itself (:func:`_scope_on_checkout` reads :data:`_TENANT`, set for this call
+    only: no other session of the task is scoped by it). Raises ``ValueError`` when ``coach_id`` is not a UUID,
+    and ``RuntimeError`` when the session's engine was not made by :func:`make_engine` (its connections would
+    carry no tenant)."""
     scoped = _TENANT.set(uuid.UUID(str(coach_id)))
     try:
-        connection = await session.connection()
+        connection = await session.connection(execution_options=_AUTOCOMMIT if autocommit else None)
     finally:
         _TENANT.reset(scoped)
     if not event.contains(connection.engine.sync_engine, "checkout", _scope_on_checkout):

@@ -30,8 +30,9 @@ from app.rag.retrieval import RetrievedChunk, retrieve
 
 class Gatherer:
     """Reads everything a turn's prompt and confidence need: passages, memory and the learning loop's part
-    concurrently, each in a tenant transaction (and pooled connection) of its own (one ``AsyncSession`` must
-    not run two queries at once)."""
+    concurrently, each in a tenant unit of work (and pooled connection) of its own (one ``AsyncSession`` must
+    not run two queries at once). Passages and the learning loop's part only read, independent rows, so their
+    units are in autocommit mode (no ``BEGIN``/``COMMIT`` round trips)."""
 
     def __init__(
         self,
@@ -53,9 +54,9 @@ class Gatherer:
     async def _passages(
         self, turn: Turn, query_embedding: list[float], model: str, stages: Stages
     ) -> list[RetrievedChunk]:
-        """The coach's passages for the message (hybrid retrieval), in a transaction of their own."""
+        """The coach's passages for the message (hybrid retrieval), in a unit of work of their own."""
         with stages.time("gather.passages"):
-            async with unit_of_work(self._sessionmaker, turn.coach.id) as uow:
+            async with unit_of_work(self._sessionmaker, turn.coach.id, autocommit=True) as uow:
                 return await retrieve(
                     uow.session,
                     turn.coach.id,
@@ -88,10 +89,10 @@ class Gatherer:
 
     async def _learned(self, turn: Turn, query_embedding: list[float], model: str, stages: Stages) -> Learned:
         """The learning loop's part (experiment variant, production version, few-shot interventions), in a
-        transaction of its own."""
+        unit of work of its own."""
         coach, conversation = turn.coach, turn.conversation
         with stages.time("gather.learning"):
-            async with unit_of_work(self._sessionmaker, coach.id) as uow:
+            async with unit_of_work(self._sessionmaker, coach.id, autocommit=True) as uow:
                 session = uow.session
                 return Learned(
                     coach,

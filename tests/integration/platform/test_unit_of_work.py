@@ -193,6 +193,30 @@ async def test_a_connection_is_scoped_to_the_tenant_that_checked_it_out_and_to_n
         await engine.dispose()
 
 
+async def test_an_autocommit_unit_runs_each_statement_alone_and_stays_scoped(
+    coach_id: uuid.UUID, services: Services
+) -> None:
+    """An ``autocommit`` unit of work sends no ``BEGIN``: each statement is a transaction of its own (a new
+    transaction id each time), where a plain unit's statements share one.
+    It still sees its coach's rows only, and its connection (a pool of one) is transactional again in the next
+    unit of work."""
+    engine = make_engine(services.database_url, pool_size=1)
+    sessionmaker = make_sessionmaker(engine)
+    transaction_id = text("SELECT txid_current()")
+    try:
+        async with unit_of_work(sessionmaker, coach_id, autocommit=True) as uow:
+            assert await uow.session.scalar(transaction_id) != await uow.session.scalar(transaction_id)
+            assert list((await uow.session.scalars(select(Coach.id))).all()) == [coach_id]
+            backend = await uow.session.scalar(text("SELECT pg_backend_pid()"))
+        async with unit_of_work(sessionmaker, coach_id) as uow:
+            assert await uow.session.scalar(text("SELECT pg_backend_pid()")) == backend  # the same connection
+            assert await uow.session.scalar(transaction_id) == await uow.session.scalar(transaction_id)
+        async with sessionmaker() as outside:
+            assert list((await outside.scalars(select(Coach.id))).all()) == []
+    finally:
+        await engine.dispose()
+
+
 async def test_a_tenant_unit_of_work_on_an_engine_made_elsewhere_is_refused(
     coach_id: uuid.UUID, services: Services
 ) -> None:
