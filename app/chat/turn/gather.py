@@ -1,7 +1,8 @@
 """Gather a turn's context: the query embedding (stored as the client message's episode, so later turns
-recall it), the coach's passages (hybrid retrieval), what memory holds about the client (the L1 window
-excluded), the learning loop's part (experiment variant, production model version, the coach's own
-past interventions as few-shot examples, the client's tone choice), and the confidence before generation."""
+recall it, unless intake stored it), the coach's passages (hybrid retrieval), what memory holds about the
+client (the L1 window excluded), the learning loop's part (experiment variant, production model version, the
+coach's own past interventions as few-shot examples, the client's tone choice), and the confidence before
+generation."""
 
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ from app.rag.retrieval import RetrievedChunk, retrieve
 class Gatherer:
     """Reads everything a turn's prompt and confidence need: passages, memory and the learning loop's part
     concurrently, each in a tenant unit of work (and pooled connection) of its own (one ``AsyncSession`` must
-    not run two queries at once). Passages and the learning loop's part only read, independent rows, so their
-    units are in autocommit mode (no ``BEGIN``/``COMMIT`` round trips)."""
+    not run two queries at once). Passages, the learning loop's part and (its episode stored at intake) memory
+    only read, independent rows, so their units are in autocommit mode (no ``BEGIN``/``COMMIT`` round trips)."""
 
     def __init__(
         self,
@@ -68,10 +69,12 @@ class Gatherer:
                 )
 
     async def _memory(self, turn: Turn, query_embedding: list[float], model: str, stages: Stages) -> MemoryContext:
-        """What memory recalls about the client (the L1 window excluded), then the message stored as an episode
-        with its embedding (after the recall, which must not find the message itself), in one transaction."""
+        """What memory recalls about the client (the L1 window excluded). The message's episode was stored at
+        intake when its vector came from there (the recall then only reads: an autocommit unit of work);
+        otherwise it is stored here, after the recall, in the recall's transaction."""
         coach, client_id = turn.coach, turn.conversation.client_id
-        async with unit_of_work(self._sessionmaker, coach.id) as uow:
+        stored = turn.query_embedding is not None
+        async with unit_of_work(self._sessionmaker, coach.id, autocommit=stored) as uow:
             with stages.time("gather.memory"):
                 memory = await context_for(
                     uow.session,
@@ -83,8 +86,9 @@ class Gatherer:
                     exclude_session_id=turn.message.session_id,
                     exclude_message_ids=[turn.message.id, *(m.id for m in turn.history)],
                 )
-            with stages.time("gather.episodes"):
-                await store_episodes(uow.session, coach.id, client_id, [turn.message], [query_embedding], model)
+            if not stored:
+                with stages.time("gather.episodes"):
+                    await store_episodes(uow.session, coach.id, client_id, [turn.message], [query_embedding], model)
         return memory
 
     async def _learned(self, turn: Turn, query_embedding: list[float], model: str, stages: Stages) -> Learned:

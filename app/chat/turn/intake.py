@@ -32,6 +32,7 @@ from app.handoff.detector import CONVERSATION_WINDOW, CrisisDetector, conversati
 from app.handoff.service import HandoffService
 from app.handoff.signals import turn_signals
 from app.llm.registry import ProviderRegistry
+from app.memory.episodes import store_episodes
 from app.memory.insights import extraction_due
 from app.memory.messages import store_message
 
@@ -173,10 +174,12 @@ class Intake:
     async def load(self, uow: UnitOfWork, client_id: uuid.UUID, message_id: uuid.UUID, stages: Stages) -> Turn | None:
         """The turn that answers client message ``message_id`` (locked for ``session``'s transaction), or
         ``None`` when it was answered already. History is what the client saw before it: earlier messages and
-        the replies to earlier messages, not the client's later ones. Times ``intake.embed`` (waiting for the
-        message's one embedding, started when it was stored, or else now, and computed while the other reads
-        run) and ``intake.risk`` (the crisis screen) in
-        ``stages``. Raises ``NotFound``."""
+        the replies to earlier messages, not the client's later ones. When the message's one embedding serves
+        retrieval too (``Turn.query_embedding``), the message's episode is stored with it in this transaction
+        (:func:`app.memory.episodes.store_episodes`), whatever the turn then does; otherwise the turn's
+        gather stores it. Times ``intake.embed`` (waiting for the message's one embedding, started when it was
+        stored, or else now, and computed while the other reads run), ``intake.risk`` (the crisis screen) and
+        ``intake.episode`` in ``stages``. Raises ``NotFound``."""
         session = uow.session
         row = (await session.execute(_TURN, {"message_id": message_id, "client_id": client_id})).one_or_none()
         if row is None:
@@ -205,6 +208,10 @@ class Intake:
         # several moderately concerning ones in a row raise the level
         with stages.time("intake.risk"):
             risk = await asyncio.to_thread(self._risk.assess, message.text, query_embedding)
+        if query_embedding is not None:  # the message's episode, so later turns recall it (this one excludes it)
+            with stages.time("intake.episode"):
+                model = (await self._registry.query_embedder(coach)).model
+                await store_episodes(session, coach.id, conversation.client_id, [message], [query_embedding], model)
         risk = conversation_risk(
             [*(self._risk.lexicon.assess(t) for t in client_texts[-CONVERSATION_WINDOW + 1 :]), risk]
         )

@@ -67,7 +67,8 @@ class Turn:
     """What the turn's first transaction loaded: the coach, the conversation, the client's message, the L1
     ``history`` before it (oldest first), its risk and signals, the active handoff (locked in that
     transaction), the message's ``query_embedding`` when the crisis screen's vector also serves retrieval
-    (384 floats; ``None``: retrieval embeds the message itself), and whether L3 extraction is due after the
+    (384 floats, stored as the message's episode in that transaction; ``None``: retrieval embeds the message
+    itself, and gather stores the episode), and whether L3 extraction is due after the
     reply (``insights_due``, :func:`app.memory.insights.extraction_due`)."""
 
     coach: Coach

@@ -815,6 +815,24 @@ async def test_a_fact_said_in_an_old_session_is_recalled_in_a_later_sessions_pro
     assert str(first.received_message_id) in again.metadata["memory"]["message_ids"]
 
 
+async def test_a_message_answered_without_the_model_is_recalled_later_too(
+    container: Container, http: httpx.AsyncClient, coach: Coach, llm: FakeOpenAI
+) -> None:
+    """A crisis message gets the crisis reply before any retrieval: its episode is stored by the turn's
+    intake all the same (once), so a later turn in a new conversation recalls it."""
+    client_id = await new_client(http, coach, "Per")
+    crisis = await say(container, coach, client_id, "I want to kill myself, I cannot go on.")
+    assert crisis.metadata["crisis"] is True and llm.chat_requests == [], "answered without the model"
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as s:
+        stored = (await s.scalars(select(Episode.message_id).where(Episode.client_id == client_id))).all()
+    assert stored == [crisis.received_message_id]
+    await shift_back(container, coach, client_id, timedelta(days=30))
+
+    later = await say(container, coach, client_id, "Do you remember how I felt when I said I cannot go on?")
+
+    assert str(crisis.received_message_id) in later.metadata["memory"]["message_ids"]
+
+
 async def test_a_forgotten_message_is_never_recalled(
     container: Container, http: httpx.AsyncClient, coach: Coach, llm: FakeOpenAI
 ) -> None:
