@@ -32,6 +32,8 @@ class Conversation(TenantMixin, Base):
     )
     channel: Mapped[str] = mapped_column(String(20), default="widget")
     last_message_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    """The newest message's ``created_at``, kept by PostgreSQL (the ``messages_added`` trigger on ``messages``,
+    migration 0031): the inbox's order."""
     urgent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     """Set when a client message triggered the crisis protocol; ``urgent_reason`` names the cues."""
     urgent_reason: Mapped[str | None] = mapped_column(Text)

@@ -9,11 +9,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Coach
-from app.conversations.models import Conversation, Message, SenderType
+from app.conversations.models import Message, SenderType
 from app.db import jobs
 from app.memory.models import ChatSession
 from app.memory.sessions import track_message
@@ -31,8 +30,10 @@ async def store_message(
     meta: dict[str, Any] | None = None,
     client_message_id: str | None = None,
 ) -> tuple[Message, ChatSession | None]:
-    """Add a message (flushed, so its id is known) to its conversation's chat session and move the
-    conversation's ``last_message_at``; an AI or coach message queues its ``embed_messages`` job.
+    """Add a message (flushed, so its id is known) to its conversation's chat session; an AI or coach message
+    queues its ``embed_messages`` job. The conversation's ``last_message_at`` moves to ``at`` in PostgreSQL
+    (the ``messages_added`` trigger, migration 0031); a ``Conversation`` already loaded in ``session`` keeps
+    the value it was read with.
     ``client_message_id`` is the client app's own id of the message (unique per coach: a duplicate raises
     ``IntegrityError`` at the flush). Returns the message and the chat
     session this closed, if any (its jobs are queued in the same transaction by
@@ -50,7 +51,6 @@ async def store_message(
     ended = await track_message(session, coach, message, at)  # before the INSERT, which then holds session_id
     session.add(message)
     await session.flush()
-    await session.execute(update(Conversation).where(Conversation.id == conversation_id).values(last_message_at=at))
     if sender_type != SenderType.CLIENT:  # queued last: flushed with the caller's other outbox rows, in one INSERT
         jobs.embed_messages(session, coach.id, message.id)
     return message, ended

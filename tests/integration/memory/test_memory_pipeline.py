@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 from arq.jobs import Job, JobStatus
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from app.accounts.models import Coach as CoachRow
 from app.accounts.unit_of_work import unit_of_work
@@ -768,6 +768,41 @@ async def test_another_coach_recalls_none_of_a_clients_memory(
             rows = (await s.scalars(select(model))).all()
             assert all(row.coach_id == coach_b for row in rows), model.__name__
             assert not (await s.scalars(select(model).where(model.client_id == client_a))).all(), model.__name__
+
+
+async def test_a_conversation_moves_to_its_newest_message(
+    container: Container, http: httpx.AsyncClient, coach: Coach, llm: FakeOpenAI
+) -> None:
+    """PostgreSQL keeps a conversation's ``last_message_at`` (the inbox's order; the ``messages_added``
+    trigger): after a turn it is the reply's time; messages stored later by any path, here one ``INSERT`` of
+    three rows into two conversations, move each conversation to its own newest one."""
+    client_id = await new_client(http, coach, "Ines")
+    first = await say(container, coach, client_id, "How do I plan my week?")
+    second = await say(container, coach, client_id, "And how do I plan my month?")  # a conversation of its own
+    reply = (await messages_by_id(container, coach, [first.message_id]))[first.message_id]
+    later = datetime.now(UTC) + timedelta(minutes=10)
+    rows = [(first.conversation_id, later - timedelta(minutes=1)), (first.conversation_id, later)]
+    rows.append((second.conversation_id, later - timedelta(minutes=2)))
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as s:
+        conversations = select(Conversation.id, Conversation.last_message_at).where(
+            Conversation.id.in_([first.conversation_id, second.conversation_id])
+        )
+        assert dict((await s.execute(conversations)).all())[first.conversation_id] == reply.created_at
+        await s.execute(
+            insert(Message),
+            [
+                {
+                    "coach_id": uuid.UUID(coach.coach_id),
+                    "conversation_id": conversation_id,
+                    "sender_type": SenderType.HUMAN_COACH,
+                    "text": "Checking in.",
+                    "created_at": at,
+                }
+                for conversation_id, at in rows
+            ],
+        )
+        moved = dict((await s.execute(conversations)).all())
+    assert moved == {first.conversation_id: later, second.conversation_id: later - timedelta(minutes=2)}
 
 
 # --- the episodic layer ---------------------------------------------------------------------------------
