@@ -13,6 +13,7 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from app.db.base import AUTOCOMMIT
 from app.db.outbox import OutboxJob, pending_rows
 
 log = logging.getLogger(__name__)
@@ -139,11 +140,6 @@ async def tenant_session(
         await run_after_commit(session)
 
 
-_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
-"""Execution options of an autocommit unit's connection; the pool restores the default isolation level when
-the connection comes back (no round trip with asyncpg, whose transactions the driver begins itself)."""
-
-
 async def _scoped_connection(session: AsyncSession, coach_id: uuid.UUID, *, autocommit: bool) -> None:
     """Check out ``session``'s connection for its transaction now (in autocommit mode if ``autocommit``), scoped
     to ``coach_id`` by the checkout itself (:func:`_scope_on_checkout` reads :data:`_TENANT`, set for this call
@@ -152,7 +148,7 @@ async def _scoped_connection(session: AsyncSession, coach_id: uuid.UUID, *, auto
     carry no tenant)."""
     scoped = _TENANT.set(uuid.UUID(str(coach_id)))
     try:
-        connection = await session.connection(execution_options=_AUTOCOMMIT if autocommit else None)
+        connection = await session.connection(execution_options=AUTOCOMMIT if autocommit else None)
     finally:
         _TENANT.reset(scoped)
     if not event.contains(connection.engine.sync_engine, "checkout", _scope_on_checkout):

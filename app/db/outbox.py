@@ -41,7 +41,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base, IdMixin
+from app.db.base import AUTOCOMMIT, Base, IdMixin
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,8 @@ class AfterCommitRelay:
     them but the cron, and only in the moment before their deletion, in which case arq refuses the second
     copy (same job id; the module docstring). The deletion runs in a background task that takes every id
     sent meanwhile in one ``DELETE`` (up to :data:`RELAY_BATCH`), so concurrent commits share it, and the
-    commit waits only for Redis. An id whose deletion fails (the database went away) keeps its row: the cron
+    commit waits only for Redis. The ``DELETE`` is one statement: it runs in autocommit mode
+    (:data:`~app.db.base.AUTOCOMMIT`). An id whose deletion fails (the database went away) keeps its row: the cron
     sends it again, which arq refuses while it remembers the job, and every job is idempotent for the rest.
     A row that could not be sent gets ``attempts`` and ``last_error`` at once, in a transaction of its own,
     and waits for the cron.
@@ -249,8 +250,9 @@ class AfterCommitRelay:
         try:
             while self._sent:
                 ids, self._sent = self._sent[:RELAY_BATCH], self._sent[RELAY_BATCH:]
-                try:
-                    async with self._sessionmaker() as session, session.begin():
+                try:  # one statement: autocommit, no BEGIN/COMMIT round trips
+                    async with self._sessionmaker() as session:
+                        await session.connection(execution_options=AUTOCOMMIT)
                         await _settle(session, ids, {})
                 except Exception:
                     log.exception("deleting %d sent outbox rows failed; the relay cron sends them again", len(ids))
