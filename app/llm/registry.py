@@ -105,7 +105,7 @@ class ProviderRegistry:
         self._local_embedder: MiniLMEmbedder | None = None
         self._query_batcher: EmbeddingBatcher | None = None
         self._reranker: HttpReranker | None = None
-        self._remote: dict[tuple[str, str, str | None, str | None], OpenAIChatProvider | OpenAIEmbedder] = {}
+        self._remote: dict[tuple[str, str, str | None, bytes | None], OpenAIChatProvider | OpenAIEmbedder] = {}
 
     def local_chat(self) -> LlamaCppChatProvider:
         """The process-wide SmolLM2 instance (loaded on first use)."""
@@ -164,9 +164,10 @@ class ProviderRegistry:
         """Decrypt a stored provider key (``None`` when none is set)."""
         return self._secrets.decrypt(encrypted) if encrypted else None
 
-    def _cached(self, key: tuple[str, str, str | None, str | None], build: Callable[[], _Remote]) -> _Remote:
-        """Reuse one SDK client (and its connection pool) per endpoint, model and key; ``key[0]`` names the
-        kind, so a key always maps to what ``build`` makes."""
+    def _cached(self, key: tuple[str, str, str | None, bytes | None], build: Callable[[], _Remote]) -> _Remote:
+        """Reuse one SDK client (and its connection pool) per endpoint, model and stored (encrypted) key;
+        ``key[0]`` names the kind, so a key always maps to what ``build`` makes. ``build`` decrypts the key:
+        only a new client pays for it (Fernet, about 0.1 ms of CPU, several times per chat turn before)."""
         with self._remote_lock:
             if key not in self._remote:
                 if len(self._remote) >= MAX_REMOTE_CLIENTS:
@@ -184,13 +185,12 @@ class ProviderRegistry:
     def _chat_for(self, coach: Coach, model: str | None) -> ChatProvider:
         remote = _remote_chat_model(coach)
         if remote is not None:
-            model, base_url = model or remote, coach.llm_base_url
-            api_key = self.decrypt_key(coach.llm_api_key_encrypted)
+            model, base_url, encrypted = model or remote, coach.llm_base_url, coach.llm_api_key_encrypted
             return self._cached(
-                ("chat", model, base_url, api_key),
+                ("chat", model, base_url, encrypted),
                 lambda: OpenAIChatProvider(
                     model=model,
-                    api_key=api_key,
+                    api_key=self.decrypt_key(encrypted),
                     base_url=base_url,
                     timeout=self._settings.llm_timeout_seconds,
                     deadline=self._settings.llm_deadline_seconds,
@@ -264,12 +264,11 @@ class ProviderRegistry:
         ``EMBEDDING_DIMENSIONS``) when ``provider`` is ``"openai"`` and ``model`` is set, else the offline
         all-MiniLM-L6-v2."""
         if provider == "openai" and model:  # the rule of embedding_model_name
-            api_key = self.decrypt_key(api_key_encrypted)
             return self._cached(
-                ("embedding", model, base_url, api_key),
+                ("embedding", model, base_url, api_key_encrypted),
                 lambda: OpenAIEmbedder(
                     model=model,
-                    api_key=api_key,
+                    api_key=self.decrypt_key(api_key_encrypted),
                     base_url=base_url,
                     dimensions=EMBEDDING_DIMENSIONS,
                     timeout=self._settings.llm_timeout_seconds,

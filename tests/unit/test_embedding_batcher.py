@@ -8,7 +8,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pytest import MonkeyPatch
 
@@ -217,3 +217,35 @@ async def test_a_coach_on_an_openai_endpoint_looks_up_its_models_without_a_threa
     assert (await registry.embedder_for(coach)).model == "text-embedding-3-small"
     assert (await registry.query_embedder(coach)).model == "text-embedding-3-small"
     assert registry._local_chat is None and registry._local_embedder is None
+
+
+async def test_a_coach_s_remote_client_is_made_once_and_its_key_decrypted_once(monkeypatch: MonkeyPatch) -> None:
+    """Every chat turn asks for the coach's provider: the SDK client (and its connection pool) is reused, and
+    the stored key is decrypted only when the client is made; a changed key (a new ciphertext) makes a new one
+    that sends the new key."""
+    from app.accounts.models import Coach
+
+    registry = new_registry()
+    box = registry._secrets
+    coach = Coach(
+        name="Remote",
+        llm_provider="openai",
+        llm_model="gpt-4o-mini",
+        llm_base_url="http://127.0.0.1:9/v1",
+        llm_api_key_encrypted=box.encrypt("sk-first"),
+    )
+    decrypted: list[str] = []
+    decrypt = box.decrypt
+
+    def counted(token: bytes, **kwargs: Any) -> str:
+        decrypted.append(decrypt(token, **kwargs))
+        return decrypted[-1]
+
+    monkeypatch.setattr(box, "decrypt", counted)
+    first = await registry.chat_for(coach)
+    assert all([await registry.chat_for(coach) is first for _ in range(3)])
+    assert decrypted == ["sk-first"]
+    coach.llm_api_key_encrypted = box.encrypt("sk-second")
+    second = await registry.chat_for(coach)
+    assert second is not first and decrypted == ["sk-first", "sk-second"]
+    assert second._client.api_key == "sk-second"
