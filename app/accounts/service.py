@@ -20,6 +20,7 @@ from app.core.egress import EgressGuard, EgressRefused, UnresolvableHost
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.security import SecretBox, hash_password_async, new_token, token_hash, verify_password_async
 from app.core.validation import EMAIL_RE, http_url, in_range, web_origins
+from app.db.autocommit import autocommit_session
 from app.db.engine import tenant_session
 
 MIN_PASSWORD_LENGTH = 8
@@ -160,10 +161,9 @@ class AccountService:
     async def coach_for_api_key(self, api_key: str) -> uuid.UUID | None:
         """The tenant an API key belongs to, or ``None`` (unknown or revoked). Looked up on every request
         (a revoked key fails at once); ``auth_api_key`` also stamps the key's ``last_used_at``, at most once a
-        minute, hence the commit."""
-        async with self._sessionmaker() as session:
+        minute: one statement, which commits on its own (autocommit)."""
+        async with autocommit_session(self._sessionmaker) as session:
             value = await session.scalar(text("SELECT auth_api_key(:h)"), {"h": token_hash(api_key)})
-            await session.commit()
         return value if isinstance(value, uuid.UUID) else None
 
     async def client_for_widget_token(self, token: str) -> ClientIdentity | None:
@@ -171,7 +171,7 @@ class AccountService:
         return await self._client_for_token_hash(token_hash(token))
 
     async def _client_for_token_hash(self, hashed: str) -> ClientIdentity | None:
-        async with self._sessionmaker() as session:
+        async with autocommit_session(self._sessionmaker) as session:  # one statement, on every widget request
             row = (
                 await session.execute(text("SELECT coach_id, client_id FROM auth_widget_token(:h)"), {"h": hashed})
             ).first()

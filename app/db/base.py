@@ -1,4 +1,4 @@
-"""Declarative base, the column mixins shared by every model, and the autocommit execution options."""
+"""Declarative base and the column mixins shared by every model."""
 
 from __future__ import annotations
 
@@ -16,12 +16,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
-"""Execution options that put a connection in PostgreSQL's autocommit mode (SQLAlchemy's ``AUTOCOMMIT``
-isolation level): each statement is a transaction of its own, and no ``BEGIN`` or ``COMMIT`` is sent (two round
-trips fewer). The pool restores the default isolation level when the connection comes back (no round trip with
-asyncpg, whose transactions the driver begins itself)."""
 
 
 class Base(DeclarativeBase):

@@ -13,7 +13,7 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from app.db.base import AUTOCOMMIT
+from app.db.autocommit import AUTOCOMMIT
 from app.db.outbox import OutboxJob, pending_rows
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,8 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import AUTOCOMMIT, Base, IdMixin
+from app.db.autocommit import autocommit_session
+from app.db.base import Base, IdMixin
 
 log = logging.getLogger(__name__)
 
@@ -213,10 +214,10 @@ class AfterCommitRelay:
     copy (same job id; the module docstring). The deletion runs in a background task that takes every id
     sent meanwhile in one ``DELETE`` (up to :data:`RELAY_BATCH`), so concurrent commits share it, and the
     commit waits only for Redis. The ``DELETE`` is one statement: it runs in autocommit mode
-    (:data:`~app.db.base.AUTOCOMMIT`). An id whose deletion fails (the database went away) keeps its row: the cron
-    sends it again, which arq refuses while it remembers the job, and every job is idempotent for the rest.
-    A row that could not be sent gets ``attempts`` and ``last_error`` at once, in a transaction of its own,
-    and waits for the cron.
+    (:func:`~app.db.autocommit.autocommit_session`). An id whose deletion fails (the database went away) keeps
+    its row: the cron sends it again, which arq refuses while it remembers the job, and every job is
+    idempotent for the rest. A row that could not be sent gets ``attempts`` and ``last_error`` at once, in a
+    transaction of its own, and waits for the cron.
 
     Before: the after-commit relay was :func:`relay` with the ids, a transaction that locked and read the rows
     back and deleted them: about 9 % of a chat turn's event-loop time (py-spy over ``bench/chat.py
@@ -250,9 +251,8 @@ class AfterCommitRelay:
         try:
             while self._sent:
                 ids, self._sent = self._sent[:RELAY_BATCH], self._sent[RELAY_BATCH:]
-                try:  # one statement: autocommit, no BEGIN/COMMIT round trips
-                    async with self._sessionmaker() as session:
-                        await session.connection(execution_options=AUTOCOMMIT)
+                try:
+                    async with autocommit_session(self._sessionmaker) as session:  # one statement
                         await _settle(session, ids, {})
                 except Exception:
                     log.exception("deleting %d sent outbox rows failed; the relay cron sends them again", len(ids))

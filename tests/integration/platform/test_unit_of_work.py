@@ -24,6 +24,7 @@ from app.asgi import domain_error_handler
 from app.container import Container
 from app.core.errors import DomainError, InvalidInput
 from app.core.runtime import Services, serve_in_background
+from app.db.autocommit import autocommit_session
 from app.db.engine import make_engine, make_sessionmaker
 from app.db.outbox import OutboxJob, add_job
 from app.deps import Uow, provide_unit_of_work
@@ -213,6 +214,29 @@ async def test_an_autocommit_unit_runs_each_statement_alone_and_stays_scoped(
             assert await uow.session.scalar(transaction_id) == await uow.session.scalar(transaction_id)
         async with sessionmaker() as outside:
             assert list((await outside.scalars(select(Coach.id))).all()) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_an_autocommit_session_commits_each_statement_and_holds_no_tenant(
+    coach_id: uuid.UUID, services: Services
+) -> None:
+    """``autocommit_session`` (credential look-ups, the outbox relay's ``DELETE``): a new transaction per
+    statement, no tenant in scope, and a write there is committed by its own statement (another session sees
+    it before the first one ends)."""
+    engine = make_engine(services.database_url, pool_size=2)
+    sessionmaker = make_sessionmaker(engine)
+    transaction_id = text("SELECT txid_current()")
+    try:
+        async with autocommit_session(sessionmaker) as session:
+            assert await session.scalar(transaction_id) != await session.scalar(transaction_id)
+            assert list((await session.scalars(select(Coach.id))).all()) == []
+            row = add_job(session, coach_id, "autocommit_probe", "one")
+            await session.flush()
+            async with sessionmaker() as other:
+                assert await other.scalar(select(OutboxJob.id).where(OutboxJob.id == row.id)) == row.id
+            await session.delete(row)
+            await session.flush()
     finally:
         await engine.dispose()
 
