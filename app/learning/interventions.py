@@ -30,6 +30,7 @@ from app.conversations.metadata import helpful
 from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.text import one_line, sentiment
 from app.db import jobs
+from app.db.vectors import query_distance
 from app.learning.analysis import analyse_message, mood
 from app.learning.models import Intervention, InterventionPattern, InterventionPatternCoach, InterventionSource
 from app.learning.pii import redact_echoes, scrub_names, scrub_pii
@@ -184,7 +185,7 @@ async def shared_patterns(session: AsyncSession, *, limit: int = 12) -> list[dic
     ]
 
 
-_SIMILAR_DISTANCE = Intervention.embedding.cosine_distance(bindparam("query", type_=Intervention.embedding.type))
+_SIMILAR_DISTANCE = query_distance(Intervention.embedding)
 _SIMILAR = (
     select(Intervention, Client.name, Handoff.reason, (1 - _SIMILAR_DISTANCE).label("similarity"))
     .join(Message, Message.id == Intervention.message_id)

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.conversations.models import REMEMBERED, Conversation, Message
+from app.db.vectors import query_distance
 from app.llm.registry import ProviderRegistry, lock_embedding_model
 from app.memory.models import Episode
 
@@ -104,8 +105,7 @@ async def insert_episodes(
     await session.execute(insert(Episode).values(rows).on_conflict_do_nothing(index_elements=["message_id"]))
 
 
-_QUERY = bindparam("query", type_=Episode.embedding.type)
-_DISTANCE = Episode.embedding.cosine_distance(_QUERY)
+_DISTANCE = query_distance(Episode.embedding)
 _DENSE = (
     select(Message.id, Message.sender_type, Message.text, Episode.at, _DISTANCE)
     .join(Message, Message.id == Episode.message_id)

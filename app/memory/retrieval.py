@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Coach
 from app.conversations.models import SenderType
+from app.db.vectors import query_distance
 from app.memory.episodes import EpisodeHit, dense_episodes, lexical_episodes
 from app.memory.models import ChatSession, ClientProfile, Insight, InsightStatus, SessionStatus
 from app.rag.retrieval import rrf_fuse
@@ -145,7 +146,7 @@ def _episode_item(hit: EpisodeHit, now: datetime) -> MemoryItem:
     )
 
 
-_INSIGHT_DISTANCE = Insight.embedding.cosine_distance(bindparam("query", type_=Insight.embedding.type))
+_INSIGHT_DISTANCE = query_distance(Insight.embedding)
 _INSIGHTS = (
     select(
         Insight.id,
@@ -169,7 +170,7 @@ _INSIGHTS = (
 """The client's insights nearest to the query. Built once and run with bound parameters (SQLAlchemy reuses its
 cache key and compiled form), and only the columns recall shows: not the rows' vectors."""
 
-_SUMMARY_DISTANCE = ChatSession.embedding.cosine_distance(bindparam("query", type_=ChatSession.embedding.type))
+_SUMMARY_DISTANCE = query_distance(ChatSession.embedding)
 _SUMMARIES = (
     select(
         ChatSession.id,

@@ -27,6 +27,7 @@ from pgvector.sqlalchemy import HALFVEC
 from sqlalchemy import Select, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.vectors import query_distance
 from app.llm.base import EMBEDDING_DIMENSIONS, ProviderError
 from app.llm.rerank import HttpReranker
 from app.rag.models import Chunk, Document, DocumentStatus
@@ -276,7 +277,7 @@ def collapse_near_duplicates(
     return kept
 
 
-_PASSAGE_DISTANCE = Chunk.embedding.cosine_distance(bindparam("query", type_=Chunk.embedding.type))
+_PASSAGE_DISTANCE = query_distance(Chunk.embedding)
 _PASSAGES = (
     select(
         Chunk.id,
