@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import pytest
 from alembic import command
-from sqlalchemy import make_url, text
+from sqlalchemy import insert, make_url, select, text
 
+from app.accounts.models import Coach
 from app.core.config import Settings
 from app.core.runtime import Services
 from app.db.engine import make_engine
 from app.db.migrate import alembic_config, upgrade_head
 from app.llm.registry import ProviderRegistry
+from app.rag.models import Chunk, Document, DocumentStatus
 from app.worker import build_worker
 
 
@@ -50,3 +53,55 @@ async def test_worker_refuses_to_start_on_an_out_of_date_schema(
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             await conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
         await owner.dispose()
+
+
+async def test_a_long_chunk_keeps_its_embedding_in_its_row(services: Services) -> None:
+    """Migration 0032: a row over the TOAST threshold moves its text out, never its vector (which every exact
+    distance would otherwise fetch back through the TOAST index)."""
+    coach_id, doc_id = uuid.uuid4(), uuid.uuid4()
+    rng = np.random.default_rng(32)
+    words = " ".join(
+        f"w{n}" for n in rng.integers(0, 10**9, 60)
+    )  # ~0.7 kB, barely compressible: smaller than the vector
+    vector = rng.standard_normal(384)
+    owner = make_engine(services.migration_database_url, pool_size=1)
+    try:
+        async with owner.begin() as conn:
+            await conn.execute(insert(Coach).values(id=coach_id, name="Inline Vectors Coach"))
+            await conn.execute(
+                insert(Document).values(
+                    id=doc_id, coach_id=coach_id, title="t", filename="t.txt", content_type="text/plain",
+                    size_bytes=0, sha256="0" * 64, original=b"", status=DocumentStatus.READY, chunks=1,
+                    embedding_model="test-inline",
+                )
+            )  # fmt: skip
+            await conn.execute(
+                insert(Chunk).values(
+                    coach_id=coach_id, document_id=doc_id, ordinal=0, text=words, token_count=60,
+                    embedding=(vector / np.linalg.norm(vector)).tolist(),
+                )
+            )  # fmt: skip
+            stored = (
+                await conn.execute(
+                    select(
+                        text("pg_column_toast_chunk_id(chunks.text) IS NOT NULL"),
+                        text("pg_column_toast_chunk_id(chunks.embedding) IS NOT NULL"),
+                    ).where(Chunk.document_id == doc_id)
+                )
+            ).one()
+            storage = dict(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT attrelid::regclass::text, attstorage::text FROM pg_attribute "
+                            "WHERE attname = 'embedding' AND attrelid = ANY(CAST(:tables AS regclass[]))"
+                        ),
+                        {"tables": ["chunks", "episodes", "insights", "chat_sessions", "interventions"]},
+                    )
+                ).all()
+            )
+            await conn.execute(text("DELETE FROM coaches WHERE id = :id"), {"id": coach_id})
+    finally:
+        await owner.dispose()
+    assert stored == (True, False)  # the row was over the threshold: its text went out, its vector stayed
+    assert storage == dict.fromkeys(["chunks", "episodes", "insights", "chat_sessions", "interventions"], "p")
