@@ -18,6 +18,8 @@ from app.llm.registry import ProviderRegistry
 from app.rag.models import Chunk, Document, DocumentStatus
 from app.worker import build_worker
 
+VECTOR_TABLES = ("chunks", "episodes", "insights", "chat_sessions", "interventions")
+
 
 def test_upgrade_head_then_check_is_clean(services: Services) -> None:
     upgrade_head(services.migration_database_url)  # idempotent at head
@@ -55,15 +57,14 @@ async def test_worker_refuses_to_start_on_an_out_of_date_schema(
         await owner.dispose()
 
 
-async def test_a_long_chunk_keeps_its_embedding_in_its_row(services: Services) -> None:
-    """Migration 0032: a row over the TOAST threshold moves its text out, never its vector (which every exact
-    distance would otherwise fetch back through the TOAST index)."""
+async def test_chunks_keep_their_embeddings_and_rows_up_to_half_a_page_whole(services: Services) -> None:
+    """Migration 0032: a chunk of about 3 kB stays whole in its row (nothing in the TOAST table); a bigger one
+    moves its text out, never its vector (which every exact distance would otherwise fetch back through the
+    TOAST index). The text is barely compressible, so compression alone cannot fit the rows."""
     coach_id, doc_id = uuid.uuid4(), uuid.uuid4()
     rng = np.random.default_rng(32)
-    words = " ".join(
-        f"w{n}" for n in rng.integers(0, 10**9, 60)
-    )  # ~0.7 kB, barely compressible: smaller than the vector
-    vector = rng.standard_normal(384)
+    texts = [" ".join(f"w{n}" for n in rng.integers(0, 10**9, words)) for words in (60, 800)]  # ~0.7 and ~9 kB
+    vectors = rng.standard_normal((2, 384))
     owner = make_engine(services.migration_database_url, pool_size=1)
     try:
         async with owner.begin() as conn:
@@ -71,37 +72,43 @@ async def test_a_long_chunk_keeps_its_embedding_in_its_row(services: Services) -
             await conn.execute(
                 insert(Document).values(
                     id=doc_id, coach_id=coach_id, title="t", filename="t.txt", content_type="text/plain",
-                    size_bytes=0, sha256="0" * 64, original=b"", status=DocumentStatus.READY, chunks=1,
+                    size_bytes=0, sha256="0" * 64, original=b"", status=DocumentStatus.READY, chunks=2,
                     embedding_model="test-inline",
                 )
             )  # fmt: skip
             await conn.execute(
-                insert(Chunk).values(
-                    coach_id=coach_id, document_id=doc_id, ordinal=0, text=words, token_count=60,
-                    embedding=(vector / np.linalg.norm(vector)).tolist(),
-                )
+                insert(Chunk),
+                [
+                    {"coach_id": coach_id, "document_id": doc_id, "ordinal": i, "text": body, "token_count": 1,
+                     "embedding": (vector / np.linalg.norm(vector)).tolist()}
+                    for i, (body, vector) in enumerate(zip(texts, vectors, strict=True))
+                ],
             )  # fmt: skip
             stored = (
                 await conn.execute(
                     select(
                         text("pg_column_toast_chunk_id(chunks.text) IS NOT NULL"),
+                        text("pg_column_toast_chunk_id(chunks.tsv) IS NOT NULL"),
                         text("pg_column_toast_chunk_id(chunks.embedding) IS NOT NULL"),
-                    ).where(Chunk.document_id == doc_id)
-                )
-            ).one()
-            storage = dict(
-                (
-                    await conn.execute(
-                        text(
-                            "SELECT attrelid::regclass::text, attstorage::text FROM pg_attribute "
-                            "WHERE attname = 'embedding' AND attrelid = ANY(CAST(:tables AS regclass[]))"
-                        ),
-                        {"tables": ["chunks", "episodes", "insights", "chat_sessions", "interventions"]},
                     )
-                ).all()
-            )
+                    .where(Chunk.document_id == doc_id)
+                    .order_by(Chunk.ordinal)
+                )
+            ).all()
+            tables = (
+                await conn.execute(
+                    text(
+                        "SELECT c.relname, a.attstorage::text, c.reloptions FROM pg_class c "
+                        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'embedding' "
+                        "WHERE c.relname = ANY(:tables)"
+                    ),
+                    {"tables": list(VECTOR_TABLES)},
+                )
+            ).all()
             await conn.execute(text("DELETE FROM coaches WHERE id = :id"), {"id": coach_id})
     finally:
         await owner.dispose()
-    assert stored == (True, False)  # the row was over the threshold: its text went out, its vector stayed
-    assert storage == dict.fromkeys(["chunks", "episodes", "insights", "chat_sessions", "interventions"], "p")
+    # (text, tsv, vector) out of line: the ~3 kB row is whole; the ~9 kB one moves its text and its tsv (800
+    # distinct words) out, never its vector
+    assert [tuple(row) for row in stored] == [(False, False, False), (True, True, False)]
+    assert sorted(tables) == sorted((table, "p", ["toast_tuple_target=4080"]) for table in VECTOR_TABLES)
