@@ -1,0 +1,98 @@
+"""The episodic lexical arm (:func:`app.memory.episodes.lexical_episodes`) scores Okapi BM25 exactly as the
+module docstring defines it: checked against the formula computed here, in Python, from each episode's stored
+``tsvector`` (read whole with ``unnest``), over repeated words, an excluded message and a forgotten one."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import text
+
+from app.container import Container
+from app.conversations.models import Conversation, Message, SenderType
+from app.db.engine import tenant_session
+from app.memory.episodes import BM25_B, BM25_K1, insert_episodes, lexical_episodes
+from tests.conftest import Coach, make_client
+
+MODEL = "test-bm25"
+TEXTS = [
+    "My sister moved to Tromsø and I miss my sister every single day.",
+    "Running calms me down; I ran 10 km on Sunday and ran again on Monday.",
+    "Work is stressful, my manager keeps moving deadlines.",
+    "I called my sister yesterday and we talked about running together.",
+    "Nothing much happened this week.",
+    "Deadlines, deadlines, deadlines: my sister says I should quit.",
+]
+QUERY = "How is your sister doing with her running and the deadlines?"
+
+
+def _bm25(docs: dict[uuid.UUID, dict[str, int]], query_lexemes: set[str]) -> dict[uuid.UUID, float]:
+    """Robertson & Zaragoza's BM25 over ``docs`` (message id → lexeme → term frequency)."""
+    n = len(docs)
+    avgdl = max(sum(max(len(terms), 1) for terms in docs.values()) / n, 1)
+    df = {q: sum(q in terms for terms in docs.values()) for q in query_lexemes}
+    scores: dict[uuid.UUID, float] = {}
+    for message_id, terms in docs.items():
+        dl = max(len(terms), 1)
+        hits = [q for q in query_lexemes if q in terms]
+        if hits:
+            scores[message_id] = sum(
+                math.log(1 + (n - df[q] + 0.5) / (df[q] + 0.5))
+                * terms[q] * (BM25_K1 + 1) / (terms[q] + BM25_K1 * (1 - BM25_B + BM25_B * dl / avgdl))
+                for q in hits
+            )  # fmt: skip
+    return scores
+
+
+async def test_the_lexical_arm_scores_bm25_over_the_clients_remembered_episodes(
+    container: Container, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    coach = await make_coach("Coach Okapi")
+    coach_id = uuid.UUID(coach.coach_id)
+    client_id = uuid.UUID((await make_client(http, coach, "Bm25"))["id"])
+    start = datetime.now(UTC) - timedelta(days=3)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        conversation = Conversation(coach_id=coach_id, client_id=client_id, channel="api")
+        session.add(conversation)
+        await session.flush()
+        messages = [
+            Message(coach_id=coach_id, conversation_id=conversation.id, sender_type=SenderType.CLIENT, text=body,
+                    citations=[], meta={}, created_at=start + timedelta(minutes=i))
+            for i, body in enumerate(TEXTS)
+        ]  # fmt: skip
+        session.add_all(messages)
+        await session.flush()
+        await insert_episodes(session, coach_id, client_id, messages, [[1.0] + [0.0] * 383] * len(messages), MODEL)
+        messages[4].forgotten_at = datetime.now(UTC)  # forgotten: neither a candidate nor counted
+        excluded = messages[5].id  # the L1 window: neither a candidate nor counted
+        await session.flush()
+
+        rows = await session.execute(
+            text(
+                "SELECT e.message_id, t.lexeme, array_length(t.positions, 1) FROM episodes e "
+                "CROSS JOIN LATERAL unnest(e.tsv) AS t(lexeme, positions, weights) WHERE e.client_id = :client"
+            ),
+            {"client": client_id},
+        )
+        docs: dict[uuid.UUID, dict[str, int]] = {}
+        for message_id, lexeme, tf in rows.all():
+            docs.setdefault(message_id, {})[lexeme] = tf
+        query_lexemes = set(
+            await session.scalar(text("SELECT tsvector_to_array(to_tsvector('english', :q))"), {"q": QUERY})
+        )
+        expected = _bm25({m.id: docs[m.id] for m in messages[:4]}, query_lexemes)
+
+        hits = await lexical_episodes(
+            session, coach_id, client_id, QUERY, embedding_model=MODEL, limit=10, exclude_message_ids=[excluded]
+        )
+
+    assert {"sister", "run", "deadlin"} <= query_lexemes
+    assert max(tf for terms in docs.values() for tf in terms.values()) >= 3  # a repeated word: tf above 1
+    assert [hit.message_id for hit in hits] == sorted(expected, key=lambda m: (-expected[m], str(m)))
+    for hit in hits:
+        assert math.isclose(hit.score, expected[hit.message_id], rel_tol=1e-9)
+    assert {hit.message_id for hit in hits}.isdisjoint({messages[4].id, excluded})
