@@ -75,6 +75,8 @@ class Message(TenantMixin, Base):
         ),
         # the inbox's search (app.conversations.inbox: text ILIKE '%…%'), pg_trgm (migration 0027)
         Index("ix_messages_text_trgm", "text", postgresql_using="gin", postgresql_ops={"text": "gin_trgm_ops"}),
+        # the few forgotten messages, which episodic recall leaves out by an anti-join (migration 0033)
+        Index("ix_messages_forgotten", "id", postgresql_where=text("forgotten_at IS NOT NULL")),
     )
 
     conversation_id: Mapped[uuid.UUID] = mapped_column(

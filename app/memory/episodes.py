@@ -17,8 +17,8 @@ lexemes, IDF ``ln(1 + (N − df + 0.5) / (df + 0.5))`` over the client's own epi
 of each episode are read: ``setweight`` marks them (weight A; ``to_tsvector`` writes D) and ``ts_filter``
 keeps them. Unnesting each episode's whole ``tsvector`` and joining it to the query cost about 25 µs per
 episode on every turn of a long-term client (measured on 2,000 episodes: 66 → 28 ms, the same rows).
-Forgotten messages (:data:`app.conversations.models.REMEMBERED`) and the excluded ids (the L1 window) are
-never candidates.
+Forgotten messages (:data:`app.conversations.models.REMEMBERED`, read as an anti-join: migration 0033) and
+the excluded ids (the L1 window) are never candidates.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ARRAY, bindparam, func, select, text
+from sqlalchemy import ARRAY, bindparam, exists, func, select, text
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -110,19 +110,28 @@ async def insert_episodes(
     await session.execute(insert(Episode).values(rows).on_conflict_do_nothing(index_elements=["message_id"]))
 
 
+_REMEMBERED_EPISODE = ~exists().where(Message.id == Episode.message_id, Message.forgotten_at.is_not(None))
+"""SQL filter on episodes: its message is not forgotten. An anti-join against the few forgotten messages (their
+partial index, migration 0033), where joining every candidate to its message cost a probe per episode."""
+
 _DISTANCE = query_distance(Episode.embedding)
-_DENSE = (
-    select(Message.id, Message.sender_type, Message.text, Episode.at, _DISTANCE)
-    .join(Message, Message.id == Episode.message_id)
+_NEAREST = (
+    select(Episode.message_id, Episode.at, _DISTANCE.label("distance"))
     .where(
         Episode.coach_id == bindparam("coach_id"),
         Episode.client_id == bindparam("client_id"),
         Episode.embedding_model == bindparam("model"),
-        REMEMBERED,
+        _REMEMBERED_EPISODE,
         Episode.message_id.not_in(bindparam("exclude", expanding=True)),
     )
     .order_by(_DISTANCE)
     .limit(bindparam("limit"))
+    .subquery()
+)
+_DENSE = (
+    select(Message.id, Message.sender_type, Message.text, _NEAREST.c.at, _NEAREST.c.distance)
+    .join(_NEAREST, Message.id == _NEAREST.c.message_id)
+    .order_by(_NEAREST.c.distance)
 )
 """Built once and run with bound parameters: SQLAlchemy then reuses its cache key and compiled form, where
 building the statement and its key on every call cost about 0.3 ms of CPU on the chat turn's path."""
@@ -156,9 +165,9 @@ _BM25 = text(
     WITH q AS (SELECT tsvector_to_array(to_tsvector('english', :query)) AS lexemes),
     docs AS (
         SELECT e.message_id, e.tsv, greatest(length(e.tsv), 1) AS dl
-        FROM episodes e JOIN messages m ON m.id = e.message_id
+        FROM episodes e
         WHERE e.coach_id = :coach_id AND e.client_id = :client_id AND e.embedding_model = :model
-          AND m.forgotten_at IS NULL
+          AND NOT EXISTS (SELECT FROM messages f WHERE f.id = e.message_id AND f.forgotten_at IS NOT NULL)
           AND NOT (e.message_id = ANY(:exclude))
     ),
     stats AS (SELECT count(*)::float8 AS n, greatest(avg(dl), 1)::float8 AS avgdl FROM docs),
