@@ -1,6 +1,6 @@
 """The episodic lexical arm (:func:`app.memory.episodes.lexical_episodes`) scores Okapi BM25 exactly as the
-module docstring defines it: checked against the formula computed here, in Python, from each episode's stored
-``tsvector`` (read whole with ``unnest``), over repeated words, an excluded message and a forgotten one."""
+module docstring defines it: checked against :mod:`tests.bm25_oracle`, fed each episode's stored ``tsvector``
+(read whole with ``unnest``), over repeated words, an excluded message and a forgotten one."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
 from app.db.engine import tenant_session
 from app.memory.episodes import BM25_B, BM25_K1, insert_episodes, lexical_episodes
+from tests.bm25_oracle import bm25_scores
 from tests.conftest import Coach, make_client
 
 MODEL = "test-bm25"
@@ -28,24 +29,6 @@ TEXTS = [
     "Deadlines, deadlines, deadlines: my sister says I should quit.",
 ]
 QUERY = "How is your sister doing with her running and the deadlines?"
-
-
-def _bm25(docs: dict[uuid.UUID, dict[str, int]], query_lexemes: set[str]) -> dict[uuid.UUID, float]:
-    """Robertson & Zaragoza's BM25 over ``docs`` (message id → lexeme → term frequency)."""
-    n = len(docs)
-    avgdl = max(sum(max(len(terms), 1) for terms in docs.values()) / n, 1)
-    df = {q: sum(q in terms for terms in docs.values()) for q in query_lexemes}
-    scores: dict[uuid.UUID, float] = {}
-    for message_id, terms in docs.items():
-        dl = max(len(terms), 1)
-        hits = [q for q in query_lexemes if q in terms]
-        if hits:
-            scores[message_id] = sum(
-                math.log(1 + (n - df[q] + 0.5) / (df[q] + 0.5))
-                * terms[q] * (BM25_K1 + 1) / (terms[q] + BM25_K1 * (1 - BM25_B + BM25_B * dl / avgdl))
-                for q in hits
-            )  # fmt: skip
-    return scores
 
 
 async def test_the_lexical_arm_scores_bm25_over_the_clients_remembered_episodes(
@@ -81,10 +64,13 @@ async def test_the_lexical_arm_scores_bm25_over_the_clients_remembered_episodes(
         docs: dict[uuid.UUID, dict[str, int]] = {}
         for message_id, lexeme, tf in rows.all():
             docs.setdefault(message_id, {})[lexeme] = tf
+        remembered = [  # length: the number of distinct lexemes
+            (m.id, len(docs[m.id]), lexeme, tf) for m in messages[:4] for lexeme, tf in docs[m.id].items()
+        ]
         query_lexemes = set(
             await session.scalar(text("SELECT tsvector_to_array(to_tsvector('english', :q))"), {"q": QUERY})
         )
-        expected = _bm25({m.id: docs[m.id] for m in messages[:4]}, query_lexemes)
+        expected = bm25_scores(remembered, query_lexemes, BM25_K1, BM25_B)
 
         hits = await lexical_episodes(
             session, coach_id, client_id, QUERY, embedding_model=MODEL, limit=10, exclude_message_ids=[excluded]

@@ -4,7 +4,6 @@ never shown or cited) and near-duplicate collapse, on the real database and embe
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from app.core.runtime import Services
 from app.db.engine import tenant_session
 from app.rag.models import Chunk
 from app.rag.retrieval import lexical_ranking, retrieve
+from tests.bm25_oracle import bm25_scores
 from tests.conftest import Coach, upload
 
 CORPUS = {
@@ -177,18 +177,6 @@ async def test_bm25_ranks_by_the_formula_over_the_coachs_own_term_statistics(
                 {"cid": coach_id},
             )
         ).all()
-    lengths = {r[0]: r[1] for r in rows}
-    tf = {(r[0], r[2]): r[3] for r in rows if r[2] in words}
-    n, avgdl = len(lengths), sum(lengths.values()) / len(lengths)
-    df = {w: sum(1 for (_, lexeme) in tf if lexeme == w) for w in words}
-
-    def bm25(chunk: uuid.UUID) -> float:
-        score = 0.0
-        for (cid, w), f in tf.items():
-            if cid == chunk:
-                idf = math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5))
-                score += idf * f * 2.2 / (f + 1.2 * (0.25 + 0.75 * lengths[chunk] / avgdl))
-        return score
-
-    expected = sorted({cid for cid, _ in tf}, key=lambda c: (-bm25(c), str(c)))
+    scores = bm25_scores(rows, words, k1=1.2, b=0.75)
+    expected = sorted(scores, key=lambda c: (-scores[c], str(c)))
     assert len(expected) == 3 and found == expected  # money.txt holds none of the words

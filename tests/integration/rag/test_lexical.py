@@ -5,7 +5,6 @@ allows (all of them for a small coach)."""
 from __future__ import annotations
 
 import json
-import math
 import random
 import sys
 import uuid
@@ -22,6 +21,7 @@ from app.core.runtime import Services
 from app.db.engine import make_engine, tenant_session
 from app.rag import retrieval
 from app.rag.models import Chunk, Document, DocumentStatus, DocumentTerm
+from tests.bm25_oracle import bm25_scores
 from tests.conftest import Coach
 
 SCIFACT = Path(__file__).resolve().parents[4] / "shared" / "data" / "scifact"
@@ -142,8 +142,6 @@ def _oracle(
 ) -> list[tuple[uuid.UUID, float]]:
     """BM25 (Lucene's idf, k1 = 1.2, b = 0.75) from every chunk's (id, length, lexeme, tf) rows, over the chunks
     holding the rarest query words whose document frequencies fit in ``budget`` (at least the rarest)."""
-    lengths = {chunk_id: length for chunk_id, length, _, _ in rows}
-    avgdl = max(sum(lengths.values()) / len(lengths), 1.0)
     df = Counter(word for _, _, word, _ in rows if word in words)
     essential: set[str] = set()
     postings = 0
@@ -152,13 +150,9 @@ def _oracle(
         if postings <= budget or not essential:
             essential.add(word)
     candidates = {chunk_id for chunk_id, _, word, _ in rows if word in essential}
-    k1, b = retrieval.BM25_K1, retrieval.BM25_B
-    scores: Counter[uuid.UUID] = Counter()
-    for chunk_id, length, word, tf in rows:
-        if word in df and chunk_id in candidates:
-            idf = math.log(1 + (len(lengths) - df[word] + 0.5) / (df[word] + 0.5))
-            scores[chunk_id] += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl))
-    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:n]
+    scores = bm25_scores(rows, words, retrieval.BM25_K1, retrieval.BM25_B)
+    ranked = [(chunk_id, score) for chunk_id, score in scores.items() if chunk_id in candidates]
+    return sorted(ranked, key=lambda item: (-item[1], item[0]))[:n]
 
 
 @pytest.mark.parametrize("budget", [sys.maxsize, 40])
