@@ -244,9 +244,10 @@ class EpisodeService:
         """Store an episode for ``message_id`` and for every earlier message of its conversation that has
         none (not forgotten ones), in batches of ``EMBED_BATCH``; no transaction is held across the embedding
         call; each batch is stored with the coach's embedding model in use
-        (:meth:`~app.llm.registry.ProviderRegistry.store_embedded`). Idempotent; a message gone by now (erased)
-        is a no-op. Returns a short result line. Raises ``ProviderError`` (the embedding call; the worker
-        retries) and ``EmbedderSwitched``."""
+        (:meth:`~app.llm.registry.ProviderRegistry.store_embedded`). A batch shorter than ``EMBED_BATCH`` was
+        the last: the job then ends without reading again (one unit of work per reply, not two). Idempotent; a
+        message gone by now (erased) is a no-op. Returns a short result line. Raises ``ProviderError`` (the
+        embedding call; the worker retries) and ``EmbedderSwitched``."""
         stored = 0
         while True:
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
@@ -258,15 +259,23 @@ class EpisodeService:
             texts = [m.text for m in pending]
             await self._registry.store_embedded(self._sessionmaker, coach_id, embedder, texts, store)
             stored += len(pending)
+            if len(pending) < EMBED_BATCH:
+                return f"message {message_id}: {stored} episodes stored"
 
     @staticmethod
     async def _pending(session: AsyncSession, message_id: uuid.UUID) -> tuple[Sequence[Message], uuid.UUID | None]:
-        target = await session.get(Message, message_id)
+        """Up to ``EMBED_BATCH`` messages of ``message_id``'s conversation, up to it, that have no episode and
+        are not forgotten, oldest first, with the conversation's client; ``([], None)`` when the message is
+        gone."""
+        target = (
+            await session.execute(
+                select(Message.conversation_id, Message.created_at, Conversation.client_id)
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .where(Message.id == message_id)
+            )
+        ).one_or_none()
         if target is None:
             return [], None
-        client_id = await session.scalar(
-            select(Conversation.client_id).where(Conversation.id == target.conversation_id)
-        )
         pending = (
             await session.scalars(
                 select(Message)
@@ -281,4 +290,4 @@ class EpisodeService:
                 .limit(EMBED_BATCH)
             )
         ).all()
-        return pending, client_id
+        return pending, target.client_id
