@@ -27,7 +27,6 @@ from pgvector.sqlalchemy import HALFVEC
 from sqlalchemy import Select, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.vectors import query_distance
 from app.llm.base import EMBEDDING_DIMENSIONS, ProviderError
 from app.llm.rerank import HttpReranker
 from app.rag.models import Chunk, Document, DocumentStatus
@@ -277,22 +276,34 @@ def collapse_near_duplicates(
     return kept
 
 
-_PASSAGE_DISTANCE = query_distance(Chunk.embedding)
-_PASSAGES = (
-    select(
-        Chunk.id,
-        Chunk.document_id,
-        Document.title,
-        Chunk.page_start,
-        Chunk.locator,
-        Chunk.text,
-        (1 - _PASSAGE_DISTANCE).label("similarity"),
-    )
-    .join(Document, Document.id == Chunk.document_id)
-    .where(Chunk.id.in_(bindparam("ids", expanding=True)))
-)
-"""The fused candidates' rows (:func:`retrieve`): built once and run with bound parameters, so SQLAlchemy reuses
-its cache key and compiled form instead of building them on every chat turn."""
+_PASSAGES = text(
+    f"""
+    WITH dense AS (
+        SELECT d.chunk_id, d.rank
+        FROM dense_ranking(:coach_id, CAST(:query AS halfvec({EMBEDDING_DIMENSIONS})), :model, :n, :ef_search)
+            WITH ORDINALITY AS d(chunk_id, rank)),
+    lexical AS (
+        SELECT l.chunk_id, l.rank
+        FROM bm25_ranking(:text, :model, :n, :k1, :b, :budget) WITH ORDINALITY AS l(chunk_id, rank)),
+    fused AS (
+        SELECT chunk_id,
+               coalesce(CAST(:dense_weight AS float8) / (:rrf_k + dense.rank), 0)
+                   + coalesce(CAST(:lexical_weight AS float8) / (:rrf_k + lexical.rank), 0) AS rrf,
+               coalesce(dense.rank, :n + lexical.rank) AS arrival
+        FROM dense FULL JOIN lexical USING (chunk_id)
+        ORDER BY rrf DESC, arrival
+        LIMIT :top)
+    SELECT c.id, c.document_id, d.title, c.page_start, c.locator, c.text,
+           1 - (c.embedding <=> :query) AS similarity, f.rrf
+    FROM fused f JOIN chunks c ON c.id = f.chunk_id JOIN documents d ON d.id = c.document_id
+    ORDER BY f.rrf DESC, f.arrival
+    """
+).bindparams(bindparam("query", type_=Chunk.embedding.type))
+"""The turn's passages in one round trip: both arms (``dense_ranking`` and ``bm25_ranking``, as
+:func:`nearest_chunks` and :func:`lexical_ranking` call them, their ranks by ``WITH ORDINALITY``), their
+weighted RRF (:func:`fuse`'s arithmetic in ``float8``, in the same order, so the same scores), the best ``top``
+and their rows. Ties keep :func:`rank`'s order (Python's stable sort over the dense candidates, then the
+lexical ones): ``arrival``. Before, the arms and the rows were three statements, one after the other."""
 
 
 async def retrieve(
@@ -306,35 +317,31 @@ async def retrieve(
     reranker: HttpReranker | None = None,
 ) -> list[RetrievedChunk]:
     """Top-``k`` chunks of ``coach_id`` for ``query``, only from documents embedded with ``embedding_model``:
-    :func:`rank` with ``k × CANDIDATES_PER_K`` candidates per arm, then near duplicates collapsed
-    (:func:`collapse_near_duplicates`, over the best ``2k``), then, with a ``reranker``, those reordered by its
+    ranked as :func:`rank` ranks them, with ``k × CANDIDATES_PER_K`` candidates per arm and :data:`FUSION`, in
+    one statement (:data:`_PASSAGES`), then near duplicates collapsed (:func:`collapse_near_duplicates`, over
+    the best ``2k``), then, with a ``reranker``, those reordered by its
     scores (a failing reranker is logged and the fused order kept). Must run inside a tenant transaction."""
-    ranked = await rank(
-        session,
-        coach_id,
-        query=query,
-        query_embedding=query_embedding,
-        embedding_model=embedding_model,
-        n=k * CANDIDATES_PER_K,
-    )
-    top = ranked.fused[: 2 * k]
-    if not top:
-        return []
-    rows = await session.execute(_PASSAGES, {"query": query_embedding, "ids": top})
-    by_id = {
-        r.id: RetrievedChunk(
-            r.id,
-            r.document_id,
-            r.title,
-            r.page_start,
-            r.text,
-            float(r.similarity),
-            ranked.fused_scores[r.id],
-            r.locator,
-        )
-        for r in rows
+    n = k * CANDIDATES_PER_K
+    params = {
+        "coach_id": coach_id,
+        "query": query_embedding,
+        "model": embedding_model,
+        "n": n,
+        "ef_search": HNSW_EF_SEARCH,
+        "text": query,
+        "k1": BM25_K1,
+        "b": BM25_B,
+        "budget": float(BM25_CANDIDATES),
+        "dense_weight": FUSION.dense_weight,
+        "lexical_weight": FUSION.lexical_weight,
+        "rrf_k": FUSION.k,
+        "top": 2 * k,
     }
-    ordered = [by_id[cid] for cid in top if cid in by_id]
+    rows = await session.execute(_PASSAGES, params)
+    ordered = [
+        RetrievedChunk(r.id, r.document_id, r.title, r.page_start, r.text, float(r.similarity), r.rrf, r.locator)
+        for r in rows
+    ]
     # the reranker reorders every passage kept; without one, the first k kept are the answer
     limit = None if reranker is not None else k
     kept = [ordered[i] for i in collapse_near_duplicates([c.text for c in ordered], limit=limit)]

@@ -8,10 +8,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import httpx
+import pytest
+from sqlalchemy import select
 
 from app.container import Container
 from app.db.engine import tenant_session
-from app.rag.retrieval import retrieve
+from app.rag import retrieval
+from app.rag.models import Chunk
+from app.rag.retrieval import CANDIDATES_PER_K, FUSION, Fusion, collapse_near_duplicates, rank, retrieve
 from tests.conftest import Coach, ReadyCoach, upload
 
 SMALL_NOTES = "\n\n".join(
@@ -55,3 +59,48 @@ async def test_hybrid_ranking_finds_the_answering_passage(container: Container, 
         )
     assert "Today I shall have to do with meddlers" in hits[0].text, [(h.page, h.text[:60]) for h in hits]
     assert hits[0].page in (20, 21)  # Book II opens on page 21; its chunk starts at the end of page 20
+
+
+QUERIES = [
+    "How do I stay calm when people are rude to me?",
+    "death is nothing to fear",
+    "what should I do when I wake up and do not want to get out of bed",
+    "the universe is change; our life is what our thoughts make it",
+    "gratitude to my teachers and family",
+]
+
+
+@pytest.mark.parametrize("fusion", [FUSION, Fusion(k=60)], ids=["production", "equal-weights"])
+async def test_the_one_statement_ranks_as_the_arms_and_their_fusion_do(
+    container: Container, meditations_coach: ReadyCoach, monkeypatch: pytest.MonkeyPatch, fusion: Fusion
+) -> None:
+    """``retrieve``'s one statement against :func:`rank` (both arms, then RRF in Python) followed by the near-duplicate
+    collapse: the same passages in the same order with the same fused scores, to the bit. With equal weights a
+    chunk only one arm found ties with one only the other arm found at the same rank: the tie keeps Python's
+    order (the stable sort over dense candidates first), which the statement must reproduce."""
+    monkeypatch.setattr(retrieval, "FUSION", fusion)
+    coach_id = uuid.UUID(meditations_coach.coach.coach_id)
+    k, ties = 10, 0
+    for query in QUERIES:
+        [vector] = await container.registry.local_embedder().embed([query])
+        async with tenant_session(container.sessionmaker, coach_id) as session:
+            ranked = await rank(
+                session,
+                coach_id,
+                query=query,
+                query_embedding=vector,
+                embedding_model="all-MiniLM-L6-v2",
+                n=k * CANDIDATES_PER_K,
+                fusion=fusion,
+            )
+            hits = await retrieve(
+                session, coach_id, query=query, query_embedding=vector, embedding_model="all-MiniLM-L6-v2", k=k
+            )
+            top = ranked.fused[: 2 * k]
+            texts = dict((await session.execute(select(Chunk.id, Chunk.text).where(Chunk.id.in_(top)))).all())
+        expected = [top[i] for i in collapse_near_duplicates([texts[c] for c in top], limit=k)]
+        assert [h.chunk_id for h in hits] == expected, query
+        assert [h.rrf for h in hits] == [ranked.fused_scores[c] for c in expected], query
+        scores = [ranked.fused_scores[c] for c in top]
+        ties += sum(a == b for a, b in zip(scores, scores[1:], strict=False))
+    assert ties > 0 or fusion.lexical_weight != fusion.dense_weight  # the tie order was checked
