@@ -30,13 +30,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ARRAY, bindparam, exists, func, select, text
+from sqlalchemy import ARRAY, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.conversations.models import REMEMBERED, Conversation, Message
-from app.db.vectors import query_distance
 from app.llm.registry import ProviderRegistry, lock_embedding_model
 from app.memory.models import Episode
 
@@ -110,66 +109,21 @@ async def insert_episodes(
     await session.execute(insert(Episode).values(rows).on_conflict_do_nothing(index_elements=["message_id"]))
 
 
-_REMEMBERED_EPISODE = ~exists().where(Message.id == Episode.message_id, Message.forgotten_at.is_not(None))
-"""SQL filter on episodes: its message is not forgotten. An anti-join against the few forgotten messages (their
-partial index, migration 0033), where joining every candidate to its message cost a probe per episode."""
-
-_DISTANCE = query_distance(Episode.embedding)
-_NEAREST = (
-    select(Episode.message_id, Episode.at, _DISTANCE.label("distance"))
-    .where(
-        Episode.coach_id == bindparam("coach_id"),
-        Episode.client_id == bindparam("client_id"),
-        Episode.embedding_model == bindparam("model"),
-        _REMEMBERED_EPISODE,
-        Episode.message_id.not_in(bindparam("exclude", expanding=True)),
-    )
-    .order_by(_DISTANCE)
-    .limit(bindparam("limit"))
-    .subquery()
-)
-_DENSE = (
-    select(Message.id, Message.sender_type, Message.text, _NEAREST.c.at, _NEAREST.c.distance)
-    .join(_NEAREST, Message.id == _NEAREST.c.message_id)
-    .order_by(_NEAREST.c.distance)
-)
-"""Built once and run with bound parameters: SQLAlchemy then reuses its cache key and compiled form, where
-building the statement and its key on every call cost about 0.3 ms of CPU on the chat turn's path."""
-
-
-async def dense_episodes(
-    session: AsyncSession,
-    coach_id: uuid.UUID,
-    client_id: uuid.UUID,
-    query_embedding: list[float],
-    *,
-    embedding_model: str,
-    limit: int,
-    exclude_message_ids: Sequence[uuid.UUID] = (),
-) -> list[EpisodeHit]:
-    """The ``limit`` episodes of the client nearest to the query (cosine), best first. Tenant transaction."""
-    params = {
-        "query": query_embedding,
-        "coach_id": coach_id,
-        "client_id": client_id,
-        "model": embedding_model,
-        "exclude": list(exclude_message_ids),
-        "limit": limit,
-    }
-    rows = await session.execute(_DENSE, params)
-    return [EpisodeHit(r[0], r[1], r[2], r[3], 1.0 - float(r[4])) for r in rows.all()]
-
-
-_BM25 = text(
+_ARMS = text(
     """
     WITH q AS (SELECT tsvector_to_array(to_tsvector('english', :query)) AS lexemes),
-    docs AS (
-        SELECT e.message_id, e.tsv, greatest(length(e.tsv), 1) AS dl
+    remembered AS NOT MATERIALIZED (
+        SELECT e.message_id, e.at, e.embedding, e.tsv
         FROM episodes e
         WHERE e.coach_id = :coach_id AND e.client_id = :client_id AND e.embedding_model = :model
           AND NOT EXISTS (SELECT FROM messages f WHERE f.id = e.message_id AND f.forgotten_at IS NOT NULL)
           AND NOT (e.message_id = ANY(:exclude))
     ),
+    nearest AS (
+        SELECT r.message_id, r.at, r.embedding <=> :embedding AS distance
+        FROM remembered r ORDER BY distance, r.message_id LIMIT :limit
+    ),
+    docs AS (SELECT r.message_id, r.tsv, greatest(length(r.tsv), 1) AS dl FROM remembered r),
     stats AS (SELECT count(*)::float8 AS n, greatest(avg(dl), 1)::float8 AS avgdl FROM docs),
     hits AS (
         SELECT d.message_id, d.dl, t.lexeme, coalesce(array_length(t.positions, 1), 1) AS tf
@@ -185,30 +139,60 @@ _BM25 = text(
                    * h.tf * (p.k1 + 1) / (h.tf + p.k1 * (1 - p.b + p.b * h.dl / s.avgdl))) AS score
         FROM hits h JOIN df USING (lexeme) CROSS JOIN stats s CROSS JOIN params p
         GROUP BY h.message_id ORDER BY score DESC, h.message_id LIMIT :limit
+    ),
+    arms AS (
+        SELECT 'dense' AS arm, n.message_id, n.at, 1 - n.distance AS score,
+               row_number() OVER (ORDER BY n.distance, n.message_id) AS position
+        FROM nearest n
+        UNION ALL
+        SELECT 'lexical', r.message_id, NULL, r.score, row_number() OVER (ORDER BY r.score DESC, r.message_id)
+        FROM ranked r
     )
-    SELECT r.message_id, m.sender_type, m.text, m.created_at, r.score
-    FROM ranked r JOIN messages m ON m.id = r.message_id
-    ORDER BY r.score DESC, r.message_id
+    SELECT a.arm, a.message_id, m.sender_type, m.text, coalesce(a.at, m.created_at) AS at, a.score
+    FROM arms a JOIN messages m ON m.id = a.message_id
+    ORDER BY a.arm, a.position
     """
-).bindparams(bindparam("exclude", type_=ARRAY(UUID(as_uuid=True))))
+).bindparams(
+    bindparam("exclude", type_=ARRAY(UUID(as_uuid=True))),
+    bindparam("embedding", type_=Episode.embedding.type),
+)
+"""Both arms over one client's remembered episodes in one round trip (the two statements before each read the
+episodes and joined messages on their own). Dense: the ``limit`` nearest by cosine distance (pgvector's
+``<=>``), score ``1 − distance``. Lexical: BM25 as the module docstring defines it, over the same rows
+(``remembered``: forgotten messages left out by an anti-join on their partial index, migration 0033, and the
+excluded ids). ``remembered`` is ``NOT MATERIALIZED``: each arm reads the client's episodes through the index
+itself, as the two statements did; materialised, every episode's vector and ``tsvector`` would be copied
+first. Ties: by message id."""
 
 
-async def lexical_episodes(
+@dataclass(frozen=True)
+class EpisodeArms:
+    """One client's episodic candidates for a query, best first in each arm: ``dense`` (score: cosine
+    similarity, −1..1) and ``lexical`` (score: BM25, > 0)."""
+
+    dense: list[EpisodeHit]
+    lexical: list[EpisodeHit]
+
+
+async def episode_arms(
     session: AsyncSession,
     coach_id: uuid.UUID,
     client_id: uuid.UUID,
     query: str,
+    query_embedding: list[float],
     *,
     embedding_model: str,
     limit: int,
     exclude_message_ids: Sequence[uuid.UUID] = (),
-) -> list[EpisodeHit]:
-    """The ``limit`` best episodes of the client for ``query`` by BM25 (module docstring), best first; none
-    when the query has no indexable word. Tenant transaction."""
+) -> EpisodeArms:
+    """The ``limit`` best episodes of the client by each arm (:data:`_ARMS`): none lexical when the query has no
+    indexable word. Only episodes of ``embedding_model``; never a forgotten message nor one of
+    ``exclude_message_ids``. Tenant transaction."""
     rows = await session.execute(
-        _BM25,
+        _ARMS,
         {
             "query": query,
+            "embedding": query_embedding,
             "coach_id": coach_id,
             "client_id": client_id,
             "model": embedding_model,
@@ -218,7 +202,12 @@ async def lexical_episodes(
             "limit": limit,
         },
     )
-    return [EpisodeHit(mid, sender, text_, at, float(score)) for mid, sender, text_, at, score in rows.all()]
+    arms = EpisodeArms([], [])
+    for arm, message_id, sender_type, text_, at, score in rows.all():
+        (arms.dense if arm == "dense" else arms.lexical).append(
+            EpisodeHit(message_id, sender_type, text_, at, float(score))
+        )
+    return arms
 
 
 async def _insert_batch(

@@ -1,6 +1,7 @@
-"""The episodic lexical arm (:func:`app.memory.episodes.lexical_episodes`) scores Okapi BM25 exactly as the
-module docstring defines it: checked against :mod:`tests.bm25_oracle`, fed each episode's stored ``tsvector``
-(read whole with ``unnest``), over repeated words, an excluded message and a forgotten one."""
+"""The episodic arms (:func:`app.memory.episodes.episode_arms`): the lexical one scores Okapi BM25 exactly as
+the module docstring defines it, checked against :mod:`tests.bm25_oracle` fed each episode's stored
+``tsvector`` (read whole with ``unnest``), over repeated words, an excluded message and a forgotten one; the
+dense one ranks the same remembered episodes by cosine similarity."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sqlalchemy import text
 from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
 from app.db.engine import tenant_session
-from app.memory.episodes import BM25_B, BM25_K1, insert_episodes, lexical_episodes
+from app.memory.episodes import BM25_B, BM25_K1, episode_arms, insert_episodes
 from tests.bm25_oracle import bm25_scores
 from tests.conftest import Coach, make_client
 
@@ -29,6 +30,8 @@ TEXTS = [
     "Deadlines, deadlines, deadlines: my sister says I should quit.",
 ]
 QUERY = "How is your sister doing with her running and the deadlines?"
+ANGLE = 0.25
+"""Radians between two consecutive episodes' vectors."""
 
 
 async def test_the_lexical_arm_scores_bm25_over_the_clients_remembered_episodes(
@@ -49,7 +52,9 @@ async def test_the_lexical_arm_scores_bm25_over_the_clients_remembered_episodes(
         ]  # fmt: skip
         session.add_all(messages)
         await session.flush()
-        await insert_episodes(session, coach_id, client_id, messages, [[1.0] + [0.0] * 383] * len(messages), MODEL)
+        # in a plane, at angles growing with the message's index: cosine to the query falls from first to last
+        vectors = [[math.cos(ANGLE * i), math.sin(ANGLE * i)] + [0.0] * 382 for i in range(len(messages))]
+        await insert_episodes(session, coach_id, client_id, messages, vectors, MODEL)
         messages[4].forgotten_at = datetime.now(UTC)  # forgotten: neither a candidate nor counted
         excluded = messages[5].id  # the L1 window: neither a candidate nor counted
         await session.flush()
@@ -72,9 +77,17 @@ async def test_the_lexical_arm_scores_bm25_over_the_clients_remembered_episodes(
         )
         expected = bm25_scores(remembered, query_lexemes, BM25_K1, BM25_B)
 
-        hits = await lexical_episodes(
-            session, coach_id, client_id, QUERY, embedding_model=MODEL, limit=10, exclude_message_ids=[excluded]
+        arms = await episode_arms(
+            session,
+            coach_id,
+            client_id,
+            QUERY,
+            [1.0] + [0.0] * 383,
+            embedding_model=MODEL,
+            limit=10,
+            exclude_message_ids=[excluded],
         )
+    hits = arms.lexical
 
     assert {"sister", "run", "deadlin"} <= query_lexemes
     assert max(tf for terms in docs.values() for tf in terms.values()) >= 3  # a repeated word: tf above 1
@@ -82,3 +95,7 @@ async def test_the_lexical_arm_scores_bm25_over_the_clients_remembered_episodes(
     for hit in hits:
         assert math.isclose(hit.score, expected[hit.message_id], rel_tol=1e-9)
     assert {hit.message_id for hit in hits}.isdisjoint({messages[4].id, excluded})
+    # dense: every remembered episode, nearest first, its cosine similarity (vectors stored as float4)
+    assert [hit.message_id for hit in arms.dense] == [m.id for m in messages[:4]]
+    for i, hit in enumerate(arms.dense):
+        assert math.isclose(hit.score, math.cos(ANGLE * i), abs_tol=1e-6)
