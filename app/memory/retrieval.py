@@ -4,7 +4,7 @@ L2 session summaries and L3 insights in one ranked list — and the L4 profile a
 Ranking (hybrid retrieval with Reciprocal Rank Fusion, Cormack, Clarke & Büttcher, SIGIR 2009)::
 
     dense arm    every candidate (episodes, insights, summaries) by cosine(query, item)
-    lexical arm  episodes by BM25 of the query's words (:func:`app.memory.episodes.lexical_episodes`)
+    lexical arm  episodes by BM25 of the query's words (:func:`app.memory.episodes.episode_arms`)
     fused        Σ_arm weight_arm / (RRF_K + rank_arm)             (an arm that missed the item adds 0)
     score        fused × recency_weight(age_days)
     recency      1 − RECENCY_SHARE + RECENCY_SHARE × 2^(−age_days / HALF_LIFE_DAYS)
@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.models import Coach
 from app.conversations.models import SenderType
 from app.db.vectors import query_distance
-from app.memory.episodes import EpisodeHit, dense_episodes, lexical_episodes
+from app.memory.episodes import EpisodeHit, episode_arms
 from app.memory.models import ChatSession, ClientProfile, Insight, InsightStatus, SessionStatus
 from app.rag.retrieval import rrf_fuse
 
@@ -131,9 +131,9 @@ def without_repeats(items: Sequence[MemoryItem], limit: int) -> list[MemoryItem]
     return kept
 
 
-def _episode_item(hit: EpisodeHit, now: datetime) -> MemoryItem:
+def _episode_item(hit: EpisodeHit, now: datetime, relevance: float) -> MemoryItem:
+    """An episode as a recalled item (score 0 until fused); ``relevance`` 0.0 for one only the lexical arm found."""
     who = SENDER_LABELS.get(hit.sender_type, hit.sender_type)
-    relevance = hit.score
     return MemoryItem(
         "message",
         hit.message_id,
@@ -265,27 +265,21 @@ async def recall(
     de-duplicated as the module docstring says. Exact cosine over the client's own rows (a client has
     thousands, not millions); only vectors of ``embedding_model`` are compared. Must run inside the coach's
     tenant transaction (row-level security scopes every read to the coach)."""
-    episodes = await dense_episodes(
+    arms = await episode_arms(
         session,
         coach_id,
         client_id,
+        query,
         query_embedding,
         embedding_model=embedding_model,
         limit=CANDIDATES,
         exclude_message_ids=exclude_message_ids,
     )
-    lexical = await lexical_episodes(
-        session,
-        coach_id,
-        client_id,
-        query,
-        embedding_model=embedding_model,
-        limit=CANDIDATES,
-        exclude_message_ids=exclude_message_ids,
-    )
-    by_id = {hit.message_id: _episode_item(hit, now) for hit in episodes}
+    lexical = arms.lexical
+    by_id = {hit.message_id: _episode_item(hit, now, hit.score) for hit in arms.dense}
     for hit in lexical:
-        by_id.setdefault(hit.message_id, replace(_episode_item(hit, now), relevance=0.0))
+        if hit.message_id not in by_id:
+            by_id[hit.message_id] = _episode_item(hit, now, 0.0)
     for item in await _insight_items(session, coach_id, client_id, query_embedding, embedding_model, now):
         by_id[item.id] = item
     for item in await _summary_items(
@@ -302,12 +296,12 @@ async def recall(
         [DENSE_WEIGHT, LEXICAL_WEIGHT],
         RRF_K,
     )
-    scored = [
-        replace(item, score=fused.get(item.id, 0.0) * recency_weight(item.age_days, RECENCY_SHARE))
-        for item in by_id.values()
-    ]
-    scored.sort(key=lambda item: item.score, reverse=True)
-    return without_repeats(scored, limit)
+    scores = {
+        item.id: fused.get(item.id, 0.0) * recency_weight(item.age_days, RECENCY_SHARE) for item in by_id.values()
+    }
+    ranked = sorted(by_id.values(), key=lambda item: scores[item.id], reverse=True)
+    # the score is written only into the items kept (a dataclass copy each): about 100 candidates, 10 kept
+    return [replace(item, score=scores[item.id]) for item in without_repeats(ranked, limit)]
 
 
 _PROFILE = select(ClientProfile).where(ClientProfile.client_id == bindparam("client_id"))
