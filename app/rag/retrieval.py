@@ -126,7 +126,19 @@ BM25_CANDIDATES = 2000
 words as their document frequencies fit in this budget (always the rarest one). Measured with
 ``bench/lexical.py``."""
 
-_BM25 = text("SELECT chunk_id FROM bm25_ranking(:query, :model, :n, :k1, :b, :budget)")
+
+def _dense_settings() -> dict[str, int]:
+    """``dense_ranking``'s search settings, bound by :data:`_DENSE` and :data:`_PASSAGES`."""
+    return {"ef_search": HNSW_EF_SEARCH}
+
+
+def _bm25_settings() -> dict[str, float]:
+    """``bm25_ranking``'s parameters, bound by :data:`_BM25` and :data:`_PASSAGES` (read at each call:
+    ``bench/lexical.py`` and a test change ``BM25_CANDIDATES``)."""
+    return {"k1": BM25_K1, "b": BM25_B, "budget": float(BM25_CANDIDATES)}
+
+
+_BM25 = text("SELECT chunk_id FROM bm25_ranking(:text, :model, :n, :k1, :b, :budget)")
 """BM25 over the coach's searchable chunks: ``bm25_ranking`` of migrations 0028 (the method) and 0030 (its
 indexes per tenant). It never reads the coach's whole collection (the statement before it read every chunk of
 the coach for the collection statistics, and under row-level security could not use the full-text index: 15 s
@@ -174,7 +186,7 @@ async def nearest_chunks(
         "query": query_embedding,
         "model": embedding_model,
         "n": limit,
-        "ef_search": HNSW_EF_SEARCH,
+        **_dense_settings(),
     }
     return list((await session.execute(_DENSE, params)).scalars())
 
@@ -195,8 +207,7 @@ async def lexical_ranking(
     ``coach_id``. ``ts_rank_cd``: PostgreSQL's cover density over ``websearch_to_tsquery`` (every word must
     match), kept for comparison."""
     if method == "bm25":
-        budget = float(BM25_CANDIDATES)
-        params = {"query": query, "model": embedding_model, "n": n, "k1": BM25_K1, "b": BM25_B, "budget": budget}
+        params = {"text": query, "model": embedding_model, "n": n, **_bm25_settings()}
         return list((await session.execute(_BM25, params)).scalars())
     docs = _searchable_documents(coach_id, embedding_model)
     tsquery = func.websearch_to_tsquery("english", query)
@@ -319,19 +330,17 @@ async def retrieve(
     """Top-``k`` chunks of ``coach_id`` for ``query``, only from documents embedded with ``embedding_model``:
     ranked as :func:`rank` ranks them, with ``k × CANDIDATES_PER_K`` candidates per arm and :data:`FUSION`, in
     one statement (:data:`_PASSAGES`), then near duplicates collapsed (:func:`collapse_near_duplicates`, over
-    the best ``2k``), then, with a ``reranker``, those reordered by its
-    scores (a failing reranker is logged and the fused order kept). Must run inside a tenant transaction."""
+    the best ``2k``), then, with a ``reranker``, those reordered by its scores (a failing reranker is logged and
+    the fused order kept). Must run inside a tenant transaction."""
     n = k * CANDIDATES_PER_K
     params = {
         "coach_id": coach_id,
         "query": query_embedding,
         "model": embedding_model,
         "n": n,
-        "ef_search": HNSW_EF_SEARCH,
         "text": query,
-        "k1": BM25_K1,
-        "b": BM25_B,
-        "budget": float(BM25_CANDIDATES),
+        **_dense_settings(),
+        **_bm25_settings(),
         "dense_weight": FUSION.dense_weight,
         "lexical_weight": FUSION.lexical_weight,
         "rrf_k": FUSION.k,
