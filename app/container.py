@@ -18,6 +18,7 @@ from app.core.config import Settings
 from app.core.ratelimit import AuthThrottle
 from app.core.security import SecretBox
 from app.db.engine import RELAY_KEY, assert_unprivileged, make_engine, make_sessionmaker
+from app.db.jobs import EMBED_WINDOW_KEY
 from app.db.outbox import AfterCommitRelay, connect_redis
 from app.handoff.actions import CoachActions
 from app.handoff.alerts import AlertService
@@ -177,7 +178,8 @@ async def _connect(
     """The engine (after checking its role cannot bypass row-level security; with the statement and lock
     timeouts of ``settings``), its sessionmaker (whose every committed unit of work sends the jobs it queued,
     see :mod:`app.db.outbox`), the arq Redis client (with its socket timeout) and the relay the
-    sessionmaker's units of work call after commit."""
+    sessionmaker's units of work call after commit. The sessionmaker's sessions also carry the episodic
+    embedding window (:data:`app.db.jobs.EMBED_WINDOW_KEY`)."""
     engine = make_engine(
         database_url,
         statement_timeout_ms=settings.database_statement_timeout_ms,
@@ -187,5 +189,5 @@ async def _connect(
     sessionmaker = make_sessionmaker(engine)
     redis = connect_redis(redis_url, socket_timeout_s=settings.redis_socket_timeout_seconds)
     outbox = AfterCommitRelay(sessionmaker, redis)
-    sessionmaker.configure(info={RELAY_KEY: outbox})
+    sessionmaker.configure(info={RELAY_KEY: outbox, EMBED_WINDOW_KEY: settings.episode_embed_window_seconds})
     return engine, sessionmaker, redis, outbox

@@ -325,10 +325,10 @@ async def purge_erased_data(ctx: dict[str, Any], coach_id: str, file_ids: list[s
     return str((await container.rights.purge(uuid.UUID(coach_id), file_ids)).as_dict())
 
 
-async def embed_messages(ctx: dict[str, Any], coach_id: str, message_id: str) -> str:
-    """arq job: episodic embedding of a message and its conversation's earlier unembedded ones."""
+async def embed_messages(ctx: dict[str, Any], coach_id: str, conversation_id: str) -> str:
+    """arq job: episodic embedding of a conversation's messages that have none."""
     container: Container = ctx["container"]
-    return await _retrying(ctx, container.episodes.embed_messages(uuid.UUID(coach_id), uuid.UUID(message_id)))
+    return await _retrying(ctx, container.episodes.embed_messages(uuid.UUID(coach_id), uuid.UUID(conversation_id)))
 
 
 async def reembed_coach(ctx: dict[str, Any], coach_id: str, request_id: str) -> str:

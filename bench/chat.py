@@ -31,7 +31,8 @@ served on loopback. Rows are the stages of :class:`app.chat.turn.timing.Stages` 
 ``turn stages`` log line (top-level stages add up to the turn; a dotted one is part of the stage before its
 dot), then ``outside the model`` (the turn's stages without ``generate.model``) and ``end to end`` (the HTTP
 request as the client sees it). The lines under the table count the SQL statements each turn's request sent
-and the CPU time per timed turn of each kind of process (:class:`CpuMeter`), with the host's steal, and the
+and the CPU time per timed turn of each kind of process (:class:`CpuMeter`; read once the worker has run every
+job the turns queued, the episodic embedding deferred to the end of its window too), with the host's steal, and the
 garbage collector's pauses of the served app's process during the timed turns (:class:`GcPauses`): on a
 shared host the latencies swing with the steal, the CPU times much less::
 
@@ -79,6 +80,7 @@ from app.asgi import create_app  # noqa: E402
 from app.chat.turn import TurnResult  # noqa: E402
 from app.container import Container  # noqa: E402
 from app.core.runtime import serve_in_background  # noqa: E402
+from app.db.jobs import EMBED_SETTLE_S  # noqa: E402
 from tests.openai_wire import openai_sse  # noqa: E402
 
 MEDITATIONS = Path(__file__).resolve().parents[1] / "demo" / "meditations-marcus-aurelius.pdf"
@@ -219,8 +221,8 @@ async def instant_model() -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def worker(container: Container) -> AsyncIterator[int]:
-    """``opencoach worker`` in its own process on the benchmark's servers, stopped on exit; yields its pid."""
+async def worker(container: Container) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``opencoach worker`` in its own process on the benchmark's servers, stopped on exit; yields it."""
     settings = container.settings
     env = dict(os.environ) | {
         "DATABASE_URL": container.database_url,
@@ -242,7 +244,7 @@ async def worker(container: Container) -> AsyncIterator[int]:
     )
     try:
         await worker_settled(container.redis, proc)
-        yield proc.pid
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -339,11 +341,15 @@ class CpuMeter:
         }
 
 
-async def worker_settled(redis: ArqRedis, proc: asyncio.subprocess.Process, timeout_s: float = 300) -> None:
+async def worker_settled(
+    redis: ArqRedis, proc: asyncio.subprocess.Process, timeout_s: float = 300, *, deferred: bool = False
+) -> None:
     """Wait until the worker polls its queue (arq's health-check key is written) with no job due or running
     for :data:`SETTLED_S`: its start-up, its model loads and the jobs queued before it started (the upload's
-    ingest job, already done in this process) are then behind it, not inside the timed turns. Raises
-    ``RuntimeError`` when the worker exits or is still busy after ``timeout_s`` seconds."""
+    ingest job, already done in this process) are then behind it, not inside the timed turns. With
+    ``deferred``, jobs deferred to later count too: it waits until they have come due and run (the turns'
+    episodic embedding, deferred to the end of its window). Raises ``RuntimeError`` when the worker exits or
+    is still busy after ``timeout_s`` seconds."""
     deadline = time.monotonic() + timeout_s
     quiet_since: float | None = None
     while True:
@@ -351,7 +357,8 @@ async def worker_settled(redis: ArqRedis, proc: asyncio.subprocess.Process, time
             raise RuntimeError(f"the worker exited with code {proc.returncode}")
         busy = (
             not await redis.exists(default_queue_name + health_check_key_suffix)
-            or await redis.zcount(default_queue_name, "-inf", time.time() * 1000)  # due jobs (not later crons)
+            # due jobs (crons are queued when due), or with ``deferred`` every queued job
+            or await redis.zcount(default_queue_name, "-inf", "+inf" if deferred else time.time() * 1000)
             # a cron's claim outlives its run (arq's keep_cronjob_progress): only other jobs count as running
             or [key for key in await redis.keys(in_progress_key_prefix + "*") if b":cron:" not in key]
         )
@@ -395,13 +402,13 @@ async def measure_instant(turns: int) -> dict[str, Any]:
         app = create_app(container.settings, container.database_url, container.redis_url, registry=container.registry)
         auth = {"Authorization": f"Bearer {token}"}
         async with (
-            worker(container) as worker_pid,
+            worker(container) as worker_proc,
             statements,
             serve_in_background(app) as url,
             httpx.AsyncClient(base_url=url, timeout=60) as http,
         ):
             conversation_id: str | None = None
-            cpu = CpuMeter(container.settings.data_dir, worker_pid)
+            cpu = CpuMeter(container.settings.data_dir, worker_proc.pid)
             with console.status("Chatting…") as status:
                 for i in range(-5, turns):
                     if i == 0:
@@ -419,8 +426,11 @@ async def measure_instant(turns: int) -> dict[str, Any]:
                     if i >= 0:
                         end_to_end.append(elapsed)
                         per_turn.append(statements.count - sent)
-            cpu_after = cpu.read()
             pauses.stop()
+            with console.status("Waiting for the jobs the turns queued (the deferred ones too)…"):
+                window_s = container.settings.episode_embed_window_seconds
+                await worker_settled(container.redis, worker_proc, window_s + EMBED_SETTLE_S + 300, deferred=True)
+            cpu_after = cpu.read()
     timed = stage_log.turns[-turns:]
     samples: dict[str, list[float]] = {}
     for stages in timed:

@@ -115,6 +115,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         outbound_allow=TEST_OUTBOUND_ALLOW,
         auth_rate_limit_ip=TEST_AUTH_RATE_LIMIT,
         auth_rate_limit_account=TEST_AUTH_RATE_LIMIT,
+        # a job per message at once: burst workers (``run_jobs``) would otherwise wait out every window
+        episode_embed_window_seconds=0,
     )
 
 

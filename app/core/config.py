@@ -113,6 +113,14 @@ class Settings(BaseSettings):
         "(admission control: past the CPU and the database pool, more turns at once only make every turn slower, "
         "and a turn left waiting for a pooled connection past the pool's timeout fails, bench/load.py).",
     )
+    episode_embed_window_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="The AI's and the coach's messages of one conversation sent within this window share one "
+        "episodic embedding job, run when the window ends: one batch instead of a job and a model call per "
+        "reply (0: a job per message, at once). A message is recalled only once it has left the L1 window, "
+        "which takes longer than this at a person's pace.",
+    )
     retrieval_top_k: int = Field(default=5, ge=1, le=50)
     vector_index_min_chunks: int = Field(
         default=2_000,

@@ -9,6 +9,8 @@ runs the work once.
 
 from __future__ import annotations
 
+import math
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -31,6 +33,14 @@ ANSWER_PENDING = "answer_pending"
 PURGE_ERASED_DATA = "purge_erased_data"
 EMBED_MESSAGES = "embed_messages"
 REEMBED_COACH = "reembed_coach"
+
+EMBED_WINDOW_KEY = "embed_window_s"
+"""``session.info`` key (set on the sessionmaker by the container from ``EPISODE_EMBED_WINDOW_SECONDS``): the
+window, in seconds, in which a conversation's new messages share one ``embed_messages`` job (absent or 0: a
+job per message, at once). See :func:`embed_messages`."""
+EMBED_SETTLE_S = 5.0
+"""Seconds a window's ``embed_messages`` job waits after its window ends, for the transactions that queued it
+to commit."""
 
 ALERTS_QUEUE = "opencoach:queue:alerts"
 """The arq queue of the coach's handoff alerts, served by its own worker (``app.worker.build_alert_worker``) so
@@ -186,10 +196,43 @@ def purge_erased_data(session: AsyncSession, coach_id: uuid.UUID, file_ids: list
     add_job(session, coach_id, PURGE_ERASED_DATA, str(coach_id), file_ids, job_id=f"{PURGE_ERASED_DATA}:{reason}")
 
 
-def embed_messages(session: AsyncSession, coach_id: uuid.UUID, message_id: uuid.UUID) -> None:
-    """Queue the episodic embedding of one message and of its conversation's earlier messages that have
-    none (:meth:`app.memory.episodes.EpisodeService.embed_messages`; once per message)."""
-    add_job(session, coach_id, EMBED_MESSAGES, str(coach_id), str(message_id), job_id=f"{EMBED_MESSAGES}:{message_id}")
+def embed_messages(
+    session: AsyncSession, coach_id: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> None:
+    """Queue the episodic embedding of the conversation's messages that have none, for its new message
+    ``message_id`` (:meth:`app.memory.episodes.EpisodeService.embed_messages`).
+
+    With an embedding window (``session.info[EMBED_WINDOW_KEY]`` seconds, > 0), the messages queued in one
+    window of the wall clock share one job (its ``_job_id`` names the conversation and the window: arq refuses
+    the copies while it is queued), deferred to the window's end plus :data:`EMBED_SETTLE_S`, when the window's
+    messages have committed: one job and one batch of embeddings per conversation and window, instead of one
+    per reply. A message whose transaction commits later than that (its job ran before it could see it) is
+    embedded by the conversation's next job, or at the latest when its session ends (:func:`embed_session`).
+    Without a window: a job per message, at once."""
+    window_s = float(session.info.get(EMBED_WINDOW_KEY) or 0.0)
+    job_id, defer_until = f"{EMBED_MESSAGES}:{message_id}", None
+    if window_s > 0:
+        window = math.floor(time.time() / window_s)
+        job_id = f"{EMBED_MESSAGES}:{conversation_id}:{window_s:g}s:{window}"
+        defer_until = datetime.fromtimestamp((window + 1) * window_s + EMBED_SETTLE_S, UTC)
+    add_job(
+        session, coach_id, EMBED_MESSAGES, str(coach_id), str(conversation_id), job_id=job_id, defer_until=defer_until
+    )
+
+
+def embed_session(
+    session: AsyncSession, coach_id: uuid.UUID, conversation_id: uuid.UUID, session_id: uuid.UUID
+) -> None:
+    """Queue the episodic embedding of the conversation's messages that have none when its chat session
+    ``session_id`` ends, at once: whatever a window's job could not see is embedded by then."""
+    add_job(
+        session,
+        coach_id,
+        EMBED_MESSAGES,
+        str(coach_id),
+        str(conversation_id),
+        job_id=f"{EMBED_MESSAGES}:session:{session_id}",
+    )
 
 
 def reembed_coach(session: AsyncSession, coach_id: uuid.UUID, request_id: uuid.UUID) -> None:

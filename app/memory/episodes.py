@@ -4,8 +4,9 @@ made of it (L2 summaries and L3 insights depend on the model; this layer does no
 Writing: the chat turn stores its client message with the query vector it computed anyway
 (:func:`store_episodes`, at intake in :mod:`app.chat.turn.intake`, or in gather when the vector came later);
 AI and human-coach messages are embedded by the ``embed_messages`` job (:meth:`EpisodeService.embed_messages`,
-queued through the outbox by :func:`app.memory.messages.store_message`), which also catches up on the
-conversation's earlier messages that no turn embedded (a message the coach answered while the AI was paused,
+queued through the outbox by :func:`app.memory.messages.store_message`, one per conversation and embedding
+window: :func:`app.db.jobs.embed_messages`), which embeds every message of the conversation that has no episode,
+so it also catches up on the messages no turn embedded (a message the coach answered while the AI was paused,
 a crisis turn).
 
 Reading: two arms over one client's episodes, fused in :func:`app.memory.retrieval.recall` — the dense arm
@@ -222,6 +223,17 @@ async def _insert_batch(
     await insert_episodes(uow.session, coach_id, client_id, messages, vectors, embedding_model)
 
 
+_UNEMBEDDED = (
+    select(Message, Conversation.client_id)
+    .join(Conversation, Conversation.id == Message.conversation_id)
+    .outerjoin(Episode, Episode.message_id == Message.id)
+    .where(Message.conversation_id == bindparam("conversation_id"), Episode.id.is_(None), REMEMBERED)
+    .order_by(Message.created_at)
+    .limit(bindparam("limit"))
+)
+"""The oldest messages of a conversation with no episode and not forgotten, with the conversation's client."""
+
+
 class EpisodeService:
     """Embeds messages the turn did not (the ``embed_messages`` job)."""
 
@@ -229,54 +241,31 @@ class EpisodeService:
         self._sessionmaker = sessionmaker
         self._registry = registry
 
-    async def embed_messages(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> str:
-        """Store an episode for ``message_id`` and for every earlier message of its conversation that has
-        none (not forgotten ones), in batches of ``EMBED_BATCH``; no transaction is held across the embedding
-        call; each batch is stored with the coach's embedding model in use
-        (:meth:`~app.llm.registry.ProviderRegistry.store_embedded`). A batch shorter than ``EMBED_BATCH`` was
-        the last: the job then ends without reading again (one unit of work per reply, not two). Idempotent; a
-        message gone by now (erased) is a no-op. Returns a short result line. Raises ``ProviderError`` (the
-        embedding call; the worker retries) and ``EmbedderSwitched``."""
+    async def embed_messages(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> str:
+        """Store an episode for every message of the conversation that has none (not forgotten ones), oldest
+        first, in batches of ``EMBED_BATCH``; no transaction is held across the embedding call; each batch is
+        stored with the coach's embedding model in use (:meth:`~app.llm.registry.ProviderRegistry.store_embedded`).
+        A batch shorter than ``EMBED_BATCH`` was the last: the job then ends without reading again. Idempotent
+        (a message the turn embedded meanwhile keeps its episode); a conversation gone by now (erased) is a
+        no-op. Returns a short result line. Raises ``ProviderError`` (the embedding call; the worker retries)
+        and ``EmbedderSwitched``."""
         stored = 0
         while True:
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
-                pending, client_id = await self._pending(uow.session, message_id)
+                pending, client_id = await self._pending(uow.session, conversation_id)
                 embedder = await self._registry.embedder_for(await uow.coach())
             if not pending or client_id is None:
-                return f"message {message_id}: {stored} episodes stored"
+                return f"conversation {conversation_id}: {stored} episodes stored"
+            texts = [message.text for message in pending]
             store = functools.partial(_insert_batch, coach_id=coach_id, client_id=client_id, messages=pending)
-            texts = [m.text for m in pending]
             await self._registry.store_embedded(self._sessionmaker, coach_id, embedder, texts, store)
             stored += len(pending)
             if len(pending) < EMBED_BATCH:
-                return f"message {message_id}: {stored} episodes stored"
+                return f"conversation {conversation_id}: {stored} episodes stored"
 
     @staticmethod
-    async def _pending(session: AsyncSession, message_id: uuid.UUID) -> tuple[Sequence[Message], uuid.UUID | None]:
-        """Up to ``EMBED_BATCH`` messages of ``message_id``'s conversation, up to it, that have no episode and
-        are not forgotten, oldest first, with the conversation's client; ``([], None)`` when the message is
-        gone."""
-        target = (
-            await session.execute(
-                select(Message.conversation_id, Message.created_at, Conversation.client_id)
-                .join(Conversation, Conversation.id == Message.conversation_id)
-                .where(Message.id == message_id)
-            )
-        ).one_or_none()
-        if target is None:
-            return [], None
-        pending = (
-            await session.scalars(
-                select(Message)
-                .outerjoin(Episode, Episode.message_id == Message.id)
-                .where(
-                    Message.conversation_id == target.conversation_id,
-                    Message.created_at <= target.created_at,
-                    Episode.id.is_(None),
-                    REMEMBERED,
-                )
-                .order_by(Message.created_at)
-                .limit(EMBED_BATCH)
-            )
-        ).all()
-        return pending, target.client_id
+    async def _pending(session: AsyncSession, conversation_id: uuid.UUID) -> tuple[list[Message], uuid.UUID | None]:
+        """Up to ``EMBED_BATCH`` messages of the conversation that have no episode and are not forgotten, oldest
+        first, with the conversation's client (``None`` when there are none)."""
+        rows = (await session.execute(_UNEMBEDDED, {"conversation_id": conversation_id, "limit": EMBED_BATCH})).all()
+        return [message for message, _ in rows], rows[0].client_id if rows else None

@@ -75,8 +75,9 @@ async def _open_session(session: AsyncSession, conversation_id: uuid.UUID) -> Ch
 
 
 def session_ended(session: AsyncSession, chat_session: ChatSession) -> None:
-    """Queue, in ``session``'s transaction, the jobs of an ended session: the rest of its insights, then
-    its summary."""
+    """Queue, in ``session``'s transaction, the jobs of an ended session: the episodes of its messages that
+    have none yet, the rest of its insights, then its summary."""
+    jobs.embed_session(session, chat_session.coach_id, chat_session.conversation_id, chat_session.id)
     last = (chat_session.ended_at or chat_session.last_message_at).isoformat()
     jobs.extract_insights(
         session,

@@ -1,22 +1,29 @@
 """The ``embed_messages`` job (:meth:`app.memory.episodes.EpisodeService.embed_messages`) stores an episode for
-the message and for every earlier remembered message of its conversation without one, a batch at a time, and
-reads the conversation again only after a full batch."""
+every remembered message of its conversation without one, a batch at a time, and reads the conversation again
+only after a full batch; with an embedding window, the replies of one window share one deferred job
+(:func:`app.db.jobs.embed_messages`)."""
 
 from __future__ import annotations
 
+import math
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from arq.constants import default_queue_name, job_key_prefix
 from sqlalchemy import select
 
+from app.accounts.models import Coach as CoachRow
 from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
+from app.db import jobs
 from app.db.engine import tenant_session
 from app.memory import episodes
 from app.memory.episodes import EpisodeService
+from app.memory.messages import store_message
 from app.memory.models import Episode
 from tests.conftest import Coach, make_client
 
@@ -51,8 +58,8 @@ async def _embedded(container: Container, coach_id: uuid.UUID) -> set[uuid.UUID]
         return set((await session.scalars(select(Episode.message_id))).all())
 
 
-@pytest.mark.parametrize("batch", [2, 64])
-async def test_the_job_embeds_every_earlier_remembered_message_reading_again_only_after_a_full_batch(
+@pytest.mark.parametrize("batch", [3, 64])
+async def test_the_job_embeds_every_remembered_message_reading_again_only_after_a_full_batch(
     container: Container,
     http: httpx.AsyncClient,
     make_coach: Callable[..., Awaitable[Coach]],
@@ -74,10 +81,53 @@ async def test_the_job_embeds_every_earlier_remembered_message_reading_again_onl
 
     monkeypatch.setattr(EpisodeService, "_pending", staticmethod(counted))
 
-    result = await container.episodes.embed_messages(coach_id, messages[3].id)
+    result = await container.episodes.embed_messages(coach_id, messages[0].conversation_id)
 
-    assert result == f"message {messages[3].id}: 3 episodes stored"
-    # the forgotten message (1) and the one after the job's message (4) are left alone
-    assert await _embedded(container, coach_id) == {messages[0].id, messages[2].id, messages[3].id}
-    # batch 2: a full batch, then the last one (shorter: no read after it); batch 64: one read only
-    assert reads == ([2, 1] if batch == 2 else [3])
+    assert result == f"conversation {messages[0].conversation_id}: 4 episodes stored"
+    # every message but the forgotten one (1)
+    assert await _embedded(container, coach_id) == {messages[i].id for i in (0, 2, 3, 4)}
+    # batch 3: a full batch, then the last one (shorter: no read after it); batch 64: one read only
+    assert reads == ([3, 1] if batch == 3 else [4])
+    assert await container.episodes.embed_messages(coach_id, messages[0].conversation_id) == (
+        f"conversation {messages[0].conversation_id}: 0 episodes stored"
+    )
+
+
+WINDOW_S = 3600.0
+"""Long enough that the test never straddles two windows."""
+
+
+async def test_the_replies_of_one_window_share_one_job_deferred_to_its_end(
+    container: Container,
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    coach = await make_coach("Coach Window")
+    coach_id = uuid.UUID(coach.coach_id)
+    client_id = uuid.UUID((await make_client(http, coach, "Walker"))["id"])
+    [first, *_] = await _conversation(container, coach_id, client_id)
+    monkeypatch.setitem(container.sessionmaker.kw["info"], jobs.EMBED_WINDOW_KEY, WINDOW_S)
+    window = math.floor(time.time() / WINDOW_S)
+    replies = []
+    for text in ("A first reply.", "A second reply, a moment later."):
+        async with tenant_session(container.sessionmaker, coach_id) as session:  # a unit of work per reply
+            coach_row = await session.get(CoachRow, coach_id)
+            assert coach_row is not None
+            reply, _ = await store_message(
+                session, coach_row, first.conversation_id, SenderType.AI, text, at=datetime.now(UTC)
+            )
+            replies.append(reply.id)
+    job_id = f"{jobs.EMBED_MESSAGES}:{first.conversation_id}:{WINDOW_S:g}s:{window}"
+    try:
+        queued = [m.decode() for m in await container.redis.zrange(default_queue_name, 0, -1)]
+        assert [m for m in queued if m.startswith(f"{jobs.EMBED_MESSAGES}:")] == [job_id], queued
+        due_ms = await container.redis.zscore(default_queue_name, job_id)
+        assert due_ms == ((window + 1) * WINDOW_S + jobs.EMBED_SETTLE_S) * 1000
+    finally:  # run_jobs' burst workers would wait for it
+        await container.redis.zrem(default_queue_name, job_id)
+        await container.redis.delete(job_key_prefix + job_id)
+
+    await container.episodes.embed_messages(coach_id, first.conversation_id)  # what the job runs
+
+    assert set(replies) <= await _embedded(container, coach_id)

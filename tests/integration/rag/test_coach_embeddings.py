@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from app.accounts.models import Coach as CoachRow
 from app.chat import embeddings
 from app.container import Container
+from app.conversations.models import Message
 from app.db.engine import tenant_session
 from app.learning.models import Intervention
 from app.llm.registry import SWITCH_RETRIES, EmbedderSwitched, lock_embedding_model
@@ -386,11 +387,12 @@ async def test_an_episode_embedded_while_the_coach_switches_models_is_stored_wit
     async with tenant_session(container.sessionmaker, coach_id) as session:
         episode = (await session.execute(select(Episode).order_by(Episode.at.desc()).limit(1))).scalar_one()
         message_id = episode.message_id
+        conversation_id = await session.scalar(select(Message.conversation_id).where(Message.id == message_id))
         await session.delete(episode)  # the AI message's episode, to be stored again by the job
         await session.commit()
     assert (await request_switch(http, coach)).status_code == 202
     switched = await switch_midway(container, coach, monkeypatch, nth=1)
-    await container.episodes.embed_messages(coach_id, message_id)
+    await container.episodes.embed_messages(coach_id, conversation_id)
     assert switched and switched[0].startswith("2 vectors re-embedded"), switched
     async with tenant_session(container.sessionmaker, coach_id) as session:
         models = (await session.execute(select(Episode.message_id, Episode.embedding_model))).all()
