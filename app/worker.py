@@ -30,6 +30,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
+from datetime import datetime
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -325,10 +326,12 @@ async def purge_erased_data(ctx: dict[str, Any], coach_id: str, file_ids: list[s
     return str((await container.rights.purge(uuid.UUID(coach_id), file_ids)).as_dict())
 
 
-async def embed_messages(ctx: dict[str, Any], coach_id: str, conversation_id: str) -> str:
-    """arq job: episodic embedding of a conversation's messages that have none."""
+async def embed_messages(ctx: dict[str, Any], coach_id: str, conversation_id: str, until: str | None = None) -> str:
+    """arq job: episodic embedding of a conversation's messages that have none (sent up to ``until``, ISO 8601)."""
     container: Container = ctx["container"]
-    return await _retrying(ctx, container.episodes.embed_messages(uuid.UUID(coach_id), uuid.UUID(conversation_id)))
+    sent_by = datetime.fromisoformat(until) if until else None
+    embedding = container.episodes.embed_messages(uuid.UUID(coach_id), uuid.UUID(conversation_id), until=sent_by)
+    return await _retrying(ctx, embedding)
 
 
 async def reembed_coach(ctx: dict[str, Any], coach_id: str, request_id: str) -> str:

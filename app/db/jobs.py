@@ -197,33 +197,42 @@ def purge_erased_data(session: AsyncSession, coach_id: uuid.UUID, file_ids: list
 
 
 def embed_messages(
-    session: AsyncSession, coach_id: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID
+    session: AsyncSession, coach_id: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID, at: datetime
 ) -> None:
     """Queue the episodic embedding of the conversation's messages that have none, for its new message
-    ``message_id`` (:meth:`app.memory.episodes.EpisodeService.embed_messages`).
+    ``message_id`` sent at ``at`` (:meth:`app.memory.episodes.EpisodeService.embed_messages`), up to a time:
+    a later client message is left to its own turn, which stores its episode with the vector it computes anyway.
 
     With an embedding window (``session.info[EMBED_WINDOW_KEY]`` seconds, > 0), the messages queued in one
     window of the wall clock share one job (its ``_job_id`` names the conversation and the window: arq refuses
-    the copies while it is queued), deferred to the window's end plus :data:`EMBED_SETTLE_S`, when the window's
-    messages have committed: one job and one batch of embeddings per conversation and window, instead of one
-    per reply. A message whose transaction commits later than that (its job ran before it could see it) is
-    embedded by the conversation's next job, or at the latest when its session ends (:func:`embed_session`).
-    Without a window: a job per message, at once."""
+    the copies while it is queued), for the messages sent up to the window's end, deferred to that end plus
+    :data:`EMBED_SETTLE_S`, when they have committed: one job and one batch of embeddings per conversation and
+    window instead of one per reply. A message whose transaction commits later than that (its job ran before it
+    could see it) is embedded at the latest when its session ends (:func:`embed_session`). Without a window: a
+    job per message, at once, up to ``at``."""
     window_s = float(session.info.get(EMBED_WINDOW_KEY) or 0.0)
-    job_id, defer_until = f"{EMBED_MESSAGES}:{message_id}", None
+    job_id, until, defer_until = f"{EMBED_MESSAGES}:{message_id}", at, None
     if window_s > 0:
         window = math.floor(time.time() / window_s)
         job_id = f"{EMBED_MESSAGES}:{conversation_id}:{window_s:g}s:{window}"
-        defer_until = datetime.fromtimestamp((window + 1) * window_s + EMBED_SETTLE_S, UTC)
+        until = datetime.fromtimestamp((window + 1) * window_s, UTC)
+        defer_until = until + timedelta(seconds=EMBED_SETTLE_S)
     add_job(
-        session, coach_id, EMBED_MESSAGES, str(coach_id), str(conversation_id), job_id=job_id, defer_until=defer_until
+        session,
+        coach_id,
+        EMBED_MESSAGES,
+        str(coach_id),
+        str(conversation_id),
+        until.isoformat(),
+        job_id=job_id,
+        defer_until=defer_until,
     )
 
 
 def embed_session(
     session: AsyncSession, coach_id: uuid.UUID, conversation_id: uuid.UUID, session_id: uuid.UUID
 ) -> None:
-    """Queue the episodic embedding of the conversation's messages that have none when its chat session
+    """Queue the episodic embedding of every message of the conversation that has none when its chat session
     ``session_id`` ends, at once: whatever a window's job could not see is embedded by then."""
     add_job(
         session,
@@ -231,6 +240,7 @@ def embed_session(
         EMBED_MESSAGES,
         str(coach_id),
         str(conversation_id),
+        None,
         job_id=f"{EMBED_MESSAGES}:session:{session_id}",
     )
 

@@ -29,9 +29,9 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import ARRAY, bindparam, func, select, text
+from sqlalchemy import ARRAY, DateTime, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -227,11 +227,18 @@ _UNEMBEDDED = (
     select(Message, Conversation.client_id)
     .join(Conversation, Conversation.id == Message.conversation_id)
     .outerjoin(Episode, Episode.message_id == Message.id)
-    .where(Message.conversation_id == bindparam("conversation_id"), Episode.id.is_(None), REMEMBERED)
+    .where(
+        Message.conversation_id == bindparam("conversation_id"),
+        Message.created_at <= bindparam("until", type_=DateTime(timezone=True)),
+        Episode.id.is_(None),
+        REMEMBERED,
+    )
     .order_by(Message.created_at)
     .limit(bindparam("limit"))
 )
-"""The oldest messages of a conversation with no episode and not forgotten, with the conversation's client."""
+"""The oldest messages of a conversation sent up to a time with no episode and not forgotten, with the
+conversation's client."""
+_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 
 
 class EpisodeService:
@@ -241,18 +248,20 @@ class EpisodeService:
         self._sessionmaker = sessionmaker
         self._registry = registry
 
-    async def embed_messages(self, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> str:
-        """Store an episode for every message of the conversation that has none (not forgotten ones), oldest
-        first, in batches of ``EMBED_BATCH``; no transaction is held across the embedding call; each batch is
-        stored with the coach's embedding model in use (:meth:`~app.llm.registry.ProviderRegistry.store_embedded`).
-        A batch shorter than ``EMBED_BATCH`` was the last: the job then ends without reading again. Idempotent
-        (a message the turn embedded meanwhile keeps its episode); a conversation gone by now (erased) is a
-        no-op. Returns a short result line. Raises ``ProviderError`` (the embedding call; the worker retries)
-        and ``EmbedderSwitched``."""
+    async def embed_messages(
+        self, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, until: datetime | None = None
+    ) -> str:
+        """Store an episode for every message of the conversation that has none (not forgotten ones; sent up to
+        ``until`` when given, timezone-aware), oldest first, in batches of ``EMBED_BATCH``; no transaction is held
+        across the embedding call; each batch is stored with the coach's embedding model in use
+        (:meth:`~app.llm.registry.ProviderRegistry.store_embedded`). A batch shorter than ``EMBED_BATCH`` was the
+        last: the job then ends without reading again. Idempotent (a message the turn embedded meanwhile keeps
+        its episode); a conversation gone by now (erased) is a no-op. Returns a short result line. Raises
+        ``ProviderError`` (the embedding call; the worker retries) and ``EmbedderSwitched``."""
         stored = 0
         while True:
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
-                pending, client_id = await self._pending(uow.session, conversation_id)
+                pending, client_id = await self._pending(uow.session, conversation_id, until)
                 embedder = await self._registry.embedder_for(await uow.coach())
             if not pending or client_id is None:
                 return f"conversation {conversation_id}: {stored} episodes stored"
@@ -264,8 +273,12 @@ class EpisodeService:
                 return f"conversation {conversation_id}: {stored} episodes stored"
 
     @staticmethod
-    async def _pending(session: AsyncSession, conversation_id: uuid.UUID) -> tuple[list[Message], uuid.UUID | None]:
-        """Up to ``EMBED_BATCH`` messages of the conversation that have no episode and are not forgotten, oldest
-        first, with the conversation's client (``None`` when there are none)."""
-        rows = (await session.execute(_UNEMBEDDED, {"conversation_id": conversation_id, "limit": EMBED_BATCH})).all()
+    async def _pending(
+        session: AsyncSession, conversation_id: uuid.UUID, until: datetime | None
+    ) -> tuple[list[Message], uuid.UUID | None]:
+        """Up to ``EMBED_BATCH`` messages of the conversation sent up to ``until`` (``None``: any time) that have
+        no episode and are not forgotten, oldest first, with the conversation's client (``None`` when there are
+        none)."""
+        params = {"conversation_id": conversation_id, "until": until or _END_OF_TIME, "limit": EMBED_BATCH}
+        rows = (await session.execute(_UNEMBEDDED, params)).all()
         return [message for message, _ in rows], rows[0].client_id if rows else None

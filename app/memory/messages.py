@@ -52,5 +52,5 @@ async def store_message(
     session.add(message)
     await session.flush()
     if sender_type != SenderType.CLIENT:  # queued last: flushed with the caller's other outbox rows, in one INSERT
-        jobs.embed_messages(session, coach.id, conversation_id, message.id)
+        jobs.embed_messages(session, coach.id, conversation_id, message.id, at)
     return message, ended

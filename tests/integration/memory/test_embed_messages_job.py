@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from arq.constants import default_queue_name, job_key_prefix
+from arq.jobs import Job
 from sqlalchemy import select
 
 from app.accounts.models import Coach as CoachRow
@@ -93,6 +94,22 @@ async def test_the_job_embeds_every_remembered_message_reading_again_only_after_
     )
 
 
+async def test_the_job_leaves_out_the_messages_sent_after_its_time(
+    container: Container, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """A later client message is its own turn's to embed (with the vector the turn computes anyway)."""
+    coach = await make_coach("Coach Until")
+    coach_id = uuid.UUID(coach.coach_id)
+    client_id = uuid.UUID((await make_client(http, coach, "Swimmer"))["id"])
+    messages = await _conversation(container, coach_id, client_id)
+
+    until = messages[3].created_at
+    result = await container.episodes.embed_messages(coach_id, messages[0].conversation_id, until=until)
+
+    assert result == f"conversation {messages[0].conversation_id}: 3 episodes stored"
+    assert await _embedded(container, coach_id) == {messages[0].id, messages[2].id, messages[3].id}
+
+
 WINDOW_S = 3600.0
 """Long enough that the test never straddles two windows."""
 
@@ -124,10 +141,14 @@ async def test_the_replies_of_one_window_share_one_job_deferred_to_its_end(
         assert [m for m in queued if m.startswith(f"{jobs.EMBED_MESSAGES}:")] == [job_id], queued
         due_ms = await container.redis.zscore(default_queue_name, job_id)
         assert due_ms == ((window + 1) * WINDOW_S + jobs.EMBED_SETTLE_S) * 1000
+        info = await Job(job_id, container.redis).info()
+        assert info is not None
+        window_end = datetime.fromtimestamp((window + 1) * WINDOW_S, UTC)
+        assert info.args == (str(coach_id), str(first.conversation_id), window_end.isoformat())
     finally:  # run_jobs' burst workers would wait for it
         await container.redis.zrem(default_queue_name, job_id)
         await container.redis.delete(job_key_prefix + job_id)
 
-    await container.episodes.embed_messages(coach_id, first.conversation_id)  # what the job runs
+    await container.episodes.embed_messages(coach_id, first.conversation_id, until=window_end)  # what the job runs
 
     assert set(replies) <= await _embedded(container, coach_id)
