@@ -32,7 +32,8 @@ served on loopback. Rows are the stages of :class:`app.chat.turn.timing.Stages` 
 dot), then ``outside the model`` (the turn's stages without ``generate.model``) and ``end to end`` (the HTTP
 request as the client sees it). The lines under the table count the SQL statements each turn's request sent
 and the CPU time per timed turn of each kind of process (:class:`CpuMeter`; read once the worker has run every
-job the turns queued, the episodic embedding deferred to the end of its window too), with the host's steal, and the
+job the turns queued, the episodic embedding deferred to the end of its window too), with the host's steal over
+the timed turns, and the
 garbage collector's pauses of the served app's process during the timed turns (:class:`GcPauses`): on a
 shared host the latencies swing with the steal, the CPU times much less::
 
@@ -427,10 +428,12 @@ async def measure_instant(turns: int) -> dict[str, Any]:
                         end_to_end.append(elapsed)
                         per_turn.append(statements.count - sent)
             pauses.stop()
+            at_last_turn = cpu.read()
             with console.status("Waiting for the jobs the turns queued (the deferred ones too)…"):
                 window_s = container.settings.episode_embed_window_seconds
                 await worker_settled(container.redis, worker_proc, window_s + EMBED_SETTLE_S + 300, deferred=True)
-            cpu_after = cpu.read()
+            # the processes' CPU with their jobs' work; the host's steal over the timed turns only
+            cpu_after = cpu.read() | {"steal": at_last_turn["steal"]}
     timed = stage_log.turns[-turns:]
     samples: dict[str, list[float]] = {}
     for stages in timed:
