@@ -217,16 +217,7 @@ def embed_messages(
         job_id = f"{EMBED_MESSAGES}:{conversation_id}:{window_s:g}s:{window}"
         until = datetime.fromtimestamp((window + 1) * window_s, UTC)
         defer_until = until + timedelta(seconds=EMBED_SETTLE_S)
-    add_job(
-        session,
-        coach_id,
-        EMBED_MESSAGES,
-        str(coach_id),
-        str(conversation_id),
-        until.isoformat(),
-        job_id=job_id,
-        defer_until=defer_until,
-    )
+    _embed(session, coach_id, conversation_id, until, job_id=job_id, defer_until=defer_until)
 
 
 def embed_session(
@@ -234,15 +225,22 @@ def embed_session(
 ) -> None:
     """Queue the episodic embedding of every message of the conversation that has none when its chat session
     ``session_id`` ends, at once: whatever a window's job could not see is embedded by then."""
-    add_job(
-        session,
-        coach_id,
-        EMBED_MESSAGES,
-        str(coach_id),
-        str(conversation_id),
-        None,
-        job_id=f"{EMBED_MESSAGES}:session:{session_id}",
-    )
+    _embed(session, coach_id, conversation_id, None, job_id=f"{EMBED_MESSAGES}:session:{session_id}")
+
+
+def _embed(
+    session: AsyncSession,
+    coach_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    until: datetime | None,
+    *,
+    job_id: str,
+    defer_until: datetime | None = None,
+) -> None:
+    """Queue the conversation's ``embed_messages`` job for its messages sent up to ``until`` (``None``: all of
+    them), passed to the job as ISO 8601."""
+    args = (str(coach_id), str(conversation_id), until.isoformat() if until is not None else None)
+    add_job(session, coach_id, EMBED_MESSAGES, *args, job_id=job_id, defer_until=defer_until)
 
 
 def reembed_coach(session: AsyncSession, coach_id: uuid.UUID, request_id: uuid.UUID) -> None:
