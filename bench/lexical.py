@@ -100,7 +100,7 @@ async def load(owner_url: str, sizes: list[int], seed: int) -> tuple[list[uuid.U
     """Coaches of ``sizes`` chunks, documents of ``DOC_CHUNKS``; returns the coach ids and seconds taken."""
     started = time.perf_counter()
     pool, rng = sentences(), random.Random(seed)
-    vector = "[" + ",".join(["1"] + ["0"] * (EMBEDDING_DIMENSIONS - 1)) + "]"
+    vector = [1.0] + [0.0] * (EMBEDDING_DIMENSIONS - 1)
     coach_ids = [uuid.uuid4() for _ in sizes]
     engine = make_engine(owner_url, pool_size=1)
     try:

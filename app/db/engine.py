@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.autocommit import AUTOCOMMIT
 from app.db.outbox import OutboxJob, pending_rows
+from app.db.vectors import register_vector_codecs
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,14 @@ def make_engine(
     return engine
 
 
+_VECTOR_CODECS = "pgvector_codecs"
+"""Key in a pooled connection's ``info`` (kept for the life of the DBAPI connection): its codecs are registered."""
+
 _TENANT: ContextVar[uuid.UUID | None] = ContextVar("opencoach_tenant", default=None)
 """The coach a unit of work (:func:`tenant_session`) is checking out its connection for, during that checkout."""
 
 
-def _scope_on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+def _scope_on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
     """Scope the connection being checked out, for as long as it is out, to the tenant of the unit of work that
     checks it out (:data:`_TENANT`), or to no tenant (then row-level security shows no tenant's rows):
     ``SELECT set_config('app.coach_id', '<coach id or empty>', false)`` in the simple query protocol.
@@ -60,13 +64,21 @@ def _scope_on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None
     SQLAlchemy's own ``pool_pre_ping`` on asyncpg takes three round trips (``BEGIN``, ``;`` as a prepared
     statement, ``ROLLBACK``); the simple query protocol prepares nothing and needs no transaction
     (sqlalchemy#10226). The coach id is a ``uuid.UUID``, so the literal holds only
-    hex digits and hyphens."""
+    hex digits and hyphens.
+
+    A connection's first checkout also gives it pgvector's binary codecs (:func:`register_vector_codecs`), which
+    the vector columns' types (:class:`~app.db.vectors.BinaryVector`) need; until the ``vector`` type exists
+    (before the first migration), every checkout tries again."""
     tenant = _TENANT.get()
     scope = str(tenant) if isinstance(tenant, uuid.UUID) else ""
+
+    async def check_out(connection: Any) -> None:
+        if not record.info.get(_VECTOR_CODECS):
+            record.info[_VECTOR_CODECS] = await register_vector_codecs(connection)
+        await connection.execute(f"SELECT set_config('app.coach_id', '{scope}', false)")
+
     try:
-        dbapi_connection.run_async(
-            lambda connection: connection.execute(f"SELECT set_config('app.coach_id', '{scope}', false)")
-        )
+        dbapi_connection.run_async(check_out)
     except Exception as exc:  # closed socket, terminated backend (57P01), asyncpg's protocol state after either, …
         log.warning("a pooled connection failed its checkout ping (%r); it is replaced", exc)
         raise DisconnectionError(f"connection failed its checkout ping: {exc!r}") from exc

@@ -11,7 +11,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     Boolean,
     DateTime,
@@ -28,6 +27,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin, TenantMixin
+from app.db.vectors import BinaryVector
 from app.llm.base import EMBEDDING_DIMENSIONS
 
 
@@ -69,7 +69,7 @@ class Intervention(TenantMixin, Base):
     client_text: Mapped[str] = mapped_column(Text, default="")
     context: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     memory: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
-    embedding: Mapped[list[float] | None] = mapped_column(Vector(EMBEDDING_DIMENSIONS))
+    embedding: Mapped[list[float] | None] = mapped_column(BinaryVector(EMBEDDING_DIMENSIONS))
     embedding_model: Mapped[str | None] = mapped_column(String(200))
     strategy: Mapped[str | None] = mapped_column(String(40))
     analysis: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)

@@ -11,12 +11,12 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pgvector.sqlalchemy import Vector
 from sqlalchemy import DateTime, Float, ForeignKey, Integer, SmallInteger, String, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, TenantMixin
+from app.db.vectors import BinaryVector
 from app.llm.base import EMBEDDING_DIMENSIONS
 
 
@@ -58,7 +58,7 @@ class ChatSession(TenantMixin, Base):
     summary_error: Mapped[str | None] = mapped_column(Text)
     summary_attempts: Mapped[int] = mapped_column(Integer, default=0)
     source_message_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)), default=list)
-    embedding: Mapped[list[float] | None] = mapped_column(Vector(EMBEDDING_DIMENSIONS))
+    embedding: Mapped[list[float] | None] = mapped_column(BinaryVector(EMBEDDING_DIMENSIONS))
     embedding_model: Mapped[str | None] = mapped_column(String(200))
 
 
@@ -99,7 +99,7 @@ class Insight(TenantMixin, Base):
     first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     edited_by_coach: Mapped[bool] = mapped_column(default=False)
-    embedding: Mapped[list[float]] = mapped_column(Vector(EMBEDDING_DIMENSIONS))
+    embedding: Mapped[list[float]] = mapped_column(BinaryVector(EMBEDDING_DIMENSIONS))
     embedding_model: Mapped[str] = mapped_column(String(200))
 
 
@@ -135,6 +135,6 @@ class Episode(TenantMixin, Base):
         UUID(as_uuid=True), ForeignKey("clients.id", ondelete="CASCADE"), index=True
     )
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    embedding: Mapped[list[float]] = mapped_column(Vector(EMBEDDING_DIMENSIONS))
+    embedding: Mapped[list[float]] = mapped_column(BinaryVector(EMBEDDING_DIMENSIONS))
     embedding_model: Mapped[str] = mapped_column(String(200))
     tsv: Mapped[str] = mapped_column(TSVECTOR)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
     Computed,
@@ -22,6 +21,7 @@ from sqlalchemy.dialects.postgresql import TSVECTOR, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, TenantMixin
+from app.db.vectors import BinaryVector
 from app.llm.base import EMBEDDING_DIMENSIONS
 
 
@@ -91,7 +91,7 @@ class Chunk(TenantMixin, Base):
     text: Mapped[str] = mapped_column(Text)
     header: Mapped[str] = mapped_column(Text, default="", server_default="")
     token_count: Mapped[int] = mapped_column(Integer)
-    embedding: Mapped[list[float]] = mapped_column(Vector(EMBEDDING_DIMENSIONS))
+    embedding: Mapped[list[float]] = mapped_column(BinaryVector(EMBEDDING_DIMENSIONS))
     tsv: Mapped[str] = mapped_column(
         TSVECTOR, Computed("to_tsvector('english', header || ' ' || text)", persisted=True)
     )

@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pgvector.sqlalchemy import HALFVEC
 from sqlalchemy import Select, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.vectors import BinaryHalfVec
 from app.llm.base import EMBEDDING_DIMENSIONS, ProviderError
 from app.llm.rerank import HttpReranker
 from app.rag.models import Chunk, Document, DocumentStatus
@@ -42,7 +42,7 @@ queries): recall@10 0.89 / 0.94 / 0.95 at 100 / 200 / 400, p50 +37 % from 100 to
 hard for any graph index (isotropic noise: the 10th and 11th neighbours differ by 0.0006 in cosine)."""
 
 _DENSE = text("SELECT chunk_id FROM dense_ranking(:coach_id, :query, :model, :n, :ef_search)").bindparams(
-    bindparam("query", type_=HALFVEC(EMBEDDING_DIMENSIONS))
+    bindparam("query", type_=BinaryHalfVec(EMBEDDING_DIMENSIONS))
 )
 """The dense arm in one round trip (migration 0029): the search's settings last for the function's call."""
 
