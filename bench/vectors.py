@@ -91,7 +91,7 @@ async def measure(statements: int, rounds: int) -> dict[str, Any]:
         finally:
             for engine, _ in ways.values():
                 await engine.dispose()
-    sizes = {"text": len(Vector._to_db(vectors[0]) or ""), "binary": len(Vector(vectors[0]).to_binary())}
+    sizes = {"text": len(Vector(vectors[0]).to_text()), "binary": len(Vector(vectors[0]).to_binary())}
     return {
         way: {
             "statements": total["statements"],

@@ -14,7 +14,15 @@ from sqlalchemy.orm import InstrumentedAttribute
 log = logging.getLogger(__name__)
 
 
-class BinaryVector(VECTOR):
+class _BoundAsIs:
+    """Bound values go to the driver unconverted: the connection's codec encodes them. Each type still sets
+    ``cache_ok`` itself: SQLAlchemy reads it from the class's own ``__dict__``."""
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        return None
+
+
+class BinaryVector(_BoundAsIs, VECTOR):
     """pgvector's ``vector(n)`` whose bound values (a list of floats or a 1-d numpy array) go to asyncpg as they
     are, for the connection's binary codec (:func:`register_vector_codecs`) to send as pgvector's binary
     format: 4 bytes a dimension. pgvector's own SQLAlchemy type formats them as text first: a 384-d list took
@@ -23,17 +31,11 @@ class BinaryVector(VECTOR):
 
     cache_ok = True
 
-    def bind_processor(self, dialect: Dialect) -> Any:
-        return None
 
-
-class BinaryHalfVec(HALFVEC):
+class BinaryHalfVec(_BoundAsIs, HALFVEC):
     """pgvector's ``halfvec(n)`` (2-byte floats) bound as :class:`BinaryVector` binds ``vector``."""
 
     cache_ok = True
-
-    def bind_processor(self, dialect: Dialect) -> Any:
-        return None
 
 
 async def register_vector_codecs(connection: Any) -> bool:
