@@ -26,16 +26,16 @@ Run from the project root (the default 50 turns take a few minutes on two cores)
 instant OpenAI-compatible stub served by this benchmark on 127.0.0.1 (the whole reply in one response),
 *Meditations* is ingested, the response cache is off, ``opencoach worker`` runs in its own process (the
 turn's follow-up jobs compete for the same cores; the turns start once it has started and has no job left
-from before), and every turn is a ``POST /api/v1/chat`` to the real app
-served on loopback. Rows are the stages of :class:`app.chat.turn.timing.Stages` read from the turn's own
-``turn stages`` log line (top-level stages add up to the turn; a dotted one is part of the stage before its
-dot), then ``outside the model`` (the turn's stages without ``generate.model``) and ``end to end`` (the HTTP
-request as the client sees it). The lines under the table count the SQL statements each turn's request sent
-and the CPU time per timed turn of each kind of process (:class:`CpuMeter`; read once the worker has run every
-job the turns queued, the episodic embedding deferred to the end of its window too), with the host's steal over
-the timed turns, and the
-garbage collector's pauses of the served app's process during the timed turns (:class:`GcPauses`): on a
-shared host the latencies swing with the steal, the CPU times much less::
+from before), and every turn is a ``POST /api/v1/chat`` to the real app served on loopback, on uvloop as
+``opencoach serve`` runs it (uvicorn's ``loop="auto"``). Rows are the stages of
+:class:`app.chat.turn.timing.Stages` read from the turn's own ``turn stages`` log line (top-level stages add
+up to the turn; a dotted one is part of the stage before its dot), then ``outside the model`` (the turn's
+stages without ``generate.model``) and ``end to end`` (the HTTP request as the client sees it). The lines
+under the table count the SQL statements each turn's request sent and the CPU time per timed turn of each
+kind of process (:class:`CpuMeter`; read once the worker has run every job the turns queued, the episodic
+embedding deferred to the end of its window too), with the host's steal over the timed turns, and the garbage
+collector's pauses of the served app's process during the timed turns (:class:`GcPauses`): on a shared host
+the latencies swing with the steal, the CPU times much less::
 
     .venv/bin/python bench/chat.py --instant --turns 200
 """
@@ -59,6 +59,7 @@ from typing import Any
 
 import httpx
 import psutil
+import uvloop
 from arq.connections import ArqRedis
 from arq.constants import default_queue_name, health_check_key_suffix, in_progress_key_prefix
 from litestar import Litestar, post
@@ -522,4 +523,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())  # the served app's event loop is the one ``opencoach serve`` gets from uvicorn

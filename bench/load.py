@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvloop
 import websockets
 from rich.table import Table
 
@@ -369,4 +370,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())  # the sockets and the stub model on libuv, like the API and worker processes they load
