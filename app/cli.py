@@ -113,7 +113,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             await run_workers(build_workers(settings, services.database_url, services.redis_url))
 
         try:
-            # libuv's event loop, as ``serve`` gets from uvicorn: asyncpg and arq's Redis traffic cost less CPU on it
+            # libuv's event loop, the one ``serve`` gets from uvicorn (a few % less CPU a statement, bench/vectors.py)
             uvloop.run(work())
         except RuntimeError as exc:
             console.print(f"[red]worker not started:[/] {exc}")

@@ -31,7 +31,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import delete
 
@@ -42,7 +41,7 @@ sys.path[0] = str(BENCH.parent)
 sys.path.append(str(BENCH))
 
 from chat import CpuMeter  # noqa: E402
-from harness import bench_app  # noqa: E402
+from harness import bench_app, print_table  # noqa: E402
 
 from app.accounts.models import Client  # noqa: E402
 from app.container import Container  # noqa: E402
@@ -158,7 +157,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(summary))
     else:
-        Console().print(render(summary, args.replies))
+        print_table(render(summary, args.replies))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 from pgvector import Vector
 from pgvector.sqlalchemy import VECTOR
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -44,7 +43,7 @@ sys.path[0] = str(BENCH.parent)
 sys.path.append(str(BENCH))
 
 from chat import CpuMeter  # noqa: E402
-from harness import bench_app  # noqa: E402
+from harness import bench_app, print_table  # noqa: E402
 
 from app.db.engine import make_engine  # noqa: E402
 from app.db.vectors import BinaryVector  # noqa: E402
@@ -133,7 +132,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(summary))
     else:
-        Console().print(render(summary))
+        print_table(render(summary))
 
 
 if __name__ == "__main__":
