@@ -8,12 +8,20 @@ described by :func:`describe_error` (status code and a short reason, never the r
 Every call has an overall deadline (``LLM_DEADLINE_SECONDS``) besides the SDK's ``timeout``, which bounds each
 connect and each read, not the whole answer: an endpoint that drip-feeds a byte every few seconds would
 otherwise hold a chat turn or a worker slot for ever.
+
+The SDK does not validate what an endpoint answers: it builds its response objects from the JSON without
+checking them, and hands back the body as text when it is not JSON (``openai._response``; its
+``_strict_response_validation`` would also refuse the fields compatible servers leave out or name otherwise).
+A wrong base URL answering 200 with a web page, a proxy's login page or an event stream of other JSON would
+then fail deep in our code with an ``AttributeError``. Each call reads what it needs from the answer inside
+:func:`_read`, so an answer of another shape ends in ``ProviderError`` like any other failed call.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import openai
@@ -62,6 +70,22 @@ def _sdk_client(
         # the SDK accepts an httpx.AsyncClient as well as an httpx2 one (openai._httpx2.is_legacy_httpx_async_client)
         http_client=guard.client(timeout=timeout),  # type: ignore[arg-type]
     )
+
+
+MISMATCH = "APIResponseValidationError: the response does not match the API"
+"""The ``ProviderError`` message of an answer of another shape (:func:`describe_error`'s wording for the SDK's
+own ``APIResponseValidationError``)."""
+
+
+@contextmanager
+def _read() -> Iterator[None]:
+    """Read fields of an SDK response inside this block: what reading an answer of another shape raises (a
+    body the SDK returned as ``str``, a field of the wrong type or missing, an event that is not JSON) becomes
+    ``ProviderError(MISMATCH)``."""
+    try:
+        yield
+    except (AttributeError, TypeError, IndexError, KeyError, ValueError) as exc:
+        raise ProviderError(MISMATCH) from exc
 
 
 def _too_late(deadline_s: float) -> ProviderError:
@@ -125,10 +149,11 @@ class OpenAIChatProvider:
     ) -> AsyncIterator[str | Usage]:
         """Yield deltas then ``Usage`` (with ``token_logprobs`` when the server sent any). Raises
         ``ProviderError`` (message: :func:`describe_error`) on any API or transport error, when the egress
-        guard refuses the endpoint, and when the whole answer takes over ``deadline`` seconds (the time the
-        caller spends between deltas counts too)."""
+        guard refuses the endpoint, on an answer that is not a Chat Completions event stream (an event of another
+        shape, or no event at all: a web page, a JSON body; :data:`MISMATCH`), and when the whole answer takes
+        over ``deadline`` seconds (the time the caller spends between deltas counts too)."""
         usage: Usage | None = None
-        deltas = 0
+        chunks_read = deltas = 0
         logprobs: list[float] = []
         deadline = asyncio.get_running_loop().time() + self._deadline
         try:
@@ -137,25 +162,29 @@ class OpenAIChatProvider:
             chunks = aiter(stream)
             while True:
                 try:
-                    async with asyncio.timeout_at(deadline):  # around the read only, never around a yield
-                        chunk = await anext(chunks)
+                    with _read():  # an event that is not JSON
+                        async with asyncio.timeout_at(deadline):  # around the read only, never around a yield
+                            chunk = await anext(chunks)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
                     await stream.close()
                     raise _too_late(self._deadline) from None
-                if chunk.usage is not None:
-                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                for choice in chunk.choices:
-                    if choice.logprobs is not None and choice.logprobs.content:
-                        logprobs.extend(token.logprob for token in choice.logprobs.content)
-                    if choice.delta.content:
-                        deltas += 1
-                        yield choice.delta.content
+                with _read():
+                    chunk_usage, chunk_logprobs, contents = _chunk_parts(chunk)
+                chunks_read += 1
+                if chunk_usage is not None:
+                    usage = chunk_usage
+                logprobs.extend(chunk_logprobs)
+                for content in contents:
+                    deltas += 1
+                    yield content
         except TimeoutError:
             raise _too_late(self._deadline) from None
         except (openai.OpenAIError, EgressRefused) as exc:
             raise ProviderError(describe_error(exc)) from exc
+        if not chunks_read:  # no event at all (a web page, a JSON body): not a Chat Completions stream
+            raise ProviderError(MISMATCH)
         usage = usage or Usage(0, deltas)
         yield Usage(usage.prompt_tokens, usage.completion_tokens, tuple(logprobs) if logprobs else None)
 
@@ -164,7 +193,8 @@ class OpenAIChatProvider:
     ) -> str:
         """Structured Outputs: ``response_format`` ``{"type": "json_schema", "json_schema": {"name", "schema",
         "strict": true}}`` (OpenAI API reference, Chat Completions). Raises ``ProviderError`` on API errors, on
-        a refusal or an empty message, and when the answer takes over ``deadline`` seconds."""
+        a refusal or an empty message, on an answer that is not a chat completion (:data:`MISMATCH`), and when
+        the answer takes over ``deadline`` seconds."""
         try:
             async with asyncio.timeout(self._deadline):
                 response = await self._client.chat.completions.create(  # type: ignore[call-overload]
@@ -181,10 +211,14 @@ class OpenAIChatProvider:
             raise _too_late(self._deadline) from None
         except (openai.OpenAIError, EgressRefused) as exc:
             raise ProviderError(describe_error(exc)) from exc
-        message = response.choices[0].message if response.choices else None
-        if message is None or message.refusal or not message.content:
-            raise ProviderError(f"the model returned no JSON ({message.refusal if message else 'no choices'})")
-        return str(message.content)
+        with _read():
+            message = response.choices[0].message if response.choices else None
+            refusal, content = (message.refusal, message.content) if message is not None else (None, None)
+        if message is None or refusal or not content:
+            raise ProviderError(f"the model returned no JSON ({refusal if message else 'no choices'})")
+        if not isinstance(content, str):
+            raise ProviderError(MISMATCH)
+        return content
 
 
 class OpenAIEmbedder:
@@ -209,20 +243,53 @@ class OpenAIEmbedder:
         self._deadline = deadline
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """Embed a batch. Raises ``ProviderError`` on API errors, a wrong vector width, or an answer that takes
-        over ``deadline`` seconds."""
+        """Embed a batch: one vector per text, in order. Raises ``ProviderError`` on API errors, an answer that is
+        not one list of numbers per text (:data:`MISMATCH`), a wrong vector width, or an answer that takes over
+        ``deadline`` seconds."""
         if not texts:
             return []
         try:
-            async with asyncio.timeout(self._deadline):
-                response = await self._client.embeddings.create(
-                    model=self.model, input=list(texts), dimensions=self.dimensions
-                )
+            # the SDK reads the answer's data inside create (decoding base64 vectors; ValueError when none)
+            with _read():
+                async with asyncio.timeout(self._deadline):
+                    response = await self._client.embeddings.create(
+                        model=self.model, input=list(texts), dimensions=self.dimensions
+                    )
         except TimeoutError:
             raise _too_late(self._deadline) from None
         except (openai.OpenAIError, EgressRefused) as exc:
             raise ProviderError(describe_error(exc)) from exc
-        vectors = [d.embedding for d in sorted(response.data, key=lambda d: d.index)]
+        with _read():
+            vectors = [d.embedding for d in sorted(response.data, key=lambda d: d.index)]
+        if len(vectors) != len(texts) or not all(_numbers(v) for v in vectors):
+            raise ProviderError(MISMATCH)
         if any(len(v) != self.dimensions for v in vectors):
             raise ProviderError(f"embedding endpoint returned vectors not of width {self.dimensions}")
         return vectors
+
+
+def _chunk_parts(chunk: ChatCompletionChunk) -> tuple[Usage | None, list[float], list[str]]:
+    """A streamed chunk's usage (``None``: not in this chunk, or token counts that are not integers: the reply
+    does not need them), token log-probabilities and content deltas. Read inside :func:`_read`: raises what
+    reading a chunk of another shape raises, or ``TypeError`` for content that is not text."""
+    usage = None
+    if chunk.usage is not None:
+        counts = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+        if all(isinstance(n, int) for n in counts):
+            usage = Usage(*counts)
+    logprobs: list[float] = []
+    contents: list[str] = []
+    for choice in chunk.choices:
+        if choice.logprobs is not None and choice.logprobs.content:
+            logprobs.extend(float(token.logprob) for token in choice.logprobs.content)
+        content = choice.delta.content
+        if content:
+            if not isinstance(content, str):
+                raise TypeError(f"delta content is {type(content).__name__}")
+            contents.append(content)
+    return usage, logprobs, contents
+
+
+def _numbers(vector: object) -> bool:
+    """Whether an embedding is a list of numbers (JSON may send an integral component as an integer)."""
+    return isinstance(vector, list) and all(isinstance(x, float | int) and not isinstance(x, bool) for x in vector)

@@ -20,7 +20,7 @@ import pytest
 import respx
 
 from app.llm.base import ChatMessage, ProviderError, Usage
-from app.llm.openai_compat import OpenAIChatProvider, OpenAIEmbedder
+from app.llm.openai_compat import MISMATCH, OpenAIChatProvider, OpenAIEmbedder
 from tests.openai_wire import SDK_HTTPCORE, mock_openai, openai_completion, openai_error, openai_sse, sse_response
 
 BASE_URL = "https://api.openai.test/v1"
@@ -413,3 +413,126 @@ async def test_a_drip_fed_embedding_batch_ends_at_the_overall_deadline(openai_ap
     with pytest.raises(ProviderError, match="did not finish within 1 s"):
         await embedder.embed(["a slow batch"])
     assert time.monotonic() - started < 3
+
+
+# --- answers of another shape ----------------------------------------------------------------------------
+# A wrong base URL (a web site, a proxy's login page) or a server speaking another API answers 200 with a body
+# the SDK does not validate: it returns non-JSON bodies as text and builds its objects from any JSON.
+
+HTML_PAGE = httpx.Response(200, headers={"content-type": "text/html"}, content=b"<html><body>Sign in</body></html>")
+
+
+def json_answer(body: Any) -> httpx.Response:
+    return httpx.Response(200, json=body)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(HTML_PAGE, id="web-page"),
+        pytest.param(openai_completion("a JSON completion, not a stream"), id="json-not-a-stream"),
+        pytest.param(sse_response(b"data: <p>not json</p>\n\n"), id="event-not-json"),
+        pytest.param(sse_response(b"data: [1, 2]\n\ndata: [DONE]\n\n"), id="event-a-list"),
+        pytest.param(
+            sse_response(b'data: {"id": "c", "object": "chat.completion.chunk", "choices": "none"}\n\n'),
+            id="choices-not-a-list",
+        ),
+        pytest.param(
+            sse_response(b'data: {"id": "c", "choices": [{"index": 0, "delta": {"content": 42}}]}\n\n'),
+            id="content-not-text",
+        ),
+    ],
+)
+async def test_stream_answer_of_another_shape_raises_provider_error(
+    openai_api: respx.MockRouter, answer: httpx.Response
+) -> None:
+    """Whatever the 200 answer is instead of a Chat Completions event stream, the stream ends in
+    ``ProviderError(MISMATCH)`` (the turn then sends its apology), never an ``AttributeError`` or a JSON error;
+    nothing of it is yielded."""
+    openai_api.post(f"{BASE_URL}/chat/completions").mock(return_value=answer)
+
+    items: list[str | Usage] = []
+    with pytest.raises(ProviderError) as excinfo:
+        await collect(chat_provider(), items)
+
+    assert str(excinfo.value) == MISMATCH
+    assert items == []
+
+
+async def test_stream_with_usage_counts_of_another_type_counts_the_deltas(openai_api: respx.MockRouter) -> None:
+    """Token counts that are not integers are left out (the reply does not need them): the deltas are
+    counted instead, as for a server that sends no usage."""
+    body = openai_sse(DELTAS, usage=None) + (
+        b'data: {"id": "c", "choices": [], "usage": {"prompt_tokens": "31", "completion_tokens": null}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    openai_api.post(f"{BASE_URL}/chat/completions").mock(return_value=sse_response(body))
+
+    assert await collect(chat_provider()) == [*DELTAS, Usage(0, len(DELTAS))]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(HTML_PAGE, id="web-page"),
+        pytest.param(sse_response(openai_sse(DELTAS, usage=(31, 7))), id="a-stream"),
+        pytest.param(json_answer([1, 2]), id="json-list"),
+        pytest.param(json_answer({"choices": "none"}), id="choices-not-a-list"),
+        pytest.param(json_answer({"choices": [{"index": 0, "message": "text"}]}), id="message-not-an-object"),
+        pytest.param(
+            json_answer({"choices": [{"index": 0, "message": {"role": "assistant", "content": {"a": 1}}}]}),
+            id="content-not-text",
+        ),
+    ],
+)
+async def test_json_completion_of_another_shape_raises_provider_error(
+    openai_api: respx.MockRouter, answer: httpx.Response
+) -> None:
+    """``complete_json`` (summaries, insight extraction: worker jobs) ends in ``ProviderError(MISMATCH)`` for
+    an answer that is not a chat completion, so the job records a failure instead of a traceback."""
+    openai_api.post(f"{BASE_URL}/chat/completions").mock(return_value=answer)
+
+    with pytest.raises(ProviderError) as excinfo:
+        await chat_provider().complete_json(MESSAGES, schema={"type": "object"}, name="s", max_tokens=64, temperature=0)
+
+    assert str(excinfo.value) == MISMATCH
+
+
+def listed(data: Any) -> httpx.Response:
+    """An ``/embeddings`` answer with ``data``."""
+    return json_answer({"object": "list", "data": data})
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(HTML_PAGE, id="web-page"),
+        pytest.param(json_answer([VECTORS[0]]), id="json-list"),
+        pytest.param(listed([]), id="no-data"),
+        pytest.param(listed("none"), id="data-not-a-list"),
+        pytest.param(listed([{"index": i, "embedding": VECTORS[i]} for i in (0, 1)]), id="fewer-vectors-than-texts"),
+        pytest.param(
+            listed([{"index": i, "embedding": ["0.5"] * DIMENSIONS} for i in range(3)]), id="components-not-numbers"
+        ),
+    ],
+)
+async def test_embed_answer_of_another_shape_raises_provider_error(
+    openai_api: respx.MockRouter, answer: httpx.Response
+) -> None:
+    """An embedding answer that is not one list of numbers per text ends in ``ProviderError(MISMATCH)``: the
+    turn or ingestion job reports a failed endpoint instead of storing garbage or raising a ``TypeError``."""
+    openai_api.post(f"{BASE_URL}/embeddings").mock(return_value=answer)
+
+    with pytest.raises(ProviderError) as excinfo:
+        await embedder().embed(["first", "second", "third"])
+
+    assert str(excinfo.value) == MISMATCH
+
+
+async def test_embed_accepts_integral_components(openai_api: respx.MockRouter) -> None:
+    """JSON may write a component as an integer (``0`` for ``0.0``): still a vector."""
+    openai_api.post(f"{BASE_URL}/embeddings").mock(
+        return_value=embeddings_response([{"object": "embedding", "index": 0, "embedding": [1, 0, 0, 0]}])
+    )
+
+    assert await embedder().embed(["one"]) == [[1, 0, 0, 0]]

@@ -210,6 +210,13 @@ async def test_websocket_forwards_each_streamed_delta(
             "AuthenticationError",
             id="http-401",
         ),
+        pytest.param(  # a base URL that reaches a web site or a proxy's login page
+            httpx.Response(200, headers={"content-type": "text/html"}, content=b"<html>Sign in</html>"),
+            1,
+            "APIResponseValidationError",
+            id="web-page",
+        ),
+        pytest.param(sse_response(b"data: <p>not json</p>\n\n"), 1, "APIResponseValidationError", id="event-not-json"),
     ],
 )
 async def test_provider_failure_gives_a_persisted_apology(
