@@ -19,7 +19,7 @@ from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.egress import EgressGuard, EgressRefused, UnresolvableHost
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.security import SecretBox, hash_password_async, new_token, token_hash, verify_password_async
-from app.core.validation import EMAIL_RE, http_url, in_range, web_origins
+from app.core.validation import EMAIL_RE, http_url, in_range, provider_api_key, web_origins
 from app.db.autocommit import autocommit_session
 from app.db.engine import tenant_session
 
@@ -303,7 +303,8 @@ class AccountService:
 
         The API key is encrypted before it is stored. Raises ``InvalidInput`` for an unknown provider, an
         ``openai`` provider without a model, a base URL or webhook URL the egress guard refuses
-        (:meth:`check_outbound_url`), ``recent_messages`` outside 0–100, ``session_idle_minutes`` outside
+        (:meth:`check_outbound_url`), an API key that cannot be sent (:func:`app.core.validation.provider_api_key`),
+        ``recent_messages`` outside 0–100, ``session_idle_minutes`` outside
         1–1440 or a ``widget_allowed_origins`` entry that is not an origin (:func:`app.core.validation.web_origins`;
         nothing is changed then: the caller's transaction rolls back).
         """
@@ -330,7 +331,8 @@ class AccountService:
         if llm_base_url is not None:
             coach.llm_base_url = http_url("llm_base_url", llm_base_url)
         if llm_api_key is not None:
-            coach.llm_api_key_encrypted = self._secrets.encrypt(llm_api_key.strip()) if llm_api_key.strip() else None
+            key = provider_api_key("llm_api_key", llm_api_key)
+            coach.llm_api_key_encrypted = self._secrets.encrypt(key) if key else None
         if recent_messages is not None:
             coach.recent_messages = in_range("recent_messages", recent_messages, RECENT_MESSAGES_RANGE)
         if session_idle_minutes is not None:

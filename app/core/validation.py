@@ -16,6 +16,10 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 """A plausible e-mail address (``local@domain.tld``); deliverability is the mail server's to judge."""
 
+MAX_API_KEY_CHARS = 1024
+"""The longest provider API key a coach may enter (OpenAI's project keys are under 200 characters)."""
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+
 
 def is_https(url: str) -> bool:
     """Whether ``url`` (e.g. ``PUBLIC_URL``) is an https URL: then cookies are ``Secure`` and HSTS is sent."""
@@ -37,6 +41,23 @@ def http_url(name: str, value: str) -> str | None:
     if url and not url.startswith(("http://", "https://")):
         raise InvalidInput(f"{name} must start with http:// or https://")
     return url or None
+
+
+def provider_api_key(name: str, value: str) -> str | None:
+    """A provider API key, blanks around it removed; ``None`` for an empty one (the key is cleared). The key is
+    sent as ``Authorization: Bearer <key>``, so it must be 1 to :data:`MAX_API_KEY_CHARS` visible ASCII
+    characters (RFC 9110 §5.5 field values, as the HTTP client encodes them: ASCII only, no spaces or control
+    characters; RFC 6750's Bearer tokens are a subset). Raises ``InvalidInput`` naming the field otherwise: such
+    a key could never be sent, and every call with it would fail."""
+    key = value.strip()
+    if not key:
+        return None
+    if len(key) > MAX_API_KEY_CHARS or not _HEADER_SAFE.fullmatch(key):
+        raise InvalidInput(
+            f"{name} must be 1 to {MAX_API_KEY_CHARS} visible ASCII characters (letters, digits, punctuation; no "
+            "spaces): it is sent in an HTTP header"
+        )
+    return key
 
 
 def web_origin(name: str, value: str) -> str:

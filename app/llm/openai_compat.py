@@ -54,7 +54,15 @@ def describe_error(exc: BaseException) -> str:
         return f"{name}: the response does not match the API"
     if isinstance(exc, openai.APIError):
         return f"{name}: the endpoint reported an error"
+    if isinstance(exc, UnicodeEncodeError):  # the only header of ours with the coach's text is the key's
+        return "InvalidAPIKey: the API key has characters an HTTP header cannot carry; enter it again"
     return name
+
+
+_FAILED_CALL = (openai.OpenAIError, EgressRefused, UnicodeEncodeError)
+"""What an SDK call raises when it fails: the SDK's errors, the egress guard's refusal, and the encoding error of
+a key stored before keys were checked (:func:`app.core.validation.provider_api_key`), which the SDK raises
+building the request's ``Authorization`` header."""
 
 
 def _sdk_client(
@@ -84,6 +92,8 @@ def _read() -> Iterator[None]:
     ``ProviderError(MISMATCH)``."""
     try:
         yield
+    except UnicodeEncodeError:  # not the answer: the request's key (:data:`_FAILED_CALL`)
+        raise
     except (AttributeError, TypeError, IndexError, KeyError, ValueError) as exc:
         raise ProviderError(MISMATCH) from exc
 
@@ -181,7 +191,7 @@ class OpenAIChatProvider:
                     yield content
         except TimeoutError:
             raise _too_late(self._deadline) from None
-        except (openai.OpenAIError, EgressRefused) as exc:
+        except _FAILED_CALL as exc:
             raise ProviderError(describe_error(exc)) from exc
         if not chunks_read:  # no event at all (a web page, a JSON body): not a Chat Completions stream
             raise ProviderError(MISMATCH)
@@ -209,7 +219,7 @@ class OpenAIChatProvider:
                 )
         except TimeoutError:
             raise _too_late(self._deadline) from None
-        except (openai.OpenAIError, EgressRefused) as exc:
+        except _FAILED_CALL as exc:
             raise ProviderError(describe_error(exc)) from exc
         with _read():
             message = response.choices[0].message if response.choices else None
@@ -257,7 +267,7 @@ class OpenAIEmbedder:
                     )
         except TimeoutError:
             raise _too_late(self._deadline) from None
-        except (openai.OpenAIError, EgressRefused) as exc:
+        except _FAILED_CALL as exc:
             raise ProviderError(describe_error(exc)) from exc
         with _read():
             vectors = [d.embedding for d in sorted(response.data, key=lambda d: d.index)]

@@ -536,3 +536,39 @@ async def test_embed_accepts_integral_components(openai_api: respx.MockRouter) -
     )
 
     assert await embedder().embed(["one"]) == [[1, 0, 0, 0]]
+
+
+UNSENDABLE_KEY = "sk-\U000f6b80P\u00ef"
+"""A key stored before keys were checked at entry (``app.core.validation.provider_api_key``)."""
+
+
+@pytest.mark.parametrize("call", ["stream", "complete_json", "embed"])
+async def test_a_key_no_http_header_can_carry_fails_the_call_with_a_clear_error(
+    openai_api: respx.MockRouter, call: str
+) -> None:
+    """The SDK cannot encode such a key in the ``Authorization`` header (``UnicodeEncodeError`` while it builds
+    the request): each call ends in ``ProviderError`` telling the coach to enter the key again (the chat turn
+    sends its apology instead of failing with HTTP 500); nothing is sent."""
+    chat_route = openai_api.post(f"{BASE_URL}/chat/completions").mock(return_value=sse_response(openai_sse(DELTAS)))
+    embed_route = openai_api.post(f"{BASE_URL}/embeddings")
+    provider = chat_provider(api_key=UNSENDABLE_KEY)
+
+    with pytest.raises(ProviderError) as excinfo:
+        if call == "stream":
+            await collect(provider)
+        elif call == "complete_json":
+            await provider.complete_json(MESSAGES, schema={"type": "object"}, name="s", max_tokens=8, temperature=0)
+        else:
+            await OpenAIEmbedder(
+                model=EMBED_MODEL,
+                api_key=UNSENDABLE_KEY,
+                base_url=BASE_URL,
+                dimensions=DIMENSIONS,
+                timeout=10,
+                deadline=30,
+            ).embed(["one"])
+
+    assert str(excinfo.value) == (
+        "InvalidAPIKey: the API key has characters an HTTP header cannot carry; enter it again"
+    )
+    assert chat_route.call_count == embed_route.call_count == 0

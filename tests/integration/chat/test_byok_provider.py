@@ -98,6 +98,19 @@ async def transcript(http: httpx.AsyncClient, byok: ByokCoach, conversation_id: 
     return response.json()["messages"]
 
 
+async def stored_key(services: Services, byok: ByokCoach) -> bytes:
+    """The coach's ``llm_api_key_encrypted`` as the database holds it (``b""`` when none)."""
+    engine = create_async_engine(services.migration_database_url)
+    try:
+        async with engine.connect() as conn:
+            stored = await conn.scalar(
+                text("SELECT llm_api_key_encrypted FROM coaches WHERE id = :id"), {"id": uuid.UUID(byok.coach.coach_id)}
+            )
+    finally:
+        await engine.dispose()
+    return bytes(stored or b"")
+
+
 async def test_settings_keep_the_key_encrypted_and_never_return_it(
     http: httpx.AsyncClient, byok: ByokCoach, services: Services, settings: Settings
 ) -> None:
@@ -119,19 +132,38 @@ async def test_settings_keep_the_key_encrypted_and_never_return_it(
         assert hint.endswith(LLM_KEY[-4:])
         assert LLM_KEY[3:-4] not in hint
 
-    engine = create_async_engine(services.migration_database_url)
-    try:
-        async with engine.connect() as conn:
-            stored = await conn.scalar(
-                text("SELECT llm_api_key_encrypted FROM coaches WHERE id = :id"), {"id": uuid.UUID(byok.coach.coach_id)}
-            )
-    finally:
-        await engine.dispose()
+    stored = await stored_key(services, byok)
     assert stored, "the key must be stored"
-    stored = bytes(stored)
     assert LLM_KEY.encode() not in stored
     assert LLM_KEY[8:].encode() not in stored
     assert SecretBox(settings.secret_key).decrypt(stored) == LLM_KEY
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param("sk-\U000f6b80P\u00ef", id="not-ascii"),
+        pytest.param("sk-proj abc", id="a-space"),
+        pytest.param("sk-\x07bell", id="control-character"),
+        pytest.param("sk-" + "a" * 1022, id="too-long"),
+    ],
+)
+async def test_a_key_no_http_header_can_carry_is_refused_and_the_stored_key_kept(
+    http: httpx.AsyncClient, byok: ByokCoach, services: Services, settings: Settings, key: str
+) -> None:
+    """A key that could never be sent in ``Authorization: Bearer …`` (every chat turn would fail) is a 400
+    naming the field; the settings sent with it and the key stored before are kept as they were."""
+    response = await http.patch(
+        "/api/v1/settings", headers=byok.coach.headers, json={"persona": "Changed.", "llm_api_key": key}
+    )
+
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith("llm_api_key must be 1 to 1024 visible ASCII characters")
+    assert key not in response.text
+    fetched = (await http.get("/api/v1/settings", headers=byok.coach.headers)).json()
+    assert fetched["persona"] != "Changed."
+    assert fetched["llm_api_key_hint"].endswith(LLM_KEY[-4:])
+    assert SecretBox(settings.secret_key).decrypt(await stored_key(services, byok)) == LLM_KEY
 
 
 async def test_chat_turn_uses_the_coachs_endpoint_and_key(

@@ -263,6 +263,11 @@ async def test_a_provider_error_midway_keeps_the_old_model_in_use(
         ({"provider": "word2vec"}, "provider must be one of local, openai"),
         ({"provider": "openai"}, "model is required for the openai provider"),
         ({"provider": "openai", "model": MODEL, "base_url": "ftp://llm.example.test/v1"}, "base_url must start"),
+        (
+            {"provider": "openai", "model": MODEL, "api_key": "sk-\u00e9t\u00e9"},
+            "api_key must be 1 to 1024 visible ASCII",
+        ),
+        ({"provider": "openai", "model": MODEL, "api_key": "sk-two words"}, "api_key must be 1 to 1024 visible ASCII"),
     ],
 )
 async def test_a_bad_request_is_a_400_and_changes_nothing(
