@@ -12,12 +12,12 @@ from litestar import Litestar, Request, Response
 from litestar.channels import ChannelsPlugin
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
-from litestar.types import ControllerRouterHandler, ExceptionHandlersMap
+from litestar.types import ControllerRouterHandler, ExceptionHandlersMap, Scope
 from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 
@@ -98,6 +98,16 @@ def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> 
         return Response({"status_code": 400, "detail": detail}, status_code=400)
     log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
     return Response({"status_code": 500, "detail": "Internal Server Error"}, status_code=500)
+
+
+async def log_unhandled(exc: Exception, scope: Scope) -> None:
+    """Log, with its traceback, an exception no handler of ours expected (Litestar answers it with a bare 500
+    and logs it only in debug mode): the operator sees what failed. Not logged: service errors
+    (``DomainError``, answered with their 4xx), database errors (:func:`database_error_handler` logs those
+    that are not the client's) and Litestar's own client errors (validation 400, 404, 405)."""
+    if isinstance(exc, DomainError | DBAPIError) or (isinstance(exc, HTTPException) and exc.status_code < 500):
+        return
+    log.error("unhandled error on %s %s", scope.get("method", scope["type"]), scope["path"], exc_info=exc)
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
@@ -185,6 +195,7 @@ def create_app(
         },
         state=State({"dashboard_sessions": sessions}),
         exception_handlers=EXCEPTION_HANDLERS,
+        after_exception=[log_unhandled],
         on_startup=[startup, telegram.start],
         before_send=[SecurityHeaders(settings.public_url, WIDGET_API_PREFIXES)],
         on_shutdown=[telegram.stop, shutdown],

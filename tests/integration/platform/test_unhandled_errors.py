@@ -1,0 +1,68 @@
+"""An error no handler expects: the client gets a bare 500 (no traceback), the operator's log gets the traceback.
+Litestar logs such errors only in debug mode; ``app.asgi.log_unhandled`` logs them always."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from app.llm.registry import ProviderRegistry
+from tests.conftest import Coach, make_client
+
+
+async def test_an_unexpected_error_is_a_bare_500_and_logged_with_its_traceback(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    registry: ProviderRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    coach = await make_coach("Unlucky Coach")
+    client = await make_client(http, coach)
+
+    async def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("a bug in the chat provider lookup")
+
+    monkeypatch.setattr(registry, "chat_for", broken)
+    with caplog.at_level(logging.ERROR, logger="app.asgi"):
+        response = await http.post(
+            "/api/v1/chat", headers={"Authorization": f"Bearer {client['widget_token']}"}, json={"text": "Hello?"}
+        )
+
+    assert response.status_code == 500
+    assert response.json() == {"status_code": 500, "detail": "Internal Server Error"}
+    assert "a bug in" not in response.text
+    [record] = [r for r in caplog.records if r.name == "app.asgi"]
+    assert record.getMessage() == "unhandled error on POST /api/v1/chat"
+    assert record.exc_info is not None and str(record.exc_info[1]) == "a bug in the chat provider lookup"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        pytest.param("GET", "/api/v1/documents/not-a-uuid", None, 404, id="route-404"),
+        pytest.param("POST", "/api/v1/clients", {"name": 7}, 400, id="validation-400"),
+        pytest.param("GET", "/api/v1/clients/00000000-0000-0000-0000-000000000000/memory", None, 404, id="domain-404"),
+        pytest.param("DELETE", "/api/v1/settings", None, 405, id="method-405"),
+    ],
+)
+async def test_client_errors_are_not_logged_as_unhandled(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    path: str,
+    body: Any,
+    status: int,
+) -> None:
+    """A 4xx is the client's mistake, answered as designed: nothing for the operator."""
+    coach = await make_coach("Careful Coach")
+    with caplog.at_level(logging.ERROR, logger="app.asgi"):
+        response = await http.request(method, path, headers=coach.headers, json=body)
+
+    assert response.status_code == status, response.text
+    assert not [r for r in caplog.records if r.name == "app.asgi"]
