@@ -12,6 +12,7 @@ from litestar import Litestar, Request, Response
 from litestar.channels import ChannelsPlugin
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -38,6 +39,7 @@ from app.core.config import Settings
 from app.core.errors import DomainError
 from app.core.headers import SecurityHeaders
 from app.core.runtime import freeze_startup_heap
+from app.core.validation import NUL_REFUSED
 from app.deps import provide_container
 from app.handoff.live import ReconnectingPubSubBackend
 from app.llm.registry import ProviderRegistry
@@ -94,8 +96,7 @@ def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> 
     message; its unit of work rolled back, so nothing of it is stored. Any other database error is logged and
     answered with Litestar's usual 500 body (no traceback, no SQL)."""
     if getattr(exc.orig, "sqlstate", None) in NUL_SQLSTATES:
-        detail = "text must not contain the NUL character (U+0000)"
-        return Response({"status_code": 400, "detail": detail}, status_code=400)
+        return Response({"status_code": 400, "detail": NUL_REFUSED}, status_code=400)
     log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
     return Response({"status_code": 500, "detail": "Internal Server Error"}, status_code=500)
 
@@ -103,20 +104,48 @@ def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> 
 async def log_unhandled(exc: Exception, scope: Scope) -> None:
     """Log, with its traceback, an exception no handler of ours expected (Litestar answers it with a bare 500
     and logs it only in debug mode): the operator sees what failed. Not logged: service errors
-    (``DomainError``, answered with their 4xx), database errors (:func:`database_error_handler` logs those
-    that are not the client's) and Litestar's own client errors (validation 400, 404, 405)."""
-    if isinstance(exc, DomainError | DBAPIError) or (isinstance(exc, HTTPException) and exc.status_code < 500):
+    (``DomainError``, answered with their 4xx), database errors of HTTP requests (:func:`database_error_handler`
+    logs those that are not the client's), Litestar's own client errors (validation 400, 404, 405) and bodies
+    nested too deeply (:func:`recursion_error_handler`)."""
+    handled = (DomainError | DBAPIError) if scope["type"] == ScopeType.HTTP else DomainError  # a socket has none
+    if (
+        isinstance(exc, handled)
+        or (isinstance(exc, HTTPException) and exc.status_code < 500)
+        or (isinstance(exc, RecursionError) and decoding_too_deep(exc))
+    ):
         return
     log.error("unhandled error on %s %s", scope.get("method", scope["type"]), scope["path"], exc_info=exc)
+
+
+TOO_DEEP = "JSON is nested too deeply"
+
+
+def decoding_too_deep(exc: RecursionError) -> bool:
+    """Whether ``exc`` was raised decoding a request's JSON body: its innermost Python frame is ``decode_json``,
+    Litestar's decoding with msgspec. msgspec recurses once per nesting level, so a body like ``[[[[…]]]]`` a few
+    thousand levels deep exhausts the interpreter's recursion limit instead of failing as malformed JSON."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name == "decode_json"
+
+
+def recursion_error_handler(request: Request[Any, Any, Any], exc: RecursionError) -> Response[dict[str, Any]]:
+    """A request body nested too deeply to decode gets a 400 with a JSON message (nothing was read from it);
+    any other ``RecursionError`` is a bug (:func:`log_unhandled` logs it), answered with the usual 500 body."""
+    if decoding_too_deep(exc):
+        return Response({"status_code": 400, "detail": TOO_DEEP}, status_code=400)
+    return Response({"status_code": 500, "detail": "Internal Server Error"}, status_code=500)
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     DomainError: domain_error_handler,
     DBAPIError: database_error_handler,
+    RecursionError: recursion_error_handler,
     NotFoundException: not_found_handler,
 }
 """Service errors → their status with a JSON ``detail`` (a 404 on a page load: the 404 page), database errors,
-and Litestar's own 404 (no such route)."""
+bodies nested too deeply, and Litestar's own 404 (no such route)."""
 
 
 ROUTE_HANDLERS: list[ControllerRouterHandler] = [

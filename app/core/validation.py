@@ -16,6 +16,10 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 """A plausible e-mail address (``local@domain.tld``); deliverability is the mail server's to judge."""
 
+NUL = "\x00"
+NUL_REFUSED = "text must not contain the NUL character (U+0000)"
+"""PostgreSQL stores no U+0000 in text or jsonb: the message of a value refused for holding one."""
+
 MAX_API_KEY_CHARS = 1024
 """The longest provider API key a coach may enter (OpenAI's project keys are under 200 characters)."""
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")

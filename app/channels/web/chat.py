@@ -321,7 +321,7 @@ class _SocketChat:
         except msgspec.ValidationError as exc:
             await self.send({"type": "error", "message": f"invalid message: {exc}", **_client_id_of(raw)})
             return
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # (msgspec recurses once per nesting level)
             await self.send({"type": "error", "message": 'invalid message: send JSON like {"text": "..."}'})
             return
         try:
@@ -384,6 +384,6 @@ def _client_id_of(raw: str) -> dict[str, str]:
     it), else ``{}``."""
     try:
         value = json.loads(raw).get("client_message_id")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return {}
     return {"client_message_id": value} if isinstance(value, str) else {}

@@ -25,6 +25,7 @@ from app.chat.turn.timing import Stages
 from app.conversations.metadata import helpful
 from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Conversation, Message, SenderType
 from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.validation import NUL, NUL_REFUSED
 from app.db import jobs
 from app.db.engine import after_commit
 from app.handoff.crisis_model import minilm, windows
@@ -91,23 +92,28 @@ CPU each, per turn)."""
 
 
 def clean_text(text: str | None) -> str:
-    """The message text, stripped. Raises ``InvalidInput`` when empty or over :data:`MAX_MESSAGE_CHARS`."""
+    """The message text, stripped. Raises ``InvalidInput`` when empty, over :data:`MAX_MESSAGE_CHARS` or holding
+    a NUL character."""
     text = (text or "").strip()
     if not text:
         raise InvalidInput("text must not be empty")
+    if NUL in text:  # refused before anything is stored, on every channel (the socket too)
+        raise InvalidInput(NUL_REFUSED)
     if len(text) > MAX_MESSAGE_CHARS:
         raise InvalidInput(f"text is longer than {MAX_MESSAGE_CHARS} characters")
     return text
 
 
 def clean_client_message_id(value: str | None) -> str | None:
-    """The client app's message id, stripped (``None`` when absent). Raises ``InvalidInput`` when blank or
-    longer than 64 characters."""
+    """The client app's message id, stripped (``None`` when absent). Raises ``InvalidInput`` when blank, longer
+    than 64 characters or holding a NUL character."""
     if value is None:
         return None
     value = value.strip()
     if not value or len(value) > CLIENT_MESSAGE_ID_MAX:
         raise InvalidInput(f"client_message_id must be 1 to {CLIENT_MESSAGE_ID_MAX} characters")
+    if NUL in value:
+        raise InvalidInput("client_message_id must not contain the NUL character (U+0000)")
     return value
 
 

@@ -3,11 +3,13 @@ and nothing stored, on every route that writes text (found by the Schemathesis r
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from tests.conftest import Coach, make_client
 
@@ -66,3 +68,39 @@ async def test_a_chat_message_with_a_nul_character_is_refused_and_not_stored(
     widget = {"Authorization": f"Bearer {client['widget_token']}"}
     assert_nul_refused(await http.post("/api/v1/chat", headers=widget, json={"text": NUL}))
     assert (await http.get("/api/v1/conversations", headers=coach.headers)).json() == []
+
+
+async def test_a_client_message_id_with_a_nul_character_is_refused_and_not_stored(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    coach = await make_coach("Nul message id")
+    client = await make_client(http, coach)
+    widget = {"Authorization": f"Bearer {client['widget_token']}"}
+    response = await http.post("/api/v1/chat", headers=widget, json={"text": "hi", "client_message_id": NUL})
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"] == "client_message_id must not contain the NUL character (U+0000)"
+    assert (await http.get("/api/v1/conversations", headers=coach.headers)).json() == []
+
+
+async def test_a_socket_message_with_a_nul_character_is_refused_and_the_socket_keeps_working(
+    base_url: str, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """The widget's socket has no HTTP error handler: the database's error closed it (code 4500) before the
+    text was checked at intake, and the widget, reconnecting, would send the message again and again."""
+    coach = await make_coach("Nul socket")
+    await http.patch("/api/v1/settings", headers=coach.headers, json={"handoff_mode": "human_only"})
+    client = await make_client(http, coach)
+    url = base_url.replace("http://", "ws://") + f"/ws/chat?token={client['widget_token']}"
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"text": NUL, "client_message_id": "m-1"}))
+        assert json.loads(await ws.recv()) == {
+            "type": "error",
+            "message": "text must not contain the NUL character (U+0000)",
+            "client_message_id": "m-1",
+        }
+        await ws.send(json.dumps({"text": "a clean one", "client_message_id": "m-2"}))
+        ack = json.loads(await ws.recv())
+    assert ack["type"] == "ack" and ack["client_message_id"] == "m-2", ack
+    [conversation] = (await http.get("/api/v1/conversations", headers=coach.headers)).json()
+    transcript = (await http.get(f"/api/v1/conversations/{conversation['id']}", headers=coach.headers)).json()
+    assert [m["text"] for m in transcript["messages"] if m["sender_type"] == "client"] == ["a clean one"]

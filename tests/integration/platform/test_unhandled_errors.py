@@ -3,12 +3,14 @@ Litestar logs such errors only in debug mode; ``app.asgi.log_unhandled`` logs th
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from app.llm.registry import ProviderRegistry
 from tests.conftest import Coach, make_client
@@ -66,3 +68,48 @@ async def test_client_errors_are_not_logged_as_unhandled(
 
     assert response.status_code == status, response.text
     assert not [r for r in caplog.records if r.name == "app.asgi"]
+
+
+DEEP = '{"text": "deep", "nested": ' + "[" * 50_000 + "]" * 50_000 + "}"
+"""Valid JSON nested far past the interpreter's recursion limit (msgspec decodes it recursively)."""
+
+
+async def test_a_body_nested_too_deeply_is_a_400_and_changes_nothing(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """It was a 500 (``RecursionError`` while Litestar decoded the body) on every JSON route."""
+    coach = await make_coach("Deep Coach")
+    client = await make_client(http, coach)
+    before = (await http.get("/api/v1/settings", headers=coach.headers)).json()
+    json_body = {"content-type": "application/json"}
+    with caplog.at_level(logging.ERROR, logger="app.asgi"):
+        patched = await http.patch("/api/v1/settings", headers=coach.headers | json_body, content=DEEP)
+        chat = await http.post(
+            "/api/v1/chat", headers={"Authorization": f"Bearer {client['widget_token']}"} | json_body, content=DEEP
+        )
+
+    for response in (patched, chat):
+        assert response.status_code == 400, response.text
+        assert response.json() == {"status_code": 400, "detail": "JSON is nested too deeply"}
+    assert (await http.get("/api/v1/settings", headers=coach.headers)).json() == before
+    assert (await http.get("/api/v1/conversations", headers=coach.headers)).json() == []
+    assert not [r for r in caplog.records if r.name == "app.asgi"]
+
+
+async def test_a_socket_message_nested_too_deeply_is_refused_and_the_socket_keeps_working(
+    base_url: str, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """It closed the socket with 4500 (``RecursionError`` in the decoder, then in reading the refused message's
+    ``client_message_id``)."""
+    coach = await make_coach("Deep Socket Coach")
+    await http.patch("/api/v1/settings", headers=coach.headers, json={"handoff_mode": "human_only"})
+    client = await make_client(http, coach)
+    url = base_url.replace("http://", "ws://") + f"/ws/chat?token={client['widget_token']}"
+    async with websockets.connect(url, max_size=None) as ws:
+        for frame in (DEEP, "[" * 50_000 + "]" * 50_000):
+            await ws.send(frame)
+            refused = json.loads(await ws.recv())
+            assert refused["type"] == "error" and refused["message"].startswith("invalid message"), refused
+        await ws.send(json.dumps({"text": "still here", "client_message_id": "m-1"}))
+        ack = json.loads(await ws.recv())
+    assert ack["type"] == "ack" and ack["client_message_id"] == "m-1", ack
