@@ -68,7 +68,7 @@ from app.web.dashboard.learning import LearningPages
 from app.web.dashboard.onboarding import OnboardingPages
 from app.web.dashboard.settings import SettingsPages
 from app.web.dashboard.telegram import TelegramPages
-from app.web.errors import domain_error_page, not_found_handler
+from app.web.errors import domain_error_page, error_response, not_found_handler
 from app.web.sessions import DashboardSessions, csrf_config, provide_dashboard_sessions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -81,9 +81,7 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> R
     page = domain_error_page(request, exc)
     if page is not None:
         return page
-    return Response(
-        {"status_code": exc.status_code, "detail": exc.message}, status_code=exc.status_code, headers=exc.headers()
-    )
+    return error_response(exc.status_code, exc.message, exc.headers())
 
 
 NUL_SQLSTATES = frozenset({"22021", "22P05"})
@@ -91,14 +89,19 @@ NUL_SQLSTATES = frozenset({"22021", "22P05"})
 in jsonb): it stores no U+0000 in text or jsonb."""
 
 
+TOO_DEEP = "JSON is nested too deeply"
+INTERNAL_ERROR = "Internal Server Error"
+"""Litestar's own ``detail`` of a 500: no traceback, no SQL."""
+
+
 def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
     """A request whose text holds a NUL character (U+0000), which PostgreSQL cannot store, gets a 400 with a JSON
     message; its unit of work rolled back, so nothing of it is stored. Any other database error is logged and
     answered with Litestar's usual 500 body (no traceback, no SQL)."""
     if getattr(exc.orig, "sqlstate", None) in NUL_SQLSTATES:
-        return Response({"status_code": 400, "detail": NUL_REFUSED}, status_code=400)
+        return error_response(400, NUL_REFUSED)
     log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
-    return Response({"status_code": 500, "detail": "Internal Server Error"}, status_code=500)
+    return error_response(500, INTERNAL_ERROR)
 
 
 async def log_unhandled(exc: Exception, scope: Scope) -> None:
@@ -117,9 +120,6 @@ async def log_unhandled(exc: Exception, scope: Scope) -> None:
     log.error("unhandled error on %s %s", scope.get("method", scope["type"]), scope["path"], exc_info=exc)
 
 
-TOO_DEEP = "JSON is nested too deeply"
-
-
 def decoding_too_deep(exc: RecursionError) -> bool:
     """Whether ``exc`` was raised decoding a request's JSON body: its innermost Python frame is ``decode_json``,
     Litestar's decoding with msgspec. msgspec recurses once per nesting level, so a body like ``[[[[…]]]]`` a few
@@ -134,8 +134,8 @@ def recursion_error_handler(request: Request[Any, Any, Any], exc: RecursionError
     """A request body nested too deeply to decode gets a 400 with a JSON message (nothing was read from it);
     any other ``RecursionError`` is a bug (:func:`log_unhandled` logs it), answered with the usual 500 body."""
     if decoding_too_deep(exc):
-        return Response({"status_code": 400, "detail": TOO_DEEP}, status_code=400)
-    return Response({"status_code": 500, "detail": "Internal Server Error"}, status_code=500)
+        return error_response(400, TOO_DEEP)
+    return error_response(500, INTERNAL_ERROR)
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {

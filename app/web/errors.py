@@ -28,6 +28,11 @@ def is_page_request(request: Request[Any, Any, Any]) -> bool:
     return MediaType.HTML in request.headers.get("accept", "")
 
 
+def error_response(status_code: int, detail: str, headers: dict[str, str] | None = None) -> Response[Any]:
+    """The API's JSON error body, the shape Litestar itself answers with: ``{"status_code", "detail"}``."""
+    return Response({"status_code": status_code, "detail": detail}, status_code=status_code, headers=headers)
+
+
 def not_found_page(request: Request[Any, Any, Any], detail: str) -> Template:
     """The 404 page (``templates/errors/not_found.html``): ``detail`` and a link back to the chat (widget
     paths) or the dashboard."""
@@ -40,7 +45,7 @@ def not_found_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Re
     request, else the usual JSON body ``{"status_code": 404, "detail": …}``."""
     if is_page_request(request):
         return not_found_page(request, "There is nothing at this address. It may have moved or been deleted.")
-    return Response({"status_code": 404, "detail": exc.detail}, status_code=404)
+    return error_response(404, exc.detail)
 
 
 def domain_error_page(request: Request[Any, Any, Any], exc: DomainError) -> Template | None:
