@@ -19,7 +19,17 @@ from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.egress import EgressGuard, EgressRefused, UnresolvableHost
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.security import SecretBox, hash_password_async, new_token, token_hash, verify_password_async
-from app.core.validation import EMAIL_RE, http_url, in_range, provider_api_key, web_origins
+from app.core.validation import (
+    EMAIL_RE,
+    MAX_EMAIL_CHARS,
+    MAX_NAME_CHARS,
+    MAX_PERSONA_CHARS,
+    bounded_text,
+    http_url,
+    in_range,
+    provider_api_key,
+    web_origins,
+)
 from app.db.autocommit import autocommit_session
 from app.db.engine import tenant_session
 
@@ -74,13 +84,13 @@ class AccountService:
     async def signup(self, coach_name: str, email: str, password: str) -> SignupResult:
         """Create a coach (tenant), its first user and API key.
 
-        Raises ``InvalidInput`` for an empty name, a malformed e-mail or a short password, and ``Conflict``
-        when the e-mail is already registered.
+        Raises ``InvalidInput`` for an empty name or one over :data:`~app.core.validation.MAX_NAME_CHARS`
+        characters, a malformed e-mail (or one over 320 characters) or a short password, and ``Conflict`` when the
+        e-mail is already registered.
         """
-        coach_name, email = coach_name.strip(), email.strip().lower()
-        if not coach_name:
-            raise InvalidInput("coach_name must not be empty")
-        if not EMAIL_RE.match(email):
+        coach_name = bounded_text("coach_name", coach_name, MAX_NAME_CHARS, required=True)
+        email = email.strip().lower()
+        if len(email) > MAX_EMAIL_CHARS or not EMAIL_RE.match(email):
             raise InvalidInput("email is not a valid e-mail address")
         check_new_password("password", password)
         coach_id = uuid.uuid4()
@@ -214,11 +224,9 @@ class AccountService:
         await uow.session.flush()
 
     async def create_client(self, uow: UnitOfWork, name: str) -> tuple[Client, str]:
-        """Create a client; returns it and its plaintext widget token. Raises ``InvalidInput`` on empty name."""
-        name = name.strip()
-        if not name:
-            raise InvalidInput("name must not be empty")
-        client = Client(coach_id=uow.coach_id, name=name)
+        """Create a client; returns it and its plaintext widget token. Raises ``InvalidInput`` for an empty name or
+        one over :data:`~app.core.validation.MAX_NAME_CHARS` characters."""
+        client = Client(coach_id=uow.coach_id, name=bounded_text("name", name, MAX_NAME_CHARS, required=True))
         token = self._issue_widget_token(client)
         uow.session.add(client)
         await uow.session.flush()
@@ -301,11 +309,13 @@ class AccountService:
         :data:`app.accounts.handoff_settings.HANDOFF_FIELDS`); ``None`` leaves a field as is, ``""`` clears an
         optional one.
 
-        The API key is encrypted before it is stored. Raises ``InvalidInput`` for an unknown provider, an
-        ``openai`` provider without a model, a base URL or webhook URL the egress guard refuses
-        (:meth:`check_outbound_url`), an API key that cannot be sent (:func:`app.core.validation.provider_api_key`),
-        ``recent_messages`` outside 0–100, ``session_idle_minutes`` outside
-        1–1440 or a ``widget_allowed_origins`` entry that is not an origin (:func:`app.core.validation.web_origins`;
+        The API key is encrypted before it is stored. Raises ``InvalidInput`` for an empty name, a name or persona
+        over :data:`~app.core.validation.MAX_NAME_CHARS` or :data:`~app.core.validation.MAX_PERSONA_CHARS`
+        characters, an unknown provider, an ``openai`` provider without a model, a base URL or webhook URL the
+        egress guard refuses (:meth:`check_outbound_url`), an API key that cannot be sent
+        (:func:`app.core.validation.provider_api_key`), ``recent_messages`` outside 0–100, ``session_idle_minutes``
+        outside 1–1440 or a ``widget_allowed_origins`` entry that is not an origin
+        (:func:`app.core.validation.web_origins`;
         nothing is changed then: the caller's transaction rolls back).
         """
         # the URLs first (they need DNS), before anything is changed
@@ -317,11 +327,9 @@ class AccountService:
             )
         coach = await uow.coach()
         if name is not None:
-            if not name.strip():
-                raise InvalidInput("name must not be empty")
-            coach.name = name.strip()
+            coach.name = bounded_text("name", name, MAX_NAME_CHARS, required=True)
         if persona is not None:
-            coach.persona = persona.strip()
+            coach.persona = bounded_text("persona", persona, MAX_PERSONA_CHARS)
         if llm_provider is not None:
             if llm_provider not in LLM_PROVIDERS:
                 raise InvalidInput(f"llm_provider must be one of {', '.join(LLM_PROVIDERS)}")

@@ -20,6 +20,13 @@ NUL = "\x00"
 NUL_REFUSED = "text must not contain the NUL character (U+0000)"
 """PostgreSQL stores no U+0000 in text or jsonb: the message of a value refused for holding one."""
 
+MAX_NAME_CHARS = 200
+"""The longest coach or client name (the ``name`` columns' size)."""
+MAX_PERSONA_CHARS = 8000
+"""The longest persona (system prompt) a coach may write."""
+MAX_EMAIL_CHARS = 320
+"""The longest e-mail address (RFC 3696's errata: 64 + 1 + 255), the column's size."""
+
 MAX_API_KEY_CHARS = 1024
 """The longest provider API key a coach may enter (OpenAI's project keys are under 200 characters)."""
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
@@ -36,6 +43,18 @@ def in_range(name: str, value: int, bounds: tuple[int, int]) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidInput(f"{name} must be a whole number from {low} to {high}")
     return value
+
+
+def bounded_text(name: str, value: str, max_chars: int, *, required: bool = False) -> str:
+    """``value`` with blanks around it removed, at most ``max_chars`` characters long (and not empty when
+    ``required``). Raises ``InvalidInput`` naming the field otherwise: the API's schema says the same, and the
+    dashboard's forms, which have no schema, get the same message instead of the database's error."""
+    text = value.strip()
+    if required and not text:
+        raise InvalidInput(f"{name} must not be empty")
+    if len(text) > max_chars:
+        raise InvalidInput(f"{name} must be at most {max_chars} characters")
+    return text
 
 
 def http_url(name: str, value: str) -> str | None:

@@ -3,13 +3,13 @@ Telegram posts updates to the webhook."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, TypeAlias
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions import SerializationException
 from litestar.params import JSONBody
 from litestar.types import ControllerRouterHandler
 
@@ -19,6 +19,8 @@ from app.channels.telegram.service import WEBHOOK_PATH, BotInfo
 from app.deps import CoachId, PathId
 
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
+MAX_UPDATE_ID = 2**63 - 1
+"""Telegram's update ids are positive and fit a signed 64-bit integer (Bot API ``Update``), as the column does."""
 
 
 def provide_telegram(state: State) -> TelegramChannel:
@@ -111,15 +113,16 @@ async def telegram_webhook(
     """Telegram's update delivery (Bot API ``setWebhook``). The ``X-Telegram-Bot-Api-Secret-Token`` header must
     be the coach's secret (constant-time check; otherwise 401, nothing stored). A new ``update_id`` is
     recorded with its JSON and processed in the background; a re-sent one is acknowledged and ignored, unless its
-    processing never finished (the process died: it is processed now). 400 for a body that is not an update."""
+    processing never finished (the process died: it is processed now). 400 for a body that is not an update: not
+    JSON (a lone UTF-16 surrogate included), nested too deeply, or without an ``update_id`` in 0…2⁶³−1."""
     if not await telegram.service.check_secret(coach_id, request.headers.get(SECRET_HEADER, "")):
         return Response({"status_code": 401, "detail": "wrong or missing secret token"}, status_code=401)
     try:
-        update = json.loads(await request.body())
+        update = await request.json()  # Litestar's decoding: a body nested too deeply is the app's 400
         update_id = update["update_id"]
-        if not isinstance(update_id, int) or isinstance(update_id, bool):
+        if not isinstance(update_id, int) or isinstance(update_id, bool) or not 0 <= update_id <= MAX_UPDATE_ID:
             raise TypeError("update_id")
-    except (ValueError, KeyError, TypeError):
+    except (SerializationException, KeyError, TypeError):
         return Response({"status_code": 400, "detail": "the body is not a Telegram update"}, status_code=400)
     if await telegram.service.first_delivery(coach_id, update_id, update):
         telegram.dispatch(coach_id, update)

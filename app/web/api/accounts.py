@@ -32,6 +32,7 @@ from app.auth import (
     throttle_auth_attempt,
 )
 from app.core.security import mask_secret
+from app.core.validation import MAX_EMAIL_CHARS, MAX_NAME_CHARS, MAX_PERSONA_CHARS
 from app.deps import CoachId, ContainerDep, PathId, Uow
 from app.web.api.documents import read_upload
 from app.web.sessions import DashboardSessionsDep
@@ -41,8 +42,8 @@ EXPORT_HEADERS = {"Content-Disposition": 'attachment; filename="opencoach-data.j
 
 
 class SignupRequest(msgspec.Struct):
-    coach_name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    email: Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
+    coach_name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_CHARS)]
+    email: Annotated[str, msgspec.Meta(min_length=3, max_length=MAX_EMAIL_CHARS)]
     password: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
 
 
@@ -54,7 +55,7 @@ class SignupResponse(msgspec.Struct):
 class PasswordChange(msgspec.Struct):
     """``email``: the dashboard user (of the API key's account) whose password changes."""
 
-    email: Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
+    email: Annotated[str, msgspec.Meta(min_length=3, max_length=MAX_EMAIL_CHARS)]
     current_password: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
     new_password: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
 
@@ -93,7 +94,7 @@ def api_key_out(key: ApiKey) -> ApiKeyOut:
 
 
 class ClientCreate(msgspec.Struct):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_CHARS)]
 
 
 class ClientCreated(msgspec.Struct):
@@ -176,8 +177,8 @@ class SettingsOut(msgspec.Struct):
 
 
 class SettingsPatch(msgspec.Struct, omit_defaults=True):
-    name: str | None = None
-    persona: Annotated[str, msgspec.Meta(max_length=8000)] | None = None
+    name: Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARS)] | None = None
+    persona: Annotated[str, msgspec.Meta(max_length=MAX_PERSONA_CHARS)] | None = None
     llm_provider: str | None = None
     llm_model: str | None = None
     llm_base_url: str | None = None

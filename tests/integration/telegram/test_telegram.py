@@ -16,12 +16,12 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from sqlalchemy import select
+from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
 from app.channels.telegram import render
 from app.channels.telegram.adapter import BAD_INVITE
-from app.channels.telegram.models import TelegramChat
+from app.channels.telegram.models import TelegramChat, TelegramUpdate
 from app.channels.telegram.poller import poll_once
 from app.channels.telegram.wiring import build_channel
 from app.container import Container
@@ -168,8 +168,31 @@ async def test_a_wrong_secret_is_401_and_stores_nothing(
     await post_update(tg, bot, update)  # the same update_id with the right secret was not recorded: processed now
     await drain(tg)
     assert fake.sent_to(chat_id)
-    response = await tg.post(bot.hook(), headers=bot.secret_headers(), content=b"{not json")
-    assert response.status_code == 400 and response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b"{not json", "not a Telegram update"),
+        (b'{"message": {}}', "not a Telegram update"),
+        (b'{"update_id": "7"}', "not a Telegram update"),
+        (b'{"update_id": -5}', "not a Telegram update"),
+        (b'{"update_id": 99999999999999999999}', "not a Telegram update"),  # past the signed 64-bit column
+        (b'{"update_id": 5, "message": {"text": "a\\ud800b"}}', "not a Telegram update"),  # a lone surrogate
+        (b"[" * 50_000 + b"]" * 50_000, "nested too deeply"),
+        (b'{"update_id": 6, "message": {"text": "a\\u0000b"}}', "NUL character"),
+    ],
+    ids=["not-json", "no-update-id", "string-id", "negative-id", "id-past-int64", "lone-surrogate", "deep", "nul"],
+)
+async def test_a_body_that_is_not_an_update_is_a_400_and_stores_nothing(
+    tg: httpx.AsyncClient, container: Container, make_bot: MakeBot, body: bytes, detail: str
+) -> None:
+    bot = await make_bot()
+    headers = bot.secret_headers() | {"content-type": "application/json"}
+    response = await tg.post(bot.hook(), headers=headers, content=body)
+    assert response.status_code == 400 and detail in response.json()["detail"]
+    async with tenant_session(container.sessionmaker, uuid.UUID(bot.coach.coach_id)) as session:
+        assert await session.scalar(select(func.count()).select_from(TelegramUpdate)) == 0
 
 
 # ------------------------------------------------------------------------------------------- enrolment

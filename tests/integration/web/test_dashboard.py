@@ -81,6 +81,37 @@ async def test_signup_errors_are_shown_on_the_form(browser: httpx.AsyncClient) -
             "/signup", data={"coach_name": "Y", "email": "y@example.com", "password": "short", "_csrf_token": token}
         )
         assert short.status_code == 400 and "at least 8 characters" in short.text
+        long_name = await other.post(
+            "/signup",
+            data={"coach_name": "n" * 201, "email": "z@example.com", "password": PASSWORD, "_csrf_token": token},
+        )
+        assert long_name.status_code == 400 and "coach_name must be at most 200 characters" in long_name.text
+        long_email = await other.post(
+            "/signup",
+            data={"coach_name": "Z", "email": "z" * 310 + "@example.com", "password": PASSWORD, "_csrf_token": token},
+        )
+        assert long_email.status_code == 400 and "not a valid e-mail address" in long_email.text
+
+
+async def test_names_and_persona_longer_than_allowed_are_refused_and_change_nothing(
+    browser: httpx.AsyncClient,
+) -> None:
+    """The forms have no schema: the services' limits give the same 400 the API gives, not the database's error."""
+    await sign_up(browser, name="Kept Name")
+    token = await csrf(browser, "/dashboard/settings")
+    for field, value, message in (
+        ("name", "n" * 201, "name must be at most 200 characters"),
+        ("persona", "p" * 8001, "persona must be at most 8000 characters"),
+    ):
+        data = {"section": "profile", "name": "Kept Name", "persona": "Kept persona", "_csrf_token": token}
+        response = await browser.post("/dashboard/settings", data=data | {field: value})
+        assert response.status_code == 400 and message in response.text
+    page = (await browser.get("/dashboard/settings")).text
+    assert 'value="Kept Name"' in page and "p" * 8001 not in page
+    token = await csrf(browser, "/dashboard/clients")
+    response = await browser.post("/dashboard/clients", data={"name": "c" * 201, "_csrf_token": token})
+    assert response.status_code == 400 and "name must be at most 200 characters" in response.text
+    assert "c" * 201 not in (await browser.get("/dashboard/clients")).text
 
 
 async def test_login_logout(browser: httpx.AsyncClient) -> None:
