@@ -26,6 +26,9 @@ from app.rag.pipeline import IngestRun, IngestTimings, invalidate_cached_replies
 
 log = logging.getLogger(__name__)
 
+MAX_FILENAME_CHARS = 300
+"""The longest file name an upload may have (the ``filename`` and ``title`` columns' size); systems' own limit is
+255 bytes, so only a hand-made request meets it."""
 STALLED_GRACE_S = 60
 """Seconds past ``INGEST_TIMEOUT_SECONDS`` before the sweep takes a ``processing`` document for abandoned."""
 STOPPED = (
@@ -37,7 +40,7 @@ STOPPED = (
 def title_from_filename(filename: str) -> str:
     """``"meditations-marcus_aurelius.pdf"`` → ``"Meditations Marcus Aurelius"`` (until metadata says better)."""
     words = PurePath(filename).stem.replace("_", " ").replace("-", " ").split()
-    return " ".join(w[:1].upper() + w[1:] for w in words)[:300] or filename[:300]
+    return " ".join(w[:1].upper() + w[1:] for w in words)[:MAX_FILENAME_CHARS] or filename
 
 
 class DocumentService:
@@ -60,11 +63,14 @@ class DocumentService:
         """Store the original and queue ingestion; returns the document (status ``queued``).
 
         A file over ``MAX_UPLOAD_MB`` is recorded as ``failed`` with the reason, without its bytes.
-        Raises ``InvalidInput`` for a missing file name or an unsupported file type.
+        Raises ``InvalidInput`` for a missing file name, one over :data:`MAX_FILENAME_CHARS` characters or an
+        unsupported file type.
         """
         filename = PurePath(filename or "").name.strip()
         if not filename:
             raise InvalidInput("the upload has no file name")
+        if len(filename) > MAX_FILENAME_CHARS:
+            raise InvalidInput(f"the file name must be at most {MAX_FILENAME_CHARS} characters: rename the file")
         try:
             detect_kind(filename, content_type)
         except ExtractionError as exc:

@@ -75,7 +75,9 @@ async def test_bad_files_fail_clearly_and_nothing_else_is_affected(
     [
         ({"file": ("notes.xlsx", b"PK\x03\x04")}, "unsupported file type"),
         ({"other": ("notes.txt", b"hello")}, "no file field named 'file'"),
+        ({"file": ("n" * 297 + ".txt", b"hello")}, "file name must be at most 300 characters"),
     ],
+    ids=["unsupported-type", "no-file-field", "name-too-long"],
 )
 async def test_upload_rejects_unusable_requests(
     http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], files: dict, message: str
