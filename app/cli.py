@@ -308,6 +308,38 @@ def _memory_table(title: str, methods: dict[str, dict[str, float]]) -> Table:
     return table
 
 
+def _whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number from ``low`` (to ``high``); anything else is argparse's usage error
+    (exit 2), before any server starts."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid whole number: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_number(text: str) -> float:
+    """An argparse ``type``: a finite number above 0 (e.g. a regularisation strength)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
+PORT = _whole_number(1, 65535)
+"""A TCP port for ``--port``."""
+
+
 def _error(message: str) -> None:
     """One unwrapped ``error:`` line on stderr (the message is not read as rich markup)."""
     console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
@@ -569,9 +601,6 @@ def cmd_eval_learning(args: argparse.Namespace) -> int:
     from app.llm.base import ProviderError
     from app.llm.registry import ProviderRegistry
 
-    if args.limit < 0:
-        _error("--limit must be 0 or more")
-        return 2
     try:
         dialogues = load_esconv(Path(args.esconv))
     except EvalDataError as exc:
@@ -667,9 +696,6 @@ def cmd_eval_injection(args: argparse.Namespace) -> int:
     from app.evals.injection import load_bipia, split
     from app.llm.base import ProviderError
 
-    if args.limit is not None and args.limit < 1 or args.max_tokens < 1:
-        _error("--limit and --max-tokens must be 1 or more")
-        return 2
     try:
         attacks = split(load_bipia(Path(args.bipia)), args.split)[: args.limit]
     except EvalDataError as exc:
@@ -718,8 +744,10 @@ def _injection_parser(targets: Any) -> None:
     injection.add_argument(
         "--split", choices=("tune", "report", "all"), default="report", help="which attacks (see app.evals.injection)"
     )
-    injection.add_argument("--limit", type=int, default=5, help="at most N attacks of the split (default 5)")
-    injection.add_argument("--max-tokens", type=int, default=48, help="reply length limit during the run")
+    injection.add_argument(
+        "--limit", type=_whole_number(1), default=5, help="at most N attacks of the split (default 5)"
+    )
+    injection.add_argument("--max-tokens", type=_whole_number(1), default=48, help="reply length limit during the run")
     injection.add_argument("--openai-model", help="also run an OpenAI-compatible model (key: OPENAI_API_KEY)")
     injection.add_argument("--openai-base-url", help="base URL of the OpenAI-compatible endpoint")
     injection.set_defaults(func=cmd_eval_injection)
@@ -787,8 +815,10 @@ def _memory_parser(targets: Any, common: Callable[[argparse.ArgumentParser], Non
     common(memory)
     memory.add_argument("--locomo", required=True, help="LoCoMo JSON file (e.g. ../shared/data/locomo/locomo_dev.json)")
     memory.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    memory.add_argument("--conversations", type=int, default=None, help="use only the first N conversations")
-    memory.add_argument("--sessions", type=int, default=None, help="use only the first N sessions of each")
+    memory.add_argument(
+        "--conversations", type=_whole_number(1), default=None, help="use only the first N conversations"
+    )
+    memory.add_argument("--sessions", type=_whole_number(1), default=None, help="use only the first N sessions of each")
     memory.add_argument(
         "--openai-model", help="OpenAI-compatible model for the pipeline and the judge (key: OPENAI_API_KEY)"
     )
@@ -817,14 +847,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the web app (and a worker) on embedded or configured servers")
     common(serve)
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=PORT, default=8000)
     serve.add_argument("--no-worker", action="store_true", help="do not run an arq worker alongside")
     serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help="serve with the demo coach, book and client seeded")
     common(demo)
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--port", type=PORT, default=8000)
     demo.set_defaults(func=cmd_demo)
 
     worker = sub.add_parser("worker", help="run background workers only")
@@ -860,7 +890,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     learning.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     learning.add_argument(
-        "--limit", type=int, default=60, help="held-out turns to generate replies for (0: strategy accuracy only)"
+        "--limit",
+        type=_whole_number(0),
+        default=60,
+        help="held-out turns to generate replies for (0: strategy accuracy only)",
     )
     learning.set_defaults(func=cmd_eval_learning)
     _injection_parser(targets)
@@ -870,7 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_strategy = learn_sub.add_parser("train-strategy", help="refit the ESConv strategy classifier")
     train_strategy.add_argument("--esconv", required=True, help="directory with ESConv train.jsonl and valid.jsonl")
     train_strategy.add_argument("--out", default="app/learning/strategy_model.npz", help="weights file to write")
-    train_strategy.add_argument("--c", type=float, default=0.5, help="inverse L2 regularisation strength")
+    train_strategy.add_argument("--c", type=_positive_number, default=0.5, help="inverse L2 regularisation strength")
     train_strategy.set_defaults(func=cmd_train_strategy)
 
     return parser

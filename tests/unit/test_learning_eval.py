@@ -95,8 +95,10 @@ def test_bad_input_exits_2_with_one_error_line(
 
 
 def test_a_negative_limit_is_refused(esconv: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["eval", "learning", "--esconv", str(esconv), "--limit", "-1"]) == 2
-    assert "error:" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # argparse's usage error, before anything starts
+        main(["eval", "learning", "--esconv", str(esconv), "--limit", "-1"])
+    assert exited.value.code == 2
+    assert "argument --limit: must be 0 or more, got -1" in capsys.readouterr().err
 
 
 def test_too_few_dialogues_for_a_split_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

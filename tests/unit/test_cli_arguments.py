@@ -1,0 +1,34 @@
+"""The command line refuses out-of-range numbers with argparse's usage error (exit 2, one line naming the
+argument) before it starts any server or reads any file: no traceback, nothing started."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.cli import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--port", "99999"], "argument --port: must be from 1 to 65535, got 99999"),
+        (["demo", "--port", "0"], "argument --port: must be from 1 to 65535, got 0"),
+        (["serve", "--port", "eighty"], "argument --port: invalid whole number: 'eighty'"),
+        (["eval", "memory", "--locomo", "x.json", "--conversations", "-1"], "--conversations: must be 1 or more"),
+        (["eval", "memory", "--locomo", "x.json", "--sessions", "0"], "--sessions: must be 1 or more, got 0"),
+        (["eval", "injection", "--bipia", "x", "--limit", "0"], "--limit: must be 1 or more, got 0"),
+        (["eval", "injection", "--bipia", "x", "--max-tokens", "-4"], "--max-tokens: must be 1 or more, got -4"),
+        (["learning", "train-strategy", "--esconv", "x", "--out", "y", "--c", "-1"], "--c: must be a number above 0"),
+        (["learning", "train-strategy", "--esconv", "x", "--out", "y", "--c", "nan"], "--c: must be a number above 0"),
+        (["learning", "train-strategy", "--esconv", "x", "--out", "y", "--c", "big"], "--c: invalid number: 'big'"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else None,
+)
+def test_an_out_of_range_number_is_a_usage_error(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
