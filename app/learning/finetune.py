@@ -46,7 +46,7 @@ from app.learning.models import (
 )
 from app.learning.training import TrainingDataService, example_line
 from app.llm.base import ProviderError
-from app.llm.openai_compat import describe_error
+from app.llm.openai_compat import MISMATCH, describe_error, reading_response
 from app.llm.registry import ProviderRegistry
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,83 @@ PROVIDER_STATUSES = frozenset(
         FineTuneStatus.CANCELLED,
     )
 )
+
+
+PROVIDER_ID_MAX_CHARS = 100
+"""The longest file or job id a provider may give (the ``fine_tune_jobs`` id columns' size; OpenAI's are under 40)."""
+MODEL_NAME_MAX_CHARS = 200
+"""The longest fine-tuned model name a provider may give (``fine_tuned_model``, ``model_versions.model``)."""
+MAX_INT32 = 2**31 - 1
+"""The largest ``trained_tokens`` the column holds."""
+LAST_UNIX_SECOND = 253_402_300_799
+"""9999-12-31T23:59:59Z: the last ``finished_at`` a Python ``datetime`` can hold."""
+
+
+@dataclass(frozen=True)
+class RemoteJob:
+    """The fields of a provider's fine-tuning job that :meth:`FineTuneService.poll` records, checked: ``status``
+    (OpenAI's name), ``trained_tokens``, ``finished_at`` (Unix seconds), ``fine_tuned_model`` and the job's own
+    ``error_message`` (``None`` when absent)."""
+
+    status: str
+    trained_tokens: int | None
+    finished_at: int | None
+    fine_tuned_model: str | None
+    error_message: str | None
+
+
+def _provider_text(value: object, max_chars: int, *, optional: bool = False) -> str | None:
+    """``value`` if it is a non-empty string of at most ``max_chars`` characters (or ``None`` when ``optional``);
+    otherwise ``ProviderError(MISMATCH)``: the answer does not match the fine-tuning API."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= max_chars:
+        raise ProviderError(MISMATCH)
+    return value
+
+
+def _whole(value: object, high: int) -> int | None:
+    """``value`` if it is ``None`` or an integer (not a bool) from 0 to ``high``; otherwise
+    ``ProviderError(MISMATCH)``."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= high):
+        return value
+    raise ProviderError(MISMATCH)
+
+
+def provider_id(answer: object) -> str:
+    """The ``id`` of a file or job object the provider answered with (``POST /v1/files``,
+    ``POST /v1/fine_tuning/jobs``). The openai SDK checks no answer: a web page comes back as ``str`` and any JSON
+    object becomes the model. Raises ``ProviderError(MISMATCH)`` unless the id is a non-empty string of at most
+    :data:`PROVIDER_ID_MAX_CHARS` characters."""
+    with reading_response():
+        value = cast(Any, answer).id
+    return cast(str, _provider_text(value, PROVIDER_ID_MAX_CHARS))
+
+
+def remote_job(answer: object) -> RemoteJob:
+    """The checked fields of a fine-tuning job object (``GET /v1/fine_tuning/jobs/{id}``, OpenAI API reference,
+    "The fine-tuning job object"). Raises ``ProviderError(MISMATCH)`` for an answer of another shape: not an
+    object, a status that is not a string, a token count or time that is not a whole number in range, a model name
+    over :data:`MODEL_NAME_MAX_CHARS` characters."""
+    with reading_response():
+        job = cast(Any, answer)
+        status, trained, finished, model, error = (
+            job.status,
+            job.trained_tokens,
+            job.finished_at,
+            job.fine_tuned_model,
+            job.error,
+        )
+        error_message = error.message if error is not None else None
+    if error_message is not None and not isinstance(error_message, str):
+        raise ProviderError(MISMATCH)
+    return RemoteJob(
+        status=cast(str, _provider_text(status, 40)),
+        trained_tokens=_whole(trained, MAX_INT32),
+        finished_at=_whole(finished, LAST_UNIX_SECOND),
+        fine_tuned_model=_provider_text(model, MODEL_NAME_MAX_CHARS, optional=True),
+        error_message=error_message or None,
+    )
 
 
 def cost_estimate(base_model: str, trained_tokens: int | None) -> float | None:
@@ -311,7 +388,7 @@ class FineTuneService:
                     if not content:
                         return await self._fail(coach_id, job_id, "the dataset has no train examples left")
                     uploaded = await client.files.create(file=(f"{job_id}-train.jsonl", content), purpose="fine-tune")
-                    training_file_id = uploaded.id
+                    training_file_id = provider_id(uploaded)
                     await self._store(coach_id, job_id, training_file_id=training_file_id)
                 if validation_file_id is None:
                     content = await self._file(coach_id, dataset, Split.VALIDATION)
@@ -319,7 +396,7 @@ class FineTuneService:
                         uploaded = await client.files.create(
                             file=(f"{job_id}-validation.jsonl", content), purpose="fine-tune"
                         )
-                        validation_file_id = uploaded.id
+                        validation_file_id = provider_id(uploaded)
                         await self._store(coach_id, job_id, validation_file_id=validation_file_id)
                 created = await self._created_before(client, job_id) if retried else None
                 created = created or await client.fine_tuning.jobs.create(
@@ -330,6 +407,9 @@ class FineTuneService:
                     suffix="opencoach",
                     metadata={"opencoach_job_id": str(job_id)},
                 )
+                created_id, created_status = provider_id(created), remote_job(created).status
+            except ProviderError as exc:  # an answer of another shape: not the fine-tuning API
+                return await self._fail(coach_id, job_id, f"the endpoint does not speak the fine-tuning API: {exc}")
             except openai.APIStatusError as exc:
                 if exc.status_code >= 500 or exc.status_code == 429:
                     raise ProviderError(f"fine-tune start failed: {describe_error(exc)}") from exc
@@ -338,20 +418,21 @@ class FineTuneService:
                 return await self._fail(coach_id, job_id, describe_error(exc))
             except openai.APIError as exc:
                 raise ProviderError(f"fine-tune start failed: {describe_error(exc)}") from exc
-        status = created.status if created.status in PROVIDER_STATUSES else FineTuneStatus.VALIDATING_FILES
+        status = created_status if created_status in PROVIDER_STATUSES else FineTuneStatus.VALIDATING_FILES
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             job = await self._job(session, coach_id, job_id)
-            job.provider_job_id, job.status = created.id, status
+            job.provider_job_id, job.status = created_id, status
             jobs.poll_fine_tune(session, coach_id, job_id)
-        return f"created {created.id} ({status})"
+        return f"created {created_id} ({status})"
 
     @staticmethod
     async def _created_before(client: openai.AsyncOpenAI, job_id: uuid.UUID) -> FineTuningJob | None:
         """The provider job an earlier, interrupted try of :meth:`start` created (found by its
         ``metadata.opencoach_job_id``), so a retry does not create a second one."""
         page = await client.fine_tuning.jobs.list(metadata={"opencoach_job_id": str(job_id)}, limit=1)
-        return page.data[0] if page.data else None
+        with reading_response():
+            return page.data[0] if page.data else None
 
     async def _store(self, coach_id: uuid.UUID, job_id: uuid.UUID, **values: Any) -> None:
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
@@ -387,9 +468,11 @@ class FineTuneService:
             provider_job_id = job.provider_job_id
         try:
             async with self._client(coach) as client:
-                remote = await client.fine_tuning.jobs.retrieve(provider_job_id)
+                remote = remote_job(await client.fine_tuning.jobs.retrieve(provider_job_id))
         except (openai.APIError, EgressRefused) as exc:
             raise ProviderError(f"fine-tune poll failed: {describe_error(exc)}") from exc
+        except ProviderError as exc:  # an answer of another shape: polled again on the retry
+            raise ProviderError(f"fine-tune poll failed: {exc}") from exc
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             job = await self._job(session, coach_id, job_id)
@@ -397,9 +480,9 @@ class FineTuneService:
                 job.status = remote.status
             job.trained_tokens = remote.trained_tokens
             job.cost_estimate_usd = cost_estimate(job.base_model, remote.trained_tokens)
-            if remote.error is not None and remote.error.message:
+            if remote.error_message:
                 # the job's own failure reason (a field of the job object, not an error body), one short line
-                job.error = one_line(remote.error.message, MAX_ERROR_CHARS)
+                job.error = one_line(remote.error_message, MAX_ERROR_CHARS)
             if remote.finished_at:
                 job.finished_at = datetime.fromtimestamp(remote.finished_at, UTC)
             if job.status == FineTuneStatus.SUCCEEDED and remote.fine_tuned_model:

@@ -14,7 +14,7 @@ checking them, and hands back the body as text when it is not JSON (``openai._re
 ``_strict_response_validation`` would also refuse the fields compatible servers leave out or name otherwise).
 A wrong base URL answering 200 with a web page, a proxy's login page or an event stream of other JSON would
 then fail deep in our code with an ``AttributeError``. Each call reads what it needs from the answer inside
-:func:`_read`, so an answer of another shape ends in ``ProviderError`` like any other failed call.
+:func:`reading_response`, so an answer of another shape ends in ``ProviderError`` like any other failed call.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ own ``APIResponseValidationError``)."""
 
 
 @contextmanager
-def _read() -> Iterator[None]:
+def reading_response() -> Iterator[None]:
     """Read fields of an SDK response inside this block: what reading an answer of another shape raises (a
     body the SDK returned as ``str``, a field of the wrong type or missing, an event that is not JSON) becomes
     ``ProviderError(MISMATCH)``."""
@@ -172,7 +172,7 @@ class OpenAIChatProvider:
             chunks = aiter(stream)
             while True:
                 try:
-                    with _read():  # an event that is not JSON
+                    with reading_response():  # an event that is not JSON
                         async with asyncio.timeout_at(deadline):  # around the read only, never around a yield
                             chunk = await anext(chunks)
                 except StopAsyncIteration:
@@ -180,7 +180,7 @@ class OpenAIChatProvider:
                 except TimeoutError:
                     await stream.close()
                     raise _too_late(self._deadline) from None
-                with _read():
+                with reading_response():
                     chunk_usage, chunk_logprobs, contents = _chunk_parts(chunk)
                 chunks_read += 1
                 if chunk_usage is not None:
@@ -221,7 +221,7 @@ class OpenAIChatProvider:
             raise _too_late(self._deadline) from None
         except _FAILED_CALL as exc:
             raise ProviderError(describe_error(exc)) from exc
-        with _read():
+        with reading_response():
             message = response.choices[0].message if response.choices else None
             refusal, content = (message.refusal, message.content) if message is not None else (None, None)
         if message is None or refusal or not content:
@@ -260,7 +260,7 @@ class OpenAIEmbedder:
             return []
         try:
             # the SDK reads the answer's data inside create (decoding base64 vectors; ValueError when none)
-            with _read():
+            with reading_response():
                 async with asyncio.timeout(self._deadline):
                     response = await self._client.embeddings.create(
                         model=self.model, input=list(texts), dimensions=self.dimensions
@@ -269,7 +269,7 @@ class OpenAIEmbedder:
             raise _too_late(self._deadline) from None
         except _FAILED_CALL as exc:
             raise ProviderError(describe_error(exc)) from exc
-        with _read():
+        with reading_response():
             vectors = [d.embedding for d in sorted(response.data, key=lambda d: d.index)]
         if len(vectors) != len(texts) or not all(_numbers(v) for v in vectors):
             raise ProviderError(MISMATCH)
@@ -280,7 +280,7 @@ class OpenAIEmbedder:
 
 def _chunk_parts(chunk: ChatCompletionChunk) -> tuple[Usage | None, list[float], list[str]]:
     """A streamed chunk's usage (``None``: not in this chunk, or token counts that are not integers: the reply
-    does not need them), token log-probabilities and content deltas. Read inside :func:`_read`: raises what
+    does not need them), token log-probabilities and content deltas. Read inside :func:`reading_response`: raises what
     reading a chunk of another shape raises, or ``TypeError`` for content that is not text."""
     usage = None
     if chunk.usage is not None:

@@ -328,6 +328,90 @@ async def test_a_failed_fine_tune_records_the_providers_error(
     assert bad.status_code == 400
 
 
+def web_page(request: httpx.Request) -> httpx.Response:
+    """A proxy's sign-in page where the API should be (200, HTML): the openai SDK hands it back as ``str``."""
+    return httpx.Response(200, text="<html><body>Sign in</body></html>", headers={"content-type": "text/html"})
+
+
+@pytest.mark.parametrize(
+    ("route", "answer"),
+    [
+        ("files", web_page),
+        ("create_job", web_page),
+        ("create_job", lambda request: httpx.Response(200, json=job_object("ftjob-" + "x" * 200, "queued"))),
+        ("create_job", lambda request: httpx.Response(200, json=job_object("ftjob-abc123", "queued") | {"id": 7})),
+    ],
+    ids=["upload-answers-a-web-page", "create-answers-a-web-page", "job-id-too-long", "job-id-not-a-string"],
+)
+async def test_a_start_answered_in_another_shape_fails_the_job_with_the_reason(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+    route: str,
+    answer: Callable[[httpx.Request], httpx.Response],
+) -> None:
+    """The SDK checks no answer: an endpoint that is not the fine-tuning API (a web page, an id that is no id)
+    fails the job with a clear reason instead of a worker traceback (or a database error for a long id)."""
+    api = fake_openai([{"status": "running"}])
+    api.router.routes[route].mock(side_effect=answer)
+    setup = await new_setup("Mismatch Coach")
+    await seed(container, setup, run_jobs, {"train": 1})
+    created = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers)
+    assert created.status_code == 201, created.text
+    await run_jobs()
+    [job] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+    assert job["status"] == "failed" and job["provider_job_id"] is None
+    assert job["error"] == (
+        "the endpoint does not speak the fine-tuning API: APIResponseValidationError: the response does not match "
+        "the API"
+    )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"status": ["running"]},
+        {"status": "running", "trained_tokens": "many"},
+        {"status": "running", "trained_tokens": 2**40},
+        {"status": "succeeded", "finished_at": 10**20},
+        {"status": "succeeded", "fine_tuned_model": "ft:" + "m" * 300},
+        {"status": "failed", "error": "the job failed"},
+    ],
+    ids=[
+        "status-not-a-string",
+        "tokens-not-a-number",
+        "tokens-past-int32",
+        "finished-past-year-9999",
+        "model-name-too-long",
+        "error-not-an-object",
+    ],
+)
+async def test_a_poll_answered_in_another_shape_changes_nothing_and_the_next_poll_records_the_job(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+    fields: dict[str, Any],
+) -> None:
+    # the second answer ends the job (cancelled): a job left unfinished would be polled by a later test's sweep
+    api = fake_openai([fields, {"status": "cancelled", "trained_tokens": 1_000}])
+    setup = await new_setup("Odd Poll Coach")
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    await seed(container, setup, run_jobs, {"train": 1})
+    created = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers)
+    assert created.status_code == 201, created.text
+    await run_jobs()  # start, then the first poll: the odd answer, refused (the job fails at arq, not ours)
+    [job] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+    assert job["status"] == "validating_files" and job["error"] is None and job["trained_tokens"] is None
+    assert api.statuses == [{"status": "cancelled", "trained_tokens": 1_000}], "the odd answer was read"
+    assert "cancelled" in await container.fine_tunes.poll(coach_id, uuid.UUID(job["id"]))
+    [job] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+    assert job["status"] == "cancelled" and job["trained_tokens"] == 1_000
+
+
 async def test_the_gate_refuses_a_worse_model_and_rollback_restores_the_previous_one(
     http: httpx.AsyncClient,
     new_setup: Callable[..., Awaitable[Setup]],
