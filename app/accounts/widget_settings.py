@@ -24,6 +24,7 @@ from sqlalchemy import select
 from app.accounts.models import Coach
 from app.accounts.unit_of_work import UnitOfWork
 from app.core.errors import InvalidInput, NotFound
+from app.core.validation import bounded_text
 
 GREETING_MAX_CHARS = 500
 MAX_SUGGESTIONS = 5
@@ -73,10 +74,7 @@ def apply_widget_settings(coach: Coach, **changes: Any) -> None:
         raise InvalidInput(f"unknown settings: {', '.join(sorted(unknown))}")
     text = changes.get("widget_greeting")
     if text is not None:
-        text = text.strip()
-        if len(text) > GREETING_MAX_CHARS:
-            raise InvalidInput(f"widget_greeting must be at most {GREETING_MAX_CHARS} characters")
-        coach.widget_greeting = text or None
+        coach.widget_greeting = bounded_text("widget_greeting", text, GREETING_MAX_CHARS) or None
     questions = changes.get("widget_suggestions")
     if questions is not None:
         cleaned = list(dict.fromkeys(q.strip() for q in questions))

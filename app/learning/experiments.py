@@ -46,8 +46,8 @@ HANDOFF_RATE = "handoff_rate"
 HIGHER_IS_BETTER = {THUMBS_UP_RATE: True, HANDOFF_RATE: False}
 """The metrics and their direction."""
 MIN_VARIANTS, MAX_VARIANTS = 2, 4
-MAX_NAME_CHARS = 100
-MAX_PERSONA_CHARS = 4000
+MAX_VARIANT_NAME_CHARS = 100
+MAX_VARIANT_PERSONA_CHARS = 4000
 VARIANT_FIELDS = frozenset({"name", "persona", "model", "temperature", "intensity"})
 
 
@@ -184,13 +184,13 @@ def _clean_variants(variants: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if unknown:
             raise InvalidInput(f"unknown variant field(s): {', '.join(sorted(unknown))}")
         name = variant.get("name")
-        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS:
-            raise InvalidInput(f"each variant needs a name of 1 to {MAX_NAME_CHARS} characters")
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_VARIANT_NAME_CHARS:
+            raise InvalidInput(f"each variant needs a name of 1 to {MAX_VARIANT_NAME_CHARS} characters")
         item: dict[str, Any] = {"name": name.strip()}
         persona = variant.get("persona")
         if persona is not None:
-            if not isinstance(persona, str) or len(persona) > MAX_PERSONA_CHARS:
-                raise InvalidInput(f"persona must be text of at most {MAX_PERSONA_CHARS} characters")
+            if not isinstance(persona, str) or len(persona) > MAX_VARIANT_PERSONA_CHARS:
+                raise InvalidInput(f"persona must be text of at most {MAX_VARIANT_PERSONA_CHARS} characters")
             item["persona"] = persona
         model = variant.get("model")
         if model is not None:

@@ -85,6 +85,9 @@ PROVIDER_ID_MAX_CHARS = 100
 """The longest file or job id a provider may give (the ``fine_tune_jobs`` id columns' size; OpenAI's are under 40)."""
 MODEL_NAME_MAX_CHARS = 200
 """The longest fine-tuned model name a provider may give (``fine_tuned_model``, ``model_versions.model``)."""
+PROVIDER_STATUS_MAX_CHARS = 40
+"""A sanity bound on a job's ``status`` (OpenAI's longest, ``validating_files``, has 16); only the names in
+:data:`PROVIDER_STATUSES` are stored."""
 MAX_INT32 = 2**31 - 1
 """The largest ``trained_tokens`` the column holds."""
 LAST_UNIX_SECOND = 253_402_300_799
@@ -150,7 +153,7 @@ def remote_job(answer: object) -> RemoteJob:
     if error_message is not None and not isinstance(error_message, str):
         raise ProviderError(MISMATCH)
     return RemoteJob(
-        status=cast(str, _provider_text(status, 40)),
+        status=cast(str, _provider_text(status, PROVIDER_STATUS_MAX_CHARS)),
         trained_tokens=_whole(trained, MAX_INT32),
         finished_at=_whole(finished, LAST_UNIX_SECOND),
         fine_tuned_model=_provider_text(model, MODEL_NAME_MAX_CHARS, optional=True),
