@@ -24,15 +24,17 @@ Run from the project root (the default 50 turns take a few minutes on two cores)
 
 ``--instant`` measures the turn's own cost instead, as a new user would meet it: the coach's model is an
 instant OpenAI-compatible stub served by this benchmark on 127.0.0.1 (the whole reply in one response),
-*Meditations* is ingested, the response cache is off, ``opencoach worker`` runs in its own process (the
-turn's follow-up jobs compete for the same cores; the turns start once it has started and has no job left
-from before), and every turn is a ``POST /api/v1/chat`` to the real app served on loopback, on uvloop as
+*Meditations* is ingested, the response cache is off, ``opencoach worker`` runs in its own process (the turn's
+follow-up jobs compete for the same cores; the turns start once it has started and has no job left from
+before), and every turn is a ``POST /api/v1/chat`` to the real app served on loopback, on uvloop as
 ``opencoach serve`` runs it (uvicorn's ``loop="auto"``). Rows are the stages of
 :class:`app.chat.turn.timing.Stages` read from the turn's own ``turn stages`` log line (top-level stages add
 up to the turn; a dotted one is part of the stage before its dot), then ``outside the model`` (the turn's
-stages without ``generate.model``) and ``end to end`` (the HTTP request as the client sees it). The lines
-under the table count the SQL statements each turn's request sent and the CPU time per timed turn of each
-kind of process (:class:`CpuMeter`; read once the worker has run every job the turns queued, the episodic
+stages without ``generate.model``), the same over the turns the model answered only (some questions find too
+little support in the book and go to the coach after retrieval, and the coach then has the conversation: its
+later turns skip the model) and ``end to end`` (the HTTP request as the client sees it). The lines under the
+table count each kind of turn, the SQL statements each turn's request sent and the CPU time per timed turn of
+each kind of process (:class:`CpuMeter`; read once the worker has run every job the turns queued, the episodic
 embedding deferred to the end of its window too), with the host's steal over the timed turns, and the garbage
 collector's pauses of the served app's process during the timed turns (:class:`GcPauses`): on a shared host
 the latencies swing with the steal, the CPU times much less::
@@ -110,6 +112,9 @@ STAGES = {
 WALL_CLOCK = "wall clock"
 INSTANT_REPLY = ["Take", " one", " small", " step", " today", "."]
 OUTSIDE_MODEL = "outside the model"
+ANSWERED = "outside the model, model's turns"
+"""The same, over the turns the model answered only: the other turns (handed to the coach on low retrieval
+support, or not sent to the model because the coach has the conversation) skip stages and cost less."""
 END_TO_END = "end to end (HTTP)"
 SETTLED_S = 2.0
 """How long the worker must stay idle before the timed turns start (its start-up is not part of a turn)."""
@@ -437,16 +442,22 @@ async def measure_instant(turns: int) -> dict[str, Any]:
             cpu_after = cpu.read() | {"steal": at_last_turn["steal"]}
     timed = stage_log.turns[-turns:]
     samples: dict[str, list[float]] = {}
+    kinds: dict[str, int] = {}
     for stages in timed:
         for name, ms in stages.items():
             samples.setdefault(name, []).append(ms)
         top = sum(ms for name, ms in stages.items() if "." not in name)
         samples.setdefault(OUTSIDE_MODEL, []).append(top - stages.get(MODEL_STAGE, 0.0))
+        if MODEL_STAGE in stages:
+            samples.setdefault(ANSWERED, []).append(top - stages[MODEL_STAGE])
+        kind = "model" if MODEL_STAGE in stages else "handed off after retrieval" if "gather" in stages else "no model"
+        kinds[kind] = kinds.get(kind, 0) + 1
     samples[END_TO_END] = end_to_end
     cpu_ms = {kind: (cpu_after[kind] - cpu_before[kind]) * 1000 / turns for kind in cpu_after}
     cpu_ms["all"] = sum(ms for kind, ms in cpu_ms.items() if kind != "steal")
     return {
         "turns": turns,
+        "turn_kinds": kinds,
         "cpu_ms_per_turn": {kind: round(ms, 1) for kind, ms in cpu_ms.items()},
         "gc_pauses": pauses.summary(),
         "sql_statements_per_turn": {
@@ -499,6 +510,12 @@ async def main() -> None:
     else:
         print_table(render(summary))
         if args.instant:
+            kinds = summary["turn_kinds"]
+            print(
+                f"Turns: {kinds.get('model', 0)} answered by the model, {kinds.get('handed off after retrieval', 0)}"
+                f" handed to the coach after retrieval (low support), {kinds.get('no model', 0)} not sent to the model"
+                " (the coach has the conversation, or a crisis)"
+            )
             sql = summary["sql_statements_per_turn"]
             print(
                 f"SQL statements per turn in the API process (the worker's jobs not counted): median {sql['p50']:.0f},"
