@@ -15,7 +15,7 @@ from app.chat.embeddings import EmbeddingService
 from app.chat.turn import ChatService
 from app.conversations.service import ConversationService
 from app.core.config import Settings
-from app.core.ratelimit import AuthThrottle
+from app.core.ratelimit import AuthThrottle, MessageThrottle
 from app.core.security import SecretBox
 from app.db.engine import RELAY_KEY, assert_unprivileged, make_engine, make_sessionmaker
 from app.db.jobs import EMBED_WINDOW_KEY
@@ -89,6 +89,7 @@ class Container:
     rights: DataRightsService
     tone: ToneService
     auth_throttle: AuthThrottle
+    message_throttle: MessageThrottle
 
     @classmethod
     async def create(
@@ -111,6 +112,7 @@ class Container:
         model_versions = ModelVersionService(sessionmaker, settings, registry, accounts, training)
         cache = ResponseCache(redis)
         experiments = ExperimentService(sessionmaker, accounts)
+        message_throttle = MessageThrottle(redis_url, settings.chat_rate_limit)
         return cls(
             settings=settings,
             database_url=database_url,
@@ -150,6 +152,7 @@ class Container:
                 settings,
                 registry,
                 handoffs,
+                throttle=message_throttle,
                 interventions=interventions,
                 model_versions=model_versions,
                 cache=cache,
@@ -159,6 +162,7 @@ class Container:
             rights=DataRightsService(sessionmaker, accounts, interventions, fine_tunes, cache, redis),
             tone=ToneService(),
             auth_throttle=AuthThrottle(redis_url, settings.auth_rate_limit_ip, settings.auth_rate_limit_account),
+            message_throttle=message_throttle,
         )
 
     async def close(self) -> None:
@@ -168,6 +172,7 @@ class Container:
             async with asyncio.timeout(OUTBOX_DRAIN_S):
                 await self.outbox.drain()
         await self.auth_throttle.close()
+        await self.message_throttle.close()
         await self.redis.aclose()
         await self.engine.dispose()
 

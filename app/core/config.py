@@ -210,7 +210,14 @@ class Settings(BaseSettings):
         "whatever IP addresses they come from; same notation as AUTH_RATE_LIMIT_IP.",
     )
 
-    @field_validator("auth_rate_limit_ip", "auth_rate_limit_account")
+    chat_rate_limit: str = Field(
+        default="30/minute;300/hour",
+        description="Messages a client may send, on every channel (widget, API, Telegram), in the `limits` "
+        "package's notation; a message over it is refused and not stored (429 on the API, an error event on the "
+        "widget's socket, a reply in Telegram). Counted in Redis.",
+    )
+
+    @field_validator("auth_rate_limit_ip", "auth_rate_limit_account", "chat_rate_limit")
     @classmethod
     def _valid_rate_limit(cls, value: str) -> str:
         parse_many(value)  # raises ValueError naming the bad entry

@@ -38,13 +38,13 @@ class TooLarge(DomainError):
 
 
 class TooManyAttempts(DomainError):
-    """A rate limit was hit (429); ``retry_after`` is the number of whole seconds until the next attempt
-    may pass (sent as the ``Retry-After`` header, RFC 9110 §10.2.3)."""
+    """A rate limit was hit (429, "too many ``what``: …"); ``retry_after`` is the number of whole seconds until
+    the next attempt may pass (sent as the ``Retry-After`` header, RFC 9110 §10.2.3)."""
 
     status_code = 429
 
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many attempts: try again in {retry_after} s")
+    def __init__(self, retry_after: int, *, what: str = "attempts") -> None:
+        super().__init__(f"too many {what}: try again in {retry_after} s")
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:

@@ -1,11 +1,13 @@
-"""Rate limits on authentication attempts (log-in, sign-up, password change), counted in Redis with the
-``limits`` package's moving-window strategy, so every web process shares one count."""
+"""Rate limits on authentication attempts (log-in, sign-up, password change) and on each client's chat
+messages, counted in Redis with the ``limits`` package's moving-window strategy, so every process shares one
+count."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
+import uuid
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import RedisStorage
@@ -29,46 +31,74 @@ def limits_storage_uri(redis_url: str) -> str:
     return "async+" + redis_url
 
 
-class AuthThrottle:
-    """Counts authentication attempts per client IP address and per account (e-mail address, lower-cased,
-    keyed by its SHA-256) and refuses those over the limits (``AUTH_RATE_LIMIT_IP`` /
-    ``AUTH_RATE_LIMIT_ACCOUNT``, e.g. ``"5/minute;30/hour"``: every item must hold).
+class Throttle:
+    """Rate limits counted in Redis with the ``limits`` package's moving-window strategy (one timestamp per
+    counted hit in a Redis list, so a burst at the end of one minute does not double up with the start of
+    the next), under ``key_prefix``, so every process shares one count. If Redis is unreachable or does not
+    answer within :data:`REDIS_TIMEOUT_S`, the hit is allowed and a warning logged (the same stance as the
+    response cache: an outage must not lock everyone out)."""
 
-    Every attempt counts, successful or not, so the answer's timing and the count say nothing about
-    whether the account exists. Keys live in Redis under ``opencoach_auth``; a moving window keeps one
-    timestamp per attempt (Redis list), so a burst at the end of one minute does not double up with the
-    start of the next. If Redis is unreachable the attempt is allowed and a warning logged (the same
-    stance as the response cache: an outage must not lock every coach out)."""
-
-    def __init__(self, redis_url: str, per_ip: str, per_account: str) -> None:
+    def __init__(self, redis_url: str, key_prefix: str) -> None:
         self._redis = Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
         storage = RedisStorage(
             limits_storage_uri(redis_url),
             implementation="redispy",
-            key_prefix="opencoach_auth",
+            key_prefix=key_prefix,
             connection_pool=self._redis.connection_pool,
         )
         self._limiter = MovingWindowRateLimiter(storage)
+
+    async def _hit(self, checks: list[tuple[RateLimitItem, tuple[str, str]]], what: str) -> None:
+        """Count one hit against every ``(limit, identifiers)`` of ``checks``, in order. Raises
+        ``TooManyAttempts`` (429, "too many ``what``") with the whole seconds until the window that refused lets
+        a hit through again; the limits after the one that refused are not counted."""
+        try:
+            for item, identifiers in checks:
+                if not await self._limiter.hit(item, *identifiers):
+                    stats = await self._limiter.get_window_stats(item, *identifiers)
+                    raise TooManyAttempts(max(1, math.ceil(stats.reset_time - time.time())), what=what)
+        except (RedisError, OSError) as exc:
+            log.warning("rate limit on %s not checked (Redis unavailable): %s", what, exc)
+
+    async def close(self) -> None:
+        """Close the Redis connections."""
+        await self._redis.aclose()
+
+
+class AuthThrottle(Throttle):
+    """Counts authentication attempts per client IP address and per account (e-mail address, lower-cased,
+    keyed by its SHA-256) and refuses those over the limits (``AUTH_RATE_LIMIT_IP`` /
+    ``AUTH_RATE_LIMIT_ACCOUNT``, e.g. ``"5/minute;30/hour"``: every item must hold), under ``opencoach_auth``
+    in Redis. Every attempt counts, successful or not, so the answer's timing and the count say nothing about
+    whether the account exists."""
+
+    def __init__(self, redis_url: str, per_ip: str, per_account: str) -> None:
+        super().__init__(redis_url, "opencoach_auth")
         self._per_ip = parse_many(per_ip)
         self._per_account = parse_many(per_account)
 
     async def hit(self, *, ip: str, account: str | None) -> None:
         """Count one attempt from ``ip`` on ``account`` (``None``: no account named, e.g. a malformed form).
-
-        Raises ``TooManyAttempts`` (429) with the whole seconds until the window that refused lets an
-        attempt through again; a refused attempt is not counted."""
+        Raises ``TooManyAttempts`` (429, "too many attempts: try again in N s"); a refused attempt is not
+        counted."""
         checks: list[tuple[RateLimitItem, tuple[str, str]]] = [(item, ("ip", ip)) for item in self._per_ip]
         if account:
             key = ("account", token_hash(account.strip().lower()))  # no e-mail addresses in Redis key names
             checks += [(item, key) for item in self._per_account]
-        try:
-            for item, identifiers in checks:
-                if not await self._limiter.hit(item, *identifiers):
-                    stats = await self._limiter.get_window_stats(item, *identifiers)
-                    raise TooManyAttempts(max(1, math.ceil(stats.reset_time - time.time())))
-        except (RedisError, OSError) as exc:
-            log.warning("auth rate limit not checked (Redis unavailable): %s", exc)
+        await self._hit(checks, "attempts")
 
-    async def close(self) -> None:
-        """Close the Redis connections."""
-        await self._redis.aclose()
+
+class MessageThrottle(Throttle):
+    """Counts the messages each client sends, on every channel, and refuses those over ``CHAT_RATE_LIMIT``
+    (e.g. ``"30/minute;300/hour"``), under ``opencoach_chat`` in Redis: one client (or whoever holds a
+    client's widget token or Telegram chat) cannot flood the coach's model, database and this process's turn
+    slots, which every tenant shares."""
+
+    def __init__(self, redis_url: str, per_client: str) -> None:
+        super().__init__(redis_url, "opencoach_chat")
+        self._per_client = parse_many(per_client)
+
+    async def hit(self, client_id: uuid.UUID) -> None:
+        """Count one message of client ``client_id``. Raises ``TooManyAttempts`` (429, "too many messages: try
+        again in N s"); a refused message is not counted."""
+        await self._hit([(item, ("client", str(client_id))) for item in self._per_client], "messages")

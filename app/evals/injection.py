@@ -347,6 +347,7 @@ def _undefended(container: Container) -> ChatService:
         container.settings,
         container.registry,
         container.handoffs,
+        throttle=container.message_throttle,
         interventions=container.interventions,
         model_versions=container.model_versions,
         cache=container.cache,

@@ -25,6 +25,7 @@ from app.chat.turn.timing import Stages
 from app.conversations.metadata import helpful
 from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Conversation, Message, SenderType
 from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.ratelimit import MessageThrottle
 from app.core.validation import NUL, NUL_REFUSED
 from app.db import jobs
 from app.db.engine import after_commit
@@ -120,9 +121,10 @@ def clean_client_message_id(value: str | None) -> str | None:
 class Intake:
     """Stores client messages and loads the state a turn starts from."""
 
-    def __init__(self, handoffs: HandoffService, registry: ProviderRegistry) -> None:
+    def __init__(self, handoffs: HandoffService, registry: ProviderRegistry, throttle: MessageThrottle) -> None:
         self._handoffs = handoffs
         self._registry = registry
+        self._throttle = throttle
         # the learned crisis component embeds with the process's one MiniLM instance
         self._risk = CrisisDetector(embed=minilm(registry.local_embedder))
         self._prefetched: OrderedDict[tuple[object, ...], asyncio.Future[list[float] | None]] = OrderedDict()
@@ -142,13 +144,14 @@ class Intake:
         one stored before with the same ``client_message_id``. A new message is shown on the coach's dashboard
         after commit, and when it answers the coach's message the outcome scoring of the coach's interventions
         is queued. With ``prefetch``, the message's embedding starts now, for the turn that answers it
-        (:meth:`load`). Raises ``NotFound`` (not this client's conversation) and ``Conflict`` (the id is taken by
-        another client's message)."""
+        (:meth:`load`). Raises ``TooManyAttempts`` (a new message over the client's rate limit), ``NotFound`` (not
+        this client's conversation) and ``Conflict`` (the id is taken by another client's message)."""
         session, coach_id = uow.session, uow.coach_id
         if client_message_id is not None:
             stored = await _stored(session, client_id, client_message_id)
             if stored is not None:
                 return _received(stored, created=False)
+        await self._throttle.hit(client_id)  # a message sent again (above) is not counted twice
         conversation, previous, coach = await _conversation_for(uow, client_id, conversation_id, channel)
         if prefetch:  # the turn's embedding runs while the message is stored
             self._prefetch(coach, text)

@@ -51,6 +51,7 @@ from app.conversations.models import Conversation, Message
 from app.conversations.service import unanswered_client_message
 from app.core.config import Settings
 from app.core.errors import NotFound
+from app.core.ratelimit import MessageThrottle
 from app.db import jobs
 from app.handoff.confidence import Confidence
 from app.handoff.crisis import needs_crisis_protocol
@@ -84,20 +85,22 @@ class ChatService:
         registry: ProviderRegistry,
         handoffs: HandoffService,
         *,
+        throttle: MessageThrottle,
         interventions: InterventionService,
         model_versions: ModelVersionService,
         cache: ResponseCache,
         experiments: ExperimentService,
         defences: bool = True,
     ) -> None:
-        """``defences``: spotlighting and the injection output check (:mod:`app.chat.spotlight`,
-        :mod:`app.chat.turn.injection`); ``False`` only for ``opencoach eval injection``'s undefended run."""
+        """``throttle``: each client's message rate limit (``CHAT_RATE_LIMIT``). ``defences``: spotlighting and
+        the injection output check (:mod:`app.chat.spotlight`, :mod:`app.chat.turn.injection`); ``False`` only
+        for ``opencoach eval injection``'s undefended run."""
         self._sessionmaker = sessionmaker
         self._settings = settings
         self._registry = registry
         self._handoffs = handoffs
         self._cache = cache
-        self._intake = Intake(handoffs, registry)
+        self._intake = Intake(handoffs, registry, throttle)
         self._gatherer = Gatherer(
             sessionmaker,
             settings,
@@ -123,8 +126,9 @@ class ChatService:
         """Store a client's message (in ``conversation_id``, or a new conversation on ``channel``) and return
         once it is committed. Sent again with the same ``client_message_id`` it is stored once: the stored
         message is returned (``created`` false). Raises, storing nothing, ``InvalidInput`` (empty or over
-        4,000 characters, a bad ``client_message_id``), ``NotFound`` (not this client's conversation) and
-        ``Conflict`` (another client's message has that id)."""
+        4,000 characters, a bad ``client_message_id``), ``TooManyAttempts`` (the client is over
+        ``CHAT_RATE_LIMIT``; a message sent again is not counted again), ``NotFound`` (not this client's
+        conversation) and ``Conflict`` (another client's message has that id)."""
         text, client_message_id = clean_text(text), clean_client_message_id(client_message_id)
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             return await self._intake.store(

@@ -19,6 +19,7 @@ import respx
 from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
+from app.asgi import create_app
 from app.channels.telegram import render
 from app.channels.telegram.adapter import BAD_INVITE
 from app.channels.telegram.models import TelegramChat, TelegramUpdate
@@ -27,7 +28,7 @@ from app.channels.telegram.wiring import build_channel
 from app.container import Container
 from app.conversations.models import Conversation
 from app.core.config import Settings
-from app.core.runtime import Services
+from app.core.runtime import Services, serve_in_background
 from app.db.engine import tenant_session
 from app.handoff.crisis import crisis_reply
 from app.llm.base import EMBEDDING_DIMENSIONS
@@ -317,6 +318,25 @@ async def test_a_duplicate_update_id_makes_one_turn(
     conversation = await conversation_of(tg, bot, client_id)
     assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai"]
     assert llm.routes["completions"].call_count == calls_before + 1
+
+
+async def test_a_client_over_the_message_limit_is_told_to_wait_and_nothing_is_stored(
+    tg_settings: Settings, services: Services, registry: ProviderRegistry, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    bot = await make_bot(confidence_threshold=0.0)
+    limited = tg_settings.model_copy(update={"chat_rate_limit": "2/minute"})
+    app = create_app(limited, services.database_url, services.redis_url, registry=registry)
+    async with serve_in_background(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        client.app = app  # type: ignore[attr-defined]
+        chat_id, client_id = await bound_chat(client, bot, fake)
+        for text in ("How do I start my day?", "And how do I end it?", "One more thing"):
+            await say(client, bot, chat_id, text)
+        conversation = await conversation_of(client, bot, client_id)
+    assert [m["text"] for m in conversation["messages"] if m["sender_type"] == "client"] == [
+        "How do I start my day?",
+        "And how do I end it?",
+    ]
+    assert fake.sent_to(chat_id)[-1].params["text"].startswith("too many messages: try again in ")
 
 
 async def test_an_edited_message_is_stored_and_answered_as_a_new_message_once(
