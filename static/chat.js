@@ -446,7 +446,10 @@
         statusLine.textContent = data.message;
         stopTyping();
         if (data.client_message_id) {  // refused: it is not stored, so it is not sent again
+          var refused = unacked.filter(function (m) { return m.client_message_id === data.client_message_id; });
           unacked = unacked.filter(function (m) { return m.client_message_id !== data.client_message_id; });
+          // its text goes back to an empty input, to send again (after the wait of a rate limit) or edit
+          if (refused.length && !input.value) input.value = refused[0].text;
           var el = ownBubble(data.client_message_id);
           if (el) { el.classList.remove("pending"); el.classList.add("failed"); }
         } else if (current) {

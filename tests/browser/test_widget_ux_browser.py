@@ -1,18 +1,25 @@
 """Issue 17's widget and settings bugs in a real browser (a 390×844 phone for the widget): a reload opens at the
 newest message, a new reply's thumbs are in view, "Talk to a human" sends words (not a ``/human`` bubble), the
 "reviewing the reply" line goes once the coach approves an edited draft, and the availability time inputs
-show their whole value. Screenshots go to ``test-artifacts/browser/``."""
+show their whole value; and a message refused over the client's rate limit is marked not sent, with the wait,
+and its text is back in the input. Screenshots go to ``test-artifacts/browser/``."""
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
 import respx
+from limits import parse_many
 from playwright.async_api import Browser, Page, expect
 
+from app.core.config import Settings
+from app.core.errors import TooManyAttempts
+from app.core.ratelimit import MessageThrottle
+from app.core.runtime import Services
 from app.handoff.signals import asks_for_human
 from tests.browser.conftest import CoachWithClient
 from tests.browser.test_handoff_browser import PASSWORD, REPLY, WAIT_MS, browser, llm_api, send_from_widget, shot
@@ -65,6 +72,37 @@ async def test_widget_reload_opens_at_the_newest_message_and_asks_for_a_human_in
     assert "/human" not in text and asks_for_human(text), text
     await expect(widget.locator("#presence")).to_contain_text("Waiting for Coach Reload", timeout=WAIT_MS)
     await shot(widget, "ux-02-widget-talk-to-a-human.png")
+    await context.close()
+
+
+async def test_a_message_over_the_rate_limit_is_marked_not_sent_and_its_text_comes_back_to_the_input(
+    base_url: str,
+    browser: Browser,
+    settings: Settings,
+    services: Services,
+    llm_api: respx.MockRouter,
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+) -> None:
+    client = (await coach_with_client("Coach Busy", "Flo")).client
+    throttle = MessageThrottle(services.redis_url, settings.chat_rate_limit)
+    try:  # the client has sent as many messages as the limit allows this minute
+        for _ in range(parse_many(settings.chat_rate_limit)[0].amount + 1):
+            await throttle.hit(uuid.UUID(client["id"]))
+    except TooManyAttempts:
+        pass
+    else:
+        pytest.fail("the limit never refused a message")
+    finally:
+        await throttle.close()
+
+    context = await browser.new_context(base_url=base_url, viewport=PHONE)
+    widget = await context.new_page()
+    await widget.goto(f"/w/{client['widget_token']}")
+    await send_from_widget(widget, "Am I writing too much?")
+    await expect(widget.locator(".msg.client").last).to_have_class(re.compile(r"\bfailed\b"), timeout=WAIT_MS)
+    await expect(widget.locator("#status")).to_contain_text("too many messages: try again in")
+    await expect(widget.locator("#text")).to_have_value("Am I writing too much?")
+    await shot(widget, "ux-11-widget-rate-limited.png")
     await context.close()
 
 
