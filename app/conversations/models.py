@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Index, String, Text, func, text
+from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -54,10 +54,10 @@ class Message(TenantMixin, Base):
     :func:`app.conversations.metadata.client_view` of it.
 
     A client's message may carry ``client_message_id``, the id the client's app gave it (at most
-    :data:`CLIENT_MESSAGE_ID_MAX` characters, unique per coach): a message sent again with the same id is
-    stored once. ``answered_at`` is set on a client message when the AI answered it (reply, crisis reply,
-    handoff notice, apology or draft), in the same transaction as the answer; a message that reached only
-    the coach (the AI paused) stays unanswered.
+    :data:`CLIENT_MESSAGE_ID_MAX` characters, unique per client: ``client_id``, the client who sent it, is set with
+    it and only with it): a message sent again with the same id is stored once. ``answered_at`` is set on a client
+    message when the AI answered it (reply, crisis reply, handoff notice, apology or draft), in the same transaction
+    as the answer; a message that reached only the coach (the AI paused) stays unanswered.
 
     ``forgotten_at`` is set when the coach or the client forgot an insight this message is a source of
     (:meth:`app.memory.controls.MemoryControls.delete_insight`): the message stays in the transcript the coach
@@ -66,13 +66,15 @@ class Message(TenantMixin, Base):
 
     __tablename__ = "messages"
     __table_args__ = (
+        # a client's message ids are the client's own (migration 0034)
         Index(
-            "uq_messages_coach_client_message_id",
-            "coach_id",
+            "uq_messages_client_client_message_id",
+            "client_id",
             "client_message_id",
             unique=True,
             postgresql_where=text("client_message_id IS NOT NULL"),
         ),
+        CheckConstraint("(client_message_id IS NULL) = (client_id IS NULL)", name="client_message_id_has_client"),
         # the inbox's search (app.conversations.inbox: text ILIKE '%…%'), pg_trgm (migration 0027)
         Index("ix_messages_text_trgm", "text", postgresql_using="gin", postgresql_ops={"text": "gin_trgm_ops"}),
         # the few forgotten messages, which episodic recall leaves out by an anti-join (migration 0033)
@@ -90,6 +92,7 @@ class Message(TenantMixin, Base):
     citations: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
     client_message_id: Mapped[str | None] = mapped_column(String(CLIENT_MESSAGE_ID_MAX))
+    client_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     forgotten_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

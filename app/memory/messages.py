@@ -29,13 +29,15 @@ async def store_message(
     citations: list[dict[str, Any]] | None = None,
     meta: dict[str, Any] | None = None,
     client_message_id: str | None = None,
+    client_id: uuid.UUID | None = None,
 ) -> tuple[Message, ChatSession | None]:
     """Add a message (flushed, so its id is known) to its conversation's chat session; an AI or coach message
     queues its ``embed_messages`` job. The conversation's ``last_message_at`` moves to ``at`` in PostgreSQL
     (the ``messages_added`` trigger, migration 0031); a ``Conversation`` already loaded in ``session`` keeps
     the value it was read with.
-    ``client_message_id`` is the client app's own id of the message (unique per coach: a duplicate raises
-    ``IntegrityError`` at the flush). Returns the message and the chat
+    ``client_message_id`` is the client app's own id of the message, given with ``client_id``, the client who
+    sent it (unique per client: a duplicate raises ``IntegrityError`` at the flush; one without the other
+    violates the table's check constraint). Returns the message and the chat
     session this closed, if any (its jobs are queued in the same transaction by
     :func:`app.memory.sessions.session_ended`)."""
     message = Message(
@@ -46,6 +48,7 @@ async def store_message(
         citations=citations or [],
         meta=meta or {},
         client_message_id=client_message_id,
+        client_id=client_id,
         created_at=at,
     )
     ended = await track_message(session, coach, message, at)  # before the INSERT, which then holds session_id

@@ -145,7 +145,8 @@ class Intake:
         after commit, and when it answers the coach's message the outcome scoring of the coach's interventions
         is queued. With ``prefetch``, the message's embedding starts now, for the turn that answers it
         (:meth:`load`). Raises ``TooManyAttempts`` (a new message over the client's rate limit), ``NotFound`` (not
-        this client's conversation) and ``Conflict`` (the id is taken by another client's message)."""
+        this client's conversation) and ``Conflict`` (the client's message with that id, stored by another request
+        meanwhile, is gone again: erased)."""
         session, coach_id = uow.session, uow.coach_id
         if client_message_id is not None:
             stored = await _stored(session, client_id, client_message_id)
@@ -167,11 +168,12 @@ class Intake:
                     text,
                     at=datetime.now(UTC),
                     client_message_id=client_message_id,
+                    client_id=client_id if client_message_id is not None else None,
                 )
         except IntegrityError:  # the same message sent again at the same moment (another socket) was stored
             stored = await _stored(session, client_id, client_message_id) if client_message_id else None
             if stored is None:
-                raise Conflict("client_message_id is already used by another message") from None
+                raise Conflict("client_message_id belongs to a message that was deleted meanwhile") from None
             return _received(stored, created=False)
         if previous == SenderType.HUMAN_COACH:  # the client's answer is the outcome of the coach's intervention
             jobs.score_interventions(session, coach_id, conversation.id, trigger=f"client:{message.id}")
@@ -308,9 +310,7 @@ def _received(message: Message, *, created: bool) -> Received:
 async def _stored(session: AsyncSession, client_id: uuid.UUID, client_message_id: str) -> Message | None:
     """The client's message stored with ``client_message_id``, if any."""
     return await session.scalar(
-        select(Message)
-        .join(Conversation, Conversation.id == Message.conversation_id)
-        .where(Message.client_message_id == client_message_id, Conversation.client_id == client_id)
+        select(Message).where(Message.client_id == client_id, Message.client_message_id == client_message_id)
     )
 
 

@@ -128,7 +128,7 @@ class ChatService:
         message is returned (``created`` false). Raises, storing nothing, ``InvalidInput`` (empty or over
         4,000 characters, a bad ``client_message_id``), ``TooManyAttempts`` (the client is over
         ``CHAT_RATE_LIMIT``; a message sent again is not counted again), ``NotFound`` (not this client's
-        conversation) and ``Conflict`` (another client's message has that id)."""
+        conversation). Ids are each client's own: another client's message with the same id is another message."""
         text, client_message_id = clean_text(text), clean_client_message_id(client_message_id)
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             return await self._intake.store(

@@ -23,7 +23,15 @@ import websockets
 
 from app.channels.web.chat import ANSWER_LATER
 from app.chat.turn import ChatService
-from tests.integration.handoff.test_handoff_flow import DELTAS, REPLY, Setup, llm_api, new_setup, transcript
+from tests.conftest import make_client
+from tests.integration.handoff.test_handoff_flow import (
+    DELTAS,
+    REPLY,
+    Setup,
+    llm_api,
+    new_setup,
+    transcript,
+)
 from tests.openai_wire import MOCK_BASE_URL, mock_openai, openai_sse
 
 __all__ = ["llm_api", "new_setup"]  # fixtures used by name below
@@ -148,6 +156,22 @@ async def test_rest_retries_with_the_same_client_message_id_are_stored_once(
     messages = await transcript(http, setup, first["conversation_id"])
     assert [m["sender_type"] for m in messages] == ["client", "ai"]
     assert slow_llm.routes["completions"].call_count == 1
+
+
+async def test_client_message_ids_are_each_clients_own(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """Two clients of one coach whose apps number their messages alike (or one who sends the id another's
+    Telegram chat will use) do not block each other: each message is stored and answered."""
+    setup = await new_setup()
+    other = await make_client(http, setup.coach, "Sam")
+    others = {"Authorization": f"Bearer {other['widget_token']}"}
+    for auth in (setup.client_auth, others, others):
+        body = {"text": "How can I plan my week better?", "client_message_id": "tg:7000001:15"}
+        response = await http.post("/api/v1/chat", headers=auth, json=body)
+        assert response.status_code == 200, response.text
+    conversations = (await http.get("/api/v1/conversations", headers=setup.coach.headers)).json()
+    assert sorted(c["message_count"] for c in conversations) == [2, 2], "each client's message once, answered"
 
 
 async def test_bad_messages_and_catch_up_reads_get_clear_errors(
