@@ -15,7 +15,7 @@ from app.chat.embeddings import EmbeddingService
 from app.chat.turn import ChatService
 from app.conversations.service import ConversationService
 from app.core.config import Settings
-from app.core.ratelimit import AuthThrottle, MessageThrottle
+from app.core.ratelimit import AuthThrottle, IdThrottle
 from app.core.security import SecretBox
 from app.db.engine import RELAY_KEY, assert_unprivileged, make_engine, make_sessionmaker
 from app.db.jobs import EMBED_WINDOW_KEY
@@ -89,7 +89,8 @@ class Container:
     rights: DataRightsService
     tone: ToneService
     auth_throttle: AuthThrottle
-    message_throttle: MessageThrottle
+    message_throttle: IdThrottle
+    enrollment_throttle: IdThrottle
 
     @classmethod
     async def create(
@@ -112,7 +113,7 @@ class Container:
         model_versions = ModelVersionService(sessionmaker, settings, registry, accounts, training)
         cache = ResponseCache(redis)
         experiments = ExperimentService(sessionmaker, accounts)
-        message_throttle = MessageThrottle(redis_url, settings.chat_rate_limit)
+        message_throttle = IdThrottle(redis_url, "opencoach_chat", settings.chat_rate_limit, "messages")
         return cls(
             settings=settings,
             database_url=database_url,
@@ -163,6 +164,9 @@ class Container:
             tone=ToneService(),
             auth_throttle=AuthThrottle(redis_url, settings.auth_rate_limit_ip, settings.auth_rate_limit_account),
             message_throttle=message_throttle,
+            enrollment_throttle=IdThrottle(
+                redis_url, "opencoach_enrol", settings.telegram_enrollment_limit, "new clients"
+            ),
         )
 
     async def close(self) -> None:
@@ -173,6 +177,7 @@ class Container:
                 await self.outbox.drain()
         await self.auth_throttle.close()
         await self.message_throttle.close()
+        await self.enrollment_throttle.close()
         await self.redis.aclose()
         await self.engine.dispose()
 

@@ -217,7 +217,14 @@ class Settings(BaseSettings):
         "widget's socket, a reply in Telegram). Counted in Redis.",
     )
 
-    @field_validator("auth_rate_limit_ip", "auth_rate_limit_account", "chat_rate_limit")
+    telegram_enrollment_limit: str = Field(
+        default="20/hour;100/day",
+        description="Strangers who may become a coach's clients by writing to the coach's Telegram bot with open "
+        "enrolment on, per coach (same notation); one over it is asked to try later or ask for an invite link, "
+        "and no client is made. Counted in Redis.",
+    )
+
+    @field_validator("auth_rate_limit_ip", "auth_rate_limit_account", "chat_rate_limit", "telegram_enrollment_limit")
     @classmethod
     def _valid_rate_limit(cls, value: str) -> str:
         parse_many(value)  # raises ValueError naming the bad entry

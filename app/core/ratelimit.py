@@ -88,17 +88,20 @@ class AuthThrottle(Throttle):
         await self._hit(checks, "attempts")
 
 
-class MessageThrottle(Throttle):
-    """Counts the messages each client sends, on every channel, and refuses those over ``CHAT_RATE_LIMIT``
-    (e.g. ``"30/minute;300/hour"``), under ``opencoach_chat`` in Redis: one client (or whoever holds a
-    client's widget token or Telegram chat) cannot flood the coach's model, database and this process's turn
-    slots, which every tenant shares."""
+class IdThrottle(Throttle):
+    """Counts the hits of each id under ``key_prefix`` in Redis and refuses those over ``limits`` (e.g.
+    ``"30/minute;300/hour"``: every item must hold), naming ``what`` is counted in its refusal. The container
+    keeps two: each client's chat messages on every channel (``CHAT_RATE_LIMIT``: one client, or whoever holds
+    a client's widget token or Telegram chat, cannot flood the coach's model, the database and the process's
+    turn slots, which every tenant shares) and each coach's Telegram strangers who become clients
+    (``TELEGRAM_ENROLLMENT_LIMIT``: open enrolment cannot be used to make clients without end)."""
 
-    def __init__(self, redis_url: str, per_client: str) -> None:
-        super().__init__(redis_url, "opencoach_chat")
-        self._per_client = parse_many(per_client)
+    def __init__(self, redis_url: str, key_prefix: str, limits: str, what: str) -> None:
+        super().__init__(redis_url, key_prefix)
+        self._limits = parse_many(limits)
+        self._what = what
 
-    async def hit(self, client_id: uuid.UUID) -> None:
-        """Count one message of client ``client_id``. Raises ``TooManyAttempts`` (429, "too many messages: try
-        again in N s"); a refused message is not counted."""
-        await self._hit([(item, ("client", str(client_id))) for item in self._per_client], "messages")
+    async def hit(self, key: uuid.UUID) -> None:
+        """Count one hit of ``key``. Raises ``TooManyAttempts`` (429, "too many <what>: try again in N s"); a
+        refused hit is not counted."""
+        await self._hit([(item, ("id", str(key))) for item in self._limits], self._what)

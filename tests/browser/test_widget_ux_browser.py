@@ -16,10 +16,9 @@ import respx
 from limits import parse_many
 from playwright.async_api import Browser, Page, expect
 
+from app.container import Container
 from app.core.config import Settings
 from app.core.errors import TooManyAttempts
-from app.core.ratelimit import MessageThrottle
-from app.core.runtime import Services
 from app.handoff.signals import asks_for_human
 from tests.browser.conftest import CoachWithClient
 from tests.browser.test_handoff_browser import PASSWORD, REPLY, WAIT_MS, browser, llm_api, send_from_widget, shot
@@ -79,21 +78,18 @@ async def test_a_message_over_the_rate_limit_is_marked_not_sent_and_its_text_com
     base_url: str,
     browser: Browser,
     settings: Settings,
-    services: Services,
+    container: Container,
     llm_api: respx.MockRouter,
     coach_with_client: Callable[..., Awaitable[CoachWithClient]],
 ) -> None:
     client = (await coach_with_client("Coach Busy", "Flo")).client
-    throttle = MessageThrottle(services.redis_url, settings.chat_rate_limit)
     try:  # the client has sent as many messages as the limit allows this minute
         for _ in range(parse_many(settings.chat_rate_limit)[0].amount + 1):
-            await throttle.hit(uuid.UUID(client["id"]))
+            await container.message_throttle.hit(uuid.UUID(client["id"]))
     except TooManyAttempts:
         pass
     else:
         pytest.fail("the limit never refused a message")
-    finally:
-        await throttle.close()
 
     context = await browser.new_context(base_url=base_url, viewport=PHONE)
     widget = await context.new_page()

@@ -34,7 +34,7 @@ from app.channels.telegram.tone import TONE_COMMAND, TelegramTone, parse_tone
 from app.chat.turn import ChatService, TurnResult
 from app.conversations.metadata import client_citations
 from app.conversations.service import ConversationService
-from app.core.errors import DomainError, NotFound
+from app.core.errors import DomainError, NotFound, TooManyAttempts
 from app.memory.client_view import remembered_out
 from app.memory.controls import MemoryControls
 
@@ -219,7 +219,13 @@ class TelegramChannel:
     async def _enrol(self, bot: Bot, coach_id: uuid.UUID, chat_id: int, sender: dict[str, Any]) -> ChatBinding | None:
         """Open enrolment: a client named from the Telegram profile; else ask for an invite (``None``)."""
         name = " ".join(str(sender.get(k)) for k in ("first_name", "last_name") if sender.get(k))
-        if await self.service.enrol(coach_id, chat_id, name or str(sender.get("username") or "")) is None:
+        try:
+            enrolled = await self.service.enrol(coach_id, chat_id, name or str(sender.get("username") or ""))
+        except TooManyAttempts:
+            log.warning("coach %s: a Telegram stranger was not enrolled (TELEGRAM_ENROLLMENT_LIMIT)", coach_id)
+            await bot.send_message(chat_id, render.ENROLLMENT_FULL)
+            return None
+        if enrolled is None:
             await bot.send_message(chat_id, render.ASK_FOR_INVITE)
             return None
         await self._welcome(bot, coach_id, chat_id)

@@ -24,6 +24,10 @@ HUMAN_BUTTON = "Talk to a human"
 HUMAN_COMMAND = "/human"
 NON_TEXT_REPLY = "Thanks! I can read text messages for now — could you type it out?"
 ASK_FOR_INVITE = "Hello! To talk with your coach here, please ask them for an invite link."
+ENROLLMENT_FULL = (
+    "Hello! Your coach's assistant is not taking new clients here right now. Please try again later, or ask "
+    "your coach for an invite link."
+)
 FORGET_COMMAND = "/forget"
 NOTHING_REMEMBERED = "I don't remember anything about you yet."
 FORGET_INTRO = "Here is what I remember about you. Tap 🗑 under an item to make me forget it."

@@ -29,6 +29,7 @@ from app.channels.telegram.models import TelegramBot, TelegramChat, TelegramInvi
 from app.core.config import Settings
 from app.core.egress import EgressGuard
 from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.ratelimit import IdThrottle
 from app.core.security import SecretBox, mask_secret, token_hash
 from app.core.validation import is_https
 from app.db.engine import tenant_session
@@ -72,11 +73,14 @@ class TelegramService:
         settings: Settings,
         secrets_box: SecretBox,
         accounts: AccountService,
+        enrollments: IdThrottle,
     ) -> None:
+        """``enrollments`` counts each coach's strangers who become clients (``TELEGRAM_ENROLLMENT_LIMIT``)."""
         self._sessionmaker = sessionmaker
         self._settings = settings
         self._secrets = secrets_box
         self._accounts = accounts
+        self._enrollments = enrollments
         self.guard = EgressGuard.from_settings(settings)
         self._bots: dict[uuid.UUID, tuple[bytes, Bot]] = {}
         self.reclaim_after_s = RECLAIM_AFTER_S
@@ -279,11 +283,13 @@ class TelegramService:
 
     async def enrol(self, coach_id: uuid.UUID, chat_id: int, name: str) -> uuid.UUID | None:
         """A stranger writing to the bot: with open enrolment, a new client named ``name`` bound to the chat;
-        ``None`` when the coach turned open enrolment off."""
+        ``None`` when the coach turned open enrolment off. Raises ``TooManyAttempts`` (no client made) when the
+        coach has had ``TELEGRAM_ENROLLMENT_LIMIT`` new clients this way lately."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             if not (await self._bot_row(session, coach_id)).open_enrollment:
                 return None
+            await self._enrollments.hit(coach_id)
             client, _ = await self._accounts.create_client(uow, name[:200] or "Telegram client")
             await self._bind(session, coach_id, chat_id, client.id)
         return client.id

@@ -20,7 +20,13 @@ def build_channel(container: Container) -> TelegramChannel:
     :data:`app.handoff.service.ClientSink`), with bot tokens redacted from the logs."""
     install_token_redaction()
     settings = container.settings
-    service = TelegramService(container.sessionmaker, settings, SecretBox.from_settings(settings), container.accounts)
+    service = TelegramService(
+        container.sessionmaker,
+        settings,
+        SecretBox.from_settings(settings),
+        container.accounts,
+        container.enrollment_throttle,
+    )
     tone = TelegramTone(container.tone, container.sessionmaker)
     channel = TelegramChannel(
         service,

@@ -25,7 +25,7 @@ from app.chat.turn.timing import Stages
 from app.conversations.metadata import helpful
 from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Conversation, Message, SenderType
 from app.core.errors import Conflict, InvalidInput, NotFound
-from app.core.ratelimit import MessageThrottle
+from app.core.ratelimit import IdThrottle
 from app.core.validation import NUL, NUL_REFUSED
 from app.db import jobs
 from app.db.engine import after_commit
@@ -121,7 +121,7 @@ def clean_client_message_id(value: str | None) -> str | None:
 class Intake:
     """Stores client messages and loads the state a turn starts from."""
 
-    def __init__(self, handoffs: HandoffService, registry: ProviderRegistry, throttle: MessageThrottle) -> None:
+    def __init__(self, handoffs: HandoffService, registry: ProviderRegistry, throttle: IdThrottle) -> None:
         self._handoffs = handoffs
         self._registry = registry
         self._throttle = throttle

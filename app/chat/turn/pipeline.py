@@ -51,7 +51,7 @@ from app.conversations.models import Conversation, Message
 from app.conversations.service import unanswered_client_message
 from app.core.config import Settings
 from app.core.errors import NotFound
-from app.core.ratelimit import MessageThrottle
+from app.core.ratelimit import IdThrottle
 from app.db import jobs
 from app.handoff.confidence import Confidence
 from app.handoff.crisis import needs_crisis_protocol
@@ -85,7 +85,7 @@ class ChatService:
         registry: ProviderRegistry,
         handoffs: HandoffService,
         *,
-        throttle: MessageThrottle,
+        throttle: IdThrottle,
         interventions: InterventionService,
         model_versions: ModelVersionService,
         cache: ResponseCache,

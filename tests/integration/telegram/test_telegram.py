@@ -241,6 +241,30 @@ async def test_open_enrollment_on_creates_a_client_and_off_asks_for_an_invite(
     assert len((await tg.get("/api/v1/clients", headers=bot.coach.headers)).json()) == 1
 
 
+async def test_strangers_over_the_enrollment_limit_are_asked_to_wait_and_no_client_is_made(
+    tg: httpx.AsyncClient,
+    tg_settings: Settings,
+    services: Services,
+    registry: ProviderRegistry,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+) -> None:
+    bot = await make_bot()
+    limited = tg_settings.model_copy(update={"telegram_enrollment_limit": "1/hour"})
+    app = create_app(limited, services.database_url, services.redis_url, registry=registry)
+    async with serve_in_background(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        client.app = app  # type: ignore[attr-defined]
+        first, second = next(_chat_ids), next(_chat_ids)
+        await say(client, bot, first, "Hi, I found you online")
+        await say(client, bot, second, "Hi, me too")
+        # an invited client is not a stranger: invites still bind whatever the limit
+        invited, _ = await bound_chat(client, bot, fake, name="Invited")
+    assert fake.sent_to(first)[-1].params["text"] != render.ENROLLMENT_FULL
+    assert fake.sent_to(second)[-1].params["text"] == render.ENROLLMENT_FULL
+    clients = (await tg.get("/api/v1/clients", headers=bot.coach.headers)).json()
+    assert sorted(c["name"] for c in clients) == ["Ada Lovelace", "Invited"]
+
+
 # ------------------------------------------------------------------------------------------- the turn
 
 
