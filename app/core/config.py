@@ -109,7 +109,8 @@ class Settings(BaseSettings):
     turn_concurrency: int = Field(
         default=4,
         ge=1,
-        description="Chat turns one process answers at once; later ones wait for a slot in arrival order "
+        description="Chat turns one process answers at once; later ones wait for a slot, coaches served in turn "
+        "and each coach's turns in arrival order "
         "(admission control: past the CPU and the database pool, more turns at once only make every turn slower, "
         "and a turn left waiting for a pooled connection past the pool's timeout fails, bench/load.py).",
     )

@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import HandoffMode
 from app.accounts.unit_of_work import unit_of_work
+from app.chat.turn.admission import FairSlots
 from app.chat.turn.decide import After, Before, after_retrieval, before_model, cache_after
 from app.chat.turn.gather import Gatherer
 from app.chat.turn.generate import Generator
@@ -111,7 +112,7 @@ class ChatService:
         )
         self._generator = Generator(settings, registry, cache, defences=defences)
         self._persister = Persister(sessionmaker, handoffs)
-        self._slots = asyncio.Semaphore(settings.turn_concurrency)
+        self._slots = FairSlots(settings.turn_concurrency)
 
     async def receive(
         self,
@@ -156,22 +157,24 @@ class ChatService:
         threshold hands off in ``auto`` mode; in ``draft`` mode the reply is kept as a draft for the coach
         (nothing is streamed). Raises ``NotFound`` (not this client's message).
 
-        At most ``TURN_CONCURRENCY`` answers run at once in this process; the others wait for a slot in the
-        order they came (their wait is the ``admission`` stage)."""
+        At most ``TURN_CONCURRENCY`` answers run at once in this process; the others wait for a slot, coaches
+        served in turn and each coach's turns in the order they came (:class:`FairSlots`; their wait is the
+        ``admission`` stage)."""
         stages = Stages()
-        async with self._admitted(stages):
+        async with self._admitted(coach_id, stages):
             async for item in self._answer(coach_id, client_id, message_id, to_client, stages):
                 yield item
 
     @asynccontextmanager
-    async def _admitted(self, stages: Stages) -> AsyncIterator[None]:
-        """Hold one of the process's turn slots (admission control). Overload then queues turns before they take
-        a pooled connection or CPU, instead of running hundreds at once: each would wait for connections in
-        every stage, and those waiting past the pool's timeout would fail after their work was done, to be
-        answered again by a job (stop 21's ``bench/load.py`` fell to about 1 turn/s that way). ``asyncio``'s
-        semaphore wakes its waiters first come, first served."""
+    async def _admitted(self, coach_id: uuid.UUID, stages: Stages) -> AsyncIterator[None]:
+        """Hold one of the process's turn slots for a turn of ``coach_id`` (admission control). Overload then
+        queues turns before they take a pooled connection or CPU, instead of running hundreds at once: each
+        would wait for connections in every stage, and those waiting past the pool's timeout would fail after
+        their work was done, to be answered again by a job (stop 21's ``bench/load.py`` fell to about 1 turn/s
+        that way). The waiting turns are served coach by coach in turn (:class:`FairSlots`), so one tenant's
+        burst does not hold back every other tenant's turns."""
         with stages.time("admission"):
-            await self._slots.acquire()
+            await self._slots.acquire(coach_id)
         try:
             yield
         finally:
@@ -315,7 +318,7 @@ class ChatService:
                 channel=channel,
                 client_message_id=client_message_id,
             )
-        async with self._admitted(stages):
+        async with self._admitted(coach_id, stages):
             async for item in self._answer(coach_id, client_id, received.message_id, _never, stages):
                 yield item
 

@@ -126,7 +126,7 @@ async def test_no_embedding_starts_at_intake_while_every_turn_slot_is_taken(
     slots = container.chat._slots
     taken = 0
     while not slots.locked():
-        await slots.acquire()
+        await slots.acquire(coach_id)
         taken += 1
     try:
         received = await container.chat.receive(
