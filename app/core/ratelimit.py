@@ -1,6 +1,6 @@
-"""Rate limits on authentication attempts (log-in, sign-up, password change) and on each client's chat
-messages, counted in Redis with the ``limits`` package's moving-window strategy, so every process shares one
-count."""
+"""Rate limits on authentication attempts (log-in, sign-up, password change), each client's chat messages and
+each coach's Telegram enrolments, counted in Redis with the ``limits`` package's moving-window strategy, so
+every process shares one count."""
 
 from __future__ import annotations
 
