@@ -7,6 +7,7 @@ import itertools
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,12 +47,21 @@ def tg_settings(settings: Settings, fake: FakeBotApi) -> Settings:
     return settings.model_copy(update={"telegram_api_url": fake.url})
 
 
+@asynccontextmanager
+async def served(
+    settings: Settings, services: Services, registry: ProviderRegistry
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the app served with ``settings`` (its ``app`` attribute is the app)."""
+    app = create_app(settings, services.database_url, services.redis_url, registry=registry)
+    async with serve_in_background(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        client.app = app  # type: ignore[attr-defined]
+        yield client
+
+
 @pytest.fixture(scope="module")
 async def tg(tg_settings: Settings, services: Services, registry: ProviderRegistry) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the app served with the fake Bot API."""
-    app = create_app(tg_settings, services.database_url, services.redis_url, registry=registry)
-    async with serve_in_background(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
-        client.app = app  # type: ignore[attr-defined]
+    async with served(tg_settings, services, registry) as client:
         yield client
 
 

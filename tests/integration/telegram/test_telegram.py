@@ -19,7 +19,6 @@ import respx
 from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
-from app.asgi import create_app
 from app.channels.telegram import render
 from app.channels.telegram.adapter import BAD_INVITE
 from app.channels.telegram.models import TelegramChat, TelegramUpdate
@@ -28,14 +27,14 @@ from app.channels.telegram.wiring import build_channel
 from app.container import Container
 from app.conversations.models import Conversation
 from app.core.config import Settings
-from app.core.runtime import Services, serve_in_background
+from app.core.runtime import Services
 from app.db.engine import tenant_session
 from app.handoff.crisis import crisis_reply
 from app.llm.base import EMBEDDING_DIMENSIONS
 from app.llm.registry import ProviderRegistry
 from app.memory.models import ChatSession, Insight, SessionStatus
 from tests.integration.handoff.test_alerts import Receiver
-from tests.integration.telegram.conftest import REPLY, Bot, new_token
+from tests.integration.telegram.conftest import REPLY, Bot, new_token, served
 from tests.integration.web.test_dashboard import csrf, log_in, sign_up
 from tests.telegram_fake import FakeBotApi, recorded
 
@@ -251,14 +250,12 @@ async def test_strangers_over_the_enrollment_limit_are_asked_to_wait_and_no_clie
 ) -> None:
     bot = await make_bot()
     limited = tg_settings.model_copy(update={"telegram_enrollment_limit": "1/hour"})
-    app = create_app(limited, services.database_url, services.redis_url, registry=registry)
-    async with serve_in_background(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
-        client.app = app  # type: ignore[attr-defined]
+    async with served(limited, services, registry) as client:
         first, second = next(_chat_ids), next(_chat_ids)
         await say(client, bot, first, "Hi, I found you online")
         await say(client, bot, second, "Hi, me too")
         # an invited client is not a stranger: invites still bind whatever the limit
-        invited, _ = await bound_chat(client, bot, fake, name="Invited")
+        await bound_chat(client, bot, fake, name="Invited")
     assert fake.sent_to(first)[-1].params["text"] != render.ENROLLMENT_FULL
     assert fake.sent_to(second)[-1].params["text"] == render.ENROLLMENT_FULL
     clients = (await tg.get("/api/v1/clients", headers=bot.coach.headers)).json()
@@ -349,9 +346,7 @@ async def test_a_client_over_the_message_limit_is_told_to_wait_and_nothing_is_st
 ) -> None:
     bot = await make_bot(confidence_threshold=0.0)
     limited = tg_settings.model_copy(update={"chat_rate_limit": "2/minute"})
-    app = create_app(limited, services.database_url, services.redis_url, registry=registry)
-    async with serve_in_background(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
-        client.app = app  # type: ignore[attr-defined]
+    async with served(limited, services, registry) as client:
         chat_id, client_id = await bound_chat(client, bot, fake)
         for text in ("How do I start my day?", "And how do I end it?", "One more thing"):
             await say(client, bot, chat_id, text)
