@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from app.core.config import Settings, get_settings
+from app.core.pagination import PageRequest
 from app.core.runtime import Services, embedded_services
 
 if TYPE_CHECKING:
@@ -230,10 +231,10 @@ async def seed_demo(settings: Settings, services: Services) -> tuple[str, str]:
         else:
             coach_id, key_note = found[0], "(created on first run; shown in that run's output)"
         async with unit_of_work(container.sessionmaker, coach_id) as uow:
-            clients = await container.accounts.list_clients(uow)
+            [client] = (await container.accounts.list_clients(uow, PageRequest(limit=1), oldest_first=True)).items
             # a revoked demo link gets a new one
-            token = container.accounts.widget_token(clients[-1]) or await container.accounts.rotate_widget_token(
-                uow, clients[-1].id
+            token = container.accounts.widget_token(client) or await container.accounts.rotate_widget_token(
+                uow, client.id
             )
         return key_note, f"/w/{token}"
     finally:

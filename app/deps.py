@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator
-from typing import Annotated, Any, TypeAlias
+from collections.abc import AsyncGenerator, Callable
+from typing import Annotated, Any, TypeAlias, TypeVar
+from urllib.parse import urlencode
 
+from litestar import Request, Response
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, QueryParameter
@@ -14,7 +16,10 @@ from app.accounts.service import ClientIdentity
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.container import Container
 from app.conversations.inbox import InboxFilter
+from app.core.pagination import Page, PageRequest
 
+T = TypeVar("T")
+Out = TypeVar("Out")
 ContainerDep: TypeAlias = NamedDependency[Container]
 CoachId: TypeAlias = NamedDependency[uuid.UUID]
 """The tenant of the request (from the API key, the widget token or the dashboard session)."""
@@ -74,3 +79,30 @@ def provide_inbox_filter(
 INBOX_FILTER = {"wanted": Provide(provide_inbox_filter, sync_to_thread=False)}
 """Handler dependency: ``wanted: WantedInbox`` parsed from the query by :func:`provide_inbox_filter`."""
 WantedInbox: TypeAlias = NamedDependency[InboxFilter]
+
+
+def provide_page(cursor: FromQuery[str | None] = None, limit: FromQuery[int | None] = None) -> PageRequest:
+    """Which page of a list the request asks for: ``cursor`` (the one the previous page's ``Link: <…>;
+    rel="next"`` header carries, :func:`page_response`; none: the first page) and ``limit`` (rows, 1–200,
+    default 50). Raises ``InvalidInput`` (a 400) for a bad cursor or a limit out of range
+    (:meth:`PageRequest.parse`)."""
+    return PageRequest.parse(cursor, limit)
+
+
+PAGE = {"page": Provide(provide_page, sync_to_thread=False)}
+"""Handler dependency: ``page: WantedPage`` parsed from the query by :func:`provide_page`."""
+WantedPage: TypeAlias = NamedDependency[PageRequest]
+
+
+def page_response(request: Request[Any, Any, Any], page: Page[T], out: Callable[[T], Out]) -> Response[list[Out]]:
+    """A list the API returns a page at a time, as GitHub's REST API does: ``page``'s items, each through
+    ``out``, as the JSON body, and while another page follows, its address in a ``Link: </path?…&cursor=…>;
+    rel="next"`` header (RFC 8288): the request's own path and query with its ``cursor`` replaced, a relative
+    reference (resolved against the request's URL, so it holds behind a proxy too). A client follows the
+    ``next`` links until a page has none."""
+    headers: dict[str, str] = {}
+    if page.next is not None:
+        query = {key: value for key, value in request.query_params.items() if key != "cursor"}
+        query["cursor"] = page.next.encode()
+        headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+    return Response([out(item) for item in page.items], headers=headers)

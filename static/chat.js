@@ -170,7 +170,8 @@
     if (el) { el.dataset.messageId = messageId; el.classList.remove("pending"); }
   }
 
-  function bubble(kind, label, text) {
+  function bubble(kind, label, text, before) {
+    // a new message goes at the end (scrolled to); an earlier one (``before``: the message it precedes) above
     var el = document.createElement("div");
     el.className = "msg " + kind;
     var who = document.createElement("div");
@@ -181,8 +182,12 @@
     body.textContent = text;
     el.appendChild(who);
     el.appendChild(body);
-    log.appendChild(el);
-    log.scrollTop = log.scrollHeight;
+    if (before) {
+      log.insertBefore(el, before);
+    } else {
+      log.appendChild(el);
+      log.scrollTop = log.scrollHeight;
+    }
     return el;
   }
 
@@ -342,24 +347,32 @@
     el.appendChild(list);
   }
 
-  function showMessage(message) {
-    seen(message.id);
-    if (hasMessage(message.id)) return;
-    if (message.client_message_id && ownBubble(message.client_message_id)) {
+  function showMessage(message, before) {
+    // a stored message, at the end (live, or caught up after a reconnect) or, ``before`` an element, above it
+    // (an earlier page of the transcript); returns its element, or null when it is shown already
+    if (!before) seen(message.id);
+    if (hasMessage(message.id)) return null;
+    if (!before && message.client_message_id && ownBubble(message.client_message_id)) {
       acknowledge(message.client_message_id, message.id);
-      return;
+      return null;
     }
-    var el = bubble(message.sender_type, LABELS[message.sender_type] || LABELS.ai, message.text);
+    var el = bubble(message.sender_type, LABELS[message.sender_type] || LABELS.ai, message.text, before);
     el.dataset.messageId = message.id;
     citations(el, message.citations);
     var meta = message.metadata || {};
     if (meta.notice || meta.crisis) el.classList.add("notice");
     linkPhones(el);
+    if (before) {  // an earlier message: its thumbs as the client left them, nothing announced
+      var feedback = meta.feedback || {};
+      if (message.sender_type !== "client") feedbackBar(el, feedback.helpful === true ? "up" : feedback.helpful === false ? "down" : null);
+      return el;
+    }
     if (message.sender_type !== "client") {
       feedbackBar(el);
       notifyParent("message");
     }
     if (draftPending && message.sender_type !== "client") setPresence("");  // the reviewed reply arrived
+    return el;
   }
 
   function onDone(data) {
@@ -385,6 +398,36 @@
     if (data.handoff) showHandoff(data.handoff);
     else setPresence("");
   }
+
+  var earlier = document.getElementById("earlier");  // "Earlier messages": the page before the oldest shown
+
+  function loadEarlier() {
+    // the next page back (newest first), each message put above the oldest shown, the view kept where it was;
+    // the response's Link header (rel="next") is the page after, none on the first message
+    earlier.disabled = true;
+    fetch(earlier.dataset.url).then(function (response) {
+      if (!response.ok) throw new Error("not loaded");
+      var next = /<([^>]+)>;\s*rel="next"/.exec(response.headers.get("Link") || "");
+      return response.json().then(function (messages) {
+        var height = log.scrollHeight;
+        var above = earlier.nextElementSibling;
+        messages.forEach(function (message) { above = showMessage(message, above) || above; });
+        log.scrollTop += log.scrollHeight - height;
+        if (next) {
+          earlier.dataset.url = next[1];
+          earlier.disabled = false;
+        } else {
+          earlier.remove();
+          earlier = null;
+        }
+      });
+    }).catch(function () {
+      earlier.disabled = false;
+      earlier.textContent = "Earlier messages (try again)";
+    });
+  }
+
+  if (earlier) earlier.addEventListener("click", loadEarlier);
 
   function catchUp() {
     // what was stored while the socket was down (replies finished after the drop, the coach's messages)

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,6 +18,7 @@ from app.accounts.models import Client, Coach, CoachUser
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.egress import EgressGuard, EgressRefused, UnresolvableHost
 from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.pagination import Keyset, Page, PageRequest
 from app.core.security import SecretBox, hash_password_async, new_token, token_hash, verify_password_async
 from app.core.validation import (
     EMAIL_RE,
@@ -254,10 +255,25 @@ class AccountService:
         client.widget_token_hash = client.widget_token_encrypted = None
         await uow.session.flush()
 
-    async def list_clients(self, uow: UnitOfWork) -> list[Client]:
-        """The coach's clients, newest first."""
-        stmt = select(Client).where(Client.coach_id == uow.coach_id).order_by(Client.created_at.desc())
-        return list((await uow.session.scalars(stmt)).all())
+    async def list_clients(
+        self, uow: UnitOfWork, page: PageRequest, *, name_contains: str = "", oldest_first: bool = False
+    ) -> Page[Client]:
+        """One page of the coach's clients, newest first (``oldest_first``: the other way), only those whose
+        name contains ``name_contains`` (case-insensitive, taken literally) when given."""
+        stmt = select(Client).where(Client.coach_id == uow.coach_id)
+        if name_contains:
+            stmt = stmt.where(Client.name.icontains(name_contains, autoescape=True))
+        stmt = page.apply(stmt, Client.created_at, Client.id, newest_first=not oldest_first)
+        return page.page((await uow.session.scalars(stmt)).all(), lambda c: Keyset(c.created_at, c.id))
+
+    async def count_clients(self, uow: UnitOfWork) -> int:
+        """How many clients the coach has, the preview client (the coach chatting with their own clone) not
+        counted."""
+        coach = await uow.coach()
+        stmt = select(func.count()).select_from(Client).where(Client.coach_id == coach.id)
+        if coach.preview_client_id is not None:
+            stmt = stmt.where(Client.id != coach.preview_client_id)
+        return int(await uow.session.scalar(stmt) or 0)
 
     async def preview_client(self, uow: UnitOfWork) -> tuple[Client, str]:
         """The client the coach chats as to try their clone (``Coach.preview_client_id``), created on first use

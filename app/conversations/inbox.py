@@ -4,9 +4,6 @@ read a page at a time with a keyset cursor (:class:`InboxCursor`)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,11 +16,8 @@ from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason, HandoffStatus
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.errors import InvalidInput, NotFound
+from app.core.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_cursor, encode_cursor
 
-PAGE_SIZE = 50
-"""Rows of one inbox page unless the reader asks for another ``limit``."""
-MAX_PAGE_SIZE = 200
-"""Most rows one inbox page may hold (the ``limit`` a reader may ask for)."""
 PREVIEW_CHARS = 120
 """Longest last-message preview; longer texts end with an ellipsis."""
 MAX_QUERY_CHARS = 200
@@ -75,19 +69,18 @@ class InboxCursor:
     conversation_id: uuid.UUID
 
     def encode(self) -> str:
-        """The cursor as a URL-safe string (base64 of ``[priority, ISO time, id]``, no padding)."""
-        raw = json.dumps([self.priority, self.last_at.isoformat(), str(self.conversation_id)])
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        """The cursor as a URL-safe string (:func:`~app.core.pagination.encode_cursor` of ``[priority, ISO time,
+        id]``)."""
+        return encode_cursor([self.priority, self.last_at.isoformat(), str(self.conversation_id)])
 
     @classmethod
     def decode(cls, value: str) -> InboxCursor:
         """The cursor :meth:`encode` wrote. Raises ``InvalidInput`` for anything else (a truncated or edited
         cursor, a time without its zone)."""
         try:
-            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-            priority, at, conversation_id = json.loads(raw)
+            priority, at, conversation_id = decode_cursor(value, 3)
             cursor = cls(int(priority), datetime.fromisoformat(at), uuid.UUID(conversation_id))
-        except (binascii.Error, ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError) as exc:
             raise InvalidInput(BAD_CURSOR) from exc
         if cursor.priority not in InboxState.PRIORITY.values() or cursor.last_at.tzinfo is None:
             raise InvalidInput(BAD_CURSOR)
@@ -104,7 +97,7 @@ class InboxFilter:
     unread: bool = False
     q: str = ""
     cursor: InboxCursor | None = None
-    limit: int = PAGE_SIZE
+    limit: int = DEFAULT_PAGE_SIZE
 
     @classmethod
     def parse(
@@ -129,7 +122,7 @@ class InboxFilter:
         if limit is not None and not 1 <= limit <= MAX_PAGE_SIZE:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}")
         after = InboxCursor.decode(cursor) if cursor else None
-        return cls(state, channel, unread, q, after, PAGE_SIZE if limit is None else limit)
+        return cls(state, channel, unread, q, after, DEFAULT_PAGE_SIZE if limit is None else limit)
 
 
 @dataclass(frozen=True)

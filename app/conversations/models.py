@@ -79,10 +79,12 @@ class Message(TenantMixin, Base):
         Index("ix_messages_text_trgm", "text", postgresql_using="gin", postgresql_ops={"text": "gin_trgm_ops"}),
         # the few forgotten messages, which episodic recall leaves out by an anti-join (migration 0033)
         Index("ix_messages_forgotten", "id", postgresql_where=text("forgotten_at IS NOT NULL")),
+        # a conversation's messages in time order, read a page at a time from the end (migration 0035)
+        Index("ix_messages_conversation_time", "conversation_id", "created_at", "id"),
     )
 
     conversation_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+        UUID(as_uuid=True), ForeignKey("conversations.id", ondelete="CASCADE")
     )
     session_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("chat_sessions.id", ondelete="SET NULL"), index=True

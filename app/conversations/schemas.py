@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from app.conversations.metadata import ClientMeta, client_citations, client_meta, client_view
-from app.conversations.models import Message
+from app.conversations.models import Conversation, Message
 
 
 class MessageOut(msgspec.Struct):
@@ -37,6 +37,18 @@ class ConversationSummary(msgspec.Struct):
     channel: str
     message_count: int
     last_message_at: datetime
+
+
+def conversation_summary(conversation: Conversation, client_name: str, message_count: int) -> ConversationSummary:
+    """A row of :meth:`~app.conversations.service.ConversationService.list_conversations` as the API lists it."""
+    return ConversationSummary(
+        conversation.id,
+        conversation.client_id,
+        client_name,
+        conversation.channel,
+        message_count,
+        conversation.last_message_at,
+    )
 
 
 def message_out(msg: Message) -> MessageOut:

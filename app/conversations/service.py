@@ -5,6 +5,7 @@ and the client's feedback on a reply. Nothing here needs memory or handoffs: the
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.handoffs import Handoff, HandoffStatus
 from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.errors import InvalidInput, NotFound
+from app.core.pagination import Keyset, Page, PageRequest
 from app.db import jobs
 
 MAX_FEEDBACK_CHARS = 2000
@@ -31,6 +33,11 @@ class ClientActivity:
     needs_you: bool
 
 
+_MESSAGE_COUNT = select(func.count(Message.id)).where(Message.conversation_id == Conversation.id).scalar_subquery()
+"""A conversation's message count, per row returned: PostgreSQL computes an expensive select-list expression
+after the sort and limit (``make_sort_input_target``), so a page counts only its own conversations' messages."""
+
+
 class ConversationService:
     """Conversations of a coach's clients: lists, transcripts, catch-up reads and feedback on replies."""
 
@@ -38,34 +45,50 @@ class ConversationService:
         self._sessionmaker = sessionmaker
 
     async def list_conversations(
-        self, uow: UnitOfWork, client_id: uuid.UUID | None = None
-    ) -> list[tuple[Conversation, str, int]]:
-        """The coach's conversations, most recent first, as ``(conversation, client name, message count)``."""
-        session, coach_id = uow.session, uow.coach_id
+        self, uow: UnitOfWork, page: PageRequest, client_id: uuid.UUID | None = None
+    ) -> Page[tuple[Conversation, str, int]]:
+        """One page of the coach's conversations (only ``client_id``'s, when given), most recent first, as
+        ``(conversation, client name, message count)``."""
         stmt = (
-            select(Conversation, Client.name, func.count(Message.id))
+            select(Conversation, Client.name, _MESSAGE_COUNT)
             .join(Client, Client.id == Conversation.client_id)
-            .outerjoin(Message, Message.conversation_id == Conversation.id)
-            .where(Conversation.coach_id == coach_id)
-            .group_by(Conversation.id, Client.name)
-            .order_by(Conversation.last_message_at.desc())
+            .where(Conversation.coach_id == uow.coach_id)
         )
         if client_id is not None:
             stmt = stmt.where(Conversation.client_id == client_id)
-        return [(c, name, int(n)) for c, name, n in (await session.execute(stmt)).all()]
+        stmt = page.apply(stmt, Conversation.last_message_at, Conversation.id, newest_first=True)
+        rows = [(c, name, int(n)) for c, name, n in (await uow.session.execute(stmt)).all()]
+        return page.page(rows, lambda row: Keyset(row[0].last_message_at, row[0].id))
 
-    async def client_activity(self, uow: UnitOfWork) -> dict[uuid.UUID, ClientActivity]:
-        """Per client id of the coach: when the client last wrote (their latest message, any channel) and whether
-        a handoff of theirs is open or claimed; clients with neither are absent."""
-        session, coach_id = uow.session, uow.coach_id
+    async def latest_conversation(self, uow: UnitOfWork, client_id: uuid.UUID) -> uuid.UUID | None:
+        """The id of the client's conversation with the most recent message (``None``: the client has none)."""
+        stmt = (
+            select(Conversation.id)
+            .where(Conversation.coach_id == uow.coach_id, Conversation.client_id == client_id)
+            .order_by(Conversation.last_message_at.desc(), Conversation.id.desc())
+            .limit(1)
+        )
+        return await uow.session.scalar(stmt)
+
+    async def client_activity(
+        self, uow: UnitOfWork, client_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, ClientActivity]:
+        """Per id of ``client_ids`` (the coach's clients on one page): when the client last wrote (their latest
+        message, any channel) and whether a handoff of theirs is open or claimed; clients with neither are
+        absent."""
+        session, coach_id, ids = uow.session, uow.coach_id, list(client_ids)
         last_seen = (
             select(Conversation.client_id, func.max(Message.created_at))
             .join(Message, Message.conversation_id == Conversation.id)
-            .where(Conversation.coach_id == coach_id, Message.sender_type == SenderType.CLIENT)
+            .where(
+                Conversation.coach_id == coach_id,
+                Conversation.client_id.in_(ids),
+                Message.sender_type == SenderType.CLIENT,
+            )
             .group_by(Conversation.client_id)
         )
         waiting = select(Handoff.client_id).where(
-            Handoff.coach_id == coach_id, Handoff.status.in_(HandoffStatus.ACTIVE)
+            Handoff.coach_id == coach_id, Handoff.client_id.in_(ids), Handoff.status.in_(HandoffStatus.ACTIVE)
         )
         seen = {client_id: at for client_id, at in (await session.execute(last_seen)).all()}
         needs_you = set((await session.scalars(waiting)).all())
@@ -88,6 +111,19 @@ class ConversationService:
             )
         ).all()
         return conversation, list(messages)
+
+    async def history(
+        self, uow: UnitOfWork, conversation_id: uuid.UUID, page: PageRequest, *, client_id: uuid.UUID | None = None
+    ) -> tuple[Conversation, Page[Message]]:
+        """A conversation and one page of its messages, newest first: the transcript read back from its end (the
+        widget and the dashboard show the latest page and load earlier ones when asked). With ``client_id``,
+        only that client's conversation. Raises ``NotFound`` (also for another coach's or another client's
+        conversation)."""
+        session = uow.session
+        conversation = await _conversation(session, uow.coach_id, conversation_id, client_id)
+        stmt = select(Message).where(Message.conversation_id == conversation_id)
+        stmt = page.apply(stmt, Message.created_at, Message.id, newest_first=True)
+        return conversation, page.page((await session.scalars(stmt)).all(), lambda m: Keyset(m.created_at, m.id))
 
     async def messages_after(
         self, uow: UnitOfWork, client_id: uuid.UUID, conversation_id: uuid.UUID, after: uuid.UUID | None

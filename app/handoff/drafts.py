@@ -8,14 +8,16 @@ import functools
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.models import Client
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.handoffs import Draft, DraftStatus
-from app.conversations.models import Message, SenderType
+from app.conversations.models import Conversation, Message, SenderType
 from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.pagination import Keyset, Page, PageRequest
 from app.handoff.actions import coach_text
 from app.handoff.queue import coach_conversation
 from app.handoff.service import HandoffService
@@ -40,15 +42,35 @@ class DraftService:
         self._handoffs = handoffs
         self._interventions = interventions
 
-    async def list_drafts(self, uow: UnitOfWork, status: str | None = None) -> list[Draft]:
-        """The coach's drafts, oldest first (the order to review them in). Raises ``InvalidInput``."""
+    async def list_drafts(
+        self, uow: UnitOfWork, status: str | None = None, page: PageRequest | None = None
+    ) -> Page[tuple[Draft, str]]:
+        """The coach's drafts with their client's name, oldest first (the order to review them in), optionally of
+        one status: one ``page`` of them, or all (``None``: the dashboard's pending ones, the coach's work
+        queue). Raises ``InvalidInput`` for an unknown status."""
         if status is not None and status not in DraftStatus.ALL:
             raise InvalidInput(f"status must be one of {', '.join(DraftStatus.ALL)}")
-        session, coach_id = uow.session, uow.coach_id
-        stmt = select(Draft).where(Draft.coach_id == coach_id).order_by(Draft.created_at)
+        stmt = (
+            select(Draft, Client.name)
+            .join(Conversation, Conversation.id == Draft.conversation_id)
+            .join(Client, Client.id == Conversation.client_id)
+            .where(Draft.coach_id == uow.coach_id)
+        )
         if status is not None:
             stmt = stmt.where(Draft.status == status)
-        return list((await session.scalars(stmt)).all())
+        if page is None:
+            stmt = stmt.order_by(Draft.created_at, Draft.id)
+        else:
+            stmt = page.apply(stmt, Draft.created_at, Draft.id, newest_first=False)
+        rows = [(draft, name) for draft, name in (await uow.session.execute(stmt)).all()]
+        if page is None:
+            return Page(rows, None)
+        return page.page(rows, lambda row: Keyset(row[0].created_at, row[0].id))
+
+    async def count_pending(self, uow: UnitOfWork) -> int:
+        """How many of the coach's drafts wait for the coach's decision."""
+        stmt = select(func.count()).where(Draft.coach_id == uow.coach_id, Draft.status == DraftStatus.PENDING)
+        return int(await uow.session.scalar(stmt) or 0)
 
     async def approve_draft(self, uow: UnitOfWork, draft_id: uuid.UUID, text: str | None = None) -> Message:
         """Send a pending draft to the client, as written (an ``ai`` message) or edited by the coach (a

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client
@@ -17,6 +17,7 @@ from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason, HandoffStatus
 from app.conversations.models import Conversation
 from app.core.errors import InvalidInput, NotFound
+from app.core.pagination import Keyset, Page, PageRequest
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,10 @@ async def coach_conversation(session: AsyncSession, coach_id: uuid.UUID, convers
     return conversation
 
 
+_QUEUE = select(Handoff, Client.name).join(Client, Client.id == Handoff.client_id)
+"""Handoffs with their client's name, the rows of :class:`QueueItem`."""
+
+
 class HandoffQueue:
     """Reads the coach's handoffs. Every method takes the tenant (``coach_id``) explicitly; another coach's
     ids are ``NotFound``."""
@@ -111,32 +116,37 @@ class HandoffQueue:
         self._accounts = accounts
 
     async def list_handoffs(
-        self,
-        uow: UnitOfWork,
-        status: str | None = None,
-        *,
-        handoff_id: uuid.UUID | None = None,
-        limit: int | None = None,
-    ) -> list[QueueItem]:
-        """The coach's handoffs, newest first, optionally of one status (or the one ``handoff_id``), at most
-        ``limit`` of them. Raises ``InvalidInput`` for an unknown status."""
+        self, uow: UnitOfWork, status: str | None = None, page: PageRequest | None = None
+    ) -> Page[QueueItem]:
+        """The coach's handoffs, newest first, optionally of one status: one ``page`` of them, or all (``None``:
+        the dashboard's open and held ones, the coach's work queue). Raises ``InvalidInput`` for an unknown
+        status."""
         if status is not None and status not in HandoffStatus.ALL:
             raise InvalidInput(f"status must be one of {', '.join(HandoffStatus.ALL)}")
-        session, coach_id = uow.session, uow.coach_id
-        coach = await uow.coach()
-        stmt = (
-            select(Handoff, Client.name)
-            .join(Client, Client.id == Handoff.client_id)
-            .where(Handoff.coach_id == coach_id)
-            .order_by(Handoff.created_at.desc())
-        )
+        stmt = _QUEUE.where(Handoff.coach_id == uow.coach_id)
         if status is not None:
             stmt = stmt.where(Handoff.status == status)
-        if handoff_id is not None:
-            stmt = stmt.where(Handoff.id == handoff_id)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        rows = (await session.execute(stmt)).all()
+        if page is None:
+            return Page(await self._items(uow, stmt.order_by(Handoff.created_at.desc(), Handoff.id.desc())), None)
+        stmt = page.apply(stmt, Handoff.created_at, Handoff.id, newest_first=True)
+        return page.page(await self._items(uow, stmt), lambda i: Keyset(i.handoff.created_at, i.handoff.id))
+
+    async def count_handoffs(self, uow: UnitOfWork) -> dict[str, int]:
+        """How many of the coach's handoffs are in each status, ``{status: n}`` (absent: none)."""
+        stmt = select(Handoff.status, func.count()).where(Handoff.coach_id == uow.coach_id).group_by(Handoff.status)
+        return {status: int(n) for status, n in (await uow.session.execute(stmt)).all()}
+
+    async def get(self, uow: UnitOfWork, handoff_id: uuid.UUID) -> QueueItem:
+        """One handoff as a queue item. Raises ``NotFound``."""
+        found = await self._items(uow, _QUEUE.where(Handoff.coach_id == uow.coach_id, Handoff.id == handoff_id))
+        if not found:
+            raise NotFound("handoff not found")
+        return found[0]
+
+    @staticmethod
+    async def _items(uow: UnitOfWork, stmt: Select[Handoff, str]) -> list[QueueItem]:
+        """The rows of ``stmt`` (a :data:`_QUEUE` select) as queue items."""
+        coach = await uow.coach()
         now = datetime.now(UTC)
         return [
             QueueItem(
@@ -145,15 +155,8 @@ class HandoffQueue:
                 ((handoff.claimed_at or handoff.closed_at or now) - handoff.created_at).total_seconds() / 60,
                 coach.handoff_sla_minutes,
             )
-            for handoff, name in rows
+            for handoff, name in (await uow.session.execute(stmt)).all()
         ]
-
-    async def get(self, uow: UnitOfWork, handoff_id: uuid.UUID) -> QueueItem:
-        """One handoff as a queue item. Raises ``NotFound``."""
-        found = await self.list_handoffs(uow, handoff_id=handoff_id)
-        if not found:
-            raise NotFound("handoff not found")
-        return found[0]
 
     async def conversation_state(
         self, uow: UnitOfWork, conversation_id: uuid.UUID

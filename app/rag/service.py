@@ -16,6 +16,7 @@ from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.config import Settings
 from app.core.errors import InvalidInput, NotFound
+from app.core.pagination import Keyset, Page, PageRequest
 from app.db import jobs
 from app.llm.base import ProviderError
 from app.llm.registry import SWITCH_RETRIES, EmbedderSwitched, ProviderRegistry
@@ -111,11 +112,16 @@ class DocumentService:
             raise NotFound("document not found")
         return document
 
-    async def list(self, uow: UnitOfWork) -> list[Document]:
-        """The coach's documents, newest first."""
-        session, coach_id = uow.session, uow.coach_id
-        stmt = select(Document).where(Document.coach_id == coach_id).order_by(Document.created_at.desc())
-        return list((await session.scalars(stmt)).all())
+    async def list(self, uow: UnitOfWork, page: PageRequest) -> Page[Document]:
+        """One page of the coach's documents, newest first."""
+        stmt = select(Document).where(Document.coach_id == uow.coach_id)
+        stmt = page.apply(stmt, Document.created_at, Document.id, newest_first=True)
+        return page.page((await uow.session.scalars(stmt)).all(), lambda d: Keyset(d.created_at, d.id))
+
+    async def counts(self, uow: UnitOfWork) -> dict[str, int]:
+        """How many of the coach's documents are in each status, ``{status: n}`` (absent: none)."""
+        stmt = select(Document.status, func.count()).where(Document.coach_id == uow.coach_id).group_by(Document.status)
+        return {status: int(n) for status, n in (await uow.session.execute(stmt)).all()}
 
     async def delete(self, uow: UnitOfWork, document_id: uuid.UUID) -> None:
         """Delete a document and (ON DELETE CASCADE) its chunks. Raises ``NotFound``."""

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, WebSocket, get, post, websocket
+from litestar import Controller, Request, Response, WebSocket, get, post, websocket
 from litestar.channels import ChannelsPlugin
 from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, WebSocketDisconnect
@@ -27,7 +27,7 @@ from app.conversations.metadata import client_citations, client_handoff_view, cl
 from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Message
 from app.conversations.service import MAX_FEEDBACK_CHARS
 from app.core.errors import DomainError
-from app.deps import ClientIdentityDep, ContainerDep, PathId, Uow
+from app.deps import PAGE, ClientIdentityDep, ContainerDep, PathId, Uow, WantedPage, page_response
 from app.handoff.live import client_channel
 from app.rag.passages import cited_passage
 
@@ -180,6 +180,22 @@ class WidgetConversationController(Controller):
         ``after`` that is not in it; 400 for a malformed id."""
         found = await container.conversations.messages_after(uow, identity.client_id, conversation_id, after)
         return [widget_message_out(message) for message in found]
+
+    @get("/{conversation_id:str}/history", dependencies=PAGE)
+    async def history(
+        self,
+        request: Request[Any, Any, Any],
+        conversation_id: PathId,
+        identity: ClientIdentityDep,
+        uow: Uow,
+        container: ContainerDep,
+        page: WantedPage,
+    ) -> Response[list[WidgetMessageOut]]:
+        """The client's conversation's messages a page at a time, newest first (the chat page shows the latest
+        page; its "Earlier messages" button follows the ``Link`` header's next page, :func:`app.deps.page_response`).
+        404 for another client's conversation; 400 for a malformed id, a bad cursor or limit."""
+        _, found = await container.conversations.history(uow, conversation_id, page, client_id=identity.client_id)
+        return page_response(request, found, widget_message_out)
 
 
 class PassageOut(msgspec.Struct):

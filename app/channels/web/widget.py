@@ -35,6 +35,7 @@ from app.chat.turn.intake import MAX_MESSAGE_CHARS
 from app.container import Container
 from app.conversations.schemas import ClientMessage
 from app.core.headers import content_security_policy
+from app.core.pagination import PageRequest
 from app.deps import ContainerDep, PathId, PathStr
 from app.memory.client_view import remembered_out
 
@@ -118,8 +119,10 @@ class WidgetController(Controller):
 
     @get("/chat")
     async def widget_page(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template:
-        """The chat page of the session's client (its latest conversation); renews the session cookie. Without a
-        valid session: the "link not valid" page, 401."""
+        """The chat page of the session's client: its latest conversation, the last
+        :data:`~app.core.pagination.DEFAULT_PAGE_SIZE` messages (an "Earlier messages" button loads the ones before,
+        a page at a time, ``static/chat.js``); renews the session cookie. Without a valid session: the "link not
+        valid" page, 401."""
         found = await _session(request, container)
         if found is None:
             return _invalid(401)
@@ -127,16 +130,18 @@ class WidgetController(Controller):
         # the client is known from the cookie (no ``uow`` dependency here): one unit of work for the page's reads
         async with unit_of_work(container.sessionmaker, identity.coach_id) as uow:
             coach = await uow.coach()
-            conversations = await container.conversations.list_conversations(uow, identity.client_id)
+            conversation_id = await container.conversations.latest_conversation(uow, identity.client_id)
             messages: list[ClientMessage] = []
-            conversation_id = None
+            earlier = None  # the "Earlier messages" button's page: the conversation's messages before those shown
             handoff_status = None
-            if conversations:
-                conversation_id = conversations[0][0].id
-                _, stored = await container.conversations.get_conversation(
-                    uow, conversation_id, client_id=identity.client_id
+            if conversation_id is not None:
+                _, stored = await container.conversations.history(
+                    uow, conversation_id, PageRequest(), client_id=identity.client_id
                 )
-                messages = [ClientMessage.of(msg) for msg in stored]  # the client sees client_view metadata only
+                # oldest first on the page; the client sees client_view metadata only
+                messages = [ClientMessage.of(msg) for msg in reversed(stored.items)]
+                if stored.next is not None:
+                    earlier = f"/api/v1/widget/conversations/{conversation_id}/history?cursor={stored.next.encode()}"
                 handoff, _drafts = await container.handoff_queue.conversation_state(uow, conversation_id)
                 handoff_status = handoff.status if handoff is not None else None
         page = Template(
@@ -145,6 +150,7 @@ class WidgetController(Controller):
                 "coach": coach,
                 "conversation_id": conversation_id,
                 "messages": messages,
+                "earlier": earlier,
                 "labels": WIDGET_LABELS,
                 "handoff_status": handoff_status,
                 "max_chars": MAX_MESSAGE_CHARS,

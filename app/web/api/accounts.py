@@ -33,7 +33,7 @@ from app.auth import (
 )
 from app.core.security import mask_secret
 from app.core.validation import MAX_EMAIL_CHARS, MAX_NAME_CHARS, MAX_PERSONA_CHARS
-from app.deps import CoachId, ContainerDep, PathId, Uow
+from app.deps import PAGE, CoachId, ContainerDep, PathId, Uow, WantedPage, page_response
 from app.web.api.documents import read_upload
 from app.web.sessions import DashboardSessionsDep
 
@@ -325,11 +325,14 @@ class ClientController(Controller):
         client, token = await container.accounts.create_client(uow, data.name)
         return ClientCreated(id=client.id, widget_token=token)
 
-    @get("/")
-    async def list_clients(self, coach_id: CoachId, uow: Uow, container: ContainerDep) -> list[ClientOut]:
-        """The coach's clients, newest first."""
-        clients = await container.accounts.list_clients(uow)
-        return [ClientOut(c.id, c.name, c.created_at) for c in clients]
+    @get("/", dependencies=PAGE)
+    async def list_clients(
+        self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep, page: WantedPage
+    ) -> Response[list[ClientOut]]:
+        """The coach's clients, newest first, a page at a time (``?limit=``, the ``Link`` header's next page:
+        :func:`app.deps.page_response`; 400 for a bad cursor or limit)."""
+        clients = await container.accounts.list_clients(uow, page)
+        return page_response(request, clients, lambda c: ClientOut(c.id, c.name, c.created_at))
 
     @delete("/{client_id:str}", status_code=204)
     async def delete_client(self, client_id: PathId, uow: Uow, container: ContainerDep) -> None:

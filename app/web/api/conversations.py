@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, Response, get, post
 
 from app.auth import COACH_DEPENDENCIES
 from app.conversations.inbox import inbox_page, mark_read
-from app.conversations.schemas import ConversationOut, ConversationSummary, message_out
-from app.deps import INBOX_FILTER, ContainerDep, PathId, Uow, WantedInbox
+from app.conversations.schemas import ConversationOut, ConversationSummary, conversation_summary, message_out
+from app.deps import INBOX_FILTER, PAGE, ContainerDep, PathId, Uow, WantedInbox, WantedPage, page_response
 
 
 class ConversationController(Controller):
@@ -17,13 +17,14 @@ class ConversationController(Controller):
     tags = ["conversations"]
     dependencies = COACH_DEPENDENCIES
 
-    @get("/")
-    async def list_conversations(self, uow: Uow, container: ContainerDep) -> list[ConversationSummary]:
-        """The coach's conversations, most recent first."""
-        rows = await container.conversations.list_conversations(uow)
-        return [
-            ConversationSummary(c.id, c.client_id, name, c.channel, count, c.last_message_at) for c, name, count in rows
-        ]
+    @get("/", dependencies=PAGE)
+    async def list_conversations(
+        self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep, page: WantedPage
+    ) -> Response[list[ConversationSummary]]:
+        """The coach's conversations, most recent first, a page at a time (``?limit=``, the ``Link`` header's
+        next page: :func:`app.deps.page_response`; 400 for a bad cursor or limit)."""
+        rows = await container.conversations.list_conversations(uow, page)
+        return page_response(request, rows, lambda row: conversation_summary(*row))
 
     @get("/{conversation_id:uuid}")
     async def get_conversation(self, conversation_id: PathId, uow: Uow, container: ContainerDep) -> ConversationOut:

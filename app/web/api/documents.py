@@ -7,12 +7,12 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import UploadFile
 
 from app.auth import COACH_DEPENDENCIES
 from app.core.errors import InvalidInput
-from app.deps import ContainerDep, PathId, Uow
+from app.deps import PAGE, ContainerDep, PathId, Uow, WantedPage, page_response
 from app.rag.models import Document
 
 
@@ -87,10 +87,13 @@ class DocumentController(Controller):
         document = await container.documents.upload(uow, filename, content_type, data)
         return DocumentAccepted(document.id, document.status)
 
-    @get("/")
-    async def list_documents(self, uow: Uow, container: ContainerDep) -> list[DocumentOut]:
-        """The coach's documents with status and progress, newest first."""
-        return [document_out(d) for d in await container.documents.list(uow)]
+    @get("/", dependencies=PAGE)
+    async def list_documents(
+        self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep, page: WantedPage
+    ) -> Response[list[DocumentOut]]:
+        """The coach's documents with status and progress, newest first, a page at a time (``?limit=``, the
+        ``Link`` header's next page: :func:`app.deps.page_response`; 400 for a bad cursor or limit)."""
+        return page_response(request, await container.documents.list(uow, page), document_out)
 
     @get("/{document_id:uuid}")
     async def get_document(self, document_id: PathId, uow: Uow, container: ContainerDep) -> DocumentOut:

@@ -6,13 +6,13 @@ import uuid
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.params import FromQuery, JSONBody
 
 from app.auth import COACH_DEPENDENCIES
 from app.conversations.handoffs import Draft
 from app.conversations.schemas import MessageOut, message_out
-from app.deps import ContainerDep, PathId, Uow
+from app.deps import PAGE, ContainerDep, PathId, Uow, WantedPage, page_response
 from app.handoff.actions import MAX_COACH_MESSAGE_CHARS
 from app.handoff.queue import QueueItem, draft_dict, handoff_dict
 
@@ -79,12 +79,19 @@ class HandoffController(Controller):
     tags = ["handoffs"]
     dependencies = COACH_DEPENDENCIES
 
-    @get("/handoffs")
+    @get("/handoffs", dependencies=PAGE)
     async def list_handoffs(
-        self, uow: Uow, container: ContainerDep, status: FromQuery[str | None] = None
-    ) -> list[HandoffOut]:
-        """The coach's handoffs, newest first; ``?status=open|claimed|closed`` filters (400 otherwise)."""
-        return [handoff_out(item) for item in await container.handoff_queue.list_handoffs(uow, status)]
+        self,
+        request: Request[Any, Any, Any],
+        uow: Uow,
+        container: ContainerDep,
+        page: WantedPage,
+        status: FromQuery[str | None] = None,
+    ) -> Response[list[HandoffOut]]:
+        """The coach's handoffs, newest first, a page at a time (``?limit=``, the ``Link`` header's next page:
+        :func:`app.deps.page_response`); ``?status=open|claimed|closed`` filters (400 otherwise, and for a bad cursor
+        or limit)."""
+        return page_response(request, await container.handoff_queue.list_handoffs(uow, status, page), handoff_out)
 
     @post("/conversations/{conversation_id:uuid}/takeover", status_code=200)
     async def takeover(self, conversation_id: PathId, uow: Uow, container: ContainerDep) -> HandoffOut:
@@ -109,12 +116,20 @@ class HandoffController(Controller):
         handoff = await container.coach_actions.handback(uow, conversation_id, reply=reply)
         return handoff_out(await container.handoff_queue.get(uow, handoff.id))
 
-    @get("/drafts")
+    @get("/drafts", dependencies=PAGE)
     async def list_drafts(
-        self, uow: Uow, container: ContainerDep, status: FromQuery[str | None] = None
-    ) -> list[DraftOut]:
-        """The coach's drafts, oldest first; ``?status=pending|approved|discarded`` filters."""
-        return [draft_out(d) for d in await container.drafts.list_drafts(uow, status)]
+        self,
+        request: Request[Any, Any, Any],
+        uow: Uow,
+        container: ContainerDep,
+        page: WantedPage,
+        status: FromQuery[str | None] = None,
+    ) -> Response[list[DraftOut]]:
+        """The coach's drafts, oldest first, a page at a time (``?limit=``, the ``Link`` header's next page:
+        :func:`app.deps.page_response`); ``?status=pending|approved|discarded`` filters (400 otherwise, and for a bad
+        cursor or limit)."""
+        drafts = await container.drafts.list_drafts(uow, status, page)
+        return page_response(request, drafts, lambda row: draft_out(row[0]))
 
     @post("/drafts/{draft_id:uuid}/approve", status_code=201)
     async def approve(

@@ -20,7 +20,8 @@ from app.accounts.unit_of_work import UnitOfWork
 from app.container import Container
 from app.conversations.service import ClientActivity
 from app.core.errors import InvalidInput
-from app.deps import CoachId, ContainerDep, PathId, Uow
+from app.core.pagination import PageRequest, page_query
+from app.deps import PAGE, CoachId, ContainerDep, PathId, Uow, WantedPage
 from app.memory.models import InsightKind, InsightStatus
 from app.web.api.accounts import EXPORT_HEADERS
 from app.web.dashboard.auth import CoachPage
@@ -43,7 +44,7 @@ async def _client_page(
     coach = await uow.coach()
     client = await container.accounts.get_client(uow, client_id)
     memory = await container.memory.client_memory(uow.session, uow.coach_id, client_id)
-    conversations = await container.conversations.list_conversations(uow, client_id)
+    conversations = await container.conversations.list_conversations(uow, PageRequest(), client_id)
     tone = await container.tone.client_state(uow, client_id, datetime.now(UTC))
     return Template(
         "dashboard/client.html",
@@ -52,7 +53,8 @@ async def _client_page(
             "client": client,
             "token": container.accounts.widget_token(client),
             "public_url": container.settings.public_url,
-            "conversations": conversations,
+            "conversations": conversations.items,
+            "more_conversations": conversations.next is not None,
             "memory": memory,
             "client_id": client.id,
             "profile": memory.profile,
@@ -103,17 +105,28 @@ def client_row(client: Client, token: str | None, activity: ClientActivity | Non
 class ClientPages(CoachPage):
     """The coach's clients and their memory (profile, insights, session summaries)."""
 
-    @get("/clients")
-    async def clients(self, uow: Uow, container: ContainerDep, q: FromQuery[str] = "") -> Template:
-        """The clients as a table: name, last seen (their latest message), status (needs you, chatting, not yet
-        started, link revoked) and chat link with copy buttons; ``q`` keeps the clients whose name contains it
-        (case-insensitive)."""
+    @get("/clients", dependencies=PAGE)
+    async def clients(self, uow: Uow, container: ContainerDep, page: WantedPage, q: FromQuery[str] = "") -> Template:
+        """The clients as a table, newest first, a page at a time (an "Older clients" link to the next page,
+        ``cursor``; 400 page for a bad cursor or limit): name, last seen (their latest message), status (needs
+        you, chatting, not yet started, link revoked) and chat link with copy buttons; ``q`` keeps the clients
+        whose name contains it (case-insensitive)."""
         coach = await uow.coach()
         query = q.strip()[:200]
-        clients = [c for c in await container.accounts.list_clients(uow) if query.casefold() in c.name.casefold()]
-        activity = await container.conversations.client_activity(uow)
-        rows = [client_row(c, container.accounts.widget_token(c), activity.get(c.id), coach) for c in clients]
-        context = {"coach": coach, "rows": rows, "query": query, "public_url": container.settings.public_url}
+        clients = await container.accounts.list_clients(uow, page, name_contains=query)
+        activity = await container.conversations.client_activity(uow, [c.id for c in clients.items])
+        rows = [client_row(c, container.accounts.widget_token(c), activity.get(c.id), coach) for c in clients.items]
+        older = None
+        if clients.next is not None:
+            older = page_query(page, clients.next, q=query)
+        context = {
+            "coach": coach,
+            "rows": rows,
+            "query": query,
+            "first_page": page.after is None,
+            "older": older,
+            "public_url": container.settings.public_url,
+        }
         return Template("dashboard/clients.html", context=context | {"nav": "clients"})
 
     @post("/clients")

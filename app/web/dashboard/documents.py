@@ -10,7 +10,8 @@ from litestar.response import Redirect, Template
 from app.accounts.unit_of_work import UnitOfWork
 from app.container import Container
 from app.core.errors import DomainError
-from app.deps import ContainerDep, PathId, Uow
+from app.core.pagination import PageRequest, page_query
+from app.deps import PAGE, ContainerDep, PathId, Uow, WantedPage
 from app.rag.models import DocumentStatus
 from app.web.api.documents import read_upload
 from app.web.dashboard.auth import CoachPage
@@ -18,38 +19,40 @@ from app.web.dashboard.auth import CoachPage
 ACTIVE_STATUSES = (DocumentStatus.QUEUED, DocumentStatus.PROCESSING)
 
 
+async def _table_context(container: Container, uow: UnitOfWork, page: PageRequest) -> dict[str, Any]:
+    """The documents table's context: one page of the documents (newest first), whether one of them is still
+    being read (the table then polls itself), this page's cursor and the next one's (``None``: the last)."""
+    docs = await container.documents.list(uow, page)
+    return {
+        "documents": docs.items,
+        "active": any(d.status in ACTIVE_STATUSES for d in docs.items),
+        "this_page": page_query(page, page.after) if page.after is not None else None,
+        "older": page_query(page, docs.next) if docs.next is not None else None,
+    }
+
+
 async def _documents_page(
-    container: Container, uow: UnitOfWork, error: str | None = None, status_code: int = 200
+    container: Container, uow: UnitOfWork, page: PageRequest, error: str | None = None, status_code: int = 200
 ) -> Template:
-    docs = await container.documents.list(uow)
-    return Template(
-        "dashboard/documents.html",
-        context={
-            "coach": await uow.coach(),
-            "documents": docs,
-            "active": any(d.status in ACTIVE_STATUSES for d in docs),
-            "error": error,
-            "nav": "documents",
-        },
-        status_code=status_code,
-    )
+    context = await _table_context(container, uow, page)
+    context |= {"coach": await uow.coach(), "error": error, "nav": "documents"}
+    return Template("dashboard/documents.html", context=context, status_code=status_code)
 
 
 class DocumentPages(CoachPage):
     """The coach's documents."""
 
-    @get("/documents")
-    async def documents(self, uow: Uow, container: ContainerDep) -> Template:
-        return await _documents_page(container, uow)
+    @get("/documents", dependencies=PAGE)
+    async def documents(self, uow: Uow, container: ContainerDep, page: WantedPage) -> Template:
+        """The upload form and the documents, newest first, a page at a time (an "Older documents" link to the
+        next page, ``cursor``; 400 page for a bad cursor or limit)."""
+        return await _documents_page(container, uow, page)
 
-    @get("/documents/table")
-    async def documents_table(self, uow: Uow, container: ContainerDep) -> Template:
-        """The live status table, polled by htmx every 2 s while a document is queued or processing."""
-        docs = await container.documents.list(uow)
-        return Template(
-            "partials/documents_table.html",
-            context={"documents": docs, "active": any(d.status in ACTIVE_STATUSES for d in docs)},
-        )
+    @get("/documents/table", dependencies=PAGE)
+    async def documents_table(self, uow: Uow, container: ContainerDep, page: WantedPage) -> Template:
+        """The live status table (the page of ``cursor``), polled by htmx every 2 s while a document on it is
+        queued or processing."""
+        return Template("partials/documents_table.html", context=await _table_context(container, uow, page))
 
     @post("/documents")
     async def upload(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template | Redirect:
@@ -58,7 +61,7 @@ class DocumentPages(CoachPage):
                 filename, content_type, data = await read_upload(request)
                 await container.documents.upload(uow, filename, content_type, data)
         except DomainError as exc:
-            return await _documents_page(container, uow, exc.message, exc.status_code)
+            return await _documents_page(container, uow, PageRequest(), exc.message, exc.status_code)
         return Redirect("/dashboard/documents")
 
     @post("/documents/{document_id:uuid}/delete")

@@ -12,10 +12,11 @@ from litestar.response import Redirect, Template
 from app.accounts.unit_of_work import UnitOfWork
 from app.container import Container
 from app.conversations.handoffs import DraftStatus, HandoffReason, HandoffStatus
-from app.conversations.inbox import MAX_PAGE_SIZE, InboxFilter, InboxState, inbox_page
+from app.conversations.inbox import InboxFilter, InboxState, inbox_page
 from app.core.errors import DomainError
+from app.core.pagination import MAX_PAGE_SIZE, PageRequest
 from app.deps import ContainerDep, PathId, Uow
-from app.handoff.queue import QueueItem, draft_dict
+from app.handoff.queue import draft_dict
 from app.web.dashboard.auth import CoachPage
 from app.web.dashboard.conversations import conversation_page
 from app.web.dashboard.forms import form_str, next_path
@@ -25,17 +26,14 @@ HISTORY_LIMIT = 50
 
 
 async def _queue_context(container: Container, uow: UnitOfWork) -> dict[str, Any]:
-    items: list[QueueItem] = []
-    for status in (HandoffStatus.OPEN, HandoffStatus.CLAIMED):
-        items += await container.handoff_queue.list_handoffs(uow, status)
+    queue = container.handoff_queue
     drafts = await container.drafts.list_drafts(uow, DraftStatus.PENDING)
-    names = {c.id: name for c, name, _ in await container.conversations.list_conversations(uow)}
-    history = await container.handoff_queue.list_handoffs(uow, HandoffStatus.CLOSED, limit=HISTORY_LIMIT)
+    history = await queue.list_handoffs(uow, HandoffStatus.CLOSED, PageRequest(limit=HISTORY_LIMIT))
     return {
-        "history": history,
-        "open_items": [i for i in items if i.handoff.status == HandoffStatus.OPEN],
-        "claimed_items": [i for i in items if i.handoff.status == HandoffStatus.CLAIMED],
-        "drafts": [draft_dict(d, names.get(d.conversation_id)) for d in drafts],
+        "history": history.items,
+        "open_items": (await queue.list_handoffs(uow, HandoffStatus.OPEN)).items,
+        "claimed_items": (await queue.list_handoffs(uow, HandoffStatus.CLAIMED)).items,
+        "drafts": [draft_dict(draft, name) for draft, name in drafts.items],
         "reason_labels": HandoffReason.LABELS,
     }
 
@@ -62,14 +60,12 @@ class HandoffPages(CoachPage):
         """For the nav badge and the crisis banner on every page: ``{"open": n, "claimed": n, "drafts": n,
         "crisis": [{"conversation_id", "client_name"}]}``; crisis: the conversations the inbox shows as
         ``crisis`` (an open crisis handoff, or one the coach holds with a crisis message not read yet)."""
-        open_items = await container.handoff_queue.list_handoffs(uow, HandoffStatus.OPEN)
-        claimed = await container.handoff_queue.list_handoffs(uow, HandoffStatus.CLAIMED)
-        drafts = await container.drafts.list_drafts(uow, DraftStatus.PENDING)
+        handoffs = await container.handoff_queue.count_handoffs(uow)
         crisis = await inbox_page(uow, InboxFilter(state=InboxState.CRISIS, limit=MAX_PAGE_SIZE))
         return {
-            "open": len(open_items),
-            "claimed": len(claimed),
-            "drafts": len(drafts),
+            "open": handoffs.get(HandoffStatus.OPEN, 0),
+            "claimed": handoffs.get(HandoffStatus.CLAIMED, 0),
+            "drafts": await container.drafts.count_pending(uow),
             "crisis": [{"conversation_id": str(r.conversation_id), "client_name": r.client_name} for r in crisis.rows],
         }
 

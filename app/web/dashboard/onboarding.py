@@ -14,6 +14,7 @@ from litestar.response import Redirect, Template
 from app.channels.telegram.api import TelegramDep, provide_telegram
 from app.core.errors import NotFound
 from app.deps import ContainerDep, Uow
+from app.rag.models import DocumentStatus
 from app.web.dashboard.auth import CoachPage
 
 
@@ -32,24 +33,26 @@ async def checklist(container: ContainerDep, uow: Uow, telegram: TelegramDep) ->
     answer from); the preview once the coach has written in the preview chat; a client is any but the preview
     one; Telegram once a bot is connected."""
     coach = await uow.coach()
-    documents = await container.documents.list(uow)
-    ready = sum(1 for d in documents if d.status == "ready")
-    activity = await container.conversations.client_activity(uow)
-    preview = activity.get(coach.preview_client_id) if coach.preview_client_id else None
-    clients = [c for c in await container.accounts.list_clients(uow) if c.id != coach.preview_client_id]
+    statuses = await container.documents.counts(uow)
+    documents, ready = sum(statuses.values()), statuses.get(DocumentStatus.READY, 0)
+    preview = None
+    if coach.preview_client_id is not None:
+        activity = await container.conversations.client_activity(uow, [coach.preview_client_id])
+        preview = activity.get(coach.preview_client_id)
+    clients = await container.accounts.count_clients(uow)
     try:
         bot_name: str | None = (await telegram.service.status(uow.coach_id)).bot_username
     except NotFound:
         bot_name = None
     return [
         Step("document", "Upload a document", bool(documents),
-             f"{len(documents)} uploaded, {ready} ready to answer from" if documents
+             f"{documents} uploaded, {ready} ready to answer from" if documents
              else "Add a book, notes or a transcript your clone answers from (PDF, .txt or .md)."),
         Step("preview", "Try your clone", preview is not None and preview.last_seen is not None,
              "You have chatted with your clone." if preview and preview.last_seen
              else "Open a preview chat and ask what a client would ask."),
         Step("client", "Invite a client", bool(clients),
-             f"{len(clients)} client(s)" if clients else "Add a client and send them their chat link."),
+             f"{clients} client(s)" if clients else "Add a client and send them their chat link."),
         Step("telegram", "Connect Telegram", bot_name is not None,
              f"Connected as @{bot_name}" if bot_name else "Let clients reach your clone in Telegram too."),
     ]  # fmt: skip

@@ -1,0 +1,69 @@
+"""A long conversation in the widget: the chat page opens on its last 50 messages, and "Earlier messages" puts
+the page before them above, a page at a time, in order, with the thumbs the client left, keeping the view
+where it was, until the first message (the button then goes)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from playwright.async_api import Browser, expect
+
+from app.accounts.unit_of_work import unit_of_work
+from app.container import Container
+from app.conversations.models import Conversation, SenderType
+from app.memory.messages import store_message
+from tests.browser.conftest import PHONE, WAIT_MS, CoachWithClient
+from tests.browser.test_handoff_browser import browser, shot
+
+__all__ = ["browser"]  # the fixture, used by name below
+pytestmark = pytest.mark.browser
+MESSAGES = 120
+T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+
+
+async def long_conversation(container: Container, coach_id: str, client_id: str) -> None:
+    """``MESSAGES`` messages a minute apart, the client's and the AI's in turn; the AI's first reply rated down."""
+    async with unit_of_work(container.sessionmaker, uuid.UUID(coach_id)) as uow:
+        coach = await uow.coach()
+        conversation = Conversation(coach_id=coach.id, client_id=uuid.UUID(client_id), channel="widget")
+        uow.session.add(conversation)
+        await uow.session.flush()
+        for n in range(MESSAGES):
+            sender = SenderType.CLIENT if n % 2 == 0 else SenderType.AI
+            meta = {"feedback": {"helpful": False}} if n == 1 else {}
+            at = T0 + timedelta(minutes=n)
+            await store_message(uow.session, coach, conversation.id, sender, f"message {n}", at=at, meta=meta)
+
+
+async def test_earlier_messages_load_above_a_page_at_a_time_until_the_first(
+    base_url: str,
+    browser: Browser,
+    container: Container,
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+) -> None:
+    made = await coach_with_client("Coach History", "Hal")
+    await long_conversation(container, made.coach.coach_id, made.client["id"])
+    context = await browser.new_context(base_url=base_url, viewport=PHONE)
+    widget = await context.new_page()
+    await widget.goto(f"/w/{made.client['widget_token']}")
+    texts = widget.locator("#log .msg .text")
+    await expect(texts).to_have_count(50, timeout=WAIT_MS)
+    assert await texts.first.text_content() == "message 70" and await texts.last.text_content() == "message 119"
+
+    earlier = widget.get_by_role("button", name="Earlier messages")
+    await earlier.click()
+    await expect(texts).to_have_count(100, timeout=WAIT_MS)
+    assert await texts.all_text_contents() == [f"message {n}" for n in range(20, 120)]
+    assert await widget.locator("#log").evaluate("e => e.scrollTop") > 0, "the view stays on what was read"
+    await earlier.click()
+    await expect(texts).to_have_count(MESSAGES, timeout=WAIT_MS)
+    await expect(earlier).to_have_count(0)  # the first message is shown
+    assert await texts.all_text_contents() == [f"message {n}" for n in range(MESSAGES)]
+    first_reply = widget.locator('#log .msg.ai:has-text("message 1")').first
+    await expect(first_reply.locator(".thumb.down")).to_have_attribute("aria-pressed", "true")
+    await widget.locator("#log").evaluate("e => { e.scrollTop = 0; }")
+    await shot(widget, "history-01-widget-earlier-messages-phone.png")
+    await context.close()
