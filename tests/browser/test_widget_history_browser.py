@@ -1,6 +1,7 @@
-"""A long conversation in the widget: the chat page opens on its last 50 messages, and "Earlier messages" puts
-the page before them above, a page at a time, in order, with the thumbs the client left, keeping the view
-where it was, until the first message (the button then goes)."""
+"""A long conversation in the widget and on the dashboard: the chat page and the coach's transcript open on its
+last 50 messages, and "Earlier messages" puts the page before them above, a page at a time, in order (in the
+widget with the thumbs the client left, keeping the view where it was), until the first message (the button
+then goes)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.conversations.models import Conversation, SenderType
 from app.memory.messages import store_message
-from tests.browser.conftest import PHONE, WAIT_MS, CoachWithClient
+from tests.browser.conftest import PHONE, WAIT_MS, CoachWithClient, OpenDashboard
 from tests.browser.test_handoff_browser import browser, shot
 
 __all__ = ["browser"]  # the fixture, used by name below
@@ -24,7 +25,7 @@ MESSAGES = 120
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 
 
-async def long_conversation(container: Container, coach_id: str, client_id: str) -> None:
+async def long_conversation(container: Container, coach_id: str, client_id: str) -> uuid.UUID:
     """``MESSAGES`` messages a minute apart, the client's and the AI's in turn; the AI's first reply rated down."""
     async with unit_of_work(container.sessionmaker, uuid.UUID(coach_id)) as uow:
         coach = await uow.coach()
@@ -36,6 +37,7 @@ async def long_conversation(container: Container, coach_id: str, client_id: str)
             meta = {"feedback": {"helpful": False}} if n == 1 else {}
             at = T0 + timedelta(minutes=n)
             await store_message(uow.session, coach, conversation.id, sender, f"message {n}", at=at, meta=meta)
+    return conversation.id
 
 
 async def test_earlier_messages_load_above_a_page_at_a_time_until_the_first(
@@ -67,3 +69,25 @@ async def test_earlier_messages_load_above_a_page_at_a_time_until_the_first(
     await widget.locator("#log").evaluate("e => { e.scrollTop = 0; }")
     await shot(widget, "history-01-widget-earlier-messages-phone.png")
     await context.close()
+
+
+async def test_the_coachs_transcript_loads_earlier_messages_in_place(
+    browser: Browser,
+    container: Container,
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+    open_dashboard: OpenDashboard,
+) -> None:
+    made = await coach_with_client("Coach Transcript", "Tia")
+    conversation_id = await long_conversation(container, made.coach.coach_id, made.client["id"])
+    async with open_dashboard(browser, made.coach) as page:
+        await page.goto(f"/dashboard/conversations/{conversation_id}")
+        texts = page.locator("#transcript .msg .text")
+        await expect(texts).to_have_count(50, timeout=WAIT_MS)
+        earlier = page.locator("#transcript a.earlier")
+        await earlier.click()
+        await expect(texts).to_have_count(100, timeout=WAIT_MS)
+        await earlier.click()
+        await expect(texts).to_have_count(MESSAGES, timeout=WAIT_MS)
+        await expect(earlier).to_have_count(0)
+        assert await texts.all_text_contents() == [f"message {n}" for n in range(MESSAGES)]
+        assert await page.locator("#conversation-pane").count() == 1, "the pane was not replaced inside itself"

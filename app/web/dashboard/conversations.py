@@ -15,10 +15,12 @@ from app.accounts.unit_of_work import UnitOfWork
 from app.container import Container
 from app.conversations.handoffs import HandoffReason
 from app.conversations.inbox import CHANNELS, InboxCursor, InboxFilter, InboxState, channel_name, inbox_page, mark_read
+from app.conversations.models import Conversation
 from app.core.errors import DomainError
-from app.deps import INBOX_FILTER, ContainerDep, PathId, Uow, WantedInbox
+from app.core.pagination import PageRequest, page_query
+from app.deps import INBOX_FILTER, PAGE, ContainerDep, PathId, Uow, WantedInbox, WantedPage
 from app.web.dashboard.auth import CoachPage
-from app.web.dashboard.forms import form_str
+from app.web.dashboard.forms import form_str, is_htmx
 
 
 async def conversation_page(
@@ -43,19 +45,33 @@ async def pane_context(
     container: Container, uow: UnitOfWork, conversation_id: uuid.UUID, *, error: str | None = None, text: str = ""
 ) -> dict[str, Any]:
     """What ``partials/conversation_pane.html`` shows: the conversation, its client, channel (``web`` or
-    ``telegram``), messages, handoff panel and pending drafts, an ``error`` and the coach's unsent ``text``.
-    Marks the conversation read. Raises ``NotFound``."""
-    conversation, messages = await container.conversations.get_conversation(uow, conversation_id)
+    ``telegram``), its last messages (:func:`_transcript_page`), handoff panel and pending drafts, an ``error``
+    and the coach's unsent ``text``. Marks the conversation read. Raises ``NotFound``."""
+    conversation, transcript = await _transcript_page(container, uow, conversation_id, PageRequest())
     client = await container.accounts.get_client(uow, conversation.client_id)
     await mark_read(uow, conversation_id)
-    return await _panel_context(container, uow, conversation_id) | {
-        "conversation": conversation,
-        "client": client,
-        "channel": channel_name(conversation.channel),
-        "messages": messages,
-        "error": error,
-        "text": text,
-    }
+    return (
+        await _panel_context(container, uow, conversation_id)
+        | transcript
+        | {
+            "conversation": conversation,
+            "client": client,
+            "channel": channel_name(conversation.channel),
+            "error": error,
+            "text": text,
+        }
+    )
+
+
+async def _transcript_page(
+    container: Container, uow: UnitOfWork, conversation_id: uuid.UUID, page: PageRequest
+) -> tuple[Conversation, dict[str, Any]]:
+    """The conversation and what ``partials/transcript_page.html`` shows: one page of its messages read back
+    from the end (``page``), oldest first, and the query of the page before them (``earlier``; ``None``: this
+    page starts at the first message). Raises ``NotFound``."""
+    conversation, found = await container.conversations.history(uow, conversation_id, page)
+    earlier = page_query(page, found.next) if found.next is not None else None
+    return conversation, {"messages": found.items[::-1], "earlier": earlier}
 
 
 async def _panel_context(container: Container, uow: UnitOfWork, conversation_id: uuid.UUID) -> dict[str, Any]:
@@ -139,6 +155,28 @@ class ConversationPages(CoachPage):
         """The transcript with the handoff panel (state, brief, take over / hand back, pending drafts) and the
         coach's composer; ``static/dashboard.js`` appends new messages live."""
         return await conversation_page(container, uow, conversation_id)
+
+    @get("/conversations/{conversation_id:uuid}/earlier", dependencies=PAGE)
+    async def earlier(
+        self,
+        conversation_id: PathId,
+        request: Request[Any, Any, Any],
+        uow: Uow,
+        container: ContainerDep,
+        page: WantedPage,
+    ) -> Template:
+        """The transcript's page before the messages shown (``cursor``): for the "Earlier messages" link's htmx
+        request, the messages (with their pending drafts) and the link to the page before them, which take the
+        link's place; without JavaScript, a page of its own. 404 for another coach's conversation; 400 for a bad
+        cursor or limit."""
+        conversation, context = await _transcript_page(container, uow, conversation_id, page)
+        _handoff, drafts = await container.handoff_queue.conversation_state(uow, conversation_id)
+        context |= {"conversation_id": conversation_id, "drafts": drafts}
+        if is_htmx(request):
+            return Template("partials/earlier_messages.html", context=context)
+        client = await container.accounts.get_client(uow, conversation.client_id)
+        context |= {"coach": await uow.coach(), "nav": "inbox", "client": client}
+        return Template("dashboard/earlier_messages.html", context=context)
 
     @get("/conversations/{conversation_id:uuid}/handoff")
     async def handoff_panel(self, conversation_id: PathId, uow: Uow, container: ContainerDep) -> Template:

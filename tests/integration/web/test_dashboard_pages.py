@@ -8,6 +8,7 @@ import html
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import httpx
 from sqlalchemy import text
@@ -15,6 +16,8 @@ from sqlalchemy import text
 from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.conversations.handoffs import Draft
+from app.conversations.models import SenderType
+from app.memory.messages import store_message
 from tests.conftest import Coach, make_client
 from tests.integration.api.test_pagination import T0, conversations_with_messages
 from tests.integration.web.test_dashboard import browser, csrf, log_in, sign_up
@@ -24,6 +27,7 @@ __all__ = ["browser"]  # the fixture, imported for the tests here
 OLDER_CLIENTS = re.compile(r'<a href="(/dashboard/clients\?[^"]+)" rel="next">Older clients</a>')
 OLDER_DOCUMENTS = re.compile(r'<a href="(/dashboard/documents\?[^"]+)" rel="next">Older documents</a>')
 CLIENT_NAME = re.compile(r'<a href="/dashboard/clients/[0-9a-f-]+">([^<]+)</a>')
+MESSAGE = re.compile(r'<div class="text">([^<]*)</div>')
 DOCUMENT_TITLE = re.compile(r"<td><strong>([^<]+)</strong>")
 
 
@@ -123,3 +127,46 @@ async def test_the_handoff_queue_names_each_drafts_client_and_the_badge_counts(
     queue = (await browser.get("/dashboard/handoffs")).text
     drafts = queue[queue.index("Drafts to review") :]
     assert "Noor" in drafts and "Oskar" in drafts and "Pia" not in drafts
+
+
+async def test_a_long_transcript_opens_on_its_end_and_pages_back_with_its_drafts(
+    browser: httpx.AsyncClient,
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+) -> None:
+    coach = await make_coach("Long transcript")
+    await log_in(browser, coach)
+    client = await make_client(http, coach, "Lena")
+    times = [T0 + timedelta(minutes=n) for n in range(60)]
+    [conversation_id] = await conversations_with_messages(container, coach, client["id"], times[:1])
+    async with unit_of_work(container.sessionmaker, uuid.UUID(coach.coach_id)) as uow:
+        stored = [
+            (await store_message(uow.session, await uow.coach(), conversation_id, SenderType.CLIENT, f"m{n}", at=at))[0]
+            for n, at in enumerate(times[1:], start=1)
+        ]
+        uow.session.add(  # a pending draft answering an old message: shown under it, on its page
+            Draft(
+                coach_id=uow.coach_id, conversation_id=conversation_id, client_message_id=stored[2].id, text="Old draft"
+            )
+        )
+
+    pane = (await browser.get(f"/dashboard/conversations/{conversation_id}")).text
+    assert MESSAGE.findall(pane) == [f"m{n}" for n in range(10, 60)]
+    link = re.search(r'hx-get="(/dashboard/conversations/[^"]+/earlier\?[^"]+)"', pane)
+    assert link is not None and "Old draft" not in pane
+    fragment = await browser.get(html.unescape(link.group(1)), headers={"HX-Request": "true"})
+    assert fragment.status_code == 200 and fragment.text.startswith('<div id="earlier-page">')
+    assert MESSAGE.findall(fragment.text)[1:] == [f"m{n}" for n in range(1, 10)]  # the first is "sent …"
+    assert "Old draft" in fragment.text and "earlier?" not in fragment.text  # the first page: no link
+    # without JavaScript the link opens a page of its own
+    page = await browser.get(html.unescape(link.group(1)))
+    assert page.status_code == 200 and "Lena: earlier messages" in page.text and "Back to the conversation" in page.text
+
+    bad = await browser.get(f"/dashboard/conversations/{conversation_id}/earlier?cursor=edited")
+    assert bad.status_code == 400
+    stranger = await make_coach("Stranger")
+    other = httpx.AsyncClient(base_url=str(browser.base_url))
+    async with other:
+        await log_in(other, stranger)
+        assert (await other.get(html.unescape(link.group(1)))).status_code == 404
