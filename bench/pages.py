@@ -1,0 +1,220 @@
+"""Long lists read a page at a time: the cost of a page against the cost of the whole list, on a tenant with many
+clients and a client with a long conversation.
+
+One coach gets ``--clients`` clients (default 100,000) and one conversation of ``--messages`` messages (default
+20,000: a client writing ten messages a day for five years and more), bulk-inserted. Each row is timed ``--runs``
+times (each in a unit of work of its own, the list's rows loaded as the app loads them: ORM objects), p50/p95:
+
+- the coach's clients: all of them in one list (what ``GET /api/v1/clients`` and the Clients page read before
+  keyset pagination), the first page of 50, a page halfway down (a cursor at the 50,000th client: as fast as the
+  first), and a name search's first page;
+- the conversation's messages: the whole transcript (what the widget's chat page and the coach's transcript
+  loaded before; ``GET /api/v1/conversations/{id}`` still returns it whole), the last page (what they load
+  now), a page halfway back;
+- over HTTP on loopback, as a client meets it: the widget's chat page (``/w/chat``) and one "Earlier messages"
+  page, and the whole transcript from the API.
+
+Run from the project root (about two minutes on two cores)::
+
+    .venv/bin/python bench/pages.py
+    .venv/bin/python bench/pages.py --clients 20000 --messages 5000 --runs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.table import Table
+from sqlalchemy import select, text
+
+# bench/telegram.py would shadow python-telegram-bot's ``telegram`` package (the app imports it): the project
+# root goes first and bench/ last, as in bench/chat.py
+BENCH = Path(__file__).resolve().parent
+sys.path[0] = str(BENCH.parent)
+sys.path.append(str(BENCH))
+
+from harness import bench_app, console, percentile, print_table  # noqa: E402
+
+from app.accounts.api_keys import issue_api_key  # noqa: E402
+from app.accounts.models import Client  # noqa: E402
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work  # noqa: E402
+from app.asgi import create_app  # noqa: E402
+from app.container import Container  # noqa: E402
+from app.core.pagination import Keyset, PageRequest  # noqa: E402
+from app.core.runtime import serve_in_background  # noqa: E402
+
+T0 = datetime(2021, 1, 1, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=100_000, help="clients of the coach (default 100,000)")
+    parser.add_argument("--messages", type=int, default=20_000, help="messages of the long conversation")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs of each row (default 20)")
+    return parser.parse_args()
+
+
+async def populate(container: Container, coach_id: uuid.UUID, clients: int, messages: int) -> tuple[uuid.UUID, str]:
+    """``clients`` clients a minute apart and, for the newest one (with a widget token), one conversation of
+    ``messages`` messages a minute apart, client and AI in turn; returns the conversation's id and the token."""
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        await uow.session.execute(
+            text(
+                "INSERT INTO clients (id, coach_id, name, created_at) SELECT gen_random_uuid(), :coach, "
+                "'client ' || g, CAST(:t0 AS timestamptz) + g * interval '1 minute' FROM generate_series(1, :n) AS g"
+            ),
+            {"coach": coach_id, "t0": T0, "n": clients},
+        )
+        client, token = await container.accounts.create_client(uow, "Long talker")
+        conversation_id = uuid.uuid4()
+        await uow.session.execute(
+            text(
+                "INSERT INTO conversations (id, coach_id, client_id, channel) VALUES (:id, :coach, :client, 'widget')"
+            ),
+            {"id": conversation_id, "coach": coach_id, "client": client.id},
+        )
+        await uow.session.execute(
+            text(
+                "INSERT INTO messages (id, coach_id, conversation_id, sender_type, text, citations, metadata, "
+                "created_at) SELECT gen_random_uuid(), :coach, :conversation, "
+                "CASE WHEN g % 2 = 0 THEN 'client' ELSE 'ai' END, 'message ' || g, '[]', '{}', "
+                "CAST(:t0 AS timestamptz) + g * interval '1 minute' FROM generate_series(1, :n) AS g"
+            ),
+            {"coach": coach_id, "conversation": conversation_id, "t0": T0, "n": messages},
+        )
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        await uow.session.execute(text("ANALYZE clients"))
+        await uow.session.execute(text("ANALYZE messages"))
+    return conversation_id, token
+
+
+async def timed(runs: int, call: Callable[[], Awaitable[int]]) -> dict[str, float]:
+    """p50/p95 milliseconds of ``runs`` calls (after one untimed), and the rows the last one returned."""
+    await call()
+    samples, rows = [], 0
+    for _ in range(runs):
+        started = time.perf_counter()
+        rows = await call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return {"rows": rows, "p50": percentile(samples, 50), "p95": percentile(samples, 95)}
+
+
+async def measure(clients: int, messages: int, runs: int) -> list[tuple[str, dict[str, float]]]:
+    """Every row of the table, in order."""
+    results: list[tuple[str, dict[str, float]]] = []
+    async with bench_app() as (container, coach_id):
+        with console.status(f"Storing {clients:,} clients and a conversation of {messages:,} messages…"):
+            conversation_id, token = await populate(container, coach_id, clients, messages)
+
+        def in_unit(read: Callable[[UnitOfWork], Awaitable[int]]) -> Callable[[], Awaitable[int]]:
+            async def call() -> int:
+                async with unit_of_work(container.sessionmaker, coach_id) as uow:
+                    return await read(uow)
+
+            return call
+
+        async def every_client(uow: UnitOfWork) -> int:  # the list as it was read before pagination
+            stmt = select(Client).where(Client.coach_id == coach_id).order_by(Client.created_at.desc())
+            return len((await uow.session.scalars(stmt)).all())
+
+        async def client_page(uow: UnitOfWork, page: PageRequest, name: str = "") -> int:
+            return len((await container.accounts.list_clients(uow, page, name_contains=name)).items)
+
+        async def whole_transcript(uow: UnitOfWork) -> int:
+            return len((await container.conversations.get_conversation(uow, conversation_id))[1])
+
+        async def transcript_page(uow: UnitOfWork, page: PageRequest) -> int:
+            return len((await container.conversations.history(uow, conversation_id, page))[1].items)
+
+        halfway_client = Keyset(T0 + (clients // 2) * MINUTE, uuid.UUID(int=0))  # the rows older than the middle one
+        halfway_message = Keyset(T0 + (messages // 2) * MINUTE, uuid.UUID(int=0))
+        rows: list[tuple[str, Callable[[], Awaitable[int]], int]] = [
+            ("clients: every one (the list before)", in_unit(every_client), max(3, runs // 4)),
+            ("clients: first page", in_unit(lambda uow: client_page(uow, PageRequest())), runs),
+            ("clients: page halfway down", in_unit(lambda uow: client_page(uow, PageRequest(halfway_client))), runs),
+            (
+                "clients: name search, first page",
+                in_unit(lambda uow: client_page(uow, PageRequest(), "client 4242")),
+                runs,
+            ),
+            ("transcript: whole (the chat pages before)", in_unit(whole_transcript), max(3, runs // 4)),
+            ("transcript: last page (now)", in_unit(lambda uow: transcript_page(uow, PageRequest())), runs),
+            (
+                "transcript: page halfway back",
+                in_unit(lambda uow: transcript_page(uow, PageRequest(halfway_message))),
+                runs,
+            ),
+        ]
+        for label, call, n in rows:
+            with console.status(f"Timing {label}…"):
+                results.append((label, await timed(n, call)))
+        async with unit_of_work(container.sessionmaker, coach_id) as uow:
+            _, api_key = await issue_api_key(uow.session, coach_id, "bench")
+        results += await measure_http(container, conversation_id, token, api_key, runs)
+    return results
+
+
+async def measure_http(
+    container: Container, conversation_id: uuid.UUID, token: str, api_key: str, runs: int
+) -> list[tuple[str, dict[str, float]]]:
+    """The widget's chat page and one earlier page (the widget session of ``token``), and the API's whole
+    transcript (``api_key``), over HTTP on loopback."""
+    app = create_app(container.settings, container.database_url, container.redis_url, registry=container.registry)
+    async with serve_in_background(app) as url, httpx.AsyncClient(base_url=url, timeout=120) as http:
+        (await http.get(f"/w/{token}", follow_redirects=True)).raise_for_status()  # the widget session's cookie
+
+        async def chat_page() -> int:
+            response = await http.get("/w/chat")
+            response.raise_for_status()
+            return response.text.count('<div class="msg ')
+
+        async def earlier_page() -> int:
+            response = await http.get(f"/api/v1/widget/conversations/{conversation_id}/history")
+            response.raise_for_status()
+            return len(response.json())
+
+        async def whole_transcript() -> int:
+            auth = {"Authorization": f"Bearer {api_key}"}
+            response = await http.get(f"/api/v1/conversations/{conversation_id}", headers=auth)
+            response.raise_for_status()
+            return len(response.json()["messages"])
+
+        calls = (
+            ("HTTP: the API's whole transcript", whole_transcript, max(3, runs // 4)),
+            ("HTTP: widget chat page (/w/chat)", chat_page, runs),
+            ("HTTP: an 'Earlier messages' page", earlier_page, runs),
+        )
+        results = []
+        for label, call, n in calls:
+            with console.status(f"Timing {label}…"):
+                results.append((label, await timed(n, call)))
+    return results
+
+
+def render(results: list[tuple[str, dict[str, Any]]], clients: int, messages: int) -> Table:
+    table = Table(title=f"Lists a page at a time: {clients:,} clients, a conversation of {messages:,} messages")
+    for column in ("list", "rows", "p50 ms", "p95 ms"):
+        table.add_column(column, justify="left" if column == "list" else "right")
+    for label, row in results:
+        table.add_row(label, f"{row['rows']:,}", f"{row['p50']:.1f}", f"{row['p95']:.1f}")
+    return table
+
+
+async def main() -> None:
+    args = parse_args()
+    results = await measure(args.clients, args.messages, args.runs)
+    print_table(render(results, args.clients, args.messages))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
