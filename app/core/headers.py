@@ -38,6 +38,9 @@ HSTS_VALUE = "max-age=31536000"
 PREFLIGHT_MAX_AGE_S = 600
 CORS_ALLOW_HEADERS = "authorization, content-type"
 CORS_ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
+CORS_EXPOSE_HEADERS = "Link, Retry-After"
+"""Response headers a page on an allowed origin may read besides the CORS-safelisted ones: a paged list's next
+page (``Link``) and how long a client over its message limit waits (``Retry-After``)."""
 
 
 def content_security_policy(frame_ancestors: Sequence[str] = ()) -> str:
@@ -87,6 +90,7 @@ class SecurityHeaders:
         allowed = scope.get("state", {}).get(CORS_ORIGIN_STATE)
         if allowed:
             headers["Access-Control-Allow-Origin"] = allowed
+            headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
             headers.extend_header_value("Vary", "Origin")
             return
         request_headers = dict(scope["headers"])

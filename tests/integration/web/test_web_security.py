@@ -124,6 +124,8 @@ async def test_widget_api_cors_follows_the_coachs_origins(
     allowed = await http.get("/api/v1/widget/memory", headers=auth | {"Origin": SITE})
     assert allowed.status_code == 200, allowed.text
     assert allowed.headers["access-control-allow-origin"] == SITE and "Origin" in allowed.headers["vary"]
+    # the page may read a paged list's next page and a rate limit's wait
+    assert allowed.headers["access-control-expose-headers"] == "Link, Retry-After"
 
     refused = await http.get("/api/v1/widget/memory", headers=auth | {"Origin": OTHER_SITE})
     assert refused.status_code == 403 and "widget_allowed_origins" in refused.json()["detail"]
