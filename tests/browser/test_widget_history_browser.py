@@ -15,9 +15,9 @@ from playwright.async_api import Browser, expect
 from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.conversations.models import Conversation, SenderType
-from app.memory.messages import store_message
 from tests.browser.conftest import PHONE, WAIT_MS, CoachWithClient, OpenDashboard
 from tests.browser.test_handoff_browser import browser, shot
+from tests.integration.api.test_pagination import add_message
 
 __all__ = ["browser"]  # the fixture, used by name below
 pytestmark = pytest.mark.browser
@@ -36,7 +36,7 @@ async def long_conversation(container: Container, coach_id: str, client_id: str)
             sender = SenderType.CLIENT if n % 2 == 0 else SenderType.AI
             meta = {"feedback": {"helpful": False}} if n == 1 else {}
             at = T0 + timedelta(minutes=n)
-            await store_message(uow.session, coach, conversation.id, sender, f"message {n}", at=at, meta=meta)
+            await add_message(uow, conversation.id, sender, f"message {n}", at, meta=meta)
     return conversation.id
 
 

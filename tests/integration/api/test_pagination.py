@@ -8,17 +8,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import update
 
-from app.accounts.unit_of_work import unit_of_work
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.container import Container
 from app.conversations.handoffs import Draft, DraftStatus
-from app.conversations.models import Conversation, SenderType
+from app.conversations.models import Conversation, Message, SenderType
 from app.core.pagination import Keyset, PageRequest
-from app.memory.messages import store_message
 from tests.conftest import Coach, make_client
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -42,6 +42,19 @@ async def every_page(http: httpx.AsyncClient, coach: Coach, url: str) -> list[li
     return pages
 
 
+async def add_message(
+    uow: UnitOfWork, conversation_id: uuid.UUID, sender: str, text: str, at: datetime, **fields: Any
+) -> Message:
+    """A message stored as sent at ``at``, in no chat session: no session sweep of another test ends (and
+    summarises) the long-idle sessions that dated messages would open."""
+    message = Message(
+        coach_id=uow.coach_id, conversation_id=conversation_id, sender_type=sender, text=text, created_at=at, **fields
+    )
+    uow.session.add(message)
+    await uow.session.flush()
+    return message
+
+
 async def conversations_with_messages(
     container: Container, coach: Coach, client_id: str, times: list[datetime]
 ) -> list[uuid.UUID]:
@@ -53,7 +66,7 @@ async def conversations_with_messages(
             conversation = Conversation(coach_id=coach_row.id, client_id=uuid.UUID(client_id), channel="api")
             uow.session.add(conversation)
             await uow.session.flush()
-            await store_message(uow.session, coach_row, conversation.id, SenderType.CLIENT, f"sent {at}", at=at)
+            await add_message(uow, conversation.id, SenderType.CLIENT, f"sent {at}", at)
             ids.append(conversation.id)
     async with unit_of_work(container.sessionmaker, uuid.UUID(coach.coach_id)) as uow:
         for conversation_id, at in zip(ids, times, strict=True):  # the trigger keeps it; made exact here
@@ -129,9 +142,7 @@ async def test_documents_handoffs_and_drafts_follow_their_links_to_the_end(
 
     async with unit_of_work(container.sessionmaker, uuid.UUID(coach.coach_id)) as uow:
         for i, conversation_id in enumerate(conversations):
-            message, _ = await store_message(
-                uow.session, await uow.coach(), conversation_id, SenderType.CLIENT, "draft me", at=T0
-            )
+            message = await add_message(uow, conversation_id, SenderType.CLIENT, "draft me", T0)
             draft = Draft(
                 coach_id=uow.coach_id,
                 conversation_id=conversation_id,
@@ -185,7 +196,7 @@ async def test_the_widget_history_pages_back_through_the_clients_own_conversatio
     [conversation_id] = await conversations_with_messages(container, coach, own["id"], [T0])
     async with unit_of_work(container.sessionmaker, uuid.UUID(coach.coach_id)) as uow:
         for at in times[1:]:
-            await store_message(uow.session, await uow.coach(), conversation_id, SenderType.AI, f"reply {at}", at=at)
+            await add_message(uow, conversation_id, SenderType.AI, f"reply {at}", at)
     mine = {"Authorization": f"Bearer {own['widget_token']}"}
     url = f"/api/v1/widget/conversations/{conversation_id}/history?limit=2"
 

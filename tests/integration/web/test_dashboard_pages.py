@@ -17,9 +17,8 @@ from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.conversations.handoffs import Draft
 from app.conversations.models import SenderType
-from app.memory.messages import store_message
 from tests.conftest import Coach, make_client
-from tests.integration.api.test_pagination import T0, conversations_with_messages
+from tests.integration.api.test_pagination import T0, add_message, conversations_with_messages
 from tests.integration.web.test_dashboard import browser, csrf, log_in, sign_up
 
 __all__ = ["browser"]  # the fixture, imported for the tests here
@@ -142,7 +141,7 @@ async def test_a_long_transcript_opens_on_its_end_and_pages_back_with_its_drafts
     [conversation_id] = await conversations_with_messages(container, coach, client["id"], times[:1])
     async with unit_of_work(container.sessionmaker, uuid.UUID(coach.coach_id)) as uow:
         stored = [
-            (await store_message(uow.session, await uow.coach(), conversation_id, SenderType.CLIENT, f"m{n}", at=at))[0]
+            await add_message(uow, conversation_id, SenderType.CLIENT, f"m{n}", at)
             for n, at in enumerate(times[1:], start=1)
         ]
         uow.session.add(  # a pending draft answering an old message: shown under it, on its page
