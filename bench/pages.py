@@ -66,7 +66,9 @@ def parse_args() -> argparse.Namespace:
 
 async def populate(container: Container, coach_id: uuid.UUID, clients: int, messages: int) -> tuple[uuid.UUID, str]:
     """``clients`` clients a minute apart and, for the newest one (with a widget token), one conversation of
-    ``messages`` messages a minute apart, client and AI in turn; returns the conversation's id and the token."""
+    ``messages`` messages a minute apart, client and AI in turn, then waits for autovacuum to analyse them
+    (:func:`analysed`); returns the conversation's id and the token."""
+    since = datetime.now(UTC)
     async with unit_of_work(container.sessionmaker, coach_id) as uow:
         await uow.session.execute(
             text(
@@ -92,10 +94,24 @@ async def populate(container: Container, coach_id: uuid.UUID, clients: int, mess
             ),
             {"coach": coach_id, "conversation": conversation_id, "t0": T0, "n": messages},
         )
-    async with unit_of_work(container.sessionmaker, coach_id) as uow:
-        await uow.session.execute(text("ANALYZE clients"))
-        await uow.session.execute(text("ANALYZE messages"))
+    await analysed(container, coach_id, ("clients", "messages"), since)
     return conversation_id, token
+
+
+async def analysed(
+    container: Container, coach_id: uuid.UUID, tables: tuple[str, ...], since: datetime, timeout_s: float = 300
+) -> None:
+    """Wait until PostgreSQL's autovacuum has analysed ``tables`` after ``since`` (the app's role does not own
+    them, so it cannot ``ANALYZE`` them itself): the planner then knows how many rows they hold, as it would in
+    production a minute after a bulk load. Raises ``RuntimeError`` after ``timeout_s``."""
+    query = text("SELECT count(*) FROM pg_stat_user_tables WHERE relname = ANY(:tables) AND last_autoanalyze > :since")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        async with unit_of_work(container.sessionmaker, coach_id) as uow:
+            if await uow.session.scalar(query, {"tables": list(tables), "since": since}) == len(tables):
+                return
+        await asyncio.sleep(2)
+    raise RuntimeError(f"autovacuum did not analyse {', '.join(tables)} within {timeout_s:.0f} s")
 
 
 async def timed(runs: int, call: Callable[[], Awaitable[int]]) -> dict[str, float]:
@@ -113,7 +129,7 @@ async def measure(clients: int, messages: int, runs: int) -> list[tuple[str, dic
     """Every row of the table, in order."""
     results: list[tuple[str, dict[str, float]]] = []
     async with bench_app() as (container, coach_id):
-        with console.status(f"Storing {clients:,} clients and a conversation of {messages:,} messages…"):
+        with console.status(f"Storing {clients:,} clients and {messages:,} messages, waiting for autovacuum…"):
             conversation_id, token = await populate(container, coach_id, clients, messages)
 
         def in_unit(read: Callable[[UnitOfWork], Awaitable[int]]) -> Callable[[], Awaitable[int]]:

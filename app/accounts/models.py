@@ -146,6 +146,8 @@ class Client(TenantMixin, Base):
     __table_args__ = (
         # the inbox's search (app.conversations.inbox: name ILIKE '%…%'), pg_trgm (migration 0027)
         Index("ix_clients_name_trgm", "name", postgresql_using="gin", postgresql_ops={"name": "gin_trgm_ops"}),
+        # the coach's clients newest first, a page at a time (app.core.pagination, migration 0035)
+        Index("ix_clients_coach_time", "coach_id", "created_at", "id"),
     )
 
     name: Mapped[str] = mapped_column(String(200))
