@@ -88,10 +88,11 @@ class Page(Generic[T]):
 @dataclass(frozen=True)
 class PageRequest:
     """Which page of a list a reader asked for: the rows after ``after`` (``None``: from the top), at most
-    ``limit`` of them. Build one from a request's query with :meth:`parse`."""
+    ``limit`` of them (``None``: every row, :data:`EVERY_ROW`: for the app's own reads of a work queue, never
+    from a request). Build one from a request's query with :meth:`parse`."""
 
     after: Keyset | None = None
-    limit: int = DEFAULT_PAGE_SIZE
+    limit: int | None = DEFAULT_PAGE_SIZE
 
     @classmethod
     def parse(cls, cursor: str | None, limit: int | None) -> PageRequest:
@@ -112,24 +113,34 @@ class PageRequest:
     ) -> S:
         """``stmt`` ordered by ``at`` then ``id_`` (both descending with ``newest_first``, else ascending), from
         just after :attr:`after`, ``limit`` + 1 rows (the one more tells :meth:`page` whether a next page
-        exists). The position is one row-value comparison, ``(at, id) < (:at, :id)``, which an index on
-        ``(…, at, id)`` answers by a range scan."""
+        exists; every row without a limit). The position is one row-value comparison, ``(at, id) < (:at, :id)``,
+        which an index on ``(…, at, id)`` answers by a range scan."""
         if self.after is not None:
             key, mark = tuple_(at, id_), tuple_(self.after.at, self.after.id)
             stmt = stmt.where(key < mark if newest_first else key > mark)
         order = (desc(at), desc(id_)) if newest_first else (asc(at), asc(id_))
-        return stmt.order_by(*order).limit(self.limit + 1)
+        stmt = stmt.order_by(*order)
+        return stmt if self.limit is None else stmt.limit(self.limit + 1)
 
     def page(self, rows: Sequence[T], key: Callable[[T], Keyset]) -> Page[T]:
         """The page of ``rows`` (the result of a statement :meth:`apply` built): the first ``limit`` of them, and
-        the position of the last one when there were more."""
+        the position of the last one when there were more (all of them, and no next page, without a limit)."""
+        if self.limit is None or len(rows) <= self.limit:
+            return Page(list(rows), None)
         items = list(rows[: self.limit])
-        return Page(items, key(items[-1]) if len(rows) > self.limit else None)
+        return Page(items, key(items[-1]))
 
 
-def page_query(page: PageRequest, position: Keyset, **filters: str) -> str:
+EVERY_ROW = PageRequest(limit=None)
+"""Every row of a list in its order, in one page (a work queue the app shows whole)."""
+
+
+def page_query(page: PageRequest, position: Keyset | None, **filters: str) -> str | None:
     """The URL query (``a=1&b=2``, encoded) of the page that starts after ``position`` in the list ``page`` was
-    read from: its non-empty ``filters``, the reader's ``limit`` when not the default, and the ``cursor``."""
+    read from: its non-empty ``filters``, the reader's ``limit`` when not the default, and the ``cursor``;
+    ``None`` without a position (no such page: the last page's next, the first page's own cursor)."""
+    if position is None:
+        return None
     query = {name: value for name, value in filters.items() if value}
     if page.limit != DEFAULT_PAGE_SIZE:
         query["limit"] = str(page.limit)

@@ -17,7 +17,7 @@ from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.handoffs import Draft, DraftStatus
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.errors import Conflict, InvalidInput, NotFound
-from app.core.pagination import Keyset, Page, PageRequest
+from app.core.pagination import EVERY_ROW, Keyset, Page, PageRequest
 from app.handoff.actions import coach_text
 from app.handoff.queue import coach_conversation
 from app.handoff.service import HandoffService
@@ -43,11 +43,11 @@ class DraftService:
         self._interventions = interventions
 
     async def list_drafts(
-        self, uow: UnitOfWork, status: str | None = None, page: PageRequest | None = None
+        self, uow: UnitOfWork, status: str | None = None, page: PageRequest = EVERY_ROW
     ) -> Page[tuple[Draft, str]]:
         """The coach's drafts with their client's name, oldest first (the order to review them in), optionally of
-        one status: one ``page`` of them, or all (``None``: the dashboard's pending ones, the coach's work
-        queue). Raises ``InvalidInput`` for an unknown status."""
+        one status: one ``page`` of them (all by default: the dashboard's pending ones, the coach's work queue).
+        Raises ``InvalidInput`` for an unknown status."""
         if status is not None and status not in DraftStatus.ALL:
             raise InvalidInput(f"status must be one of {', '.join(DraftStatus.ALL)}")
         stmt = (
@@ -58,13 +58,8 @@ class DraftService:
         )
         if status is not None:
             stmt = stmt.where(Draft.status == status)
-        if page is None:
-            stmt = stmt.order_by(Draft.created_at, Draft.id)
-        else:
-            stmt = page.apply(stmt, Draft.created_at, Draft.id, newest_first=False)
+        stmt = page.apply(stmt, Draft.created_at, Draft.id, newest_first=False)
         rows = [(draft, name) for draft, name in (await uow.session.execute(stmt)).all()]
-        if page is None:
-            return Page(rows, None)
         return page.page(rows, lambda row: Keyset(row[0].created_at, row[0].id))
 
     async def count_pending(self, uow: UnitOfWork) -> int:

@@ -17,7 +17,7 @@ from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason, HandoffStatus
 from app.conversations.models import Conversation
 from app.core.errors import InvalidInput, NotFound
-from app.core.pagination import Keyset, Page, PageRequest
+from app.core.pagination import EVERY_ROW, Keyset, Page, PageRequest
 
 
 @dataclass(frozen=True)
@@ -116,9 +116,9 @@ class HandoffQueue:
         self._accounts = accounts
 
     async def list_handoffs(
-        self, uow: UnitOfWork, status: str | None = None, page: PageRequest | None = None
+        self, uow: UnitOfWork, status: str | None = None, page: PageRequest = EVERY_ROW
     ) -> Page[QueueItem]:
-        """The coach's handoffs, newest first, optionally of one status: one ``page`` of them, or all (``None``:
+        """The coach's handoffs, newest first, optionally of one status: one ``page`` of them (all by default:
         the dashboard's open and held ones, the coach's work queue). Raises ``InvalidInput`` for an unknown
         status."""
         if status is not None and status not in HandoffStatus.ALL:
@@ -126,8 +126,6 @@ class HandoffQueue:
         stmt = _QUEUE.where(Handoff.coach_id == uow.coach_id)
         if status is not None:
             stmt = stmt.where(Handoff.status == status)
-        if page is None:
-            return Page(await self._items(uow, stmt.order_by(Handoff.created_at.desc(), Handoff.id.desc())), None)
         stmt = page.apply(stmt, Handoff.created_at, Handoff.id, newest_first=True)
         return page.page(await self._items(uow, stmt), lambda i: Keyset(i.handoff.created_at, i.handoff.id))
 

@@ -35,7 +35,7 @@ from app.chat.turn.intake import MAX_MESSAGE_CHARS
 from app.container import Container
 from app.conversations.schemas import ClientMessage
 from app.core.headers import content_security_policy
-from app.core.pagination import PageRequest
+from app.core.pagination import PageRequest, page_query
 from app.deps import ContainerDep, PathId, PathStr
 from app.memory.client_view import remembered_out
 
@@ -132,16 +132,16 @@ class WidgetController(Controller):
             coach = await uow.coach()
             conversation_id = await container.conversations.latest_conversation(uow, identity.client_id)
             messages: list[ClientMessage] = []
-            earlier = None  # the "Earlier messages" button's page: the conversation's messages before those shown
+            earlier = None  # the query of the "Earlier messages" button's page: the messages before those shown
             handoff_status = None
             if conversation_id is not None:
+                last = PageRequest()
                 _, stored = await container.conversations.history(
-                    uow, conversation_id, PageRequest(), client_id=identity.client_id
+                    uow, conversation_id, last, client_id=identity.client_id
                 )
                 # oldest first on the page; the client sees client_view metadata only
                 messages = [ClientMessage.of(msg) for msg in reversed(stored.items)]
-                if stored.next is not None:
-                    earlier = f"/api/v1/widget/conversations/{conversation_id}/history?cursor={stored.next.encode()}"
+                earlier = page_query(last, stored.next)
                 handoff, _drafts = await container.handoff_queue.conversation_state(uow, conversation_id)
                 handoff_status = handoff.status if handoff is not None else None
         page = Template(

@@ -116,15 +116,12 @@ class ClientPages(CoachPage):
         clients = await container.accounts.list_clients(uow, page, name_contains=query)
         activity = await container.conversations.client_activity(uow, [c.id for c in clients.items])
         rows = [client_row(c, container.accounts.widget_token(c), activity.get(c.id), coach) for c in clients.items]
-        older = None
-        if clients.next is not None:
-            older = page_query(page, clients.next, q=query)
         context = {
             "coach": coach,
             "rows": rows,
             "query": query,
             "first_page": page.after is None,
-            "older": older,
+            "older": page_query(page, clients.next, q=query),
             "public_url": container.settings.public_url,
         }
         return Template("dashboard/clients.html", context=context | {"nav": "clients"})

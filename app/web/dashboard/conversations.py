@@ -70,8 +70,7 @@ async def _transcript_page(
     from the end (``page``), oldest first, and the query of the page before them (``earlier``; ``None``: this
     page starts at the first message). Raises ``NotFound``."""
     conversation, found = await container.conversations.history(uow, conversation_id, page)
-    earlier = page_query(page, found.next) if found.next is not None else None
-    return conversation, {"messages": found.items[::-1], "earlier": earlier}
+    return conversation, {"messages": found.items[::-1], "earlier": page_query(page, found.next)}
 
 
 async def _panel_context(container: Container, uow: UnitOfWork, conversation_id: uuid.UUID) -> dict[str, Any]:

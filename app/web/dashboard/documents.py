@@ -26,8 +26,8 @@ async def _table_context(container: Container, uow: UnitOfWork, page: PageReques
     return {
         "documents": docs.items,
         "active": any(d.status in ACTIVE_STATUSES for d in docs.items),
-        "this_page": page_query(page, page.after) if page.after is not None else None,
-        "older": page_query(page, docs.next) if docs.next is not None else None,
+        "this_page": page_query(page, page.after),
+        "older": page_query(page, docs.next),
     }
 
 
