@@ -7,7 +7,8 @@ times (each in a unit of work of its own, the list's rows loaded as the app load
 
 - the coach's clients: all of them in one list (what ``GET /api/v1/clients`` and the Clients page read before
   keyset pagination), the first page of 50, a page halfway down (a cursor at the 50,000th client: as fast as the
-  first), and a name search's first page;
+  first), and the first page of two name searches: a rare name (the trigram index finds it) and a fragment of
+  every name (read newest first until the page is full);
 - the conversation's messages: the whole transcript (what the widget's chat page and the coach's transcript
   loaded before; ``GET /api/v1/conversations/{id}`` still returns it whole), the last page (what they load
   now), a page halfway back;
@@ -161,6 +162,11 @@ async def measure(clients: int, messages: int, runs: int) -> list[tuple[str, dic
             (
                 "clients: name search, first page",
                 in_unit(lambda uow: client_page(uow, PageRequest(), "client 4242")),
+                runs,
+            ),
+            (
+                "clients: search matching every name, first page",
+                in_unit(lambda uow: client_page(uow, PageRequest(), "lient")),
                 runs,
             ),
             ("transcript: whole (the chat pages before)", in_unit(whole_transcript), max(3, runs // 4)),

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -33,6 +33,7 @@ from app.core.validation import (
 )
 from app.db.autocommit import autocommit_session
 from app.db.engine import tenant_session
+from app.db.search import contains_pattern
 
 MIN_PASSWORD_LENGTH = 8
 LLM_PROVIDERS = ("local", "openai")
@@ -258,12 +259,8 @@ class AccountService:
     async def list_clients(
         self, uow: UnitOfWork, page: PageRequest, *, name_contains: str = "", oldest_first: bool = False
     ) -> Page[Client]:
-        """One page of the coach's clients, newest first (``oldest_first``: the other way), only those whose
-        name contains ``name_contains`` (case-insensitive, taken literally) when given."""
-        stmt = select(Client).where(Client.coach_id == uow.coach_id)
-        if name_contains:
-            stmt = stmt.where(Client.name.icontains(name_contains, autoescape=True))
-        stmt = page.apply(stmt, Client.created_at, Client.id, newest_first=not oldest_first)
+        """One page of the coach's clients (:func:`clients_query`)."""
+        stmt = clients_query(uow.coach_id, page, name_contains=name_contains, oldest_first=oldest_first)
         return page.page((await uow.session.scalars(stmt)).all(), lambda c: Keyset(c.created_at, c.id))
 
     async def count_clients(self, uow: UnitOfWork) -> int:
@@ -385,3 +382,24 @@ def default_persona(coach_name: str) -> str:
         "voice, using the coach's own material when it is relevant. Encourage reflection and small, "
         "concrete next steps. If you do not know, say so."
     )
+
+
+def clients_query(
+    coach_id: uuid.UUID, page: PageRequest, *, name_contains: str = "", oldest_first: bool = False
+) -> Select[Client]:
+    """The statement of one page of ``coach_id``'s clients, newest first (``oldest_first``: the other way), only
+    those whose name contains ``name_contains`` (case-insensitive, taken literally) when given: that page is
+    found by the database function ``client_search(...)`` (migration 0036), whose ILIKE can read the trigram
+    index on names, which the app role's own cannot under row-level security (:mod:`app.db.search`)."""
+    stmt = select(Client).where(Client.coach_id == coach_id)
+    if name_contains:
+        after, limit = page.after, None if page.limit is None else page.limit + 1
+        found = func.client_search(
+            contains_pattern(name_contains),
+            not oldest_first,
+            None if after is None else after.at,
+            None if after is None else after.id,
+            limit,
+        ).table_valued("client_id")
+        stmt = stmt.where(Client.id.in_(select(found.c.client_id)))
+    return page.apply(stmt, Client.created_at, Client.id, newest_first=not oldest_first)

@@ -17,6 +17,7 @@ from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReaso
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.errors import InvalidInput, NotFound
 from app.core.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_cursor, encode_cursor
+from app.db.search import contains_pattern
 
 PREVIEW_CHARS = 120
 """Longest last-message preview; longer texts end with an ellipsis."""
@@ -166,11 +167,6 @@ class InboxRow:
         }
 
 
-def _like(q: str) -> str:
-    """``q`` as an ILIKE pattern matching it anywhere, its own ``%``, ``_`` and ``\\`` taken literally."""
-    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def _preview(text: str | None) -> str | None:
     if text is None or len(text) <= PREVIEW_CHARS:
         return text
@@ -214,7 +210,7 @@ def _search(q: str) -> ColumnElement[bool]:
     ``ix_messages_text_trgm`` and ``ix_clients_name_trgm``, which row-level security keeps the app role's own
     ILIKE from using (ILIKE is not LEAKPROOF). The function returns the current tenant's conversations only,
     and the outer query is scoped to the tenant as always."""
-    found = func.inbox_search(_like(q)).table_valued("conversation_id")
+    found = func.inbox_search(contains_pattern(q)).table_valued("conversation_id")
     return Conversation.id.in_(select(found.c.conversation_id))
 
 

@@ -17,6 +17,7 @@ from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.conversations.handoffs import Draft
 from app.conversations.models import SenderType
+from app.core.pagination import EVERY_ROW, Keyset, PageRequest
 from tests.conftest import Coach, make_client
 from tests.integration.api.test_pagination import T0, add_message, conversations_with_messages
 from tests.integration.web.test_dashboard import browser, csrf, log_in, sign_up
@@ -50,7 +51,11 @@ async def pages(browser: httpx.AsyncClient, url: str, older: re.Pattern[str], ro
     return found
 
 
-async def test_the_clients_page_lists_every_client_once_a_page_at_a_time(browser: httpx.AsyncClient) -> None:
+async def test_the_clients_page_lists_every_client_once_a_page_at_a_time(
+    browser: httpx.AsyncClient, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    other = await make_coach("Other Coach")
+    await make_client(http, other, "Eve of another coach")  # never found by this coach's search
     await sign_up(browser)
     token = await csrf(browser, "/dashboard/clients")
     names = ["Ada", "Ben 100%", "Cleo", "Dan_1", "Eve"]
@@ -76,6 +81,29 @@ async def test_the_clients_page_lists_every_client_once_a_page_at_a_time(browser
 
     bad = await browser.get("/dashboard/clients?cursor=edited")
     assert bad.status_code == 400 and "cursor is not a valid cursor" in bad.text
+
+
+async def test_the_name_search_pages_either_way_and_every_row_through_the_database_function(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], container: Container
+) -> None:
+    """``client_search()`` (migration 0036) returns the page itself: oldest first as newest first, from a
+    cursor, and every match for an unlimited page, each match once."""
+    coach = await make_coach("Searching Coach")
+    for name in ("Mia", "Noah", "Amira", "Liam", "Samir"):
+        await make_client(http, coach, name)
+
+    async def names(page: PageRequest, *, oldest_first: bool) -> tuple[list[str], Keyset | None]:
+        async with unit_of_work(container.sessionmaker, uuid.UUID(coach.coach_id)) as uow:
+            found = await container.accounts.list_clients(uow, page, name_contains="MI", oldest_first=oldest_first)
+        return [client.name for client in found.items], found.next
+
+    first, position = await names(PageRequest(limit=2), oldest_first=True)
+    assert first == ["Mia", "Amira"] and position is not None
+    assert await names(PageRequest(position, 2), oldest_first=True) == (["Samir"], None)
+    first, position = await names(PageRequest(limit=2), oldest_first=False)
+    assert first == ["Samir", "Amira"] and position is not None
+    assert await names(PageRequest(position, 2), oldest_first=False) == (["Mia"], None)
+    assert await names(EVERY_ROW, oldest_first=False) == (["Samir", "Amira", "Mia"], None)
 
 
 async def test_the_documents_page_and_its_live_table_keep_their_page(browser: httpx.AsyncClient) -> None:

@@ -19,7 +19,9 @@ import respx
 from sqlalchemy import Select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.accounts.service import clients_query
 from app.conversations.inbox import InboxFilter, inbox_query
+from app.core.pagination import PageRequest
 from app.core.runtime import APP_ROLE, Services
 from app.db.engine import make_engine
 from tests.conftest import Coach, make_client
@@ -458,15 +460,16 @@ BYPASSRLS, FORCE ROW LEVEL SECURITY applies to it) with the read-all policies mi
 and 0001 (``clients``) give the owner, which ``inbox_search()`` runs as."""
 
 
-async def test_the_search_can_read_the_trigram_indexes_only_through_inbox_search(
+async def test_the_searches_can_read_the_trigram_indexes_only_through_their_functions(
     services: Services, make_coach: Callable[..., Awaitable[Coach]]
 ) -> None:
-    """On a few thousand conversations: the inbox query calls ``inbox_search()``, whose two ILIKEs (message
-    text, client name), run as an owner-like role under row-level security with its read-all policies, read
-    the trigram GIN indexes of migration 0027, while the app role's own ILIKE cannot (its tenant policy comes
-    first and ILIKE is not LEAKPROOF): why the function exists. Whether an index *can* serve them is asked
-    with sequential scans off and the coach_id indexes dropped (rolled back after); at this size the planner
-    rightly prefers a sequential scan otherwise. The plans are printed (``-s``)."""
+    """On a few thousand conversations: the inbox query calls ``inbox_search()`` and the clients list's name
+    search ``client_search()``; their ILIKEs (message text, client name), run as an owner-like role under
+    row-level security with its read-all policies, read the trigram GIN indexes of migration 0027, while the
+    app role's own ILIKE cannot (its tenant policy comes first and ILIKE is not LEAKPROOF): why the functions
+    exist. Whether an index *can* serve them is asked with sequential scans off and the coach_id indexes
+    dropped (rolled back after); at this size the planner rightly prefers a sequential scan otherwise. The
+    plans are printed (``-s``)."""
     coach = await make_coach("Searching Coach")
     coach_id = uuid.UUID(coach.coach_id)
     await seed_conversations(services, coach, 3000)
@@ -478,6 +481,10 @@ async def test_the_search_can_read_the_trigram_indexes_only_through_inbox_search
         await owner.dispose()
     inbox_plan = await explain(services.database_url, inbox_query(coach_id, InboxFilter(q="number 2718")), coach_id)
     assert "inbox_search" in inbox_plan, inbox_plan
+    clients_plan = await explain(
+        services.database_url, clients_query(coach_id, PageRequest(), name_contains="Client 2718"), coach_id
+    )
+    assert "client_search" in clients_plan, clients_plan
     no_seqscan = (  # every index that reads by coach_id, so that only the trigram indexes remain to the planner
         "DROP INDEX ix_messages_coach_id; DROP INDEX ix_clients_coach_id; DROP INDEX ix_clients_coach_time; "
         "SET LOCAL enable_seqscan = off"
