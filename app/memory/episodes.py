@@ -14,10 +14,12 @@ Reading: two arms over one client's episodes, fused in :func:`app.memory.retriev
 "The Probabilistic Relevance Framework: BM25 and Beyond"; k1 = 1.2, b = 0.75, their usual values, which
 also did best of b ∈ {0, 0.5, 0.75, 1} on LoCoMo's dev part) in PostgreSQL from the
 stored ``tsvector``: term frequency is a lexeme's position count, document length the number of distinct
-lexemes, IDF ``ln(1 + (N − df + 0.5) / (df + 0.5))`` over the client's own episodes. Only the query's lexemes
-of each episode are read: ``setweight`` marks them (weight A; ``to_tsvector`` writes D) and ``ts_filter``
-keeps them. Unnesting each episode's whole ``tsvector`` and joining it to the query cost about 25 µs per
-episode on every turn of a long-term client (measured on 2,000 episodes: 66 → 28 ms, the same rows).
+lexemes, IDF ``ln(1 + (N − df + 0.5) / (df + 0.5))`` over the client's own episodes. The arm runs in the
+database function ``episode_bm25`` (migration 0037): it scores only the episodes holding a query lexeme (found
+through a GIN index of each episode's lexemes), reading just their query lexemes (``setweight`` marks them,
+weight A, where ``to_tsvector`` wrote D, and ``ts_filter`` keeps them), and takes N and the average length from
+an index of the stored lengths (``episodes.dl``). Reading every episode of the client on every turn, as the arm
+did before, made recall linear in the client's history (98 ms p50 at 20,000 episodes, ``bench/recall.py``).
 Forgotten messages (:data:`app.conversations.models.REMEMBERED`, read as an anti-join: migration 0033) and
 the excluded ids (the L1 window) are never candidates.
 """
@@ -112,9 +114,8 @@ async def insert_episodes(
 
 _ARMS = text(
     """
-    WITH q AS (SELECT tsvector_to_array(to_tsvector('english', :query)) AS lexemes),
-    remembered AS NOT MATERIALIZED (
-        SELECT e.message_id, e.at, e.embedding, e.tsv
+    WITH remembered AS (
+        SELECT e.message_id, e.at, e.embedding
         FROM episodes e
         WHERE e.coach_id = :coach_id AND e.client_id = :client_id AND e.embedding_model = :model
           AND NOT EXISTS (SELECT FROM messages f WHERE f.id = e.message_id AND f.forgotten_at IS NOT NULL)
@@ -124,22 +125,10 @@ _ARMS = text(
         SELECT r.message_id, r.at, r.embedding <=> :embedding AS distance
         FROM remembered r ORDER BY distance, r.message_id LIMIT :limit
     ),
-    docs AS (SELECT r.message_id, r.tsv, greatest(length(r.tsv), 1) AS dl FROM remembered r),
-    stats AS (SELECT count(*)::float8 AS n, greatest(avg(dl), 1)::float8 AS avgdl FROM docs),
-    hits AS (
-        SELECT d.message_id, d.dl, t.lexeme, coalesce(array_length(t.positions, 1), 1) AS tf
-        FROM docs d
-        CROSS JOIN LATERAL unnest(ts_filter(setweight(d.tsv, 'A', (SELECT lexemes FROM q)), '{a}'))
-            AS t(lexeme, positions, weights)
-    ),
-    df AS (SELECT lexeme, count(*)::float8 AS df FROM hits GROUP BY lexeme),
-    params AS (SELECT CAST(:k1 AS float8) AS k1, CAST(:b AS float8) AS b),
     ranked AS (
-        SELECT h.message_id,
-               sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
-                   * h.tf * (p.k1 + 1) / (h.tf + p.k1 * (1 - p.b + p.b * h.dl / s.avgdl))) AS score
-        FROM hits h JOIN df USING (lexeme) CROSS JOIN stats s CROSS JOIN params p
-        GROUP BY h.message_id ORDER BY score DESC, h.message_id LIMIT :limit
+        SELECT b.message_id, b.score
+        FROM episode_bm25(:client_id, :model, CAST(:query AS text), :exclude, CAST(:k1 AS float8), CAST(:b AS float8),
+                          CAST(:limit AS integer)) b
     ),
     arms AS (
         SELECT 'dense' AS arm, n.message_id, n.at, 1 - n.distance AS score,
@@ -157,13 +146,11 @@ _ARMS = text(
     bindparam("exclude", type_=ARRAY(UUID(as_uuid=True))),
     bindparam("embedding", type_=Episode.embedding.type),
 )
-"""Both arms over one client's remembered episodes in one round trip (the two statements before each read the
-episodes and joined messages on their own). Dense: the ``limit`` nearest by cosine distance (pgvector's
-``<=>``), score ``1 − distance``. Lexical: BM25 as the module docstring defines it, over the same rows
-(``remembered``: forgotten messages left out by an anti-join on their partial index, migration 0033, and the
-excluded ids). ``remembered`` is ``NOT MATERIALIZED``: each arm reads the client's episodes through the index
-itself, as the two statements did; materialised, every episode's vector and ``tsvector`` would be copied
-first. Ties: by message id."""
+"""Both arms over one client's remembered episodes in one round trip. Dense: the ``limit`` nearest by cosine
+distance (pgvector's ``<=>``, exact: every remembered episode of the client), score ``1 − distance``. Lexical:
+the ``limit`` best by BM25 as the module docstring defines it (``episode_bm25``), over the same episodes:
+forgotten messages left out by an anti-join on their partial index (migration 0033), and the excluded ids.
+Ties: by message id."""
 
 
 @dataclass(frozen=True)
