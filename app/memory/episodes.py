@@ -19,7 +19,7 @@ database function ``episode_bm25`` (migration 0037): it scores only the episodes
 through a GIN index of each episode's lexemes), reading just their query lexemes (``setweight`` marks them,
 weight A, where ``to_tsvector`` wrote D, and ``ts_filter`` keeps them), and takes N and the average length from
 an index of the stored lengths (``episodes.dl``). Reading every episode of the client on every turn, as the arm
-did before, made recall linear in the client's history (98 ms p50 at 20,000 episodes, ``bench/recall.py``).
+did before, made recall linear in the client's history (98–123 ms p50 at 20,000 episodes, ``bench/recall.py``).
 Forgotten messages (:data:`app.conversations.models.REMEMBERED`, read as an anti-join: migration 0033) and
 the excluded ids (the L1 window) are never candidates.
 """

@@ -2,7 +2,7 @@
 
 Each chat turn's memory recall scores BM25 over the client's episodes (:mod:`app.memory.episodes`). It read every
 episode of the client on every turn, twice (the collection statistics, then each episode's query lexemes), in
-rows made wide by their inline 384-d vectors: linear in the client's history, 98 ms p50 of recall at 20,000
+rows made wide by their inline 384-d vectors: linear in the client's history, 98–123 ms p50 of recall at 20,000
 episodes (``bench/recall.py``), a client writing daily for five years.
 
 - ``episodes.dl``: the document length BM25 uses (distinct lexemes, at least 1), a stored generated column, and
