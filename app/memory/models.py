@@ -11,7 +11,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Float, ForeignKey, Integer, SmallInteger, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Computed,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -124,11 +136,23 @@ class Episode(TenantMixin, Base):
     """The episodic layer: one client or coach message made recallable on its own (see
     :mod:`app.memory.episodes`). ``embedding`` is the message text's vector (for a client message, the very
     query vector its turn computed), ``tsv`` its English full-text vector (``to_tsvector('english', text)``
-    when stored), ``at`` the message's time. The row goes when its message goes (erasure cascades); a
-    forgotten message keeps its row but is never recalled (the recall joins ``messages.forgotten_at``)."""
+    when stored), ``dl`` its BM25 document length (distinct lexemes, at least 1; generated), ``at`` the
+    message's time. The row goes when its message goes (erasure cascades); a forgotten message keeps its row but
+    is never recalled (the recall joins ``messages.forgotten_at``)."""
 
     __tablename__ = "episodes"
-    __table_args__ = (UniqueConstraint("message_id"),)
+    __table_args__ = (
+        UniqueConstraint("message_id"),
+        # the episodic BM25 (episode_bm25(), migration 0037): collection statistics by an index-only scan, and
+        # the episodes sharing a lexeme with the query
+        Index(
+            "ix_episodes_client_lengths",
+            "client_id",
+            "embedding_model",
+            postgresql_include=["coach_id", "message_id", "dl"],
+        ),
+        Index("ix_episodes_terms", text("tsvector_to_array(tsv)"), postgresql_using="gin"),
+    )
 
     message_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("messages.id", ondelete="CASCADE"))
     client_id: Mapped[uuid.UUID] = mapped_column(
@@ -138,3 +162,4 @@ class Episode(TenantMixin, Base):
     embedding: Mapped[list[float]] = mapped_column(BinaryVector(EMBEDDING_DIMENSIONS))
     embedding_model: Mapped[str] = mapped_column(String(200))
     tsv: Mapped[str] = mapped_column(TSVECTOR)
+    dl: Mapped[int] = mapped_column(Integer, Computed("greatest(length(tsv), 1)", persisted=True))
