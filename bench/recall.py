@@ -13,7 +13,7 @@ with the MiniLM embedding of one of ten coaching questions in turn (embedded bef
 
 Rows: episodes, p50/p95 milliseconds of the whole recall (profile, both episodic arms, insights, summaries) and of
 the episodic arms' one statement alone (:func:`app.memory.episodes.episode_arms`). Run from the project root
-(about three minutes on two cores)::
+(about five minutes on two cores)::
 
     .venv/bin/python bench/recall.py
     .venv/bin/python bench/recall.py --sizes 100 2000 --runs 10 --json
