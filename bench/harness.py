@@ -1,6 +1,7 @@
-"""Set-up shared by the benchmarks: the real embedded servers, schema, container and one signed-up coach.
+"""Set-up shared by the benchmarks: the real embedded servers, schema, container and one signed-up coach, and
+the timing and table helpers.
 
-Not a benchmark itself; ``bench/ingest.py`` and ``bench/chat.py`` import it.
+Not a benchmark itself; the benchmarks import it.
 """
 
 from __future__ import annotations
@@ -9,15 +10,18 @@ import asyncio
 import math
 import sys
 import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import text
 
 from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
@@ -126,3 +130,30 @@ def run_in_data_dir(
         return
     with tempfile.TemporaryDirectory(prefix=prefix) as data_dir:
         asyncio.run(run(args, Path(data_dir)))
+
+
+async def analysed(
+    container: Container, coach_id: uuid.UUID, tables: tuple[str, ...], since: datetime, timeout_s: float = 300
+) -> None:
+    """Wait until PostgreSQL's autovacuum has analysed ``tables`` after ``since`` (the app's role does not own
+    them, so it cannot ``ANALYZE`` them itself): the planner then knows how many rows they hold, as it would in
+    production a minute after a bulk load. Raises ``RuntimeError`` after ``timeout_s``."""
+    query = text("SELECT count(*) FROM pg_stat_user_tables WHERE relname = ANY(:tables) AND last_autoanalyze > :since")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        async with unit_of_work(container.sessionmaker, coach_id) as uow:
+            if await uow.session.scalar(query, {"tables": list(tables), "since": since}) == len(tables):
+                return
+        await asyncio.sleep(2)
+    raise RuntimeError(f"autovacuum did not analyse {', '.join(tables)} within {timeout_s:.0f} s")
+
+
+async def timed(runs: int, call: Callable[[], Awaitable[int]]) -> dict[str, float]:
+    """p50/p95 milliseconds of ``runs`` calls (after one untimed), and the rows the last one returned."""
+    await call()
+    samples, rows = [], 0
+    for _ in range(runs):
+        started = time.perf_counter()
+        rows = await call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return {"rows": rows, "p50": percentile(samples, 50), "p95": percentile(samples, 95)}

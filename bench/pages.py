@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -43,7 +42,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path[0] = str(BENCH.parent)
 sys.path.append(str(BENCH))
 
-from harness import bench_app, console, percentile, print_table  # noqa: E402
+from harness import analysed, bench_app, console, print_table, timed  # noqa: E402
 
 from app.accounts.api_keys import issue_api_key  # noqa: E402
 from app.accounts.models import Client  # noqa: E402
@@ -97,33 +96,6 @@ async def populate(container: Container, coach_id: uuid.UUID, clients: int, mess
         )
     await analysed(container, coach_id, ("clients", "messages"), since)
     return conversation_id, token
-
-
-async def analysed(
-    container: Container, coach_id: uuid.UUID, tables: tuple[str, ...], since: datetime, timeout_s: float = 300
-) -> None:
-    """Wait until PostgreSQL's autovacuum has analysed ``tables`` after ``since`` (the app's role does not own
-    them, so it cannot ``ANALYZE`` them itself): the planner then knows how many rows they hold, as it would in
-    production a minute after a bulk load. Raises ``RuntimeError`` after ``timeout_s``."""
-    query = text("SELECT count(*) FROM pg_stat_user_tables WHERE relname = ANY(:tables) AND last_autoanalyze > :since")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        async with unit_of_work(container.sessionmaker, coach_id) as uow:
-            if await uow.session.scalar(query, {"tables": list(tables), "since": since}) == len(tables):
-                return
-        await asyncio.sleep(2)
-    raise RuntimeError(f"autovacuum did not analyse {', '.join(tables)} within {timeout_s:.0f} s")
-
-
-async def timed(runs: int, call: Callable[[], Awaitable[int]]) -> dict[str, float]:
-    """p50/p95 milliseconds of ``runs`` calls (after one untimed), and the rows the last one returned."""
-    await call()
-    samples, rows = [], 0
-    for _ in range(runs):
-        started = time.perf_counter()
-        rows = await call()
-        samples.append((time.perf_counter() - started) * 1000)
-    return {"rows": rows, "p50": percentile(samples, 50), "p95": percentile(samples, 95)}
 
 
 async def measure(clients: int, messages: int, runs: int) -> list[tuple[str, dict[str, float]]]:

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,8 +40,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path[0] = str(BENCH.parent)
 sys.path.append(str(BENCH))
 
-from harness import bench_app, console, percentile, print_table  # noqa: E402
-from pages import analysed  # noqa: E402
+from harness import analysed, bench_app, console, print_table, timed  # noqa: E402
 
 from app.accounts.models import Coach  # noqa: E402
 from app.accounts.unit_of_work import unit_of_work  # noqa: E402
@@ -136,17 +134,6 @@ async def coach_of(container: Container, coach_id: uuid.UUID) -> Coach:
         return await uow.coach()
 
 
-async def timed(runs: int, call: Callable[[int], Awaitable[None]]) -> dict[str, float]:
-    """p50/p95 milliseconds of ``runs`` calls ``call(i)`` (after one untimed)."""
-    await call(0)
-    samples = []
-    for i in range(runs):
-        started = time.perf_counter()
-        await call(i)
-        samples.append((time.perf_counter() - started) * 1000)
-    return {"p50": percentile(samples, 50), "p95": percentile(samples, 95)}
-
-
 async def measure(sizes: list[int], runs: int) -> list[dict[str, float]]:
     """One row per size: ``episodes``, then the p50/p95 of ``recall`` and of ``arms``."""
     texts = utterances()
@@ -154,15 +141,15 @@ async def measure(sizes: list[int], runs: int) -> list[dict[str, float]]:
     async with bench_app() as (container, coach_id):
         coach = await coach_of(container, coach_id)
         embedder = await container.registry.query_embedder(coach)
-        queries = list(zip(QUESTIONS, await embedder.embed(QUESTIONS), strict=True))
+        queries = itertools.cycle(zip(QUESTIONS, await embedder.embed(QUESTIONS), strict=True))
         async with unit_of_work(container.sessionmaker, coach_id) as uow:
             client, _ = await container.accounts.create_client(uow, "Long talker")
             client_id = client.id
 
-        async def whole(i: int) -> None:
-            query, vector = queries[i % len(queries)]
+        async def whole() -> int:
+            query, vector = next(queries)
             async with unit_of_work(container.sessionmaker, coach_id) as uow:
-                await context_for(
+                recalled = await context_for(
                     uow.session,
                     await uow.coach(),
                     client_id,
@@ -171,13 +158,15 @@ async def measure(sizes: list[int], runs: int) -> list[dict[str, float]]:
                     embedding_model=embedder.model,
                     exclude_session_id=None,
                 )
+            return len(recalled.items)
 
-        async def arms(i: int) -> None:
-            query, vector = queries[i % len(queries)]
+        async def arms() -> int:
+            query, vector = next(queries)
             async with unit_of_work(container.sessionmaker, coach_id) as uow:
-                await episode_arms(
+                found = await episode_arms(
                     uow.session, coach_id, client_id, query, vector, embedding_model=embedder.model, limit=CANDIDATES
                 )
+            return len(found.dense) + len(found.lexical)
 
         stored = 0
         for size in sorted(sizes):

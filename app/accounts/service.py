@@ -393,13 +393,13 @@ def clients_query(
     index on names, which the app role's own cannot under row-level security (:mod:`app.db.search`)."""
     stmt = select(Client).where(Client.coach_id == coach_id)
     if name_contains:
-        after, limit = page.after, None if page.limit is None else page.limit + 1
+        after = page.after
         found = func.client_search(
             contains_pattern(name_contains),
             not oldest_first,
             None if after is None else after.at,
             None if after is None else after.id,
-            limit,
+            page.fetch,
         ).table_valued("client_id")
         stmt = stmt.where(Client.id.in_(select(found.c.client_id)))
     return page.apply(stmt, Client.created_at, Client.id, newest_first=not oldest_first)

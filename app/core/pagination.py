@@ -103,6 +103,12 @@ class PageRequest:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}")
         return cls(Keyset.decode(cursor) if cursor else None, DEFAULT_PAGE_SIZE if limit is None else limit)
 
+    @property
+    def fetch(self) -> int | None:
+        """How many rows the page's statement reads: ``limit`` + 1 (the one more tells :meth:`page` whether a
+        next page exists); ``None`` (every row) without a limit."""
+        return None if self.limit is None else self.limit + 1
+
     def apply(
         self,
         stmt: S,
@@ -120,7 +126,7 @@ class PageRequest:
             stmt = stmt.where(key < mark if newest_first else key > mark)
         order = (desc(at), desc(id_)) if newest_first else (asc(at), asc(id_))
         stmt = stmt.order_by(*order)
-        return stmt if self.limit is None else stmt.limit(self.limit + 1)
+        return stmt if self.fetch is None else stmt.limit(self.fetch)
 
     def page(self, rows: Sequence[T], key: Callable[[T], Keyset]) -> Page[T]:
         """The page of ``rows`` (the result of a statement :meth:`apply` built): the first ``limit`` of them, and
