@@ -152,17 +152,14 @@ class DataRightsService:
         session = uow.session
         client = await self._accounts.get_client(uow, client_id)
         coach = await uow.coach()
-        conversations = (
-            await session.scalars(
-                select(Conversation).where(Conversation.client_id == client_id).order_by(Conversation.created_at)
-            )
-        ).all()
-        messages = (
-            await session.scalars(
-                select(Message)
-                .join(Conversation, Conversation.id == Message.conversation_id)
+        # One statement, so one snapshot: a conversation started while the export runs is either in it with its
+        # messages or not at all (two reads could see its message and not it).
+        transcript = (
+            await session.execute(
+                select(Conversation, Message)
+                .outerjoin(Message, Message.conversation_id == Conversation.id)
                 .where(Conversation.client_id == client_id)
-                .order_by(Message.created_at, Message.id)
+                .order_by(Conversation.created_at, Conversation.id, Message.created_at, Message.id)
             )
         ).all()
         profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
@@ -174,10 +171,13 @@ class DataRightsService:
                 select(ChatSession).where(ChatSession.client_id == client_id).order_by(ChatSession.started_at)
             )
         ).all()
-        by_conversation: dict[uuid.UUID, list[dict[str, Any]]] = {c.id: [] for c in conversations}
+        conversations: dict[Conversation, list[Message]] = {}
+        for conversation, msg in transcript:
+            msgs = conversations.setdefault(conversation, [])
+            if msg is not None:  # the outer join's row of a conversation without messages
+                msgs.append(msg)
         feedback = []
-        for msg in messages:
-            by_conversation[msg.conversation_id].append(_message_out(msg))
+        for msg in sorted((m for ms in conversations.values() for m in ms), key=lambda m: (m.created_at, m.id)):
             rated = feedback_of(msg.meta)
             if rated is not None:
                 feedback.append({"message_id": str(msg.id), "helpful": rated.helpful, "rating": rated.rating,
@@ -191,9 +191,9 @@ class DataRightsService:
                     "id": str(c.id),
                     "channel": c.channel,
                     "created_at": _iso(c.created_at),
-                    "messages": by_conversation[c.id],
+                    "messages": [_message_out(m) for m in msgs],
                 }
-                for c in conversations
+                for c, msgs in conversations.items()
             ],
             "feedback": feedback,
             "memory": _memory_out(profile, list(insights), list(sessions)),

@@ -27,6 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.accounts.disclosure import AI_DISCLOSURE_VERSION
+from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.core.runtime import Services
 from app.db.engine import tenant_session
@@ -367,6 +368,40 @@ async def test_export_holds_the_clients_messages_memory_and_feedback_for_the_coa
     assert theirs.status_code == 404 and canary not in theirs.text
     bad = await http.get("/api/v1/clients/not-a-uuid/export", headers=setup.coach.headers)
     assert bad.status_code == 400 and "detail" in bad.json()
+
+
+async def test_an_export_while_a_conversation_starts_holds_it_whole_or_not_at_all(
+    http: httpx.AsyncClient, container: Container, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """A client's first message starts a conversation while the coach exports (a race a browser test met: the
+    export read the conversations, then the messages, and failed with a 500 on a message whose conversation it
+    had not read). Here a new conversation with its messages commits right after the export's first statement
+    that reads conversations: the export holds the conversations of one moment, each with all its messages."""
+    coach = await make_coach("Race Coach")
+    client = await make_client(http, coach, "Quinn")
+    coach_id, client_id = uuid.UUID(coach.coach_id), uuid.UUID(client["id"])
+    await seed_conversation(container, coach_id, client_id, [("first words", "first reply")], split="train")
+    started: list[uuid.UUID] = []
+
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        execute = uow.session.execute
+
+        async def then_start_one(statement: Any, *args: Any, **kwargs: Any) -> Any:
+            result = await execute(statement, *args, **kwargs)
+            if not started and "conversations" in str(statement):
+                started.append(
+                    await seed_conversation(container, coach_id, client_id, [("new words", "new reply")], split="train")
+                )
+            return result
+
+        uow.session.execute = then_start_one  # type: ignore[method-assign]
+        raced = await container.rights.export_client(uow, client_id)
+    assert started, "the new conversation committed during the export"
+    assert [[m["text"] for m in c["messages"]] for c in raced["conversations"]] == [["first words", "first reply"]]
+
+    after = (await http.get(f"/api/v1/clients/{client_id}/export", headers=coach.headers)).json()
+    assert [c["id"] for c in after["conversations"]][1:] == [str(started[0])]
+    assert [m["text"] for m in after["conversations"][1]["messages"]] == ["new words", "new reply"]
 
 
 async def test_export_lists_the_clients_acceptance_of_the_ai_disclosure(
