@@ -96,13 +96,18 @@ WantedPage: TypeAlias = NamedDependency[PageRequest]
 
 def page_response(request: Request[Any, Any, Any], page: Page[T], out: Callable[[T], Out]) -> Response[list[Out]]:
     """A list the API returns a page at a time, as GitHub's REST API does: ``page``'s items, each through
-    ``out``, as the JSON body, and while another page follows, its address in a ``Link: </path?…&cursor=…>;
-    rel="next"`` header (RFC 8288): the request's own path and query with its ``cursor`` replaced, a relative
-    reference (resolved against the request's URL, so it holds behind a proxy too). A client follows the
-    ``next`` links until a page has none."""
-    headers: dict[str, str] = {}
-    if page.next is not None:
-        query = {key: value for key, value in request.query_params.items() if key != "cursor"}
-        query["cursor"] = page.next.encode()
-        headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
-    return Response([out(item) for item in page.items], headers=headers)
+    ``out``, as the JSON body, and while another page follows, its address in a ``Link`` header
+    (:func:`next_page_link`). A client follows the ``next`` links until a page has none."""
+    return Response([out(item) for item in page.items], headers=next_page_link(request, page))
+
+
+def next_page_link(request: Request[Any, Any, Any], page: Page[Any]) -> dict[str, str]:
+    """The headers that point at the page after ``page``: ``{"Link": "</path?…&cursor=…>; rel=\"next\""}``
+    (RFC 8288) while another page follows, else none. The address is the request's own path and query with
+    its ``cursor`` replaced, a relative reference (resolved against the request's URL, so it holds behind a
+    proxy too)."""
+    if page.next is None:
+        return {}
+    query = {key: value for key, value in request.query_params.items() if key != "cursor"}
+    query["cursor"] = page.next.encode()
+    return {"Link": f'<{request.url.path}?{urlencode(query)}>; rel="next"'}

@@ -94,35 +94,23 @@ class ConversationService:
         needs_you = set((await session.scalars(waiting)).all())
         return {cid: ClientActivity(seen.get(cid), cid in needs_you) for cid in seen.keys() | needs_you}
 
-    async def get_conversation(
-        self, uow: UnitOfWork, conversation_id: uuid.UUID, *, client_id: uuid.UUID | None = None
-    ) -> tuple[Conversation, list[Message]]:
-        """A conversation and its messages (oldest first). With ``client_id``, only that client's.
-
-        Raises ``NotFound`` (also for another coach's or another client's conversation).
-        """
-        session, coach_id = uow.session, uow.coach_id
-        conversation = await _conversation(session, coach_id, conversation_id, client_id)
-        messages = (
-            await session.scalars(
-                select(Message)
-                .where(Message.conversation_id == conversation_id)
-                .order_by(Message.created_at, Message.id)
-            )
-        ).all()
-        return conversation, list(messages)
-
     async def history(
-        self, uow: UnitOfWork, conversation_id: uuid.UUID, page: PageRequest, *, client_id: uuid.UUID | None = None
+        self,
+        uow: UnitOfWork,
+        conversation_id: uuid.UUID,
+        page: PageRequest,
+        *,
+        client_id: uuid.UUID | None = None,
+        oldest_first: bool = False,
     ) -> tuple[Conversation, Page[Message]]:
         """A conversation and one page of its messages, newest first: the transcript read back from its end (the
-        widget and the dashboard show the latest page and load earlier ones when asked). With ``client_id``,
-        only that client's conversation. Raises ``NotFound`` (also for another coach's or another client's
-        conversation)."""
+        widget and the dashboard show the latest page and load earlier ones when asked); ``oldest_first``: read
+        forward from its start (the coach's API). With ``client_id``, only that client's conversation. Raises
+        ``NotFound`` (also for another coach's or another client's conversation)."""
         session = uow.session
         conversation = await _conversation(session, uow.coach_id, conversation_id, client_id)
         stmt = select(Message).where(Message.conversation_id == conversation_id)
-        stmt = page.apply(stmt, Message.created_at, Message.id, newest_first=True)
+        stmt = page.apply(stmt, Message.created_at, Message.id, newest_first=not oldest_first)
         return conversation, page.page((await session.scalars(stmt)).all(), lambda m: Keyset(m.created_at, m.id))
 
     async def messages_after(

@@ -9,7 +9,17 @@ from litestar import Controller, Request, Response, get, post
 from app.auth import COACH_DEPENDENCIES
 from app.conversations.inbox import inbox_page, mark_read
 from app.conversations.schemas import ConversationOut, ConversationSummary, conversation_summary, message_out
-from app.deps import INBOX_FILTER, PAGE, ContainerDep, PathId, Uow, WantedInbox, WantedPage, page_response
+from app.deps import (
+    INBOX_FILTER,
+    PAGE,
+    ContainerDep,
+    PathId,
+    Uow,
+    WantedInbox,
+    WantedPage,
+    next_page_link,
+    page_response,
+)
 
 
 class ConversationController(Controller):
@@ -26,17 +36,27 @@ class ConversationController(Controller):
         rows = await container.conversations.list_conversations(uow, page)
         return page_response(request, rows, lambda row: conversation_summary(*row))
 
-    @get("/{conversation_id:uuid}")
-    async def get_conversation(self, conversation_id: PathId, uow: Uow, container: ContainerDep) -> ConversationOut:
-        """A full transcript with citations and attribution metadata."""
-        conversation, messages = await container.conversations.get_conversation(uow, conversation_id)
-        return ConversationOut(
+    @get("/{conversation_id:uuid}", dependencies=PAGE)
+    async def get_conversation(
+        self,
+        request: Request[Any, Any, Any],
+        conversation_id: PathId,
+        uow: Uow,
+        container: ContainerDep,
+        page: WantedPage,
+    ) -> Response[ConversationOut]:
+        """A transcript with citations and attribution metadata, its messages a page at a time, oldest first
+        (``?limit=``, 1–200, default 50; the ``Link`` header's next page: :func:`app.deps.next_page_link`). 404
+        for an unknown or another coach's conversation; 400 for a bad cursor or limit."""
+        conversation, found = await container.conversations.history(uow, conversation_id, page, oldest_first=True)
+        out = ConversationOut(
             conversation.id,
             conversation.client_id,
             conversation.channel,
             conversation.created_at,
-            [message_out(msg) for msg in messages],
+            [message_out(msg) for msg in found.items],
         )
+        return Response(out, headers=next_page_link(request, found))
 
     @post("/{conversation_id:uuid}/read", status_code=204)
     async def mark_read(self, conversation_id: PathId, uow: Uow) -> None:

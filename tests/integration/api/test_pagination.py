@@ -187,6 +187,40 @@ def test_a_cursor_goes_back_to_the_position_it_was_made_from() -> None:
     assert PageRequest.parse("", 1) == PageRequest(None, 1)
 
 
+async def test_a_transcript_comes_a_page_of_messages_at_a_time_oldest_first(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], container: Container
+) -> None:
+    """``GET /api/v1/conversations/{id}``: the conversation with one page of its messages from the first on, the
+    rest at its ``Link`` header; another coach's conversation is a 404, a bad cursor a 400."""
+    coach = await make_coach("Transcript pages")
+    client = await make_client(http, coach, "Long talker")
+    times = [T0 + timedelta(minutes=i) for i in range(5)]
+    [conversation_id] = await conversations_with_messages(container, coach, client["id"], times[:1])
+    async with unit_of_work(container.sessionmaker, uuid.UUID(coach.coach_id)) as uow:
+        for at in times[1:]:
+            await add_message(uow, conversation_id, SenderType.AI, f"reply {at}", at)
+    url = f"/api/v1/conversations/{conversation_id}"
+
+    pages: list[dict] = []
+    next_url: str | None = f"{url}?limit=2"
+    while next_url is not None:
+        response = await http.get(next_url, headers=coach.headers)
+        assert response.status_code == 200, response.text
+        pages.append(response.json())
+        next_url = next_link(response)
+    assert [len(page["messages"]) for page in pages] == [2, 2, 1]
+    assert {page["id"] for page in pages} == {str(conversation_id)} and pages[0]["client_id"] == client["id"]
+    texts = [m["text"] for page in pages for m in page["messages"]]
+    assert texts == [f"sent {T0}"] + [f"reply {at}" for at in times[1:]]
+    whole = await http.get(url, headers=coach.headers)
+    assert [m["text"] for m in whole.json()["messages"]] == texts and next_link(whole) is None
+
+    other = await make_coach("Not theirs")
+    assert (await http.get(url, headers=other.headers)).status_code == 404
+    bad = await http.get(f"{url}?cursor=not-a-cursor", headers=coach.headers)
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("cursor is not a valid cursor")
+
+
 async def test_the_widget_history_pages_back_through_the_clients_own_conversation_only(
     http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], container: Container
 ) -> None:
