@@ -12,6 +12,9 @@ times (each in a unit of work of its own, the list's rows loaded as the app load
 - the conversation's messages: the whole transcript (what the widget's chat page and the coach's transcript
   and ``GET /api/v1/conversations/{id}`` loaded before), the last page (what the widget and the dashboard load
   now), a page halfway back;
+- the long talker's memory (``--sessions`` summarised sessions, ``--insights`` insights): all of it (what the
+  handoff brief and an intervention's context read before) and the digest they read now
+  (:meth:`app.memory.controls.MemoryControls.digest`);
 - over HTTP on loopback, as a client meets it: the widget's chat page (``/w/chat``) and one "Earlier messages"
   page, and the API's transcript (its first page of messages).
 
@@ -52,8 +55,12 @@ from app.container import Container  # noqa: E402
 from app.conversations.models import Message  # noqa: E402
 from app.core.pagination import Keyset, PageRequest  # noqa: E402
 from app.core.runtime import serve_in_background  # noqa: E402
+from app.handoff.brief import BRIEF_INSIGHTS  # noqa: E402
+from app.llm.base import EMBEDDING_DIMENSIONS  # noqa: E402
 
 T0 = datetime(2021, 1, 1, tzinfo=UTC)
+SAME_VECTOR = "CAST(array_fill(CAST(0.05 AS real), ARRAY[CAST(:dims AS int)]) AS vector)"
+"""One 384-d vector for every seeded row (``:dims``): reading a vector costs the same whatever its values."""
 MINUTE = timedelta(minutes=1)
 
 
@@ -61,14 +68,19 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=100_000, help="clients of the coach (default 100,000)")
     parser.add_argument("--messages", type=int, default=20_000, help="messages of the long conversation")
+    parser.add_argument("--sessions", type=int, default=2_000, help="summarised sessions of the long talker")
+    parser.add_argument("--insights", type=int, default=1_000, help="insights about the long talker")
     parser.add_argument("--runs", type=int, default=20, help="timed runs of each row (default 20)")
     return parser.parse_args()
 
 
-async def populate(container: Container, coach_id: uuid.UUID, clients: int, messages: int) -> tuple[uuid.UUID, str]:
+async def populate(
+    container: Container, coach_id: uuid.UUID, clients: int, messages: int, sessions: int, insights: int
+) -> tuple[uuid.UUID, uuid.UUID, str]:
     """``clients`` clients a minute apart and, for the newest one (with a widget token), one conversation of
-    ``messages`` messages a minute apart, client and AI in turn, then waits for autovacuum to analyse them
-    (:func:`analysed`); returns the conversation's id and the token."""
+    ``messages`` messages a minute apart, client and AI in turn, ``sessions`` summarised sessions of it a day
+    apart and ``insights`` active insights (each with a 384-d vector, as the jobs store them), then waits for
+    autovacuum to analyse them (:func:`analysed`); returns the client's and the conversation's ids and the token."""
     since = datetime.now(UTC)
     async with unit_of_work(container.sessionmaker, coach_id) as uow:
         await uow.session.execute(
@@ -95,16 +107,43 @@ async def populate(container: Container, coach_id: uuid.UUID, clients: int, mess
             ),
             {"coach": coach_id, "conversation": conversation_id, "t0": T0, "n": messages},
         )
-    await analysed(container, coach_id, ("clients", "messages"), since)
-    return conversation_id, token
+        vector = {"dims": EMBEDDING_DIMENSIONS}
+        await uow.session.execute(
+            text(
+                "INSERT INTO chat_sessions (id, coach_id, client_id, conversation_id, status, started_at, "
+                "last_message_at, ended_at, message_count, summary, summary_attempts, source_message_ids, embedding, "
+                "embedding_model) SELECT gen_random_uuid(), :coach, :client, :conversation, 'summarized', "
+                "CAST(:t0 AS timestamptz) + g * interval '1 day', CAST(:t0 AS timestamptz) + g * interval '1 day', "
+                "CAST(:t0 AS timestamptz) + g * interval '1 day', 10, jsonb_build_object('summary', repeat("
+                "'They talked about sleep and work. ', 20), 'topics', jsonb_build_array('sleep', 'work')), 1, "
+                "'{}', " + SAME_VECTOR + ", 'bench' FROM generate_series(1, :n) AS g"
+            ),
+            {"coach": coach_id, "client": client.id, "conversation": conversation_id, "t0": T0, "n": sessions} | vector,
+        )
+        await uow.session.execute(
+            text(
+                "INSERT INTO insights (id, coach_id, client_id, kind, text, importance, status, mentions, "
+                "source_message_ids, first_seen_at, last_seen_at, edited_by_coach, embedding, embedding_model) "
+                "SELECT gen_random_uuid(), :coach, :client, 'goal', 'wants to sleep before midnight ' || g, g % 11, "
+                "'active', 1, '{}', CAST(:t0 AS timestamptz) + g * interval '1 hour', "
+                "CAST(:t0 AS timestamptz) + g * interval '1 hour', false, " + SAME_VECTOR + ", 'bench' "
+                "FROM generate_series(1, :n) AS g"
+            ),
+            {"coach": coach_id, "client": client.id, "t0": T0, "n": insights} | vector,
+        )
+    await analysed(container, coach_id, ("clients", "messages", "chat_sessions", "insights"), since)
+    return client.id, conversation_id, token
 
 
-async def measure(clients: int, messages: int, runs: int) -> list[tuple[str, dict[str, float]]]:
+async def measure(args: argparse.Namespace) -> list[tuple[str, dict[str, float]]]:
     """Every row of the table, in order."""
     results: list[tuple[str, dict[str, float]]] = []
     async with bench_app() as (container, coach_id):
+        clients, messages, runs = args.clients, args.messages, args.runs
         with console.status(f"Storing {clients:,} clients and {messages:,} messages, waiting for autovacuum…"):
-            conversation_id, token = await populate(container, coach_id, clients, messages)
+            client_id, conversation_id, token = await populate(
+                container, coach_id, clients, messages, args.sessions, args.insights
+            )
 
         def in_unit(read: Callable[[UnitOfWork], Awaitable[int]]) -> Callable[[], Awaitable[int]]:
             async def call() -> int:
@@ -123,6 +162,14 @@ async def measure(clients: int, messages: int, runs: int) -> list[tuple[str, dic
         async def whole_transcript(uow: UnitOfWork) -> int:  # the transcript as it was read before pagination
             stmt = select(Message).where(Message.conversation_id == conversation_id).order_by(Message.created_at)
             return len((await uow.session.scalars(stmt)).all())
+
+        async def whole_memory(uow: UnitOfWork) -> int:  # what the handoff brief read before the digest
+            memory = await container.memory.client_memory(uow.session, coach_id, client_id)
+            return len(memory.insights) + len(memory.summaries)
+
+        async def digest(uow: UnitOfWork) -> int:
+            found = await container.memory.digest(uow.session, coach_id, client_id, insights=BRIEF_INSIGHTS)
+            return len(found.insights) + (found.last_summary is not None)
 
         async def transcript_page(uow: UnitOfWork, page: PageRequest) -> int:
             return len((await container.conversations.history(uow, conversation_id, page))[1].items)
@@ -150,6 +197,8 @@ async def measure(clients: int, messages: int, runs: int) -> list[tuple[str, dic
                 in_unit(lambda uow: transcript_page(uow, PageRequest(halfway_message))),
                 runs,
             ),
+            ("memory: every insight and session (the brief read before)", in_unit(whole_memory), max(3, runs // 4)),
+            ("memory: the digest (handoff brief, intervention)", in_unit(digest), runs),
         ]
         for label, call, n in rows:
             with console.status(f"Timing {label}…"):
@@ -197,8 +246,11 @@ async def measure_http(
     return results
 
 
-def render(results: list[tuple[str, dict[str, Any]]], clients: int, messages: int) -> Table:
-    table = Table(title=f"Lists a page at a time: {clients:,} clients, a conversation of {messages:,} messages")
+def render(results: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -> Table:
+    table = Table(
+        title=f"Lists a page at a time: {args.clients:,} clients, a conversation of {args.messages:,} messages, "
+        f"{args.sessions:,} sessions and {args.insights:,} insights"
+    )
     for column in ("list", "rows", "p50 ms", "p95 ms"):
         table.add_column(column, justify="left" if column == "list" else "right")
     for label, row in results:
@@ -208,8 +260,8 @@ def render(results: list[tuple[str, dict[str, Any]]], clients: int, messages: in
 
 async def main() -> None:
     args = parse_args()
-    results = await measure(args.clients, args.messages, args.runs)
-    print_table(render(results, args.clients, args.messages))
+    results = await measure(args)
+    print_table(render(results, args))
 
 
 if __name__ == "__main__":

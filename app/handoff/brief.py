@@ -13,7 +13,6 @@ from app.conversations.handoffs import Handoff, HandoffReason
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.text import one_line
 from app.memory.controls import MemoryControls
-from app.memory.models import InsightStatus, SessionStatus
 
 BRIEF_INSIGHTS = 4
 BRIEF_CLIENT_MESSAGES = 3
@@ -37,9 +36,9 @@ async def handoff_brief(
     ``BRIEF_INSIGHTS`` top active insights, the last session's summary, the client's last
     ``BRIEF_CLIENT_MESSAGES`` messages and the count of earlier handoffs. Raises ``NotFound`` for another
     coach's client."""
-    client_memory = await memory.client_memory(session, coach_id, conversation.client_id)
+    digest = await memory.digest(session, coach_id, conversation.client_id, insights=BRIEF_INSIGHTS)
     lines = [why_line(reason, detail)]
-    profile = client_memory.profile
+    profile = digest.profile
     if profile is not None:
         if profile.what_works:
             lines.append("What works: " + one_line("; ".join(profile.what_works), BRIEF_LINE_CHARS))
@@ -47,11 +46,9 @@ async def handoff_brief(
             lines.append("Handle with care: " + one_line("; ".join(profile.sensitive_topics), BRIEF_LINE_CHARS))
         if profile.tone:
             lines.append("Tone: " + one_line(profile.tone, BRIEF_LINE_CHARS))
-    active = [i for i in client_memory.insights if i.status == InsightStatus.ACTIVE][:BRIEF_INSIGHTS]
-    lines.extend(f"{i.kind.capitalize()}: {one_line(i.text, BRIEF_LINE_CHARS)}" for i in active)
-    summarized = [s for s in client_memory.summaries if s.status == SessionStatus.SUMMARIZED and s.summary]
-    if summarized and summarized[0].summary:
-        lines.append("Last session: " + one_line(str(summarized[0].summary.get("summary", "")), BRIEF_LINE_CHARS))
+    lines.extend(f"{i.kind.capitalize()}: {one_line(i.text, BRIEF_LINE_CHARS)}" for i in digest.insights)
+    if digest.last_summary:
+        lines.append("Last session: " + one_line(str(digest.last_summary.get("summary", "")), BRIEF_LINE_CHARS))
     recent = (
         await session.scalars(
             select(Message.text)

@@ -37,7 +37,6 @@ from app.learning.pii import redact_echoes, scrub_names, scrub_pii
 from app.learning.style import StyleSample, build_style_profile
 from app.llm.registry import ProviderRegistry
 from app.memory.controls import MemoryControls
-from app.memory.models import InsightStatus
 from app.memory.profile import profile_for_update
 from app.memory.retrieval import profile_lines
 
@@ -263,8 +262,8 @@ class InterventionService:
             for msg in earlier
         ]
         client_text = next((msg.text for msg in reversed(earlier) if msg.sender_type == SenderType.CLIENT), "")
-        memory = await self._memory.client_memory(session, coach.id, conversation.client_id)
-        insights = [i.text for i in memory.insights if i.status == InsightStatus.ACTIVE][:MEMORY_INSIGHTS]
+        memory = await self._memory.digest(session, coach.id, conversation.client_id, insights=MEMORY_INSIGHTS)
+        insights = [i.text for i in memory.insights]
         intervention = Intervention(
             coach_id=coach.id,
             conversation_id=conversation.id,

@@ -33,6 +33,24 @@ class ClientMemory:
     summaries: list[ChatSession]
 
 
+@dataclass(frozen=True)
+class MemoryDigest:
+    """The head of a client's memory, for a few lines about them (the handoff brief, an intervention's context):
+    the profile, the top active insights (by importance, then recency) and the last summarised session's
+    summary (``None``: none yet)."""
+
+    profile: ClientProfile | None
+    insights: list[Insight]
+    last_summary: dict[str, Any] | None
+
+
+async def _profile_of(session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> ClientProfile | None:
+    """The client's L4 profile (``None``: none yet). Raises ``NotFound`` for an unknown or another coach's client."""
+    if await session.scalar(select(Client.id).where(Client.id == client_id, Client.coach_id == coach_id)) is None:
+        raise NotFound("client not found")
+    return await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+
+
 class MemoryControls:
     """The coach's and the client's view of a client's memory and their edits. Every method takes the
     tenant (``coach_id``) explicitly; another coach's ids are ``NotFound``."""
@@ -51,9 +69,7 @@ class MemoryControls:
 
         Takes the session (not the unit of work) because the handoff brief and the intervention analysis
         read it inside their callers' transactions; controllers pass ``uow.session, uow.coach_id``."""
-        if await session.scalar(select(Client.id).where(Client.id == client_id, Client.coach_id == coach_id)) is None:
-            raise NotFound("client not found")
-        profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+        profile = await _profile_of(session, coach_id, client_id)
         insights = (
             await session.scalars(
                 select(Insight)
@@ -76,6 +92,33 @@ class MemoryControls:
             )
         ).all()
         return ClientMemory(profile, list(insights), list(summaries))
+
+    async def digest(
+        self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, *, insights: int
+    ) -> MemoryDigest:
+        """A client's :class:`MemoryDigest` with at most ``insights`` insights: reads only those and one summary,
+        however long the client's history (:meth:`client_memory` reads every insight and session). Raises
+        ``NotFound`` (also for another coach's client). Takes the session, as :meth:`client_memory` does."""
+        profile = await _profile_of(session, coach_id, client_id)
+        top = (
+            await session.scalars(
+                select(Insight)
+                .where(Insight.client_id == client_id, Insight.status == InsightStatus.ACTIVE)
+                .order_by(Insight.importance.desc(), Insight.last_seen_at.desc())
+                .limit(insights)
+            )
+        ).all()
+        last_summary = await session.scalar(
+            select(ChatSession.summary)
+            .where(
+                ChatSession.client_id == client_id,
+                ChatSession.status == SessionStatus.SUMMARIZED,
+                ChatSession.summary.is_not(None),
+            )
+            .order_by(ChatSession.started_at.desc())
+            .limit(1)
+        )
+        return MemoryDigest(profile, list(top), last_summary)
 
     async def _visible_insight(
         self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, insight_id: uuid.UUID

@@ -19,6 +19,7 @@ import pytest
 
 from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
+from app.core.errors import NotFound
 from app.db.engine import tenant_session
 from app.llm.base import EMBEDDING_DIMENSIONS
 from app.memory.models import ChatSession, ClientProfile, Insight, SessionStatus
@@ -247,6 +248,26 @@ async def test_get_memory_shape(http: httpx.AsyncClient, maya: Seeded) -> None:
         "ended_at",
     }, "bookkeeping keys of the jobs are not part of the contract"
     assert done["summary"]["action_items"] == ["see a physiotherapist this week"]
+
+
+async def test_the_digest_reads_the_top_active_insights_and_the_last_summary(
+    container: Container, maya: Seeded, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """What the handoff brief and an intervention's context read: at most n active insights, most important
+    first, and the newest *summarised* session's summary (a newer failed session has none)."""
+    coach_id, client_id = uuid.UUID(maya.coach.coach_id), uuid.UUID(maya.client_id)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        one = await container.memory.digest(session, coach_id, client_id, insights=1)
+        every = await container.memory.digest(session, coach_id, client_id, insights=10)
+    assert [str(i.id) for i in one.insights] == [maya.goal_id]
+    assert [str(i.id) for i in every.insights] == [maya.goal_id, maya.blocker_id], "the dropped goal is left out"
+    assert every.last_summary is not None and every.last_summary["summary"].startswith("Maya signed up")
+    assert every.profile is not None and every.profile.what_works == ["weekly plans"]
+
+    other = await make_coach("Other Memory Coach")
+    async with tenant_session(container.sessionmaker, uuid.UUID(other.coach_id)) as session:
+        with pytest.raises(NotFound):
+            await container.memory.digest(session, uuid.UUID(other.coach_id), client_id, insights=10)
 
 
 async def test_client_without_memory_has_the_empty_shape(http: httpx.AsyncClient, coach: Coach) -> None:
