@@ -16,7 +16,7 @@ from app.accounts.service import ClientIdentity
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.container import Container
 from app.conversations.inbox import InboxFilter
-from app.core.pagination import Page, PageRequest
+from app.core.pagination import Keyset, Page, PageRequest
 
 T = TypeVar("T")
 Out = TypeVar("Out")
@@ -98,16 +98,16 @@ def page_response(request: Request[Any, Any, Any], page: Page[T], out: Callable[
     """A list the API returns a page at a time, as GitHub's REST API does: ``page``'s items, each through
     ``out``, as the JSON body, and while another page follows, its address in a ``Link`` header
     (:func:`next_page_link`). A client follows the ``next`` links until a page has none."""
-    return Response([out(item) for item in page.items], headers=next_page_link(request, page))
+    return Response([out(item) for item in page.items], headers=next_page_link(request, page.next))
 
 
-def next_page_link(request: Request[Any, Any, Any], page: Page[Any]) -> dict[str, str]:
-    """The headers that point at the page after ``page``: ``{"Link": "</path?…&cursor=…>; rel=\"next\""}``
-    (RFC 8288) while another page follows, else none. The address is the request's own path and query with
-    its ``cursor`` replaced, a relative reference (resolved against the request's URL, so it holds behind a
-    proxy too)."""
-    if page.next is None:
+def next_page_link(request: Request[Any, Any, Any], after: Keyset | None) -> dict[str, str]:
+    """The headers that point at the page after position ``after`` (the page's ``next``):
+    ``{"Link": "</path?…&cursor=…>; rel=\"next\""}`` (RFC 8288), none when ``after`` is ``None`` (the last page).
+    The address is the request's own path and query with its ``cursor`` replaced, a relative reference (resolved
+    against the request's URL, so it holds behind a proxy too)."""
+    if after is None:
         return {}
     query = {key: value for key, value in request.query_params.items() if key != "cursor"}
-    query["cursor"] = page.next.encode()
+    query["cursor"] = after.encode()
     return {"Link": f'<{request.url.path}?{urlencode(query)}>; rel="next"'}

@@ -75,10 +75,10 @@ def remembered_out(memory: ClientMemory) -> RememberedOut:
     return RememberedOut([RememberedInsight(i.id, i.kind, i.text, i.status) for i in memory.insights], sessions)
 
 
-def session_state(memory: ClientMemory, session_id: uuid.UUID) -> SessionState | None:
-    """The summary status of the client's ended session ``session_id``; ``None`` when it is not among the
-    client's ended sessions (another client's, still open, or deleted)."""
-    for listed in memory.summaries:
-        if listed.id == session_id and listed.status in CLIENT_SESSION_STATUS:
-            return SessionState(listed.id, CLIENT_SESSION_STATUS[listed.status])
-    return None
+def session_state(session_id: uuid.UUID, status: str | None) -> SessionState | None:
+    """A client's ended session as the client sees it, from its stored ``status``
+    (:meth:`app.memory.controls.MemoryControls.session_status`); ``None`` for ``None`` (not one of the client's
+    ended sessions)."""
+    if status not in CLIENT_SESSION_STATUS:
+        return None
+    return SessionState(session_id, CLIENT_SESSION_STATUS[status])

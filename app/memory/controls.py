@@ -18,6 +18,7 @@ from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.models import Conversation, Message
 from app.core.errors import InvalidInput, NotFound
+from app.core.pagination import Keyset, PageRequest
 from app.db import jobs
 from app.llm.registry import ProviderRegistry
 from app.memory.models import ChatSession, ClientProfile, Insight, InsightKind, InsightStatus, SessionStatus
@@ -26,11 +27,14 @@ from app.memory.profile import profile_for_update
 
 @dataclass(frozen=True)
 class ClientMemory:
-    """Everything remembered about a client, for the coach's and the client's views."""
+    """What is remembered about a client, for the coach's and the client's views: the profile, every visible
+    insight and one page of the ended sessions (``more_summaries``: the position of the next, older page;
+    ``None``: this page reaches the first session)."""
 
     profile: ClientProfile | None
     insights: list[Insight]
     summaries: list[ChatSession]
+    more_summaries: Keyset | None = None
 
 
 @dataclass(frozen=True)
@@ -62,13 +66,20 @@ class MemoryControls:
         self._registry = registry
         self._accounts = accounts
 
-    async def client_memory(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> ClientMemory:
-        """A client's profile, visible insights (active first, then by importance and recency) and ended
-        sessions (newest first: summarised, pending (``ended``) and failed ones with their error). Raises
-        ``NotFound``.
+    async def client_memory(
+        self,
+        session: AsyncSession,
+        coach_id: uuid.UUID,
+        client_id: uuid.UUID,
+        summaries: PageRequest = PageRequest(),  # noqa: B008 - immutable: the first page
+    ) -> ClientMemory:
+        """A client's profile, visible insights (active first, then by importance and recency) and the
+        ``summaries`` page of their ended sessions (newest first: summarised, pending (``ended``) and failed ones
+        with their error; the first :data:`~app.core.pagination.DEFAULT_PAGE_SIZE` by default: a client of
+        years has thousands). Raises ``NotFound``.
 
-        Takes the session (not the unit of work) because the handoff brief and the intervention analysis
-        read it inside their callers' transactions; controllers pass ``uow.session, uow.coach_id``."""
+        Takes the session (not the unit of work) because the Telegram adapter reads it in a unit of its own and
+        the dashboard in its request's; controllers pass ``uow.session, uow.coach_id``."""
         profile = await _profile_of(session, coach_id, client_id)
         insights = (
             await session.scalars(
@@ -81,17 +92,24 @@ class MemoryControls:
                 )
             )
         ).all()
-        summaries = (
-            await session.scalars(
-                select(ChatSession)
-                .where(
-                    ChatSession.client_id == client_id,
-                    ChatSession.status.in_(SessionStatus.LISTED),
-                )
-                .order_by(ChatSession.started_at.desc())
+        stmt = select(ChatSession).where(
+            ChatSession.client_id == client_id, ChatSession.status.in_(SessionStatus.LISTED)
+        )
+        stmt = summaries.apply(stmt, ChatSession.started_at, ChatSession.id, newest_first=True)
+        page = summaries.page((await session.scalars(stmt)).all(), lambda s: Keyset(s.started_at, s.id))
+        return ClientMemory(profile, list(insights), page.items, page.next)
+
+    async def session_status(self, session: AsyncSession, client_id: uuid.UUID, session_id: uuid.UUID) -> str | None:
+        """The status of the client's ended session ``session_id`` (one of :data:`SessionStatus.LISTED`);
+        ``None`` when it is not one of the client's ended sessions (another client's, still open, or deleted).
+        Runs in the coach's tenant transaction (row-level security scopes it)."""
+        return await session.scalar(
+            select(ChatSession.status).where(
+                ChatSession.id == session_id,
+                ChatSession.client_id == client_id,
+                ChatSession.status.in_(SessionStatus.LISTED),
             )
-        ).all()
-        return ClientMemory(profile, list(insights), list(summaries))
+        )
 
     async def digest(
         self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, *, insights: int

@@ -36,7 +36,7 @@ from app.container import Container
 from app.conversations.schemas import ClientMessage
 from app.core.headers import content_security_policy
 from app.core.pagination import PageRequest, page_query
-from app.deps import ContainerDep, PathId, PathStr
+from app.deps import PAGE, ContainerDep, PathId, PathStr, WantedPage
 from app.memory.client_view import remembered_out
 
 WIDGET_LABELS = {"client": "You", "ai": "AI assistant", "human_coach": "Coach"}
@@ -182,21 +182,27 @@ class WidgetController(Controller):
         page.set_cookie(widget_cookie(renewed, container.settings.public_url))
         return page
 
-    @get("/memory")
-    async def memory_page(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template:
-        """What my coach's assistant remembers: the client's insights (each deletable) and session summaries,
-        and the "Download my data" link; renews the session cookie. Without a valid session: 401 page."""
+    @get("/memory", dependencies=PAGE)
+    async def memory_page(self, request: Request[Any, Any, Any], container: ContainerDep, page: WantedPage) -> Template:
+        """What my coach's assistant remembers: the client's insights (each deletable) and session summaries (a
+        page of them, newest first, an "Earlier sessions" link to the next), and the "Download my data" link;
+        renews the session cookie. Without a valid session: 401 page."""
         found = await _session(request, container)
         if found is None:
             return _invalid(401)
         identity, renewed = found
         async with unit_of_work(container.sessionmaker, identity.coach_id) as uow:
             coach = await uow.coach()
-            memory = await container.memory.client_memory(uow.session, uow.coach_id, identity.client_id)
-        page = Template(
+            memory = await container.memory.client_memory(uow.session, uow.coach_id, identity.client_id, page)
+        shown = Template(
             "widget/memory.html",
-            context={"coach": coach, "memory": remembered_out(memory)},
+            context={
+                "coach": coach,
+                "memory": remembered_out(memory),
+                "earlier": page_query(page, memory.more_summaries),
+                "older_page": page.after is not None,
+            },
             headers=_frame_policy(coach),
         )
-        page.set_cookie(widget_cookie(renewed, container.settings.public_url))
-        return page
+        shown.set_cookie(widget_cookie(renewed, container.settings.public_url))
+        return shown

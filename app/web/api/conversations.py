@@ -56,7 +56,7 @@ class ConversationController(Controller):
             conversation.created_at,
             [message_out(msg) for msg in found.items],
         )
-        return Response(out, headers=next_page_link(request, found))
+        return Response(out, headers=next_page_link(request, found.next))
 
     @post("/{conversation_id:uuid}/read", status_code=204)
     async def mark_read(self, conversation_id: PathId, uow: Uow) -> None:

@@ -14,18 +14,21 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import JSONBody
 
 from app.accounts.disclosure import accept_disclosure
 from app.auth import CLIENT_DEPENDENCIES, COACH_DEPENDENCIES
 from app.core.errors import InvalidInput, NotFound
 from app.deps import (
+    PAGE,
     ClientIdentityDep,
     CoachId,
     ContainerDep,
     PathId,
     Uow,
+    WantedPage,
+    next_page_link,
 )
 from app.memory.client_view import RememberedOut, SessionState, remembered_out, session_state
 from app.memory.controls import ClientMemory
@@ -180,14 +183,22 @@ class MemoryController(Controller):
     tags = ["memory"]
     dependencies = COACH_DEPENDENCIES
 
-    @get("/")
+    @get("/", dependencies=PAGE)
     async def get_memory(
-        self, client_id: PathId, coach_id: CoachId, uow: Uow, container: ContainerDep
-    ) -> ClientMemoryOut:
+        self,
+        request: Request[Any, Any, Any],
+        client_id: PathId,
+        coach_id: CoachId,
+        uow: Uow,
+        container: ContainerDep,
+        page: WantedPage,
+    ) -> Response[ClientMemoryOut]:
         """The client's profile, visible insights (active first, then by importance and recency) and ended
-        sessions' summaries (newest first; failed ones with their error). Deleted insights are not listed."""
-        memory = await container.memory.client_memory(uow.session, uow.coach_id, client_id)
-        return client_memory_out(memory)
+        sessions' summaries (newest first; failed ones with their error), a page of them at a time (``?limit=``,
+        1–200, default 50; the older ones at the ``Link`` header's next page). Deleted insights are not listed.
+        404 for an unknown or another coach's client; 400 for a bad cursor or limit."""
+        memory = await container.memory.client_memory(uow.session, uow.coach_id, client_id, page)
+        return Response(client_memory_out(memory), headers=next_page_link(request, memory.more_summaries))
 
     @patch("/insights/{insight_id:str}")
     async def edit_insight(
@@ -257,11 +268,20 @@ class WidgetMemoryController(Controller):
     tags = ["widget"]
     dependencies = CLIENT_DEPENDENCIES
 
-    @get("/memory")
-    async def get_memory(self, identity: ClientIdentityDep, uow: Uow, container: ContainerDep) -> RememberedOut:
-        """What the coach's assistant remembers about the client: insights and session summaries."""
-        memory = await container.memory.client_memory(uow.session, uow.coach_id, identity.client_id)
-        return remembered_out(memory)
+    @get("/memory", dependencies=PAGE)
+    async def get_memory(
+        self,
+        request: Request[Any, Any, Any],
+        identity: ClientIdentityDep,
+        uow: Uow,
+        container: ContainerDep,
+        page: WantedPage,
+    ) -> Response[RememberedOut]:
+        """What the coach's assistant remembers about the client: insights and session summaries, newest first,
+        a page of sessions at a time (``?limit=``, default 50; the older ones at the ``Link`` header's next page;
+        400 for a bad cursor or limit)."""
+        memory = await container.memory.client_memory(uow.session, uow.coach_id, identity.client_id, page)
+        return Response(remembered_out(memory), headers=next_page_link(request, memory.more_summaries))
 
     @post("/disclosure", status_code=200)
     async def accept_disclosure(
@@ -301,8 +321,8 @@ class WidgetMemoryController(Controller):
         """Where the summary of one of the client's ended sessions stands: ``status`` ``pending`` until its
         summary job has run, then ``summarized`` (shown by ``GET /api/v1/widget/memory``) or ``failed``; what the
         widget polls after "End session". 404 for a session that is not the client's, still open, or deleted."""
-        memory = await container.memory.client_memory(uow.session, uow.coach_id, identity.client_id)
-        state = session_state(memory, session_id)
+        status = await container.memory.session_status(uow.session, identity.client_id, session_id)
+        state = session_state(session_id, status)
         if state is None:
             raise NotFound("session not found")
         return state

@@ -39,11 +39,17 @@ CONSENT_EVENTS = {CONFIRM_1: "first of two confirmations", GIVEN: "agreed", WITH
 
 
 async def _client_page(
-    container: Container, uow: UnitOfWork, client_id: uuid.UUID, error: str | None = None
+    container: Container,
+    uow: UnitOfWork,
+    client_id: uuid.UUID,
+    error: str | None = None,
+    sessions: PageRequest = PageRequest(),  # noqa: B008 - immutable: the newest sessions
 ) -> Template:
+    """The client page, with the ``sessions`` page of their ended sessions (an "Earlier sessions" link to the
+    next page while there is one, and a "Newest sessions" link back from an older page)."""
     coach = await uow.coach()
     client = await container.accounts.get_client(uow, client_id)
-    memory = await container.memory.client_memory(uow.session, uow.coach_id, client_id)
+    memory = await container.memory.client_memory(uow.session, uow.coach_id, client_id, sessions)
     conversations = await container.conversations.list_conversations(uow, PageRequest(), client_id)
     tone = await container.tone.client_state(uow, client_id, datetime.now(UTC))
     return Template(
@@ -56,6 +62,8 @@ async def _client_page(
             "conversations": conversations.items,
             "more_conversations": conversations.next is not None,
             "memory": memory,
+            "earlier_sessions": page_query(sessions, memory.more_summaries),
+            "older_sessions_page": sessions.after is not None,
             "client_id": client.id,
             "profile": memory.profile,
             "profile_lists": PROFILE_LISTS,
@@ -132,10 +140,11 @@ class ClientPages(CoachPage):
         await container.accounts.create_client(uow, form_str(form, "name") or "New client")
         return Redirect("/dashboard/clients")
 
-    @get("/clients/{client_id:uuid}")
-    async def client_page(self, client_id: PathId, uow: Uow, container: ContainerDep) -> Template:
-        """One client: widget link, conversations, and memory (profile, insights, session summaries)."""
-        return await _client_page(container, uow, client_id)
+    @get("/clients/{client_id:uuid}", dependencies=PAGE)
+    async def client_page(self, client_id: PathId, uow: Uow, container: ContainerDep, page: WantedPage) -> Template:
+        """One client: widget link, conversations, and memory (profile, insights, session summaries: a page of
+        them, newest first, ``cursor`` the next; 400 page for a bad cursor or limit)."""
+        return await _client_page(container, uow, client_id, sessions=page)
 
     @post("/clients/{client_id:uuid}/widget-token")
     async def rotate_widget_token(self, client_id: PathId, uow: Uow, container: ContainerDep) -> Redirect:

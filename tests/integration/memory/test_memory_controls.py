@@ -704,3 +704,73 @@ async def test_openapi_lists_the_memory_api(http: httpx.AsyncClient) -> None:
         ("/api/v1/widget/conversations/{conversation_id}/end-session", {"post"}),
     ):
         assert path in paths and methods <= set(paths[path]), path
+
+
+async def add_older_sessions(container: Container, seeded: Seeded, texts: list[str]) -> list[str]:
+    """Summarised sessions of ``seeded``'s conversation older than the seeded ones (five days ago and before,
+    in ``texts`` order, newest first); returns their ids."""
+    coach_id, now = uuid.UUID(seeded.coach.coach_id), datetime.now(UTC)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        rows = [
+            ChatSession(
+                coach_id=coach_id,
+                client_id=uuid.UUID(seeded.client_id),
+                conversation_id=uuid.UUID(seeded.conversation_id),
+                status=SessionStatus.SUMMARIZED,
+                started_at=now - timedelta(days=5 + n),
+                last_message_at=now - timedelta(days=5 + n),
+                ended_at=now - timedelta(days=5 + n),
+                message_count=4,
+                summary={"summary": text, "topics": [], "action_items": [], "emotional_state": "calm"},
+                source_message_ids=[],
+            )
+            for n, text in enumerate(texts)
+        ]
+        session.add_all(rows)
+        await session.flush()
+        return [str(row.id) for row in rows]
+
+
+async def test_session_summaries_come_a_page_at_a_time_in_every_view(
+    http: httpx.AsyncClient, browser: httpx.AsyncClient, container: Container, maya: Seeded
+) -> None:
+    """A client of years has thousands of sessions: the coach's memory API, the client's, the dashboard's client
+    page and the widget's memory page show a page of them, newest first, and lead to the older ones."""
+    older = await add_older_sessions(container, maya, ["Older talk about shoes", "Oldest talk about running"])
+
+    pages: list[dict] = []
+    next_url: str | None = f"{maya.memory_url}?limit=2"
+    while next_url is not None:
+        response = await http.get(next_url, headers=maya.coach.headers)
+        assert response.status_code == 200, response.text
+        pages.append(response.json())
+        next_url = response.links.get("next", {}).get("url")
+    assert [[s["id"] for s in page["summaries"]] for page in pages] == [[maya.failed_id, maya.summarized_id], older]
+    assert all(len(page["insights"]) == 3 for page in pages), "every visible insight on each page"
+    bad = await http.get(f"{maya.memory_url}?cursor=nope", headers=maya.coach.headers)
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("cursor is not a valid cursor")
+
+    as_maya = {"Authorization": f"Bearer {maya.widget_token}"}
+    first = await http.get("/api/v1/widget/memory?limit=2", headers=as_maya)
+    assert [s["id"] for s in first.json()["summaries"]] == [maya.summarized_id], "the failed one is not the client's"
+    rest = await http.get(first.links["next"]["url"], headers=as_maya)
+    assert [s["id"] for s in rest.json()["summaries"]] == older and "next" not in rest.links
+
+    await log_in(browser, maya.coach)
+    newest = await browser.get(f"/dashboard/clients/{maya.client_id}?limit=2")
+    assert newest.status_code == 200 and "Older talk about shoes" not in newest.text
+    earlier = re.search(r'href="([^"]+)">Earlier sessions</a>', newest.text)
+    assert earlier is not None and "Newest sessions" not in newest.text
+    older_page = await browser.get(earlier.group(1).replace("&amp;", "&"))
+    assert "Older talk about shoes" in older_page.text and "Oldest talk about running" in older_page.text
+    assert "worries about her knee" not in older_page.text and "Earlier sessions" not in older_page.text
+    assert "Newest sessions" in older_page.text
+
+    async with httpx.AsyncClient(base_url=http.base_url, follow_redirects=True, timeout=60) as tab:
+        assert (await tab.get(f"/w/{maya.widget_token}/memory")).status_code == 200  # the widget session's cookie
+        widget_newest = await tab.get("/w/memory?limit=2")
+        assert "worries about her knee" in widget_newest.text and "Older talk about shoes" not in widget_newest.text
+        widget_earlier = re.search(r'href="([^"]+)">Earlier sessions</a>', widget_newest.text)
+        assert widget_earlier is not None
+        widget_older = await tab.get(widget_earlier.group(1).replace("&amp;", "&"))
+        assert "Oldest talk about running" in widget_older.text and "Newest sessions" in widget_older.text
