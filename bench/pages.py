@@ -13,7 +13,8 @@ times (each in a unit of work of its own, the list's rows loaded as the app load
   and ``GET /api/v1/conversations/{id}`` loaded before), the last page (what the widget and the dashboard load
   now), a page halfway back;
 - the long talker's memory (``--sessions`` summarised sessions, ``--insights`` insights): all of it (what the
-  handoff brief and an intervention's context read before) and the digest they read now
+  handoff brief, an intervention's context and the memory views read before), every insight with the newest
+  page of sessions (the memory views now) and the digest the brief and interventions read now
   (:meth:`app.memory.controls.MemoryControls.digest`);
 - over HTTP on loopback, as a client meets it: the widget's chat page (``/w/chat``) and one "Earlier messages"
   page, and the API's transcript (its first page of messages).
@@ -53,7 +54,7 @@ from app.accounts.unit_of_work import UnitOfWork, unit_of_work  # noqa: E402
 from app.asgi import create_app  # noqa: E402
 from app.container import Container  # noqa: E402
 from app.conversations.models import Message  # noqa: E402
-from app.core.pagination import Keyset, PageRequest  # noqa: E402
+from app.core.pagination import EVERY_ROW, Keyset, PageRequest  # noqa: E402
 from app.core.runtime import serve_in_background  # noqa: E402
 from app.handoff.brief import BRIEF_INSIGHTS  # noqa: E402
 from app.llm.base import EMBEDDING_DIMENSIONS  # noqa: E402
@@ -163,9 +164,9 @@ async def measure(args: argparse.Namespace) -> list[tuple[str, dict[str, float]]
             stmt = select(Message).where(Message.conversation_id == conversation_id).order_by(Message.created_at)
             return len((await uow.session.scalars(stmt)).all())
 
-        async def whole_memory(uow: UnitOfWork) -> int:  # what the handoff brief read before the digest
-            memory = await container.memory.client_memory(uow.session, coach_id, client_id)
-            return len(memory.insights) + len(memory.summaries)
+        async def memory(uow: UnitOfWork, sessions: PageRequest) -> int:
+            found = await container.memory.client_memory(uow.session, coach_id, client_id, sessions)
+            return len(found.insights) + len(found.summaries)
 
         async def digest(uow: UnitOfWork) -> int:
             found = await container.memory.digest(uow.session, coach_id, client_id, insights=BRIEF_INSIGHTS)
@@ -197,7 +198,16 @@ async def measure(args: argparse.Namespace) -> list[tuple[str, dict[str, float]]
                 in_unit(lambda uow: transcript_page(uow, PageRequest(halfway_message))),
                 runs,
             ),
-            ("memory: every insight and session (the brief read before)", in_unit(whole_memory), max(3, runs // 4)),
+            (
+                "memory: every insight and session (the brief and the memory views before)",
+                in_unit(lambda uow: memory(uow, EVERY_ROW)),
+                max(3, runs // 4),
+            ),
+            (
+                "memory: every insight, a page of sessions (the memory views now)",
+                in_unit(lambda uow: memory(uow, PageRequest())),
+                runs,
+            ),
             ("memory: the digest (handoff brief, intervention)", in_unit(digest), runs),
         ]
         for label, call, n in rows:
