@@ -78,8 +78,8 @@ class MemoryControls:
         with their error; the first :data:`~app.core.pagination.DEFAULT_PAGE_SIZE` by default: a client of
         years has thousands). Raises ``NotFound``.
 
-        Takes the session (not the unit of work) because the Telegram adapter reads it in a unit of its own and
-        the dashboard in its request's; controllers pass ``uow.session, uow.coach_id``."""
+        Takes the session (not the unit of work), as :meth:`digest` does; controllers pass ``uow.session,
+        uow.coach_id``."""
         profile = await _profile_of(session, coach_id, client_id)
         insights = (
             await session.scalars(
@@ -115,8 +115,9 @@ class MemoryControls:
         self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, *, insights: int
     ) -> MemoryDigest:
         """A client's :class:`MemoryDigest` with at most ``insights`` insights: reads only those and one summary,
-        however long the client's history (:meth:`client_memory` reads every insight and session). Raises
-        ``NotFound`` (also for another coach's client). Takes the session, as :meth:`client_memory` does."""
+        however long the client's history (:meth:`client_memory` reads every insight and a page of sessions).
+        Raises ``NotFound`` (also for another coach's client). Takes the session (not the unit of work) because
+        the handoff brief and an intervention's record read it inside their callers' transactions."""
         profile = await _profile_of(session, coach_id, client_id)
         top = (
             await session.scalars(

@@ -774,3 +774,6 @@ async def test_session_summaries_come_a_page_at_a_time_in_every_view(
         assert widget_earlier is not None
         widget_older = await tab.get(widget_earlier.group(1).replace("&amp;", "&"))
         assert "Oldest talk about running" in widget_older.text and "Newest sessions" in widget_older.text
+        assert (await tab.get("/w/memory?cursor=nope")).status_code == 400
+    refused = await browser.get(f"/dashboard/clients/{maya.client_id}?cursor=nope")
+    assert refused.status_code == 400 and "cursor is not a valid cursor" in refused.text
