@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import defer
 
 from app.accounts.models import Client
 from app.accounts.service import AccountService
@@ -46,6 +47,11 @@ class MemoryDigest:
     profile: ClientProfile | None
     insights: list[Insight]
     last_summary: dict[str, Any] | None
+
+
+_INSIGHT_WITHOUT_VECTOR = defer(Insight.embedding)
+"""The views and the digest show insights and sessions, never their vectors (384 floats each to read and
+decode): loaded without them."""
 
 
 async def _profile_of(session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> ClientProfile | None:
@@ -84,6 +90,7 @@ class MemoryControls:
         insights = (
             await session.scalars(
                 select(Insight)
+                .options(_INSIGHT_WITHOUT_VECTOR)
                 .where(Insight.client_id == client_id, Insight.status.in_(InsightStatus.VISIBLE))
                 .order_by(
                     (Insight.status == InsightStatus.ACTIVE).desc(),
@@ -92,8 +99,10 @@ class MemoryControls:
                 )
             )
         ).all()
-        stmt = select(ChatSession).where(
-            ChatSession.client_id == client_id, ChatSession.status.in_(SessionStatus.LISTED)
+        stmt = (
+            select(ChatSession)
+            .options(defer(ChatSession.embedding))  # as _INSIGHT_WITHOUT_VECTOR
+            .where(ChatSession.client_id == client_id, ChatSession.status.in_(SessionStatus.LISTED))
         )
         stmt = summaries.apply(stmt, ChatSession.started_at, ChatSession.id, newest_first=True)
         page = summaries.page((await session.scalars(stmt)).all(), lambda s: Keyset(s.started_at, s.id))
@@ -122,6 +131,7 @@ class MemoryControls:
         top = (
             await session.scalars(
                 select(Insight)
+                .options(_INSIGHT_WITHOUT_VECTOR)
                 .where(Insight.client_id == client_id, Insight.status == InsightStatus.ACTIVE)
                 .order_by(Insight.importance.desc(), Insight.last_seen_at.desc())
                 .limit(insights)

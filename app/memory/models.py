@@ -54,10 +54,10 @@ class ChatSession(TenantMixin, Base):
     ``source_message_ids`` are the messages the summary's statements are grounded in."""
 
     __tablename__ = "chat_sessions"
+    # a client's sessions newest first, a page at a time, read off the index (migration 0038)
+    __table_args__ = (Index("ix_chat_sessions_client_time", "client_id", "started_at", "id"),)
 
-    client_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("clients.id", ondelete="CASCADE"), index=True
-    )
+    client_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("clients.id", ondelete="CASCADE"))
     conversation_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("conversations.id", ondelete="CASCADE"), index=True
     )
@@ -97,6 +97,16 @@ class Insight(TenantMixin, Base):
     learning loop scores it) says how well acting on it worked; ``mentions`` counts restatements."""
 
     __tablename__ = "insights"
+    # a client's top active insights (the memory digest) read off the index (migration 0038)
+    __table_args__ = (
+        Index(
+            "ix_insights_client_active_rank",
+            "client_id",
+            text("importance DESC"),
+            text("last_seen_at DESC"),
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
 
     client_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("clients.id", ondelete="CASCADE"), index=True
