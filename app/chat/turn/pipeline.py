@@ -238,7 +238,8 @@ class ChatService:
         except (ProviderError, TimeoutError) as exc:
             yield self._generator.apology(turn, reply, exc)
         if low is not None:
-            outcome = await self._persister.low_confidence(turn, reply.signals, confidence=low[1], detail=low[0])
+            with stages.time("persist"):  # the handoff, its brief and the notice to the client
+                outcome = await self._persister.low_confidence(turn, reply.signals, confidence=low[1], detail=low[0])
             async for item in self._handed_off(turn, outcome, started, to_client, stages):
                 yield item
             return

@@ -132,3 +132,25 @@ async def test_turns_past_the_concurrency_limit_wait_for_a_slot_and_are_all_answ
 
     assert most == limit and not over_limit.is_set()
     assert [b["reply"] for b in bodies] == ["Start with one task."] * (limit + 2)
+
+
+async def test_a_turn_handed_to_the_coach_after_retrieval_logs_its_persist_stage(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    model: respx.MockRouter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A turn whose confidence is under the coach's threshold (a high-stakes topic) opens a handoff instead of
+    calling the model: the time it takes to store it (the handoff, its brief, the notice) is the ``persist``
+    stage, so the turn's logged stages still add up to the turn (``bench/chat.py`` sums them)."""
+    setup = await new_setup(
+        "Unsure Coach", handoff_mode="auto", confidence_threshold=0.9, high_stakes_topics=["mornings"]
+    )
+    with caplog.at_level(logging.INFO, logger="app.chat.turn.pipeline"):
+        body = await chat(http, setup, "How do I start my mornings with more focus?")
+
+    assert body["handoff"]["reason"] == "low_confidence"
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("turn stages ")]
+    stages = json.loads(line.removeprefix("turn stages "))["stages"]
+    assert {"gather", "persist", "after_commit"} <= set(stages) and "generate" not in stages
+    assert stages["persist"] > 0
