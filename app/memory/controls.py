@@ -49,7 +49,7 @@ class MemoryDigest:
     last_summary: dict[str, Any] | None
 
 
-_INSIGHT_WITHOUT_VECTOR = defer(Insight.embedding)
+_INSIGHT_WITHOUT_VECTOR, _SESSION_WITHOUT_VECTOR = defer(Insight.embedding), defer(ChatSession.embedding)
 """The views and the digest show insights and sessions, never their vectors (384 floats each to read and
 decode): loaded without them."""
 
@@ -101,7 +101,7 @@ class MemoryControls:
         ).all()
         stmt = (
             select(ChatSession)
-            .options(defer(ChatSession.embedding))  # as _INSIGHT_WITHOUT_VECTOR
+            .options(_SESSION_WITHOUT_VECTOR)
             .where(ChatSession.client_id == client_id, ChatSession.status.in_(SessionStatus.LISTED))
         )
         stmt = summaries.apply(stmt, ChatSession.started_at, ChatSession.id, newest_first=True)
