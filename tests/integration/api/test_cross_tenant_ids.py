@@ -4,7 +4,7 @@ The operations come from ``/schema/openapi.json`` (those added later are covered
 parameter is aimed at a row of coach A in the table named ``xs`` or ``…_xs`` (``client_id`` → ``clients``,
 ``session_id`` → ``chat_sessions``); coach B and B's client send a valid request generated
 by Schemathesis from the schema (a few per operation: 404 for at least one, 401 only for the other kind of
-credential, 400 only for a generated body the route refuses before its look-up). A snapshot of A's rows in
+credential, 400 only for a generated body or query the route refuses before its look-up). A snapshot of A's rows in
 every table (as the owner) must be equal before and after. Rows the API cannot make without a model or a
 fine-tune (a draft, an insight, an experiment, a model version) are written for A as the owner, so every
 operation finds a row of A to aim at; a parameter without one fails the test."""
@@ -188,6 +188,13 @@ def _known_fields(operation: str, body: Any) -> Any:
     return {key: value for key, value in body.items() if key in schema["properties"]}
 
 
+def _optional_query(operation: str) -> bool:
+    """Whether ``operation`` takes query parameters, none of them required (a page's ``cursor`` and ``limit``)."""
+    method, path = operation.split(" ", 1)
+    query = [p for p in api_spec()["paths"][path][method.lower()].get("parameters", []) if p["in"] == "query"]
+    return bool(query) and not any(p.get("required") for p in query)
+
+
 @pytest.mark.parametrize("operation", PATH_OPERATIONS)
 async def test_another_coachs_id_gives_404_and_changes_nothing(
     operation: str,
@@ -212,6 +219,8 @@ async def test_another_coachs_id_gives_404_and_changes_nothing(
         requests.append((case.method, case.formatted_path, kwargs))
     if _body_schema(operation).get("required") == []:  # every field optional: {} is valid and reaches the look-up
         requests.append((cases[0].method, cases[0].formatted_path, {"json": {}}))  # (random text can all be refused)
+    elif _optional_query(operation):  # a random cursor or limit is refused: the request without them is valid
+        requests.append((cases[0].method, cases[0].formatted_path, {**requests[0][2], "params": None}))
     for method, path, kwargs in requests:
         answers = {}
         for who, headers in intruders.items():  # B's API key and B's client's widget token
@@ -219,7 +228,7 @@ async def test_another_coachs_id_gives_404_and_changes_nothing(
             answers[who] = response.status_code
             assert "detail" in response.json(), response.text
         where = f"{method} {path} {kwargs}: {answers}"
-        # 401: the other kind of credential; 400: a generated body the route refuses before it looks the id up
+        # 401: the other kind of credential; 400: a generated body or query the route refuses before its look-up
         assert set(answers.values()) <= {400, 401, 404}, where
         statuses |= set(answers.values())
     assert 404 in statuses, f"{operation}: no request reached the id look-up ({statuses})"
