@@ -103,11 +103,14 @@ def page_response(request: Request[Any, Any, Any], page: Page[T], out: Callable[
 
 def next_page_link(request: Request[Any, Any, Any], after: Keyset | None) -> dict[str, str]:
     """The headers that point at the page after position ``after`` (the page's ``next``):
-    ``{"Link": "</path?…&cursor=…>; rel=\"next\""}`` (RFC 8288), none when ``after`` is ``None`` (the last page).
-    The address is the request's own path and query with its ``cursor`` replaced, a relative reference (resolved
-    against the request's URL, so it holds behind a proxy too)."""
-    if after is None:
-        return {}
-    query = {key: value for key, value in request.query_params.items() if key != "cursor"}
-    query["cursor"] = after.encode()
-    return {"Link": f'<{request.url.path}?{urlencode(query)}>; rel="next"'}
+    ``{"Link": "</path?…&cursor=…>; rel=\"next\""}`` (RFC 8288, :func:`next_link` with ``cursor``), none when
+    ``after`` is ``None`` (the last page)."""
+    return {} if after is None else next_link(request, cursor=after.encode())
+
+
+def next_link(request: Request[Any, Any, Any], **position: str) -> dict[str, str]:
+    """The ``Link`` header (RFC 8288, ``rel="next"``) to the request's own path and query with the ``position``
+    parameters replaced (``cursor=…``, or a catch-up's ``after=<message id>``): a relative reference, resolved
+    against the request's URL, so it holds behind a proxy too."""
+    query = {key: value for key, value in request.query_params.items() if key not in position}
+    return {"Link": f'<{request.url.path}?{urlencode(query | position)}>; rel="next"'}

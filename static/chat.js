@@ -399,6 +399,12 @@
     else setPresence("");
   }
 
+  function nextLink(response) {
+    // the address of the page after this one: the Link header's rel="next" (RFC 8288), null on the last page
+    var next = /<([^>]+)>;\s*rel="next"/.exec(response.headers.get("Link") || "");
+    return next ? next[1] : null;
+  }
+
   var earlier = document.getElementById("earlier");  // "Earlier messages": the page before the oldest shown
 
   function loadEarlier() {
@@ -407,14 +413,14 @@
     earlier.disabled = true;
     fetch(earlier.dataset.url).then(function (response) {
       if (!response.ok) throw new Error("not loaded");
-      var next = /<([^>]+)>;\s*rel="next"/.exec(response.headers.get("Link") || "");
+      var next = nextLink(response);
       return response.json().then(function (messages) {
         var height = log.scrollHeight;
         var above = earlier.nextElementSibling;
         messages.forEach(function (message) { above = showMessage(message, above) || above; });
         log.scrollTop += log.scrollHeight - height;
         if (next) {
-          earlier.dataset.url = next[1];
+          earlier.dataset.url = next;
           earlier.disabled = false;
         } else {
           earlier.remove();
@@ -434,10 +440,19 @@
     if (!conversationId) return Promise.resolve();
     var url = "/api/v1/widget/conversations/" + encodeURIComponent(conversationId) + "/messages" +
       (lastMessageId ? "?after=" + encodeURIComponent(lastMessageId) : "");
+    return fetchMissed(url).catch(function () { /* the next reconnect tries again */ });
+  }
+
+  function fetchMissed(url) {
+    // one response holds at most 200 messages; its Link header (rel="next") asks for those after them
     return fetch(url).then(function (response) {
       if (!response.ok) return;
-      return response.json().then(function (messages) { messages.forEach(showMessage); });
-    }).catch(function () { /* the next reconnect tries again */ });
+      var next = nextLink(response);
+      return response.json().then(function (messages) {
+        messages.forEach(function (message) { showMessage(message); });  // not forEach(showMessage): its index would be `before`
+        if (next) return fetchMissed(next);
+      });
+    });
   }
 
   function transmit(item) {

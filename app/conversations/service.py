@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client
@@ -18,7 +18,7 @@ from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.handoffs import Handoff, HandoffStatus
 from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.errors import InvalidInput, NotFound
-from app.core.pagination import Keyset, Page, PageRequest
+from app.core.pagination import MAX_PAGE_SIZE, Keyset, Page, PageRequest
 from app.db import jobs
 
 MAX_FEEDBACK_CHARS = 2000
@@ -115,25 +115,24 @@ class ConversationService:
 
     async def messages_after(
         self, uow: UnitOfWork, client_id: uuid.UUID, conversation_id: uuid.UUID, after: uuid.UUID | None
-    ) -> list[Message]:
-        """The client's conversation's messages stored after message ``after`` (all with ``None``), oldest
-        first: what a widget missed while it was disconnected. Raises ``NotFound`` (not this client's
-        conversation, or ``after`` is not one of its messages)."""
-        session, coach_id = uow.session, uow.coach_id
-        await _conversation(session, coach_id, conversation_id, client_id)
-        stmt = select(Message).where(Message.conversation_id == conversation_id)
+    ) -> Page[Message]:
+        """The client's conversation's messages stored after message ``after`` (from its first with ``None``),
+        oldest first, at most :data:`~app.core.pagination.MAX_PAGE_SIZE` of them: what a widget missed while it
+        was disconnected. The page's ``next`` is set when more follow (ask again after its last message).
+        Raises ``NotFound`` (not this client's conversation, or ``after`` is not one of its messages)."""
+        mark: Keyset | None = None
         if after is not None:
-            mark = (
-                await session.execute(
-                    select(Message.created_at, Message.id).where(
-                        Message.id == after, Message.conversation_id == conversation_id
-                    )
+            found = await uow.session.execute(
+                select(Message.created_at, Message.id).where(
+                    Message.id == after, Message.conversation_id == conversation_id
                 )
-            ).one_or_none()
-            if mark is None:
+            )
+            if (row := found.one_or_none()) is None:
                 raise NotFound("message not found in this conversation")
-            stmt = stmt.where(tuple_(Message.created_at, Message.id) > tuple_(mark.created_at, mark.id))
-        return list((await session.scalars(stmt.order_by(Message.created_at, Message.id))).all())
+            mark = Keyset(row.created_at, row.id)
+        page = PageRequest(mark, MAX_PAGE_SIZE)
+        _, messages = await self.history(uow, conversation_id, page, client_id=client_id, oldest_first=True)
+        return messages
 
     async def record_feedback(
         self,

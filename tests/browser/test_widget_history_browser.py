@@ -1,7 +1,8 @@
 """A long conversation in the widget and on the dashboard: the chat page and the coach's transcript open on its
 last 50 messages, and "Earlier messages" puts the page before them above, a page at a time, in order (in the
 widget with the thumbs the client left, keeping the view where it was), until the first message (the button
-then goes)."""
+then goes). After a dropped connection the widget catches up on every message stored meanwhile, following the
+catch-up's pages."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from playwright.async_api import Browser, expect
 from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.conversations.models import Conversation, SenderType
+from app.core.pagination import MAX_PAGE_SIZE
 from tests.browser.conftest import PHONE, WAIT_MS, CoachWithClient, OpenDashboard
 from tests.browser.test_handoff_browser import browser, shot
 from tests.integration.api.test_pagination import add_message
@@ -23,6 +25,11 @@ __all__ = ["browser"]  # the fixture, used by name below
 pytestmark = pytest.mark.browser
 MESSAGES = 120
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+SOCKETS_SEEN = """window.sockets = [];
+window.WebSocket = class extends window.WebSocket {
+  constructor(...args) { super(...args); window.sockets.push(this); }
+};"""
+"""An init script: every WebSocket the page opens is also kept in ``window.sockets`` (for the test to close)."""
 
 
 async def long_conversation(container: Container, coach_id: str, client_id: str) -> uuid.UUID:
@@ -91,3 +98,34 @@ async def test_the_coachs_transcript_loads_earlier_messages_in_place(
         await expect(earlier).to_have_count(0)
         assert await texts.all_text_contents() == [f"message {n}" for n in range(MESSAGES)]
         assert await page.locator("#conversation-pane").count() == 1, "the pane was not replaced inside itself"
+
+
+async def test_after_a_dropped_connection_the_widget_shows_every_message_stored_meanwhile(
+    base_url: str,
+    browser: Browser,
+    container: Container,
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+) -> None:
+    """More messages than one catch-up response holds (the coach's, say) are stored while the widget's socket is
+    down: on reconnecting it shows them all, in order, by following the catch-up's ``Link`` header."""
+    made = await coach_with_client("Coach Away", "Cal")
+    conversation_id = await long_conversation(container, made.coach.coach_id, made.client["id"])
+    context = await browser.new_context(base_url=base_url, viewport=PHONE)
+    widget = await context.new_page()
+    await widget.add_init_script(SOCKETS_SEEN)
+    await widget.goto(f"/w/{made.client['widget_token']}")
+    texts = widget.locator("#log .msg .text")
+    await expect(texts).to_have_count(50, timeout=WAIT_MS)
+    await widget.wait_for_function("() => window.sockets.length === 1 && window.sockets[0].readyState === 1")
+
+    missed = MAX_PAGE_SIZE + 30
+    async with unit_of_work(container.sessionmaker, uuid.UUID(made.coach.coach_id)) as uow:
+        for n in range(missed):
+            at = T0 + timedelta(minutes=MESSAGES + n)
+            await add_message(uow, conversation_id, SenderType.HUMAN_COACH, f"while away {n}", at)
+    await widget.evaluate("() => window.sockets[0].close()")  # the connection drops
+    await expect(texts).to_have_count(50 + missed, timeout=WAIT_MS)
+    assert await widget.evaluate("() => window.sockets.length") == 2, "the widget reconnected"
+    shown = await texts.all_text_contents()
+    assert shown == [f"message {n}" for n in range(70, MESSAGES)] + [f"while away {n}" for n in range(missed)]
+    await context.close()

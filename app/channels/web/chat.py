@@ -27,7 +27,7 @@ from app.conversations.metadata import client_citations, client_handoff_view, cl
 from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Message
 from app.conversations.service import MAX_FEEDBACK_CHARS
 from app.core.errors import DomainError
-from app.deps import PAGE, ClientIdentityDep, ContainerDep, PathId, Uow, WantedPage, page_response
+from app.deps import PAGE, ClientIdentityDep, ContainerDep, PathId, Uow, WantedPage, next_link, page_response
 from app.handoff.live import client_channel
 from app.rag.passages import cited_passage
 
@@ -169,17 +169,20 @@ class WidgetConversationController(Controller):
     @get("/{conversation_id:str}/messages")
     async def messages(
         self,
+        request: Request[Any, Any, Any],
         conversation_id: PathId,
         identity: ClientIdentityDep,
         uow: Uow,
         container: ContainerDep,
         after: FromQuery[uuid.UUID | None] = None,
-    ) -> list[WidgetMessageOut]:
-        """The client's conversation's messages stored after message ``?after=<id>`` (all without it), oldest
-        first: what the widget missed while disconnected. 404 for another client's conversation or an
-        ``after`` that is not in it; 400 for a malformed id."""
+    ) -> Response[list[WidgetMessageOut]]:
+        """The client's conversation's messages stored after message ``?after=<id>`` (from its first without
+        it), oldest first, at most 200: what the widget missed while disconnected. When more follow, the
+        ``Link`` header (``rel="next"``) asks for those after the last one returned. 404 for another client's
+        conversation or an ``after`` that is not in it; 400 for a malformed id."""
         found = await container.conversations.messages_after(uow, identity.client_id, conversation_id, after)
-        return [widget_message_out(message) for message in found]
+        headers = next_link(request, after=str(found.next.id)) if found.next is not None else {}
+        return Response([widget_message_out(message) for message in found.items], headers=headers)
 
     @get("/{conversation_id:str}/history", dependencies=PAGE)
     async def history(

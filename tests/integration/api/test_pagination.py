@@ -18,7 +18,7 @@ from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.container import Container
 from app.conversations.handoffs import Draft, DraftStatus
 from app.conversations.models import Conversation, Message, SenderType
-from app.core.pagination import Keyset, PageRequest
+from app.core.pagination import MAX_PAGE_SIZE, Keyset, PageRequest
 from tests.conftest import Coach, make_client
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -246,3 +246,41 @@ async def test_the_widget_history_pages_back_through_the_clients_own_conversatio
     assert bad.status_code == 400 and bad.json()["detail"].startswith("cursor is not a valid cursor")
     malformed = await http.get("/api/v1/widget/conversations/not-an-id/history", headers=mine)
     assert malformed.status_code == 400
+
+
+async def test_the_widget_catch_up_comes_at_most_a_page_at_a_time_after_the_last_message_shown(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], container: Container
+) -> None:
+    """``GET /api/v1/widget/conversations/{id}/messages`` (the widget's catch-up after a reconnect) returns at
+    most ``MAX_PAGE_SIZE`` messages, oldest first; the ``Link`` header asks for those after the last one, so
+    following it gives every message once, with or without a starting ``after``."""
+    coach = await make_coach("Catch-up pages")
+    own = await make_client(http, coach, "Away a while")
+    [conversation_id] = await conversations_with_messages(container, coach, own["id"], [T0])
+    times = [T0 + timedelta(seconds=i) for i in range(1, MAX_PAGE_SIZE + 31)]
+    async with unit_of_work(container.sessionmaker, uuid.UUID(coach.coach_id)) as uow:
+        for i, at in enumerate(times):
+            await add_message(uow, conversation_id, SenderType.AI, f"{i}", at)
+    mine = {"Authorization": f"Bearer {own['widget_token']}"}
+    url = f"/api/v1/widget/conversations/{conversation_id}/messages"
+
+    async def follow(start: str) -> list[list[dict]]:
+        pages, next_url = [], start
+        while next_url is not None:
+            response = await http.get(next_url, headers=mine)
+            assert response.status_code == 200, response.text
+            pages.append(response.json())
+            next_url = next_link(response)
+            assert len(pages) < 10, "the pages never end"
+        return pages
+
+    from_start = await follow(url)
+    assert [len(page) for page in from_start] == [MAX_PAGE_SIZE, 31]
+    texts = [m["text"] for page in from_start for m in page]
+    assert texts == [f"sent {T0}"] + [f"{i}" for i in range(len(times))]
+    after_first = await follow(f"{url}?after={from_start[0][0]['id']}")
+    assert [len(page) for page in after_first] == [MAX_PAGE_SIZE, 30]
+    assert [m["text"] for page in after_first for m in page] == texts[1:]
+    last = from_start[-1][-1]["id"]
+    caught_up = await http.get(url, params={"after": last}, headers=mine)
+    assert caught_up.json() == [] and next_link(caught_up) is None
