@@ -10,7 +10,8 @@ so it also catches up on the messages no turn embedded (a message the coach answ
 a crisis turn).
 
 Reading: two arms over one client's episodes, fused in :func:`app.memory.retrieval.recall` — the dense arm
-(exact cosine over the client's rows) and a lexical arm scoring Okapi BM25 (Robertson & Zaragoza 2009,
+(exact cosine over every vector of the client, ``halfvec``, read from an index that carries them: an index-only
+scan of one range, migration 0039) and a lexical arm scoring Okapi BM25 (Robertson & Zaragoza 2009,
 "The Probabilistic Relevance Framework: BM25 and Beyond"; k1 = 1.2, b = 0.75, their usual values, which
 also did best of b ∈ {0, 0.5, 0.75, 1} on LoCoMo's dev part) in PostgreSQL from the
 stored ``tsvector``: term frequency is a lexeme's position count, document length the number of distinct

@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, TenantMixin
-from app.db.vectors import BinaryVector
+from app.db.vectors import BinaryHalfVec, BinaryVector
 from app.llm.base import EMBEDDING_DIMENSIONS
 
 
@@ -145,7 +145,8 @@ class ClientProfile(TenantMixin, Base):
 class Episode(TenantMixin, Base):
     """The episodic layer: one client or coach message made recallable on its own (see
     :mod:`app.memory.episodes`). ``embedding`` is the message text's vector (for a client message, the very
-    query vector its turn computed), ``tsv`` its English full-text vector (``to_tsvector('english', text)``
+    query vector its turn computed; stored as ``halfvec``, 2-byte floats, for the dense arm's index-only scan),
+    ``tsv`` its English full-text vector (``to_tsvector('english', text)``
     when stored), ``dl`` its BM25 document length (distinct lexemes, at least 1; generated), ``at`` the
     message's time. The row goes when its message goes (erasure cascades); a forgotten message keeps its row but
     is never recalled (the recall joins ``messages.forgotten_at``)."""
@@ -162,14 +163,19 @@ class Episode(TenantMixin, Base):
             postgresql_include=["coach_id", "message_id", "dl"],
         ),
         Index("ix_episodes_terms", text("tsvector_to_array(tsv)"), postgresql_using="gin"),
+        # the dense arm (app.memory.episodes._ARMS) ranks a client's vectors by an index-only scan (migration 0039)
+        Index(
+            "ix_episodes_client_vectors",
+            "client_id",
+            "embedding_model",
+            postgresql_include=["coach_id", "message_id", "at", "embedding"],
+        ),
     )
 
     message_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("messages.id", ondelete="CASCADE"))
-    client_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("clients.id", ondelete="CASCADE"), index=True
-    )
+    client_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("clients.id", ondelete="CASCADE"))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    embedding: Mapped[list[float]] = mapped_column(BinaryVector(EMBEDDING_DIMENSIONS))
+    embedding: Mapped[list[float]] = mapped_column(BinaryHalfVec(EMBEDDING_DIMENSIONS))
     embedding_model: Mapped[str] = mapped_column(String(200))
     tsv: Mapped[str] = mapped_column(TSVECTOR)
     dl: Mapped[int] = mapped_column(Integer, Computed("greatest(length(tsv), 1)", persisted=True))
