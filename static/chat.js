@@ -1,7 +1,8 @@
 // Widget page: sends the client's messages over the /ws/chat WebSocket and renders streamed replies.
 // Every message gets its own id (crypto.randomUUID) and stays "unacknowledged" until the server's `ack`
 // says it is stored; after a reconnect the widget first fetches what was stored meanwhile
-// (GET /api/v1/widget/conversations/{id}/messages?after=…), then sends the unacknowledged messages again with
+// (GET /api/v1/widget/conversations/{id}/messages?after=…, following its Link header's pages; live messages that
+// come meanwhile are shown after them), then sends the unacknowledged messages again with
 // the same ids (the server stores each once). A dropped socket is reopened with exponential back-off. The server answers messages in the order they arrived, so
 // Send and Enter always work, also while an answer is streaming.
 // Live events of the client's channel arrive on the same socket: the coach's messages ("message"),
@@ -435,12 +436,19 @@
 
   if (earlier) earlier.addEventListener("click", loadEarlier);
 
+  var heldLive = null;  // live messages that came while catching up, shown after the older ones it fetches
+
   function catchUp() {
     // what was stored while the socket was down (replies finished after the drop, the coach's messages)
     if (!conversationId) return Promise.resolve();
     var url = "/api/v1/widget/conversations/" + encodeURIComponent(conversationId) + "/messages" +
       (lastMessageId ? "?after=" + encodeURIComponent(lastMessageId) : "");
-    return fetchMissed(url).catch(function () { /* the next reconnect tries again */ });
+    heldLive = heldLive || [];
+    return fetchMissed(url).catch(function () { /* the next reconnect tries again */ }).then(function () {
+      var held = heldLive || [];
+      heldLive = null;
+      held.forEach(function (message) { showMessage(message); });  // each once: shown already if fetched
+    });
   }
 
   function fetchMissed(url) {
@@ -491,7 +499,8 @@
         onDone(data);
       } else if (data.type === "message") {
         if (data.conversation_id) conversationId = data.conversation_id;
-        showMessage(data.message || {});
+        if (heldLive) heldLive.push(data.message || {});  // newer than what the catch-up still fetches
+        else showMessage(data.message || {});
       } else if (data.type === "coach_joined") {
         coachName = data.coach_name || coachName;
         systemLine(coachName + " joined the conversation");

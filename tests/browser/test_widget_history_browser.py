@@ -6,12 +6,15 @@ catch-up's pages."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, Route, expect
 
 from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
@@ -26,10 +29,16 @@ pytestmark = pytest.mark.browser
 MESSAGES = 120
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 SOCKETS_SEEN = """window.sockets = [];
+window.received = [];
 window.WebSocket = class extends window.WebSocket {
-  constructor(...args) { super(...args); window.sockets.push(this); }
+  constructor(...args) {
+    super(...args);
+    window.sockets.push(this);
+    this.addEventListener("message", (event) => window.received.push(String(event.data)));
+  }
 };"""
-"""An init script: every WebSocket the page opens is also kept in ``window.sockets`` (for the test to close)."""
+"""An init script: every WebSocket the page opens is also kept in ``window.sockets`` (for the test to close),
+every event it receives in ``window.received``."""
 
 
 async def long_conversation(container: Container, coach_id: str, client_id: str) -> uuid.UUID:
@@ -102,12 +111,14 @@ async def test_the_coachs_transcript_loads_earlier_messages_in_place(
 
 async def test_after_a_dropped_connection_the_widget_shows_every_message_stored_meanwhile(
     base_url: str,
+    http: httpx.AsyncClient,
     browser: Browser,
     container: Container,
     coach_with_client: Callable[..., Awaitable[CoachWithClient]],
 ) -> None:
     """More messages than one catch-up response holds (the coach's, say) are stored while the widget's socket is
-    down: on reconnecting it shows them all, in order, by following the catch-up's ``Link`` header."""
+    down: on reconnecting it shows them all, in order, by following the catch-up's ``Link`` header. A message
+    that comes live while the catch-up is still fetching goes after the messages it fetches."""
     made = await coach_with_client("Coach Away", "Cal")
     conversation_id = await long_conversation(container, made.coach.coach_id, made.client["id"])
     context = await browser.new_context(base_url=base_url, viewport=PHONE)
@@ -128,4 +139,26 @@ async def test_after_a_dropped_connection_the_widget_shows_every_message_stored_
     assert await widget.evaluate("() => window.sockets.length") == 2, "the widget reconnected"
     shown = await texts.all_text_contents()
     assert shown == [f"message {n}" for n in range(70, MESSAGES)] + [f"while away {n}" for n in range(missed)]
+
+    release = asyncio.Event()
+
+    async def held(route: Route) -> None:  # the next catch-up waits until the coach's live message has come
+        await release.wait()
+        await route.continue_()
+
+    await widget.route(re.compile(r"/messages\?after="), held)
+    async with unit_of_work(container.sessionmaker, uuid.UUID(made.coach.coach_id)) as uow:
+        for n in range(3):
+            at = T0 + timedelta(minutes=MESSAGES + missed + n)
+            await add_message(uow, conversation_id, SenderType.HUMAN_COACH, f"away again {n}", at)
+    await widget.evaluate("() => window.sockets[1].close()")
+    await widget.wait_for_function("() => window.sockets.length === 3 && window.sockets[2].readyState === 1")
+    sent = await http.post(
+        f"/api/v1/conversations/{conversation_id}/messages", headers=made.coach.headers, json={"text": "Back now"}
+    )
+    assert sent.status_code == 201, sent.text
+    await widget.wait_for_function("() => window.received.some((data) => data.includes('Back now'))")
+    release.set()
+    await expect(texts).to_have_count(50 + missed + 4, timeout=WAIT_MS)
+    assert (await texts.all_text_contents())[-4:] == [f"away again {n}" for n in range(3)] + ["Back now"]
     await context.close()
