@@ -40,7 +40,7 @@ from arq.worker import Retry, Worker, func
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, LockNotOwnedError
 from sqlalchemy.exc import DBAPIError
-from telegram.error import RetryAfter
+from telegram.error import NetworkError, RetryAfter
 
 from app.accounts.unit_of_work import unit_of_work
 from app.channels.telegram.adapter import TelegramChannel
@@ -298,18 +298,22 @@ async def telegram_send(
 ) -> str:
     """Send the messages queued for a client's Telegram chat (coach messages, joined/left notices), in order
     across workers (:meth:`app.channels.telegram.outbound.ChatOutbox.flush`); a 429 still refused after the
-    flush's own waits, or a chat lock held elsewhere too long, is retried later. ``parts``/``keyboard``: a job
-    queued by an earlier version carries its message, which is queued for the chat first."""
+    flush's own waits, a chat lock held elsewhere too long, or a network error, a timeout or a 5xx from
+    Telegram, is retried later (the 429 after its ``retry_after``, the others after 1, 2, 4 and 8 s).
+    ``parts``/``keyboard``: a job queued by an earlier version carries its message, which is queued for the chat
+    first."""
     telegram: TelegramChannel = ctx["telegram"]
     coach, outbox = uuid.UUID(coach_id), telegram.outbox
     if parts is not None and ctx["job_try"] == 1:
         await outbox.push(coach, chat_id, parts, keyboard)
     try:
         return await outbox.flush(coach, chat_id)
-    except (RetryAfter, LockError) as exc:
+    except (RetryAfter, LockError, NetworkError) as exc:
         if ctx["job_try"] >= TELEGRAM_SEND_TRIES:
-            raise
-        raise Retry(defer=exc.retry_after if isinstance(exc, RetryAfter) else 1) from exc
+            raise  # the unsent message stays first in the chat's list, for the next message's job
+        if isinstance(exc, RetryAfter):
+            raise Retry(defer=exc.retry_after) from exc
+        raise Retry(defer=2 ** (ctx["job_try"] - 1)) from exc  # 1, 2, 4, 8 s
 
 
 async def telegram_recover(ctx: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Bot, ReplyKeyboardMarkup
-from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
 from app.accounts.unit_of_work import unit_of_work
 from app.accounts.widget_settings import greeting, suggestions
@@ -31,7 +31,7 @@ from app.channels.telegram import render
 from app.channels.telegram.outbound import ChatOutbox, markup, with_retry
 from app.channels.telegram.service import ChatBinding, TelegramService
 from app.channels.telegram.tone import TONE_COMMAND, TelegramTone, parse_tone
-from app.chat.turn import ChatService, TurnResult
+from app.chat.turn import ANSWER_LATER, ChatService, TurnResult
 from app.conversations.metadata import client_citations
 from app.conversations.service import ConversationService
 from app.core.errors import DomainError, NotFound, TooManyAttempts
@@ -47,20 +47,24 @@ TYPING_EVERY_S = 4.0
 
 class _Stream:
     """One reply in one chat: the first delta is sent, later ones edit that message at most every
-    ``interval`` seconds, :meth:`finish` writes the final text (split, footnotes, keyboard)."""
+    ``interval`` seconds, :meth:`finish` writes the final text (split, footnotes, keyboard). The streamed
+    edits are best-effort (a failed one is skipped: the final text replaces it); :attr:`unsent` holds the final
+    text's parts :meth:`finish` has not sent yet."""
 
     def __init__(self, bot: Bot, chat_id: int, interval: float) -> None:
         self.bot, self.chat_id, self.interval = bot, chat_id, interval
         self.text = ""
         self.message_id: int | None = None
+        self.unsent: list[str] = []
         self._last = 0.0
 
     async def delta(self, text: str) -> None:
+        """Show the reply so far (a 403 raises ``Forbidden``: the client blocked the bot)."""
         self.text += text
         now = time.monotonic()
         if len(self.text) > render.MAX_MESSAGE_CHARS or (self.message_id and now - self._last < self.interval):
             return
-        with contextlib.suppress(BadRequest, RetryAfter):
+        with contextlib.suppress(NetworkError, RetryAfter):  # NetworkError: also a 400, a timeout, a 5xx
             if self.message_id is None:
                 sent = await self.bot.send_message(self.chat_id, render.escape(self.text), parse_mode=render.PARSE_MODE)
                 self.message_id = sent.message_id
@@ -71,13 +75,17 @@ class _Stream:
             self._last = now
 
     async def finish(self, result: TurnResult) -> None:
+        """Write the final reply: the streamed message edited into its first part, the others sent. Raises
+        Telegram's error of a part that could not be sent (those still in :attr:`unsent`)."""
         if not result.reply:
+            await self.discard()  # nothing was stored (the coach took the conversation meanwhile)
             return
-        parts = render.split_html(result.reply, client_citations(result.citations))
+        self.unsent = render.split_html(result.reply, client_citations(result.citations))
         keyboard = render.feedback_keyboard(result.message_id) if result.message_id else None
-        for index, part in enumerate(parts):
-            shown = markup(keyboard) if index == len(parts) - 1 else None
-            if index == 0 and self.message_id is not None:
+        first = True
+        while self.unsent:
+            part, shown = self.unsent[0], markup(keyboard) if len(self.unsent) == 1 else None
+            if first and self.message_id is not None:
                 with contextlib.suppress(BadRequest):
                     edit = self.bot.edit_message_text
                     await with_retry(
@@ -86,6 +94,14 @@ class _Stream:
             else:
                 send = self.bot.send_message
                 await with_retry(send, self.chat_id, part, parse_mode=render.PARSE_MODE, reply_markup=shown)
+            first, self.unsent = False, self.unsent[1:]
+
+    async def discard(self) -> None:
+        """Delete the streamed message (best-effort): the reply it showed was not stored."""
+        if self.message_id is not None:
+            with contextlib.suppress(TelegramError):
+                await self.bot.delete_message(self.chat_id, self.message_id)
+            self.message_id = None
 
 
 class TelegramChannel:
@@ -136,8 +152,11 @@ class TelegramChannel:
                 await self._message(bot, coach_id, message)
             elif isinstance(edited := update.get("edited_message"), dict):
                 await self._edited(bot, coach_id, edited)
-            elif isinstance(member := update.get("my_chat_member"), dict) and _blocked(member):
-                await self.service.set_chat(coach_id, int(member["chat"]["id"]), active=False)
+            elif isinstance(member := update.get("my_chat_member"), dict) and (status := _status(member)) in (
+                "kicked",
+                "member",
+            ):  # the client blocked the bot, or unblocked it
+                await self.service.set_chat(coach_id, int(member["chat"]["id"]), active=status == "member")
         except Forbidden:
             chat_id = _chat_id(update)
             if chat_id is not None:
@@ -316,7 +335,8 @@ class TelegramChannel:
             except DomainError as exc:
                 await bot.send_message(binding.chat_id, exc.message)
                 return
-            if received.conversation_id != binding.conversation_id:
+            if received.conversation_id != binding.conversation_id or not binding.active:  # (a client writing
+                # to a chat marked blocked has unblocked the bot: the coach's messages reach it again)
                 await self.service.set_chat(coach_id, binding.chat_id, conversation_id=received.conversation_id)
             if not received.answered:
                 await self._answer(bot, coach_id, binding, received.message_id)
@@ -330,6 +350,11 @@ class TelegramChannel:
             return await receive(coach_id, binding.client_id, text, conversation_id=None, **kwargs)
 
     async def _answer(self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, message_id: uuid.UUID) -> None:
+        """Answer the stored client message ``message_id``, streaming the reply into the chat. When the turn
+        fails (the database out of reach, a pool exhausted), the worker answers it later
+        (:meth:`~app.chat.turn.ChatService.answer_later`; the reply comes through the chat's outbox) and the
+        client is told so; when the final text cannot be sent (a timeout, a 5xx), the parts not sent go through
+        the chat's outbox, which retries. Raises ``Forbidden`` (the client blocked the bot)."""
         stream = _Stream(bot, binding.chat_id, self.edit_interval_s)
         typing = asyncio.create_task(self._typing(bot, binding.chat_id))
         result: TurnResult | None = None
@@ -341,10 +366,27 @@ class TelegramChannel:
                     if not typing.done():
                         typing.cancel()
                     await stream.delta(item)
+        except (DomainError, Forbidden):
+            raise
+        except Exception:  # the message is stored: it must not stay unanswered
+            log.exception("telegram: answering message %s failed; a job answers it", message_id)
+            await stream.discard()
+            await self._chat.answer_later(coach_id, message_id)
+            with contextlib.suppress(TelegramError):
+                await bot.send_message(binding.chat_id, ANSWER_LATER)
+            return
         finally:
             typing.cancel()
-        if result is not None:
+        if result is None:
+            return
+        try:
             await stream.finish(result)
+        except Forbidden:
+            raise
+        except TelegramError as exc:
+            log.warning("telegram: the reply to message %s goes through the outbox: %s", message_id, exc.message)
+            keyboard = render.feedback_keyboard(result.message_id) if result.message_id else None
+            await self.outbox.push(coach_id, binding.chat_id, stream.unsent, keyboard, dedupe=f"tg:{result.message_id}")
 
     async def _typing(self, bot: Bot, chat_id: int) -> None:
         with contextlib.suppress(TelegramError):
@@ -371,9 +413,11 @@ class TelegramChannel:
         await self.outbox.push(coach_id, binding.chat_id, parts, keyboard, dedupe=job_id)
 
 
-def _blocked(member: dict[str, Any]) -> bool:
-    """Whether a ``my_chat_member`` update says the client blocked the bot."""
-    return bool((member.get("new_chat_member") or {}).get("status") == "kicked")
+def _status(member: dict[str, Any]) -> str | None:
+    """The bot's new status in a private chat from a ``my_chat_member`` update: ``"kicked"`` when the client
+    blocked the bot, ``"member"`` when they unblocked it (Bot API ``ChatMemberUpdated``)."""
+    status = (member.get("new_chat_member") or {}).get("status")
+    return status if isinstance(status, str) else None
 
 
 def _chat_id(update: dict[str, Any]) -> int | None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from telegram import InlineKeyboardMarkup
-from telegram.error import Forbidden, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden, RetryAfter
 
 from app.channels.telegram import render
 from app.channels.telegram.service import TelegramService
@@ -96,8 +96,10 @@ class ChatOutbox:
         """Worker job body: under the chat's lock, send the chat's list in order until it is empty. A 429 is waited
         out (:func:`with_retry`); one still refused raises ``RetryAfter`` (the message stays first, for the job's
         retry). A 403 (the client blocked the bot) marks the chat inactive and drops its list; a message Telegram
-        refuses otherwise (400) is logged and dropped. Raises ``redis.exceptions.LockError`` when the lock stays
-        taken for :data:`LOCK_WAIT_S`. Returns a short status for arq."""
+        refuses as malformed (400) is logged and dropped. Any other failure (a timeout, a 5xx, a network error, a
+        revoked token) raises with the message still first: a retry of the job sends it, or the job of the next
+        message pushed. Raises ``redis.exceptions.LockError`` when the lock stays taken for :data:`LOCK_WAIT_S`.
+        Returns a short status for arq."""
         key = self._key(coach_id, chat_id)
         sent = 0
         async with self._redis.lock(
@@ -121,9 +123,7 @@ class ChatOutbox:
                     await self._service.set_chat(coach_id, chat_id, active=False)
                     await self._redis.delete(key)
                     return "blocked: chat marked inactive"
-                except RetryAfter:
-                    raise
-                except TelegramError as exc:
+                except BadRequest as exc:  # this message can never be sent (400): the ones after it still can
                     log.warning(
                         "telegram: a message to chat %s of coach %s refused: %s", chat_id, coach_id, exc.message
                     )

@@ -21,7 +21,7 @@ from litestar.params import FromQuery, JSONBody
 
 from app.accounts.service import ClientIdentity
 from app.auth import CLIENT_DEPENDENCIES, identify_client
-from app.chat.turn import TurnResult
+from app.chat.turn import ANSWER_LATER, TurnResult
 from app.chat.turn.intake import MAX_MESSAGE_CHARS
 from app.conversations.metadata import client_citations, client_handoff_view, client_view
 from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Message
@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 WIDGET_API_PREFIXES = ("/api/v1/chat", "/api/v1/messages/", "/api/v1/widget/")
 """Path prefixes of the REST routes the widget calls with its token (feedback, catch-up, end session, memory):
 their CORS preflights are answered (:class:`app.core.headers.SecurityHeaders`)."""
-ANSWER_LATER = "could not answer this message yet; it is saved and will be answered shortly"
-"""The ``error`` event of a stored message whose live answer failed and went to the worker."""
 
 
 class ChatRequest(msgspec.Struct):

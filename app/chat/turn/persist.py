@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, bindparam, update
+from sqlalchemy import DateTime, bindparam, exists, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
@@ -19,7 +19,7 @@ from app.chat.turn.decide import Before, BeforeModel
 from app.chat.turn.honesty import Honesty, disclosure
 from app.chat.turn.state import Reply, Turn, TurnResult
 from app.chat.turn.timing import ms_since
-from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason
+from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason, HandoffStatus
 from app.conversations.models import Conversation, Message, SenderType
 from app.db import jobs
 from app.handoff.confidence import Confidence, score_confidence
@@ -108,7 +108,9 @@ class Persister:
     async def reply(self, turn: Turn, reply: Reply) -> Outcome:
         """Store the AI's reply (or, drafting, the draft) with its final confidence and signals; a first reply
         after a handback records ``is_handback``; L3 insight extraction is queued. Nothing is stored when the
-        message was answered meanwhile (another connection answered the same message)."""
+        message was answered meanwhile (another connection answered the same message), nor when the coach took
+        the conversation while the model was answering (the message then waits for the coach; the outcome
+        carries the handoff)."""
         coach, conversation = turn.coach, turn.conversation
         confidence = score_confidence(reply.signals)
         reply.metadata["confidence"] = confidence.as_dict()
@@ -116,9 +118,9 @@ class Persister:
         t0 = time.perf_counter()
         async with unit_of_work(self._sessionmaker, coach.id) as uow:
             session = uow.session
-            claimed = await _claim_answer(session, turn.message.id)
+            claimed = await _claim_answer(session, turn.message.id, unless_handed_off=True)
             if claimed is None:
-                return Outcome()
+                return Outcome(handoff=await self._handoffs.active_for(session, conversation.id))
             if reply.drafting:
                 draft = Draft(
                     coach_id=coach.id,
@@ -220,14 +222,22 @@ _CLAIM = (
     .returning(Message.id)
     .execution_options(synchronize_session=False)
 )
-"""Built once and run with bound parameters (SQLAlchemy reuses its cache key and compiled form)."""
+_CLAIM_UNLESS_HANDED_OFF = _CLAIM.where(
+    ~exists().where(Handoff.conversation_id == Message.conversation_id, Handoff.status.in_(HandoffStatus.ACTIVE))
+)
+"""Built once and run with bound parameters (SQLAlchemy reuses their cache keys and compiled forms)."""
 
 
-async def _claim_answer(session: AsyncSession, message_id: uuid.UUID) -> uuid.UUID | None:
+async def _claim_answer(
+    session: AsyncSession, message_id: uuid.UUID, *, unless_handed_off: bool = False
+) -> uuid.UUID | None:
     """Mark the client's message answered now, in one statement that also locks it for this transaction:
-    its id, or ``None`` when it was answered already (or is gone). A concurrent claim waits for this
-    transaction and then finds the message answered (PostgreSQL re-checks the ``WHERE`` on the updated row)."""
-    claimed: uuid.UUID | None = await session.scalar(_CLAIM, {"message_id": message_id, "now": _now()})
+    its id, or ``None`` when it was answered already (or is gone), or with ``unless_handed_off`` when its
+    conversation has an open or claimed handoff (committed before this statement began). A concurrent claim
+    waits for this transaction and then finds the message answered (PostgreSQL re-checks the ``WHERE`` on the
+    updated row)."""
+    statement = _CLAIM_UNLESS_HANDED_OFF if unless_handed_off else _CLAIM
+    claimed: uuid.UUID | None = await session.scalar(statement, {"message_id": message_id, "now": _now()})
     return claimed
 
 

@@ -67,6 +67,10 @@ from app.llm.registry import ProviderRegistry
 
 log = logging.getLogger(__name__)
 
+ANSWER_LATER = "Could not answer this message yet; it is saved and will be answered shortly."
+"""What a channel tells the client when a stored message's live answer failed and
+:meth:`ChatService.answer_later` queued it for the worker."""
+
 ToClient = Callable[[], bool]
 """Asked after commit: should the stored reply also go to the client's live channel (its own connection is
 gone, or there is none: a worker job)?"""

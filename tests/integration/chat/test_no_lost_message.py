@@ -21,8 +21,7 @@ import pytest
 import respx
 import websockets
 
-from app.channels.web.chat import ANSWER_LATER
-from app.chat.turn import ChatService
+from app.chat.turn import ANSWER_LATER, ChatService
 from tests.conftest import make_client
 from tests.integration.handoff.test_handoff_flow import DELTAS, REPLY, Setup, llm_api, new_setup, transcript
 from tests.openai_wire import MOCK_BASE_URL, mock_openai, openai_sse

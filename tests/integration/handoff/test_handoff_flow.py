@@ -29,7 +29,7 @@ from app.core.runtime import Services, serve_in_background
 from app.handoff.crisis import crisis_reply
 from app.llm.registry import ProviderRegistry
 from tests.conftest import Coach, make_client
-from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint, openai_error
+from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint, openai_error, openai_sse
 
 DELTAS = ["Let's", " take", " it", " one", " step", " at", " a", " time", "."]
 REPLY = "".join(DELTAS)
@@ -315,6 +315,45 @@ async def test_takeover_live_messages_and_handback(
     assert coach_meta["handoff_reason"] == "coach_takeover" and coach_meta["ai_confidence_before"] is None
     assert messages[-1]["metadata"]["is_handback"] is True
     assert messages[-1]["metadata"]["human_duration_minutes"] >= 0
+
+
+async def test_a_takeover_while_the_ai_is_answering_keeps_the_ai_reply_out(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """The coach takes the conversation while the model is still answering the client's message: the AI's
+    reply is not stored (the client would get two answers), the turn reports the coach's handoff and the
+    message waits for the coach."""
+    setup = await new_setup()
+    first = await chat(http, setup, "How can I plan my week better?")
+    conversation_id = first["conversation_id"]
+    asked, go_on = asyncio.Event(), asyncio.Event()
+
+    class HeldBack(httpx.AsyncByteStream):
+        """The model's stream, held until the coach has taken over."""
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            asked.set()
+            await go_on.wait()
+            yield openai_sse(DELTAS, (120, 9))
+
+    llm_api["completions"].mock(
+        side_effect=lambda request: httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, stream=HeldBack()
+        )
+    )
+    turn = asyncio.create_task(chat(http, setup, "Mostly my sleep, honestly.", conversation_id))
+    await asyncio.wait_for(asked.wait(), 30)
+    taken = await http.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=setup.coach.headers)
+    assert taken.status_code == 200, taken.text
+    go_on.set()
+    answered = await turn
+
+    assert answered["reply"] == "" and answered["message_id"] is None
+    assert answered["handoff"]["status"] == "claimed"
+    messages = await transcript(http, setup, conversation_id)
+    assert [m["sender_type"] for m in messages] == ["client", "ai", "client"]
+    queue = await handoffs(http, setup.coach, "claimed")
+    assert [h["conversation_id"] for h in queue] == [conversation_id]
 
 
 async def test_takeover_and_handback_survive_a_restart(

@@ -24,6 +24,7 @@ from app.channels.telegram.adapter import BAD_INVITE
 from app.channels.telegram.models import TelegramChat, TelegramUpdate
 from app.channels.telegram.poller import poll_once
 from app.channels.telegram.wiring import build_channel
+from app.chat.turn import ANSWER_LATER, ChatService
 from app.container import Container
 from app.conversations.models import Conversation
 from app.core.config import Settings
@@ -79,6 +80,21 @@ async def conversation_of(tg: httpx.AsyncClient, bot: Bot, client_id: str) -> di
     listed = (await tg.get("/api/v1/conversations", headers=bot.coach.headers)).json()
     [summary] = [c for c in listed if c["client_id"] == client_id]
     return (await tg.get(f"/api/v1/conversations/{summary['id']}", headers=bot.coach.headers)).json()
+
+
+async def taken_over(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
+) -> tuple[Bot, int, str]:
+    """A new bot whose client's chat said "Hello" and whose coach then took the conversation over (the joined
+    notice sent): ``(bot, chat_id, conversation_id)``."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    await say(tg, bot, chat_id, "Hello")
+    conversation_id = (await conversation_of(tg, bot, client_id))["id"]
+    taken = await tg.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=bot.coach.headers)
+    assert taken.status_code == 200, taken.text
+    await tg_jobs()
+    return bot, chat_id, conversation_id
 
 
 # ------------------------------------------------------------------------------------------- connecting
@@ -610,13 +626,8 @@ async def test_a_429_is_retried_after_retry_after_and_a_403_marks_the_chat_inact
     tg_jobs: Callable[[], Awaitable[None]],
     container: Container,
 ) -> None:
-    bot = await make_bot(confidence_threshold=0.0)
-    chat_id, client_id = await bound_chat(tg, bot, fake)
-    await say(tg, bot, chat_id, "Hello")
-    conversation_id = (await conversation_of(tg, bot, client_id))["id"]
+    bot, chat_id, conversation_id = await taken_over(tg, fake, make_bot, tg_jobs)
     h = bot.coach.headers
-    await tg.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=h)
-    await tg_jobs()
     fake.fail("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
     await tg.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": "One"})
     await tg_jobs()
@@ -633,18 +644,112 @@ async def test_a_429_is_retried_after_retry_after_and_a_403_marks_the_chat_inact
     assert [c for c in fake.sent_to(chat_id) if c.params["text"] == "Three"] == []
 
 
+async def test_a_5xx_or_a_timeout_keeps_the_coachs_message_until_telegram_takes_it(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    """Telegram out of order for a moment (502, 500): the coach's message is sent again with back-off until it
+    goes, not dropped; a message Telegram refuses as malformed (400) is dropped and the next one still goes."""
+    bot, chat_id, conversation_id = await taken_over(tg, fake, make_bot, tg_jobs)
+    h = bot.coach.headers
+    fake.fail("sendMessage", 502, "Bad Gateway")
+    fake.fail("sendMessage", 500, "Internal Server Error")
+    await tg.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": "One"})
+    await tg_jobs()
+    tries = [c for c in fake.sent_to(chat_id) if c.params["text"] == "One"]
+    assert len(tries) == 3 and tries[2].at - tries[0].at >= 3.0  # retried after 1 s, then 2 s
+    fake.fail("sendMessage", 400, "Bad Request: can't parse entities")
+    for text in ("Two", "Three"):
+        await tg.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": text})
+    await tg_jobs()
+    texts = [c.params["text"] for c in fake.sent_to(chat_id) if c.params["text"] in ("Two", "Three")]
+    assert texts == ["Two", "Three"]
+
+
+async def test_a_turn_that_fails_over_telegram_is_answered_by_the_worker(
+    tg: httpx.AsyncClient,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+    tg_jobs: Callable[[], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The live answer fails after the message is stored (a database pool wait timing out): the client is told
+    it will be answered, and the worker answers it once, through the chat."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    answer, calls = ChatService.answer, []
+
+    def fails_once(self: ChatService, *args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 1:
+            raise TimeoutError("QueuePool limit of size 10 overflow 10 reached")
+        return answer(self, *args, **kwargs)
+
+    monkeypatch.setattr(ChatService, "answer", fails_once)
+    await say(tg, bot, chat_id, "Hello")
+    assert fake.sent_to(chat_id)[-1].params["text"] == ANSWER_LATER
+    conversation = await conversation_of(tg, bot, client_id)
+    assert [m["sender_type"] for m in conversation["messages"]] == ["client"]
+    await tg_jobs()
+    assert fake.sent_to(chat_id)[-1].params["text"] == render.escape(REPLY)
+    conversation = await conversation_of(tg, bot, client_id)
+    assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai"]
+    await tg_jobs()
+    assert len(calls) == 2 and [c.params["text"] for c in fake.sent_to(chat_id)].count(render.escape(REPLY)) == 1
+
+
+async def test_a_reply_telegram_fails_to_take_goes_out_through_the_worker(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    """The streamed reply's final edit fails with a 5xx: the stored reply is sent by the worker, with its
+    feedback buttons, instead of staying half-shown."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    fake.fail("editMessageText", 502, "Bad Gateway", times=5)
+    await say(tg, bot, chat_id, "Hello")
+    await tg_jobs()
+    final = fake.sent_to(chat_id)[-1]
+    assert final.method == "sendMessage" and final.params["text"] == render.escape(REPLY)
+    conversation = await conversation_of(tg, bot, client_id)
+    ai = [m for m in conversation["messages"] if m["sender_type"] == "ai"]
+    assert len(ai) == 1
+    assert final.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == f"f:{uuid.UUID(ai[0]['id']).hex}:1"
+
+
+async def test_a_client_who_unblocks_the_bot_gets_the_coachs_messages_again(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    """Blocked, the chat gets nothing; unblocked (Telegram's ``my_chat_member`` update, or simply the client
+    writing again), the coach's messages reach it again."""
+    bot, chat_id, conversation_id = await taken_over(tg, fake, make_bot, tg_jobs)
+    h = bot.coach.headers
+
+    async def membership(status: str) -> None:
+        update = recorded(status, update_id=next(_chat_ids))
+        update["my_chat_member"]["chat"]["id"] = update["my_chat_member"]["from"]["id"] = chat_id
+        await post_update(tg, bot, update)
+        await drain(tg)
+
+    async def coach_says(text: str) -> bool:
+        await tg.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": text})
+        await tg_jobs()
+        return any(c.params["text"] == text for c in fake.sent_to(chat_id))
+
+    await membership("blocked")
+    assert not await coach_says("While blocked")
+    await membership("unblocked")
+    assert await coach_says("Welcome back")
+    await membership("blocked")
+    await say(tg, bot, chat_id, "I'm here again")
+    assert await coach_says("Good to see you")
+
+
 async def test_worker_sends_to_one_chat_keep_their_order_across_two_workers_and_a_429(
     tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
 ) -> None:
     """Three coach messages to one chat, sent by two worker processes at once, the first refused with a 429:
     the first is sent again after ``retry_after`` before the others go (arq's retry alone would send it last)."""
-    bot = await make_bot(confidence_threshold=0.0)
-    chat_id, client_id = await bound_chat(tg, bot, fake)
-    await say(tg, bot, chat_id, "Hello")
-    conversation_id = (await conversation_of(tg, bot, client_id))["id"]
+    bot, chat_id, conversation_id = await taken_over(tg, fake, make_bot, tg_jobs)
     h = bot.coach.headers
-    await tg.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=h)
-    await tg_jobs()
     fake.fail("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
     for text in ("First", "Second", "Third"):
         sent = await tg.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": text})
