@@ -376,6 +376,11 @@
     return el;
   }
 
+  function ofThisConversation(data) {
+    // a live event (a message, the coach joining or leaving) of the conversation this widget shows
+    return Boolean(conversationId) && data.conversation_id === conversationId;
+  }
+
   function onDone(data) {
     conversationId = data.conversation_id;
     if (data.message_id && !hasMessage(data.message_id)) {
@@ -497,8 +502,25 @@
         log.scrollTop = log.scrollHeight;
       } else if (data.type === "done") {
         onDone(data);
+      } else if (data.type === "error") {
+        if (data.in_reply_to) {  // an answer that failed: no done follows (a job may answer it later)
+          if (current) current.remove();  // the cut-off reply: the stored one comes live
+          current = null;
+          setWaiting(-1);
+        }
+        statusLine.textContent = data.message;
+        stopTyping();
+        if (data.client_message_id) {  // refused: it is not stored, so it is not sent again
+          var refused = unacked.filter(function (m) { return m.client_message_id === data.client_message_id; });
+          unacked = unacked.filter(function (m) { return m.client_message_id !== data.client_message_id; });
+          // its text goes back to an empty input, to send again (after the wait of a rate limit) or edit
+          if (refused.length && !input.value) input.value = refused[0].text;
+          var el = ownBubble(data.client_message_id);
+          if (el) { el.classList.remove("pending"); el.classList.add("failed"); }
+        }
+      } else if (!ofThisConversation(data)) {
+        return;  // the client's other conversations (their Telegram chat) are not this widget's
       } else if (data.type === "message") {
-        if (data.conversation_id) conversationId = data.conversation_id;
         if (heldLive) heldLive.push(data.message || {});  // newer than what the catch-up still fetches
         else showMessage(data.message || {});
       } else if (data.type === "coach_joined") {
@@ -509,19 +531,6 @@
         coachName = data.coach_name || coachName;
         systemLine(coachName + " handed the conversation back to the AI assistant");
         setPresence("");
-      } else if (data.type === "error") {
-        statusLine.textContent = data.message;
-        stopTyping();
-        if (data.client_message_id) {  // refused: it is not stored, so it is not sent again
-          var refused = unacked.filter(function (m) { return m.client_message_id === data.client_message_id; });
-          unacked = unacked.filter(function (m) { return m.client_message_id !== data.client_message_id; });
-          // its text goes back to an empty input, to send again (after the wait of a rate limit) or edit
-          if (refused.length && !input.value) input.value = refused[0].text;
-          var el = ownBubble(data.client_message_id);
-          if (el) { el.classList.remove("pending"); el.classList.add("failed"); }
-        } else if (current) {
-          current = null;
-        }
       }
     };
     socket.onclose = function () {

@@ -11,20 +11,24 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
+import respx
 from playwright.async_api import Browser, Route, expect
+from sqlalchemy import select
 
 from app.accounts.unit_of_work import unit_of_work
+from app.chat.turn import ANSWER_LATER, ChatService
 from app.container import Container
-from app.conversations.models import Conversation, SenderType
+from app.conversations.models import Conversation, Message, SenderType
 from app.core.pagination import MAX_PAGE_SIZE
 from tests.browser.conftest import PHONE, WAIT_MS, CoachWithClient, OpenDashboard
-from tests.browser.test_handoff_browser import browser, shot
+from tests.browser.test_handoff_browser import REPLY, browser, llm_api, send_from_widget, shot
 from tests.integration.api.test_pagination import add_message
 
-__all__ = ["browser"]  # the fixture, used by name below
+__all__ = ["browser", "llm_api"]  # the fixtures, used by name below
 pytestmark = pytest.mark.browser
 MESSAGES = 120
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
@@ -161,4 +165,65 @@ async def test_after_a_dropped_connection_the_widget_shows_every_message_stored_
     release.set()
     await expect(texts).to_have_count(50 + missed + 4, timeout=WAIT_MS)
     assert (await texts.all_text_contents())[-4:] == [f"away again {n}" for n in range(3)] + ["Back now"]
+    await context.close()
+
+
+async def test_a_failed_answer_leaves_no_thinking_and_other_conversations_stay_out(
+    base_url: str,
+    http: httpx.AsyncClient,
+    browser: Browser,
+    container: Container,
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+    llm_api: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An answer that fails after the message is stored ends the widget's "Thinking…" (it said so before only
+    until the next answer, then for good) and tells the client the message will be answered; the coach's live
+    messages in the client's other conversation (their Telegram chat) do not show in the widget, nor move its
+    next message there."""
+    made = await coach_with_client("Coach Busy", "Dee")
+    answer, calls = ChatService.answer, []
+
+    def fails_once(self: ChatService, *args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 1:
+            raise TimeoutError("QueuePool limit of size 10 overflow 10 reached")
+        return answer(self, *args, **kwargs)
+
+    monkeypatch.setattr(ChatService, "answer", fails_once)
+    context = await browser.new_context(base_url=base_url, viewport=PHONE)
+    widget = await context.new_page()
+    await widget.goto(f"/w/{made.client['widget_token']}")
+    status, texts = widget.locator("#status"), widget.locator("#log .msg .text")
+    await send_from_widget(widget, "Is anyone there?")
+    await expect(status).to_have_text(ANSWER_LATER, timeout=WAIT_MS)
+    await send_from_widget(widget, "How can I plan my week better?")
+    await expect(texts.last).to_have_text(REPLY, timeout=WAIT_MS)
+    await expect(status).to_have_text("", timeout=WAIT_MS)
+
+    async with unit_of_work(container.sessionmaker, uuid.UUID(made.coach.coach_id)) as uow:
+        other = Conversation(coach_id=uow.coach_id, client_id=uuid.UUID(made.client["id"]), channel="telegram")
+        uow.session.add(other)
+        await uow.session.flush()
+        await add_message(uow, other.id, SenderType.CLIENT, "Hi from Telegram", T0)
+    h = made.coach.headers
+    elsewhere = await http.post(f"/api/v1/conversations/{other.id}/messages", headers=h, json={"text": "On Telegram"})
+    assert elsewhere.status_code == 201, elsewhere.text
+    [widget_conversation] = [
+        c["id"] for c in (await http.get("/api/v1/conversations", headers=h)).json() if c["id"] != str(other.id)
+    ]
+    here = await http.post(
+        f"/api/v1/conversations/{widget_conversation}/messages", headers=h, json={"text": "In the widget"}
+    )
+    assert here.status_code == 201, here.text
+    await expect(texts.last).to_have_text("In the widget", timeout=WAIT_MS)
+    assert "On Telegram" not in await texts.all_text_contents()
+    await expect(widget.locator("#presence")).to_contain_text("Coach Busy", timeout=WAIT_MS)
+    await send_from_widget(widget, "Thanks!")
+    mine = widget.locator("#log .msg.client")
+    await expect(mine).to_have_count(3, timeout=WAIT_MS)
+    await expect(mine.last).not_to_have_class(re.compile("pending"), timeout=WAIT_MS)  # stored (acknowledged)
+    async with unit_of_work(container.sessionmaker, uuid.UUID(made.coach.coach_id)) as uow:
+        thanked = await uow.session.scalar(select(Message.conversation_id).where(Message.text == "Thanks!"))
+    assert str(thanked) == widget_conversation
     await context.close()

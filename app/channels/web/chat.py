@@ -270,7 +270,9 @@ async def chat_socket(
     no ``done`` follows for it); answers follow in the order the messages arrived:
     ``{"type": "token", "text": "..."}`` per delta, then ``{"type": "done", "conversation_id", "in_reply_to",
     "message_id", "reply", "citations", "metadata", "handoff"}``. ``{"type": "error", "message",
-    "client_message_id"?}`` for a message that was refused (nothing stored). Live events of the client's
+    "client_message_id"?}`` for a message that was refused (nothing stored); ``{"type": "error", "message",
+    "in_reply_to"}`` instead of ``done`` for a stored message whose answer failed (a job answers it later, or the
+    message was gone). Live events of the client's
     channel (:mod:`app.handoff.live`: the coach's messages, ``coach_joined``, ``coach_left``) arrive on the
     same socket at any time. A dropped connection stops neither the reading of what already arrived nor the
     answers: every stored message is answered, and replies finished after the drop go to the client's live
@@ -378,7 +380,7 @@ class _SocketChat:
                     else:
                         await self.send({"type": "token", "text": item})
             except DomainError as exc:
-                await self.send({"type": "error", "message": exc.message})
+                await self.send({"type": "error", "message": exc.message, "in_reply_to": str(message_id)})
             except Exception:  # one failed answer must not leave the messages queued after it unanswered
                 log.exception("answering message %s failed; a job answers it", message_id)
                 await self._answer_later(message_id)
@@ -391,9 +393,10 @@ class _SocketChat:
             await self.container.chat.answer_later(self.identity.coach_id, message_id)
         except Exception:  # (the database may still be out of reach: the coach's inbox shows the message)
             log.exception("queueing the answer of message %s failed", message_id)
-            await self.send({"type": "error", "message": "could not answer this message; it is saved"})
+            failed = "could not answer this message; it is saved"
+            await self.send({"type": "error", "message": failed, "in_reply_to": str(message_id)})
             return
-        await self.send({"type": "error", "message": ANSWER_LATER})
+        await self.send({"type": "error", "message": ANSWER_LATER, "in_reply_to": str(message_id)})
 
 
 def _client_id_of(raw: str) -> dict[str, str]:
