@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from cryptography.fernet import Fernet
 from redis import Redis as SyncRedis
 
 from app.asgi import create_app
+from app.chat.turn import ChatService
 from app.container import Container
 from app.core import egress
 from app.core.config import Settings
@@ -235,6 +237,23 @@ async def meditations_coach(
     assert response.status_code == 200, response.text
     client = await make_client(http, coach)
     return ReadyCoach(coach, doc["id"], client["id"], client["widget_token"])
+
+
+@pytest.fixture
+def answer_fails_once(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """The served app's first live answer (:meth:`ChatService.answer`) fails as under overload (a database
+    pool wait timing out), after its message is stored; later ones run. Returns the calls' arguments
+    (``coach_id, client_id, message_id``), one per answer asked for."""
+    answer, calls = ChatService.answer, []
+
+    def fails_once(self: ChatService, *args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 1:
+            raise TimeoutError("QueuePool limit of size 10 overflow 10 reached")
+        return answer(self, *args, **kwargs)
+
+    monkeypatch.setattr(ChatService, "answer", fails_once)
+    return calls
 
 
 @pytest.fixture(scope="session")

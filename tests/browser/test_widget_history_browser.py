@@ -20,7 +20,7 @@ from playwright.async_api import Browser, Route, expect
 from sqlalchemy import select
 
 from app.accounts.unit_of_work import unit_of_work
-from app.chat.turn import ANSWER_LATER, ChatService
+from app.chat.turn import ANSWER_LATER
 from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.pagination import MAX_PAGE_SIZE
@@ -175,22 +175,13 @@ async def test_a_failed_answer_leaves_no_thinking_and_other_conversations_stay_o
     container: Container,
     coach_with_client: Callable[..., Awaitable[CoachWithClient]],
     llm_api: respx.MockRouter,
-    monkeypatch: pytest.MonkeyPatch,
+    answer_fails_once: list[tuple[Any, ...]],
 ) -> None:
     """An answer that fails after the message is stored ends the widget's "Thinking…" (it said so before only
     until the next answer, then for good) and tells the client the message will be answered; the coach's live
     messages in the client's other conversation (their Telegram chat) do not show in the widget, nor move its
     next message there."""
     made = await coach_with_client("Coach Busy", "Dee")
-    answer, calls = ChatService.answer, []
-
-    def fails_once(self: ChatService, *args: Any, **kwargs: Any) -> Any:
-        calls.append(args)
-        if len(calls) == 1:
-            raise TimeoutError("QueuePool limit of size 10 overflow 10 reached")
-        return answer(self, *args, **kwargs)
-
-    monkeypatch.setattr(ChatService, "answer", fails_once)
     context = await browser.new_context(base_url=base_url, viewport=PHONE)
     widget = await context.new_page()
     await widget.goto(f"/w/{made.client['widget_token']}")

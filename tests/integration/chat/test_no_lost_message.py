@@ -21,7 +21,7 @@ import pytest
 import respx
 import websockets
 
-from app.chat.turn import ANSWER_LATER, ChatService
+from app.chat.turn import ANSWER_LATER
 from tests.conftest import make_client
 from tests.integration.handoff.test_handoff_flow import DELTAS, REPLY, Setup, llm_api, new_setup, transcript
 from tests.openai_wire import MOCK_BASE_URL, mock_openai, openai_sse
@@ -199,29 +199,17 @@ async def test_a_message_whose_live_answer_fails_is_answered_by_a_job(
     new_setup: Callable[..., Awaitable[Setup]],
     llm_api: respx.MockRouter,
     run_jobs: Callable[[], Awaitable[None]],
-    monkeypatch: pytest.MonkeyPatch,
+    answer_fails_once: list[tuple[Any, ...]],
 ) -> None:
     """Under overload the live answer can fail (a database pool wait timing out): the message is stored, the
-    client is told it will be answered, and the worker's job answers it, once."""
+    client is told it will be answered (naming the message), and the worker's job answers it, once."""
     setup = await new_setup()
-    answer = ChatService.answer
-    calls: list[uuid.UUID] = []
-
-    def fails_once(
-        self: ChatService, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID, **kw: Any
-    ) -> Any:
-        calls.append(message_id)
-        if len(calls) == 1:
-            raise TimeoutError("QueuePool limit of size 10 overflow 10 reached")
-        return answer(self, coach_id, client_id, message_id, **kw)
-
-    monkeypatch.setattr(ChatService, "answer", fails_once)
     url = base_url.replace("http://", "ws://") + f"/ws/chat?token={setup.widget_token}"
     async with websockets.connect(url) as ws:
         await ws.send(json.dumps({"text": "How can I plan my week better?", "client_message_id": "c-late"}))
         ack = await next_of(ws, "ack")
         error = await next_of(ws, "error")
-        assert error["message"] == ANSWER_LATER
+        assert error == {"type": "error", "message": ANSWER_LATER, "in_reply_to": ack["message_id"]}
         conversation_id = ack["conversation_id"]
         assert [m["sender_type"] for m in await transcript(http, setup, conversation_id)] == ["client"]
 
@@ -231,6 +219,6 @@ async def test_a_message_whose_live_answer_fails_is_answered_by_a_job(
     assert live[-1]["message"]["text"] == REPLY, "the job's reply arrives live on the client's channel"
     messages = await transcript(http, setup, conversation_id)
     assert [m["sender_type"] for m in messages] == ["client", "ai"] and messages[1]["text"] == REPLY
-    assert [str(c) for c in calls] == [ack["message_id"], ack["message_id"]]
+    assert [str(args[2]) for args in answer_fails_once] == [ack["message_id"], ack["message_id"]]
     await run_jobs()  # the job is not queued twice: nothing more is answered
     assert len(await transcript(http, setup, conversation_id)) == 2

@@ -24,7 +24,7 @@ from app.channels.telegram.adapter import BAD_INVITE
 from app.channels.telegram.models import TelegramChat, TelegramUpdate
 from app.channels.telegram.poller import poll_once
 from app.channels.telegram.wiring import build_channel
-from app.chat.turn import ANSWER_LATER, ChatService
+from app.chat.turn import ANSWER_LATER
 from app.container import Container
 from app.conversations.models import Conversation
 from app.core.config import Settings
@@ -670,21 +670,12 @@ async def test_a_turn_that_fails_over_telegram_is_answered_by_the_worker(
     fake: FakeBotApi,
     make_bot: MakeBot,
     tg_jobs: Callable[[], Awaitable[None]],
-    monkeypatch: pytest.MonkeyPatch,
+    answer_fails_once: list[tuple[Any, ...]],
 ) -> None:
     """The live answer fails after the message is stored (a database pool wait timing out): the client is told
     it will be answered, and the worker answers it once, through the chat."""
     bot = await make_bot(confidence_threshold=0.0)
     chat_id, client_id = await bound_chat(tg, bot, fake)
-    answer, calls = ChatService.answer, []
-
-    def fails_once(self: ChatService, *args: Any, **kwargs: Any) -> Any:
-        calls.append(args)
-        if len(calls) == 1:
-            raise TimeoutError("QueuePool limit of size 10 overflow 10 reached")
-        return answer(self, *args, **kwargs)
-
-    monkeypatch.setattr(ChatService, "answer", fails_once)
     await say(tg, bot, chat_id, "Hello")
     assert fake.sent_to(chat_id)[-1].params["text"] == ANSWER_LATER
     conversation = await conversation_of(tg, bot, client_id)
@@ -694,7 +685,10 @@ async def test_a_turn_that_fails_over_telegram_is_answered_by_the_worker(
     conversation = await conversation_of(tg, bot, client_id)
     assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai"]
     await tg_jobs()
-    assert len(calls) == 2 and [c.params["text"] for c in fake.sent_to(chat_id)].count(render.escape(REPLY)) == 1
+    assert (
+        len(answer_fails_once) == 2
+        and [c.params["text"] for c in fake.sent_to(chat_id)].count(render.escape(REPLY)) == 1
+    )
 
 
 async def test_a_reply_telegram_fails_to_take_goes_out_through_the_worker(
