@@ -105,7 +105,7 @@ class CoachActions:
         active). Returns the coach, the claimed handoff, the client and whether it was claimed just now
         (the caller then announces ``coach_joined`` after commit). Raises ``NotFound``."""
         session, coach = uow.session, await uow.coach()
-        conversation = await coach_conversation(session, uow.coach_id, conversation_id)
+        conversation = await coach_conversation(session, uow.coach_id, conversation_id, lock=True)
         client = await self._accounts.get_client(uow, conversation.client_id)
         handoff = await self._handoffs.active_for(session, conversation_id)
         if handoff is not None and handoff.status == HandoffStatus.CLAIMED:

@@ -93,11 +93,20 @@ def draft_dict(draft: Draft, client_name: str | None = None) -> dict[str, Any]:
     }
 
 
-async def coach_conversation(session: AsyncSession, coach_id: uuid.UUID, conversation_id: uuid.UUID) -> Conversation:
-    """The coach's conversation ``conversation_id``. Raises ``NotFound`` (also for another coach's)."""
-    conversation = await session.scalar(
-        select(Conversation).where(Conversation.id == conversation_id, Conversation.coach_id == coach_id)
-    )
+HANDOFF_LOCK: dict[str, Any] = {"key_share": True}
+"""``with_for_update`` arguments of the conversation row lock (``FOR NO KEY UPDATE``) that whoever may open a
+handoff takes before it looks for the active one (the coach's takeover, a client's turn): two of them never
+both find none and both open one (the second would break the one-active-handoff index and fail). Inserting
+the conversation's messages is not blocked by it (their foreign key check takes ``FOR KEY SHARE``)."""
+
+
+async def coach_conversation(
+    session: AsyncSession, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, lock: bool = False
+) -> Conversation:
+    """The coach's conversation ``conversation_id``; with ``lock``, its row locked for the transaction
+    (:data:`HANDOFF_LOCK`). Raises ``NotFound`` (also for another coach's)."""
+    query = select(Conversation).where(Conversation.id == conversation_id, Conversation.coach_id == coach_id)
+    conversation = await session.scalar(query.with_for_update(**HANDOFF_LOCK) if lock else query)
     if conversation is None:
         raise NotFound("conversation not found")
     return conversation

@@ -31,6 +31,7 @@ from app.db import jobs
 from app.db.engine import after_commit
 from app.handoff.crisis_model import minilm, windows
 from app.handoff.detector import CONVERSATION_WINDOW, CrisisDetector, conversation_risk
+from app.handoff.queue import HANDOFF_LOCK
 from app.handoff.service import HandoffService
 from app.handoff.signals import turn_signals
 from app.llm.registry import ProviderRegistry
@@ -56,7 +57,7 @@ _TURN = (
         Message.sender_type == SenderType.CLIENT,
         Conversation.client_id == bindparam("client_id"),
     )
-    .with_for_update(of=Message)
+    .with_for_update(of=(Message, Conversation), **HANDOFF_LOCK)  # the conversation: before_model may open a handoff
 )
 _EARLIER = (
     select(Message)

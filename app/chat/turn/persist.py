@@ -24,6 +24,7 @@ from app.conversations.models import Conversation, Message, SenderType
 from app.db import jobs
 from app.handoff.confidence import Confidence, score_confidence
 from app.handoff.crisis import crisis_reply, resources_for, risk_metadata
+from app.handoff.queue import HANDOFF_LOCK
 from app.handoff.service import HandoffService
 from app.handoff.signals import TurnSignals
 from app.memory.messages import store_message
@@ -97,7 +98,7 @@ class Persister:
         client; nothing when the coach took the conversation meanwhile (the message then waits for them)."""
         async with unit_of_work(self._sessionmaker, turn.coach.id) as uow:
             session = uow.session
-            turn.conversation = await session.get_one(Conversation, turn.conversation.id)
+            turn.conversation = await session.get_one(Conversation, turn.conversation.id, with_for_update=HANDOFF_LOCK)
             active = await self._handoffs.active_for(session, turn.conversation.id)
             if active is not None or await _claim_answer(session, turn.message.id) is None:
                 return Outcome(handoff=active)

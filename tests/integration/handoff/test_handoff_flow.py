@@ -356,6 +356,25 @@ async def test_a_takeover_while_the_ai_is_answering_keeps_the_ai_reply_out(
     assert [h["conversation_id"] for h in queue] == [conversation_id]
 
 
+async def test_two_tabs_taking_over_at_once_claim_one_handoff(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """The coach clicks "Take over" in two tabs at the same moment (or sends a first message from each): both
+    get the one claimed handoff, none a 500 (both used to find no handoff and open one each)."""
+    setup = await new_setup()
+    h = setup.coach.headers
+    for action in ("takeover", "messages") * 3:
+        conversation_id = (await chat(http, setup, "How can I plan my week better?"))["conversation_id"]
+        path = f"/api/v1/conversations/{conversation_id}/{action}"
+        body = {"json": {"text": "Hi, it's me."}} if action == "messages" else {}
+        both = await asyncio.gather(*(http.post(path, headers=h, **body) for _ in range(2)))
+        assert [r.status_code for r in both] == [201, 201] if action == "messages" else [200, 200], [
+            r.text for r in both
+        ]
+        claimed = [x for x in await handoffs(http, setup.coach, "claimed") if x["conversation_id"] == conversation_id]
+        assert len(claimed) == 1
+
+
 async def test_takeover_and_handback_survive_a_restart(
     http: httpx.AsyncClient,
     new_setup: Callable[..., Awaitable[Setup]],
