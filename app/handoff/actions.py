@@ -8,13 +8,12 @@ import functools
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client, Coach
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork
-from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason, HandoffStatus
+from app.conversations.handoffs import Handoff, HandoffReason, HandoffStatus
 from app.conversations.models import Message, SenderType
 from app.conversations.service import unanswered_client_message
 from app.core.errors import Conflict, InvalidInput
@@ -67,7 +66,8 @@ class CoachActions:
     async def send(self, uow: UnitOfWork, conversation_id: uuid.UUID, text: str) -> Message:
         """A message from the human coach to the client; takes the conversation over first (in the same
         transaction) when the coach has not yet, and is recorded as a ``takeover`` intervention (with the
-        conversation's pending AI draft, if any; analysed by an arq job after commit). Raises
+        conversation's pending AI draft, if any, which the message supersedes: it is discarded; analysed by an
+        arq job after commit). Raises
         ``InvalidInput`` (empty or too long: nothing is stored) and ``NotFound``."""
         text = coach_text(text)
         session, coach_id = uow.session, uow.coach_id
@@ -86,12 +86,7 @@ class CoachActions:
                 "ai_confidence_before": handoff.confidence,
             },
         )
-        pending = await session.scalar(
-            select(Draft.text)
-            .where(Draft.conversation_id == conversation_id, Draft.status == DraftStatus.PENDING)
-            .order_by(Draft.created_at.desc())
-            .limit(1)
-        )
+        pending = await self._handoffs.supersede_drafts(session, conversation_id)  # the coach answered instead
         await self._interventions.record(
             session, coach, message, source=InterventionSource.TAKEOVER, handoff_id=handoff.id, ai_draft=pending
         )

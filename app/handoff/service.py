@@ -20,12 +20,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.availability import describe_return, is_available
 from app.accounts.models import Client, Coach
-from app.conversations.handoffs import Draft, Handoff, HandoffReason, HandoffStatus
+from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason, HandoffStatus
 from app.conversations.metadata import client_view
 from app.conversations.models import Conversation, Message
 from app.db import jobs
@@ -183,6 +183,21 @@ class HandoffService:
         else:
             timing = f"They're away right now and back {describe_return(coach.availability, at)}."
         return f"{opening} {timing} Your message is saved, and anything you add here goes straight to them."
+
+    async def supersede_drafts(self, session: AsyncSession, conversation_id: uuid.UUID) -> str | None:
+        """Discard the conversation's pending drafts (in the caller's transaction): the coach answered the
+        client by hand, or the crisis protocol answered, so approving one later would send an out-of-date AI
+        reply after it. Returns the newest one's text (``None``: there was none)."""
+        now = datetime.now(UTC)
+        rows = await session.execute(
+            update(Draft)
+            .where(Draft.conversation_id == conversation_id, Draft.status == DraftStatus.PENDING)
+            .values(status=DraftStatus.DISCARDED, decided_at=now)
+            .returning(Draft.text, Draft.created_at)
+            .execution_options(synchronize_session=False)
+        )
+        newest = max(rows.all(), key=lambda row: row.created_at, default=None)
+        return None if newest is None else newest.text
 
     async def resumed(self, session: AsyncSession, conversation_id: uuid.UUID) -> Handoff | None:
         """The latest handback whose first AI reply has not been written yet (that reply records

@@ -74,6 +74,7 @@ class Persister:
             else:  # a crisis during a handoff makes it urgent; the coach is alerted live and by webhook/e-mail
                 handoff.reason, handoff.detail = HandoffReason.CRISIS, conversation.urgent_reason
                 self._handoffs.alert_crisis(session, coach, handoff, turn.message.id)
+            await self._handoffs.supersede_drafts(session, conversation.id)  # no AI draft goes out after this
             meta = {
                 "crisis": True,
                 "handoff_reason": HandoffReason.CRISIS,

@@ -462,6 +462,37 @@ async def test_draft_mode_sends_nothing_before_approval(
     assert messages[-1]["metadata"]["ai_draft"] == REPLY and messages[-1]["metadata"]["edited"] is True
 
 
+async def test_a_pending_draft_goes_once_the_coach_or_the_crisis_protocol_answered_instead(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """A draft still pending when the coach answers the client by hand, or when a later message gets the
+    crisis reply, is discarded: approving it afterwards is a 409, so the client never gets a second, out-of-date
+    AI answer after the coach's or after the crisis reply."""
+    setup = await new_setup(handoff_mode="draft")
+    h = setup.coach.headers
+
+    async def pending() -> list[dict[str, Any]]:
+        return (await http.get("/api/v1/drafts?status=pending", headers=h)).json()
+
+    conversation_id = (await chat(http, setup, "How can I plan my week better?"))["conversation_id"]
+    [draft] = await pending()
+    sent = await http.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": "Hi, me."})
+    assert sent.status_code == 201, sent.text
+    assert await pending() == []
+    assert (await http.post(f"/api/v1/drafts/{draft['id']}/approve", headers=h)).status_code == 409
+    assert (await http.post(f"/api/v1/conversations/{conversation_id}/handback", headers=h)).status_code == 200
+
+    await chat(http, setup, "And how do I keep to the plan?", conversation_id)
+    [draft] = await pending()
+    crisis = await chat(http, setup, "I want to end my life tonight", conversation_id)
+    assert crisis["handoff"]["reason"] == "crisis"
+    assert await pending() == []
+    assert (await http.post(f"/api/v1/drafts/{draft['id']}/approve", headers=h)).status_code == 409
+    messages = await transcript(http, setup, conversation_id)
+    assert [m["sender_type"] for m in messages] == ["client", "human_coach", "client", "client", "ai"]
+    assert messages[-1]["metadata"]["crisis"] is True
+
+
 # ---------------------------------------------------------------------------------------- tenancy
 
 
