@@ -37,11 +37,16 @@ async def poll_once(channel: TelegramChannel, coach_id: uuid.UUID, wait_s: int =
 
 
 async def _poll_coach(channel: TelegramChannel, coach_id: uuid.UUID) -> None:
+    """Poll the coach's bot until cancelled; after an error (Telegram's, or the database or Redis out of reach
+    a moment) it pauses :data:`ERROR_PAUSE_S` and goes on."""
     while True:
         try:
             await poll_once(channel, coach_id)
         except TelegramError as exc:
             log.warning("telegram polling for coach %s: %s", coach_id, exc.message)
+            await asyncio.sleep(ERROR_PAUSE_S)
+        except Exception:
+            log.exception("telegram polling for coach %s failed", coach_id)
             await asyncio.sleep(ERROR_PAUSE_S)
 
 

@@ -98,26 +98,23 @@ class TelegramService:
         return f"{self._settings.public_url.rstrip('/')}{WEBHOOK_PATH}/{coach_id}"
 
     async def connect(self, coach_id: uuid.UUID, token: str, open_enrollment: bool | None) -> BotInfo:
-        """Check ``token`` with ``getMe``, register the webhook (``setWebhook`` with a new secret and
-        :data:`ALLOWED_UPDATES`) or drop it for polling (``deleteWebhook``), then store the bot (token and
-        secret encrypted). Raises ``InvalidInput`` (not a token, or Telegram's reason for refusing it; nothing
-        stored) and ``Conflict`` (the bot is connected to another account)."""
+        """Check ``token`` with ``getMe``, store the bot (token and secret encrypted), register the webhook
+        (``setWebhook`` with a new secret and :data:`ALLOWED_UPDATES`) or drop it for polling
+        (``deleteWebhook``), and commit. Raises ``InvalidInput`` (not a token, or Telegram's reason for refusing
+        it; nothing stored) and ``Conflict`` (the bot is connected to another account: nothing stored and its
+        webhook left as it was)."""
         token = token.strip()
         if not TOKEN_RE.fullmatch(token):
             raise InvalidInput("bot_token is not a Telegram bot token (like 123456789:AA…, from @BotFather)")
         secret, mode = secrets.token_urlsafe(32), self.mode()
         bot = make_bot(self._settings, self.guard, token)
         try:
-            me = await bot.get_me()
-            if mode == "webhook":
-                await bot.set_webhook(self.webhook_url(coach_id), secret_token=secret, allowed_updates=ALLOWED_UPDATES)
-            else:
-                await bot.delete_webhook()
-        except TelegramError as exc:
-            raise InvalidInput(f"Telegram refused the bot token: {exc.message}") from None
-        finally:
-            await bot.shutdown()
-        try:
+            try:
+                me = await bot.get_me()
+            except TelegramError as exc:
+                raise InvalidInput(f"Telegram refused the bot token: {exc.message}") from None
+            # stored (flushed) before the webhook moves, committed after: a bot connected to another account
+            # is refused before its updates are taken from that account
             async with tenant_session(self._sessionmaker, coach_id) as session:
                 row = await session.scalar(select(TelegramBot).where(TelegramBot.coach_id == coach_id))
                 row = row or TelegramBot(coach_id=coach_id)
@@ -127,8 +124,20 @@ class TelegramService:
                 if open_enrollment is not None:
                     row.open_enrollment = open_enrollment
                 session.add(row)
-        except IntegrityError:
-            raise Conflict("this bot is connected to another account") from None
+                try:
+                    await session.flush()
+                except IntegrityError:
+                    raise Conflict("this bot is connected to another account") from None
+                try:
+                    if mode == "webhook":
+                        webhook = self.webhook_url(coach_id)
+                        await bot.set_webhook(webhook, secret_token=secret, allowed_updates=ALLOWED_UPDATES)
+                    else:
+                        await bot.delete_webhook()
+                except TelegramError as exc:
+                    raise InvalidInput(f"Telegram refused the bot token: {exc.message}") from None
+        finally:
+            await bot.shutdown()
         self._bots.pop(coach_id, None)
         return await self.status(coach_id)
 

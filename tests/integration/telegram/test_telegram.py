@@ -19,7 +19,7 @@ import respx
 from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
-from app.channels.telegram import render
+from app.channels.telegram import poller, render
 from app.channels.telegram.adapter import BAD_INVITE
 from app.channels.telegram.models import TelegramChat, TelegramUpdate
 from app.channels.telegram.poller import poll_once
@@ -786,18 +786,30 @@ async def test_the_bot_token_never_appears_in_logs(
 async def test_a_bot_connected_to_another_account_is_a_409(
     tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
 ) -> None:
+    """Nothing of the refused connection is kept, and the bot's webhook stays the first account's (it used to be
+    moved to the second account before the refusal: the first account's bot went silent)."""
     first, second = await make_bot(), await make_bot()
+    before = (await tg.get("/api/v1/channels/telegram", headers=second.coach.headers)).json()
+    hooks = len(fake.of("setWebhook", first.token))
     response = await tg.put("/api/v1/channels/telegram", headers=second.coach.headers, json={"bot_token": first.token})
     assert response.status_code == 409 and response.json()["detail"]
+    assert len(fake.of("setWebhook", first.token)) == hooks
+    assert (await tg.get("/api/v1/channels/telegram", headers=second.coach.headers)).json() == before
     token, _ = new_token(fake)
     assert token != first.token
 
 
 async def test_polling_mode_fetches_updates_with_get_updates_once_each(
-    tg_settings: Settings, services: Services, registry: ProviderRegistry, fake: FakeBotApi, make_bot: MakeBot
+    tg_settings: Settings,
+    services: Services,
+    registry: ProviderRegistry,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Without a webhook (``TELEGRAM_MODE=polling``, as with an http PUBLIC_URL and Telegram's own server): the
-    bot's webhook is deleted and ``getUpdates`` brings the updates, each processed once."""
+    bot's webhook is deleted and ``getUpdates`` brings the updates, each processed once; the bot's polling
+    loop goes on after an error."""
     coach = (await make_bot()).coach
     polling = tg_settings.model_copy(update={"telegram_mode": "polling"})
     container = await Container.create(polling, services.database_url, services.redis_url, registry=registry)
@@ -816,6 +828,33 @@ async def test_polling_mode_fetches_updates_with_get_updates_once_each(
         assert [c.params["text"] for c in fake.sent_to(chat_id)] == [WELCOME]
         assert await poll_once(channel, coach_id, wait_s=0) == 0  # the offset moved past it
         assert int(fake.of("getUpdates", token)[-1].params["offset"]) == update["update_id"] + 1
+
+        # the bot's polling loop outlives an error that is not Telegram's (the database out of reach a moment)
+        monkeypatch.setattr(poller, "ERROR_PAUSE_S", 0.05)
+        read_offset, failures = channel.service.poll_offset, [OSError("the database is out of reach")]
+
+        async def flaky_offset(*args: Any) -> int:
+            if failures:
+                raise failures.pop()
+            return await read_offset(*args)
+
+        monkeypatch.setattr(channel.service, "poll_offset", flaky_offset)
+        dispatch, dispatched = channel.dispatch, asyncio.Event()
+
+        def dispatch_and_tell(*args: Any) -> None:
+            dispatch(*args)
+            dispatched.set()
+
+        monkeypatch.setattr(channel, "dispatch", dispatch_and_tell)
+        fake.updates[token] = [recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="Hi")]
+        loop = asyncio.create_task(poller._poll_coach(channel, coach_id))
+        try:
+            await asyncio.wait_for(dispatched.wait(), 10)
+            assert not failures and not loop.done()
+        finally:
+            loop.cancel()
+            await channel.drain()
+        assert len(fake.sent_to(chat_id)) > 1  # the welcome, then the reply to "Hi"
         await channel.service.disconnect(coach_id)
     finally:
         await container.close()
