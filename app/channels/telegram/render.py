@@ -80,19 +80,24 @@ def split_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
     return parts
 
 
+SPLIT_HEADROOM = 200
+"""Characters under :data:`MAX_MESSAGE_CHARS` a part's plain text keeps free: Telegram counts in UTF-16 code
+units, in which an emoji (outside the Basic Multilingual Plane) is two."""
+
+
 def split_html(text: str, citations: Sequence[dict[str, Any]] = ()) -> list[str]:
-    """A reply as HTML messages of at most 4,096 characters each: the plain text is split at sentence ends
-    (leaving room for escaping), each part escaped; the footnotes go with the last part (or alone)."""
+    """A reply as HTML messages each at most 4,096 characters long as Telegram counts them (after entity
+    parsing: ``&amp;`` is one character): the plain text is split at sentence ends, each part escaped, and
+    nothing is cut off; the footnotes go with the last part (or alone)."""
     notes = footnotes(citations)
-    budget = MAX_MESSAGE_CHARS - 200  # escaping grows the text (``&amp;``): keep headroom
-    parts = [escape(part) for part in split_text(text, budget)]
-    parts = [p if len(p) <= MAX_MESSAGE_CHARS else p[:MAX_MESSAGE_CHARS] for p in parts]
+    budget = MAX_MESSAGE_CHARS - SPLIT_HEADROOM
+    plain = split_text(text, budget)
+    parts = [escape(part) for part in plain]
     if notes:
-        tail = f"\n\n<i>{escape(notes)}</i>"
-        if len(parts[-1]) + len(tail) <= MAX_MESSAGE_CHARS:
-            parts[-1] += tail
+        if len(plain[-1]) + len(notes) + 2 <= budget:
+            parts[-1] += f"\n\n<i>{escape(notes)}</i>"
         else:
-            parts.append(tail.strip())
+            parts.append(f"<i>{escape(notes)}</i>")
     return parts
 
 
