@@ -143,7 +143,10 @@ class TelegramChannel:
 
     async def process(self, coach_id: uuid.UUID, update: dict[str, Any]) -> None:
         """Handle one update: a message, a button press or the client blocking the bot. Errors are logged
-        (with the update id, never the token)."""
+        (with the update id, never the token). The update's claim is renewed meanwhile
+        (:meth:`~app.channels.telegram.service.TelegramService.renew`)."""
+        update_id = update.get("update_id")
+        claim = asyncio.create_task(self._keep_claimed(coach_id, update_id)) if isinstance(update_id, int) else None
         try:
             bot = await self.service.bot(coach_id)
             if isinstance(callback := update.get("callback_query"), dict):
@@ -162,8 +165,21 @@ class TelegramChannel:
             if chat_id is not None:
                 await self.service.set_chat(coach_id, chat_id, active=False)
         except Exception:
-            log.exception("telegram update %s of coach %s failed", update.get("update_id"), coach_id)
-        await self._done(coach_id, update.get("update_id"))
+            log.exception("telegram update %s of coach %s failed", update_id, coach_id)
+        finally:
+            if claim is not None:
+                claim.cancel()
+        await self._done(coach_id, update_id)
+
+    async def _keep_claimed(self, coach_id: uuid.UUID, update_id: int) -> None:
+        """Renew the update's claim every third of the reclaim window until cancelled (a failed renewal is
+        logged; the next one tries again)."""
+        while True:
+            await asyncio.sleep(self.service.reclaim_after_s / 3)
+            try:
+                await self.service.renew(coach_id, update_id)
+            except Exception:
+                log.exception("telegram update %s of coach %s: could not renew its claim", update_id, coach_id)
 
     async def _done(self, coach_id: uuid.UUID, update_id: Any) -> None:
         """Mark the update processed (handled or failed with a logged error; a process that dies before this leaves

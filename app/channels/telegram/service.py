@@ -39,7 +39,8 @@ ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_membe
 WEBHOOK_PATH = "/api/v1/telegram/webhook"
 RECLAIM_AFTER_S = 120.0
 """Seconds after which an update taken but never finished counts as lost with its process: a re-send of it is
-processed, and the worker's sweep processes it (longer than a turn takes)."""
+processed, and the worker's sweep processes it. The process working on an update renews its claim every third
+of this (:meth:`TelegramService.renew`), so a turn longer than this is not taken from it."""
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,21 @@ class TelegramService:
                 update(TelegramUpdate)
                 .where(TelegramUpdate.coach_id == coach_id, TelegramUpdate.update_id == update_id)
                 .values(done_at=func.now(), payload=None)
+            )
+
+    async def renew(self, coach_id: uuid.UUID, update_id: int) -> None:
+        """Renew the claim of an update still being processed (its ``claimed_at`` is now), so a re-send and the
+        sweep (:meth:`reclaim`) leave it alone however long its turn takes: a slow model, a wait for a turn slot
+        or for the chat's previous update."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            await session.execute(
+                update(TelegramUpdate)
+                .where(
+                    TelegramUpdate.coach_id == coach_id,
+                    TelegramUpdate.update_id == update_id,
+                    TelegramUpdate.done_at.is_(None),
+                )
+                .values(claimed_at=func.now())
             )
 
     async def reclaim(self, coach_id: uuid.UUID, update_id: int) -> dict[str, Any] | None:

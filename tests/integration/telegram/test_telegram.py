@@ -9,7 +9,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,6 +37,7 @@ from app.memory.models import ChatSession, Insight, SessionStatus
 from tests.integration.handoff.test_alerts import Receiver
 from tests.integration.telegram.conftest import REPLY, Bot, new_token, served
 from tests.integration.web.test_dashboard import csrf, log_in, sign_up
+from tests.openai_wire import openai_sse
 from tests.telegram_fake import FakeBotApi, recorded
 
 pytestmark = pytest.mark.usefixtures("llm")
@@ -315,8 +316,6 @@ async def test_streaming_edits_at_most_once_per_interval(
     """A slow model: the reply is sent once, then edited no more often than ``edit_interval_s``."""
     import asyncio
 
-    from tests.openai_wire import openai_sse
-
     class Slow(httpx.AsyncByteStream):
         async def __aiter__(self) -> Any:
             for chunk in openai_sse(["word "] * 12, (5, 12)).split(b"\n\n"):
@@ -441,6 +440,40 @@ async def test_an_update_whose_process_died_before_storing_it_is_processed_when_
     texts = [m["text"] for m in conversation["messages"] if m["sender_type"] == "client"]
     assert texts == ["Are you there?", "Hello again"]
     assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai", "client", "ai"]
+
+
+async def test_an_update_whose_turn_outlasts_the_reclaim_window_is_not_taken_from_its_process(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, llm: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow model keeps the turn going past the reclaim window: the process renews the update's claim, so
+    neither the sweep nor a re-send processes it a second time (the answer used to be generated twice)."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    channel = tg.app.state.telegram  # type: ignore[attr-defined]
+    monkeypatch.setattr(channel.service, "reclaim_after_s", 0.3)
+    asked, go_on = asyncio.Event(), asyncio.Event()
+
+    class Slow(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            asked.set()
+            await go_on.wait()
+            yield openai_sse(["Take", " your", " time", "."], (5, 4))
+
+    llm.routes["completions"].mock(
+        side_effect=lambda request: httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Slow())
+    )
+    update = recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="Are you there?")
+    calls_before = llm.routes["completions"].call_count
+    await post_update(tg, bot, update)
+    await asyncio.wait_for(asked.wait(), 30)
+    await asyncio.sleep(1.0)  # over three reclaim windows into the turn
+    assert await channel.recover() == 0
+    await post_update(tg, bot, update)  # Telegram's re-send
+    go_on.set()
+    await drain(tg)
+    assert llm.routes["completions"].call_count == calls_before + 1
+    conversation = await conversation_of(tg, bot, client_id)
+    assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai"]
 
 
 async def test_non_text_messages_get_a_polite_reply_and_store_nothing(
