@@ -152,9 +152,11 @@ class TelegramChannel:
             if isinstance(callback := update.get("callback_query"), dict):
                 await self._callback(bot, coach_id, callback)
             elif isinstance(message := update.get("message"), dict):
-                await self._message(bot, coach_id, message)
+                async with self._chat_lock(coach_id, message):
+                    await self._message(bot, coach_id, message)
             elif isinstance(edited := update.get("edited_message"), dict):
-                await self._edited(bot, coach_id, edited)
+                async with self._chat_lock(coach_id, edited):
+                    await self._edited(bot, coach_id, edited)
             elif isinstance(member := update.get("my_chat_member"), dict) and (status := _status(member)) in (
                 "kicked",
                 "member",
@@ -180,6 +182,15 @@ class TelegramChannel:
                 await self.service.renew(coach_id, update_id)
             except Exception:
                 log.exception("telegram update %s of coach %s: could not renew its claim", update_id, coach_id)
+
+    def _chat_lock(self, coach_id: uuid.UUID, message: dict[str, Any]) -> contextlib.AbstractAsyncContextManager[Any]:
+        """The lock of the message's chat in this process: a chat's messages are handled one at a time, in the
+        order they came, from reading the chat's binding (so two first messages of a stranger make one client,
+        and two messages one conversation) to the end of their answer."""
+        chat_id = (message.get("chat") or {}).get("id")
+        if not isinstance(chat_id, int):
+            return contextlib.nullcontext()
+        return self._locks.setdefault((coach_id, chat_id), asyncio.Lock())
 
     async def _done(self, coach_id: uuid.UUID, update_id: Any) -> None:
         """Mark the update processed (handled or failed with a logged error; a process that dies before this leaves
@@ -343,19 +354,17 @@ class TelegramChannel:
             )
 
     async def _turn(self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, text: str, client_id: str) -> None:
-        """Store the client's message and answer it, one message at a time per chat."""
-        lock = self._locks.setdefault((coach_id, binding.chat_id), asyncio.Lock())
-        async with lock:
-            try:
-                received = await self._receive(coach_id, binding, text, client_id)
-            except DomainError as exc:
-                await bot.send_message(binding.chat_id, exc.message)
-                return
-            if received.conversation_id != binding.conversation_id or not binding.active:  # (a client writing
-                # to a chat marked blocked has unblocked the bot: the coach's messages reach it again)
-                await self.service.set_chat(coach_id, binding.chat_id, conversation_id=received.conversation_id)
-            if not received.answered:
-                await self._answer(bot, coach_id, binding, received.message_id)
+        """Store the client's message and answer it (the caller holds the chat's :meth:`_chat_lock`)."""
+        try:
+            received = await self._receive(coach_id, binding, text, client_id)
+        except DomainError as exc:
+            await bot.send_message(binding.chat_id, exc.message)
+            return
+        if received.conversation_id != binding.conversation_id or not binding.active:  # (a client writing
+            # to a chat marked blocked has unblocked the bot: the coach's messages reach it again)
+            await self.service.set_chat(coach_id, binding.chat_id, conversation_id=received.conversation_id)
+        if not received.answered:
+            await self._answer(bot, coach_id, binding, received.message_id)
 
     async def _receive(self, coach_id: uuid.UUID, binding: ChatBinding, text: str, client_message_id: str) -> Any:
         receive = self._chat.receive

@@ -257,6 +257,22 @@ async def test_open_enrollment_on_creates_a_client_and_off_asks_for_an_invite(
     assert len((await tg.get("/api/v1/clients", headers=bot.coach.headers)).json()) == 1
 
 
+async def test_a_strangers_first_messages_at_once_make_one_client_and_one_conversation(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """Two messages of a new chat arrive together (a backlog after downtime): one client is enrolled and both
+    messages go to one conversation, each answered in turn (each used to enrol a client, or start a conversation)."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id = next(_chat_ids)
+    updates = [recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text=t) for t in ("Hi", "Me again")]
+    await asyncio.gather(*(post_update(tg, bot, update) for update in updates))
+    await drain(tg)
+    [client] = (await tg.get("/api/v1/clients", headers=bot.coach.headers)).json()
+    conversation = await conversation_of(tg, bot, client["id"])
+    assert sorted(m["text"] for m in conversation["messages"] if m["sender_type"] == "client") == ["Hi", "Me again"]
+    assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai", "client", "ai"]
+
+
 async def test_strangers_over_the_enrollment_limit_are_asked_to_wait_and_no_client_is_made(
     tg: httpx.AsyncClient,
     tg_settings: Settings,
