@@ -38,7 +38,6 @@
   var current = null;   // the AI message element being streamed into
   var unacked = [];     // {client_message_id, text, conversation_id?} sent but not yet stored, oldest first
   var waiting = 0;      // acknowledged messages this socket is answering (their `done` has not come yet)
-  var connectedOnce = false;
   var lastMessageId = null;
   var draftPending = false;
   var coachHolds = log.dataset.handoff === "claimed";  // the coach answers: no AI typing bubble
@@ -483,9 +482,8 @@
       retries = 0;
       waiting = 0;  // answers begun on an earlier socket arrive as live messages (or through catchUp)
       statusLine.textContent = "";
-      var ready = connectedOnce ? catchUp() : Promise.resolve();
-      connectedOnce = true;
-      ready.then(function () {
+      // what was stored since the page was made (or since the last socket dropped), before the socket listened
+      catchUp().then(function () {
         if (socket.readyState !== WebSocket.OPEN) return;
         unacked.forEach(transmit);  // the same ids again: stored once
       });

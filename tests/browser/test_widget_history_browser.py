@@ -218,3 +218,37 @@ async def test_a_failed_answer_leaves_no_thinking_and_other_conversations_stay_o
         thanked = await uow.session.scalar(select(Message.conversation_id).where(Message.text == "Thanks!"))
     assert str(thanked) == widget_conversation
     await context.close()
+
+
+async def test_a_message_stored_before_the_widgets_socket_listens_is_shown(
+    base_url: str,
+    http: httpx.AsyncClient,
+    browser: Browser,
+    container: Container,
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+) -> None:
+    """The coach writes after the chat page was made but before its socket is listening (the script still
+    loading, a slow handshake): the widget's first connection catches up on it (only a reconnect did)."""
+    made = await coach_with_client("Coach Quick", "Eli")
+    conversation_id = await long_conversation(container, made.coach.coach_id, made.client["id"])
+    release = asyncio.Event()
+
+    async def held(route: Route) -> None:  # the page is made; its script comes once the coach has written
+        await release.wait()
+        await route.continue_()
+
+    context = await browser.new_context(base_url=base_url, viewport=PHONE)
+    widget = await context.new_page()
+    await widget.route(re.compile(r"/static/chat\.js"), held)
+    opened = asyncio.create_task(widget.goto(f"/w/{made.client['widget_token']}"))
+    texts = widget.locator("#log .msg .text")
+    await expect(texts).to_have_count(50, timeout=WAIT_MS)
+    sent = await http.post(
+        f"/api/v1/conversations/{conversation_id}/messages", headers=made.coach.headers, json={"text": "Just now"}
+    )
+    assert sent.status_code == 201, sent.text
+    release.set()
+    await opened
+    await expect(texts).to_have_count(51, timeout=WAIT_MS)
+    assert (await texts.all_text_contents())[-1] == "Just now"
+    await context.close()
