@@ -116,6 +116,15 @@ class DraftService:
         draft.decided_at = datetime.now(UTC)
         return draft
 
+    async def conversation_of(self, uow: UnitOfWork, draft_id: uuid.UUID) -> uuid.UUID:
+        """The conversation of the coach's draft ``draft_id`` (decided or not). Raises ``NotFound``."""
+        conversation_id: uuid.UUID | None = await uow.session.scalar(
+            select(Draft.conversation_id).where(Draft.id == draft_id, Draft.coach_id == uow.coach_id)
+        )
+        if conversation_id is None:
+            raise NotFound("draft not found")
+        return conversation_id
+
     async def _pending_draft(self, session: AsyncSession, coach_id: uuid.UUID, draft_id: uuid.UUID) -> Draft:
         draft = await session.scalar(
             select(Draft).where(Draft.id == draft_id, Draft.coach_id == coach_id).with_for_update()

@@ -73,24 +73,36 @@ class HandoffPages(CoachPage):
     async def approve_draft(
         self, draft_id: PathId, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep
     ) -> Template | Redirect:
-        """Send a pending draft, as written or with the coach's edit (``text``, when it differs)."""
+        """Send a pending draft, as written or with the coach's edit (``text``, when it differs). A refusal
+        (already decided, an empty or too long edit) shows the draft's conversation with the reason."""
         form = await request.form()
         text = form_str(form, "text") if "text" in form else None
-        conversation_id = form_str(form, "conversation_id")
         try:
             async with uow.savepoint():  # a refused change is rolled back alone; the page shows why
                 message = await container.drafts.approve_draft(uow, draft_id, text)
         except DomainError as exc:
-            if exc.status_code == 404 or not conversation_id:
-                raise
-            return await conversation_page(container, uow, uuid.UUID(conversation_id), exc.message, exc.status_code)
+            return await _draft_refused(container, uow, draft_id, exc)
         return Redirect(next_path(form, f"/dashboard/conversations/{message.conversation_id}"))
 
     @post("/drafts/{draft_id:uuid}/discard")
     async def discard_draft(
         self, draft_id: PathId, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep
-    ) -> Redirect:
-        """Drop a pending draft without sending anything."""
+    ) -> Template | Redirect:
+        """Drop a pending draft without sending anything. A refusal (already decided, in another tab) shows the
+        draft's conversation with the reason."""
         form = await request.form()
-        draft = await container.drafts.discard_draft(uow, draft_id)
+        try:
+            async with uow.savepoint():
+                draft = await container.drafts.discard_draft(uow, draft_id)
+        except DomainError as exc:
+            return await _draft_refused(container, uow, draft_id, exc)
         return Redirect(next_path(form, f"/dashboard/conversations/{draft.conversation_id}"))
+
+
+async def _draft_refused(container: Container, uow: UnitOfWork, draft_id: uuid.UUID, refused: DomainError) -> Template:
+    """The draft's conversation page showing why the coach's decision on it was refused, at the refusal's
+    status. Raises ``refused`` itself when the draft is not the coach's (404)."""
+    if refused.status_code == 404:
+        raise refused
+    conversation_id = await container.drafts.conversation_of(uow, draft_id)
+    return await conversation_page(container, uow, conversation_id, refused.message, refused.status_code)

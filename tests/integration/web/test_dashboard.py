@@ -358,7 +358,8 @@ async def test_draft_review_on_the_conversation_page(
     llm_api: respx.MockRouter,
 ) -> None:
     """Draft mode: the draft shows on the queue and the conversation page; edit-and-send sends the coach's
-    text, discard sends nothing."""
+    text, discard sends nothing; deciding a draft decided already (in another tab) shows the conversation page
+    with the reason (409), not an error document."""
     coach = await make_coach("Draft Coach")
     await http.patch(
         "/api/v1/settings",
@@ -375,20 +376,21 @@ async def test_draft_review_on_the_conversation_page(
     draft_id = re.search(r"/dashboard/drafts/([0-9a-f-]{36})/approve", page).group(1)  # type: ignore[union-attr]
     token = CSRF.search(page).group(1)  # type: ignore[union-attr]
     approved = await browser.post(
-        f"/dashboard/drafts/{draft_id}/approve",
-        data={"text": "Pick one thing per day.", "conversation_id": conversation_id, "_csrf_token": token},
+        f"/dashboard/drafts/{draft_id}/approve", data={"text": "Pick one thing per day.", "_csrf_token": token}
     )
     assert approved.status_code in (302, 303)
-    twice = await browser.post(
-        f"/dashboard/drafts/{draft_id}/approve", data={"conversation_id": conversation_id, "_csrf_token": token}
-    )
+    twice = await browser.post(f"/dashboard/drafts/{draft_id}/approve", data={"_csrf_token": token})
     assert twice.status_code == 409 and "already approved" in twice.text
+    assert twice.headers["content-type"].startswith("text/html") and "Pick one thing per day." in twice.text
 
     await client_chat(http, client["widget_token"], "And my month?", conversation_id)
     page = (await browser.get(f"/dashboard/conversations/{conversation_id}")).text
     second = re.search(r"/dashboard/drafts/([0-9a-f-]{36})/discard", page).group(1)  # type: ignore[union-attr]
     discarded = await browser.post(f"/dashboard/drafts/{second}/discard", data={"_csrf_token": token})
     assert discarded.status_code in (302, 303)
+    again = await browser.post(f"/dashboard/drafts/{second}/discard", data={"_csrf_token": token})  # another tab
+    assert again.status_code == 409 and again.headers["content-type"].startswith("text/html")
+    assert "already discarded" in again.text
     messages = (await http.get(f"/api/v1/conversations/{conversation_id}", headers=coach.headers)).json()["messages"]
     assert [(m["sender_type"], m["text"]) for m in messages] == [
         ("client", "How do I plan my week?"),
