@@ -474,11 +474,29 @@
   }
 
   var retries = 0;  // reconnect attempts since the last open socket
+  var SESSION_RENEW_MS = 3600 * 1000;  // the session cookie lasts 12 hours from its last renewal
+
+  function renewSession() {
+    // keeps the session cookie alive while the page is open; resolves false once it has expired (401)
+    return fetch("/w/session", { cache: "no-store" }).then(function (response) {
+      return response.status !== 401;
+    }, function () { return true; });  // offline: not known to be expired
+  }
+
+  function expired() {
+    statusLine.textContent = "This chat has expired. Please open the link from your coach again.";
+    input.disabled = true;
+    document.getElementById("send").disabled = true;
+  }
+
+  setInterval(renewSession, SESSION_RENEW_MS);
 
   function connect() {
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + location.host + "/ws/chat");  // the widget session cookie authenticates
+    var opened = false;
     socket.onopen = function () {
+      opened = true;
       retries = 0;
       waiting = 0;  // answers begun on an earlier socket arrive as live messages (or through catchUp)
       statusLine.textContent = "";
@@ -540,7 +558,10 @@
       // went away do not all come back at the same moment; reset once a connection opens
       var delay = Math.min(30000, 1000 * Math.pow(2, retries));
       retries += 1;
-      setTimeout(connect, 250 + Math.random() * delay);
+      var retry = function () { setTimeout(connect, 250 + Math.random() * delay); };
+      if (opened) { retry(); return; }
+      // refused before it opened: the session may have expired (a tab left open overnight), then no retry helps
+      renewSession().then(function (valid) { if (valid) retry(); else expired(); });
     };
   }
 

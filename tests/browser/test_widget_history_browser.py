@@ -252,3 +252,32 @@ async def test_a_message_stored_before_the_widgets_socket_listens_is_shown(
     await expect(texts).to_have_count(51, timeout=WAIT_MS)
     assert (await texts.all_text_contents())[-1] == "Just now"
     await context.close()
+
+
+async def test_an_expired_session_says_so_instead_of_reconnecting_for_ever(
+    base_url: str, browser: Browser, coach_with_client: Callable[..., Awaitable[CoachWithClient]]
+) -> None:
+    """The page stays open past its session (a tab left open overnight): the socket's reconnects are refused,
+    and the widget tells the client to open their coach's link again instead of "Reconnecting…" for ever. While
+    the session is valid, ``/w/session`` renews its cookie."""
+    made = await coach_with_client("Coach Later", "Fay")
+    context = await browser.new_context(base_url=base_url, viewport=PHONE)
+    widget = await context.new_page()
+    await widget.add_init_script(SOCKETS_SEEN)
+    await widget.goto(f"/w/{made.client['widget_token']}")
+    await widget.wait_for_function("() => window.sockets.length === 1 && window.sockets[0].readyState === 1")
+    renewed = await widget.request.get("/w/session")
+    assert renewed.status == 204 and "oc_widget=" in renewed.headers["set-cookie"]
+
+    await context.clear_cookies()  # the session expired
+    await widget.evaluate("() => window.sockets[0].close()")
+    await expect(widget.locator("#status")).to_have_text(
+        "This chat has expired. Please open the link from your coach again.", timeout=WAIT_MS
+    )
+    await expect(widget.locator("#text")).to_be_disabled()
+    await expect(widget.locator("#send")).to_be_disabled()
+    tries = await widget.evaluate("() => window.sockets.length")
+    await widget.wait_for_timeout(2500)  # longer than the first reconnect delays
+    assert await widget.evaluate("() => window.sockets.length") == tries, "no more reconnects"
+    assert (await widget.request.get("/w/session")).status == 401
+    await context.close()

@@ -166,6 +166,18 @@ class WidgetController(Controller):
         page.set_cookie(widget_cookie(renewed, container.settings.public_url))
         return page
 
+    @get("/session", status_code=204)
+    async def renew_session(self, request: Request[Any, Any, Any], container: ContainerDep) -> Response[None]:
+        """Renew the session cookie while a widget page stays open (``static/chat.js`` asks every hour, and when
+        its socket cannot connect): 204 with the renewed cookie; 401 when the session has expired or the link
+        was revoked (the page then tells the client to open their coach's link again)."""
+        found = await _session(request, container)
+        if found is None:
+            return Response(None, status_code=401, headers={"Cache-Control": "no-store"})
+        renewed = Response(None, status_code=204, headers={"Cache-Control": "no-store"})
+        renewed.set_cookie(widget_cookie(found[1], container.settings.public_url))
+        return renewed
+
     @get("/tone")
     async def tone_page(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template:
         """How the assistant talks to me: the intensity (within the coach's range) and the coach's styles, each
