@@ -427,6 +427,7 @@
         if (next) {
           earlier.dataset.url = next;
           earlier.disabled = false;
+          earlier.textContent = "Earlier messages";  // (after a failed try)
         } else {
           earlier.remove();
           earlier = null;
@@ -648,7 +649,8 @@
     });
   }
   input.addEventListener("keydown", function (event) {
-    if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); form.requestSubmit(); }
+    // not while an input method composes (Chinese, Japanese…): its Enter confirms the characters
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); form.requestSubmit(); }
   });
   Array.prototype.forEach.call(log.querySelectorAll(".msg.ai, .msg.human_coach"), function (el) {
     if (el.id !== "greeting") feedbackBar(el, el.dataset.feedback);

@@ -102,6 +102,29 @@ async def test_a_message_over_the_rate_limit_is_marked_not_sent_and_its_text_com
     await context.close()
 
 
+async def test_enter_confirming_an_input_methods_characters_does_not_send(
+    base_url: str,
+    browser: Browser,
+    llm_api: respx.MockRouter,
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+) -> None:
+    """Typing Chinese or Japanese, Enter first confirms the input method's characters (``isComposing``): the
+    half-typed message is not sent; the next Enter sends it."""
+    client = (await coach_with_client("Coach Kanji", "Yui")).client
+    context = await browser.new_context(base_url=base_url, viewport=PHONE)
+    widget = await context.new_page()
+    await widget.goto(f"/w/{client['widget_token']}")
+    text = widget.locator("#text")
+    await text.fill("今日は")
+    await text.dispatch_event("keydown", {"key": "Enter", "isComposing": True, "bubbles": True, "cancelable": True})
+    await widget.wait_for_timeout(300)
+    await expect(widget.locator(".msg.client")).to_have_count(0)
+    await expect(text).to_have_value("今日は")
+    await text.press("Enter")
+    await expect(widget.locator(".msg.client .text")).to_have_text(["今日は"], timeout=WAIT_MS)
+    await context.close()
+
+
 async def test_the_reviewing_line_goes_when_the_coach_approves_an_edited_draft(
     base_url: str,
     http: httpx.AsyncClient,
