@@ -401,7 +401,7 @@
     stopTyping();
     setWaiting(-1);
     if (data.handoff) showHandoff(data.handoff);
-    else setPresence("");
+    else if (data.message_id) setPresence("");  // an AI reply: the AI has the conversation
   }
 
   function nextLink(response) {

@@ -122,6 +122,7 @@ async def test_enter_confirming_an_input_methods_characters_does_not_send(
     await expect(text).to_have_value("今日は")
     await text.press("Enter")
     await expect(widget.locator(".msg.client .text")).to_have_text(["今日は"], timeout=WAIT_MS)
+    await expect(widget.locator(".msg .text").last).to_have_text(REPLY, timeout=WAIT_MS)  # answered
     await context.close()
 
 

@@ -265,18 +265,17 @@ async def chat_socket(
     page (``app.auth.identify_client``: the handshake's ``Origin`` must be this server).
 
     Client → server: ``{"text": "...", "conversation_id"?: "...", "client_message_id"?: "..."}``.
-    Server → client: ``{"type": "ack", "client_message_id", "message_id", "conversation_id", "answering"}`` as
-    soon as a message is stored (whatever answer is in progress; ``answering`` false: it was answered before,
-    no ``done`` follows for it); answers follow in the order the messages arrived:
-    ``{"type": "token", "text": "..."}`` per delta, then ``{"type": "done", "conversation_id", "in_reply_to",
-    "message_id", "reply", "citations", "metadata", "handoff"}``. ``{"type": "error", "message",
+    Server → client: ``{"type": "ack", "client_message_id", "message_id", "conversation_id", "answering"}`` as soon
+    as a message is stored (whatever answer is in progress; ``answering`` false: it was answered before, or it is a
+    repeat of a message this socket answers already, so no ``done`` follows for it); answers follow in the order the
+    messages arrived: ``{"type": "token", "text": "..."}`` per delta, then ``{"type": "done", "conversation_id",
+    "in_reply_to", "message_id", "reply", "citations", "metadata", "handoff"}``. ``{"type": "error", "message",
     "client_message_id"?}`` for a message that was refused (nothing stored); ``{"type": "error", "message",
     "in_reply_to"}`` instead of ``done`` for a stored message whose answer failed (a job answers it later, or the
-    message was gone). Live events of the client's
-    channel (:mod:`app.handoff.live`: the coach's messages, ``coach_joined``, ``coach_left``) arrive on the
-    same socket at any time. A dropped connection stops neither the reading of what already arrived nor the
-    answers: every stored message is answered, and replies finished after the drop go to the client's live
-    channel (the widget's next connection).
+    message was gone). Live events of the client's channel (:mod:`app.handoff.live`: the coach's messages,
+    ``coach_joined``, ``coach_left``) arrive on the same socket at any time. A dropped connection stops neither the
+    reading of what already arrived nor the answers: every stored message is answered, and replies finished after
+    the drop go to the client's live channel (the widget's next connection).
     """
     try:
         identity = await identify_client(socket, container)
@@ -306,6 +305,7 @@ class _SocketChat:
         self.container = container
         self.identity = identity
         self.queue: asyncio.Queue[uuid.UUID | None] = asyncio.Queue()
+        self._queued: set[uuid.UUID] = set()  # the messages this socket answers (or answered)
         self.connected = True
         self._conversation_id: uuid.UUID | None = None
         self._send_lock = asyncio.Lock()
@@ -356,16 +356,20 @@ class _SocketChat:
             await self.send({"type": "error", "message": exc.message, **_client_id_of(raw)})
             return
         self._conversation_id = received.conversation_id
+        # a message sent again on this socket before its answer came (the widget re-sends what it has no ack
+        # for) is answered once: its first answer's done is the one that follows
+        answering = not received.answered and received.message_id not in self._queued
         await self.send(
             {
                 "type": "ack",
                 "client_message_id": received.client_message_id,
                 "message_id": str(received.message_id),
                 "conversation_id": str(received.conversation_id),
-                "answering": not received.answered,
+                "answering": answering,
             }
         )
-        if not received.answered:
+        if answering:
+            self._queued.add(received.message_id)
             self.queue.put_nowait(received.message_id)
 
     async def answer_queued(self) -> None:

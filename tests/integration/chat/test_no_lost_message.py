@@ -85,6 +85,29 @@ async def wait_for_transcript(
     return messages
 
 
+async def test_a_message_sent_again_on_the_same_socket_before_its_answer_is_answered_once(
+    http: httpx.AsyncClient, base_url: str, new_setup: Callable[..., Awaitable[Setup]], slow_llm: respx.MockRouter
+) -> None:
+    """The widget re-sends a message it has no ack for yet (a catch-up finishing on the same socket): the repeat
+    is acknowledged with ``answering`` false and only the first answer runs (the repeat used to call the model a
+    second time, then end in an empty ``done`` that cleared the widget's "waiting for your coach" line)."""
+    setup = await new_setup()
+    url = base_url.replace("http://", "ws://") + f"/ws/chat?token={setup.widget_token}"
+    calls = slow_llm.routes["completions"].call_count
+    message = json.dumps({"text": "How can I plan my week better?", "client_message_id": "c-twice"})
+    async with websockets.connect(url) as ws:
+        await ws.send(message)
+        await ws.send(message)
+        events = await events_until(ws, lambda e: e["type"] == "done")
+        events += await events_until(ws, lambda e: e["type"] == "done", wait=3)  # no second done comes
+    acks = [e for e in events if e["type"] == "ack"]
+    assert [a["answering"] for a in acks] == [True, False] and acks[0]["message_id"] == acks[1]["message_id"]
+    assert [e["type"] for e in events].count("done") == 1
+    assert slow_llm.routes["completions"].call_count == calls + 1
+    messages = await transcript(http, setup, acks[0]["conversation_id"])
+    assert [m["sender_type"] for m in messages] == ["client", "ai"]
+
+
 async def test_a_message_sent_while_an_answer_streams_survives_a_dropped_network(
     http: httpx.AsyncClient, base_url: str, new_setup: Callable[..., Awaitable[Setup]], slow_llm: respx.MockRouter
 ) -> None:
