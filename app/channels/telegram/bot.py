@@ -3,6 +3,7 @@ log filter that keeps bot tokens out of logs (Bot API URLs carry the token: ``/b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -41,6 +42,17 @@ def install_token_redaction() -> None:
             logger.addFilter(RedactBotTokens())
 
 
+class CoachBot(Bot):
+    """python-telegram-bot's ``Bot`` whose :meth:`shutdown` closes its two HTTP connection pools even when it
+    was never initialized: ``Bot.shutdown`` alone closes nothing then, and the app does not call
+    ``Bot.initialize`` (it asks ``getMe`` once more, and words a refused token with the token in it)."""
+
+    async def shutdown(self) -> None:
+        """Close the HTTP connection pools (idempotent)."""
+        await asyncio.gather(*(request.shutdown() for request in self._request))
+        await super().shutdown()
+
+
 def make_bot(settings: Settings, guard: EgressGuard, token: str) -> Bot:
     """A Bot API client for ``token`` on ``settings.telegram_api_url`` whose HTTP goes through ``guard``
     (``OUTBOUND_ALLOW`` applies; no redirects, no proxy from the environment). Raises
@@ -54,7 +66,7 @@ def make_bot(settings: Settings, guard: EgressGuard, token: str) -> Bot:
             httpx_kwargs={"transport": guard.transport(), "trust_env": False, "follow_redirects": False},
         )
 
-    return Bot(
+    return CoachBot(
         token,
         base_url=f"{base}/bot{{token}}",
         base_file_url=f"{base}/file/bot{{token}}",
