@@ -1,6 +1,6 @@
 // Widget page: sends the client's messages over the /ws/chat WebSocket and renders streamed replies.
 // Every message gets its own id (crypto.randomUUID) and stays "unacknowledged" until the server's `ack`
-// says it is stored; after a reconnect the widget first fetches what was stored meanwhile
+// says it is stored; on each connection (the first too) the widget first fetches what was stored meanwhile
 // (GET /api/v1/widget/conversations/{id}/messages?after=…, following its Link header's pages; live messages that
 // come meanwhile are shown after them), then sends the unacknowledged messages again with
 // the same ids (the server stores each once). A dropped socket is reopened with exponential back-off. The server answers messages in the order they arrived, so

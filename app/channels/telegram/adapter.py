@@ -49,13 +49,14 @@ class _Stream:
     """One reply in one chat: the first delta is sent, later ones edit that message at most every
     ``interval`` seconds, :meth:`finish` writes the final text (split, footnotes, keyboard). The streamed
     edits are best-effort (a failed one is skipped: the final text replaces it); :attr:`unsent` holds the final
-    text's parts :meth:`finish` has not sent yet."""
+    text's parts :meth:`finish` has not sent yet, :attr:`keyboard` the buttons that go under the last one."""
 
     def __init__(self, bot: Bot, chat_id: int, interval: float) -> None:
         self.bot, self.chat_id, self.interval = bot, chat_id, interval
         self.text = ""
         self.message_id: int | None = None
         self.unsent: list[str] = []
+        self.keyboard: dict[str, Any] | None = None
         self._last = 0.0
 
     async def delta(self, text: str) -> None:
@@ -80,12 +81,11 @@ class _Stream:
         if not result.reply:
             await self.discard()  # nothing was stored (the coach took the conversation meanwhile)
             return
-        self.unsent = render.split_html(result.reply, client_citations(result.citations))
-        keyboard = render.feedback_keyboard(result.message_id) if result.message_id else None
-        first = True
-        while self.unsent:
-            part, shown = self.unsent[0], markup(keyboard) if len(self.unsent) == 1 else None
-            if first and self.message_id is not None:
+        parts = self.unsent = render.split_html(result.reply, client_citations(result.citations))
+        self.keyboard = render.feedback_keyboard(result.message_id) if result.message_id else None
+        for index, part in enumerate(parts):
+            shown = markup(self.keyboard) if index == len(parts) - 1 else None
+            if index == 0 and self.message_id is not None:
                 with contextlib.suppress(BadRequest):
                     edit = self.bot.edit_message_text
                     await with_retry(
@@ -94,7 +94,7 @@ class _Stream:
             else:
                 send = self.bot.send_message
                 await with_retry(send, self.chat_id, part, parse_mode=render.PARSE_MODE, reply_markup=shown)
-            first, self.unsent = False, self.unsent[1:]
+            self.unsent = parts[index + 1 :]
 
     async def discard(self) -> None:
         """Delete the streamed message (best-effort): the reply it showed was not stored."""
@@ -410,8 +410,8 @@ class TelegramChannel:
             raise
         except TelegramError as exc:
             log.warning("telegram: the reply to message %s goes through the outbox: %s", message_id, exc.message)
-            keyboard = render.feedback_keyboard(result.message_id) if result.message_id else None
-            await self.outbox.push(coach_id, binding.chat_id, stream.unsent, keyboard, dedupe=f"tg:{result.message_id}")
+            dedupe = f"tg:{result.message_id}"
+            await self.outbox.push(coach_id, binding.chat_id, stream.unsent, stream.keyboard, dedupe=dedupe)
 
     async def _typing(self, bot: Bot, chat_id: int) -> None:
         with contextlib.suppress(TelegramError):
