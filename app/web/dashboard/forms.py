@@ -18,9 +18,12 @@ from app.core.errors import InvalidInput
 
 
 def form_str(form: Any, name: str) -> str:
-    """A text field as sent, or ``""`` when absent (or a file)."""
+    """A text field as typed, or ``""`` when absent (or a file). A browser sends a textarea's line breaks as
+    CRLF (HTML Living Standard, "constructing the entry list" normalises them so); they are read back as LF,
+    the line break the same text has when sent by JavaScript or the API (a draft approved unchanged from the
+    form is then not an edit)."""
     value = form.get(name)
-    return value if isinstance(value, str) else ""
+    return value.replace("\r\n", "\n").replace("\r", "\n") if isinstance(value, str) else ""
 
 
 def form_int(form: Any, name: str, low: int, high: int) -> int | None:

@@ -399,6 +399,33 @@ async def test_draft_review_on_the_conversation_page(
     ]
 
 
+async def test_a_multi_line_draft_approved_unchanged_from_the_form_is_the_ais_reply(
+    browser: httpx.AsyncClient, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """The browser sends the draft's textarea back with CRLF line breaks: approved unchanged, the draft goes out
+    as the AI's reply with its text as drafted, not as a coach's edit (which would make a training example of
+    a line-ending change)."""
+    coach = await make_coach("Lines Coach")
+    await http.patch("/api/v1/settings", headers=coach.headers, json=MOCK_ENDPOINT_SETTINGS | {"handoff_mode": "draft"})
+    client = await make_client(http, coach, "Lee")
+    with mock_chat_endpoint(["Breathe out slowly.", "\n\nThen pick one small step."]):
+        first = await client_chat(http, client["widget_token"], "How do I start my day?")
+    [draft] = (await http.get("/api/v1/drafts", headers=coach.headers)).json()
+    assert "\n" in draft["text"]
+    await log_in(browser, coach)
+    page = (await browser.get(f"/dashboard/conversations/{first['conversation_id']}")).text
+    token = CSRF.search(page).group(1)  # type: ignore[union-attr]
+    as_a_browser_sends_it = draft["text"].replace("\n", "\r\n")
+    approved = await browser.post(
+        f"/dashboard/drafts/{draft['id']}/approve", data={"text": as_a_browser_sends_it, "_csrf_token": token}
+    )
+    assert approved.status_code in (302, 303), approved.text
+    conversation = await http.get(f"/api/v1/conversations/{first['conversation_id']}", headers=coach.headers)
+    reply = conversation.json()["messages"][-1]
+    assert (reply["sender_type"], reply["text"]) == ("ai", draft["text"])
+    assert "edited" not in reply["metadata"]
+
+
 HANDOFF_FORM = {
     "name": "Settings Coach",
     "persona": "",
