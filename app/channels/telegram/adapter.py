@@ -290,10 +290,10 @@ class TelegramChannel:
         data, chat_id = str(callback.get("data") or ""), _chat_id({"callback_query": callback})
         binding = await self.service.binding(coach_id, chat_id) if chat_id is not None else None
         if binding is None:
-            await bot.answer_callback_query(callback["id"])
+            await _acknowledge(bot, callback)
             return
         if data == "h":
-            await bot.answer_callback_query(callback["id"], text="Asking your coach to join…")
+            await _acknowledge(bot, callback, "Asking your coach to join…")
             await self._turn(bot, coach_id, binding, render.HUMAN_COMMAND, f"tg:{binding.chat_id}:cb:{callback['id']}")
             return
         if (forget := render.parse_forget(data)) is not None:
@@ -301,7 +301,7 @@ class TelegramChannel:
             return
         if (press := parse_tone(data)) is not None:
             answer = await self._tone.press(coach_id, binding.client_id, press, datetime.now(UTC))
-            await bot.answer_callback_query(callback["id"], text=answer.note, show_alert=answer.alert)
+            await _acknowledge(bot, callback, answer.note, alert=answer.alert)
             await self._edit(bot, binding, callback, answer.text, answer.keyboard)
             return
         feedback = render.parse_feedback(data)
@@ -313,7 +313,7 @@ class TelegramChannel:
                 note = "Thanks for the feedback!"
             except DomainError as exc:
                 note = exc.message
-        await bot.answer_callback_query(callback["id"], text=note)
+        await _acknowledge(bot, callback, note)
 
     async def _remembered(self, coach_id: uuid.UUID, client_id: uuid.UUID) -> tuple[str, dict[str, Any] | None]:
         """The ``/forget`` message: what the client's widget memory page shows (:func:`remembered_out`)."""
@@ -336,7 +336,7 @@ class TelegramChannel:
             note = "Forgotten."
         except NotFound:
             note = "That was already forgotten."
-        await bot.answer_callback_query(callback["id"], text=note)
+        await _acknowledge(bot, callback, note)
         shown, keyboard = await self._remembered(coach_id, binding.client_id)
         await self._edit(bot, binding, callback, shown, keyboard)
 
@@ -436,6 +436,17 @@ class TelegramChannel:
         else:
             return
         await self.outbox.push(coach_id, binding.chat_id, parts, keyboard, dedupe=job_id)
+
+
+async def _acknowledge(
+    bot: Bot, callback: dict[str, Any], text: str | None = None, *, alert: bool | None = None
+) -> None:
+    """Answer a button press (``answerCallbackQuery``: the client's button stops spinning, ``text`` shows as a
+    notification, or an ``alert``). Best-effort: Telegram refuses to answer a press after about 15 s (400
+    "query is too old"), as for a press processed again after its process died; what the press does is done
+    all the same."""
+    with contextlib.suppress(BadRequest):
+        await bot.answer_callback_query(callback["id"], text=text, show_alert=alert)
 
 
 def _status(member: dict[str, Any]) -> str | None:

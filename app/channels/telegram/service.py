@@ -293,18 +293,25 @@ class TelegramService:
         return None if row is None else ChatBinding(row.chat_id, row.client_id, row.conversation_id, row.active)
 
     async def redeem(self, coach_id: uuid.UUID, chat_id: int, code: str) -> uuid.UUID | None:
-        """Bind ``chat_id`` to the client of the unused invite ``code`` (used up now); ``None`` for an unknown
-        or used code."""
+        """Bind ``chat_id`` to the client of the unused invite ``code`` (used up now) and return the client's
+        id. The invite this chat's own client used already (the client tapping their link again) returns that
+        client, the chat left as it is; ``None`` for an unknown code or one used by another chat."""
+        code_hash = token_hash(code)
         async with tenant_session(self._sessionmaker, coach_id) as session:
             client_id = await session.scalar(
                 update(TelegramInvite)
-                .where(TelegramInvite.code_hash == token_hash(code), TelegramInvite.used_at.is_(None))
+                .where(TelegramInvite.code_hash == code_hash, TelegramInvite.used_at.is_(None))
                 .values(used_at=datetime.now(UTC))
                 .returning(TelegramInvite.client_id)
             )
             if client_id is not None:
                 await self._bind(session, coach_id, chat_id, client_id)
-        return client_id
+                return client_id
+            return await session.scalar(
+                select(TelegramInvite.client_id)
+                .join(TelegramChat, TelegramChat.client_id == TelegramInvite.client_id)
+                .where(TelegramInvite.code_hash == code_hash, TelegramChat.chat_id == chat_id)
+            )
 
     async def enrol(self, coach_id: uuid.UUID, chat_id: int, name: str) -> uuid.UUID | None:
         """A stranger writing to the bot: with open enrolment, a new client named ``name`` bound to the chat;

@@ -218,6 +218,8 @@ async def test_a_body_that_is_not_an_update_is_a_400_and_stores_nothing(
 async def test_an_invite_binds_the_chat_to_the_client_once(
     tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
 ) -> None:
+    """An invite binds the first chat that uses it; another chat is told it is used up, and the client tapping
+    their own link again is welcomed again."""
     bot = await make_bot()
     client = (await tg.post("/api/v1/clients", headers=bot.coach.headers, json={"name": "Robin"})).json()
     response = await tg.post(f"/api/v1/clients/{client['id']}/telegram-invite", headers=bot.coach.headers)
@@ -230,6 +232,8 @@ async def test_an_invite_binds_the_chat_to_the_client_once(
     await say(tg, bot, second, f"/start {invite['code']}")
     assert fake.sent_to(first)[-1].params["text"] == WELCOME
     assert fake.sent_to(second)[-1].params["text"] == BAD_INVITE
+    await say(tg, bot, first, f"/start {invite['code']}")  # the client taps their own link again
+    assert [c.params["text"] for c in fake.sent_to(first)] == [WELCOME, WELCOME]
     await say(tg, bot, first, "Hello there")
     conversation = await conversation_of(tg, bot, client["id"])
     assert conversation["channel"] == "telegram"
@@ -597,6 +601,23 @@ async def test_human_command_and_button_hand_off(tg: httpx.AsyncClient, fake: Fa
     await drain(tg)
     assert len((await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()) == 2
     assert fake.of("answerCallbackQuery")[-1].params["text"].startswith("Asking your coach")
+
+
+async def test_a_button_press_too_old_to_answer_still_does_what_it_says(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """A "Talk to a human" press processed late (again after its process died, or after a slow turn): Telegram
+    refuses to answer the press itself, and the coach is asked to join all the same."""
+    bot = await make_bot()
+    chat_id, _ = await bound_chat(tg, bot, fake)
+    fake.fail(
+        "answerCallbackQuery", 400, "Bad Request: query is too old and response timeout expired or query id is invalid"
+    )
+    await post_update(tg, bot, recorded("callback_query", update_id=next(_chat_ids), chat_id=chat_id, data="h"))
+    await drain(tg)
+    [handoff] = (await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()
+    assert handoff["reason"] == "human_request" and handoff["status"] == "open"
+    assert "asked" in fake.sent_to(chat_id)[-1].params["text"]
 
 
 async def test_a_crisis_message_gets_the_crisis_reply_an_urgent_handoff_and_an_alert(
