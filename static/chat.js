@@ -191,17 +191,23 @@
     return el;
   }
 
+  function fetchJson(url, options, failed) {
+    // the JSON body of a successful response; else an Error with the server's `detail`, or with `failed` when it
+    // has none to show (no connection, or an error page that is not JSON: a proxy's 502), never a parser's message
+    return fetch(url, options).catch(function () { throw new Error(failed); }).then(function (response) {
+      return response.json().catch(function () { throw new Error(failed); }).then(function (body) {
+        if (!response.ok) throw new Error((body && body.detail) || failed);
+        return body;
+      });
+    });
+  }
+
   function sendFeedback(id, body) {
-    return fetch("/api/v1/messages/" + encodeURIComponent(id) + "/feedback", {
+    return fetchJson("/api/v1/messages/" + encodeURIComponent(id) + "/feedback", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body)
-    }).then(function (response) {
-      if (!response.ok) {
-        return response.json().then(function (err) { throw new Error(err.detail || "Could not save your feedback."); });
-      }
-      return response.json();
-    });
+    }, "Could not save your feedback; please try again.");
   }
 
   function icon(path) {
@@ -311,20 +317,18 @@
       button.setAttribute("aria-expanded", String(open));
       if (!open || quote.dataset.loaded) return;
       quote.textContent = "Loading the passage…";
-      fetch("/api/v1/widget/passages/" + encodeURIComponent(chunkId)).then(function (response) {
-        return response.json().then(function (body) {
-          if (!response.ok) throw new Error(body.detail || "Could not open the passage.");
-          quote.textContent = "";
-          var text = document.createElement("p");
-          text.textContent = body.text + (body.after ? " " + body.after : "");
-          var source = document.createElement("footer");
-          source.className = "small muted";
-          source.textContent = "— " + sourceLabel(body);
-          quote.appendChild(text);
-          quote.appendChild(source);
-          quote.dataset.loaded = "1";
-        });
-      }).catch(function (err) { quote.textContent = err.message || "Could not open the passage."; });
+      var url = "/api/v1/widget/passages/" + encodeURIComponent(chunkId);
+      fetchJson(url, undefined, "Could not open the passage; please try again.").then(function (body) {
+        quote.textContent = "";
+        var text = document.createElement("p");
+        text.textContent = body.text + (body.after ? " " + body.after : "");
+        var source = document.createElement("footer");
+        source.className = "small muted";
+        source.textContent = "— " + sourceLabel(body);
+        quote.appendChild(text);
+        quote.appendChild(source);
+        quote.dataset.loaded = "1";
+      }).catch(function (err) { quote.textContent = err.message; });
     });
   }
 
@@ -622,18 +626,14 @@
   endButton.addEventListener("click", function () {
     if (!conversationId) { statusLine.textContent = "No session to end yet."; return; }
     endButton.disabled = true;
-    fetch("/api/v1/widget/conversations/" + encodeURIComponent(conversationId) + "/end-session", {
-      method: "POST"
-    }).then(function (response) {
-      return response.json().then(function (body) {
-        if (!response.ok) statusLine.textContent = body.detail || "Could not end the session.";
-        else if (body.session_id) {
-          statusLine.textContent = "Session ended. Summary pending…";
-          followSummary(body.session_id, 0);
-        } else statusLine.textContent = "No session in progress.";
-      });
-    }).catch(function () {
-      statusLine.textContent = "Could not end the session; check your connection.";
+    var url = "/api/v1/widget/conversations/" + encodeURIComponent(conversationId) + "/end-session";
+    fetchJson(url, { method: "POST" }, "Could not end the session; check your connection.").then(function (body) {
+      if (body.session_id) {
+        statusLine.textContent = "Session ended. Summary pending…";
+        followSummary(body.session_id, 0);
+      } else statusLine.textContent = "No session in progress.";
+    }).catch(function (err) {
+      statusLine.textContent = err.message;
     }).then(function () { endButton.disabled = false; });
   });
   log.addEventListener("click", function (event) {

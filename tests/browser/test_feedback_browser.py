@@ -7,12 +7,13 @@ endpoint mocked with respx); the coach and client are made through the API.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
 import respx
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, Route, expect
 
 from tests.browser.conftest import CoachWithClient
 from tests.browser.test_handoff_browser import PASSWORD, WAIT_MS, browser, llm_api, send_from_widget, shot
@@ -98,4 +99,38 @@ async def test_the_first_message_from_the_widget_records_the_ai_disclosure_for_t
     assert consent is not None and consent["version"] == version and consent["accepted_at"]
     # let the turn finish while the model is mocked (a turn still running after the test would reach the network)
     await expect(widget.locator(".msg.ai .text").last).not_to_be_empty(timeout=WAIT_MS)
+    await context.close()
+
+
+async def test_an_error_page_that_is_not_json_shows_a_plain_message_and_the_click_can_be_tried_again(
+    base_url: str,
+    http: httpx.AsyncClient,
+    browser: Browser,
+    llm_api: respx.MockRouter,
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+) -> None:
+    """A proxy's HTML error page (a 502) in front of the app: a thumb and "End session" show what failed in
+    words (not the JSON parser's message) and the next try goes through."""
+    setup = await coach_with_client("Coach Proxy", "Kai")
+    context = await browser.new_context()
+    widget = await context.new_page()
+    await widget.goto(f"{base_url}/w/{setup.client['widget_token']}")
+    await send_from_widget(widget, "How do I stop snoozing my alarm?")
+    reply = widget.locator(".msg.ai").last
+    await expect(reply.locator(".thumb.down")).to_be_visible(timeout=WAIT_MS)
+
+    async def bad_gateway(route: Route) -> None:
+        await route.fulfill(status=502, content_type="text/html", body="<html><h1>502 Bad Gateway</h1></html>")
+
+    await widget.route(re.compile(r"/feedback$|/end-session$"), bad_gateway)
+    await reply.locator(".thumb.down").click()
+    await expect(reply.locator(".feedback")).to_contain_text("Could not save your feedback", timeout=WAIT_MS)
+    await expect(reply.locator(".thumb.down")).to_have_attribute("aria-pressed", "false")
+    await widget.locator("#end-session").click()
+    await expect(widget.locator("#status")).to_have_text(
+        "Could not end the session; check your connection.", timeout=WAIT_MS
+    )
+    await widget.unroute(re.compile(r"/feedback$|/end-session$"))
+    await reply.locator(".thumb.down").click()
+    await expect(reply.locator(".thumb.down")).to_have_attribute("aria-pressed", "true", timeout=WAIT_MS)
     await context.close()
