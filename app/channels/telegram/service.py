@@ -298,7 +298,7 @@ class TelegramService:
         client, the chat left as it is; ``None`` for an unknown code or one used by another chat."""
         code_hash = token_hash(code)
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            client_id = await session.scalar(
+            client_id: uuid.UUID | None = await session.scalar(
                 update(TelegramInvite)
                 .where(TelegramInvite.code_hash == code_hash, TelegramInvite.used_at.is_(None))
                 .values(used_at=datetime.now(UTC))
@@ -306,12 +306,13 @@ class TelegramService:
             )
             if client_id is not None:
                 await self._bind(session, coach_id, chat_id, client_id)
-                return client_id
-            return await session.scalar(
-                select(TelegramInvite.client_id)
-                .join(TelegramChat, TelegramChat.client_id == TelegramInvite.client_id)
-                .where(TelegramInvite.code_hash == code_hash, TelegramChat.chat_id == chat_id)
-            )
+            else:  # used already: by this chat's own client?
+                client_id = await session.scalar(
+                    select(TelegramInvite.client_id)
+                    .join(TelegramChat, TelegramChat.client_id == TelegramInvite.client_id)
+                    .where(TelegramInvite.code_hash == code_hash, TelegramChat.chat_id == chat_id)
+                )
+        return client_id
 
     async def enrol(self, coach_id: uuid.UUID, chat_id: int, name: str) -> uuid.UUID | None:
         """A stranger writing to the bot: with open enrolment, a new client named ``name`` bound to the chat;
