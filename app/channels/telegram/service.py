@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from app.core.ratelimit import IdThrottle
 from app.core.security import SecretBox, mask_secret, token_hash
 from app.core.validation import is_https
 from app.db.engine import tenant_session
+
+log = logging.getLogger(__name__)
 
 PUBLIC_API_HOST = "api.telegram.org"
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
@@ -130,17 +133,57 @@ class TelegramService:
                 except IntegrityError:
                     raise Conflict("this bot is connected to another account") from None
                 try:
-                    if mode == "webhook":
-                        webhook = self.webhook_url(coach_id)
-                        await bot.set_webhook(webhook, secret_token=secret, allowed_updates=ALLOWED_UPDATES)
-                    else:
-                        await bot.delete_webhook()
+                    await self._register(bot, coach_id, mode, secret)
                 except TelegramError as exc:
                     raise InvalidInput(f"Telegram refused the bot token: {exc.message}") from None
         finally:
             await bot.shutdown()
         self._bots.pop(coach_id, None)
         return await self.status(coach_id)
+
+    async def _register(self, bot: Bot, coach_id: uuid.UUID, mode: str, secret: str) -> None:
+        """Point the bot's updates at this install: ``setWebhook`` (:meth:`webhook_url`, ``secret``,
+        :data:`ALLOWED_UPDATES`) in ``webhook`` mode, else ``deleteWebhook`` (for ``getUpdates``). Raises
+        ``TelegramError``."""
+        if mode == "webhook":
+            await bot.set_webhook(self.webhook_url(coach_id), secret_token=secret, allowed_updates=ALLOWED_UPDATES)
+        else:
+            await bot.delete_webhook()
+
+    async def align_modes(self) -> int:
+        """Move every bot saved in the other mode than this install's :meth:`mode` to it: a bot connected for
+        polling before ``PUBLIC_URL`` became https would otherwise get its updates from no one (no poller runs
+        then, and Telegram has no webhook for it), and a webhook bot on a polling install the same. Each bot is
+        moved under its row's lock (several processes starting at once move it once) with a new webhook secret.
+        A bot Telegram refuses (a revoked token, Telegram out of reach) is logged and left as it was, for the
+        next start or a reconnect. Returns how many bots moved."""
+        mode = self.mode()
+        other = "polling" if mode == "webhook" else "webhook"
+        async with self._sessionmaker() as session:
+            rows = await session.execute(text("SELECT coach_id FROM telegram_bots_in_mode(:mode)"), {"mode": other})
+        moved = 0
+        for coach_id in [row[0] for row in rows]:
+            try:
+                moved += await self._move(coach_id, mode)
+            except TelegramError as exc:
+                log.warning("telegram: the bot of coach %s stays in %s mode: %s", coach_id, other, exc.message)
+        return moved
+
+    async def _move(self, coach_id: uuid.UUID, mode: str) -> bool:
+        """:meth:`align_modes` for one bot: whether it moved (``False``: gone, or moved by another process)."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            row = await session.scalar(select(TelegramBot).where(TelegramBot.coach_id == coach_id).with_for_update())
+            if row is None or row.mode == mode:
+                return False
+            secret = secrets.token_urlsafe(32)
+            bot = make_bot(self._settings, self.guard, self._secrets.decrypt(row.token_encrypted))
+            try:
+                await self._register(bot, coach_id, mode, secret)
+            finally:
+                await bot.shutdown()
+            row.mode, row.webhook_secret_encrypted = mode, self._secrets.encrypt(secret)
+        log.info("telegram: the bot of coach %s moved to %s mode", coach_id, mode)
+        return True
 
     async def status(self, coach_id: uuid.UUID) -> BotInfo:
         """The coach's bot (token masked). Raises ``NotFound`` when no bot is connected."""
@@ -356,7 +399,7 @@ class TelegramService:
         """Coaches whose bot gets updates by ``getUpdates`` (read across tenants by a SECURITY DEFINER
         function)."""
         async with self._sessionmaker() as session:
-            rows = await session.execute(text("SELECT coach_id FROM telegram_polling_bots()"))
+            rows = await session.execute(text("SELECT coach_id FROM telegram_bots_in_mode('polling')"))
         return [row[0] for row in rows]
 
     async def poll_offset(self, coach_id: uuid.UUID, offset: int | None = None) -> int:

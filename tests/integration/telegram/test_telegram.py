@@ -930,6 +930,44 @@ async def test_polling_mode_fetches_updates_with_get_updates_once_each(
         await container.close()
 
 
+async def test_a_bot_saved_in_another_mode_moves_to_the_installs_mode_at_start(
+    tg: httpx.AsyncClient,
+    tg_settings: Settings,
+    services: Services,
+    registry: ProviderRegistry,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+) -> None:
+    """The install's mode changed since the bot was connected (``PUBLIC_URL`` became https after a laptop demo,
+    or the reverse): at start the bot moves to it, once however many processes start. A polling install deletes
+    its webhook and polls it; a webhook install sets its webhook with a new secret, and its updates come in."""
+    bot = await make_bot()
+    coach_id = uuid.UUID(bot.coach.coach_id)
+    polling = tg_settings.model_copy(update={"telegram_mode": "polling"})
+    container = await Container.create(polling, services.database_url, services.redis_url, registry=registry)
+    try:
+        service = build_channel(container).service
+        await asyncio.gather(service.align_modes(), service.align_modes())  # two processes starting at once
+        assert len(fake.of("deleteWebhook", bot.token)) == 1
+        assert coach_id in await service.polling_coaches()
+    finally:
+        await container.close()
+
+    webhooks = tg.app.state.telegram.service  # type: ignore[attr-defined]
+    assert await webhooks.align_modes() >= 1
+    [moved] = fake.of("setWebhook", bot.token)[1:]  # (the first: when the bot was connected)
+    assert moved.params["url"].endswith(bot.hook()) and moved.params["secret_token"] != bot.secret
+    assert (await webhooks.status(coach_id)).mode == "webhook"
+    assert coach_id not in await webhooks.polling_coaches()
+    update = recorded("text_message", update_id=next(_chat_ids), chat_id=next(_chat_ids), text="/start")
+    stale = await tg.post(bot.hook(), headers=bot.secret_headers(), json=update)
+    assert stale.status_code == 401
+    headers = {"X-Telegram-Bot-Api-Secret-Token": moved.params["secret_token"]}
+    assert (await tg.post(bot.hook(), headers=headers, json=update)).status_code == 200
+    await drain(tg)
+    assert [c.params["text"] for c in fake.sent_to(update["message"]["chat"]["id"])] == [WELCOME]
+
+
 async def test_dashboard_connects_the_bot_and_shows_an_invite_qr_code(tg: httpx.AsyncClient, fake: FakeBotApi) -> None:
     """Settings links to the Telegram page; a bad token shows Telegram's reason (400); a good one connects; the
     client's page makes a one-time invite shown with an inline SVG QR code (CSP: no data: URLs)."""
