@@ -25,6 +25,7 @@ from telegram.error import BadRequest, Forbidden, RetryAfter
 
 from app.channels.telegram import render
 from app.channels.telegram.service import TelegramService
+from app.core.errors import NotFound
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +99,19 @@ class ChatOutbox:
         retry). A 403 (the client blocked the bot) marks the chat inactive and drops its list; a message Telegram
         refuses as malformed (400) is logged and dropped. Any other failure (a timeout, a 5xx, a network error, a
         revoked token) raises with the message still first: a retry of the job sends it, or the job of the next
-        message pushed. Raises ``redis.exceptions.LockError`` when the lock stays taken for :data:`LOCK_WAIT_S`.
+        message pushed. A coach who disconnected the bot meanwhile has the list dropped (the messages stay in the
+        transcript; a reconnect days later does not send them out of the blue). Raises ``redis.exceptions.LockError`` when the lock stays taken for :data:`LOCK_WAIT_S`.
         Returns a short status for arq."""
         key = self._key(coach_id, chat_id)
         sent = 0
         async with self._redis.lock(
             f"telegram:lock:{coach_id}:{chat_id}", timeout=LOCK_S, blocking_timeout=LOCK_WAIT_S
         ):
-            bot = await self._service.bot(coach_id)
+            try:
+                bot = await self._service.bot(coach_id)
+            except NotFound:  # the coach disconnected the bot: nothing queued goes out on a later reconnect
+                await self._redis.delete(key)
+                return "no bot connected: the chat's queued messages dropped"
             while (raw := await self._redis.lindex(key, 0)) is not None:  # type: ignore[misc]
                 item = json.loads(raw)
                 parts: list[str] = item["parts"]

@@ -807,6 +807,26 @@ async def test_a_client_who_unblocks_the_bot_gets_the_coachs_messages_again(
     assert await coach_says("Good to see you")
 
 
+async def test_messages_queued_when_the_coach_disconnects_the_bot_are_not_sent_after_a_reconnect(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    """The coach writes, then disconnects the bot before the worker sent it: the message stays in the transcript
+    only. Reconnected later, the bot sends what the coach writes then, not the old message out of the blue."""
+    bot, chat_id, conversation_id = await taken_over(tg, fake, make_bot, tg_jobs)
+    h = bot.coach.headers
+    await tg.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": "Before"})
+    assert (await tg.delete("/api/v1/channels/telegram", headers=h)).status_code == 204
+    await tg_jobs()
+    connected = await tg.put("/api/v1/channels/telegram", headers=h, json={"bot_token": bot.token})
+    assert connected.status_code == 200, connected.text
+    await tg.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": "After"})
+    await tg_jobs()
+    sent = [c.params["text"] for c in fake.sent_to(chat_id)]
+    assert "After" in sent and "Before" not in sent
+    transcript = (await tg.get(f"/api/v1/conversations/{conversation_id}", headers=h)).json()["messages"]
+    assert [m["text"] for m in transcript][-2:] == ["Before", "After"]
+
+
 async def test_worker_sends_to_one_chat_keep_their_order_across_two_workers_and_a_429(
     tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
 ) -> None:
