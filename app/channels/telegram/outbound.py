@@ -100,8 +100,9 @@ class ChatOutbox:
         refuses as malformed (400) is logged and dropped. Any other failure (a timeout, a 5xx, a network error, a
         revoked token) raises with the message still first: a retry of the job sends it, or the job of the next
         message pushed. A coach who disconnected the bot meanwhile has the list dropped (the messages stay in the
-        transcript; a reconnect days later does not send them out of the blue). Raises ``redis.exceptions.LockError`` when the lock stays taken for :data:`LOCK_WAIT_S`.
-        Returns a short status for arq."""
+        transcript; a reconnect days later does not send them out of the blue). Raises
+        ``redis.exceptions.LockError`` when the lock stays taken for :data:`LOCK_WAIT_S`. Returns a short status
+        for arq."""
         key = self._key(coach_id, chat_id)
         sent = 0
         async with self._redis.lock(
