@@ -6,7 +6,7 @@
 // the same ids (the server stores each once). A dropped socket is reopened with exponential back-off. The server answers messages in the order they arrived, so
 // Send and Enter always work, also while an answer is streaming.
 // Live events of the client's channel arrive on the same socket: the coach's messages ("message"),
-// "coach_joined" and "coach_left"; a turn answered by nobody (the coach holds the conversation, or a draft
+// "coach_joined", "coach_left" and "draft_discarded" (no reviewed reply is coming); a turn answered by nobody (the coach holds the conversation, or a draft
 // waits for review) ends with `done` whose message_id is null and whose `handoff` says why.
 // Every reply of the AI or the coach (not notices or crisis replies) gets thumbs up / down, then an optional
 // 1–5 rating and comment: POST /api/v1/messages/{id}/feedback; a new choice replaces the previous one.
@@ -552,6 +552,8 @@
         coachName = data.coach_name || coachName;
         systemLine(coachName + " handed the conversation back to the AI assistant");
         setPresence("");
+      } else if (data.type === "draft_discarded") {
+        if (draftPending) setPresence("");  // no reviewed reply is coming
       }
     };
     socket.onclose = function () {

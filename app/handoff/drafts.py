@@ -109,11 +109,16 @@ class DraftService:
         return message
 
     async def discard_draft(self, uow: UnitOfWork, draft_id: uuid.UUID) -> Draft:
-        """Drop a pending draft without sending anything. Raises ``NotFound`` and ``Conflict``."""
+        """Drop a pending draft without sending anything (the client's message waits for the coach's own answer;
+        the client's widget stops saying a reply is being reviewed). Raises ``NotFound`` and ``Conflict``."""
         session, coach_id = uow.session, uow.coach_id
         draft = await self._pending_draft(session, coach_id, draft_id)
         draft.status = DraftStatus.DISCARDED
         draft.decided_at = datetime.now(UTC)
+        conversation = await coach_conversation(session, coach_id, draft.conversation_id)
+        uow.after_commit(
+            functools.partial(self._handoffs.publish_draft_discarded, coach_id, conversation.client_id, draft)
+        )
         return draft
 
     async def conversation_of(self, uow: UnitOfWork, draft_id: uuid.UUID) -> uuid.UUID:

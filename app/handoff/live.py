@@ -9,7 +9,8 @@ subscribers (the dashboard's SSE stream, the widget's WebSocket). Channels:
   ``{"type": "message", "conversation_id", "message": {...}}`` (every message of the coach's conversations),
   ``{"type": "draft", "draft": {...}}``;
 - ``client:<client_id>``: ``{"type": "message", ...}`` (the coach's messages, approved drafts, holding
-  messages), ``{"type": "coach_joined"|"coach_left", "conversation_id", "coach_name"}``.
+  messages), ``{"type": "coach_joined"|"coach_left", "conversation_id", "coach_name"}``,
+  ``{"type": "draft_discarded", "conversation_id"}``.
 
 Pub/sub keeps no history: a page that (re)connects loads the current state over HTTP first.
 

@@ -225,6 +225,12 @@ class HandoffService:
             {"type": client_event, "conversation_id": str(handoff.conversation_id), "coach_name": coach.name},
         )
 
+    async def publish_draft_discarded(self, coach_id: uuid.UUID, client_id: uuid.UUID, draft: Draft) -> None:
+        """The coach discarded a draft: the client's widget stops saying the coach reviews a reply
+        (``{"type": "draft_discarded", "conversation_id"}``)."""
+        event = {"type": "draft_discarded", "conversation_id": str(draft.conversation_id)}
+        await self._to_client(coach_id, client_id, event)
+
     async def announce_draft(self, coach_id: uuid.UUID, draft: Draft, client_name: str) -> None:
         """Show a new draft in the coach's live queue."""
         await self._live.publish({"type": "draft", "draft": draft_dict(draft, client_name)}, coach_id=coach_id)

@@ -126,7 +126,7 @@ async def test_enter_confirming_an_input_methods_characters_does_not_send(
     await context.close()
 
 
-async def test_the_reviewing_line_goes_when_the_coach_approves_an_edited_draft(
+async def test_the_reviewing_line_goes_when_the_coach_approves_an_edited_draft_or_discards_one(
     base_url: str,
     http: httpx.AsyncClient,
     browser: Browser,
@@ -151,6 +151,13 @@ async def test_the_reviewing_line_goes_when_the_coach_approves_an_edited_draft(
     await expect(widget.locator("#log")).to_contain_text("Pick one thing per day.", timeout=WAIT_MS)
     await expect(presence).to_have_text("", timeout=WAIT_MS)
     await shot(widget, "ux-03-widget-draft-approved.png")
+
+    await send_from_widget(widget, "And my month?")
+    await expect(presence).to_contain_text("reviewing the reply", timeout=WAIT_MS)
+    [draft] = (await http.get("/api/v1/drafts?status=pending", headers=coach.headers)).json()
+    discarded = await http.post(f"/api/v1/drafts/{draft['id']}/discard", headers=coach.headers)
+    assert discarded.status_code == 200, discarded.text
+    await expect(presence).to_have_text("", timeout=WAIT_MS)  # no reviewed reply is coming
     await context.close()
 
 

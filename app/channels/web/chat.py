@@ -273,9 +273,9 @@ async def chat_socket(
     "client_message_id"?}`` for a message that was refused (nothing stored); ``{"type": "error", "message",
     "in_reply_to"}`` instead of ``done`` for a stored message whose answer failed (a job answers it later, or the
     message was gone). Live events of the client's channel (:mod:`app.handoff.live`: the coach's messages,
-    ``coach_joined``, ``coach_left``) arrive on the same socket at any time. A dropped connection stops neither the
-    reading of what already arrived nor the answers: every stored message is answered, and replies finished after
-    the drop go to the client's live channel (the widget's next connection).
+    ``coach_joined``, ``coach_left``, ``draft_discarded``) arrive on the same socket at any time. A dropped
+    connection stops neither the reading of what already arrived nor the answers: every stored message is
+    answered, and replies finished after the drop go to the client's live channel (the widget's next connection).
     """
     try:
         identity = await identify_client(socket, container)
