@@ -38,7 +38,7 @@
   var current = null;   // the AI message element being streamed into
   var unacked = [];     // {client_message_id, text, conversation_id?} sent but not yet stored, oldest first
   var waiting = 0;      // acknowledged messages this socket is answering (their `done` has not come yet)
-  var lastMessageId = null;
+  var lastMessageId = null;  // the catch-up's position: the newest message the page got (not an ack's)
   var draftPending = false;
   var coachHolds = log.dataset.handoff === "claimed";  // the coach answers: no AI typing bubble
   var typing = null;    // the typing bubble while an answer is on its way
@@ -515,8 +515,9 @@
       var data = JSON.parse(event.data);
       if (data.type === "ack") {
         conversationId = data.conversation_id || conversationId;
+        // not the catch-up's position: a reply stored before this message may still be on its way (its `done`
+        // lost if the socket drops now), and the catch-up must fetch it
         acknowledge(data.client_message_id, data.message_id);
-        seen(data.message_id);
         if (data.answering) setWaiting(1);
       } else if (data.type === "token") {
         streamBubble().querySelector(".text").textContent += data.text;

@@ -7,6 +7,7 @@ catch-up's pages."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from playwright.async_api import Browser, Route, expect
+from playwright.async_api import Browser, Route, WebSocketRoute, expect
 from sqlalchemy import select
 
 from app.accounts.unit_of_work import unit_of_work
@@ -280,4 +281,56 @@ async def test_an_expired_session_says_so_instead_of_reconnecting_for_ever(
     await widget.wait_for_timeout(2500)  # longer than the first reconnect delays
     assert await widget.evaluate("() => window.sockets.length") == tries, "no more reconnects"
     assert (await widget.request.get("/w/session")).status == 401
+    await context.close()
+
+
+async def test_a_reply_whose_done_is_lost_after_the_next_messages_ack_is_caught_up(
+    base_url: str,
+    http: httpx.AsyncClient,
+    browser: Browser,
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+    llm_api: respx.MockRouter,
+) -> None:
+    """The socket drops after the client's next message was acknowledged but before the reply to the one before
+    arrived (that reply was stored before the next message): the reconnected widget shows it all the same. The
+    catch-up started after the acknowledged message, so the reply was missing until the page was reloaded."""
+    made = await coach_with_client("Coach Drop", "Eve")
+    context = await browser.new_context(base_url=base_url, viewport=PHONE)
+    widget = await context.new_page()
+    routes: list[tuple[WebSocketRoute, WebSocketRoute]] = []
+
+    async def answers_lost_on_the_first_socket(socket: WebSocketRoute) -> None:
+        server, first = socket.connect_to_server(), not routes
+        routes.append((socket, server))
+
+        def deliver(message: str | bytes) -> None:
+            if not first or json.loads(message)["type"] == "ack":
+                socket.send(message)
+
+        server.on_message(deliver)
+
+    await widget.route_web_socket(re.compile(r"/ws/chat"), answers_lost_on_the_first_socket)
+    await widget.goto(f"/w/{made.client['widget_token']}")
+
+    async def replies_stored(count: int) -> None:
+        for _ in range(WAIT_MS // 100):
+            listed = (await http.get("/api/v1/conversations", headers=made.coach.headers)).json()
+            if listed:
+                url = f"/api/v1/conversations/{listed[0]['id']}"
+                messages = (await http.get(url, headers=made.coach.headers)).json()["messages"]
+                if sum(m["sender_type"] == "ai" for m in messages) == count:
+                    return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{count} replies were not stored")
+
+    await send_from_widget(widget, "How can I plan my week better?")
+    await replies_stored(1)
+    await send_from_widget(widget, "And my month?")
+    await expect(widget.locator("#log .msg.client").last).not_to_have_class(re.compile("pending"), timeout=WAIT_MS)
+    await replies_stored(2)
+    socket, server = routes[0]
+    await server.close()
+    await socket.close()
+    await expect(widget.locator("#log .msg.ai .text")).to_have_text([REPLY, REPLY], timeout=WAIT_MS)
+    assert len(routes) == 2, "the widget reconnected"
     await context.close()
