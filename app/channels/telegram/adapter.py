@@ -274,7 +274,8 @@ class TelegramChannel:
         if enrolled is None:
             await bot.send_message(chat_id, render.ASK_FOR_INVITE)
             return None
-        await self._welcome(bot, coach_id, chat_id)
+        if enrolled[1]:  # (not when another process enrolled the stranger meanwhile: it welcomes them)
+            await self._welcome(bot, coach_id, chat_id)
         return await self.service.binding(coach_id, chat_id)
 
     async def _welcome(self, bot: Bot, coach_id: uuid.UUID, chat_id: int) -> None:

@@ -214,8 +214,9 @@ class TelegramService:
         self._bots.pop(coach_id, None)
         await bot.shutdown()
 
-    async def _bot_row(self, session: AsyncSession, coach_id: uuid.UUID) -> TelegramBot:
-        row = await session.scalar(select(TelegramBot).where(TelegramBot.coach_id == coach_id))
+    async def _bot_row(self, session: AsyncSession, coach_id: uuid.UUID, *, lock: bool = False) -> TelegramBot:
+        stmt = select(TelegramBot).where(TelegramBot.coach_id == coach_id)
+        row = await session.scalar(stmt.with_for_update() if lock else stmt)
         if row is None:
             raise NotFound("no Telegram bot is connected")
         return row
@@ -357,18 +358,25 @@ class TelegramService:
                 )
         return client_id
 
-    async def enrol(self, coach_id: uuid.UUID, chat_id: int, name: str) -> uuid.UUID | None:
-        """A stranger writing to the bot: with open enrolment, a new client named ``name`` bound to the chat;
-        ``None`` when the coach turned open enrolment off. Raises ``TooManyAttempts`` (no client made) when the
-        coach has had ``TELEGRAM_ENROLLMENT_LIMIT`` new clients this way lately."""
+    async def enrol(self, coach_id: uuid.UUID, chat_id: int, name: str) -> tuple[uuid.UUID, bool] | None:
+        """A stranger writing to the bot: with open enrolment, a new client named ``name`` bound to the chat, as
+        ``(client id, True)``; ``None`` when the coach turned open enrolment off. The coach's enrolments are one at
+        a time (the bot's row locked), so the stranger's first messages handled at once by two processes make one
+        client: the later finds the chat bound, ``(its client id, False)``. Raises ``TooManyAttempts`` (no client
+        made) when the coach has had ``TELEGRAM_ENROLLMENT_LIMIT`` new clients this way lately."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
-            if not (await self._bot_row(session, coach_id)).open_enrollment:
+            if not (await self._bot_row(session, coach_id, lock=True)).open_enrollment:
                 return None
+            bound = await session.scalar(
+                select(TelegramChat.client_id).where(TelegramChat.coach_id == coach_id, TelegramChat.chat_id == chat_id)
+            )
+            if bound is not None:
+                return bound, False
             await self._enrollments.hit(coach_id)
             client, _ = await self._accounts.create_client(uow, name[:200] or "Telegram client")
             await self._bind(session, coach_id, chat_id, client.id)
-        return client.id
+        return client.id, True
 
     async def _bind(self, session: AsyncSession, coach_id: uuid.UUID, chat_id: int, client_id: uuid.UUID) -> None:
         await session.execute(

@@ -277,6 +277,25 @@ async def test_a_strangers_first_messages_at_once_make_one_client_and_one_conver
     assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai", "client", "ai"]
 
 
+async def test_a_stranger_enrolled_by_two_processes_at_once_is_one_client(
+    tg: httpx.AsyncClient, tg_settings: Settings, services: Services, registry: ProviderRegistry, make_bot: MakeBot
+) -> None:
+    """A stranger's first two messages taken by two web processes at once (each has its own per-chat lock):
+    both enrol the chat, one client is made, and the later process is told it is not new (no second
+    welcome)."""
+    bot = await make_bot()
+    coach_id, chat_id = uuid.UUID(bot.coach.coach_id), next(_chat_ids)
+    other = await Container.create(tg_settings, services.database_url, services.redis_url, registry=registry)
+    try:
+        here, there = tg.app.state.telegram.service, build_channel(other).service  # type: ignore[attr-defined]
+        enrolled = await asyncio.gather(here.enrol(coach_id, chat_id, "Alex"), there.enrol(coach_id, chat_id, "Alex"))
+    finally:
+        await other.close()
+    assert {client_id for client_id, _ in enrolled} == {(await here.binding(coach_id, chat_id)).client_id}
+    assert sorted(new for _, new in enrolled) == [False, True]
+    assert len((await tg.get("/api/v1/clients", headers=bot.coach.headers)).json()) == 1
+
+
 async def test_strangers_over_the_enrollment_limit_are_asked_to_wait_and_no_client_is_made(
     tg: httpx.AsyncClient,
     tg_settings: Settings,
