@@ -108,6 +108,7 @@ class Container:
         live = LiveEvents(redis)
         interventions = InterventionService(sessionmaker, registry, accounts, memory, coach_topics)
         handoffs = HandoffService(memory, live)
+        accounts.widget_access_ended.append(live.end_widget_sockets)
         training = TrainingDataService(sessionmaker, accounts)
         fine_tunes = FineTuneService(sessionmaker, settings, registry, accounts, training)
         model_versions = ModelVersionService(sessionmaker, settings, registry, accounts, training)

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,10 +56,16 @@ class SignupResult:
 
 @dataclass(frozen=True)
 class ClientIdentity:
-    """Who a widget token belongs to."""
+    """Who a widget token belongs to, and the SHA-256 hash of the token (or of the widget session's token) they
+    were identified by: :meth:`AccountService.still_valid` checks it again."""
 
     coach_id: uuid.UUID
     client_id: uuid.UUID
+    token_hash: str
+
+
+WidgetAccessEnded = Callable[[uuid.UUID], Awaitable[None]]
+"""Told a client's id after the commit that ended their widget access (:attr:`AccountService.widget_access_ended`)."""
 
 
 class AccountService:
@@ -69,6 +77,10 @@ class AccountService:
         self._sessionmaker = sessionmaker
         self._secrets = secrets
         self._egress = egress or EgressGuard()
+        self.widget_access_ended: list[WidgetAccessEnded] = []
+        """Called after the commit that rotated or revoked a client's widget token or deleted the client (the
+        container registers the live channel's :meth:`~app.handoff.live.LiveEvents.end_widget_sockets`: the
+        client's open widget sockets close)."""
 
     async def check_outbound_url(self, name: str, value: str) -> str | None:
         """The coach's URL setting ``name`` as it will be stored (``None``: cleared), after the egress guard
@@ -187,7 +199,12 @@ class AccountService:
             row = (
                 await session.execute(text("SELECT coach_id, client_id FROM auth_widget_token(:h)"), {"h": hashed})
             ).first()
-        return ClientIdentity(row.coach_id, row.client_id) if row else None
+        return ClientIdentity(row.coach_id, row.client_id, hashed) if row else None
+
+    async def still_valid(self, identity: ClientIdentity) -> bool:
+        """Whether the widget token ``identity`` was identified by still opens the same client (not rotated,
+        revoked or deleted since): a long-lived widget socket asks before each message it stores."""
+        return await self._client_for_token_hash(identity.token_hash) == identity
 
     async def widget_session(self, token: str) -> tuple[ClientIdentity, str] | None:
         """Exchange a valid widget token for a widget session: returns the client and the session value (a
@@ -247,6 +264,7 @@ class AccountService:
         client = await self.get_client(uow, client_id)
         token = self._issue_widget_token(client)
         await uow.session.flush()
+        self._end_widget_access(uow, client_id)
         return token
 
     async def revoke_widget_token(self, uow: UnitOfWork, client_id: uuid.UUID) -> None:
@@ -255,6 +273,12 @@ class AccountService:
         client = await self.get_client(uow, client_id)
         client.widget_token_hash = client.widget_token_encrypted = None
         await uow.session.flush()
+        self._end_widget_access(uow, client_id)
+
+    def _end_widget_access(self, uow: UnitOfWork, client_id: uuid.UUID) -> None:
+        """After ``uow`` commits, tell :attr:`widget_access_ended` the client's widget access ended."""
+        for listener in self.widget_access_ended:
+            uow.after_commit(functools.partial(listener, client_id))
 
     async def list_clients(
         self, uow: UnitOfWork, page: PageRequest, *, name_contains: str = "", oldest_first: bool = False
@@ -294,8 +318,10 @@ class AccountService:
         return client
 
     async def delete_client(self, uow: UnitOfWork, client_id: uuid.UUID) -> None:
-        """Delete a client and (by cascade) its conversations. Raises ``NotFound``."""
+        """Delete a client and (by cascade) its conversations; their open widget sockets close after the commit.
+        Raises ``NotFound``."""
         await uow.session.delete(await self.get_client(uow, client_id))
+        self._end_widget_access(uow, client_id)
 
     def widget_token(self, client: Client) -> str | None:
         """Decrypt the client's widget token for display in the coach's dashboard (``None``: revoked)."""

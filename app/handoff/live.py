@@ -10,7 +10,8 @@ subscribers (the dashboard's SSE stream, the widget's WebSocket). Channels:
   ``{"type": "draft", "draft": {...}}``;
 - ``client:<client_id>``: ``{"type": "message", ...}`` (the coach's messages, approved drafts, holding
   messages), ``{"type": "coach_joined"|"coach_left", "conversation_id", "coach_name"}``,
-  ``{"type": "draft_discarded", "conversation_id"}``.
+  ``{"type": "draft_discarded", "conversation_id"}``, and ``{"type": "link_revoked"}`` (the client's widget
+  token was rotated or revoked, or the client deleted: every widget socket of the client closes, not passed on).
 
 Pub/sub keeps no history: a page that (re)connects loads the current state over HTTP first.
 
@@ -45,6 +46,8 @@ PUBLISH_TIMEOUT_S = 5.0
 """Seconds a publish may take before the live update is dropped (Redis hung or unreachable): the Redis socket
 timeout's default. At 1 s, ``bench/load.py`` (1,000 widget sockets opening at once) dropped 655 of about 2,600
 message events; at 5 s, 210, all in its first ten seconds, while Redis itself answered within 10 ms (one run each)."""
+LINK_REVOKED = "link_revoked"
+"""The client event that ends the client's open widget sockets (:meth:`LiveEvents.end_widget_sockets`)."""
 RECONNECT_S = 1.0
 """Pause between a subscriber's attempts to reach Redis again."""
 UNAVAILABLE = (RedisError, OSError, TimeoutError)
@@ -109,6 +112,12 @@ class LiveEvents:
             log.warning("live %s event not published, Redis unavailable: %r", event.get("type"), exc)
         except Exception:  # a bug in the event: still never fails the caller's committed change
             log.exception("could not publish a live %s event", event.get("type"))
+
+    async def end_widget_sockets(self, client_id: uuid.UUID) -> None:
+        """Close the client's open widget sockets, in every web process (:data:`LINK_REVOKED`): their token
+        stopped working. Best-effort like every event; a socket also checks its token before each message it
+        stores."""
+        await self.publish({"type": LINK_REVOKED}, client_id=client_id)
 
 
 class ReconnectingPubSubBackend(RedisChannelsPubSubBackend):

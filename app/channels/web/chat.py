@@ -6,6 +6,7 @@ Every path stores the client's message with :meth:`app.chat.turn.ChatService.rec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -28,10 +29,13 @@ from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Message
 from app.conversations.service import MAX_FEEDBACK_CHARS
 from app.core.errors import DomainError
 from app.deps import PAGE, ClientIdentityDep, ContainerDep, PathId, Uow, WantedPage, next_link, page_response
-from app.handoff.live import client_channel
+from app.handoff.live import LINK_REVOKED, client_channel
 from app.rag.passages import cited_passage
 
 log = logging.getLogger(__name__)
+
+LINK_REVOKED_CLOSE = 4401
+"""WebSocket close code of a widget socket whose token was rotated or revoked (or whose client was deleted)."""
 
 WIDGET_API_PREFIXES = ("/api/v1/chat", "/api/v1/messages/", "/api/v1/widget/")
 """Path prefixes of the REST routes the widget calls with its token (feedback, catch-up, end session, memory):
@@ -321,8 +325,23 @@ class _SocketChat:
             self.connected = False
 
     async def forward(self, event: bytes) -> None:
-        """Pass a live event of the client's channel on to the socket."""
-        await self.send(json.loads(event))
+        """Pass a live event of the client's channel on to the socket; :data:`~app.handoff.live.LINK_REVOKED`
+        closes it instead."""
+        data = json.loads(event)
+        if data.get("type") == LINK_REVOKED:
+            await self.close_revoked()
+        else:
+            await self.send(data)
+
+    async def close_revoked(self) -> None:
+        """Close the socket (:data:`LINK_REVOKED_CLOSE`): its token no longer opens the client. The messages it
+        stored are still answered; the widget's reconnect is refused and asks for the coach's new link."""
+        if not self.connected:
+            return
+        self.connected = False
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            async with self._send_lock:
+                await self.socket.close(code=LINK_REVOKED_CLOSE, reason="the chat link was revoked")
 
     async def read(self) -> None:
         """Store and acknowledge each message as it arrives, until the client disconnects."""
@@ -342,6 +361,9 @@ class _SocketChat:
             return
         except (msgspec.DecodeError, RecursionError):  # (msgspec recurses once per nesting level)
             await self.send({"type": "error", "message": 'invalid message: send JSON like {"text": "..."}'})
+            return
+        if not await self.container.accounts.still_valid(self.identity):  # (the live event may have been lost)
+            await self.close_revoked()
             return
         try:
             received = await self.container.chat.receive(

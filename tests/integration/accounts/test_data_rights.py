@@ -10,6 +10,7 @@ intact."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -31,6 +32,7 @@ from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.core.runtime import Services
 from app.db.engine import tenant_session
+from app.handoff.live import LINK_REVOKED, LiveEvents
 from app.learning.cache import ResponseCache
 from app.learning.dashboard import FAILURE_PATTERNS_PREFIX
 from app.learning.models import FineTuneJob, FineTuneStatus, Intervention, TrainingDataset
@@ -170,6 +172,43 @@ async def test_rotating_and_revoking_a_widget_token_stop_the_old_token_and_its_s
         bad = await getattr(http, method)("/api/v1/clients/not-a-uuid/widget-token", headers=coach.headers)
         assert bad.status_code == 400 and "detail" in bad.json()
     assert (await http.get("/api/v1/widget/memory", headers=third)).status_code == 200, "nothing changed"
+
+
+async def test_an_open_widget_socket_ends_when_its_link_is_rotated_or_revoked(
+    base_url: str, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chat link that leaked is replaced: the sockets opened with it close at once (4401), so no more of the
+    client's live events reach them; a socket whose closing event was lost (Redis) closes at its next message,
+    which is not stored."""
+    coach = await make_coach("Socket Coach")
+    client = await make_client(http, coach, "Robin")
+
+    def socket_url(token: str) -> str:
+        return base_url.replace("http://", "ws://") + f"/ws/chat?token={token}"
+
+    async def closed_with(ws: websockets.ClientConnection) -> int | None:
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        return closed.value.rcvd.code if closed.value.rcvd else None
+
+    async with websockets.connect(socket_url(client["widget_token"])) as ws:
+        rotated = await http.post(f"/api/v1/clients/{client['id']}/widget-token", headers=coach.headers)
+        assert rotated.status_code == 201, rotated.text
+        assert await closed_with(ws) == 4401
+
+    publish = LiveEvents.publish
+
+    async def revocations_lost(self: LiveEvents, event: dict[str, Any], **channels: Any) -> None:
+        if event.get("type") != LINK_REVOKED:
+            await publish(self, event, **channels)
+
+    monkeypatch.setattr(LiveEvents, "publish", revocations_lost)
+    async with websockets.connect(socket_url(rotated.json()["widget_token"])) as ws:
+        revoked = await http.delete(f"/api/v1/clients/{client['id']}/widget-token", headers=coach.headers)
+        assert revoked.status_code == 204
+        await ws.send(json.dumps({"text": "Anyone there?", "client_message_id": "after-revocation"}))
+        assert await closed_with(ws) == 4401
+    assert (await http.get("/api/v1/conversations", headers=coach.headers)).json() == []
 
 
 # ---------------------------------------------------------------------------------------------- data rights
