@@ -43,8 +43,9 @@ FONT = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"
 RESOURCES = b"/Resources << /Font << /F1 4 0 R >> >> "
 
 
-def text_pdf(pages: int, text: bytes = PAGE_TEXT) -> bytes:
-    """An honest PDF of ``pages`` pages sharing one content stream (a line of text each)."""
+def text_pdf(pages: int, text: bytes = PAGE_TEXT, *, title: bytes | None = None) -> bytes:
+    """An honest PDF of ``pages`` pages sharing one content stream (a line of text each); ``title``: the
+    document information dictionary's ``/Title`` (a PDF literal string's body, escapes allowed)."""
     kids = b" ".join(b"%d 0 R" % (5 + i) for i in range(pages))
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
@@ -54,7 +55,10 @@ def text_pdf(pages: int, text: bytes = PAGE_TEXT) -> bytes:
     ]
     page = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R %s>>" % RESOURCES
     objects += [page] * pages
-    return pdf(objects)
+    if title is None:
+        return pdf(objects)
+    objects.append(b"<< /Title (%s) >>" % title)
+    return pdf(objects, trailer_extra=b"/Info %d 0 R " % len(objects))
 
 
 def flate_bomb(expanded_mb: int = 64) -> bytes:

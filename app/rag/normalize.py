@@ -12,6 +12,24 @@ _PAGE_NUMBER_LINE = re.compile(r"^[ \t]*(?:\d{1,4}|[ivxlcdm]{1,7})[ \t]*$", re.M
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _SINGLE_NEWLINE = re.compile(r"(?<!\n)\n(?!\n)")
 _BLANK_LINES = re.compile(r"\n{3,}")
+TITLE_MAX_CHARS = 300
+_PLACEHOLDER_TITLES = {"untitled", "document", "word document", "microsoft word document", "title", "no title"}
+_APPLICATION_PREFIX = re.compile(r"^microsoft (?:word|powerpoint|excel) - ", re.IGNORECASE)
+_FILE_NAME = re.compile(r"\.(?:docx?|pdf|odt|rtf|txt|pages|indd|pptx?|epub)$", re.IGNORECASE)
+
+
+def metadata_title(title: str | None) -> str | None:
+    """The title a file's metadata declares (PDF ``/Title``, DOCX core properties, EPUB ``dc:title``, HTML
+    ``<title>``) as the document's title: NFKC, control characters (NUL among them: PostgreSQL refuses it) dropped,
+    whitespace collapsed, at most :data:`TITLE_MAX_CHARS` characters. ``None`` (the coach's file name stays) for
+    an empty title or a placeholder an application wrote: "Untitled", python-docx's "Word Document", a file name
+    such as "Microsoft Word - draft3.docx"."""
+    if not title:
+        return None
+    cleaned = " ".join(_CONTROL.sub("", unicodedata.normalize("NFKC", title)).split())
+    if cleaned.casefold() in _PLACEHOLDER_TITLES or _APPLICATION_PREFIX.match(cleaned) or _FILE_NAME.search(cleaned):
+        return None
+    return cleaned[:TITLE_MAX_CHARS] or None
 
 
 def normalize_text(text: str) -> str:

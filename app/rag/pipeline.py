@@ -40,6 +40,7 @@ from app.rag.chunking import Chunker, ChunkSpec, TextChunk, chunk_header, embedd
 from app.rag.extract import ExtractedText, ExtractionError, Page, extract_pages
 from app.rag.isolation import ExtractionLimits, extract_isolated
 from app.rag.models import Chunk, Document, DocumentStatus
+from app.rag.normalize import metadata_title
 
 COMMIT_CHUNKS = 64
 """Chunks per embedding call and per commit (one commit every few seconds with the local embedder)."""
@@ -209,7 +210,7 @@ class IngestRun:
         """The in-process reader: the whole file at once, so its metadata title is in every header."""
         extracted = extract_pages(data, kind)
         self.timings.seconds["extract"] = time.perf_counter() - self._started
-        self._title = extracted.title or self._title
+        self._title = metadata_title(extracted.title) or self._title
         sink(extracted.pages)
         return ExtractedText([], extracted.title)
 
@@ -287,8 +288,8 @@ class IngestRun:
             document.chunks_total, document.pages_done = total, self.timings.pages
             document.pages = self.timings.pages if self._paged else None
             document.pages_searchable = self.timings.pages if self._paged else 0
-            if extracted.title:
-                document.title = extracted.title
+            if title := metadata_title(extracted.title):
+                document.title = title
             await invalidate_cached_replies(session, self._coach_id)
         self.timings.chunks = total
         self.timings.searchable = time.perf_counter() - self._started

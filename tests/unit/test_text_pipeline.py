@@ -6,7 +6,7 @@ import pytest
 
 from app.rag.chunking import Chunker, ChunkSpec, chunk_pages, count_tokens
 from app.rag.extract import MARKDOWN, PDF, TEXT, ExtractionError, Page, detect_kind, extract_pages
-from app.rag.normalize import normalize_text
+from app.rag.normalize import metadata_title, normalize_text
 from tests.conftest import MEDITATIONS
 
 
@@ -165,3 +165,23 @@ def test_a_sink_gets_the_pages_in_batches_as_they_are_read() -> None:
     numbers = [p.number for b in batches for p in b]
     assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) > 100
     assert {len(b) for b in batches[:-1]} == {8}
+
+
+@pytest.mark.parametrize(
+    ("declared", "title"),
+    [
+        ("Coaching Notes\x00", "Coaching Notes"),
+        ("  The\tInner\n Citadel ", "The Inner Citadel"),
+        ("ﬁrst Steps", "first Steps"),
+        ("x" * 400, "x" * 300),
+        ("", None),
+        (None, None),
+        ("\x00\x01", None),
+        ("Untitled", None),
+        ("Word Document", None),
+        ("Microsoft Word - draft3", None),
+        ("draft3.docx", None),
+    ],
+)
+def test_metadata_title_is_cleaned_and_placeholders_are_dropped(declared: str | None, title: str | None) -> None:
+    assert metadata_title(declared) == title

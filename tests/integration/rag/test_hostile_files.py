@@ -22,7 +22,7 @@ from app.llm.registry import ProviderRegistry
 from app.rag.models import Document, DocumentStatus
 from app.worker import build_worker
 from tests.conftest import Coach, upload
-from tests.hostile_files import CORPUS, flate_bomb
+from tests.hostile_files import CORPUS, flate_bomb, text_pdf
 
 PASSWORD = "correct horse battery"
 
@@ -54,6 +54,21 @@ async def test_every_hostile_file_fails_with_a_reason(
         assert doc["status"] == "failed", (hostile.name, doc)
         assert re.search(hostile.reason, doc["error"]), (hostile.name, doc["error"])
         assert doc["chunks"] == 0
+
+
+async def test_a_metadata_title_names_the_document_unless_it_is_a_placeholder(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], run_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    """A PDF ``/Title`` ending in a NUL character (some producers write one; PostgreSQL refuses it) names the
+    document without it; the document used to fail after all its chunks were stored. A placeholder title keeps
+    the coach's file name."""
+    coach = await make_coach("Titled Coach")
+    named = await upload(http, coach, "notes.pdf", text_pdf(2, title=b"Coaching Notes\\000"))
+    placeholder = await upload(http, coach, "week-3.pdf", text_pdf(2, title=b"Microsoft Word - week3.docx"))
+    await run_jobs()
+    named, placeholder = [await _document(http, coach, d["id"]) for d in (named, placeholder)]
+    assert (named["status"], named["title"]) == ("ready", "Coaching Notes"), named
+    assert (placeholder["status"], placeholder["title"]) == ("ready", "Week 3"), placeholder
 
 
 async def test_the_worker_serves_another_tenant_while_a_hostile_file_burns_its_cpu_limit(
