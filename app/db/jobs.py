@@ -192,8 +192,10 @@ def answer_pending(session: AsyncSession, coach_id: uuid.UUID, message_id: uuid.
 def purge_erased_data(session: AsyncSession, coach_id: uuid.UUID, file_ids: list[str], *, reason: str) -> None:
     """Queue the purge that follows an erasure (``reason``: ``client:<id>``, ``account``, or ``forget:<insight
     id>`` when messages are forgotten): the coach's Redis caches that may quote the erased messages, and the
-    training files ``file_ids`` at the coach's provider."""
-    add_job(session, coach_id, PURGE_ERASED_DATA, str(coach_id), file_ids, job_id=f"{PURGE_ERASED_DATA}:{reason}")
+    training files ``file_ids`` at the coach's provider. The job id names the coach and the reason: arq refuses
+    an id it has queued or holds a result of (an hour), so one shared by two coaches' erasures skips the second."""
+    job_id = f"{PURGE_ERASED_DATA}:{coach_id}:{reason}"
+    add_job(session, coach_id, PURGE_ERASED_DATA, str(coach_id), file_ids, job_id=job_id)
 
 
 def embed_messages(

@@ -566,6 +566,28 @@ async def test_deleting_the_coach_account_needs_the_password_and_erases_everythi
     assert left == [], "no cache entry or counter of the coach is left (arq's own job records name it)"
 
 
+async def test_two_accounts_deleted_one_after_the_other_each_get_their_caches_purged(
+    http: httpx.AsyncClient,
+    services: Services,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """Each deleted account's purge job runs (the second shared the first's job id, which arq refused for the
+    hour it keeps a result: the second account's cached replies stayed in Redis until they expired)."""
+    leaving = [await make_coach("First Leaver"), await make_coach("Second Leaver")]
+    redis = Redis.from_url(services.redis_url)
+    try:
+        for coach in leaving:
+            await redis.set(f"{FAILURE_PATTERNS_PREFIX}:{coach.coach_id}:canary", "quotes a client")
+            done = await http.post("/api/v1/account/delete", headers=coach.headers, json={"password": PASSWORD})
+            assert done.status_code == 200, done.text
+            await run_jobs()
+        left = [await redis.exists(f"{FAILURE_PATTERNS_PREFIX}:{coach.coach_id}:canary") for coach in leaving]
+    finally:
+        await redis.aclose()
+    assert left == [0, 0]
+
+
 # ------------------------------------------------------------------------------------------------ dashboard
 
 
