@@ -38,7 +38,7 @@ from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork
 from app.conversations import metadata_sql as meta_sql
 from app.conversations.handoffs import Handoff, HandoffReason
-from app.conversations.models import Message, SenderType
+from app.conversations.models import REMEMBERED, Message, SenderType
 from app.core.errors import InvalidInput
 from app.learning.analysis import key_phrases
 from app.learning.cache import ResponseCache
@@ -199,9 +199,11 @@ class LearningDashboard:
     async def _failure_rows(
         self, session: AsyncSession, coach_id: uuid.UUID, start: datetime
     ) -> list[tuple[str, str, str | None]]:
-        """``(client message, reply, client's comment)`` of the latest thumbs-down replies."""
+        """``(client message, reply, client's comment)`` of the latest thumbs-down replies. A forgotten message
+        (:data:`~app.conversations.models.REMEMBERED`) stays out, and so does the reply to a forgotten question
+        (it answers it)."""
         asked = aliased(Message)
-        question = (
+        latest_question = (
             select(asked.text)
             .where(
                 asked.conversation_id == Message.conversation_id,
@@ -210,8 +212,9 @@ class LearningDashboard:
             )
             .order_by(asked.created_at.desc())
             .limit(1)
-            .scalar_subquery()
         )
+        question = latest_question.scalar_subquery()
+        question_forgotten_at = latest_question.with_only_columns(asked.forgotten_at).scalar_subquery()
         rows = await session.execute(
             select(question, Message.text, meta_sql.feedback_text())
             .where(
@@ -219,6 +222,8 @@ class LearningDashboard:
                 Message.sender_type == SenderType.AI,
                 Message.created_at >= start,
                 meta_sql.helpful().is_(False),
+                REMEMBERED,
+                question_forgotten_at.is_(None),
             )
             .order_by(Message.created_at.desc())
             .limit(FAILURES_READ)

@@ -3,12 +3,18 @@ failure patterns clustered by topic, handoff reasons, the page with its SVG char
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
 import respx
+from sqlalchemy import func, update
 
+from app.container import Container
+from app.conversations.models import Message
+from app.db.engine import tenant_session
 from app.learning.dashboard import health
 from tests.conftest import Coach
 from tests.integration.handoff.test_handoff_flow import Setup, chat, llm_api, new_setup
@@ -64,10 +70,12 @@ async def test_the_dashboard_reports_approval_failures_and_handoffs(
     browser: httpx.AsyncClient,
     new_setup: Callable[..., Awaitable[Setup]],
     llm_api: respx.MockRouter,
+    container: Container,
 ) -> None:
     """Four liked and four disliked replies: approval 50 % (needs improvement), two failure patterns
     (sleep and money) of two replies each, one handoff asked for by the client; the page draws the charts and
-    another coach sees none of it."""
+    another coach sees none of it. Client messages forgotten since (with an insight that cited them) leave the
+    patterns, and so do the replies to them."""
     setup = await new_setup("Dashboard Coach", response_cache_ttl_seconds=0)
     for question in LIKED:
         await rate(http, setup, (await chat(http, setup, question))["message_id"], True)
@@ -113,6 +121,13 @@ async def test_the_dashboard_reports_approval_failures_and_handoffs(
     await rate(http, setup, extra["message_id"], False, "Still no help with my sleep")
     grown = (await http.get(url, headers=setup.coach.headers, params=params)).json()["failure_patterns"]
     assert sorted(p["size"] for p in grown) == [2, 3]
+
+    async with tenant_session(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as session:
+        money = Message.text.in_([question for question, _ in COMPLAINTS[2:]])
+        await session.execute(update(Message).where(money).values(forgotten_at=func.now()))
+    kept = (await http.get(url, headers=setup.coach.headers, params=params)).json()["failure_patterns"]
+    assert [p["size"] for p in kept] == [3], kept
+    assert not any(word in json.dumps(kept) for word in ("debt", "savings", "bills", "money")), kept
 
     other = await new_setup("Empty Coach")
     empty = (await http.get("/api/v1/learning/dashboard", headers=other.coach.headers)).json()
