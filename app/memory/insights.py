@@ -281,10 +281,17 @@ class InsightService:
     async def _apply(
         self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, embedding_model: str, plan: _Planned
     ) -> None:
-        """Carry out one plan: merge into / update its target (unless deleted meanwhile), insert, or skip."""
+        """Carry out one plan: merge into / update its target, insert, or skip. The client may have forgotten
+        something since the plan was made (the model's calls take a while): a plan whose target was deleted, one
+        built on a message forgotten since, and an insert a tombstone now stops are skipped (else a forgotten
+        insight came straight back, as a new active one)."""
+        if plan.action == "skip" or await self._forgotten_since(session, client_id, embedding_model, plan):
+            return
         extracted = plan.extracted
         target = await session.get(Insight, plan.target, with_for_update=True) if plan.target is not None else None
-        if plan.action in ("merge", "update") and target is not None and target.status != InsightStatus.DELETED:
+        if plan.action in ("merge", "update"):
+            if target is None or target.status == InsightStatus.DELETED:
+                return
             target.mentions += 1
             target.last_seen_at = max(target.last_seen_at, plan.seen_at)
             target.source_message_ids = list(dict.fromkeys([*target.source_message_ids, *plan.sources]))
@@ -293,8 +300,6 @@ class InsightService:
             if plan.action == "update" and not target.edited_by_coach:
                 target.text = extracted.text
                 target.embedding = plan.embedding
-            return
-        if plan.action == "skip":
             return
         session.add(
             Insight(
@@ -312,3 +317,27 @@ class InsightService:
                 embedding_model=embedding_model,
             )
         )
+
+    @staticmethod
+    async def _forgotten_since(
+        session: AsyncSession, client_id: uuid.UUID, embedding_model: str, plan: _Planned
+    ) -> bool:
+        """Whether the client forgot something ``plan`` would bring back since it was made: one of its source
+        messages (an insight built on them was deleted), or, for an insert, a deleted insight as close as
+        :data:`TOMBSTONE_SIMILARITY` to it."""
+        forgotten = select(Message.id).where(Message.id.in_(plan.sources), Message.forgotten_at.is_not(None))
+        if await session.scalar(forgotten.limit(1)) is not None:
+            return True
+        if plan.action != "insert":
+            return False
+        tombstone = (
+            select(Insight.id)
+            .where(
+                Insight.client_id == client_id,
+                Insight.embedding_model == embedding_model,
+                Insight.status == InsightStatus.DELETED,
+                Insight.embedding.cosine_distance(plan.embedding) <= 1.0 - TOMBSTONE_SIMILARITY,
+            )
+            .limit(1)
+        )
+        return await session.scalar(tombstone) is not None

@@ -39,6 +39,7 @@ from app.core.config import Settings
 from app.db.engine import tenant_session
 from app.db.jobs import SUMMARIZE_SESSION, UPDATE_PROFILE
 from app.llm.schema import RETRY_TEMPERATURES
+from app.memory.insights import InsightService
 from app.memory.models import ChatSession, ClientProfile, Episode, Insight, InsightStatus, SessionStatus
 from app.memory.prompts import PROMPT_SHARE
 from app.memory.retrieval import context_for, recall
@@ -489,6 +490,43 @@ async def test_a_deleted_insight_never_reappears(
     system = system_prompt(llm)
     assert insight_line(SPANISH) not in system and insight_line(SPANISH_RESTATED) not in system
     assert "- [goal" not in system
+
+
+async def test_an_insight_forgotten_while_extraction_decides_does_not_come_back(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client restates a goal, and forgets it while the extraction job has planned to merge the restatement
+    into it: the job stores nothing (it inserted the restatement as a new, active insight, the forgotten goal
+    back in every prompt)."""
+    client_id = await new_client(http, coach, "Ines")
+    coach_id = uuid.UUID(coach.coach_id)
+    first = await say(container, coach, client_id, "I want to learn Spanish before my trip to Madrid in May.")
+    await end_and_run(container, coach, first.conversation_id, run_jobs)
+    [insight] = await insights_of(container, coach, client_id)
+    await shift_back(container, coach, client_id, timedelta(days=2))
+    plan, forgotten = InsightService._plan, []
+
+    async def forgotten_meanwhile(self: InsightService, *args: Any, **kwargs: Any) -> Any:
+        planned = await plan(self, *args, **kwargs)
+        if not forgotten:
+            async with unit_of_work(container.sessionmaker, coach_id) as uow:
+                await container.memory.delete_insight(uow, client_id, insight.id)
+            forgotten.append(insight.id)
+        return planned
+
+    monkeypatch.setattr(InsightService, "_plan", forgotten_meanwhile)
+    await say(
+        container, coach, client_id, "I really still want to learn Spanish before Madrid in May.", first.conversation_id
+    )
+    await end_and_run(container, coach, first.conversation_id, run_jobs)
+    assert forgotten == [insight.id], "the extraction planned over the restatement"
+    rows = await insights_of(container, coach, client_id)
+    assert [(row.id, row.status, row.text) for row in rows] == [(insight.id, "deleted", "")]
 
 
 # --- session summaries ----------------------------------------------------------------------------------
