@@ -7,6 +7,7 @@ Time zones are IANA names (``zoneinfo``, with the ``tzdata`` package where the s
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,11 +17,20 @@ from app.core.errors import InvalidInput
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
+_CLOCK = re.compile(r"\d{2}:\d{2}(?::\d{2})?")
+"""A local wall-clock time, ``HH:MM`` or ``HH:MM:SS``: no UTC offset (the zone is ``availability.timezone``)."""
+
+
 def _clock(value: Any, name: str) -> time:
+    text = str(value)
     try:
-        return time.fromisoformat(str(value))
+        if not _CLOCK.fullmatch(text):
+            raise ValueError(text)
+        return time.fromisoformat(text)
     except ValueError:
-        raise InvalidInput(f"availability.{name} must be a time like 09:00") from None
+        raise InvalidInput(
+            f"availability.{name} must be a local time like 09:00 (the time zone is availability.timezone)"
+        ) from None
 
 
 def validate_availability(value: dict[str, Any] | None) -> dict[str, Any] | None:

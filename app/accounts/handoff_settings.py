@@ -16,7 +16,7 @@ from app.accounts.availability import validate_availability
 from app.accounts.models import Coach, HandoffMode
 from app.core.errors import InvalidInput
 from app.core.security import SecretBox
-from app.core.validation import EMAIL_RE, http_url, in_range
+from app.core.validation import EMAIL_RE, MAX_EMAIL_CHARS, bounded_text, http_url, in_range
 
 SLA_MINUTES_RANGE = (1, 10080)
 """Allowed ``handoff_sla_minutes``: a minute to a week."""
@@ -117,7 +117,7 @@ def apply_handoff_settings(coach: Coach, secrets: SecretBox, **changes: Any) -> 
         coach.alert_webhook_url = url
     email = changes.get("alert_email")
     if email is not None:
-        email = email.strip()
+        email = bounded_text("alert_email", email, MAX_EMAIL_CHARS)
         if email and not EMAIL_RE.match(email):
             raise InvalidInput("alert_email is not an e-mail address")
         coach.alert_email = email or None

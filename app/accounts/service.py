@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.api_keys import issue_api_key
 from app.accounts.handoff_settings import apply_handoff_settings
+from app.accounts.learning_settings import MAX_MODEL_NAME_CHARS
 from app.accounts.models import Client, Coach, CoachUser
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.egress import EgressGuard, EgressRefused, UnresolvableHost
@@ -39,6 +41,8 @@ from app.db.search import contains_pattern
 
 MIN_PASSWORD_LENGTH = 8
 LLM_PROVIDERS = ("local", "openai")
+OPENAI_API_HOST = "api.openai.com"
+"""Where the openai SDK sends a coach's calls when ``llm_base_url`` is empty."""
 RECENT_MESSAGES_RANGE = (0, 100)
 """Allowed ``Coach.recent_messages`` (L1: latest messages of the conversation put in the prompt)."""
 SESSION_IDLE_MINUTES_RANGE = (1, 1440)
@@ -365,6 +369,12 @@ class AccountService:
                 await self.check_outbound_url("alert_webhook_url", handoff["alert_webhook_url"]) or ""
             )
         coach = await uow.coach()
+        moved = llm_base_url is not None and _host(llm_base_url) != _host(coach.llm_base_url)
+        if moved and llm_api_key is None and coach.llm_api_key_encrypted is not None:
+            raise InvalidInput(
+                "llm_api_key must be entered again when llm_base_url moves to another host: a stored key is only "
+                "sent to the host it was entered for"
+            )
         if name is not None:
             coach.name = bounded_text("name", name, MAX_NAME_CHARS, required=True)
         if persona is not None:
@@ -374,7 +384,7 @@ class AccountService:
                 raise InvalidInput(f"llm_provider must be one of {', '.join(LLM_PROVIDERS)}")
             coach.llm_provider = llm_provider
         if llm_model is not None:
-            coach.llm_model = llm_model.strip() or None
+            coach.llm_model = bounded_text("llm_model", llm_model, MAX_MODEL_NAME_CHARS) or None
         if llm_base_url is not None:
             coach.llm_base_url = http_url("llm_base_url", llm_base_url)
         if llm_api_key is not None:
@@ -393,6 +403,11 @@ class AccountService:
             raise InvalidInput("llm_model is required for the openai provider")
         await uow.session.flush()
         return coach
+
+
+def _host(base_url: str | None) -> str | None:
+    """The host a model endpoint setting sends to (empty: OpenAI's API)."""
+    return urlsplit(base_url).hostname if base_url else OPENAI_API_HOST
 
 
 def check_new_password(field: str, password: str) -> None:

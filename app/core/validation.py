@@ -27,6 +27,8 @@ MAX_PERSONA_CHARS = 8000
 MAX_EMAIL_CHARS = 320
 """The longest e-mail address (RFC 3696's errata: 64 + 1 + 255), the column's size."""
 
+MAX_URL_CHARS = 500
+"""The longest URL a coach may set (the model endpoint, the alert webhook: the columns' size)."""
 MAX_API_KEY_CHARS = 1024
 """The longest provider API key a coach may enter (OpenAI's project keys are under 200 characters)."""
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
@@ -59,10 +61,12 @@ def bounded_text(name: str, value: str, max_chars: int, *, required: bool = Fals
 
 def http_url(name: str, value: str) -> str | None:
     """An http(s) URL with surrounding blanks removed; ``None`` for an empty one (the setting is cleared).
-    Raises ``InvalidInput`` for any other scheme."""
+    Raises ``InvalidInput`` for any other scheme or over :data:`MAX_URL_CHARS` characters."""
     url = value.strip()
     if url and not url.startswith(("http://", "https://")):
         raise InvalidInput(f"{name} must start with http:// or https://")
+    if len(url) > MAX_URL_CHARS:
+        raise InvalidInput(f"{name} must be at most {MAX_URL_CHARS} characters")
     return url or None
 
 

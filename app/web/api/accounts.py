@@ -176,7 +176,7 @@ class SettingsOut(msgspec.Struct):
     widget_avatar_url: str | None
 
 
-class SettingsPatch(msgspec.Struct, omit_defaults=True):
+class SettingsPatch(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARS)] | None = None
     persona: Annotated[str, msgspec.Meta(max_length=MAX_PERSONA_CHARS)] | None = None
     llm_provider: str | None = None

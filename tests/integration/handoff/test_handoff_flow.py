@@ -583,6 +583,13 @@ async def test_bad_handoff_requests_get_clear_errors_and_change_nothing(
         ({"availability": {"days": [0], "start": "18:00", "end": "09:00"}}, "later than"),
         ({"alert_webhook_url": "ftp://example.com"}, "alert_webhook_url must start with"),
         ({"alert_email": "not-an-address"}, "alert_email is not an e-mail address"),
+        ({"alert_email": "a" * 310 + "@example.com"}, "alert_email must be at most 320 characters"),
+        ({"alert_webhook_url": "https://127.0.0.1/" + "a" * 500}, "alert_webhook_url must be at most 500"),
+        ({"llm_model": "m" * 201}, "llm_model must be at most 200 characters"),
+        ({"llm_base_url": "https://127.0.0.1/" + "a" * 500}, "llm_base_url must be at most 500"),
+        ({"availability": {"days": [0], "start": "09:00+02:00", "end": "17:00"}}, "a local time like 09:00"),
+        ({"availability": {"days": [0], "start": "09:00Z", "end": "17:00Z"}}, "a local time like 09:00"),
+        ({"handoff_sla_minute": 5}, "unknown field `handoff_sla_minute`"),
         ({"handoff_mode": "draft", "crisis_resources": "call 988"}, "Expected `array"),
     ]:
         response = await http.patch("/api/v1/settings", headers=h, json=patch)

@@ -37,7 +37,7 @@ from tests.integration.handoff.test_handoff_flow import Setup, new_setup
 from tests.integration.learning.test_fine_tunes import FakeOpenAI, fake_openai, seed
 from tests.integration.web.test_dashboard import browser, csrf, log_in
 from tests.network_rule import NetworkRule
-from tests.openai_wire import MOCK_BASE_URL, mock_openai, openai_error
+from tests.openai_wire import MOCK_BASE_URL, MOCK_ENDPOINT_SETTINGS, mock_openai, openai_error
 from tests.stub_dns import LOOPBACK_HOOKS, PUBLIC, StubResolver
 
 __all__ = ["browser", "fake_openai", "new_setup"]  # fixtures used by name below
@@ -131,6 +131,30 @@ async def test_loopback_urls_are_refused_at_save_time_and_nothing_is_stored(
     again = await http.patch("/api/v1/settings", headers=coach.headers, json={"llm_base_url": f"{listener.url}/v1"})
     assert again.status_code == 400 and "loopback address" in again.json()["detail"]
     assert listener.requests == []
+    assert network.non_loopback_attempts() == []
+
+
+async def test_a_stored_provider_key_goes_only_to_the_host_it_was_entered_for(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], network: NetworkRule
+) -> None:
+    """Moving ``llm_base_url`` to another host (or back to OpenAI's) needs the key entered again: else whoever
+    may change settings (an API key for an automation, say) could have the coach's stored key sent to a host of
+    theirs. 400, nothing changed; another path on the same host, or the key sent along, is saved."""
+    coach = await make_coach("Keyed Coach")
+    h = coach.headers
+    assert (await http.patch("/api/v1/settings", headers=h, json=MOCK_ENDPOINT_SETTINGS)).status_code == 200
+    before = await settings_of(http, coach)
+    for moved in ("https://api.openai.test/v1", ""):
+        response = await http.patch("/api/v1/settings", headers=h, json={"llm_base_url": moved, "persona": "x"})
+        assert response.status_code == 400, response.text
+        assert "llm_api_key must be entered again" in response.json()["detail"]
+    assert await settings_of(http, coach) == before
+    same_host = await http.patch("/api/v1/settings", headers=h, json={"llm_base_url": "https://llm.example.test/v2"})
+    assert same_host.status_code == 200 and same_host.json()["llm_base_url"] == "https://llm.example.test/v2"
+    with_key = {"llm_base_url": "https://api.openai.test/v1", "llm_api_key": "sk-entered-again"}
+    moved_with_key = await http.patch("/api/v1/settings", headers=h, json=with_key)
+    assert moved_with_key.status_code == 200, moved_with_key.text
+    assert moved_with_key.json()["llm_api_key_hint"] != before["llm_api_key_hint"]
     assert network.non_loopback_attempts() == []
 
 
