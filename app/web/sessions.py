@@ -4,7 +4,8 @@
   id planted before log-in is worth nothing after it (session fixation; OWASP Session Management Cheat
   Sheet, "Renew the Session ID After Any Privilege Level Change").
 - The session and CSRF cookies are ``HttpOnly`` and ``SameSite=Lax``, and ``Secure`` when ``PUBLIC_URL`` is https.
-- Each coach's session ids are kept in a Redis set, so a password change ends the coach's other sessions.
+- Each coach's session ids are kept in a Redis set, renewed with every use of a session, so a password change
+  ends the coach's other sessions.
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ class RotatingSessionBackend(ServerSideSessionBackend):
     async def store_in_message(
         self, scope_session: ScopeSession, message: Message, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> None:
-        """Store the session (and set its cookie); on a flagged response, first drop the old id and pick a new."""
+        """Store the session (and set its cookie); on a flagged response, first drop the old id and pick a new.
+        A coach's session is (re)added to the coach's index each time it is stored: the store keeps a session
+        for :data:`SESSION_MAX_AGE_S` from its last use, and so must the index, or a session in use for longer
+        than that since its log-in outlived the index and a password change no longer ended it."""
         state = connection.scope["state"]
         rotated = bool(state.pop(_ROTATE, False)) and scope_session is not Empty
         if rotated:
@@ -80,8 +84,8 @@ class RotatingSessionBackend(ServerSideSessionBackend):
             state[_NEW_ID] = self.generate_session_id()
         await super().store_in_message(scope_session, message, connection)
         coach_id = scope_session.get("coach_id") if isinstance(scope_session, dict) else None
-        if rotated and coach_id and self.config.sessions is not None:
-            await self.config.sessions.remember(uuid.UUID(coach_id), state[_NEW_ID])
+        if coach_id and self.config.sessions is not None:
+            await self.config.sessions.remember(uuid.UUID(coach_id), self.get_session_id(connection))
 
 
 @dataclass
@@ -114,10 +118,10 @@ class DashboardSessions:
         return f"{SESSION_NAMESPACE}_of:{coach_id}"
 
     async def remember(self, coach_id: uuid.UUID, session_id: str) -> None:
-        """Add a session id to the coach's index (kept as long as a session lives)."""
+        """Add a session id to the coach's index (kept as long as a session lives: from its last use)."""
         key = self._index_key(coach_id)
-        await self._redis.sadd(key, session_id)
-        await self._redis.expire(key, SESSION_MAX_AGE_S)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await pipe.sadd(key, session_id).expire(key, SESSION_MAX_AGE_S).execute()
 
     async def end_others(self, coach_id: uuid.UUID, keep: str | None = None) -> int:
         """End every dashboard session of the coach but ``keep`` (the caller's own, if any); returns how many

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from redis import Redis as SyncRedis
+from redis.asyncio import Redis
 
 from app.asgi import create_app
 from app.container import Container
@@ -198,6 +199,27 @@ async def test_api_password_change_needs_the_current_password_and_ends_dashboard
         assert ended.status_code in (302, 303) and ended.headers["location"] == "/login"
     assert (await log_in(browser, coach.email)).status_code == 401
     assert (await log_in(browser, coach.email, "a new long password")).status_code in (302, 303)
+
+
+async def test_a_session_in_use_longer_than_its_log_ins_index_lived_is_still_ended_by_a_password_change(
+    http: httpx.AsyncClient, services: Services, make_coach: Callable[..., Awaitable[Coach]], browser: httpx.AsyncClient
+) -> None:
+    """The store keeps a session 14 days from its last use; the coach's index of session ids lived 14 days from
+    the last log-in, so a session used every day outlived it and a password change no longer ended it. Each
+    use of a session now renews its place in the index."""
+    coach = await make_coach()
+    assert (await log_in(browser, coach.email)).status_code in (302, 303)
+    redis = Redis.from_url(services.redis_url)
+    try:
+        await redis.delete(f"{SESSION_NAMESPACE}_of:{coach.coach_id}")  # expired: 14 days without a log-in
+    finally:
+        await redis.aclose()
+    assert (await browser.get("/dashboard/settings")).status_code == 200  # the session, still in use
+    change = {"email": coach.email, "current_password": PASSWORD, "new_password": "a new long password"}
+    done = await http.post("/api/v1/auth/password", headers=coach.headers, json=change)
+    assert done.status_code == 200 and done.json() == {"sessions_ended": 1}
+    ended = await browser.get("/dashboard/settings")
+    assert ended.status_code in (302, 303) and ended.headers["location"] == "/login"
 
 
 async def test_dashboard_password_change_keeps_this_session_and_ends_the_others(
