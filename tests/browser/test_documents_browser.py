@@ -52,3 +52,29 @@ async def test_a_dropped_transcript_uploads_with_progress_and_becomes_ready(
     await page.reload()
     await expect(page.get_by_role("link", name="ready — try it")).to_be_visible(timeout=WAIT_MS)
     await context.close()
+
+
+async def test_a_dropped_file_the_server_refuses_shows_why_and_the_others_still_upload(
+    base_url: str, browser: Browser, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """Dropping skips the file picker's type filter: a .pptx is refused by the server, and its row says why
+    (the page used to reload at once, showing nothing of it); the transcript dropped with it is in the table."""
+    coach = await make_coach("Refused Coach")
+    context = await browser.new_context(base_url=base_url)
+    page = await context.new_page()
+    await log_in(page, coach, "/dashboard/documents")
+    await page.evaluate(
+        """(text) => {
+                const files = new DataTransfer();
+                files.items.add(new File(['not a deck'], 'slides.pptx', {type: 'application/octet-stream'}));
+                files.items.add(new File([text], 'session.vtt', {type: 'text/vtt'}));
+                const zone = document.getElementById('dropzone');
+                zone.dispatchEvent(new DragEvent('drop', {dataTransfer: files, bubbles: true, cancelable: true}));
+            }""",
+        VTT,
+    )
+    refused = page.locator("#upload-progress li.error")
+    await expect(refused).to_contain_text("slides.pptx — not uploaded: unsupported file type", timeout=WAIT_MS)
+    await expect(page.locator("#documents")).to_contain_text("session.vtt", timeout=WAIT_MS)
+    await expect(refused).to_be_visible()  # not reloaded away
+    await context.close()
