@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
@@ -32,6 +33,8 @@ MAX_FILENAME_CHARS = 300
 255 bytes, so only a hand-made request meets it."""
 STALLED_GRACE_S = 60
 """Seconds past ``INGEST_TIMEOUT_SECONDS`` before the sweep takes a ``processing`` document for abandoned."""
+DEADLINE_SLACK_S = 2.0
+"""A cancelled ingestion this close to ``INGEST_TIMEOUT_SECONDS`` after it started met its job's deadline."""
 STOPPED = (
     "processing stopped before it finished (the job ran past its {timeout} s deadline, or its worker was "
     "stopped); upload the file again"
@@ -154,7 +157,13 @@ class DocumentService:
         ``None`` when the document is gone or was already failed at upload. ``trusted`` extracts in this
         process instead of a limited child (only for files the operator supplies, such as an evaluation
         corpus: thousands of small files would spend most of their time starting processes).
+
+        Cancelled, the document never stays ``processing``: at the job's deadline (``INGEST_TIMEOUT_SECONDS``,
+        after which arq does not run it again) it is failed with the reason; earlier, its worker is shutting down
+        and arq runs the job again when a worker starts, so it goes back to ``queued`` (it used to be failed with
+        "upload the file again", then finished by that re-run: a coach who followed the advice had it twice).
         """
+        started = time.monotonic()
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             document = await session.scalar(
@@ -185,7 +194,12 @@ class DocumentService:
         except asyncio.CancelledError:
             # arq's job deadline, or the worker shutting down: never leave the document "processing"
             timeout = self._settings.ingest_timeout_seconds
-            await asyncio.shield(self._fail(coach_id, document_id, STOPPED.format(timeout=timeout)))
+            if time.monotonic() - started >= timeout - DEADLINE_SLACK_S:
+                await asyncio.shield(self._fail(coach_id, document_id, STOPPED.format(timeout=timeout)))
+            else:
+                await asyncio.shield(
+                    set_document(self._sessionmaker, coach_id, document_id, status=DocumentStatus.QUEUED)
+                )
             raise
         except Exception as exc:
             log.exception("ingestion of document %s failed", document_id)

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import psutil
+import pytest
 from sqlalchemy import update
 
 from app.accounts.unit_of_work import unit_of_work
@@ -110,28 +113,42 @@ def _extraction_children() -> list[psutil.Process]:
     return found
 
 
-async def test_a_stopped_ingestion_fails_the_document_and_its_reader(
-    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], container: Container
+async def test_a_stopped_ingestion_is_queued_again_or_failed_at_its_deadline_and_its_reader_ends(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """arq's job deadline (or a worker shutting down) cancels the job: the document is failed with the reason,
-    not left ``processing``, and the child reading the file is killed."""
+    """The job is cancelled, and the document is never left ``processing`` and the child reading the file is
+    killed: by a worker shutting down, it goes back to ``queued`` (arq runs the job again when a worker starts;
+    it was failed with "upload the file again", then finished by that re-run); at the job's deadline (arq runs
+    it no more) it is failed with the reason."""
     coach = await make_coach("Patient Coach")
-    doc = await upload(http, coach, "bomb.pdf", flate_bomb())
-    coach_id, document_id = uuid.UUID(coach.coach_id), uuid.UUID(doc["id"])
-    job = asyncio.create_task(container.documents.ingest(coach_id, document_id))
-    for _ in range(200):
-        await asyncio.sleep(0.1)
-        if (await _document(http, coach, doc["id"]))["status"] == "processing" and _extraction_children():
-            break
-    assert (await _document(http, coach, doc["id"]))["status"] == "processing"
-    job.cancel()
-    await asyncio.gather(job, return_exceptions=True)
+    coach_id = uuid.UUID(coach.coach_id)
 
-    stopped = await _document(http, coach, doc["id"])
-    assert stopped["status"] == "failed", stopped
-    assert "processing stopped before it finished" in stopped["error"]
-    await asyncio.sleep(0.5)
-    assert _extraction_children() == []
+    async def cancelled_while_reading(after_s: float) -> dict[str, Any]:
+        doc = await upload(http, coach, "bomb.pdf", flate_bomb())
+        job = asyncio.create_task(container.documents.ingest(coach_id, uuid.UUID(doc["id"])))
+        started = time.monotonic()
+        for _ in range(200):
+            await asyncio.sleep(0.1)
+            reading = (await _document(http, coach, doc["id"]))["status"] == "processing" and _extraction_children()
+            if reading and time.monotonic() - started >= after_s:
+                break
+        assert (await _document(http, coach, doc["id"]))["status"] == "processing"
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+        await asyncio.sleep(0.5)
+        assert _extraction_children() == []
+        return await _document(http, coach, doc["id"])
+
+    shut_down = await cancelled_while_reading(0.0)
+    assert (shut_down["status"], shut_down["error"]) == ("queued", None), shut_down
+    monkeypatch.setattr(container.documents, "_settings", settings.model_copy(update={"ingest_timeout_seconds": 3}))
+    deadline = await cancelled_while_reading(1.5)
+    assert deadline["status"] == "failed", deadline
+    assert "processing stopped before it finished (the job ran past its 3 s deadline" in deadline["error"]
 
 
 async def test_the_sweep_fails_documents_a_killed_worker_left_processing(
