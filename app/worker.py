@@ -87,6 +87,9 @@ OUTBOX_RELAY_EVERY_S = 10
 """How often the worker sends outbox jobs left behind by a Redis outage."""
 REDIS_RETRY_S = 1.0
 """Pause between the worker's polls while Redis is unavailable."""
+INGEST_TRIES = 3
+INGEST_RETRY_S = 5
+"""Seconds (times the try) before an ingestion that met Redis or PostgreSQL out of reach is tried again."""
 INGEST_WAIT_S = 5.0
 """Seconds an ingestion job waits, off the worker, when its coach already uses every ingestion slot."""
 ALERT_WORKER_MAX_JOBS = 4
@@ -142,7 +145,21 @@ async def ingest_document(ctx: dict[str, Any], coach_id: str, document_id: str) 
 
     When the coach already runs ``INGEST_JOBS_PER_COACH`` ingestions (:class:`IngestSlots`), the job queues
     itself again :data:`INGEST_WAIT_S` seconds later under a new job id and ends, freeing the worker's slot
-    for other tenants (a deferral is not a failed try)."""
+    for other tenants (a deferral is not a failed try). Redis or PostgreSQL out of reach before the document's
+    own error handling runs (taking a slot, reading the document) is retried after :data:`INGEST_RETRY_S` times
+    the try (arq runs no job again after a plain error: the document stayed ``queued`` for good)."""
+    try:
+        return await _ingest(ctx, coach_id, document_id)
+    except (*UNAVAILABLE, DBAPIError) as exc:
+        if isinstance(exc, DBAPIError) and not exc.connection_invalidated:
+            raise
+        if ctx["job_try"] >= INGEST_TRIES:
+            raise
+        log.warning("document %s: ingestion retried, the database or Redis is out of reach: %r", document_id, exc)
+        raise Retry(defer=INGEST_RETRY_S * ctx["job_try"]) from exc
+
+
+async def _ingest(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
     container: Container = ctx["container"]
     slots: IngestSlots = ctx["ingest_slots"]
     async with slots.hold(coach_id) as held:
@@ -486,7 +503,9 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
     """The worker of arq's default queue: ingestion, memory, learning and the sweeps (see the module)."""
     return OutageTolerantWorker(
         functions=[
-            func(ingest_document, name=INGEST_DOCUMENT, timeout=settings.ingest_timeout_seconds, max_tries=3),
+            func(
+                ingest_document, name=INGEST_DOCUMENT, timeout=settings.ingest_timeout_seconds, max_tries=INGEST_TRIES
+            ),
             func(summarize_session, name=SUMMARIZE_SESSION, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(extract_insights, name=EXTRACT_INSIGHTS, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(update_profile, name=UPDATE_PROFILE, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),

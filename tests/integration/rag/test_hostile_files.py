@@ -23,6 +23,7 @@ from app.core.runtime import Services
 from app.db.engine import tenant_session
 from app.llm.registry import ProviderRegistry
 from app.rag.models import Document, DocumentStatus
+from app.rag.service import DocumentService
 from app.worker import build_worker
 from tests.conftest import Coach, upload
 from tests.hostile_files import CORPUS, flate_bomb, text_pdf
@@ -149,6 +150,30 @@ async def test_a_stopped_ingestion_is_queued_again_or_failed_at_its_deadline_and
     deadline = await cancelled_while_reading(1.5)
     assert deadline["status"] == "failed", deadline
     assert "processing stopped before it finished (the job ran past its 3 s deadline" in deadline["error"]
+
+
+async def test_an_ingestion_that_meets_the_database_out_of_reach_at_its_start_is_tried_again(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgreSQL (or Redis) out of reach for a moment as the job starts, before the document's own error
+    handling: the job is tried again and the document gets ready (arq ran it no more, and it stayed
+    ``queued`` for good)."""
+    coach = await make_coach("Blip Coach")
+    doc = await upload(http, coach, "notes.txt", b"Notes on patience, kept for a slow week.\n" * 10)
+    ingest, failures = DocumentService.ingest, [ConnectionRefusedError("the database is restarting")]
+
+    async def blip(self: DocumentService, *args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await ingest(self, *args, **kwargs)
+
+    monkeypatch.setattr(DocumentService, "ingest", blip)
+    await run_jobs()
+    assert not failures
+    assert (await _document(http, coach, doc["id"]))["status"] == "ready"
 
 
 async def test_the_sweep_fails_documents_a_killed_worker_left_processing(
