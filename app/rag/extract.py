@@ -85,16 +85,18 @@ def detect_kind(filename: str, content_type: str | None) -> str:
 
 @dataclass(frozen=True)
 class Caps:
-    """How much a file may hold: ``max_pages`` PDF pages and ``max_characters`` characters of text."""
+    """How much a file may hold: ``max_pages`` pages (a PDF's or a Word document's pages, an EPUB's chapters, a
+    transcript's speaker turns) and ``max_characters`` characters of text."""
 
     max_pages: int = 2000
     max_characters: int = 5_000_000
 
-    def check_pages(self, pages: int) -> None:
-        """Raises ``ExtractionError`` when ``pages`` is over ``max_pages``."""
+    def check_pages(self, pages: int, what: str = "the PDF", unit: str = "page", units: str = "pages") -> None:
+        """Raises ``ExtractionError`` when ``pages`` is over ``max_pages``, worded for the file: ``what`` holds
+        ``pages`` ``units`` (e.g. "the transcript", "turn", "speaker turns")."""
         if pages > self.max_pages:
             raise ExtractionError(
-                f"the PDF has {pages:,} pages, over the {self.max_pages:,}-page limit; split it into smaller files"
+                f"{what} has {pages:,} {units}, over the {self.max_pages:,}-{unit} limit; split it into smaller files"
             )
 
     def check_characters(self, characters: int) -> None:

@@ -43,7 +43,7 @@ def test_docx_pages_follow_its_page_breaks_and_headings_become_sections() -> Non
     document.save(out)
     pages = extract_pages(out.getvalue(), "docx").pages
     assert [(p.number, p.text) for p in pages] == [(1, "## One\n\nfirst"), (2, "page 2"), (3, "page 3")]
-    with pytest.raises(ExtractionError, match="over the 2-page limit"):
+    with pytest.raises(ExtractionError, match="the Word document has 3 pages, over the 2-page limit"):
         extract_pages(out.getvalue(), "docx", caps=Caps(max_pages=2))
 
 
@@ -61,6 +61,8 @@ def test_a_transcript_turn_is_one_speaker_and_at_most_a_minute_long() -> None:
         ("00:00:03", "Ben: Two. Three."),
         (f"00:01:{late - 60:02d}", "Ben: Four."),
     ]
+    with pytest.raises(ExtractionError, match="the transcript has 3 speaker turns, over the 2-turn limit"):
+        extract_pages(vtt.encode(), "vtt", caps=Caps(max_pages=2))
 
 
 def test_each_chunk_cites_the_start_time_of_its_text() -> None:

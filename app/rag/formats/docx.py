@@ -50,7 +50,7 @@ def _pages(document: DocxDocument, caps: Caps) -> list[Page]:
         if isinstance(block, Paragraph):
             for _ in block._p.xpath(breaks):  # noqa: SLF001 - the paragraph's XML element, python-docx's own API
                 pages.append([])
-                caps.check_pages(len(pages))
+                caps.check_pages(len(pages), "the Word document")
             text = _paragraph_text(block)
         else:
             text = _table_text(block)

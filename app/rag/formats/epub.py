@@ -26,7 +26,7 @@ def extract_epub(data: bytes, caps: Caps) -> ExtractedText:
         raise  # the isolated reader's memory limit: its own reason (app.rag.isolation)
     except Exception as exc:  # noqa: BLE001 - EbookLib and lxml raise many types on a damaged package
         raise ExtractionError(f"the EPUB is damaged and cannot be read ({exc})") from exc
-    caps.check_pages(len(book.spine))
+    caps.check_pages(len(book.spine), "the EPUB", "chapter", "chapters")
     pages: list[Page] = []
     characters = 0
     for position, (idref, _linear) in enumerate(book.spine, start=1):

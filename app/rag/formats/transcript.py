@@ -52,7 +52,7 @@ def extract_transcript(text: str, kind: str, caps: Caps) -> ExtractedText:
             last.lines.append(said)
             continue
         turns.append(_Turn(speaker, caption.start[:8], caption.start_in_seconds, [said]))
-        caps.check_pages(len(turns))
+        caps.check_pages(len(turns), "the transcript", "turn", "speaker turns")
     if not turns:
         raise ExtractionError(f"the {kind.upper()} transcript has no cues with text")
     pages = [Page(None, _turn_text(turn), turn.start) for turn in turns]
