@@ -245,7 +245,8 @@ class MemoryControls:
                 select(ChatSession)
                 .where(
                     ChatSession.client_id == client_id,
-                    ChatSession.status.in_(SessionStatus.FINISHED),
+                    # an ended one too: its summary may be being written from the messages forgotten now
+                    ChatSession.status.in_((SessionStatus.ENDED, *SessionStatus.FINISHED)),
                     ChatSession.id.in_(select(Message.session_id).where(Message.id.in_(insight.source_message_ids))),
                 )
                 .with_for_update()

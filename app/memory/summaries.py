@@ -8,6 +8,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client
@@ -79,7 +80,7 @@ class SummaryService:
             chat_session = await session.get(ChatSession, session_id)
             if chat_session is None:
                 return "gone"
-            if chat_session.status in (SessionStatus.OPEN, SessionStatus.SUMMARIZED):
+            if chat_session.status in (SessionStatus.OPEN, SessionStatus.SUMMARIZED, SessionStatus.DELETED):
                 return chat_session.status
             messages = await session_messages(session, session_id)
             coach = await uow.coach()
@@ -106,8 +107,20 @@ class SummaryService:
         statements = [*sentences(summary.summary), *summary.topics, *summary.insights, *summary.action_items]
         sources = (await ground(embedder, statements, messages)).sources(messages)
 
+        stale: list[str] = []
+
         async def store(uow: UnitOfWork, vectors: list[list[float]], embedding_model: str) -> None:
-            chat_session = await uow.session.get_one(ChatSession, session_id)
+            # the client may have forgotten some of these messages, or deleted the summary, while it was written:
+            # then it is not stored (a forget queues the session's summary again)
+            chat_session = await uow.session.get_one(ChatSession, session_id, with_for_update=True)
+            summarised = [message.id for message in messages]
+            forgotten = select(Message.id).where(Message.id.in_(summarised), Message.forgotten_at.is_not(None))
+            if chat_session.status in (SessionStatus.OPEN, SessionStatus.DELETED):
+                stale.append(chat_session.status)
+            elif await uow.session.scalar(forgotten.limit(1)) is not None:
+                stale.append("stale: messages forgotten meanwhile")
+            if stale:
+                return
             chat_session.summary = summary.model_dump(mode="json")
             chat_session.source_message_ids = sources
             chat_session.embedding = vectors[0]
@@ -119,7 +132,7 @@ class SummaryService:
 
         text = summary_vector_text(summary.summary, summary.topics)
         await self._registry.store_embedded(self._sessionmaker, coach_id, embedder, [text], store)
-        return SessionStatus.SUMMARIZED
+        return stale[0] if stale else SessionStatus.SUMMARIZED
 
     async def _summarize(
         self, provider: ChatProvider, embedder: Embedder, messages: list[Message], name: str

@@ -44,7 +44,7 @@ from app.memory.models import ChatSession, ClientProfile, Episode, Insight, Insi
 from app.memory.prompts import PROMPT_SHARE
 from app.memory.retrieval import context_for, recall
 from app.memory.schemas import SessionSummary
-from app.memory.summaries import SUMMARY_MAX_TOKENS, SummaryFailed
+from app.memory.summaries import SUMMARY_MAX_TOKENS, SummaryFailed, SummaryService
 from app.rag.chunking import count_tokens
 from tests.conftest import Coach, make_client
 from tests.integration.memory.memory_wire import client_lines, memory_job, new_client_lines
@@ -527,6 +527,48 @@ async def test_an_insight_forgotten_while_extraction_decides_does_not_come_back(
     assert forgotten == [insight.id], "the extraction planned over the restatement"
     rows = await insights_of(container, coach, client_id)
     assert [(row.id, row.status, row.text) for row in rows] == [(insight.id, "deleted", "")]
+
+
+async def test_a_summary_written_while_the_client_forgets_more_of_its_session_leaves_that_out(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two insights of one session are forgotten one after the other, the second while the summary the first
+    asked for is being written: that summary, built on the second's message, is not stored, and the session is
+    summarised again without either message (it was stored, and the second forget queued no rewrite)."""
+    client_id = await new_client(http, coach, "Mara")
+    coach_id = uuid.UUID(coach.coach_id)
+    first = await say(container, coach, client_id, "I want to run the Berlin marathon in September.")
+    await say(container, coach, client_id, "And I want to finish my novel this year.", first.conversation_id)
+    await say(container, coach, client_id, "Long walks on Sundays help me think.", first.conversation_id)
+    await end_and_run(container, coach, first.conversation_id, run_jobs)
+    marathon, novel = sorted(await insights_of(container, coach, client_id), key=lambda i: i.text != MARATHON)
+    assert (marathon.text, novel.text) == (MARATHON, NOVEL)
+
+    summarize, forgotten = SummaryService._summarize, []
+
+    async def novel_forgotten_meanwhile(self: SummaryService, *args: Any, **kwargs: Any) -> Any:
+        output = await summarize(self, *args, **kwargs)
+        if not forgotten:
+            async with unit_of_work(container.sessionmaker, coach_id) as uow:
+                await container.memory.delete_insight(uow, client_id, novel.id)
+            forgotten.append(novel.id)
+        return output
+
+    monkeypatch.setattr(SummaryService, "_summarize", novel_forgotten_meanwhile)
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        await container.memory.delete_insight(uow, client_id, marathon.id)
+    await run_jobs()
+    assert forgotten == [novel.id]
+    [summarised] = await sessions_of(container, coach, client_id)
+    assert summarised.status == "summarized", summarised.summary_error
+    assert "Long walks" in json.dumps(summarised.summary)
+    assert "marathon" not in json.dumps(summarised.summary) and "novel" not in json.dumps(summarised.summary)
+    assert not {*marathon.source_message_ids, *novel.source_message_ids} & set(summarised.source_message_ids)
 
 
 # --- session summaries ----------------------------------------------------------------------------------
