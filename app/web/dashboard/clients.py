@@ -19,7 +19,7 @@ from app.accounts.tone import CONFIRM_1, GIVEN, INTENSITY_NAMES, WITHDRAWN
 from app.accounts.unit_of_work import UnitOfWork
 from app.container import Container
 from app.conversations.service import ClientActivity
-from app.core.errors import InvalidInput
+from app.core.errors import DomainError, InvalidInput
 from app.core.pagination import PageRequest, page_query
 from app.deps import PAGE, CoachId, ContainerDep, PathId, Uow, WantedPage
 from app.memory.models import InsightKind, InsightStatus
@@ -110,6 +110,28 @@ def client_row(client: Client, token: str | None, activity: ClientActivity | Non
     return ClientRow(client, token, last_seen, status, label, client.id == coach.preview_client_id)
 
 
+async def _clients_page(
+    container: ContainerDep, uow: UnitOfWork, page: PageRequest, query: str, *, error: DomainError | None = None
+) -> Template:
+    """The clients page: one ``page`` of the clients whose name contains ``query``; ``error`` shown at the top,
+    at its status."""
+    coach = await uow.coach()
+    clients = await container.accounts.list_clients(uow, page, name_contains=query)
+    activity = await container.conversations.client_activity(uow, [c.id for c in clients.items])
+    rows = [client_row(c, container.accounts.widget_token(c), activity.get(c.id), coach) for c in clients.items]
+    context = {
+        "coach": coach,
+        "rows": rows,
+        "query": query,
+        "first_page": page.after is None,
+        "older": page_query(page, clients.next, q=query),
+        "public_url": container.settings.public_url,
+        "error": error.message if error else None,
+        "nav": "clients",
+    }
+    return Template("dashboard/clients.html", context=context, status_code=error.status_code if error else 200)
+
+
 class ClientPages(CoachPage):
     """The coach's clients and their memory (profile, insights, session summaries)."""
 
@@ -119,25 +141,20 @@ class ClientPages(CoachPage):
         ``cursor``; 400 page for a bad cursor or limit): name, last seen (their latest message), status (needs
         you, chatting, not yet started, link revoked) and chat link with copy buttons; ``q`` keeps the clients
         whose name contains it (case-insensitive)."""
-        coach = await uow.coach()
-        query = q.strip()[:200]
-        clients = await container.accounts.list_clients(uow, page, name_contains=query)
-        activity = await container.conversations.client_activity(uow, [c.id for c in clients.items])
-        rows = [client_row(c, container.accounts.widget_token(c), activity.get(c.id), coach) for c in clients.items]
-        context = {
-            "coach": coach,
-            "rows": rows,
-            "query": query,
-            "first_page": page.after is None,
-            "older": page_query(page, clients.next, q=query),
-            "public_url": container.settings.public_url,
-        }
-        return Template("dashboard/clients.html", context=context | {"nav": "clients"})
+        return await _clients_page(container, uow, page, q.strip()[:200])
 
     @post("/clients")
-    async def create_client(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Redirect:
+    async def create_client(
+        self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep
+    ) -> Template | Redirect:
+        """Add a client (an empty name: "New client"); a refused name (too long) shows the clients page with the
+        reason (400), nothing stored."""
         form = await request.form()
-        await container.accounts.create_client(uow, form_str(form, "name") or "New client")
+        try:
+            async with uow.savepoint():
+                await container.accounts.create_client(uow, form_str(form, "name").strip() or "New client")
+        except DomainError as exc:
+            return await _clients_page(container, uow, PageRequest(), "", error=exc)
         return Redirect("/dashboard/clients")
 
     @get("/clients/{client_id:uuid}", dependencies=PAGE)

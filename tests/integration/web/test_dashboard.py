@@ -166,6 +166,16 @@ async def test_clients_page_gives_a_working_widget_link_and_snippet(browser: htt
     assert (await browser.get("/w/ocw_not-a-token")).status_code == 404
     for asset in ("/static/widget.js", "/static/chat.js", "/static/vendor/htmx.min.js", "/static/app.css"):
         assert (await browser.get(asset)).status_code == 200, asset
+    assert "list that site under" in page and "(none listed yet)" in page, "the snippet needs the site listed"
+
+    # a name the form should have stopped: blanks make a "New client", one too long is the page with the reason
+    blank = await browser.post("/dashboard/clients", data={"name": "   ", "_csrf_token": token})
+    assert blank.status_code in (302, 303)
+    too_long = await browser.post("/dashboard/clients", data={"name": "x" * 201, "_csrf_token": token})
+    assert too_long.status_code == 400 and too_long.headers["content-type"].startswith("text/html")
+    assert "name must be at most 200 characters" in too_long.text
+    names = re.findall(r'<a href="/dashboard/clients/[0-9a-f-]{36}">([^<]+)</a>', too_long.text)
+    assert sorted(names) == ["Ada", "New client"], names
 
 
 async def test_transcript_shows_citations(browser: httpx.AsyncClient, meditations_coach: ReadyCoach) -> None:
