@@ -361,14 +361,14 @@ class AccountService:
         (:func:`app.core.validation.web_origins`;
         nothing is changed then: the caller's transaction rolls back).
         """
-        # the URLs first (they need DNS), before anything is changed
-        if llm_base_url is not None:
-            llm_base_url = await self.check_outbound_url("llm_base_url", llm_base_url) or ""
-        if isinstance(handoff.get("alert_webhook_url"), str):
-            handoff["alert_webhook_url"] = (
-                await self.check_outbound_url("alert_webhook_url", handoff["alert_webhook_url"]) or ""
-            )
         coach = await uow.coach()
+        # a changed URL is checked first (it needs DNS), before anything is changed; one sent again as stored is
+        # not looked up again (each send checks it: a host that stopped resolving must not block other fields)
+        if llm_base_url is not None and http_url("llm_base_url", llm_base_url) != coach.llm_base_url:
+            llm_base_url = await self.check_outbound_url("llm_base_url", llm_base_url) or ""
+        webhook = handoff.get("alert_webhook_url")
+        if isinstance(webhook, str) and http_url("alert_webhook_url", webhook) != coach.alert_webhook_url:
+            handoff["alert_webhook_url"] = await self.check_outbound_url("alert_webhook_url", webhook) or ""
         moved = llm_base_url is not None and _host(llm_base_url) != _host(coach.llm_base_url)
         if moved and llm_api_key is None and coach.llm_api_key_encrypted is not None:
             raise InvalidInput(

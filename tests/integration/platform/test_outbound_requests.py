@@ -158,6 +158,27 @@ async def test_a_stored_provider_key_goes_only_to_the_host_it_was_entered_for(
     assert network.non_loopback_attempts() == []
 
 
+async def test_a_url_saved_again_unchanged_is_not_looked_up_again(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], dns: StubResolver
+) -> None:
+    """The endpoint's host stopped resolving: saving the settings form again (its unchanged URL with another
+    field) works, as each call to the endpoint checks the host anyway; a changed URL is still checked."""
+    coach = await make_coach("Steady Coach")
+    host = "steady-llm.example.test"
+    dns.answer(host, [PUBLIC])
+    endpoint = MOCK_ENDPOINT_SETTINGS | {"llm_base_url": f"https://{host}/v1"}
+    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=endpoint)).status_code == 200
+    dns.reset()  # the name resolves no more
+    again = await http.patch(
+        "/api/v1/settings", headers=coach.headers, json={"llm_base_url": f"https://{host}/v1", "persona": "Calm."}
+    )
+    assert again.status_code == 200 and again.json()["persona"] == "Calm.", again.text
+    moved = await http.patch(
+        "/api/v1/settings", headers=coach.headers, json={"llm_base_url": f"https://{host}/v2", "llm_api_key": "sk-2"}
+    )
+    assert moved.status_code == 400 and moved.json()["detail"].startswith("llm_base_url: "), moved.text
+
+
 async def test_internal_addresses_are_refused_at_save_time(
     http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], dns: StubResolver, network: NetworkRule
 ) -> None:
