@@ -97,6 +97,54 @@ async def test_a_settings_section_saves_alone(
         await shot(page, "onboarding-settings-sections.png")
 
 
+async def test_a_refused_settings_section_keeps_what_the_coach_typed(
+    http: httpx.AsyncClient,
+    browser: Browser,
+    make_coach: Callable[..., Awaitable[Coach]],
+    open_dashboard: OpenDashboard,
+) -> None:
+    coach = await make_coach("Coach Typing")
+    before = (await http.get("/api/v1/settings", headers=coach.headers)).json()
+    async with open_dashboard(browser, coach) as page:
+        await page.goto("/dashboard/settings")
+        await page.wait_for_load_state()  # static/settings.js (deferred) is listening
+        handoff = page.locator("#handoff-settings")
+        topics, sla = (
+            handoff.locator("textarea[name=high_stakes_topics]"),
+            handoff.locator("[name=handoff_sla_minutes]"),
+        )
+        await topics.fill("divorce\nmoney")
+        await sla.fill("45")
+        await handoff.locator("input[name=always_available]").uncheck()
+        for day in await handoff.locator("input[name=avail_days]").all():
+            await day.uncheck()  # working hours on no day: refused
+        await handoff.get_by_role("button", name="Save handoff settings").click()
+        await expect(handoff.locator("[role=alert]")).to_contain_text("availability.days", timeout=WAIT_MS)
+        await page.wait_for_load_state()
+        await expect(topics).to_have_value("divorce\nmoney")
+        await expect(sla).to_have_value("45")
+        await expect(handoff.locator("input[name=always_available]")).not_to_be_checked()
+        await expect(handoff.locator("input[name=avail_days]:checked")).to_have_count(0)
+        stored = (await http.get("/api/v1/settings", headers=coach.headers)).json()
+        assert (stored["high_stakes_topics"], stored["handoff_sla_minutes"], stored["availability"]) == (
+            before["high_stakes_topics"],
+            before["handoff_sla_minutes"],
+            before["availability"],
+        ), "a refused section stores nothing"
+
+        await handoff.locator("input[name=avail_days][value='2']").check()  # the one field fixed
+        await handoff.get_by_role("button", name="Save handoff settings").click()
+        await expect(handoff.locator("[role=status]")).to_have_text("Saved.", timeout=WAIT_MS)
+        stored = (await http.get("/api/v1/settings", headers=coach.headers)).json()
+        assert stored["high_stakes_topics"] == ["divorce", "money"] and stored["handoff_sla_minutes"] == 45
+        assert stored["availability"]["days"] == [2]
+
+        await page.locator("#profile-settings input[name=name]").fill("Typed, then left")
+        await page.reload()  # no refused save: the page shows what is stored
+        await page.wait_for_load_state()
+        await expect(page.locator("#profile-settings input[name=name]")).to_have_value("Coach Typing")
+
+
 async def test_the_dashboard_fits_a_phone(
     http: httpx.AsyncClient,
     browser: Browser,
