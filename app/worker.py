@@ -66,6 +66,7 @@ from app.db.jobs import (
     SCORE_INTERVENTIONS,
     START_FINE_TUNE,
     SUMMARIZE_SESSION,
+    TELEGRAM_DELIVER,
     UPDATE_PROFILE,
 )
 from app.db.migrate import assert_schema_current
@@ -306,6 +307,13 @@ async def answer_pending(ctx: dict[str, Any], coach_id: str, message_id: str) ->
     return await container.chat.answer_pending(uuid.UUID(coach_id), uuid.UUID(message_id))
 
 
+async def telegram_deliver(ctx: dict[str, Any], coach_id: str, client_id: str, message_id: str) -> str:
+    """arq job: queue a stored message for the client's Telegram chat when Redis refused it as it was stored
+    (:meth:`app.channels.telegram.adapter.TelegramChannel.deliver_stored`; sent once, by ``telegram_send``)."""
+    telegram: TelegramChannel = ctx["telegram"]
+    return await telegram.deliver_stored(uuid.UUID(coach_id), uuid.UUID(client_id), uuid.UUID(message_id))
+
+
 async def telegram_send(
     ctx: dict[str, Any],
     coach_id: str,
@@ -519,6 +527,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
             func(evaluate_model, name=EVALUATE_MODEL, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(answer_pending, name=ANSWER_PENDING, timeout=600, max_tries=3),
             func(telegram_send, name=SEND_JOB, timeout=120, max_tries=TELEGRAM_SEND_TRIES),
+            func(telegram_deliver, name=TELEGRAM_DELIVER, timeout=60, max_tries=3),
             func(purge_erased_data, name=PURGE_ERASED_DATA, timeout=600, max_tries=3),
             func(embed_messages, name=EMBED_MESSAGES, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(reembed_coach, name=REEMBED_COACH, timeout=JOB_TIMEOUT_S, max_tries=3),

@@ -33,6 +33,7 @@ ANSWER_PENDING = "answer_pending"
 PURGE_ERASED_DATA = "purge_erased_data"
 EMBED_MESSAGES = "embed_messages"
 REEMBED_COACH = "reembed_coach"
+TELEGRAM_DELIVER = "telegram_deliver"
 
 EMBED_WINDOW_KEY = "embed_window_s"
 """``session.info`` key (set on the sessionmaker by the container from ``EPISODE_EMBED_WINDOW_SECONDS``): the
@@ -187,6 +188,14 @@ def answer_pending(session: AsyncSession, coach_id: uuid.UUID, message_id: uuid.
     """Queue the AI's answer to a client message the coach left unanswered when handing the conversation back
     (once per message; the job does nothing if the message was answered or followed by another meanwhile)."""
     add_job(session, coach_id, ANSWER_PENDING, str(coach_id), str(message_id), job_id=f"{ANSWER_PENDING}:{message_id}")
+
+
+def telegram_deliver(session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID) -> None:
+    """Queue the delivery of stored message ``message_id`` to the client's Telegram chat, for a message the chat's
+    own outbox in Redis could not take when it was stored (once per message; the chat's dedupe key keeps a
+    message that did get there from being sent twice)."""
+    job_id = f"{TELEGRAM_DELIVER}:{message_id}"
+    add_job(session, coach_id, TELEGRAM_DELIVER, str(coach_id), str(client_id), str(message_id), job_id=job_id)
 
 
 def purge_erased_data(session: AsyncSession, coach_id: uuid.UUID, file_ids: list[str], *, reason: str) -> None:

@@ -32,9 +32,13 @@ from app.channels.telegram.outbound import ChatOutbox, markup, with_retry
 from app.channels.telegram.service import ChatBinding, TelegramService
 from app.channels.telegram.tone import TONE_COMMAND, TelegramTone, parse_tone
 from app.chat.turn import ANSWER_LATER, ChatService, TurnResult
-from app.conversations.metadata import client_citations
+from app.conversations.metadata import client_citations, client_view
+from app.conversations.models import Message
 from app.conversations.service import ConversationService
 from app.core.errors import DomainError, NotFound, TooManyAttempts
+from app.db import jobs
+from app.db.outbox import UNAVAILABLE
+from app.handoff.live import message_event
 from app.memory.client_view import remembered_out
 from app.memory.controls import MemoryControls
 
@@ -411,8 +415,8 @@ class TelegramChannel:
             raise
         except TelegramError as exc:
             log.warning("telegram: the reply to message %s goes through the outbox: %s", message_id, exc.message)
-            dedupe = f"tg:{result.message_id}"
-            await self.outbox.push(coach_id, binding.chat_id, stream.unsent, stream.keyboard, dedupe=dedupe)
+            if result.message_id is not None:
+                await self._push_message(coach_id, binding, result.message_id, stream.unsent, stream.keyboard)
 
     async def _typing(self, bot: Bot, chat_id: int) -> None:
         with contextlib.suppress(TelegramError):
@@ -423,20 +427,50 @@ class TelegramChannel:
     async def deliver_event(self, coach_id: uuid.UUID, client_id: uuid.UUID, event: dict[str, Any]) -> None:
         """A :data:`app.handoff.service.ClientSink`: a live event of a client whose Telegram chat continues the
         event's conversation is queued for the worker (:meth:`ChatOutbox.push`; a coach's message with the
-        feedback keyboard, a joined/left notice)."""
+        feedback keyboard, a joined/left notice). A message the chat's outbox cannot take now (Redis out of
+        reach) is not lost: see :meth:`_push_message`."""
         binding = await self.service.chat_of_client(coach_id, client_id)
         if binding is None or str(binding.conversation_id) != event.get("conversation_id"):
             return
         message = event.get("message") if event.get("type") == "message" else None
         if isinstance(message, dict):
             parts = render.split_html(str(message.get("text") or ""), message.get("citations") or [])
-            keyboard = render.feedback_keyboard(uuid.UUID(str(message["id"])))
-            job_id = f"tg:{message['id']}"
+            message_id = uuid.UUID(str(message["id"]))
+            await self._push_message(coach_id, binding, message_id, parts, render.feedback_keyboard(message_id))
         elif (notice := render.notice_text(event)) is not None:
-            parts, keyboard, job_id = [render.escape(notice)], None, None
-        else:
-            return
-        await self.outbox.push(coach_id, binding.chat_id, parts, keyboard, dedupe=job_id)
+            await self.outbox.push(coach_id, binding.chat_id, [render.escape(notice)], None)
+
+    async def _push_message(
+        self,
+        coach_id: uuid.UUID,
+        binding: ChatBinding,
+        message_id: uuid.UUID,
+        parts: list[str],
+        keyboard: dict[str, Any] | None,
+    ) -> None:
+        """Queue stored message ``message_id`` for the chat (``parts`` and ``keyboard`` as :meth:`ChatOutbox.push`
+        takes them), once. When Redis refuses the push, the ``telegram_deliver`` job is queued through the
+        transactional outbox instead (:func:`app.db.jobs.telegram_deliver`): the relay sends it once Redis is
+        back and the worker pushes the message then (:meth:`deliver_stored`). Raises when PostgreSQL is out of
+        reach too."""
+        try:
+            await self.outbox.push(coach_id, binding.chat_id, parts, keyboard, dedupe=f"tg:{message_id}")
+        except UNAVAILABLE as exc:
+            log.warning("telegram: message %s waits in the outbox for Redis: %s", message_id, exc)
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                jobs.telegram_deliver(uow.session, coach_id, binding.client_id, message_id)
+
+    async def deliver_stored(self, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID) -> str:
+        """Worker job body (``telegram_deliver``): queue stored message ``message_id`` for the client's Telegram
+        chat if that chat still continues its conversation (a message erased since, or a chat unbound, goes
+        nowhere), unless it was queued before. Returns a short status for arq."""
+        async with unit_of_work(self._sessionmaker, coach_id, autocommit=True) as uow:
+            message = await uow.session.get(Message, message_id)
+            event = message_event(message, client_view=client_view(message.meta)) if message is not None else None
+        if event is None:
+            return "message gone"
+        await self.deliver_event(coach_id, client_id, event)
+        return "queued for the chat"
 
 
 async def _acknowledge(

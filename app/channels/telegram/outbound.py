@@ -39,6 +39,16 @@ LOCK_WAIT_S = 120.0
 DEDUPE_S = 24 * 3600
 """Seconds a pushed message id is remembered, so the same message is never queued twice."""
 
+PUSH_SCRIPT = """
+if #KEYS == 2 and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+if #KEYS == 2 then redis.call('SET', KEYS[2], 1, 'EX', ARGV[2]) end
+return 1
+"""
+"""Lua (run atomically by Redis): append ``ARGV[1]`` to the list ``KEYS[1]`` unless the dedupe key ``KEYS[2]``
+(optional) exists, then set that key for ``ARGV[2]`` seconds; 1 if appended. The key is set last: Redis does
+not undo a script's earlier writes when a later command fails, so a failed append must not leave it set."""
+
 
 def markup(keyboard: dict[str, Any] | None) -> InlineKeyboardMarkup | None:
     """``reply_markup`` JSON (``{"inline_keyboard": …}``) as python-telegram-bot's markup; ``None`` stays ``None``."""
@@ -69,6 +79,7 @@ class ChatOutbox:
     def __init__(self, redis: ArqRedis, service: TelegramService) -> None:
         self._redis = redis
         self._service = service
+        self._push = redis.register_script(PUSH_SCRIPT)
 
     @staticmethod
     def _key(coach_id: uuid.UUID, chat_id: int) -> str:
@@ -85,13 +96,15 @@ class ChatOutbox:
     ) -> bool:
         """Append a message (``parts``: HTML texts sent in turn, ``keyboard`` under the last) to the chat's list and
         queue the ``telegram_send`` job that sends it. ``dedupe`` (e.g. the stored message's id): a message pushed
-        before with the same key is not pushed again (``False``). Raises Redis errors."""
-        if dedupe is not None and not await self._redis.set(f"telegram:pushed:{dedupe}", 1, nx=True, ex=DEDUPE_S):
-            return False
+        before with the same key is not pushed again (``False``; the job is queued all the same, so a message whose
+        push got no job, Redis failing in between, still goes). The check, the append and the key are one step
+        (:data:`PUSH_SCRIPT`): a push that fails leaves no key behind, and pushing again works. Raises Redis
+        errors."""
+        keys = [self._key(coach_id, chat_id)] + ([f"telegram:pushed:{dedupe}"] if dedupe is not None else [])
         message = json.dumps({"parts": parts, "keyboard": keyboard})
-        await self._redis.rpush(self._key(coach_id, chat_id), message)  # type: ignore[misc]
+        pushed = await self._push(keys=keys, args=[message, DEDUPE_S])
         await self._redis.enqueue_job(SEND_JOB, str(coach_id), chat_id)
-        return True
+        return bool(pushed)
 
     async def flush(self, coach_id: uuid.UUID, chat_id: int) -> str:
         """Worker job body: under the chat's lock, send the chat's list in order until it is empty. A 429 is waited

@@ -16,12 +16,15 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
 from app.channels.telegram import poller, render
 from app.channels.telegram.adapter import BAD_INVITE
 from app.channels.telegram.models import TelegramChat, TelegramUpdate
+from app.channels.telegram.outbound import ChatOutbox
 from app.channels.telegram.poller import poll_once
 from app.channels.telegram.wiring import build_channel
 from app.chat.turn import ANSWER_LATER
@@ -30,6 +33,7 @@ from app.conversations.models import Conversation
 from app.core.config import Settings
 from app.core.runtime import Services
 from app.db.engine import tenant_session
+from app.db.outbox import connect_redis
 from app.handoff.crisis import crisis_reply
 from app.llm.base import EMBEDDING_DIMENSIONS
 from app.llm.registry import ProviderRegistry
@@ -752,6 +756,56 @@ async def test_a_5xx_or_a_timeout_keeps_the_coachs_message_until_telegram_takes_
     await tg_jobs()
     texts = [c.params["text"] for c in fake.sent_to(chat_id) if c.params["text"] in ("Two", "Three")]
     assert texts == ["Two", "Three"]
+
+
+async def test_a_coachs_message_redis_refuses_as_it_is_stored_still_reaches_the_chat_once(
+    tg: httpx.AsyncClient,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+    tg_jobs: Callable[[], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis out of reach for the moment the coach's message is handed to the chat's outbox: the message is
+    stored, so the ``telegram_deliver`` job (transactional outbox) queues it once Redis takes jobs again, and the
+    client gets it once, with its feedback buttons. Before, it was only in the coach's transcript."""
+    bot, chat_id, conversation_id = await taken_over(tg, fake, make_bot, tg_jobs)
+    push, refused = ChatOutbox.push, []
+
+    async def refused_once(self: ChatOutbox, *args: Any, **kwargs: Any) -> bool:
+        if kwargs.get("dedupe") and not refused:
+            refused.append(kwargs["dedupe"])
+            raise RedisConnectionError("Connection refused (Redis restarting)")
+        return await push(self, *args, **kwargs)
+
+    monkeypatch.setattr(ChatOutbox, "push", refused_once)
+    sent = await tg.post(
+        f"/api/v1/conversations/{conversation_id}/messages", headers=bot.coach.headers, json={"text": "Still there?"}
+    )
+    assert sent.status_code == 201 and refused == [f"tg:{sent.json()['id']}"]
+    await tg_jobs()
+    await tg_jobs()
+    [delivered] = [c for c in fake.sent_to(chat_id) if c.params["text"] == "Still there?"]
+    assert delivered.params["reply_markup"]["inline_keyboard"][0][0]["text"] == "👍"
+
+
+async def test_a_push_redis_fails_leaves_no_dedupe_key_so_pushing_again_works(services: Services) -> None:
+    """The dedupe check, the append and the key are one Redis script: an append that fails (here the chat's list
+    key holds a string) leaves the key unset, so the message can be pushed again; once pushed, it is not again."""
+    redis = connect_redis(services.redis_url, socket_timeout_s=5.0, queue=f"test-outbox:{uuid.uuid4()}")
+    outbox = ChatOutbox(redis, None)  # type: ignore[arg-type]  # push never asks the service
+    coach_id, chat_id = uuid.uuid4(), 4242
+    key = f"telegram:out:{coach_id}:{chat_id}"
+    try:
+        await redis.set(key, "not a list")
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await outbox.push(coach_id, chat_id, ["Hi"], None, dedupe=f"test:{coach_id}")
+        await redis.delete(key)
+        assert await outbox.push(coach_id, chat_id, ["Hi"], None, dedupe=f"test:{coach_id}") is True
+        assert await outbox.push(coach_id, chat_id, ["Hi"], None, dedupe=f"test:{coach_id}") is False
+        assert await redis.llen(key) == 1  # type: ignore[misc]
+    finally:
+        await redis.delete(key, f"telegram:pushed:test:{coach_id}")
+        await redis.aclose()
 
 
 async def test_a_turn_that_fails_over_telegram_is_answered_by_the_worker(
