@@ -276,11 +276,12 @@ async def score_interventions(ctx: dict[str, Any], coach_id: str, conversation_i
         return await container.interventions.score_outcomes(uow, uuid.UUID(conversation_id))
 
 
-async def refresh_training_data(ctx: dict[str, Any], coach_id: str, conversation_id: str) -> str:
-    """arq job: rebuild one conversation's SFT examples and preference pairs."""
+async def refresh_training_data(ctx: dict[str, Any], coach_id: str, conversation_id: str, erase: bool = False) -> str:
+    """arq job: rebuild one conversation's SFT examples and preference pairs (``erase``: after a forget, the
+    examples removed leave the dataset snapshots and provider files too)."""
     container: Container = ctx["container"]
     async with unit_of_work(container.sessionmaker, uuid.UUID(coach_id)) as uow:
-        return await container.training.refresh(uow, uuid.UUID(conversation_id))
+        return await container.training.refresh(uow, uuid.UUID(conversation_id), erase=erase)
 
 
 async def start_fine_tune(ctx: dict[str, Any], coach_id: str, job_id: str) -> str:

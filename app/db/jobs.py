@@ -148,17 +148,15 @@ def score_interventions(
 
 
 def refresh_training_data(
-    session: AsyncSession, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, trigger: str
+    session: AsyncSession, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, trigger: str, erase: bool = False
 ) -> None:
     """Queue the rebuild of one conversation's training examples; ``trigger`` (a message id and event)
-    names why, so the same event queues it once."""
+    names why, so the same event queues it once. ``erase``: messages were forgotten, so the examples the
+    rebuild removes are erased from dataset snapshots and provider files too
+    (:meth:`app.learning.training.TrainingDataService.refresh`)."""
+    args = (str(coach_id), str(conversation_id), *((True,) if erase else ()))
     add_job(
-        session,
-        coach_id,
-        REFRESH_TRAINING_DATA,
-        str(coach_id),
-        str(conversation_id),
-        job_id=f"{REFRESH_TRAINING_DATA}:{conversation_id}:{trigger}",
+        session, coach_id, REFRESH_TRAINING_DATA, *args, job_id=f"{REFRESH_TRAINING_DATA}:{conversation_id}:{trigger}"
     )
 
 

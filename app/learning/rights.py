@@ -46,7 +46,8 @@ from app.learning.cache import ResponseCache, delete_matching
 from app.learning.dashboard import FAILURE_PATTERNS_PREFIX
 from app.learning.finetune import FineTuneService
 from app.learning.interventions import InterventionService
-from app.learning.models import FineTuneJob, TrainingDataset, TrainingExample
+from app.learning.models import FineTuneJob, TrainingExample
+from app.learning.training import forget_examples
 from app.memory.models import ChatSession, ClientProfile, Insight
 
 log = logging.getLogger(__name__)
@@ -215,36 +216,11 @@ class DataRightsService:
                 )
             ).all()
         )
-        file_ids = await self._forget_examples(session, coach_id, example_ids)
+        file_ids = await forget_examples(session, coach_id, example_ids)
         await self._accounts.delete_client(uow, client_id)
         await session.flush()
         await self._interventions.refresh_style(session, coach_id)
         jobs.purge_erased_data(session, coach_id, file_ids, reason=f"client:{client_id}")
-
-    async def _forget_examples(
-        self, session: AsyncSession, coach_id: uuid.UUID, example_ids: set[uuid.UUID]
-    ) -> list[str]:
-        """Drop ``example_ids`` from the coach's dataset snapshots; returns the provider file ids of the fine-tune
-        jobs that trained on any of them."""
-        if not example_ids:
-            return []
-        datasets = (
-            await session.scalars(
-                select(TrainingDataset).where(
-                    TrainingDataset.coach_id == coach_id, TrainingDataset.example_ids.overlap(list(example_ids))
-                )
-            )
-        ).all()
-        for dataset in datasets:
-            dataset.example_ids = [i for i in dataset.example_ids if i not in example_ids]
-        if not datasets:
-            return []
-        rows = await session.execute(
-            select(FineTuneJob.training_file_id, FineTuneJob.validation_file_id).where(
-                FineTuneJob.coach_id == coach_id, FineTuneJob.dataset_id.in_([d.id for d in datasets])
-            )
-        )
-        return sorted({file_id for row in rows.all() for file_id in row if file_id})
 
     async def delete_account(self, coach_id: uuid.UUID, password: str) -> Purge:
         """Delete the coach's whole account after checking ``password`` against one of its dashboard users

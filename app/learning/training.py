@@ -44,7 +44,16 @@ from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.metadata import feedback_of
 from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.errors import InvalidInput, NotFound
-from app.learning.models import ExampleKind, ExampleSource, Intervention, Split, TrainingDataset, TrainingExample
+from app.db import jobs
+from app.learning.models import (
+    ExampleKind,
+    ExampleSource,
+    FineTuneJob,
+    Intervention,
+    Split,
+    TrainingDataset,
+    TrainingExample,
+)
 from app.learning.pii import scrub_pii
 
 SPLIT_BUCKETS = ((Split.TRAIN, 80), (Split.VALIDATION, 90), (Split.TEST, 100))
@@ -176,6 +185,31 @@ async def _forget_in_interventions(session: AsyncSession, conversation_id: uuid.
             intervention.embedding_model = None
 
 
+async def forget_examples(session: AsyncSession, coach_id: uuid.UUID, example_ids: set[uuid.UUID]) -> list[str]:
+    """Drop ``example_ids`` from the coach's dataset snapshots (so no later fine-tune uploads them); returns the
+    provider file ids of the fine-tune jobs that trained on any of them, for the purge to delete
+    (:func:`app.db.jobs.purge_erased_data`)."""
+    if not example_ids:
+        return []
+    datasets = (
+        await session.scalars(
+            select(TrainingDataset).where(
+                TrainingDataset.coach_id == coach_id, TrainingDataset.example_ids.overlap(list(example_ids))
+            )
+        )
+    ).all()
+    for dataset in datasets:
+        dataset.example_ids = [i for i in dataset.example_ids if i not in example_ids]
+    if not datasets:
+        return []
+    rows = await session.execute(
+        select(FineTuneJob.training_file_id, FineTuneJob.validation_file_id).where(
+            FineTuneJob.coach_id == coach_id, FineTuneJob.dataset_id.in_([d.id for d in datasets])
+        )
+    )
+    return sorted({file_id for row in rows.all() for file_id in row if file_id})
+
+
 class TrainingDataService:
     """Builds, de-duplicates, splits and exports a coach's training examples."""
 
@@ -183,11 +217,13 @@ class TrainingDataService:
         self._sessionmaker = sessionmaker
         self._accounts = accounts
 
-    async def refresh(self, uow: UnitOfWork, conversation_id: uuid.UUID) -> str:
+    async def refresh(self, uow: UnitOfWork, conversation_id: uuid.UUID, *, erase: bool = False) -> str:
         """Rebuild the conversation's SFT examples and preference pairs from its messages, forgotten ones left
         out (and out of its interventions' copies, :func:`_forget_in_interventions`) (arq job, idempotent:
-        the same messages give the same rows). Returns a one-line summary; a deleted
-        conversation leaves nothing to do."""
+        the same messages give the same rows). ``erase`` (a rebuild after messages were forgotten): the examples
+        it removes also leave the dataset snapshots, and the provider's training files of the fine-tunes that
+        trained on them are deleted (:func:`forget_examples`, then the purge job), as when the client is erased.
+        Returns a one-line summary; a deleted conversation leaves nothing to do."""
         session, coach_id = uow.session, uow.coach_id
         conversation = await session.scalar(
             select(Conversation)
@@ -222,14 +258,17 @@ class TrainingDataService:
                 await session.scalars(select(TrainingExample).where(TrainingExample.conversation_id == conversation_id))
             ).all()
         )
-        removed = 0
+        removed: set[uuid.UUID] = set()
         for example in existing:
             candidate = wanted.pop(example.content_hash, None)
             if candidate is None:
                 await session.delete(example)
-                removed += 1
+                removed.add(example.id)
             else:
                 example.quality, example.source = candidate.quality, candidate.source
+        if erase and (file_ids := await forget_examples(session, coach_id, removed)):
+            files_key = hashlib.sha256(",".join(file_ids).encode()).hexdigest()[:16]  # one purge per set of files
+            jobs.purge_erased_data(session, coach_id, file_ids, reason=f"forgotten-examples:{files_key}")
         split = split_for(conversation_id)
         added = 0
         for hash_, c in wanted.items():
@@ -253,8 +292,8 @@ class TrainingDataService:
                 .on_conflict_do_nothing(index_elements=["coach_id", "kind", "content_hash"])
             )
             added += int(getattr(result, "rowcount", 0) or 0)
-        total = len(existing) - removed + added
-        return f"{total} examples ({added} added, {removed} removed, split {split})"
+        total = len(existing) - len(removed) + added
+        return f"{total} examples ({added} added, {len(removed)} removed, split {split})"
 
     def _candidates(
         self, coach: Coach, messages: list[Message], drafts: dict[uuid.UUID, str | None]

@@ -237,7 +237,7 @@ class MemoryControls:
             )
         ).all()
         for conversation_id in set(conversations):
-            jobs.refresh_training_data(session, coach_id, conversation_id, trigger=f"forget:{insight_id}")
+            jobs.refresh_training_data(session, coach_id, conversation_id, trigger=f"forget:{insight_id}", erase=True)
         if conversations:  # cached replies (and failure patterns) may quote the forgotten messages
             jobs.purge_erased_data(session, coach_id, [], reason=f"forget:{insight_id}")
         affected = (

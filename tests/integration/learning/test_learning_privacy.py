@@ -26,9 +26,10 @@ from app.db.engine import tenant_session
 from app.learning.cache import PREFIX as CACHE_PREFIX
 from app.learning.dashboard import FAILURE_PATTERNS_PREFIX
 from app.learning.interventions import describe_situation
-from app.learning.models import Intervention
+from app.learning.models import FineTuneJob, FineTuneStatus, Intervention, TrainingDataset, TrainingExample
 from app.memory.models import Insight, InsightStatus
 from tests.conftest import make_client
+from tests.integration.accounts.test_data_rights import deleted_files  # noqa: F401 - a fixture used by name
 from tests.integration.handoff.test_handoff_flow import (  # noqa: F401 - fixtures used by name
     Setup,
     chat,
@@ -103,11 +104,13 @@ async def test_forgetting_an_insight_keeps_its_source_out_of_prompts_and_trainin
     new_setup: Callable[..., Awaitable[Setup]],  # noqa: F811
     llm_api: respx.MockRouter,  # noqa: F811
     run_jobs: Callable[[], Awaitable[None]],
+    deleted_files: list[str],  # noqa: F811
 ) -> None:
     """The canary message is the source of an insight and, through a takeover, of an SFT example. After the
     insight is forgotten: no later request — the AI's answer on handback and next turn (recent turns),
-    insight extraction and the summary at the session's end — contains it, nor does any training export;
-    the coach's transcript still shows it."""
+    insight extraction and the summary at the session's end — contains it, nor does any training export or
+    dataset snapshot, and the provider's training file of a fine-tune that trained on it is deleted (as for an
+    erasure; another fine-tune's file stays); the coach's transcript still shows it."""
     setup = await new_setup("Forgetting Coach")
     first = await chat(http, setup, A_MESSAGE)
     conversation_id = first["conversation_id"]
@@ -124,9 +127,26 @@ async def test_forgetting_an_insight_keeps_its_source_out_of_prompts_and_trainin
         return "\n".join(lines)
 
     assert CANARY in await exports(), "before forgetting, the takeover's SFT example holds the canary"
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    trained_on, kept_file = f"file-{uuid.uuid4().hex[:12]}", f"file-{uuid.uuid4().hex[:12]}"
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        example_ids = list(
+            (
+                await session.scalars(
+                    select(TrainingExample.id).where(TrainingExample.conversation_id == uuid.UUID(conversation_id))
+                )
+            ).all()
+        )
+        snapshot = TrainingDataset(coach_id=coach_id, kind="sft", example_ids=example_ids, counts={"train": 1})
+        other = TrainingDataset(coach_id=coach_id, kind="sft", example_ids=[], counts={})
+        session.add_all([snapshot, other])
+        await session.flush()
+        for dataset, file_id in ((snapshot, trained_on), (other, kept_file)):
+            session.add(FineTuneJob(coach_id=coach_id, dataset_id=dataset.id, base_model="gpt-4o-mini-2024-07-18",
+                                    status=FineTuneStatus.SUCCEEDED, training_file_id=file_id))  # fmt: skip
 
     [source] = [m for m in await transcript(http, setup, conversation_id) if m["text"] == A_MESSAGE]
-    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    client_id = uuid.UUID(setup.client_id)
     [vector] = await container.registry.local_embedder().embed(["Robin lost a family ring"])
     now = datetime.now(UTC)
     async with tenant_session(container.sessionmaker, coach_id) as session:
@@ -149,6 +169,14 @@ async def test_forgetting_an_insight_keeps_its_source_out_of_prompts_and_trainin
     )
     assert forgotten.status_code == 204, forgotten.text
     await run_jobs()
+    assert deleted_files == [trained_on], "the file of the fine-tune that trained on the forgotten message"
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        left = await session.scalars(
+            select(TrainingExample.prompt).where(
+                TrainingExample.id.in_((await session.get_one(TrainingDataset, snapshot.id)).example_ids)
+            )
+        )
+        assert all(CANARY not in json.dumps(prompt) for prompt in left.all()), "no snapshot keeps the example"
 
     back = await http.post(f"/api/v1/conversations/{conversation_id}/handback", headers=setup.coach.headers)
     assert back.status_code == 200, back.text
