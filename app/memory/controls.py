@@ -213,15 +213,19 @@ class MemoryControls:
 
     async def delete_insight(self, uow: UnitOfWork, client_id: uuid.UUID, insight_id: uuid.UUID) -> None:
         """Forget an insight: its text is erased and it never enters a prompt again. The row stays as a
-        tombstone: its embedding stops the same fact from being re-extracted. The messages it came from are
-        marked forgotten (:attr:`Message.forgotten_at`): they stay in the coach's transcript but leave every
-        later prompt (recent turns, summaries, insight extraction, few-shot examples) and the training data
-        — the summaries built on them are cleared and written again without them, their conversations'
-        training examples rebuilt, and the coach's response cache and cached failure patterns in Redis purged
-        (as after an erasure: a cached reply can quote a message its prompt held); all queued in this
-        transaction. Raises ``NotFound``."""
+        tombstone: its embeddings (the coach's model's, and the offline model's in
+        :attr:`~app.memory.models.Insight.tombstone_embedding`) stop the same fact from being re-extracted. The
+        messages it came from are marked forgotten (:attr:`Message.forgotten_at`): they stay in the coach's
+        transcript but leave every later prompt (recent turns, summaries, insight extraction, few-shot examples)
+        and the training data — the summaries built on them are cleared and written again without them, their
+        conversations' training examples rebuilt (the provider files of fine-tunes trained on the examples
+        removed deleted), and the coach's response cache and cached failure patterns in Redis purged (as after
+        an erasure: a cached reply can quote a message its prompt held); all queued in this transaction.
+        Raises ``NotFound``."""
         session, coach_id = uow.session, uow.coach_id
         insight = await self._visible_insight(session, coach_id, client_id, insight_id)
+        # the text in the offline model's space, which a later switch of the coach's embedder leaves valid
+        [insight.tombstone_embedding] = await self._registry.local_embedder().embed([insight.text])
         insight.status = InsightStatus.DELETED
         insight.text = ""
         conversations = (

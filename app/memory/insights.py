@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from redis.asyncio import Redis
-from sqlalchemy import select
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client
@@ -22,6 +22,7 @@ from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.config import Settings
 from app.llm.base import ChatProvider, Embedder
+from app.llm.local import LOCAL_EMBEDDING_MODEL
 from app.llm.registry import ProviderRegistry
 from app.llm.schema import InvalidModelOutput, generate_structured
 from app.memory.models import Insight, InsightStatus
@@ -77,6 +78,30 @@ class _Planned:
     sources: list[uuid.UUID]
     seen_at: datetime
     target: uuid.UUID | None = None
+    offline_embedding: list[float] | None = None
+    """The text's all-MiniLM-L6-v2 vector, for the tombstone check (:func:`_tombstone_near`)."""
+
+
+def _tombstone_near(
+    client_id: uuid.UUID, embedding_model: str, vector: list[float], offline_vector: list[float]
+) -> Select[uuid.UUID]:
+    """The client's deleted insights at least :data:`TOMBSTONE_SIMILARITY` (cosine) from an extracted one: by
+    their offline-model vector (:attr:`Insight.tombstone_embedding`, ``offline_vector``), which a switch of the
+    coach's embedder leaves comparable; a tombstone without one (deleted before migration 0041 under another
+    model) by its own model's vector (``vector``, made by ``embedding_model``)."""
+    within = 1.0 - TOMBSTONE_SIMILARITY
+    return select(Insight.id).where(
+        Insight.client_id == client_id,
+        Insight.status == InsightStatus.DELETED,
+        or_(
+            Insight.tombstone_embedding.cosine_distance(offline_vector) <= within,
+            and_(
+                Insight.tombstone_embedding.is_(None),
+                Insight.embedding_model == embedding_model,
+                Insight.embedding.cosine_distance(vector) <= within,
+            ),
+        ),
+    )
 
 
 class InsightService:
@@ -186,7 +211,8 @@ class InsightService:
     ) -> list[_Planned]:
         """Decide add / merge / update / skip for each extracted insight against the client's stored ones:
 
-        - cosine ≥ ``TOMBSTONE_SIMILARITY`` to a deleted item → skip (never re-learn what was deleted);
+        - cosine ≥ ``TOMBSTONE_SIMILARITY`` to a deleted item → skip (never re-learn what was deleted), compared
+          in the offline model's space (:func:`_tombstone_near`);
         - cosine ≥ ``DUPLICATE_SIMILARITY`` to a stored item → merge (a restatement: count, sources, status);
         - ``RELATED_SIMILARITY`` ≤ cosine < ``DUPLICATE_SIMILARITY``, same kind → the model decides
           same (merge) / update (new text replaces the old) / different (insert);
@@ -196,11 +222,17 @@ class InsightService:
         Sources: the messages the model cited by number if the text is grounded in one of them, else the
         messages it is grounded in.
         """
-        grounding = await ground(embedder, [f.text for f in found], window)
-        neighbours = await self._neighbours(coach_id, client_id, embedder.model, grounding.vectors)
+        texts = [f.text for f in found]
+        grounding = await ground(embedder, texts, window)
+        offline = (
+            grounding.vectors
+            if embedder.model == LOCAL_EMBEDDING_MODEL
+            else await self._registry.local_embedder().embed(texts)
+        )
+        neighbours = await self._neighbours(coach_id, client_id, embedder.model, grounding.vectors, offline)
         planned: list[_Planned] = []
-        for extracted, vector, matches, nearest in zip(
-            found, grounding.vectors, grounding.matches, neighbours, strict=True
+        for extracted, vector, offline_vector, matches, (tombstone, nearest) in zip(
+            found, grounding.vectors, offline, grounding.matches, neighbours, strict=True
         ):
             if not matches:
                 planned.append(_Planned("skip", extracted, vector, [], window[-1].created_at))
@@ -209,50 +241,57 @@ class InsightService:
             chosen = cited if set(cited) & set(matches) else matches
             sources = [window[i].id for i in chosen]
             seen_at = max(window[i].created_at for i in chosen)
-            action, target = await self._match(provider, extracted, nearest)
+            action, target = ("skip", tombstone) if tombstone else await self._match(provider, extracted, nearest)
             if action == "insert" and any(
                 earlier.action == "insert" and float(np.dot(earlier.embedding, vector)) >= DUPLICATE_SIMILARITY
                 for earlier in planned
             ):
                 action = "skip"
-            planned.append(_Planned(action, extracted, vector, sources, seen_at, target))
+            planned.append(_Planned(action, extracted, vector, sources, seen_at, target, offline_vector))
         return planned
 
     async def _neighbours(
-        self, coach_id: uuid.UUID, client_id: uuid.UUID, embedding_model: str, vectors: list[list[float]]
-    ) -> list[list[Any]]:
-        """For each vector, the client's three nearest stored insights (deleted ones included) as rows of
-        ``(id, kind, status, text, cosine distance)``, all read before any decision is asked of the model."""
+        self,
+        coach_id: uuid.UUID,
+        client_id: uuid.UUID,
+        embedding_model: str,
+        vectors: list[list[float]],
+        offline_vectors: list[list[float]],
+    ) -> list[tuple[uuid.UUID | None, list[Any]]]:
+        """For each vector (``offline_vectors``: the same texts' all-MiniLM-L6-v2 vectors): a tombstone it is as
+        close as :data:`TOMBSTONE_SIMILARITY` to (:func:`_tombstone_near`; ``None``: none) and the client's three
+        nearest live insights as rows of ``(id, kind, status, text, cosine distance)``, all read before any
+        decision is asked of the model."""
         neighbours = []
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
-            for vector in vectors:
-                distance = Insight.embedding.cosine_distance(vector)
-                neighbours.append(
-                    list(
-                        (
-                            await session.execute(
-                                select(Insight.id, Insight.kind, Insight.status, Insight.text, distance)
-                                .where(Insight.client_id == client_id, Insight.embedding_model == embedding_model)
-                                .order_by(distance)
-                                .limit(3)
-                            )
-                        ).all()
-                    )
+            for vector, offline_vector in zip(vectors, offline_vectors, strict=True):
+                tombstone = await session.scalar(
+                    _tombstone_near(client_id, embedding_model, vector, offline_vector).limit(1)
                 )
+                distance = Insight.embedding.cosine_distance(vector)
+                nearest = (
+                    await session.execute(
+                        select(Insight.id, Insight.kind, Insight.status, Insight.text, distance)
+                        .where(
+                            Insight.client_id == client_id,
+                            Insight.embedding_model == embedding_model,
+                            Insight.status != InsightStatus.DELETED,
+                        )
+                        .order_by(distance)
+                        .limit(3)
+                    )
+                ).all()
+                neighbours.append((tombstone, list(nearest)))
         return neighbours
 
     async def _match(
         self, provider: ChatProvider, extracted: ExtractedInsight, nearest: list[Any]
     ) -> tuple[str, uuid.UUID | None]:
-        """The action for ``extracted`` against its nearest stored insights (see :meth:`_plan`) and the
-        insight it applies to: the nearest deleted ones are tombstones, the nearest live one decides."""
-        for insight_id, kind, status, stored_text, dist in nearest:
+        """The action for ``extracted`` against its nearest live stored insights (see :meth:`_plan`) and the
+        insight it applies to: the nearest one decides."""
+        for insight_id, kind, _status, stored_text, dist in nearest:
             similarity = 1.0 - float(dist)
-            if status == InsightStatus.DELETED:
-                if similarity >= TOMBSTONE_SIMILARITY:
-                    return "skip", insight_id
-                continue
             if similarity >= DUPLICATE_SIMILARITY:
                 return "merge", insight_id
             if similarity >= RELATED_SIMILARITY and kind == extracted.kind:
@@ -328,16 +367,7 @@ class InsightService:
         forgotten = select(Message.id).where(Message.id.in_(plan.sources), Message.forgotten_at.is_not(None))
         if await session.scalar(forgotten.limit(1)) is not None:
             return True
-        if plan.action != "insert":
+        if plan.action != "insert" or plan.offline_embedding is None:
             return False
-        tombstone = (
-            select(Insight.id)
-            .where(
-                Insight.client_id == client_id,
-                Insight.embedding_model == embedding_model,
-                Insight.status == InsightStatus.DELETED,
-                Insight.embedding.cosine_distance(plan.embedding) <= 1.0 - TOMBSTONE_SIMILARITY,
-            )
-            .limit(1)
-        )
-        return await session.scalar(tombstone) is not None
+        tombstone = _tombstone_near(client_id, embedding_model, plan.embedding, plan.offline_embedding)
+        return await session.scalar(tombstone.limit(1)) is not None

@@ -82,8 +82,8 @@ class InsightKind:
 
 class InsightStatus:
     """``active`` / ``achieved`` / ``dropped`` as the conversation says; ``deleted`` is a tombstone left
-    when the client or coach deletes an item: its text is erased, its embedding kept so the same fact is
-    never extracted again."""
+    when the client or coach deletes an item: its text is erased, its embeddings kept so the same fact is
+    never extracted again (:attr:`Insight.tombstone_embedding`)."""
 
     ACTIVE = "active"
     ACHIEVED = "achieved"
@@ -123,6 +123,10 @@ class Insight(TenantMixin, Base):
     edited_by_coach: Mapped[bool] = mapped_column(default=False)
     embedding: Mapped[list[float]] = mapped_column(BinaryVector(EMBEDDING_DIMENSIONS))
     embedding_model: Mapped[str] = mapped_column(String(200))
+    tombstone_embedding: Mapped[list[float] | None] = mapped_column(BinaryVector(EMBEDDING_DIMENSIONS))
+    """A deleted insight's text embedded by the offline all-MiniLM-L6-v2 when it was deleted (``None`` for a live
+    one, and for a tombstone from before migration 0041 made by another model): the text is gone, so a switch
+    of the coach's embedder cannot embed it again, and extraction compares with it in that fixed space."""
 
 
 class ClientProfile(TenantMixin, Base):

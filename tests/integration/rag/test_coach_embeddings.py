@@ -25,6 +25,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from app.accounts.models import Coach as CoachRow
+from app.accounts.unit_of_work import unit_of_work
 from app.chat import embeddings
 from app.container import Container
 from app.conversations.models import Message
@@ -668,6 +669,49 @@ async def test_an_insight_extracted_while_the_coach_switches_models_is_stored_wi
         [insight] = (await session.scalars(select(Insight))).all()
     assert insight.embedding_model == MODEL
     assert np.allclose(list(insight.embedding), fake_vector(QUESTION), atol=1e-6)
+
+
+async def test_a_forgotten_insight_is_not_learnt_again_after_the_coach_switches_embedders(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    endpoint: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client forgets an insight learnt under MiniLM; the coach then switches to the OpenAI-compatible model
+    (every vector made again from its text, but a tombstone has none) and the client says the same again: the
+    extraction does not learn it again. Before, the tombstone was compared only with insights of its own model."""
+    coach = await new_coach(http, make_coach, "Forgetful Coach", NOTE)
+    await run_jobs()
+    client = await make_client(http, coach)
+    coach_id, client_id = uuid.UUID(coach.coach_id), uuid.UUID(client["id"])
+    conversation_id = uuid.UUID((await chat(http, client["widget_token"]))["conversation_id"])
+    await run_jobs()
+    found = ExtractedInsight(kind="goal", text=QUESTION, importance=6, status="active", evidence=[1])
+
+    async def extraction(*args: Any, **kwargs: Any) -> InsightExtraction:
+        return InsightExtraction(insights=[found])
+
+    monkeypatch.setattr(insights, "generate_structured", extraction)
+    learnt = await container.insights.extract_insights(coach_id, conversation_id, force=True)
+    assert learnt == "1 insights stored or updated"
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        [insight] = (await uow.session.scalars(select(Insight))).all()
+        assert insight.embedding_model == LOCAL
+        await container.memory.delete_insight(uow, client_id, insight.id)
+    await run_jobs()
+    assert (await request_switch(http, coach)).status_code == 202
+    await run_jobs()
+    assert (await embedding_status(http, coach))["in_use"] == MODEL
+
+    said_again = uuid.UUID((await chat(http, client["widget_token"]))["conversation_id"])  # the same words
+    await run_jobs()
+    again = await container.insights.extract_insights(coach_id, said_again, force=True)
+    assert again == "0 insights stored or updated"
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        rows = (await session.execute(select(Insight.status, Insight.text, Insight.embedding_model))).all()
+    assert [tuple(row) for row in rows] == [("deleted", "", LOCAL)], "only the tombstone, still MiniLM's"
 
 
 async def test_writers_of_one_coach_share_the_model_lock_and_the_switch_waits_for_them(
