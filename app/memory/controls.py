@@ -23,7 +23,7 @@ from app.core.pagination import Keyset, PageRequest
 from app.db import jobs
 from app.llm.registry import ProviderRegistry
 from app.memory.models import ChatSession, ClientProfile, Insight, InsightKind, InsightStatus, SessionStatus
-from app.memory.profile import profile_for_update
+from app.memory.profile import PROFILE_LISTS, forget_sessions, keep_sources_of_held_lines, profile_for_update
 
 
 @dataclass(frozen=True)
@@ -263,10 +263,14 @@ class MemoryControls:
             chat_session.source_message_ids = []
             chat_session.embedding = None
             jobs.summarize_session(session, coach_id, chat_session.id, cause=f"forget:{insight_id}")
+        # the profile lines learnt from those sessions go; their new summaries' profile jobs add back the rest
+        await forget_sessions(session, coach_id, client_id, [chat_session.id for chat_session in affected])
 
     async def delete_summary(self, uow: UnitOfWork, client_id: uuid.UUID, session_id: uuid.UUID) -> None:
         """Forget a session summary: summary, sources and vector are erased, so it is neither listed nor
-        recalled again (the session's messages stay in the transcript). Raises ``NotFound``."""
+        recalled again, and the profile lines learnt from that session alone go too
+        (:func:`~app.memory.profile.forget_sessions`; the session's messages stay in the transcript). Raises
+        ``NotFound``."""
         session, coach_id = uow.session, uow.coach_id
         chat_session = await session.scalar(
             select(ChatSession)
@@ -285,6 +289,7 @@ class MemoryControls:
         chat_session.summary_error = None
         chat_session.source_message_ids = []
         chat_session.embedding = None
+        await forget_sessions(session, coach_id, client_id, [session_id])  # and the profile lines it alone gave
         await session.flush()
 
     async def edit_profile(self, uow: UnitOfWork, client_id: uuid.UUID, changes: dict[str, Any]) -> ClientProfile:
@@ -293,13 +298,12 @@ class MemoryControls:
         session, coach_id = uow.session, uow.coach_id
         await self._accounts.get_client(uow, client_id)
         profile = await profile_for_update(session, coach_id, client_id)
-        lists = ("communication_preferences", "what_works", "what_doesnt_work", "sensitive_topics")
         for name, value in changes.items():
             if name == "tone":
                 if not isinstance(value, str) or len(value) > 200:
                     raise InvalidInput("tone must be a string of at most 200 characters")
                 profile.tone = value.strip()
-            elif name in lists:
+            elif name in PROFILE_LISTS:
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                     raise InvalidInput(f"{name} must be a list of strings")
                 entries = [v.strip() for v in value if v.strip()]
@@ -308,6 +312,7 @@ class MemoryControls:
                 setattr(profile, name, entries)
             else:
                 raise InvalidInput(f"unknown profile field {name!r}")
+        keep_sources_of_held_lines(profile)
         profile.coach_edited_at = datetime.now(UTC)
         await session.flush()
         return profile

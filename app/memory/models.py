@@ -144,6 +144,12 @@ class ClientProfile(TenantMixin, Base):
     sensitive_topics: Mapped[list[str]] = mapped_column(JSONB, default=list)
     coach_edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    entry_sessions: Mapped[dict[str, dict[str, list[str]]]] = mapped_column(
+        JSONB, default=dict, server_default=text("'{}'::jsonb")
+    )
+    """Where the ``update_profile`` job's lines came from: ``{list name: {line casefolded: [chat session ids]}}``
+    (migration 0042). A line with no entry (the coach's own, or learnt before 0042) is kept when sessions are
+    forgotten (:func:`app.memory.profile.forget_sessions`)."""
 
 
 class Episode(TenantMixin, Base):

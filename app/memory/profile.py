@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 PROFILE_LIST_CAP = 8
 PROFILE_MAX_TOKENS = 300
+PROFILE_LISTS = ("communication_preferences", "what_works", "what_doesnt_work", "sensitive_topics")
+"""The profile's list fields (lines of short statements)."""
 
 
 def _merge_list(current: Sequence[str], new: Sequence[str]) -> list[str]:
@@ -43,6 +45,58 @@ def _merge_list(current: Sequence[str], new: Sequence[str]) -> list[str]:
             seen.add(entry.casefold())
             merged.append(entry)
     return merged[-PROFILE_LIST_CAP:]
+
+
+def _learnt(profile: ClientProfile, name: str, lines: Sequence[str], session_id: uuid.UUID) -> None:
+    """Record that session ``session_id`` gave the lines ``lines`` of list ``name`` (those the list still holds)
+    in :attr:`ClientProfile.entry_sessions`, and forget the sources of lines the list no longer holds."""
+    held = {line.casefold() for line in getattr(profile, name)}
+    sources = {key: ids for key, ids in (profile.entry_sessions or {}).get(name, {}).items() if key in held}
+    for key in {line.casefold() for line in lines} & held:
+        sources[key] = list(dict.fromkeys([*sources.get(key, []), str(session_id)]))
+    profile.entry_sessions = {**(profile.entry_sessions or {}), name: sources}
+
+
+def keep_sources_of_held_lines(profile: ClientProfile) -> None:
+    """Drop the recorded sources of lines a list no longer holds (after the coach edited the lists): a line the
+    coach kept keeps its sessions, so forgetting them still removes it."""
+    entry_sessions = profile.entry_sessions or {}
+    profile.entry_sessions = {
+        name: {
+            key: ids
+            for key, ids in entry_sessions.get(name, {}).items()
+            if key in {line.casefold() for line in getattr(profile, name)}
+        }
+        for name in PROFILE_LISTS
+    }
+
+
+async def forget_sessions(
+    session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, session_ids: Sequence[uuid.UUID]
+) -> None:
+    """The sessions ``session_ids`` no longer tell anything (their summary was forgotten, or messages in them
+    were): each learnt profile line loses them as sources, and a line left with none leaves the profile. The
+    ``update_profile`` job of a session summarised again adds back what it still shows. Lines with no recorded
+    source (the coach's own, or older than migration 0042) stay. Under the profile's lock; nothing to do without
+    a profile."""
+    forgotten = {str(session_id) for session_id in session_ids}
+    if not forgotten:
+        return
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"profile:{client_id}"})
+    profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+    if profile is None or not profile.entry_sessions:
+        return
+    entry_sessions: dict[str, dict[str, list[str]]] = {}
+    for name in PROFILE_LISTS:
+        sources = {
+            key: [i for i in ids if i not in forgotten] for key, ids in profile.entry_sessions.get(name, {}).items()
+        }
+        gone = {key for key, ids in sources.items() if not ids}
+        if gone:
+            setattr(profile, name, [line for line in getattr(profile, name) if line.casefold() not in gone])
+            profile.updated_at = datetime.now(UTC)
+        entry_sessions[name] = {key: ids for key, ids in sources.items() if ids}
+    profile.entry_sessions = entry_sessions
 
 
 async def profile_for_update(session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> ClientProfile:
@@ -59,6 +113,7 @@ async def profile_for_update(session: AsyncSession, coach_id: uuid.UUID, client_
             what_doesnt_work=[],
             tone="",
             sensitive_topics=[],
+            entry_sessions={},
         )
         session.add(profile)
     return profile
@@ -81,8 +136,10 @@ class ProfileService:
 
     async def update_profile(self, coach_id: uuid.UUID, session_id: uuid.UUID) -> str:
         """Job: merge what a summarised session shows about working with the client into the L4 profile.
-        Lists gain new entries (case-insensitive de-duplication, newest kept); ``tone`` is set only while the
-        coach has not edited the profile. Idempotent per session (``profile_updated`` mark in the summary)."""
+        Lists gain new entries (case-insensitive de-duplication, newest kept), each recording the session among
+        its sources (:attr:`ClientProfile.entry_sessions`, for :func:`forget_sessions`); ``tone`` is set only
+        while the coach has not edited the profile. Idempotent per session (``profile_updated`` mark in the
+        summary)."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             chat_session = await session.get(ChatSession, session_id)
@@ -93,7 +150,8 @@ class ProfileService:
             messages = await session_messages(session, session_id)
             coach = await uow.coach()
             client = await session.get_one(Client, chat_session.client_id)
-            summary = summary_text(chat_session.summary)
+            summarised = dict(chat_session.summary)
+            summary = summary_text(summarised)
         client_turns = [msg for msg in messages if msg.sender_type == SenderType.CLIENT]
         budget = input_tokens(self._settings, PROFILE_MAX_TOKENS)
         recent = windows(client_turns, budget // 2)[-1] if client_turns else []
@@ -114,16 +172,18 @@ class ProfileService:
             return "invalid model output"
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
+            # the session row before the profile's lock, in the order a forget takes them
+            chat_session = await session.get(ChatSession, session_id, with_for_update=True)
+            if chat_session is None or chat_session.summary != summarised:
+                # forgotten (or summarised again) while the model answered: that summary's own job runs
+                return "summary changed meanwhile"
             profile = await profile_for_update(session, coach_id, client.id)
-            profile.communication_preferences = _merge_list(
-                profile.communication_preferences, output.communication_preferences
-            )
-            profile.what_works = _merge_list(profile.what_works, output.what_works)
-            profile.what_doesnt_work = _merge_list(profile.what_doesnt_work, output.what_doesnt_work)
-            profile.sensitive_topics = _merge_list(profile.sensitive_topics, output.sensitive_topics)
+            for name in PROFILE_LISTS:
+                lines = getattr(output, name)
+                setattr(profile, name, _merge_list(getattr(profile, name), lines))
+                _learnt(profile, name, lines, session_id)
             if output.tone and profile.coach_edited_at is None:
                 profile.tone = output.tone
             profile.updated_at = datetime.now(UTC)
-            chat_session = await session.get_one(ChatSession, session_id)
-            chat_session.summary = {**(chat_session.summary or {}), "profile_updated": True}
+            chat_session.summary = {**summarised, "profile_updated": True}
         return "updated"

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
@@ -431,6 +432,37 @@ async def test_profile_edit(http: httpx.AsyncClient, coach: Coach, maya: Seeded)
         f"/api/v1/clients/{fresh['id']}/memory/profile", headers=coach.headers, json={"sensitive_topics": ["debt"]}
     )
     assert created.status_code == 200 and created.json()["sensitive_topics"] == ["debt"]
+
+
+async def test_a_forgotten_summary_takes_the_profile_lines_only_its_session_gave(
+    http: httpx.AsyncClient, container: Container, coach: Coach, maya: Seeded
+) -> None:
+    """Profile lines record the sessions they were learnt from (``entry_sessions``). Forgetting a session's
+    summary removes the lines that session alone gave, a line the coach kept through an edit included; a line
+    another session also gave stays, as do the coach's own lines and lines with no recorded source."""
+    coach_id, client_id = uuid.UUID(coach.coach_id), uuid.UUID(maya.client_id)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+        assert profile is not None
+        profile.entry_sessions = {
+            "sensitive_topics": {"her father's illness": [maya.summarized_id]},
+            "what_works": {"weekly plans": [maya.summarized_id, maya.failed_id]},
+            "what_doesnt_work": {"long lectures": [maya.summarized_id]},
+        }
+    edited = await http.patch(
+        f"{maya.memory_url}/profile", headers=coach.headers, json={"what_doesnt_work": ["Long lectures", "homework"]}
+    )
+    assert edited.status_code == 200, edited.text
+    forgotten = await http.delete(f"{maya.memory_url}/summaries/{maya.summarized_id}", headers=coach.headers)
+    assert forgotten.status_code == 204, forgotten.text
+    profile_out = (await http.get(maya.memory_url, headers=coach.headers)).json()["profile"]
+    assert profile_out["sensitive_topics"] == [], "that session alone gave it"
+    assert profile_out["what_doesnt_work"] == ["homework"], "kept by the coach's edit, still that session's"
+    assert profile_out["what_works"] == ["weekly plans"], "another session gave it too"
+    assert profile_out["communication_preferences"] == ["short messages"], "no recorded source"
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+    assert profile is not None and profile.entry_sessions["what_works"] == {"weekly plans": [maya.failed_id]}
 
 
 # ---------------------------------------------------------------- sessions

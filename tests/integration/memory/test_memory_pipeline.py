@@ -65,6 +65,7 @@ NOVEL = "Wants to finish the novel manuscript by December 2026"
 NOVEL_DROPPED = "Gave up on finishing the novel manuscript by December 2026"  # cosine 0.87: the model decides
 SPANISH = "Wants to learn Spanish before the trip to Madrid in May"
 SPANISH_RESTATED = "Still wants to learn Spanish before the Madrid trip in May"  # cosine 0.93 to the tombstone
+SPANISH_TOPIC = "Feels pressure about learning Spanish for Madrid"  # what the profile job notes of it
 RULES: list[tuple[str, dict[str, Any]]] = [
     ("berlin marathon", {"kind": "goal", "text": MARATHON, "importance": 8, "status": "active"}),
     ("promoted to team lead", {"kind": "goal", "text": PROMOTION, "importance": 7, "status": "active"}),
@@ -113,7 +114,7 @@ class FakeOpenAI:
             "decision": self._decision,
             "summary": self._summary,
             "extract": self._extract,
-            "profile": lambda _: PROFILE,
+            "profile": self._profile,
         }[job](user)
         return openai_completion(json.dumps(answer))
 
@@ -126,6 +127,11 @@ class FakeOpenAI:
             if evidence:
                 found.append({**insight, "evidence": evidence})
         return {"insights": found}
+
+    @staticmethod
+    def _profile(user: str) -> dict[str, Any]:
+        """:data:`PROFILE`, plus :data:`SPANISH_TOPIC` as a sensitive topic when the session mentions Spanish."""
+        return PROFILE | {"sensitive_topics": [SPANISH_TOPIC] if "spanish" in user.casefold() else []}
 
     @staticmethod
     def _summary(user: str) -> dict[str, Any]:
@@ -439,6 +445,13 @@ async def test_a_dropped_goal_is_retired_and_no_longer_recalled(
     assert "learn Spanish before my trip" not in system, "nor inside a session summary"
 
 
+async def profile_of(container: Container, coach_id: uuid.UUID, client_id: uuid.UUID) -> ClientProfile:
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+    assert profile is not None
+    return profile
+
+
 async def test_a_deleted_insight_never_reappears(
     container: Container,
     http: httpx.AsyncClient,
@@ -446,20 +459,22 @@ async def test_a_deleted_insight_never_reappears(
     llm: FakeOpenAI,
     run_jobs: Callable[[], Awaitable[None]],
 ) -> None:
-    """The coach deletes an insight: the summary built on its message is written again without it. The
-    client restates it and extraction runs again: the tombstone stops it (no new row, no decision asked, the
-    tombstone keeps no text, only its message ids), and the next prompt carries it neither as an insight
-    nor inside a summary."""
+    """The coach deletes an insight: the summary built on its message is written again without it, and the
+    profile line learnt from that session goes. The client restates it and extraction runs again: the tombstone
+    stops it (no new row, no decision asked, the tombstone keeps no text, only its message ids), and the next
+    prompt carries it neither as an insight nor inside a summary."""
     client_id = await new_client(http, coach, "Jonas")
     coach_id = uuid.UUID(coach.coach_id)
     first = await say(container, coach, client_id, "I want to learn Spanish before my trip to Madrid in May.")
     await end_and_run(container, coach, first.conversation_id, run_jobs)
     [insight] = await insights_of(container, coach, client_id)
     assert insight.text == SPANISH
+    assert (await profile_of(container, coach_id, client_id)).sensitive_topics == [SPANISH_TOPIC]
     summaries_before = len(llm.structured["summary"])
     async with unit_of_work(container.sessionmaker, coach_id) as uow:
         await container.memory.delete_insight(uow, client_id, insight.id)
     await run_jobs()
+    assert (await profile_of(container, coach_id, client_id)).sensitive_topics == [], "the line learnt from it"
     assert len(llm.structured["summary"]) > summaries_before, "the session's summary was written again"
     resummarised = llm.structured["summary"][-1]["messages"][-1]["content"]
     assert "learn Spanish before my trip" not in resummarised, "without the forgotten message"
