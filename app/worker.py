@@ -504,6 +504,8 @@ class _SharedContainer:
         async with self._lock:
             self._users -= 1
             if self._users == 0 and self._container is not None:
+                if self._telegram is not None:
+                    await self._telegram.service.close()
                 await self._container.close()
                 self._container = None
 

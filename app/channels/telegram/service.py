@@ -6,6 +6,7 @@ Every method runs in the coach's tenant transaction (row-level security). The Bo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
@@ -44,6 +45,10 @@ RECLAIM_AFTER_S = 120.0
 """Seconds after which an update taken but never finished counts as lost with its process: a re-send of it is
 processed, and the worker's sweep processes it. The process working on an update renews its claim every third
 of this (:meth:`TelegramService.renew`), so a turn longer than this is not taken from it."""
+RETIRE_AFTER_S = 600.0
+"""Seconds a coach's replaced Bot API client (the token changed, the bot connected again) stays open before its
+connection pools close: longer than a streamed reply that may still be using it (its model call's overall
+deadline, ``LLM_DEADLINE_SECONDS``, is 300 s by default)."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,9 @@ class TelegramService:
         self._enrollments = enrollments
         self.guard = EgressGuard.from_settings(settings)
         self._bots: dict[uuid.UUID, tuple[bytes, Bot]] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
         self.reclaim_after_s = RECLAIM_AFTER_S
+        self.retire_after_s = RETIRE_AFTER_S
 
     def mode(self) -> str:
         """``webhook`` when PUBLIC_URL is https or TELEGRAM_API_URL is a self-hosted Bot API server (or
@@ -138,7 +145,7 @@ class TelegramService:
                     raise InvalidInput(f"Telegram refused the bot token: {exc.message}") from None
         finally:
             await bot.shutdown()
-        self._bots.pop(coach_id, None)
+        self._retire(coach_id)
         return await self.status(coach_id)
 
     async def _register(self, bot: Bot, coach_id: uuid.UUID, mode: str, secret: str) -> None:
@@ -228,9 +235,32 @@ class TelegramService:
         cached = self._bots.get(coach_id)
         if cached is not None and cached[0] == encrypted:
             return cached[1]
+        self._retire(coach_id)  # the token changed: the client made with the old one goes
         bot = make_bot(self._settings, self.guard, self._secrets.decrypt(encrypted))
         self._bots[coach_id] = (encrypted, bot)
         return bot
+
+    def _retire(self, coach_id: uuid.UUID) -> None:
+        """Drop the coach's cached Bot API client, if any; its connection pools close :attr:`retire_after_s`
+        later, so a call still using it (a reply being streamed) ends first."""
+        cached = self._bots.pop(coach_id, None)
+        if cached is not None:
+            task = asyncio.create_task(self._close_later(cached[1]))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def _close_later(self, bot: Bot) -> None:
+        try:
+            await asyncio.sleep(self.retire_after_s)
+        finally:  # cancelled by close(): at once
+            await bot.shutdown()
+
+    async def close(self) -> None:
+        """Close every Bot API client this service made, the retired ones at once (the process is stopping)."""
+        cached, self._bots = list(self._bots.values()), {}
+        for task in self._retiring:
+            task.cancel()
+        await asyncio.gather(*self._retiring, *(bot.shutdown() for _, bot in cached), return_exceptions=True)
 
     async def check_secret(self, coach_id: uuid.UUID, secret: str) -> bool:
         """Whether ``secret`` (the ``X-Telegram-Bot-Api-Secret-Token`` header) is the coach's webhook secret,

@@ -64,7 +64,8 @@ async def _align(channel: TelegramChannel) -> None:
 
 
 async def stop(app: Litestar) -> None:
-    """Web app shutdown hook (before the container closes): stop the poller, finish the updates in progress."""
+    """Web app shutdown hook (before the container closes): stop the poller, finish the updates in progress,
+    close the Bot API clients."""
     state = app.state
     tasks = [getattr(state, name, None) for name in ("telegram_aligning", "telegram_poller")]
     for task in (t for t in tasks if t is not None):
@@ -73,3 +74,4 @@ async def stop(app: Litestar) -> None:
     channel: TelegramChannel | None = getattr(state, "telegram", None)
     if channel is not None:
         await channel.drain()
+        await channel.service.close()

@@ -23,6 +23,7 @@ from standardwebhooks import Webhook
 
 from app.channels.telegram import poller, render
 from app.channels.telegram.adapter import BAD_INVITE
+from app.channels.telegram.bot import CoachBot
 from app.channels.telegram.models import TelegramChat, TelegramUpdate
 from app.channels.telegram.outbound import ChatOutbox
 from app.channels.telegram.poller import poll_once
@@ -298,6 +299,47 @@ async def test_a_stranger_enrolled_by_two_processes_at_once_is_one_client(
     assert {client_id for client_id, _ in enrolled} == {(await here.binding(coach_id, chat_id)).client_id}
     assert sorted(new for _, new in enrolled) == [False, True]
     assert len((await tg.get("/api/v1/clients", headers=bot.coach.headers)).json()) == 1
+
+
+async def test_a_bot_client_replaced_by_a_new_token_is_closed_after_its_grace_and_the_rest_at_shutdown(
+    tg: httpx.AsyncClient,
+    tg_settings: Settings,
+    services: Services,
+    registry: ProviderRegistry,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The coach connects the bot again with a new token: the Bot API client cached for the old one is not
+    dropped open (its HTTP connection pools leaked until the process ended) but closed once a reply it may be
+    streaming had time to end; a process stopping closes its clients at once."""
+    closed: list[int] = []  # ids: a Bot compares by its getMe user, which these clients never fetched
+    shutdown = CoachBot.shutdown
+
+    async def recorded_shutdown(self: CoachBot) -> None:
+        closed.append(id(self))
+        await shutdown(self)
+
+    monkeypatch.setattr(CoachBot, "shutdown", recorded_shutdown)
+    bot = await make_bot()
+    coach_id = uuid.UUID(bot.coach.coach_id)
+    other = await Container.create(tg_settings, services.database_url, services.redis_url, registry=registry)
+    try:
+        service = build_channel(other).service
+        service.retire_after_s = 0.2
+        old = await service.bot(coach_id)
+        assert await service.bot(coach_id) is old, "cached while the token is the same"
+        token, _ = new_token(fake)
+        reconnected = await tg.put("/api/v1/channels/telegram", headers=bot.coach.headers, json={"bot_token": token})
+        assert reconnected.status_code == 200, reconnected.text
+        new = await service.bot(coach_id)  # this process sees the token changed
+        assert new is not old and id(old) not in closed, "not closed under a call that may still use it"
+        await asyncio.sleep(0.5)
+        assert id(old) in closed and id(new) not in closed
+        await service.close()
+        assert id(new) in closed
+    finally:
+        await other.close()
 
 
 async def test_strangers_over_the_enrollment_limit_are_asked_to_wait_and_no_client_is_made(
