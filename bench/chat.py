@@ -70,12 +70,9 @@ from rich.table import Table
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-# bench/telegram.py would shadow python-telegram-bot's ``telegram`` package (the app imports it): the project
-# root (the tests' OpenAI wire format) goes first and bench/ last; the PDF reader's spawned process inherits it
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path[0] = str(ROOT)
-sys.path.append(str(BENCH))
+sys.path.insert(0, str(ROOT))  # the tests' OpenAI wire format (tests/ is not an installed package)
 
 from harness import bench_app, console, ingest_pdf, percentile, print_table  # noqa: E402
 

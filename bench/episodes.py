@@ -24,30 +24,21 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
+from chat import CpuMeter
+from harness import bench_app, print_table
 from rich.table import Table
 from sqlalchemy import delete
 
-# bench/telegram.py would shadow python-telegram-bot's ``telegram`` package (the app imports it): the project
-# root goes first and bench/ last, as in bench/chat.py
-BENCH = Path(__file__).resolve().parent
-sys.path[0] = str(BENCH.parent)
-sys.path.append(str(BENCH))
-
-from chat import CpuMeter  # noqa: E402
-from harness import bench_app, print_table  # noqa: E402
-
-from app.accounts.models import Client  # noqa: E402
-from app.container import Container  # noqa: E402
-from app.conversations.models import Conversation, Message, SenderType  # noqa: E402
-from app.db.engine import tenant_session  # noqa: E402
-from app.memory.models import Episode  # noqa: E402
+from app.accounts.models import Client
+from app.container import Container
+from app.conversations.models import Conversation, Message, SenderType
+from app.db.engine import tenant_session
+from app.memory.models import Episode
 
 REPLIES = [
     "Take one small step today.",

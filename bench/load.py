@@ -31,7 +31,6 @@ import json
 import os
 import random
 import re
-import sys
 import tempfile
 import time
 import uuid
@@ -43,17 +42,10 @@ from typing import Any
 import httpx
 import uvloop
 import websockets
+from chaos import PASSWORD, Cluster, api_up, new_coach, stub, until
+from compose_file import layout
+from harness import BENCH_CHAT_RATE_LIMIT, console, percentile, print_table
 from rich.table import Table
-
-BENCH = Path(__file__).resolve().parent
-if sys.path[0] == str(BENCH):  # run as a script: bench/telegram.py would shadow the telegram package
-    sys.path[0] = str(BENCH.parent)
-if str(BENCH) not in sys.path:
-    sys.path.append(str(BENCH))
-
-from chaos import PASSWORD, Cluster, api_up, new_coach, stub, until  # noqa: E402
-from compose_file import layout  # noqa: E402
-from harness import BENCH_CHAT_RATE_LIMIT, console, percentile, print_table  # noqa: E402
 
 CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
 BENCH_ENV = {

@@ -29,35 +29,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
+from harness import analysed, bench_app, console, print_table, timed
 from rich.table import Table
 from sqlalchemy import select, text
 
-# bench/telegram.py would shadow python-telegram-bot's ``telegram`` package (the app imports it): the project
-# root goes first and bench/ last, as in bench/chat.py
-BENCH = Path(__file__).resolve().parent
-sys.path[0] = str(BENCH.parent)
-sys.path.append(str(BENCH))
-
-from harness import analysed, bench_app, console, print_table, timed  # noqa: E402
-
-from app.accounts.api_keys import issue_api_key  # noqa: E402
-from app.accounts.models import Client  # noqa: E402
-from app.accounts.unit_of_work import UnitOfWork, unit_of_work  # noqa: E402
-from app.asgi import create_app  # noqa: E402
-from app.container import Container  # noqa: E402
-from app.conversations.models import Message  # noqa: E402
-from app.core.pagination import EVERY_ROW, Keyset, PageRequest  # noqa: E402
-from app.core.runtime import serve_in_background  # noqa: E402
-from app.handoff.brief import BRIEF_INSIGHTS  # noqa: E402
-from app.llm.base import EMBEDDING_DIMENSIONS  # noqa: E402
+from app.accounts.api_keys import issue_api_key
+from app.accounts.models import Client
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
+from app.asgi import create_app
+from app.container import Container
+from app.conversations.models import Message
+from app.core.pagination import EVERY_ROW, Keyset, PageRequest
+from app.core.runtime import serve_in_background
+from app.handoff.brief import BRIEF_INSIGHTS
+from app.llm.base import EMBEDDING_DIMENSIONS
 
 T0 = datetime(2021, 1, 1, tzinfo=UTC)
 SAME_VECTOR = "CAST(array_fill(CAST(0.05 AS real), ARRAY[CAST(:dims AS int)]) AS vector)"

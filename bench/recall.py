@@ -25,29 +25,23 @@ import argparse
 import asyncio
 import itertools
 import json
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from harness import analysed, bench_app, console, print_table, timed
 from rich.table import Table
 from sqlalchemy import text
 
-# bench/telegram.py would shadow python-telegram-bot's ``telegram`` package (the app imports it): the project
-# root goes first and bench/ last, as in bench/chat.py
+from app.accounts.models import Coach
+from app.accounts.unit_of_work import unit_of_work
+from app.container import Container
+from app.evals.learning import load_esconv
+from app.memory.episodes import episode_arms
+from app.memory.retrieval import CANDIDATES, context_for
+
 BENCH = Path(__file__).resolve().parent
-sys.path[0] = str(BENCH.parent)
-sys.path.append(str(BENCH))
-
-from harness import analysed, bench_app, console, print_table, timed  # noqa: E402
-
-from app.accounts.models import Coach  # noqa: E402
-from app.accounts.unit_of_work import unit_of_work  # noqa: E402
-from app.container import Container  # noqa: E402
-from app.evals.learning import load_esconv  # noqa: E402
-from app.memory.episodes import episode_arms  # noqa: E402
-from app.memory.retrieval import CANDIDATES, context_for  # noqa: E402
 
 ESCONV = BENCH.parent.parent / "shared" / "data" / "esconv"
 T0 = datetime(2021, 1, 1, tzinfo=UTC)

@@ -23,12 +23,12 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from chat import CpuMeter
+from harness import bench_app, print_table
 from pgvector import Vector
 from pgvector.sqlalchemy import VECTOR
 from rich.table import Table
@@ -36,18 +36,9 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import UserDefinedType
 
-# bench/telegram.py would shadow python-telegram-bot's ``telegram`` package (the app imports it): the project
-# root goes first and bench/ last, as in bench/chat.py
-BENCH = Path(__file__).resolve().parent
-sys.path[0] = str(BENCH.parent)
-sys.path.append(str(BENCH))
-
-from chat import CpuMeter  # noqa: E402
-from harness import bench_app, print_table  # noqa: E402
-
-from app.db.engine import make_engine  # noqa: E402
-from app.db.vectors import BinaryVector  # noqa: E402
-from app.llm.base import EMBEDDING_DIMENSIONS  # noqa: E402
+from app.db.engine import make_engine
+from app.db.vectors import BinaryVector
+from app.llm.base import EMBEDDING_DIMENSIONS
 
 WAYS = ("text", "binary")
 

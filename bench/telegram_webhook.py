@@ -10,8 +10,8 @@ messages one after the other (each waits for its answer), after an untimed warm-
 
 Run from the project root::
 
-    .venv/bin/python bench/telegram.py
-    .venv/bin/python bench/telegram.py --updates 20 --json
+    .venv/bin/python bench/telegram_webhook.py
+    .venv/bin/python bench/telegram_webhook.py --updates 20 --json
 """
 
 from __future__ import annotations
@@ -33,9 +33,7 @@ from litestar import Litestar, post
 from litestar.response import Stream
 from rich.table import Table
 
-# this file's name would shadow python-telegram-bot's ``telegram`` package: drop bench/ from the path now that
-# the harness is imported, and add the project root for the tests' fake Bot API and OpenAI wire format
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' fake Bot API and OpenAI wire format
 
 from app.accounts.unit_of_work import unit_of_work  # noqa: E402
 from app.asgi import create_app  # noqa: E402
