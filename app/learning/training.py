@@ -42,7 +42,7 @@ from app.accounts.models import Coach
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.metadata import feedback_of
-from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
+from app.conversations.models import Conversation, Message, SenderType
 from app.core.errors import InvalidInput, NotFound
 from app.db import jobs
 from app.learning.models import (
@@ -233,11 +233,11 @@ class TrainingDataService:
         if conversation is None:
             return "conversation gone"
         coach = await uow.coach()
-        messages = list(
+        messages = list(  # forgotten ones too: a reply to a forgotten message is left out (_candidates)
             (
                 await session.scalars(
                     select(Message)
-                    .where(Message.conversation_id == conversation_id, REMEMBERED)
+                    .where(Message.conversation_id == conversation_id)
                     .order_by(Message.created_at, Message.id)
                 )
             ).all()
@@ -298,7 +298,10 @@ class TrainingDataService:
     def _candidates(
         self, coach: Coach, messages: list[Message], drafts: dict[uuid.UUID, str | None]
     ) -> list[_Candidate]:
-        """Every example the conversation's messages support, in message order."""
+        """Every example the conversation's messages (forgotten ones included) support, in message order. A
+        forgotten message is in no prompt, and a reply to a forgotten client message is no example: it answers
+        (and may restate) what the client asked to forget, and without it the reply would be paired with the
+        client's message before."""
         window = max(coach.recent_messages, 1)
         out: list[_Candidate] = []
         client_before: dict[uuid.UUID, Message | None] = {}
@@ -308,9 +311,12 @@ class TrainingDataService:
             if message.sender_type == SenderType.CLIENT:
                 last_client = message
         for index, message in enumerate(messages):
-            if message.sender_type == SenderType.CLIENT or _excluded(message) or client_before[message.id] is None:
+            answered = client_before[message.id]
+            if message.sender_type == SenderType.CLIENT or _excluded(message) or answered is None:
                 continue
-            prompt = self._prompt(coach, messages[:index], window)
+            if message.forgotten_at is not None or answered.forgotten_at is not None:
+                continue
+            prompt = self._prompt(coach, [m for m in messages[:index] if m.forgotten_at is None], window)
             if not any(msg["role"] == "user" for msg in prompt):
                 continue
             thumbs = _thumbs(message)

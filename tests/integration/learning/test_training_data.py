@@ -314,3 +314,38 @@ async def test_learning_settings_through_the_api(
     now = (await http.get("/api/v1/settings", headers=setup.coach.headers)).json()
     assert now["persona"] != "New" and now["fine_tune_min_days"] == 3
     assert json.loads(json.dumps(now))["judge_model"] == "gpt-4o"
+
+
+async def test_a_reply_to_a_forgotten_message_is_no_training_example(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """Two turns (client, coach's reply); the client's second message is forgotten (an insight built on it was
+    deleted). The coach's reply to it answers, and may restate, what the client asked to forget: it is no example
+    (before, it became one, paired with the client's first message instead). The first turn still is one, and no
+    prompt holds the forgotten message."""
+    setup = await new_setup("Forgetting Trainer")
+    coach_id = setup.coach.coach_id
+    secret = "My brother owes money to a loan shark in Leeds."
+    conversation_id = await seed_conversation(
+        container,
+        uuid.UUID(coach_id),
+        uuid.UUID(setup.client_id),
+        [
+            ("I struggle to get up early.", "Try one small change tomorrow."),
+            (secret, "A debt to a loan shark is frightening: is your brother safe?"),
+        ],  # fmt: skip
+        split="train",
+    )
+    await refresh(container, run_jobs, coach_id, conversation_id)
+    assert len(await examples(container, coach_id, conversation_id)) == 2
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach_id)) as session:
+        forgotten = await session.scalar(select(Message).where(Message.text == secret))
+        assert forgotten is not None
+        forgotten.forgotten_at = datetime.now(UTC)
+    await refresh(container, run_jobs, coach_id, conversation_id)
+    [kept] = await examples(container, coach_id, conversation_id)
+    assert kept.chosen == "Try one small change tomorrow."
+    assert "loan shark" not in json.dumps(kept.prompt)
