@@ -188,6 +188,7 @@ def test_honest_reply(reply: str, expected: str | None) -> None:
 def test_a_replaced_reply_is_not_cached() -> None:
     assert cache_after(cache="miss", failed=False)
     assert not cache_after(cache="miss", failed=False, replaced=True)
+    assert not cache_after(cache="miss", failed=False, fallback=True), "the fallback model's reply"
 
 
 def test_honesty_metadata_is_coach_only_and_not_training_data() -> None:

@@ -127,11 +127,12 @@ def on_provider_error(*, streamed: bool, attempt: int, attempts: int) -> OnError
     return OnError.FALLBACK if not streamed and attempt < attempts - 1 else OnError.APOLOGY
 
 
-def cache_after(*, cache: str | None, failed: bool, replaced: bool = False) -> bool:
+def cache_after(*, cache: str | None, failed: bool, replaced: bool = False, fallback: bool = False) -> bool:
     """Whether a generated reply is put in the response cache: only a model's reply after a miss (never an
-    apology, a reply ``replaced`` by :func:`honest_reply`, a hit, or a turn with the cache off, ``cache``
-    ``None``)."""
-    return cache == "miss" and not failed and not replaced
+    apology, a reply ``replaced`` by :func:`honest_reply`, a hit, a turn with the cache off, ``cache``
+    ``None``, or a reply of the ``fallback`` model: its key names the model that failed, a production version or
+    an experiment arm's, whose later hits would serve the fallback's text under that model's name)."""
+    return cache == "miss" and not failed and not replaced and not fallback
 
 
 def honest_reply(text: str, *, coach_name: str) -> str | None:

@@ -254,6 +254,7 @@ class ChatService:
                 cache=reply.metadata.get("cache"),
                 failed=reply.failed,
                 replaced="honesty" in reply.metadata or "injection" in reply.metadata,
+                fallback="model_fallback" in reply.metadata,
             ):
                 await self._cache.put(
                     coach.id, reply.cache_key, reply.text, reply.citations, coach.response_cache_ttl_seconds

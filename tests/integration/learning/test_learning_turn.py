@@ -118,6 +118,41 @@ async def test_the_production_model_serves_and_falls_back_to_the_base_model_on_e
     assert [body["model"] for body in requests(llm_api)[-2:]] == [fine_tuned, "gpt-4o-mini"]
 
 
+async def test_a_fallback_models_reply_is_not_cached_under_the_production_models_key(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+) -> None:
+    """The production model fails and the base model answers a cacheable prompt: that reply is not cached (its
+    key names the production model), so the next client asking the same first question gets the production
+    model's own answer, not the base model's text under the production model's name."""
+    setup = await new_setup("Fallback Cache Coach")
+    other_client = (await http.post("/api/v1/clients", headers=setup.coach.headers, json={"name": "Sam"})).json()
+    other = Setup(setup.coach, other_client["id"], other_client["widget_token"])
+    coach_id, fine_tuned = uuid.UUID(setup.coach.coach_id), "ft:gpt-4o-mini-2024-07-18:acme::cache1"
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        session.add(ModelVersion(coach_id=coach_id, model=fine_tuned, base_model="gpt-4o-mini-2024-07-18",
+                                 status=ModelVersionStatus.PRODUCTION))  # fmt: skip
+    fails = [True]
+
+    def by_model(request: httpx.Request) -> httpx.Response:
+        if json.loads(request.content)["model"] == fine_tuned:
+            if fails and fails.pop():  # once: the model was briefly not served
+                message = f"The model `{fine_tuned}` does not exist or you do not have access to it."
+                return openai_error(404, message, "invalid_request_error", "model_not_found")
+            return sse_response(openai_sse(["Fine-tuned", " answer."], (50, 3)))
+        return sse_response(openai_sse(["Base", " answer."], (50, 3)))
+
+    llm_api.post(f"{MOCK_BASE_URL}/chat/completions", name="completions").mock(side_effect=by_model)
+    question = "What is a good first step when I feel stuck?"
+    first = await chat(http, setup, question)
+    assert first["reply"] == "Base answer." and "model_fallback" in await stored(http, setup, first)
+    second = await chat(http, other, question)
+    assert (await stored(http, other, second))["cache"] == "miss"
+    assert second["reply"] == "Fine-tuned answer."
+
+
 async def test_an_experiment_variant_sets_the_model_call_and_is_recorded_on_the_reply(
     http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
 ) -> None:
