@@ -285,9 +285,15 @@ async def refresh_training_data(ctx: dict[str, Any], coach_id: str, conversation
 
 
 async def start_fine_tune(ctx: dict[str, Any], coach_id: str, job_id: str) -> str:
-    """arq job: upload a fine-tune job's files and create it at the provider."""
+    """arq job: upload a fine-tune job's files and create it at the provider. A provider out of reach (network,
+    5xx, 429) is tried again with growing delays; still so at the last try, the job fails with the reason (it
+    stayed ``preparing`` for good, and the coach could start no other fine-tune)."""
     container: Container = ctx["container"]
-    return await container.fine_tunes.start(uuid.UUID(coach_id), uuid.UUID(job_id))
+    coach, job = uuid.UUID(coach_id), uuid.UUID(job_id)
+    try:
+        return await _retrying(ctx, container.fine_tunes.start(coach, job))
+    except ProviderError as exc:  # the last try
+        return await container.fine_tunes.give_up(coach, job, str(exc))
 
 
 async def poll_fine_tune(ctx: dict[str, Any], coach_id: str, job_id: str) -> str:
@@ -525,7 +531,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
             func(analyse_intervention, name=ANALYSE_INTERVENTION, timeout=600, max_tries=MEMORY_JOB_TRIES),
             func(score_interventions, name=SCORE_INTERVENTIONS, timeout=300, max_tries=3),
             func(refresh_training_data, name=REFRESH_TRAINING_DATA, timeout=600, max_tries=3),
-            func(start_fine_tune, name=START_FINE_TUNE, timeout=JOB_TIMEOUT_S, max_tries=3),
+            func(start_fine_tune, name=START_FINE_TUNE, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(poll_fine_tune, name=POLL_FINE_TUNE, timeout=300, max_tries=3),
             func(evaluate_model, name=EVALUATE_MODEL, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(answer_pending, name=ANSWER_PENDING, timeout=600, max_tries=3),

@@ -444,6 +444,16 @@ class FineTuneService:
             for name, value in values.items():
                 setattr(job, name, value)
 
+    async def give_up(self, coach_id: uuid.UUID, job_id: uuid.UUID, error: str) -> str:
+        """The ``start_fine_tune`` job's last try failed (``error``: the provider out of reach): a job still
+        ``preparing`` fails with it, so it neither blocks the coach's next fine-tune nor waits for good. Returns
+        a short status for arq."""
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            job = await self._job(uow.session, coach_id, job_id)
+            if job.status != FineTuneStatus.PREPARING or job.provider_job_id is not None:
+                return f"already started ({job.status})"
+        return await self._fail(coach_id, job_id, f"gave up starting it: {error}")
+
     async def _fail(self, coach_id: uuid.UUID, job_id: uuid.UUID, error: str) -> str:
         """Mark the job failed with ``error`` (our own text or :func:`describe_error`, never a response body)."""
         await self._store(

@@ -14,10 +14,14 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from arq.constants import default_queue_name, job_key_prefix
+from arq.worker import Retry
 from sqlalchemy import select
 
+from app import worker
 from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
+from app.db import jobs
 from app.db.engine import tenant_session
 from app.learning.models import FineTuneJob, FineTuneStatus, ModelVersion, TrainingExample
 from tests.integration.handoff.test_handoff_flow import Setup, new_setup
@@ -529,6 +533,43 @@ async def test_the_sweep_starts_a_fine_tune_for_a_ready_coach_and_polls_it(
     assert job.status == FineTuneStatus.RUNNING and len(api.created) == 1
     readiness = (await http.get("/api/v1/learning/training", headers=setup.coach.headers)).json()["readiness"]
     assert readiness["ready"] is False and "running" in readiness["reason"]
+
+
+async def test_a_start_the_provider_keeps_refusing_is_retried_then_fails_the_job_with_the_reason(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+) -> None:
+    """The provider answers the upload with a 503: the ``start_fine_tune`` job is tried again later (the job stays
+    ``preparing``); at its last try the job fails with the reason, and the coach can start another. Before, the
+    first 503 ended the arq job for good with the fine-tune ``preparing``, and every later start was a 409."""
+    api = fake_openai([{"status": "running"}])
+    api.router.routes["files"].mock(
+        side_effect=lambda request: openai_error(503, "The server is overloaded.", "server_error", None)
+    )
+    setup = await new_setup("Unreachable Provider Coach")
+    await seed(container, setup, run_jobs, {"train": 1})
+    created = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers)
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    arq_id = f"{jobs.START_FINE_TUNE}:{job_id}"
+    await container.redis.zrem(default_queue_name, arq_id)  # run by hand below, with the try numbers wanted
+    await container.redis.delete(f"{job_key_prefix}{arq_id}")
+    args = (setup.coach.coach_id, job_id)
+
+    with pytest.raises(Retry):
+        await worker.start_fine_tune({"container": container, "job_try": 1}, *args)
+    [job] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+    assert job["status"] == "preparing"
+    last = await worker.start_fine_tune({"container": container, "job_try": worker.MEMORY_JOB_TRIES}, *args)
+    assert last.startswith("failed: gave up starting it: ")
+    [job] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+    assert job["status"] == "failed" and "503" in job["error"] and job["finished_at"]
+    async with unit_of_work(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as uow:
+        readiness = await container.fine_tunes.readiness(uow)
+    assert "still running" not in readiness.reason, "the failed job no longer blocks the next one"
 
 
 async def test_a_retried_start_reuses_the_provider_job_of_the_interrupted_try(
