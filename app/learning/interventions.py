@@ -447,6 +447,7 @@ class InterventionService:
                     Intervention.strategy,
                     Intervention.analysis,
                     Intervention.success,
+                    Intervention.client_id,
                 )
                 .join(Message, Message.id == Intervention.message_id)
                 .where(
@@ -458,7 +459,7 @@ class InterventionService:
             )
         ).all()
         samples = []
-        for n, (conversation_id, strategy, analysis, success) in enumerate(rows):
+        for n, (conversation_id, strategy, analysis, success, client_id) in enumerate(rows):
             same = n > 0 and rows[n - 1][0] == conversation_id
             samples.append(
                 StyleSample(
@@ -469,6 +470,7 @@ class InterventionService:
                     key_phrases=tuple(analysis.get("key_phrases") or ()),
                     success=success,
                     previous_strategy=str(rows[n - 1][1]) if same else None,
+                    client=str(client_id),
                 )
             )
         coach = await session.get_one(Coach, coach_id)

@@ -7,7 +7,7 @@ Shape of ``Coach.style_profile`` (written by :func:`build_style_profile`)::
      "by_mood": {"negative": {"Reflection of feelings": 3, ...}, ...},   # strategy given the client's mood
      "after": {"Question": {"Restatement or Paraphrasing": 2, ...}, ...}, # strategy given the previous one
      "formality": 0.61, "tone": 0.12,           # means (formality 0–1, VADER compound −1–1)
-     "key_phrases": ["small step", ...],        # most frequent key phrases
+     "key_phrases": ["small step", ...],        # said to the most clients (at least MIN_PHRASE_CLIENTS)
      "success": {"Question": {"uses": 4, "successes": 3, "rate": 0.75}, ...}}   # outcome known only
 
 :func:`style_lines` turns it into a few short prompt lines; :func:`predict_strategy` is the profile's guess
@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TOP_PHRASES = 8
+MIN_PHRASE_CLIENTS = 2
+"""Distinct clients a key phrase must have been said to before the style profile keeps it: the profile goes into
+every client's prompt, and a phrase of one client's conversations is often theirs (their name, a person or a
+place they spoke of, echoed by the coach)."""
 MIN_STYLE_SAMPLES = 3
 """Fewer analysed interventions than this give no style lines (too little to call a style)."""
 
@@ -38,6 +42,9 @@ class StyleSample:
     key_phrases: Sequence[str] = field(default_factory=tuple)
     success: bool | None = None
     previous_strategy: str | None = None
+    client: str = ""
+    """The client the intervention was for (an id): a key phrase counts only once said to
+    :data:`MIN_PHRASE_CLIENTS` clients."""
 
 
 def build_style_profile(samples: Sequence[StyleSample]) -> dict[str, Any]:
@@ -53,7 +60,7 @@ def build_style_profile(samples: Sequence[StyleSample]) -> dict[str, Any]:
         by_mood.setdefault(s.client_mood, Counter())[s.strategy] += 1
         if s.previous_strategy:
             after.setdefault(s.previous_strategy, Counter())[s.strategy] += 1
-    phrases = Counter(p for s in samples for p in dict.fromkeys(s.key_phrases))
+    phrases = Counter(p for p, _client in {(p, s.client) for s in samples for p in s.key_phrases})
     success: dict[str, dict[str, float]] = {}
     for s in samples:
         if s.success is None:
@@ -70,7 +77,7 @@ def build_style_profile(samples: Sequence[StyleSample]) -> dict[str, Any]:
         "after": {prev: dict(c.most_common()) for prev, c in sorted(after.items())},
         "formality": round(sum(s.formality for s in samples) / n, 3),
         "tone": round(sum(s.tone for s in samples) / n, 3),
-        "key_phrases": [p for p, c in phrases.most_common(TOP_PHRASES) if c > 1 or n < MIN_STYLE_SAMPLES * 2],
+        "key_phrases": [p for p, clients in phrases.most_common() if clients >= MIN_PHRASE_CLIENTS][:TOP_PHRASES],
         "success": success,
     }
 

@@ -100,8 +100,8 @@ def test_success_rule_prefers_thumbs_then_sentiment() -> None:
     assert judge_success(None, 0.6, 0.6) is True  # stayed positive
 
 
-def _sample(strategy: str, client_mood: str, success: bool | None = None) -> StyleSample:
-    return StyleSample(strategy, client_mood, 0.6, 0.2, ("small step", "sleep"), success)
+def _sample(strategy: str, client_mood: str, success: bool | None = None, client: str = "") -> StyleSample:
+    return StyleSample(strategy, client_mood, 0.6, 0.2, ("small step", "sleep"), success, client=client or strategy)
 
 
 def test_style_profile_aggregates_and_predicts() -> None:
@@ -130,6 +130,17 @@ def test_style_profile_aggregates_and_predicts() -> None:
     assert any("feels low" in line and "Reflection of feelings" in line for line in lines)
     assert style_lines(build_style_profile(samples[:2])) == []
     assert style_lines(None) == []
+
+
+def test_a_key_phrase_said_to_one_client_only_stays_out_of_the_style_profile() -> None:
+    """The style profile goes into every client's prompt: a phrase from one client's conversations (their name, a
+    person they spoke of, as the coach echoed it) is left out however often it was said; one said to two clients
+    is kept."""
+    anna = [StyleSample("Question", "negative", 0.5, 0.1, ("anna", "divorce from mark", "one step"), client="a")]
+    samples = anna * 5 + [StyleSample("Question", "neutral", 0.5, 0.1, ("one step",), client="b")]
+    profile = build_style_profile(samples)
+    assert profile["key_phrases"] == ["one step"]
+    assert not any("anna" in line or "mark" in line for line in style_lines(profile))
 
 
 def _example(n: int, similarity: float) -> FewShotExample:
