@@ -13,7 +13,7 @@ from litestar.channels import ChannelsPlugin
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.enums import ScopeType
-from litestar.exceptions import HTTPException, NotFoundException
+from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
@@ -68,7 +68,7 @@ from app.web.dashboard.learning import LearningPages
 from app.web.dashboard.onboarding import OnboardingPages
 from app.web.dashboard.settings import SettingsPages
 from app.web.dashboard.telegram import TelegramPages
-from app.web.errors import domain_error_page, error_response, not_found_handler
+from app.web.errors import domain_error_page, error_response, not_found_handler, permission_denied_handler
 from app.web.sessions import DashboardSessions, csrf_config, provide_dashboard_sessions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -143,9 +143,11 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     DBAPIError: database_error_handler,
     RecursionError: recursion_error_handler,
     NotFoundException: not_found_handler,
+    PermissionDeniedException: permission_denied_handler,
 }
 """Service errors → their status with a JSON ``detail`` (a 404 on a page load: the 404 page), database errors,
-bodies nested too deeply, and Litestar's own 404 (no such route)."""
+bodies nested too deeply, Litestar's own 404 (no such route) and 403 (a dashboard form's CSRF token that does not
+verify: the "This form expired" page)."""
 
 
 ROUTE_HANDLERS: list[ControllerRouterHandler] = [

@@ -4,6 +4,7 @@ JSON body. API, WebSocket and static paths keep their JSON answers."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
@@ -11,6 +12,10 @@ from litestar.response import Template
 
 from app.core.errors import DomainError
 
+CSRF_COOKIE = "oc_csrf"
+"""The cookie of the dashboard forms' CSRF token (:func:`app.web.sessions.csrf_config`)."""
+CSRF_FAILED = "CSRF token verification failed"
+"""Litestar's ``PermissionDeniedException`` detail when a form's CSRF token does not verify."""
 PAGE_PREFIXES = ("/dashboard", "/w/", "/w?", "/login", "/signup")
 """Addresses a person opens in a browser tab: their errors are pages."""
 WIDGET_PREFIX = "/w"
@@ -54,3 +59,19 @@ def domain_error_page(request: Request[Any, Any, Any], exc: DomainError) -> Temp
     if exc.status_code != 404 or not is_page_request(request):
         return None
     return not_found_page(request, f"Not found: {exc.message}.")
+
+
+def permission_denied_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Litestar's 403. A dashboard form whose CSRF token does not verify (the page was opened before a change of
+    ``SECRET_KEY``, or its cookie is stale) gets the "This form expired" page, and the stale ``oc_csrf`` cookie is
+    deleted: Litestar reuses a cookie it cannot verify for every later form, so without this the coach was stuck
+    on a JSON 403 until they cleared their cookies. The page links back to the form's page (the ``Referer`` on this
+    site) or the dashboard. Anything else keeps the JSON body ``{"status_code": 403, "detail": …}``."""
+    if exc.detail != CSRF_FAILED or not is_page_request(request):
+        return error_response(exc.status_code, exc.detail, headers=exc.headers)
+    referer = urlsplit(request.headers.get("referer", ""))
+    same_site = referer.netloc == request.url.netloc and referer.path.startswith(PAGE_PREFIXES)
+    back = f"{referer.path}{'?' + referer.query if referer.query else ''}" if same_site else "/dashboard/conversations"
+    page = Template("errors/form_expired.html", context={"back": back}, status_code=403)
+    page.delete_cookie(CSRF_COOKIE, path="/")
+    return page

@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from app.core.config import Settings
 from app.core.security import SecretBox
 from app.core.validation import is_https
+from app.web.errors import CSRF_COOKIE
 
 SESSION_MAX_AGE_S = 14 * 24 * 3600
 SESSION_NAMESPACE = "opencoach_sessions"
@@ -40,7 +41,7 @@ def csrf_config(settings: Settings) -> CSRFConfig:
     ``x-csrftoken`` header (htmx), its cookie ``oc_csrf`` as HttpOnly, SameSite=Lax and, on https, Secure."""
     return CSRFConfig(
         secret=SecretBox.from_settings(settings).derive("csrf"),
-        cookie_name="oc_csrf",
+        cookie_name=CSRF_COOKIE,
         header_name="x-csrftoken",
         cookie_secure=is_https(settings.public_url),
         cookie_httponly=True,

@@ -536,3 +536,27 @@ async def test_a_processing_document_shows_pages_read_and_what_is_searchable(
     assert "searchable: 200 chunks (pages 1–60)" in table
     api = (await browser.get(f"/api/v1/documents/{document_id}", headers=coach.headers)).json()
     assert (api["pages_done"], api["pages_searchable"], api["chunks"]) == (120, 60, 200)
+
+
+async def test_a_form_whose_csrf_cookie_no_longer_verifies_gets_the_expired_page_and_a_fresh_cookie(
+    browser: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """A browser still holding an ``oc_csrf`` cookie signed with another secret key (the demo restarted with a new
+    key): Litestar reuses that cookie for the form, so log-in failed with a JSON 403 on every try until the
+    cookies were cleared. Now the failed form gets the "This form expired" page, which deletes the stale cookie;
+    the page opened again gets a fresh token and the log-in works."""
+    coach = await make_coach("Coach Stale Cookie")
+    host = browser.base_url.host  # as the server set it: for this host only
+    browser.cookies.set("oc_csrf", "0" * 64 + "1" * 64, domain=host)  # a token and a hash made with another key
+    token = await csrf(browser, "/login")
+    refused = await browser.post(
+        "/login",
+        data={"email": coach.email, "password": PASSWORD, "_csrf_token": token},
+        headers={"Accept": "text/html", "Referer": f"{browser.base_url}/login"},
+    )
+    assert refused.status_code == 403 and "This form expired" in refused.text
+    assert 'href="/login"' in refused.text
+    assert "oc_csrf" not in browser.cookies, "the stale cookie is deleted"
+    await log_in(browser, coach)  # a fresh token now
+    api = await browser.post("/login", data={"email": coach.email}, headers={"Accept": "application/json"})
+    assert api.status_code == 403 and api.json() == {"status_code": 403, "detail": "CSRF token verification failed"}
