@@ -21,7 +21,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from app.core.config import Settings, get_settings
-from app.core.pagination import PageRequest
 from app.core.runtime import Services, embedded_services
 
 if TYPE_CHECKING:
@@ -32,6 +31,7 @@ console = Console(stderr=True)
 
 DEMO_EMAIL = "demo@opencoach.local"
 DEMO_PASSWORD = "demo-coach-2026"
+DEMO_CLIENT = "Demo Client"
 DEMO_BOOK = Path(__file__).resolve().parent.parent / "demo" / "meditations-marcus-aurelius.pdf"
 
 
@@ -208,15 +208,27 @@ def cmd_rotate_secret(args: argparse.Namespace) -> int:
 
 
 async def seed_demo(settings: Settings, services: Services) -> tuple[str, str]:
-    """Create "Demo Coach" with *Meditations* and a demo client unless present; returns (api key note, widget URL)."""
+    """Create "Demo Coach" with *Meditations* and the demo client unless present (a "Demo Client" deleted since is
+    made again); returns (api key note, widget URL). Raises ``RuntimeError`` when the demo coach's password was
+    changed (the account is the coach's now)."""
+    from sqlalchemy import select
+
+    from app.accounts.models import Client
     from app.accounts.unit_of_work import unit_of_work
     from app.container import Container
+    from app.core.errors import Conflict
 
     container = await Container.create(settings, services.database_url, services.redis_url)
     try:
         found = await container.accounts.login(DEMO_EMAIL, DEMO_PASSWORD)
         if found is None:
-            result = await container.accounts.signup("Demo Coach", DEMO_EMAIL, DEMO_PASSWORD)
+            try:
+                result = await container.accounts.signup("Demo Coach", DEMO_EMAIL, DEMO_PASSWORD)
+            except Conflict:
+                raise RuntimeError(
+                    f"the demo coach ({DEMO_EMAIL}) has another password now (changed in Settings): run "
+                    "`opencoach serve` and log in with yours, or start from a new data directory (make clean)"
+                ) from None
             coach_id, key_note = result.coach_id, result.api_key
             async with unit_of_work(container.sessionmaker, coach_id) as uow:
                 await container.accounts.update_settings(
@@ -226,16 +238,18 @@ async def seed_demo(settings: Settings, services: Services) -> tuple[str, str]:
                         "drawing on Marcus Aurelius' Meditations, and suggest one small practical step."
                     ),
                 )
-                await container.accounts.create_client(uow, "Demo Client")
                 await container.documents.upload(uow, DEMO_BOOK.name, "application/pdf", DEMO_BOOK.read_bytes())
         else:
             coach_id, key_note = found[0], "(created on first run; shown in that run's output)"
         async with unit_of_work(container.sessionmaker, coach_id) as uow:
-            [client] = (await container.accounts.list_clients(uow, PageRequest(limit=1), oldest_first=True)).items
-            # a revoked demo link gets a new one
-            token = container.accounts.widget_token(client) or await container.accounts.rotate_widget_token(
-                uow, client.id
-            )
+            named = select(Client).where(Client.coach_id == coach_id, Client.name == DEMO_CLIENT)
+            client = await uow.session.scalar(named.order_by(Client.created_at).limit(1))
+            if client is None:  # the first run, or the coach deleted the demo client since
+                client, token = await container.accounts.create_client(uow, DEMO_CLIENT)
+            else:  # a revoked demo link gets a new one
+                token = container.accounts.widget_token(client) or await container.accounts.rotate_widget_token(
+                    uow, client.id
+                )
         return key_note, f"/w/{token}"
     finally:
         await container.close()

@@ -19,9 +19,14 @@ import httpx
 import psutil
 import pytest
 
+from app import cli
+from app.accounts.unit_of_work import unit_of_work
+from app.container import Container
 from app.core.config import Settings
-from app.core.runtime import start_services
+from app.core.pagination import PageRequest
+from app.core.runtime import Services, start_services
 from app.db.migrate import head_revision
+from app.rag.service import DocumentService
 
 
 def _free_port() -> int:
@@ -338,3 +343,34 @@ def test_a_database_out_of_reach_is_one_error_line_not_a_traceback() -> None:
     output = (done.stdout + done.stderr).decode()
     assert done.returncode == 1, output
     assert "Traceback" not in output and "error:" in output and "DATABASE_URL" in output, output
+
+
+async def test_the_demo_seed_remakes_a_deleted_demo_client_and_explains_a_changed_password(
+    settings: Settings, services: Services, container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make demo`` run again after the coach deleted "Demo Client" gives a new demo client's link (it crashed
+    unpacking an empty client list, or printed another client's link); after the coach changed the demo
+    password it stops with one clear error (it crashed with a sign-up conflict)."""
+
+    async def no_book(*args: object, **kwargs: object) -> None:  # the book's ingestion is not this test's subject
+        return None
+
+    monkeypatch.setattr(DocumentService, "upload", no_book)
+    _, first = await cli.seed_demo(settings, services)
+    found = await container.accounts.login(cli.DEMO_EMAIL, cli.DEMO_PASSWORD)
+    assert found is not None
+    coach_id, user_id = found
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        [demo] = (await container.accounts.list_clients(uow, PageRequest())).items
+        assert demo.name == cli.DEMO_CLIENT
+        await container.accounts.create_client(uow, "Someone Else")
+        await container.accounts.delete_client(uow, demo.id)
+    _, second = await cli.seed_demo(settings, services)
+    assert second != first and second.startswith("/w/ocw_")
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        names = sorted(c.name for c in (await container.accounts.list_clients(uow, PageRequest())).items)
+    assert names == [cli.DEMO_CLIENT, "Someone Else"]
+
+    await container.accounts.change_password(coach_id, user_id, cli.DEMO_PASSWORD, "a new password of mine")
+    with pytest.raises(RuntimeError, match="has another password now"):
+        await cli.seed_demo(settings, services)
