@@ -59,6 +59,16 @@ def _migrate(services: Services) -> None:
         upgrade_head(services.migration_database_url)
 
 
+def _served_at(settings: Settings, host: str, port: int) -> Settings:
+    """``settings`` with the ``PUBLIC_URL`` of the server ``serve`` or ``demo`` runs on ``host``:``port`` (the
+    widget links, the embed snippet and the cookies follow it), unless ``PUBLIC_URL`` was set: a proxy or tunnel
+    address set on purpose wins. A wildcard host (``0.0.0.0``, ``::``) is reached as 127.0.0.1."""
+    if "public_url" in settings.model_fields_set:
+        return settings
+    reached = "127.0.0.1" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
+    return settings.model_copy(update={"public_url": f"http://{reached}:{port}"})
+
+
 def _spawn_worker(settings: Settings, services: Services) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update(
@@ -66,6 +76,7 @@ def _spawn_worker(settings: Settings, services: Services) -> subprocess.Popen[by
         MIGRATION_DATABASE_URL=services.migration_database_url,
         REDIS_URL=services.redis_url,
         DATA_DIR=str(settings.data_dir.resolve()),
+        PUBLIC_URL=settings.public_url,  # as the web process has it (the links in the worker's alerts)
     )
     return subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
 
@@ -95,10 +106,10 @@ def _serve(settings: Settings, services: Services, host: str, port: int, worker:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start embedded servers as needed, migrate, run a worker alongside, serve HTTP until Ctrl-C."""
-    settings = _settings(args)
+    settings = _served_at(_settings(args), args.host, args.port)
     with _start(settings) as services:
         _migrate(services)
-        console.print(f"[bold]OpenCoach[/] on http://{args.host}:{args.port}  (dashboard: /login)")
+        console.print(f"[bold]OpenCoach[/] on {settings.public_url}  (dashboard: /login)")
         _serve(settings, services, args.host, args.port, not args.no_worker)
     return 0
 
@@ -257,9 +268,8 @@ async def seed_demo(settings: Settings, services: Services) -> tuple[str, str]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``serve`` with the demo coach seeded; prints the dashboard and widget URLs."""
-    settings = _settings(args)
-    base = f"http://{args.host}:{args.port}"
-    settings = settings.model_copy(update={"public_url": base})
+    settings = _served_at(_settings(args), args.host, args.port)
+    base = settings.public_url.rstrip("/")
     with _start(settings) as services:
         _migrate(services)
         api_key, widget_path = asyncio.run(seed_demo(settings, services))

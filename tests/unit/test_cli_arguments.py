@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.cli import main
+from app.cli import _served_at, main
+from app.core.config import Settings
 
 
 @pytest.mark.parametrize(
@@ -32,3 +33,24 @@ def test_an_out_of_range_number_is_a_usage_error(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        ("127.0.0.1", 9000, "http://127.0.0.1:9000"),
+        ("0.0.0.0", 8080, "http://127.0.0.1:8080"),
+        ("::1", 8000, "http://[::1]:8000"),
+        ("localhost", 8001, "http://localhost:8001"),
+    ],
+)
+def test_serve_and_demo_link_to_their_own_address_unless_public_url_is_set(
+    host: str, port: int, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without PUBLIC_URL, the widget links and the embed snippet name the address the server runs on (``serve
+    --port 9000`` linked to :8000, a dead server); a PUBLIC_URL set on purpose (a tunnel, a proxy) wins (``demo``
+    replaced it with its own address)."""
+    monkeypatch.delenv("PUBLIC_URL", raising=False)
+    assert _served_at(Settings(), host, port).public_url == expected
+    monkeypatch.setenv("PUBLIC_URL", "https://coach.example.test")
+    assert _served_at(Settings(), host, port).public_url == "https://coach.example.test"
