@@ -162,13 +162,18 @@ class TrainingExample(TenantMixin, Base):
 
 
 class TrainingDataset(TenantMixin, Base):
-    """A frozen set of examples (one kind) that a fine-tune job trained on: ``example_ids`` and the
-    per-split ``counts`` ``{"train", "validation", "test"}``."""
+    """A frozen set of examples (one kind) that a fine-tune job trained on: ``example_ids`` (and the
+    ``conversation_ids`` they came from) and the per-split ``counts`` ``{"train", "validation", "test"}``."""
 
     __tablename__ = "training_datasets"
 
     kind: Mapped[str] = mapped_column(String(20))
     example_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)), default=list)
+    conversation_ids: Mapped[list[uuid.UUID]] = mapped_column(
+        ARRAY(UUID(as_uuid=True)), default=list, server_default=text("'{}'")
+    )
+    """The conversations its examples came from (migration 0043): a refresh gives a conversation's examples new
+    ids, so erasures and forgets find the snapshots, and the fine-tunes trained on them, by these."""
     counts: Mapped[dict[str, int]] = mapped_column(JSONB, default=dict)
     scrub_pii: Mapped[bool] = mapped_column(Boolean, default=True)
 

@@ -216,7 +216,10 @@ class DataRightsService:
                 )
             ).all()
         )
-        file_ids = await forget_examples(session, coach_id, example_ids)
+        conversations = (
+            await session.scalars(select(Conversation.id).where(Conversation.client_id == client_id))
+        ).all()
+        file_ids = await forget_examples(session, coach_id, example_ids, conversations)
         await self._accounts.delete_client(uow, client_id)
         await session.flush()
         await self._interventions.refresh_style(session, coach_id)

@@ -30,11 +30,12 @@ import json
 import re
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -185,16 +186,27 @@ async def _forget_in_interventions(session: AsyncSession, conversation_id: uuid.
             intervention.embedding_model = None
 
 
-async def forget_examples(session: AsyncSession, coach_id: uuid.UUID, example_ids: set[uuid.UUID]) -> list[str]:
+async def forget_examples(
+    session: AsyncSession,
+    coach_id: uuid.UUID,
+    example_ids: set[uuid.UUID],
+    conversation_ids: Sequence[uuid.UUID] = (),
+) -> list[str]:
     """Drop ``example_ids`` from the coach's dataset snapshots (so no later fine-tune uploads them); returns the
-    provider file ids of the fine-tune jobs that trained on any of them, for the purge to delete
+    provider file ids of the fine-tune jobs trained on a snapshot holding any of them or any example of
+    ``conversation_ids`` (a refresh gives a conversation's examples new ids: a snapshot's old ids of it are found by
+    its :attr:`~app.learning.models.TrainingDataset.conversation_ids`), for the purge to delete
     (:func:`app.db.jobs.purge_erased_data`)."""
-    if not example_ids:
+    if not example_ids and not conversation_ids:
         return []
     datasets = (
         await session.scalars(
             select(TrainingDataset).where(
-                TrainingDataset.coach_id == coach_id, TrainingDataset.example_ids.overlap(list(example_ids))
+                TrainingDataset.coach_id == coach_id,
+                or_(
+                    TrainingDataset.example_ids.overlap(list(example_ids)),
+                    TrainingDataset.conversation_ids.overlap(list(conversation_ids)),
+                ),
             )
         )
     ).all()
@@ -221,8 +233,9 @@ class TrainingDataService:
         """Rebuild the conversation's SFT examples and preference pairs from its messages, forgotten ones left
         out (and out of its interventions' copies, :func:`_forget_in_interventions`) (arq job, idempotent:
         the same messages give the same rows). ``erase`` (a rebuild after messages were forgotten): the examples
-        it removes also leave the dataset snapshots, and the provider's training files of the fine-tunes that
-        trained on them are deleted (:func:`forget_examples`, then the purge job), as when the client is erased.
+        it removes also leave the dataset snapshots, and the provider's training files of the fine-tunes trained on
+        a snapshot of this conversation are deleted (:func:`forget_examples`, then the purge job), as when the
+        client is erased.
         Returns a one-line summary; a deleted conversation leaves nothing to do."""
         session, coach_id = uow.session, uow.coach_id
         conversation = await session.scalar(
@@ -266,7 +279,7 @@ class TrainingDataService:
                 removed.add(example.id)
             else:
                 example.quality, example.source = candidate.quality, candidate.source
-        if erase and (file_ids := await forget_examples(session, coach_id, removed)):
+        if erase and (file_ids := await forget_examples(session, coach_id, removed, [conversation_id])):
             files_key = hashlib.sha256(",".join(file_ids).encode()).hexdigest()[:16]  # one purge per set of files
             jobs.purge_erased_data(session, coach_id, file_ids, reason=f"forgotten-examples:{files_key}")
         split = split_for(conversation_id)
@@ -469,14 +482,19 @@ class TrainingDataService:
         session, coach_id = uow.session, uow.coach_id
         rows = (
             await session.execute(
-                select(TrainingExample.id, TrainingExample.split).where(
+                select(TrainingExample.id, TrainingExample.split, TrainingExample.conversation_id).where(
                     TrainingExample.coach_id == coach_id, TrainingExample.kind == kind
                 )
             )
         ).all()
-        counts = dict.fromkeys(Split.ALL, 0) | dict(Counter(split for _, split in rows))
+        counts = dict.fromkeys(Split.ALL, 0) | dict(Counter(split for _, split, _ in rows))
         dataset = TrainingDataset(
-            coach_id=coach_id, kind=kind, example_ids=[id_ for id_, _ in rows], counts=counts, scrub_pii=scrub_pii
+            coach_id=coach_id,
+            kind=kind,
+            example_ids=[id_ for id_, _, _ in rows],
+            conversation_ids=sorted({conversation for _, _, conversation in rows}),
+            counts=counts,
+            scrub_pii=scrub_pii,
         )
         session.add(dataset)
         await session.flush()

@@ -528,6 +528,43 @@ async def test_erasing_a_client_leaves_no_row_or_redis_key_with_their_words(
     assert any(kept in m["text"] for c in export["conversations"] for m in c["messages"])
 
 
+async def test_erasing_a_client_deletes_the_training_file_even_after_their_examples_were_rebuilt(
+    http: httpx.AsyncClient,
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    new_setup: Callable[..., Awaitable[Setup]],
+    deleted_files: list[str],
+) -> None:
+    """A fine-tune trained on a snapshot of the client's examples; then the coach changed the persona and the
+    conversation's examples were rebuilt with new ids. Erasing the client still deletes that fine-tune's training
+    file at the provider: the snapshot records its conversations. Before, the erasure looked for the examples' new
+    ids, found no snapshot, and the file with the client's words stayed."""
+    setup = await new_setup("Rebuilding Coach")
+    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    conversation = await seed_conversation(
+        container, coach_id, client_id, [("I keep my diary in Portuguese.", "Tell me what you write in it.")],
+        split="train",
+    )  # fmt: skip
+    await refresh(container, run_jobs, setup.coach.coach_id, conversation)
+    file_id = f"file-{uuid.uuid4().hex[:12]}"
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        dataset = await container.training.snapshot(uow, "sft")
+        assert dataset.conversation_ids == [conversation]
+        uow.session.add(FineTuneJob(coach_id=coach_id, dataset_id=dataset.id, base_model="gpt-4o-mini-2024-07-18",
+                                    status=FineTuneStatus.SUCCEEDED, training_file_id=file_id))  # fmt: skip
+    before = {e.id for e in await examples(container, setup.coach.coach_id, conversation)}
+    patched = await http.patch("/api/v1/settings", headers=setup.coach.headers, json={"persona": "You are Noor."})
+    assert patched.status_code == 200, patched.text
+    await refresh(container, run_jobs, setup.coach.coach_id, conversation)
+    after = {e.id for e in await examples(container, setup.coach.coach_id, conversation)}
+    assert after and not after & before, "rebuilt with new ids"
+
+    deleted = await http.delete(f"/api/v1/clients/{setup.client_id}", headers=setup.coach.headers)
+    assert deleted.status_code == 204, deleted.text
+    await run_jobs()
+    assert deleted_files == [file_id]
+
+
 async def test_deleting_the_coach_account_needs_the_password_and_erases_everything(
     http: httpx.AsyncClient,
     services: Services,
