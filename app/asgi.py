@@ -14,6 +14,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
@@ -68,7 +69,13 @@ from app.web.dashboard.learning import LearningPages
 from app.web.dashboard.onboarding import OnboardingPages
 from app.web.dashboard.settings import SettingsPages
 from app.web.dashboard.telegram import TelegramPages
-from app.web.errors import domain_error_page, error_response, not_found_handler, permission_denied_handler
+from app.web.errors import (
+    domain_error_page,
+    error_response,
+    not_found_handler,
+    permission_denied_handler,
+    too_large_handler,
+)
 from app.web.sessions import DashboardSessions, csrf_config, provide_dashboard_sessions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -144,10 +151,11 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     RecursionError: recursion_error_handler,
     NotFoundException: not_found_handler,
     PermissionDeniedException: permission_denied_handler,
+    RequestEntityTooLarge: too_large_handler,
 }
 """Service errors → their status with a JSON ``detail`` (a 404 on a page load: the 404 page), database errors,
-bodies nested too deeply, Litestar's own 404 (no such route) and 403 (a dashboard form's CSRF token that does not
-verify: the "This form expired" page)."""
+bodies nested too deeply, Litestar's own 404 (no such route), 403 (a dashboard form's CSRF token that does not
+verify: the "This form expired" page) and 413 (on a dashboard page: a page saying the file is too large)."""
 
 
 ROUTE_HANDLERS: list[ControllerRouterHandler] = [

@@ -61,17 +61,41 @@ def domain_error_page(request: Request[Any, Any, Any], exc: DomainError) -> Temp
     return not_found_page(request, f"Not found: {exc.message}.")
 
 
+def _back(request: Request[Any, Any, Any]) -> str:
+    """The page a refused form was sent from (its ``Referer`` on this site), else the dashboard."""
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.netloc == request.url.netloc and referer.path.startswith(PAGE_PREFIXES):
+        return f"{referer.path}{'?' + referer.query if referer.query else ''}"
+    return "/dashboard/conversations"
+
+
+def refused_page(request: Request[Any, Any, Any], status_code: int, title: str, detail: str) -> Template:
+    """A page saying why a form was refused (``templates/errors/refused.html``) with a link back to its page."""
+    context = {"title": title, "detail": detail, "back": _back(request)}
+    return Template("errors/refused.html", context=context, status_code=status_code)
+
+
 def permission_denied_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     """Litestar's 403. A dashboard form whose CSRF token does not verify (the page was opened before a change of
     ``SECRET_KEY``, or its cookie is stale) gets the "This form expired" page, and the stale ``oc_csrf`` cookie is
     deleted: Litestar reuses a cookie it cannot verify for every later form, so without this the coach was stuck
-    on a JSON 403 until they cleared their cookies. The page links back to the form's page (the ``Referer`` on this
-    site) or the dashboard. Anything else keeps the JSON body ``{"status_code": 403, "detail": …}``."""
+    on a JSON 403 until they cleared their cookies. Anything else keeps the JSON body
+    ``{"status_code": 403, "detail": …}``."""
     if exc.detail != CSRF_FAILED or not is_page_request(request):
         return error_response(exc.status_code, exc.detail, headers=exc.headers)
-    referer = urlsplit(request.headers.get("referer", ""))
-    same_site = referer.netloc == request.url.netloc and referer.path.startswith(PAGE_PREFIXES)
-    back = f"{referer.path}{'?' + referer.query if referer.query else ''}" if same_site else "/dashboard/conversations"
-    page = Template("errors/form_expired.html", context={"back": back}, status_code=403)
+    detail = (
+        "Nothing was sent. The page was opened before OpenCoach was restarted with a new secret key, or it was "
+        "open for a long time. Open it again and send the form once more."
+    )
+    page = refused_page(request, 403, "This form expired", detail)
     page.delete_cookie(CSRF_COOKIE, path="/")
     return page
+
+
+def too_large_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Litestar's 413 (a body over the route's ``request_max_body_size``): on a dashboard page (a form without
+    JavaScript, such as the settings' avatar upload) a page saying so, not the raw JSON body; else JSON."""
+    if not is_page_request(request):
+        return error_response(exc.status_code, exc.detail, headers=exc.headers)
+    detail = "Nothing was stored: the file is larger than this form takes. Choose a smaller one and send it again."
+    return refused_page(request, 413, "The file is too large", detail)

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from app.accounts.widget_settings import AVATAR_MAX_BYTES
 from tests.conftest import Coach, make_client, widget_page
 from tests.integration.web.test_dashboard import csrf, sign_up
 
@@ -172,3 +173,13 @@ async def test_the_dashboard_settings_page_sets_the_welcome_and_the_avatar(base_
         )
         assert svg.status_code == 400 and "avatar must be a PNG, JPEG, WebP or GIF image" in svg.text
         assert '<img class="avatar-preview"' in svg.text  # the stored avatar is still there
+        photo = await browser.post(  # a phone photo, over the form's body limit: a page, not raw JSON
+            "/dashboard/settings/widget-avatar",
+            data={"_csrf_token": token},
+            files={"file": ("photo.jpg", b"\xff" * (AVATAR_MAX_BYTES + 200 * 1024), "image/jpeg")},
+            headers={"Accept": "text/html", "Referer": f"{base_url}/dashboard/settings"},
+        )
+        assert photo.status_code == 413 and "The file is too large" in photo.text
+        assert 'href="/dashboard/settings"' in photo.text
+        page = await browser.get("/dashboard/settings")
+        assert '<img class="avatar-preview"' in page.text, "the stored avatar is still there"
