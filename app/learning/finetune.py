@@ -328,6 +328,8 @@ class FineTuneService:
         coach = await uow.coach()
         if not has_openai_endpoint(coach, self._registry.decrypt_key(coach.llm_api_key_encrypted)):
             raise Conflict("fine-tunes need an OpenAI endpoint with an API key in the settings")
+        # one create per coach at a time (a double submit, the sweep's own): the second sees the first's job
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"fine-tune:{coach_id}"})
         last = await self._last_job(session, coach_id)
         if last is not None and last.status in FineTuneStatus.ACTIVE:
             raise Conflict("a fine-tune job is already running")

@@ -5,6 +5,7 @@ and chat completions endpoints; chat replies depend on the ``model`` in the requ
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -570,6 +571,27 @@ async def test_a_start_the_provider_keeps_refusing_is_retried_then_fails_the_job
     async with unit_of_work(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as uow:
         readiness = await container.fine_tunes.readiness(uow)
     assert "still running" not in readiness.reason, "the failed job no longer blocks the next one"
+
+
+async def test_two_fine_tune_requests_at_once_start_one_job(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+) -> None:
+    """A double submit: two ``POST /fine-tunes`` at once make one job (one provider job, one bill); the other is a
+    409. Before, both saw no active job and both were created and started."""
+    api = fake_openai([{"status": "running"}])
+    setup = await new_setup("Double Submit Coach")
+    await seed(container, setup, run_jobs, {"train": 1})
+    answers = await asyncio.gather(
+        *(http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers) for _ in range(2))
+    )
+    assert sorted(a.status_code for a in answers) == [201, 409], [a.text for a in answers]
+    await run_jobs()
+    assert len((await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()) == 1
+    assert len(api.created) == 1
 
 
 async def test_a_retried_start_reuses_the_provider_job_of_the_interrupted_try(
