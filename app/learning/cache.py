@@ -70,6 +70,8 @@ class CacheStats:
     hits: int
     misses: int
     per_day: list[tuple[date, int, int]]
+    available: bool = True
+    """``False``: Redis was out of reach, the figures are unknown (not zero)."""
 
     @property
     def hit_rate(self) -> float | None:
@@ -78,8 +80,9 @@ class CacheStats:
         return self.hits / total if total else None
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON form: ``{"hits","misses","hit_rate","per_day":[{"day","hits","misses"}]}``."""
+        """JSON form: ``{"hits","misses","hit_rate","per_day":[{"day","hits","misses"}],"available"}``."""
         return {
+            "available": self.available,
             "hits": self.hits,
             "misses": self.misses,
             "hit_rate": self.hit_rate,
@@ -185,12 +188,17 @@ class ResponseCache:
         return deleted
 
     async def stats(self, coach_id: uuid.UUID, *, days: int = 30) -> CacheStats:
-        """Hits and misses over the last ``days`` UTC days (today included), oldest day first."""
+        """Hits and misses over the last ``days`` UTC days (today included), oldest day first; with Redis out of
+        reach, none and ``available`` false (logged)."""
         today = datetime.now(UTC).date()
         span = [today - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for day in span:
-                pipe.hmget(self._stats_key(coach_id, day), ["hits", "misses"])
-            rows = await pipe.execute()
+        try:
+            async with asyncio.timeout(OP_TIMEOUT_S), self._redis.pipeline(transaction=False) as pipe:
+                for day in span:
+                    pipe.hmget(self._stats_key(coach_id, day), ["hits", "misses"])
+                rows = await pipe.execute()
+        except UNAVAILABLE as exc:
+            log.warning("response cache figures not read, Redis unavailable: %s", _error(exc))
+            return CacheStats(0, 0, [], available=False)
         per_day = [(day, int(h or 0), int(n or 0)) for day, (h, n) in zip(span, rows, strict=True)]
         return CacheStats(sum(h for _, h, _ in per_day), sum(n for _, _, n in per_day), per_day)

@@ -18,8 +18,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -41,14 +43,17 @@ from app.conversations.handoffs import Handoff, HandoffReason
 from app.conversations.models import REMEMBERED, Message, SenderType
 from app.core.errors import InvalidInput
 from app.learning.analysis import key_phrases
-from app.learning.cache import ResponseCache
+from app.learning.cache import UNAVAILABLE, ResponseCache
 from app.learning.experiments import ExperimentService
 from app.learning.finetune import FineTuneService, fine_tune_dict
 from app.learning.interventions import shared_patterns
 from app.learning.models import Intervention
 from app.learning.training import TrainingDataService
 from app.learning.versions import ModelVersionService, model_version_dict
+from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
+
+log = logging.getLogger(__name__)
 
 EXCELLENT, GOOD = 0.85, 0.75
 """Health thresholds of the approval rate."""
@@ -230,18 +235,26 @@ class LearningDashboard:
         )
         return [(asked_text or "", reply, comment) for asked_text, reply, comment in rows.all()]
 
-    async def _failure_patterns(self, coach: Coach, rows: list[tuple[str, str, str | None]]) -> list[dict[str, Any]]:
+    async def _failure_patterns(
+        self, coach: Coach, rows: list[tuple[str, str, str | None]]
+    ) -> list[dict[str, Any]] | None:
+        """The thumbs-down replies clustered (cached in Redis); ``None`` when the coach's embedder cannot be
+        reached (the page says so; the rest of the dashboard still shows). Redis out of reach: not cached."""
         if not rows:
             return []
         texts = [" ".join(filter(None, (asked, comment))) or reply for asked, reply, comment in rows]
         embedder = await self._registry.embedder_for(coach)
         digest = hashlib.sha256(json.dumps([embedder.model, rows], ensure_ascii=False).encode()).hexdigest()
         key = f"{FAILURE_PATTERNS_PREFIX}:{coach.id}:{digest}"
-        cached = await self._redis.get(key)
-        if cached is not None:
-            stored: list[dict[str, Any]] = json.loads(cached)
-            return stored
-        vectors = await embedder.embed(texts)
+        with contextlib.suppress(*UNAVAILABLE):
+            if (cached := await self._redis.get(key)) is not None:
+                stored: list[dict[str, Any]] = json.loads(cached)
+                return stored
+        try:
+            vectors = await embedder.embed(texts)
+        except ProviderError as exc:
+            log.warning("failure patterns of coach %s not clustered, the embedder failed: %s", coach.id, exc)
+            return None
         patterns = []
         for group in cluster_failures(texts, vectors)[:PATTERNS_SHOWN]:
             asked, reply, comment = rows[group[0]]
@@ -253,7 +266,8 @@ class LearningDashboard:
                     "example": {"client": asked, "reply": reply, "comment": comment},
                 }
             )
-        await self._redis.set(key, json.dumps(patterns), ex=PATTERNS_CACHE_TTL_S)
+        with contextlib.suppress(*UNAVAILABLE):
+            await self._redis.set(key, json.dumps(patterns), ex=PATTERNS_CACHE_TTL_S)
         return patterns
 
     async def _handoffs(

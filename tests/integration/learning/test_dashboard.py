@@ -6,16 +6,21 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
 import respx
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import func, update
 
+from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.conversations.models import Message
 from app.db.engine import tenant_session
 from app.learning.dashboard import health
+from app.llm.base import ProviderError
+from app.llm.local import MiniLMEmbedder
 from tests.conftest import Coach
 from tests.integration.handoff.test_handoff_flow import Setup, chat, llm_api, new_setup
 from tests.integration.web.test_dashboard import HANDOFF_FORM, csrf, log_in
@@ -138,6 +143,44 @@ async def test_the_dashboard_reports_approval_failures_and_handoffs(
         empty_page = await fresh.get("/dashboard/learning")
     assert empty_page.status_code == 200 and "No rated replies yet" in empty_page.text
     assert "<svg" not in empty_page.text and "insomnia" not in empty_page.text
+
+
+async def test_the_dashboard_shows_without_the_embedder_and_redis(
+    http: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The coach's embedder fails (an expired key, a provider outage), then Redis is out of reach too: the
+    learning dashboard still shows, saying the failure patterns (and the cache figures) are not available now.
+    Before, the API and the page were a bare 500."""
+    setup = await new_setup("Degraded Dashboard Coach", response_cache_ttl_seconds=0)
+    for question, comment in COMPLAINTS[:2]:
+        await rate(http, setup, (await chat(http, setup, question))["message_id"], False, comment)
+    await log_in(browser, setup.coach)
+
+    async def embed_fails(self: Any, texts: list[str]) -> list[list[float]]:
+        raise ProviderError("embeddings failed: AuthenticationError: HTTP 401")
+
+    monkeypatch.setattr(MiniLMEmbedder, "embed", embed_fails)
+    response = await http.get("/api/v1/learning/dashboard", headers=setup.coach.headers, params={"days": 7})
+    assert response.status_code == 200, response.text
+    assert response.json()["failure_patterns"] is None
+    assert response.json()["approval"]["overall"]["rated"] == 2, "the rest is there"
+    page = await browser.get("/dashboard/learning")
+    assert page.status_code == 200 and "your embedding model could not be" in page.text, page.text
+
+    def redis_out(*args: Any, **kwargs: Any) -> Any:
+        raise RedisConnectionError("Connection refused")
+
+    # this process's own services (the served app's sessions live in the same Redis)
+    monkeypatch.setattr(container.redis, "pipeline", redis_out)
+    monkeypatch.setattr(container.redis, "get", redis_out)
+    async with unit_of_work(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as uow:
+        figures = await container.learning_dashboard.figures(uow, days=7)
+    assert figures["cache"]["available"] is False and figures["failure_patterns"] is None
 
 
 async def test_bad_dashboard_requests_get_clear_errors(
