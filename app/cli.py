@@ -158,11 +158,19 @@ def cmd_telegram_poll(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    """Apply pending migrations."""
+    """Apply pending migrations: to ``MIGRATION_DATABASE_URL`` when it is set, starting nothing (a Kubernetes Job
+    given only the schema owner's URL; migrations need no Redis), else to the database ``serve`` would use (the
+    embedded one when ``DATABASE_URL`` is unset too)."""
     settings = _settings(args)
-    with _start(settings) as services:
-        _migrate(services)
-        console.print("[green]schema is at head[/]")
+    if settings.migration_database_url:
+        from app.db.migrate import upgrade_head
+
+        with console.status("Applying migrations…"):
+            upgrade_head(settings.migration_database_url)
+    else:
+        with _start(settings) as services:
+            _migrate(services)
+    console.print("[green]schema is at head[/]")
     return 0
 
 

@@ -374,3 +374,14 @@ async def test_the_demo_seed_remakes_a_deleted_demo_client_and_explains_a_change
     await container.accounts.change_password(coach_id, user_id, cli.DEMO_PASSWORD, "a new password of mine")
     with pytest.raises(RuntimeError, match="has another password now"):
         await cli.seed_demo(settings, services)
+
+
+def test_migrate_with_only_the_owners_url_starts_nothing(services: Services, tmp_path: Path) -> None:
+    """``opencoach migrate`` given only MIGRATION_DATABASE_URL (the deploy guide's Kubernetes Job) migrates that
+    database and starts no embedded server: it started an embedded PostgreSQL and Redis, and migrated those."""
+    data_dir = tmp_path / "data"
+    env = {**_embedded_env(), "MIGRATION_DATABASE_URL": services.migration_database_url, "DATA_DIR": str(data_dir)}
+    done = subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, capture_output=True, timeout=120)
+    output = (done.stdout + done.stderr).decode()
+    assert done.returncode == 0 and "schema is at head" in output, output
+    assert not (data_dir / "pgdata").exists() and not data_dir.exists(), "no embedded server was set up"
