@@ -260,7 +260,7 @@ class InsightService:
     ) -> list[tuple[uuid.UUID | None, list[Any]]]:
         """For each vector (``offline_vectors``: the same texts' all-MiniLM-L6-v2 vectors): a tombstone it is as
         close as :data:`TOMBSTONE_SIMILARITY` to (:func:`_tombstone_near`; ``None``: none) and the client's three
-        nearest live insights as rows of ``(id, kind, status, text, cosine distance)``, all read before any
+        nearest live insights as rows of ``(id, kind, text, cosine distance)``, all read before any
         decision is asked of the model."""
         neighbours = []
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
@@ -272,7 +272,7 @@ class InsightService:
                 distance = Insight.embedding.cosine_distance(vector)
                 nearest = (
                     await session.execute(
-                        select(Insight.id, Insight.kind, Insight.status, Insight.text, distance)
+                        select(Insight.id, Insight.kind, Insight.text, distance)
                         .where(
                             Insight.client_id == client_id,
                             Insight.embedding_model == embedding_model,
@@ -290,7 +290,7 @@ class InsightService:
     ) -> tuple[str, uuid.UUID | None]:
         """The action for ``extracted`` against its nearest live stored insights (see :meth:`_plan`) and the
         insight it applies to: the nearest one decides."""
-        for insight_id, kind, _status, stored_text, dist in nearest:
+        for insight_id, kind, stored_text, dist in nearest:
             similarity = 1.0 - float(dist)
             if similarity >= DUPLICATE_SIMILARITY:
                 return "merge", insight_id

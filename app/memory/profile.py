@@ -48,18 +48,19 @@ def _merge_list(current: Sequence[str], new: Sequence[str]) -> list[str]:
 
 
 def _learnt(profile: ClientProfile, name: str, lines: Sequence[str], session_id: uuid.UUID) -> None:
-    """Record that session ``session_id`` gave the lines ``lines`` of list ``name`` (those the list still holds)
-    in :attr:`ClientProfile.entry_sessions`, and forget the sources of lines the list no longer holds."""
-    held = {line.casefold() for line in getattr(profile, name)}
-    sources = {key: ids for key, ids in (profile.entry_sessions or {}).get(name, {}).items() if key in held}
-    for key in {line.casefold() for line in lines} & held:
+    """Record that session ``session_id`` gave the lines ``lines`` of list ``name`` in
+    :attr:`ClientProfile.entry_sessions` (the sources of lines the list no longer holds are dropped after, by
+    :func:`keep_sources_of_held_lines`)."""
+    sources = dict((profile.entry_sessions or {}).get(name, {}))
+    for key in {line.casefold() for line in lines}:
         sources[key] = list(dict.fromkeys([*sources.get(key, []), str(session_id)]))
     profile.entry_sessions = {**(profile.entry_sessions or {}), name: sources}
 
 
 def keep_sources_of_held_lines(profile: ClientProfile) -> None:
-    """Drop the recorded sources of lines a list no longer holds (after the coach edited the lists): a line the
-    coach kept keeps its sessions, so forgetting them still removes it."""
+    """Drop the recorded sources of lines a list no longer holds (after the coach edited the lists, or the
+    profile job's merge capped one): a line the coach kept keeps its sessions, so forgetting them still removes
+    it."""
     entry_sessions = profile.entry_sessions or {}
     profile.entry_sessions = {
         name: {
@@ -69,6 +70,11 @@ def keep_sources_of_held_lines(profile: ClientProfile) -> None:
         }
         for name in PROFILE_LISTS
     }
+
+
+async def _lock_profile(session: AsyncSession, client_id: uuid.UUID) -> None:
+    """Take the transaction-scoped advisory lock on the client's profile: its writers take turns."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"profile:{client_id}"})
 
 
 async def forget_sessions(
@@ -82,7 +88,7 @@ async def forget_sessions(
     forgotten = {str(session_id) for session_id in session_ids}
     if not forgotten:
         return
-    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"profile:{client_id}"})
+    await _lock_profile(session, client_id)
     profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
     if profile is None or not profile.entry_sessions:
         return
@@ -102,7 +108,7 @@ async def forget_sessions(
 async def profile_for_update(session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> ClientProfile:
     """The client's L4 profile (a new, empty one added to ``session`` when there is none), under a
     transaction-scoped advisory lock on the client's profile so concurrent writers take turns."""
-    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"profile:{client_id}"})
+    await _lock_profile(session, client_id)
     profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
     if profile is None:
         profile = ClientProfile(
@@ -182,6 +188,7 @@ class ProfileService:
                 lines = getattr(output, name)
                 setattr(profile, name, _merge_list(getattr(profile, name), lines))
                 _learnt(profile, name, lines, session_id)
+            keep_sources_of_held_lines(profile)
             if output.tone and profile.coach_edited_at is None:
                 profile.tone = output.tone
             profile.updated_at = datetime.now(UTC)
