@@ -52,11 +52,24 @@ def _start(settings: Settings) -> Iterator[Services]:
         yield services
 
 
-def _migrate(services: Services) -> None:
+@contextlib.contextmanager
+def _schema_owner(settings: Settings) -> Iterator[str]:
+    """The schema owner's database URL for ``migrate`` and ``rotate-secret``: ``MIGRATION_DATABASE_URL`` as it is
+    when set, starting nothing (a Kubernetes Job given only the owner's URL; neither command needs Redis), else
+    that of the database ``serve`` would use (:func:`_start`, embedded servers when ``DATABASE_URL`` is unset
+    too)."""
+    if settings.migration_database_url:
+        yield settings.migration_database_url
+    else:
+        with _start(settings) as services:
+            yield services.migration_database_url
+
+
+def _migrate(database_url: str) -> None:
     from app.db.migrate import upgrade_head
 
     with console.status("Applying migrations…"):
-        upgrade_head(services.migration_database_url)
+        upgrade_head(database_url)
 
 
 def _served_at(settings: Settings, host: str, port: int) -> Settings:
@@ -108,7 +121,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Start embedded servers as needed, migrate, run a worker alongside, serve HTTP until Ctrl-C."""
     settings = _served_at(_settings(args), args.host, args.port)
     with _start(settings) as services:
-        _migrate(services)
+        _migrate(services.migration_database_url)
         console.print(f"[bold]OpenCoach[/] on {settings.public_url}  (dashboard: /login)")
         _serve(settings, services, args.host, args.port, not args.no_worker)
     return 0
@@ -158,25 +171,16 @@ def cmd_telegram_poll(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    """Apply pending migrations: to ``MIGRATION_DATABASE_URL`` when it is set, starting nothing (a Kubernetes Job
-    given only the schema owner's URL; migrations need no Redis), else to the database ``serve`` would use (the
-    embedded one when ``DATABASE_URL`` is unset too)."""
-    settings = _settings(args)
-    if settings.migration_database_url:
-        from app.db.migrate import upgrade_head
-
-        with console.status("Applying migrations…"):
-            upgrade_head(settings.migration_database_url)
-    else:
-        with _start(settings) as services:
-            _migrate(services)
+    """Apply pending migrations to the schema owner's database (:func:`_schema_owner`)."""
+    with _schema_owner(_settings(args)) as database_url:
+        _migrate(database_url)
     console.print("[green]schema is at head[/]")
     return 0
 
 
-async def rotate_stored_secrets(settings: Settings, services: Services) -> RotationReport:
-    """Re-encrypt every stored secret under ``SECRET_KEY`` as the schema owner (``MIGRATION_DATABASE_URL``),
-    one transaction per coach (:func:`app.db.rotation.rotate_secrets`). Raises ``RuntimeError`` on a schema
+async def rotate_stored_secrets(settings: Settings, owner_url: str) -> RotationReport:
+    """Re-encrypt every stored secret under ``SECRET_KEY`` as the schema owner (``owner_url``), one transaction
+    per coach (:func:`app.db.rotation.rotate_secrets`). Raises ``RuntimeError`` on a schema
     that is not at head."""
     import app.channels.telegram.models  # noqa: F401 - the bot tokens and webhook secrets
     import app.container  # noqa: F401 - imports every model, so Base.metadata knows every *_encrypted column
@@ -187,7 +191,7 @@ async def rotate_stored_secrets(settings: Settings, services: Services) -> Rotat
     from app.db.rotation import rotate_secrets
 
     box = SecretBox.from_settings(settings)
-    engine = make_engine(services.migration_database_url, pool_size=1)
+    engine = make_engine(owner_url, pool_size=1)
     try:
         await assert_schema_current(engine)
         return await rotate_secrets(engine, box, Base.metadata)
@@ -203,8 +207,8 @@ def cmd_rotate_secret(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     try:
-        with _start(settings) as services, console.status("Re-encrypting stored secrets…"):
-            report = asyncio.run(rotate_stored_secrets(settings, services))
+        with _schema_owner(settings) as owner_url, console.status("Re-encrypting stored secrets…"):
+            report = asyncio.run(rotate_stored_secrets(settings, owner_url))
     except (OSError, SQLAlchemyError) as exc:
         _error(f"cannot use the database as the schema owner (MIGRATION_DATABASE_URL): {exc}")
         return 1
@@ -279,7 +283,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = _served_at(_settings(args), args.host, args.port)
     base = settings.public_url.rstrip("/")
     with _start(settings) as services:
-        _migrate(services)
+        _migrate(services.migration_database_url)
         api_key, widget_path = asyncio.run(seed_demo(settings, services))
         print(
             f"\nOpenCoach demo\n"
@@ -399,7 +403,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         openai = OpenAIModel(args.openai_model, key, args.openai_base_url)
     settings = _settings(args)
     with _start(settings) as services:
-        _migrate(services)
+        _migrate(services.migration_database_url)
         try:
             result = asyncio.run(
                 run_memory_eval(settings, services, conversations, openai, args.keep, not args.no_extract)
@@ -464,7 +468,7 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
             await container.close()
 
     with _start(settings) as services:
-        _migrate(services)
+        _migrate(services.migration_database_url)
         try:
             result = asyncio.run(run(services))
         except EvalDataError as exc:
@@ -746,7 +750,7 @@ def cmd_eval_injection(args: argparse.Namespace) -> int:
         )
     settings = _settings(args).model_copy(update={"llm_max_tokens": args.max_tokens})
     with _start(settings) as services:
-        _migrate(services)
+        _migrate(services.migration_database_url)
         try:
             results = asyncio.run(run_injection_eval(settings, services, attacks, models))
         except ProviderError as exc:

@@ -10,6 +10,8 @@ from cryptography.fernet import Fernet
 from limits import parse_many
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from app.core.egress import OutboundAllowlist
 
@@ -224,6 +226,29 @@ class Settings(BaseSettings):
         "enrolment on, per coach (same notation); one over it is asked to try later or ask for an invite link, "
         "and no client is made. Counted in Redis.",
     )
+
+    @field_validator("database_url", "migration_database_url")
+    @classmethod
+    def _asyncpg_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A PostgreSQL URL for SQLAlchemy's asyncpg dialect: ``postgres://`` and ``postgresql://`` (what managed
+        providers hand out) get the ``+asyncpg`` driver, and libpq's ``sslmode`` is passed as asyncpg's ``ssl``
+        (which takes the same modes). Raises ``ValueError`` naming the variable for any other URL."""
+        if not value:
+            return value
+        name = (info.field_name or "").upper()
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(f"{name} is not a URL (postgresql://user:password@host:5432/database)") from None
+        if url.drivername not in ("postgres", "postgresql", "postgresql+asyncpg"):
+            raise ValueError(
+                f"{name} must be a PostgreSQL URL used with asyncpg (postgresql://… or postgresql+asyncpg://…), "
+                f"not {url.drivername}://…"
+            )
+        query = dict(url.query)
+        if "sslmode" in query:
+            query.setdefault("ssl", query.pop("sslmode"))
+        return url.set(drivername="postgresql+asyncpg", query=query).render_as_string(hide_password=False)
 
     @field_validator("auth_rate_limit_ip", "auth_rate_limit_account", "chat_rate_limit", "telegram_enrollment_limit")
     @classmethod

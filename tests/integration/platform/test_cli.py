@@ -378,10 +378,21 @@ async def test_the_demo_seed_remakes_a_deleted_demo_client_and_explains_a_change
 
 def test_migrate_with_only_the_owners_url_starts_nothing(services: Services, tmp_path: Path) -> None:
     """``opencoach migrate`` given only MIGRATION_DATABASE_URL (the deploy guide's Kubernetes Job) migrates that
-    database and starts no embedded server: it started an embedded PostgreSQL and Redis, and migrated those."""
+    database and starts no embedded server: it started an embedded PostgreSQL and Redis, and migrated those. The
+    URL is written as managed providers hand it out, ``postgresql://`` without the driver (an ``ImportError``
+    traceback before)."""
     data_dir = tmp_path / "data"
-    env = {**_embedded_env(), "MIGRATION_DATABASE_URL": services.migration_database_url, "DATA_DIR": str(data_dir)}
+    as_given = services.migration_database_url.replace("postgresql+asyncpg://", "postgresql://")
+    env = {**_embedded_env(), "MIGRATION_DATABASE_URL": as_given, "DATA_DIR": str(data_dir)}
     done = subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, capture_output=True, timeout=120)
     output = (done.stdout + done.stderr).decode()
     assert done.returncode == 0 and "schema is at head" in output, output
     assert not (data_dir / "pgdata").exists() and not data_dir.exists(), "no embedded server was set up"
+
+
+def test_a_database_url_of_another_database_is_one_error_line_naming_it() -> None:
+    env = {**_embedded_env(), "DATABASE_URL": "mysql://opencoach@db.example.test/opencoach"}
+    done = subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, capture_output=True, timeout=120)
+    output = (done.stdout + done.stderr).decode()
+    assert done.returncode == 2, output
+    assert "Traceback" not in output and "error: DATABASE_URL" in output and "PostgreSQL URL" in output, output

@@ -26,13 +26,17 @@ from tests.conftest import Coach, make_client
 Secrets = dict[tuple[str, str, uuid.UUID], bytes]
 
 
-def rotate_cli(services: Services, tmp_path: Path, key: str, old: str = "") -> subprocess.CompletedProcess[str]:
-    """``opencoach rotate-secret`` against the test run's PostgreSQL and Redis with these keys."""
+def rotate_cli(
+    services: Services, tmp_path: Path, key: str, old: str = "", *, only_owner: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``opencoach rotate-secret`` against the test run's PostgreSQL and Redis with these keys; ``only_owner``
+    gives it the schema owner's URL alone, as a Kubernetes Job would."""
+    urls = {"MIGRATION_DATABASE_URL": services.migration_database_url}
+    if not only_owner:
+        urls |= {"DATABASE_URL": services.database_url, "REDIS_URL": services.redis_url}
     env = {
-        **os.environ,
-        "DATABASE_URL": services.database_url,
-        "MIGRATION_DATABASE_URL": services.migration_database_url,
-        "REDIS_URL": services.redis_url,
+        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MIGRATION_DATABASE_URL", "REDIS_URL")},
+        **urls,
         "SECRET_KEY": key,
         "SECRET_KEY_OLD": old,
     }
@@ -121,9 +125,10 @@ async def test_rotate_secret_re_encrypts_every_stored_secret_per_coach(
         assert {where: new_box.decrypt(token) for where, token in after.items()} == plain
         for token in after.values():
             assert Fernet(new_key.encode()).decrypt(token)  # the new key alone opens each one
-    finally:
-        back = rotate_cli(services, tmp_path, old_key, new_key)
+    finally:  # as a Kubernetes Job would run it: it starts no embedded server (it did, and rotated those)
+        back = rotate_cli(services, tmp_path, old_key, new_key, only_owner=True)
     assert back.returncode == 0, back.stderr
+    assert not (tmp_path / "d").exists(), "no embedded server was set up"
     restored = await stored_secrets(services, ids)
     assert {where: old_box.decrypt(token) for where, token in restored.items()} == plain
     settings_now = await http.get("/api/v1/settings", headers=first.headers)
