@@ -240,8 +240,9 @@ class InterventionService:
     ) -> Intervention:
         """Store the human-coach ``message`` (flushed, same transaction) as an intervention with its context:
         the conversation before it as chat messages (at most ``coach.recent_messages``, oldest first), the
-        client's latest message before it and what memory held about the client (L4 profile lines and
-        active insight texts). ``source``: ``takeover`` or ``draft_edit``. The caller queues
+        client's latest message before it and what memory held about the client: the ids of its top active
+        insights and whether its L4 profile held lines, references and not copies, so a forgotten insight or
+        profile line leaves no text behind here. ``source``: ``takeover`` or ``draft_edit``. The caller queues
         :meth:`analyse` after commit. Raises ``ValueError`` for an unknown source."""
         if source not in InterventionSource.ALL:
             raise ValueError(f"unknown intervention source {source!r}")
@@ -263,7 +264,6 @@ class InterventionService:
         ]
         client_text = next((msg.text for msg in reversed(earlier) if msg.sender_type == SenderType.CLIENT), "")
         memory = await self._memory.digest(session, coach.id, conversation.client_id, insights=MEMORY_INSIGHTS)
-        insights = [i.text for i in memory.insights]
         intervention = Intervention(
             coach_id=coach.id,
             conversation_id=conversation.id,
@@ -275,7 +275,10 @@ class InterventionService:
             ai_draft=ai_draft,
             client_text=client_text,
             context=context,
-            memory={"profile": profile_lines(memory.profile), "insights": insights},
+            memory={
+                "insight_ids": [str(i.id) for i in memory.insights],
+                "profile": bool(profile_lines(memory.profile)),
+            },
             analysis={},
             outcome={},
             pattern_counted=False,

@@ -45,10 +45,12 @@ class Intervention(TenantMixin, Base):
     ``client_text``: the client's latest message before it (the situation), embedded in ``embedding`` to
     find this intervention again in similar situations. ``context``: the conversation so far as chat
     messages ``[{"role", "content"}]`` (oldest first, at most the coach's L1 window). ``memory``: what memory
-    held about the client then (``{"profile": [...], "insights": [...]}``). ``ai_draft``: the AI reply it
-    replaced, where one existed. ``analysis`` (set by the ``analyse_intervention`` job): ``strategy`` (an
-    ESConv label), ``strategy_scores``, ``tone``, ``formality``, ``key_phrases``. ``outcome``: the client's
-    next turn (``sentiment``, ``sentiment_change``) and thumbs, once known; ``success`` summarises it.
+    held about the client then, by reference (``{"insight_ids": [...], "profile": bool}``: its top active
+    insights, and whether its L4 profile held lines), no copy of their text, which a forget must reach.
+    ``ai_draft``: the AI reply it replaced, where one existed. ``analysis`` (set by the
+    ``analyse_intervention`` job): ``strategy`` (an ESConv label), ``strategy_scores``, ``tone``, ``formality``,
+    ``key_phrases``. ``outcome``: the client's next turn (``sentiment``, ``sentiment_change``) and thumbs, once
+    known; ``success`` summarises it.
     """
 
     __tablename__ = "interventions"

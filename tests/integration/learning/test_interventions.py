@@ -96,7 +96,7 @@ async def test_takeover_and_draft_edit_are_recorded_analysed_and_scored(
     edit, takeover = await interventions(container, setup.coach.coach_id)
     assert (edit.source, edit.text, edit.ai_draft) == ("draft_edit", COACH_EDIT, REPLY)
     assert edit.client_text == SAD and edit.context == [{"role": "user", "content": SAD}]
-    assert set(edit.memory) == {"profile", "insights"}
+    assert set(edit.memory) == {"profile", "insight_ids"}
     assert (takeover.source, takeover.text, takeover.ai_draft) == ("takeover", COACH_TAKEOVER, REPLY)
     assert takeover.handoff_id is not None and takeover.client_text == SECOND
     assert [c["content"] for c in takeover.context] == [SAD, COACH_EDIT, SECOND]

@@ -242,3 +242,41 @@ async def test_forgetting_an_insight_purges_the_cached_replies_that_could_replay
     await run_jobs()
     assert [key async for key in container.redis.scan_iter(match=cached)] == []
     assert await container.redis.get(patterns) is None
+
+
+async def test_a_takeover_records_what_memory_held_by_reference_so_a_forgotten_insight_leaves_no_copy(
+    http: httpx.AsyncClient,
+    container: Container,
+    new_setup: Callable[..., Awaitable[Setup]],  # noqa: F811
+    llm_api: respx.MockRouter,  # noqa: F811
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """The intervention of a takeover notes which insights memory held about the client, by id: it copied their
+    text, which stayed after the insight was forgotten."""
+    setup = await new_setup("Reference Coach")
+    first = await chat(http, setup, "I keep thinking about what I lost last spring.")
+    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    [vector] = await container.registry.local_embedder().embed(["Robin lost a family ring"])
+    now = datetime.now(UTC)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        insight = Insight(coach_id=coach_id, client_id=client_id, kind="blocker", text="Robin lost a family ring",
+                          importance=7, source_message_ids=[], first_seen_at=now, last_seen_at=now,
+                          embedding=vector, embedding_model="all-MiniLM-L6-v2")  # fmt: skip
+        session.add(insight)
+    await _take_over(http, setup, first["conversation_id"], "That sounds hard. What would help you most right now?")
+    await run_jobs()
+
+    async def recorded() -> list[Intervention]:
+        async with tenant_session(container.sessionmaker, coach_id) as session:
+            return list((await session.scalars(select(Intervention).where(Intervention.client_id == client_id))).all())
+
+    [intervention] = await recorded()
+    assert intervention.memory == {"insight_ids": [str(insight.id)], "profile": False}
+    forgotten = await http.delete(
+        f"/api/v1/clients/{client_id}/memory/insights/{insight.id}", headers=setup.coach.headers
+    )
+    assert forgotten.status_code == 204, forgotten.text
+    await run_jobs()
+    [intervention] = await recorded()
+    stored = json.dumps([intervention.memory, intervention.context, intervention.client_text, intervention.analysis])
+    assert "family ring" not in stored
