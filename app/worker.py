@@ -84,6 +84,10 @@ JOB_TIMEOUT_S = 3600
 """A 300-page PDF takes about a minute to extract and another to embed on 2 cores; leave ample room."""
 MEMORY_JOB_TRIES = 4
 RETRY_DELAY_S = 30
+START_FINE_TUNE_BUDGET_S = MEMORY_JOB_TRIES * JOB_TIMEOUT_S + RETRY_DELAY_S * sum(range(MEMORY_JOB_TRIES)) + 3600
+"""The longest every try of a ``start_fine_tune`` job may take, with the delays between them and an hour's margin
+(a killed worker's job waits for its lease, Redis may be down a while): a fine-tune still ``preparing`` after
+this has no start left to finish it (:meth:`app.learning.finetune.FineTuneService.recover_stalled`)."""
 OUTBOX_RELAY_EVERY_S = 10
 """How often the worker sends outbox jobs left behind by a Redis outage."""
 REDIS_RETRY_S = 1.0
@@ -388,9 +392,10 @@ async def relay_outbox(ctx: dict[str, Any]) -> str:
 
 
 async def learning_sweep(ctx: dict[str, Any]) -> str:
-    """arq cron (every five minutes): fine-tune readiness per coach, and polls of running fine-tunes."""
+    """arq cron (every five minutes): fine-tune readiness per coach, polls of running fine-tunes, and fine-tunes
+    whose start no longer runs taken up."""
     container: Container = ctx["container"]
-    return await container.fine_tunes.sweep()
+    return await container.fine_tunes.sweep(stalled_start_s=START_FINE_TUNE_BUDGET_S)
 
 
 class OutageTolerantWorker(Worker):

@@ -8,8 +8,10 @@ ids are stored as soon as they exist, so a retried start never uploads or create
 the error and a cost estimate; a succeeded job yields a ``staging`` model version and queues the promotion
 gate (:mod:`app.learning.versions`). The first poll is queued right after the job is created; later ones come
 from the five-minute ``learning_sweep`` cron (:meth:`~FineTuneService.sweep`), which also starts a job for
-every coach whose readiness rule holds. (A self-requeued poll with a delay would keep a burst worker alive
-until it is due and duplicates what the cron does.)
+every coach whose readiness rule holds, and takes up a job still ``preparing`` after its start's every try could
+have ended (the start was killed by its timeout or with its worker): the provider job it may have created is
+adopted (found by its metadata), or else the job fails with the reason. (A self-requeued poll with a delay
+would keep a burst worker alive until it is due and duplicates what the cron does.)
 
 API reference: https://platform.openai.com/docs/api-reference/fine-tuning and .../files.
 """
@@ -19,12 +21,12 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import openai
 from openai.types.fine_tuning import FineTuningJob, job_create_params
-from sqlalchemy import select, text
+from sqlalchemy import and_, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
@@ -67,6 +69,10 @@ TRAINING_PRICE_USD_PER_1M_TOKENS: dict[str, float] = {
 """Training price per million trained tokens by base model, USD: OpenAI's pricing page
 (https://openai.com/api/pricing, "Fine-tuning" table, as published mid-2025). An unknown base model gets no
 estimate (``null``)."""
+STALLED_START = (
+    "its start did not finish (the upload or the job's creation ran past its deadline, or its worker was "
+    "stopped), and the provider has no job of it; start the fine-tune again"
+)
 MAX_ERROR_CHARS = 300
 """Length limit of ``fine_tune_jobs.error``: a status code and a short reason, never a response body."""
 PROVIDER_STATUSES = frozenset(
@@ -284,10 +290,12 @@ class FineTuneService:
             reason=reason,
         )
 
-    async def sweep(self) -> str:
+    async def sweep(self, *, stalled_start_s: float) -> str:
         """Cron: for every coach from ``fine_tune_coaches()`` (enabled, or with an active job), poll its
-        active jobs and start one when :meth:`readiness` holds. One coach's failure is logged and does not
-        stop the others. Returns a summary."""
+        active jobs, take up (:meth:`recover_stalled`) a job still ``preparing`` with no provider job
+        ``stalled_start_s`` seconds after it was created (longer than every try of its start may take), and start
+        one when :meth:`readiness` holds. One coach's failure is logged and does not stop the others. Returns a
+        summary."""
         async with self._sessionmaker() as session:
             coach_ids = list((await session.scalars(text("SELECT coach_id FROM fine_tune_coaches()"))).all())
         polled = started = failed = 0
@@ -295,18 +303,21 @@ class FineTuneService:
             try:
                 async with unit_of_work(self._sessionmaker, coach_id) as uow:
                     session = uow.session
-                    active = list(
-                        (
-                            await session.scalars(
-                                select(FineTuneJob.id).where(
-                                    FineTuneJob.coach_id == coach_id,
-                                    FineTuneJob.status.in_(FineTuneStatus.ACTIVE),
-                                )
-                            )
-                        ).all()
+                    stalled = and_(
+                        FineTuneJob.status == FineTuneStatus.PREPARING,
+                        FineTuneJob.provider_job_id.is_(None),
+                        FineTuneJob.created_at < func.now() - timedelta(seconds=stalled_start_s),
                     )
-                for job_id in active:
-                    await self.poll(coach_id, job_id)
+                    active = (
+                        await session.execute(
+                            select(FineTuneJob.id, stalled).where(
+                                FineTuneJob.coach_id == coach_id,
+                                FineTuneJob.status.in_(FineTuneStatus.ACTIVE),
+                            )
+                        )
+                    ).all()
+                for job_id, is_stalled in active:
+                    await (self.recover_stalled(coach_id, job_id) if is_stalled else self.poll(coach_id, job_id))
                     polled += 1
                 async with unit_of_work(self._sessionmaker, coach_id) as uow:
                     if (await self.readiness(uow)).ready:
@@ -316,6 +327,29 @@ class FineTuneService:
                 log.exception("fine-tune sweep failed for coach %s", coach_id)
                 failed += 1
         return f"{len(coach_ids)} coaches: {polled} jobs polled, {started} started, {failed} failed"
+
+    async def recover_stalled(self, coach_id: uuid.UUID, job_id: uuid.UUID) -> str:
+        """Take up a job left ``preparing`` by a start that no longer runs: adopt the provider job an interrupted
+        try created (found by its metadata, as a retried :meth:`start` does), or fail the job with
+        :data:`STALLED_START` so it no longer blocks the coach's next fine-tune. Raises ``ProviderError`` when
+        the provider is out of reach (the next sweep tries again). Returns a short status."""
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            job = await self._job(uow.session, coach_id, job_id)
+            if job.status != FineTuneStatus.PREPARING or job.provider_job_id is not None:
+                return f"already started ({job.status})"
+            coach = await uow.coach()
+        try:
+            client = self._client(coach)
+        except Conflict as exc:
+            return await self._fail(coach_id, job_id, exc.message)
+        async with client:
+            try:
+                created = await self._created_before(client, job_id)
+            except (openai.APIError, EgressRefused, ProviderError) as exc:
+                raise ProviderError(f"fine-tune look-up failed: {describe_error(exc)}") from exc
+        if created is None:
+            return await self._fail(coach_id, job_id, STALLED_START)
+        return await self._started(coach_id, job_id, created)
 
     async def create_job(self, uow: UnitOfWork, *, method: str = "supervised") -> FineTuneJob:
         """Snapshot the coach's examples for ``method`` (``supervised``: SFT, ``dpo``: preference pairs) and
@@ -412,7 +446,8 @@ class FineTuneService:
                     suffix="opencoach",
                     metadata={"opencoach_job_id": str(job_id)},
                 )
-                created_id, created_status = provider_id(created), remote_job(created).status
+                provider_id(created)  # an answer of another shape fails the job (below) before it is stored
+                remote_job(created)
             except ProviderError as exc:  # an answer of another shape: not the fine-tuning API
                 return await self._fail(coach_id, job_id, f"the endpoint does not speak the fine-tuning API: {exc}")
             except openai.APIStatusError as exc:
@@ -423,6 +458,11 @@ class FineTuneService:
                 return await self._fail(coach_id, job_id, describe_error(exc))
             except openai.APIError as exc:
                 raise ProviderError(f"fine-tune start failed: {describe_error(exc)}") from exc
+        return await self._started(coach_id, job_id, created)
+
+    async def _started(self, coach_id: uuid.UUID, job_id: uuid.UUID, created: FineTuningJob) -> str:
+        """Store the provider job ``created`` for the fine-tune (its id and status) and queue the first poll."""
+        created_id, created_status = provider_id(created), remote_job(created).status
         status = created_status if created_status in PROVIDER_STATUSES else FineTuneStatus.VALIDATING_FILES
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session

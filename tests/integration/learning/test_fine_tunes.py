@@ -514,12 +514,12 @@ async def test_the_sweep_starts_a_fine_tune_for_a_ready_coach_and_polls_it(
     setup = await new_setup("Swept Coach", fine_tune_enabled=True, fine_tune_min_examples=2, fine_tune_min_days=0)
     coach_id = uuid.UUID(setup.coach.coach_id)
     await seed(container, setup, run_jobs, {"train": 1})
-    await container.fine_tunes.sweep()
+    await container.fine_tunes.sweep(stalled_start_s=worker.START_FINE_TUNE_BUDGET_S)
     async with unit_of_work(container.sessionmaker, coach_id) as uow:
         assert await container.fine_tunes.list_jobs(uow) == [], "one example of two: not ready"
 
     await seed(container, setup, run_jobs, {"train": 1})
-    await container.fine_tunes.sweep()
+    await container.fine_tunes.sweep(stalled_start_s=worker.START_FINE_TUNE_BUDGET_S)
     async with unit_of_work(container.sessionmaker, coach_id) as uow:
         [job] = await container.fine_tunes.list_jobs(uow)
     assert job.status == FineTuneStatus.PREPARING
@@ -528,7 +528,7 @@ async def test_the_sweep_starts_a_fine_tune_for_a_ready_coach_and_polls_it(
         [job] = await container.fine_tunes.list_jobs(uow)
     assert job.status == FineTuneStatus.QUEUED and len(api.created) == 1
 
-    await container.fine_tunes.sweep()
+    await container.fine_tunes.sweep(stalled_start_s=worker.START_FINE_TUNE_BUDGET_S)
     async with unit_of_work(container.sessionmaker, coach_id) as uow:
         [job] = await container.fine_tunes.list_jobs(uow)
     assert job.status == FineTuneStatus.RUNNING and len(api.created) == 1
@@ -619,3 +619,54 @@ async def test_a_retried_start_reuses_the_provider_job_of_the_interrupted_try(
     assert api.uploads == [] and api.created == []
     query = api.router.routes["list_jobs"].calls[0].request.url.params
     assert query["metadata[opencoach_job_id]"] == str(job_id)
+
+
+async def test_a_fine_tune_whose_start_no_longer_runs_is_adopted_or_failed_by_the_sweep(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+) -> None:
+    """A ``start_fine_tune`` killed by its timeout, or whose tries ran out with its worker killed, ends without
+    changing the job: it stayed ``preparing`` for good and the coach could start no other fine-tune. Once every
+    try could have ended, the sweep fails it with the reason; a job the provider had created by then is adopted."""
+    api = fake_openai([{"status": "running"}])
+    setup = await new_setup("Stalled Start Coach")
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    await seed(container, setup, run_jobs, {"train": 1})
+
+    async def stalled_job() -> str:
+        """A new fine-tune whose start job is gone (as after the kill), created the start's budget ago."""
+        created = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers)
+        assert created.status_code == 201, created.text
+        job_id = created.json()["id"]
+        await container.redis.zrem(default_queue_name, f"{jobs.START_FINE_TUNE}:{job_id}")
+        async with tenant_session(container.sessionmaker, coach_id) as session:
+            job = await session.get_one(FineTuneJob, uuid.UUID(job_id))
+            job.created_at = datetime.now(UTC) - timedelta(seconds=worker.START_FINE_TUNE_BUDGET_S - 60)
+        await container.fine_tunes.sweep(stalled_start_s=worker.START_FINE_TUNE_BUDGET_S)
+        [job] = [j for j in (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+                 if j["id"] == job_id]  # fmt: skip
+        assert job["status"] == "preparing", "within the budget its start may still be running"
+        async with tenant_session(container.sessionmaker, coach_id) as session:
+            (await session.get_one(FineTuneJob, uuid.UUID(job_id))).created_at -= timedelta(seconds=120)
+        return job_id
+
+    first = await stalled_job()
+    await container.fine_tunes.sweep(stalled_start_s=worker.START_FINE_TUNE_BUDGET_S)
+    [failed] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+    assert failed["id"] == first and failed["status"] == "failed" and failed["finished_at"]
+    assert "its start did not finish" in failed["error"]
+
+    second = await stalled_job()  # the failed job no longer blocks a new one
+    api.listed = [job_object("ftjob-abc123", "queued", metadata={"opencoach_job_id": second})]
+    await container.fine_tunes.sweep(stalled_start_s=worker.START_FINE_TUNE_BUDGET_S)
+    [adopted] = [j for j in (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+                 if j["id"] == second]  # fmt: skip
+    assert adopted["status"] == "queued" and adopted["provider_job_id"] == "ftjob-abc123"
+    assert api.created == [] and api.uploads == []
+    await run_jobs()  # its first poll
+    [polled] = [j for j in (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+                if j["id"] == second]  # fmt: skip
+    assert polled["status"] == "running"
