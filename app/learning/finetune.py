@@ -73,6 +73,8 @@ STALLED_START = (
     "its start did not finish (the upload or the job's creation ran past its deadline, or its worker was "
     "stopped), and the provider has no job of it; start the fine-tune again"
 )
+UPLOAD_TRIES = 3
+"""Uploads of one split in one try of a start while erasures keep changing its snapshot (:meth:`_upload`)."""
 MAX_ERROR_CHARS = 300
 """Length limit of ``fine_tune_jobs.error``: a status code and a short reason, never a response body."""
 PROVIDER_STATUSES = frozenset(
@@ -391,11 +393,47 @@ class FineTuneService:
             raise NotFound("fine-tune job not found")
         return job
 
-    async def _file(self, coach_id: uuid.UUID, dataset: TrainingDataset, split: str) -> bytes:
+    async def _file(self, coach_id: uuid.UUID, dataset_id: uuid.UUID, split: str) -> tuple[bytes, list[uuid.UUID]]:
+        """The JSONL of the snapshot's examples in ``split`` as the snapshot is now, and their ids (the content is
+        empty when it holds none)."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            dataset = await self._training.dataset(uow.session, coach_id, dataset_id)
             examples = await self._training.examples(uow, kind=dataset.kind, split=split, ids=dataset.example_ids)
         lines = [example_line(e, scrub=dataset.scrub_pii) for e in examples]
-        return ("\n".join(lines) + "\n").encode() if lines else b""
+        return ("\n".join(lines) + "\n").encode() if lines else b"", [e.id for e in examples]
+
+    async def _upload(
+        self, client: openai.AsyncOpenAI, coach_id: uuid.UUID, job_id: uuid.UUID, dataset_id: uuid.UUID, split: str
+    ) -> str | None:
+        """Upload the snapshot's ``split`` (``POST /v1/files``) and store the file id on the job; returns it, or
+        ``None`` when the split holds no example.
+
+        An erasure or a forget that takes an example out of the snapshot while its file uploads finds no file id
+        on the job yet, so it cannot delete the file. The id is therefore stored only while the snapshot (locked)
+        still holds every uploaded example; otherwise the file is queued for deletion at the provider (the
+        erasure's purge job) and the split is uploaded again as the snapshot is now (up to
+        :data:`UPLOAD_TRIES` times, then ``ProviderError`` for a later retry)."""
+        for _ in range(UPLOAD_TRIES):
+            content, example_ids = await self._file(coach_id, dataset_id, split)
+            if not content:
+                return None
+            uploaded = await client.files.create(file=(f"{job_id}-{split}.jsonl", content), purpose="fine-tune")
+            file_id = provider_id(uploaded)
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                session = uow.session
+                snapshot = await session.scalar(
+                    select(TrainingDataset.example_ids).where(TrainingDataset.id == dataset_id).with_for_update()
+                )
+                if snapshot is not None and set(example_ids) <= set(snapshot):
+                    job = await self._job(session, coach_id, job_id)
+                    if split == Split.TRAIN:
+                        job.training_file_id = file_id
+                    else:
+                        job.validation_file_id = file_id
+                    return file_id
+                jobs.purge_erased_data(session, coach_id, [file_id], reason=f"outdated-upload:{file_id}")
+            log.info("fine-tune %s: the snapshot changed while its %s file uploaded; uploading it again", job_id, split)
+        raise ProviderError(f"the training data kept changing while the {split} file uploaded")
 
     async def start(self, coach_id: uuid.UUID, job_id: uuid.UUID) -> str:
         """arq job: upload the dataset's train (and, when any, validation) JSONL and create the provider job
@@ -423,20 +461,11 @@ class FineTuneService:
         async with client:
             try:
                 if training_file_id is None:
-                    content = await self._file(coach_id, dataset, Split.TRAIN)
-                    if not content:
+                    training_file_id = await self._upload(client, coach_id, job_id, dataset.id, Split.TRAIN)
+                    if training_file_id is None:
                         return await self._fail(coach_id, job_id, "the dataset has no train examples left")
-                    uploaded = await client.files.create(file=(f"{job_id}-train.jsonl", content), purpose="fine-tune")
-                    training_file_id = provider_id(uploaded)
-                    await self._store(coach_id, job_id, training_file_id=training_file_id)
                 if validation_file_id is None:
-                    content = await self._file(coach_id, dataset, Split.VALIDATION)
-                    if content:
-                        uploaded = await client.files.create(
-                            file=(f"{job_id}-validation.jsonl", content), purpose="fine-tune"
-                        )
-                        validation_file_id = provider_id(uploaded)
-                        await self._store(coach_id, job_id, validation_file_id=validation_file_id)
+                    validation_file_id = await self._upload(client, coach_id, job_id, dataset.id, Split.VALIDATION)
                 created = await self._created_before(client, job_id) if retried else None
                 created = created or await client.fine_tuning.jobs.create(
                     model=base_model,

@@ -25,6 +25,7 @@ from app.container import Container
 from app.db import jobs
 from app.db.engine import tenant_session
 from app.learning.models import FineTuneJob, FineTuneStatus, ModelVersion, TrainingExample
+from tests.conftest import make_client
 from tests.integration.handoff.test_handoff_flow import Setup, new_setup
 from tests.integration.learning.test_training_data import refresh, seed_conversation
 from tests.openai_wire import MOCK_BASE_URL, mock_openai, openai_completion, openai_error, openai_sse, sse_response
@@ -670,3 +671,53 @@ async def test_a_fine_tune_whose_start_no_longer_runs_is_adopted_or_failed_by_th
     [polled] = [j for j in (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
                 if j["id"] == second]  # fmt: skip
     assert polled["status"] == "running"
+
+
+async def test_a_client_erased_while_the_training_file_uploads_leaves_no_file_of_theirs_at_the_provider(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+) -> None:
+    """The coach erases a client while the fine-tune's training file, which holds that client's words, uploads:
+    the erasure found no file id on the job yet, and the id stored after it was never deleted. Now that file is
+    deleted at the provider and the job trains on a file uploaded again without the client."""
+    api = fake_openai([{"status": "running"}])
+    setup = await new_setup("Erased Mid-Upload Coach")
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    erased = await make_client(http, setup.coach, "Erased Mid-Upload")
+    erased_words = f"My sister Philippa never calls me back ({uuid.uuid4().hex[:6]})."
+    conversation = await seed_conversation(
+        container, coach_id, uuid.UUID(erased["id"]), [(erased_words, COACH_REPLY)], split="train"
+    )
+    await refresh(container, run_jobs, setup.coach.coach_id, conversation)
+    await seed(container, setup, run_jobs, {"train": 1})  # another client's example stays
+    deleted: list[str] = []
+    api.router.delete(url__regex=rf"{MOCK_BASE_URL}/files/file-[A-Za-z0-9-]+$").mock(
+        side_effect=lambda request: (
+            deleted.append(request.url.path.rsplit("/", 1)[1])
+            or httpx.Response(200, json={"id": deleted[-1], "object": "file", "deleted": True})
+        )
+    )
+
+    async def upload(request: httpx.Request) -> httpx.Response:
+        if not api.uploads:  # the erasure commits while the first upload is under way
+            gone = await http.delete(f"/api/v1/clients/{erased['id']}", headers=setup.coach.headers)
+            assert gone.status_code == 204, gone.text
+        return api._file(request)
+
+    api.router.routes["files"].mock(side_effect=upload)
+    created = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers)
+    assert created.status_code == 201, created.text
+    await run_jobs()  # the start, the purge, the first poll
+
+    first, second = api.uploads
+    assert "Philippa" in first.decode() and "Philippa" not in second.decode()
+    [job] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+    assert job["training_file_id"] == "file-val2" and job["provider_job_id"] == "ftjob-abc123", job
+    assert deleted == ["file-train1"], "the file uploaded with the erased client's words"
+    assert api.created[0]["training_file"] == "file-val2"
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        left = (await session.scalars(select(TrainingExample.prompt))).all()
+    assert not any("Philippa" in json.dumps(prompt) for prompt in left)
