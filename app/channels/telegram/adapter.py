@@ -1,7 +1,8 @@
 """The Telegram adapter: turns a Bot API update into the channel-neutral turn (:class:`app.chat.turn.ChatService`
 ``receive`` then ``answer``) and renders the turn's events in the chat.
 
-Updates are processed off the webhook request, one chat at a time in arrival order (a lock per chat). A reply
+Updates are processed off the webhook request, one chat at a time in arrival order (a lock per chat, in this
+process and across processes: :meth:`TelegramChannel._chat_lock`). A reply
 streams by editing one message at most every :attr:`TelegramChannel.edit_interval_s` seconds (Telegram's
 limits, Bot API FAQ "My bot is hitting limits": about one message a second per chat), then the final text
 with footnotes and the 👍/👎 and "Talk to a human" keyboard; replies over 4,096 characters are split at sentence
@@ -17,10 +18,12 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 from arq.connections import ArqRedis
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Bot, ReplyKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
@@ -45,6 +48,12 @@ from app.memory.controls import MemoryControls
 log = logging.getLogger(__name__)
 
 BAD_INVITE = "This invite link is not valid any more (each link works once). Please ask your coach for a new one."
+TURN_LOCK_S = 180.0
+"""Seconds a chat's cross-process turn lock (Redis) lives unless its holder releases it first: longer than a turn
+takes, short enough that a process that died holding it holds the chat up no longer."""
+TURN_LOCK_WAIT_S = 180.0
+"""Seconds a message waits for its chat's turn lock held by another process before it goes ahead anyway (a
+message is never dropped for a lock)."""
 TYPING_EVERY_S = 4.0
 """A chat action shows for about 5 s (Bot API ``sendChatAction``): repeated while the model works."""
 
@@ -130,6 +139,7 @@ class TelegramChannel:
         self._memory = memory
         self._tone = tone
         self.outbox = ChatOutbox(redis, service)
+        self._redis = redis
         self._sessionmaker = sessionmaker
         self._locks: dict[tuple[uuid.UUID, int], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -187,14 +197,38 @@ class TelegramChannel:
             except Exception:
                 log.exception("telegram update %s of coach %s: could not renew its claim", update_id, coach_id)
 
-    def _chat_lock(self, coach_id: uuid.UUID, message: dict[str, Any]) -> contextlib.AbstractAsyncContextManager[Any]:
-        """The lock of the message's chat in this process: a chat's messages are handled one at a time, in the
-        order they came, from reading the chat's binding (so two first messages of a stranger make one client,
-        and two messages one conversation) to the end of their answer."""
+    @contextlib.asynccontextmanager
+    async def _chat_lock(self, coach_id: uuid.UUID, message: dict[str, Any]) -> AsyncIterator[None]:
+        """Hold the message's chat: its messages are handled one at a time, in the order they came, from reading
+        the chat's binding (so two first messages of a stranger make one client, and two messages one
+        conversation) to the end of their answer. In this process an :class:`asyncio.Lock` keeps the order;
+        across the web processes a Redis lock (redis-py's :class:`~redis.asyncio.lock.Lock`, :data:`TURN_LOCK_S`)
+        keeps a second process from reading the binding before the first stored the conversation it began.
+        Redis out of reach, or the lock still held after :data:`TURN_LOCK_WAIT_S`, lets the message go ahead."""
         chat_id = (message.get("chat") or {}).get("id")
         if not isinstance(chat_id, int):
-            return contextlib.nullcontext()
-        return self._locks.setdefault((coach_id, chat_id), asyncio.Lock())
+            yield
+            return
+        async with self._locks.setdefault((coach_id, chat_id), asyncio.Lock()):
+            shared = self._redis.lock(
+                f"telegram:turn-lock:{coach_id}:{chat_id}", timeout=TURN_LOCK_S, blocking_timeout=TURN_LOCK_WAIT_S
+            )
+            try:
+                held = await shared.acquire()
+            except RedisError as exc:
+                log.warning("chat %s of coach %s: no cross-process turn lock (%s)", chat_id, coach_id, exc)
+                held = False
+            else:
+                if not held:
+                    log.warning(
+                        "chat %s of coach %s: turn lock still held after %d s", chat_id, coach_id, TURN_LOCK_WAIT_S
+                    )
+            try:
+                yield
+            finally:
+                if held:
+                    with contextlib.suppress(RedisError):  # expired meanwhile, or Redis gone: it lapses
+                        await shared.release()
 
     async def _done(self, coach_id: uuid.UUID, update_id: Any) -> None:
         """Mark the update processed (handled or failed with a logged error; a process that dies before this leaves

@@ -301,6 +301,40 @@ async def test_a_stranger_enrolled_by_two_processes_at_once_is_one_client(
     assert len((await tg.get("/api/v1/clients", headers=bot.coach.headers)).json()) == 1
 
 
+async def test_a_chats_first_messages_taken_by_two_processes_at_once_make_one_conversation(
+    tg: httpx.AsyncClient,
+    tg_settings: Settings,
+    services: Services,
+    registry: ProviderRegistry,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+) -> None:
+    """A bound chat's first two messages handled by two web processes at once: both go to one conversation,
+    each answered (each process's own per-chat lock let both read the chat with no conversation yet, and each
+    began one)."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    coach_id = uuid.UUID(bot.coach.coach_id)
+    other = await Container.create(tg_settings, services.database_url, services.redis_url, registry=registry)
+    there = build_channel(other)
+    try:
+        here = tg.app.state.telegram  # type: ignore[attr-defined]
+        first, second = (
+            recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text=text)
+            for text in ("Hi from one process", "Hi from the other")
+        )
+        await asyncio.gather(here.process(coach_id, first), there.process(coach_id, second))
+    finally:
+        await there.service.close()
+        await other.close()
+    conversation = await conversation_of(tg, bot, client_id)  # one conversation of the client
+    assert sorted(m["text"] for m in conversation["messages"] if m["sender_type"] == "client") == [
+        "Hi from one process",
+        "Hi from the other",
+    ]
+    assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai", "client", "ai"]
+
+
 async def test_a_bot_client_replaced_by_a_new_token_is_closed_after_its_grace_and_the_rest_at_shutdown(
     tg: httpx.AsyncClient,
     tg_settings: Settings,
