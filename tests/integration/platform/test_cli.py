@@ -396,3 +396,58 @@ def test_a_database_url_of_another_database_is_one_error_line_naming_it() -> Non
     output = (done.stdout + done.stderr).decode()
     assert done.returncode == 2, output
     assert "Traceback" not in output and "error: DATABASE_URL" in output and "PostgreSQL URL" in output, output
+
+
+ON_ONE_DATA_DIR = """
+import sys
+from app.core.config import Settings
+from app.core.runtime import embedded_services
+
+with embedded_services(Settings(data_dir=sys.argv[1], database_url=sys.argv[2])) as services:
+    print(services.redis_url, flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_commands_on_one_data_dir_share_its_redis_which_stops_with_the_last(services: Services, tmp_path: Path) -> None:
+    """``opencoach serve --no-worker`` and ``opencoach worker`` in two terminals on one data directory (as the
+    README's commands allow): both use one embedded Redis, which a Ctrl-C in the first terminal leaves running
+    for the other, and which stops with the last. Each started a Redis of its own on the same files: the web
+    process queued jobs the worker never saw."""
+
+    def start() -> tuple[subprocess.Popen[bytes], str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", ON_ONE_DATA_DIR, str(tmp_path), services.database_url],
+            env=_embedded_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,  # a terminal of its own: a Ctrl-C reaches its whole process group
+        )
+        assert proc.stdout is not None
+        return proc, proc.stdout.readline().decode().strip()
+
+    def answers(url: str) -> bool:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", int(url.split(":")[2].split("/")[0])), 2) as conn,
+        ):
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+        return False
+
+    first, url = start()
+    second, again = start()
+    try:
+        assert url.startswith("redis://127.0.0.1:") and again == url, "one Redis for the data directory"
+        os.killpg(first.pid, signal.SIGINT)  # Ctrl-C in the first terminal
+        first.wait(60)
+        assert answers(url), "the other command still has its Redis"
+        second.communicate(b"\n", timeout=60)
+        assert second.returncode == 0
+        assert not answers(url) and _processes_using(tmp_path) == [], "the last one stopped it"
+    finally:
+        for proc in (first, second):
+            if proc.poll() is None:
+                proc.kill()
+        for leftover in _processes_using(tmp_path):
+            leftover.kill()
