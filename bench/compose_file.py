@@ -56,10 +56,12 @@ class Layout:
 
 def layout(env: Mapping[str, str], path: Path = COMPOSE_FILE) -> Layout:
     """The layout of the ``api`` and ``worker`` services of the Compose file (``deploy.replicas``, default 1;
-    the ``api`` service's environment). Raises ``KeyError`` when a service or a required variable is missing,
-    ``ValueError`` when a replica count is not a whole number."""
+    the ``api`` service's environment, without the variables it passes on from the shell). Raises ``KeyError``
+    when a service or a required variable is missing, ``ValueError`` when a replica count is not a whole
+    number."""
     services = load_compose({"SECRET_KEY": "unused"} | dict(env), path)["services"]
-    settings = {key: str(value) for key, value in services["api"].get("environment", {}).items()}
+    environment = services["api"].get("environment", {}).items()
+    settings = {key: str(value) for key, value in environment if value is not None}  # None: from the shell
     return Layout(
         apis=int(services["api"].get("deploy", {}).get("replicas", 1)),
         workers=int(services["worker"].get("deploy", {}).get("replicas", 1)),

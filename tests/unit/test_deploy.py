@@ -65,12 +65,16 @@ def test_the_compose_file_runs_pgvector_redis_n_apis_and_m_workers_with_real_set
     assert services["api"]["command"][:3] == ["opencoach", "serve", "--no-worker"]
     assert services["worker"]["command"] == ["opencoach", "worker"]
     assert services["migrate"]["command"] == ["opencoach", "migrate"]
+    settings = {field.upper() for field in Settings.model_fields}
     for name in ("api", "worker"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         env = services[name]["environment"]
-        assert set(env) <= {field.upper() for field in Settings.model_fields}, set(env)
+        assert set(env) <= settings | {"FORWARDED_ALLOW_IPS"}, set(env) - settings
         assert "opencoach_web" in env["DATABASE_URL"] and "opencoach_owner" in env["MIGRATION_DATABASE_URL"]
-    Settings(**{key.lower(): value for key, value in services["api"]["environment"].items()} | {"secret_key": None})
+        # every other setting, and uvicorn's trusted proxies, reach the app from the shell without an edit
+        assert set(env) == (settings - {"DATA_DIR"}) | {"FORWARDED_ALLOW_IPS"}, (settings - {"DATA_DIR"}) ^ set(env)
+    given = {key.lower(): value for key, value in services["api"]["environment"].items() if value is not None}
+    Settings(**given | {"secret_key": None})
 
 
 def test_the_load_benchmark_takes_its_process_layout_and_settings_from_the_compose_file() -> None:
