@@ -1,7 +1,8 @@
 """Model versions (staging → production → retired), the promotion gate and rollback.
 
 A fine-tune that succeeded becomes a ``staging`` version; :meth:`ModelVersionService.evaluate` (an arq job)
-replays the coach's held-out SFT examples (the ``test`` split, else ``validation``, else both) through the
+replays the coach's held-out SFT examples of the coach's own replies (takeovers and edited drafts; the ``test``
+split, else ``validation``, else both) through the
 candidate and through the current model (the production version, else the coach's base ``llm_model``) and
 promotes the candidate only when it measurably beats the current one (:mod:`app.learning.gate`); otherwise the
 version is ``rejected``. The numbers are kept in ``ModelVersion.evaluation``. At most one version per coach is
@@ -36,7 +37,14 @@ from app.learning.gate import (
     decide,
     win_rate,
 )
-from app.learning.models import ExampleKind, ModelVersion, ModelVersionStatus, Split, TrainingExample
+from app.learning.models import (
+    ExampleKind,
+    ExampleSource,
+    ModelVersion,
+    ModelVersionStatus,
+    Split,
+    TrainingExample,
+)
 from app.learning.training import TrainingDataService
 from app.llm.base import ChatMessage, ChatProvider, ProviderError, Usage
 from app.llm.registry import ProviderRegistry
@@ -45,6 +53,8 @@ METRIC = "mean_cosine_similarity_to_coach_reply"
 REFUSING_ERRORS = (openai.NotFoundError, openai.BadRequestError, openai.PermissionDeniedError)
 """Provider answers that mean the candidate model cannot serve (deleted, unknown, not allowed): the gate rejects
 it at once instead of retrying."""
+COACH_WRITTEN = frozenset((ExampleSource.COACH_REPLY, ExampleSource.DRAFT_EDIT))
+"""Sources of the SFT examples whose reply is the coach's own: the gate's references."""
 GATE_TEMPERATURE = 0.0
 """Replies are sampled greedily for the gate, so a re-run compares the same replies."""
 JUDGE_PROMPT = (
@@ -129,10 +139,13 @@ class ModelVersionService:
         return version
 
     async def _held_out(self, coach_id: uuid.UUID) -> tuple[str, list[TrainingExample]]:
-        """The held-out SFT examples to replay: ``test`` if it has enough, else ``validation``, else both."""
+        """The held-out SFT examples to replay: ``test`` if it has enough, else ``validation``, else both. Only
+        examples whose reply the coach wrote (:data:`COACH_WRITTEN`): an AI reply a client liked was written by
+        the current model, so measuring closeness to it favours that model over every candidate."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             test = await self._training.examples(uow, kind=ExampleKind.SFT, split=Split.TEST)
             validation = await self._training.examples(uow, kind=ExampleKind.SFT, split=Split.VALIDATION)
+        test, validation = ([e for e in examples if e.source in COACH_WRITTEN] for examples in (test, validation))
         if len(test) >= MIN_HELD_OUT_EXAMPLES:
             return Split.TEST, test[:MAX_HELD_OUT_EXAMPLES]
         if len(validation) >= MIN_HELD_OUT_EXAMPLES:
@@ -174,7 +187,8 @@ class ModelVersionService:
             "judge": None,
         }
         if len(held_out) < MIN_HELD_OUT_EXAMPLES:
-            passed, reason = False, f"only {len(held_out)} held-out examples (at least {MIN_HELD_OUT_EXAMPLES})"
+            reason = f"only {len(held_out)} held-out examples of the coach's own replies"
+            passed, reason = False, f"{reason} (at least {MIN_HELD_OUT_EXAMPLES})"
         else:
             passed, reason = await self._replay(coach, candidate_model, current_model, held_out, evaluation)
         evaluation |= {"passed": passed, "reason": reason, "at": datetime.now(UTC).isoformat()}

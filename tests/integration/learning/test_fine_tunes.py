@@ -721,3 +721,34 @@ async def test_a_client_erased_while_the_training_file_uploads_leaves_no_file_of
     async with tenant_session(container.sessionmaker, coach_id) as session:
         left = (await session.scalars(select(TrainingExample.prompt))).all()
     assert not any("Philippa" in json.dumps(prompt) for prompt in left)
+
+
+async def test_the_gate_measures_candidates_against_the_coachs_own_replies_only(
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+) -> None:
+    """Held-out examples whose reply is the AI's own (a client's thumbs up) are no reference for the gate: the
+    current model wrote them, so closeness to them favoured it. They made up the numbers before; with only four
+    of the coach's replies held out, the gate now refuses for want of them."""
+    fake_openai([{"status": "running"}])
+    setup = await new_setup("Own Replies Gate Coach")
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    await seed(container, setup, run_jobs, {"test": 4})
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        [coach_written, *_] = (
+            await session.scalars(select(TrainingExample).where(TrainingExample.split == "test"))
+        ).all()
+        for n in range(3):  # AI replies clients liked, held out too
+            session.add(TrainingExample(
+                coach_id=coach_id, conversation_id=coach_written.conversation_id, kind="sft", source="thumbs_up",
+                message_id=coach_written.message_id, prompt=coach_written.prompt, chosen=f"{CLOSE_REPLY} ({n})",
+                quality=1.0, split="test", content_hash=f"{n}" * 64,
+            ))  # fmt: skip
+    candidate = await add_version(container, setup, "ft:candidate")
+    assert (await container.model_versions.evaluate(coach_id, candidate)).startswith("rejected")
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        evaluation = (await session.get_one(ModelVersion, candidate)).evaluation
+    assert evaluation["examples"] == 4 and evaluation["candidate"] is None
+    assert evaluation["reason"] == "only 4 held-out examples of the coach's own replies (at least 5)"
