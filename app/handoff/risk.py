@@ -495,7 +495,9 @@ class RiskDetector:
                 if cue.first_person and subject != "self" and (subject == "other" or not first):
                     continue
                 weight = cue.weight
-                if helping or subject == "other" or (subject is None and other and not first):
+                # a help phrase marks a supporter's sentence ("if you want to die, call 988"), not the writer's
+                # own statement in it ("please don't tell my mum, but I want to kill myself")
+                if (helping and subject != "self") or subject == "other" or (subject is None and other and not first):
                     weight *= SUPPORTIVE_DISCOUNT
                 if cue.negatable and _negated(sentence, match.start()):
                     weight *= NEGATION_DISCOUNT

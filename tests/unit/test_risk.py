@@ -63,6 +63,21 @@ def test_supportive_and_third_person_wording_is_discounted(text: str) -> None:
 @pytest.mark.parametrize(
     "text",
     [
+        "Please don't tell my mum, but I want to kill myself.",
+        "I called the hotline but I still want to end my life",
+        "I can't talk to someone about this, I want to die",
+    ],
+)
+def test_the_writers_own_statement_next_to_a_help_phrase_is_a_crisis(text: str) -> None:
+    """A help phrase ("please don't", "hotline", "talk to someone") discounts a supporter's sentence, not the
+    writer's own "I want to kill myself" in it: these scored 0.225–0.33 (concern at most), no crisis protocol."""
+    assessment = detector.assess(text)
+    assert assessment.level == "crisis" and assessment.explicit
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
         "This deadline is killing me",
         "I died laughing at that video",
         "I'm dying to see the new movie",
