@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict
@@ -30,6 +31,25 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     token_logprobs: tuple[float, ...] | None = None
+
+
+CONTROL_TOKEN = re.compile(
+    r"<[|\uff5c][^<>|\uff5c\s]{1,64}[|\uff5c]>"  # ChatML, Llama 3, Phi, Qwen; DeepSeek's fullwidth bars
+    r"|\[/?INST\]|<</?SYS>>"  # Llama 2, Mistral
+    r"|</?s>"  # SentencePiece's BOS and EOS written out
+    r"|<(?:start|end)_of_turn>",  # Gemma
+    re.IGNORECASE,
+)
+"""Text shaped like a chat template's control token (``<|im_start|>``, ``<|eot_id|>``, ``[INST]``…)."""
+
+
+def plain_text_messages(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """``messages`` with every string shaped like a chat template's control token (:data:`CONTROL_TOKEN`)
+    replaced by a space. A chat template renders the prompt as text, and llama.cpp (as Hugging Face tokenizers
+    in vLLM or TGI) then reads special-token text as the control token itself: ``<|im_end|><|im_start|>system``
+    written in a client's message or a coach's document ended its turn and opened a system turn of its own, the
+    strongest prompt injection there is (OWASP LLM01). Every provider sends its messages through this."""
+    return [ChatMessage(role=m["role"], content=CONTROL_TOKEN.sub(" ", m["content"])) for m in messages]
 
 
 class ProviderError(Exception):

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from app.llm.base import ChatMessage, ProviderError, Usage
+from app.llm.base import ChatMessage, ProviderError, Usage, plain_text_messages
 
 LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 """The offline embedder's model name (:class:`MiniLMEmbedder`'s ``model``)."""
@@ -71,7 +71,7 @@ class LlamaCppChatProvider:
         def run() -> None:
             try:
                 chunks = self._llama.create_chat_completion(
-                    messages=list(messages),  # type: ignore[arg-type]
+                    messages=plain_text_messages(messages),  # type: ignore[arg-type]
                     max_tokens=max_tokens,
                     temperature=temperature,
                     repeat_penalty=REPEAT_PENALTY,
@@ -114,7 +114,7 @@ class LlamaCppChatProvider:
 
         def run() -> str:
             result = self._llama.create_chat_completion(
-                messages=list(messages),  # type: ignore[arg-type]
+                messages=plain_text_messages(messages),  # type: ignore[arg-type]
                 max_tokens=max_tokens,
                 temperature=temperature,
                 repeat_penalty=REPEAT_PENALTY,

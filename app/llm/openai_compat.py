@@ -28,7 +28,7 @@ import openai
 from openai.types.chat import ChatCompletionChunk
 
 from app.core.egress import EgressGuard, EgressRefused, http_status_text
-from app.llm.base import ChatMessage, ProviderError, Usage
+from app.llm.base import ChatMessage, ProviderError, Usage, plain_text_messages
 
 
 def describe_error(exc: BaseException) -> str:
@@ -141,7 +141,7 @@ class OpenAIChatProvider:
         try:
             return await self._client.chat.completions.create(  # type: ignore[no-any-return,call-overload]
                 model=self.model,
-                messages=list(messages),
+                messages=plain_text_messages(messages),
                 max_tokens=max_tokens,
                 temperature=temperature,
                 stream=True,
@@ -209,7 +209,7 @@ class OpenAIChatProvider:
             async with asyncio.timeout(self._deadline):
                 response = await self._client.chat.completions.create(  # type: ignore[call-overload]
                     model=self.model,
-                    messages=list(messages),
+                    messages=plain_text_messages(messages),
                     max_tokens=max_tokens,
                     temperature=temperature,
                     response_format={
