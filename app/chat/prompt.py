@@ -270,5 +270,10 @@ def assemble_prompt(
         len(kept.style),
         persona=persona,
         protected=[*fixed, *kept.style, *shot_texts],
-        untrusted=[*(p.text for p in kept.passages), *kept.profile, *(i.text for i in kept.items), *shot_texts],
+        untrusted=[  # a passage's title too: it comes from the file (its name, a PDF's /Title, an HTML <title>)
+            *(f"{p.title}. {p.text}" for p in kept.passages),
+            *kept.profile,
+            *(i.text for i in kept.items),
+            *shot_texts,
+        ],
     )

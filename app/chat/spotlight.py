@@ -29,6 +29,7 @@ the second defence; ``opencoach eval injection`` (:mod:`app.evals.injection`) me
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 
 MARK = "^"
@@ -52,8 +53,13 @@ _SPACE = re.compile(r"\s+")
 
 
 def clean(text: str) -> str:
-    """Untrusted ``text`` without :data:`MARK` characters (→ spaces) and without anything shaped like a data
-    block delimiter (``<<data: …>>``, ``<</data>>``, any case or spacing)."""
+    """Untrusted ``text`` in Unicode compatibility form (NFKC: fullwidth ``＜＜／data＞＞`` reads ``<</data>>``)
+    without invisible format characters (category Cf: zero-width spaces and joiners, a BOM, bidirectional
+    controls, which could split a delimiter the model still reads), without :data:`MARK` characters (→ spaces)
+    and without anything shaped like a data block delimiter (``<<data: …>>``, ``<</data>>``, any case or
+    spacing)."""
+    if not text.isascii():  # (ASCII text has neither: the common case costs nothing)
+        text = "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) != "Cf")
     return _DELIMITER.sub(" ", text.replace(MARK, " "))
 
 
