@@ -182,10 +182,14 @@ def evaluate_model(session: AsyncSession, coach_id: uuid.UUID, version_id: uuid.
     add_job(session, coach_id, EVALUATE_MODEL, str(coach_id), str(version_id), job_id=f"{EVALUATE_MODEL}:{version_id}")
 
 
-def answer_pending(session: AsyncSession, coach_id: uuid.UUID, message_id: uuid.UUID) -> None:
-    """Queue the AI's answer to a client message the coach left unanswered when handing the conversation back
-    (once per message; the job does nothing if the message was answered or followed by another meanwhile)."""
-    add_job(session, coach_id, ANSWER_PENDING, str(coach_id), str(message_id), job_id=f"{ANSWER_PENDING}:{message_id}")
+def answer_pending(session: AsyncSession, coach_id: uuid.UUID, message_id: uuid.UUID, *, occasion: str) -> None:
+    """Queue the AI's answer to a client message left unanswered: ``occasion`` ``handback:<handoff id>`` (the coach
+    handed the conversation back) or ``live`` (its live answer failed). Once per message and occasion: arq refuses
+    a job id it holds a result of for an hour, so an id per message alone made a second handback within the hour
+    queue nothing, after a first one whose job found the AI paused again. The job does nothing if the message was
+    answered or followed by another meanwhile, and a message is answered once whatever runs."""
+    job_id = f"{ANSWER_PENDING}:{message_id}:{occasion}"
+    add_job(session, coach_id, ANSWER_PENDING, str(coach_id), str(message_id), job_id=job_id)
 
 
 def telegram_deliver(session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID) -> None:

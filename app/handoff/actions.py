@@ -133,6 +133,6 @@ class CoachActions:
         client = await self._accounts.get_client(uow, conversation.client_id)
         pending = await unanswered_client_message(session, conversation_id) if reply else None
         if pending is not None:
-            jobs.answer_pending(session, coach_id, pending)
+            jobs.answer_pending(session, coach_id, pending, occasion=f"handback:{handoff.id}")
         uow.after_commit(functools.partial(self._handoffs.publish_change, coach, handoff, client, "coach_left"))
         return handoff

@@ -332,7 +332,7 @@ class ChatService:
         """Queue the ``answer_pending`` job for stored client message ``message_id`` (its live answer failed,
         for example on a database pool exhausted by overload): the worker answers it, once."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
-            jobs.answer_pending(uow.session, coach_id, message_id)
+            jobs.answer_pending(uow.session, coach_id, message_id, occasion="live")
 
     async def answer_pending(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> str:
         """Worker job body (after a handback, or after the live answer failed: :meth:`answer_later`): answer

@@ -95,6 +95,29 @@ async def test_handback_answers_the_message_the_coach_left_unanswered(
     assert len(await transcript(http, setup, conversation_id)) == 5 and answers_to_waiting(llm_api) == 1
 
 
+async def test_a_second_handback_within_the_hour_still_answers_the_waiting_message(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """The coach hands back, takes over again before the worker ran the answer (it then finds the AI paused and
+    answers nothing), and hands back again: the AI answers the waiting message. The second handback queued
+    nothing before (arq refused the job id it still held the first job's result of)."""
+    setup = await new_setup()
+    conversation_id = await taken_over_with_a_waiting_message(http, setup)
+    h = setup.coach.headers
+    assert (await http.post(f"/api/v1/conversations/{conversation_id}/handback", headers=h)).status_code == 200
+    assert (await http.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=h)).status_code == 200
+    await run_jobs()  # the first handback's job: paused again, nothing to answer
+    assert answers_to_waiting(llm_api) == 0
+    assert (await http.post(f"/api/v1/conversations/{conversation_id}/handback", headers=h)).status_code == 200
+    await run_jobs()
+    messages = await transcript(http, setup, conversation_id)
+    assert [m["sender_type"] for m in messages] == ["client", "ai", "human_coach", "client", "ai"]
+    assert answers_to_waiting(llm_api) == 1
+
+
 async def test_handback_without_a_reply_sends_nothing(
     http: httpx.AsyncClient,
     new_setup: Callable[..., Awaitable[Setup]],
