@@ -88,6 +88,11 @@ START_FINE_TUNE_BUDGET_S = MEMORY_JOB_TRIES * JOB_TIMEOUT_S + RETRY_DELAY_S * su
 """The longest every try of a ``start_fine_tune`` job may take, with the delays between them and an hour's margin
 (a killed worker's job waits for its lease, Redis may be down a while): a fine-tune still ``preparing`` after
 this has no start left to finish it (:meth:`app.learning.finetune.FineTuneService.recover_stalled`)."""
+STRANDED_GRACE_S = 120
+"""Seconds past ``LLM_DEADLINE_SECONDS`` before a client message nobody answered counts as stranded (a live turn
+also waits for its turn slot and stores its reply)."""
+STRANDED_WITHIN_S = 24 * 3600
+"""Client messages older than this are never answered by the sweep (an answer days later would surprise)."""
 OUTBOX_RELAY_EVERY_S = 10
 """How often the worker sends outbox jobs left behind by a Redis outage."""
 REDIS_RETRY_S = 1.0
@@ -185,6 +190,16 @@ async def fail_stalled_documents(ctx: dict[str, Any]) -> str:
     """arq cron (every minute, and at start-up): fail documents left ``processing`` by a killed worker."""
     container: Container = ctx["container"]
     return f"{await container.documents.fail_stalled()} stalled documents failed"
+
+
+async def answer_stranded_messages(ctx: dict[str, Any]) -> str:
+    """arq cron (every minute, and at start-up): queue the answers of client messages that a stopped web process
+    stored but never answered (:meth:`app.chat.turn.ChatService.answer_stranded`): stored longer ago than a live
+    turn may take (``LLM_DEADLINE_SECONDS`` and :data:`STRANDED_GRACE_S`), within :data:`STRANDED_WITHIN_S`."""
+    container: Container = ctx["container"]
+    older_than_s = container.settings.llm_deadline_seconds + STRANDED_GRACE_S
+    queued = await container.chat.answer_stranded(older_than_s=older_than_s, within_s=STRANDED_WITHIN_S)
+    return f"{queued} stranded client messages queued for an answer"
 
 
 async def sync_vector_indexes(ctx: dict[str, Any]) -> str:
@@ -552,6 +567,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
         else [
             cron(close_idle_sessions, second=0, run_at_startup=True),
             cron(fail_stalled_documents, second=45, run_at_startup=True),
+            cron(answer_stranded_messages, second=40, run_at_startup=True),
             cron(
                 sync_vector_indexes,
                 minute=set(range(0, 60, 10)),

@@ -81,6 +81,12 @@ class Message(TenantMixin, Base):
         Index("ix_messages_forgotten", "id", postgresql_where=text("forgotten_at IS NOT NULL")),
         # a conversation's messages in time order, read a page at a time from the end (migration 0035)
         Index("ix_messages_conversation_time", "conversation_id", "created_at", "id"),
+        # the few client messages nobody answered, for the stranded-message sweep (migration 0046)
+        Index(
+            "ix_messages_unanswered",
+            "created_at",
+            postgresql_where=text("sender_type = 'client' AND answered_at IS NULL AND forgotten_at IS NULL"),
+        ),
     )
 
     conversation_id: Mapped[uuid.UUID] = mapped_column(

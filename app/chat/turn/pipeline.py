@@ -35,7 +35,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import HandoffMode
@@ -48,6 +48,7 @@ from app.chat.turn.intake import Intake, clean_client_message_id, clean_text
 from app.chat.turn.persist import Outcome, Persister, result
 from app.chat.turn.state import Received, Reply, Turn, TurnResult
 from app.chat.turn.timing import Stages
+from app.conversations.handoffs import Draft
 from app.conversations.models import Conversation, Message
 from app.conversations.service import unanswered_client_message
 from app.core.config import Settings
@@ -333,6 +334,38 @@ class ChatService:
         for example on a database pool exhausted by overload): the worker answers it, once."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             jobs.answer_pending(uow.session, coach_id, message_id, occasion="live")
+
+    async def answer_stranded(self, *, older_than_s: float, within_s: float) -> int:
+        """Cron (worker): queue the answer (``answer_pending``) of every client message stored between
+        ``within_s`` and ``older_than_s`` seconds ago that nobody answered and nothing waits on: the latest of its
+        conversation, no coach message after it, no handoff active (the coach has it), no draft of it (pending,
+        or discarded: the coach's decision). Such a message was acknowledged to the widget, which forgets it,
+        before a web process that died ran its turn. ``older_than_s`` must outlast a live turn; a message is
+        answered once whatever runs. Candidates come from the ``stranded_messages()`` SECURITY DEFINER function
+        (migration 0046); each is checked again in its own tenant's transaction. Returns how many were queued."""
+        async with self._sessionmaker() as session:
+            candidates = (
+                await session.execute(
+                    text("SELECT coach_id, message_id FROM stranded_messages(:older, :within)"),
+                    {"older": int(older_than_s), "within": int(within_s)},
+                )
+            ).all()
+        queued = 0
+        for coach_id, message_id in candidates:
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                session = uow.session
+                conversation_id = await session.scalar(select(Message.conversation_id).where(Message.id == message_id))
+                if conversation_id is None or await unanswered_client_message(session, conversation_id) != message_id:
+                    continue
+                if await self._handoffs.active_for(session, conversation_id) is not None:
+                    continue
+                if await session.scalar(select(Draft.id).where(Draft.client_message_id == message_id).limit(1)):
+                    continue
+                jobs.answer_pending(session, coach_id, message_id, occasion="stranded")
+                queued += 1
+        if queued:
+            log.warning("%d client messages left unanswered by a stopped turn queued for an answer", queued)
+        return queued
 
     async def answer_pending(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> str:
         """Worker job body (after a handback, or after the live answer failed: :meth:`answer_later`): answer
