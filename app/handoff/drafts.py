@@ -116,8 +116,9 @@ class DraftService:
         draft.status = DraftStatus.DISCARDED
         draft.decided_at = datetime.now(UTC)
         conversation = await coach_conversation(session, coach_id, draft.conversation_id)
+        coach = await uow.coach()
         uow.after_commit(
-            functools.partial(self._handoffs.publish_draft_discarded, coach_id, conversation.client_id, draft)
+            functools.partial(self._handoffs.publish_draft_discarded, coach, conversation.client_id, draft)
         )
         return draft
 

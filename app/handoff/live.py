@@ -10,8 +10,8 @@ subscribers (the dashboard's SSE stream, the widget's WebSocket). Channels:
   ``{"type": "draft", "draft": {...}}``;
 - ``client:<client_id>``: ``{"type": "message", ...}`` (the coach's messages, approved drafts, holding
   messages), ``{"type": "coach_joined"|"coach_left", "conversation_id", "coach_name"}``,
-  ``{"type": "draft_discarded", "conversation_id"}``, and ``{"type": "link_revoked"}`` (the client's widget
-  token was rotated or revoked, or the client deleted: every widget socket of the client closes, not passed on).
+  ``{"type": "draft_discarded", "conversation_id", "coach_name"}``, and ``{"type": "link_revoked"}`` (the client's
+  widget token was rotated or revoked, or the client deleted: every widget socket of the client closes, not passed on).
 
 Pub/sub keeps no history: a page that (re)connects loads the current state over HTTP first.
 

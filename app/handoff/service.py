@@ -225,11 +225,11 @@ class HandoffService:
             {"type": client_event, "conversation_id": str(handoff.conversation_id), "coach_name": coach.name},
         )
 
-    async def publish_draft_discarded(self, coach_id: uuid.UUID, client_id: uuid.UUID, draft: Draft) -> None:
-        """The coach discarded a draft: the client's widget stops saying the coach reviews a reply
-        (``{"type": "draft_discarded", "conversation_id"}``)."""
-        event = {"type": "draft_discarded", "conversation_id": str(draft.conversation_id)}
-        await self._to_client(coach_id, client_id, event)
+    async def publish_draft_discarded(self, coach: Coach, client_id: uuid.UUID, draft: Draft) -> None:
+        """The coach discarded a draft: the client's widget stops saying the coach reviews a reply, and a Telegram
+        chat is told no reply is coming (``{"type": "draft_discarded", "conversation_id", "coach_name"}``)."""
+        event = {"type": "draft_discarded", "conversation_id": str(draft.conversation_id), "coach_name": coach.name}
+        await self._to_client(coach.id, client_id, event)
 
     async def announce_draft(self, coach_id: uuid.UUID, draft: Draft, client_name: str) -> None:
         """Show a new draft in the coach's live queue."""

@@ -443,6 +443,13 @@ class TelegramChannel:
             typing.cancel()
         if result is None:
             return
+        if not result.reply and (result.handoff or {}).get("status") == "draft_pending":
+            await stream.discard()  # the reply waits for the coach: say so, as the widget does
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                name = (await uow.coach()).name
+            with contextlib.suppress(TelegramError):
+                await bot.send_message(binding.chat_id, render.escape(render.reviewing_text(name)))
+            return
         try:
             await stream.finish(result)
         except Forbidden:

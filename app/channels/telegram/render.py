@@ -124,13 +124,21 @@ def parse_feedback(data: str) -> tuple[uuid.UUID, bool] | None:
 
 
 def notice_text(event: dict[str, Any]) -> str | None:
-    """The chat line of a live ``coach_joined`` / ``coach_left`` event (:mod:`app.handoff.live`), else ``None``."""
+    """The chat line of a live ``coach_joined`` / ``coach_left`` / ``draft_discarded`` event
+    (:mod:`app.handoff.live`), else ``None``."""
     name = str(event.get("coach_name") or "Your coach")
     if event.get("type") == "coach_joined":
         return f"{name} joined the conversation."
     if event.get("type") == "coach_left":
         return f"{name} left the conversation; the AI assistant answers again."
+    if event.get("type") == "draft_discarded":
+        return f"{name} will not send the prepared reply to your last message. Write again any time."
     return None
+
+
+def reviewing_text(coach_name: str) -> str:
+    """The chat line of a reply that waits for the coach's approval (draft mode): the widget shows the same."""
+    return f"{coach_name} is reviewing the reply; it comes here once approved."
 
 
 def shorten(text: str, limit: int) -> str:

@@ -771,18 +771,29 @@ async def test_coach_takeover_messages_and_notices_reach_the_chat(
     assert any("left the conversation" in c.params["text"] for c in fake.sent_to(chat_id))
 
 
-async def test_draft_mode_sends_nothing_until_the_coach_approves(
+async def test_draft_mode_says_the_coach_reviews_the_reply_then_sends_it_or_says_none_comes(
     tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
 ) -> None:
+    """The AI's reply waits for the coach's approval: the chat is told the coach reviews it (as the widget
+    shows), gets it once approved, and is told no reply comes when the coach discards the next one. The chat
+    heard nothing of either before."""
     bot = await make_bot(handoff_mode="draft")
     chat_id, _ = await bound_chat(tg, bot, fake)
+    coach_name = (await tg.get("/api/v1/settings", headers=bot.coach.headers)).json()["name"]
     before = len(fake.sent_to(chat_id))
     await say(tg, bot, chat_id, "How can I plan my week?")
-    assert len(fake.sent_to(chat_id)) == before
+    [reviewing] = fake.sent_to(chat_id)[before:]
+    assert reviewing.params["text"] == render.escape(render.reviewing_text(coach_name))
     [draft] = (await tg.get("/api/v1/drafts?status=pending", headers=bot.coach.headers)).json()
     assert (await tg.post(f"/api/v1/drafts/{draft['id']}/approve", headers=bot.coach.headers)).status_code == 201
     await tg_jobs()
     assert fake.sent_to(chat_id)[-1].params["text"] == render.escape(REPLY)
+
+    await say(tg, bot, chat_id, "And my evenings?")
+    [draft] = (await tg.get("/api/v1/drafts?status=pending", headers=bot.coach.headers)).json()
+    assert (await tg.post(f"/api/v1/drafts/{draft['id']}/discard", headers=bot.coach.headers)).status_code == 200
+    await tg_jobs()
+    assert "will not send the prepared reply" in fake.sent_to(chat_id)[-1].params["text"]
 
 
 # ------------------------------------------------------------------------------------------- reliability
