@@ -187,9 +187,14 @@ async def _ingest(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
 
 
 async def fail_stalled_documents(ctx: dict[str, Any]) -> str:
-    """arq cron (every minute, and at start-up): fail documents left ``processing`` by a killed worker."""
+    """arq cron (every minute, and at start-up): fail documents left ``processing`` by a killed worker, and those
+    left ``queued`` by cancelled ingestions after arq's last try (every try's deadline and the waits between them,
+    with a lease of margin)."""
     container: Container = ctx["container"]
-    return f"{await container.documents.fail_stalled()} stalled documents failed"
+    settings = container.settings
+    tries = INGEST_TRIES * settings.ingest_timeout_seconds + INGEST_RETRY_S * sum(range(INGEST_TRIES))
+    abandoned_after_s = tries + settings.worker_lease_seconds
+    return f"{await container.documents.fail_stalled(abandoned_after_s=abandoned_after_s)} stalled documents failed"
 
 
 async def answer_stranded_messages(ctx: dict[str, Any]) -> str:

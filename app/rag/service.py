@@ -206,39 +206,47 @@ class DocumentService:
             await self._fail(coach_id, document_id, f"internal error while processing the file ({type(exc).__name__})")
         return None
 
-    async def fail_stalled(self) -> int:
+    async def fail_stalled(self, *, abandoned_after_s: float | None = None) -> int:
         """Fail every document left ``processing`` longer than an ingestion job may run (its worker was killed
-        mid-job, so no one will finish it), with the reason for the coach. Returns how many.
+        mid-job, so no one will finish it), with the reason for the coach; with ``abandoned_after_s``, also every
+        document put back to ``queued`` by a cancelled ingestion (its worker shutting down) that started longer
+        ago than every try of its job may take: arq has given it up. Returns how many.
 
-        Runs before any tenant is known (the worker's cron): candidates come from the ``stalled_documents()``
-        SECURITY DEFINER function; each is re-checked and failed inside its own tenant's transaction."""
+        Runs before any tenant is known (the worker's cron): candidates come from the ``stalled_documents()`` and
+        ``abandoned_documents()`` SECURITY DEFINER functions; each is re-checked and failed inside its own
+        tenant's transaction."""
         timeout = self._settings.ingest_timeout_seconds
-        async with self._sessionmaker() as session:
-            candidates = (
-                await session.execute(
-                    text("SELECT coach_id, document_id FROM stalled_documents(:seconds)"),
-                    {"seconds": timeout + STALLED_GRACE_S},
-                )
-            ).all()
+        sweeps: list[tuple[str, str, float]] = [
+            ("stalled_documents", DocumentStatus.PROCESSING, timeout + STALLED_GRACE_S)
+        ]
+        if abandoned_after_s is not None:
+            sweeps.append(("abandoned_documents", DocumentStatus.QUEUED, abandoned_after_s))
         failed = 0
-        for coach_id, document_id in candidates:
-            async with unit_of_work(self._sessionmaker, coach_id) as uow:
-                result = await uow.session.execute(
-                    update(Document)
-                    .where(
-                        Document.id == document_id,
-                        Document.status == DocumentStatus.PROCESSING,
-                        Document.started_at < func.now() - timedelta(seconds=timeout + STALLED_GRACE_S),
+        for function, status, seconds in sweeps:
+            async with self._sessionmaker() as session:
+                candidates = (
+                    await session.execute(
+                        text(f"SELECT coach_id, document_id FROM {function}(:seconds)"), {"seconds": int(seconds)}
                     )
-                    .values(
-                        status=DocumentStatus.FAILED,
-                        error=STOPPED.format(timeout=timeout),
-                        finished_at=datetime.now(UTC),
+                ).all()
+            for coach_id, document_id in candidates:
+                async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                    result = await uow.session.execute(
+                        update(Document)
+                        .where(
+                            Document.id == document_id,
+                            Document.status == status,
+                            Document.started_at < func.now() - timedelta(seconds=seconds),
+                        )
+                        .values(
+                            status=DocumentStatus.FAILED,
+                            error=STOPPED.format(timeout=timeout),
+                            finished_at=datetime.now(UTC),
+                        )
                     )
-                )
-                failed += result.rowcount  # type: ignore[attr-defined]
+                    failed += result.rowcount  # type: ignore[attr-defined]
         if failed:
-            log.warning("%d stalled documents failed (processing for over %d s)", failed, timeout + STALLED_GRACE_S)
+            log.warning("%d stalled or abandoned documents failed", failed)
         return failed
 
     async def _fail(self, coach_id: uuid.UUID, document_id: uuid.UUID, message: str) -> None:

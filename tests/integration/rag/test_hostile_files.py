@@ -176,6 +176,37 @@ async def test_an_ingestion_that_meets_the_database_out_of_reach_at_its_start_is
     assert (await _document(http, coach, doc["id"]))["status"] == "ready"
 
 
+async def test_the_sweep_fails_documents_arq_gave_up_after_cancelled_ingestions(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], container: Container
+) -> None:
+    """An ingestion cancelled by its worker's shutdown puts the document back to ``queued`` for arq's next try;
+    after the last try arq runs it no more. Such a document stayed ``queued`` for good (its committed chunks
+    answering); once every try could have ended, the sweep fails it with the reason. A document put back to
+    ``queued`` recently, and one never started, wait for their job."""
+    coach = await make_coach("Given Up")
+    given_up, requeued, waiting = [
+        await upload(http, coach, f"{name}.txt", b"Notes on patience.\n" * 10) for name in ("a", "b", "c")
+    ]
+    budget = 3 * 3600.0
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
+        for doc, started in (
+            (given_up, datetime.now(UTC) - timedelta(seconds=budget + 60)),
+            (requeued, datetime.now(UTC) - timedelta(seconds=60)),
+            (waiting, None),
+        ):
+            await session.execute(
+                update(Document)
+                .where(Document.id == uuid.UUID(doc["id"]))
+                .values(status=DocumentStatus.QUEUED, started_at=started)
+            )
+    assert await container.documents.fail_stalled() == 0, "without the budget, queued documents are left alone"
+    assert await container.documents.fail_stalled(abandoned_after_s=budget) == 1
+    failed = await _document(http, coach, given_up["id"])
+    assert failed["status"] == "failed" and "processing stopped before it finished" in failed["error"]
+    for doc in (requeued, waiting):
+        assert (await _document(http, coach, doc["id"]))["status"] == "queued"
+
+
 async def test_the_sweep_fails_documents_a_killed_worker_left_processing(
     http: httpx.AsyncClient,
     base_url: str,
