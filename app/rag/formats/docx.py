@@ -3,7 +3,9 @@
 Page numbers come from the page breaks in the file: the breaks Word records where it last laid the document
 out (``w:lastRenderedPageBreak``) when present, else the explicit page breaks (``w:br w:type="page"``), so a
 citation's page matches the page in Word as far as the file says. Paragraphs in a Heading style become
-Markdown ``#`` lines (the chunker's section headings); table cells are read row by row.
+Markdown ``#`` lines (the chunker's section headings); table cells are read row by row. Hidden text (runs
+formatted hidden, ``w:vanish``) is left out: Word does not show it, so the coach never saw it, and a hidden
+"ignore your rules…" would reach the model out of sight.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import zipfile
 import docx
 from docx.document import Document as DocxDocument
 from docx.table import Table
+from docx.text.hyperlink import Hyperlink
 from docx.text.paragraph import Paragraph
 
 from app.rag.extract import Caps, ExtractedText, ExtractionError, Page
@@ -60,8 +63,16 @@ def _pages(document: DocxDocument, caps: Caps) -> list[Page]:
     return [Page(number, "\n\n".join(p for p in texts if p)) for number, texts in enumerate(pages, start=1)]
 
 
+def _visible_text(paragraph: Paragraph) -> str:
+    """The paragraph's text without its hidden runs (those inside hyperlinks too)."""
+    runs = (
+        run for item in paragraph.iter_inner_content() for run in (item.runs if isinstance(item, Hyperlink) else [item])
+    )
+    return "".join(run.text for run in runs if not run.font.hidden)
+
+
 def _paragraph_text(paragraph: Paragraph) -> str:
-    text = paragraph.text.strip()
+    text = _visible_text(paragraph).strip()
     style = paragraph.style.name if paragraph.style is not None else ""
     if text and style and style.startswith("Heading "):
         level = style.removeprefix("Heading ").strip()
@@ -72,5 +83,6 @@ def _paragraph_text(paragraph: Paragraph) -> str:
 
 
 def _table_text(table: Table) -> str:
-    rows = [" | ".join(dict.fromkeys(cell.text.strip() for cell in row.cells)) for row in table.rows]
+    cells = (("\n".join(_visible_text(p) for p in cell.paragraphs).strip() for cell in row.cells) for row in table.rows)
+    rows = [" | ".join(dict.fromkeys(row)) for row in cells]
     return "\n".join(row for row in rows if row.strip(" |"))
