@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.availability import describe_return, is_available
@@ -14,6 +14,7 @@ from app.accounts.service import AccountService
 from app.accounts.unit_of_work import unit_of_work
 from app.conversations.handoffs import Handoff, HandoffStatus
 from app.conversations.models import SenderType
+from app.handoff.queue import coach_conversation
 from app.handoff.service import HandoffService
 from app.memory.messages import store_message
 
@@ -37,6 +38,10 @@ class SlaNotices:
         for coach_id, handoff_id in overdue:
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
                 session = uow.session
+                conversation_id = await session.scalar(select(Handoff.conversation_id).where(Handoff.id == handoff_id))
+                if conversation_id is None:
+                    continue
+                await coach_conversation(session, coach_id, conversation_id, lock=True)  # first: see HANDOFF_LOCK
                 handoff = await session.get(Handoff, handoff_id, with_for_update=True)
                 if handoff is None or handoff.status != HandoffStatus.OPEN or handoff.sla_notified_at:
                     continue

@@ -87,6 +87,7 @@ _CONVERSATION = (
         Conversation.coach_id == bindparam("coach_id"),
         Conversation.client_id == bindparam("client_id"),
     )
+    .with_for_update(of=Conversation, **HANDOFF_LOCK)  # the conversation first (the lock order of HANDOFF_LOCK)
 )
 """The turn's reads (:func:`_conversation_for`, :meth:`Intake.load`, :func:`_earlier`): built once and run with
 bound parameters, so SQLAlchemy reuses their cache keys and compiled forms (building them cost about 0.2 ms of

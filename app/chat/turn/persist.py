@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, bindparam, exists, update
+from sqlalchemy import DateTime, bindparam, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
@@ -123,6 +123,12 @@ class Persister:
             claimed = await _claim_answer(session, turn.message.id, unless_handed_off=True)
             if claimed is None:
                 return Outcome(handoff=await self._handoffs.active_for(session, conversation.id))
+            # then the conversation (the lock order of HANDOFF_LOCK, after the message as the turn's load takes
+            # them): a takeover that was still to commit when the claim began is seen now, and wins
+            await session.execute(_LOCK_CONVERSATION, {"conversation_id": conversation.id})
+            if (active := await self._handoffs.active_for(session, conversation.id)) is not None:
+                await session.execute(_UNCLAIM, {"message_id": claimed})
+                return Outcome(handoff=active)
             if reply.drafting:
                 draft = Draft(
                     coach_id=coach.id,
@@ -217,6 +223,9 @@ class Persister:
         return message
 
 
+_LOCK_CONVERSATION = (
+    select(Conversation.id).where(Conversation.id == bindparam("conversation_id")).with_for_update(**HANDOFF_LOCK)
+)
 _CLAIM = (
     update(Message)
     .where(Message.id == bindparam("message_id"), Message.answered_at.is_(None))
@@ -226,6 +235,12 @@ _CLAIM = (
 )
 _CLAIM_UNLESS_HANDED_OFF = _CLAIM.where(
     ~exists().where(Handoff.conversation_id == Message.conversation_id, Handoff.status.in_(HandoffStatus.ACTIVE))
+)
+_UNCLAIM = (
+    update(Message)
+    .where(Message.id == bindparam("message_id"))
+    .values(answered_at=None)
+    .execution_options(synchronize_session=False)
 )
 """Built once and run with bound parameters (SQLAlchemy reuses their cache keys and compiled forms)."""
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -22,12 +23,18 @@ import websockets
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.accounts.unit_of_work import unit_of_work
 from app.asgi import create_app
 from app.container import Container
+from app.conversations.handoffs import HandoffReason
+from app.conversations.models import SenderType
 from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background
 from app.handoff.crisis import crisis_reply
+from app.handoff.queue import coach_conversation
+from app.handoff.service import HandoffService
 from app.llm.registry import ProviderRegistry
+from app.memory.messages import store_message
 from tests.conftest import Coach, make_client
 from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint, openai_error, openai_sse
 
@@ -354,6 +361,87 @@ async def test_a_takeover_while_the_ai_is_answering_keeps_the_ai_reply_out(
     assert [m["sender_type"] for m in messages] == ["client", "ai", "client"]
     queue = await handoffs(http, setup.coach, "claimed")
     assert [h["conversation_id"] for h in queue] == [conversation_id]
+
+
+async def test_a_takeover_still_committing_when_the_ai_stores_its_reply_keeps_the_reply_out(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The coach's takeover has opened its handoff but not yet committed when the model finishes: the turn's
+    reply waits for it and then leaves the message to the coach. Its claim used to look for a handoff committed
+    before it began, so the AI's reply was stored just after the takeover and the client got both."""
+    setup = await new_setup()
+    first = await chat(http, setup, "How can I plan my week better?")
+    conversation_id = first["conversation_id"]
+    asked, go_on, opened, commit = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    class HeldBack(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            asked.set()
+            await go_on.wait()
+            yield openai_sse(DELTAS, (120, 9))
+
+    llm_api["completions"].mock(
+        side_effect=lambda request: httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, stream=HeldBack()
+        )
+    )
+    open_handoff = HandoffService.open
+
+    async def held_open(self: HandoffService, *args: Any, **kwargs: Any) -> Any:
+        """The takeover's transaction, held open once its handoff is in."""
+        handoff = await open_handoff(self, *args, **kwargs)
+        if kwargs.get("reason") == HandoffReason.COACH_TAKEOVER:
+            opened.set()
+            await commit.wait()
+        return handoff
+
+    monkeypatch.setattr(HandoffService, "open", held_open)
+    turn = asyncio.create_task(chat(http, setup, "Mostly my sleep, honestly.", conversation_id))
+    await asyncio.wait_for(asked.wait(), 30)
+    takeover = asyncio.create_task(
+        http.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=setup.coach.headers)
+    )
+    await asyncio.wait_for(opened.wait(), 30)
+    go_on.set()  # the model ends; the reply is stored while the takeover is uncommitted
+    await asyncio.sleep(1)
+    commit.set()
+    taken, answered = await takeover, await turn
+
+    assert taken.status_code == 200, taken.text
+    assert answered["reply"] == "" and answered["message_id"] is None
+    assert answered["handoff"]["status"] == "claimed"
+    messages = await transcript(http, setup, conversation_id)
+    assert [m["sender_type"] for m in messages] == ["client", "ai", "client"]
+
+
+async def test_a_client_message_stored_while_the_coach_writes_is_no_deadlock(
+    http: httpx.AsyncClient, container: Container, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """The coach's transaction holds the conversation (as a takeover, a message or a crisis turn does) when the
+    client's next message is stored, then stores its own message: both are stored. The client's message took
+    the chat session before the conversation, the coach's the conversation before the chat session: PostgreSQL
+    found the deadlock and failed one of them."""
+    setup = await new_setup()
+    first = await chat(http, setup, "How can I plan my week better?")
+    coach_id, conversation_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(first["conversation_id"])
+    client_stored: asyncio.Task[Any] | None = None
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        await coach_conversation(uow.session, coach_id, conversation_id, lock=True)
+        client_stored = asyncio.create_task(
+            container.chat.receive(
+                coach_id, uuid.UUID(setup.client_id), "Are you there?", conversation_id=conversation_id, channel="api"
+            )
+        )
+        await asyncio.sleep(0.5)  # the client's transaction waits on what this one holds
+        await store_message(
+            uow.session, await uow.coach(), conversation_id, SenderType.HUMAN_COACH, "I'm here.", at=datetime.now(UTC)
+        )
+    await asyncio.wait_for(client_stored, 30)
+    messages = await transcript(http, setup, str(conversation_id))
+    assert [m["text"] for m in messages][-2:] == ["I'm here.", "Are you there?"]
 
 
 async def test_two_tabs_taking_over_at_once_claim_one_handoff(
