@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
-from alembic import command
+from alembic import command, op
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -19,6 +21,20 @@ def alembic_config(url: str) -> Config:
     cfg.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
     cfg.attributes["url"] = url
     return cfg
+
+
+@contextlib.contextmanager
+def across_tenants(*tables: str) -> Iterator[None]:
+    """For a migration's data change over every tenant's rows of ``tables``: their row-level security is not
+    forced inside the block (then forced again, in the migration's transaction). Tenant tables force it on
+    their owner too, whose only policies outside a tenant read (the sweeps' look-ups), so run by a schema owner
+    that is neither superuser nor BYPASSRLS (``deploy/postgres-init.sh``) an ``UPDATE`` matched no row and
+    changed nothing, silently. Call only from a migration (Alembic's ``op``)."""
+    for table in tables:
+        op.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
+    yield
+    for table in tables:
+        op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
 
 
 def upgrade_head(url: str) -> None:

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from app.db.migrate import across_tenants
+
 revision: str = "0041"
 down_revision: str | None = "0040"
 branch_labels: str | Sequence[str] | None = None
@@ -27,10 +29,11 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.execute("ALTER TABLE insights ADD COLUMN tombstone_embedding vector(384)")
-    op.execute(
-        "UPDATE insights SET tombstone_embedding = embedding"
-        " WHERE status = 'deleted' AND embedding_model = 'all-MiniLM-L6-v2'"
-    )
+    with across_tenants("insights"):
+        op.execute(
+            "UPDATE insights SET tombstone_embedding = embedding"
+            " WHERE status = 'deleted' AND embedding_model = 'all-MiniLM-L6-v2'"
+        )
 
 
 def downgrade() -> None:

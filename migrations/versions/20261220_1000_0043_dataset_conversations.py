@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from app.db.migrate import across_tenants
+
 revision: str = "0043"
 down_revision: str | None = "0042"
 branch_labels: str | Sequence[str] | None = None
@@ -26,14 +28,15 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.execute("ALTER TABLE training_datasets ADD COLUMN conversation_ids uuid[] NOT NULL DEFAULT '{}'")
-    op.execute(
-        """
-        UPDATE training_datasets d SET conversation_ids = ARRAY(
-            SELECT DISTINCT e.conversation_id FROM training_examples e
-            WHERE e.id = ANY (d.example_ids) AND e.conversation_id IS NOT NULL
+    with across_tenants("training_datasets", "training_examples"):
+        op.execute(
+            """
+            UPDATE training_datasets d SET conversation_ids = ARRAY(
+                SELECT DISTINCT e.conversation_id FROM training_examples e
+                WHERE e.id = ANY (d.example_ids) AND e.conversation_id IS NOT NULL
+            )
+            """
         )
-        """
-    )
 
 
 def downgrade() -> None:

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from app.db.migrate import across_tenants
+
 revision: str = "0044"
 down_revision: str | None = "0043"
 branch_labels: str | Sequence[str] | None = None
@@ -25,19 +27,20 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.execute(
-        """
-        UPDATE interventions v SET memory = jsonb_build_object(
-            'insight_ids', COALESCE((
-                SELECT jsonb_agg(i.id::text ORDER BY i.importance DESC, i.id) FROM insights i
-                WHERE i.client_id = v.client_id AND i.text <> ''
-                  AND i.text IN (SELECT jsonb_array_elements_text(COALESCE(v.memory -> 'insights', '[]')))
-            ), '[]'::jsonb),
-            'profile', COALESCE(jsonb_array_length(v.memory -> 'profile'), 0) > 0
+    with across_tenants("interventions", "insights"):
+        op.execute(
+            """
+            UPDATE interventions v SET memory = jsonb_build_object(
+                'insight_ids', COALESCE((
+                    SELECT jsonb_agg(i.id::text ORDER BY i.importance DESC, i.id) FROM insights i
+                    WHERE i.client_id = v.client_id AND i.text <> ''
+                      AND i.text IN (SELECT jsonb_array_elements_text(COALESCE(v.memory -> 'insights', '[]')))
+                ), '[]'::jsonb),
+                'profile', COALESCE(jsonb_array_length(v.memory -> 'profile'), 0) > 0
+            )
+            WHERE v.memory ? 'insights' OR v.memory ? 'profile'
+            """
         )
-        WHERE v.memory ? 'insights' OR v.memory ? 'profile'
-        """
-    )
 
 
 def downgrade() -> None:

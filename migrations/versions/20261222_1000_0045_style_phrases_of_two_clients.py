@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from app.db.migrate import across_tenants
+
 revision: str = "0045"
 down_revision: str | None = "0044"
 branch_labels: str | Sequence[str] | None = None
@@ -25,23 +27,24 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.execute(
-        """
-        UPDATE coaches c SET style_profile = jsonb_set(c.style_profile, '{key_phrases}', COALESCE((
-            SELECT jsonb_agg(kept.phrase ORDER BY kept.position) FROM (
-                SELECT listed.phrase, listed.position
-                FROM jsonb_array_elements_text(c.style_profile -> 'key_phrases') WITH ORDINALITY
-                    AS listed(phrase, position)
-                WHERE (
-                    SELECT count(DISTINCT i.client_id) FROM interventions i
-                    WHERE i.coach_id = c.id AND i.analysed_at IS NOT NULL AND i.strategy IS NOT NULL
-                      AND i.analysis -> 'key_phrases' ? listed.phrase
-                ) >= 2
-            ) kept
-        ), '[]'::jsonb))
-        WHERE jsonb_typeof(c.style_profile -> 'key_phrases') = 'array'
-        """
-    )
+    with across_tenants("coaches", "interventions"):
+        op.execute(
+            """
+            UPDATE coaches c SET style_profile = jsonb_set(c.style_profile, '{key_phrases}', COALESCE((
+                SELECT jsonb_agg(kept.phrase ORDER BY kept.position) FROM (
+                    SELECT listed.phrase, listed.position
+                    FROM jsonb_array_elements_text(c.style_profile -> 'key_phrases') WITH ORDINALITY
+                        AS listed(phrase, position)
+                    WHERE (
+                        SELECT count(DISTINCT i.client_id) FROM interventions i
+                        WHERE i.coach_id = c.id AND i.analysed_at IS NOT NULL AND i.strategy IS NOT NULL
+                          AND i.analysis -> 'key_phrases' ? listed.phrase
+                    ) >= 2
+                ) kept
+            ), '[]'::jsonb))
+            WHERE jsonb_typeof(c.style_profile -> 'key_phrases') = 'array'
+            """
+        )
 
 
 def downgrade() -> None:

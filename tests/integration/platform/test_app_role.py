@@ -88,7 +88,7 @@ async def test_the_schema_owner_as_database_url_is_refused_naming_the_settings(
 ) -> None:
     message = await _refusal(make_engine(owned_database.owner_url, pool_size=1))
     assert "DATABASE_URL" in message and "MIGRATION_DATABASE_URL" in message
-    assert "which owns public.alembic_version, public.api_keys" in message  # names what it owns
+    assert "which owns public.abandoned_documents(), public.alembic_version" in message  # names what it owns
     with pytest.raises(RuntimeError, match="MIGRATION_DATABASE_URL"):
         await Container.create(settings, owned_database.owner_url, services.redis_url, registry=registry)
     app = create_app(settings, owned_database.owner_url, services.redis_url, registry=registry)
