@@ -8,6 +8,7 @@ import functools
 import uuid
 from datetime import UTC, datetime
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client, Coach
@@ -118,7 +119,9 @@ class CoachActions:
         """Give the conversation back to the AI: the active handoff is closed (an open one is dismissed);
         ``human_duration_minutes`` is the time since the takeover. With ``reply`` (the default) the AI answers
         the client's message the coach left unanswered, if any (an ``answer_pending`` job queued in the same
-        transaction). Raises ``NotFound`` and ``Conflict`` when no handoff is active."""
+        transaction); without, that message is marked answered (``answered_at``): the coach settled it, and the
+        stranded-message sweep (:meth:`app.chat.turn.ChatService.answer_stranded`) leaves it alone. Raises
+        ``NotFound`` and ``Conflict`` when no handoff is active."""
         session, coach_id = uow.session, uow.coach_id
         coach = await uow.coach()
         conversation = await coach_conversation(session, coach_id, conversation_id)
@@ -131,8 +134,12 @@ class CoachActions:
         if handoff.claimed_at is not None:
             handoff.human_duration_minutes = round((now - handoff.claimed_at).total_seconds() / 60, 2)
         client = await self._accounts.get_client(uow, conversation.client_id)
-        pending = await unanswered_client_message(session, conversation_id) if reply else None
-        if pending is not None:
+        pending = await unanswered_client_message(session, conversation_id)
+        if pending is not None and reply:
             jobs.answer_pending(session, coach_id, pending, occasion=f"handback:{handoff.id}")
+        elif pending is not None:  # the coach's decision: settled, so no sweep answers it later
+            await session.execute(
+                update(Message).where(Message.id == pending, Message.answered_at.is_(None)).values(answered_at=now)
+            )
         uow.after_commit(functools.partial(self._handoffs.publish_change, coach, handoff, client, "coach_left"))
         return handoff

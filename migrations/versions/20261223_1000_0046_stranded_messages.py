@@ -3,8 +3,9 @@
 A widget message is stored and acknowledged before its turn runs in the web process; the widget then forgets it.
 A web process that dies (a deploy, a crash, out of memory) between the two left the message unanswered for good,
 a crisis in it unchecked. The worker's sweep finds such messages through this SECURITY DEFINER function (read by
-the owner through the ``inbox_search`` policy of 0027) and queues their answer; a partial index keeps it to the
-few client messages nobody answered.
+the owner through the ``inbox_search`` policy of 0027 and the ``sla_sweep`` policy of 0004) and queues their
+answer: the latest client message of its conversation, no coach message after it, no handoff active. A partial
+index keeps the scan to the client messages nobody answered.
 
 Revision ID: 0046
 Revises: 0045
@@ -40,7 +41,16 @@ def upgrade() -> None:
         $$ SELECT m.coach_id, m.id FROM messages m
            WHERE m.sender_type = 'client' AND m.answered_at IS NULL AND m.forgotten_at IS NULL
              AND m.created_at < now() - make_interval(secs => older_than_seconds)
-             AND m.created_at > now() - make_interval(secs => newer_than_seconds) $$
+             AND m.created_at > now() - make_interval(secs => newer_than_seconds)
+             -- the latest client message, and no coach message after it
+             AND NOT EXISTS (
+                 SELECT 1 FROM messages later
+                 WHERE later.conversation_id = m.conversation_id AND later.created_at > m.created_at
+                   AND later.sender_type IN ('client', 'human_coach'))
+             -- the coach does not have the conversation
+             AND NOT EXISTS (
+                 SELECT 1 FROM handoffs h
+                 WHERE h.conversation_id = m.conversation_id AND h.status IN ('open', 'claimed')) $$
         """
     )
     op.execute("REVOKE ALL ON FUNCTION stranded_messages(integer, integer) FROM PUBLIC")

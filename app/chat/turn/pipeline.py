@@ -48,7 +48,6 @@ from app.chat.turn.intake import Intake, clean_client_message_id, clean_text
 from app.chat.turn.persist import Outcome, Persister, result
 from app.chat.turn.state import Received, Reply, Turn, TurnResult
 from app.chat.turn.timing import Stages
-from app.conversations.handoffs import Draft
 from app.conversations.models import Conversation, Message
 from app.conversations.service import unanswered_client_message
 from app.core.config import Settings
@@ -338,9 +337,9 @@ class ChatService:
     async def answer_stranded(self, *, older_than_s: float, within_s: float) -> int:
         """Cron (worker): queue the answer (``answer_pending``) of every client message stored between
         ``within_s`` and ``older_than_s`` seconds ago that nobody answered and nothing waits on: the latest of its
-        conversation, no coach message after it, no handoff active (the coach has it), no draft of it (pending,
-        or discarded: the coach's decision). Such a message was acknowledged to the widget, which forgets it,
-        before a web process that died ran its turn. ``older_than_s`` must outlast a live turn; a message is
+        conversation, no coach message after it, no handoff active (the coach has it; a handback without a reply
+        marks it answered, and a draft's turn claimed it). Such a message was acknowledged to the widget, which
+        forgets it, before a web process that died ran its turn. ``older_than_s`` must outlast a live turn; a message is
         answered once whatever runs. Candidates come from the ``stranded_messages()`` SECURITY DEFINER function
         (migration 0046); each is checked again in its own tenant's transaction. Returns how many were queued."""
         async with self._sessionmaker() as session:
@@ -358,8 +357,6 @@ class ChatService:
                 if conversation_id is None or await unanswered_client_message(session, conversation_id) != message_id:
                     continue
                 if await self._handoffs.active_for(session, conversation_id) is not None:
-                    continue
-                if await session.scalar(select(Draft.id).where(Draft.client_message_id == message_id).limit(1)):
                     continue
                 jobs.answer_pending(session, coach_id, message_id, occasion="stranded")
                 queued += 1

@@ -1,19 +1,19 @@
 """A client message stored and acknowledged, whose turn never ran (the web process died in between: the widget
 had forgotten it on the acknowledgement), is answered by the worker's sweep; a message something else waits on
-(the coach's handoff, a draft the coach discarded) or one too old is left alone."""
+or settled (the coach has the conversation, handed it back without a reply, or wrote after it) or one too old
+is left alone."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import httpx
 import respx
 from sqlalchemy import select, update
 
 from app.container import Container
-from app.conversations.handoffs import Draft, DraftStatus
 from app.conversations.models import Message, SenderType
 from app.db.engine import tenant_session
 from tests.conftest import make_client
@@ -32,13 +32,15 @@ async def test_a_message_whose_turn_never_ran_is_answered_by_the_sweep_and_only_
     run_jobs: Callable[[], Awaitable[None]],
 ) -> None:
     setup = await new_setup("Stranded Coach")
-    coach_id = uuid.UUID(setup.coach.coach_id)
+    coach_id, h = uuid.UUID(setup.coach.coach_id), setup.coach.headers
 
-    async def stored(text: str, *, client_id: str | None = None, conversation_id: str | None = None) -> Message:
-        """A client message stored as the socket stores it before the turn, which never runs."""
+    async def stored(text: str, conversation_id: str | None = None) -> Message:
+        """A client message stored as the socket stores it before the turn, which never runs (a new client's
+        when no conversation is given)."""
+        client_id = setup.client_id if conversation_id else (await make_client(http, setup.coach, text[:20]))["id"]
         received = await container.chat.receive(
             coach_id,
-            uuid.UUID(client_id or (await make_client(http, setup.coach, text[:20]))["id"]),
+            uuid.UUID(client_id),
             text,
             conversation_id=uuid.UUID(conversation_id) if conversation_id else None,
             channel="widget",
@@ -46,19 +48,31 @@ async def test_a_message_whose_turn_never_ran_is_answered_by_the_sweep_and_only_
         async with tenant_session(container.sessionmaker, coach_id) as session:
             return await session.get_one(Message, received.message_id)
 
+    async def taken_over() -> str:
+        conversation_id: str = (await chat(http, setup, "Hello there."))["conversation_id"]
+        assert (await http.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=h)).status_code == 200
+        return conversation_id
+
     stranded = await stored("Can you help me plan my week?")
     too_old = await stored("An old question nobody answered.")
-    discarded = await stored("A question whose draft the coach discarded.")
-    first = await chat(http, setup, "Hello there.")
-    h = setup.coach.headers
-    assert (await http.post(f"/api/v1/conversations/{first['conversation_id']}/takeover", headers=h)).status_code == 200
-    paused = await stored("Are you still there?", client_id=setup.client_id, conversation_id=first["conversation_id"])
+    paused = await stored("Are you still there?", await taken_over())
+    settled_id = await taken_over()
+    settled = await stored("One more thing.", settled_id)
+    back = await http.post(f"/api/v1/conversations/{settled_id}/handback", params={"reply": "false"}, headers=h)
+    assert back.status_code == 200, back.text
+    answered_by_hand_id = await taken_over()
+    answered_by_hand = await stored("What should I do?", answered_by_hand_id)
+    sent = await http.post(f"/api/v1/conversations/{answered_by_hand_id}/messages", headers=h, json={"text": "Rest."})
+    assert sent.status_code == 201, sent.text
+    assert (await http.post(f"/api/v1/conversations/{answered_by_hand_id}/handback", headers=h)).status_code == 200
+    cases = [(stranded, 2), (too_old, 4), (paused, 2), (settled, 2), (answered_by_hand, 2)]
     async with tenant_session(container.sessionmaker, coach_id) as session:
-        session.add(Draft(coach_id=coach_id, conversation_id=discarded.conversation_id, client_message_id=discarded.id,
-                          status=DraftStatus.DISCARDED, text="A draft", citations=[], meta={}))  # fmt: skip
-        for message, age in ((stranded, 2 * DAY), (too_old, 4 * DAY), (discarded, 2 * DAY), (paused, 2 * DAY)):
-            when = datetime.now(UTC) - timedelta(seconds=age)
-            await session.execute(update(Message).where(Message.id == message.id).values(created_at=when))
+        for message, days in cases:  # every message of its conversation ages alike, keeping their order
+            await session.execute(
+                update(Message)
+                .where(Message.conversation_id == message.conversation_id)
+                .values(created_at=Message.created_at - timedelta(days=days))
+            )
 
     # (only messages over a day old, which no other test of the session stored: its sweep leaves theirs alone)
     assert await container.chat.answer_stranded(older_than_s=DAY, within_s=3 * DAY) == 1
@@ -66,19 +80,13 @@ async def test_a_message_whose_turn_never_ran_is_answered_by_the_sweep_and_only_
     assert await container.chat.answer_stranded(older_than_s=DAY, within_s=3 * DAY) == 0, "answered once"
 
     async with tenant_session(container.sessionmaker, coach_id) as session:
-        # AI messages of each conversation: the stranded one's answer; the paused one has only "Hello there."'s
-        for message, replies, answered in (
-            (stranded, 1, True),
-            (too_old, 0, False),
-            (discarded, 0, False),
-            (paused, 1, False),
-        ):
-            ai = await session.scalars(
-                select(Message.id).where(
-                    Message.conversation_id == message.conversation_id, Message.sender_type == SenderType.AI
+        expected = [(stranded, True), (too_old, False), (paused, False), (settled, False), (answered_by_hand, False)]
+        for message, answered in expected:
+            senders = (
+                await session.scalars(
+                    select(Message.sender_type)
+                    .where(Message.conversation_id == message.conversation_id)
+                    .order_by(Message.created_at)
                 )
-            )
-            assert len(ai.all()) == replies, message.text
-            assert (
-                (await session.get_one(Message, message.id, populate_existing=True)).answered_at is not None
-            ) is answered
+            ).all()
+            assert (senders[-1] == SenderType.AI) is answered, (message.text, senders)
