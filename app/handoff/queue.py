@@ -95,16 +95,16 @@ def draft_dict(draft: Draft, client_name: str | None = None) -> dict[str, Any]:
 
 HANDOFF_LOCK: dict[str, Any] = {"key_share": True}
 """``with_for_update`` arguments of the conversation row lock (``FOR NO KEY UPDATE``), taken by every
-transaction that writes the conversation's messages or handoffs before anything else of the conversation: the
-client's message stored, the turn's load and reply, the coach's takeover, message and draft approval, the SLA's
-holding message.
+transaction that stores a message in the conversation or opens a handoff in it: the client's message stored,
+the turn's load, reply and low-confidence handoff, the coach's takeover, message and draft approval, the SLA's
+holding message. (A handback closes a handoff and settles at most one message row: it needs no lock order.)
 
 - Whoever may open a handoff takes it before looking for the active one: two never both find none and both
   open one (the second would break the one-active-handoff index and fail). The turn's reply takes it after
   its claim of the client's message and then looks for the active handoff, so a takeover still to commit
   when the claim began is seen once it has: the AI's reply never follows the coach's message (it did, when
   the takeover's transaction overlapped the reply's).
-- One lock order for all of them: the client's message being answered (the turn's load and reply), then the
+- One lock order for all of them: the client's message being answered (the turn's load, reply and handoff), then the
   conversation, then its chat session, drafts and new messages. A message insert also updates the
   conversation (the ``messages_added`` trigger, migration 0031), after the chat session
   (:func:`app.memory.messages.store_message`): a client's message stored while the coach wrote, a crisis turn

@@ -73,6 +73,12 @@ STALLED_START = (
     "its start did not finish (the upload or the job's creation ran past its deadline, or its worker was "
     "stopped), and the provider has no job of it; start the fine-tune again"
 )
+
+
+class SnapshotChanging(Exception):
+    """Erasures kept changing a fine-tune's snapshot while its files uploaded (:meth:`FineTuneService._upload`)."""
+
+
 UPLOAD_TRIES = 3
 """Uploads of one split in one try of a start while erasures keep changing its snapshot (:meth:`_upload`)."""
 MAX_ERROR_CHARS = 300
@@ -412,7 +418,7 @@ class FineTuneService:
         on the job yet, so it cannot delete the file. The id is therefore stored only while the snapshot (locked)
         still holds every uploaded example; otherwise the file is queued for deletion at the provider (the
         erasure's purge job) and the split is uploaded again as the snapshot is now (up to
-        :data:`UPLOAD_TRIES` times, then ``ProviderError`` for a later retry)."""
+        :data:`UPLOAD_TRIES` times, then :class:`SnapshotChanging`)."""
         for _ in range(UPLOAD_TRIES):
             content, example_ids = await self._file(coach_id, dataset_id, split)
             if not content:
@@ -433,7 +439,7 @@ class FineTuneService:
                     return file_id
                 jobs.purge_erased_data(session, coach_id, [file_id], reason=f"outdated-upload:{file_id}")
             log.info("fine-tune %s: the snapshot changed while its %s file uploaded; uploading it again", job_id, split)
-        raise ProviderError(f"the training data kept changing while the {split} file uploaded")
+        raise SnapshotChanging(f"the training data kept changing while the {split} file uploaded")
 
     async def start(self, coach_id: uuid.UUID, job_id: uuid.UUID) -> str:
         """arq job: upload the dataset's train (and, when any, validation) JSONL and create the provider job
@@ -477,6 +483,8 @@ class FineTuneService:
                 )
                 provider_id(created)  # an answer of another shape fails the job (below) before it is stored
                 remote_job(created)
+            except SnapshotChanging as exc:  # not the provider's fault: the job's start is tried again later
+                raise ProviderError(str(exc)) from exc
             except ProviderError as exc:  # an answer of another shape: not the fine-tuning API
                 return await self._fail(coach_id, job_id, f"the endpoint does not speak the fine-tuning API: {exc}")
             except openai.APIStatusError as exc:

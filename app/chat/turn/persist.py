@@ -99,9 +99,13 @@ class Persister:
         client; nothing when the coach took the conversation meanwhile (the message then waits for them)."""
         async with unit_of_work(self._sessionmaker, turn.coach.id) as uow:
             session = uow.session
+            claimed = await _claim_answer(session, turn.message.id)
+            if claimed is None:  # answered meanwhile
+                return Outcome(handoff=await self._handoffs.active_for(session, turn.conversation.id))
+            # then the conversation (the lock order of HANDOFF_LOCK), before looking for the active handoff
             turn.conversation = await session.get_one(Conversation, turn.conversation.id, with_for_update=HANDOFF_LOCK)
-            active = await self._handoffs.active_for(session, turn.conversation.id)
-            if active is not None or await _claim_answer(session, turn.message.id) is None:
+            if (active := await self._handoffs.active_for(session, turn.conversation.id)) is not None:
+                await session.execute(_UNCLAIM, {"message_id": claimed})
                 return Outcome(handoff=active)
             handoff = await self._open(session, turn, HandoffReason.LOW_CONFIDENCE, detail, confidence.value, signals)
             notice = await self._notice(session, turn, handoff, signals, confidence)

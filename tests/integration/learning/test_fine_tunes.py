@@ -24,7 +24,7 @@ from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.db import jobs
 from app.db.engine import tenant_session
-from app.learning.models import FineTuneJob, FineTuneStatus, ModelVersion, TrainingExample
+from app.learning.models import FineTuneJob, FineTuneStatus, ModelVersion, TrainingDataset, TrainingExample
 from tests.conftest import make_client
 from tests.integration.handoff.test_handoff_flow import Setup, new_setup
 from tests.integration.learning.test_training_data import refresh, seed_conversation
@@ -752,3 +752,37 @@ async def test_the_gate_measures_candidates_against_the_coachs_own_replies_only(
         evaluation = (await session.get_one(ModelVersion, candidate)).evaluation
     assert evaluation["examples"] == 4 and evaluation["candidate"] is None
     assert evaluation["reason"] == "only 4 held-out examples of the coach's own replies (at least 5)"
+
+
+async def test_a_snapshot_erasures_keep_changing_during_the_upload_is_tried_again_later(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+) -> None:
+    """Every upload meets an erasure that takes an uploaded example out of the snapshot: after its tries the
+    start is retried later and the job stays ``preparing`` (it was failed as "the endpoint does not speak the
+    fine-tuning API")."""
+    api = fake_openai([{"status": "running"}])
+    setup = await new_setup("Busy Erasures Coach")
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    await seed(container, setup, run_jobs, {"train": 4})
+    created = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers)
+    job_id = created.json()["id"]
+    arq_id = f"{jobs.START_FINE_TUNE}:{job_id}"
+    await container.redis.zrem(default_queue_name, arq_id)  # run by hand below
+    await container.redis.delete(f"{job_key_prefix}{arq_id}")
+
+    async def erased_meanwhile(request: httpx.Request) -> httpx.Response:
+        async with tenant_session(container.sessionmaker, coach_id) as session:
+            job = await session.get_one(FineTuneJob, uuid.UUID(job_id))
+            dataset = await session.get_one(TrainingDataset, job.dataset_id)
+            dataset.example_ids = dataset.example_ids[1:]
+        return api._file(request)
+
+    api.router.routes["files"].mock(side_effect=erased_meanwhile)
+    with pytest.raises(Retry):
+        await worker.start_fine_tune({"container": container, "job_try": 1}, setup.coach.coach_id, job_id)
+    [job] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+    assert job["status"] == "preparing" and job["training_file_id"] is None
