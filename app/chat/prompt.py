@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from app.chat.spotlight import HIERARCHY, data_block, datamark
+from app.chat.spotlight import HIERARCHY, clean, data_block, datamark
 from app.conversations.models import Message, SenderType
 from app.llm.base import ChatMessage
 from app.memory.retrieval import MemoryContext, MemoryItem
@@ -270,10 +270,10 @@ def assemble_prompt(
         len(kept.style),
         persona=persona,
         protected=[*fixed, *kept.style, *shot_texts],
-        untrusted=[  # a passage's title too: it comes from the file (its name, a PDF's /Title, an HTML <title>)
-            *(f"{p.title}. {p.text}" for p in kept.passages),
-            *kept.profile,
-            *(i.text for i in kept.items),
-            *shot_texts,
+        untrusted=[  # as the model reads them (clean: NFKC, no invisible characters); a passage's title too
+            *(clean(f"{p.title}. {p.text}") for p in kept.passages),  # (the file's name, /Title, <title>)
+            *(clean(line) for line in kept.profile),
+            *(clean(i.text) for i in kept.items),
+            *(clean(text) for text in shot_texts),
         ],
     )

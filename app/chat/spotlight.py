@@ -49,18 +49,26 @@ HIERARCHY = (
 """The instruction hierarchy, stated in the system message when spotlighting is on."""
 
 _DELIMITER = re.compile(r"<<\s*/?\s*data\b[^>]*>>", re.IGNORECASE)
+_INVISIBLE = re.compile("[\u034f\u115f\u1160\u3164\uffa0\ufe00-\ufe0f]")
+"""Invisible characters outside category Cf (a combining grapheme joiner, Hangul fillers, variation selectors)."""
 _SPACE = re.compile(r"\s+")
 
 
 def clean(text: str) -> str:
     """Untrusted ``text`` in Unicode compatibility form (NFKC: fullwidth ``＜＜／data＞＞`` reads ``<</data>>``)
     without invisible format characters (category Cf: zero-width spaces and joiners, a BOM, bidirectional
-    controls, which could split a delimiter the model still reads), without :data:`MARK` characters (→ spaces)
-    and without anything shaped like a data block delimiter (``<<data: …>>``, ``<</data>>``, any case or
-    spacing)."""
+    controls, which could split a delimiter the model still reads, and :data:`_INVISIBLE` ones), without
+    :data:`MARK` characters (→ spaces) and without anything shaped like a data block delimiter (``<<data: …>>``,
+    ``<</data>>``, any case or spacing, also one that removing another leaves)."""
     if not text.isascii():  # (ASCII text has neither: the common case costs nothing)
         text = "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) != "Cf")
-    return _DELIMITER.sub(" ", text.replace(MARK, " "))
+        text = _INVISIBLE.sub("", text)
+    text = text.replace(MARK, " ")
+    while True:  # again until none is left: "<<<</data>>/data>>" leaves "<< /data>>" after one pass
+        cleaned = _DELIMITER.sub(" ", text)
+        if cleaned == text:
+            return cleaned
+        text = cleaned
 
 
 def datamark(text: str) -> str:

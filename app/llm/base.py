@@ -35,7 +35,7 @@ class Usage:
 
 CONTROL_TOKEN = re.compile(
     r"<[|\uff5c][^<>|\uff5c\s]{1,64}[|\uff5c]>"  # ChatML, Llama 3, Phi, Qwen; DeepSeek's fullwidth bars
-    r"|\[/?INST\]|<</?SYS>>"  # Llama 2, Mistral
+    r"|\[/?(?:INST|SYSTEM_PROMPT|AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS)\]|<</?SYS>>"  # Llama 2, Mistral
     r"|</?s>"  # SentencePiece's BOS and EOS written out
     r"|<(?:start|end)_of_turn>",  # Gemma
     re.IGNORECASE,

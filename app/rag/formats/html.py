@@ -2,9 +2,10 @@
 
 Headings become Markdown ``#`` lines so the chunker knows the section each passage sits under; scripts,
 styles and other non-text elements are dropped, and so are elements a reader never sees (the ``hidden``
-attribute, ``aria-hidden="true"``, an inline ``display: none`` or ``visibility: hidden``): text a coach does
-not see in the page must not reach the model, where a hidden "ignore your rules…" is an injection planted
-out of sight; block elements end a paragraph.
+attribute, an inline ``display: none``, ``visibility: hidden``, ``opacity: 0`` or ``font-size: 0``): text a
+coach does not see in the page must not reach the model, where a hidden "ignore your rules…" is an injection
+planted out of sight. (``aria-hidden`` hides from screen readers only: that text is seen, and kept. Text hidden
+through a stylesheet's classes is not recognised.) Block elements end a paragraph.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from selectolax.lexbor import LexborHTMLParser
 from app.rag.extract import ExtractedText, ExtractionError, Page
 
 _DROPPED = "script, style, noscript, template, svg, head, nav, iframe, object"
-_HIDDEN = re.compile(r"(?:display\s*:\s*none|visibility\s*:\s*hidden)", re.IGNORECASE)
+_HIDDEN = re.compile(
+    r"(?:display\s*:\s*none|visibility\s*:\s*hidden|opacity\s*:\s*0*(?:\.0*)?\s*(?:;|$|!)"
+    r"|font-size\s*:\s*0+(?:\.0*)?\s*(?:px|pt|em|rem|%)?\s*(?:;|$|!))",
+    re.IGNORECASE,
+)
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BLOCKS = "p, li, blockquote, pre, td, th, dt, dd, figcaption, div, section, article, tr"
 
@@ -29,10 +34,9 @@ def html_text(markup: str) -> tuple[str, str | None]:
     title = title_node.text(strip=True) if title_node is not None else ""
     for node in tree.css(_DROPPED):
         node.decompose()
-    for node in tree.css('[hidden], [aria-hidden="true" i], [style]'):
+    for node in tree.css("[hidden], [style]"):
         attributes = node.attributes
-        aria_hidden = (attributes.get("aria-hidden") or "").strip().lower() == "true"
-        if "hidden" in attributes or aria_hidden or _HIDDEN.search(attributes.get("style") or ""):
+        if "hidden" in attributes or _HIDDEN.search(attributes.get("style") or ""):
             node.decompose()
     root = tree.body or tree.root
     if root is None:
