@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 from urllib.parse import quote
 
 from filelock import FileLock
@@ -119,14 +120,37 @@ _spawned: dict[Path, subprocess.Popen[bytes]] = {}
 """The embedded Redis servers this process started (reaped when it stops them)."""
 
 
-def _redis_answers(port: int) -> bool:
-    """Whether a Redis server answers ``PING`` on loopback ``port``."""
+def _redis_answers(port: int, *, patience_s: float = 0.0) -> bool:
+    """Whether a Redis server answers ``PING`` on loopback ``port`` (``-LOADING``, while it reads its files at
+    start, counts as answering), asking again for up to ``patience_s`` seconds (a busy machine)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith((b"+PONG", b"-LOADING")):
+                    return True
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
+def _read_state(state_file: Path) -> dict[str, Any] | None:
+    """The recorded embedded Redis, or ``None`` when there is none or the record is unreadable."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-            conn.sendall(b"PING\r\n")
-            return conn.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
+        state: dict[str, Any] = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return state
+
+
+def _write_state(state_file: Path, state: dict[str, Any]) -> None:
+    """Record ``state`` whole or not at all (a process killed mid-write leaves the previous record)."""
+    partial = state_file.with_suffix(".tmp")
+    partial.write_text(json.dumps(state))
+    os.replace(partial, state_file)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -191,14 +215,15 @@ def _use_redis(data_dir: Path) -> tuple[Path, str]:
     redis_dir.mkdir(parents=True, exist_ok=True)
     state_file = redis_dir / REDIS_STATE
     with FileLock(redis_dir / ".lock"):
-        state = json.loads(state_file.read_text()) if state_file.exists() else None
-        if state is not None and _pid_alive(state["pid"]) and _redis_answers(state["port"]):
+        state = _read_state(state_file)
+        # a live server's process gets time to answer: a second server on the same files would split the jobs
+        if state is not None and _pid_alive(state["pid"]) and _redis_answers(state["port"], patience_s=15):
             users = [pid for pid in state["users"] if _pid_alive(pid)]
         else:
             state = dict(zip(("pid", "port"), _spawn_redis(redis_dir), strict=True))
             users = []
         state["users"] = [*users, os.getpid()]
-        state_file.write_text(json.dumps(state))
+        _write_state(state_file, state)
     return redis_dir, f"redis://127.0.0.1:{state['port']}/0"
 
 
@@ -207,12 +232,12 @@ def _leave_redis(redis_dir: Path) -> None:
     (``SIGTERM``: Redis saves and exits) and drops the record."""
     state_file = redis_dir / REDIS_STATE
     with FileLock(redis_dir / ".lock"):
-        if not state_file.exists():
+        state = _read_state(state_file)
+        if state is None:
             return
-        state = json.loads(state_file.read_text())
         state["users"] = [pid for pid in state["users"] if pid != os.getpid() and _pid_alive(pid)]
         if state["users"]:
-            state_file.write_text(json.dumps(state))
+            _write_state(state_file, state)
             return
         state_file.unlink()
         proc = _spawned.pop(redis_dir, None)

@@ -413,7 +413,8 @@ def test_commands_on_one_data_dir_share_its_redis_which_stops_with_the_last(serv
     """``opencoach serve --no-worker`` and ``opencoach worker`` in two terminals on one data directory (as the
     README's commands allow): both use one embedded Redis, which a Ctrl-C in the first terminal leaves running
     for the other, and which stops with the last. Each started a Redis of its own on the same files: the web
-    process queued jobs the worker never saw."""
+    process queued jobs the worker never saw. A record of the server left unreadable (a kill while it was being
+    written) counts as none."""
 
     def start() -> tuple[subprocess.Popen[bytes], str]:
         proc = subprocess.Popen(
@@ -435,6 +436,8 @@ def test_commands_on_one_data_dir_share_its_redis_which_stops_with_the_last(serv
             return conn.recv(16).startswith(b"+PONG")
         return False
 
+    (tmp_path / "redis").mkdir()
+    (tmp_path / "redis" / "server.json").write_text("")  # a record cut short by a kill: as if none
     first, url = start()
     second, again = start()
     try:
