@@ -189,12 +189,15 @@ async def _ingest(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
 async def fail_stalled_documents(ctx: dict[str, Any]) -> str:
     """arq cron (every minute, and at start-up): fail documents left ``processing`` by a killed worker, and those
     left ``queued`` by cancelled ingestions after arq's last try (every try's deadline and the waits between them,
-    with a lease of margin)."""
+    with a lease of margin), once this worker has been up that long itself (its arq runs the tries due)."""
     container: Container = ctx["container"]
     settings = container.settings
     tries = INGEST_TRIES * settings.ingest_timeout_seconds + INGEST_RETRY_S * sum(range(INGEST_TRIES))
     abandoned_after_s = tries + settings.worker_lease_seconds
-    return f"{await container.documents.fail_stalled(abandoned_after_s=abandoned_after_s)} stalled documents failed"
+    # only once this worker has been up that long: after a night with no worker, arq's next try is still due
+    up_long_enough = time.monotonic() - ctx["started_at"] >= abandoned_after_s
+    failed = await container.documents.fail_stalled(abandoned_after_s=abandoned_after_s if up_long_enough else None)
+    return f"{failed} stalled documents failed"
 
 
 async def answer_stranded_messages(ctx: dict[str, Any]) -> str:
@@ -415,7 +418,8 @@ async def learning_sweep(ctx: dict[str, Any]) -> str:
     """arq cron (every five minutes): fine-tune readiness per coach, polls of running fine-tunes, and fine-tunes
     whose start no longer runs taken up."""
     container: Container = ctx["container"]
-    return await container.fine_tunes.sweep(stalled_start_s=START_FINE_TUNE_BUDGET_S)
+    up_long_enough = time.monotonic() - ctx["started_at"] >= START_FINE_TUNE_BUDGET_S  # its arq ran the tries due
+    return await container.fine_tunes.sweep(stalled_start_s=START_FINE_TUNE_BUDGET_S if up_long_enough else None)
 
 
 class OutageTolerantWorker(Worker):
@@ -525,6 +529,7 @@ class _SharedContainer:
             self._users += 1
         ctx["container"] = self._container
         ctx["telegram"] = self._telegram
+        ctx["started_at"] = time.monotonic()
         ctx["ingest_slots"] = IngestSlots(
             self._container.redis, settings.ingest_jobs_per_coach, settings.worker_lease_seconds
         )

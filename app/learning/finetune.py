@@ -26,7 +26,7 @@ from typing import Any, cast
 
 import openai
 from openai.types.fine_tuning import FineTuningJob, job_create_params
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import and_, false, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
@@ -298,12 +298,12 @@ class FineTuneService:
             reason=reason,
         )
 
-    async def sweep(self, *, stalled_start_s: float) -> str:
+    async def sweep(self, *, stalled_start_s: float | None) -> str:
         """Cron: for every coach from ``fine_tune_coaches()`` (enabled, or with an active job), poll its
         active jobs, take up (:meth:`recover_stalled`) a job still ``preparing`` with no provider job
-        ``stalled_start_s`` seconds after it was created (longer than every try of its start may take), and start
-        one when :meth:`readiness` holds. One coach's failure is logged and does not stop the others. Returns a
-        summary."""
+        ``stalled_start_s`` seconds after it was created (longer than every try of its start may take; ``None``:
+        none is taken up), and start one when :meth:`readiness` holds. One coach's failure is logged and does not
+        stop the others. Returns a summary."""
         async with self._sessionmaker() as session:
             coach_ids = list((await session.scalars(text("SELECT coach_id FROM fine_tune_coaches()"))).all())
         polled = started = failed = 0
@@ -311,10 +311,14 @@ class FineTuneService:
             try:
                 async with unit_of_work(self._sessionmaker, coach_id) as uow:
                     session = uow.session
-                    stalled = and_(
-                        FineTuneJob.status == FineTuneStatus.PREPARING,
-                        FineTuneJob.provider_job_id.is_(None),
-                        FineTuneJob.created_at < func.now() - timedelta(seconds=stalled_start_s),
+                    stalled = (
+                        and_(
+                            FineTuneJob.status == FineTuneStatus.PREPARING,
+                            FineTuneJob.provider_job_id.is_(None),
+                            FineTuneJob.created_at < func.now() - timedelta(seconds=stalled_start_s),
+                        )
+                        if stalled_start_s is not None
+                        else false()
                     )
                     active = (
                         await session.execute(

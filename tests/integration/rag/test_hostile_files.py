@@ -16,6 +16,7 @@ import psutil
 import pytest
 from sqlalchemy import update
 
+from app import worker
 from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.core.config import Settings
@@ -200,6 +201,9 @@ async def test_the_sweep_fails_documents_arq_gave_up_after_cancelled_ingestions(
                 .values(status=DocumentStatus.QUEUED, started_at=started)
             )
     assert await container.documents.fail_stalled() == 0, "without the budget, queued documents are left alone"
+    # the worker's cron leaves them to arq while it has not been up for the budget (after a night without worker)
+    await worker.fail_stalled_documents({"container": container, "started_at": time.monotonic()})
+    assert (await _document(http, coach, given_up["id"]))["status"] == "queued"
     assert await container.documents.fail_stalled(abandoned_after_s=budget) == 1
     failed = await _document(http, coach, given_up["id"])
     assert failed["status"] == "failed" and "processing stopped before it finished" in failed["error"]
