@@ -13,8 +13,8 @@ from app.accounts.models import Coach
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import unit_of_work
 from app.conversations.handoffs import Handoff, HandoffStatus
-from app.conversations.models import SenderType
-from app.handoff.queue import coach_conversation
+from app.conversations.models import Conversation, SenderType
+from app.handoff.queue import HANDOFF_LOCK
 from app.handoff.service import HandoffService
 from app.memory.messages import store_message
 
@@ -38,10 +38,15 @@ class SlaNotices:
         for coach_id, handoff_id in overdue:
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
                 session = uow.session
-                conversation_id = await session.scalar(select(Handoff.conversation_id).where(Handoff.id == handoff_id))
-                if conversation_id is None:
+                # the conversation first (the lock order of HANDOFF_LOCK); gone meanwhile (deleted), nothing to do
+                conversation = await session.scalar(
+                    select(Conversation)
+                    .join(Handoff, Handoff.conversation_id == Conversation.id)
+                    .where(Handoff.id == handoff_id)
+                    .with_for_update(of=Conversation, **HANDOFF_LOCK)
+                )
+                if conversation is None:
                     continue
-                await coach_conversation(session, coach_id, conversation_id, lock=True)  # first: see HANDOFF_LOCK
                 handoff = await session.get(Handoff, handoff_id, with_for_update=True)
                 if handoff is None or handoff.status != HandoffStatus.OPEN or handoff.sla_notified_at:
                     continue
