@@ -324,20 +324,12 @@ async def test_takeover_live_messages_and_handback(
     assert messages[-1]["metadata"]["human_duration_minutes"] >= 0
 
 
-async def test_a_takeover_while_the_ai_is_answering_keeps_the_ai_reply_out(
-    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
-) -> None:
-    """The coach takes the conversation while the model is still answering the client's message: the AI's
-    reply is not stored (the client would get two answers), the turn reports the coach's handoff and the
-    message waits for the coach."""
-    setup = await new_setup()
-    first = await chat(http, setup, "How can I plan my week better?")
-    conversation_id = first["conversation_id"]
+def held_model(llm_api: respx.MockRouter) -> tuple[asyncio.Event, asyncio.Event]:
+    """The model's stream held back: ``(asked, go_on)``: ``asked`` is set once the model is asked, and the reply
+    streams once the test sets ``go_on``."""
     asked, go_on = asyncio.Event(), asyncio.Event()
 
     class HeldBack(httpx.AsyncByteStream):
-        """The model's stream, held until the coach has taken over."""
-
         async def __aiter__(self) -> AsyncIterator[bytes]:
             asked.set()
             await go_on.wait()
@@ -348,6 +340,19 @@ async def test_a_takeover_while_the_ai_is_answering_keeps_the_ai_reply_out(
             200, headers={"content-type": "text/event-stream"}, stream=HeldBack()
         )
     )
+    return asked, go_on
+
+
+async def test_a_takeover_while_the_ai_is_answering_keeps_the_ai_reply_out(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """The coach takes the conversation while the model is still answering the client's message: the AI's
+    reply is not stored (the client would get two answers), the turn reports the coach's handoff and the
+    message waits for the coach."""
+    setup = await new_setup()
+    first = await chat(http, setup, "How can I plan my week better?")
+    conversation_id = first["conversation_id"]
+    asked, go_on = held_model(llm_api)
     turn = asyncio.create_task(chat(http, setup, "Mostly my sleep, honestly.", conversation_id))
     await asyncio.wait_for(asked.wait(), 30)
     taken = await http.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=setup.coach.headers)
@@ -375,19 +380,7 @@ async def test_a_takeover_still_committing_when_the_ai_stores_its_reply_keeps_th
     setup = await new_setup()
     first = await chat(http, setup, "How can I plan my week better?")
     conversation_id = first["conversation_id"]
-    asked, go_on, opened, commit = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
-
-    class HeldBack(httpx.AsyncByteStream):
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            asked.set()
-            await go_on.wait()
-            yield openai_sse(DELTAS, (120, 9))
-
-    llm_api["completions"].mock(
-        side_effect=lambda request: httpx.Response(
-            200, headers={"content-type": "text/event-stream"}, stream=HeldBack()
-        )
-    )
+    (asked, go_on), opened, commit = held_model(llm_api), asyncio.Event(), asyncio.Event()
     open_handoff = HandoffService.open
 
     async def held_open(self: HandoffService, *args: Any, **kwargs: Any) -> Any:
