@@ -4,20 +4,23 @@ Page numbers come from the page breaks in the file: the breaks Word records wher
 out (``w:lastRenderedPageBreak``) when present, else the explicit page breaks (``w:br w:type="page"``), so a
 citation's page matches the page in Word as far as the file says. Paragraphs in a Heading style become
 Markdown ``#`` lines (the chunker's section headings); table cells are read row by row. Hidden text (runs
-formatted hidden, ``w:vanish``) is left out: Word does not show it, so the coach never saw it, and a hidden
-"ignore your rules…" would reach the model out of sight.
+formatted hidden, ``w:vanish``, directly or through their character or paragraph style) is left out: Word
+does not show it, so the coach never saw it, and a hidden "ignore your rules…" would reach the model out of
+sight.
 """
 
 from __future__ import annotations
 
 import io
 import zipfile
+from typing import Any
 
 import docx
 from docx.document import Document as DocxDocument
 from docx.table import Table
 from docx.text.hyperlink import Hyperlink
 from docx.text.paragraph import Paragraph
+from docx.text.run import Run
 
 from app.rag.extract import Caps, ExtractedText, ExtractionError, Page
 
@@ -63,12 +66,30 @@ def _pages(document: DocxDocument, caps: Caps) -> list[Page]:
     return [Page(number, "\n\n".join(p for p in texts if p)) for number, texts in enumerate(pages, start=1)]
 
 
+def _style_hidden(style: Any) -> bool | None:
+    """Whether ``style`` (or the first of its base styles that says) formats text hidden; ``None``: none says."""
+    while style is not None:
+        if style.font.hidden is not None:
+            return bool(style.font.hidden)
+        style = style.base_style
+    return None
+
+
 def _visible_text(paragraph: Paragraph) -> str:
-    """The paragraph's text without its hidden runs (those inside hyperlinks too)."""
+    """The paragraph's text without its hidden runs (those inside hyperlinks too): hidden by the run's own
+    formatting, else by its character style, else by the paragraph's style (each with its base styles)."""
     runs = (
         run for item in paragraph.iter_inner_content() for run in (item.runs if isinstance(item, Hyperlink) else [item])
     )
-    return "".join(run.text for run in runs if not run.font.hidden)
+    paragraph_hidden = _style_hidden(paragraph.style)
+
+    def hidden(run: Run) -> bool:
+        for says in (run.font.hidden, _style_hidden(run.style), paragraph_hidden):
+            if says is not None:
+                return bool(says)
+        return False
+
+    return "".join(run.text for run in runs if not hidden(run))
 
 
 def _paragraph_text(paragraph: Paragraph) -> str:
