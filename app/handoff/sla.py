@@ -30,8 +30,10 @@ class SlaNotices:
         self._handoffs = handoffs
 
     async def send_sla_notices(self) -> int:
-        """Cron: for every handoff still open past its coach's SLA, send the client one holding message.
-        Returns how many were sent. Each runs in its own tenant transaction and re-checks the handoff."""
+        """Cron: send the client one holding message for every handoff past its coach's SLA: still open, or
+        claimed with a client message written since the takeover that waits for the coach's reply (the coach took
+        the conversation and left it; the AI stays paused). Returns how many were sent. Each runs in its own
+        tenant transaction and re-checks the handoff."""
         async with self._sessionmaker() as session:
             overdue = (await session.execute(text("SELECT coach_id, handoff_id FROM overdue_handoffs()"))).all()
         sent = 0
@@ -48,7 +50,7 @@ class SlaNotices:
                 if conversation is None:
                     continue
                 handoff = await session.get(Handoff, handoff_id, with_for_update=True)
-                if handoff is None or handoff.status != HandoffStatus.OPEN or handoff.sla_notified_at:
+                if handoff is None or handoff.status not in HandoffStatus.ACTIVE or handoff.sla_notified_at:
                     continue
                 coach = await uow.coach()
                 now = datetime.now(UTC)
@@ -57,7 +59,7 @@ class SlaNotices:
                     coach,
                     handoff.conversation_id,
                     SenderType.AI,
-                    self.holding_message(coach, now),
+                    self.holding_message(coach, now, joined=handoff.status == HandoffStatus.CLAIMED),
                     at=now,
                     meta={"notice": "sla", "handoff_id": str(handoff.id)},
                 )
@@ -67,13 +69,15 @@ class SlaNotices:
             sent += 1
         return sent
 
-    def holding_message(self, coach: Coach, at: datetime) -> str:
-        """The holding message sent when the coach has not taken over within the SLA."""
+    def holding_message(self, coach: Coach, at: datetime, *, joined: bool = False) -> str:
+        """The holding message sent when the coach has not taken over within the SLA, or (``joined``) took over
+        but has not replied to the client within it."""
         if is_available(coach.availability, at):
             when = "as soon as they can"
         else:
             when = f"when they're back, {describe_return(coach.availability, at)}"
+        waiting = "has been pulled away for a moment" if joined else "hasn't been able to join yet"
         return (
-            f"Thank you for waiting — {coach.name} hasn't been able to join yet and will reply here {when}. "
+            f"Thank you for waiting — {coach.name} {waiting} and will reply here {when}. "
             "If things feel urgent or unsafe, please contact your local emergency number or a crisis line."
         )

@@ -615,8 +615,7 @@ async def test_the_client_gets_one_holding_message_past_the_sla(
     container: Container,
     services: Services,
 ) -> None:
-    """A handoff still open past the coach's SLA gets one holding message (the sweep is idempotent); a claimed
-    one gets none."""
+    """A handoff still open past the coach's SLA gets one holding message (the sweep is idempotent)."""
     setup = await new_setup(handoff_sla_minutes=5)
     body = await chat(http, setup, "/human")
     engine = create_async_engine(services.migration_database_url)
@@ -633,6 +632,45 @@ async def test_the_client_gets_one_holding_message_past_the_sla(
     messages = await transcript(http, setup, body["conversation_id"])
     holding = [m for m in messages if m["metadata"].get("notice") == "sla"]
     assert len(holding) == 1 and "Thank you for waiting" in holding[0]["text"]
+
+
+async def test_a_client_waiting_past_the_sla_after_the_coach_took_over_gets_one_holding_message(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+    services: Services,
+) -> None:
+    """The coach took the conversation over and left it: the client's message written since waits past the
+    SLA and gets one holding message (the AI stays paused); a client answered by the coach gets none. A claimed
+    handoff got nothing, and the client waited for good."""
+    setup = await new_setup(handoff_sla_minutes=5)
+    h = setup.coach.headers
+    left, answered = [(await chat(http, setup, "Hello there."))["conversation_id"] for _ in range(2)]
+    for conversation_id in (left, answered):
+        assert (await http.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=h)).status_code == 200
+        await chat(http, setup, "Are you still there?", conversation_id)
+    sent = await http.post(f"/api/v1/conversations/{answered}/messages", headers=h, json={"text": "Yes, here."})
+    assert sent.status_code == 201, sent.text
+    engine = create_async_engine(services.migration_database_url)
+    try:
+        async with engine.begin() as conn:
+            for conversation_id in (left, answered):
+                for table in ("handoffs", "messages"):
+                    await conn.execute(
+                        text(f"UPDATE {table} SET created_at = created_at - interval '6 minutes'"
+                             + (", claimed_at = claimed_at - interval '6 minutes'" if table == "handoffs" else "")
+                             + " WHERE conversation_id = :c"),
+                        {"c": uuid.UUID(conversation_id)},
+                    )  # fmt: skip
+    finally:
+        await engine.dispose()
+    assert await container.sla_notices.send_sla_notices() >= 1
+    left_messages = await transcript(http, setup, left)
+    assert [m["sender_type"] for m in left_messages][-2:] == ["client", "ai"]
+    assert left_messages[-1]["metadata"]["notice"] == "sla" and "pulled away" in left_messages[-1]["text"]
+    assert not [m for m in await transcript(http, setup, answered) if m["metadata"].get("notice") == "sla"]
+    assert (await chat(http, setup, "Hello?", left))["reply"] == "", "the AI stays paused: the coach has it"
 
 
 # ---------------------------------------------------------------------------------------- bad input
