@@ -223,6 +223,14 @@ def fine_tune_dict(job: FineTuneJob) -> dict[str, Any]:
     }
 
 
+async def _created_before(client: openai.AsyncOpenAI, job_id: uuid.UUID) -> FineTuningJob | None:
+    """The provider job an earlier, interrupted try of :meth:`FineTuneService.start` created (found by its
+    ``metadata.opencoach_job_id``), so a retry or the sweep's recovery does not create a second one."""
+    page = await client.fine_tuning.jobs.list(metadata={"opencoach_job_id": str(job_id)}, limit=1)
+    with reading_response():
+        return page.data[0] if page.data else None
+
+
 def has_openai_endpoint(coach: Coach, key: str | None) -> bool:
     """The coach serves from an OpenAI-compatible endpoint with a model and a key (fine-tunes need one)."""
     return coach.llm_provider == "openai" and bool(coach.llm_model) and bool(key)
@@ -356,7 +364,7 @@ class FineTuneService:
             return await self._fail(coach_id, job_id, exc.message)
         async with client:
             try:
-                created = await self._created_before(client, job_id)
+                created = await _created_before(client, job_id)
             except (openai.APIError, EgressRefused, ProviderError) as exc:
                 raise ProviderError(f"fine-tune look-up failed: {describe_error(exc)}") from exc
         if created is None:
@@ -476,7 +484,7 @@ class FineTuneService:
                         return await self._fail(coach_id, job_id, "the dataset has no train examples left")
                 if validation_file_id is None:
                     validation_file_id = await self._upload(client, coach_id, job_id, dataset.id, Split.VALIDATION)
-                created = await self._created_before(client, job_id) if retried else None
+                created = await _created_before(client, job_id) if retried else None
                 created = created or await client.fine_tuning.jobs.create(
                     model=base_model,
                     training_file=training_file_id,
@@ -511,14 +519,6 @@ class FineTuneService:
             job.provider_job_id, job.status = created_id, status
             jobs.poll_fine_tune(session, coach_id, job_id)
         return f"created {created_id} ({status})"
-
-    @staticmethod
-    async def _created_before(client: openai.AsyncOpenAI, job_id: uuid.UUID) -> FineTuningJob | None:
-        """The provider job an earlier, interrupted try of :meth:`start` created (found by its
-        ``metadata.opencoach_job_id``), so a retry does not create a second one."""
-        page = await client.fine_tuning.jobs.list(metadata={"opencoach_job_id": str(job_id)}, limit=1)
-        with reading_response():
-            return page.data[0] if page.data else None
 
     async def _store(self, coach_id: uuid.UUID, job_id: uuid.UUID, **values: Any) -> None:
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
