@@ -2,7 +2,8 @@
 ``receive`` then ``answer``) and renders the turn's events in the chat.
 
 Updates are processed off the webhook request, one chat at a time in arrival order (a lock per chat, in this
-process and across processes: :meth:`TelegramChannel._chat_lock`). A reply
+process and across processes: :class:`ChatLocks`); a message that arrives while its chat's previous one is
+being answered is screened for a crisis first (:meth:`TelegramChannel.screen_first`). A reply
 streams by editing one message at most every :attr:`TelegramChannel.edit_interval_s` seconds (Telegram's
 limits, Bot API FAQ "My bot is hitting limits": about one message a second per chat), then the final text
 with footnotes and the 👍/👎 and "Talk to a human" keyboard; replies over 4,096 characters are split at sentence
@@ -117,6 +118,68 @@ class _Stream:
             self.message_id = None
 
 
+class ChatLocks:
+    """The turn lock of each Telegram chat: a chat's messages are handled one at a time, in the order they came,
+    from reading the chat's binding (so two first messages of a stranger make one client, and two messages one
+    conversation) to the end of their answer. In this process an :class:`asyncio.Lock` keeps the order; across
+    the web processes a Redis lock (redis-py's :class:`~redis.asyncio.lock.Lock`, :data:`TURN_LOCK_S`) keeps a
+    second process from reading the binding before the first stored the conversation it began."""
+
+    def __init__(self, redis: ArqRedis) -> None:
+        self._redis = redis
+        self._local: dict[tuple[uuid.UUID, int], asyncio.Lock] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, coach_id: uuid.UUID, message: dict[str, Any]) -> AsyncIterator[None]:
+        """Hold the chat of ``message`` (a Bot API message) while the block runs. Redis out of reach, or the lock
+        still held after :data:`TURN_LOCK_WAIT_S`, lets the message go ahead (a message is never dropped for a
+        lock)."""
+        chat_id = (message.get("chat") or {}).get("id")
+        if not isinstance(chat_id, int):
+            yield
+            return
+        async with self._local.setdefault((coach_id, chat_id), asyncio.Lock()):
+            shared = self._redis.lock(_key(coach_id, chat_id), timeout=TURN_LOCK_S, blocking_timeout=TURN_LOCK_WAIT_S)
+            try:
+                held = await shared.acquire()
+            except RedisError as exc:
+                log.warning("chat %s of coach %s: no cross-process turn lock (%s)", chat_id, coach_id, exc)
+                held = False
+            else:
+                if not held:
+                    log.warning(
+                        "chat %s of coach %s: turn lock still held after %d s", chat_id, coach_id, TURN_LOCK_WAIT_S
+                    )
+            try:
+                yield
+            finally:
+                if held:
+                    with contextlib.suppress(RedisError):  # expired meanwhile, or Redis gone: it lapses
+                        await shared.release()
+
+    async def busy(self, coach_id: uuid.UUID, chat_id: Any) -> bool:
+        """Whether a message of the chat is being handled now, in this process or another (``False`` when Redis
+        is out of reach and this process handles none)."""
+        if not isinstance(chat_id, int):
+            return False
+        local = self._local.get((coach_id, chat_id))
+        if local is not None and local.locked():
+            return True
+        try:
+            return bool(await self._redis.exists(_key(coach_id, chat_id)))
+        except RedisError:
+            return False
+
+
+def _key(coach_id: uuid.UUID, chat_id: int) -> str:
+    return f"telegram:turn-lock:{coach_id}:{chat_id}"
+
+
+def _client_message_id(chat_id: int, message: dict[str, Any]) -> str:
+    """The ``client_message_id`` a chat's message is stored under (once, however often it is handled)."""
+    return f"tg:{chat_id}:{message.get('message_id')}"
+
+
 class TelegramChannel:
     """Processes the updates of every coach's bot and delivers the clients' live events to their chats."""
 
@@ -141,7 +204,7 @@ class TelegramChannel:
         self.outbox = ChatOutbox(redis, service)
         self._redis = redis
         self._sessionmaker = sessionmaker
-        self._locks: dict[tuple[uuid.UUID, int], asyncio.Lock] = {}
+        self._locks = ChatLocks(redis)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def dispatch(self, coach_id: uuid.UUID, update: dict[str, Any]) -> None:
@@ -166,10 +229,11 @@ class TelegramChannel:
             if isinstance(callback := update.get("callback_query"), dict):
                 await self._callback(bot, coach_id, callback)
             elif isinstance(message := update.get("message"), dict):
-                async with self._chat_lock(coach_id, message):
+                await self.screen_first(coach_id, message)
+                async with self._locks.hold(coach_id, message):
                     await self._message(bot, coach_id, message)
             elif isinstance(edited := update.get("edited_message"), dict):
-                async with self._chat_lock(coach_id, edited):
+                async with self._locks.hold(coach_id, edited):
                     await self._edited(bot, coach_id, edited)
             elif isinstance(member := update.get("my_chat_member"), dict) and (status := _status(member)) in (
                 "kicked",
@@ -197,38 +261,29 @@ class TelegramChannel:
             except Exception:
                 log.exception("telegram update %s of coach %s: could not renew its claim", update_id, coach_id)
 
-    @contextlib.asynccontextmanager
-    async def _chat_lock(self, coach_id: uuid.UUID, message: dict[str, Any]) -> AsyncIterator[None]:
-        """Hold the message's chat: its messages are handled one at a time, in the order they came, from reading
-        the chat's binding (so two first messages of a stranger make one client, and two messages one
-        conversation) to the end of their answer. In this process an :class:`asyncio.Lock` keeps the order;
-        across the web processes a Redis lock (redis-py's :class:`~redis.asyncio.lock.Lock`, :data:`TURN_LOCK_S`)
-        keeps a second process from reading the binding before the first stored the conversation it began.
-        Redis out of reach, or the lock still held after :data:`TURN_LOCK_WAIT_S`, lets the message go ahead."""
-        chat_id = (message.get("chat") or {}).get("id")
-        if not isinstance(chat_id, int):
-            yield
+    async def screen_first(self, coach_id: uuid.UUID, message: dict[str, Any]) -> None:
+        """A client's text message that arrives while their chat's previous message is being answered (the chat's
+        lock held, :meth:`ChatLocks.busy`) is stored at once and screened for a crisis
+        (:meth:`~app.chat.turn.ChatService.answer_crisis`): the crisis reply goes out through the chat's outbox
+        instead of waiting up to ``LLM_TIMEOUT_SECONDS`` for the answer before it. The message is then handled in
+        turn as usual: stored once (its ``client_message_id``), and answered already if it was a crisis. A chat
+        with no conversation yet, a command, or a failure here leaves the message to its turn."""
+        chat, text = message.get("chat") or {}, message.get("text")
+        if chat.get("type") != "private" or not isinstance(text, str) or not text.strip() or text.startswith("/"):
+            return  # (every command starts with "/")
+        if not await self._locks.busy(coach_id, chat.get("id")):
             return
-        async with self._locks.setdefault((coach_id, chat_id), asyncio.Lock()):
-            shared = self._redis.lock(
-                f"telegram:turn-lock:{coach_id}:{chat_id}", timeout=TURN_LOCK_S, blocking_timeout=TURN_LOCK_WAIT_S
-            )
-            try:
-                held = await shared.acquire()
-            except RedisError as exc:
-                log.warning("chat %s of coach %s: no cross-process turn lock (%s)", chat_id, coach_id, exc)
-                held = False
-            else:
-                if not held:
-                    log.warning(
-                        "chat %s of coach %s: turn lock still held after %d s", chat_id, coach_id, TURN_LOCK_WAIT_S
-                    )
-            try:
-                yield
-            finally:
-                if held:
-                    with contextlib.suppress(RedisError):  # expired meanwhile, or Redis gone: it lapses
-                        await shared.release()
+        try:
+            binding = await self.service.binding(coach_id, int(chat["id"]))
+            if binding is None or binding.conversation_id is None:  # (a first conversation begins under the lock)
+                return
+            received = await self._receive(coach_id, binding, text, _client_message_id(binding.chat_id, message))
+            if not received.answered:
+                await self._chat.answer_crisis(coach_id, binding.client_id, received.message_id)
+        except DomainError:  # a refusal (the rate limit): the message's turn tells the client
+            return
+        except Exception:
+            log.exception("telegram: the early crisis screen of a message in chat %s failed", chat.get("id"))
 
     async def _done(self, coach_id: uuid.UUID, update_id: Any) -> None:
         """Mark the update processed (handled or failed with a logged error; a process that dies before this leaves
@@ -285,7 +340,7 @@ class TelegramChannel:
             shown, keyboard = await self._tone.show(coach_id, binding.client_id, datetime.now(UTC))
             await bot.send_message(chat_id, shown, parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard))
             return
-        await self._turn(bot, coach_id, binding, text, f"tg:{chat_id}:{message.get('message_id')}")
+        await self._turn(bot, coach_id, binding, text, _client_message_id(chat_id, message))
 
     async def _edited(self, bot: Bot, coach_id: uuid.UUID, message: dict[str, Any]) -> None:
         """The client edited a text message they sent: the new text is a new message of the chat, stored and
@@ -393,7 +448,7 @@ class TelegramChannel:
             )
 
     async def _turn(self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, text: str, client_id: str) -> None:
-        """Store the client's message and answer it (the caller holds the chat's :meth:`_chat_lock`)."""
+        """Store the client's message and answer it (the caller holds the chat's lock, :class:`ChatLocks`)."""
         try:
             received = await self._receive(coach_id, binding, text, client_id)
         except DomainError as exc:

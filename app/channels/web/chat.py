@@ -298,11 +298,14 @@ async def chat_socket(
         finally:
             chat.queue.put_nowait(None)  # answer what was stored, then stop
             await answering
+            await asyncio.gather(*chat.screens)
 
 
 class _SocketChat:
     """One widget socket: a reader that stores (and acknowledges) every message as it arrives, and an
-    answering task that answers the stored messages one by one, in order."""
+    answering task that answers the stored messages one by one, in order. A message stored while another is
+    being answered is screened for a crisis at once (:meth:`~app.chat.turn.ChatService.answer_crisis`): a crisis
+    reply does not wait behind the answers before it."""
 
     def __init__(self, socket: WebSocket[Any, Any, Any], container: ContainerDep, identity: ClientIdentity) -> None:
         self.socket = socket
@@ -310,6 +313,8 @@ class _SocketChat:
         self.identity = identity
         self.queue: asyncio.Queue[uuid.UUID | None] = asyncio.Queue()
         self._queued: set[uuid.UUID] = set()  # the messages this socket answers (or answered)
+        self._answering: uuid.UUID | None = None  # the message being answered
+        self.screens: set[asyncio.Task[None]] = set()  # the crisis screens of messages stored meanwhile
         self.connected = True
         self._conversation_id: uuid.UUID | None = None
         self._send_lock = asyncio.Lock()
@@ -393,10 +398,23 @@ class _SocketChat:
         if answering:
             self._queued.add(received.message_id)
             self.queue.put_nowait(received.message_id)
+            if self._answering is not None:  # it waits for an answer: a crisis in it must not
+                screen = asyncio.create_task(self._screen(received.message_id))
+                self.screens.add(screen)
+                screen.add_done_callback(self.screens.discard)
+
+    async def _screen(self, message_id: uuid.UUID) -> None:
+        """The crisis protocol for a message that waits for the answers before it, if it calls for one (its
+        reply comes as a live ``message`` event; the message's own answer then ends in an empty ``done``)."""
+        try:
+            await self.container.chat.answer_crisis(self.identity.coach_id, self.identity.client_id, message_id)
+        except Exception:  # its own answer screens it again when its turn comes
+            log.exception("the early crisis screen of message %s failed", message_id)
 
     async def answer_queued(self) -> None:
         """Answer the stored messages in order until the reader is done and the queue is empty."""
         while (message_id := await self.queue.get()) is not None:
+            self._answering = message_id
             try:
                 async for item in self.container.chat.answer(
                     self.identity.coach_id, self.identity.client_id, message_id, to_client=lambda: not self.connected
@@ -410,6 +428,8 @@ class _SocketChat:
             except Exception:  # one failed answer must not leave the messages queued after it unanswered
                 log.exception("answering message %s failed; a job answers it", message_id)
                 await self._answer_later(message_id)
+            finally:
+                self._answering = None
 
     async def _answer_later(self, message_id: uuid.UUID) -> None:
         """Hand a stored message whose live answer failed to the worker

@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import HandoffMode
 from app.accounts.unit_of_work import unit_of_work
 from app.chat.turn.admission import FairSlots
-from app.chat.turn.decide import After, Before, after_retrieval, before_model, cache_after
+from app.chat.turn.decide import After, Before, BeforeModel, after_retrieval, before_model, cache_after
 from app.chat.turn.gather import Gatherer
 from app.chat.turn.generate import Generator
 from app.chat.turn.intake import Intake, clean_client_message_id, clean_text
@@ -78,6 +78,21 @@ gone, or there is none: a worker job)?"""
 
 def _never() -> bool:
     return False
+
+
+class _NoCrisis(Exception):
+    """:meth:`ChatService.answer_crisis`: the message needs no crisis protocol (its transaction rolls back)."""
+
+
+def _decide(turn: Turn) -> BeforeModel:
+    """Step 2, the decision before the model, on the state :meth:`Intake.load` read."""
+    return before_model(
+        crisis=needs_crisis_protocol(turn.risk),
+        handoff_active=turn.active is not None,
+        signals=turn.signals,
+        mode=turn.coach.handoff_mode,
+        asks_if_ai=asks_if_ai(turn.message.text, coach_name=turn.coach.name),
+    )
 
 
 class ChatService:
@@ -194,13 +209,7 @@ class ChatService:
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
                 turn = await self._intake.load(uow, client_id, message_id, stages)  # 1. intake
                 if turn is not None:
-                    decision = before_model(  # 2. decide before the model
-                        crisis=needs_crisis_protocol(turn.risk),
-                        handoff_active=turn.active is not None,
-                        signals=turn.signals,
-                        mode=turn.coach.handoff_mode,
-                        asks_if_ai=asks_if_ai(turn.message.text, coach_name=turn.coach.name),
-                    )
+                    decision = _decide(turn)  # 2. decide before the model
                     if decision.action is not Before.ANSWER:
                         outcome = await self._persister.before_model(uow.session, turn, decision)
         if turn is None:
@@ -211,6 +220,31 @@ class ChatService:
         else:
             async for item in self._answer_with_model(turn, started, to_client, stages):
                 yield item
+
+    async def answer_crisis(self, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID) -> bool:
+        """Run the crisis protocol for stored client message ``message_id`` at once, ahead of the answers of
+        the client's earlier messages. A channel answers a client's messages one at a time, and one answer can
+        take up to ``LLM_TIMEOUT_SECONDS``; a crisis must not wait behind it.
+
+        When the turn's own crisis screen (the same first step as :meth:`answer`'s) calls for the protocol, this
+        stores the crisis reply, hands the conversation to the coach with its alert, and publishes the reply to
+        the client's live channels (widget socket, Telegram). The message's own answer then finds it answered,
+        and the earlier answer still running is kept out, as with any handoff. Returns ``True`` then. Otherwise
+        it stores nothing, the message waits for its turn, and it returns ``False``. Takes no turn slot
+        (admission). Raises ``NotFound`` (not this client's message)."""
+        stages = Stages()
+        started = time.perf_counter()
+        try:
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                turn = await self._intake.load(uow, client_id, message_id, stages)
+                if turn is None or not needs_crisis_protocol(turn.risk):
+                    raise _NoCrisis  # rolled back: the message's own turn stores its episode
+                outcome = await self._persister.before_model(uow.session, turn, _decide(turn))
+        except _NoCrisis:
+            return False
+        async for _ in self._handed_off(turn, outcome, started, lambda: True, stages):
+            pass
+        return True
 
     async def _answer_with_model(
         self, turn: Turn, started: float, to_client: ToClient, stages: Stages

@@ -324,22 +324,26 @@ async def test_takeover_live_messages_and_handback(
     assert messages[-1]["metadata"]["human_duration_minutes"] >= 0
 
 
-def held_model(llm_api: respx.MockRouter) -> tuple[asyncio.Event, asyncio.Event]:
+def held_model(
+    llm_api: respx.MockRouter, deltas: list[str] = DELTAS, *, holds: Callable[[httpx.Request], bool] | None = None
+) -> tuple[asyncio.Event, asyncio.Event]:
     """The model's stream held back: ``(asked, go_on)``: ``asked`` is set once the model is asked, and the reply
-    streams once the test sets ``go_on``."""
+    (``deltas``) streams once the test sets ``go_on``. ``holds``: which requests are held (default: all); the
+    others are answered at once."""
     asked, go_on = asyncio.Event(), asyncio.Event()
 
     class HeldBack(httpx.AsyncByteStream):
         async def __aiter__(self) -> AsyncIterator[bytes]:
             asked.set()
             await go_on.wait()
-            yield openai_sse(DELTAS, (120, 9))
+            yield openai_sse(deltas, (120, 9))
 
-    llm_api["completions"].mock(
-        side_effect=lambda request: httpx.Response(
-            200, headers={"content-type": "text/event-stream"}, stream=HeldBack()
-        )
-    )
+    def completion(request: httpx.Request) -> httpx.Response:
+        held = holds is None or holds(request)
+        stream = HeldBack() if held else httpx.ByteStream(openai_sse(deltas, (120, 9)))
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=stream)
+
+    llm_api["completions"].mock(side_effect=completion)
     return asked, go_on
 
 
@@ -366,6 +370,39 @@ async def test_a_takeover_while_the_ai_is_answering_keeps_the_ai_reply_out(
     assert [m["sender_type"] for m in messages] == ["client", "ai", "client"]
     queue = await handoffs(http, setup.coach, "claimed")
     assert [h["conversation_id"] for h in queue] == [conversation_id]
+
+
+async def test_a_crisis_sent_while_the_ai_answers_an_earlier_message_is_answered_at_once(
+    http: httpx.AsyncClient, base_url: str, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """The widget answers a client's messages one at a time, and one answer can wait on the model for up to
+    ``LLM_TIMEOUT_SECONDS``. A crisis message sent meanwhile is screened at once: its crisis reply and the
+    coach's urgent handoff come while the earlier answer still waits on the model. That answer is then kept out
+    (the coach has the conversation), and the crisis message is answered once."""
+    setup = await new_setup(crisis_resources=["Call Lifeline Aotearoa on 0800 543 354."])
+    asked, go_on = held_model(llm_api)
+    async with widget_socket(base_url, setup) as ws:
+        await ws.send(json.dumps({"text": "How can I plan my week better?", "client_message_id": "w-1"}))
+        await asyncio.wait_for(asked.wait(), 30)
+        await ws.send(json.dumps({"text": "I want to end my life tonight", "client_message_id": "w-2"}))
+        live = await next_event(ws, "message", wait=20)
+        queued = await handoffs(http, setup.coach, "open")
+        go_on.set()
+        done = [await next_event(ws, "done", wait=30) for _ in range(2)]
+
+    assert live["message"]["sender_type"] == "ai" and live["message"]["text"] == crisis_reply(
+        "Handoff Coach", ("Call Lifeline Aotearoa on 0800 543 354.",)
+    )
+    assert [h["reason"] for h in queued] == ["crisis"], "the coach is alerted before the earlier answer ends"
+    assert [d["message_id"] for d in done] == [None, None]  # the earlier answer kept out; the crisis answered
+    assert done[1]["in_reply_to"] != done[0]["in_reply_to"]
+    messages = await transcript(http, setup, live["conversation_id"])
+    assert [(m["sender_type"], m["text"]) for m in messages] == [
+        ("client", "How can I plan my week better?"),
+        ("client", "I want to end my life tonight"),
+        ("ai", live["message"]["text"]),
+    ]
+    assert llm_api["completions"].call_count == 1
 
 
 async def test_a_takeover_still_committing_when_the_ai_stores_its_reply_keeps_the_reply_out(

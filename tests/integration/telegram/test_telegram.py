@@ -5,6 +5,7 @@ endpoint mocked in the OpenAI wire format."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -40,7 +41,8 @@ from app.llm.base import EMBEDDING_DIMENSIONS
 from app.llm.registry import ProviderRegistry
 from app.memory.models import ChatSession, Insight, SessionStatus
 from tests.integration.handoff.test_alerts import Receiver
-from tests.integration.telegram.conftest import REPLY, Bot, new_token, served
+from tests.integration.handoff.test_handoff_flow import held_model
+from tests.integration.telegram.conftest import DELTAS, REPLY, Bot, new_token, served
 from tests.integration.web.test_dashboard import csrf, log_in, sign_up
 from tests.openai_wire import openai_sse
 from tests.telegram_fake import FakeBotApi, recorded
@@ -739,6 +741,50 @@ async def test_a_crisis_message_gets_the_crisis_reply_an_urgent_handoff_and_an_a
     assert alert["type"] == "handoff.opened" and alert["data"]["urgent"] is True
     assert alert["data"]["reason"] == "crisis" and alert["data"]["handoff_id"] == handoff["id"]
     assert alert["data"]["conversation_id"] == (await conversation_of(tg, bot, client_id))["id"]
+
+
+async def test_a_crisis_sent_while_the_ai_answers_an_earlier_message_gets_the_crisis_reply_first(
+    tg: httpx.AsyncClient,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+    llm: respx.MockRouter,
+    tg_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """A chat's messages are answered one at a time (its turn lock spans the answer), and one answer can wait on
+    the model for up to ``LLM_TIMEOUT_SECONDS``. A crisis message that arrives meanwhile is stored and screened at
+    once: the crisis reply and the urgent handoff come while the earlier answer still waits on the model, and
+    that answer is then kept out (the coach has the conversation)."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    await say(tg, bot, chat_id, "Hello")  # the chat has its conversation
+    # (the worker's jobs are answered at once)
+    asked, go_on = held_model(llm, DELTAS, holds=lambda request: b"plan my week" in request.content)
+    update = functools.partial(recorded, "text_message", chat_id=chat_id)
+    await post_update(tg, bot, update(update_id=next(_chat_ids), text="How can I plan my week better?"))
+    await asyncio.wait_for(asked.wait(), 30)
+    await post_update(tg, bot, update(update_id=next(_chat_ids), text="I want to kill myself tonight"))
+    for _ in range(100):  # the crisis's handoff opens (at most 20 s) while the model still holds the answer
+        if handoffs := (await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json():
+            break
+        await asyncio.sleep(0.2)
+    await tg_jobs()  # the chat's outbox sends the crisis reply
+    calls_while_held = len(fake.calls)
+    sent_while_held = "".join(c.params["text"] for c in fake.sent_to(chat_id)).replace("&#x27;", "'")
+    go_on.set()
+    await drain(tg)
+    after = [c.method for c in fake.calls[calls_while_held:] if c.params.get("chat_id") == str(chat_id)]
+    shown = [m for m in after if m in ("sendMessage", "editMessageText", "deleteMessage")]
+
+    assert [h["reason"] for h in handoffs] == ["crisis"]
+    assert crisis_reply([])[:60] in sent_while_held or render.escape(crisis_reply([])[:60]) in sent_while_held
+    messages = (await conversation_of(tg, bot, client_id))["messages"]
+    assert [(m["sender_type"], m["text"]) for m in messages][2:] == [
+        ("client", "How can I plan my week better?"),
+        ("client", "I want to kill myself tonight"),
+        ("ai", messages[-1]["text"]),
+    ]
+    assert messages[-1]["metadata"].get("crisis") is True
+    assert not shown or shown[-1] == "deleteMessage", "the earlier answer's streamed text is taken back"
 
 
 async def test_coach_takeover_messages_and_notices_reach_the_chat(
