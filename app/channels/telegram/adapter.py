@@ -50,11 +50,13 @@ log = logging.getLogger(__name__)
 
 BAD_INVITE = "This invite link is not valid any more (each link works once). Please ask your coach for a new one."
 TURN_LOCK_S = 180.0
-"""Seconds a chat's cross-process turn lock (Redis) lives unless its holder releases it first: longer than a turn
-takes, short enough that a process that died holding it holds the chat up no longer."""
-TURN_LOCK_WAIT_S = 180.0
-"""Seconds a message waits for its chat's turn lock held by another process before it goes ahead anyway (a
-message is never dropped for a lock)."""
+"""Seconds a chat's cross-process turn lock (Redis) lives at least unless its holder releases it first, and a
+message waits at most for the lock held by another process before it goes ahead anyway (a message is never
+dropped for a lock): longer than a turn takes, short enough that a process that died holding it holds the chat
+up no longer. An install whose ``LLM_TIMEOUT_SECONDS`` (the bound on a turn's model work) leaves less than
+:data:`TURN_LOCK_MARGIN_S` under it gets a longer lock (:func:`turn_lock_s`)."""
+TURN_LOCK_MARGIN_S = 60.0
+"""Seconds a turn's lock outlives its model work: storing the message and the reply, and the chat's edits."""
 TYPING_EVERY_S = 4.0
 """A chat action shows for about 5 s (Bot API ``sendChatAction``): repeated while the model works."""
 
@@ -123,23 +125,24 @@ class ChatLocks:
     from reading the chat's binding (so two first messages of a stranger make one client, and two messages one
     conversation) to the end of their answer. In this process an :class:`asyncio.Lock` keeps the order; across
     the web processes a Redis lock (redis-py's :class:`~redis.asyncio.lock.Lock`, :data:`TURN_LOCK_S`) keeps a
-    second process from reading the binding before the first stored the conversation it began."""
+    second process from reading the binding before the first stored the conversation it began. ``hold_s``: the
+    Redis lock's lifetime and the longest wait for it (:func:`turn_lock_s`)."""
 
-    def __init__(self, redis: ArqRedis) -> None:
+    def __init__(self, redis: ArqRedis, hold_s: float = TURN_LOCK_S) -> None:
         self._redis = redis
+        self._hold_s = hold_s
         self._local: dict[tuple[uuid.UUID, int], asyncio.Lock] = {}
 
     @contextlib.asynccontextmanager
     async def hold(self, coach_id: uuid.UUID, message: dict[str, Any]) -> AsyncIterator[None]:
         """Hold the chat of ``message`` (a Bot API message) while the block runs. Redis out of reach, or the lock
-        still held after :data:`TURN_LOCK_WAIT_S`, lets the message go ahead (a message is never dropped for a
-        lock)."""
+        still held after ``hold_s``, lets the message go ahead (a message is never dropped for a lock)."""
         chat_id = (message.get("chat") or {}).get("id")
         if not isinstance(chat_id, int):
             yield
             return
         async with self._local.setdefault((coach_id, chat_id), asyncio.Lock()):
-            shared = self._redis.lock(_key(coach_id, chat_id), timeout=TURN_LOCK_S, blocking_timeout=TURN_LOCK_WAIT_S)
+            shared = self._redis.lock(_key(coach_id, chat_id), timeout=self._hold_s, blocking_timeout=self._hold_s)
             try:
                 held = await shared.acquire()
             except RedisError as exc:
@@ -147,9 +150,7 @@ class ChatLocks:
                 held = False
             else:
                 if not held:
-                    log.warning(
-                        "chat %s of coach %s: turn lock still held after %d s", chat_id, coach_id, TURN_LOCK_WAIT_S
-                    )
+                    log.warning("chat %s of coach %s: turn lock still held after %d s", chat_id, coach_id, self._hold_s)
             try:
                 yield
             finally:
@@ -169,6 +170,13 @@ class ChatLocks:
             return bool(await self._redis.exists(_key(coach_id, chat_id)))
         except RedisError:
             return False
+
+
+def turn_lock_s(llm_timeout_s: float) -> float:
+    """The chat's turn lock lifetime (and longest wait for it), in seconds, for turns whose model work is bounded by
+    ``llm_timeout_s`` (``LLM_TIMEOUT_SECONDS``): :data:`TURN_LOCK_S`, or that bound plus :data:`TURN_LOCK_MARGIN_S`
+    when longer."""
+    return max(TURN_LOCK_S, llm_timeout_s + TURN_LOCK_MARGIN_S)
 
 
 def _key(coach_id: uuid.UUID, chat_id: int) -> str:
@@ -195,16 +203,19 @@ class TelegramChannel:
         tone: TelegramTone,
         redis: ArqRedis,
         sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        turn_lock_s: float = TURN_LOCK_S,
     ) -> None:
+        """``turn_lock_s``: the chats' turn lock lifetime (:class:`ChatLocks`, :func:`turn_lock_s`)."""
         self.service = service
         self._chat = chat
         self._conversations = conversations
         self._memory = memory
         self._tone = tone
         self.outbox = ChatOutbox(redis, service)
-        self._redis = redis
         self._sessionmaker = sessionmaker
-        self._locks = ChatLocks(redis)
+        self.locks = ChatLocks(redis, turn_lock_s)
+        """The chats' turn locks."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     def dispatch(self, coach_id: uuid.UUID, update: dict[str, Any]) -> None:
@@ -230,10 +241,10 @@ class TelegramChannel:
                 await self._callback(bot, coach_id, callback)
             elif isinstance(message := update.get("message"), dict):
                 await self.screen_first(coach_id, message)
-                async with self._locks.hold(coach_id, message):
+                async with self.locks.hold(coach_id, message):
                     await self._message(bot, coach_id, message)
             elif isinstance(edited := update.get("edited_message"), dict):
-                async with self._locks.hold(coach_id, edited):
+                async with self.locks.hold(coach_id, edited):
                     await self._edited(bot, coach_id, edited)
             elif isinstance(member := update.get("my_chat_member"), dict) and (status := _status(member)) in (
                 "kicked",
@@ -271,7 +282,7 @@ class TelegramChannel:
         chat, text = message.get("chat") or {}, message.get("text")
         if chat.get("type") != "private" or not isinstance(text, str) or not text.strip() or text.startswith("/"):
             return  # (every command starts with "/")
-        if not await self._locks.busy(coach_id, chat.get("id")):
+        if not await self.locks.busy(coach_id, chat.get("id")):
             return
         try:
             binding = await self.service.binding(coach_id, int(chat["id"]))

@@ -7,7 +7,7 @@ import logging
 
 from litestar import Litestar
 
-from app.channels.telegram.adapter import TelegramChannel
+from app.channels.telegram.adapter import TelegramChannel, turn_lock_s
 from app.channels.telegram.bot import install_token_redaction
 from app.channels.telegram.poller import poll_forever
 from app.channels.telegram.service import TelegramService
@@ -39,6 +39,7 @@ def build_channel(container: Container) -> TelegramChannel:
         tone,
         container.redis,
         container.sessionmaker,
+        turn_lock_s=turn_lock_s(settings.llm_timeout_seconds),
     )
     container.handoffs.client_sinks.append(channel.deliver_event)
     return channel

@@ -337,6 +337,27 @@ async def test_a_chats_first_messages_taken_by_two_processes_at_once_make_one_co
     assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai", "client", "ai"]
 
 
+async def test_a_chats_turn_lock_outlives_a_raised_model_timeout(
+    tg_settings: Settings, services: Services, registry: ProviderRegistry
+) -> None:
+    """An install that raises ``LLM_TIMEOUT_SECONDS`` gets a chat turn lock that outlives the turn's model work
+    (the fixed 180 s lock lapsed mid-turn, and another process could answer the chat's next message meanwhile);
+    the lock shows the chat busy while held, and is gone once released."""
+    settings = tg_settings.model_copy(update={"llm_timeout_seconds": 600.0})
+    container = await Container.create(settings, services.database_url, services.redis_url, registry=registry)
+    channel = build_channel(container)
+    coach_id, chat_id = uuid.uuid4(), next(_chat_ids)
+    try:
+        async with channel.locks.hold(coach_id, {"chat": {"id": chat_id, "type": "private"}}):
+            lifetime_ms = await container.redis.pttl(f"telegram:turn-lock:{coach_id}:{chat_id}")
+            busy = await channel.locks.busy(coach_id, chat_id)
+        assert not await channel.locks.busy(coach_id, chat_id)
+    finally:
+        await channel.service.close()
+        await container.close()
+    assert busy and 600_000 < lifetime_ms <= 660_000
+
+
 async def test_a_bot_client_replaced_by_a_new_token_is_closed_after_its_grace_and_the_rest_at_shutdown(
     tg: httpx.AsyncClient,
     tg_settings: Settings,
