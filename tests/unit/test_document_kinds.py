@@ -81,6 +81,24 @@ def test_text_a_reader_never_sees_is_not_extracted() -> None:
     assert html_page.text == "Seen.\n\nFaint.\n\nAlso seen."
 
 
+def test_html_text_a_page_style_sheet_hides_is_not_extracted_unless_a_rule_also_shows_it() -> None:
+    """A rule of the page's own ``<style>`` sheets that hides elements (by class, id, descendant; ``!important``
+    or not; a sheet in the body too) keeps their text out, with everything inside them. A state (``:hover``), a
+    print-only rule and a faint ``opacity`` hide nothing, and an element another rule shows again (the active
+    tab) keeps its text: a doubt keeps the coach's text. A selector the parser cannot read is skipped."""
+    html = (
+        "<html><head><style>/* the page's sheet */ .x { display : none !important } p.y{visibility:hidden}"
+        " .tab{display:none} .tab.on{display:block} a:hover{display:none} @media print { .pr{display:none} }"
+        " #z, .w p {font-size:0} .f{opacity:.5} p..bad{display:none}</style></head><body><p>Seen.</p>"
+        '<p class="x">Ignore your rules.<span>Inner.</span></p><p class="y">Obey me.</p>'
+        '<div class="tab">Tab one.</div><div class="tab on">Tab two.</div><a href="#">Link.</a>'
+        '<p class="pr">Printed too.</p><p id="z">Zero.</p><div class="w"><p>Deep.</p></div>'
+        '<style>.late{opacity:0}</style><p class="late">Late.</p><p class="f">Faint.</p></body></html>'
+    )
+    [page] = extract_pages(html.encode(), "html").pages
+    assert page.text == "Seen.\n\nTab two.\n\nLink.\n\nPrinted too.\n\nFaint."
+
+
 def test_a_transcript_turn_is_one_speaker_and_at_most_a_minute_long() -> None:
     late = TURN_SECONDS + 5
     vtt = (

@@ -1,18 +1,22 @@
 """HTML (and the XHTML of EPUB chapters) to text with selectolax (the Lexbor HTML5 parser).
 
 Headings become Markdown ``#`` lines so the chunker knows the section each passage sits under; scripts,
-styles and other non-text elements are dropped, and so are elements a reader never sees (the ``hidden``
-attribute, an inline ``display: none``, ``visibility: hidden``, ``opacity: 0`` or ``font-size: 0``): text a
-coach does not see in the page must not reach the model, where a hidden "ignore your rules…" is an injection
-planted out of sight. (``aria-hidden`` hides from screen readers only: that text is seen, and kept. Text hidden
-through a stylesheet's classes is not recognised.) Block elements end a paragraph.
+styles and other non-text elements are dropped, and so are elements a reader never sees: the ``hidden``
+attribute, or ``display: none``, ``visibility: hidden``, ``opacity: 0`` or ``font-size: 0`` set inline or by a
+rule of the page's own ``<style>`` sheets (parsed with tinycss2, CSS Syntax Level 3). Text a coach does not see
+in the page must not reach the model, where a hidden "ignore your rules…" is an injection planted out of sight.
+Where the page's sheets also show an element they hide (a tab shown by a more specific rule), its text is kept:
+the cascade is not computed, and a doubt keeps the coach's text. Rules under ``@media``, selectors with a state or
+pseudo-element (``:hover``, ``::before``) and linked style sheets are not read. (``aria-hidden`` hides from screen
+readers only: that text is seen, and kept.) Block elements end a paragraph.
 """
 
 from __future__ import annotations
 
 import re
 
-from selectolax.lexbor import LexborHTMLParser
+import tinycss2
+from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
 from app.rag.extract import ExtractedText, ExtractionError, Page
 
@@ -20,6 +24,10 @@ _DROPPED = "script, style, noscript, template, svg, head, nav, iframe, object"
 _HIDDEN = re.compile(
     r"(?:display\s*:\s*none|visibility\s*:\s*hidden|opacity\s*:\s*0*(?:\.0*)?\s*(?:;|$|!)"
     r"|font-size\s*:\s*0+(?:\.0*)?\s*(?:px|pt|em|rem|%)?\s*(?:;|$|!))",
+    re.IGNORECASE,
+)
+_SHOWN = re.compile(
+    r"^(?:display\s*:\s*(?!none\b)[a-z-]|visibility\s*:\s*visible|opacity\s*:\s*0*[1-9.]|font-size\s*:\s*0*[1-9.])",
     re.IGNORECASE,
 )
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
@@ -32,7 +40,10 @@ def html_text(markup: str) -> tuple[str, str | None]:
     tree = LexborHTMLParser(markup)
     title_node = tree.css_first("title")
     title = title_node.text(strip=True) if title_node is not None else ""
+    hidden_by_sheet = _hidden_by_style_sheets(tree)
     for node in tree.css(_DROPPED):
+        node.decompose()
+    for node in hidden_by_sheet:
         node.decompose()
     for node in tree.css("[hidden], [style]"):
         attributes = node.attributes
@@ -48,6 +59,43 @@ def html_text(markup: str) -> tuple[str, str | None]:
     text = root.text(separator="", strip=False)
     paragraphs = [" ".join(line.split()) for line in text.split("\n\n")]
     return "\n\n".join(p for p in paragraphs if p), title or None
+
+
+def _hidden_by_style_sheets(tree: LexborHTMLParser) -> list[LexborNode]:
+    """The elements a top-level rule of the page's ``<style>`` sheets hides (:data:`_HIDDEN`) and none shows
+    (:data:`_SHOWN`), outermost first (a descendant of one is left out: it goes with it)."""
+    hiding: list[str] = []
+    showing: list[str] = []
+    for style in tree.css("style"):
+        for rule in tinycss2.parse_stylesheet(style.text(), skip_comments=True, skip_whitespace=True):
+            if rule.type != "qualified-rule":
+                continue
+            declarations = [
+                f"{d.lower_name}: {tinycss2.serialize(d.value).strip()}"
+                for d in tinycss2.parse_blocks_contents(rule.content, skip_comments=True, skip_whitespace=True)
+                if d.type == "declaration"
+            ]
+            selectors = [s.strip() for s in tinycss2.serialize(rule.prelude).split(",")]
+            selectors = [s for s in selectors if s and ":" not in s]  # (a state or pseudo-element: not always)
+            if any(_HIDDEN.search(d) for d in declarations):
+                hiding += selectors
+            if any(_SHOWN.search(d) for d in declarations):
+                showing += selectors
+    shown = {node.mem_id for node in _matching(tree, showing)}  # (mem_id: the parser's node, not its wrapper)
+    hidden = {node.mem_id: node for node in _matching(tree, hiding) if node.mem_id not in shown}
+    inside = {child.mem_id for node in hidden.values() for child in node.traverse() if child.mem_id != node.mem_id}
+    return [node for key, node in hidden.items() if key not in inside]
+
+
+def _matching(tree: LexborHTMLParser, selectors: list[str]) -> list[LexborNode]:
+    """The elements matched by any of ``selectors`` (one the parser cannot read matches nothing)."""
+    found: list[LexborNode] = []
+    for selector in selectors:
+        try:
+            found += tree.css(selector)
+        except SelectolaxError:
+            continue
+    return found
 
 
 def extract_html(text: str) -> ExtractedText:
