@@ -4,7 +4,8 @@ Page numbers come from the page breaks in the file: the breaks Word records wher
 out (``w:lastRenderedPageBreak``) when present, else the explicit page breaks (``w:br w:type="page"``), so a
 citation's page matches the page in Word as far as the file says. Paragraphs in a Heading style become
 Markdown ``#`` lines (the chunker's section headings); table cells are read row by row. Hidden text (runs
-formatted hidden, ``w:vanish``, directly or through their character or paragraph style) is left out: Word
+formatted hidden, ``w:vanish``, directly, through their character or paragraph style, or by the document's
+default run properties) is left out: Word
 does not show it, so the coach never saw it, and a hidden "ignore your rules…" would reach the model out of
 sight.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 import docx
 from docx.document import Document as DocxDocument
+from docx.oxml.ns import qn
 from docx.table import Table
 from docx.text.hyperlink import Hyperlink
 from docx.text.paragraph import Paragraph
@@ -52,18 +54,28 @@ def _pages(document: DocxDocument, caps: Caps) -> list[Page]:
     breaks = _RENDERED_BREAK if body.xpath(_RENDERED_BREAK) else _EXPLICIT_BREAK
     pages: list[list[str]] = [[]]
     characters = 0
+    default = _default_hidden(document)
     for block in document.iter_inner_content():
         if isinstance(block, Paragraph):
             for _ in block._p.xpath(breaks):  # noqa: SLF001 - the paragraph's XML element, python-docx's own API
                 pages.append([])
                 caps.check_pages(len(pages), "the Word document")
-            text = _paragraph_text(block)
+            text = _paragraph_text(block, default)
         else:
-            text = _table_text(block)
+            text = _table_text(block, default)
         characters += len(text)
         caps.check_characters(characters)
         pages[-1].append(text)
     return [Page(number, "\n\n".join(p for p in texts if p)) for number, texts in enumerate(pages, start=1)]
+
+
+def _default_hidden(document: DocxDocument) -> bool | None:
+    """Whether the document's default run properties (``w:docDefaults/w:rPrDefault``, ECMA-376 Part 1 §17.7.5.5)
+    format text hidden; ``None``: they do not say."""
+    [vanish, *_] = document.styles.element.xpath("./w:docDefaults/w:rPrDefault/w:rPr/w:vanish") or [None]
+    if vanish is None:
+        return None
+    return vanish.get(qn("w:val")) not in ("0", "false", "off")  # (an ST_OnOff; no value: on)
 
 
 def _style_hidden(style: Any) -> bool | None:
@@ -75,16 +87,17 @@ def _style_hidden(style: Any) -> bool | None:
     return None
 
 
-def _visible_text(paragraph: Paragraph) -> str:
+def _visible_text(paragraph: Paragraph, default: bool | None) -> str:
     """The paragraph's text without its hidden runs (those inside hyperlinks too): hidden by the run's own
-    formatting, else by its character style, else by the paragraph's style (each with its base styles)."""
+    formatting, else by its character style, else by the paragraph's style (each with its base styles), else by
+    the document's ``default`` (:func:`_default_hidden`)."""
     runs = (
         run for item in paragraph.iter_inner_content() for run in (item.runs if isinstance(item, Hyperlink) else [item])
     )
     paragraph_hidden = _style_hidden(paragraph.style)
 
     def hidden(run: Run) -> bool:
-        for says in (run.font.hidden, _style_hidden(run.style), paragraph_hidden):
+        for says in (run.font.hidden, _style_hidden(run.style), paragraph_hidden, default):
             if says is not None:
                 return bool(says)
         return False
@@ -92,8 +105,8 @@ def _visible_text(paragraph: Paragraph) -> str:
     return "".join(run.text for run in runs if not hidden(run))
 
 
-def _paragraph_text(paragraph: Paragraph) -> str:
-    text = _visible_text(paragraph).strip()
+def _paragraph_text(paragraph: Paragraph, default: bool | None) -> str:
+    text = _visible_text(paragraph, default).strip()
     style = paragraph.style.name if paragraph.style is not None else ""
     if text and style and style.startswith("Heading "):
         level = style.removeprefix("Heading ").strip()
@@ -103,7 +116,11 @@ def _paragraph_text(paragraph: Paragraph) -> str:
     return text
 
 
-def _table_text(table: Table) -> str:
-    cells = (("\n".join(_visible_text(p) for p in cell.paragraphs).strip() for cell in row.cells) for row in table.rows)
+def _table_text(table: Table, default: bool | None) -> str:
+    cells = ((_cell_text(cell, default) for cell in row.cells) for row in table.rows)
     rows = [" | ".join(dict.fromkeys(row)) for row in cells]
     return "\n".join(row for row in rows if row.strip(" |"))
+
+
+def _cell_text(cell: Any, default: bool | None) -> str:
+    return "\n".join(_visible_text(paragraph, default) for paragraph in cell.paragraphs).strip()
