@@ -206,9 +206,10 @@ class DocumentService:
             await self._fail(coach_id, document_id, f"internal error while processing the file ({type(exc).__name__})")
         return None
 
-    async def fail_stalled(self, *, abandoned_after_s: float | None = None) -> int:
+    async def fail_stalled(self, *, processing: bool = True, abandoned_after_s: float | None = None) -> int:
         """Fail every document left ``processing`` longer than an ingestion job may run (its worker was killed
-        mid-job, so no one will finish it), with the reason for the coach; with ``abandoned_after_s``, also every
+        mid-job, so no one will finish it; ``processing=False`` skips these), with the reason for the coach; with
+        ``abandoned_after_s``, also every
         document put back to ``queued`` by a cancelled ingestion (its worker shutting down) that started longer
         ago than every try of its job may take: arq has given it up. Returns how many.
 
@@ -216,9 +217,9 @@ class DocumentService:
         ``abandoned_documents()`` SECURITY DEFINER functions; each is re-checked and failed inside its own
         tenant's transaction."""
         timeout = self._settings.ingest_timeout_seconds
-        sweeps: list[tuple[str, str, float]] = [
-            ("stalled_documents", DocumentStatus.PROCESSING, timeout + STALLED_GRACE_S)
-        ]
+        sweeps: list[tuple[str, str, float]] = []
+        if processing:
+            sweeps.append(("stalled_documents", DocumentStatus.PROCESSING, timeout + STALLED_GRACE_S))
         if abandoned_after_s is not None:
             sweeps.append(("abandoned_documents", DocumentStatus.QUEUED, abandoned_after_s))
         failed = 0

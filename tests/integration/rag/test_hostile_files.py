@@ -24,7 +24,7 @@ from app.core.runtime import Services
 from app.db.engine import tenant_session
 from app.llm.registry import ProviderRegistry
 from app.rag.models import Document, DocumentStatus
-from app.rag.service import DocumentService
+from app.rag.service import STALLED_GRACE_S, DocumentService
 from app.worker import build_worker
 from tests.conftest import Coach, upload
 from tests.hostile_files import CORPUS, flate_bomb, text_pdf
@@ -230,7 +230,14 @@ async def test_the_sweep_fails_documents_a_killed_worker_left_processing(
                 .values(status=DocumentStatus.PROCESSING, started_at=started)
             )
 
-    assert await container.documents.fail_stalled() == 1
+    # the worker's cron leaves it to arq's next run of its job while it has not been up past the job's deadline
+    # itself (after a night without worker); then it fails it
+    await worker.fail_stalled_documents({"container": container, "started_at": time.monotonic()})
+    assert (await _document(http, abandoned_by, abandoned["id"]))["status"] == "processing"
+    up_long = time.monotonic() - settings.ingest_timeout_seconds - STALLED_GRACE_S
+    assert await worker.fail_stalled_documents({"container": container, "started_at": up_long}) == (
+        "1 stalled documents failed"
+    )
     failed = await _document(http, abandoned_by, abandoned["id"])
     assert failed["status"] == "failed" and "processing stopped before it finished" in failed["error"]
     assert (await _document(http, busy, running["id"]))["status"] == "processing"  # its job may still be running
