@@ -223,6 +223,14 @@ def fine_tune_dict(job: FineTuneJob) -> dict[str, Any]:
     }
 
 
+def _start_done(job: FineTuneJob) -> str | None:
+    """``"already started (<status>)"`` when the job's start has nothing left to do (it left ``preparing``, or
+    its provider job is stored); ``None`` while it is still to start."""
+    if job.status != FineTuneStatus.PREPARING or job.provider_job_id is not None:
+        return f"already started ({job.status})"
+    return None
+
+
 async def _created_before(client: openai.AsyncOpenAI, job_id: uuid.UUID) -> FineTuningJob | None:
     """The provider job an earlier, interrupted try of :meth:`FineTuneService.start` created (found by its
     ``metadata.opencoach_job_id``), so a retry or the sweep's recovery does not create a second one."""
@@ -355,8 +363,8 @@ class FineTuneService:
         the provider is out of reach (the next sweep tries again). Returns a short status."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             job = await self._job(uow.session, coach_id, job_id)
-            if job.status != FineTuneStatus.PREPARING or job.provider_job_id is not None:
-                return f"already started ({job.status})"
+            if (done := _start_done(job)) is not None:
+                return done
             coach = await uow.coach()
         try:
             client = self._client(coach)
@@ -367,9 +375,9 @@ class FineTuneService:
                 created = await _created_before(client, job_id)
             except (openai.APIError, EgressRefused, ProviderError) as exc:
                 raise ProviderError(f"fine-tune look-up failed: {describe_error(exc)}") from exc
-        if created is None:
-            return await self._fail(coach_id, job_id, STALLED_START)
-        return await self._started(coach_id, job_id, created)
+            if created is None:
+                return await self._fail(coach_id, job_id, STALLED_START)
+            return await self._started(client, coach_id, job_id, created)
 
     async def create_job(self, uow: UnitOfWork, *, method: str = "supervised") -> FineTuneJob:
         """Snapshot the coach's examples for ``method`` (``supervised``: SFT, ``dpo``: preference pairs) and
@@ -463,8 +471,8 @@ class FineTuneService:
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             job = await self._job(session, coach_id, job_id)
-            if job.provider_job_id is not None or job.status != FineTuneStatus.PREPARING:
-                return f"already started ({job.status})"
+            if (done := _start_done(job)) is not None:
+                return done
             coach = await uow.coach()
             dataset = await self._training.dataset(session, coach_id, job.dataset_id) if job.dataset_id else None
             training_file_id, validation_file_id = job.training_file_id, job.validation_file_id
@@ -507,18 +515,33 @@ class FineTuneService:
                 return await self._fail(coach_id, job_id, describe_error(exc))
             except openai.APIError as exc:
                 raise ProviderError(f"fine-tune start failed: {describe_error(exc)}") from exc
-        return await self._started(coach_id, job_id, created)
+            return await self._started(client, coach_id, job_id, created)
 
-    async def _started(self, coach_id: uuid.UUID, job_id: uuid.UUID, created: FineTuningJob) -> str:
-        """Store the provider job ``created`` for the fine-tune (its id and status) and queue the first poll."""
+    async def _started(
+        self, client: openai.AsyncOpenAI, coach_id: uuid.UUID, job_id: uuid.UUID, created: FineTuningJob
+    ) -> str:
+        """Store the provider job ``created`` for the fine-tune (its id and status) and queue the first poll. A
+        fine-tune that left ``preparing`` meanwhile (the sweep failed a start it took for stalled, and the coach
+        may have started another) keeps its state, and ``created`` is cancelled at the provider: nothing would poll
+        it, and it would train (and bill) for a job marked failed. Returns a short status for arq."""
         created_id, created_status = provider_id(created), remote_job(created).status
         status = created_status if created_status in PROVIDER_STATUSES else FineTuneStatus.VALIDATING_FILES
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             job = await self._job(session, coach_id, job_id)
-            job.provider_job_id, job.status = created_id, status
-            jobs.poll_fine_tune(session, coach_id, job_id)
-        return f"created {created_id} ({status})"
+            if (done := _start_done(job)) is None:
+                job.provider_job_id, job.status = created_id, status
+                jobs.poll_fine_tune(session, coach_id, job_id)
+            elif job.provider_job_id == created_id:  # (an earlier try of this start stored it)
+                return done
+        if done is None:
+            return f"created {created_id} ({status})"
+        try:
+            await client.fine_tuning.jobs.cancel(created_id)
+        except (openai.APIError, EgressRefused) as exc:
+            log.warning("fine-tune %s: could not cancel provider job %s: %s", job_id, created_id, describe_error(exc))
+            return f"{done}; provider job {created_id} not cancelled"
+        return f"{done}; provider job {created_id} cancelled"
 
     async def _store(self, coach_id: uuid.UUID, job_id: uuid.UUID, **values: Any) -> None:
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
@@ -533,8 +556,8 @@ class FineTuneService:
         a short status for arq."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             job = await self._job(uow.session, coach_id, job_id)
-            if job.status != FineTuneStatus.PREPARING or job.provider_job_id is not None:
-                return f"already started ({job.status})"
+            if (done := _start_done(job)) is not None:
+                return done
         return await self._fail(coach_id, job_id, f"gave up starting it: {error}")
 
     async def _fail(self, coach_id: uuid.UUID, job_id: uuid.UUID, error: str) -> str:

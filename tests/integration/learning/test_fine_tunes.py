@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -671,6 +671,47 @@ async def test_a_fine_tune_whose_start_no_longer_runs_is_adopted_or_failed_by_th
     [polled] = [j for j in (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
                 if j["id"] == second]  # fmt: skip
     assert polled["status"] == "running"
+
+
+async def test_a_start_that_finishes_after_the_sweep_failed_its_job_cancels_the_provider_job(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+) -> None:
+    """A start slow enough that the sweep took it for stalled and failed the job finishes afterwards: the failed
+    job stays failed (the coach may have started another since) instead of being overwritten with the provider
+    job, and that provider job is cancelled, so it does not train and bill for a job nothing polls."""
+    api = fake_openai([{"status": "running"}])
+    setup = await new_setup("Late Start Coach")
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    await seed(container, setup, run_jobs, {"train": 1})
+    created = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers)
+    assert created.status_code == 201, created.text
+    job_id = uuid.UUID(created.json()["id"])
+
+    class FailedMeanwhile(httpx.AsyncByteStream):
+        """The provider's answer to the create, arriving after the sweep failed the job."""
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            await container.fine_tunes.give_up(coach_id, job_id, "the start seemed stalled")
+            yield json.dumps(job_object("ftjob-abc123", "validating_files")).encode()
+
+    api.router.routes["create_job"].mock(
+        side_effect=lambda request: httpx.Response(
+            200, headers={"content-type": "application/json"}, stream=FailedMeanwhile()
+        )
+    )
+    cancel = api.router.post(f"{MOCK_BASE_URL}/fine_tuning/jobs/ftjob-abc123/cancel").mock(
+        return_value=httpx.Response(200, json=job_object("ftjob-abc123", "cancelled"))
+    )
+    await run_jobs()
+
+    [job] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+    assert job["status"] == "failed" and job["provider_job_id"] is None
+    assert "the start seemed stalled" in job["error"]
+    assert cancel.call_count == 1
 
 
 async def test_a_client_erased_while_the_training_file_uploads_leaves_no_file_of_theirs_at_the_provider(
