@@ -223,6 +223,17 @@ def fine_tune_dict(job: FineTuneJob) -> dict[str, Any]:
     }
 
 
+async def _cancel(client: openai.AsyncOpenAI, job_id: uuid.UUID, created_id: str, done: str) -> str:
+    """Cancel provider job ``created_id``, which a start of fine-tune ``job_id`` created after the fine-tune left
+    ``preparing`` (``done``: :func:`_start_done`). Returns a short status for arq; a failed cancel is logged."""
+    try:
+        await client.fine_tuning.jobs.cancel(created_id)
+    except (openai.APIError, EgressRefused) as exc:
+        log.warning("fine-tune %s: could not cancel provider job %s: %s", job_id, created_id, describe_error(exc))
+        return f"{done}; provider job {created_id} not cancelled"
+    return f"{done}; provider job {created_id} cancelled"
+
+
 def _start_done(job: FineTuneJob) -> str | None:
     """``"already started (<status>)"`` when the job's start has nothing left to do (it left ``preparing``, or
     its provider job is stored); ``None`` while it is still to start."""
@@ -527,21 +538,13 @@ class FineTuneService:
         created_id, created_status = provider_id(created), remote_job(created).status
         status = created_status if created_status in PROVIDER_STATUSES else FineTuneStatus.VALIDATING_FILES
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
-            session = uow.session
-            job = await self._job(session, coach_id, job_id)
+            job = await self._job(uow.session, coach_id, job_id)
             if (done := _start_done(job)) is None:
                 job.provider_job_id, job.status = created_id, status
-                jobs.poll_fine_tune(session, coach_id, job_id)
+                jobs.poll_fine_tune(uow.session, coach_id, job_id)
             elif job.provider_job_id == created_id:  # (an earlier try of this start stored it)
                 return done
-        if done is None:
-            return f"created {created_id} ({status})"
-        try:
-            await client.fine_tuning.jobs.cancel(created_id)
-        except (openai.APIError, EgressRefused) as exc:
-            log.warning("fine-tune %s: could not cancel provider job %s: %s", job_id, created_id, describe_error(exc))
-            return f"{done}; provider job {created_id} not cancelled"
-        return f"{done}; provider job {created_id} cancelled"
+        return f"created {created_id} ({status})" if done is None else await _cancel(client, job_id, created_id, done)
 
     async def _store(self, coach_id: uuid.UUID, job_id: uuid.UUID, **values: Any) -> None:
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
