@@ -4,7 +4,9 @@ Sentences are packed greedily into chunks of at most ``max_tokens`` cl100k token
 starts with the last sentences of the previous one, up to ``overlap_tokens`` (a sliding window, as in
 common RAG practice). A sentence longer than a chunk is cut at token boundaries. Pages are tracked so each
 chunk knows the page span it came from, and Markdown headings (``#`` … ``######`` lines) so each chunk knows the
-section heading it sits under (its contextual header, :func:`chunk_header`).
+section heading it sits under (its contextual header, :func:`chunk_header`). A chunk's page span, heading and
+transcript time are those of its new text, not of the overlap carried over from the chunk before (that chunk
+cites it): a citation's page is where the text it adds is.
 """
 
 from __future__ import annotations
@@ -67,9 +69,10 @@ class ChunkSpec:
 
 @dataclass(frozen=True)
 class TextChunk:
-    """One chunk: its text, cl100k token count, 1-based page span (``None`` for text files) and the Markdown
-    heading in force where its new text starts (``None`` before the first heading or without any); ``locator`` the
-    start time of the transcript turn its text starts in (``"HH:MM:SS"``; ``None`` for other documents)."""
+    """One chunk: its text, cl100k token count, the 1-based page span of its new text (the overlap left out;
+    ``None`` for text files) and the Markdown heading in force where its new text starts (``None`` before the
+    first heading or without any); ``locator`` the start time of the transcript turn its new text starts in
+    (``"HH:MM:SS"``; ``None`` for other documents)."""
 
     ordinal: int
     text: str
@@ -201,7 +204,8 @@ class Chunker:
 
     def _emit(self) -> TextChunk:
         text = " ".join(u.text for u in self._window)
-        pages_in = [u.page for u in self._window if u.page is not None]
+        fresh = self._window[len(self._window) - self._fresh :]  # its new text: the overlap is the chunk before's
+        pages_in = [u.page for u in fresh if u.page is not None]
         self._emitted += 1
         return TextChunk(
             ordinal=self._emitted - 1,
@@ -209,8 +213,8 @@ class Chunker:
             token_count=count_tokens(text),
             page_start=min(pages_in) if pages_in else None,
             page_end=max(pages_in) if pages_in else None,
-            heading=self._window[len(self._window) - self._fresh].heading,
-            locator=next((u.locator for u in self._window if u.locator), None),
+            heading=fresh[0].heading,
+            locator=next((u.locator for u in fresh if u.locator), None),
         )
 
 

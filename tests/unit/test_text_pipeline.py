@@ -93,6 +93,27 @@ def test_chunks_track_page_spans() -> None:
                 assert chunk.page_start <= page <= chunk.page_end
 
 
+def test_a_chunks_page_and_time_are_those_of_its_new_text_not_of_the_overlap() -> None:
+    """The sentences a chunk carries over from the chunk before are that chunk's to cite: a chunk whose overlap
+    lies on page 1 and whose new text is all on page 2 cites page 2 (it cited page 1, where the reader found only
+    its first sentence); the same for a transcript turn's time."""
+    spec = ChunkSpec(max_tokens=60, overlap_tokens=15)
+    chunks = chunk_pages(_pages(3, sentences=7), spec)
+    assert any(c.page_start == 2 and "on page 1" in c.text for c in chunks), "an overlap on the page before"
+    for previous, chunk in zip(chunks, chunks[1:], strict=False):
+        overlap = previous.text.split(". ")[-1].rstrip(".")
+        new_text = chunk.text.removeprefix(overlap)
+        pages = [p for p in range(1, 4) if f"on page {p}" in new_text]
+        assert (chunk.page_start, chunk.page_end) == (min(pages), max(pages)), chunk.text
+    turns = [Page(None, " ".join(f"Turn {t} sentence {i} on patience." for i in range(6)), locator=f"00:0{t}:00")
+             for t in range(3)]  # fmt: skip
+    timed = chunk_pages(turns, spec)
+    for previous, chunk in zip(timed, timed[1:], strict=False):
+        new_text = chunk.text.removeprefix(previous.text.split(". ")[-1].rstrip("."))
+        first_turn = int(new_text.split("Turn ", 1)[1][0])
+        assert chunk.locator == f"00:0{first_turn}:00", chunk.text
+
+
 def test_a_sentence_longer_than_a_chunk_is_cut_at_token_boundaries() -> None:
     long_sentence = "word " * 500
     chunks = chunk_pages([Page(None, long_sentence)], ChunkSpec(max_tokens=100, overlap_tokens=10))
