@@ -8,8 +8,9 @@ import io
 import docx
 import pytest
 from docx.enum.style import WD_STYLE_TYPE
-from docx.oxml import OxmlElement
-from docx.oxml.ns import qn
+from docx.enum.text import WD_BREAK
+from docx.oxml import OxmlElement, parse_xml
+from docx.oxml.ns import nsdecls, qn
 
 from app.channels.telegram.render import footnotes
 from app.conversations.metadata import client_citations
@@ -48,6 +49,32 @@ def test_docx_pages_follow_its_page_breaks_and_headings_become_sections() -> Non
     assert [(p.number, p.text) for p in pages] == [(1, "## One\n\nfirst"), (2, "page 2"), (3, "page 3")]
     with pytest.raises(ExtractionError, match="the Word document has 3 pages, over the 2-page limit"):
         extract_pages(out.getvalue(), "docx", caps=Caps(max_pages=2))
+
+
+def test_docx_text_in_content_controls_is_read_and_page_breaks_in_tables_count() -> None:
+    """A block-level content control (``w:sdt``: templates and forms hold their text in them) is read in place,
+    its page breaks counted (its text was lost); a page break inside a table's row starts a new page from that
+    row on (the rows after it, and the text after the table, were cited a page early)."""
+    document = docx.Document()
+    document.add_paragraph("Before.")
+    control = parse_xml(
+        f"<w:sdt {nsdecls('w')}><w:sdtPr/><w:sdtContent><w:p><w:r><w:t>In a content control.</w:t></w:r></w:p>"
+        '<w:p><w:r><w:br w:type="page"/><w:t>Its next page.</w:t></w:r></w:p></w:sdtContent></w:sdt>'
+    )
+    document.element.body.insert(len(document.element.body) - 1, control)  # (before the section properties)
+    table = document.add_table(rows=3, cols=2)
+    table.cell(0, 0).paragraphs[0].add_run("Row one.")
+    table.cell(2, 0).paragraphs[0].add_run().add_break(WD_BREAK.PAGE)
+    table.cell(2, 1).paragraphs[0].add_run("Row three.")
+    document.add_paragraph("After the table.")
+    out = io.BytesIO()
+    document.save(out)
+    pages = extract_pages(out.getvalue(), "docx").pages
+    assert [(p.number, p.text) for p in pages] == [
+        (1, "Before.\n\nIn a content control."),
+        (2, "Its next page.\n\nRow one. | "),
+        (3, " | Row three.\n\nAfter the table."),
+    ]
 
 
 def test_text_a_reader_never_sees_is_not_extracted() -> None:

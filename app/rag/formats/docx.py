@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Iterator
 from typing import Any
 
 import docx
 from docx.document import Document as DocxDocument
 from docx.oxml.ns import qn
-from docx.table import Table
+from docx.table import Table, _Row
 from docx.text.hyperlink import Hyperlink
 from docx.text.paragraph import Paragraph
 from docx.text.run import Run
 
 from app.rag.extract import Caps, ExtractedText, ExtractionError, Page
 
+_P, _TBL, _SDT, _SDT_CONTENT = qn("w:p"), qn("w:tbl"), qn("w:sdt"), qn("w:sdtContent")
 _RENDERED_BREAK = ".//w:lastRenderedPageBreak"
 _EXPLICIT_BREAK = './/w:br[@w:type="page"]'
 
@@ -55,18 +57,38 @@ def _pages(document: DocxDocument, caps: Caps) -> list[Page]:
     pages: list[list[str]] = [[]]
     characters = 0
     default = _default_hidden(document)
-    for block in document.iter_inner_content():
-        if isinstance(block, Paragraph):
-            for _ in block._p.xpath(breaks):  # noqa: SLF001 - the paragraph's XML element, python-docx's own API
-                pages.append([])
-                caps.check_pages(len(pages), "the Word document")
-            text = _paragraph_text(block, default)
-        else:
-            text = _table_text(block, default)
+
+    def add(element: Any, text: str) -> None:
+        """``text`` of a paragraph or a table row (XML ``element``) on the page after the page breaks in it."""
+        nonlocal characters
+        for _ in element.xpath(breaks):
+            pages.append([])
+            caps.check_pages(len(pages), "the Word document")
         characters += len(text)
         caps.check_characters(characters)
         pages[-1].append(text)
+
+    for block in _blocks(body, document):
+        if isinstance(block, Paragraph):
+            add(block._p, _paragraph_text(block, default))  # noqa: SLF001 - the XML element, python-docx's own API
+        else:
+            for row in block.rows:  # a row at a time: a table can run over a page break
+                add(row._tr, _row_text(row, default))  # noqa: SLF001 - as above
     return [Page(number, "\n\n".join(p for p in texts if p)) for number, texts in enumerate(pages, start=1)]
+
+
+def _blocks(container: Any, document: DocxDocument) -> Iterator[Paragraph | Table]:
+    """The paragraphs and tables of the body XML ``container`` in reading order, with those inside block-level
+    content controls (``w:sdt``, ECMA-376 Part 1 §17.5.2; templates and forms hold their text in them):
+    python-docx's ``iter_inner_content`` reads the body's own paragraphs and tables only, and their text was
+    lost."""
+    for child in container.iterchildren():
+        if child.tag == _P:
+            yield Paragraph(child, document)
+        elif child.tag == _TBL:
+            yield Table(child, document)
+        elif child.tag == _SDT and (content := child.find(_SDT_CONTENT)) is not None:
+            yield from _blocks(content, document)
 
 
 def _default_hidden(document: DocxDocument) -> bool | None:
@@ -116,10 +138,10 @@ def _paragraph_text(paragraph: Paragraph, default: bool | None) -> str:
     return text
 
 
-def _table_text(table: Table, default: bool | None) -> str:
-    cells = ((_cell_text(cell, default) for cell in row.cells) for row in table.rows)
-    rows = [" | ".join(dict.fromkeys(row)) for row in cells]
-    return "\n".join(row for row in rows if row.strip(" |"))
+def _row_text(row: _Row, default: bool | None) -> str:
+    """A table row's cells, ``" | "``-joined (a merged cell once); ``""`` for a row with no text."""
+    text = " | ".join(dict.fromkeys(_cell_text(cell, default) for cell in row.cells))
+    return text if text.strip(" |") else ""
 
 
 def _cell_text(cell: Any, default: bool | None) -> str:
