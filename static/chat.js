@@ -332,7 +332,7 @@
     });
   }
 
-  // where a cited passage is: a transcript's time, else a page (app.rag.retrieval.source_label)
+  // where a cited passage is: a transcript's time or a PDF page's own label, else a page (app.rag.retrieval.source_label)
   function sourceLabel(c) {
     if (c.locator) return c.title + ", " + c.locator;
     return c.title + (c.page ? ", p. " + c.page : "");

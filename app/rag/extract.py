@@ -49,7 +49,9 @@ class ExtractionError(Exception):
 @dataclass(frozen=True)
 class Page:
     """Raw text of one page; ``number`` is 1-based for PDFs, DOCX pages and EPUB chapters and ``None`` for
-    text files; ``locator`` is the start time (``"HH:MM:SS"``) of a transcript's speaker turn, else ``None``."""
+    text files; ``locator`` (cited instead of the number, at most :data:`LOCATOR_MAX` characters) is the start
+    time (``"HH:MM:SS"``) of a transcript's speaker turn, or a PDF page's own label where it has one other than
+    its number (``"p. xv"``), else ``None``."""
 
     number: int | None
     text: str
@@ -110,6 +112,8 @@ class Caps:
 
 PageSink = Callable[[list[Page]], None]
 """Receives pages as they are read, in reading order, a batch at a time."""
+LOCATOR_MAX = 20
+"""The longest :attr:`Page.locator` (the ``chunks.locator`` column's size)."""
 SINK_PAGES = 8
 """Pages per batch handed to a :data:`PageSink` (about a second of pypdf work on a book page)."""
 
@@ -197,6 +201,23 @@ def _open_pdf(data: bytes, caps: Caps) -> tuple[pypdf.PdfReader, int]:
     return reader, total
 
 
+def _page_labels(reader: pypdf.PdfReader, total: int) -> list[str | None]:
+    """Each page's locator: ``"p. <label>"`` where the PDF labels the page other than by its number (front matter
+    in roman numerals, a book's own numbering: the ``/PageLabels`` of ISO 32000-1 §12.4.2, which PDF viewers
+    show), so a citation names the page the coach finds in their viewer; else ``None`` (the number is cited). A
+    damaged or over-long label is left out."""
+    try:
+        labels = reader.page_labels if "/PageLabels" in reader.root_object else []
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError):
+        labels = []
+    located: list[str | None] = []
+    for index in range(total):
+        label = labels[index].strip() if index < len(labels) and isinstance(labels[index], str) else ""
+        shown = f"p. {label}"
+        located.append(shown if label and label != str(index + 1) and len(shown) <= LOCATOR_MAX else None)
+    return located
+
+
 def _extract_pdf(
     data: bytes, on_page: Callable[[int, int], None] | None, caps: Caps, sink: PageSink | None
 ) -> ExtractedText:
@@ -208,6 +229,7 @@ def _extract_pdf(
     pages: list[Page] = []  # read and not yet handed to the sink
     characters = 0
     has_text = False
+    labels = _page_labels(reader, total)
     for index in range(total):
         try:
             text = reader.pages[index].extract_text() or ""
@@ -219,7 +241,7 @@ def _extract_pdf(
             raise ExtractionError(f"page {index + 1} of the PDF is damaged and cannot be read ({exc})") from exc
         characters += len(text)
         caps.check_characters(characters)
-        pages.append(Page(index + 1, text))
+        pages.append(Page(index + 1, text, labels[index]))
         has_text = has_text or bool(text.strip())
         if sink is not None and len(pages) >= SINK_PAGES:
             sink(pages)

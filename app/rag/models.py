@@ -23,6 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.db.base import Base, TenantMixin
 from app.db.vectors import BinaryVector
 from app.llm.base import EMBEDDING_DIMENSIONS
+from app.rag.extract import LOCATOR_MAX
 
 
 class DocumentStatus:
@@ -68,12 +69,13 @@ class Document(TenantMixin, Base):
 
 class Chunk(TenantMixin, Base):
     """A passage of a document: ``text`` spans pages ``page_start..page_end`` (1-based; ``None`` for
-    text files); ``locator`` is a transcript chunk's start time (``"HH:MM:SS"``, cited instead of a page; ``None``
-    for other documents), ``token_count`` cl100k tokens, ``embedding`` a unit-norm vector searched by cosine
-    distance (exactly through the ``coach_id`` index, or through the coach's own partial HNSW index once it
-    is big: :mod:`app.rag.vector_index`); ``header`` is the contextual header (document title and the section
-    heading the chunk sits under) that is embedded and searched with ``text`` but never shown or cited;
-    ``tsv`` is the English full-text vector of header and text for hybrid retrieval."""
+    text files); ``locator`` is cited instead of the page: a transcript chunk's start time (``"HH:MM:SS"``) or
+    a PDF page's own label (``"p. xv"``; ``None`` for other documents and unlabelled pages); ``token_count``
+    counts cl100k tokens; ``embedding`` is a unit-norm vector searched by cosine distance (exactly through the
+    ``coach_id`` index, or through the coach's own partial HNSW index once it is big:
+    :mod:`app.rag.vector_index`); ``header`` is the contextual header (document title and the section heading
+    the chunk sits under) that is embedded and searched with ``text`` but never shown or cited; ``tsv`` is the
+    English full-text vector of header and text for hybrid retrieval."""
 
     __tablename__ = "chunks"
     __table_args__ = (
@@ -87,7 +89,7 @@ class Chunk(TenantMixin, Base):
     ordinal: Mapped[int] = mapped_column(Integer)
     page_start: Mapped[int | None] = mapped_column(Integer)
     page_end: Mapped[int | None] = mapped_column(Integer)
-    locator: Mapped[str | None] = mapped_column(String(20))
+    locator: Mapped[str | None] = mapped_column(String(LOCATOR_MAX))
     text: Mapped[str] = mapped_column(Text)
     header: Mapped[str] = mapped_column(Text, default="", server_default="")
     token_count: Mapped[int] = mapped_column(Integer)

@@ -86,7 +86,8 @@ class Rankings:
 class RetrievedChunk:
     """A retrieved passage. ``score`` is the cosine similarity (−1..1) of its embedding to the query;
     ``rrf`` the fused rank score that ordered it; ``page`` the first page it spans (1-based) or ``None``;
-    ``locator`` a transcript passage's start time (``"HH:MM:SS"``) or ``None``.
+    ``locator`` what is cited instead of the page: a transcript passage's start time (``"HH:MM:SS"``), a PDF
+    page's own label (``"p. xv"``), or ``None``.
     ``text`` is the chunk as written: its contextual header is never part of it."""
 
     chunk_id: uuid.UUID
@@ -115,7 +116,8 @@ class RetrievedChunk:
 
 def source_label(title: str, page: int | None, locator: str | None = None) -> str:
     """Where a passage is, as cited to people and the model: ``"Title, 00:12:31"`` for a transcript,
-    ``"Title, p. 12"`` for a paged document, else the title."""
+    ``"Title, p. xv"`` for a PDF page with its own label, ``"Title, p. 12"`` for a paged document, else the
+    title."""
     if locator:
         return f"{title}, {locator}"
     return f"{title}, p. {page}" if page else title

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import docx
+import pypdf
 import pytest
 from docx.enum.style import WD_STYLE_TYPE
 from docx.enum.text import WD_BREAK
@@ -18,6 +19,7 @@ from app.rag.chunking import ChunkSpec, chunk_pages
 from app.rag.extract import Caps, ExtractionError, Page, detect_kind, extract_pages
 from app.rag.formats.transcript import TURN_SECONDS
 from app.rag.retrieval import source_label
+from tests.hostile_files import text_pdf
 
 
 @pytest.mark.parametrize(
@@ -108,6 +110,30 @@ def test_text_a_reader_never_sees_is_not_extracted() -> None:
     )
     [html_page] = extract_pages(html.encode(), "html").pages
     assert html_page.text == "Seen.\n\nFaint.\n\nAlso seen."
+
+
+def test_a_pdf_page_with_its_own_label_is_cited_by_that_label() -> None:
+    """A book's front matter in roman numerals and its body numbered from 1 (``/PageLabels``, what PDF viewers
+    show): each page is cited by its label ("p. ii", "p. 1" for the third page), which the coach finds in their
+    viewer; a page whose label is its number, and a PDF without labels, are cited by the number."""
+    writer = pypdf.PdfWriter(clone_from=pypdf.PdfReader(io.BytesIO(text_pdf(5))))
+    writer.set_page_label(0, 1, style="/r")
+    writer.set_page_label(2, 4, style="/D", start=1)
+    labelled = io.BytesIO()
+    writer.write(labelled)
+    pages = extract_pages(labelled.getvalue(), "pdf").pages
+    assert [(p.number, p.locator) for p in pages] == [(1, "p. i"), (2, "p. ii"), (3, "p. 1"), (4, "p. 2"), (5, "p. 3")]
+    chunks = chunk_pages(pages, ChunkSpec(max_tokens=8, overlap_tokens=0))  # (a page a chunk)
+    assert [source_label("Book", c.page_start, c.locator) for c in chunks][:3] == [
+        "Book, p. i",
+        "Book, p. ii",
+        "Book, p. 1",
+    ]
+    writer.set_page_label(0, 4, style="/D", start=1)  # labels that are the numbers
+    same = io.BytesIO()
+    writer.write(same)
+    assert {p.locator for p in extract_pages(same.getvalue(), "pdf").pages} == {None}
+    assert {p.locator for p in extract_pages(text_pdf(2), "pdf").pages} == {None}
 
 
 def test_word_text_hidden_by_the_documents_default_run_properties_is_not_extracted() -> None:
