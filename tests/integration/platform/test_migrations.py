@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import numpy as np
 import pytest
 from alembic import command
 from sqlalchemy import insert, make_url, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.accounts.models import Coach
 from app.core.config import Settings
@@ -112,3 +114,68 @@ async def test_chunks_keep_their_embeddings_and_rows_up_to_half_a_page_whole(ser
     # distinct words) out, never its vector
     assert [tuple(row) for row in stored] == [(False, False, False), (True, True, False)]
     assert sorted(tables) == sorted((table, "p", ["toast_tuple_target=4080"]) for table in VECTOR_TABLES)
+
+
+async def test_every_migration_runs_as_a_schema_owner_that_is_no_superuser(services: Services) -> None:
+    """``opencoach migrate`` as the deployment's schema owner (``deploy/postgres-init.sh``: the database's owner,
+    neither superuser nor BYPASSRLS; the superuser only made the pgvector extension), as CI's superuser never
+    does: every migration applies, and a data migration changes the rows of every tenant under the row-level
+    security its tables force on their owner (0041 gives a MiniLM tombstone its vector; an ``UPDATE`` run
+    without :func:`app.db.migrate.across_tenants` matched no row there, silently)."""
+    name = f"owned_{uuid.uuid4().hex[:8]}"
+    superuser = make_engine(services.migration_database_url, pool_size=1)
+    async with superuser.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text(f"CREATE ROLE {name} LOGIN CREATEROLE NOSUPERUSER NOBYPASSRLS PASSWORD '{name}'"))
+        await conn.execute(text(f"CREATE DATABASE {name} OWNER {name}"))
+    as_superuser = make_url(services.migration_database_url).set(database=name)
+    as_owner = as_superuser.set(username=name, password=name).render_as_string(hide_password=False)
+    in_database = make_engine(as_superuser.render_as_string(hide_password=False), pool_size=1)
+    coach_id, client_id = uuid.uuid4(), uuid.uuid4()
+    try:
+        async with in_database.begin() as conn:
+            await conn.execute(text("CREATE EXTENSION vector"))
+        await asyncio.to_thread(command.upgrade, alembic_config(as_owner), "0040")
+        async with in_database.begin() as conn:  # a tenant's forgotten insight, as 0040 stored it
+            await _insert_at(conn, "coaches", {"id": coach_id, "name": "Owned Coach"})
+            await _insert_at(conn, "clients", {"id": client_id, "coach_id": coach_id, "name": "Owned Client"})
+            await _insert_at(
+                conn,
+                "insights",
+                {"coach_id": coach_id, "client_id": client_id, "status": "deleted",
+                 "embedding_model": "all-MiniLM-L6-v2"},
+                embedding="array_fill(0.05::real, ARRAY[384])::vector",
+            )  # fmt: skip
+        await asyncio.to_thread(upgrade_head, as_owner)
+        async with in_database.connect() as conn:
+            tombstones = await conn.scalar(text("SELECT count(tombstone_embedding) FROM insights"))
+    finally:
+        await in_database.dispose()
+        async with superuser.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+            await conn.execute(text(f"DROP ROLE {name}"))
+        await superuser.dispose()
+    assert tombstones == 1
+
+
+_FILLERS = {"text": "''", "character varying": "''", "integer": "0", "smallint": "0", "double precision": "0",
+            "boolean": "false", "jsonb": "'{}'", "timestamp with time zone": "now()", "uuid": "gen_random_uuid()",
+            "ARRAY": "'{}'"}  # fmt: skip
+
+
+async def _insert_at(conn: AsyncConnection, table: str, values: dict[str, object], **expressions: str) -> None:
+    """Insert a row into ``table`` as the schema of the moment has it: ``values`` bound, ``expressions`` as SQL,
+    every other column that must be set and has no default given a neutral value of its type."""
+    required = await conn.execute(
+        text(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = :table"
+            " AND is_nullable = 'NO' AND column_default IS NULL"
+        ),
+        {"table": table},
+    )
+    given = {name: f":{name}" for name in values} | expressions
+    filled = {name: _FILLERS[kind] for name, kind in required.all() if name not in given}
+    columns = given | filled
+    insert_row = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(columns.values())})"
+    await conn.execute(text(insert_row), values)
