@@ -75,7 +75,7 @@ class DraftService:
         edited_text = None if text is None else coach_text(text)
         session, coach_id = uow.session, uow.coach_id
         coach = await uow.coach()
-        draft = await self._pending_draft(session, coach_id, draft_id, lock_conversation=True)
+        draft = await self._pending_draft(uow, draft_id, lock_conversation=True)
         edited = edited_text is not None and edited_text != draft.text
         meta = dict(draft.meta) | {"draft_id": str(draft.id), "approved_by_coach": True}
         if edited:
@@ -112,7 +112,7 @@ class DraftService:
         """Drop a pending draft without sending anything (the client's message waits for the coach's own answer;
         the client's widget stops saying a reply is being reviewed). Raises ``NotFound`` and ``Conflict``."""
         session, coach_id = uow.session, uow.coach_id
-        draft = await self._pending_draft(session, coach_id, draft_id)
+        draft = await self._pending_draft(uow, draft_id)
         draft.status = DraftStatus.DISCARDED
         draft.decided_at = datetime.now(UTC)
         conversation = await coach_conversation(session, coach_id, draft.conversation_id)
@@ -131,18 +131,12 @@ class DraftService:
             raise NotFound("draft not found")
         return conversation_id
 
-    async def _pending_draft(
-        self, session: AsyncSession, coach_id: uuid.UUID, draft_id: uuid.UUID, *, lock_conversation: bool = False
-    ) -> Draft:
+    async def _pending_draft(self, uow: UnitOfWork, draft_id: uuid.UUID, *, lock_conversation: bool = False) -> Draft:
         """The coach's pending draft, locked; with ``lock_conversation``, its conversation is locked first (the
         lock order of :data:`~app.handoff.queue.HANDOFF_LOCK`). Raises ``NotFound`` and ``Conflict``."""
+        session, coach_id = uow.session, uow.coach_id
         if lock_conversation:
-            conversation_id = await session.scalar(
-                select(Draft.conversation_id).where(Draft.id == draft_id, Draft.coach_id == coach_id)
-            )
-            if conversation_id is None:
-                raise NotFound("draft not found")
-            await coach_conversation(session, coach_id, conversation_id, lock=True)
+            await coach_conversation(session, coach_id, await self.conversation_of(uow, draft_id), lock=True)
         draft = await session.scalar(
             select(Draft).where(Draft.id == draft_id, Draft.coach_id == coach_id).with_for_update()
         )
