@@ -645,6 +645,25 @@ async def test_coaches_cannot_see_or_claim_each_others_handoffs(
 # ---------------------------------------------------------------------------------------- SLA
 
 
+async def backdate(services: Services, conversation_ids: list[str], *, minutes: int, messages: bool = False) -> None:
+    """Move the handoffs of ``conversation_ids`` (opened and claimed) and, with ``messages``, their messages
+    ``minutes`` into the past (as the schema owner: across tenants)."""
+    engine = create_async_engine(services.migration_database_url)
+    updates = ["UPDATE handoffs SET created_at = created_at - make_interval(mins => :m),"
+               " claimed_at = claimed_at - make_interval(mins => :m) WHERE conversation_id = :c"]  # fmt: skip
+    if messages:
+        updates.append(
+            "UPDATE messages SET created_at = created_at - make_interval(mins => :m) WHERE conversation_id = :c"
+        )
+    try:
+        async with engine.begin() as conn:
+            for conversation_id in conversation_ids:
+                for update in updates:
+                    await conn.execute(text(update), {"c": uuid.UUID(conversation_id), "m": minutes})
+    finally:
+        await engine.dispose()
+
+
 async def test_the_client_gets_one_holding_message_past_the_sla(
     http: httpx.AsyncClient,
     new_setup: Callable[..., Awaitable[Setup]],
@@ -655,15 +674,7 @@ async def test_the_client_gets_one_holding_message_past_the_sla(
     """A handoff still open past the coach's SLA gets one holding message (the sweep is idempotent)."""
     setup = await new_setup(handoff_sla_minutes=5)
     body = await chat(http, setup, "/human")
-    engine = create_async_engine(services.migration_database_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                text("UPDATE handoffs SET created_at = now() - interval '6 minutes' WHERE conversation_id = :c"),
-                {"c": uuid.UUID(body["conversation_id"])},
-            )
-    finally:
-        await engine.dispose()
+    await backdate(services, [body["conversation_id"]], minutes=6)
     assert await container.sla_notices.send_sla_notices() >= 1
     assert await container.sla_notices.send_sla_notices() == 0
     messages = await transcript(http, setup, body["conversation_id"])
@@ -689,19 +700,7 @@ async def test_a_client_waiting_past_the_sla_after_the_coach_took_over_gets_one_
         await chat(http, setup, "Are you still there?", conversation_id)
     sent = await http.post(f"/api/v1/conversations/{answered}/messages", headers=h, json={"text": "Yes, here."})
     assert sent.status_code == 201, sent.text
-    engine = create_async_engine(services.migration_database_url)
-    try:
-        async with engine.begin() as conn:
-            for conversation_id in (left, answered):
-                for table in ("handoffs", "messages"):
-                    await conn.execute(
-                        text(f"UPDATE {table} SET created_at = created_at - interval '6 minutes'"
-                             + (", claimed_at = claimed_at - interval '6 minutes'" if table == "handoffs" else "")
-                             + " WHERE conversation_id = :c"),
-                        {"c": uuid.UUID(conversation_id)},
-                    )  # fmt: skip
-    finally:
-        await engine.dispose()
+    await backdate(services, [left, answered], minutes=6, messages=True)
     assert await container.sla_notices.send_sla_notices() >= 1
     left_messages = await transcript(http, setup, left)
     assert [m["sender_type"] for m in left_messages][-2:] == ["client", "ai"]
