@@ -214,7 +214,7 @@ class Chunker:
             page_start=min(pages_in) if pages_in else None,
             page_end=max(pages_in) if pages_in else None,
             heading=fresh[0].heading,
-            locator=next((u.locator for u in fresh if u.locator), None),
+            locator=fresh[0].locator,
         )
 
 

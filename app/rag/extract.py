@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -205,16 +206,18 @@ def _page_labels(reader: pypdf.PdfReader, total: int) -> list[str | None]:
     """Each page's locator: ``"p. <label>"`` where the PDF labels the page other than by its number (front matter
     in roman numerals, a book's own numbering: the ``/PageLabels`` of ISO 32000-1 §12.4.2, which PDF viewers
     show), so a citation names the page the coach finds in their viewer; else ``None`` (the number is cited). A
-    damaged or over-long label is left out."""
+    damaged or over-long label, or one holding a character that is not printable, is left out."""
     try:
         labels = reader.page_labels if "/PageLabels" in reader.root_object else []
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError):
         labels = []
     located: list[str | None] = []
     for index in range(total):
-        label = labels[index].strip() if index < len(labels) and isinstance(labels[index], str) else ""
+        raw = labels[index] if index < len(labels) and isinstance(labels[index], str) else ""
+        label = " ".join(unicodedata.normalize("NFKC", raw).split())
         shown = f"p. {label}"
-        located.append(shown if label and label != str(index + 1) and len(shown) <= LOCATOR_MAX else None)
+        usable = label.isprintable() and len(shown) <= LOCATOR_MAX  # (no NUL, control or bidi character)
+        located.append(shown if label and usable and label != str(index + 1) else None)
     return located
 
 

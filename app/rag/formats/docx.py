@@ -58,10 +58,10 @@ def _pages(document: DocxDocument, caps: Caps) -> list[Page]:
     characters = 0
     default = _default_hidden(document)
 
-    def add(element: Any, text: str) -> None:
-        """``text`` of a paragraph or a table row (XML ``element``) on the page after the page breaks in it."""
+    def add(page_breaks: int, text: str) -> None:
+        """``text`` of a paragraph or a table row on the page after the ``page_breaks`` in it."""
         nonlocal characters
-        for _ in element.xpath(breaks):
+        for _ in range(page_breaks):
             pages.append([])
             caps.check_pages(len(pages), "the Word document")
         characters += len(text)
@@ -70,10 +70,12 @@ def _pages(document: DocxDocument, caps: Caps) -> list[Page]:
 
     for block in _blocks(body, document):
         if isinstance(block, Paragraph):
-            add(block._p, _paragraph_text(block, default))  # noqa: SLF001 - the XML element, python-docx's own API
+            add(len(block._p.xpath(breaks)), _paragraph_text(block, default))  # noqa: SLF001 - its XML element
         else:
             for row in block.rows:  # a row at a time: a table can run over a page break
-                add(row._tr, _row_text(row, default))  # noqa: SLF001 - as above
+                # each cell whose text runs on over the break records it: the row's breaks are its cells' most
+                cells = row._tr.tc_lst  # noqa: SLF001 - the row's XML element, python-docx's own API
+                add(max((len(cell.xpath(breaks)) for cell in cells), default=0), _row_text(row, default))
     return [Page(number, "\n\n".join(p for p in texts if p)) for number, texts in enumerate(pages, start=1)]
 
 

@@ -13,7 +13,7 @@ readers only: that text is seen, and kept.) Block elements end a paragraph.
 
 from __future__ import annotations
 
-import re
+from typing import Any
 
 import tinycss2
 from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
@@ -21,15 +21,6 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 from app.rag.extract import ExtractedText, ExtractionError, Page
 
 _DROPPED = "script, style, noscript, template, svg, head, nav, iframe, object"
-_HIDDEN = re.compile(
-    r"(?:display\s*:\s*none|visibility\s*:\s*hidden|opacity\s*:\s*0*(?:\.0*)?\s*(?:;|$|!)"
-    r"|font-size\s*:\s*0+(?:\.0*)?\s*(?:px|pt|em|rem|%)?\s*(?:;|$|!))",
-    re.IGNORECASE,
-)
-_SHOWN = re.compile(
-    r"^(?:display\s*:\s*(?!none\b)[a-z-]|visibility\s*:\s*visible|opacity\s*:\s*0*[1-9.]|font-size\s*:\s*0*[1-9.])",
-    re.IGNORECASE,
-)
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BLOCKS = "p, li, blockquote, pre, td, th, dt, dd, figcaption, div, section, article, tr"
 
@@ -47,7 +38,7 @@ def html_text(markup: str) -> tuple[str, str | None]:
         node.decompose()
     for node in tree.css("[hidden], [style]"):
         attributes = node.attributes
-        if "hidden" in attributes or _HIDDEN.search(attributes.get("style") or ""):
+        if "hidden" in attributes or any(_hides(d) for d in _declarations(attributes.get("style") or "")):
             node.decompose()
     root = tree.body or tree.root
     if root is None:
@@ -62,29 +53,67 @@ def html_text(markup: str) -> tuple[str, str | None]:
 
 
 def _hidden_by_style_sheets(tree: LexborHTMLParser) -> list[LexborNode]:
-    """The elements a top-level rule of the page's ``<style>`` sheets hides (:data:`_HIDDEN`) and none shows
-    (:data:`_SHOWN`), outermost first (a descendant of one is left out: it goes with it)."""
+    """The elements a top-level rule of the page's ``<style>`` sheets hides (:func:`_hides`) and none shows
+    (:func:`_shows`), outermost first (a descendant of one is left out: it goes with it)."""
     hiding: list[str] = []
     showing: list[str] = []
     for style in tree.css("style"):
         for rule in tinycss2.parse_stylesheet(style.text(), skip_comments=True, skip_whitespace=True):
             if rule.type != "qualified-rule":
                 continue
-            declarations = [
-                f"{d.lower_name}: {tinycss2.serialize(d.value).strip()}"
-                for d in tinycss2.parse_blocks_contents(rule.content, skip_comments=True, skip_whitespace=True)
-                if d.type == "declaration"
-            ]
+            declarations = _declarations(rule.content)
             selectors = [s.strip() for s in tinycss2.serialize(rule.prelude).split(",")]
             selectors = [s for s in selectors if s and ":" not in s]  # (a state or pseudo-element: not always)
-            if any(_HIDDEN.search(d) for d in declarations):
+            if any(_hides(d) for d in declarations):
                 hiding += selectors
-            if any(_SHOWN.search(d) for d in declarations):
+            if any(_shows(d) for d in declarations):
                 showing += selectors
     shown = {node.mem_id for node in _matching(tree, showing)}  # (mem_id: the parser's node, not its wrapper)
     hidden = {node.mem_id: node for node in _matching(tree, hiding) if node.mem_id not in shown}
     inside = {child.mem_id for node in hidden.values() for child in node.traverse() if child.mem_id != node.mem_id}
     return [node for key, node in hidden.items() if key not in inside]
+
+
+Declaration = tuple[str, str | float | None]
+"""A CSS declaration as :func:`_declarations` reads it: the property's lower-case name and its value when that is
+one keyword (lower-case) or one number (a length's or percentage's number), else ``None``."""
+
+
+def _declarations(css: str | list[Any]) -> list[Declaration]:
+    """The declarations of an inline ``style`` attribute or a rule's block (tinycss2 tokens), ``!important``
+    or not."""
+    found: list[Declaration] = []
+    for item in tinycss2.parse_blocks_contents(css, skip_comments=True, skip_whitespace=True):
+        if item.type != "declaration":
+            continue
+        tokens = [t for t in item.value if t.type not in ("whitespace", "comment")]
+        value: str | float | None = None
+        if len(tokens) == 1 and tokens[0].type == "ident":
+            value = tokens[0].lower_value
+        elif len(tokens) == 1 and tokens[0].type in ("number", "percentage", "dimension"):
+            value = float(tokens[0].value)
+        found.append((item.lower_name, value))
+    return found
+
+
+def _hides(declaration: Declaration) -> bool:
+    """``display: none``, ``visibility: hidden | collapse``, ``opacity: 0`` or ``font-size: 0`` (any unit)."""
+    name, value = declaration
+    if name == "display":
+        return value == "none"
+    if name == "visibility":
+        return value in ("hidden", "collapse")
+    return name in ("opacity", "font-size") and value == 0
+
+
+def _shows(declaration: Declaration) -> bool:
+    """A ``display`` other than ``none``, ``visibility: visible``, or a non-zero ``opacity`` or ``font-size``."""
+    name, value = declaration
+    if name == "display":
+        return isinstance(value, str) and value != "none"
+    if name == "visibility":
+        return value == "visible"
+    return name in ("opacity", "font-size") and isinstance(value, float) and value > 0
 
 
 def _matching(tree: LexborHTMLParser, selectors: list[str]) -> list[LexborNode]:
