@@ -3,7 +3,7 @@
 
 Updates are processed off the webhook request, one chat at a time in arrival order (a lock per chat, in this
 process and across processes: :class:`ChatLocks`); a message that arrives while its chat's previous one is
-being answered is screened for a crisis first (:meth:`TelegramChannel.screen_first`). A reply
+being answered is screened for a crisis first (:meth:`TelegramChannel._screening`). A reply
 streams by editing one message at most every :attr:`TelegramChannel.edit_interval_s` seconds (Telegram's
 limits, Bot API FAQ "My bot is hitting limits": about one message a second per chat), then the final text
 with footnotes and the 👍/👎 and "Talk to a human" keyboard; replies over 4,096 characters are split at sentence
@@ -183,6 +183,20 @@ def _key(coach_id: uuid.UUID, chat_id: int) -> str:
     return f"telegram:turn-lock:{coach_id}:{chat_id}"
 
 
+def _plain_text(message: dict[str, Any]) -> str | None:
+    """The text of a Bot API message that is neither empty nor a command (every command starts with "/")."""
+    text = message.get("text")
+    return text if isinstance(text, str) and text.strip() and not text.startswith("/") else None
+
+
+async def _typing(bot: Bot, chat_id: int) -> None:
+    """Show "typing…" in the chat until cancelled (a failed chat action ends it)."""
+    with contextlib.suppress(TelegramError):
+        while True:
+            await bot.send_chat_action(chat_id, "typing")
+            await asyncio.sleep(TYPING_EVERY_S)
+
+
 def _client_message_id(chat_id: int, message: dict[str, Any]) -> str:
     """The ``client_message_id`` a chat's message is stored under (once, however often it is handled)."""
     return f"tg:{chat_id}:{message.get('message_id')}"
@@ -240,8 +254,10 @@ class TelegramChannel:
             if isinstance(callback := update.get("callback_query"), dict):
                 await self._callback(bot, coach_id, callback)
             elif isinstance(message := update.get("message"), dict):
-                await self.screen_first(coach_id, message)
+                screen = await self._screening(coach_id, message)
                 async with self.locks.hold(coach_id, message):
+                    if screen is not None:  # (it ran while the message waited for its place)
+                        await screen
                     await self._message(bot, coach_id, message)
             elif isinstance(edited := update.get("edited_message"), dict):
                 async with self.locks.hold(coach_id, edited):
@@ -272,29 +288,41 @@ class TelegramChannel:
             except Exception:
                 log.exception("telegram update %s of coach %s: could not renew its claim", update_id, coach_id)
 
-    async def screen_first(self, coach_id: uuid.UUID, message: dict[str, Any]) -> None:
-        """A client's text message that arrives while their chat's previous message is being answered (the chat's
-        lock held, :meth:`ChatLocks.busy`) is stored at once and screened for a crisis
+    async def _screening(self, coach_id: uuid.UUID, message: dict[str, Any]) -> asyncio.Task[None] | None:
+        """A client's text message that arrives while a message of their chat is being handled (the chat's lock
+        held, :meth:`ChatLocks.busy`) is screened for a crisis at once (:meth:`_screen`), in a task started before
+        the message asks for the lock: it keeps its place in the chat's order, and its turn awaits the screen
+        once it holds the lock. ``None``: no screen (a command, a chat at rest)."""
+        chat, text = message.get("chat") or {}, _plain_text(message)
+        if text is None or chat.get("type") != "private" or not await self.locks.busy(coach_id, chat.get("id")):
+            return None
+        return asyncio.create_task(self._screen(coach_id, int(chat["id"]), text, message))
+
+    async def _screen(self, coach_id: uuid.UUID, chat_id: int, text: str, message: dict[str, Any]) -> None:
+        """Store ``message`` in its chat's conversation and run the crisis protocol if it calls for one
         (:meth:`~app.chat.turn.ChatService.answer_crisis`): the crisis reply goes out through the chat's outbox
         instead of waiting up to ``LLM_TIMEOUT_SECONDS`` for the answer before it. The message is then handled in
         turn as usual: stored once (its ``client_message_id``), and answered already if it was a crisis. A chat
-        with no conversation yet, a command, or a failure here leaves the message to its turn."""
-        chat, text = message.get("chat") or {}, message.get("text")
-        if chat.get("type") != "private" or not isinstance(text, str) or not text.strip() or text.startswith("/"):
-            return  # (every command starts with "/")
-        if not await self.locks.busy(coach_id, chat.get("id")):
-            return
+        with no conversation yet (or one deleted), a refusal (the rate limit) or a failure here leaves the message
+        to its turn, which begins a conversation or tells the client."""
         try:
-            binding = await self.service.binding(coach_id, int(chat["id"]))
-            if binding is None or binding.conversation_id is None:  # (a first conversation begins under the lock)
+            binding = await self.service.binding(coach_id, chat_id)
+            if binding is None or binding.conversation_id is None:  # (a new conversation begins under the lock)
                 return
-            received = await self._receive(coach_id, binding, text, _client_message_id(binding.chat_id, message))
+            received = await self._chat.receive(
+                coach_id,
+                binding.client_id,
+                text,
+                conversation_id=binding.conversation_id,
+                channel="telegram",
+                client_message_id=_client_message_id(chat_id, message),
+            )
             if not received.answered:
                 await self._chat.answer_crisis(coach_id, binding.client_id, received.message_id)
-        except DomainError:  # a refusal (the rate limit): the message's turn tells the client
+        except DomainError:
             return
         except Exception:
-            log.exception("telegram: the early crisis screen of a message in chat %s failed", chat.get("id"))
+            log.exception("telegram: the early crisis screen of a message in chat %s failed", chat_id)
 
     async def _done(self, coach_id: uuid.UUID, update_id: Any) -> None:
         """Mark the update processed (handled or failed with a logged error; a process that dies before this leaves
@@ -486,7 +514,7 @@ class TelegramChannel:
         client is told so; when the final text cannot be sent (a timeout, a 5xx), the parts not sent go through
         the chat's outbox, which retries. Raises ``Forbidden`` (the client blocked the bot)."""
         stream = _Stream(bot, binding.chat_id, self.edit_interval_s)
-        typing = asyncio.create_task(self._typing(bot, binding.chat_id))
+        typing = asyncio.create_task(_typing(bot, binding.chat_id))
         result: TurnResult | None = None
         try:
             async for item in self._chat.answer(coach_id, binding.client_id, message_id):
@@ -524,12 +552,6 @@ class TelegramChannel:
             log.warning("telegram: the reply to message %s goes through the outbox: %s", message_id, exc.message)
             if result.message_id is not None:
                 await self._push_message(coach_id, binding, result.message_id, stream.unsent, stream.keyboard)
-
-    async def _typing(self, bot: Bot, chat_id: int) -> None:
-        with contextlib.suppress(TelegramError):
-            while True:
-                await bot.send_chat_action(chat_id, "typing")
-                await asyncio.sleep(TYPING_EVERY_S)
 
     async def deliver_event(self, coach_id: uuid.UUID, client_id: uuid.UUID, event: dict[str, Any]) -> None:
         """A :data:`app.handoff.service.ClientSink`: a live event of a client whose Telegram chat continues the

@@ -29,7 +29,7 @@ from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Message
 from app.conversations.service import MAX_FEEDBACK_CHARS
 from app.core.errors import DomainError
 from app.deps import PAGE, ClientIdentityDep, ContainerDep, PathId, Uow, WantedPage, next_link, page_response
-from app.handoff.live import LINK_REVOKED, client_channel
+from app.handoff.live import LINK_REVOKED, client_channel, message_event
 from app.rag.passages import cited_passage
 
 log = logging.getLogger(__name__)
@@ -404,12 +404,16 @@ class _SocketChat:
                 screen.add_done_callback(self.screens.discard)
 
     async def _screen(self, message_id: uuid.UUID) -> None:
-        """The crisis protocol for a message that waits for the answers before it, if it calls for one (its
-        reply comes as a live ``message`` event; the message's own answer then ends in an empty ``done``)."""
+        """The crisis protocol for a message that waits for the answers before it, if it calls for one: its reply
+        comes on this socket as a ``message`` event (and on the client's live channel, which the widget shows
+        once); the message's own answer then ends in an empty ``done``."""
         try:
-            await self.container.chat.answer_crisis(self.identity.coach_id, self.identity.client_id, message_id)
-        except Exception:  # its own answer screens it again when its turn comes
+            reply = await self.container.chat.answer_crisis(self.identity.coach_id, self.identity.client_id, message_id)
+        except Exception:  # (its transaction rolled back: its own answer screens it when its turn comes)
             log.exception("the early crisis screen of message %s failed", message_id)
+            return
+        if reply is not None:
+            await self.send(message_event(reply, client_view=client_view(reply.meta)))
 
     async def answer_queued(self) -> None:
         """Answer the stored messages in order until the reader is done and the queue is empty."""

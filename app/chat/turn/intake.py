@@ -272,7 +272,17 @@ class Intake:
             return
         task = asyncio.ensure_future(self._shared_embedding(coach, text))
         task.add_done_callback(_consume)
-        self._prefetched[key] = task
+        self._keep(key, task)
+
+    def keep_embedding(self, turn: Turn) -> None:
+        """Keep the embedding :meth:`load` took for ``turn``'s message for the turn that will answer it (a crisis
+        screen that answered nothing rolled its transaction back)."""
+        kept: asyncio.Future[list[float] | None] = asyncio.get_running_loop().create_future()
+        kept.set_result(turn.query_embedding)
+        self._keep(_prefetch_key(turn.coach, turn.message.text), kept)
+
+    def _keep(self, key: tuple[object, ...], embedding: asyncio.Future[list[float] | None]) -> None:
+        self._prefetched[key] = embedding
         while len(self._prefetched) > PREFETCHED_MAX:
             self._prefetched.popitem(last=False)
 

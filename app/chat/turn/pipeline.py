@@ -132,6 +132,7 @@ class ChatService:
         self._generator = Generator(settings, registry, cache, defences=defences)
         self._persister = Persister(sessionmaker, handoffs)
         self._slots = FairSlots(settings.turn_concurrency)
+        self._screens = asyncio.Semaphore(settings.turn_concurrency)  # early crisis screens (answer_crisis)
 
     async def receive(
         self,
@@ -221,7 +222,7 @@ class ChatService:
             async for item in self._answer_with_model(turn, started, to_client, stages):
                 yield item
 
-    async def answer_crisis(self, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID) -> bool:
+    async def answer_crisis(self, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID) -> Message | None:
         """Run the crisis protocol for stored client message ``message_id`` at once, ahead of the answers of
         the client's earlier messages. A channel answers a client's messages one at a time, and one answer can
         take up to ``LLM_TIMEOUT_SECONDS``; a crisis must not wait behind it.
@@ -229,22 +230,28 @@ class ChatService:
         When the turn's own crisis screen (the same first step as :meth:`answer`'s) calls for the protocol, this
         stores the crisis reply, hands the conversation to the coach with its alert, and publishes the reply to
         the client's live channels (widget socket, Telegram). The message's own answer then finds it answered,
-        and the earlier answer still running is kept out, as with any handoff. Returns ``True`` then. Otherwise
-        it stores nothing, the message waits for its turn, and it returns ``False``. Takes no turn slot
-        (admission). Raises ``NotFound`` (not this client's message)."""
+        and the earlier answer still running is kept out, as with any handoff. Returns the stored crisis reply
+        then. Otherwise it stores nothing (the message's embedding is kept for its turn), the message waits for
+        its turn, and it returns ``None``. At most ``TURN_CONCURRENCY`` screens run at once in this process,
+        apart from the turn slots (admission), so a screen never waits behind the turns it overtakes. Raises
+        ``NotFound`` (not this client's message)."""
         stages = Stages()
         started = time.perf_counter()
-        try:
-            async with unit_of_work(self._sessionmaker, coach_id) as uow:
-                turn = await self._intake.load(uow, client_id, message_id, stages)
-                if turn is None or not needs_crisis_protocol(turn.risk):
-                    raise _NoCrisis  # rolled back: the message's own turn stores its episode
-                outcome = await self._persister.before_model(uow.session, turn, _decide(turn))
-        except _NoCrisis:
-            return False
+        async with self._screens:
+            try:
+                async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                    turn = await self._intake.load(uow, client_id, message_id, stages)
+                    if turn is None:
+                        return None
+                    if not needs_crisis_protocol(turn.risk):
+                        self._intake.keep_embedding(turn)
+                        raise _NoCrisis  # rolled back: the message's own turn stores its episode
+                    outcome = await self._persister.before_model(uow.session, turn, _decide(turn))
+            except _NoCrisis:
+                return None
         async for _ in self._handed_off(turn, outcome, started, lambda: True, stages):
             pass
-        return True
+        return outcome.reply
 
     async def _answer_with_model(
         self, turn: Turn, started: float, to_client: ToClient, stages: Stages
