@@ -714,6 +714,46 @@ async def test_a_start_that_finishes_after_the_sweep_failed_its_job_cancels_the_
     assert cancel.call_count == 1
 
 
+async def test_the_sweep_leaves_a_job_whose_start_stored_its_provider_job_while_the_sweep_looked(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+) -> None:
+    """The sweep takes a job for stalled and asks the provider for a job the start created; the start, alive
+    after all, stores its provider job meanwhile. The sweep, finding none at the provider, used to fail the job
+    over it (its provider job then trained unpolled); it now leaves the started job alone."""
+    api = fake_openai([{"status": "running"}])
+    setup = await new_setup("Looked Meanwhile Coach")
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    await seed(container, setup, run_jobs, {"train": 1})
+    created = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers)
+    assert created.status_code == 201, created.text
+    job_id = uuid.UUID(created.json()["id"])
+    await container.redis.zrem(default_queue_name, f"{jobs.START_FINE_TUNE}:{job_id}")
+
+    class StartedMeanwhile(httpx.AsyncByteStream):
+        """The provider's (empty) list of the job's runs, arriving after the start stored its provider job."""
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async with tenant_session(container.sessionmaker, coach_id) as session:
+                job = await session.get_one(FineTuneJob, job_id)
+                job.provider_job_id, job.status = "ftjob-live", FineTuneStatus.VALIDATING_FILES
+            yield json.dumps({"object": "list", "data": [], "has_more": False}).encode()
+
+    api.router.routes["list_jobs"].mock(
+        side_effect=lambda request: httpx.Response(
+            200, headers={"content-type": "application/json"}, stream=StartedMeanwhile()
+        )
+    )
+    assert (await container.fine_tunes.recover_stalled(coach_id, job_id)).startswith("already started")
+    [job] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+    assert (job["status"], job["provider_job_id"], job["error"]) == ("validating_files", "ftjob-live", None)
+    async with tenant_session(container.sessionmaker, coach_id) as session:  # (no later sweep polls it)
+        (await session.get_one(FineTuneJob, job_id)).status = FineTuneStatus.CANCELLED
+
+
 async def test_a_client_erased_while_the_training_file_uploads_leaves_no_file_of_theirs_at_the_provider(
     http: httpx.AsyncClient,
     new_setup: Callable[..., Awaitable[Setup]],
