@@ -199,6 +199,17 @@ def test_html_text_a_page_style_sheet_hides_is_not_extracted_unless_a_rule_also_
     [page] = extract_pages(html.encode(), "html").pages
     assert page.text == "Seen.\n\nTab two.\n\nLink.\n\nPrinted too.\n\nFaint.\n\nA flip card.\n\nInline flip."
 
+    # a negative opacity is clamped to 0 (hidden); a unit makes opacity invalid and a negative font-size is
+    # invalid (browsers ignore both: seen); a number of 5,000 digits (over Python's int limit) is no error
+    huge = "9" * 5000
+    odd = (
+        f'<p style="opacity:{huge}">Huge.</p><style>.h{{opacity:{huge}}}</style><p class="h">Huge too.</p>'
+        '<p style="opacity:-1">Negative.</p><p style="opacity:0px">A unit.</p><p style="opacity:0%">None.</p>'
+        '<p style="font-size:0">Zero.</p><p style="font-size:0em">Zero em.</p><p style="font-size:-2px">Below.</p>'
+    )
+    [page] = extract_pages(odd.encode(), "html").pages
+    assert page.text == "Huge.\n\nHuge too.\n\nA unit.\n\nBelow."
+
 
 def test_a_transcript_turn_is_one_speaker_and_at_most_a_minute_long() -> None:
     late = TURN_SECONDS + 5

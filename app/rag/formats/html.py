@@ -13,7 +13,7 @@ readers only: that text is seen, and kept.) Block elements end a paragraph.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import tinycss2
 from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
@@ -58,7 +58,11 @@ def _hidden_by_style_sheets(tree: LexborHTMLParser) -> list[LexborNode]:
     hiding: list[str] = []
     showing: list[str] = []
     for style in tree.css("style"):
-        for rule in tinycss2.parse_stylesheet(style.text(), skip_comments=True, skip_whitespace=True):
+        try:
+            rules = tinycss2.parse_stylesheet(style.text(), skip_comments=True, skip_whitespace=True)
+        except (ValueError, OverflowError):  # (a number of thousands of digits: Python's int limit)
+            continue
+        for rule in rules:
             if rule.type != "qualified-rule":
                 continue
             declarations = _declarations(rule.content)
@@ -74,46 +78,73 @@ def _hidden_by_style_sheets(tree: LexborHTMLParser) -> list[LexborNode]:
     return [node for key, node in hidden.items() if key not in inside]
 
 
-Declaration = tuple[str, str | float | None]
-"""A CSS declaration as :func:`_declarations` reads it: the property's lower-case name and its value when that is
-one keyword (lower-case) or one number (a length's or percentage's number), else ``None``."""
+class Declaration(NamedTuple):
+    """A CSS declaration as :func:`_declarations` reads it: the property's lower-case ``name``; its ``keyword``
+    when the value is one identifier (lower-case); its ``number`` and ``unit`` when it is one number (``""``), a
+    percentage (``"%"``) or a dimension (its lower-case unit)."""
+
+    name: str
+    keyword: str | None = None
+    number: float | None = None
+    unit: str | None = None
 
 
 def _declarations(css: str | list[Any]) -> list[Declaration]:
     """The declarations of an inline ``style`` attribute or a rule's block (tinycss2 tokens), ``!important``
-    or not."""
+    or not; none from CSS whose numbers Python cannot hold (a number of thousands of digits)."""
+    try:
+        items = tinycss2.parse_blocks_contents(css, skip_comments=True, skip_whitespace=True)
+    except (ValueError, OverflowError):
+        return []
     found: list[Declaration] = []
-    for item in tinycss2.parse_blocks_contents(css, skip_comments=True, skip_whitespace=True):
+    for item in items:
         if item.type != "declaration":
             continue
         tokens = [t for t in item.value if t.type not in ("whitespace", "comment")]
-        value: str | float | None = None
-        if len(tokens) == 1 and tokens[0].type == "ident":
-            value = tokens[0].lower_value
-        elif len(tokens) == 1 and tokens[0].type in ("number", "percentage", "dimension"):
-            value = float(tokens[0].value)
-        found.append((item.lower_name, value))
+        token = tokens[0] if len(tokens) == 1 else None
+        if token is not None and token.type == "ident":
+            found.append(Declaration(item.lower_name, keyword=token.lower_value))
+        elif token is not None and token.type in ("number", "percentage", "dimension"):
+            unit = token.lower_unit if token.type == "dimension" else "%" if token.type == "percentage" else ""
+            found.append(Declaration(item.lower_name, number=_float(token.value), unit=unit))
+        else:
+            found.append(Declaration(item.lower_name))
     return found
 
 
+def _float(value: float) -> float | None:
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
 def _hides(declaration: Declaration) -> bool:
-    """``display: none``, ``visibility: hidden | collapse``, ``opacity: 0`` or ``font-size: 0`` (any unit)."""
-    name, value = declaration
+    """``display: none``, ``visibility: hidden | collapse``, an ``opacity`` of 0 or less (browsers clamp it; a
+    number or a percentage), or a ``font-size`` of 0 (any unit)."""
+    name, keyword, number, unit = declaration
     if name == "display":
-        return value == "none"
+        return keyword == "none"
     if name == "visibility":
-        return value in ("hidden", "collapse")
-    return name in ("opacity", "font-size") and value == 0
+        return keyword in ("hidden", "collapse")
+    if number is None:
+        return False
+    if name == "opacity":
+        return unit in ("", "%") and number <= 0
+    return name == "font-size" and number == 0
 
 
 def _shows(declaration: Declaration) -> bool:
-    """A ``display`` other than ``none``, ``visibility: visible``, or a non-zero ``opacity`` or ``font-size``."""
-    name, value = declaration
+    """A ``display`` other than ``none``, ``visibility: visible``, an ``opacity`` above 0, or a ``font-size``
+    length above 0."""
+    name, keyword, number, unit = declaration
     if name == "display":
-        return isinstance(value, str) and value != "none"
+        return keyword is not None and keyword != "none"
     if name == "visibility":
-        return value == "visible"
-    return name in ("opacity", "font-size") and isinstance(value, float) and value > 0
+        return keyword == "visible"
+    if number is None or number <= 0:
+        return False
+    return (name == "opacity" and unit in ("", "%")) or (name == "font-size" and unit != "")
 
 
 def _matching(tree: LexborHTMLParser, selectors: list[str]) -> list[LexborNode]:
