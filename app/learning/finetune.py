@@ -387,7 +387,7 @@ class FineTuneService:
             except (openai.APIError, EgressRefused, ProviderError) as exc:
                 raise ProviderError(f"fine-tune look-up failed: {describe_error(exc)}") from exc
             if created is None:
-                return await self._fail(coach_id, job_id, STALLED_START, unless_started=True)
+                return await self._fail(coach_id, job_id, STALLED_START)
             return await self._started(client, coach_id, job_id, created)
 
     async def create_job(self, uow: UnitOfWork, *, method: str = "supervised") -> FineTuneJob:
@@ -550,15 +550,15 @@ class FineTuneService:
         """The ``start_fine_tune`` job's last try failed (``error``: the provider out of reach): a job still
         ``preparing`` fails with it, so it neither blocks the coach's next fine-tune nor waits for good. Returns
         a short status for arq."""
-        return await self._fail(coach_id, job_id, f"gave up starting it: {error}", unless_started=True)
+        return await self._fail(coach_id, job_id, f"gave up starting it: {error}")
 
-    async def _fail(self, coach_id: uuid.UUID, job_id: uuid.UUID, error: str, *, unless_started: bool = False) -> str:
-        """Mark the job failed with ``error`` (our own text or :func:`describe_error`, never a response body).
-        ``unless_started``: only while its start has anything left to do (:func:`_start_done`, read under the
-        row's lock: a start still running may have stored its provider job since the caller looked)."""
+    async def _fail(self, coach_id: uuid.UUID, job_id: uuid.UUID, error: str) -> str:
+        """Mark the job whose start failed failed with ``error`` (our own text or :func:`describe_error`, never a
+        response body), while its start still has anything left to do (:func:`_start_done`, read under the row's
+        lock): another start, or the sweep, may have stored its provider job since the caller looked."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             job = await self._job(uow.session, coach_id, job_id)
-            if unless_started and (done := _start_done(job)) is not None:
+            if (done := _start_done(job)) is not None:
                 return done
             job.status, job.error = FineTuneStatus.FAILED, one_line(error, MAX_ERROR_CHARS)
             job.finished_at = datetime.now(UTC)

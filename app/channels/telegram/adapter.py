@@ -132,6 +132,7 @@ class ChatLocks:
         self._redis = redis
         self._hold_s = hold_s
         self._local: dict[tuple[uuid.UUID, int], asyncio.Lock] = {}
+        self._answering: dict[tuple[uuid.UUID, int], int] = {}
 
     @contextlib.asynccontextmanager
     async def hold(self, coach_id: uuid.UUID, message: dict[str, Any]) -> AsyncIterator[None]:
@@ -158,16 +159,33 @@ class ChatLocks:
                     with contextlib.suppress(RedisError):  # expired meanwhile, or Redis gone: it lapses
                         await shared.release()
 
+    @contextlib.asynccontextmanager
+    async def answering(self, coach_id: uuid.UUID, chat_id: int) -> AsyncIterator[None]:
+        """Mark the chat busy (:meth:`busy`) while the block answers a stored message: in this process a count,
+        across processes a Redis key that lives at most ``hold_s`` (Redis out of reach: this process only)."""
+        key = (coach_id, chat_id)
+        self._answering[key] = self._answering.get(key, 0) + 1
+        with contextlib.suppress(RedisError):
+            await self._redis.set(_key(coach_id, chat_id, "answering"), 1, px=int(self._hold_s * 1000))
+        try:
+            yield
+        finally:
+            self._answering[key] -= 1
+            if not self._answering[key]:
+                del self._answering[key]
+                with contextlib.suppress(RedisError):
+                    await self._redis.delete(_key(coach_id, chat_id, "answering"))
+
     async def busy(self, coach_id: uuid.UUID, chat_id: Any) -> bool:
-        """Whether a message of the chat is being handled now, in this process or another (``False`` when Redis
-        is out of reach and this process handles none)."""
+        """Whether a stored message of the chat is being answered now (:meth:`answering`), in this process or
+        another (``False`` when Redis is out of reach and this process answers none). Not while a message is
+        being read or stored: a message screened then could be stored before it."""
         if not isinstance(chat_id, int):
             return False
-        local = self._local.get((coach_id, chat_id))
-        if local is not None and local.locked():
+        if (coach_id, chat_id) in self._answering:
             return True
         try:
-            return bool(await self._redis.exists(_key(coach_id, chat_id)))
+            return bool(await self._redis.exists(_key(coach_id, chat_id, "answering")))
         except RedisError:
             return False
 
@@ -179,8 +197,8 @@ def turn_lock_s(llm_timeout_s: float) -> float:
     return max(TURN_LOCK_S, llm_timeout_s + TURN_LOCK_MARGIN_S)
 
 
-def _key(coach_id: uuid.UUID, chat_id: int) -> str:
-    return f"telegram:turn-lock:{coach_id}:{chat_id}"
+def _key(coach_id: uuid.UUID, chat_id: int, kind: str = "turn-lock") -> str:
+    return f"telegram:{kind}:{coach_id}:{chat_id}"
 
 
 def _plain_text(message: dict[str, Any]) -> str | None:
@@ -255,10 +273,14 @@ class TelegramChannel:
                 await self._callback(bot, coach_id, callback)
             elif isinstance(message := update.get("message"), dict):
                 screen = await self._screening(coach_id, message)
-                async with self.locks.hold(coach_id, message):
-                    if screen is not None:  # (it ran while the message waited for its place)
-                        await screen
-                    await self._message(bot, coach_id, message)
+                try:
+                    async with self.locks.hold(coach_id, message):
+                        if screen is not None:  # (it ran while the message waited for its place)
+                            await screen
+                        await self._message(bot, coach_id, message)
+                finally:
+                    if screen is not None:  # (process cancelled while it waited)
+                        screen.cancel()
             elif isinstance(edited := update.get("edited_message"), dict):
                 async with self.locks.hold(coach_id, edited):
                     await self._edited(bot, coach_id, edited)
@@ -289,10 +311,9 @@ class TelegramChannel:
                 log.exception("telegram update %s of coach %s: could not renew its claim", update_id, coach_id)
 
     async def _screening(self, coach_id: uuid.UUID, message: dict[str, Any]) -> asyncio.Task[None] | None:
-        """A client's text message that arrives while a message of their chat is being handled (the chat's lock
-        held, :meth:`ChatLocks.busy`) is screened for a crisis at once (:meth:`_screen`), in a task started before
-        the message asks for the lock: it keeps its place in the chat's order, and its turn awaits the screen
-        once it holds the lock. ``None``: no screen (a command, a chat at rest)."""
+        """A text message arriving while one of its chat is answered (:meth:`ChatLocks.busy`) is screened for a
+        crisis at once (:meth:`_screen`), in a task started before it asks for the lock: it keeps its place in the
+        chat's order, and its turn awaits the screen. ``None``: no screen (a command, a chat at rest)."""
         chat, text = message.get("chat") or {}, _plain_text(message)
         if text is None or chat.get("type") != "private" or not await self.locks.busy(coach_id, chat.get("id")):
             return None
@@ -300,11 +321,9 @@ class TelegramChannel:
 
     async def _screen(self, coach_id: uuid.UUID, chat_id: int, text: str, message: dict[str, Any]) -> None:
         """Store ``message`` in its chat's conversation and run the crisis protocol if it calls for one
-        (:meth:`~app.chat.turn.ChatService.answer_crisis`): the crisis reply goes out through the chat's outbox
-        instead of waiting up to ``LLM_TIMEOUT_SECONDS`` for the answer before it. The message is then handled in
-        turn as usual: stored once (its ``client_message_id``), and answered already if it was a crisis. A chat
-        with no conversation yet (or one deleted), a refusal (the rate limit) or a failure here leaves the message
-        to its turn, which begins a conversation or tells the client."""
+        (:meth:`~app.chat.turn.ChatService.answer_crisis`; the reply goes through the chat's outbox). Its turn then
+        finds it stored (its ``client_message_id``), and answered if a crisis. No conversation (or a deleted one), a
+        refusal (the rate limit) or a failure leaves the message to its turn, which begins one or tells the client."""
         try:
             binding = await self.service.binding(coach_id, chat_id)
             if binding is None or binding.conversation_id is None:  # (a new conversation begins under the lock)
@@ -497,7 +516,8 @@ class TelegramChannel:
             # to a chat marked blocked has unblocked the bot: the coach's messages reach it again)
             await self.service.set_chat(coach_id, binding.chat_id, conversation_id=received.conversation_id)
         if not received.answered:
-            await self._answer(bot, coach_id, binding, received.message_id)
+            async with self.locks.answering(coach_id, binding.chat_id):  # a message arriving meanwhile is screened
+                await self._answer(bot, coach_id, binding, received.message_id)
 
     async def _receive(self, coach_id: uuid.UUID, binding: ChatBinding, text: str, client_message_id: str) -> Any:
         receive = self._chat.receive

@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
 from app.channels.telegram import poller, render
-from app.channels.telegram.adapter import BAD_INVITE
+from app.channels.telegram.adapter import BAD_INVITE, ChatLocks
 from app.channels.telegram.bot import CoachBot
 from app.channels.telegram.models import TelegramChat, TelegramUpdate
 from app.channels.telegram.outbound import ChatOutbox
@@ -341,21 +341,26 @@ async def test_a_chats_turn_lock_outlives_a_raised_model_timeout(
     tg_settings: Settings, services: Services, registry: ProviderRegistry
 ) -> None:
     """An install that raises ``LLM_TIMEOUT_SECONDS`` gets a chat turn lock that outlives the turn's model work
-    (the fixed 180 s lock lapsed mid-turn, and another process could answer the chat's next message meanwhile);
-    the lock shows the chat busy while held, and is gone once released."""
+    (the fixed 180 s lock lapsed mid-turn, and another process could answer the chat's next message meanwhile).
+    The chat is busy (a message arriving is screened for a crisis at once) only while a stored message is
+    answered, in this process and the others, not while the lock's holder still reads or stores its message (a
+    message screened then could be stored before it)."""
     settings = tg_settings.model_copy(update={"llm_timeout_seconds": 600.0})
     container = await Container.create(settings, services.database_url, services.redis_url, registry=registry)
-    channel = build_channel(container)
+    channel, other = build_channel(container), ChatLocks(container.redis)
     coach_id, chat_id = uuid.uuid4(), next(_chat_ids)
     try:
         async with channel.locks.hold(coach_id, {"chat": {"id": chat_id, "type": "private"}}):
             lifetime_ms = await container.redis.pttl(f"telegram:turn-lock:{coach_id}:{chat_id}")
-            busy = await channel.locks.busy(coach_id, chat_id)
-        assert not await channel.locks.busy(coach_id, chat_id)
+            storing = await channel.locks.busy(coach_id, chat_id)
+            async with channel.locks.answering(coach_id, chat_id):
+                answering = (await channel.locks.busy(coach_id, chat_id), await other.busy(coach_id, chat_id))
+            answered = (await channel.locks.busy(coach_id, chat_id), await other.busy(coach_id, chat_id))
     finally:
         await channel.service.close()
         await container.close()
-    assert busy and 600_000 < lifetime_ms <= 660_000
+    assert 600_000 < lifetime_ms <= 660_000
+    assert (storing, answering, answered) == (False, (True, True), (False, False))
 
 
 async def test_a_bot_client_replaced_by_a_new_token_is_closed_after_its_grace_and_the_rest_at_shutdown(
