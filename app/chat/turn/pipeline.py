@@ -243,10 +243,11 @@ class ChatService:
                     turn = await self._intake.load(uow, client_id, message_id, stages)
                     if turn is None:
                         return None
-                    if not needs_crisis_protocol(turn.risk):
+                    decision = _decide(turn)
+                    if decision.action is not Before.CRISIS:
                         self._intake.keep_embedding(turn)
                         raise _NoCrisis  # rolled back: the message's own turn stores its episode
-                    outcome = await self._persister.before_model(uow.session, turn, _decide(turn))
+                    outcome = await self._persister.before_model(uow.session, turn, decision)
             except _NoCrisis:
                 return None
         async for _ in self._handed_off(turn, outcome, started, lambda: True, stages):
