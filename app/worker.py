@@ -205,6 +205,15 @@ async def fail_stalled_documents(ctx: dict[str, Any]) -> str:
     return f"{failed} stalled documents failed"
 
 
+async def requeue_lost_documents(ctx: dict[str, Any]) -> str:
+    """arq cron (every minute, and at start-up): queue again the ingestion of documents never started whose job
+    is lost (:meth:`app.rag.service.DocumentService.requeue_lost`): arq dropped it unrun after a day with no
+    worker, or Redis forgot it."""
+    container: Container = ctx["container"]
+    requeued = await container.documents.requeue_lost(container.redis)
+    return f"{requeued} documents with a lost job queued again"
+
+
 async def answer_stranded_messages(ctx: dict[str, Any]) -> str:
     """arq cron (every minute, and at start-up): queue the answers of client messages that a stopped web process
     stored but never answered (:meth:`app.chat.turn.ChatService.answer_stranded`): stored longer ago than a live
@@ -582,6 +591,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
         else [
             cron(close_idle_sessions, second=0, run_at_startup=True),
             cron(fail_stalled_documents, second=45, run_at_startup=True),
+            cron(requeue_lost_documents, second=20, run_at_startup=True),
             cron(answer_stranded_messages, second=40, run_at_startup=True),
             cron(
                 sync_vector_indexes,

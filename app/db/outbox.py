@@ -33,7 +33,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import default_queue_name
+from arq.constants import default_queue_name, job_key_prefix
+from arq.jobs import SerializationError, deserialize_job_raw
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 from sqlalchemy import DateTime, Integer, String, Text, delete, func, select, tuple_, update
@@ -53,6 +54,8 @@ SEND_TIMEOUT_S = 2.0
 network): bounds what a commit can wait for its relay."""
 MAX_ERROR_CHARS = 300
 MAX_JOB_ID_CHARS = 300
+SCAN_BATCH = 500
+"""Job payloads read per ``MGET`` by :func:`pending_job_args`."""
 
 UNAVAILABLE = (RedisError, OSError, TimeoutError)
 """Errors meaning Redis cannot take jobs now: the relay stops and leaves the rest for the next one."""
@@ -300,6 +303,34 @@ async def relay(
             if batch.rows < RELAY_BATCH:
                 return sent
             after = (rows[-1].created_at, rows[-1].id)
+
+
+async def pending_job_args(
+    sessionmaker: async_sessionmaker[AsyncSession], redis: ArqRedis, name: str
+) -> set[tuple[Any, ...]]:
+    """The positional arguments of every ``name`` job that may still run: its rows in the outbox, then its jobs
+    in arq's default queue whose data arq still holds (queued, deferred, waiting for a retry, or running: arq
+    keeps a job's id in its queue until the job ends). A job whose data expired (arq's ``expires_extra_ms``, a
+    day by default, passed with no worker) is not counted: the worker that pops it drops it unrun. The outbox
+    is read first, so a row sent and deleted between the two reads is found in arq's queue.
+
+    Reads the whole queue (``ZRANGE``, then ``MGET`` of :data:`SCAN_BATCH` payloads at a time): for sweeps, not
+    for a request's path. Raises one of :data:`UNAVAILABLE` when Redis is out of reach."""
+    async with sessionmaker() as session:
+        found = {tuple(args) for args in (await session.scalars(select(OutboxJob.args).where(OutboxJob.name == name)))}
+    ids: list[bytes] = await redis.zrange(redis.default_queue_name, 0, -1)
+    for start in range(0, len(ids), SCAN_BATCH):
+        keys = [job_key_prefix.encode() + job_id for job_id in ids[start : start + SCAN_BATCH]]
+        for payload in await redis.mget(keys):
+            if payload is None:
+                continue
+            try:
+                function, args, *_ = deserialize_job_raw(payload)
+            except SerializationError:
+                continue
+            if function == name:
+                found.add(tuple(args))
+    return found
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
 
+from arq.connections import ArqRedis
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -19,6 +20,7 @@ from app.core.config import Settings
 from app.core.errors import InvalidInput, NotFound
 from app.core.pagination import Keyset, Page, PageRequest
 from app.db import jobs
+from app.db.outbox import pending_job_args
 from app.llm.base import ProviderError
 from app.llm.registry import SWITCH_RETRIES, EmbedderSwitched, ProviderRegistry
 from app.rag.extract import ExtractionError, detect_kind
@@ -35,6 +37,9 @@ STALLED_GRACE_S = 60
 """Seconds past ``INGEST_TIMEOUT_SECONDS`` before the sweep takes a ``processing`` document for abandoned."""
 DEADLINE_SLACK_S = 2.0
 """A cancelled ingestion this close to ``INGEST_TIMEOUT_SECONDS`` after it started met its job's deadline."""
+LOST_AFTER_S = 300
+"""Seconds after its upload before a never-started document that no job will run is queued again
+(:meth:`DocumentService.requeue_lost`): a margin over the moment a job is between the outbox and arq."""
 STOPPED = (
     "processing stopped before it finished (the job ran past its {timeout} s deadline, or its worker was "
     "stopped); upload the file again"
@@ -249,6 +254,48 @@ class DocumentService:
         if failed:
             log.warning("%d stalled or abandoned documents failed", failed)
         return failed
+
+    async def requeue_lost(self, redis: ArqRedis, *, older_than_s: float = LOST_AFTER_S) -> int:
+        """Queue again the ingestion of every document still ``queued`` and never started, uploaded more than
+        ``older_than_s`` seconds ago, that no job will run: none waits in the outbox or in arq's queue
+        (:func:`~app.db.outbox.pending_job_args`). arq drops a job unrun once its data expired (a day with no
+        worker, arq's ``expires_extra_ms``), and a Redis restarted without persistence forgets its queue; such a
+        document stayed ``queued`` for good. Returns how many were queued again.
+
+        Runs before any tenant is known (the worker's cron): candidates come from the ``unstarted_documents()``
+        SECURITY DEFINER function; each is re-checked (and locked) inside its own tenant's transaction, which
+        adds its job to the outbox. Raises one of :data:`~app.db.outbox.UNAVAILABLE` when Redis is out of
+        reach."""
+        async with self._sessionmaker() as session:
+            candidates = (
+                await session.execute(
+                    text("SELECT coach_id, document_id FROM unstarted_documents(:seconds)"),
+                    {"seconds": int(older_than_s)},
+                )
+            ).all()
+        if not candidates:
+            return 0
+        pending = await pending_job_args(self._sessionmaker, redis, jobs.INGEST_DOCUMENT)
+        requeued = 0
+        for coach_id, document_id in candidates:
+            if (str(coach_id), str(document_id)) in pending:
+                continue
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                still = await uow.session.scalar(
+                    select(Document.id)
+                    .where(
+                        Document.id == document_id,
+                        Document.status == DocumentStatus.QUEUED,
+                        Document.started_at.is_(None),
+                    )
+                    .with_for_update()
+                )
+                if still is not None:
+                    jobs.ingest_document(uow.session, coach_id, document_id)
+                    requeued += 1
+        if requeued:
+            log.warning("%d queued documents had lost their ingestion job; queued again", requeued)
+        return requeued
 
     async def _fail(self, coach_id: uuid.UUID, document_id: uuid.UUID, message: str) -> None:
         await set_document(

@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from sqlalchemy import update
+from arq.constants import job_key_prefix
+from arq.jobs import deserialize_job_raw
+from sqlalchemy import func, select, update
 
 from app import worker
 from app.accounts.unit_of_work import unit_of_work
@@ -22,9 +24,11 @@ from app.container import Container
 from app.core.config import Settings
 from app.core.runtime import Services
 from app.db.engine import tenant_session
+from app.db.jobs import INGEST_DOCUMENT
+from app.db.outbox import OutboxJob
 from app.llm.registry import ProviderRegistry
 from app.rag.models import Document, DocumentStatus
-from app.rag.service import STALLED_GRACE_S, DocumentService
+from app.rag.service import LOST_AFTER_S, STALLED_GRACE_S, DocumentService
 from app.worker import build_worker
 from tests.conftest import Coach, upload
 from tests.hostile_files import CORPUS, flate_bomb, text_pdf
@@ -209,6 +213,60 @@ async def test_the_sweep_fails_documents_arq_gave_up_after_cancelled_ingestions(
     assert failed["status"] == "failed" and "processing stopped before it finished" in failed["error"]
     for doc in (requeued, waiting):
         assert (await _document(http, coach, doc["id"]))["status"] == "queued"
+
+
+async def _arq_jobs(container: Container, function: str) -> dict[str, bytes]:
+    """The document id of each ``function`` job in arq's queue whose data arq holds → that job's id."""
+    jobs = {}
+    for job_id in await container.redis.zrange(container.redis.default_queue_name, 0, -1):
+        payload = await container.redis.get(job_key_prefix.encode() + job_id)
+        if payload is not None:
+            name, args, *_ = deserialize_job_raw(payload)
+            if name == function:
+                jobs[args[1]] = job_id
+    return jobs
+
+
+async def test_the_sweep_queues_again_documents_whose_job_arq_dropped_or_redis_lost(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """A document whose ingestion job arq dropped unrun (its data expired after a day with no worker) or Redis
+    forgot (restarted without persistence) stayed ``queued`` for good. The sweep queues its ingestion again
+    once it has waited past :data:`LOST_AFTER_S`; a document whose job still waits, and one uploaded just now,
+    are left alone."""
+    coach = await make_coach("Lost Jobs")
+    expired, forgotten, waiting, recent = [
+        await upload(http, coach, f"{name}.txt", f"Notes on {name} patience.\n".encode() * 10)
+        for name in ("expired", "forgotten", "waiting", "recent")
+    ]
+    async with container.sessionmaker() as session:  # the after-commit relay deletes the sent rows
+        for _ in range(100):
+            if not await session.scalar(select(func.count()).select_from(OutboxJob)):
+                break
+            await asyncio.sleep(0.05)
+    queued = await _arq_jobs(container, INGEST_DOCUMENT)
+    assert {doc["id"] for doc in (expired, forgotten, waiting, recent)} <= queued.keys()
+    await container.redis.delete(job_key_prefix.encode() + queued[expired["id"]])  # arq's expiry
+    for doc in (forgotten, recent):  # a Redis that lost its data
+        await container.redis.zrem(container.redis.default_queue_name, queued[doc["id"]])
+        await container.redis.delete(job_key_prefix.encode() + queued[doc["id"]])
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
+        await session.execute(
+            update(Document)
+            .where(Document.id.in_([uuid.UUID(doc["id"]) for doc in (expired, forgotten, waiting)]))
+            .values(created_at=datetime.now(UTC) - timedelta(seconds=LOST_AFTER_S + 60))
+        )
+
+    assert await worker.requeue_lost_documents({"container": container}) == "2 documents with a lost job queued again"
+    assert await container.documents.requeue_lost(container.redis) == 0  # their jobs now wait: idempotent
+    await run_jobs()
+    for doc in (expired, forgotten, waiting):
+        assert (await _document(http, coach, doc["id"]))["status"] == "ready", doc
+    assert (await _document(http, coach, recent["id"]))["status"] == "queued"  # its turn comes after the margin
+    assert await container.documents.requeue_lost(container.redis, older_than_s=0) == 1
 
 
 async def test_the_sweep_fails_documents_a_killed_worker_left_processing(
