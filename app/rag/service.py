@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.config import Settings
-from app.core.errors import InvalidInput, NotFound
+from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.pagination import Keyset, Page, PageRequest
 from app.db import jobs
 from app.db.outbox import pending_job_args
@@ -73,7 +73,9 @@ class DocumentService:
 
         A file over ``MAX_UPLOAD_MB`` is recorded as ``failed`` with the reason, without its bytes.
         Raises ``InvalidInput`` for a missing file name, one over :data:`MAX_FILENAME_CHARS` characters or an
-        unsupported file type.
+        unsupported file type, and ``Conflict`` for a file the coach's library already holds (the same bytes,
+        by SHA-256, in a document not ``failed``: its passages would be retrieved and cited twice). Two uploads
+        of one file at once take turns on a transaction-scoped advisory lock, so one of them is refused.
         """
         filename = PurePath(filename or "").name.strip()
         if not filename:
@@ -86,13 +88,16 @@ class DocumentService:
             raise InvalidInput(str(exc)) from exc
         limit = int(self._settings.max_upload_mb * 1024 * 1024)
         too_large = len(data) > limit
+        sha256 = hashlib.sha256(data).hexdigest()
+        if not too_large:
+            await self._refuse_duplicate(uow, sha256)
         document = Document(
             coach_id=uow.coach_id,
             title=title_from_filename(filename),
             filename=filename,
             content_type=(content_type or "application/octet-stream")[:100],
             size_bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
+            sha256=sha256,
             original=b"" if too_large else data,
             status=DocumentStatus.FAILED if too_large else DocumentStatus.QUEUED,
             error=(
@@ -109,6 +114,23 @@ class DocumentService:
         if not too_large:
             jobs.ingest_document(session, coach_id, document.id)
         return document
+
+    async def _refuse_duplicate(self, uow: UnitOfWork, sha256: str) -> None:
+        """Raise ``Conflict`` naming the coach's document, not ``failed``, whose file has this SHA-256."""
+        session, coach_id = uow.session, uow.coach_id
+        key = f"document:{coach_id}:{sha256}"
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
+        same = await session.scalar(
+            select(Document)
+            .where(Document.coach_id == coach_id, Document.sha256 == sha256, Document.status != DocumentStatus.FAILED)
+            .order_by(Document.created_at)
+            .limit(1)
+        )
+        if same is not None:
+            raise Conflict(
+                f"this file is already in your library as “{same.title}” (uploaded "
+                f"{same.created_at:%Y-%m-%d}); delete that document first to upload the file again"
+            )
 
     async def get(self, uow: UnitOfWork, document_id: uuid.UUID) -> Document:
         """One document of this coach. Raises ``NotFound`` (also for another coach's id)."""

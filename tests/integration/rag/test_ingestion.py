@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Awaitable, Callable
 
@@ -126,3 +127,34 @@ async def test_a_request_far_over_the_limit_is_refused_with_413(
     assert response.status_code == 413
     assert response.json()["detail"]
     assert (await http.get("/api/v1/documents", headers=coach.headers)).json() == []
+
+
+async def test_a_file_already_in_the_library_is_refused_naming_its_document(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], run_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    """The same bytes twice would have every passage retrieved and cited twice: the second upload is a 409
+    naming the document, and the library keeps one. Another coach's library, a failed document, a deleted one,
+    and two uploads of one file at once (one of them refused) each behave as a coach would expect."""
+    coach, other = await make_coach("Twice Coach"), await make_coach("Other Coach")
+    notes = b"Notes on patience, kept for a slow week.\n" * 10
+    first = await upload(http, coach, "patience-notes.txt", notes)
+    again = await http.post("/api/v1/documents", headers=coach.headers, files={"file": ("copy.txt", notes)})
+    assert again.status_code == 409
+    assert "already in your library as “Patience Notes”" in again.json()["detail"]
+    assert [doc["id"] for doc in (await http.get("/api/v1/documents", headers=coach.headers)).json()] == [first["id"]]
+    await upload(http, other, "patience-notes.txt", notes)  # each coach's library is their own
+
+    broken = "Caf\u00e9 cr\u00e8me".encode("latin-1")
+    failed = await upload(http, coach, "latin1.txt", broken)
+    await run_jobs()
+    assert (await http.get(f"/api/v1/documents/{failed['id']}", headers=coach.headers)).json()["status"] == "failed"
+    await upload(http, coach, "latin1.txt", broken)  # a failed document does not hold its file back
+
+    assert (await http.delete(f"/api/v1/documents/{first['id']}", headers=coach.headers)).status_code == 204
+    await upload(http, coach, "patience-notes.txt", notes)
+
+    plan = b"A plan for the week: one walk a day.\n" * 10
+    both = await asyncio.gather(
+        *(http.post("/api/v1/documents", headers=coach.headers, files={"file": ("plan.txt", plan)}) for _ in "ab")
+    )
+    assert sorted(response.status_code for response in both) == [202, 409]

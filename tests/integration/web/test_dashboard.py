@@ -150,6 +150,13 @@ async def test_upload_and_live_status(browser: httpx.AsyncClient, run_jobs: Call
         "/dashboard/documents", data={"_csrf_token": token}, files={"file": ("notes.xlsx", b"PK\x03\x04")}
     )
     assert rejected.status_code == 400 and "unsupported file type" in rejected.text
+    again = await browser.post(
+        "/dashboard/documents",
+        data={"_csrf_token": token},
+        files={"file": ("journal-copy.md", b"# Journal\n\nWrite three lines each evening.\n")},
+    )
+    assert again.status_code == 409 and "already in your library as “Journal”" in again.text
+    assert "Journal Copy" not in (await browser.get("/dashboard/documents/table")).text
 
 
 async def test_clients_page_gives_a_working_widget_link_and_snippet(browser: httpx.AsyncClient) -> None:
