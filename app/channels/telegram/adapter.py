@@ -19,12 +19,12 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from arq.connections import ArqRedis
-from redis.exceptions import RedisError
+from redis.exceptions import LockError, RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Bot, ReplyKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
@@ -50,10 +50,10 @@ log = logging.getLogger(__name__)
 
 BAD_INVITE = "This invite link is not valid any more (each link works once). Please ask your coach for a new one."
 TURN_LOCK_S = 180.0
-"""Seconds a chat's cross-process turn lock (Redis) lives at least unless its holder releases it first, and a
-message waits at most for the lock held by another process before it goes ahead anyway (a message is never
-dropped for a lock): longer than a turn takes, short enough that a process that died holding it holds the chat
-up no longer. An install whose ``LLM_TIMEOUT_SECONDS`` (the bound on a turn's model work) leaves less than
+"""Seconds a chat's cross-process turn lock (Redis) lives past its holder's last renewal (:class:`ChatLocks`),
+and a message waits at most for the lock held by another process before it goes ahead anyway (a message is
+never dropped for a lock): longer than a turn takes, short enough that a process that died holding it holds the
+chat up no longer. An install whose ``LLM_TIMEOUT_SECONDS`` (the bound on a turn's model work) leaves less than
 :data:`TURN_LOCK_MARGIN_S` under it gets a longer lock (:func:`turn_lock_s`)."""
 TURN_LOCK_MARGIN_S = 60.0
 """Seconds a turn's lock outlives its model work: storing the message and the reply, and the chat's edits."""
@@ -123,15 +123,18 @@ class _Stream:
 class ChatLocks:
     """The turn lock of each Telegram chat: a chat's messages are handled one at a time, in the order they came,
     from reading the chat's binding (so two first messages of a stranger make one client, and two messages one
-    conversation) to the end of their answer. In this process an :class:`asyncio.Lock` keeps the order; across
-    the web processes a Redis lock (redis-py's :class:`~redis.asyncio.lock.Lock`, :data:`TURN_LOCK_S`) keeps a
-    second process from reading the binding before the first stored the conversation it began. ``hold_s``: the
-    Redis lock's lifetime and the longest wait for it (:func:`turn_lock_s`)."""
+    conversation) to the end of their answer. In this process an :class:`asyncio.Lock` keeps the order (kept only
+    while a message holds or waits for it); across the web processes a Redis lock (redis-py's
+    :class:`~redis.asyncio.lock.Lock`) keeps a second process from reading the binding before the first stored
+    the conversation it began. ``hold_s``: the Redis lock's lifetime and the longest wait for it
+    (:func:`turn_lock_s`); its holder renews it every third of that while it holds it (a turn waiting for a turn
+    slot under overload, or for a 429's ``retry_after``, outlasts any fixed lifetime), so only a process that
+    died holding it holds the chat up, for ``hold_s`` at most."""
 
     def __init__(self, redis: ArqRedis, hold_s: float = TURN_LOCK_S) -> None:
         self._redis = redis
         self._hold_s = hold_s
-        self._local: dict[tuple[uuid.UUID, int], asyncio.Lock] = {}
+        self._local: dict[tuple[uuid.UUID, int], tuple[asyncio.Lock, int]] = {}
         self._answering: dict[tuple[uuid.UUID, int], int] = {}
 
     @contextlib.asynccontextmanager
@@ -142,39 +145,66 @@ class ChatLocks:
         if not isinstance(chat_id, int):
             yield
             return
-        async with self._local.setdefault((coach_id, chat_id), asyncio.Lock()):
-            shared = self._redis.lock(_key(coach_id, chat_id), timeout=self._hold_s, blocking_timeout=self._hold_s)
-            try:
-                held = await shared.acquire()
-            except RedisError as exc:
-                log.warning("chat %s of coach %s: no cross-process turn lock (%s)", chat_id, coach_id, exc)
-                held = False
+        key, hold_s = (coach_id, chat_id), self._hold_s
+        lock, users = self._local.get(key, (asyncio.Lock(), 0))
+        self._local[key] = (lock, users + 1)
+        try:
+            async with lock:
+                shared = self._redis.lock(_key(coach_id, chat_id), timeout=hold_s, blocking_timeout=hold_s)
+                try:
+                    held = await shared.acquire()
+                except RedisError as exc:
+                    log.warning("chat %s of coach %s: no cross-process turn lock (%s)", chat_id, coach_id, exc)
+                    held = False
+                else:
+                    if not held:
+                        log.warning("chat %s of coach %s: turn lock still held after %d s", chat_id, coach_id, hold_s)
+                renewal = asyncio.create_task(self._renew(shared.reacquire)) if held else None
+                try:
+                    yield
+                finally:
+                    if renewal is not None:
+                        renewal.cancel()
+                        with contextlib.suppress(RedisError):  # expired meanwhile, or Redis gone: it lapses
+                            await shared.release()
+        finally:
+            lock, users = self._local[key]
+            if users == 1:
+                del self._local[key]
             else:
-                if not held:
-                    log.warning("chat %s of coach %s: turn lock still held after %d s", chat_id, coach_id, self._hold_s)
+                self._local[key] = (lock, users - 1)
+
+    async def _renew(self, renew: Callable[[], Awaitable[Any]]) -> None:
+        """Renew a lease in Redis every third of ``hold_s`` until cancelled (Redis out of reach: the next time)
+        or until it is no longer this process's (:class:`~redis.exceptions.LockError`)."""
+        while True:
+            await asyncio.sleep(self._hold_s / 3)
             try:
-                yield
-            finally:
-                if held:
-                    with contextlib.suppress(RedisError):  # expired meanwhile, or Redis gone: it lapses
-                        await shared.release()
+                await renew()
+            except LockError:
+                return
+            except RedisError as exc:
+                log.warning("a Telegram chat's lease was not renewed: %r", exc)
 
     @contextlib.asynccontextmanager
     async def answering(self, coach_id: uuid.UUID, chat_id: int) -> AsyncIterator[None]:
         """Mark the chat busy (:meth:`busy`) while the block answers a stored message: in this process a count,
-        across processes a Redis key that lives at most ``hold_s`` (Redis out of reach: this process only)."""
-        key = (coach_id, chat_id)
+        across processes a Redis key renewed like the turn lock, which lapses ``hold_s`` after its process died
+        (Redis out of reach: this process only)."""
+        key, mark, lifetime_ms = (coach_id, chat_id), _key(coach_id, chat_id, "answering"), int(self._hold_s * 1000)
         self._answering[key] = self._answering.get(key, 0) + 1
         with contextlib.suppress(RedisError):
-            await self._redis.set(_key(coach_id, chat_id, "answering"), 1, px=int(self._hold_s * 1000))
+            await self._redis.set(mark, 1, px=lifetime_ms)
+        renewal = asyncio.create_task(self._renew(lambda: self._redis.pexpire(mark, lifetime_ms)))
         try:
             yield
         finally:
+            renewal.cancel()
             self._answering[key] -= 1
             if not self._answering[key]:
                 del self._answering[key]
                 with contextlib.suppress(RedisError):
-                    await self._redis.delete(_key(coach_id, chat_id, "answering"))
+                    await self._redis.delete(mark)
 
     async def busy(self, coach_id: uuid.UUID, chat_id: Any) -> bool:
         """Whether a stored message of the chat is being answered now (:meth:`answering`), in this process or

@@ -363,6 +363,27 @@ async def test_a_chats_turn_lock_outlives_a_raised_model_timeout(
     assert (storing, answering, answered) == (False, (True, True), (False, False))
 
 
+async def test_a_chats_turn_lock_is_renewed_while_held_and_forgotten_once_released(services: Services) -> None:
+    """A turn that outlasts the lock's lifetime (waiting for a turn slot under overload, or for a 429's
+    ``retry_after``) keeps its chat: the holder renews the lock, and the chat's busy mark, while it holds them
+    (a fixed lifetime lapsed mid-turn, and another process could answer the chat's next message meanwhile). The
+    process keeps no lock for a chat no message holds or waits for (one per chat ever seen was kept)."""
+    redis = connect_redis(services.redis_url, socket_timeout_s=2.0)
+    locks, other = ChatLocks(redis, hold_s=0.6), ChatLocks(redis, hold_s=0.6)  # two processes
+    coach_id, chat_id = uuid.uuid4(), next(_chat_ids)
+    try:
+        async with locks.hold(coach_id, {"chat": {"id": chat_id}}), locks.answering(coach_id, chat_id):
+            await asyncio.sleep(1.5)  # 2.5 lifetimes
+            lock_ms = await redis.pttl(f"telegram:turn-lock:{coach_id}:{chat_id}")
+            busy = await other.busy(coach_id, chat_id)
+        released = await redis.exists(f"telegram:turn-lock:{coach_id}:{chat_id}")
+        kept = dict(locks._local)
+    finally:
+        await redis.aclose()
+    assert 0 < lock_ms <= 600 and busy, "held and busy past the lifetime"
+    assert not released and not kept
+
+
 async def test_a_bot_client_replaced_by_a_new_token_is_closed_after_its_grace_and_the_rest_at_shutdown(
     tg: httpx.AsyncClient,
     tg_settings: Settings,
