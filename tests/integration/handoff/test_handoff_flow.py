@@ -20,11 +20,15 @@ import httpx
 import pytest
 import respx
 import websockets
+from litestar.channels.backends.redis import RedisChannelsPubSubBackend
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.accounts.unit_of_work import unit_of_work
 from app.asgi import create_app
+from app.chat.turn.intake import Intake
+from app.chat.turn.pipeline import ChatService
 from app.container import Container
 from app.conversations.handoffs import HandoffReason
 from app.conversations.models import SenderType
@@ -372,13 +376,26 @@ async def test_a_takeover_while_the_ai_is_answering_keeps_the_ai_reply_out(
     assert [h["conversation_id"] for h in queue] == [conversation_id]
 
 
+@pytest.mark.parametrize("live", ["up", "down"])
 async def test_a_crisis_sent_while_the_ai_answers_an_earlier_message_is_answered_at_once(
-    http: httpx.AsyncClient, base_url: str, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+    http: httpx.AsyncClient,
+    base_url: str,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+    live: str,
 ) -> None:
     """The widget answers a client's messages one at a time, and one answer can wait on the model for up to
     ``LLM_TIMEOUT_SECONDS``. A crisis message sent meanwhile is screened at once: its crisis reply and the
     coach's urgent handoff come while the earlier answer still waits on the model. That answer is then kept out
-    (the coach has the conversation), and the crisis message is answered once."""
+    (the coach has the conversation), and the crisis message is answered once. The reply comes on the socket
+    itself, also when the client's live channel, which is best-effort, drops it (``live="down"``)."""
+    if live == "down":
+
+        async def dropped(self: RedisChannelsPubSubBackend, data: bytes, channels: Any) -> None:
+            raise RedisConnectionError("Redis is restarting")
+
+        monkeypatch.setattr(RedisChannelsPubSubBackend, "publish", dropped)
     setup = await new_setup(crisis_resources=["Call Lifeline Aotearoa on 0800 543 354."])
     asked, go_on = held_model(llm_api)
     async with widget_socket(base_url, setup) as ws:
@@ -403,6 +420,54 @@ async def test_a_crisis_sent_while_the_ai_answers_an_earlier_message_is_answered
         ("ai", live["message"]["text"]),
     ]
     assert llm_api["completions"].call_count == 1
+
+
+async def test_a_message_screened_while_an_earlier_answer_runs_waits_for_its_turn_and_is_embedded_once(
+    http: httpx.AsyncClient,
+    base_url: str,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A message that needs no crisis protocol, screened while the model answers an earlier one, stores nothing
+    and waits for its turn, which answers it with the embedding the screen took (the message is embedded once,
+    not again by its turn)."""
+    setup = await new_setup()
+    asked, go_on = held_model(llm_api)
+    embedded: list[str] = []
+    shared_embedding, answer_crisis, screened = Intake._shared_embedding, ChatService.answer_crisis, asyncio.Event()
+
+    async def counted(self: Intake, coach: Any, text: str) -> Any:
+        embedded.append(text)
+        return await shared_embedding(self, coach, text)
+
+    async def observed(self: ChatService, *args: Any) -> Any:
+        try:
+            return await answer_crisis(self, *args)
+        finally:
+            screened.set()
+
+    monkeypatch.setattr(Intake, "_shared_embedding", counted)
+    monkeypatch.setattr(ChatService, "answer_crisis", observed)
+    later = "And what about my mornings, they feel rushed?"
+    async with widget_socket(base_url, setup) as ws:
+        await ws.send(json.dumps({"text": "How can I plan my week better?", "client_message_id": "w-1"}))
+        await asyncio.wait_for(asked.wait(), 30)
+        await ws.send(json.dumps({"text": later, "client_message_id": "w-2"}))
+        await asyncio.wait_for(screened.wait(), 30)
+        during = await handoffs(http, setup.coach)
+        go_on.set()
+        done = [await next_event(ws, "done", wait=30) for _ in range(2)]
+
+    assert during == [], "no crisis: nothing handed over"
+    assert all(d["message_id"] for d in done), "both messages answered by the AI, in order"
+    messages = await transcript(http, setup, done[0]["conversation_id"])
+    assert [(m["sender_type"], m["text"]) for m in messages][:2] == [
+        ("client", "How can I plan my week better?"),
+        ("client", later),
+    ]
+    assert [m["sender_type"] for m in messages[2:]] == ["ai", "ai"]
+    assert embedded.count(later) == 1
 
 
 async def test_a_takeover_still_committing_when_the_ai_stores_its_reply_keeps_the_reply_out(
