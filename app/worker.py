@@ -77,7 +77,6 @@ from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
 from app.memory.summaries import SummaryFailed
 from app.rag import vector_index
-from app.rag.service import STALLED_GRACE_S
 
 log = logging.getLogger(__name__)
 
@@ -188,19 +187,15 @@ async def _ingest(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
 
 
 async def fail_stalled_documents(ctx: dict[str, Any]) -> str:
-    """arq cron (every minute, and at start-up): fail documents left ``processing`` by a killed worker (past the
-    job's deadline and a grace), and those left ``queued`` by cancelled ingestions after arq's last try (every
-    try's deadline and the waits between them, with a lease of margin). Each sweep acts only once this worker has
-    been up that long itself: after a night with no worker, arq runs the job of such a document again first (a
-    document failed with "upload the file again", then finished by that run, was uploaded twice)."""
+    """arq cron (every minute, and at start-up): fail the documents no ingestion job will finish
+    (:meth:`app.rag.service.DocumentService.fail_stalled`): left ``processing`` by a killed worker, or ``queued``
+    by cancelled ingestions, whose job arq has given up (past every try's deadline and the waits between them,
+    with a lease of margin)."""
     container: Container = ctx["container"]
     settings = container.settings
-    up_s = time.monotonic() - ctx["started_at"]
     tries = INGEST_TRIES * settings.ingest_timeout_seconds + INGEST_RETRY_S * sum(range(INGEST_TRIES))
-    abandoned_after_s = tries + settings.worker_lease_seconds
     failed = await container.documents.fail_stalled(
-        processing=up_s >= settings.ingest_timeout_seconds + STALLED_GRACE_S,
-        abandoned_after_s=abandoned_after_s if up_s >= abandoned_after_s else None,
+        container.redis, abandoned_after_s=tries + settings.worker_lease_seconds
     )
     return f"{failed} stalled documents failed"
 

@@ -26,9 +26,18 @@ class NotFound(DomainError):
 
 
 class Conflict(DomainError):
-    """The object already exists, e.g. an e-mail address that is taken (409)."""
+    """The object already exists, e.g. an e-mail address that is taken (409). ``location``: the path of the
+    existing object, when the caller may have it (sent as the ``Location`` header)."""
 
     status_code = 409
+
+    def __init__(self, message: str, *, location: str | None = None) -> None:
+        super().__init__(message)
+        self.location = location
+
+    def headers(self) -> dict[str, str]:
+        """``Location`` of the existing object, when known."""
+        return {"Location": self.location} if self.location else {}
 
 
 class TooLarge(DomainError):

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
 
@@ -73,8 +74,9 @@ class DocumentService:
 
         A file over ``MAX_UPLOAD_MB`` is recorded as ``failed`` with the reason, without its bytes.
         Raises ``InvalidInput`` for a missing file name, one over :data:`MAX_FILENAME_CHARS` characters or an
-        unsupported file type, and ``Conflict`` for a file the coach's library already holds (the same bytes,
-        by SHA-256, in a document not ``failed``: its passages would be retrieved and cited twice). Two uploads
+        unsupported file type, and ``Conflict`` (``Location``: the document) for a file the coach's library
+        already holds (the same bytes, by SHA-256, in a document not ``failed``: its passages would be retrieved
+        and cited twice). Two uploads
         of one file at once take turns on a transaction-scoped advisory lock, so one of them is refused.
         """
         filename = PurePath(filename or "").name.strip()
@@ -129,7 +131,8 @@ class DocumentService:
         if same is not None:
             raise Conflict(
                 f"this file is already in your library as “{same.title}” (uploaded "
-                f"{same.created_at:%Y-%m-%d}); delete that document first to upload the file again"
+                f"{same.created_at:%Y-%m-%d}); delete that document first to upload the file again",
+                location=f"/api/v1/documents/{same.id}",
             )
 
     async def get(self, uow: UnitOfWork, document_id: uuid.UUID) -> Document:
@@ -233,49 +236,62 @@ class DocumentService:
             await self._fail(coach_id, document_id, f"internal error while processing the file ({type(exc).__name__})")
         return None
 
-    async def fail_stalled(self, *, processing: bool = True, abandoned_after_s: float | None = None) -> int:
-        """Fail every document left ``processing`` longer than an ingestion job may run (its worker was killed
-        mid-job, so no one will finish it; ``processing=False`` skips these), with the reason for the coach; with
-        ``abandoned_after_s``, also every
-        document put back to ``queued`` by a cancelled ingestion (its worker shutting down) that started longer
-        ago than every try of its job may take: arq has given it up. Returns how many.
+    async def fail_stalled(self, redis: ArqRedis, *, abandoned_after_s: float) -> int:
+        """Fail, with the reason for the coach, every document that no ingestion job will finish: one left
+        ``processing`` longer than an ingestion job may run (its worker was killed mid-job), and one put back to
+        ``queued`` by a cancelled ingestion (its worker shutting down) that started more than
+        ``abandoned_after_s`` seconds ago (every try of its job), when no job of it waits in the outbox or in
+        arq's queue (:func:`~app.db.outbox.pending_job_args`): arq has given it up. A document whose job arq
+        still holds is left to it: arq runs a killed or cancelled job again (a document failed with "upload the
+        file again", then finished by that run, was uploaded twice). Returns how many.
 
         Runs before any tenant is known (the worker's cron): candidates come from the ``stalled_documents()`` and
         ``abandoned_documents()`` SECURITY DEFINER functions; each is re-checked and failed inside its own
-        tenant's transaction."""
+        tenant's transaction. Raises one of :data:`~app.db.outbox.UNAVAILABLE` when Redis is out of reach
+        (nothing is failed blind)."""
         timeout = self._settings.ingest_timeout_seconds
-        sweeps: list[tuple[str, str, float]] = []
-        if processing:
-            sweeps.append(("stalled_documents", DocumentStatus.PROCESSING, timeout + STALLED_GRACE_S))
-        if abandoned_after_s is not None:
-            sweeps.append(("abandoned_documents", DocumentStatus.QUEUED, abandoned_after_s))
+        sweeps = [
+            ("stalled_documents", DocumentStatus.PROCESSING, timeout + STALLED_GRACE_S),
+            ("abandoned_documents", DocumentStatus.QUEUED, abandoned_after_s),
+        ]
+        candidates = [
+            (coach_id, document_id, status, seconds)
+            for function, status, seconds in sweeps
+            for coach_id, document_id in await self._candidates(function, seconds)
+        ]
+        if not candidates:
+            return 0
+        pending = await pending_job_args(self._sessionmaker, redis, jobs.INGEST_DOCUMENT)
         failed = 0
-        for function, status, seconds in sweeps:
-            async with self._sessionmaker() as session:
-                candidates = (
-                    await session.execute(
-                        text(f"SELECT coach_id, document_id FROM {function}(:seconds)"), {"seconds": int(seconds)}
+        for coach_id, document_id, status, seconds in candidates:
+            if (str(coach_id), str(document_id)) in pending:
+                continue
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                result = await uow.session.execute(
+                    update(Document)
+                    .where(
+                        Document.id == document_id,
+                        Document.status == status,
+                        Document.started_at < func.now() - timedelta(seconds=seconds),
                     )
-                ).all()
-            for coach_id, document_id in candidates:
-                async with unit_of_work(self._sessionmaker, coach_id) as uow:
-                    result = await uow.session.execute(
-                        update(Document)
-                        .where(
-                            Document.id == document_id,
-                            Document.status == status,
-                            Document.started_at < func.now() - timedelta(seconds=seconds),
-                        )
-                        .values(
-                            status=DocumentStatus.FAILED,
-                            error=STOPPED.format(timeout=timeout),
-                            finished_at=datetime.now(UTC),
-                        )
+                    .values(
+                        status=DocumentStatus.FAILED,
+                        error=STOPPED.format(timeout=timeout),
+                        finished_at=datetime.now(UTC),
                     )
-                    failed += result.rowcount  # type: ignore[attr-defined]
+                )
+                failed += result.rowcount  # type: ignore[attr-defined]
         if failed:
             log.warning("%d stalled or abandoned documents failed", failed)
         return failed
+
+    async def _candidates(self, function: str, older_than_s: float) -> Sequence[tuple[uuid.UUID, uuid.UUID]]:
+        """``(coach_id, document_id)`` rows of a sweep's SECURITY DEFINER function (read across tenants)."""
+        async with self._sessionmaker() as session:
+            rows = await session.execute(
+                text(f"SELECT coach_id, document_id FROM {function}(:seconds)"), {"seconds": int(older_than_s)}
+            )
+            return [(coach_id, document_id) for coach_id, document_id in rows]
 
     async def requeue_lost(self, redis: ArqRedis, *, older_than_s: float = LOST_AFTER_S) -> int:
         """Queue again the ingestion of every document still ``queued`` and never started, uploaded more than
@@ -288,13 +304,7 @@ class DocumentService:
         SECURITY DEFINER function; each is re-checked (and locked) inside its own tenant's transaction, which
         adds its job to the outbox. Raises one of :data:`~app.db.outbox.UNAVAILABLE` when Redis is out of
         reach."""
-        async with self._sessionmaker() as session:
-            candidates = (
-                await session.execute(
-                    text("SELECT coach_id, document_id FROM unstarted_documents(:seconds)"),
-                    {"seconds": int(older_than_s)},
-                )
-            ).all()
+        candidates = await self._candidates("unstarted_documents", older_than_s)
         if not candidates:
             return 0
         pending = await pending_job_args(self._sessionmaker, redis, jobs.INGEST_DOCUMENT)

@@ -120,9 +120,8 @@ async def test_documents_handoffs_and_drafts_follow_their_links_to_the_end(
 ) -> None:
     coach = await make_coach("Pages of the rest")
     for i in range(3):
-        response = await http.post(
-            "/api/v1/documents", headers=coach.headers, files={"file": (f"notes-{i}.txt", b"Notes on habits.")}
-        )
+        note = (f"notes-{i}.txt", f"Notes on habits, part {i}.".encode())  # each file its own
+        response = await http.post("/api/v1/documents", headers=coach.headers, files={"file": note})
         assert response.status_code == 202, response.text
     documents = await every_page(http, coach, "/api/v1/documents?limit=2")
     assert [len(page) for page in documents] == [2, 1]

@@ -28,7 +28,7 @@ from app.db.jobs import INGEST_DOCUMENT
 from app.db.outbox import OutboxJob
 from app.llm.registry import ProviderRegistry
 from app.rag.models import Document, DocumentStatus
-from app.rag.service import LOST_AFTER_S, STALLED_GRACE_S, DocumentService
+from app.rag.service import LOST_AFTER_S, DocumentService
 from app.worker import build_worker
 from tests.conftest import Coach, upload
 from tests.hostile_files import CORPUS, flate_bomb, text_pdf
@@ -130,12 +130,11 @@ async def test_a_stopped_ingestion_is_queued_again_or_failed_at_its_deadline_and
     killed: by a worker shutting down, it goes back to ``queued`` (arq runs the job again when a worker starts;
     it was failed with "upload the file again", then finished by that re-run); at the job's deadline (arq runs
     it no more) it is failed with the reason."""
-    coach = await make_coach("Patient Coach")
-    coach_id = uuid.UUID(coach.coach_id)
 
     async def cancelled_while_reading(after_s: float) -> dict[str, Any]:
+        coach = await make_coach("Patient Coach")  # each its own: the same file twice is refused
         doc = await upload(http, coach, "bomb.pdf", flate_bomb())
-        job = asyncio.create_task(container.documents.ingest(coach_id, uuid.UUID(doc["id"])))
+        job = asyncio.create_task(container.documents.ingest(uuid.UUID(coach.coach_id), uuid.UUID(doc["id"])))
         started = time.monotonic()
         for _ in range(200):
             await asyncio.sleep(0.1)
@@ -181,16 +180,48 @@ async def test_an_ingestion_that_meets_the_database_out_of_reach_at_its_start_is
     assert (await _document(http, coach, doc["id"]))["status"] == "ready"
 
 
+async def _arq_jobs(container: Container, function: str) -> dict[str, bytes]:
+    """The document id of each ``function`` job in arq's queue whose data arq holds → that job's id."""
+    jobs = {}
+    for job_id in await container.redis.zrange(container.redis.default_queue_name, 0, -1):
+        payload = await container.redis.get(job_key_prefix.encode() + job_id)
+        if payload is not None:
+            name, args, *_ = deserialize_job_raw(payload)
+            if name == function:
+                jobs[args[1]] = job_id
+    return jobs
+
+
+async def _drained(container: Container) -> None:
+    """Wait until the after-commit relay deleted the outbox rows it sent to arq."""
+    async with container.sessionmaker() as session:
+        for _ in range(100):
+            if not await session.scalar(select(func.count()).select_from(OutboxJob)):
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError("outbox rows left unsent")
+
+
+async def _forget_job(container: Container, document_id: str) -> None:
+    """Take a document's ingestion job out of arq, as arq does once it gave the job up (or as a Redis that lost
+    its data does)."""
+    job_id = (await _arq_jobs(container, INGEST_DOCUMENT))[document_id]
+    await container.redis.zrem(container.redis.default_queue_name, job_id)
+    await container.redis.delete(job_key_prefix.encode() + job_id)
+
+
 async def test_the_sweep_fails_documents_arq_gave_up_after_cancelled_ingestions(
     http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], container: Container
 ) -> None:
     """An ingestion cancelled by its worker's shutdown puts the document back to ``queued`` for arq's next try;
     after the last try arq runs it no more. Such a document stayed ``queued`` for good (its committed chunks
-    answering); once every try could have ended, the sweep fails it with the reason. A document put back to
-    ``queued`` recently, and one never started, wait for their job."""
+    answering); once every try could have ended and arq holds no job of it, the sweep fails it with the reason.
+    One whose job arq still holds (a night without worker: arq runs it again), one put back to ``queued``
+    recently, and one never started, wait for their job."""
     coach = await make_coach("Given Up")
     given_up, requeued, waiting = [
-        await upload(http, coach, f"{name}.txt", b"Notes on patience.\n" * 10) for name in ("a", "b", "c")
+        await upload(http, coach, f"{name}.txt", f"Notes on patience, part {name}.\n".encode() * 10)
+        for name in ("a", "b", "c")
     ]
     budget = 3 * 3600.0
     async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
@@ -204,27 +235,15 @@ async def test_the_sweep_fails_documents_arq_gave_up_after_cancelled_ingestions(
                 .where(Document.id == uuid.UUID(doc["id"]))
                 .values(status=DocumentStatus.QUEUED, started_at=started)
             )
-    assert await container.documents.fail_stalled() == 0, "without the budget, queued documents are left alone"
-    # the worker's cron leaves them to arq while it has not been up for the budget (after a night without worker)
-    await worker.fail_stalled_documents({"container": container, "started_at": time.monotonic()})
-    assert (await _document(http, coach, given_up["id"]))["status"] == "queued"
-    assert await container.documents.fail_stalled(abandoned_after_s=budget) == 1
+    await _drained(container)
+    assert await container.documents.fail_stalled(container.redis, abandoned_after_s=budget) == 0, "arq runs it"
+    await _forget_job(container, given_up["id"])  # arq's last try ended
+    assert await container.documents.fail_stalled(container.redis, abandoned_after_s=budget * 2) == 0
+    assert await container.documents.fail_stalled(container.redis, abandoned_after_s=budget) == 1
     failed = await _document(http, coach, given_up["id"])
     assert failed["status"] == "failed" and "processing stopped before it finished" in failed["error"]
     for doc in (requeued, waiting):
         assert (await _document(http, coach, doc["id"]))["status"] == "queued"
-
-
-async def _arq_jobs(container: Container, function: str) -> dict[str, bytes]:
-    """The document id of each ``function`` job in arq's queue whose data arq holds → that job's id."""
-    jobs = {}
-    for job_id in await container.redis.zrange(container.redis.default_queue_name, 0, -1):
-        payload = await container.redis.get(job_key_prefix.encode() + job_id)
-        if payload is not None:
-            name, args, *_ = deserialize_job_raw(payload)
-            if name == function:
-                jobs[args[1]] = job_id
-    return jobs
 
 
 async def test_the_sweep_queues_again_documents_whose_job_arq_dropped_or_redis_lost(
@@ -242,17 +261,12 @@ async def test_the_sweep_queues_again_documents_whose_job_arq_dropped_or_redis_l
         await upload(http, coach, f"{name}.txt", f"Notes on {name} patience.\n".encode() * 10)
         for name in ("expired", "forgotten", "waiting", "recent")
     ]
-    async with container.sessionmaker() as session:  # the after-commit relay deletes the sent rows
-        for _ in range(100):
-            if not await session.scalar(select(func.count()).select_from(OutboxJob)):
-                break
-            await asyncio.sleep(0.05)
+    await _drained(container)
     queued = await _arq_jobs(container, INGEST_DOCUMENT)
     assert {doc["id"] for doc in (expired, forgotten, waiting, recent)} <= queued.keys()
     await container.redis.delete(job_key_prefix.encode() + queued[expired["id"]])  # arq's expiry
     for doc in (forgotten, recent):  # a Redis that lost its data
-        await container.redis.zrem(container.redis.default_queue_name, queued[doc["id"]])
-        await container.redis.delete(job_key_prefix.encode() + queued[doc["id"]])
+        await _forget_job(container, doc["id"])
     async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
         await session.execute(
             update(Document)
@@ -266,7 +280,9 @@ async def test_the_sweep_queues_again_documents_whose_job_arq_dropped_or_redis_l
     for doc in (expired, forgotten, waiting):
         assert (await _document(http, coach, doc["id"]))["status"] == "ready", doc
     assert (await _document(http, coach, recent["id"]))["status"] == "queued"  # its turn comes after the margin
-    assert await container.documents.requeue_lost(container.redis, older_than_s=0) == 1
+    assert await container.documents.requeue_lost(container.redis, older_than_s=0) >= 1
+    await run_jobs()
+    assert (await _document(http, coach, recent["id"]))["status"] == "ready"
 
 
 async def test_the_sweep_fails_documents_a_killed_worker_left_processing(
@@ -288,18 +304,17 @@ async def test_the_sweep_fails_documents_a_killed_worker_left_processing(
                 .values(status=DocumentStatus.PROCESSING, started_at=started)
             )
 
-    # the worker's cron leaves it to arq's next run of its job while it has not been up past the job's deadline
-    # itself (after a night without worker); then it fails it
-    await worker.fail_stalled_documents({"container": container, "started_at": time.monotonic()})
+    # while arq holds its job, the cron leaves it to arq's next run (a worker starting after a night without
+    # one runs it again); once arq gave the job up, the cron fails it
+    await _drained(container)
+    assert await worker.fail_stalled_documents({"container": container}) == "0 stalled documents failed"
     assert (await _document(http, abandoned_by, abandoned["id"]))["status"] == "processing"
-    up_long = time.monotonic() - settings.ingest_timeout_seconds - STALLED_GRACE_S
-    assert await worker.fail_stalled_documents({"container": container, "started_at": up_long}) == (
-        "1 stalled documents failed"
-    )
+    await _forget_job(container, abandoned["id"])
+    assert await worker.fail_stalled_documents({"container": container}) == "1 stalled documents failed"
     failed = await _document(http, abandoned_by, abandoned["id"])
     assert failed["status"] == "failed" and "processing stopped before it finished" in failed["error"]
     assert (await _document(http, busy, running["id"]))["status"] == "processing"  # its job may still be running
-    assert await container.documents.fail_stalled() == 0  # idempotent
+    assert await worker.fail_stalled_documents({"container": container}) == "0 stalled documents failed"
 
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as browser:
         login = await browser.get("/login")

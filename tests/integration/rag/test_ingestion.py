@@ -141,6 +141,7 @@ async def test_a_file_already_in_the_library_is_refused_naming_its_document(
     again = await http.post("/api/v1/documents", headers=coach.headers, files={"file": ("copy.txt", notes)})
     assert again.status_code == 409
     assert "already in your library as “Patience Notes”" in again.json()["detail"]
+    assert again.headers["location"] == f"/api/v1/documents/{first['id']}"
     assert [doc["id"] for doc in (await http.get("/api/v1/documents", headers=coach.headers)).json()] == [first["id"]]
     await upload(http, other, "patience-notes.txt", notes)  # each coach's library is their own
 
