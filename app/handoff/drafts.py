@@ -4,9 +4,11 @@ discard it."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,6 +26,7 @@ from app.handoff.service import HandoffService
 from app.learning.interventions import InterventionService
 from app.learning.models import InterventionSource
 from app.memory.messages import store_message
+from app.rag.models import Document
 
 
 class DraftService:
@@ -71,7 +74,8 @@ class DraftService:
         """Send a pending draft to the client, as written (an ``ai`` message) or edited by the coach (a
         ``human_coach`` message that keeps the AI draft in ``metadata.ai_draft``, recorded as a ``draft_edit``
         intervention and analysed by an arq job after commit). Raises ``NotFound``,
-        ``Conflict`` (already decided) and ``InvalidInput`` (empty or too long edit)."""
+        ``Conflict`` (already decided, or sent as written while it cites a document the coach has deleted since:
+        the coach may have deleted it for what it says) and ``InvalidInput`` (empty or too long edit)."""
         edited_text = None if text is None else coach_text(text)
         session, coach_id = uow.session, uow.coach_id
         coach = await uow.coach()
@@ -80,6 +84,11 @@ class DraftService:
         meta = dict(draft.meta) | {"draft_id": str(draft.id), "approved_by_coach": True}
         if edited:
             meta |= {"edited": True, "ai_draft": draft.text}
+        elif deleted := await _deleted_sources(session, coach_id, draft.citations):
+            raise Conflict(
+                f"this draft draws on {', '.join(f'“{title}”' for title in deleted)}, deleted since it was "
+                "written: edit the draft (its [n] markers point at those passages) or discard it"
+            )
         message, _ = await store_message(
             session,
             coach,
@@ -145,3 +154,15 @@ class DraftService:
         if draft.status != DraftStatus.PENDING:
             raise Conflict(f"the draft was already {draft.status}")
         return draft
+
+
+async def _deleted_sources(session: AsyncSession, coach_id: uuid.UUID, citations: list[dict[str, Any]]) -> list[str]:
+    """The titles, sorted, of the documents ``citations`` cite that the coach no longer has."""
+    cited: dict[uuid.UUID, str] = {}
+    for citation in citations:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            cited[uuid.UUID(str(citation["document_id"]))] = str(citation.get("title") or "a document")
+    if not cited:
+        return []
+    kept = set(await session.scalars(select(Document.id).where(Document.coach_id == coach_id, Document.id.in_(cited))))
+    return sorted({title for document_id, title in cited.items() if document_id not in kept})

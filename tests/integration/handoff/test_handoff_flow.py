@@ -39,7 +39,7 @@ from app.handoff.queue import coach_conversation
 from app.handoff.service import HandoffService
 from app.llm.registry import ProviderRegistry
 from app.memory.messages import store_message
-from tests.conftest import Coach, make_client
+from tests.conftest import Coach, make_client, upload
 from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint, openai_error, openai_sse
 
 DELTAS = ["Let's", " take", " it", " one", " step", " at", " a", " time", "."]
@@ -643,6 +643,34 @@ async def test_draft_mode_sends_nothing_before_approval(
     messages = await transcript(http, setup, second["conversation_id"])
     assert [m["sender_type"] for m in messages] == ["client", "ai", "client", "human_coach"]
     assert messages[-1]["metadata"]["ai_draft"] == REPLY and messages[-1]["metadata"]["edited"] is True
+
+
+async def test_a_draft_citing_a_document_deleted_since_is_sent_only_edited(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """The coach deletes a document (for what it says, perhaps) while a draft that draws on it waits: sent as
+    written, the draft would still cite it, and its text came from it. Approving it unchanged is a 409 naming
+    the document; the coach's edit goes (as the coach's own message, without citations)."""
+    setup = await new_setup(handoff_mode="draft")
+    h = setup.coach.headers
+    doc = await upload(
+        http, setup.coach, "weekly-planning.md", b"# Weekly planning\n\nPlan your week on Sunday: three priorities.\n"
+    )
+    await run_jobs()
+    conversation_id = (await chat(http, setup, "How can I plan my week better?"))["conversation_id"]
+    [draft] = (await http.get("/api/v1/drafts?status=pending", headers=h)).json()
+    assert (await http.delete(f"/api/v1/documents/{doc['id']}", headers=h)).status_code == 204
+
+    refused = await http.post(f"/api/v1/drafts/{draft['id']}/approve", headers=h)
+    assert refused.status_code == 409
+    assert "draws on “Weekly Planning”, deleted since it was written" in refused.json()["detail"]
+    edited = await http.post(f"/api/v1/drafts/{draft['id']}/approve", headers=h, json={"text": "Pick three things."})
+    assert edited.status_code == 201, edited.text
+    messages = await transcript(http, setup, conversation_id)
+    assert [(m["sender_type"], m["citations"]) for m in messages] == [("client", []), ("human_coach", [])]
 
 
 async def test_a_pending_draft_goes_once_the_coach_or_the_crisis_protocol_answered_instead(
