@@ -183,7 +183,8 @@ def test_html_text_a_page_style_sheet_hides_is_not_extracted_unless_a_rule_also_
     """A rule of the page's own ``<style>`` sheets that hides elements (by class, id, descendant; ``!important``
     or not; a sheet in the body too) keeps their text out, with everything inside them. A state (``:hover``), a
     print-only rule and a faint ``opacity`` hide nothing, and an element another rule shows again (the active
-    tab) keeps its text: a doubt keeps the coach's text. A selector the parser cannot read is skipped."""
+    tab) keeps its text: a doubt keeps the coach's text. A selector the parser cannot read is skipped. Rules in
+    ``@media`` (not print-only), ``@supports`` and ``@layer`` blocks count."""
     html = (
         "<html><head><style>/* the page's sheet */ .x { display : none !important } p.y{visibility:hidden}"
         " .tab{display:none} .tab.on{display:block} a:hover{display:none} @media print { .pr{display:none} }"
@@ -209,6 +210,18 @@ def test_html_text_a_page_style_sheet_hides_is_not_extracted_unless_a_rule_also_
     )
     [page] = extract_pages(odd.encode(), "html").pages
     assert page.text == "Huge.\n\nHuge too.\n\nA unit.\n\nBelow."
+
+    # rules nested in grouping at-rules hide too (at any depth), but for print or speech only
+    nested = (
+        "<style>@media screen and (min-width: 0px) { .m{display:none} } @media not print { .np{opacity:0} }"
+        " @supports (display: grid) { @media all { .s{visibility:hidden} } } @layer base { .l{font-size:0} }"
+        " @media print, speech { .ps{display:none} } @media only print and (color) { .op{display:none} }"
+        " @media not all { .na{display:none} } @import url(x.css);</style>"
+        '<p class="m">Screen.</p><p class="np">Not print.</p><p class="s">Supports.</p><p class="l">Layer.</p>'
+        '<p class="ps">Print or speech.</p><p class="op">Only print.</p><p class="na">Not all.</p>'
+    )
+    [page] = extract_pages(nested.encode(), "html").pages
+    assert page.text == "Print or speech.\n\nOnly print.\n\nNot all."
 
 
 def test_a_transcript_turn_is_one_speaker_and_at_most_a_minute_long() -> None:

@@ -6,13 +6,15 @@ attribute, or ``display: none``, ``visibility: hidden``, ``opacity: 0`` or ``fon
 rule of the page's own ``<style>`` sheets (parsed with tinycss2, CSS Syntax Level 3). Text a coach does not see
 in the page must not reach the model, where a hidden "ignore your rules…" is an injection planted out of sight.
 Where the page's sheets also show an element they hide (a tab shown by a more specific rule), its text is kept:
-the cascade is not computed, and a doubt keeps the coach's text. Rules under ``@media``, selectors with a state or
+the cascade is not computed, and a doubt keeps the coach's text. Rules nested in ``@media`` (but for print or
+speech only), ``@supports``, ``@layer`` and ``@container`` blocks count too; selectors with a state or
 pseudo-element (``:hover``, ``::before``) and linked style sheets are not read. (``aria-hidden`` hides from screen
 readers only: that text is seen, and kept.) Block elements end a paragraph.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import tinycss2
@@ -62,9 +64,7 @@ def _hidden_by_style_sheets(tree: LexborHTMLParser) -> list[LexborNode]:
             rules = tinycss2.parse_stylesheet(style.text(), skip_comments=True, skip_whitespace=True)
         except (ValueError, OverflowError):  # (a number of thousands of digits: Python's int limit)
             continue
-        for rule in rules:
-            if rule.type != "qualified-rule":
-                continue
+        for rule in _style_rules(rules):
             declarations = _declarations(rule.content)
             selectors = [s.strip() for s in tinycss2.serialize(rule.prelude).split(",")]
             selectors = [s for s in selectors if s and ":" not in s]  # (a state or pseudo-element: not always)
@@ -76,6 +76,42 @@ def _hidden_by_style_sheets(tree: LexborHTMLParser) -> list[LexborNode]:
     hidden = {node.mem_id: node for node in _matching(tree, hiding) if node.mem_id not in shown}
     inside = {child.mem_id for node in hidden.values() for child in node.traverse() if child.mem_id != node.mem_id}
     return [node for key, node in hidden.items() if key not in inside]
+
+
+_GROUPING = {"media", "supports", "layer", "container", "scope", "document"}
+"""At-rules whose block holds style rules that apply (on the coach's screen, for ``@media``: :func:`_on_screen`)."""
+_NOT_ON_SCREEN = {"print", "speech"}
+
+
+def _style_rules(rules: list[Any]) -> Iterator[Any]:
+    """The style rules of a sheet's rule list, and of the grouping at-rules in it (:data:`_GROUPING`), nested
+    to any depth (``@media screen { @supports (display: grid) { … } }``); a ``@media`` block whose every query
+    is for print or speech only is skipped."""
+    for rule in rules:
+        if rule.type == "qualified-rule":
+            yield rule
+        elif rule.type == "at-rule" and rule.lower_at_keyword in _GROUPING and rule.content is not None:
+            if rule.lower_at_keyword == "media" and not _on_screen(tinycss2.serialize(rule.prelude)):
+                continue
+            try:
+                inner = tinycss2.parse_blocks_contents(rule.content, skip_comments=True, skip_whitespace=True)
+            except (ValueError, OverflowError):
+                continue
+            yield from _style_rules(inner)
+
+
+def _on_screen(queries: str) -> bool:
+    """Whether a media query list (Media Queries Level 4) may apply on a screen: any query whose media type is
+    not ``print`` or ``speech`` (``not print`` is), ``all`` or none. A width or other feature counts as
+    applying: hidden on some screens is hidden from the coach's, perhaps."""
+    for query in queries.lower().split(","):
+        words = query.replace("(", " (").split()
+        negated = bool(words) and words[0] == "not"
+        words = words[1:] if words and words[0] in ("not", "only") else words
+        media_type = words[0] if words and not words[0].startswith("(") else "all"
+        if (media_type in _NOT_ON_SCREEN) == negated:
+            return True
+    return False
 
 
 class Declaration(NamedTuple):
