@@ -1,11 +1,14 @@
 """EPUB (2 and 3) to pages with EbookLib: one page per document of the reading order (the OPF spine), so a
 citation's "page" is the chapter's position in the book; each chapter's XHTML goes through
-:func:`app.rag.formats.html.html_text`."""
+:func:`app.rag.formats.html.html_text`, with the style sheets it links from the package (text they hide is
+left out)."""
 
 from __future__ import annotations
 
 import io
+import posixpath
 import zipfile
+from collections.abc import Callable
 
 import ebooklib
 from ebooklib import epub
@@ -34,7 +37,9 @@ def extract_epub(data: bytes, caps: Caps) -> ExtractedText:
         if item is None or item.get_type() != ebooklib.ITEM_DOCUMENT:
             continue
         try:
-            text, _ = html_text(item.get_content().decode("utf-8", errors="replace"))
+            # the file as stored: EbookLib's get_content() renders the chapter again without its <head> (its
+            # <style> and <link> sheets, and so the text they hide, were lost)
+            text, _ = html_text(item.content.decode("utf-8", errors="replace"), _sheets(book, item))
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - a damaged chapter
@@ -47,3 +52,15 @@ def extract_epub(data: bytes, caps: Caps) -> ExtractedText:
     titles = book.get_metadata("DC", "title")
     title = str(titles[0][0]).strip() if titles else ""
     return ExtractedText(pages, title[:300] or None)
+
+
+def _sheets(book: epub.EpubBook, chapter: epub.EpubItem) -> Callable[[str], str | None]:
+    """Reads the style sheet a chapter links (``href`` relative to the chapter, as in the package), or
+    ``None`` for one the book does not hold."""
+
+    def read(href: str) -> str | None:
+        path = posixpath.normpath(posixpath.join(posixpath.dirname(chapter.get_name()), href.split("#")[0]))
+        sheet = book.get_item_with_href(path)
+        return None if sheet is None else sheet.content.decode("utf-8", errors="replace")
+
+    return read

@@ -7,14 +7,14 @@ rule of the page's own ``<style>`` sheets (parsed with tinycss2, CSS Syntax Leve
 in the page must not reach the model, where a hidden "ignore your rules…" is an injection planted out of sight.
 Where the page's sheets also show an element they hide (a tab shown by a more specific rule), its text is kept:
 the cascade is not computed, and a doubt keeps the coach's text. Rules nested in ``@media`` (but for print or
-speech only), ``@supports``, ``@layer`` and ``@container`` blocks count too; selectors with a state or
-pseudo-element (``:hover``, ``::before``) and linked style sheets are not read. (``aria-hidden`` hides from screen
-readers only: that text is seen, and kept.) Block elements end a paragraph.
+speech only), ``@supports``, ``@layer`` and ``@container`` blocks count too, and so do linked sheets the caller
+can read (an EPUB's); selectors with a state or pseudo-element (``:hover``, ``::before``) are not read.
+(``aria-hidden`` hides from screen readers only: that text is seen, and kept.) Block elements end a paragraph.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import tinycss2
@@ -27,13 +27,20 @@ _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BLOCKS = "p, li, blockquote, pre, td, th, dt, dd, figcaption, div, section, article, tr"
 
 
-def html_text(markup: str) -> tuple[str, str | None]:
+def html_text(markup: str, linked: Callable[[str], str | None] | None = None) -> tuple[str, str | None]:
     """``(text, title)`` of an HTML document: paragraphs separated by blank lines, headings as ``#`` lines,
-    the ``<title>`` (or ``None``)."""
+    the ``<title>`` (or ``None``). ``linked`` reads the style sheet a ``<link rel="stylesheet" href>`` names
+    (``None``: not at hand), for a document whose sheets come with it (an EPUB's chapters); without it, linked
+    sheets are not read."""
     tree = LexborHTMLParser(markup)
     title_node = tree.css_first("title")
     title = title_node.text(strip=True) if title_node is not None else ""
-    hidden_by_sheet = _hidden_by_style_sheets(tree)
+    sheets = [style.text() for style in tree.css("style")]
+    if linked is not None:
+        for link in tree.css("link[href]"):
+            if "stylesheet" in (link.attributes.get("rel") or "").lower().split():
+                sheets.append(linked(link.attributes.get("href") or "") or "")
+    hidden_by_sheet = _hidden_by_style_sheets(tree, sheets)
     for node in tree.css(_DROPPED):
         node.decompose()
     for node in hidden_by_sheet:
@@ -54,14 +61,14 @@ def html_text(markup: str) -> tuple[str, str | None]:
     return "\n\n".join(p for p in paragraphs if p), title or None
 
 
-def _hidden_by_style_sheets(tree: LexborHTMLParser) -> list[LexborNode]:
-    """The elements a top-level rule of the page's ``<style>`` sheets hides (:func:`_hides`) and none shows
+def _hidden_by_style_sheets(tree: LexborHTMLParser, sheets: list[str]) -> list[LexborNode]:
+    """The elements a rule of the page's style ``sheets`` hides (:func:`_hides`) and none shows
     (:func:`_shows`), outermost first (a descendant of one is left out: it goes with it)."""
     hiding: list[str] = []
     showing: list[str] = []
-    for style in tree.css("style"):
+    for sheet in sheets:
         try:
-            rules = tinycss2.parse_stylesheet(style.text(), skip_comments=True, skip_whitespace=True)
+            rules = tinycss2.parse_stylesheet(sheet, skip_comments=True, skip_whitespace=True)
         except (ValueError, OverflowError):  # (a number of thousands of digits: Python's int limit)
             continue
         for rule in _style_rules(rules):
