@@ -163,7 +163,7 @@ async def test_one_coach_runs_one_ingestion_at_a_time_and_another_coach_is_not_h
         await redis.flushdb()  # the previous test's hung ingestions would be picked up again (their leases lapsed)
     big, small = await signup(app_http, "Big"), await signup(app_http, "Small")
     for n in range(3):
-        await upload(app_http, big, f"big-{n}.txt", NOTES)
+        await upload(app_http, big, f"big-{n}.txt", NOTES + f"\nPart {n}.".encode())
     await upload(app_http, small, "small.txt", NOTES)
     workers, task = start_workers(settings, services, own_redis.url, registry)
     try:

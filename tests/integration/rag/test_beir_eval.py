@@ -120,7 +120,7 @@ async def test_near_duplicate_chunks_are_collapsed(
     coach = await make_coach("Duplicate Coach")
     body = b"Write down three things that went well today and why each of them happened."
     await upload(http, coach, "gratitude.txt", body)
-    await upload(http, coach, "gratitude-copy.txt", body)
+    await upload(http, coach, "gratitude-copy.txt", body + b"\n")  # another file (the same one is refused)
     await upload(http, coach, "other.txt", b"Walk outside for ten minutes after lunch, without your phone.")
     await run_jobs()
     coach_id = uuid.UUID(coach.coach_id)
