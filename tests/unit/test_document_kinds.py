@@ -81,6 +81,39 @@ def test_docx_text_in_content_controls_is_read_and_page_breaks_in_tables_count()
     ]
 
 
+def test_docx_tables_nested_in_cells_and_content_controls_in_tables_are_read() -> None:
+    """A table nested in a cell (a row a line), and content controls around a row (a repeating section), a
+    cell, or a cell's paragraphs: their text was lost (python-docx reads a table's own rows and a row's own
+    cells, a cell's own paragraphs)."""
+
+    def p(text: str) -> str:
+        return f"<w:p><w:r><w:t>{text}</w:t></w:r></w:p>"
+
+    def control(inner: str) -> str:
+        return f"<w:sdt><w:sdtPr/><w:sdtContent>{inner}</w:sdtContent></w:sdt>"
+
+    def tc(inner: str) -> str:
+        return f"<w:tc>{inner}</w:tc>"
+
+    nested = f"<w:tbl><w:tr>{tc(p('Inner one.'))}{tc(p('Inner two.'))}</w:tr></w:tbl>"
+    table = parse_xml(
+        f"<w:tbl {nsdecls('w')}>"
+        f"<w:tr>{tc(p('Goal.'))}{tc(p('Steps:') + nested + p(''))}</w:tr>"
+        + control(f"<w:tr>{tc(p('A repeating row.'))}{tc(control(p('In a cell block.')))}</w:tr>")
+        + f"<w:tr>{control(tc(p('A cell control.')))}{tc(p('Plain.'))}</w:tr></w:tbl>"
+    )
+    document = docx.Document()
+    document.add_paragraph("Before.")
+    document.element.body.insert(len(document.element.body) - 1, table)  # (before the section properties)
+    out = io.BytesIO()
+    document.save(out)
+    [page] = extract_pages(out.getvalue(), "docx").pages
+    assert page.text == (
+        "Before.\n\nGoal. | Steps:\nInner one. | Inner two.\n\nA repeating row. | In a cell block."
+        "\n\nA cell control. | Plain."
+    )
+
+
 def test_text_a_reader_never_sees_is_not_extracted() -> None:
     """Hidden runs of a Word document (in a paragraph and in a table cell; by their formatting, or through a
     character or paragraph style) and hidden HTML elements (the

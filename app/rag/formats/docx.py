@@ -3,7 +3,8 @@
 Page numbers come from the page breaks in the file: the breaks Word records where it last laid the document
 out (``w:lastRenderedPageBreak``) when present, else the explicit page breaks (``w:br w:type="page"``), so a
 citation's page matches the page in Word as far as the file says. Paragraphs in a Heading style become
-Markdown ``#`` lines (the chunker's section headings); table cells are read row by row. Hidden text (runs
+Markdown ``#`` lines (the chunker's section headings); table cells are read row by row, tables nested in cells
+and content controls included. Hidden text (runs
 formatted hidden, ``w:vanish``, directly, through their character or paragraph style, or by the document's
 default run properties) is left out: Word
 does not show it, so the coach never saw it, and a hidden "ignore your rules…" would reach the model out of
@@ -20,14 +21,14 @@ from typing import Any
 import docx
 from docx.document import Document as DocxDocument
 from docx.oxml.ns import qn
-from docx.table import Table, _Row
 from docx.text.hyperlink import Hyperlink
 from docx.text.paragraph import Paragraph
 from docx.text.run import Run
 
 from app.rag.extract import Caps, ExtractedText, ExtractionError, Page
 
-_P, _TBL, _SDT, _SDT_CONTENT = qn("w:p"), qn("w:tbl"), qn("w:sdt"), qn("w:sdtContent")
+_P, _TBL, _TR, _TC = qn("w:p"), qn("w:tbl"), qn("w:tr"), qn("w:tc")
+_SDT, _SDT_CONTENT = qn("w:sdt"), qn("w:sdtContent")
 _RENDERED_BREAK = ".//w:lastRenderedPageBreak"
 _EXPLICIT_BREAK = './/w:br[@w:type="page"]'
 
@@ -68,29 +69,27 @@ def _pages(document: DocxDocument, caps: Caps) -> list[Page]:
         caps.check_characters(characters)
         pages[-1].append(text)
 
-    for block in _blocks(body, document):
-        if isinstance(block, Paragraph):
-            add(len(block._p.xpath(breaks)), _paragraph_text(block, default))  # noqa: SLF001 - its XML element
+    for block in _inner(body, _P, _TBL):
+        if block.tag == _P:
+            add(len(block.xpath(breaks)), _paragraph_text(Paragraph(block, document), default))
         else:
-            for row in block.rows:  # a row at a time: a table can run over a page break
+            for row in _inner(block, _TR):  # a row at a time: a table can run over a page break
                 # each cell whose text runs on over the break records it: the row's breaks are its cells' most
-                cells = row._tr.tc_lst  # noqa: SLF001 - the row's XML element, python-docx's own API
-                add(max((len(cell.xpath(breaks)) for cell in cells), default=0), _row_text(row, default))
+                cells = list(_inner(row, _TC))
+                add(max((len(cell.xpath(breaks)) for cell in cells), default=0), _row_text(cells, document, default))
     return [Page(number, "\n\n".join(p for p in texts if p)) for number, texts in enumerate(pages, start=1)]
 
 
-def _blocks(container: Any, document: DocxDocument) -> Iterator[Paragraph | Table]:
-    """The paragraphs and tables of the body XML ``container`` in reading order, with those inside block-level
-    content controls (``w:sdt``, ECMA-376 Part 1 §17.5.2; templates and forms hold their text in them):
-    python-docx's ``iter_inner_content`` reads the body's own paragraphs and tables only, and their text was
-    lost."""
+def _inner(container: Any, *tags: str) -> Iterator[Any]:
+    """The XML children of ``container`` with one of ``tags``, in reading order, those inside content controls
+    (``w:sdt``, ECMA-376 Part 1 §17.5.2; templates and forms hold their text in them) in place: block-level ones
+    hold paragraphs and tables, row-level ones rows, cell-level ones cells. python-docx reads a container's own
+    children only, and the text inside content controls was lost."""
     for child in container.iterchildren():
-        if child.tag == _P:
-            yield Paragraph(child, document)
-        elif child.tag == _TBL:
-            yield Table(child, document)
+        if child.tag in tags:
+            yield child
         elif child.tag == _SDT and (content := child.find(_SDT_CONTENT)) is not None:
-            yield from _blocks(content, document)
+            yield from _inner(content, *tags)
 
 
 def _default_hidden(document: DocxDocument) -> bool | None:
@@ -140,11 +139,18 @@ def _paragraph_text(paragraph: Paragraph, default: bool | None) -> str:
     return text
 
 
-def _row_text(row: _Row, default: bool | None) -> str:
-    """A table row's cells, ``" | "``-joined (a merged cell once); ``""`` for a row with no text."""
-    text = " | ".join(dict.fromkeys(_cell_text(cell, default) for cell in row.cells))
+def _row_text(cells: list[Any], document: DocxDocument, default: bool | None) -> str:
+    """A table row's cells (``w:tc``), ``" | "``-joined (the same text once); ``""`` for a row with no text."""
+    text = " | ".join(dict.fromkeys(_cell_text(cell, document, default) for cell in cells))
     return text if text.strip(" |") else ""
 
 
-def _cell_text(cell: Any, default: bool | None) -> str:
-    return "\n".join(_visible_text(paragraph, default) for paragraph in cell.paragraphs).strip()
+def _cell_text(cell: Any, document: DocxDocument, default: bool | None) -> str:
+    """A cell's paragraphs and the rows of the tables nested in it, a line each."""
+    lines = []
+    for block in _inner(cell, _P, _TBL):
+        if block.tag == _P:
+            lines.append(_visible_text(Paragraph(block, document), default))
+        else:
+            lines += [_row_text(list(_inner(row, _TC)), document, default) for row in _inner(block, _TR)]
+    return "\n".join(lines).strip()
