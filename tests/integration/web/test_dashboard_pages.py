@@ -110,9 +110,8 @@ async def test_the_documents_page_and_its_live_table_keep_their_page(browser: ht
     await sign_up(browser)
     token = await csrf(browser, "/dashboard/documents")
     for i in range(3):
-        uploaded = await browser.post(
-            "/dashboard/documents", data={"_csrf_token": token}, files={"file": (f"week-{i}.txt", b"Notes.")}
-        )
+        note = (f"week-{i}.txt", f"Notes {i}.".encode())  # each file its own: the same one twice is refused
+        uploaded = await browser.post("/dashboard/documents", data={"_csrf_token": token}, files={"file": note})
         assert uploaded.status_code in (302, 303), uploaded.text
 
     listed = await pages(browser, "/dashboard/documents?limit=2", OLDER_DOCUMENTS, DOCUMENT_TITLE)
