@@ -5,13 +5,16 @@ left out)."""
 
 from __future__ import annotations
 
+import functools
 import io
 import posixpath
+import urllib.parse
 import zipfile
 from collections.abc import Callable
 
 import ebooklib
 from ebooklib import epub
+from lxml import etree
 
 from app.rag.extract import Caps, ExtractedText, ExtractionError, Page
 from app.rag.formats.html import html_text
@@ -32,14 +35,13 @@ def extract_epub(data: bytes, caps: Caps) -> ExtractedText:
     caps.check_pages(len(book.spine), "the EPUB", "chapter", "chapters")
     pages: list[Page] = []
     characters = 0
+    sheets = _style_sheets(book)
     for position, (idref, _linear) in enumerate(book.spine, start=1):
         item = book.get_item_with_id(idref)
         if item is None or item.get_type() != ebooklib.ITEM_DOCUMENT:
             continue
         try:
-            # the file as stored: EbookLib's get_content() renders the chapter again without its <head> (its
-            # <style> and <link> sheets, and so the text they hide, were lost)
-            text, _ = html_text(item.content.decode("utf-8", errors="replace"), _sheets(book, item))
+            text, _ = html_text(_as_html(item.content), _linked(item, sheets))
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - a damaged chapter
@@ -54,13 +56,46 @@ def extract_epub(data: bytes, caps: Caps) -> ExtractedText:
     return ExtractedText(pages, title[:300] or None)
 
 
-def _sheets(book: epub.EpubBook, chapter: epub.EpubItem) -> Callable[[str], str | None]:
-    """Reads the style sheet a chapter links (``href`` relative to the chapter, as in the package), or
-    ``None`` for one the book does not hold."""
+_XHTML = etree.XMLParser(recover=True, resolve_entities=False, no_network=True, load_dtd=False)
+"""Chapters are XML: read leniently (a damaged one yields what it can), never loading a DTD or entity."""
+
+
+def _as_html(xhtml: bytes) -> str:
+    """A chapter's XHTML file as stored (EbookLib's ``get_content()`` renders it again without its ``<head>``:
+    its ``<style>`` and ``<link>`` sheets, and so the text they hide, were lost), parsed as XML and written out
+    as HTML: an HTML parser takes an empty ``<title/>`` or ``<div/>`` for an open element, and the rest of the
+    chapter with it. XML beyond repair is handed on as text."""
+    try:
+        root = etree.fromstring(xhtml, _XHTML)
+    except etree.XMLSyntaxError:
+        root = None
+    if root is None:
+        return xhtml.decode("utf-8", errors="replace")
+    return str(etree.tostring(root, method="html", encoding="unicode"))
+
+
+def _style_sheets(book: epub.EpubBook) -> Callable[[str], str | None]:
+    """Reads the book's style sheet at a package path (``None``: the book holds no CSS item there), each once."""
+
+    @functools.cache
+    def read(path: str) -> str | None:
+        item = book.get_item_with_href(path)
+        if item is None or item.media_type != "text/css":
+            return None
+        return bytes(item.content).decode("utf-8", errors="replace")
+
+    return read
+
+
+def _linked(chapter: epub.EpubItem, sheets: Callable[[str], str | None]) -> Callable[[str], str | None]:
+    """Reads the style sheet a chapter links: ``href`` is a URL relative to the chapter (percent-encoded, as
+    in the package); one outside the package (a scheme or a host) is not read."""
 
     def read(href: str) -> str | None:
-        path = posixpath.normpath(posixpath.join(posixpath.dirname(chapter.get_name()), href.split("#")[0]))
-        sheet = book.get_item_with_href(path)
-        return None if sheet is None else sheet.content.decode("utf-8", errors="replace")
+        url = urllib.parse.urlsplit(href)
+        if url.scheme or url.netloc or not url.path:
+            return None
+        base = posixpath.dirname(chapter.get_name())
+        return sheets(posixpath.normpath(posixpath.join(base, urllib.parse.unquote(url.path))))
 
     return read

@@ -14,6 +14,7 @@ can read (an EPUB's); selectors with a state or pseudo-element (``:hover``, ``::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -38,7 +39,8 @@ def html_text(markup: str, linked: Callable[[str], str | None] | None = None) ->
     sheets = [style.text() for style in tree.css("style")]
     if linked is not None:
         for link in tree.css("link[href]"):
-            if "stylesheet" in (link.attributes.get("rel") or "").lower().split():
+            rel = (link.attributes.get("rel") or "").lower().split()
+            if "stylesheet" in rel and "alternate" not in rel:  # (an alternate sheet applies only when chosen)
                 sheets.append(linked(link.attributes.get("href") or "") or "")
     hidden_by_sheet = _hidden_by_style_sheets(tree, sheets)
     for node in tree.css(_DROPPED):
@@ -67,56 +69,79 @@ def _hidden_by_style_sheets(tree: LexborHTMLParser, sheets: list[str]) -> list[L
     hiding: list[str] = []
     showing: list[str] = []
     for sheet in sheets:
-        try:
-            rules = tinycss2.parse_stylesheet(sheet, skip_comments=True, skip_whitespace=True)
-        except (ValueError, OverflowError):  # (a number of thousands of digits: Python's int limit)
-            continue
-        for rule in _style_rules(rules):
-            declarations = _declarations(rule.content)
-            selectors = [s.strip() for s in tinycss2.serialize(rule.prelude).split(",")]
-            selectors = [s for s in selectors if s and ":" not in s]  # (a state or pseudo-element: not always)
-            if any(_hides(d) for d in declarations):
-                hiding += selectors
-            if any(_shows(d) for d in declarations):
-                showing += selectors
+        hides, shows = _sheet_selectors(sheet)
+        hiding += hides
+        showing += shows
     shown = {node.mem_id for node in _matching(tree, showing)}  # (mem_id: the parser's node, not its wrapper)
     hidden = {node.mem_id: node for node in _matching(tree, hiding) if node.mem_id not in shown}
     inside = {child.mem_id for node in hidden.values() for child in node.traverse() if child.mem_id != node.mem_id}
     return [node for key, node in hidden.items() if key not in inside]
 
 
+@functools.lru_cache(maxsize=32)
+def _sheet_selectors(sheet: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(hiding, showing)``: the selectors of a style sheet's rules that hide (:func:`_hides`) and that show
+    (:func:`_shows`) the elements they match; none for a sheet tinycss2 cannot read. Cached: an EPUB's chapters
+    share their sheets."""
+    try:
+        rules = tinycss2.parse_stylesheet(sheet, skip_comments=True, skip_whitespace=True)
+    except (ValueError, OverflowError):  # (a number of thousands of digits: Python's int limit)
+        return (), ()
+    hiding: list[str] = []
+    showing: list[str] = []
+    for rule in _style_rules(rules):
+        declarations = _declarations(rule.content)
+        selectors = [s.strip() for s in _serialize(rule.prelude).split(",")]
+        selectors = [s for s in selectors if s and ":" not in s]  # (a state or pseudo-element: not always)
+        if any(_hides(d) for d in declarations):
+            hiding += selectors
+        if any(_shows(d) for d in declarations):
+            showing += selectors
+    return tuple(hiding), tuple(showing)
+
+
 _GROUPING = {"media", "supports", "layer", "container", "scope", "document"}
 """At-rules whose block holds style rules that apply (on the coach's screen, for ``@media``: :func:`_on_screen`)."""
-_NOT_ON_SCREEN = {"print", "speech"}
+MAX_NESTING = 16
+"""Grouping at-rules read inside one another; deeper rules are not read (no browser sheet nests so deep, and
+Python's recursion would end the extraction)."""
 
 
-def _style_rules(rules: list[Any]) -> Iterator[Any]:
+def _style_rules(rules: list[Any], depth: int = 0) -> Iterator[Any]:
     """The style rules of a sheet's rule list, and of the grouping at-rules in it (:data:`_GROUPING`), nested
-    to any depth (``@media screen { @supports (display: grid) { … } }``); a ``@media`` block whose every query
-    is for print or speech only is skipped."""
+    up to :data:`MAX_NESTING` deep (``@media screen { @supports (display: grid) { … } }``); a ``@media`` block
+    that applies on no screen (:func:`_on_screen`) is skipped."""
     for rule in rules:
         if rule.type == "qualified-rule":
             yield rule
         elif rule.type == "at-rule" and rule.lower_at_keyword in _GROUPING and rule.content is not None:
-            if rule.lower_at_keyword == "media" and not _on_screen(tinycss2.serialize(rule.prelude)):
+            if depth == MAX_NESTING or (rule.lower_at_keyword == "media" and not _on_screen(rule.prelude)):
                 continue
             try:
                 inner = tinycss2.parse_blocks_contents(rule.content, skip_comments=True, skip_whitespace=True)
             except (ValueError, OverflowError):
                 continue
-            yield from _style_rules(inner)
+            yield from _style_rules(inner, depth + 1)
 
 
-def _on_screen(queries: str) -> bool:
-    """Whether a media query list (Media Queries Level 4) may apply on a screen: any query whose media type is
-    not ``print`` or ``speech`` (``not print`` is), ``all`` or none. A width or other feature counts as
-    applying: hidden on some screens is hidden from the coach's, perhaps."""
+def _serialize(tokens: list[Any]) -> str:
+    """CSS tokens as text, without their comments."""
+    return str(tinycss2.serialize(token for token in tokens if token.type != "comment"))
+
+
+def _on_screen(prelude: list[Any]) -> bool:
+    """Whether a media query list (Media Queries Level 4, §2–3) may apply on the coach's screen: a query of type
+    ``screen`` or ``all`` (or none), with any features (a width counts: hidden on some screens is hidden from
+    the coach's, perhaps), or a negated query but ``not all`` and ``not screen`` without features. Other types
+    (``print``, ``speech``; ``tv``, ``handheld`` and the like, which match nothing any more) apply on none."""
+    queries = " ".join(token.serialize() for token in prelude if token.type not in ("comment", "whitespace"))
     for query in queries.lower().split(","):
         words = query.replace("(", " (").split()
         negated = bool(words) and words[0] == "not"
         words = words[1:] if words and words[0] in ("not", "only") else words
         media_type = words[0] if words and not words[0].startswith("(") else "all"
-        if (media_type in _NOT_ON_SCREEN) == negated:
+        applies = words not in (["all"], ["screen"]) if negated else media_type in ("all", "screen")
+        if applies:
             return True
     return False
 
