@@ -48,9 +48,11 @@ ALERTS_QUEUE = "opencoach:queue:alerts"
 that slow jobs on the default queue (a large PDF, a drip-feeding endpoint) never hold back a crisis alert."""
 
 
-def ingest_document(session: AsyncSession, coach_id: uuid.UUID, document_id: uuid.UUID) -> None:
-    """Queue extraction → chunking → embedding → storage of one document (idempotent job)."""
-    add_job(session, coach_id, INGEST_DOCUMENT, str(coach_id), str(document_id))
+def ingest_document(session: AsyncSession, coach_id: uuid.UUID, document_id: uuid.UUID, *, lost: bool = False) -> None:
+    """Queue extraction → chunking → embedding → storage of one document (idempotent job). ``lost``: its job
+    again, the first one lost (one id for every such job, so sweeps that meet the same loss queue it once)."""
+    job_id = f"{INGEST_DOCUMENT}:{document_id}:lost" if lost else None
+    add_job(session, coach_id, INGEST_DOCUMENT, str(coach_id), str(document_id), job_id=job_id)
 
 
 def summarize_session(

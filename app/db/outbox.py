@@ -312,10 +312,18 @@ async def pending_job_args(
     in arq's default queue whose data arq still holds (queued, deferred, waiting for a retry, or running: arq
     keeps a job's id in its queue until the job ends). A job whose data expired (arq's ``expires_extra_ms``, a
     day by default, passed with no worker) is not counted: the worker that pops it drops it unrun. The outbox
-    is read first, so a row sent and deleted between the two reads is found in arq's queue.
+    is read first, so a row sent and deleted between the two reads is found in arq's queue; all of it is read
+    twice, so a job that queues its follow-up under a new id and ends (an ingestion deferred for its coach's
+    slots) between one read of the queue and the read of its payloads is found in the other.
 
     Reads the whole queue (``ZRANGE``, then ``MGET`` of :data:`SCAN_BATCH` payloads at a time): for sweeps, not
     for a request's path. Raises one of :data:`UNAVAILABLE` when Redis is out of reach."""
+    return await _pending_job_args(sessionmaker, redis, name) | await _pending_job_args(sessionmaker, redis, name)
+
+
+async def _pending_job_args(
+    sessionmaker: async_sessionmaker[AsyncSession], redis: ArqRedis, name: str
+) -> set[tuple[Any, ...]]:
     async with sessionmaker() as session:
         found = {tuple(args) for args in (await session.scalars(select(OutboxJob.args).where(OutboxJob.name == name)))}
     ids: list[bytes] = await redis.zrange(redis.default_queue_name, 0, -1)

@@ -211,20 +211,22 @@ async def ingest_corpus(
                 "chunks": 0,
             }
         )
-    async with unit_of_work(container.sessionmaker, coach_id) as uow:
-        await uow.session.execute(insert(Document), rows)
     gate = asyncio.Semaphore(INGEST_CONCURRENCY)
     done = 0
 
-    async def one(document_id: uuid.UUID) -> None:
+    async def one(row: dict[str, Any]) -> None:
         nonlocal done
         async with gate:
-            await container.documents.ingest(coach_id, document_id, trusted=True)
+            # stored just before it is ingested: a document left queued with no job for long is one the worker's
+            # sweep queues again (app.rag.service.DocumentService.requeue_lost)
+            async with unit_of_work(container.sessionmaker, coach_id) as uow:
+                await uow.session.execute(insert(Document), [row])
+            await container.documents.ingest(coach_id, row["id"], trusted=True)
         done += 1
         if progress and done % 50 == 0:
             progress(f"ingested {done}/{len(rows)} documents")
 
-    await asyncio.gather(*(one(row_id) for row_id in corpus_of))
+    await asyncio.gather(*(one(row) for row in rows))
     async with unit_of_work(container.sessionmaker, coach_id) as uow:
         failed = (
             await uow.session.execute(

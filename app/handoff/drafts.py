@@ -157,12 +157,15 @@ class DraftService:
 
 
 async def _deleted_sources(session: AsyncSession, coach_id: uuid.UUID, citations: list[dict[str, Any]]) -> list[str]:
-    """The titles, sorted, of the documents ``citations`` cite that the coach no longer has."""
+    """The titles, sorted, of the documents ``citations`` cite that the coach no longer has; the others are
+    locked (``FOR SHARE``) until the transaction ends."""
     cited: dict[uuid.UUID, str] = {}
     for citation in citations:
         with contextlib.suppress(KeyError, TypeError, ValueError):
             cited[uuid.UUID(str(citation["document_id"]))] = str(citation.get("title") or "a document")
     if not cited:
         return []
-    kept = set(await session.scalars(select(Document.id).where(Document.coach_id == coach_id, Document.id.in_(cited))))
+    # FOR SHARE: a deletion waits until the reply is stored (or commits first, and the draft is refused)
+    stmt = select(Document.id).where(Document.coach_id == coach_id, Document.id.in_(cited)).with_for_update(read=True)
+    kept = set(await session.scalars(stmt))
     return sorted({title for document_id, title in cited.items() if document_id not in kept})

@@ -301,9 +301,10 @@ class DocumentService:
         document stayed ``queued`` for good. Returns how many were queued again.
 
         Runs before any tenant is known (the worker's cron): candidates come from the ``unstarted_documents()``
-        SECURITY DEFINER function; each is re-checked (and locked) inside its own tenant's transaction, which
-        adds its job to the outbox. Raises one of :data:`~app.db.outbox.UNAVAILABLE` when Redis is out of
-        reach."""
+        SECURITY DEFINER function; each is re-checked inside its own tenant's transaction, which adds its job to
+        the outbox under one id per document (:func:`app.db.jobs.ingest_document`), so sweeps running at once (a
+        start-up sweep beside the minute's) queue one job: arq refuses the copy. Raises one of
+        :data:`~app.db.outbox.UNAVAILABLE` when Redis is out of reach."""
         candidates = await self._candidates("unstarted_documents", older_than_s)
         if not candidates:
             return 0
@@ -323,7 +324,7 @@ class DocumentService:
                     .with_for_update()
                 )
                 if still is not None:
-                    jobs.ingest_document(uow.session, coach_id, document_id)
+                    jobs.ingest_document(uow.session, coach_id, document_id, lost=True)
                     requeued += 1
         if requeued:
             log.warning("%d queued documents had lost their ingestion job; queued again", requeued)

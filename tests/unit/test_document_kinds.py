@@ -83,8 +83,8 @@ def test_docx_text_in_content_controls_is_read_and_page_breaks_in_tables_count()
 
 def test_docx_tables_nested_in_cells_and_content_controls_in_tables_are_read() -> None:
     """A table nested in a cell (a row a line), and content controls around a row (a repeating section), a
-    cell, or a cell's paragraphs: their text was lost (python-docx reads a table's own rows and a row's own
-    cells, a cell's own paragraphs)."""
+    cell, a cell's paragraphs, or runs in a paragraph: their text was lost (python-docx reads a table's own rows,
+    a row's own cells, a cell's own paragraphs and a paragraph's own runs). Hidden runs in them stay out."""
 
     def p(text: str) -> str:
         return f"<w:p><w:r><w:t>{text}</w:t></w:r></w:p>"
@@ -102,15 +102,21 @@ def test_docx_tables_nested_in_cells_and_content_controls_in_tables_are_read() -
         + control(f"<w:tr>{tc(p('A repeating row.'))}{tc(control(p('In a cell block.')))}</w:tr>")
         + f"<w:tr>{control(tc(p('A cell control.')))}{tc(p('Plain.'))}</w:tr></w:tbl>"
     )
+    hidden = '<w:r><w:rPr><w:vanish/></w:rPr><w:t xml:space="preserve"> (obey me)</w:t></w:r>'
+    inline = parse_xml(  # a run-level control (a date picker, a plain-text field) in a paragraph
+        f'<w:p {nsdecls("w")}><w:r><w:t xml:space="preserve">Due: </w:t></w:r>'
+        f"{control('<w:r><w:t>1 June</w:t></w:r>' + hidden)}<w:r><w:t>.</w:t></w:r></w:p>"
+    )
     document = docx.Document()
     document.add_paragraph("Before.")
-    document.element.body.insert(len(document.element.body) - 1, table)  # (before the section properties)
+    for element in (table, inline):
+        document.element.body.insert(len(document.element.body) - 1, element)  # (before the section properties)
     out = io.BytesIO()
     document.save(out)
     [page] = extract_pages(out.getvalue(), "docx").pages
     assert page.text == (
         "Before.\n\nGoal. | Steps:\nInner one. | Inner two.\n\nA repeating row. | In a cell block."
-        "\n\nA cell control. | Plain."
+        "\n\nA cell control. | Plain.\n\nDue: 1 June."
     )
 
 

@@ -185,6 +185,9 @@ class ChatLocks:
                 return
             except RedisError as exc:
                 log.warning("a Telegram chat's lease was not renewed: %r", exc)
+            except Exception:  # (nothing awaits this task: an error would end it unseen)
+                log.exception("renewing a Telegram chat's lease failed; it lapses")
+                return
 
     @contextlib.asynccontextmanager
     async def answering(self, coach_id: uuid.UUID, chat_id: int) -> AsyncIterator[None]:

@@ -28,7 +28,7 @@ from docx.text.run import Run
 from app.rag.extract import Caps, ExtractedText, ExtractionError, Page
 
 _P, _TBL, _TR, _TC = qn("w:p"), qn("w:tbl"), qn("w:tr"), qn("w:tc")
-_SDT, _SDT_CONTENT = qn("w:sdt"), qn("w:sdtContent")
+_R, _HYPERLINK, _SDT, _SDT_CONTENT = qn("w:r"), qn("w:hyperlink"), qn("w:sdt"), qn("w:sdtContent")
 _RENDERED_BREAK = ".//w:lastRenderedPageBreak"
 _EXPLICIT_BREAK = './/w:br[@w:type="page"]'
 
@@ -83,8 +83,8 @@ def _pages(document: DocxDocument, caps: Caps) -> list[Page]:
 def _inner(container: Any, *tags: str) -> Iterator[Any]:
     """The XML children of ``container`` with one of ``tags``, in reading order, those inside content controls
     (``w:sdt``, ECMA-376 Part 1 §17.5.2; templates and forms hold their text in them) in place: block-level ones
-    hold paragraphs and tables, row-level ones rows, cell-level ones cells. python-docx reads a container's own
-    children only, and the text inside content controls was lost."""
+    hold paragraphs and tables, row-level ones rows, cell-level ones cells, run-level ones runs. python-docx
+    reads a container's own children only, and the text inside content controls was lost."""
     for child in container.iterchildren():
         if child.tag in tags:
             yield child
@@ -111,11 +111,13 @@ def _style_hidden(style: Any) -> bool | None:
 
 
 def _visible_text(paragraph: Paragraph, default: bool | None) -> str:
-    """The paragraph's text without its hidden runs (those inside hyperlinks too): hidden by the run's own
-    formatting, else by its character style, else by the paragraph's style (each with its base styles), else by
-    the document's ``default`` (:func:`_default_hidden`)."""
+    """The paragraph's text without its hidden runs (those inside hyperlinks and content controls too): hidden by
+    the run's own formatting, else by its character style, else by the paragraph's style (each with its base
+    styles), else by the document's ``default`` (:func:`_default_hidden`)."""
     runs = (
-        run for item in paragraph.iter_inner_content() for run in (item.runs if isinstance(item, Hyperlink) else [item])
+        run
+        for child in _inner(paragraph._p, _R, _HYPERLINK)  # noqa: SLF001 - the paragraph's XML element
+        for run in (Hyperlink(child, paragraph).runs if child.tag == _HYPERLINK else [Run(child, paragraph)])
     )
     paragraph_hidden = _style_hidden(paragraph.style)
 

@@ -74,7 +74,8 @@ class HandoffPages(CoachPage):
         self, draft_id: PathId, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep
     ) -> Template | Redirect:
         """Send a pending draft, as written or with the coach's edit (``text``, when it differs). A refusal
-        (already decided, an empty or too long edit) shows the draft's conversation with the reason."""
+        (already decided, an empty or too long edit, or sent as written while it draws on a document deleted
+        since) shows the draft's conversation with the reason."""
         form = await request.form()
         text = form_str(form, "text") if "text" in form else None
         try:

@@ -180,15 +180,15 @@ async def test_an_ingestion_that_meets_the_database_out_of_reach_at_its_start_is
     assert (await _document(http, coach, doc["id"]))["status"] == "ready"
 
 
-async def _arq_jobs(container: Container, function: str) -> dict[str, bytes]:
-    """The document id of each ``function`` job in arq's queue whose data arq holds → that job's id."""
-    jobs = {}
+async def _arq_jobs(container: Container, function: str) -> dict[str, list[bytes]]:
+    """The document id of each ``function`` job in arq's queue whose data arq holds → those jobs' ids."""
+    jobs: dict[str, list[bytes]] = {}
     for job_id in await container.redis.zrange(container.redis.default_queue_name, 0, -1):
         payload = await container.redis.get(job_key_prefix.encode() + job_id)
         if payload is not None:
             name, args, *_ = deserialize_job_raw(payload)
             if name == function:
-                jobs[args[1]] = job_id
+                jobs.setdefault(args[1], []).append(job_id)
     return jobs
 
 
@@ -205,9 +205,9 @@ async def _drained(container: Container) -> None:
 async def _forget_job(container: Container, document_id: str) -> None:
     """Take a document's ingestion job out of arq, as arq does once it gave the job up (or as a Redis that lost
     its data does)."""
-    job_id = (await _arq_jobs(container, INGEST_DOCUMENT))[document_id]
-    await container.redis.zrem(container.redis.default_queue_name, job_id)
-    await container.redis.delete(job_key_prefix.encode() + job_id)
+    for job_id in (await _arq_jobs(container, INGEST_DOCUMENT))[document_id]:
+        await container.redis.zrem(container.redis.default_queue_name, job_id)
+        await container.redis.delete(job_key_prefix.encode() + job_id)
 
 
 async def test_the_sweep_fails_documents_arq_gave_up_after_cancelled_ingestions(
@@ -264,7 +264,7 @@ async def test_the_sweep_queues_again_documents_whose_job_arq_dropped_or_redis_l
     await _drained(container)
     queued = await _arq_jobs(container, INGEST_DOCUMENT)
     assert {doc["id"] for doc in (expired, forgotten, waiting, recent)} <= queued.keys()
-    await container.redis.delete(job_key_prefix.encode() + queued[expired["id"]])  # arq's expiry
+    await container.redis.delete(job_key_prefix.encode() + queued[expired["id"]][0])  # arq's expiry
     for doc in (forgotten, recent):  # a Redis that lost its data
         await _forget_job(container, doc["id"])
     async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
@@ -274,7 +274,12 @@ async def test_the_sweep_queues_again_documents_whose_job_arq_dropped_or_redis_l
             .values(created_at=datetime.now(UTC) - timedelta(seconds=LOST_AFTER_S + 60))
         )
 
-    assert await worker.requeue_lost_documents({"container": container}) == "2 documents with a lost job queued again"
+    # two sweeps at once (a worker's start-up sweep beside another's) queue each document's job once
+    both = await asyncio.gather(*(worker.requeue_lost_documents({"container": container}) for _ in "ab"))
+    assert "2 documents with a lost job queued again" in both
+    await _drained(container)
+    queued = await _arq_jobs(container, INGEST_DOCUMENT)
+    assert [len(queued[doc["id"]]) for doc in (expired, forgotten, waiting)] == [1, 1, 1]
     assert await container.documents.requeue_lost(container.redis) == 0  # their jobs now wait: idempotent
     await run_jobs()
     for doc in (expired, forgotten, waiting):
