@@ -33,6 +33,8 @@ class DocumentStatus:
     PROCESSING = "processing"
     READY = "ready"
     FAILED = "failed"
+    ACTIVE = (QUEUED, PROCESSING)
+    """Not ended yet."""
 
 
 class Document(TenantMixin, Base):
@@ -43,7 +45,8 @@ class Document(TenantMixin, Base):
     ``indexed_tokens`` are the chunks stored and their summed ``token_count``, kept by triggers on ``chunks``
     (migration 0028) for BM25's collection statistics; the application never writes them. ``embedding_model``
     is set when processing starts, so retrieval can use the committed chunks of a document still being
-    processed."""
+    processed. ``replaces_id``: the document this one, the same file processed again, replaces once it is ready
+    (:meth:`app.rag.service.DocumentService.reprocess`)."""
 
     __tablename__ = "documents"
 
@@ -65,6 +68,9 @@ class Document(TenantMixin, Base):
     embedding_model: Mapped[str | None] = mapped_column(String(200))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    replaces_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("documents.id", ondelete="SET NULL", name="fk_documents_replaces_id"), index=True
+    )
 
 
 class Chunk(TenantMixin, Base):

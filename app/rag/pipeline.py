@@ -277,13 +277,17 @@ class IngestRun:
 
     async def _finish(self, total: int, extracted: ExtractedText) -> bool:
         """Drop chunks past ``total`` (left by an attempt that cut more) and mark the document ``ready``
-        with ``total`` chunks (its pages counted when they came numbered: PDF, DOCX, EPUB)."""
+        with ``total`` chunks (its pages counted when they came numbered: PDF, DOCX, EPUB); a document that
+        replaces another (``replaces_id``) deletes it."""
         async with unit_of_work(self._sessionmaker, self._coach_id) as uow:
             session = uow.session
             document = await self._locked(session)
             if document is None:
                 return False
             await session.execute(delete(Chunk).where(Chunk.document_id == self._document_id, Chunk.ordinal >= total))
+            if document.replaces_id is not None:  # processed again: the original goes (its chunks with it)
+                await session.execute(delete(Document).where(Document.id == document.replaces_id))
+                document.replaces_id = None
             document.status, document.chunks, document.finished_at = DocumentStatus.READY, total, datetime.now(UTC)
             document.chunks_total, document.pages_done = total, self.timings.pages
             document.pages = self.timings.pages if self._paged else None

@@ -135,6 +135,48 @@ class DocumentService:
                 location=f"/api/v1/documents/{same.id}",
             )
 
+    async def reprocess(self, uow: UnitOfWork, document_id: uuid.UUID) -> Document:
+        """Process a document's file again (after an extraction fix, or a failure that was not the file's): a new
+        document of the same file, queued, that replaces the original once it is ready (the original, still
+        answering meanwhile, is deleted then with its chunks; a failure leaves it as it was). Returns the new
+        document. Raises ``NotFound``, and ``Conflict`` while the document is being processed (first or again)
+        or when its file was not kept (over the upload limit)."""
+        session = uow.session
+        original = await session.scalar(  # locked: two requests at once make one new document
+            select(Document).where(Document.id == document_id, Document.coach_id == uow.coach_id).with_for_update()
+        )
+        if original is None:
+            raise NotFound("document not found")
+        if original.status in DocumentStatus.ACTIVE:
+            raise Conflict(f"“{original.title}” is being processed: wait until it is ready or failed")
+        again = await session.scalar(
+            select(Document.id).where(Document.replaces_id == document_id, Document.status.in_(DocumentStatus.ACTIVE))
+        )
+        if again is not None:
+            raise Conflict(
+                f"“{original.title}” is being processed again already", location=f"/api/v1/documents/{again}"
+            )
+        data = await session.scalar(select(Document.original).where(Document.id == document_id))
+        if not data:
+            raise Conflict(f"the file of “{original.title}” was not kept (over the upload limit): upload it again")
+        document = Document(
+            coach_id=uow.coach_id,
+            title=original.title,
+            filename=original.filename,
+            content_type=original.content_type,
+            size_bytes=original.size_bytes,
+            sha256=original.sha256,
+            original=data,
+            status=DocumentStatus.QUEUED,
+            pages_done=0,
+            chunks=0,
+            replaces_id=original.id,
+        )
+        session.add(document)
+        await session.flush()
+        jobs.ingest_document(session, uow.coach_id, document.id)
+        return document
+
     async def get(self, uow: UnitOfWork, document_id: uuid.UUID) -> Document:
         """One document of this coach. Raises ``NotFound`` (also for another coach's id)."""
         session, coach_id = uow.session, uow.coach_id

@@ -25,7 +25,8 @@ class DocumentOut(msgspec.Struct):
     """Status and progress: ``pages_done`` of ``pages`` extracted, ``chunks`` embedded and committed so far
     (searchable already while ``processing``; final once ``ready``), reaching page ``pages_searchable``, of
     ``chunks_total`` (``null`` until extraction and chunking have finished); ``error`` says why a ``failed``
-    document failed (its chunks are then not used)."""
+    document failed (its chunks are then not used); ``replaces_id``: the document this one, its file processed
+    again, replaces once it is ready."""
 
     id: uuid.UUID
     title: str
@@ -39,6 +40,7 @@ class DocumentOut(msgspec.Struct):
     size_bytes: int
     created_at: datetime
     chunks_total: int | None = None
+    replaces_id: uuid.UUID | None = None
 
 
 def document_out(d: Document) -> DocumentOut:
@@ -56,6 +58,7 @@ def document_out(d: Document) -> DocumentOut:
         d.size_bytes,
         d.created_at,
         d.chunks_total,
+        d.replaces_id,
     )
 
 
@@ -99,6 +102,14 @@ class DocumentController(Controller):
     async def get_document(self, document_id: PathId, uow: Uow, container: ContainerDep) -> DocumentOut:
         """One document's status and progress."""
         return document_out(await container.documents.get(uow, document_id))
+
+    @post("/{document_id:uuid}/reprocess", status_code=202)
+    async def reprocess(self, document_id: PathId, uow: Uow, container: ContainerDep) -> DocumentAccepted:
+        """Process the document's file again (after an extraction fix): a new document, queued, that replaces
+        this one once it is ready (this one answers meanwhile; a failure leaves it). 404 for another coach's or
+        a missing document; 409 while it is being processed, or when its file was not kept."""
+        document = await container.documents.reprocess(uow, document_id)
+        return DocumentAccepted(document.id, document.status)
 
     @delete("/{document_id:uuid}", status_code=204)
     async def delete_document(self, document_id: PathId, uow: Uow, container: ContainerDep) -> None:

@@ -16,8 +16,6 @@ from app.rag.models import DocumentStatus
 from app.web.api.documents import read_upload
 from app.web.dashboard.auth import CoachPage
 
-ACTIVE_STATUSES = (DocumentStatus.QUEUED, DocumentStatus.PROCESSING)
-
 
 async def _table_context(container: Container, uow: UnitOfWork, page: PageRequest) -> dict[str, Any]:
     """The documents table's context: one page of the documents (newest first), whether one of them is still
@@ -25,7 +23,7 @@ async def _table_context(container: Container, uow: UnitOfWork, page: PageReques
     docs = await container.documents.list(uow, page)
     return {
         "documents": docs.items,
-        "active": any(d.status in ACTIVE_STATUSES for d in docs.items),
+        "active": any(d.status in DocumentStatus.ACTIVE for d in docs.items),
         "this_page": page_query(page, page.after),
         "older": page_query(page, docs.next),
     }
@@ -60,6 +58,17 @@ class DocumentPages(CoachPage):
             async with uow.savepoint():  # a refused change is rolled back alone; the page shows why
                 filename, content_type, data = await read_upload(request)
                 await container.documents.upload(uow, filename, content_type, data)
+        except DomainError as exc:
+            return await _documents_page(container, uow, PageRequest(), exc.message, exc.status_code)
+        return Redirect("/dashboard/documents")
+
+    @post("/documents/{document_id:uuid}/reprocess")
+    async def reprocess_document(self, document_id: PathId, uow: Uow, container: ContainerDep) -> Template | Redirect:
+        """Process a document's file again (:meth:`app.rag.service.DocumentService.reprocess`); a refusal (being
+        processed, its file not kept) shows the page with the reason."""
+        try:
+            async with uow.savepoint():
+                await container.documents.reprocess(uow, document_id)
         except DomainError as exc:
             return await _documents_page(container, uow, PageRequest(), exc.message, exc.status_code)
         return Redirect("/dashboard/documents")

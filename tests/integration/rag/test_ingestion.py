@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import pypdf
 import pytest
 
+from app.rag.extract import ExtractionError
+from app.rag.pipeline import IngestRun
 from tests.conftest import BOOKS, MEDITATIONS, TEST_MAX_UPLOAD_MB, Coach, upload
 
 
@@ -159,3 +162,58 @@ async def test_a_file_already_in_the_library_is_refused_naming_its_document(
         *(http.post("/api/v1/documents", headers=coach.headers, files={"file": ("plan.txt", plan)}) for _ in "ab")
     )
     assert sorted(response.status_code for response in both) == [202, 409]
+
+
+async def test_a_document_processed_again_replaces_itself_once_ready_and_answers_meanwhile(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A document ingested before an extraction fix kept what the old extraction made of it. Processed again,
+    its file becomes a new document that replaces it once ready; the original stays (and answers) until then,
+    and stays for good when the new processing fails. While either is being processed, processing it again is a
+    409; a file not kept (over the upload limit) is a 409 with the reason; another coach's is a 404."""
+    coach, other = await make_coach("Again Coach"), await make_coach("Other Again")
+    h = coach.headers
+
+    async def doc(document_id: str) -> httpx.Response:
+        return await http.get(f"/api/v1/documents/{document_id}", headers=h)
+
+    async def again(document_id: str, headers: dict[str, str] = h) -> httpx.Response:
+        return await http.post(f"/api/v1/documents/{document_id}/reprocess", headers=headers)
+
+    first = await upload(http, coach, "habits.txt", b"Small habits, repeated daily, compound.\n" * 30)
+    assert (await again(first["id"])).status_code == 409  # still queued
+    await run_jobs()
+    before = (await doc(first["id"])).json()
+    assert before["status"] == "ready" and before["chunks"] >= 1
+
+    accepted = await again(first["id"])
+    assert accepted.status_code == 202, accepted.text
+    new_id = accepted.json()["id"]
+    twice = await again(first["id"])
+    assert twice.status_code == 409 and twice.headers["location"] == f"/api/v1/documents/{new_id}"
+    assert "being processed again already" in twice.json()["detail"]
+    assert (await again(new_id)).status_code == 409
+    assert (await doc(new_id)).json()["replaces_id"] == first["id"]
+    assert (await doc(first["id"])).json() == before, "the original answers until the new copy is ready"
+    assert (await again(first["id"], other.headers)).status_code == 404
+
+    await run_jobs()
+    assert (await doc(first["id"])).status_code == 404
+    replaced = (await doc(new_id)).json()
+    assert (replaced["status"], replaced["chunks"], replaced["replaces_id"]) == ("ready", before["chunks"], None)
+
+    async def broken(self: IngestRun, *args: Any, **kwargs: Any) -> None:
+        raise ExtractionError("the reader broke")
+
+    monkeypatch.setattr(IngestRun, "run", broken)
+    failed_id = (await again(new_id)).json()["id"]
+    await run_jobs()
+    assert (await doc(failed_id)).json()["status"] == "failed"
+    assert (await doc(new_id)).json()["status"] == "ready", "a failure leaves the original as it was"
+
+    huge = await upload(http, coach, "huge.txt", b"a" * int((TEST_MAX_UPLOAD_MB + 0.5) * 1024 * 1024))
+    not_kept = await again(huge["id"])
+    assert not_kept.status_code == 409 and "was not kept" in not_kept.json()["detail"]

@@ -143,6 +143,15 @@ async def test_upload_and_live_status(browser: httpx.AsyncClient, run_jobs: Call
     table = await browser.get("/dashboard/documents/table")
     assert "ready" in table.text and "hx-trigger" not in table.text
     assert 'href="/dashboard/start#step-preview">ready — try it</a>' in table.text
+    reprocess = re.search(r'action="(/dashboard/documents/[0-9a-f-]+/reprocess)"', table.text)
+    assert reprocess is not None, "a ready document can be processed again"
+    assert (await browser.post(reprocess.group(1), data={"_csrf_token": token})).status_code in (302, 303)
+    table = await browser.get("/dashboard/documents/table")
+    assert "replaces the earlier copy once ready" in table.text and 'hx-trigger="every 2s"' in table.text
+    busy = await browser.post(reprocess.group(1), data={"_csrf_token": token})
+    assert busy.status_code == 409 and "is being processed again already" in busy.text
+    await run_jobs()
+    table = await browser.get("/dashboard/documents/table")
     page = (await browser.get("/dashboard/documents")).text
     assert 'id="dropzone"' in page and "/static/documents.js" in page and ".vtt" in page
 
