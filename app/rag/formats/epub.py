@@ -56,15 +56,17 @@ def extract_epub(data: bytes, caps: Caps) -> ExtractedText:
     return ExtractedText(pages, title[:300] or None)
 
 
-_XHTML = etree.XMLParser(recover=True, resolve_entities=False, no_network=True, load_dtd=False)
-"""Chapters are XML: read leniently (a damaged one yields what it can), never loading a DTD or entity."""
+_XHTML = etree.HTMLParser(encoding="utf-8", no_network=True, recover=True)
+"""libxml2's HTML parser, which reads an XHTML chapter's ``<x/>`` as an empty element and knows HTML's named
+entities (``&nbsp;``: undeclared in XML, and a lenient XML parser lost the ``&amp;`` after it)."""
 
 
 def _as_html(xhtml: bytes) -> str:
     """A chapter's XHTML file as stored (EbookLib's ``get_content()`` renders it again without its ``<head>``:
-    its ``<style>`` and ``<link>`` sheets, and so the text they hide, were lost), parsed as XML and written out
-    as HTML: an HTML parser takes an empty ``<title/>`` or ``<div/>`` for an open element, and the rest of the
-    chapter with it. XML beyond repair is handed on as text."""
+    its ``<style>`` and ``<link>`` sheets, and so the text they hide, were lost), written out as HTML5 can read
+    it: Lexbor, an HTML5 parser, takes an empty ``<title/>`` or ``<div/>`` for an open element, and the rest of
+    the chapter with it. A file libxml2 cannot read at all is handed on as text. Chapters are UTF-8 (EPUB 3
+    §3.1: UTF-8 or UTF-16; the text was read as UTF-8 before too)."""
     try:
         root = etree.fromstring(xhtml, _XHTML)
     except etree.XMLSyntaxError:
