@@ -46,7 +46,8 @@ class Document(TenantMixin, Base):
     (migration 0028) for BM25's collection statistics; the application never writes them. ``embedding_model``
     is set when processing starts, so retrieval can use the committed chunks of a document still being
     processed. ``replaces_id``: the document this one, the same file processed again, replaces once it is ready
-    (:meth:`app.rag.service.DocumentService.reprocess`)."""
+    (:meth:`app.rag.service.DocumentService.reprocess`), and has replaced since (no foreign key: the original is
+    gone then)."""
 
     __tablename__ = "documents"
 
@@ -68,9 +69,7 @@ class Document(TenantMixin, Base):
     embedding_model: Mapped[str | None] = mapped_column(String(200))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    replaces_id: Mapped[uuid.UUID | None] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("documents.id", ondelete="SET NULL", name="fk_documents_replaces_id"), index=True
-    )
+    replaces_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
 
 
 class Chunk(TenantMixin, Base):

@@ -79,6 +79,14 @@ async def set_document(
         )
 
 
+async def lock_file(session: AsyncSession, coach_id: uuid.UUID, sha256: str) -> None:
+    """Take the transaction-scoped advisory lock on one file (by SHA-256) of the coach's library: an upload,
+    a reprocessing, a deletion and the end of a reprocessing that touch one file take turns, and each takes it
+    before any document row's lock (one order: no deadlock)."""
+    key = f"document:{coach_id}:{sha256}"
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
+
+
 async def _lock_document(session: AsyncSession, document_id: uuid.UUID) -> Document | None:
     """Take the document's transaction-scoped advisory lock (one writer of its chunks at a time); returns
     the document, or ``None`` when it was deleted."""
@@ -278,16 +286,29 @@ class IngestRun:
     async def _finish(self, total: int, extracted: ExtractedText) -> bool:
         """Drop chunks past ``total`` (left by an attempt that cut more) and mark the document ``ready``
         with ``total`` chunks (its pages counted when they came numbered: PDF, DOCX, EPUB); a document that
-        replaces another (``replaces_id``) deletes it."""
+        replaces another (``replaces_id``) deletes every other document of the same file (the original, a
+        failed earlier copy, the same file uploaded again after the original failed): one copy stays."""
         async with unit_of_work(self._sessionmaker, self._coach_id) as uow:
             session = uow.session
+            copy = (
+                await session.execute(
+                    select(Document.sha256, Document.replaces_id).where(Document.id == self._document_id)
+                )
+            ).first()
+            if copy is not None and copy.replaces_id is not None:
+                await lock_file(session, self._coach_id, copy.sha256)
             document = await self._locked(session)
             if document is None:
                 return False
             await session.execute(delete(Chunk).where(Chunk.document_id == self._document_id, Chunk.ordinal >= total))
-            if document.replaces_id is not None:  # processed again: the original goes (its chunks with it)
-                await session.execute(delete(Document).where(Document.id == document.replaces_id))
-                document.replaces_id = None
+            if document.replaces_id is not None:  # processed again: every other copy of the file goes
+                await session.execute(
+                    delete(Document).where(
+                        Document.coach_id == self._coach_id,
+                        Document.sha256 == document.sha256,
+                        Document.id != document.id,
+                    )
+                )
             document.status, document.chunks, document.finished_at = DocumentStatus.READY, total, datetime.now(UTC)
             document.chunks_total, document.pages_done = total, self.timings.pages
             document.pages = self.timings.pages if self._paged else None

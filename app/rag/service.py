@@ -27,7 +27,7 @@ from app.llm.registry import SWITCH_RETRIES, EmbedderSwitched, ProviderRegistry
 from app.rag.extract import ExtractionError, detect_kind
 from app.rag.isolation import ExtractionLimits
 from app.rag.models import Chunk, Document, DocumentStatus
-from app.rag.pipeline import IngestRun, IngestTimings, invalidate_cached_replies, set_document
+from app.rag.pipeline import IngestRun, IngestTimings, invalidate_cached_replies, lock_file, set_document
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,7 @@ class DocumentService:
     async def _refuse_duplicate(self, uow: UnitOfWork, sha256: str) -> None:
         """Raise ``Conflict`` naming the coach's document, not ``failed``, whose file has this SHA-256."""
         session, coach_id = uow.session, uow.coach_id
-        key = f"document:{coach_id}:{sha256}"
-        await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
+        await lock_file(session, coach_id, sha256)
         same = await session.scalar(
             select(Document)
             .where(Document.coach_id == coach_id, Document.sha256 == sha256, Document.status != DocumentStatus.FAILED)
@@ -138,29 +137,37 @@ class DocumentService:
     async def reprocess(self, uow: UnitOfWork, document_id: uuid.UUID) -> Document:
         """Process a document's file again (after an extraction fix, or a failure that was not the file's): a new
         document of the same file, queued, that replaces the original once it is ready (the original, still
-        answering meanwhile, is deleted then with its chunks; a failure leaves it as it was). Returns the new
-        document. Raises ``NotFound``, and ``Conflict`` while the document is being processed (first or again)
-        or when its file was not kept (over the upload limit)."""
-        session = uow.session
-        original = await session.scalar(  # locked: two requests at once make one new document
-            select(Document).where(Document.id == document_id, Document.coach_id == uow.coach_id).with_for_update()
+        answering meanwhile, is deleted then with its chunks, as is every other copy of the file: one stays; a
+        failure leaves them as they were). Returns the new document. Raises ``NotFound``, and ``Conflict`` while
+        a document of the file is being processed (first or again) or when its file was not kept (over the
+        upload limit)."""
+        session, coach_id = uow.session, uow.coach_id
+        sha256 = await session.scalar(
+            select(Document.sha256).where(Document.id == document_id, Document.coach_id == coach_id)
+        )
+        if sha256 is not None:
+            await lock_file(session, coach_id, sha256)  # (before the row: uploads and deletions take it first too)
+        original = await session.scalar(
+            select(Document).where(Document.id == document_id, Document.coach_id == coach_id).with_for_update()
         )
         if original is None:
             raise NotFound("document not found")
-        if original.status in DocumentStatus.ACTIVE:
-            raise Conflict(f"“{original.title}” is being processed: wait until it is ready or failed")
-        again = await session.scalar(
-            select(Document.id).where(Document.replaces_id == document_id, Document.status.in_(DocumentStatus.ACTIVE))
+        active = await session.scalar(
+            select(Document.id)
+            .where(Document.coach_id == coach_id, Document.sha256 == sha256, Document.status.in_(DocumentStatus.ACTIVE))
+            .limit(1)
         )
-        if again is not None:
+        if active == original.id:
+            raise Conflict(f"“{original.title}” is being processed: wait until it is ready or failed")
+        if active is not None:
             raise Conflict(
-                f"“{original.title}” is being processed again already", location=f"/api/v1/documents/{again}"
+                f"“{original.title}” is being processed again already", location=f"/api/v1/documents/{active}"
             )
         data = await session.scalar(select(Document.original).where(Document.id == document_id))
         if not data:
             raise Conflict(f"the file of “{original.title}” was not kept (over the upload limit): upload it again")
         document = Document(
-            coach_id=uow.coach_id,
+            coach_id=coach_id,
             title=original.title,
             filename=original.filename,
             content_type=original.content_type,
@@ -174,7 +181,7 @@ class DocumentService:
         )
         session.add(document)
         await session.flush()
-        jobs.ingest_document(session, uow.coach_id, document.id)
+        jobs.ingest_document(session, coach_id, document.id)
         return document
 
     async def get(self, uow: UnitOfWork, document_id: uuid.UUID) -> Document:
@@ -199,8 +206,21 @@ class DocumentService:
         return {status: int(n) for status, n in (await uow.session.execute(stmt)).all()}
 
     async def delete(self, uow: UnitOfWork, document_id: uuid.UUID) -> None:
-        """Delete a document and (ON DELETE CASCADE) its chunks. Raises ``NotFound``."""
+        """Delete a document and (ON DELETE CASCADE) its chunks, and a copy of it still being processed again
+        (which would otherwise bring back the text the coach deleted). Raises ``NotFound``."""
         session, coach_id = uow.session, uow.coach_id
+        sha256 = await session.scalar(
+            select(Document.sha256).where(Document.id == document_id, Document.coach_id == coach_id)
+        )
+        if sha256 is not None:
+            await lock_file(session, coach_id, sha256)
+        await session.execute(
+            delete(Document).where(
+                Document.coach_id == coach_id,
+                Document.replaces_id == document_id,
+                Document.status.in_(DocumentStatus.ACTIVE),
+            )
+        )
         result = await session.execute(
             delete(Document).where(Document.id == document_id, Document.coach_id == coach_id)
         )

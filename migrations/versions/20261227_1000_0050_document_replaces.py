@@ -4,7 +4,8 @@ A document ingested before an extraction fix (text a style sheet hid, content co
 the old extraction made of it: nothing processed it again. A coach (or the operator, for every library) can now
 process a document again: a new document of the same file, ``replaces_id`` naming the original, is ingested
 while the original still answers, and the original (its chunks with it) is deleted in the transaction that
-marks the new one ready. Deleting the original meanwhile clears the reference.
+marks the new one ready. The reference stays (no foreign key): a draft citing the original still finds its text
+in the copy that replaced it. Deleting the original while the copy is processed deletes the copy too.
 
 Revision ID: 0050
 Revises: 0049
@@ -27,13 +28,9 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("documents", sa.Column("replaces_id", UUID(as_uuid=True), nullable=True))
-    op.create_foreign_key(
-        "fk_documents_replaces_id", "documents", "documents", ["replaces_id"], ["id"], ondelete="SET NULL"
-    )
     op.create_index("ix_documents_replaces_id", "documents", ["replaces_id"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_documents_replaces_id", table_name="documents")
-    op.drop_constraint("fk_documents_replaces_id", "documents", type_="foreignkey")
     op.drop_column("documents", "replaces_id")

@@ -56,9 +56,14 @@ def extract_epub(data: bytes, caps: Caps) -> ExtractedText:
     return ExtractedText(pages, title[:300] or None)
 
 
-_XHTML = etree.HTMLParser(encoding="utf-8", no_network=True, recover=True)
+_XHTML = {
+    encoding: etree.HTMLParser(encoding=encoding, no_network=True, recover=True, huge_tree=True)
+    for encoding in ("utf-8", "utf-16")
+}
 """libxml2's HTML parser, which reads an XHTML chapter's ``<x/>`` as an empty element and knows HTML's named
-entities (``&nbsp;``: undeclared in XML, and a lenient XML parser lost the ``&amp;`` after it)."""
+entities (``&nbsp;``: undeclared in XML, and a lenient XML parser lost the ``&amp;`` after it); ``huge_tree``:
+without it libxml2 stops at 256 levels of nesting or 10 MB of text and the rest of the chapter was lost (the
+reader's child process is limited in memory and time instead)."""
 
 
 def _as_html(xhtml: bytes) -> str:
@@ -67,12 +72,13 @@ def _as_html(xhtml: bytes) -> str:
     it: Lexbor, an HTML5 parser, takes an empty ``<title/>`` or ``<div/>`` for an open element, and the rest of
     the chapter with it. A file libxml2 cannot read at all is handed on as text. Chapters are UTF-8 (EPUB 3
     §3.1: UTF-8 or UTF-16; the text was read as UTF-8 before too)."""
+    encoding = "utf-16" if xhtml[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8"
     try:
-        root = etree.fromstring(xhtml, _XHTML)
+        root = etree.fromstring(xhtml, _XHTML[encoding])
     except etree.XMLSyntaxError:
         root = None
     if root is None:
-        return xhtml.decode("utf-8", errors="replace")
+        return xhtml.decode(encoding, errors="replace")
     return str(etree.tostring(root, method="html", encoding="unicode"))
 
 

@@ -78,6 +78,11 @@ def _hidden_by_style_sheets(tree: LexborHTMLParser, sheets: list[str]) -> list[L
     return [node for key, node in hidden.items() if key not in inside]
 
 
+_UNREADABLE = (ValueError, OverflowError, RecursionError)
+"""What tinycss2 raises on CSS it cannot hold: a number of thousands of digits (Python's int limit), brackets
+nested thousands deep (its serialiser recurses). Such CSS hides nothing."""
+
+
 @functools.lru_cache(maxsize=32)
 def _sheet_selectors(sheet: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(hiding, showing)``: the selectors of a style sheet's rules that hide (:func:`_hides`) and that show
@@ -85,13 +90,16 @@ def _sheet_selectors(sheet: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     share their sheets."""
     try:
         rules = tinycss2.parse_stylesheet(sheet, skip_comments=True, skip_whitespace=True)
-    except (ValueError, OverflowError):  # (a number of thousands of digits: Python's int limit)
+    except _UNREADABLE:
         return (), ()
     hiding: list[str] = []
     showing: list[str] = []
     for rule in _style_rules(rules):
         declarations = _declarations(rule.content)
-        selectors = [s.strip() for s in _serialize(rule.prelude).split(",")]
+        try:
+            selectors = [s.strip() for s in _serialize(rule.prelude).split(",")]
+        except _UNREADABLE:
+            continue
         selectors = [s for s in selectors if s and ":" not in s]  # (a state or pseudo-element: not always)
         if any(_hides(d) for d in declarations):
             hiding += selectors
@@ -115,11 +123,11 @@ def _style_rules(rules: list[Any], depth: int = 0) -> Iterator[Any]:
         if rule.type == "qualified-rule":
             yield rule
         elif rule.type == "at-rule" and rule.lower_at_keyword in _GROUPING and rule.content is not None:
-            if depth == MAX_NESTING or (rule.lower_at_keyword == "media" and not _on_screen(rule.prelude)):
-                continue
             try:
+                if depth == MAX_NESTING or (rule.lower_at_keyword == "media" and not _on_screen(rule.prelude)):
+                    continue
                 inner = tinycss2.parse_blocks_contents(rule.content, skip_comments=True, skip_whitespace=True)
-            except (ValueError, OverflowError):
+            except _UNREADABLE:
                 continue
             yield from _style_rules(inner, depth + 1)
 
@@ -162,7 +170,7 @@ def _declarations(css: str | list[Any]) -> list[Declaration]:
     or not; none from CSS whose numbers Python cannot hold (a number of thousands of digits)."""
     try:
         items = tinycss2.parse_blocks_contents(css, skip_comments=True, skip_whitespace=True)
-    except (ValueError, OverflowError):
+    except _UNREADABLE:
         return []
     found: list[Declaration] = []
     for item in items:

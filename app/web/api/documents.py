@@ -26,7 +26,7 @@ class DocumentOut(msgspec.Struct):
     (searchable already while ``processing``; final once ``ready``), reaching page ``pages_searchable``, of
     ``chunks_total`` (``null`` until extraction and chunking have finished); ``error`` says why a ``failed``
     document failed (its chunks are then not used); ``replaces_id``: the document this one, its file processed
-    again, replaces once it is ready."""
+    again, replaces once it is ready (or has replaced)."""
 
     id: uuid.UUID
     title: str

@@ -662,7 +662,14 @@ async def test_a_draft_citing_a_document_deleted_since_is_sent_only_edited(
     await run_jobs()
     conversation_id = (await chat(http, setup, "How can I plan my week better?"))["conversation_id"]
     [draft] = (await http.get("/api/v1/drafts?status=pending", headers=h)).json()
-    assert (await http.delete(f"/api/v1/documents/{doc['id']}", headers=h)).status_code == 204
+    # processed again, the document lives on in its copy: a draft citing it is sent as written
+    copy = (await http.post(f"/api/v1/documents/{doc['id']}/reprocess", headers=h)).json()
+    await run_jobs()
+    assert (await http.post(f"/api/v1/drafts/{draft['id']}/approve", headers=h)).status_code == 201
+
+    await chat(http, setup, "And how do I keep to the plan?", conversation_id)
+    [draft] = (await http.get("/api/v1/drafts?status=pending", headers=h)).json()
+    assert (await http.delete(f"/api/v1/documents/{copy['id']}", headers=h)).status_code == 204
 
     refused = await http.post(f"/api/v1/drafts/{draft['id']}/approve", headers=h)
     assert refused.status_code == 409
@@ -670,7 +677,8 @@ async def test_a_draft_citing_a_document_deleted_since_is_sent_only_edited(
     edited = await http.post(f"/api/v1/drafts/{draft['id']}/approve", headers=h, json={"text": "Pick three things."})
     assert edited.status_code == 201, edited.text
     messages = await transcript(http, setup, conversation_id)
-    assert [(m["sender_type"], m["citations"]) for m in messages] == [("client", []), ("human_coach", [])]
+    assert [m["sender_type"] for m in messages] == ["client", "ai", "client", "human_coach"]
+    assert messages[1]["citations"] and not messages[3]["citations"]
 
 
 async def test_a_pending_draft_goes_once_the_coach_or_the_crisis_protocol_answered_instead(

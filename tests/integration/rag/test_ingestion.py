@@ -203,16 +203,29 @@ async def test_a_document_processed_again_replaces_itself_once_ready_and_answers
     await run_jobs()
     assert (await doc(first["id"])).status_code == 404
     replaced = (await doc(new_id)).json()
-    assert (replaced["status"], replaced["chunks"], replaced["replaces_id"]) == ("ready", before["chunks"], None)
+    assert (replaced["status"], replaced["chunks"], replaced["replaces_id"]) == ("ready", before["chunks"], first["id"])
 
     async def broken(self: IngestRun, *args: Any, **kwargs: Any) -> None:
         raise ExtractionError("the reader broke")
 
-    monkeypatch.setattr(IngestRun, "run", broken)
-    failed_id = (await again(new_id)).json()["id"]
-    await run_jobs()
+    with monkeypatch.context() as patched:
+        patched.setattr(IngestRun, "run", broken)
+        failed_id = (await again(new_id)).json()["id"]
+        await run_jobs()
     assert (await doc(failed_id)).json()["status"] == "failed"
     assert (await doc(new_id)).json()["status"] == "ready", "a failure leaves the original as it was"
+    # the failed copy processed again: once ready, every other copy of the file goes (one stays, not two)
+    last_id = (await again(failed_id)).json()["id"]
+    await run_jobs()
+    listed = (await http.get("/api/v1/documents", headers=h)).json()
+    assert [(d["id"], d["status"]) for d in listed] == [(last_id, "ready")]
+
+    # the original deleted while its copy is processed: the copy goes too (it would bring the text back)
+    copy_id = (await again(last_id)).json()["id"]
+    assert (await http.delete(f"/api/v1/documents/{last_id}", headers=h)).status_code == 204
+    assert (await doc(copy_id)).status_code == 404
+    await run_jobs()
+    assert (await http.get("/api/v1/documents", headers=h)).json() == []
 
     huge = await upload(http, coach, "huge.txt", b"a" * int((TEST_MAX_UPLOAD_MB + 0.5) * 1024 * 1024))
     not_kept = await again(huge["id"])

@@ -152,6 +152,7 @@ async def test_upload_and_live_status(browser: httpx.AsyncClient, run_jobs: Call
     assert busy.status_code == 409 and "is being processed again already" in busy.text
     await run_jobs()
     table = await browser.get("/dashboard/documents/table")
+    assert table.text.count("/reprocess") == 1 and "replaces the earlier copy" not in table.text, "one copy, ready"
     page = (await browser.get("/dashboard/documents")).text
     assert 'id="dropzone"' in page and "/static/documents.js" in page and ".vtt" in page
 
