@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -286,8 +286,8 @@ class IngestRun:
     async def _finish(self, total: int, extracted: ExtractedText) -> bool:
         """Drop chunks past ``total`` (left by an attempt that cut more) and mark the document ``ready``
         with ``total`` chunks (its pages counted when they came numbered: PDF, DOCX, EPUB); a document that
-        replaces another (``replaces_id``) deletes every other document of the same file (the original, a
-        failed earlier copy, the same file uploaded again after the original failed): one copy stays."""
+        replaces another (``replaces_id``) deletes it and the failed documents of the same file (an earlier copy
+        that failed); one being processed, or another ready one, stays."""
         async with unit_of_work(self._sessionmaker, self._coach_id) as uow:
             session = uow.session
             copy = (
@@ -301,12 +301,15 @@ class IngestRun:
             if document is None:
                 return False
             await session.execute(delete(Chunk).where(Chunk.document_id == self._document_id, Chunk.ordinal >= total))
-            if document.replaces_id is not None:  # processed again: every other copy of the file goes
+            if document.replaces_id is not None:  # processed again: the original goes, and failed copies
                 await session.execute(
                     delete(Document).where(
                         Document.coach_id == self._coach_id,
-                        Document.sha256 == document.sha256,
                         Document.id != document.id,
+                        or_(
+                            Document.id == document.replaces_id,
+                            and_(Document.sha256 == document.sha256, Document.status == DocumentStatus.FAILED),
+                        ),
                     )
                 )
             document.status, document.chunks, document.finished_at = DocumentStatus.READY, total, datetime.now(UTC)

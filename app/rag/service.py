@@ -137,38 +137,46 @@ class DocumentService:
     async def reprocess(self, uow: UnitOfWork, document_id: uuid.UUID) -> Document:
         """Process a document's file again (after an extraction fix, or a failure that was not the file's): a new
         document of the same file, queued, that replaces the original once it is ready (the original, still
-        answering meanwhile, is deleted then with its chunks, as is every other copy of the file: one stays; a
-        failure leaves them as they were). Returns the new document. Raises ``NotFound``, and ``Conflict`` while
-        a document of the file is being processed (first or again) or when its file was not kept (over the
-        upload limit)."""
+        answering meanwhile, is deleted then with its chunks, and so are failed copies of the file; a failure
+        leaves the original as it was). A failed copy processed again replaces the original it was to replace.
+        Returns the new document. Raises ``NotFound``, and ``Conflict`` while a document of the file is being
+        processed (first or again), when another ready document holds the file (process that one), or when the
+        file was not kept (over the upload limit). Serialised with uploads, deletions and the copy's end by the
+        file's advisory lock (no row lock: one taken here after the coach's was a deadlock with re-embedding)."""
         session, coach_id = uow.session, uow.coach_id
-        sha256 = await session.scalar(
-            select(Document.sha256).where(Document.id == document_id, Document.coach_id == coach_id)
-        )
-        if sha256 is not None:
-            await lock_file(session, coach_id, sha256)  # (before the row: uploads and deletions take it first too)
-        original = await session.scalar(
-            select(Document).where(Document.id == document_id, Document.coach_id == coach_id).with_for_update()
+        await lock_file(session, coach_id, (await self.get(uow, document_id)).sha256)
+        original = await session.scalar(  # as of the lock: a deletion may have committed meanwhile
+            select(Document)
+            .where(Document.id == document_id, Document.coach_id == coach_id)
+            .execution_options(populate_existing=True)
         )
         if original is None:
             raise NotFound("document not found")
-        active = await session.scalar(
-            select(Document.id)
-            .where(Document.coach_id == coach_id, Document.sha256 == sha256, Document.status.in_(DocumentStatus.ACTIVE))
-            .limit(1)
-        )
-        if active == original.id:
-            raise Conflict(f"“{original.title}” is being processed: wait until it is ready or failed")
-        if active is not None:
-            raise Conflict(
-                f"“{original.title}” is being processed again already", location=f"/api/v1/documents/{active}"
+        target = original
+        if original.status == DocumentStatus.FAILED and original.replaces_id is not None:
+            target = await session.get(Document, original.replaces_id) or original
+        same_file = (
+            await session.execute(
+                select(Document.id, Document.status, Document.title).where(
+                    Document.coach_id == coach_id, Document.sha256 == original.sha256, Document.id != target.id
+                )
             )
+        ).all()
+        for other_id, status, title in [(target.id, target.status, target.title), *same_file]:
+            if status in DocumentStatus.ACTIVE:
+                doing = "being processed" if other_id == original.id else "being processed again already"
+                raise Conflict(f"“{original.title}” is {doing}", location=f"/api/v1/documents/{other_id}")
+            if status == DocumentStatus.READY and other_id != target.id:
+                raise Conflict(
+                    f"“{title}” holds this file already: process that document again",
+                    location=f"/api/v1/documents/{other_id}",
+                )
         data = await session.scalar(select(Document.original).where(Document.id == document_id))
         if not data:
             raise Conflict(f"the file of “{original.title}” was not kept (over the upload limit): upload it again")
         document = Document(
             coach_id=coach_id,
-            title=original.title,
+            title=target.title,
             filename=original.filename,
             content_type=original.content_type,
             size_bytes=original.size_bytes,
@@ -177,7 +185,7 @@ class DocumentService:
             status=DocumentStatus.QUEUED,
             pages_done=0,
             chunks=0,
-            replaces_id=original.id,
+            replaces_id=target.id,
         )
         session.add(document)
         await session.flush()
@@ -206,18 +214,20 @@ class DocumentService:
         return {status: int(n) for status, n in (await uow.session.execute(stmt)).all()}
 
     async def delete(self, uow: UnitOfWork, document_id: uuid.UUID) -> None:
-        """Delete a document and (ON DELETE CASCADE) its chunks, and a copy of it still being processed again
-        (which would otherwise bring back the text the coach deleted). Raises ``NotFound``."""
+        """Delete a document and (ON DELETE CASCADE) its chunks, and a copy of its file still being processed
+        again (which would otherwise bring back the text the coach deleted). Raises ``NotFound``."""
         session, coach_id = uow.session, uow.coach_id
         sha256 = await session.scalar(
             select(Document.sha256).where(Document.id == document_id, Document.coach_id == coach_id)
         )
         if sha256 is not None:
             await lock_file(session, coach_id, sha256)
+        await invalidate_cached_replies(session, coach_id)  # (the coach's row first: the re-embedding job's order)
         await session.execute(
             delete(Document).where(
                 Document.coach_id == coach_id,
-                Document.replaces_id == document_id,
+                Document.sha256 == sha256,
+                Document.replaces_id.is_not(None),
                 Document.status.in_(DocumentStatus.ACTIVE),
             )
         )
@@ -226,7 +236,6 @@ class DocumentService:
         )
         if result.rowcount == 0:  # type: ignore[attr-defined]
             raise NotFound("document not found")
-        await invalidate_cached_replies(session, coach_id)
 
     async def count_chunks(self, uow: UnitOfWork, document_id: uuid.UUID | None = None) -> int:
         """Chunks stored for this coach (optionally one document)."""

@@ -6,6 +6,7 @@ left out)."""
 from __future__ import annotations
 
 import functools
+import html
 import io
 import posixpath
 import urllib.parse
@@ -79,6 +80,9 @@ def _as_html(xhtml: bytes) -> str:
         root = None
     if root is None:
         return xhtml.decode(encoding, errors="replace")
+    for style in root.iter("style"):  # XML's escapes and CDATA, which an HTML parser keeps as written in a sheet
+        sheet = (style.text or "").replace("<![CDATA[", "").replace("]]>", "")
+        style.text = html.unescape(sheet)
     return str(etree.tostring(root, method="html", encoding="unicode"))
 
 

@@ -227,6 +227,17 @@ async def test_a_document_processed_again_replaces_itself_once_ready_and_answers
     await run_jobs()
     assert (await http.get("/api/v1/documents", headers=h)).json() == []
 
+    # a file uploaded again after its document failed: processing the failed one again would make two copies
+    plan = b"A plan for the week: one walk a day.\n" * 10
+    with monkeypatch.context() as patched:
+        patched.setattr(IngestRun, "run", broken)
+        gone = await upload(http, coach, "plan.txt", plan)
+        await run_jobs()
+    await upload(http, coach, "plan.txt", plan)
+    await run_jobs()
+    refused = await again(gone["id"])
+    assert refused.status_code == 409 and "holds this file already" in refused.json()["detail"]
+
     huge = await upload(http, coach, "huge.txt", b"a" * int((TEST_MAX_UPLOAD_MB + 0.5) * 1024 * 1024))
     not_kept = await again(huge["id"])
     assert not_kept.status_code == 409 and "was not kept" in not_kept.json()["detail"]
