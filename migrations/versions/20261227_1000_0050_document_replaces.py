@@ -1,10 +1,11 @@
 """documents.replaces_id: a document processed again replaces the original once it is ready
 
 A document ingested before an extraction fix (text a style sheet hid, content controls, page labels) kept what
-the old extraction made of it: nothing processed it again. A coach can now process a document again: a new document of the same file, ``replaces_id`` naming the original, is ingested
-while the original still answers, and the original (its chunks with it) is deleted in the transaction that
-marks the new one ready. The reference stays (no foreign key): a draft citing the original still finds its text
-in the copy that replaced it. Deleting the original while the copy is processed deletes the copy too.
+the old extraction made of it: nothing processed it again. A coach can now process a document again: a new
+document of the same file, ``replaces_id`` naming the original, is ingested while the original still answers,
+and the original (its chunks with it) is deleted in the transaction that marks the new one ready. The reference
+stays (no foreign key): a draft citing the original still finds its text in the copy that replaced it. Deleting
+the original while the copy is processed deletes the copy too.
 
 Revision ID: 0050
 Revises: 0049
