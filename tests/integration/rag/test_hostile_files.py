@@ -192,14 +192,20 @@ async def _arq_jobs(container: Container, function: str) -> dict[str, list[bytes
     return jobs
 
 
-async def _drained(container: Container) -> None:
-    """Wait until the after-commit relay deleted the outbox rows it sent to arq."""
+async def _drained(container: Container, *docs: dict) -> None:
+    """Wait until the after-commit relay sent (and deleted) the ingestion jobs of ``docs`` from the outbox."""
+    ids = [doc["id"] for doc in docs]
+    waiting = select(func.count()).where(OutboxJob.name == INGEST_DOCUMENT, OutboxJob.args[1].astext.in_(ids))
     async with container.sessionmaker() as session:
         for _ in range(100):
-            if not await session.scalar(select(func.count()).select_from(OutboxJob)):
+            if not await session.scalar(waiting):
                 return
             await asyncio.sleep(0.05)
     raise AssertionError("outbox rows left unsent")
+
+
+async def _status(http: httpx.AsyncClient, coach: Coach, *docs: dict) -> list[str]:
+    return [(await _document(http, coach, doc["id"]))["status"] for doc in docs]
 
 
 async def _forget_job(container: Container, document_id: str) -> None:
@@ -235,11 +241,13 @@ async def test_the_sweep_fails_documents_arq_gave_up_after_cancelled_ingestions(
                 .where(Document.id == uuid.UUID(doc["id"]))
                 .values(status=DocumentStatus.QUEUED, started_at=started)
             )
-    await _drained(container)
-    assert await container.documents.fail_stalled(container.redis, abandoned_after_s=budget) == 0, "arq runs it"
+    await _drained(container, given_up, requeued, waiting)
+    await container.documents.fail_stalled(container.redis, abandoned_after_s=budget)  # (every tenant's)
+    assert await _status(http, coach, given_up) == ["queued"], "arq holds its job: it runs it again"
     await _forget_job(container, given_up["id"])  # arq's last try ended
-    assert await container.documents.fail_stalled(container.redis, abandoned_after_s=budget * 2) == 0
-    assert await container.documents.fail_stalled(container.redis, abandoned_after_s=budget) == 1
+    await container.documents.fail_stalled(container.redis, abandoned_after_s=budget * 2)
+    assert await _status(http, coach, given_up) == ["queued"], "within every try's time"
+    assert await container.documents.fail_stalled(container.redis, abandoned_after_s=budget) >= 1
     failed = await _document(http, coach, given_up["id"])
     assert failed["status"] == "failed" and "processing stopped before it finished" in failed["error"]
     for doc in (requeued, waiting):
@@ -261,7 +269,7 @@ async def test_the_sweep_queues_again_documents_whose_job_arq_dropped_or_redis_l
         await upload(http, coach, f"{name}.txt", f"Notes on {name} patience.\n".encode() * 10)
         for name in ("expired", "forgotten", "waiting", "recent")
     ]
-    await _drained(container)
+    await _drained(container, expired, forgotten, waiting, recent)
     queued = await _arq_jobs(container, INGEST_DOCUMENT)
     assert {doc["id"] for doc in (expired, forgotten, waiting, recent)} <= queued.keys()
     await container.redis.delete(job_key_prefix.encode() + queued[expired["id"]][0])  # arq's expiry
@@ -276,11 +284,15 @@ async def test_the_sweep_queues_again_documents_whose_job_arq_dropped_or_redis_l
 
     # two sweeps at once (a worker's start-up sweep beside another's) queue each document's job once
     both = await asyncio.gather(*(worker.requeue_lost_documents({"container": container}) for _ in "ab"))
-    assert "2 documents with a lost job queued again" in both
-    await _drained(container)
+    assert all(re.fullmatch(r"\d+ documents with a lost job queued again", line) for line in both)
+    await _drained(container, expired, forgotten, waiting)
     queued = await _arq_jobs(container, INGEST_DOCUMENT)
     assert [len(queued[doc["id"]]) for doc in (expired, forgotten, waiting)] == [1, 1, 1]
-    assert await container.documents.requeue_lost(container.redis) == 0  # their jobs now wait: idempotent
+    await container.documents.requeue_lost(container.redis)  # their jobs now wait: idempotent
+    await _drained(container, expired, forgotten, waiting)
+    queued = await _arq_jobs(container, INGEST_DOCUMENT)
+    assert [len(queued[doc["id"]]) for doc in (expired, forgotten, waiting)] == [1, 1, 1]
+    assert recent["id"] not in queued, "uploaded just now: left alone"
     await run_jobs()
     for doc in (expired, forgotten, waiting):
         assert (await _document(http, coach, doc["id"]))["status"] == "ready", doc
@@ -311,15 +323,15 @@ async def test_the_sweep_fails_documents_a_killed_worker_left_processing(
 
     # while arq holds its job, the cron leaves it to arq's next run (a worker starting after a night without
     # one runs it again); once arq gave the job up, the cron fails it
-    await _drained(container)
-    assert await worker.fail_stalled_documents({"container": container}) == "0 stalled documents failed"
-    assert (await _document(http, abandoned_by, abandoned["id"]))["status"] == "processing"
+    await _drained(container, abandoned, running)
+    await worker.fail_stalled_documents({"container": container})  # (every tenant's documents)
+    assert await _status(http, abandoned_by, abandoned) == ["processing"]
     await _forget_job(container, abandoned["id"])
-    assert await worker.fail_stalled_documents({"container": container}) == "1 stalled documents failed"
+    swept = await worker.fail_stalled_documents({"container": container})
+    assert re.fullmatch(r"[1-9]\d* stalled documents failed", swept), swept
     failed = await _document(http, abandoned_by, abandoned["id"])
     assert failed["status"] == "failed" and "processing stopped before it finished" in failed["error"]
-    assert (await _document(http, busy, running["id"]))["status"] == "processing"  # its job may still be running
-    assert await worker.fail_stalled_documents({"container": container}) == "0 stalled documents failed"
+    assert await _status(http, busy, running) == ["processing"]  # its job may still be running
 
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as browser:
         login = await browser.get("/login")
