@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import Select, bindparam, func, select, text
+from sqlalchemy import Select, bindparam, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.vectors import BinaryHalfVec
@@ -150,12 +150,15 @@ at the median for a coach of 150,000 chunks in ``bench/lexical.py``), and it fin
 
 def _searchable_documents(coach_id: uuid.UUID, embedding_model: str) -> Select[uuid.UUID]:
     """Ids of the coach's documents embedded with ``embedding_model`` that did not fail: a document still
-    ``processing`` contributes the chunks committed so far (:mod:`app.rag.pipeline`); a failed one's chunks
-    are kept for a re-run but not retrieved."""
+    ``processing`` contributes the chunks committed so far (:mod:`app.rag.pipeline`), but for a copy being
+    processed again (``replaces_id``: the original answers until it is ready); a failed one's chunks are kept
+    for a re-run but not retrieved. The SQL functions ``dense_ranking`` and ``bm25_ranking`` filter the same way
+    (migration 0051)."""
     return select(Document.id).where(
         Document.coach_id == coach_id,
         Document.embedding_model == embedding_model,
         Document.status != DocumentStatus.FAILED,
+        or_(Document.replaces_id.is_(None), Document.status == DocumentStatus.READY),
     )
 
 

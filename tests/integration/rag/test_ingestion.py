@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import io
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pypdf
 import pytest
+from sqlalchemy import func, select
 
+from app.container import Container
+from app.db.engine import tenant_session
 from app.rag.extract import ExtractionError
+from app.rag.models import Chunk
 from app.rag.pipeline import IngestRun
+from app.rag.retrieval import rank
 from tests.conftest import BOOKS, MEDITATIONS, TEST_MAX_UPLOAD_MB, Coach, upload
 
 
@@ -241,3 +247,40 @@ async def test_a_document_processed_again_replaces_itself_once_ready_and_answers
     huge = await upload(http, coach, "huge.txt", b"a" * int((TEST_MAX_UPLOAD_MB + 0.5) * 1024 * 1024))
     not_kept = await again(huge["id"])
     assert not_kept.status_code == 409 and "was not kept" in not_kept.json()["detail"]
+
+
+async def test_a_copy_being_processed_again_is_not_retrieved_until_it_is_ready(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    container: Container,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While a document's copy is processed again, the original answers alone: the copy's committed chunks took
+    slots beside the original's in both arms (and BM25 counted the file twice). A first ingestion's committed
+    chunks still answer while it runs."""
+    coach = await make_coach("Copy Coach")
+    coach_id = uuid.UUID(coach.coach_id)
+    doc = await upload(http, coach, "habits.txt", b"Small habits, repeated daily, compound over a year.\n" * 30)
+    await run_jobs()
+
+    async def unfinished(self: IngestRun, total: int, extracted: Any) -> bool:
+        return True  # every chunk committed, the document never marked ready: a copy still being processed
+
+    monkeypatch.setattr(IngestRun, "_finish", unfinished)
+    copy = (await http.post(f"/api/v1/documents/{doc['id']}/reprocess", headers=coach.headers)).json()
+    first = await upload(http, coach, "sleep.txt", b"Small habits of sleep: the same hour every night.\n" * 30)
+    await run_jobs()
+    query = "small habits"
+    [vector] = await container.registry.local_embedder().embed([query])
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        ranked = await rank(
+            session, coach_id, query=query, query_embedding=vector, embedding_model="all-MiniLM-L6-v2", n=50
+        )
+        found = set(ranked.dense) | set(ranked.lexical)
+        documents = {str(d) for d in await session.scalars(select(Chunk.document_id).where(Chunk.id.in_(found)))}
+        copies = await session.scalar(
+            select(func.count()).select_from(Chunk).where(Chunk.document_id == uuid.UUID(copy["id"]))
+        )
+    assert copies, "the copy's chunks are committed"
+    assert documents == {doc["id"], first["id"]}, "the original and a first ingestion under way answer; not the copy"
