@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 from alembic import command, op
 from alembic.config import Config
@@ -35,6 +37,17 @@ def across_tenants(*tables: str) -> Iterator[None]:
     yield
     for table in tables:
         op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+
+
+def revision_module(revision: str) -> ModuleType:
+    """The module of migration ``revision`` (``"0028"``), for a later migration that changes what it made (a
+    revision file's name is not an importable module name). Raises ``StopIteration`` for an unknown revision."""
+    path = next((PROJECT_ROOT / "migrations" / "versions").glob(f"*_{revision}_*.py"))
+    spec = importlib.util.spec_from_file_location(f"migration_{revision}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def upgrade_head(url: str) -> None:

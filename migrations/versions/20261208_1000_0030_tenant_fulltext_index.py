@@ -37,14 +37,12 @@ Create Date: 2026-12-08 10:00:00
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 from alembic import op
 
 from app.core.runtime import APP_ROLE
+from app.db.migrate import revision_module
 
 revision: str = "0030"
 down_revision: str | None = "0029"
@@ -112,27 +110,17 @@ def upgrade() -> None:
     op.execute("CREATE INDEX ix_chunks_coach_id_tsv ON chunks USING gin (coach_id, tsv)")
     op.execute("DROP INDEX ix_chunks_tsv")
     _document_terms_index("INCLUDE (document_id, df)")
-    op.execute(f"DROP FUNCTION {_migration_0028().SIGNATURE}")
+    op.execute(f"DROP FUNCTION {revision_module('0028').SIGNATURE}")
     op.execute(_RANKING)
     _grant(_SIGNATURE)
 
 
 def downgrade() -> None:
     """Back to 0028's indexes and function (``btree_gin`` stays: other objects may use it)."""
-    before = _migration_0028()
+    before = revision_module("0028")
     op.execute(f"DROP FUNCTION {_SIGNATURE}")
     op.execute(before.RANKING)
     _grant(before.SIGNATURE)
     _document_terms_index("")
     op.execute("CREATE INDEX ix_chunks_tsv ON chunks USING gin (tsv)")
     op.execute("DROP INDEX ix_chunks_coach_id_tsv")
-
-
-def _migration_0028() -> ModuleType:
-    """Migration 0028's module, whose function this one replaces (a revision file is not an importable name)."""
-    path = next(Path(__file__).parent.glob("*_0028_*.py"))
-    spec = importlib.util.spec_from_file_location("migration_0028", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -12,12 +12,11 @@ Create Date: 2026-12-28 10:00:00
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 from alembic import op
+
+from app.db.migrate import revision_module
 
 revision: str = "0051"
 down_revision: str | None = "0050"
@@ -30,19 +29,9 @@ _BM25_FILTER = "status <> 'failed'),"
 _BM25_WAITING = "status <> 'failed' AND (replaces_id IS NULL OR status = 'ready')),"
 
 
-def _migration(number: str) -> ModuleType:
-    """Migration ``number``'s module, whose function this one changes (a revision file is not an importable name)."""
-    path = next(Path(__file__).parent.glob(f"*_{number}_*.py"))
-    spec = importlib.util.spec_from_file_location(f"migration_{number}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _functions(waiting: bool) -> list[str]:
     """0029's and 0030's functions as ``CREATE OR REPLACE`` statements, the copies left out when ``waiting``."""
-    dense, bm25 = _migration("0029")._FUNCTION, _migration("0030")._RANKING
+    dense, bm25 = revision_module("0029")._FUNCTION, revision_module("0030")._RANKING
     assert dense.count(_DENSE_FILTER) == 1 and bm25.count(_BM25_FILTER) == 1
     if waiting:
         dense, bm25 = dense.replace(_DENSE_FILTER, _DENSE_WAITING), bm25.replace(_BM25_FILTER, _BM25_WAITING)
