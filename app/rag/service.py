@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
+from typing import Any, TypeVar
 
 from arq.connections import ArqRedis
 from sqlalchemy import delete, func, select, text, update
@@ -30,6 +31,8 @@ from app.rag.models import Chunk, Document, DocumentStatus
 from app.rag.pipeline import IngestRun, IngestTimings, invalidate_cached_replies, lock_file, set_document
 
 log = logging.getLogger(__name__)
+
+_Candidate = TypeVar("_Candidate", bound=tuple[Any, ...])
 
 MAX_FILENAME_CHARS = 300
 """The longest file name an upload may have (the ``filename`` and ``title`` columns' size); systems' own limit is
@@ -144,7 +147,7 @@ class DocumentService:
         file was not kept (over the upload limit). Serialised with uploads, deletions and the copy's end by the
         file's advisory lock (no row lock: one taken here after the coach's was a deadlock with re-embedding)."""
         session, coach_id = uow.session, uow.coach_id
-        await lock_file(session, coach_id, (await self.get(uow, document_id)).sha256)
+        await self._lock_file_of(uow, document_id)
         original = await session.scalar(  # as of the lock: a deletion may have committed meanwhile
             select(Document)
             .where(Document.id == document_id, Document.coach_id == coach_id)
@@ -192,6 +195,17 @@ class DocumentService:
         jobs.ingest_document(session, coach_id, document.id)
         return document
 
+    async def _lock_file_of(self, uow: UnitOfWork, document_id: uuid.UUID) -> str:
+        """Take the advisory lock of the coach's document's file (:func:`~app.rag.pipeline.lock_file`); returns
+        its SHA-256. Raises ``NotFound``."""
+        sha256 = await uow.session.scalar(
+            select(Document.sha256).where(Document.id == document_id, Document.coach_id == uow.coach_id)
+        )
+        if sha256 is None:
+            raise NotFound("document not found")
+        await lock_file(uow.session, uow.coach_id, sha256)
+        return sha256
+
     async def get(self, uow: UnitOfWork, document_id: uuid.UUID) -> Document:
         """One document of this coach. Raises ``NotFound`` (also for another coach's id)."""
         session, coach_id = uow.session, uow.coach_id
@@ -217,11 +231,7 @@ class DocumentService:
         """Delete a document and (ON DELETE CASCADE) its chunks, and a copy of its file still being processed
         again (which would otherwise bring back the text the coach deleted). Raises ``NotFound``."""
         session, coach_id = uow.session, uow.coach_id
-        sha256 = await session.scalar(
-            select(Document.sha256).where(Document.id == document_id, Document.coach_id == coach_id)
-        )
-        if sha256 is not None:
-            await lock_file(session, coach_id, sha256)
+        sha256 = await self._lock_file_of(uow, document_id)
         await invalidate_cached_replies(session, coach_id)  # (the coach's row first: the re-embedding job's order)
         await session.execute(
             delete(Document).where(
@@ -330,13 +340,8 @@ class DocumentService:
             for function, status, seconds in sweeps
             for coach_id, document_id in await self._candidates(function, seconds)
         ]
-        if not candidates:
-            return 0
-        pending = await pending_job_args(self._sessionmaker, redis, jobs.INGEST_DOCUMENT)
         failed = 0
-        for coach_id, document_id, status, seconds in candidates:
-            if (str(coach_id), str(document_id)) in pending:
-                continue
+        for coach_id, document_id, status, seconds in await self._jobless(redis, candidates):
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
                 result = await uow.session.execute(
                     update(Document)
@@ -364,6 +369,15 @@ class DocumentService:
             )
             return [(coach_id, document_id) for coach_id, document_id in rows]
 
+    async def _jobless(self, redis: ArqRedis, candidates: Sequence[_Candidate]) -> Sequence[_Candidate]:
+        """The ``candidates`` (tuples starting ``coach_id, document_id``) that no ingestion job will run: none
+        waits in the outbox or in arq's queue (:func:`~app.db.outbox.pending_job_args`, read only when there
+        are candidates)."""
+        if not candidates:
+            return []
+        pending = await pending_job_args(self._sessionmaker, redis, jobs.INGEST_DOCUMENT)
+        return [c for c in candidates if (str(c[0]), str(c[1])) not in pending]
+
     async def requeue_lost(self, redis: ArqRedis, *, older_than_s: float = LOST_AFTER_S) -> int:
         """Queue again the ingestion of every document still ``queued`` and never started, uploaded more than
         ``older_than_s`` seconds ago, that no job will run: none waits in the outbox or in arq's queue
@@ -377,13 +391,8 @@ class DocumentService:
         start-up sweep beside the minute's) queue one job: arq refuses the copy. Raises one of
         :data:`~app.db.outbox.UNAVAILABLE` when Redis is out of reach."""
         candidates = await self._candidates("unstarted_documents", older_than_s)
-        if not candidates:
-            return 0
-        pending = await pending_job_args(self._sessionmaker, redis, jobs.INGEST_DOCUMENT)
         requeued = 0
-        for coach_id, document_id in candidates:
-            if (str(coach_id), str(document_id)) in pending:
-                continue
+        for coach_id, document_id in await self._jobless(redis, candidates):
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
                 still = await uow.session.scalar(
                     select(Document.id)
