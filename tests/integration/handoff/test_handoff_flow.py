@@ -662,10 +662,15 @@ async def test_a_draft_citing_a_document_deleted_since_is_sent_only_edited(
     await run_jobs()
     conversation_id = (await chat(http, setup, "How can I plan my week better?"))["conversation_id"]
     [draft] = (await http.get("/api/v1/drafts?status=pending", headers=h)).json()
-    # processed again, the document lives on in its copy: a draft citing it is sent as written
-    copy = (await http.post(f"/api/v1/documents/{doc['id']}/reprocess", headers=h)).json()
-    await run_jobs()
+    # processed again (twice), the document lives on in its copy: a draft citing it is sent as written, citing
+    # the copy
+    copy = doc
+    for _ in range(2):
+        copy = (await http.post(f"/api/v1/documents/{copy['id']}/reprocess", headers=h)).json()
+        await run_jobs()
     assert (await http.post(f"/api/v1/drafts/{draft['id']}/approve", headers=h)).status_code == 201
+    sent = (await transcript(http, setup, conversation_id))[1]
+    assert {c["document_id"] for c in sent["citations"]} == {copy["id"]}
 
     await chat(http, setup, "And how do I keep to the plan?", conversation_id)
     [draft] = (await http.get("/api/v1/drafts?status=pending", headers=h)).json()

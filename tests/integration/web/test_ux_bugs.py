@@ -156,3 +156,18 @@ async def test_the_client_opens_the_passage_of_a_citation(
     assert foreign.status_code == 404 and foreign.json()["detail"] == "passage not found"
     assert (await http.get(f"/api/v1/widget/passages/{uuid.uuid4()}", headers=auth)).status_code == 404
     assert (await http.get("/api/v1/widget/passages/nope", headers=auth)).status_code == 400
+
+    # the file processed again, twice: the citation follows its passage into the copy that replaced the document
+    for _ in range(2):
+        again = await http.post(f"/api/v1/documents/{document['id']}/reprocess", headers=coach.headers)
+        assert again.status_code == 202, again.text
+        document = again.json()
+        await run_jobs()
+    assert (await http.get(f"/api/v1/widget/passages/{cited['chunk_id']}", headers=auth)).status_code == 404
+    shown = await http.get(f"/api/v1/widget/conversations/{turn['conversation_id']}/messages", headers=auth)
+    carried = shown.json()[-1]["citations"][0]
+    assert carried["document_id"] == document["id"] and carried["chunk_id"] != cited["chunk_id"]
+    assert (carried["title"], carried["page"]) == (cited["title"], cited["page"])
+    reopened = await http.get(f"/api/v1/widget/passages/{carried['chunk_id']}", headers=auth)
+    assert reopened.status_code == 200, reopened.text
+    assert (reopened.json()["text"], reopened.json()["after"]) == (body["text"], body["after"])
