@@ -1,4 +1,4 @@
-"""``opencoach`` command line: serve, worker, migrate, demo, eval, learning."""
+"""``opencoach`` command line: serve, worker, migrate, demo, eval, learning, documents."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import logging
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,7 @@ from app.core.runtime import Services, embedded_services
 if TYPE_CHECKING:
     from app.db.rotation import RotationReport
     from app.evals.memory import LocomoConversation, OpenAIModel
+    from app.rag.reprocess import ReprocessReport
 
 console = Console(stderr=True)
 
@@ -228,6 +231,93 @@ def cmd_rotate_secret(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+async def reprocess_documents(
+    settings: Settings, owner_url: str, *, finished_before: datetime, coach_id: uuid.UUID | None, failed: bool
+) -> ReprocessReport:
+    """Process every library again as the schema owner (``owner_url``), who may list every coach
+    (:func:`app.rag.reprocess.reprocess_libraries`). Raises ``RuntimeError`` on a schema that is not at head,
+    ``NotFound`` for a ``coach_id`` that is no coach."""
+    from app.accounts.service import AccountService
+    from app.core.security import SecretBox
+    from app.db.engine import make_engine, make_sessionmaker
+    from app.db.migrate import assert_schema_current
+    from app.llm.registry import ProviderRegistry
+    from app.rag.reprocess import reprocess_libraries
+    from app.rag.service import DocumentService
+
+    engine = make_engine(owner_url, pool_size=1)
+    try:
+        await assert_schema_current(engine)
+        sessionmaker = make_sessionmaker(engine)
+        secrets = SecretBox.from_settings(settings)
+        registry = ProviderRegistry(settings, secrets)
+        documents = DocumentService(
+            sessionmaker, settings, registry, AccountService(sessionmaker, secrets, registry.egress)
+        )
+        return await reprocess_libraries(
+            documents, sessionmaker, finished_before=finished_before, coach_id=coach_id, failed=failed
+        )
+    finally:
+        await engine.dispose()
+
+
+def cmd_documents_reprocess(args: argparse.Namespace) -> int:
+    """``documents reprocess``: "Process again" for every document (of every coach, or ``--coach``'s) that finished
+    before ``--before`` (default: now), after an upgrade that reads files better; prints what was queued and what
+    was skipped, and why. Exit 1 for an unknown coach or a database out of reach."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.core.errors import NotFound
+
+    settings = _settings(args)
+    before = args.before or datetime.now(UTC)
+    try:
+        with _schema_owner(settings) as owner_url, console.status("Queueing documents to process again…"):
+            report = asyncio.run(
+                reprocess_documents(
+                    settings, owner_url, finished_before=before, coach_id=args.coach, failed=args.failed
+                )
+            )
+    except NotFound as exc:
+        _error(str(exc))
+        return 1
+    except (OSError, SQLAlchemyError) as exc:
+        _error(f"cannot use the database as the schema owner (MIGRATION_DATABASE_URL): {exc}")
+        return 1
+    out = Console(width=120)
+    if report.skipped:
+        table = Table(title="Documents not processed again")
+        for column in ("coach", "document", "why"):
+            table.add_column(column)
+        for coach_id, title, reason in report.skipped:
+            table.add_row(str(coach_id), title, reason)
+        out.print(table)
+    coaches = len({coach_id for coach_id, _ in report.queued})
+    out.print(
+        f"Documents that finished processing before {before.isoformat(timespec='seconds')}: "
+        f"{len(report.queued)} queued, {len(report.skipped)} skipped (queued from {coaches} libraries). Each "
+        "original answers until its copy is ready; a running worker processes the copies."
+    )
+    return 0
+
+
+def _moment(text: str) -> datetime:
+    """An argparse ``type``: an ISO 8601 date or date and time (UTC when it names no offset)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {text!r} (e.g. 2026-12-05T18:00)") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _coach_id(text: str) -> uuid.UUID:
+    """An argparse ``type``: a coach's id (a UUID)."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a coach id (a UUID): {text!r}") from None
 
 
 async def seed_demo(settings: Settings, services: Services) -> tuple[str, str]:
@@ -873,6 +963,22 @@ def _memory_parser(targets: Any, common: Callable[[argparse.ArgumentParser], Non
     memory.set_defaults(func=cmd_eval)
 
 
+def _documents_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``documents reprocess``: "Process again" over the libraries (:func:`cmd_documents_reprocess`)."""
+    documents = sub.add_parser("documents", help="document maintenance")
+    documents_sub = documents.add_subparsers(dest="documents_command", required=True)
+    reprocess = documents_sub.add_parser(
+        "reprocess", help='"Process again" every library\'s documents (after an upgrade that reads files better)'
+    )
+    common(reprocess)
+    reprocess.add_argument(
+        "--before", type=_moment, help="only documents that finished processing before this ISO time (default: now)"
+    )
+    reprocess.add_argument("--coach", type=_coach_id, help="only this coach's documents (the coach's id)")
+    reprocess.add_argument("--failed", action="store_true", help="failed documents too (a file kept)")
+    reprocess.set_defaults(func=cmd_documents_reprocess)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``opencoach`` argument parser."""
     parser = argparse.ArgumentParser(prog="opencoach", description="OpenCoach: AI coaching clones.")
@@ -912,6 +1018,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common(rotate)
     rotate.set_defaults(func=cmd_rotate_secret)
+
+    _documents_parser(sub, common)
 
     evaluate = sub.add_parser("eval", help="evaluation harnesses on public data sets")
     targets = evaluate.add_subparsers(dest="target", required=True)

@@ -191,7 +191,8 @@ def _schema(data_dir: Path) -> tuple[int, str | None]:
 
 COMMANDS = ["migrate", "worker", "eval memory", "serve", "demo"]
 """Every long-running ``opencoach`` command that starts embedded servers (eval crisis/learning and the train
-commands start none; ``rotate-secret`` starts them through the same ``_start`` and is over in seconds)."""
+commands start none; ``rotate-secret`` and ``documents reprocess`` start them through the same ``_start`` and
+are over in seconds)."""
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
