@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import random
 import re
@@ -142,7 +143,7 @@ def _document_row(coach_id: uuid.UUID, document_id: uuid.UUID) -> dict[str, Any]
         "filename": "abstracts.txt",
         "content_type": "text/plain",
         "size_bytes": 0,
-        "sha256": "0" * 64,
+        "sha256": hashlib.sha256(document_id.bytes).hexdigest(),  # one file per document, as uploads are
         "original": b"",
         "status": DocumentStatus.READY,
         "pages_done": 0,

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import os
 import random
 import subprocess
@@ -194,7 +195,7 @@ def _document_row(coach_id: uuid.UUID, doc_id: uuid.UUID, count: int) -> dict[st
         "filename": "synthetic.txt",
         "content_type": "text/plain",
         "size_bytes": 0,
-        "sha256": "0" * 64,
+        "sha256": hashlib.sha256(doc_id.bytes).hexdigest(),  # one file per document, as uploads are
         "original": b"",
         "status": DocumentStatus.READY,
         "pages_done": 0,
