@@ -686,6 +686,46 @@ async def test_a_draft_citing_a_document_deleted_since_is_sent_only_edited(
     assert messages[1]["citations"] and not messages[3]["citations"]
 
 
+async def test_approving_a_draft_and_deleting_its_document_at_once_take_turns(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    run_jobs: Callable[[], Awaitable[None]],
+    container: Container,
+) -> None:
+    """The approval holds the documents its draft cites until the reply is stored: a deletion that comes meanwhile
+    waits, and an approval that comes during a deletion waits for it, then refuses the draft as written."""
+    setup = await new_setup(handoff_mode="draft")
+    h, coach_id = setup.coach.headers, uuid.UUID(setup.coach.coach_id)
+    notes = b"# Weekly planning\n\nPlan your week on Sunday: three priorities.\n"
+
+    async def drafted(text: str, conversation_id: str | None = None) -> tuple[str, uuid.UUID]:
+        await upload(http, setup.coach, "weekly-planning.md", notes)
+        await run_jobs()
+        conversation_id = (await chat(http, setup, text, conversation_id))["conversation_id"]
+        [draft] = (await http.get("/api/v1/drafts?status=pending", headers=h)).json()
+        return conversation_id, uuid.UUID(draft["id"])
+
+    conversation_id, draft_id = await drafted("How can I plan my week better?")
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        await container.drafts.approve_draft(uow, draft_id)
+        document_id = (await http.get("/api/v1/documents", headers=h)).json()[0]["id"]
+        deleting = asyncio.create_task(http.delete(f"/api/v1/documents/{document_id}", headers=h))
+        await asyncio.sleep(0.5)
+        assert not deleting.done(), "the deletion waits until the approved reply is stored"
+    assert (await deleting).status_code == 204
+
+    _, draft_id = await drafted("And how do I keep to the plan?", conversation_id)
+    document_id = (await http.get("/api/v1/documents", headers=h)).json()[0]["id"]
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        await container.documents.delete(uow, uuid.UUID(document_id))
+        approving = asyncio.create_task(http.post(f"/api/v1/drafts/{draft_id}/approve", headers=h))
+        await asyncio.sleep(0.5)
+        assert not approving.done(), "the approval waits for the deletion under way"
+    refused = await approving
+    assert refused.status_code == 409 and "deleted since it was written" in refused.json()["detail"]
+
+
 async def test_a_pending_draft_goes_once_the_coach_or_the_crisis_protocol_answered_instead(
     http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
 ) -> None:
