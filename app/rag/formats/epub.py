@@ -18,7 +18,7 @@ from ebooklib import epub
 from lxml import etree
 
 from app.rag.extract import Caps, ExtractedText, ExtractionError, Page
-from app.rag.formats.html import html_text
+from app.rag.formats.html import html_text, imported_sheets
 
 
 def extract_epub(data: bytes, caps: Caps) -> ExtractedText:
@@ -86,28 +86,57 @@ def _as_html(xhtml: bytes) -> str:
     return str(etree.tostring(root, method="html", encoding="unicode"))
 
 
-def _style_sheets(book: epub.EpubBook) -> Callable[[str], str | None]:
-    """Reads the book's style sheet at a package path (``None``: the book holds no CSS item there), each once."""
+MAX_IMPORT_DEPTH = 8
+"""Sheets read through ``@import`` inside one another; deeper ones are not read."""
 
-    @functools.cache
-    def read(path: str) -> str | None:
+
+def _style_sheets(book: epub.EpubBook) -> Callable[[str], str | None]:
+    """Reads the book's style sheet at a package path (``None``: the book holds no CSS item there) with the
+    sheets it imports (:func:`~app.rag.formats.html.imported_sheets`, relative to the importing sheet), up to
+    :data:`MAX_IMPORT_DEPTH` deep, each sheet once (one that imports itself, or another twice, adds nothing
+    more); cached per path. Their order is not kept: the cascade is not computed."""
+
+    def css(path: str) -> str | None:
         item = book.get_item_with_href(path)
         if item is None or item.media_type != "text/css":
             return None
         return bytes(item.content).decode("utf-8", errors="replace")
 
+    @functools.cache
+    def read(path: str) -> str | None:
+        sheets: list[str] = []
+        todo, seen = [(path, 0)], {path}
+        while todo:
+            at, depth = todo.pop()
+            sheet = css(at)
+            if sheet is None:
+                continue
+            sheets.append(sheet)
+            for href in imported_sheets(sheet) if depth < MAX_IMPORT_DEPTH else []:
+                found = _resolved(at, href)
+                if found is not None and found not in seen:
+                    seen.add(found)
+                    todo.append((found, depth + 1))
+        return "\n".join(sheets) if sheets else None
+
     return read
 
 
 def _linked(chapter: epub.EpubItem, sheets: Callable[[str], str | None]) -> Callable[[str], str | None]:
-    """Reads the style sheet a chapter links: ``href`` is a URL relative to the chapter (percent-encoded, as
-    in the package); one outside the package (a scheme or a host) is not read."""
+    """Reads the style sheet a chapter links or its ``<style>`` imports: ``href`` is a URL relative to the
+    chapter (:func:`_resolved`)."""
 
     def read(href: str) -> str | None:
-        url = urllib.parse.urlsplit(href)
-        if url.scheme or url.netloc or not url.path:
-            return None
-        base = posixpath.dirname(chapter.get_name())
-        return sheets(posixpath.normpath(posixpath.join(base, urllib.parse.unquote(url.path))))
+        path = _resolved(chapter.get_name(), href)
+        return sheets(path) if path is not None else None
 
     return read
+
+
+def _resolved(base: str, href: str) -> str | None:
+    """The package path of ``href`` (a URL relative to the file at package path ``base``, percent-encoded as in the
+    package); ``None`` for one outside the package (a scheme or a host), which is not read."""
+    url = urllib.parse.urlsplit(href)
+    if url.scheme or url.netloc or not url.path:
+        return None
+    return posixpath.normpath(posixpath.join(posixpath.dirname(base), urllib.parse.unquote(url.path)))

@@ -7,8 +7,9 @@ rule of the page's own ``<style>`` sheets (parsed with tinycss2, CSS Syntax Leve
 in the page must not reach the model, where a hidden "ignore your rules…" is an injection planted out of sight.
 Where the page's sheets also show an element they hide (a tab shown by a more specific rule), its text is kept:
 the cascade is not computed, and a doubt keeps the coach's text. Rules nested in ``@media`` (but for print or
-speech only), ``@supports``, ``@layer`` and ``@container`` blocks count too, and so do linked sheets the caller
-can read (an EPUB's); selectors with a state or pseudo-element (``:hover``, ``::before``) are not read.
+speech only), ``@supports``, ``@layer`` and ``@container`` blocks count too, and so do the linked and imported
+(``@import``) sheets the caller can read (an EPUB's); selectors with a state or pseudo-element (``:hover``,
+``::before``) are not read.
 (``aria-hidden`` hides from screen readers only: that text is seen, and kept.) Block elements end a paragraph.
 """
 
@@ -31,13 +32,14 @@ _BLOCKS = "p, li, blockquote, pre, td, th, dt, dd, figcaption, div, section, art
 def html_text(markup: str, linked: Callable[[str], str | None] | None = None) -> tuple[str, str | None]:
     """``(text, title)`` of an HTML document: paragraphs separated by blank lines, headings as ``#`` lines,
     the ``<title>`` (or ``None``). ``linked`` reads the style sheet a ``<link rel="stylesheet" href>`` names
-    (``None``: not at hand), for a document whose sheets come with it (an EPUB's chapters); without it, linked
-    sheets are not read."""
+    (``None``: not at hand), for a document whose sheets come with it (an EPUB's chapters), and those its
+    ``<style>`` sheets import (:func:`imported_sheets`); without it, linked and imported sheets are not read."""
     tree = LexborHTMLParser(markup)
     title_node = tree.css_first("title")
     title = title_node.text(strip=True) if title_node is not None else ""
     sheets = [style.text() for style in tree.css("style")]
     if linked is not None:
+        sheets += [linked(href) or "" for sheet in list(sheets) for href in imported_sheets(sheet)]
         for link in tree.css("link[href]"):
             rel = (link.attributes.get("rel") or "").lower().split()
             if "stylesheet" in rel and "alternate" not in rel:  # (an alternate sheet applies only when chosen)
@@ -130,6 +132,51 @@ def _style_rules(rules: list[Any], depth: int = 0) -> Iterator[Any]:
             except _UNREADABLE:
                 continue
             yield from _style_rules(inner, depth + 1)
+
+
+_BEFORE_IMPORTS = {"charset", "import", "layer"}
+"""At-rules an ``@import`` may follow (a ``@layer`` statement, not a block); after any other rule it is ignored."""
+
+
+def imported_sheets(sheet: str) -> list[str]:
+    """The URLs (as written) of the sheets ``sheet`` imports for the coach's screen, in order: its ``@import``
+    rules before any other rule but ``@charset`` and ``@layer`` statements (a later one is ignored, CSS Cascading
+    and Inheritance Level 4 §2.1), with no media queries or queries that may apply on a screen
+    (:func:`_on_screen`); their ``layer`` and ``supports()`` conditions are taken as met (a doubt hides the
+    text). None for a sheet tinycss2 cannot read."""
+    try:
+        rules = tinycss2.parse_stylesheet(sheet, skip_comments=True, skip_whitespace=True)
+    except _UNREADABLE:
+        return []
+    urls: list[str] = []
+    for rule in rules:
+        if rule.type != "at-rule" or rule.lower_at_keyword not in _BEFORE_IMPORTS or rule.content is not None:
+            break
+        if rule.lower_at_keyword != "import":
+            continue
+        tokens = [token for token in rule.prelude if token.type not in ("whitespace", "comment")]
+        url = _import_url(tokens[0]) if tokens else None
+        media = [t for t in tokens[1:] if not _is_condition(t)]
+        if url and _on_screen(media):
+            urls.append(url)
+    return urls
+
+
+def _import_url(token: Any) -> str | None:
+    """The URL of an ``@import``'s first token: ``url(x)``, ``"x"`` or ``url("x")``."""
+    if token.type in ("url", "string"):
+        return str(token.value)
+    if token.type == "function" and token.lower_name == "url":
+        strings = [t.value for t in token.arguments if t.type == "string"]
+        return str(strings[0]) if strings else None
+    return None
+
+
+def _is_condition(token: Any) -> bool:
+    """An ``@import``'s ``layer``, ``layer(name)`` or ``supports(…)``: not a media query."""
+    if token.type == "ident":
+        return bool(token.lower_value == "layer")
+    return token.type == "function" and token.lower_name in ("layer", "supports")
 
 
 def _serialize(tokens: list[Any]) -> str:
