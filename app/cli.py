@@ -184,19 +184,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 async def rotate_stored_secrets(settings: Settings, owner_url: str) -> RotationReport:
     """Re-encrypt every stored secret under ``SECRET_KEY`` as the schema owner (``owner_url``), one transaction
     per coach (:func:`app.db.rotation.rotate_secrets`). Raises ``RuntimeError`` on a schema
-    that is not at head."""
+    that is not at head, or a role that is not its owner."""
     import app.channels.telegram.models  # noqa: F401 - the bot tokens and webhook secrets
     import app.container  # noqa: F401 - imports every model, so Base.metadata knows every *_encrypted column
     from app.core.security import SecretBox
     from app.db.base import Base
     from app.db.engine import make_engine
-    from app.db.migrate import assert_schema_current
+    from app.db.migrate import assert_schema_current, assert_schema_owner
     from app.db.rotation import rotate_secrets
 
     box = SecretBox.from_settings(settings)
     engine = make_engine(owner_url, pool_size=1)
     try:
         await assert_schema_current(engine)
+        await assert_schema_owner(engine)
         return await rotate_secrets(engine, box, Base.metadata)
     finally:
         await engine.dispose()
@@ -234,15 +235,22 @@ def cmd_rotate_secret(args: argparse.Namespace) -> int:
 
 
 async def reprocess_documents(
-    settings: Settings, owner_url: str, *, finished_before: datetime, coach_id: uuid.UUID | None, failed: bool
-) -> ReprocessReport:
+    settings: Settings,
+    owner_url: str,
+    report: ReprocessReport,
+    *,
+    finished_before: datetime,
+    coach_id: uuid.UUID | None,
+    failed: bool,
+) -> None:
     """Process every library again as the schema owner (``owner_url``), who may list every coach
-    (:func:`app.rag.reprocess.reprocess_libraries`). Raises ``RuntimeError`` on a schema that is not at head,
-    ``NotFound`` for a ``coach_id`` that is no coach."""
+    (:func:`app.rag.reprocess.reprocess_libraries`), noting each document in ``report`` as it goes. Raises
+    ``RuntimeError`` on a schema that is not at head or a role that is not its owner, ``NotFound`` for a
+    ``coach_id`` that is no coach."""
     from app.accounts.service import AccountService
     from app.core.security import SecretBox
     from app.db.engine import make_engine, make_sessionmaker
-    from app.db.migrate import assert_schema_current
+    from app.db.migrate import assert_schema_current, assert_schema_owner
     from app.llm.registry import ProviderRegistry
     from app.rag.reprocess import reprocess_libraries
     from app.rag.service import DocumentService
@@ -250,14 +258,15 @@ async def reprocess_documents(
     engine = make_engine(owner_url, pool_size=1)
     try:
         await assert_schema_current(engine)
+        await assert_schema_owner(engine)
         sessionmaker = make_sessionmaker(engine)
         secrets = SecretBox.from_settings(settings)
         registry = ProviderRegistry(settings, secrets)
         documents = DocumentService(
             sessionmaker, settings, registry, AccountService(sessionmaker, secrets, registry.egress)
         )
-        return await reprocess_libraries(
-            documents, sessionmaker, finished_before=finished_before, coach_id=coach_id, failed=failed
+        await reprocess_libraries(
+            documents, sessionmaker, report, finished_before=finished_before, coach_id=coach_id, failed=failed
         )
     finally:
         await engine.dispose()
@@ -265,28 +274,44 @@ async def reprocess_documents(
 
 def cmd_documents_reprocess(args: argparse.Namespace) -> int:
     """``documents reprocess``: "Process again" for every document (of every coach, or ``--coach``'s) that finished
-    before ``--before`` (default: now), after an upgrade that reads files better; prints what was queued and what
-    was skipped, and why. Exit 1 for an unknown coach or a database out of reach."""
+    before ``--before`` (default: now), after an upgrade that reads files better; prints the cut-off first (run
+    again with it to finish a stopped run), then what was queued and what was skipped, and why, also when the run
+    stopped half-way. Exit 1 for an unknown coach, a role that is not the schema's owner or a database out of
+    reach; 2 for a ``--before`` in the future (the copies made would be processed again on the next run)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from app.core.errors import NotFound
+    from app.rag.reprocess import ReprocessReport
 
     settings = _settings(args)
-    before = args.before or datetime.now(UTC)
+    now = datetime.now(UTC)
+    before = args.before or now
+    if before > now:
+        _error(f"--before {before.isoformat()} is in the future: give a time before now")
+        return 2
+    out = Console(width=120)
+    out.print(f"Processing again the documents that finished before {before.isoformat()} (--before)")
+    report = ReprocessReport()
     try:
         with _schema_owner(settings) as owner_url, console.status("Queueing documents to process again…"):
-            report = asyncio.run(
+            asyncio.run(
                 reprocess_documents(
-                    settings, owner_url, finished_before=before, coach_id=args.coach, failed=args.failed
+                    settings, owner_url, report, finished_before=before, coach_id=args.coach, failed=args.failed
                 )
             )
     except NotFound as exc:
         _error(str(exc))
         return 1
     except (OSError, SQLAlchemyError) as exc:
-        _error(f"cannot use the database as the schema owner (MIGRATION_DATABASE_URL): {exc}")
+        _print_reprocessed(out, report)
+        _error(f"stopped: {exc} (run again with the same --before to go on)")
         return 1
-    out = Console(width=120)
+    _print_reprocessed(out, report)
+    return 0
+
+
+def _print_reprocessed(out: Console, report: ReprocessReport) -> None:
+    """What ``documents reprocess`` queued and skipped (and why)."""
     if report.skipped:
         table = Table(title="Documents not processed again")
         for column in ("coach", "document", "why"):
@@ -296,11 +321,9 @@ def cmd_documents_reprocess(args: argparse.Namespace) -> int:
         out.print(table)
     coaches = len({coach_id for coach_id, _ in report.queued})
     out.print(
-        f"Documents that finished processing before {before.isoformat(timespec='seconds')}: "
         f"{len(report.queued)} queued, {len(report.skipped)} skipped (queued from {coaches} libraries). Each "
         "original answers until its copy is ready; a running worker processes the copies."
     )
-    return 0
 
 
 def _moment(text: str) -> datetime:

@@ -47,6 +47,7 @@ TENANT_TABLES = (
     "clients",
     "documents",
     "chunks",
+    "chunk_successors",
     "document_terms",
     "conversations",
     "messages",

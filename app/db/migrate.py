@@ -12,6 +12,7 @@ from alembic import command, op
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +68,28 @@ async def current_revision(engine: AsyncEngine) -> str | None:
     """The revision the database is at, or ``None`` for an empty database."""
     async with engine.connect() as conn:
         return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+
+
+async def assert_schema_owner(engine: AsyncEngine) -> None:
+    """Raise ``RuntimeError`` unless ``engine``'s role owns the schema (the ``coaches`` table), or is a member of
+    the role that does: only the owner may list every coach (its read-all policies); the app role, under row-level
+    security, sees none, and a command run with it would do nothing and say it succeeded."""
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT current_user, pg_get_userbyid(relowner), pg_has_role(relowner, 'USAGE') FROM pg_class "
+                    "WHERE oid = to_regclass('coaches')"
+                )
+            )
+        ).one_or_none()
+    if row is None or not row[2]:
+        owner = f" ({row[1]})" if row is not None else ""
+        user = row[0] if row is not None else "this role"
+        raise RuntimeError(
+            f"{user} is not the schema's owner{owner}: set MIGRATION_DATABASE_URL to the owner's URL (the role that "
+            "runs `opencoach migrate`)"
+        )
 
 
 async def assert_schema_current(engine: AsyncEngine) -> None:

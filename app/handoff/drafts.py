@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client
@@ -26,7 +26,7 @@ from app.handoff.service import HandoffService
 from app.learning.interventions import InterventionService
 from app.learning.models import InterventionSource
 from app.memory.messages import store_message
-from app.rag.models import Document, DocumentStatus
+from app.rag.models import Chunk, ChunkSuccessor, Document
 
 
 class DraftService:
@@ -158,23 +158,25 @@ class DraftService:
 
 async def _deleted_sources(session: AsyncSession, coach_id: uuid.UUID, citations: list[dict[str, Any]]) -> list[str]:
     """The titles, sorted, of the documents ``citations`` cite that the coach no longer has (a document whose
-    file was processed again lives on in the copy that replaced it); the others are locked (``FOR SHARE``) until
-    the transaction ends."""
+    file was processed again lives on in the copy that holds its chunks' text: :func:`app.rag.passages.
+    record_successors`, however many times); those kept are locked (``FOR SHARE``) until the transaction ends."""
     cited: dict[uuid.UUID, str] = {}
     for citation in citations:
         with contextlib.suppress(KeyError, TypeError, ValueError):
             cited[uuid.UUID(str(citation["document_id"]))] = str(citation.get("title") or "a document")
     if not cited:
         return []
-    # FOR SHARE: a deletion waits until the reply is stored (or commits first, and the draft is refused)
-    stmt = (
-        select(Document.id, Document.replaces_id, Document.status)
-        .where(Document.coach_id == coach_id, or_(Document.id.in_(cited), Document.replaces_id.in_(cited)))
-        .with_for_update(read=True)
+    successors = (
+        select(ChunkSuccessor.document_id, Chunk.document_id.label("successor"))
+        .join(Chunk, Chunk.id == ChunkSuccessor.successor_id)
+        .where(ChunkSuccessor.coach_id == coach_id, ChunkSuccessor.document_id.in_(cited))
+        .distinct()
     )
-    kept: set[uuid.UUID] = set()
-    for document_id, replaces_id, status in await session.execute(stmt):
-        kept.add(document_id)
-        if status == DocumentStatus.READY and replaces_id is not None:  # its file processed again: the same text
-            kept.add(replaces_id)
-    return sorted({title for document_id, title in cited.items() if document_id not in kept})
+    lives_in: dict[uuid.UUID, set[uuid.UUID]] = {document_id: {document_id} for document_id in cited}
+    for document_id, successor in await session.execute(successors):
+        lives_in[document_id].add(successor)
+    # FOR SHARE: a deletion waits until the reply is stored (or commits first, and the draft is refused)
+    holding = set().union(*lives_in.values())
+    stmt = select(Document.id).where(Document.coach_id == coach_id, Document.id.in_(holding)).with_for_update(read=True)
+    present = set(await session.scalars(stmt))
+    return sorted({title for document_id, title in cited.items() if not lives_in[document_id] & present})

@@ -104,6 +104,24 @@ class Chunk(TenantMixin, Base):
     )
 
 
+class ChunkSuccessor(Base):
+    """The chunk of a copy that replaced a document (its file processed again, ``Document.replaces_id``) holding
+    the text of the original's chunk ``chunk_id``, which is gone: citations name chunks by id and are resolved
+    through this row when read (:func:`app.rag.passages.cited_passage`). ``document_id`` is the original's (gone
+    too). Written when the copy is ready (:func:`app.rag.passages.record_successors`, migration 0052); a row goes
+    with the chunk it names."""
+
+    __tablename__ = "chunk_successors"
+    __table_args__ = (Index("ix_chunk_successors_coach_id_document_id", "coach_id", "document_id"),)
+
+    chunk_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    coach_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("coaches.id", ondelete="CASCADE"))
+    document_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    successor_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("chunks.id", ondelete="CASCADE"), index=True
+    )
+
+
 class DocumentTerm(Base):
     """One lexeme of a document's chunks (``term``, from their ``tsv``) and ``df``, the number of the
     document's chunks that hold it: BM25's document frequency of a word over a coach's searchable documents is

@@ -41,7 +41,7 @@ from app.rag.extract import ExtractedText, ExtractionError, Page, extract_pages
 from app.rag.isolation import ExtractionLimits, extract_isolated
 from app.rag.models import Chunk, Document, DocumentStatus
 from app.rag.normalize import metadata_title
-from app.rag.passages import carry_citations
+from app.rag.passages import record_successors
 
 COMMIT_CHUNKS = 64
 """Chunks per embedding call and per commit (one commit every few seconds with the local embedder)."""
@@ -287,35 +287,25 @@ class IngestRun:
     async def _finish(self, total: int, extracted: ExtractedText) -> bool:
         """Drop chunks past ``total`` (left by an attempt that cut more) and mark the document ``ready``
         with ``total`` chunks (its pages counted when they came numbered: PDF, DOCX, EPUB); a document that
-        replaces another (``replaces_id``) takes over its citations (:func:`~app.rag.passages.carry_citations`) and
-        deletes it and the failed documents of the same file (an earlier copy that failed); one being processed,
-        or another ready one, stays."""
+        replaces another (``replaces_id``) notes which of its chunks holds each of the original's
+        (:func:`~app.rag.passages.record_successors`: citations resolve through them) and deletes the original
+        and the failed documents of the same file (an earlier copy that failed); one being processed, or another
+        ready one, stays."""
         async with unit_of_work(self._sessionmaker, self._coach_id) as uow:
             session = uow.session
             copy = (
                 await session.execute(
-                    select(Document.sha256, Document.replaces_id, Document.title).where(
-                        Document.id == self._document_id
-                    )
+                    select(Document.sha256, Document.replaces_id).where(Document.id == self._document_id)
                 )
             ).first()
-            title = metadata_title(extracted.title)
             if copy is not None and copy.replaces_id is not None:
                 await lock_file(session, self._coach_id, copy.sha256)
-                # before the copy's row lock: a draft's approval locks its draft, then the documents it cites
-                await carry_citations(
-                    session,
-                    self._coach_id,
-                    original=copy.replaces_id,
-                    copy=self._document_id,
-                    title=title or copy.title,
-                    total=total,
-                )
             document = await self._locked(session)
             if document is None:
                 return False
             await session.execute(delete(Chunk).where(Chunk.document_id == self._document_id, Chunk.ordinal >= total))
             if document.replaces_id is not None:  # processed again: the original goes, and failed copies
+                await record_successors(session, self._coach_id, original=document.replaces_id, copy=document.id)
                 await session.execute(
                     delete(Document).where(
                         Document.coach_id == self._coach_id,
@@ -330,7 +320,7 @@ class IngestRun:
             document.chunks_total, document.pages_done = total, self.timings.pages
             document.pages = self.timings.pages if self._paged else None
             document.pages_searchable = self.timings.pages if self._paged else 0
-            if title:
+            if title := metadata_title(extracted.title):
                 document.title = title
             await invalidate_cached_replies(session, self._coach_id)
         self.timings.chunks = total

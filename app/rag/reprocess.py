@@ -34,25 +34,26 @@ class ReprocessReport:
 async def reprocess_libraries(
     documents: DocumentService,
     sessionmaker: async_sessionmaker[AsyncSession],
+    report: ReprocessReport,
     *,
     finished_before: datetime,
     coach_id: uuid.UUID | None = None,
     failed: bool = False,
-) -> ReprocessReport:
+) -> None:
     """Process again every document that finished processing before ``finished_before`` (timezone-aware): those
     ``ready``, and the ``failed`` ones too when ``failed``; of every coach, or of ``coach_id`` only. A copy
     finishes after the run started, so a run stopped half-way and started again with the same
     ``finished_before`` skips the documents already done (those still being processed again are reported
     skipped). Each document is its own transaction in its coach's scope; its ingestion job goes through the
-    outbox (the worker's relay sends it). ``sessionmaker`` must be able to list every coach (the schema owner's,
-    as for ``rotate-secret``). Raises ``NotFound`` for a ``coach_id`` that is no coach."""
+    outbox (the worker's relay sends it). Each document is noted in ``report`` once its transaction ended, so a run
+    that stops (a database gone) still tells what it did. ``sessionmaker`` must be able to list every coach (the
+    schema owner's, as for ``rotate-secret``). Raises ``NotFound`` for a ``coach_id`` that is no coach."""
     statuses = (DocumentStatus.READY, DocumentStatus.FAILED) if failed else (DocumentStatus.READY,)
     async with sessionmaker() as session:
         listed = select(Coach.id).order_by(Coach.created_at, Coach.id)
         coach_ids = (await session.scalars(listed if coach_id is None else listed.where(Coach.id == coach_id))).all()
     if coach_id is not None and not coach_ids:
         raise NotFound(f"no coach has the id {coach_id}")
-    report = ReprocessReport()
     for coach in coach_ids:
         async with unit_of_work(sessionmaker, coach) as uow:
             done = (
@@ -74,4 +75,3 @@ async def reprocess_libraries(
                 report.skipped.append((coach, title, str(refused)))
             else:
                 report.queued.append((coach, title))
-    return report

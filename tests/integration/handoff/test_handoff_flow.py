@@ -662,15 +662,16 @@ async def test_a_draft_citing_a_document_deleted_since_is_sent_only_edited(
     await run_jobs()
     conversation_id = (await chat(http, setup, "How can I plan my week better?"))["conversation_id"]
     [draft] = (await http.get("/api/v1/drafts?status=pending", headers=h)).json()
-    # processed again (twice), the document lives on in its copy: a draft citing it is sent as written, citing
-    # the copy
+    # processed again (twice), the document lives on in its copy: a draft citing it is sent as written, and the
+    # client opens its passages
     copy = doc
     for _ in range(2):
         copy = (await http.post(f"/api/v1/documents/{copy['id']}/reprocess", headers=h)).json()
         await run_jobs()
     assert (await http.post(f"/api/v1/drafts/{draft['id']}/approve", headers=h)).status_code == 201
-    sent = (await transcript(http, setup, conversation_id))[1]
-    assert {c["document_id"] for c in sent["citations"]} == {copy["id"]}
+    [cited, *_] = (await transcript(http, setup, conversation_id))[1]["citations"]
+    passage = await http.get(f"/api/v1/widget/passages/{cited['chunk_id']}", headers=setup.client_auth)
+    assert passage.status_code == 200 and "three priorities" in passage.json()["text"], passage.text
 
     await chat(http, setup, "And how do I keep to the plan?", conversation_id)
     [draft] = (await http.get("/api/v1/drafts?status=pending", headers=h)).json()

@@ -23,11 +23,14 @@ from app.rag.pipeline import IngestRun
 from tests.conftest import Coach, upload
 
 
-def reprocess_cli(services: Services, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``opencoach documents reprocess`` on the test run's servers (the schema owner's URL, as ``rotate-secret``)."""
+def reprocess_cli(
+    services: Services, tmp_path: Path, *args: str, owner_url: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``opencoach documents reprocess`` on the test run's servers, as the schema owner (as ``rotate-secret``) or
+    the role of ``owner_url``."""
     env = {
         **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MIGRATION_DATABASE_URL", "REDIS_URL")},
-        "MIGRATION_DATABASE_URL": services.migration_database_url,
+        "MIGRATION_DATABASE_URL": owner_url or services.migration_database_url,
         "DATABASE_URL": services.database_url,
         "REDIS_URL": services.redis_url,
     }
@@ -90,12 +93,23 @@ async def test_every_document_of_a_library_is_processed_again_once_and_skips_are
     originals = {habits["id"], sleep["id"], under_way["id"], failed["id"]}
     assert {d["replaces_id"] for d in listed} == originals, "each original replaced by its copy, once"
     assert {d["status"] for d in listed} == {"ready"} and len(listed) == 4
+    # run again with the cut-off printed first: the copies finished after it, nothing is processed twice
+    assert f"finished before {finished.isoformat()} (--before)" in done.stdout
+    resumed = reprocess_cli(services, tmp_path, "--coach", coach.coach_id, "--before", finished.isoformat())
+    assert "0 queued, 0 skipped" in resumed.stdout, resumed.stdout
     assert [d["id"] for d in (await http.get("/api/v1/documents", headers=other.headers)).json()] == [theirs["id"]]
 
 
-def test_an_unknown_or_malformed_coach_is_a_clear_error(services: Services, tmp_path: Path) -> None:
+def test_a_wrong_coach_role_or_time_is_a_clear_error(services: Services, tmp_path: Path) -> None:
+    """An unknown or malformed coach id, a ``--before`` in the future (the copies would be processed again on the
+    next run) and the app's role instead of the owner's (under row-level security it sees no coach, and would
+    report nothing done as a success) each stop the command with one line saying why."""
     unknown = reprocess_cli(services, tmp_path, "--coach", str(uuid.uuid4()))
     assert unknown.returncode == 1 and "no coach has the id" in unknown.stderr
-    assert "Traceback" not in unknown.stderr
     malformed = reprocess_cli(services, tmp_path, "--coach", "nope")
     assert malformed.returncode == 2 and "not a coach id (a UUID): 'nope'" in malformed.stderr
+    future = reprocess_cli(services, tmp_path, "--before", "2999-01-01")
+    assert future.returncode == 2 and "is in the future" in future.stderr
+    app_role = reprocess_cli(services, tmp_path, owner_url=services.database_url)
+    assert app_role.returncode == 1 and "is not the schema's owner" in app_role.stderr, app_role.stderr
+    assert all("Traceback" not in run.stderr for run in (unknown, malformed, future, app_role))
