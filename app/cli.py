@@ -303,9 +303,16 @@ def cmd_documents_reprocess(args: argparse.Namespace) -> int:
         _error(str(exc))
         return 1
     except (OSError, SQLAlchemyError) as exc:
+        if not (report.queued or report.skipped):
+            _error(f"cannot use the database as the schema owner (MIGRATION_DATABASE_URL): {exc}")
+            return 1
         _print_reprocessed(out, report)
         _error(f"stopped: {exc} (run again with the same --before to go on)")
         return 1
+    except KeyboardInterrupt:
+        _print_reprocessed(out, report)
+        _error("interrupted (run again with the same --before to go on)")
+        return 130
     _print_reprocessed(out, report)
     return 0
 

@@ -74,8 +74,9 @@ class DraftService:
         """Send a pending draft to the client, as written (an ``ai`` message) or edited by the coach (a
         ``human_coach`` message that keeps the AI draft in ``metadata.ai_draft``, recorded as a ``draft_edit``
         intervention and analysed by an arq job after commit). Raises ``NotFound``,
-        ``Conflict`` (already decided, or sent as written while it cites a document the coach has deleted since:
-        the coach may have deleted it for what it says) and ``InvalidInput`` (empty or too long edit)."""
+        ``Conflict`` (already decided, or sent as written while passages it cites are gone since: the coach may
+        have deleted their document for what it says, :func:`_gone_sources`) and ``InvalidInput`` (empty or too
+        long edit)."""
         edited_text = None if text is None else coach_text(text)
         session, coach_id = uow.session, uow.coach_id
         coach = await uow.coach()
@@ -84,10 +85,11 @@ class DraftService:
         meta = dict(draft.meta) | {"draft_id": str(draft.id), "approved_by_coach": True}
         if edited:
             meta |= {"edited": True, "ai_draft": draft.text}
-        elif deleted := await _deleted_sources(session, coach_id, draft.citations):
+        elif gone := await _gone_sources(session, coach_id, draft.citations):
             raise Conflict(
-                f"this draft draws on {', '.join(f'“{title}”' for title in deleted)}, deleted since it was "
-                "written: edit the draft (its [n] markers point at those passages) or discard it"
+                f"this draft draws on passages of {', '.join(f'“{title}”' for title in gone)} that are gone since it "
+                "was written (the document was deleted, or processed again and the passage changed): edit the draft "
+                "(its [n] markers point at those passages) or discard it"
             )
         message, _ = await store_message(
             session,
@@ -156,27 +158,43 @@ class DraftService:
         return draft
 
 
-async def _deleted_sources(session: AsyncSession, coach_id: uuid.UUID, citations: list[dict[str, Any]]) -> list[str]:
-    """The titles, sorted, of the documents ``citations`` cite that the coach no longer has (a document whose
-    file was processed again lives on in the copy that holds its chunks' text: :func:`app.rag.passages.
-    record_successors`, however many times); those kept are locked (``FOR SHARE``) until the transaction ends."""
+LOCK_ROUNDS = 3
+"""Times :func:`_gone_sources` reads where the cited passages are and locks their documents: a copy that replaced
+a cited document while the first lock waited holds its passages now (two rounds), and it is locked in the next."""
+
+
+async def _gone_sources(session: AsyncSession, coach_id: uuid.UUID, citations: list[dict[str, Any]]) -> list[str]:
+    """The titles, sorted, of the documents whose cited passages the coach's library no longer holds: a
+    citation's chunk is gone when neither it nor its successor (the chunk that holds its text since its document
+    was processed again, however many times: :func:`app.rag.passages.store_successors`) is there. The documents
+    that hold them are locked (``FOR SHARE``) until the transaction ends: a deletion waits until the reply is
+    stored, or commits first and the draft is refused; a replacement that committed meanwhile is followed."""
     cited: dict[uuid.UUID, str] = {}
     for citation in citations:
         with contextlib.suppress(KeyError, TypeError, ValueError):
-            cited[uuid.UUID(str(citation["document_id"]))] = str(citation.get("title") or "a document")
+            cited[uuid.UUID(str(citation["chunk_id"]))] = str(citation.get("title") or "a document")
     if not cited:
         return []
-    successors = (
-        select(ChunkSuccessor.document_id, Chunk.document_id.label("successor"))
-        .join(Chunk, Chunk.id == ChunkSuccessor.successor_id)
-        .where(ChunkSuccessor.coach_id == coach_id, ChunkSuccessor.document_id.in_(cited))
-        .distinct()
+    locked: set[uuid.UUID] = set()
+    holders: dict[uuid.UUID, uuid.UUID] = {}
+    for _ in range(LOCK_ROUNDS):
+        holders = await _holders(session, list(cited))
+        wanted = set(holders.values()) - locked
+        if not wanted:
+            break
+        stmt = select(Document.id).where(Document.coach_id == coach_id, Document.id.in_(wanted))
+        locked |= set(await session.scalars(stmt.with_for_update(read=True)))
+    return sorted({title for chunk_id, title in cited.items() if holders.get(chunk_id) not in locked})
+
+
+async def _holders(session: AsyncSession, chunk_ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """``{cited chunk id: id of the document holding its text now}`` (its own, or its successor's); a chunk whose
+    text is gone is left out."""
+    successors = select(ChunkSuccessor.chunk_id, ChunkSuccessor.successor_id).where(
+        ChunkSuccessor.chunk_id.in_(chunk_ids)
     )
-    lives_in: dict[uuid.UUID, set[uuid.UUID]] = {document_id: {document_id} for document_id in cited}
-    for document_id, successor in await session.execute(successors):
-        lives_in[document_id].add(successor)
-    # FOR SHARE: a deletion waits until the reply is stored (or commits first, and the draft is refused)
-    holding = set().union(*lives_in.values())
-    stmt = select(Document.id).where(Document.coach_id == coach_id, Document.id.in_(holding)).with_for_update(read=True)
-    present = set(await session.scalars(stmt))
-    return sorted({title for document_id, title in cited.items() if not lives_in[document_id] & present})
+    moved = dict((await session.execute(successors)).tuples().all())
+    now = {chunk_id: moved.get(chunk_id, chunk_id) for chunk_id in chunk_ids}
+    holding = select(Chunk.id, Chunk.document_id).where(Chunk.id.in_(set(now.values())))
+    documents = dict((await session.execute(holding)).tuples().all())
+    return {chunk_id: documents[current] for chunk_id, current in now.items() if current in documents}

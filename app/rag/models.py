@@ -108,7 +108,7 @@ class ChunkSuccessor(Base):
     """The chunk of a copy that replaced a document (its file processed again, ``Document.replaces_id``) holding
     the text of the original's chunk ``chunk_id``, which is gone: citations name chunks by id and are resolved
     through this row when read (:func:`app.rag.passages.cited_passage`). ``document_id`` is the original's (gone
-    too). Written when the copy is ready (:func:`app.rag.passages.record_successors`, migration 0052); a row goes
+    too). Written when the copy is ready (:func:`app.rag.passages.store_successors`, migration 0052); a row goes
     with the chunk it names."""
 
     __tablename__ = "chunk_successors"

@@ -41,7 +41,7 @@ from app.rag.extract import ExtractedText, ExtractionError, Page, extract_pages
 from app.rag.isolation import ExtractionLimits, extract_isolated
 from app.rag.models import Chunk, Document, DocumentStatus
 from app.rag.normalize import metadata_title
-from app.rag.passages import record_successors
+from app.rag.passages import match_successors, store_successors
 
 COMMIT_CHUNKS = 64
 """Chunks per embedding call and per commit (one commit every few seconds with the local embedder)."""
@@ -288,9 +288,10 @@ class IngestRun:
         """Drop chunks past ``total`` (left by an attempt that cut more) and mark the document ``ready``
         with ``total`` chunks (its pages counted when they came numbered: PDF, DOCX, EPUB); a document that
         replaces another (``replaces_id``) notes which of its chunks holds each of the original's
-        (:func:`~app.rag.passages.record_successors`: citations resolve through them) and deletes the original
+        (:func:`~app.rag.passages.match_successors`: citations resolve through them) and deletes the original
         and the failed documents of the same file (an earlier copy that failed); one being processed, or another
         ready one, stays."""
+        pairs = await match_successors(self._sessionmaker, self._coach_id, self._document_id)  # (before any lock)
         async with unit_of_work(self._sessionmaker, self._coach_id) as uow:
             session = uow.session
             copy = (
@@ -305,7 +306,7 @@ class IngestRun:
                 return False
             await session.execute(delete(Chunk).where(Chunk.document_id == self._document_id, Chunk.ordinal >= total))
             if document.replaces_id is not None:  # processed again: the original goes, and failed copies
-                await record_successors(session, self._coach_id, original=document.replaces_id, copy=document.id)
+                await store_successors(session, self._coach_id, original=document.replaces_id, pairs=pairs)
                 await session.execute(
                     delete(Document).where(
                         Document.coach_id == self._coach_id,

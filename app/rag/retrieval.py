@@ -17,7 +17,6 @@ ranking scores only the chunks holding its rarest query words (:data:`_BM25`).
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from app.db.vectors import BinaryHalfVec
 from app.llm.base import EMBEDDING_DIMENSIONS, ProviderError
 from app.llm.rerank import HttpReranker
 from app.rag.models import Chunk, Document, DocumentStatus
+from app.rag.resemblance import shingles
 
 log = logging.getLogger(__name__)
 
@@ -261,34 +261,24 @@ async def rank(
     return Rankings(dense, lexical, sorted(scores, key=lambda cid: scores[cid], reverse=True), scores)
 
 
-_WORD = re.compile(r"\w+")
-
-
-def _trigrams(passage: str) -> set[tuple[str, ...]]:
-    words = _WORD.findall(passage.lower())
-    if len(words) < 3:
-        return {tuple(words)}
-    return set(zip(words, words[1:], words[2:], strict=False))
-
-
 def collapse_near_duplicates(
     texts: Sequence[str], threshold: float = NEAR_DUPLICATE_JACCARD, *, limit: int | None = None
 ) -> list[int]:
-    """Indexes of ``texts`` (best first) to keep: a text whose word-trigram set has Jaccard similarity ≥
-    ``threshold`` with an earlier kept one is dropped (Broder 1997, "On the resemblance and containment of
-    documents", with exact shingle sets instead of min-hashes: a handful of passages per query). With a
+    """Indexes of ``texts`` (best first) to keep: a text whose word-trigram set (:func:`~app.rag.resemblance.
+    shingles`) has Jaccard similarity (resemblance) ≥ ``threshold`` with an earlier kept one is dropped (a handful
+    of passages per query). With a
     ``limit``, stops once that many are kept: the texts after them are never compared (nor split into
     trigrams, the costly part)."""
     kept: list[int] = []
-    shingles: list[set[tuple[str, ...]]] = []
+    seen: list[set[tuple[str, ...]]] = []
     for index, passage in enumerate(texts):
         if limit is not None and len(kept) >= limit:
             break
-        own = _trigrams(passage)
-        if any(len(own & other) >= threshold * len(own | other) for other in shingles):
+        own = shingles(passage)
+        if any(len(own & other) >= threshold * len(own | other) for other in seen):
             continue
         kept.append(index)
-        shingles.append(own)
+        seen.append(own)
     return kept
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import ebooklib
 from ebooklib import epub
 from lxml import etree
+from tinycss2.bytes import decode_stylesheet_bytes
 
 from app.rag.extract import Caps, ExtractedText, ExtractionError, Page
 from app.rag.formats.html import html_text, imported_sheets
@@ -86,57 +87,57 @@ def _as_html(xhtml: bytes) -> str:
     return str(etree.tostring(root, method="html", encoding="unicode"))
 
 
-MAX_IMPORT_DEPTH = 8
-"""Sheets read through ``@import`` inside one another; deeper ones are not read."""
+def _style_sheets(book: epub.EpubBook) -> Callable[[str], tuple[str, ...]]:
+    """Reads the book's style sheet at a package path with the sheets it imports (:func:`~app.rag.formats.html.
+    imported_sheets`, relative to the importing sheet), however deep, each sheet once (one that imports itself, or
+    another twice, adds nothing more) and each on its own (a sheet that ends inside a comment or a block must not
+    swallow the next); none when the book holds no CSS item there. A sheet is decoded as CSS Syntax Level 3 says
+    (its byte order mark, its ``@charset``, else UTF-8). Cached per path; the order is not kept: the cascade is
+    not computed."""
 
-
-def _style_sheets(book: epub.EpubBook) -> Callable[[str], str | None]:
-    """Reads the book's style sheet at a package path (``None``: the book holds no CSS item there) with the
-    sheets it imports (:func:`~app.rag.formats.html.imported_sheets`, relative to the importing sheet), up to
-    :data:`MAX_IMPORT_DEPTH` deep, each sheet once (one that imports itself, or another twice, adds nothing
-    more); cached per path. Their order is not kept: the cascade is not computed."""
-
+    @functools.cache
     def css(path: str) -> str | None:
         item = book.get_item_with_href(path)
         if item is None or item.media_type != "text/css":
             return None
-        return bytes(item.content).decode("utf-8", errors="replace")
+        return str(decode_stylesheet_bytes(bytes(item.content))[0])
 
     @functools.cache
-    def read(path: str) -> str | None:
+    def read(path: str) -> tuple[str, ...]:
         sheets: list[str] = []
-        todo, seen = [(path, 0)], {path}
+        todo, seen = [path], {path}
         while todo:
-            at, depth = todo.pop()
+            at = todo.pop()
             sheet = css(at)
             if sheet is None:
                 continue
             sheets.append(sheet)
-            for href in imported_sheets(sheet) if depth < MAX_IMPORT_DEPTH else []:
+            for href in imported_sheets(sheet):
                 found = _resolved(at, href)
                 if found is not None and found not in seen:
                     seen.add(found)
-                    todo.append((found, depth + 1))
-        return "\n".join(sheets) if sheets else None
+                    todo.append(found)
+        return tuple(sheets)
 
     return read
 
 
-def _linked(chapter: epub.EpubItem, sheets: Callable[[str], str | None]) -> Callable[[str], str | None]:
-    """Reads the style sheet a chapter links or its ``<style>`` imports: ``href`` is a URL relative to the
-    chapter (:func:`_resolved`)."""
+def _linked(chapter: epub.EpubItem, sheets: Callable[[str], tuple[str, ...]]) -> Callable[[str], tuple[str, ...]]:
+    """Reads the style sheets a chapter links or its ``<style>`` imports (each with those it imports): ``href`` is
+    a URL relative to the chapter (:func:`_resolved`)."""
 
-    def read(href: str) -> str | None:
+    def read(href: str) -> tuple[str, ...]:
         path = _resolved(chapter.get_name(), href)
-        return sheets(path) if path is not None else None
+        return sheets(path) if path is not None else ()
 
     return read
 
 
 def _resolved(base: str, href: str) -> str | None:
     """The package path of ``href`` (a URL relative to the file at package path ``base``, percent-encoded as in the
-    package); ``None`` for one outside the package (a scheme or a host), which is not read."""
-    url = urllib.parse.urlsplit(href)
+    package, ``\\`` read as ``/`` as the WHATWG URL parser does); ``None`` for one outside the package (a scheme or
+    a host), which is not read."""
+    url = urllib.parse.urlsplit(href.replace("\\", "/"))  # (a reader's URL parser reads "\\" as "/")
     if url.scheme or url.netloc or not url.path:
         return None
     return posixpath.normpath(posixpath.join(posixpath.dirname(base), urllib.parse.unquote(url.path)))

@@ -16,7 +16,7 @@ speech only), ``@supports``, ``@layer`` and ``@container`` blocks count too, and
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import tinycss2
@@ -29,21 +29,22 @@ _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BLOCKS = "p, li, blockquote, pre, td, th, dt, dd, figcaption, div, section, article, tr"
 
 
-def html_text(markup: str, linked: Callable[[str], str | None] | None = None) -> tuple[str, str | None]:
+def html_text(markup: str, linked: Callable[[str], Sequence[str]] | None = None) -> tuple[str, str | None]:
     """``(text, title)`` of an HTML document: paragraphs separated by blank lines, headings as ``#`` lines,
-    the ``<title>`` (or ``None``). ``linked`` reads the style sheet a ``<link rel="stylesheet" href>`` names
-    (``None``: not at hand), for a document whose sheets come with it (an EPUB's chapters), and those its
-    ``<style>`` sheets import (:func:`imported_sheets`); without it, linked and imported sheets are not read."""
+    the ``<title>`` (or ``None``). ``linked`` reads the style sheet a ``<link rel="stylesheet" href>`` names, or a
+    ``<style>`` sheet imports (:func:`imported_sheets`), with the sheets it imports, each on its own (none: not at
+    hand), for a document whose sheets come with it (an EPUB's chapters); without it, linked and imported sheets
+    are not read."""
     tree = LexborHTMLParser(markup)
     title_node = tree.css_first("title")
     title = title_node.text(strip=True) if title_node is not None else ""
     sheets = [style.text() for style in tree.css("style")]
     if linked is not None:
-        sheets += [linked(href) or "" for sheet in list(sheets) for href in imported_sheets(sheet)]
+        sheets += [found for sheet in list(sheets) for href in imported_sheets(sheet) for found in linked(href)]
         for link in tree.css("link[href]"):
             rel = (link.attributes.get("rel") or "").lower().split()
             if "stylesheet" in rel and "alternate" not in rel:  # (an alternate sheet applies only when chosen)
-                sheets.append(linked(link.attributes.get("href") or "") or "")
+                sheets += linked(link.attributes.get("href") or "")
     hidden_by_sheet = _hidden_by_style_sheets(tree, sheets)
     for node in tree.css(_DROPPED):
         node.decompose()
@@ -85,7 +86,7 @@ _UNREADABLE = (ValueError, OverflowError, RecursionError)
 nested thousands deep (its serialiser recurses). Such CSS hides nothing."""
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=256)
 def _sheet_selectors(sheet: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(hiding, showing)``: the selectors of a style sheet's rules that hide (:func:`_hides`) and that show
     (:func:`_shows`) the elements they match; none for a sheet tinycss2 cannot read. Cached: an EPUB's chapters
@@ -134,30 +135,27 @@ def _style_rules(rules: list[Any], depth: int = 0) -> Iterator[Any]:
             yield from _style_rules(inner, depth + 1)
 
 
-_BEFORE_IMPORTS = {"charset", "import", "layer"}
-"""At-rules an ``@import`` may follow (a ``@layer`` statement, not a block); after any other rule it is ignored."""
-
-
 def imported_sheets(sheet: str) -> list[str]:
-    """The URLs (as written) of the sheets ``sheet`` imports for the coach's screen, in order: its ``@import``
-    rules before any other rule but ``@charset`` and ``@layer`` statements (a later one is ignored, CSS Cascading
-    and Inheritance Level 4 §2.1), with no media queries or queries that may apply on a screen
-    (:func:`_on_screen`); their ``layer`` and ``supports()`` conditions are taken as met (a doubt hides the
-    text). None for a sheet tinycss2 cannot read."""
+    """The URLs (as written) of the sheets ``sheet``'s top-level ``@import`` rules name, in order, but those whose
+    media queries apply on no screen (:func:`_on_screen`). Every one counts wherever it stands: browsers ignore an
+    ``@import`` after other rules (CSS Cascading and Inheritance Level 4 §2.1), but they differ on which rules
+    count, and a doubt hides the text. Its ``layer`` and ``supports()`` conditions are taken as met, for the same
+    reason. None for a sheet tinycss2 cannot read."""
     try:
         rules = tinycss2.parse_stylesheet(sheet, skip_comments=True, skip_whitespace=True)
     except _UNREADABLE:
         return []
     urls: list[str] = []
     for rule in rules:
-        if rule.type != "at-rule" or rule.lower_at_keyword not in _BEFORE_IMPORTS or rule.content is not None:
-            break
-        if rule.lower_at_keyword != "import":
+        if rule.type != "at-rule" or rule.lower_at_keyword != "import":
             continue
         tokens = [token for token in rule.prelude if token.type not in ("whitespace", "comment")]
         url = _import_url(tokens[0]) if tokens else None
-        media = [t for t in tokens[1:] if not _is_condition(t)]
-        if url and _on_screen(media):
+        try:
+            on_screen = _on_screen([token for token in tokens[1:] if not _is_condition(token)])
+        except _UNREADABLE:
+            on_screen = True
+        if url and on_screen:
             urls.append(url)
     return urls
 

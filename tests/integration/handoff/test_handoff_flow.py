@@ -679,7 +679,7 @@ async def test_a_draft_citing_a_document_deleted_since_is_sent_only_edited(
 
     refused = await http.post(f"/api/v1/drafts/{draft['id']}/approve", headers=h)
     assert refused.status_code == 409
-    assert "draws on “Weekly Planning”, deleted since it was written" in refused.json()["detail"]
+    assert "draws on passages of “Weekly Planning” that are gone since it" in refused.json()["detail"]
     edited = await http.post(f"/api/v1/drafts/{draft['id']}/approve", headers=h, json={"text": "Pick three things."})
     assert edited.status_code == 201, edited.text
     messages = await transcript(http, setup, conversation_id)
@@ -724,7 +724,7 @@ async def test_approving_a_draft_and_deleting_its_document_at_once_take_turns(
         await asyncio.sleep(0.5)
         assert not approving.done(), "the approval waits for the deletion under way"
     refused = await approving
-    assert refused.status_code == 409 and "deleted since it was written" in refused.json()["detail"]
+    assert refused.status_code == 409 and "are gone since it was written" in refused.json()["detail"]
 
 
 async def test_a_pending_draft_goes_once_the_coach_or_the_crisis_protocol_answered_instead(
