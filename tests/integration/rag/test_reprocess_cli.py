@@ -104,8 +104,11 @@ def test_a_wrong_coach_role_or_time_is_a_clear_error(services: Services, tmp_pat
     """An unknown or malformed coach id, a ``--before`` in the future (the copies would be processed again on the
     next run) and the app's role instead of the owner's (under row-level security it sees no coach, and would
     report nothing done as a success) each stop the command with one line saying why."""
+    started = datetime.now(UTC)
     unknown = reprocess_cli(services, tmp_path, "--coach", str(uuid.uuid4()))
     assert unknown.returncode == 1 and "no coach has the id" in unknown.stderr
+    cut_off = datetime.fromisoformat(unknown.stdout.split("finished before ")[1].split(" (--before)")[0])
+    assert started < cut_off < datetime.now(UTC), "the default cut-off is the run's start, printed first"
     malformed = reprocess_cli(services, tmp_path, "--coach", "nope")
     assert malformed.returncode == 2 and "not a coach id (a UUID): 'nope'" in malformed.stderr
     future = reprocess_cli(services, tmp_path, "--before", "2999-01-01")
