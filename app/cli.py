@@ -303,7 +303,7 @@ def cmd_documents_reprocess(args: argparse.Namespace) -> int:
         _error(str(exc))
         return 1
     except (OSError, SQLAlchemyError) as exc:
-        if not (report.queued or report.skipped):
+        if not report.started:
             _error(f"cannot use the database as the schema owner (MIGRATION_DATABASE_URL): {exc}")
             return 1
         _print_reprocessed(out, report)

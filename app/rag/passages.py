@@ -25,6 +25,9 @@ from app.rag.resemblance import shingles
 
 FOLLOWING_SENTENCES = 2
 """Sentences of the next chunk shown after the cited one."""
+LEAST_SHARED = 3
+"""The fewest counted shingles a copy's chunk must share with an original chunk to be its successor, whatever the
+share (a chunk of a repetitive text may have one or two telling shingles)."""
 COMMON_SHINGLE = 32
 """A word 3-shingle found in more of a copy's chunks than this (a phrase the book repeats everywhere) says little
 of where a passage went, and is not counted (:func:`successors`)."""
@@ -82,7 +85,8 @@ async def cited_passage(uow: UnitOfWork, client_id: uuid.UUID, chunk_id: uuid.UU
 def successors(original: Sequence[str], copy: Sequence[str]) -> dict[int, int]:
     """Where each chunk of ``original`` (chunk texts in order) went in ``copy`` (the chunk texts of its file
     processed again): ``{original index: copy index}``. A chunk is found by its very text, or else as the copy's
-    chunk that holds most of its word 3-shingles (Broder's containment, :data:`LEAST_CONTAINMENT` or more),
+    chunk that holds most of its word 3-shingles (Broder's containment, :data:`LEAST_CONTAINMENT` or more, and
+    :data:`LEAST_SHARED` at least),
     counted through an inverted index of the copy's shingles (those in over :data:`COMMON_SHINGLE` of its chunks
     count neither way), so wherever text read that the old extraction missed pushed it. Ties go to the chunk
     nearest where it is expected: its own index moved by the shift of the last chunk found. Linear in the
@@ -103,7 +107,7 @@ def successors(original: Sequence[str], copy: Sequence[str]) -> dict[int, int]:
             own = [shingle for shingle in shingles(chunk) if len(postings.get(shingle, ())) <= COMMON_SHINGLE]
             shared = Counter(j for shingle in own for j in postings.get(shingle, ()))
             best = max(shared, key=lambda j: (shared[j], -abs(j - expected), -j), default=None)
-            if best is None or shared[best] < LEAST_CONTAINMENT * len(own):
+            if best is None or shared[best] < max(LEAST_SHARED, LEAST_CONTAINMENT * len(own)):
                 continue
             found[index] = best
         shift = found[index] - index
@@ -114,17 +118,18 @@ _CHUNKS = select(Chunk.id, Chunk.text).order_by(Chunk.ordinal)
 
 
 async def match_successors(
-    sessionmaker: async_sessionmaker[AsyncSession], coach_id: uuid.UUID, copy: uuid.UUID
+    sessionmaker: async_sessionmaker[AsyncSession], coach_id: uuid.UUID, copy: uuid.UUID, total: int
 ) -> list[tuple[uuid.UUID, uuid.UUID]]:
     """``(original chunk id, successor chunk id)`` pairs for document ``copy`` when it replaces another (its file
-    processed again: ``replaces_id``) and all its chunks are stored (:func:`successors`); none otherwise. Reads in
-    a transaction of its own and computes in a worker thread, before the copy's end takes any lock."""
+    processed again: ``replaces_id``) and its ``total`` chunks are stored (:func:`successors`; chunks past
+    ``total``, left by an earlier attempt, are not successors: the copy's end deletes them); none otherwise. Reads
+    in a transaction of its own and computes in a worker thread, before the copy's end takes any lock."""
     async with tenant_session(sessionmaker, coach_id, autocommit=True) as session:
         original = await session.scalar(select(Document.replaces_id).where(Document.id == copy))
         if original is None:
             return []
         before = (await session.execute(_CHUNKS.where(Chunk.document_id == original))).all()
-        after = (await session.execute(_CHUNKS.where(Chunk.document_id == copy))).all()
+        after = (await session.execute(_CHUNKS.where(Chunk.document_id == copy, Chunk.ordinal < total))).all()
     found = await asyncio.to_thread(successors, [row.text for row in before], [row.text for row in after])
     return [(before[i].id, after[j].id) for i, j in found.items()]
 
@@ -145,15 +150,15 @@ async def store_successors(
     :func:`match_successors` found (:class:`~app.rag.models.ChunkSuccessor`), and move the rows that earlier
     replacements led to the original's chunks on to their successors, so a citation resolves however many times
     the file is processed again (a chunk with no successor takes its rows with it when it is deleted)."""
-    if pairs:
+    if pairs:  # (rows as executemany parameters: SQLAlchemy sends them in batches under PostgreSQL's bind limit)
         rows = [
             {"chunk_id": chunk_id, "coach_id": coach_id, "document_id": original, "successor_id": successor_id}
             for chunk_id, successor_id in pairs
         ]
-        stmt = insert(ChunkSuccessor).values(rows)
-        await session.execute(
-            stmt.on_conflict_do_update(index_elements=["chunk_id"], set_={"successor_id": stmt.excluded.successor_id})
-        )
+        stmt = insert(ChunkSuccessor)
+        moved = {"successor_id": stmt.excluded.successor_id}
+        upsert = stmt.on_conflict_do_update(index_elements=["chunk_id"], set_=moved)
+        await session.execute(upsert, rows)
     await session.execute(_MOVE, {"original": original})
 
 

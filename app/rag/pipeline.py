@@ -291,7 +291,7 @@ class IngestRun:
         (:func:`~app.rag.passages.match_successors`: citations resolve through them) and deletes the original
         and the failed documents of the same file (an earlier copy that failed); one being processed, or another
         ready one, stays."""
-        pairs = await match_successors(self._sessionmaker, self._coach_id, self._document_id)  # (before any lock)
+        pairs = await match_successors(self._sessionmaker, self._coach_id, self._document_id, total)  # (no lock yet)
         async with unit_of_work(self._sessionmaker, self._coach_id) as uow:
             session = uow.session
             copy = (

@@ -25,10 +25,12 @@ from app.rag.service import DocumentService
 class ReprocessReport:
     """What :func:`reprocess_libraries` did: ``queued`` the documents processed again, ``skipped`` those
     refused with the reason (a copy already being processed, a file not kept), each ``(coach_id, title)`` and
-    ``(coach_id, title, reason)``, in the order they were tried."""
+    ``(coach_id, title, reason)``, in the order they were tried; ``started`` once the coaches were listed."""
 
     queued: list[tuple[uuid.UUID, str]] = field(default_factory=list)
     skipped: list[tuple[uuid.UUID, str, str]] = field(default_factory=list)
+    started: bool = False
+    """Set once the database was reached as the schema owner (an error after that is not a wrong URL)."""
 
 
 async def reprocess_libraries(
@@ -52,6 +54,7 @@ async def reprocess_libraries(
     async with sessionmaker() as session:
         listed = select(Coach.id).order_by(Coach.created_at, Coach.id)
         coach_ids = (await session.scalars(listed if coach_id is None else listed.where(Coach.id == coach_id))).all()
+    report.started = True
     if coach_id is not None and not coach_ids:
         raise NotFound(f"no coach has the id {coach_id}")
     for coach in coach_ids:

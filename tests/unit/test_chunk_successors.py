@@ -36,3 +36,23 @@ def test_identical_text_goes_to_its_nearest_copy_and_nothing_alike_to_none() -> 
     copy = [same, "Other words entirely, about something else.", "Filler.", same]
     assert successors(original, copy) == {0: 0, 2: 3}
     assert successors([], copy) == {} and successors(original, []) == {}
+
+
+def test_a_chunk_sharing_only_an_overlap_is_gone_and_a_tie_goes_to_where_it_is_expected() -> None:
+    """Containment decides: a copy's chunk that holds two of a chunk's eight sentences (what neighbouring chunks
+    share through their overlap) is not its successor, one that holds four is; between two that hold four each,
+    the one nearest where the chunk is expected wins."""
+    other = [f"Another thought, unrelated, on topic {n}." for n in range(40)]
+    s = SENTENCES
+    original = [" ".join(s[0:8]), " ".join(s[8:16]), " ".join(s[16:24])]
+    copy = [
+        " ".join(s[0:8]),
+        " ".join(s[8:10] + other[0:6]),  # two of chunk 1's sentences: an overlap's worth
+        " ".join(other[6:14]),
+        " ".join(s[16:20] + other[14:18]),  # half of chunk 2, one from where it is expected
+        " ".join(other[18:26]),
+        " ".join(s[20:24] + other[26:30]),  # the other half, three from it
+    ]
+    assert successors(original, copy) == {0: 0, 2: 3}
+    near = copy[:2] + [copy[5], copy[4], copy[3]]  # the halves swapped
+    assert successors(original, near) == {0: 0, 2: 2}
