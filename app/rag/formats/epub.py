@@ -17,6 +17,7 @@ import ebooklib
 from ebooklib import epub
 from lxml import etree
 from tinycss2.bytes import decode_stylesheet_bytes
+from webencodings import UTF8, Encoding, lookup
 
 from app.rag.extract import Caps, ExtractedText, ExtractionError, Page
 from app.rag.formats.html import html_text, imported_sheets
@@ -74,7 +75,7 @@ def _as_html(xhtml: bytes) -> str:
     it: Lexbor, an HTML5 parser, takes an empty ``<title/>`` or ``<div/>`` for an open element, and the rest of
     the chapter with it. A file libxml2 cannot read at all is handed on as text. Chapters are UTF-8 (EPUB 3
     §3.1: UTF-8 or UTF-16; the text was read as UTF-8 before too)."""
-    encoding = "utf-16" if xhtml[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8"
+    encoding = _encoding(xhtml)
     try:
         root = etree.fromstring(xhtml, _XHTML[encoding])
     except etree.XMLSyntaxError:
@@ -87,48 +88,65 @@ def _as_html(xhtml: bytes) -> str:
     return str(etree.tostring(root, method="html", encoding="unicode"))
 
 
-def _style_sheets(book: epub.EpubBook) -> Callable[[str], tuple[str, ...]]:
+def _encoding(xhtml: bytes) -> str:
+    """A chapter's encoding: UTF-16 with a byte order mark, else UTF-8 (EPUB 3 §3.1 allows only those two)."""
+    return "utf-16" if xhtml[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8"
+
+
+Sheets = Callable[[str, str], tuple[str, ...]]
+"""Reads a package path's style sheet with those it imports (:func:`_style_sheets`), given the encoding of the
+file that refers to it."""
+
+
+def _style_sheets(book: epub.EpubBook) -> Sheets:
     """Reads the book's style sheet at a package path with the sheets it imports (:func:`~app.rag.formats.html.
     imported_sheets`, relative to the importing sheet), however deep, each sheet once (one that imports itself, or
     another twice, adds nothing more) and each on its own (a sheet that ends inside a comment or a block must not
-    swallow the next); none when the book holds no CSS item there. A sheet is decoded as CSS Syntax Level 3 says
-    (its byte order mark, its ``@charset``, else UTF-8). Cached per path; the order is not kept: the cascade is
-    not computed."""
+    swallow the next); none when the book holds no CSS item there. A sheet is decoded as CSS Syntax Level 3 §3.2
+    says: its byte order mark, its ``@charset``, else the encoding of what refers to it (the chapter's, given by
+    label, or the importing sheet's), as a reader does; and as UTF-8 too when that differs (readers differ, and a
+    doubt hides the text). Cached per path and encoding; the order is not kept: the
+    cascade is not computed."""
 
     @functools.cache
-    def css(path: str) -> str | None:
+    def css(path: str, environment: Encoding) -> tuple[tuple[str, ...], Encoding] | None:
         item = book.get_item_with_href(path)
         if item is None or item.media_type != "text/css":
             return None
-        return str(decode_stylesheet_bytes(bytes(item.content))[0])
+        data = bytes(item.content)
+        text, encoding = decode_stylesheet_bytes(data, environment_encoding=environment)
+        texts = dict.fromkeys([str(text), str(decode_stylesheet_bytes(data)[0])])  # (and as UTF-8: a doubt hides)
+        return tuple(texts), encoding
 
     @functools.cache
-    def read(path: str) -> tuple[str, ...]:
+    def read(path: str, referrer: str) -> tuple[str, ...]:
         sheets: list[str] = []
-        todo, seen = [path], {path}
+        todo, seen = [(path, lookup(referrer) or UTF8)], {path}
         while todo:
-            at = todo.pop()
-            sheet = css(at)
-            if sheet is None:
+            at, environment = todo.pop()
+            decoded = css(at, environment)
+            if decoded is None:
                 continue
-            sheets.append(sheet)
-            for href in imported_sheets(sheet):
+            texts, encoding = decoded
+            sheets += texts
+            for href in (href for sheet in texts for href in imported_sheets(sheet)):
                 found = _resolved(at, href)
                 if found is not None and found not in seen:
                     seen.add(found)
-                    todo.append(found)
+                    todo.append((found, encoding))
         return tuple(sheets)
 
     return read
 
 
-def _linked(chapter: epub.EpubItem, sheets: Callable[[str], tuple[str, ...]]) -> Callable[[str], tuple[str, ...]]:
+def _linked(chapter: epub.EpubItem, sheets: Sheets) -> Callable[[str], tuple[str, ...]]:
     """Reads the style sheets a chapter links or its ``<style>`` imports (each with those it imports): ``href`` is
     a URL relative to the chapter (:func:`_resolved`)."""
+    encoding = _encoding(bytes(chapter.content))
 
     def read(href: str) -> tuple[str, ...]:
         path = _resolved(chapter.get_name(), href)
-        return sheets(path) if path is not None else ()
+        return sheets(path, encoding) if path is not None else ()
 
     return read
 

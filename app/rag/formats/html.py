@@ -45,7 +45,7 @@ def html_text(markup: str, linked: Callable[[str], Sequence[str]] | None = None)
             rel = (link.attributes.get("rel") or "").lower().split()
             if "stylesheet" in rel and "alternate" not in rel:  # (an alternate sheet applies only when chosen)
                 sheets += linked(link.attributes.get("href") or "")
-    hidden_by_sheet = _hidden_by_style_sheets(tree, sheets)
+    hidden_by_sheet = _hidden_by_style_sheets(tree, list(dict.fromkeys(sheets)))  # (each text once)
     for node in tree.css(_DROPPED):
         node.decompose()
     for node in hidden_by_sheet:
