@@ -22,7 +22,7 @@ import respx
 import websockets
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from redis.exceptions import ConnectionError as RedisConnectionError
-from sqlalchemy import text
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.accounts.unit_of_work import unit_of_work
@@ -39,6 +39,9 @@ from app.handoff.queue import coach_conversation
 from app.handoff.service import HandoffService
 from app.llm.registry import ProviderRegistry
 from app.memory.messages import store_message
+from app.rag.models import Chunk, Document
+from app.rag.passages import match_successors, store_successors
+from app.rag.pipeline import IngestRun
 from tests.conftest import Coach, make_client, upload
 from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint, openai_error, openai_sse
 
@@ -693,9 +696,11 @@ async def test_approving_a_draft_and_deleting_its_document_at_once_take_turns(
     llm_api: respx.MockRouter,
     run_jobs: Callable[[], Awaitable[None]],
     container: Container,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The approval holds the documents its draft cites until the reply is stored: a deletion that comes meanwhile
-    waits, and an approval that comes during a deletion waits for it, then refuses the draft as written."""
+    waits, and an approval that comes during a deletion waits for it, then refuses the draft as written; one that
+    comes while a copy replaces the document waits, then finds the passages in the copy."""
     setup = await new_setup(handoff_mode="draft")
     h, coach_id = setup.coach.headers, uuid.UUID(setup.coach.coach_id)
     notes = b"# Weekly planning\n\nPlan your week on Sunday: three priorities.\n"
@@ -725,6 +730,32 @@ async def test_approving_a_draft_and_deleting_its_document_at_once_take_turns(
         assert not approving.done(), "the approval waits for the deletion under way"
     refused = await approving
     assert refused.status_code == 409 and "are gone since it was written" in refused.json()["detail"]
+    assert (await http.post(f"/api/v1/drafts/{draft_id}/discard", headers=h)).status_code == 200
+
+    # the cited document replaced by its copy (its file processed again) while the approval waits: the draft goes,
+    # its passages found in the copy once the replacement committed
+    _, draft_id = await drafted("What should my Sunday look like?", conversation_id)
+    document_id = uuid.UUID((await http.get("/api/v1/documents", headers=h)).json()[0]["id"])
+    copy_id = uuid.UUID((await http.post(f"/api/v1/documents/{document_id}/reprocess", headers=h)).json()["id"])
+
+    async def unfinished(self: IngestRun, total: int, extracted: Any) -> bool:
+        return True  # the copy's chunks stored; its end is played below, held open
+
+    with monkeypatch.context() as patched:
+        patched.setattr(IngestRun, "_finish", unfinished)
+        await run_jobs()
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        total = len((await uow.session.scalars(select(Chunk.id).where(Chunk.document_id == copy_id))).all())
+    pairs = await match_successors(container.sessionmaker, coach_id, copy_id, total)
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        await store_successors(uow.session, coach_id, original=document_id, pairs=pairs)
+        await uow.session.execute(delete(Document).where(Document.id == document_id))
+        await uow.session.execute(update(Document).where(Document.id == copy_id).values(status="ready"))
+        approving = asyncio.create_task(http.post(f"/api/v1/drafts/{draft_id}/approve", headers=h))
+        await asyncio.sleep(0.5)
+        assert not approving.done(), "the approval waits for the replacement under way"
+    approved = await approving
+    assert approved.status_code == 201, approved.text
 
 
 async def test_a_pending_draft_goes_once_the_coach_or_the_crisis_protocol_answered_instead(
