@@ -71,13 +71,20 @@ async def invalidate_cached_replies(session: AsyncSession, coach_id: uuid.UUID) 
 
 
 async def set_document(
-    sessionmaker: async_sessionmaker[AsyncSession], coach_id: uuid.UUID, document_id: uuid.UUID, **values: object
+    sessionmaker: async_sessionmaker[AsyncSession],
+    coach_id: uuid.UUID,
+    document_id: uuid.UUID,
+    *,
+    unless_ready: bool = False,
+    **values: object,
 ) -> None:
-    """Update columns of one document in a transaction of its own."""
+    """Update columns of one document in a transaction of its own; with ``unless_ready``, not once it is ``ready``
+    (arq runs a job at least once: a duplicate run's late failure or cancellation must not undo the finished one)."""
+    stmt = update(Document).where(Document.id == document_id, Document.coach_id == coach_id)
+    if unless_ready:
+        stmt = stmt.where(Document.status != DocumentStatus.READY)
     async with unit_of_work(sessionmaker, coach_id) as uow:
-        await uow.session.execute(
-            update(Document).where(Document.id == document_id, Document.coach_id == coach_id).values(**values)
-        )
+        await uow.session.execute(stmt.values(**values))
 
 
 async def lock_file(session: AsyncSession, coach_id: uuid.UUID, sha256: str) -> None:

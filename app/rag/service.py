@@ -309,7 +309,9 @@ class DocumentService:
                 await asyncio.shield(self._fail(coach_id, document_id, STOPPED.format(timeout=timeout)))
             else:
                 await asyncio.shield(
-                    set_document(self._sessionmaker, coach_id, document_id, status=DocumentStatus.QUEUED)
+                    set_document(
+                        self._sessionmaker, coach_id, document_id, unless_ready=True, status=DocumentStatus.QUEUED
+                    )
                 )
             raise
         except Exception as exc:
@@ -411,10 +413,12 @@ class DocumentService:
         return requeued
 
     async def _fail(self, coach_id: uuid.UUID, document_id: uuid.UUID, message: str) -> None:
+        """Mark the document ``failed`` with ``message`` for the coach, unless a run of its job finished it."""
         await set_document(
             self._sessionmaker,
             coach_id,
             document_id,
+            unless_ready=True,
             status=DocumentStatus.FAILED,
             error=message,
             finished_at=datetime.now(UTC),

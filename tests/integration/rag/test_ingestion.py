@@ -284,3 +284,38 @@ async def test_a_copy_being_processed_again_is_not_retrieved_until_it_is_ready(
         )
     assert copies, "the copy's chunks are committed"
     assert documents == {doc["id"], first["id"]}, "the original and a first ingestion under way answer; not the copy"
+
+
+async def test_a_duplicate_run_that_fails_late_leaves_a_ready_document_ready(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    container: Container,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """arq runs a job at least once: a second run of a document's ingestion that fails, or is cancelled, after the
+    other run finished the document must not mark it failed, or queued, again."""
+    coach = await make_coach("Twice Coach")
+    doc = await upload(http, coach, "twice.txt", b"Run twice, finish once.\n" * 30)
+    await run_jobs()
+    url = f"/api/v1/documents/{doc['id']}"
+    ready = (await http.get(url, headers=coach.headers)).json()
+    assert ready["status"] == "ready"
+
+    async def finished_meanwhile(self: IngestRun) -> int:
+        return 0  # (the other run finished the document while this one read it)
+
+    async def broken(self: IngestRun, *args: Any, **kwargs: Any) -> None:
+        raise ExtractionError("the reader broke")
+
+    async def cancelled(self: IngestRun, *args: Any, **kwargs: Any) -> None:
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(IngestRun, "start", finished_meanwhile)
+    monkeypatch.setattr(IngestRun, "run", broken)
+    await container.documents.ingest(uuid.UUID(coach.coach_id), uuid.UUID(doc["id"]))
+    assert (await http.get(url, headers=coach.headers)).json() == ready
+    monkeypatch.setattr(IngestRun, "run", cancelled)
+    with pytest.raises(asyncio.CancelledError):
+        await container.documents.ingest(uuid.UUID(coach.coach_id), uuid.UUID(doc["id"]))
+    assert (await http.get(url, headers=coach.headers)).json() == ready
