@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,8 @@ from app.core.config import Settings, get_settings
 from app.core.runtime import Services, embedded_services
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from app.db.rotation import RotationReport
     from app.evals.memory import LocomoConversation, OpenAIModel
     from app.rag.reprocess import ReprocessReport
@@ -189,16 +191,26 @@ async def rotate_stored_secrets(settings: Settings, owner_url: str) -> RotationR
     import app.container  # noqa: F401 - imports every model, so Base.metadata knows every *_encrypted column
     from app.core.security import SecretBox
     from app.db.base import Base
-    from app.db.engine import make_engine
-    from app.db.migrate import assert_schema_current, assert_schema_owner
     from app.db.rotation import rotate_secrets
 
     box = SecretBox.from_settings(settings)
+    async with _owner_engine(owner_url) as engine:
+        return await rotate_secrets(engine, box, Base.metadata)
+
+
+@contextlib.asynccontextmanager
+async def _owner_engine(owner_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine (one connection) on the schema owner's ``owner_url`` for ``rotate-secret`` and ``documents
+    reprocess``, disposed on exit. Raises ``RuntimeError`` on a schema that is not at head, or a role that is not
+    its owner (:func:`app.db.migrate.assert_schema_owner`)."""
+    from app.db.engine import make_engine
+    from app.db.migrate import assert_schema_current, assert_schema_owner
+
     engine = make_engine(owner_url, pool_size=1)
     try:
         await assert_schema_current(engine)
         await assert_schema_owner(engine)
-        return await rotate_secrets(engine, box, Base.metadata)
+        yield engine
     finally:
         await engine.dispose()
 
@@ -249,16 +261,12 @@ async def reprocess_documents(
     ``coach_id`` that is no coach."""
     from app.accounts.service import AccountService
     from app.core.security import SecretBox
-    from app.db.engine import make_engine, make_sessionmaker
-    from app.db.migrate import assert_schema_current, assert_schema_owner
+    from app.db.engine import make_sessionmaker
     from app.llm.registry import ProviderRegistry
     from app.rag.reprocess import reprocess_libraries
     from app.rag.service import DocumentService
 
-    engine = make_engine(owner_url, pool_size=1)
-    try:
-        await assert_schema_current(engine)
-        await assert_schema_owner(engine)
+    async with _owner_engine(owner_url) as engine:
         sessionmaker = make_sessionmaker(engine)
         secrets = SecretBox.from_settings(settings)
         registry = ProviderRegistry(settings, secrets)
@@ -268,8 +276,6 @@ async def reprocess_documents(
         await reprocess_libraries(
             documents, sessionmaker, report, finished_before=finished_before, coach_id=coach_id, failed=failed
         )
-    finally:
-        await engine.dispose()
 
 
 def cmd_documents_reprocess(args: argparse.Namespace) -> int:

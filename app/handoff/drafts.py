@@ -26,7 +26,8 @@ from app.handoff.service import HandoffService
 from app.learning.interventions import InterventionService
 from app.learning.models import InterventionSource
 from app.memory.messages import store_message
-from app.rag.models import Chunk, ChunkSuccessor, Document
+from app.rag.models import Chunk, Document
+from app.rag.passages import current_chunks
 
 
 class DraftService:
@@ -188,13 +189,9 @@ async def _gone_sources(session: AsyncSession, coach_id: uuid.UUID, citations: l
 
 
 async def _holders(session: AsyncSession, chunk_ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
-    """``{cited chunk id: id of the document holding its text now}`` (its own, or its successor's); a chunk whose
-    text is gone is left out."""
-    successors = select(ChunkSuccessor.chunk_id, ChunkSuccessor.successor_id).where(
-        ChunkSuccessor.chunk_id.in_(chunk_ids)
-    )
-    moved = dict((await session.execute(successors)).tuples().all())
-    now = {chunk_id: moved.get(chunk_id, chunk_id) for chunk_id in chunk_ids}
+    """``{cited chunk id: id of the document holding its text now}`` (its own, or its successor's:
+    :func:`~app.rag.passages.current_chunks`); a chunk whose text is gone is left out."""
+    now = await current_chunks(session, chunk_ids)
     holding = select(Chunk.id, Chunk.document_id).where(Chunk.id.in_(set(now.values())))
     documents = dict((await session.execute(holding)).tuples().all())
     return {chunk_id: documents[current] for chunk_id, current in now.items() if current in documents}

@@ -56,7 +56,7 @@ class CitedPassage:
 async def cited_passage(uow: UnitOfWork, client_id: uuid.UUID, chunk_id: uuid.UUID) -> CitedPassage:
     """The passage of ``chunk_id`` when a message of one of ``client_id``'s conversations cites it (a client
     reads only what they were shown): the chunk, or the one that holds its text in the copy that replaced its
-    document (processed again: :func:`current_chunk`), under the id cited. Raises ``NotFound`` otherwise, and for
+    document (processed again: :func:`current_chunks`), under the id cited. Raises ``NotFound`` otherwise, and for
     a chunk whose document was deleted since, or whose text its copy no longer holds."""
     session = uow.session
     cited = exists().where(
@@ -68,7 +68,7 @@ async def cited_passage(uow: UnitOfWork, client_id: uuid.UUID, chunk_id: uuid.UU
         await session.execute(
             select(Chunk, Document.title)
             .join(Document, Document.id == Chunk.document_id)
-            .where(Chunk.id == await current_chunk(session, chunk_id), cited)
+            .where(Chunk.id == (await current_chunks(session, [chunk_id]))[chunk_id], cited)
         )
     ).first()
     if row is None:
@@ -162,8 +162,9 @@ async def store_successors(
     await session.execute(_MOVE, {"original": original})
 
 
-async def current_chunk(session: AsyncSession, chunk_id: uuid.UUID) -> uuid.UUID:
-    """The chunk that holds cited chunk ``chunk_id``'s text now: its successor when its document was processed
-    again since (:func:`store_successors`), else itself."""
-    successor = await session.scalar(select(ChunkSuccessor.successor_id).where(ChunkSuccessor.chunk_id == chunk_id))
-    return successor or chunk_id
+async def current_chunks(session: AsyncSession, chunk_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """``{cited chunk id: the chunk that holds its text now}``: its successor when its document was processed
+    again since (:func:`store_successors`), else itself (which may be gone too)."""
+    moved = select(ChunkSuccessor.chunk_id, ChunkSuccessor.successor_id).where(ChunkSuccessor.chunk_id.in_(chunk_ids))
+    successors = dict((await session.execute(moved)).tuples().all())
+    return {chunk_id: successors.get(chunk_id, chunk_id) for chunk_id in chunk_ids}

@@ -115,6 +115,8 @@ def _style_sheets(book: epub.EpubBook) -> Sheets:
             return None
         data = bytes(item.content)
         text, encoding = decode_stylesheet_bytes(data, environment_encoding=environment)
+        if environment is UTF8:
+            return (str(text),), encoding
         texts = dict.fromkeys([str(text), str(decode_stylesheet_bytes(data)[0])])  # (and as UTF-8: a doubt hides)
         return tuple(texts), encoding
 

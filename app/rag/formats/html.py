@@ -135,16 +135,18 @@ def _style_rules(rules: list[Any], depth: int = 0) -> Iterator[Any]:
             yield from _style_rules(inner, depth + 1)
 
 
-def imported_sheets(sheet: str) -> list[str]:
+@functools.lru_cache(maxsize=256)
+def imported_sheets(sheet: str) -> tuple[str, ...]:
     """The URLs (as written) of the sheets ``sheet``'s top-level ``@import`` rules name, in order, but those whose
     media queries apply on no screen (:func:`_on_screen`). Every one counts wherever it stands: browsers ignore an
     ``@import`` after other rules (CSS Cascading and Inheritance Level 4 §2.1), but they differ on which rules
     count, and a doubt hides the text. Its ``layer`` and ``supports()`` conditions are taken as met, for the same
-    reason. None for a sheet tinycss2 cannot read."""
+    reason. None for a sheet tinycss2 cannot read. Cached, as :func:`_sheet_selectors`: an EPUB's chapters share
+    their sheets."""
     try:
         rules = tinycss2.parse_stylesheet(sheet, skip_comments=True, skip_whitespace=True)
     except _UNREADABLE:
-        return []
+        return ()
     urls: list[str] = []
     for rule in rules:
         if rule.type != "at-rule" or rule.lower_at_keyword != "import":
@@ -157,7 +159,7 @@ def imported_sheets(sheet: str) -> list[str]:
             on_screen = True
         if url and on_screen:
             urls.append(url)
-    return urls
+    return tuple(urls)
 
 
 def _import_url(token: Any) -> str | None:
