@@ -30,7 +30,9 @@ def extract_epub(data: bytes, caps: Caps) -> ExtractedText:
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise ExtractionError("the file is not a readable EPUB (it is not a zip archive)")
     try:
-        book = epub.read_epub(io.BytesIO(data), options={"ignore_ncx": True})
+        reader = epub.EpubReader(io.BytesIO(data), options={"ignore_ncx": True})  # (epub.read_epub, keeping opf_dir)
+        book = reader.load()
+        reader.process()
     except MemoryError:
         raise  # the isolated reader's memory limit: its own reason (app.rag.isolation)
     except Exception as exc:  # noqa: BLE001 - EbookLib and lxml raise many types on a damaged package
@@ -38,13 +40,13 @@ def extract_epub(data: bytes, caps: Caps) -> ExtractedText:
     caps.check_pages(len(book.spine), "the EPUB", "chapter", "chapters")
     pages: list[Page] = []
     characters = 0
-    sheets = _style_sheets(book)
+    sheets = _style_sheets(book, reader.opf_dir)
     for position, (idref, _linear) in enumerate(book.spine, start=1):
         item = book.get_item_with_id(idref)
         if item is None or item.get_type() != ebooklib.ITEM_DOCUMENT:
             continue
         try:
-            text, _ = html_text(_as_html(item.content), _linked(item, sheets))
+            text, _ = html_text(_as_html(item.content), _linked(item, sheets, reader.opf_dir))
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - a damaged chapter
@@ -98,15 +100,15 @@ Sheets = Callable[[str, str], tuple[str, ...]]
 file that refers to it."""
 
 
-def _style_sheets(book: epub.EpubBook) -> Sheets:
+def _style_sheets(book: epub.EpubBook, package_dir: str) -> Sheets:
     """Reads the book's style sheet at a package path with the sheets it imports (:func:`~app.rag.formats.html.
-    imported_sheets`, relative to the importing sheet), however deep, each sheet once (one that imports itself, or
-    another twice, adds nothing more) and each on its own (a sheet that ends inside a comment or a block must not
-    swallow the next); none when the book holds no CSS item there. A sheet is decoded as CSS Syntax Level 3 §3.2
-    says: its byte order mark, its ``@charset``, else the encoding of what refers to it (the chapter's, given by
-    label, or the importing sheet's), as a reader does; and as UTF-8 too when that differs (readers differ, and a
-    doubt hides the text). Cached per path and encoding; the order is not kept: the
-    cascade is not computed."""
+    imported_sheets`, relative to the importing sheet: :func:`_resolved` in ``package_dir``), however deep, each
+    sheet once (one that imports itself, or another twice, adds nothing more) and each on its own (a sheet that
+    ends inside a comment or a block must not swallow the next); none when the book holds no CSS item there. A
+    sheet is decoded as CSS Syntax Level 3 §3.2 says: its byte order mark, its ``@charset``, else the encoding of
+    what refers to it (the chapter's, given by label, or the importing sheet's), as a reader does; and as UTF-8 too
+    when that differs (readers differ, and a doubt hides the text). Cached per path and encoding; the order is not
+    kept: the cascade is not computed."""
 
     @functools.cache
     def css(path: str, environment: Encoding) -> tuple[tuple[str, ...], Encoding] | None:
@@ -132,7 +134,7 @@ def _style_sheets(book: epub.EpubBook) -> Sheets:
             texts, encoding = decoded
             sheets += texts
             for href in (href for sheet in texts for href in imported_sheets(sheet)):
-                found = _resolved(at, href)
+                found = _resolved(at, href, package_dir)
                 if found is not None and found not in seen:
                     seen.add(found)
                     todo.append((found, encoding))
@@ -141,23 +143,28 @@ def _style_sheets(book: epub.EpubBook) -> Sheets:
     return read
 
 
-def _linked(chapter: epub.EpubItem, sheets: Sheets) -> Callable[[str], tuple[str, ...]]:
+def _linked(chapter: epub.EpubItem, sheets: Sheets, package_dir: str) -> Callable[[str], tuple[str, ...]]:
     """Reads the style sheets a chapter links or its ``<style>`` imports (each with those it imports): ``href`` is
-    a URL relative to the chapter (:func:`_resolved`)."""
+    a URL relative to the chapter (:func:`_resolved` in ``package_dir``)."""
     encoding = _encoding(bytes(chapter.content))
 
     def read(href: str) -> tuple[str, ...]:
-        path = _resolved(chapter.get_name(), href)
+        path = _resolved(chapter.get_name(), href, package_dir)
         return sheets(path, encoding) if path is not None else ()
 
     return read
 
 
-def _resolved(base: str, href: str) -> str | None:
-    """The package path of ``href`` (a URL relative to the file at package path ``base``, percent-encoded as in the
-    package, ``\\`` read as ``/`` as the WHATWG URL parser does); ``None`` for one outside the package (a scheme or
-    a host), which is not read."""
+def _resolved(base: str, href: str, package_dir: str) -> str | None:
+    """The package path (EbookLib's item name: relative to ``package_dir``, the OPF file's folder in the container)
+    of ``href``: a URL relative to the file at package path ``base``, or to the container's root when its path
+    starts with ``/`` (EPUB 3.3, "container root URL"), percent-encoded as in the package, ``\\`` read as
+    ``/`` as the WHATWG URL parser does. ``None`` for one outside the package (a scheme or a host), which is not
+    read."""
     url = urllib.parse.urlsplit(href.replace("\\", "/"))  # (a reader's URL parser reads "\\" as "/")
     if url.scheme or url.netloc or not url.path:
         return None
-    return posixpath.normpath(posixpath.join(posixpath.dirname(base), urllib.parse.unquote(url.path)))
+    path = urllib.parse.unquote(url.path)
+    if path.startswith("/"):
+        return posixpath.relpath(posixpath.normpath(path), "/" + package_dir)
+    return posixpath.normpath(posixpath.join(posixpath.dirname(base), path))
