@@ -53,6 +53,16 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(_secrets.token_bytes(24)).decode()
 
 
+def replace_webhook_secret(coach: Coach, secrets: SecretBox) -> str:
+    """Give the coach's alert webhook a new signing secret (:func:`new_webhook_secret`; the old one stops signing
+    at once) and return it, to show once. Raises ``InvalidInput`` when no ``alert_webhook_url`` is set."""
+    if not coach.alert_webhook_url:
+        raise InvalidInput("set alert_webhook_url first: the signing secret signs what is sent there")
+    secret = new_webhook_secret()
+    coach.alert_webhook_secret_encrypted = secrets.encrypt(secret)
+    return secret
+
+
 def _lines(name: str, values: Sequence[str], limit: int, chars: int) -> list[str]:
     if isinstance(values, str) or not all(isinstance(v, str) for v in values):
         raise InvalidInput(f"{name} must be a list of strings")

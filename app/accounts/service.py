@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.api_keys import issue_api_key
-from app.accounts.handoff_settings import apply_handoff_settings
+from app.accounts.handoff_settings import apply_handoff_settings, replace_webhook_secret
 from app.accounts.learning_settings import MAX_MODEL_NAME_CHARS
 from app.accounts.models import Client, Coach, CoachUser
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
@@ -332,6 +332,11 @@ class AccountService:
         if client.widget_token_encrypted is None:
             return None
         return self._secrets.decrypt(client.widget_token_encrypted)
+
+    async def rotate_webhook_secret(self, uow: UnitOfWork) -> str:
+        """Give the coach's alert webhook a new signing secret (the old one stops signing at once) and return it,
+        to show once. Raises ``InvalidInput`` when no ``alert_webhook_url`` is set."""
+        return replace_webhook_secret(await uow.coach(), self._secrets)
 
     async def update_settings(
         self,

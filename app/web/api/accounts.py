@@ -131,18 +131,20 @@ class ClientOut(msgspec.Struct):
 
 
 class SettingsOut(msgspec.Struct):
-    """Coach settings as the API shows them: the provider key only as ``llm_api_key_hint`` (masked).
-    Memory: ``recent_messages`` (L1, 0–100 latest messages in the prompt), ``session_idle_minutes`` (L2,
-    1–1440 minutes of silence that end a chat session). Escalation: ``handoff_mode`` (auto, draft,
-    human_only), ``confidence_threshold`` (0–1), topics, ``handoff_sla_minutes``, ``availability`` hours,
-    ``crisis_resources`` (empty: the defaults) and ``crisis_resources_by_language`` (``{"es": [lines]}``: the
-    lines for a client who wrote in that language), alert webhook (with its signing secret, generated when the
-    URL is set) and e-mail. ``widget_allowed_origins``: the origins (``scheme://host[:port]``) whose pages may
-    frame the client widget and call its API from the browser (CORS); empty: none but this server. The widget's
-    welcome (also the Telegram bot's ``/start``): ``widget_greeting`` (the text in use, the default when the
-    coach set none; at most 500 characters, ``""`` restores the default), ``widget_suggestions`` (at most 5
-    suggested first questions, 1–120 characters each; ``[]``: none) and ``widget_avatar_url`` (``None``: the
-    coach's initials; set with ``PUT /api/v1/settings/widget-avatar``)."""
+    """Coach settings as the API shows them: the provider key only as ``llm_api_key_hint`` (masked). Memory:
+    ``recent_messages`` (L1, 0–100 latest messages in the prompt), ``session_idle_minutes`` (L2, 1–1440 minutes of
+    silence that end a chat session). Escalation: ``handoff_mode`` (auto, draft, human_only),
+    ``confidence_threshold`` (0–1), topics, ``handoff_sla_minutes``, ``availability`` hours, ``crisis_resources``
+    (empty: the defaults) and ``crisis_resources_by_language`` (``{"es": [lines]}``: the lines for a client who wrote
+    in that language), alert webhook and e-mail. The webhook's signing secret is made when the URL is set and shown
+    whole once, as ``alert_webhook_secret`` in the answer of the change that made it (a new URL, or ``POST
+    /api/v1/settings/alert-webhook-secret``); otherwise ``None``, and ``alert_webhook_secret_hint`` (its last four
+    characters) says which one is in use. ``widget_allowed_origins``: the origins (``scheme://host[:port]``) whose
+    pages may frame the client widget and call its API from the browser (CORS); empty: none but this server. The
+    widget's welcome (also the Telegram bot's ``/start``): ``widget_greeting`` (the text in use, the default when the
+    coach set none; at most 500 characters, ``""`` restores the default), ``widget_suggestions`` (at most 5 suggested
+    first questions, 1–120 characters each; ``[]``: none) and ``widget_avatar_url`` (``None``: the coach's initials;
+    set with ``PUT /api/v1/settings/widget-avatar``)."""
 
     name: str
     persona: str
@@ -163,6 +165,7 @@ class SettingsOut(msgspec.Struct):
     crisis_resources_by_language: dict[str, list[str]]
     alert_webhook_url: str | None
     alert_webhook_secret: str | None
+    alert_webhook_secret_hint: str | None
     alert_email: str | None
     fine_tune_enabled: bool
     fine_tune_min_examples: int
@@ -217,9 +220,11 @@ class EmbeddingRequest(msgspec.Struct):
     api_key: Annotated[str, msgspec.Meta(max_length=500)] | None = None
 
 
-def settings_out(container: ContainerDep, coach: Coach) -> SettingsOut:
-    """Serialise a coach's settings without ever exposing the key."""
+def settings_out(container: ContainerDep, coach: Coach, *, new_webhook_secret: str | None = None) -> SettingsOut:
+    """Serialise a coach's settings without ever exposing the key, nor the webhook's signing secret but the
+    ``new_webhook_secret`` this request made (:func:`made_webhook_secret`)."""
     key = container.registry.decrypt_key(coach.llm_api_key_encrypted)
+    webhook_secret = container.registry.decrypt_key(coach.alert_webhook_secret_encrypted)
     return SettingsOut(
         name=coach.name,
         persona=coach.persona,
@@ -239,7 +244,8 @@ def settings_out(container: ContainerDep, coach: Coach) -> SettingsOut:
         crisis_resources=coach.crisis_resources,
         crisis_resources_by_language=coach.crisis_resources_by_language,
         alert_webhook_url=coach.alert_webhook_url,
-        alert_webhook_secret=container.registry.decrypt_key(coach.alert_webhook_secret_encrypted),
+        alert_webhook_secret=new_webhook_secret,
+        alert_webhook_secret_hint=mask_secret(webhook_secret) if webhook_secret else None,
         alert_email=coach.alert_email,
         fine_tune_enabled=coach.fine_tune_enabled,
         fine_tune_min_examples=coach.fine_tune_min_examples,
@@ -252,6 +258,13 @@ def settings_out(container: ContainerDep, coach: Coach) -> SettingsOut:
         widget_suggestions=suggestions(coach),
         widget_avatar_url=avatar_url(coach),
     )
+
+
+def made_webhook_secret(container: ContainerDep, before: bytes | None, coach: Coach) -> str | None:
+    """The alert webhook signing secret a change of ``coach``'s settings made (a new ``alert_webhook_url``), to
+    show once: ``None`` when the stored one (``before``: its ciphertext before the change) is kept or cleared."""
+    after = coach.alert_webhook_secret_encrypted
+    return container.registry.decrypt_key(after) if after is not None and after != before else None
 
 
 class AuthController(Controller):
@@ -399,14 +412,23 @@ class SettingsController(Controller):
     @patch("/")
     async def update_settings(self, data: JSONBody[SettingsPatch], uow: Uow, container: ContainerDep) -> SettingsOut:
         """Change persona, provider, memory, escalation and learning settings in one transaction (a bad field
-        changes nothing: 400); the key is stored encrypted and never returned."""
+        changes nothing: 400); the key is stored encrypted and never returned. A new ``alert_webhook_url`` gets a
+        new signing secret, returned this once as ``alert_webhook_secret``."""
         changes = msgspec.structs.asdict(data)
         learning = {name: changes.pop(name) for name in LEARNING_FIELDS}
         widget = {name: changes.pop(name) for name in WIDGET_FIELDS}
+        before = (await uow.coach()).alert_webhook_secret_encrypted
         coach = await container.accounts.update_settings(uow, **changes)
         apply_learning_settings(coach, **learning)
         apply_widget_settings(coach, **widget)
-        return settings_out(container, coach)
+        return settings_out(container, coach, new_webhook_secret=made_webhook_secret(container, before, coach))
+
+    @post("/alert-webhook-secret", status_code=200)
+    async def rotate_alert_webhook_secret(self, uow: Uow, container: ContainerDep) -> SettingsOut:
+        """Replace the alert webhook's signing secret (the old one stops signing at once) and return the settings
+        with the new one as ``alert_webhook_secret``, shown this once. 400 when no ``alert_webhook_url`` is set."""
+        secret = await container.accounts.rotate_webhook_secret(uow)
+        return settings_out(container, await uow.coach(), new_webhook_secret=secret)
 
     @put("/widget-avatar", request_max_body_size=AVATAR_MAX_BYTES + 64 * 1024)
     async def put_widget_avatar(

@@ -36,6 +36,7 @@ from app.channels.web.widget import initials
 from app.core.errors import DomainError, Forbidden, InvalidInput, TooManyAttempts
 from app.core.security import mask_secret
 from app.deps import ContainerDep, PathId, Uow
+from app.web.api.accounts import made_webhook_secret
 from app.web.api.documents import read_upload
 from app.web.dashboard.auth import CoachPage, session_user_id
 from app.web.dashboard.forms import (
@@ -67,6 +68,7 @@ async def _settings_page(
     uow: UnitOfWork,
     *,
     new_api_key: str | None = None,
+    new_webhook_secret: str | None = None,
     error: DomainError | None = None,
     error_key: str = "error",
     notice: str | None = None,
@@ -74,16 +76,19 @@ async def _settings_page(
 ) -> Template:
     """The settings page (with the account's API keys); ``error`` sets the status (and ``Retry-After``) and is
     shown where the template puts ``error_key`` (``error`` in ``section``: one of :data:`SECTIONS`, ``tone`` or
-    ``embedding``, or at the top; ``delete_error`` by account deletion), as is ``notice``."""
+    ``embedding``, or at the top; ``delete_error`` by account deletion), as is ``notice``. The alert webhook's
+    signing secret shows whole only as ``new_webhook_secret``, when this request made it; masked otherwise."""
     coach = await uow.coach()
     if error is not None:
         await uow.session.refresh(coach)  # drop what a refused change left in memory
     api_keys = await list_api_keys(uow.session, uow.coach_id)
     key = container.registry.decrypt_key(coach.llm_api_key_encrypted)
+    webhook_secret = container.registry.decrypt_key(coach.alert_webhook_secret_encrypted)
     context = {
         "coach": coach,
         "key_hint": mask_secret(key) if key else None,
-        "webhook_secret": container.registry.decrypt_key(coach.alert_webhook_secret_encrypted),
+        "webhook_secret_hint": mask_secret(webhook_secret) if webhook_secret else None,
+        "new_webhook_secret": new_webhook_secret,
         "handoff_modes": HANDOFF_MODES,
         "day_names": list(enumerate(DAY_NAMES)),
         "crisis_languages": list(CRISIS_LANGUAGE_NAMES.items()),
@@ -127,6 +132,7 @@ class SettingsPages(CoachPage):
         not send are left as is. A refused change stores nothing: 400 with the reason in that section."""
         form = await request.form()
         section = form_str(form, "section") if form_str(form, "section") in SECTIONS else ""
+        before = (await uow.coach()).alert_webhook_secret_encrypted
         try:
             async with uow.savepoint():  # a refused change is rolled back alone; the page shows why
                 recent_messages = form_int(form, "recent_messages", *RECENT_MESSAGES_RANGE)
@@ -152,7 +158,20 @@ class SettingsPages(CoachPage):
                 apply_widget_settings(coach, **widget)
         except DomainError as exc:
             return await _settings_page(container, uow, error=exc, section=section)
-        return await _settings_page(container, uow, notice="Saved.", section=section)
+        secret = made_webhook_secret(container, before, coach)
+        return await _settings_page(container, uow, new_webhook_secret=secret, notice="Saved.", section=section)
+
+    @post("/settings/webhook-secret")
+    async def rotate_webhook_secret(self, uow: Uow, container: ContainerDep) -> Template:
+        """Give the alert webhook a new signing secret, shown this once (the old one stops signing at once); 400
+        with the reason in the advanced section when no webhook URL is set."""
+        try:
+            async with uow.savepoint():
+                secret = await container.accounts.rotate_webhook_secret(uow)
+        except DomainError as exc:
+            return await _settings_page(container, uow, error=exc, section="advanced")
+        notice = "New signing secret made: the old one no longer signs."
+        return await _settings_page(container, uow, new_webhook_secret=secret, notice=notice, section="advanced")
 
     @post("/settings/widget-avatar", request_max_body_size=AVATAR_MAX_BYTES + 64 * 1024)
     async def upload_avatar(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:

@@ -26,6 +26,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from arq.worker import Retry
 from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from app.accounts.handoff_settings import new_webhook_secret
 from app.accounts.models import Coach
@@ -34,7 +35,7 @@ from app.container import Container
 from app.conversations.handoffs import Handoff
 from app.conversations.models import Conversation
 from app.core.config import Settings
-from app.core.security import SecretBox
+from app.core.security import SecretBox, mask_secret
 from app.db import jobs
 from app.db.engine import tenant_session
 from app.handoff.alerts import MAX_ATTEMPTS, RETRY_DELAY_SECONDS, AlertService, crisis_event
@@ -396,7 +397,8 @@ async def test_human_only_crisis_after_the_first_message_alerts_again_urgently(
     run_jobs: Callable[[], Awaitable[None]],
 ) -> None:
     """In ``human_only`` mode the first message opens the handoff (one alert); a crisis message in that already
-    alerted handoff is a new escalation event: a second, urgent delivery with its own ``webhook-id``."""
+    alerted handoff is a new escalation event: a second, urgent delivery with its own ``webhook-id``. The signing
+    secret is shown by the change that made it only; a new one made between the two signs the second alone."""
     coach = await make_coach("Human Only Coach")
     response = await http.patch(
         "/api/v1/settings",
@@ -405,7 +407,9 @@ async def test_human_only_crisis_after_the_first_message_alerts_again_urgently(
     )
     assert response.status_code == 200, response.text
     secret = response.json()["alert_webhook_secret"]
-    assert secret
+    assert secret.startswith("whsec_") and response.json()["alert_webhook_secret_hint"] == mask_secret(secret)
+    shown = (await http.get("/api/v1/settings", headers=coach.headers)).json()
+    assert shown["alert_webhook_secret"] is None and shown["alert_webhook_secret_hint"] == mask_secret(secret)
     client = await make_client(http, coach, "Robin")
     auth = {"Authorization": f"Bearer {client['widget_token']}"}
 
@@ -415,6 +419,11 @@ async def test_human_only_crisis_after_the_first_message_alerts_again_urgently(
     conversation_id = first.json()["conversation_id"]
     await run_jobs()
     assert len(receiver.requests) == 1
+    rotated = await http.post("/api/v1/settings/alert-webhook-secret", headers=coach.headers)
+    assert rotated.status_code == 200, rotated.text
+    new_secret = rotated.json()["alert_webhook_secret"]
+    assert new_secret.startswith("whsec_") and new_secret != secret
+    assert rotated.json()["alert_webhook_secret_hint"] == mask_secret(new_secret)
 
     crisis = await http.post(
         "/api/v1/chat", headers=auth, json={"text": "I want to end my life tonight", "conversation_id": conversation_id}
@@ -425,7 +434,10 @@ async def test_human_only_crisis_after_the_first_message_alerts_again_urgently(
     await run_jobs()  # nothing left to send: still two deliveries
 
     assert len(receiver.requests) == 2, [r.body for r in receiver.requests]
-    opened, urgent = (Webhook(secret).verify(r.body, r.headers) for r in receiver.requests)
+    opened = Webhook(secret).verify(receiver.requests[0].body, receiver.requests[0].headers)
+    urgent = Webhook(new_secret).verify(receiver.requests[1].body, receiver.requests[1].headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(receiver.requests[1].body, receiver.requests[1].headers)
     assert opened["type"] == "handoff.opened"
     assert opened["data"]["urgent"] is False and opened["data"]["reason"] == "human_only"
     assert urgent["type"] == "handoff.crisis"

@@ -776,7 +776,8 @@ async def test_a_crisis_message_gets_the_crisis_reply_an_urgent_handoff_and_an_a
     tg_jobs: Callable[[], Awaitable[None]],
 ) -> None:
     bot = await make_bot(alert_webhook_url=receiver.url)
-    secret = (await tg.get("/api/v1/settings", headers=bot.coach.headers)).json()["alert_webhook_secret"]
+    made = await tg.post("/api/v1/settings/alert-webhook-secret", headers=bot.coach.headers)  # (shown once: a new one)
+    secret = made.json()["alert_webhook_secret"]
     chat_id, client_id = await bound_chat(tg, bot, fake)
     await say(tg, bot, chat_id, "I want to kill myself tonight")
     [handoff] = (await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import respx
 
+from app.core.security import mask_secret
 from app.rag.pipeline import set_document
 from tests.conftest import Coach, ReadyCoach, make_client, upload, widget_page
 from tests.hostile_files import text_pdf
@@ -497,8 +498,17 @@ async def test_settings_handoff_section_saves_and_rejects_bad_input(
     assert (
         api["alert_webhook_url"] == "https://hooks.example.com/opencoach" and api["alert_email"] == "alerts@example.com"
     )
+    # the signing secret is shown whole by the save that made it, masked after (here and in the API)
+    secret = re.search(r'<code id="webhook-secret">(whsec_[^<]+)</code>', saved.text)
+    assert secret is not None, saved.text
+    assert api["alert_webhook_secret"] is None and api["alert_webhook_secret_hint"] == mask_secret(secret[1])
     page = (await browser.get("/dashboard/settings")).text
-    assert api["alert_webhook_secret"].startswith("whsec_") and api["alert_webhook_secret"] in page
+    assert secret[1] not in page and mask_secret(secret[1]) in page
+    rotated = await browser.post("/dashboard/settings/webhook-secret", data={"_csrf_token": token})
+    new_secret = re.search(r'<code id="webhook-secret">(whsec_[^<]+)</code>', rotated.text)
+    assert rotated.status_code == 200 and new_secret is not None and new_secret[1] != secret[1], rotated.text
+    api = (await http.get("/api/v1/settings", headers=coach.headers)).json()
+    assert api["alert_webhook_secret_hint"] == mask_secret(new_secret[1])
     assert "Europe/Berlin" in page and "quitting my job" in page and 'value="draft" selected' in page
 
     for changes, message in [
@@ -525,9 +535,15 @@ async def test_settings_handoff_section_saves_and_rejects_bad_input(
     )
     assert always.status_code == 200
     after = (await http.get("/api/v1/settings", headers=coach.headers)).json()
-    assert (
-        after["availability"] is None and after["alert_webhook_url"] is None and after["alert_webhook_secret"] is None
-    )
+    assert after["availability"] is None and after["alert_webhook_url"] is None
+    assert after["alert_webhook_secret"] is None and after["alert_webhook_secret_hint"] is None
+    # no URL, no secret to make: the reason, and nothing made
+    refused = await browser.post("/dashboard/settings/webhook-secret", data={"_csrf_token": token})
+    message = "set alert_webhook_url first"
+    assert refused.status_code == 400 and message in refused.text, refused.text
+    api_refused = await http.post("/api/v1/settings/alert-webhook-secret", headers=coach.headers)
+    assert api_refused.status_code == 400 and message in api_refused.text, api_refused.text
+    assert (await http.get("/api/v1/settings", headers=coach.headers)).json() == after
 
 
 async def test_a_processing_document_shows_pages_read_and_what_is_searchable(
