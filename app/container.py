@@ -43,6 +43,7 @@ from app.memory.insights import InsightService
 from app.memory.profile import ProfileService
 from app.memory.sessions import SessionService
 from app.memory.summaries import SummaryService
+from app.rag.passages import current_citations
 from app.rag.service import DocumentService
 
 OUTBOX_DRAIN_S = 10.0
@@ -160,7 +161,7 @@ class Container:
                 cache=cache,
                 experiments=experiments,
             ),
-            conversations=ConversationService(sessionmaker),
+            conversations=ConversationService(sessionmaker, current_citations),
             rights=DataRightsService(sessionmaker, accounts, interventions, fine_tunes, cache, redis),
             tone=ToneService(),
             auth_throttle=AuthThrottle(redis_url, settings.auth_rate_limit_ip, settings.auth_rate_limit_account),

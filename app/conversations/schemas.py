@@ -9,8 +9,9 @@ from typing import Any
 
 import msgspec
 
-from app.conversations.metadata import ClientMeta, client_citations, client_meta, client_view
+from app.conversations.metadata import ClientMeta, ReplyMeta, client_citations, client_meta, client_view
 from app.conversations.models import Conversation, Message
+from app.conversations.service import ListedMessage
 
 
 class MessageOut(msgspec.Struct):
@@ -51,9 +52,11 @@ def conversation_summary(conversation: Conversation, client_name: str, message_c
     )
 
 
-def message_out(msg: Message) -> MessageOut:
-    """Serialise a message for the coach's API (all of its metadata)."""
-    return MessageOut(msg.id, msg.sender_type, msg.text, msg.created_at, msg.citations, msg.meta)
+def message_out(msg: Message, citations: list[dict[str, Any]] | None = None) -> MessageOut:
+    """Serialise a message for the coach's API (all of its metadata): with ``citations`` as a transcript lists
+    them (:class:`~app.conversations.service.ListedMessage`), else as stored (a message just sent)."""
+    cited = msg.citations if citations is None else citations
+    return MessageOut(msg.id, msg.sender_type, msg.text, msg.created_at, cited, msg.meta)
 
 
 def client_message_out(msg: Message) -> MessageOut:
@@ -65,18 +68,27 @@ def client_message_out(msg: Message) -> MessageOut:
 
 
 @dataclass(frozen=True)
-class ClientMessage:
-    """A message as the widget page renders it (``templates/partials/message.html``): ``reply_meta`` is the
-    :class:`~app.conversations.metadata.ClientMeta` allowlist, never the stored metadata."""
+class ShownMessage:
+    """A listed message as a page renders it (``templates/partials/message.html``): ``citations`` as they read
+    now (:class:`~app.conversations.service.ListedMessage`); ``reply_meta`` the coach's
+    :class:`~app.conversations.metadata.ReplyMeta` on the dashboard, the client's
+    :class:`~app.conversations.metadata.ClientMeta` allowlist in the widget, never the stored metadata."""
 
     id: uuid.UUID
     sender_type: str
     text: str
     created_at: datetime
     citations: list[dict[str, Any]]
-    reply_meta: ClientMeta
+    reply_meta: ReplyMeta | ClientMeta
 
     @classmethod
-    def of(cls, msg: Message) -> ClientMessage:
-        citations = client_citations(msg.citations)
+    def for_client(cls, listed: ListedMessage) -> ShownMessage:
+        """As the client's widget page shows it: citations without scores, the client's view of the metadata."""
+        msg, citations = listed.message, client_citations(listed.citations)
         return cls(msg.id, msg.sender_type, msg.text, msg.created_at, citations, client_meta(msg.meta))
+
+    @classmethod
+    def for_coach(cls, listed: ListedMessage) -> ShownMessage:
+        """As the coach's transcript shows it: every citation field and all of the metadata."""
+        msg = listed.message
+        return cls(msg.id, msg.sender_type, msg.text, msg.created_at, listed.citations, msg.reply_meta)

@@ -5,7 +5,7 @@ and the client's feedback on a reply. Nothing here needs memory or handoffs: the
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,11 +38,30 @@ _MESSAGE_COUNT = select(func.count(Message.id)).where(Message.conversation_id ==
 after the sort and limit (``make_sort_input_target``), so a page counts only its own conversations' messages."""
 
 
-class ConversationService:
-    """Conversations of a coach's clients: lists, transcripts, catch-up reads and feedback on replies."""
+CitationsNow = Callable[[AsyncSession, Sequence[Sequence[Mapping[str, Any]]]], Awaitable[list[list[dict[str, Any]]]]]
+"""Reads stored citation lists (each message's, in order) as a listing shows them now, in the same order: each
+citation naming where its passage is now, though its document was processed again since
+(:func:`app.rag.passages.current_citations`, which the container passes in: chunks are the rag package's, above
+this one). The stored lists are not changed."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+
+@dataclass(frozen=True)
+class ListedMessage:
+    """A stored message as a listing shows it: ``message`` as stored (never changed by the listing) and its
+    ``citations`` as they read now (:data:`CitationsNow`: the title, page and locator of where each passage is
+    now, which the passage a citation opens shows too)."""
+
+    message: Message
+    citations: list[dict[str, Any]]
+
+
+class ConversationService:
+    """Conversations of a coach's clients: lists, transcripts, catch-up reads and feedback on replies.
+    ``citations_now`` reads the citations of the messages a transcript lists (:data:`CitationsNow`)."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], citations_now: CitationsNow) -> None:
         self._sessionmaker = sessionmaker
+        self._citations_now = citations_now
 
     async def list_conversations(
         self, uow: UnitOfWork, page: PageRequest, client_id: uuid.UUID | None = None
@@ -102,24 +121,28 @@ class ConversationService:
         *,
         client_id: uuid.UUID | None = None,
         oldest_first: bool = False,
-    ) -> tuple[Conversation, Page[Message]]:
+    ) -> tuple[Conversation, Page[ListedMessage]]:
         """A conversation and one page of its messages, newest first: the transcript read back from its end (the
         widget and the dashboard show the latest page and load earlier ones when asked); ``oldest_first``: read
-        forward from its start (the coach's API). With ``client_id``, only that client's conversation. Raises
-        ``NotFound`` (also for another coach's or another client's conversation)."""
+        forward from its start (the coach's API). With ``client_id``, only that client's conversation. Each
+        message comes with its citations as they read now (:class:`ListedMessage`; one query for the page).
+        Raises ``NotFound`` (also for another coach's or another client's conversation)."""
         session = uow.session
         conversation = await _conversation(session, uow.coach_id, conversation_id, client_id)
         stmt = select(Message).where(Message.conversation_id == conversation_id)
         stmt = page.apply(stmt, Message.created_at, Message.id, newest_first=not oldest_first)
-        return conversation, page.page((await session.scalars(stmt)).all(), lambda m: Keyset(m.created_at, m.id))
+        found = page.page((await session.scalars(stmt)).all(), lambda m: Keyset(m.created_at, m.id))
+        cited = await self._citations_now(session, [message.citations for message in found.items])
+        return conversation, Page([ListedMessage(*row) for row in zip(found.items, cited, strict=True)], found.next)
 
     async def messages_after(
         self, uow: UnitOfWork, client_id: uuid.UUID, conversation_id: uuid.UUID, after: uuid.UUID | None
-    ) -> Page[Message]:
+    ) -> Page[ListedMessage]:
         """The client's conversation's messages stored after message ``after`` (from its first with ``None``),
-        oldest first, at most :data:`~app.core.pagination.MAX_PAGE_SIZE` of them: what a widget missed while it
-        was disconnected. The page's ``next`` is set when more follow (ask again after its last message).
-        Raises ``NotFound`` (not this client's conversation, or ``after`` is not one of its messages)."""
+        oldest first, at most :data:`~app.core.pagination.MAX_PAGE_SIZE` of them, as :meth:`history` lists them:
+        what a widget missed while it was disconnected. The page's ``next`` is set when more follow (ask again
+        after its last message). Raises ``NotFound`` (not this client's conversation, or ``after`` is not one of
+        its messages)."""
         mark: Keyset | None = None
         if after is not None:
             found = await uow.session.execute(

@@ -4,7 +4,6 @@ discard it."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import uuid
 from datetime import UTC, datetime
@@ -26,8 +25,8 @@ from app.handoff.service import HandoffService
 from app.learning.interventions import InterventionService
 from app.learning.models import InterventionSource
 from app.memory.messages import store_message
-from app.rag.models import Chunk, Document
-from app.rag.passages import current_chunks
+from app.rag.models import Document
+from app.rag.passages import cited_chunk_id, cited_sources
 
 
 class DraftService:
@@ -170,10 +169,11 @@ async def _gone_sources(session: AsyncSession, coach_id: uuid.UUID, citations: l
     was processed again, however many times: :func:`app.rag.passages.store_successors`) is there. The documents
     that hold them are locked (``FOR SHARE``) until the transaction ends: a deletion waits until the reply is
     stored, or commits first and the draft is refused; a replacement that committed meanwhile is followed."""
-    cited: dict[uuid.UUID, str] = {}
-    for citation in citations:
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            cited[uuid.UUID(str(citation["chunk_id"]))] = str(citation.get("title") or "a document")
+    cited = {
+        chunk_id: str(citation.get("title") or "a document")
+        for citation in citations
+        if (chunk_id := cited_chunk_id(citation)) is not None
+    }
     if not cited:
         return []
     locked: set[uuid.UUID] = set()
@@ -190,8 +190,5 @@ async def _gone_sources(session: AsyncSession, coach_id: uuid.UUID, citations: l
 
 async def _holders(session: AsyncSession, chunk_ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
     """``{cited chunk id: id of the document holding its text now}`` (its own, or its successor's:
-    :func:`~app.rag.passages.current_chunks`); a chunk whose text is gone is left out."""
-    now = await current_chunks(session, chunk_ids)
-    holding = select(Chunk.id, Chunk.document_id).where(Chunk.id.in_(set(now.values())))
-    documents = dict((await session.execute(holding)).tuples().all())
-    return {chunk_id: documents[current] for chunk_id, current in now.items() if current in documents}
+    :func:`~app.rag.passages.cited_sources`); a chunk whose text is gone is left out."""
+    return {chunk_id: source.document_id for chunk_id, source in (await cited_sources(session, chunk_ids)).items()}

@@ -107,9 +107,10 @@ class Chunk(TenantMixin, Base):
 class ChunkSuccessor(Base):
     """The chunk of a copy that replaced a document (its file processed again, ``Document.replaces_id``) holding
     the text of the original's chunk ``chunk_id``, which is gone: citations name chunks by id and are resolved
-    through this row when read (:func:`app.rag.passages.cited_passage`). ``document_id`` is the original's (gone
-    too). Written when the copy is ready (:func:`app.rag.passages.store_successors`, migration 0052); a row goes
-    with the chunk it names."""
+    through this row when read (:func:`app.rag.passages.cited_passage`; a transcript's citations name the copy's
+    title and page: :func:`app.rag.passages.current_citations`). ``document_id`` is the original's (gone too).
+    Written when the copy is ready (:func:`app.rag.passages.store_successors`, migration 0052); a row goes with the
+    chunk it names."""
 
     __tablename__ = "chunk_successors"
     __table_args__ = (Index("ix_chunk_successors_coach_id_document_id", "coach_id", "document_id"),)

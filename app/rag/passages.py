@@ -1,19 +1,23 @@
 """The passage behind a citation, for the client who was shown it: the cited chunk with the sentences that
 follow it in the document (a chunk already starts with the last sentences of the previous one, and the next
 chunk repeats its own last ones: see :mod:`app.rag.chunking`), its document's title and page. A document
-processed again leaves its chunks' successors (:func:`store_successors`), through which its citations resolve."""
+processed again leaves its chunks' successors (:func:`store_successors`), through which its citations resolve:
+the passage opened, and the title and page a transcript lists them with (:func:`current_citations`)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import exists, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import column, exists, func, literal, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql import Subquery
 
 from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.models import Conversation, Message
@@ -162,9 +166,82 @@ async def store_successors(
     await session.execute(_MOVE, {"original": original})
 
 
+_IDS = ARRAY(PG_UUID(as_uuid=True))
+
+
+def _holding(chunk_ids: Iterable[uuid.UUID]) -> Subquery:
+    """Rows ``(cited, now)``, one per id of ``chunk_ids`` (cited chunk ids): ``now`` the chunk that holds its text
+    now, its successor when its document was processed again since (:func:`store_successors`), else itself
+    (which may be gone too)."""
+    ids = func.unnest(literal(list(chunk_ids), _IDS))
+    cited = ids.table_valued(column("id", PG_UUID(as_uuid=True))).render_derived("cited")
+    now = func.coalesce(ChunkSuccessor.successor_id, cited.c.id)
+    stmt = select(cited.c.id.label("cited"), now.label("now")).select_from(cited)
+    return stmt.outerjoin(ChunkSuccessor, ChunkSuccessor.chunk_id == cited.c.id).subquery("holding")
+
+
 async def current_chunks(session: AsyncSession, chunk_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
     """``{cited chunk id: the chunk that holds its text now}``: its successor when its document was processed
     again since (:func:`store_successors`), else itself (which may be gone too)."""
-    moved = select(ChunkSuccessor.chunk_id, ChunkSuccessor.successor_id).where(ChunkSuccessor.chunk_id.in_(chunk_ids))
-    successors = dict((await session.execute(moved)).tuples().all())
-    return {chunk_id: successors.get(chunk_id, chunk_id) for chunk_id in chunk_ids}
+    holding = _holding(chunk_ids)
+    return {cited: now for cited, now in await session.execute(select(holding.c.cited, holding.c.now))}
+
+
+@dataclass(frozen=True)
+class CitedSource:
+    """Where a cited passage is now: the document that holds it (``document_id``, ``title``), the first ``page``
+    of its chunk (``None`` for documents without pages) and its ``locator`` (a transcript's ``"HH:MM:SS"``, a
+    PDF page's own label, else ``None``): what a citation names besides the chunk (``RetrievedChunk.citation``)."""
+
+    document_id: uuid.UUID
+    title: str
+    page: int | None
+    locator: str | None
+
+
+async def cited_sources(session: AsyncSession, chunk_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, CitedSource]:
+    """``{cited chunk id: where its passage is now}`` for ``chunk_ids``, resolved as :func:`current_chunks` does
+    (a document processed again: the copy's chunk, page and title); a chunk whose passage is gone (its document
+    deleted, or the copy no longer holds its text) is left out. One query for them all."""
+    holding = _holding(chunk_ids)
+    stmt = (
+        select(holding.c.cited, Chunk.document_id, Document.title, Chunk.page_start, Chunk.locator)
+        .join(Chunk, Chunk.id == holding.c.now)
+        .join(Document, Document.id == Chunk.document_id)
+    )
+    rows = (await session.execute(stmt)).all()
+    return {cited: CitedSource(document_id, title, page, locator) for cited, document_id, title, page, locator in rows}
+
+
+def cited_chunk_id(citation: Mapping[str, Any]) -> uuid.UUID | None:
+    """The id of the chunk a stored citation (``{document_id, title, page, chunk_id, score}``, ``locator``: see
+    ``RetrievedChunk.citation``) cites; ``None`` when it names none (no ``chunk_id``, or one that is no UUID)."""
+    try:
+        return uuid.UUID(str(citation["chunk_id"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+async def current_citations(
+    session: AsyncSession, listed: Sequence[Sequence[Mapping[str, Any]]]
+) -> list[list[dict[str, Any]]]:
+    """Stored citation lists (``listed``: each listed message's ``citations``, in order) as a listing shows them
+    now, in the same order: each citation with the ``document_id``, ``title``, ``page`` and ``locator`` of where
+    its passage is now (:func:`cited_sources`: the copy's, its document processed again since), its other keys
+    as stored (``chunk_id`` the id cited, which :func:`cited_passage` resolves; ``score``). A citation whose
+    passage is gone, or that names no chunk, is listed as stored. The stored lists are not changed; one query
+    for all of them (none when nothing is cited)."""
+    cited = [cited_chunk_id(citation) for citations in listed for citation in citations]
+    ids = {chunk_id for chunk_id in cited if chunk_id is not None}
+    sources = await cited_sources(session, ids) if ids else {}
+
+    def now(citation: Mapping[str, Any]) -> dict[str, Any]:
+        chunk_id = cited_chunk_id(citation)
+        source = sources.get(chunk_id) if chunk_id is not None else None
+        if source is None:
+            return dict(citation)
+        shown = {key: value for key, value in citation.items() if key != "locator"}
+        shown |= {"document_id": str(source.document_id), "title": source.title, "page": source.page}
+        return shown | ({"locator": source.locator} if source.locator else {})
+
+    return [[now(citation) for citation in citations] for citations in listed]

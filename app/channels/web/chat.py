@@ -25,8 +25,8 @@ from app.auth import CLIENT_DEPENDENCIES, identify_client
 from app.chat.turn import ANSWER_LATER, TurnResult
 from app.chat.turn.intake import MAX_MESSAGE_CHARS
 from app.conversations.metadata import client_citations, client_handoff_view, client_view
-from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Message
-from app.conversations.service import MAX_FEEDBACK_CHARS
+from app.conversations.models import CLIENT_MESSAGE_ID_MAX
+from app.conversations.service import MAX_FEEDBACK_CHARS, ListedMessage
 from app.core.errors import DomainError
 from app.deps import PAGE, ClientIdentityDep, ContainerDep, PathId, Uow, WantedPage, next_link, page_response
 from app.handoff.live import LINK_REVOKED, client_channel, message_event
@@ -102,14 +102,15 @@ class WidgetMessageOut(msgspec.Struct):
     client_message_id: str | None
 
 
-def widget_message_out(message: Message) -> WidgetMessageOut:
-    """Serialise a message for the client."""
+def widget_message_out(listed: ListedMessage) -> WidgetMessageOut:
+    """Serialise a listed message for the client (its citations as they read now, without scores)."""
+    message = listed.message
     return WidgetMessageOut(
         message.id,
         message.sender_type,
         message.text,
         message.created_at,
-        client_citations(message.citations),
+        client_citations(listed.citations),
         client_view(message.meta),
         message.client_message_id,
     )
@@ -184,7 +185,7 @@ class WidgetConversationController(Controller):
         conversation or an ``after`` that is not in it; 400 for a malformed id."""
         found = await container.conversations.messages_after(uow, identity.client_id, conversation_id, after)
         headers = next_link(request, after=str(found.next.id)) if found.next is not None else {}
-        return Response([widget_message_out(message) for message in found.items], headers=headers)
+        return Response([widget_message_out(listed) for listed in found.items], headers=headers)
 
     @get("/{conversation_id:str}/history", dependencies=PAGE)
     async def history(

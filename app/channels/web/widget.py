@@ -33,7 +33,7 @@ from app.accounts.widget_settings import avatar_url, greeting, suggestions, widg
 from app.auth import WIDGET_COOKIE, WIDGET_SESSION_S, widget_cookie
 from app.chat.turn.intake import MAX_MESSAGE_CHARS
 from app.container import Container
-from app.conversations.schemas import ClientMessage
+from app.conversations.schemas import ShownMessage
 from app.core.headers import content_security_policy
 from app.core.pagination import PageRequest, page_query
 from app.deps import PAGE, ContainerDep, PathId, PathStr, WantedPage
@@ -131,7 +131,7 @@ class WidgetController(Controller):
         async with unit_of_work(container.sessionmaker, identity.coach_id) as uow:
             coach = await uow.coach()
             conversation_id = await container.conversations.latest_conversation(uow, identity.client_id)
-            messages: list[ClientMessage] = []
+            messages: list[ShownMessage] = []
             earlier = None  # the query of the "Earlier messages" button's page: the messages before those shown
             handoff_status = None
             if conversation_id is not None:
@@ -140,7 +140,7 @@ class WidgetController(Controller):
                     uow, conversation_id, last, client_id=identity.client_id
                 )
                 # oldest first on the page; the client sees client_view metadata only
-                messages = [ClientMessage.of(msg) for msg in reversed(stored.items)]
+                messages = [ShownMessage.for_client(listed) for listed in reversed(stored.items)]
                 earlier = page_query(last, stored.next)
                 handoff, _drafts = await container.handoff_queue.conversation_state(uow, conversation_id)
                 handoff_status = handoff.status if handoff is not None else None

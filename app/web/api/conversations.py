@@ -54,7 +54,7 @@ class ConversationController(Controller):
             conversation.client_id,
             conversation.channel,
             conversation.created_at,
-            [message_out(msg) for msg in found.items],
+            [message_out(row.message, row.citations) for row in found.items],
         )
         return Response(out, headers=next_page_link(request, found.next))
 

@@ -16,6 +16,7 @@ from app.container import Container
 from app.conversations.handoffs import HandoffReason
 from app.conversations.inbox import CHANNELS, InboxCursor, InboxFilter, InboxState, channel_name, inbox_page, mark_read
 from app.conversations.models import Conversation
+from app.conversations.schemas import ShownMessage
 from app.core.errors import DomainError
 from app.core.pagination import PageRequest, page_query
 from app.deps import INBOX_FILTER, PAGE, ContainerDep, PathId, Uow, WantedInbox, WantedPage
@@ -70,7 +71,8 @@ async def _transcript_page(
     from the end (``page``), oldest first, and the query of the page before them (``earlier``; ``None``: this
     page starts at the first message). Raises ``NotFound``."""
     conversation, found = await container.conversations.history(uow, conversation_id, page)
-    return conversation, {"messages": found.items[::-1], "earlier": page_query(page, found.next)}
+    messages = [ShownMessage.for_coach(listed) for listed in reversed(found.items)]
+    return conversation, {"messages": messages, "earlier": page_query(page, found.next)}
 
 
 async def _panel_context(container: Container, uow: UnitOfWork, conversation_id: uuid.UUID) -> dict[str, Any]:

@@ -4,10 +4,12 @@ and the widget are pages, not JSON (the API keeps its JSON)."""
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 
+import docx
 import httpx
 import pytest
 import respx
@@ -16,7 +18,8 @@ from sqlalchemy import update
 from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.rag.models import Document
-from tests.conftest import Coach, make_client, upload
+from app.rag.passages import current_citations
+from tests.conftest import Coach, make_client, upload, widget_page
 from tests.integration.web.test_dashboard import browser, client_chat, log_in
 from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint
 
@@ -181,3 +184,88 @@ async def test_the_client_opens_the_passage_of_a_citation(
     moved = (await http.get(f"/api/v1/widget/passages/{cited['chunk_id']}", headers=auth)).json()
     middle = [tip for tip in body["text"].split(". ") if tip.startswith("Routine tip")][2]
     assert moved["text"] != body["text"] and middle in moved["text"], (middle, moved["text"])
+
+
+def _routines_docx(title: str = "", foreword: bool = False) -> bytes:
+    """:data:`NOTES` as a Word document, 30 sentences a page; ``title`` in its core properties; ``foreword``: a
+    page of other text first (every page of the notes one later)."""
+    document = docx.Document()
+    document.core_properties.title = title
+    pages = [" ".join(f"A foreword line, {n}." for n in range(30))] if foreword else []
+    sentences = [f"{sentence}." for sentence in NOTES.removesuffix(".").split(". ")]
+    pages += [" ".join(sentences[start : start + 30]) for start in range(0, len(sentences), 30)]
+    for number, text in enumerate(pages):
+        if number:
+            document.add_page_break()
+        document.add_paragraph(text)
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+async def _listed_citations(http: httpx.AsyncClient, coach: Coach, auth: dict[str, str], conversation: str) -> dict:
+    """The AI reply's citations as each listing shows them: ``{"api", "history", "messages"}`` (the coach's
+    transcript API, the widget's history and catch-up reads)."""
+    transcript = await http.get(f"/api/v1/conversations/{conversation}", headers=coach.headers)
+    history = await http.get(f"/api/v1/widget/conversations/{conversation}/history", headers=auth)
+    caught_up = await http.get(f"/api/v1/widget/conversations/{conversation}/messages", headers=auth)
+    listings = {"api": transcript.json()["messages"], "history": history.json(), "messages": caught_up.json()}
+    return {name: next(m for m in found if m["sender_type"] == "ai")["citations"] for name, found in listings.items()}
+
+
+async def test_a_transcript_lists_a_citation_where_its_passage_is_now(
+    http: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    llm_api: respx.MockRouter,
+    container: Container,
+    base_url: str,
+) -> None:
+    """A document processed again by an extraction that reads a foreword page and the file's title: the
+    citations of a reply stored before are listed (coach's API, widget reads, widget page, dashboard transcript)
+    with the copy's title and the page the passage they open is on now; once the copy is deleted too, as
+    stored."""
+    coach = await make_coach("Transcript Coach")
+    document = await upload(http, coach, "routines.docx", _routines_docx())
+    await run_jobs()
+    settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
+    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
+    client = await make_client(http, coach, "Ivo")
+    auth = {"Authorization": f"Bearer {client['widget_token']}"}
+    turn = await client_chat(http, client["widget_token"], "What should my morning routine look like?")
+    stored, conversation = turn["citations"], turn["conversation_id"]
+    assert stored and all(c["title"] == "Routines" and c["page"] for c in stored), stored
+
+    copy = (await http.post(f"/api/v1/documents/{document['id']}/reprocess", headers=coach.headers)).json()
+    async with unit_of_work(container.sessionmaker, uuid.UUID(coach.coach_id)) as uow:
+        data = _routines_docx("Morning Routines", foreword=True)
+        await uow.session.execute(update(Document).where(Document.id == uuid.UUID(copy["id"])).values(original=data))
+    await run_jobs()
+    now = []
+    for cited in stored:
+        passage = await http.get(f"/api/v1/widget/passages/{cited['chunk_id']}", headers=auth)
+        assert passage.status_code == 200, passage.text
+        now.append({"title": passage.json()["title"], "page": passage.json()["page"]})
+    assert now[0] == {"title": "Morning Routines", "page": stored[0]["page"] + 1}, (stored[0], now[0])
+    for name, listed in (await _listed_citations(http, coach, auth, conversation)).items():
+        assert [c["chunk_id"] for c in listed] == [c["chunk_id"] for c in stored], name  # the ids shown, as stored
+        assert [{"title": c["title"], "page": c["page"]} for c in listed] == now, name
+        assert {c["document_id"] for c in listed} == {copy["id"]}, name
+    shown = f"Morning Routines, p. {now[0]['page']}"
+    assert shown in (await widget_page(base_url, client["widget_token"])).text
+    await log_in(browser, coach)
+    assert shown in (await browser.get(f"/dashboard/conversations/{conversation}")).text
+
+    # the copy deleted too: the passages are gone, the citations are listed as they were stored
+    assert (await http.delete(f"/api/v1/documents/{copy['id']}", headers=coach.headers)).status_code == 204
+    for name, listed in (await _listed_citations(http, coach, auth, conversation)).items():
+        assert [{key: c[key] for key in ("document_id", "title", "page", "chunk_id")} for c in listed] == [
+            {key: c[key] for key in ("document_id", "title", "page", "chunk_id")} for c in stored
+        ], name
+    page = (await widget_page(base_url, client["widget_token"])).text
+    assert f"Routines, p. {stored[0]['page']}" in page and "Morning Routines" not in page
+    # a citation without a chunk id, or with one that is no UUID, is listed as stored
+    odd = [{"title": "Notes", "page": 2, "chunk_id": "c1"}, {"title": "Notes", "page": 3}]
+    async with unit_of_work(container.sessionmaker, uuid.UUID(coach.coach_id)) as uow:
+        assert await current_citations(uow.session, [odd, [], stored]) == [odd, [], stored]
