@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from app.conversations.metadata import ClientMeta, ReplyMeta, client_citations, client_meta, client_view
+from app.conversations.metadata import ClientMeta, ReplyMeta, client_citations, client_meta
 from app.conversations.models import Conversation, Message
 from app.conversations.service import ListedMessage
 
@@ -57,14 +57,6 @@ def message_out(msg: Message, citations: list[dict[str, Any]] | None = None) -> 
     them (:class:`~app.conversations.service.ListedMessage`), else as stored (a message just sent)."""
     cited = msg.citations if citations is None else citations
     return MessageOut(msg.id, msg.sender_type, msg.text, msg.created_at, cited, msg.meta)
-
-
-def client_message_out(msg: Message) -> MessageOut:
-    """Serialise a message for a client (widget token APIs, channels): metadata is only
-    :func:`~app.conversations.metadata.client_view` of it."""
-    return MessageOut(
-        msg.id, msg.sender_type, msg.text, msg.created_at, client_citations(msg.citations), client_view(msg.meta)
-    )
 
 
 @dataclass(frozen=True)
