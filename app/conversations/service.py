@@ -5,7 +5,7 @@ and the client's feedback on a reply. Nothing here needs memory or handoffs: the
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,7 +38,7 @@ _MESSAGE_COUNT = select(func.count(Message.id)).where(Message.conversation_id ==
 after the sort and limit (``make_sort_input_target``), so a page counts only its own conversations' messages."""
 
 
-CitationsNow = Callable[[AsyncSession, Sequence[Sequence[Mapping[str, Any]]]], Awaitable[list[list[dict[str, Any]]]]]
+CitationsNow = Callable[[AsyncSession, Sequence[Any]], Awaitable[list[Any]]]
 """Reads stored citation lists (each message's, in order) as a listing shows them now, in the same order: each
 citation naming where its passage is now, though its document was processed again since
 (:func:`app.rag.passages.current_citations`, which the container passes in: chunks are the rag package's, above

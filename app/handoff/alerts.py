@@ -342,7 +342,7 @@ class AlertService:
         secret_error: str | None = None
         if coach.alert_webhook_url:
             if coach.alert_webhook_secret_encrypted is None:
-                secret_error = "no webhook signing secret; save the webhook URL again to create one"
+                secret_error = "no webhook signing secret; make one in Settings (New signing secret)"
             else:
                 try:
                     secret = self._secrets.decrypt(coach.alert_webhook_secret_encrypted)
@@ -379,7 +379,7 @@ class AlertService:
             msg_id = webhook_id(target.content.handoff_id, target.content.event)
             headers = sign_webhook(target.webhook_secret, msg_id, at, body)
         except Exception:  # a malformed stored secret; never echo it
-            return _Outcome(FAILED, "the webhook signing secret is malformed; save the webhook URL again")
+            return _Outcome(FAILED, "the webhook signing secret is malformed; make a new one in Settings")
         headers["content-type"] = "application/json"
         headers["user-agent"] = USER_AGENT
         try:

@@ -213,35 +213,40 @@ async def cited_sources(session: AsyncSession, chunk_ids: Iterable[uuid.UUID]) -
     return {cited: CitedSource(document_id, title, page, locator) for cited, document_id, title, page, locator in rows}
 
 
-def cited_chunk_id(citation: Mapping[str, Any]) -> uuid.UUID | None:
+def cited_chunk_id(citation: Any) -> uuid.UUID | None:
     """The id of the chunk a stored citation (``{document_id, title, page, chunk_id, score}``, ``locator``: see
-    ``RetrievedChunk.citation``) cites; ``None`` when it names none (no ``chunk_id``, or one that is no UUID)."""
+    ``RetrievedChunk.citation``) cites; ``None`` when it names none (no ``chunk_id``, one that is no UUID, or a
+    citation that is not an object)."""
+    if not isinstance(citation, Mapping):
+        return None
     try:
         return uuid.UUID(str(citation["chunk_id"]))
     except (KeyError, TypeError, ValueError):
         return None
 
 
-async def current_citations(
-    session: AsyncSession, listed: Sequence[Sequence[Mapping[str, Any]]]
-) -> list[list[dict[str, Any]]]:
+async def current_citations(session: AsyncSession, listed: Sequence[Any]) -> list[Any]:
     """Stored citation lists (``listed``: each listed message's ``citations``, in order) as a listing shows them
     now, in the same order: each citation with the ``document_id``, ``title``, ``page`` and ``locator`` of where
     its passage is now (:func:`cited_sources`: the copy's, its document processed again since), its other keys
     as stored (``chunk_id`` the id cited, which :func:`cited_passage` resolves; ``score``). A citation whose
-    passage is gone, or that names no chunk, is listed as stored. The stored lists are not changed; one query
-    for all of them (none when nothing is cited)."""
-    cited = [cited_chunk_id(citation) for citations in listed for citation in citations]
+    passage is gone, or that names no chunk, is listed as stored, as is one that is not an object (or a stored
+    value that is not a list: JSON another writer left). The stored lists are not changed; one query for all of
+    them (none when nothing is cited)."""
+    lists = [citations if isinstance(citations, list) else [] for citations in listed]
+    cited = [cited_chunk_id(citation) for citations in lists for citation in citations]
     ids = {chunk_id for chunk_id in cited if chunk_id is not None}
     sources = await cited_sources(session, ids) if ids else {}
 
-    def now(citation: Mapping[str, Any]) -> dict[str, Any]:
+    def now(citation: Any) -> Any:
         chunk_id = cited_chunk_id(citation)
         source = sources.get(chunk_id) if chunk_id is not None else None
         if source is None:
-            return dict(citation)
+            return citation
         shown = {key: value for key, value in citation.items() if key != "locator"}
         shown |= {"document_id": str(source.document_id), "title": source.title, "page": source.page}
         return shown | ({"locator": source.locator} if source.locator else {})
 
-    return [[now(citation) for citation in citations] for citations in listed]
+    return [
+        [now(citation) for citation in citations] if isinstance(citations, list) else citations for citations in listed
+    ]

@@ -110,10 +110,13 @@ def _style_sheets(book: epub.EpubBook, package_dir: str) -> Sheets:
     when that differs (readers differ, and a doubt hides the text). Cached per path and encoding; the order is not
     kept: the cascade is not computed."""
 
+    # by normalised path: a manifest may name a sheet "text/../styles/a.css", which a reader finds at "styles/a.css"
+    by_path = {posixpath.normpath(item.get_name()): item for item in book.get_items() if item.media_type == "text/css"}
+
     @functools.cache
     def css(path: str, environment: Encoding) -> tuple[tuple[str, ...], Encoding] | None:
-        item = book.get_item_with_href(path)
-        if item is None or item.media_type != "text/css":
+        item = by_path.get(path)
+        if item is None:
             return None
         data = bytes(item.content)
         text, encoding = decode_stylesheet_bytes(data, environment_encoding=environment)
@@ -156,15 +159,18 @@ def _linked(chapter: epub.EpubItem, sheets: Sheets, package_dir: str) -> Callabl
 
 
 def _resolved(base: str, href: str, package_dir: str) -> str | None:
-    """The package path (EbookLib's item name: relative to ``package_dir``, the OPF file's folder in the container)
-    of ``href``: a URL relative to the file at package path ``base``, or to the container's root when its path
-    starts with ``/`` (EPUB 3.3, "container root URL"), percent-encoded as in the package, ``\\`` read as
-    ``/`` as the WHATWG URL parser does. ``None`` for one outside the package (a scheme or a host), which is not
-    read."""
+    """The package path (EbookLib's item name, normalised: relative to ``package_dir``, the OPF file's folder in the
+    container) of ``href``: a URL relative to the file at package path ``base``, or to the container's root when
+    its path starts with ``/`` (EPUB 3.3, "container root URL"); resolved in the container as a reader does (``..``
+    stops at its root, so ``../../EPUB/a.css`` from ``EPUB/text/`` is ``a.css`` of package ``EPUB``), percent-encoded
+    as in the package (a ``%2F`` stays part of a name), ``\\`` read as ``/`` as the WHATWG URL parser does.
+    ``None`` for one outside the package (a scheme or a host), which is not read."""
     url = urllib.parse.urlsplit(href.replace("\\", "/"))  # (a reader's URL parser reads "\\" as "/")
     if url.scheme or url.netloc or not url.path:
         return None
-    path = urllib.parse.unquote(url.path)
-    if path.startswith("/"):
-        return posixpath.relpath(posixpath.normpath(path), "/" + package_dir)
-    return posixpath.normpath(posixpath.join(posixpath.dirname(base), path))
+    # resolved in the container, as a reader does ("/…" from its root; ".." stops there), then named in the package
+    root = posixpath.join("/", package_dir)
+    steps = url.path.split("/")  # (split before decoding: "%2F" is a character of a name, not a step)
+    path = "/".join(urllib.parse.unquote(step).replace("/", "%2F") for step in steps)
+    target = posixpath.normpath(posixpath.join(root, posixpath.dirname(base), path))
+    return posixpath.relpath(target, root)

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from selectolax.lexbor import LexborHTMLParser
 
 from app.core.security import mask_secret
 from app.rag.pipeline import set_document
@@ -504,6 +505,10 @@ async def test_settings_handoff_section_saves_and_rejects_bad_input(
     assert api["alert_webhook_secret"] is None and api["alert_webhook_secret_hint"] == mask_secret(secret[1])
     page = (await browser.get("/dashboard/settings")).text
     assert secret[1] not in page and mask_secret(secret[1]) in page
+    # "New signing secret" is its own form's: Enter in the advanced form saves it (its first submit button)
+    advanced = LexborHTMLParser(page).css_first('form[action="/dashboard/settings#advanced-settings"]')
+    assert advanced is not None
+    assert [b.text(strip=True) for b in advanced.css("button[type=submit]:not([form])")] == ["Save advanced settings"]
     rotated = await browser.post("/dashboard/settings/webhook-secret", data={"_csrf_token": token})
     new_secret = re.search(r'<code id="webhook-secret">(whsec_[^<]+)</code>', rotated.text)
     assert rotated.status_code == 200 and new_secret is not None and new_secret[1] != secret[1], rotated.text

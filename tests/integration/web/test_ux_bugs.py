@@ -265,7 +265,9 @@ async def test_a_transcript_lists_a_citation_where_its_passage_is_now(
         ], name
     page = (await widget_page(base_url, client["widget_token"])).text
     assert f"Routines, p. {stored[0]['page']}" in page and "Morning Routines" not in page
-    # a citation without a chunk id, or with one that is no UUID, is listed as stored
-    odd = [{"title": "Notes", "page": 2, "chunk_id": "c1"}, {"title": "Notes", "page": 3}]
+    # a citation without a chunk id, with one that is no UUID, or that is no object is listed as stored (as is a
+    # stored value that is no list)
+    odd = [{"title": "Notes", "page": 2, "chunk_id": "c1"}, {"title": "Notes", "page": 3}, "x", None, 3]
     async with unit_of_work(container.sessionmaker, uuid.UUID(coach.coach_id)) as uow:
-        assert await current_citations(uow.session, [odd, [], stored]) == [odd, [], stored]
+        listed = [odd, [], stored, {"chunk_id": stored[0]["chunk_id"]}]
+        assert await current_citations(uow.session, listed) == listed
