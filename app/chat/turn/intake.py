@@ -246,8 +246,9 @@ class Intake:
             conversation=conversation,
             message=message,
             client_name=client_name,
-            # L1: forgotten messages (the source of an insight the client or coach forgot) never enter a prompt
-            history=[m for m in earlier if m.forgotten_at is None][-coach.recent_messages :]
+            # L1: forgotten messages (the source of an insight the client or coach forgot) never enter a prompt, nor
+            # the apology of a failed reply (a model shown it answers the question asked again with it)
+            history=[m for m in earlier if m.forgotten_at is None and not _failed(m)][-coach.recent_messages :]
             if coach.recent_messages
             else [],
             risk=risk,
@@ -329,6 +330,12 @@ async def _stored(session: AsyncSession, client_id: uuid.UUID, client_message_id
 def _earlier_limit(coach: Coach) -> int:
     """How many earlier messages a turn reads: its L1 window or the signals' window, the longer."""
     return max(coach.recent_messages, SIGNAL_WINDOW_MESSAGES)
+
+
+def _failed(message: Message) -> bool:
+    """Whether ``message`` is the apology stored for a reply the model failed to give (its ``error``:
+    :meth:`app.chat.turn.generate.Generator.apology`)."""
+    return message.sender_type == SenderType.AI and "error" in message.meta
 
 
 async def _earlier(session: AsyncSession, coach: Coach, message: Message) -> list[Message]:

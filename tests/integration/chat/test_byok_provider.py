@@ -280,6 +280,29 @@ async def test_provider_failure_gives_a_persisted_apology(
     assert stored["partial_reply"] == "" and "completion_tokens" not in stored
 
 
+async def test_the_question_asked_again_after_a_failed_reply_is_sent_without_the_apology(
+    http: httpx.AsyncClient, byok: ByokCoach, llm_api: respx.MockRouter
+) -> None:
+    """The apology says "try again": the question asked again goes to the model with the earlier question but not
+    the apology (shown it, a model answers with it), and the answer that follows stays in later prompts."""
+    route = llm_api.post(COMPLETIONS_URL)
+    route.side_effect = [httpx.Response(500), httpx.Response(500), sse_response(openai_sse(DELTAS))]
+    failed = await http.post("/api/v1/chat", headers=byok.client_auth, json={"text": QUESTION})
+    assert failed.status_code == 200 and failed.json()["reply"] == APOLOGY, failed.text
+    conversation = {"conversation_id": failed.json()["conversation_id"]}
+
+    again = await http.post("/api/v1/chat", headers=byok.client_auth, json={"text": QUESTION} | conversation)
+    assert again.status_code == 200 and again.json()["reply"] == "".join(DELTAS), again.text
+    sent = json.loads(route.calls.last.request.content)["messages"]
+    assert [(m["role"], m["content"]) for m in sent[1:]] == [("user", QUESTION), ("user", QUESTION)]
+
+    route.side_effect = [sse_response(openai_sse(DELTAS))]
+    await http.post("/api/v1/chat", headers=byok.client_auth, json={"text": "And then?"} | conversation)
+    sent = json.loads(route.calls.last.request.content)["messages"]
+    assert [m["role"] for m in sent[1:]] == ["user", "user", "assistant", "user"]
+    assert APOLOGY not in json.dumps(sent)
+
+
 async def test_stream_broken_mid_reply_keeps_the_partial_text_in_metadata(
     base_url: str, http: httpx.AsyncClient, byok: ByokCoach, llm_api: respx.MockRouter
 ) -> None:
