@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
@@ -65,7 +65,8 @@ async def reprocess_libraries(
                     .where(
                         Document.coach_id == coach,
                         Document.status.in_(statuses),
-                        Document.finished_at < finished_before,
+                        # (an upload over the limit failed at once, never started: reported as a file not kept)
+                        func.coalesce(Document.finished_at, Document.created_at) < finished_before,
                     )
                     .order_by(Document.created_at, Document.id)
                 )

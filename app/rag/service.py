@@ -142,10 +142,12 @@ class DocumentService:
         document of the same file, queued, that replaces the original once it is ready (the original, still
         answering meanwhile, is deleted then with its chunks, and so are failed copies of the file; a failure
         leaves the original as it was). A failed copy processed again replaces the original it was to replace.
-        Returns the new document. Raises ``NotFound``, and ``Conflict`` while a document of the file is being
-        processed (first or again), when another ready document holds the file (process that one), or when the
-        file was not kept (over the upload limit). Serialised with uploads, deletions and the copy's end by the
-        file's advisory lock (no row lock: one taken here after the coach's was a deadlock with re-embedding)."""
+        A failed original (nothing answers from it) is processed again itself (:meth:`_retry`): retries do not
+        pile up failed rows. Returns the document queued. Raises ``NotFound``, and ``Conflict`` while a document
+        of the file is being processed (first or again), when another ready document holds the file (process
+        that one), or when the file is empty or was not kept (over the upload limit). Serialised with uploads,
+        deletions and the copy's end by the file's advisory lock (no row lock: one taken here after the coach's
+        was a deadlock with re-embedding)."""
         session, coach_id = uow.session, uow.coach_id
         await self._lock_file_of(uow, document_id)
         original = await session.scalar(  # as of the lock: a deletion may have committed meanwhile
@@ -176,7 +178,11 @@ class DocumentService:
                 )
         data = await session.scalar(select(Document.original).where(Document.id == document_id))
         if not data:
+            if not original.size_bytes:
+                raise Conflict(f"the file of “{original.title}” is empty: there is nothing to read")
             raise Conflict(f"the file of “{original.title}” was not kept (over the upload limit): upload it again")
+        if target.status == DocumentStatus.FAILED:
+            return await self._retry(session, target)
         document = Document(
             coach_id=coach_id,
             title=target.title,
@@ -193,6 +199,24 @@ class DocumentService:
         session.add(document)
         await session.flush()
         jobs.ingest_document(session, coach_id, document.id)
+        return document
+
+    @staticmethod
+    async def _retry(session: AsyncSession, document: Document) -> Document:
+        """Queue failed ``document`` (its file's advisory lock held) to be processed again from the start, itself:
+        what an earlier attempt left (chunks, progress, the reason) goes, and so do failed copies of its file."""
+        await session.execute(
+            delete(Document).where(
+                Document.sha256 == document.sha256,
+                Document.status == DocumentStatus.FAILED,
+                Document.id != document.id,
+            )
+        )
+        await session.execute(delete(Chunk).where(Chunk.document_id == document.id))
+        document.status, document.error, document.pages, document.pages_done = DocumentStatus.QUEUED, None, None, 0
+        document.pages_searchable, document.chunks, document.chunks_total, document.finished_at = 0, 0, None, None
+        await session.flush()
+        jobs.ingest_document(session, document.coach_id, document.id)
         return document
 
     async def _lock_file_of(self, uow: UnitOfWork, document_id: uuid.UUID) -> str:

@@ -179,7 +179,8 @@ async def test_a_document_processed_again_replaces_itself_once_ready_and_answers
     """A document ingested before an extraction fix kept what the old extraction made of it. Processed again,
     its file becomes a new document that replaces it once ready; the original stays (and answers) until then,
     and stays for good when the new processing fails. While either is being processed, processing it again is a
-    409; a file not kept (over the upload limit) is a 409 with the reason; another coach's is a 404."""
+    409; a file not kept (over the upload limit), or empty, is a 409 with the reason; another coach's is a 404. A
+    failed original is processed again itself."""
     coach, other = await make_coach("Again Coach"), await make_coach("Other Again")
     h = coach.headers
 
@@ -244,9 +245,30 @@ async def test_a_document_processed_again_replaces_itself_once_ready_and_answers
     refused = await again(gone["id"])
     assert refused.status_code == 409 and "holds this file already" in refused.json()["detail"]
 
+    # a failed original (nothing answers from it) is processed again itself: retries do not pile up failed rows
+    notes = b"Notes on rest: sleep before midnight.\n" * 10
+    with monkeypatch.context() as patched:
+        patched.setattr(IngestRun, "run", broken)
+        retried = await upload(http, coach, "rest.txt", notes)
+        await run_jobs()
+        for _ in range(2):
+            accepted = await again(retried["id"])
+            assert accepted.status_code == 202 and accepted.json()["id"] == retried["id"], accepted.text
+            assert accepted.json()["status"] == "queued" and accepted.json().get("error") is None
+            await run_jobs()
+    assert (await again(retried["id"])).json()["id"] == retried["id"]
+    await run_jobs()
+    title = (await doc(retried["id"])).json()["title"]
+    listed = (await http.get("/api/v1/documents", headers=h)).json()
+    assert [(d["id"], d["status"]) for d in listed if d["title"] == title] == [(retried["id"], "ready")]
+
     huge = await upload(http, coach, "huge.txt", b"a" * int((TEST_MAX_UPLOAD_MB + 0.5) * 1024 * 1024))
     not_kept = await again(huge["id"])
     assert not_kept.status_code == 409 and "was not kept" in not_kept.json()["detail"]
+    empty = await upload(http, coach, "empty.txt", b"")
+    await run_jobs()
+    nothing = await again(empty["id"])
+    assert nothing.status_code == 409 and "is empty: there is nothing to read" in nothing.json()["detail"]
 
 
 async def test_a_copy_being_processed_again_is_not_retrieved_until_it_is_ready(

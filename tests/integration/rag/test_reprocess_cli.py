@@ -20,7 +20,7 @@ from app.core.runtime import Services
 from app.db.outbox import relay
 from app.rag.extract import ExtractionError
 from app.rag.pipeline import IngestRun
-from tests.conftest import Coach, upload
+from tests.conftest import TEST_MAX_UPLOAD_MB, Coach, upload
 
 
 def reprocess_cli(
@@ -54,8 +54,9 @@ async def test_every_document_of_a_library_is_processed_again_once_and_skips_are
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The ready documents (and with ``--failed`` the failed ones) that finished before ``--before`` are queued
-    to be processed again, each replacing its original once ready; one already being processed again is skipped
-    with the reason; another coach's library is left alone; a second run skips what the first did."""
+    to be processed again, each replacing its original once ready (a failed one is processed again itself); one
+    already being processed again, or whose file was not kept (over the upload limit), is skipped with the reason;
+    another coach's library is left alone; a second run skips what the first did."""
     coach, other = await make_coach("Library Coach"), await make_coach("Other Library")
     h = coach.headers
     habits = await upload(http, coach, "habits.txt", b"Small habits, repeated daily, compound.\n" * 30)
@@ -71,6 +72,7 @@ async def test_every_document_of_a_library_is_processed_again_once_and_skips_are
         patched.setattr(IngestRun, "run", broken)
         failed = await upload(http, coach, "plan.txt", b"A plan for the week: one walk a day.\n" * 10)
         await run_jobs()
+    huge = await upload(http, coach, "huge.txt", b"a" * int((TEST_MAX_UPLOAD_MB + 0.5) * 1024 * 1024))
     finished = datetime.now(UTC)
     copy = await http.post(f"/api/v1/documents/{under_way['id']}/reprocess", headers=h)
     assert copy.status_code == 202, copy.text
@@ -81,8 +83,9 @@ async def test_every_document_of_a_library_is_processed_again_once_and_skips_are
 
     done = reprocess_cli(services, tmp_path, "--coach", coach.coach_id, "--before", finished.isoformat(), "--failed")
     assert done.returncode == 0, done.stderr
-    assert "3 queued, 1 skipped" in done.stdout, done.stdout
+    assert "3 queued, 2 skipped" in done.stdout, done.stdout
     assert "“Walks” is being processed again already" in done.stdout, done.stdout
+    assert "“Huge” was not kept (over the upload limit)" in done.stdout, done.stdout
 
     again = reprocess_cli(services, tmp_path, "--coach", coach.coach_id, "--before", finished.isoformat())
     assert "0 queued, 3 skipped" in again.stdout, again.stdout
@@ -90,9 +93,11 @@ async def test_every_document_of_a_library_is_processed_again_once_and_skips_are
     await relay(container.sessionmaker, container.redis)
     await run_jobs()
     listed = (await http.get("/api/v1/documents", headers=h)).json()
-    originals = {habits["id"], sleep["id"], under_way["id"], failed["id"]}
-    assert {d["replaces_id"] for d in listed} == originals, "each original replaced by its copy, once"
-    assert {d["status"] for d in listed} == {"ready"} and len(listed) == 4
+    ready = [d for d in listed if d["status"] == "ready"]
+    originals = {habits["id"], sleep["id"], under_way["id"], None}
+    assert {d["replaces_id"] for d in ready} == originals, "each original replaced by its copy, once"
+    assert failed["id"] in {d["id"] for d in ready} and len(ready) == 4, "the failed one processed again itself"
+    assert [d["id"] for d in listed if d["status"] != "ready"] == [huge["id"]]
     # run again with the cut-off printed first: the copies finished after it, nothing is processed twice
     assert f"finished before {finished.isoformat()} (--before)" in done.stdout
     resumed = reprocess_cli(services, tmp_path, "--coach", coach.coach_id, "--before", finished.isoformat())
