@@ -67,7 +67,7 @@ from standardwebhooks import Webhook
 
 from app.accounts.models import Client, Coach
 from app.accounts.unit_of_work import unit_of_work
-from app.conversations.handoffs import Handoff, HandoffReason
+from app.conversations.handoffs import Handoff, HandoffReason, HandoffStatus
 from app.core.config import Settings
 from app.core.egress import EgressGuard, EgressRefused, http_status_text
 from app.core.security import SecretBox
@@ -256,6 +256,8 @@ class _Target:
     secret_error: str | None
     alert_email: str | None
     alerts: dict[str, Any]
+    moot: str | None
+    """Why the event's alert is not worth sending any more (:func:`_moot`), or ``None``."""
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,17 @@ class _Outcome:
     status: str
     error: str | None = None
     retryable: bool = False
+
+
+def _moot(status: str, event: str) -> str | None:
+    """Why an alert of ``event`` about a handoff now in ``status`` would only page the coach about something
+    settled (a retry, or a queue that waited): a handoff closed since, or one the coach took since for its opening
+    (a crisis in a conversation the coach has is still sent). ``None`` when it is still news."""
+    if status == HandoffStatus.CLOSED:
+        return "the handoff was closed before the alert went out"
+    if status == HandoffStatus.CLAIMED and event == OPENED:
+        return "the coach took the conversation before the alert went out"
+    return None
 
 
 class AlertService:
@@ -290,7 +303,9 @@ class AlertService:
 
         ``event`` is :data:`OPENED` or :func:`crisis_event`; ``reason`` the handoff's reason when the event
         happened (``None``: the handoff's reason now), so an opening alert delivered after a later crisis
-        still says why the handoff opened. ``attempt`` is the arq job try (1-based). Returns a summary such
+        still says why the handoff opened. An alert found moot (the handoff closed since, or taken by the coach
+        for its opening: :func:`_moot`) is recorded ``skipped`` with why, not sent. ``attempt`` is the arq job try
+        (1-based). Returns a summary such
         as ``"webhook sent, email skipped"`` (``"no alert channel configured"``, ``"handoff not found"``). Raises
         :class:`arq.worker.Retry` (``defer`` = ``attempt × RETRY_DELAY_SECONDS``) when a channel failed in
         a way a retry could fix and ``attempt < MAX_ATTEMPTS``; on the last attempt the failure stays
@@ -311,7 +326,7 @@ class AlertService:
             previous = target.alerts.get(channel)
             if _status(previous) == SENT:
                 return channel, _Outcome(SENT)
-            outcome = await send(target)
+            outcome = _Outcome(SKIPPED, target.moot) if target.moot is not None else await send(target)
             await self._record(coach_id, handoff_id, event, channel, outcome)
             log.info(
                 "handoff %s alert %s %s: %s%s (attempt %d)",
@@ -368,6 +383,7 @@ class AlertService:
             secret_error=secret_error,
             alert_email=coach.alert_email,
             alerts=event_channels(handoff.alerts, event),
+            moot=_moot(handoff.status, event),
         )
 
     async def _webhook(self, target: _Target) -> _Outcome:

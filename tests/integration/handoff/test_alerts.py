@@ -308,6 +308,42 @@ async def test_failed_webhook_is_retried_with_growing_delay_until_the_last_attem
     assert {r.headers["webhook-id"] for r in receiver.requests} == {str(opened.handoff_id)}
 
 
+async def test_an_alert_retried_after_the_coach_took_or_closed_the_handoff_is_not_sent(
+    container: Container,
+    settings: Settings,
+    receiver: Receiver,
+) -> None:
+    """A retry finds the handoff claimed: its opening alert is recorded ``skipped`` with the reason, not sent (it
+    would page the coach about a conversation they have); a crisis in it still alerts, until it is closed."""
+    receiver.status = 500
+    opened = await open_handoff(container, settings, webhook_url=receiver.url, reason="human_request")
+    alerts = service(container, settings)
+    with pytest.raises(Retry):
+        await alerts.deliver(opened.coach_id, opened.handoff_id, attempt=1)
+    receiver.status = 200
+
+    async def set_status(status: str) -> None:
+        async with tenant_session(container.sessionmaker, opened.coach_id) as session:
+            handoff = await session.get(Handoff, opened.handoff_id)
+            assert handoff is not None
+            handoff.status = status
+            await session.commit()
+
+    await set_status("claimed")
+    assert await alerts.deliver(opened.coach_id, opened.handoff_id, attempt=2) == "webhook skipped"
+    stored = (await alerts_of(container, opened))["webhook"]
+    assert stored["status"] == "skipped" and "took the conversation" in stored["error"]
+    assert len(receiver.requests) == 1, "only the first, failed, attempt reached the receiver"
+
+    crisis = crisis_event(uuid.uuid4())
+    assert await alerts.deliver(opened.coach_id, opened.handoff_id, event=crisis, reason="crisis") == "webhook sent"
+    assert len(receiver.requests) == 2
+    await set_status("closed")
+    later = crisis_event(uuid.uuid4())
+    assert await alerts.deliver(opened.coach_id, opened.handoff_id, event=later, reason="crisis") == "webhook skipped"
+    assert len(receiver.requests) == 2
+
+
 async def test_a_failing_channel_does_not_resend_the_one_that_worked(
     container: Container,
     settings: Settings,
