@@ -47,7 +47,8 @@ async def checklist(container: ContainerDep, uow: Uow, telegram: TelegramDep) ->
     return [
         Step("document", "Upload a document", bool(documents),
              f"{documents} uploaded, {ready} ready to answer from" if documents
-             else "Add a book, notes or a transcript your clone answers from (PDF, .txt or .md)."),
+             else "Add a book, notes or a transcript your clone answers from (PDF, EPUB, Word .docx, HTML, text "
+                  "or Markdown, or .vtt/.srt subtitles)."),
         Step("preview", "Try your clone", preview is not None and preview.last_seen is not None,
              "You have chatted with your clone." if preview and preview.last_seen
              else "Open a preview chat and ask what a client would ask."),
