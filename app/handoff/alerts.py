@@ -270,12 +270,15 @@ class _Outcome:
 
 
 def _moot(status: str, event: str) -> str | None:
-    """Why an alert of ``event`` about a handoff now in ``status`` would only page the coach about something
-    settled (a retry, or a queue that waited): a handoff closed since, or one the coach took since for its opening
-    (a crisis in a conversation the coach has is still sent). ``None`` when it is still news."""
+    """Why the opening alert (``event`` :data:`OPENED`) of a handoff now in ``status`` would only page the coach
+    about something settled (a retry, or a queue that waited): the coach took the conversation, or handed it back,
+    since. ``None`` when it is still news, and always for a crisis: the crisis reply answered the client's message,
+    so a handback does not show it to anyone, and the alert is the only page about it."""
+    if event != OPENED:
+        return None
     if status == HandoffStatus.CLOSED:
         return "the handoff was closed before the alert went out"
-    if status == HandoffStatus.CLAIMED and event == OPENED:
+    if status == HandoffStatus.CLAIMED:
         return "the coach took the conversation before the alert went out"
     return None
 
@@ -303,8 +306,8 @@ class AlertService:
 
         ``event`` is :data:`OPENED` or :func:`crisis_event`; ``reason`` the handoff's reason when the event
         happened (``None``: the handoff's reason now), so an opening alert delivered after a later crisis
-        still says why the handoff opened. An alert found moot (the handoff closed since, or taken by the coach
-        for its opening: :func:`_moot`) is recorded ``skipped`` with why, not sent. ``attempt`` is the arq job try
+        still says why the handoff opened. An opening alert found moot (the coach took the conversation or
+        handed it back since: :func:`_moot`) is recorded ``skipped`` with why, not sent. ``attempt`` is the arq job try
         (1-based). Returns a summary such
         as ``"webhook sent, email skipped"`` (``"no alert channel configured"``, ``"handoff not found"``). Raises
         :class:`arq.worker.Retry` (``defer`` = ``attempt × RETRY_DELAY_SECONDS``) when a channel failed in

@@ -39,7 +39,7 @@ from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
-from app.conversations.models import REMEMBERED, Conversation, Message
+from app.conversations.models import FAILED_REPLY, REMEMBERED, Conversation, Message
 from app.llm.registry import ProviderRegistry, lock_embedding_model
 from app.memory.models import Episode
 
@@ -220,12 +220,13 @@ _UNEMBEDDED = (
         Message.created_at <= bindparam("until", type_=DateTime(timezone=True)),
         Episode.id.is_(None),
         REMEMBERED,
+        ~FAILED_REPLY,
     )
     .order_by(Message.created_at)
     .limit(bindparam("limit"))
 )
-"""The oldest messages of a conversation sent up to a time with no episode and not forgotten, with the
-conversation's client."""
+"""The oldest messages of a conversation sent up to a time with no episode, not forgotten and not a failed reply's
+apology, with the conversation's client."""
 _END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 
 

@@ -16,6 +16,7 @@ from arq.connections import ArqRedis
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.models import Coach
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.config import Settings
@@ -204,19 +205,27 @@ class DocumentService:
     @staticmethod
     async def _retry(session: AsyncSession, document: Document) -> Document:
         """Queue failed ``document`` (its file's advisory lock held) to be processed again from the start, itself:
-        what an earlier attempt left (chunks, progress, the reason) goes, and so do failed copies of its file."""
+        what an earlier attempt left (chunks, progress, the reason, the start that the stalled-job sweeps read, a
+        ``replaces_id`` naming a document deleted since) goes, and so do the coach's failed copies of its file."""
+        coach_id = document.coach_id
+        # the coach's row first, as deletion and the re-embedding job take it (one lock order)
+        await session.execute(select(Coach.id).where(Coach.id == coach_id).with_for_update(key_share=True))
         await session.execute(
             delete(Document).where(
+                Document.coach_id == coach_id,
                 Document.sha256 == document.sha256,
                 Document.status == DocumentStatus.FAILED,
                 Document.id != document.id,
             )
         )
         await session.execute(delete(Chunk).where(Chunk.document_id == document.id))
+        if document.replaces_id is not None and await session.get(Document, document.replaces_id) is None:
+            document.replaces_id = None
         document.status, document.error, document.pages, document.pages_done = DocumentStatus.QUEUED, None, None, 0
-        document.pages_searchable, document.chunks, document.chunks_total, document.finished_at = 0, 0, None, None
+        document.pages_searchable, document.chunks, document.chunks_total = 0, 0, None
+        document.started_at = document.finished_at = None
         await session.flush()
-        jobs.ingest_document(session, document.coach_id, document.id)
+        jobs.ingest_document(session, coach_id, document.id)
         return document
 
     async def _lock_file_of(self, uow: UnitOfWork, document_id: uuid.UUID) -> str:

@@ -314,7 +314,8 @@ async def test_an_alert_retried_after_the_coach_took_or_closed_the_handoff_is_no
     receiver: Receiver,
 ) -> None:
     """A retry finds the handoff claimed: its opening alert is recorded ``skipped`` with the reason, not sent (it
-    would page the coach about a conversation they have); a crisis in it still alerts, until it is closed."""
+    would page the coach about a conversation they have); a crisis in it still alerts, even once it is closed (the
+    crisis reply answered the message: nobody else is told)."""
     receiver.status = 500
     opened = await open_handoff(container, settings, webhook_url=receiver.url, reason="human_request")
     alerts = service(container, settings)
@@ -340,8 +341,8 @@ async def test_an_alert_retried_after_the_coach_took_or_closed_the_handoff_is_no
     assert len(receiver.requests) == 2
     await set_status("closed")
     later = crisis_event(uuid.uuid4())
-    assert await alerts.deliver(opened.coach_id, opened.handoff_id, event=later, reason="crisis") == "webhook skipped"
-    assert len(receiver.requests) == 2
+    assert await alerts.deliver(opened.coach_id, opened.handoff_id, event=later, reason="crisis") == "webhook sent"
+    assert len(receiver.requests) == 3
 
 
 async def test_a_failing_channel_does_not_resend_the_one_that_worked(

@@ -34,18 +34,21 @@ TEXTS = [
     "Three runs, one of them long.",
     "I keep skipping the long run when work gets busy.",
     "What would make the long run easier to keep on a busy week?",
+    "I'm sorry — I couldn't put together an answer just now. Please try again in a moment.",
 ]
 
 
 async def _conversation(container: Container, coach_id: uuid.UUID, client_id: uuid.UUID) -> list[Message]:
-    """Five messages, client and AI in turn, none with an episode; the second is forgotten."""
+    """Six messages, client and AI in turn, none with an episode; the second is forgotten, the sixth the apology of
+    a failed reply."""
     start = datetime.now(UTC) - timedelta(hours=1)
     async with tenant_session(container.sessionmaker, coach_id) as session:
         conversation = Conversation(coach_id=coach_id, client_id=client_id, channel="api")
         session.add(conversation)
         await session.flush()
         messages = [
-            Message(coach_id=coach_id, conversation_id=conversation.id, citations=[], meta={}, text=body,
+            Message(coach_id=coach_id, conversation_id=conversation.id, citations=[], text=body,
+                    meta={"error": "timed out after 120 s"} if i == 5 else {},
                     sender_type=SenderType.CLIENT if i % 2 == 0 else SenderType.AI,
                     created_at=start + timedelta(minutes=i), forgotten_at=datetime.now(UTC) if i == 1 else None)
             for i, body in enumerate(TEXTS)
@@ -85,7 +88,7 @@ async def test_the_job_embeds_every_remembered_message_reading_again_only_after_
     result = await container.episodes.embed_messages(coach_id, messages[0].conversation_id)
 
     assert result == f"conversation {messages[0].conversation_id}: 4 episodes stored"
-    # every message but the forgotten one (1)
+    # every message but the forgotten one (1) and the failed reply's apology (5: no recall can show it to a model)
     assert await _embedded(container, coach_id) == {messages[i].id for i in (0, 2, 3, 4)}
     # batch 3: a full batch, then the last one (shorter: no read after it); batch 64: one read only
     assert reads == ([3, 1] if batch == 3 else [4])

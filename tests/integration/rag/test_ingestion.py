@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from app.container import Container
 from app.db.engine import tenant_session
 from app.rag.extract import ExtractionError
-from app.rag.models import Chunk
+from app.rag.models import Chunk, Document
 from app.rag.pipeline import IngestRun
 from app.rag.retrieval import rank
 from tests.conftest import BOOKS, MEDITATIONS, TEST_MAX_UPLOAD_MB, Coach, upload
@@ -175,6 +175,7 @@ async def test_a_document_processed_again_replaces_itself_once_ready_and_answers
     make_coach: Callable[..., Awaitable[Coach]],
     run_jobs: Callable[[], Awaitable[None]],
     monkeypatch: pytest.MonkeyPatch,
+    container: Container,
 ) -> None:
     """A document ingested before an extraction fix kept what the old extraction made of it. Processed again,
     its file becomes a new document that replaces it once ready; the original stays (and answers) until then,
@@ -255,6 +256,9 @@ async def test_a_document_processed_again_replaces_itself_once_ready_and_answers
             accepted = await again(retried["id"])
             assert accepted.status_code == 202 and accepted.json()["id"] == retried["id"], accepted.text
             assert accepted.json()["status"] == "queued" and accepted.json().get("error") is None
+            async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
+                row = await session.get(Document, uuid.UUID(retried["id"]))
+                assert row is not None and row.started_at is None, "not started: a lost job is queued again"
             await run_jobs()
     assert (await again(retried["id"])).json()["id"] == retried["id"]
     await run_jobs()
