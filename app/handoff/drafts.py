@@ -26,7 +26,7 @@ from app.learning.interventions import InterventionService
 from app.learning.models import InterventionSource
 from app.memory.messages import store_message
 from app.rag.models import Document
-from app.rag.passages import cited_chunk_id, cited_sources
+from app.rag.passages import cited_chunk_id, cited_sources, current_citations
 
 
 class DraftService:
@@ -98,7 +98,9 @@ class DraftService:
             SenderType.HUMAN_COACH if edited else SenderType.AI,
             edited_text if edited and edited_text else draft.text,
             at=datetime.now(UTC),
-            citations=[] if edited else draft.citations,
+            # as written: cited where the passages are now (a document processed again since: the copy's title and
+            # page, as the passages they open), so the client is shown what a transcript lists later
+            citations=[] if edited else (await current_citations(session, [draft.citations]))[0],
             meta=meta,
         )
         draft.status = DraftStatus.APPROVED

@@ -671,7 +671,9 @@ async def test_a_draft_citing_a_document_deleted_since_is_sent_only_edited(
     for _ in range(2):
         copy = (await http.post(f"/api/v1/documents/{copy['id']}/reprocess", headers=h)).json()
         await run_jobs()
-    assert (await http.post(f"/api/v1/drafts/{draft['id']}/approve", headers=h)).status_code == 201
+    approved = await http.post(f"/api/v1/drafts/{draft['id']}/approve", headers=h)
+    assert approved.status_code == 201, approved.text
+    assert {c["document_id"] for c in approved.json()["citations"]} == {copy["id"]}, "sent citing where it is now"
     [cited, *_] = (await transcript(http, setup, conversation_id))[1]["citations"]
     passage = await http.get(f"/api/v1/widget/passages/{cited['chunk_id']}", headers=setup.client_auth)
     assert passage.status_code == 200 and "three priorities" in passage.json()["text"], passage.text
