@@ -220,19 +220,34 @@ class EmbeddingRequest(msgspec.Struct):
     api_key: Annotated[str, msgspec.Meta(max_length=500)] | None = None
 
 
+UNREADABLE_SECRET = "unreadable: the server's SECRET_KEY changed since it was stored; enter or make it again"
+"""The hint of a stored secret the server's keys cannot decrypt (``SECRET_KEY`` replaced without the old one in
+``SECRET_KEY_OLD``): the settings still show, so the coach can replace it."""
+
+
+def secret_hint(container: ContainerDep, encrypted: bytes | None) -> str | None:
+    """A stored secret as settings show it: masked (:func:`~app.core.security.mask_secret`), ``None`` when none is
+    stored, :data:`UNREADABLE_SECRET` when it cannot be decrypted (never an error: the page that replaces it must
+    open)."""
+    try:
+        secret = container.registry.decrypt_key(encrypted)
+    except ValueError:
+        return UNREADABLE_SECRET
+    return mask_secret(secret) if secret else None
+
+
 def settings_out(container: ContainerDep, coach: Coach, *, new_webhook_secret: str | None = None) -> SettingsOut:
     """Serialise a coach's settings without ever exposing the key, nor the webhook's signing secret but the
-    ``new_webhook_secret`` this request made (:func:`made_webhook_secret`)."""
-    key = container.registry.decrypt_key(coach.llm_api_key_encrypted)
-    webhook_secret = container.registry.decrypt_key(coach.alert_webhook_secret_encrypted)
+    ``new_webhook_secret`` this request made (:func:`made_webhook_secret`); secrets as :func:`secret_hint` shows
+    them."""
     return SettingsOut(
         name=coach.name,
         persona=coach.persona,
         llm_provider=coach.llm_provider,
         llm_model=coach.llm_model,
         llm_base_url=coach.llm_base_url,
-        llm_api_key_set=key is not None,
-        llm_api_key_hint=mask_secret(key) if key else None,
+        llm_api_key_set=coach.llm_api_key_encrypted is not None,
+        llm_api_key_hint=secret_hint(container, coach.llm_api_key_encrypted),
         recent_messages=coach.recent_messages,
         session_idle_minutes=coach.session_idle_minutes,
         handoff_mode=coach.handoff_mode,
@@ -245,7 +260,7 @@ def settings_out(container: ContainerDep, coach: Coach, *, new_webhook_secret: s
         crisis_resources_by_language=coach.crisis_resources_by_language,
         alert_webhook_url=coach.alert_webhook_url,
         alert_webhook_secret=new_webhook_secret,
-        alert_webhook_secret_hint=mask_secret(webhook_secret) if webhook_secret else None,
+        alert_webhook_secret_hint=secret_hint(container, coach.alert_webhook_secret_encrypted),
         alert_email=coach.alert_email,
         fine_tune_enabled=coach.fine_tune_enabled,
         fine_tune_min_examples=coach.fine_tune_min_examples,

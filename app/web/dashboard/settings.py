@@ -34,9 +34,8 @@ from app.accounts.widget_settings import (
 from app.auth import AUTH_BODY_MAX_BYTES, account_delete_key, throttle_auth_attempt
 from app.channels.web.widget import initials
 from app.core.errors import DomainError, Forbidden, InvalidInput, TooManyAttempts
-from app.core.security import mask_secret
 from app.deps import ContainerDep, PathId, Uow
-from app.web.api.accounts import made_webhook_secret
+from app.web.api.accounts import made_webhook_secret, secret_hint
 from app.web.api.documents import read_upload
 from app.web.dashboard.auth import CoachPage, session_user_id
 from app.web.dashboard.forms import (
@@ -82,12 +81,10 @@ async def _settings_page(
     if error is not None:
         await uow.session.refresh(coach)  # drop what a refused change left in memory
     api_keys = await list_api_keys(uow.session, uow.coach_id)
-    key = container.registry.decrypt_key(coach.llm_api_key_encrypted)
-    webhook_secret = container.registry.decrypt_key(coach.alert_webhook_secret_encrypted)
     context = {
         "coach": coach,
-        "key_hint": mask_secret(key) if key else None,
-        "webhook_secret_hint": mask_secret(webhook_secret) if webhook_secret else None,
+        "key_hint": secret_hint(container, coach.llm_api_key_encrypted),
+        "webhook_secret_hint": secret_hint(container, coach.alert_webhook_secret_encrypted),
         "new_webhook_secret": new_webhook_secret,
         "handoff_modes": HANDOFF_MODES,
         "day_names": list(enumerate(DAY_NAMES)),

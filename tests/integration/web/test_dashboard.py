@@ -12,10 +12,14 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from cryptography.fernet import Fernet
 from selectolax.lexbor import LexborHTMLParser
 
-from app.core.security import mask_secret
+from app.accounts.models import Coach as CoachRow
+from app.core.security import SecretBox, mask_secret
+from app.db.engine import tenant_session
 from app.rag.pipeline import set_document
+from app.web.api.accounts import UNREADABLE_SECRET
 from tests.conftest import Coach, ReadyCoach, make_client, upload, widget_page
 from tests.hostile_files import text_pdf
 from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint
@@ -549,6 +553,34 @@ async def test_settings_handoff_section_saves_and_rejects_bad_input(
     api_refused = await http.post("/api/v1/settings/alert-webhook-secret", headers=coach.headers)
     assert api_refused.status_code == 400 and message in api_refused.text, api_refused.text
     assert (await http.get("/api/v1/settings", headers=coach.headers)).json() == after
+
+
+async def test_settings_open_when_a_stored_secret_cannot_be_decrypted(
+    browser: httpx.AsyncClient, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], container: Any
+) -> None:
+    """A provider key and a webhook secret stored under a key the server no longer has (SECRET_KEY replaced without
+    the old one kept): the settings page and the API still answer, saying so, and a new secret replaces it."""
+    coach = await make_coach("Lost Key")
+    saved = await http.patch(
+        "/api/v1/settings", headers=coach.headers, json={"alert_webhook_url": "https://hooks.example.com/lost"}
+    )
+    assert saved.status_code == 200, saved.text
+    foreign = SecretBox(Fernet.generate_key())
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
+        row = await session.get(CoachRow, uuid.UUID(coach.coach_id))
+        assert row is not None
+        row.llm_api_key_encrypted = foreign.encrypt("sk-lost-key-1234")
+        row.alert_webhook_secret_encrypted = foreign.encrypt("whsec_lost")
+        await session.commit()
+    api = await http.get("/api/v1/settings", headers=coach.headers)
+    assert api.status_code == 200, api.text
+    assert api.json()["llm_api_key_set"] is True
+    assert api.json()["llm_api_key_hint"] == api.json()["alert_webhook_secret_hint"] == UNREADABLE_SECRET
+    await log_in(browser, coach)
+    page = await browser.get("/dashboard/settings")
+    assert page.status_code == 200 and UNREADABLE_SECRET.replace("'", "&#39;") in page.text, page.text[:2000]
+    made = await http.post("/api/v1/settings/alert-webhook-secret", headers=coach.headers)
+    assert made.status_code == 200 and made.json()["alert_webhook_secret_hint"] != UNREADABLE_SECRET
 
 
 async def test_a_processing_document_shows_pages_read_and_what_is_searchable(
