@@ -87,7 +87,16 @@ def _served_at(settings: Settings, host: str, port: int) -> Settings:
     return settings.model_copy(update={"public_url": f"http://{reached}:{port}"})
 
 
+WORKER_NICENESS = 10
+"""How much lower than ``serve``'s own the CPU priority of the worker it runs alongside is (``nice``, Linux
+niceness steps: at 10 the scheduler gives it about a tenth of the web process's share when both want the cores).
+On one machine the worker's background jobs (summaries, insights, ingestion on the same local model and cores)
+must not make a live reply time out; they still run whenever the web process leaves the CPU idle."""
+
+
 def _spawn_worker(settings: Settings, services: Services) -> subprocess.Popen[bytes]:
+    """Start ``opencoach worker`` as a child with the embedded servers' URLs, :data:`WORKER_NICENESS` below this
+    process's CPU priority (set before it loads a model: the threads it starts inherit it)."""
     env = dict(os.environ)
     env.update(
         DATABASE_URL=services.database_url,
@@ -96,7 +105,11 @@ def _spawn_worker(settings: Settings, services: Services) -> subprocess.Popen[by
         DATA_DIR=str(settings.data_dir.resolve()),
         PUBLIC_URL=settings.public_url,  # as the web process has it (the links in the worker's alerts)
     )
-    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
+    with contextlib.suppress(OSError):  # (the process gone already: its exit is serve's to see)
+        niceness = min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS)
+        os.setpriority(os.PRIO_PROCESS, proc.pid, niceness)
+    return proc
 
 
 SHUTDOWN_GRACE_S = 5
