@@ -335,11 +335,10 @@ class AccountService:
 
     async def rotate_webhook_secret(self, uow: UnitOfWork) -> str:
         """Give the coach's alert webhook a new signing secret (the old one stops signing at once) and return it,
-        to show once. Raises ``InvalidInput`` when no ``alert_webhook_url`` is set. The coach's row is locked, so
-        two at once (a double click) make their secrets one after the other: the last one shown is the one kept."""
-        coach = await uow.coach()
-        await uow.session.refresh(coach, with_for_update=True)
-        return replace_webhook_secret(coach, self._secrets)
+        to show once. Raises ``InvalidInput`` when no ``alert_webhook_url`` is set. Two at once (a double click)
+        each show their own; the one whose transaction commits last (its update waits for the other's row lock) is
+        kept."""
+        return replace_webhook_secret(await uow.coach(), self._secrets)
 
     async def update_settings(
         self,
