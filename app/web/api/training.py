@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery, JSONBody, QueryParameter
 
 from app.auth import COACH_DEPENDENCIES
@@ -104,7 +105,8 @@ class TrainingController(Controller):
     tags = ["learning"]
     dependencies = COACH_DEPENDENCIES
 
-    @get("/export", media_type=JSONL_MEDIA_TYPE)
+    # the download's media type is its Response's; on the route it would also be every error's (a 400 said JSONL)
+    @get("/export", responses={200: ResponseSpec(str, media_type=JSONL_MEDIA_TYPE, description="JSON Lines")})
     async def export(
         self,
         uow: Uow,

@@ -287,6 +287,8 @@ async def test_export_per_split_and_format_with_pii_scrubbing_tenancy_and_bad_pa
     for params in ({"format": "csv"}, {"split": "holdout"}, {"format": "sft", "scrub_pii": "maybe"}):
         response = await http.get("/api/v1/learning/export", headers=setup.coach.headers, params=params)
         assert response.status_code == 400, (params, response.text)
+        assert response.headers["content-type"] == "application/json", "an error is JSON, not the download's JSONL"
+        assert response.json()["detail"]
     assert (await http.get("/api/v1/learning/export")).status_code == 401
     assert len(await export(http, setup, format="sft")) == 3, "nothing lost after bad requests"
 
