@@ -307,12 +307,11 @@ class AlertService:
         ``event`` is :data:`OPENED` or :func:`crisis_event`; ``reason`` the handoff's reason when the event
         happened (``None``: the handoff's reason now), so an opening alert delivered after a later crisis
         still says why the handoff opened. An opening alert found moot (the coach took the conversation or
-        handed it back since: :func:`_moot`) is recorded ``skipped`` with why, not sent. ``attempt`` is the arq job try
-        (1-based). Returns a summary such
-        as ``"webhook sent, email skipped"`` (``"no alert channel configured"``, ``"handoff not found"``). Raises
-        :class:`arq.worker.Retry` (``defer`` = ``attempt × RETRY_DELAY_SECONDS``) when a channel failed in
-        a way a retry could fix and ``attempt < MAX_ATTEMPTS``; on the last attempt the failure stays
-        recorded and the summary is returned. Database errors propagate.
+        handed it back since: :func:`_moot`) is recorded ``skipped`` with why, not sent. ``attempt`` is the arq
+        job try (1-based). Returns a summary such as ``"webhook sent, email skipped"`` (``"no alert channel
+        configured"``, ``"handoff not found"``). Raises :class:`arq.worker.Retry` (``defer`` = ``attempt ×
+        RETRY_DELAY_SECONDS``) when a channel failed in a way a retry could fix and ``attempt < MAX_ATTEMPTS``;
+        on the last attempt the failure stays recorded and the summary is returned. Database errors propagate.
         """
         target = await self._load(coach_id, handoff_id, event, reason)
         if target is None:

@@ -26,7 +26,7 @@ from app.learning.interventions import InterventionService
 from app.learning.models import InterventionSource
 from app.memory.messages import store_message
 from app.rag.models import Document
-from app.rag.passages import cited_chunk_id, cited_sources, current_citations
+from app.rag.passages import CitedSource, cited_chunk_id, cited_sources, resolved_citations
 
 
 class DraftService:
@@ -83,14 +83,20 @@ class DraftService:
         draft = await self._pending_draft(uow, draft_id, lock_conversation=True)
         edited = edited_text is not None and edited_text != draft.text
         meta = dict(draft.meta) | {"draft_id": str(draft.id), "approved_by_coach": True}
+        citations: list[dict[str, Any]] = []
         if edited:
             meta |= {"edited": True, "ai_draft": draft.text}
-        elif gone := await _gone_sources(session, coach_id, draft.citations):
-            raise Conflict(
-                f"this draft draws on passages of {', '.join(f'“{title}”' for title in gone)} that are gone since it "
-                "was written (the document was deleted, or processed again and the passage changed): edit the draft "
-                "(its [n] markers point at those passages) or discard it"
-            )
+        else:
+            gone, sources = await _gone_sources(session, coach_id, draft.citations)
+            if gone:
+                raise Conflict(
+                    f"this draft draws on passages of {', '.join(f'“{title}”' for title in gone)} that are gone since "
+                    "it was written (the document was deleted, or processed again and the passage changed): edit the "
+                    "draft (its [n] markers point at those passages) or discard it"
+                )
+            # as written: cited where the passages are now (a document processed again since: the copy's title and
+            # page, as the passages they open), so the client is shown what a transcript lists later
+            [citations] = resolved_citations([draft.citations], sources)
         message, _ = await store_message(
             session,
             coach,
@@ -98,9 +104,7 @@ class DraftService:
             SenderType.HUMAN_COACH if edited else SenderType.AI,
             edited_text if edited and edited_text else draft.text,
             at=datetime.now(UTC),
-            # as written: cited where the passages are now (a document processed again since: the copy's title and
-            # page, as the passages they open), so the client is shown what a transcript lists later
-            citations=[] if edited else (await current_citations(session, [draft.citations]))[0],
+            citations=citations,
             meta=meta,
         )
         draft.status = DraftStatus.APPROVED
@@ -165,8 +169,11 @@ LOCK_ROUNDS = 3
 a cited document while the first lock waited holds its passages now (two rounds), and it is locked in the next."""
 
 
-async def _gone_sources(session: AsyncSession, coach_id: uuid.UUID, citations: list[dict[str, Any]]) -> list[str]:
-    """The titles, sorted, of the documents whose cited passages the coach's library no longer holds: a
+async def _gone_sources(
+    session: AsyncSession, coach_id: uuid.UUID, citations: list[dict[str, Any]]
+) -> tuple[list[str], dict[uuid.UUID, CitedSource]]:
+    """The titles, sorted, of the documents whose cited passages the coach's library no longer holds, and where
+    the others are now (:func:`~app.rag.passages.cited_sources`, as read once their documents were locked): a
     citation's chunk is gone when neither it nor its successor (the chunk that holds its text since its document
     was processed again, however many times: :func:`app.rag.passages.store_successors`) is there. The documents
     that hold them are locked (``FOR SHARE``) until the transaction ends: a deletion waits until the reply is
@@ -177,20 +184,15 @@ async def _gone_sources(session: AsyncSession, coach_id: uuid.UUID, citations: l
         if (chunk_id := cited_chunk_id(citation)) is not None
     }
     if not cited:
-        return []
+        return [], {}
     locked: set[uuid.UUID] = set()
-    holders: dict[uuid.UUID, uuid.UUID] = {}
+    sources: dict[uuid.UUID, CitedSource] = {}
     for _ in range(LOCK_ROUNDS):
-        holders = await _holders(session, list(cited))
-        wanted = set(holders.values()) - locked
+        sources = await cited_sources(session, list(cited))
+        wanted = {source.document_id for source in sources.values()} - locked
         if not wanted:
             break
         stmt = select(Document.id).where(Document.coach_id == coach_id, Document.id.in_(wanted))
         locked |= set(await session.scalars(stmt.with_for_update(read=True)))
-    return sorted({title for chunk_id, title in cited.items() if holders.get(chunk_id) not in locked})
-
-
-async def _holders(session: AsyncSession, chunk_ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
-    """``{cited chunk id: id of the document holding its text now}`` (its own, or its successor's:
-    :func:`~app.rag.passages.cited_sources`); a chunk whose text is gone is left out."""
-    return {chunk_id: source.document_id for chunk_id, source in (await cited_sources(session, chunk_ids)).items()}
+    held = {chunk_id for chunk_id, source in sources.items() if source.document_id in locked}
+    return sorted({title for chunk_id, title in cited.items() if chunk_id not in held}), sources

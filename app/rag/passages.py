@@ -227,16 +227,25 @@ def cited_chunk_id(citation: Any) -> uuid.UUID | None:
 
 async def current_citations(session: AsyncSession, listed: Sequence[Any]) -> list[Any]:
     """Stored citation lists (``listed``: each listed message's ``citations``, in order) as a listing shows them
-    now, in the same order: each citation with the ``document_id``, ``title``, ``page`` and ``locator`` of where
-    its passage is now (:func:`cited_sources`: the copy's, its document processed again since), its other keys
-    as stored (``chunk_id`` the id cited, which :func:`cited_passage` resolves; ``score``). A citation whose
-    passage is gone, or that names no chunk, is listed as stored, as is one that is not an object (or a stored
-    value that is not a list: JSON another writer left). The stored lists are not changed; one query for all of
-    them (none when nothing is cited)."""
-    lists = [citations if isinstance(citations, list) else [] for citations in listed]
-    cited = [cited_chunk_id(citation) for citations in lists for citation in citations]
-    ids = {chunk_id for chunk_id in cited if chunk_id is not None}
-    sources = await cited_sources(session, ids) if ids else {}
+    now (:func:`resolved_citations` with the :func:`cited_sources` of every chunk they cite): one query for all of
+    them (none when nothing is cited). The stored lists are not changed."""
+    ids = {
+        chunk_id
+        for citations in listed
+        if isinstance(citations, list)
+        for citation in citations
+        if (chunk_id := cited_chunk_id(citation)) is not None
+    }
+    return resolved_citations(listed, await cited_sources(session, ids) if ids else {})
+
+
+def resolved_citations(listed: Sequence[Any], sources: Mapping[uuid.UUID, CitedSource]) -> list[Any]:
+    """Stored citation lists (``listed``, in order) with each citation's ``document_id``, ``title``, ``page`` and
+    ``locator`` those of where its passage is now (``sources``: :func:`cited_sources` of the chunks cited; the
+    copy's, its document processed again since), its other keys as stored (``chunk_id`` the id cited, which
+    :func:`cited_passage` resolves; ``score``). A citation whose passage is gone (not in ``sources``), or that names
+    no chunk, is listed as stored, as is one that is not an object (or a stored value that is not a list: JSON
+    another writer left)."""
 
     def now(citation: Any) -> Any:
         chunk_id = cited_chunk_id(citation)
