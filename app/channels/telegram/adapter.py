@@ -32,8 +32,9 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, Tele
 from app.accounts.unit_of_work import unit_of_work
 from app.accounts.widget_settings import greeting, suggestions
 from app.channels.telegram import render
+from app.channels.telegram.bot import bot_id
 from app.channels.telegram.outbound import ChatOutbox, markup, with_retry
-from app.channels.telegram.service import ChatBinding, TelegramService
+from app.channels.telegram.service import MAX_ATTEMPTS, ChatBinding, TelegramService
 from app.channels.telegram.tone import TONE_COMMAND, TelegramTone, parse_tone
 from app.chat.turn import ANSWER_LATER, ChatService, TurnResult
 from app.conversations.metadata import client_citations, client_view
@@ -248,9 +249,12 @@ async def _typing(bot: Bot, chat_id: int) -> None:
             await asyncio.sleep(TYPING_EVERY_S)
 
 
-def _client_message_id(chat_id: int, message: dict[str, Any]) -> str:
-    """The ``client_message_id`` a chat's message is stored under (once, however often it is handled)."""
-    return f"tg:{chat_id}:{message.get('message_id')}"
+def _client_message_id(bot: Bot, chat_id: int, message: dict[str, Any], suffix: str = "") -> str:
+    """The ``client_message_id`` a chat's message is stored under (once, however often it is handled):
+    ``tg:<bot id>:<chat id>:<message id><suffix>``. The bot is part of it: a private chat's id is the client's
+    user id whatever the bot, so a chat the coach's new bot continues (a new token) keeps its binding, while
+    the new bot numbers its messages from the start again."""
+    return f"tg:{bot_id(bot)}:{chat_id}:{message.get('message_id')}{suffix}"
 
 
 class TelegramChannel:
@@ -297,15 +301,20 @@ class TelegramChannel:
     async def process(self, coach_id: uuid.UUID, update: dict[str, Any]) -> None:
         """Handle one update: a message, a button press or the client blocking the bot. Errors are logged
         (with the update id, never the token). The update's claim is renewed meanwhile
-        (:meth:`~app.channels.telegram.service.TelegramService.renew`)."""
+        (:meth:`~app.channels.telegram.service.TelegramService.renew`). It is then done, unless it failed
+        otherwise than on what it asks (a ``DomainError``: the bot disconnected) or on the client (who blocked the
+        bot): the database or Redis out of reach, a bug. Such a failure leaves it to the worker's sweep
+        (:meth:`recover`), a few times (:meth:`~app.channels.telegram.service.TelegramService.failed`): a message
+        that failed before it was stored is not lost (a message stored meanwhile is answered once)."""
         update_id = update.get("update_id")
         claim = asyncio.create_task(self._keep_claimed(coach_id, update_id)) if isinstance(update_id, int) else None
+        failed = False
         try:
             bot = await self.service.bot(coach_id)
             if isinstance(callback := update.get("callback_query"), dict):
                 await self._callback(bot, coach_id, callback)
             elif isinstance(message := update.get("message"), dict):
-                screen = await self._screening(coach_id, message)
+                screen = await self._screening(bot, coach_id, message)
                 try:
                     async with self.locks.hold(coach_id, message):
                         if screen is not None:  # (it ran while the message waited for its place)
@@ -326,12 +335,15 @@ class TelegramChannel:
             chat_id = _chat_id(update)
             if chat_id is not None:
                 await self.service.set_chat(coach_id, chat_id, active=False)
+        except DomainError as exc:
+            log.warning("telegram update %s of coach %s not processed: %s", update_id, coach_id, exc.message)
         except Exception:
             log.exception("telegram update %s of coach %s failed", update_id, coach_id)
+            failed = True
         finally:
             if claim is not None:
                 claim.cancel()
-        await self._done(coach_id, update_id)
+        await (self._failed(coach_id, update_id) if failed else self._done(coach_id, update_id))
 
     async def _keep_claimed(self, coach_id: uuid.UUID, update_id: int) -> None:
         """Renew the update's claim every third of the reclaim window until cancelled (a failed renewal is
@@ -343,20 +355,22 @@ class TelegramChannel:
             except Exception:
                 log.exception("telegram update %s of coach %s: could not renew its claim", update_id, coach_id)
 
-    async def _screening(self, coach_id: uuid.UUID, message: dict[str, Any]) -> asyncio.Task[None] | None:
+    async def _screening(self, bot: Bot, coach_id: uuid.UUID, message: dict[str, Any]) -> asyncio.Task[None] | None:
         """A text message arriving while one of its chat is answered (:meth:`ChatLocks.busy`) is screened for a
         crisis at once (:meth:`_screen`), in a task started before it asks for the lock: it keeps its place in the
         chat's order, and its turn awaits the screen. ``None``: no screen (a command, a chat at rest)."""
         chat, text = message.get("chat") or {}, _plain_text(message)
         if text is None or chat.get("type") != "private" or not await self.locks.busy(coach_id, chat.get("id")):
             return None
-        return asyncio.create_task(self._screen(coach_id, int(chat["id"]), text, message))
+        client_message_id = _client_message_id(bot, int(chat["id"]), message)
+        return asyncio.create_task(self._screen(coach_id, int(chat["id"]), text, client_message_id))
 
-    async def _screen(self, coach_id: uuid.UUID, chat_id: int, text: str, message: dict[str, Any]) -> None:
-        """Store ``message`` in its chat's conversation and run the crisis protocol if it calls for one
-        (:meth:`~app.chat.turn.ChatService.answer_crisis`; the reply goes through the chat's outbox). Its turn then
-        finds it stored (its ``client_message_id``), and answered if a crisis. No conversation (or a deleted one), a
-        refusal (the rate limit) or a failure leaves the message to its turn, which begins one or tells the client."""
+    async def _screen(self, coach_id: uuid.UUID, chat_id: int, text: str, client_message_id: str) -> None:
+        """Store the message (``text``, ``client_message_id``) in its chat's conversation and run the crisis
+        protocol if it calls for one (:meth:`~app.chat.turn.ChatService.answer_crisis`; the reply goes through the
+        chat's outbox). Its turn then finds it stored (its ``client_message_id``), and answered if a crisis. No
+        conversation (or a deleted one), a refusal (the rate limit) or a failure leaves the message to its turn,
+        which begins one or tells the client."""
         try:
             binding = await self.service.binding(coach_id, chat_id)
             if binding is None or binding.conversation_id is None:  # (a new conversation begins under the lock)
@@ -367,7 +381,7 @@ class TelegramChannel:
                 text,
                 conversation_id=binding.conversation_id,
                 channel="telegram",
-                client_message_id=_client_message_id(chat_id, message),
+                client_message_id=client_message_id,
             )
             if not received.answered:
                 await self._chat.answer_crisis(coach_id, binding.client_id, received.message_id)
@@ -384,6 +398,19 @@ class TelegramChannel:
                 await self.service.done(coach_id, update_id)
             except Exception:
                 log.exception("telegram update %s of coach %s: could not mark it processed", update_id, coach_id)
+
+    async def _failed(self, coach_id: uuid.UUID, update_id: Any) -> None:
+        """Count a failed attempt at the update (it stays for the sweep; given up after the last one). A failure
+        to count it leaves it taken, as a process that died would."""
+        if not isinstance(update_id, int):
+            return
+        try:
+            attempts = await self.service.failed(coach_id, update_id)
+        except Exception:
+            log.exception("telegram update %s of coach %s: could not record its failure", update_id, coach_id)
+            return
+        if attempts is not None and attempts >= MAX_ATTEMPTS:
+            log.error("telegram update %s of coach %s given up after %d attempts", update_id, coach_id, attempts)
 
     async def recover(self) -> int:
         """Process the updates of every bot that were recorded but never finished (their process died after
@@ -431,19 +458,19 @@ class TelegramChannel:
             shown, keyboard = await self._tone.show(coach_id, binding.client_id, datetime.now(UTC))
             await bot.send_message(chat_id, shown, parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard))
             return
-        await self._turn(bot, coach_id, binding, text, _client_message_id(chat_id, message))
+        await self._turn(bot, coach_id, binding, text, _client_message_id(bot, chat_id, message))
 
     async def _edited(self, bot: Bot, coach_id: uuid.UUID, message: dict[str, Any]) -> None:
         """The client edited a text message they sent: the new text is a new message of the chat, stored and
         answered in turn (the original stays in the transcript as the coach saw it, answered or not). Each edit
-        is stored once (``client_message_id`` ``tg:<chat>:<message>:e<edit_date>``). An edited command, a
+        is stored once (``client_message_id`` ``tg:<bot>:<chat>:<message>:e<edit_date>``). An edited command, a
         non-text edit (a caption) and an edit in a chat bound to no client are ignored."""
         chat, text = message.get("chat") or {}, message.get("text")
         if chat.get("type") != "private" or not isinstance(text, str) or not text.strip() or text.startswith("/"):
             return
         binding = await self.service.binding(coach_id, int(chat["id"]))
         if binding is not None:
-            client_message_id = f"tg:{binding.chat_id}:{message.get('message_id')}:e{message.get('edit_date')}"
+            client_message_id = _client_message_id(bot, binding.chat_id, message, f":e{message.get('edit_date')}")
             await self._turn(bot, coach_id, binding, text, client_message_id)
 
     async def _enrol(self, bot: Bot, coach_id: uuid.UUID, chat_id: int, sender: dict[str, Any]) -> ChatBinding | None:

@@ -53,6 +53,12 @@ class CoachBot(Bot):
         await super().shutdown()
 
 
+def bot_id(bot: Bot) -> int:
+    """The bot's user id, as ``getMe`` gives it, without asking: a token is ``<bot id>:<secret>``
+    (:data:`TOKEN_RE`; the Bot API's "Authorizing your bot")."""
+    return int(bot.token.partition(":")[0])
+
+
 def make_bot(settings: Settings, guard: EgressGuard, token: str) -> Bot:
     """A Bot API client for ``token`` on ``settings.telegram_api_url`` whose HTTP goes through ``guard``
     (``OUTBOUND_ALLOW`` applies; no redirects, no proxy from the environment). Raises

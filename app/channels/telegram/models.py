@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     LargeBinary,
+    SmallInteger,
     String,
     UniqueConstraint,
     func,
@@ -75,7 +76,8 @@ class TelegramUpdate(TenantMixin, Base):
     """An ``update_id`` the coach's bot received (Telegram re-sends on errors and timeouts): a second copy is
     never processed once the first was. The update's JSON (``payload``) is kept until it has been processed
     (``done_at``); ``claimed_at`` is when a process last took it, so an update whose process died is taken
-    again (a re-send, or the worker's recovery sweep) once the claim is old."""
+    again (a re-send, or the worker's recovery sweep) once the claim is old; ``attempts`` counts the attempts
+    that failed (:meth:`~app.channels.telegram.service.TelegramService.failed`)."""
 
     __tablename__ = "telegram_updates"
     __table_args__ = (
@@ -87,3 +89,4 @@ class TelegramUpdate(TenantMixin, Base):
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import case, delete, func, null, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -45,6 +45,9 @@ RECLAIM_AFTER_S = 120.0
 """Seconds after which an update taken but never finished counts as lost with its process: a re-send of it is
 processed, and the worker's sweep processes it. The process working on an update renews its claim every third
 of this (:meth:`TelegramService.renew`), so a turn longer than this is not taken from it."""
+MAX_ATTEMPTS = 5
+"""Attempts at processing an update that failed (:meth:`TelegramService.failed`) after which it is given up
+(marked done, its payload dropped, an error logged): about this many sweeps, minutes apart."""
 RETIRE_AFTER_S = 600.0
 """Seconds a coach's replaced Bot API client (the token changed, the bot connected again) stays open before its
 connection pools close: longer than a streamed reply that may still be using it (its model call's overall
@@ -113,7 +116,8 @@ class TelegramService:
         (``setWebhook`` with a new secret and :data:`ALLOWED_UPDATES`) or drop it for polling
         (``deleteWebhook``), and commit. Raises ``InvalidInput`` (not a token, or Telegram's reason for refusing
         it; nothing stored) and ``Conflict`` (the bot is connected to another account: nothing stored and its
-        webhook left as it was)."""
+        webhook left as it was). Another bot than the one connected starts with no processed update ids and from
+        the first ``getUpdates`` offset: its update ids are not the old bot's."""
         token = token.strip()
         if not TOKEN_RE.fullmatch(token):
             raise InvalidInput("bot_token is not a Telegram bot token (like 123456789:AA…, from @BotFather)")
@@ -129,6 +133,13 @@ class TelegramService:
             async with tenant_session(self._sessionmaker, coach_id) as session:
                 row = await session.scalar(select(TelegramBot).where(TelegramBot.coach_id == coach_id))
                 row = row or TelegramBot(coach_id=coach_id)
+                if row.bot_id != me.id:  # another bot (or none since a disconnect): its update ids are its own
+                    row.poll_offset = 0
+                    await session.execute(
+                        delete(TelegramUpdate).where(
+                            TelegramUpdate.coach_id == coach_id, TelegramUpdate.done_at.is_not(None)
+                        )
+                    )
                 row.bot_id, row.username, row.mode = me.id, me.username or str(me.id), mode
                 row.token_encrypted = self._secrets.encrypt(token)
                 row.webhook_secret_encrypted = self._secrets.encrypt(secret)
@@ -299,6 +310,29 @@ class TelegramService:
                 .where(TelegramUpdate.coach_id == coach_id, TelegramUpdate.update_id == update_id)
                 .values(done_at=func.now(), payload=None)
             )
+
+    async def failed(self, coach_id: uuid.UUID, update_id: int) -> int | None:
+        """Count a failed attempt at the update (the database or Redis out of reach, a bug: not the client's
+        input). It stays taken, with its payload, so the worker's sweep processes it again once its claim is
+        :attr:`reclaim_after_s` old (:meth:`stale_updates`); the :data:`MAX_ATTEMPTS`-th failure marks it done
+        instead, as :meth:`done`. Returns the failed attempts so far (``None``: it was done meanwhile)."""
+        given_up = TelegramUpdate.attempts + 1 >= MAX_ATTEMPTS
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            attempts: int | None = await session.scalar(
+                update(TelegramUpdate)
+                .where(
+                    TelegramUpdate.coach_id == coach_id,
+                    TelegramUpdate.update_id == update_id,
+                    TelegramUpdate.done_at.is_(None),
+                )
+                .values(
+                    attempts=TelegramUpdate.attempts + 1,
+                    done_at=case((given_up, func.now())),
+                    payload=case((given_up, null()), else_=TelegramUpdate.payload),
+                )
+                .returning(TelegramUpdate.attempts)
+            )
+        return attempts
 
     async def renew(self, coach_id: uuid.UUID, update_id: int) -> None:
         """Renew the claim of an update still being processed (its ``claimed_at`` is now), so a re-send and the

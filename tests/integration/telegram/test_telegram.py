@@ -28,6 +28,7 @@ from app.channels.telegram.bot import CoachBot
 from app.channels.telegram.models import TelegramChat, TelegramUpdate
 from app.channels.telegram.outbound import ChatOutbox
 from app.channels.telegram.poller import poll_once
+from app.channels.telegram.service import MAX_ATTEMPTS
 from app.channels.telegram.wiring import build_channel
 from app.chat.turn import ANSWER_LATER
 from app.container import Container
@@ -82,6 +83,19 @@ async def say(tg: httpx.AsyncClient, bot: Bot, chat_id: int, text: str, update_i
         tg, bot, recorded("text_message", update_id=update_id or next(_chat_ids), chat_id=chat_id, text=text)
     )
     await drain(tg)
+
+
+def failing_once(method: Callable[..., Awaitable[Any]]) -> tuple[Callable[..., Awaitable[Any]], list[OSError]]:
+    """``method`` raising ``OSError`` (the database out of reach a moment) the first time it is called, and the
+    list of failures still to come (empty once it raised)."""
+    failures = [OSError("the database is out of reach")]
+
+    async def flaky(*args: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await method(*args)
+
+    return flaky, failures
 
 
 async def conversation_of(tg: httpx.AsyncClient, bot: Bot, client_id: str) -> dict[str, Any]:
@@ -607,6 +621,96 @@ async def test_an_update_whose_process_died_before_storing_it_is_processed_when_
     conversation = await conversation_of(tg, bot, client_id)
     texts = [m["text"] for m in conversation["messages"] if m["sender_type"] == "client"]
     assert texts == ["Are you there?", "Hello again"]
+    assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai", "client", "ai"]
+
+
+async def stored_update(container: Container, bot: Bot, update_id: int) -> TelegramUpdate:
+    async with tenant_session(container.sessionmaker, uuid.UUID(bot.coach.coach_id)) as session:
+        row = await session.scalar(select(TelegramUpdate).where(TelegramUpdate.update_id == update_id))
+    assert row is not None
+    return row
+
+
+async def test_an_update_that_fails_before_its_message_is_stored_is_processed_again_by_the_sweep(
+    tg: httpx.AsyncClient,
+    container: Container,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+    llm: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Processing an update raises before the client's message is stored (the database out of reach a moment).
+    Telegram has its 200 and sends nothing again: the update stays, with its payload, and the worker's sweep
+    processes it, the message stored and answered once. An update that fails every time is given up after
+    ``MAX_ATTEMPTS`` attempts (marked done, its payload dropped) instead of being swept for ever."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    channel = tg.app.state.telegram  # type: ignore[attr-defined]
+    flaky_binding, failures = failing_once(channel.service.binding)
+    monkeypatch.setattr(channel.service, "binding", flaky_binding)
+    update = recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="Are you there?")
+    await post_update(tg, bot, update)
+    await drain(tg)
+    assert not failures
+    row = await stored_update(container, bot, update["update_id"])
+    assert row.done_at is None and row.attempts == 1 and row.payload == update
+    listed = (await tg.get("/api/v1/conversations", headers=bot.coach.headers)).json()
+    assert [c for c in listed if c["client_id"] == client_id] == []  # nothing stored yet
+    monkeypatch.setattr(channel.service, "reclaim_after_s", 0.2)
+    await asyncio.sleep(0.3)
+    calls_before = llm.routes["completions"].call_count
+    assert await channel.recover() == 1
+    assert llm.routes["completions"].call_count == calls_before + 1
+    assert fake.sent_to(chat_id)[-1].params["text"].startswith(render.escape(REPLY))
+    conversation = await conversation_of(tg, bot, client_id)
+    assert [(m["sender_type"], m["text"]) for m in conversation["messages"]][0] == ("client", "Are you there?")
+    assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai"]
+    assert (await stored_update(container, bot, update["update_id"])).done_at is not None
+
+    async def unreachable(*args: Any) -> Any:
+        raise OSError("the database is out of reach")
+
+    monkeypatch.setattr(channel.service, "binding", unreachable)
+    poisoned = recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="Hello again")
+    await post_update(tg, bot, poisoned)
+    await drain(tg)
+    for attempt in range(2, MAX_ATTEMPTS + 1):
+        await asyncio.sleep(0.3)
+        assert await channel.recover() == 1
+        assert (await stored_update(container, bot, poisoned["update_id"])).attempts == attempt
+    row = await stored_update(container, bot, poisoned["update_id"])
+    assert row.done_at is not None and row.payload is None
+    await asyncio.sleep(0.3)
+    assert await channel.recover() == 0
+
+
+async def test_a_new_bot_of_the_coach_answers_messages_numbered_as_the_old_bots_were(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, llm: respx.MockRouter
+) -> None:
+    """The coach replaces the bot (a new token): the client's chat keeps its binding (a private chat's id is the
+    client's user id, whatever the bot), and the new bot numbers its messages, and maybe its updates, from its
+    own start. A message whose number the old bot's chat used, in an update whose id it used, is a new message:
+    stored and answered, not taken for the old one."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    first = recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="Hello", message_id=40)
+    await post_update(tg, bot, first)
+    await drain(tg)
+    token, _ = new_token(fake)
+    replaced = await tg.put("/api/v1/channels/telegram", headers=bot.coach.headers, json={"bot_token": token})
+    assert replaced.status_code == 200, replaced.text
+    new = Bot(
+        bot.coach, token, replaced.json()["bot_username"], fake.of("setWebhook", token)[-1].params["secret_token"]
+    )
+    calls_before = llm.routes["completions"].call_count
+    again = recorded("text_message", update_id=first["update_id"], chat_id=chat_id, text="Still there?", message_id=40)
+    await post_update(tg, new, again)
+    await drain(tg)
+    assert llm.routes["completions"].call_count == calls_before + 1
+    assert fake.sent_to(chat_id)[-1].token == token
+    conversation = await conversation_of(tg, new, client_id)
+    texts = [m["text"] for m in conversation["messages"] if m["sender_type"] == "client"]
+    assert texts == ["Hello", "Still there?"]
     assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai", "client", "ai"]
 
 
@@ -1175,13 +1279,7 @@ async def test_polling_mode_fetches_updates_with_get_updates_once_each(
 
         # the bot's polling loop outlives an error that is not Telegram's (the database out of reach a moment)
         monkeypatch.setattr(poller, "ERROR_PAUSE_S", 0.05)
-        read_offset, failures = channel.service.poll_offset, [OSError("the database is out of reach")]
-
-        async def flaky_offset(*args: Any) -> int:
-            if failures:
-                raise failures.pop()
-            return await read_offset(*args)
-
+        flaky_offset, failures = failing_once(channel.service.poll_offset)
         monkeypatch.setattr(channel.service, "poll_offset", flaky_offset)
         dispatch, dispatched = channel.dispatch, asyncio.Event()
 
@@ -1199,6 +1297,11 @@ async def test_polling_mode_fetches_updates_with_get_updates_once_each(
             loop.cancel()
             await channel.drain()
         assert len(fake.sent_to(chat_id)) > 1  # the welcome, then the reply to "Hi"
+        assert await channel.service.poll_offset(coach_id) > 0
+        await channel.service.connect(coach_id, token, None)  # the same bot again: it goes on where it was
+        assert await channel.service.poll_offset(coach_id) > 0
+        await channel.service.connect(coach_id, new_token(fake)[0], None)  # another bot: from its first update
+        assert await channel.service.poll_offset(coach_id) == 0
         await channel.service.disconnect(coach_id)
     finally:
         await container.close()
