@@ -222,6 +222,27 @@ async def forget_examples(
     return sorted({file_id for row in rows.all() for file_id in row if file_id})
 
 
+def _quotes_forgotten() -> Any:
+    """SQL: the training example holds a message forgotten since it was built (its reply or rejected reply, or a
+    message of its prompt, matched by text), so it waits for its conversation's rebuild
+    (:meth:`TrainingDataService.refresh`, queued by the forget) and leaves no export or snapshot meanwhile."""
+    return (
+        select(Message.id)
+        .where(
+            Message.conversation_id == TrainingExample.conversation_id,
+            Message.forgotten_at.is_not(None),
+            or_(
+                Message.id == TrainingExample.message_id,
+                Message.id == TrainingExample.rejected_message_id,
+                TrainingExample.prompt.contains(
+                    func.jsonb_build_array(func.jsonb_build_object("content", Message.text))
+                ),
+            ),
+        )
+        .exists()
+    )
+
+
 class TrainingDataService:
     """Builds, de-duplicates, splits and exports a coach's training examples."""
 
@@ -420,13 +441,16 @@ class TrainingDataService:
         ids: list[uuid.UUID] | None = None,
     ) -> list[TrainingExample]:
         """The coach's examples of ``kind`` in ``split`` (``all``: every split), oldest first; ``ids``
-        restricts them to a snapshot's. Raises ``InvalidInput`` for an unknown kind or split."""
+        restricts them to a snapshot's. An example holding a message forgotten since it was built is left out
+        (:func:`_quotes_forgotten`). Raises ``InvalidInput`` for an unknown kind or split."""
         if kind not in EXPORT_FORMATS:
             raise InvalidInput(f"format must be one of {', '.join(EXPORT_FORMATS)}")
         if split not in EXPORT_SPLITS:
             raise InvalidInput(f"split must be one of {', '.join(EXPORT_SPLITS)}")
         session, coach_id = uow.session, uow.coach_id
-        stmt = select(TrainingExample).where(TrainingExample.coach_id == coach_id, TrainingExample.kind == kind)
+        stmt = select(TrainingExample).where(
+            TrainingExample.coach_id == coach_id, TrainingExample.kind == kind, ~_quotes_forgotten()
+        )
         if split != "all":
             stmt = stmt.where(TrainingExample.split == split)
         if ids is not None:
@@ -476,14 +500,15 @@ class TrainingDataService:
 
     async def snapshot(self, uow: UnitOfWork, kind: str, *, scrub_pii: bool = True) -> TrainingDataset:
         """Freeze the coach's current ``kind`` examples as a dataset (ids and per-split counts), e.g. for a
-        fine-tune job. Raises ``InvalidInput`` for an unknown kind."""
+        fine-tune job; an example holding a message forgotten since it was built is left out. Raises
+        ``InvalidInput`` for an unknown kind."""
         if kind not in ExampleKind.ALL:
             raise InvalidInput(f"kind must be one of {', '.join(ExampleKind.ALL)}")
         session, coach_id = uow.session, uow.coach_id
         rows = (
             await session.execute(
                 select(TrainingExample.id, TrainingExample.split, TrainingExample.conversation_id).where(
-                    TrainingExample.coach_id == coach_id, TrainingExample.kind == kind
+                    TrainingExample.coach_id == coach_id, TrainingExample.kind == kind, ~_quotes_forgotten()
                 )
             )
         ).all()

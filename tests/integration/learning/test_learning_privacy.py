@@ -19,6 +19,7 @@ import httpx
 import respx
 from sqlalchemy import select
 
+from app.accounts.unit_of_work import unit_of_work
 from app.chat.spotlight import unmark
 from app.container import Container
 from app.conversations.models import Message
@@ -168,6 +169,9 @@ async def test_forgetting_an_insight_keeps_its_source_out_of_prompts_and_trainin
         f"/api/v1/clients/{client_id}/memory/insights/{insight.id}", headers=setup.coach.headers
     )
     assert forgotten.status_code == 204, forgotten.text
+    assert CANARY not in await exports(), "an export read before the rebuild job runs leaves the example out"
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        assert not set((await container.training.snapshot(uow, "sft")).example_ids) & set(example_ids)
     await run_jobs()
     assert deleted_files == [trained_on], "the file of the fine-tune that trained on the forgotten message"
     async with tenant_session(container.sessionmaker, coach_id) as session:
