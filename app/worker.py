@@ -99,6 +99,10 @@ REDIS_RETRY_S = 1.0
 """Pause between the worker's polls while Redis is unavailable."""
 INGEST_TRIES = 3
 INGEST_RETRY_S = 5
+REFRESH_TRIES = 3
+"""Tries of a ``refresh_training_data`` job (:func:`refresh_training_data`)."""
+REFRESH_RETRY_S = 5
+"""Seconds, times the try, before a ``refresh_training_data`` job the database or Redis failed runs again."""
 """Seconds (times the try) before an ingestion that met Redis or PostgreSQL out of reach is tried again."""
 INGEST_WAIT_S = 5.0
 """Seconds an ingestion job waits, off the worker, when its coach already uses every ingestion slot."""
@@ -161,12 +165,18 @@ async def ingest_document(ctx: dict[str, Any], coach_id: str, document_id: str) 
     try:
         return await _ingest(ctx, coach_id, document_id)
     except (*UNAVAILABLE, DBAPIError) as exc:
-        if isinstance(exc, DBAPIError) and not exc.connection_invalidated:
-            raise
-        if ctx["job_try"] >= INGEST_TRIES:
+        if not _unreachable(exc) or ctx["job_try"] >= INGEST_TRIES:
             raise
         log.warning("document %s: ingestion retried, the database or Redis is out of reach: %r", document_id, exc)
         raise Retry(defer=INGEST_RETRY_S * ctx["job_try"]) from exc
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says Redis or PostgreSQL was out of reach (a connection refused, dropped or timed out:
+    the next try may succeed), not that the job's work is wrong."""
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated)
+    return isinstance(exc, UNAVAILABLE)
 
 
 async def _ingest(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
@@ -314,10 +324,18 @@ async def score_interventions(ctx: dict[str, Any], coach_id: str, conversation_i
 
 async def refresh_training_data(ctx: dict[str, Any], coach_id: str, conversation_id: str, erase: bool = False) -> str:
     """arq job: rebuild one conversation's SFT examples and preference pairs (``erase``: after a forget, the
-    examples removed leave the dataset snapshots and provider files too)."""
+    examples removed leave the dataset snapshots and provider files too). The database or Redis out of reach is
+    retried after :data:`REFRESH_RETRY_S` times the try, up to :data:`REFRESH_TRIES` tries (arq runs no job
+    again after a plain error, and a forget queues this rebuild once)."""
     container: Container = ctx["container"]
-    async with unit_of_work(container.sessionmaker, uuid.UUID(coach_id)) as uow:
-        return await container.training.refresh(uow, uuid.UUID(conversation_id), erase=erase)
+    try:
+        async with unit_of_work(container.sessionmaker, uuid.UUID(coach_id)) as uow:
+            return await container.training.refresh(uow, uuid.UUID(conversation_id), erase=erase)
+    except (*UNAVAILABLE, DBAPIError) as exc:
+        if not _unreachable(exc) or ctx["job_try"] >= REFRESH_TRIES:
+            raise
+        log.warning("conversation %s: training data rebuild retried: %r", conversation_id, exc)
+        raise Retry(defer=REFRESH_RETRY_S * ctx["job_try"]) from exc
 
 
 async def start_fine_tune(ctx: dict[str, Any], coach_id: str, job_id: str) -> str:
@@ -569,7 +587,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
             func(deliver_alert, name=DELIVER_ALERT, timeout=120, max_tries=ALERT_ATTEMPTS),
             func(analyse_intervention, name=ANALYSE_INTERVENTION, timeout=600, max_tries=MEMORY_JOB_TRIES),
             func(score_interventions, name=SCORE_INTERVENTIONS, timeout=300, max_tries=3),
-            func(refresh_training_data, name=REFRESH_TRAINING_DATA, timeout=600, max_tries=3),
+            func(refresh_training_data, name=REFRESH_TRAINING_DATA, timeout=600, max_tries=REFRESH_TRIES),
             func(start_fine_tune, name=START_FINE_TUNE, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(poll_fine_tune, name=POLL_FINE_TUNE, timeout=300, max_tries=3),
             func(evaluate_model, name=EVALUATE_MODEL, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),

@@ -13,9 +13,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 import respx
+from arq.worker import Retry
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
+from app import worker
 from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
 from app.db import jobs
@@ -351,3 +355,26 @@ async def test_a_reply_to_a_forgotten_message_is_no_training_example(
     [kept] = await examples(container, coach_id, conversation_id)
     assert kept.chosen == "Try one small change tomorrow."
     assert "loan shark" not in json.dumps(kept.prompt)
+
+
+async def test_a_training_data_rebuild_the_database_dropped_is_tried_again(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rebuild a forget queues once (``erase``: it deletes the provider files trained on the forgotten
+    messages) meets a dropped database connection: arq is asked to run it again later, up to the last try,
+    which fails for the record. A bug is not tried again."""
+    ids = (str(uuid.uuid4()), str(uuid.uuid4()))
+    failure: BaseException = DBAPIError("SELECT 1", {}, ConnectionResetError("reset"), connection_invalidated=True)
+
+    async def refresh(*args: Any, **kwargs: Any) -> str:
+        raise failure
+
+    monkeypatch.setattr(container.training, "refresh", refresh)
+    with pytest.raises(Retry) as retried:
+        await worker.refresh_training_data({"container": container, "job_try": 1}, *ids, True)
+    assert retried.value.defer_score == worker.REFRESH_RETRY_S * 1000
+    with pytest.raises(DBAPIError):
+        await worker.refresh_training_data({"container": container, "job_try": worker.REFRESH_TRIES}, *ids, True)
+    failure = ValueError("a bug")
+    with pytest.raises(ValueError):
+        await worker.refresh_training_data({"container": container, "job_try": 1}, *ids, True)
