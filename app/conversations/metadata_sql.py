@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import ColumnElement
+from sqlalchemy.dialects.postgresql import array
 
 from app.conversations.metadata import ExperimentMeta, FeedbackMeta, ReplyMeta
 from app.conversations.models import Message
@@ -29,6 +30,10 @@ _TEXT = _key(FeedbackMeta, "text")
 _EXPERIMENT = _key(ReplyMeta, "experiment")
 _EXPERIMENT_ID = _key(ExperimentMeta, "id")
 _VARIANT = _key(ExperimentMeta, "variant")
+_NOT_THE_MODELS = tuple(
+    _key(ReplyMeta, name)
+    for name in ("error", "partial_reply", "notice", "crisis", "honesty", "injection", "model_fallback")
+)
 
 
 def mode() -> ColumnElement[str]:
@@ -70,4 +75,12 @@ def experiment_id() -> ColumnElement[str]:
 def experiment_variant() -> ColumnElement[str]:
     """``metadata.experiment.variant`` as text (``NULL`` outside experiments)."""
     expr: ColumnElement[str] = Message.meta[_EXPERIMENT][_VARIANT].astext
+    return expr
+
+
+def served_by_its_model() -> ColumnElement[bool]:
+    """The AI reply is the answer of the model its turn asked: not an apology, a partial reply, a notice, a
+    crisis reply or a replacement by the output checks (:attr:`ReplyMeta.not_ai_content`), nor the base model's
+    answer after the turn's model failed (``model_fallback``)."""
+    expr: ColumnElement[bool] = ~Message.meta.has_any(array(_NOT_THE_MODELS))
     return expr

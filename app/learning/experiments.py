@@ -130,14 +130,30 @@ def significance(arms: Sequence[VariantResult]) -> tuple[str, float | None]:
 
 
 def pick_winner(arms: Sequence[VariantResult], *, metric: str, alpha: float, min_samples: int) -> str | None:
-    """The winning arm's name, or ``None`` until every arm has ``min_samples`` trials and p < ``alpha``."""
+    """The winning arm's name, or ``None`` until every arm has ``min_samples`` trials and the arms differ
+    (:func:`significance`, p < ``alpha``). With more than two arms, the omnibus test only says that some arm
+    differs: the best arm must also beat each other arm, in two-sided Fisher tests Holm-corrected over those
+    comparisons (:func:`holm_rejects_all`), so a best arm no better than the runner-up wins nothing."""
     if any(arm.trials < min_samples for arm in arms):
         return None
     _, p_value = significance(arms)
     if p_value is None or p_value >= alpha:
         return None
     sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
-    return max(arms, key=lambda arm: sign * (arm.rate or 0.0)).name
+    best = max(arms, key=lambda arm: sign * (arm.rate or 0.0))
+    if len(arms) > 2:
+        pairwise = [significance([best, arm])[1] for arm in arms if arm is not best]
+        if not holm_rejects_all([1.0 if p is None else p for p in pairwise], alpha):
+            return None
+    return best.name
+
+
+def holm_rejects_all(p_values: Sequence[float], alpha: float) -> bool:
+    """Whether Holm's step-down procedure rejects every hypothesis at family-wise error rate ``alpha``: the
+    i-th smallest of the m p-values (i from 0) is below ``alpha / (m - i)`` (Holm 1979, "A simple sequentially
+    rejective multiple test procedure")."""
+    m = len(p_values)
+    return all(p < alpha / (m - i) for i, p in enumerate(sorted(p_values)))
 
 
 @dataclass(frozen=True)
@@ -312,16 +328,20 @@ class ExperimentService:
         """Stop a running experiment (clients go back to the coach's settings). Raises ``NotFound`` and
         ``Conflict`` (not running)."""
         session, coach_id = uow.session, uow.coach_id
-        experiment = await self._get(session, coach_id, experiment_id)
+        experiment = await self._get(session, coach_id, experiment_id, lock=True)  # (a read concluding it waits)
         if experiment.status != ExperimentStatus.RUNNING:
             raise Conflict(f"the experiment is already {experiment.status}")
         experiment.status = ExperimentStatus.STOPPED
         experiment.ended_at = datetime.now(UTC)
         return experiment
 
-    async def _get(self, session: AsyncSession, coach_id: uuid.UUID, experiment_id: uuid.UUID) -> Experiment:
+    async def _get(
+        self, session: AsyncSession, coach_id: uuid.UUID, experiment_id: uuid.UUID, *, lock: bool = False
+    ) -> Experiment:
+        """The coach's experiment (``lock``: under its row lock, as committed now). Raises ``NotFound``."""
+        stmt = select(Experiment).where(Experiment.id == experiment_id, Experiment.coach_id == coach_id)
         experiment = await session.scalar(
-            select(Experiment).where(Experiment.id == experiment_id, Experiment.coach_id == coach_id)
+            stmt.with_for_update().execution_options(populate_existing=True) if lock else stmt
         )
         if experiment is None:
             raise NotFound("experiment not found")
@@ -339,14 +359,18 @@ class ExperimentService:
             winner = pick_winner(
                 arms, metric=experiment.metric, alpha=experiment.alpha, min_samples=experiment.min_samples
             )
-            if winner is not None:
+            if winner is not None:  # read again under its lock: the coach may have stopped it since
+                await session.refresh(experiment, with_for_update=True)
+            if winner is not None and experiment.status == ExperimentStatus.RUNNING:
                 experiment.status = ExperimentStatus.CONCLUDED
                 experiment.winner = winner
                 experiment.ended_at = datetime.now(UTC)
         return ExperimentResults(experiment, arms, test, p_value)
 
     async def _thumbs(self, session: AsyncSession, experiment: Experiment) -> dict[str, tuple[int, int]]:
-        """``{variant: (rated replies, thumbs-up)}`` of the AI replies sent under the experiment."""
+        """``{variant: (rated replies, thumbs-up)}`` of the AI replies its variant's settings served under the
+        experiment (:func:`~app.conversations.metadata_sql.served_by_its_model`: a variant's model that failed
+        and left the reply to the base model, or an apology, counts for no arm)."""
         variant = meta_sql.experiment_variant()
         helpful = meta_sql.helpful()
         rows = await session.execute(
@@ -356,6 +380,7 @@ class ExperimentService:
                 Message.sender_type == SenderType.AI,
                 meta_sql.experiment_id() == str(experiment.id),
                 meta_sql.rated(),
+                meta_sql.served_by_its_model(),
             )
             .group_by(variant)
         )

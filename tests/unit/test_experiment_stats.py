@@ -13,6 +13,7 @@ from app.learning.experiments import (
     THUMBS_UP_RATE,
     VariantResult,
     assign_variant,
+    holm_rejects_all,
     pick_winner,
     significance,
     wilson_interval,
@@ -50,6 +51,25 @@ def test_a_winner_needs_enough_samples_significance_and_the_metric_direction() -
     assert pick_winner(strong, metric=HANDOFF_RATE, alpha=0.05, min_samples=30) == "control"
     close = [VariantResult("control", 60, 30), VariantResult("warm", 60, 33)]
     assert pick_winner(close, metric=THUMBS_UP_RATE, alpha=0.05, min_samples=30) is None
+
+
+def test_of_three_arms_the_best_wins_only_when_it_beats_each_other_one() -> None:
+    """The chi-square test says some arm differs; Holm-corrected pairwise tests say whether the best is it."""
+    tied = [VariantResult("a", 100, 50), VariantResult("b", 100, 50), VariantResult("c", 100, 10)]
+    assert significance(tied)[1] < 1e-8  # type: ignore[operator]
+    assert pick_winner(tied, metric=THUMBS_UP_RATE, alpha=0.05, min_samples=30) is None
+    ahead = [VariantResult("a", 100, 60), VariantResult("b", 100, 30), VariantResult("c", 100, 10)]
+    assert pick_winner(ahead, metric=THUMBS_UP_RATE, alpha=0.05, min_samples=30) == "a"
+    # lower is better for handoffs: c hands off least and beats both
+    assert pick_winner(ahead, metric=HANDOFF_RATE, alpha=0.05, min_samples=30) == "c"
+
+
+def test_holm_rejects_every_hypothesis_only_step_by_step() -> None:
+    """Holm (1979): m = 2, alpha = 0.05: the smaller p below 0.025, the larger below 0.05."""
+    assert holm_rejects_all([0.01, 0.04], 0.05)
+    assert not holm_rejects_all([0.03, 0.04], 0.05)  # 0.03 ≥ 0.05 / 2
+    assert not holm_rejects_all([0.001, 0.05], 0.05)
+    assert holm_rejects_all([], 0.05)
 
 
 def test_assignment_is_deterministic_and_roughly_balanced() -> None:

@@ -7,9 +7,11 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
+from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
 from app.db.engine import tenant_session
@@ -59,6 +61,37 @@ async def test_cache_entries_expire_count_hits_and_can_be_dropped(container: Con
     assert (await cache.stats(uuid.uuid4())).hit_rate is None
 
 
+async def rate(
+    container: Container,
+    coach_id: uuid.UUID,
+    client_id: uuid.UUID,
+    experiment_id: uuid.UUID,
+    *,
+    control: int = 0,
+    warm: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Store 20 rated AI replies of each variant under the experiment, ``control`` and ``warm`` of them
+    thumbs-up (both 0: none of that variant), with ``extra`` metadata, in a new conversation of the client."""
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        conversation = Conversation(coach_id=coach_id, client_id=client_id, channel="widget")
+        session.add(conversation)
+        await session.flush()
+        for variant, ups in (("control", control), ("warm", warm)):
+            for i in range(20 if ups else 0):
+                meta = {"experiment": {"id": str(experiment_id), "variant": variant}, "feedback": {"helpful": i < ups}}
+                session.add(
+                    Message(
+                        coach_id=coach_id,
+                        conversation_id=conversation.id,
+                        sender_type=SenderType.AI,
+                        text="reply",
+                        citations=[],
+                        meta=meta | (extra or {}),
+                    )
+                )
+
+
 async def test_an_experiment_assigns_stably_measures_and_concludes(
     http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], container: Container
 ) -> None:
@@ -93,24 +126,15 @@ async def test_an_experiment_assigns_stably_measures_and_concludes(
         if a
     )
 
-    # rated replies under the experiment: warm 19/20 thumbs-up, control 8/20 → Fisher p < 0.05
-    async with tenant_session(container.sessionmaker, coach_id) as session:
-        conversation = Conversation(coach_id=coach_id, client_id=clients[0], channel="widget")
-        session.add(conversation)
-        await session.flush()
-        for variant, ups in (("control", 8), ("warm", 19)):
-            for i in range(20):
-                meta = {"experiment": {"id": str(experiment_id), "variant": variant}, "feedback": {"helpful": i < ups}}
-                session.add(
-                    Message(
-                        coach_id=coach_id,
-                        conversation_id=conversation.id,
-                        sender_type=SenderType.AI,
-                        text="reply",
-                        citations=[],
-                        meta=meta,
-                    )
-                )
+    # rated replies under the experiment: warm 19/20 thumbs-up, control 8/20 → Fisher p < 0.05; replies its
+    # variant did not serve (the base model after the variant's failed, an apology, a notice) count for no arm
+    await rate(container, coach_id, clients[0], experiment_id, control=8, warm=19)
+    for kept_out in (
+        {"model_fallback": {"from": "gpt-4o-mni", "error": "404"}},
+        {"error": "timeout"},
+        {"notice": "sla"},
+    ):
+        await rate(container, coach_id, clients[0], experiment_id, control=20, extra=kept_out)
     result = (await http.get(f"/api/v1/learning/experiments/{experiment_id}", headers=coach.headers)).json()
     assert [(r["name"], r["trials"], r["successes"]) for r in result["results"]] == [
         ("control", 20, 8),
@@ -134,6 +158,35 @@ async def test_an_experiment_assigns_stably_measures_and_concludes(
     assert stopped.status_code == 409  # already concluded
     listed = (await http.get("/api/v1/learning/experiments", headers=coach.headers)).json()
     assert [e["id"] for e in listed] == [str(experiment_id)]
+
+
+async def test_a_coachs_stop_is_not_overwritten_by_a_reading_that_concludes(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], container: Container
+) -> None:
+    """A dashboard read loaded the experiment as running; the coach stops it meanwhile; the read then finds a
+    significant winner: the experiment stays stopped (the read checks again under the row's lock)."""
+    coach = await make_coach("Stopper")
+    coach_id = uuid.UUID(coach.coach_id)
+    body = {
+        "name": "stop me",
+        "metric": "thumbs_up_rate",
+        "variants": [{"name": "control"}, {"name": "warm", "persona": "Warm."}],
+        "min_samples": 20,
+    }
+    created = await http.post("/api/v1/learning/experiments", headers=coach.headers, json=body)
+    assert created.status_code == 201, created.text
+    experiment_id = uuid.UUID(created.json()["id"])
+    client_id = uuid.UUID((await make_client(http, coach, "Robin"))["id"])
+    async with unit_of_work(container.sessionmaker, coach_id) as reader:
+        [before] = await container.experiments.list_results(reader)  # loaded as running, no winner yet
+        assert before.experiment.status == "running"
+        stopped = await http.post(f"/api/v1/learning/experiments/{experiment_id}/stop", headers=coach.headers)
+        assert stopped.status_code == 200, stopped.text
+        await rate(container, coach_id, client_id, experiment_id, control=8, warm=19)
+        [after] = await container.experiments.list_results(reader)
+        assert after.experiment.status == "stopped" and after.experiment.winner is None
+    shown = (await http.get(f"/api/v1/learning/experiments/{experiment_id}", headers=coach.headers)).json()
+    assert shown["status"] == "stopped" and shown["winner"] is None
 
 
 async def test_bad_experiments_are_refused_and_change_nothing(
