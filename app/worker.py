@@ -151,7 +151,7 @@ class IngestSlots:
 
 
 TELEGRAM_SEND_TRIES = 5
-"""Tries of a ``telegram_send`` job (each 429 waits Telegram's ``retry_after``)."""
+"""Tries of a ``telegram_send`` job (a 429 is waited out in the job up to ``WAIT_IN_JOB_S``, else by arq)."""
 
 
 async def ingest_document(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:

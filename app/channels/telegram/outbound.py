@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,8 +35,12 @@ SEND_ATTEMPTS = 3
 """Tries of one Bot API call that Telegram answers with 429 (each waits its ``retry_after``)."""
 LOCK_S = 150.0
 """Seconds a chat's send lock lives without its holder releasing it (a worker that died)."""
-LOCK_WAIT_S = 120.0
-"""Seconds a job waits for the chat's lock before it is retried by arq."""
+LOCK_WAIT_S = 60.0
+"""Seconds a job waits for the chat's lock before it is retried by arq (well within the job's timeout)."""
+WAIT_IN_JOB_S = 10.0
+"""The longest 429 ``retry_after`` (seconds) a send job waits out holding the chat's lock; a longer one ends the
+job, retried by arq after it: two in-place waits of a minute outlasted the job's timeout, which arq does not
+retry."""
 DEDUPE_S = 24 * 3600
 """Seconds a pushed message id is remembered, so the same message is never queued twice."""
 
@@ -60,14 +65,16 @@ def _retry_seconds(exc: RetryAfter) -> float:
     return value if isinstance(value, int | float) else value.total_seconds()
 
 
-async def with_retry(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+async def with_retry(
+    call: Callable[..., Awaitable[Any]], *args: Any, wait_at_most_s: float = math.inf, **kwargs: Any
+) -> Any:
     """``await call(*args, **kwargs)``, waiting out a 429's ``retry_after`` (at most :data:`SEND_ATTEMPTS`
-    tries; the last 429 raises ``RetryAfter``)."""
+    tries; the last 429, or one asking for more than ``wait_at_most_s`` seconds, raises ``RetryAfter``)."""
     for attempt in range(SEND_ATTEMPTS):
         try:
             return await call(*args, **kwargs)
         except RetryAfter as exc:
-            if attempt == SEND_ATTEMPTS - 1:
+            if attempt == SEND_ATTEMPTS - 1 or _retry_seconds(exc) > wait_at_most_s:
                 raise
             await asyncio.sleep(_retry_seconds(exc))
     return None
@@ -107,15 +114,15 @@ class ChatOutbox:
         return bool(pushed)
 
     async def flush(self, coach_id: uuid.UUID, chat_id: int) -> str:
-        """Worker job body: under the chat's lock, send the chat's list in order until it is empty. A 429 is waited
-        out (:func:`with_retry`); one still refused raises ``RetryAfter`` (the message stays first, for the job's
-        retry). A 403 (the client blocked the bot) marks the chat inactive and drops its list; a message Telegram
-        refuses as malformed (400) is logged and dropped. Any other failure (a timeout, a 5xx, a network error, a
-        revoked token) raises with the message still first: a retry of the job sends it, or the job of the next
-        message pushed. A coach who disconnected the bot meanwhile has the list dropped (the messages stay in the
-        transcript; a reconnect days later does not send them out of the blue). Raises
-        ``redis.exceptions.LockError`` when the lock stays taken for :data:`LOCK_WAIT_S`. Returns a short status
-        for arq."""
+        """Worker job body: under the chat's lock, send the chat's list in order until it is empty. A 429 is waited out
+        (:func:`with_retry`) up to :data:`WAIT_IN_JOB_S`; one still refused, or asking for longer, raises
+        ``RetryAfter`` (the message stays first, for the job's retry). A 403 (the client blocked the bot) marks the
+        chat inactive and drops its list; a message Telegram refuses as malformed (400) is logged and dropped. Any
+        other failure (a timeout, a 5xx, a network error, a revoked token) raises with the message still first: a
+        retry of the job sends it, or the job of the next message pushed. A coach who disconnected the bot meanwhile
+        has the list dropped (the messages stay in the transcript; a reconnect days later does not send them out of
+        the blue). Raises ``redis.exceptions.LockError`` when the lock stays taken for :data:`LOCK_WAIT_S`. Returns
+        a short status for arq."""
         key = self._key(coach_id, chat_id)
         sent = 0
         async with self._redis.lock(
@@ -134,7 +141,12 @@ class ChatOutbox:
                         last = len(parts) == 1
                         reply_markup = markup(item["keyboard"]) if last else None
                         await with_retry(
-                            bot.send_message, chat_id, parts[0], parse_mode=render.PARSE_MODE, reply_markup=reply_markup
+                            bot.send_message,
+                            chat_id,
+                            parts[0],
+                            parse_mode=render.PARSE_MODE,
+                            reply_markup=reply_markup,
+                            wait_at_most_s=WAIT_IN_JOB_S,
                         )
                         sent, parts = sent + 1, parts[1:]
                         if parts:  # a long message's parts already sent are not sent again

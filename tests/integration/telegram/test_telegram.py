@@ -9,6 +9,7 @@ import functools
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -21,12 +22,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from sqlalchemy import func, select
 from standardwebhooks import Webhook
+from telegram.error import RetryAfter
 
 from app.channels.telegram import poller, render
 from app.channels.telegram.adapter import BAD_INVITE, ChatLocks
 from app.channels.telegram.bot import CoachBot
 from app.channels.telegram.models import TelegramChat, TelegramUpdate
-from app.channels.telegram.outbound import ChatOutbox
+from app.channels.telegram.outbound import WAIT_IN_JOB_S, ChatOutbox
 from app.channels.telegram.poller import poll_once
 from app.channels.telegram.service import MAX_ATTEMPTS
 from app.channels.telegram.wiring import build_channel
@@ -1020,6 +1022,27 @@ async def test_a_429_is_retried_after_retry_after_and_a_403_marks_the_chat_inact
     await tg.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": "Three"})
     await tg_jobs()
     assert [c for c in fake.sent_to(chat_id) if c.params["text"] == "Three"] == []
+
+
+async def test_a_long_429_ends_the_send_job_at_once_with_the_message_kept_first(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    """Telegram asks the bot to wait longer than a send job waits holding the chat (``WAIT_IN_JOB_S``): the
+    flush raises ``RetryAfter`` at once (the job is retried by arq after it) instead of sleeping through the
+    job's timeout, which arq does not retry; the message stays first in the chat's list and goes next."""
+    bot, chat_id, conversation_id = await taken_over(tg, fake, make_bot, tg_jobs)
+    channel = tg.app.state.telegram  # type: ignore[attr-defined]
+    fake.fail("sendMessage", 429, "Too Many Requests: retry after 90", retry_after=90)
+    sent = await tg.post(
+        f"/api/v1/conversations/{conversation_id}/messages", headers=bot.coach.headers, json={"text": "Later"}
+    )
+    assert sent.status_code == 201, sent.text
+    started = time.monotonic()
+    with pytest.raises(RetryAfter):
+        await channel.outbox.flush(uuid.UUID(bot.coach.coach_id), chat_id)
+    assert time.monotonic() - started < WAIT_IN_JOB_S
+    await tg_jobs()  # the job the message queued: Telegram takes it now
+    assert len([c for c in fake.sent_to(chat_id) if c.params["text"] == "Later"]) == 2
 
 
 async def test_a_5xx_or_a_timeout_keeps_the_coachs_message_until_telegram_takes_it(
