@@ -80,7 +80,9 @@ class _Stream:
         """Show the reply so far (a 403 raises ``Forbidden``: the client blocked the bot)."""
         self.text += text
         now = time.monotonic()
-        if len(self.text) > render.MAX_MESSAGE_CHARS or (self.message_id and now - self._last < self.interval):
+        if render.utf16_len(self.text) > render.MAX_MESSAGE_CHARS or (
+            self.message_id and now - self._last < self.interval
+        ):
             return
         with contextlib.suppress(NetworkError, RetryAfter):  # NetworkError: also a 400, a timeout, a 5xx
             if self.message_id is None:

@@ -18,7 +18,7 @@ from app.memory.client_view import RememberedOut
 from app.rag.retrieval import source_label
 
 MAX_MESSAGE_CHARS = 4096
-"""Telegram's limit on one message's text (after entity parsing)."""
+"""Telegram's limit on one message's text (after entity parsing), in UTF-16 code units (:func:`utf16_len`)."""
 PARSE_MODE = "HTML"
 HUMAN_BUTTON = "Talk to a human"
 HUMAN_COMMAND = "/human"
@@ -63,38 +63,50 @@ def reply_html(text: str, citations: Sequence[dict[str, Any]] = ()) -> str:
     return f"{body}\n\n<i>{escape(notes)}</i>" if notes else body
 
 
+def utf16_len(text: str) -> int:
+    """``text``'s length as Telegram counts it against :data:`MAX_MESSAGE_CHARS`: UTF-16 code units, in which a
+    character outside the Basic Multilingual Plane (most emoji) is two."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _fitting(text: str, limit: int) -> int:
+    """How many characters of ``text`` fit in ``limit`` UTF-16 code units (at least one)."""
+    units = 0
+    for index, char in enumerate(text):
+        units += 2 if ord(char) > 0xFFFF else 1
+        if units > limit:
+            return max(index, 1)
+    return len(text)
+
+
 def split_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
-    """``text`` cut into parts of at most ``limit`` characters, at sentence ends (or line breaks) where
-    possible, else at a space, else hard; whitespace at the cuts is dropped. An empty text gives ``[""]``."""
+    """``text`` cut into parts of at most ``limit`` UTF-16 code units (:func:`utf16_len`), at sentence ends (or
+    line breaks) where possible, else at a space, else hard; whitespace at the cuts is dropped. An empty text
+    gives ``[""]``."""
     parts: list[str] = []
     rest = text
-    while len(rest) > limit:
-        window = rest[: limit + 1]
-        cuts = [m.end() for m in _SENTENCE_END.finditer(window) if m.start() <= limit and m.start() > 0]
-        cut = cuts[-1] if cuts else (window.rfind(" ") + 1 or limit)
-        if cut <= 0 or cut > limit:
-            cut = limit
+    while utf16_len(rest) > limit:
+        fits = _fitting(rest, limit)
+        window = rest[: fits + 1]
+        cuts = [m.end() for m in _SENTENCE_END.finditer(window) if m.start() <= fits and m.start() > 0]
+        cut = cuts[-1] if cuts else (window.rfind(" ") + 1 or fits)
+        if cut <= 0 or cut > fits:
+            cut = fits
         parts.append(rest[:cut].rstrip())
         rest = rest[cut:].lstrip()
     parts.append(rest.rstrip())
     return parts
 
 
-SPLIT_HEADROOM = 200
-"""Characters under :data:`MAX_MESSAGE_CHARS` a part's plain text keeps free: Telegram counts in UTF-16 code
-units, in which an emoji (outside the Basic Multilingual Plane) is two."""
-
-
 def split_html(text: str, citations: Sequence[dict[str, Any]] = ()) -> list[str]:
-    """A reply as HTML messages each at most 4,096 characters long as Telegram counts them (after entity
-    parsing: ``&amp;`` is one character): the plain text is split at sentence ends, each part escaped, and
+    """A reply as HTML messages each at most 4,096 long as Telegram counts them (UTF-16 code units after entity
+    parsing: ``&amp;`` is one, an emoji two): the plain text is split at sentence ends, each part escaped, and
     nothing is cut off; the footnotes go with the last part (or alone)."""
     notes = footnotes(citations)
-    budget = MAX_MESSAGE_CHARS - SPLIT_HEADROOM
-    plain = split_text(text, budget)
+    plain = split_text(text, MAX_MESSAGE_CHARS)
     parts = [escape(part) for part in plain]
     if notes:
-        if len(plain[-1]) + len(notes) + 2 <= budget:
+        if utf16_len(plain[-1]) + utf16_len(notes) + 2 <= MAX_MESSAGE_CHARS:
             parts[-1] += f"\n\n<i>{escape(notes)}</i>"
         else:
             parts.append(f"<i>{escape(notes)}</i>")
@@ -163,7 +175,7 @@ def memory_message(memory: RememberedOut) -> tuple[str, dict[str, Any] | None]:
     text, buttons = escape(FORGET_INTRO) + "\n", []
     for n, (data, item) in enumerate(memory_items(memory), 1):
         line = f"\n{n}. {escape(shorten(item, FORGET_ITEM_CHARS))}"
-        if len(text) + len(line) > MAX_MESSAGE_CHARS:
+        if utf16_len(text) + utf16_len(line) > MAX_MESSAGE_CHARS:
             break
         text += line
         buttons.append({"text": f"🗑 {n}", "callback_data": data})

@@ -23,6 +23,16 @@ def test_split_keeps_parts_under_the_limit_and_cuts_at_sentence_ends() -> None:
     assert " ".join(parts) == text.strip()
 
 
+def test_split_counts_as_telegram_does_an_emoji_as_two() -> None:
+    """Telegram's 4,096 is in UTF-16 code units: a part of 4,000 characters with 800 emoji is 4,800 long."""
+    text = "Breathe in 😊😊😊, out 🌿. " * 600
+    parts = render.split_html(text, [{"title": "Calm 🌿 book", "page": 1}])
+    shown = [html.unescape(re.sub(r"</?i>", "", p)) for p in parts]
+    assert len(parts) > 1 and all(render.utf16_len(p) <= render.MAX_MESSAGE_CHARS for p in shown)
+    assert " ".join(shown).startswith(text.strip()) and all(p.endswith(".") for p in shown[:-1])
+    assert render.utf16_len("a😊") == 3 and render.split_text("😊😊😊", 3) == ["😊", "😊", "😊"]
+
+
 def test_split_without_sentence_ends_cuts_at_spaces_then_hard() -> None:
     assert all(len(p) <= 10 for p in render.split_text("aaaa bbbb cccc dddd", 10))
     assert render.split_text("x" * 25, 10) == ["x" * 10, "x" * 10, "x" * 5]
