@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import any_, bindparam, delete, func, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
@@ -454,7 +454,8 @@ class TrainingDataService:
         if split != "all":
             stmt = stmt.where(TrainingExample.split == split)
         if ids is not None:
-            stmt = stmt.where(TrainingExample.id.in_(ids))
+            # one array parameter: an IN list takes one per id, and PostgreSQL's protocol allows 32,767
+            stmt = stmt.where(TrainingExample.id == any_(bindparam("ids", ids, type_=ARRAY(UUID(as_uuid=True)))))
         stmt = stmt.order_by(TrainingExample.created_at, TrainingExample.id)
         return list((await session.scalars(stmt)).all())
 

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from app import worker
+from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
 from app.db import jobs
@@ -378,3 +379,11 @@ async def test_a_training_data_rebuild_the_database_dropped_is_tried_again(
     failure = ValueError("a bug")
     with pytest.raises(ValueError):
         await worker.refresh_training_data({"container": container, "job_try": 1}, *ids, True)
+
+
+async def test_a_snapshot_of_more_examples_than_a_query_takes_parameters_is_read(container: Container) -> None:
+    """A fine-tune reads its snapshot's examples by id: 40,000 ids (over PostgreSQL's 32,767 parameters of one
+    statement) are one array parameter, not an error."""
+    async with unit_of_work(container.sessionmaker, uuid.uuid4()) as uow:
+        ids = [uuid.uuid4() for _ in range(40_000)]
+        assert await container.training.examples(uow, kind="sft", ids=ids) == []
