@@ -40,7 +40,7 @@ from app.core.config import Settings
 from app.core.errors import DomainError
 from app.core.headers import SecurityHeaders
 from app.core.runtime import freeze_startup_heap
-from app.core.validation import NUL_REFUSED
+from app.core.validation import NUL_REFUSED, NUL_SQLSTATES
 from app.deps import provide_container
 from app.handoff.live import ReconnectingPubSubBackend
 from app.llm.registry import ProviderRegistry
@@ -89,11 +89,6 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> R
     if page is not None:
         return page
     return error_response(exc.status_code, exc.message, exc.headers())
-
-
-NUL_SQLSTATES = frozenset({"22021", "22P05"})
-"""PostgreSQL's ``character_not_in_repertoire`` (a NUL byte in text) and ``untranslatable_character`` (``\\u0000``
-in jsonb): it stores no U+0000 in text or jsonb."""
 
 
 TOO_DEEP = "JSON is nested too deeply"

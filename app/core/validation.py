@@ -19,6 +19,9 @@ EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 NUL = "\x00"
 NUL_REFUSED = "text must not contain the NUL character (U+0000)"
 """PostgreSQL stores no U+0000 in text or jsonb: the message of a value refused for holding one."""
+NUL_SQLSTATES = frozenset({"22021", "22P05"})
+"""PostgreSQL's ``character_not_in_repertoire`` (a NUL byte in text) and ``untranslatable_character`` (``\\u0000``
+in jsonb): it stores no U+0000 in text or jsonb."""
 
 MAX_NAME_CHARS = 200
 """The longest coach or client name (the ``name`` columns' size)."""

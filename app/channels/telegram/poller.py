@@ -8,11 +8,13 @@ import contextlib
 import logging
 import uuid
 
+from sqlalchemy.exc import DBAPIError
 from telegram.error import TelegramError
 
 from app.channels.telegram.adapter import TelegramChannel
 from app.channels.telegram.bot import POLL_TIMEOUT_S
 from app.channels.telegram.service import ALLOWED_UPDATES
+from app.core.validation import NUL_REFUSED, NUL_SQLSTATES
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +25,22 @@ ERROR_PAUSE_S = 5.0
 
 async def poll_once(channel: TelegramChannel, coach_id: uuid.UUID, wait_s: int = POLL_TIMEOUT_S) -> int:
     """One ``getUpdates`` call for the coach's bot (long poll of ``wait_s`` seconds): new updates are
-    dispatched and the offset stored. Returns how many updates arrived. Raises ``TelegramError``."""
+    dispatched and the offset stored. An update PostgreSQL cannot store (it holds U+0000) is logged and skipped,
+    as the webhook refuses it with a 400: it would otherwise come back at every poll and stop the bot. Returns
+    how many updates arrived. Raises ``TelegramError``."""
     bot = await channel.service.bot(coach_id)
     offset = await channel.service.poll_offset(coach_id)
     updates = await bot.get_updates(offset=offset, timeout=wait_s, allowed_updates=ALLOWED_UPDATES)
     for update in updates:
         payload = update.to_dict()
-        if await channel.service.first_delivery(coach_id, update.update_id, payload):
+        try:
+            first = await channel.service.first_delivery(coach_id, update.update_id, payload)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) not in NUL_SQLSTATES:
+                raise
+            log.warning("telegram update %s of coach %s skipped: %s", update.update_id, coach_id, NUL_REFUSED)
+            continue
+        if first:
             channel.dispatch(coach_id, payload)
     if updates:
         await channel.service.poll_offset(coach_id, updates[-1].update_id + 1)

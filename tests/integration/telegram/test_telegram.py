@@ -1300,6 +1300,14 @@ async def test_polling_mode_fetches_updates_with_get_updates_once_each(
         assert await poll_once(channel, coach_id, wait_s=0) == 0  # the offset moved past it
         assert int(fake.of("getUpdates", token)[-1].params["offset"]) == update["update_id"] + 1
 
+        # an update PostgreSQL cannot store (U+0000) is skipped, not fetched again at every poll with the next
+        nul = recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="a\x00b")
+        fake.updates[token] = [nul, recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="/start")]
+        assert await poll_once(channel, coach_id, wait_s=0) == 2
+        await channel.drain()
+        assert [c.params["text"] for c in fake.sent_to(chat_id)] == [WELCOME, WELCOME]
+        assert await poll_once(channel, coach_id, wait_s=0) == 0
+
         # the bot's polling loop outlives an error that is not Telegram's (the database out of reach a moment)
         monkeypatch.setattr(poller, "ERROR_PAUSE_S", 0.05)
         flaky_offset, failures = failing_once(channel.service.poll_offset)
