@@ -49,7 +49,9 @@ from app.memory.controls import MemoryControls
 
 log = logging.getLogger(__name__)
 
-BAD_INVITE = "This invite link is not valid any more (each link works once). Please ask your coach for a new one."
+BAD_INVITE = (
+    "This invite link is not valid any more (each link works once, for 7 days). Please ask your coach for a new one."
+)
 TURN_LOCK_S = 180.0
 """Seconds a chat's cross-process turn lock (Redis) lives past its holder's last renewal (:class:`ChatLocks`),
 and a message waits at most for the lock held by another process before it goes ahead anyway (a message is

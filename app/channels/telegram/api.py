@@ -3,6 +3,7 @@ Telegram posts updates to the webhook."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, TypeAlias
 
 import msgspec
@@ -51,10 +52,12 @@ class BotOut(msgspec.Struct):
 
 
 class InviteOut(msgspec.Struct):
-    """A one-time invite: ``url`` (``https://t.me/<bot>?start=<code>``) and the ``code``."""
+    """A one-time invite: ``url`` (``https://t.me/<bot>?start=<code>``), the ``code`` and ``expires_at`` (when
+    an unused link stops working)."""
 
     url: str
     code: str
+    expires_at: datetime
 
 
 def _out(info: BotInfo) -> BotOut:
@@ -94,10 +97,11 @@ class TelegramInviteController(Controller):
 
     @post("/", status_code=201)
     async def invite(self, client_id: PathId, coach_id: CoachId, telegram: TelegramDep) -> InviteOut:
-        """A new one-time invite code for the client (``/start <code>`` binds the chat to them). 404 for an
-        unknown client or when no bot is connected."""
-        url, code = await telegram.service.invite(coach_id, client_id)
-        return InviteOut(url, code)
+        """A new one-time invite code for the client (``/start <code>`` binds the chat to them), valid for 7
+        days; the client's earlier unused invites stop working. 404 for an unknown client or when no bot is
+        connected."""
+        invite = await telegram.service.invite(coach_id, client_id)
+        return InviteOut(invite.url, invite.code, invite.expires_at)
 
 
 @post(

@@ -45,6 +45,8 @@ RECLAIM_AFTER_S = 120.0
 """Seconds after which an update taken but never finished counts as lost with its process: a re-send of it is
 processed, and the worker's sweep processes it. The process working on an update renews its claim every third
 of this (:meth:`TelegramService.renew`), so a turn longer than this is not taken from it."""
+INVITE_TTL = timedelta(days=7)
+"""How long an unused invite link works (an old link, forwarded or found later, binds no chat)."""
 MAX_ATTEMPTS = 5
 """Attempts at processing an update that failed (:meth:`TelegramService.failed`) after which it is given up
 (marked done, its payload dropped, an error logged): about this many sweeps, minutes apart."""
@@ -64,6 +66,16 @@ class BotInfo:
     webhook_url: str | None
     token: str
     open_enrollment: bool
+
+
+@dataclass(frozen=True)
+class Invite:
+    """A client's one-time invite: ``url`` (``https://t.me/<bot>?start=<code>``), the ``code`` and when it
+    stops working (``expires_at``)."""
+
+    url: str
+    code: str
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -370,16 +382,23 @@ class TelegramService:
             )
         return [(row[0], int(row[1])) for row in rows]
 
-    async def invite(self, coach_id: uuid.UUID, client_id: uuid.UUID) -> tuple[str, str]:
-        """A new one-time invite for the client: ``(url, code)`` with ``url`` ``https://t.me/<bot>?start=<code>``.
-        Raises ``NotFound`` (no such client, or no bot connected)."""
+    async def invite(self, coach_id: uuid.UUID, client_id: uuid.UUID) -> Invite:
+        """A new one-time invite for the client, valid for :data:`INVITE_TTL`; the client's earlier unused
+        invites stop working (a link sent to the wrong person is revoked by making a new one). Raises
+        ``NotFound`` (no such client, or no bot connected)."""
         code = secrets.token_urlsafe(24)
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             bot = await self._bot_row(session, coach_id)
             await self._accounts.get_client(uow, client_id)
-            session.add(TelegramInvite(coach_id=coach_id, client_id=client_id, code_hash=token_hash(code)))
-        return f"https://t.me/{bot.username}?start={code}", code
+            await session.execute(
+                delete(TelegramInvite).where(TelegramInvite.client_id == client_id, TelegramInvite.used_at.is_(None))
+            )
+            invite = TelegramInvite(coach_id=coach_id, client_id=client_id, code_hash=token_hash(code))
+            session.add(invite)
+            await session.flush()
+            await session.refresh(invite, ["created_at"])
+        return Invite(f"https://t.me/{bot.username}?start={code}", code, invite.created_at + INVITE_TTL)
 
     async def binding(self, coach_id: uuid.UUID, chat_id: int) -> ChatBinding | None:
         """The client bound to ``chat_id`` in the coach's bot, if any."""
@@ -403,12 +422,17 @@ class TelegramService:
     async def redeem(self, coach_id: uuid.UUID, chat_id: int, code: str) -> uuid.UUID | None:
         """Bind ``chat_id`` to the client of the unused invite ``code`` (used up now) and return the client's
         id. The invite this chat's own client used already (the client tapping their link again) returns that
-        client, the chat left as it is; ``None`` for an unknown code or one used by another chat."""
+        client, the chat left as it is; ``None`` for an unknown code, one used by another chat, one older than
+        :data:`INVITE_TTL` or one a newer invite of its client revoked."""
         code_hash = token_hash(code)
         async with tenant_session(self._sessionmaker, coach_id) as session:
             client_id: uuid.UUID | None = await session.scalar(
                 update(TelegramInvite)
-                .where(TelegramInvite.code_hash == code_hash, TelegramInvite.used_at.is_(None))
+                .where(
+                    TelegramInvite.code_hash == code_hash,
+                    TelegramInvite.used_at.is_(None),
+                    TelegramInvite.created_at > func.now() - INVITE_TTL,
+                )
                 .values(used_at=datetime.now(UTC))
                 .returning(TelegramInvite.client_id)
             )

@@ -72,9 +72,9 @@ class TelegramPages(CoachPage):
     async def invite(self, client_id: PathId, uow: Uow, container: ContainerDep, telegram: TelegramDep) -> Template:
         """A new one-time invite link for the client, with its QR code."""
         try:
-            url, _ = await telegram.service.invite(uow.coach_id, client_id)
+            invite = await telegram.service.invite(uow.coach_id, client_id)
         except DomainError as exc:
             return await self._page(telegram, uow, error=exc)
         client = await container.accounts.get_client(uow, client_id)
-        context = {"coach": await uow.coach(), "client": client, "url": url, "nav": "clients"}
-        return Template("dashboard/telegram_invite.html", context=context | {"qr": invite_qr_svg(url)})
+        context = {"coach": await uow.coach(), "client": client, "invite": invite, "nav": "clients"}
+        return Template("dashboard/telegram_invite.html", context=context | {"qr": invite_qr_svg(invite.url)})

@@ -20,17 +20,17 @@ import pytest
 import respx
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from standardwebhooks import Webhook
 from telegram.error import RetryAfter
 
 from app.channels.telegram import poller, render
 from app.channels.telegram.adapter import BAD_INVITE, ChatLocks
 from app.channels.telegram.bot import CoachBot
-from app.channels.telegram.models import TelegramChat, TelegramUpdate
+from app.channels.telegram.models import TelegramChat, TelegramInvite, TelegramUpdate
 from app.channels.telegram.outbound import WAIT_IN_JOB_S, ChatOutbox
 from app.channels.telegram.poller import poll_once
-from app.channels.telegram.service import MAX_ATTEMPTS
+from app.channels.telegram.service import INVITE_TTL, MAX_ATTEMPTS
 from app.channels.telegram.wiring import build_channel
 from app.chat.turn import ANSWER_LATER
 from app.container import Container
@@ -263,6 +263,30 @@ async def test_an_invite_binds_the_chat_to_the_client_once(
     assert [m["text"] for m in conversation["messages"] if m["sender_type"] == "client"] == ["Hello there"]
     missing = await tg.post(f"/api/v1/clients/{uuid.uuid4()}/telegram-invite", headers=bot.coach.headers)
     assert missing.status_code == 404 and missing.json()["detail"]
+
+
+async def test_an_invite_expires_after_a_week_and_a_new_one_revokes_the_unused_ones(
+    tg: httpx.AsyncClient, container: Container, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """An unused link stops working after ``INVITE_TTL`` (a link forwarded or found later binds no chat), and
+    making a new invite for the client revokes their earlier unused ones (a link sent to the wrong person)."""
+    bot = await make_bot()
+    client = (await tg.post("/api/v1/clients", headers=bot.coach.headers, json={"name": "Robin"})).json()
+    url = f"/api/v1/clients/{client['id']}/telegram-invite"
+    sent_wrong = (await tg.post(url, headers=bot.coach.headers)).json()
+    invite = (await tg.post(url, headers=bot.coach.headers)).json()
+    expires = datetime.fromisoformat(invite["expires_at"])
+    assert abs(expires - datetime.now(UTC) - INVITE_TTL) < timedelta(minutes=1)
+    stranger, robin = next(_chat_ids), next(_chat_ids)
+    await say(tg, bot, stranger, f"/start {sent_wrong['code']}")
+    assert fake.sent_to(stranger)[-1].params["text"] == BAD_INVITE
+    async with tenant_session(container.sessionmaker, uuid.UUID(bot.coach.coach_id)) as session:
+        await session.execute(update(TelegramInvite).values(created_at=func.now() - INVITE_TTL - timedelta(minutes=1)))
+    await say(tg, bot, robin, f"/start {invite['code']}")
+    assert fake.sent_to(robin)[-1].params["text"] == BAD_INVITE
+    fresh = (await tg.post(url, headers=bot.coach.headers)).json()
+    await say(tg, bot, robin, f"/start {fresh['code']}")
+    assert fake.sent_to(robin)[-1].params["text"] == WELCOME
 
 
 async def test_open_enrollment_on_creates_a_client_and_off_asks_for_an_invite(
