@@ -508,9 +508,12 @@ class TelegramChannel:
         if binding is None:
             await _acknowledge(bot, callback)
             return
-        if data == "h":
+        if data == "h":  # a turn of the chat: after the one in progress, as a typed /human would be
             await _acknowledge(bot, callback, "Asking your coach to join…")
-            await self._turn(bot, coach_id, binding, render.HUMAN_COMMAND, f"tg:{binding.chat_id}:cb:{callback['id']}")
+            async with self.locks.hold(coach_id, {"chat": {"id": binding.chat_id}}):
+                await self._turn(
+                    bot, coach_id, binding, render.HUMAN_COMMAND, f"tg:{binding.chat_id}:cb:{callback['id']}"
+                )
             return
         if (forget := render.parse_forget(data)) is not None:
             await self._forget(bot, coach_id, binding, callback, forget)

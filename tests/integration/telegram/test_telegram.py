@@ -875,7 +875,11 @@ async def test_human_command_and_button_hand_off(tg: httpx.AsyncClient, fake: Fa
     assert handoff["reason"] == "human_request" and handoff["status"] == "open"
     assert "asked" in fake.sent_to(chat_id)[-1].params["text"]
     other_id, _ = await bound_chat(tg, bot, fake, "Sam")
-    await post_update(tg, bot, recorded("callback_query", update_id=next(_chat_ids), chat_id=other_id, data="h"))
+    channel = tg.app.state.telegram  # type: ignore[attr-defined]
+    async with channel.locks.hold(uuid.UUID(bot.coach.coach_id), {"chat": {"id": other_id}}):  # a turn in progress
+        await post_update(tg, bot, recorded("callback_query", update_id=next(_chat_ids), chat_id=other_id, data="h"))
+        await asyncio.sleep(0.5)
+        assert len((await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()) == 1  # the button waits
     await drain(tg)
     assert len((await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()) == 2
     assert fake.of("answerCallbackQuery")[-1].params["text"].startswith("Asking your coach")
