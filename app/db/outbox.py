@@ -58,7 +58,8 @@ SCAN_BATCH = 500
 """Job payloads read per ``MGET`` by :func:`pending_job_args`."""
 
 UNAVAILABLE = (RedisError, OSError, TimeoutError)
-"""Errors meaning Redis cannot take jobs now: the relay stops and leaves the rest for the next one."""
+"""Errors meaning Redis (or a connection to it) is out of reach now: refused, dropped or timed out. The relay then
+stops and leaves the rest for the next one; the live events, the response cache and the jobs handle it too."""
 
 
 def connect_redis(redis_url: str, *, socket_timeout_s: float, queue: str = default_queue_name) -> ArqRedis:

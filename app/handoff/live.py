@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 
 from app.conversations.metadata import client_citations
 from app.conversations.models import Message
+from app.db.outbox import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,6 @@ LINK_REVOKED = "link_revoked"
 """The client event that ends the client's open widget sockets (:meth:`LiveEvents.end_widget_sockets`)."""
 RECONNECT_S = 1.0
 """Pause between a subscriber's attempts to reach Redis again."""
-UNAVAILABLE = (RedisError, OSError, TimeoutError)
 
 
 def coach_channel(coach_id: uuid.UUID) -> str:

@@ -35,8 +35,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from app.db.outbox import UNAVAILABLE
 from app.llm.base import ChatMessage
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 PREFIX = "opencoach:response-cache"
 OP_TIMEOUT_S = 1.0
 """Seconds a look-up or store may take before the cache is skipped (Redis hung or unreachable)."""
-UNAVAILABLE = (RedisError, OSError, TimeoutError)
 STATS_RETENTION_DAYS = 400
 _SPACE = re.compile(r"\s+")
 

@@ -42,8 +42,9 @@ from app.conversations import metadata_sql as meta_sql
 from app.conversations.handoffs import Handoff, HandoffReason
 from app.conversations.models import REMEMBERED, Message, SenderType
 from app.core.errors import InvalidInput
+from app.db.outbox import UNAVAILABLE
 from app.learning.analysis import key_phrases
-from app.learning.cache import UNAVAILABLE, ResponseCache
+from app.learning.cache import ResponseCache
 from app.learning.experiments import ExperimentService
 from app.learning.finetune import FineTuneService, fine_tune_dict
 from app.learning.interventions import shared_patterns
