@@ -446,6 +446,19 @@ def _subject(sentence: str, start: int) -> str | None:
     return None
 
 
+_THIRD_PERSON_VERBS = _words("is was wants needs has seems keeps gets its thats")
+"""A verb of a third-person subject right before a first-person cue ("the battery is going to die"): in a
+message naming no one, the cue is then said of a thing, not by the writer."""
+
+
+def _said_of_a_thing(sentence: str, match: re.Match[str]) -> bool:
+    """Whether the word right before ``match`` (or its own first word) is a third-person verb
+    (:data:`_THIRD_PERSON_VERBS`: "the battery *is* going to die", "the hero *wants* to die")."""
+    before = re.findall(r"[a-z]+", sentence[: match.start()])[-1:]
+    own = re.findall(r"[a-z]+", match.group(0))[:1]
+    return any(word in _THIRD_PERSON_VERBS for word in before + own)
+
+
 def _negated(sentence: str, start: int) -> bool:
     if _NEGATION_CANCEL.search(sentence):
         return False
@@ -480,12 +493,14 @@ class RiskDetector:
             kinds[language_cue.name] = "explicit"
             explicit = True
         speaker_self = bool(_FIRST_PERSON.search(normalised))
+        # a message naming no one at all ("just want to die") is the writer's: a client writes to their coach
+        speaker_unnamed = not speaker_self and not _OTHER_PERSON.search(normalised)
         for sentence in _SENTENCES.split(normalised):
             if not sentence.strip():
                 continue
             other = bool(_OTHER_PERSON.search(sentence))
             # A subjectless fragment ("Sad. Depressed.") speaks for the writer when the message does.
-            first = bool(_FIRST_PERSON.search(sentence)) or (speaker_self and not other)
+            first = bool(_FIRST_PERSON.search(sentence)) or ((speaker_self or speaker_unnamed) and not other)
             helping = bool(_HELP.search(sentence))
             for cue in self.cues:
                 match = cue.pattern.search(sentence)
@@ -493,6 +508,8 @@ class RiskDetector:
                     continue
                 subject = _subject(sentence, match.start())
                 if cue.first_person and subject != "self" and (subject == "other" or not first):
+                    continue
+                if cue.first_person and subject is None and speaker_unnamed and _said_of_a_thing(sentence, match):
                     continue
                 weight = cue.weight
                 # a help phrase marks a supporter's sentence ("if you want to die, call 988"), not the writer's

@@ -48,6 +48,25 @@ def test_indirect_wording_and_means_are_flagged(text: str, cue: str, level: str)
 
 @pytest.mark.parametrize(
     "text",
+    ["Want to die.", "wanna die tonight", "just want to die", "Honestly just going to end it all tonight"],
+)
+def test_a_message_naming_no_one_speaks_for_the_writer(text: str) -> None:
+    """Clients drop the pronoun in chat: a first-person cue in a message naming no one is the writer's own
+    statement (these scored 0, no crisis protocol, the learned component included)."""
+    assessment = detector.assess(text)
+    assert assessment.level == "crisis" and assessment.explicit
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["The battery is going to die soon", "The hero wants to die a hero.", "Want to die laughing at that video lol"],
+)
+def test_a_first_person_cue_said_of_a_thing_is_not_the_writers(text: str) -> None:
+    assert detector.assess(text).level == "none"
+
+
+@pytest.mark.parametrize(
+    "text",
     [
         "If you are thinking about suicide, please call the 988 lifeline.",
         "Please don't kill yourself, you matter.",
