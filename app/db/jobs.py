@@ -91,9 +91,12 @@ def extract_insights(
     )
 
 
-def update_profile(session: AsyncSession, coach_id: uuid.UUID, session_id: uuid.UUID) -> None:
-    """Queue the L4 profile update from one summarised session."""
-    add_job(session, coach_id, UPDATE_PROFILE, str(coach_id), str(session_id), job_id=f"{UPDATE_PROFILE}:{session_id}")
+def update_profile(session: AsyncSession, coach_id: uuid.UUID, session_id: uuid.UUID, *, summary: int) -> None:
+    """Queue the L4 profile update from one summarised session; ``summary`` numbers the summary written (its
+    ``summary_attempts``), so the update from a summary written again (after a forget) is not refused as the
+    first one's duplicate (arq keeps a job id an hour)."""
+    job_id = f"{UPDATE_PROFILE}:{session_id}:{summary}"
+    add_job(session, coach_id, UPDATE_PROFILE, str(coach_id), str(session_id), job_id=job_id)
 
 
 def deliver_alert(

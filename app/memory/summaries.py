@@ -128,7 +128,7 @@ class SummaryService:
             chat_session.status = SessionStatus.SUMMARIZED
             chat_session.summary_error = None
             if queue_profile:
-                jobs.update_profile(uow.session, coach_id, session_id)
+                jobs.update_profile(uow.session, coach_id, session_id, summary=chat_session.summary_attempts)
 
         text = summary_vector_text(summary.summary, summary.topics)
         await self._registry.store_embedded(self._sessionmaker, coach_id, embedder, [text], store)

@@ -560,7 +560,7 @@ async def test_a_summary_written_while_the_client_forgets_more_of_its_session_le
     first = await say(container, coach, client_id, "I want to run the Berlin marathon in September.")
     await say(container, coach, client_id, "And I want to finish my novel this year.", first.conversation_id)
     await say(container, coach, client_id, "Long walks on Sundays help me think.", first.conversation_id)
-    await end_and_run(container, coach, first.conversation_id, run_jobs)
+    session_id = await end_and_run(container, coach, first.conversation_id, run_jobs)
     marathon, novel = sorted(await insights_of(container, coach, client_id), key=lambda i: i.text != MARATHON)
     assert (marathon.text, novel.text) == (MARATHON, NOVEL)
 
@@ -584,6 +584,12 @@ async def test_a_summary_written_while_the_client_forgets_more_of_its_session_le
     assert "Long walks" in json.dumps(summarised.summary)
     assert "marathon" not in json.dumps(summarised.summary) and "novel" not in json.dumps(summarised.summary)
     assert not {*marathon.source_message_ids, *novel.source_message_ids} & set(summarised.source_message_ids)
+    # each summary stored queued its own profile update, the rewrite's within the hour arq keeps the first's id
+    profile_jobs = [
+        Job(f"{UPDATE_PROFILE}:{session_id}:{n}", container.redis) for n in (1, summarised.summary_attempts)
+    ]
+    assert summarised.summary_attempts == 3  # the first, the one stored meanwhile not kept, the rewrite
+    assert [(await job.result_info()).success for job in profile_jobs] == [True, True]  # type: ignore[union-attr]
 
 
 # --- session summaries ----------------------------------------------------------------------------------
@@ -634,7 +640,7 @@ async def test_invalid_model_output_fails_the_summary_job_and_stores_nothing(
     result = await Job(f"{SUMMARIZE_SESSION}:{session_id}:ended", container.redis).result_info()
     assert result is not None and result.success is False
     assert isinstance(result.result, SummaryFailed) and result.job_try == 1
-    assert await Job(f"{UPDATE_PROFILE}:{session_id}", container.redis).status() == JobStatus.not_found
+    assert await Job(f"{UPDATE_PROFILE}:{session_id}:1", container.redis).status() == JobStatus.not_found
 
 
 def _esconv_dialog(max_tokens: int) -> dict[str, Any]:
