@@ -11,6 +11,10 @@ static files, error pages, 404s of unknown paths) and adds what it does not alre
 - ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer`` (tokens in URLs never leak
   through ``Referer``).
 - ``Strict-Transport-Security`` when the configured ``PUBLIC_URL`` is https (RFC 6797).
+- ``Cache-Control: no-store`` on the dashboard, the widget's pages and the API (:data:`NO_STORE_PREFIXES`):
+  they show API keys, widget tokens, webhook secrets and transcripts, which a shared machine's disk or
+  back/forward cache would keep after a log-out (RFC 9111 §5.2.2.5); a response that sets its own
+  ``Cache-Control`` (the avatar, the event stream) keeps it.
 
 CORS (https://fetch.spec.whatwg.org/#http-cors-protocol) for the widget's API is per coach, so Litestar's
 ``CORSConfig`` (one static allow-list) does not fit: the request's widget token names the coach, and
@@ -39,6 +43,8 @@ PREFLIGHT_MAX_AGE_S = 600
 CORS_ALLOW_HEADERS = "authorization, content-type"
 CORS_ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
 CORS_EXPOSE_HEADERS = "Link, Retry-After"
+NO_STORE_PREFIXES = ("/dashboard", "/w/", "/api/", "/login", "/signup")
+"""Paths whose responses are never stored by a browser or proxy cache (see the module docstring)."""
 """Response headers a page on an allowed origin may read besides the CORS-safelisted ones: a paged list's next
 page (``Link``) and how long a client over its message limit waits (``Retry-After``)."""
 
@@ -84,6 +90,8 @@ class SecurityHeaders:
         headers.setdefault("Referrer-Policy", "no-referrer")
         if self._hsts:
             headers.setdefault("Strict-Transport-Security", HSTS_VALUE)
+        if scope["path"].startswith(NO_STORE_PREFIXES):
+            headers.setdefault("Cache-Control", "no-store")
         self._cors(scope, headers)
 
     def _cors(self, scope: Scope, headers: MutableScopeHeaders) -> None:

@@ -75,9 +75,19 @@ class RotatingSessionBackend(ServerSideSessionBackend):
         """Store the session (and set its cookie); on a flagged response, first drop the old id and pick a new.
         A coach's session is (re)added to the coach's index each time it is stored: the store keeps a session
         for :data:`SESSION_MAX_AGE_S` from its last use, and so must the index, or a session in use for longer
-        than that since its log-in outlived the index and a password change no longer ended it."""
+        than that since its log-in outlived the index and a password change no longer ended it. An empty session
+        of a browser that sent none is not stored (every anonymous page view made a key living 14 days), and a
+        session ended while its request ran is not written back (the response would bring it back to life)."""
         state = connection.scope["state"]
         rotated = bool(state.pop(_ROTATE, False)) and scope_session is not Empty
+        sent_id = connection.cookies.get(self.config.key)
+        data = scope_session if isinstance(scope_session, dict) else None
+        if data == {} and not sent_id:
+            return  # an anonymous visit with nothing to keep: no key in the store (for 14 days), no cookie
+        if data and not rotated and sent_id and self.get_session_id(connection) == sent_id:
+            store = self.config.get_store_from_app(connection.scope["app"])
+            if not await store.exists(sent_id):  # ended while this request ran (logout, password change): it
+                scope_session = Empty  # stays ended, not written back by the response
         if rotated:
             old_id = connection.cookies.get(self.config.key)
             if old_id:
@@ -123,6 +133,10 @@ class DashboardSessions:
         key = self._index_key(coach_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             await pipe.sadd(key, session_id).expire(key, SESSION_MAX_AGE_S).execute()
+
+    async def alive(self, session_id: str | None) -> bool:
+        """Whether the dashboard session ``session_id`` is still stored (not logged out, ended or expired)."""
+        return session_id is not None and await self.store.exists(session_id)
 
     async def end_others(self, coach_id: uuid.UUID, keep: str | None = None) -> int:
         """End every dashboard session of the coach but ``keep`` (the caller's own, if any); returns how many

@@ -518,3 +518,52 @@ def test_rate_limit_settings_are_checked() -> None:
         Settings(auth_rate_limit_account="lots")
     defaults = Settings()
     assert defaults.auth_rate_limit_ip and defaults.auth_rate_limit_account
+
+
+async def test_an_anonymous_page_view_stores_no_session(browser: httpx.AsyncClient, services: Services) -> None:
+    """Every page view without a session cookie stored an empty session in Redis for 14 days (a loop of
+    anonymous requests filled Redis, which holds the jobs and the rate limits too): none is stored now."""
+    redis = SyncRedis.from_url(services.redis_url)
+    try:
+        before = len(redis.keys(f"{SESSION_NAMESPACE}:*"))
+        for page in ("/login", "/signup", "/"):
+            response = await browser.get(page)
+            assert response.status_code in (200, 302, 303, 307) and "session" not in response.cookies
+        assert len(redis.keys(f"{SESSION_NAMESPACE}:*")) == before
+    finally:
+        redis.close()
+    await sign_up(browser)  # a log-in still starts one
+    assert session_ids_stored(services, [browser.cookies["session"]]) == [browser.cookies["session"]]
+
+
+async def test_a_session_ended_while_its_request_runs_stays_ended(
+    browser: httpx.AsyncClient, other_browser: httpx.AsyncClient
+) -> None:
+    """A request of a session that a password change elsewhere ends while the request runs (here: its body
+    still arriving) used to write the session back with its response, so the old cookie logged in again."""
+    email = await sign_up(browser)
+    assert (await log_in(other_browser, email)).status_code in (302, 303)
+    token = await csrf(browser, "/dashboard/settings")
+    stolen = browser.cookies["session"]
+    sent, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b"timezone=UTC"
+        sent.set()
+        await go_on.wait()
+        yield b"&_csrf_token=" + token.encode()
+
+    headers = {"content-type": "application/x-www-form-urlencoded", "x-csrftoken": token}
+    in_flight = asyncio.create_task(browser.post("/dashboard/settings/tone", content=slow_body(), headers=headers))
+    await asyncio.wait_for(sent.wait(), 30)
+    await asyncio.sleep(0.3)  # the request is being handled: its session was loaded
+    other_token = await csrf(other_browser, "/dashboard/settings")
+    form = {"current_password": PASSWORD, "new_password": "brand new secret", "_csrf_token": other_token}
+    done = await other_browser.post(
+        "/dashboard/settings/password", data=form | {"new_password_confirm": "brand new secret"}
+    )
+    assert done.status_code == 200 and "1 other session(s) logged out" in done.text
+    go_on.set()
+    await in_flight
+    async with httpx.AsyncClient(base_url=str(browser.base_url), cookies={"session": stolen}) as stale:
+        assert (await stale.get("/dashboard/settings")).status_code in (302, 303)

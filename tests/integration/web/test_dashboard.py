@@ -387,6 +387,27 @@ async def test_event_stream_delivers_a_new_handoff(
     assert any(k == "message" and d["message"]["text"] == "/human" for k, d in events), events
 
 
+async def test_event_stream_ends_with_the_session_that_opened_it(
+    browser: httpx.AsyncClient, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """A log-out ends the session: its open stream relays nothing more and ends (it went on relaying every client
+    message, handoff and crisis alert to whoever held the session, a password change elsewhere too)."""
+    coach = await make_coach("Leaving Coach")
+    client = await make_client(http, coach, "Sam")
+    await log_in(browser, coach)
+    async with browser.stream("GET", "/dashboard/events") as stream:
+        lines = stream.aiter_lines()
+        async with asyncio.timeout(15):
+            while await anext(lines) != "event: ready":
+                pass
+        token = await csrf(browser, "/dashboard/settings")
+        assert (await browser.post("/logout", data={"_csrf_token": token})).status_code in (302, 303)
+        await client_chat(http, client["widget_token"], "/human")
+        async with asyncio.timeout(15):
+            rest = [line async for line in lines]
+    assert not [line for line in rest if line.startswith("event: ")], rest
+
+
 async def test_draft_review_on_the_conversation_page(
     browser: httpx.AsyncClient,
     http: httpx.AsyncClient,

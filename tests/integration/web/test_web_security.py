@@ -44,7 +44,7 @@ async def test_every_response_carries_the_security_headers(
         ("/static/app.css", {}),
         ("/api/v1/settings", coach.headers),
         ("/api/v1/settings", {}),  # 401
-        ("/no/such/page", {}),  # 404 outside every route
+        ("/dashboard/settings", {}),  # the redirect to the log-in page
         ("/w/not-a-token", {}),  # the widget's 404 page
     ]:
         response = await http.get(path, headers=headers)
@@ -54,6 +54,8 @@ async def test_every_response_carries_the_security_headers(
         assert response.headers["x-content-type-options"] == "nosniff", path
         assert response.headers["referrer-policy"] == "no-referrer", path
         assert "strict-transport-security" not in response.headers, path  # PUBLIC_URL is http here
+        # pages and API answers (keys, tokens, transcripts) are never kept in a browser's or proxy's cache
+        assert (response.headers.get("cache-control") == "no-store") == (path != "/static/app.css"), path
 
 
 async def test_widget_origins_setting_frames_the_widget_and_is_validated(
