@@ -18,11 +18,15 @@ When the prompt is over budget, cuts happen in this order, one unit at a time:
 1. the oldest L1 turns, while more than ``KEEP_RECENT`` remain (the last exchange matters most);
 2. the least similar few-shot examples (they are a nudge, memory and sources are facts);
 3. the style lines, last first;
-4. the lowest-scored memory items (recalled messages, summaries and insights compete on one score);
-5. the lowest-ranked passages, while more than one remains;
-6. the profile lines, last first;
-7. the last passage;
-8. the remaining L1 turns.
+4. the lowest-ranked passages, while more than ``KEEP_PASSAGES`` remain;
+5. the lowest-scored memory items (recalled messages, summaries and insights compete on one score);
+6. the lowest-ranked passages, while more than one remains;
+7. the profile lines, last first;
+8. the last passage;
+9. the remaining L1 turns.
+
+Memory goes after the weaker passages, not before them all: with the local model's 2,048-token window, five
+passages alone filled the budget, and a client asking what they had said got the book instead of the memory.
 
 Persona and the new message are always kept. Tokens are counted with tiktoken (cl100k);
 ``BUDGET_MARGIN`` covers other models' tokenizers and chat-template overhead.
@@ -49,6 +53,8 @@ if TYPE_CHECKING:
 BUDGET_MARGIN = 0.8
 PER_MESSAGE_OVERHEAD = 4
 KEEP_RECENT = 2
+KEEP_PASSAGES = 2
+"""Passages kept before memory items are cut (see the module docstring)."""
 LINE_START = re.compile(r"(?<=\n)(?=\S)")
 """Where a text may be cut for counting its tokens piece by piece: after a newline, before a character that is
 not whitespace. No pre-token of cl100k's pattern (tiktoken's ``pat_str``) crosses such a place: every pattern
@@ -189,6 +195,7 @@ def _cut_states(uncut: _Kept) -> list[_Kept]:
         (lambda: len(turns) > KEEP_RECENT, lambda: turns.pop(0)),
         (lambda: bool(shots), shots.pop),
         (lambda: bool(style), style.pop),
+        (lambda: len(passages) > KEEP_PASSAGES, passages.pop),
         (lambda: bool(items), items.pop),
         (lambda: len(passages) > 1, passages.pop),
         (lambda: bool(profile), profile.pop),

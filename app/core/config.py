@@ -150,6 +150,12 @@ class Settings(BaseSettings):
     )
     llm_max_tokens: int = Field(default=256, ge=16)
     llm_context_tokens: int = Field(default=2048, ge=512, description="Context window of the local model.")
+    llm_remote_context_tokens: int = Field(
+        default=16384,
+        ge=2048,
+        description="Context window the chat prompt may use on an OpenAI-compatible endpoint (the coach's own "
+        "model): 16k fits every current OpenAI chat model and most served open models.",
+    )
     llm_threads: int | None = Field(default=None, description="CPU threads for the local model.")
     embed_threads: int | None = Field(
         default=None,

@@ -12,9 +12,18 @@ from typing import Any
 import pytest
 import respx
 
-from app.chat.prompt import BUDGET_MARGIN, KEEP_RECENT, MEMORY_HEADER, PER_MESSAGE_OVERHEAD, assemble_prompt
+from app.chat.prompt import (
+    BUDGET_MARGIN,
+    KEEP_PASSAGES,
+    KEEP_RECENT,
+    MEMORY_HEADER,
+    PER_MESSAGE_OVERHEAD,
+    assemble_prompt,
+)
 from app.chat.spotlight import HIERARCHY, datamark
+from app.chat.turn.generate import prompt_budget
 from app.conversations.models import Message, SenderType
+from app.core.config import Settings
 from app.llm.base import ChatMessage, ProviderError
 from app.llm.openai_compat import OpenAIChatProvider
 from app.llm.schema import RETRY_TEMPERATURES, InvalidModelOutput, generate_structured, output_schema
@@ -109,13 +118,16 @@ def _check_shape(prompt: Any) -> None:
 
 
 def _check_cut_order(prompt: Any) -> None:
-    """The documented order: L1 down to KEEP_RECENT → memory items → passages down to one → profile lines →
-    the last passage → the remaining L1 turns. A later cut implies every earlier one is exhausted."""
+    """The documented order: L1 down to KEEP_RECENT → passages down to KEEP_PASSAGES → memory items → passages
+    down to one → profile lines → the last passage → the remaining L1 turns. A later cut implies every earlier
+    one is exhausted."""
     h, i, p, f = prompt.history_used, len(prompt.memory_items), len(prompt.passages), prompt.profile_lines
-    if i < N_ITEMS:
-        assert h <= KEEP_RECENT, "memory is cut only after L1 is down to KEEP_RECENT turns"
     if p < N_PASSAGES:
-        assert i == 0 and h <= KEEP_RECENT, "passages are cut only after every memory item"
+        assert h <= KEEP_RECENT, "passages are cut only after L1 is down to KEEP_RECENT turns"
+    if i < N_ITEMS:
+        assert h <= KEEP_RECENT and p <= KEEP_PASSAGES, "memory is cut only after the weaker passages"
+    if p < KEEP_PASSAGES:
+        assert i == 0 and h <= KEEP_RECENT, "the best passages are cut only after every memory item"
     if f < N_PROFILE:
         assert p <= 1 and i == 0 and h <= KEEP_RECENT, "the profile goes only when one passage is left"
     if p == 0:
@@ -149,9 +161,11 @@ def test_every_budget_fits_and_cuts_follow_the_documented_order() -> None:
         previous = state
         if KEEP_RECENT < h < N_HISTORY:
             stages.add("history")
-        if h == KEEP_RECENT and 0 < i < N_ITEMS:
+        if h == KEEP_RECENT and i == N_ITEMS and KEEP_PASSAGES < p < N_PASSAGES:
+            stages.add("weaker passages")
+        if h == KEEP_RECENT and p == KEEP_PASSAGES and 0 < i < N_ITEMS:
             stages.add("items")
-        if i == 0 and 1 < p < N_PASSAGES:
+        if i == 0 and p == 1 < KEEP_PASSAGES:
             stages.add("passages")
         if p == 1 and 0 < f < N_PROFILE:
             stages.add("profile")
@@ -161,7 +175,16 @@ def test_every_budget_fits_and_cuts_follow_the_documented_order() -> None:
             stages.add("last turns")
         if state == (N_HISTORY, N_ITEMS, N_PASSAGES, N_PROFILE):
             stages.add("everything")
-    assert stages == {"history", "items", "passages", "profile", "last passage", "last turns", "everything"}
+    assert stages == {
+        "history",
+        "weaker passages",
+        "items",
+        "passages",
+        "profile",
+        "last passage",
+        "last turns",
+        "everything",
+    }
 
 
 def test_long_history_and_many_memory_items_fit_the_apps_budget() -> None:
@@ -183,7 +206,8 @@ def test_long_history_and_many_memory_items_fit_the_apps_budget() -> None:
     assert [m["content"] for m in prompt.messages[1:-1]] == [h.text for h in history[-KEEP_RECENT:]]
     assert 0 < len(prompt.memory_items) < 30
     assert prompt.memory_items == items[: len(prompt.memory_items)], "the lowest-scored items are cut first"
-    assert len(prompt.passages) == 3 and prompt.profile_lines == 8, "passages and profile outlast memory items"
+    assert len(prompt.passages) == KEEP_PASSAGES, "the weakest passage goes before memory items"
+    assert prompt.profile_lines == 8, "the best passages and the profile outlast memory items"
 
 
 def test_prompt_places_profile_and_memory_before_passages_and_reports_attribution() -> None:
@@ -485,3 +509,21 @@ def test_format_messages_numbers_and_labels_the_speakers() -> None:
         "[2] Assistant (2026-11-20 09:14): How do you feel?",
         "[3] Coach (2026-11-20 09:14): Call me after.",
     ]
+
+
+def test_a_coachs_own_model_gets_its_own_budget_and_memory_outlasts_the_weaker_passages() -> None:
+    """The prompt budget is the local model's window only for the local model (it held every coach's prompt to
+    about 1,400 tokens); within it, five passages of the coach's book no longer push the client's memory out."""
+    settings = Settings(llm_context_tokens=2048, llm_remote_context_tokens=16384, llm_max_tokens=256)
+    assert prompt_budget(settings, "local") == 2048 - 256
+    assert prompt_budget(settings, "openai") == 16384 - 256
+    passages = [_passage(i, words=170) for i in range(1, 6)]
+    prompt = assemble_prompt(
+        persona=PERSONA,
+        passages=passages,
+        memory=MemoryContext([], ITEMS[:1]),
+        history=[],
+        user_text=QUESTION,
+        budget_tokens=prompt_budget(settings, "local"),
+    )
+    assert prompt.memory_items == ITEMS[:1] and KEEP_PASSAGES <= len(prompt.passages) < 5

@@ -34,7 +34,7 @@ from app.accounts.widget_settings import greeting, suggestions
 from app.channels.telegram import render
 from app.channels.telegram.bot import bot_id
 from app.channels.telegram.outbound import ChatOutbox, markup, with_retry
-from app.channels.telegram.service import MAX_ATTEMPTS, ChatBinding, TelegramService
+from app.channels.telegram.service import ChatBinding, TelegramService
 from app.channels.telegram.tone import TONE_COMMAND, TelegramTone, parse_tone
 from app.chat.turn import ANSWER_LATER, ChatService, TurnResult
 from app.conversations.metadata import client_citations, client_view
@@ -305,13 +305,13 @@ class TelegramChannel:
     async def process(self, coach_id: uuid.UUID, update: dict[str, Any]) -> None:
         """Handle one update: a message, a button press or the client blocking the bot. Errors are logged
         (with the update id, never the token). The update's claim is renewed meanwhile
-        (:meth:`~app.channels.telegram.service.TelegramService.renew`). It is then done, unless it failed
+        (:meth:`~app.channels.telegram.service.UpdateLedger.renew`). It is then done, unless it failed
         otherwise than on what it asks (a ``DomainError``: the bot disconnected) or on the client (who blocked the
         bot): the database or Redis out of reach, a bug. Such a failure leaves it to the worker's sweep
-        (:meth:`recover`), a few times (:meth:`~app.channels.telegram.service.TelegramService.failed`): a message
+        (:meth:`recover`), a few times (:meth:`~app.channels.telegram.service.UpdateLedger.failed`): a message
         that failed before it was stored is not lost (a message stored meanwhile is answered once)."""
         update_id = update.get("update_id")
-        claim = asyncio.create_task(self._keep_claimed(coach_id, update_id)) if isinstance(update_id, int) else None
+        claim = self.service.updates.keep_claimed(coach_id, update_id) if isinstance(update_id, int) else None
         failed = False
         try:
             bot = await self.service.bot(coach_id)
@@ -347,17 +347,7 @@ class TelegramChannel:
         finally:
             if claim is not None:
                 claim.cancel()
-        await (self._failed(coach_id, update_id) if failed else self._done(coach_id, update_id))
-
-    async def _keep_claimed(self, coach_id: uuid.UUID, update_id: int) -> None:
-        """Renew the update's claim every third of the reclaim window until cancelled (a failed renewal is
-        logged; the next one tries again)."""
-        while True:
-            await asyncio.sleep(self.service.reclaim_after_s / 3)
-            try:
-                await self.service.renew(coach_id, update_id)
-            except Exception:
-                log.exception("telegram update %s of coach %s: could not renew its claim", update_id, coach_id)
+        await self.service.updates.finish(coach_id, update_id, failed=failed)
 
     async def _screening(self, bot: Bot, coach_id: uuid.UUID, message: dict[str, Any]) -> asyncio.Task[None] | None:
         """A text message arriving while one of its chat is answered (:meth:`ChatLocks.busy`) is screened for a
@@ -394,35 +384,13 @@ class TelegramChannel:
         except Exception:
             log.exception("telegram: the early crisis screen of a message in chat %s failed", chat_id)
 
-    async def _done(self, coach_id: uuid.UUID, update_id: Any) -> None:
-        """Mark the update processed (handled or failed with a logged error; a process that dies before this leaves
-        it to a re-send or :meth:`recover`)."""
-        if isinstance(update_id, int):
-            try:
-                await self.service.done(coach_id, update_id)
-            except Exception:
-                log.exception("telegram update %s of coach %s: could not mark it processed", update_id, coach_id)
-
-    async def _failed(self, coach_id: uuid.UUID, update_id: Any) -> None:
-        """Count a failed attempt at the update (it stays for the sweep; given up after the last one). A failure
-        to count it leaves it taken, as a process that died would."""
-        if not isinstance(update_id, int):
-            return
-        try:
-            attempts = await self.service.failed(coach_id, update_id)
-        except Exception:
-            log.exception("telegram update %s of coach %s: could not record its failure", update_id, coach_id)
-            return
-        if attempts is not None and attempts >= MAX_ATTEMPTS:
-            log.error("telegram update %s of coach %s given up after %d attempts", update_id, coach_id, attempts)
-
     async def recover(self) -> int:
         """Process the updates of every bot that were recorded but never finished (their process died after
         answering Telegram, which then never re-sends them); each is taken first, so a live process's update is
         left alone. Returns how many were processed."""
         processed = 0
-        for coach_id, update_id in await self.service.stale_updates():
-            payload = await self.service.reclaim(coach_id, update_id)
+        for coach_id, update_id in await self.service.updates.stale_updates():
+            payload = await self.service.updates.reclaim(coach_id, update_id)
             if payload is not None:
                 await self.process(coach_id, payload)
                 processed += 1

@@ -128,7 +128,7 @@ async def telegram_webhook(
             raise TypeError("update_id")
     except (SerializationException, KeyError, TypeError):
         return Response({"status_code": 400, "detail": "the body is not a Telegram update"}, status_code=400)
-    if await telegram.service.first_delivery(coach_id, update_id, update):
+    if await telegram.service.updates.first_delivery(coach_id, update_id, update):
         telegram.dispatch(coach_id, update)
     return Response({"ok": True}, status_code=200)
 

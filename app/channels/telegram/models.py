@@ -77,7 +77,7 @@ class TelegramUpdate(TenantMixin, Base):
     never processed once the first was. The update's JSON (``payload``) is kept until it has been processed
     (``done_at``); ``claimed_at`` is when a process last took it, so an update whose process died is taken
     again (a re-send, or the worker's recovery sweep) once the claim is old; ``attempts`` counts the attempts
-    that failed (:meth:`~app.channels.telegram.service.TelegramService.failed`)."""
+    that failed (:meth:`~app.channels.telegram.service.UpdateLedger.failed`)."""
 
     __tablename__ = "telegram_updates"
     __table_args__ = (

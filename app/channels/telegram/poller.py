@@ -34,7 +34,7 @@ async def poll_once(channel: TelegramChannel, coach_id: uuid.UUID, wait_s: int =
     for update in updates:
         payload = update.to_dict()
         try:
-            first = await channel.service.first_delivery(coach_id, update.update_id, payload)
+            first = await channel.service.updates.first_delivery(coach_id, update.update_id, payload)
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) not in NUL_SQLSTATES:
                 raise

@@ -44,11 +44,11 @@ WEBHOOK_PATH = "/api/v1/telegram/webhook"
 RECLAIM_AFTER_S = 120.0
 """Seconds after which an update taken but never finished counts as lost with its process: a re-send of it is
 processed, and the worker's sweep processes it. The process working on an update renews its claim every third
-of this (:meth:`TelegramService.renew`), so a turn longer than this is not taken from it."""
+of this (:meth:`UpdateLedger.renew`), so a turn longer than this is not taken from it."""
 INVITE_TTL = timedelta(days=7)
 """How long an unused invite link works (an old link, forwarded or found later, binds no chat)."""
 MAX_ATTEMPTS = 5
-"""Attempts at processing an update that failed (:meth:`TelegramService.failed`) after which it is given up
+"""Attempts at processing an update that failed (:meth:`UpdateLedger.failed`) after which it is given up
 (marked done, its payload dropped, an error logged): about this many sweeps, minutes apart."""
 RETIRE_AFTER_S = 600.0
 """Seconds a coach's replaced Bot API client (the token changed, the bot connected again) stays open before its
@@ -88,6 +88,136 @@ class ChatBinding:
     active: bool
 
 
+class UpdateLedger:
+    """The update ids each coach's bot received (``telegram_updates``): an update is taken once, renewed while
+    processed, done, or counted failed and taken again by the worker's sweep once its claim is
+    :attr:`reclaim_after_s` old."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+        self.reclaim_after_s = RECLAIM_AFTER_S
+
+    def _stale(self) -> Any:
+        """SQL: the update was taken but not finished, and its claim is older than :attr:`reclaim_after_s`."""
+        cutoff = func.now() - timedelta(seconds=self.reclaim_after_s)
+        return TelegramUpdate.done_at.is_(None) & (TelegramUpdate.claimed_at < cutoff)
+
+    async def first_delivery(self, coach_id: uuid.UUID, update_id: int, payload: dict[str, Any]) -> bool:
+        """Record the update (``payload``, its JSON, kept until :meth:`done`) and take it; ``True`` when it is to
+        be processed now: its first delivery, or a re-send of one whose process died before finishing it (taken
+        over :attr:`reclaim_after_s` seconds ago, never done). ``False`` for a re-send of one processed or in
+        progress."""
+        statement = insert(TelegramUpdate).values(
+            id=uuid.uuid4(), coach_id=coach_id, update_id=update_id, payload=payload
+        )
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            taken = await session.scalar(
+                statement.on_conflict_do_update(
+                    index_elements=["coach_id", "update_id"], set_={"claimed_at": func.now()}, where=self._stale()
+                ).returning(TelegramUpdate.id)
+            )
+        return taken is not None
+
+    async def done(self, coach_id: uuid.UUID, update_id: int) -> None:
+        """Mark the update processed (its payload is dropped): never processed again."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            await session.execute(
+                update(TelegramUpdate)
+                .where(TelegramUpdate.coach_id == coach_id, TelegramUpdate.update_id == update_id)
+                .values(done_at=func.now(), payload=None)
+            )
+
+    async def failed(self, coach_id: uuid.UUID, update_id: int) -> int | None:
+        """Count a failed attempt at the update (the database or Redis out of reach, a bug: not the client's
+        input). It stays taken, with its payload, so the worker's sweep processes it again once its claim is
+        :attr:`reclaim_after_s` old (:meth:`stale_updates`); the :data:`MAX_ATTEMPTS`-th failure marks it done
+        instead, as :meth:`done`. Returns the failed attempts so far (``None``: it was done meanwhile)."""
+        given_up = TelegramUpdate.attempts + 1 >= MAX_ATTEMPTS
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            attempts: int | None = await session.scalar(
+                update(TelegramUpdate)
+                .where(
+                    TelegramUpdate.coach_id == coach_id,
+                    TelegramUpdate.update_id == update_id,
+                    TelegramUpdate.done_at.is_(None),
+                )
+                .values(
+                    attempts=TelegramUpdate.attempts + 1,
+                    done_at=case((given_up, func.now())),
+                    payload=case((given_up, null()), else_=TelegramUpdate.payload),
+                )
+                .returning(TelegramUpdate.attempts)
+            )
+        return attempts
+
+    async def finish(self, coach_id: uuid.UUID, update_id: Any, *, failed: bool) -> None:
+        """After processing the update: :meth:`done`, or a failed attempt counted (:meth:`failed`; an error
+        logged when it is given up). Errors are logged: an update not marked stays taken, as if its process
+        died, and the sweep takes it again."""
+        if not isinstance(update_id, int):
+            return
+        try:
+            if not failed:
+                await self.done(coach_id, update_id)
+                return
+            attempts = await self.failed(coach_id, update_id)
+        except Exception:
+            log.exception("telegram update %s of coach %s: could not record its outcome", update_id, coach_id)
+            return
+        if attempts is not None and attempts >= MAX_ATTEMPTS:
+            log.error("telegram update %s of coach %s given up after %d attempts", update_id, coach_id, attempts)
+
+    def keep_claimed(self, coach_id: uuid.UUID, update_id: int) -> asyncio.Task[None]:
+        """A task renewing the update's claim (:meth:`renew`) every third of :attr:`reclaim_after_s` until
+        cancelled (a failed renewal is logged; the next one tries again)."""
+
+        async def renewing() -> None:
+            while True:
+                await asyncio.sleep(self.reclaim_after_s / 3)
+                try:
+                    await self.renew(coach_id, update_id)
+                except Exception:
+                    log.exception("telegram update %s of coach %s: could not renew its claim", update_id, coach_id)
+
+        return asyncio.create_task(renewing())
+
+    async def renew(self, coach_id: uuid.UUID, update_id: int) -> None:
+        """Renew the claim of an update still being processed (its ``claimed_at`` is now), so a re-send and the
+        sweep (:meth:`reclaim`) leave it alone however long its turn takes: a slow model, a wait for a turn slot
+        or for the chat's previous update."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            await session.execute(
+                update(TelegramUpdate)
+                .where(
+                    TelegramUpdate.coach_id == coach_id,
+                    TelegramUpdate.update_id == update_id,
+                    TelegramUpdate.done_at.is_(None),
+                )
+                .values(claimed_at=func.now())
+            )
+
+    async def reclaim(self, coach_id: uuid.UUID, update_id: int) -> dict[str, Any] | None:
+        """Take an update whose process died (see :meth:`first_delivery`): its payload, or ``None`` when it was
+        finished or is taken by a live process meanwhile."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            payload: dict[str, Any] | None = await session.scalar(
+                update(TelegramUpdate)
+                .where(TelegramUpdate.coach_id == coach_id, TelegramUpdate.update_id == update_id, self._stale())
+                .values(claimed_at=func.now())
+                .returning(TelegramUpdate.payload)
+            )
+        return payload
+
+    async def stale_updates(self) -> list[tuple[uuid.UUID, int]]:
+        """``(coach_id, update_id)`` of the updates of every coach taken but never finished (read across tenants
+        by a SECURITY DEFINER function), oldest claim first, at most 500."""
+        async with self._sessionmaker() as session:
+            rows = await session.execute(
+                text("SELECT coach_id, update_id FROM telegram_stale_updates(:lease)"), {"lease": self.reclaim_after_s}
+            )
+        return [(row[0], int(row[1])) for row in rows]
+
+
 class TelegramService:
     """Bots, invites and chat bindings of the coaches' Telegram channels."""
 
@@ -108,8 +238,9 @@ class TelegramService:
         self.guard = EgressGuard.from_settings(settings)
         self._bots: dict[uuid.UUID, tuple[bytes, Bot]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
-        self.reclaim_after_s = RECLAIM_AFTER_S
         self.retire_after_s = RETIRE_AFTER_S
+        self.updates = UpdateLedger(sessionmaker)
+        """The updates received and their processing (:class:`UpdateLedger`)."""
 
     def mode(self) -> str:
         """``webhook`` when PUBLIC_URL is https or TELEGRAM_API_URL is a self-hosted Bot API server (or
@@ -292,95 +423,6 @@ class TelegramService:
             row = await session.scalar(select(TelegramBot).where(TelegramBot.coach_id == coach_id))
         expected = self._secrets.decrypt(row.webhook_secret_encrypted) if row is not None else secrets.token_hex(32)
         return hmac.compare_digest(expected.encode(), secret.encode()) and row is not None
-
-    def _stale(self) -> Any:
-        """SQL: the update was taken but not finished, and its claim is older than :attr:`reclaim_after_s`."""
-        cutoff = func.now() - timedelta(seconds=self.reclaim_after_s)
-        return TelegramUpdate.done_at.is_(None) & (TelegramUpdate.claimed_at < cutoff)
-
-    async def first_delivery(self, coach_id: uuid.UUID, update_id: int, payload: dict[str, Any]) -> bool:
-        """Record the update (``payload``, its JSON, kept until :meth:`done`) and take it; ``True`` when it is to
-        be processed now: its first delivery, or a re-send of one whose process died before finishing it (taken
-        over :attr:`reclaim_after_s` seconds ago, never done). ``False`` for a re-send of one processed or in
-        progress."""
-        statement = insert(TelegramUpdate).values(
-            id=uuid.uuid4(), coach_id=coach_id, update_id=update_id, payload=payload
-        )
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            taken = await session.scalar(
-                statement.on_conflict_do_update(
-                    index_elements=["coach_id", "update_id"], set_={"claimed_at": func.now()}, where=self._stale()
-                ).returning(TelegramUpdate.id)
-            )
-        return taken is not None
-
-    async def done(self, coach_id: uuid.UUID, update_id: int) -> None:
-        """Mark the update processed (its payload is dropped): never processed again."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            await session.execute(
-                update(TelegramUpdate)
-                .where(TelegramUpdate.coach_id == coach_id, TelegramUpdate.update_id == update_id)
-                .values(done_at=func.now(), payload=None)
-            )
-
-    async def failed(self, coach_id: uuid.UUID, update_id: int) -> int | None:
-        """Count a failed attempt at the update (the database or Redis out of reach, a bug: not the client's
-        input). It stays taken, with its payload, so the worker's sweep processes it again once its claim is
-        :attr:`reclaim_after_s` old (:meth:`stale_updates`); the :data:`MAX_ATTEMPTS`-th failure marks it done
-        instead, as :meth:`done`. Returns the failed attempts so far (``None``: it was done meanwhile)."""
-        given_up = TelegramUpdate.attempts + 1 >= MAX_ATTEMPTS
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            attempts: int | None = await session.scalar(
-                update(TelegramUpdate)
-                .where(
-                    TelegramUpdate.coach_id == coach_id,
-                    TelegramUpdate.update_id == update_id,
-                    TelegramUpdate.done_at.is_(None),
-                )
-                .values(
-                    attempts=TelegramUpdate.attempts + 1,
-                    done_at=case((given_up, func.now())),
-                    payload=case((given_up, null()), else_=TelegramUpdate.payload),
-                )
-                .returning(TelegramUpdate.attempts)
-            )
-        return attempts
-
-    async def renew(self, coach_id: uuid.UUID, update_id: int) -> None:
-        """Renew the claim of an update still being processed (its ``claimed_at`` is now), so a re-send and the
-        sweep (:meth:`reclaim`) leave it alone however long its turn takes: a slow model, a wait for a turn slot
-        or for the chat's previous update."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            await session.execute(
-                update(TelegramUpdate)
-                .where(
-                    TelegramUpdate.coach_id == coach_id,
-                    TelegramUpdate.update_id == update_id,
-                    TelegramUpdate.done_at.is_(None),
-                )
-                .values(claimed_at=func.now())
-            )
-
-    async def reclaim(self, coach_id: uuid.UUID, update_id: int) -> dict[str, Any] | None:
-        """Take an update whose process died (see :meth:`first_delivery`): its payload, or ``None`` when it was
-        finished or is taken by a live process meanwhile."""
-        async with tenant_session(self._sessionmaker, coach_id) as session:
-            payload: dict[str, Any] | None = await session.scalar(
-                update(TelegramUpdate)
-                .where(TelegramUpdate.coach_id == coach_id, TelegramUpdate.update_id == update_id, self._stale())
-                .values(claimed_at=func.now())
-                .returning(TelegramUpdate.payload)
-            )
-        return payload
-
-    async def stale_updates(self) -> list[tuple[uuid.UUID, int]]:
-        """``(coach_id, update_id)`` of the updates of every coach taken but never finished (read across tenants
-        by a SECURITY DEFINER function), oldest claim first, at most 500."""
-        async with self._sessionmaker() as session:
-            rows = await session.execute(
-                text("SELECT coach_id, update_id FROM telegram_stale_updates(:lease)"), {"lease": self.reclaim_after_s}
-            )
-        return [(row[0], int(row[1])) for row in rows]
 
     async def invite(self, coach_id: uuid.UUID, client_id: uuid.UUID) -> Invite:
         """A new one-time invite for the client, valid for :data:`INVITE_TTL`; the client's earlier unused

@@ -31,6 +31,15 @@ APOLOGY = (
 )
 
 
+def prompt_budget(settings: Settings, provider: str) -> int:
+    """Tokens the chat prompt may take (the context window less the reply's ``LLM_MAX_TOKENS``): the local
+    model's window (``LLM_CONTEXT_TOKENS``) for ``provider`` ``local``, else ``LLM_REMOTE_CONTEXT_TOKENS``. The
+    local window held every provider's prompt to about 1,400 tokens, so a coach on their own model lost the
+    client's memory and all but two recent turns whenever the coach's material was retrieved."""
+    window = settings.llm_context_tokens if provider == "local" else settings.llm_remote_context_tokens
+    return window - settings.llm_max_tokens
+
+
 class Generator:
     """Produces the reply text of a turn (streamed) and its generation metadata."""
 
@@ -88,7 +97,7 @@ class Generator:
             memory=gathered.memory,
             history=turn.history,
             user_text=turn.message.text,
-            budget_tokens=self._settings.llm_context_tokens - self._settings.llm_max_tokens,
+            budget_tokens=prompt_budget(self._settings, coach.llm_provider),
             examples=learned.examples,
             style=style_lines(coach.style_profile),
             coach_name=coach.name,

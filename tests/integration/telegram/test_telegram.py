@@ -632,7 +632,7 @@ async def test_an_update_whose_process_died_before_storing_it_is_processed_when_
     await post_update(tg, bot, lost)  # a re-send while the claim is fresh: maybe still in progress elsewhere
     await drain(tg)
     assert llm.routes["completions"].call_count == calls_before
-    monkeypatch.setattr(channel.service, "reclaim_after_s", 0.2)
+    monkeypatch.setattr(channel.service.updates, "reclaim_after_s", 0.2)
     await asyncio.sleep(0.3)
     await post_update(tg, bot, lost)  # Telegram sends it again: processed now
     await drain(tg)
@@ -682,7 +682,7 @@ async def test_an_update_that_fails_before_its_message_is_stored_is_processed_ag
     assert row.done_at is None and row.attempts == 1 and row.payload == update
     listed = (await tg.get("/api/v1/conversations", headers=bot.coach.headers)).json()
     assert [c for c in listed if c["client_id"] == client_id] == []  # nothing stored yet
-    monkeypatch.setattr(channel.service, "reclaim_after_s", 0.2)
+    monkeypatch.setattr(channel.service.updates, "reclaim_after_s", 0.2)
     await asyncio.sleep(0.3)
     calls_before = llm.routes["completions"].call_count
     assert await channel.recover() == 1
@@ -748,7 +748,7 @@ async def test_an_update_whose_turn_outlasts_the_reclaim_window_is_not_taken_fro
     bot = await make_bot(confidence_threshold=0.0)
     chat_id, client_id = await bound_chat(tg, bot, fake)
     channel = tg.app.state.telegram  # type: ignore[attr-defined]
-    monkeypatch.setattr(channel.service, "reclaim_after_s", 0.3)
+    monkeypatch.setattr(channel.service.updates, "reclaim_after_s", 0.3)
     asked, go_on = asyncio.Event(), asyncio.Event()
 
     class Slow(httpx.AsyncByteStream):
