@@ -150,6 +150,17 @@ def screen_flag(risk: RiskAssessment) -> bool:
     return risk.level == "crisis" or "learned" in risk.matched
 
 
+def with_unanswered(current: RiskAssessment, unanswered: Sequence[RiskAssessment]) -> RiskAssessment:
+    """This turn's risk given the assessments of the client's earlier messages no turn answered (oldest first):
+    the first of those at level ``crisis`` when this one is not (``"unanswered"`` added to ``matched``), so the
+    crisis protocol runs now for a crisis whose own turn never ran (its process died) or failed, instead of
+    never; else ``current``."""
+    if current.level == "crisis":
+        return current
+    crisis = next((a for a in unanswered if a.level == "crisis"), None)
+    return current if crisis is None else replace(crisis, matched=[*crisis.matched, "unanswered"])
+
+
 def conversation_risk(recent: Sequence[RiskAssessment]) -> RiskAssessment:
     """The conversation's risk from the client's latest message assessments (oldest first, the current
     message last; any length — only the last :data:`CONVERSATION_WINDOW` count).

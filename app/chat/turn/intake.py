@@ -30,7 +30,7 @@ from app.core.validation import NUL, NUL_REFUSED
 from app.db import jobs
 from app.db.engine import after_commit
 from app.handoff.crisis_model import minilm, windows
-from app.handoff.detector import CONVERSATION_WINDOW, CrisisDetector, conversation_risk
+from app.handoff.detector import CONVERSATION_WINDOW, CrisisDetector, conversation_risk, with_unanswered
 from app.handoff.queue import HANDOFF_LOCK
 from app.handoff.service import HandoffService
 from app.handoff.signals import turn_signals
@@ -228,6 +228,8 @@ class Intake:
         risk = conversation_risk(
             [*(self._risk.lexicon.assess(t) for t in client_texts[-CONVERSATION_WINDOW + 1 :]), risk]
         )
+        unanswered = [m.text for m in earlier if m.sender_type == SenderType.CLIENT and m.answered_at is None]
+        risk = with_unanswered(risk, [self._risk.lexicon.assess(text) for text in unanswered])
         signals = turn_signals(
             message.text,
             risk=risk,

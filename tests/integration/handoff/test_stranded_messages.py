@@ -90,3 +90,24 @@ async def test_a_message_whose_turn_never_ran_is_answered_by_the_sweep_and_only_
                 )
             ).all()
             assert (senders[-1] == SenderType.AI) is answered, (message.text, senders)
+
+
+async def test_a_crisis_whose_turn_never_ran_gets_the_crisis_protocol_at_the_next_turn(
+    http: httpx.AsyncClient,
+    container: Container,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+) -> None:
+    """A crisis message is stored and acknowledged, and its turn never runs (the web process died, or the turn
+    failed before its screen); the client then writes again. The sweep answers only a conversation's latest
+    message, and the new message alone is calm: its turn now runs the crisis protocol for the earlier one."""
+    setup = await new_setup("Crisis Later Coach")
+    conversation_id = (await chat(http, setup, "Hello there."))["conversation_id"]
+    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    kwargs = {"conversation_id": uuid.UUID(conversation_id), "channel": "widget"}
+    await container.chat.receive(coach_id, client_id, "I want to end my life tonight", **kwargs)  # no turn ran
+    calls = llm_api["completions"].call_count
+    body = await chat(http, setup, "hello?", conversation_id)
+    assert body["handoff"] == {"status": "open", "reason": "crisis"}
+    assert body["reply"].startswith("I'm really glad you told me")
+    assert llm_api["completions"].call_count == calls
