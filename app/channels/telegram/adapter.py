@@ -239,9 +239,16 @@ def _key(coach_id: uuid.UUID, chat_id: int, kind: str = "turn-lock") -> str:
     return f"telegram:{kind}:{coach_id}:{chat_id}"
 
 
+def _written(message: dict[str, Any]) -> Any:
+    """What the client wrote in a Bot API message: its ``text``, else the ``caption`` of a photo, a document or
+    a voice message (the attachment itself is not read; its caption is a message like any other, crisis screen
+    included)."""
+    return message.get("text") if message.get("text") is not None else message.get("caption")
+
+
 def _plain_text(message: dict[str, Any]) -> str | None:
     """The text of a Bot API message that is neither empty nor a command (every command starts with "/")."""
-    text = message.get("text")
+    text = _written(message)
     return text if isinstance(text, str) and text.strip() and not text.startswith("/") else None
 
 
@@ -400,7 +407,7 @@ class TelegramChannel:
         chat = message.get("chat") or {}
         if chat.get("type") != "private":
             return
-        chat_id, text = int(chat["id"]), message.get("text")
+        chat_id, text = int(chat["id"]), _written(message)
         if isinstance(text, str) and text.startswith("/start"):
             code = text.partition(" ")[2].strip()
             if code:
@@ -437,7 +444,7 @@ class TelegramChannel:
         answered in turn (the original stays in the transcript as the coach saw it, answered or not). Each edit
         is stored once (``client_message_id`` ``tg:<bot>:<chat>:<message>:e<edit_date>``). An edited command, a
         non-text edit (a caption) and an edit in a chat bound to no client are ignored."""
-        chat, text = message.get("chat") or {}, message.get("text")
+        chat, text = message.get("chat") or {}, _written(message)
         if chat.get("type") != "private" or not isinstance(text, str) or not text.strip() or text.startswith("/"):
             return
         binding = await self.service.binding(coach_id, int(chat["id"]))
