@@ -786,11 +786,11 @@ async def test_non_text_messages_get_a_polite_reply_and_store_nothing(
     assert [c for c in listed if c["client_id"] == client_id] == []
     # a caption is what the client wrote: stored and answered, the crisis screen included
     captioned = recorded("photo_message", update_id=next(_chat_ids), chat_id=chat_id)
-    captioned["message"]["caption"] = "I want to end my life tonight"
+    captioned["message"]["caption"] = caption = "I want to end my life tonight"
     await post_update(tg, bot, captioned)
     await drain(tg)
     conversation = await conversation_of(tg, bot, client_id)
-    assert [m["text"] for m in conversation["messages"] if m["sender_type"] == "client"] == ["I want to end my life tonight"]
+    assert [m["text"] for m in conversation["messages"] if m["sender_type"] == "client"] == [caption]
     [handoff] = (await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()
     assert handoff["reason"] == "crisis"
 
