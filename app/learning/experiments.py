@@ -255,8 +255,9 @@ class ExperimentService:
         alpha: float = 0.05,
         min_samples: int = 30,
     ) -> Experiment:
-        """Start an experiment. Raises ``InvalidInput`` (bad name, metric, variants, ``alpha`` outside
-        (0, 0.5], ``min_samples`` outside 1–100000) and ``Conflict`` (another experiment is running)."""
+        """Start an experiment. Raises ``InvalidInput`` (bad name, metric, variants, a ``model`` variant on the
+        local provider, ``alpha`` outside (0, 0.5], ``min_samples`` outside 1–100000) and ``Conflict`` (another
+        experiment is running)."""
         name = (name or "").strip()
         if not name or len(name) > 200:
             raise InvalidInput("name must be 1 to 200 characters")
@@ -267,6 +268,9 @@ class ExperimentService:
         if not 1 <= min_samples <= 100_000:
             raise InvalidInput("min_samples must be a whole number from 1 to 100000")
         cleaned = _clean_variants(variants)
+        if any("model" in variant for variant in cleaned) and (await uow.coach()).llm_provider == "local":
+            # the packaged model is the only one the local provider serves: the arm would run the base model
+            raise InvalidInput("a model variant needs an OpenAI-compatible model endpoint (llm_provider 'openai')")
         try:
             session, coach_id = uow.session, uow.coach_id
             if await self._running(session, coach_id) is not None:

@@ -203,6 +203,10 @@ async def test_bad_experiments_are_refused_and_change_nothing(
             {"name": "x", "metric": "handoff_rate", "variants": [{"name": "a"}, {"name": "b", "temperature": 5}]},
             "temperature",
         ),
+        (  # the local provider serves its packaged model only: that arm would run the base model unseen
+            {"name": "x", "metric": "handoff_rate", "variants": [{"name": "a"}, {"name": "b", "model": "gpt-4o"}]},
+            "OpenAI-compatible",
+        ),
     ):
         response = await http.post(url, headers=coach.headers, json=body)
         assert response.status_code == 400 and message in response.json()["detail"], response.text
