@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Bot
-from telegram.error import TelegramError
+from telegram.error import BadRequest, NetworkError, TelegramError
 
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import unit_of_work
@@ -66,6 +66,15 @@ class BotInfo:
     webhook_url: str | None
     token: str
     open_enrollment: bool
+
+
+def _refused(exc: TelegramError) -> InvalidInput:
+    """The coach's error for a Bot API call of :meth:`TelegramService.connect` that failed: Telegram's reason
+    for refusing the token, or that Telegram could not be reached (a network error or a timeout: python-telegram-
+    bot's ``NetworkError`` other than its ``BadRequest``), which says nothing about the token."""
+    if isinstance(exc, NetworkError) and not isinstance(exc, BadRequest):
+        return InvalidInput(f"could not reach Telegram ({exc.message}); nothing was saved, try again later")
+    return InvalidInput(f"Telegram refused the bot token: {exc.message}")
 
 
 @dataclass(frozen=True)
@@ -270,7 +279,7 @@ class TelegramService:
             try:
                 me = await bot.get_me()
             except TelegramError as exc:
-                raise InvalidInput(f"Telegram refused the bot token: {exc.message}") from None
+                raise _refused(exc) from None
             # stored (flushed) before the webhook moves, committed after: a bot connected to another account
             # is refused before its updates are taken from that account
             async with tenant_session(self._sessionmaker, coach_id) as session:
@@ -296,7 +305,7 @@ class TelegramService:
                 try:
                     await self._register(bot, coach_id, mode, secret)
                 except TelegramError as exc:
-                    raise InvalidInput(f"Telegram refused the bot token: {exc.message}") from None
+                    raise _refused(exc) from None
         finally:
             await bot.shutdown()
         self._retire(coach_id)

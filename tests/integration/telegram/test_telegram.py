@@ -190,6 +190,11 @@ async def test_a_bad_token_is_a_400_with_telegrams_reason_and_nothing_is_stored(
     response = await tg.put("/api/v1/channels/telegram", headers=bot.coach.headers, json={"bot_token": "not a token"})
     assert response.status_code == 400 and "bot token" in response.json()["detail"]
     assert len(fake.calls) == before  # refused before any call
+    fake.fail("getMe", 502, "Bad Gateway")  # Telegram out of reach says nothing about the token
+    response = await tg.put(
+        "/api/v1/channels/telegram", headers=bot.coach.headers, json={"bot_token": new_token(fake)[0]}
+    )
+    assert response.status_code == 400 and response.json()["detail"].startswith("could not reach Telegram")
     shown = (await tg.get("/api/v1/channels/telegram", headers=bot.coach.headers)).json()
     assert shown["bot_username"] == bot.username  # the earlier bot is untouched
 
