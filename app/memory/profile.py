@@ -35,16 +35,27 @@ PROFILE_LISTS = ("communication_preferences", "what_works", "what_doesnt_work", 
 """The profile's list fields (lines of short statements)."""
 
 
-def _merge_list(current: Sequence[str], new: Sequence[str]) -> list[str]:
-    """``current`` plus the entries of ``new`` not already there (case-insensitive), newest last, capped at
-    ``PROFILE_LIST_CAP`` (the oldest go first)."""
+def _merge_list(current: Sequence[str], new: Sequence[str], kept: frozenset[str] = frozenset()) -> list[str]:
+    """``current`` plus the entries of ``new`` not already there (case-insensitive), newest last, the learnt
+    ones capped at ``PROFILE_LIST_CAP`` (the oldest go first). ``kept``: the casefolded entries the cap never
+    takes (the coach's own lines: no session gave them, and the coach may save up to 20)."""
     seen = {entry.casefold() for entry in current}
     merged = list(current)
     for entry in new:
         if entry.casefold() not in seen:
             seen.add(entry.casefold())
             merged.append(entry)
-    return merged[-PROFILE_LIST_CAP:]
+    learnt = [entry.casefold() for entry in merged if entry.casefold() not in kept]
+    dropped = set(learnt[:-PROFILE_LIST_CAP]) if len(learnt) > PROFILE_LIST_CAP else set()
+    return [entry for entry in merged if entry.casefold() not in dropped]
+
+
+def _coachs_own(profile: ClientProfile, name: str) -> frozenset[str]:
+    """The casefolded lines of list ``name`` no session gave (:attr:`ClientProfile.entry_sessions`): the
+    coach's own (or lines from before sources were recorded), which the update job neither caps nor
+    attributes to a session, so forgetting a session never takes them."""
+    sources = (profile.entry_sessions or {}).get(name, {})
+    return frozenset(line.casefold() for line in getattr(profile, name) if line.casefold() not in sources)
 
 
 def _learnt(profile: ClientProfile, name: str, lines: Sequence[str], session_id: uuid.UUID) -> None:
@@ -185,9 +196,9 @@ class ProfileService:
                 return "summary changed meanwhile"
             profile = await profile_for_update(session, coach_id, client.id)
             for name in PROFILE_LISTS:
-                lines = getattr(output, name)
-                setattr(profile, name, _merge_list(getattr(profile, name), lines))
-                _learnt(profile, name, lines, session_id)
+                lines, own = getattr(output, name), _coachs_own(profile, name)
+                setattr(profile, name, _merge_list(getattr(profile, name), lines, own))
+                _learnt(profile, name, [line for line in lines if line.casefold() not in own], session_id)
             keep_sources_of_held_lines(profile)
             if output.tone and profile.coach_edited_at is None:
                 profile.tone = output.tone

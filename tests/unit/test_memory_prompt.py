@@ -322,6 +322,16 @@ def test_merge_list_keeps_the_newest_entries_up_to_the_cap() -> None:
     assert merged[-2:] == ["new 1", "new 2"] and merged[0] == "old 2", "the oldest entries drop out"
 
 
+def test_merge_list_never_caps_the_coachs_own_lines() -> None:
+    """The coach may save 20 lines a list; the update job's cap of 8 applies to the lines sessions gave."""
+    coachs = [f"coach {i}" for i in range(15)]
+    merged = _merge_list(coachs, ["new 1", "new 2"], frozenset(line.casefold() for line in coachs))
+    assert merged == [*coachs, "new 1", "new 2"]
+    learnt = [f"learnt {i}" for i in range(PROFILE_LIST_CAP)]
+    merged = _merge_list(["coach 0", *learnt], ["new 1"], frozenset({"coach 0"}))
+    assert merged == ["coach 0", *learnt[1:], "new 1"]
+
+
 # --- output schema and Structured Outputs on the wire ---------------------------------------------------
 
 

@@ -544,6 +544,32 @@ async def test_an_insight_forgotten_while_extraction_decides_does_not_come_back(
     assert [(row.id, row.status, row.text) for row in rows] == [(insight.id, "deleted", "")]
 
 
+async def test_the_coachs_own_profile_line_restated_by_a_session_stays_when_that_session_is_forgotten(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """The coach writes a profile line before any session; a session's profile update then says the same. The
+    line stays the coach's: no session is recorded as its source, so forgetting that session keeps it."""
+    client_id = await new_client(http, coach, "Noor")
+    url = f"/api/v1/clients/{client_id}/memory"
+    own = {"communication_preferences": ["Likes short, concrete plans"]}  # what the fake model's profile says
+    assert (await http.patch(f"{url}/profile", headers=coach.headers, json=own)).status_code == 200
+    turn = await say(container, coach, client_id, "I want to run the Berlin marathon in September 2027.")
+    session_id = await end_and_run(container, coach, turn.conversation_id, run_jobs)
+    assert len(llm.structured["profile"]) == 1, "the session's profile update ran"
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as s:
+        profile = await s.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+    assert profile is not None and "likes short, concrete plans" not in profile.entry_sessions.get(
+        "communication_preferences", {}
+    )
+    assert (await http.delete(f"{url}/summaries/{session_id}", headers=coach.headers)).status_code == 204
+    shown = (await http.get(url, headers=coach.headers)).json()["profile"]
+    assert shown["communication_preferences"] == ["Likes short, concrete plans"]
+
+
 async def test_a_summary_written_while_the_client_forgets_more_of_its_session_leaves_that_out(
     container: Container,
     http: httpx.AsyncClient,
