@@ -1,5 +1,6 @@
-"""The SLA holding message: a client whose handoff is still open past the coach's SLA gets one message
-saying when the coach will reply (and where to turn if it is urgent)."""
+"""The SLA holding message: a client whose handoff is still open past the coach's SLA, or whose message waits
+that long for the coach who took the conversation, gets a message saying when the coach will reply (and where
+to turn if it is urgent)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ from app.handoff.queue import HANDOFF_LOCK
 from app.handoff.service import HandoffService
 from app.memory.messages import store_message
 
+_STILL_OVERDUE = text("SELECT EXISTS (SELECT 1 FROM overdue_handoffs() WHERE handoff_id = :handoff_id)")
+"""Whether the handoff is overdue (``overdue_handoffs()``, migrations 0048 and 0054), read again in the tenant's
+transaction once its rows are locked."""
+
 
 class SlaNotices:
     """Sends the holding messages of overdue handoffs (the worker's cron)."""
@@ -30,10 +35,10 @@ class SlaNotices:
         self._handoffs = handoffs
 
     async def send_sla_notices(self) -> int:
-        """Cron: send the client one holding message for every handoff past its coach's SLA: still open, or
-        claimed with a client message written since the takeover that waits for the coach's reply (the coach took
-        the conversation and left it; the AI stays paused). Returns how many were sent. Each runs in its own
-        tenant transaction and re-checks the handoff."""
+        """Cron: send the client a holding message for every handoff past its coach's SLA: still open (once), or
+        claimed with a client message written since the takeover (and since the last holding message) that waits
+        for the coach's reply (the coach took the conversation and left it; the AI stays paused). Returns how
+        many were sent. Each runs in its own tenant transaction and re-checks the handoff under its lock."""
         async with self._sessionmaker() as session:
             overdue = (await session.execute(text("SELECT coach_id, handoff_id FROM overdue_handoffs()"))).all()
         sent = 0
@@ -50,7 +55,8 @@ class SlaNotices:
                 if conversation is None:
                     continue
                 handoff = await session.get(Handoff, handoff_id, with_for_update=True)
-                if handoff is None or handoff.status not in HandoffStatus.ACTIVE or handoff.sla_notified_at:
+                # overdue still, under the locks: not replied to, claimed or notified by another run meanwhile
+                if handoff is None or not await session.scalar(_STILL_OVERDUE, {"handoff_id": handoff_id}):
                     continue
                 coach = await uow.coach()
                 now = datetime.now(UTC)

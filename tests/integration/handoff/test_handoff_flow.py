@@ -830,7 +830,8 @@ async def backdate(services: Services, conversation_ids: list[str], *, minutes: 
     ``minutes`` into the past (as the schema owner: across tenants)."""
     engine = create_async_engine(services.migration_database_url)
     updates = ["UPDATE handoffs SET created_at = created_at - make_interval(mins => :m),"
-               " claimed_at = claimed_at - make_interval(mins => :m) WHERE conversation_id = :c"]  # fmt: skip
+               " claimed_at = claimed_at - make_interval(mins => :m),"
+               " sla_notified_at = sla_notified_at - make_interval(mins => :m) WHERE conversation_id = :c"]  # fmt: skip
     if messages:
         updates.append(
             "UPDATE messages SET created_at = created_at - make_interval(mins => :m) WHERE conversation_id = :c"
@@ -887,6 +888,12 @@ async def test_a_client_waiting_past_the_sla_after_the_coach_took_over_gets_one_
     assert left_messages[-1]["metadata"]["notice"] == "sla" and "pulled away" in left_messages[-1]["text"]
     assert not [m for m in await transcript(http, setup, answered) if m["metadata"].get("notice") == "sla"]
     assert (await chat(http, setup, "Hello?", left))["reply"] == "", "the AI stays paused: the coach has it"
+    # the client waits again: a holding message for this wait too (one ever left them waiting for good)
+    await backdate(services, [left], minutes=6, messages=True)
+    await container.sla_notices.send_sla_notices()
+    await container.sla_notices.send_sla_notices()
+    notices = [m for m in await transcript(http, setup, left) if m["metadata"].get("notice") == "sla"]
+    assert len(notices) == 2
 
 
 # ---------------------------------------------------------------------------------------- bad input
