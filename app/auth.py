@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from typing import Any
 
@@ -135,9 +136,25 @@ AUTH_BODY_MAX_BYTES = 4 * 1024
 bodies get a 413 before anything is parsed or hashed."""
 
 
+IPV6_PREFIX = 64
+"""Bits of an IPv6 address that name the rate-limited network: one host usually holds a whole /64 (RFC 4291's
+interface identifier is the other 64 bits), so counting by address let it take a fresh one per request."""
+
+
 def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    """The peer's IP address (uvicorn puts a trusted proxy's ``X-Forwarded-For`` here: ``FORWARDED_ALLOW_IPS``)."""
-    return connection.client.host if connection.client else "unknown"
+    """The peer the rate limits count: its IPv4 address, or its IPv6 address's :data:`IPV6_PREFIX` network
+    (``2001:db8:1:2::/64``); an IPv4-mapped IPv6 address counts as its IPv4 address. uvicorn puts a trusted
+    proxy's ``X-Forwarded-For`` here (``FORWARDED_ALLOW_IPS``)."""
+    host = connection.client.host if connection.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False))
+    return host
 
 
 def account_delete_key(coach_id: uuid.UUID) -> str:

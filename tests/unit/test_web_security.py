@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from app.auth import client_ip
 from app.core.access_log import RedactSecrets, redact_url
 from app.core.errors import InvalidInput
 from app.core.headers import CORS_ORIGIN_STATE, SecurityHeaders, content_security_policy, is_own_origin
@@ -166,3 +168,15 @@ def test_charts_carry_no_script_or_inline_style() -> None:
     assert not re.search(r"<script|<style|\sstyle=|kozea\.github\.io|https?://(?!www\.w3\.org)", svg), svg
     css = chart_stylesheet()
     assert ".pygal-chart .title" in css and "#chart-" not in css and "#2f6f4f" in css.lower()
+
+
+def test_rate_limits_count_an_ipv6_host_by_its_64_network() -> None:
+    """One IPv6 host holds a whole /64: counted by address, it took a fresh one for each log-in attempt."""
+
+    def peer(host: str) -> Any:
+        return SimpleNamespace(client=SimpleNamespace(host=host))
+
+    assert client_ip(peer("::1")) == client_ip(peer("::1:0:0:1")) == "::/64"
+    assert client_ip(peer("::ffff:127.0.0.1")) == client_ip(peer("127.0.0.1")) == "127.0.0.1"
+    assert client_ip(peer("testclient")) == "testclient"
+    assert client_ip(SimpleNamespace(client=None)) == "unknown"
