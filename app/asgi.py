@@ -16,6 +16,7 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
@@ -237,7 +238,14 @@ def create_app(
         stores={"sessions": sessions.store},
         middleware=[sessions.config.middleware],
         csrf_config=csrf_config(settings),
-        openapi_config=OpenAPIConfig(title="OpenCoach API", version="1.0.0", path="/schema"),
+        # the document itself at /schema too: Litestar's interactive pages load their script from a CDN and
+        # run it inline, which the app's CSP refuses (they rendered blank), and would be third-party script
+        openapi_config=OpenAPIConfig(
+            title="OpenCoach API",
+            version="1.0.0",
+            path="/schema",
+            render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"])],
+        ),
         request_max_body_size=max_body,
         # live events (app.handoff.live) from any process reach this process's subscribers through Redis
         plugins=[
