@@ -61,6 +61,7 @@ from app.db.jobs import (
     INGEST_DOCUMENT,
     POLL_FINE_TUNE,
     PURGE_ERASED_DATA,
+    REBUILD_BRIEFS,
     REEMBED_COACH,
     REFRESH_TRAINING_DATA,
     SCORE_INTERVENTIONS,
@@ -409,6 +410,14 @@ async def telegram_recover(ctx: dict[str, Any]) -> str:
     return f"{await telegram.recover()} telegram updates recovered"
 
 
+async def rebuild_briefs(ctx: dict[str, Any], coach_id: str, client_id: str) -> str:
+    """arq job: the briefs of the client's active handoffs written again from their memory now (after a forget)."""
+    container: Container = ctx["container"]
+    async with unit_of_work(container.sessionmaker, uuid.UUID(coach_id)) as uow:
+        rebuilt = await container.handoffs.rebuild_briefs(uow.session, uuid.UUID(coach_id), uuid.UUID(client_id))
+    return f"{rebuilt} briefs rebuilt"
+
+
 async def purge_erased_data(ctx: dict[str, Any], coach_id: str, file_ids: list[str]) -> str:
     """arq job: after an erasure, the coach's Redis caches and the erased training files at the provider
     (idempotent; a file the provider fails to delete is logged and named in the result, not retried)."""
@@ -595,6 +604,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
             func(telegram_send, name=SEND_JOB, timeout=120, max_tries=TELEGRAM_SEND_TRIES),
             func(telegram_deliver, name=TELEGRAM_DELIVER, timeout=60, max_tries=3),
             func(purge_erased_data, name=PURGE_ERASED_DATA, timeout=600, max_tries=3),
+            func(rebuild_briefs, name=REBUILD_BRIEFS, timeout=120, max_tries=3),
             func(embed_messages, name=EMBED_MESSAGES, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(reembed_coach, name=REEMBED_COACH, timeout=JOB_TIMEOUT_S, max_tries=3),
         ],

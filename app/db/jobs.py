@@ -34,6 +34,7 @@ PURGE_ERASED_DATA = "purge_erased_data"
 EMBED_MESSAGES = "embed_messages"
 REEMBED_COACH = "reembed_coach"
 TELEGRAM_DELIVER = "telegram_deliver"
+REBUILD_BRIEFS = "rebuild_briefs"
 
 EMBED_WINDOW_KEY = "embed_window_s"
 """``session.info`` key (set on the sessionmaker by the container from ``EPISODE_EMBED_WINDOW_SECONDS``): the
@@ -212,6 +213,14 @@ def purge_erased_data(session: AsyncSession, coach_id: uuid.UUID, file_ids: list
     an id it has queued or holds a result of (an hour), so one shared by two coaches' erasures skips the second."""
     job_id = f"{PURGE_ERASED_DATA}:{coach_id}:{reason}"
     add_job(session, coach_id, PURGE_ERASED_DATA, str(coach_id), file_ids, job_id=job_id)
+
+
+def rebuild_briefs(session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, *, reason: str) -> None:
+    """Queue the rebuild of the briefs of the client's active handoffs (``reason``, e.g. ``forget:<insight
+    id>``): a brief is written when its handoff opens, from the memory of the moment, and what the client has
+    forgotten since must leave it (the dashboard and every later alert show it)."""
+    job_id = f"{REBUILD_BRIEFS}:{client_id}:{reason}"
+    add_job(session, coach_id, REBUILD_BRIEFS, str(coach_id), str(client_id), job_id=job_id)
 
 
 def embed_messages(

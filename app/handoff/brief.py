@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversations.handoffs import Handoff, HandoffReason
-from app.conversations.models import Conversation, Message, SenderType
+from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.text import one_line
 from app.memory.controls import MemoryControls
 
@@ -31,11 +31,12 @@ async def handoff_brief(
     conversation: Conversation,
     reason: str,
     detail: str,
+    handoff_id: uuid.UUID | None = None,
 ) -> str:
     """The brief as newline-separated lines: why, the profile's what works / handle with care / tone, the
     ``BRIEF_INSIGHTS`` top active insights, the last session's summary, the client's last
-    ``BRIEF_CLIENT_MESSAGES`` messages and the count of earlier handoffs. Raises ``NotFound`` for another
-    coach's client."""
+    ``BRIEF_CLIENT_MESSAGES`` messages not forgotten and the count of earlier handoffs (``handoff_id``: the
+    brief's own handoff, not counted, when it is rebuilt). Raises ``NotFound`` for another coach's client."""
     digest = await memory.digest(session, coach_id, conversation.client_id, insights=BRIEF_INSIGHTS)
     lines = [why_line(reason, detail)]
     profile = digest.profile
@@ -55,13 +56,16 @@ async def handoff_brief(
             .where(
                 Message.conversation_id == conversation.id,
                 Message.sender_type == SenderType.CLIENT,
+                REMEMBERED,
             )
             .order_by(Message.created_at.desc())
             .limit(BRIEF_CLIENT_MESSAGES)
         )
     ).all()
     lines.extend(f"Client said: “{one_line(t, BRIEF_LINE_CHARS)}”" for t in reversed(recent))
-    count = await session.scalar(select(func.count(Handoff.id)).where(Handoff.client_id == conversation.client_id))
+    count = await session.scalar(
+        select(func.count(Handoff.id)).where(Handoff.client_id == conversation.client_id, Handoff.id != handoff_id)
+    )
     if count:
         lines.append(f"Earlier handoffs with this client: {count}")
     return "\n".join(lines)

@@ -158,6 +158,27 @@ class HandoffService:
                 session, coach.id, handoff.id, event=crisis_event(message_id), reason=HandoffReason.CRISIS
             )
 
+    async def rebuild_briefs(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> int:
+        """Job body (``rebuild_briefs``): write again, from the client's memory now, the brief of each of the
+        client's active handoffs, each locked with its conversation first (the order of the turn's locks);
+        returns how many. Queued by a forget, whose insight, summary or messages the old brief may quote."""
+        conversations = (
+            await session.scalars(
+                select(Conversation)
+                .join(Handoff, Handoff.conversation_id == Conversation.id)
+                .where(Handoff.client_id == client_id, Handoff.status.in_(HandoffStatus.ACTIVE))
+                .order_by(Conversation.id)
+                .with_for_update(of=Conversation, key_share=True)
+            )
+        ).all()
+        for conversation in conversations:
+            handoff = await self.active_for(session, conversation.id)
+            if handoff is not None:
+                handoff.brief = await handoff_brief(
+                    session, self._memory, coach_id, conversation, handoff.reason, handoff.detail, handoff.id
+                )
+        return len(conversations)
+
     async def announce(self, coach: Coach, handoff: Handoff, client_name: str, message: Message) -> None:
         """After commit: show the handoff in the coach's live queue and, when it is (now) a crisis, raise the
         crisis alert there: the ``alert`` event of :func:`alert_event` for the client's ``message`` that

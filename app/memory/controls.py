@@ -265,12 +265,14 @@ class MemoryControls:
             jobs.summarize_session(session, coach_id, chat_session.id, cause=f"forget:{insight_id}")
         # the profile lines learnt from those sessions go; their new summaries' profile jobs add back the rest
         await forget_sessions(session, coach_id, client_id, [chat_session.id for chat_session in affected])
+        jobs.rebuild_briefs(session, coach_id, client_id, reason=f"forget:{insight_id}")  # they may quote it
 
     async def delete_summary(self, uow: UnitOfWork, client_id: uuid.UUID, session_id: uuid.UUID) -> None:
-        """Forget a session summary: summary, sources and vector are erased, so it is neither listed nor
-        recalled again, and the profile lines learnt from that session alone go too
-        (:func:`~app.memory.profile.forget_sessions`; the session's messages stay in the transcript). Raises
-        ``NotFound``."""
+        """Forget a session summary (or one still being written: the session ended, its summary pending): summary,
+        sources and vector are erased, so it is neither listed nor recalled again (a summary being written is not
+        stored), the profile lines learnt from that session alone go too
+        (:func:`~app.memory.profile.forget_sessions`; the session's messages stay in the transcript), and the
+        briefs of the client's active handoffs are written again without it. Raises ``NotFound``."""
         session, coach_id = uow.session, uow.coach_id
         chat_session = await session.scalar(
             select(ChatSession)
@@ -278,7 +280,7 @@ class MemoryControls:
                 ChatSession.id == session_id,
                 ChatSession.coach_id == coach_id,
                 ChatSession.client_id == client_id,
-                ChatSession.status.in_(SessionStatus.FINISHED),
+                ChatSession.status.in_((SessionStatus.ENDED, *SessionStatus.FINISHED)),
             )
             .with_for_update()
         )
@@ -290,6 +292,7 @@ class MemoryControls:
         chat_session.source_message_ids = []
         chat_session.embedding = None
         await forget_sessions(session, coach_id, client_id, [session_id])  # and the profile lines it alone gave
+        jobs.rebuild_briefs(session, coach_id, client_id, reason=f"forget-summary:{session_id}")
         await session.flush()
 
     async def edit_profile(self, uow: UnitOfWork, client_id: uuid.UUID, changes: dict[str, Any]) -> ClientProfile:

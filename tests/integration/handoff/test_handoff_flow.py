@@ -34,11 +34,13 @@ from app.conversations.handoffs import HandoffReason
 from app.conversations.models import SenderType
 from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background
+from app.db.engine import tenant_session
 from app.handoff.crisis import crisis_reply
 from app.handoff.queue import coach_conversation
 from app.handoff.service import HandoffService
 from app.llm.registry import ProviderRegistry
 from app.memory.messages import store_message
+from app.memory.models import Insight
 from app.rag.models import Chunk, Document
 from app.rag.passages import match_successors, store_successors
 from app.rag.pipeline import IngestRun
@@ -216,6 +218,44 @@ async def test_crisis_opens_an_urgent_handoff_and_alerts_the_coach_live(
     assert alert["conversation_id"] == body["conversation_id"] and alert["client_name"] == "Robin"
     [queued] = await handoffs(http, setup.coach, "open")
     assert queued["reason"] == "crisis"
+
+
+async def test_a_forgotten_insight_leaves_the_brief_of_an_active_handoff(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """A brief is written when its handoff opens; an insight the client forgets while the handoff is active
+    left it in the brief the dashboard and every later alert show. The forget rebuilds the brief without it."""
+    setup = await new_setup()
+    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    [vector] = await container.registry.local_embedder().embed(["Robin plans to leave Acme"])
+    now = datetime.now(UTC)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        insight = Insight(
+            coach_id=coach_id,
+            client_id=client_id,
+            kind="goal",
+            text="Robin plans to leave Acme",
+            importance=9,
+            source_message_ids=[],
+            first_seen_at=now,
+            last_seen_at=now,
+            embedding=vector,
+            embedding_model="all-MiniLM-L6-v2",
+        )
+        session.add(insight)
+    await chat(http, setup, "/human")
+    [before] = await handoffs(http, setup.coach, "open")
+    assert "Goal: Robin plans to leave Acme" in before["brief"].splitlines()
+    url = f"/api/v1/clients/{client_id}/memory/insights/{insight.id}"
+    assert (await http.delete(url, headers=setup.coach.headers)).status_code == 204
+    await run_jobs()
+    [after] = await handoffs(http, setup.coach, "open")
+    kept = [line for line in before["brief"].splitlines() if "leave Acme" not in line]
+    assert after["brief"].splitlines() == kept
 
 
 async def coach_events(pubsub: Any, until: Callable[[list[dict[str, Any]]], bool], wait: float) -> list[dict[str, Any]]:

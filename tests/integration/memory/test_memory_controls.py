@@ -505,6 +505,20 @@ async def test_coach_ends_the_open_session(http: httpx.AsyncClient, container: C
     assert malformed.status_code == 400 and "Invalid UUID" in malformed.text
 
 
+async def test_a_session_whose_summary_is_pending_can_be_forgotten_but_not_an_open_one(
+    http: httpx.AsyncClient, container: Container, maya: Seeded
+) -> None:
+    """An ended session waiting for its summary is listed, and "forget" on it answered 404; it is forgotten now
+    (its summary, when the job writes it, is not stored). An open session has nothing to forget yet."""
+    session_id = await open_session(container, maya)
+    url = f"{maya.memory_url}/summaries/{session_id}"
+    assert (await http.delete(url, headers=maya.coach.headers)).status_code == 404
+    ended = await http.post(f"/api/v1/conversations/{maya.conversation_id}/end-session", headers=maya.coach.headers)
+    assert ended.json() == {"session_id": session_id}
+    assert (await http.delete(url, headers=maya.coach.headers)).status_code == 204
+    assert await session_status(container, maya, session_id) == "deleted"
+
+
 async def test_client_ends_own_session_only(http: httpx.AsyncClient, container: Container, coach: Coach) -> None:
     maya = await seed(container, http, coach, "Maya")
     ben = await seed(container, http, coach, "Ben")
