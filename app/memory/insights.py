@@ -362,12 +362,12 @@ class InsightService:
         session: AsyncSession, client_id: uuid.UUID, embedding_model: str, plan: _Planned
     ) -> bool:
         """Whether the client forgot something ``plan`` would bring back since it was made: one of its source
-        messages (an insight built on them was deleted), or, for an insert, a deleted insight as close as
-        :data:`TOMBSTONE_SIMILARITY` to it."""
+        messages (an insight built on them was deleted), or, for an insert or an update (which writes its text
+        into another insight), a deleted insight as close as :data:`TOMBSTONE_SIMILARITY` to it."""
         forgotten = select(Message.id).where(Message.id.in_(plan.sources), Message.forgotten_at.is_not(None))
         if await session.scalar(forgotten.limit(1)) is not None:
             return True
-        if plan.action != "insert" or plan.offline_embedding is None:
+        if plan.action not in ("insert", "update") or plan.offline_embedding is None:
             return False
         tombstone = _tombstone_near(client_id, embedding_model, plan.embedding, plan.offline_embedding)
         return await session.scalar(tombstone.limit(1)) is not None

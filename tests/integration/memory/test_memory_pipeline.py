@@ -39,11 +39,11 @@ from app.core.config import Settings
 from app.db.engine import tenant_session
 from app.db.jobs import SUMMARIZE_SESSION, UPDATE_PROFILE
 from app.llm.schema import RETRY_TEMPERATURES
-from app.memory.insights import InsightService
+from app.memory.insights import InsightService, _Planned
 from app.memory.models import ChatSession, ClientProfile, Episode, Insight, InsightStatus, SessionStatus
 from app.memory.prompts import PROMPT_SHARE
 from app.memory.retrieval import context_for, recall
-from app.memory.schemas import SessionSummary
+from app.memory.schemas import ExtractedInsight, SessionSummary
 from app.memory.summaries import SUMMARY_MAX_TOKENS, SummaryFailed, SummaryService
 from app.rag.chunking import count_tokens
 from tests.conftest import Coach, make_client
@@ -542,6 +542,41 @@ async def test_an_insight_forgotten_while_extraction_decides_does_not_come_back(
     assert forgotten == [insight.id], "the extraction planned over the restatement"
     rows = await insights_of(container, coach, client_id)
     assert [(row.id, row.status, row.text) for row in rows] == [(insight.id, "deleted", "")]
+
+
+async def test_an_update_plan_made_before_a_forget_does_not_write_the_forgotten_fact_into_another_insight(
+    container: Container, http: httpx.AsyncClient, coach: Coach
+) -> None:
+    """The extraction planned to update insight X with a fact; the client then deleted insight Y holding that
+    fact. Applying the plan re-checks the tombstones for an update as for an insert: the fact stays forgotten
+    (the update wrote it into X, back in every prompt)."""
+    client_id = await new_client(http, coach, "Ola")
+    coach_id = uuid.UUID(coach.coach_id)
+    fact = "Plans to leave Acme"
+    [vector] = await container.registry.local_embedder().embed([fact])
+    now = datetime.now(UTC)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        session.add(
+            Insight(
+                coach_id=coach_id,
+                client_id=client_id,
+                kind="goal",
+                text="",
+                importance=5,
+                status=InsightStatus.DELETED,
+                source_message_ids=[],
+                first_seen_at=now,
+                last_seen_at=now,
+                embedding=vector,
+                embedding_model="all-MiniLM-L6-v2",
+                tombstone_embedding=vector,
+            )
+        )
+        extracted = ExtractedInsight(kind="goal", text=fact, importance=5, status="active", evidence=[1])
+        for action in ("update", "insert", "merge"):
+            plan = _Planned(action, extracted, vector, [], now, uuid.uuid4(), vector)
+            stopped = await InsightService._forgotten_since(session, client_id, "all-MiniLM-L6-v2", plan)
+            assert stopped is (action != "merge"), action  # a merge keeps the target's own text
 
 
 async def test_the_coachs_own_profile_line_restated_by_a_session_stays_when_that_session_is_forgotten(
