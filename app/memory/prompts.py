@@ -6,6 +6,8 @@ extraction and match decision (:mod:`app.memory.insights`) and L4 profile (:mod:
 
 from __future__ import annotations
 
+import json
+
 from app.core.config import Settings
 from app.llm.base import ChatMessage
 
@@ -57,6 +59,20 @@ EXAMPLE_PROFILE = (
     '{"communication_preferences": ["shares news with enthusiasm"], "what_works": ["asking how Sam feels"], '
     '"what_doesnt_work": [], "tone": "warm and encouraging", "sensitive_topics": ["knee injury"]}'
 )
+
+
+ECHO_UNSTATED = "not clear from the session"
+"""What a summary's ``emotional_state`` says when the model copied the example's (:func:`example_values`)."""
+
+
+def example_values(example: str) -> frozenset[str]:
+    """The string values of a worked example's JSON output (``EXAMPLE_PROFILE``, ``EXAMPLE_SUMMARY``), lists
+    flattened, casefolded. A small model copies the example's words into a real client's memory ("knee injury"
+    as a sensitive topic, "nervous but motivated" of everyone): an output value equal to one of these echoes the
+    example, not the client, and is dropped."""
+    values = json.loads(example).values()
+    flat = [item for value in values for item in (value if isinstance(value, list) else [value])]
+    return frozenset(item.casefold() for item in flat if isinstance(item, str) and item)
 
 
 def few_shot_prompt(instructions: str, example_input: str, example_output: str, actual_input: str) -> list[ChatMessage]:

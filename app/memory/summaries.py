@@ -22,9 +22,11 @@ from app.llm.registry import ProviderRegistry
 from app.llm.schema import InvalidModelOutput, generate_structured
 from app.memory.models import ChatSession, SessionStatus
 from app.memory.prompts import (
+    ECHO_UNSTATED,
     EXAMPLE_SUMMARY,
     EXAMPLE_TRANSCRIPT,
     SUMMARY_INSTRUCTIONS,
+    example_values,
     few_shot_prompt,
     input_tokens,
 )
@@ -44,6 +46,19 @@ rejected like invalid JSON (small models echo their instructions or invent)."""
 def summary_vector_text(summary: str, topics: Sequence[str]) -> str:
     """The text a session summary is embedded as (its ``chat_sessions.embedding``): the summary and its topics."""
     return f"{summary} Topics: {', '.join(topics)}."
+
+
+def _without_echoes(output: SessionSummaryOutput) -> SessionSummaryOutput:
+    """``output`` without the values it copied from the worked example (:func:`example_values`): such topics,
+    insights and action items dropped, such an ``emotional_state`` replaced by :data:`ECHO_UNSTATED`."""
+    echoes = example_values(EXAMPLE_SUMMARY)
+    kept: dict[str, object] = {
+        name: [line for line in getattr(output, name) if line.casefold() not in echoes]
+        for name in ("topics", "insights", "action_items")
+    }
+    if output.emotional_state.casefold() in echoes:
+        kept["emotional_state"] = ECHO_UNSTATED
+    return output.model_copy(update=kept)
 
 
 class SummaryFailed(Exception):
@@ -99,7 +114,7 @@ class SummaryService:
                 await self.fail_summary(uow, session_id, str(exc))
             raise SummaryFailed(str(exc)) from exc
         summary = SessionSummary(
-            **output.model_dump(),
+            **_without_echoes(output).model_dump(),
             message_count=len(messages),
             started_at=messages[0].created_at,
             ended_at=messages[-1].created_at,

@@ -41,7 +41,7 @@ from app.db.jobs import SUMMARIZE_SESSION, UPDATE_PROFILE
 from app.llm.schema import RETRY_TEMPERATURES
 from app.memory.insights import InsightService, _Planned
 from app.memory.models import ChatSession, ClientProfile, Episode, Insight, InsightStatus, SessionStatus
-from app.memory.prompts import PROMPT_SHARE
+from app.memory.prompts import ECHO_UNSTATED, PROMPT_SHARE
 from app.memory.retrieval import context_for, recall
 from app.memory.schemas import ExtractedInsight, SessionSummary
 from app.memory.summaries import SUMMARY_MAX_TOKENS, SummaryFailed, SummaryService
@@ -577,6 +577,41 @@ async def test_an_update_plan_made_before_a_forget_does_not_write_the_forgotten_
             plan = _Planned(action, extracted, vector, [], now, uuid.uuid4(), vector)
             stopped = await InsightService._forgotten_since(session, client_id, "all-MiniLM-L6-v2", plan)
             assert stopped is (action != "merge"), action  # a merge keeps the target's own text
+
+
+async def test_what_the_model_copies_from_the_worked_example_is_not_remembered(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A small model copies the worked example's words ("knee injury", "nervous but motivated") into a real
+    client's summary and profile: those values are dropped (a made-up sensitive topic reached the coach's
+    page and every later prompt); the client's own stay."""
+    summary, profile = FakeOpenAI._summary, FakeOpenAI._profile
+
+    def echoing_summary(user: str) -> dict[str, Any]:
+        answer = summary(user)
+        return answer | {"topics": [*answer["topics"], "knee pain"], "emotional_state": "nervous but motivated"}
+
+    def echoing_profile(user: str) -> dict[str, Any]:
+        answer = profile(user)
+        return answer | {"sensitive_topics": ["knee injury"], "tone": "warm and encouraging"}
+
+    monkeypatch.setattr(FakeOpenAI, "_summary", staticmethod(echoing_summary))
+    monkeypatch.setattr(FakeOpenAI, "_profile", staticmethod(echoing_profile))
+    client_id = await new_client(http, coach, "Pia")
+    turn = await say(container, coach, client_id, "I want to run the Berlin marathon in September 2027.")
+    await end_and_run(container, coach, turn.conversation_id, run_jobs)
+    [ended] = await sessions_of(container, coach, client_id)
+    assert ended.summary is not None and ended.summary["topics"] == ["plans for the coming weeks"]
+    assert ended.summary["emotional_state"] == ECHO_UNSTATED
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as s:
+        stored = await s.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+    assert stored is not None and stored.sensitive_topics == [] and stored.tone != "warm and encouraging"
+    assert stored.communication_preferences == PROFILE["communication_preferences"]
 
 
 async def test_the_coachs_own_profile_line_restated_by_a_session_stays_when_that_session_is_forgotten(
