@@ -107,9 +107,11 @@ def load_cssrs(path: Path) -> CssrsData:
             header = reader.fieldnames or []
             missing = [column for column in COLUMNS if column not in header]
             if missing:
+                found = ", ".join(header)
+                found = found if len(found) <= 200 else found[:199] + "…"  # (a JSON line read as a header)
                 raise EvalDataError(
                     f"{path}: missing column(s) {', '.join(missing)} (expected {', '.join(COLUMNS)}; found "
-                    f"{', '.join(header) or 'no header'})"
+                    f"{found or 'no header'}): is it the C-SSRS CSV?"
                 )
             users: list[CssrsUser] = []
             repaired = unparseable = 0

@@ -84,6 +84,15 @@ def test_missing_column_is_named(tmp_path: Path) -> None:
         load_cssrs(path)
 
 
+def test_a_json_lines_file_is_named_briefly(tmp_path: Path) -> None:
+    """A JSONL file read as the CSV: its first record is the "header"; the error shows 200 characters of it."""
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"text": "' + "word " * 400 + '"}\n')
+    with pytest.raises(EvalDataError, match="missing column") as refused:
+        load_cssrs(path)
+    assert len(str(refused.value)) < 400 and "C-SSRS CSV" in str(refused.value)
+
+
 def test_unknown_label_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path / "c.csv", [["user-1", "['x']", "Ideation"], ["user-2", "['y']", "Severe"]])
     with pytest.raises(EvalDataError, match=r"line 3: unknown label 'Severe'"):
