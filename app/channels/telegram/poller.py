@@ -9,7 +9,7 @@ import logging
 import uuid
 
 from sqlalchemy.exc import DBAPIError
-from telegram.error import TelegramError
+from telegram.error import InvalidToken, TelegramError
 
 from app.channels.telegram.adapter import TelegramChannel
 from app.channels.telegram.bot import POLL_TIMEOUT_S
@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 REFRESH_S = 10.0
 """How often the poller looks for newly connected (or disconnected) bots."""
 ERROR_PAUSE_S = 5.0
+REFUSED_PAUSE_S = 300.0
+"""Pause of a bot's polling after Telegram refused its token (it stays refused until the coach connects a new
+one): a warning every 5 minutes, not every 5 seconds."""
 
 
 async def poll_once(channel: TelegramChannel, coach_id: uuid.UUID, wait_s: int = POLL_TIMEOUT_S) -> int:
@@ -49,10 +52,20 @@ async def poll_once(channel: TelegramChannel, coach_id: uuid.UUID, wait_s: int =
 
 async def _poll_coach(channel: TelegramChannel, coach_id: uuid.UUID) -> None:
     """Poll the coach's bot until cancelled; after an error (Telegram's, or the database or Redis out of reach
-    a moment) it pauses :data:`ERROR_PAUSE_S` and goes on."""
+    a moment) it pauses :data:`ERROR_PAUSE_S` and goes on; after Telegram refused the token (revoked in
+    @BotFather) it pauses :data:`REFUSED_PAUSE_S`, with a warning that says how to mend it."""
     while True:
         try:
             await poll_once(channel, coach_id)
+        except InvalidToken as exc:
+            log.warning(
+                "telegram polling for coach %s: Telegram refuses the bot token (%s); the coach must connect the bot "
+                "again with a new token (Settings → Telegram). Trying again in %d s",
+                coach_id,
+                exc.message,
+                REFUSED_PAUSE_S,
+            )
+            await asyncio.sleep(REFUSED_PAUSE_S)
         except TelegramError as exc:
             log.warning("telegram polling for coach %s: %s", coach_id, exc.message)
             await asyncio.sleep(ERROR_PAUSE_S)

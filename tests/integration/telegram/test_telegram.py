@@ -1373,8 +1373,18 @@ async def test_polling_mode_fetches_updates_with_get_updates_once_each(
         assert await channel.service.poll_offset(coach_id) > 0
         await channel.service.connect(coach_id, token, None)  # the same bot again: it goes on where it was
         assert await channel.service.poll_offset(coach_id) > 0
-        await channel.service.connect(coach_id, new_token(fake)[0], None)  # another bot: from its first update
+        latest, _ = new_token(fake)
+        await channel.service.connect(coach_id, latest, None)  # another bot: from its first update
         assert await channel.service.poll_offset(coach_id) == 0
+
+        # the token revoked in @BotFather (401): one warning every REFUSED_PAUSE_S, not a request every 5 s
+        fake.bots.pop(latest)
+        monkeypatch.setattr(poller, "REFUSED_PAUSE_S", 60.0)
+        before = len(fake.of("getUpdates", latest))
+        loop = asyncio.create_task(poller._poll_coach(channel, coach_id))
+        await asyncio.sleep(0.5)
+        loop.cancel()
+        assert len(fake.of("getUpdates", latest)) - before == 1
         await channel.service.disconnect(coach_id)
     finally:
         await container.close()
