@@ -41,6 +41,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from app.handoff.crisis import needs_crisis_protocol
 from app.handoff.crisis_model import CrisisModel, Embed, default_model, minilm_embed, windows
 from app.handoff.risk import RiskAssessment, RiskDetector
 
@@ -152,12 +153,13 @@ def screen_flag(risk: RiskAssessment) -> bool:
 
 def with_unanswered(current: RiskAssessment, unanswered: Sequence[RiskAssessment]) -> RiskAssessment:
     """This turn's risk given the assessments of the client's earlier messages no turn answered (oldest first):
-    the first of those at level ``crisis`` when this one is not (``"unanswered"`` added to ``matched``), so the
+    the first of those that calls for the crisis protocol (:func:`~app.handoff.crisis.needs_crisis_protocol`)
+    when this one does not (``"unanswered"`` added to ``matched``), so the
     crisis protocol runs now for a crisis whose own turn never ran (its process died) or failed, instead of
     never; else ``current``."""
-    if current.level == "crisis":
+    if needs_crisis_protocol(current):
         return current
-    crisis = next((a for a in unanswered if a.level == "crisis"), None)
+    crisis = next((a for a in unanswered if needs_crisis_protocol(a)), None)
     return current if crisis is None else replace(crisis, matched=[*crisis.matched, "unanswered"])
 
 

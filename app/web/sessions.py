@@ -75,19 +75,21 @@ class RotatingSessionBackend(ServerSideSessionBackend):
         """Store the session (and set its cookie); on a flagged response, first drop the old id and pick a new.
         A coach's session is (re)added to the coach's index each time it is stored: the store keeps a session
         for :data:`SESSION_MAX_AGE_S` from its last use, and so must the index, or a session in use for longer
-        than that since its log-in outlived the index and a password change no longer ended it. An empty session
-        of a browser that sent none is not stored (every anonymous page view made a key living 14 days), and a
-        session ended while its request ran is not written back (the response would bring it back to life)."""
+        than that since its log-in outlived the index and a password change no longer ended it.
+
+        Left alone (no store write, no cookie): an empty session under no stored id (an anonymous page view, or
+        a cookie that names nothing: each made a key living 14 days), and a session ended while its request ran
+        (a logout or password change elsewhere: written back, it came back to life; its cookie is left as it is,
+        as the browser may hold a new session's by now)."""
         state = connection.scope["state"]
         rotated = bool(state.pop(_ROTATE, False)) and scope_session is not Empty
         sent_id = connection.cookies.get(self.config.key)
         data = scope_session if isinstance(scope_session, dict) else None
-        if data == {} and not sent_id:
-            return  # an anonymous visit with nothing to keep: no key in the store (for 14 days), no cookie
-        if data and not rotated and sent_id and self.get_session_id(connection) == sent_id:
+        kept_id = data is not None and not rotated and self.get_session_id(connection) == sent_id
+        if kept_id or data == {}:  # (the id the browser sent, kept) or nothing to store
             store = self.config.get_store_from_app(connection.scope["app"])
-            if not await store.exists(sent_id):  # ended while this request ran (logout, password change): it
-                scope_session = Empty  # stays ended, not written back by the response
+            if not sent_id or not await store.exists(sent_id):
+                return
         if rotated:
             old_id = connection.cookies.get(self.config.key)
             if old_id:

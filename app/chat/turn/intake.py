@@ -228,8 +228,7 @@ class Intake:
         risk = conversation_risk(
             [*(self._risk.lexicon.assess(t) for t in client_texts[-CONVERSATION_WINDOW + 1 :]), risk]
         )
-        unanswered = [m.text for m in earlier if m.sender_type == SenderType.CLIENT and m.answered_at is None]
-        risk = with_unanswered(risk, [self._risk.lexicon.assess(text) for text in unanswered])
+        risk = with_unanswered(risk, [self._risk.lexicon.assess(m.text) for m in _unanswered_since_a_reply(earlier)])
         signals = turn_signals(
             message.text,
             risk=risk,
@@ -339,6 +338,18 @@ def _failed(message: Message) -> bool:
     :meth:`app.chat.turn.generate.Generator.apology`), as :data:`~app.conversations.models.FAILED_REPLY` reads
     it in SQL."""
     return message.sender_type == SenderType.AI and "error" in message.meta
+
+
+def _unanswered_since_a_reply(earlier: list[Message]) -> list[Message]:
+    """The client's messages after the last message of anyone else in ``earlier`` (oldest first) that no turn
+    answered: those nothing has replied to yet. One answered by a later reply (the crisis protocol run for it at
+    the next turn, the coach's message) is left out, so it is acted on once."""
+    trailing: list[Message] = []
+    for msg in reversed(earlier):
+        if msg.sender_type != SenderType.CLIENT:
+            break
+        trailing.append(msg)
+    return [msg for msg in reversed(trailing) if msg.answered_at is None]
 
 
 async def _earlier(session: AsyncSession, coach: Coach, message: Message) -> list[Message]:

@@ -111,3 +111,15 @@ async def test_a_crisis_whose_turn_never_ran_gets_the_crisis_protocol_at_the_nex
     assert body["handoff"] == {"status": "open", "reason": "crisis"}
     assert body["reply"].startswith("I'm really glad you told me")
     assert llm_api["completions"].call_count == calls
+    # acted on once: the client's next messages do not get the crisis reply again for it
+    for text in ("thanks, I'm with my sister now", "ok"):
+        await chat(http, setup, text, conversation_id)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        metas = (
+            await session.scalars(
+                select(Message.meta).where(
+                    Message.conversation_id == uuid.UUID(conversation_id), Message.sender_type == SenderType.AI
+                )
+            )
+        ).all()
+    assert sum(bool(meta.get("crisis")) for meta in metas) == 1

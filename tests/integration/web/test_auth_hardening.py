@@ -529,6 +529,8 @@ async def test_an_anonymous_page_view_stores_no_session(browser: httpx.AsyncClie
         for page in ("/login", "/signup", "/"):
             response = await browser.get(page)
             assert response.status_code in (200, 302, 303, 307) and "session" not in response.cookies
+        async with httpx.AsyncClient(base_url=str(browser.base_url), cookies={"session": "a" * 64}) as made_up:
+            assert "session" not in (await made_up.get("/login")).cookies  # a cookie naming no session
         assert len(redis.keys(f"{SESSION_NAMESPACE}:*")) == before
     finally:
         redis.close()
@@ -564,6 +566,7 @@ async def test_a_session_ended_while_its_request_runs_stays_ended(
     )
     assert done.status_code == 200 and "1 other session(s) logged out" in done.text
     go_on.set()
-    await in_flight
+    finished = await in_flight
+    assert "session" not in finished.cookies  # nor cleared: the browser may hold a new session's cookie by now
     async with httpx.AsyncClient(base_url=str(browser.base_url), cookies={"session": stolen}) as stale:
         assert (await stale.get("/dashboard/settings")).status_code in (302, 303)
