@@ -446,17 +446,16 @@ def _subject(sentence: str, start: int) -> str | None:
     return None
 
 
-_THIRD_PERSON_VERBS = _words("is was wants needs has seems keeps gets its thats")
+_THIRD_PERSON_VERBS = _words("is wants needs has seems keeps gets its thats")
 """A verb of a third-person subject right before a first-person cue ("the battery is going to die"): in a
-message naming no one, the cue is then said of a thing, not by the writer."""
+message naming no one, the cue is then said of a thing, not by the writer. Not "was": a writer who drops the
+"I" writes "was ready to die last night"."""
 
 
 def _said_of_a_thing(sentence: str, match: re.Match[str]) -> bool:
-    """Whether the word right before ``match`` (or its own first word) is a third-person verb
-    (:data:`_THIRD_PERSON_VERBS`: "the battery *is* going to die", "the hero *wants* to die")."""
-    before = re.findall(r"[a-z]+", sentence[: match.start()])[-1:]
-    own = re.findall(r"[a-z]+", match.group(0))[:1]
-    return any(word in _THIRD_PERSON_VERBS for word in before + own)
+    """Whether the word right before ``match`` is a third-person verb (:data:`_THIRD_PERSON_VERBS`: "the
+    battery *is* going to die")."""
+    return any(word in _THIRD_PERSON_VERBS for word in re.findall(r"[a-z]+", sentence[: match.start()])[-1:])
 
 
 def _negated(sentence: str, start: int) -> bool:

@@ -48,7 +48,13 @@ def test_indirect_wording_and_means_are_flagged(text: str, cue: str, level: str)
 
 @pytest.mark.parametrize(
     "text",
-    ["Want to die.", "wanna die tonight", "just want to die", "Honestly just going to end it all tonight"],
+    [
+        "Want to die.",
+        "wanna die tonight",
+        "just want to die",
+        "Honestly just going to end it all tonight",
+        "Was ready to die last night",
+    ],
 )
 def test_a_message_naming_no_one_speaks_for_the_writer(text: str) -> None:
     """Clients drop the pronoun in chat: a first-person cue in a message naming no one is the writer's own
