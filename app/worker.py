@@ -100,11 +100,11 @@ REDIS_RETRY_S = 1.0
 """Pause between the worker's polls while Redis is unavailable."""
 INGEST_TRIES = 3
 INGEST_RETRY_S = 5
+"""Seconds (times the try) before an ingestion that met Redis or PostgreSQL out of reach is tried again."""
 REFRESH_TRIES = 3
 """Tries of a ``refresh_training_data`` job (:func:`refresh_training_data`)."""
 REFRESH_RETRY_S = 5
 """Seconds, times the try, before a ``refresh_training_data`` job the database or Redis failed runs again."""
-"""Seconds (times the try) before an ingestion that met Redis or PostgreSQL out of reach is tried again."""
 INGEST_WAIT_S = 5.0
 """Seconds an ingestion job waits, off the worker, when its coach already uses every ingestion slot."""
 ALERT_WORKER_MAX_JOBS = 4

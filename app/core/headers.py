@@ -43,10 +43,10 @@ PREFLIGHT_MAX_AGE_S = 600
 CORS_ALLOW_HEADERS = "authorization, content-type"
 CORS_ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
 CORS_EXPOSE_HEADERS = "Link, Retry-After"
-NO_STORE_PREFIXES = ("/dashboard", "/w/", "/api/", "/login", "/signup")
-"""Paths whose responses are never stored by a browser or proxy cache (see the module docstring)."""
 """Response headers a page on an allowed origin may read besides the CORS-safelisted ones: a paged list's next
 page (``Link``) and how long a client over its message limit waits (``Retry-After``)."""
+NO_STORE_PREFIXES = ("/dashboard", "/w/", "/api/", "/login", "/signup")
+"""Paths whose responses are never stored by a browser or proxy cache (see the module docstring)."""
 
 
 def content_security_policy(frame_ancestors: Sequence[str] = ()) -> str:

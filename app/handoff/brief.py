@@ -5,6 +5,7 @@ call, so it is instant and never invented."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,12 +32,13 @@ async def handoff_brief(
     conversation: Conversation,
     reason: str,
     detail: str,
-    handoff_id: uuid.UUID | None = None,
+    opened_at: datetime | None = None,
 ) -> str:
     """The brief as newline-separated lines: why, the profile's what works / handle with care / tone, the
     ``BRIEF_INSIGHTS`` top active insights, the last session's summary, the client's last
-    ``BRIEF_CLIENT_MESSAGES`` messages not forgotten and the count of earlier handoffs (``handoff_id``: the
-    brief's own handoff, not counted, when it is rebuilt). Raises ``NotFound`` for another coach's client."""
+    ``BRIEF_CLIENT_MESSAGES`` messages not forgotten and the count of earlier handoffs (``opened_at``: when the
+    brief's own handoff opened, for a brief written again: the handoffs opened before it). Raises ``NotFound``
+    for another coach's client."""
     digest = await memory.digest(session, coach_id, conversation.client_id, insights=BRIEF_INSIGHTS)
     lines = [why_line(reason, detail)]
     profile = digest.profile
@@ -63,9 +65,8 @@ async def handoff_brief(
         )
     ).all()
     lines.extend(f"Client said: “{one_line(t, BRIEF_LINE_CHARS)}”" for t in reversed(recent))
-    count = await session.scalar(
-        select(func.count(Handoff.id)).where(Handoff.client_id == conversation.client_id, Handoff.id != handoff_id)
-    )
+    earlier = select(func.count(Handoff.id)).where(Handoff.client_id == conversation.client_id)
+    count = await session.scalar(earlier if opened_at is None else earlier.where(Handoff.created_at < opened_at))
     if count:
         lines.append(f"Earlier handoffs with this client: {count}")
     return "\n".join(lines)

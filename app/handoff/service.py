@@ -175,7 +175,7 @@ class HandoffService:
             handoff = await self.active_for(session, conversation.id)
             if handoff is not None:
                 handoff.brief = await handoff_brief(
-                    session, self._memory, coach_id, conversation, handoff.reason, handoff.detail, handoff.id
+                    session, self._memory, coach_id, conversation, handoff.reason, handoff.detail, handoff.created_at
                 )
         return len(conversations)
 

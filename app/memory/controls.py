@@ -23,7 +23,13 @@ from app.core.pagination import Keyset, PageRequest
 from app.db import jobs
 from app.llm.registry import ProviderRegistry
 from app.memory.models import ChatSession, ClientProfile, Insight, InsightKind, InsightStatus, SessionStatus
-from app.memory.profile import PROFILE_LISTS, forget_sessions, keep_sources_of_held_lines, profile_for_update
+from app.memory.profile import (
+    PROFILE_LIST_MAX,
+    PROFILE_LISTS,
+    forget_sessions,
+    keep_sources_of_held_lines,
+    profile_for_update,
+)
 
 
 @dataclass(frozen=True)
@@ -310,8 +316,8 @@ class MemoryControls:
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                     raise InvalidInput(f"{name} must be a list of strings")
                 entries = [v.strip() for v in value if v.strip()]
-                if len(entries) > 20 or any(len(v) > 300 for v in entries):
-                    raise InvalidInput(f"{name} takes at most 20 entries of at most 300 characters")
+                if len(entries) > PROFILE_LIST_MAX or any(len(v) > 300 for v in entries):
+                    raise InvalidInput(f"{name} takes at most {PROFILE_LIST_MAX} entries of at most 300 characters")
                 setattr(profile, name, entries)
             else:
                 raise InvalidInput(f"unknown profile field {name!r}")

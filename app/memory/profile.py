@@ -37,6 +37,8 @@ from app.memory.transcript import format_messages, windows
 log = logging.getLogger(__name__)
 
 PROFILE_LIST_CAP = 8
+PROFILE_LIST_MAX = 20
+"""Entries a profile list holds at most, the coach's and the learnt together (the coach saves up to this)."""
 PROFILE_MAX_TOKENS = 300
 PROFILE_LISTS = ("communication_preferences", "what_works", "what_doesnt_work", "sensitive_topics")
 """The profile's list fields (lines of short statements)."""
@@ -44,8 +46,9 @@ PROFILE_LISTS = ("communication_preferences", "what_works", "what_doesnt_work", 
 
 def _merge_list(current: Sequence[str], new: Sequence[str], kept: frozenset[str] = frozenset()) -> list[str]:
     """``current`` plus the entries of ``new`` not already there (case-insensitive), newest last, the learnt
-    ones capped at ``PROFILE_LIST_CAP`` (the oldest go first). ``kept``: the casefolded entries the cap never
-    takes (the coach's own lines: no session gave them, and the coach may save up to 20)."""
+    ones capped at ``PROFILE_LIST_CAP`` and the whole list at :data:`PROFILE_LIST_MAX` (the oldest learnt go
+    first). ``kept``: the casefolded entries the caps never take (the coach's own lines: no session gave
+    them)."""
     seen = {entry.casefold() for entry in current}
     merged = list(current)
     for entry in new:
@@ -53,7 +56,8 @@ def _merge_list(current: Sequence[str], new: Sequence[str], kept: frozenset[str]
             seen.add(entry.casefold())
             merged.append(entry)
     learnt = [entry.casefold() for entry in merged if entry.casefold() not in kept]
-    dropped = set(learnt[:-PROFILE_LIST_CAP]) if len(learnt) > PROFILE_LIST_CAP else set()
+    room = max(0, min(PROFILE_LIST_CAP, PROFILE_LIST_MAX - (len(merged) - len(learnt))))
+    dropped = set(learnt[: len(learnt) - room])
     return [entry for entry in merged if entry.casefold() not in dropped]
 
 

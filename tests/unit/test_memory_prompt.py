@@ -28,7 +28,7 @@ from app.llm.base import ChatMessage, ProviderError
 from app.llm.openai_compat import OpenAIChatProvider
 from app.llm.schema import RETRY_TEMPERATURES, InvalidModelOutput, generate_structured, output_schema
 from app.memory.models import InsightKind
-from app.memory.profile import PROFILE_LIST_CAP, _merge_list
+from app.memory.profile import PROFILE_LIST_CAP, PROFILE_LIST_MAX, _merge_list
 from app.memory.retrieval import (
     HALF_LIFE_DAYS,
     RECENCY_SHARE,
@@ -330,6 +330,12 @@ def test_merge_list_never_caps_the_coachs_own_lines() -> None:
     learnt = [f"learnt {i}" for i in range(PROFILE_LIST_CAP)]
     merged = _merge_list(["coach 0", *learnt], ["new 1"], frozenset({"coach 0"}))
     assert merged == ["coach 0", *learnt[1:], "new 1"]
+    # the whole list stays within what the coach may save (the profile form sends it back whole)
+    coachs = [f"coach {i}" for i in range(PROFILE_LIST_MAX - 2)]
+    merged = _merge_list([*coachs, *learnt[:2]], ["new 1"], frozenset(line.casefold() for line in coachs))
+    assert merged == [*coachs, learnt[1], "new 1"]
+    full = [f"coach {i}" for i in range(PROFILE_LIST_MAX)]
+    assert _merge_list(full, ["new 1"], frozenset(line.casefold() for line in full)) == full
 
 
 # --- output schema and Structured Outputs on the wire ---------------------------------------------------

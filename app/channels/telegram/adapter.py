@@ -442,8 +442,9 @@ class TelegramChannel:
     async def _edited(self, bot: Bot, coach_id: uuid.UUID, message: dict[str, Any]) -> None:
         """The client edited a text message they sent: the new text is a new message of the chat, stored and
         answered in turn (the original stays in the transcript as the coach saw it, answered or not). Each edit
-        is stored once (``client_message_id`` ``tg:<bot>:<chat>:<message>:e<edit_date>``). An edited command, a
-        non-text edit (a caption) and an edit in a chat bound to no client are ignored."""
+        is stored once (``client_message_id`` ``tg:<bot>:<chat>:<message>:e<edit_date>``). An edited caption
+        counts as an edited text (:func:`_written`); an edited command, an edit left empty and an edit in a chat
+        bound to no client are ignored."""
         chat, text = message.get("chat") or {}, _written(message)
         if chat.get("type") != "private" or not isinstance(text, str) or not text.strip() or text.startswith("/"):
             return

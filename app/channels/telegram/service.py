@@ -268,7 +268,7 @@ class TelegramService:
         (``setWebhook`` with a new secret and :data:`ALLOWED_UPDATES`) or drop it for polling
         (``deleteWebhook``), and commit. Raises ``InvalidInput`` (not a token, or Telegram's reason for refusing
         it; nothing stored) and ``Conflict`` (the bot is connected to another account: nothing stored and its
-        webhook left as it was). Another bot than the one connected starts with no processed update ids and from
+        webhook left as it was). Another bot than the one connected starts with no update ids recorded and from
         the first ``getUpdates`` offset: its update ids are not the old bot's."""
         token = token.strip()
         if not TOKEN_RE.fullmatch(token):
@@ -285,13 +285,10 @@ class TelegramService:
             async with tenant_session(self._sessionmaker, coach_id) as session:
                 row = await session.scalar(select(TelegramBot).where(TelegramBot.coach_id == coach_id))
                 row = row or TelegramBot(coach_id=coach_id)
-                if row.bot_id != me.id:  # another bot (or none since a disconnect): its update ids are its own
-                    row.poll_offset = 0
-                    await session.execute(
-                        delete(TelegramUpdate).where(
-                            TelegramUpdate.coach_id == coach_id, TelegramUpdate.done_at.is_not(None)
-                        )
-                    )
+                if row.bot_id != me.id:  # another bot (or none since a disconnect): its update ids are its own,
+                    row.poll_offset = 0  # and the old bot's updates left unprocessed go with it (the new bot
+                    await session.execute(delete(TelegramUpdate).where(TelegramUpdate.coach_id == coach_id))
+                    # could not answer in chats that never started it)
                 row.bot_id, row.username, row.mode = me.id, me.username or str(me.id), mode
                 row.token_encrypted = self._secrets.encrypt(token)
                 row.webhook_secret_encrypted = self._secrets.encrypt(secret)

@@ -716,7 +716,11 @@ async def test_an_update_that_fails_before_its_message_is_stored_is_processed_ag
 
 
 async def test_a_new_bot_of_the_coach_answers_messages_numbered_as_the_old_bots_were(
-    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, llm: respx.MockRouter
+    tg: httpx.AsyncClient,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+    llm: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The coach replaces the bot (a new token): the client's chat keeps its binding (a private chat's id is the
     client's user id, whatever the bot), and the new bot numbers its messages, and maybe its updates, from its
@@ -727,6 +731,10 @@ async def test_a_new_bot_of_the_coach_answers_messages_numbered_as_the_old_bots_
     first = recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="Hello", message_id=40)
     await post_update(tg, bot, first)
     await drain(tg)
+    channel = tg.app.state.telegram  # type: ignore[attr-defined]
+    with monkeypatch.context() as patch:  # an update of the old bot recorded, its process gone before processing
+        patch.setattr(channel, "dispatch", lambda coach_id, update: None)
+        await post_update(tg, bot, recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="Hm"))
     token, _ = new_token(fake)
     replaced = await tg.put("/api/v1/channels/telegram", headers=bot.coach.headers, json={"bot_token": token})
     assert replaced.status_code == 200, replaced.text
@@ -743,6 +751,8 @@ async def test_a_new_bot_of_the_coach_answers_messages_numbered_as_the_old_bots_
     texts = [m["text"] for m in conversation["messages"] if m["sender_type"] == "client"]
     assert texts == ["Hello", "Still there?"]
     assert [m["sender_type"] for m in conversation["messages"]] == ["client", "ai", "client", "ai"]
+    monkeypatch.setattr(channel.service.updates, "reclaim_after_s", 0.0)
+    assert await channel.recover() == 0, "the old bot's unprocessed update is not sent through the new bot"
 
 
 async def test_an_update_whose_turn_outlasts_the_reclaim_window_is_not_taken_from_its_process(
