@@ -8,8 +8,9 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,11 @@ from app.core import egress
 from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background, start_services
 from app.core.security import SecretBox
+from app.db.engine import tenant_session
 from app.db.jobs import ALERTS_QUEUE
 from app.db.migrate import upgrade_head
 from app.llm.registry import ProviderRegistry
+from app.memory.models import Insight
 from app.worker import build_workers, run_workers
 from tests import network_rule
 from tests.stub_dns import TEST_OUTBOUND_ALLOW, StubResolver
@@ -210,6 +213,37 @@ async def make_client(http: httpx.AsyncClient, coach: Coach, name: str = "Client
     response = await http.post("/api/v1/clients", headers=coach.headers, json={"name": name})
     assert response.status_code == 201, response.text
     return response.json()
+
+
+async def seed_insight(
+    container: Container,
+    coach_id: uuid.UUID,
+    client_id: uuid.UUID,
+    text: str,
+    *,
+    kind: str = "goal",
+    importance: int = 7,
+    sources: Sequence[uuid.UUID] = (),
+) -> Insight:
+    """Store an active insight of the client as extraction stores one (embedded with the offline model, seen
+    now, citing ``sources``); returns it."""
+    [vector] = await container.registry.local_embedder().embed([text])
+    now = datetime.now(UTC)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        insight = Insight(
+            coach_id=coach_id,
+            client_id=client_id,
+            kind=kind,
+            text=text,
+            importance=importance,
+            source_message_ids=list(sources),
+            first_seen_at=now,
+            last_seen_at=now,
+            embedding=vector,
+            embedding_model=container.registry.local_embedder().model,
+        )
+        session.add(insight)
+    return insight
 
 
 @dataclass

@@ -34,17 +34,15 @@ from app.conversations.handoffs import HandoffReason
 from app.conversations.models import SenderType
 from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background
-from app.db.engine import tenant_session
 from app.handoff.crisis import crisis_reply
 from app.handoff.queue import coach_conversation
 from app.handoff.service import HandoffService
 from app.llm.registry import ProviderRegistry
 from app.memory.messages import store_message
-from app.memory.models import Insight
 from app.rag.models import Chunk, Document
 from app.rag.passages import match_successors, store_successors
 from app.rag.pipeline import IngestRun
-from tests.conftest import Coach, make_client, upload
+from tests.conftest import Coach, make_client, seed_insight, upload
 from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint, openai_error, openai_sse
 
 DELTAS = ["Let's", " take", " it", " one", " step", " at", " a", " time", "."]
@@ -231,22 +229,7 @@ async def test_a_forgotten_insight_leaves_the_brief_of_an_active_handoff(
     left it in the brief the dashboard and every later alert show. The forget rebuilds the brief without it."""
     setup = await new_setup()
     coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
-    [vector] = await container.registry.local_embedder().embed(["Robin plans to leave Acme"])
-    now = datetime.now(UTC)
-    async with tenant_session(container.sessionmaker, coach_id) as session:
-        insight = Insight(
-            coach_id=coach_id,
-            client_id=client_id,
-            kind="goal",
-            text="Robin plans to leave Acme",
-            importance=9,
-            source_message_ids=[],
-            first_seen_at=now,
-            last_seen_at=now,
-            embedding=vector,
-            embedding_model="all-MiniLM-L6-v2",
-        )
-        session.add(insight)
+    insight = await seed_insight(container, coach_id, client_id, "Robin plans to leave Acme", importance=9)
     await chat(http, setup, "/human")
     [before] = await handoffs(http, setup.coach, "open")
     assert "Goal: Robin plans to leave Acme" in before["brief"].splitlines()

@@ -29,7 +29,7 @@ from app.learning.dashboard import FAILURE_PATTERNS_PREFIX
 from app.learning.interventions import describe_situation
 from app.learning.models import FineTuneJob, FineTuneStatus, Intervention, TrainingDataset, TrainingExample
 from app.memory.models import Insight, InsightStatus
-from tests.conftest import make_client
+from tests.conftest import make_client, seed_insight
 from tests.integration.accounts.test_data_rights import deleted_files  # noqa: F401 - a fixture used by name
 from tests.integration.handoff.test_handoff_flow import (  # noqa: F401 - fixtures used by name
     Setup,
@@ -148,22 +148,9 @@ async def test_forgetting_an_insight_keeps_its_source_out_of_prompts_and_trainin
 
     [source] = [m for m in await transcript(http, setup, conversation_id) if m["text"] == A_MESSAGE]
     client_id = uuid.UUID(setup.client_id)
-    [vector] = await container.registry.local_embedder().embed(["Robin lost a family ring"])
-    now = datetime.now(UTC)
-    async with tenant_session(container.sessionmaker, coach_id) as session:
-        insight = Insight(
-            coach_id=coach_id,
-            client_id=client_id,
-            kind="blocker",
-            text="Robin lost a family ring",
-            importance=7,
-            source_message_ids=[uuid.UUID(source["id"])],
-            first_seen_at=now,
-            last_seen_at=now,
-            embedding=vector,
-            embedding_model="all-MiniLM-L6-v2",
-        )
-        session.add(insight)
+    insight = await seed_insight(
+        container, coach_id, client_id, "Robin lost a family ring", kind="blocker", sources=[uuid.UUID(source["id"])]
+    )
     start = _calls(llm_api)
     forgotten = await http.delete(
         f"/api/v1/clients/{client_id}/memory/insights/{insight.id}", headers=setup.coach.headers
