@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -136,8 +138,15 @@ def _serve(settings: Settings, services: Services, host: str, port: int, worker:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Start embedded servers as needed, migrate, run a worker alongside, serve HTTP until Ctrl-C."""
+    """Start embedded servers as needed, migrate, run a worker alongside, serve HTTP until Ctrl-C. An address
+    already in use (another ``serve``) is refused before anything starts."""
     settings = _served_at(_settings(args), args.host, args.port)
+    try:
+        socket.create_server((args.host, args.port)).close()
+    except OSError as exc:
+        reason = "the address is in use (another opencoach serve? try --port)" if exc.errno == errno.EADDRINUSE else exc
+        _error(f"cannot serve on {args.host}:{args.port}: {reason}")
+        return 1
     with _start(settings) as services:
         _migrate(services.migration_database_url)
         console.print(f"[bold]OpenCoach[/] on {settings.public_url}  (dashboard: /login)")

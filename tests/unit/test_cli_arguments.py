@@ -3,6 +3,8 @@ argument) before it starts any server or reads any file: no traceback, nothing s
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from app.cli import _served_at, main
@@ -54,3 +56,12 @@ def test_serve_and_demo_link_to_their_own_address_unless_public_url_is_set(
     assert _served_at(Settings(), host, port).public_url == expected
     monkeypatch.setenv("PUBLIC_URL", "https://coach.example.test")
     assert _served_at(Settings(), host, port).public_url == "https://coach.example.test"
+
+
+def test_serve_on_an_address_in_use_is_refused_before_anything_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    """A second ``serve`` on the same port started its servers, migrated and spawned a worker, and only then
+    failed in uvicorn; it is refused at once now."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", "--host", "127.0.0.1", "--port", str(port)]) == 1
+    assert f"cannot serve on 127.0.0.1:{port}: the address is in use" in capsys.readouterr().err
