@@ -163,21 +163,26 @@ async def ingest_document(ctx: dict[str, Any], coach_id: str, document_id: str) 
     for other tenants (a deferral is not a failed try). Redis or PostgreSQL out of reach before the document's
     own error handling runs (taking a slot, reading the document) is retried after :data:`INGEST_RETRY_S` times
     the try (arq runs no job again after a plain error: the document stayed ``queued`` for good)."""
+    job = _ingest(ctx, coach_id, document_id)
+    return await _retrying_unreachable(
+        ctx, job, tries=INGEST_TRIES, delay_s=INGEST_RETRY_S, what=f"document {document_id}"
+    )
+
+
+async def _retrying_unreachable(
+    ctx: dict[str, Any], job: Awaitable[str], *, tries: int, delay_s: float, what: str
+) -> str:
+    """Run a job; Redis or PostgreSQL out of reach (a connection refused, dropped or timed out: the next try may
+    succeed, not that the job's work is wrong) is retried after ``delay_s`` times the try, up to ``tries`` tries (arq
+    runs no job again after a plain error). ``what`` names the job's subject in the log."""
     try:
-        return await _ingest(ctx, coach_id, document_id)
+        return await job
     except (*UNAVAILABLE, DBAPIError) as exc:
-        if not _unreachable(exc) or ctx["job_try"] >= INGEST_TRIES:
+        unreachable = exc.connection_invalidated if isinstance(exc, DBAPIError) else True
+        if not unreachable or ctx["job_try"] >= tries:
             raise
-        log.warning("document %s: ingestion retried, the database or Redis is out of reach: %r", document_id, exc)
-        raise Retry(defer=INGEST_RETRY_S * ctx["job_try"]) from exc
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """Whether ``exc`` says Redis or PostgreSQL was out of reach (a connection refused, dropped or timed out:
-    the next try may succeed), not that the job's work is wrong."""
-    if isinstance(exc, DBAPIError):
-        return bool(exc.connection_invalidated)
-    return isinstance(exc, UNAVAILABLE)
+        log.warning("%s: retried, the database or Redis is out of reach: %r", what, exc)
+        raise Retry(defer=delay_s * ctx["job_try"]) from exc
 
 
 async def _ingest(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
@@ -329,14 +334,13 @@ async def refresh_training_data(ctx: dict[str, Any], coach_id: str, conversation
     retried after :data:`REFRESH_RETRY_S` times the try, up to :data:`REFRESH_TRIES` tries (arq runs no job
     again after a plain error, and a forget queues this rebuild once)."""
     container: Container = ctx["container"]
-    try:
+
+    async def refresh() -> str:
         async with unit_of_work(container.sessionmaker, uuid.UUID(coach_id)) as uow:
             return await container.training.refresh(uow, uuid.UUID(conversation_id), erase=erase)
-    except (*UNAVAILABLE, DBAPIError) as exc:
-        if not _unreachable(exc) or ctx["job_try"] >= REFRESH_TRIES:
-            raise
-        log.warning("conversation %s: training data rebuild retried: %r", conversation_id, exc)
-        raise Retry(defer=REFRESH_RETRY_S * ctx["job_try"]) from exc
+
+    what = f"training data of conversation {conversation_id}"
+    return await _retrying_unreachable(ctx, refresh(), tries=REFRESH_TRIES, delay_s=REFRESH_RETRY_S, what=what)
 
 
 async def start_fine_tune(ctx: dict[str, Any], coach_id: str, job_id: str) -> str:
