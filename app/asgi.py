@@ -41,7 +41,7 @@ from app.core.config import Settings
 from app.core.errors import DomainError
 from app.core.headers import SecurityHeaders
 from app.core.runtime import freeze_startup_heap
-from app.core.validation import NUL_REFUSED, NUL_SQLSTATES
+from app.core.validation import NUL_REFUSED, refused_for_nul
 from app.deps import provide_container
 from app.handoff.live import ReconnectingPubSubBackend
 from app.llm.registry import ProviderRegistry
@@ -101,7 +101,7 @@ def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> 
     """A request whose text holds a NUL character (U+0000), which PostgreSQL cannot store, gets a 400 with a JSON
     message; its unit of work rolled back, so nothing of it is stored. Any other database error is logged and
     answered with Litestar's usual 500 body (no traceback, no SQL)."""
-    if getattr(exc.orig, "sqlstate", None) in NUL_SQLSTATES:
+    if refused_for_nul(exc):
         return error_response(400, NUL_REFUSED)
     log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, INTERNAL_ERROR)

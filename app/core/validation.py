@@ -23,6 +23,13 @@ NUL_SQLSTATES = frozenset({"22021", "22P05"})
 """PostgreSQL's ``character_not_in_repertoire`` (a NUL byte in text) and ``untranslatable_character`` (``\\u0000``
 in jsonb): it stores no U+0000 in text or jsonb."""
 
+
+def refused_for_nul(exc: BaseException) -> bool:
+    """Whether a database error (SQLAlchemy's ``DBAPIError``, the driver's in ``orig``) is PostgreSQL refusing a
+    value for holding U+0000 (:data:`NUL_SQLSTATES`)."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in NUL_SQLSTATES
+
+
 MAX_NAME_CHARS = 200
 """The longest coach or client name (the ``name`` columns' size)."""
 MAX_PERSONA_CHARS = 8000

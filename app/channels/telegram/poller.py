@@ -14,7 +14,7 @@ from telegram.error import InvalidToken, TelegramError
 from app.channels.telegram.adapter import TelegramChannel
 from app.channels.telegram.bot import POLL_TIMEOUT_S
 from app.channels.telegram.service import ALLOWED_UPDATES
-from app.core.validation import NUL_REFUSED, NUL_SQLSTATES
+from app.core.validation import NUL_REFUSED, refused_for_nul
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ async def poll_once(channel: TelegramChannel, coach_id: uuid.UUID, wait_s: int =
         try:
             first = await channel.service.updates.first_delivery(coach_id, update.update_id, payload)
         except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) not in NUL_SQLSTATES:
+            if not refused_for_nul(exc):
                 raise
             log.warning("telegram update %s of coach %s skipped: %s", update.update_id, coach_id, NUL_REFUSED)
             continue
