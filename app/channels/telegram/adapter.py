@@ -73,6 +73,7 @@ class _Stream:
     def __init__(self, bot: Bot, chat_id: int, interval: float) -> None:
         self.bot, self.chat_id, self.interval = bot, chat_id, interval
         self.text = ""
+        self._units = 0  # (the text's length as Telegram counts it, summed as deltas arrive)
         self.message_id: int | None = None
         self.unsent: list[str] = []
         self.keyboard: dict[str, Any] | None = None
@@ -81,10 +82,9 @@ class _Stream:
     async def delta(self, text: str) -> None:
         """Show the reply so far (a 403 raises ``Forbidden``: the client blocked the bot)."""
         self.text += text
+        self._units += render.utf16_len(text)
         now = time.monotonic()
-        if render.utf16_len(self.text) > render.MAX_MESSAGE_CHARS or (
-            self.message_id and now - self._last < self.interval
-        ):
+        if self._units > render.MAX_MESSAGE_CHARS or (self.message_id and now - self._last < self.interval):
             return
         with contextlib.suppress(NetworkError, RetryAfter):  # NetworkError: also a 400, a timeout, a 5xx
             if self.message_id is None:
