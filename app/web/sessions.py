@@ -85,15 +85,13 @@ class RotatingSessionBackend(ServerSideSessionBackend):
         rotated = bool(state.pop(_ROTATE, False)) and scope_session is not Empty
         sent_id = connection.cookies.get(self.config.key)
         data = scope_session if isinstance(scope_session, dict) else None
+        store = self.config.get_store_from_app(connection.scope["app"])
         kept_id = data is not None and not rotated and self.get_session_id(connection) == sent_id
-        if kept_id or data == {}:  # (the id the browser sent, kept) or nothing to store
-            store = self.config.get_store_from_app(connection.scope["app"])
-            if not sent_id or not await store.exists(sent_id):
-                return
+        if (kept_id or data == {}) and (not sent_id or not await store.exists(sent_id)):
+            return  # (the id the browser sent, kept, or nothing to store) under no stored session
         if rotated:
-            old_id = connection.cookies.get(self.config.key)
-            if old_id:
-                await self.delete(old_id, store=self.config.get_store_from_app(connection.scope["app"]))
+            if sent_id:
+                await self.delete(sent_id, store=store)
             state[_NEW_ID] = self.generate_session_id()
         await super().store_in_message(scope_session, message, connection)
         coach_id = scope_session.get("coach_id") if isinstance(scope_session, dict) else None
