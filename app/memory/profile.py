@@ -24,8 +24,8 @@ from app.memory.models import ChatSession, ClientProfile, SessionStatus
 from app.memory.prompts import (
     EXAMPLE_PROFILE,
     EXAMPLE_TRANSCRIPT,
+    PROFILE_ECHOES,
     PROFILE_INSTRUCTIONS,
-    example_values,
     few_shot_prompt,
     input_tokens,
 )
@@ -206,14 +206,13 @@ class ProfileService:
                 # forgotten (or summarised again) while the model answered: that summary's own job runs
                 return "summary changed meanwhile"
             profile = await profile_for_update(session, coach_id, client.id)
-            echoes = example_values(EXAMPLE_PROFILE)
             for name in PROFILE_LISTS:
-                lines = [line for line in getattr(output, name) if line.casefold() not in echoes]
+                lines = [line for line in getattr(output, name) if line.casefold() not in PROFILE_ECHOES]
                 own = _coachs_own(profile, name)
                 setattr(profile, name, _merge_list(getattr(profile, name), lines, own))
                 _learnt(profile, name, [line for line in lines if line.casefold() not in own], session_id)
             keep_sources_of_held_lines(profile)
-            if output.tone and output.tone.casefold() not in echoes and profile.coach_edited_at is None:
+            if output.tone and output.tone.casefold() not in PROFILE_ECHOES and profile.coach_edited_at is None:
                 profile.tone = output.tone
             profile.updated_at = datetime.now(UTC)
             chat_session.summary = {**summarised, "profile_updated": True}

@@ -75,6 +75,12 @@ def example_values(example: str) -> frozenset[str]:
     return frozenset(item.casefold() for item in flat if isinstance(item, str) and item)
 
 
+PROFILE_ECHOES = example_values(EXAMPLE_PROFILE)
+"""The profile example's values (:func:`example_values`), dropped from a profile update's output."""
+SUMMARY_ECHOES = example_values(EXAMPLE_SUMMARY)
+"""The summary example's values (:func:`example_values`), dropped from a summary's output."""
+
+
 def few_shot_prompt(instructions: str, example_input: str, example_output: str, actual_input: str) -> list[ChatMessage]:
     """System instructions, one worked example as a user/assistant exchange, then the real input."""
     return [

@@ -25,8 +25,8 @@ from app.memory.prompts import (
     ECHO_UNSTATED,
     EXAMPLE_SUMMARY,
     EXAMPLE_TRANSCRIPT,
+    SUMMARY_ECHOES,
     SUMMARY_INSTRUCTIONS,
-    example_values,
     few_shot_prompt,
     input_tokens,
 )
@@ -49,14 +49,13 @@ def summary_vector_text(summary: str, topics: Sequence[str]) -> str:
 
 
 def _without_echoes(output: SessionSummaryOutput) -> SessionSummaryOutput:
-    """``output`` without the values it copied from the worked example (:func:`example_values`): such topics,
+    """``output`` without the values it copied from the worked example (:data:`SUMMARY_ECHOES`): such topics,
     insights and action items dropped, such an ``emotional_state`` replaced by :data:`ECHO_UNSTATED`."""
-    echoes = example_values(EXAMPLE_SUMMARY)
     kept: dict[str, object] = {
-        name: [line for line in getattr(output, name) if line.casefold() not in echoes]
+        name: [line for line in getattr(output, name) if line.casefold() not in SUMMARY_ECHOES]
         for name in ("topics", "insights", "action_items")
     }
-    if output.emotional_state.casefold() in echoes:
+    if output.emotional_state.casefold() in SUMMARY_ECHOES:
         kept["emotional_state"] = ECHO_UNSTATED
     return output.model_copy(update=kept)
 
