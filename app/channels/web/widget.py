@@ -71,7 +71,7 @@ async def _exchange(container: Container, token: str | None, to: str) -> Redirec
         return _invalid(404)
     redirect = Redirect(to, status_code=303)
     redirect.set_cookie(widget_cookie(session[1], container.settings.public_url))
-    redirect.headers["Cache-Control"] = "no-store"
+    redirect.headers["Cache-Control"] = "no-store"  # (/w?token=… too, outside app.core.headers.NO_STORE_PREFIXES)
     return redirect
 
 
@@ -173,8 +173,8 @@ class WidgetController(Controller):
         was revoked (the page then tells the client to open their coach's link again)."""
         found = await _session(request, container)
         if found is None:
-            return Response(None, status_code=401, headers={"Cache-Control": "no-store"})
-        renewed = Response(None, status_code=204, headers={"Cache-Control": "no-store"})
+            return Response(None, status_code=401)  # (not stored by any cache: app.core.headers.NO_STORE_PREFIXES)
+        renewed = Response(None, status_code=204)
         renewed.set_cookie(widget_cookie(found[1], container.settings.public_url))
         return renewed
 

@@ -37,8 +37,8 @@ from app.deps import PAGE, CoachId, ContainerDep, PathId, Uow, WantedPage, page_
 from app.web.api.documents import read_upload
 from app.web.sessions import DashboardSessionsDep
 
-EXPORT_HEADERS = {"Content-Disposition": 'attachment; filename="opencoach-data.json"', "Cache-Control": "no-store"}
-"""Headers of a data export: a JSON file to save, never cached."""
+EXPORT_HEADERS = {"Content-Disposition": 'attachment; filename="opencoach-data.json"'}
+"""Headers of a data export: a JSON file to save (never cached: :data:`app.core.headers.NO_STORE_PREFIXES`)."""
 
 
 class SignupRequest(msgspec.Struct):

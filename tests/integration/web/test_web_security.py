@@ -46,6 +46,7 @@ async def test_every_response_carries_the_security_headers(
         ("/api/v1/settings", {}),  # 401
         ("/dashboard/settings", {}),  # the redirect to the log-in page
         ("/w/not-a-token", {}),  # the widget's 404 page
+        ("/w/session", {}),  # the widget session's renewal, refused (401)
     ]:
         response = await http.get(path, headers=headers)
         csp = response.headers.get("content-security-policy", "")
