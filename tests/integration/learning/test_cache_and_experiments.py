@@ -20,6 +20,13 @@ from app.learning.experiments import ExperimentService, assign_variant
 from tests.conftest import Coach, make_client
 
 PROMPT = [{"role": "user", "content": "How do I start?"}]
+WARMER = {
+    "name": "warmer persona",
+    "metric": "thumbs_up_rate",
+    "variants": [{"name": "control"}, {"name": "warm", "persona": "You are a very warm coach."}],
+    "min_samples": 20,
+}
+"""A two-arm persona experiment on the thumbs-up rate (:func:`rate` stores its arms' rated replies)."""
 
 
 def cache_key(cache: ResponseCache, coach_id: uuid.UUID, persona: str = "You are Kim.") -> str:
@@ -98,18 +105,12 @@ async def test_an_experiment_assigns_stably_measures_and_concludes(
     coach = await make_coach("Experimenter")
     other = await make_coach("Bystander")
     coach_id = uuid.UUID(coach.coach_id)
-    body = {
-        "name": "warmer persona",
-        "metric": "thumbs_up_rate",
-        "variants": [{"name": "control"}, {"name": "warm", "persona": "You are a very warm coach."}],
-        "min_samples": 20,
-    }
-    created = await http.post("/api/v1/learning/experiments", headers=coach.headers, json=body)
+    created = await http.post("/api/v1/learning/experiments", headers=coach.headers, json=WARMER)
     assert created.status_code == 201, created.text
     experiment = created.json()
     assert experiment["status"] == "running" and experiment["winner"] is None
     assert [r["trials"] for r in experiment["results"]] == [0, 0]
-    again = await http.post("/api/v1/learning/experiments", headers=coach.headers, json=body)
+    again = await http.post("/api/v1/learning/experiments", headers=coach.headers, json=WARMER)
     assert again.status_code == 409 and "running" in again.json()["detail"]
 
     # the same client gets the same variant from this service and from a fresh one (another process)
@@ -167,13 +168,7 @@ async def test_a_coachs_stop_is_not_overwritten_by_a_reading_that_concludes(
     significant winner: the experiment stays stopped (the read checks again under the row's lock)."""
     coach = await make_coach("Stopper")
     coach_id = uuid.UUID(coach.coach_id)
-    body = {
-        "name": "stop me",
-        "metric": "thumbs_up_rate",
-        "variants": [{"name": "control"}, {"name": "warm", "persona": "Warm."}],
-        "min_samples": 20,
-    }
-    created = await http.post("/api/v1/learning/experiments", headers=coach.headers, json=body)
+    created = await http.post("/api/v1/learning/experiments", headers=coach.headers, json=WARMER)
     assert created.status_code == 201, created.text
     experiment_id = uuid.UUID(created.json()["id"])
     client_id = uuid.UUID((await make_client(http, coach, "Robin"))["id"])
