@@ -11,7 +11,8 @@ Each sentence is matched against :data:`CUES`, a list of named regular expressio
 ``(0, 1]`` and a kind:
 
 - ``explicit``: first-person suicidal or self-harm wording (``kill myself``, ``end my life``, ``I want to
-  die``, ``I'm suicidal``, ``cutting myself``, ``overdose``, ``suicide note``).
+  die``, ``I'm suicidal``, ``cutting myself``, ``overdose``, an overdose taken: ``took all my pills``, a plan:
+  ``planning my suicide``, a method wished for: ``want to jump off a bridge``, ``suicide note``).
 - ``indirect``: what the C-SSRS and the Columbia Protocol screener ask about without the word suicide —
   passive wish to be dead (``don't want to wake up``, ``wish I was dead``), perceived burdensomeness
   (``better off without me``), hopelessness about living (``no reason to live``, ``can't go on``,
@@ -69,7 +70,7 @@ Sources
 
 The weights, the discounts and the two thresholds were **tuned on** ``../shared/data/crisis/cssrs_dev.csv``
 (263 users; target: user recall ≥ 0.95 for Ideation/Behavior/Attempt against Supportive, at the best
-precision; there: recall 0.974, precision 0.826, where flagging everyone gives precision 0.729), so the
+precision; there: recall 0.974, precision 0.821, where flagging everyone gives precision 0.729), so the
 dev-set figures are optimistic, and no split of that file can make them honest: an independent check on
 other C-SSRS users found recall below 0.95. ``opencoach eval crisis --folds 5`` reports the lexicon beside
 the learned component, whose every weight and threshold is fitted on training folds only.
@@ -181,6 +182,15 @@ CUES: tuple[Cue, ...] = (
     _cue("suicidal", r"\bsuicidal\b", weight=0.45, kind="explicit"),
     _cue("suicide", r"\bsuicide\b", weight=0.1, kind="explicit"),
     _cue(
+        "plan",
+        r"\bplan(?:ning|ned)? (?:out )?(?:my (?:own )?)?(?:suicide|death)\b",
+        r"\bmy (?:own )?suicide\b(?! (?:prevention|awareness|hotline|lifeline|training))",
+        r"\bplan (?:is |was )?(?:to )?(?:overdose|od|hang|jump|shoot|drown|cut|slit|end it)\b",
+        weight=0.8,
+        kind="explicit",
+        first_person=True,
+    ),
+    _cue(
         "commit suicide (self)",
         r"\b(?:commit|committed|committing|attempt|attempted|attempting|consider|considering|contemplat\w*) suicide\b",
         weight=0.3,
@@ -213,6 +223,17 @@ CUES: tuple[Cue, ...] = (
         first_person=True,
     ),
     _cue("overdose", r"\b(?:overdos\w*|od on|odd on)\b", weight=0.7, kind="explicit", first_person=True),
+    _cue(
+        "took all the pills",
+        r"\b(?:took|taken|take|taking|swallowed|swallowing|downed|ate) (?:all (?:of )?(?:my|the|those|these)|"
+        r"(?:a|the) (?:whole|entire|full) (?:bottle|box|pack|packet)|(?:a )?bottle of|(?:a )?handful of|"
+        r"too many|(?:like |about |over )?(?:[2-9]\d|\d{3}|twenty|thirty|forty|fifty|a hundred)) (?:\w+ ){0,2}"
+        r"(?:pills?|tablets?|capsules?|meds|medication|medicine|tylenol|paracetamol|ibuprofen|advil|aspirin|"
+        r"acetaminophen|benadryl|xanax|oxy\w*|sleeping \w+|antidepressants?|painkillers?|insulin)\b",
+        weight=0.8,
+        kind="explicit",
+        first_person=True,
+    ),
     _cue(
         "finish the job",
         r"\bfinish the job\b",
@@ -364,6 +385,16 @@ CUES: tuple[Cue, ...] = (
     ),
     _cue("rope", r"\b(?:rope|noose|belt)\b", weight=0.35, kind="means", first_person=True),
     _cue(
+        "jump to die",
+        r"\b(?:want|wanted|wanna|going|gonna|ready|about|plan|planning|thinking about|think about) (?:to )?"
+        r"(?:just )?(?:jump|jumping|throw(?:ing)? myself|step(?:ping)?) (?:off|from|in front of) "
+        r"(?:a |the |this |that )?"
+        r"(?:bridge|building|roof|rooftop|cliff|ledge|balcony|tower|window|overpass|train|subway|bus|truck|car)\b",
+        weight=0.7,
+        kind="explicit",
+        first_person=True,
+    ),
+    _cue(
         "jump",
         r"\b(?:bridge|ledge|jump(?:ing)? off|jump(?:ing)? in front|rooftop|cliff|train tracks|railway)\b",
         weight=0.4,
@@ -397,7 +428,8 @@ CUES: tuple[Cue, ...] = (
     ),
     _cue(
         "alone",
-        r"\b(?:alone|lonely|isolated|no friends|no one cares|nobody cares|no one (?:would )?miss me)\b",
+        r"\b(?:alone|lonely|isolated|no friends|no one cares|nobody cares|"
+        r"(?:no one|nobody) (?:would |will )?(?:even )?miss me)\b",
         weight=0.2,
         kind="distress",
         first_person=True,

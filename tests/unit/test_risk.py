@@ -64,6 +64,39 @@ def test_a_message_naming_no_one_speaks_for_the_writer(text: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "cue"),
+    [
+        ("I just took all my pills", "took all the pills"),
+        ("Took 30 tylenol an hour ago", "took all the pills"),
+        ("I swallowed a whole bottle of sleeping pills", "took all the pills"),
+        ("I'm planning my suicide", "plan"),
+        ("The plan is overdose tonight", "plan"),
+        ("I want to jump off a bridge", "jump to die"),
+    ],
+)
+def test_an_attempt_under_way_a_plan_and_a_method_are_crisis(text: str, cue: str) -> None:
+    """An overdose already taken, a plan, a wish to jump: these reached ``concern`` at most (the means cue
+    alone, or a plan said with "is" taken for a thing), and no crisis protocol."""
+    assessment = detector.assess(text)
+    assert assessment.level == "crisis" and assessment.explicit
+    assert cue in assessment.matched
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I took 20 minutes to get ready",
+        "I ate too many cookies",
+        "I took all my notes to class",
+        "I want to jump off the diving board",
+        "My suicide prevention training starts Monday",
+    ],
+)
+def test_quantities_plans_and_jumps_without_a_method_are_not_crisis(text: str) -> None:
+    assert detector.assess(text).level != "crisis"
+
+
+@pytest.mark.parametrize(
     "text",
     ["The battery is going to die soon", "The hero wants to die a hero.", "Want to die laughing at that video lol"],
 )
