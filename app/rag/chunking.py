@@ -27,8 +27,12 @@ CHUNK_FILL = 0.7
 """Chunks use at most this share of the embedder's input: the embedder's own tokenizer (e.g. BERT word
 pieces) can count more tokens than cl100k for the same text; the books' chunks stay under 256 pieces."""
 OVERLAP_SHARE = 0.15
-MAX_CHUNK_TOKENS = 512
-"""Upper bound for embedders with long inputs: retrieval works better on passages than on whole pages."""
+SWITCHABLE_INPUT_TOKENS = 256
+"""The input window (word pieces) of the offline all-MiniLM-L6-v2 (its ``max_seq_length``), the smallest of the
+embedders a coach can switch to. Chunks are cut for it whatever embedder the coach uses now: a change of
+embedder re-embeds the stored chunks without cutting them again, so a chunk cut for a long-input model would be
+truncated by MiniLM after a switch back, and an ingestion resumed across a switch would cut at other places
+than the chunks already stored (text lost or doubled)."""
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])[\"')\]]*\s+|\n{2,}")
 _HEADING_LINE = re.compile(r"^(#{1,6}[ \t]+\S[^\n]*)\n(?!\n)", re.MULTILINE)
@@ -62,8 +66,9 @@ class ChunkSpec:
 
     @classmethod
     def for_embedder(cls, max_input_tokens: int) -> ChunkSpec:
-        """Size chunks to an embedder whose input holds ``max_input_tokens`` tokens of its own."""
-        size = min(MAX_CHUNK_TOKENS, int(max_input_tokens * CHUNK_FILL))
+        """Size chunks to an embedder whose input holds ``max_input_tokens`` tokens of its own, and to every
+        embedder the coach can switch to (:data:`SWITCHABLE_INPUT_TOKENS`)."""
+        size = int(min(max_input_tokens, SWITCHABLE_INPUT_TOKENS) * CHUNK_FILL)
         return cls(max_tokens=size, overlap_tokens=int(size * OVERLAP_SHARE))
 
 

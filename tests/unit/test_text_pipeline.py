@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from app.rag.chunking import Chunker, ChunkSpec, chunk_pages, count_tokens
+from app.llm.local import minilm_path
+from app.rag.chunking import SWITCHABLE_INPUT_TOKENS, Chunker, ChunkSpec, chunk_pages, count_tokens
 from app.rag.extract import MARKDOWN, PDF, TEXT, ExtractionError, Page, detect_kind, extract_pages
 from app.rag.normalize import metadata_title, normalize_text
 from tests.conftest import MEDITATIONS
@@ -133,11 +136,6 @@ def test_blank_pages_make_no_chunks() -> None:
     assert chunk_pages([Page(1, " \n\t "), Page(2, "12")], ChunkSpec(100, 10)) == []
 
 
-def test_chunk_spec_fits_the_embedder() -> None:
-    assert ChunkSpec.for_embedder(256) == ChunkSpec(max_tokens=179, overlap_tokens=26)
-    assert ChunkSpec.for_embedder(8191).max_tokens == 512
-
-
 @pytest.mark.parametrize("batch", [1, 3, 8, 50])
 def test_chunks_fed_in_batches_are_the_chunks_of_the_whole_book(batch: int) -> None:
     """The streaming chunker (pages arrive from the reader a batch at a time) cuts Meditations (hyphenation
@@ -206,3 +204,14 @@ def test_a_sink_gets_the_pages_in_batches_as_they_are_read() -> None:
 )
 def test_metadata_title_is_cleaned_and_placeholders_are_dropped(declared: str | None, title: str | None) -> None:
     assert metadata_title(declared) == title
+
+
+def test_chunks_fit_every_embedder_a_coach_can_switch_to() -> None:
+    """A change of embedder re-embeds stored chunks without cutting them again: chunks cut for a long-input
+    model (512 tokens for an OpenAI-compatible one) were truncated by MiniLM after a switch back, and an
+    ingestion resumed across a switch cut at other places than its stored chunks."""
+    config = json.loads((minilm_path() / "sentence_bert_config.json").read_text())
+    assert config["max_seq_length"] == SWITCHABLE_INPUT_TOKENS
+    assert ChunkSpec.for_embedder(256) == ChunkSpec(max_tokens=179, overlap_tokens=26)
+    assert ChunkSpec.for_embedder(8191) == ChunkSpec.for_embedder(SWITCHABLE_INPUT_TOKENS)
+    assert ChunkSpec.for_embedder(128).max_tokens < ChunkSpec.for_embedder(8191).max_tokens
