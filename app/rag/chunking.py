@@ -225,7 +225,7 @@ class Chunker:
 
 def _normalized(page: Page) -> str:
     # a heading line gets a paragraph of its own, so it is never joined into the text under it
-    return normalize_text(_HEADING_LINE.sub(r"\1\n\n", page.text))
+    return normalize_text(_HEADING_LINE.sub(r"\1\n\n", page.text), paged=page.number is not None)
 
 
 def chunk_pages(pages: list[Page], spec: ChunkSpec) -> list[TextChunk]:

@@ -27,8 +27,26 @@ def test_hyphen_before_a_capital_is_kept() -> None:
 
 
 def test_page_number_lines_and_blank_pages_are_dropped() -> None:
-    assert normalize_text("last line of the page.\n11\n") == "last line of the page."
-    assert normalize_text("  \n\t\n xii \n") == ""
+    assert normalize_text("last line of the page.\n11\n", paged=True) == "last line of the page."
+    assert normalize_text("xii\nFirst line of the page.", paged=True) == "First line of the page."
+    assert normalize_text("  \n\t\n xii \n", paged=True) == ""
+
+
+def test_numbers_and_short_words_on_lines_of_their_own_inside_a_page_are_kept() -> None:
+    """A table's cells (a paragraph each in DOCX and HTML) and a Markdown line "I" or "civil" were deleted
+    wherever they stood, in every kind of file, as if they were page numbers."""
+    table = "Meal\n\nCalories\n\nBreakfast\n\n450\n\nLunch\n\n700\n\nSets per week:\n\n12"
+    assert normalize_text(table) == table
+    assert normalize_text("Page top\n\n450\n\ncivil\n\nI\n\nPage bottom", paged=True) == (
+        "Page top\n\n450\n\ncivil\n\nI\n\nPage bottom"
+    )
+
+
+def test_lone_surrogates_are_dropped() -> None:
+    """A PDF whose ToUnicode map points at U+D800 gave lone surrogates that the tokenizer refused: the whole
+    document failed as an internal error."""
+    assert normalize_text("AA\ud800 A\ud800") == "AA A"
+    assert metadata_title("Meditations\udfff") == "Meditations"
 
 
 def test_lines_join_within_paragraphs_and_paragraphs_stay_apart() -> None:
