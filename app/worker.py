@@ -94,6 +94,9 @@ STRANDED_GRACE_S = 120
 also waits for its turn slot and stores its reply)."""
 STRANDED_WITHIN_S = 24 * 3600
 """Client messages older than this are never answered by the sweep (an answer days later would surprise)."""
+STRANDED_SCREEN_S = 900
+"""Seconds (after the sweep's first look) during which a stranded client message the coach has is queued for its
+crisis screen: its job id is refused once queued, so this only covers a worker that was down at the first look."""
 OUTBOX_RELAY_EVERY_S = 10
 """How often the worker sends outbox jobs left behind by a Redis outage."""
 REDIS_RETRY_S = 1.0
@@ -228,10 +231,13 @@ async def requeue_lost_documents(ctx: dict[str, Any]) -> str:
 async def answer_stranded_messages(ctx: dict[str, Any]) -> str:
     """arq cron (every minute, and at start-up): queue the answers of client messages that a stopped web process
     stored but never answered (:meth:`app.chat.turn.ChatService.answer_stranded`): stored longer ago than a live
-    turn may take (``LLM_DEADLINE_SECONDS`` and :data:`STRANDED_GRACE_S`), within :data:`STRANDED_WITHIN_S`."""
+    turn may take (``LLM_DEADLINE_SECONDS`` and :data:`STRANDED_GRACE_S`), within :data:`STRANDED_WITHIN_S`; one
+    the coach has, for its crisis screen, within :data:`STRANDED_SCREEN_S` more."""
     container: Container = ctx["container"]
     older_than_s = container.settings.llm_deadline_seconds + STRANDED_GRACE_S
-    queued = await container.chat.answer_stranded(older_than_s=older_than_s, within_s=STRANDED_WITHIN_S)
+    queued = await container.chat.answer_stranded(
+        older_than_s=older_than_s, within_s=STRANDED_WITHIN_S, in_handoff_within_s=older_than_s + STRANDED_SCREEN_S
+    )
     return f"{queued} stranded client messages queued for an answer"
 
 

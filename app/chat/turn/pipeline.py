@@ -179,8 +179,20 @@ class ChatService:
 
         At most ``TURN_CONCURRENCY`` answers run at once in this process; the others wait for a slot, coaches
         served in turn and each coach's turns in the order they came (:class:`FairSlots`; their wait is the
-        ``admission`` stage)."""
-        stages = Stages()
+        ``admission`` stage). A turn that has to wait is screened for a crisis first, as
+        :meth:`answer_crisis` does: a crisis reply and its alert do not wait behind other tenants' turns."""
+        async for item in self._answer_admitted(coach_id, client_id, message_id, to_client, Stages()):
+            yield item
+
+    async def _answer_admitted(
+        self, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID, to_client: ToClient, stages: Stages
+    ) -> AsyncIterator[str | TurnResult]:
+        """:meth:`answer` with ``stages`` (which may hold ``receive`` already): the early crisis screen when
+        the turn has to wait, then the turn in its slot."""
+        if self._slots.locked() and (screened := await self._screened(coach_id, client_id, message_id, stages)):
+            async for item in self._handed_off(*screened, to_client, stages):
+                yield item
+            return
         async with self._admitted(coach_id, stages):
             async for item in self._answer(coach_id, client_id, message_id, to_client, stages):
                 yield item
@@ -236,6 +248,19 @@ class ChatService:
         apart from the turn slots (admission), so a screen never waits behind the turns it overtakes. Raises
         ``NotFound`` (not this client's message)."""
         stages = Stages()
+        screened = await self._screened(coach_id, client_id, message_id, stages)
+        if screened is None:
+            return None
+        async for _ in self._handed_off(*screened, lambda: True, stages):
+            pass
+        return screened[1].reply
+
+    async def _screened(
+        self, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID, stages: Stages
+    ) -> tuple[Turn, Outcome, float] | None:
+        """The crisis protocol stored for a message ahead of its turn (the turn, its outcome and when it
+        started), or ``None`` when the message does not call for it or was answered (nothing stored; its
+        embedding is kept for its turn). Holds one of the screen slots, apart from the turn slots."""
         started = time.perf_counter()
         async with self._screens:
             try:
@@ -250,9 +275,7 @@ class ChatService:
                     outcome = await self._persister.before_model(uow.session, turn, decision)
             except _NoCrisis:
                 return None
-        async for _ in self._handed_off(turn, outcome, started, lambda: True, stages):
-            pass
-        return outcome.reply
+        return turn, outcome, started
 
     async def _answer_with_model(
         self, turn: Turn, started: float, to_client: ToClient, stages: Stages
@@ -366,9 +389,8 @@ class ChatService:
                 channel=channel,
                 client_message_id=client_message_id,
             )
-        async with self._admitted(coach_id, stages):
-            async for item in self._answer(coach_id, client_id, received.message_id, _never, stages):
-                yield item
+        async for item in self._answer_admitted(coach_id, client_id, received.message_id, _never, stages):
+            yield item
 
     async def answer_later(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> None:
         """Queue the ``answer_pending`` job for stored client message ``message_id`` (its live answer failed,
@@ -376,35 +398,41 @@ class ChatService:
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             jobs.answer_pending(uow.session, coach_id, message_id, occasion="live")
 
-    async def answer_stranded(self, *, older_than_s: float, within_s: float) -> int:
+    async def answer_stranded(self, *, older_than_s: float, within_s: float, in_handoff_within_s: float) -> int:
         """Cron (worker): queue the answer (``answer_pending``) of every client message stored between
         ``within_s`` and ``older_than_s`` seconds ago that nobody answered and nothing waits on: the latest of its
         conversation, no coach message after it, no handoff active (the coach has it; a handback without a reply
         marks it answered, and a draft's turn claimed it). Such a message was acknowledged to the widget, which
         forgets it, before a web process that died ran its turn. ``older_than_s`` must outlast a live turn; a message is
-        answered once whatever runs. Candidates come from the ``stranded_messages()`` SECURITY DEFINER function
-        (migration 0046); each is checked again in its own tenant's transaction. Returns how many were queued."""
+        answered once whatever runs. A message the coach has (a handoff active) is queued too while it is newer
+        than ``in_handoff_within_s`` seconds: its turn only screens it (the crisis protocol, else nothing), but a
+        crisis in it must not go unseen. Candidates come from the ``stranded_messages()`` SECURITY DEFINER
+        function (migrations 0046, 0055); each is checked again in its own tenant's transaction. Returns how many
+        were queued."""
         async with self._sessionmaker() as session:
             candidates = (
                 await session.execute(
-                    text("SELECT coach_id, message_id FROM stranded_messages(:older, :within)"),
-                    {"older": int(older_than_s), "within": int(within_s)},
+                    text("SELECT coach_id, message_id FROM stranded_messages(:older, :within, :in_handoff)"),
+                    {"older": int(older_than_s), "within": int(within_s), "in_handoff": int(in_handoff_within_s)},
                 )
             ).all()
-        queued = 0
+        queued = screened = 0
         for coach_id, message_id in candidates:
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
                 session = uow.session
                 conversation_id = await session.scalar(select(Message.conversation_id).where(Message.id == message_id))
                 if conversation_id is None or await unanswered_client_message(session, conversation_id) != message_id:
                     continue
-                if await self._handoffs.active_for(session, conversation_id) is not None:
-                    continue
                 jobs.answer_pending(session, coach_id, message_id, occasion="stranded")
-                queued += 1
+                if await self._handoffs.active_for(session, conversation_id) is None:
+                    queued += 1
+                else:
+                    screened += 1
         if queued:
             log.warning("%d client messages left unanswered by a stopped turn queued for an answer", queued)
-        return queued
+        if screened:
+            log.info("%d client messages the coach has queued for their crisis screen", screened)
+        return queued + screened
 
     async def answer_pending(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> str:
         """Worker job body (after a handback, or after the live answer failed: :meth:`answer_later`): answer

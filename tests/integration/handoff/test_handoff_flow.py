@@ -29,12 +29,13 @@ from app.accounts.unit_of_work import unit_of_work
 from app.asgi import create_app
 from app.chat.turn.intake import Intake
 from app.chat.turn.pipeline import ChatService
+from app.chat.turn.state import TurnResult
 from app.container import Container
 from app.conversations.handoffs import HandoffReason
 from app.conversations.models import SenderType
 from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background
-from app.handoff.crisis import crisis_reply
+from app.handoff.crisis import DEFAULT_CRISIS_RESOURCES, crisis_reply
 from app.handoff.queue import coach_conversation
 from app.handoff.service import HandoffService
 from app.llm.registry import ProviderRegistry
@@ -253,6 +254,48 @@ async def coach_events(pubsub: Any, until: Callable[[list[dict[str, Any]]], bool
     except TimeoutError:
         pass
     return events
+
+
+async def test_a_crisis_is_answered_while_every_turn_slot_is_taken(
+    new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter, container: Container
+) -> None:
+    """Every turn slot of the process is busy (other tenants' turns, each up to ``LLM_TIMEOUT_SECONDS``): a
+    client's crisis message is screened before its turn waits for a slot, so the crisis reply and the urgent
+    handoff come at once, on the REST turn and on a channel's answer alike. Before, only a message queued behind
+    the client's own answer was screened early; these waited in the admission queue with no reply and no
+    alert. A message that needs no protocol still waits for its slot."""
+    setup = await new_setup()
+    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    chat_service, taken = container.chat, 0
+
+    async def answered(items: AsyncIterator[str | TurnResult]) -> TurnResult:
+        return [item async for item in items if isinstance(item, TurnResult)][-1]
+
+    while not chat_service._slots.locked():
+        await chat_service._slots.acquire(uuid.uuid4())
+        taken += 1
+    try:
+        crisis = await asyncio.wait_for(answered(chat_service.turn(coach_id, client_id, "I want to end my life")), 20)
+        other = await new_setup()
+        other_ids = uuid.UUID(other.coach.coach_id), uuid.UUID(other.client_id)
+        received = await chat_service.receive(
+            *other_ids, "I'm going to kill myself tonight", conversation_id=None, channel="widget"
+        )
+        answer = chat_service.answer(*other_ids, received.message_id)
+        live = await asyncio.wait_for(answered(answer), 20)
+        third = await new_setup()
+        third_ids = uuid.UUID(third.coach.coach_id), uuid.UUID(third.client_id)
+        calm = asyncio.create_task(answered(chat_service.turn(*third_ids, "How can I plan my week better?")))
+        await asyncio.sleep(1)
+        waiting = not calm.done()
+    finally:
+        for _ in range(taken):
+            chat_service._slots.release()
+    assert crisis.reply == live.reply == crisis_reply("Handoff Coach", DEFAULT_CRISIS_RESOURCES)
+    assert crisis.handoff is not None and live.handoff is not None
+    assert waiting, "a message that needs no crisis protocol still waits for its slot"
+    assert (await asyncio.wait_for(calm, 20)).message_id is not None
+    assert llm_api["completions"].call_count == 1
 
 
 async def test_a_crisis_in_a_conversation_the_coach_holds_alerts_live_once_and_marks_the_inbox(

@@ -17,7 +17,7 @@ from app.container import Container
 from app.conversations.models import Message, SenderType
 from app.db.engine import tenant_session
 from tests.conftest import make_client
-from tests.integration.handoff.test_handoff_flow import Setup, chat, llm_api, new_setup
+from tests.integration.handoff.test_handoff_flow import Setup, chat, handoffs, llm_api, new_setup
 
 __all__ = ["llm_api", "new_setup"]  # fixtures used by name below
 
@@ -75,9 +75,10 @@ async def test_a_message_whose_turn_never_ran_is_answered_by_the_sweep_and_only_
             )
 
     # (only messages over a day old, which no other test of the session stored: its sweep leaves theirs alone)
-    assert await container.chat.answer_stranded(older_than_s=DAY, within_s=3 * DAY) == 1
+    window = {"older_than_s": DAY, "within_s": 3 * DAY, "in_handoff_within_s": DAY + 3600}
+    assert await container.chat.answer_stranded(**window) == 1
     await run_jobs()
-    assert await container.chat.answer_stranded(older_than_s=DAY, within_s=3 * DAY) == 0, "answered once"
+    assert await container.chat.answer_stranded(**window) == 0, "answered once"
 
     async with tenant_session(container.sessionmaker, coach_id) as session:
         expected = [(stranded, True), (too_old, False), (paused, False), (settled, False), (answered_by_hand, False)]
@@ -123,3 +124,52 @@ async def test_a_crisis_whose_turn_never_ran_gets_the_crisis_protocol_at_the_nex
             )
         ).all()
     assert sum(bool(meta.get("crisis")) for meta in metas) == 1
+
+
+async def test_a_crisis_whose_turn_never_ran_while_the_coach_has_the_conversation_gets_the_protocol(
+    http: httpx.AsyncClient,
+    container: Container,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """The coach has the conversation (a handoff is active) and the client's crisis message is stored and
+    acknowledged, but the web process dies before its turn runs. The sweep skipped every conversation with an
+    active handoff, so the message never got the crisis reply or the urgent alert. It now queues the message's
+    turn while the message is new; a calm message the coach has gets nothing from it."""
+    setup = await new_setup("Crisis Held Coach")
+    coach_id, h = uuid.UUID(setup.coach.coach_id), setup.coach.headers
+
+    async def held(text: str) -> uuid.UUID:
+        """A new client's conversation the coach took over, then ``text`` stored without its turn."""
+        client_id = uuid.UUID((await make_client(http, setup.coach, text[:20]))["id"])
+        first = await container.chat.receive(coach_id, client_id, "Hello there.", conversation_id=None, channel="api")
+        taken = await http.post(f"/api/v1/conversations/{first.conversation_id}/takeover", headers=h)
+        assert taken.status_code == 200, taken.text
+        kwargs = {"conversation_id": first.conversation_id, "channel": "widget"}
+        await container.chat.receive(coach_id, client_id, text, **kwargs)
+        return first.conversation_id
+
+    crisis, calm = await held("I want to end my life tonight"), await held("Are you there, coach?")
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        await session.execute(  # a day and a minute later, when the sweep looks
+            update(Message)
+            .where(Message.conversation_id.in_([crisis, calm]))
+            .values(created_at=Message.created_at - timedelta(days=1, seconds=60))
+        )
+
+    window = {"older_than_s": DAY, "within_s": 3 * DAY}
+    assert await container.chat.answer_stranded(**window, in_handoff_within_s=DAY + 30) == 0, "past its window"
+    assert await container.chat.answer_stranded(**window, in_handoff_within_s=DAY + 3600) == 2
+    await run_jobs()
+
+    reasons = {h["conversation_id"]: h["reason"] for h in await handoffs(http, setup.coach)}
+    assert (reasons[str(crisis)], reasons[str(calm)]) == ("crisis", "coach_takeover")
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        replies = (
+            await session.execute(
+                select(Message.conversation_id, Message.text).where(Message.sender_type == SenderType.AI)
+            )
+        ).all()
+    assert [(c, t[:27]) for c, t in replies if c in (crisis, calm)] == [(crisis, "I'm really glad you told me")]
+    assert llm_api["completions"].call_count == 0
