@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Coach
 from app.accounts.unit_of_work import unit_of_work
-from app.chat.turn.decide import Before, BeforeModel
+from app.chat.turn.decide import After, Before, BeforeModel, after_retrieval
 from app.chat.turn.honesty import Honesty, disclosure
 from app.chat.turn.state import Reply, Turn, TurnResult
 from app.chat.turn.timing import ms_since
@@ -113,10 +113,12 @@ class Persister:
 
     async def reply(self, turn: Turn, reply: Reply) -> Outcome:
         """Store the AI's reply (or, drafting, the draft) with its final confidence and signals; a first reply
-        after a handback records ``is_handback``; L3 insight extraction is queued. Nothing is stored when the
-        message was answered meanwhile (another connection answered the same message), nor when the coach took
-        the conversation while the model was answering (the message then waits for the coach; the outcome
-        carries the handoff)."""
+        after a handback records ``is_handback``; L3 insight extraction is queued. A sent reply whose final
+        confidence (with the reply's token probability, known only after it was streamed) is under the coach's
+        threshold opens a ``low_confidence`` handoff beside it (``auto`` mode): the coach is asked to look.
+        Nothing is stored when the message was answered meanwhile (another connection answered the same
+        message), nor when the coach took the conversation while the model was answering (the message then
+        waits for the coach; the outcome carries the handoff)."""
         coach, conversation = turn.coach, turn.conversation
         confidence = score_confidence(reply.signals)
         reply.metadata["confidence"] = confidence.as_dict()
@@ -150,6 +152,15 @@ class Persister:
                 outcome = Outcome(draft=draft)
             else:
                 outcome = Outcome(await self._store_reply(session, turn, reply))
+                after = after_retrieval(
+                    mode=coach.handoff_mode, confidence=confidence, threshold=coach.confidence_threshold
+                )
+                if after.action is After.HAND_OFF:  # the reply's token probability, known once it was streamed
+                    detail = f"{after.detail} (after the reply was sent)"
+                    handoff = await self._open(
+                        session, turn, HandoffReason.LOW_CONFIDENCE, detail, confidence.value, reply.signals
+                    )
+                    outcome = Outcome(outcome.reply, handoff=handoff, announce=True)
         reply.metadata["persist_ms"] = ms_since(t0)
         return outcome
 

@@ -326,6 +326,8 @@ class ChatService:
                 )
             if outcome.draft is not None:
                 await self._handoffs.announce_draft(coach.id, outcome.draft, turn.client_name)
+            if outcome.announce and outcome.handoff is not None:
+                await self._handoffs.announce(coach, outcome.handoff, turn.client_name, turn.message)
             if outcome.reply is not None:
                 await self._publish(turn, outcome.reply, to_client)
         yield self._result(turn, outcome, started, stages, persist_ms=reply.metadata.get("persist_ms"))

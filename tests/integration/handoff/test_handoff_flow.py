@@ -44,7 +44,7 @@ from app.rag.models import Chunk, Document
 from app.rag.passages import match_successors, store_successors
 from app.rag.pipeline import IngestRun
 from tests.conftest import Coach, make_client, seed_insight, upload
-from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint, openai_error, openai_sse
+from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint, openai_error, openai_sse, sse_response
 
 DELTAS = ["Let's", " take", " it", " one", " step", " at", " a", " time", "."]
 REPLY = "".join(DELTAS)
@@ -254,6 +254,25 @@ async def coach_events(pubsub: Any, until: Callable[[list[dict[str, Any]]], bool
     except TimeoutError:
         pass
     return events
+
+
+async def test_a_reply_the_model_was_unsure_of_is_sent_and_handed_to_the_coach(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """The reply's token probability is known only once it was streamed: under the coach's threshold with it,
+    the reply stands and a ``low_confidence`` handoff asks the coach to look. It was stored in the reply's
+    confidence and acted on by nothing."""
+    unsure = openai_sse(DELTAS, (120, 9), logprobs=[-3.0] * len(DELTAS))
+    llm_api["completions"].mock(side_effect=lambda request: sse_response(unsure))
+    setup = await new_setup(confidence_threshold=0.6)  # (the token factor alone goes down to 0.5)
+    body = await chat(http, setup, "How can I plan my week better?")
+    assert body["reply"] == REPLY
+    assert body["handoff"] == {"status": "open", "reason": "low_confidence"}
+    [handoff] = await handoffs(http, setup.coach)
+    assert handoff["conversation_id"] == body["conversation_id"] and handoff["reason"] == "low_confidence"
+    [reply] = [m for m in await transcript(http, setup, body["conversation_id"]) if m["sender_type"] == "ai"]
+    assert reply["text"] == REPLY and reply["metadata"]["confidence"]["reason"] == "low_token_confidence"
+    assert reply["metadata"]["confidence"]["value"] < 0.6 <= reply["metadata"]["ai_confidence_before"]
 
 
 async def test_a_crisis_is_answered_while_every_turn_slot_is_taken(
