@@ -16,7 +16,7 @@ from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.config import Settings
 from app.core.egress import EgressGuard
 from app.core.security import SecretBox
-from app.llm.base import EMBEDDING_DIMENSIONS, ChatProvider, Embedder
+from app.llm.base import EMBEDDING_DIMENSIONS, ChatProvider, Embedder, ProviderError
 from app.llm.batching import EmbeddingBatcher
 from app.llm.local import LOCAL_EMBEDDING_MODEL, LlamaCppChatProvider, MiniLMEmbedder
 from app.llm.openai_compat import OpenAIChatProvider, OpenAIEmbedder
@@ -161,8 +161,17 @@ class ProviderRegistry:
         return self._reranker
 
     def decrypt_key(self, encrypted: bytes | None) -> str | None:
-        """Decrypt a stored provider key (``None`` when none is set)."""
+        """Decrypt a stored provider key (``None`` when none is set). Raises ``ValueError`` when no configured
+        key opens it."""
         return self._secrets.decrypt(encrypted) if encrypted else None
+
+    def _provider_key(self, encrypted: bytes | None) -> str | None:
+        """:meth:`decrypt_key` for a provider call: a key no configured key opens (``SECRET_KEY`` changed
+        without ``SECRET_KEY_OLD``) fails the call as the provider would, with ``ProviderError``."""
+        try:
+            return self.decrypt_key(encrypted)
+        except ValueError as exc:
+            raise ProviderError(f"the coach's provider API key cannot be used: {exc}; enter it again") from exc
 
     def _cached(self, key: tuple[str, str, str | None, bytes | None], build: Callable[[], _Remote]) -> _Remote:
         """Reuse one SDK client (and its connection pool) per endpoint, model and stored (encrypted) key;
@@ -190,7 +199,7 @@ class ProviderRegistry:
                 ("chat", model, base_url, encrypted),
                 lambda: OpenAIChatProvider(
                     model=model,
-                    api_key=self.decrypt_key(encrypted),
+                    api_key=self._provider_key(encrypted),
                     base_url=base_url,
                     timeout=self._settings.llm_timeout_seconds,
                     deadline=self._settings.llm_deadline_seconds,
@@ -268,7 +277,7 @@ class ProviderRegistry:
                 ("embedding", model, base_url, api_key_encrypted),
                 lambda: OpenAIEmbedder(
                     model=model,
-                    api_key=self.decrypt_key(api_key_encrypted),
+                    api_key=self._provider_key(api_key_encrypted),
                     base_url=base_url,
                     dimensions=EMBEDDING_DIMENSIONS,
                     timeout=self._settings.llm_timeout_seconds,

@@ -34,6 +34,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -282,12 +283,13 @@ class ChatService:
     ) -> AsyncIterator[str | TurnResult]:
         """Steps 3–7 for a turn the AI answers."""
         coach = turn.coach
-        base = await self._registry.chat_for(coach)
-        metadata = {"provider": base.provider, "model": base.model, "mode": coach.handoff_mode, "stages": stages.ms}
+        metadata: dict[str, Any] = {"mode": coach.handoff_mode, "stages": stages.ms}
         reply = Reply(metadata, turn.signals, drafting=coach.handoff_mode == HandoffMode.DRAFT, stages=stages)
         low: tuple[str, Confidence] | None = None
         try:
             async with asyncio.timeout(self._settings.llm_timeout_seconds):
+                base = await self._registry.chat_for(coach)  # (raises ProviderError for a key it cannot use)
+                metadata.update(provider=base.provider, model=base.model)
                 with stages.time("gather"):
                     gathered = await self._gatherer.gather(turn, reply)  # 3. gather
                 after = after_retrieval(  # 4. decide after retrieval

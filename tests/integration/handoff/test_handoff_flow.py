@@ -20,13 +20,16 @@ import httpx
 import pytest
 import respx
 import websockets
+from cryptography.fernet import Fernet
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.accounts.models import Coach as CoachRow
 from app.accounts.unit_of_work import unit_of_work
 from app.asgi import create_app
+from app.chat.turn.generate import APOLOGY
 from app.chat.turn.intake import Intake
 from app.chat.turn.pipeline import ChatService
 from app.chat.turn.state import TurnResult
@@ -35,6 +38,8 @@ from app.conversations.handoffs import HandoffReason
 from app.conversations.models import SenderType
 from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background
+from app.core.security import SecretBox
+from app.db.engine import tenant_session
 from app.handoff.crisis import DEFAULT_CRISIS_RESOURCES, crisis_reply
 from app.handoff.queue import coach_conversation
 from app.handoff.service import HandoffService
@@ -273,6 +278,24 @@ async def test_a_reply_the_model_was_unsure_of_is_sent_and_handed_to_the_coach(
     [reply] = [m for m in await transcript(http, setup, body["conversation_id"]) if m["sender_type"] == "ai"]
     assert reply["text"] == REPLY and reply["metadata"]["confidence"]["reason"] == "low_token_confidence"
     assert reply["metadata"]["confidence"]["value"] < 0.6 <= reply["metadata"]["ai_confidence_before"]
+
+
+async def test_a_provider_key_no_configured_key_opens_gets_the_apology_not_a_500(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter, container: Container
+) -> None:
+    """``SECRET_KEY`` changed without the old key kept (after a rotation, the generated ``secret.key`` dropped):
+    the coach's stored API key opens with no configured key. The turn was a bare 500 after the client's message
+    was stored; it now answers with the apology, and the reason is recorded on it."""
+    setup = await new_setup()
+    async with tenant_session(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as session:
+        row = await session.get_one(CoachRow, uuid.UUID(setup.coach.coach_id))
+        row.llm_api_key_encrypted = SecretBox(Fernet.generate_key()).encrypt("sk-lost-key-1234")
+        await session.commit()
+    body = await chat(http, setup, "How can I plan my week better?")
+    assert body["reply"] == APOLOGY
+    [reply] = [m for m in await transcript(http, setup, body["conversation_id"]) if m["sender_type"] == "ai"]
+    assert "API key cannot be used" in reply["metadata"]["error"]
+    assert llm_api["completions"].call_count == 0
 
 
 async def test_a_crisis_is_answered_while_every_turn_slot_is_taken(
