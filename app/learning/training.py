@@ -6,7 +6,9 @@ Where examples come from (rebuilt per conversation by :meth:`TrainingDataService
   source ``thumbs_up``); a human-coach message written during a takeover (``meta.is_handoff``; source
   ``coach_reply``); an AI draft the coach edited before sending (``meta.edited``; source ``draft_edit``).
   Replies that are error apologies, notices or crisis replies (``meta.error``, ``meta.notice``,
-  ``meta.crisis``, ``meta.partial_reply``) never qualify, nor do coach messages the client gave a thumbs down.
+  ``meta.crisis``, ``meta.partial_reply``) never qualify, nor do coach messages the client gave a thumbs down,
+  nor any reply whose prompt holds a crisis reply or the product's answer to "am I talking to a bot?"
+  (``meta.honesty``).
 - **Preference pairs** (``kind="preference"``): chosen = the coach's reply, rejected = the AI draft it
   replaced (``meta.ai_draft`` of an edited draft; for a takeover message the ``Intervention.ai_draft`` when
   set); and chosen = a thumbs-up AI reply, rejected = a thumbs-down AI reply to the same context (the same
@@ -158,6 +160,21 @@ def _thumbs(message: Message) -> bool | None:
 
 def _excluded(message: Message) -> bool:
     return not message.text.strip() or message.reply_meta.not_ai_content
+
+
+def _context(before: list[Message], window: int) -> list[Message]:
+    """The last ``window`` usable messages of ``before`` (the conversation before a reply): not blank, not a
+    failed reply's apology."""
+    return [msg for msg in before if msg.text.strip() and not msg.reply_meta.failed][-window:]
+
+
+def _sensitive(message: Message) -> bool:
+    """Whether a reply whose context holds ``message`` is kept out of the training data: a crisis reply (the
+    client's crisis is no coaching example, and would go to the fine-tuning provider) or the product's answer to
+    "am I talking to a bot?" (``honesty``: the coach's own "this is me" after it would teach a model to claim
+    to be the coach)."""
+    meta = message.reply_meta
+    return meta.crisis or meta.honesty is not None
 
 
 async def _forget_in_interventions(session: AsyncSession, conversation_id: uuid.UUID) -> None:
@@ -350,9 +367,10 @@ class TrainingDataService:
                 continue
             if message.forgotten_at is not None or answered.forgotten_at is not None:
                 continue
-            prompt = self._prompt(coach, [m for m in messages[:index] if m.forgotten_at is None], window)
-            if not any(msg["role"] == "user" for msg in prompt):
+            context = _context([m for m in messages[:index] if m.forgotten_at is None], window)
+            if not any(m.sender_type == SenderType.CLIENT for m in context) or any(map(_sensitive, context)):
                 continue
+            prompt = self._prompt(coach, context)
             thumbs = _thumbs(message)
             if message.sender_type == SenderType.HUMAN_COACH:
                 if thumbs is False:
@@ -423,11 +441,10 @@ class TrainingDataService:
         return twins
 
     @staticmethod
-    def _prompt(coach: Coach, before: list[Message], window: int) -> list[dict[str, Any]]:
-        """System persona and the last ``window`` usable messages before the reply, oldest first."""
-        usable = [msg for msg in before if msg.text.strip() and not msg.reply_meta.failed]
+    def _prompt(coach: Coach, context: list[Message]) -> list[dict[str, Any]]:
+        """System persona and the ``context`` messages (:func:`_context`) as chat messages, oldest first."""
         prompt: list[dict[str, Any]] = [{"role": "system", "content": coach.persona}]
-        prompt += [{"role": _ROLE[msg.sender_type], "content": msg.text} for msg in usable[-window:]]
+        prompt += [{"role": _ROLE[msg.sender_type], "content": msg.text} for msg in context]
         return prompt
 
     # ------------------------------------------------------------------ export, stats, snapshots

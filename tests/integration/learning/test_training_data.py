@@ -358,6 +358,52 @@ async def test_a_reply_to_a_forgotten_message_is_no_training_example(
     assert "loan shark" not in json.dumps(kept.prompt)
 
 
+@pytest.mark.parametrize(
+    ("asked", "product_reply"),
+    [
+        ("I can't go on, I want to end my life tonight", {"crisis": True}),
+        ("Are you a real person?", {"honesty": "asked"}),
+    ],
+)
+async def test_a_reply_after_a_crisis_reply_or_the_bot_question_is_no_training_example(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    asked: str,
+    product_reply: dict[str, Any],
+) -> None:
+    """The product answered a crisis (the crisis reply) or "are you a real person?" (the honest disclosure), then
+    the coach took over and wrote. Those takeover replies became SFT examples with the crisis, or the question and
+    the coach's "this is Ada herself", in their prompt: a fine-tune learnt to claim to be the coach, and the
+    client's crisis went to the fine-tuning provider. The conversation's earlier turn stays an example."""
+    setup = await new_setup("Careful Trainer")
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    conversation_id = await seed_conversation(
+        container,
+        coach_id,
+        uuid.UUID(setup.client_id),
+        [("I struggle to get up early.", "Try one small change tomorrow."), (asked, "Hi Bob, this is Ada herself.")],
+        split="train",
+    )
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        question = await session.scalar(select(Message).where(Message.text == asked))
+        assert question is not None
+        session.add(  # the product's reply, between the client's message and the coach's
+            Message(
+                coach_id=coach_id,
+                conversation_id=conversation_id,
+                sender_type=SenderType.AI,
+                text="I'm the coach's AI assistant." if "honesty" in product_reply else "Please call 988 now.",
+                meta=product_reply,
+                created_at=question.created_at + timedelta(seconds=1),
+            )
+        )
+    await refresh(container, run_jobs, str(coach_id), conversation_id)
+    [kept] = await examples(container, str(coach_id), conversation_id)
+    assert kept.chosen == "Try one small change tomorrow."
+
+
 async def test_a_training_data_rebuild_the_database_dropped_is_tried_again(
     container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
