@@ -34,6 +34,7 @@ from app.db.vectors import query_distance
 from app.learning.analysis import analyse_message, mood
 from app.learning.models import Intervention, InterventionPattern, InterventionPatternCoach, InterventionSource
 from app.learning.pii import redact_echoes, scrub_names, scrub_pii
+from app.learning.strategy import CATCH_ALL
 from app.learning.style import StyleSample, build_style_profile
 from app.llm.registry import ProviderRegistry
 from app.memory.controls import MemoryControls
@@ -104,9 +105,10 @@ def private_coach_text(text: str, client_texts: Sequence[str], client_name: str)
     return one_line(scrub_names(scrub_pii(redact_echoes(text, client_texts)), [client_name]), EXAMPLE_CHARS)
 
 
-def what_works_line(strategy: str) -> str:
-    """The L4 ``what_works`` line for a strategy that helped this client."""
-    return f"Responds well to the coach's {strategy.lower()}"
+def what_works_line(strategy: str) -> str | None:
+    """The L4 ``what_works`` line for a strategy that helped this client; ``None`` for ESConv's catch-all
+    label (:data:`~app.learning.strategy.CATCH_ALL`: "Responds well to the coach's others" says nothing)."""
+    return None if strategy == CATCH_ALL else f"Responds well to the coach's {strategy.lower()}"
 
 
 def judge_success(thumbs: bool | None, before: float, after: float) -> bool:
@@ -428,8 +430,10 @@ class InterventionService:
         self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, strategy: str
     ) -> None:
         """Add one ``what_works`` line per successful strategy (no duplicates), under the profile's lock."""
-        profile = await profile_for_update(session, coach_id, client_id)
         line = what_works_line(strategy)
+        if line is None:
+            return
+        profile = await profile_for_update(session, coach_id, client_id)
         if line.lower() not in (w.lower() for w in profile.what_works):
             profile.what_works = [*profile.what_works, line]
             profile.updated_at = _now()

@@ -32,6 +32,8 @@ import numpy.typing as npt
 from app.core.errors import EvalDataError
 from app.llm.base import EMBEDDING_DIMENSIONS
 
+CATCH_ALL = "Others"
+"""ESConv's label for a reply that fits no strategy: it says nothing of what works for a client."""
 STRATEGIES = (
     "Question",
     "Restatement or Paraphrasing",
@@ -40,7 +42,7 @@ STRATEGIES = (
     "Affirmation and Reassurance",
     "Providing Suggestions",
     "Information",
-    "Others",
+    CATCH_ALL,
 )
 """The ESConv strategy labels, in the order the classifier's rows use."""
 

@@ -10,8 +10,8 @@ import pytest
 from app.chat.prompt import EXAMPLES_HEADER, assemble_prompt
 from app.chat.spotlight import datamark
 from app.learning.analysis import analyse_message, formality, key_phrases, mood
-from app.learning.interventions import FewShotExample, judge_success
-from app.learning.strategy import FEATURE_DIMENSIONS, STRATEGIES, default_model, features
+from app.learning.interventions import FewShotExample, judge_success, what_works_line
+from app.learning.strategy import CATCH_ALL, FEATURE_DIMENSIONS, STRATEGIES, default_model, features
 from app.learning.style import StyleSample, build_style_profile, predict_strategy, style_lines
 from app.llm.local import MiniLMEmbedder
 from app.memory.retrieval import MemoryContext
@@ -210,3 +210,10 @@ def test_the_previous_strategy_sharpens_the_prediction() -> None:
     assert predict_strategy(profile, "negative") == "Question"
     assert predict_strategy(profile, "negative", "Question") == "Restatement or Paraphrasing"
     assert predict_strategy(profile, "negative", "Restatement or Paraphrasing") == "Question"
+
+
+def test_the_catch_all_strategy_makes_no_what_works_line() -> None:
+    """ESConv's "Others" helped a client: "Responds well to the coach's others" went into the client's profile,
+    shown to the coach and put into every prompt."""
+    assert what_works_line(CATCH_ALL) is None
+    assert what_works_line("Question") == "Responds well to the coach's question"
