@@ -261,16 +261,17 @@ class DocumentService:
         return {status: int(n) for status, n in (await uow.session.execute(stmt)).all()}
 
     async def delete(self, uow: UnitOfWork, document_id: uuid.UUID) -> None:
-        """Delete a document and (ON DELETE CASCADE) its chunks, and a copy of its file still being processed
-        again (which would otherwise bring back the text the coach deleted). Raises ``NotFound``."""
+        """Delete a document and (ON DELETE CASCADE) its chunks, and its copy still being processed again, which
+        would otherwise replace it and bring back the text the coach deleted (a copy of the same file that
+        replaces another document stays: deleting a failed copy leaves the one processed again after it).
+        Raises ``NotFound``."""
         session, coach_id = uow.session, uow.coach_id
-        sha256 = await self._lock_file_of(uow, document_id)
+        await self._lock_file_of(uow, document_id)
         await invalidate_cached_replies(session, coach_id)  # (the coach's row first: the re-embedding job's order)
         await session.execute(
             delete(Document).where(
                 Document.coach_id == coach_id,
-                Document.sha256 == sha256,
-                Document.replaces_id.is_not(None),
+                Document.replaces_id == document_id,
                 Document.status.in_(DocumentStatus.ACTIVE),
             )
         )

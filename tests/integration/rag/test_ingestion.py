@@ -275,6 +275,35 @@ async def test_a_document_processed_again_replaces_itself_once_ready_and_answers
     assert nothing.status_code == 409 and "is empty: there is nothing to read" in nothing.json()["detail"]
 
 
+async def test_deleting_a_failed_copy_leaves_the_copy_processed_again_after_it(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ "Process again" on a ready document fails (copy C1), then is asked again (copy C2, queued): deleting C1
+    deletes C1 alone (it deleted every copy of the file being processed, C2 too); C2 then replaces the original."""
+    coach = await make_coach("Copies Coach")
+    h = coach.headers
+    original = await upload(http, coach, "focus.txt", b"Focus on one thing at a time.\n" * 30)
+    await run_jobs()
+
+    async def broken(self: IngestRun, *args: Any, **kwargs: Any) -> None:
+        raise ExtractionError("the reader broke")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(IngestRun, "run", broken)
+        failed = (await http.post(f"/api/v1/documents/{original['id']}/reprocess", headers=h)).json()
+        await run_jobs()
+    second = (await http.post(f"/api/v1/documents/{original['id']}/reprocess", headers=h)).json()
+    assert (await http.delete(f"/api/v1/documents/{failed['id']}", headers=h)).status_code == 204
+
+    assert (await http.get(f"/api/v1/documents/{second['id']}", headers=h)).json()["status"] == "queued"
+    await run_jobs()
+    listed = (await http.get("/api/v1/documents", headers=h)).json()
+    assert [(d["id"], d["status"]) for d in listed] == [(second["id"], "ready")]
+
+
 async def test_a_copy_being_processed_again_is_not_retrieved_until_it_is_ready(
     http: httpx.AsyncClient,
     make_coach: Callable[..., Awaitable[Coach]],
