@@ -74,6 +74,7 @@ from app.db.migrate import assert_schema_current
 from app.db.outbox import UNAVAILABLE, connect_redis, health, relay
 from app.handoff.alerts import MAX_ATTEMPTS as ALERT_ATTEMPTS
 from app.handoff.alerts import OPENED as ALERT_OPENED
+from app.handoff.alerts import RETRY_DELAY_SECONDS as ALERT_RETRY_S
 from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
 from app.memory.summaries import SummaryFailed
@@ -307,12 +308,15 @@ async def deliver_alert(
     ctx: dict[str, Any], coach_id: str, handoff_id: str, event: str = ALERT_OPENED, reason: str | None = None
 ) -> str:
     """arq job: the coach's webhook and e-mail alerts for one escalation event of a handoff (its opening, or a
-    crisis message inside it); a failed delivery is retried. Jobs queued before events existed carry only
-    the two ids and deliver the opening."""
+    crisis message inside it); a failed delivery is retried, and so is the database or Redis out of reach (after
+    :data:`~app.handoff.alerts.RETRY_DELAY_SECONDS` times the try: the job's outbox row is gone, nothing else
+    would send the alert). Jobs queued before events existed carry only the two ids and deliver the opening."""
     container: Container = ctx["container"]
-    return await container.alerts.deliver(
+    delivery = container.alerts.deliver(
         uuid.UUID(coach_id), uuid.UUID(handoff_id), event=event, reason=reason, attempt=ctx["job_try"]
     )
+    what = f"alert {event} of handoff {handoff_id}"
+    return await _retrying_unreachable(ctx, delivery, tries=ALERT_ATTEMPTS, delay_s=ALERT_RETRY_S, what=what)
 
 
 async def send_sla_notices(ctx: dict[str, Any]) -> str:

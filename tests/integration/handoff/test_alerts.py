@@ -25,9 +25,11 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from arq.worker import Retry
+from sqlalchemy.exc import DBAPIError
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from app import worker
 from app.accounts.handoff_settings import new_webhook_secret
 from app.accounts.models import Coach
 from app.accounts.unit_of_work import unit_of_work
@@ -406,6 +408,30 @@ async def test_the_worker_job_delivers_the_alert(
 
     assert len(receiver.requests) == 1
     assert (await alerts_of(container, opened))["webhook"]["status"] == "sent"
+
+
+async def test_an_alert_the_database_dropped_is_tried_again(
+    container: Container, settings: Settings, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database drops its connection as the ``deliver_alert`` job reads the handoff: arq is asked to run the
+    job again (a plain error was its end: its outbox row is gone, the crisis alert was lost), and the next try
+    sends it; at the last try the error is the job's end."""
+    opened = await open_handoff(container, settings, webhook_url=receiver.url)
+    ids = (str(opened.coach_id), str(opened.handoff_id))
+
+    async def dropped(*args: Any) -> None:
+        raise DBAPIError("SELECT 1", {}, ConnectionResetError("reset"), connection_invalidated=True)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(container.alerts, "_load", dropped)
+        with pytest.raises(Retry) as retried:
+            await worker.deliver_alert({"container": container, "job_try": 1}, *ids)
+        assert retried.value.defer_score == int(RETRY_DELAY_SECONDS * 1000)
+        with pytest.raises(DBAPIError):
+            await worker.deliver_alert({"container": container, "job_try": MAX_ATTEMPTS}, *ids)
+    assert receiver.requests == []
+    assert await worker.deliver_alert({"container": container, "job_try": 2}, *ids) == "webhook sent"
+    assert len(receiver.requests) == 1
 
 
 async def test_a_webhook_without_a_usable_secret_fails_without_retrying(
