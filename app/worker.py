@@ -259,10 +259,12 @@ async def sync_vector_indexes(ctx: dict[str, Any]) -> str:
     return f"vector indexes: {len(changes.created)} created, {len(changes.dropped)} dropped"
 
 
-async def _retrying(ctx: dict[str, Any], job: Awaitable[str]) -> str:
-    """Run a model-calling job; a provider failure (network, rate limit) is retried with growing delays."""
+async def _retrying(ctx: dict[str, Any], job: Awaitable[str], what: str) -> str:
+    """Run a model-calling job; a provider failure (network, rate limit), or the database or Redis out of reach
+    (:func:`_retrying_unreachable`), is retried after :data:`RETRY_DELAY_S` times the try, up to
+    :data:`MEMORY_JOB_TRIES` tries. ``what`` names the job's subject in the log."""
     try:
-        return await job
+        return await _retrying_unreachable(ctx, job, tries=MEMORY_JOB_TRIES, delay_s=RETRY_DELAY_S, what=what)
     except ProviderError as exc:
         if ctx["job_try"] >= MEMORY_JOB_TRIES:
             raise
@@ -270,11 +272,13 @@ async def _retrying(ctx: dict[str, Any], job: Awaitable[str]) -> str:
 
 
 async def summarize_session(ctx: dict[str, Any], coach_id: str, session_id: str) -> str:
-    """arq job: L2 summary of an ended session (fails, with the reason stored, on invalid model output)."""
+    """arq job: L2 summary of an ended session (fails, with the reason stored, on invalid model output, and on the
+    last try's error: a provider failure or the database or Redis out of reach is tried again first)."""
     container: Container = ctx["container"]
     coach, chat_session = uuid.UUID(coach_id), uuid.UUID(session_id)
     try:
-        return await _retrying(ctx, container.summaries.summarize_session(coach, chat_session))
+        summary = container.summaries.summarize_session(coach, chat_session)
+        return await _retrying(ctx, summary, f"summary of session {session_id}")
     except (Retry, SummaryFailed):
         raise
     except Exception as exc:
@@ -287,15 +291,15 @@ async def summarize_session(ctx: dict[str, Any], coach_id: str, session_id: str)
 async def extract_insights(ctx: dict[str, Any], coach_id: str, conversation_id: str, force: bool) -> str:
     """arq job: L3 insights from a conversation's unread messages."""
     container: Container = ctx["container"]
-    return await _retrying(
-        ctx, container.insights.extract_insights(uuid.UUID(coach_id), uuid.UUID(conversation_id), force=force)
-    )
+    extraction = container.insights.extract_insights(uuid.UUID(coach_id), uuid.UUID(conversation_id), force=force)
+    return await _retrying(ctx, extraction, f"insights of conversation {conversation_id}")
 
 
 async def update_profile(ctx: dict[str, Any], coach_id: str, session_id: str) -> str:
     """arq job: L4 profile update from a summarised session."""
     container: Container = ctx["container"]
-    return await _retrying(ctx, container.profiles.update_profile(uuid.UUID(coach_id), uuid.UUID(session_id)))
+    update = container.profiles.update_profile(uuid.UUID(coach_id), uuid.UUID(session_id))
+    return await _retrying(ctx, update, f"profile update from session {session_id}")
 
 
 async def close_idle_sessions(ctx: dict[str, Any]) -> str:
@@ -328,7 +332,8 @@ async def send_sla_notices(ctx: dict[str, Any]) -> str:
 async def analyse_intervention(ctx: dict[str, Any], coach_id: str, intervention_id: str) -> str:
     """arq job: analyse one intervention and update the client, coach and cross-coach profiles."""
     container: Container = ctx["container"]
-    return await _retrying(ctx, container.interventions.analyse(uuid.UUID(coach_id), uuid.UUID(intervention_id)))
+    analysis = container.interventions.analyse(uuid.UUID(coach_id), uuid.UUID(intervention_id))
+    return await _retrying(ctx, analysis, f"analysis of intervention {intervention_id}")
 
 
 async def score_interventions(ctx: dict[str, Any], coach_id: str, conversation_id: str) -> str:
@@ -360,7 +365,7 @@ async def start_fine_tune(ctx: dict[str, Any], coach_id: str, job_id: str) -> st
     container: Container = ctx["container"]
     coach, job = uuid.UUID(coach_id), uuid.UUID(job_id)
     try:
-        return await _retrying(ctx, container.fine_tunes.start(coach, job))
+        return await _retrying(ctx, container.fine_tunes.start(coach, job), f"start of fine-tune job {job_id}")
     except ProviderError as exc:  # the last try
         return await container.fine_tunes.give_up(coach, job, str(exc))
 
@@ -374,7 +379,8 @@ async def poll_fine_tune(ctx: dict[str, Any], coach_id: str, job_id: str) -> str
 async def evaluate_model(ctx: dict[str, Any], coach_id: str, version_id: str) -> str:
     """arq job: the promotion gate for a staging model version."""
     container: Container = ctx["container"]
-    return await _retrying(ctx, container.model_versions.evaluate(uuid.UUID(coach_id), uuid.UUID(version_id)))
+    evaluation = container.model_versions.evaluate(uuid.UUID(coach_id), uuid.UUID(version_id))
+    return await _retrying(ctx, evaluation, f"evaluation of model version {version_id}")
 
 
 async def answer_pending(ctx: dict[str, Any], coach_id: str, message_id: str) -> str:
@@ -444,7 +450,7 @@ async def embed_messages(ctx: dict[str, Any], coach_id: str, conversation_id: st
     container: Container = ctx["container"]
     sent_by = datetime.fromisoformat(until) if until else None
     embedding = container.episodes.embed_messages(uuid.UUID(coach_id), uuid.UUID(conversation_id), until=sent_by)
-    return await _retrying(ctx, embedding)
+    return await _retrying(ctx, embedding, f"episodes of conversation {conversation_id}")
 
 
 async def reembed_coach(ctx: dict[str, Any], coach_id: str, request_id: str) -> str:

@@ -11,14 +11,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from arq.worker import Retry
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
+from app import worker
 from app.container import Container
 from app.core.config import Settings
 from app.core.runtime import Services
@@ -69,6 +72,42 @@ async def test_the_pool_recovers_when_postgres_drops_every_connection(container:
         await admin.dispose()
     async with container.engine.connect() as conn:
         assert await conn.scalar(text("SELECT 1")) == 1
+
+
+MODEL_JOBS = [
+    (worker.summarize_session, "summaries", "summarize_session", ()),
+    (worker.extract_insights, "insights", "extract_insights", (True,)),
+    (worker.update_profile, "profiles", "update_profile", ()),
+    (worker.embed_messages, "episodes", "embed_messages", ()),
+    (worker.analyse_intervention, "interventions", "analyse", ()),
+    (worker.start_fine_tune, "fine_tunes", "start", ()),
+    (worker.evaluate_model, "model_versions", "evaluate", ()),
+]
+
+
+@pytest.mark.parametrize(("job", "service", "method", "extra"), MODEL_JOBS, ids=[j[0].__name__ for j in MODEL_JOBS])
+async def test_a_model_job_the_database_dropped_is_tried_again(
+    container: Container,
+    monkeypatch: pytest.MonkeyPatch,
+    job: Callable[..., Awaitable[str]],
+    service: str,
+    method: str,
+    extra: tuple[Any, ...],
+) -> None:
+    """A memory or learning job whose database connection drops (a PostgreSQL restart) asks arq to run it again
+    later, as a provider failure does: a plain error was its end (arq runs no job again after one), and a summary
+    was marked ``failed`` for good, its profile update never queued. At the last try the error is its end."""
+    ids = (str(uuid.uuid4()), str(uuid.uuid4()))
+
+    async def dropped(*args: Any, **kwargs: Any) -> str:
+        raise DBAPIError("SELECT 1", {}, ConnectionResetError("reset"), connection_invalidated=True)
+
+    monkeypatch.setattr(getattr(container, service), method, dropped)
+    with pytest.raises(Retry) as retried:
+        await job({"container": container, "job_try": 1}, *ids, *extra)
+    assert retried.value.defer_score == worker.RETRY_DELAY_S * 1000
+    with pytest.raises(DBAPIError):
+        await job({"container": container, "job_try": worker.MEMORY_JOB_TRIES}, *ids, *extra)
 
 
 async def test_a_hung_redis_fails_within_the_socket_timeout(tmp_path: Path) -> None:
