@@ -112,6 +112,10 @@ REFRESH_RETRY_S = 5
 """Seconds, times the try, before a ``refresh_training_data`` job the database or Redis failed runs again."""
 INGEST_WAIT_S = 5.0
 """Seconds an ingestion job waits, off the worker, when its coach already uses every ingestion slot."""
+REEMBED_TRIES = 3
+"""Tries of a ``reembed_coach`` job; arq allows it one more, in which it fails the request (:func:`reembed_coach`)."""
+REEMBED_DEADLINE_S = JOB_TIMEOUT_S - 60
+"""Seconds a ``reembed_coach`` try may run before it fails the request itself, ahead of arq's timeout."""
 INSIGHTS_WAIT_S = 30.0
 """Seconds an insight job waits, off the worker, while another extraction of its conversation runs."""
 ALERT_WORKER_MAX_JOBS = 4
@@ -456,9 +460,30 @@ async def embed_messages(ctx: dict[str, Any], coach_id: str, conversation_id: st
 
 
 async def reembed_coach(ctx: dict[str, Any], coach_id: str, request_id: str) -> str:
-    """arq job: re-embed the coach's vectors with its requested embedder, then switch to it."""
+    """arq job: re-embed the coach's vectors with its requested embedder, then switch to it. The database or Redis
+    out of reach is retried (:func:`_retrying_unreachable`, :data:`REEMBED_TRIES` tries); whatever ends it
+    otherwise marks the request ``failed`` with the reason (it showed ``running`` for good): its
+    :data:`REEMBED_DEADLINE_S` passed (arq's timeout, which cancels it unrecorded, comes a minute later), the last
+    try's error or a bug (all raised again), or every try ended by a stopped or killed worker (the job's spare
+    try)."""
     container: Container = ctx["container"]
-    return await container.embeddings.run(uuid.UUID(coach_id), uuid.UUID(request_id))
+    coach, request = uuid.UUID(coach_id), uuid.UUID(request_id)
+    if ctx["job_try"] > REEMBED_TRIES:
+        await container.embeddings.fail(coach, request, f"stopped {REEMBED_TRIES} times before it finished")
+        return "failed: its tries were used up"
+    deadline = asyncio.timeout(REEMBED_DEADLINE_S)
+    try:
+        async with deadline:
+            run = container.embeddings.run(coach, request)
+            what = f"re-embedding {request_id}"
+            return await _retrying_unreachable(ctx, run, tries=REEMBED_TRIES, delay_s=RETRY_DELAY_S, what=what)
+    except Retry:
+        raise
+    except Exception as exc:
+        late = deadline.expired()
+        reason = f"not finished within {REEMBED_DEADLINE_S // 60} minutes" if late else f"{type(exc).__name__}: {exc}"
+        await container.embeddings.fail(coach, request, reason)
+        raise
 
 
 async def relay_outbox(ctx: dict[str, Any]) -> str:
@@ -628,7 +653,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
             func(purge_erased_data, name=PURGE_ERASED_DATA, timeout=600, max_tries=3),
             func(rebuild_briefs, name=REBUILD_BRIEFS, timeout=120, max_tries=3),
             func(embed_messages, name=EMBED_MESSAGES, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
-            func(reembed_coach, name=REEMBED_COACH, timeout=JOB_TIMEOUT_S, max_tries=3),
+            func(reembed_coach, name=REEMBED_COACH, timeout=JOB_TIMEOUT_S, max_tries=REEMBED_TRIES + 1),
         ],
         # a burst run (tests, one-off processing) must not sweep every tenant's sessions on a minute boundary
         cron_jobs=[]

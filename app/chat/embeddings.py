@@ -8,8 +8,9 @@ vectors were made with. So a change is only *requested* (:meth:`EmbeddingService
 document chunks, episodes, insights, session summaries, interventions' situations — reporting its progress
 on the coach row, and then, in one transaction, writes the new vectors and copies the request into the
 embedder in use (``embedding_*``). Until that commit every query keeps the old model and the old vectors; a
-provider error (a bad key, a 4xx) fails the job with the error stored and changes nothing. Rows stored with
-the old model while the job ran are re-embedded right after the switch.
+provider error (a bad key, a 4xx) fails the job with the error stored and changes nothing, and so does any
+failure the worker does not retry (``app.worker.reembed_coach``: its deadline, a bug, a killed worker's last
+try). Rows stored with the old model while the job ran are re-embedded right after the switch.
 
 Not re-embedded: an insight the client or coach deleted keeps its old vector (its text is erased; the vector
 only stops the same fact from being extracted again).
@@ -268,7 +269,7 @@ class EmbeddingService:
         except Superseded:
             return "superseded"
         except ProviderError as exc:
-            await self._fail(coach_id, request_id, str(exc))
+            await self.fail(coach_id, request_id, str(exc))
             return f"failed: {exc}"
         total = sum(len(p.ids) for p in pending)
         caught_up = await self._catch_up(coach_id, embedder)
@@ -298,8 +299,9 @@ class EmbeddingService:
                 coach.embedding_job_done += len(batch)
         return out
 
-    async def _fail(self, coach_id: uuid.UUID, request_id: uuid.UUID, error: str) -> None:
-        """Mark the request failed with ``error``; the embedder in use stays."""
+    async def fail(self, coach_id: uuid.UUID, request_id: uuid.UUID, error: str) -> None:
+        """Mark request ``request_id`` of the coach ``failed`` with ``error`` (its first 1000 characters) unless a
+        newer request replaced it; the embedder in use stays, and a new request can be made."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             try:
                 coach = await self._current(uow, request_id)

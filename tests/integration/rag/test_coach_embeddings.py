@@ -9,6 +9,7 @@ completions in the OpenAI API's wire format.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -24,6 +25,7 @@ import respx
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
 
+from app import worker
 from app.accounts.models import Coach as CoachRow
 from app.accounts.unit_of_work import unit_of_work
 from app.chat import embeddings
@@ -256,6 +258,59 @@ async def test_a_provider_error_midway_keeps_the_old_model_in_use(
     assert status["done"] == 1 and status["total"] == 2, "progress stops where the provider refused"
     assert "401" in status["error"] and "Incorrect API key" not in json.dumps(status), status
     assert await stored_chunks(container, coach) == before, "no vector changes"
+
+
+async def test_a_reembedding_ended_by_anything_but_a_provider_error_fails_instead_of_running_for_good(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    endpoint: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug, the job's deadline (ahead of arq's timeout, which cancels it unrecorded) or every try ended by a
+    stopped worker left the request ``running`` for good (the settings page showed it running): it ends
+    ``failed`` with the reason, the old model stays in use, and a new request switches."""
+    coach = await new_coach(http, make_coach, "Stuck Coach", NOTE)
+    await run_jobs()
+
+    async def requested(job_try: int = 1) -> tuple[dict[str, Any], str, str]:
+        assert (await request_switch(http, coach)).status_code == 202
+        async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
+            row = await session.get(CoachRow, uuid.UUID(coach.coach_id))
+            assert row is not None
+            return {"container": container, "job_try": job_try}, coach.coach_id, str(row.embedding_request_id)
+
+    async def failed_with() -> str:
+        status = await embedding_status(http, coach)
+        assert (status["status"], status["in_use"], status["requested"]) == ("failed", LOCAL, MODEL), status
+        return str(status["error"])
+
+    async def broken(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    async def hanging(*args: Any) -> None:
+        await asyncio.sleep(60)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(embeddings.EmbeddingService, "_embed", broken)
+        with pytest.raises(RuntimeError):
+            await worker.reembed_coach(*await requested())
+    assert await failed_with() == "RuntimeError: a bug"
+    with monkeypatch.context() as patched:
+        patched.setattr(embeddings.EmbeddingService, "_embed", hanging)
+        patched.setattr(worker, "REEMBED_DEADLINE_S", 0.5)
+        with pytest.raises(TimeoutError):
+            await worker.reembed_coach(*await requested())
+    assert (await failed_with()).startswith("not finished within")
+    spare_try = await requested(job_try=worker.REEMBED_TRIES + 1)
+    assert await worker.reembed_coach(*spare_try) == "failed: its tries were used up"
+    assert await failed_with() == f"stopped {worker.REEMBED_TRIES} times before it finished"
+
+    assert (await request_switch(http, coach)).status_code == 202
+    await run_jobs()
+    status = await embedding_status(http, coach)
+    assert (status["status"], status["in_use"], status["error"]) == ("done", MODEL, None)
 
 
 @pytest.mark.parametrize(
