@@ -110,6 +110,10 @@ REFRESH_TRIES = 3
 """Tries of a ``refresh_training_data`` job (:func:`refresh_training_data`)."""
 REFRESH_RETRY_S = 5
 """Seconds, times the try, before a ``refresh_training_data`` job the database or Redis failed runs again."""
+STORE_JOB_TRIES = 3
+"""Tries of ``answer_pending``, ``score_interventions``, ``rebuild_briefs`` and ``purge_erased_data``."""
+STORE_RETRY_S = 5
+"""Seconds, times the try, before one of those jobs that met the database or Redis out of reach runs again."""
 INGEST_WAIT_S = 5.0
 """Seconds an ingestion job waits, off the worker, when its coach already uses every ingestion slot."""
 REEMBED_TRIES = 3
@@ -187,6 +191,13 @@ async def _queue_again(ctx: dict[str, Any], function: str, *args: Any, subject: 
     container: Container = ctx["container"]
     job_id = f"{function}:{subject}:wait:{uuid.uuid4().hex}"
     await container.redis.enqueue_job(function, *args, _job_id=job_id, _defer_by=defer_s)
+
+
+async def _retrying_store(ctx: dict[str, Any], job: Awaitable[str], what: str) -> str:
+    """Run a job that the database or Redis may find out of reach (:func:`_retrying_unreachable`), queued once:
+    retried after :data:`STORE_RETRY_S` times the try, up to :data:`STORE_JOB_TRIES` tries. ``what`` names the
+    job's subject in the log."""
+    return await _retrying_unreachable(ctx, job, tries=STORE_JOB_TRIES, delay_s=STORE_RETRY_S, what=what)
 
 
 async def _ingest(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
@@ -345,8 +356,12 @@ async def analyse_intervention(ctx: dict[str, Any], coach_id: str, intervention_
 async def score_interventions(ctx: dict[str, Any], coach_id: str, conversation_id: str) -> str:
     """arq job: outcomes (the client's next turn, thumbs) of a conversation's interventions."""
     container: Container = ctx["container"]
-    async with unit_of_work(container.sessionmaker, uuid.UUID(coach_id)) as uow:
-        return await container.interventions.score_outcomes(uow, uuid.UUID(conversation_id))
+
+    async def score() -> str:
+        async with unit_of_work(container.sessionmaker, uuid.UUID(coach_id)) as uow:
+            return await container.interventions.score_outcomes(uow, uuid.UUID(conversation_id))
+
+    return await _retrying_store(ctx, score(), f"outcomes of conversation {conversation_id}")
 
 
 async def refresh_training_data(ctx: dict[str, Any], coach_id: str, conversation_id: str, erase: bool = False) -> str:
@@ -392,7 +407,8 @@ async def evaluate_model(ctx: dict[str, Any], coach_id: str, version_id: str) ->
 async def answer_pending(ctx: dict[str, Any], coach_id: str, message_id: str) -> str:
     """arq job: after a handback, the AI answers the client message the coach left unanswered (idempotent)."""
     container: Container = ctx["container"]
-    return await container.chat.answer_pending(uuid.UUID(coach_id), uuid.UUID(message_id))
+    answer = container.chat.answer_pending(uuid.UUID(coach_id), uuid.UUID(message_id))
+    return await _retrying_store(ctx, answer, f"answer to message {message_id}")
 
 
 async def telegram_deliver(ctx: dict[str, Any], coach_id: str, client_id: str, message_id: str) -> str:
@@ -439,16 +455,24 @@ async def telegram_recover(ctx: dict[str, Any]) -> str:
 async def rebuild_briefs(ctx: dict[str, Any], coach_id: str, client_id: str) -> str:
     """arq job: the briefs of the client's active handoffs written again from their memory now (after a forget)."""
     container: Container = ctx["container"]
-    async with unit_of_work(container.sessionmaker, uuid.UUID(coach_id)) as uow:
-        rebuilt = await container.handoffs.rebuild_briefs(uow.session, uuid.UUID(coach_id), uuid.UUID(client_id))
-    return f"{rebuilt} briefs rebuilt"
+
+    async def rebuild() -> str:
+        async with unit_of_work(container.sessionmaker, uuid.UUID(coach_id)) as uow:
+            rebuilt = await container.handoffs.rebuild_briefs(uow.session, uuid.UUID(coach_id), uuid.UUID(client_id))
+        return f"{rebuilt} briefs rebuilt"
+
+    return await _retrying_store(ctx, rebuild(), f"briefs of client {client_id}")
 
 
 async def purge_erased_data(ctx: dict[str, Any], coach_id: str, file_ids: list[str]) -> str:
     """arq job: after an erasure, the coach's Redis caches and the erased training files at the provider
     (idempotent; a file the provider fails to delete is logged and named in the result, not retried)."""
     container: Container = ctx["container"]
-    return str((await container.rights.purge(uuid.UUID(coach_id), file_ids)).as_dict())
+
+    async def purge() -> str:
+        return str((await container.rights.purge(uuid.UUID(coach_id), file_ids)).as_dict())
+
+    return await _retrying_store(ctx, purge(), f"erased data of coach {coach_id}")
 
 
 async def embed_messages(ctx: dict[str, Any], coach_id: str, conversation_id: str, until: str | None = None) -> str:
@@ -642,16 +666,16 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
             # alerts go to ALERTS_QUEUE; this one runs those a version before it left in the default queue
             func(deliver_alert, name=DELIVER_ALERT, timeout=120, max_tries=ALERT_ATTEMPTS),
             func(analyse_intervention, name=ANALYSE_INTERVENTION, timeout=600, max_tries=MEMORY_JOB_TRIES),
-            func(score_interventions, name=SCORE_INTERVENTIONS, timeout=300, max_tries=3),
+            func(score_interventions, name=SCORE_INTERVENTIONS, timeout=300, max_tries=STORE_JOB_TRIES),
             func(refresh_training_data, name=REFRESH_TRAINING_DATA, timeout=600, max_tries=REFRESH_TRIES),
             func(start_fine_tune, name=START_FINE_TUNE, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(poll_fine_tune, name=POLL_FINE_TUNE, timeout=300, max_tries=3),
             func(evaluate_model, name=EVALUATE_MODEL, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
-            func(answer_pending, name=ANSWER_PENDING, timeout=600, max_tries=3),
+            func(answer_pending, name=ANSWER_PENDING, timeout=600, max_tries=STORE_JOB_TRIES),
             func(telegram_send, name=SEND_JOB, timeout=120, max_tries=TELEGRAM_SEND_TRIES),
             func(telegram_deliver, name=TELEGRAM_DELIVER, timeout=60, max_tries=3),
-            func(purge_erased_data, name=PURGE_ERASED_DATA, timeout=600, max_tries=3),
-            func(rebuild_briefs, name=REBUILD_BRIEFS, timeout=120, max_tries=3),
+            func(purge_erased_data, name=PURGE_ERASED_DATA, timeout=600, max_tries=STORE_JOB_TRIES),
+            func(rebuild_briefs, name=REBUILD_BRIEFS, timeout=120, max_tries=STORE_JOB_TRIES),
             func(embed_messages, name=EMBED_MESSAGES, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(reembed_coach, name=REEMBED_COACH, timeout=JOB_TIMEOUT_S, max_tries=REEMBED_TRIES + 1),
         ],

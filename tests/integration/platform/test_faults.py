@@ -74,30 +74,39 @@ async def test_the_pool_recovers_when_postgres_drops_every_connection(container:
         assert await conn.scalar(text("SELECT 1")) == 1
 
 
-MODEL_JOBS = [
-    (worker.summarize_session, "summaries", "summarize_session", ()),
-    (worker.extract_insights, "insights", "extract_insights", (True,)),
-    (worker.update_profile, "profiles", "update_profile", ()),
-    (worker.embed_messages, "episodes", "embed_messages", ()),
-    (worker.analyse_intervention, "interventions", "analyse", ()),
-    (worker.start_fine_tune, "fine_tunes", "start", ()),
-    (worker.evaluate_model, "model_versions", "evaluate", ()),
+MODEL = (worker.MEMORY_JOB_TRIES, worker.RETRY_DELAY_S)
+STORE = (worker.STORE_JOB_TRIES, worker.STORE_RETRY_S)
+JOBS = [
+    (worker.summarize_session, "summaries", "summarize_session", (), MODEL),
+    (worker.extract_insights, "insights", "extract_insights", (True,), MODEL),
+    (worker.update_profile, "profiles", "update_profile", (), MODEL),
+    (worker.embed_messages, "episodes", "embed_messages", (), MODEL),
+    (worker.analyse_intervention, "interventions", "analyse", (), MODEL),
+    (worker.start_fine_tune, "fine_tunes", "start", (), MODEL),
+    (worker.evaluate_model, "model_versions", "evaluate", (), MODEL),
+    (worker.answer_pending, "chat", "answer_pending", (), STORE),
+    (worker.score_interventions, "interventions", "score_outcomes", (), STORE),
+    (worker.rebuild_briefs, "handoffs", "rebuild_briefs", (), STORE),
+    (worker.purge_erased_data, "rights", "purge", (), STORE),
 ]
 
 
-@pytest.mark.parametrize(("job", "service", "method", "extra"), MODEL_JOBS, ids=[j[0].__name__ for j in MODEL_JOBS])
-async def test_a_model_job_the_database_dropped_is_tried_again(
+@pytest.mark.parametrize(("job", "service", "method", "extra", "tries"), JOBS, ids=[j[0].__name__ for j in JOBS])
+async def test_a_job_the_database_dropped_is_tried_again(
     container: Container,
     monkeypatch: pytest.MonkeyPatch,
     job: Callable[..., Awaitable[str]],
     service: str,
     method: str,
     extra: tuple[Any, ...],
+    tries: tuple[int, float],
 ) -> None:
-    """A memory or learning job whose database connection drops (a PostgreSQL restart) asks arq to run it again
-    later, as a provider failure does: a plain error was its end (arq runs no job again after one), and a summary
-    was marked ``failed`` for good, its profile update never queued. At the last try the error is its end."""
+    """A job whose database connection drops (a PostgreSQL restart) asks arq to run it again later, as a
+    provider failure does: a plain error was its end (arq runs no job again after one, and these are queued
+    once): a summary was marked ``failed`` for good, its profile update never queued, a handback's answer, a
+    forget's brief rebuild or an erasure's purge never done. At the last try the error is its end."""
     ids = (str(uuid.uuid4()), str(uuid.uuid4()))
+    last_try, delay_s = tries
 
     async def dropped(*args: Any, **kwargs: Any) -> str:
         raise DBAPIError("SELECT 1", {}, ConnectionResetError("reset"), connection_invalidated=True)
@@ -105,9 +114,9 @@ async def test_a_model_job_the_database_dropped_is_tried_again(
     monkeypatch.setattr(getattr(container, service), method, dropped)
     with pytest.raises(Retry) as retried:
         await job({"container": container, "job_try": 1}, *ids, *extra)
-    assert retried.value.defer_score == worker.RETRY_DELAY_S * 1000
+    assert retried.value.defer_score == delay_s * 1000
     with pytest.raises(DBAPIError):
-        await job({"container": container, "job_try": worker.MEMORY_JOB_TRIES}, *ids, *extra)
+        await job({"container": container, "job_try": last_try}, *ids, *extra)
 
 
 async def test_a_hung_redis_fails_within_the_socket_timeout(tmp_path: Path) -> None:
