@@ -8,6 +8,7 @@ the page and character caps here bound the work a file can ask for.
 
 from __future__ import annotations
 
+import codecs
 import io
 import logging
 import unicodedata
@@ -133,10 +134,10 @@ def extract_pages(
     later ones are read) and the returned ``pages`` is empty; an ``ExtractionError`` can still come after
     some batches were handed over.
 
-    Raises ``ExtractionError``: empty file, not really a PDF, damaged PDF, password-protected PDF,
-    no text layer (a scan), text that is not UTF-8, a damaged DOCX or EPUB, an HTML page or transcript without
-    text, more pages or characters than ``caps`` allow
-    (default :class:`Caps`). ``MemoryError`` is not turned into a reason here: the caller knows the limit.
+    Raises ``ExtractionError``: empty file, not really a PDF, damaged PDF, password-protected PDF, no text layer (a
+    scan), text that is neither UTF-8 nor UTF-16 with a byte-order mark, a damaged DOCX or EPUB, an HTML page or
+    transcript without text, more pages or characters than ``caps`` allow (default :class:`Caps`). ``MemoryError`` is
+    not turned into a reason here: the caller knows the limit.
     """
     caps = caps or Caps()
     if not data.strip():
@@ -145,10 +146,14 @@ def extract_pages(
         return _extract_pdf(data, on_page, caps, sink)
     if kind in _ZIP_KINDS:
         return _to_sink(_extract_format(kind, data, caps), sink)
+    # UTF-16 with its byte-order mark is what Windows Notepad saves as "Unicode"
+    encoding = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise ExtractionError(f"the file is not UTF-8 text (byte {exc.start} cannot be decoded)") from exc
+        raise ExtractionError(
+            f"the file is not UTF-8 text (byte {exc.start} cannot be decoded): save it as UTF-8 and upload it again"
+        ) from exc
     if "\x00" in text:
         raise ExtractionError("the file is binary, not text")
     caps.check_characters(len(text))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 
 import pytest
@@ -233,3 +234,14 @@ def test_chunks_fit_every_embedder_a_coach_can_switch_to() -> None:
     assert ChunkSpec.for_embedder(256) == ChunkSpec(max_tokens=179, overlap_tokens=26)
     assert ChunkSpec.for_embedder(8191) == ChunkSpec.for_embedder(SWITCHABLE_INPUT_TOKENS)
     assert ChunkSpec.for_embedder(128).max_tokens < ChunkSpec.for_embedder(8191).max_tokens
+
+
+def test_a_utf16_text_file_with_its_byte_order_mark_is_read() -> None:
+    """Windows Notepad saves "Unicode" as UTF-16 with a byte-order mark: it was refused as not UTF-8, with no
+    hint how to fix it. Other encodings are still refused, now saying how."""
+    text = "Café crème: one small step a day."
+    for data in (codecs.BOM_UTF16_LE + text.encode("utf-16-le"), codecs.BOM_UTF16_BE + text.encode("utf-16-be")):
+        [page] = extract_pages(data, TEXT).pages
+        assert page.text == text
+    with pytest.raises(ExtractionError, match="save it as UTF-8"):
+        extract_pages(text.encode("cp1252"), TEXT)
