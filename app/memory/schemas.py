@@ -8,7 +8,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
 
-Statement = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=200)]
+
+def _clipped(limit: int) -> BeforeValidator:
+    """Cut a string over ``limit`` characters back to its last whole word within it, rather than reject the
+    whole answer: the schema sent to the model cannot carry string lengths (:data:`app.llm.schema.
+    DROPPED_KEYWORDS`), so a model that follows it can still write a long topic."""
+
+    def clip(value: Any) -> Any:
+        if not isinstance(value, str) or len(value.strip()) <= limit:
+            return value
+        cut = value.strip()[: limit + 1]
+        return cut[: cut.rfind(" ")].rstrip(" ,;:") if " " in cut else cut[:limit]
+
+    return BeforeValidator(clip)
+
+
+Statement = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=200), _clipped(200)]
 """One short statement (a topic, an action item, a profile entry)."""
 
 
@@ -31,11 +46,11 @@ InsightKindName = Literal[
 class SessionSummaryOutput(BaseModel):
     """The model's summary of one chat session."""
 
-    summary: Annotated[str, StringConstraints(strip_whitespace=True, min_length=20, max_length=1500)]
+    summary: Annotated[str, StringConstraints(strip_whitespace=True, min_length=20, max_length=1500), _clipped(1500)]
     topics: StatementList = Field(max_length=6)
     insights: StatementList = Field(max_length=6)
     action_items: StatementList = Field(max_length=6)
-    emotional_state: Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=200)]
+    emotional_state: Statement
 
 
 class SessionSummary(SessionSummaryOutput):
@@ -51,7 +66,7 @@ class ExtractedInsight(BaseModel):
     messages it comes from; ``importance`` is 0 (trivia) to 10 (life-changing)."""
 
     kind: InsightKindName
-    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200), _clipped(200)]
     importance: int = Field(ge=0, le=10)
     status: Literal["active", "achieved", "dropped"]
     evidence: list[int] = Field(max_length=5)
@@ -75,5 +90,5 @@ class ProfileOutput(BaseModel):
     communication_preferences: StatementList = Field(max_length=4)
     what_works: StatementList = Field(max_length=4)
     what_doesnt_work: StatementList = Field(max_length=4)
-    tone: Annotated[str, StringConstraints(strip_whitespace=True, max_length=120)]
+    tone: Annotated[str, StringConstraints(strip_whitespace=True, max_length=120), _clipped(120)]
     sensitive_topics: StatementList = Field(max_length=4)

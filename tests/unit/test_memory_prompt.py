@@ -543,3 +543,30 @@ def test_a_coachs_own_model_gets_its_own_budget_and_memory_outlasts_the_weaker_p
         budget_tokens=prompt_budget(settings, "local"),
     )
     assert prompt.memory_items == ITEMS[:1] and KEEP_PASSAGES <= len(prompt.passages) < 5
+
+
+def test_an_over_long_statement_is_clipped_to_its_last_whole_word_not_refused() -> None:
+    """The schema the model follows cannot carry string lengths, so a model can write a 300-character topic:
+    the whole summary failed validation on every try ("topics.0: String should have at most 200
+    characters") and the session was marked failed."""
+    long_topic = "planning the week around the new job and the commute " * 6
+    summary = SessionSummaryOutput.model_validate(
+        {
+            "summary": "The client talked about planning the week.",
+            "topics": [long_topic],
+            "insights": [],
+            "action_items": [],
+            "emotional_state": "hopeful",
+        }
+    )
+    [topic] = summary.topics
+    assert len(topic) <= 200 and long_topic.startswith(topic) and topic.endswith(" the new job and")
+    assert ProfileOutput.model_validate(
+        {
+            "communication_preferences": [],
+            "what_works": [],
+            "what_doesnt_work": [],
+            "tone": "warm " * 40,
+            "sensitive_topics": [],
+        }
+    ).tone == ("warm " * 24).strip()
