@@ -148,12 +148,12 @@ class Intake:
         is queued. With ``prefetch``, the message's embedding starts now, for the turn that answers it
         (:meth:`load`). Raises ``TooManyAttempts`` (a new message over the client's rate limit), ``NotFound`` (not
         this client's conversation) and ``Conflict`` (the client's message with that id, stored by another request
-        meanwhile, is gone again: erased)."""
+        meanwhile, is gone again: erased; or that id was used for another text)."""
         session, coach_id = uow.session, uow.coach_id
         if client_message_id is not None:
             stored = await _stored(session, client_id, client_message_id)
             if stored is not None:
-                return _received(stored, created=False)
+                return _sent_again(stored, text)
         await self._throttle.hit(client_id)  # a message sent again (above) is not counted twice
         conversation, previous, coach = await _conversation_for(uow, client_id, conversation_id, channel)
         if prefetch:  # the turn's embedding runs while the message is stored
@@ -176,7 +176,7 @@ class Intake:
             stored = await _stored(session, client_id, client_message_id) if client_message_id else None
             if stored is None:
                 raise Conflict("client_message_id belongs to a message that was deleted meanwhile") from None
-            return _received(stored, created=False)
+            return _sent_again(stored, text)
         if previous == SenderType.HUMAN_COACH:  # the client's answer is the outcome of the coach's intervention
             jobs.score_interventions(session, coach_id, conversation.id, trigger=f"client:{message.id}")
         after_commit(
@@ -319,6 +319,15 @@ def _received(message: Message, *, created: bool) -> Received:
     return Received(
         message.id, message.conversation_id, message.client_message_id, created, message.answered_at is not None
     )
+
+
+def _sent_again(stored: Message, text: str) -> Received:
+    """The :class:`Received` of a message sent again with the ``client_message_id`` of ``stored``. Raises
+    ``Conflict`` when ``text`` is another message than the stored one (a client reusing an id would otherwise
+    see a 200 with nothing stored nor answered); a forgotten message's text is gone, so any text matches it."""
+    if stored.forgotten_at is None and stored.text != text:
+        raise Conflict("client_message_id was used for another message: send a new id with a new message")
+    return _received(stored, created=False)
 
 
 async def _stored(session: AsyncSession, client_id: uuid.UUID, client_message_id: str) -> Message | None:

@@ -171,6 +171,10 @@ async def test_rest_retries_with_the_same_client_message_id_are_stored_once(
     messages = await transcript(http, setup, first["conversation_id"])
     assert [m["sender_type"] for m in messages] == ["client", "ai"]
     assert slow_llm.routes["completions"].call_count == 1
+    # the same id with another text is another message: refused, not a 200 with nothing stored nor answered
+    reused = await http.post("/api/v1/chat", headers=setup.client_auth, json={**body, "text": "And my weekend?"})
+    assert reused.status_code == 409 and "client_message_id was used for another message" in reused.text
+    assert len(await transcript(http, setup, first["conversation_id"])) == 2
 
 
 async def test_client_message_ids_are_each_clients_own(
