@@ -43,7 +43,7 @@ def validate_availability(value: dict[str, Any] | None) -> dict[str, Any] | None
     zone = str(value.get("timezone") or "UTC")
     try:
         ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a tz folder ("America") or an over-long name
         raise InvalidInput(f"availability.timezone {zone!r} is not an IANA time zone") from None
     days = value.get("days", [0, 1, 2, 3, 4])
     if not isinstance(days, list) or not days or not all(isinstance(d, int) and 0 <= d <= 6 for d in days):

@@ -51,6 +51,8 @@ def test_defaults_fill_missing_fields() -> None:
     ("value", "message"),
     [
         ({"timezone": "Mars/Olympus"}, "not an IANA time zone"),
+        ({"timezone": "America"}, "not an IANA time zone"),
+        ({"timezone": "x" * 300}, "not an IANA time zone"),
         ({"days": []}, "non-empty list of weekdays"),
         ({"days": [7]}, "non-empty list of weekdays"),
         ({"start": "9am"}, "availability.start must be a local time like 09:00"),
