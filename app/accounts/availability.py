@@ -17,8 +17,9 @@ from app.core.errors import InvalidInput
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
-_CLOCK = re.compile(r"\d{2}:\d{2}(?::\d{2})?")
-"""A local wall-clock time, ``HH:MM`` or ``HH:MM:SS``: no UTC offset (the zone is ``availability.timezone``)."""
+_CLOCK = re.compile(r"\d{2}:\d{2}(?::00)?")
+"""A local wall-clock time in whole minutes, ``HH:MM`` or ``HH:MM:00`` (as a browser's time input may send it): no
+UTC offset (the zone is ``availability.timezone``); hours are stored as ``HH:MM``, so other seconds are refused."""
 
 
 def _clock(value: Any, name: str) -> time:
@@ -29,7 +30,8 @@ def _clock(value: Any, name: str) -> time:
         return time.fromisoformat(text)
     except ValueError:
         raise InvalidInput(
-            f"availability.{name} must be a local time like 09:00 (the time zone is availability.timezone)"
+            f"availability.{name} must be a local time like 09:00, in whole minutes (the time zone is "
+            "availability.timezone)"
         ) from None
 
 
@@ -46,7 +48,7 @@ def validate_availability(value: dict[str, Any] | None) -> dict[str, Any] | None
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a tz folder ("America") or an over-long name
         raise InvalidInput(f"availability.timezone {zone!r} is not an IANA time zone") from None
     days = value.get("days", [0, 1, 2, 3, 4])
-    if not isinstance(days, list) or not days or not all(isinstance(d, int) and 0 <= d <= 6 for d in days):
+    if not isinstance(days, list) or not days or not all(type(d) is int and 0 <= d <= 6 for d in days):
         raise InvalidInput("availability.days must be a non-empty list of weekdays 0–6 (Monday = 0)")
     start = _clock(value.get("start", "09:00"), "start")
     end = _clock(value.get("end", "17:00"), "end")

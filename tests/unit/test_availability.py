@@ -55,13 +55,20 @@ def test_defaults_fill_missing_fields() -> None:
         ({"timezone": "x" * 300}, "not an IANA time zone"),
         ({"days": []}, "non-empty list of weekdays"),
         ({"days": [7]}, "non-empty list of weekdays"),
+        ({"days": [True, False]}, "non-empty list of weekdays"),
         ({"start": "9am"}, "availability.start must be a local time like 09:00"),
         ({"start": "09:00+02:00"}, "availability.start must be a local time like 09:00"),
         ({"end": "17:00Z"}, "availability.end must be a local time like 09:00"),
         ({"start": "18:00", "end": "09:00"}, "later than"),
+        ({"start": "09:00:10", "end": "09:00:50"}, "local time like 09:00, in whole minutes"),
         ({"hours": "9-5"}, "unknown fields: hours"),
     ],
 )
 def test_bad_hours_are_rejected_with_the_field_named(value: dict, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         validate_availability(value)
+
+
+def test_a_browsers_whole_minute_seconds_are_accepted() -> None:
+    hours = validate_availability({"start": "09:00:00", "end": "17:30:00"})
+    assert hours is not None and (hours["start"], hours["end"]) == ("09:00", "17:30")

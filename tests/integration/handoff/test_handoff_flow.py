@@ -1039,6 +1039,8 @@ async def test_bad_handoff_requests_get_clear_errors_and_change_nothing(
         ({"llm_base_url": "https://127.0.0.1/" + "a" * 500}, "llm_base_url must be at most 500"),
         ({"availability": {"days": [0], "start": "09:00+02:00", "end": "17:00"}}, "a local time like 09:00"),
         ({"availability": {"days": [0], "start": "09:00Z", "end": "17:00Z"}}, "a local time like 09:00"),
+        ({"availability": {"days": [0], "start": "09:00:10", "end": "09:00:50"}}, "in whole minutes"),
+        ({"availability": {"days": [True, False]}}, "non-empty list of weekdays"),
         ({"handoff_sla_minute": 5}, "unknown field `handoff_sla_minute`"),
         ({"handoff_mode": "draft", "crisis_resources": "call 988"}, "Expected `array"),
     ]:
