@@ -45,7 +45,8 @@ CONSENT_DAYS = 30
 SECOND_CONFIRMATION_MINUTES = 10
 MAX_MODES = 5
 MAX_LABEL_CHARS, MAX_DESCRIPTION_CHARS, MAX_INSTRUCTION_CHARS = 60, 500, 1000
-MODE_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,29}$")
+MODE_KEY = re.compile(r"[a-z][a-z0-9_-]{0,29}")
+"""A tone mode key (slug, 1 to 30 characters); check it with ``fullmatch``, which lets no trailing newline through."""
 SETTINGS_FIELDS = frozenset({"min", "max", "default", "modes"})
 MODE_FIELDS = frozenset({"key", "label", "description", "instruction", "most_intense"})
 CONFIRM_1, GIVEN, WITHDRAWN = "confirm_1", "given", "withdrawn"
@@ -133,7 +134,7 @@ def _mode(value: Any) -> ToneMode:
     if unknown:
         raise InvalidInput(f"unknown tone mode field(s): {', '.join(sorted(unknown))}")
     key = value.get("key")
-    if not isinstance(key, str) or not MODE_KEY.match(key) or key == DEFAULT_MODE:
+    if not isinstance(key, str) or not MODE_KEY.fullmatch(key) or key == DEFAULT_MODE:
         raise InvalidInput("a tone mode key is 1 to 30 lower-case letters, digits, - or _ (not 'default')")
     most_intense = value.get("most_intense", False)
     if not isinstance(most_intense, bool):

@@ -94,6 +94,7 @@ def test_a_change_of_wording_changes_the_consent_version() -> None:
         ({"modes": "roast"}, "modes must be a list"),
         ({"modes": [ROAST.as_dict() | {"key": "default"}]}, "not 'default'"),
         ({"modes": [ROAST.as_dict() | {"key": "Bad Key"}]}, "key is 1 to 30"),
+        ({"modes": [ROAST.as_dict() | {"key": "roast\n"}]}, "key is 1 to 30"),
         ({"modes": [ROAST.as_dict() | {"instruction": ""}]}, "instruction must be text"),
         ({"modes": [ROAST.as_dict() | {"extra": 1}]}, "unknown tone mode field"),
         ({"modes": [ROAST.as_dict(), ROAST.as_dict()]}, "unique"),
