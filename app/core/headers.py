@@ -61,11 +61,16 @@ def content_security_policy(frame_ancestors: Sequence[str] = ()) -> str:
 
 def is_own_origin(origin: str, host_header: str, public_url: str) -> bool:
     """Whether a request's ``Origin`` is this server itself: the origin of ``PUBLIC_URL``, or the host the
-    request was sent to (``Host`` header; the scheme is not compared, since a TLS proxy may sit in front)."""
+    request was sent to (``Host`` header; the scheme is not compared, since a TLS proxy may sit in front). An
+    ``Origin`` that is no URL (``http://[``) is a foreign one."""
     public = urlsplit(public_url)
     if origin.lower() == f"{public.scheme}://{public.netloc}".lower():
         return True
-    return bool(host_header) and urlsplit(origin).netloc.lower() == host_header.lower()
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:
+        return False
+    return bool(host_header) and netloc.lower() == host_header.lower()
 
 
 class SecurityHeaders:

@@ -74,6 +74,7 @@ def test_own_origin_is_public_url_or_the_host_asked() -> None:
     assert is_own_origin("https://coach.example", "", "https://coach.example/")
     assert is_own_origin("http://127.0.0.1:8000", "127.0.0.1:8000", "https://coach.example")
     assert not is_own_origin("https://evil.example", "coach.example", "https://coach.example")
+    assert not is_own_origin("http://[", "coach.example", "https://coach.example"), "no URL: a foreign origin"
 
 
 def test_csp_allows_no_inline_script_and_frames_only_the_listed_origins() -> None:

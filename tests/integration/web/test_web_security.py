@@ -133,6 +133,8 @@ async def test_widget_api_cors_follows_the_coachs_origins(
     refused = await http.get("/api/v1/widget/memory", headers=auth | {"Origin": OTHER_SITE})
     assert refused.status_code == 403 and "widget_allowed_origins" in refused.json()["detail"]
     assert "access-control-allow-origin" not in refused.headers
+    malformed = await http.get("/api/v1/widget/memory", headers=auth | {"Origin": "http://["})
+    assert malformed.status_code == 403, malformed.text  # no URL: a foreign origin, not a 500
 
     own = await http.get("/api/v1/widget/memory", headers=auth | {"Origin": base_url})
     assert own.status_code == 200 and "access-control-allow-origin" not in own.headers
