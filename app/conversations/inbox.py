@@ -16,7 +16,7 @@ from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason, HandoffStatus
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.errors import InvalidInput, NotFound
-from app.core.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_cursor, encode_cursor
+from app.core.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_cursor, decode_cursor_time, encode_cursor
 from app.db.search import contains_pattern
 
 PREVIEW_CHARS = 120
@@ -77,13 +77,14 @@ class InboxCursor:
     @classmethod
     def decode(cls, value: str) -> InboxCursor:
         """The cursor :meth:`encode` wrote. Raises ``InvalidInput`` for anything else (a truncated or edited
-        cursor, a time without its zone)."""
+        cursor, a priority that is none of :data:`InboxState.PRIORITY`, a time
+        :func:`~app.core.pagination.decode_cursor_time` refuses)."""
         try:
             priority, at, conversation_id = decode_cursor(value, 3)
-            cursor = cls(int(priority), datetime.fromisoformat(at), uuid.UUID(conversation_id))
+            cursor = cls(priority, decode_cursor_time(at), uuid.UUID(conversation_id))
         except (ValueError, TypeError, AttributeError) as exc:
             raise InvalidInput(BAD_CURSOR) from exc
-        if cursor.priority not in InboxState.PRIORITY.values() or cursor.last_at.tzinfo is None:
+        if type(cursor.priority) is not int or cursor.priority not in InboxState.PRIORITY.values():
             raise InvalidInput(BAD_CURSOR)
         return cursor
 

@@ -17,7 +17,7 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode
 
@@ -52,6 +52,19 @@ def decode_cursor(value: str, length: int) -> list[Any]:
     return values
 
 
+def decode_cursor_time(value: Any) -> datetime:
+    """A cursor's time, ISO 8601 with its UTC offset, as UTC (the database compares it in UTC). Raises
+    ``ValueError`` or ``TypeError`` for anything else: no such time, no offset, or outside the years 1–9999 once
+    in UTC (``0001-01-01T00:00:00+05:00``), which the driver could not send."""
+    at = datetime.fromisoformat(value)
+    if at.tzinfo is None:
+        raise ValueError(BAD_CURSOR)
+    try:
+        return at.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(BAD_CURSOR) from exc
+
+
 @dataclass(frozen=True)
 class Keyset:
     """A row's place in a list sorted by ``at`` (a timezone-aware time), then ``id``."""
@@ -66,15 +79,12 @@ class Keyset:
     @classmethod
     def decode(cls, value: str) -> Keyset:
         """The position :meth:`encode` wrote. Raises ``InvalidInput`` for anything else (a truncated or edited
-        cursor, a time without its zone)."""
+        cursor, a time :func:`decode_cursor_time` refuses)."""
         try:
             at, id_ = decode_cursor(value, 2)
-            keyset = cls(datetime.fromisoformat(at), uuid.UUID(id_))
+            return cls(decode_cursor_time(at), uuid.UUID(id_))
         except (ValueError, TypeError, AttributeError) as exc:
             raise InvalidInput(BAD_CURSOR) from exc
-        if keyset.at.tzinfo is None:
-            raise InvalidInput(BAD_CURSOR)
-        return keyset
 
 
 @dataclass(frozen=True)

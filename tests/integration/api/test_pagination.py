@@ -18,7 +18,7 @@ from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.container import Container
 from app.conversations.handoffs import Draft, DraftStatus
 from app.conversations.models import Conversation, Message, SenderType
-from app.core.pagination import MAX_PAGE_SIZE, Keyset, PageRequest
+from app.core.pagination import MAX_PAGE_SIZE, Keyset, PageRequest, encode_cursor
 from tests.conftest import Coach, make_client
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -165,6 +165,8 @@ async def test_documents_handoffs_and_drafts_follow_their_links_to_the_end(
         ("cursor=" + Keyset(datetime(2026, 1, 1), uuid.UUID(int=1)).encode(), "cursor is not a valid cursor"),
         # another list's cursor: the inbox's holds three values
         ("cursor=WzEsICIyMDI2LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwgIngiXQ", "cursor is not a valid cursor"),
+        # an edited time before the year 1 in UTC
+        ("cursor=" + encode_cursor(["0001-01-01T00:00:00+05:00", str(uuid.UUID(int=1))]), "cursor is not a valid"),
     ],
 )
 @pytest.mark.parametrize("path", ["clients", "conversations", "documents", "handoffs", "drafts"])
