@@ -15,6 +15,12 @@ from sqlalchemy.exc import ArgumentError
 
 from app.core.egress import OutboundAllowlist
 
+MAX_WAIT_SECONDS = 86_400.0
+"""The longest a seconds setting (a timeout, deadline, lease or window) may be: a day. Every float setting is
+finite too: ``inf`` or ``1e308`` seconds overflow the socket, timer and resource-limit calls that take them."""
+MAX_UPLOAD_MB = 1024.0
+"""The largest ``MAX_UPLOAD_MB``: uploads are read into memory, and twice it bounds a request's body."""
+
 
 class Settings(BaseSettings):
     """Process-wide settings.
@@ -29,7 +35,7 @@ class Settings(BaseSettings):
     naming the variable).
     """
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", allow_inf_nan=False)
 
     data_dir: Path = Field(default=Path(".opencoach"), description="Embedded servers, uploads, secrets.")
     database_url: str | None = Field(
@@ -52,12 +58,14 @@ class Settings(BaseSettings):
     redis_socket_timeout_seconds: float = Field(
         default=5.0,
         gt=0,
+        le=MAX_WAIT_SECONDS,
         description="Seconds a Redis command or connection attempt may take before Redis counts as unavailable "
         "(a hung or restarting server).",
     )
     worker_lease_seconds: float = Field(
         default=60.0,
         ge=3,
+        le=MAX_WAIT_SECONDS,
         description="A running job's claim in Redis lasts this long unless its worker renews it: the jobs of a "
         "killed worker (and its coach's ingestion slot, a conversation's insight extraction lock) are taken up again "
         "this long after it died.",
@@ -77,7 +85,7 @@ class Settings(BaseSettings):
     )
     public_url: str = Field(default="http://127.0.0.1:8000", description="Base URL used in widget snippets.")
 
-    max_upload_mb: float = Field(default=25.0, gt=0)
+    max_upload_mb: float = Field(default=25.0, gt=0, le=MAX_UPLOAD_MB)
     extract_memory_mb: int = Field(
         default=512, ge=128, description="Address-space limit (RLIMIT_AS, MB) of the process reading one upload."
     )
@@ -85,9 +93,11 @@ class Settings(BaseSettings):
         default=30, ge=1, description="CPU seconds (RLIMIT_CPU) for opening an upload; pages add to it."
     )
     extract_cpu_seconds_per_page: float = Field(
-        default=0.5, ge=0, description="CPU seconds each PDF page adds to EXTRACT_CPU_SECONDS."
+        default=0.5, ge=0, le=MAX_WAIT_SECONDS, description="CPU seconds each PDF page adds to EXTRACT_CPU_SECONDS."
     )
-    extract_timeout_seconds: float = Field(default=600.0, gt=0, description="Wall-clock deadline of one extraction.")
+    extract_timeout_seconds: float = Field(
+        default=600.0, gt=0, le=MAX_WAIT_SECONDS, description="Wall-clock deadline of one extraction."
+    )
     extract_max_pages: int = Field(default=2000, ge=1, description="A PDF with more pages fails with the reason.")
     extract_max_characters: int = Field(
         default=5_000_000, ge=1000, description="A file with more characters of text fails with the reason."
@@ -120,6 +130,7 @@ class Settings(BaseSettings):
     episode_embed_window_seconds: float = Field(
         default=30.0,
         ge=0,
+        le=MAX_WAIT_SECONDS,
         description="The AI's and the coach's messages of one conversation sent within this window share one "
         "episodic embedding job, run when the window ends: one batch instead of a job and a model call per "
         "reply (0: a job per message, at once). A message is recalled only once it has left the L1 window, "
@@ -141,11 +152,15 @@ class Settings(BaseSettings):
     rerank_model: str = Field(default="", description="Model name sent to the reranker.")
     rerank_api_key: str | None = Field(default=None, description="Bearer key for the reranker, if it needs one.")
     llm_timeout_seconds: float = Field(
-        default=120.0, gt=0, description="Seconds a model endpoint may take to connect, and between two reads."
+        default=120.0,
+        gt=0,
+        le=MAX_WAIT_SECONDS,
+        description="Seconds a model endpoint may take to connect, and between two reads.",
     )
     llm_deadline_seconds: float = Field(
         default=300.0,
         gt=0,
+        le=MAX_WAIT_SECONDS,
         description="Overall deadline of one call to a model endpoint (a whole streamed reply, a JSON "
         "completion, an embedding batch), however steadily it drip-feeds bytes.",
     )
