@@ -29,13 +29,14 @@ from sqlalchemy import ARRAY, Select, all_, bindparam, select, update
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.learning_settings import MAX_MODEL_NAME_CHARS
 from app.accounts.models import Coach
 from app.accounts.service import LLM_PROVIDERS, AccountService
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.conversations.models import Message
 from app.core.errors import InvalidInput
 from app.core.security import SecretBox
-from app.core.validation import provider_api_key
+from app.core.validation import bounded_text, provider_api_key
 from app.db import jobs
 from app.learning.models import Intervention
 from app.llm.base import Embedder, ProviderError
@@ -224,11 +225,12 @@ class EmbeddingService:
         """Ask to switch the coach to ``provider`` (``local`` | ``openai``; ``openai`` needs ``model``, and
         takes an optional ``base_url``, default OpenAI's, and ``api_key``, stored encrypted), replacing any
         earlier request, and queue the ``reembed_coach`` job. Raises ``InvalidInput`` for an unknown
-        provider, a missing model, a base URL the egress guard refuses, or an API key that cannot be sent
+        provider, a missing model or one over :data:`~app.accounts.learning_settings.MAX_MODEL_NAME_CHARS`
+        characters, a base URL the egress guard refuses, or an API key that cannot be sent
         (:func:`app.core.validation.provider_api_key`); nothing changes then."""
         if provider not in LLM_PROVIDERS:
             raise InvalidInput(f"provider must be one of {', '.join(LLM_PROVIDERS)}")
-        model = (model or "").strip() or None
+        model = bounded_text("model", model or "", MAX_MODEL_NAME_CHARS) or None
         if provider == "openai" and not model:
             raise InvalidInput("model is required for the openai provider")
         url = await self._accounts.check_outbound_url("base_url", base_url) if base_url else None

@@ -368,6 +368,11 @@ async def test_the_settings_page_switches_and_shows_the_progress(
 
         refused = await browser.post("/dashboard/settings/embedding", data=form | {"_csrf_token": token})
         assert refused.status_code == 400 and "model is required for the openai provider" in refused.text
+        too_long = await browser.post(
+            "/dashboard/settings/embedding", data=form | {"embedding_model": "m" * 201, "_csrf_token": token}
+        )
+        assert too_long.status_code == 400 and "model must be at most 200 characters" in too_long.text
+        assert f"In use: <strong>{LOCAL}</strong>" in too_long.text and "Re-embedding with" not in too_long.text
         queued = await browser.post(
             "/dashboard/settings/embedding", data=form | {"embedding_model": MODEL, "_csrf_token": token}
         )
