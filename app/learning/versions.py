@@ -152,8 +152,11 @@ class ModelVersionService:
             return Split.VALIDATION, validation[:MAX_HELD_OUT_EXAMPLES]
         return "test+validation", (test + validation)[:MAX_HELD_OUT_EXAMPLES]
 
-    async def evaluate(self, coach_id: uuid.UUID, version_id: uuid.UUID) -> str:
-        """arq job: the promotion gate for a ``staging`` version (others are left as they are). Replays the
+    async def evaluate(
+        self, coach_id: uuid.UUID, version_id: uuid.UUID, *, status: str = ModelVersionStatus.STAGING
+    ) -> str:
+        """arq job: the promotion gate for a version in ``status`` (``staging``; :meth:`promote` gates a retired or
+        rejected one again without changing it first; versions in another status are left as they are). Replays the
         held-out examples through the candidate and the current model with
         ``registry.chat_for(coach, model=...)`` (temperature 0, ``settings.llm_max_tokens``), embeds the
         replies and the coach's actual replies with ``registry.embedder_for(coach)`` and compares the mean
@@ -166,8 +169,8 @@ class ModelVersionService:
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             version = await self._version(session, coach_id, version_id)
-            if version.status != ModelVersionStatus.STAGING:
-                return f"not in staging ({version.status})"
+            if version.status != status:
+                return f"not in {status} ({version.status})"
             coach = await uow.coach()
             current_version = await self.production(session, coach_id)
             candidate_model = version.model
@@ -195,7 +198,7 @@ class ModelVersionService:
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             version = await self._version(session, coach_id, version_id)
-            if version.status != ModelVersionStatus.STAGING:
+            if version.status != status:
                 return f"decided meanwhile ({version.status})"
             version.evaluation = evaluation
             if passed:
@@ -307,8 +310,8 @@ class ModelVersionService:
     async def promote(self, coach_id: uuid.UUID, version_id: uuid.UUID, *, force: bool = False) -> ModelVersion:
         """Put a version in production: at once when its evaluation passed (or ``force``: the coach overrides
         the gate, recorded as ``evaluation.forced``), otherwise through the gate (:meth:`evaluate`; a rejected
-        or retired version is evaluated again). Raises ``NotFound`` and ``Conflict`` when the gate refuses
-        (the evaluation is kept)."""
+        or retired version is evaluated again). Raises ``NotFound``, and ``Conflict`` when the gate refuses (the
+        evaluation is kept) or cannot reach a model (nothing changes)."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             version = await self._version(session, coach_id, version_id)
@@ -322,9 +325,9 @@ class ModelVersionService:
                     }
                 await self._make_production(session, coach_id, version)
                 return version
-            version.status = ModelVersionStatus.STAGING
+            status = version.status
         try:
-            await self.evaluate(coach_id, version_id)
+            await self.evaluate(coach_id, version_id, status=status)
         except ProviderError as exc:
             raise Conflict(f"the promotion gate could not run: {exc}") from exc
         async with unit_of_work(self._sessionmaker, coach_id) as uow:

@@ -503,6 +503,38 @@ async def test_the_gate_refuses_a_worse_model_and_rollback_restores_the_previous
     assert bad_body.status_code == 400
 
 
+async def test_a_promotion_whose_gate_cannot_reach_the_model_changes_nothing(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+) -> None:
+    """A retired or rejected version promoted again goes through the gate; when the endpoint is down the promotion
+    is a 409 and the version keeps its status, so a rollback still restores the retired one (both were left in
+    staging for good)."""
+    api = fake_openai([{"status": "running"}])
+    setup = await new_setup("Unreachable Gate Coach")
+    await seed(container, setup, run_jobs, {"test": 5})
+    first, second = await add_version(container, setup, "ft:first"), await add_version(container, setup, "ft:second")
+    worse = await add_version(container, setup, "ft:worse", status="rejected")
+    url = "/api/v1/learning/models/{}/promote"
+    for forced in (first, second):  # the first is retired by the second, once in production: rollback's choice
+        response = await http.post(url.format(forced), headers=setup.coach.headers, json={"force": True})
+        assert response.status_code == 200, response.text
+
+    api.router.routes["completions"].side_effect = lambda request: openai_error(503, "down", "server_error", None)
+    for version in (first, worse):
+        again = await http.post(url.format(version), headers=setup.coach.headers)
+        assert again.status_code == 409 and "could not run" in again.json()["detail"], again.text
+    statuses = {
+        v["model"]: v["status"] for v in (await http.get("/api/v1/learning/models", headers=setup.coach.headers)).json()
+    }
+    assert statuses == {"ft:first": "retired", "ft:second": "production", "ft:worse": "rejected"}, "nothing changed"
+    rolled = await http.post("/api/v1/learning/models/rollback", headers=setup.coach.headers)
+    assert rolled.status_code == 200 and rolled.json()["production"]["model"] == "ft:first"
+
+
 async def test_the_sweep_starts_a_fine_tune_for_a_ready_coach_and_polls_it(
     http: httpx.AsyncClient,
     new_setup: Callable[..., Awaitable[Setup]],
