@@ -71,8 +71,11 @@ from app.web.dashboard.onboarding import OnboardingPages
 from app.web.dashboard.settings import SettingsPages
 from app.web.dashboard.telegram import TelegramPages
 from app.web.errors import (
+    INTERNAL_ERROR,
     domain_error_page,
     error_response,
+    form_error_handler,
+    form_unreadable,
     not_found_handler,
     permission_denied_handler,
     too_large_handler,
@@ -93,8 +96,6 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> R
 
 
 TOO_DEEP = "JSON is nested too deeply"
-INTERNAL_ERROR = "Internal Server Error"
-"""Litestar's own ``detail`` of a 500: no traceback, no SQL."""
 
 
 def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
@@ -111,13 +112,15 @@ async def log_unhandled(exc: Exception, scope: Scope) -> None:
     """Log, with its traceback, an exception no handler of ours expected (Litestar answers it with a bare 500
     and logs it only in debug mode): the operator sees what failed. Not logged: service errors
     (``DomainError``, answered with their 4xx), database errors of HTTP requests (:func:`database_error_handler`
-    logs those that are not the client's), Litestar's own client errors (validation 400, 404, 405) and bodies
-    nested too deeply (:func:`recursion_error_handler`)."""
+    logs those that are not the client's), Litestar's own client errors (validation 400, 404, 405), bodies
+    nested too deeply (:func:`recursion_error_handler`) and multipart forms that cannot be decoded
+    (:func:`app.web.errors.form_error_handler`)."""
     handled = (DomainError | DBAPIError) if scope["type"] == ScopeType.HTTP else DomainError  # a socket has none
     if (
         isinstance(exc, handled)
         or (isinstance(exc, HTTPException) and exc.status_code < 500)
         or (isinstance(exc, RecursionError) and decoding_too_deep(exc))
+        or (isinstance(exc, UnicodeError | LookupError) and form_unreadable(exc))
     ):
         return
     log.error("unhandled error on %s %s", scope.get("method", scope["type"]), scope["path"], exc_info=exc)
@@ -148,10 +151,13 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     NotFoundException: not_found_handler,
     PermissionDeniedException: permission_denied_handler,
     RequestEntityTooLarge: too_large_handler,
+    UnicodeError: form_error_handler,
+    LookupError: form_error_handler,
 }
 """Service errors → their status with a JSON ``detail`` (a 404 on a page load: the 404 page), database errors,
 bodies nested too deeply, Litestar's own 404 (no such route), 403 (a dashboard form's CSRF token that does not
-verify: the "This form expired" page) and 413 (on a dashboard page: a page saying the file is too large)."""
+verify: the "This form expired" page), 413 (on a dashboard page: a page saying the file is too large) and a
+multipart form whose text cannot be decoded (400; on a dashboard page: a page saying so)."""
 
 
 ROUTE_HANDLERS: list[ControllerRouterHandler] = [

@@ -19,6 +19,10 @@ CSRF_FAILED = "CSRF token verification failed"
 PAGE_PREFIXES = ("/dashboard", "/w/", "/w?", "/login", "/signup")
 """Addresses a person opens in a browser tab: their errors are pages."""
 WIDGET_PREFIX = "/w"
+INTERNAL_ERROR = "Internal Server Error"
+"""Litestar's own ``detail`` of a 500: no traceback, no SQL."""
+FORM_UNREADABLE = "invalid form data: a text field is not in its part's charset (UTF-8 unless it names a known one)"
+"""The ``detail`` of a 400 for a multipart form whose text fields cannot be decoded (:func:`form_unreadable`)."""
 
 
 def is_page_request(request: Request[Any, Any, Any]) -> bool:
@@ -99,3 +103,30 @@ def too_large_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Re
         return error_response(exc.status_code, exc.detail, headers=exc.headers)
     detail = "Nothing was stored: the file is larger than this form takes. Choose a smaller one and send it again."
     return refused_page(request, 413, "The file is too large", detail)
+
+
+def form_unreadable(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by Litestar's multipart parser (``parse_multipart_form``; the CSRF check of every
+    dashboard form runs it first) decoding a text field: bytes not in the part's charset (``UnicodeError``, e.g.
+    ``\\xff\\xfe`` as UTF-8) or a charset Python does not know (``LookupError``, ``charset=bogus``)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "parse_multipart_form":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def form_error_handler(request: Request[Any, Any, Any], exc: UnicodeError | LookupError) -> Response[Any]:
+    """A multipart form that cannot be read (:func:`form_unreadable`), so nothing of it was used: a 400 with
+    :data:`FORM_UNREADABLE`, on a dashboard page a page saying so with a link back. Any other ``UnicodeError`` or
+    ``LookupError`` is a bug (:func:`app.asgi.log_unhandled` logs it), answered with the usual 500 body."""
+    if not form_unreadable(exc):
+        return error_response(500, INTERNAL_ERROR)
+    if not is_page_request(request):
+        return error_response(400, FORM_UNREADABLE)
+    detail = (
+        "Nothing was sent: the browser sent a field that is not text in the form's character set. Open the page "
+        "again and send the form once more."
+    )
+    return refused_page(request, 400, "The form could not be read", detail)

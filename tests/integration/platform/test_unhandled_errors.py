@@ -96,6 +96,52 @@ async def test_a_body_nested_too_deeply_is_a_400_and_changes_nothing(
     assert not [r for r in caplog.records if r.name == "app.asgi"]
 
 
+BOUNDARY = "oc-boundary"
+UNREADABLE_PARTS = {
+    "not-utf-8": b"Content-Type: text/plain\r\n\r\n\xff\xfe",
+    "unknown-charset": b"Content-Type: text/plain; charset=bogus\r\n\r\nhello",
+    "not-idna": b"Content-Type: text/plain; charset=idna\r\n\r\nxn--\xff",
+}
+"""A multipart text field's headers and bytes that Litestar's parser cannot decode (``UnicodeDecodeError``,
+``LookupError``, ``UnicodeError``)."""
+
+
+def multipart_body(name: str, part: bytes) -> bytes:
+    """A ``multipart/form-data`` body (boundary :data:`BOUNDARY`) of one field ``name`` (``part``: its headers after
+    ``Content-Disposition``, a blank line, its bytes)."""
+    return (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n'.encode()
+        + part
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+
+
+@pytest.mark.parametrize("part", UNREADABLE_PARTS.values(), ids=UNREADABLE_PARTS.keys())
+async def test_a_form_field_that_cannot_be_decoded_is_a_400_and_changes_nothing(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], caplog: pytest.LogCaptureFixture, part: bytes
+) -> None:
+    """It was a 500 on every dashboard form (the CSRF check reads the form first, even at /login), on uploads and on
+    the widget avatar (``UnicodeDecodeError`` or ``LookupError`` in Litestar's multipart parser)."""
+    coach = await make_coach("Garbled Coach")
+    before = (await http.get("/api/v1/settings", headers=coach.headers)).json()
+    form = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
+    with caplog.at_level(logging.ERROR, logger="app.asgi"):
+        upload = await http.post("/api/v1/documents", headers=coach.headers | form, content=multipart_body("x", part))
+        avatar = await http.put(
+            "/api/v1/settings/widget-avatar", headers=coach.headers | form, content=multipart_body("x", part)
+        )
+        login = await http.post("/login", headers=form, content=multipart_body("email", part))
+        page = await http.post("/login", headers=form | {"accept": "text/html"}, content=multipart_body("email", part))
+
+    for response in (upload, avatar, login):
+        assert response.status_code == 400, response.text
+        assert response.json()["detail"].startswith("invalid form data"), response.text
+    assert page.status_code == 400 and "The form could not be read" in page.text, page.text
+    assert (await http.get("/api/v1/settings", headers=coach.headers)).json() == before
+    assert (await http.get("/api/v1/documents", headers=coach.headers)).json() == []
+    assert not [r for r in caplog.records if r.name == "app.asgi"]
+
+
 async def test_a_socket_message_nested_too_deeply_is_refused_and_the_socket_keeps_working(
     base_url: str, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
 ) -> None:
