@@ -66,8 +66,12 @@ def domain_error_page(request: Request[Any, Any, Any], exc: DomainError) -> Temp
 
 
 def _back(request: Request[Any, Any, Any]) -> str:
-    """The page a refused form was sent from (its ``Referer`` on this site), else the dashboard."""
-    referer = urlsplit(request.headers.get("referer", ""))
+    """The page a refused form was sent from (its ``Referer`` on this site), else the dashboard (also for a
+    ``Referer`` that is no URL, such as ``http://[``)."""
+    try:
+        referer = urlsplit(request.headers.get("referer", ""))
+    except ValueError:
+        return "/dashboard/conversations"
     if referer.netloc == request.url.netloc and referer.path.startswith(PAGE_PREFIXES):
         return f"{referer.path}{'?' + referer.query if referer.query else ''}"
     return "/dashboard/conversations"

@@ -131,12 +131,14 @@ async def test_a_form_field_that_cannot_be_decoded_is_a_400_and_changes_nothing(
             "/api/v1/settings/widget-avatar", headers=coach.headers | form, content=multipart_body("x", part)
         )
         login = await http.post("/login", headers=form, content=multipart_body("email", part))
-        page = await http.post("/login", headers=form | {"accept": "text/html"}, content=multipart_body("email", part))
+        page_headers = form | {"accept": "text/html", "referer": "http://["}  # no URL: the link goes to the dashboard
+        page = await http.post("/login", headers=page_headers, content=multipart_body("email", part))
 
     for response in (upload, avatar, login):
         assert response.status_code == 400, response.text
         assert response.json()["detail"].startswith("invalid form data"), response.text
     assert page.status_code == 400 and "The form could not be read" in page.text, page.text
+    assert 'href="/dashboard/conversations"' in page.text
     assert (await http.get("/api/v1/settings", headers=coach.headers)).json() == before
     assert (await http.get("/api/v1/documents", headers=coach.headers)).json() == []
     assert not [r for r in caplog.records if r.name == "app.asgi"]
