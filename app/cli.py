@@ -523,6 +523,8 @@ def _positive_number(text: str) -> float:
 
 PORT = _whole_number(1, 65535)
 """A TCP port for ``--port``."""
+SEED = _whole_number(0, 2**32 - 1)
+"""A random seed for ``--seed``: scikit-learn and NumPy take 0 to 2³² − 1."""
 
 
 def _error(message: str) -> None:
@@ -976,7 +978,7 @@ def _crisis_parsers(targets: Any, sub: Any) -> None:
     crisis.add_argument(
         "--folds", type=int, default=None, help="stratified user-level K-fold CV of lexicon, learned and combined"
     )
-    crisis.add_argument("--seed", type=int, default=0, help="fold shuffling seed (with --folds)")
+    crisis.add_argument("--seed", type=SEED, default=0, help="fold shuffling seed (with --folds)")
     crisis.add_argument("--embedding-cache", help="an .npz file keeping post embeddings between runs (with --folds)")
     crisis.add_argument(
         "--esconv", help="ESConv directory: train.jsonl seekers as extra negatives, valid.jsonl as a chat check"
@@ -988,7 +990,7 @@ def _crisis_parsers(targets: Any, sub: Any) -> None:
     train_crisis = handoff_sub.add_parser("train-crisis", help="refit the learned crisis component on a C-SSRS file")
     train_crisis.add_argument("--cssrs", required=True, help="C-SSRS CSV (e.g. ../shared/data/crisis/cssrs_dev.csv)")
     train_crisis.add_argument("--out", default="app/handoff/crisis_model.npz", help="weights file to write")
-    train_crisis.add_argument("--seed", type=int, default=0, help="inner-fold shuffling seed")
+    train_crisis.add_argument("--seed", type=SEED, default=0, help="inner-fold shuffling seed")
     train_crisis.add_argument("--embedding-cache", help="an .npz file keeping post embeddings between runs")
     train_crisis.add_argument("--esconv", help="ESConv directory: train.jsonl seeker messages as extra negatives")
     train_crisis.set_defaults(func=cmd_train_crisis)

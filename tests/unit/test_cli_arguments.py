@@ -24,6 +24,8 @@ from app.core.config import Settings
         (["learning", "train-strategy", "--esconv", "x", "--out", "y", "--c", "-1"], "--c: must be a number above 0"),
         (["learning", "train-strategy", "--esconv", "x", "--out", "y", "--c", "nan"], "--c: must be a number above 0"),
         (["learning", "train-strategy", "--esconv", "x", "--out", "y", "--c", "big"], "--c: invalid number: 'big'"),
+        (["eval", "crisis", "--cssrs", "x", "--folds", "5", "--seed", "-1"], "--seed: must be from 0 to 4294967295"),
+        (["handoff", "train-crisis", "--cssrs", "x.csv", "--seed", "4294967296"], "--seed: must be from 0 to"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,
 )
