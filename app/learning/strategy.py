@@ -194,12 +194,23 @@ def _matrix(turns: Sequence[SupporterTurn]) -> Vector:
 def train(esconv_dir: Path, out: Path, *, c: float = 0.5) -> dict[str, Any]:
     """Fit the strategy classifier on ``esconv_dir/train.jsonl`` and score it on ``valid.jsonl``; write it to
     ``out``. Returns ``{"train_turns", "valid_turns", "accuracy", "macro_f1", "majority_baseline", "per_label"}``.
-    Needs scikit-learn (a training-time dependency only). Raises ``EvalDataError`` for bad data files."""
+    Needs scikit-learn (a training-time dependency only). Raises ``EvalDataError`` for bad data files, a file
+    without supporter turns labelled with a strategy, or a training file missing one of :data:`STRATEGIES`
+    (checked before the minutes of embedding)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
 
     train_turns = [t for d in read_esconv(esconv_dir / "train.jsonl") for t in supporter_turns(d)]
     valid_turns = [t for d in read_esconv(esconv_dir / "valid.jsonl") for t in supporter_turns(d)]
+    for name, turns in (("train.jsonl", train_turns), ("valid.jsonl", valid_turns)):
+        if not turns:
+            raise EvalDataError(f"{esconv_dir / name}: no supporter turn is labelled with a strategy")
+    missing = [label for label in STRATEGIES if label not in {t.label for t in train_turns}]
+    if missing:
+        raise EvalDataError(
+            f"{esconv_dir / 'train.jsonl'}: no supporter turn is labelled {', '.join(missing)}: the classifier "
+            "learns every strategy"
+        )
     x_train, x_valid = _matrix(train_turns), _matrix(valid_turns)
     y_train = [t.label for t in train_turns]
     y_valid = [t.label for t in valid_turns]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,3 +130,32 @@ def test_a_small_run_reports_accuracies_and_similarity(
     assert similarity["examples_per_prompt"] > 0
     low, high = similarity["difference_ci95"]
     assert low <= similarity["difference"] <= high
+
+
+def unlabelled(opening: str, topic: str, empathy: int) -> dict:
+    """:func:`dialogue` with its supporter turns' strategies removed."""
+    bare = dialogue(opening, topic, empathy)
+    bare["dialog"] = [{k: v for k, v in turn.items() if k != "strategy"} for turn in bare["dialog"]]
+    return bare
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (dialogue, "train.jsonl: no supporter turn is labelled Restatement or Paraphrasing, Self-disclosure"),
+        (unlabelled, "train.jsonl: no supporter turn is labelled with a strategy"),
+    ],
+    ids=["a-strategy-missing", "no-labelled-turns"],
+)
+def test_train_strategy_on_data_it_cannot_learn_from_exits_2_with_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any, message: str
+) -> None:
+    """It ended in a traceback from scikit-learn or NumPy after the embedding; nothing is written."""
+    for name in ("train.jsonl", "valid.jsonl"):
+        lines = [json.dumps(make(text, topic, 5)) for text, topic in SITUATIONS]
+        (tmp_path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "model.npz"
+    assert main(["learning", "train-strategy", "--esconv", str(tmp_path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and message in " ".join(err.split()) and "Traceback" not in err, err
+    assert not out.exists()
