@@ -521,6 +521,19 @@ def _positive_number(text: str) -> float:
     return value
 
 
+def _output_file(text: str) -> Path:
+    """An argparse ``type``: a file a command writes when its minutes of work are done, checked before they
+    start: not a folder, in a folder that exists and that this user may write to."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"no folder {str(path.parent)!r} to write {path.name!r} in")
+    if not os.access(path.parent, os.W_OK):
+        raise argparse.ArgumentTypeError(f"the folder {str(path.parent)!r} is not writable")
+    return path
+
+
 PORT = _whole_number(1, 65535)
 """A TCP port for ``--port``."""
 SEED = _whole_number(0, 2**32 - 1)
@@ -741,7 +754,7 @@ def cmd_train_crisis(args: argparse.Namespace) -> int:
         cache = EmbeddingCache(Path(args.embedding_cache) if args.embedding_cache else None)
         negatives = load_chat_negatives(Path(args.esconv)) if args.esconv else None
         with console.status("Embedding C-SSRS posts and fitting the crisis model…"):
-            result = train_model(data.users, Path(args.out), cache=cache, negatives=negatives, seed=args.seed)
+            result = train_model(data.users, args.out, cache=cache, negatives=negatives, seed=args.seed)
     except (EvalDataError, ValueError) as exc:
         _error(str(exc))
         return 2
@@ -947,7 +960,7 @@ def cmd_train_strategy(args: argparse.Namespace) -> int:
 
     try:
         with console.status("Embedding ESConv and fitting the classifier…"):
-            result = train(Path(args.esconv), Path(args.out), c=args.c)
+            result = train(Path(args.esconv), args.out, c=args.c)
     except EvalDataError as exc:
         _error(str(exc))
         return 2
@@ -989,7 +1002,9 @@ def _crisis_parsers(targets: Any, sub: Any) -> None:
     handoff_sub = handoff.add_subparsers(dest="action", required=True)
     train_crisis = handoff_sub.add_parser("train-crisis", help="refit the learned crisis component on a C-SSRS file")
     train_crisis.add_argument("--cssrs", required=True, help="C-SSRS CSV (e.g. ../shared/data/crisis/cssrs_dev.csv)")
-    train_crisis.add_argument("--out", default="app/handoff/crisis_model.npz", help="weights file to write")
+    train_crisis.add_argument(
+        "--out", type=_output_file, default="app/handoff/crisis_model.npz", help="weights file to write"
+    )
     train_crisis.add_argument("--seed", type=SEED, default=0, help="inner-fold shuffling seed")
     train_crisis.add_argument("--embedding-cache", help="an .npz file keeping post embeddings between runs")
     train_crisis.add_argument("--esconv", help="ESConv directory: train.jsonl seeker messages as extra negatives")
@@ -1107,7 +1122,9 @@ def build_parser() -> argparse.ArgumentParser:
     learn_sub = learn.add_subparsers(dest="action", required=True)
     train_strategy = learn_sub.add_parser("train-strategy", help="refit the ESConv strategy classifier")
     train_strategy.add_argument("--esconv", required=True, help="directory with ESConv train.jsonl and valid.jsonl")
-    train_strategy.add_argument("--out", default="app/learning/strategy_model.npz", help="weights file to write")
+    train_strategy.add_argument(
+        "--out", type=_output_file, default="app/learning/strategy_model.npz", help="weights file to write"
+    )
     train_strategy.add_argument("--c", type=_positive_number, default=0.5, help="inverse L2 regularisation strength")
     train_strategy.set_defaults(func=cmd_train_strategy)
 
@@ -1138,8 +1155,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
-    except (OSError, SQLAlchemyError) as exc:  # a server out of reach, a wrong address or password
-        _error(f"{exc} (check DATABASE_URL, MIGRATION_DATABASE_URL and REDIS_URL, and that those servers are up)")
+    except (OSError, SQLAlchemyError) as exc:
+        if isinstance(exc, OSError) and exc.filename is not None:  # a file: missing, a folder, not writable
+            _error(str(exc))
+        else:  # a server out of reach, a wrong address or password
+            _error(f"{exc} (check DATABASE_URL, MIGRATION_DATABASE_URL and REDIS_URL, and that those servers are up)")
         return 1
     except ValidationError as exc:  # a setting from the environment or .env is invalid
         _error("; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()))

@@ -1,5 +1,6 @@
-"""The command line refuses out-of-range numbers with argparse's usage error (exit 2, one line naming the
-argument) before it starts any server or reads any file: no traceback, nothing started."""
+"""The command line refuses out-of-range numbers and output files it could not write with argparse's usage error
+(exit 2, one line naming the argument) before it starts any server or reads any file: no traceback, nothing
+started."""
 
 from __future__ import annotations
 
@@ -32,6 +33,25 @@ from app.core.config import Settings
 def test_an_out_of_range_number_is_a_usage_error(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["learning", "train-strategy", "--esconv", "x", "--out", "no-such-folder/m.npz"], "--out: no folder"),
+        (["handoff", "train-crisis", "--cssrs", "x.csv", "--out", "."], "--out: '.' is a folder, not a file"),
+    ],
+    ids=["missing-folder", "a-folder"],
+)
+def test_an_out_file_that_cannot_be_written_is_a_usage_error_before_training(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The weights were written at the end, after minutes of embedding and fitting: a missing folder failed then."""
     with pytest.raises(SystemExit) as exited:
         main(argv)
     assert exited.value.code == 2

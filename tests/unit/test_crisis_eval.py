@@ -240,6 +240,16 @@ def test_cli_folds_bad_value_is_one_error_line(tmp_path: Path, capsys: pytest.Ca
     assert err.startswith("error:") and "rarest label" in err
 
 
+def test_cli_file_error_names_the_file_not_the_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An ``--embedding-cache`` that is a folder: one error line naming it (it blamed DATABASE_URL and REDIS_URL)."""
+    path = write(tmp_path / "c.csv", [["u1", "['x']", "Ideation"], ["u2", "['y']", "Supportive"]])
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    assert main(["eval", "crisis", "--cssrs", str(path), "--folds", "2", "--embedding-cache", str(cache)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error:") and str(cache) in err and "DATABASE_URL" not in err, err
+
+
 def test_chat_negatives_from_esconv_are_training_sets_and_a_held_out_check(tmp_path: Path) -> None:
     def dialogue(n: int) -> str:
         turns = [{"speaker": "usr", "text": f"seeker {n} says {i}"} for i in range(4)]
