@@ -561,12 +561,15 @@ def test_an_over_long_statement_is_clipped_to_its_last_whole_word_not_refused() 
     )
     [topic] = summary.topics
     assert len(topic) <= 200 and long_topic.startswith(topic) and topic.endswith(" the new job and")
-    assert ProfileOutput.model_validate(
-        {
-            "communication_preferences": [],
-            "what_works": [],
-            "what_doesnt_work": [],
-            "tone": "warm " * 40,
-            "sensitive_topics": [],
-        }
-    ).tone == ("warm " * 24).strip()
+    assert (
+        ProfileOutput.model_validate(
+            {
+                "communication_preferences": [],
+                "what_works": [],
+                "what_doesnt_work": [],
+                "tone": "warm " * 40,
+                "sensitive_topics": [],
+            }
+        ).tone
+        == ("warm " * 24).strip()
+    )
