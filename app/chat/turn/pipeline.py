@@ -48,7 +48,7 @@ from app.chat.turn.generate import Generator
 from app.chat.turn.intake import Intake, clean_client_message_id, clean_text
 from app.chat.turn.persist import Outcome, Persister, result
 from app.chat.turn.state import Received, Reply, Turn, TurnResult
-from app.chat.turn.timing import Stages
+from app.chat.turn.timing import Deadline, Stages
 from app.conversations.models import Conversation, Message
 from app.conversations.service import unanswered_client_message
 from app.core.config import Settings
@@ -286,26 +286,27 @@ class ChatService:
         metadata: dict[str, Any] = {"mode": coach.handoff_mode, "stages": stages.ms}
         reply = Reply(metadata, turn.signals, drafting=coach.handoff_mode == HandoffMode.DRAFT, stages=stages)
         low: tuple[str, Confidence] | None = None
+        deadline = Deadline(self._settings.llm_timeout_seconds)
         try:
-            async with asyncio.timeout(self._settings.llm_timeout_seconds):
+            async with deadline.within():
                 base = await self._registry.chat_for(coach)  # (raises ProviderError for a key it cannot use)
                 metadata.update(provider=base.provider, model=base.model)
                 with stages.time("gather"):
                     gathered = await self._gatherer.gather(turn, reply)  # 3. gather
-                after = after_retrieval(  # 4. decide after retrieval
-                    mode=coach.handoff_mode, confidence=gathered.before, threshold=coach.confidence_threshold
-                )
-                if after.action is After.HAND_OFF:
-                    low = (after.detail, gathered.before)
-                else:
-                    with stages.time("generate"):
-                        async for delta in self._generator.generate(turn, gathered, reply):  # 5. generate
-                            yield delta
-                        self._generator.finish(reply)
-                        # the output checks: prompt injection (leak, planted payload), then honesty
-                        correction = self._generator.guard(turn, reply) or self._generator.honest(turn, reply)
-                    if correction is not None:
-                        yield correction
+            after = after_retrieval(  # 4. decide after retrieval
+                mode=coach.handoff_mode, confidence=gathered.before, threshold=coach.confidence_threshold
+            )
+            if after.action is After.HAND_OFF:
+                low = (after.detail, gathered.before)
+            else:
+                with stages.time("generate"):
+                    async for delta in deadline.stream(self._generator.generate(turn, gathered, reply)):  # 5.
+                        yield delta
+                    self._generator.finish(reply)
+                    # the output checks: prompt injection (leak, planted payload), then honesty
+                    correction = self._generator.guard(turn, reply) or self._generator.honest(turn, reply)
+                if correction is not None:
+                    yield correction
         except (ProviderError, TimeoutError) as exc:
             yield self._generator.apology(turn, reply, exc)
         if low is not None:

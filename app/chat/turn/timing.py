@@ -3,9 +3,13 @@ from the ``turn stages`` log line; the coach sees it as the reply's ``stages`` m
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def ms_since(t0: float) -> float:
@@ -33,3 +37,33 @@ class Stages:
             yield
         finally:
             self.ms[name] = round(self.ms.get(name, 0.0) + ms_since(t0), 1)
+
+
+class Deadline:
+    """A turn's deadline for its own work (retrieval and generation: ``LLM_TIMEOUT_SECONDS``), in event-loop time.
+
+    :meth:`within` bounds a block; :meth:`stream` hands on a generator's items, each fetched within the
+    deadline, and moves the deadline on by the time its consumer keeps each item (a socket send, a Telegram
+    edit): that time is not the turn's. A timeout around a ``yield`` would instead cancel whatever the
+    consumer awaits when it fires, outside the timeout's block, so no ``TimeoutError`` (and no apology) follows:
+    the turn's task is cancelled. Raises ``TimeoutError`` from the block or the fetch that passes it."""
+
+    def __init__(self, seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.at = self._loop.time() + seconds
+
+    def within(self) -> asyncio.Timeout:
+        """An ``async with`` block that must end by the deadline."""
+        return asyncio.timeout_at(self.at)
+
+    async def stream(self, items: AsyncIterator[T]) -> AsyncIterator[T]:
+        """``items``, each fetched within the deadline; the consumer's time between them is added to it."""
+        while True:
+            async with self.within():
+                try:
+                    item = await anext(items)
+                except StopAsyncIteration:
+                    return
+            handed = self._loop.time()
+            yield item
+            self.at += self._loop.time() - handed

@@ -298,6 +298,39 @@ async def test_a_provider_key_no_configured_key_opens_gets_the_apology_not_a_500
     assert llm_api["completions"].call_count == 0
 
 
+async def test_a_channel_slow_between_deltas_does_not_cancel_the_turn(
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A channel takes its time with each delta (a Telegram edit, a socket send under back-pressure) until the
+    turn's ``LLM_TIMEOUT_SECONDS`` has passed. The deadline's timeout was around the turn's ``yield``: it fired
+    while the channel awaited, cancelling the channel's own task, so the turn died with no reply and no apology
+    stored. The channel's time is not the turn's: the reply completes and is stored."""
+    setup = await new_setup()
+    monkeypatch.setattr(container.chat._settings, "llm_timeout_seconds", 0.5)
+    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    received = await container.chat.receive(
+        coach_id, client_id, "How can I plan my week better?", conversation_id=None, channel="widget"
+    )
+    deltas: list[str] = []
+    async for item in container.chat.answer(coach_id, client_id, received.message_id):
+        if isinstance(item, str):
+            deltas.append(item)
+            await asyncio.sleep(0.1)  # (nine deltas: 0.9 s in the channel)
+        else:
+            result = item
+    assert "".join(deltas) == REPLY and result.reply == REPLY and result.message_id is not None
+    # a model that does not answer within the deadline still gets the apology
+    held_model(llm_api)
+    stalled = await container.chat.receive(
+        coach_id, client_id, "And my weekend?", conversation_id=result.conversation_id, channel="widget"
+    )
+    items = [item async for item in container.chat.answer(coach_id, client_id, stalled.message_id)]
+    assert items[0] == APOLOGY and isinstance(items[-1], TurnResult) and items[-1].reply == APOLOGY
+
+
 async def test_a_crisis_is_answered_while_every_turn_slot_is_taken(
     new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter, container: Container
 ) -> None:
