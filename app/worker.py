@@ -29,7 +29,7 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -74,7 +74,7 @@ from app.db.migrate import assert_schema_current
 from app.db.outbox import UNAVAILABLE, connect_redis, health, relay
 from app.handoff.alerts import MAX_ATTEMPTS as ALERT_ATTEMPTS
 from app.handoff.alerts import OPENED as ALERT_OPENED
-from app.handoff.alerts import RETRY_DELAY_SECONDS as ALERT_RETRY_S
+from app.handoff.alerts import retry_delay as alert_retry_delay
 from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
 from app.memory.insights import ExtractionBusy
@@ -169,11 +169,12 @@ async def ingest_document(ctx: dict[str, Any], coach_id: str, document_id: str) 
 
 
 async def _retrying_unreachable(
-    ctx: dict[str, Any], job: Awaitable[str], *, tries: int, delay_s: float, what: str
+    ctx: dict[str, Any], job: Awaitable[str], *, tries: int, delay_s: float | Callable[[int], float], what: str
 ) -> str:
     """Run a job; Redis or PostgreSQL out of reach (a connection refused, dropped or timed out: the next try may
-    succeed, not that the job's work is wrong) is retried after ``delay_s`` times the try, up to ``tries`` tries (arq
-    runs no job again after a plain error). ``what`` names the job's subject in the log."""
+    succeed, not that the job's work is wrong) is retried after ``delay_s`` times the try (or ``delay_s(try)``
+    seconds), up to ``tries`` tries (arq runs no job again after a plain error). ``what`` names the job's subject
+    in the log."""
     try:
         return await job
     except (*UNAVAILABLE, DBAPIError) as exc:
@@ -181,7 +182,7 @@ async def _retrying_unreachable(
         if not unreachable or ctx["job_try"] >= tries:
             raise
         log.warning("%s: retried, the database or Redis is out of reach: %r", what, exc)
-        raise Retry(defer=delay_s * ctx["job_try"]) from exc
+        raise Retry(defer=delay_s(ctx["job_try"]) if callable(delay_s) else delay_s * ctx["job_try"]) from exc
 
 
 async def _queue_again(ctx: dict[str, Any], function: str, *args: Any, subject: str, defer_s: float) -> None:
@@ -330,14 +331,14 @@ async def deliver_alert(
 ) -> str:
     """arq job: the coach's webhook and e-mail alerts for one escalation event of a handoff (its opening, or a
     crisis message inside it); a failed delivery is retried, and so is the database or Redis out of reach (after
-    :data:`~app.handoff.alerts.RETRY_DELAY_SECONDS` times the try: the job's outbox row is gone, nothing else
+    :func:`~app.handoff.alerts.retry_delay` of the try: the job's outbox row is gone, nothing else
     would send the alert). Jobs queued before events existed carry only the two ids and deliver the opening."""
     container: Container = ctx["container"]
     delivery = container.alerts.deliver(
         uuid.UUID(coach_id), uuid.UUID(handoff_id), event=event, reason=reason, attempt=ctx["job_try"]
     )
     what = f"alert {event} of handoff {handoff_id}"
-    return await _retrying_unreachable(ctx, delivery, tries=ALERT_ATTEMPTS, delay_s=ALERT_RETRY_S, what=what)
+    return await _retrying_unreachable(ctx, delivery, tries=ALERT_ATTEMPTS, delay_s=alert_retry_delay, what=what)
 
 
 async def send_sla_notices(ctx: dict[str, Any]) -> str:

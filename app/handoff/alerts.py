@@ -75,10 +75,21 @@ from app.core.text import one_line
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 5
-"""Tries of the ``deliver_alert`` job (``app/worker.py`` must pass it as the job's ``max_tries``)."""
+MAX_ATTEMPTS = 8
+"""Tries of the ``deliver_alert`` job (``app/worker.py`` must pass it as the job's ``max_tries``): with
+:func:`retry_delay`, the last one about three hours after the first, so a receiver or mail server down for a
+while still gets a crisis alert (five tries over 100 s did not outlast a restart)."""
 RETRY_DELAY_SECONDS = 10.0
-"""After failed attempt *n* the job runs again ``n × RETRY_DELAY_SECONDS`` later (10, 20, 30, 40 s)."""
+RETRY_BACKOFF = 3.0
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before the try after failed try ``attempt`` (1-based): ``RETRY_DELAY_SECONDS ×
+    RETRY_BACKOFF^(attempt − 1)``, exponential back-off as Standard Webhooks recommends (10 s, 30 s, 90 s,
+    4.5 min, 13.5 min, 40.5 min, 2 h)."""
+    return RETRY_DELAY_SECONDS * RETRY_BACKOFF ** (attempt - 1)
+
+
 WEBHOOK_TIMEOUT_SECONDS = 10.0
 SMTP_TIMEOUT_SECONDS = 10.0
 MAX_ERROR_CHARS = 300
@@ -309,9 +320,10 @@ class AlertService:
         still says why the handoff opened. An opening alert found moot (the coach took the conversation or
         handed it back since: :func:`_moot`) is recorded ``skipped`` with why, not sent. ``attempt`` is the arq
         job try (1-based). Returns a summary such as ``"webhook sent, email skipped"`` (``"no alert channel
-        configured"``, ``"handoff not found"``). Raises :class:`arq.worker.Retry` (``defer`` = ``attempt ×
-        RETRY_DELAY_SECONDS``) when a channel failed in a way a retry could fix and ``attempt < MAX_ATTEMPTS``;
-        on the last attempt the failure stays recorded and the summary is returned. Database errors propagate.
+        configured"``, ``"handoff not found"``). Raises :class:`arq.worker.Retry` (``defer`` =
+        :func:`retry_delay` of ``attempt``) when a channel failed in a way a retry could fix and ``attempt <
+        MAX_ATTEMPTS``; on the last attempt the failure stays recorded and the summary is returned. Database
+        errors propagate.
         """
         target = await self._load(coach_id, handoff_id, event, reason)
         if target is None:
@@ -344,7 +356,7 @@ class AlertService:
         results = await asyncio.gather(*(run(channel, send) for channel, send in channels))
         summary = ", ".join(f"{channel} {outcome.status}" for channel, outcome in results)
         if attempt < MAX_ATTEMPTS and any(o.status == FAILED and o.retryable for _, o in results):
-            raise Retry(defer=timedelta(seconds=RETRY_DELAY_SECONDS * attempt))
+            raise Retry(defer=timedelta(seconds=retry_delay(attempt)))
         return summary
 
     async def _load(self, coach_id: uuid.UUID, handoff_id: uuid.UUID, event: str, reason: str | None) -> _Target | None:

@@ -40,7 +40,7 @@ from app.core.config import Settings
 from app.core.security import SecretBox, mask_secret
 from app.db import jobs
 from app.db.engine import tenant_session
-from app.handoff.alerts import MAX_ATTEMPTS, RETRY_DELAY_SECONDS, AlertService, crisis_event
+from app.handoff.alerts import MAX_ATTEMPTS, AlertService, crisis_event, retry_delay
 from tests.conftest import Coach as ApiCoach
 from tests.conftest import make_client
 from tests.stub_dns import LOOPBACK_HOOKS
@@ -287,7 +287,7 @@ async def test_failed_webhook_is_retried_with_growing_delay_until_the_last_attem
 
     with pytest.raises(Retry) as first:
         await alerts.deliver(opened.coach_id, opened.handoff_id, attempt=1)
-    assert first.value.defer_score == int(RETRY_DELAY_SECONDS * 1000)
+    assert first.value.defer_score == int(retry_delay(1) * 1000)
     stored = (await alerts_of(container, opened))["webhook"]
     assert stored["status"] == "failed" and "500" in stored["error"] and stored["attempts"] == 1
     assert len(stored["error"]) <= 300
@@ -295,6 +295,9 @@ async def test_failed_webhook_is_retried_with_growing_delay_until_the_last_attem
     with pytest.raises(Retry) as second:
         await alerts.deliver(opened.coach_id, opened.handoff_id, attempt=2)
     assert second.value.defer_score is not None and second.value.defer_score > (first.value.defer_score or 0)
+    # the tries back off exponentially: the last comes hours after the first (five tries over 100 s did not
+    # outlast a receiver's or a mail server's restart)
+    assert sum(map(retry_delay, range(1, MAX_ATTEMPTS))) > 2 * 3600
 
     # The last attempt records the failure and returns instead of raising.
     assert await alerts.deliver(opened.coach_id, opened.handoff_id, attempt=MAX_ATTEMPTS) == "webhook failed"
@@ -426,7 +429,7 @@ async def test_an_alert_the_database_dropped_is_tried_again(
         patched.setattr(container.alerts, "_load", dropped)
         with pytest.raises(Retry) as retried:
             await worker.deliver_alert({"container": container, "job_try": 1}, *ids)
-        assert retried.value.defer_score == int(RETRY_DELAY_SECONDS * 1000)
+        assert retried.value.defer_score == int(retry_delay(1) * 1000)
         with pytest.raises(DBAPIError):
             await worker.deliver_alert({"container": container, "job_try": MAX_ATTEMPTS}, *ids)
     assert receiver.requests == []
