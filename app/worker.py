@@ -414,9 +414,11 @@ async def answer_pending(ctx: dict[str, Any], coach_id: str, message_id: str) ->
 
 async def telegram_deliver(ctx: dict[str, Any], coach_id: str, client_id: str, message_id: str) -> str:
     """arq job: queue a stored message for the client's Telegram chat when Redis refused it as it was stored
-    (:meth:`app.channels.telegram.adapter.TelegramChannel.deliver_stored`; sent once, by ``telegram_send``)."""
+    (:meth:`app.channels.telegram.adapter.TelegramChannel.deliver_stored`; sent once, by ``telegram_send``),
+    tried again while the database or Redis is out of reach (queued once, it is the message's only way out)."""
     telegram: TelegramChannel = ctx["telegram"]
-    return await telegram.deliver_stored(uuid.UUID(coach_id), uuid.UUID(client_id), uuid.UUID(message_id))
+    delivery = telegram.deliver_stored(uuid.UUID(coach_id), uuid.UUID(client_id), uuid.UUID(message_id))
+    return await _retrying_store(ctx, delivery, what=f"telegram delivery of message {message_id}")
 
 
 async def telegram_send(
@@ -674,7 +676,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
             func(evaluate_model, name=EVALUATE_MODEL, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(answer_pending, name=ANSWER_PENDING, timeout=600, max_tries=STORE_JOB_TRIES),
             func(telegram_send, name=SEND_JOB, timeout=120, max_tries=TELEGRAM_SEND_TRIES),
-            func(telegram_deliver, name=TELEGRAM_DELIVER, timeout=60, max_tries=3),
+            func(telegram_deliver, name=TELEGRAM_DELIVER, timeout=60, max_tries=STORE_JOB_TRIES),
             func(purge_erased_data, name=PURGE_ERASED_DATA, timeout=600, max_tries=STORE_JOB_TRIES),
             func(rebuild_briefs, name=REBUILD_BRIEFS, timeout=120, max_tries=STORE_JOB_TRIES),
             func(embed_messages, name=EMBED_MESSAGES, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),

@@ -119,6 +119,22 @@ async def test_a_job_the_database_dropped_is_tried_again(
         await job({"container": container, "job_try": last_try}, *ids, *extra)
 
 
+async def test_a_telegram_delivery_the_database_dropped_is_tried_again() -> None:
+    """``telegram_deliver`` is queued once, when Redis refused a stored message for the client's chat: a
+    dropped database connection was its end, and the message never reached the chat."""
+
+    class Dropping:
+        async def deliver_stored(self, *args: Any) -> str:
+            raise DBAPIError("SELECT 1", {}, ConnectionResetError("reset"), connection_invalidated=True)
+
+    ids = (str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4()))
+    with pytest.raises(Retry) as retried:
+        await worker.telegram_deliver({"telegram": Dropping(), "job_try": 1}, *ids)
+    assert retried.value.defer_score == worker.STORE_RETRY_S * 1000
+    with pytest.raises(DBAPIError):
+        await worker.telegram_deliver({"telegram": Dropping(), "job_try": worker.STORE_JOB_TRIES}, *ids)
+
+
 async def test_a_hung_redis_fails_within_the_socket_timeout(tmp_path: Path) -> None:
     """A Redis that accepts connections but never answers (SIGSTOP) makes a command fail after
     ``REDIS_SOCKET_TIMEOUT_SECONDS`` (with a Redis-unavailable error the callers already handle), instead of
