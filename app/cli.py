@@ -362,12 +362,13 @@ def _print_reprocessed(out: Console, report: ReprocessReport) -> None:
 
 
 def _moment(text: str) -> datetime:
-    """An argparse ``type``: an ISO 8601 date or date and time (UTC when it names no offset)."""
+    """An argparse ``type``: an ISO 8601 date or date and time (UTC when it names no offset), as UTC (a time outside
+    the years 1–9999 once in UTC, which the database driver could not send, is refused)."""
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {text!r} (e.g. 2026-12-05T18:00)") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _coach_id(text: str) -> uuid.UUID:

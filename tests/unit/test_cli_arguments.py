@@ -27,6 +27,7 @@ from app.core.config import Settings
         (["learning", "train-strategy", "--esconv", "x", "--out", "y", "--c", "big"], "--c: invalid number: 'big'"),
         (["eval", "crisis", "--cssrs", "x", "--folds", "5", "--seed", "-1"], "--seed: must be from 0 to 4294967295"),
         (["handoff", "train-crisis", "--cssrs", "x.csv", "--seed", "4294967296"], "--seed: must be from 0 to"),
+        (["documents", "reprocess", "--before", "0001-01-01T00:00:00+05:00"], "--before: not an ISO 8601 date"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,
 )
