@@ -46,6 +46,12 @@ class TooLarge(DomainError):
     status_code = 413
 
 
+class Unavailable(DomainError):
+    """The request was taken but cannot be completed now; what it stored is kept and finished later (503)."""
+
+    status_code = 503
+
+
 class TooManyAttempts(DomainError):
     """A rate limit was hit (429, "too many ``what``: …"); ``retry_after`` is the number of whole seconds until
     the next attempt may pass (sent as the ``Retry-After`` header, RFC 9110 §10.2.3)."""

@@ -52,7 +52,7 @@ from app.chat.turn.timing import Deadline, Stages
 from app.conversations.models import Conversation, Message
 from app.conversations.service import unanswered_client_message
 from app.core.config import Settings
-from app.core.errors import NotFound
+from app.core.errors import DomainError, NotFound, Unavailable
 from app.core.ratelimit import IdThrottle
 from app.db import jobs
 from app.handoff.confidence import Confidence
@@ -383,7 +383,9 @@ class ChatService:
         client_message_id: str | None = None,
     ) -> AsyncIterator[str | TurnResult]:
         """:meth:`receive` then :meth:`answer` (REST, benchmarks): yields deltas, then one ``TurnResult``.
-        Raises as :meth:`receive` does, before anything is stored."""
+        Raises as :meth:`receive` does, before anything is stored; an answer that fails after the message was
+        stored queues it for the worker (:meth:`answer_later`) and raises ``Unavailable`` (503, naming the
+        message), instead of leaving it to the stranded-message sweep minutes later."""
         stages = Stages()
         with stages.time("receive"):
             received = await self.receive(
@@ -394,8 +396,15 @@ class ChatService:
                 channel=channel,
                 client_message_id=client_message_id,
             )
-        async for item in self._answer_admitted(coach_id, client_id, received.message_id, _never, stages):
-            yield item
+        try:
+            async for item in self._answer_admitted(coach_id, client_id, received.message_id, _never, stages):
+                yield item
+        except DomainError:
+            raise
+        except Exception as exc:
+            log.exception("the live answer of message %s failed: queued for the worker", received.message_id)
+            await self.answer_later(coach_id, received.message_id)
+            raise Unavailable(f"{ANSWER_LATER} (message {received.message_id})") from exc
 
     async def answer_later(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> None:
         """Queue the ``answer_pending`` job for stored client message ``message_id`` (its live answer failed,

@@ -21,7 +21,7 @@ import pytest
 import respx
 import websockets
 
-from app.chat.turn import ANSWER_LATER
+from app.chat.turn import ANSWER_LATER, ChatService
 from tests.conftest import make_client
 from tests.integration.handoff.test_handoff_flow import DELTAS, REPLY, Setup, llm_api, new_setup, transcript
 from tests.openai_wire import MOCK_BASE_URL, mock_openai, openai_sse
@@ -249,3 +249,34 @@ async def test_a_message_whose_live_answer_fails_is_answered_by_a_job(
     assert [str(args[2]) for args in answer_fails_once] == [ack["message_id"], ack["message_id"]]
     await run_jobs()  # the job is not queued twice: nothing more is answered
     assert len(await transcript(http, setup, conversation_id)) == 2
+
+
+async def test_a_rest_message_whose_answer_fails_is_a_503_and_answered_by_a_job(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    run_jobs: Callable[[], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``POST /api/v1/chat`` whose answer fails once the message is stored (a database pool wait timing out
+    under overload) was a bare 500, and the message waited for the stranded-message sweep (minutes). It is now a
+    503 saying the message is saved and will be answered, and the worker's job answers it at once."""
+    setup = await new_setup()
+    answer, calls = ChatService._answer, []
+
+    def fails_once(self: ChatService, *args: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 1:
+            raise TimeoutError("QueuePool limit of size 10 overflow 10 reached")
+        return answer(self, *args)
+
+    monkeypatch.setattr(ChatService, "_answer", fails_once)
+    response = await http.post(
+        "/api/v1/chat", headers=setup.client_auth, json={"text": "How can I plan my week better?"}
+    )
+    assert response.status_code == 503 and ANSWER_LATER in response.text, response.text
+    conversations = (await http.get("/api/v1/conversations", headers=setup.coach.headers)).json()
+    [conversation] = [c for c in conversations if c["client_id"] == setup.client_id]
+    await run_jobs()
+    messages = await transcript(http, setup, conversation["id"])
+    assert [m["sender_type"] for m in messages] == ["client", "ai"] and messages[1]["text"] == REPLY
