@@ -189,6 +189,7 @@ def test_a_replaced_reply_is_not_cached() -> None:
     assert cache_after(cache="miss", failed=False)
     assert not cache_after(cache="miss", failed=False, replaced=True)
     assert not cache_after(cache="miss", failed=False, fallback=True), "the fallback model's reply"
+    assert not cache_after(cache="miss", failed=False, sent=False), "a draft, or a reply the coach was asked to see"
 
 
 def test_honesty_metadata_is_coach_only_and_not_training_data() -> None:

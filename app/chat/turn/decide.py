@@ -127,12 +127,18 @@ def on_provider_error(*, streamed: bool, attempt: int, attempts: int) -> OnError
     return OnError.FALLBACK if not streamed and attempt < attempts - 1 else OnError.APOLOGY
 
 
-def cache_after(*, cache: str | None, failed: bool, replaced: bool = False, fallback: bool = False) -> bool:
+def cache_after(
+    *, cache: str | None, failed: bool, replaced: bool = False, fallback: bool = False, sent: bool = True
+) -> bool:
     """Whether a generated reply is put in the response cache: only a model's reply after a miss (never an
     apology, a reply ``replaced`` by :func:`honest_reply`, a hit, a turn with the cache off, ``cache``
     ``None``, or a reply of the ``fallback`` model: its key names the model that failed, a production version or
-    an experiment arm's, whose later hits would serve the fallback's text under that model's name)."""
-    return cache == "miss" and not failed and not replaced and not fallback
+    an experiment arm's, whose later hits would serve the fallback's text under that model's name), and only
+    one ``sent`` to the client as the AI's answer with no handoff opened by it: not a draft the coach has yet to
+    approve (a discarded one was served to the next client once the coach left draft mode), a reply kept out by
+    a takeover, or one whose token probability asked the coach to look (a hit carries no token probability,
+    so it went out with no handoff)."""
+    return cache == "miss" and not failed and not replaced and not fallback and sent
 
 
 def honest_reply(text: str, *, coach_name: str) -> str | None:

@@ -323,6 +323,7 @@ class ChatService:
                 failed=reply.failed,
                 replaced="honesty" in reply.metadata or "injection" in reply.metadata,
                 fallback="model_fallback" in reply.metadata,
+                sent=outcome.reply is not None and outcome.handoff is None,
             ):
                 await self._cache.put(
                     coach.id, reply.cache_key, reply.text, reply.citations, coach.response_cache_ttl_seconds

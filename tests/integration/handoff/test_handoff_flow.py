@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -278,6 +278,26 @@ async def test_a_reply_the_model_was_unsure_of_is_sent_and_handed_to_the_coach(
     [reply] = [m for m in await transcript(http, setup, body["conversation_id"]) if m["sender_type"] == "ai"]
     assert reply["text"] == REPLY and reply["metadata"]["confidence"]["reason"] == "low_token_confidence"
     assert reply["metadata"]["confidence"]["value"] < 0.6 <= reply["metadata"]["ai_confidence_before"]
+    # such a reply is not cached: a hit carries no token probability, so it went out with no handoff
+    other = await make_client(http, setup.coach, "Sam")
+    again = await chat(http, replace(setup, widget_token=other["widget_token"]), "How can I plan my week better?")
+    assert again["handoff"] == {"status": "open", "reason": "low_confidence"}
+    assert llm_api["completions"].call_count == 2
+
+
+async def test_a_draft_is_not_served_from_the_cache_once_the_coach_leaves_draft_mode(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """A draft the coach never approved (discarded, or edited) went into the response cache: once the coach
+    switched to ``auto``, the next new client asking the same got it sent as is."""
+    setup = await new_setup(handoff_mode="draft")
+    drafted = await chat(http, setup, "How can I plan my week better?")
+    assert drafted["handoff"]["status"] == "draft_pending" and drafted["reply"] == ""
+    switched = await http.patch("/api/v1/settings", headers=setup.coach.headers, json={"handoff_mode": "auto"})
+    assert switched.status_code == 200, switched.text
+    other = await make_client(http, setup.coach, "Sam")
+    body = await chat(http, replace(setup, widget_token=other["widget_token"]), "How can I plan my week better?")
+    assert body["reply"] == REPLY and llm_api["completions"].call_count == 2
 
 
 async def test_a_provider_key_no_configured_key_opens_gets_the_apology_not_a_500(
