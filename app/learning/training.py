@@ -179,8 +179,10 @@ def _sensitive(message: Message) -> bool:
 
 async def _forget_in_interventions(session: AsyncSession, conversation_id: uuid.UUID) -> None:
     """Remove the conversation's forgotten messages (:attr:`Message.forgotten_at`) from the copies its
-    interventions keep: their text leaves ``context``, and an intervention whose situation (``client_text``)
-    was forgotten loses it and its embedding (so it is never found as a similar situation again)."""
+    interventions keep: their text leaves ``context`` and ``client_text``, and an intervention that held one
+    loses its embedding, so it is never found as a similar situation again: its coach reply may quote the
+    forgotten text, which few-shot scrubbing (:func:`app.learning.interventions.private_coach_text`) could then no
+    longer redact."""
     forgotten = set(
         (
             await session.scalars(
@@ -196,11 +198,13 @@ async def _forget_in_interventions(session: AsyncSession, conversation_id: uuid.
         select(Intervention).where(Intervention.conversation_id == conversation_id).with_for_update()
     )
     for intervention in rows.all():
-        intervention.context = [c for c in intervention.context if c.get("content") not in forgotten]
-        if intervention.client_text in forgotten:
-            intervention.client_text = ""
+        kept = [c for c in intervention.context if c.get("content") not in forgotten]
+        if len(kept) < len(intervention.context) or intervention.client_text in forgotten:
             intervention.embedding = None
             intervention.embedding_model = None
+        intervention.context = kept
+        if intervention.client_text in forgotten:
+            intervention.client_text = ""
 
 
 async def forget_examples(

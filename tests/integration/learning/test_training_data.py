@@ -404,6 +404,55 @@ async def test_a_reply_after_a_crisis_reply_or_the_bot_question_is_no_training_e
     assert kept.chosen == "Try one small change tomorrow."
 
 
+async def test_a_coach_reply_whose_context_lost_a_forgotten_message_is_no_longer_a_few_shot_example(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """A takeover reply quotes the client's earlier message, which the client then forgets. The rebuild removed
+    the text from the intervention's context but left the intervention searchable: few-shot scrubbing had
+    nothing left to redact the quote against, so another client's prompt got the forgotten words whole."""
+    setup = await new_setup("Quoting Coach")
+    coach_id, secret = uuid.UUID(setup.coach.coach_id), "I was fired from Acme Corp last Tuesday after the audit."
+    quote = "You told me you were fired from Acme Corp last Tuesday after the audit: start with your CV."
+    conversation_id = await seed_conversation(
+        container,
+        coach_id,
+        uuid.UUID(setup.client_id),
+        [(secret, "That must hurt."), ("What should I do next?", quote)],
+        split="train",
+    )
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        messages = {m.text: m for m in (await session.scalars(select(Message))).all()}
+        session.add(
+            Intervention(
+                coach_id=coach_id,
+                conversation_id=conversation_id,
+                client_id=uuid.UUID(setup.client_id),
+                message_id=messages[quote].id,
+                source=InterventionSource.TAKEOVER,
+                text=quote,
+                client_text="What should I do next?",
+                context=[
+                    {"role": "user", "content": secret},
+                    {"role": "assistant", "content": "That must hurt."},
+                    {"role": "user", "content": "What should I do next?"},
+                ],
+                embedding=[1.0] + [0.0] * 383,
+                embedding_model="all-MiniLM-L6-v2",
+            )
+        )
+        messages[secret].forgotten_at = datetime.now(UTC)
+    await refresh(container, run_jobs, str(coach_id), conversation_id)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        [intervention] = (
+            await session.scalars(select(Intervention).where(Intervention.conversation_id == conversation_id))
+        ).all()
+    assert secret not in json.dumps(intervention.context) and intervention.client_text == "What should I do next?"
+    assert intervention.embedding is None, "never found as a similar situation again"
+
+
 async def test_a_training_data_rebuild_the_database_dropped_is_tried_again(
     container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
