@@ -28,9 +28,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scipy.stats import binomtest, chi2_contingency, fisher_exact
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from app.accounts.service import AccountService
 from app.accounts.tone import INTENSITY_MAX, INTENSITY_MIN
@@ -391,7 +392,19 @@ class ExperimentService:
         return {name: (int(rated), int(up)) for name, rated, up in rows.all()}
 
     async def _handoffs(self, session: AsyncSession, experiment: Experiment) -> dict[str, tuple[int, int]]:
-        """``{variant: (client messages, those that opened a handoff)}`` since the experiment started."""
+        """``{variant: (client messages, those that opened a handoff)}`` since the experiment started. A message
+        written while the coach had the conversation (a handoff active) counts for no arm: the AI could not answer
+        it nor hand it off, and an arm whose handoffs ran long diluted its own rate with them."""
+        held = aliased(Handoff)
+        while_held = (
+            select(held.id)
+            .where(
+                held.conversation_id == Message.conversation_id,
+                held.created_at < Message.created_at,
+                or_(held.closed_at.is_(None), held.closed_at > Message.created_at),
+            )
+            .exists()
+        )
         stmt = (
             select(Conversation.client_id, func.count(Message.id), func.count(Handoff.id))
             .join(Message, Message.conversation_id == Conversation.id)
@@ -400,6 +413,7 @@ class ExperimentService:
                 Conversation.coach_id == experiment.coach_id,
                 Message.sender_type == SenderType.CLIENT,
                 Message.created_at >= experiment.created_at,
+                ~while_held,
             )
             .group_by(Conversation.client_id)
         )

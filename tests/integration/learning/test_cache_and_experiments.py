@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
 from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
+from app.conversations.handoffs import Handoff, HandoffReason, HandoffStatus
 from app.conversations.models import Conversation, Message, SenderType
 from app.db.engine import tenant_session
 from app.learning.cache import ResponseCache
@@ -159,6 +160,56 @@ async def test_an_experiment_assigns_stably_measures_and_concludes(
     assert stopped.status_code == 409  # already concluded
     listed = (await http.get("/api/v1/learning/experiments", headers=coach.headers)).json()
     assert [e["id"] for e in listed] == [str(experiment_id)]
+
+
+async def test_the_handoff_rate_counts_only_messages_the_ai_could_answer(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]], container: Container
+) -> None:
+    """A client's message opens a handoff, the client writes twice more while the coach has the conversation,
+    and once after the handback. The two written while held counted as trials the AI did not hand off: an arm
+    whose handoffs ran long diluted its own rate (4 trials, 1 handoff instead of 2 trials, 1 handoff)."""
+    coach = await make_coach("Handoff Experimenter")
+    coach_id = uuid.UUID(coach.coach_id)
+    two = [{"name": "a"}, {"name": "b", "persona": "You are brief."}]
+    created = await http.post(
+        "/api/v1/learning/experiments",
+        headers=coach.headers,
+        json={"name": "h", "metric": "handoff_rate", "variants": two},
+    )
+    assert created.status_code == 201, created.text
+    client_id = uuid.UUID((await make_client(http, coach, "Held"))["id"])
+    start = datetime.now(UTC) + timedelta(seconds=1)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        conversation = Conversation(coach_id=coach_id, client_id=client_id)
+        session.add(conversation)
+        await session.flush()
+        sent = []
+        for minute, text in enumerate(("Help me, please", "Are you there?", "Hello?", "Thanks, that helped")):
+            message = Message(
+                coach_id=coach_id,
+                conversation_id=conversation.id,
+                sender_type=SenderType.CLIENT,
+                text=text,
+                meta={},
+                created_at=start + timedelta(minutes=minute),
+            )
+            session.add(message)
+            sent.append(message)
+        await session.flush()
+        session.add(
+            Handoff(
+                coach_id=coach_id,
+                conversation_id=conversation.id,
+                client_id=client_id,
+                status=HandoffStatus.CLOSED,
+                reason=HandoffReason.HUMAN_REQUEST,
+                trigger_message_id=sent[0].id,
+                created_at=start + timedelta(seconds=10),
+                closed_at=start + timedelta(minutes=2, seconds=10),
+            )
+        )
+    result = (await http.get(f"/api/v1/learning/experiments/{created.json()['id']}", headers=coach.headers)).json()
+    assert sorted((r["trials"], r["successes"]) for r in result["results"]) == [(0, 0), (2, 1)]
 
 
 async def test_a_coachs_stop_is_not_overwritten_by_a_reading_that_concludes(
