@@ -74,6 +74,13 @@ precision; there: recall 0.974, precision 0.821, where flagging everyone gives p
 dev-set figures are optimistic, and no split of that file can make them honest: an independent check on
 other C-SSRS users found recall below 0.95. ``opencoach eval crisis --folds 5`` reports the lexicon beside
 the learned component, whose every weight and threshold is fitted on training folds only.
+
+Short chat messages are another distribution than those Reddit users: ``bench/crisis_probes.py`` scores 609
+messages written to probe the detector (crisis wordings clients use, and everyday coaching messages that trip
+its cues). The cues added for them (slang such as "dont wanna live", counts of pills under twenty, a burden said
+to someone, last messages, self-harm acts, passive death wishes, idioms with "myself") were written against its
+``tune`` half only; on its ``report`` half the protocol reaches 0.511 of the crisis messages (0.172 before) and
+0.264 of the everyday ones (0.605 before): adversarial by design, so a map of where it breaks, not a rate.
 """
 
 from __future__ import annotations
@@ -115,7 +122,8 @@ def _words(text: str) -> frozenset[str]:
 _OTHER_WORDS = _words(
     "you your youre yourself youve youll youd u he hes she shes him her his hers they theyre theyve them "
     "someone somebody people person friend friends father mother dad mom mum brother sister son daughter "
-    "husband wife boyfriend girlfriend partner grandmother grandfather grandma grandpa uncle aunt cousin"
+    "husband wife boyfriend girlfriend partner grandmother grandfather grandma grandpa uncle aunt cousin "
+    "child children kid kids baby teen teenager student students patient colleague coworker boss"
 )
 _FIRST_WORDS = _words("i im ive id ill me my myself mine")
 _OTHER_PERSON = re.compile(
@@ -127,7 +135,7 @@ _HELP = re.compile(
     r"\b(?:hotline|lifeline|helpline|crisis (?:line|text|center)|call 988|988|1-?800|samaritans|"
     r"please (?:dont|do not)|reach out|talk to (?:someone|a professional|a therapist))\b"
 )
-_NEGATION_CANCEL = re.compile(r"\b(?:yet|only reason|almost|nearly|barely|until)\b")
+_NEGATION_CANCEL = re.compile(r"\b(?:yet|only reason|almost|nearly|barely|until|cant stop|couldnt stop)\b")
 _NEGATORS = _words(
     "not never no dont didnt doesnt wont wouldnt cant couldnt nor nothing arent isnt wasnt werent havent hasnt"
 )
@@ -135,7 +143,13 @@ _IDIOMS = re.compile(
     r"\b(?:(?:is|was|are|were|its|it's|thats) killing me|killing it|killed it|kill (?:for|time)|"
     r"(?:died|dying|die) (?:of |from )?laugh(?:ing|ter)?|dying to \w+|to die for|dead (?:tired|serious|wrong|end)|"
     r"drop dead gorgeous|guns n roses|(?:my|the) (?:phone|battery|laptop|car) (?:died|is dead|is dying)|"
-    r"cut (?:the|my) (?:hair|nails|losses))\b"
+    r"cut (?:the|my) (?:hair|nails|losses)|cut (?:myself|me) some slack|burn(?:ing|ed|t)? (?:myself|me) out|"
+    r"(?:drown|drowning|poison|poisoning) myself (?:in|with) \w+|shoot(?:ing)? myself (?:in the foot|a \w+)|"
+    r"(?:stab|stabbing) myself in the \w+|(?:killing|killed) myself (?:at|laughing|with laughter)|"
+    r"(?:cut|burned|burnt|hurt) myself (?:shaving|chopping|cooking|skiing|running|by accident|accidentally|"
+    r"on (?:a|the) \w+|at (?:the gym|work|football|practice))|"
+    r"(?:starving|hurting) myself (?:of|by not|until dinner)|die (?:my|her|his|their) hair|hill (?:i|to) \w+ to die on|"
+    r"(?:take|taking|took) (?:my|my own) life (?:back|to the next level|into my own hands))\b"
 )
 _SENTENCES = re.compile(r"[.!?;\n]+|\|\|")
 
@@ -143,7 +157,9 @@ _SENTENCES = re.compile(r"[.!?;\n]+|\|\|")
 @dataclass(frozen=True)
 class Cue:
     """One named pattern: ``weight`` in (0, 1]; ``first_person``: count only in a first-person sentence;
-    ``negatable``: discount when a negator precedes it."""
+    ``negatable``: discount when a negator precedes it; ``about_writer``: the pattern itself names the writer
+    ("better off without me"), so a person word before it is whom it is said to ("you'd all be…", "my wife would
+    be…"), not whom it is about, and does not discount it."""
 
     name: str
     pattern: re.Pattern[str]
@@ -151,15 +167,21 @@ class Cue:
     kind: CueKind
     first_person: bool = False
     negatable: bool = True
+    about_writer: bool = False
 
 
 def _cue(
-    name: str, *alternatives: str, weight: float, kind: CueKind, first_person: bool = False, negatable: bool = True
+    name: str,
+    *alternatives: str,
+    weight: float,
+    kind: CueKind,
+    first_person: bool = False,
+    negatable: bool = True,
+    about_writer: bool = False,
 ) -> Cue:
     """A cue whose pattern matches any of ``alternatives`` (regular expressions on normalised text)."""
-    return Cue(
-        name, re.compile("|".join(f"(?:{regex})" for regex in alternatives)), weight, kind, first_person, negatable
-    )
+    pattern = re.compile("|".join(f"(?:{regex})" for regex in alternatives))
+    return Cue(name, pattern, weight, kind, first_person, negatable, about_writer)
 
 
 _SELF = r"(?:my ?self|my own self)"
@@ -175,7 +197,10 @@ CUES: tuple[Cue, ...] = (
     ),
     _cue(
         "suicidal (self)",
-        r"\b(?:im|i am|i feel|i felt|feeling|i was|ive been|been|got|get|getting|became|am) (?:\w+ ){0,2}suicidal\b",
+        r"\b(?:im|i am|i feel|i felt|feeling|i was|ive been|been|got|get|getting|became|am|having|have|had) "
+        r"(?:(?!not\b|never\b|no\b)\w+ ){0,2}suicidal\b",
+        r"\bsuicid(?:al|e) (?:thoughts|urges|feelings|ideation) (?:are |r )?(?:back|again)\b",
+        r"\bsuicide (?:is )?on my mind\b",
         weight=0.9,
         kind="explicit",
     ),
@@ -185,7 +210,15 @@ CUES: tuple[Cue, ...] = (
         "plan",
         r"\bplan(?:ning|ned)? (?:out )?(?:my (?:own )?)?(?:suicide|death)\b",
         r"\bmy (?:own )?suicide\b(?! (?:prevention|awareness|hotline|lifeline|training))",
-        r"\bplan (?:is |was )?(?:to )?(?:overdose|od|hang|jump|shoot|drown|cut|slit|end it)\b",
+        r"\bplan (?:is |was )?(?:to )?(?:overdose|od|(?:hang|shoot|drown|cut) myself|slit my \w+|end it(?: all)?)\b",
+        weight=0.8,
+        kind="explicit",
+        first_person=True,
+    ),
+    _cue(
+        "suicide intent",
+        r"\b(?:want|wanna|going|gonna|plan|planning|ready|decided|thinking about|think about|considering|"
+        r"contemplating|cant stop thinking about) (?:to )?(?:commit(?:ting)? )?suicide\b",
         weight=0.8,
         kind="explicit",
         first_person=True,
@@ -199,15 +232,22 @@ CUES: tuple[Cue, ...] = (
     ),
     _cue(
         "want to die",
-        r"\b(?:want|wanted|wanna|wish|wishing|ready|going|deserve|longing|long|desire|need) (?:to )?(?:just )?"
+        r"\b(?:want|wanted|wanting|wanna|wish|wishing|ready|going|deserve|longing|long|desire|need) (?:to )?(?:just )?"
         r"(?:die|be dead|not exist|not be alive|stop existing|cease to exist)\b",
         weight=0.85,
         kind="explicit",
         first_person=True,
     ),
     _cue("end my life", r"\b(?:end|ending|take|taking|took|ended) (?:my|my own) life\b", weight=0.9, kind="explicit"),
-    _cue("end it all", r"\bend (?:it all|everything|things)\b", weight=0.75, kind="explicit", first_person=True),
-    _cue("self-harm", r"\bself[- ]?(?:harm\w*|injur\w*|mutilat\w*)\b", weight=0.5, kind="explicit"),
+    _cue(
+        "end it all", r"\bend (?:it all|everything|things)\b(?! with)", weight=0.75, kind="explicit", first_person=True
+    ),
+    _cue(
+        "self-harm",
+        r"(?<!clean from )(?<!free from )(?<!clean of )\bself[- ]?(?:harm\w*|injur\w*|mutilat\w*)\b",
+        weight=0.5,
+        kind="explicit",
+    ),
     _cue(
         "hurt myself",
         rf"\b(?:cut|cutting|cuts|burn|burning|hurt|hurting|harm|harming|stab|stabbing|starve|starving) {_SELF}\b",
@@ -216,20 +256,31 @@ CUES: tuple[Cue, ...] = (
     ),
     _cue(
         "cutting",
-        r"\b(?:cutting|cut|slit|slitting) (?:again|my (?:wrists?|arms?|thighs?|legs?|skin))\b",
-        r"\brelapsed?\b",
+        r"\b(?:cutting|cut|slit|slitting|sliced|slicing|carved|carving) (?:again\b(?!,? (?:down|carbs|calories|sugar))|"
+        r"my (?:wrists?|arms?|thighs?|legs?|skin|stomach)\b(?! workouts?| day)|deep(?:er)? (?:enough|tonight))",
+        r"\b(?:burned|burnt|hit|punched|scratched|bit|hurt) (?:\w+ ){0,6}on purpose\b",
+        r"\b(?:did|done|doing) (?:sh|s ?/ ?h)\b|\bs ?/ ?h again\b",
+        r"\brelapsed?\b(?! (?:on|after|with|into|in|and)\b)",
         weight=0.6,
         kind="explicit",
         first_person=True,
     ),
-    _cue("overdose", r"\b(?:overdos\w*|od on|odd on)\b", weight=0.7, kind="explicit", first_person=True),
+    _cue(
+        "overdose",
+        r"\b(?:overdos\w*|overdoes|od on|odd on)\b",
+        r"\b(?:to|gonna|wanna|will|ill|just|going to) od\b",
+        weight=0.7,
+        kind="explicit",
+        first_person=True,
+    ),
     _cue(
         "took all the pills",
         r"\b(?:took|taken|take|taking|swallowed|swallowing|downed|ate) (?:all (?:of )?(?:my|the|those|these)|"
-        r"(?:a|the) (?:whole|entire|full) (?:bottle|box|pack|packet)|(?:a )?bottle of|(?:a )?handful of|"
-        r"too many|(?:like |about |over )?(?:[2-9]\d|\d{3}|twenty|thirty|forty|fifty|a hundred)) (?:\w+ ){0,2}"
+        r"(?:a|the) (?:whole|entire|full) (?:bottle|box|pack|packet)|(?:a )?bottle of|(?:a )?handful of|every|"
+        r"(?:way )?too many|(?:a lot|lots|loads|heaps|a bunch|a shit ton|a ton|packs|boxes|bottles) of|"
+        r"(?:like |about |over )?(?:[5-9]|[1-9]\d|\d{3}|ten|twenty|thirty|forty|fifty|a hundred)) (?:\w+ ){0,3}"
         r"(?:pills?|tablets?|capsules?|meds|medication|medicine|tylenol|paracetamol|ibuprofen|advil|aspirin|"
-        r"acetaminophen|benadryl|xanax|oxy\w*|sleeping \w+|antidepressants?|painkillers?|insulin)\b",
+        r"acetaminophen|benadryl|xanax|oxy\w*|sleeping \w+|antidepressants?|painkillers?|insulin|pill)\b",
         weight=0.8,
         kind="explicit",
         first_person=True,
@@ -245,8 +296,9 @@ CUES: tuple[Cue, ...] = (
     ),
     _cue(
         "attempt",
-        r"\b(?:my|last|first|second|third|previous|failed|suicide) attempts?\b",
-        r"\btried to (?:die|do it)\b",
+        r"\b(?:my|last|first|second|third|previous|failed|suicide) attempts?\b(?! (?:at|to|on)\b)",
+        r"\bmade an attempt\b(?! (?:at|to|on)\b)",
+        r"\btried to (?:die|end it|kill myself|overdose)\b|\btried to do it\b(?! (?:myself|on my own|alone))",
         weight=0.6,
         kind="explicit",
         first_person=True,
@@ -254,7 +306,10 @@ CUES: tuple[Cue, ...] = (
     _cue(
         "suicide note",
         r"\b(?:suicide|goodbye) (?:note|letter)s?\b",
-        r"\bwr(?:ote|ite|iting) (?:a|my) note\b",
+        r"\bwr(?:ote|ite|iting) (?:a|my) (?:last |final |goodbye )?note(?= *$| for (?:my|everyone|when)|"
+        r" to (?:my )?(?:family|kids|children|parents|mom|mum|dad|wife|husband|everyone))",
+        r"\bwr(?:ote|itten|iting) (?:goodbye )?letters to (?:everyone|all|my (?:kids|children|family|wife|husband|"
+        r"parents|mom|mum|dad|sister|brother|friends))\b",
         weight=0.8,
         kind="explicit",
     ),
@@ -263,17 +318,27 @@ CUES: tuple[Cue, ...] = (
         "wish I was dead",
         r"\bwish (?:i|id) (?:was|were|could be|would) (?:dead|die|gone|never born)",
         r"\bwish (?:i|id) (?:had )?never (?:been born|existed|woken up)\b",
+        r"\bwish (?:i|id) (?:wasnt|werent) (?:alive|here|born|around)\b",
+        r"\bwish (?:i|id) could (?:just )?(?:disappear|not exist|stop existing|vanish|not wake up)\b",
+        r"\b(?:id|i would) rather be dead\b(?! than)|\b(?:just )?let me die\b|\bi should (?:just )?die\b(?! \w+ hair)",
+        r"\bhope (?:i|to) (?:get hit by a (?:bus|car|truck|train)|die\b)|\bhope the plane crashes\b",
+        r"\b(?:wouldnt|would not) (?:care|mind) if i died\b|\b(?:wouldnt|would not) mind dying\b",
+        r"\bpray(?:ing)? (?:i|to) (?:dont|never) wake up\b",
+        r"\beasier (?:to|if i) (?:just )?(?:not be alive|die|be dead|was dead|wasnt here)\b",
         weight=0.85,
         kind="indirect",
         negatable=False,
     ),
     _cue(
         "better off without me",
-        r"\bbetter off (?:without me|dead|if i (?:was|were|wasnt|werent) (?:gone|dead|here|around))\b",
+        r"\bbetter off (?:without me(?! (?:on|for|in|at|micromanaging|there)\b)|dead|"
+        r"if i (?:was|were|wasnt|werent) (?:gone|dead|here|around))\b",
+        r"\bhappier if i (?:was|were|wasnt|werent) (?:gone|dead|here|around)\b",
         r"\bworld (?:would be|is) better without me\b",
         weight=0.8,
         kind="indirect",
         negatable=False,
+        about_writer=True,
     ),
     _cue("burden", r"\b(?:im|i am|being|just) a burden\b", weight=0.45, kind="indirect"),
     _cue(
@@ -281,7 +346,7 @@ CUES: tuple[Cue, ...] = (
         r"\b(?:no|nothing|any) (?:reason|point|purpose) (?:to|in|of) "
         r"(?:live|living|life|go(?:ing)? on|being alive|stay(?:ing)? alive)\b",
         r"\bnothing (?:left )?to live for\b",
-        r"\bnot worth (?:living|it anymore)\b",
+        r"\bnot worth living\b|\b(?:life|living|it all) (?:is |isnt )?(?:not )?worth it(?: anymore)?\b(?<!is worth it)",
         r"\blife (?:is|isnt) (?:not )?worth living\b",
         weight=0.8,
         kind="indirect",
@@ -297,7 +362,8 @@ CUES: tuple[Cue, ...] = (
     ),
     _cue(
         "dont want to wake up",
-        r"\b(?:dont|do not|never) want to (?:wake up|be alive|live|be here|exist)(?: anymore)?\b",
+        r"\b(?:dont|do not|never|no longer) (?:really )?(?:want to|wanna) (?:wake up|be alive|live|be here|exist)"
+        r"(?! (?:in(?! this (?:world|life|body))|at|near|with|on|there|for|late|early|before)\b)(?: anymore)?\b",
         r"\bhope (?:i|to) (?:dont|never) wake up\b",
         r"\b(?:sleep|go to sleep) (?:and|forever and) never wake up\b",
         weight=0.8,
@@ -306,14 +372,24 @@ CUES: tuple[Cue, ...] = (
     ),
     _cue(
         "say goodbye",
-        r"\b(?:say|said|saying) (?:my )?goodbyes?\b",
+        r"\b(?:say|said|saying) (?:my )?goodbyes?\b"
+        r"(?! to (?:my (?:mentor|team|colleagues?|coworkers?|old|boss|job|class)|the|this|that|junk)\b)",
         r"\bgoodbye (?:everyone|world|all)\b",
-        r"\bthis is goodbye\b",
+        r"\bthis is goodbye\b(?! to)",
+        r"\b(?:this is|its) my (?:last|final) (?:message|text|goodbye)\b",
+        r"\bby the time (?:you|u) (?:read|see) this\b",
+        r"\b(?:wont|will not) be (?:here|around|alive) (?:tomorrow|anymore|much longer|by)\b",
+        r"\btell (?:my \w+|them|everyone) (?:that )?(?:i love (?:them|her|him|you)|im sorry)\b",
         weight=0.5,
         kind="indirect",
         first_person=True,
     ),
-    _cue("giving away my things", r"\bgiv(?:e|ing|en) away (?:all )?(?:my|everything)\b", weight=0.6, kind="indirect"),
+    _cue(
+        "giving away my things",
+        r"\bg(?:ive|iving|iven|ave) away (?:all )?(?:my|everything)\b(?! old)",
+        weight=0.6,
+        kind="indirect",
+    ),
     _cue(
         "whats the point",
         r"\bwhats the point\b",
@@ -324,10 +400,11 @@ CUES: tuple[Cue, ...] = (
     ),
     _cue(
         "tired of living",
-        r"\b(?:tired|sick|done|exhausted) (?:of|with) (?:living|life|being alive|existing|everything)\b",
-        r"\bready to go\b",
-        r"\bwant (?:it all )?to (?:end|stop|be over)\b",
-        r"\bi want out\b",
+        r"\b(?:tired|sick|done|exhausted) (?:of|with) (?:living|life|being alive|existing|everything)\b"
+        r"(?! (?:at|about|in|this|that)\b)",
+        r"\bready to go *$",
+        r"\bwant (?:it all )?to (?:end|stop|be over)(?: it)?(?= *$| now| already| forever| all)",
+        r"\bi want out\b(?! of (?!life|this life|this world))",
         r"\bgive up on (?:life|living|everything)\b",
         weight=0.55,
         kind="indirect",
@@ -335,7 +412,10 @@ CUES: tuple[Cue, ...] = (
     ),
     _cue(
         "thinking about it",
-        r"\b(?:close to|about to|going to|gonna|decided to|plan to|planning to) (?:do it|go through with it|end it)\b",
+        r"\b(?:close to|about to|going to|gonna|decided to|plan to|planning to|imma|finna|will|ill|just) "
+        r"(?:just )?(?:go through with it|end it)\b(?! with)",
+        r"\bending it (?:tonight|tn|today|tomorrow|now|this weekend)\b",
+        r"\b(?:close to|about to|going to|gonna|decided to|plan to|planning to) do it (?:tonight|tn|now)\b",
         r"\bthink(?:ing)? about (?:death|dying|ending it|it again)\b",
         r"\bthoughts of (?:death|dying|ending)\b",
         weight=0.55,
@@ -350,8 +430,8 @@ CUES: tuple[Cue, ...] = (
         r"\bwelcome death\b",
         r"\bdisappear forever\b",
         r"\bnot (?:be|being) here anymore\b",
-        r"\bnot (?:wake|waking) up\b",
-        r"\bnever wake up\b",
+        r"\bnot (?:wake|waking) up\b(?! (?:at|before|until|early|late|on time|in time))",
+        r"\bnever wake up\b(?! (?:at|before|until|early|late|on time|in time|when))",
         weight=0.6,
         kind="indirect",
         first_person=True,
@@ -369,7 +449,8 @@ CUES: tuple[Cue, ...] = (
     # means — method and access (first person only)
     _cue(
         "gun",
-        r"\b(?:gun|guns|pistol|revolver|rifle|shotgun|firearm|handgun|bullets?)\b(?! points?)",
+        r"(?<!massage )(?<!glue )(?<!nerf )(?<!water )(?<!heat )(?<!staple )"
+        r"\b(?:gun|guns|pistol|revolver|rifle|shotgun|firearm|handgun|bullets?)\b(?! points?| journal| list)",
         r"(?:\b|\.)357\b",
         r"\bpull(?:ed|ing)? the trigger\b",
         weight=0.5,
@@ -378,7 +459,7 @@ CUES: tuple[Cue, ...] = (
     ),
     _cue(
         "pills",
-        r"\b(?:pills?|bottle of|oxy\w*|xanax|xanex|hydros?|tylenol|paracetamol|meds|opiates?|heroin)\b",
+        r"\b(?:pills?|bottle of|oxy\w*|xanax|xanex|hydros?|tylenol|paracetamol|opiates?|heroin)\b",
         weight=0.45,
         kind="means",
         first_person=True,
@@ -386,10 +467,14 @@ CUES: tuple[Cue, ...] = (
     _cue("rope", r"\b(?:rope|noose|belt)\b", weight=0.35, kind="means", first_person=True),
     _cue(
         "jump to die",
-        r"\b(?:want|wanted|wanna|going|gonna|ready|about|plan|planning|thinking about|think about) (?:to )?"
+        r"\b(?:want|wanted|wanna|going|gonna|ready|about|plan|planning|thinking about|think about|will|ill|imma|finna)"
+        r" (?:to )?"
         r"(?:just )?(?:jump|jumping|throw(?:ing)? myself|step(?:ping)?) (?:off|from|in front of) "
         r"(?:a |the |this |that )?"
         r"(?:bridge|building|roof|rooftop|cliff|ledge|balcony|tower|window|overpass|train|subway|bus|truck|car)\b",
+        r"\b(?:gonna|going to|about to|ready to|want to|will|ill) (?:just )?jump *$",
+        r"\b(?:want|wanna|gonna|going|thinking of|thinking about) (?:to )?(?:rope|roping)\b",
+        r"\b(?:want|wanna) to hang *$",
         weight=0.7,
         kind="explicit",
         first_person=True,
@@ -464,7 +549,7 @@ _LINKS = re.compile(r"\[[^\]]*\]\([^)]*\)|https?://\S+")
 
 def _normalise(text: str) -> str:
     text = _LINKS.sub(" ", normalise(text)).replace("\u2019", "'").replace("\u2018", "'")
-    text = re.sub(r"['`]", "", text)
+    text = re.sub(r"\bcan ?not\b", "cant", re.sub(r"['`]", "", text))
     return _IDIOMS.sub(" ", text)
 
 
@@ -545,7 +630,8 @@ class RiskDetector:
                 weight = cue.weight
                 # a help phrase marks a supporter's sentence ("if you want to die, call 988"), not the writer's
                 # own statement in it ("please don't tell my mum, but I want to kill myself")
-                if (helping and subject != "self") or subject == "other" or (subject is None and other and not first):
+                said_of_other = subject == "other" or (subject is None and other and not first)
+                if (helping and subject != "self") or (said_of_other and not cue.about_writer):
                     weight *= SUPPORTIVE_DISCOUNT
                 if cue.negatable and _negated(sentence, match.start()):
                     weight *= NEGATION_DISCOUNT

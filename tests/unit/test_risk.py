@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.handoff.crisis import needs_crisis_protocol
 from app.handoff.risk import CONCERN_THRESHOLD, CRISIS_THRESHOLD, RiskDetector
 
 detector = RiskDetector()
@@ -94,6 +95,56 @@ def test_an_attempt_under_way_a_plan_and_a_method_are_crisis(text: str, cue: str
 )
 def test_quantities_plans_and_jumps_without_a_method_are_not_crisis(text: str) -> None:
     assert detector.assess(text).level != "crisis"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "i dont wanna live anymore",
+        "I no longer want to be alive",
+        "just took 15 pills",
+        "took 12 of my xanax, feeling sleepy now",
+        "gonna commit suicide",
+        "having suicidal thoughts again",
+        "you'd all be better off without me",
+        "my wife would be better off without me",
+        "this is my last message. thanks for everything coach",
+        "by the time you read this ill be gone",
+        "sliced my arm open",
+        "i'd rather be dead",
+        "cant stop wanting to die",
+        "i can not keep living like this",
+        "wish i wasnt alive",
+    ],
+)
+def test_crisis_wordings_clients_write_call_for_the_protocol(text: str) -> None:
+    """Wordings found missing by an adversarial probe of the detector (slang, no pronoun, a count under 20, a
+    burden said to someone, a last message): each scored under the protocol's 0.5, most of them 0."""
+    assert needs_crisis_protocol(detector.assess(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "i need to cut myself some slack",
+        "I'm taking my life back!",
+        "I want to stop eating sugar",
+        "took my meds this morning",
+        "my plan is to cut carbs for a month",
+        "i don't want to live in london anymore",
+        "I'm not suicidal, just really tired",
+        "my first attempt at sourdough was a disaster",
+        "bought a massage gun for recovery",
+        "relapsed on sugar this weekend",
+        "cut myself chopping onions",
+        "im going to do it, asking for a raise friday",
+        "said goodbye to my old team today",
+    ],
+)
+def test_everyday_coaching_messages_do_not_call_for_the_protocol(text: str) -> None:
+    """Everyday wordings the same probe found sending the crisis reply and an urgent alert (a self-care idiom, a
+    habit goal, medication taken as prescribed, a negated "suicidal", a first attempt at a hobby)."""
+    assert not needs_crisis_protocol(detector.assess(text))
 
 
 @pytest.mark.parametrize(
