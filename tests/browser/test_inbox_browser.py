@@ -122,6 +122,10 @@ async def test_inbox_flow_without_a_reload(
         # 4. take over, write, hand back
         await coach.locator("#takeover").click()
         await expect(coach.locator("#handoff-panel")).to_contain_text("You are in this conversation", timeout=WAIT_MS)
+        # the takeover's live event replaces the handoff panel, its form with it, while the request is under way:
+        # the answer still replaces the pane alone (the whole page went into the pane)
+        await expect(coach.locator("nav")).to_have_count(1)
+        await expect(coach.locator("#conversation-pane")).to_have_count(1)
         await expect(row.locator(".badge.state")).to_have_text("You", timeout=WAIT_MS)
         await expect(coach).to_have_title("Inbox · OpenCoach", timeout=WAIT_MS)
         await expect(widget.locator("#log")).to_contain_text("Coach Inés joined the conversation", timeout=WAIT_MS)
@@ -139,6 +143,8 @@ async def test_inbox_flow_without_a_reload(
 
         await coach.locator("#handback-silent").click()
         await expect(coach.locator("#handoff-panel")).to_contain_text("The AI is answering", timeout=WAIT_MS)
+        await expect(coach.locator("nav")).to_have_count(1)
+        await expect(coach.locator("#conversation-pane")).to_have_count(1)
         await expect(row.locator(".badge.state")).to_have_text("AI answering", timeout=WAIT_MS)
         await expect(widget.locator("#log")).to_contain_text("handed the conversation back", timeout=WAIT_MS)
         await not_reloaded(coach)
