@@ -621,8 +621,12 @@ class TelegramChannel:
         event's conversation is queued for the worker (:meth:`ChatOutbox.push`; a coach's message with the
         feedback keyboard, a joined/left notice). A message the chat's outbox cannot take now (Redis out of
         reach) is not lost: see :meth:`_push_message`."""
-        binding = await self.service.chat_of_client(coach_id, client_id)
-        if binding is None or str(binding.conversation_id) != event.get("conversation_id"):
+        try:
+            conversation_id = uuid.UUID(str(event.get("conversation_id")))
+        except ValueError:  # (an event of no conversation)
+            return
+        binding = await self.service.chat_of_conversation(coach_id, client_id, conversation_id)
+        if binding is None:
             return
         message = event.get("message") if event.get("type") == "message" else None
         if isinstance(message, dict):

@@ -456,12 +456,20 @@ class TelegramService:
             )
         return None if row is None else ChatBinding(row.chat_id, row.client_id, row.conversation_id, row.active)
 
-    async def chat_of_client(self, coach_id: uuid.UUID, client_id: uuid.UUID) -> ChatBinding | None:
-        """The client's active Telegram chat, if any."""
+    async def chat_of_conversation(
+        self, coach_id: uuid.UUID, client_id: uuid.UUID, conversation_id: uuid.UUID
+    ) -> ChatBinding | None:
+        """The client's active Telegram chat that continues ``conversation_id``, if any. A client can have two
+        chats (one enrolled by writing to the bot, one bound by an invite), each with its own conversation: the
+        newest of them was taken before, and a message to the other's conversation went nowhere."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             row = await session.scalar(
                 select(TelegramChat)
-                .where(TelegramChat.client_id == client_id, TelegramChat.active.is_(True))
+                .where(
+                    TelegramChat.client_id == client_id,
+                    TelegramChat.conversation_id == conversation_id,
+                    TelegramChat.active.is_(True),
+                )
                 .order_by(TelegramChat.created_at.desc())
                 .limit(1)
             )

@@ -1023,6 +1023,29 @@ async def test_coach_takeover_messages_and_notices_reach_the_chat(
     assert any("left the conversation" in c.params["text"] for c in fake.sent_to(chat_id))
 
 
+async def test_a_coachs_message_reaches_the_chat_of_its_conversation_when_the_client_has_two_chats(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    """A stranger enrolled by writing to the bot, then the coach's invite for that client was used in another
+    chat: the client has two chats, each with its conversation. The coach's messages went to the newest chat
+    only, so those written into the first chat's conversation were dropped with its joined/left notices."""
+    bot = await make_bot(confidence_threshold=0.0)
+    enrolled, invited = next(_chat_ids), next(_chat_ids)
+    await say(tg, bot, enrolled, "Hi, I found you online")
+    [client] = (await tg.get("/api/v1/clients", headers=bot.coach.headers)).json()
+    first = (await conversation_of(tg, bot, client["id"]))["id"]
+    invite = (await tg.post(f"/api/v1/clients/{client['id']}/telegram-invite", headers=bot.coach.headers)).json()
+    await say(tg, bot, invited, f"/start {invite['code']}")
+    await say(tg, bot, invited, "Hello from my other phone")
+    h = bot.coach.headers
+    assert (await tg.post(f"/api/v1/conversations/{first}/takeover", headers=h)).status_code == 200
+    sent = await tg.post(f"/api/v1/conversations/{first}/messages", headers=h, json={"text": "Hi from your coach"})
+    assert sent.status_code == 201
+    await tg_jobs()
+    assert "Hi from your coach" in [c.params["text"] for c in fake.sent_to(enrolled)]
+    assert "Hi from your coach" not in [c.params["text"] for c in fake.sent_to(invited)]
+
+
 async def test_draft_mode_says_the_coach_reviews_the_reply_then_sends_it_or_says_none_comes(
     tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
 ) -> None:
