@@ -269,7 +269,8 @@ class TelegramService:
         (``deleteWebhook``), and commit. Raises ``InvalidInput`` (not a token, or Telegram's reason for refusing
         it; nothing stored) and ``Conflict`` (the bot is connected to another account: nothing stored and its
         webhook left as it was). Another bot than the one connected starts with no update ids recorded and from
-        the first ``getUpdates`` offset: its update ids are not the old bot's."""
+        the first ``getUpdates`` offset (its update ids are not the old bot's), and the old bot's webhook is
+        deleted (:meth:`_release`)."""
         token = token.strip()
         if not TOKEN_RE.fullmatch(token):
             raise InvalidInput("bot_token is not a Telegram bot token (like 123456789:AA…, from @BotFather)")
@@ -285,6 +286,7 @@ class TelegramService:
             async with tenant_session(self._sessionmaker, coach_id) as session:
                 row = await session.scalar(select(TelegramBot).where(TelegramBot.coach_id == coach_id))
                 row = row or TelegramBot(coach_id=coach_id)
+                replaced = row.token_encrypted if row.bot_id is not None and row.bot_id != me.id else None
                 if row.bot_id != me.id:  # another bot (or none since a disconnect): its update ids are its own,
                     row.poll_offset = 0  # and the old bot's updates left unprocessed go with it (the new bot
                     await session.execute(delete(TelegramUpdate).where(TelegramUpdate.coach_id == coach_id))
@@ -306,7 +308,22 @@ class TelegramService:
         finally:
             await bot.shutdown()
         self._retire(coach_id)
+        await self._release(replaced)
         return await self.status(coach_id)
+
+    async def _release(self, token_encrypted: bytes | None) -> None:
+        """``deleteWebhook`` for the bot a coach replaced by another (best effort, as :meth:`disconnect`: its token
+        may be revoked or unreadable), so Telegram stops posting its chats' updates to a webhook that now refuses
+        them (401) and retries them for a day."""
+        if token_encrypted is None:
+            return
+        with contextlib.suppress(ValueError):
+            old = make_bot(self._settings, self.guard, self._secrets.decrypt(token_encrypted))
+            try:
+                with contextlib.suppress(TelegramError):
+                    await old.delete_webhook()
+            finally:
+                await old.shutdown()
 
     async def _register(self, bot: Bot, coach_id: uuid.UUID, mode: str, secret: str) -> None:
         """Point the bot's updates at this install: ``setWebhook`` (:meth:`webhook_url`, ``secret``,

@@ -738,6 +738,7 @@ async def test_a_new_bot_of_the_coach_answers_messages_numbered_as_the_old_bots_
     token, _ = new_token(fake)
     replaced = await tg.put("/api/v1/channels/telegram", headers=bot.coach.headers, json={"bot_token": token})
     assert replaced.status_code == 200, replaced.text
+    assert fake.of("deleteWebhook", bot.token), "the old bot's webhook no longer points at a webhook that refuses it"
     new = Bot(
         bot.coach, token, replaced.json()["bot_username"], fake.of("setWebhook", token)[-1].params["secret_token"]
     )
