@@ -33,7 +33,7 @@ from app.accounts.unit_of_work import unit_of_work
 from app.accounts.widget_settings import greeting, suggestions
 from app.channels.telegram import render
 from app.channels.telegram.bot import bot_id
-from app.channels.telegram.outbound import ChatOutbox, markup, with_retry
+from app.channels.telegram.outbound import ChatOutbox, markup, retry_seconds, with_retry
 from app.channels.telegram.service import ChatBinding, TelegramService
 from app.channels.telegram.tone import TONE_COMMAND, TelegramTone, parse_tone
 from app.chat.turn import ANSWER_LATER, ChatService, TurnResult
@@ -77,16 +77,19 @@ class _Stream:
         self.message_id: int | None = None
         self.unsent: list[str] = []
         self.keyboard: dict[str, Any] | None = None
-        self._last = 0.0
+        self._next = 0.0  # (monotonic time before which no streamed send or edit is tried)
 
     async def delta(self, text: str) -> None:
-        """Show the reply so far (a 403 raises ``Forbidden``: the client blocked the bot)."""
+        """Show the reply so far (a 403 raises ``Forbidden``: the client blocked the bot). At most one send or edit
+        per ``interval``, failed ones included, and none until a 429's ``retry_after`` has passed: a failed first
+        send used to be tried again at every delta, prolonging Telegram's flood control."""
         self.text += text
         self._units += render.utf16_len(text)
         now = time.monotonic()
-        if self._units > render.MAX_MESSAGE_CHARS or (self.message_id and now - self._last < self.interval):
+        if self._units > render.MAX_MESSAGE_CHARS or now < self._next:
             return
-        with contextlib.suppress(NetworkError, RetryAfter):  # NetworkError: also a 400, a timeout, a 5xx
+        self._next = now + self.interval
+        try:
             if self.message_id is None:
                 sent = await self.bot.send_message(self.chat_id, render.escape(self.text), parse_mode=render.PARSE_MODE)
                 self.message_id = sent.message_id
@@ -94,7 +97,10 @@ class _Stream:
                 await self.bot.edit_message_text(
                     render.escape(self.text), self.chat_id, self.message_id, parse_mode=render.PARSE_MODE
                 )
-            self._last = now
+        except RetryAfter as exc:
+            self._next = max(self._next, now + retry_seconds(exc))
+        except NetworkError:  # (also a 400, a timeout, a 5xx: the final text replaces what failed)
+            pass
 
     async def finish(self, result: TurnResult) -> None:
         """Write the final reply: the streamed message edited into its first part, the others sent. Raises

@@ -60,7 +60,9 @@ def markup(keyboard: dict[str, Any] | None) -> InlineKeyboardMarkup | None:
     return InlineKeyboardMarkup.de_json(keyboard, None) if keyboard else None
 
 
-def _retry_seconds(exc: RetryAfter) -> float:
+def retry_seconds(exc: RetryAfter) -> float:
+    """A 429's ``retry_after`` in seconds (python-telegram-bot gives an int, or a ``timedelta`` in later
+    versions)."""
     value = exc.retry_after
     return value if isinstance(value, int | float) else value.total_seconds()
 
@@ -74,9 +76,9 @@ async def with_retry(
         try:
             return await call(*args, **kwargs)
         except RetryAfter as exc:
-            if attempt == SEND_ATTEMPTS - 1 or _retry_seconds(exc) > wait_at_most_s:
+            if attempt == SEND_ATTEMPTS - 1 or retry_seconds(exc) > wait_at_most_s:
                 raise
-            await asyncio.sleep(_retry_seconds(exc))
+            await asyncio.sleep(retry_seconds(exc))
     return None
 
 

@@ -1100,6 +1100,23 @@ async def test_a_429_is_retried_after_retry_after_and_a_403_marks_the_chat_inact
     assert [c for c in fake.sent_to(chat_id) if c.params["text"] == "Three"] == []
 
 
+async def test_a_429_on_the_streamed_reply_stops_the_streamed_sends_until_retry_after(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, llm: respx.MockRouter
+) -> None:
+    """Telegram refuses the streamed reply's first send with a 429: the stream sent again at every delta (one
+    call a token, prolonging the flood control). It now waits out ``retry_after``; the final text is sent once
+    Telegram allows it."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, _client_id = await bound_chat(tg, bot, fake)
+    fake.fail("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1, times=3)
+    before = len(fake.calls)
+    await say(tg, bot, chat_id, "How do I calm down?")
+    final = render.escape(REPLY)
+    sends = [c for c in fake.calls[before:] if c.method == "sendMessage" and int(c.params["chat_id"]) == chat_id]
+    assert len([c for c in sends if c.params["text"] != final]) == 1, "one streamed send, refused"
+    assert sends[-1].params["text"] == final and fake.sent_to(chat_id)[-1].params["text"] == final
+
+
 async def test_a_long_429_ends_the_send_job_at_once_with_the_message_kept_first(
     tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
 ) -> None:
