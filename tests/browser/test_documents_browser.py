@@ -1,5 +1,5 @@
 """The documents page in a real browser: a transcript dropped on the drop zone is uploaded (with its progress
-bar) and, once ingested, offers the "ready — try it" link."""
+bar) and, once ingested, offers the "try it" link."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ async def test_a_dropped_transcript_uploads_with_progress_and_becomes_ready(
     await expect(page.locator("#documents")).to_contain_text("session.vtt", timeout=WAIT_MS)
     await run_jobs()
     await page.reload()
-    await expect(page.get_by_role("link", name="ready — try it")).to_be_visible(timeout=WAIT_MS)
+    await expect(page.get_by_role("link", name="try it")).to_be_visible(timeout=WAIT_MS)
     await context.close()
 
 

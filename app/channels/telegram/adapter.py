@@ -64,6 +64,15 @@ TYPING_EVERY_S = 4.0
 """A chat action shows for about 5 s (Bot API ``sendChatAction``): repeated while the model works."""
 
 
+def feedback(message_id: uuid.UUID, view: dict[str, Any]) -> dict[str, Any] | None:
+    """The 👍/👎 buttons (:func:`render.feedback_keyboard`) under a reply whose client view (``view``,
+    :func:`client_view`) is the AI's or the coach's answer; none under the product's own texts, a crisis reply, a
+    notice or an apology, as the widget shows them."""
+    return (
+        None if any(view.get(flag) for flag in ("crisis", "notice", "failed")) else render.feedback_keyboard(message_id)
+    )
+
+
 class _Stream:
     """One reply in one chat: the first delta is sent, later ones edit that message at most every
     ``interval`` seconds, :meth:`finish` writes the final text (split, footnotes, keyboard). The streamed
@@ -109,7 +118,7 @@ class _Stream:
             await self.discard()  # nothing was stored (the coach took the conversation meanwhile)
             return
         parts = self.unsent = render.split_html(result.reply, client_citations(result.citations))
-        self.keyboard = render.feedback_keyboard(result.message_id) if result.message_id else None
+        self.keyboard = feedback(result.message_id, client_view(result.metadata)) if result.message_id else None
         for index, part in enumerate(parts):
             shown = markup(self.keyboard) if index == len(parts) - 1 else None
             if index == 0 and self.message_id is not None:
@@ -638,7 +647,8 @@ class TelegramChannel:
         if isinstance(message, dict):
             parts = render.split_html(str(message.get("text") or ""), message.get("citations") or [])
             message_id = uuid.UUID(str(message["id"]))
-            await self._push_message(coach_id, binding, message_id, parts, render.feedback_keyboard(message_id))
+            keyboard = feedback(message_id, message.get("metadata") or {})
+            await self._push_message(coach_id, binding, message_id, parts, keyboard)
         elif (notice := render.notice_text(event)) is not None:
             await self.outbox.push(coach_id, binding.chat_id, [render.escape(notice)], None)
 

@@ -943,6 +943,7 @@ async def test_a_crisis_message_gets_the_crisis_reply_an_urgent_handoff_and_an_a
     assert handoff["reason"] == "crisis"
     sent = "".join(c.params["text"] for c in fake.sent_to(chat_id)[-3:])
     assert crisis_reply([])[:60] in sent.replace("&#x27;", "'") or render.escape(crisis_reply([])[:60]) in sent
+    assert not fake.sent_to(chat_id)[-1].params.get("reply_markup"), "no thumbs under the crisis reply"
     await tg_jobs()
     [alert] = [Webhook(secret).verify(r.body, r.headers) for r in receiver.requests]
     assert alert["type"] == "handoff.opened" and alert["data"]["urgent"] is True

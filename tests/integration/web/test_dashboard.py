@@ -148,7 +148,7 @@ async def test_upload_and_live_status(browser: httpx.AsyncClient, run_jobs: Call
     await run_jobs()
     table = await browser.get("/dashboard/documents/table")
     assert "ready" in table.text and "hx-trigger" not in table.text
-    assert 'href="/dashboard/start#step-preview">ready — try it</a>' in table.text
+    assert 'href="/dashboard/start#step-preview">try it</a>' in table.text
     reprocess = re.search(r'action="(/dashboard/documents/[0-9a-f-]+/reprocess)"', table.text)
     assert reprocess is not None, "a ready document can be processed again"
     assert (await browser.post(reprocess.group(1), data={"_csrf_token": token})).status_code in (302, 303)
