@@ -37,7 +37,8 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from arq.cron import cron
 from arq.worker import Retry, Worker, func
-from redis.exceptions import LockError
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockError, LockNotOwnedError
 from sqlalchemy.exc import DBAPIError
 from telegram.error import NetworkError, RetryAfter
 
@@ -69,7 +70,6 @@ from app.db.jobs import (
     TELEGRAM_DELIVER,
     UPDATE_PROFILE,
 )
-from app.db.leases import leased
 from app.db.migrate import assert_schema_current
 from app.db.outbox import UNAVAILABLE, connect_redis, health, relay
 from app.handoff.alerts import MAX_ATTEMPTS as ALERT_ATTEMPTS
@@ -77,7 +77,6 @@ from app.handoff.alerts import OPENED as ALERT_OPENED
 from app.handoff.alerts import retry_delay as alert_retry_delay
 from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
-from app.memory.insights import ExtractionBusy
 from app.memory.summaries import SummaryFailed
 from app.rag import vector_index
 
@@ -120,33 +119,47 @@ REEMBED_TRIES = 3
 """Tries of a ``reembed_coach`` job; arq allows it one more, in which it fails the request (:func:`reembed_coach`)."""
 REEMBED_DEADLINE_S = JOB_TIMEOUT_S - 60
 """Seconds a ``reembed_coach`` try may run before it fails the request itself, ahead of arq's timeout."""
-INSIGHTS_WAIT_S = 30.0
-"""Seconds an insight job waits, off the worker, while another extraction of its conversation runs."""
 ALERT_WORKER_MAX_JOBS = 4
 
 
 class IngestSlots:
     """At most ``per_coach`` ingestion jobs of one coach at a time, across every worker process: slot ``i`` of
     a coach is the redis-py :class:`~redis.asyncio.lock.Lock` ``opencoach:ingest:<coach id>:<i>`` (a token
-    only its holder can release), held for ``lease_s`` seconds and renewed while the job runs
-    (:func:`~app.db.leases.leased`), so the slot of a killed worker comes free by itself. One huge tenant thus
-    takes at most ``per_coach`` of the worker's ``WORKER_MAX_JOBS`` slots; the others' documents go on.
-    ``lease_s``: ``WORKER_LEASE_SECONDS``."""
+    only its holder can release), held for ``lease_s`` seconds and renewed while the job runs, so the slot
+    of a killed worker comes free by itself. One huge tenant thus takes at most ``per_coach`` of the worker's
+    ``WORKER_MAX_JOBS`` slots; the others' documents go on. ``lease_s``: ``WORKER_LEASE_SECONDS``."""
 
     def __init__(self, redis: ArqRedis, per_coach: int, lease_s: float) -> None:
         self._redis = redis
         self._per_coach = per_coach
         self._lease_s = lease_s
 
+    async def _renew(self, lock: Lock) -> None:
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            try:
+                try:
+                    await lock.reacquire()
+                except LockNotOwnedError:  # it lapsed (a stalled event loop): take it back if no one else did
+                    await lock.acquire(blocking=False, token=lock.local.token)
+            except (LockError, *UNAVAILABLE) as exc:  # Redis away for a moment: the next renewal tries again
+                log.warning("renewing ingestion slot %s failed: %s", lock.name, exc)
+
     @contextlib.asynccontextmanager
     async def hold(self, coach_id: str) -> AsyncIterator[bool]:
         """Take a free slot of ``coach_id`` for the ``async with`` block: yields ``True``, or ``False`` (and
         holds nothing) when all are taken. Raises Redis errors from the acquisition."""
         for slot in range(self._per_coach):
-            async with leased(self._redis.lock(f"opencoach:ingest:{coach_id}:{slot}", timeout=self._lease_s)) as held:
-                if held:
+            lock = self._redis.lock(f"opencoach:ingest:{coach_id}:{slot}", timeout=self._lease_s)
+            if await lock.acquire(blocking=False):
+                renew = asyncio.create_task(self._renew(lock))
+                try:
                     yield True
-                    return
+                finally:
+                    renew.cancel()
+                    with contextlib.suppress(LockError, *UNAVAILABLE):
+                        await lock.release()
+                return
         yield False
 
 
@@ -185,15 +198,6 @@ async def _retrying_unreachable(
         raise Retry(defer=delay_s(ctx["job_try"]) if callable(delay_s) else delay_s * ctx["job_try"]) from exc
 
 
-async def _queue_again(ctx: dict[str, Any], function: str, *args: Any, subject: str, defer_s: float) -> None:
-    """Queue the job ``function(*args)`` again ``defer_s`` seconds from now, straight to Redis, under a new job id
-    (``<function>:<subject>:wait:<hex>``): the running job then ends and frees its worker slot, and the wait is not
-    a failed try (arq's ``Retry`` would count one). Raises Redis errors."""
-    container: Container = ctx["container"]
-    job_id = f"{function}:{subject}:wait:{uuid.uuid4().hex}"
-    await container.redis.enqueue_job(function, *args, _job_id=job_id, _defer_by=defer_s)
-
-
 async def _retrying_store(ctx: dict[str, Any], job: Awaitable[str], what: str) -> str:
     """Run a job that the database or Redis may find out of reach (:func:`_retrying_unreachable`), queued once:
     retried after :data:`STORE_RETRY_S` times the try, up to :data:`STORE_JOB_TRIES` tries. ``what`` names the
@@ -206,7 +210,13 @@ async def _ingest(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
     slots: IngestSlots = ctx["ingest_slots"]
     async with slots.hold(coach_id) as held:
         if not held:
-            await _queue_again(ctx, INGEST_DOCUMENT, coach_id, document_id, subject=document_id, defer_s=INGEST_WAIT_S)
+            await container.redis.enqueue_job(
+                INGEST_DOCUMENT,
+                coach_id,
+                document_id,
+                _job_id=f"{INGEST_DOCUMENT}:{document_id}:wait:{uuid.uuid4().hex}",
+                _defer_by=INGEST_WAIT_S,
+            )
             return "deferred: the coach's ingestion slots are busy"
         timings = await container.documents.ingest(uuid.UUID(coach_id), uuid.UUID(document_id))
     return "skipped" if timings is None else f"{timings.chunks} chunks"
@@ -295,22 +305,10 @@ async def summarize_session(ctx: dict[str, Any], coach_id: str, session_id: str)
 
 
 async def extract_insights(ctx: dict[str, Any], coach_id: str, conversation_id: str, force: bool) -> str:
-    """arq job: L3 insights from a conversation's unread messages. While another extraction of the conversation
-    runs (:class:`~app.memory.insights.ExtractionBusy`), the job queues itself again :data:`INSIGHTS_WAIT_S`
-    seconds later and ends, freeing its worker slot; it reads then what that extraction did not."""
+    """arq job: L3 insights from a conversation's unread messages."""
     container: Container = ctx["container"]
-
-    async def extract() -> str:
-        try:
-            return await container.insights.extract_insights(
-                uuid.UUID(coach_id), uuid.UUID(conversation_id), force=force
-            )
-        except ExtractionBusy:
-            args = (coach_id, conversation_id, force)
-            await _queue_again(ctx, EXTRACT_INSIGHTS, *args, subject=conversation_id, defer_s=INSIGHTS_WAIT_S)
-            return "deferred: another extraction of the conversation is running"
-
-    return await _retrying(ctx, extract(), f"insights of conversation {conversation_id}")
+    extraction = container.insights.extract_insights(uuid.UUID(coach_id), uuid.UUID(conversation_id), force=force)
+    return await _retrying(ctx, extraction, f"insights of conversation {conversation_id}")
 
 
 async def update_profile(ctx: dict[str, Any], coach_id: str, session_id: str) -> str:

@@ -67,8 +67,7 @@ class Settings(BaseSettings):
         ge=3,
         le=MAX_WAIT_SECONDS,
         description="A running job's claim in Redis lasts this long unless its worker renews it: the jobs of a "
-        "killed worker (and its coach's ingestion slot, a conversation's insight extraction lock) are taken up again "
-        "this long after it died.",
+        "killed worker (and its coach's ingestion slot) are taken up again this long after it died.",
     )
 
     secret_key: str | None = Field(

@@ -21,7 +21,6 @@ from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.config import Settings
-from app.db.leases import leased
 from app.llm.base import ChatProvider, Embedder
 from app.llm.local import LOCAL_EMBEDDING_MODEL
 from app.llm.registry import ProviderRegistry
@@ -50,11 +49,7 @@ TOMBSTONE_SIMILARITY = 0.85
 """An extracted insight this close to a deleted one is dropped: deleted memories do not come back."""
 EXTRACT_MAX_TOKENS = 450
 DECISION_MAX_TOKENS = 16
-
-
-class ExtractionBusy(Exception):
-    """Another extraction of the conversation is running (it holds the conversation's lease); the job queues
-    itself again later rather than wait in a worker slot."""
+LOCK_SECONDS = 1800
 
 
 def extraction_due(latest: Sequence[Message], watermark: datetime | None, *, reaches_watermark: bool) -> bool:
@@ -129,13 +124,10 @@ class InsightService:
     async def extract_insights(self, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, force: bool) -> str:
         """Job: read the conversation's messages after its watermark, window by window, and reconcile the
         insights the model finds. Without ``force`` it waits for ``INSIGHT_BATCH`` unread client messages.
-        Serialised per conversation by a Redis lease (:func:`~app.db.leases.leased`, ``WORKER_LEASE_SECONDS``,
-        renewed while it runs); returns a status for arq's result. Raises :class:`ExtractionBusy`, at once,
-        while another extraction of the conversation holds it."""
-        lock = self._redis.lock(f"lock:{conversation_id}:insights", timeout=self._settings.worker_lease_seconds)
-        async with leased(lock) as held:
-            if not held:
-                raise ExtractionBusy(f"another extraction of conversation {conversation_id} is running")
+        Serialised per conversation by a Redis lock; returns a status for arq's result."""
+        async with self._redis.lock(
+            f"lock:{conversation_id}:insights", timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
+        ):
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
                 session = uow.session
                 conversation = await session.get(Conversation, conversation_id)
