@@ -307,11 +307,17 @@ async def test_a_provider_key_no_configured_key_opens_gets_the_apology_not_a_500
     the coach's stored API key opens with no configured key. The turn was a bare 500 after the client's message
     was stored; it now answers with the apology, and the reason is recorded on it."""
     setup = await new_setup()
-    async with tenant_session(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as session:
-        row = await session.get_one(CoachRow, uuid.UUID(setup.coach.coach_id))
-        row.llm_api_key_encrypted = SecretBox(Fernet.generate_key()).encrypt("sk-lost-key-1234")
-        await session.commit()
-    body = await chat(http, setup, "How can I plan my week better?")
+    coach_id = uuid.UUID(setup.coach.coach_id)
+
+    async def store_key(encrypted: bytes | None) -> None:
+        async with tenant_session(container.sessionmaker, coach_id) as session:
+            (await session.get_one(CoachRow, coach_id)).llm_api_key_encrypted = encrypted
+
+    await store_key(SecretBox(Fernet.generate_key()).encrypt("sk-lost-key-1234"))
+    try:
+        body = await chat(http, setup, "How can I plan my week better?")
+    finally:  # (a secret no key opens would fail the session's later rotate-secret test)
+        await store_key(None)
     assert body["reply"] == APOLOGY
     [reply] = [m for m in await transcript(http, setup, body["conversation_id"]) if m["sender_type"] == "ai"]
     assert "API key cannot be used" in reply["metadata"]["error"]

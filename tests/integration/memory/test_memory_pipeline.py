@@ -1060,7 +1060,8 @@ async def test_a_message_answered_without_the_model_is_recalled_later_too(
     assert stored == [crisis.received_message_id]
     await shift_back(container, coach, client_id, timedelta(days=30))
 
-    later = await say(container, coach, client_id, "Do you remember how I felt when I said I cannot go on?")
+    # (in the past tense: "I cannot go on" now reads as the crisis it says, and would get the crisis reply again)
+    later = await say(container, coach, client_id, "Do you remember how I felt that time I said I could not go on?")
 
     assert str(crisis.received_message_id) in later.metadata["memory"]["message_ids"]
 

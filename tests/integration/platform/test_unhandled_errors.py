@@ -24,23 +24,21 @@ async def test_an_unexpected_error_is_a_bare_500_and_logged_with_its_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     coach = await make_coach("Unlucky Coach")
-    client = await make_client(http, coach)
 
-    async def broken(*_: Any, **__: Any) -> Any:
-        raise RuntimeError("a bug in the chat provider lookup")
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("a bug in the secret lookup")
 
-    monkeypatch.setattr(registry, "chat_for", broken)
+    # (not the chat turn: a turn that fails once its message is stored is a 503, queued for the worker)
+    monkeypatch.setattr(registry, "decrypt_key", broken)
     with caplog.at_level(logging.ERROR, logger="app.asgi"):
-        response = await http.post(
-            "/api/v1/chat", headers={"Authorization": f"Bearer {client['widget_token']}"}, json={"text": "Hello?"}
-        )
+        response = await http.get("/api/v1/settings", headers=coach.headers)
 
     assert response.status_code == 500
     assert response.json() == {"status_code": 500, "detail": "Internal Server Error"}
     assert "a bug in" not in response.text
     [record] = [r for r in caplog.records if r.name == "app.asgi"]
-    assert record.getMessage() == "unhandled error on POST /api/v1/chat"
-    assert record.exc_info is not None and str(record.exc_info[1]) == "a bug in the chat provider lookup"
+    assert record.getMessage() == "unhandled error on GET /api/v1/settings"
+    assert record.exc_info is not None and str(record.exc_info[1]) == "a bug in the secret lookup"
 
 
 @pytest.mark.parametrize(
