@@ -105,12 +105,9 @@ REDIS_RETRY_S = 1.0
 INGEST_TRIES = 3
 INGEST_RETRY_S = 5
 """Seconds (times the try) before an ingestion that met Redis or PostgreSQL out of reach is tried again."""
-REFRESH_TRIES = 3
-"""Tries of a ``refresh_training_data`` job (:func:`refresh_training_data`)."""
-REFRESH_RETRY_S = 5
-"""Seconds, times the try, before a ``refresh_training_data`` job the database or Redis failed runs again."""
 STORE_JOB_TRIES = 3
-"""Tries of ``answer_pending``, ``score_interventions``, ``rebuild_briefs`` and ``purge_erased_data``."""
+"""Tries of the jobs queued once that touch only the database and Redis: ``refresh_training_data``,
+``answer_pending``, ``score_interventions``, ``rebuild_briefs``, ``purge_erased_data``, ``telegram_deliver``."""
 STORE_RETRY_S = 5
 """Seconds, times the try, before one of those jobs that met the database or Redis out of reach runs again."""
 INGEST_WAIT_S = 5.0
@@ -366,16 +363,15 @@ async def score_interventions(ctx: dict[str, Any], coach_id: str, conversation_i
 async def refresh_training_data(ctx: dict[str, Any], coach_id: str, conversation_id: str, erase: bool = False) -> str:
     """arq job: rebuild one conversation's SFT examples and preference pairs (``erase``: after a forget, the
     examples removed leave the dataset snapshots and provider files too). The database or Redis out of reach is
-    retried after :data:`REFRESH_RETRY_S` times the try, up to :data:`REFRESH_TRIES` tries (arq runs no job
-    again after a plain error, and a forget queues this rebuild once)."""
+    retried (:func:`_retrying_store`: arq runs no job again after a plain error, and a forget queues this rebuild
+    once)."""
     container: Container = ctx["container"]
 
     async def refresh() -> str:
         async with unit_of_work(container.sessionmaker, uuid.UUID(coach_id)) as uow:
             return await container.training.refresh(uow, uuid.UUID(conversation_id), erase=erase)
 
-    what = f"training data of conversation {conversation_id}"
-    return await _retrying_unreachable(ctx, refresh(), tries=REFRESH_TRIES, delay_s=REFRESH_RETRY_S, what=what)
+    return await _retrying_store(ctx, refresh(), f"training data of conversation {conversation_id}")
 
 
 async def start_fine_tune(ctx: dict[str, Any], coach_id: str, job_id: str) -> str:
@@ -668,7 +664,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
             func(deliver_alert, name=DELIVER_ALERT, timeout=120, max_tries=ALERT_ATTEMPTS),
             func(analyse_intervention, name=ANALYSE_INTERVENTION, timeout=600, max_tries=MEMORY_JOB_TRIES),
             func(score_interventions, name=SCORE_INTERVENTIONS, timeout=300, max_tries=STORE_JOB_TRIES),
-            func(refresh_training_data, name=REFRESH_TRAINING_DATA, timeout=600, max_tries=REFRESH_TRIES),
+            func(refresh_training_data, name=REFRESH_TRAINING_DATA, timeout=600, max_tries=STORE_JOB_TRIES),
             func(start_fine_tune, name=START_FINE_TUNE, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(poll_fine_tune, name=POLL_FINE_TUNE, timeout=300, max_tries=3),
             func(evaluate_model, name=EVALUATE_MODEL, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),

@@ -468,9 +468,9 @@ async def test_a_training_data_rebuild_the_database_dropped_is_tried_again(
     monkeypatch.setattr(container.training, "refresh", refresh)
     with pytest.raises(Retry) as retried:
         await worker.refresh_training_data({"container": container, "job_try": 1}, *ids, True)
-    assert retried.value.defer_score == worker.REFRESH_RETRY_S * 1000
+    assert retried.value.defer_score == worker.STORE_RETRY_S * 1000
     with pytest.raises(DBAPIError):
-        await worker.refresh_training_data({"container": container, "job_try": worker.REFRESH_TRIES}, *ids, True)
+        await worker.refresh_training_data({"container": container, "job_try": worker.STORE_JOB_TRIES}, *ids, True)
     failure = ValueError("a bug")
     with pytest.raises(ValueError):
         await worker.refresh_training_data({"container": container, "job_try": 1}, *ids, True)
