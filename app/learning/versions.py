@@ -14,6 +14,7 @@ restores the previous production version (or the base model).
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -49,12 +50,18 @@ from app.learning.training import TrainingDataService
 from app.llm.base import ChatMessage, ChatProvider, ProviderError, Usage
 from app.llm.registry import ProviderRegistry
 
+log = logging.getLogger(__name__)
+
 METRIC = "mean_cosine_similarity_to_coach_reply"
 REFUSING_ERRORS = (openai.NotFoundError, openai.BadRequestError, openai.PermissionDeniedError)
 """Provider answers that mean the candidate model cannot serve (deleted, unknown, not allowed): the gate rejects
 it at once instead of retrying."""
 COACH_WRITTEN = frozenset((ExampleSource.COACH_REPLY, ExampleSource.DRAFT_EDIT))
 """Sources of the SFT examples whose reply is the coach's own: the gate's references."""
+GATE_ROUNDS = 3
+"""Runs of the gate for one version while the current model keeps changing under it."""
+UNDECIDED = "production changed while the gate ran: nothing decided, try again"
+"""The gate's status line after :data:`GATE_ROUNDS` runs that each saw the current model change."""
 GATE_TEMPERATURE = 0.0
 """Replies are sampled greedily for the gate, so a re-run compares the same replies."""
 JUDGE_PROMPT = (
@@ -164,17 +171,28 @@ class ModelVersionService:
         current production version) or rejects, storing ``evaluation`` ``{"metric", "split", "examples",
         "candidate", "current", "current_model", "margin", "judge", "passed", "reason", "at"}``. Fewer than
         :data:`MIN_HELD_OUT_EXAMPLES` held-out examples, or a candidate the endpoint refuses to serve (404, 400,
-        403): rejected with that reason. Raises ``ProviderError`` (retried by the worker) when a model cannot
-        be reached."""
+        403): rejected with that reason. When the current model changed while the gate ran (another version was
+        promoted or rolled back, the coach's model was changed), the result compared against a model no longer
+        serving: the gate runs again against the new one, up to :data:`GATE_ROUNDS` times, then returns
+        :data:`UNDECIDED` with the version unchanged. Raises ``ProviderError`` (retried by the worker) when a
+        model cannot be reached."""
+        for _ in range(GATE_ROUNDS):
+            decided = await self._gate_round(coach_id, version_id, status)
+            if decided is not None:
+                return decided
+        log.warning("model version %s: production kept changing while its gate ran", version_id)
+        return UNDECIDED
+
+    async def _gate_round(self, coach_id: uuid.UUID, version_id: uuid.UUID, status: str) -> str | None:
+        """One run of the gate (:meth:`evaluate`): its status line, or ``None`` when the current model changed
+        meanwhile and nothing was decided."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
-            session = uow.session
-            version = await self._version(session, coach_id, version_id)
+            version = await self._version(uow.session, coach_id, version_id)
             if version.status != status:
                 return f"not in {status} ({version.status})"
             coach = await uow.coach()
-            current_version = await self.production(session, coach_id)
+            current_version, current_model = await self._current(uow)
             candidate_model = version.model
-        current_model = current_version.model if current_version is not None else (coach.llm_model or "")
         split, held_out = await self._held_out(coach_id)
         evaluation: dict[str, Any] = {
             "metric": METRIC,
@@ -200,6 +218,12 @@ class ModelVersionService:
             version = await self._version(session, coach_id, version_id)
             if version.status != status:
                 return f"decided meanwhile ({version.status})"
+            now_version, now_model = await self._current(uow)
+            if (now_version.id if now_version is not None else None, now_model) != (
+                current_version.id if current_version is not None else None,
+                current_model,
+            ):
+                return None
             version.evaluation = evaluation
             if passed:
                 await self._make_production(session, coach_id, version)
@@ -207,6 +231,14 @@ class ModelVersionService:
                 version.status = ModelVersionStatus.REJECTED
             status = version.status
         return f"{status}: {reason}"
+
+    async def _current(self, uow: UnitOfWork) -> tuple[ModelVersion | None, str]:
+        """The model a candidate competes with, in ``uow``: the production version and its model, or ``None`` and
+        the coach's own model (``""`` for the default)."""
+        current = await self.production(uow.session, uow.coach_id)
+        if current is not None:
+            return current, current.model
+        return None, (await uow.coach()).llm_model or ""
 
     async def _replay(
         self,
@@ -327,9 +359,11 @@ class ModelVersionService:
                 return version
             status = version.status
         try:
-            await self.evaluate(coach_id, version_id, status=status)
+            decided = await self.evaluate(coach_id, version_id, status=status)
         except ProviderError as exc:
             raise Conflict(f"the promotion gate could not run: {exc}") from exc
+        if decided == UNDECIDED:
+            raise Conflict(UNDECIDED)
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             version = await self._version(session, coach_id, version_id)

@@ -25,6 +25,7 @@ from app.container import Container
 from app.db import jobs
 from app.db.engine import tenant_session
 from app.learning.models import FineTuneJob, FineTuneStatus, ModelVersion, TrainingDataset, TrainingExample
+from app.learning.versions import UNDECIDED
 from tests.conftest import make_client
 from tests.integration.handoff.test_handoff_flow import Setup, new_setup
 from tests.integration.learning.test_training_data import refresh, seed_conversation
@@ -501,6 +502,48 @@ async def test_the_gate_refuses_a_worse_model_and_rollback_restores_the_previous
         f"/api/v1/learning/models/{better}/promote", headers=setup.coach.headers, json={"force": "yes"}
     )
     assert bad_body.status_code == 400
+
+
+async def test_the_gate_compares_with_the_model_in_production_when_it_decides(
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A version forced into production while a candidate's gate replays: the candidate beat the base model, not
+    the new production version, so the gate runs again against that one and refuses (no better by the margin)
+    instead of retiring a version it was never compared with. A current model that changes on every run leaves
+    the candidate undecided, in staging."""
+    api = fake_openai([{"status": "running"}])
+    setup = await new_setup("Racing Gate Coach")
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    api.replies = {BASE: FAR_REPLY, "ft:rival": COACH_REPLY, "ft:candidate": COACH_REPLY, "ft:late": COACH_REPLY}
+    await seed(container, setup, run_jobs, {"test": 5})
+    versions = container.model_versions
+    replay, rivals = versions._replay, [await add_version(container, setup, "ft:rival")]
+
+    async def replay_while_the_coach_forces_a_rival(*args: Any) -> tuple[bool, str]:
+        decided = await replay(*args)
+        if rivals:
+            await versions.promote(coach_id, rivals.pop(), force=True)
+        return decided
+
+    monkeypatch.setattr(versions, "_replay", replay_while_the_coach_forces_a_rival)
+    candidate = await add_version(container, setup, "ft:candidate")
+    assert (await versions.evaluate(coach_id, candidate)).startswith("rejected")
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        production = await versions.production(session, coach_id)
+        refused = await session.get(ModelVersion, candidate)
+    assert production is not None and production.model == "ft:rival", "the rival stays in production"
+    assert refused is not None and refused.evaluation["current_model"] == "ft:rival"
+
+    late = await add_version(container, setup, "ft:late")
+    rivals.extend([await add_version(container, setup, f"ft:rival{n}") for n in range(3)])
+    assert await versions.evaluate(coach_id, late) == UNDECIDED
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        undecided = await session.get(ModelVersion, late)
+    assert undecided is not None and undecided.status == "staging" and undecided.evaluation == {}
 
 
 async def test_a_promotion_whose_gate_cannot_reach_the_model_changes_nothing(
