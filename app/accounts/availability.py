@@ -57,6 +57,12 @@ def validate_availability(value: dict[str, Any] | None) -> dict[str, Any] | None
     return {"timezone": zone, "days": sorted(set(days)), "start": start.strftime("%H:%M"), "end": end.strftime("%H:%M")}
 
 
+def coach_zone(availability: dict[str, Any] | None) -> ZoneInfo:
+    """The coach's time zone (``availability.timezone``; UTC when the coach set no hours): the zone of the dates
+    the clone sees in its memory of a client, and of its "today"."""
+    return ZoneInfo(availability["timezone"] if availability else "UTC")
+
+
 def is_available(availability: dict[str, Any] | None, at: datetime) -> bool:
     """Whether the coach is within their hours at the aware datetime ``at``."""
     if availability is None:

@@ -146,9 +146,11 @@ def _system(
     examples: Sequence[FewShotExample] = (),
     spotlight: bool = False,
     mark: Callable[[str], str] = datamark,
+    today: str = "",
 ) -> str:
     """The system message; ``mark`` datamarks untrusted text when ``spotlight`` is on (:func:`datamark`, or a
-    cached copy of it while the budget search builds the same lines again)."""
+    cached copy of it while the budget search builds the same lines again); ``today`` (the memory's
+    :attr:`~app.memory.retrieval.MemoryContext.today`) heads the memory lines, whose dates count from it."""
     parts = [persona] if persona else []
     if spotlight:
         parts.append(HIERARCHY)
@@ -158,7 +160,7 @@ def _system(
         lines = [*profile, *(item.line() for item in items)]
         if spotlight:
             lines = [data_block("notes about the client", [mark(line) for line in lines])]
-        parts.append("\n".join([MEMORY_HEADER, *lines]))
+        parts.append("\n".join([MEMORY_HEADER, *([f"Today is {today}."] if today else []), *lines]))
     if passages:
         lines = _passage_lines(passages, spotlight, mark)
         block = data_block("passages", lines) if spotlight else "\n\n".join(lines)
@@ -258,7 +260,16 @@ def assemble_prompt(
 
     def build(kept: _Kept) -> list[ChatMessage]:
         system = _system(
-            persona, kept.profile, kept.items, kept.passages, coach_name, kept.style, kept.shots, spotlight, mark
+            persona,
+            kept.profile,
+            kept.items,
+            kept.passages,
+            coach_name,
+            kept.style,
+            kept.shots,
+            spotlight,
+            mark,
+            memory.today,
         )
         return [{"role": "system", "content": system}, *kept.turns, new]
 

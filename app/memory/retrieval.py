@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.availability import coach_zone
 from app.accounts.models import Coach
 from app.conversations.models import SenderType
 from app.db.vectors import query_distance
@@ -88,6 +89,9 @@ class MemoryContext:
 
     profile_lines: list[str] = field(default_factory=list)
     items: list[MemoryItem] = field(default_factory=list)
+    today: str = ""
+    """The day of the turn in the coach's time zone, ``"Sunday 2026-12-06"`` (the items' dates are in that zone
+    too): what "last week" counts from. Empty: not stated."""
 
 
 def summary_text(summary: dict[str, Any]) -> str:
@@ -131,13 +135,19 @@ def without_repeats(items: Sequence[MemoryItem], limit: int) -> list[MemoryItem]
     return kept
 
 
+def day_label(at: datetime, now: datetime) -> str:
+    """``at``'s date (``YYYY-MM-DD``) in ``now``'s time zone: a message a client sent at 23:30 in Los Angeles is
+    dated that day, not the next day of UTC."""
+    return f"{at.astimezone(now.tzinfo):%Y-%m-%d}"
+
+
 def _episode_item(hit: EpisodeHit, now: datetime, relevance: float) -> MemoryItem:
     """An episode as a recalled item (score 0 until fused); ``relevance`` 0.0 for one only the lexical arm found."""
     who = SENDER_LABELS.get(hit.sender_type, hit.sender_type)
     return MemoryItem(
         "message",
         hit.message_id,
-        f"{who}, {hit.at:%Y-%m-%d}",
+        f"{who}, {day_label(hit.at, now)}",
         hit.text,
         0.0,
         relevance,
@@ -208,7 +218,7 @@ async def _insight_items(
     for row in (await session.execute(_INSIGHTS, params)).all():
         kind = row.kind if row.status == InsightStatus.ACTIVE else f"{row.kind}, {row.status}"
         age = (now - row.last_seen_at).total_seconds() / 86400
-        label = f"{kind}, {row.first_seen_at:%Y-%m-%d}"
+        label = f"{kind}, {day_label(row.first_seen_at, now)}"
         relevance = 1.0 - float(row[-1])
         items.append(MemoryItem("insight", row.id, label, row.text, 0.0, relevance, tuple(row.source_message_ids), age))
     return items
@@ -237,7 +247,7 @@ async def _summary_items(
             MemoryItem(
                 "summary",
                 row.id,
-                f"session of {row.started_at:%Y-%m-%d}",
+                f"session of {day_label(row.started_at, now)}",
                 summary_text(row.summary or {}),
                 0.0,
                 1.0 - float(row[-1]),
@@ -321,8 +331,10 @@ async def context_for(
     now: datetime | None = None,
 ) -> MemoryContext:
     """L4 profile lines and the ``MEMORY_ITEMS`` best recalled items for this turn (see :func:`recall`;
-    ``exclude_message_ids`` is the turn's L1 window and its new message). Must run inside the coach's
+    ``exclude_message_ids`` is the turn's L1 window and its new message), dated in the coach's time zone
+    (:func:`~app.accounts.availability.coach_zone`; ``now`` defaults to the present). Must run inside the coach's
     tenant transaction."""
+    now = (now or datetime.now(UTC)).astimezone(coach_zone(coach.availability))
     profile = await session.scalar(_PROFILE, {"client_id": client_id})
     items = await recall(
         session,
@@ -331,9 +343,9 @@ async def context_for(
         query=query,
         query_embedding=query_embedding,
         embedding_model=embedding_model,
-        now=now or datetime.now(UTC),
+        now=now,
         limit=MEMORY_ITEMS,
         exclude_session_id=exclude_session_id,
         exclude_message_ids=exclude_message_ids,
     )
-    return MemoryContext(profile_lines(profile), items)
+    return MemoryContext(profile_lines(profile), items, f"{now:%A %Y-%m-%d}")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -1045,6 +1046,36 @@ async def test_a_fact_said_in_an_old_session_is_recalled_in_a_later_sessions_pro
     in_l1 = {str(later.received_message_id), str(later.message_id)}
     assert not in_l1 & set(again.metadata["memory"]["message_ids"]), "the L1 window is not recalled"
     assert str(first.received_message_id) in again.metadata["memory"]["message_ids"]
+
+
+async def test_recalled_dates_and_today_are_the_coachs_days(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """A coach in Los Angeles: a message sent at 23:30 there (07:30 UTC the next day) is recalled under the day it
+    was written on, and the prompt says which day today is there, so "last week" can be counted."""
+    zone = "America/Los_Angeles"
+    availability = {"timezone": zone, "days": [0, 1, 2, 3, 4], "start": "09:00", "end": "17:00"}
+    patched = await http.patch("/api/v1/settings", headers=coach.headers, json={"availability": availability})
+    assert patched.status_code == 200, patched.text
+    client_id = await new_client(http, coach, "Nora")
+    first = await say(container, coach, client_id, SISTER)
+    await run_jobs()
+    sent = (await messages_by_id(container, coach, [first.received_message_id]))[first.received_message_id]
+    late_evening = (sent.created_at - timedelta(days=9)).replace(hour=7, minute=30, second=0, microsecond=0)
+    await shift_back(container, coach, client_id, sent.created_at - late_evening)
+
+    await say(container, coach, client_id, "Remind me, where does Ingrid live these days?")
+
+    system = system_prompt(llm)
+    written = late_evening.astimezone(ZoneInfo(zone)).date()
+    assert written == late_evening.date() - timedelta(days=1)
+    assert f"- [client, {written:%Y-%m-%d}] {SISTER}\n" in system, "dated the day it was written there"
+    today = datetime.now(ZoneInfo(zone))
+    assert f"{MEMORY_HEADER}\nToday is {today:%A %Y-%m-%d}.\n" in system
 
 
 async def test_a_message_answered_without_the_model_is_recalled_later_too(
