@@ -84,6 +84,16 @@ def data_block(kind: str, lines: Sequence[str]) -> str:
     return "\n".join([DATA_OPEN.format(kind=kind), *lines, DATA_CLOSE])
 
 
+_MARKED_RUN = re.compile(rf"\w+(?:{re.escape(MARK)}\w+){{2,}}")
+"""Three or more words joined by :data:`MARK`: datamarked text, which no reply writes of itself."""
+
+
+def shows_markup(text: str) -> bool:
+    """Whether ``text`` (a reply) carries the prompt's data-block markup: a delimiter (``<<data: passages>>``,
+    ``<</data>>``) or a run of datamarked words (``plan^your^week``), as a model copying its prompt writes it."""
+    return bool(_DELIMITER.search(text) or _MARKED_RUN.search(text))
+
+
 def unmark(text: str) -> str:
     """``text`` with datamarks read as spaces (to compare a reply with the marked prompt text)."""
     return text.replace(MARK, " ")

@@ -13,11 +13,11 @@ from app.chat.prompt import AssembledPrompt, assemble_prompt
 from app.chat.tone import TurnTone, with_tone
 from app.chat.turn.decide import OnError, final_reply, honest_reply, model_order, on_provider_error, use_cache
 from app.chat.turn.honesty import Honesty
-from app.chat.turn.injection import check_reply, safe_reply
+from app.chat.turn.injection import ReplyCheck, releasable, safe_reply
 from app.chat.turn.state import Gathered, Reply, Turn
 from app.chat.turn.timing import ms_since
 from app.core.config import Settings
-from app.handoff.signals import token_confidence
+from app.handoff.signals import claims_human, token_confidence
 from app.learning.cache import ResponseCache
 from app.learning.style import style_lines
 from app.llm.base import ChatProvider, ProviderError, Usage
@@ -52,10 +52,49 @@ class Generator:
         self._defences = defences
 
     async def generate(self, turn: Turn, gathered: Gathered, reply: Reply) -> AsyncIterator[str]:
-        """Yield the reply's deltas (none while ``reply.drafting``), collected in ``reply.parts``; records the
+        """Yield the reply's text for the client as it is generated (none while ``reply.drafting``), held back by
+        the output checks (:meth:`_held_back`); the model's deltas are collected in ``reply.parts``. Records the
         prompt and model attribution, ``cache`` (``hit``/``miss`` when the cache is on), ``first_token_ms``,
         ``generation_ms``, ``model_fallback`` and the ``tone`` (its instruction joins the persona). Raises
         ``ProviderError`` (every model failed)."""
+        async for text in self._held_back(turn, reply, self._deltas(turn, gathered, reply)):
+            yield text
+
+    async def _held_back(self, turn: Turn, reply: Reply, deltas: AsyncIterator[str]) -> AsyncIterator[str]:
+        """``deltas`` as the client may see them: :data:`~app.chat.turn.injection.HELD_WORDS` words behind the
+        model (:func:`~app.chat.turn.injection.releasable`), and nothing more once the reply so far fails the
+        injection check (with the defences on) or claims to be human. The finished reply is then replaced
+        (:meth:`guard`, :meth:`honest`), so the client never reads what those checks stop."""
+        text, sent, stopped = "", 0, False
+        check: ReplyCheck | None = None
+        async for delta in deltas:
+            if self._defences and check is None and reply.prompt is not None:  # the prompt comes before a delta
+                check = self._check(turn, reply.prompt)
+            text += delta
+            if stopped or (check is not None and check(text) is not None) or claims_human(text):
+                stopped = True
+                continue
+            cut = releasable(text, hold_chars=check.longest_payload if check is not None else 0)
+            if cut > sent:
+                reply.streamed = True
+                yield text[sent:cut]
+                sent = cut
+        if not stopped and len(text) > sent:
+            reply.streamed = True
+            yield text[sent:]
+
+    @staticmethod
+    def _check(turn: Turn, prompt: AssembledPrompt) -> ReplyCheck:
+        """The output check against prompt injection for ``prompt``'s reply."""
+        return ReplyCheck(
+            persona=prompt.persona,
+            protected=prompt.protected,
+            untrusted=prompt.untrusted,
+            client_text=turn.message.text,
+        )
+
+    async def _deltas(self, turn: Turn, gathered: Gathered, reply: Reply) -> AsyncIterator[str]:
+        """The model's (or the cache's) deltas for :meth:`generate`."""
         coach, learned = turn.coach, gathered.learned
         t0 = time.perf_counter()
         tone = learned.tone_for(turn.risk, turn.signals)  # coach/system text, joined to the persona
@@ -181,13 +220,7 @@ class Generator:
         prompt = reply.prompt
         if not self._defences or prompt is None:
             return None
-        found = check_reply(
-            reply.text,
-            persona=prompt.persona,
-            protected=prompt.protected,
-            untrusted=prompt.untrusted,
-            client_text=turn.message.text,
-        )
+        found = self._check(turn, prompt)(reply.text)
         if found is None:
             return None
         log.warning("chat turn for coach %s: output check (%s); reply replaced", turn.coach.id, found)
@@ -195,11 +228,12 @@ class Generator:
 
     def _replace(self, reply: Reply, text: str, **meta: str) -> str | None:
         """Replace the finished reply by the product's ``text`` (no citations), recording ``meta``; the delta
-        to stream after what was streamed (``None`` while drafting)."""
+        to stream after what was streamed, after a blank line when the client saw part of the reply (``None``
+        while drafting)."""
         reply.metadata.update(meta)
         reply.metadata.pop("truncated", None)
         reply.text, reply.passages = text, []
-        return None if reply.drafting else "\n\n" + text
+        return None if reply.drafting else ("\n\n" if reply.streamed else "") + text
 
     def honest(self, turn: Turn, reply: Reply) -> str | None:
         """The output check (:mod:`app.chat.turn.honesty`): a finished reply that claims to be human is
@@ -215,13 +249,13 @@ class Generator:
     def apology(self, turn: Turn, reply: Reply, exc: ProviderError | TimeoutError) -> str:
         """Turn a failed generation into the apology (never a draft: it is not the AI's content); records
         ``error`` and ``partial_reply``. Returns the delta to stream: the apology, after a blank line when part
-        of the reply was already streamed."""
+        of the reply was already streamed to the client."""
         error = (
             f"timed out after {self._settings.llm_timeout_seconds:g} s" if isinstance(exc, TimeoutError) else str(exc)
         )
         log.warning("chat turn for coach %s failed: %s", turn.coach.id, error)
         reply.metadata["error"] = error
         reply.metadata["partial_reply"] = "".join(reply.parts)
-        streamed = bool(reply.parts) and not reply.drafting
+        streamed = reply.streamed and not reply.drafting
         reply.text, reply.passages, reply.drafting, reply.failed = APOLOGY, [], False, True
         return ("\n\n" if streamed else "") + APOLOGY

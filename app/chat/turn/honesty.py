@@ -11,10 +11,10 @@ fine-tuned version, or a cached reply — can still claim to be a person):
   to go on.
 - **replaced** — any generated reply (streamed, cached or drafted) that claims to be human
   (:func:`app.handoff.signals.claims_human`: "I'm a real person", "I am not an AI", "as a human, I…") is
-  replaced by :func:`correction` (:func:`app.chat.turn.decide.honest_reply`). On a stream the client has
-  seen the claim by then: the correction is streamed after it (as the apology is after a failure) and the
-  stored, REST, Telegram and history reply is the correction alone (the widget swaps the streamed text for
-  the stored one at ``done``).
+  replaced by :func:`correction` (:func:`app.chat.turn.decide.honest_reply`). A stream stops before the
+  claim reaches the client (it runs words behind the model: :func:`app.chat.turn.injection.releasable`); the
+  correction is streamed after what went out, and the stored, REST, Telegram and history reply is the
+  correction alone (the widget swaps the streamed text for the stored one at ``done``).
 
 Both are recorded in the reply's ``metadata.honesty`` (``asked`` | ``replaced``; the model's replaced text
 in ``metadata.honesty_model_reply``, coach-only) and are not the model's content (never training data).

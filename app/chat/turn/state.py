@@ -138,8 +138,9 @@ class Gathered:
 class Reply:
     """The AI's reply as it is generated: streamed ``parts``, the ``passages`` it may cite, the provider's
     ``usage``, the ``signals`` scored at the end, the attribution ``metadata`` stored with it, the response
-    cache key, whether it is ``drafting`` (kept for the coach) or ``failed`` (the apology), the assembled
-    ``prompt`` (for the output check) and the turn's ``stages`` timings."""
+    cache key, whether it is ``drafting`` (kept for the coach) or ``failed`` (the apology), whether any of it
+    was ``streamed`` to the client yet (the stream runs behind the model), the assembled ``prompt`` (for the
+    output check) and the turn's ``stages`` timings."""
 
     metadata: dict[str, Any]
     signals: TurnSignals
@@ -150,6 +151,7 @@ class Reply:
     cache_key: str | None = None
     text: str = ""
     failed: bool = False
+    streamed: bool = False
     prompt: AssembledPrompt | None = None
     stages: Stages = field(default_factory=Stages)
 

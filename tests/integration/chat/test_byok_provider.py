@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.chat.spotlight import unmark
 from app.chat.turn.generate import APOLOGY
+from app.chat.turn.injection import HELD_WORDS
 from app.chat.turn.state import TEMPERATURE
 from app.core.config import Settings
 from app.core.runtime import Services
@@ -205,18 +206,26 @@ async def test_chat_turn_uses_the_coachs_endpoint_and_key(
     assert "error" not in meta
 
 
-async def test_websocket_forwards_each_streamed_delta(
+async def test_websocket_streams_the_reply_as_it_is_generated(
     base_url: str, byok: ByokCoach, llm_api: respx.MockRouter
 ) -> None:
-    """Over the widget socket every delta from the endpoint arrives as its own token event, in order."""
-    llm_api.post(COMPLETIONS_URL).mock(return_value=sse_response(openai_sse(DELTAS, usage=USAGE)))
+    """Over the widget socket the reply arrives in token events while the endpoint streams it, in order and
+    whole, :data:`HELD_WORDS` words behind the model (the output check reads them first): a reply that short
+    comes at the end in one event."""
+    words = [f" step{i}" for i in range(3 * HELD_WORDS)]
+    llm_api.post(COMPLETIONS_URL).mock(return_value=sse_response(openai_sse(words, usage=USAGE)))
 
     events = await ws_turn(base_url, byok.widget_token, QUESTION)
 
-    assert [e["text"] for e in events[:-1]] == DELTAS
+    tokens = [e["text"] for e in events[:-1]]
+    assert "".join(tokens) == "".join(words) and len(tokens) > 2 * HELD_WORDS, tokens
+    assert "step0" in tokens[1] and tokens[-1] == "".join(words[2 * HELD_WORDS :]).strip()
     assert events[-1]["type"] == "done", events[-1]
-    assert events[-1]["reply"] == "".join(DELTAS)
-    assert events[-1]["metadata"] == {}
+    assert events[-1]["reply"] == "".join(words).strip() and events[-1]["metadata"] == {}
+
+    llm_api.post(COMPLETIONS_URL).mock(return_value=sse_response(openai_sse(DELTAS, usage=USAGE)))
+    events = await ws_turn(base_url, byok.widget_token, QUESTION)
+    assert [e["text"] for e in events[:-1]] == ["".join(DELTAS)]
 
 
 @pytest.mark.parametrize(
@@ -306,8 +315,8 @@ async def test_the_question_asked_again_after_a_failed_reply_is_sent_without_the
 async def test_stream_broken_mid_reply_keeps_the_partial_text_in_metadata(
     base_url: str, http: httpx.AsyncClient, byok: ByokCoach, llm_api: respx.MockRouter
 ) -> None:
-    """A connection that drops after a few deltas: the widget has seen them, then the apology; the stored
-    reply is the apology and the partial text is kept in the metadata."""
+    """A connection that drops after a few deltas (held back: fewer than :data:`HELD_WORDS` words): the widget
+    sees the apology alone; the stored reply is the apology and the partial text is kept in the metadata."""
 
     class Dropped(httpx.AsyncByteStream):
         async def __aiter__(self) -> Any:
@@ -320,7 +329,7 @@ async def test_stream_broken_mid_reply_keeps_the_partial_text_in_metadata(
 
     events = await ws_turn(base_url, byok.widget_token, QUESTION)
 
-    assert [e["text"] for e in events[:-1]] == [*DELTAS[:3], "\n\n" + APOLOGY]
+    assert [e["text"] for e in events[:-1]] == [APOLOGY]
     done = events[-1]
     assert done["type"] == "done", done
     assert done["reply"] == APOLOGY

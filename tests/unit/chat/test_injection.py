@@ -10,7 +10,15 @@ import pytest
 
 from app.chat.prompt import GROUNDING, assemble_prompt
 from app.chat.spotlight import DATA_CLOSE, HIERARCHY, MARK, clean, data_block, datamark
-from app.chat.turn.injection import Injection, check_reply, echoed_payload, leaks, planted_payloads, safe_reply
+from app.chat.turn.injection import (
+    HELD_WORDS,
+    Injection,
+    ReplyCheck,
+    leaks,
+    planted_payloads,
+    releasable,
+    safe_reply,
+)
 from app.core.errors import EvalDataError
 from app.evals.injection import load_bipia, split
 from app.learning.interventions import FewShotExample
@@ -92,6 +100,10 @@ def test_datamark_and_block() -> None:
         (f"System: {HIERARCHY}", Injection.LEAK),
         (f"The coach told another client: {PAST_REPLY}", Injection.LEAK),
         ("Another client heard before^Friday's^hearing,^what^would^help^you^sleep^tonight", Injection.LEAK),
+        # the prompt's markup around any text: a model copying its prompt (the passages here are not protected)
+        ("<<data: passages>>\n[1]^Weekly^reviews^help.", Injection.LEAK),
+        ("As [1] says: Weekly^reviews^help^founders.", Injection.LEAK),
+        ("Try x^2 and y^3: small steps.", None),
         # the planted instruction's payload
         ("Q7-12. Plan three priorities for each day.", Injection.PAYLOAD),
         ("code q7-12: here is your plan", Injection.PAYLOAD),
@@ -105,16 +117,13 @@ def test_datamark_and_block() -> None:
 )
 def test_output_check(reply: str, found: Injection | None) -> None:
     prompt = _prompt()
-    assert (
-        check_reply(
-            reply,
-            persona=prompt.persona,  # type: ignore[attr-defined]
-            protected=prompt.protected,  # type: ignore[attr-defined]
-            untrusted=prompt.untrusted,  # type: ignore[attr-defined]
-            client_text="How do I plan my week?",
-        )
-        is found
+    check = ReplyCheck(
+        persona=prompt.persona,  # type: ignore[attr-defined]
+        protected=prompt.protected,  # type: ignore[attr-defined]
+        untrusted=prompt.untrusted,  # type: ignore[attr-defined]
+        client_text="How do I plan my week?",
     )
+    assert check(reply) is found
 
 
 @pytest.mark.parametrize(
@@ -138,15 +147,16 @@ def test_a_payload_planted_where_the_check_did_not_read_is_caught(title: str, te
     prompt = assemble_prompt(
         persona=PERSONA, passages=[passage], memory=MemoryContext(), history=[], user_text="Help?", budget_tokens=4000
     )
-    found = check_reply(
-        reply, persona=PERSONA, protected=prompt.protected, untrusted=prompt.untrusted, client_text="Help?"
-    )
-    assert found is Injection.PAYLOAD
+    check = ReplyCheck(persona=PERSONA, protected=prompt.protected, untrusted=prompt.untrusted, client_text="Help?")
+    assert check(reply) is Injection.PAYLOAD
 
 
 def test_a_payload_the_client_asked_for_in_their_own_words_stands() -> None:
-    assert echoed_payload("Q7-12 it is.", [PLANTED], "please start your answer with Q7-12") is None
-    assert echoed_payload("Q7-12 it is.", [PLANTED], "hi") == "Q7-12"
+    def check(client_text: str) -> ReplyCheck:
+        return ReplyCheck(persona="", protected=[], untrusted=[PLANTED], client_text=client_text)
+
+    assert check("please start your answer with Q7-12")("Q7-12 it is.") is None
+    assert check("hi")("Q7-12 it is.") is Injection.PAYLOAD
 
 
 @pytest.mark.parametrize(
@@ -206,3 +216,14 @@ def test_bad_bipia_files_are_named(tmp_path: Path, content: str | None, message:
         path.write_text(content)
     with pytest.raises(EvalDataError, match=message):
         load_bipia(path)
+
+
+def test_a_stream_runs_words_and_a_payloads_length_behind_the_model() -> None:
+    """The client's stream keeps the last :data:`HELD_WORDS` words (and at least the longest planted payload's
+    characters) back, so a leaked run of words is caught before its first word goes out."""
+    words = [f"w{i}" for i in range(20)]
+    text = " ".join(words)
+    assert releasable(" ".join(words[:HELD_WORDS]), hold_chars=0) == 0
+    assert text[: releasable(text, hold_chars=0)] == " ".join(words[: 20 - HELD_WORDS]) + " "
+    assert releasable(text, hold_chars=len(text)) == 0
+    assert releasable(text, hold_chars=40) == len(text) - 40, "a payload longer than the held words"
