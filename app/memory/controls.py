@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import defer
+from sqlalchemy.orm import aliased, defer
 
 from app.accounts.models import Client
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork
-from app.conversations.models import Conversation, Message
+from app.conversations.models import Conversation, Message, SenderType
 from app.core.errors import InvalidInput, NotFound
 from app.core.pagination import Keyset, PageRequest
 from app.db import jobs
@@ -30,6 +30,31 @@ from app.memory.profile import (
     keep_sources_of_held_lines,
     profile_for_update,
 )
+
+
+async def _forget_replies(session: AsyncSession, forgotten: list[uuid.UUID]) -> None:
+    """Mark forgotten the replies to the ``forgotten`` client messages: every AI and coach message of the same
+    conversation after one of them and before the client's next message. A reply quoting "my secret: …" would
+    otherwise carry the forgotten words into later prompts, recall and the training data."""
+    source, client_next = aliased(Message), aliased(Message)
+    await session.execute(
+        update(Message)
+        .where(
+            source.id.in_(forgotten),
+            source.sender_type == SenderType.CLIENT,
+            Message.conversation_id == source.conversation_id,
+            Message.sender_type != SenderType.CLIENT,
+            Message.created_at > source.created_at,
+            ~exists().where(
+                client_next.conversation_id == source.conversation_id,
+                client_next.sender_type == SenderType.CLIENT,
+                client_next.created_at > source.created_at,
+                client_next.created_at < Message.created_at,
+            ),
+        )
+        .values(forgotten_at=func.coalesce(Message.forgotten_at, func.now()))
+        .execution_options(synchronize_session=False)
+    )
 
 
 @dataclass(frozen=True)
@@ -221,7 +246,8 @@ class MemoryControls:
         """Forget an insight: its text is erased and it never enters a prompt again. The row stays as a
         tombstone: its embeddings (the coach's model's, and the offline model's in
         :attr:`~app.memory.models.Insight.tombstone_embedding`) stop the same fact from being re-extracted. The
-        messages it came from are marked forgotten (:attr:`Message.forgotten_at`): they stay in the coach's
+        messages it came from are marked forgotten (:attr:`Message.forgotten_at`), and so are the replies to them
+        (:func:`_forget_replies`: a reply may quote the message it answers): they stay in the coach's
         transcript but leave every later prompt (recent turns, summaries, insight extraction, few-shot examples)
         and the training data — the summaries built on them are cleared and written again without them, their
         conversations' training examples rebuilt (the provider files of fine-tunes trained on the examples
@@ -246,6 +272,7 @@ class MemoryControls:
                 .execution_options(synchronize_session=False)
             )
         ).all()
+        await _forget_replies(session, insight.source_message_ids)
         for conversation_id in set(conversations):
             jobs.refresh_training_data(session, coach_id, conversation_id, trigger=f"forget:{insight_id}", erase=True)
         if conversations:  # cached replies (and failure patterns) may quote the forgotten messages

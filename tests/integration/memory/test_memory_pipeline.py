@@ -47,7 +47,7 @@ from app.memory.retrieval import context_for, recall
 from app.memory.schemas import ExtractedInsight, SessionSummary
 from app.memory.summaries import SUMMARY_MAX_TOKENS, SummaryFailed, SummaryService
 from app.rag.chunking import count_tokens
-from tests.conftest import Coach, make_client
+from tests.conftest import Coach, make_client, seed_insight
 from tests.integration.memory.memory_wire import client_lines, memory_job, new_client_lines
 from tests.openai_wire import mock_openai, openai_completion, openai_sse, sse_response
 
@@ -1095,6 +1095,33 @@ async def test_a_message_answered_without_the_model_is_recalled_later_too(
     later = await say(container, coach, client_id, "Do you remember how I felt that time I said I could not go on?")
 
     assert str(crisis.received_message_id) in later.metadata["memory"]["message_ids"]
+
+
+async def test_forgetting_a_message_forgets_the_replies_that_may_quote_it(
+    container: Container, http: httpx.AsyncClient, coach: Coach, llm: FakeOpenAI
+) -> None:
+    """The client forgets the insight a message of theirs gave: the AI's reply to that message (which quoted it)
+    is forgotten with it and leaves the recent turns of the next prompt; the replies to later messages stay."""
+    client_id = await new_client(http, coach, "Pia")
+    secret = await say(container, coach, client_id, "My secret: I am pregnant and have not told my boss yet.")
+    after = await say(container, coach, client_id, "Anyway, how do I plan my week?", secret.conversation_id)
+    coach_id = uuid.UUID(coach.coach_id)
+    async with tenant_session(container.sessionmaker, coach_id) as s:  # the model quoted the client
+        quoting = await s.get_one(Message, secret.message_id)
+        quoting.text = "You said you are pregnant and have not told your boss yet. That is a lot to carry."
+    insight = await seed_insight(
+        container, coach_id, client_id, "Pia is pregnant", kind="blocker", sources=[secret.received_message_id]
+    )
+    forgotten = await http.delete(f"/api/v1/clients/{client_id}/memory/insights/{insight.id}", headers=coach.headers)
+    assert forgotten.status_code == 204, forgotten.text
+
+    await say(container, coach, client_id, "What should I do first?", secret.conversation_id)
+
+    sent = json.dumps(llm.chat_requests[-1]["messages"])
+    assert "pregnant" not in sent, "neither the message nor the reply quoting it is in the prompt"
+    assert "how do I plan my week?" in sent and "".join(REPLY) in sent, "the later exchange stays"
+    by_id = await messages_by_id(container, coach, [secret.message_id, after.message_id])
+    assert by_id[secret.message_id].forgotten_at is not None and by_id[after.message_id].forgotten_at is None
 
 
 async def test_a_forgotten_message_is_never_recalled(
