@@ -66,7 +66,10 @@ PIECE_CACHE_SIZE = 4096
 """Prompt pieces whose token counts :func:`_piece_tokens` keeps (least recently used dropped first): a few MB at
 most (a piece is one line of a passage, a memory item or a message)."""
 EXAMPLES_HEADER = "How {coach} has replied in similar situations (follow the style and technique, not the words):"
-MEMORY_HEADER = "What you remember about this client from earlier sessions (use it naturally; do not recite it):"
+MEMORY_HEADER = (
+    "What you remember about this client from earlier sessions (use it naturally; when the client asks what or "
+    "when they told you something, answer from it with its date):"
+)
 
 GROUNDING = (
     "Use the passages below from the coach's own material when they help, and cite them by their number, "
