@@ -37,8 +37,7 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from arq.cron import cron
 from arq.worker import Retry, Worker, func
-from redis.asyncio.lock import Lock
-from redis.exceptions import LockError, LockNotOwnedError
+from redis.exceptions import LockError
 from sqlalchemy.exc import DBAPIError
 from telegram.error import NetworkError, RetryAfter
 
@@ -70,6 +69,7 @@ from app.db.jobs import (
     TELEGRAM_DELIVER,
     UPDATE_PROFILE,
 )
+from app.db.leases import leased
 from app.db.migrate import assert_schema_current
 from app.db.outbox import UNAVAILABLE, connect_redis, health, relay
 from app.handoff.alerts import MAX_ATTEMPTS as ALERT_ATTEMPTS
@@ -122,41 +122,25 @@ ALERT_WORKER_MAX_JOBS = 4
 class IngestSlots:
     """At most ``per_coach`` ingestion jobs of one coach at a time, across every worker process: slot ``i`` of
     a coach is the redis-py :class:`~redis.asyncio.lock.Lock` ``opencoach:ingest:<coach id>:<i>`` (a token
-    only its holder can release), held for ``lease_s`` seconds and renewed while the job runs, so the slot
-    of a killed worker comes free by itself. One huge tenant thus takes at most ``per_coach`` of the worker's
-    ``WORKER_MAX_JOBS`` slots; the others' documents go on. ``lease_s``: ``WORKER_LEASE_SECONDS``."""
+    only its holder can release), held for ``lease_s`` seconds and renewed while the job runs
+    (:func:`~app.db.leases.leased`), so the slot of a killed worker comes free by itself. One huge tenant thus
+    takes at most ``per_coach`` of the worker's ``WORKER_MAX_JOBS`` slots; the others' documents go on.
+    ``lease_s``: ``WORKER_LEASE_SECONDS``."""
 
     def __init__(self, redis: ArqRedis, per_coach: int, lease_s: float) -> None:
         self._redis = redis
         self._per_coach = per_coach
         self._lease_s = lease_s
 
-    async def _renew(self, lock: Lock) -> None:
-        while True:
-            await asyncio.sleep(self._lease_s / 3)
-            try:
-                try:
-                    await lock.reacquire()
-                except LockNotOwnedError:  # it lapsed (a stalled event loop): take it back if no one else did
-                    await lock.acquire(blocking=False, token=lock.local.token)
-            except (LockError, *UNAVAILABLE) as exc:  # Redis away for a moment: the next renewal tries again
-                log.warning("renewing ingestion slot %s failed: %s", lock.name, exc)
-
     @contextlib.asynccontextmanager
     async def hold(self, coach_id: str) -> AsyncIterator[bool]:
         """Take a free slot of ``coach_id`` for the ``async with`` block: yields ``True``, or ``False`` (and
         holds nothing) when all are taken. Raises Redis errors from the acquisition."""
         for slot in range(self._per_coach):
-            lock = self._redis.lock(f"opencoach:ingest:{coach_id}:{slot}", timeout=self._lease_s)
-            if await lock.acquire(blocking=False):
-                renew = asyncio.create_task(self._renew(lock))
-                try:
+            async with leased(self._redis.lock(f"opencoach:ingest:{coach_id}:{slot}", timeout=self._lease_s)) as held:
+                if held:
                     yield True
-                finally:
-                    renew.cancel()
-                    with contextlib.suppress(LockError, *UNAVAILABLE):
-                        await lock.release()
-                return
+                    return
         yield False
 
 
