@@ -286,7 +286,11 @@ async def summarize_session(ctx: dict[str, Any], coach_id: str, session_id: str)
 
 
 async def extract_insights(ctx: dict[str, Any], coach_id: str, conversation_id: str, force: bool) -> str:
-    """arq job: L3 insights from a conversation's unread messages."""
+    """arq job: L3 insights from a conversation's unread messages. While another extraction of the conversation
+    runs, the job ends at once and that extraction serves its request when done
+    (:meth:`~app.memory.insights.InsightService.extract_insights`): it neither waits in its worker slot nor queues
+    itself again (a copy queued under a new id started its tries afresh: with the model failing, such copies and
+    the failing job's retries took turns for ever)."""
     container: Container = ctx["container"]
     extraction = container.insights.extract_insights(uuid.UUID(coach_id), uuid.UUID(conversation_id), force=force)
     return await _retrying(ctx, extraction, f"insights of conversation {conversation_id}")

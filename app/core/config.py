@@ -67,7 +67,8 @@ class Settings(BaseSettings):
         ge=3,
         le=MAX_WAIT_SECONDS,
         description="A running job's claim in Redis lasts this long unless its worker renews it: the jobs of a "
-        "killed worker (and its coach's ingestion slot) are taken up again this long after it died.",
+        "killed worker (and its coach's ingestion slot) are taken up again this long after it died; a conversation's "
+        "insight extraction lease lasts half of it.",
     )
 
     secret_key: str | None = Field(

@@ -14,7 +14,7 @@
   list: dense + BM25 fused by RRF, a light recency prior, each item dated.
 
 Jobs are idempotent (arq runs a job at least once): summaries skip finished sessions, extraction keeps a
-per-conversation watermark under a Redis lock, profile updates are keyed by session. Model calls happen
+per-conversation watermark under a short Redis lease, profile updates are keyed by session. Model calls happen
 outside database transactions.
 
 Modules: :mod:`.sessions` (L2 boundaries: track, end, idle sweep), :mod:`.summaries` (L2 job),

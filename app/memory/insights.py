@@ -1,6 +1,7 @@
 """The L3 insight job: read a conversation's unread messages in windows, ask the model for typed insights
-and reconcile each against the client's stored items (see :meth:`InsightService._plan`). Serialised per
-conversation by a Redis lock; the conversation's watermark makes it idempotent."""
+and reconcile each against the client's stored items (see :meth:`InsightService._plan`). One extraction of a
+conversation runs at a time, under a short lease in Redis, and serves the requests made meanwhile when it ends
+(:meth:`InsightService.extract_insights`); the conversation's watermark makes it idempotent."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,6 +23,7 @@ from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.config import Settings
+from app.db.leases import leased
 from app.llm.base import ChatProvider, Embedder
 from app.llm.local import LOCAL_EMBEDDING_MODEL
 from app.llm.registry import ProviderRegistry
@@ -49,7 +52,14 @@ TOMBSTONE_SIMILARITY = 0.85
 """An extracted insight this close to a deleted one is dropped: deleted memories do not come back."""
 EXTRACT_MAX_TOKENS = 450
 DECISION_MAX_TOKENS = 16
-LOCK_SECONDS = 1800
+REQUEST_TTL_S = 24 * 3600
+"""Seconds a request for a conversation's extraction that no job served (its last try failed) is kept for the
+next job of the conversation."""
+
+
+def _requests_key(conversation_id: uuid.UUID) -> str:
+    """Where the conversation's pending extraction request lives in Redis: ``0``, or ``1`` when forced."""
+    return f"opencoach:insights:{conversation_id}:requested"
 
 
 def extraction_due(latest: Sequence[Message], watermark: datetime | None, *, reaches_watermark: bool) -> bool:
@@ -124,31 +134,66 @@ class InsightService:
     async def extract_insights(self, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, force: bool) -> str:
         """Job: read the conversation's messages after its watermark, window by window, and reconcile the
         insights the model finds. Without ``force`` it waits for ``INSIGHT_BATCH`` unread client messages.
-        Serialised per conversation by a Redis lock; returns a status for arq's result."""
-        async with self._redis.lock(
-            f"lock:{conversation_id}:insights", timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
-        ):
-            async with unit_of_work(self._sessionmaker, coach_id) as uow:
-                session = uow.session
-                conversation = await session.get(Conversation, conversation_id)
-                if conversation is None:
-                    return "gone"
-                stmt = select(Message).where(Message.conversation_id == conversation_id, REMEMBERED)
-                if conversation.insights_extracted_through is not None:
-                    stmt = stmt.where(Message.created_at > conversation.insights_extracted_through)
-                unread = list((await session.scalars(stmt.order_by(Message.created_at, Message.id))).all())
-                coach = await uow.coach()
-                client = await session.get_one(Client, conversation.client_id)
-            client_messages = sum(msg.sender_type == SenderType.CLIENT for msg in unread)
-            # the turn queues this job by the same rule (``unread`` is after the watermark already)
-            if client_messages == 0 or (not force and not extraction_due(unread, None, reaches_watermark=True)):
-                return f"waiting ({client_messages} unread client messages)"
-            provider = await self._registry.chat_for(coach)
-            embedder = await self._registry.embedder_for(coach)
-            stored = 0
-            for window in windows(unread, input_tokens(self._settings, EXTRACT_MAX_TOKENS)):
-                stored += await self._extract_window(provider, embedder, coach_id, client, window)
-            return f"{stored} insights stored or updated"
+        Returns a status for arq's result.
+
+        One extraction of a conversation runs at a time, under its lease (:meth:`_lease`). The job first records
+        its request in Redis (:meth:`_request`); finding the lease taken, it ends at once and leaves the request to
+        the holder: each holder, once it has released the lease, serves the requests made meanwhile (messages that
+        arrived while it read) before it ends. So no job waits in a worker slot or queues another, and each
+        message is read once its batch is due. A failed extraction leaves its request for its retry (or the
+        conversation's next job)."""
+        requested = _requests_key(conversation_id)
+        await self._request(conversation_id, force=force)
+        status = "extracted by another job"
+        while await self._redis.exists(requested):  # after the lease's release: no request made meanwhile is missed
+            async with leased(self._lease(conversation_id)) as held:
+                if not held:
+                    return "another extraction of the conversation is running; it serves this request next"
+                asked = await self._redis.getdel(requested)
+                if asked is None:  # served by a holder between the check and the lease
+                    continue
+                forced = asked == b"1"
+                try:
+                    status = await self._extract_unread(coach_id, conversation_id, force=forced)
+                except BaseException:
+                    await self._request(conversation_id, force=forced)
+                    raise
+        return status
+
+    def _lease(self, conversation_id: uuid.UUID) -> Lock:
+        """The conversation's extraction lease: half of ``WORKER_LEASE_SECONDS``, renewed while its holder runs, so
+        that a killed worker's has lapsed by the time arq runs its job again (arq's claim on a running job lasts
+        ``WORKER_LEASE_SECONDS``, ``app.worker.OutageTolerantWorker``)."""
+        return self._redis.lock(f"lock:{conversation_id}:insights", timeout=self._settings.worker_lease_seconds / 2)
+
+    async def _request(self, conversation_id: uuid.UUID, *, force: bool) -> None:
+        """Ask for an extraction of the conversation: ``force`` replaces a plain request, never the reverse; kept
+        :data:`REQUEST_TTL_S` unless served."""
+        await self._redis.set(_requests_key(conversation_id), int(force), ex=REQUEST_TTL_S, nx=not force)
+
+    async def _extract_unread(self, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, force: bool) -> str:
+        """Extract from the conversation's unread messages (under its lease): see :meth:`extract_insights`."""
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            session = uow.session
+            conversation = await session.get(Conversation, conversation_id)
+            if conversation is None:
+                return "gone"
+            stmt = select(Message).where(Message.conversation_id == conversation_id, REMEMBERED)
+            if conversation.insights_extracted_through is not None:
+                stmt = stmt.where(Message.created_at > conversation.insights_extracted_through)
+            unread = list((await session.scalars(stmt.order_by(Message.created_at, Message.id))).all())
+            coach = await uow.coach()
+            client = await session.get_one(Client, conversation.client_id)
+        client_messages = sum(msg.sender_type == SenderType.CLIENT for msg in unread)
+        # the turn queues this job by the same rule (``unread`` is after the watermark already)
+        if client_messages == 0 or (not force and not extraction_due(unread, None, reaches_watermark=True)):
+            return f"waiting ({client_messages} unread client messages)"
+        provider = await self._registry.chat_for(coach)
+        embedder = await self._registry.embedder_for(coach)
+        stored = 0
+        for window in windows(unread, input_tokens(self._settings, EXTRACT_MAX_TOKENS)):
+            stored += await self._extract_window(provider, embedder, coach_id, client, window)
+        return f"{stored} insights stored or updated"
 
     async def _extract_window(
         self,
