@@ -213,6 +213,9 @@ def _use_redis(data_dir: Path) -> tuple[Path, str]:
     read. Raises ``RuntimeError`` when a server cannot be started."""
     redis_dir = (data_dir / "redis").resolve()
     redis_dir.mkdir(parents=True, exist_ok=True)
+    # the append-only file holds client text (cached replies, queued jobs) and dashboard session ids, and redis
+    # writes it 0644: the directory is the owner's only, as PostgreSQL's data directory is
+    redis_dir.chmod(0o700)
     state_file = redis_dir / REDIS_STATE
     with FileLock(redis_dir / ".lock"):
         state = _read_state(state_file)

@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -75,6 +76,8 @@ def test_serve_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         # behind the web process for the CPU: its jobs must not make a live reply time out
         assert worker.nice() == min(19, psutil.Process(proc.pid).nice() + cli.WORKER_NICENESS)
         assert _processes_using(tmp_path), "embedded PostgreSQL runs in the data dir"
+        redis_dir = tmp_path / "redis"  # its append-only file holds client text and session ids
+        assert stat.S_IMODE(redis_dir.stat().st_mode) == 0o700, "the Redis files are the owner's only"
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
