@@ -23,9 +23,7 @@ from litestar.params import FromQuery, JSONBody
 from app.accounts.service import ClientIdentity
 from app.auth import CLIENT_DEPENDENCIES, identify_client
 from app.chat.turn import ANSWER_LATER, TurnResult
-from app.chat.turn.intake import MAX_MESSAGE_CHARS
 from app.conversations.metadata import client_citations, client_handoff_view, client_view
-from app.conversations.models import CLIENT_MESSAGE_ID_MAX
 from app.conversations.service import MAX_FEEDBACK_CHARS, ListedMessage
 from app.core.errors import DomainError
 from app.deps import PAGE, ClientIdentityDep, ContainerDep, PathId, Uow, WantedPage, next_link, page_response
@@ -44,11 +42,13 @@ their CORS preflights are answered (:class:`app.core.headers.SecurityHeaders`)."
 
 class ChatRequest(msgspec.Struct):
     """A client's message: ``text``, the ``conversation_id`` (omitted: a new conversation) and the widget's
-    own ``client_message_id`` (sent again with the same id, the message is stored once)."""
+    own ``client_message_id`` (sent again with the same id, the message is stored once). Their limits are the
+    turn's (:func:`~app.chat.turn.intake.clean_text`, :func:`~app.chat.turn.intake.clean_client_message_id`), so
+    every channel words an empty, blank or over-long message the same way."""
 
-    text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MESSAGE_CHARS)]
+    text: str
     conversation_id: uuid.UUID | None = None
-    client_message_id: Annotated[str, msgspec.Meta(min_length=1, max_length=CLIENT_MESSAGE_ID_MAX)] | None = None
+    client_message_id: str | None = None
 
 
 class HandoffStatusOut(msgspec.Struct):
