@@ -161,7 +161,7 @@ class Container:
                 cache=cache,
                 experiments=experiments,
             ),
-            conversations=ConversationService(sessionmaker, current_citations),
+            conversations=ConversationService(sessionmaker, current_citations, cache.reject),
             rights=DataRightsService(sessionmaker, accounts, interventions, fine_tunes, cache, redis),
             tone=ToneService(),
             auth_throttle=AuthThrottle(redis_url, settings.auth_rate_limit_ip, settings.auth_rate_limit_account),

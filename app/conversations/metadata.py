@@ -167,6 +167,9 @@ class ReplyMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The tone the reply was written in."""
     cache: str | None = None
     """Response cache: ``hit`` | ``miss``; unset when the coach's cache is off."""
+    cache_key: str | None = None
+    """With ``cache``: the response-cache key the reply was read from or stored under (coach-only), so a
+    thumbs-down can take the reply out of the cache (:meth:`app.learning.cache.ResponseCache.reject`)."""
     history_messages: int | None = None
     """L1 messages of the conversation that fit in the prompt."""
     memory: MemoryMeta | None = None

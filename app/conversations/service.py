@@ -4,6 +4,7 @@ and the client's feedback on a reply. Nothing here needs memory or handoffs: the
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import Client
 from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.handoffs import Handoff, HandoffStatus
+from app.conversations.metadata import ReplyMeta
 from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.errors import InvalidInput, NotFound
 from app.core.pagination import MAX_PAGE_SIZE, Keyset, Page, PageRequest
@@ -45,6 +47,11 @@ citation naming where its passage is now, though its document was processed agai
 this one). The stored lists are not changed."""
 
 
+RejectCached = Callable[[uuid.UUID, str, int], Awaitable[None]]
+"""Takes a reply the client gave a thumbs-down out of the response cache: ``(coach id, cache key, the coach's
+cache TTL in seconds)`` (:meth:`app.learning.cache.ResponseCache.reject`, which the container passes in)."""
+
+
 @dataclass(frozen=True)
 class ListedMessage:
     """A stored message as a listing shows it: ``message`` as stored (never changed by the listing) and its
@@ -57,11 +64,15 @@ class ListedMessage:
 
 class ConversationService:
     """Conversations of a coach's clients: lists, transcripts, catch-up reads and feedback on replies.
-    ``citations_now`` reads the citations of the messages a transcript lists (:data:`CitationsNow`)."""
+    ``citations_now`` reads the citations of the messages a transcript lists (:data:`CitationsNow`);
+    ``reject_cached`` takes a disliked reply out of the response cache (:data:`RejectCached`)."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], citations_now: CitationsNow) -> None:
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], citations_now: CitationsNow, reject_cached: RejectCached
+    ) -> None:
         self._sessionmaker = sessionmaker
         self._citations_now = citations_now
+        self._reject_cached = reject_cached
 
     async def list_conversations(
         self, uow: UnitOfWork, page: PageRequest, client_id: uuid.UUID | None = None
@@ -171,9 +182,11 @@ class ConversationService:
         in one of their conversations, stored as ``metadata.feedback`` ``{"helpful", "rating", "text", "at"}``.
         A new call replaces the previous feedback (idempotent). It feeds the learning loop: the
         conversation's training examples are rebuilt and its interventions' outcomes rescored (outbox jobs in
-        the same transaction), and thumbs-down streaks lower the next turn's confidence
-        (:mod:`app.handoff.confidence`, factor ``frustration``). Raises ``NotFound`` (not a reply in this
-        client's conversation) and ``InvalidInput`` (rating outside 1–5, comment over 2,000 characters)."""
+        the same transaction), thumbs-down streaks lower the next turn's confidence
+        (:mod:`app.handoff.confidence`, factor ``frustration``), and a thumbs-down takes the reply out of the
+        response cache after the commit (``metadata.cache_key``, :data:`RejectCached`). Raises ``NotFound`` (not
+        a reply in this client's conversation) and ``InvalidInput`` (rating outside 1–5, comment over 2,000
+        characters)."""
         if rating is not None and not 1 <= rating <= 5:
             raise InvalidInput("rating must be a whole number from 1 to 5")
         comment = (comment or "").strip() or None
@@ -198,6 +211,10 @@ class ConversationService:
         trigger = f"feedback:{message_id}:{at}"
         jobs.refresh_training_data(session, coach_id, message.conversation_id, trigger=trigger)
         jobs.score_interventions(session, coach_id, message.conversation_id, trigger=trigger)
+        cache_key = ReplyMeta.from_json(message.meta).cache_key
+        if not helpful and cache_key is not None:
+            ttl_s = (await uow.coach()).response_cache_ttl_seconds
+            uow.after_commit(functools.partial(self._reject_cached, coach_id, cache_key, ttl_s))
         return feedback
 
 

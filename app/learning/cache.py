@@ -10,6 +10,9 @@ with no history or memory). Invalidation:
 - the coach's documents change → :attr:`app.db.models.Coach.cache_epoch` is bumped
   (:class:`app.rag.service.DocumentService`), so every older key is unreachable;
 - :meth:`ResponseCache.invalidate` drops a coach's entries at once;
+- a client's thumbs-down on a reply :meth:`ResponseCache.reject`-s its entry: the next client asking the same
+  gets a new answer, and for the rest of the TTL no reply is cached under that key again (the same prompt
+  tends to bring the same answer back);
 - each entry lives ``Coach.response_cache_ttl_seconds`` (0 turns the cache off).
 
 Hits and misses are counted per coach and UTC day (kept :data:`STATS_RETENTION_DAYS`) for the learning
@@ -45,6 +48,8 @@ PREFIX = "opencoach:response-cache"
 OP_TIMEOUT_S = 1.0
 """Seconds a look-up or store may take before the cache is skipped (Redis hung or unreachable)."""
 STATS_RETENTION_DAYS = 400
+_REJECTED = "rejected"
+"""The one key of a rejected entry's mark (:meth:`ResponseCache.reject`)."""
 _SPACE = re.compile(r"\s+")
 
 
@@ -101,6 +106,12 @@ async def delete_matching(redis: Redis, pattern: str) -> int:
     if batch:
         deleted += await redis.delete(*batch)
     return deleted
+
+
+def _check_owner(coach_id: uuid.UUID, key: str) -> None:
+    """Raise ``ValueError`` unless ``key`` is one of ``coach_id``'s cache keys."""
+    if not key.startswith(f"{PREFIX}:{coach_id}:"):
+        raise ValueError("the cache key belongs to another coach")
 
 
 def _error(exc: BaseException) -> str:
@@ -162,21 +173,36 @@ class ResponseCache:
         if raw is None:
             return None
         entry = json.loads(raw)
-        return CachedReply(entry["reply"], entry["citations"])
+        return None if entry.get(_REJECTED) else CachedReply(entry["reply"], entry["citations"])
 
     async def put(self, coach_id: uuid.UUID, key: str, reply: str, citations: list[dict[str, Any]], ttl_s: int) -> None:
-        """Store ``reply`` under ``key`` for ``ttl_s`` seconds (``ttl_s`` ≤ 0: nothing is stored).
-        ``coach_id`` must be the one ``key`` was made for (it is checked: ``ValueError``). Redis unavailable:
-        nothing is stored and the failure is logged (the reply was already sent)."""
+        """Store ``reply`` under ``key`` for ``ttl_s`` seconds (``ttl_s`` ≤ 0: nothing is stored), unless the key
+        holds an entry already: another turn's reply, or a :meth:`reject`-ed one's mark. ``coach_id`` must be the
+        one ``key`` was made for (it is checked: ``ValueError``). Redis unavailable: nothing is stored and the
+        failure is logged (the reply was already sent)."""
         if ttl_s <= 0:
             return
-        if not key.startswith(f"{PREFIX}:{coach_id}:"):
-            raise ValueError("the cache key belongs to another coach")
+        _check_owner(coach_id, key)
         try:
             async with asyncio.timeout(OP_TIMEOUT_S):
-                await self._redis.set(key, json.dumps({"reply": reply, "citations": citations}), ex=ttl_s)
+                await self._redis.set(key, json.dumps({"reply": reply, "citations": citations}), ex=ttl_s, nx=True)
         except UNAVAILABLE as exc:
             log.warning("response cache store skipped, Redis unavailable: %s", _error(exc))
+
+    async def reject(self, coach_id: uuid.UUID, key: str, ttl_s: int) -> None:
+        """A client's thumbs-down on the reply cached under ``key``: the entry is replaced by a mark that reads as
+        a miss and that :meth:`put` does not overwrite, for ``ttl_s`` seconds (``ttl_s`` ≤ 0, the cache is off
+        now: the entry is only deleted). ``ValueError`` when ``key`` is not ``coach_id``'s. Redis unavailable:
+        logged, the entry stays until it expires."""
+        _check_owner(coach_id, key)
+        try:
+            async with asyncio.timeout(OP_TIMEOUT_S):
+                if ttl_s > 0:
+                    await self._redis.set(key, json.dumps({_REJECTED: True}), ex=ttl_s)
+                else:
+                    await self._redis.delete(key)
+        except UNAVAILABLE as exc:
+            log.warning("response cache entry not rejected, Redis unavailable: %s", _error(exc))
 
     async def invalidate(self, coach_id: uuid.UUID, *, with_stats: bool = False) -> int:
         """Delete every cached reply of the coach (SCAN over its key prefix), and its hit/miss counters too with

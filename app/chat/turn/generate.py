@@ -160,7 +160,7 @@ class Generator:
             messages=prompt.messages,
         )
         cached = await self._cache.get(coach.id, reply.cache_key)
-        reply.metadata["cache"] = "miss" if cached is None else "hit"
+        reply.metadata.update(cache="miss" if cached is None else "hit", cache_key=reply.cache_key)
         return None if cached is None else cached.reply
 
     async def _stream(

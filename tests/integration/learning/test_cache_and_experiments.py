@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
@@ -67,6 +68,21 @@ async def test_cache_entries_expire_count_hits_and_can_be_dropped(container: Con
     assert await cache.get(coach_id, key) is None
     assert await cache.get(other, cache_key(cache, other)) is not None  # other coaches keep theirs
     assert (await cache.stats(uuid.uuid4())).hit_rate is None
+
+
+async def test_a_rejected_entry_reads_as_a_miss_and_is_not_stored_again(container: Container) -> None:
+    cache, coach_id = container.cache, uuid.uuid4()
+    key, other = cache_key(cache, coach_id), cache_key(cache, coach_id, persona="Off now")
+    await cache.put(coach_id, key, "A bad answer.", [], ttl_s=60)
+    await cache.put(coach_id, other, "Another bad answer.", [], ttl_s=60)
+    await cache.reject(coach_id, key, 60)
+    assert await cache.get(coach_id, key) is None
+    await cache.put(coach_id, key, "A bad answer.", [], ttl_s=60)
+    assert await cache.get(coach_id, key) is None
+    await cache.reject(coach_id, other, 0)  # the cache is off now: the entry is only deleted
+    assert await container.redis.exists(other) == 0
+    with pytest.raises(ValueError, match="another coach"):
+        await cache.reject(uuid.uuid4(), key, 60)
 
 
 async def rate(

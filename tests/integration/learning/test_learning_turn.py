@@ -77,6 +77,37 @@ async def test_the_same_prompt_is_answered_from_the_cache_until_the_persona_or_d
     assert (await stored(http, setup, follow_up))["cache"] == "miss"
 
 
+async def test_a_thumbs_down_takes_the_reply_out_of_the_cache_for_good(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """A thumbs-up leaves a cached reply in the cache; a thumbs-down on it (here on a reply served from the
+    cache) takes it out: the next client asking the same first question gets a new answer from the model, and
+    that answer is not cached in its place either (the disliked one kept being served to every later client)."""
+    setup = await new_setup("Disliked Cache Coach")
+
+    async def ask(name: str) -> tuple[Setup, dict[str, Any]]:
+        made = (await http.post("/api/v1/clients", headers=setup.coach.headers, json={"name": name})).json()
+        client = Setup(setup.coach, made["id"], made["widget_token"])
+        return client, await chat(http, client, "What is a good first step when I feel stuck?")
+
+    async def rate(client: Setup, body: dict[str, Any], *, helpful: bool) -> None:
+        url = f"/api/v1/messages/{body['message_id']}/feedback"
+        rated = await http.post(url, headers=client.client_auth, json={"helpful": helpful})
+        assert rated.status_code == 200, rated.text
+
+    first_client, first = await ask("Ann")
+    await rate(first_client, first, helpful=True)
+    second_client, second = await ask("Ben")
+    assert (await stored(http, second_client, second))["cache"] == "hit"
+    assert llm_api.routes["completions"].call_count == 1
+
+    await rate(second_client, second, helpful=False)
+    for count, name in enumerate(("Cal", "Dee"), start=2):
+        client, answer = await ask(name)
+        assert (await stored(http, client, answer))["cache"] == "miss"
+        assert llm_api.routes["completions"].call_count == count
+
+
 async def test_the_production_model_serves_and_falls_back_to_the_base_model_on_error(
     http: httpx.AsyncClient,
     new_setup: Callable[..., Awaitable[Setup]],
