@@ -5,8 +5,9 @@ Flow: :meth:`InterventionService.record` stores the intervention with the coach'
 transaction); after commit the caller queues ``analyse_intervention`` → :meth:`InterventionService.analyse`
 (technique, tone, formality, key phrases; the situation's embedding). The client's next message and any
 thumbs queue ``score_interventions`` → :meth:`InterventionService.score_outcomes`. Both then refresh the
-three levels it teaches: the client's L4 ``what_works``, the coach's ``style_profile`` and the anonymised
-:class:`~app.learning.models.InterventionPattern` counts. :meth:`InterventionService.similar` finds the
+three levels it teaches: the client's L4 ``what_works`` (a line per strategy that helped the client, withdrawn
+when the last intervention supporting it is judged a failure after all), the coach's ``style_profile`` and the
+anonymised :class:`~app.learning.models.InterventionPattern` counts. :meth:`InterventionService.similar` finds the
 coach's own past interventions nearest to a new client message for the prompt (:mod:`app.chat.prompt`).
 """
 
@@ -38,7 +39,7 @@ from app.learning.strategy import CATCH_ALL
 from app.learning.style import StyleSample, build_style_profile
 from app.llm.registry import ProviderRegistry
 from app.memory.controls import MemoryControls
-from app.memory.profile import profile_for_update
+from app.memory.profile import locked_profile, profile_for_update
 from app.memory.retrieval import profile_lines
 
 MIN_SIMILARITY = 0.35
@@ -397,6 +398,8 @@ class InterventionService:
                 await self._count_pattern(session, intervention, uses=0, successes=1 if intervention.success else -1)
             scored += 1
             await session.flush()
+            if previous and not intervention.success:
+                await self._withdraw_what_works(session, intervention)
             await self._learn(session, coach_id, intervention, refresh_style=False)
         if scored:
             await self.refresh_style(session, coach_id)
@@ -436,6 +439,34 @@ class InterventionService:
         profile = await profile_for_update(session, coach_id, client_id)
         if line.lower() not in (w.lower() for w in profile.what_works):
             profile.what_works = [*profile.what_works, line]
+            profile.updated_at = _now()
+
+    async def _withdraw_what_works(self, session: AsyncSession, intervention: Intervention) -> None:
+        """An intervention judged a success, now a failure (its thumbs changed): remove the ``what_works`` line
+        its success added, unless it is still supported: by another successful intervention of the same strategy
+        for the same client, or by a session the profile job learnt it from
+        (:attr:`~app.memory.models.ClientProfile.entry_sessions`). Under the profile's lock, taken before
+        looking for support, so two such withdrawals of one client take turns and the second sees the first."""
+        line = what_works_line(str(intervention.strategy)) if intervention.strategy else None
+        profile = await locked_profile(session, intervention.client_id) if line is not None else None
+        if line is None or profile is None or line.casefold() in (profile.entry_sessions or {}).get("what_works", {}):
+            return
+        supported = await session.scalar(
+            select(Intervention.id)
+            .where(
+                Intervention.coach_id == intervention.coach_id,
+                Intervention.client_id == intervention.client_id,
+                Intervention.strategy == intervention.strategy,
+                Intervention.success.is_(True),
+                Intervention.id != intervention.id,
+            )
+            .limit(1)
+        )
+        if supported is not None:
+            return
+        kept = [w for w in profile.what_works if w.casefold() != line.casefold()]
+        if len(kept) != len(profile.what_works):
+            profile.what_works = kept
             profile.updated_at = _now()
 
     async def refresh_style(self, session: AsyncSession, coach_id: uuid.UUID) -> None:

@@ -1,7 +1,8 @@
 """The L4 profile: how to work with the client. The ``update_profile`` job merges what a summarised session
 shows; :func:`profile_for_update` is the one locked get-or-create every writer of the profile goes through
 (this job, the coach's edits in :mod:`app.memory.controls`, the intervention analysis of
-:mod:`app.learning.interventions`)."""
+:mod:`app.learning.interventions`), :func:`locked_profile` the same lock for a writer that only takes lines
+away."""
 
 from __future__ import annotations
 
@@ -127,11 +128,17 @@ async def forget_sessions(
     profile.entry_sessions = entry_sessions
 
 
-async def profile_for_update(session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> ClientProfile:
-    """The client's L4 profile (a new, empty one added to ``session`` when there is none), under a
-    transaction-scoped advisory lock on the client's profile so concurrent writers take turns."""
+async def locked_profile(session: AsyncSession, client_id: uuid.UUID) -> ClientProfile | None:
+    """The client's L4 profile (``None``: there is none), under a transaction-scoped advisory lock on the client's
+    profile so concurrent writers take turns: for a writer that only takes lines away."""
     await _lock_profile(session, client_id)
-    profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+    return await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+
+
+async def profile_for_update(session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> ClientProfile:
+    """The client's L4 profile (a new, empty one added to ``session`` when there is none), under the lock of
+    :func:`locked_profile`."""
+    profile = await locked_profile(session, client_id)
     if profile is None:
         profile = ClientProfile(
             coach_id=coach_id,

@@ -241,3 +241,42 @@ async def test_two_analyses_of_one_coach_finishing_together_do_not_deadlock(
             await container.interventions.refresh_style(session, coach_id)
 
     await asyncio.wait_for(asyncio.gather(analysis(), analysis()), 30)
+
+
+async def test_a_failed_intervention_withdraws_its_what_works_line_unless_another_supports_it(
+    http: httpx.AsyncClient,
+    container: Container,
+    new_setup: Callable[..., Awaitable[Setup]],  # noqa: F811
+    llm_api: respx.MockRouter,  # noqa: F811
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """The takeover's success added a ``what_works`` line. While another successful intervention of the same
+    strategy backs the line, a thumbs-down on the takeover leaves it; once none does, the takeover judged a
+    failure takes its line out of the client's profile (it stayed there for good)."""
+    setup = await new_setup(handoff_mode="draft")
+    await record_takeover_history(http, setup, run_jobs)
+    edit, takeover = await interventions(container, setup.coach.coach_id)
+    line = what_works_line(str(takeover.strategy))
+    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+
+    async def backed_by_the_edit(success: bool) -> None:
+        async with tenant_session(container.sessionmaker, coach_id) as session:
+            row = await session.get_one(Intervention, edit.id)
+            row.strategy, row.success = takeover.strategy, success
+
+    async def rate_takeover(helpful: bool) -> list[str]:
+        url = f"/api/v1/messages/{takeover.message_id}/feedback"
+        rated = await http.post(url, headers=setup.client_auth, json={"helpful": helpful})
+        assert rated.status_code == 200, rated.text
+        await run_jobs()
+        async with tenant_session(container.sessionmaker, coach_id) as session:
+            profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+        assert profile is not None
+        return profile.what_works
+
+    await backed_by_the_edit(True)
+    assert line in await rate_takeover(False)  # the edit still supports it
+    assert (await interventions(container, setup.coach.coach_id))[-1].success is False
+    assert line in await rate_takeover(True)
+    await backed_by_the_edit(False)
+    assert line not in await rate_takeover(False)
