@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvloop
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -40,6 +41,13 @@ DEMO_EMAIL = "demo@opencoach.local"
 DEMO_PASSWORD = "demo-coach-2026"
 DEMO_CLIENT = "Demo Client"
 DEMO_BOOK = Path(__file__).resolve().parent.parent / "demo" / "meditations-marcus-aurelius.pdf"
+
+
+def _setting_error(error: ErrorDetails) -> str:
+    """One invalid setting as the CLI reports it: ``"NAME: reason"`` (a rule over several settings names them in
+    its reason and has no name of its own)."""
+    name = ".".join(map(str, error["loc"])).upper()
+    return f"{name}: {error['msg']}" if name else error["msg"]
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -1163,7 +1171,7 @@ def main(argv: list[str] | None = None) -> int:
             _error(f"{exc} (check DATABASE_URL, MIGRATION_DATABASE_URL and REDIS_URL, and that those servers are up)")
         return 1
     except ValidationError as exc:  # a setting from the environment or .env is invalid
-        _error("; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()))
+        _error("; ".join(_setting_error(error) for error in exc.errors()))
         return 2
     except RuntimeError as exc:
         _error(str(exc))

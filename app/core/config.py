@@ -8,7 +8,7 @@ from typing import Literal
 
 from cryptography.fernet import Fernet
 from limits import parse_many
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -18,8 +18,15 @@ from app.core.egress import OutboundAllowlist
 MAX_WAIT_SECONDS = 86_400.0
 """The longest a seconds setting (a timeout, deadline, lease or window) may be: a day. Every float setting is
 finite too: ``inf`` or ``1e308`` seconds overflow the socket, timer and resource-limit calls that take them."""
+MAX_WAIT_MS = int(MAX_WAIT_SECONDS * 1000)
+"""The same day in milliseconds: the longest PostgreSQL timeout (a larger one, past 2^31 - 1, fails every
+connection)."""
 MAX_UPLOAD_MB = 1024.0
 """The largest ``MAX_UPLOAD_MB``: uploads are read into memory, and twice it bounds a request's body."""
+MAX_THREADS = 256
+"""The most CPU threads (``LLM_THREADS``, ``EMBED_THREADS``) and concurrent jobs or turns of one process
+(``WORKER_MAX_JOBS``, ``TURN_CONCURRENCY``, ``INGEST_JOBS_PER_COACH``): far past any machine's cores or
+database pool, where more only slows every one of them."""
 
 
 class Settings(BaseSettings):
@@ -49,11 +56,12 @@ class Settings(BaseSettings):
     database_statement_timeout_ms: int = Field(
         default=60_000,
         ge=0,
+        le=MAX_WAIT_MS,
         description="PostgreSQL statement_timeout of the app's connections (0: none): a query stuck behind a "
         "failing server ends with an error instead of holding a request or a worker slot.",
     )
     database_lock_timeout_ms: int = Field(
-        default=10_000, ge=0, description="PostgreSQL lock_timeout of the app's connections (0: none)."
+        default=10_000, ge=0, le=MAX_WAIT_MS, description="PostgreSQL lock_timeout of the app's connections (0: none)."
     )
     redis_socket_timeout_seconds: float = Field(
         default=5.0,
@@ -87,10 +95,16 @@ class Settings(BaseSettings):
 
     max_upload_mb: float = Field(default=25.0, gt=0, le=MAX_UPLOAD_MB)
     extract_memory_mb: int = Field(
-        default=512, ge=128, description="Address-space limit (RLIMIT_AS, MB) of the process reading one upload."
+        default=512,
+        ge=128,
+        le=65_536,
+        description="Address-space limit (RLIMIT_AS, MB) of the process reading one upload.",
     )
     extract_cpu_seconds: int = Field(
-        default=30, ge=1, description="CPU seconds (RLIMIT_CPU) for opening an upload; pages add to it."
+        default=30,
+        ge=1,
+        le=int(MAX_WAIT_SECONDS),
+        description="CPU seconds (RLIMIT_CPU) for opening an upload; pages add to it.",
     )
     extract_cpu_seconds_per_page: float = Field(
         default=0.5, ge=0, le=MAX_WAIT_SECONDS, description="CPU seconds each PDF page adds to EXTRACT_CPU_SECONDS."
@@ -98,30 +112,39 @@ class Settings(BaseSettings):
     extract_timeout_seconds: float = Field(
         default=600.0, gt=0, le=MAX_WAIT_SECONDS, description="Wall-clock deadline of one extraction."
     )
-    extract_max_pages: int = Field(default=2000, ge=1, description="A PDF with more pages fails with the reason.")
+    extract_max_pages: int = Field(
+        default=2000, ge=1, le=100_000, description="A PDF with more pages fails with the reason."
+    )
     extract_max_characters: int = Field(
-        default=5_000_000, ge=1000, description="A file with more characters of text fails with the reason."
+        default=5_000_000,
+        ge=1000,
+        le=100_000_000,
+        description="A file with more characters of text fails with the reason.",
     )
     ingest_timeout_seconds: int = Field(
         default=1800,
         ge=10,
+        le=int(MAX_WAIT_SECONDS),
         description="Deadline of one ingestion job (extract, embed, store); a document still processing "
         "past it (its worker was killed) is failed by the worker's sweep.",
     )
     ingest_jobs_per_coach: int = Field(
         default=1,
         ge=1,
+        le=MAX_THREADS,
         description="Ingestion jobs one coach may run at once across every worker; more wait their turn "
         "without holding a worker slot.",
     )
     worker_max_jobs: int = Field(
         default=2,
         ge=1,
+        le=MAX_THREADS,
         description="Jobs one worker process runs at once on the main queue (handoff alerts have their own).",
     )
     turn_concurrency: int = Field(
         default=4,
         ge=1,
+        le=MAX_THREADS,
         description="Chat turns one process answers at once; later ones wait for a slot, coaches served in turn "
         "and each coach's turns in arrival order "
         "(admission control: past the CPU and the database pool, more turns at once only make every turn slower, "
@@ -140,6 +163,7 @@ class Settings(BaseSettings):
     vector_index_min_chunks: int = Field(
         default=2_000,
         ge=1,
+        le=100_000_000,
         description="A coach with this many chunks gets an HNSW index of its own (built by the worker within "
         "ten minutes, dropped below half of it); smaller coaches are searched exactly (at 1M chunks a 2,000-chunk "
         "coach's exact search took about as long as the 150k-chunk coach's index scan, bench/scale.py).",
@@ -164,18 +188,26 @@ class Settings(BaseSettings):
         description="Overall deadline of one call to a model endpoint (a whole streamed reply, a JSON "
         "completion, an embedding batch), however steadily it drip-feeds bytes.",
     )
-    llm_max_tokens: int = Field(default=256, ge=16)
-    llm_context_tokens: int = Field(default=2048, ge=512, description="Context window of the local model.")
+    llm_max_tokens: int = Field(
+        default=256,
+        ge=16,
+        le=16_384,
+        description="Reply length limit; at most half of LLM_CONTEXT_TOKENS and of LLM_REMOTE_CONTEXT_TOKENS, "
+        "so the prompt keeps the other half.",
+    )
+    llm_context_tokens: int = Field(default=2048, ge=512, le=131_072, description="Context window of the local model.")
     llm_remote_context_tokens: int = Field(
         default=16384,
         ge=2048,
+        le=2_097_152,
         description="Context window the chat prompt may use on an OpenAI-compatible endpoint (the coach's own "
         "model): 16k fits every current OpenAI chat model and most served open models.",
     )
-    llm_threads: int | None = Field(default=None, description="CPU threads for the local model.")
+    llm_threads: int | None = Field(default=None, ge=1, le=MAX_THREADS, description="CPU threads for the local model.")
     embed_threads: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_THREADS,
         description="Intra-op CPU threads of the local embedder (ONNX Runtime; they sleep between parallel "
         "regions, never spin); unset: one per core. Set 1 where several embedding processes share each core.",
     )
@@ -283,6 +315,18 @@ class Settings(BaseSettings):
     def _valid_outbound_allow(cls, value: str) -> str:
         OutboundAllowlist.parse(value)  # raises ValueError naming the bad entry
         return value
+
+    @model_validator(mode="after")
+    def _reply_fits_the_windows(self) -> Settings:
+        """``LLM_MAX_TOKENS`` leaves the prompt at least half of each context window (a larger one left the
+        prompt a budget of nothing, or less than nothing)."""
+        window = min(self.llm_context_tokens, self.llm_remote_context_tokens)
+        if self.llm_max_tokens > window // 2:
+            raise ValueError(
+                f"LLM_MAX_TOKENS ({self.llm_max_tokens}) must be at most half of LLM_CONTEXT_TOKENS and of "
+                f"LLM_REMOTE_CONTEXT_TOKENS ({window // 2})"
+            )
+        return self
 
 
 def _split(value: str) -> list[str]:
