@@ -227,8 +227,12 @@ def create_app(
             await container.close()
         await sessions.close()
 
+    async def widget_origin_listed(origin: str) -> bool:
+        container: Container = app.state.container
+        return await container.accounts.widget_origin_listed(origin)
+
     max_body = int((settings.max_upload_mb * 2 + 1) * 1024 * 1024)
-    return Litestar(
+    app = Litestar(
         route_handlers=ROUTE_HANDLERS,
         dependencies={
             "container": Provide(provide_container, sync_to_thread=False),
@@ -238,7 +242,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         after_exception=[log_unhandled],
         on_startup=[startup, telegram.start],
-        before_send=[SecurityHeaders(settings.public_url, WIDGET_API_PREFIXES)],
+        before_send=[SecurityHeaders(settings.public_url, WIDGET_API_PREFIXES, widget_origin_listed)],
         on_shutdown=[telegram.stop, shutdown],
         template_config=TemplateConfig(directory=PROJECT_ROOT / "templates", engine=JinjaTemplateEngine),
         stores={"sessions": sessions.store},
@@ -260,3 +264,4 @@ def create_app(
             )
         ],
     )
+    return app

@@ -241,6 +241,13 @@ class AccountService:
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             return list((await uow.coach()).widget_allowed_origins)
 
+    async def widget_origin_listed(self, origin: str) -> bool:
+        """Whether any coach lists ``origin`` (exactly, as :meth:`widget_allowed_origins` is compared) in its
+        ``widget_allowed_origins``: what a CORS preflight, which names no coach, can be checked against. One
+        statement through the ``widget_origin_listed`` SECURITY DEFINER function (migration 0056)."""
+        async with autocommit_session(self._sessionmaker) as session:
+            return bool(await session.scalar(text("SELECT widget_origin_listed(:o)"), {"o": origin}))
+
     async def delete_coach(self, uow: UnitOfWork) -> None:
         """Delete the unit of work's coach account and, by cascade, everything it owns. Raises ``NotFound``."""
         await uow.session.delete(await uow.coach())

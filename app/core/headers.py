@@ -20,20 +20,26 @@ CORS (https://fetch.spec.whatwg.org/#http-cors-protocol) for the widget's API is
 ``CORSConfig`` (one static allow-list) does not fit: the request's widget token names the coach, and
 :func:`app.auth.identify_client` refuses an ``Origin`` the coach did not list and records an allowed one in the
 connection state (:data:`CORS_ORIGIN_STATE`), which this hook answers with ``Access-Control-Allow-Origin``. A
-preflight carries no token, so a preflight to a widget API path gets the allow headers for any origin: it
-reveals nothing, and the real request is checked.
+preflight carries no token (https://fetch.spec.whatwg.org/#cors-preflight-fetch: no credentials, no
+``Authorization``), so it cannot name the coach: a preflight to a widget API path gets the allow headers only
+for an origin that some coach lists (:data:`OriginListed`); for any other it gets none, and the browser does not
+send the request (which would be refused with a 403). The real request is checked against its own coach's list.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.types import Message, Scope
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.validation import is_https
+
+log = logging.getLogger(__name__)
 
 CORS_ORIGIN_STATE = "widget_cors_origin"
 """Key in the ASGI scope's ``state`` under which an allowed cross-origin ``Origin`` of a widget call is kept."""
@@ -47,6 +53,10 @@ CORS_EXPOSE_HEADERS = "Link, Retry-After"
 page (``Link``) and how long a client over its message limit waits (``Retry-After``)."""
 NO_STORE_PREFIXES = ("/dashboard", "/w/", "/api/", "/login", "/signup")
 """Paths whose responses are never stored by a browser or proxy cache (see the module docstring)."""
+
+OriginListed = Callable[[str], Awaitable[bool]]
+"""Whether any coach lists an origin in its ``widget_allowed_origins``
+(:meth:`app.accounts.service.AccountService.widget_origin_listed`, which the app passes in)."""
 
 
 def content_security_policy(frame_ancestors: Sequence[str] = ()) -> str:
@@ -76,11 +86,12 @@ def is_own_origin(origin: str, host_header: str, public_url: str) -> bool:
 class SecurityHeaders:
     """The ``before_send`` hook described in the module docstring. ``public_url``: ``PUBLIC_URL`` (HSTS when
     it is https); ``widget_api_prefixes``: path prefixes of the routes the widget calls with its token (their
-    CORS preflights are answered)."""
+    CORS preflights are answered for the origins ``origin_listed`` accepts)."""
 
-    def __init__(self, public_url: str, widget_api_prefixes: Sequence[str]) -> None:
+    def __init__(self, public_url: str, widget_api_prefixes: Sequence[str], origin_listed: OriginListed) -> None:
         self._hsts = is_https(public_url)
         self._widget_api_prefixes = tuple(widget_api_prefixes)
+        self._origin_listed = origin_listed
         self._csp = content_security_policy()
 
     async def __call__(self, message: Message, scope: Scope) -> None:
@@ -97,9 +108,9 @@ class SecurityHeaders:
             headers.setdefault("Strict-Transport-Security", HSTS_VALUE)
         if scope["path"].startswith(NO_STORE_PREFIXES):
             headers.setdefault("Cache-Control", "no-store")
-        self._cors(scope, headers)
+        await self._cors(scope, headers)
 
-    def _cors(self, scope: Scope, headers: MutableScopeHeaders) -> None:
+    async def _cors(self, scope: Scope, headers: MutableScopeHeaders) -> None:
         allowed = scope.get("state", {}).get(CORS_ORIGIN_STATE)
         if allowed:
             headers["Access-Control-Allow-Origin"] = allowed
@@ -114,8 +125,18 @@ class SecurityHeaders:
             and b"access-control-request-method" in request_headers
             and scope["path"].startswith(self._widget_api_prefixes)
         ):
-            headers["Access-Control-Allow-Origin"] = origin.decode("latin-1")
-            headers["Access-Control-Allow-Methods"] = CORS_ALLOW_METHODS
-            headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
-            headers["Access-Control-Max-Age"] = str(PREFLIGHT_MAX_AGE_S)
             headers.extend_header_value("Vary", "Origin")
+            if await self._listed(origin.decode("latin-1")):
+                headers["Access-Control-Allow-Origin"] = origin.decode("latin-1")
+                headers["Access-Control-Allow-Methods"] = CORS_ALLOW_METHODS
+                headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+                headers["Access-Control-Max-Age"] = str(PREFLIGHT_MAX_AGE_S)
+
+    async def _listed(self, origin: str) -> bool:
+        """``origin_listed(origin)``; ``False`` (logged) when it fails: the database is out of reach, and a
+        preflight is refused rather than the response lost."""
+        try:
+            return await self._origin_listed(origin)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("CORS preflight refused, the allowed origins could not be read: %s", type(exc).__name__)
+            return False

@@ -86,6 +86,11 @@ def test_csp_allows_no_inline_script_and_frames_only_the_listed_origins() -> Non
     )
 
 
+async def _listed(origin: str) -> bool:
+    """The allowed origins of the coaches in these tests: only ``https://a.example``."""
+    return origin == "https://a.example"
+
+
 async def _send(hook: SecurityHeaders, scope: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
     message: Any = {"type": "http.response.start", "status": 200, "headers": list(headers)}
     await hook(message, scope)  # type: ignore[arg-type]
@@ -97,22 +102,24 @@ def _scope(method: str = "GET", path: str = "/", headers: list[tuple[bytes, byte
 
 
 async def test_headers_hook_adds_security_headers_and_hsts_only_on_https() -> None:
-    plain = await _send(SecurityHeaders("http://127.0.0.1:8000", ()), _scope(), [])
+    plain = await _send(SecurityHeaders("http://127.0.0.1:8000", (), _listed), _scope(), [])
     assert plain["x-content-type-options"] == "nosniff" and plain["referrer-policy"] == "no-referrer"
     assert plain["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in plain["content-security-policy"]
     assert "strict-transport-security" not in plain
-    secure = await _send(SecurityHeaders("https://coach.example", ()), _scope(), [])
+    secure = await _send(SecurityHeaders("https://coach.example", (), _listed), _scope(), [])
     assert secure["strict-transport-security"].startswith("max-age=")
 
 
 async def test_a_handlers_own_policy_is_kept_without_x_frame_options() -> None:
     own = content_security_policy(["https://a.example"])
-    headers = await _send(SecurityHeaders("http://x", ()), _scope(), [(b"content-security-policy", own.encode())])
+    headers = await _send(
+        SecurityHeaders("http://x", (), _listed), _scope(), [(b"content-security-policy", own.encode())]
+    )
     assert headers["content-security-policy"] == own and "x-frame-options" not in headers
 
 
 async def test_cors_headers_for_allowed_calls_and_widget_preflights_only() -> None:
-    hook = SecurityHeaders("http://x", ("/api/v1/widget/",))
+    hook = SecurityHeaders("http://x", ("/api/v1/widget/",), _listed)
     allowed = _scope(path="/api/v1/widget/memory")
     allowed["state"][CORS_ORIGIN_STATE] = "https://a.example"
     headers = await _send(hook, allowed, [])
@@ -125,6 +132,27 @@ async def test_cors_headers_for_allowed_calls_and_widget_preflights_only() -> No
     assert "access-control-allow-origin" not in coach_api
     plain = await _send(hook, _scope(path="/api/v1/widget/memory", headers=[(b"origin", b"https://a.example")]), [])
     assert "access-control-allow-origin" not in plain
+
+
+async def test_a_widget_preflight_from_an_origin_no_coach_lists_gets_no_allow_headers() -> None:
+    """A preflight names no coach (it carries no token): it was answered for any origin, although the request
+    itself is refused for an origin its coach did not list. Now only an origin some coach lists is answered;
+    a failed look-up (the database is out of reach) refuses too, and the response still goes out."""
+    preflight = [(b"origin", b"https://evil.example"), (b"access-control-request-method", b"POST")]
+    hook = SecurityHeaders("http://x", ("/api/v1/widget/",), _listed)
+    refused = await _send(hook, _scope("OPTIONS", "/api/v1/widget/memory", preflight), [])
+    assert not any(name.startswith("access-control-") for name in refused) and refused["vary"] == "Origin"
+
+    async def unreachable(origin: str) -> bool:
+        raise ConnectionRefusedError(111, "Connect call failed")
+
+    listed = [(b"origin", b"https://a.example"), (b"access-control-request-method", b"POST")]
+    down = await _send(
+        SecurityHeaders("http://x", ("/api/v1/widget/",), unreachable),
+        _scope("OPTIONS", "/api/v1/widget/memory", listed),
+        [],
+    )
+    assert "access-control-allow-origin" not in down and down["x-content-type-options"] == "nosniff"
 
 
 @pytest.mark.parametrize(

@@ -149,6 +149,12 @@ async def test_widget_api_cors_follows_the_coachs_origins(
     )
     assert preflight.status_code < 300 and preflight.headers["access-control-allow-origin"] == SITE
     assert "authorization" in preflight.headers["access-control-allow-headers"]
+    # an origin no coach lists: no allow headers, so the browser never sends the request (refused above)
+    unlisted = await http.options(
+        "/api/v1/widget/memory",
+        headers={"Origin": OTHER_SITE, "Access-Control-Request-Method": "GET"},
+    )
+    assert not [name for name in unlisted.headers if name.lower().startswith("access-control-")], unlisted.headers
 
     ws_url = base_url.replace("http://", "ws://") + f"/ws/chat?token={token}"
     with pytest.raises(websockets.exceptions.InvalidStatus) as refused_ws:
