@@ -48,13 +48,14 @@ class InboxState:
     }
 
 
-CHANNELS = {"web": ("widget", "api"), "telegram": ("telegram",)}
-"""The inbox's channel filter: the conversations' ``channel`` values each name covers."""
+CHANNELS = {"widget": "Widget", "api": "API", "telegram": "Telegram"}
+"""A conversation's ``channel`` as stored, as the API (conversations, transcripts, the inbox and its filter) gives
+it, and the dashboard's label for it: the widget page's socket, the widget token's REST API, the Telegram bot."""
 
 
-def channel_name(channel: str) -> str:
-    """``web`` or ``telegram`` for a conversation's stored ``channel`` (``widget``, ``api``, ``telegram``)."""
-    return next((name for name, stored in CHANNELS.items() if channel in stored), channel)
+def channel_label(channel: str) -> str:
+    """The dashboard's label of a stored ``channel`` (:data:`CHANNELS`; an unknown one as it is)."""
+    return CHANNELS.get(channel, channel)
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ class InboxFilter:
 class InboxRow:
     """One conversation in the inbox. ``unread``: the client's messages since the coach last opened it;
     ``last_*``: the newest message (``None`` for an empty conversation), ``last_text`` cut to
-    :data:`PREVIEW_CHARS`; ``channel`` is ``web`` or ``telegram``."""
+    :data:`PREVIEW_CHARS`; ``channel`` is the conversation's, as stored (a key of :data:`CHANNELS`)."""
 
     conversation_id: uuid.UUID
     client_id: uuid.UUID
@@ -147,6 +148,11 @@ class InboxRow:
     def state_label(self) -> str:
         """The state as the dashboard words it."""
         return InboxState.LABELS[self.state]
+
+    @property
+    def channel_label(self) -> str:
+        """The channel as the dashboard words it."""
+        return channel_label(self.channel)
 
     def cursor(self) -> InboxCursor:
         """The cursor of the page that starts just after this row."""
@@ -267,7 +273,7 @@ def inbox_query(coach_id: uuid.UUID, wanted: InboxFilter) -> Select[Any]:
     if wanted.state is not None:
         stmt = stmt.where(state == wanted.state)
     if wanted.channel is not None:
-        stmt = stmt.where(Conversation.channel.in_(CHANNELS[wanted.channel]))
+        stmt = stmt.where(Conversation.channel == wanted.channel)
     if wanted.unread:
         stmt = stmt.where(unread > 0)
     if wanted.q:
@@ -282,9 +288,7 @@ async def inbox_page(uow: UnitOfWork, wanted: InboxFilter) -> InboxPage:
     ``wanted.cursor``, and the cursor of the next page when there are more."""
     result = (await uow.session.execute(inbox_query(uow.coach_id, wanted))).all()
     rows = [
-        InboxRow(
-            c.id, c.client_id, name, channel_name(c.channel), state, int(n), sender, _preview(text), c.last_message_at
-        )
+        InboxRow(c.id, c.client_id, name, c.channel, state, int(n), sender, _preview(text), c.last_message_at)
         for c, name, state, n, sender, text in result[: wanted.limit]
     ]
     more = len(result) > wanted.limit

@@ -98,7 +98,7 @@ async def test_inbox_flow_without_a_reload(
         await expect(row).to_have_count(1, timeout=WAIT_MS)
         await expect(row.locator(".unread-count")).to_contain_text("1", timeout=WAIT_MS)
         await expect(row.locator(".badge.state")).to_have_text("Waiting for you", timeout=WAIT_MS)
-        await expect(row.locator(".badge.channel")).to_have_text("web")
+        await expect(row.locator(".badge.channel")).to_have_text("Widget")
         await expect(coach).to_have_title("(1) Inbox · OpenCoach", timeout=WAIT_MS)
         assert await coach.evaluate("window.__notices") == ["Handoff: Robin"]
         assert await coach.evaluate("window.__tones") == 1

@@ -73,7 +73,8 @@ class InboxController(Controller):
     async def inbox(self, uow: Uow, wanted: WantedInbox) -> dict[str, Any]:
         """The inbox, a page at a time: ``{"rows": [...], "next": "<cursor>" | null}``, one row per conversation
         (see :class:`app.conversations.inbox.InboxRow`) with its state (``crisis``, ``waiting``, ``you``,
-        ``draft``, ``ai``), channel (``web``, ``telegram``), unread count and last message, the ones needing the
+        ``draft``, ``ai``), channel (``widget``, ``api``, ``telegram``: the conversation's, as the conversations
+        list gives it), unread count and last message, the ones needing the
         coach first. Filters: ``state``, ``channel``, ``unread=true``, ``q`` (client name or message text,
         case-insensitive). Pages: ``limit`` rows (1–200, default 50); ``cursor=<next>`` reads the page after.
         400 for an unknown state or channel, a bad cursor or limit."""

@@ -14,7 +14,7 @@ from litestar.response import Redirect, Template
 from app.accounts.unit_of_work import UnitOfWork
 from app.container import Container
 from app.conversations.handoffs import HandoffReason
-from app.conversations.inbox import CHANNELS, InboxCursor, InboxFilter, InboxState, channel_name, inbox_page, mark_read
+from app.conversations.inbox import CHANNELS, InboxCursor, InboxFilter, InboxState, channel_label, inbox_page, mark_read
 from app.conversations.models import Conversation
 from app.conversations.schemas import ShownMessage
 from app.core.errors import DomainError
@@ -45,9 +45,10 @@ async def conversation_page(
 async def pane_context(
     container: Container, uow: UnitOfWork, conversation_id: uuid.UUID, *, error: str | None = None, text: str = ""
 ) -> dict[str, Any]:
-    """What ``partials/conversation_pane.html`` shows: the conversation, its client, channel (``web`` or
-    ``telegram``), its last messages (:func:`_transcript_page`), handoff panel and pending drafts, an ``error``
-    and the coach's unsent ``text``. Marks the conversation read. Raises ``NotFound``."""
+    """What ``partials/conversation_pane.html`` shows: the conversation, its client, channel (its label, as the
+    inbox shows it: :func:`~app.conversations.inbox.channel_label`), its last messages (:func:`_transcript_page`),
+    handoff panel and pending drafts, an ``error`` and the coach's unsent ``text``. Marks the conversation read.
+    Raises ``NotFound``."""
     conversation, transcript = await _transcript_page(container, uow, conversation_id, PageRequest())
     client = await container.accounts.get_client(uow, conversation.client_id)
     await mark_read(uow, conversation_id)
@@ -57,7 +58,7 @@ async def pane_context(
         | {
             "conversation": conversation,
             "client": client,
-            "channel": channel_name(conversation.channel),
+            "channel": channel_label(conversation.channel),
             "error": error,
             "text": text,
         }

@@ -160,16 +160,20 @@ async def test_each_conversation_shows_who_has_to_act_its_last_message_and_chann
     assert (by_id[yours]["last_sender"], by_id[yours]["last_text"]) == ("human_coach", "Hi Dee, it's me.")
     assert (by_id[draft]["last_sender"], by_id[draft]["last_text"]) == ("client", "How do I plan my week?")
     assert by_id[ai]["client_name"] == "Ana"
+    # the channel as stored, as GET /api/v1/conversations gives it (the inbox said "web" for "api" and "widget")
+    listed = (await http.get("/api/v1/conversations", headers=coach.headers)).json()
+    assert {row["conversation_id"]: row["channel"] for row in rows} == {c["id"]: c["channel"] for c in listed}
     assert {cid: row["channel"] for cid, row in by_id.items()} == {
-        ai: "web",
-        waiting: "web",
-        crisis: "web",
+        ai: "api",
+        waiting: "api",
+        crisis: "api",
         yours: "telegram",
-        draft: "web",
+        draft: "api",
     }
 
     assert [r["conversation_id"] for r in await inbox(http, coach, channel="telegram")] == [yours]
-    assert yours not in {r["conversation_id"] for r in await inbox(http, coach, channel="web")}
+    assert yours not in {r["conversation_id"] for r in await inbox(http, coach, channel="api")}
+    assert await inbox(http, coach, channel="widget") == []
     assert [r["conversation_id"] for r in await inbox(http, coach, state="waiting")] == [waiting]
     assert [r["conversation_id"] for r in await inbox(http, coach, state="draft")] == [draft]
     other = await make_coach("Someone Else")
@@ -247,7 +251,7 @@ async def test_search_finds_client_names_and_message_text_and_bad_filters_are_cl
 
     for params, message in (
         ({"state": "sleeping"}, "state must be one of crisis, waiting, you, draft, ai"),
-        ({"channel": "fax"}, "channel must be one of web, telegram"),
+        ({"channel": "fax"}, "channel must be one of widget, api, telegram"),
         ({"q": "x" * 201}, "q is longer than 200 characters"),
     ):
         bad = await http.get("/api/v1/inbox", headers=coach.headers, params=params)
@@ -281,6 +285,9 @@ async def test_the_dashboard_inbox_lists_filters_and_opens_a_conversation(
     assert page.text.index(f'data-conversation="{urgent}"') < page.text.index(f'data-conversation="{calm}"')
     assert 'class="badge state crisis">Crisis<' in page.text and "Choose a conversation" in page.text
     assert page.text.count('class="unread-count"') == 2
+    # the channel the API calls "api" (it was "web" here): one label in the rows, the filter and the pane
+    assert page.text.count('class="badge channel">API<') == 2 and ">web<" not in page.text
+    assert '<option value="api" >API</option>' in page.text and '<option value="widget" >Widget</option>' in page.text
 
     listing = await browser.get("/dashboard/inbox/list", params={"state": "ai"})
     assert listing.status_code == 200 and calm in listing.text and urgent not in listing.text
@@ -290,6 +297,9 @@ async def test_the_dashboard_inbox_lists_filters_and_opens_a_conversation(
     opened = await browser.get("/dashboard/inbox", params={"conversation": calm})
     assert 'id="conversation-pane"' in opened.text and 'id="coach-composer"' in opened.text
     assert "How do I focus?" in opened.text and REPLY in opened.text
+    assert re.search(r"Started \d{4}-\d\d-\d\d \d\d:\d\d · API\s", opened.text), "the pane's channel"
+    by_channel = await browser.get("/dashboard/inbox/list", params={"channel": "api"})
+    assert calm in by_channel.text and urgent in by_channel.text
     assert "Client: not helpful · 2/5" in opened.text, "the client's thumbs on the reply"
     details = opened.text[opened.text.index('<details class="meta') :]
     assert details.index("<summary>Details</summary>") < details.index("gpt-4o-mini"), "model behind a toggle"
