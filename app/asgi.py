@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from litestar import Litestar, Request, Response
+from litestar import Litestar, Request, Response, get
 from litestar.channels import ChannelsPlugin
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -18,6 +18,7 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import File
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler, ExceptionHandlersMap, Scope
@@ -83,7 +84,20 @@ from app.web.errors import (
 from app.web.sessions import DashboardSessions, csrf_config, provide_dashboard_sessions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ICON_MAX_AGE_S = 86_400
 log = logging.getLogger(__name__)
+
+
+@get("/favicon.ico", include_in_schema=False, sync_to_thread=False)
+def favicon() -> File:
+    """The site icon (``static/favicon.ico``, 16/32/48 px) where browsers look for one on a page that names none:
+    the JSON API, the schema, an image opened alone. The pages link ``static/favicon.svg``. Cached a day."""
+    return File(
+        PROJECT_ROOT / "static" / "favicon.ico",
+        media_type="image/vnd.microsoft.icon",
+        content_disposition_type="inline",
+        headers={"Cache-Control": f"public, max-age={ICON_MAX_AGE_S}"},
+    )
 
 
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
@@ -197,8 +211,9 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     *TELEGRAM_ROUTES,
     TelegramPages,
     create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"]),
+    favicon,
 ]
-"""Every controller, the WebSocket handler, the Telegram routes and the static files."""
+"""Every controller, the WebSocket handler, the Telegram routes, the static files and the site icon."""
 
 
 def create_app(

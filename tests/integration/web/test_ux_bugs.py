@@ -117,6 +117,35 @@ async def test_not_found_pages_are_html_for_people_and_json_for_the_api(
     assert fragment.status_code == 404 and fragment.json()["status_code"] == 404
 
 
+ICON_LINK = '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
+
+
+async def test_the_dashboard_and_widget_pages_have_a_site_icon(
+    http: httpx.AsyncClient, browser: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """Browsers asked for /favicon.ico on every dashboard and widget page and got a 404. The pages link an SVG
+    icon, and /favicon.ico (asked for where a page names none) is one too."""
+    ico = await http.get("/favicon.ico")
+    assert ico.status_code == 200 and ico.headers["content-type"] == "image/vnd.microsoft.icon"
+    assert ico.content.startswith(b"\x00\x00\x01\x00") and "max-age=" in ico.headers["cache-control"]
+    svg = await http.get("/static/favicon.svg")
+    assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+    assert svg.text.startswith("<svg")
+
+    coach = await make_coach("Icon Coach")
+    token = (await make_client(http, coach))["widget_token"]
+    pages = [await browser.get("/login"), await browser.get("/dashboard/no-such-page", headers=HTML)]
+    await log_in(browser, coach)
+    pages += [await browser.get("/dashboard/inbox"), await browser.get("/w/not-a-valid-token")]
+    async with httpx.AsyncClient(base_url=http.base_url, follow_redirects=True, timeout=60) as widget:
+        opened = [await widget.get(path) for path in (f"/w/{token}", "/w/memory", "/w/tone")]
+    assert [page.status_code for page in opened] == [200, 200, 200]
+    pages += opened
+    for page in pages:
+        assert page.headers["content-type"].startswith("text/html"), page.url
+        assert ICON_LINK in page.text, page.url
+
+
 TIPS = (
     "start your morning routine with one glass of water",
     "write down the single most important task of the morning",
