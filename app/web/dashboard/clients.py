@@ -286,3 +286,19 @@ class ClientPages(CoachPage):
         if is_htmx(request):
             return Response("", media_type="text/html")
         return Redirect(f"/dashboard/clients/{client_id}")
+
+    @post("/clients/{client_id:uuid}/sessions/{session_id:uuid}/delete", status_code=200)
+    async def delete_summary(
+        self,
+        client_id: PathId,
+        session_id: PathId,
+        request: Request[Any, Any, Any],
+        uow: Uow,
+        container: ContainerDep,
+    ) -> Response[str] | Redirect:
+        """Forget a session summary (:meth:`~app.memory.controls.MemoryControls.delete_summary`; 404 for another
+        coach's or another client's session); htmx gets an empty body, which removes it from the page."""
+        await container.memory.delete_summary(uow, client_id, session_id)
+        if is_htmx(request):
+            return Response("", media_type="text/html")
+        return Redirect(f"/dashboard/clients/{client_id}#sessions")

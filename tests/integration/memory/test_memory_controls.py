@@ -720,6 +720,41 @@ async def test_dashboard_client_page(
     assert foreign.status_code == 404
 
 
+async def test_dashboard_deletes_a_session_summary_of_its_own_clients_only(
+    browser: httpx.AsyncClient,
+    http: httpx.AsyncClient,
+    container: Container,
+    make_coach: Callable[..., Awaitable[Coach]],
+    maya: Seeded,
+) -> None:
+    """The client page deleted insights but not session summaries (the API could); each summary now has a
+    Delete button. Another coach's summary is a 404 and stays, whichever client it is asked under."""
+    other = await seed(container, http, await make_coach("Coach B"), "Bo")
+    csrf = await log_in(browser, maya.coach)
+    page_url = f"/dashboard/clients/{maya.client_id}"
+    delete_url = f"{page_url}/sessions/{maya.summarized_id}/delete"
+    page = await browser.get(page_url)
+    assert f'hx-post="{delete_url}"' in page.text and page.text.count("Delete summary") == 2
+
+    form = {"_csrf_token": csrf}
+    for foreign in (
+        f"/dashboard/clients/{other.client_id}/sessions/{other.summarized_id}/delete",
+        f"{page_url}/sessions/{other.summarized_id}/delete",
+    ):
+        refused = await browser.post(foreign, data=form, headers=HTMX)
+        assert refused.status_code == 404, foreign
+    theirs = (await http.get(other.memory_url, headers=other.coach.headers)).json()
+    assert other.summarized_id in {s["id"] for s in theirs["summaries"]}, "another coach's summary stays"
+
+    removed = await browser.post(delete_url, data=form, headers=HTMX)
+    assert removed.status_code == 200 and removed.text == ""
+    plain = await browser.post(f"{page_url}/sessions/{maya.failed_id}/delete", data=form)
+    assert plain.status_code in (302, 303) and plain.headers["location"] == f"{page_url}#sessions"
+    mine = (await http.get(maya.memory_url, headers=maya.coach.headers)).json()
+    assert not {maya.summarized_id, maya.failed_id} & {s["id"] for s in mine["summaries"]}
+    assert (await browser.post(delete_url, data=form, headers=HTMX)).status_code == 404, "already gone"
+
+
 async def test_dashboard_settings_memory_fields(browser: httpx.AsyncClient, coach: Coach) -> None:
     csrf = await log_in(browser, coach)
     page = await browser.get("/dashboard/settings")
