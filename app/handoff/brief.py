@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.conversations.handoffs import Handoff, HandoffReason
 from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.text import one_line
+from app.handoff.crisis import crisis_reasons
 from app.memory.controls import MemoryControls
 
 BRIEF_INSIGHTS = 4
@@ -21,7 +22,12 @@ BRIEF_LINE_CHARS = 200
 
 
 def why_line(reason: str, detail: str) -> str:
-    """The brief's first line: ``Why: <reason label> (<detail>)`` (the whole brief when memory fails)."""
+    """The brief's first line: ``Why: <reason label> (<detail>)`` (the whole brief when memory fails); a crisis
+    handoff's cues are named as the detector's, ``(detector cues: kill myself, burden)``, not as words the
+    client wrote (the brief quotes those on its "Client said" lines)."""
+    cues = crisis_reasons(detail) if reason == HandoffReason.CRISIS else None
+    if cues is not None:
+        detail = "detector cues: " + ", ".join(r.cue for r in cues) if cues else "the learned detector"
     return f"Why: {HandoffReason.LABELS.get(reason, reason)}" + (f" ({detail})" if detail else "")
 
 

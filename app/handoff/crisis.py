@@ -7,9 +7,11 @@ rest of the handoff work; this module decides when the protocol applies and what
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from app.handoff.risk import RiskAssessment
+from app.handoff.languages import CUES as LANGUAGE_CUES
+from app.handoff.risk import CUES, RiskAssessment
 
 PROTOCOL_SCORE = 0.5
 """A message scoring this much, or rated ``crisis``, triggers the protocol. Lower than the detector's
@@ -105,6 +107,46 @@ def crisis_reply(coach_name: str, resources: tuple[str, ...] = DEFAULT_CRISIS_RE
     ``language`` (``en es fr de pt``, :attr:`RiskAssessment.language`; anything else → English)."""
     lines = "\n".join(f"- {line}" for line in resources)
     return _REPLY.get(language, _REPLY["en"]).format(coach=coach_name, lines=lines)
+
+
+DETAIL_PREFIX = "crisis: "
+DETAIL_CUES = 3
+"""A crisis handoff's ``detail`` (and the conversation's ``urgent_reason``) names at most this many cues."""
+CUE_KIND_LABELS = {
+    "explicit": "Suicidal intent or self-harm stated",
+    "indirect": "Indirect sign of suicidal thinking",
+    "means": "Mentions a means of harm",
+    "distress": "Sign of distress",
+}
+"""What each kind of cue (:data:`app.handoff.risk.CueKind`) tells the coach, as the dashboard labels it."""
+_CUE_LABELS = {cue.name: CUE_KIND_LABELS[cue.kind] for cue in CUES} | {
+    cue.name: f"Crisis statement in another language ({cue.language})" for cue in LANGUAGE_CUES
+}
+
+
+@dataclass(frozen=True)
+class CrisisReason:
+    """One reason the crisis protocol ran, as the dashboard shows it: what the ``cue`` tells (``label``) and the
+    detector cue's name (:attr:`RiskAssessment.matched`: an identifier of the lexicon, not the client's words)."""
+
+    label: str
+    cue: str
+
+
+def crisis_detail(matched: Sequence[str]) -> str:
+    """The ``detail`` of a crisis handoff and the conversation's ``urgent_reason``: ``"crisis: <cue>, <cue>"``
+    with the first :data:`DETAIL_CUES` of ``matched`` (strongest first); read back by :func:`crisis_reasons`."""
+    return DETAIL_PREFIX + ", ".join(matched[:DETAIL_CUES])
+
+
+def crisis_reasons(detail: str | None) -> list[CrisisReason] | None:
+    """The reasons a :func:`crisis_detail` names, labelled by the kind of each cue (an unknown name: "Crisis cue");
+    an empty list when it names no cue (the learned component alone flagged the message); ``None`` for any other
+    ``detail`` (another handoff reason's)."""
+    if detail is None or not detail.startswith(DETAIL_PREFIX):
+        return None
+    names = [name for name in detail.removeprefix(DETAIL_PREFIX).split(", ") if name]
+    return [CrisisReason(_CUE_LABELS.get(name, "Crisis cue"), name) for name in names]
 
 
 def risk_metadata(risk: RiskAssessment) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReaso
 from app.conversations.models import Conversation
 from app.core.errors import InvalidInput, NotFound
 from app.core.pagination import EVERY_ROW, Keyset, Page, PageRequest
+from app.handoff.crisis import CrisisReason, crisis_reasons
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,12 @@ class QueueItem:
     def overdue(self) -> bool:
         """Still open after the SLA."""
         return self.handoff.status == HandoffStatus.OPEN and self.waiting_minutes > self.sla_minutes
+
+    @property
+    def crisis_reasons(self) -> list[CrisisReason] | None:
+        """Of a crisis handoff: the detector's reasons its ``detail`` names (:func:`crisis_reasons`), labelled
+        for the dashboard; ``None`` for any other detail, shown as it is."""
+        return crisis_reasons(self.handoff.detail) if self.handoff.reason == HandoffReason.CRISIS else None
 
     @property
     def duration_minutes(self) -> float | None:

@@ -13,8 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.handoff.brief import why_line
 from app.handoff.crisis import (
     DEFAULT_CRISIS_RESOURCES,
+    crisis_detail,
+    crisis_reasons,
     crisis_reply,
     needs_crisis_protocol,
     resources_for,
@@ -361,3 +364,30 @@ def test_coach_resources_win_over_language_defaults() -> None:
     assert resources_for("es", ("Call me at 555",), {"es": ("Llámame al 555",)}) == ("Llámame al 555",)
     assert resources_for("it") == DEFAULT_CRISIS_RESOURCES
     assert "988" in crisis_reply("Dana")  # the old signature still works
+
+
+@pytest.mark.parametrize(
+    ("detail", "reasons"),
+    [
+        ("crisis: end my life, rope", [("Suicidal intent or self-harm stated", "end my life"),
+                                      ("Mentions a means of harm", "rope")]),
+        ("crisis: es: quiero matarme", [("Crisis statement in another language (es)", "es: quiero matarme")]),
+        ("crisis: a cue renamed since", [("Crisis cue", "a cue renamed since")]),
+        ("crisis: ", []),  # the learned component alone
+        ("Client asked for a human", None),
+        (None, None),
+    ],
+)  # fmt: skip
+def test_a_crisis_detail_reads_back_as_labelled_reasons(
+    detail: str | None, reasons: list[tuple[str, str]] | None
+) -> None:
+    found = crisis_reasons(detail)
+    assert (None if found is None else [(r.label, r.cue) for r in found]) == reasons
+
+
+def test_the_brief_names_crisis_cues_as_the_detectors() -> None:
+    assert why_line("crisis", crisis_detail(["kill myself", "burden", "pills", "rope"])) == (
+        "Why: Crisis risk (detector cues: kill myself, burden, pills)"
+    )
+    assert why_line("crisis", crisis_detail([])) == "Why: Crisis risk (the learned detector)"
+    assert why_line("human_request", "asked") == "Why: Client asked for a human (asked)"

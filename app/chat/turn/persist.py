@@ -23,7 +23,7 @@ from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReaso
 from app.conversations.models import Conversation, Message, SenderType
 from app.db import jobs
 from app.handoff.confidence import Confidence, score_confidence
-from app.handoff.crisis import crisis_reply, resources_for, risk_metadata
+from app.handoff.crisis import crisis_detail, crisis_reply, resources_for, risk_metadata
 from app.handoff.queue import HANDOFF_LOCK
 from app.handoff.service import HandoffService
 from app.handoff.signals import TurnSignals
@@ -67,7 +67,7 @@ class Persister:
             return Outcome(handoff=turn.active)
         if decision.action is Before.CRISIS:
             conversation.urgent_at = _now()
-            conversation.urgent_reason = f"crisis: {', '.join(turn.risk.matched[:3])}"
+            conversation.urgent_reason = crisis_detail(turn.risk.matched)
             handoff = turn.active
             if handoff is None:
                 handoff = await self._open(session, turn, decision.reason, conversation.urgent_reason, 0.0)

@@ -20,6 +20,7 @@ from app.conversations.schemas import ShownMessage
 from app.core.errors import DomainError
 from app.core.pagination import PageRequest, page_query
 from app.deps import INBOX_FILTER, PAGE, ContainerDep, PathId, Uow, WantedInbox, WantedPage
+from app.handoff.crisis import crisis_reasons
 from app.web.dashboard.auth import CoachPage
 from app.web.dashboard.forms import form_str, is_htmx
 
@@ -59,6 +60,7 @@ async def pane_context(
             "conversation": conversation,
             "client": client,
             "channel": channel_label(conversation.channel),
+            "urgent_reasons": crisis_reasons(conversation.urgent_reason),
             "error": error,
             "text": text,
         }

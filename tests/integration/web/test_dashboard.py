@@ -297,6 +297,34 @@ async def test_handoff_pages_and_event_stream_need_a_session(browser: httpx.Asyn
         assert response.status_code in (302, 303) and response.headers["location"] == "/login", page
 
 
+async def test_a_crisis_handoff_shows_its_reasons_labelled_not_as_a_quote(
+    browser: httpx.AsyncClient, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """The queue card, the conversation's handoff panel and its header showed the crisis handoff's detail as
+    "crisis: finish the job, pills, burden": the detector's cue names, laid out like the client's own words. They
+    are labelled reasons now, each cue named as the detector's; the brief says "detector cues" too."""
+    coach = await make_coach("Crisis Coach")
+    client = await make_client(http, coach, "Sky")
+    said = "I have pills saved up and I am going to take them all, I am a burden"
+    body = await client_chat(http, client["widget_token"], said)
+    assert body["handoff"]["reason"] == "crisis", body
+    await log_in(browser, coach)
+
+    queue = (await browser.get("/dashboard/handoffs")).text
+    pane = (await browser.get(f"/dashboard/conversations/{body['conversation_id']}")).text
+    for page in (queue, pane):
+        shown = " ".join(re.sub(r"<[^>]+>", " ", page).split())
+        assert "crisis: " not in shown and "Crisis signals" in shown
+        for label, cue in (
+            ("Suicidal intent or self-harm stated", "finish the job"),
+            ("Mentions a means of harm", "pills"),
+            ("Indirect sign of suicidal thinking", "burden"),
+        ):
+            assert f'<li>{label} <span class="muted">· detector cue <code>{cue}</code></span></li>' in page, cue
+    assert "Urgent: Suicidal intent or self-harm stated; Mentions a means of harm; Indirect sign" in pane
+    assert "Why: Crisis risk (detector cues: finish the job, pills, burden)" in pane
+
+
 async def test_queue_takeover_coach_message_and_handback(
     browser: httpx.AsyncClient, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
 ) -> None:
