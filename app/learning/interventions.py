@@ -34,7 +34,7 @@ from app.db import jobs
 from app.db.vectors import query_distance
 from app.learning.analysis import analyse_message, mood
 from app.learning.models import Intervention, InterventionPattern, InterventionPatternCoach, InterventionSource
-from app.learning.pii import redact_echoes, scrub_names, scrub_pii
+from app.learning.pii import redact_echoes, scrub_names, scrub_pii, scrub_proper_nouns
 from app.learning.strategy import CATCH_ALL
 from app.learning.style import StyleSample, build_style_profile
 from app.llm.registry import ProviderRegistry
@@ -99,11 +99,12 @@ def describe_situation(client_mood: str | None, topics: Sequence[str] = (), reas
 def private_coach_text(text: str, client_texts: Sequence[str], client_name: str) -> str:
     """The coach's reply as another client's prompt may show it: runs of
     :data:`~app.learning.pii.ECHO_WORDS` or more words shared with ``client_texts`` (what that client wrote)
-    become ``[…]``, ``client_name`` becomes ``[NAME]``, e-mail addresses and phone numbers placeholders
+    become ``[…]``, ``client_name`` becomes ``[NAME]``, likely proper nouns and acronyms (a relative's name, a
+    place, an employer, a diagnosis written in capitals) ``[…]``, e-mail addresses and phone numbers placeholders
     (:mod:`app.learning.pii`); cut to ``EXAMPLE_CHARS``. Residual risk: a short quote (≤ 3 words), a
-    paraphrase, or a detail the coach adds that is not a name, e-mail or phone number (a place, an employer,
-    a relative) still passes."""
-    return one_line(scrub_names(scrub_pii(redact_echoes(text, client_texts)), [client_name]), EXAMPLE_CHARS)
+    paraphrase, a name that opens a sentence, or a detail written in lower case ("your divorce") still passes."""
+    scrubbed = scrub_pii(scrub_proper_nouns(redact_echoes(text, client_texts)))
+    return one_line(scrub_names(scrubbed, [client_name]), EXAMPLE_CHARS)
 
 
 def what_works_line(strategy: str) -> str | None:

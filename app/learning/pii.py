@@ -4,9 +4,9 @@ examples also lose the other client's name and any words of the client's that th
 Phone numbers are found with ``phonenumbers`` (the Python port of Google's libphonenumber): numbers written
 in international form (``+44 20 7946 0958``) in any region, and national forms valid in
 :data:`DEFAULT_REGIONS`. E-mail addresses use :data:`EMAIL_PATTERN` (``local@domain.tld``). Names are
-replaced only where the name is known (:func:`scrub_names`: the client's stored name); other identifiers (a
-place, an employer, a relative's name) are not detected: the scrubber lowers, not removes, the risk of
-personal data in a fine-tune or a few-shot example.
+replaced where the name is known (:func:`scrub_names`: the client's stored name); in few-shot examples, other
+names, places, employers and acronyms are caught by their capitals (:func:`scrub_proper_nouns`), a heuristic:
+the scrubber lowers, not removes, the risk of personal data in a fine-tune or a few-shot example.
 """
 
 from __future__ import annotations
@@ -86,6 +86,34 @@ def redact_echoes(text: str, sources: Sequence[str], words: int = ECHO_WORDS) ->
     for i in range(len(matches) - words + 1):
         if tuple(lowered[i : i + words]) in seen:
             covered[i : i + words] = [True] * words
+    return _replace_runs(text, matches, covered)
+
+
+_SENTENCE_START = re.compile(r"[.!?:;\n\"“(]")
+_APOSTROPHE = re.compile("['’]")
+_FIRST_PERSON = frozenset(("i", "i'm", "i’m", "i'd", "i’d", "i'll", "i’ll", "i've", "i’ve"))
+
+
+def scrub_proper_nouns(text: str) -> str:
+    """``text`` with every run of likely proper nouns and acronyms replaced by one ``[…]``: words written in
+    capitals (``HIV``, ``NYC``; two letters or more) and capitalised words inside a sentence (``Robert
+    Delacroix``, ``Lyon``, ``Acme``), not the first word of a sentence nor "I". A heuristic in place of named
+    entity recognition (no offline model here): a name that opens a sentence passes, and a language that
+    capitalises its nouns (German) loses them all, which only removes more."""
+    matches = list(_TOKEN.finditer(text))
+    covered = [False] * len(matches)
+    for i, match in enumerate(matches):
+        word = match.group()
+        if word.lower() in _FIRST_PERSON or not word[0].isupper() or not _APOSTROPHE.sub("", word).isalpha():
+            continue  # (a code with digits, Q7-12, is no name)
+        acronym = len(word) >= 2 and word.isupper()
+        opens = i == 0 or bool(_SENTENCE_START.search(text[matches[i - 1].end() : match.start()]))
+        covered[i] = acronym or not opens
+    return _replace_runs(text, matches, covered)
+
+
+def _replace_runs(text: str, matches: list[re.Match[str]], covered: list[bool]) -> str:
+    """``text`` with each run of consecutive ``covered`` word ``matches`` replaced by one ``[…]``."""
     parts: list[str] = []
     last = 0
     i = 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.learning.interventions import EXAMPLE_CHARS, describe_situation, private_coach_text
-from app.learning.pii import ECHO_PLACEHOLDER, NAME_PLACEHOLDER, redact_echoes, scrub_names
+from app.learning.pii import ECHO_PLACEHOLDER, NAME_PLACEHOLDER, redact_echoes, scrub_names, scrub_proper_nouns
 
 
 def test_a_run_of_four_client_words_repeated_by_the_coach_is_redacted() -> None:
@@ -30,6 +30,23 @@ def test_private_coach_text_scrubs_echoes_names_and_contacts_and_cuts() -> None:
     out = private_coach_text(text, ["Last night my dog ran off into the woods"], "Robin Vale")
     assert out == f"{NAME_PLACEHOLDER}, you wrote {ECHO_PLACEHOLDER}. Call [PHONE] or [EMAIL]."
     assert len(private_coach_text("word " * 200, [], "X")) == EXAMPLE_CHARS
+
+
+def test_names_places_and_acronyms_the_coach_wrote_are_scrubbed() -> None:
+    """A security review's case: the coach's takeover reply to one client named a diagnosis, a relative and a
+    city, and another client's prompt showed them word for word (only the client's own name was scrubbed)."""
+    text = (
+        "Given your HIV diagnosis and the custody fight with your ex-husband Robert Delacroix in Lyon, I'm glad "
+        "you reached out. Let's slow down. What would help tonight?"
+    )
+    out = private_coach_text(text, [], "Ada Moreau")
+    assert out == (
+        f"Given your {ECHO_PLACEHOLDER} diagnosis and the custody fight with your ex-husband {ECHO_PLACEHOLDER} "
+        f"in {ECHO_PLACEHOLDER}, I'm glad you reached out. Let's slow down. What would help tonight?"
+    )
+    assert scrub_proper_nouns("I think Monday works. Anna said: Call Acme’s desk at 9 about Q7-12.") == (
+        f"I think {ECHO_PLACEHOLDER} works. Anna said: Call {ECHO_PLACEHOLDER} desk at 9 about Q7-12."
+    )
 
 
 def test_the_situation_is_described_in_the_platforms_words() -> None:
