@@ -9,6 +9,7 @@ carries instead of pygal's per-chart id."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -32,6 +33,8 @@ STYLE = Style(
 
 STYLESHEET_SERIES = len(STYLE.colors)
 """The stylesheet styles this many series (one colour class each); the charts draw one series."""
+COUNT_TICKS = 5
+"""At most this many steps on the axis of a chart of counts."""
 _REMOVED_TAGS = ("script", "style")
 
 
@@ -99,8 +102,14 @@ def line(title: str, labels: Sequence[str], values: Sequence[float | None], *, p
 
 
 def bars(title: str, items: Sequence[tuple[str, float | None]], *, percent: bool = True) -> Markup:
-    """A horizontal bar per ``(label, value)``; ``percent`` draws fractions 0–1 as 0–100 %."""
+    """A horizontal bar per ``(label, value)``; ``percent`` draws fractions 0–1 as 0–100 %, else the values are
+    counts, on an axis of whole numbers from 0 (pygal's own ticks for a count of 1 were 0.1, 0.2, …)."""
     chart = pygal.HorizontalBar(title=title, range=(0, 100) if percent else None, **_config())
+    if not percent:
+        top = max(1, math.ceil(max((v for _, v in items if v is not None), default=0)))
+        step = math.ceil(top / COUNT_TICKS)
+        chart.range = (0, top)
+        chart.y_labels = list(range(0, top + 1, step))
     chart.x_labels = [label for label, _ in items]
     chart.add(title, [None if v is None else round(100 * v, 1) if percent else v for _, v in items])
     return _render(chart)

@@ -199,6 +199,13 @@ def test_charts_carry_no_script_or_inline_style() -> None:
     assert ".pygal-chart .title" in css and "#chart-" not in css and "#2f6f4f" in css.lower()
 
 
+def test_a_chart_of_counts_has_whole_numbers_on_its_axis() -> None:
+    """One handoff of one reason drew an axis 0, 0.1, 0.2 … 1 (the learning dashboard's "Handoffs per reason")."""
+    for counts, ticks in (([1.0], ["0", "1"]), ([3.0, 12.0], ["0", "3", "6", "9", "12"])):
+        svg = str(bars("Handoffs per reason", [(f"reason {n}", c) for n, c in enumerate(counts)], percent=False))
+        assert sorted(set(re.findall(r">(\d+(?:\.\d+)?)</text>", svg)), key=float) == ticks, svg
+
+
 def test_rate_limits_count_an_ipv6_host_by_its_64_network() -> None:
     """One IPv6 host holds a whole /64: counted by address, it took a fresh one for each log-in attempt."""
 
