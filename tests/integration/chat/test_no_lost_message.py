@@ -29,11 +29,14 @@ from tests.openai_wire import MOCK_BASE_URL, mock_openai, openai_sse
 __all__ = ["llm_api", "new_setup"]  # fixtures used by name below
 
 DELTA_DELAY_S = 0.8
+SLOW_DELTAS = [*DELTAS, " Then", " rest", " well", "."]
+"""Eleven words: more than the widget's stream holds back (``HELD_WORDS``), so tokens arrive before ``done``."""
+SLOW_REPLY = "".join(SLOW_DELTAS)
 
 
 async def _slow_sse() -> AsyncIterator[bytes]:
     """The mocked completion's server-sent events, one every :data:`DELTA_DELAY_S` seconds."""
-    for event in openai_sse(DELTAS, (120, 9)).split(b"\n\n"):
+    for event in openai_sse(SLOW_DELTAS, (120, 12)).split(b"\n\n"):
         if event:
             await asyncio.sleep(DELTA_DELAY_S)
             yield event + b"\n\n"
@@ -41,7 +44,7 @@ async def _slow_sse() -> AsyncIterator[bytes]:
 
 @pytest.fixture
 def slow_llm() -> Iterator[respx.MockRouter]:
-    """The coach's endpoint streaming :data:`REPLY` slowly."""
+    """The coach's endpoint streaming :data:`SLOW_REPLY` slowly."""
     with mock_openai() as router:
         router.route(host="127.0.0.1").pass_through()
         router.post(f"{MOCK_BASE_URL}/chat/completions", name="completions").mock(
@@ -126,8 +129,8 @@ async def test_a_message_sent_while_an_answer_streams_survives_a_dropped_network
     assert [(m["sender_type"], m["text"]) for m in messages] == [
         ("client", "How can I plan my week better?"),
         ("client", "And how do I keep to it?"),
-        ("ai", REPLY),
-        ("ai", REPLY),
+        ("ai", SLOW_REPLY),
+        ("ai", SLOW_REPLY),
     ]
     acks = {e["client_message_id"]: e for e in before + during if e["type"] == "ack"}
     assert set(acks) == {"c-1", "c-2"}, "each message is acknowledged as it arrives"
