@@ -320,13 +320,13 @@ async def retrieve(
     query_embedding: list[float],
     embedding_model: str,
     k: int,
-    reranker: HttpReranker | None = None,
+    for_reranking: bool = False,
 ) -> list[RetrievedChunk]:
     """Top-``k`` chunks of ``coach_id`` for ``query``, only from documents embedded with ``embedding_model``:
     ranked as :func:`rank` ranks them, with ``k × CANDIDATES_PER_K`` candidates per arm and :data:`FUSION`, in
     one statement (:data:`_PASSAGES`), then near duplicates collapsed (:func:`collapse_near_duplicates`, over
-    the best ``2k``), then, with a ``reranker``, those reordered by its scores (a failing reranker is logged and
-    the fused order kept). Must run inside a tenant transaction."""
+    the best ``2k``). ``for_reranking``: every chunk kept of the best ``2k``, for :func:`rerank` (after the
+    transaction: its HTTP call holds no database connection). Must run inside a tenant transaction."""
     n = k * CANDIDATES_PER_K
     params = {
         "coach_id": coach_id,
@@ -347,19 +347,17 @@ async def retrieve(
         for r in rows
     ]
     # the reranker reorders every passage kept; without one, the first k kept are the answer
-    limit = None if reranker is not None else k
-    kept = [ordered[i] for i in collapse_near_duplicates([c.text for c in ordered], limit=limit)]
-    if reranker is not None:
-        kept = await _reranked(reranker, query, kept)
-    return kept[:k]
+    kept = [ordered[i] for i in collapse_near_duplicates([c.text for c in ordered], limit=None if for_reranking else k)]
+    return kept
 
 
-async def _reranked(reranker: HttpReranker, query: str, passages: list[RetrievedChunk]) -> list[RetrievedChunk]:
-    """``passages`` by the reranker's scores, best first (stable); unchanged when the reranker fails."""
+async def rerank(reranker: HttpReranker, query: str, passages: list[RetrievedChunk], k: int) -> list[RetrievedChunk]:
+    """The best ``k`` of ``passages`` (:func:`retrieve`'s, ``for_reranking``) by the reranker's scores, best first
+    (stable); in the fused order when the reranker fails (logged)."""
     try:
         scores = await reranker.scores(query, [p.text for p in passages])
     except ProviderError as exc:
         log.warning("%s; keeping the fused order", exc)
-        return passages
+        return passages[:k]
     order = sorted(range(len(passages)), key=lambda i: -scores[i])
-    return [passages[i] for i in order]
+    return [passages[i] for i in order][:k]

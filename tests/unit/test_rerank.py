@@ -14,7 +14,7 @@ import respx
 from app.core.egress import EgressGuard, OutboundAllowlist
 from app.llm.base import ProviderError
 from app.llm.rerank import HttpReranker
-from app.rag.retrieval import RetrievedChunk, _reranked
+from app.rag.retrieval import RetrievedChunk, rerank
 
 BASE_URL = "http://127.0.0.1:7997/v1"
 PASSAGES = ["Tomatoes need full sun.", "Deep sleep consolidates memory.", "Budgets track expenses."]
@@ -94,6 +94,7 @@ async def test_retrieval_reorders_by_the_reranker_and_keeps_the_fused_order_when
 ) -> None:
     route = api.post(f"{BASE_URL}/rerank").mock(return_value=httpx.Response(200, json=JINA_RESPONSE))
     chunks = _chunks()
-    assert [c.text for c in await _reranked(reranker(), "sleep", chunks)] == [PASSAGES[1], PASSAGES[0], PASSAGES[2]]
+    assert [c.text for c in await rerank(reranker(), "sleep", chunks, 3)] == [PASSAGES[1], PASSAGES[0], PASSAGES[2]]
+    assert [c.text for c in await rerank(reranker(), "sleep", chunks, 2)] == [PASSAGES[1], PASSAGES[0]]
     route.mock(return_value=httpx.Response(503))
-    assert await _reranked(reranker(), "sleep", chunks) == chunks
+    assert await rerank(reranker(), "sleep", chunks, 2) == chunks[:2]

@@ -26,7 +26,7 @@ from app.learning.versions import ModelVersionService
 from app.llm.registry import ProviderRegistry
 from app.memory.episodes import store_episodes
 from app.memory.retrieval import MemoryContext, context_for
-from app.rag.retrieval import RetrievedChunk, retrieve
+from app.rag.retrieval import RetrievedChunk, rerank, retrieve
 
 
 class Gatherer:
@@ -55,18 +55,22 @@ class Gatherer:
     async def _passages(
         self, turn: Turn, query_embedding: list[float], model: str, stages: Stages
     ) -> list[RetrievedChunk]:
-        """The coach's passages for the message (hybrid retrieval), in a unit of work of their own."""
+        """The coach's passages for the message (hybrid retrieval, in a unit of work of their own), reordered by
+        the operator's reranker when there is one, once the database connection is back in the pool (a slow
+        reranker must not hold the connections every tenant's turns need)."""
+        reranker, k = self._registry.reranker(), self._settings.retrieval_top_k
         with stages.time("gather.passages"):
             async with unit_of_work(self._sessionmaker, turn.coach.id, autocommit=True) as uow:
-                return await retrieve(
+                passages = await retrieve(
                     uow.session,
                     turn.coach.id,
                     query=turn.message.text,
                     query_embedding=query_embedding,
                     embedding_model=model,
-                    k=self._settings.retrieval_top_k,
-                    reranker=self._registry.reranker(),
+                    k=k,
+                    for_reranking=reranker is not None,
                 )
+            return passages if reranker is None else await rerank(reranker, turn.message.text, passages, k)
 
     async def _memory(self, turn: Turn, query_embedding: list[float], model: str, stages: Stages) -> MemoryContext:
         """What memory recalls about the client (the L1 window excluded). The message's episode was stored at

@@ -4,6 +4,7 @@ ranking surfaces the passage that answers the question."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from app.chat.turn.state import TurnResult
 from app.container import Container
 from app.db.engine import tenant_session
 from app.rag import retrieval
@@ -104,3 +106,25 @@ async def test_the_one_statement_ranks_as_the_arms_and_their_fusion_do(
         scores = [ranked.fused_scores[c] for c in top]
         ties += sum(a == b for a, b in zip(scores, scores[1:], strict=False))
     assert ties > 0 or fusion.lexical_weight != fusion.dense_weight  # the tie order was checked
+
+
+async def test_the_reranker_is_asked_with_no_database_connection_held(
+    container: Container, meditations_coach: ReadyCoach, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator's reranker is an HTTP call: it ran inside the retrieval's transaction, so a slow one held a
+    pooled connection per turn, the connections every tenant's turns need. It now gets the candidates after the
+    connection is back in the pool."""
+    held: list[int] = []
+
+    class Reranker:
+        async def scores(self, query: str, texts: list[str]) -> list[float]:
+            await asyncio.sleep(0.5)  # the turn's other reads (memory, learning) are done meanwhile
+            held.append(container.engine.pool.checkedout())
+            return [float(i) for i in range(len(texts))]  # the last candidate first
+
+    monkeypatch.setattr(container.registry, "reranker", Reranker)
+    coach_id, client_id = uuid.UUID(meditations_coach.coach.coach_id), uuid.UUID(meditations_coach.client_id)
+    results = [item async for item in container.chat.turn(coach_id, client_id, "How should I face death calmly?")]
+
+    assert held == [0], "no connection checked out while the reranker answers"
+    assert isinstance(results[-1], TurnResult)
