@@ -7,7 +7,8 @@ import asyncio
 import logging
 import re
 
-from telegram import Bot
+from telegram import Bot, LinkPreviewOptions
+from telegram.ext import Defaults, ExtBot
 from telegram.request import HTTPXRequest
 
 from app.core.config import Settings
@@ -42,10 +43,16 @@ def install_token_redaction() -> None:
             logger.addFilter(RedactBotTokens())
 
 
-class CoachBot(Bot):
-    """python-telegram-bot's ``Bot`` whose :meth:`shutdown` closes its two HTTP connection pools even when it
-    was never initialized: ``Bot.shutdown`` alone closes nothing then, and the app does not call
-    ``Bot.initialize`` (it asks ``getMe`` once more, and words a refused token with the token in it)."""
+NO_LINK_PREVIEWS = Defaults(link_preview_options=LinkPreviewOptions(is_disabled=True))
+"""Every message is sent without a link preview: Telegram's servers would fetch any URL in a reply (one a planted
+instruction made the model write, carrying what it knows about the client) before anyone opens it."""
+
+
+class CoachBot(ExtBot[None]):
+    """python-telegram-bot's ``ExtBot`` (with :data:`NO_LINK_PREVIEWS`) whose :meth:`shutdown` closes its two HTTP
+    connection pools even when it was never initialized: ``Bot.shutdown`` alone closes nothing then, and the app
+    does not call ``Bot.initialize`` (it asks ``getMe`` once more, and words a refused token with the token in
+    it)."""
 
     async def shutdown(self) -> None:
         """Close the HTTP connection pools (idempotent)."""
@@ -78,4 +85,5 @@ def make_bot(settings: Settings, guard: EgressGuard, token: str) -> Bot:
         base_file_url=f"{base}/file/bot{{token}}",
         request=request(15.0),
         get_updates_request=request(POLL_TIMEOUT_S + 10.0),
+        defaults=NO_LINK_PREVIEWS,
     )

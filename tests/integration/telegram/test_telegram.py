@@ -505,6 +505,8 @@ async def test_a_cited_answer_streams_with_typing_footnotes_escaping_and_feedbac
     calls = fake.sent_to(chat_id)
     final = calls[-1]
     assert final.method == "editMessageText" and final.params["parse_mode"] == "HTML"
+    # Telegram's servers would fetch a URL in the reply for its preview before anyone opens it
+    assert all(c.params["link_preview_options"] == {"is_disabled": True} for c in calls if "text" in c.params)
     assert final.params["text"].startswith(render.escape(REPLY)) and "&lt;now&gt;" in final.params["text"]
     assert "<i>[1] Two Minute Reset</i>" in final.params["text"]
     keyboard = final.params["reply_markup"]["inline_keyboard"]
