@@ -74,10 +74,11 @@ def feedback(message_id: uuid.UUID, view: dict[str, Any]) -> dict[str, Any] | No
 
 
 class _Stream:
-    """One reply in one chat: the first delta is sent, later ones edit that message at most every
-    ``interval`` seconds, :meth:`finish` writes the final text (split, footnotes, keyboard). The streamed
-    edits are best-effort (a failed one is skipped: the final text replaces it); :attr:`unsent` holds the final
-    text's parts :meth:`finish` has not sent yet, :attr:`keyboard` the buttons that go under the last one."""
+    """One reply in one chat: "typing…" from :meth:`typing` until the first delta, which is sent; later ones edit
+    that message at most every ``interval`` seconds, :meth:`finish` writes the final text (split, footnotes,
+    keyboard). The streamed edits are best-effort (a failed one is skipped: the final text replaces it);
+    :attr:`unsent` holds the final text's parts :meth:`finish` has not sent yet, :attr:`keyboard` the buttons that
+    go under the last one."""
 
     def __init__(self, bot: Bot, chat_id: int, interval: float) -> None:
         self.bot, self.chat_id, self.interval = bot, chat_id, interval
@@ -87,11 +88,24 @@ class _Stream:
         self.unsent: list[str] = []
         self.keyboard: dict[str, Any] | None = None
         self._next = 0.0  # (monotonic time before which no streamed send or edit is tried)
+        self._typing: asyncio.Task[None] | None = None
+
+    def typing(self) -> None:
+        """Show "typing…" in the chat (repeated every :data:`TYPING_EVERY_S`) until the first delta or
+        :meth:`stop_typing`: the AI works on a reply for the client (``ChatService.answer``'s ``on_answering``)."""
+        if self._typing is None:
+            self._typing = asyncio.create_task(_typing(self.bot, self.chat_id))
+
+    def stop_typing(self) -> None:
+        """No more "typing…" (the reply shows, or the turn ended)."""
+        if self._typing is not None:
+            self._typing.cancel()
 
     async def delta(self, text: str) -> None:
         """Show the reply so far (a 403 raises ``Forbidden``: the client blocked the bot). At most one send or edit
         per ``interval``, failed ones included, and none until a 429's ``retry_after`` has passed: a failed first
         send used to be tried again at every delta, prolonging Telegram's flood control."""
+        self.stop_typing()
         self.text += text
         self._units += render.utf16_len(text)
         now = time.monotonic()
@@ -586,21 +600,19 @@ class TelegramChannel:
             return await receive(coach_id, binding.client_id, text, conversation_id=None, **kwargs)
 
     async def _answer(self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, message_id: uuid.UUID) -> None:
-        """Answer the stored client message ``message_id``, streaming the reply into the chat. When the turn
+        """Answer the stored client message ``message_id``, streaming the reply into the chat ("typing…" only while
+        the AI works on a reply the client will get: not while the coach has the conversation). When the turn
         fails (the database out of reach, a pool exhausted), the worker answers it later
         (:meth:`~app.chat.turn.ChatService.answer_later`; the reply comes through the chat's outbox) and the
         client is told so; when the final text cannot be sent (a timeout, a 5xx), the parts not sent go through
         the chat's outbox, which retries. Raises ``Forbidden`` (the client blocked the bot)."""
         stream = _Stream(bot, binding.chat_id, self.edit_interval_s)
-        typing = asyncio.create_task(_typing(bot, binding.chat_id))
         result: TurnResult | None = None
         try:
-            async for item in self._chat.answer(coach_id, binding.client_id, message_id):
+            async for item in self._chat.answer(coach_id, binding.client_id, message_id, on_answering=stream.typing):
                 if isinstance(item, TurnResult):
                     result = item
                 else:
-                    if not typing.done():
-                        typing.cancel()
                     await stream.delta(item)
         except (DomainError, Forbidden):
             raise
@@ -612,7 +624,7 @@ class TelegramChannel:
                 await bot.send_message(binding.chat_id, ANSWER_LATER)
             return
         finally:
-            typing.cancel()
+            stream.stop_typing()
         if result is None:
             return
         if not result.reply and (result.handoff or {}).get("status") == "draft_pending":

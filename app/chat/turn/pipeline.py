@@ -77,8 +77,16 @@ ToClient = Callable[[], bool]
 gone, or there is none: a worker job)?"""
 
 
+OnAnswering = Callable[[], None]
+"""Called once a turn goes on to the model for a reply the client will get (:meth:`ChatService.answer`)."""
+
+
 def _never() -> bool:
     return False
+
+
+def _unheard() -> None:
+    return None
 
 
 class _NoCrisis(Exception):
@@ -167,7 +175,13 @@ class ChatService:
             )
 
     async def answer(
-        self, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID, *, to_client: ToClient = _never
+        self,
+        coach_id: uuid.UUID,
+        client_id: uuid.UUID,
+        message_id: uuid.UUID,
+        *,
+        to_client: ToClient = _never,
+        on_answering: OnAnswering = _unheard,
     ) -> AsyncIterator[str | TurnResult]:
         """Answer the client's stored message ``message_id``: yields reply text deltas as they are generated,
         then one :class:`TurnResult`. A message answered before yields only a result with no reply.
@@ -181,12 +195,23 @@ class ChatService:
         At most ``TURN_CONCURRENCY`` answers run at once in this process; the others wait for a slot, coaches
         served in turn and each coach's turns in the order they came (:class:`FairSlots`; their wait is the
         ``admission`` stage). A turn that has to wait is screened for a crisis first, as
-        :meth:`answer_crisis` does: a crisis reply and its alert do not wait behind other tenants' turns."""
-        async for item in self._answer_admitted(coach_id, client_id, message_id, to_client, Stages()):
+        :meth:`answer_crisis` does: a crisis reply and its alert do not wait behind other tenants' turns.
+
+        ``on_answering`` is called once the decision before the model lets the AI answer, before retrieval, unless
+        the reply is a draft for the coach: a channel shows "typing…" from then on, and not for a message only the
+        coach answers (the AI paused) or one answered at once without the model."""
+        stages = Stages()
+        async for item in self._answer_admitted(coach_id, client_id, message_id, to_client, stages, on_answering):
             yield item
 
     async def _answer_admitted(
-        self, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID, to_client: ToClient, stages: Stages
+        self,
+        coach_id: uuid.UUID,
+        client_id: uuid.UUID,
+        message_id: uuid.UUID,
+        to_client: ToClient,
+        stages: Stages,
+        on_answering: OnAnswering = _unheard,
     ) -> AsyncIterator[str | TurnResult]:
         """:meth:`answer` with ``stages`` (which may hold ``receive`` already): the early crisis screen when
         the turn has to wait, then the turn in its slot."""
@@ -195,7 +220,7 @@ class ChatService:
                 yield item
             return
         async with self._admitted(coach_id, stages):
-            async for item in self._answer(coach_id, client_id, message_id, to_client, stages):
+            async for item in self._answer(coach_id, client_id, message_id, to_client, stages, on_answering):
                 yield item
 
     @asynccontextmanager
@@ -214,7 +239,13 @@ class ChatService:
             self._slots.release()
 
     async def _answer(
-        self, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID, to_client: ToClient, stages: Stages
+        self,
+        coach_id: uuid.UUID,
+        client_id: uuid.UUID,
+        message_id: uuid.UUID,
+        to_client: ToClient,
+        stages: Stages,
+        on_answering: OnAnswering,
     ) -> AsyncIterator[str | TurnResult]:
         """:meth:`answer`, timing its stages in ``stages`` (which may hold ``receive`` already)."""
         started = time.perf_counter()
@@ -232,6 +263,8 @@ class ChatService:
             async for item in self._handed_off(turn, outcome, started, to_client, stages):
                 yield item
         else:
+            if turn.coach.handoff_mode != HandoffMode.DRAFT:
+                on_answering()
             async for item in self._answer_with_model(turn, started, to_client, stages):
                 yield item
 

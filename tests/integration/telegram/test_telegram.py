@@ -1027,6 +1027,34 @@ async def test_coach_takeover_messages_and_notices_reach_the_chat(
     assert any("left the conversation" in c.params["text"] for c in fake.sent_to(chat_id))
 
 
+def typing_shown(fake: FakeBotApi, chat_id: int) -> int:
+    """How many times "typing…" was shown in the chat (``sendChatAction``)."""
+    return len([c for c in fake.of("sendChatAction") if int(c.params["chat_id"]) == chat_id])
+
+
+async def test_typing_shows_only_while_the_ai_works_on_a_reply_for_the_client(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    """ "typing…" showed for every message, also one the AI does not answer: while the coach has the conversation
+    (taken over, or asked to join and not there yet) or in draft mode, where the reply waits for the coach."""
+    bot, chat_id, _ = await taken_over(tg, fake, make_bot, tg_jobs)
+    assert typing_shown(fake, chat_id) >= 1  # ("Hello", answered by the AI)
+    before = typing_shown(fake, chat_id)
+    await say(tg, bot, chat_id, "Thanks")  # the coach has it
+    assert typing_shown(fake, chat_id) == before
+
+    waiting = await make_bot(confidence_threshold=0.0)
+    chat_id, _ = await bound_chat(tg, waiting, fake)
+    await say(tg, waiting, chat_id, "/human")
+    await say(tg, waiting, chat_id, "Are you there?")  # the coach was asked to join: only the coach answers
+    assert typing_shown(fake, chat_id) == 0
+
+    drafting = await make_bot(handoff_mode="draft")
+    chat_id, _ = await bound_chat(tg, drafting, fake)
+    await say(tg, drafting, chat_id, "How can I plan my week?")
+    assert typing_shown(fake, chat_id) == 0
+
+
 async def test_a_coachs_message_reaches_the_chat_of_its_conversation_when_the_client_has_two_chats(
     tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
 ) -> None:
