@@ -3,6 +3,7 @@ Telegram posts updates to the webhook."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Annotated, Any, TypeAlias
 
@@ -19,9 +20,12 @@ from app.channels.telegram.adapter import TelegramChannel
 from app.channels.telegram.service import WEBHOOK_PATH, BotInfo
 from app.deps import CoachId, PathId
 
+log = logging.getLogger(__name__)
+
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
 MAX_UPDATE_ID = 2**63 - 1
 """Telegram's update ids are positive and fit a signed 64-bit integer (Bot API ``Update``), as the column does."""
+NOT_AN_UPDATE = "the body is not a Telegram update"
 
 
 def provide_telegram(state: State) -> TelegramChannel:
@@ -58,6 +62,76 @@ class InviteOut(msgspec.Struct):
     url: str
     code: str
     expires_at: datetime
+
+
+class ChatIn(msgspec.Struct):
+    """A Bot API ``Chat``: what the channel reads of it."""
+
+    id: int
+    type: str
+
+
+class UserIn(msgspec.Struct):
+    """A Bot API ``User`` (the sender): what the channel reads of it (an enrolled stranger's name)."""
+
+    id: int
+    first_name: str | None = None
+    last_name: str | None = None
+    username: str | None = None
+
+
+class MessageIn(msgspec.Struct):
+    """A Bot API ``Message`` from the client (``message``, ``edited_message``)."""
+
+    message_id: int
+    chat: ChatIn
+    sender: UserIn | None = msgspec.field(default=None, name="from")
+    text: str | None = None
+    caption: str | None = None
+    edit_date: int | None = None
+
+
+class PressedMessageIn(msgspec.Struct):
+    """The message under a pressed button (a Bot API ``MaybeInaccessibleMessage``: an old one has only these)."""
+
+    message_id: int
+    chat: ChatIn
+
+
+class CallbackQueryIn(msgspec.Struct):
+    """A Bot API ``CallbackQuery`` (a button press)."""
+
+    id: str
+    sender: UserIn = msgspec.field(name="from")
+    data: str | None = None
+    message: PressedMessageIn | None = None
+
+
+class ChatMemberIn(msgspec.Struct):
+    """A Bot API ``ChatMember``: its ``status``."""
+
+    status: str
+
+
+class ChatMemberUpdatedIn(msgspec.Struct):
+    """A Bot API ``ChatMemberUpdated`` (``my_chat_member``: the client blocked or unblocked the bot)."""
+
+    chat: ChatIn
+    new_chat_member: ChatMemberIn
+
+
+class UpdateIn(msgspec.Struct):
+    """A Bot API ``Update`` as the webhook checks it: the fields the channel reads
+    (:mod:`app.channels.telegram.adapter`) must be there with their Bot API types, so an update that passes is
+    never one whose processing fails on its own content (and would be tried again,
+    :data:`~app.channels.telegram.service.MAX_ATTEMPTS` times).
+    Other fields and update kinds are taken as they are: Telegram adds them over time."""
+
+    update_id: Annotated[int, msgspec.Meta(ge=0, le=MAX_UPDATE_ID)]
+    message: MessageIn | None = None
+    edited_message: MessageIn | None = None
+    callback_query: CallbackQueryIn | None = None
+    my_chat_member: ChatMemberUpdatedIn | None = None
 
 
 def _out(info: BotInfo) -> BotOut:
@@ -117,17 +191,21 @@ async def telegram_webhook(
     """Telegram's update delivery (Bot API ``setWebhook``). The ``X-Telegram-Bot-Api-Secret-Token`` header must
     be the coach's secret (constant-time check; otherwise 401, nothing stored). A new ``update_id`` is
     recorded with its JSON and processed in the background; a re-sent one is acknowledged and ignored, unless its
-    processing never finished (the process died: it is processed now). 400 for a body that is not an update: not
-    JSON (a lone UTF-16 surrogate included), nested too deeply, or without an ``update_id`` in 0…2⁶³−1."""
+    processing never finished (the process died: it is processed now). 400 for a body that is not an update,
+    nothing stored: not JSON (a lone UTF-16 surrogate included), nested too deeply, without an ``update_id`` in
+    0…2⁶³−1, or with a field the channel reads missing or of the wrong type (:class:`UpdateIn`; the detail says
+    which; a warning is logged). Telegram repeats a request answered otherwise than 2xx and gives up after a
+    number of attempts (Bot API ``setWebhook``): such an update is never taken, nor tried again by the worker."""
     if not await telegram.service.check_secret(coach_id, request.headers.get(SECRET_HEADER, "")):
         return Response({"status_code": 401, "detail": "wrong or missing secret token"}, status_code=401)
     try:
         update = await request.json()  # Litestar's decoding: a body nested too deeply is the app's 400
-        update_id = update["update_id"]
-        if not isinstance(update_id, int) or isinstance(update_id, bool) or not 0 <= update_id <= MAX_UPDATE_ID:
-            raise TypeError("update_id")
-    except (SerializationException, KeyError, TypeError):
-        return Response({"status_code": 400, "detail": "the body is not a Telegram update"}, status_code=400)
+        update_id = msgspec.convert(update, UpdateIn).update_id
+    except SerializationException:
+        return Response({"status_code": 400, "detail": NOT_AN_UPDATE}, status_code=400)
+    except msgspec.ValidationError as exc:  # (with the coach's secret: Telegram's, or someone who has the secret)
+        log.warning("telegram webhook of coach %s: an update refused (400): %s", coach_id, exc)
+        return Response({"status_code": 400, "detail": f"{NOT_AN_UPDATE}: {exc}"}, status_code=400)
     if await telegram.service.updates.first_delivery(coach_id, update_id, update):
         telegram.dispatch(coach_id, update)
     return Response({"ok": True}, status_code=200)

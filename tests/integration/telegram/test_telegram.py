@@ -215,6 +215,14 @@ async def test_a_wrong_secret_is_401_and_stores_nothing(
     assert fake.sent_to(chat_id)
 
 
+PRIVATE = {"id": 5, "type": "private"}
+said = {"message_id": 1, "chat": PRIVATE, "text": "Hi"}
+
+
+def as_json(update: dict[str, Any]) -> bytes:
+    return json.dumps(update).encode()
+
+
 @pytest.mark.parametrize(
     ("body", "detail"),
     [
@@ -225,19 +233,62 @@ async def test_a_wrong_secret_is_401_and_stores_nothing(
         (b'{"update_id": 99999999999999999999}', "not a Telegram update"),  # past the signed 64-bit column
         (b'{"update_id": 5, "message": {"text": "a\\ud800b"}}', "not a Telegram update"),  # a lone surrogate
         (b"[" * 50_000 + b"]" * 50_000, "nested too deeply"),
-        (b'{"update_id": 6, "message": {"text": "a\\u0000b"}}', "NUL character"),
+        (as_json({"update_id": 6, "message": said | {"text": "a\x00b"}}), "NUL character"),
+        (b'{"update_id": true}', "`$.update_id`"),
+        (as_json({"update_id": 7, "message": "Hello"}), "`$.message`"),
+        (as_json({"update_id": 8, "message": {"chat": PRIVATE, "text": "Hi"}}), "`message_id`"),
+        (as_json({"update_id": 9, "message": said | {"chat": {"id": "x", "type": "private"}}}), "`$.message.chat.id`"),
+        (as_json({"update_id": 10, "message": said | {"from": "Ada"}}), "`$.message.from`"),
+        (as_json({"update_id": 11, "edited_message": said | {"text": 5}}), "`$.edited_message.text`"),
+        (as_json({"update_id": 12, "callback_query": {"from": {"id": 5}, "data": "h"}}), "`id`"),
+        (as_json({"update_id": 13, "my_chat_member": {"chat": PRIVATE, "new_chat_member": {}}}), "`status`"),
     ],
-    ids=["not-json", "no-update-id", "string-id", "negative-id", "id-past-int64", "lone-surrogate", "deep", "nul"],
+    ids=[
+        "not-json",
+        "no-update-id",
+        "string-id",
+        "negative-id",
+        "id-past-int64",
+        "lone-surrogate",
+        "deep",
+        "nul",
+        "bool-id",
+        "message-not-object",
+        "no-message-id",
+        "chat-id-not-int",
+        "from-not-object",
+        "text-not-string",
+        "press-without-id",
+        "member-without-status",
+    ],
 )
 async def test_a_body_that_is_not_an_update_is_a_400_and_stores_nothing(
     tg: httpx.AsyncClient, container: Container, make_bot: MakeBot, body: bytes, detail: str
 ) -> None:
+    """With the right secret, a body that is not an update, or an update whose fields the channel reads are missing
+    or of the wrong type, is a 400 naming what is wrong: it was recorded and failed as it was processed, and the
+    worker's sweep processed it again and again (``MAX_ATTEMPTS``)."""
     bot = await make_bot()
     headers = bot.secret_headers() | {"content-type": "application/json"}
     response = await tg.post(bot.hook(), headers=headers, content=body)
     assert response.status_code == 400 and detail in response.json()["detail"]
     async with tenant_session(container.sessionmaker, uuid.UUID(bot.coach.coach_id)) as session:
         assert await session.scalar(select(func.count()).select_from(TelegramUpdate)) == 0
+
+
+async def test_an_update_with_fields_or_kinds_the_channel_does_not_read_is_taken(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """Telegram adds fields and update kinds over time: only what the channel reads is checked."""
+    bot = await make_bot()
+    chat_id = next(_chat_ids)
+    update = recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="/start")
+    update["message"]["paid_star_count"] = {"new": ["field"]}
+    update["business_message"] = {"anything": True}
+    await post_update(tg, bot, update)
+    await post_update(tg, bot, {"update_id": next(_chat_ids), "poll": {"id": "1"}})
+    await drain(tg)
+    assert fake.sent_to(chat_id)[-1].params["text"] == WELCOME
 
 
 # ------------------------------------------------------------------------------------------- enrolment
