@@ -4,7 +4,8 @@
 Updates are processed off the webhook request, one chat at a time in arrival order (a lock per chat, in this
 process and across processes: :class:`ChatLocks`); a message that arrives while its chat's previous one is
 being answered is screened for a crisis first (:meth:`TelegramChannel._screening`). A reply
-streams by editing one message at most every :attr:`TelegramChannel.edit_interval_s` seconds (Telegram's
+(:mod:`app.channels.telegram.replies`) streams by editing one message at most every
+:attr:`TelegramChannel.edit_interval_s` seconds (Telegram's
 limits, Bot API FAQ "My bot is hitting limits": about one message a second per chat), then the final text
 with footnotes and the 👍/👎 and "Talk to a human" keyboard; replies over 4,096 characters are split at sentence
 ends. Live events for the client (the coach's messages, joined/left notices) go out through the worker's
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -27,23 +27,19 @@ from arq.connections import ArqRedis
 from redis.exceptions import LockError, RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Bot, ReplyKeyboardMarkup
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden
 
 from app.accounts.unit_of_work import unit_of_work
 from app.accounts.widget_settings import greeting, suggestions
 from app.channels.telegram import render
 from app.channels.telegram.bot import bot_id
-from app.channels.telegram.outbound import ChatOutbox, markup, retry_seconds, with_retry
+from app.channels.telegram.outbound import ChatOutbox, markup
+from app.channels.telegram.replies import ChatReplies
 from app.channels.telegram.service import ChatBinding, TelegramService
 from app.channels.telegram.tone import TONE_COMMAND, TelegramTone, parse_tone
-from app.chat.turn import ANSWER_LATER, ChatService, TurnResult
-from app.conversations.metadata import client_citations, client_view
-from app.conversations.models import Message
+from app.chat.turn import ChatService
 from app.conversations.service import ConversationService
 from app.core.errors import DomainError, NotFound, TooManyAttempts
-from app.db import jobs
-from app.db.outbox import UNAVAILABLE
-from app.handoff.live import message_event
 from app.memory.client_view import remembered_out
 from app.memory.controls import MemoryControls
 
@@ -60,98 +56,6 @@ chat up no longer. An install whose ``LLM_TIMEOUT_SECONDS`` (the bound on a turn
 :data:`TURN_LOCK_MARGIN_S` under it gets a longer lock (:func:`turn_lock_s`)."""
 TURN_LOCK_MARGIN_S = 60.0
 """Seconds a turn's lock outlives its model work: storing the message and the reply, and the chat's edits."""
-TYPING_EVERY_S = 4.0
-"""A chat action shows for about 5 s (Bot API ``sendChatAction``): repeated while the model works."""
-
-
-def feedback(message_id: uuid.UUID, view: dict[str, Any]) -> dict[str, Any] | None:
-    """The 👍/👎 buttons (:func:`render.feedback_keyboard`) under a reply whose client view (``view``,
-    :func:`client_view`) is the AI's or the coach's answer; none under the product's own texts, a crisis reply, a
-    notice or an apology, as the widget shows them."""
-    return (
-        None if any(view.get(flag) for flag in ("crisis", "notice", "failed")) else render.feedback_keyboard(message_id)
-    )
-
-
-class _Stream:
-    """One reply in one chat: "typing…" from :meth:`typing` until the first delta, which is sent; later ones edit
-    that message at most every ``interval`` seconds, :meth:`finish` writes the final text (split, footnotes,
-    keyboard). The streamed edits are best-effort (a failed one is skipped: the final text replaces it);
-    :attr:`unsent` holds the final text's parts :meth:`finish` has not sent yet, :attr:`keyboard` the buttons that
-    go under the last one."""
-
-    def __init__(self, bot: Bot, chat_id: int, interval: float) -> None:
-        self.bot, self.chat_id, self.interval = bot, chat_id, interval
-        self.text = ""
-        self._units = 0  # (the text's length as Telegram counts it, summed as deltas arrive)
-        self.message_id: int | None = None
-        self.unsent: list[str] = []
-        self.keyboard: dict[str, Any] | None = None
-        self._next = 0.0  # (monotonic time before which no streamed send or edit is tried)
-        self._typing: asyncio.Task[None] | None = None
-
-    def typing(self) -> None:
-        """Show "typing…" in the chat (repeated every :data:`TYPING_EVERY_S`) until the first delta or
-        :meth:`stop_typing`: the AI works on a reply for the client (``ChatService.answer``'s ``on_answering``)."""
-        if self._typing is None:
-            self._typing = asyncio.create_task(_typing(self.bot, self.chat_id))
-
-    def stop_typing(self) -> None:
-        """No more "typing…" (the reply shows, or the turn ended)."""
-        if self._typing is not None:
-            self._typing.cancel()
-
-    async def delta(self, text: str) -> None:
-        """Show the reply so far (a 403 raises ``Forbidden``: the client blocked the bot). At most one send or edit
-        per ``interval``, failed ones included, and none until a 429's ``retry_after`` has passed: a failed first
-        send used to be tried again at every delta, prolonging Telegram's flood control."""
-        self.stop_typing()
-        self.text += text
-        self._units += render.utf16_len(text)
-        now = time.monotonic()
-        if self._units > render.MAX_MESSAGE_CHARS or now < self._next:
-            return
-        self._next = now + self.interval
-        try:
-            if self.message_id is None:
-                sent = await self.bot.send_message(self.chat_id, render.escape(self.text), parse_mode=render.PARSE_MODE)
-                self.message_id = sent.message_id
-            else:
-                await self.bot.edit_message_text(
-                    render.escape(self.text), self.chat_id, self.message_id, parse_mode=render.PARSE_MODE
-                )
-        except RetryAfter as exc:
-            self._next = max(self._next, now + retry_seconds(exc))
-        except NetworkError:  # (also a 400, a timeout, a 5xx: the final text replaces what failed)
-            pass
-
-    async def finish(self, result: TurnResult) -> None:
-        """Write the final reply: the streamed message edited into its first part, the others sent. Raises
-        Telegram's error of a part that could not be sent (those still in :attr:`unsent`)."""
-        if not result.reply:
-            await self.discard()  # nothing was stored (the coach took the conversation meanwhile)
-            return
-        parts = self.unsent = render.split_html(result.reply, client_citations(result.citations))
-        self.keyboard = feedback(result.message_id, client_view(result.metadata)) if result.message_id else None
-        for index, part in enumerate(parts):
-            shown = markup(self.keyboard) if index == len(parts) - 1 else None
-            if index == 0 and self.message_id is not None:
-                with contextlib.suppress(BadRequest):
-                    edit = self.bot.edit_message_text
-                    await with_retry(
-                        edit, part, self.chat_id, self.message_id, parse_mode=render.PARSE_MODE, reply_markup=shown
-                    )
-            else:
-                send = self.bot.send_message
-                await with_retry(send, self.chat_id, part, parse_mode=render.PARSE_MODE, reply_markup=shown)
-            self.unsent = parts[index + 1 :]
-
-    async def discard(self) -> None:
-        """Delete the streamed message (best-effort): the reply it showed was not stored."""
-        if self.message_id is not None:
-            with contextlib.suppress(TelegramError):
-                await self.bot.delete_message(self.chat_id, self.message_id)
-            self.message_id = None
 
 
 class ChatLocks:
@@ -281,14 +185,6 @@ def _plain_text(message: dict[str, Any]) -> str | None:
     return text if isinstance(text, str) and text.strip() and not text.startswith("/") else None
 
 
-async def _typing(bot: Bot, chat_id: int) -> None:
-    """Show "typing…" in the chat until cancelled (a failed chat action ends it)."""
-    with contextlib.suppress(TelegramError):
-        while True:
-            await bot.send_chat_action(chat_id, "typing")
-            await asyncio.sleep(TYPING_EVERY_S)
-
-
 def _client_message_id(bot: Bot, chat_id: int, message: dict[str, Any], suffix: str = "") -> str:
     """The ``client_message_id`` a chat's message is stored under (once, however often it is handled):
     ``tg:<bot id>:<chat id>:<message id><suffix>``. The bot is part of it: a private chat's id is the client's
@@ -322,6 +218,8 @@ class TelegramChannel:
         self._memory = memory
         self._tone = tone
         self.outbox = ChatOutbox(redis, service)
+        self.replies = ChatReplies(service, chat, self.outbox, sessionmaker)
+        """Replies and live events into the clients' chats."""
         self._sessionmaker = sessionmaker
         self.locks = ChatLocks(redis, turn_lock_s)
         """The chats' turn locks."""
@@ -589,7 +487,7 @@ class TelegramChannel:
             await self.service.set_chat(coach_id, binding.chat_id, conversation_id=received.conversation_id)
         if not received.answered:
             async with self.locks.answering(coach_id, binding.chat_id):  # a message arriving meanwhile is screened
-                await self._answer(bot, coach_id, binding, received.message_id)
+                await self.replies.answer(bot, coach_id, binding, received.message_id, self.edit_interval_s)
 
     async def _receive(self, coach_id: uuid.UUID, binding: ChatBinding, text: str, client_message_id: str) -> Any:
         receive = self._chat.receive
@@ -599,102 +497,13 @@ class TelegramChannel:
         except NotFound:  # the conversation was deleted since: start a new one
             return await receive(coach_id, binding.client_id, text, conversation_id=None, **kwargs)
 
-    async def _answer(self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, message_id: uuid.UUID) -> None:
-        """Answer the stored client message ``message_id``, streaming the reply into the chat ("typing…" only while
-        the AI works on a reply the client will get: not while the coach has the conversation). When the turn
-        fails (the database out of reach, a pool exhausted), the worker answers it later
-        (:meth:`~app.chat.turn.ChatService.answer_later`; the reply comes through the chat's outbox) and the
-        client is told so; when the final text cannot be sent (a timeout, a 5xx), the parts not sent go through
-        the chat's outbox, which retries. Raises ``Forbidden`` (the client blocked the bot)."""
-        stream = _Stream(bot, binding.chat_id, self.edit_interval_s)
-        result: TurnResult | None = None
-        try:
-            async for item in self._chat.answer(coach_id, binding.client_id, message_id, on_answering=stream.typing):
-                if isinstance(item, TurnResult):
-                    result = item
-                else:
-                    await stream.delta(item)
-        except (DomainError, Forbidden):
-            raise
-        except Exception:  # the message is stored: it must not stay unanswered
-            log.exception("telegram: answering message %s failed; a job answers it", message_id)
-            await stream.discard()
-            await self._chat.answer_later(coach_id, message_id)
-            with contextlib.suppress(TelegramError):
-                await bot.send_message(binding.chat_id, ANSWER_LATER)
-            return
-        finally:
-            stream.stop_typing()
-        if result is None:
-            return
-        if not result.reply and (result.handoff or {}).get("status") == "draft_pending":
-            await stream.discard()  # the reply waits for the coach: say so, as the widget does
-            async with unit_of_work(self._sessionmaker, coach_id) as uow:
-                name = (await uow.coach()).name
-            with contextlib.suppress(TelegramError):
-                await bot.send_message(binding.chat_id, render.escape(render.reviewing_text(name)))
-            return
-        try:
-            await stream.finish(result)
-        except Forbidden:
-            raise
-        except TelegramError as exc:
-            log.warning("telegram: the reply to message %s goes through the outbox: %s", message_id, exc.message)
-            if result.message_id is not None:
-                await self._push_message(coach_id, binding, result.message_id, stream.unsent, stream.keyboard)
-
     async def deliver_event(self, coach_id: uuid.UUID, client_id: uuid.UUID, event: dict[str, Any]) -> None:
-        """A :data:`app.handoff.service.ClientSink`: a live event of a client whose Telegram chat continues the
-        event's conversation is queued for the worker (:meth:`ChatOutbox.push`; a coach's message with the
-        feedback keyboard, a joined/left notice). A message the chat's outbox cannot take now (Redis out of
-        reach) is not lost: see :meth:`_push_message`."""
-        try:
-            conversation_id = uuid.UUID(str(event.get("conversation_id")))
-        except ValueError:  # (an event of no conversation)
-            return
-        binding = await self.service.chat_of_conversation(coach_id, client_id, conversation_id)
-        if binding is None:
-            return
-        message = event.get("message") if event.get("type") == "message" else None
-        if isinstance(message, dict):
-            parts = render.split_html(str(message.get("text") or ""), message.get("citations") or [])
-            message_id = uuid.UUID(str(message["id"]))
-            keyboard = feedback(message_id, message.get("metadata") or {})
-            await self._push_message(coach_id, binding, message_id, parts, keyboard)
-        elif (notice := render.notice_text(event)) is not None:
-            await self.outbox.push(coach_id, binding.chat_id, [render.escape(notice)], None)
-
-    async def _push_message(
-        self,
-        coach_id: uuid.UUID,
-        binding: ChatBinding,
-        message_id: uuid.UUID,
-        parts: list[str],
-        keyboard: dict[str, Any] | None,
-    ) -> None:
-        """Queue stored message ``message_id`` for the chat (``parts`` and ``keyboard`` as :meth:`ChatOutbox.push`
-        takes them), once. When Redis refuses the push, the ``telegram_deliver`` job is queued through the
-        transactional outbox instead (:func:`app.db.jobs.telegram_deliver`): the relay sends it once Redis is
-        back and the worker pushes the message then (:meth:`deliver_stored`). Raises when PostgreSQL is out of
-        reach too."""
-        try:
-            await self.outbox.push(coach_id, binding.chat_id, parts, keyboard, dedupe=f"tg:{message_id}")
-        except UNAVAILABLE as exc:
-            log.warning("telegram: message %s waits in the outbox for Redis: %s", message_id, exc)
-            async with unit_of_work(self._sessionmaker, coach_id) as uow:
-                jobs.telegram_deliver(uow.session, coach_id, binding.client_id, message_id)
+        """A :data:`app.handoff.service.ClientSink`: :meth:`ChatReplies.deliver_event`."""
+        await self.replies.deliver_event(coach_id, client_id, event)
 
     async def deliver_stored(self, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID) -> str:
-        """Worker job body (``telegram_deliver``): queue stored message ``message_id`` for the client's Telegram
-        chat if that chat still continues its conversation (a message erased since, or a chat unbound, goes
-        nowhere), unless it was queued before. Returns a short status for arq."""
-        async with unit_of_work(self._sessionmaker, coach_id, autocommit=True) as uow:
-            message = await uow.session.get(Message, message_id)
-            event = message_event(message, client_view=client_view(message.meta)) if message is not None else None
-        if event is None:
-            return "message gone"
-        await self.deliver_event(coach_id, client_id, event)
-        return "queued for the chat"
+        """Worker job body (``telegram_deliver``): :meth:`ChatReplies.deliver_stored`."""
+        return await self.replies.deliver_stored(coach_id, client_id, message_id)
 
 
 async def _acknowledge(
