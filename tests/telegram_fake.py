@@ -2,13 +2,17 @@
 (``POST /bot<token>/<method>`` with form or JSON parameters → ``{"ok": true, "result": …}`` or
 ``{"ok": false, "error_code", "description", "parameters"?}``), recording every call.
 
-Methods: getMe, setWebhook, deleteWebhook, sendMessage, editMessageText, sendChatAction, answerCallbackQuery,
-getUpdates. A token not registered with :meth:`FakeBotApi.add_bot` gets 401 ``Unauthorized`` as from Telegram;
-:meth:`FakeBotApi.fail` makes the next calls of a method fail (429 with ``retry_after``, 403 blocked).
+Methods: getMe, setWebhook, deleteWebhook, sendMessage, editMessageText, deleteMessage, sendChatAction,
+answerCallbackQuery, getUpdates. A token not registered with :meth:`FakeBotApi.add_bot` gets 401 ``Unauthorized``
+as from Telegram; :meth:`FakeBotApi.fail` makes the next calls of a method fail (429 with ``retry_after``, 403
+blocked), :meth:`FakeBotApi.stall` answers them late (done, but answered after the client gave up). The chats keep
+what the bots sent, edited and deleted (:meth:`FakeBotApi.shown`); an edit that changes nothing is refused as
+Telegram refuses it (400 "message is not modified").
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -68,6 +72,8 @@ class FakeBotApi:
     calls: list[Call] = field(default_factory=list)
     updates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     failures: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
+    stalls: dict[str, list[float]] = field(default_factory=dict)
+    chats: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)
     _next_message_id: int = 100
 
     def add_bot(self, token: str, bot_id: int, username: str) -> None:
@@ -78,6 +84,16 @@ class FakeBotApi:
         if retry_after is not None:
             body["parameters"] = {"retry_after": retry_after}
         self.failures.setdefault(method, []).extend([(status, body)] * times)
+
+    def stall(self, method: str, seconds: float, times: int = 1) -> None:
+        """The next ``times`` calls of ``method`` are carried out, then answered ``seconds`` late (a timeout after
+        a call that went through)."""
+        self.stalls.setdefault(method, []).extend([seconds] * times)
+
+    def shown(self, chat_id: int) -> list[str]:
+        """The texts of the messages the bots sent to ``chat_id`` as the chat shows them now (edits applied, deleted
+        ones gone), oldest first."""
+        return [message["text"] for _, message in sorted(self.chats.get(chat_id, {}).items())]
 
     def of(self, method: str, token: str | None = None) -> list[Call]:
         """The recorded calls of ``method`` (of one bot's ``token`` if given), in order."""
@@ -98,14 +114,36 @@ class FakeBotApi:
         queued = self.failures.get(method)
         if queued:
             return queued.pop(0)
+        if self._unchanged(method, params):
+            description = "Bad Request: message is not modified: specified new message content and reply markup are "
+            description += "exactly the same as a current content and reply markup of the message"
+            return 400, {"ok": False, "error_code": 400, "description": description}
         return 200, {"ok": True, "result": self._result(token, method, params)}
+
+    def delay(self, method: str) -> float:
+        """Seconds the answer to a call of ``method`` is held (:meth:`stall`)."""
+        queued = self.stalls.get(method)
+        return queued.pop(0) if queued else 0.0
+
+    def _unchanged(self, method: str, params: dict[str, Any]) -> bool:
+        """An edit of a message the chat shows that changes neither its text nor its keyboard."""
+        if method != "editMessageText":
+            return False
+        shown = self.chats.get(int(params["chat_id"]), {}).get(int(params["message_id"]))
+        return shown == {"text": params.get("text", ""), "reply_markup": params.get("reply_markup")}
 
     def _result(self, token: str, method: str, params: dict[str, Any]) -> Any:
         if method == "getMe":
             return self.bots[token]
+        if method == "deleteMessage":
+            self.chats.get(int(params["chat_id"]), {}).pop(int(params["message_id"]), None)
+            return True
         if method in ("sendMessage", "editMessageText"):
             self._next_message_id += 1
             message_id = int(params.get("message_id") or self._next_message_id)
+            chat = self.chats.setdefault(int(params["chat_id"]), {})
+            if method == "sendMessage" or message_id in chat:
+                chat[message_id] = {"text": params.get("text", ""), "reply_markup": params.get("reply_markup")}
             return {
                 "message_id": message_id,
                 "date": int(time.time()),
@@ -146,6 +184,7 @@ async def fake_bot_api() -> AsyncIterator[FakeBotApi]:
         status, body = fake.handle(
             token, method, _params(await request.body(), request.headers.get("content-type", ""))
         )
+        await asyncio.sleep(fake.delay(method))
         return Response(body, status_code=status)
 
     async with serve_in_background(Litestar([endpoint])) as url:

@@ -20,6 +20,12 @@ LOGGER_ROOTS = ("httpx", "httpcore", "telegram", "app")
 """Loggers under these names get the filter (a logger's filters do not apply to its children's records)."""
 POLL_TIMEOUT_S = 25
 """``getUpdates`` long-poll timeout; the HTTP read timeout is a few seconds longer."""
+READ_TIMEOUT_S = 15.0
+"""Seconds a Bot API call waits for Telegram's answer, unless the call gives its own ``read_timeout``."""
+SEND_TIMEOUT_S = 60.0
+"""Seconds a turn's ``sendMessage`` waits for Telegram's answer (its ``read_timeout``). A send whose answer never
+came may be in the chat all the same, and without its message id it can be neither edited nor deleted: a send
+waits longer than an edit, which can be repeated safely."""
 
 
 class RedactBotTokens(logging.Filter):
@@ -83,7 +89,7 @@ def make_bot(settings: Settings, guard: EgressGuard, token: str) -> Bot:
         token,
         base_url=f"{base}/bot{{token}}",
         base_file_url=f"{base}/file/bot{{token}}",
-        request=request(15.0),
+        request=request(READ_TIMEOUT_S),
         get_updates_request=request(POLL_TIMEOUT_S + 10.0),
         defaults=NO_LINK_PREVIEWS,
     )

@@ -6,8 +6,9 @@ job, and the job (:meth:`ChatOutbox.flush`) takes the chat's lock (a Redis lock,
 whole deployment) and sends the list from its head until it is empty. A message leaves the list only once sent,
 so a 429 (waited out with Telegram's ``retry_after`` while holding the lock) or a crash keeps it first: a later
 message is never sent before an earlier one. Delivery is at least once (a crash between the send and the pop
-sends that message again). Every pushed message has its own job, which runs after the push: whichever job holds
-the lock then sends it.
+sends that message again), except for a message's first part that edits a message the chat shows already (the rest
+of a streamed reply, :meth:`ChatOutbox.push`'s ``edit``): an edit can be repeated, so it shows once. Every pushed
+message has its own job, which runs after the push: whichever job holds the lock then sends it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from arq.connections import ArqRedis
-from telegram import InlineKeyboardMarkup
+from telegram import Bot, InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, RetryAfter
 
 from app.channels.telegram import render
@@ -82,6 +83,31 @@ async def with_retry(
     return None
 
 
+async def show(
+    bot: Bot, chat_id: int, message_id: int, text: str, reply_markup: InlineKeyboardMarkup | None, **retry: Any
+) -> None:
+    """Make message ``message_id`` of the chat show ``text`` (HTML) with ``reply_markup``: an edit, which can be
+    repeated (Telegram's 400 "message is not modified" says it shows them already, e.g. after an edit whose answer
+    timed out). A message Telegram can no longer edit (the client deleted it, or it is too old) gets ``text`` as a
+    new message instead. ``retry``: :func:`with_retry`'s ``wait_at_most_s``. Raises Telegram's error."""
+    try:
+        await with_retry(
+            bot.edit_message_text,
+            text,
+            chat_id,
+            message_id,
+            parse_mode=render.PARSE_MODE,
+            reply_markup=reply_markup,
+            **retry,
+        )
+    except BadRequest as exc:
+        if "not modified" in exc.message.lower():
+            return
+        await with_retry(
+            bot.send_message, chat_id, text, parse_mode=render.PARSE_MODE, reply_markup=reply_markup, **retry
+        )
+
+
 class ChatOutbox:
     """Per-chat ordered sending through the worker (see the module)."""
 
@@ -102,15 +128,18 @@ class ChatOutbox:
         keyboard: dict[str, Any] | None,
         *,
         dedupe: str | None = None,
+        edit: int | None = None,
     ) -> bool:
         """Append a message (``parts``: HTML texts sent in turn, ``keyboard`` under the last) to the chat's list and
-        queue the ``telegram_send`` job that sends it. ``dedupe`` (e.g. the stored message's id): a message pushed
+        queue the ``telegram_send`` job that sends it. ``edit``: the id of a message the chat shows that is to show
+        the first part (:func:`show`; the streamed message of a reply whose final edit failed), instead of a new
+        message below it. ``dedupe`` (e.g. the stored message's id): a message pushed
         before with the same key is not pushed again (``False``; the job is queued all the same, so a message whose
         push got no job, Redis failing in between, still goes). The check, the append and the key are one step
         (:data:`PUSH_SCRIPT`): a push that fails leaves no key behind, and pushing again works. Raises Redis
         errors."""
         keys = [self._key(coach_id, chat_id)] + ([f"telegram:pushed:{dedupe}"] if dedupe is not None else [])
-        message = json.dumps({"parts": parts, "keyboard": keyboard})
+        message = json.dumps({"parts": parts, "keyboard": keyboard, "edit": edit})
         pushed = await self._push(keys=keys, args=[message, DEDUPE_S])
         await self._redis.enqueue_job(SEND_JOB, str(coach_id), chat_id)
         return bool(pushed)
@@ -137,22 +166,24 @@ class ChatOutbox:
                 return "no bot connected: the chat's queued messages dropped"
             while (raw := await self._redis.lindex(key, 0)) is not None:  # type: ignore[misc]
                 item = json.loads(raw)
-                parts: list[str] = item["parts"]
                 try:
-                    while parts:
-                        last = len(parts) == 1
-                        reply_markup = markup(item["keyboard"]) if last else None
-                        await with_retry(
-                            bot.send_message,
-                            chat_id,
-                            parts[0],
-                            parse_mode=render.PARSE_MODE,
-                            reply_markup=reply_markup,
-                            wait_at_most_s=WAIT_IN_JOB_S,
-                        )
-                        sent, parts = sent + 1, parts[1:]
-                        if parts:  # a long message's parts already sent are not sent again
-                            await self._redis.lset(key, 0, json.dumps(item | {"parts": parts}))  # type: ignore[misc]
+                    while item["parts"]:
+                        parts: list[str] = item["parts"]
+                        reply_markup = markup(item["keyboard"]) if len(parts) == 1 else None
+                        if item.get("edit") is not None:
+                            await show(bot, chat_id, item["edit"], parts[0], reply_markup, wait_at_most_s=WAIT_IN_JOB_S)
+                        else:
+                            await with_retry(
+                                bot.send_message,
+                                chat_id,
+                                parts[0],
+                                parse_mode=render.PARSE_MODE,
+                                reply_markup=reply_markup,
+                                wait_at_most_s=WAIT_IN_JOB_S,
+                            )
+                        sent, item = sent + 1, item | {"parts": parts[1:], "edit": None}
+                        if item["parts"]:  # a long message's parts already sent are not sent again
+                            await self._redis.lset(key, 0, json.dumps(item))  # type: ignore[misc]
                 except Forbidden:
                     await self._service.set_chat(coach_id, chat_id, active=False)
                     await self._redis.delete(key)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from typing import Any
@@ -18,7 +19,8 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, Tele
 
 from app.accounts.unit_of_work import unit_of_work
 from app.channels.telegram import render
-from app.channels.telegram.outbound import ChatOutbox, markup, retry_seconds, with_retry
+from app.channels.telegram.bot import SEND_TIMEOUT_S
+from app.channels.telegram.outbound import ChatOutbox, markup, retry_seconds, show, with_retry
 from app.channels.telegram.service import ChatBinding, TelegramService
 from app.chat.turn import ANSWER_LATER, ChatService, TurnResult
 from app.conversations.metadata import client_citations, client_view
@@ -48,7 +50,12 @@ class ReplyStream:
     that message at most every ``interval`` seconds, :meth:`finish` writes the final text (split, footnotes,
     keyboard). The streamed edits are best-effort (a failed one is skipped: the final text replaces it);
     :attr:`unsent` holds the final text's parts :meth:`finish` has not sent yet, :attr:`keyboard` the buttons that
-    go under the last one."""
+    go under the last one, :attr:`edit` the streamed message while it does not show the first part yet.
+
+    The chat is to show the reply once: a send waits for Telegram's answer (:data:`SEND_TIMEOUT_S`), since a message
+    sent whose id never came back can be neither edited nor deleted, while the final edit can be repeated (by the
+    outbox, :func:`~app.channels.telegram.outbound.show`) where a new message would show the reply twice, or leave
+    the streamed fragment above it."""
 
     def __init__(self, bot: Bot, chat_id: int, interval: float) -> None:
         self.bot, self.chat_id, self.interval = bot, chat_id, interval
@@ -57,6 +64,7 @@ class ReplyStream:
         self.message_id: int | None = None
         self.unsent: list[str] = []
         self.keyboard: dict[str, Any] | None = None
+        self.edit: int | None = None
         self._next = 0.0  # (monotonic time before which no streamed send or edit is tried)
         self._typing: asyncio.Task[None] | None = None
 
@@ -74,7 +82,9 @@ class ReplyStream:
     async def delta(self, text: str) -> None:
         """Show the reply so far (a 403 raises ``Forbidden``: the client blocked the bot). At most one send or edit
         per ``interval``, failed ones included, and none until a 429's ``retry_after`` has passed: a failed first
-        send used to be tried again at every delta, prolonging Telegram's flood control."""
+        send used to be tried again at every delta, prolonging Telegram's flood control. A first send that failed
+        otherwise than refused (no answer in time, a 5xx) may be in the chat all the same: no other streamed send
+        follows it (each would be one more fragment), and the final text comes whole."""
         self.stop_typing()
         self.text += text
         self._units += render.utf16_len(text)
@@ -84,7 +94,9 @@ class ReplyStream:
         self._next = now + self.interval
         try:
             if self.message_id is None:
-                sent = await self.bot.send_message(self.chat_id, render.escape(self.text), parse_mode=render.PARSE_MODE)
+                sent = await self.bot.send_message(
+                    self.chat_id, render.escape(self.text), parse_mode=render.PARSE_MODE, read_timeout=SEND_TIMEOUT_S
+                )
                 self.message_id = sent.message_id
             else:
                 await self.bot.edit_message_text(
@@ -92,29 +104,37 @@ class ReplyStream:
                 )
         except RetryAfter as exc:
             self._next = max(self._next, now + retry_seconds(exc))
-        except NetworkError:  # (also a 400, a timeout, a 5xx: the final text replaces what failed)
+        except BadRequest:  # (refused: the final text replaces it)
             pass
+        except NetworkError as exc:  # (no answer in time, a 5xx: a failed edit is replaced by the final text)
+            if self.message_id is None:
+                log.warning("telegram: a streamed reply's first send to chat %s failed: %s", self.chat_id, exc.message)
+                self._next = math.inf
 
     async def finish(self, result: TurnResult) -> None:
-        """Write the final reply: the streamed message edited into its first part, the others sent. Raises
-        Telegram's error of a part that could not be sent (those still in :attr:`unsent`)."""
+        """Write the final reply: the streamed message edited into its first part (:func:`show`), the others sent.
+        Raises Telegram's error of a part that could not be sent (those still in :attr:`unsent`; the first of them
+        is for :attr:`edit` while it is set)."""
         if not result.reply:
             await self.discard()  # nothing was stored (the coach took the conversation meanwhile)
             return
         parts = self.unsent = render.split_html(result.reply, client_citations(result.citations))
         self.keyboard = feedback(result.message_id, client_view(result.metadata)) if result.message_id else None
+        self.edit = self.message_id
         for index, part in enumerate(parts):
             shown = markup(self.keyboard) if index == len(parts) - 1 else None
-            if index == 0 and self.message_id is not None:
-                with contextlib.suppress(BadRequest):
-                    edit = self.bot.edit_message_text
-                    await with_retry(
-                        edit, part, self.chat_id, self.message_id, parse_mode=render.PARSE_MODE, reply_markup=shown
-                    )
+            if self.edit is not None:
+                await show(self.bot, self.chat_id, self.edit, part, shown)
             else:
-                send = self.bot.send_message
-                await with_retry(send, self.chat_id, part, parse_mode=render.PARSE_MODE, reply_markup=shown)
-            self.unsent = parts[index + 1 :]
+                await with_retry(
+                    self.bot.send_message,
+                    self.chat_id,
+                    part,
+                    parse_mode=render.PARSE_MODE,
+                    reply_markup=shown,
+                    read_timeout=SEND_TIMEOUT_S,
+                )
+            self.unsent, self.edit = parts[index + 1 :], None
 
     async def discard(self) -> None:
         """Delete the streamed message (best-effort): the reply it showed was not stored."""
@@ -193,7 +213,8 @@ class ChatReplies:
         except TelegramError as exc:
             log.warning("telegram: the reply to message %s goes through the outbox: %s", message_id, exc.message)
             if result.message_id is not None:
-                await self.push_message(coach_id, binding, result.message_id, stream.unsent, stream.keyboard)
+                unsent, keyboard = stream.unsent, stream.keyboard
+                await self.push_message(coach_id, binding, result.message_id, unsent, keyboard, edit=stream.edit)
 
     async def deliver_event(self, coach_id: uuid.UUID, client_id: uuid.UUID, event: dict[str, Any]) -> None:
         """A :data:`app.handoff.service.ClientSink`: a live event of a client whose Telegram chat continues the
@@ -223,14 +244,16 @@ class ChatReplies:
         message_id: uuid.UUID,
         parts: list[str],
         keyboard: dict[str, Any] | None,
+        *,
+        edit: int | None = None,
     ) -> None:
-        """Queue stored message ``message_id`` for the chat (``parts`` and ``keyboard`` as :meth:`ChatOutbox.push`
-        takes them), once. When Redis refuses the push, the ``telegram_deliver`` job is queued through the
-        transactional outbox instead (:func:`app.db.jobs.telegram_deliver`): the relay sends it once Redis is
-        back and the worker pushes the message then (:meth:`deliver_stored`). Raises when PostgreSQL is out of
-        reach too."""
+        """Queue stored message ``message_id`` for the chat (``parts``, ``keyboard`` and ``edit`` as
+        :meth:`ChatOutbox.push` takes them), once. When Redis refuses the push, the ``telegram_deliver`` job is
+        queued through the transactional outbox instead (:func:`app.db.jobs.telegram_deliver`): the relay sends it
+        once Redis is back and the worker pushes the message then (:meth:`deliver_stored`; the whole message, as new
+        messages). Raises when PostgreSQL is out of reach too."""
         try:
-            await self._outbox.push(coach_id, binding.chat_id, parts, keyboard, dedupe=f"tg:{message_id}")
+            await self._outbox.push(coach_id, binding.chat_id, parts, keyboard, dedupe=f"tg:{message_id}", edit=edit)
         except UNAVAILABLE as exc:
             log.warning("telegram: message %s waits in the outbox for Redis: %s", message_id, exc)
             async with unit_of_work(self._sessionmaker, coach_id) as uow:

@@ -24,7 +24,8 @@ from sqlalchemy import func, select, update
 from standardwebhooks import Webhook
 from telegram.error import RetryAfter
 
-from app.channels.telegram import poller, render
+from app.channels.telegram import bot as bot_module
+from app.channels.telegram import poller, render, replies
 from app.channels.telegram.adapter import BAD_INVITE, ChatLocks
 from app.channels.telegram.bot import CoachBot
 from app.channels.telegram.models import TelegramChat, TelegramInvite, TelegramUpdate
@@ -1317,22 +1318,101 @@ async def test_a_turn_that_fails_over_telegram_is_answered_by_the_worker(
     )
 
 
-async def test_a_reply_telegram_fails_to_take_goes_out_through_the_worker(
+def last_keyboard(fake: FakeBotApi, chat_id: int) -> Any:
+    """The inline keyboard under the newest message the chat shows."""
+    return max(fake.chats[chat_id].items())[1]["reply_markup"]["inline_keyboard"]
+
+
+async def test_a_reply_telegram_fails_to_take_goes_out_through_the_worker_into_the_streamed_message(
     tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
 ) -> None:
-    """The streamed reply's final edit fails with a 5xx: the stored reply is sent by the worker, with its
-    feedback buttons, instead of staying half-shown."""
+    """The streamed reply's final edit fails with a 5xx: the stored reply is shown by the worker, with its feedback
+    buttons, instead of staying half-shown. It is the streamed message that shows it: the worker sent it as a new
+    message, below the streamed one, which kept the fragment it showed."""
     bot = await make_bot(confidence_threshold=0.0)
     chat_id, client_id = await bound_chat(tg, bot, fake)
-    fake.fail("editMessageText", 502, "Bad Gateway", times=5)
+    fake.fail("editMessageText", 502, "Bad Gateway", times=2)  # (the worker's first try too)
     await say(tg, bot, chat_id, "Hello")
     await tg_jobs()
-    final = fake.sent_to(chat_id)[-1]
-    assert final.method == "sendMessage" and final.params["text"] == render.escape(REPLY)
+    assert fake.shown(chat_id) == [WELCOME, render.escape(REPLY)]
     conversation = await conversation_of(tg, bot, client_id)
     ai = [m for m in conversation["messages"] if m["sender_type"] == "ai"]
     assert len(ai) == 1
-    assert final.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == f"f:{uuid.UUID(ai[0]['id']).hex}:1"
+    assert last_keyboard(fake, chat_id)[0][0]["callback_data"] == f"f:{uuid.UUID(ai[0]['id']).hex}:1"
+
+
+async def test_a_final_edit_telegram_answers_late_is_not_shown_twice(
+    tg: httpx.AsyncClient,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+    tg_jobs: Callable[[], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Telegram makes the final edit of the streamed reply but answers after the client gave up on it (its read
+    timeout): the worker sent the reply again as a new message, and the chat showed it twice. The worker now edits the
+    streamed message again, which Telegram finds done already."""
+    monkeypatch.setattr(bot_module, "READ_TIMEOUT_S", 0.5)
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, _ = await bound_chat(tg, bot, fake)
+    fake.stall("editMessageText", 2.0)
+    await say(tg, bot, chat_id, "Hello")
+    await tg_jobs()
+    assert fake.shown(chat_id) == [WELCOME, render.escape(REPLY)]
+    assert last_keyboard(fake, chat_id)[0][0]["text"] == "👍"
+
+
+async def test_a_streamed_reply_whose_first_send_telegram_answers_late_shows_the_reply_once(
+    tg: httpx.AsyncClient,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+    tg_jobs: Callable[[], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Telegram answers the streamed reply's first send after the client's usual read timeout: the client gave up
+    on it, sent the final text as a new message, and the first, already in the chat, stayed as a stray fragment. A
+    send (which cannot be taken back without its id) now waits for Telegram's answer (``SEND_TIMEOUT_S``)."""
+    monkeypatch.setattr(bot_module, "READ_TIMEOUT_S", 0.5)
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, _ = await bound_chat(tg, bot, fake)
+    fake.stall("sendMessage", 2.0)
+    await say(tg, bot, chat_id, "Hello")
+    await tg_jobs()
+    assert fake.shown(chat_id) == [WELCOME, render.escape(REPLY)]
+
+
+async def test_a_streamed_first_send_never_answered_is_not_followed_by_more_fragments(
+    tg: httpx.AsyncClient,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+    llm: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The streamed reply's first send gets no answer in time, however long the client waits: it may be in the chat
+    (the Bot API cannot say, and without its id it cannot be edited). A new streamed send followed at every interval,
+    each one a fragment more in the chat; now the reply shows no more fragments and comes whole at the end."""
+
+    class Slow(httpx.AsyncByteStream):
+        async def __aiter__(self) -> Any:
+            for chunk in openai_sse(["word "] * 15, (5, 15)).split(b"\n\n"):
+                if chunk:
+                    yield chunk + b"\n\n"
+                    await asyncio.sleep(0.1)
+
+    llm.routes["completions"].mock(
+        side_effect=lambda request: httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Slow())
+    )
+    monkeypatch.setattr(bot_module, "READ_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(replies, "SEND_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(tg.app.state.telegram, "edit_interval_s", 0.2)  # type: ignore[attr-defined]
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, _ = await bound_chat(tg, bot, fake)
+    before = len(fake.calls)
+    fake.stall("sendMessage", 0.6, times=10)
+    await say(tg, bot, chat_id, "Tell me something")
+    sends = [c.params["text"] for c in fake.calls[before:] if c.method == "sendMessage"]
+    final = render.escape(("word " * 15).strip())
+    assert len([text for text in sends if text != final]) == 1, sends
+    assert fake.shown(chat_id)[-1] == final
 
 
 async def test_a_client_who_unblocks_the_bot_gets_the_coachs_messages_again(
