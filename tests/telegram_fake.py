@@ -71,7 +71,7 @@ class FakeBotApi:
     bots: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     updates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    failures: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
+    failures: dict[str, list[tuple[int, dict[str, Any]] | None]] = field(default_factory=dict)
     stalls: dict[str, list[float]] = field(default_factory=dict)
     chats: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)
     _next_message_id: int = 100
@@ -79,11 +79,20 @@ class FakeBotApi:
     def add_bot(self, token: str, bot_id: int, username: str) -> None:
         self.bots[token] = {"id": bot_id, "is_bot": True, "first_name": username, "username": username}
 
-    def fail(self, method: str, status: int, description: str, retry_after: int | None = None, times: int = 1) -> None:
+    def fail(
+        self,
+        method: str,
+        status: int,
+        description: str,
+        retry_after: int | None = None,
+        times: int = 1,
+        after: int = 0,
+    ) -> None:
+        """The next ``times`` calls of ``method`` fail with ``status``, after ``after`` calls that go through."""
         body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
         if retry_after is not None:
             body["parameters"] = {"retry_after": retry_after}
-        self.failures.setdefault(method, []).extend([(status, body)] * times)
+        self.failures.setdefault(method, []).extend([None] * after + [(status, body)] * times)
 
     def stall(self, method: str, seconds: float, times: int = 1) -> None:
         """The next ``times`` calls of ``method`` are carried out, then answered ``seconds`` late (a timeout after
@@ -112,8 +121,8 @@ class FakeBotApi:
         if token not in self.bots:
             return 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
         queued = self.failures.get(method)
-        if queued:
-            return queued.pop(0)
+        if queued and (failure := queued.pop(0)) is not None:
+            return failure
         if self._unchanged(method, params):
             description = "Bad Request: message is not modified: specified new message content and reply markup are "
             description += "exactly the same as a current content and reply markup of the message"

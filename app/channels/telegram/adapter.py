@@ -35,7 +35,7 @@ from app.channels.telegram import render
 from app.channels.telegram.bot import bot_id
 from app.channels.telegram.outbound import ChatOutbox, markup
 from app.channels.telegram.replies import ChatReplies
-from app.channels.telegram.service import ChatBinding, TelegramService
+from app.channels.telegram.service import ChatBinding, Sent, TelegramService
 from app.channels.telegram.tone import TONE_COMMAND, TelegramTone, parse_tone
 from app.chat.turn import ChatService
 from app.conversations.service import ConversationService
@@ -225,9 +225,9 @@ class TelegramChannel:
         """The chats' turn locks."""
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def dispatch(self, coach_id: uuid.UUID, update: dict[str, Any]) -> None:
-        """Process ``update`` in the background (the webhook answers at once)."""
-        task = asyncio.create_task(self.process(coach_id, update))
+    def dispatch(self, coach_id: uuid.UUID, update: dict[str, Any], sent: dict[str, Any] | None = None) -> None:
+        """Process ``update`` in the background (the webhook answers at once); ``sent`` as :meth:`process`."""
+        task = asyncio.create_task(self.process(coach_id, update, sent))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -236,9 +236,11 @@ class TelegramChannel:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def process(self, coach_id: uuid.UUID, update: dict[str, Any]) -> None:
-        """Handle one update: a message, a button press or the client blocking the bot. Errors are logged
-        (with the update id, never the token). The update's claim is renewed meanwhile
+    async def process(self, coach_id: uuid.UUID, update: dict[str, Any], sent: dict[str, Any] | None = None) -> None:
+        """Handle one update: a message, a button press or the client blocking the bot. ``sent``: what an earlier
+        processing of it sent to the chat (:class:`~app.channels.telegram.service.Sent`), which is not sent again:
+        that processing is finished instead (a reply's streamed message shows the reply, its parts not shown yet
+        are sent). Errors are logged (with the update id, never the token). The update's claim is renewed meanwhile
         (:meth:`~app.channels.telegram.service.UpdateLedger.renew`). It is then done, unless it failed
         otherwise than on what it asks (a ``DomainError``: the bot disconnected) or on the client (who blocked the
         bot): the database or Redis out of reach, a bug. Such a failure leaves it to the worker's sweep
@@ -246,24 +248,25 @@ class TelegramChannel:
         that failed before it was stored is not lost (a message stored meanwhile is answered once)."""
         update_id = update.get("update_id")
         claim = self.service.updates.keep_claimed(coach_id, update_id) if isinstance(update_id, int) else None
+        out = Sent(self.service.updates, coach_id, update_id if isinstance(update_id, int) else None, sent or {})
         failed = False
         try:
             bot = await self.service.bot(coach_id)
             if isinstance(callback := update.get("callback_query"), dict):
-                await self._callback(bot, coach_id, callback)
+                await self._callback(bot, coach_id, callback, out)
             elif isinstance(message := update.get("message"), dict):
                 screen = await self._screening(bot, coach_id, message)
                 try:
                     async with self.locks.hold(coach_id, message):
                         if screen is not None:  # (it ran while the message waited for its place)
                             await screen
-                        await self._message(bot, coach_id, message)
+                        await self._message(bot, coach_id, message, out)
                 finally:
                     if screen is not None:  # (process cancelled while it waited)
                         screen.cancel()
             elif isinstance(edited := update.get("edited_message"), dict):
                 async with self.locks.hold(coach_id, edited):
-                    await self._edited(bot, coach_id, edited)
+                    await self._edited(bot, coach_id, edited, out)
             elif isinstance(member := update.get("my_chat_member"), dict) and (status := _status(member)) in (
                 "kicked",
                 "member",
@@ -324,13 +327,13 @@ class TelegramChannel:
         left alone. Returns how many were processed."""
         processed = 0
         for coach_id, update_id in await self.service.updates.stale_updates():
-            payload = await self.service.updates.reclaim(coach_id, update_id)
-            if payload is not None:
-                await self.process(coach_id, payload)
+            taken = await self.service.updates.reclaim(coach_id, update_id)
+            if taken is not None:
+                await self.process(coach_id, *taken)
                 processed += 1
         return processed
 
-    async def _message(self, bot: Bot, coach_id: uuid.UUID, message: dict[str, Any]) -> None:
+    async def _message(self, bot: Bot, coach_id: uuid.UUID, message: dict[str, Any], out: Sent) -> None:
         chat = message.get("chat") or {}
         if chat.get("type") != "private":
             return
@@ -340,33 +343,33 @@ class TelegramChannel:
             if code:
                 bound = await self.service.redeem(coach_id, chat_id, code)
                 if bound:
-                    await self._welcome(bot, coach_id, chat_id)
+                    await self._welcome(bot, coach_id, chat_id, out)
                 else:
-                    await bot.send_message(chat_id, BAD_INVITE)
+                    await _notice(bot, chat_id, BAD_INVITE, out)
                 return
         binding = await self.service.binding(coach_id, chat_id)
         if binding is None:
-            binding = await self._enrol(bot, coach_id, chat_id, message.get("from") or {})
+            binding = await self._enrol(bot, coach_id, chat_id, message.get("from") or {}, out)
             if binding is None or (isinstance(text, str) and text.startswith("/start")):
                 return
         if not isinstance(text, str) or not text.strip():
             log.info("telegram: a non-text message in chat %s of coach %s (not stored)", chat_id, coach_id)
-            await bot.send_message(chat_id, render.NON_TEXT_REPLY)
+            await _notice(bot, chat_id, render.NON_TEXT_REPLY, out)
             return
         if text.startswith("/start"):
-            await self._welcome(bot, coach_id, chat_id)
+            await self._welcome(bot, coach_id, chat_id, out)
             return
         if text.strip() == render.FORGET_COMMAND:
             shown, keyboard = await self._remembered(coach_id, binding.client_id)
-            await bot.send_message(chat_id, shown, parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard))
+            await _notice(bot, chat_id, shown, out, parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard))
             return
         if text.strip() == TONE_COMMAND:
             shown, keyboard = await self._tone.show(coach_id, binding.client_id, datetime.now(UTC))
-            await bot.send_message(chat_id, shown, parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard))
+            await _notice(bot, chat_id, shown, out, parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard))
             return
-        await self._turn(bot, coach_id, binding, text, _client_message_id(bot, chat_id, message))
+        await self._turn(bot, coach_id, binding, text, _client_message_id(bot, chat_id, message), out)
 
-    async def _edited(self, bot: Bot, coach_id: uuid.UUID, message: dict[str, Any]) -> None:
+    async def _edited(self, bot: Bot, coach_id: uuid.UUID, message: dict[str, Any], out: Sent) -> None:
         """The client edited a text message they sent: the new text is a new message of the chat, stored and
         answered in turn (the original stays in the transcript as the coach saw it, answered or not). Each edit
         is stored once (``client_message_id`` ``tg:<bot>:<chat>:<message>:e<edit_date>``). An edited caption
@@ -378,34 +381,36 @@ class TelegramChannel:
         binding = await self.service.binding(coach_id, int(chat["id"]))
         if binding is not None:
             client_message_id = _client_message_id(bot, binding.chat_id, message, f":e{message.get('edit_date')}")
-            await self._turn(bot, coach_id, binding, text, client_message_id)
+            await self._turn(bot, coach_id, binding, text, client_message_id, out)
 
-    async def _enrol(self, bot: Bot, coach_id: uuid.UUID, chat_id: int, sender: dict[str, Any]) -> ChatBinding | None:
+    async def _enrol(
+        self, bot: Bot, coach_id: uuid.UUID, chat_id: int, sender: dict[str, Any], out: Sent
+    ) -> ChatBinding | None:
         """Open enrolment: a client named from the Telegram profile; else ask for an invite (``None``)."""
         name = " ".join(str(sender.get(k)) for k in ("first_name", "last_name") if sender.get(k))
         try:
             enrolled = await self.service.enrol(coach_id, chat_id, name or str(sender.get("username") or ""))
         except TooManyAttempts:
             log.warning("coach %s: a Telegram stranger was not enrolled (TELEGRAM_ENROLLMENT_LIMIT)", coach_id)
-            await bot.send_message(chat_id, render.ENROLLMENT_FULL)
+            await _notice(bot, chat_id, render.ENROLLMENT_FULL, out)
             return None
         if enrolled is None:
-            await bot.send_message(chat_id, render.ASK_FOR_INVITE)
+            await _notice(bot, chat_id, render.ASK_FOR_INVITE, out)
             return None
         if enrolled[1]:  # (not when another process enrolled the stranger meanwhile: it welcomes them)
-            await self._welcome(bot, coach_id, chat_id)
+            await self._welcome(bot, coach_id, chat_id, out)
         return await self.service.binding(coach_id, chat_id)
 
-    async def _welcome(self, bot: Bot, coach_id: uuid.UUID, chat_id: int) -> None:
+    async def _welcome(self, bot: Bot, coach_id: uuid.UUID, chat_id: int, out: Sent) -> None:
         """The coach's greeting (as in the widget) with the suggested first questions as a one-time reply
-        keyboard: a tap sends the question as the client's message."""
+        keyboard: a tap sends the question as the client's message. Once per update (``welcome``)."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             coach = await uow.coach()
             text, questions = greeting(coach), suggestions(coach)
         keyboard = ReplyKeyboardMarkup([[q] for q in questions], one_time_keyboard=True, resize_keyboard=True)
-        await bot.send_message(chat_id, text, reply_markup=keyboard if questions else None)
+        await out.once("welcome", lambda: bot.send_message(chat_id, text, reply_markup=keyboard if questions else None))
 
-    async def _callback(self, bot: Bot, coach_id: uuid.UUID, callback: dict[str, Any]) -> None:
+    async def _callback(self, bot: Bot, coach_id: uuid.UUID, callback: dict[str, Any], out: Sent) -> None:
         data, chat_id = str(callback.get("data") or ""), _chat_id({"callback_query": callback})
         binding = await self.service.binding(coach_id, chat_id) if chat_id is not None else None
         if binding is None:
@@ -415,7 +420,7 @@ class TelegramChannel:
             await _acknowledge(bot, callback, "Asking your coach to join…")
             async with self.locks.hold(coach_id, {"chat": {"id": binding.chat_id}}):
                 await self._turn(
-                    bot, coach_id, binding, render.HUMAN_COMMAND, f"tg:{binding.chat_id}:cb:{callback['id']}"
+                    bot, coach_id, binding, render.HUMAN_COMMAND, f"tg:{binding.chat_id}:cb:{callback['id']}", out
                 )
             return
         if (forget := render.parse_forget(data)) is not None:
@@ -475,19 +480,25 @@ class TelegramChannel:
                 shown, binding.chat_id, int(message_id), parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard)
             )
 
-    async def _turn(self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, text: str, client_id: str) -> None:
-        """Store the client's message and answer it (the caller holds the chat's lock, :class:`ChatLocks`)."""
+    async def _turn(
+        self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, text: str, client_id: str, out: Sent
+    ) -> None:
+        """Store the client's message and answer it (the caller holds the chat's lock, :class:`ChatLocks`). A
+        message answered when the update was processed before has the rest of its stored reply shown
+        (:meth:`ChatReplies.resume`)."""
         try:
             received = await self._receive(coach_id, binding, text, client_id)
         except DomainError as exc:
-            await bot.send_message(binding.chat_id, exc.message)
+            await _notice(bot, binding.chat_id, exc.message, out)
             return
         if received.conversation_id != binding.conversation_id or not binding.active:  # (a client writing
             # to a chat marked blocked has unblocked the bot: the coach's messages reach it again)
             await self.service.set_chat(coach_id, binding.chat_id, conversation_id=received.conversation_id)
         if not received.answered:
             async with self.locks.answering(coach_id, binding.chat_id):  # a message arriving meanwhile is screened
-                await self.replies.answer(bot, coach_id, binding, received.message_id, self.edit_interval_s)
+                await self.replies.answer(bot, coach_id, binding, received.message_id, self.edit_interval_s, out)
+        elif out.get("reply") is not None:
+            await self.replies.resume(bot, coach_id, binding, received.message_id, out)
 
     async def _receive(self, coach_id: uuid.UUID, binding: ChatBinding, text: str, client_message_id: str) -> Any:
         receive = self._chat.receive
@@ -504,6 +515,11 @@ class TelegramChannel:
     async def deliver_stored(self, coach_id: uuid.UUID, client_id: uuid.UUID, message_id: uuid.UUID) -> str:
         """Worker job body (``telegram_deliver``): :meth:`ChatReplies.deliver_stored`."""
         return await self.replies.deliver_stored(coach_id, client_id, message_id)
+
+
+async def _notice(bot: Bot, chat_id: int, text: str, out: Sent, **options: Any) -> None:
+    """Send the update's one text answer (an invite refused, a command's answer, a refusal…), once per update."""
+    await out.once("notice", lambda: bot.send_message(chat_id, text, **options))
 
 
 async def _acknowledge(

@@ -206,8 +206,8 @@ async def telegram_webhook(
     except msgspec.ValidationError as exc:  # (with the coach's secret: Telegram's, or someone who has the secret)
         log.warning("telegram webhook of coach %s: an update refused (400): %s", coach_id, exc)
         return Response({"status_code": 400, "detail": f"{NOT_AN_UPDATE}: {exc}"}, status_code=400)
-    if await telegram.service.updates.first_delivery(coach_id, update_id, update):
-        telegram.dispatch(coach_id, update)
+    if (sent := await telegram.service.updates.first_delivery(coach_id, update_id, update)) is not None:
+        telegram.dispatch(coach_id, update, sent)
     return Response({"ok": True}, status_code=200)
 
 

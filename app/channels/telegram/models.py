@@ -77,7 +77,8 @@ class TelegramUpdate(TenantMixin, Base):
     never processed once the first was. The update's JSON (``payload``) is kept until it has been processed
     (``done_at``); ``claimed_at`` is when a process last took it, so an update whose process died is taken
     again (a re-send, or the worker's recovery sweep) once the claim is old; ``attempts`` counts the attempts
-    that failed (:meth:`~app.channels.telegram.service.UpdateLedger.failed`)."""
+    that failed (:meth:`~app.channels.telegram.service.UpdateLedger.failed`); ``sent`` is what its processing
+    sent to the chat so far (:class:`~app.channels.telegram.service.Sent`), kept until it is done."""
 
     __tablename__ = "telegram_updates"
     __table_args__ = (
@@ -90,3 +91,4 @@ class TelegramUpdate(TenantMixin, Base):
     claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    sent: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))

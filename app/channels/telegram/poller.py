@@ -37,14 +37,14 @@ async def poll_once(channel: TelegramChannel, coach_id: uuid.UUID, wait_s: int =
     for update in updates:
         payload = update.to_dict()
         try:
-            first = await channel.service.updates.first_delivery(coach_id, update.update_id, payload)
+            sent = await channel.service.updates.first_delivery(coach_id, update.update_id, payload)
         except DBAPIError as exc:
             if not refused_for_nul(exc):
                 raise
             log.warning("telegram update %s of coach %s skipped: %s", update.update_id, coach_id, NUL_REFUSED)
             continue
-        if first:
-            channel.dispatch(coach_id, payload)
+        if sent is not None:
+            channel.dispatch(coach_id, payload, sent)
     if updates:
         await channel.service.poll_offset(coach_id, updates[-1].update_id + 1)
     return len(updates)

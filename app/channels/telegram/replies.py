@@ -21,7 +21,7 @@ from app.accounts.unit_of_work import unit_of_work
 from app.channels.telegram import render
 from app.channels.telegram.bot import SEND_TIMEOUT_S
 from app.channels.telegram.outbound import ChatOutbox, markup, retry_seconds, show, with_retry
-from app.channels.telegram.service import ChatBinding, TelegramService
+from app.channels.telegram.service import ChatBinding, Sent, TelegramService
 from app.chat.turn import ANSWER_LATER, ChatService, TurnResult
 from app.conversations.metadata import client_citations, client_view
 from app.conversations.models import Message
@@ -55,13 +55,16 @@ class ReplyStream:
     The chat is to show the reply once: a send waits for Telegram's answer (:data:`SEND_TIMEOUT_S`), since a message
     sent whose id never came back can be neither edited nor deleted, while the final edit can be repeated (by the
     outbox, :func:`~app.channels.telegram.outbound.show`) where a new message would show the reply twice, or leave
-    the streamed fragment above it."""
+    the streamed fragment above it. What went out is recorded in ``out`` (the update's :class:`Sent`: the streamed
+    message's id as ``stream``, the parts shown as ``parts``), and a stream of the same update processed again
+    goes on from there: it edits the streamed message rather than send another, and sends only the parts not shown.
+    """
 
-    def __init__(self, bot: Bot, chat_id: int, interval: float) -> None:
-        self.bot, self.chat_id, self.interval = bot, chat_id, interval
+    def __init__(self, bot: Bot, chat_id: int, interval: float, out: Sent) -> None:
+        self.bot, self.chat_id, self.interval, self.out = bot, chat_id, interval, out
         self.text = ""
         self._units = 0  # (the text's length as Telegram counts it, summed as deltas arrive)
-        self.message_id: int | None = None
+        self.message_id: int | None = out.get("stream")
         self.unsent: list[str] = []
         self.keyboard: dict[str, Any] | None = None
         self.edit: int | None = None
@@ -98,6 +101,7 @@ class ReplyStream:
                     self.chat_id, render.escape(self.text), parse_mode=render.PARSE_MODE, read_timeout=SEND_TIMEOUT_S
                 )
                 self.message_id = sent.message_id
+                await self.out.note(stream=sent.message_id)
             else:
                 await self.bot.edit_message_text(
                     render.escape(self.text), self.chat_id, self.message_id, parse_mode=render.PARSE_MODE
@@ -112,29 +116,32 @@ class ReplyStream:
                 self._next = math.inf
 
     async def finish(self, result: TurnResult) -> None:
-        """Write the final reply: the streamed message edited into its first part (:func:`show`), the others sent.
-        Raises Telegram's error of a part that could not be sent (those still in :attr:`unsent`; the first of them
-        is for :attr:`edit` while it is set)."""
+        """Write the final reply: the streamed message edited into its first part (:func:`show`), the others sent;
+        the parts the chat shows already (``parts`` in ``out``) are left as they are. Raises Telegram's error of a
+        part that could not be sent (those still in :attr:`unsent`; the first of them is for :attr:`edit` while it
+        is set)."""
         if not result.reply:
             await self.discard()  # nothing was stored (the coach took the conversation meanwhile)
             return
-        parts = self.unsent = render.split_html(result.reply, client_citations(result.citations))
+        parts = render.split_html(result.reply, client_citations(result.citations))
         self.keyboard = feedback(result.message_id, client_view(result.metadata)) if result.message_id else None
-        self.edit = self.message_id
-        for index, part in enumerate(parts):
-            shown = markup(self.keyboard) if index == len(parts) - 1 else None
+        shown = self.out.get("parts") or 0
+        self.unsent, self.edit = parts[shown:], self.message_id if shown == 0 else None
+        for index in range(shown, len(parts)):
+            keyboard = markup(self.keyboard) if index == len(parts) - 1 else None
             if self.edit is not None:
-                await show(self.bot, self.chat_id, self.edit, part, shown)
+                await show(self.bot, self.chat_id, self.edit, parts[index], keyboard)
             else:
                 await with_retry(
                     self.bot.send_message,
                     self.chat_id,
-                    part,
+                    parts[index],
                     parse_mode=render.PARSE_MODE,
-                    reply_markup=shown,
+                    reply_markup=keyboard,
                     read_timeout=SEND_TIMEOUT_S,
                 )
             self.unsent, self.edit = parts[index + 1 :], None
+            await self.out.note(parts=index + 1)
 
     async def discard(self) -> None:
         """Delete the streamed message (best-effort): the reply it showed was not stored."""
@@ -142,6 +149,7 @@ class ReplyStream:
             with contextlib.suppress(TelegramError):
                 await self.bot.delete_message(self.chat_id, self.message_id)
             self.message_id = None
+            await self.out.note(stream=None)
 
 
 async def _typing(bot: Bot, chat_id: int) -> None:
@@ -170,15 +178,17 @@ class ChatReplies:
         self._sessionmaker = sessionmaker
 
     async def answer(
-        self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, message_id: uuid.UUID, interval: float
+        self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, message_id: uuid.UUID, interval: float, out: Sent
     ) -> None:
         """Answer the stored client message ``message_id``, streaming the reply into the chat ("typing…" only while
         the AI works on a reply the client will get: not while the coach has the conversation). When the turn
         fails (the database out of reach, a pool exhausted), the worker answers it later
         (:meth:`~app.chat.turn.ChatService.answer_later`; the reply comes through the chat's outbox) and the
         client is told so; when the final text cannot be sent (a timeout, a 5xx), the parts not sent go through
-        the chat's outbox, which retries. Raises ``Forbidden`` (the client blocked the bot)."""
-        stream = ReplyStream(bot, binding.chat_id, interval)
+        the chat's outbox, which retries. ``out``: what the update's processing sent (:class:`ReplyStream`; the
+        stored reply's id is recorded as ``reply`` before it is shown). Raises ``Forbidden`` (the client blocked
+        the bot)."""
+        stream = ReplyStream(bot, binding.chat_id, interval, out)
         result: TurnResult | None = None
         try:
             async for item in self._chat.answer(coach_id, binding.client_id, message_id, on_answering=stream.typing):
@@ -193,7 +203,7 @@ class ChatReplies:
             await stream.discard()
             await self._chat.answer_later(coach_id, message_id)
             with contextlib.suppress(TelegramError):
-                await bot.send_message(binding.chat_id, ANSWER_LATER)
+                await out.once("notice", lambda: bot.send_message(binding.chat_id, ANSWER_LATER))
             return
         finally:
             stream.stop_typing()
@@ -202,19 +212,44 @@ class ChatReplies:
         if not result.reply and (result.handoff or {}).get("status") == "draft_pending":
             await stream.discard()  # the reply waits for the coach: say so, as the widget does
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
-                name = (await uow.coach()).name
+                reviewing = render.escape(render.reviewing_text((await uow.coach()).name))
             with contextlib.suppress(TelegramError):
-                await bot.send_message(binding.chat_id, render.escape(render.reviewing_text(name)))
+                await out.once("notice", lambda: bot.send_message(binding.chat_id, reviewing))
             return
+        if result.message_id is not None:
+            await out.note(reply=str(result.message_id))
+        await self._finish(coach_id, binding, stream, result)
+
+    async def resume(
+        self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, message_id: uuid.UUID, out: Sent
+    ) -> None:
+        """Show the rest of the stored reply (``reply`` in ``out``) to client message ``message_id``, answered when
+        the update was processed before, whose process stopped before the chat showed all of it: the streamed
+        message edited into its first part, the parts not shown sent (:meth:`ReplyStream.finish`). Nothing for a
+        reply handed to the chat's outbox (``queued``), which shows it, nor for a reply erased since."""
+        if out.get("queued"):
+            return
+        async with unit_of_work(self._sessionmaker, coach_id, autocommit=True) as uow:
+            reply = await uow.session.get(Message, uuid.UUID(out.get("reply")))
+        if reply is None:
+            return
+        result = TurnResult(reply.conversation_id, message_id, reply.id, reply.text, reply.citations, reply.meta)
+        await self._finish(coach_id, binding, ReplyStream(bot, binding.chat_id, 0.0, out), result)
+
+    async def _finish(self, coach_id: uuid.UUID, binding: ChatBinding, stream: ReplyStream, result: TurnResult) -> None:
+        """:meth:`ReplyStream.finish`; what Telegram did not take goes through the chat's outbox. Raises
+        ``Forbidden``."""
         try:
             await stream.finish(result)
         except Forbidden:
             raise
         except TelegramError as exc:
+            message_id = result.received_message_id
             log.warning("telegram: the reply to message %s goes through the outbox: %s", message_id, exc.message)
             if result.message_id is not None:
                 unsent, keyboard = stream.unsent, stream.keyboard
                 await self.push_message(coach_id, binding, result.message_id, unsent, keyboard, edit=stream.edit)
+                await stream.out.note(queued=True)
 
     async def deliver_event(self, coach_id: uuid.UUID, client_id: uuid.UUID, event: dict[str, Any]) -> None:
         """A :data:`app.handoff.service.ClientSink`: a live event of a client whose Telegram chat continues the

@@ -12,13 +12,14 @@ import hmac
 import logging
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import case, delete, func, null, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import case, delete, func, literal, null, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Bot
@@ -111,29 +112,44 @@ class UpdateLedger:
         cutoff = func.now() - timedelta(seconds=self.reclaim_after_s)
         return TelegramUpdate.done_at.is_(None) & (TelegramUpdate.claimed_at < cutoff)
 
-    async def first_delivery(self, coach_id: uuid.UUID, update_id: int, payload: dict[str, Any]) -> bool:
-        """Record the update (``payload``, its JSON, kept until :meth:`done`) and take it; ``True`` when it is to
-        be processed now: its first delivery, or a re-send of one whose process died before finishing it (taken
-        over :attr:`reclaim_after_s` seconds ago, never done). ``False`` for a re-send of one processed or in
-        progress."""
+    async def first_delivery(
+        self, coach_id: uuid.UUID, update_id: int, payload: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Record the update (``payload``, its JSON, kept until :meth:`done`) and take it. When it is to be
+        processed now, what its processing sent so far (:class:`Sent`): ``{}`` on its first delivery, what the
+        process that died before finishing it had sent on a re-send of one taken over :attr:`reclaim_after_s`
+        seconds ago and never done. ``None`` for a re-send of one processed or in progress."""
         statement = insert(TelegramUpdate).values(
             id=uuid.uuid4(), coach_id=coach_id, update_id=update_id, payload=payload
         )
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            taken = await session.scalar(
+            sent: dict[str, Any] | None = await session.scalar(
                 statement.on_conflict_do_update(
                     index_elements=["coach_id", "update_id"], set_={"claimed_at": func.now()}, where=self._stale()
-                ).returning(TelegramUpdate.id)
+                ).returning(TelegramUpdate.sent)
             )
-        return taken is not None
+        return sent
 
     async def done(self, coach_id: uuid.UUID, update_id: int) -> None:
-        """Mark the update processed (its payload is dropped): never processed again."""
+        """Mark the update processed (its payload and what it sent are dropped): never processed again."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             await session.execute(
                 update(TelegramUpdate)
                 .where(TelegramUpdate.coach_id == coach_id, TelegramUpdate.update_id == update_id)
-                .values(done_at=func.now(), payload=None)
+                .values(done_at=func.now(), payload=None, sent={})
+            )
+
+    async def note_sent(self, coach_id: uuid.UUID, update_id: int, entries: dict[str, Any]) -> None:
+        """Add ``entries`` to what the update's processing sent (:class:`Sent`), while it is not done."""
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            await session.execute(
+                update(TelegramUpdate)
+                .where(
+                    TelegramUpdate.coach_id == coach_id,
+                    TelegramUpdate.update_id == update_id,
+                    TelegramUpdate.done_at.is_(None),
+                )
+                .values(sent=TelegramUpdate.sent.op("||")(literal(entries, JSONB)))
             )
 
     async def failed(self, coach_id: uuid.UUID, update_id: int) -> int | None:
@@ -154,6 +170,7 @@ class UpdateLedger:
                     attempts=TelegramUpdate.attempts + 1,
                     done_at=case((given_up, func.now())),
                     payload=case((given_up, null()), else_=TelegramUpdate.payload),
+                    sent=case((given_up, literal({}, JSONB)), else_=TelegramUpdate.sent),
                 )
                 .returning(TelegramUpdate.attempts)
             )
@@ -205,17 +222,19 @@ class UpdateLedger:
                 .values(claimed_at=func.now())
             )
 
-    async def reclaim(self, coach_id: uuid.UUID, update_id: int) -> dict[str, Any] | None:
-        """Take an update whose process died (see :meth:`first_delivery`): its payload, or ``None`` when it was
-        finished or is taken by a live process meanwhile."""
+    async def reclaim(self, coach_id: uuid.UUID, update_id: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Take an update whose process died (see :meth:`first_delivery`): its payload and what its processing
+        sent so far (:class:`Sent`), or ``None`` when it was finished or is taken by a live process meanwhile."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            payload: dict[str, Any] | None = await session.scalar(
-                update(TelegramUpdate)
-                .where(TelegramUpdate.coach_id == coach_id, TelegramUpdate.update_id == update_id, self._stale())
-                .values(claimed_at=func.now())
-                .returning(TelegramUpdate.payload)
-            )
-        return payload
+            row = (
+                await session.execute(
+                    update(TelegramUpdate)
+                    .where(TelegramUpdate.coach_id == coach_id, TelegramUpdate.update_id == update_id, self._stale())
+                    .values(claimed_at=func.now())
+                    .returning(TelegramUpdate.payload, TelegramUpdate.sent)
+                )
+            ).one_or_none()
+        return None if row is None or row.payload is None else (row.payload, row.sent)
 
     async def stale_updates(self) -> list[tuple[uuid.UUID, int]]:
         """``(coach_id, update_id)`` of the updates of every coach taken but never finished (read across tenants
@@ -225,6 +244,45 @@ class UpdateLedger:
                 text("SELECT coach_id, update_id FROM telegram_stale_updates(:lease)"), {"lease": self.reclaim_after_s}
             )
         return [(row[0], int(row[1])) for row in rows]
+
+
+class Sent:
+    """What processing one update sent to its chat so far (``telegram_updates.sent``), so that processing it again
+    (its process died, or it failed and the worker's sweep took it again) sends nothing twice and finishes what was
+    begun. Keys: a one-off text's name (``welcome``, ``notice``: :meth:`once`), and of a reply the streamed
+    message's id (``stream``), the stored reply's id (``reply``), how many of its parts the chat shows (``parts``)
+    and whether the rest went to the chat's outbox (``queued``). Each entry is recorded as soon as it went out; one
+    that cannot be recorded (the database out of reach) is logged, and may go out again should the update be
+    processed again. A Bot API call whose answer never came cannot be recorded at all: it may be in the chat, and
+    is sent again."""
+
+    def __init__(self, ledger: UpdateLedger, coach_id: uuid.UUID, update_id: int | None, sent: dict[str, Any]) -> None:
+        """``sent``: what was recorded before; no ``update_id`` (not an update Telegram numbered): nothing is
+        recorded."""
+        self._ledger, self._coach_id, self._update_id = ledger, coach_id, update_id
+        self._sent = dict(sent)
+
+    def get(self, key: str) -> Any:
+        """What was recorded under ``key``, ``None`` if nothing."""
+        return self._sent.get(key)
+
+    async def note(self, **entries: Any) -> None:
+        """Record ``entries`` (JSON values): sent now."""
+        self._sent.update(entries)
+        if self._update_id is None:
+            return
+        try:
+            await self._ledger.note_sent(self._coach_id, self._update_id, entries)
+        except Exception:  # (it went out: the update's processing goes on)
+            log.exception(
+                "telegram update %s of coach %s: could not record %s", self._update_id, self._coach_id, entries
+            )
+
+    async def once(self, key: str, send: Callable[[], Awaitable[object]]) -> None:
+        """``await send()`` unless ``key`` is recorded already, then record it."""
+        if self.get(key) is None:
+            await send()
+            await self.note(**{key: True})
 
 
 class TelegramService:

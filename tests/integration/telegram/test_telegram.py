@@ -48,7 +48,7 @@ from tests.integration.handoff.test_alerts import Receiver
 from tests.integration.handoff.test_handoff_flow import held_model
 from tests.integration.telegram.conftest import DELTAS, REPLY, Bot, new_token, served
 from tests.integration.web.test_dashboard import csrf, log_in, sign_up
-from tests.openai_wire import openai_sse
+from tests.openai_wire import openai_sse, sse_response
 from tests.telegram_fake import FakeBotApi, recorded
 
 pytestmark = pytest.mark.usefixtures("llm")
@@ -684,7 +684,7 @@ async def test_an_update_whose_process_died_before_storing_it_is_processed_when_
     lost = recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="Are you there?")
     swept = recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="Hello again")
     with monkeypatch.context() as patch:
-        patch.setattr(channel, "dispatch", lambda coach_id, update: None)  # the process dies after recording
+        patch.setattr(channel, "dispatch", lambda *args: None)  # the process dies after recording
         await post_update(tg, bot, lost)
         await post_update(tg, bot, swept)
     calls_before = llm.routes["completions"].call_count
@@ -769,6 +769,149 @@ async def test_an_update_that_fails_before_its_message_is_stored_is_processed_ag
     assert await channel.recover() == 0
 
 
+async def test_an_update_processed_again_sends_nothing_it_sent_before(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An update is processed again when its process could not mark it done (the database out of reach a moment,
+    or the process died): the worker's sweep took it again and the chat got the ``/start`` welcome twice, or "I can
+    read text messages" twice. What its processing sent is now recorded with it, and not sent again."""
+    bot = await make_bot()
+    channel = tg.app.state.telegram  # type: ignore[attr-defined]
+    client = (await tg.post("/api/v1/clients", headers=bot.coach.headers, json={"name": "Robin"})).json()
+    invite = (await tg.post(f"/api/v1/clients/{client['id']}/telegram-invite", headers=bot.coach.headers)).json()
+    invited, stranger = next(_chat_ids), next(_chat_ids)
+    done, failures = failing_once(channel.service.updates.done)
+    monkeypatch.setattr(channel.service.updates, "done", done)
+    await say(tg, bot, invited, f"/start {invite['code']}")
+    assert not failures
+    done, failures = failing_once(channel.service.updates.done)
+    monkeypatch.setattr(channel.service.updates, "done", done)
+    await post_update(tg, bot, recorded("photo_message", update_id=next(_chat_ids), chat_id=stranger))  # enrols
+    await drain(tg)
+    assert not failures
+    monkeypatch.setattr(channel.service.updates, "reclaim_after_s", 0.2)
+    await asyncio.sleep(0.3)
+    assert await channel.recover() == 2
+    assert [c.params["text"] for c in fake.sent_to(invited)] == [WELCOME]
+    assert [c.params["text"] for c in fake.sent_to(stranger)] == [WELCOME, render.NON_TEXT_REPLY]
+
+
+def dying(channel: Any, patch: pytest.MonkeyPatch) -> list[asyncio.Task[None]]:
+    """Updates dispatched from now on are processed in tasks the test can cancel (their process dies)."""
+    tasks: list[asyncio.Task[None]] = []
+    patch.setattr(channel, "dispatch", lambda *args: tasks.append(asyncio.create_task(channel.process(*args))))
+    return tasks
+
+
+async def die(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_reply_whose_process_died_while_streaming_goes_on_in_the_streamed_message(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, llm: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process died while the reply streamed (its first words were in the chat). Telegram's re-send of the
+    update was answered in a second streamed message, below the first one's fragment; it now goes on in the
+    streamed message, and the chat shows the reply once."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, _ = await bound_chat(tg, bot, fake)
+    channel = tg.app.state.telegram  # type: ignore[attr-defined]
+    started = asyncio.Event()
+
+    class Stuck(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            # its role, then every word: the stream runs HELD_WORDS behind the model, so "Stop" is shown
+            for chunk in openai_sse(DELTAS, (80, 10)).split(b"\n\n")[:10]:
+                yield chunk + b"\n\n"
+            started.set()
+            await asyncio.Event().wait()
+
+    update = recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="How do I calm down?")
+    with monkeypatch.context() as patch:
+        llm.routes["completions"].mock(
+            side_effect=lambda request: httpx.Response(
+                200, headers={"content-type": "text/event-stream"}, stream=Stuck()
+            )
+        )
+        tasks = dying(channel, patch)
+        await post_update(tg, bot, update)
+        await asyncio.wait_for(started.wait(), 30)
+        for _ in range(100):
+            if fake.shown(chat_id)[1:]:
+                break
+            await asyncio.sleep(0.05)
+        assert [text.strip() for text in fake.shown(chat_id)] == [WELCOME, "Stop"]
+        await die(tasks)
+    llm.routes["completions"].mock(side_effect=lambda request: sse_response(openai_sse(DELTAS, (80, 10))))
+    monkeypatch.setattr(channel.service.updates, "reclaim_after_s", 0.2)
+    await asyncio.sleep(0.3)
+    await post_update(tg, bot, update)  # Telegram sends it again
+    await drain(tg)
+    assert fake.shown(chat_id) == [WELCOME, render.escape(REPLY)]
+
+
+async def test_a_reply_stored_by_a_process_that_died_before_the_chat_showed_it_is_shown_by_the_sweep(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process died after the reply was stored, before the chat showed it: processed again, the message was
+    found answered and nothing more was sent, so the chat kept the streamed fragment and never got the reply. The
+    stored reply is now shown in the streamed message."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    channel = tg.app.state.telegram  # type: ignore[attr-defined]
+    finishing = asyncio.Event()
+
+    async def stuck(*args: Any) -> None:
+        finishing.set()
+        await asyncio.Event().wait()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(replies.ReplyStream, "finish", stuck)
+        tasks = dying(channel, patch)
+        await post_update(tg, bot, recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="Hi"))
+        await asyncio.wait_for(finishing.wait(), 30)
+        await die(tasks)
+    [welcome, fragment] = fake.shown(chat_id)
+    assert welcome == WELCOME and fragment.strip() and render.escape(REPLY).startswith(fragment.strip())
+    assert [m["sender_type"] for m in (await conversation_of(tg, bot, client_id))["messages"]] == ["client", "ai"]
+    monkeypatch.setattr(channel.service.updates, "reclaim_after_s", 0.2)
+    await asyncio.sleep(0.3)
+    assert await channel.recover() == 1
+    assert fake.shown(chat_id) == [WELCOME, render.escape(REPLY)]
+    assert last_keyboard(fake, chat_id)[0][0]["text"] == "👍"
+
+
+async def test_a_long_reply_partly_shown_then_queued_is_not_sent_again_when_its_update_is_processed_again(
+    tg: httpx.AsyncClient,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+    llm: respx.MockRouter,
+    tg_jobs: Callable[[], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reply in several messages: the first went out, Telegram refused the next one for a moment (the rest went
+    to the chat's outbox), and the update could not be marked done. Processed again, it shows nothing a second time:
+    the outbox sends the rest, once."""
+    long = " ".join(f"Sentence number {n} is here." for n in range(300))
+    llm.routes["completions"].mock(side_effect=lambda request: sse_response(openai_sse([long], (80, 900))))
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, _ = await bound_chat(tg, bot, fake)
+    channel = tg.app.state.telegram  # type: ignore[attr-defined]
+    fake.fail("sendMessage", 502, "Bad Gateway", after=1)
+    done, failures = failing_once(channel.service.updates.done)
+    monkeypatch.setattr(channel.service.updates, "done", done)
+    await say(tg, bot, chat_id, "Tell me everything")
+    assert not failures
+    monkeypatch.setattr(channel.service.updates, "reclaim_after_s", 0.2)
+    await asyncio.sleep(0.3)
+    assert await channel.recover() == 1
+    await tg_jobs()
+    parts = render.split_html(long)
+    assert len(parts) > 1 and fake.shown(chat_id) == [WELCOME, *parts]
+
+
 async def test_a_new_bot_of_the_coach_answers_messages_numbered_as_the_old_bots_were(
     tg: httpx.AsyncClient,
     fake: FakeBotApi,
@@ -787,7 +930,7 @@ async def test_a_new_bot_of_the_coach_answers_messages_numbered_as_the_old_bots_
     await drain(tg)
     channel = tg.app.state.telegram  # type: ignore[attr-defined]
     with monkeypatch.context() as patch:  # an update of the old bot recorded, its process gone before processing
-        patch.setattr(channel, "dispatch", lambda coach_id, update: None)
+        patch.setattr(channel, "dispatch", lambda *args: None)
         await post_update(tg, bot, recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="Hm"))
     token, _ = new_token(fake)
     replaced = await tg.put("/api/v1/channels/telegram", headers=bot.coach.headers, json={"bot_token": token})
