@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from copy import copy
 from pathlib import Path
 from typing import Any
 
-from litestar import Litestar, Request, Response, get
+from litestar import Controller, Litestar, Request, Response, get
 from litestar.channels import ChannelsPlugin
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -25,6 +26,7 @@ from litestar.types import ControllerRouterHandler, ExceptionHandlersMap, Scope
 from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 
+from app.auth import BODY_MAX_BYTES, authenticate_first
 from app.channels.telegram import wiring as telegram
 from app.channels.telegram.api import ROUTES as TELEGRAM_ROUTES
 from app.channels.web.chat import (
@@ -180,7 +182,6 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     ClientController,
     AccountController,
     SettingsController,
-    DocumentController,
     ChatController,
     FeedbackController,
     WidgetConversationController,
@@ -199,7 +200,6 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     ToneSettingsController,
     WidgetToneController,
     DashboardController,
-    DocumentPages,
     ClientPages,
     ConversationPages,
     HandoffPages,
@@ -213,7 +213,31 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"]),
     favicon,
 ]
-"""Every controller, the WebSocket handler, the Telegram routes, the static files and the site icon."""
+"""Every controller, the WebSocket handler, the Telegram routes, the static files and the site icon, but the
+documents' two (:func:`upload_routes`)."""
+
+
+def upload_body_max_bytes(settings: Settings) -> int:
+    """The body limit of the document upload routes: twice ``MAX_UPLOAD_MB`` and a MiB for the multipart framing.
+    A file up to that size over ``MAX_UPLOAD_MB`` is recorded as ``failed`` with the reason
+    (:meth:`app.rag.service.DocumentService.upload`); a larger body is a 413."""
+    return int((settings.max_upload_mb * 2 + 1) * 1024 * 1024)
+
+
+def upload_routes(settings: Settings) -> list[ControllerRouterHandler]:
+    """The documents' controllers (API and dashboard), their ``upload`` route taking bodies of up to
+    :func:`upload_body_max_bytes`, every other route of theirs the app's :data:`app.auth.BODY_MAX_BYTES`. The
+    only routes that take a document file (the widget avatar's set their own limit). Subclasses made per app, as
+    the limit is a setting; a controller of its own for the upload would clash with the list at its address (two
+    controllers on one path each bring an ``OPTIONS`` route)."""
+    limit = upload_body_max_bytes(settings)
+    routes: list[ControllerRouterHandler] = []
+    controller: type[Controller]
+    for controller in (DocumentController, DocumentPages):
+        upload = copy(controller.upload)
+        upload.request_max_body_size = limit
+        routes.append(type(controller.__name__, (controller,), {"upload": upload}))
+    return routes
 
 
 def create_app(
@@ -246,9 +270,8 @@ def create_app(
         container: Container = app.state.container
         return await container.accounts.widget_origin_listed(origin)
 
-    max_body = int((settings.max_upload_mb * 2 + 1) * 1024 * 1024)
     app = Litestar(
-        route_handlers=ROUTE_HANDLERS,
+        route_handlers=[*ROUTE_HANDLERS, *upload_routes(settings)],
         dependencies={
             "container": Provide(provide_container, sync_to_thread=False),
             "dashboard_sessions": Provide(provide_dashboard_sessions, sync_to_thread=False),
@@ -271,7 +294,8 @@ def create_app(
             path="/schema",
             render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"])],
         ),
-        request_max_body_size=max_body,
+        request_max_body_size=BODY_MAX_BYTES,
+        guards=[authenticate_first],
         # live events (app.handoff.live) from any process reach this process's subscribers through Redis
         plugins=[
             ChannelsPlugin(

@@ -1,4 +1,5 @@
-"""Request authentication, as Litestar dependencies.
+"""Request authentication, as Litestar dependencies (checked before the body is read: :func:`authenticate_first`),
+and the request body limits.
 
 - Coach REST calls: ``Authorization: Bearer <api key>``.
 - Client chat calls: ``Authorization: Bearer <widget token>`` (only the WebSocket handshake may carry it as a
@@ -11,7 +12,8 @@
   cross-site WebSocket hijacking).
 - A widget call from another site's page (an ``Origin`` that is not this server) is allowed only from the
   coach's ``widget_allowed_origins`` (403 otherwise); :mod:`app.core.headers` answers it with CORS headers.
-- Dashboard pages: the server-side session (Redis) holds ``coach_id`` after log-in.
+- Dashboard pages: the server-side session (Redis) holds ``coach_id`` after log-in; a form sent to a page behind
+  log-in without one is answered before it is read (``app.web.dashboard.auth.LoginFirst``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from litestar.datastructures import Cookie
 from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers import BaseRouteHandler
 
 from app.accounts.service import ClientIdentity
 from app.core.headers import CORS_ORIGIN_STATE, is_own_origin
@@ -77,14 +80,24 @@ def _changes_state(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
     return str(connection.scope.get("method", "")) not in SAFE_METHODS
 
 
+_API_KEY_COACH = "opencoach.api_key_coach"
+_WIDGET_CLIENT = "opencoach.widget_client"
+"""``scope["state"]`` keys: the request's API-key tenant and widget client, once checked (by
+:func:`authenticate_first`, then read by the handler's dependency)."""
+
+
 async def provide_coach_id(request: Request[Any, Any, Any], container: ContainerDep) -> uuid.UUID:
-    """The tenant of the request's API key. Raises 401 when missing or invalid."""
+    """The tenant of the request's API key (looked up once per request). Raises 401 when missing or invalid."""
+    known = request.scope["state"].get(_API_KEY_COACH)
+    if isinstance(known, uuid.UUID):
+        return known
     token = bearer_token(request)
     if not token:
         raise NotAuthorizedException("missing API key: send Authorization: Bearer <api_key>")
     coach_id = await container.accounts.coach_for_api_key(token)
     if coach_id is None:
         raise NotAuthorizedException("invalid or revoked API key")
+    request.scope["state"][_API_KEY_COACH] = coach_id
     return coach_id
 
 
@@ -127,13 +140,62 @@ async def check_widget_origin(
 
 
 async def provide_client_identity(request: Request[Any, Any, Any], container: ContainerDep) -> ClientIdentity:
-    """Dependency form of :func:`identify_client` for HTTP handlers."""
-    return await identify_client(request, container)
+    """Dependency form of :func:`identify_client` for HTTP handlers (checked once per request)."""
+    known = request.scope["state"].get(_WIDGET_CLIENT)
+    if isinstance(known, ClientIdentity):
+        return known
+    identity = request.scope["state"][_WIDGET_CLIENT] = await identify_client(request, container)
+    return identity
+
+
+_CREDENTIAL_CHECKS = {"coach_id": provide_coach_id, "identity": provide_client_identity}
+"""The dependencies that check a caller's credentials from the request's headers alone, by the name they
+provide."""
+
+
+async def authenticate_first(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """The app's guard: a route whose ``coach_id`` comes from an API key (:func:`provide_coach_id`) or whose
+    ``identity`` from a widget token or cookie (:func:`provide_client_identity`) checks it before its body is
+    read (Litestar decodes a ``data`` body before it resolves dependencies), so a caller without credentials
+    gets its 401 or 403 without the server reading what it sent; the dependency then reuses the result."""
+    if not isinstance(connection, Request):
+        return
+    needed = needed_dependencies(handler)
+    for name, check in _CREDENTIAL_CHECKS.items():
+        if name in needed and needed[name].dependency is check:
+            await check(connection, connection.app.state.container)
+
+
+def needed_dependencies(handler: BaseRouteHandler) -> dict[str, Provide]:
+    """The dependencies ``handler`` resolves, its own and theirs (``uow`` needs ``coach_id``…), by name: of the
+    layers' dependencies, those it uses (a layer's ``OPTIONS`` route, for one, uses none)."""
+    providers = handler.resolve_dependencies()
+    needed: dict[str, Provide] = {}
+    names = list(handler.parsed_fn_signature.parameters)
+    while names:
+        name = names.pop()
+        if name in providers and name not in needed:
+            needed[name] = providers[name]
+            names.extend(providers[name].parsed_fn_signature.parameters)
+    return needed
 
 
 AUTH_BODY_MAX_BYTES = 4 * 1024
 """Request body limit of the log-in, sign-up and password-change routes (``request_max_body_size``): larger
 bodies get a 413 before anything is parsed or hashed."""
+BODY_MAX_BYTES = 64 * 1024
+"""Request body limit of every route that sets none of its own (the app's ``request_max_body_size``): a larger
+body is a 413, at once when its ``Content-Length`` says so, else once this many bytes came. A body is read
+whole before its handler runs, a route without credentials (log-out, a widget page's form) reads it from
+anybody, so this bounds what a caller can make a process hold. The largest body these routes take is a chat
+message or a coach's reply of 4,000 characters: 48 KB even as emoji (12 bytes a character as JSON escapes
+``\\ud83d\\ude00``, or percent-encoded in a form)."""
+TEXT_BODY_MAX_BYTES = 512 * 1024
+"""Request body limit of the routes that take a coach's long texts: the settings (``PATCH /api/v1/settings`` and
+its form: persona, topics, crisis resources in five languages, origins…), the tone modes, an experiment's
+variant personas and a client's relationship profile. Their largest legitimate body, every field at its maximum
+in a non-Latin script: the settings form, 346 KB (9 bytes a character percent-encoded), as JSON 234 KB (6
+bytes a character as a ``\\uXXXX`` escape)."""
 
 
 IPV6_PREFIX = 64

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from litestar import MediaType, Request, Response
+from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
 from litestar.response import Template
 
@@ -100,13 +101,29 @@ def permission_denied_handler(request: Request[Any, Any, Any], exc: HTTPExceptio
     return page
 
 
+def body_limit_text(limit: int) -> str:
+    """A body limit in bytes as people read it: ``"64 KiB"``, ``"5 MiB"``, ``"2.5 MiB"``."""
+    if limit < 1024 * 1024:
+        return f"{limit / 1024:g} KiB"
+    return f"{limit / (1024 * 1024):.3g} MiB"
+
+
 def too_large_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    """Litestar's 413 (a body over the route's ``request_max_body_size``): on a dashboard page (a form without
-    JavaScript, such as the settings' avatar upload) a page saying so, not the raw JSON body; else JSON."""
+    """Litestar's 413 (a body over the route's ``request_max_body_size``), sent before the rest of the body is
+    read: JSON naming the route's limit, or on a dashboard page a page saying so: a multipart form (the two file
+    forms: documents, avatar) that the file is too large, any other form that its text is too long."""
+    limit = body_limit_text(request.route_handler.resolve_request_max_body_size() or 0)
     if not is_page_request(request):
-        return error_response(exc.status_code, exc.detail, headers=exc.headers)
-    detail = "Nothing was stored: the file is larger than this form takes. Choose a smaller one and send it again."
-    return refused_page(request, 413, "The file is too large", detail)
+        detail = f"request body too large: this endpoint takes at most {limit}"
+        return error_response(exc.status_code, detail, headers=exc.headers)
+    if request.content_type[0] == RequestEncodingType.MULTI_PART:
+        detail = (
+            f"Nothing was stored: the file is larger than this form takes ({limit} at most). Choose a smaller one "
+            "and send it again."
+        )
+        return refused_page(request, 413, "The file is too large", detail)
+    detail = f"Nothing was stored: the form sent more than it takes ({limit} at most). Shorten it and send it again."
+    return refused_page(request, 413, "The form is too large", detail)
 
 
 def form_unreadable(exc: BaseException) -> bool:

@@ -26,6 +26,10 @@ SECRET_HEADER = "x-telegram-bot-api-secret-token"
 MAX_UPDATE_ID = 2**63 - 1
 """Telegram's update ids are positive and fit a signed 64-bit integer (Bot API ``Update``), as the column does."""
 NOT_AN_UPDATE = "the body is not a Telegram update"
+UPDATE_MAX_BYTES = 1024 * 1024
+"""The webhook's request body limit: an update carries a message (text up to 4,096 characters), the one it
+answers or quotes, their entities and captions, about 50 KB each at most even with every character escaped
+(``\\ud83d\\ude00``); the secret header is checked before the body is read."""
 
 
 def provide_telegram(state: State) -> TelegramChannel:
@@ -184,6 +188,7 @@ class TelegramInviteController(Controller):
     tags=["telegram"],
     include_in_schema=False,
     dependencies={"telegram": Provide(provide_telegram, sync_to_thread=False)},
+    request_max_body_size=UPDATE_MAX_BYTES,
 )
 async def telegram_webhook(
     coach_id: PathId, request: Request[Any, Any, Any], telegram: TelegramDep

@@ -27,6 +27,7 @@ from app.accounts.widget_settings import (
 from app.auth import (
     AUTH_BODY_MAX_BYTES,
     COACH_DEPENDENCIES,
+    TEXT_BODY_MAX_BYTES,
     account_delete_key,
     provide_coach_id,
     throttle_auth_attempt,
@@ -424,7 +425,7 @@ class SettingsController(Controller):
         coach = await uow.coach()
         return settings_out(container, coach)
 
-    @patch("/")
+    @patch("/", request_max_body_size=TEXT_BODY_MAX_BYTES)
     async def update_settings(self, data: JSONBody[SettingsPatch], uow: Uow, container: ContainerDep) -> SettingsOut:
         """Change persona, provider, memory, escalation and learning settings in one transaction (a bad field
         changes nothing: 400); the key is stored encrypted and never returned. A new ``alert_webhook_url`` gets a

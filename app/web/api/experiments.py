@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, get, post
 from litestar.params import JSONBody
 
-from app.auth import COACH_DEPENDENCIES
+from app.auth import COACH_DEPENDENCIES, TEXT_BODY_MAX_BYTES
 from app.deps import ContainerDep, PathId, Uow
 
 
@@ -28,7 +28,7 @@ class ExperimentController(Controller):
     tags = ["learning"]
     dependencies = COACH_DEPENDENCIES
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, request_max_body_size=TEXT_BODY_MAX_BYTES)
     async def create(self, data: JSONBody[ExperimentIn], uow: Uow, container: ContainerDep) -> dict[str, Any]:
         """Start an experiment (400 on bad variants or metric, 409 while another one runs)."""
         experiment = await container.experiments.create(

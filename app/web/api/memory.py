@@ -18,7 +18,7 @@ from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import JSONBody
 
 from app.accounts.disclosure import accept_disclosure
-from app.auth import CLIENT_DEPENDENCIES, COACH_DEPENDENCIES
+from app.auth import CLIENT_DEPENDENCIES, COACH_DEPENDENCIES, TEXT_BODY_MAX_BYTES
 from app.core.errors import InvalidInput, NotFound
 from app.deps import (
     PAGE,
@@ -233,7 +233,7 @@ class MemoryController(Controller):
         """Forget a session summary: it leaves every view and prompt (the transcript stays)."""
         await container.memory.delete_summary(uow, client_id, session_id)
 
-    @patch("/profile")
+    @patch("/profile", request_max_body_size=TEXT_BODY_MAX_BYTES)
     async def edit_profile(
         self, client_id: PathId, data: JSONBody[dict[str, Any]], coach_id: CoachId, uow: Uow, container: ContainerDep
     ) -> ProfileOut:

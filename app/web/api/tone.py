@@ -17,7 +17,7 @@ from litestar import Controller, delete, get, post, put
 from litestar.params import JSONBody
 
 from app.accounts.tone import client_view
-from app.auth import CLIENT_DEPENDENCIES, COACH_DEPENDENCIES
+from app.auth import CLIENT_DEPENDENCIES, COACH_DEPENDENCIES, TEXT_BODY_MAX_BYTES
 from app.deps import ClientIdentityDep, ContainerDep, PathId, Uow
 
 
@@ -49,7 +49,7 @@ class ToneSettingsController(Controller):
         "instruction", "most_intense"}]}``."""
         return await container.tone.settings(uow)
 
-    @put("/")
+    @put("/", request_max_body_size=TEXT_BODY_MAX_BYTES)
     async def put_settings(self, data: JSONBody[dict[str, Any]], uow: Uow, container: ContainerDep) -> dict[str, Any]:
         """Replace the tone settings (400 naming the field on bad input; nothing changed)."""
         return (await container.tone.update_settings(uow, data)).as_dict()

@@ -8,10 +8,13 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
+from litestar.middleware import ASGIMiddleware
 from litestar.response import Redirect, Template
+from litestar.types import ASGIApp, Receive, Scope, Send
 
-from app.auth import AUTH_BODY_MAX_BYTES, throttle_auth_attempt
+from app.auth import AUTH_BODY_MAX_BYTES, SAFE_METHODS, throttle_auth_attempt
 from app.core.errors import DomainError
 from app.deps import ContainerDep, provide_unit_of_work
 from app.web.dashboard.forms import form_str
@@ -45,12 +48,32 @@ def session_user_id(request: Request[Any, Any, Any]) -> uuid.UUID:
     return uuid.UUID(value)
 
 
+class LoginFirst(ASGIMiddleware):
+    """Middleware of the pages behind log-in: a POST (or any unsafe method) without a logged-in session is sent
+    to ``/login`` before its body is read. Litestar's CSRF check, which runs before any handler, dependency or
+    guard, reads the whole form to find its token: without this, anybody's upload-sized body was read to be
+    refused."""
+
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        """Raise ``LoginRequired`` (answered by :func:`login_redirect`) for an unsafe method without a session
+        coach, else pass the request on (the session middleware, which runs before, loaded the session)."""
+        session = scope.get("session")
+        method = scope.get("method", "GET")
+        if method not in SAFE_METHODS and not (isinstance(session, dict) and session.get("coach_id")):
+            raise LoginRequired()
+        await next_app(scope, receive, send)
+
+
 class CoachPage(Controller):
     """Base of the pages behind log-in: under ``/dashboard``, the logged-in coach as ``coach_id``; a visitor
-    without a session is redirected to ``/login``. Mutating forms carry the CSRF token."""
+    without a session is redirected to ``/login`` (a form before it is read: :class:`LoginFirst`). Mutating
+    forms carry the CSRF token."""
 
     path = "/dashboard"
     include_in_schema = False
+    middleware = [LoginFirst()]
     dependencies = {
         "coach_id": Provide(provide_dashboard_coach_id, sync_to_thread=False),
         "uow": Provide(provide_unit_of_work),

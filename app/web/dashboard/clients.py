@@ -17,6 +17,7 @@ from litestar.response import Redirect, Template
 from app.accounts.models import Client, Coach
 from app.accounts.tone import CONFIRM_1, GIVEN, INTENSITY_NAMES, WITHDRAWN
 from app.accounts.unit_of_work import UnitOfWork
+from app.auth import TEXT_BODY_MAX_BYTES
 from app.container import Container
 from app.conversations.service import ClientActivity
 from app.core.errors import DomainError, InvalidInput
@@ -186,7 +187,7 @@ class ClientPages(CoachPage):
         await container.rights.erase_client(uow, client_id)
         return Redirect("/dashboard/clients")
 
-    @post("/clients/{client_id:uuid}/profile", status_code=200)
+    @post("/clients/{client_id:uuid}/profile", status_code=200, request_max_body_size=TEXT_BODY_MAX_BYTES)
     async def save_profile(
         self, client_id: PathId, request: Request[Any, Any, Any], coach_id: CoachId, uow: Uow, container: ContainerDep
     ) -> Template | Redirect:

@@ -31,7 +31,7 @@ from app.accounts.widget_settings import (
     set_widget_avatar,
     suggestions,
 )
-from app.auth import AUTH_BODY_MAX_BYTES, account_delete_key, throttle_auth_attempt
+from app.auth import AUTH_BODY_MAX_BYTES, TEXT_BODY_MAX_BYTES, account_delete_key, throttle_auth_attempt
 from app.channels.web.widget import initials
 from app.core.errors import DomainError, Forbidden, InvalidInput, TooManyAttempts
 from app.deps import ContainerDep, PathId, Uow
@@ -123,7 +123,7 @@ class SettingsPages(CoachPage):
             request.set_session(dict(request.session))
         return await _settings_page(container, uow, new_api_key=new_api_key)
 
-    @post("/settings")
+    @post("/settings", request_max_body_size=TEXT_BODY_MAX_BYTES)
     async def save_settings(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
         """Save one section's form (``section``: where the notice or the error is shown); fields the form does
         not send are left as is. A refused change stores nothing: 400 with the reason in that section."""
@@ -188,7 +188,7 @@ class SettingsPages(CoachPage):
         await clear_widget_avatar(uow)
         return await _settings_page(container, uow, notice="Avatar removed.", section="widget")
 
-    @post("/settings/tone")
+    @post("/settings/tone", request_max_body_size=TEXT_BODY_MAX_BYTES)
     async def save_tone(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:
         """Save the tone section (allowed intensities, default, modes); a refused change shows why, with a 400,
         and changes nothing."""
