@@ -7,6 +7,9 @@ OpenAI-compatible stub of :func:`chaos.stub_model` on 127.0.0.1 (no delay), so t
 not a model. ``--sockets`` widget WebSockets (spread over ``--coaches`` coaches and round-robin over the API
 processes) each send a message, wait for its ``done``, pause (exponential, mean ``sockets / rate`` seconds: an
 offered load of ``--rate`` turns/s) and send the next, for ``--seconds``; then the turns in flight finish.
+One coach's turns take at most ``TURN_CONCURRENCY_PER_COACH`` of a process's ``TURN_CONCURRENCY`` slots (half
+by default): with the default 10 coaches every process has turns of many coaches and the cap costs nothing; a
+run with ``--coaches 1`` measures that cap, unless the variable is set to ``TURN_CONCURRENCY``.
 
 Printed: turns/s (answered turns in the timed window / its length), p50/p95/p99 turn latency (send → ``done``,
 milliseconds), client messages sent / acknowledged / stored, replies received / stored (stored = rows in

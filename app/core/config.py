@@ -150,6 +150,14 @@ class Settings(BaseSettings):
         "(admission control: past the CPU and the database pool, more turns at once only make every turn slower, "
         "and a turn left waiting for a pooled connection past the pool's timeout fails, bench/load.py).",
     )
+    turn_concurrency_per_coach: int | None = Field(
+        default=None,
+        ge=1,
+        description="Chat turns of one coach one process answers at once (unset: half of TURN_CONCURRENCY, at "
+        "least 1); the coach's further turns wait their turn while other coaches' turns take the free slots. A turn "
+        "holds its slot until the coach's model answers (up to LLM_TIMEOUT_SECONDS): without a cap, one coach's "
+        "slow model or burst of clients took every slot and stalled every other coach's chat.",
+    )
     episode_embed_window_seconds: float = Field(
         default=30.0,
         ge=0,
@@ -251,6 +259,11 @@ class Settings(BaseSettings):
                     "key (32 url-safe base64-encoded bytes, e.g. from cryptography's Fernet.generate_key())"
                 ) from None
         return value
+
+    def turn_slots_per_coach(self) -> int:
+        """The turn slots one coach may hold at once in a process: ``TURN_CONCURRENCY_PER_COACH``, or half of
+        ``TURN_CONCURRENCY`` (at least 1) when unset, so that one coach's turns leave the other half free."""
+        return self.turn_concurrency_per_coach or max(1, self.turn_concurrency // 2)
 
     def old_secret_keys(self) -> list[str]:
         """The retired keys of ``SECRET_KEY_OLD``, in the order given (empty list when unset)."""

@@ -140,7 +140,7 @@ class ChatService:
         )
         self._generator = Generator(settings, registry, cache, defences=defences)
         self._persister = Persister(sessionmaker, handoffs)
-        self._slots = FairSlots(settings.turn_concurrency)
+        self._slots = FairSlots(settings.turn_concurrency, settings.turn_slots_per_coach())
         self._screens = asyncio.Semaphore(settings.turn_concurrency)  # early crisis screens (answer_crisis)
 
     async def receive(
@@ -171,7 +171,7 @@ class ChatService:
                 # the turn's embedding starts now when the turn can start at once; when every turn slot is
                 # taken, the turn waits anyway and embeds when its slot comes (an embedding made now could be
                 # dropped before then, and made twice on an overloaded process)
-                prefetch=not self._slots.locked(),
+                prefetch=not self._slots.locked(coach_id),
             )
 
     async def answer(
@@ -192,10 +192,11 @@ class ChatService:
         threshold hands off in ``auto`` mode; in ``draft`` mode the reply is kept as a draft for the coach
         (nothing is streamed). Raises ``NotFound`` (not this client's message).
 
-        At most ``TURN_CONCURRENCY`` answers run at once in this process; the others wait for a slot, coaches
-        served in turn and each coach's turns in the order they came (:class:`FairSlots`; their wait is the
-        ``admission`` stage). A turn that has to wait is screened for a crisis first, as
-        :meth:`answer_crisis` does: a crisis reply and its alert do not wait behind other tenants' turns.
+        At most ``TURN_CONCURRENCY`` answers run at once in this process, and at most
+        ``TURN_CONCURRENCY_PER_COACH`` of one coach; the others wait for a slot, coaches served in turn and each
+        coach's turns in the order they came (:class:`FairSlots`; their wait is the ``admission`` stage). A turn
+        that has to wait is screened for a crisis first, as :meth:`answer_crisis` does: a crisis reply and its
+        alert do not wait behind other turns.
 
         ``on_answering`` is called once the decision before the model lets the AI answer, before retrieval, unless
         the reply is a draft for the coach: a channel shows "typing…" from then on, and not for a message only the
@@ -215,7 +216,7 @@ class ChatService:
     ) -> AsyncIterator[str | TurnResult]:
         """:meth:`answer` with ``stages`` (which may hold ``receive`` already): the early crisis screen when
         the turn has to wait, then the turn in its slot."""
-        if self._slots.locked() and (screened := await self._screened(coach_id, client_id, message_id, stages)):
+        if self._slots.locked(coach_id) and (screened := await self._screened(coach_id, client_id, message_id, stages)):
             async for item in self._handed_off(*screened, to_client, stages):
                 yield item
             return
@@ -229,14 +230,15 @@ class ChatService:
         queues turns before they take a pooled connection or CPU, instead of running hundreds at once: each
         would wait for connections in every stage, and those waiting past the pool's timeout would fail after
         their work was done, to be answered again by a job (stop 21's ``bench/load.py`` fell to about 1 turn/s
-        that way). The waiting turns are served coach by coach in turn (:class:`FairSlots`), so one tenant's
-        burst does not hold back every other tenant's turns."""
+        that way). One coach holds at most ``TURN_CONCURRENCY_PER_COACH`` slots and the waiting turns are served
+        coach by coach in turn (:class:`FairSlots`), so one tenant's burst or slow model does not hold back every
+        other tenant's turns."""
         with stages.time("admission"):
             await self._slots.acquire(coach_id)
         try:
             yield
         finally:
-            self._slots.release()
+            self._slots.release(coach_id)
 
     async def _answer(
         self,

@@ -123,11 +123,10 @@ async def test_no_embedding_starts_at_intake_while_every_turn_slot_is_taken(
     once, not at intake (where it could be dropped before the turn came, and made twice)."""
     setup = await new_setup("Embed Once Coach")
     coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
-    slots = container.chat._slots
-    taken = 0
-    while not slots.locked():
-        await slots.acquire(coach_id)
-        taken += 1
+    slots, taken = container.chat._slots, []
+    while not slots.locked(coach_id):  # every slot taken, by other coaches
+        taken.append(uuid.uuid4())
+        await slots.acquire(taken[-1])
     try:
         received = await container.chat.receive(
             coach_id, client_id, "How do I say no to extra work?", conversation_id=None, channel="widget"
@@ -135,8 +134,8 @@ async def test_no_embedding_starts_at_intake_while_every_turn_slot_is_taken(
         await asyncio.sleep(0.5)
         assert encoded == []
     finally:
-        for _ in range(taken):
-            slots.release()
+        for key in taken:
+            slots.release(key)
     results = [item async for item in container.chat.answer(coach_id, client_id, received.message_id)]
     assert isinstance(results[-1], TurnResult) and results[-1].message_id is not None
     assert encoded == [["how do i say no to extra work?"]]

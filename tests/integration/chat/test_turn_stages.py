@@ -103,9 +103,10 @@ async def test_turns_past_the_concurrency_limit_wait_for_a_slot_and_are_all_answ
     monkeypatch: pytest.MonkeyPatch,
     settings: Settings,
 ) -> None:
-    """Admission control: two more turns than ``TURN_CONCURRENCY`` at once. Each turn's passage lookup waits
-    (up to 2 s) for a turn beyond the limit to join it: without the slots all of them would be inside at once;
-    with them the last two wait for a slot, and every turn is still answered."""
+    """Admission control: two more turns than ``TURN_CONCURRENCY`` at once, each of another coach (one coach's
+    turns stop at ``TURN_CONCURRENCY_PER_COACH``: test_turn_admission.py). Each turn's passage lookup waits (up
+    to 2 s) for a turn beyond the limit to join it: without the slots all of them would be inside at once; with
+    them the last two wait for a slot, and every turn is still answered."""
     limit = settings.turn_concurrency
     inside, most = 0, 0
     over_limit = asyncio.Event()
@@ -127,8 +128,10 @@ async def test_turns_past_the_concurrency_limit_wait_for_a_slot_and_are_all_answ
 
     original = gather.retrieve
     monkeypatch.setattr(gather, "retrieve", counted)
-    setup = await new_setup("Busy Coach")
-    bodies = await asyncio.gather(*(chat(http, setup, f"How do I keep going, day {n}?") for n in range(limit + 2)))
+    setups = [await new_setup(f"Busy Coach {n}") for n in range(limit + 2)]
+    bodies = await asyncio.gather(
+        *(chat(http, setup, f"How do I keep going, day {n}?") for n, setup in enumerate(setups))
+    )
 
     assert most == limit and not over_limit.is_set()
     assert [b["reply"] for b in bodies] == ["Start with one task."] * (limit + 2)

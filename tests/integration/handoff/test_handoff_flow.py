@@ -367,14 +367,14 @@ async def test_a_crisis_is_answered_while_every_turn_slot_is_taken(
     alert. A message that needs no protocol still waits for its slot."""
     setup = await new_setup()
     coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
-    chat_service, taken = container.chat, 0
+    chat_service, taken = container.chat, []
 
     async def answered(items: AsyncIterator[str | TurnResult]) -> TurnResult:
         return [item async for item in items if isinstance(item, TurnResult)][-1]
 
-    while not chat_service._slots.locked():
-        await chat_service._slots.acquire(uuid.uuid4())
-        taken += 1
+    while not chat_service._slots.locked(key := uuid.uuid4()):  # every slot taken, by other coaches
+        await chat_service._slots.acquire(key)
+        taken.append(key)
     try:
         crisis = await asyncio.wait_for(answered(chat_service.turn(coach_id, client_id, "I want to end my life")), 20)
         other = await new_setup()
@@ -390,8 +390,8 @@ async def test_a_crisis_is_answered_while_every_turn_slot_is_taken(
         await asyncio.sleep(1)
         waiting = not calm.done()
     finally:
-        for _ in range(taken):
-            chat_service._slots.release()
+        for key in taken:
+            chat_service._slots.release(key)
     assert crisis.reply == live.reply == crisis_reply("Handoff Coach", DEFAULT_CRISIS_RESOURCES)
     assert crisis.handoff is not None and live.handoff is not None
     assert waiting, "a message that needs no crisis protocol still waits for its slot"

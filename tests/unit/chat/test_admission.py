@@ -1,6 +1,6 @@
 """The turn slots (:class:`app.chat.turn.admission.FairSlots`): coaches are served in turn, each coach's turns in
-the order they came, a freed slot goes straight to a waiter, and a cancelled waiter neither keeps nor loses a
-slot."""
+the order they came, one coach holds at most its cap while another coach takes a free slot at once, a freed slot
+goes straight to a waiter, and a cancelled waiter neither keeps nor loses a slot."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from app.chat.turn.admission import FairSlots
+from app.core.config import Settings
 
 BUSY, QUIET, THIRD = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
 
@@ -24,7 +25,7 @@ async def queue_up(slots: FairSlots, order: list[str], *waiters: tuple[uuid.UUID
         try:
             await asyncio.Event().wait()
         finally:
-            slots.release()
+            slots.release(coach)
 
     tasks = []
     for coach, name in waiters:
@@ -44,7 +45,7 @@ async def release_one(tasks: list[asyncio.Task[None]], holder: str) -> None:
 async def test_a_coachs_burst_waits_behind_its_own_turns_not_in_front_of_another_coachs() -> None:
     slots, order = FairSlots(1), []
     tasks = await queue_up(slots, order, *((BUSY, f"busy-{n}") for n in range(5)), (QUIET, "quiet-1"))
-    assert order == ["busy-0"] and slots.locked()
+    assert order == ["busy-0"] and slots.locked(QUIET)
     for _ in range(5):
         await release_one(tasks, order[-1])
     # first come first served would have run quiet-1 last
@@ -63,14 +64,44 @@ async def test_coaches_take_turns_and_each_coachs_turns_keep_their_order() -> No
 async def test_free_slots_are_taken_at_once_and_come_back() -> None:
     slots = FairSlots(2)
     await slots.acquire(BUSY)
-    assert not slots.locked()
+    assert not slots.locked(BUSY) and not slots.locked(QUIET)
     await slots.acquire(QUIET)
-    assert slots.locked()
-    slots.release()
-    slots.release()
+    assert slots.locked(BUSY) and slots.locked(THIRD)
+    slots.release(BUSY)
+    slots.release(QUIET)
     await asyncio.wait_for(slots.acquire(BUSY), 1)
     await asyncio.wait_for(slots.acquire(BUSY), 1)
-    assert slots.locked()
+    assert slots.locked(BUSY)
+
+
+async def test_a_coach_at_its_cap_waits_while_another_coach_takes_a_free_slot_at_once() -> None:
+    """The review's case: one coach's turns (a slow model) no longer take every slot. Its turns over the cap
+    wait for one of its own to end, in the order they came; another coach's turn never waits for them."""
+    slots, order = FairSlots(4, per_key=2), []
+    tasks = await queue_up(slots, order, *((BUSY, f"busy-{n}") for n in range(6)))
+    assert order == ["busy-0", "busy-1"]
+    assert slots.locked(BUSY) and not slots.locked(QUIET)
+    tasks += await queue_up(slots, order, (QUIET, "quiet-0"), (THIRD, "third-0"), (QUIET, "quiet-1"))
+    assert order == ["busy-0", "busy-1", "quiet-0", "third-0"] and slots.locked(QUIET)
+    await release_one(tasks, "quiet-0")  # the freed slot is QUIET's, not one of BUSY's over its cap
+    assert order[-1] == "quiet-1"
+    await release_one(tasks, "busy-0")
+    await release_one(tasks, "busy-1")
+    assert order[-2:] == ["busy-2", "busy-3"]
+    await release_one(tasks, "third-0")  # BUSY is at its cap: the slot stays free for anybody else
+    assert order[-1] == "busy-3" and not slots.locked(THIRD)
+    await release_one(tasks, "busy-2")
+    assert order[-1] == "busy-4"
+
+
+async def test_with_a_cap_coaches_still_take_turns_and_keep_their_order() -> None:
+    slots, order = FairSlots(2, per_key=1), []
+    waiters = [(BUSY, "b-0"), (BUSY, "b-1"), (QUIET, "q-0"), (BUSY, "b-2"), (THIRD, "t-0"), (QUIET, "q-1")]
+    tasks = await queue_up(slots, order, *waiters)
+    assert order == ["b-0", "q-0"]
+    for holder in ("b-0", "q-0", "b-1", "t-0"):
+        await release_one(tasks, holder)
+    assert order == ["b-0", "q-0", "b-1", "t-0", "q-1", "b-2"]
 
 
 async def test_a_waiter_cancelled_while_waiting_leaves_the_queue_and_its_coach_keeps_its_place() -> None:
@@ -91,15 +122,22 @@ async def test_a_waiter_cancelled_just_after_it_was_given_the_slot_passes_it_on(
     given = asyncio.create_task(slots.acquire(QUIET))
     after = asyncio.create_task(slots.acquire(THIRD))
     await asyncio.sleep(0)
-    slots.release()  # the slot goes to ``given``…
+    slots.release(BUSY)  # the slot goes to ``given``…
     given.cancel()  # …which is cancelled before it runs again
     with pytest.raises(asyncio.CancelledError):
         await given
     await asyncio.wait_for(after, 1)
-    slots.release()
-    assert not slots.locked()
+    slots.release(THIRD)
+    assert not slots.locked(QUIET)
 
 
 def test_at_least_one_slot() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         FairSlots(0)
+    with pytest.raises(ValueError, match="at least 1"):
+        FairSlots(2, per_key=0)
+
+
+def test_the_cap_defaults_to_half_the_slots_and_can_be_set() -> None:
+    assert [Settings(turn_concurrency=n).turn_slots_per_coach() for n in (1, 2, 4, 5, 8)] == [1, 1, 2, 2, 4]
+    assert Settings(turn_concurrency=4, turn_concurrency_per_coach=4).turn_slots_per_coach() == 4
