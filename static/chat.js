@@ -43,6 +43,7 @@
   var coachHolds = log.dataset.handoff === "claimed";  // the coach answers: no AI typing bubble
   var typing = null;    // the typing bubble while an answer is on its way
   var stillTimer = null;
+  var awayUntil = log.dataset.away || null;  // "Monday at 09:00 (Europe/Berlin)": the coach is outside their hours
   var replyMinutes = log.dataset.replyMinutes;  // "reviewing the reply…" shown: the coach's approved (or own) reply clears it
   Array.prototype.forEach.call(log.querySelectorAll("[data-message-id]"), function (el) {
     lastMessageId = el.dataset.messageId;
@@ -93,6 +94,8 @@
   }
 
   function waitingText() {
+    // outside the coach's hours (when the page was made) the line says when they are back, not the SLA
+    if (awayUntil) return "Waiting for " + coachName + ", who is away until " + awayUntil + "…";
     return "Waiting for " + coachName + (replyMinutes ? " (typically replies within " + replyMinutes + " minutes)…" : "…");
   }
 

@@ -136,7 +136,8 @@
     who.className = "who";
     who.textContent = (LABELS[message.sender_type] || message.sender_type) + " ";
     var tag = meta.crisis ? "crisis reply" : meta.notice === "handoff" ? "handoff notice"
-      : meta.notice === "sla" ? "holding message" : meta.is_handback ? "after handback" : null;
+      : meta.notice === "sla" ? "holding message" : meta.notice === "crisis" ? "crisis acknowledgement"
+      : meta.is_handback ? "after handback" : null;
     if (tag) {
       var b = document.createElement("span");
       b.className = "badge" + (meta.crisis ? " crisis" : "");

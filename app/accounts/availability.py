@@ -93,3 +93,9 @@ def describe_return(availability: dict[str, Any] | None, at: datetime) -> str:
     back = next_available(availability, at)
     zone = availability["timezone"] if availability else "UTC"
     return f"{DAY_NAMES[back.weekday()]} at {back.strftime('%H:%M')} ({zone})"
+
+
+def away_until(availability: dict[str, Any] | None, at: datetime) -> str | None:
+    """When the coach is back (:func:`describe_return`) if ``at`` is outside their hours, else ``None`` (the
+    coach is within their hours, or set none): what a message to the client says instead of the reply time."""
+    return None if is_available(availability, at) else describe_return(availability, at)

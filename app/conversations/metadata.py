@@ -240,7 +240,8 @@ class ReplyMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The crisis protocol's reply (written without the model)."""
     notice: str | None = None
     """A system message, not the AI's content: ``handoff`` (the coach was asked to join) | ``sla`` (holding
-    message past the coach's SLA)."""
+    message past the coach's SLA) | ``crisis`` (a client's message during a crisis handoff still waiting for the
+    coach was received; the crisis resources again)."""
 
     # --- handoff
     handoff_id: str | None = None
@@ -371,7 +372,7 @@ class ClientMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The crisis protocol's reply: the widget shows it as a notice (no thumbs). The client already reads
     the crisis resources in its text; the flag reveals nothing about how it was decided."""
     notice: str | None = None
-    """``handoff`` | ``sla``: a system notice, shown as such (no thumbs); the text already says it."""
+    """``handoff`` | ``sla`` | ``crisis``: a system notice, shown as such (no thumbs); the text already says it."""
     failed: bool = False
     """The reply is the apology for a failed generation (the client may try again); never the error."""
     truncated: bool = False

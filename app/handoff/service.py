@@ -20,22 +20,27 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts.availability import describe_return, is_available
+from app.accounts.availability import away_until
 from app.accounts.models import Client, Coach
 from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason, HandoffStatus
 from app.conversations.metadata import client_view
-from app.conversations.models import Conversation, Message
+from app.conversations.models import Conversation, Message, SenderType
 from app.db import jobs
 from app.handoff.alerts import crisis_event
 from app.handoff.brief import handoff_brief, why_line
+from app.handoff.crisis import CRISIS_ACK_INTERVAL
 from app.handoff.live import LiveEvents, message_event
 from app.handoff.queue import draft_dict, handoff_event
 from app.memory.controls import MemoryControls
 
 log = logging.getLogger(__name__)
+
+CRISIS_NOTICE = "crisis"
+"""``metadata.notice`` of the acknowledgement a client's message gets while their crisis handoff waits for the
+coach (:meth:`HandoffService.crisis_acknowledgement_due`)."""
 
 ClientSink = Callable[[uuid.UUID, uuid.UUID, dict[str, Any]], Awaitable[None]]
 """``await sink(coach_id, client_id, event)``: a channel adapter's delivery of a client's live event (the
@@ -199,11 +204,45 @@ class HandoffService:
             if reason == HandoffReason.HUMAN_REQUEST
             else f"This is one for {coach.name} personally, so I've asked them to join this conversation."
         )
-        if is_available(coach.availability, at):
+        back = away_until(coach.availability, at)
+        if back is None:
             timing = f"They usually reply here within {coach.handoff_sla_minutes} minutes."
         else:
-            timing = f"They're away right now and back {describe_return(coach.availability, at)}."
+            timing = f"They're away right now and back {back}."
         return f"{opening} {timing} Your message is saved, and anything you add here goes straight to them."
+
+    async def crisis_acknowledgement_due(self, session: AsyncSession, handoff: Handoff, at: datetime) -> str | None:
+        """The language of the crisis reply (``en`` when it recorded none) when the client's message at ``at``
+        gets the crisis acknowledgement (:func:`app.handoff.crisis.crisis_acknowledgement`), else ``None``: the
+        active ``handoff`` is a crisis one, with a crisis reply since it opened, no message of the coach since
+        that reply, and no acknowledgement within :data:`~app.handoff.crisis.CRISIS_ACK_INTERVAL` before ``at``."""
+        if handoff.reason != HandoffReason.CRISIS:
+            return None
+        conversation = Message.conversation_id == handoff.conversation_id
+        crisis = (
+            await session.execute(
+                select(Message.created_at, Message.meta["risk"]["language"].astext)
+                .where(
+                    conversation,
+                    Message.sender_type == SenderType.AI,
+                    Message.meta.contains({"crisis": True}),
+                    Message.created_at >= handoff.created_at,
+                )
+                .order_by(Message.created_at.desc())
+                .limit(1)
+            )
+        ).one_or_none()
+        if crisis is None:
+            return None
+        coach_replied = and_(Message.sender_type == SenderType.HUMAN_COACH, Message.created_at > crisis[0])
+        acknowledged = and_(
+            Message.sender_type == SenderType.AI,
+            Message.meta.contains({"notice": CRISIS_NOTICE}),
+            Message.created_at > at - CRISIS_ACK_INTERVAL,
+        )
+        if await session.scalar(select(Message.id).where(conversation, or_(coach_replied, acknowledged)).limit(1)):
+            return None
+        return crisis[1] or "en"
 
     async def supersede_drafts(self, session: AsyncSession, conversation_id: uuid.UUID) -> str | None:
         """Discard the conversation's pending drafts (in the caller's transaction): the coach answered the

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.accounts.availability import describe_return, is_available
+from app.accounts.availability import away_until
 from app.accounts.models import Coach
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import unit_of_work
@@ -78,10 +78,8 @@ class SlaNotices:
     def holding_message(self, coach: Coach, at: datetime, *, joined: bool = False) -> str:
         """The holding message sent when the coach has not taken over within the SLA, or (``joined``) took over
         but has not replied to the client within it."""
-        if is_available(coach.availability, at):
-            when = "as soon as they can"
-        else:
-            when = f"when they're back, {describe_return(coach.availability, at)}"
+        back = away_until(coach.availability, at)
+        when = "as soon as they can" if back is None else f"when they're back, {back}"
         waiting = "has been pulled away for a moment" if joined else "hasn't been able to join yet"
         return (
             f"Thank you for waiting — {coach.name} {waiting} and will reply here {when}. "

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.accounts.availability import describe_return, is_available, next_available, validate_availability
+from app.accounts.availability import away_until, describe_return, is_available, next_available, validate_availability
 from app.core.errors import InvalidInput
 
 BERLIN_WEEKDAYS = {"timezone": "Europe/Berlin", "days": [0, 1, 2, 3, 4], "start": "09:00", "end": "17:00"}
@@ -72,3 +72,10 @@ def test_bad_hours_are_rejected_with_the_field_named(value: dict, message: str) 
 def test_a_browsers_whole_minute_seconds_are_accepted() -> None:
     hours = validate_availability({"start": "09:00:00", "end": "17:30:00"})
     assert hours is not None and (hours["start"], hours["end"]) == ("09:00", "17:30")
+
+
+def test_away_until_says_when_the_coach_is_back_only_outside_their_hours() -> None:
+    hours = validate_availability(BERLIN_WEEKDAYS)
+    sunday, monday = datetime(2026, 11, 22, 12, 0, tzinfo=UTC), datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    assert away_until(hours, sunday) == describe_return(hours, sunday) == "Monday at 09:00 (Europe/Berlin)"
+    assert away_until(hours, monday) is None and away_until(None, sunday) is None

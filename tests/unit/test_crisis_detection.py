@@ -16,6 +16,7 @@ import pytest
 from app.handoff.brief import why_line
 from app.handoff.crisis import (
     DEFAULT_CRISIS_RESOURCES,
+    crisis_acknowledgement,
     crisis_detail,
     crisis_reasons,
     crisis_reply,
@@ -364,6 +365,23 @@ def test_coach_resources_win_over_language_defaults() -> None:
     assert resources_for("es", ("Call me at 555",), {"es": ("Llámame al 555",)}) == ("Llámame al 555",)
     assert resources_for("it") == DEFAULT_CRISIS_RESOURCES
     assert "988" in crisis_reply("Dana")  # the old signature still works
+
+
+@pytest.mark.parametrize("language", ["en", "es", "fr", "de", "pt", "it"])
+def test_the_crisis_reply_and_acknowledgement_say_when_an_away_coach_is_back(language: str) -> None:
+    """Outside the coach's hours both say when the coach is back (``back``), and list the resources; within them
+    the crisis reply is unchanged and the acknowledgement promises a reply (any other language: English)."""
+    back = "Monday at 09:00 (Europe/Berlin)"
+    resources = resources_for(language)
+    away, within = crisis_reply("Dana", resources, language, back), crisis_reply("Dana", resources, language)
+    assert back in away and back not in within and away.replace(back, "") != within
+    assert all(line in away for line in resources)
+    noted, soon = (
+        crisis_acknowledgement("Dana", resources, language, back),
+        crisis_acknowledgement("Dana", resources, language),
+    )
+    assert back in noted and back not in soon and noted != soon
+    assert all(line in noted and line in soon for line in resources) and "Dana" in soon
 
 
 @pytest.mark.parametrize(

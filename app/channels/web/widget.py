@@ -24,6 +24,7 @@ from litestar import Controller, Request, Response, get
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
+from app.accounts.availability import away_until
 from app.accounts.disclosure import AI_DISCLOSURE_VERSION, disclosure_text
 from app.accounts.models import Coach
 from app.accounts.service import ClientIdentity
@@ -153,6 +154,8 @@ class WidgetController(Controller):
                 "earlier": earlier,
                 "labels": WIDGET_LABELS,
                 "handoff_status": handoff_status,
+                # outside the coach's hours the presence line says when they are back instead of the reply time
+                "coach_away": away_until(coach.availability, datetime.now(UTC)),
                 "max_chars": MAX_MESSAGE_CHARS,
                 "disclosure": disclosure_text(coach.name),
                 "disclosure_version": AI_DISCLOSURE_VERSION,

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import DateTime, bindparam, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.availability import away_until
 from app.accounts.models import Coach
 from app.accounts.unit_of_work import unit_of_work
 from app.chat.turn.decide import After, Before, BeforeModel, after_retrieval
@@ -23,9 +24,9 @@ from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReaso
 from app.conversations.models import Conversation, Message, SenderType
 from app.db import jobs
 from app.handoff.confidence import Confidence, score_confidence
-from app.handoff.crisis import crisis_detail, crisis_reply, resources_for, risk_metadata
+from app.handoff.crisis import crisis_acknowledgement, crisis_detail, crisis_reply, resources_for, risk_metadata
 from app.handoff.queue import HANDOFF_LOCK
-from app.handoff.service import HandoffService
+from app.handoff.service import CRISIS_NOTICE, HandoffService
 from app.handoff.signals import TurnSignals
 from app.memory.messages import store_message
 
@@ -64,7 +65,7 @@ class Persister:
             turn.message.answered_at = reply.created_at
             return Outcome(reply)
         if decision.action is Before.PAUSED or decision.reason is None:  # the message waits for the coach
-            return Outcome(handoff=turn.active)
+            return await self._paused(session, turn)
         if decision.action is Before.CRISIS:
             conversation.urgent_at = _now()
             conversation.urgent_reason = crisis_detail(turn.risk.matched)
@@ -84,8 +85,8 @@ class Persister:
                 "risk": risk_metadata(turn.risk),
             }
             language = turn.risk.language  # the crisis reply is in the language the client wrote in
-            resources = resources_for(language, tuple(coach.crisis_resources), coach.crisis_resources_by_language)
-            text = crisis_reply(coach.name, resources, language)
+            back = away_until(coach.availability, _now())  # outside the coach's hours: when they are back
+            text = crisis_reply(coach.name, _resources(coach, language), language, back)
             reply = await self._store_ai(session, coach, conversation.id, text, meta=meta)
             turn.message.answered_at = reply.created_at
             return Outcome(reply, handoff=handoff, announce=True)
@@ -93,6 +94,23 @@ class Persister:
         notice = await self._notice(session, turn, handoff, signals, None)
         turn.message.answered_at = notice.created_at
         return Outcome(notice, handoff=handoff, announce=True)
+
+    async def _paused(self, session: AsyncSession, turn: Turn) -> Outcome:
+        """The AI is paused (the coach has the conversation): the message waits for the coach. While a crisis
+        handoff waits for the coach's first reply, the message gets the crisis acknowledgement (which answers it),
+        at most one per :data:`~app.handoff.crisis.CRISIS_ACK_INTERVAL`: the client is never left with silence."""
+        handoff, now = turn.active, _now()
+        language = None if handoff is None else await self._handoffs.crisis_acknowledgement_due(session, handoff, now)
+        if handoff is None or language is None:
+            return Outcome(handoff=handoff)
+        coach = turn.coach
+        text = crisis_acknowledgement(
+            coach.name, _resources(coach, language), language, away_until(coach.availability, now)
+        )
+        meta = {"notice": CRISIS_NOTICE, "handoff_id": str(handoff.id), "handoff_reason": handoff.reason}
+        notice = await self._store_ai(session, coach, turn.conversation.id, text, meta=meta)
+        turn.message.answered_at = notice.created_at
+        return Outcome(notice, handoff=handoff)
 
     async def low_confidence(self, turn: Turn, signals: TurnSignals, *, confidence: Confidence, detail: str) -> Outcome:
         """Hand off instead of answering (confidence below the threshold): open the handoff and tell the
@@ -236,6 +254,11 @@ class Persister:
             meta=meta,
         )
         return message
+
+
+def _resources(coach: Coach, language: str) -> tuple[str, ...]:
+    """The coach's crisis resources for a reply in ``language`` (:func:`app.handoff.crisis.resources_for`)."""
+    return resources_for(language, tuple(coach.crisis_resources), coach.crisis_resources_by_language)
 
 
 _LOCK_CONVERSATION = (

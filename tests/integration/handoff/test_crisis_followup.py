@@ -1,0 +1,85 @@
+"""After the crisis reply: what a client in crisis gets while the coach has not answered yet (outside the coach's
+hours too), and that the crisis handoff cannot be left behind by starting a new conversation.
+
+Fixtures and helpers are those of :mod:`tests.integration.handoff.test_handoff_flow` (the app, PostgreSQL, Redis
+and the local embedder are real; only the coach's OpenAI-compatible endpoint is mocked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import httpx
+import respx
+
+from app.accounts.availability import describe_return
+from app.container import Container
+from app.core.runtime import Services
+from app.handoff.crisis import crisis_acknowledgement, crisis_reply
+from tests.conftest import widget_page
+from tests.integration.handoff.test_handoff_flow import Setup, backdate, chat, llm_api, new_setup, transcript
+
+__all__ = ["llm_api", "new_setup"]  # fixtures used by name below
+
+CRISIS = "I have decided to kill myself tonight. I already have the pills."
+LIFELINE = "Call Lifeline Aotearoa on 0800 543 354."
+
+
+def away_now() -> dict[str, object]:
+    """Hours on one weekday three days from now (Berlin): the coach is away today and tomorrow."""
+    day = (datetime.now(ZoneInfo("Europe/Berlin")) + timedelta(days=3)).weekday()
+    return {"timezone": "Europe/Berlin", "days": [day], "start": "09:00", "end": "17:00"}
+
+
+async def test_a_client_in_crisis_outside_the_coachs_hours_is_told_when_the_coach_is_back_and_never_met_by_silence(
+    base_url: str,
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+    services: Services,
+) -> None:
+    """The coach is away until their next working day. The crisis reply said it flagged the conversation for the
+    coach and nothing about them being away; the client's next message ("hello? is anyone there?") got no reply
+    at all (the AI is paused during the handoff), and the widget promised a reply within the SLA. Now the crisis
+    reply says when the coach is back, every client message while the coach has not replied gets a notice with the
+    coach's crisis resources again (one per ``CRISIS_ACK_INTERVAL``: a burst gets one), and the widget says the
+    coach is away until then. Once the coach writes, the notices stop."""
+    availability = away_now()
+    setup = await new_setup(availability=availability, handoff_sla_minutes=2, crisis_resources=[LIFELINE])
+    back = describe_return(availability, datetime.now(UTC))
+    crisis = await chat(http, setup, CRISIS)
+    assert crisis["handoff"] == {"status": "open", "reason": "crisis"}
+    assert crisis["reply"] == crisis_reply("Handoff Coach", (LIFELINE,), "en", back)
+    assert f"Handoff Coach is away right now and back {back}." in crisis["reply"]
+    conversation_id = crisis["conversation_id"]
+    await backdate(services, [conversation_id], minutes=3, messages=True)
+    assert await container.sla_notices.send_sla_notices() >= 1  # the holding message at the SLA mark
+
+    hello = await chat(http, setup, "hello? is anyone there?", conversation_id)
+    notice = crisis_acknowledgement("Handoff Coach", (LIFELINE,), "en", back)
+    assert hello["message_id"] is not None and hello["reply"] == notice, hello
+    assert LIFELINE in notice and back in notice
+    assert hello["handoff"] == {"status": "open", "reason": "crisis"}
+    burst = await chat(http, setup, "please", conversation_id)
+    assert burst["message_id"] is None and burst["reply"] == "", "a burst of messages gets one notice"
+    await backdate(services, [conversation_id], minutes=4, messages=True)
+    assert (await chat(http, setup, "hello??", conversation_id))["reply"] == notice
+    notices = [m for m in await transcript(http, setup, conversation_id) if m["metadata"].get("notice") == "crisis"]
+    assert [m["text"] for m in notices] == [notice, notice] and all(m["sender_type"] == "ai" for m in notices)
+    assert llm_api["completions"].call_count == 0
+
+    page = await widget_page(base_url, setup.widget_token)
+    assert page.status_code == 200
+    assert f"Waiting for Handoff Coach, who is away until {back}" in page.text
+    assert "typically replies within" not in page.text
+
+    h = setup.coach.headers
+    assert (await http.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=h)).status_code == 200
+    sent = await http.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": "I'm here."})
+    assert sent.status_code == 201, sent.text
+    await backdate(services, [conversation_id], minutes=4, messages=True)
+    answered = await chat(http, setup, "thank you", conversation_id)
+    assert answered["message_id"] is None and answered["reply"] == "", "the coach answers now"
