@@ -68,6 +68,8 @@ class Handoff(TenantMixin, Base):
             unique=True,
             postgresql_where=text("status IN ('open', 'claimed')"),
         ),
+        # a client's active handoffs, read when each of their messages is stored (the crisis conversation)
+        Index("ix_handoffs_active_client", "client_id", postgresql_where=text("status IN ('open', 'claimed')")),
     )
 
     conversation_id: Mapped[uuid.UUID] = mapped_column(

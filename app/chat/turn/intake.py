@@ -14,7 +14,7 @@ import uuid
 from collections import OrderedDict
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, bindparam, or_, select
+from sqlalchemy import DateTime, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +22,7 @@ from app.accounts.models import Client, Coach
 from app.accounts.unit_of_work import UnitOfWork
 from app.chat.turn.state import Received, Turn
 from app.chat.turn.timing import Stages
+from app.conversations.handoffs import Handoff, HandoffReason, HandoffStatus
 from app.conversations.metadata import helpful
 from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Conversation, Message, SenderType
 from app.core.errors import Conflict, InvalidInput, NotFound
@@ -79,11 +80,26 @@ _LATEST_SENDER = (
     .limit(1)
     .scalar_subquery()
 )
+_CRISIS_CONVERSATION = (
+    select(Handoff.conversation_id)
+    .where(
+        Handoff.coach_id == bindparam("coach_id"),
+        Handoff.client_id == bindparam("client_id"),
+        Handoff.status.in_(HandoffStatus.ACTIVE),
+        Handoff.reason == HandoffReason.CRISIS,
+    )
+    .order_by(Handoff.created_at.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+"""The conversation of the client's active crisis handoff, if any (the partial index ``ix_handoffs_active_client``):
+every message of the client goes there while it lasts (:func:`_conversation_for`)."""
+_CONVERSATION_ID = bindparam("conversation_id", type_=Conversation.id.type)  # typed: it may be NULL
 _CONVERSATION = (
     select(Conversation, _LATEST_SENDER, Coach)
     .join(Coach, Coach.id == Conversation.coach_id)
     .where(
-        Conversation.id == bindparam("conversation_id"),
+        Conversation.id == func.coalesce(_CRISIS_CONVERSATION, _CONVERSATION_ID),
         Conversation.coach_id == bindparam("coach_id"),
         Conversation.client_id == bindparam("client_id"),
     )
@@ -379,15 +395,22 @@ async def _conversation_for(
 ) -> tuple[Conversation, str | None, Coach]:
     """The client's conversation ``conversation_id``, the sender type of its latest message (``None``: no
     message yet) and the coach, in one query; or a new conversation on ``channel`` (with no latest message).
-    Raises ``NotFound``."""
-    if conversation_id is None:
-        coach = await uow.coach()
-        conversation = Conversation(coach_id=coach.id, client_id=client_id, channel=channel)
-        uow.session.add(conversation)
-        await uow.session.flush()
-        return conversation, None, coach
+
+    While the client has an active crisis handoff, the message goes to that handoff's conversation instead,
+    whichever conversation it names or none (a new one): the AI stays paused for the client and the coach sees
+    every message in the crisis thread, which the client's widget keeps showing (its latest conversation), so a
+    new conversation (REST without ``conversation_id``, a Telegram chat bound to another conversation, an old
+    widget tab) cannot sidestep the crisis protocol. The channel learns the conversation from the stored
+    message's ``conversation_id``. Raises ``NotFound`` (``conversation_id`` is not the client's, and no crisis
+    handoff is active)."""
     params = {"conversation_id": conversation_id, "coach_id": uow.coach_id, "client_id": client_id}
     row = (await uow.session.execute(_CONVERSATION, params)).one_or_none()
-    if row is None:
+    if row is not None:
+        return row[0], row[1], await uow.coach()  # the coach row just loaded (the session's identity map)
+    if conversation_id is not None:
         raise NotFound("conversation not found")
-    return row[0], row[1], await uow.coach()  # the coach row just loaded (the session's identity map)
+    coach = await uow.coach()
+    conversation = Conversation(coach_id=coach.id, client_id=client_id, channel=channel)
+    uow.session.add(conversation)
+    await uow.session.flush()
+    return conversation, None, coach

@@ -377,6 +377,9 @@ async def test_crisis_message_gets_the_safe_reply_even_with_the_provider_down(
     finally:
         await engine.dispose()
     assert row.urgent_at is not None and row.urgent_reason.startswith("crisis:")
+    # the coach hands back: while the crisis handoff is active every message of the client goes to its conversation
+    url = f"/api/v1/conversations/{body['conversation_id']}/handback"
+    assert (await http.post(url, headers=byok.coach.headers)).status_code == 200
 
 
 async def test_an_ordinary_message_is_not_treated_as_a_crisis(

@@ -8,6 +8,7 @@ and the local embedder are real; only the coach's OpenAI-compatible endpoint is 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -17,9 +18,9 @@ import respx
 from app.accounts.availability import describe_return
 from app.container import Container
 from app.core.runtime import Services
-from app.handoff.crisis import crisis_acknowledgement, crisis_reply
-from tests.conftest import widget_page
-from tests.integration.handoff.test_handoff_flow import Setup, backdate, chat, llm_api, new_setup, transcript
+from app.handoff.crisis import DEFAULT_CRISIS_RESOURCES, crisis_acknowledgement, crisis_reply
+from tests.conftest import make_client, widget_page
+from tests.integration.handoff.test_handoff_flow import REPLY, Setup, backdate, chat, llm_api, new_setup, transcript
 
 __all__ = ["llm_api", "new_setup"]  # fixtures used by name below
 
@@ -83,3 +84,48 @@ async def test_a_client_in_crisis_outside_the_coachs_hours_is_told_when_the_coac
     await backdate(services, [conversation_id], minutes=4, messages=True)
     answered = await chat(http, setup, "thank you", conversation_id)
     assert answered["message_id"] is None and answered["reply"] == "", "the coach answers now"
+
+
+async def test_a_new_conversation_does_not_sidestep_an_open_crisis_handoff(
+    base_url: str,
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+) -> None:
+    """While a crisis handoff was open, a message without ``conversation_id`` (or naming an older conversation)
+    started or used another conversation and the AI answered it as if nothing had happened; the widget then showed
+    that conversation without the crisis thread. Every message of the client now goes to the crisis conversation
+    while its handoff is active: the AI stays paused there, the widget shows it. Other clients are not affected,
+    and once the coach hands back, a new conversation is a new one again."""
+    setup = await new_setup()
+    earlier = (await chat(http, setup, "How can I plan my week better?"))["conversation_id"]
+    crisis = await chat(http, setup, CRISIS)
+    crisis_id = crisis["conversation_id"]
+    assert crisis_id != earlier and crisis["handoff"] == {"status": "open", "reason": "crisis"}
+
+    fresh = await chat(http, setup, "Let's talk about something else. How do I plan my week?")
+    assert fresh["conversation_id"] == crisis_id and fresh["handoff"] == {"status": "open", "reason": "crisis"}
+    assert fresh["reply"] == crisis_acknowledgement("Handoff Coach", DEFAULT_CRISIS_RESOURCES)
+    old = await chat(http, setup, "And my weekend?", earlier)
+    assert old["conversation_id"] == crisis_id and old["reply"] == ""
+    assert llm_api["completions"].call_count == 1, "the AI answered only the first message, before the crisis"
+    page = await widget_page(base_url, setup.widget_token)
+    assert f'data-conversation="{crisis_id}"' in page.text and 'data-handoff="open"' in page.text
+    texts = [m["text"] for m in await transcript(http, setup, crisis_id) if m["sender_type"] == "client"]
+    assert texts == [CRISIS, "Let's talk about something else. How do I plan my week?", "And my weekend?"]
+
+    other = await make_client(http, setup.coach, "Sam")
+    theirs = await chat(http, replace(setup, widget_token=other["widget_token"]), "How can I plan my week better?")
+    assert theirs["conversation_id"] not in (crisis_id, earlier) and theirs["reply"] == REPLY
+
+    h = setup.coach.headers
+    inbox = (await http.get("/api/v1/inbox", headers=h)).json()["rows"]
+    robin = {row["conversation_id"]: row["state"] for row in inbox if row["client_name"] == "Robin"}
+    assert robin == {crisis_id: "crisis", earlier: "ai"}
+    assert (await http.post(f"/api/v1/conversations/{crisis_id}/takeover", headers=h)).status_code == 200
+    sent = await http.post(f"/api/v1/conversations/{crisis_id}/messages", headers=h, json={"text": "I'm here."})
+    assert sent.status_code == 201, sent.text
+    assert (await chat(http, setup, "Thank you."))["conversation_id"] == crisis_id
+    assert (await http.post(f"/api/v1/conversations/{crisis_id}/handback", headers=h)).status_code == 200
+    after = await chat(http, setup, "How can I plan my week better?")
+    assert after["conversation_id"] not in (crisis_id, earlier) and after["reply"] == REPLY and after["handoff"] is None
