@@ -232,7 +232,7 @@ class InsightService:
                 ).insights
             except InvalidModelOutput as exc:
                 log.warning("insight extraction for client %s skipped a window: %s", client.id, exc)
-        plans = await self._plan(provider, embedder, coach_id, client.id, found, window) if found else []
+        plans = await self._plan(provider, embedder, coach_id, client, found, window) if found else []
 
         async def store(uow: UnitOfWork, vectors: list[list[float]], embedding_model: str) -> None:
             for plan, vector in zip(plans, vectors, strict=True):
@@ -250,7 +250,7 @@ class InsightService:
         provider: ChatProvider,
         embedder: Embedder,
         coach_id: uuid.UUID,
-        client_id: uuid.UUID,
+        client: Client,
         found: list[ExtractedInsight],
         window: list[Message],
     ) -> list[_Planned]:
@@ -263,18 +263,22 @@ class InsightService:
           same (merge) / update (new text replaces the old) / different (insert);
         - otherwise insert. Items of the same batch are checked against each other the same way.
 
-        An insight grounded in none of the window's messages (embedding attribution) is skipped as invented.
-        Sources: the messages the model cited by number if the text is grounded in one of them, else the
-        messages it is grounded in.
+        An insight must be grounded (embedding attribution, the client's name left out: :func:`ground`) in the
+        client's own messages of the window, else it is skipped as not the client's: the AI's messages are its
+        own words (a clone's "I'd love to discuss your writing" became the client's goal), and the coach's are
+        questions and suggestions, not what the client said of themselves (the coach writes those facts on the
+        client's memory page). Sources: the client's messages the model cited by number if the text is grounded
+        in one of them, else the client's messages it is grounded in.
         """
         texts = [f.text for f in found]
-        grounding = await ground(embedder, texts, window)
+        own = [i for i, message in enumerate(window) if message.sender_type == SenderType.CLIENT]
+        grounding = await ground(embedder, texts, [window[i] for i in own], name=client.name)
         offline = (
             grounding.vectors
             if embedder.model == LOCAL_EMBEDDING_MODEL
             else await self._registry.local_embedder().embed(texts)
         )
-        neighbours = await self._neighbours(coach_id, client_id, embedder.model, grounding.vectors, offline)
+        neighbours = await self._neighbours(coach_id, client.id, embedder.model, grounding.vectors, offline)
         planned: list[_Planned] = []
         for extracted, vector, offline_vector, matches, (tombstone, nearest) in zip(
             found, grounding.vectors, offline, grounding.matches, neighbours, strict=True
@@ -282,8 +286,9 @@ class InsightService:
             if not matches:
                 planned.append(_Planned("skip", extracted, vector, [], window[-1].created_at))
                 continue
-            cited = [i - 1 for i in dict.fromkeys(extracted.evidence) if 1 <= i <= len(window)]
-            chosen = cited if set(cited) & set(matches) else matches
+            grounded = [own[j] for j in matches]
+            cited = [i - 1 for i in dict.fromkeys(extracted.evidence) if i - 1 in own]
+            chosen = cited if set(cited) & set(grounded) else grounded
             sources = [window[i].id for i in chosen]
             seen_at = max(window[i].created_at for i in chosen)
             action, target = ("skip", tombstone) if tombstone else await self._match(provider, extracted, nearest)

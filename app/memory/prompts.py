@@ -24,7 +24,8 @@ EXTRACT_INSTRUCTIONS = (
     "remembering about {name} in later sessions: goals, blockers, breakthroughs, preferences, achievements, "
     "patterns, milestones, commitments. Each one: a short statement about {name} with its concrete details, "
     "importance 0-10, status (active, achieved or dropped), and the numbers of the messages it comes from. "
-    "Use only what the messages say; an empty list is fine."
+    "Use only what {name} says; what the Assistant or the Coach says is not a fact about {name}. An empty "
+    "list is fine."
 )
 DECISION_INSTRUCTIONS = (
     "Two notes about the same client. Answer 'same' if the new note says the same as the stored one, "

@@ -77,17 +77,29 @@ class Grounding:
         return sum(bool(row) for row in self.matches) / len(self.matches) if self.matches else 1.0
 
 
-async def ground(embedder: Embedder, statements: Sequence[str], messages: Sequence[Message]) -> Grounding:
+async def ground(
+    embedder: Embedder, statements: Sequence[str], messages: Sequence[Message], *, name: str = ""
+) -> Grounding:
     """Attribute ``statements`` to ``messages`` by embedding similarity: each statement's ``GROUNDING_TOP``
-    nearest messages with cosine ≥ ``GROUNDING_MIN_SIMILARITY``."""
+    nearest messages with cosine ≥ ``GROUNDING_MIN_SIMILARITY``. With ``name`` (the client's), its words are
+    left out of statements and messages when they are compared: a statement about "Bruno" is otherwise similar
+    to "Hi, I'm Bruno." for the name alone. The vectors returned are still those of the statements as written."""
     if not statements:
         return Grounding([], [])
-    vectors = await embedder.embed([*statements, *(msg.text for msg in messages)])
+    masked = [_without_name(text, name) for text in [*statements, *(msg.text for msg in messages)]]
+    vectors = await embedder.embed([*statements, *masked] if name else masked)
     statement_vectors = vectors[: len(statements)]
     if not messages:
         return Grounding(statement_vectors, [[] for _ in statements])
-    similarity = np.asarray(statement_vectors) @ np.asarray(vectors[len(statements) :]).T  # unit vectors: cosine
+    compared = vectors[len(statements) :] if name else vectors
+    similarity = np.asarray(compared[: len(statements)]) @ np.asarray(compared[len(statements) :]).T  # cosine
     matches = [
         [int(j) for j in np.argsort(-row)[:GROUNDING_TOP] if row[j] >= GROUNDING_MIN_SIMILARITY] for row in similarity
     ]
     return Grounding(statement_vectors, matches)
+
+
+def _without_name(text: str, name: str) -> str:
+    """``text`` without the words of ``name`` (whole words, any case); unchanged for an empty ``name``."""
+    words = [re.escape(word) for word in re.findall(r"\w+", name)]
+    return re.sub(rf"\b(?:{'|'.join(words)})\b", "", text, flags=re.IGNORECASE) if words else text

@@ -48,7 +48,7 @@ from app.memory.schemas import ExtractedInsight, SessionSummary
 from app.memory.summaries import SUMMARY_MAX_TOKENS, SummaryFailed, SummaryService
 from app.rag.chunking import count_tokens
 from tests.conftest import Coach, make_client, seed_insight
-from tests.integration.memory.memory_wire import client_lines, memory_job, new_client_lines
+from tests.integration.memory.memory_wire import LINE, client_lines, memory_job, new_client_lines
 from tests.openai_wire import mock_openai, openai_completion, openai_sse, sse_response
 
 ESCONV = Path(__file__).resolve().parents[4] / "shared" / "data" / "esconv" / "valid.jsonl"
@@ -613,6 +613,45 @@ async def test_what_the_model_copies_from_the_worked_example_is_not_remembered(
         stored = await s.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
     assert stored is not None and stored.sensitive_topics == [] and stored.tone != "warm and encouraging"
     assert stored.communication_preferences == PROFILE["communication_preferences"]
+
+
+async def test_an_insight_stands_on_the_clients_own_words_not_the_ais(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bruno only greets and asks a question. The model notes the AI's reply as his goal (citing the AI's
+    message), and a goal that resembles his greeting by his name alone: neither is stored (both reached his
+    memory page). What he did say is stored, its sources his own message, not the AI's it also cited."""
+    said = ("Hello! 😀🎉 I'm Bruno.", "I have a question about my summer plans.")
+    question = "Bruno has a question about his summer plans"
+
+    def extract(user: str) -> dict[str, Any]:
+        lines = [LINE.match(raw) for raw in user.split("New messages:\n", 1)[1].splitlines()]
+        ai = [int(line[1]) for line in lines if line and line[2] == "Assistant"]
+        own = [int(line[1]) for line in lines if line and line[2] == "Bruno"]
+        note = {"kind": "goal", "importance": 6, "status": "active"}
+        return {
+            "insights": [
+                note | {"text": "".join(REPLY), "evidence": ai},
+                note | {"text": "Bruno wants to improve his creative writing", "evidence": own[:1]},
+                note | {"kind": "commitment", "text": question, "evidence": [*ai, own[-1]]},
+            ]
+        }
+
+    monkeypatch.setattr(FakeOpenAI, "_extract", staticmethod(extract))
+    client_id = await new_client(http, coach, "Bruno")
+    first = await say(container, coach, client_id, said[0])
+    await say(container, coach, client_id, said[1], first.conversation_id)
+    await end_and_run(container, coach, first.conversation_id, run_jobs)
+    assert llm.structured["extract"], "the extraction ran"
+    [stored] = await insights_of(container, coach, client_id)
+    assert stored.text == question
+    sources = await messages_by_id(container, coach, stored.source_message_ids)
+    assert [(m.sender_type, m.text) for m in sources.values()] == [(SenderType.CLIENT, said[1])]
 
 
 async def test_the_coachs_own_profile_line_restated_by_a_session_stays_when_that_session_is_forgotten(
