@@ -34,6 +34,8 @@ from app.memory.prompts import (
     EXAMPLE_INSIGHTS,
     EXAMPLE_TRANSCRIPT,
     EXTRACT_INSTRUCTIONS,
+    INSIGHT_ECHOES,
+    echoes,
     few_shot_prompt,
     input_tokens,
 )
@@ -232,6 +234,7 @@ class InsightService:
                 ).insights
             except InvalidModelOutput as exc:
                 log.warning("insight extraction for client %s skipped a window: %s", client.id, exc)
+        found = [item for item in found if not echoes(item.text, INSIGHT_ECHOES, client.name)]  # the example's
         plans = await self._plan(provider, embedder, coach_id, client, found, window) if found else []
 
         async def store(uow: UnitOfWork, vectors: list[list[float]], embedding_model: str) -> None:

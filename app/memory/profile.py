@@ -27,6 +27,7 @@ from app.memory.prompts import (
     EXAMPLE_TRANSCRIPT,
     PROFILE_ECHOES,
     PROFILE_INSTRUCTIONS,
+    echoes,
     few_shot_prompt,
     input_tokens,
 )
@@ -214,12 +215,12 @@ class ProfileService:
                 return "summary changed meanwhile"
             profile = await profile_for_update(session, coach_id, client.id)
             for name in PROFILE_LISTS:
-                lines = [line for line in getattr(output, name) if line.casefold() not in PROFILE_ECHOES]
+                lines = [line for line in getattr(output, name) if not echoes(line, PROFILE_ECHOES, client.name)]
                 own = _coachs_own(profile, name)
                 setattr(profile, name, _merge_list(getattr(profile, name), lines, own))
                 _learnt(profile, name, [line for line in lines if line.casefold() not in own], session_id)
             keep_sources_of_held_lines(profile)
-            if output.tone and output.tone.casefold() not in PROFILE_ECHOES and profile.coach_edited_at is None:
+            if output.tone and not echoes(output.tone, PROFILE_ECHOES, client.name) and profile.coach_edited_at is None:
                 profile.tone = output.tone
             profile.updated_at = datetime.now(UTC)
             chat_session.summary = {**summarised, "profile_updated": True}

@@ -7,9 +7,12 @@ extraction and match decision (:mod:`app.memory.insights`) and L4 profile (:mod:
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 
 from app.core.config import Settings
 from app.llm.base import ChatMessage
+from app.memory.transcript import sentences
 
 PROMPT_SHARE = 0.6
 """Share of the context the memory jobs' input text may use; the rest is instructions and the answer."""
@@ -38,7 +41,7 @@ PROFILE_INSTRUCTIONS = (
 )
 
 # One worked example per job (few-shot prompting, Brown et al. 2020): small models follow an example's
-# form far better than a description of it. The example client is "Sam"; the real client's name differs.
+# form far better than a description of it. The example client is EXAMPLE_NAME; the real client's name differs.
 EXAMPLE_TRANSCRIPT = (
     "[1] Sam (2026-03-02 18:00): I finally signed up for the 10k run in June!\n"
     "[2] Coach (2026-03-02 18:01): That is great news. How do you feel about it?\n"
@@ -63,23 +66,49 @@ EXAMPLE_PROFILE = (
 
 
 ECHO_UNSTATED = "not clear from the session"
-"""What a summary's ``emotional_state`` says when the model copied the example's (:func:`example_values`)."""
+"""What a summary's ``emotional_state`` says when the model copied the example's (:func:`echoes`)."""
+EXAMPLE_NAME = "Sam"
+"""The example client's name in the worked examples."""
+ECHO_SIMILARITY = 0.8
+"""Jaccard similarity of two texts' word sets (:func:`echoes`) from which one repeats the other: "Bruno's knee
+hurts after long runs" repeats "Sam's knee hurts after long runs" (1.0); "Bruno wants to run a marathon in June"
+is not "Sam wants to run a 10k race in June" (0.7)."""
 
 
-def example_values(example: str) -> frozenset[str]:
+def example_values(example: str) -> tuple[str, ...]:
     """The string values of a worked example's JSON output (``EXAMPLE_PROFILE``, ``EXAMPLE_SUMMARY``), lists
-    flattened, casefolded. A small model copies the example's words into a real client's memory ("knee injury"
-    as a sensitive topic, "nervous but motivated" of everyone): an output value equal to one of these echoes the
-    example, not the client, and is dropped."""
+    flattened and prose cut into its sentences. A small model copies the example's words into a real client's
+    memory ("knee injury" as a sensitive topic, "nervous but motivated" of everyone): an output value that
+    :func:`echoes` one of these repeats the example, not the client, and is dropped."""
     values = json.loads(example).values()
     flat = [item for value in values for item in (value if isinstance(value, list) else [value])]
-    return frozenset(item.casefold() for item in flat if isinstance(item, str) and item)
+    return tuple(part for item in flat if isinstance(item, str) for part in sentences(item))
+
+
+def _words(text: str, names: frozenset[str]) -> frozenset[str]:
+    """The casefolded ``\\w+`` words of ``text``, each of ``names`` made one and the same word."""
+    return frozenset("\0" if word in names else word for word in re.findall(r"\w+", text.casefold()))
+
+
+def echoes(text: str, values: Sequence[str], name: str) -> bool:
+    """Whether ``text`` (written about the client ``name``) repeats one of a worked example's ``values``: their
+    word sets, the example client's name and the real client's taken for the same word, have a Jaccard similarity
+    of at least :data:`ECHO_SIMILARITY` (so case, punctuation, the name and a word more or less do not hide an
+    echo). A text without words echoes nothing."""
+    names = frozenset(re.findall(r"\w+", f"{EXAMPLE_NAME} {name}".casefold()))
+    own = _words(text, names)
+    return bool(own) and any(
+        len(own & other) >= ECHO_SIMILARITY * len(own | other) for other in (_words(v, names) for v in values)
+    )
 
 
 PROFILE_ECHOES = example_values(EXAMPLE_PROFILE)
 """The profile example's values (:func:`example_values`), dropped from a profile update's output."""
 SUMMARY_ECHOES = example_values(EXAMPLE_SUMMARY)
-"""The summary example's values (:func:`example_values`), dropped from a summary's output."""
+"""The summary example's values and sentences (:func:`example_values`), dropped from a summary's output (an
+answer whose prose repeats one is rejected)."""
+INSIGHT_ECHOES = tuple(str(item["text"]) for item in json.loads(EXAMPLE_INSIGHTS)["insights"])
+"""The insight example's texts, whose echoes an extraction drops."""
 
 
 def few_shot_prompt(instructions: str, example_input: str, example_output: str, actual_input: str) -> list[ChatMessage]:

@@ -27,6 +27,7 @@ from app.memory.prompts import (
     EXAMPLE_TRANSCRIPT,
     SUMMARY_ECHOES,
     SUMMARY_INSTRUCTIONS,
+    echoes,
     few_shot_prompt,
     input_tokens,
 )
@@ -48,14 +49,16 @@ def summary_vector_text(summary: str, topics: Sequence[str]) -> str:
     return f"{summary} Topics: {', '.join(topics)}."
 
 
-def _without_echoes(output: SessionSummaryOutput) -> SessionSummaryOutput:
-    """``output`` without the values it copied from the worked example (:data:`SUMMARY_ECHOES`): such topics,
-    insights and action items dropped, such an ``emotional_state`` replaced by :data:`ECHO_UNSTATED`."""
+def _without_echoes(output: SessionSummaryOutput, name: str) -> SessionSummaryOutput:
+    """``output`` (about the client ``name``) without the values it repeats from the worked example
+    (:func:`~app.memory.prompts.echoes` of :data:`SUMMARY_ECHOES`): such topics, insights and action items
+    dropped, such an ``emotional_state`` replaced by :data:`ECHO_UNSTATED`. (Prose that repeats the example is
+    rejected before: :meth:`SummaryService._summarize`.)"""
     kept: dict[str, object] = {
-        name: [line for line in getattr(output, name) if line.casefold() not in SUMMARY_ECHOES]
-        for name in ("topics", "insights", "action_items")
+        field: [line for line in getattr(output, field) if not echoes(line, SUMMARY_ECHOES, name)]
+        for field in ("topics", "insights", "action_items")
     }
-    if output.emotional_state.casefold() in SUMMARY_ECHOES:
+    if echoes(output.emotional_state, SUMMARY_ECHOES, name):
         kept["emotional_state"] = ECHO_UNSTATED
     return output.model_copy(update=kept)
 
@@ -113,7 +116,7 @@ class SummaryService:
                 await self.fail_summary(uow, session_id, str(exc))
             raise SummaryFailed(str(exc)) from exc
         summary = SessionSummary(
-            **_without_echoes(output).model_dump(),
+            **_without_echoes(output, client.name).model_dump(),
             message_count=len(messages),
             started_at=messages[0].created_at,
             ended_at=messages[-1].created_at,
@@ -152,12 +155,17 @@ class SummaryService:
         self, provider: ChatProvider, embedder: Embedder, messages: list[Message], name: str
     ) -> SessionSummaryOutput:
         """Map-reduce when the session does not fit: summarise each window, then summarise the summaries.
-        Each window's summary must be grounded in that window (``SUMMARY_MIN_GROUNDED``)."""
+        Each window's summary must be grounded in that window (``SUMMARY_MIN_GROUNDED``), and no sentence of it
+        may repeat the worked example (:func:`~app.memory.prompts.echoes`): such an answer is sampled again."""
         instructions = SUMMARY_INSTRUCTIONS.format(name=name)
 
         def grounded_in(part: Sequence[Message]) -> Callable[[SessionSummaryOutput], Awaitable[str | None]]:
             async def check(output: SessionSummaryOutput) -> str | None:
-                share = (await ground(embedder, sentences(output.summary), part)).share()
+                said = sentences(output.summary)
+                copied = next((sentence for sentence in said if echoes(sentence, SUMMARY_ECHOES, name)), None)
+                if copied is not None:
+                    return f"summary: repeats the worked example ({copied!r})"
+                share = (await ground(embedder, said, part)).share()
                 if share < SUMMARY_MIN_GROUNDED:
                     return f"summary: only {share:.0%} of its sentences are grounded in the messages"
                 return None

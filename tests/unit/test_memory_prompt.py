@@ -29,6 +29,7 @@ from app.llm.openai_compat import OpenAIChatProvider
 from app.llm.schema import RETRY_TEMPERATURES, InvalidModelOutput, generate_structured, output_schema
 from app.memory.models import InsightKind
 from app.memory.profile import PROFILE_LIST_CAP, PROFILE_LIST_MAX, _merge_list
+from app.memory.prompts import INSIGHT_ECHOES, PROFILE_ECHOES, SUMMARY_ECHOES, echoes
 from app.memory.retrieval import (
     HALF_LIFE_DAYS,
     RECENCY_SHARE,
@@ -573,3 +574,23 @@ def test_an_over_long_statement_is_clipped_to_its_last_whole_word_not_refused() 
         ).tone
         == ("warm " * 24).strip()
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "echo"),
+    [
+        ("Sam's knee hurts after long runs.", True),  # the example's insight word for word
+        ("Bruno's knee hurts after his long runs", True),  # the client's name, a word more
+        ("Knee pain.", True),
+        ("Nervous, but motivated!", True),
+        ("Bruno is nervous because the knee hurts after long runs and will see a physiotherapist on Friday.", True),
+        ("asking how Bruno feels", True),
+        ("Bruno wants to run a marathon in June", False),  # the example's form, the client's own facts
+        ("Bruno will see a physiotherapist on Monday", False),
+        ("nervous and hopeful", False),
+        ("knee hurts", False),
+        ("😀🎉", False),
+    ],
+)
+def test_a_near_copy_of_the_worked_examples_is_an_echo_the_clients_own_words_are_not(text: str, echo: bool) -> None:
+    assert echoes(text, (*INSIGHT_ECHOES, *SUMMARY_ECHOES, *PROFILE_ECHOES), "Bruno") is echo

@@ -588,26 +588,41 @@ async def test_what_the_model_copies_from_the_worked_example_is_not_remembered(
     run_jobs: Callable[[], Awaitable[None]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A small model copies the worked example's words ("knee injury", "nervous but motivated") into a real
-    client's summary and profile: those values are dropped (a made-up sensitive topic reached the coach's
-    page and every later prompt); the client's own stay."""
-    summary, profile = FakeOpenAI._summary, FakeOpenAI._profile
+    """A small model copies the worked example's words, as written or nearly ("Knee pain.", "Nervous, but
+    motivated!", the example's insight "Sam's knee hurts after long runs." word for word, the example's summary
+    sentence with the client's name), into a real client's insights, summary and profile: those are dropped (the
+    insight reached the coach's page, a made-up sensitive topic every later prompt), a summary whose prose
+    repeats the example is sampled again; the client's own stay."""
+    summary, profile, extract = FakeOpenAI._summary, FakeOpenAI._profile, FakeOpenAI._extract
 
     def echoing_summary(user: str) -> dict[str, Any]:
         answer = summary(user)
-        return answer | {"topics": [*answer["topics"], "knee pain"], "emotional_state": "nervous but motivated"}
+        return answer | {"topics": [*answer["topics"], "Knee pain."], "emotional_state": "Nervous, but motivated!"}
 
     def echoing_profile(user: str) -> dict[str, Any]:
         answer = profile(user)
         return answer | {"sensitive_topics": ["knee injury"], "tone": "warm and encouraging"}
 
+    def echoing_extract(user: str) -> dict[str, Any]:
+        copied = {"kind": "blocker", "text": "Sam's knee hurts after long runs.", "importance": 6, "status": "active"}
+        answer = extract(user)
+        return {"insights": [*answer["insights"], copied | {"evidence": [1]}]}
+
     monkeypatch.setattr(FakeOpenAI, "_summary", staticmethod(echoing_summary))
     monkeypatch.setattr(FakeOpenAI, "_profile", staticmethod(echoing_profile))
+    monkeypatch.setattr(FakeOpenAI, "_extract", staticmethod(echoing_extract))
+    said = "I want to run the Berlin marathon in September 2027, my knee hurts after long runs."
+    prose = f"In this session the client said: {said} Pia is nervous because the knee hurts after long runs and "
+    copied_prose = prose + "will see a physiotherapist on Friday."
+    llm.summary_answers.append(openai_completion(json.dumps(echoing_summary("") | {"summary": copied_prose})))
     client_id = await new_client(http, coach, "Pia")
-    turn = await say(container, coach, client_id, "I want to run the Berlin marathon in September 2027.")
+    turn = await say(container, coach, client_id, said)
     await end_and_run(container, coach, turn.conversation_id, run_jobs)
+    assert [insight.text for insight in await insights_of(container, coach, client_id)] == [MARATHON]
     [ended] = await sessions_of(container, coach, client_id)
-    assert ended.summary is not None and ended.summary["topics"] == ["plans for the coming weeks"]
+    assert len(llm.structured["summary"]) == 2, "the answer that copied the example's prose was sampled again"
+    assert ended.summary is not None and "physiotherapist" not in ended.summary["summary"]
+    assert ended.summary["topics"] == ["plans for the coming weeks"]
     assert ended.summary["emotional_state"] == ECHO_UNSTATED
     async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as s:
         stored = await s.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
