@@ -6,10 +6,23 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, String, Text, and_, func, text
+from sqlalchemy import (
+    CheckConstraint,
+    ColumnElement,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    and_,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import InstrumentedAttribute, Mapped, mapped_column
 
+from app.accounts.models import Coach
 from app.conversations.metadata import ReplyMeta
 from app.db.base import Base, TenantMixin
 
@@ -117,3 +130,16 @@ FAILED_REPLY = and_(Message.sender_type == SenderType.AI, Message.meta.has_key("
 """SQL filter: the apology stored for a reply the model failed to give (:attr:`ReplyMeta.failed
 <app.conversations.metadata.ReplyMeta.failed>`); it never enters a prompt (shown it, a model answers the question
 asked again with it): not in the history, no episode to recall."""
+
+
+def outside_preview(conversation_id: InstrumentedAttribute[uuid.UUID]) -> ColumnElement[bool]:
+    """SQL filter on a ``conversation_id`` column: not a conversation of the coach's preview client, the coach
+    trying their own clone as "Preview (you)" (:attr:`app.accounts.models.Coach.preview_client_id`). Learning
+    data and its figures (training examples and preference pairs, approval and failure figures, experiments'
+    metrics, the handoff rate) leave those out: the coach testing their clone is no client's experience."""
+    preview = (
+        select(Conversation.id)
+        .join(Coach, Coach.id == Conversation.coach_id)
+        .where(Conversation.client_id == Coach.preview_client_id)
+    )
+    return conversation_id.not_in(preview)

@@ -4,7 +4,9 @@
 - **Approval rate**: thumbs-up / rated AI replies in the window, overall, per UTC day, per mode (``auto``:
   sent at once; ``draft``: approved by the coach before sending) and per topic. A reply's *topic* is the title
   of the coach's document it cited first (``no material`` when it cited none): it says which part of the
-  coach's material the clients are (un)happy with.
+  coach's material the clients are (un)happy with. The coach's own preview chat ("Preview (you)") counts in no
+  figure of this page (:func:`~app.conversations.models.outside_preview`): the coach trying the clone is no
+  client.
 - **Health** of the approval rate: ``excellent`` ≥ 85 %, ``good`` 75–85 %, ``needs_improvement`` below.
 - **Failure patterns**: the thumbs-down replies grouped by what the client had asked — the client messages
   are embedded with the coach's embedder and clustered by average-linkage agglomerative clustering on cosine
@@ -40,7 +42,7 @@ from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork
 from app.conversations import metadata_sql as meta_sql
 from app.conversations.handoffs import Handoff, HandoffReason
-from app.conversations.models import REMEMBERED, Message, SenderType
+from app.conversations.models import REMEMBERED, Message, SenderType, outside_preview
 from app.core.errors import InvalidInput
 from app.db.outbox import UNAVAILABLE
 from app.learning.analysis import key_phrases
@@ -173,6 +175,7 @@ class LearningDashboard:
                     Message.sender_type == SenderType.AI,
                     Message.created_at >= start,
                     meta_sql.rated(),
+                    outside_preview(Message.conversation_id),
                 )
             )
         ).all()
@@ -230,6 +233,7 @@ class LearningDashboard:
                 meta_sql.helpful().is_(False),
                 REMEMBERED,
                 question_forgotten_at.is_(None),
+                outside_preview(Message.conversation_id),
             )
             .order_by(Message.created_at.desc())
             .limit(FAILURES_READ)
@@ -279,12 +283,15 @@ class LearningDashboard:
                 Message.coach_id == coach_id,
                 Message.sender_type == SenderType.CLIENT,
                 Message.created_at >= start,
+                outside_preview(Message.conversation_id),
             )
         )
         rows = (
             await session.execute(
                 select(Handoff.created_at, Handoff.reason).where(
-                    Handoff.coach_id == coach_id, Handoff.created_at >= start
+                    Handoff.coach_id == coach_id,
+                    Handoff.created_at >= start,
+                    outside_preview(Handoff.conversation_id),
                 )
             )
         ).all()
@@ -306,7 +313,7 @@ class LearningDashboard:
         rows = (
             await session.execute(
                 select(Intervention.source, Intervention.success, func.count())
-                .where(Intervention.coach_id == coach_id)
+                .where(Intervention.coach_id == coach_id, outside_preview(Intervention.conversation_id))
                 .group_by(Intervention.source, Intervention.success)
             )
         ).all()

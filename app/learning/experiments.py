@@ -9,7 +9,8 @@ chose none themselves, clamped to the coach's allowed range; :mod:`app.chat.tone
 - **Metrics**: ``thumbs_up_rate`` — thumbs-up / rated AI replies sent under the experiment (the reply's
   ``metadata.experiment``); higher is better. ``handoff_rate`` — client messages that opened a handoff
   (``handoffs.trigger_message_id``) / client messages, of the variant's clients since the experiment
-  started; lower is better.
+  started; lower is better. The coach's own preview chat counts for no arm
+  (:func:`~app.conversations.models.outside_preview`).
 - **Statistics**: per variant a Wilson score interval (95 %) of the rate (Wilson 1927, via
   ``scipy.stats.binomtest(...).proportion_ci(method="wilson")``); between variants Fisher's exact test on
   the 2×2 table for two variants, a chi-square test of independence on the k×2 table for more
@@ -38,7 +39,7 @@ from app.accounts.tone import INTENSITY_MAX, INTENSITY_MIN
 from app.accounts.unit_of_work import UnitOfWork
 from app.conversations import metadata_sql as meta_sql
 from app.conversations.handoffs import Handoff
-from app.conversations.models import Conversation, Message, SenderType
+from app.conversations.models import Conversation, Message, SenderType, outside_preview
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.learning.models import Experiment, ExperimentStatus
 
@@ -386,6 +387,7 @@ class ExperimentService:
                 meta_sql.experiment_id() == str(experiment.id),
                 meta_sql.rated(),
                 meta_sql.served_by_its_model(),
+                outside_preview(Message.conversation_id),
             )
             .group_by(variant)
         )
@@ -414,6 +416,7 @@ class ExperimentService:
                 Message.sender_type == SenderType.CLIENT,
                 Message.created_at >= experiment.created_at,
                 ~while_held,
+                outside_preview(Conversation.id),
             )
             .group_by(Conversation.client_id)
         )

@@ -241,16 +241,20 @@ class InterventionService:
         source: str,
         handoff_id: uuid.UUID | None,
         ai_draft: str | None,
-    ) -> Intervention:
+    ) -> Intervention | None:
         """Store the human-coach ``message`` (flushed, same transaction) as an intervention with its context:
         the conversation before it as chat messages (at most ``coach.recent_messages``, oldest first), the
         client's latest message before it and what memory held about the client: the ids of its top active
         insights and whether its L4 profile held lines, references and not copies, so a forgotten insight or
         profile line leaves no text behind here. ``source``: ``takeover`` or ``draft_edit``. The caller queues
-        :meth:`analyse` after commit. Raises ``ValueError`` for an unknown source."""
+        :meth:`analyse` after commit. Nothing is stored (``None``) in the coach's own preview chat: the coach
+        answering themselves teaches no style, few-shot example or shared pattern. Raises ``ValueError`` for an
+        unknown source."""
         if source not in InterventionSource.ALL:
             raise ValueError(f"unknown intervention source {source!r}")
         conversation = await session.get_one(Conversation, message.conversation_id)
+        if conversation.client_id == coach.preview_client_id:
+            return None
         earlier = list(
             (
                 await session.scalars(

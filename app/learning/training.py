@@ -14,6 +14,8 @@ Where examples come from (rebuilt per conversation by :meth:`TrainingDataService
   set); and chosen = a thumbs-up AI reply, rejected = a thumbs-down AI reply to the same context (the same
   preceding client message, e.g. a regenerated reply, or the same normalised client text in the
   conversation; source ``feedback_pair``).
+- None from the coach's own preview chat ("Preview (you)", :func:`~app.conversations.models.outside_preview`):
+  the coach trying the clone is no client served.
 
 ``prompt``: the system message (the coach's persona) and the conversation before the reply as chat messages,
 at most ``coach.recent_messages`` of them (at least the last one), and it must hold a client message.
@@ -45,7 +47,7 @@ from app.accounts.models import Coach
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.metadata import feedback_of
-from app.conversations.models import Conversation, Message, SenderType
+from app.conversations.models import Conversation, Message, SenderType, outside_preview
 from app.core.errors import InvalidInput, NotFound
 from app.db import jobs
 from app.learning.models import (
@@ -264,6 +266,13 @@ def _quotes_forgotten() -> Any:
     )
 
 
+def _exportable() -> tuple[Any, ...]:
+    """SQL filters of the examples an export or a snapshot takes: none that holds a forgotten message
+    (:func:`_quotes_forgotten`), none of the coach's preview chat (:func:`~app.conversations.models.
+    outside_preview`; :meth:`TrainingDataService.refresh` builds none there, older ones wait for its rebuild)."""
+    return ~_quotes_forgotten(), outside_preview(TrainingExample.conversation_id)
+
+
 class TrainingDataService:
     """Builds, de-duplicates, splits and exports a coach's training examples."""
 
@@ -307,7 +316,9 @@ class TrainingDataService:
                 )
             ).all()
         )
-        wanted = {c.content_hash: c for c in self._candidates(coach, messages, drafts)}
+        # the coach's own preview chat teaches nothing: the coach tried the clone, no client was served
+        preview = conversation.client_id == coach.preview_client_id
+        wanted = {} if preview else {c.content_hash: c for c in self._candidates(coach, messages, drafts)}
         existing = list(
             (
                 await session.scalars(select(TrainingExample).where(TrainingExample.conversation_id == conversation_id))
@@ -470,7 +481,7 @@ class TrainingDataService:
             raise InvalidInput(f"split must be one of {', '.join(EXPORT_SPLITS)}")
         session, coach_id = uow.session, uow.coach_id
         stmt = select(TrainingExample).where(
-            TrainingExample.coach_id == coach_id, TrainingExample.kind == kind, ~_quotes_forgotten()
+            TrainingExample.coach_id == coach_id, TrainingExample.kind == kind, *_exportable()
         )
         if split != "all":
             stmt = stmt.where(TrainingExample.split == split)
@@ -494,7 +505,7 @@ class TrainingDataService:
         rows = (
             await session.execute(
                 select(TrainingExample.kind, TrainingExample.split, TrainingExample.source, func.count())
-                .where(TrainingExample.coach_id == coach_id)
+                .where(TrainingExample.coach_id == coach_id, outside_preview(TrainingExample.conversation_id))
                 .group_by(TrainingExample.kind, TrainingExample.split, TrainingExample.source)
             )
         ).all()
@@ -515,6 +526,7 @@ class TrainingDataService:
             TrainingExample.coach_id == coach_id,
             TrainingExample.kind == ExampleKind.SFT,
             TrainingExample.split == split,
+            outside_preview(TrainingExample.conversation_id),
         )
         if since is not None:
             stmt = stmt.where(TrainingExample.created_at > since)
@@ -530,7 +542,7 @@ class TrainingDataService:
         rows = (
             await session.execute(
                 select(TrainingExample.id, TrainingExample.split, TrainingExample.conversation_id).where(
-                    TrainingExample.coach_id == coach_id, TrainingExample.kind == kind, ~_quotes_forgotten()
+                    TrainingExample.coach_id == coach_id, TrainingExample.kind == kind, *_exportable()
                 )
             )
         ).all()

@@ -12,13 +12,14 @@ import httpx
 import pytest
 import respx
 from redis.exceptions import ConnectionError as RedisConnectionError
-from sqlalchemy import func, update
+from sqlalchemy import func, select, update
 
 from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.conversations.models import Message
 from app.db.engine import tenant_session
 from app.learning.dashboard import health
+from app.learning.models import Intervention
 from app.llm.base import ProviderError
 from app.llm.local import MiniLMEmbedder
 from tests.conftest import Coach
@@ -143,6 +144,53 @@ async def test_the_dashboard_reports_approval_failures_and_handoffs(
         empty_page = await fresh.get("/dashboard/learning")
     assert empty_page.status_code == 200 and "No rated replies yet" in empty_page.text
     assert "<svg" not in empty_page.text and "insomnia" not in empty_page.text
+
+
+async def test_the_coachs_preview_chat_is_no_learning_data(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """The coach tries the clone as "Preview (you)": likes two replies, dislikes one, asks for a human, under a
+    running experiment. None of it counts: not in the approval figures, the failure patterns, the handoff rate,
+    the experiment's arms, nor as training examples (a preview thumbs-up counted as a client's, and became an
+    SFT example uploaded in the next fine-tune); the coach's own answer there after taking over is no
+    intervention. The real client's liked reply does count."""
+    setup = await new_setup("Preview Coach", response_cache_ttl_seconds=0)
+    experiment = {"name": "warmer", "metric": "thumbs_up_rate", "variants": [{"name": "a"}, {"name": "b"}]}
+    created = await http.post("/api/v1/learning/experiments", headers=setup.coach.headers, json=experiment)
+    assert created.status_code == 201, created.text
+    async with unit_of_work(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as uow:
+        preview, token = await container.accounts.preview_client(uow)
+    tried = Setup(setup.coach, str(preview.id), token)
+    await rate(http, setup, (await chat(http, setup, LIKED[0]))["message_id"], True)
+    for question in LIKED[1:3]:
+        await rate(http, tried, (await chat(http, tried, question))["message_id"], True)
+    question, comment = COMPLAINTS[0]
+    await rate(http, tried, (await chat(http, tried, question))["message_id"], False, comment)
+    handed = await chat(http, tried, "Can I talk to a real person please?")
+    assert handed["handoff"]["reason"] == "human_request"
+    url = f"/api/v1/conversations/{handed['conversation_id']}"
+    assert (await http.post(f"{url}/takeover", headers=setup.coach.headers)).status_code == 200
+    answer = {"text": "Breathe in for four counts, then out for six."}
+    assert (await http.post(f"{url}/messages", headers=setup.coach.headers, json=answer)).status_code == 201
+    await run_jobs()
+    async with tenant_session(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as session:
+        assert await session.scalar(select(func.count()).select_from(Intervention)) == 0
+
+    response = await http.get("/api/v1/learning/dashboard", headers=setup.coach.headers)
+    assert response.status_code == 200, response.text
+    figures = response.json()
+    assert figures["approval"]["overall"] == {"rated": 1, "thumbs_up": 1, "rate": 1.0}
+    assert figures["failure_patterns"] == []
+    assert (figures["handoffs"]["total"], figures["handoffs"]["client_messages"]) == (0, 1)
+    assert sum(arm["trials"] for arm in figures["experiments"][0]["results"]) == 1
+    assert figures["training"]["total"] == 1
+    export = await http.get("/api/v1/learning/export", headers=setup.coach.headers, params={"format": "sft"})
+    assert export.status_code == 200 and LIKED[0] in export.text
+    assert not any(text in export.text for text in (*LIKED[1:3], answer["text"])), "the preview's are no examples"
 
 
 async def test_the_dashboard_shows_without_the_embedder_and_redis(
