@@ -26,6 +26,12 @@ Channels
         (``SMTP_HOST`` …), sent with ``aiosmtplib``. Without ``SMTP_HOST`` the channel is recorded as
         ``skipped``.
 
+Preview
+    A handoff of the coach's own preview chat ("Preview (you)", :attr:`app.accounts.models.Coach.
+    preview_client_id`: the coach trying the clone, e.g. its crisis flow) is alerted as a test: sent, so the
+    coach sees the channels work, but ``urgent: false`` and ``preview: true`` in the webhook event and a
+    ``[Test]`` e-mail subject, so no pager or on-call rule fires for a client who does not exist.
+
 Delivery state lives in ``Handoff.alerts``, per event (the ``opened`` event's channels at the top level,
 as before events existed, so existing readers keep working)::
 
@@ -176,11 +182,14 @@ class AlertContent:
     brief: str
     dashboard_url: str
     event: str = OPENED
+    preview: bool = False
+    """The handoff is of the coach's own preview chat: a test, never urgent."""
 
     @property
     def urgent(self) -> bool:
-        """A crisis: a handoff opened by one, or a crisis message inside an active handoff."""
-        return self.reason == HandoffReason.CRISIS or self.event.startswith(CRISIS_PREFIX)
+        """A client's crisis: a handoff opened by one, or a crisis message inside an active handoff (never in the
+        coach's preview chat)."""
+        return not self.preview and (self.reason == HandoffReason.CRISIS or self.event.startswith(CRISIS_PREFIX))
 
     @property
     def crisis_message_id(self) -> str | None:
@@ -205,6 +214,7 @@ class AlertContent:
             "confidence": self.confidence,
             "brief": self.brief,
             "urgent": self.urgent,
+            "preview": self.preview,
             "dashboard_url": self.dashboard_url,
         }
         if self.crisis_message_id is not None:
@@ -221,7 +231,9 @@ class AlertContent:
         opening one (same thread). Raises ``ValueError`` for a malformed address."""
         name = one_line(self.client_name, 100)
         message = EmailMessage()
-        if self.crisis_message_id is not None:
+        if self.preview:
+            message["Subject"] = f"[Test] Preview handoff: {name} — {self.reason_label}"
+        elif self.crisis_message_id is not None:
             message["Subject"] = f"[URGENT] Crisis message in handoff: {name}"
         elif self.urgent:
             message["Subject"] = f"[URGENT] Crisis handoff: {name}"
@@ -240,6 +252,8 @@ class AlertContent:
             message["In-Reply-To"] = opening
             message["References"] = opening
             first = f"{name} wrote a crisis message in a conversation handed to you — please respond now."
+        if self.preview:
+            first = "A test from your own preview chat: no client is involved, nothing to do."
         confidence = "n/a" if self.confidence is None else f"{self.confidence:.2f}"
         lines = [
             first,
@@ -389,6 +403,7 @@ class AlertService:
             brief=handoff.brief or "",
             dashboard_url=f"{base}/dashboard/conversations/{handoff.conversation_id}",
             event=event,
+            preview=handoff.client_id == coach.preview_client_id,
         )
         return _Target(
             content=content,

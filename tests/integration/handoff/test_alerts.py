@@ -140,8 +140,10 @@ async def open_handoff(
     webhook_url: str | None = None,
     alert_email: str | None = None,
     reason: str = "crisis",
+    preview: bool = False,
 ) -> Opened:
-    """A coach with the given alert settings, a client "Maya", a conversation and an open handoff."""
+    """A coach with the given alert settings, a client "Maya" (with ``preview``: the coach's preview client), a
+    conversation and an open handoff."""
     signup = await container.accounts.signup("Alert Coach", f"{uuid.uuid4().hex[:12]}@example.com", PASSWORD)
     coach_id = signup.coach_id
     secret = new_webhook_secret() if webhook_url else None
@@ -154,6 +156,7 @@ async def open_handoff(
         row.alert_webhook_url = webhook_url
         row.alert_webhook_secret_encrypted = SecretBox.from_settings(settings).encrypt(secret) if secret else None
         row.alert_email = alert_email
+        row.preview_client_id = client_id if preview else None
         conversation = Conversation(coach_id=coach_id, client_id=client_id, channel="widget")
         session.add(conversation)
         await session.flush()
@@ -217,6 +220,7 @@ async def test_webhook_is_signed_delivered_once_and_recorded(
         "confidence": 0.0,
         "brief": BRIEF,
         "urgent": True,
+        "preview": False,
         "dashboard_url": f"https://coach.example/dashboard/conversations/{opened.conversation_id}",
     }
     with pytest.raises(Exception, match="signature"):
@@ -262,6 +266,32 @@ async def test_email_goes_to_the_coach_with_the_urgent_subject_and_the_brief(
 
     assert await alerts.deliver(opened.coach_id, opened.handoff_id, attempt=2) == "email sent"
     assert len(mailbox.messages) == 1
+
+
+async def test_a_crisis_in_the_coachs_preview_chat_is_alerted_as_a_test_not_as_urgent(
+    container: Container,
+    settings: Settings,
+    receiver: Receiver,
+    smtp: tuple[Mailbox, int],
+) -> None:
+    """The coach tries the crisis flow in their own preview chat: the alert still goes out on both channels (the
+    coach sees them work) but as a test, not urgent (an urgent alert for nobody paged the coach's on-call)."""
+    mailbox, port = smtp
+    opened = await open_handoff(
+        container, settings, webhook_url=receiver.url, alert_email="coach@example.com", preview=True
+    )
+    alerts = service(container, settings, smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False)
+    for event in ("opened", crisis_event(uuid.uuid4())):
+        assert await alerts.deliver(opened.coach_id, opened.handoff_id, event=event) == "webhook sent, email sent"
+    assert opened.secret is not None
+    sent = [Webhook(opened.secret).verify(request.body, request.headers)["data"] for request in receiver.requests]
+    assert [(data["urgent"], data["preview"]) for data in sent] == [(False, True), (False, True)]
+    subjects = [message["Subject"] for _, message in mailbox.messages]
+    assert subjects == ["[Test] Preview handoff: Maya — Crisis risk"] * 2
+    assert all(
+        "URGENT" not in subject and "respond now" not in m.get_content()
+        for subject, (_, m) in zip(subjects, mailbox.messages, strict=True)
+    )
 
 
 async def test_non_crisis_email_subject_names_the_reason(
