@@ -98,6 +98,13 @@ class ChatBinding:
     active: bool
 
 
+def _unfinished(coach_id: uuid.UUID, update_id: int) -> Any:
+    """SQL: an ``UPDATE`` of the coach's update ``update_id`` while it is not done."""
+    return update(TelegramUpdate).where(
+        TelegramUpdate.coach_id == coach_id, TelegramUpdate.update_id == update_id, TelegramUpdate.done_at.is_(None)
+    )
+
+
 class UpdateLedger:
     """The update ids each coach's bot received (``telegram_updates``): an update is taken once, renewed while
     processed, done, or counted failed and taken again by the worker's sweep once its claim is
@@ -143,13 +150,7 @@ class UpdateLedger:
         """Add ``entries`` to what the update's processing sent (:class:`Sent`), while it is not done."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
             await session.execute(
-                update(TelegramUpdate)
-                .where(
-                    TelegramUpdate.coach_id == coach_id,
-                    TelegramUpdate.update_id == update_id,
-                    TelegramUpdate.done_at.is_(None),
-                )
-                .values(sent=TelegramUpdate.sent.op("||")(literal(entries, JSONB)))
+                _unfinished(coach_id, update_id).values(sent=TelegramUpdate.sent.op("||")(literal(entries, JSONB)))
             )
 
     async def failed(self, coach_id: uuid.UUID, update_id: int) -> int | None:
@@ -160,12 +161,7 @@ class UpdateLedger:
         given_up = TelegramUpdate.attempts + 1 >= MAX_ATTEMPTS
         async with tenant_session(self._sessionmaker, coach_id) as session:
             attempts: int | None = await session.scalar(
-                update(TelegramUpdate)
-                .where(
-                    TelegramUpdate.coach_id == coach_id,
-                    TelegramUpdate.update_id == update_id,
-                    TelegramUpdate.done_at.is_(None),
-                )
+                _unfinished(coach_id, update_id)
                 .values(
                     attempts=TelegramUpdate.attempts + 1,
                     done_at=case((given_up, func.now())),
@@ -212,15 +208,7 @@ class UpdateLedger:
         sweep (:meth:`reclaim`) leave it alone however long its turn takes: a slow model, a wait for a turn slot
         or for the chat's previous update."""
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            await session.execute(
-                update(TelegramUpdate)
-                .where(
-                    TelegramUpdate.coach_id == coach_id,
-                    TelegramUpdate.update_id == update_id,
-                    TelegramUpdate.done_at.is_(None),
-                )
-                .values(claimed_at=func.now())
-            )
+            await session.execute(_unfinished(coach_id, update_id).values(claimed_at=func.now()))
 
     async def reclaim(self, coach_id: uuid.UUID, update_id: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """Take an update whose process died (see :meth:`first_delivery`): its payload and what its processing
