@@ -39,7 +39,7 @@ from app.channels.web.chat import (
 )
 from app.channels.web.widget import WidgetController
 from app.container import Container
-from app.core.access_log import install_access_log_redaction
+from app.core.access_log import install_access_log_redaction, redact_url
 from app.core.config import Settings
 from app.core.errors import DomainError
 from app.core.headers import SecurityHeaders
@@ -139,7 +139,8 @@ async def log_unhandled(exc: Exception, scope: Scope) -> None:
         or (isinstance(exc, UnicodeError | LookupError) and form_unreadable(exc))
     ):
         return
-    log.error("unhandled error on %s %s", scope.get("method", scope["type"]), scope["path"], exc_info=exc)
+    path = redact_url(scope["path"])  # a widget page's path carries its token
+    log.error("unhandled error on %s %s", scope.get("method", scope["type"]), path, exc_info=exc)
 
 
 def decoding_too_deep(exc: RecursionError) -> bool:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import websockets
 
+from app.accounts.service import AccountService
 from app.llm.registry import ProviderRegistry
 from tests.conftest import Coach, make_client
 
@@ -39,6 +40,24 @@ async def test_an_unexpected_error_is_a_bare_500_and_logged_with_its_traceback(
     [record] = [r for r in caplog.records if r.name == "app.asgi"]
     assert record.getMessage() == "unhandled error on GET /api/v1/settings"
     assert record.exc_info is not None and str(record.exc_info[1]) == "a bug in the secret lookup"
+
+
+async def test_an_unexpected_error_on_a_widget_link_does_not_log_its_token(
+    http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The widget link's path is its token (``/w/<token>``): the access log redacted it, the unhandled-error line
+    did not."""
+
+    async def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("a bug in the session store")
+
+    monkeypatch.setattr(AccountService, "widget_session", broken)
+    with caplog.at_level(logging.ERROR, logger="app.asgi"):
+        response = await http.get("/w/wt_secret-token-123", follow_redirects=False)
+
+    assert response.status_code == 500
+    [record] = [r for r in caplog.records if r.name == "app.asgi"]
+    assert "secret-token" not in record.getMessage() and "[redacted]" in record.getMessage(), record.getMessage()
 
 
 @pytest.mark.parametrize(
