@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from app.core.config import Settings, get_settings
-from app.core.runtime import Services, embedded_services
+from app.core.runtime import WS_MAX_MESSAGE_BYTES, Services, embedded_services
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -135,7 +135,14 @@ def _serve(settings: Settings, services: Services, host: str, port: int, worker:
     try:
         app = create_app(settings, services.database_url, services.redis_url)
         # open dashboard event streams (SSE) never end on their own: give them a few seconds at Ctrl-C
-        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="info",
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+            ws_max_size=WS_MAX_MESSAGE_BYTES,
+        )
     finally:
         if worker_proc is not None:
             worker_proc.terminate()

@@ -339,6 +339,12 @@ def embedded_services(settings: Settings) -> Iterator[Services]:
             services.stop()
 
 
+WS_MAX_MESSAGE_BYTES = 64 * 1024
+"""The largest WebSocket message the server takes (uvicorn's ``ws_max_size``; its default is 16 MiB): a widget
+socket's message is a chat message of up to 4,000 characters, 48 KB even as JSON-escaped emoji; a larger one
+closes the socket (1009, "message too big") before it is held in memory."""
+
+
 @contextlib.asynccontextmanager
 async def serve_in_background(app: ASGIApplication) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn on a free loopback port inside the running event loop, for tests and
@@ -347,7 +353,8 @@ async def serve_in_background(app: ASGIApplication) -> AsyncIterator[str]:
     import uvicorn  # the web server is only needed by processes that serve
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=WS_MAX_MESSAGE_BYTES)
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
 import pytest
 import websockets
 
+from app.core.runtime import WS_MAX_MESSAGE_BYTES
 from tests.conftest import ReadyCoach, ws_turn
 
 QUESTION = "How should I deal with people who annoy me?"
@@ -92,6 +94,24 @@ async def test_websocket_rejects_bad_token_and_bad_messages(base_url: str, medit
             await ws.send(json.dumps({"text": blank}))
             event = json.loads(await ws.recv())
             assert event == {"type": "error", "message": "text must not be empty"}, event
+
+
+async def test_a_websocket_message_over_the_limit_closes_the_socket(
+    base_url: str, meditations_coach: ReadyCoach
+) -> None:
+    """uvicorn took WebSocket messages of up to 16 MiB from any token holder; past ``WS_MAX_MESSAGE_BYTES`` (a chat
+    message is at most 48 KB as JSON) the socket is closed as "message too big" (1009)."""
+    url = base_url.replace("http://", "ws://") + f"/ws/chat?token={meditations_coach.widget_token}"
+
+    async def until_closed(ws: websockets.ClientConnection) -> None:
+        while True:
+            await ws.recv()
+
+    async with websockets.connect(url, max_size=None) as ws:
+        await ws.send(json.dumps({"text": "x" * (WS_MAX_MESSAGE_BYTES + 1)}))
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            await asyncio.wait_for(until_closed(ws), 30)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
 
 
 @pytest.mark.parametrize(
