@@ -467,6 +467,8 @@ async def test_a_deleted_insight_never_reappears(
     client_id = await new_client(http, coach, "Jonas")
     coach_id = uuid.UUID(coach.coach_id)
     first = await say(container, coach, client_id, "I want to learn Spanish before my trip to Madrid in May.")
+    # (an exchange after it: forgetting the message forgets the reply to it, and the summary is written from the rest)
+    await say(container, coach, client_id, "Thanks, that helps.", first.conversation_id)
     await end_and_run(container, coach, first.conversation_id, run_jobs)
     [insight] = await insights_of(container, coach, client_id)
     assert insight.text == SPANISH
@@ -1143,6 +1145,9 @@ async def test_a_message_answered_without_the_model_is_recalled_later_too(
     async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as s:
         stored = (await s.scalars(select(Episode.message_id).where(Episode.client_id == client_id))).all()
     assert stored == [crisis.received_message_id]
+    # the coach hands back (while a crisis handoff is active, every message of the client goes to its conversation)
+    handback = f"/api/v1/conversations/{crisis.conversation_id}/handback"
+    assert (await http.post(handback, headers=coach.headers)).status_code == 200
     await shift_back(container, coach, client_id, timedelta(days=30))
 
     # (in the past tense: "I cannot go on" now reads as the crisis it says, and would get the crisis reply again)
