@@ -89,7 +89,7 @@ async def test_client_errors_are_not_logged_as_unhandled(
 
 DEEP = '{"text": "deep", "nested": ' + "[" * 30_000 + "]" * 30_000 + "}"
 """Valid JSON nested far past the interpreter's recursion limit (msgspec decodes it recursively), within the
-routes' 64 KiB body limit (``app.auth.BODY_MAX_BYTES``)."""
+routes' 64 KiB body limit (``app.auth.BODY_MAX_BYTES``) and the socket's (``WS_MAX_MESSAGE_BYTES``)."""
 
 
 async def test_a_body_nested_too_deeply_is_a_400_and_changes_nothing(
@@ -172,7 +172,7 @@ async def test_a_socket_message_nested_too_deeply_is_refused_and_the_socket_keep
     client = await make_client(http, coach)
     url = base_url.replace("http://", "ws://") + f"/ws/chat?token={client['widget_token']}"
     async with websockets.connect(url, max_size=None) as ws:
-        for frame in (DEEP, "[" * 50_000 + "]" * 50_000):
+        for frame in (DEEP, "[" * 30_000 + "]" * 30_000):  # (within WS_MAX_MESSAGE_BYTES)
             await ws.send(frame)
             refused = json.loads(await ws.recv())
             assert refused["type"] == "error" and refused["message"].startswith("invalid message"), refused
