@@ -153,6 +153,7 @@ class Settings(BaseSettings):
     turn_concurrency_per_coach: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_THREADS,
         description="Chat turns of one coach one process answers at once (unset: half of TURN_CONCURRENCY, at "
         "least 1); the coach's further turns wait their turn while other coaches' turns take the free slots. A turn "
         "holds its slot until the coach's model answers (up to LLM_TIMEOUT_SECONDS): without a cap, one coach's "

@@ -201,8 +201,7 @@ class ChatService:
         ``on_answering`` is called once the decision before the model lets the AI answer, before retrieval, unless
         the reply is a draft for the coach: a channel shows "typing…" from then on, and not for a message only the
         coach answers (the AI paused) or one answered at once without the model."""
-        stages = Stages()
-        async for item in self._answer_admitted(coach_id, client_id, message_id, to_client, stages, on_answering):
+        async for item in self._answer_admitted(coach_id, client_id, message_id, to_client, Stages(), on_answering):
             yield item
 
     async def _answer_admitted(
