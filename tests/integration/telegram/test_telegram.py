@@ -493,11 +493,13 @@ async def test_a_bot_client_replaced_by_a_new_token_is_closed_after_its_grace_an
     """The coach connects the bot again with a new token: the Bot API client cached for the old one is not
     dropped open (its HTTP connection pools leaked until the process ended) but closed once a reply it may be
     streaming had time to end; a process stopping closes its clients at once."""
-    closed: list[int] = []  # ids: a Bot compares by its getMe user, which these clients never fetched
+    # the clients themselves, compared with ``is`` (a Bot compares by its getMe user, which these clients never
+    # fetched; an id could be that of a client closed and freed earlier, such as the one connecting made)
+    closed: list[CoachBot] = []
     shutdown = CoachBot.shutdown
 
     async def recorded_shutdown(self: CoachBot) -> None:
-        closed.append(id(self))
+        closed.append(self)
         await shutdown(self)
 
     monkeypatch.setattr(CoachBot, "shutdown", recorded_shutdown)
@@ -513,13 +515,17 @@ async def test_a_bot_client_replaced_by_a_new_token_is_closed_after_its_grace_an
         reconnected = await tg.put("/api/v1/channels/telegram", headers=bot.coach.headers, json={"bot_token": token})
         assert reconnected.status_code == 200, reconnected.text
         new = await service.bot(coach_id)  # this process sees the token changed
-        assert new is not old and id(old) not in closed, "not closed under a call that may still use it"
+        assert new is not old and not _among(old, closed), "not closed under a call that may still use it"
         await asyncio.sleep(0.5)
-        assert id(old) in closed and id(new) not in closed
+        assert _among(old, closed) and not _among(new, closed)
         await service.close()
-        assert id(new) in closed
+        assert _among(new, closed)
     finally:
         await other.close()
+
+
+def _among(bot: CoachBot, closed: list[CoachBot]) -> bool:
+    return any(each is bot for each in closed)
 
 
 async def test_strangers_over_the_enrollment_limit_are_asked_to_wait_and_no_client_is_made(
