@@ -57,19 +57,17 @@ class Generator:
         prompt and model attribution, ``cache`` (``hit``/``miss`` when the cache is on), ``first_token_ms``,
         ``generation_ms``, ``model_fallback`` and the ``tone`` (its instruction joins the persona). Raises
         ``ProviderError`` (every model failed)."""
-        async for text in self._held_back(turn, reply, self._deltas(turn, gathered, reply)):
+        async for text in self._held_back(reply, self._deltas(turn, gathered, reply)):
             yield text
 
-    async def _held_back(self, turn: Turn, reply: Reply, deltas: AsyncIterator[str]) -> AsyncIterator[str]:
+    async def _held_back(self, reply: Reply, deltas: AsyncIterator[str]) -> AsyncIterator[str]:
         """``deltas`` as the client may see them: :data:`~app.chat.turn.injection.HELD_WORDS` words behind the
         model (:func:`~app.chat.turn.injection.releasable`), and nothing more once the reply so far fails the
         injection check (with the defences on) or claims to be human. The finished reply is then replaced
         (:meth:`guard`, :meth:`honest`), so the client never reads what those checks stop."""
         text, sent, stopped = "", 0, False
-        check: ReplyCheck | None = None
         async for delta in deltas:
-            if self._defences and check is None and reply.prompt is not None:  # the prompt comes before a delta
-                check = self._check(turn, reply.prompt)
+            check = reply.check  # made with the prompt, before the first delta
             text += delta
             if stopped or (check is not None and check(text) is not None) or claims_human(text):
                 stopped = True
@@ -103,6 +101,7 @@ class Generator:
         with reply.stages.time("generate.prompt"):
             prompt = self._prompt(turn, gathered, tone)
         reply.prompt = prompt
+        reply.check = self._check(turn, prompt) if self._defences else None
         reply.passages = prompt.passages
         reply.metadata["prompt_ms"] = ms_since(t0)
         reply.metadata["history_messages"] = prompt.history_used
@@ -217,10 +216,9 @@ class Generator:
         instruction planted in the passages, memory or examples, is replaced by the safe reply, recording
         ``injection`` (``leak`` | ``payload``) and the model's ``injection_model_reply``. Returns the delta to
         stream (a blank line, then the safe reply), ``None`` when the reply stands or nothing was streamed."""
-        prompt = reply.prompt
-        if not self._defences or prompt is None:
+        if reply.check is None:
             return None
-        found = self._check(turn, prompt)(reply.text)
+        found = reply.check(reply.text)
         if found is None:
             return None
         log.warning("chat turn for coach %s: output check (%s); reply replaced", turn.coach.id, found)

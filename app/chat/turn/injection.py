@@ -36,6 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
+from functools import lru_cache
 
 from app.chat.spotlight import shows_markup, unmark
 
@@ -75,7 +76,7 @@ def leaks(reply: str, protected: Iterable[str], n: int = LEAK_NGRAM) -> bool:
     """Whether ``reply`` shares ``n`` consecutive words (case-insensitive, punctuation ignored, datamarks read
     as spaces) with any of the ``protected`` texts."""
     said = _ngrams(reply, n)
-    return bool(said) and any(said & _ngrams(text, n) for text in protected)
+    return any(not said.isdisjoint(_source_ngrams(text, n)) for text in protected)
 
 
 _INSTRUCTION = re.compile(
@@ -104,16 +105,30 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 def planted_payloads(untrusted: Iterable[str]) -> list[str]:
     """The payloads (see :data:`_PAYLOAD`) of every instruction-like sentence (:data:`_INSTRUCTION`) of the
     ``untrusted`` texts, stripped of trailing punctuation, longest first."""
-    found: set[str] = set()
-    for text in untrusted:
-        for sentence in _SENTENCE.split(unmark(text)):
-            if not _INSTRUCTION.search(sentence):
-                continue
-            for match in _PAYLOAD.finditer(sentence):
-                value = next(group for group in match.groups() if group).strip().rstrip(".,;:!?)")
-                if len(value) >= 3:
-                    found.add(value)
+    found = set().union(*map(_payloads_of, untrusted))
     return sorted(found, key=len, reverse=True)
+
+
+@lru_cache(maxsize=4096)
+def _payloads_of(text: str) -> frozenset[str]:
+    """:func:`planted_payloads` of one text, kept: the same passages, memory lines and examples come back turn
+    after turn, and the instruction pattern is the costliest part of the check."""
+    found: set[str] = set()
+    for sentence in _SENTENCE.split(unmark(text)):
+        if not _INSTRUCTION.search(sentence):
+            continue
+        for match in _PAYLOAD.finditer(sentence):
+            value = next(group for group in match.groups() if group).strip().rstrip(".,;:!?)")
+            if len(value) >= 3:
+                found.add(value)
+    return frozenset(found)
+
+
+@lru_cache(maxsize=512)
+def _source_ngrams(text: str, n: int) -> frozenset[tuple[str, ...]]:
+    """:func:`_ngrams` of a protected text, kept: the persona, the fixed instructions and the few-shot examples
+    come back turn after turn."""
+    return frozenset(_ngrams(text, n))
 
 
 class ReplyCheck:
@@ -122,12 +137,13 @@ class ReplyCheck:
     :data:`PERSONA_NGRAM`, or the prompt's markup: :func:`~app.chat.spotlight.shows_markup`), else
     :attr:`Injection.PAYLOAD` (a :func:`planted_payloads` of ``untrusted`` in it), else ``None``. A payload
     the client's own message (``client_text``) contains does not count: a client may ask for what they like in
-    their own words. The stream calls it on every delta (:func:`releasable`), so the n-grams of the prompt's
-    texts and its planted payloads are computed here, once."""
+    their own words. The stream calls it on every delta (:func:`releasable`) and the finished reply once more, so
+    the n-grams of the prompt's texts and its planted payloads are computed here, once a turn (and kept per text
+    across turns: :func:`_source_ngrams`, :func:`_payloads_of`)."""
 
     def __init__(self, *, persona: str, protected: Sequence[str], untrusted: Sequence[str], client_text: str):
-        self._protected = set().union(*(_ngrams(text, LEAK_NGRAM) for text in protected))
-        self._persona = _ngrams(persona, PERSONA_NGRAM)
+        self._protected = [_source_ngrams(text, LEAK_NGRAM) for text in protected]
+        self._persona = _source_ngrams(persona, PERSONA_NGRAM)
         asked = client_text.lower()
         self._payloads = [value for p in planted_payloads(untrusted) if (value := p.lower()) not in asked]
 
@@ -137,11 +153,15 @@ class ReplyCheck:
         return max(map(len, self._payloads), default=0)
 
     def __call__(self, reply: str) -> Injection | None:
-        protected = _ngrams(reply, LEAK_NGRAM) & self._protected
-        if protected or _ngrams(reply, PERSONA_NGRAM) & self._persona or shows_markup(reply):
+        said = _ngrams(reply, LEAK_NGRAM)
+        if (
+            any(not said.isdisjoint(text) for text in self._protected)
+            or not self._persona.isdisjoint(_ngrams(reply, PERSONA_NGRAM))
+            or shows_markup(reply)
+        ):
             return Injection.LEAK
-        said = unmark(reply).lower()
-        if any(value in said for value in self._payloads):
+        plain = unmark(reply).lower()
+        if any(value in plain for value in self._payloads):
             return Injection.PAYLOAD
         return None
 
