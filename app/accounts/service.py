@@ -103,8 +103,8 @@ class AccountService:
         """Create a coach (tenant), its first user and API key.
 
         Raises ``InvalidInput`` for an empty name or one over :data:`~app.core.validation.MAX_NAME_CHARS`
-        characters, a malformed e-mail (or one over 320 characters) or a short password, and ``Conflict`` when the
-        e-mail is already registered.
+        characters, a malformed e-mail (or one over 320 characters) or a password :func:`check_new_password`
+        refuses, and ``Conflict`` when the e-mail is already registered.
         """
         coach_name = bounded_text("coach_name", coach_name, MAX_NAME_CHARS, required=True)
         email = email.strip().lower()
@@ -164,7 +164,7 @@ class AccountService:
     ) -> None:
         """Replace a dashboard user's password after checking the current one (argon2id, off the event loop).
 
-        Raises ``InvalidInput`` for a new password under :data:`MIN_PASSWORD_LENGTH` characters or a wrong
+        Raises ``InvalidInput`` for a new password :func:`check_new_password` refuses or a wrong
         current password, ``NotFound`` for an unknown user, ``Conflict`` if the password changed while this
         call was hashing (nothing is changed then). Ending the user's other sessions is the caller's part."""
         check_new_password("new_password", new_password)
@@ -425,7 +425,11 @@ def _host(base_url: str | None) -> str | None:
 
 
 def check_new_password(field: str, password: str) -> None:
-    """Raises ``InvalidInput`` naming ``field`` when ``password`` is under :data:`MIN_PASSWORD_LENGTH` characters."""
+    """The rule of every new password (sign-up, password change; API and dashboard alike). Raises ``InvalidInput``
+    naming ``field`` when ``password`` is empty or only blanks (spaces, tabs, line breaks: eight spaces are no
+    password) or under :data:`MIN_PASSWORD_LENGTH` characters."""
+    if not password.strip():
+        raise InvalidInput(f"{field} must not be empty or only spaces")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidInput(f"{field} must be at least {MIN_PASSWORD_LENGTH} characters")
 

@@ -253,6 +253,52 @@ async def test_dashboard_password_change_keeps_this_session_and_ends_the_others(
     assert (await log_in(other_browser, email, "brand new secret")).status_code in (302, 303)
 
 
+BLANK_PASSWORDS = (" " * 8, "\t" * 8, " \n" * 6, "\u3000" * 10)
+"""Passwords of 8 characters or more that are only blanks (spaces, tabs, line breaks, an ideographic space)."""
+
+
+async def test_blank_passwords_are_refused_at_api_sign_up_and_password_change(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """Eight spaces pass a length rule but are no password: sign-up and password change refuse them with a 400
+    that says why; no account is made, the password is not changed."""
+    coach = await make_coach()
+    for blank in BLANK_PASSWORDS:
+        email = f"{uuid.uuid4().hex[:12]}@example.com"
+        signup = await http.post("/api/v1/auth/signup", json={"coach_name": "B", "email": email, "password": blank})
+        assert signup.status_code == 400 and signup.json()["detail"] == "password must not be empty or only spaces"
+        ok = await http.post("/api/v1/auth/signup", json={"coach_name": "B", "email": email, "password": PASSWORD})
+        assert ok.status_code == 201, "the refused sign-up stored nothing"
+        change = {"email": coach.email, "current_password": PASSWORD, "new_password": blank}
+        changed = await http.post("/api/v1/auth/password", headers=coach.headers, json=change)
+        assert changed.status_code == 400
+        assert changed.json()["detail"] == "new_password must not be empty or only spaces"
+    for password in (PASSWORD, "  spaced password  "):  # blanks around a real password are part of it
+        change = {"email": coach.email, "current_password": PASSWORD, "new_password": password}
+        assert (await http.post("/api/v1/auth/password", headers=coach.headers, json=change)).status_code == 200
+        back = {"email": coach.email, "current_password": password, "new_password": PASSWORD}
+        assert (await http.post("/api/v1/auth/password", headers=coach.headers, json=back)).status_code == 200
+
+
+async def test_blank_passwords_are_refused_on_the_dashboard_forms(
+    browser: httpx.AsyncClient, other_browser: httpx.AsyncClient
+) -> None:
+    """The sign-up and password forms show the same message; nothing is made or changed."""
+    email = await sign_up(browser)
+    for blank in BLANK_PASSWORDS:
+        token = await csrf(other_browser, "/signup")
+        other = f"{uuid.uuid4().hex[:12]}@example.com"
+        form = {"coach_name": "B", "email": other, "password": blank, "_csrf_token": token}
+        signup = await other_browser.post("/signup", data=form)
+        assert signup.status_code == 400 and "password must not be empty or only spaces" in signup.text
+        assert (await log_in(other_browser, other, blank)).status_code == 401, "no account was made"
+        token = await csrf(browser, "/dashboard/settings")
+        form = {"current_password": PASSWORD, "new_password": blank, "new_password_confirm": blank}
+        changed = await browser.post("/dashboard/settings/password", data=form | {"_csrf_token": token})
+        assert changed.status_code == 400 and "new_password must not be empty or only spaces" in changed.text
+    assert (await log_in(other_browser, email)).status_code in (302, 303), "the password is unchanged"
+
+
 # --- account deletion -------------------------------------------------------------------------------------------
 
 
