@@ -366,7 +366,8 @@ class AccountService:
         :data:`app.accounts.handoff_settings.HANDOFF_FIELDS`); ``None`` leaves a field as is, ``""`` clears an
         optional one.
 
-        The API key is encrypted before it is stored. Raises ``InvalidInput`` for an empty name, a name or persona
+        The API key is encrypted before it is stored. Raises ``InvalidInput`` for an empty (or only blank) name or
+        persona (the persona is the assistant's instructions: without it the model has none), a name or persona
         over :data:`~app.core.validation.MAX_NAME_CHARS` or :data:`~app.core.validation.MAX_PERSONA_CHARS`
         characters, an unknown provider, an ``openai`` provider without a model, a base URL or webhook URL the
         egress guard refuses (:meth:`check_outbound_url`), an API key that cannot be sent
@@ -392,7 +393,7 @@ class AccountService:
         if name is not None:
             coach.name = bounded_text("name", name, MAX_NAME_CHARS, required=True)
         if persona is not None:
-            coach.persona = bounded_text("persona", persona, MAX_PERSONA_CHARS)
+            coach.persona = bounded_text("persona", persona, MAX_PERSONA_CHARS, required=True)
         if llm_provider is not None:
             if llm_provider not in LLM_PROVIDERS:
                 raise InvalidInput(f"llm_provider must be one of {', '.join(LLM_PROVIDERS)}")

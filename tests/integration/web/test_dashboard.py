@@ -513,7 +513,7 @@ async def test_a_multi_line_draft_approved_unchanged_from_the_form_is_the_ais_re
 
 HANDOFF_FORM = {
     "name": "Settings Coach",
-    "persona": "",
+    "persona": "Warm, brief, practical.",
     "llm_provider": "local",
     "recent_messages": "10",
     "session_idle_minutes": "30",
