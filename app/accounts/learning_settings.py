@@ -28,6 +28,13 @@ LEARNING_FIELDS = (
     "response_cache_ttl_seconds",
 )
 """The settings this module owns, as named in the API."""
+LOCAL_CANNOT_FINE_TUNE = (
+    "fine_tune_enabled needs an OpenAI-compatible model endpoint (llm_provider 'openai' with a model and your own "
+    "key): the built-in offline model (llm_provider 'local') cannot be fine-tuned"
+)
+"""Why fine-tunes cannot be turned on for a coach on the local model."""
+FINE_TUNES_TURNED_OFF = "Fine-tuning is now off: the built-in offline model cannot be fine-tuned."
+"""What the dashboard says when a switch to the local model turned fine-tunes off."""
 
 
 def _model_name(name: str, value: Any, *, optional: bool) -> str | None:
@@ -45,7 +52,8 @@ def apply_learning_settings(coach: Coach, **changes: Any) -> None:
     """Validate and set the given fields (``None`` leaves one as is; ``judge_model=""`` turns the judge off).
     ``fine_tune_enabled`` is a boolean, ``fine_tune_min_examples`` 1–100,000, ``fine_tune_min_days`` 0–365,
     ``response_cache_ttl_seconds`` 0–2,592,000 (0: no cache). Raises ``InvalidInput`` naming the first bad
-    field (and for unknown fields)."""
+    field (and for unknown fields), and :data:`LOCAL_CANNOT_FINE_TUNE` for ``fine_tune_enabled=True`` while the
+    coach's ``llm_provider`` (as just changed, when the same request changes it) is ``local``."""
     unknown = set(changes) - set(LEARNING_FIELDS)
     if unknown:
         raise InvalidInput(f"unknown settings: {', '.join(sorted(unknown))}")
@@ -53,6 +61,8 @@ def apply_learning_settings(coach: Coach, **changes: Any) -> None:
     if enabled is not None:
         if not isinstance(enabled, bool):
             raise InvalidInput("fine_tune_enabled must be true or false")
+        if enabled and coach.llm_provider == "local":
+            raise InvalidInput(LOCAL_CANNOT_FINE_TUNE)
         coach.fine_tune_enabled = enabled
     if changes.get("fine_tune_min_examples") is not None:
         coach.fine_tune_min_examples = in_range(

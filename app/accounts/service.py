@@ -364,7 +364,8 @@ class AccountService:
     ) -> Coach:
         """Change persona, provider, memory and escalation settings (``handoff``: the fields of
         :data:`app.accounts.handoff_settings.HANDOFF_FIELDS`); ``None`` leaves a field as is, ``""`` clears an
-        optional one.
+        optional one. ``llm_provider="local"`` turns ``fine_tune_enabled`` off (the offline model cannot be
+        fine-tuned; :func:`app.accounts.learning_settings.apply_learning_settings` refuses turning it on again).
 
         The API key is encrypted before it is stored. Raises ``InvalidInput`` for an empty (or only blank) name or
         persona (the persona is the assistant's instructions: without it the model has none), a name or persona
@@ -398,6 +399,8 @@ class AccountService:
             if llm_provider not in LLM_PROVIDERS:
                 raise InvalidInput(f"llm_provider must be one of {', '.join(LLM_PROVIDERS)}")
             coach.llm_provider = llm_provider
+            if llm_provider == "local":  # the offline model cannot be fine-tuned: the cron would never start one
+                coach.fine_tune_enabled = False
         if llm_model is not None:
             coach.llm_model = bounded_text("llm_model", llm_model, MAX_MODEL_NAME_CHARS) or None
         if llm_base_url is not None:

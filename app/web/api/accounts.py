@@ -429,7 +429,9 @@ class SettingsController(Controller):
     async def update_settings(self, data: JSONBody[SettingsPatch], uow: Uow, container: ContainerDep) -> SettingsOut:
         """Change persona, provider, memory, escalation and learning settings in one transaction (a bad field
         changes nothing: 400); the key is stored encrypted and never returned. A new ``alert_webhook_url`` gets a
-        new signing secret, returned this once as ``alert_webhook_secret``."""
+        new signing secret, returned this once as ``alert_webhook_secret``. The offline model cannot be fine-tuned:
+        ``fine_tune_enabled: true`` with ``llm_provider`` ``local`` is a 400, and a switch to ``local`` turns
+        ``fine_tune_enabled`` off (the answer shows it)."""
         changes = msgspec.structs.asdict(data)
         learning = {name: changes.pop(name) for name in LEARNING_FIELDS}
         widget = {name: changes.pop(name) for name in WIDGET_FIELDS}

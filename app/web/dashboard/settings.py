@@ -15,7 +15,7 @@ from litestar.response import Redirect, Template
 from app.accounts.api_keys import issue_api_key, list_api_keys, revoke_api_key
 from app.accounts.availability import DAY_NAMES
 from app.accounts.handoff_settings import CRISIS_LANGUAGE_NAMES
-from app.accounts.learning_settings import apply_learning_settings
+from app.accounts.learning_settings import FINE_TUNES_TURNED_OFF, apply_learning_settings
 from app.accounts.models import HandoffMode
 from app.accounts.service import RECENT_MESSAGES_RANGE, SESSION_IDLE_MINUTES_RANGE
 from app.accounts.tone import INTENSITY_NAMES, MAX_MODES, coach_tone
@@ -129,7 +129,8 @@ class SettingsPages(CoachPage):
         not send are left as is. A refused change stores nothing: 400 with the reason in that section."""
         form = await request.form()
         section = form_str(form, "section") if form_str(form, "section") in SECTIONS else ""
-        before = (await uow.coach()).alert_webhook_secret_encrypted
+        stored = await uow.coach()
+        before, fine_tuning = stored.alert_webhook_secret_encrypted, stored.fine_tune_enabled
         try:
             async with uow.savepoint():  # a refused change is rolled back alone; the page shows why
                 recent_messages = form_int(form, "recent_messages", *RECENT_MESSAGES_RANGE)
@@ -156,7 +157,10 @@ class SettingsPages(CoachPage):
         except DomainError as exc:
             return await _settings_page(container, uow, error=exc, section=section)
         secret = made_webhook_secret(container, before, coach)
-        return await _settings_page(container, uow, new_webhook_secret=secret, notice="Saved.", section=section)
+        notice = "Saved."
+        if fine_tuning and not coach.fine_tune_enabled and learning["fine_tune_enabled"] is None:
+            notice = f"Saved. {FINE_TUNES_TURNED_OFF}"  # the switch to the local model turned it off
+        return await _settings_page(container, uow, new_webhook_secret=secret, notice=notice, section=section)
 
     @post("/settings/webhook-secret")
     async def rotate_webhook_secret(self, uow: Uow, container: ContainerDep) -> Template:

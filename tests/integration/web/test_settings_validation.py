@@ -1,5 +1,5 @@
 """Settings a new coach can get wrong, through the API and the dashboard's form: an empty persona, fine-tunes on
-the local model. A refused change is a 400 that says why and stores nothing."""
+the local (offline) model. A refused change is a 400 that says why and stores nothing."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
+from app.accounts.learning_settings import FINE_TUNES_TURNED_OFF, LOCAL_CANNOT_FINE_TUNE
 from tests.conftest import Coach
 from tests.integration.web.test_dashboard import browser, csrf, log_in
 
@@ -51,3 +52,55 @@ async def test_an_empty_persona_is_a_form_error_on_the_settings_page(
         assert await settings(http, coach) == before, "nothing changed"
     page = (await browser.get("/dashboard/settings")).text
     assert '<textarea name="persona" rows="6" required>' in page, "the browser asks for it too"
+
+
+OPENAI = {"llm_provider": "openai", "llm_model": "gpt-4o-mini"}
+"""An OpenAI endpoint (no base URL: OpenAI's own, nothing is sent in these tests)."""
+
+
+async def test_fine_tunes_cannot_be_turned_on_for_the_local_model_and_a_switch_to_it_turns_them_off(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """The offline model cannot be fine-tuned: turning fine-tunes on while it serves (or in the change that
+    selects it) is a 400 that says why and changes nothing; switching to it turns them off (the answer shows it)."""
+    coach = await make_coach("Local Coach")
+    before = await settings(http, coach)
+    assert before["llm_provider"] == "local" and before["fine_tune_enabled"] is False
+    for change in ({"fine_tune_enabled": True}, OPENAI | {"llm_provider": "local", "fine_tune_enabled": True}):
+        refused = await http.patch("/api/v1/settings", headers=coach.headers, json=change | {"name": "Renamed"})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["detail"] == LOCAL_CANNOT_FINE_TUNE
+        assert await settings(http, coach) == before, "nothing changed"
+
+    on = await http.patch("/api/v1/settings", headers=coach.headers, json=OPENAI | {"fine_tune_enabled": True})
+    assert on.status_code == 200 and on.json()["fine_tune_enabled"] is True
+    both = {"llm_provider": "local", "fine_tune_enabled": True}
+    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=both)).status_code == 400
+    assert (await settings(http, coach))["fine_tune_enabled"] is True, "the refused switch changed nothing"
+    local = await http.patch("/api/v1/settings", headers=coach.headers, json={"llm_provider": "local"})
+    assert local.status_code == 200, local.text
+    assert (local.json()["llm_provider"], local.json()["fine_tune_enabled"]) == ("local", False)
+
+
+async def test_the_settings_page_refuses_fine_tunes_on_the_local_model_and_says_when_a_switch_turned_them_off(
+    browser: httpx.AsyncClient, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    coach = await make_coach("Local Form Coach")
+    await log_in(browser, coach)
+    page = await browser.get("/dashboard/settings")
+    assert "The built-in offline model cannot be fine-tuned" in page.text, "the learning section says so"
+    token = await csrf(browser, "/dashboard/settings")
+    learning = {"section": "learning", "learning_form": "1", "fine_tune_enabled": "1", "_csrf_token": token}
+    refused = await browser.post("/dashboard/settings", data=learning)
+    assert refused.status_code == 400 and "the built-in offline model (llm_provider &#39;local&#39;)" in refused.text
+    assert (await settings(http, coach))["fine_tune_enabled"] is False
+
+    on = await http.patch("/api/v1/settings", headers=coach.headers, json=OPENAI | {"fine_tune_enabled": True})
+    assert on.status_code == 200, on.text
+    advanced = {"section": "advanced", "llm_provider": "local", "llm_model": "gpt-4o-mini", "_csrf_token": token}
+    switched = await browser.post("/dashboard/settings", data=advanced)
+    assert switched.status_code == 200 and f"Saved. {FINE_TUNES_TURNED_OFF}" in switched.text
+    after = await settings(http, coach)
+    assert (after["llm_provider"], after["fine_tune_enabled"]) == ("local", False)
+    again = await browser.post("/dashboard/settings", data=advanced)
+    assert again.status_code == 200 and FINE_TUNES_TURNED_OFF not in again.text, "said only when it happened"
