@@ -947,9 +947,16 @@ def cmd_eval_injection(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(commands: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    """Add command ``name`` to ``commands`` (an ``add_subparsers()`` result): ``summary``, one line, is both its entry
+    in the parent's ``--help`` list of commands and the description at the top of its own ``--help``."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=summary, description=summary)
+    return parser
+
+
 def _injection_parser(targets: Any) -> None:
     """``eval injection``."""
-    injection = targets.add_parser("injection", help="BIPIA prompt-injection attack success, defences on and off")
+    injection = _command(targets, "injection", "BIPIA prompt-injection attack success, defences on and off")
     injection.add_argument("--data-dir", help="directory for embedded servers and secrets (env DATA_DIR)")
     injection.add_argument(
         "--bipia",
@@ -986,8 +993,8 @@ def cmd_train_strategy(args: argparse.Namespace) -> int:
 
 def _retrieval_parser(targets: Any) -> argparse.ArgumentParser:
     """``eval retrieval`` (under ``targets``); the caller adds the common options."""
-    retrieval: argparse.ArgumentParser = targets.add_parser(
-        "retrieval", help="BEIR corpus: nDCG@10, recall@100, MRR@10 of the dense, lexical and fused arms"
+    retrieval: argparse.ArgumentParser = _command(
+        targets, "retrieval", "BEIR corpus: nDCG@10, recall@100, MRR@10 of the dense, lexical and fused arms"
     )
     retrieval.add_argument("--beir", required=True, help="BEIR directory (e.g. ../shared/data/scifact)")
     retrieval.add_argument("--split", default="dev", choices=("dev", "test"), help="judgments: qrels/<split>.tsv")
@@ -999,7 +1006,7 @@ def _retrieval_parser(targets: Any) -> argparse.ArgumentParser:
 
 def _crisis_parsers(targets: Any, sub: Any) -> None:
     """``eval crisis`` (under ``targets``) and ``handoff train-crisis`` (under ``sub``)."""
-    crisis = targets.add_parser("crisis", help="C-SSRS user-level precision/recall/F1 of the crisis risk detector")
+    crisis = _command(targets, "crisis", "C-SSRS user-level precision/recall/F1 of the crisis risk detector")
     crisis.add_argument(
         "--cssrs", required=True, help="C-SSRS CSV: User, Post, Label (e.g. ../shared/data/crisis/cssrs_dev.csv)"
     )
@@ -1014,9 +1021,9 @@ def _crisis_parsers(targets: Any, sub: Any) -> None:
     )
     crisis.set_defaults(func=cmd_eval_crisis)
 
-    handoff = sub.add_parser("handoff", help="handoff and crisis-detector maintenance")
+    handoff = _command(sub, "handoff", "handoff and crisis-detector maintenance")
     handoff_sub = handoff.add_subparsers(dest="action", required=True)
-    train_crisis = handoff_sub.add_parser("train-crisis", help="refit the learned crisis component on a C-SSRS file")
+    train_crisis = _command(handoff_sub, "train-crisis", "refit the learned crisis component on a C-SSRS file")
     train_crisis.add_argument("--cssrs", required=True, help="C-SSRS CSV (e.g. ../shared/data/crisis/cssrs_dev.csv)")
     train_crisis.add_argument(
         "--out", type=_output_file, default="app/handoff/crisis_model.npz", help="weights file to write"
@@ -1029,7 +1036,7 @@ def _crisis_parsers(targets: Any, sub: Any) -> None:
 
 def _memory_parser(targets: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """``eval memory``'s arguments."""
-    memory = targets.add_parser("memory", help="LoCoMo evidence recall: memory vs. last-N, dense and BM25 turns")
+    memory = _command(targets, "memory", "LoCoMo evidence recall: memory vs. last-N, dense and BM25 turns")
     common(memory)
     memory.add_argument("--locomo", required=True, help="LoCoMo JSON file (e.g. ../shared/data/locomo/locomo_dev.json)")
     memory.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -1056,10 +1063,12 @@ def _memory_parser(targets: Any, common: Callable[[argparse.ArgumentParser], Non
 
 def _documents_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """``documents reprocess``: "Process again" over the libraries (:func:`cmd_documents_reprocess`)."""
-    documents = sub.add_parser("documents", help="document maintenance")
+    documents = _command(sub, "documents", "document maintenance")
     documents_sub = documents.add_subparsers(dest="documents_command", required=True)
-    reprocess = documents_sub.add_parser(
-        "reprocess", help='"Process again" every library\'s documents (after an upgrade that reads files better)'
+    reprocess = _command(
+        documents_sub,
+        "reprocess",
+        '"Process again" every library\'s documents (after an upgrade that reads files better)',
     )
     common(reprocess)
     reprocess.add_argument(
@@ -1078,47 +1087,47 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data-dir", help="directory for embedded servers and secrets (env DATA_DIR)")
 
-    serve = sub.add_parser("serve", help="run the web app (and a worker) on embedded or configured servers")
+    serve = _command(sub, "serve", "run the web app (and a worker) on embedded or configured servers")
     common(serve)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=PORT, default=8000)
     serve.add_argument("--no-worker", action="store_true", help="do not run an arq worker alongside")
     serve.set_defaults(func=cmd_serve)
 
-    demo = sub.add_parser("demo", help="serve with the demo coach, book and client seeded")
+    demo = _command(sub, "demo", "serve with the demo coach, book and client seeded")
     common(demo)
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=PORT, default=8000)
     demo.set_defaults(func=cmd_demo)
 
-    worker = sub.add_parser("worker", help="run background workers only")
+    worker = _command(sub, "worker", "run background workers only")
     common(worker)
     worker.set_defaults(func=cmd_worker)
 
-    telegram = sub.add_parser("telegram", help="the Telegram channel")
+    telegram = _command(sub, "telegram", "the Telegram channel")
     telegram_sub = telegram.add_subparsers(dest="telegram_command", required=True)
-    poll = telegram_sub.add_parser("poll", help="long-poll every bot in polling mode (getUpdates)")
+    poll = _command(telegram_sub, "poll", "long-poll every bot in polling mode (getUpdates)")
     common(poll)
     poll.set_defaults(func=cmd_telegram_poll)
-    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate = _command(sub, "migrate", "apply database migrations")
     common(migrate)
     migrate.set_defaults(func=cmd_migrate)
 
-    rotate = sub.add_parser(
-        "rotate-secret", help="re-encrypt every stored secret under SECRET_KEY (old keys in SECRET_KEY_OLD)"
+    rotate = _command(
+        sub, "rotate-secret", "re-encrypt every stored secret under SECRET_KEY (old keys in SECRET_KEY_OLD)"
     )
     common(rotate)
     rotate.set_defaults(func=cmd_rotate_secret)
 
     _documents_parser(sub, common)
 
-    evaluate = sub.add_parser("eval", help="evaluation harnesses on public data sets")
+    evaluate = _command(sub, "eval", "evaluation harnesses on public data sets")
     targets = evaluate.add_subparsers(dest="target", required=True)
     _memory_parser(targets, common)
     _crisis_parsers(targets, sub)
     common(_retrieval_parser(targets))
-    learning = targets.add_parser(
-        "learning", help="ESConv replay: style-profile strategy accuracy and few-shot reply similarity"
+    learning = _command(
+        targets, "learning", "ESConv replay: style-profile strategy accuracy and few-shot reply similarity"
     )
     common(learning)
     learning.add_argument(
@@ -1134,9 +1143,9 @@ def build_parser() -> argparse.ArgumentParser:
     learning.set_defaults(func=cmd_eval_learning)
     _injection_parser(targets)
 
-    learn = sub.add_parser("learning", help="learning-loop maintenance")
+    learn = _command(sub, "learning", "learning-loop maintenance")
     learn_sub = learn.add_subparsers(dest="action", required=True)
-    train_strategy = learn_sub.add_parser("train-strategy", help="refit the ESConv strategy classifier")
+    train_strategy = _command(learn_sub, "train-strategy", "refit the ESConv strategy classifier")
     train_strategy.add_argument("--esconv", required=True, help="directory with ESConv train.jsonl and valid.jsonl")
     train_strategy.add_argument(
         "--out", type=_output_file, default="app/learning/strategy_model.npz", help="weights file to write"

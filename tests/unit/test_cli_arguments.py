@@ -4,6 +4,7 @@ started."""
 
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
@@ -88,3 +89,36 @@ def test_serve_on_an_address_in_use_is_refused_before_anything_starts(capsys: py
         port = taken.getsockname()[1]
         assert main(["serve", "--host", "127.0.0.1", "--port", str(port)]) == 1
     assert f"cannot serve on 127.0.0.1:{port}: the address is in use" in capsys.readouterr().err
+
+
+def help_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """What ``opencoach <argv> --help`` prints (it exits 0)."""
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--help"])
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_every_command_has_a_one_line_description_in_its_parents_list_and_its_own_help(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``opencoach serve --help`` (and worker, migrate, demo, rotate-secret…) showed only its options: each
+    command, subcommands included, says what it does in the list of its parent's ``--help`` and at the top of its
+    own, in the same words."""
+    monkeypatch.setenv("COLUMNS", "250")  # no wrapped lines
+    seen: list[str] = []
+    pending: list[list[str]] = [[]]
+    while pending:
+        argv = pending.pop()
+        text = help_text(argv, capsys)
+        listed = re.search(r"^positional arguments:\n  \{([^}]+)\}\n((?:    .*\n)+)", text, re.MULTILINE)
+        if not listed:
+            continue
+        for name in listed.group(1).split(","):
+            entry = re.search(rf"^    {re.escape(name)} +(\S.*)$", listed.group(2), re.MULTILINE)
+            assert entry, f"opencoach {' '.join([*argv, name])} has no description in the list of commands"
+            own = help_text([*argv, name], capsys).split("\n\n")
+            assert own[1] == entry.group(1), f"opencoach {' '.join([*argv, name])} --help starts with no description"
+            seen.append(" ".join([*argv, name]))
+            pending.append([*argv, name])
+    assert {"serve", "worker", "migrate", "demo", "rotate-secret", "eval memory", "telegram poll"} <= set(seen)
