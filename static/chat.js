@@ -33,6 +33,9 @@
   var input = document.getElementById("text");
   var endButton = document.getElementById("end-session");
   var statusLine = document.getElementById("status");
+  var limitLine = document.getElementById("text-limit");
+  var maxChars = Number(input.dataset.maxChars) || 4000;  // app.chat.turn.intake.MAX_MESSAGE_CHARS
+  var NEAR_LIMIT = 0.9;  // the count shows from 90 % of the limit
   var conversationId = log.dataset.conversation || null;
   var socket = null;
   var current = null;   // the AI message element being streamed into
@@ -539,7 +542,7 @@
           var refused = unacked.filter(function (m) { return m.client_message_id === data.client_message_id; });
           unacked = unacked.filter(function (m) { return m.client_message_id !== data.client_message_id; });
           // its text goes back to an empty input, to send again (after the wait of a rate limit) or edit
-          if (refused.length && !input.value) input.value = refused[0].text;
+          if (refused.length && !input.value) { input.value = refused[0].text; checkLength(); }
           var el = ownBubble(data.client_message_id);
           if (el) { el.classList.remove("pending"); el.classList.add("failed"); }
         }
@@ -592,6 +595,23 @@
     }, function () { disclosureAccepted = false; });
   }
 
+  // A message is at most maxChars characters, counted as the server counts them (code points of the trimmed
+  // text, so an emoji is one). Nothing is cut: near the limit a count shows, and over it the message is not sent
+  // and says by how much it is too long, so the client can shorten or split it.
+  function checkLength() {
+    var used = Array.from(input.value.trim()).length;
+    var over = used > maxChars;
+    limitLine.hidden = used < maxChars * NEAR_LIMIT;
+    limitLine.textContent = over
+      ? "Too long to send: " + used + " / " + maxChars + " characters. Shorten it by " + (used - maxChars) +
+        " or send it in parts."
+      : used + " / " + maxChars + " characters";
+    limitLine.classList.toggle("over", over);
+    if (over) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+    return !over;
+  }
+
   function sendText(text) {
     acceptDisclosure();
     var item = { client_message_id: newId(), text: text, conversation_id: conversationId };
@@ -625,9 +645,12 @@
     event.preventDefault();
     var text = input.value.trim();
     if (!text) return;
+    if (!checkLength()) { input.focus(); return; }  // kept in the input, to shorten
     input.value = "";
+    checkLength();
     sendText(text);
   });
+  input.addEventListener("input", checkLength);
   humanButton.addEventListener("click", function () { sendText(HUMAN_REQUEST); });
   endButton.addEventListener("click", function () {
     if (!conversationId) { statusLine.textContent = "No session to end yet."; return; }

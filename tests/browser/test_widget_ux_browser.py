@@ -16,6 +16,7 @@ import respx
 from limits import parse_many
 from playwright.async_api import Browser, Page, expect
 
+from app.chat.turn.intake import MAX_MESSAGE_CHARS
 from app.container import Container
 from app.core.config import Settings
 from app.core.errors import TooManyAttempts
@@ -122,6 +123,53 @@ async def test_enter_confirming_an_input_methods_characters_does_not_send(
     await expect(text).to_have_value("今日は")
     await text.press("Enter")
     await expect(widget.locator(".msg.client .text")).to_have_text(["今日は"], timeout=WAIT_MS)
+    await expect(widget.locator(".msg .text").last).to_have_text(REPLY, timeout=WAIT_MS)  # answered
+    await context.close()
+
+
+async def test_a_message_over_the_length_limit_is_not_cut_but_counted_and_kept_to_shorten(
+    base_url: str,
+    browser: Browser,
+    llm_api: respx.MockRouter,
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+) -> None:
+    """The textarea's ``maxlength`` cut a pasted text at 4,000 characters without a word: the text is now kept
+    whole; near the limit a count shows, and over it the message is not sent and the page says by how much it is
+    too long. Characters are counted as the server counts them (an emoji is one)."""
+    client = (await coach_with_client("Coach Long", "Lou")).client
+    context = await browser.new_context(base_url=base_url, viewport=PHONE)
+    widget = await context.new_page()
+    await widget.goto(f"/w/{client['widget_token']}")
+    text, limit = widget.locator("#text"), widget.locator("#text-limit")
+    await text.fill("a" * 100)
+    await expect(limit).to_be_hidden()
+    await text.fill("a" * (MAX_MESSAGE_CHARS - 100))
+    await expect(limit).to_have_text(f"{MAX_MESSAGE_CHARS - 100} / {MAX_MESSAGE_CHARS} characters")
+    await expect(limit).not_to_have_class(re.compile(r"\bover\b"))
+
+    pasted = "b" * (MAX_MESSAGE_CHARS + 25)
+    await text.fill(pasted)
+    await expect(text).to_have_value(pasted)  # nothing cut
+    await expect(limit).to_contain_text(f"Too long to send: {MAX_MESSAGE_CHARS + 25} / {MAX_MESSAGE_CHARS}")
+    await expect(limit).to_contain_text("Shorten it by 25")
+    await expect(limit).to_have_class(re.compile(r"\bover\b"))
+    await expect(text).to_have_attribute("aria-invalid", "true")
+    await text.press("Enter")
+    await widget.locator("#send").click()
+    await widget.wait_for_timeout(300)
+    await expect(widget.locator(".msg.client")).to_have_count(0)
+    await expect(text).to_have_value(pasted)
+    await shot(widget, "ux-12-widget-message-too-long.png")
+
+    longest = "\U0001f600" * MAX_MESSAGE_CHARS  # 4,000 characters (8,000 UTF-16 units): not too long
+    await text.fill(longest)
+    await expect(limit).to_have_text(f"{MAX_MESSAGE_CHARS} / {MAX_MESSAGE_CHARS} characters")
+    await widget.locator("#send").click()
+    sent = widget.locator(".msg.client")
+    await expect(sent).to_have_count(1)
+    await expect(sent).not_to_have_class(re.compile(r"\b(pending|failed)\b"), timeout=WAIT_MS)  # stored
+    await expect(text).to_have_value("")
+    await expect(limit).to_be_hidden()
     await expect(widget.locator(".msg .text").last).to_have_text(REPLY, timeout=WAIT_MS)  # answered
     await context.close()
 
