@@ -290,11 +290,7 @@ class MemoryControls:
             )
         ).all()
         for chat_session in affected:
-            chat_session.status = SessionStatus.ENDED
-            chat_session.summary = None
-            chat_session.summary_error = None
-            chat_session.source_message_ids = []
-            chat_session.embedding = None
+            chat_session.erase_summary(SessionStatus.ENDED)
             jobs.summarize_session(session, coach_id, chat_session.id, cause=f"forget:{insight_id}")
         # the profile lines learnt from those sessions go; their new summaries' profile jobs add back the rest
         await forget_sessions(session, coach_id, client_id, [chat_session.id for chat_session in affected])
@@ -319,11 +315,7 @@ class MemoryControls:
         )
         if chat_session is None:
             raise NotFound("session summary not found")
-        chat_session.status = SessionStatus.DELETED
-        chat_session.summary = None
-        chat_session.summary_error = None
-        chat_session.source_message_ids = []
-        chat_session.embedding = None
+        chat_session.erase_summary(SessionStatus.DELETED)
         await forget_sessions(session, coach_id, client_id, [session_id])  # and the profile lines it alone gave
         jobs.rebuild_briefs(session, coach_id, client_id, reason=f"forget-summary:{session_id}")
         await session.flush()

@@ -34,7 +34,8 @@ from app.llm.base import EMBEDDING_DIMENSIONS
 
 class SessionStatus:
     """Life cycle of a chat session: ``open`` → ``ended`` (summary job queued) → ``summarized`` | ``failed``;
-    ``deleted`` when the client or coach deleted its summary (the summary and its vector are erased)."""
+    ``deleted`` when the client or coach deleted its summary (the summary and its vector are erased), or when
+    every message of it was forgotten (nothing left to summarise)."""
 
     OPEN = "open"
     ENDED = "ended"
@@ -72,6 +73,15 @@ class ChatSession(TenantMixin, Base):
     source_message_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)), default=list)
     embedding: Mapped[list[float] | None] = mapped_column(BinaryVector(EMBEDDING_DIMENSIONS))
     embedding_model: Mapped[str | None] = mapped_column(String(200))
+
+    def erase_summary(self, status: str) -> None:
+        """Erase the summary, its error, sources and vector, and set ``status`` (``ended``: to be written again;
+        ``deleted``: never again)."""
+        self.status = status
+        self.summary = None
+        self.summary_error = None
+        self.source_message_ids = []
+        self.embedding = None
 
 
 class InsightKind:

@@ -1,6 +1,7 @@
 """The L2 summary job: a schema-checked summary of an ended session, grounded in its messages and embedded
 for recall. Invalid model output is retried with fresh samples, then the session is marked ``failed`` with
-the reason — never stored half-valid. Idempotent: a summarised (or still open) session is left alone."""
+the reason — never stored half-valid. A session whose messages were all forgotten gets none (it ends ``deleted``).
+Idempotent: a summarised (or still open) session is left alone."""
 
 from __future__ import annotations
 
@@ -63,6 +64,10 @@ def _without_echoes(output: SessionSummaryOutput, name: str) -> SessionSummaryOu
     return output.model_copy(update=kept)
 
 
+NOTHING_TO_SUMMARISE = "nothing to summarise: every message was forgotten"
+"""The summary job's result for a session whose messages were all forgotten (the session ends ``deleted``)."""
+
+
 class SummaryFailed(Exception):
     """A session summary could not be produced (stored on the session as ``failed`` with this reason)."""
 
@@ -85,7 +90,8 @@ class SummaryService:
     async def summarize_session(self, coach_id: uuid.UUID, session_id: uuid.UUID, *, queue_profile: bool = True) -> str:
         """Job: write the L2 summary of an ended session, ground it in the session's messages, embed it,
         then queue the L4 profile update (unless ``queue_profile=False``: the caller runs it itself). Returns
-        a status word for arq's result.
+        a status word for arq's result. A session without a message left (every one forgotten) gets no summary:
+        it ends ``deleted`` (neither listed nor recalled) and the job returns :data:`NOTHING_TO_SUMMARISE`.
 
         The summary's vector is stored only with the coach's embedding model in use
         (:meth:`~app.llm.registry.ProviderRegistry.store_embedded`). Raises ``SummaryFailed`` (after marking the
@@ -102,11 +108,13 @@ class SummaryService:
             messages = await session_messages(session, session_id)
             coach = await uow.coach()
             client = await session.get_one(Client, chat_session.client_id)
-            chat_session.summary_attempts += 1
             if not messages:
-                await self.fail_summary(uow, session_id, "the session has no messages")
-        if not messages:
-            raise SummaryFailed("the session has no messages")
+                # every message of it was forgotten (the forget erased its summary and queued this job): nothing
+                # to remember, and nothing failed
+                chat_session.erase_summary(SessionStatus.DELETED)
+                log.info("session %s not summarised: every message of it was forgotten", session_id)
+                return NOTHING_TO_SUMMARISE
+            chat_session.summary_attempts += 1
         provider = await self._registry.chat_for(coach)
         embedder = await self._registry.embedder_for(coach)
         try:

@@ -45,7 +45,7 @@ from app.memory.models import ChatSession, ClientProfile, Episode, Insight, Insi
 from app.memory.prompts import ECHO_UNSTATED, PROMPT_SHARE
 from app.memory.retrieval import context_for, recall
 from app.memory.schemas import ExtractedInsight, SessionSummary
-from app.memory.summaries import SUMMARY_MAX_TOKENS, SummaryFailed, SummaryService
+from app.memory.summaries import NOTHING_TO_SUMMARISE, SUMMARY_MAX_TOKENS, SummaryFailed, SummaryService
 from app.rag.chunking import count_tokens
 from tests.conftest import Coach, make_client, seed_insight
 from tests.integration.memory.memory_wire import LINE, client_lines, memory_job, new_client_lines
@@ -508,6 +508,44 @@ async def test_a_deleted_insight_never_reappears(
     system = system_prompt(llm)
     assert insight_line(SPANISH) not in system and insight_line(SPANISH_RESTATED) not in system
     assert "- [goal" not in system
+
+
+async def test_a_session_whose_every_message_is_forgotten_ends_without_a_summary_and_without_failing(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """The client forgets the insight of a one-exchange session (its message and the reply to it): the summary
+    job written again finds nothing to summarise and ends quietly — the arq result a success, no model asked, the
+    session neither failed nor listed, and its old summary, vector and profile line gone for good."""
+    client_id = await new_client(http, coach, "Ines")
+    coach_id = uuid.UUID(coach.coach_id)
+    turn = await say(container, coach, client_id, "I want to learn Spanish before my trip to Madrid in May.")
+    session_id = await end_and_run(container, coach, turn.conversation_id, run_jobs)
+    [insight] = await insights_of(container, coach, client_id)
+    [summarised] = await sessions_of(container, coach, client_id)
+    assert summarised.status == SessionStatus.SUMMARIZED and "Spanish" in json.dumps(summarised.summary)
+    assert (await profile_of(container, coach_id, client_id)).sensitive_topics == [SPANISH_TOPIC]
+    summaries_before = len(llm.structured["summary"])
+
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        await container.memory.delete_insight(uow, client_id, insight.id)
+    await run_jobs()
+
+    result = await Job(f"{SUMMARIZE_SESSION}:{session_id}:forget:{insight.id}", container.redis).result_info()
+    assert result is not None and result.success is True, result and result.result
+    assert result.result == NOTHING_TO_SUMMARISE
+    assert len(llm.structured["summary"]) == summaries_before, "no model asked to summarise nothing"
+    [emptied] = await sessions_of(container, coach, client_id)
+    assert (emptied.status, emptied.summary, emptied.summary_error) == (SessionStatus.DELETED, None, None)
+    assert emptied.embedding is None and emptied.source_message_ids == []
+    assert (await profile_of(container, coach_id, client_id)).sensitive_topics == [], "the line learnt from it"
+    async with tenant_session(container.sessionmaker, coach_id) as s:
+        assert (await container.memory.client_memory(s, coach_id, client_id)).summaries == []
+    memory = await http.get(f"/api/v1/clients/{client_id}/memory", headers=coach.headers)
+    assert memory.status_code == 200 and memory.json()["summaries"] == [], "not listed, as failed or otherwise"
 
 
 async def test_an_insight_forgotten_while_extraction_decides_does_not_come_back(
