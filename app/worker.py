@@ -5,9 +5,10 @@ holding messages, the minute sweep that fails documents a killed worker left ``p
 five-minute learning sweep (fine-tune readiness and polling) and the ten-minute sweep that gives each big
 coach an HNSW index of its own (:mod:`app.rag.vector_index`).
 
-Start with ``opencoach worker``; ``opencoach serve`` runs one alongside the web app. The process runs two arq
-workers (:func:`build_workers`): the main one on arq's default queue and one on the handoff alerts' own queue,
-with its own slots, so that slow jobs never hold back a crisis alert; one coach runs at most
+Start with ``opencoach worker``; ``opencoach serve`` runs one alongside the web app. The process runs three arq
+workers (:func:`build_workers`): the main one on arq's default queue, one on the handoff alerts' own queue and
+one on the erasure jobs' own queue, each with its own slots, so that slow jobs never hold back a crisis alert nor
+the purge after an erasure or a forget; one coach runs at most
 ``INGEST_JOBS_PER_COACH`` ingestions at a time (:class:`IngestSlots`). The worker refuses to
 start on a database whose schema is not at the migrations' head. It rides out a Redis outage (arq's own
 worker would stop at the first connection error): it waits for Redis to come back, then its 10-second relay
@@ -35,8 +36,8 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
-from arq.cron import cron
-from arq.worker import Retry, Worker, func
+from arq.cron import CronJob, cron
+from arq.worker import Function, Retry, Worker, func
 from redis.exceptions import LockError
 from sqlalchemy.exc import DBAPIError
 from telegram.error import NetworkError, RetryAfter
@@ -55,6 +56,7 @@ from app.db.jobs import (
     ANSWER_PENDING,
     DELIVER_ALERT,
     EMBED_MESSAGES,
+    ERASURE_QUEUE,
     EVALUATE_MODEL,
     EXTRACT_INSIGHTS,
     INGEST_DOCUMENT,
@@ -117,6 +119,9 @@ REEMBED_TRIES = 3
 REEMBED_DEADLINE_S = JOB_TIMEOUT_S - 60
 """Seconds a ``reembed_coach`` try may run before it fails the request itself, ahead of arq's timeout."""
 ALERT_WORKER_MAX_JOBS = 4
+ERASURE_WORKER_MAX_JOBS = 4
+"""Slots of the worker of :data:`~app.db.jobs.ERASURE_QUEUE` (its jobs touch the database and Redis, and a purge
+deletes training files at the coach's provider)."""
 
 
 class IngestSlots:
@@ -638,6 +643,15 @@ class _SharedContainer:
                 self._container = None
 
 
+_ERASURE_FUNCTIONS = (
+    func(purge_erased_data, name=PURGE_ERASED_DATA, timeout=600, max_tries=STORE_JOB_TRIES),
+    func(rebuild_briefs, name=REBUILD_BRIEFS, timeout=120, max_tries=STORE_JOB_TRIES),
+    func(refresh_training_data, name=REFRESH_TRAINING_DATA, timeout=600, max_tries=STORE_JOB_TRIES),
+)
+"""The jobs of :data:`~app.db.jobs.ERASURE_QUEUE` (the main worker runs them too: those left in the default queue
+by a version before that queue, and the training data refreshes that erase nothing)."""
+
+
 def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, burst: bool) -> Worker:
     """The worker of arq's default queue: ingestion, memory, learning and the sweeps (see the module)."""
     return OutageTolerantWorker(
@@ -652,15 +666,15 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
             func(deliver_alert, name=DELIVER_ALERT, timeout=120, max_tries=ALERT_ATTEMPTS),
             func(analyse_intervention, name=ANALYSE_INTERVENTION, timeout=600, max_tries=MEMORY_JOB_TRIES),
             func(score_interventions, name=SCORE_INTERVENTIONS, timeout=300, max_tries=STORE_JOB_TRIES),
-            func(refresh_training_data, name=REFRESH_TRAINING_DATA, timeout=600, max_tries=STORE_JOB_TRIES),
             func(start_fine_tune, name=START_FINE_TUNE, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(poll_fine_tune, name=POLL_FINE_TUNE, timeout=300, max_tries=3),
             func(evaluate_model, name=EVALUATE_MODEL, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(answer_pending, name=ANSWER_PENDING, timeout=600, max_tries=STORE_JOB_TRIES),
             func(telegram_send, name=SEND_JOB, timeout=120, max_tries=TELEGRAM_SEND_TRIES),
             func(telegram_deliver, name=TELEGRAM_DELIVER, timeout=60, max_tries=STORE_JOB_TRIES),
-            func(purge_erased_data, name=PURGE_ERASED_DATA, timeout=600, max_tries=STORE_JOB_TRIES),
-            func(rebuild_briefs, name=REBUILD_BRIEFS, timeout=120, max_tries=STORE_JOB_TRIES),
+            # erasure jobs go to ERASURE_QUEUE; this one runs those a version before it left here (and the training
+            # data refreshes that erase nothing)
+            *_ERASURE_FUNCTIONS,
             func(embed_messages, name=EMBED_MESSAGES, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(reembed_coach, name=REEMBED_COACH, timeout=JOB_TIMEOUT_S, max_tries=REEMBED_TRIES + 1),
         ],
@@ -693,27 +707,65 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
     )
 
 
-def _alert_worker(settings: Settings, redis_url: str, shared: _SharedContainer, burst: bool) -> Worker:
-    """The worker of :data:`ALERTS_QUEUE`: handoff alerts, plus the crons that must run however busy the
-    default queue is (the outbox relay, which sends alerts kept through a Redis outage, and the SLA holding
-    messages). Its own slots: a slow ingestion never delays a crisis alert."""
+def _own_queue_worker(
+    settings: Settings,
+    redis_url: str,
+    shared: _SharedContainer,
+    burst: bool,
+    *,
+    queue: str,
+    functions: Sequence[Function],
+    max_jobs: int,
+    cron_jobs: Sequence[CronJob] = (),
+) -> Worker:
+    """A worker of ``queue`` with ``max_jobs`` slots of its own, running ``functions`` (and ``cron_jobs``, unless
+    ``burst``), so that no job of the default queue holds back its jobs."""
     return OutageTolerantWorker(
-        functions=[func(deliver_alert, name=DELIVER_ALERT, timeout=120, max_tries=ALERT_ATTEMPTS)],
-        cron_jobs=[]
-        if burst
-        else [
-            cron(relay_outbox, second=set(range(5, 60, OUTBOX_RELAY_EVERY_S)), run_at_startup=True),
-            cron(send_sla_notices, second=30, run_at_startup=True),
-        ],
-        queue_name=ALERTS_QUEUE,
-        redis_pool=connect_redis(redis_url, socket_timeout_s=settings.redis_socket_timeout_seconds, queue=ALERTS_QUEUE),
+        functions=list(functions),
+        cron_jobs=[] if burst else list(cron_jobs),
+        queue_name=queue,
+        redis_pool=connect_redis(redis_url, socket_timeout_s=settings.redis_socket_timeout_seconds, queue=queue),
         lease_s=settings.worker_lease_seconds,
         on_startup=shared.startup,
         on_shutdown=shared.shutdown,
         burst=burst,
-        max_jobs=ALERT_WORKER_MAX_JOBS,
+        max_jobs=max_jobs,
         handle_signals=False,
         poll_delay=0.2,
+    )
+
+
+def _alert_worker(settings: Settings, redis_url: str, shared: _SharedContainer, burst: bool) -> Worker:
+    """The worker of :data:`ALERTS_QUEUE`: handoff alerts, plus the crons that must run however busy the
+    default queue is (the outbox relay, which sends alerts kept through a Redis outage, and the SLA holding
+    messages). Its own slots: a slow ingestion never delays a crisis alert."""
+    return _own_queue_worker(
+        settings,
+        redis_url,
+        shared,
+        burst,
+        queue=ALERTS_QUEUE,
+        functions=[func(deliver_alert, name=DELIVER_ALERT, timeout=120, max_tries=ALERT_ATTEMPTS)],
+        max_jobs=ALERT_WORKER_MAX_JOBS,
+        cron_jobs=[
+            cron(relay_outbox, second=set(range(5, 60, OUTBOX_RELAY_EVERY_S)), run_at_startup=True),
+            cron(send_sla_notices, second=30, run_at_startup=True),
+        ],
+    )
+
+
+def _erasure_worker(settings: Settings, redis_url: str, shared: _SharedContainer, burst: bool) -> Worker:
+    """The worker of :data:`ERASURE_QUEUE`: the purges that follow an erasure or a forget, a forget's training
+    data refresh and brief rebuilds. Its own slots: model jobs (summaries, insights, ingestion, fine-tunes)
+    filling the default queue's never delay an erasure, and a provider slow to delete files never an alert."""
+    return _own_queue_worker(
+        settings,
+        redis_url,
+        shared,
+        burst,
+        queue=ERASURE_QUEUE,
+        functions=_ERASURE_FUNCTIONS,
+        max_jobs=ERASURE_WORKER_MAX_JOBS,
     )
 
 
@@ -724,14 +776,19 @@ def build_workers(
     *,
     burst: bool = False,
     registry: ProviderRegistry | None = None,
-) -> tuple[Worker, Worker]:
-    """The process's two arq workers, ``(main, alerts)``, sharing one container: the main worker on arq's
-    default queue (``WORKER_MAX_JOBS`` slots) and the alert worker on :data:`ALERTS_QUEUE`. Start-up builds
-    the container and refuses an out-of-date schema (``RuntimeError``). Run them with :func:`run_workers`.
+) -> tuple[Worker, Worker, Worker]:
+    """The process's three arq workers, ``(main, alerts, erasure)``, sharing one container: the main worker on
+    arq's default queue (``WORKER_MAX_JOBS`` slots), the alert worker on :data:`ALERTS_QUEUE` and the erasure
+    worker on :data:`ERASURE_QUEUE`, each with slots of its own. Start-up builds the container and refuses an
+    out-of-date schema (``RuntimeError``). Run them with :func:`run_workers`.
 
     ``burst=True`` processes each queue until it is empty, then returns (tests, one-off runs)."""
     shared = _SharedContainer(settings, database_url, redis_url, registry)
-    return _main_worker(settings, redis_url, shared, burst), _alert_worker(settings, redis_url, shared, burst)
+    return (
+        _main_worker(settings, redis_url, shared, burst),
+        _alert_worker(settings, redis_url, shared, burst),
+        _erasure_worker(settings, redis_url, shared, burst),
+    )
 
 
 def build_worker(

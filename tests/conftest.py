@@ -28,7 +28,7 @@ from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background, start_services
 from app.core.security import SecretBox
 from app.db.engine import tenant_session
-from app.db.jobs import ALERTS_QUEUE
+from app.db.jobs import ALERTS_QUEUE, ERASURE_QUEUE
 from app.db.migrate import upgrade_head
 from app.llm.registry import ProviderRegistry
 from app.memory.models import Insight
@@ -88,7 +88,7 @@ def _no_jobs_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     client = SyncRedis.from_url(request.getfixturevalue("services").redis_url)
     try:
-        client.delete("arq:queue", ALERTS_QUEUE, *client.scan_iter("arq:job:*"))
+        client.delete("arq:queue", ALERTS_QUEUE, ERASURE_QUEUE, *client.scan_iter("arq:job:*"))
     finally:
         client.close()
 

@@ -45,8 +45,14 @@ EMBED_SETTLE_S = 5.0
 to commit."""
 
 ALERTS_QUEUE = "opencoach:queue:alerts"
-"""The arq queue of the coach's handoff alerts, served by its own worker (``app.worker.build_alert_worker``) so
+"""The arq queue of the coach's handoff alerts, served by its own worker (``app.worker._alert_worker``) so
 that slow jobs on the default queue (a large PDF, a drip-feeding endpoint) never hold back a crisis alert."""
+ERASURE_QUEUE = "opencoach:queue:erasure"
+"""The arq queue of the jobs that take erased or forgotten data out of where it lingers after the erasing
+transaction (:func:`purge_erased_data`, the :func:`refresh_training_data` of a forget, :func:`rebuild_briefs`),
+served by its own worker (``app.worker._erasure_worker``): a client's erasure or forget never waits behind the
+model jobs of the default queue (summaries, insights, ingestion, fine-tunes), and its provider calls (training
+file deletes) never hold an alert's slot."""
 
 
 def ingest_document(session: AsyncSession, coach_id: uuid.UUID, document_id: uuid.UUID, *, lost: bool = False) -> None:
@@ -159,10 +165,15 @@ def refresh_training_data(
     """Queue the rebuild of one conversation's training examples; ``trigger`` (a message id and event)
     names why, so the same event queues it once. ``erase``: messages were forgotten, so the examples the
     rebuild removes are erased from dataset snapshots and provider files too
-    (:meth:`app.learning.training.TrainingDataService.refresh`)."""
+    (:meth:`app.learning.training.TrainingDataService.refresh`), and the job goes to :data:`ERASURE_QUEUE`."""
     args = (str(coach_id), str(conversation_id), *((True,) if erase else ()))
     add_job(
-        session, coach_id, REFRESH_TRAINING_DATA, *args, job_id=f"{REFRESH_TRAINING_DATA}:{conversation_id}:{trigger}"
+        session,
+        coach_id,
+        REFRESH_TRAINING_DATA,
+        *args,
+        job_id=f"{REFRESH_TRAINING_DATA}:{conversation_id}:{trigger}",
+        queue=ERASURE_QUEUE if erase else None,
     )
 
 
@@ -210,17 +221,18 @@ def purge_erased_data(session: AsyncSession, coach_id: uuid.UUID, file_ids: list
     """Queue the purge that follows an erasure (``reason``: ``client:<id>``, ``account``, or ``forget:<insight
     id>`` when messages are forgotten): the coach's Redis caches that may quote the erased messages, and the
     training files ``file_ids`` at the coach's provider. The job id names the coach and the reason: arq refuses
-    an id it has queued or holds a result of (an hour), so one shared by two coaches' erasures skips the second."""
+    an id it has queued or holds a result of (an hour), so one shared by two coaches' erasures skips the second.
+    Goes to :data:`ERASURE_QUEUE`."""
     job_id = f"{PURGE_ERASED_DATA}:{coach_id}:{reason}"
-    add_job(session, coach_id, PURGE_ERASED_DATA, str(coach_id), file_ids, job_id=job_id)
+    add_job(session, coach_id, PURGE_ERASED_DATA, str(coach_id), file_ids, job_id=job_id, queue=ERASURE_QUEUE)
 
 
 def rebuild_briefs(session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, *, reason: str) -> None:
     """Queue the rebuild of the briefs of the client's active handoffs (``reason``, e.g. ``forget:<insight
     id>``): a brief is written when its handoff opens, from the memory of the moment, and what the client has
-    forgotten since must leave it (the dashboard and every later alert show it)."""
+    forgotten since must leave it (the dashboard and every later alert show it). Goes to :data:`ERASURE_QUEUE`."""
     job_id = f"{REBUILD_BRIEFS}:{client_id}:{reason}"
-    add_job(session, coach_id, REBUILD_BRIEFS, str(coach_id), str(client_id), job_id=job_id)
+    add_job(session, coach_id, REBUILD_BRIEFS, str(coach_id), str(client_id), job_id=job_id, queue=ERASURE_QUEUE)
 
 
 def embed_messages(

@@ -32,6 +32,7 @@ from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.core.runtime import Services
 from app.db.engine import tenant_session
+from app.db.jobs import PURGE_ERASED_DATA
 from app.handoff.live import LINK_REVOKED, LiveEvents
 from app.learning.cache import ResponseCache
 from app.learning.dashboard import FAILURE_PATTERNS_PREFIX
@@ -623,6 +624,20 @@ async def test_two_accounts_deleted_one_after_the_other_each_get_their_caches_pu
     finally:
         await redis.aclose()
     assert left == [0, 0]
+
+
+async def test_a_purge_left_on_the_default_queue_by_an_older_version_still_runs(
+    container: Container, make_coach: Callable[..., Awaitable[Coach]], run_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    """Purges now go to the erasure worker's own queue (:data:`~app.db.jobs.ERASURE_QUEUE`); one that a version
+    before it queued on the default queue is still run, by the main worker."""
+    coach = await make_coach("Old Purge")
+    cached = f"{FAILURE_PATTERNS_PREFIX}:{coach.coach_id}:canary"
+    await container.redis.set(cached, "quotes a client")
+    job_id = f"{PURGE_ERASED_DATA}:{coach.coach_id}:client:{uuid.uuid4()}"
+    assert await container.redis.enqueue_job(PURGE_ERASED_DATA, coach.coach_id, [], _job_id=job_id) is not None
+    await run_jobs()
+    assert not await container.redis.exists(cached)
 
 
 # ------------------------------------------------------------------------------------------------ dashboard

@@ -9,6 +9,7 @@ real offline ones.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 import time
 import uuid
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from arq.jobs import Job
 from arq.worker import Worker
 from redis.asyncio import Redis
 
@@ -25,6 +27,8 @@ from app.asgi import create_app
 from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background
 from app.core.security import SecretBox
+from app.db.jobs import PURGE_ERASED_DATA
+from app.learning.dashboard import FAILURE_PATTERNS_PREFIX
 from app.llm.base import Embedder
 from app.llm.local import LOCAL_EMBEDDING_MODEL
 from app.llm.registry import ProviderRegistry
@@ -116,9 +120,11 @@ async def stop_workers(workers: Sequence[Worker], task: asyncio.Task[None]) -> N
 
 
 async def wait_for(condition: Any, seconds: float) -> bool:
+    """Whether ``condition()`` (a value, or an awaitable of one) became true within ``seconds``."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if condition():
+        met = condition()
+        if await met if inspect.isawaitable(met) else met:
             return True
         await asyncio.sleep(0.1)
     return False
@@ -147,6 +153,45 @@ async def test_two_slow_ingestions_and_a_crisis_the_alert_goes_out_within_30_s(
         sent = time.monotonic()
         assert await asyncio.to_thread(receiver.arrived.wait, 30), "no alert within 30 s of the crisis"
         assert time.monotonic() - sent < 30
+        assert len(registry.hanging.started) == 2  # both ingestions still hold their slots
+        assert not task.done()
+    finally:
+        await stop_workers(workers, task)
+
+
+async def test_a_client_erased_while_slow_jobs_hold_every_slot_of_the_main_worker_is_purged_at_once(
+    app_http: httpx.AsyncClient, own_redis: RedisProcess, settings: Settings, services: Services
+) -> None:
+    """Two coaches' ingestions take both slots of the main worker and never end; a third coach then erases a
+    client: the purge that follows (the coach's Redis caches, which may quote the client) runs from the erasure
+    worker's own queue and slots while the ingestions still hold theirs (on the default queue it would wait behind
+    them, as it waited behind model jobs under load)."""
+    registry = HangingRegistry(settings)
+    async with Redis.from_url(own_redis.url) as redis:
+        await redis.flushdb()  # an earlier test's hung ingestions would be picked up again (their leases lapsed)
+    first, second, erasing = (
+        await signup(app_http, "First"),
+        await signup(app_http, "Second"),
+        await signup(app_http, "Erasing"),
+    )
+    response = await app_http.post("/api/v1/clients", headers=erasing.headers, json={"name": "Kim"})
+    assert response.status_code == 201, response.text
+    client_id = response.json()["id"]
+    await upload(app_http, first, "first.txt", NOTES)
+    await upload(app_http, second, "second.txt", NOTES)
+    workers, task = start_workers(settings, services, own_redis.url, registry)
+    try:
+        assert await wait_for(lambda: len(registry.hanging.started) == 2, 60), "the ingestions did not start"
+        async with Redis.from_url(own_redis.url) as redis:
+            cached = f"{FAILURE_PATTERNS_PREFIX}:{erasing.coach_id}:recent"
+            await redis.set(cached, "a failure pattern that quotes Kim")
+            response = await app_http.delete(f"/api/v1/clients/{client_id}", headers=erasing.headers)
+            assert response.status_code == 204, response.text
+            purge = Job(f"{PURGE_ERASED_DATA}:{erasing.coach_id}:client:{client_id}", redis)
+            assert await wait_for(purge.result_info, 30), "the purge waited behind the ingestions"
+            result = await purge.result_info()
+            assert result is not None and result.success, result and result.result
+            assert not await redis.exists(cached), "the coach's cached failure patterns were purged"
         assert len(registry.hanging.started) == 2  # both ingestions still hold their slots
         assert not task.done()
     finally:
