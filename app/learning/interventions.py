@@ -6,7 +6,8 @@ transaction); after commit the caller queues ``analyse_intervention`` → :meth:
 (technique, tone, formality, key phrases; the situation's embedding). The client's next message and any
 thumbs queue ``score_interventions`` → :meth:`InterventionService.score_outcomes`. Both then refresh the
 three levels it teaches: the client's L4 ``what_works`` (a line per strategy that helped the client, withdrawn
-when the last intervention supporting it is judged a failure after all), the coach's ``style_profile`` and the
+when the last intervention supporting it is judged a failure after all) and ``what_doesnt_work`` (a line per
+strategy that failed and is not among what works, withdrawn when it helps), the coach's ``style_profile`` and the
 anonymised :class:`~app.learning.models.InterventionPattern` counts. :meth:`InterventionService.similar` finds the
 coach's own past interventions nearest to a new client message for the prompt (:mod:`app.chat.prompt`).
 """
@@ -39,7 +40,8 @@ from app.learning.strategy import CATCH_ALL
 from app.learning.style import StyleSample, build_style_profile
 from app.llm.registry import ProviderRegistry
 from app.memory.controls import MemoryControls
-from app.memory.profile import locked_profile, profile_for_update
+from app.memory.models import ClientProfile
+from app.memory.profile import PROFILE_LIST_MAX, locked_profile, profile_for_update
 from app.memory.retrieval import profile_lines
 
 MIN_SIMILARITY = 0.35
@@ -111,6 +113,79 @@ def what_works_line(strategy: str) -> str | None:
     """The L4 ``what_works`` line for a strategy that helped this client; ``None`` for ESConv's catch-all
     label (:data:`~app.learning.strategy.CATCH_ALL`: "Responds well to the coach's others" says nothing)."""
     return None if strategy == CATCH_ALL else f"Responds well to the coach's {strategy.lower()}"
+
+
+def what_doesnt_work_line(strategy: str) -> str | None:
+    """The L4 ``what_doesnt_work`` line for a strategy that failed with this client (and is not among what works
+    for them); ``None`` for the catch-all label, as :func:`what_works_line`."""
+    return None if strategy == CATCH_ALL else f"Does not respond well to the coach's {strategy.lower()}"
+
+
+def _holds(lines: Sequence[str], line: str) -> bool:
+    return line.casefold() in {held.casefold() for held in lines}
+
+
+def _add_line(profile: ClientProfile, name: str, line: str) -> None:
+    """Add ``line`` to the profile list ``name`` unless it holds it already (case-insensitive) or is full
+    (:data:`~app.memory.profile.PROFILE_LIST_MAX` entries, the most the coach may save)."""
+    lines = getattr(profile, name)
+    if not _holds(lines, line) and len(lines) < PROFILE_LIST_MAX:
+        setattr(profile, name, [*lines, line])
+        profile.updated_at = _now()
+
+
+def _remove_line(profile: ClientProfile, name: str, line: str) -> None:
+    """Take ``line`` out of the profile list ``name`` (case-insensitive), unless a session the profile job learnt
+    it from says it too (:attr:`~app.memory.models.ClientProfile.entry_sessions`)."""
+    if line.casefold() in (profile.entry_sessions or {}).get(name, {}):
+        return
+    kept = [held for held in getattr(profile, name) if held.casefold() != line.casefold()]
+    if len(kept) != len(getattr(profile, name)):
+        setattr(profile, name, kept)
+        profile.updated_at = _now()
+
+
+async def _teach_profile(session: AsyncSession, coach_id: uuid.UUID, intervention: Intervention) -> None:
+    """What a scored intervention teaches the client's L4 profile, under the profile's lock: a success adds its
+    strategy's ``what_works`` line and takes out its ``what_doesnt_work`` line; a failure adds the
+    ``what_doesnt_work`` line, unless ``what_works`` holds the strategy (another intervention of it helped this
+    client, or a session said so: the two lists must not contradict each other). One line per strategy, each list
+    bounded (:func:`_add_line`)."""
+    strategy = str(intervention.strategy)
+    works, fails = what_works_line(strategy), what_doesnt_work_line(strategy)
+    if works is None or fails is None:
+        return
+    profile = await profile_for_update(session, coach_id, intervention.client_id)
+    if intervention.success:
+        _add_line(profile, "what_works", works)
+        _remove_line(profile, "what_doesnt_work", fails)
+    elif not _holds(profile.what_works, works):
+        _add_line(profile, "what_doesnt_work", fails)
+
+
+async def _withdraw_what_works(session: AsyncSession, intervention: Intervention) -> None:
+    """An intervention judged a success, now a failure (its thumbs changed): remove the ``what_works`` line its
+    success added, unless it is still supported: by another successful intervention of the same strategy for the
+    same client, or by a session the profile job learnt it from (:func:`_remove_line`). Under the profile's lock,
+    taken before looking for support, so two such withdrawals of one client take turns and the second sees the
+    first."""
+    line = what_works_line(str(intervention.strategy)) if intervention.strategy else None
+    profile = await locked_profile(session, intervention.client_id) if line is not None else None
+    if line is None or profile is None:
+        return
+    supported = await session.scalar(
+        select(Intervention.id)
+        .where(
+            Intervention.coach_id == intervention.coach_id,
+            Intervention.client_id == intervention.client_id,
+            Intervention.strategy == intervention.strategy,
+            Intervention.success.is_(True),
+            Intervention.id != intervention.id,
+        )
+        .limit(1)
+    )
+    if supported is None:
+        _remove_line(profile, "what_works", line)
 
 
 def judge_success(thumbs: bool | None, before: float, after: float) -> bool:
@@ -404,7 +479,7 @@ class InterventionService:
             scored += 1
             await session.flush()
             if previous and not intervention.success:
-                await self._withdraw_what_works(session, intervention)
+                await _withdraw_what_works(session, intervention)
             await self._learn(session, coach_id, intervention, refresh_style=False)
         if scored:
             await self.refresh_style(session, coach_id)
@@ -415,14 +490,15 @@ class InterventionService:
     async def _learn(
         self, session: AsyncSession, coach_id: uuid.UUID, intervention: Intervention, *, refresh_style: bool = True
     ) -> None:
-        """Once analysed and scored: the pattern count (once), the client's ``what_works``; then the style
-        profile (recomputed from all analysed interventions, so re-running is harmless)."""
+        """Once analysed and scored: the pattern count (once), the client's ``what_works`` or ``what_doesnt_work``
+        (:func:`_teach_profile`); then the style profile (recomputed from all analysed interventions, so re-running
+        is harmless)."""
         known = intervention.strategy is not None and intervention.success is not None
         if known and not intervention.pattern_counted:
             await self._count_pattern(session, intervention, uses=1, successes=int(bool(intervention.success)))
             intervention.pattern_counted = True
-        if known and intervention.success and intervention.strategy:
-            await self._add_what_works(session, coach_id, intervention.client_id, intervention.strategy)
+        if known and intervention.strategy:
+            await _teach_profile(session, coach_id, intervention)
         if refresh_style:
             await self.refresh_style(session, coach_id)
 
@@ -433,46 +509,6 @@ class InterventionService:
         await count_pattern(
             session, intervention.coach_id, str(intervention.strategy), situation, uses=uses, successes=successes
         )
-
-    async def _add_what_works(
-        self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, strategy: str
-    ) -> None:
-        """Add one ``what_works`` line per successful strategy (no duplicates), under the profile's lock."""
-        line = what_works_line(strategy)
-        if line is None:
-            return
-        profile = await profile_for_update(session, coach_id, client_id)
-        if line.lower() not in (w.lower() for w in profile.what_works):
-            profile.what_works = [*profile.what_works, line]
-            profile.updated_at = _now()
-
-    async def _withdraw_what_works(self, session: AsyncSession, intervention: Intervention) -> None:
-        """An intervention judged a success, now a failure (its thumbs changed): remove the ``what_works`` line
-        its success added, unless it is still supported: by another successful intervention of the same strategy
-        for the same client, or by a session the profile job learnt it from
-        (:attr:`~app.memory.models.ClientProfile.entry_sessions`). Under the profile's lock, taken before
-        looking for support, so two such withdrawals of one client take turns and the second sees the first."""
-        line = what_works_line(str(intervention.strategy)) if intervention.strategy else None
-        profile = await locked_profile(session, intervention.client_id) if line is not None else None
-        if line is None or profile is None or line.casefold() in (profile.entry_sessions or {}).get("what_works", {}):
-            return
-        supported = await session.scalar(
-            select(Intervention.id)
-            .where(
-                Intervention.coach_id == intervention.coach_id,
-                Intervention.client_id == intervention.client_id,
-                Intervention.strategy == intervention.strategy,
-                Intervention.success.is_(True),
-                Intervention.id != intervention.id,
-            )
-            .limit(1)
-        )
-        if supported is not None:
-            return
-        kept = [w for w in profile.what_works if w.casefold() != line.casefold()]
-        if len(kept) != len(profile.what_works):
-            profile.what_works = kept
-            profile.updated_at = _now()
 
     async def refresh_style(self, session: AsyncSession, coach_id: uuid.UUID) -> None:
         """Recompute ``Coach.style_profile`` from all of the coach's analysed interventions. The coach row is

@@ -20,11 +20,12 @@ from app.accounts.models import Coach
 from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.db.engine import tenant_session
-from app.learning.interventions import what_works_line
+from app.learning.interventions import what_doesnt_work_line, what_works_line
 from app.learning.models import Intervention, InterventionPattern
 from app.learning.strategy import STRATEGIES
 from app.llm.registry import lock_embedding_model
 from app.memory.models import ClientProfile
+from app.memory.profile import PROFILE_LIST_MAX
 from tests.integration.handoff.test_handoff_flow import (  # noqa: F401 - fixtures used by name
     REPLY,
     Setup,
@@ -280,3 +281,53 @@ async def test_a_failed_intervention_withdraws_its_what_works_line_unless_anothe
     assert line in await rate_takeover(True)
     await backed_by_the_edit(False)
     assert line not in await rate_takeover(False)
+
+
+async def test_a_failed_intervention_records_what_does_not_work_once_and_a_success_takes_it_back(
+    http: httpx.AsyncClient,
+    container: Container,
+    new_setup: Callable[..., Awaitable[Setup]],  # noqa: F811
+    llm_api: respx.MockRouter,  # noqa: F811
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """The draft edit and the takeover share a strategy; the edit failed (the client's next message still read
+    negative), the takeover then helped: the strategy is in ``what_works`` only. The takeover rated down, nothing
+    backs the strategy any more: its ``what_works`` line goes and a ``what_doesnt_work`` line comes (it added
+    nothing there), once however many of its interventions fail; rated up again, the strategy moves back. A full
+    list (``PROFILE_LIST_MAX`` lines) takes no more."""
+    setup = await new_setup(handoff_mode="draft")
+    await record_takeover_history(http, setup, run_jobs)
+    edit, takeover = await interventions(container, setup.coach.coach_id)
+    assert (edit.success, takeover.success, edit.strategy) == (False, True, takeover.strategy)
+    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    works, fails = what_works_line(str(takeover.strategy)), what_doesnt_work_line(str(takeover.strategy))
+    assert works is not None and fails is not None
+
+    async def rate(message_id: uuid.UUID, helpful: bool) -> ClientProfile:
+        rated = await http.post(
+            f"/api/v1/messages/{message_id}/feedback", headers=setup.client_auth, json={"helpful": helpful}
+        )
+        assert rated.status_code == 200, rated.text
+        await run_jobs()
+        async with tenant_session(container.sessionmaker, coach_id) as session:
+            profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+        assert profile is not None
+        return profile
+
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        learnt = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
+    assert learnt is not None and works in learnt.what_works and fails not in learnt.what_doesnt_work
+
+    failed = await rate(takeover.message_id, False)
+    assert works not in failed.what_works and failed.what_doesnt_work == [fails]
+    again = await rate(edit.message_id, False)  # the edit scored again (its thumbs), a failure of the strategy too
+    assert {i.id: i for i in await interventions(container, setup.coach.coach_id)}[edit.id].outcome["thumbs"] is False
+    assert again.what_doesnt_work == [fails], "the line is not written twice"
+
+    helped = await rate(takeover.message_id, True)
+    assert works in helped.what_works and fails not in helped.what_doesnt_work
+
+    full = [f"Coach's note {n}" for n in range(PROFILE_LIST_MAX)]
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        (await session.get_one(ClientProfile, helped.id)).what_doesnt_work = full
+    assert (await rate(takeover.message_id, False)).what_doesnt_work == full
