@@ -12,6 +12,9 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_datetime, get_datetime_format, get_time_format
+
 from app.core.errors import InvalidInput
 
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -88,14 +91,23 @@ def next_available(availability: dict[str, Any] | None, at: datetime) -> datetim
     raise AssertionError("a validated availability has a working day every week")
 
 
-def describe_return(availability: dict[str, Any] | None, at: datetime) -> str:
-    """``"Monday at 09:00 (Europe/Berlin)"``: when the coach is back, for messages to the client."""
+def describe_return(availability: dict[str, Any] | None, at: datetime, language: str = "en") -> str:
+    """When the coach is back, for messages to the client, written in ``language`` (an ISO 639-1 code; one Babel
+    does not know → English) by the CLDR day name, short time and date-time joining pattern, followed by the
+    coach's time zone: ``"Monday, 9:00 AM (Europe/Berlin)"``, ``"lunes, 9:00 (Europe/Berlin)"``."""
     back = next_available(availability, at)
     zone = availability["timezone"] if availability else "UTC"
-    return f"{DAY_NAMES[back.weekday()]} at {back.strftime('%H:%M')} ({zone})"
+    try:
+        locale = Locale.parse(language.replace("-", "_"))
+    except (UnknownLocaleError, ValueError):
+        locale = Locale("en")
+    clock = get_time_format("short", locale).pattern
+    pattern = str(get_datetime_format("short", locale)).replace("{1}", "EEEE").replace("{0}", clock)
+    return f"{format_datetime(back, pattern, tzinfo=back.tzinfo, locale=locale)} ({zone})"
 
 
-def away_until(availability: dict[str, Any] | None, at: datetime) -> str | None:
-    """When the coach is back (:func:`describe_return`) if ``at`` is outside their hours, else ``None`` (the
-    coach is within their hours, or set none): what a message to the client says instead of the reply time."""
-    return None if is_available(availability, at) else describe_return(availability, at)
+def away_until(availability: dict[str, Any] | None, at: datetime, language: str = "en") -> str | None:
+    """When the coach is back (:func:`describe_return`, in ``language``) if ``at`` is outside their hours, else
+    ``None`` (the coach is within their hours, or set none): what a message to the client says instead of the reply
+    time."""
+    return None if is_available(availability, at) else describe_return(availability, at, language)

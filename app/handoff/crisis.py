@@ -78,7 +78,7 @@ _AWAY = {
     "pt": " {coach} está ausente agora; volta: {back}.",
 }
 """The sentence saying when a coach outside their hours is back (``{back}``:
-:func:`app.accounts.availability.describe_return`), per language."""
+:func:`app.accounts.availability.describe_return` in the same language), per language."""
 
 _SOON = {
     "en": " {coach} will reply here as soon as they can.",

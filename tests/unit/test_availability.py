@@ -33,9 +33,31 @@ def test_next_available_skips_the_weekend() -> None:
     back = next_available(hours, friday_evening)
     assert (back.weekday(), back.hour, back.minute) == (0, 9, 0)
     assert back.astimezone(UTC) == datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
-    assert describe_return(hours, friday_evening) == "Monday at 09:00 (Europe/Berlin)"
+    assert describe_return(hours, friday_evening) == "Monday, 9:00\u202fAM (Europe/Berlin)"
     early_tuesday = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
-    assert describe_return(hours, early_tuesday) == "Tuesday at 09:00 (Europe/Berlin)"
+    assert describe_return(hours, early_tuesday) == "Tuesday, 9:00\u202fAM (Europe/Berlin)"
+
+
+@pytest.mark.parametrize(
+    ("language", "back"),
+    [
+        ("es", "lunes, 9:00 (Europe/Berlin)"),
+        ("fr", "lundi 09:00 (Europe/Berlin)"),
+        ("de", "Montag, 09:00 (Europe/Berlin)"),
+        ("pt", "segunda-feira 09:00 (Europe/Berlin)"),
+        ("pt-BR", "segunda-feira 09:00 (Europe/Berlin)"),
+        ("xx", "Monday, 9:00\u202fAM (Europe/Berlin)"),
+        ("", "Monday, 9:00\u202fAM (Europe/Berlin)"),
+    ],
+)
+def test_the_return_time_is_written_in_the_messages_language(language: str, back: str) -> None:
+    """The crisis messages are translated; the day and time in them were English ("Monday at 09:00") in every
+    language. They follow the language's CLDR names and formats now (Babel); a language Babel does not know gets
+    English."""
+    hours = validate_availability(BERLIN_WEEKDAYS)
+    friday_evening = datetime(2026, 11, 27, 18, 0, tzinfo=UTC)
+    assert describe_return(hours, friday_evening, language) == back
+    assert away_until(hours, friday_evening, language) == back
 
 
 def test_defaults_fill_missing_fields() -> None:
@@ -77,5 +99,5 @@ def test_a_browsers_whole_minute_seconds_are_accepted() -> None:
 def test_away_until_says_when_the_coach_is_back_only_outside_their_hours() -> None:
     hours = validate_availability(BERLIN_WEEKDAYS)
     sunday, monday = datetime(2026, 11, 22, 12, 0, tzinfo=UTC), datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-    assert away_until(hours, sunday) == describe_return(hours, sunday) == "Monday at 09:00 (Europe/Berlin)"
+    assert away_until(hours, sunday) == describe_return(hours, sunday) == "Monday, 9:00\u202fAM (Europe/Berlin)"
     assert away_until(hours, monday) is None and away_until(None, sunday) is None

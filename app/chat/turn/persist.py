@@ -85,7 +85,7 @@ class Persister:
                 "risk": risk_metadata(turn.risk),
             }
             language = turn.risk.language  # the crisis reply is in the language the client wrote in
-            back = away_until(coach.availability, _now())  # outside the coach's hours: when they are back
+            back = away_until(coach.availability, _now(), language)  # outside the coach's hours: when they are back
             text = crisis_reply(coach.name, _resources(coach, language), language, back)
             reply = await self._store_ai(session, coach, conversation.id, text, meta=meta)
             turn.message.answered_at = reply.created_at
@@ -105,7 +105,7 @@ class Persister:
             return Outcome(handoff=handoff)
         coach = turn.coach
         text = crisis_acknowledgement(
-            coach.name, _resources(coach, language), language, away_until(coach.availability, now)
+            coach.name, _resources(coach, language), language, away_until(coach.availability, now, language)
         )
         meta = {"notice": CRISIS_NOTICE, "handoff_id": str(handoff.id), "handoff_reason": handoff.reason}
         notice = await self._store_ai(session, coach, turn.conversation.id, text, meta=meta)

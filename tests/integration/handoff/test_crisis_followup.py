@@ -86,6 +86,34 @@ async def test_a_client_in_crisis_outside_the_coachs_hours_is_told_when_the_coac
     assert answered["message_id"] is None and answered["reply"] == "", "the coach answers now"
 
 
+SPANISH_DAYS = ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo")
+GERMAN_DAYS = ("Montag", "Dienstag", "Mittwoch", "Donnerstag", "Freitag", "Samstag", "Sonntag")
+
+
+async def test_the_crisis_messages_name_the_coachs_return_day_in_the_clients_language(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """A Spanish crisis reply said "vuelve: Monday at 09:00" and a German acknowledgement "wieder da: Monday at
+    09:00": the day was English inside translated sentences. Both name it in the client's language now."""
+    availability = away_now()
+    day = availability["days"][0]  # type: ignore[index]
+    english = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")[day]
+    spanish = await new_setup(availability=availability)
+    reply = (await chat(http, spanish, "quiero matarme"))["reply"]
+    assert "No tienes que pasar por esto a solas" in reply
+    assert f"vuelve: {describe_return(availability, datetime.now(UTC), 'es')}." in reply
+    assert SPANISH_DAYS[day] in reply and english not in reply
+
+    german = await new_setup(availability=availability)
+    crisis = await chat(http, german, "ich will mich umbringen")
+    assert GERMAN_DAYS[day] in crisis["reply"] and english not in crisis["reply"]
+    notice = (await chat(http, german, "hallo? ist da jemand?", crisis["conversation_id"]))["reply"]
+    assert notice.startswith("Deine Nachricht ist gespeichert")
+    assert f"wieder da: {describe_return(availability, datetime.now(UTC), 'de')}." in notice
+    assert GERMAN_DAYS[day] in notice and english not in notice
+    assert llm_api["completions"].call_count == 0
+
+
 async def test_a_new_conversation_does_not_sidestep_an_open_crisis_handoff(
     base_url: str,
     http: httpx.AsyncClient,
