@@ -35,6 +35,7 @@ from app.channels.web.chat import (
     FeedbackController,
     WidgetConversationController,
     WidgetPassageController,
+    WidgetPresenceController,
     chat_socket,
 )
 from app.channels.web.widget import WidgetController
@@ -187,6 +188,7 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     FeedbackController,
     WidgetConversationController,
     WidgetPassageController,
+    WidgetPresenceController,
     ConversationController,
     InboxController,
     HandoffController,

@@ -46,7 +46,8 @@
   var coachHolds = log.dataset.handoff === "claimed";  // the coach answers: no AI typing bubble
   var typing = null;    // the typing bubble while an answer is on its way
   var stillTimer = null;
-  var awayUntil = log.dataset.away || null;  // "Monday at 09:00 (Europe/Berlin)": the coach is outside their hours
+  var awayUntil = log.dataset.away || null;  // "Monday, 9:00 AM (Europe/Berlin)": the coach is outside their hours
+  var waitingShown = log.dataset.handoff === "open";  // the presence line says the client waits for the coach
   var replyMinutes = log.dataset.replyMinutes;  // "reviewing the reply…" shown: the coach's approved (or own) reply clears it
   Array.prototype.forEach.call(log.querySelectorAll("[data-message-id]"), function (el) {
     lastMessageId = el.dataset.messageId;
@@ -69,6 +70,7 @@
   function setPresence(text, waiting) {
     draftPending = false;
     coachHolds = false;
+    waitingShown = false;
     presence.textContent = text || "";
     presence.className = "presence small" + (waiting ? " waiting" : "");
   }
@@ -92,12 +94,17 @@
       setPresence(coachName + " is reviewing the reply…", true);
       draftPending = true;
     }
-    else if (handoff.status === "open") setPresence(waitingText(), true);
+    else if (handoff.status === "open") showWaiting();
     else if (handoff.status === "claimed") joined();
   }
 
+  function showWaiting() {
+    setPresence(waitingText(), true);
+    waitingShown = true;
+  }
+
   function waitingText() {
-    // outside the coach's hours (when the page was made) the line says when they are back, not the SLA
+    // outside the coach's hours (as last asked: checkPresence) the line says when they are back, not the SLA
     if (awayUntil) return "Waiting for " + coachName + ", who is away until " + awayUntil + "…";
     return "Waiting for " + coachName + (replyMinutes ? " (typically replies within " + replyMinutes + " minutes)…" : "…");
   }
@@ -501,6 +508,35 @@
   }
 
   setInterval(renewSession, SESSION_RENEW_MS);
+
+  // Whether the coach is away changes while a page stays open (their hours start or end): the page says when
+  // (data-away-changes-in, seconds), and the widget asks GET /api/v1/widget/presence again then ({away_until,
+  // changes_in}), at least hourly (the coach may change their hours). Deadlines are on this page's clock
+  // (Date.now: a computer that slept catches up at the next tick), so a wrong system clock does not matter.
+  var PRESENCE_TICK_MS = 30 * 1000, PRESENCE_RECHECK_MS = 3600 * 1000, PRESENCE_RETRY_MS = 60 * 1000;
+  var presenceDue = presenceDeadline(log.dataset.awayChangesIn);
+  var presenceAsked = false;
+
+  function presenceDeadline(seconds) {
+    return Date.now() + Math.min(seconds ? Number(seconds) * 1000 : Infinity, PRESENCE_RECHECK_MS);
+  }
+
+  function checkPresence() {
+    if (presenceAsked || Date.now() < presenceDue) return;
+    presenceAsked = true;
+    fetch("/api/v1/widget/presence", { cache: "no-store" }).then(function (response) {
+      return response.ok ? response.json() : null;
+    }).then(function (presence) {
+      if (!presence) throw new Error("not loaded");
+      awayUntil = presence.away_until || null;
+      presenceDue = presenceDeadline(presence.changes_in);
+      if (waitingShown) showWaiting();
+    }).catch(function () {
+      presenceDue = Date.now() + PRESENCE_RETRY_MS;
+    }).then(function () { presenceAsked = false; });
+  }
+
+  setInterval(checkPresence, PRESENCE_TICK_MS);
 
   function connect() {
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";

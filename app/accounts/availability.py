@@ -91,6 +91,18 @@ def next_available(availability: dict[str, Any] | None, at: datetime) -> datetim
     raise AssertionError("a validated availability has a working day every week")
 
 
+def next_change(availability: dict[str, Any] | None, at: datetime) -> datetime | None:
+    """When the coach next comes in or goes out after ``at``: the end of their working period when ``at`` is within
+    it, else :func:`next_available`; ``None`` when they set no hours (always in). What a page left open re-checks
+    :func:`away_until` by."""
+    if availability is None:
+        return None
+    if not is_available(availability, at):
+        return next_available(availability, at)
+    zone = ZoneInfo(availability["timezone"])
+    return datetime.combine(at.astimezone(zone).date(), time.fromisoformat(availability["end"]), tzinfo=zone)
+
+
 def describe_return(availability: dict[str, Any] | None, at: datetime, language: str = "en") -> str:
     """When the coach is back, for messages to the client, written in ``language`` (an ISO 639-1 code; one Babel
     does not know → English) by the CLDR day name, short time and date-time joining pattern, followed by the

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -24,6 +26,7 @@ from app.handoff.signals import asks_for_human
 from tests.browser.conftest import CoachWithClient
 from tests.browser.test_handoff_browser import PASSWORD, REPLY, WAIT_MS, browser, llm_api, send_from_widget, shot
 from tests.conftest import Coach
+from tests.integration.web.test_widget_presence import noon_zone
 
 __all__ = ["browser", "llm_api"]  # fixtures used by name below
 pytestmark = pytest.mark.browser
@@ -206,6 +209,39 @@ async def test_the_reviewing_line_goes_when_the_coach_approves_an_edited_draft_o
     discarded = await http.post(f"/api/v1/drafts/{draft['id']}/discard", headers=coach.headers)
     assert discarded.status_code == 200, discarded.text
     await expect(presence).to_have_text("", timeout=WAIT_MS)  # no reviewed reply is coming
+    await context.close()
+
+
+async def test_a_page_left_open_says_the_coach_is_away_once_their_hours_end(
+    base_url: str,
+    http: httpx.AsyncClient,
+    browser: Browser,
+    llm_api: respx.MockRouter,
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+) -> None:
+    """The "away until …" line was worked out when the page loaded: a page left open promised a reply within the
+    SLA after the coach's hours had ended. The widget now asks again when the page said the coach's presence
+    changes (here: their hours end in 30 minutes; the server is told they are over, the page's clock runs on)."""
+    zone = noon_zone()
+    end = datetime.now(ZoneInfo(zone)).replace(second=0, microsecond=0) + timedelta(minutes=30)
+    hours = {"timezone": zone, "days": list(range(7)), "start": "00:00", "end": end.strftime("%H:%M")}
+    setup = await coach_with_client("Coach Evening", "Eve", availability=hours, handoff_sla_minutes=7)
+    context = await browser.new_context(base_url=base_url, viewport=PHONE)
+    widget = await context.new_page()
+    await widget.clock.install()
+    await widget.goto(f"/w/{setup.client['widget_token']}")
+    await widget.locator("#human").click()
+    presence = widget.locator("#presence")
+    await expect(presence).to_contain_text("typically replies within 7 minutes", timeout=WAIT_MS)
+
+    day = (datetime.now(ZoneInfo(zone)) + timedelta(days=3)).weekday()
+    over = {"timezone": zone, "days": [day], "start": "09:00", "end": "17:00"}
+    saved = await http.patch("/api/v1/settings", headers=setup.coach.headers, json={"availability": over})
+    assert saved.status_code == 200, saved.text
+    await widget.clock.run_for(20 * 60 * 1000)
+    await expect(presence).to_contain_text("typically replies within 7 minutes")  # not asked again before then
+    await widget.clock.run_for(11 * 60 * 1000)
+    await expect(presence).to_contain_text("Waiting for Coach Evening, who is away until", timeout=WAIT_MS)
     await context.close()
 
 

@@ -6,7 +6,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.accounts.availability import away_until, describe_return, is_available, next_available, validate_availability
+from app.accounts.availability import (
+    away_until,
+    describe_return,
+    is_available,
+    next_available,
+    next_change,
+    validate_availability,
+)
 from app.core.errors import InvalidInput
 
 BERLIN_WEEKDAYS = {"timezone": "Europe/Berlin", "days": [0, 1, 2, 3, 4], "start": "09:00", "end": "17:00"}
@@ -101,3 +108,14 @@ def test_away_until_says_when_the_coach_is_back_only_outside_their_hours() -> No
     sunday, monday = datetime(2026, 11, 22, 12, 0, tzinfo=UTC), datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
     assert away_until(hours, sunday) == describe_return(hours, sunday) == "Monday, 9:00\u202fAM (Europe/Berlin)"
     assert away_until(hours, monday) is None and away_until(None, sunday) is None
+
+
+def test_next_change_is_the_end_of_the_working_period_or_the_next_start() -> None:
+    """What a widget left open re-checks the coach's presence by: within their hours, the end of that period;
+    outside them, the next start; never without hours."""
+    hours = validate_availability(BERLIN_WEEKDAYS)
+    monday_morning = datetime(2026, 11, 23, 8, 30, tzinfo=UTC)  # 09:30 in Berlin
+    assert next_change(hours, monday_morning) == datetime(2026, 11, 23, 16, 0, tzinfo=UTC)
+    friday_evening = datetime(2026, 11, 27, 18, 0, tzinfo=UTC)
+    assert next_change(hours, friday_evening) == datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+    assert next_change(None, friday_evening) is None

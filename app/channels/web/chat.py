@@ -9,8 +9,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -20,6 +21,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, WebSocketDisconnect
 from litestar.params import FromQuery, JSONBody
 
+from app.accounts.availability import away_until, next_change
 from app.accounts.service import ClientIdentity
 from app.auth import CLIENT_DEPENDENCIES, identify_client
 from app.chat.turn import ANSWER_LATER, TurnResult
@@ -230,6 +232,37 @@ class WidgetPassageController(Controller):
         404 unless a message of the client's own conversations cites it, 400 for a malformed id."""
         found = await cited_passage(uow, identity.client_id, chunk_id)
         return PassageOut(found.chunk_id, found.title, found.page, found.text, found.after, found.locator)
+
+
+class PresenceOut(msgspec.Struct):
+    """Whether the coach is outside their hours, as the widget's presence line says it: ``away_until`` (when they
+    are back, :func:`~app.accounts.availability.away_until`; ``null`` within their hours or without hours) and
+    ``changes_in``, the seconds until that changes (``null``: it does not, the coach set no hours)."""
+
+    away_until: str | None
+    changes_in: int | None
+
+
+def coach_presence(availability: dict[str, Any] | None, at: datetime) -> PresenceOut:
+    """The coach's :class:`PresenceOut` at the aware datetime ``at`` (``Coach.availability``)."""
+    change = next_change(availability, at)
+    changes_in = None if change is None else max(1, math.ceil((change - at).total_seconds()))
+    return PresenceOut(away_until(availability, at), changes_in)
+
+
+class WidgetPresenceController(Controller):
+    """Whether the coach is away, for a widget page left open (``static/chat.js`` asks again when it changes).
+    Auth: the client's widget token or session cookie."""
+
+    path = "/api/v1/widget/presence"
+    tags = ["widget"]
+    dependencies = CLIENT_DEPENDENCIES
+
+    @get("/")
+    async def presence(self, uow: Uow) -> PresenceOut:
+        """The client's coach's :class:`PresenceOut` now."""
+        coach = await uow.coach()
+        return coach_presence(coach.availability, datetime.now(UTC))
 
 
 class FeedbackController(Controller):

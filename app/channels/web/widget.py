@@ -13,7 +13,9 @@ Both pages may be framed only by the coach's ``widget_allowed_origins`` (their o
 refuses to be framed.
 
 The chat page also shows whether the coach is in the conversation (an active handoff: ``claimed``) or
-has been asked to join (``open``); ``static/chat.js`` keeps that up to date from the socket's live events."""
+has been asked to join (``open``); ``static/chat.js`` keeps that up to date from the socket's live events. Outside
+the coach's hours it says when they are back; the page says in how many seconds that changes, and the widget asks
+``/api/v1/widget/presence`` again then (:func:`app.channels.web.chat.coach_presence`)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ from litestar import Controller, Request, Response, get
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
-from app.accounts.availability import away_until
 from app.accounts.disclosure import AI_DISCLOSURE_VERSION, disclosure_text
 from app.accounts.models import Coach
 from app.accounts.service import ClientIdentity
@@ -32,6 +33,7 @@ from app.accounts.tone import client_view
 from app.accounts.unit_of_work import unit_of_work
 from app.accounts.widget_settings import avatar_url, greeting, suggestions, widget_avatar
 from app.auth import WIDGET_COOKIE, WIDGET_SESSION_S, widget_cookie
+from app.channels.web.chat import coach_presence
 from app.chat.turn.intake import MAX_MESSAGE_CHARS
 from app.container import Container
 from app.conversations.schemas import ShownMessage
@@ -154,8 +156,9 @@ class WidgetController(Controller):
                 "earlier": earlier,
                 "labels": WIDGET_LABELS,
                 "handoff_status": handoff_status,
-                # outside the coach's hours the presence line says when they are back instead of the reply time
-                "coach_away": away_until(coach.availability, datetime.now(UTC)),
+                # outside the coach's hours the presence line says when they are back instead of the reply time;
+                # static/chat.js asks /api/v1/widget/presence again when that changes
+                "presence": coach_presence(coach.availability, datetime.now(UTC)),
                 "max_chars": MAX_MESSAGE_CHARS,
                 "disclosure": disclosure_text(coach.name),
                 "disclosure_version": AI_DISCLOSURE_VERSION,
