@@ -78,6 +78,7 @@ from app.core.config import Settings
 from app.core.egress import EgressGuard, EgressRefused, http_status_text
 from app.core.security import SecretBox
 from app.core.text import one_line
+from app.handoff.crisis import crisis_reasons, crisis_reasons_text
 
 log = logging.getLogger(__name__)
 
@@ -203,14 +204,19 @@ class AlertContent:
 
     def webhook_event(self, at: datetime) -> dict[str, Any]:
         """The webhook body: ``{"type": "handoff.opened" | "handoff.crisis", "timestamp": ISO 8601, "data":
-        {...}}``; a crisis event's ``data`` also names the client's ``message_id``."""
+        {...}}``; a crisis handoff's ``detail`` is in words (:func:`~app.handoff.crisis.crisis_reasons_text`: labelled
+        as the dashboard labels them, not as the detector's cue names), and ``crisis_reasons`` lists them as
+        ``[{"label", "cue"}]`` (``null`` for another reason); a crisis event's ``data`` also names the client's
+        ``message_id``."""
+        reasons = crisis_reasons(self.detail)
         data: dict[str, Any] = {
             "handoff_id": str(self.handoff_id),
             "conversation_id": str(self.conversation_id),
             "client_id": str(self.client_id),
             "client_name": self.client_name,
             "reason": self.reason,
-            "detail": self.detail,
+            "detail": crisis_reasons_text(self.detail) or self.detail,
+            "crisis_reasons": None if reasons is None else [{"label": r.label, "cue": r.cue} for r in reasons],
             "confidence": self.confidence,
             "brief": self.brief,
             "urgent": self.urgent,
@@ -259,7 +265,7 @@ class AlertContent:
             first,
             "",
             f"Reason: {self.reason_label}",
-            f"Detail: {self.detail or '-'}",
+            crisis_reasons_text(self.detail) or f"Detail: {self.detail or '-'}",
             f"AI confidence: {confidence}",
             "",
             "Brief:",

@@ -224,6 +224,19 @@ def crisis_reasons(detail: str | None) -> list[CrisisReason] | None:
     return [CrisisReason(_CUE_LABELS.get(name, "Crisis cue"), name) for name in names]
 
 
+def crisis_reasons_text(detail: str | None) -> str | None:
+    """The reasons a :func:`crisis_detail` names, in words for the coach's alerts outside the dashboard (webhook,
+    e-mail): ``"Crisis signals: Mentions a means of harm (detector cue: plan_with_means); …"``, each labelled as
+    :func:`crisis_reasons` labels it for the dashboard, or that the learned detector alone flagged the message;
+    ``None`` for any other ``detail``."""
+    reasons = crisis_reasons(detail)
+    if reasons is None:
+        return None
+    if not reasons:
+        return "Crisis signals: flagged by the learned detector (no lexicon cue)"
+    return "Crisis signals: " + "; ".join(f"{r.label} (detector cue: {r.cue})" for r in reasons)
+
+
 def risk_metadata(risk: RiskAssessment) -> dict[str, Any]:
     """The risk assessment as stored on the reply's metadata (coach-only)."""
     return {

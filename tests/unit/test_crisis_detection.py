@@ -19,6 +19,7 @@ from app.handoff.crisis import (
     crisis_acknowledgement,
     crisis_detail,
     crisis_reasons,
+    crisis_reasons_text,
     crisis_reply,
     needs_crisis_protocol,
     resources_for,
@@ -401,6 +402,16 @@ def test_a_crisis_detail_reads_back_as_labelled_reasons(
 ) -> None:
     found = crisis_reasons(detail)
     assert (None if found is None else [(r.label, r.cue) for r in found]) == reasons
+
+
+def test_alerts_word_a_crisis_detail_as_the_dashboard_labels_it() -> None:
+    """The webhook and e-mail alerts said "crisis: end my life, rope": the detector's cue names, with no labels."""
+    assert crisis_reasons_text("crisis: end my life, rope") == (
+        "Crisis signals: Suicidal intent or self-harm stated (detector cue: end my life); "
+        "Mentions a means of harm (detector cue: rope)"
+    )
+    assert crisis_reasons_text("crisis: ") == "Crisis signals: flagged by the learned detector (no lexicon cue)"
+    assert crisis_reasons_text("Client asked for a human") is None and crisis_reasons_text(None) is None
 
 
 def test_the_brief_names_crisis_cues_as_the_detectors() -> None:

@@ -47,6 +47,11 @@ from tests.stub_dns import LOOPBACK_HOOKS
 
 PASSWORD = "correct horse battery"
 BRIEF = "Why: Crisis risk\nRecent: 'I want to kill myself'"
+CRISIS_TEXT = (
+    "Crisis signals: Suicidal intent or self-harm stated (detector cue: kill myself); "
+    "Mentions a means of harm (detector cue: pills)"
+)
+"""The crisis handoff's detail ``crisis: kill myself, pills`` in an alert: labelled as the dashboard labels it."""
 
 
 def free_port() -> int:
@@ -166,7 +171,7 @@ async def open_handoff(
             client_id=client_id,
             status="open",
             reason=reason,
-            detail="crisis: kill myself" if reason == "crisis" else "asked for the coach",
+            detail="crisis: kill myself, pills" if reason == "crisis" else "asked for the coach",
             confidence=0.0,
             signals={},
             brief=BRIEF,
@@ -216,7 +221,11 @@ async def test_webhook_is_signed_delivered_once_and_recorded(
         "client_id": str(opened.client_id),
         "client_name": "Maya",
         "reason": "crisis",
-        "detail": "crisis: kill myself",
+        "detail": CRISIS_TEXT,
+        "crisis_reasons": [
+            {"label": "Suicidal intent or self-harm stated", "cue": "kill myself"},
+            {"label": "Mentions a means of harm", "cue": "pills"},
+        ],
         "confidence": 0.0,
         "brief": BRIEF,
         "urgent": True,
@@ -257,7 +266,7 @@ async def test_email_goes_to_the_coach_with_the_urgent_subject_and_the_brief(
     assert message["Message-ID"] == f"<handoff.{opened.handoff_id}@opencoach.local>"
     body = message.get_content().replace("\r\n", "\n")  # SMTP line endings
     assert BRIEF in body
-    assert "crisis: kill myself" in body
+    assert CRISIS_TEXT in body and "crisis: kill myself" not in body and "Detail:" not in body
     assert f"https://coach.example/dashboard/conversations/{opened.conversation_id}" in body
 
     stored = await alerts_of(container, opened)
@@ -304,6 +313,7 @@ async def test_non_crisis_email_subject_names_the_reason(
     alerts = service(container, settings, smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False)
     await alerts.deliver(opened.coach_id, opened.handoff_id)
     assert mailbox.messages[0][1]["Subject"] == "Handoff: Maya — Client asked for a human"
+    assert "Detail: asked for the coach" in mailbox.messages[0][1].get_content()
 
 
 async def test_failed_webhook_is_retried_with_growing_delay_until_the_last_attempt(
