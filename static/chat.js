@@ -352,12 +352,14 @@
   }
 
   function citations(el, items) {
+    // one per source (app.conversations.metadata.client_citations), led by the reply's markers it stands for:
+    // "[1, 2] Book, p. 3" when the reply cites two passages of that page as [1] and [2]
     if (!items || !items.length) return;
     var list = document.createElement("ol");
-    list.className = "citations";
-    items.forEach(function (c) {
+    list.className = "citations marked";
+    items.forEach(function (c, i) {
       var li = document.createElement("li");
-      li.textContent = sourceLabel(c);
+      li.textContent = "[" + (c.markers || [i + 1]).join(", ") + "] " + sourceLabel(c);
       list.appendChild(li);
       if (c.chunk_id) openable(li, c.chunk_id);
     });

@@ -415,12 +415,30 @@ def client_view(meta: Mapping[str, Any] | ReplyMeta | None) -> dict[str, Any]:
 
 CLIENT_CITATION_KEYS: Final = ("document_id", "title", "page", "locator", "chunk_id")
 """What a client may see of a citation: not its retrieval ``score``, the cosine behind the confidence factor
-``low_retrieval_support``; ``locator`` (a transcript's ``"HH:MM:SS"``) is where the source is, as ``page`` is."""
+``low_retrieval_support``; ``locator`` (a transcript's ``"HH:MM:SS"``) is where the source is, as ``page`` is. (The
+client's view adds ``markers``: :func:`client_citations`.)"""
 
 
-def client_citations(citations: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """A reply's citations as a client sees them: :data:`CLIENT_CITATION_KEYS` of each, in order."""
-    return [{key: citation[key] for key in CLIENT_CITATION_KEYS if key in citation} for citation in citations]
+def client_citations(citations: Sequence[Any]) -> list[dict[str, Any]]:
+    """A reply's citations as a client sees them: :data:`CLIENT_CITATION_KEYS` of each, in order, one per source
+    (document, page and locator: passages cited from the same page of a document read as one label, not twice),
+    each with ``markers``, the numbers the reply cites it by (``[n]``: the passages' 1-based order in the prompt,
+    which is the stored citations' order), so a reply's ``[2]`` still finds its source when ``[1]`` and ``[2]``
+    are the same page; the first passage's ``chunk_id`` is the one it opens. Idempotent (a list already in the
+    client's view keeps its ``markers``); an entry that is not an object is left out but keeps its number."""
+    shown: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for number, citation in enumerate(citations, start=1):
+        if not isinstance(citation, Mapping):
+            continue
+        where = (citation.get("document_id") or citation.get("title"), citation.get("page"), citation.get("locator"))
+        source = tuple(str(value) for value in where)  # (any JSON a stored citation holds)
+        markers = list(citation.get("markers") or [number])
+        if source in shown:
+            shown[source]["markers"].extend(markers)
+        else:
+            shown[source] = {key: citation[key] for key in CLIENT_CITATION_KEYS if key in citation}
+            shown[source]["markers"] = markers
+    return list(shown.values())
 
 
 CLIENT_HANDOFF_KEYS: Final = ("status", "reason")

@@ -25,7 +25,8 @@ from app.core.errors import TooManyAttempts
 from app.handoff.signals import asks_for_human
 from tests.browser.conftest import CoachWithClient
 from tests.browser.test_handoff_browser import PASSWORD, REPLY, WAIT_MS, browser, llm_api, send_from_widget, shot
-from tests.conftest import Coach
+from tests.conftest import Coach, upload
+from tests.integration.web.test_ux_bugs import NOTES
 from tests.integration.web.test_widget_presence import noon_zone
 
 __all__ = ["browser", "llm_api"]  # fixtures used by name below
@@ -242,6 +243,32 @@ async def test_a_page_left_open_says_the_coach_is_away_once_their_hours_end(
     await expect(presence).to_contain_text("typically replies within 7 minutes")  # not asked again before then
     await widget.clock.run_for(11 * 60 * 1000)
     await expect(presence).to_contain_text("Waiting for Coach Evening, who is away until", timeout=WAIT_MS)
+    await context.close()
+
+
+async def test_a_reply_citing_one_source_twice_shows_its_label_once_with_both_markers(
+    base_url: str,
+    http: httpx.AsyncClient,
+    browser: Browser,
+    llm_api: respx.MockRouter,
+    run_jobs: Callable[[], Awaitable[None]],
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+) -> None:
+    """Several passages of one file cited in a reply showed its label once per passage; the streamed reply and the
+    reloaded page now show it once, led by the reply's markers ("[1, 2, …] Routines")."""
+    setup = await coach_with_client("Coach Cites", "Cy")
+    await upload(http, setup.coach, "routines.txt", NOTES.encode())
+    await run_jobs()
+    context = await browser.new_context(base_url=base_url, viewport=PHONE)
+    widget = await context.new_page()
+    await widget.goto(f"/w/{setup.client['widget_token']}")
+    await send_from_widget(widget, "What should my morning routine look like?")
+    cited = widget.locator(".msg.ai").last.locator(".citations li")
+    await expect(cited).to_have_count(1, timeout=WAIT_MS)
+    await expect(cited).to_have_text(re.compile(r"^\[1, 2(, \d+)*\] Routines$"))
+    label = await cited.inner_text()
+    await widget.reload()
+    await expect(widget.locator(".msg.ai").last.locator(".citations li")).to_have_text([label], timeout=WAIT_MS)
     await context.close()
 
 

@@ -438,7 +438,30 @@ def test_a_timestamp_reaches_the_client_and_telegram_but_the_score_does_not() ->
         {"document_id": "e", "title": "Book", "page": 12, "chunk_id": "f", "score": 0.3},
     ]
     shown = client_citations(stored)
-    assert shown[0] == {"document_id": "d", "title": "Session 3", "page": None, "locator": "00:12:31", "chunk_id": "c"}
+    assert shown[0] == {
+        "document_id": "d",
+        "title": "Session 3",
+        "page": None,
+        "locator": "00:12:31",
+        "chunk_id": "c",
+        "markers": [1],
+    }
     assert "locator" not in shown[1] and "score" not in shown[1]
     assert footnotes(shown) == "[1] Session 3, 00:12:31\n[2] Book, p. 12"
     assert source_label("Notes", None) == "Notes"
+
+
+def test_passages_of_one_page_are_one_citation_for_the_client_with_every_marker() -> None:
+    """Two passages of the same page cited in one reply showed the same label twice ("Book, p. 12" as [1] and
+    [2]); Telegram merged them but numbered the footnotes anew, so the reply's [3] named another source. The
+    client's view has one citation per source, carrying the reply's markers for it; numbers stay the reply's."""
+    stored = [
+        {"document_id": "e", "title": "Book", "page": 12, "chunk_id": "a", "score": 0.5},
+        {"document_id": "d", "title": "Session 3", "page": None, "locator": "00:12:31", "chunk_id": "b", "score": 0.4},
+        {"document_id": "e", "title": "Book", "page": 12, "chunk_id": "c", "score": 0.3},
+        {"document_id": "e", "title": "Book", "page": 13, "chunk_id": "f", "score": 0.2},
+    ]
+    shown = client_citations(stored)
+    assert [(c["chunk_id"], c["markers"]) for c in shown] == [("a", [1, 3]), ("b", [2]), ("f", [4])]
+    assert client_citations(shown) == shown, "the client's view read again is the same"
+    assert footnotes(stored) == footnotes(shown) == "[1, 3] Book, p. 12\n[2] Session 3, 00:12:31\n[4] Book, p. 13"

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from app.conversations.metadata import client_citations
 from app.memory.client_view import RememberedOut
 from app.rag.retrieval import source_label
 
@@ -43,17 +44,16 @@ def escape(text: str) -> str:
     return html.escape(text, quote=False)
 
 
-def footnotes(citations: Sequence[dict[str, Any]]) -> str:
-    """Citations as numbered footnotes, one per distinct source (:func:`app.rag.retrieval.source_label`):
-    ``"[1] Meditations, p. 12"``, ``"[2] Session 3, 00:12:31"``; ``""`` without citations. ``citations``: the
-    client's view (``{"title", "page"?, "locator"?, ...}``)."""
-    seen: list[str] = []
-    for citation in citations:
-        title = str(citation.get("title") or citation.get("document") or "source")
-        line = source_label(title, citation.get("page"), citation.get("locator"))
-        if line not in seen:
-            seen.append(line)
-    return "\n".join(f"[{i}] {line}" for i, line in enumerate(seen, 1))
+def footnotes(citations: Sequence[Any]) -> str:
+    """Citations as footnotes, one per source as the client sees them (:func:`~app.conversations.metadata.
+    client_citations`: passages of the same page are one), each led by the reply's markers it stands for, with
+    :func:`app.rag.retrieval.source_label`: ``"[1, 2] Meditations, p. 12"``, ``"[3] Session 3, 00:12:31"``; ``""``
+    without citations. ``citations``: stored, or already the client's view."""
+    lines = []
+    for citation in client_citations(citations):
+        label = source_label(str(citation.get("title") or "source"), citation.get("page"), citation.get("locator"))
+        lines.append(f"[{', '.join(str(n) for n in citation['markers'])}] {label}")
+    return "\n".join(lines)
 
 
 def reply_html(text: str, citations: Sequence[dict[str, Any]] = ()) -> str:

@@ -9,6 +9,7 @@ import httpx
 import pytest
 import websockets
 
+from app.conversations.metadata import client_citations
 from app.core.runtime import WS_MAX_MESSAGE_BYTES
 from tests.conftest import ReadyCoach, ws_turn
 
@@ -29,7 +30,7 @@ async def test_rest_turn_cites_meditations_and_persists_both_messages(
         assert 1 <= citation["page"] <= 162
         # the retrieval score stays the coach's (it feeds the confidence the client must not probe); the book
         # labels its pages (front matter in roman numerals, then 1 from its 11th page): the label is cited
-        assert set(citation) == {"document_id", "title", "page", "chunk_id", "locator"}
+        assert set(citation) == {"document_id", "title", "page", "chunk_id", "locator", "markers"}
     assert "provider" not in body["metadata"] and "model" not in body["metadata"], "attribution is the coach's"
 
     conversation = await http.get(
@@ -40,7 +41,7 @@ async def test_rest_turn_cites_meditations_and_persists_both_messages(
     assert [m["sender_type"] for m in messages] == ["client", "ai"]
     assert messages[0]["text"] == QUESTION
     assert messages[1]["id"] == body["message_id"]
-    assert [{k: v for k, v in c.items() if k != "score"} for c in messages[1]["citations"]] == body["citations"]
+    assert client_citations(messages[1]["citations"]) == body["citations"]  # the client's view: one per page
     assert all(0 < c["score"] <= 1 for c in messages[1]["citations"])
     meta = messages[1]["metadata"]
     assert meta["provider"] == "local" and "SmolLM2" in meta["model"]

@@ -17,6 +17,7 @@ from sqlalchemy import update
 
 from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
+from app.conversations.metadata import client_citations
 from app.rag.models import Document
 from app.rag.passages import current_citations
 from tests.conftest import Coach, make_client, upload, widget_page
@@ -232,14 +233,46 @@ def _routines_docx(title: str = "", foreword: bool = False) -> bytes:
     return out.getvalue()
 
 
+async def test_passages_of_one_source_are_cited_to_the_client_once_with_the_replys_markers(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    llm_api: respx.MockRouter,
+    base_url: str,
+) -> None:
+    """A reply citing several passages of one unpaged file showed its label once per passage ("routines",
+    "routines", …). The client sees it once, led by every marker of the reply it stands for ("[1, 2, 3]"), in the
+    turn's answer, the widget's reads and its page; the coach's transcript still lists each passage."""
+    coach = await make_coach("Citing Coach")
+    await upload(http, coach, "routines.txt", NOTES.encode())
+    await run_jobs()
+    settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
+    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
+    client = await make_client(http, coach, "Ivo")
+    auth = {"Authorization": f"Bearer {client['widget_token']}"}
+    turn = await client_chat(http, client["widget_token"], "What should my morning routine look like?")
+    listed = await _listed_citations(http, coach, auth, turn["conversation_id"])  # the widget reads: as the turn's
+    passages = listed["api"]
+    assert len(passages) >= 2 and len({(c["title"], c["page"]) for c in passages}) == 1, passages
+    numbers = list(range(1, len(passages) + 1))
+    assert [(c["chunk_id"], c["markers"]) for c in turn["citations"]] == [(passages[0]["chunk_id"], numbers)]
+    assert listed["history"] == turn["citations"]
+    page = (await widget_page(base_url, client["widget_token"])).text
+    label = f"[{', '.join(map(str, numbers))}] {passages[0]['title']}"
+    assert page.count(f">{label}</li>") == 1 and page.count(f">{passages[0]['title']}</li>") == 0, label
+
+
 async def _listed_citations(http: httpx.AsyncClient, coach: Coach, auth: dict[str, str], conversation: str) -> dict:
     """The AI reply's citations as each listing shows them: ``{"api", "history", "messages"}`` (the coach's
-    transcript API, the widget's history and catch-up reads)."""
+    transcript API: every passage; the widget's history and catch-up reads: the client's view of them, one per
+    source, :func:`client_citations`, which this checks)."""
     transcript = await http.get(f"/api/v1/conversations/{conversation}", headers=coach.headers)
     history = await http.get(f"/api/v1/widget/conversations/{conversation}/history", headers=auth)
     caught_up = await http.get(f"/api/v1/widget/conversations/{conversation}/messages", headers=auth)
     listings = {"api": transcript.json()["messages"], "history": history.json(), "messages": caught_up.json()}
-    return {name: next(m for m in found if m["sender_type"] == "ai")["citations"] for name, found in listings.items()}
+    cited = {name: next(m for m in found if m["sender_type"] == "ai")["citations"] for name, found in listings.items()}
+    assert cited["history"] == cited["messages"] == client_citations(cited["api"]), cited
+    return cited
 
 
 async def test_a_transcript_lists_a_citation_where_its_passage_is_now(
@@ -263,7 +296,9 @@ async def test_a_transcript_lists_a_citation_where_its_passage_is_now(
     client = await make_client(http, coach, "Ivo")
     auth = {"Authorization": f"Bearer {client['widget_token']}"}
     turn = await client_chat(http, client["widget_token"], "What should my morning routine look like?")
-    stored, conversation = turn["citations"], turn["conversation_id"]
+    conversation = turn["conversation_id"]
+    stored = (await _listed_citations(http, coach, auth, conversation))["api"]  # every passage cited
+    assert turn["citations"] == client_citations(stored), turn
     assert stored and all(c["title"] == "Routines" and c["page"] for c in stored), stored
 
     copy = (await http.post(f"/api/v1/documents/{document['id']}/reprocess", headers=coach.headers)).json()
@@ -277,10 +312,10 @@ async def test_a_transcript_lists_a_citation_where_its_passage_is_now(
         assert passage.status_code == 200, passage.text
         now.append({"title": passage.json()["title"], "page": passage.json()["page"]})
     assert now[0] == {"title": "Morning Routines", "page": stored[0]["page"] + 1}, (stored[0], now[0])
-    for name, listed in (await _listed_citations(http, coach, auth, conversation)).items():
-        assert [c["chunk_id"] for c in listed] == [c["chunk_id"] for c in stored], name  # the ids shown, as stored
-        assert [{"title": c["title"], "page": c["page"]} for c in listed] == now, name
-        assert {c["document_id"] for c in listed} == {copy["id"]}, name
+    listed = (await _listed_citations(http, coach, auth, conversation))["api"]
+    assert [c["chunk_id"] for c in listed] == [c["chunk_id"] for c in stored]  # the ids shown, as stored
+    assert [{"title": c["title"], "page": c["page"]} for c in listed] == now
+    assert {c["document_id"] for c in listed} == {copy["id"]}
     shown = f"Morning Routines, p. {now[0]['page']}"
     assert shown in (await widget_page(base_url, client["widget_token"])).text
     await log_in(browser, coach)
@@ -288,10 +323,10 @@ async def test_a_transcript_lists_a_citation_where_its_passage_is_now(
 
     # the copy deleted too: the passages are gone, the citations are listed as they were stored
     assert (await http.delete(f"/api/v1/documents/{copy['id']}", headers=coach.headers)).status_code == 204
-    for name, listed in (await _listed_citations(http, coach, auth, conversation)).items():
-        assert [{key: c[key] for key in ("document_id", "title", "page", "chunk_id")} for c in listed] == [
-            {key: c[key] for key in ("document_id", "title", "page", "chunk_id")} for c in stored
-        ], name
+    listed = (await _listed_citations(http, coach, auth, conversation))["api"]
+    assert [{key: c[key] for key in ("document_id", "title", "page", "chunk_id")} for c in listed] == [
+        {key: c[key] for key in ("document_id", "title", "page", "chunk_id")} for c in stored
+    ]
     page = (await widget_page(base_url, client["widget_token"])).text
     assert f"Routines, p. {stored[0]['page']}" in page and "Morning Routines" not in page
     # a citation without a chunk id, with one that is no UUID, or that is no object is listed as stored (as is a
