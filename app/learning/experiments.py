@@ -190,8 +190,8 @@ class ExperimentResults:
 
 
 def _clean_variants(variants: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Validate the variants (names, fields, persona length, temperature 0–2, intensity 1–6); raises
-    ``InvalidInput``."""
+    """Validate the variants (names, fields, a persona that is not blank and not too long, temperature 0–2,
+    intensity 1–6); raises ``InvalidInput``."""
     if not MIN_VARIANTS <= len(variants) <= MAX_VARIANTS:
         raise InvalidInput(f"an experiment needs {MIN_VARIANTS} to {MAX_VARIANTS} variants")
     cleaned: list[dict[str, Any]] = []
@@ -206,9 +206,9 @@ def _clean_variants(variants: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             raise InvalidInput(f"each variant needs a name of 1 to {MAX_VARIANT_NAME_CHARS} characters")
         item: dict[str, Any] = {"name": name.strip()}
         persona = variant.get("persona")
-        if persona is not None:
-            if not isinstance(persona, str) or len(persona) > MAX_VARIANT_PERSONA_CHARS:
-                raise InvalidInput(f"persona must be text of at most {MAX_VARIANT_PERSONA_CHARS} characters")
+        if persona is not None:  # a blank one would leave the variant's model with no instructions at all
+            if not isinstance(persona, str) or not persona.strip() or len(persona) > MAX_VARIANT_PERSONA_CHARS:
+                raise InvalidInput(f"persona must be text of 1 to {MAX_VARIANT_PERSONA_CHARS} characters")
             item["persona"] = persona
         model = variant.get("model")
         if model is not None:

@@ -91,6 +91,7 @@ def test_assignment_is_deterministic_and_roughly_balanced() -> None:
         ([{"name": "a"}, {"name": "b", "temperature": 3}], "temperature"),
         ([{"name": "a"}, {"name": "b", "colour": "red"}], "unknown variant field"),
         ([{"name": "a"}, {"name": " "}], "needs a name"),
+        ([{"name": "a"}, {"name": "b", "persona": ""}], "persona must be text of 1 to"),
         ([{"name": "a"}, {"name": "b", "temperature": True}], "temperature"),
     ],
 )

@@ -265,6 +265,10 @@ async def test_bad_experiments_are_refused_and_change_nothing(
             {"name": "x", "metric": "handoff_rate", "variants": [{"name": "a"}, {"name": "b", "temperature": 5}]},
             "temperature",
         ),
+        (  # a blank persona would leave that arm's model with no instructions at all
+            {"name": "x", "metric": "handoff_rate", "variants": [{"name": "a"}, {"name": "b", "persona": " \n "}]},
+            "persona must be text of 1 to",
+        ),
         (  # the local provider serves its packaged model only: that arm would run the base model unseen
             {"name": "x", "metric": "handoff_rate", "variants": [{"name": "a"}, {"name": "b", "model": "gpt-4o"}]},
             "OpenAI-compatible",
