@@ -264,7 +264,7 @@
         delete dismissed[data.conversation_id];  // a new crisis message shows the banner again
         showAlert(data);
         notify(data.message_id ? "crisis:" + data.message_id : data.handoff_id,
-          "Crisis: " + (data.client_name || "a client"), data.detail || "", data.conversation_id, true);
+          "Crisis: " + (data.client_name || "a client"), data.detail_text || data.detail || "", data.conversation_id, true);
       }
       refreshSummary();
     });

@@ -31,7 +31,7 @@ from app.conversations.models import Conversation, Message, SenderType
 from app.db import jobs
 from app.handoff.alerts import crisis_event
 from app.handoff.brief import handoff_brief, why_line
-from app.handoff.crisis import CRISIS_ACK_INTERVAL
+from app.handoff.crisis import CRISIS_ACK_INTERVAL, crisis_reasons_text
 from app.handoff.live import LiveEvents, message_event
 from app.handoff.queue import draft_dict, handoff_event
 from app.memory.controls import MemoryControls
@@ -50,7 +50,9 @@ Telegram channel sends it to the client's chat). Called after the event is publi
 def alert_event(handoff: Handoff, client_name: str, message: Message) -> dict[str, Any]:
     """The coach's live crisis ``alert`` event for the client's ``message`` in ``handoff``'s conversation:
     ``{"type": "alert", "handoff_id", "conversation_id", "message_id", "client_name", "reason", "detail",
-    "handoff_status", "at"}`` (ids as strings, ``at`` the message's ISO time). ``message_id`` keys the
+    "detail_text", "handoff_status", "at"}`` (ids as strings, ``at`` the message's ISO time; ``detail_text`` the
+    crisis reasons in words, :func:`~app.handoff.crisis.crisis_reasons_text`, for the dashboard's desktop
+    notification, else ``detail``). ``message_id`` keys the
     dashboard's notice (``static/dashboard.js``): one tone and notification per crisis message, also for a
     second crisis in the same handoff or one the coach already holds (``handoff_status`` ``claimed``)."""
     return {
@@ -61,6 +63,7 @@ def alert_event(handoff: Handoff, client_name: str, message: Message) -> dict[st
         "client_name": client_name,
         "reason": handoff.reason,
         "detail": handoff.detail,
+        "detail_text": crisis_reasons_text(handoff.detail) or handoff.detail,
         "handoff_status": handoff.status,
         "at": message.created_at.isoformat(),
     }

@@ -40,7 +40,7 @@ from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background
 from app.core.security import SecretBox
 from app.db.engine import tenant_session
-from app.handoff.crisis import DEFAULT_CRISIS_RESOURCES, crisis_reply
+from app.handoff.crisis import DEFAULT_CRISIS_RESOURCES, crisis_reasons_text, crisis_reply
 from app.handoff.queue import coach_conversation
 from app.handoff.service import HandoffService
 from app.llm.registry import ProviderRegistry
@@ -220,6 +220,9 @@ async def test_crisis_opens_an_urgent_handoff_and_alerts_the_coach_live(
     assert llm_api["completions"].call_count == 0
     alert = next(e for e in events if e["type"] == "alert")
     assert alert["conversation_id"] == body["conversation_id"] and alert["client_name"] == "Robin"
+    # the desktop notification names the reasons in words, not the detector's cue names
+    assert alert["detail_text"] == crisis_reasons_text(alert["detail"])
+    assert alert["detail_text"].startswith("Crisis signals: ") and "crisis:" not in alert["detail_text"]
     [queued] = await handoffs(http, setup.coach, "open")
     assert queued["reason"] == "crisis"
 
