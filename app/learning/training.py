@@ -25,6 +25,13 @@ client gave the coach's own message a thumbs up; ``length`` is 1 for 20–2,000 
 below and 0.5 above. The split is fixed per conversation (:func:`split_for`), so a conversation's examples
 never leak across train/validation/test; ``content_hash`` (SHA-256 of prompt, chosen, rejected)
 de-duplicates per coach and kind. Examples that no longer qualify (changed feedback) are deleted.
+
+Per-client cap (contribution bounding): an export and a dataset snapshot (hence a fine-tune's files) take at
+most :data:`MAX_CLIENT_RATED_EXAMPLES` examples of each kind that one client's ratings made
+(:data:`CLIENT_RATED`: ``thumbs_up``, ``feedback_pair``), that client's oldest first, counted over all splits of
+the set, so one client (or whoever holds their widget token) thumbing up the replies they steered cannot
+dominate the coach's fine-tune. The coach's own takeover replies and edited drafts are not counted. The cap is
+applied when the set is read, so it also holds for examples stored before it.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import any_, bindparam, delete, func, or_, select
 from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
@@ -67,6 +74,11 @@ MIN_GOOD_CHARS = 20
 MAX_GOOD_CHARS = 2000
 EXPORT_FORMATS = ExampleKind.ALL
 EXPORT_SPLITS = (*Split.ALL, "all")
+MAX_CLIENT_RATED_EXAMPLES = 50
+"""Most examples of one kind one client's ratings contribute to an export or a dataset snapshot."""
+CLIENT_RATED = (ExampleSource.THUMBS_UP, ExampleSource.FEEDBACK_PAIR)
+"""Sources of the examples a client's thumbs made (counted against :data:`MAX_CLIENT_RATED_EXAMPLES`)."""
+_T = TypeVar("_T")
 _SPACES = re.compile(r"\s+")
 _ROLE = {SenderType.CLIENT: "user", SenderType.AI: "assistant", SenderType.HUMAN_COACH: "assistant"}
 
@@ -273,6 +285,20 @@ def _exportable() -> tuple[Any, ...]:
     return ~_quotes_forgotten(), outside_preview(TrainingExample.conversation_id)
 
 
+def _client_capped(rows: Sequence[tuple[_T, uuid.UUID, str]]) -> list[_T]:
+    """The items of ``rows`` (``(item, client id, source)``, oldest first) without each client's client-rated
+    examples beyond the first :data:`MAX_CLIENT_RATED_EXAMPLES` (:data:`CLIENT_RATED`); others all stay."""
+    taken: Counter[uuid.UUID] = Counter()
+    kept: list[_T] = []
+    for item, client_id, source in rows:
+        if source in CLIENT_RATED:
+            taken[client_id] += 1
+            if taken[client_id] > MAX_CLIENT_RATED_EXAMPLES:
+                continue
+        kept.append(item)
+    return kept
+
+
 class TrainingDataService:
     """Builds, de-duplicates, splits and exports a coach's training examples."""
 
@@ -474,22 +500,25 @@ class TrainingDataService:
     ) -> list[TrainingExample]:
         """The coach's examples of ``kind`` in ``split`` (``all``: every split), oldest first; ``ids``
         restricts them to a snapshot's. An example holding a message forgotten since it was built is left out
-        (:func:`_quotes_forgotten`). Raises ``InvalidInput`` for an unknown kind or split."""
+        (:func:`_quotes_forgotten`), and so is one client's client-rated example beyond the cap of the whole set
+        (:func:`_client_capped`, counted over every split, so the splits' exports together are the ``all`` one).
+        Raises ``InvalidInput`` for an unknown kind or split."""
         if kind not in EXPORT_FORMATS:
             raise InvalidInput(f"format must be one of {', '.join(EXPORT_FORMATS)}")
         if split not in EXPORT_SPLITS:
             raise InvalidInput(f"split must be one of {', '.join(EXPORT_SPLITS)}")
         session, coach_id = uow.session, uow.coach_id
-        stmt = select(TrainingExample).where(
-            TrainingExample.coach_id == coach_id, TrainingExample.kind == kind, *_exportable()
+        stmt = (
+            select(TrainingExample, Conversation.client_id, TrainingExample.source)
+            .join(Conversation, Conversation.id == TrainingExample.conversation_id)
+            .where(TrainingExample.coach_id == coach_id, TrainingExample.kind == kind, *_exportable())
         )
-        if split != "all":
-            stmt = stmt.where(TrainingExample.split == split)
         if ids is not None:
             # one array parameter: an IN list takes one per id, and PostgreSQL's protocol allows 32,767
             stmt = stmt.where(TrainingExample.id == any_(bindparam("ids", ids, type_=ARRAY(UUID(as_uuid=True)))))
         stmt = stmt.order_by(TrainingExample.created_at, TrainingExample.id)
-        return list((await session.scalars(stmt)).all())
+        kept = _client_capped([(example, client, source) for example, client, source in await session.execute(stmt)])
+        return [e for e in kept if split in ("all", e.split)]
 
     async def export(self, uow: UnitOfWork, *, kind: str, split: str = "all", scrub_pii: bool = True) -> list[str]:
         """JSONL lines (no newlines) of the coach's ``kind`` examples in ``split``: SFT in the OpenAI chat
@@ -534,18 +563,25 @@ class TrainingDataService:
 
     async def snapshot(self, uow: UnitOfWork, kind: str, *, scrub_pii: bool = True) -> TrainingDataset:
         """Freeze the coach's current ``kind`` examples as a dataset (ids and per-split counts), e.g. for a
-        fine-tune job; an example holding a message forgotten since it was built is left out. Raises
+        fine-tune job; an example holding a message forgotten since it was built is left out, and so is one
+        client's client-rated example beyond the cap (:func:`_client_capped`). Raises
         ``InvalidInput`` for an unknown kind."""
         if kind not in ExampleKind.ALL:
             raise InvalidInput(f"kind must be one of {', '.join(ExampleKind.ALL)}")
         session, coach_id = uow.session, uow.coach_id
-        rows = (
-            await session.execute(
-                select(TrainingExample.id, TrainingExample.split, TrainingExample.conversation_id).where(
-                    TrainingExample.coach_id == coach_id, TrainingExample.kind == kind, *_exportable()
-                )
+        ranked = await session.execute(
+            select(
+                TrainingExample.id,
+                TrainingExample.split,
+                TrainingExample.conversation_id,
+                Conversation.client_id,
+                TrainingExample.source,
             )
-        ).all()
+            .join(Conversation, Conversation.id == TrainingExample.conversation_id)
+            .where(TrainingExample.coach_id == coach_id, TrainingExample.kind == kind, *_exportable())
+            .order_by(TrainingExample.created_at, TrainingExample.id)
+        )
+        rows = _client_capped([((id_, split, conv), client, source) for id_, split, conv, client, source in ranked])
         counts = dict.fromkeys(Split.ALL, 0) | dict(Counter(split for _, split, _ in rows))
         dataset = TrainingDataset(
             coach_id=coach_id,

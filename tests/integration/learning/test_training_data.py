@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +27,8 @@ from app.conversations.models import Conversation, Message, SenderType
 from app.db import jobs
 from app.db.engine import tenant_session
 from app.learning.models import ExampleKind, ExampleSource, Intervention, InterventionSource, Split, TrainingExample
-from app.learning.training import split_for
+from app.learning.training import MAX_CLIENT_RATED_EXAMPLES, content_hash, split_for
+from tests.conftest import make_client
 from tests.integration.handoff.test_handoff_flow import REPLY, Setup, chat, llm_api, new_setup
 from tests.openai_wire import MOCK_BASE_URL, openai_sse, sse_response
 from tests.unit.test_training_data import check_preference_line, check_sft_line
@@ -482,3 +484,65 @@ async def test_a_snapshot_of_more_examples_than_a_query_takes_parameters_is_read
     async with unit_of_work(container.sessionmaker, uuid.uuid4()) as uow:
         ids = [uuid.uuid4() for _ in range(40_000)]
         assert await container.training.examples(uow, kind="sft", ids=ids) == []
+
+
+async def store_rated_examples(
+    container: Container, coach_id: uuid.UUID, client_id: uuid.UUID, split: str, source: str, count: int
+) -> None:
+    """``count`` stored SFT examples of ``source`` in a new conversation of the client in ``split`` (as a refresh
+    stored them before the per-client cap existed)."""
+    conversation_id = conversation_id_in(split)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        session.add(Conversation(id=conversation_id, coach_id=coach_id, client_id=client_id))
+        reply = Message(
+            coach_id=coach_id, conversation_id=conversation_id, sender_type=SenderType.AI, text="Try it.", meta={}
+        )
+        session.add(reply)
+        await session.flush()
+        for index in range(count):
+            prompt = [{"role": "system", "content": "Coach"}, {"role": "user", "content": f"{conversation_id} {index}"}]
+            session.add(
+                TrainingExample(
+                    coach_id=coach_id,
+                    conversation_id=conversation_id,
+                    kind=ExampleKind.SFT,
+                    source=source,
+                    message_id=reply.id,
+                    prompt=prompt,
+                    chosen=f"Reply {index} of {client_id}",
+                    quality=0.8,
+                    split=split,
+                    content_hash=content_hash(ExampleKind.SFT, prompt, f"{index}", None),
+                )
+            )
+
+
+async def test_one_client_contributes_at_most_the_cap_of_client_rated_examples(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], container: Container
+) -> None:
+    """A client who thumbed up many replies (over two splits) gives the export and a fine-tune snapshot at most
+    :data:`MAX_CLIENT_RATED_EXAMPLES` of them, their oldest; the coach's takeover replies in their chats and the
+    other client's examples all stay; the splits' exports together are the ``all`` export."""
+    setup = await new_setup("Capped Coach")
+    coach_id, flooder = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    other = uuid.UUID((await make_client(http, setup.coach, "Sam"))["id"])
+    await store_rated_examples(container, coach_id, flooder, Split.TRAIN, ExampleSource.THUMBS_UP, 40)
+    await store_rated_examples(container, coach_id, flooder, Split.VALIDATION, ExampleSource.THUMBS_UP, 40)
+    await store_rated_examples(container, coach_id, flooder, Split.TRAIN, ExampleSource.COACH_REPLY, 7)
+    await store_rated_examples(container, coach_id, other, Split.TRAIN, ExampleSource.THUMBS_UP, 5)
+
+    def by_client(lines: list[dict[str, Any]]) -> Counter[str]:
+        return Counter(line["messages"][-1]["content"].split(" of ")[-1] for line in lines)
+
+    everything = await export(http, setup, format="sft", split="all")
+    assert by_client(everything) == {str(flooder): MAX_CLIENT_RATED_EXAMPLES + 7, str(other): 5}
+    per_split = [line for split in Split.ALL for line in await export(http, setup, format="sft", split=split)]
+    assert len(per_split) == len(everything)
+    assert len(await export(http, setup, format="sft", split="validation")) == MAX_CLIENT_RATED_EXAMPLES - 40
+
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        dataset = await container.training.snapshot(uow, ExampleKind.SFT)
+        assert len(dataset.example_ids) == MAX_CLIENT_RATED_EXAMPLES + 7 + 5
+        assert dataset.counts == {"train": 40 + 7 + 5, "validation": MAX_CLIENT_RATED_EXAMPLES - 40, "test": 0}
+        train = await container.training.examples(uow, kind=ExampleKind.SFT, split="train", ids=dataset.example_ids)
+    assert Counter(e.source for e in train) == {ExampleSource.THUMBS_UP: 45, ExampleSource.COACH_REPLY: 7}
