@@ -34,7 +34,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "telegram"
 def recorded(name: str, **changes: Any) -> dict[str, Any]:
     """A recorded update payload from ``tests/fixtures/telegram/<name>.json`` with top-level ``changes``
     and ``chat_id`` / ``text`` / ``data`` / ``message_id`` overrides applied where the update has them; a new
-    ``update_id`` gives a new message a new ``message_id`` too (Telegram numbers a chat's messages)."""
+    ``update_id`` gives a new message a new ``message_id`` too (Telegram numbers a chat's messages), and a new
+    button press a new callback query ``id``."""
     update: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
     sent = update.get("message") or update.get("edited_message")  # a message from the client
     message = sent or (update.get("callback_query") or {}).get("message")
@@ -44,6 +45,8 @@ def recorded(name: str, **changes: Any) -> dict[str, Any]:
             message["from"]["id"] = message["chat"]["id"]
     if "update_id" in changes and "message" in update:  # a new update is a new message of its chat
         update["message"]["message_id"] = changes["update_id"] % 2**31
+    if "update_id" in changes and "callback_query" in update:  # ... or a new press (Telegram ids each one)
+        update["callback_query"]["id"] = f"cb{changes['update_id']}"
     if "message_id" in changes and sent is not None:
         sent["message_id"] = changes.pop("message_id")
     if "text" in changes and sent is not None:

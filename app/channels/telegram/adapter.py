@@ -36,7 +36,7 @@ from app.channels.telegram.bot import bot_id
 from app.channels.telegram.outbound import ChatOutbox, markup
 from app.channels.telegram.replies import ChatReplies
 from app.channels.telegram.service import ChatBinding, Sent, TelegramService
-from app.channels.telegram.tone import TONE_COMMAND, TelegramTone, parse_tone
+from app.channels.telegram.tone import TONE_COMMAND, TelegramTone, TonePress, parse_tone
 from app.chat.turn import ChatService
 from app.conversations.service import ConversationService
 from app.core.errors import DomainError, NotFound, TooManyAttempts
@@ -54,6 +54,9 @@ and a message waits at most for the lock held by another process before it goes 
 never dropped for a lock): longer than a turn takes, short enough that a process that died holding it holds the
 chat up no longer. An install whose ``LLM_TIMEOUT_SECONDS`` (the bound on a turn's model work) leaves less than
 :data:`TURN_LOCK_MARGIN_S` under it gets a longer lock (:func:`turn_lock_s`)."""
+PRESS_MARK_S = 24 * 3600
+"""Seconds a button press's callback query id is remembered (:meth:`TelegramChannel._first_press`): as long as
+Telegram keeps an update it could deliver again (the Bot API keeps undelivered updates up to 24 hours)."""
 TURN_LOCK_MARGIN_S = 60.0
 """Seconds a turn's lock outlives its model work: storing the message and the reply, and the chat's edits."""
 
@@ -221,6 +224,7 @@ class TelegramChannel:
         self.replies = ChatReplies(service, chat, self.outbox, sessionmaker)
         """Replies and live events into the clients' chats."""
         self._sessionmaker = sessionmaker
+        self._redis = redis
         self.locks = ChatLocks(redis, turn_lock_s)
         """The chats' turn locks."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -253,7 +257,8 @@ class TelegramChannel:
         try:
             bot = await self.service.bot(coach_id)
             if isinstance(callback := update.get("callback_query"), dict):
-                await self._callback(bot, coach_id, callback, out)
+                if await self._first_press(coach_id, callback, update_id):
+                    await self._callback(bot, coach_id, callback, out)
             elif isinstance(message := update.get("message"), dict):
                 screen = await self._screening(bot, coach_id, message)
                 try:
@@ -410,6 +415,24 @@ class TelegramChannel:
         keyboard = ReplyKeyboardMarkup([[q] for q in questions], one_time_keyboard=True, resize_keyboard=True)
         await out.once("welcome", lambda: bot.send_message(chat_id, text, reply_markup=keyboard if questions else None))
 
+    async def _first_press(self, coach_id: uuid.UUID, callback: dict[str, Any], update_id: Any) -> bool:
+        """Whether the button press ``callback`` (a Bot API ``CallbackQuery``) of update ``update_id`` is to be
+        processed: not when another update carried the same callback query id (a copy of the press; Telegram
+        numbers each press once, so it is no new one) within :data:`PRESS_MARK_S`. The first update's id is kept in
+        Redis under the press's id, so that update processed again (its process died) goes on. ``True`` when Redis
+        is out of reach."""
+        key, value = f"telegram:press:{coach_id}:{callback.get('id')}", str(update_id)
+        try:
+            if await self._redis.set(key, value, nx=True, ex=PRESS_MARK_S):
+                return True
+            first = await self._redis.get(key)
+        except RedisError:
+            return True
+        if first is not None and (first.decode() if isinstance(first, bytes) else str(first)) != value:
+            log.info("telegram update %s of coach %s: a press already processed, ignored", update_id, coach_id)
+            return False
+        return True
+
     async def _callback(self, bot: Bot, coach_id: uuid.UUID, callback: dict[str, Any], out: Sent) -> None:
         data, chat_id = str(callback.get("data") or ""), _chat_id({"callback_query": callback})
         binding = await self.service.binding(coach_id, chat_id) if chat_id is not None else None
@@ -427,7 +450,10 @@ class TelegramChannel:
             await self._forget(bot, coach_id, binding, callback, forget)
             return
         if (press := parse_tone(data)) is not None:
+            if out.get("tone") is not None:  # made by this update's processing before: only show the tone now
+                press = TonePress("show")
             answer = await self._tone.press(coach_id, binding.client_id, press, datetime.now(UTC))
+            await out.note(tone=True)
             await _acknowledge(bot, callback, answer.note, alert=answer.alert)
             await self._edit(bot, binding, callback, answer.text, answer.keyboard)
             return

@@ -239,7 +239,8 @@ class Sent:
     (its process died, or it failed and the worker's sweep took it again) sends nothing twice and finishes what was
     begun. Keys: a one-off text's name (``welcome``, ``notice``: :meth:`once`), and of a reply the streamed
     message's id (``stream``), the stored reply's id (``reply``), how many of its parts the chat shows (``parts``)
-    and whether the rest went to the chat's outbox (``queued``). Each entry is recorded as soon as it went out; one
+    and whether the rest went to the chat's outbox (``queued``), and that a ``/tone`` button's change was made
+    (``tone``: processed again, the press only shows the tone). Each entry is recorded as soon as it went out; one
     that cannot be recorded (the database out of reach) is logged, and may go out again should the update be
     processed again. A Bot API call whose answer never came cannot be recorded at all: it may be in the chat, and
     is sent again."""

@@ -6,6 +6,7 @@ consent log show."""
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -210,3 +211,31 @@ async def test_stale_presses_say_why_and_change_nothing(
         assert datas(edit)[-1] == "t:m:roast"
     assert await chat.consent_log() == []
     assert (await chat.widget_tone())["mode"] == "default"
+
+
+async def test_a_press_delivered_again_is_processed_once(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """The same ``/tone`` press repeated (Telegram re-sending its update, or its callback query in another update)
+    logs the consent once and is answered once; the update processed again after its process died (its change
+    made, recorded in ``sent``) only shows the tone."""
+    chat = await toned_chat(tg, fake, make_bot)
+    await chat.say("/tone")
+    version = text_version(parse_settings(SETTINGS).mode("roast"))
+    update = recorded("callback_query", update_id=next(_ids), chat_id=chat.chat_id, data=f"t:c:roast:{version}:1")
+    update["callback_query"]["id"] = "cb-repeated"
+    update["callback_query"]["message"]["message_id"] = MESSAGE_ID
+    for copy in (update, update, update | {"update_id": next(_ids)}):
+        await post_update(tg, chat.bot, copy)
+        await drain(tg)
+    assert [e["event"] for e in await chat.consent_log()] == ["confirm_1"]
+    answers = fake.of("answerCallbackQuery", chat.bot.token)
+    answers = [c for c in answers if c.params["callback_query_id"] == "cb-repeated"]
+    assert len(answers) == 1 and answers[0].params["text"] == "Please confirm a second time."
+
+    edits = len(fake.of("editMessageText", chat.bot.token))
+    channel = tg.app.state.telegram  # type: ignore[attr-defined]
+    await channel.process(uuid.UUID(chat.bot.coach.coach_id), update, {"tone": True})
+    assert [e["event"] for e in await chat.consent_log()] == ["confirm_1"]
+    [edit] = fake.of("editMessageText", chat.bot.token)[edits:]
+    assert "Style: <b>Default</b>" in edit.params["text"]
