@@ -1,4 +1,4 @@
-"""Text extraction from uploads: PDF (pypdf, page numbers kept), plain text and Markdown; DOCX, EPUB, HTML and
+"""Text extraction from uploads: PDF (pypdf, page numbers kept) and plain text; Markdown, DOCX, EPUB, HTML and
 transcripts (SRT/VTT) through :mod:`app.rag.formats`.
 
 Every way a file can be unusable raises ``ExtractionError`` with a message written for the coach. Uploads are
@@ -62,7 +62,9 @@ class Page:
 
 @dataclass(frozen=True)
 class ExtractedText:
-    """Pages of a file plus the title its metadata declares (PDF ``/Title``), if any."""
+    """Pages of a file plus the title it declares, if any: its metadata's (PDF ``/Title``, DOCX core properties,
+    EPUB ``dc:title``, HTML ``<title>``), else its first level-1 heading (Markdown; DOCX: ``Title`` or ``Heading 1``
+    paragraph)."""
 
     pages: list[Page]
     title: str | None = None
@@ -157,7 +159,7 @@ def extract_pages(
     if "\x00" in text:
         raise ExtractionError("the file is binary, not text")
     caps.check_characters(len(text))
-    if kind in (HTML, VTT, SRT):
+    if kind in (MARKDOWN, HTML, VTT, SRT):
         return _to_sink(_extract_format(kind, text, caps), sink)
     return _to_sink(ExtractedText([Page(None, text)]), sink)
 
@@ -174,11 +176,13 @@ def _to_sink(extracted: ExtractedText, sink: PageSink | None) -> ExtractedText:
 
 def _extract_format(kind: str, content: bytes | str, caps: Caps) -> ExtractedText:
     """The hook to :mod:`app.rag.formats`: ``content`` is the file's bytes (DOCX, EPUB) or its UTF-8 text
-    (HTML, VTT, SRT). Imported here because the format modules build on this module's ``Page``."""
-    from app.rag.formats import docx, epub, html, transcript  # noqa: PLC0415 - see the docstring
+    (Markdown, HTML, VTT, SRT). Imported here because the format modules build on this module's ``Page``."""
+    from app.rag.formats import docx, epub, html, markdown, transcript  # noqa: PLC0415 - see the docstring
 
     if isinstance(content, bytes):
         return docx.extract_docx(content, caps) if kind == DOCX else epub.extract_epub(content, caps)
+    if kind == MARKDOWN:
+        return markdown.extract_markdown(content)
     if kind == HTML:
         return html.extract_html(content)
     return transcript.extract_transcript(content, kind, caps)

@@ -407,6 +407,51 @@ def test_epub_text_an_imported_style_sheet_hides_is_not_extracted() -> None:
     assert [page.text for page in pages] == ["Kept.\n\nHidden on paper only.", "Chapter two.", "Chapter three."]
 
 
+@pytest.mark.parametrize(
+    ("text", "title"),
+    [
+        ("intro\n\n## Part\n\n# My *Coaching* [Notes](x.md)\n\nbody\n\n# Second\n", "My Coaching Notes"),
+        ("Setext `Title`\non two lines\n==============\n\n# Later\n", "Setext Title on two lines"),
+        ("```\n# a comment in code\n```\n\n    # indented code\n\n#\n\n# Real\n", "Real"),
+        ("## Only level two\n\nSubtitle\n--------\n", None),
+        ("# " + "long " * 100, ("long " * 60).strip()),
+    ],
+)
+def test_a_markdown_files_title_is_its_first_level_one_heading(text: str, title: str | None) -> None:
+    extracted = extract_pages(text.encode(), "markdown")
+    assert extracted.title == title
+    assert [(p.number, p.text) for p in extracted.pages] == [(None, text)], "the text itself is kept as it is"
+    assert extract_pages(b"# Not a title in a .txt file\n", "text").title is None
+
+
+def _word(core_title: str, *headings: tuple[str, str]) -> bytes:
+    document = docx.Document()
+    document.core_properties.title = core_title
+    document.add_paragraph("A paragraph before any heading.")
+    for style, text in headings:
+        document.add_paragraph(text, style=style)
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def test_a_word_document_without_a_core_title_is_titled_by_its_first_title_or_heading_1_paragraph() -> None:
+    assert (
+        extract_pages(
+            _word("", ("Heading 2", "Sub"), ("Heading 1", " Morning   Routines "), ("Title", "Later")), "docx"
+        ).title
+        == "Morning Routines"
+    )
+    assert (
+        extract_pages(_word("", ("Title", "The Habit Guide"), ("Heading 1", "One")), "docx").title == "The Habit Guide"
+    )
+    assert extract_pages(_word("Untitled", ("Heading 1", "Evening Wind-Down")), "docx").title == "Evening Wind-Down"
+    assert extract_pages(_word("Core Title", ("Heading 1", "Chapter")), "docx").title == "Core Title"
+    assert extract_pages(_word("", ("Heading 2", "Sub")), "docx").title is None
+    long = extract_pages(_word("", ("Heading 1", "word " * 100)), "docx").title
+    assert long == ("word " * 60).strip()
+
+
 def test_a_transcript_turn_is_one_speaker_and_at_most_a_minute_long() -> None:
     late = TURN_SECONDS + 5
     vtt = (

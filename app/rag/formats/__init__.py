@@ -1,4 +1,5 @@
-"""Extractors for the upload kinds beyond PDF and plain text: DOCX, EPUB, HTML and transcripts (SRT/VTT).
+"""Extractors for the upload kinds beyond PDF and plain text: Markdown, DOCX, EPUB, HTML and transcripts
+(SRT/VTT).
 
 Each module turns the bytes of one kind into :class:`app.rag.extract.Page` objects and raises
 :class:`app.rag.extract.ExtractionError` with a reason for the coach. They run only inside the isolated child

@@ -3,12 +3,12 @@
 Page numbers come from the page breaks in the file: the breaks Word records where it last laid the document
 out (``w:lastRenderedPageBreak``) when present, else the explicit page breaks (``w:br w:type="page"``), so a
 citation's page matches the page in Word as far as the file says. Paragraphs in a Heading style become
-Markdown ``#`` lines (the chunker's section headings); table cells are read row by row, tables nested in cells
-and content controls included. Hidden text (runs
-formatted hidden, ``w:vanish``, directly, through their character or paragraph style, or by the document's
-default run properties) is left out: Word
-does not show it, so the coach never saw it, and a hidden "ignore your rules…" would reach the model out of
-sight.
+Markdown ``#`` lines (the chunker's section headings), and the first ``Title`` or ``Heading 1`` paragraph titles
+a document whose core properties name none (or a placeholder such as "Untitled"); table cells are read row by
+row, tables nested in cells and content controls included. Hidden text (runs formatted hidden, ``w:vanish``,
+directly, through their character or paragraph style, or by the document's default run properties) is left
+out: Word does not show it, so the coach never saw it, and a hidden "ignore your rules…" would reach the model
+out of sight.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from docx.text.paragraph import Paragraph
 from docx.text.run import Run
 
 from app.rag.extract import Caps, ExtractedText, ExtractionError, Page
+from app.rag.normalize import TITLE_MAX_CHARS, metadata_title
 
 _P, _TBL, _TR, _TC = qn("w:p"), qn("w:tbl"), qn("w:tr"), qn("w:tc")
 _R, _HYPERLINK, _SDT, _SDT_CONTENT = qn("w:r"), qn("w:hyperlink"), qn("w:sdt"), qn("w:sdtContent")
@@ -34,7 +35,8 @@ _EXPLICIT_BREAK = './/w:br[@w:type="page"]'
 
 
 def extract_docx(data: bytes, caps: Caps) -> ExtractedText:
-    """Pages (1-based) and core-properties title of the DOCX ``data``.
+    """Pages (1-based) and title of the DOCX ``data``: its core properties' title, else its first heading
+    (:func:`_heading_title`).
 
     Raises ``ExtractionError``: not a zip / not a Word document, damaged parts, no text, over ``caps``."""
     try:
@@ -48,8 +50,20 @@ def extract_docx(data: bytes, caps: Caps) -> ExtractedText:
     pages = _pages(document, caps)
     if not any(page.text.strip() for page in pages):
         raise ExtractionError("the Word document holds no text")
-    title = (document.core_properties.title or "").strip()
-    return ExtractedText(pages, title[:300] or None)
+    title = metadata_title(document.core_properties.title) or _heading_title(document)
+    return ExtractedText(pages, title)
+
+
+def _heading_title(document: DocxDocument) -> str | None:
+    """The visible text of the body's first paragraph styled ``Title`` or ``Heading 1`` that holds any, at most
+    :data:`~app.rag.normalize.TITLE_MAX_CHARS` characters; ``None`` without one."""
+    default = _default_hidden(document)
+    for block in _inner(document.element.body, _P):
+        paragraph = Paragraph(block, document)
+        style = paragraph.style.name if paragraph.style is not None else ""
+        if style in ("Title", "Heading 1") and (text := " ".join(_visible_text(paragraph, default).split())):
+            return text[:TITLE_MAX_CHARS].rstrip()
+    return None
 
 
 def _pages(document: DocxDocument, caps: Caps) -> list[Page]:

@@ -21,6 +21,7 @@ from app.db.engine import tenant_session
 from app.rag.extract import ExtractionError
 from app.rag.isolation import ExtractionLimits, extract_isolated
 from app.rag.models import Chunk
+from app.rag.retrieval import source_label
 from tests.conftest import Coach, make_client, upload
 from tests.integration.web.test_dashboard import client_chat, llm_api
 from tests.openai_wire import MOCK_ENDPOINT_SETTINGS
@@ -235,3 +236,49 @@ async def test_a_docx_zip_bomb_is_stopped_by_the_readers_memory_limit() -> None:
     assert len(bomb) < 5 * 1024 * 1024
     with pytest.raises(ExtractionError, match="more than 256 MB of memory"):
         await extract_isolated(bomb, "docx", ExtractionLimits(memory_mb=256, wall_seconds=120))
+
+
+NOTES_MD = b"""Notes I keep for clients, draft two.
+
+# The Morning Pages Method
+Write three pages by hand each morning before checking the phone.
+
+# Second heading
+More notes.
+"""
+
+
+def _docx_with_heading_title() -> bytes:
+    document = docx.Document()  # (python-docx leaves the core-properties title empty)
+    document.add_paragraph("Coaching handout")
+    document.add_heading("Evening Wind-Down Routine", level=1)
+    document.add_paragraph("Dim the screens at nine and write tomorrow's three tasks on paper.")
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+async def test_a_markdown_and_a_word_document_are_titled_and_cited_by_their_heading_not_the_file_name(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    llm_api: respx.MockRouter,
+) -> None:
+    """A .md and a .docx were titled after their file names ("My Notes V2", "Handout Final") although their
+    first level-1 heading names them; the citation showed the file name too."""
+    coach = await make_coach("Heading Title Coach")
+    notes = await upload(http, coach, "my-notes_v2.md", NOTES_MD)
+    handout = await upload(http, coach, "handout_final.docx", _docx_with_heading_title())
+    await run_jobs()
+    assert (await _ready(http, coach, notes["id"]))["title"] == "The Morning Pages Method"
+    assert (await _ready(http, coach, handout["id"]))["title"] == "Evening Wind-Down Routine"
+    settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
+    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
+    client = await make_client(http, coach, "Dana")
+    for question, document, label in [
+        ("How many morning pages should I write by hand?", notes, "The Morning Pages Method"),
+        ("When should I dim the screens in the evening?", handout, "Evening Wind-Down Routine, p. 1"),
+    ]:
+        turn = await client_chat(http, client["widget_token"], question)
+        [cited] = [c for c in turn["citations"] if c["document_id"] == document["id"]]
+        assert source_label(cited["title"], cited.get("page"), cited.get("locator")) == label

@@ -566,7 +566,7 @@ async def test_a_cited_answer_streams_with_typing_footnotes_escaping_and_feedbac
     # Telegram's servers would fetch a URL in the reply for its preview before anyone opens it
     assert all(c.params["link_preview_options"] == {"is_disabled": True} for c in calls if "text" in c.params)
     assert final.params["text"].startswith(render.escape(REPLY)) and "&lt;now&gt;" in final.params["text"]
-    assert "<i>[1] Two Minute Reset</i>" in final.params["text"]
+    assert "<i>[1] The Two-Minute Reset</i>" in final.params["text"]  # (its heading, not its file name)
     keyboard = final.params["reply_markup"]["inline_keyboard"]
     conversation = await conversation_of(tg, bot, client_id)
     ai = [m for m in conversation["messages"] if m["sender_type"] == "ai"][-1]
