@@ -23,7 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.db.base import Base, TenantMixin
 from app.db.vectors import BinaryVector
 from app.llm.base import EMBEDDING_DIMENSIONS
-from app.rag.extract import LOCATOR_MAX
+from app.rag.extract import LOCATOR_MAX, SRT, VTT, ExtractionError, detect_kind
 
 
 class DocumentStatus:
@@ -39,7 +39,10 @@ class DocumentStatus:
 
 class Document(TenantMixin, Base):
     """An uploaded original (kept in ``original``) plus its ingestion status and progress: ``pages_done``
-    of ``pages`` read, ``chunks`` embedded and committed (searchable already while ``processing``) of
+    of ``pages`` read (``pages``: the numbered pages a citation can name, a PDF's or a Word document's pages or
+    an EPUB's chapters; ``None`` for a document cited without a page number: plain text, Markdown and HTML, read
+    as one page, and SRT and VTT transcripts alike, cited by time, whose ``pages_done`` counts their speaker
+    turns: see :attr:`transcript`), ``chunks`` embedded and committed (searchable already while ``processing``) of
     ``chunks_total`` (``None`` until extraction and chunking have finished: with streaming the total is
     unknown before), ``pages_searchable`` the last page those chunks reach. ``indexed_chunks`` and
     ``indexed_tokens`` are the chunks stored and their summed ``token_count``, kept by triggers on ``chunks``
@@ -70,6 +73,15 @@ class Document(TenantMixin, Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     replaces_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
+
+    @property
+    def transcript(self) -> bool:
+        """Whether the file is an SRT or VTT transcript (by its name, then its type, as at upload): it has no
+        ``pages`` and its ``pages_done`` counts speaker turns (:mod:`app.rag.formats.transcript`)."""
+        try:
+            return detect_kind(self.filename, self.content_type) in (SRT, VTT)
+        except ExtractionError:  # (a kind no longer taken)
+            return False
 
 
 class Chunk(TenantMixin, Base):

@@ -4,7 +4,8 @@ Consecutive cues of one speaker make one turn, a :class:`app.rag.extract.Page` w
 ``locator`` the turn's start time (``"HH:MM:SS"``), which citations show instead of a page. The speaker is
 the cue's WebVTT voice span (``<v Name>``) or a ``Name:`` prefix on the cue's text (the usual SRT habit);
 a turn's text starts with ``"Name: "``. A turn is cut after ``TURN_SECONDS`` so a long monologue still gets
-timestamps close to each passage.
+timestamps close to each passage. A transcript has no pages: its document's ``pages`` stays ``None``, for SRT and
+VTT alike, and ``pages_done`` counts its turns (the dashboard shows them as "N turns").
 """
 
 from __future__ import annotations

@@ -22,11 +22,13 @@ class DocumentAccepted(msgspec.Struct):
 
 
 class DocumentOut(msgspec.Struct):
-    """Status and progress: ``pages_done`` of ``pages`` extracted, ``chunks`` embedded and committed so far
-    (searchable already while ``processing``; final once ``ready``), reaching page ``pages_searchable``, of
-    ``chunks_total`` (``null`` until extraction and chunking have finished); ``error`` says why a ``failed``
-    document failed (its chunks are then not used); ``replaces_id``: the document this one, its file processed
-    again, replaces once it is ready (or has replaced)."""
+    """Status and progress: ``pages_done`` of ``pages`` extracted (``pages``: the numbered pages citations name, of
+    a PDF, a Word document, an EPUB's chapters; ``null`` for text, Markdown and HTML, read as one page, and for SRT
+    and VTT transcripts alike, cited by time, whose ``pages_done`` counts their speaker turns), ``chunks`` embedded
+    and committed so far (searchable already while ``processing``; final once ``ready``), reaching page
+    ``pages_searchable``, of ``chunks_total`` (``null`` until extraction and chunking have finished); ``error`` says
+    why a ``failed`` document failed (its chunks are then not used); ``replaces_id``: the document this one, its
+    file processed again, replaces once it is ready (or has replaced)."""
 
     id: uuid.UUID
     title: str

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import respx
 from ebooklib import epub
+from selectolax.lexbor import LexborHTMLParser
 from sqlalchemy import select
 
 from app.container import Container
@@ -23,10 +24,10 @@ from app.rag.isolation import ExtractionLimits, extract_isolated
 from app.rag.models import Chunk
 from app.rag.retrieval import source_label
 from tests.conftest import Coach, make_client, upload
-from tests.integration.web.test_dashboard import client_chat, llm_api
+from tests.integration.web.test_dashboard import browser, client_chat, llm_api, log_in
 from tests.openai_wire import MOCK_ENDPOINT_SETTINGS
 
-__all__ = ["llm_api"]  # the mocked coach endpoint, a fixture
+__all__ = ["browser", "llm_api"]  # a logged-out browser tab and the mocked coach endpoint, fixtures
 
 
 def _docx() -> bytes:
@@ -282,3 +283,27 @@ async def test_a_markdown_and_a_word_document_are_titled_and_cited_by_their_head
         turn = await client_chat(http, client["widget_token"], question)
         [cited] = [c for c in turn["citations"] if c["document_id"] == document["id"]]
         assert source_label(cited["title"], cited.get("page"), cited.get("locator")) == label
+
+
+async def test_an_srt_and_a_vtt_transcript_count_their_speaker_turns_alike_not_pages(
+    http: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """Both kinds of transcript have no pages (``pages`` null: they are cited by time) and count their speaker
+    turns in ``pages_done``; the dashboard's Pages column showed "—" for them, as if nothing had been read, and now
+    shows the turns."""
+    coach = await make_coach("Turns Coach")
+    ids = {name: (await upload(http, coach, name, data))["id"] for name, data in (("a.srt", SRT), ("b.vtt", VTT))}
+    await run_jobs()
+    for document_id in ids.values():
+        doc = await _ready(http, coach, document_id)
+        assert (doc["pages"], doc["pages_done"], doc["pages_searchable"]) == (None, 2, 0), doc
+    await log_in(browser, coach)
+    table = LexborHTMLParser((await browser.get("/dashboard/documents/table")).text)
+    shown = {
+        row.css("td")[0].css_first("span").text().split(" · ")[0]: row.css("td")[2] for row in table.css("tbody tr")
+    }
+    assert {name: cell.text(strip=True) for name, cell in shown.items()} == {"a.srt": "2 turns", "b.vtt": "2 turns"}
+    assert shown["a.srt"].attributes["title"] == "speaker turns: a transcript is cited by time, not by page"
