@@ -19,6 +19,7 @@ from app.channels.telegram.render import footnotes
 from app.conversations.metadata import client_citations
 from app.rag.chunking import ChunkSpec, chunk_pages
 from app.rag.extract import Caps, ExtractionError, Page, detect_kind, extract_pages
+from app.rag.formats.markdown import TITLE_SCAN_CHARS
 from app.rag.formats.transcript import TURN_SECONDS
 from app.rag.retrieval import source_label
 from tests.hostile_files import text_pdf
@@ -422,6 +423,12 @@ def test_a_markdown_files_title_is_its_first_level_one_heading(text: str, title:
     assert extracted.title == title
     assert [(p.number, p.text) for p in extracted.pages] == [(None, text)], "the text itself is kept as it is"
     assert extract_pages(b"# Not a title in a .txt file\n", "text").title is None
+
+
+def test_a_markdown_title_is_looked_for_at_the_start_of_the_file_only() -> None:
+    preamble = "A line of notes before any heading.\n" * (TITLE_SCAN_CHARS // 36)
+    assert extract_pages(f"{preamble}\n# Near the start\n".encode(), "markdown").title == "Near the start"
+    assert extract_pages(f"{preamble * 2}\n# Too far in\n".encode(), "markdown").title is None
 
 
 def _word(core_title: str, *headings: tuple[str, str]) -> bytes:

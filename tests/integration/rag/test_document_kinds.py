@@ -307,3 +307,9 @@ async def test_an_srt_and_a_vtt_transcript_count_their_speaker_turns_alike_not_p
     }
     assert {name: cell.text(strip=True) for name, cell in shown.items()} == {"a.srt": "2 turns", "b.vtt": "2 turns"}
     assert shown["a.srt"].attributes["title"] == "speaker turns: a transcript is cited by time, not by page"
+
+
+async def test_a_markdown_list_of_a_million_items_is_read_within_the_readers_memory_limit() -> None:
+    """Looking for the title in the whole of a 5 MB Markdown list took gigabytes: the upload failed."""
+    extracted = await extract_isolated(b"- a\n" * 1_250_000, "markdown", ExtractionLimits(memory_mb=256))
+    assert extracted.title is None and extracted.pages[0].text.startswith("- a\n- a\n")
