@@ -431,9 +431,12 @@ def test_a_markdown_title_is_looked_for_at_the_start_of_the_file_only() -> None:
     assert extract_pages(f"{preamble * 2}\n# Too far in\n".encode(), "markdown").title is None
 
 
-def _word(core_title: str, *headings: tuple[str, str]) -> bytes:
+def _word(core_title: str, *headings: tuple[str, str], heading_id: str = "Heading1") -> bytes:
+    """A document with the ``core_title``, a plain paragraph, then ``(style name, text)`` paragraphs; the
+    ``Heading 1`` style's id ``heading_id`` (a German Word's is ``berschrift1``, its name "heading 1" still)."""
     document = docx.Document()
     document.core_properties.title = core_title
+    document.styles["Heading 1"].style_id = heading_id
     document.add_paragraph("A paragraph before any heading.")
     for style, text in headings:
         document.add_paragraph(text, style=style)
@@ -455,6 +458,8 @@ def test_a_word_document_without_a_core_title_is_titled_by_its_first_title_or_he
     assert extract_pages(_word("Untitled", ("Heading 1", "Evening Wind-Down")), "docx").title == "Evening Wind-Down"
     assert extract_pages(_word("Core Title", ("Heading 1", "Chapter")), "docx").title == "Core Title"
     assert extract_pages(_word("", ("Heading 2", "Sub")), "docx").title is None
+    german = _word("", ("Heading 1", "Abendroutine"), heading_id="berschrift1")
+    assert extract_pages(german, "docx").title == "Abendroutine"
     long = extract_pages(_word("", ("Heading 1", "word " * 100)), "docx").title
     assert long == ("word " * 60).strip()
 

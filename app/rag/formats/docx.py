@@ -20,6 +20,7 @@ from typing import Any
 
 import docx
 from docx.document import Document as DocxDocument
+from docx.enum.style import WD_STYLE_TYPE
 from docx.oxml.ns import qn
 from docx.text.hyperlink import Hyperlink
 from docx.text.paragraph import Paragraph
@@ -32,6 +33,7 @@ _P, _TBL, _TR, _TC = qn("w:p"), qn("w:tbl"), qn("w:tr"), qn("w:tc")
 _R, _HYPERLINK, _SDT, _SDT_CONTENT = qn("w:r"), qn("w:hyperlink"), qn("w:sdt"), qn("w:sdtContent")
 _RENDERED_BREAK = ".//w:lastRenderedPageBreak"
 _EXPLICIT_BREAK = './/w:br[@w:type="page"]'
+_TITLE_STYLES = ("Title", "Heading 1")
 
 
 def extract_docx(data: bytes, caps: Caps) -> ExtractedText:
@@ -56,12 +58,12 @@ def extract_docx(data: bytes, caps: Caps) -> ExtractedText:
 
 def _heading_title(document: DocxDocument) -> str | None:
     """The visible text of the body's first paragraph styled ``Title`` or ``Heading 1`` that holds any, at most
-    :data:`~app.rag.normalize.TITLE_MAX_CHARS` characters; ``None`` without one."""
+    :data:`~app.rag.normalize.TITLE_MAX_CHARS` characters; ``None`` without one. Paragraphs are matched by their
+    style's id (python-docx's ``Paragraph.style`` searches every style of the document on each call)."""
+    titles = {s.style_id for s in document.styles if s.type == WD_STYLE_TYPE.PARAGRAPH and s.name in _TITLE_STYLES}
     default = _default_hidden(document)
     for block in _inner(document.element.body, _P):
-        paragraph = Paragraph(block, document)
-        style = paragraph.style.name if paragraph.style is not None else ""
-        if style in ("Title", "Heading 1") and (text := " ".join(_visible_text(paragraph, default).split())):
+        if block.style in titles and (text := " ".join(_visible_text(Paragraph(block, document), default).split())):
             return text[:TITLE_MAX_CHARS].rstrip()
     return None
 
