@@ -13,6 +13,7 @@ out of sight.
 
 from __future__ import annotations
 
+import functools
 import io
 import zipfile
 from collections.abc import Iterator
@@ -49,11 +50,21 @@ def extract_docx(data: bytes, caps: Caps) -> ExtractedText:
         raise ExtractionError(f"the file is not a readable Word (.docx) document ({exc})") from exc
     except Exception as exc:  # noqa: BLE001 - python-docx and lxml raise many types on damaged parts
         raise ExtractionError(f"the Word document is damaged and cannot be read ({exc})") from exc
+    _look_up_styles_once(document)
     pages = _pages(document, caps)
     if not any(page.text.strip() for page in pages):
         raise ExtractionError("the Word document holds no text")
     title = metadata_title(document.core_properties.title) or _heading_title(document)
     return ExtractedText(pages, title)
+
+
+def _look_up_styles_once(document: DocxDocument) -> None:
+    """Remember each style ``document`` is asked for: python-docx's ``Paragraph.style`` and ``Run.style`` (through
+    ``DocumentPart.get_style``) search every style of the document on each call, a few of them for each paragraph
+    and run, and a document of 20,000 short paragraphs took 37 s of the isolated reader's 30 s of CPU. The styles
+    do not change while the file, opened for this extraction only, is read."""
+    part = document.part
+    part.get_style = functools.cache(part.get_style)  # type: ignore[method-assign]
 
 
 def _heading_title(document: DocxDocument) -> str | None:
