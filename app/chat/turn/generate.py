@@ -13,7 +13,7 @@ from app.chat.prompt import AssembledPrompt, assemble_prompt
 from app.chat.tone import TurnTone, with_tone
 from app.chat.turn.decide import OnError, final_reply, honest_reply, model_order, on_provider_error, use_cache
 from app.chat.turn.honesty import Honesty
-from app.chat.turn.injection import ReplyCheck, releasable, safe_reply
+from app.chat.turn.injection import ReplyCheck, StreamedReply, safe_reply
 from app.chat.turn.state import Gathered, Reply, Turn
 from app.chat.turn.timing import ms_since
 from app.core.config import Settings
@@ -62,24 +62,29 @@ class Generator:
 
     async def _held_back(self, reply: Reply, deltas: AsyncIterator[str]) -> AsyncIterator[str]:
         """``deltas`` as the client may see them: :data:`~app.chat.turn.injection.HELD_WORDS` words behind the
-        model (:func:`~app.chat.turn.injection.releasable`), and nothing more once the reply so far fails the
+        model (:class:`~app.chat.turn.injection.StreamedReply`), and nothing more once the reply so far fails the
         injection check (with the defences on) or claims to be human. The finished reply is then replaced
         (:meth:`guard`, :meth:`honest`), so the client never reads what those checks stop."""
-        text, sent, stopped = "", 0, False
+        streamed, sent, checked, stopped = StreamedReply(), 0, 0, False
         async for delta in deltas:
+            streamed.add(delta)
+            if stopped:
+                continue
             check = reply.check  # made with the prompt, before the first delta
-            text += delta
-            if stopped or (check is not None and check(text) is not None) or claims_human(text):
+            window = streamed.text[checked:]  # what the checks of the earlier deltas have not all read
+            if (check is not None and check(window) is not None) or claims_human(window):
                 stopped = True
                 continue
-            cut = releasable(text, hold_chars=check.longest_payload if check is not None else 0)
+            hold = check.longest_payload if check is not None else 0
+            checked = streamed.recheck_from(hold_chars=hold)
+            cut = streamed.releasable(hold_chars=hold)
             if cut > sent:
                 reply.streamed = True
-                yield text[sent:cut]
+                yield streamed.text[sent:cut]
                 sent = cut
-        if not stopped and len(text) > sent:
+        if not stopped and len(streamed.text) > sent:
             reply.streamed = True
-            yield text[sent:]
+            yield streamed.text[sent:]
 
     @staticmethod
     def _check(turn: Turn, prompt: AssembledPrompt) -> ReplyCheck:

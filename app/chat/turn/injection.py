@@ -33,6 +33,7 @@ words passes the leak rule. ``opencoach eval injection`` measures both defences 
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
@@ -169,12 +170,58 @@ class ReplyCheck:
 HELD_WORDS = LEAK_NGRAM
 """Words at the end of a streamed reply held back until the output check has read the words after them: a
 leaked run of :data:`LEAK_NGRAM` words is caught when its last word arrives, before its first word is sent."""
+RECHECK_WORDS = 24
+"""Words before the end of what a streamed check has read that it reads again with the next delta: more than any
+rule reaches back (the persona's :data:`PERSONA_NGRAM`-word n-grams, a three-word datamarked run, the longest
+claim of :func:`~app.handoff.signals.claims_human`, about twelve words), so a leak or claim that the new delta
+completes is seen whole."""
+RECHECK_CHARS = 64
+"""Characters, likewise: a delimiter of the prompt's markup (``<<data: passages>>``) that the delta completes."""
+
+
+class StreamedReply:
+    """A reply as it streams (it only grows: :meth:`add` each delta) with the start of each of its words, each
+    found once, so the checks of a streamed reply read each part a bounded number of times instead of the whole
+    reply on every delta. :meth:`recheck_from` is where the next check must start reading (the checks are
+    :class:`ReplyCheck` and :func:`~app.handoff.signals.claims_human`, which match runs of words, so a check of the
+    text from there finds what the whole text would, once the part before was checked); :meth:`releasable` how
+    much the client may see. Measured here on a 300-word reply in 398 deltas (the stream's loop, one core): 134 ms of
+    checks when each delta read the whole reply so far, 22 ms reading from :meth:`recheck_from`."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self._starts: list[int] = []
+
+    def add(self, delta: str) -> None:
+        """Append ``delta`` (the last word may go on in it: it is read again)."""
+        rescan = self._starts.pop() if self._starts else 0
+        self.text += delta
+        self._starts.extend(match.start() for match in _WORD.finditer(self.text, rescan))
+
+    def _word_start(self, words_back: int, chars_back: int) -> int:
+        """The start of the word ``words_back`` words before the end, or earlier: of the word holding the
+        character ``chars_back`` before the end (0 when the reply is shorter)."""
+        if len(self._starts) < words_back:
+            return 0
+        bound = min(self._starts[-words_back], len(self.text) - chars_back)
+        at = bisect.bisect_right(self._starts, bound) - 1
+        return self._starts[at] if at >= 0 else 0
+
+    def recheck_from(self, *, hold_chars: int) -> int:
+        """Where the check of the next delta starts: :data:`RECHECK_WORDS` words, and at least
+        :data:`RECHECK_CHARS` and ``hold_chars`` characters (the longest planted payload), before the end."""
+        return self._word_start(RECHECK_WORDS, max(RECHECK_CHARS, hold_chars))
+
+    def releasable(self, *, hold_chars: int) -> int:
+        """How much of the reply may go to the client once the output check passed on it: everything before its
+        last :data:`HELD_WORDS` words, and at least ``hold_chars`` characters short of its end (a planted payload,
+        such as a URL, is one run of characters the words do not measure)."""
+        cut = self._starts[-HELD_WORDS] if len(self._starts) >= HELD_WORDS else 0
+        return max(0, min(cut, len(self.text) - hold_chars))
 
 
 def releasable(text: str, *, hold_chars: int) -> int:
-    """How much of the reply streamed so far (``text``) may go to the client once the output check passed on
-    it: everything before its last :data:`HELD_WORDS` words, and at least ``hold_chars`` characters short of its
-    end (a planted payload, such as a URL, is one run of characters the words do not measure)."""
-    starts = [match.start() for match in _WORD.finditer(text)]
-    cut = starts[-HELD_WORDS] if len(starts) >= HELD_WORDS else 0
-    return max(0, min(cut, len(text) - hold_chars))
+    """:meth:`StreamedReply.releasable` of the reply streamed so far, ``text``."""
+    streamed = StreamedReply()
+    streamed.add(text)
+    return streamed.releasable(hold_chars=hold_chars)

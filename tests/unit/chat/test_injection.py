@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import random
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from app.chat.prompt import GROUNDING, assemble_prompt
 from app.chat.spotlight import DATA_CLOSE, HIERARCHY, MARK, clean, data_block, datamark
+from app.chat.turn.generate import Generator
 from app.chat.turn.injection import (
     HELD_WORDS,
     Injection,
@@ -19,8 +22,10 @@ from app.chat.turn.injection import (
     releasable,
     safe_reply,
 )
+from app.chat.turn.state import Reply
 from app.core.errors import EvalDataError
 from app.evals.injection import load_bipia, split
+from app.handoff.signals import claims_human
 from app.learning.interventions import FewShotExample
 from app.memory.retrieval import MemoryContext, MemoryItem
 from app.rag.retrieval import RetrievedChunk
@@ -227,3 +232,74 @@ def test_a_stream_runs_words_and_a_payloads_length_behind_the_model() -> None:
     assert text[: releasable(text, hold_chars=0)] == " ".join(words[: 20 - HELD_WORDS]) + " "
     assert releasable(text, hold_chars=len(text)) == 0
     assert releasable(text, hold_chars=40) == len(text) - 40, "a payload longer than the held words"
+
+
+async def _streamed(check: ReplyCheck, deltas: list[str]) -> str:
+    """What :meth:`Generator._held_back` lets the client see of ``deltas``."""
+    reply = Reply(metadata={}, signals=None, drafting=False)  # type: ignore[arg-type]
+    reply.check = check
+
+    async def model() -> AsyncIterator[str]:
+        for delta in deltas:
+            yield delta
+
+    generator = Generator(None, None, None)  # type: ignore[arg-type]  # the stream's checks use none of them
+    return "".join([part async for part in generator._held_back(reply, model())])
+
+
+def _whole_reply_each_delta(check: ReplyCheck, deltas: list[str]) -> str:
+    """The same stream when every delta checks the whole reply so far (the rule the stream must keep)."""
+    text, sent = "", 0
+    for delta in deltas:
+        text += delta
+        if check(text) is not None or claims_human(text):
+            return text[:sent]
+        cut = releasable(text, hold_chars=check.longest_payload)
+        sent = max(sent, cut)
+    return text
+
+
+async def test_a_stream_checked_a_window_at_a_time_shows_what_checking_the_whole_reply_would() -> None:
+    """The stream's checks read, with each delta, the last words of the reply (:data:`RECHECK_WORDS` back), not
+    the whole reply: on replies with a leak, a datamarked run, a delimiter, a planted payload or a human claim
+    anywhere, cut into deltas of any size, the client sees exactly what checking the whole reply on every delta
+    shows."""
+    rng = random.Random(7)
+    check = ReplyCheck(persona=PERSONA, protected=[PAST_REPLY], untrusted=[PLANTED], client_text="hello")
+    filler = [
+        "plan",
+        "your",
+        "week",
+        "with",
+        "one",
+        "small",
+        "step",
+        "and",
+        "notice",
+        "how",
+        "it",
+        "feels",
+        "before",
+        "you",
+        "rest",
+    ]
+    inserts = [
+        "",
+        PAST_REPLY.split("?")[0],  # a few-shot example, word for word
+        PERSONA,  # the persona
+        f"plan{MARK}your{MARK}week",  # datamarked words
+        "<<data: passages>>",
+        "the code Q7-12 today",  # the planted payload
+        "as a human, I understand",  # a claim to be a person
+        "I'm a real person, promise",
+    ]
+    for case in range(400):
+        words = [rng.choice(filler) for _ in range(rng.randint(0, 90))]
+        at = rng.randint(0, len(words))
+        text = " ".join([*words[:at], rng.choice(inserts), *words[at:]]).strip()
+        deltas, i = [], 0
+        while i < len(text):
+            step = rng.randint(1, 7)
+            deltas.append(text[i : i + step])
+            i += step
+        assert await _streamed(check, deltas) == _whole_reply_each_delta(check, deltas), (case, text)
