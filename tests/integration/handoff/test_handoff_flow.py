@@ -854,7 +854,7 @@ async def test_a_draft_citing_a_document_deleted_since_is_sent_only_edited(
 
     refused = await http.post(f"/api/v1/drafts/{draft['id']}/approve", headers=h)
     assert refused.status_code == 409
-    assert "draws on passages of “Weekly Planning” that are gone since it" in refused.json()["detail"]
+    assert "draws on passages of “Weekly planning” that are gone since it" in refused.json()["detail"]
     edited = await http.post(f"/api/v1/drafts/{draft['id']}/approve", headers=h, json={"text": "Pick three things."})
     assert edited.status_code == 201, edited.text
     messages = await transcript(http, setup, conversation_id)
