@@ -105,7 +105,6 @@ class Generator:
             reply.metadata["tone"] = tone.as_meta()
         with reply.stages.time("generate.prompt"):
             prompt = self._prompt(turn, gathered, tone)
-        reply.prompt = prompt
         reply.check = self._check(turn, prompt) if self._defences else None
         reply.passages = prompt.passages
         reply.metadata["prompt_ms"] = ms_since(t0)

@@ -12,7 +12,7 @@ fine-tuned version, or a cached reply — can still claim to be a person):
 - **replaced** — any generated reply (streamed, cached or drafted) that claims to be human
   (:func:`app.handoff.signals.claims_human`: "I'm a real person", "I am not an AI", "as a human, I…") is
   replaced by :func:`correction` (:func:`app.chat.turn.decide.honest_reply`). A stream stops before the
-  claim reaches the client (it runs words behind the model: :func:`app.chat.turn.injection.releasable`); the
+  claim reaches the client (it runs words behind the model: :class:`app.chat.turn.injection.StreamedReply`); the
   correction is streamed after what went out, and the stored, REST, Telegram and history reply is the
   correction alone (the widget swaps the streamed text for the stored one at ``done``).
 

@@ -21,7 +21,7 @@ does not trust that it did. Two rules, pure functions of the reply and the assem
   with a digit (:data:`_PAYLOAD`) — which the client's own message does not contain (a client may ask for
   what they like in their own words; only what a third party planted counts).
 
-The check also runs while the reply streams (:class:`ReplyCheck`, :func:`releasable`): the client's stream
+The check also runs while the reply streams (:class:`ReplyCheck`, :class:`StreamedReply`): the client's stream
 stays :data:`HELD_WORDS` words behind the model, and stops for good once the reply so far fails the check, so
 what the check stops never reaches the client, not even in the widget's or Telegram's streamed text. A hit
 replaces the reply with :func:`safe_reply` (streamed after what was streamed), recorded in the coach-only
@@ -138,7 +138,7 @@ class ReplyCheck:
     :data:`PERSONA_NGRAM`, or the prompt's markup: :func:`~app.chat.spotlight.shows_markup`), else
     :attr:`Injection.PAYLOAD` (a :func:`planted_payloads` of ``untrusted`` in it), else ``None``. A payload
     the client's own message (``client_text``) contains does not count: a client may ask for what they like in
-    their own words. The stream calls it on every delta (:func:`releasable`) and the finished reply once more, so
+    their own words. The stream calls it on every delta (:class:`StreamedReply`) and the finished reply once more, so
     the n-grams of the prompt's texts and its planted payloads are computed here, once a turn (and kept per text
     across turns: :func:`_source_ngrams`, :func:`_payloads_of`)."""
 
@@ -218,10 +218,3 @@ class StreamedReply:
         such as a URL, is one run of characters the words do not measure)."""
         cut = self._starts[-HELD_WORDS] if len(self._starts) >= HELD_WORDS else 0
         return max(0, min(cut, len(self.text) - hold_chars))
-
-
-def releasable(text: str, *, hold_chars: int) -> int:
-    """:meth:`StreamedReply.releasable` of the reply streamed so far, ``text``."""
-    streamed = StreamedReply()
-    streamed.add(text)
-    return streamed.releasable(hold_chars=hold_chars)

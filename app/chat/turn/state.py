@@ -9,7 +9,6 @@ from typing import Any
 
 from app.accounts.models import Coach
 from app.accounts.tone import ToneChoice
-from app.chat.prompt import AssembledPrompt
 from app.chat.tone import TurnTone, turn_tone
 from app.chat.turn.injection import ReplyCheck
 from app.chat.turn.timing import Stages
@@ -140,8 +139,8 @@ class Reply:
     """The AI's reply as it is generated: streamed ``parts``, the ``passages`` it may cite, the provider's
     ``usage``, the ``signals`` scored at the end, the attribution ``metadata`` stored with it, the response
     cache key, whether it is ``drafting`` (kept for the coach) or ``failed`` (the apology), whether any of it
-    was ``streamed`` to the client yet (the stream runs behind the model), the assembled ``prompt`` and its
-    output ``check`` (``None`` with the defences off) and the turn's ``stages`` timings."""
+    was ``streamed`` to the client yet (the stream runs behind the model), the output ``check`` of its prompt
+    (``None`` with the defences off) and the turn's ``stages`` timings."""
 
     metadata: dict[str, Any]
     signals: TurnSignals
@@ -153,7 +152,6 @@ class Reply:
     text: str = ""
     failed: bool = False
     streamed: bool = False
-    prompt: AssembledPrompt | None = None
     check: ReplyCheck | None = None
     stages: Stages = field(default_factory=Stages)
 

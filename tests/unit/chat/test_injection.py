@@ -17,9 +17,9 @@ from app.chat.turn.injection import (
     HELD_WORDS,
     Injection,
     ReplyCheck,
+    StreamedReply,
     leaks,
     planted_payloads,
-    releasable,
     safe_reply,
 )
 from app.chat.turn.state import Reply
@@ -221,6 +221,13 @@ def test_bad_bipia_files_are_named(tmp_path: Path, content: str | None, message:
         path.write_text(content)
     with pytest.raises(EvalDataError, match=message):
         load_bipia(path)
+
+
+def releasable(text: str, *, hold_chars: int) -> int:
+    """:meth:`StreamedReply.releasable` of a reply streamed as one delta, ``text``."""
+    streamed = StreamedReply()
+    streamed.add(text)
+    return streamed.releasable(hold_chars=hold_chars)
 
 
 def test_a_stream_runs_words_and_a_payloads_length_behind_the_model() -> None:
