@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -37,14 +39,29 @@ def make_engine(
         connect_args={"server_settings": server_settings},
     )
     event.listen(engine.sync_engine, "checkout", _scope_on_checkout)
+    event.listen(engine.sync_engine, "checkin", _note_checkin)
     return engine
 
 
 _VECTOR_CODECS = "pgvector_codecs"
 """Key in a pooled connection's ``info`` (kept for the life of the DBAPI connection): its codecs are registered."""
 
+_SCOPE, _CHECKED_IN = "tenant_scope", "checked_in_at"
+"""Keys in a pooled connection's ``info``: the ``app.coach_id`` its last checkout set (absent while unknown), and
+when it was last returned to the pool (``time.monotonic()``, seconds)."""
+
+ALIVE_BYPASS_S = 0.5
+"""A connection returned to the pool less than this many seconds ago, and already scoped to the tenant it is checked
+out for, is handed out without the checkout's round trip (HikariCP's ``aliveBypassWindowMs``, 500 ms by default):
+it was working a moment ago. A chat turn checks out about seven connections within a few milliseconds."""
+
 _TENANT: ContextVar[uuid.UUID | None] = ContextVar("opencoach_tenant", default=None)
 """The coach a unit of work (:func:`tenant_session`) is checking out its connection for, during that checkout."""
+
+
+def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+    """Pool ``checkin`` event: note when the connection came back (:data:`ALIVE_BYPASS_S`)."""
+    record.info[_CHECKED_IN] = time.monotonic()
 
 
 def _scope_on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
@@ -66,11 +83,21 @@ def _scope_on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
     (sqlalchemy#10226). The coach id is a ``uuid.UUID``, so the literal holds only
     hex digits and hyphens.
 
+    The round trip is left out (:data:`ALIVE_BYPASS_S`) for a connection that came back to the pool a moment ago
+    already scoped to this tenant. Should PostgreSQL restart within that moment, the connection's first statement
+    fails with a disconnect error instead (the caller's unit of work rolls back and raises), and SQLAlchemy then
+    invalidates the whole pool, so the statements after it get new connections.
+
     A connection's first checkout also gives it pgvector's binary codecs (:func:`register_vector_codecs`), which
     the vector columns' types (:class:`~app.db.vectors.BinaryVector`) need; until the ``vector`` type exists
     (before the first migration), every checkout tries again."""
     tenant = _TENANT.get()
     scope = str(tenant) if isinstance(tenant, uuid.UUID) else ""
+    info = record.info
+    recent = time.monotonic() - info.get(_CHECKED_IN, -math.inf) < ALIVE_BYPASS_S
+    if recent and info.get(_SCOPE) == scope and info.get(_VECTOR_CODECS):
+        return
+    info.pop(_SCOPE, None)  # unknown until the round trip succeeds
 
     async def check_out(connection: Any) -> None:
         if not record.info.get(_VECTOR_CODECS):
@@ -79,6 +106,7 @@ def _scope_on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
 
     try:
         dbapi_connection.run_async(check_out)
+        info[_SCOPE] = scope
     except Exception as exc:  # closed socket, terminated backend (57P01), asyncpg's protocol state after either, …
         log.warning("a pooled connection failed its checkout ping (%r); it is replaced", exc)
         raise DisconnectionError(f"connection failed its checkout ping: {exc!r}") from exc

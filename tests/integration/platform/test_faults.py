@@ -25,6 +25,7 @@ from app import worker
 from app.container import Container
 from app.core.config import Settings
 from app.core.runtime import Services
+from app.db import engine as engine_module
 from app.db.engine import make_engine
 from app.db.outbox import UNAVAILABLE, connect_redis
 from app.rag.models import Chunk
@@ -55,9 +56,8 @@ async def test_a_statement_past_its_timeout_ends_with_an_error(services: Service
         await engine.dispose()
 
 
-async def test_the_pool_recovers_when_postgres_drops_every_connection(container: Container, services: Services) -> None:
-    """What a PostgreSQL restart does to the pool: every server connection of the app's role ends. The next
-    query gets a fresh connection (the pool's checkout ping), with no restart of the app."""
+async def _end_every_connection_of_the_app(container: Container, services: Services) -> None:
+    """What a PostgreSQL restart does to the pool: every server connection of the app's role ends."""
     async with container.engine.connect() as conn:
         role = await conn.scalar(text("SELECT current_user"))
     admin = make_engine(services.migration_database_url, pool_size=1)
@@ -70,6 +70,30 @@ async def test_the_pool_recovers_when_postgres_drops_every_connection(container:
         assert ended and ended >= 1
     finally:
         await admin.dispose()
+
+
+async def test_the_pool_recovers_when_postgres_drops_every_connection(
+    container: Container, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a PostgreSQL restart the next query gets a fresh connection (the pool's checkout ping, here with
+    no alive-bypass window), with no restart of the app."""
+    monkeypatch.setattr(engine_module, "ALIVE_BYPASS_S", 0.0)
+    await _end_every_connection_of_the_app(container, services)
+    async with container.engine.connect() as conn:
+        assert await conn.scalar(text("SELECT 1")) == 1
+
+
+async def test_a_restart_within_the_alive_bypass_window_fails_one_statement_and_the_pool_recovers(
+    container: Container, services: Services
+) -> None:
+    """A connection back in the pool a moment ago is handed out unchecked (``ALIVE_BYPASS_S``): when PostgreSQL
+    restarted in that moment, its first statement fails with a disconnect error, and SQLAlchemy invalidates the
+    pool, so the next statement works on a new connection."""
+    await _end_every_connection_of_the_app(container, services)
+    with pytest.raises(DBAPIError) as failed:
+        async with container.engine.connect() as conn:
+            await conn.scalar(text("SELECT 1"))
+    assert failed.value.connection_invalidated
     async with container.engine.connect() as conn:
         assert await conn.scalar(text("SELECT 1")) == 1
 

@@ -24,6 +24,7 @@ from app.asgi import domain_error_handler
 from app.container import Container
 from app.core.errors import DomainError, InvalidInput
 from app.core.runtime import Services, serve_in_background
+from app.db import engine as engine_module
 from app.db.autocommit import autocommit_session
 from app.db.engine import make_engine, make_sessionmaker
 from app.db.outbox import OutboxJob, add_job
@@ -56,6 +57,12 @@ async def write(name: FromPath[str], fail: FromQuery[bool], uow: Uow) -> dict[st
 @pytest.fixture
 async def coach_id(container: Container) -> uuid.UUID:
     result = await container.accounts.signup("UoW Coach", f"{uuid.uuid4().hex[:12]}@example.com", "long enough pw")
+    return result.coach_id
+
+
+@pytest.fixture
+async def other_coach_id(container: Container) -> uuid.UUID:
+    result = await container.accounts.signup("Other Coach", f"{uuid.uuid4().hex[:12]}@example.com", "long enough pw")
     return result.coach_id
 
 
@@ -190,6 +197,35 @@ async def test_a_connection_is_scoped_to_the_tenant_that_checked_it_out_and_to_n
             assert list((await uow.session.scalars(select(Coach.id))).all()) == [coach_id]
             assert await outside.scalar(scope) == ""
             assert list((await outside.scalars(select(Coach.id))).all()) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_a_connection_back_a_moment_ago_for_the_same_tenant_skips_the_checkout_round_trip(
+    coach_id: uuid.UUID, other_coach_id: uuid.UUID, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkout's ``set_config`` is left out for a connection returned less than ``ALIVE_BYPASS_S`` ago
+    already scoped to the same tenant; it is sent again for another tenant (which then sees only its own rows)
+    and once the window has passed."""
+    engine = make_engine(services.database_url, pool_size=1)
+    sessionmaker = make_sessionmaker(engine)
+    sent: list[str] = []
+    try:
+        async with engine.connect() as conn:  # the pool's one connection, with a query logger
+            raw = (await conn.get_raw_connection()).driver_connection
+            raw.add_query_logger(lambda record: sent.append(record.query))
+
+        async def checkouts_for(coach: uuid.UUID) -> int:
+            before = len(sent)
+            async with unit_of_work(sessionmaker, coach) as uow:
+                assert list((await uow.session.scalars(select(Coach.id))).all()) == [coach]
+            return sum("set_config('app.coach_id'" in query for query in sent[before:])
+
+        assert await checkouts_for(coach_id) == 1
+        assert await checkouts_for(coach_id) == 0  # the same tenant, a moment later
+        assert await checkouts_for(other_coach_id) == 1
+        monkeypatch.setattr(engine_module, "ALIVE_BYPASS_S", 0.0)
+        assert await checkouts_for(other_coach_id) == 1  # the window has passed
     finally:
         await engine.dispose()
 
