@@ -74,19 +74,20 @@ _ACTIVE = (
     .where(Handoff.conversation_id == bindparam("conversation_id"), Handoff.status.in_(HandoffStatus.ACTIVE))
     .with_for_update()
 )
-_RESUMED = (
+_UNRESUMED = and_(
+    Handoff.status == HandoffStatus.CLOSED, Handoff.claimed_at.is_not(None), Handoff.resumed_message_id.is_(None)
+)
+"""A handback whose first AI reply has not been written yet."""
+_ACTIVE_OR_UNRESUMED = (
     select(Handoff)
     .where(
         Handoff.conversation_id == bindparam("conversation_id"),
-        Handoff.status == HandoffStatus.CLOSED,
-        Handoff.claimed_at.is_not(None),
-        Handoff.resumed_message_id.is_(None),
+        or_(Handoff.status.in_(HandoffStatus.ACTIVE), _UNRESUMED),
     )
-    .order_by(Handoff.closed_at.desc())
-    .limit(1)
+    .with_for_update()
 )
-""":meth:`HandoffService.active_for` and :meth:`~HandoffService.resumed`, read on every chat turn: built once
-and run with bound parameters, so SQLAlchemy reuses their cache keys and compiled forms."""
+""":meth:`HandoffService.active_for` and :meth:`~HandoffService.active_and_resumed`, read on every chat turn:
+built once and run with bound parameters, so SQLAlchemy reuses their cache keys and compiled forms."""
 
 
 class HandoffService:
@@ -262,11 +263,16 @@ class HandoffService:
         newest = max(rows.all(), key=lambda row: row.created_at, default=None)
         return None if newest is None else newest.text
 
-    async def resumed(self, session: AsyncSession, conversation_id: uuid.UUID) -> Handoff | None:
-        """The latest handback whose first AI reply has not been written yet (that reply records
-        ``is_handback`` and sets ``resumed_message_id``)."""
-        resumed: Handoff | None = await session.scalar(_RESUMED, {"conversation_id": conversation_id})
-        return resumed
+    async def active_and_resumed(
+        self, session: AsyncSession, conversation_id: uuid.UUID
+    ) -> tuple[Handoff | None, Handoff | None]:
+        """In one statement, the conversation's open or claimed handoff (as :meth:`active_for`) and its latest
+        handback whose first AI reply has not been written yet (that reply records ``is_handback`` and sets
+        ``resumed_message_id``), each ``None`` when there is none; both locked for this transaction."""
+        rows = (await session.scalars(_ACTIVE_OR_UNRESUMED, {"conversation_id": conversation_id})).all()
+        active = next((h for h in rows if h.status in HandoffStatus.ACTIVE), None)
+        handbacks = [h for h in rows if h.status == HandoffStatus.CLOSED]
+        return active, max(handbacks, key=lambda h: h.closed_at or h.created_at, default=None)
 
     async def publish_message(
         self, coach_id: uuid.UUID, client_id: uuid.UUID, message: Message, *, to_client: bool = True

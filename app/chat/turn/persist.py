@@ -150,7 +150,8 @@ class Persister:
             # then the conversation (the lock order of HANDOFF_LOCK, after the message as the turn's load takes
             # them): a takeover that was still to commit when the claim began is seen now, and wins
             await session.execute(_LOCK_CONVERSATION, {"conversation_id": conversation.id})
-            if (active := await self._handoffs.active_for(session, conversation.id)) is not None:
+            active, resumed = await self._handoffs.active_and_resumed(session, conversation.id)
+            if active is not None:
                 await session.execute(_UNCLAIM, {"message_id": claimed})
                 return Outcome(handoff=active)
             if reply.drafting:
@@ -169,7 +170,7 @@ class Persister:
                 await session.flush()
                 outcome = Outcome(draft=draft)
             else:
-                outcome = Outcome(await self._store_reply(session, turn, reply))
+                outcome = Outcome(await self._store_reply(session, turn, reply, resumed))
                 after = after_retrieval(
                     mode=coach.handoff_mode, confidence=confidence, threshold=coach.confidence_threshold
                 )
@@ -182,8 +183,8 @@ class Persister:
         reply.metadata["persist_ms"] = ms_since(t0)
         return outcome
 
-    async def _store_reply(self, session: AsyncSession, turn: Turn, reply: Reply) -> Message:
-        resumed = await self._handoffs.resumed(session, turn.conversation.id)
+    async def _store_reply(self, session: AsyncSession, turn: Turn, reply: Reply, resumed: Handoff | None) -> Message:
+        """Store the AI's reply; ``resumed``, the handback it is the first reply after, records it."""
         if resumed is not None:
             reply.metadata["is_handback"] = True
             reply.metadata["human_duration_minutes"] = resumed.human_duration_minutes

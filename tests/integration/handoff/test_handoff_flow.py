@@ -34,7 +34,7 @@ from app.chat.turn.intake import Intake
 from app.chat.turn.pipeline import ChatService
 from app.chat.turn.state import TurnResult
 from app.container import Container
-from app.conversations.handoffs import HandoffReason
+from app.conversations.handoffs import Handoff, HandoffReason
 from app.conversations.models import SenderType
 from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background
@@ -499,6 +499,39 @@ async def test_takeover_live_messages_and_handback(
     assert coach_meta["handoff_reason"] == "coach_takeover" and coach_meta["ai_confidence_before"] is None
     assert messages[-1]["metadata"]["is_handback"] is True
     assert messages[-1]["metadata"]["human_duration_minutes"] >= 0
+
+
+async def test_after_two_handbacks_without_a_reply_the_first_reply_resumes_the_latest(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+) -> None:
+    """Two takeovers handed back with no AI reply between them: the next AI reply is the first after the latest
+    handback (``resumed_message_id`` set on it alone); the earlier one stays unresumed."""
+    setup = await new_setup()
+    conversation_id = (await chat(http, setup, "How can I plan my week better?"))["conversation_id"]
+    for _ in range(2):
+        taken = await http.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=setup.coach.headers)
+        assert taken.status_code == 200, taken.text
+        back = await http.post(f"/api/v1/conversations/{conversation_id}/handback", headers=setup.coach.headers)
+        assert back.status_code == 200, back.text
+    resumed = await chat(http, setup, "Thanks! Any tips for tonight?", conversation_id)
+    assert resumed["reply"] == REPLY
+    reply = [m for m in await transcript(http, setup, conversation_id) if m["sender_type"] == "ai"][-1]
+    assert reply["metadata"]["is_handback"] is True
+    async with tenant_session(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as session:
+        handoffs = (
+            await session.execute(
+                select(Handoff.resumed_message_id)
+                .where(Handoff.conversation_id == uuid.UUID(conversation_id))
+                .order_by(Handoff.closed_at)
+            )
+        ).all()
+    assert [str(row.resumed_message_id) if row.resumed_message_id else None for row in handoffs] == [
+        None,
+        reply["id"],
+    ]
 
 
 def held_model(
