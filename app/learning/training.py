@@ -31,7 +31,9 @@ most :data:`MAX_CLIENT_RATED_EXAMPLES` examples of each kind that one client's r
 (:data:`CLIENT_RATED`: ``thumbs_up``, ``feedback_pair``), that client's oldest first, counted over all splits of
 the set, so one client (or whoever holds their widget token) thumbing up the replies they steered cannot
 dominate the coach's fine-tune. The coach's own takeover replies and edited drafts are not counted. The cap is
-applied when the set is read, so it also holds for examples stored before it.
+applied when the set is read (:func:`_capped`, one SQL window function), so it also holds for examples stored
+before it, and the counts (:meth:`TrainingDataService.stats`, :meth:`~TrainingDataService.count_since`, hence the
+fine-tune readiness and the learning dashboard) read the same set as an export.
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import any_, bindparam, delete, func, or_, select
+from sqlalchemy import Subquery, any_, bindparam, delete, func, or_, select
 from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -78,7 +80,6 @@ MAX_CLIENT_RATED_EXAMPLES = 50
 """Most examples of one kind one client's ratings contribute to an export or a dataset snapshot."""
 CLIENT_RATED = (ExampleSource.THUMBS_UP, ExampleSource.FEEDBACK_PAIR)
 """Sources of the examples a client's thumbs made (counted against :data:`MAX_CLIENT_RATED_EXAMPLES`)."""
-_T = TypeVar("_T")
 _SPACES = re.compile(r"\s+")
 _ROLE = {SenderType.CLIENT: "user", SenderType.AI: "assistant", SenderType.HUMAN_COACH: "assistant"}
 
@@ -285,18 +286,28 @@ def _exportable() -> tuple[Any, ...]:
     return ~_quotes_forgotten(), outside_preview(TrainingExample.conversation_id)
 
 
-def _client_capped(rows: Sequence[tuple[_T, uuid.UUID, str]]) -> list[_T]:
-    """The items of ``rows`` (``(item, client id, source)``, oldest first) without each client's client-rated
-    examples beyond the first :data:`MAX_CLIENT_RATED_EXAMPLES` (:data:`CLIENT_RATED`); others all stay."""
-    taken: Counter[uuid.UUID] = Counter()
-    kept: list[_T] = []
-    for item, client_id, source in rows:
-        if source in CLIENT_RATED:
-            taken[client_id] += 1
-            if taken[client_id] > MAX_CLIENT_RATED_EXAMPLES:
-                continue
-        kept.append(item)
-    return kept
+def _capped(*where: Any) -> Subquery:
+    """SQL: the ids (column ``id``) of the coach's examples that an export or a snapshot takes among those matching
+    ``where`` (:func:`_exportable` applies too), without each client's client-rated examples (:data:`CLIENT_RATED`)
+    beyond their first :data:`MAX_CLIENT_RATED_EXAMPLES` of a kind, oldest first, counted over every split; the
+    other examples all stay. Every reader of the set (:meth:`TrainingDataService.examples`, ``snapshot``,
+    ``stats``, ``count_since``) selects from it, so counts and exports agree."""
+    rated = TrainingExample.source.in_(CLIENT_RATED)
+    rank = func.row_number().over(
+        partition_by=(Conversation.client_id, TrainingExample.kind, rated),
+        order_by=(TrainingExample.created_at, TrainingExample.id),
+    )
+    ranked = (
+        select(TrainingExample.id, rated.label("rated"), rank.label("rank"))
+        .join(Conversation, Conversation.id == TrainingExample.conversation_id)
+        .where(*_exportable(), *where)
+        .subquery("ranked")
+    )
+    return (
+        select(ranked.c.id)
+        .where(or_(ranked.c.rated.is_(False), ranked.c.rank <= MAX_CLIENT_RATED_EXAMPLES))
+        .subquery("capped")
+    )
 
 
 class TrainingDataService:
@@ -501,24 +512,22 @@ class TrainingDataService:
         """The coach's examples of ``kind`` in ``split`` (``all``: every split), oldest first; ``ids``
         restricts them to a snapshot's. An example holding a message forgotten since it was built is left out
         (:func:`_quotes_forgotten`), and so is one client's client-rated example beyond the cap of the whole set
-        (:func:`_client_capped`, counted over every split, so the splits' exports together are the ``all`` one).
+        (:func:`_capped`, counted over every split, so the splits' exports together are the ``all`` one).
         Raises ``InvalidInput`` for an unknown kind or split."""
         if kind not in EXPORT_FORMATS:
             raise InvalidInput(f"format must be one of {', '.join(EXPORT_FORMATS)}")
         if split not in EXPORT_SPLITS:
             raise InvalidInput(f"split must be one of {', '.join(EXPORT_SPLITS)}")
-        session, coach_id = uow.session, uow.coach_id
-        stmt = (
-            select(TrainingExample, Conversation.client_id, TrainingExample.source)
-            .join(Conversation, Conversation.id == TrainingExample.conversation_id)
-            .where(TrainingExample.coach_id == coach_id, TrainingExample.kind == kind, *_exportable())
-        )
+        where = [TrainingExample.coach_id == uow.coach_id, TrainingExample.kind == kind]
         if ids is not None:
             # one array parameter: an IN list takes one per id, and PostgreSQL's protocol allows 32,767
-            stmt = stmt.where(TrainingExample.id == any_(bindparam("ids", ids, type_=ARRAY(UUID(as_uuid=True)))))
+            where.append(TrainingExample.id == any_(bindparam("ids", ids, type_=ARRAY(UUID(as_uuid=True)))))
+        capped = _capped(*where)
+        stmt = select(TrainingExample).join(capped, capped.c.id == TrainingExample.id)
+        if split != "all":
+            stmt = stmt.where(TrainingExample.split == split)
         stmt = stmt.order_by(TrainingExample.created_at, TrainingExample.id)
-        kept = _client_capped([(example, client, source) for example, client, source in await session.execute(stmt)])
-        return [e for e in kept if split in ("all", e.split)]
+        return list((await uow.session.scalars(stmt)).all())
 
     async def export(self, uow: UnitOfWork, *, kind: str, split: str = "all", scrub_pii: bool = True) -> list[str]:
         """JSONL lines (no newlines) of the coach's ``kind`` examples in ``split``: SFT in the OpenAI chat
@@ -528,13 +537,13 @@ class TrainingDataService:
         return [example_line(e, scrub=scrub_pii) for e in await self.examples(uow, kind=kind, split=split)]
 
     async def stats(self, uow: UnitOfWork) -> dict[str, Any]:
-        """Counts: ``{"sft": {"train", "validation", "test"}, "preference": {...}, "by_source": {source: n},
-        "total": n}``."""
-        session, coach_id = uow.session, uow.coach_id
+        """Counts of the examples an export takes (:func:`_capped`): ``{"sft": {"train", "validation",
+        "test"}, "preference": {...}, "by_source": {source: n}, "total": n}``."""
+        capped = _capped(TrainingExample.coach_id == uow.coach_id)
         rows = (
-            await session.execute(
+            await uow.session.execute(
                 select(TrainingExample.kind, TrainingExample.split, TrainingExample.source, func.count())
-                .where(TrainingExample.coach_id == coach_id, outside_preview(TrainingExample.conversation_id))
+                .join(capped, capped.c.id == TrainingExample.id)
                 .group_by(TrainingExample.kind, TrainingExample.split, TrainingExample.source)
             )
         ).all()
@@ -550,12 +559,15 @@ class TrainingDataService:
     async def count_since(
         self, session: AsyncSession, coach_id: uuid.UUID, since: datetime | None, *, split: str
     ) -> int:
-        """SFT examples in ``split`` created after ``since`` (``None``: all), in the caller's session."""
-        stmt = select(func.count()).where(
-            TrainingExample.coach_id == coach_id,
-            TrainingExample.kind == ExampleKind.SFT,
-            TrainingExample.split == split,
-            outside_preview(TrainingExample.conversation_id),
+        """SFT examples in ``split`` created after ``since`` (``None``: all) among those an export takes
+        (:func:`_capped`: a client's client-rated examples beyond the cap never count, however new), in the
+        caller's session."""
+        capped = _capped(TrainingExample.coach_id == coach_id, TrainingExample.kind == ExampleKind.SFT)
+        stmt = (
+            select(func.count())
+            .select_from(TrainingExample)
+            .join(capped, capped.c.id == TrainingExample.id)
+            .where(TrainingExample.split == split)
         )
         if since is not None:
             stmt = stmt.where(TrainingExample.created_at > since)
@@ -564,24 +576,19 @@ class TrainingDataService:
     async def snapshot(self, uow: UnitOfWork, kind: str, *, scrub_pii: bool = True) -> TrainingDataset:
         """Freeze the coach's current ``kind`` examples as a dataset (ids and per-split counts), e.g. for a
         fine-tune job; an example holding a message forgotten since it was built is left out, and so is one
-        client's client-rated example beyond the cap (:func:`_client_capped`). Raises
-        ``InvalidInput`` for an unknown kind."""
+        client's client-rated example beyond the cap (:func:`_capped`). Raises ``InvalidInput`` for an unknown
+        kind."""
         if kind not in ExampleKind.ALL:
             raise InvalidInput(f"kind must be one of {', '.join(ExampleKind.ALL)}")
         session, coach_id = uow.session, uow.coach_id
-        ranked = await session.execute(
-            select(
-                TrainingExample.id,
-                TrainingExample.split,
-                TrainingExample.conversation_id,
-                Conversation.client_id,
-                TrainingExample.source,
+        capped = _capped(TrainingExample.coach_id == coach_id, TrainingExample.kind == kind)
+        rows = (
+            await session.execute(
+                select(TrainingExample.id, TrainingExample.split, TrainingExample.conversation_id)
+                .join(capped, capped.c.id == TrainingExample.id)
+                .order_by(TrainingExample.created_at, TrainingExample.id)
             )
-            .join(Conversation, Conversation.id == TrainingExample.conversation_id)
-            .where(TrainingExample.coach_id == coach_id, TrainingExample.kind == kind, *_exportable())
-            .order_by(TrainingExample.created_at, TrainingExample.id)
-        )
-        rows = _client_capped([((id_, split, conv), client, source) for id_, split, conv, client, source in ranked])
+        ).all()
         counts = dict.fromkeys(Split.ALL, 0) | dict(Counter(split for _, split, _ in rows))
         dataset = TrainingDataset(
             coach_id=coach_id,

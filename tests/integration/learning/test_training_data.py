@@ -546,3 +546,39 @@ async def test_one_client_contributes_at_most_the_cap_of_client_rated_examples(
         assert dataset.counts == {"train": 40 + 7 + 5, "validation": MAX_CLIENT_RATED_EXAMPLES - 40, "test": 0}
         train = await container.training.examples(uow, kind=ExampleKind.SFT, split="train", ids=dataset.example_ids)
     assert Counter(e.source for e in train) == {ExampleSource.THUMBS_UP: 45, ExampleSource.COACH_REPLY: 7}
+
+
+async def test_one_clients_thumbs_beyond_the_cap_count_nowhere_and_never_make_the_coach_ready(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], container: Container
+) -> None:
+    """The example counts (``/learning/training``, the dashboard) and the fine-tune readiness count what an export
+    takes: a client's thumbs-ups beyond :data:`MAX_CLIENT_RATED_EXAMPLES` count nowhere, so one client alone never
+    makes the coach ready for a fine-tune whose data would then be capped below the minimum."""
+    minimum = MAX_CLIENT_RATED_EXAMPLES + 5
+    setup = await new_setup("Flooded Coach", fine_tune_enabled=True, fine_tune_min_examples=minimum)
+    coach_id, flooder = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    await store_rated_examples(container, coach_id, flooder, Split.TRAIN, ExampleSource.THUMBS_UP, minimum + 20)
+    await store_rated_examples(container, coach_id, flooder, Split.TEST, ExampleSource.THUMBS_UP, 3)
+
+    async def figures() -> tuple[dict[str, Any], dict[str, Any]]:
+        training = (await http.get("/api/v1/learning/training", headers=setup.coach.headers)).json()
+        dashboard = (await http.get("/api/v1/learning/dashboard", headers=setup.coach.headers)).json()
+        assert dashboard["training"] == training["stats"] and dashboard["readiness"] == training["readiness"]
+        exported = {split: len(await export(http, setup, format="sft", split=split)) for split in Split.ALL}
+        assert training["stats"]["sft"] == exported
+        assert training["stats"]["total"] == sum(exported.values())
+        assert training["readiness"]["new_examples"] == exported[Split.TRAIN]
+        return training["stats"], training["readiness"]
+
+    stats, readiness = await figures()
+    assert stats["sft"] == {"train": MAX_CLIENT_RATED_EXAMPLES, "validation": 0, "test": 0}
+    assert stats["by_source"] == {ExampleSource.THUMBS_UP: MAX_CLIENT_RATED_EXAMPLES}
+    assert not readiness["ready"] and f"{MAX_CLIENT_RATED_EXAMPLES} of {minimum}" in readiness["reason"]
+
+    other = uuid.UUID((await make_client(http, setup.coach, "Sam"))["id"])
+    await store_rated_examples(container, coach_id, other, Split.TRAIN, ExampleSource.THUMBS_UP, 5)
+    stats, readiness = await figures()
+    assert stats["sft"]["train"] == minimum and readiness["ready"], "a second client's thumbs count"
+    # a ready coach left behind would get a fine-tune from a later test's sweep (the sweep takes every coach)
+    off = await http.patch("/api/v1/settings", headers=setup.coach.headers, json={"fine_tune_enabled": False})
+    assert off.status_code == 200, off.text
