@@ -299,15 +299,17 @@ class ExperimentService:
 
     async def assign(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> Assignment | None:
         """The client's variant of the coach's running experiment (``None`` when none runs), in the caller's
-        tenant session."""
+        tenant session. A variant's blank persona (stored before blank ones were refused) keeps the coach's own,
+        as a variant without one does: the arm's model must never get no instructions at all."""
         experiment = await self._running(session, coach_id)
         if experiment is None:
             return None
         variant = experiment.variants[assign_variant(experiment.id, client_id, len(experiment.variants))]
+        persona = variant.get("persona")
         return Assignment(
             experiment.id,
             variant["name"],
-            variant.get("persona"),
+            persona if isinstance(persona, str) and persona.strip() else None,
             variant.get("model"),
             variant.get("temperature"),
             variant.get("intensity"),

@@ -19,7 +19,7 @@ import respx
 from app.chat.spotlight import unmark
 from app.container import Container
 from app.db.engine import tenant_session
-from app.learning.models import ModelVersion, ModelVersionStatus
+from app.learning.models import Experiment, ModelVersion, ModelVersionStatus
 from tests.conftest import upload
 from tests.integration.handoff.test_handoff_flow import Setup, chat, llm_api, new_setup, transcript
 from tests.openai_wire import MOCK_BASE_URL, openai_error, openai_sse, sse_response
@@ -217,6 +217,36 @@ async def test_an_experiment_variant_sets_the_model_call_and_is_recorded_on_the_
         assert body["temperature"] == 0.9 and system.startswith("You are Jo, a very warm coach.")
     else:
         assert body["temperature"] == 0.3 and system.startswith("You are Jo, a calm coach.")
+
+
+async def test_a_variant_stored_with_a_blank_persona_serves_the_coachs_persona(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+) -> None:
+    """An experiment stored before blank variant personas were refused: its arms with an empty or blank persona
+    send the coach's own persona (the model is never left with no instructions), their other overrides apply and
+    the reply still counts for its arm."""
+    setup = await new_setup("Old Experiment Coach", persona="You are Jo, a calm coach.")
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        experiment = Experiment(
+            coach_id=coach_id,
+            name="blank arms",
+            metric="thumbs_up_rate",
+            variants=[{"name": "empty", "persona": "", "temperature": 0.9}, {"name": "blank", "persona": " \n "}],
+        )
+        session.add(experiment)
+        await session.flush()
+        experiment_id = str(experiment.id)
+
+    reply = await chat(http, setup, "I keep putting off my tax return.")
+    body = requests(llm_api)[-1]
+    assert body["messages"][0]["content"].startswith("You are Jo, a calm coach.")
+    variant = (await stored(http, setup, reply))["experiment"]
+    assert variant["id"] == experiment_id
+    assert body["temperature"] == (0.9 if variant["variant"] == "empty" else 0.3)
 
 
 async def test_a_takeover_teaches_the_next_similar_turn_and_the_client_can_rate_the_coach(
