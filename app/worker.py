@@ -67,6 +67,7 @@ from app.db.jobs import (
     REFRESH_TRAINING_DATA,
     SCORE_INTERVENTIONS,
     START_FINE_TUNE,
+    STOP_FINE_TUNES,
     SUMMARIZE_SESSION,
     TELEGRAM_DELIVER,
     UPDATE_PROFILE,
@@ -385,6 +386,12 @@ async def poll_fine_tune(ctx: dict[str, Any], coach_id: str, job_id: str) -> str
     return await container.fine_tunes.poll(uuid.UUID(coach_id), uuid.UUID(job_id))
 
 
+async def stop_fine_tunes(ctx: dict[str, Any], coach_id: str) -> str:
+    """arq job: poll the coach's active fine-tunes now, which cancels them once the coach is on the local model."""
+    container: Container = ctx["container"]
+    return await container.fine_tunes.poll_active(uuid.UUID(coach_id))
+
+
 async def evaluate_model(ctx: dict[str, Any], coach_id: str, version_id: str) -> str:
     """arq job: the promotion gate for a staging model version."""
     container: Container = ctx["container"]
@@ -668,6 +675,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
             func(score_interventions, name=SCORE_INTERVENTIONS, timeout=300, max_tries=STORE_JOB_TRIES),
             func(start_fine_tune, name=START_FINE_TUNE, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(poll_fine_tune, name=POLL_FINE_TUNE, timeout=300, max_tries=3),
+            func(stop_fine_tunes, name=STOP_FINE_TUNES, timeout=300, max_tries=3),
             func(evaluate_model, name=EVALUATE_MODEL, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(answer_pending, name=ANSWER_PENDING, timeout=600, max_tries=STORE_JOB_TRIES),
             func(telegram_send, name=SEND_JOB, timeout=120, max_tries=TELEGRAM_SEND_TRIES),

@@ -35,6 +35,7 @@ from app.core.validation import (
     provider_api_key,
     web_origins,
 )
+from app.db import jobs
 from app.db.autocommit import autocommit_session
 from app.db.engine import tenant_session
 from app.db.search import contains_pattern
@@ -365,7 +366,8 @@ class AccountService:
         """Change persona, provider, memory and escalation settings (``handoff``: the fields of
         :data:`app.accounts.handoff_settings.HANDOFF_FIELDS`); ``None`` leaves a field as is, ``""`` clears an
         optional one. ``llm_provider="local"`` turns ``fine_tune_enabled`` off (the offline model cannot be
-        fine-tuned; :func:`app.accounts.learning_settings.apply_learning_settings` refuses turning it on again).
+        fine-tuned; :func:`app.accounts.learning_settings.apply_learning_settings` refuses turning it on again), and
+        a switch to it queues the cancel of the coach's running fine-tunes (:func:`app.db.jobs.stop_fine_tunes`).
 
         The API key is encrypted before it is stored. Raises ``InvalidInput`` for an empty (or only blank) name or
         persona (the persona is the assistant's instructions: without it the model has none), a name or persona
@@ -398,9 +400,11 @@ class AccountService:
         if llm_provider is not None:
             if llm_provider not in LLM_PROVIDERS:
                 raise InvalidInput(f"llm_provider must be one of {', '.join(LLM_PROVIDERS)}")
-            coach.llm_provider = llm_provider
             if llm_provider == "local":  # the offline model cannot be fine-tuned: the cron would never start one
                 coach.fine_tune_enabled = False
+                if coach.llm_provider != "local":  # and a fine-tune running at the endpoint it leaves is cancelled
+                    jobs.stop_fine_tunes(uow.session, coach.id)
+            coach.llm_provider = llm_provider
         if llm_model is not None:
             coach.llm_model = bounded_text("llm_model", llm_model, MAX_MODEL_NAME_CHARS) or None
         if llm_base_url is not None:

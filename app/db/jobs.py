@@ -28,6 +28,7 @@ SCORE_INTERVENTIONS = "score_interventions"
 REFRESH_TRAINING_DATA = "refresh_training_data"
 START_FINE_TUNE = "start_fine_tune"
 POLL_FINE_TUNE = "poll_fine_tune"
+STOP_FINE_TUNES = "stop_fine_tunes"
 EVALUATE_MODEL = "evaluate_model"
 ANSWER_PENDING = "answer_pending"
 PURGE_ERASED_DATA = "purge_erased_data"
@@ -192,6 +193,13 @@ def poll_fine_tune(session: AsyncSession, coach_id: uuid.UUID, job_id: uuid.UUID
         str(job_id),
         defer_until=datetime.now(UTC) + timedelta(seconds=defer_s) if defer_s else None,
     )
+
+
+def stop_fine_tunes(session: AsyncSession, coach_id: uuid.UUID) -> None:
+    """Queue the end of the coach's active fine-tunes now (the coach switched to the local offline model, which
+    cannot be fine-tuned): each is polled, and the poll cancels it (:meth:`app.learning.finetune.FineTuneService.
+    poll`) instead of waiting for the next sweep."""
+    add_job(session, coach_id, STOP_FINE_TUNES, str(coach_id))
 
 
 def evaluate_model(session: AsyncSession, coach_id: uuid.UUID, version_id: uuid.UUID) -> None:

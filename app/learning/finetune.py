@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, cast
 
 import openai
@@ -73,6 +75,9 @@ STALLED_START = (
     "its start did not finish (the upload or the job's creation ran past its deadline, or its worker was "
     "stopped), and the provider has no job of it; start the fine-tune again"
 )
+
+SWITCHED_TO_LOCAL = "cancelled: the coach switched to the local offline model, which cannot be fine-tuned"
+"""The start of a running job's ``error`` once the coach switched to the local model (:meth:`FineTuneService.poll`)."""
 
 
 class SnapshotChanging(Exception):
@@ -223,15 +228,67 @@ def fine_tune_dict(job: FineTuneJob) -> dict[str, Any]:
     }
 
 
-async def _cancel(client: openai.AsyncOpenAI, job_id: uuid.UUID, created_id: str, done: str) -> str:
-    """Cancel provider job ``created_id``, which a start of fine-tune ``job_id`` created after the fine-tune left
-    ``preparing`` (``done``: :func:`_start_done`). Returns a short status for arq; a failed cancel is logged."""
+async def _cancel(client: openai.AsyncOpenAI, job_id: uuid.UUID, provider_job_id: str) -> str | None:
+    """Cancel provider job ``provider_job_id`` of fine-tune ``job_id`` (``POST /v1/fine_tuning/jobs/{id}/cancel``).
+    Returns ``None`` once cancelled, else why not (:func:`describe_error`, never a response body), which is logged."""
     try:
-        await client.fine_tuning.jobs.cancel(created_id)
+        await client.fine_tuning.jobs.cancel(provider_job_id)
     except (openai.APIError, EgressRefused) as exc:
-        log.warning("fine-tune %s: could not cancel provider job %s: %s", job_id, created_id, describe_error(exc))
-        return f"{done}; provider job {created_id} not cancelled"
-    return f"{done}; provider job {created_id} cancelled"
+        log.warning("fine-tune %s: could not cancel provider job %s: %s", job_id, provider_job_id, describe_error(exc))
+        return describe_error(exc)
+    return None
+
+
+async def _job(session: AsyncSession, coach_id: uuid.UUID, job_id: uuid.UUID) -> FineTuneJob:
+    """The coach's fine-tune job, locked for update, in the caller's session. Raises ``NotFound``."""
+    job = await session.scalar(
+        select(FineTuneJob).where(FineTuneJob.id == job_id, FineTuneJob.coach_id == coach_id).with_for_update()
+    )
+    if job is None:
+        raise NotFound("fine-tune job not found")
+    return job
+
+
+async def _last_job(session: AsyncSession, coach_id: uuid.UUID) -> FineTuneJob | None:
+    """The coach's newest fine-tune job, if any, in the caller's session."""
+    return await session.scalar(
+        select(FineTuneJob)
+        .where(FineTuneJob.coach_id == coach_id)
+        .order_by(FineTuneJob.created_at.desc(), FineTuneJob.id.desc())
+        .limit(1)
+    )
+
+
+async def _cancel_for_local(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    client: Callable[[], openai.AsyncOpenAI],
+    coach_id: uuid.UUID,
+    job_id: uuid.UUID,
+    provider_job_id: str,
+) -> str:
+    """The coach switched to the local offline model while fine-tune ``job_id`` ran (which turned fine-tunes off):
+    cancel its provider job (:func:`_cancel`, on ``client()``: the coach's stored key and base URL) and mark the job
+    ``cancelled`` with :data:`SWITCHED_TO_LOCAL` and the cancel's outcome as its ``error`` (shown on the
+    dashboard), so it is polled no more and yields no model version. A cancel that cannot be sent or is refused
+    still ends the job here; the reason then asks the coach to cancel it in the provider's dashboard. Returns a
+    short status for arq."""
+    try:
+        async with client() as provider:
+            failure = await _cancel(provider, job_id, provider_job_id)
+    except Conflict as exc:  # no key stored any more
+        failure = exc.message
+    outcome = (
+        "the provider job was cancelled"
+        if failure is None
+        else f"the provider job could not be cancelled ({failure}): cancel it in the provider's dashboard"
+    )
+    async with unit_of_work(sessionmaker, coach_id) as uow:
+        job = await _job(uow.session, coach_id, job_id)
+        if job.status in FineTuneStatus.FINAL:
+            return f"already {job.status}"
+        job.status, job.finished_at = FineTuneStatus.CANCELLED, datetime.now(UTC)
+        job.error = one_line(f"{SWITCHED_TO_LOCAL}; {outcome}", MAX_ERROR_CHARS)
+    return f"{provider_job_id}: cancelled, {outcome}"
 
 
 def _start_done(job: FineTuneJob) -> str | None:
@@ -272,10 +329,12 @@ class FineTuneService:
         self._accounts = accounts
         self._training = training
 
-    def _client(self, coach: Coach) -> openai.AsyncOpenAI:
-        """An SDK client on the coach's endpoint with the coach's key. Raises ``Conflict`` without one."""
+    def _client(self, coach: Coach, *, cancelling: bool = False) -> openai.AsyncOpenAI:
+        """An SDK client on the coach's endpoint with the coach's key. ``cancelling``: the coach's stored key and
+        base URL are enough, the provider no matter (a coach who switched to the local model still has jobs at the
+        endpoint the key was stored for, :func:`_cancel_for_local`). Raises ``Conflict`` without one."""
         key = self._registry.decrypt_key(coach.llm_api_key_encrypted)
-        if not has_openai_endpoint(coach, key):
+        if not (has_openai_endpoint(coach, key) or (cancelling and key)):
             raise Conflict("fine-tunes need an OpenAI endpoint with an API key in the settings")
         timeout = self._settings.llm_timeout_seconds
         return openai.AsyncOpenAI(
@@ -286,19 +345,11 @@ class FineTuneService:
             http_client=self._registry.egress.client(timeout=timeout),  # type: ignore[arg-type]  # httpx: see openai_compat
         )
 
-    async def _last_job(self, session: AsyncSession, coach_id: uuid.UUID) -> FineTuneJob | None:
-        return await session.scalar(
-            select(FineTuneJob)
-            .where(FineTuneJob.coach_id == coach_id)
-            .order_by(FineTuneJob.created_at.desc(), FineTuneJob.id.desc())
-            .limit(1)
-        )
-
     async def readiness(self, uow: UnitOfWork) -> Readiness:
         """The readiness rule (see :class:`Readiness`) for the coach now."""
         session, coach_id = uow.session, uow.coach_id
         coach = await uow.coach()
-        last = await self._last_job(session, coach_id)
+        last = await _last_job(session, coach_id)
         since = last.created_at if last is not None else None
         new = await self._training.count_since(session, coach_id, since, split=Split.TRAIN)
         days = (datetime.now(UTC) - since).total_seconds() / 86400 if since is not None else None
@@ -373,7 +424,7 @@ class FineTuneService:
         :data:`STALLED_START` so it no longer blocks the coach's next fine-tune. Raises ``ProviderError`` when
         the provider is out of reach (the next sweep tries again). Returns a short status."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
-            job = await self._job(uow.session, coach_id, job_id)
+            job = await _job(uow.session, coach_id, job_id)
             if (done := _start_done(job)) is not None:
                 return done
             coach = await uow.coach()
@@ -403,7 +454,7 @@ class FineTuneService:
             raise Conflict("fine-tunes need an OpenAI endpoint with an API key in the settings")
         # one create per coach at a time (a double submit, the sweep's own): the second sees the first's job
         await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"fine-tune:{coach_id}"})
-        last = await self._last_job(session, coach_id)
+        last = await _last_job(session, coach_id)
         if last is not None and last.status in FineTuneStatus.ACTIVE:
             raise Conflict("a fine-tune job is already running")
         if not (await self._training.stats(uow))[kind][Split.TRAIN]:
@@ -420,14 +471,6 @@ class FineTuneService:
         await session.flush()
         await session.refresh(job)
         jobs.start_fine_tune(session, coach_id, job.id)
-        return job
-
-    async def _job(self, session: AsyncSession, coach_id: uuid.UUID, job_id: uuid.UUID) -> FineTuneJob:
-        job = await session.scalar(
-            select(FineTuneJob).where(FineTuneJob.id == job_id, FineTuneJob.coach_id == coach_id).with_for_update()
-        )
-        if job is None:
-            raise NotFound("fine-tune job not found")
         return job
 
     async def _file(self, coach_id: uuid.UUID, dataset_id: uuid.UUID, split: str) -> tuple[bytes, list[uuid.UUID]]:
@@ -462,7 +505,7 @@ class FineTuneService:
                     select(TrainingDataset.example_ids).where(TrainingDataset.id == dataset_id).with_for_update()
                 )
                 if snapshot is not None and set(example_ids) <= set(snapshot):
-                    job = await self._job(session, coach_id, job_id)
+                    job = await _job(session, coach_id, job_id)
                     if split == Split.TRAIN:
                         job.training_file_id = file_id
                     else:
@@ -481,7 +524,7 @@ class FineTuneService:
         ``ProviderError`` for a retry."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
-            job = await self._job(session, coach_id, job_id)
+            job = await _job(session, coach_id, job_id)
             if (done := _start_done(job)) is not None:
                 return done
             coach = await uow.coach()
@@ -538,13 +581,16 @@ class FineTuneService:
         created_id, created_status = provider_id(created), remote_job(created).status
         status = created_status if created_status in PROVIDER_STATUSES else FineTuneStatus.VALIDATING_FILES
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
-            job = await self._job(uow.session, coach_id, job_id)
+            job = await _job(uow.session, coach_id, job_id)
             if (done := _start_done(job)) is None:
                 job.provider_job_id, job.status = created_id, status
                 jobs.poll_fine_tune(uow.session, coach_id, job_id)
             elif job.provider_job_id == created_id:  # (an earlier try of this start stored it)
                 return done
-        return f"created {created_id} ({status})" if done is None else await _cancel(client, job_id, created_id, done)
+        if done is None:
+            return f"created {created_id} ({status})"
+        failure = await _cancel(client, job_id, created_id)
+        return f"{done}; provider job {created_id} " + ("cancelled" if failure is None else "not cancelled")
 
     async def give_up(self, coach_id: uuid.UUID, job_id: uuid.UUID, error: str) -> str:
         """The ``start_fine_tune`` job's last try failed (``error``: the provider out of reach): a job still
@@ -557,7 +603,7 @@ class FineTuneService:
         response body), while its start still has anything left to do (:func:`_start_done`, read under the row's
         lock): another start, or the sweep, may have stored its provider job since the caller looked."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
-            job = await self._job(uow.session, coach_id, job_id)
+            job = await _job(uow.session, coach_id, job_id)
             if (done := _start_done(job)) is not None:
                 return done
             job.status, job.error = FineTuneStatus.FAILED, one_line(error, MAX_ERROR_CHARS)
@@ -568,16 +614,19 @@ class FineTuneService:
         """arq job: fetch the provider job and record its status (OpenAI's names), ``trained_tokens``,
         ``error`` (``error.message``), ``finished_at`` and the cost estimate. On success a ``staging``
         :class:`ModelVersion` is created once and the promotion gate is queued. A final job is not polled
-        again."""
+        again; the job of a coach who switched to the local model is cancelled instead (:func:`_cancel_for_local`)."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
-            job = await self._job(session, coach_id, job_id)
+            job = await _job(session, coach_id, job_id)
             if job.status in FineTuneStatus.FINAL:
                 return f"already {job.status}"
             if job.provider_job_id is None:
                 return "not started yet"
             coach = await uow.coach()
             provider_job_id = job.provider_job_id
+        if coach.llm_provider == "local":
+            cancelling = partial(self._client, coach, cancelling=True)
+            return await _cancel_for_local(self._sessionmaker, cancelling, coach_id, job_id, provider_job_id)
         try:
             async with self._client(coach) as client:
                 remote = remote_job(await client.fine_tuning.jobs.retrieve(provider_job_id))
@@ -587,7 +636,7 @@ class FineTuneService:
             raise ProviderError(f"fine-tune poll failed: {exc}") from exc
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
-            job = await self._job(session, coach_id, job_id)
+            job = await _job(session, coach_id, job_id)
             if remote.status in PROVIDER_STATUSES:
                 job.status = remote.status
             job.trained_tokens = remote.trained_tokens
@@ -614,6 +663,19 @@ class FineTuneService:
                     jobs.evaluate_model(session, coach_id, version.id)
             status = job.status
         return f"{provider_job_id}: {status}"
+
+    async def poll_active(self, coach_id: uuid.UUID) -> str:
+        """arq job (``stop_fine_tunes``, queued when the coach switches to the local model): :meth:`poll` each of
+        the coach's active jobs now, which cancels them, instead of at the next sweep. Returns a summary."""
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            job_ids = (
+                await uow.session.scalars(
+                    select(FineTuneJob.id).where(
+                        FineTuneJob.coach_id == coach_id, FineTuneJob.status.in_(FineTuneStatus.ACTIVE)
+                    )
+                )
+            ).all()
+        return "; ".join([await self.poll(coach_id, job_id) for job_id in job_ids]) or "no active fine-tune"
 
     async def delete_files(self, coach: Coach, file_ids: list[str]) -> tuple[list[str], list[str]]:
         """Delete uploaded training files at the coach's provider (``DELETE /v1/files/{id}``), e.g. after a

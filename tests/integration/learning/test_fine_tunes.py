@@ -29,7 +29,15 @@ from app.learning.versions import UNDECIDED
 from tests.conftest import make_client
 from tests.integration.handoff.test_handoff_flow import Setup, new_setup
 from tests.integration.learning.test_training_data import refresh, seed_conversation
-from tests.openai_wire import MOCK_BASE_URL, mock_openai, openai_completion, openai_error, openai_sse, sse_response
+from tests.openai_wire import (
+    MOCK_BASE_URL,
+    MOCK_ENDPOINT_SETTINGS,
+    mock_openai,
+    openai_completion,
+    openai_error,
+    openai_sse,
+    sse_response,
+)
 
 __all__ = ["new_setup"]  # fixture used by name below
 
@@ -942,3 +950,55 @@ async def test_a_snapshot_erasures_keep_changing_during_the_upload_is_tried_agai
         await worker.start_fine_tune({"container": container, "job_try": 1}, setup.coach.coach_id, job_id)
     [job] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
     assert job["status"] == "preparing" and job["training_file_id"] is None
+
+
+async def test_switching_to_the_local_model_cancels_the_running_fine_tune_with_the_reason(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+) -> None:
+    """A coach who switches to the local offline model while a fine-tune runs (which turns fine-tunes off) has the
+    job cancelled at the provider with the key still stored, instead of polled on: the job reads ``cancelled``
+    with the reason on the dashboard, is polled no more and no longer blocks anything. A cancel the provider
+    refuses still ends the job, and the reason says to cancel it in the provider's dashboard."""
+    api = fake_openai([{"status": "running"}])
+    cancel = api.router.post(f"{MOCK_BASE_URL}/fine_tuning/jobs/ftjob-abc123/cancel").mock(
+        return_value=httpx.Response(200, json=job_object("ftjob-abc123", "cancelled"))
+    )
+    setup = await new_setup("Switching Coach", fine_tune_enabled=True, fine_tune_min_days=0)
+    await seed(container, setup, run_jobs, {"train": 1})
+    created = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers)
+    assert created.status_code == 201, created.text
+    await run_jobs()  # start and first poll
+    [job] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+    assert job["status"] == "running"
+    polls = api.router.routes["get_job"].call_count
+
+    local = await http.patch("/api/v1/settings", headers=setup.coach.headers, json={"llm_provider": "local"})
+    assert local.status_code == 200 and local.json()["fine_tune_enabled"] is False
+    await run_jobs()  # the switch's stop_fine_tunes job: no wait for the sweep
+    assert cancel.call_count == 1 and api.router.routes["get_job"].call_count == polls, "cancelled, not polled"
+    job_id = uuid.UUID(created.json()["id"])
+    assert await container.fine_tunes.poll(uuid.UUID(setup.coach.coach_id), job_id) == "already cancelled"
+    assert cancel.call_count == 1 and api.router.routes["get_job"].call_count == polls, "a final job rests"
+    [job] = (await http.get("/api/v1/learning/dashboard", headers=setup.coach.headers)).json()["fine_tunes"]
+    assert job["status"] == "cancelled" and job["finished_at"] is not None
+    assert "switched to the local offline model" in job["error"] and "provider job was cancelled" in job["error"]
+    assert (
+        "still running"
+        not in (await http.get("/api/v1/learning/training", headers=setup.coach.headers)).json()["readiness"]["reason"]
+    )
+
+    # a cancel the provider refuses (the job finished meanwhile) still ends the job, and the reason says so
+    await http.patch("/api/v1/settings", headers=setup.coach.headers, json=MOCK_ENDPOINT_SETTINGS)
+    refused = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers)
+    assert refused.status_code == 201, refused.text
+    await run_jobs()
+    cancel.mock(return_value=openai_error(400, "Job has already completed.", "invalid_request_error", None))
+    await http.patch("/api/v1/settings", headers=setup.coach.headers, json={"llm_provider": "local"})
+    await run_jobs()
+    latest = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()[0]
+    assert latest["id"] == refused.json()["id"] and latest["status"] == "cancelled"
+    assert "could not be cancelled" in latest["error"] and "provider's dashboard" in latest["error"]
