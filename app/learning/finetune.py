@@ -329,12 +329,13 @@ class FineTuneService:
         self._accounts = accounts
         self._training = training
 
-    def _client(self, coach: Coach, *, cancelling: bool = False) -> openai.AsyncOpenAI:
-        """An SDK client on the coach's endpoint with the coach's key. ``cancelling``: the coach's stored key and
-        base URL are enough, the provider no matter (a coach who switched to the local model still has jobs at the
-        endpoint the key was stored for, :func:`_cancel_for_local`). Raises ``Conflict`` without one."""
+    def _client(self, coach: Coach, *, any_provider: bool = False) -> openai.AsyncOpenAI:
+        """An SDK client on the coach's endpoint with the coach's key. ``any_provider``: the stored key and base URL
+        are enough whatever ``llm_provider`` says: a coach who switched to the local model still has jobs and files
+        at the endpoint the key was stored for, to cancel (:func:`_cancel_for_local`) or delete after an erasure
+        (:meth:`delete_files`). Raises ``Conflict`` without one."""
         key = self._registry.decrypt_key(coach.llm_api_key_encrypted)
-        if not (has_openai_endpoint(coach, key) or (cancelling and key)):
+        if not (has_openai_endpoint(coach, key) or (any_provider and key)):
             raise Conflict("fine-tunes need an OpenAI endpoint with an API key in the settings")
         timeout = self._settings.llm_timeout_seconds
         return openai.AsyncOpenAI(
@@ -625,8 +626,8 @@ class FineTuneService:
             coach = await uow.coach()
             provider_job_id = job.provider_job_id
         if coach.llm_provider == "local":
-            cancelling = partial(self._client, coach, cancelling=True)
-            return await _cancel_for_local(self._sessionmaker, cancelling, coach_id, job_id, provider_job_id)
+            stored = partial(self._client, coach, any_provider=True)
+            return await _cancel_for_local(self._sessionmaker, stored, coach_id, job_id, provider_job_id)
         try:
             async with self._client(coach) as client:
                 remote = remote_job(await client.fine_tuning.jobs.retrieve(provider_job_id))
@@ -679,12 +680,13 @@ class FineTuneService:
 
     async def delete_files(self, coach: Coach, file_ids: list[str]) -> tuple[list[str], list[str]]:
         """Delete uploaded training files at the coach's provider (``DELETE /v1/files/{id}``), e.g. after a
-        client's erasure. A file the provider no longer has (404) counts as deleted. Returns the deleted ids and
+        client's erasure, with the stored key also once the coach switched to the local model (the files stay at
+        that endpoint). A file the provider no longer has (404) counts as deleted. Returns the deleted ids and
         one ``"<id>: <status and short reason>"`` per failure (never a response body); never raises for the
-        provider's answer, only ``Conflict`` when the coach has no OpenAI endpoint with a key."""
+        provider's answer, only ``Conflict`` when the coach has no API key stored."""
         deleted: list[str] = []
         failed: list[str] = []
-        async with self._client(coach) as client:
+        async with self._client(coach, any_provider=True) as client:
             for file_id in file_ids:
                 try:
                     await client.files.delete(file_id)

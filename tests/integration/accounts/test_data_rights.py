@@ -24,7 +24,7 @@ import pytest
 import respx
 import websockets
 from redis.asyncio import Redis
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.accounts.disclosure import AI_DISCLOSURE_VERSION
@@ -564,6 +564,39 @@ async def test_erasing_a_client_deletes_the_training_file_even_after_their_examp
     assert deleted.status_code == 204, deleted.text
     await run_jobs()
     assert deleted_files == [file_id]
+
+
+async def test_erasing_a_client_of_a_coach_now_on_the_local_model_deletes_their_training_file(
+    http: httpx.AsyncClient,
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    new_setup: Callable[..., Awaitable[Setup]],
+    deleted_files: list[str],
+) -> None:
+    """A coach who fine-tuned on their OpenAI endpoint, then switched to the local model, erases a client: the
+    fine-tune's training file with the client's words is still deleted at that endpoint with the key stored for it
+    (the local model has no files; before, the purge refused for want of an OpenAI endpoint and the file stayed)."""
+    setup = await new_setup("Switched Coach")
+    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    conversation = await seed_conversation(
+        container, coach_id, client_id, [("My sister Ana lives in Porto.", "Tell me more about her.")], split="train"
+    )
+    await refresh(container, run_jobs, setup.coach.coach_id, conversation)
+    file_id = f"file-{uuid.uuid4().hex[:12]}"
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        dataset = await container.training.snapshot(uow, "sft")
+        uow.session.add(FineTuneJob(coach_id=coach_id, dataset_id=dataset.id, base_model="gpt-4o-mini-2024-07-18",
+                                    status=FineTuneStatus.SUCCEEDED, training_file_id=file_id))  # fmt: skip
+    local = await http.patch("/api/v1/settings", headers=setup.coach.headers, json={"llm_provider": "local"})
+    assert local.status_code == 200, local.text
+
+    deleted = await http.delete(f"/api/v1/clients/{setup.client_id}", headers=setup.coach.headers)
+    assert deleted.status_code == 204, deleted.text
+    await run_jobs()
+    assert deleted_files == [file_id]
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        job = await session.scalar(select(FineTuneJob).where(FineTuneJob.coach_id == coach_id))
+    assert job is not None and job.training_file_id is None, "the deleted file is forgotten on the job"
 
 
 async def test_deleting_the_coach_account_needs_the_password_and_erases_everything(
