@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from app.handoff.catalogue import say
 from app.handoff.languages import CUES as LANGUAGE_CUES
 from app.handoff.risk import CUES, RiskAssessment
 
@@ -37,82 +38,6 @@ def needs_crisis_protocol(risk: RiskAssessment) -> bool:
     """Whether a client message's risk calls for the crisis protocol (see :data:`PROTOCOL_SCORE`)."""
     return risk.level == "crisis" or risk.score >= PROTOCOL_SCORE
 
-
-_REPLY = {
-    "en": (
-        "I'm really glad you told me, and I'm sorry you're going through this. You deserve support from a "
-        "person right now: I've flagged our conversation for {coach} as urgent.{away} Please reach out "
-        "to someone who can help straight away:\n{lines}\nYou don't have to go through this alone."
-    ),
-    "es": (
-        "Me alegra mucho que me lo hayas contado, y siento que estés pasando por esto. Mereces el apoyo de una "
-        "persona ahora mismo: he marcado nuestra conversación como urgente para {coach}.{away} Por favor, "
-        "contacta ya con alguien que pueda ayudarte:\n{lines}\nNo tienes que pasar por esto a solas."
-    ),
-    "fr": (
-        "Je suis vraiment content que tu me l'aies dit, et je suis désolé que tu traverses cela. Tu mérites "
-        "le soutien d'une personne dès maintenant : j'ai signalé notre conversation comme urgente à {coach}.{away} "
-        "Contacte tout de suite quelqu'un qui peut t'aider :\n{lines}\nTu n'as pas à traverser cela seul·e."
-    ),
-    "de": (
-        "Ich bin wirklich froh, dass du es mir gesagt hast, und es tut mir leid, dass du das durchmachst. Du "
-        "verdienst jetzt die Unterstützung eines Menschen: Ich habe unser Gespräch für {coach} als dringend "
-        "markiert.{away} Bitte wende dich sofort an jemanden, der helfen kann:\n{lines}\nDu musst da nicht allein "
-        "durch."
-    ),
-    "pt": (
-        "Fico muito feliz por você ter me contado, e sinto muito que esteja passando por isso. Você merece o "
-        "apoio de uma pessoa agora: marquei nossa conversa como urgente para {coach}.{away} Por favor, procure "
-        "agora "
-        "alguém que possa ajudar:\n{lines}\nVocê não precisa passar por isso sozinho."
-    ),
-}
-"""The crisis reply's text per language of :attr:`RiskAssessment.language`; ``{coach}``, ``{away}`` (empty, or
-:data:`_AWAY`'s sentence when the coach is outside their hours) and ``{lines}``."""
-
-_AWAY = {
-    "en": " {coach} is away right now and back {back}.",
-    "es": " {coach} no está disponible ahora mismo; vuelve: {back}.",
-    "fr": " {coach} n'est pas disponible pour le moment ; de retour : {back}.",
-    "de": " {coach} ist gerade nicht erreichbar; wieder da: {back}.",
-    "pt": " {coach} está ausente agora; volta: {back}.",
-}
-"""The sentence saying when a coach outside their hours is back (``{back}``:
-:func:`app.accounts.availability.describe_return` in the same language), per language."""
-
-_SOON = {
-    "en": " {coach} will reply here as soon as they can.",
-    "es": " {coach} responderá aquí en cuanto pueda.",
-    "fr": " {coach} répondra ici dès que possible.",
-    "de": " {coach} antwortet hier, so schnell es geht.",
-    "pt": " {coach} vai responder aqui assim que puder.",
-}
-"""The acknowledgement's sentence when the coach is within their hours, per language."""
-
-_STILL_HERE = {
-    "en": (
-        "Your message is saved and goes straight to {coach}.{when} If you feel unsafe or might act on these "
-        "thoughts, please don't wait: reach out now:\n{lines}"
-    ),
-    "es": (
-        "Tu mensaje está guardado y le llega directamente a {coach}.{when} Si no te sientes a salvo o crees que "
-        "podrías actuar según estos pensamientos, no esperes: pide ayuda ahora:\n{lines}"
-    ),
-    "fr": (
-        "Ton message est enregistré et va directement à {coach}.{when} Si tu ne te sens pas en sécurité ou que "
-        "tu pourrais passer à l'acte, n'attends pas : demande de l'aide maintenant :\n{lines}"
-    ),
-    "de": (
-        "Deine Nachricht ist gespeichert und geht direkt an {coach}.{when} Wenn du dich nicht sicher fühlst oder "
-        "fürchtest, diesen Gedanken nachzugeben, warte bitte nicht: Hol dir jetzt Hilfe:\n{lines}"
-    ),
-    "pt": (
-        "Sua mensagem está guardada e vai direto para {coach}.{when} Se você não se sentir seguro ou achar que "
-        "pode agir com base nesses pensamentos, não espere: procure ajuda agora:\n{lines}"
-    ),
-}
-"""The acknowledgement of a client's message while the crisis handoff waits for the coach
-(:func:`crisis_acknowledgement`), per language; ``{coach}``, ``{when}`` and ``{lines}``."""
 
 LANGUAGE_DEFAULT_RESOURCES: dict[str, tuple[str, ...]] = {
     "es": (
@@ -164,9 +89,8 @@ def crisis_reply(
     ``language`` (``en es fr de pt``, :attr:`RiskAssessment.language`; anything else → English). ``back``
     (:func:`app.accounts.availability.away_until`): the coach is outside their hours and back then, which the
     reply says, so the client does not wait for them."""
-    language = language if language in _REPLY else "en"
-    away = "" if back is None else _AWAY[language].format(coach=coach_name, back=back)
-    return _REPLY[language].format(coach=coach_name, away=away, lines=_lines(resources))
+    away = "" if back is None else say("crisis_away", language, coach=coach_name, back=back)
+    return say("crisis_reply", language, coach=coach_name, away=away, lines=_lines(resources))
 
 
 def crisis_acknowledgement(
@@ -175,9 +99,8 @@ def crisis_acknowledgement(
     """The notice a client's message gets while their crisis handoff waits for the coach (the AI is paused): the
     message reached the coach, when they reply (``back``: away until then, as :func:`crisis_reply`; else as soon
     as they can) and the crisis resources again, in ``language`` (anything else → English)."""
-    language = language if language in _STILL_HERE else "en"
-    when = (_SOON if back is None else _AWAY)[language].format(coach=coach_name, back=back)
-    return _STILL_HERE[language].format(coach=coach_name, when=when, lines=_lines(resources))
+    when = say("crisis_soon" if back is None else "crisis_away", language, coach=coach_name, back=back)
+    return say("crisis_still_here", language, coach=coach_name, when=when, lines=_lines(resources))
 
 
 def _lines(resources: tuple[str, ...]) -> str:

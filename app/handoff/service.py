@@ -31,6 +31,7 @@ from app.conversations.models import Conversation, Message, SenderType
 from app.db import jobs
 from app.handoff.alerts import crisis_event
 from app.handoff.brief import handoff_brief, why_line
+from app.handoff.catalogue import handoff_notice
 from app.handoff.crisis import CRISIS_ACK_INTERVAL, crisis_reasons_text
 from app.handoff.live import LiveEvents, message_event
 from app.handoff.queue import draft_dict, handoff_event
@@ -200,20 +201,16 @@ class HandoffService:
         if handoff.reason == HandoffReason.CRISIS:
             await self._live.publish(alert_event(handoff, client_name, message), coach_id=coach.id)
 
-    def notice(self, coach: Coach, reason: str, at: datetime) -> str:
-        """What the client reads when the conversation is handed to the coach (not for crises, which get
-        the crisis reply)."""
-        opening = (
-            f"Of course — I've asked {coach.name} to join this conversation."
-            if reason == HandoffReason.HUMAN_REQUEST
-            else f"This is one for {coach.name} personally, so I've asked them to join this conversation."
+    def notice(self, coach: Coach, reason: str, at: datetime, language: str) -> str:
+        """What the client reads when the conversation is handed to the coach at ``at`` (not for crises, which get
+        the crisis reply), in ``language`` (:func:`app.handoff.catalogue.handoff_notice`)."""
+        return handoff_notice(
+            coach.name,
+            language,
+            requested=reason == HandoffReason.HUMAN_REQUEST,
+            sla_minutes=coach.handoff_sla_minutes,
+            back=away_until(coach.availability, at, language),
         )
-        back = away_until(coach.availability, at)
-        if back is None:
-            timing = f"They usually reply here within {coach.handoff_sla_minutes} minutes."
-        else:
-            timing = f"They're away right now and back {back}."
-        return f"{opening} {timing} Your message is saved, and anything you add here goes straight to them."
 
     async def crisis_acknowledgement_due(self, session: AsyncSession, handoff: Handoff, at: datetime) -> str | None:
         """The language of the crisis reply (``en`` when it recorded none) when the client's message at ``at``

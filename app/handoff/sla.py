@@ -1,9 +1,10 @@
 """The SLA holding message: a client whose handoff is still open past the coach's SLA, or whose message waits
 that long for the coach who took the conversation, gets a message saying when the coach will reply (and where
-to turn if it is urgent)."""
+to turn if it is urgent), in the language the client writes in."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import select, text
@@ -14,7 +15,10 @@ from app.accounts.models import Coach
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import unit_of_work
 from app.conversations.handoffs import Handoff, HandoffStatus
-from app.conversations.models import Conversation, SenderType
+from app.conversations.models import Conversation, Message, SenderType
+from app.handoff.catalogue import holding_message
+from app.handoff.languages import Language, detect_language
+from app.handoff.normalise import normalise
 from app.handoff.queue import HANDOFF_LOCK
 from app.handoff.service import HandoffService
 from app.memory.messages import store_message
@@ -22,6 +26,9 @@ from app.memory.messages import store_message
 _STILL_OVERDUE = text("SELECT EXISTS (SELECT 1 FROM overdue_handoffs() WHERE handoff_id = :handoff_id)")
 """Whether the handoff is overdue (``overdue_handoffs()``, migrations 0048 and 0054), read again in the tenant's
 transaction once its rows are locked."""
+
+LANGUAGE_MESSAGES = 3
+"""How many of the client's latest messages :func:`client_language` reads."""
 
 
 class SlaNotices:
@@ -65,7 +72,12 @@ class SlaNotices:
                     coach,
                     handoff.conversation_id,
                     SenderType.AI,
-                    self.holding_message(coach, now, joined=handoff.status == HandoffStatus.CLAIMED),
+                    self.holding_message(
+                        coach,
+                        now,
+                        await client_language(session, handoff.conversation_id),
+                        joined=handoff.status == HandoffStatus.CLAIMED,
+                    ),
                     at=now,
                     meta={"notice": "sla", "handoff_id": str(handoff.id)},
                 )
@@ -75,13 +87,25 @@ class SlaNotices:
             sent += 1
         return sent
 
-    def holding_message(self, coach: Coach, at: datetime, *, joined: bool = False) -> str:
+    def holding_message(self, coach: Coach, at: datetime, language: str, *, joined: bool = False) -> str:
         """The holding message sent when the coach has not taken over within the SLA, or (``joined``) took over
-        but has not replied to the client within it."""
-        back = away_until(coach.availability, at)
-        when = "as soon as they can" if back is None else f"when they're back, {back}"
-        waiting = "has been pulled away for a moment" if joined else "hasn't been able to join yet"
-        return (
-            f"Thank you for waiting — {coach.name} {waiting} and will reply here {when}. "
-            "If things feel urgent or unsafe, please contact your local emergency number or a crisis line."
+        but has not replied to the client within it, in ``language``
+        (:func:`app.handoff.catalogue.holding_message`)."""
+        return holding_message(coach.name, language, joined=joined, back=away_until(coach.availability, at, language))
+
+
+async def client_language(session: AsyncSession, conversation_id: uuid.UUID) -> Language:
+    """The language the client writes in: :func:`app.handoff.languages.detect_language` over their latest
+    :data:`LANGUAGE_MESSAGES` messages of the conversation together (a short "¿hola?" alone reads as English);
+    ``en`` when there is none."""
+    texts = await session.scalars(
+        select(Message.text)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.sender_type == SenderType.CLIENT,
+            Message.forgotten_at.is_(None),
         )
+        .order_by(Message.created_at.desc())
+        .limit(LANGUAGE_MESSAGES)
+    )
+    return detect_language(normalise(" ".join(texts)))

@@ -220,7 +220,8 @@ class Persister:
     async def _notice(
         self, session: AsyncSession, turn: Turn, handoff: Handoff, signals: TurnSignals, confidence: Confidence | None
     ) -> Message:
-        """Store the message telling the client the coach was asked to join."""
+        """Store the message telling the client the coach was asked to join, in the language of the client's
+        message (as the crisis reply)."""
         meta: dict[str, Any] = {
             "notice": "handoff",
             "handoff_id": str(handoff.id),
@@ -230,7 +231,7 @@ class Persister:
         }
         if confidence is not None:
             meta["confidence"] = confidence.as_dict()
-        text = self._handoffs.notice(turn.coach, handoff.reason, _now())
+        text = self._handoffs.notice(turn.coach, handoff.reason, _now(), turn.risk.language)
         return await self._store_ai(session, turn.coach, turn.conversation.id, text, meta=meta)
 
     async def _store_ai(

@@ -1,0 +1,207 @@
+"""What the client reads around a handoff, in the language they write in: the one catalogue of the crisis reply,
+the crisis acknowledgement, the handoff notice and the SLA holding message.
+
+Each entry of :data:`CATALOGUE` maps ``en es fr de pt`` (:data:`app.handoff.languages.LANGUAGES`) to a
+``str.format`` template. The language is the client's as :mod:`app.handoff.languages` detects it
+(:attr:`app.handoff.risk.RiskAssessment.language` in a turn); :func:`say` fills the language's template, the
+English one for a language the catalogue lacks. A time in the texts (``{back}``) is
+:func:`app.accounts.availability.describe_return` in the same language. The texts speak to the client as the
+crisis reply does: ``tú`` / ``tu`` / ``du`` / ``você``.
+"""
+
+from __future__ import annotations
+
+CATALOGUE: dict[str, dict[str, str]] = {
+    # The crisis reply (:func:`app.handoff.crisis.crisis_reply`): ``{coach}``, ``{away}`` (empty, or
+    # ``crisis_away``) and ``{lines}`` (the crisis resources).
+    "crisis_reply": {
+        "en": (
+            "I'm really glad you told me, and I'm sorry you're going through this. You deserve support from a "
+            "person right now: I've flagged our conversation for {coach} as urgent.{away} Please reach out "
+            "to someone who can help straight away:\n{lines}\nYou don't have to go through this alone."
+        ),
+        "es": (
+            "Me alegra mucho que me lo hayas contado, y siento que estés pasando por esto. Mereces el apoyo de una "
+            "persona ahora mismo: he marcado nuestra conversación como urgente para {coach}.{away} Por favor, "
+            "contacta ya con alguien que pueda ayudarte:\n{lines}\nNo tienes que pasar por esto a solas."
+        ),
+        "fr": (
+            "Je suis vraiment content que tu me l'aies dit, et je suis désolé que tu traverses cela. Tu mérites "
+            "le soutien d'une personne dès maintenant : j'ai signalé notre conversation comme urgente à {coach}.{away} "
+            "Contacte tout de suite quelqu'un qui peut t'aider :\n{lines}\nTu n'as pas à traverser cela seul·e."
+        ),
+        "de": (
+            "Ich bin wirklich froh, dass du es mir gesagt hast, und es tut mir leid, dass du das durchmachst. Du "
+            "verdienst jetzt die Unterstützung eines Menschen: Ich habe unser Gespräch für {coach} als dringend "
+            "markiert.{away} Bitte wende dich sofort an jemanden, der helfen kann:\n{lines}\nDu musst da nicht allein "
+            "durch."
+        ),
+        "pt": (
+            "Fico muito feliz por você ter me contado, e sinto muito que esteja passando por isso. Você merece o "
+            "apoio de uma pessoa agora: marquei nossa conversa como urgente para {coach}.{away} Por favor, procure "
+            "agora "
+            "alguém que possa ajudar:\n{lines}\nVocê não precisa passar por isso sozinho."
+        ),
+    },
+    # The sentence of the crisis texts saying when a coach outside their hours is back: ``{coach}``, ``{back}``.
+    "crisis_away": {
+        "en": " {coach} is away right now and back {back}.",
+        "es": " {coach} no está disponible ahora mismo; vuelve: {back}.",
+        "fr": " {coach} n'est pas disponible pour le moment ; de retour : {back}.",
+        "de": " {coach} ist gerade nicht erreichbar; wieder da: {back}.",
+        "pt": " {coach} está ausente agora; volta: {back}.",
+    },
+    # The crisis acknowledgement's sentence when the coach is within their hours: ``{coach}``.
+    "crisis_soon": {
+        "en": " {coach} will reply here as soon as they can.",
+        "es": " {coach} responderá aquí en cuanto pueda.",
+        "fr": " {coach} répondra ici dès que possible.",
+        "de": " {coach} antwortet hier, so schnell es geht.",
+        "pt": " {coach} vai responder aqui assim que puder.",
+    },
+    # The crisis acknowledgement (:func:`app.handoff.crisis.crisis_acknowledgement`): ``{coach}``, ``{when}``
+    # (``crisis_soon`` or ``crisis_away``) and ``{lines}``.
+    "crisis_still_here": {
+        "en": (
+            "Your message is saved and goes straight to {coach}.{when} If you feel unsafe or might act on these "
+            "thoughts, please don't wait: reach out now:\n{lines}"
+        ),
+        "es": (
+            "Tu mensaje está guardado y le llega directamente a {coach}.{when} Si no te sientes a salvo o crees que "
+            "podrías actuar según estos pensamientos, no esperes: pide ayuda ahora:\n{lines}"
+        ),
+        "fr": (
+            "Ton message est enregistré et va directement à {coach}.{when} Si tu ne te sens pas en sécurité ou que "
+            "tu pourrais passer à l'acte, n'attends pas : demande de l'aide maintenant :\n{lines}"
+        ),
+        "de": (
+            "Deine Nachricht ist gespeichert und geht direkt an {coach}.{when} Wenn du dich nicht sicher fühlst oder "
+            "fürchtest, diesen Gedanken nachzugeben, warte bitte nicht: Hol dir jetzt Hilfe:\n{lines}"
+        ),
+        "pt": (
+            "Sua mensagem está guardada e vai direto para {coach}.{when} Se você não se sentir seguro ou achar que "
+            "pode agir com base nesses pensamentos, não espere: procure ajuda agora:\n{lines}"
+        ),
+    },
+    # The handoff notice's opening when the client asked for a person: ``{coach}``.
+    "notice_requested": {
+        "en": "Of course — I've asked {coach} to join this conversation.",
+        "es": "Claro: le he pedido a {coach} que se una a esta conversación.",
+        "fr": "Bien sûr — j'ai demandé à {coach} de rejoindre cette conversation.",
+        "de": "Natürlich – ich habe {coach} gebeten, zu diesem Gespräch dazuzukommen.",
+        "pt": "Claro — pedi para {coach} participar desta conversa.",
+    },
+    # The handoff notice's opening for any other reason (a rule, low confidence): ``{coach}``.
+    "notice_personal": {
+        "en": "This is one for {coach} personally, so I've asked them to join this conversation.",
+        "es": "Esto es algo para {coach} en persona, así que le he pedido que se una a esta conversación.",
+        "fr": "C'est une question pour {coach} en personne, alors je lui ai demandé de rejoindre cette conversation.",
+        "de": "Das ist etwas für {coach} persönlich, deshalb habe ich um die Teilnahme an diesem Gespräch gebeten.",
+        "pt": "Isso é algo para {coach} pessoalmente, então pedi que participe desta conversa.",
+    },
+    # When the coach, within their hours, usually replies: ``{coach}``, ``{minutes}`` (their SLA).
+    "notice_within": {
+        "en": "They usually reply here within {minutes} minutes.",
+        "es": "{coach} suele responder aquí en un plazo de {minutes} minutos.",
+        "fr": "{coach} répond généralement ici en moins de {minutes} minutes.",
+        "de": "{coach} antwortet hier meist innerhalb von {minutes} Minuten.",
+        "pt": "{coach} costuma responder aqui em até {minutes} minutos.",
+    },
+    # When the coach, outside their hours, is back: ``{coach}``, ``{back}``.
+    "notice_away": {
+        "en": "They're away right now and back {back}.",
+        "es": "{coach} no está disponible ahora mismo; vuelve: {back}.",
+        "fr": "{coach} n'est pas disponible pour le moment ; de retour : {back}.",
+        "de": "{coach} ist gerade nicht erreichbar; wieder da: {back}.",
+        "pt": "{coach} está ausente agora; volta: {back}.",
+    },
+    # The handoff notice's last sentence: nothing the client writes is lost. ``{coach}``.
+    "notice_saved": {
+        "en": "Your message is saved, and anything you add here goes straight to them.",
+        "es": "Tu mensaje está guardado, y todo lo que añadas aquí le llega directamente a {coach}.",
+        "fr": "Ton message est enregistré, et tout ce que tu ajoutes ici va directement à {coach}.",
+        "de": "Deine Nachricht ist gespeichert, und alles, was du hier ergänzt, geht direkt an {coach}.",
+        "pt": "Sua mensagem está guardada, e tudo o que você acrescentar aqui vai direto para {coach}.",
+    },
+    # The holding message of a handoff still open past the SLA: ``{coach}``, ``{when}`` (``holding_soon`` or
+    # ``holding_back``).
+    "holding_open": {
+        "en": "Thank you for waiting — {coach} hasn't been able to join yet and will reply here {when}.",
+        "es": "Gracias por esperar: {coach} aún no ha podido unirse y responderá aquí {when}.",
+        "fr": "Merci de ta patience — {coach} n'a pas encore pu rejoindre la conversation et répondra ici {when}.",
+        "de": "Danke fürs Warten – {coach} konnte noch nicht dazukommen und antwortet hier {when}.",
+        "pt": "Obrigado por esperar — {coach} ainda não conseguiu entrar e vai responder aqui {when}.",
+    },
+    # The holding message when the coach took the conversation and has not replied within the SLA: as
+    # ``holding_open``.
+    "holding_joined": {
+        "en": "Thank you for waiting — {coach} has been pulled away for a moment and will reply here {when}.",
+        "es": "Gracias por esperar: {coach} ha tenido que ausentarse un momento y responderá aquí {when}.",
+        "fr": "Merci de ta patience — {coach} a dû s'absenter un instant et répondra ici {when}.",
+        "de": "Danke fürs Warten – {coach} wurde kurz aufgehalten und antwortet hier {when}.",
+        "pt": "Obrigado por esperar — {coach} precisou se ausentar por um momento e vai responder aqui {when}.",
+    },
+    # The holding message's ``{when}`` while the coach is within their hours.
+    "holding_soon": {
+        "en": "as soon as they can",
+        "es": "en cuanto pueda",
+        "fr": "dès que possible",
+        "de": "so schnell es geht",
+        "pt": "assim que puder",
+    },
+    # The holding message's ``{when}`` while the coach is outside their hours: ``{back}``.
+    "holding_back": {
+        "en": "when they're back, {back}",
+        "es": "cuando vuelva: {back}",
+        "fr": "à son retour : {back}",
+        "de": "nach der Rückkehr: {back}",
+        "pt": "quando voltar: {back}",
+    },
+    # The holding message's last sentence.
+    "holding_urgent": {
+        "en": "If things feel urgent or unsafe, please contact your local emergency number or a crisis line.",
+        "es": "Si es urgente o no te sientes a salvo, llama al número de emergencias local o a una línea de crisis.",
+        "fr": (
+            "Si c'est urgent ou si tu ne te sens pas en sécurité, appelle le numéro d'urgence local ou une ligne "
+            "d'écoute."
+        ),
+        "de": (
+            "Wenn es dringend ist oder du dich nicht sicher fühlst, ruf bitte den örtlichen Notruf oder eine "
+            "Krisenhotline an."
+        ),
+        "pt": (
+            "Se for urgente ou você não se sentir seguro, ligue para o número de emergência local ou para uma linha "
+            "de apoio."
+        ),
+    },
+}
+"""Message name → language → template (the comment above each entry names its fields)."""
+
+
+def say(name: str, language: str, **fields: object) -> str:
+    """The ``name`` entry of :data:`CATALOGUE` in ``language`` (``en es fr de pt``; anything else → English),
+    filled with ``fields``. ``KeyError`` for a name the catalogue lacks."""
+    entry = CATALOGUE[name]
+    return entry.get(language, entry["en"]).format(**fields)
+
+
+def handoff_notice(coach_name: str, language: str, *, requested: bool, sla_minutes: int, back: str | None) -> str:
+    """What the client reads when the conversation is handed to the coach (not for a crisis, which gets the crisis
+    reply), in ``language``: the coach was asked to join (``requested``: the client asked for a person), when they
+    usually reply (``sla_minutes``) or, outside their hours, when they are back (``back``:
+    :func:`app.accounts.availability.away_until` in ``language``), and that nothing the client writes is lost."""
+    opening = say("notice_requested" if requested else "notice_personal", language, coach=coach_name)
+    if back is None:
+        timing = say("notice_within", language, coach=coach_name, minutes=sla_minutes)
+    else:
+        timing = say("notice_away", language, coach=coach_name, back=back)
+    return f"{opening} {timing} {say('notice_saved', language, coach=coach_name)}"
+
+
+def holding_message(coach_name: str, language: str, *, joined: bool, back: str | None) -> str:
+    """The SLA holding message in ``language``: the coach has not taken over within the SLA, or (``joined``) took
+    over and has not replied within it; they reply as soon as they can or, outside their hours, once back
+    (``back`` as :func:`handoff_notice`); where to turn if it is urgent."""
+    when = say("holding_soon", language) if back is None else say("holding_back", language, back=back)
+    waiting = say("holding_joined" if joined else "holding_open", language, coach=coach_name, when=when)
+    return f"{waiting} {say('holding_urgent', language)}"

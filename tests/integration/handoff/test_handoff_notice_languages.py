@@ -1,0 +1,97 @@
+"""The handoff notice and the SLA holding message in the client's language, as the crisis reply: a Spanish or a
+German client read them in their language (the coach's return day too), a client in a language OpenCoach does not
+know reads English.
+
+Fixtures and helpers are those of :mod:`tests.integration.handoff.test_handoff_flow` (the app, PostgreSQL, Redis
+and the local embedder are real; only the coach's OpenAI-compatible endpoint is mocked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import httpx
+import respx
+
+from app.accounts.availability import describe_return
+from app.container import Container
+from app.core.runtime import Services
+from app.handoff.catalogue import handoff_notice, holding_message
+from tests.integration.handoff.test_crisis_followup import GERMAN_DAYS, away_now
+from tests.integration.handoff.test_handoff_flow import Setup, backdate, chat, llm_api, new_setup, transcript
+
+__all__ = ["llm_api", "new_setup"]  # fixtures used by name below
+
+SPANISH = "Hola, quiero organizar mejor mi semana porque estoy muy cansada"
+GERMAN = "Hallo, ich bin sehr müde und will meine Woche besser planen"
+ITALIAN = "Ciao, vorrei organizzare meglio la settimana perché sono molto stanca"
+
+
+async def holding(http: httpx.AsyncClient, setup: Setup, conversation_id: str) -> list[str]:
+    """The texts of the conversation's SLA holding messages, oldest first."""
+    messages = await transcript(http, setup, conversation_id)
+    return [m["text"] for m in messages if m["metadata"].get("notice") == "sla"]
+
+
+async def test_the_handoff_notice_and_the_holding_message_are_in_the_clients_language(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+    services: Services,
+) -> None:
+    """A Spanish client read "This is one for Ana personally…" and, past the SLA, "Thank you for waiting…"; both
+    are Spanish now. An Italian client (a language the catalogue lacks) reads them in English."""
+    spanish = await new_setup("Ana", handoff_mode="human_only", handoff_sla_minutes=5)
+    body = await chat(http, spanish, SPANISH)
+    assert body["handoff"]["status"] == "open", body
+    assert body["reply"] == handoff_notice("Ana", "es", requested=False, sla_minutes=5, back=None)
+    assert body["reply"].startswith("Esto es algo para Ana en persona") and "5 minutos" in body["reply"]
+
+    italian = await new_setup("Ana", handoff_mode="human_only", handoff_sla_minutes=5)
+    other = await chat(http, italian, ITALIAN)
+    assert other["reply"] == handoff_notice("Ana", "en", requested=False, sla_minutes=5, back=None)
+    assert other["reply"].startswith("This is one for Ana personally")
+
+    await backdate(services, [body["conversation_id"], other["conversation_id"]], minutes=6)
+    assert await container.sla_notices.send_sla_notices() >= 2
+    assert await holding(http, spanish, body["conversation_id"]) == [
+        holding_message("Ana", "es", joined=False, back=None)
+    ]
+    assert (await holding(http, spanish, body["conversation_id"]))[0].startswith("Gracias por esperar: Ana")
+    [english] = await holding(http, italian, other["conversation_id"])
+    assert english.startswith("Thank you for waiting — Ana hasn't been able to join yet")
+    assert llm_api["completions"].call_count == 0
+
+
+async def test_a_german_client_reads_when_the_away_coach_is_back_in_german(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+    services: Services,
+) -> None:
+    """The coach is away until their next working day. A German client asking for a person read "They're away
+    right now and back Monday, 9:00 AM…"; the coach took the conversation and left the client's next message
+    waiting past the SLA, and the holding message said "pulled away for a moment" in English. Both are German
+    now, with the day in German."""
+    availability = away_now()
+    setup = await new_setup("Ana", availability=availability, handoff_sla_minutes=5)
+    back = describe_return(availability, datetime.now(UTC), "de")
+    assert GERMAN_DAYS[availability["days"][0]] in back  # type: ignore[index]
+    body = await chat(http, setup, "/human " + GERMAN)
+    assert body["handoff"] == {"status": "open", "reason": "human_request"}, body
+    assert body["reply"] == handoff_notice("Ana", "de", requested=True, sla_minutes=5, back=back)
+    assert f"Ana ist gerade nicht erreichbar; wieder da: {back}." in body["reply"]
+
+    conversation_id = body["conversation_id"]
+    taken = await http.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=setup.coach.headers)
+    assert taken.status_code == 200, taken.text
+    await chat(http, setup, "Hallo? Ist da noch jemand? Ich warte auf eine Antwort", conversation_id)
+    await backdate(services, [conversation_id], minutes=6, messages=True)
+    assert await container.sla_notices.send_sla_notices() >= 1
+    [waiting] = await holding(http, setup, conversation_id)
+    assert waiting == holding_message("Ana", "de", joined=True, back=back)
+    assert waiting.startswith("Danke fürs Warten – Ana wurde kurz aufgehalten") and back in waiting
+    assert llm_api["completions"].call_count == 0
