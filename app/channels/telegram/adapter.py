@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq.connections import ArqRedis
+from redis.commands.core import AsyncScript
 from redis.exceptions import LockError, RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Bot, ReplyKeyboardMarkup
@@ -57,6 +58,9 @@ chat up no longer. An install whose ``LLM_TIMEOUT_SECONDS`` (the bound on a turn
 PRESS_MARK_S = 24 * 3600
 """Seconds a button press's callback query id is remembered (:meth:`TelegramChannel._first_press`): as long as
 Telegram keeps an update it could deliver again (the Bot API keeps undelivered updates up to 24 hours)."""
+PRESS_REPEAT_S = 10
+"""Seconds a press of a button counts as a second tap of the press before it on the same keyboard with the same
+button (:func:`_new_tap`): a double tap, or a tap on a keyboard not yet redrawn after the first."""
 TURN_LOCK_MARGIN_S = 60.0
 """Seconds a turn's lock outlives its model work: storing the message and the reply, and the chat's edits."""
 
@@ -225,6 +229,7 @@ class TelegramChannel:
         """Replies and live events into the clients' chats."""
         self._sessionmaker = sessionmaker
         self._redis = redis
+        self._last_press = redis.register_script(_LAST_PRESS)
         self.locks = ChatLocks(redis, turn_lock_s)
         """The chats' turn locks."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -257,8 +262,11 @@ class TelegramChannel:
         try:
             bot = await self.service.bot(coach_id)
             if isinstance(callback := update.get("callback_query"), dict):
-                if await self._first_press(coach_id, callback, update_id):
-                    await self._callback(bot, coach_id, callback, out)
+                if await self._first_press(coach_id, callback, update_id):  # (not a copy of a press)
+                    if await _new_tap(self._last_press, coach_id, callback, update_id):
+                        await self._callback(bot, coach_id, callback, out)
+                    else:  # a second tap: changes nothing, sends nothing, but its button stops spinning
+                        await _acknowledge(bot, callback)
             elif isinstance(message := update.get("message"), dict):
                 screen = await self._screening(bot, coach_id, message)
                 try:
@@ -557,6 +565,38 @@ async def _acknowledge(
     all the same."""
     with contextlib.suppress(BadRequest):
         await bot.answer_callback_query(callback["id"], text=text, show_alert=alert)
+
+
+_LAST_PRESS = """
+local value = ARGV[2] .. '\\n' .. ARGV[1]
+local last = redis.call('GET', KEYS[1])
+if last == value then return 1 end
+if last and string.sub(last, string.find(last, '\\n', 1, true) + 1) == ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], value, 'EX', ARGV[3])
+return 1
+"""
+"""Lua, atomic: ``KEYS[1]`` a keyboard's last press (``"<update id>\\n<button data>"``); ``ARGV`` the new press's
+button data, update id and :data:`PRESS_REPEAT_S`. 0 when the last press, another update, was of the same
+button; else 1, the new press kept as the last (unless it is the last, processed again)."""
+
+
+async def _new_tap(last_press: AsyncScript, coach_id: uuid.UUID, callback: dict[str, Any], update_id: Any) -> bool:
+    """Whether the button press ``callback`` of update ``update_id`` is to be processed: not when it is a second tap,
+    i.e. the press before it on the same keyboard (chat and message id) was of the same button (callback data), in
+    another update, within :data:`PRESS_REPEAT_S`. A double tap sends two presses with two callback query ids, which
+    :meth:`TelegramChannel._first_press` both lets through; a tone choice, a "Talk to a human" would be made twice.
+    Another button in between (A, B, A) makes a new press; so does the same update processed again (its process
+    died). ``last_press``: :data:`_LAST_PRESS`, registered; Redis key ``telegram:press:<coach>:tap:<chat>:<message
+    id>``. ``True`` for a press without its message (too old for Telegram to send it) and when Redis is out of
+    reach."""
+    message_id, chat_id = (callback.get("message") or {}).get("message_id"), _chat_id({"callback_query": callback})
+    if message_id is None or chat_id is None:
+        return True
+    key, data = f"telegram:press:{coach_id}:tap:{chat_id}:{message_id}", str(callback.get("data") or "")
+    try:
+        return bool(await last_press(keys=[key], args=[data, str(update_id), PRESS_REPEAT_S]))
+    except RedisError:
+        return True
 
 
 def _status(member: dict[str, Any]) -> str | None:

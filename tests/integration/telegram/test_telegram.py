@@ -1068,9 +1068,9 @@ async def test_forget_lists_what_is_remembered_and_a_button_deletes_it(
     buttons = [b for row in shown.params["reply_markup"]["inline_keyboard"] for b in row]
     assert [b["callback_data"] for b in buttons] == [f"m:i:{insight_id.hex}", f"m:s:{session_id.hex}"]
 
-    async def press(data: str) -> None:
+    async def press(data: str, message_id: int = 4242) -> None:
         update = recorded("callback_query", update_id=next(_chat_ids), chat_id=chat_id, data=data)
-        update["callback_query"]["message"]["message_id"] = 4242
+        update["callback_query"]["message"]["message_id"] = message_id
         await post_update(tg, bot, update)
         await drain(tg)
 
@@ -1085,7 +1085,8 @@ async def test_forget_lists_what_is_remembered_and_a_button_deletes_it(
     async with tenant_session(container.sessionmaker, uuid.UUID(bot.coach.coach_id)) as session:
         forgotten = await session.get(Insight, insight_id)
         assert forgotten is not None and forgotten.status == "deleted" and forgotten.text == ""  # the widget's rule
-    await press(buttons[0]["callback_data"])  # pressed again (an old message): nothing left to delete
+    # pressed again in an old list (another message; on this one it is a second tap, which changes nothing):
+    await press(buttons[0]["callback_data"], 4241)  # nothing left to delete
     assert fake.of("answerCallbackQuery", bot.token)[-1].params["text"] == "That was already forgotten."
     await press(buttons[1]["callback_data"])
     last = fake.sent_to(chat_id)[-1]
@@ -1111,6 +1112,27 @@ async def test_human_command_and_button_hand_off(tg: httpx.AsyncClient, fake: Fa
     await drain(tg)
     assert len((await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()) == 2
     assert fake.of("answerCallbackQuery")[-1].params["text"].startswith("Asking your coach")
+
+
+async def test_a_double_tap_on_talk_to_a_human_asks_the_coach_once(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """Two taps on "Talk to a human" (two callback query ids, one keyboard) stored a second "/human" for the coach
+    and answered both with "Asking your coach to join…"; the second tap is now answered and does nothing else."""
+    bot = await make_bot()
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    taps = [recorded("callback_query", update_id=next(_chat_ids), chat_id=chat_id, data="h") for _ in range(2)]
+    for tap in taps:
+        await post_update(tg, bot, tap)
+    await drain(tg)
+    [handoff] = (await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()
+    assert handoff["reason"] == "human_request"
+    messages = (await conversation_of(tg, bot, client_id))["messages"]
+    assert [m["text"] for m in messages if m["sender_type"] == "client"] == [render.HUMAN_COMMAND]
+    ids = {tap["callback_query"]["id"] for tap in taps}
+    pressed = [c for c in fake.of("answerCallbackQuery", bot.token) if c.params["callback_query_id"] in ids]
+    answers = [c.params.get("text") for c in pressed]
+    assert sorted(str(text) for text in answers) == ["Asking your coach to join…", "None"]
 
 
 async def test_a_button_press_too_old_to_answer_still_does_what_it_says(

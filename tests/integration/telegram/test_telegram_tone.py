@@ -239,3 +239,35 @@ async def test_a_press_delivered_again_is_processed_once(
     assert [e["event"] for e in await chat.consent_log()] == ["confirm_1"]
     [edit] = fake.of("editMessageText", chat.bot.token)[edits:]
     assert "Style: <b>Default</b>" in edit.params["text"]
+
+
+async def test_a_double_tap_is_processed_once_and_both_taps_are_answered(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """A double tap on "I agree" sends two presses with two callback query ids: both were processed, the consent
+    logged twice ("confirm_1" twice) and the message edited twice. The second tap now changes nothing and sends
+    nothing, but is answered (Telegram shows a spinner on the button until then). Another button in between (2, 3,
+    2) still counts each press, as does the next step of the consent."""
+    chat = await toned_chat(tg, fake, make_bot)
+    await chat.say("/tone")
+    await chat.press("t:m:roast")
+    version = text_version(parse_settings(SETTINGS).mode("roast"))
+    edits = len(fake.of("editMessageText", chat.bot.token))
+    taps = []
+    for _ in range(2):  # both arrive before either is processed
+        update = recorded("callback_query", update_id=next(_ids), chat_id=chat.chat_id, data=f"t:c:roast:{version}:1")
+        update["callback_query"]["id"] = f"cb{update['update_id']}"
+        update["callback_query"]["message"]["message_id"] = MESSAGE_ID
+        taps.append(update["callback_query"]["id"])
+        await post_update(tg, chat.bot, update)
+    await drain(tg)
+    assert [e["event"] for e in await chat.consent_log()] == ["confirm_1"]
+    answers = [c for c in fake.of("answerCallbackQuery", chat.bot.token) if c.params["callback_query_id"] in taps]
+    assert sorted(str(a.params.get("text")) for a in answers) == ["None", "Please confirm a second time."]
+    assert len(fake.of("editMessageText", chat.bot.token)) == edits + 1
+
+    await chat.press(f"t:c:roast:{version}:2")
+    assert [e["event"] for e in await chat.consent_log()] == ["confirm_1", "given"]
+    for intensity in ("t:i:2", "t:i:3", "t:i:2"):
+        await chat.press(intensity)
+    assert (await chat.widget_tone())["intensity"] == 2
