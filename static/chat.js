@@ -11,7 +11,7 @@
 // Every reply of the AI or the coach (not notices or crisis replies) gets thumbs up / down, then an optional
 // 1–5 rating and comment: POST /api/v1/messages/{id}/feedback; a new choice replaces the previous one.
 // While an answer is on its way a typing bubble shows (after STILL_WORKING_MS it says so); a citation opens its
-// passage (GET /api/v1/widget/passages/{chunk_id}); phone numbers in crisis and notice replies are tel: links.
+// passages (GET /api/v1/widget/passages/{chunk_id}); phone numbers in crisis and notice replies are tel: links.
 // Framed by static/widget.js, the close button and Esc ask the embedding page to close the panel, and every
 // reply of the AI or the coach is announced to it (its unread badge): postMessage {type: "opencoach:…"}.
 (function () {
@@ -310,8 +310,9 @@
     if (el === log.lastElementChild) scrollDown();  // the newest reply's thumbs in view, not below the fold
   }
 
-  function openable(li, chunkId) {
-    // a citation becomes a button that shows (and hides) its passage with title and page
+  function openable(li, passages) {
+    // a citation becomes a button that shows (and hides) its passages ([{marker, chunkId}], passagesOf): every
+    // passage the reply cites from that source, each led by its marker when there are several, then where they are
     var label = li.textContent.trim();
     li.textContent = "";
     var button = document.createElement("button");
@@ -329,20 +330,43 @@
       quote.hidden = !open;
       button.setAttribute("aria-expanded", String(open));
       if (!open || quote.dataset.loaded) return;
-      quote.textContent = "Loading the passage…";
-      var url = "/api/v1/widget/passages/" + encodeURIComponent(chunkId);
-      fetchJson(url, undefined, "Could not open the passage; please try again.").then(function (body) {
-        quote.textContent = "";
-        var text = document.createElement("p");
-        text.textContent = body.text + (body.after ? " " + body.after : "");
-        var source = document.createElement("footer");
-        source.className = "small muted";
-        source.textContent = "— " + sourceLabel(body);
-        quote.appendChild(text);
-        quote.appendChild(source);
-        quote.dataset.loaded = "1";
-      }).catch(function (err) { quote.textContent = err.message; });
+      quote.textContent = passages.length > 1 ? "Loading the passages…" : "Loading the passage…";
+      Promise.all(passages.map(function (passage) {
+        var url = "/api/v1/widget/passages/" + encodeURIComponent(passage.chunkId);
+        return fetchJson(url, undefined, "Could not open the passage; please try again.")
+          .catch(function (err) { return { error: err.message }; });
+      })).then(function (bodies) { showPassages(quote, passages, bodies); });
     });
+  }
+
+  function showPassages(quote, passages, bodies) {
+    // the loaded passages (a failed one says why), then their sources once each; loaded for good once none failed
+    quote.textContent = "";
+    var sources = [];
+    bodies.forEach(function (body, i) {
+      var text = document.createElement("p");
+      var lead = passages.length > 1 && passages[i].marker !== undefined ? "[" + passages[i].marker + "] " : "";
+      text.textContent = lead + (body.error || body.text + (body.after ? " " + body.after : ""));
+      quote.appendChild(text);
+      if (!body.error && sources.indexOf(sourceLabel(body)) < 0) sources.push(sourceLabel(body));
+    });
+    if (sources.length) {
+      var source = document.createElement("footer");
+      source.className = "small muted";
+      source.textContent = "— " + sources.join("; ");
+      quote.appendChild(source);
+    }
+    if (!bodies.some(function (body) { return body.error; })) quote.dataset.loaded = "1";
+  }
+
+  function passagesOf(c) {
+    // what a client citation opens (app.conversations.metadata.client_citations): each marker's passage
+    // (chunk_ids beside markers; a citation without them opens its chunk_id), those without a chunk id left out
+    var ids = c.chunk_ids || [c.chunk_id];
+    var markers = c.markers || [];
+    var passages = [];
+    ids.forEach(function (id, i) { if (id) passages.push({ marker: markers[i], chunkId: String(id) }); });
+    return passages;
   }
 
   // where a cited passage is: a transcript's time or a PDF page's own label, else a page (app.rag.retrieval.source_label)
@@ -361,7 +385,8 @@
       var li = document.createElement("li");
       li.textContent = "[" + (c.markers || [i + 1]).join(", ") + "] " + sourceLabel(c);
       list.appendChild(li);
-      if (c.chunk_id) openable(li, c.chunk_id);
+      var passages = passagesOf(c);
+      if (passages.length) openable(li, passages);
     });
     el.appendChild(list);
   }
@@ -723,8 +748,10 @@
     if (el.id !== "greeting") feedbackBar(el, el.dataset.feedback);
     linkPhones(el);
   });
-  Array.prototype.forEach.call(log.querySelectorAll(".citations li[data-chunk]"), function (li) {
-    openable(li, li.dataset.chunk);
+  Array.prototype.forEach.call(log.querySelectorAll(".citations li[data-chunks]"), function (li) {
+    var markers = li.dataset.markers ? JSON.parse(li.dataset.markers) : null;
+    var passages = passagesOf({ chunk_ids: JSON.parse(li.dataset.chunks), markers: markers });
+    if (passages.length) openable(li, passages);
   });
   scrollDown();  // a reload opens at the newest message
   connect();

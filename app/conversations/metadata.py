@@ -416,7 +416,7 @@ def client_view(meta: Mapping[str, Any] | ReplyMeta | None) -> dict[str, Any]:
 CLIENT_CITATION_KEYS: Final = ("document_id", "title", "page", "locator", "chunk_id")
 """What a client may see of a citation: not its retrieval ``score``, the cosine behind the confidence factor
 ``low_retrieval_support``; ``locator`` (a transcript's ``"HH:MM:SS"``) is where the source is, as ``page`` is. (The
-client's view adds ``markers``: :func:`client_citations`.)"""
+client's view adds ``markers`` and ``chunk_ids``: :func:`client_citations`.)"""
 
 
 def client_citations(citations: Sequence[Any]) -> list[dict[str, Any]]:
@@ -424,8 +424,10 @@ def client_citations(citations: Sequence[Any]) -> list[dict[str, Any]]:
     (document, page and locator: passages cited from the same page of a document read as one label, not twice),
     each with ``markers``, the numbers the reply cites it by (``[n]``: the passages' 1-based order in the prompt,
     which is the stored citations' order), so a reply's ``[2]`` still finds its source when ``[1]`` and ``[2]``
-    are the same page; the first passage's ``chunk_id`` is the one it opens. Idempotent (a list already in the
-    client's view keeps its ``markers``); an entry that is not an object is left out but keeps its number."""
+    are the same page, and ``chunk_ids``, the passage each marker stands for (``None`` for one stored without a
+    chunk id), which the widget opens together; ``chunk_id`` is the first passage's. Idempotent (a list already in
+    the client's view keeps its ``markers`` and ``chunk_ids``); an entry that is not an object is left out but
+    keeps its number."""
     shown: dict[tuple[Any, ...], dict[str, Any]] = {}
     for number, citation in enumerate(citations, start=1):
         if not isinstance(citation, Mapping):
@@ -433,11 +435,14 @@ def client_citations(citations: Sequence[Any]) -> list[dict[str, Any]]:
         where = (citation.get("document_id") or citation.get("title"), citation.get("page"), citation.get("locator"))
         source = tuple(str(value) for value in where)  # (any JSON a stored citation holds)
         markers = list(citation.get("markers") or [number])
+        passages = citation.get("chunk_ids") or [citation.get("chunk_id"), *[None] * (len(markers) - 1)]
         if source in shown:
             shown[source]["markers"].extend(markers)
+            shown[source]["chunk_ids"].extend(passages)
         else:
             shown[source] = {key: citation[key] for key in CLIENT_CITATION_KEYS if key in citation}
             shown[source]["markers"] = markers
+            shown[source]["chunk_ids"] = list(passages)
     return list(shown.values())
 
 

@@ -272,6 +272,49 @@ async def test_a_reply_citing_one_source_twice_shows_its_label_once_with_both_ma
     await context.close()
 
 
+async def test_a_citation_standing_for_several_passages_opens_every_one(
+    base_url: str,
+    http: httpx.AsyncClient,
+    browser: Browser,
+    llm_api: respx.MockRouter,
+    run_jobs: Callable[[], Awaitable[None]],
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+) -> None:
+    """ "[1, 2, …] Routines" stands for every passage of that file the reply cites, but opening it showed only the
+    first. It now shows each, led by its marker, with the source once, in the streamed reply and on the reloaded
+    page."""
+    setup = await coach_with_client("Coach Passages", "Pia")
+    await upload(http, setup.coach, "routines.txt", NOTES.encode())
+    await run_jobs()
+    context = await browser.new_context(base_url=base_url, viewport=PHONE)
+    widget = await context.new_page()
+    await widget.goto(f"/w/{setup.client['widget_token']}")
+    await send_from_widget(widget, "What should my morning routine look like?")
+    await expect(widget.locator(".msg.ai").last.locator(".citations li")).to_have_count(1, timeout=WAIT_MS)
+
+    [conversation] = (await http.get("/api/v1/conversations", headers=setup.coach.headers)).json()
+    found = await http.get(f"/api/v1/conversations/{conversation['id']}", headers=setup.coach.headers)
+    cited = next(m for m in found.json()["messages"] if m["sender_type"] == "ai")["citations"]
+    assert len(cited) >= 2, cited
+    auth = {"Authorization": f"Bearer {setup.client['widget_token']}"}
+    expected = []
+    for n, citation in enumerate(cited, start=1):
+        passage = (await http.get(f"/api/v1/widget/passages/{citation['chunk_id']}", headers=auth)).json()
+        expected.append(f"[{n}] {passage['text']}" + (f" {passage['after']}" if passage["after"] else ""))
+
+    for reloaded in (False, True):
+        if reloaded:
+            await widget.reload()
+        button = widget.locator(".msg.ai").last.locator(".citations button.citation")
+        await button.click(timeout=WAIT_MS)
+        quote = widget.locator(".msg.ai").last.locator("blockquote.passage")
+        await expect(quote.locator("p")).to_have_text(expected, timeout=WAIT_MS)
+        await expect(quote.locator("footer")).to_have_text("— Routines")
+        await expect(button).to_have_attribute("aria-expanded", "true")
+        await shot(widget, f"ux-13-widget-merged-citation{'-reloaded' if reloaded else ''}.png")
+    await context.close()
+
+
 async def test_availability_time_inputs_show_the_whole_time(
     base_url: str, browser: Browser, make_coach: Callable[..., Awaitable[Coach]]
 ) -> None:

@@ -20,6 +20,7 @@ from app.conversations.metadata import (
     ReplyMeta,
     RiskMeta,
     SignalsMeta,
+    client_citations,
     client_handoff_view,
     client_view,
     feedback_of,
@@ -253,3 +254,23 @@ def test_client_handoff_view_drops_the_confidence() -> None:
     assert client_handoff_view(None) is None
     status = {"status": "open", "reason": "crisis", "confidence": 0.0}
     assert client_handoff_view(status) == {"status": "open", "reason": "crisis"}
+
+
+def test_a_citation_merged_per_source_lists_the_passage_of_each_marker() -> None:
+    """Passages of one page read as one citation whose ``chunk_ids`` stand beside its ``markers`` (what the widget
+    opens); a passage stored without a chunk id keeps its place as ``None``; the client's view is a fixed point."""
+    stored = [
+        {"document_id": "d", "title": "Book", "page": 3, "chunk_id": "a", "score": 0.8},
+        {"document_id": "e", "title": "Other", "page": 1, "chunk_id": "b", "score": 0.7},
+        {"document_id": "d", "title": "Book", "page": 3, "score": 0.6},
+        "not a citation",
+        {"document_id": "d", "title": "Book", "page": 3, "chunk_id": "c", "score": 0.5},
+    ]
+    shown = client_citations(stored)
+    book = {"document_id": "d", "title": "Book", "page": 3, "chunk_id": "a"}
+    other = {"document_id": "e", "title": "Other", "page": 1, "chunk_id": "b"}
+    assert shown == [
+        book | {"markers": [1, 3, 5], "chunk_ids": ["a", None, "c"]},
+        other | {"markers": [2], "chunk_ids": ["b"]},
+    ]
+    assert client_citations(shown) == shown

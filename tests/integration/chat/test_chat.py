@@ -30,7 +30,7 @@ async def test_rest_turn_cites_meditations_and_persists_both_messages(
         assert 1 <= citation["page"] <= 162
         # the retrieval score stays the coach's (it feeds the confidence the client must not probe); the book
         # labels its pages (front matter in roman numerals, then 1 from its 11th page): the label is cited
-        assert set(citation) == {"document_id", "title", "page", "chunk_id", "locator", "markers"}
+        assert set(citation) == {"document_id", "title", "page", "chunk_id", "locator", "markers", "chunk_ids"}
     assert "provider" not in body["metadata"] and "model" not in body["metadata"], "attribution is the coach's"
 
     conversation = await http.get(
