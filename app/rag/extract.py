@@ -40,6 +40,16 @@ _CONTENT_TYPES = {
     "application/x-subrip": SRT,
 }
 _ZIP_KINDS = (DOCX, EPUB)
+_NAMES = {
+    PDF: ("the PDF", "a PDF viewer"),
+    TEXT: ("the text file", "a text editor"),
+    MARKDOWN: ("the Markdown file", "a text editor"),
+    DOCX: ("the Word document", "Word"),
+    EPUB: ("the EPUB", "an e-book reader"),
+    HTML: ("the HTML page", "a web browser"),
+    VTT: ("the VTT transcript", "a text editor"),
+    SRT: ("the SRT transcript", "a text editor"),
+}
 
 logging.getLogger("pypdf").setLevel(logging.ERROR)
 
@@ -87,6 +97,19 @@ def detect_kind(filename: str, content_type: str | None) -> str:
         f"unsupported file type for {filename!r}: upload a PDF, Word (.docx), EPUB, HTML, Markdown, .txt, "
         "or a .vtt/.srt transcript"
     )
+
+
+def kind_name(kind: str) -> str:
+    """How a reason for the coach names a file of ``kind``: ``"the PDF"``, ``"the Word document"``,
+    ``"the Markdown file"``…; ``"the file"`` for a kind not listed."""
+    return _NAMES.get(kind, ("the file", ""))[0]
+
+
+def open_advice(kind: str) -> str:
+    """The advice that ends a reason for a file the reader could not finish: ``"check that the Word document
+    opens in Word, or split it"`` (``"check that the file opens, or split it"`` for a kind not listed)."""
+    name, viewer = _NAMES.get(kind, ("the file", ""))
+    return f"check that {name} opens{f' in {viewer}' if viewer else ''}, or split it"
 
 
 @dataclass(frozen=True)
@@ -142,8 +165,9 @@ def extract_pages(
     not turned into a reason here: the caller knows the limit.
     """
     caps = caps or Caps()
+    name = kind_name(kind)
     if not data.strip():
-        raise ExtractionError("the file is empty")
+        raise ExtractionError(f"{name} is empty")
     if kind == PDF:
         return _extract_pdf(data, on_page, caps, sink)
     if kind in _ZIP_KINDS:
@@ -154,10 +178,10 @@ def extract_pages(
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
         raise ExtractionError(
-            f"the file is not UTF-8 text (byte {exc.start} cannot be decoded): save it as UTF-8 and upload it again"
+            f"{name} is not UTF-8 text (byte {exc.start} cannot be decoded): save it as UTF-8 and upload it again"
         ) from exc
     if "\x00" in text:
-        raise ExtractionError("the file is binary, not text")
+        raise ExtractionError(f"{name} is binary, not text")
     caps.check_characters(len(text))
     if kind in (MARKDOWN, HTML, VTT, SRT):
         return _to_sink(_extract_format(kind, text, caps), sink)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from app.rag.extract import Caps, ExtractedText, ExtractionError, Page, PageSink, extract_pages
+from app.rag.extract import Caps, ExtractedText, ExtractionError, Page, PageSink, extract_pages, open_advice
 
 if TYPE_CHECKING:
     from app.core.config import Settings
@@ -137,7 +137,7 @@ def _extract_in_child(data: bytes, kind: str) -> str | None:
             f"reading the file took more than {_child['cpu_budget']} s of CPU (it may be built to exhaust the reader)"
         )
     # raised outside the except clause, so the failed parse's frames (and their memory) are already freed
-    raise ExtractionError(f"{reason}; check that it opens in a PDF viewer, or split it")
+    raise ExtractionError(f"{reason}; {open_advice(kind)}")
 
 
 def child_limits() -> dict[str, int]:
@@ -156,14 +156,16 @@ async def run_isolated(
     *args: Any,
     on_page: Callable[[int, int], None] | None = None,
     sink: PageSink | None = None,
+    kind: str = "",
 ) -> Any:
     """Run the picklable ``task(*args)`` in a fresh limited child; returns its result.
 
     ``on_page(done, total)`` is called in the parent when the child reports progress, ``sink(pages)`` with
-    each batch of pages the child sends (in order, all of them before this returns). Raises what the task
-    raises (pickled back), or ``ExtractionError`` when the child overran the wall deadline (it is killed),
-    died (the kernel's hard CPU limit, an out-of-memory kill) or sent a malformed batch. Cancelling the
-    caller kills the child.
+    each batch of pages the child sends (in order, all of them before this returns); ``kind`` (of
+    :mod:`app.rag.extract`) is the file's, which the reasons name (:func:`~app.rag.extract.open_advice`).
+    Raises what the task raises (pickled back), or ``ExtractionError`` when the child overran the wall deadline
+    (it is killed), died (the kernel's hard CPU limit, an out-of-memory kill) or sent a malformed batch.
+    Cancelling the caller kills the child.
     """
     context = multiprocessing.get_context("spawn")
     progress = context.Array("q", 2, lock=False)
@@ -179,7 +181,7 @@ async def run_isolated(
         reported = (-1, -1)
         while True:
             done, _ = await asyncio.wait({future}, timeout=POLL_S)
-            _receive_pages(pages_in, limits.caps, sink)
+            _receive_pages(pages_in, limits.caps, sink, kind)
             if on_page is not None and (progress[_DONE], progress[_TOTAL]) != reported:
                 reported = (progress[_DONE], progress[_TOTAL])
                 on_page(*reported)
@@ -187,15 +189,12 @@ async def run_isolated(
                 finished = True
                 return future.result()
             if asyncio.get_running_loop().time() > deadline:
-                raise ExtractionError(
-                    f"reading the file took longer than {limits.wall_seconds:g} s; check that it opens in a "
-                    "PDF viewer, or split it"
-                )
+                took = f"reading the file took longer than {limits.wall_seconds:g} s"
+                raise ExtractionError(f"{took}; {open_advice(kind)}")
     except BrokenProcessPool as exc:
         raise ExtractionError(
             f"the reader was stopped for exceeding its limits ({limits.memory_mb} MB of memory, "
-            f"{limits.cpu_budget(progress[_TOTAL])} s of CPU); check that the file opens in a PDF viewer, "
-            "or split it"
+            f"{limits.cpu_budget(progress[_TOTAL])} s of CPU); {open_advice(kind)}"
         ) from exc
     finally:
         if not finished:
@@ -206,23 +205,22 @@ async def run_isolated(
         pages_out.close()
 
 
-MALFORMED = "the reader sent malformed pages; check that the file opens in a PDF viewer, or split it"
-
-
-def _receive_pages(pages_in: Any, caps: Caps, sink: PageSink | None) -> None:
+def _receive_pages(pages_in: Any, caps: Caps, sink: PageSink | None, kind: str) -> None:
     """Hand every batch waiting in the pipe to ``sink`` (dropped without one). A batch is at most the
     character cap as JSON (6 bytes a character at worst) plus room for page numbers and locators. Raises
-    ``ExtractionError`` for a batch that is too long or not ``[[int | null, str, str | null], …]``."""
+    ``ExtractionError`` for a batch that is too long or not ``[[int | null, str, str | null], …]`` (its reason
+    names the file's ``kind``)."""
+    malformed = f"the reader sent malformed pages; {open_advice(kind)}"
     while pages_in.poll():
         try:
             raw = pages_in.recv_bytes(caps.max_characters * 6 + 64 * caps.max_pages + 1024)
             batch = json.loads(raw)
         except (OSError, ValueError) as exc:  # (OSError: over the length; ValueError: not JSON)
-            raise ExtractionError(MALFORMED) from exc
+            raise ExtractionError(malformed) from exc
         except EOFError:
             return
         if not isinstance(batch, list) or not all(_is_page(item) for item in batch):
-            raise ExtractionError(MALFORMED)
+            raise ExtractionError(malformed)
         if sink is not None:
             sink([Page(number, text, locator) for number, text, locator in batch])
 
@@ -260,6 +258,6 @@ async def extract_isolated(
     reason for the coach for every unusable or hostile file (possibly after some batches were sunk)."""
     pages: list[Page] = []
     title: str | None = await run_isolated(
-        limits, _extract_in_child, data, kind, on_page=on_page, sink=sink or pages.extend
+        limits, _extract_in_child, data, kind, on_page=on_page, sink=sink or pages.extend, kind=kind
     )
     return ExtractedText(pages, title)

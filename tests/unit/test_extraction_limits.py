@@ -137,8 +137,8 @@ def test_a_malformed_batch_from_the_child_is_refused(message: bytes) -> None:
     error."""
     pages_in, pages_out = multiprocessing.Pipe(duplex=False)
     pages_out.send_bytes(message)
-    with pytest.raises(ExtractionError, match="malformed pages"):
-        _receive_pages(pages_in, Caps(), lambda pages: None)
+    with pytest.raises(ExtractionError, match="malformed pages; check that the EPUB opens in an e-book reader"):
+        _receive_pages(pages_in, Caps(), lambda pages: None, "epub")
 
 
 def test_a_batch_over_the_character_cap_is_refused() -> None:
@@ -156,7 +156,7 @@ def test_a_batch_over_the_character_cap_is_refused() -> None:
     sender.start()
     assert pages_in.poll(10)  # the message is in the pipe
     with pytest.raises(ExtractionError, match="malformed pages"):
-        _receive_pages(pages_in, Caps(max_pages=1, max_characters=1000), lambda pages: None)
+        _receive_pages(pages_in, Caps(max_pages=1, max_characters=1000), lambda pages: None, PDF)
     pages_in.close()
     sender.join(10)
     assert len(ended) == 1  # the sender is done either way (its error no longer surfaces in a later test)

@@ -18,12 +18,16 @@ from selectolax.lexbor import LexborHTMLParser
 from sqlalchemy import select
 
 from app.container import Container
+from app.core.config import Settings
+from app.core.runtime import Services
 from app.db.engine import tenant_session
+from app.llm.registry import ProviderRegistry
 from app.rag.extract import ExtractionError
 from app.rag.isolation import ExtractionLimits, extract_isolated
 from app.rag.models import Chunk
 from app.rag.retrieval import source_label
 from tests.conftest import Coach, make_client, upload
+from tests.integration.rag.test_hostile_files import _run_worker
 from tests.integration.web.test_dashboard import browser, client_chat, llm_api, log_in
 from tests.openai_wire import MOCK_ENDPOINT_SETTINGS
 
@@ -237,6 +241,30 @@ async def test_a_docx_zip_bomb_is_stopped_by_the_readers_memory_limit() -> None:
     assert len(bomb) < 5 * 1024 * 1024
     with pytest.raises(ExtractionError, match="more than 256 MB of memory"):
         await extract_isolated(bomb, "docx", ExtractionLimits(memory_mb=256, wall_seconds=120))
+
+
+async def test_a_broken_word_markdown_or_text_file_is_named_by_its_kind_in_the_reason(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    settings: Settings,
+    services: Services,
+    registry: ProviderRegistry,
+) -> None:
+    """Every reason the reader gave past its limits said "check that it opens in a PDF viewer", and a text file's
+    "the file is not UTF-8 text": a broken Word document or Markdown file was reported as a PDF or as no kind."""
+    coach = await make_coach("Kind Reasons Coach")
+    files = {
+        "bomb.docx": (_docx_bomb(expanded_mb=320), "the Word document opens in Word"),
+        "blank.docx": (b"  \n", "the Word document is empty"),
+        "latin1.md": (b"# Caf\xe9 notes\n\nBe kind.\n", "the Markdown file is not UTF-8 text (byte 5"),
+        "binary.txt": (b"notes\x00\x01\x02", "the text file is binary, not text"),
+    }
+    ids = {name: (await upload(http, coach, name, data))["id"] for name, (data, _) in files.items()}
+    await _run_worker(settings.model_copy(update={"extract_memory_mb": 256}), services, registry)
+    for name, (_, reason) in files.items():
+        doc = (await http.get(f"/api/v1/documents/{ids[name]}", headers=coach.headers)).json()
+        assert doc["status"] == "failed", (name, doc)
+        assert reason in doc["error"] and "PDF" not in doc["error"], (name, doc["error"])
 
 
 NOTES_MD = b"""Notes I keep for clients, draft two.
