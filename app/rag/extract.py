@@ -139,6 +139,8 @@ class Caps:
 
 PageSink = Callable[[list[Page]], None]
 """Receives pages as they are read, in reading order, a batch at a time."""
+TitleSink = Callable[[str | None], None]
+"""Receives the title a file declares (:attr:`ExtractedText.title`), once, before its first page."""
 LOCATOR_MAX = 20
 """The longest :attr:`Page.locator` (the ``chunks.locator`` column's size)."""
 SINK_PAGES = 8
@@ -152,12 +154,14 @@ def extract_pages(
     on_page: Callable[[int, int], None] | None = None,
     caps: Caps | None = None,
     sink: PageSink | None = None,
+    on_title: TitleSink | None = None,
 ) -> ExtractedText:
     """Extract the pages (and metadata title) of ``data``. ``on_page(done, total)`` reports PDF progress:
     first ``(0, total)`` once the page count is known, then after each page. With a ``sink``, pages go to
     it in batches of :data:`SINK_PAGES` as they are read (so a caller can work on the first pages while
     later ones are read) and the returned ``pages`` is empty; an ``ExtractionError`` can still come after
-    some batches were handed over.
+    some batches were handed over. ``on_title`` gets the title the result will carry before any page is
+    handed over (a PDF's ``/Title`` is read when the file is opened), so the first chunks can be headed with it.
 
     Raises ``ExtractionError``: empty file, not really a PDF, damaged PDF, password-protected PDF, no text layer (a
     scan), text that is neither UTF-8 nor UTF-16 with a byte-order mark, a damaged DOCX or EPUB, an HTML page or
@@ -169,9 +173,9 @@ def extract_pages(
     if not data.strip():
         raise ExtractionError(f"{name} is empty")
     if kind == PDF:
-        return _extract_pdf(data, on_page, caps, sink)
+        return _extract_pdf(data, on_page, caps, sink, on_title)
     if kind in _ZIP_KINDS:
-        return _to_sink(_extract_format(kind, data, caps), sink)
+        return _to_sink(_extract_format(kind, data, caps), sink, on_title)
     # UTF-16 with its byte-order mark is what Windows Notepad saves as "Unicode"
     encoding = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
     try:
@@ -184,13 +188,16 @@ def extract_pages(
         raise ExtractionError(f"{name} is binary, not text")
     caps.check_characters(len(text))
     if kind in (MARKDOWN, HTML, VTT, SRT):
-        return _to_sink(_extract_format(kind, text, caps), sink)
-    return _to_sink(ExtractedText([Page(None, text)]), sink)
+        return _to_sink(_extract_format(kind, text, caps), sink, on_title)
+    return _to_sink(ExtractedText([Page(None, text)]), sink, on_title)
 
 
-def _to_sink(extracted: ExtractedText, sink: PageSink | None) -> ExtractedText:
+def _to_sink(extracted: ExtractedText, sink: PageSink | None, on_title: TitleSink | None) -> ExtractedText:
     """``extracted`` as is without a ``sink``; else its pages handed to the sink in batches of
-    :data:`SINK_PAGES` and ``extracted`` returned with no pages (its title kept)."""
+    :data:`SINK_PAGES` and ``extracted`` returned with no pages (its title kept). Its title goes to ``on_title``
+    first."""
+    if on_title is not None:
+        on_title(extracted.title)
     if sink is None:
         return extracted
     for start in range(0, len(extracted.pages), SINK_PAGES):
@@ -254,12 +261,29 @@ def _page_labels(reader: pypdf.PdfReader, total: int) -> list[str | None]:
     return located
 
 
+def _pdf_title(reader: pypdf.PdfReader) -> str | None:
+    """The PDF's metadata ``/Title``, stripped and at most 300 characters; ``None`` without one or when the
+    metadata cannot be read."""
+    try:
+        title = (reader.metadata.title or "").strip() if reader.metadata else ""
+    except (PyPdfError, ValueError, TypeError, AttributeError):
+        title = ""
+    return title[:300] or None
+
+
 def _extract_pdf(
-    data: bytes, on_page: Callable[[int, int], None] | None, caps: Caps, sink: PageSink | None
+    data: bytes,
+    on_page: Callable[[int, int], None] | None,
+    caps: Caps,
+    sink: PageSink | None,
+    on_title: TitleSink | None,
 ) -> ExtractedText:
     reader, total = _open_pdf(data, caps)
     if total == 0:
         raise ExtractionError("the PDF has no pages")
+    title = _pdf_title(reader)
+    if on_title is not None:
+        on_title(title)
     if on_page:
         on_page(0, total)
     pages: list[Page] = []  # read and not yet handed to the sink
@@ -289,8 +313,4 @@ def _extract_pdf(
     if sink is not None and pages:
         sink(pages)
         pages = []
-    try:
-        title = (reader.metadata.title or "").strip() if reader.metadata else ""
-    except (PyPdfError, ValueError, TypeError, AttributeError):
-        title = ""
-    return ExtractedText(pages, title[:300] or None)
+    return ExtractedText(pages, title)

@@ -38,7 +38,16 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from app.rag.extract import Caps, ExtractedText, ExtractionError, Page, PageSink, extract_pages, open_advice
+from app.rag.extract import (
+    Caps,
+    ExtractedText,
+    ExtractionError,
+    Page,
+    PageSink,
+    TitleSink,
+    extract_pages,
+    open_advice,
+)
 
 if TYPE_CHECKING:
     from app.core.config import Settings
@@ -123,12 +132,19 @@ def _send_pages(pages: list[Page]) -> None:
     _child["pages_out"].send_bytes(json.dumps([[p.number, p.text, p.locator] for p in pages]).encode())
 
 
+def _send_title(title: str | None) -> None:
+    """Title sink in the child: one JSON message ``{"title": title}`` down the pipe, before the first pages."""
+    _child["pages_out"].send_bytes(json.dumps({"title": title}).encode())
+
+
 def _extract_in_child(data: bytes, kind: str) -> str | None:
     """The executor task: extract ``data`` under the limits, sending its pages down the page pipe; returns
     the metadata title. Limit breaches become reasons."""
     limits: ExtractionLimits = _child["limits"]
     try:
-        return extract_pages(data, kind, on_page=_on_child_page, caps=limits.caps, sink=_send_pages).title
+        return extract_pages(
+            data, kind, on_page=_on_child_page, caps=limits.caps, sink=_send_pages, on_title=_send_title
+        ).title
     except MemoryError:
         reason = f"reading the file needed more than {limits.memory_mb} MB of memory (it may be a decompression bomb)"
     except _CpuExhausted:
@@ -156,12 +172,14 @@ async def run_isolated(
     *args: Any,
     on_page: Callable[[int, int], None] | None = None,
     sink: PageSink | None = None,
+    on_title: TitleSink | None = None,
     kind: str = "",
 ) -> Any:
     """Run the picklable ``task(*args)`` in a fresh limited child; returns its result.
 
     ``on_page(done, total)`` is called in the parent when the child reports progress, ``sink(pages)`` with
-    each batch of pages the child sends (in order, all of them before this returns); ``kind`` (of
+    each batch of pages the child sends (in order, all of them before this returns), ``on_title(title)`` with
+    the title the child sends ahead of its pages; ``kind`` (of
     :mod:`app.rag.extract`) is the file's, which the reasons name (:func:`~app.rag.extract.open_advice`).
     Raises what the task raises (pickled back), or ``ExtractionError`` when the child overran the wall deadline
     (it is killed), died (the kernel's hard CPU limit, an out-of-memory kill) or sent a malformed batch.
@@ -181,7 +199,7 @@ async def run_isolated(
         reported = (-1, -1)
         while True:
             done, _ = await asyncio.wait({future}, timeout=POLL_S)
-            _receive_pages(pages_in, limits.caps, sink, kind)
+            _receive_pages(pages_in, limits.caps, sink, kind, on_title)
             if on_page is not None and (progress[_DONE], progress[_TOTAL]) != reported:
                 reported = (progress[_DONE], progress[_TOTAL])
                 on_page(*reported)
@@ -205,11 +223,13 @@ async def run_isolated(
         pages_out.close()
 
 
-def _receive_pages(pages_in: Any, caps: Caps, sink: PageSink | None, kind: str) -> None:
-    """Hand every batch waiting in the pipe to ``sink`` (dropped without one). A batch is at most the
-    character cap as JSON (6 bytes a character at worst) plus room for page numbers and locators. Raises
-    ``ExtractionError`` for a batch that is too long or not ``[[int | null, str, str | null], …]`` (its reason
-    names the file's ``kind``)."""
+def _receive_pages(
+    pages_in: Any, caps: Caps, sink: PageSink | None, kind: str, on_title: TitleSink | None = None
+) -> None:
+    """Hand every batch waiting in the pipe to ``sink`` (dropped without one), and a title message
+    (``{"title": str | null}``) to ``on_title``. A batch is at most the character cap as JSON (6 bytes a
+    character at worst) plus room for page numbers and locators. Raises ``ExtractionError`` for a message that is
+    too long or neither a title nor ``[[int | null, str, str | null], …]`` (its reason names the file's ``kind``)."""
     malformed = f"the reader sent malformed pages; {open_advice(kind)}"
     while pages_in.poll():
         try:
@@ -219,6 +239,10 @@ def _receive_pages(pages_in: Any, caps: Caps, sink: PageSink | None, kind: str) 
             raise ExtractionError(malformed) from exc
         except EOFError:
             return
+        if isinstance(batch, dict) and batch.keys() == {"title"} and isinstance(batch["title"], str | None):
+            if on_title is not None:
+                on_title(batch["title"])
+            continue
         if not isinstance(batch, list) or not all(_is_page(item) for item in batch):
             raise ExtractionError(malformed)
         if sink is not None:
@@ -250,14 +274,16 @@ async def extract_isolated(
     *,
     on_page: Callable[[int, int], None] | None = None,
     sink: PageSink | None = None,
+    on_title: TitleSink | None = None,
 ) -> ExtractedText:
     """:func:`app.rag.extract.extract_pages` of ``data`` in a limited child (see the module docstring).
 
     With a ``sink``, each batch of pages goes to it as soon as the child has read it (the result's
-    ``pages`` is then empty); without one, the result holds every page. Raises ``ExtractionError`` with a
+    ``pages`` is then empty); without one, the result holds every page. ``on_title`` gets the file's title
+    before its first batch. Raises ``ExtractionError`` with a
     reason for the coach for every unusable or hostile file (possibly after some batches were sunk)."""
     pages: list[Page] = []
     title: str | None = await run_isolated(
-        limits, _extract_in_child, data, kind, on_page=on_page, sink=sink or pages.extend, kind=kind
+        limits, _extract_in_child, data, kind, on_page=on_page, sink=sink or pages.extend, on_title=on_title, kind=kind
     )
     return ExtractedText(pages, title)

@@ -13,9 +13,11 @@ commit drops ordinals past the new total. Chunks of another embedding model are 
 starts.
 
 Each chunk is embedded and stored with its contextual header (:func:`app.rag.chunking.chunk_header` of the
-document's title and the chunk's section heading). The title is the one the document has when the attempt
-starts: a PDF's metadata ``/Title`` is only known once the isolated reader has read the whole file, so it
-renames the document at the end but is in the headers only of a ``trusted`` (in-process) read.
+document's title and the chunk's section heading). The title is the document's final one from the first chunk
+on: the reader sends the title the file declares (a PDF's ``/Title``, read when it is opened; a Markdown or Word
+document's first level-1 heading, found before its pages are handed over) ahead of its first pages, and it
+replaces the upload's file-name title in the headers as it does in the document's row at the end. (It used to
+rename the document only at the end, leaving the file name in every header until "Process again".)
 """
 
 from __future__ import annotations
@@ -215,7 +217,9 @@ class IngestRun:
 
         reporter = asyncio.create_task(report())
         try:
-            return await extract_isolated(data, kind, self._limits, on_page=on_page, sink=sink)
+            return await extract_isolated(
+                data, kind, self._limits, on_page=on_page, sink=sink, on_title=self._found_title
+            )
         finally:
             self.timings.seconds["extract"] = time.perf_counter() - self._started
             reporter.cancel()
@@ -223,12 +227,16 @@ class IngestRun:
                 await reporter
 
     async def _read_trusted(self, kind: str, data: bytes, sink: Callable[[list[Page]], None]) -> ExtractedText:
-        """The in-process reader: the whole file at once, so its metadata title is in every header."""
-        extracted = extract_pages(data, kind)
+        """The in-process reader: the whole file at once."""
+        extracted = extract_pages(data, kind, on_title=self._found_title)
         self.timings.seconds["extract"] = time.perf_counter() - self._started
-        self._title = metadata_title(extracted.title) or self._title
         sink(extracted.pages)
         return ExtractedText([], extracted.title)
+
+    def _found_title(self, title: str | None) -> None:
+        """The reader found the title the file declares (before its first pages): the chunks' headers use it,
+        as the document's row will (:meth:`_finish`), unless it is a placeholder or none."""
+        self._title = metadata_title(title) or self._title
 
     def _cut(self, cut: Callable[[list[Page]], list[TextChunk]], pages: list[Page]) -> list[TextChunk]:
         started = time.perf_counter()

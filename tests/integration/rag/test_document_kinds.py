@@ -15,7 +15,7 @@ import pytest
 import respx
 from ebooklib import epub
 from selectolax.lexbor import LexborHTMLParser
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.container import Container
 from app.core.config import Settings
@@ -27,6 +27,7 @@ from app.rag.isolation import ExtractionLimits, extract_isolated
 from app.rag.models import Chunk
 from app.rag.retrieval import source_label
 from tests.conftest import Coach, make_client, upload
+from tests.hostile_files import text_pdf
 from tests.integration.rag.test_hostile_files import _run_worker
 from tests.integration.web.test_dashboard import browser, client_chat, llm_api, log_in
 from tests.openai_wire import MOCK_ENDPOINT_SETTINGS
@@ -311,6 +312,43 @@ async def test_a_markdown_and_a_word_document_are_titled_and_cited_by_their_head
         turn = await client_chat(http, client["widget_token"], question)
         [cited] = [c for c in turn["citations"] if c["document_id"] == document["id"]]
         assert source_label(cited["title"], cited.get("page"), cited.get("locator")) == label
+
+
+def _long_markdown() -> bytes:
+    """A Markdown document titled by its first heading, long enough for several chunks in two sections."""
+    habits = ["sleep", "water", "walking", "journaling", "reading", "stretching", "breathing", "planning"]
+    paragraph = "Keep the {0} habit small on hard days: two minutes of {0} still counts as a win for the streak. "
+    body = "\n\n".join(paragraph.format(habit) * 6 for habit in habits)
+    return f"# Lantern Harbour Method\n\n{body}\n\n## Relapse\n\n{body}\n".encode()
+
+
+async def test_every_chunk_is_headed_with_the_title_the_file_declares_not_its_file_name(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    container: Container,
+) -> None:
+    """A Markdown heading title (and a PDF's ``/Title``) reached the document's row only at the end of its
+    ingestion: every chunk's contextual header, embedded and in the full-text vector, kept the file name's title
+    ("Zebra Quokka") until "Process again"."""
+    coach = await make_coach("Header Title Coach")
+    notes = await upload(http, coach, "zebra-quokka.md", _long_markdown())
+    book = await upload(http, coach, "zebra-pdf.pdf", text_pdf(80, title=b"Lantern Harbour Ledger"))
+    await run_jobs()
+    for document, title in ((notes, "Lantern Harbour Method"), (book, "Lantern Harbour Ledger")):
+        assert (await _ready(http, coach, document["id"]))["title"] == title
+        chunks = await _chunks(container, coach, document["id"])
+        assert len(chunks) > 1
+        assert all(c.header.startswith(title) and "Zebra" not in c.header for c in chunks), [c.header for c in chunks]
+        async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
+            found = await session.execute(
+                select(
+                    func.count().filter(Chunk.tsv.op("@@")(func.to_tsquery("english", "lantern & harbour"))),
+                    func.count().filter(Chunk.tsv.op("@@")(func.to_tsquery("english", "zebra"))),
+                ).where(Chunk.document_id == uuid.UUID(document["id"]))
+            )
+            assert tuple(found.one()) == (len(chunks), 0)
+    assert any(c.header == "Lantern Harbour Method — Relapse" for c in await _chunks(container, coach, notes["id"]))
 
 
 async def test_an_srt_and_a_vtt_transcript_count_their_speaker_turns_alike_not_pages(
