@@ -65,6 +65,7 @@ from app.db.jobs import (
     REBUILD_BRIEFS,
     REEMBED_COACH,
     REFRESH_TRAINING_DATA,
+    REHEADER_DOCUMENT,
     SCORE_INTERVENTIONS,
     START_FINE_TUNE,
     STOP_FINE_TUNES,
@@ -82,6 +83,7 @@ from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
 from app.memory.summaries import SummaryFailed
 from app.rag import vector_index
+from app.rag.headers import reheader_document as reheader_document_chunks
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +209,21 @@ async def _ingest(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
             return "deferred: the coach's ingestion slots are busy"
         timings = await container.documents.ingest(uuid.UUID(coach_id), uuid.UUID(document_id))
     return "skipped" if timings is None else f"{timings.chunks} chunks"
+
+
+async def reheader_document(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
+    """arq job: give a renamed document's stored chunks its new title in their contextual headers and vectors
+    (:func:`app.rag.headers.reheader_document`, idempotent); the database or Redis out of reach is retried
+    (:func:`_retrying_store`)."""
+    container: Container = ctx["container"]
+
+    async def reheader() -> str:
+        changed = await reheader_document_chunks(
+            container.sessionmaker, container.registry, uuid.UUID(coach_id), uuid.UUID(document_id)
+        )
+        return f"{changed} chunks re-headed"
+
+    return await _retrying_store(ctx, reheader(), what=f"headers of document {document_id}")
 
 
 async def fail_stalled_documents(ctx: dict[str, Any]) -> str:
@@ -666,6 +683,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
             func(
                 ingest_document, name=INGEST_DOCUMENT, timeout=settings.ingest_timeout_seconds, max_tries=INGEST_TRIES
             ),
+            func(reheader_document, name=REHEADER_DOCUMENT, timeout=JOB_TIMEOUT_S, max_tries=STORE_JOB_TRIES),
             func(summarize_session, name=SUMMARIZE_SESSION, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(extract_insights, name=EXTRACT_INSIGHTS, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),
             func(update_profile, name=UPDATE_PROFILE, timeout=JOB_TIMEOUT_S, max_tries=MEMORY_JOB_TRIES),

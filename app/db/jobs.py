@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.outbox import add_job
 
 INGEST_DOCUMENT = "ingest_document"
+REHEADER_DOCUMENT = "reheader_document"
 SUMMARIZE_SESSION = "summarize_session"
 EXTRACT_INSIGHTS = "extract_insights"
 UPDATE_PROFILE = "update_profile"
@@ -61,6 +62,12 @@ def ingest_document(session: AsyncSession, coach_id: uuid.UUID, document_id: uui
     again, the first one lost (one id for every such job, so sweeps that meet the same loss queue it once)."""
     job_id = f"{INGEST_DOCUMENT}:{document_id}:lost" if lost else None
     add_job(session, coach_id, INGEST_DOCUMENT, str(coach_id), str(document_id), job_id=job_id)
+
+
+def reheader_document(session: AsyncSession, coach_id: uuid.UUID, document_id: uuid.UUID) -> None:
+    """Queue the re-heading of a renamed document's stored chunks (their contextual headers and vectors follow its
+    title: :func:`app.rag.headers.reheader_document`; idempotent job, one per rename)."""
+    add_job(session, coach_id, REHEADER_DOCUMENT, str(coach_id), str(document_id))
 
 
 def summarize_session(

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Computed,
     DateTime,
     ForeignKey,
@@ -50,7 +51,8 @@ class Document(TenantMixin, Base):
     is set when processing starts, so retrieval can use the committed chunks of a document still being
     processed. ``replaces_id``: the document this one, the same file processed again, replaces once it is ready
     (:meth:`app.rag.service.DocumentService.reprocess`), and has replaced since (no foreign key: the original is
-    gone then)."""
+    gone then). ``title_by_coach``: the coach gave ``title`` (:func:`app.rag.titles.rename_document`); the
+    title a file declares no longer replaces it, also when it is processed again (migration 0059)."""
 
     __tablename__ = "documents"
 
@@ -73,6 +75,7 @@ class Document(TenantMixin, Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     replaces_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
+    title_by_coach: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
 
     @property
     def transcript(self) -> bool:
@@ -91,8 +94,10 @@ class Chunk(TenantMixin, Base):
     counts cl100k tokens; ``embedding`` is a unit-norm vector searched by cosine distance (exactly through the
     ``coach_id`` index, or through the coach's own partial HNSW index once it is big:
     :mod:`app.rag.vector_index`); ``header`` is the contextual header (document title and the section heading
-    the chunk sits under) that is embedded and searched with ``text`` but never shown or cited; ``tsv`` is the
-    English full-text vector of header and text for hybrid retrieval."""
+    the chunk sits under) that is embedded and searched with ``text`` but never shown or cited; ``heading`` that
+    section heading alone (``''``: none; ``None`` for a chunk stored before migration 0059), so the header can be
+    rebuilt when the document is renamed (:mod:`app.rag.headers`); ``tsv`` is the English full-text vector of
+    header and text for hybrid retrieval."""
 
     __tablename__ = "chunks"
     __table_args__ = (
@@ -109,6 +114,7 @@ class Chunk(TenantMixin, Base):
     locator: Mapped[str | None] = mapped_column(String(LOCATOR_MAX))
     text: Mapped[str] = mapped_column(Text)
     header: Mapped[str] = mapped_column(Text, default="", server_default="")
+    heading: Mapped[str | None] = mapped_column(Text)
     token_count: Mapped[int] = mapped_column(Integer)
     embedding: Mapped[list[float]] = mapped_column(BinaryVector(EMBEDDING_DIMENSIONS))
     tsv: Mapped[str] = mapped_column(

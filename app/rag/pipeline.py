@@ -17,7 +17,10 @@ document's title and the chunk's section heading). The title is the document's f
 on: the reader sends the title the file declares (a PDF's ``/Title``, read when it is opened; a Markdown or Word
 document's first level-1 heading, found before its pages are handed over) ahead of its first pages, and it
 replaces the upload's file-name title in the headers as it does in the document's row at the end. (It used to
-rename the document only at the end, leaving the file name in every header until "Process again".)
+rename the document only at the end, leaving the file name in every header until "Process again".) A title the
+coach gave (``Document.title_by_coach``) stays, whatever the file declares; when the title at the end is not the
+one the headers were made with (the coach renamed the document meanwhile, or an earlier attempt stored chunks under
+another), the stored chunks are re-headed in the same job (:func:`app.rag.headers.reheader_chunks`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from app.llm.base import Embedder
 from app.llm.registry import EmbedderSwitched, lock_embedding_model
 from app.rag.chunking import Chunker, ChunkSpec, TextChunk, chunk_header, embedding_input
 from app.rag.extract import ExtractedText, ExtractionError, Page, extract_pages
+from app.rag.headers import reheader_chunks
 from app.rag.isolation import ExtractionLimits, extract_isolated
 from app.rag.models import Chunk, Document, DocumentStatus
 from app.rag.normalize import metadata_title
@@ -127,6 +131,8 @@ class IngestRun:
         self._limits = limits
         self._resume = 0
         self._title = ""
+        self._final_title = ""
+        self._fixed_title = False  # the coach gave the title: the file's does not replace it
         self._paged = False  # a page came with a number (PDF, DOCX, EPUB)
         self.timings = IngestTimings()
         self._started = time.perf_counter()
@@ -156,6 +162,7 @@ class IngestRun:
             kept = select(func.count()).select_from(Chunk).where(Chunk.document_id == self._document_id)
             self._resume = int(await session.scalar(kept) or 0)
             document.status, document.error = DocumentStatus.PROCESSING, None
+            self._fixed_title = document.title_by_coach
             document.embedding_model, document.chunks = self._embedder.model, self._resume
             document.pages_done, document.started_at, document.finished_at = 0, datetime.now(UTC), None
             document.chunks_total = None
@@ -192,7 +199,11 @@ class IngestRun:
                 await reading
         if total == 0:
             raise ExtractionError("the file contains no text")
-        return self.timings if await self._finish(total, extracted) else None
+        if not await self._finish(total, extracted):
+            return None
+        if self._final_title != self._title or self._resume:
+            await reheader_chunks(self._sessionmaker, self._coach_id, self._document_id, self._embedder)
+        return self.timings
 
     async def _read(self, kind: str, data: bytes, sink: Callable[[list[Page]], None]) -> ExtractedText:
         """The reader, reporting pages read every ``PROGRESS_INTERVAL_S``."""
@@ -235,8 +246,10 @@ class IngestRun:
 
     def _found_title(self, title: str | None) -> None:
         """The reader found the title the file declares (before its first pages): the chunks' headers use it,
-        as the document's row will (:meth:`_finish`), unless it is a placeholder or none."""
-        self._title = metadata_title(title) or self._title
+        as the document's row will (:meth:`_finish`), unless it is a placeholder or none, or the coach gave the
+        document its title."""
+        if not self._fixed_title:
+            self._title = metadata_title(title) or self._title
 
     def _cut(self, cut: Callable[[list[Page]], list[TextChunk]], pages: list[Page]) -> list[TextChunk]:
         started = time.perf_counter()
@@ -288,6 +301,7 @@ class IngestRun:
                     "locator": c.locator,
                     "text": c.text,
                     "header": header,
+                    "heading": c.heading or "",
                     "token_count": c.token_count,
                     "embedding": vector,
                 }
@@ -336,8 +350,9 @@ class IngestRun:
             document.chunks_total, document.pages_done = total, self.timings.pages
             document.pages = self.timings.pages if self._paged else None
             document.pages_searchable = self.timings.pages if self._paged else 0
-            if title := metadata_title(extracted.title):
+            if not document.title_by_coach and (title := metadata_title(extracted.title)):
                 document.title = title
+            self._final_title = document.title
             await invalidate_cached_replies(session, self._coach_id)
         self.timings.chunks = total
         self.timings.searchable = time.perf_counter() - self._started

@@ -80,9 +80,8 @@ class DocumentService:
         Raises ``InvalidInput`` for a missing file name, one over :data:`MAX_FILENAME_CHARS` characters or an
         unsupported file type, and ``Conflict`` (``Location``: the document) for a file the coach's library
         already holds (the same bytes, by SHA-256, in a document not ``failed``: its passages would be retrieved
-        and cited twice). Two uploads
-        of one file at once take turns on a transaction-scoped advisory lock, so one of them is refused.
-        """
+        and cited twice). Two uploads of one file at once take turns on a transaction-scoped advisory lock, so
+        one of them is refused."""
         filename = PurePath(filename or "").name.strip()
         if not filename:
             raise InvalidInput("the upload has no file name")
@@ -196,6 +195,7 @@ class DocumentService:
             pages_done=0,
             chunks=0,
             replaces_id=target.id,
+            title_by_coach=target.title_by_coach,
         )
         session.add(document)
         await session.flush()

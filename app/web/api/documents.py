@@ -7,18 +7,26 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import UploadFile
+from litestar.params import JSONBody
 
 from app.auth import COACH_DEPENDENCIES
 from app.core.errors import InvalidInput
 from app.deps import PAGE, ContainerDep, PathId, Uow, WantedPage, page_response
 from app.rag.models import Document
+from app.rag.titles import rename_document
 
 
 class DocumentAccepted(msgspec.Struct):
     id: uuid.UUID
     status: str
+
+
+class DocumentPatch(msgspec.Struct, forbid_unknown_fields=True):
+    """A coach's change to a document: its ``title`` (1–300 characters once blanks around it are removed)."""
+
+    title: str
 
 
 class DocumentOut(msgspec.Struct):
@@ -28,7 +36,8 @@ class DocumentOut(msgspec.Struct):
     and committed so far (searchable already while ``processing``; final once ``ready``), reaching page
     ``pages_searchable``, of ``chunks_total`` (``null`` until extraction and chunking have finished); ``error`` says
     why a ``failed`` document failed (its chunks are then not used); ``replaces_id``: the document this one, its
-    file processed again, replaces once it is ready (or has replaced)."""
+    file processed again, replaces once it is ready (or has replaced); ``title_by_coach``: the coach gave ``title``
+    (a "Process again" keeps it)."""
 
     id: uuid.UUID
     title: str
@@ -43,6 +52,7 @@ class DocumentOut(msgspec.Struct):
     created_at: datetime
     chunks_total: int | None = None
     replaces_id: uuid.UUID | None = None
+    title_by_coach: bool = False
 
 
 def document_out(d: Document) -> DocumentOut:
@@ -61,6 +71,7 @@ def document_out(d: Document) -> DocumentOut:
         d.created_at,
         d.chunks_total,
         d.replaces_id,
+        d.title_by_coach,
     )
 
 
@@ -104,6 +115,15 @@ class DocumentController(Controller):
     async def get_document(self, document_id: PathId, uow: Uow, container: ContainerDep) -> DocumentOut:
         """One document's status and progress."""
         return document_out(await container.documents.get(uow, document_id))
+
+    @patch("/{document_id:uuid}")
+    async def rename(
+        self, document_id: PathId, data: JSONBody[DocumentPatch], uow: Uow, container: ContainerDep
+    ) -> DocumentOut:
+        """Rename the document: ``title`` (1–300 characters; blank or longer is a 400 saying so) is what citations
+        name from now on, and stays over the title the file declares when it is processed again; its passages'
+        search headers follow in a background job. 404 for another coach's or a missing document."""
+        return document_out(await rename_document(uow, document_id, data.title))
 
     @post("/{document_id:uuid}/reprocess", status_code=202)
     async def reprocess(self, document_id: PathId, uow: Uow, container: ContainerDep) -> DocumentAccepted:

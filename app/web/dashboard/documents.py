@@ -1,4 +1,4 @@
-"""The documents page: upload, the live status table (polled by htmx while one is processing), delete."""
+"""The documents page: upload, the live status table (polled by htmx while one is processing), rename, delete."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from app.core.errors import DomainError
 from app.core.pagination import PageRequest, page_query
 from app.deps import PAGE, ContainerDep, PathId, Uow, WantedPage
 from app.rag.models import DocumentStatus
+from app.rag.titles import rename_document
 from app.web.api.documents import read_upload
 from app.web.dashboard.auth import CoachPage
+from app.web.dashboard.forms import form_str
 
 
 async def _table_context(container: Container, uow: UnitOfWork, page: PageRequest) -> dict[str, Any]:
@@ -69,6 +71,20 @@ class DocumentPages(CoachPage):
         try:
             async with uow.savepoint():
                 await container.documents.reprocess(uow, document_id)
+        except DomainError as exc:
+            return await _documents_page(container, uow, PageRequest(), exc.message, exc.status_code)
+        return Redirect("/dashboard/documents")
+
+    @post("/documents/{document_id:uuid}/rename")
+    async def rename_document(
+        self, document_id: PathId, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep
+    ) -> Template | Redirect:
+        """Rename a document (form field ``title``: :func:`app.rag.titles.rename_document`); a refused
+        title (blank, over 300 characters) shows the page with the reason."""
+        form = await request.form()
+        try:
+            async with uow.savepoint():
+                await rename_document(uow, document_id, form_str(form, "title"))
         except DomainError as exc:
             return await _documents_page(container, uow, PageRequest(), exc.message, exc.status_code)
         return Redirect("/dashboard/documents")

@@ -1,0 +1,154 @@
+"""Contextual headers of stored chunks kept in step with their document's title.
+
+A chunk's header (:func:`app.rag.chunking.chunk_header`: the document's title and the chunk's section heading) is
+embedded with its text and is part of its full-text vector (``chunks.tsv``), so when the title changes (the coach
+renames the document, or an ingestion learns the title only after some chunks were stored) every chunk whose
+header names another title gets the new header and a new vector in place: its id, text, page and citations stay.
+The heading comes from ``chunks.heading``; a chunk stored before it existed (migration 0059) has its heading read
+back from its header (:func:`heading_of`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.unit_of_work import unit_of_work
+from app.llm.base import Embedder
+from app.llm.registry import SWITCH_RETRIES, EmbedderSwitched, ProviderRegistry, lock_embedding_model
+from app.rag.chunking import HEADER_SEPARATOR, chunk_header, embedding_input
+from app.rag.models import Chunk, Document, DocumentStatus
+
+REHEADER_BATCH = 64
+"""Chunks read, embedded and updated at a time (one embedding call and one transaction each)."""
+
+
+def heading_of(header: str, title: str) -> str:
+    """The section heading inside a stored ``header`` (``''`` for none), for a chunk that does not record it: what
+    follows ``title`` and :data:`~app.rag.chunking.HEADER_SEPARATOR` when the header starts with the document's
+    ``title``; else what follows the first separator (the header was made with another title, which holds none).
+    A heading that was the title itself is lost: :func:`~app.rag.chunking.chunk_header` stored it once."""
+    if header == title:
+        return ""
+    if header.startswith(title + HEADER_SEPARATOR):
+        return header[len(title) + len(HEADER_SEPARATOR) :]
+    _, separator, heading = header.partition(HEADER_SEPARATOR)
+    return heading if separator else ""
+
+
+@dataclass(frozen=True)
+class _Stale:
+    id: uuid.UUID
+    header: str
+    heading: str
+    new_header: str
+    text: str
+
+
+async def _batch(
+    session: AsyncSession, document_id: uuid.UUID, after: int
+) -> tuple[str | None, int | None, list[_Stale]]:
+    """The document's title (``None``: it is gone), the last ordinal read and the chunks after ordinal ``after``
+    (at most :data:`REHEADER_BATCH`) whose header is not the one its title gives."""
+    title = await session.scalar(select(Document.title).where(Document.id == document_id))
+    if title is None:
+        return None, None, []
+    rows = (
+        await session.execute(
+            select(Chunk.id, Chunk.ordinal, Chunk.header, Chunk.heading, Chunk.text)
+            .where(Chunk.document_id == document_id, Chunk.ordinal > after)
+            .order_by(Chunk.ordinal)
+            .limit(REHEADER_BATCH)
+        )
+    ).all()
+    stale = []
+    for row in rows:
+        heading = row.heading if row.heading is not None else heading_of(row.header, title)
+        if (new_header := chunk_header(title, heading)) != row.header:
+            stale.append(_Stale(row.id, row.header, heading, new_header, row.text))
+    return title, rows[-1].ordinal if rows else None, stale
+
+
+async def _store(
+    session: AsyncSession, coach_id: uuid.UUID, model: str, stale: Sequence[_Stale], vectors: Sequence[list[float]]
+) -> int:
+    """Write the new headers and vectors (a chunk whose header changed meanwhile is left to the next pass);
+    returns how many were written. Raises ``EmbedderSwitched`` when ``model`` is no longer the coach's in use."""
+    in_use = await lock_embedding_model(session, coach_id)
+    if in_use is None:
+        return 0
+    if in_use != model:
+        raise EmbedderSwitched(f"the embedding model in use is now {in_use}, not {model}")
+    written = 0
+    for chunk, vector in zip(stale, vectors, strict=True):
+        result = await session.execute(
+            update(Chunk)
+            .where(Chunk.id == chunk.id, Chunk.header == chunk.header)
+            .values(header=chunk.new_header, heading=chunk.heading, embedding=vector)
+        )
+        written += result.rowcount  # type: ignore[attr-defined]
+    return written
+
+
+async def reheader_chunks(
+    sessionmaker: async_sessionmaker[AsyncSession], coach_id: uuid.UUID, document_id: uuid.UUID, embedder: Embedder
+) -> int:
+    """Give every stored chunk of the document the header of its title now, re-embedding those whose header
+    changes (``embedder``: the coach's in use), :data:`REHEADER_BATCH` at a time, each batch embedded outside a
+    transaction and written in one. Idempotent (a second run finds nothing stale); returns how many chunks were
+    re-headed, 0 when the document is gone. Raises ``EmbedderSwitched`` when the coach switched embedding
+    models meanwhile (the re-embedding job then embeds the headers stored), and what ``embed`` raises
+    (``ProviderError``)."""
+    after, written = -1, 0
+    while True:
+        async with unit_of_work(sessionmaker, coach_id) as uow:
+            title, last, stale = await _batch(uow.session, document_id, after)
+        if title is None or last is None:
+            return written
+        after = last
+        if not stale:
+            continue
+        vectors = await embedder.embed([embedding_input(c.new_header, c.text) for c in stale])
+        async with unit_of_work(sessionmaker, coach_id) as uow:
+            written += await _store(uow.session, coach_id, embedder.model, stale, vectors)
+
+
+async def reheader_document(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    registry: ProviderRegistry,
+    coach_id: uuid.UUID,
+    document_id: uuid.UUID,
+) -> int:
+    """:func:`reheader_chunks` with the coach's embedder in use, again with the new one when the coach switches
+    models meanwhile (at most :data:`~app.llm.registry.SWITCH_RETRIES` times, then ``EmbedderSwitched``): the body
+    of the ``reheader_document`` job queued by a rename. Returns how many chunks were re-headed."""
+    for attempt in range(1 + SWITCH_RETRIES):
+        async with unit_of_work(sessionmaker, coach_id) as uow:
+            embedder = await registry.embedder_for(await uow.coach())
+        try:
+            return await reheader_chunks(sessionmaker, coach_id, document_id, embedder)
+        except EmbedderSwitched:
+            if attempt == SWITCH_RETRIES:
+                raise
+    return 0
+
+
+async def retitle(session: AsyncSession, document: Document, title: str) -> list[uuid.UUID]:
+    """Give ``document`` the coach's ``title`` (``title_by_coach``: the title a file declares no longer replaces it,
+    also when it is processed again), and so its copy being processed again, which would replace it under the
+    file's title; returns the ids of the documents renamed (their chunks are to be re-headed)."""
+    copies = await session.scalars(
+        select(Document).where(
+            Document.coach_id == document.coach_id,
+            Document.replaces_id == document.id,
+            Document.status.in_(DocumentStatus.ACTIVE),
+        )
+    )
+    renamed = [document, *copies.all()]
+    for each in renamed:
+        each.title, each.title_by_coach = title, True
+    return [each.id for each in renamed]

@@ -1,0 +1,152 @@
+"""Renaming a document (``PATCH /api/v1/documents/{id}``, the dashboard's Rename): the title is validated, citations
+name it, its chunks' contextual headers (embedded and in the full-text vector) follow in place, and a "Process
+again" keeps it over the heading title the file declares."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+
+import httpx
+import numpy as np
+import respx
+from sqlalchemy import func, select
+
+from app.container import Container
+from app.db.engine import tenant_session
+from app.llm.registry import ProviderRegistry
+from app.rag.chunking import embedding_input
+from app.rag.models import Chunk
+from tests.conftest import Coach, make_client, upload
+from tests.integration.rag.test_document_kinds import _chunks, _long_markdown, _ready
+from tests.integration.web.test_dashboard import browser, client_chat, csrf, llm_api, log_in
+from tests.openai_wire import MOCK_ENDPOINT_SETTINGS
+
+__all__ = ["browser", "llm_api"]  # a logged-out browser tab and the mocked coach endpoint, fixtures
+
+HEADING_TITLE = "Lantern Harbour Method"
+COACH_TITLE = "Quiet Orchard Playbook"
+
+
+async def _rename(http: httpx.AsyncClient, coach: Coach, document_id: str, body: object) -> httpx.Response:
+    return await http.patch(f"/api/v1/documents/{document_id}", headers=coach.headers, json=body)
+
+
+async def _matching(container: Container, coach: Coach, document_id: str, query: str) -> int:
+    """How many of the document's chunks the English full-text ``query`` matches (their ``tsv``)."""
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
+        return int(
+            await session.scalar(
+                select(func.count()).where(
+                    Chunk.document_id == uuid.UUID(document_id),
+                    Chunk.tsv.op("@@")(func.to_tsquery("english", query)),
+                )
+            )
+            or 0
+        )
+
+
+async def test_a_title_is_validated_and_only_the_coachs_own_document_is_renamed(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    coach, other = await make_coach("Renaming Coach"), await make_coach("Other Coach")
+    document = await upload(http, coach, "notes.txt", b"Walk after lunch, every day.\n")
+    for body, reason in [
+        ({"title": "   "}, "title must not be empty"),
+        ({"title": "x" * 301}, "title must be at most 300 characters"),
+    ]:
+        response = await _rename(http, coach, document["id"], body)
+        assert response.status_code == 400 and reason in response.json()["detail"], response.text
+    for body in ({}, {"title": 5}, {"title": "A", "filename": "b.txt"}):
+        assert (await _rename(http, coach, document["id"], body)).status_code == 400, body
+    assert (await _rename(http, other, document["id"], {"title": "Mine now"})).status_code == 404
+    assert (await _rename(http, coach, str(uuid.uuid4()), {"title": "Nobody's"})).status_code == 404
+    response = await _rename(http, coach, document["id"], {"title": "  Daily \n walks  "})
+    assert response.status_code == 200, response.text
+    assert (response.json()["title"], response.json()["title_by_coach"]) == ("Daily walks", True)
+    shown = (await http.get(f"/api/v1/documents/{document['id']}", headers=coach.headers)).json()
+    assert (shown["title"], shown["title_by_coach"]) == ("Daily walks", True)
+
+
+async def test_a_rename_re_heads_every_chunk_in_place_and_citations_name_the_new_title(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    container: Container,
+    registry: ProviderRegistry,
+    llm_api: respx.MockRouter,
+) -> None:
+    coach = await make_coach("Citing Coach")
+    document = await upload(http, coach, "zebra-quokka.md", _long_markdown())
+    await run_jobs()
+    assert (await _ready(http, coach, document["id"]))["title"] == HEADING_TITLE
+    settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
+    assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
+    client = await make_client(http, coach, "Robin")
+    turn = await client_chat(http, client["widget_token"], "How small can the walking habit be on hard days?")
+    assert any(c["title"] == HEADING_TITLE for c in turn["citations"]), turn["citations"]
+    before = await _chunks(container, coach, document["id"])
+
+    assert (await _rename(http, coach, document["id"], {"title": COACH_TITLE})).status_code == 200
+    await run_jobs()
+
+    after = await _chunks(container, coach, document["id"])
+    assert [(c.id, c.text, c.page_start) for c in after] == [(c.id, c.text, c.page_start) for c in before]
+    # the section headings stay (the first section's heading is the old title: it stays as a heading)
+    assert {c.header for c in after} == {f"{COACH_TITLE} — {HEADING_TITLE}", f"{COACH_TITLE} — Relapse"}
+    assert await _matching(container, coach, document["id"], "quiet & orchard & playbook") == len(after)
+    relapse = sum(c.header.endswith("Relapse") for c in after)
+    assert 0 < relapse < len(after)
+    assert await _matching(container, coach, document["id"], "lantern") == len(after) - relapse
+    vectors = await registry.local_embedder().embed([embedding_input(c.header, c.text) for c in after[:3]])
+    for chunk, vector in zip(after[:3], vectors, strict=True):
+        assert float(np.dot(np.asarray(chunk.embedding), np.asarray(vector))) > 0.999
+    conversation = await http.get(f"/api/v1/conversations/{turn['conversation_id']}", headers=coach.headers)
+    cited = [c for m in conversation.json()["messages"] for c in m.get("citations") or []]
+    assert cited and {c["title"] for c in cited if c["document_id"] == document["id"]} == {COACH_TITLE}
+    turn = await client_chat(http, client["widget_token"], "How small can the walking habit be on hard days?")
+    assert any(c["title"] == COACH_TITLE for c in turn["citations"]), turn["citations"]
+
+
+async def test_the_coachs_title_wins_over_the_heading_title_of_an_ingestion_and_of_process_again(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    container: Container,
+) -> None:
+    coach = await make_coach("Keeping Coach")
+    early = await upload(http, coach, "early.md", _long_markdown())
+    assert (await _rename(http, coach, early["id"], {"title": COACH_TITLE})).status_code == 200  # still queued
+    late = await upload(http, coach, "late.md", _long_markdown().replace(b"Keep the", b"Hold the"))
+    await run_jobs()
+    assert (await _ready(http, coach, late["id"]))["title"] == HEADING_TITLE
+    assert (await _rename(http, coach, late["id"], {"title": "Hold Fast"})).status_code == 200
+    await run_jobs()
+    for document, title in ((early, COACH_TITLE), (late, "Hold Fast")):
+        assert (await _ready(http, coach, document["id"]))["title"] == title
+        copy = await http.post(f"/api/v1/documents/{document['id']}/reprocess", headers=coach.headers)
+        assert copy.status_code == 202, copy.text
+        await run_jobs()
+        shown = await _ready(http, coach, copy.json()["id"])
+        assert (shown["title"], shown["title_by_coach"]) == (title, True)
+        headers = [c.header for c in await _chunks(container, coach, copy.json()["id"])]
+        assert headers and all(h.startswith(f"{title} — ") for h in headers), headers
+
+
+async def test_the_documents_page_renames_a_document_and_shows_a_refused_title(
+    http: httpx.AsyncClient, browser: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    coach = await make_coach("Page Coach")
+    document = await upload(http, coach, "plan.txt", b"Plan the week on Sunday evening.\n")
+    await log_in(browser, coach)
+    page = await browser.get("/dashboard/documents")
+    assert f'action="/dashboard/documents/{document["id"]}/rename"' in page.text
+    token = await csrf(browser, "/dashboard/documents")
+    action = f"/dashboard/documents/{document['id']}/rename"
+    refused = await browser.post(action, data={"title": " ", "_csrf_token": token})
+    assert refused.status_code == 400 and "title must not be empty" in refused.text
+    done = await browser.post(action, data={"title": "Sunday Planning", "_csrf_token": token})
+    assert done.status_code in (302, 303), done.text
+    assert "Sunday Planning" in (await browser.get("/dashboard/documents")).text
+    shown = (await http.get(f"/api/v1/documents/{document['id']}", headers=coach.headers)).json()
+    assert (shown["title"], shown["title_by_coach"]) == ("Sunday Planning", True)
