@@ -42,7 +42,7 @@ from app.accounts.unit_of_work import unit_of_work
 from app.llm.base import Embedder
 from app.llm.registry import EmbedderSwitched, lock_embedding_model
 from app.rag.chunking import Chunker, ChunkSpec, TextChunk, chunk_header, embedding_input
-from app.rag.extract import ExtractedText, ExtractionError, Page, extract_pages
+from app.rag.extract import ExtractedText, ExtractionError, Page, extract_pages, kind_name
 from app.rag.headers import reheader_chunks
 from app.rag.isolation import ExtractionLimits, extract_isolated
 from app.rag.models import Chunk, Document, DocumentStatus
@@ -198,7 +198,7 @@ class IngestRun:
             with contextlib.suppress(asyncio.CancelledError, ExtractionError):
                 await reading
         if total == 0:
-            raise ExtractionError("the file contains no text")
+            raise ExtractionError(f"{kind_name(kind)} holds no text")
         if not await self._finish(total, extracted):
             return None
         if self._final_title != self._title or self._resume:

@@ -259,6 +259,7 @@ async def test_a_broken_word_markdown_or_text_file_is_named_by_its_kind_in_the_r
         "blank.docx": (b"  \n", "the Word document is empty"),
         "latin1.md": (b"# Caf\xe9 notes\n\nBe kind.\n", "the Markdown file is not UTF-8 text (byte 5"),
         "binary.txt": (b"notes\x00\x01\x02", "the text file is binary, not text"),
+        "bells.md": (b"\x07\x07\x07\n", "the Markdown file holds no text"),
     }
     ids = {name: (await upload(http, coach, name, data))["id"] for name, (data, _) in files.items()}
     await _run_worker(settings.model_copy(update={"extract_memory_mb": 256}), services, registry)
