@@ -82,7 +82,8 @@ def test_eval_retrieval_bad_directory_is_a_clear_error(tmp_path: Path, capsys: p
     assert "corpus.jsonl not found" in capsys.readouterr().err
 
 
-GUIDE = b"# Breathing drills\n\nIn for four counts, hold for four, out for four, and hold again.\n"
+GUIDE = b"## Breathing drills\n\nIn for four counts, hold for four, out for four, and hold again.\n"
+"""A section heading and no level-1 heading: the document keeps its file name's title, which the text never says."""
 
 
 async def test_headers_are_searched_but_never_shown_or_cited(
