@@ -11,7 +11,7 @@ Signals
 - **sentiment trend** — least-squares slope of the compound over the client's last
   :data:`TREND_WINDOW` messages, per message (:func:`sentiment_trend`).
 - **human request** — an explicit ask for a person: the ``/human`` command or wording such as "can I talk to a
-  real person" (:func:`asks_for_human`).
+  real person", in English, Spanish, French, German or Portuguese (:func:`asks_for_human`).
 - **retrieval support** — how well the coach's material covers the question, from the retrieved chunks'
   cosine similarities (:func:`retrieval_support`).
 - **topics** — which of the coach's high-stakes / always-escalate topics (free-text settings such as
@@ -48,6 +48,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from app.core.text import sentiment
+from app.handoff.human_request import request_language
+from app.handoff.languages import detection_text
+from app.handoff.normalise import normalise
 
 if TYPE_CHECKING:
     from app.accounts.models import Coach
@@ -283,11 +286,21 @@ def asks_for_human(text: str, *, coach_name: str | None = None) -> bool:
     A match with a negator (:data:`_NEGATORS`) among the :data:`_NEGATION_WINDOW` words before it in the same
     clause does not count ("no, I don't need a human"). Mentions that are not requests do not fire: "I talked
     to a person at work today", "human beings are weird", "I want to be a better person", "my coach said…".
-    Limits: English only; the target is not tied to this chat, so "I need to talk to a person at the bank" and
+    The same kinds of request in Spanish, French, German and Portuguese ("quiero hablar con una persona", "je
+    veux parler à un humain", "ich möchte mit einem Menschen sprechen", "quero falar com uma pessoa", "¿puedo
+    hablar con mi coach?") fire too, matched on the accent-free text (:mod:`app.handoff.human_request`, which
+    also refuses reported speech there: "mi coach dijo que necesito una persona").
+
+    Limits: the target is not tied to this chat, so "I need to talk to a person at the bank" and
     "I need to talk to Bob directly" (Bob not the coach) fire too — a false handoff costs the coach a look,
     a missed request costs the client's trust."""
     if _COMMAND.match(text):
         return True
+    return _asks_in_english(text, coach_name) or _asks_in_other_language(text, coach_name)
+
+
+def _asks_in_english(text: str, coach_name: str | None) -> bool:
+    """The English request wording of :func:`asks_for_human`."""
     patterns = list(enumerate(_HUMAN_PATTERNS))
     if coach_name:
         names = [re.escape(n) for n in _WORD.findall(_normalise(coach_name)) if n not in STOP_WORDS]
@@ -305,6 +318,29 @@ def asks_for_human(text: str, *, coach_name: str | None = None) -> bool:
                 before = flat[: match.start()].split()[-_NEGATION_WINDOW:]
                 if index in _SELF_NEGATING or not _NEGATORS.intersection(before):
                     return True
+    return False
+
+
+_NAME_PARTICLES = _words("del dos das von van der den des les")
+_LOCAL_WORD = re.compile(r"[a-z0-9ß]+")
+_SENTENCES = re.compile(r"[.!?;\n]+")
+
+
+def _asks_in_other_language(text: str, coach_name: str | None) -> bool:
+    """The Spanish, French, German and Portuguese request wording of :func:`asks_for_human`
+    (:mod:`app.handoff.human_request`), per clause of the accent-free text (:func:`app.handoff.normalise.normalise`,
+    apostrophes as spaces), each clause read with the words of its sentence before it (verbs of saying)."""
+    names: list[str] = []
+    if coach_name:
+        words = _LOCAL_WORD.findall(normalise(coach_name))
+        names = [re.escape(w) for w in words if len(w) >= 3 and w not in STOP_WORDS | _NAME_PARTICLES]
+    for sentence in _SENTENCES.split(detection_text(normalise(text))):
+        context: list[str] = []
+        for clause in _CLAUSES.split(sentence):
+            words = _LOCAL_WORD.findall(clause)
+            if words and request_language(" ".join(words), names, context) is not None:
+                return True
+            context.extend(words)
     return False
 
 

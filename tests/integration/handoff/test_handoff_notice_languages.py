@@ -19,7 +19,7 @@ from app.container import Container
 from app.core.runtime import Services
 from app.handoff.catalogue import handoff_notice, holding_message
 from tests.integration.handoff.test_crisis_followup import GERMAN_DAYS, away_now
-from tests.integration.handoff.test_handoff_flow import Setup, backdate, chat, llm_api, new_setup, transcript
+from tests.integration.handoff.test_handoff_flow import Setup, backdate, chat, handoffs, llm_api, new_setup, transcript
 
 __all__ = ["llm_api", "new_setup"]  # fixtures used by name below
 
@@ -94,4 +94,18 @@ async def test_a_german_client_reads_when_the_away_coach_is_back_in_german(
     [waiting] = await holding(http, setup, conversation_id)
     assert waiting == holding_message("Ana", "de", joined=True, back=back)
     assert waiting.startswith("Danke fürs Warten – Ana wurde kurz aufgehalten") and back in waiting
+    assert llm_api["completions"].call_count == 0
+
+
+async def test_a_spanish_clients_ask_for_a_person_opens_a_handoff_with_the_notice_in_spanish(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """ "Hola, quiero hablar con una persona, por favor" was not an ask for a human (English wording only): the AI
+    answered. It now opens a human-request handoff, no model call, and the client reads the notice in Spanish."""
+    setup = await new_setup("Ana", handoff_sla_minutes=5)
+    body = await chat(http, setup, "Hola, quiero hablar con una persona, por favor")
+    assert body["handoff"] == {"status": "open", "reason": "human_request"}, body
+    assert body["reply"] == handoff_notice("Ana", "es", requested=True, sla_minutes=5, back=None)
+    [opened] = await handoffs(http, setup.coach, "open")
+    assert opened["conversation_id"] == body["conversation_id"] and opened["reason"] == "human_request"
     assert llm_api["completions"].call_count == 0
