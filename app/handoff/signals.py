@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.core.text import sentiment
 from app.handoff.human_request import request_language
-from app.handoff.languages import detection_text
+from app.handoff.languages import Language, detection_text
 from app.handoff.normalise import normalise
 
 if TYPE_CHECKING:
@@ -294,9 +294,18 @@ def asks_for_human(text: str, *, coach_name: str | None = None) -> bool:
     Limits: the target is not tied to this chat, so "I need to talk to a person at the bank" and
     "I need to talk to Bob directly" (Bob not the coach) fire too — a false handoff costs the coach a look,
     a missed request costs the client's trust."""
-    if _COMMAND.match(text):
-        return True
-    return _asks_in_english(text, coach_name) or _asks_in_other_language(text, coach_name)
+    return human_request_language(text, coach_name=coach_name) is not None
+
+
+def human_request_language(text: str, *, coach_name: str | None = None) -> Language | None:
+    """The language of the client's explicit ask for a human (:func:`asks_for_human`): ``"en"`` for the
+    ``/human`` command or English wording, ``"es" | "fr" | "de" | "pt"`` for wording in those
+    (:mod:`app.handoff.human_request`), ``None`` when ``text`` is no such ask. The handoff notice follows a
+    non-English ask, which is often too short for :func:`app.handoff.languages.detect_language` ("¿puedo
+    hablar con mi coach?", "ich möchte mit einem Menschen sprechen" read as English there)."""
+    if _COMMAND.match(text) or _asks_in_english(text, coach_name):
+        return "en"
+    return _asks_in_other_language(text, coach_name)
 
 
 def _asks_in_english(text: str, coach_name: str | None) -> bool:
@@ -326,7 +335,7 @@ _LOCAL_WORD = re.compile(r"[a-z0-9ß]+")
 _SENTENCES = re.compile(r"[.!?;\n]+")
 
 
-def _asks_in_other_language(text: str, coach_name: str | None) -> bool:
+def _asks_in_other_language(text: str, coach_name: str | None) -> Language | None:
     """The Spanish, French, German and Portuguese request wording of :func:`asks_for_human`
     (:mod:`app.handoff.human_request`), per clause of the accent-free text (:func:`app.handoff.normalise.normalise`,
     apostrophes as spaces), each clause read with the words of its sentence before it (verbs of saying)."""
@@ -338,10 +347,11 @@ def _asks_in_other_language(text: str, coach_name: str | None) -> bool:
         context: list[str] = []
         for clause in _CLAUSES.split(sentence):
             words = _LOCAL_WORD.findall(clause)
-            if words and request_language(" ".join(words), names, context) is not None:
-                return True
+            language = request_language(" ".join(words), names, context) if words else None
+            if language is not None:
+                return language
             context.extend(words)
-    return False
+    return None
 
 
 # --- retrieval, feedback, token probabilities --------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.handoff.signals import asks_for_human
+from app.handoff.signals import asks_for_human, human_request_language
 
 ASKS: dict[str, list[str]] = {
     "es": [
@@ -149,6 +149,14 @@ NOT_ASKS: dict[str, list[str]] = {
 @pytest.mark.parametrize(("language", "text"), [(lang, t) for lang, texts in ASKS.items() for t in texts])
 def test_asks_for_human_fires_on_requests_in_other_languages(language: str, text: str) -> None:
     assert asks_for_human(text) is True, language
+    assert human_request_language(text) == language
+
+
+def test_human_request_language_is_english_for_the_command_and_english_wording() -> None:
+    assert human_request_language("/human quiero hablar con una persona") == "en"
+    assert human_request_language("can I talk to a real person?") == "en"
+    assert human_request_language("¿Puedo hablar con María?", coach_name="María de la Cruz") == "es"
+    assert human_request_language("Hola, ¿qué tal?") is None
 
 
 @pytest.mark.parametrize(("language", "text"), [(lang, t) for lang, texts in NOT_ASKS.items() for t in texts])

@@ -27,7 +27,7 @@ from app.handoff.confidence import Confidence, score_confidence
 from app.handoff.crisis import crisis_acknowledgement, crisis_detail, crisis_reply, resources_for, risk_metadata
 from app.handoff.queue import HANDOFF_LOCK
 from app.handoff.service import CRISIS_NOTICE, HandoffService
-from app.handoff.signals import TurnSignals
+from app.handoff.signals import TurnSignals, human_request_language
 from app.memory.messages import store_message
 
 
@@ -221,7 +221,8 @@ class Persister:
         self, session: AsyncSession, turn: Turn, handoff: Handoff, signals: TurnSignals, confidence: Confidence | None
     ) -> Message:
         """Store the message telling the client the coach was asked to join, in the language of the client's
-        message (as the crisis reply)."""
+        message (as the crisis reply), or of their ask for a person when that was not English
+        (:func:`app.handoff.signals.human_request_language`: a short ask reads as English to the detector)."""
         meta: dict[str, Any] = {
             "notice": "handoff",
             "handoff_id": str(handoff.id),
@@ -231,7 +232,11 @@ class Persister:
         }
         if confidence is not None:
             meta["confidence"] = confidence.as_dict()
-        text = self._handoffs.notice(turn.coach, handoff.reason, _now(), turn.risk.language)
+        asked = None
+        if handoff.reason == HandoffReason.HUMAN_REQUEST:
+            asked = human_request_language(turn.message.text, coach_name=turn.coach.name)
+        language = asked if asked is not None and asked != "en" else turn.risk.language
+        text = self._handoffs.notice(turn.coach, handoff.reason, _now(), language)
         return await self._store_ai(session, turn.coach, turn.conversation.id, text, meta=meta)
 
     async def _store_ai(

@@ -109,3 +109,16 @@ async def test_a_spanish_clients_ask_for_a_person_opens_a_handoff_with_the_notic
     [opened] = await handoffs(http, setup.coach, "open")
     assert opened["conversation_id"] == body["conversation_id"] and opened["reason"] == "human_request"
     assert llm_api["completions"].call_count == 0
+
+
+async def test_a_short_ask_for_a_person_gets_the_notice_in_the_language_of_the_ask(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """ "Ich möchte mit einem Menschen sprechen" and "¿Puedo hablar con mi coach?" are too short for the language
+    detector (they read as English), so the notice came in English; it now follows the language of the ask."""
+    for text, language in (("Ich möchte mit einem Menschen sprechen", "de"), ("¿Puedo hablar con mi coach?", "es")):
+        setup = await new_setup("Ana", handoff_sla_minutes=5)
+        body = await chat(http, setup, text)
+        assert body["handoff"] == {"status": "open", "reason": "human_request"}, body
+        assert body["reply"] == handoff_notice("Ana", language, requested=True, sla_minutes=5, back=None), text
+    assert llm_api["completions"].call_count == 0
