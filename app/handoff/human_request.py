@@ -13,7 +13,9 @@ bot"…) and a bare "una persona, por favor". A negator (:attr:`HumanRequestRule
 nicht mit einem Menschen sprechen"), except in the "no bot" rules that carry their own negation; so do the
 German third persons "er" and "man", whose modal verbs read like the first person ("er will mit einem
 Menschen sprechen"). A verb of saying before a match in the same sentence makes it a quote or reported
-speech, not a request ("mi coach dijo que necesito una persona", 'me dijo: "quiero hablar con una persona"').
+speech, not a request ("mi coach dijo que necesito una persona", 'me dijo: "quiero hablar con una persona"'),
+unless its subject is the client ("je te l'ai dit : je veux parler à un humain") or a "but" comes between
+(:class:`ReportedSpeech`).
 
 Mentions are not requests, as in English: "hablé con una persona en el trabajo", "mi coach dijo que…",
 "solo soy humano", "je ne suis qu'un humain", "ich bin auch nur ein Mensch", "quero ser uma pessoa melhor".
@@ -38,6 +40,32 @@ from app.handoff.languages import Language
 NEGATION_WINDOW = 3
 """Words before a match (in the same clause) searched for a negator, as in English."""
 
+SUBJECT_WINDOW = 3
+"""Words before a verb of saying searched for a first-person word ("ich habe doch gesagt")."""
+
+
+@dataclass(frozen=True)
+class ReportedSpeech:
+    """How one language reports someone else's words: ``verbs`` of saying ("dijo", "a dit", "sagte", "disse"),
+    the ``first_person`` words that make such a verb the client's own ("je te l'ai dit", "ich habe doch
+    gesagt", "eu já disse": a request restated) and the ``contrast`` words after which the client speaks for
+    themselves again ("lo que dice mi coach es útil, **pero** quiero hablar con una persona")."""
+
+    verbs: frozenset[str]
+    first_person: frozenset[str]
+    contrast: frozenset[str]
+
+    def reports(self, words: Sequence[str]) -> bool:
+        """Whether ``words`` (the sentence before a match) end in someone else's words: a verb of saying after
+        the last contrast word, with no first-person word among the :data:`SUBJECT_WINDOW` words before it."""
+        for index in range(len(words) - 1, -1, -1):
+            if words[index] in self.contrast:
+                return False
+            subject = words[max(0, index - SUBJECT_WINDOW) : index]
+            if words[index] in self.verbs and not self.first_person.intersection(subject):
+                return True
+        return False
+
 
 @dataclass(frozen=True)
 class HumanRequestRules:
@@ -45,17 +73,17 @@ class HumanRequestRules:
 
     ``patterns``: regexes searched in a clause; ``self_negating``: indices of those that carry their own
     negation (no negator check); ``bare``: a clause that is only a request word ("una persona, por favor");
-    ``negators``: words that cancel a match; ``reporting``: verbs of saying ("dijo", "a dit", "sagte",
-    "disse") that, anywhere before a match in the same sentence, make it someone else's words ("mi coach dijo
-    que necesito una persona", 'me dijo: "quiero hablar con una persona"'); ``name_template``: a regex with
-    ``{names}`` where the coach's name words go ("quiero hablar con {names}")."""
+    ``negators``: words that cancel a match; ``speech``: how someone else's words are reported — a match after
+    them in the same sentence is a quote, not a request ("mi coach dijo que necesito una persona", 'me dijo:
+    "quiero hablar con una persona"'); ``name_template``: a regex with ``{names}`` where the coach's name
+    words go ("quiero hablar con {names}")."""
 
     language: Language
     patterns: tuple[re.Pattern[str], ...]
     self_negating: frozenset[int]
     bare: re.Pattern[str]
     negators: frozenset[str]
-    reporting: frozenset[str]
+    speech: ReportedSpeech
     name_template: str
     screen: re.Pattern[str]
     """All of ``patterns`` in one alternation: one search tells whether any may match (most clauses: none)."""
@@ -63,9 +91,7 @@ class HumanRequestRules:
     def matches(self, clause: str, names: Sequence[str] = (), context: Sequence[str] = ()) -> bool:
         """Whether the prepared ``clause`` asks for a human; ``names``: the coach's name words, regex-escaped
         and accent-free (empty: no name rule); ``context``: the words of the sentence before the clause."""
-        if self.reporting.intersection(context):
-            return False
-        if self.bare.match(clause):
+        if self.bare.match(clause) and not self.speech.reports(context):
             return True
         patterns = list(enumerate(self.patterns)) if self.screen.search(clause) else []
         if names:
@@ -73,7 +99,7 @@ class HumanRequestRules:
         for index, pattern in patterns:
             for match in pattern.finditer(clause):
                 before = clause[: match.start()].split()
-                if self.reporting.intersection(before):
+                if self.speech.reports([*context, *before]):
                     continue
                 near = [*before[-NEGATION_WINDOW:], *match.group().split()]
                 if index in self.self_negating or not self.negators.intersection(near):
@@ -82,16 +108,22 @@ class HumanRequestRules:
 
 
 def _rules(
-    language: Language, patterns: Sequence[str], bare: str, negators: str, reporting: str, name_template: str
+    language: Language,
+    patterns: Sequence[str],
+    bare: str,
+    negators: str,
+    speech: tuple[str, str, str],
+    name_template: str,
 ) -> HumanRequestRules:
-    """Rules whose last pattern is the self-negating "no bot" one."""
+    """Rules whose last pattern is the self-negating "no bot" one; ``speech``: the verbs of saying, first-person
+    words and contrast words of :class:`ReportedSpeech`, each space-separated."""
     return HumanRequestRules(
         language,
         tuple(re.compile(p) for p in patterns),
         frozenset({len(patterns) - 1}),
         re.compile(bare),
         frozenset(negators.split()),
-        frozenset(reporting.split()),
+        ReportedSpeech(*(frozenset(words.split()) for words in speech)),
         name_template,
         re.compile("|".join(f"(?:{p})" for p in patterns)),
     )
@@ -130,7 +162,7 @@ SPANISH = _rules(
     ),
     r"^(?:una? )?(?:persona|humano|agente|operador)(?: real| de verdad)?(?: por favor| porfa| ya| ahora)?$",
     "no nunca jamas tampoco sin nadie ni",
-    "dijo dice decia dijeron dicen comento escribio respondio",
+    ("dijo dice decia dijeron dicen comento escribio respondio", "yo", "pero sino aunque"),
     rf"\b{_ES_FRAME}{_FILL} {_ES_TALK} (?:{{names}})\b",
 )
 
@@ -166,7 +198,7 @@ FRENCH = _rules(
     r"^(?!personne$)(?:une? )?(?:vraie? )?(?:personne|humain|agent|conseiller)(?: reelle?)?"
     r"(?: s il vous plait| s il te plait| svp| stp| maintenant)?$",
     "ne n pas jamais sans plus",
-    "dit disait disent ecrit repondu selon",
+    ("dit disait disent ecrit repondu selon", "je j ai", "mais"),
     rf"\b{_FR_FRAME}{_FILL} {_FR_TALK} (?:{{names}})\b",
 )
 
@@ -209,7 +241,7 @@ GERMAN = _rules(
     r"^(?:(?:einen?|ein) (?:echten? )?|echten? )(?:menschen?|person|mitarbeiter)(?: bitte| jetzt| sofort)?$"
     r"|^(?:menschen?|person|mitarbeiter) bitte$",
     "nicht nie niemals kein keine keinen ohne niemand er man",
-    "sagt sagte sagten gesagt meint meinte gemeint schrieb geschrieben fragte gefragt",
+    ("sagt sagte sagten gesagt meint meinte gemeint schrieb geschrieben fragte gefragt", "ich", "aber sondern"),
     rf"\b{_DE_FRAME}(?: \w+){{0,3}} mit (?:{{names}})(?: \w+)? {_DE_TALK}\b",
 )
 
@@ -240,7 +272,7 @@ PORTUGUESE = _rules(
     ),
     r"^(?:uma? )?(?:pessoa|humano|atendente)(?: real| de verdade)?(?: por favor| pfv| pf| agora| ja)?$",
     "nao n nunca jamais sem ninguem nem",
-    "disse diz dizia disseram falou escreveu perguntou respondeu",
+    ("disse diz dizia disseram falou escreveu perguntou respondeu", "eu", "mas porem"),
     rf"\b{_PT_FRAME}{_FILL} {_PT_TALK} (?:o |a )?(?:{{names}})\b",
 )
 

@@ -26,6 +26,7 @@ ASKS: dict[str, list[str]] = {
         "QUIERO HABLAR CON UNA PERSONA!!!",
         "quiero que me atienda una persona",
         "Mi coach dijo que no. Quiero hablar con una persona.",  # the verb of saying is in another sentence
+        "Lo que dice mi coach es útil, pero quiero hablar con una persona",  # "pero": the client's own words
     ],
     "fr": [
         "Je veux parler à un humain",
@@ -41,6 +42,7 @@ ASKS: dict[str, list[str]] = {
         "Mon coach peut-il me répondre ?",
         "Je ne veux plus parler à un robot",
         "Un humain svp",
+        "Je te l'ai dit : je veux parler à un humain",  # the client restates their ask
     ],
     "de": [
         "Ich möchte mit einem Menschen sprechen",
@@ -56,6 +58,8 @@ ASKS: dict[str, list[str]] = {
         "Ich will nicht mehr mit einem Bot reden",
         "Einen Menschen bitte",
         "ICH MOECHTE MIT EINEM MENSCHEN SPRECHEN",
+        "Ich habe doch gesagt, ich will mit einem Menschen sprechen",
+        "Mein Coach sagt, das sei normal, aber ich will mit einem Menschen sprechen",
     ],
     "pt": [
         "Quero falar com uma pessoa",
@@ -71,6 +75,7 @@ ASKS: dict[str, list[str]] = {
         "Não quero mais falar com um robô",
         "Uma pessoa, por favor",
         "Não, quero falar com uma pessoa",
+        "Eu já disse, quero falar com uma pessoa",
     ],
 }
 
@@ -109,6 +114,7 @@ NOT_ASKS: dict[str, list[str]] = {
         "Mon coach veut que je parle plus aux gens",
         "Tu es un robot ?",
         "Mon coach a dit : je veux un humain",
+        "Il m'a dit « un humain svp »",
         "Ma sœur m'a dit « je veux parler à un vrai humain »",
     ],
     "de": [
