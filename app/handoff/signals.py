@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from app.core.text import sentiment
-from app.handoff.human_request import request_language
+from app.handoff.human_request import ReportedSpeech, request_language
 from app.handoff.languages import Language, detection_text
 from app.handoff.normalise import normalise
 
@@ -264,6 +264,11 @@ _HUMAN_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
 _SELF_NEGATING = frozenset({len(_HUMAN_PATTERNS) - 1})
 """Indices of patterns that carry their own negation, so negators before them are not checked: the last one
 ("I don't want to talk to a bot")."""
+_SENTENCES = re.compile(r"[.!?;\n]+")
+_ENGLISH_SPEECH = ReportedSpeech(_words("said says told tells wrote writes"), _words("i we"), _words("but"))
+"""A request after someone else's verb of saying in the same sentence is a quote ("my coach said I need a
+person to lean on", 'my friend said "I want to talk to a real person"'); "I told you, I want a human" and
+"she said it's fine, but I want a human" are the client's own (:class:`app.handoff.human_request.ReportedSpeech`)."""
 _BARE = re.compile(rf"^(?:an? )?{_ADJ}(?:human|person|agent|operator)(?: please| pls| plz| now)?$")
 """A clause that is only a request word: "human please", "a real person", "agent"."""
 
@@ -285,7 +290,9 @@ def asks_for_human(text: str, *, coach_name: str | None = None) -> bool:
 
     A match with a negator (:data:`_NEGATORS`) among the :data:`_NEGATION_WINDOW` words before it in the same
     clause does not count ("no, I don't need a human"). Mentions that are not requests do not fire: "I talked
-    to a person at work today", "human beings are weird", "I want to be a better person", "my coach said…".
+    to a person at work today", "human beings are weird", "I want to be a better person", "my coach said…";
+    nor does a request after someone else's verb of saying in the same sentence ("my coach said I need a person
+    to lean on", 'my friend said "I want to talk to a real person"'; "I told you, I want a human" does).
     The same kinds of request in Spanish, French, German and Portuguese ("quiero hablar con una persona", "je
     veux parler à un humain", "ich möchte mit einem Menschen sprechen", "quero falar com uma pessoa", "¿puedo
     hablar con mi coach?") fire too, matched on the accent-free text (:mod:`app.handoff.human_request`, which
@@ -309,30 +316,40 @@ def human_request_language(text: str, *, coach_name: str | None = None) -> Langu
 
 
 def _asks_in_english(text: str, coach_name: str | None) -> bool:
-    """The English request wording of :func:`asks_for_human`."""
+    """The English request wording of :func:`asks_for_human`, per clause, each read with the words of its
+    sentence before it (:data:`_ENGLISH_SPEECH`)."""
     patterns = list(enumerate(_HUMAN_PATTERNS))
     if coach_name:
         names = [re.escape(n) for n in _WORD.findall(_normalise(coach_name)) if n not in STOP_WORDS]
         if names:
             patterns.append((-1, re.compile(rf"\b{_FRAME}(?: \w+){{0,2}} {_TALK} (?:{'|'.join(names)})\b")))
-    for clause in _CLAUSES.split(_normalise(text)):
-        words = _WORD.findall(clause)
-        if not words:
-            continue
-        flat = " ".join(words)
-        if _BARE.match(flat):
-            return True
-        for index, pattern in patterns:
-            for match in pattern.finditer(flat):
-                before = flat[: match.start()].split()[-_NEGATION_WINDOW:]
-                if index in _SELF_NEGATING or not _NEGATORS.intersection(before):
-                    return True
+    for sentence in _SENTENCES.split(_normalise(text)):
+        context: list[str] = []
+        for clause in _CLAUSES.split(sentence):
+            words = _WORD.findall(clause)
+            if words and _english_clause_asks(" ".join(words), patterns, context):
+                return True
+            context.extend(words)
+    return False
+
+
+def _english_clause_asks(flat: str, patterns: list[tuple[int, re.Pattern[str]]], context: list[str]) -> bool:
+    """Whether one prepared English clause asks for a human: a bare request word or a pattern with no
+    negator in the :data:`_NEGATION_WINDOW` words before it, neither of them reported speech."""
+    if _BARE.match(flat) and not _ENGLISH_SPEECH.reports(context):
+        return True
+    for index, pattern in patterns:
+        for match in pattern.finditer(flat):
+            before = flat[: match.start()].split()
+            if _ENGLISH_SPEECH.reports([*context, *before]):
+                continue
+            if index in _SELF_NEGATING or not _NEGATORS.intersection(before[-_NEGATION_WINDOW:]):
+                return True
     return False
 
 
 _NAME_PARTICLES = _words("del dos das von van der den des les")
 _LOCAL_WORD = re.compile(r"[a-z0-9ß]+")
-_SENTENCES = re.compile(r"[.!?;\n]+")
 
 
 def _asks_in_other_language(text: str, coach_name: str | None) -> Language | None:

@@ -93,6 +93,9 @@ ASKS_FOR_HUMAN = [
     "can I please just chat with my coach",
     "no, I want a human",
     "put me through to my coach",
+    "I told you, I want a human",  # the client restates their ask
+    "I'd like to talk to my coach, please.",  # what the widget's "Talk to a human" button sends (static/chat.js)
+    "She said it's fine, but I want to talk to a real person",
 ]
 
 NOT_ASKS_FOR_HUMAN = [
@@ -120,6 +123,9 @@ NOT_ASKS_FOR_HUMAN = [
     "I need an agent for my book",
     "I'd never need a human for this, you're fine",
     "When I talk to a person I get anxious",
+    "My coach said I need a person to lean on",  # reported speech
+    'My friend said "I want to talk to a real person" and laughed',  # a quote
+    "He told me: get me a human is what everyone says",
     "",
 ]
 
