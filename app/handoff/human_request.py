@@ -154,6 +154,9 @@ SPANISH = _rules(
         rf"ponme|pongame|derivame|librame) (?:con|a) (?:{_ES_TARGET}|{_ES_COACH})",
         rf"\b(?:quiero|necesito|prefiero|quisiera|querria|me gustaria) (?:{_ES_PERSON}|{_ES_COACH})",
         rf"\b(?:quiero|prefiero|necesito) que me (?:atienda|responda|conteste) (?:{_ES_TARGET}|{_ES_COACH})",
+        rf"\bme (?:pasas|conectas|comunicas|(?:puedes|puede|podrias|podria) "
+        rf"(?:pasar|conectar|comunicar)) (?:con|a) (?:{_ES_TARGET}|{_ES_COACH})",
+        rf"\bme (?:puede|puedes|podria|podrias) (?:atender|responder|contestar) (?:{_ES_TARGET}|{_ES_COACH})",
         r"\bhay (?:una? |alguna? )?(?:persona|humano|ser humano) (?:real|de verdad)\b|"
         r"\bhay alguien (?:real|de verdad)\b",
         rf"\b(?:puede|podria) (?:{_ES_COACH} (?:\w+ )?(?:responder|contestar|escribir|llamar)|"
@@ -191,6 +194,8 @@ FRENCH = _rules(
         rf"(?:(?:en relation |en contact )?(?:a|avec) )?(?:{_FR_TARGET}|{_FR_COACH})",
         rf"\b(?:veux|voudrais|aimerais|prefere|prefererais|souhaite|ai besoin d|ai besoin de) (?:{_FR_PERSON}|"
         rf"{_FR_COACH})",
+        rf"\b(?:pouvez vous|peux tu|pourriez vous|pourrais tu) me (?:passer|mettre en relation avec|transferer a|"
+        rf"connecter avec|connecter a) (?:{_FR_TARGET}|{_FR_COACH})",
         rf"\b(?:y a t il|il y a|y a|est ce qu il y a) (?:{_FR_PERSON}|un humain)(?= (?:ici|la|derriere)\b|$)",
         rf"\b{_FR_COACH} (?:peut|pourrait|pourra)(?: il| elle)? (?:me )?(?:repondre|ecrire|appeler|reprendre)",
         rf"\b(?:veux|voudrais) (?:plus|pas) (?:parler|discuter)(?: (?:a|avec))? {_FR_AI}\b",
@@ -228,6 +233,8 @@ GERMAN = _rules(
         r"sprechen\b",
         rf"\b(?:verbinde|verbinden sie|verbindet|stell|stelle|stellen sie|leite|leiten sie) mich (?:bitte )?"
         rf"(?:mit|zu|an|durch zu) (?:{_DE_TARGET}|{_DE_COACH})",
+        rf"\b(?:konnen|konnten|kannst|konntest) (?:sie|du) mich (?:bitte )?(?:mit|zu|an) (?:{_DE_TARGET}|{_DE_COACH}) "
+        r"(?:verbinden|durchstellen|weiterleiten)\b",
         rf"\b(?:gib|geben sie|hol|holen sie) mir (?:bitte )?(?:{_DE_TARGET}|{_DE_COACH})",
         rf"\b(?:will|mochte|moechte|brauche|hatte gerne?|hatte lieber|wunsche mir) (?:bitte |lieber |jetzt |sofort )?"
         rf"(?:{_DE_PERSON}|{_DE_COACH})(?=$| (?:bitte|jetzt|sofort|sprechen|haben)\b)",
@@ -264,6 +271,8 @@ PORTUGUESE = _rules(
         rf"\b(?:me passa|me passe|passa me|me transfira|me transfere|transfira me|me conecta|me conecte|"
         rf"conecte me|me coloca|me coloque|me encaminha|me encaminhe) (?:para|pra|com|a) (?:{_PT_TARGET}|{_PT_COACH})",
         rf"\b(?:quero|preciso de|prefiro|queria|gostaria de) (?:{_PT_PERSON}|{_PT_COACH})",
+        rf"\b(?:pode|poderia|consegue|podes) me (?:passar|transferir|conectar|encaminhar) (?:para|pra|com|a) "
+        rf"(?:{_PT_TARGET}|{_PT_COACH})",
         r"\b(?:tem|ha|existe) (?:uma? |alguma? )?(?:pessoa|humano|ser humano) (?:real|de verdade)\b|"
         r"\b(?:tem|ha|existe) alguem (?:real|de verdade)\b",
         rf"\b(?:{_PT_COACH} (?:pode|poderia)|(?:pode|poderia) {_PT_COACH}) (?:me )?"

@@ -25,6 +25,8 @@ ASKS: dict[str, list[str]] = {
         "No, quiero hablar con una persona",
         "QUIERO HABLAR CON UNA PERSONA!!!",
         "quiero que me atienda una persona",
+        "¿Me pasas con una persona?",
+        "¿Me puede atender un humano?",
         "Mi coach dijo que no. Quiero hablar con una persona.",  # the verb of saying is in another sentence
         "Lo que dice mi coach es útil, pero quiero hablar con una persona",  # "pero": the client's own words
     ],
@@ -42,6 +44,7 @@ ASKS: dict[str, list[str]] = {
         "Mon coach peut-il me répondre ?",
         "Je ne veux plus parler à un robot",
         "Un humain svp",
+        "Pouvez-vous me passer un conseiller ?",
         "Je te l'ai dit : je veux parler à un humain",  # the client restates their ask
     ],
     "de": [
@@ -57,6 +60,7 @@ ASKS: dict[str, list[str]] = {
         "Kann mein Coach mir selbst antworten?",
         "Ich will nicht mehr mit einem Bot reden",
         "Einen Menschen bitte",
+        "Können Sie mich mit einem Menschen verbinden?",
         "ICH MOECHTE MIT EINEM MENSCHEN SPRECHEN",
         "Ich habe doch gesagt, ich will mit einem Menschen sprechen",
         "Mein Coach sagt, das sei normal, aber ich will mit einem Menschen sprechen",
@@ -74,6 +78,7 @@ ASKS: dict[str, list[str]] = {
         "Meu coach pode me responder?",
         "Não quero mais falar com um robô",
         "Uma pessoa, por favor",
+        "Pode me passar para um atendente?",
         "Não, quero falar com uma pessoa",
         "Eu já disse, quero falar com uma pessoa",
     ],
@@ -94,6 +99,7 @@ NOT_ASKS: dict[str, list[str]] = {
         "Cuando hablo con una persona me pongo nervioso",
         "Conocí a una persona real del foro",
         "Necesito un agente para mi libro",
+        "Siempre me pasa con una persona del trabajo",  # "me pasa": it happens to me
         "¿Eres un bot?",
         "Mi coach dijo que necesito una persona de confianza",
         'Mi amiga me dijo: "quiero hablar con una persona"',
