@@ -524,6 +524,7 @@ def test_a_timestamp_reaches_the_client_and_telegram_but_the_score_does_not() ->
         "locator": "00:12:31",
         "chunk_id": "c",
         "markers": [1],
+        "chunk_ids": ["c"],
     }
     assert "locator" not in shown[1] and "score" not in shown[1]
     assert footnotes(shown) == "[1] Session 3, 00:12:31\n[2] Book, p. 12"

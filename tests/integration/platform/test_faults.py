@@ -11,7 +11,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import httpx
 import pytest
 from arq.worker import Retry
 from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from app import worker
@@ -56,10 +58,12 @@ async def test_a_statement_past_its_timeout_ends_with_an_error(services: Service
         await engine.dispose()
 
 
-async def _end_every_connection_of_the_app(container: Container, services: Services) -> None:
-    """What a PostgreSQL restart does to the pool: every server connection of the app's role ends."""
-    async with container.engine.connect() as conn:
-        role = await conn.scalar(text("SELECT current_user"))
+@asynccontextmanager
+async def _every_connection_of_the_app_ended(container: Container, services: Services) -> AsyncIterator[None]:
+    """What a PostgreSQL restart does to the pool: every server connection of the app's role ends (the role read
+    from the app's URL: a pooled connection could be one a restart ended before). On exit the app's shared pool is
+    emptied, so no connection ended here is handed to a later test inside the alive-bypass window."""
+    role = make_url(services.database_url).username
     admin = make_engine(services.migration_database_url, pool_size=1)
     try:
         async with admin.connect() as conn:
@@ -70,6 +74,10 @@ async def _end_every_connection_of_the_app(container: Container, services: Servi
         assert ended and ended >= 1
     finally:
         await admin.dispose()
+    try:
+        yield
+    finally:
+        await container.engine.dispose()
 
 
 async def test_the_pool_recovers_when_postgres_drops_every_connection(
@@ -78,24 +86,30 @@ async def test_the_pool_recovers_when_postgres_drops_every_connection(
     """After a PostgreSQL restart the next query gets a fresh connection (the pool's checkout ping, here with
     no alive-bypass window), with no restart of the app."""
     monkeypatch.setattr(engine_module, "ALIVE_BYPASS_S", 0.0)
-    await _end_every_connection_of_the_app(container, services)
-    async with container.engine.connect() as conn:
+    async with _every_connection_of_the_app_ended(container, services), container.engine.connect() as conn:
         assert await conn.scalar(text("SELECT 1")) == 1
 
 
 async def test_a_restart_within_the_alive_bypass_window_fails_one_statement_and_the_pool_recovers(
-    container: Container, services: Services
+    container: Container, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A connection back in the pool a moment ago is handed out unchecked (``ALIVE_BYPASS_S``): when PostgreSQL
-    restarted in that moment, its first statement fails with a disconnect error, and SQLAlchemy invalidates the
-    pool, so the next statement works on a new connection."""
-    await _end_every_connection_of_the_app(container, services)
-    with pytest.raises(DBAPIError) as failed:
-        async with container.engine.connect() as conn:
-            await conn.scalar(text("SELECT 1"))
-    assert failed.value.connection_invalidated
-    async with container.engine.connect() as conn:
-        assert await conn.scalar(text("SELECT 1")) == 1
+    """A connection back in the pool a moment ago is handed out unchecked (``ALIVE_BYPASS_S``, here long enough
+    for a slow machine): when PostgreSQL restarted in that moment, its first statement fails with a disconnect
+    error, and SQLAlchemy invalidates the pool, so the next statement works on a new connection."""
+    engine = make_engine(services.database_url, pool_size=1)  # its one connection is the one handed out
+    try:
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("SELECT 1")) == 1
+        monkeypatch.setattr(engine_module, "ALIVE_BYPASS_S", 3600.0)
+        async with _every_connection_of_the_app_ended(container, services):
+            with pytest.raises(DBAPIError) as failed:
+                async with engine.connect() as conn:
+                    await conn.scalar(text("SELECT 1"))
+            assert failed.value.connection_invalidated
+            async with engine.connect() as conn:
+                assert await conn.scalar(text("SELECT 1")) == 1
+    finally:
+        await engine.dispose()
 
 
 MODEL = (worker.MEMORY_JOB_TRIES, worker.RETRY_DELAY_S)
