@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -323,14 +323,23 @@ def _asks_in_english(text: str, coach_name: str | None) -> bool:
         names = [re.escape(n) for n in _WORD.findall(_normalise(coach_name)) if n not in STOP_WORDS]
         if names:
             patterns.append((-1, re.compile(rf"\b{_FRAME}(?: \w+){{0,2}} {_TALK} (?:{'|'.join(names)})\b")))
-    for sentence in _SENTENCES.split(_normalise(text)):
+    return any(
+        _english_clause_asks(" ".join(words), patterns, context)
+        for words, context in _clauses_in_context(_normalise(text), _WORD)
+    )
+
+
+def _clauses_in_context(text: str, word: re.Pattern[str]) -> Iterator[tuple[list[str], list[str]]]:
+    """Each clause of prepared ``text`` that has words (``word``), split by sentence (:data:`_SENTENCES`) then
+    clause (:data:`_CLAUSES`), as ``(its words, the words of its sentence before it)``: the context in which a
+    verb of saying makes a request reported speech."""
+    for sentence in _SENTENCES.split(text):
         context: list[str] = []
         for clause in _CLAUSES.split(sentence):
-            words = _WORD.findall(clause)
-            if words and _english_clause_asks(" ".join(words), patterns, context):
-                return True
-            context.extend(words)
-    return False
+            words = word.findall(clause)
+            if words:
+                yield words, context
+            context = [*context, *words]
 
 
 def _english_clause_asks(flat: str, patterns: list[tuple[int, re.Pattern[str]]], context: list[str]) -> bool:
@@ -360,14 +369,9 @@ def _asks_in_other_language(text: str, coach_name: str | None) -> Language | Non
     if coach_name:
         words = _LOCAL_WORD.findall(normalise(coach_name))
         names = [re.escape(w) for w in words if len(w) >= 3 and w not in STOP_WORDS | _NAME_PARTICLES]
-    for sentence in _SENTENCES.split(detection_text(normalise(text))):
-        context: list[str] = []
-        for clause in _CLAUSES.split(sentence):
-            words = _LOCAL_WORD.findall(clause)
-            language = request_language(" ".join(words), names, context) if words else None
-            if language is not None:
-                return language
-            context.extend(words)
+    for words, context in _clauses_in_context(detection_text(normalise(text)), _LOCAL_WORD):
+        if (language := request_language(" ".join(words), names, context)) is not None:
+            return language
     return None
 
 
