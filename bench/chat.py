@@ -33,11 +33,12 @@ up to the turn; a dotted one is part of the stage before its dot), then ``outsid
 stages without ``generate.model``), the same over the turns the model answered only (some questions find too
 little support in the book and go to the coach after retrieval, and the coach then has the conversation: its
 later turns skip the model) and ``end to end`` (the HTTP request as the client sees it). The lines under the
-table count each kind of turn, the SQL statements each turn's request sent and the CPU time per timed turn of
-each kind of process (:class:`CpuMeter`; read once the worker has run every job the turns queued, the episodic
-embedding deferred to the end of its window too), with the host's steal over the timed turns, and the garbage
-collector's pauses of the served app's process during the timed turns (:class:`GcPauses`): on a shared host
-the latencies swing with the steal, the CPU times much less::
+table count each kind of turn, the SQL statements each turn's request sent, the WAL fsyncs per timed turn (the
+synchronous commits that waited for the disk, the worker's jobs' too: :data:`harness.WAL_FSYNCS`), the CPU time
+per timed turn of each kind of process (:class:`CpuMeter`; read once the worker has run every job the turns
+queued, the episodic embedding deferred to the end of its window too), with the host's steal over the timed
+turns, and the garbage collector's pauses of the served app's process during the timed turns
+(:class:`GcPauses`): on a shared host the latencies swing with the steal, the CPU times much less::
 
     .venv/bin/python bench/chat.py --instant --turns 200
 """
@@ -67,14 +68,14 @@ from arq.constants import default_queue_name, health_check_key_suffix, in_progre
 from litestar import Litestar, post
 from litestar.response import Stream
 from rich.table import Table
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))  # the tests' OpenAI wire format (tests/ is not an installed package)
 
-from harness import bench_app, console, ingest_pdf, percentile, print_table  # noqa: E402
+from harness import STATS_REPORT_S, WAL_FSYNCS, bench_app, console, ingest_pdf, percentile, print_table  # noqa: E402
 
 from app.accounts.unit_of_work import unit_of_work  # noqa: E402
 from app.asgi import create_app  # noqa: E402
@@ -375,6 +376,12 @@ async def worker_settled(
         await asyncio.sleep(0.2)
 
 
+async def wal_fsyncs(container: Container) -> int:
+    """PostgreSQL's client backends' WAL fsyncs so far (:data:`harness.WAL_FSYNCS`)."""
+    async with container.engine.connect() as conn:
+        return int(await conn.scalar(text(WAL_FSYNCS)) or 0)
+
+
 async def instant_coach(container: Container, coach_id: uuid.UUID, model_url: str) -> str:
     """Point the coach at the stub model, cache off; returns a new client's widget token."""
     async with unit_of_work(container.sessionmaker, coach_id) as uow:
@@ -416,6 +423,8 @@ async def measure_instant(turns: int) -> dict[str, Any]:
             with console.status("Chatting…") as status:
                 for i in range(-5, turns):
                     if i == 0:
+                        await asyncio.sleep(STATS_REPORT_S)  # every backend's earlier WAL fsyncs reported
+                        fsyncs_before = await wal_fsyncs(container)
                         cpu_before = cpu.read()
                         pauses.start()
                     status.update(f"Turn {i + 1}/{turns}…")
@@ -437,6 +446,8 @@ async def measure_instant(turns: int) -> dict[str, Any]:
                 await worker_settled(container.redis, worker_proc, window_s + EMBED_SETTLE_S + 300, deferred=True)
             # the processes' CPU with their jobs' work; the host's steal over the timed turns only
             cpu_after = cpu.read() | {"steal": at_last_turn["steal"]}
+            await asyncio.sleep(STATS_REPORT_S)
+            fsyncs = await wal_fsyncs(container) - fsyncs_before
     timed = stage_log.turns[-turns:]
     samples: dict[str, list[float]] = {}
     kinds: dict[str, int] = {}
@@ -456,6 +467,7 @@ async def measure_instant(turns: int) -> dict[str, Any]:
         "turns": turns,
         "turn_kinds": kinds,
         "cpu_ms_per_turn": {kind: round(ms, 1) for kind, ms in cpu_ms.items()},
+        "wal_fsyncs_per_turn": round(fsyncs / turns, 2),
         "gc_pauses": pauses.summary(),
         "sql_statements_per_turn": {
             "p50": percentile([float(n) for n in per_turn], 50),
@@ -517,6 +529,10 @@ async def main() -> None:
             print(
                 f"SQL statements per turn in the API process (the worker's jobs not counted): median {sql['p50']:.0f},"
                 f" min {sql['min']}, max {sql['max']}"
+            )
+            print(
+                f"WAL fsyncs per timed turn (synchronous commits that waited for the disk; the worker's jobs' too):"
+                f" {summary['wal_fsyncs_per_turn']:.2f}"
             )
             cpu = summary["cpu_ms_per_turn"]
             print(

@@ -40,6 +40,14 @@ BENCH_CHAT_RATE_LIMIT = "1000000/minute"
 any person does; the limit is still counted in Redis for every message (its cost is in the timings) but never
 refuses one."""
 
+WAL_FSYNCS = "SELECT coalesce(sum(fsyncs), 0) FROM pg_stat_io WHERE object = 'wal' AND backend_type = 'client backend'"
+"""The WAL ``fsync`` calls PostgreSQL's client backends made so far (``pg_stat_io``, PostgreSQL 16+): one per
+synchronous commit that found its WAL not yet on disk. A backend reports its counts at the end of a transaction
+at most once a second, and when idle after :data:`STATS_REPORT_S`."""
+STATS_REPORT_S = 11.0
+"""Seconds after which every idle backend has reported its statistics (PostgreSQL's ``PGSTAT_IDLE_INTERVAL``
+is 10 s)."""
+
 
 @asynccontextmanager
 async def bench_app(**settings: Any) -> AsyncIterator[tuple[Container, uuid.UUID]]:

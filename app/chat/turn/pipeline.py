@@ -55,6 +55,7 @@ from app.core.config import Settings
 from app.core.errors import DomainError, NotFound, Unavailable
 from app.core.ratelimit import IdThrottle
 from app.db import jobs
+from app.db.engine import commit_asynchronously
 from app.handoff.confidence import Confidence
 from app.handoff.crisis import needs_crisis_protocol
 from app.handoff.service import HandoffService
@@ -258,6 +259,8 @@ class ChatService:
                     decision = _decide(turn)  # 2. decide before the model
                     if decision.action is not Before.ANSWER:
                         outcome = await self._persister.before_model(uow.session, turn, decision)
+                    else:  # only the message's episode is written: stored again if the message is answered again
+                        await commit_asynchronously(uow.session)
         if turn is None:
             yield await self._answered_before(coach_id, message_id)
         elif outcome is not None:
