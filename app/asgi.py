@@ -1,5 +1,6 @@
 """The Litestar application: routes, dependencies, error mapping, templates, static files, sessions, security
-headers (:mod:`app.core.headers`) and an access log without secrets (:mod:`app.core.access_log`)."""
+headers (:mod:`app.core.headers`), the ``Host`` allowlist (:mod:`app.core.hosts`) and an access log without secrets
+(:mod:`app.core.access_log`)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ from app.core.access_log import install_access_log_redaction, redact_url
 from app.core.config import Settings
 from app.core.errors import DomainError
 from app.core.headers import SecurityHeaders
+from app.core.hosts import host_allowlist
 from app.core.runtime import freeze_startup_heap
 from app.core.validation import NUL_REFUSED, refused_for_nul
 from app.deps import provide_container
@@ -287,7 +289,8 @@ def create_app(
         on_shutdown=[telegram.stop, shutdown],
         template_config=TemplateConfig(directory=PROJECT_ROOT / "templates", engine=JinjaTemplateEngine),
         stores={"sessions": sessions.store},
-        middleware=[sessions.config.middleware],
+        # first (outermost): a request naming a host we do not serve is refused before anything reads it
+        middleware=[host_allowlist(settings.public_url, settings.allowed_hosts), sessions.config.middleware],
         csrf_config=csrf_config(settings),
         # the document itself at /schema too: Litestar's interactive pages load their script from a CDN and
         # run it inline, which the app's CSP refuses (they rendered blank), and would be third-party script

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from app.core.egress import OutboundAllowlist
+from app.core.hosts import parse_allowed_hosts, served_hosts
 
 MAX_WAIT_SECONDS = 86_400.0
 """The longest a seconds setting (a timeout, deadline, lease or window) may be: a day. Every float setting is
@@ -92,6 +93,13 @@ class Settings(BaseSettings):
         "(re-encrypts every stored secret under SECRET_KEY), then empty this.",
     )
     public_url: str = Field(default="http://127.0.0.1:8000", description="Base URL used in widget snippets.")
+    allowed_hosts: str = Field(
+        default="",
+        description="Host names a request's Host header may name besides PUBLIC_URL's host and the loopback names "
+        "(localhost, 127.0.0.1, [::1]), comma-separated, any port: e.g. 'coach.example.com,*.coach.example.com' "
+        "(every subdomain), '*' (any host: no check). A request naming another host gets a 400 (DNS rebinding, "
+        "Host-header poisoning; app/core/hosts.py).",
+    )
 
     max_upload_mb: float = Field(default=25.0, gt=0, le=MAX_UPLOAD_MB)
     extract_memory_mb: int = Field(
@@ -324,11 +332,24 @@ class Settings(BaseSettings):
         parse_many(value)  # raises ValueError naming the bad entry
         return value
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _valid_allowed_hosts(cls, value: str) -> str:
+        parse_allowed_hosts(value)  # raises ValueError naming the bad entry
+        return value
+
     @field_validator("outbound_allow")
     @classmethod
     def _valid_outbound_allow(cls, value: str) -> str:
         OutboundAllowlist.parse(value)  # raises ValueError naming the bad entry
         return value
+
+    @model_validator(mode="after")
+    def _public_url_has_a_host(self) -> Settings:
+        """``PUBLIC_URL``'s host is one the app answers (:func:`app.core.hosts.served_hosts`): a URL whose host is
+        no host name or IP address is refused, naming it."""
+        served_hosts(self.public_url, self.allowed_hosts)
+        return self
 
     @model_validator(mode="after")
     def _reply_fits_the_windows(self) -> Settings:

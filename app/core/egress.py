@@ -207,6 +207,12 @@ def _host_key(host: str) -> str:
     return host.strip().lower().rstrip(".")
 
 
+def is_host_name(name: str) -> bool:
+    """Whether ``name`` (lower case) is a DNS host name: dot-separated labels of letters, digits, ``-`` and ``_``
+    (not at a label's ends), each at most 63 characters, 253 in all (RFC 1123 section 2.1)."""
+    return _HOST_RE.match(name) is not None
+
+
 @dataclass(frozen=True)
 class OutboundAllowlist:
     """Hosts and networks the operator lets coaches reach even though they are not public, and over plain
@@ -233,7 +239,7 @@ class OutboundAllowlist:
             except ValueError:
                 pass
             name = _host_key(entry)
-            if not _HOST_RE.match(name):
+            if not is_host_name(name):
                 raise ValueError(f"OUTBOUND_ALLOW: {entry!r} is neither a host name nor an IP address or network")
             hosts.add(name)
         return cls(frozenset(hosts), tuple(networks))
