@@ -142,6 +142,8 @@ def _serve(settings: Settings, services: Services, host: str, port: int, worker:
             log_level="info",
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
             ws_max_size=WS_MAX_MESSAGE_BYTES,
+            # past it a request gets a 503 at once: a flood of connections must not take the process's memory
+            limit_concurrency=settings.max_connections,
         )
     finally:
         if worker_proc is not None:

@@ -149,6 +149,15 @@ class Settings(BaseSettings):
         le=MAX_THREADS,
         description="Jobs one worker process runs at once on the main queue (handoff alerts have their own).",
     )
+    max_connections: int = Field(
+        default=2000,
+        ge=2,
+        le=1_000_000,
+        description="Connections one `opencoach serve` process holds at once (uvicorn's limit_concurrency: open "
+        "connections, the widget's WebSockets among them, and requests in progress); an HTTP request past it gets "
+        "a 503 at once instead of the process taking connections until its memory runs out. uvicorn counts the "
+        "asking connection too, so at least 2, and checks HTTP requests only (a WebSocket handshake is not refused).",
+    )
     turn_concurrency: int = Field(
         default=4,
         ge=1,

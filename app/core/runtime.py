@@ -346,14 +346,22 @@ closes the socket (1009, "message too big") before it is held in memory."""
 
 
 @contextlib.asynccontextmanager
-async def serve_in_background(app: ASGIApplication) -> AsyncIterator[str]:
+async def serve_in_background(app: ASGIApplication, *, limit_concurrency: int | None = None) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn on a free loopback port inside the running event loop, for tests and
     benchmarks that drive the real app over HTTP and WebSocket; yields its base URL (``http://127.0.0.1:N``)
-    and shuts the server down (running the app's shutdown hooks) on exit. Raises whatever start-up raised."""
+    and shuts the server down (running the app's shutdown hooks) on exit. Raises whatever start-up raised.
+    ``limit_concurrency``: uvicorn's, as ``opencoach serve`` sets it from ``MAX_CONNECTIONS`` (``None``: no limit)."""
     import uvicorn  # the web server is only needed by processes that serve
 
     port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=WS_MAX_MESSAGE_BYTES)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws_max_size=WS_MAX_MESSAGE_BYTES,
+        limit_concurrency=limit_concurrency,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
