@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from app.core.config import Settings, get_settings
+from app.core.hosts import ANY_HOST, served_hosts
 from app.core.runtime import WS_MAX_MESSAGE_BYTES, Services, embedded_services
 
 if TYPE_CHECKING:
@@ -126,11 +127,26 @@ SHUTDOWN_GRACE_S = 5
 """Seconds ``serve`` waits for open connections (live event streams) before it stops."""
 
 
+def _hosts_hint(settings: Settings, host: str) -> str | None:
+    """What ``serve`` says when it listens beyond this machine (``--host 0.0.0.0``, a LAN address): the host names
+    it answers (:func:`app.core.hosts.served_hosts`), since a browser that reaches it by another name or address
+    gets a 400 (``None`` on a loopback address or with ``ALLOWED_HOSTS=*``)."""
+    hosts = served_hosts(settings.public_url, settings.allowed_hosts)
+    if host in ("127.0.0.1", "localhost", "::1") or ANY_HOST in hosts:
+        return None
+    return (
+        f"answers requests to {', '.join(hosts)} (any port); to reach it by another name or address, add it to "
+        "ALLOWED_HOSTS (or set PUBLIC_URL)"
+    )
+
+
 def _serve(settings: Settings, services: Services, host: str, port: int, worker: bool) -> None:
     import uvicorn
 
     from app.asgi import create_app
 
+    if hint := _hosts_hint(settings, host):
+        console.print(escape(hint))
     worker_proc = _spawn_worker(settings, services) if worker else None
     try:
         app = create_app(settings, services.database_url, services.redis_url)

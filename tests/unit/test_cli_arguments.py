@@ -8,9 +8,11 @@ import re
 import socket
 
 import pytest
+import uvicorn
 
-from app.cli import _served_at, main
+from app.cli import _serve, _served_at, main
 from app.core.config import Settings
+from app.core.runtime import Services
 
 
 @pytest.mark.parametrize(
@@ -122,3 +124,28 @@ def test_every_command_has_a_one_line_description_in_its_parents_list_and_its_ow
             seen.append(" ".join([*argv, name]))
             pending.append([*argv, name])
     assert {"serve", "worker", "migrate", "demo", "rotate-secret", "eval memory", "telegram poll"} <= set(seen)
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "said"),
+    [
+        ("0.0.0.0", "", "answers requests to coach.example.test, localhost, 127.0.0.1, [::1] (any port); to reach"),
+        ("::", "lan-box.test", "answers requests to coach.example.test, localhost, 127.0.0.1, [::1], lan-box.test"),
+        ("127.0.0.1", "", None),
+        ("0.0.0.0", "*", None),
+    ],
+)
+def test_serve_beyond_this_machine_names_the_hosts_it_answers(
+    host: str, allowed: str, said: str | None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Reached by a name or address it does not answer (a LAN address), the app gives a 400: ``serve --host
+    0.0.0.0`` says which Host names it answers and how to add one; on a loopback address it says nothing."""
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    settings = Settings(public_url="https://coach.example.test", allowed_hosts=allowed)
+    nowhere = Services("postgresql+asyncpg://opencoach@127.0.0.1/none", "", "redis://127.0.0.1:1/0")
+    _serve(settings, nowhere, host, 8000, worker=False)  # nothing connects: the app is never started
+    err = " ".join(capsys.readouterr().err.split())
+    if said is None:
+        assert "answers requests" not in err, err
+    else:
+        assert said in err and "add it to ALLOWED_HOSTS" in err, err
