@@ -54,6 +54,7 @@ from app.db.jobs import (
     ALERTS_QUEUE,
     ANALYSE_INTERVENTION,
     ANSWER_PENDING,
+    CONFIRM_ALERT_EMAIL,
     DELIVER_ALERT,
     EMBED_MESSAGES,
     ERASURE_QUEUE,
@@ -345,6 +346,15 @@ async def deliver_alert(
     )
     what = f"alert {event} of handoff {handoff_id}"
     return await _retrying_unreachable(ctx, delivery, tries=ALERT_ATTEMPTS, delay_s=alert_retry_delay, what=what)
+
+
+async def confirm_alert_email(ctx: dict[str, Any], coach_id: str, email: str) -> str:
+    """arq job: e-mail a coach's new alert address the link that confirms it
+    (:meth:`~app.handoff.alerts.AlertService.send_confirmation`), retried like an alert."""
+    container: Container = ctx["container"]
+    sending = container.alerts.send_confirmation(uuid.UUID(coach_id), email, attempt=ctx["job_try"])
+    what = f"alert e-mail confirmation of coach {coach_id}"
+    return await _retrying_unreachable(ctx, sending, tries=ALERT_ATTEMPTS, delay_s=alert_retry_delay, what=what)
 
 
 async def send_sla_notices(ctx: dict[str, Any]) -> str:
@@ -771,7 +781,10 @@ def _alert_worker(settings: Settings, redis_url: str, shared: _SharedContainer, 
         shared,
         burst,
         queue=ALERTS_QUEUE,
-        functions=[func(deliver_alert, name=DELIVER_ALERT, timeout=120, max_tries=ALERT_ATTEMPTS)],
+        functions=[
+            func(deliver_alert, name=DELIVER_ALERT, timeout=120, max_tries=ALERT_ATTEMPTS),
+            func(confirm_alert_email, name=CONFIRM_ALERT_EMAIL, timeout=120, max_tries=ALERT_ATTEMPTS),
+        ],
         max_jobs=ALERT_WORKER_MAX_JOBS,
         cron_jobs=[
             cron(relay_outbox, second=set(range(5, 60, OUTBOX_RELAY_EVERY_S)), run_at_startup=True),

@@ -12,6 +12,7 @@ import secrets as _secrets
 from collections.abc import Sequence
 from typing import Any
 
+from app.accounts.alert_email import set_alert_email
 from app.accounts.availability import validate_availability
 from app.accounts.models import Coach, HandoffMode
 from app.core.errors import InvalidInput
@@ -92,7 +93,8 @@ def _resources_by_language(value: Any) -> dict[str, list[str]]:
 def apply_handoff_settings(coach: Coach, secrets: SecretBox, **changes: Any) -> None:
     """Validate and set the given fields (``None`` leaves one as is; ``""`` clears the webhook URL or the
     e-mail; ``{}`` clears the availability hours: always available, or every per-language crisis resource).
-    Setting a new webhook URL generates its signing secret (``whsec_…``). Raises ``InvalidInput`` naming the
+    Setting a new webhook URL generates its signing secret (``whsec_…``); a new ``alert_email`` waits for its
+    owner's confirmation (:func:`app.accounts.alert_email.set_alert_email`). Raises ``InvalidInput`` naming the
     first bad field."""
     unknown = set(changes) - set(HANDOFF_FIELDS)
     if unknown:
@@ -130,4 +132,4 @@ def apply_handoff_settings(coach: Coach, secrets: SecretBox, **changes: Any) -> 
         email = bounded_text("alert_email", email, MAX_EMAIL_CHARS)
         if email and not EMAIL_RE.match(email):
             raise InvalidInput("alert_email is not an e-mail address")
-        coach.alert_email = email or None
+        set_alert_email(coach, email or None)

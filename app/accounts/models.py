@@ -77,7 +77,11 @@ class Coach(IdMixin, Base):
     """Handoff alerts are POSTed here as JSON, signed per Standard Webhooks (see :mod:`app.handoff.alerts`)."""
     alert_webhook_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
     alert_email: Mapped[str | None] = mapped_column(String(320))
-    """Handoff alerts are e-mailed here (through the server's SMTP settings)."""
+    """Handoff alerts are e-mailed here (through the server's SMTP settings): a confirmed address only
+    (:mod:`app.accounts.alert_email`)."""
+    alert_email_pending: Mapped[str | None] = mapped_column(String(320))
+    """The alert address the coach set last and its owner has not confirmed yet (no alert goes there; alerts keep
+    going to ``alert_email``); ``None`` when none waits."""
     style_profile: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
     """The coach's style learned from interventions (:func:`app.learning.style.build_style_profile`)."""
     fine_tune_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")

@@ -15,6 +15,7 @@ from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.alert_email import INVALID_LINK, read_confirmation_token
 from app.accounts.api_keys import issue_api_key
 from app.accounts.handoff_settings import apply_handoff_settings, replace_webhook_secret
 from app.accounts.learning_settings import MAX_MODEL_NAME_CHARS
@@ -348,6 +349,29 @@ class AccountService:
         kept."""
         return replace_webhook_secret(await uow.coach(), self._secrets)
 
+    async def resend_alert_email_confirmation(self, uow: UnitOfWork) -> str:
+        """E-mail the pending alert address a new confirmation link (the earlier ones keep working until they
+        expire) and return that address. Raises ``Conflict`` when no address waits for confirmation."""
+        coach = await uow.coach()
+        if coach.alert_email_pending is None:
+            raise Conflict("no alert e-mail is waiting for confirmation")
+        jobs.confirm_alert_email(uow.session, coach.id, coach.alert_email_pending)
+        return coach.alert_email_pending
+
+    async def confirm_alert_email(self, token: str, *, confirm: bool = True) -> str:
+        """Check a confirmation link's ``token`` (:mod:`app.accounts.alert_email`) and, with ``confirm``, make its
+        address the coach's alert address (alerts go there from now on); returns the address. Raises
+        ``InvalidInput`` (:data:`~app.accounts.alert_email.INVALID_LINK`) for a tampered or expired token, or one
+        whose address is no longer the pending one (confirmed already, or replaced since)."""
+        coach_id, email = read_confirmation_token(self._secrets, token)
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            coach = await uow.session.get(Coach, coach_id, with_for_update=confirm)
+            if coach is None or coach.alert_email_pending != email:
+                raise InvalidInput(INVALID_LINK)
+            if confirm:
+                coach.alert_email, coach.alert_email_pending = email, None
+        return email
+
     async def update_settings(
         self,
         uow: UnitOfWork,
@@ -420,7 +444,10 @@ class AccountService:
             )
         if widget_allowed_origins is not None:
             coach.widget_allowed_origins = web_origins("widget_allowed_origins", widget_allowed_origins)
+        pending = coach.alert_email_pending
         apply_handoff_settings(coach, self._secrets, **handoff)
+        if coach.alert_email_pending is not None and coach.alert_email_pending != pending:
+            jobs.confirm_alert_email(uow.session, coach.id, coach.alert_email_pending)
         if coach.llm_provider == "openai" and not coach.llm_model:
             raise InvalidInput("llm_model is required for the openai provider")
         await uow.session.flush()

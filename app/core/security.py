@@ -102,8 +102,11 @@ class SecretBox:
         primary key (so it changes when the key is rotated)."""
         return hmac.new(self._key, purpose.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def encrypt(self, plaintext: str) -> bytes:
-        """Encrypt ``plaintext`` to a Fernet token under the primary key."""
+    def encrypt(self, plaintext: str, *, at: int | None = None) -> bytes:
+        """Encrypt ``plaintext`` to a Fernet token under the primary key, stamped with the time ``at`` (unix
+        seconds; default now), which :meth:`decrypt`'s ``ttl_s`` is counted from."""
+        if at is not None:
+            return self._fernet.encrypt_at_time(plaintext.encode(), at)
         return self._fernet.encrypt(plaintext.encode())
 
     def decrypt(self, token: bytes, *, ttl_s: int | None = None) -> str:

@@ -24,6 +24,7 @@ SUMMARIZE_SESSION = "summarize_session"
 EXTRACT_INSIGHTS = "extract_insights"
 UPDATE_PROFILE = "update_profile"
 DELIVER_ALERT = "deliver_alert"
+CONFIRM_ALERT_EMAIL = "confirm_alert_email"
 ANALYSE_INTERVENTION = "analyse_intervention"
 SCORE_INTERVENTIONS = "score_interventions"
 REFRESH_TRAINING_DATA = "refresh_training_data"
@@ -137,6 +138,13 @@ def deliver_alert(
         job_id=f"{DELIVER_ALERT}:{handoff_id}:{event}",
         queue=ALERTS_QUEUE,
     )
+
+
+def confirm_alert_email(session: AsyncSession, coach_id: uuid.UUID, email: str) -> None:
+    """Queue the e-mail asking ``email``'s owner to confirm it as the coach's alert address (see
+    :mod:`app.accounts.alert_email`; the job sends nothing once another address is pending). Each call sends
+    its own message (the coach's "Resend"). Goes to :data:`ALERTS_QUEUE`."""
+    add_job(session, coach_id, CONFIRM_ALERT_EMAIL, str(coach_id), email, queue=ALERTS_QUEUE)
 
 
 def analyse_intervention(session: AsyncSession, coach_id: uuid.UUID, intervention_id: uuid.UUID) -> None:

@@ -22,7 +22,9 @@ Channels
         reference library ``standardwebhooks``. Receivers verify with
         ``standardwebhooks.Webhook(secret).verify(body, headers)``.
     ``email``
-        A plain-text message to the coach's ``alert_email`` through the server's SMTP settings
+        A plain-text message to the coach's ``alert_email`` (a confirmed address only: a new one waits in
+        ``alert_email_pending`` until its owner opens the link :meth:`AlertService.send_confirmation` mailed
+        to it, :mod:`app.accounts.alert_email`) through the server's SMTP settings
         (``SMTP_HOST`` …), sent with ``aiosmtplib``. Without ``SMTP_HOST`` the channel is recorded as
         ``skipped``.
 
@@ -71,6 +73,7 @@ from arq.worker import Retry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks import Webhook
 
+from app.accounts.alert_email import CONFIRM_TTL, confirmation_token, confirmation_url
 from app.accounts.models import Client, Coach
 from app.accounts.unit_of_work import unit_of_work
 from app.conversations.handoffs import Handoff, HandoffReason, HandoffStatus
@@ -277,6 +280,29 @@ class AlertContent:
         return message
 
 
+def confirmation_email(sender: str, recipient: str, coach_name: str, url: str) -> EmailMessage:
+    """The e-mail asking ``recipient`` to confirm it as ``coach_name``'s alert address: plain text with the
+    confirmation ``url`` (:func:`app.accounts.alert_email.confirmation_url`). Raises ``ValueError`` for a
+    malformed address."""
+    message = EmailMessage()
+    message["Subject"] = "Confirm your OpenCoach alert e-mail"
+    message["From"] = sender
+    message["To"] = recipient
+    message["Date"] = format_datetime(datetime.now(UTC))
+    hours = int(CONFIRM_TTL.total_seconds() // 3600)
+    lines = [
+        f'The OpenCoach account "{one_line(coach_name, 100)}" asked for its handoff alerts to be e-mailed to '
+        "this address. They can include what clients in crisis wrote.",
+        "",
+        f"If that is you, confirm the address (the link works for {hours} hours):",
+        url,
+        "",
+        "If you did not expect this, ignore this e-mail: nothing will be sent here.",
+    ]
+    message.set_content("\n".join(lines))
+    return message
+
+
 @dataclass(frozen=True)
 class _Target:
     """One delivery run's snapshot of the coach's alert settings and the handoff."""
@@ -453,16 +479,41 @@ class AlertService:
             return _Outcome(FAILED, http_status_text(response.status_code), retryable=True)
         return _Outcome(SENT)
 
+    async def send_confirmation(self, coach_id: uuid.UUID, email: str, *, attempt: int = 1) -> str:
+        """E-mail ``email`` the link that confirms it as the coach's alert address (:mod:`app.accounts.alert_email`)
+        while it is still the coach's pending one. Returns ``"confirmation sent"`` (``skipped`` without
+        ``SMTP_HOST``, ``failed (…)`` on the last attempt) or why nothing was sent. Raises
+        :class:`arq.worker.Retry` like :meth:`deliver` when the mail server failed and ``attempt < MAX_ATTEMPTS``."""
+        async with unit_of_work(self._sessionmaker, coach_id, autocommit=True) as uow:
+            coach = await uow.session.get(Coach, coach_id)
+            if coach is None or coach.alert_email_pending != email:
+                return "not sent: the address no longer waits for confirmation"
+            coach_name = coach.name
+        url = confirmation_url(self._settings.public_url, confirmation_token(self._secrets, coach_id, email))
+        try:
+            outcome = await self._send_mail(confirmation_email(self._settings.smtp_from, email, coach_name, url))
+        except ValueError as exc:  # a malformed address or sender
+            outcome = _Outcome(FAILED, _error(f"cannot build the e-mail: {exc}"))
+        summary = f"confirmation {outcome.status}" + (f" ({outcome.error})" if outcome.error else "")
+        log.info("alert e-mail of coach %s: %s (attempt %d)", coach_id, summary, attempt)
+        if outcome.status == FAILED and outcome.retryable and attempt < MAX_ATTEMPTS:
+            raise Retry(defer=timedelta(seconds=retry_delay(attempt)))
+        return summary
+
     async def _email(self, target: _Target) -> _Outcome:
-        settings = self._settings
-        if not settings.smtp_host:
-            return _Outcome(SKIPPED, "SMTP is not configured")
         if not target.alert_email:
             return _Outcome(FAILED, "no alert e-mail address")
         try:
-            message = target.content.email(settings.smtp_from, target.alert_email)
+            message = target.content.email(self._settings.smtp_from, target.alert_email)
         except ValueError as exc:
             return _Outcome(FAILED, _error(f"cannot build the e-mail: {exc}"))
+        return await self._send_mail(message)
+
+    async def _send_mail(self, message: EmailMessage) -> _Outcome:
+        """Send ``message`` through the server's SMTP settings (``SKIPPED`` without ``SMTP_HOST``)."""
+        settings = self._settings
+        if not settings.smtp_host:
+            return _Outcome(SKIPPED, "SMTP is not configured")
         try:
             await aiosmtplib.send(
                 message,

@@ -134,18 +134,20 @@ class ClientOut(msgspec.Struct):
 class SettingsOut(msgspec.Struct):
     """Coach settings as the API shows them: the provider key only as ``llm_api_key_hint`` (masked). Memory:
     ``recent_messages`` (L1, 0–100 latest messages in the prompt), ``session_idle_minutes`` (L2, 1–1440 minutes of
-    silence that end a chat session). Escalation: ``handoff_mode`` (auto, draft, human_only),
-    ``confidence_threshold`` (0–1), topics, ``handoff_sla_minutes``, ``availability`` hours, ``crisis_resources``
-    (empty: the defaults) and ``crisis_resources_by_language`` (``{"es": [lines]}``: the lines for a client who wrote
-    in that language), alert webhook and e-mail. The webhook's signing secret is made when the URL is set and shown
-    whole once, as ``alert_webhook_secret`` in the answer of the change that made it (a new URL, or ``POST
+    silence that end a chat session). Escalation: ``handoff_mode`` (auto, draft, human_only), ``confidence_threshold``
+    (0–1), topics, ``handoff_sla_minutes``, ``availability`` hours, ``crisis_resources`` (empty: the defaults) and
+    ``crisis_resources_by_language`` (``{"es": [lines]}``: the lines for a client who wrote in that language), alert
+    webhook and e-mail. The webhook's signing secret is made when the URL is set and shown whole once, as
+    ``alert_webhook_secret`` in the answer of the change that made it (a new URL, or ``POST
     /api/v1/settings/alert-webhook-secret``); otherwise ``None``, and ``alert_webhook_secret_hint`` (its last four
-    characters) says which one is in use. ``widget_allowed_origins``: the origins (``scheme://host[:port]``) whose
-    pages may frame the client widget and call its API from the browser (CORS); empty: none but this server. The
-    widget's welcome (also the Telegram bot's ``/start``): ``widget_greeting`` (the text in use, the default when the
-    coach set none; at most 500 characters, ``""`` restores the default), ``widget_suggestions`` (at most 5 suggested
-    first questions, 1–120 characters each; ``[]``: none) and ``widget_avatar_url`` (``None``: the coach's initials;
-    set with ``PUT /api/v1/settings/widget-avatar``)."""
+    characters) says which one is in use. ``alert_email`` is the confirmed address alerts are e-mailed to; a new one set
+    through ``PATCH`` waits in ``alert_email_pending`` until its owner opens the confirmation link e-mailed to it
+    (``POST /api/v1/settings/alert-email/resend`` sends another). ``widget_allowed_origins``: the origins
+    (``scheme://host[:port]``) whose pages may frame the client widget and call its API from the browser (CORS); empty:
+    none but this server. The widget's welcome (also the Telegram bot's ``/start``): ``widget_greeting`` (the text in
+    use, the default when the coach set none; at most 500 characters, ``""`` restores the default),
+    ``widget_suggestions`` (at most 5 suggested first questions, 1–120 characters each; ``[]``: none) and
+    ``widget_avatar_url`` (``None``: the coach's initials; set with ``PUT /api/v1/settings/widget-avatar``)."""
 
     name: str
     persona: str
@@ -168,6 +170,7 @@ class SettingsOut(msgspec.Struct):
     alert_webhook_secret: str | None
     alert_webhook_secret_hint: str | None
     alert_email: str | None
+    alert_email_pending: str | None
     fine_tune_enabled: bool
     fine_tune_min_examples: int
     fine_tune_min_days: int
@@ -263,6 +266,7 @@ def settings_out(container: ContainerDep, coach: Coach, *, new_webhook_secret: s
         alert_webhook_secret=new_webhook_secret,
         alert_webhook_secret_hint=secret_hint(container, coach.alert_webhook_secret_encrypted),
         alert_email=coach.alert_email,
+        alert_email_pending=coach.alert_email_pending,
         fine_tune_enabled=coach.fine_tune_enabled,
         fine_tune_min_examples=coach.fine_tune_min_examples,
         fine_tune_min_days=coach.fine_tune_min_days,
@@ -447,6 +451,13 @@ class SettingsController(Controller):
         with the new one as ``alert_webhook_secret``, shown this once. 400 when no ``alert_webhook_url`` is set."""
         secret = await container.accounts.rotate_webhook_secret(uow)
         return settings_out(container, await uow.coach(), new_webhook_secret=secret)
+
+    @post("/alert-email/resend", status_code=202)
+    async def resend_alert_email_confirmation(self, uow: Uow, container: ContainerDep) -> SettingsOut:
+        """E-mail the pending ``alert_email_pending`` a new confirmation link (202; it is sent by the worker).
+        409 when no address waits for confirmation."""
+        await container.accounts.resend_alert_email_confirmation(uow)
+        return settings_out(container, await uow.coach())
 
     @put("/widget-avatar", request_max_body_size=AVATAR_MAX_BYTES + 64 * 1024)
     async def put_widget_avatar(

@@ -11,9 +11,11 @@ from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.middleware import ASGIMiddleware
+from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from app.accounts.alert_email import CONFIRM_PATH
 from app.auth import AUTH_BODY_MAX_BYTES, SAFE_METHODS, throttle_auth_attempt
 from app.core.errors import DomainError
 from app.deps import ContainerDep, provide_unit_of_work
@@ -81,6 +83,17 @@ class CoachPage(Controller):
     exception_handlers = {LoginRequired: login_redirect}
 
 
+async def _alert_email_page(container: ContainerDep, token: str, *, confirm: bool) -> Template:
+    """The confirmation page of ``token``: checked (and, with ``confirm``, used), or its error with a 400."""
+    try:
+        email = await container.accounts.confirm_alert_email(token, confirm=confirm)
+    except DomainError as exc:
+        context: dict[str, Any] = {"error": exc.message}
+        return Template("dashboard/alert_email_confirm.html", context=context, status_code=exc.status_code)
+    context = {"error": None, "email": email, "token": token, "confirmed": confirm}
+    return Template("dashboard/alert_email_confirm.html", context=context)
+
+
 class DashboardController(Controller):
     """HTML pages for coaches. Mutating forms carry the CSRF token (Litestar's CSRF middleware)."""
 
@@ -141,6 +154,17 @@ class DashboardController(Controller):
             )
         start_session(request, {"coach_id": str(found[0]), "user_id": str(found[1])})
         return Redirect("/dashboard/documents")
+
+    @get(CONFIRM_PATH)
+    async def alert_email_page(self, container: ContainerDep, token: FromQuery[str] = "") -> Template:
+        """The page a confirmation link opens (:mod:`app.accounts.alert_email`): the address and a "Confirm"
+        button (a GET changes nothing: mail scanners open links); 400 with why for a bad, expired or used link."""
+        return await _alert_email_page(container, token, confirm=False)
+
+    @post(CONFIRM_PATH, request_max_body_size=AUTH_BODY_MAX_BYTES)
+    async def confirm_alert_email(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template:
+        """Confirm the link's address as the coach's alert e-mail; 400 with why for a bad, expired or used link."""
+        return await _alert_email_page(container, form_str(await request.form(), "token"), confirm=True)
 
     @post("/logout")
     async def logout(self, request: Request[Any, Any, Any]) -> Redirect:

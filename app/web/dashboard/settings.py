@@ -113,6 +113,11 @@ async def _settings_page(
     return Template("dashboard/settings.html", context=context, status_code=error.status_code, headers=error.headers())
 
 
+def confirm_notice(email: str) -> str:
+    """What the settings page says once a confirmation link is on its way to ``email``."""
+    return f"We e-mailed a confirmation link to {email}: alerts go there once it is opened."
+
+
 class SettingsPages(CoachPage):
     """The coach's settings."""
 
@@ -131,6 +136,7 @@ class SettingsPages(CoachPage):
         section = form_str(form, "section") if form_str(form, "section") in SECTIONS else ""
         stored = await uow.coach()
         before, fine_tuning = stored.alert_webhook_secret_encrypted, stored.fine_tune_enabled
+        pending = stored.alert_email_pending
         try:
             async with uow.savepoint():  # a refused change is rolled back alone; the page shows why
                 recent_messages = form_int(form, "recent_messages", *RECENT_MESSAGES_RANGE)
@@ -160,6 +166,8 @@ class SettingsPages(CoachPage):
         notice = "Saved."
         if fine_tuning and not coach.fine_tune_enabled and learning["fine_tune_enabled"] is None:
             notice = f"Saved. {FINE_TUNES_TURNED_OFF}"  # the switch to the local model turned it off
+        if coach.alert_email_pending is not None and coach.alert_email_pending != pending:
+            notice = f"{notice} {confirm_notice(coach.alert_email_pending)}"
         return await _settings_page(container, uow, new_webhook_secret=secret, notice=notice, section=section)
 
     @post("/settings/webhook-secret")
@@ -173,6 +181,17 @@ class SettingsPages(CoachPage):
             return await _settings_page(container, uow, error=exc, section="advanced")
         notice = "New signing secret made: the old one no longer signs."
         return await _settings_page(container, uow, new_webhook_secret=secret, notice=notice, section="advanced")
+
+    @post("/settings/alert-email/resend")
+    async def resend_alert_email(self, uow: Uow, container: ContainerDep) -> Template:
+        """E-mail the alert address waiting for confirmation a new link; 409 with why in the handoff section when
+        none waits."""
+        try:
+            async with uow.savepoint():
+                email = await container.accounts.resend_alert_email_confirmation(uow)
+        except DomainError as exc:
+            return await _settings_page(container, uow, error=exc, section="handoff")
+        return await _settings_page(container, uow, notice=confirm_notice(email), section="handoff")
 
     @post("/settings/widget-avatar", request_max_body_size=AVATAR_MAX_BYTES + 64 * 1024)
     async def upload_avatar(self, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep) -> Template:

@@ -159,6 +159,35 @@ async def test_every_migration_runs_as_a_schema_owner_that_is_no_superuser(servi
     assert tombstones == 1
 
 
+async def test_alert_emails_stored_before_confirmation_existed_stay_confirmed(services: Services) -> None:
+    """Migration 0060: an ``alert_email`` set before addresses were confirmed counts as confirmed (alerts keep going
+    there, nothing waits for a link), so no coach loses alerts with the upgrade."""
+    name = f"alerts_{uuid.uuid4().hex[:8]}"
+    superuser = make_engine(services.migration_database_url, pool_size=1)
+    async with superuser.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text(f"CREATE DATABASE {name}"))
+    url = make_url(services.migration_database_url).set(database=name).render_as_string(hide_password=False)
+    in_database = make_engine(url, pool_size=1)
+    coach_id = uuid.uuid4()
+    try:
+        async with in_database.begin() as conn:
+            await conn.execute(text("CREATE EXTENSION vector"))
+        await asyncio.to_thread(command.upgrade, alembic_config(url), "0059")
+        async with in_database.begin() as conn:
+            await _insert_at(conn, "coaches", {"id": coach_id, "name": "Old Coach", "alert_email": "me@example.com"})
+        await asyncio.to_thread(upgrade_head, url)
+        async with in_database.connect() as conn:
+            row = (await conn.execute(text("SELECT alert_email, alert_email_pending FROM coaches"))).one()
+    finally:
+        await in_database.dispose()
+        async with superuser.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+        await superuser.dispose()
+    assert tuple(row) == ("me@example.com", None)
+
+
 _FILLERS = {"text": "''", "character varying": "''", "integer": "0", "smallint": "0", "double precision": "0",
             "boolean": "false", "jsonb": "'{}'", "timestamp with time zone": "now()", "uuid": "gen_random_uuid()",
             "ARRAY": "'{}'"}  # fmt: skip

@@ -549,9 +549,16 @@ async def test_settings_handoff_section_saves_and_rejects_bad_input(
     assert api["handoff_sla_minutes"] == 45
     assert api["availability"] == {"timezone": "Europe/Berlin", "days": [0, 2, 4], "start": "08:30", "end": "16:00"}
     assert api["crisis_resources"] == ["Call 112 in an emergency.", "TelefonSeelsorge: 0800 111 0 111"]
-    assert (
-        api["alert_webhook_url"] == "https://hooks.example.com/opencoach" and api["alert_email"] == "alerts@example.com"
-    )
+    assert api["alert_webhook_url"] == "https://hooks.example.com/opencoach"
+    # a new alert e-mail waits for its owner's confirmation (alerts go nowhere else meanwhile)
+    assert api["alert_email"] is None and api["alert_email_pending"] == "alerts@example.com"
+    assert "We e-mailed a confirmation link to alerts@example.com" in saved.text
+    assert "alerts@example.com is not confirmed yet" in saved.text and "only to this dashboard" in saved.text
+    handoff = LexborHTMLParser(saved.text).css_first('form[action="/dashboard/settings#handoff-settings"]')
+    assert handoff is not None  # Enter in the handoff form saves it; "Resend the link" is its own form's
+    assert [b.text(strip=True) for b in handoff.css("button[type=submit]:not([form])")] == ["Save handoff settings"]
+    resent = await browser.post("/dashboard/settings/alert-email/resend", data={"_csrf_token": token})
+    assert resent.status_code == 200 and "We e-mailed a confirmation link to alerts@example.com" in resent.text
     # the signing secret is shown whole by the save that made it, masked after (here and in the API)
     secret = re.search(r'<code id="webhook-secret">(whsec_[^<]+)</code>', saved.text)
     assert secret is not None, saved.text
