@@ -24,8 +24,10 @@ class RedisProcess:
     """``start()``, ``stop()``, ``pause()``/``resume()`` (SIGSTOP/SIGCONT: a hung server that accepts
     connections but never answers) of one redis-server on 127.0.0.1:``port``."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *options: str) -> None:
+        """``options``: more ``redis-server`` arguments, after (so overriding) the defaults below."""
         self.workdir = workdir
+        self.options = options
         self.port = _free_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -54,6 +56,7 @@ class RedisProcess:
                 "",
                 "--appendonly",
                 "no",
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

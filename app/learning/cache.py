@@ -38,6 +38,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app.db.outbox import UNAVAILABLE
 from app.llm.base import ChatMessage
@@ -106,6 +107,26 @@ async def delete_matching(redis: Redis, pattern: str) -> int:
     if batch:
         deleted += await redis.delete(*batch)
     return deleted
+
+
+async def rewrite_append_only_file(redis: Redis) -> str:
+    """Ask Redis to rewrite its append-only file (``BGREWRITEAOF``) after deleted keys held clients' words: with
+    ``appendonly yes`` (the embedded server's and ``deploy/compose.yaml``'s setting) the file keeps every write it
+    logged, the deleted values too, until it is rewritten from what the keys hold now.
+
+    Returns ``"rewrite requested"`` (started, or scheduled after a snapshot in progress), ``"append-only file
+    off"`` (nothing to rewrite), or ``"not requested: <error>"``: a rewrite already in progress (it started before
+    the delete, so it keeps what was deleted until the next one), a managed Redis that disallows the command,
+    Redis out of reach. Those are logged, never raised: the erasure itself is done."""
+    try:
+        persistence = await redis.info("persistence")
+        if not persistence.get("aof_enabled"):
+            return "append-only file off"
+        await redis.bgrewriteaof()  # type: ignore[no-untyped-call]
+    except (RedisError, OSError) as exc:
+        log.warning("the Redis append-only file was not rewritten after an erasure: %s", _error(exc))
+        return f"not requested: {_error(exc)}"
+    return "rewrite requested"
 
 
 def _check_owner(coach_id: uuid.UUID, key: str) -> None:

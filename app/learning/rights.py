@@ -12,7 +12,9 @@ cannot reach is handled here:
 - the response cache and the learning dashboard's failure patterns (Redis; they quote clients' messages) and
   the training files already uploaded to the coach's provider for fine-tuning are purged after the commit by
   the ``purge_erased_data`` job (through the outbox, so a Redis outage delays it but loses nothing). A file the
-  provider fails to delete is logged and listed in the job's result; it does not stop the rest.
+  provider fails to delete is logged and listed in the job's result; it does not stop the rest. When it
+  deleted keys, the job then asks Redis to rewrite its append-only file (``BGREWRITEAOF``,
+  :func:`app.learning.cache.rewrite_append_only_file`), which otherwise keeps the deleted values on disk.
 
 Deleting a coach's account deletes the provider files first and synchronously (the coach's key goes with the
 account), then the account; the outcome lists the files that could not be deleted.
@@ -42,7 +44,7 @@ from app.conversations.metadata import client_citations, client_view, feedback_o
 from app.conversations.models import Conversation, Message
 from app.core.errors import Conflict, Forbidden
 from app.db import jobs
-from app.learning.cache import ResponseCache, delete_matching
+from app.learning.cache import ResponseCache, delete_matching, rewrite_append_only_file
 from app.learning.dashboard import FAILURE_PATTERNS_PREFIX
 from app.learning.finetune import FineTuneService
 from app.learning.interventions import InterventionService
@@ -266,6 +268,13 @@ class DataRightsService:
             coach = await uow.session.get(Coach, coach_id)  # None once the account is deleted
         keys = await self._cache.invalidate(coach_id, with_stats=coach is None)
         keys += await delete_matching(self._redis, f"{FAILURE_PATTERNS_PREFIX}:{coach_id}:*")
+        if keys:  # the deleted values stay in Redis's append-only file until it is rewritten
+            log.info(
+                "coach %s: %d Redis keys purged; append-only file: %s",
+                coach_id,
+                keys,
+                await rewrite_append_only_file(self._redis),
+            )
         if coach is None:
             return Purge(redis_keys=keys, files_failed=[f"{f}: the account is deleted" for f in file_ids])
         files = await self._delete_files(coach, file_ids)
