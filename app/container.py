@@ -92,6 +92,7 @@ class Container:
     auth_throttle: AuthThrottle
     message_throttle: IdThrottle
     enrollment_throttle: IdThrottle
+    confirmation_throttle: IdThrottle
 
     @classmethod
     async def create(
@@ -104,7 +105,8 @@ class Container:
         engine, sessionmaker, redis, outbox = await _connect(settings, database_url, redis_url)
         secrets = SecretBox.from_settings(settings)
         registry = registry or ProviderRegistry(settings, secrets)
-        accounts = AccountService(sessionmaker, secrets, registry.egress)
+        mails = IdThrottle(redis_url, "opencoach_confirm", settings.alert_email_confirm_limit, "confirmation e-mails")
+        accounts = AccountService(sessionmaker, secrets, registry.egress, mails)
         memory = MemoryControls(sessionmaker, registry, accounts)
         live = LiveEvents(redis)
         interventions = InterventionService(sessionmaker, registry, accounts, memory, coach_topics)
@@ -169,6 +171,7 @@ class Container:
             enrollment_throttle=IdThrottle(
                 redis_url, "opencoach_enrol", settings.telegram_enrollment_limit, "new clients"
             ),
+            confirmation_throttle=mails,
         )
 
     async def close(self) -> None:
@@ -180,6 +183,7 @@ class Container:
         await self.auth_throttle.close()
         await self.message_throttle.close()
         await self.enrollment_throttle.close()
+        await self.confirmation_throttle.close()
         await self.redis.aclose()
         await self.engine.dispose()
 

@@ -24,6 +24,7 @@ from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.egress import EgressGuard, EgressRefused, UnresolvableHost
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.pagination import Keyset, Page, PageRequest
+from app.core.ratelimit import IdThrottle
 from app.core.security import SecretBox, hash_password_async, new_token, token_hash, verify_password_async
 from app.core.validation import (
     EMAIL_RE,
@@ -78,11 +79,17 @@ class AccountService:
     """Sign-up and credential look-ups (which run before the tenant is known), clients and settings."""
 
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], secrets: SecretBox, egress: EgressGuard | None = None
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        secrets: SecretBox,
+        egress: EgressGuard | None = None,
+        confirmations: IdThrottle | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._secrets = secrets
         self._egress = egress or EgressGuard()
+        self._confirmations = confirmations
+        """Counts each coach's alert e-mail confirmations (``ALERT_EMAIL_CONFIRM_LIMIT``); ``None``: unlimited."""
         self.widget_access_ended: list[WidgetAccessEnded] = []
         """Called after the commit that rotated or revoked a client's widget token or deleted the client (the
         container registers the live channel's :meth:`~app.handoff.live.LiveEvents.end_widget_sockets`: the
@@ -355,8 +362,18 @@ class AccountService:
         coach = await uow.coach()
         if coach.alert_email_pending is None:
             raise Conflict("no alert e-mail is waiting for confirmation")
-        jobs.confirm_alert_email(uow.session, coach.id, coach.alert_email_pending)
+        await self._send_confirmation(uow, coach.alert_email_pending)
         return coach.alert_email_pending
+
+    async def _send_confirmation(self, uow: UnitOfWork, email: str | None, *, unless: str | None = None) -> None:
+        """Queue the confirmation e-mail to ``email`` (nothing for ``None`` or ``email == unless``: no new address),
+        counted against the coach's ``ALERT_EMAIL_CONFIRM_LIMIT`` (``TooManyAttempts`` over it: the caller's
+        transaction rolls back, nothing changes)."""
+        if email is None or email == unless:
+            return
+        if self._confirmations is not None:
+            await self._confirmations.hit(uow.coach_id)
+        jobs.confirm_alert_email(uow.session, uow.coach_id, email)
 
     async def confirm_alert_email(self, token: str, *, confirm: bool = True) -> str:
         """Check a confirmation link's ``token`` (:mod:`app.accounts.alert_email`) and, with ``confirm``, make its
@@ -389,9 +406,10 @@ class AccountService:
     ) -> Coach:
         """Change persona, provider, memory and escalation settings (``handoff``: the fields of
         :data:`app.accounts.handoff_settings.HANDOFF_FIELDS`); ``None`` leaves a field as is, ``""`` clears an
-        optional one. ``llm_provider="local"`` turns ``fine_tune_enabled`` off (the offline model cannot be
-        fine-tuned; :func:`app.accounts.learning_settings.apply_learning_settings` refuses turning it on again), and
-        a switch to it queues the cancel of the coach's running fine-tunes (:func:`app.db.jobs.stop_fine_tunes`).
+        optional one. A new ``alert_email`` queues its confirmation (:meth:`_send_confirmation`). ``llm_provider=
+        "local"`` turns ``fine_tune_enabled`` off (the offline model cannot be fine-tuned; :func:`app.accounts.
+        learning_settings.apply_learning_settings` refuses turning it on), and a switch to it queues the cancel of
+        the coach's running fine-tunes (:func:`app.db.jobs.stop_fine_tunes`).
 
         The API key is encrypted before it is stored. Raises ``InvalidInput`` for an empty (or only blank) name or
         persona (the persona is the assistant's instructions: without it the model has none), a name or persona
@@ -446,10 +464,9 @@ class AccountService:
             coach.widget_allowed_origins = web_origins("widget_allowed_origins", widget_allowed_origins)
         pending = coach.alert_email_pending
         apply_handoff_settings(coach, self._secrets, **handoff)
-        if coach.alert_email_pending is not None and coach.alert_email_pending != pending:
-            jobs.confirm_alert_email(uow.session, coach.id, coach.alert_email_pending)
         if coach.llm_provider == "openai" and not coach.llm_model:
             raise InvalidInput("llm_model is required for the openai provider")
+        await self._send_confirmation(uow, coach.alert_email_pending, unless=pending)
         await uow.session.flush()
         return coach
 

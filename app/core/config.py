@@ -312,6 +312,13 @@ class Settings(BaseSettings):
         "and no client is made. Counted in Redis.",
     )
 
+    alert_email_confirm_limit: str = Field(
+        default="5/hour;20/day",
+        description="Confirmation e-mails a coach may have sent to new alert addresses (a new alert_email or "
+        '"Resend the link"), per coach (same notation); one over it is refused (429) and nothing is changed. '
+        "Counted in Redis.",
+    )
+
     @field_validator("database_url", "migration_database_url")
     @classmethod
     def _asyncpg_url(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -335,7 +342,13 @@ class Settings(BaseSettings):
             query.setdefault("ssl", query.pop("sslmode"))
         return url.set(drivername="postgresql+asyncpg", query=query).render_as_string(hide_password=False)
 
-    @field_validator("auth_rate_limit_ip", "auth_rate_limit_account", "chat_rate_limit", "telegram_enrollment_limit")
+    @field_validator(
+        "auth_rate_limit_ip",
+        "auth_rate_limit_account",
+        "chat_rate_limit",
+        "telegram_enrollment_limit",
+        "alert_email_confirm_limit",
+    )
     @classmethod
     def _valid_rate_limit(cls, value: str) -> str:
         parse_many(value)  # raises ValueError naming the bad entry

@@ -193,3 +193,25 @@ async def test_the_api_shows_the_pending_address_and_resends_its_link(
     assert (patched.json()["alert_email"], patched.json()["alert_email_pending"]) == (None, "me@example.com")
     resent = await http.post("/api/v1/settings/alert-email/resend", headers=coach.headers)
     assert resent.status_code == 202 and resent.json()["alert_email_pending"] == "me@example.com"
+
+
+async def test_confirmation_e_mails_are_limited_per_coach(http: httpx.AsyncClient, make_coach: object) -> None:
+    """``ALERT_EMAIL_CONFIRM_LIMIT`` (default 5 an hour): an account cannot make the server mail address after
+    address; one over the limit is a 429 and changes nothing."""
+    coach: ApiCoach = await make_coach("Busy Alert Coach")  # type: ignore[operator]
+    for n in range(4):
+        patched = await http.patch("/api/v1/settings", json={"alert_email": f"a{n}@example.com"}, headers=coach.headers)
+        assert patched.status_code == 200, patched.text
+    assert (await http.post("/api/v1/settings/alert-email/resend", headers=coach.headers)).status_code == 202
+
+    refused = await http.patch("/api/v1/settings", json={"alert_email": "a9@example.com"}, headers=coach.headers)
+    assert refused.status_code == 429 and "too many confirmation e-mails" in refused.json()["detail"]
+    assert int(refused.headers["retry-after"]) > 0
+    again = await http.post("/api/v1/settings/alert-email/resend", headers=coach.headers)
+    assert again.status_code == 429
+    settings = (await http.get("/api/v1/settings", headers=coach.headers)).json()
+    assert settings["alert_email_pending"] == "a3@example.com", "the refused change stored nothing"
+    # an address that sends no e-mail (the one pending, or none) is no confirmation
+    same = await http.patch("/api/v1/settings", json={"alert_email": "a3@example.com"}, headers=coach.headers)
+    cleared = await http.patch("/api/v1/settings", json={"alert_email": ""}, headers=coach.headers)
+    assert same.status_code == cleared.status_code == 200
