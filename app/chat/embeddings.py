@@ -10,7 +10,8 @@ on the coach row, and then, in one transaction, writes the new vectors and copie
 embedder in use (``embedding_*``). Until that commit every query keeps the old model and the old vectors; a
 provider error (a bad key, a 4xx) fails the job with the error stored and changes nothing, and so does any
 failure the worker does not retry (``app.worker.reembed_coach``: its deadline, a bug, a killed worker's last
-try). Rows stored with the old model while the job ran are re-embedded right after the switch.
+try). Rows stored with the old model while the job ran are re-embedded right after the switch, and so are the
+chunks a rename re-headed meanwhile (:func:`write_vectors` writes a chunk's vector only over the header it embedded).
 
 Not re-embedded: an insight the client or coach deleted keeps its old vector (its text is erased; the vector
 only stops the same fact from being extracted again).
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ARRAY, Select, all_, bindparam, select, update
+from sqlalchemy import ARRAY, Select, all_, any_, bindparam, select, update
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -89,11 +90,13 @@ class EmbeddingStatus:
 @dataclass
 class Pending:
     """Rows of one vector column to re-embed: ``table`` (an ORM class with ``id`` and ``embedding``), their
-    ``ids``, the ``texts`` they are embeddings of, and for chunks the ``documents`` whose model name changes."""
+    ``ids``, the ``texts`` they are embeddings of, and for chunks the ``headers`` read with them (part of their
+    texts) and the ``documents`` whose model name changes."""
 
     table: Any
     ids: list[uuid.UUID] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
+    headers: list[str] = field(default_factory=list)
     documents: set[uuid.UUID] = field(default_factory=set)
 
 
@@ -110,6 +113,7 @@ async def pending_vectors(session: AsyncSession, coach_id: uuid.UUID, model: str
     for chunk_id, header, text, document_id in rows:
         chunks.ids.append(chunk_id)
         chunks.texts.append(embedding_input(header, text))
+        chunks.headers.append(header)
         chunks.documents.add(document_id)
     sessions = Pending(ChatSession)
     for session_id, summary in await session.execute(
@@ -160,32 +164,49 @@ async def _simple(session: AsyncSession, table: Any, query: Select[uuid.UUID, st
 
 
 async def write_vectors(
-    session: AsyncSession, pending: Sequence[Pending], vectors: Sequence[np.ndarray], model: str
+    session: AsyncSession, pending: Sequence[Pending], vectors: Sequence[np.ndarray], model: str, *, switching: bool
 ) -> None:
     """Store ``vectors[i]`` (float32, one row per id of ``pending[i]``) and ``model`` as their model name (a
-    chunk's is its document's: set only for documents whose every chunk is in ``pending``)."""
+    chunk's is its document's: set only for documents whose every chunk is in ``pending``). A chunk re-headed
+    since ``pending`` was read (a rename's :func:`~app.rag.headers.reheader_chunks`) keeps the vector of its new
+    header. ``switching``: the switch's transaction (the coach's row locked ``FOR UPDATE``, so no re-header
+    writes meanwhile): such a vector is then the old model's, so its document keeps the old model for the
+    catch-up to re-embed it whole; after the switch, a re-header embeds with the new model."""
     for part, matrix in zip(pending, vectors, strict=True):
         if not part.ids:
             continue
         table = part.table.__table__
         values: dict[str, Any] = {"embedding": bindparam("_vector")}
-        if part.table is not Chunk:
-            values["embedding_model"] = model
-        statement = update(table).where(table.c.id == bindparam("_id")).values(values)
+        statement = update(table).where(table.c.id == bindparam("_id"))
         rows = [{"_id": row_id, "_vector": vector} for row_id, vector in zip(part.ids, matrix, strict=True)]
-        await session.execute(statement, rows)
+        if part.table is Chunk:
+            statement = statement.where(table.c.header == bindparam("_header"))
+            for row, header in zip(rows, part.headers, strict=True):
+                row["_header"] = header
+        else:
+            values["embedding_model"] = model
+        await session.execute(statement.values(values), rows)
         if part.documents:
-            # a document that got chunks after ``pending`` was read (an ingestion still running) keeps its old
-            # model, so the catch-up re-embeds it whole: the model is recorded per document, not per chunk
-            partial = select(Chunk.document_id).where(
-                Chunk.document_id.in_(part.documents),
-                Chunk.id != all_(bindparam("_ids", part.ids, type_=ARRAY(PG_UUID(as_uuid=True)))),
-            )
-            await session.execute(
-                update(Document)
-                .where(Document.id.in_(part.documents), Document.id.not_in(partial))
-                .values(embedding_model=model)
-            )
+            await _mark_documents(session, part, model, switching=switching)
+
+
+async def _mark_documents(session: AsyncSession, chunks: Pending, model: str, *, switching: bool) -> None:
+    """Record ``model`` for the documents of ``chunks`` whose every chunk is in it and, when ``switching``, whose
+    chunks all still have the headers read (:func:`write_vectors`)."""
+    ids = bindparam("_ids", chunks.ids, type_=ARRAY(PG_UUID(as_uuid=True)))
+    # a document that got chunks after ``pending`` was read (an ingestion still running) keeps its old
+    # model, so the catch-up re-embeds it whole: the model is recorded per document, not per chunk
+    partial = select(Chunk.document_id).where(Chunk.document_id.in_(chunks.documents), Chunk.id != all_(ids))
+    kept: set[uuid.UUID] = set()
+    if switching:
+        read = dict(zip(chunks.ids, chunks.headers, strict=True))
+        now = await session.execute(select(Chunk.id, Chunk.header, Chunk.document_id).where(Chunk.id == any_(ids)))
+        kept = {document_id for chunk_id, header, document_id in now if header != read[chunk_id]}
+    await session.execute(
+        update(Document)
+        .where(Document.id.in_(chunks.documents - kept), Document.id.not_in(partial))
+        .values(embedding_model=model)
+    )
 
 
 class EmbeddingService:
@@ -266,7 +287,7 @@ class EmbeddingService:
             vectors = [await self._embed(coach_id, request_id, embedder, p.texts) for p in pending]
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
                 coach = await self._current(uow, request_id)
-                await write_vectors(uow.session, pending, vectors, embedder.model)
+                await write_vectors(uow.session, pending, vectors, embedder.model, switching=True)
                 _switch(coach)
         except Superseded:
             return "superseded"
@@ -313,8 +334,9 @@ class EmbeddingService:
         log.warning("coach %s: re-embedding failed, old embedder kept: %s", coach_id, error)
 
     async def _catch_up(self, coach_id: uuid.UUID, embedder: Embedder) -> int:
-        """Re-embed in place the rows stored with the old model while the job ran (the model in use is now
-        ``embedder``'s). Returns how many; a provider error is logged (those rows wait for the next change)."""
+        """Re-embed in place the rows stored with the old model while the job ran, and the documents with chunks
+        re-headed meanwhile (the model in use is now ``embedder``'s). Returns how many; a provider error is
+        logged (those rows wait for the next change)."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             pending = await pending_vectors(uow.session, coach_id, embedder.model)
         count = sum(len(p.ids) for p in pending)
@@ -328,7 +350,7 @@ class EmbeddingService:
             )
             return 0
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
-            await write_vectors(uow.session, pending, vectors, embedder.model)
+            await write_vectors(uow.session, pending, vectors, embedder.model, switching=False)
         return count
 
 

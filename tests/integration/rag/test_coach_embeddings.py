@@ -40,6 +40,7 @@ from app.memory.schemas import ExtractedInsight, InsightExtraction, SessionSumma
 from app.memory.summaries import summary_vector_text
 from app.rag import pipeline
 from app.rag.chunking import embedding_input
+from app.rag.headers import reheader_document
 from app.rag.models import Chunk, Document
 from tests.conftest import Coach, make_client, upload
 from tests.openai_wire import MOCK_BASE_URL, mock_openai, openai_error, openai_sse, sse_response
@@ -512,14 +513,70 @@ async def test_a_document_with_chunks_the_reembedding_did_not_read_keeps_its_old
     async with tenant_session(container.sessionmaker, coach_id) as session:
         [chunks, *_] = await embeddings.pending_vectors(session, coach_id, MODEL)
         assert len(chunks.ids) >= 6 and len(chunks.documents) == 1
-        chunks.ids, chunks.texts = chunks.ids[:-1], chunks.texts[:-1]  # the last one "committed afterwards"
+        # the last one "committed afterwards"
+        chunks.ids, chunks.texts, chunks.headers = chunks.ids[:-1], chunks.texts[:-1], chunks.headers[:-1]
         vectors = np.asarray([fake_vector(text) for text in chunks.texts], dtype=np.float32)
-        await embeddings.write_vectors(session, [chunks], [vectors], MODEL)
+        await embeddings.write_vectors(session, [chunks], [vectors], MODEL, switching=True)
         await session.commit()
     assert {model for model, _, _ in (await stored_chunks(container, coach)).values()} == {LOCAL}
     async with tenant_session(container.sessionmaker, coach_id) as session:
         [again, *_] = await embeddings.pending_vectors(session, coach_id, MODEL)
     assert len(again.ids) == len(chunks.ids) + 1, "the catch-up re-embeds the whole document"
+
+
+async def test_a_document_renamed_while_the_coach_switches_models_ends_with_its_new_headers_new_vectors(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    endpoint: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The re-embedding reads every chunk's header, then embeds with the new model; meanwhile the coach renames
+    a document and its ``reheader_document`` job commits the new headers with MiniLM's vectors (the model still
+    in use). Every chunk must end with the new title's header and the new model's vector of that header: before,
+    the switch wrote the vectors of the old headers over the re-header's, and the catch-up, which looks only at
+    documents of the old model, never saw them (until the next rename or "Process again")."""
+    coach = await new_coach(http, make_coach, "Renaming Switcher")
+    coach_id = uuid.UUID(coach.coach_id)
+    renamed_id = uuid.UUID((await upload(http, coach, "reset.md", NOTE))["id"])
+    await upload(http, coach, "review.md", OTHER_NOTE)
+    await run_jobs()
+    assert (await request_switch(http, coach)).status_code == 202
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        request_id = (await session.execute(select(CoachRow.embedding_request_id))).scalar_one()
+    lookup, reheaded = container.registry.requested_embedder, []
+
+    class RenamedMidway:
+        def __init__(self, inner: Any) -> None:
+            self.inner, self.model, self.dimensions = inner, inner.model, inner.dimensions
+            self.max_input_tokens = inner.max_input_tokens
+
+        async def embed(self, texts: list[str]) -> list[list[float]]:
+            if not reheaded:  # the rename and its job, between the re-embedding's read and its switch
+                body = {"title": "Morning Rescue Plan"}
+                response = await http.patch(f"/api/v1/documents/{renamed_id}", headers=coach.headers, json=body)
+                assert response.status_code == 200, response.text
+                registry = container.registry
+                reheaded.append(await reheader_document(container.sessionmaker, registry, coach_id, renamed_id))
+            return list(await self.inner.embed(texts))
+
+    async def requested_embedder(row: CoachRow) -> Any:
+        return RenamedMidway(await lookup(row))
+
+    monkeypatch.setattr(container.registry, "requested_embedder", requested_embedder)
+    result = await container.embeddings.run(coach_id, request_id)
+    assert reheaded and reheaded[0] > 0 and "re-embedded" in result, (reheaded, result)
+    await run_jobs()  # the rename's own job and the request's: nothing left to do
+
+    chunks = await stored_chunks(container, coach)
+    assert len(chunks) >= 2
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        headers = (await session.scalars(select(Chunk.header).where(Chunk.document_id == renamed_id))).all()
+    assert headers and all(header.startswith("Morning Rescue Plan") for header in headers), headers
+    for model, embedded, vector in chunks.values():
+        assert model == MODEL, embedded[:60]
+        assert np.allclose(vector, fake_vector(embedded), atol=1e-6), embedded[:60]
 
 
 async def test_an_embedder_that_never_matches_the_model_in_use_fails_the_document_instead_of_looping(
