@@ -77,7 +77,10 @@ STALLED_START = (
 )
 
 SWITCHED_TO_LOCAL = "cancelled: the coach switched to the local offline model, which cannot be fine-tuned"
-"""The start of a running job's ``error`` once the coach switched to the local model (:meth:`FineTuneService.poll`)."""
+"""The start of a job's ``error`` once the coach switched to the local model, whether it ran at the provider
+(:func:`_cancel_for_local`) or was still ``preparing`` (:func:`stop_unstarted`)."""
+NOT_STARTED = "no provider job had been created"
+"""The rest of a ``preparing`` job's ``error`` when the switch to the local model cancels it."""
 
 
 class SnapshotChanging(Exception):
@@ -291,6 +294,46 @@ async def _cancel_for_local(
     return f"{provider_job_id}: cancelled, {outcome}"
 
 
+async def _end_start(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    coach_id: uuid.UUID,
+    job_id: uuid.UUID,
+    error: str,
+    *,
+    status: str = FineTuneStatus.FAILED,
+) -> str:
+    """Mark the job whose start failed ``status`` (``failed``, or ``cancelled``) with ``error`` (our own text or
+    :func:`describe_error`, never a response body), while its start still has anything left to do
+    (:func:`_start_done`, read under the row's lock): another start, or the sweep, may have stored its provider
+    job since the caller looked."""
+    async with unit_of_work(sessionmaker, coach_id) as uow:
+        job = await _job(uow.session, coach_id, job_id)
+        if (done := _start_done(job)) is not None:
+            return done
+        job.status, job.error = status, one_line(error, MAX_ERROR_CHARS)
+        job.finished_at = datetime.now(UTC)
+    return f"{status}: {error}"
+
+
+async def stop_unstarted(sessionmaker: async_sessionmaker[AsyncSession], coach_id: uuid.UUID, job_id: uuid.UUID) -> str:
+    """The coach switched to the local model while fine-tune ``job_id`` was still ``preparing`` (no provider job
+    stored): mark it ``cancelled`` with :data:`SWITCHED_TO_LOCAL` as a running one is, not failed. A start still
+    under way then cancels the provider job it creates (:meth:`FineTuneService._started`). Returns a short
+    status."""
+    error = f"{SWITCHED_TO_LOCAL}; {NOT_STARTED}"
+    return await _end_start(sessionmaker, coach_id, job_id, error, status=FineTuneStatus.CANCELLED)
+
+
+async def _unstartable(
+    sessionmaker: async_sessionmaker[AsyncSession], coach: Coach, job_id: uuid.UUID, error: str
+) -> str:
+    """The job's start cannot go on without the coach's OpenAI endpoint (``error``): cancelled when the coach
+    switched to the local model (:func:`stop_unstarted`), else failed with ``error``."""
+    if coach.llm_provider == "local":
+        return await stop_unstarted(sessionmaker, coach.id, job_id)
+    return await _end_start(sessionmaker, coach.id, job_id, error)
+
+
 def _start_done(job: FineTuneJob) -> str | None:
     """``"already started (<status>)"`` when the job's start has nothing left to do (it left ``preparing``, or
     its provider job is stored); ``None`` while it is still to start."""
@@ -432,7 +475,7 @@ class FineTuneService:
         try:
             client = self._client(coach)
         except Conflict as exc:
-            return await self._fail(coach_id, job_id, exc.message)
+            return await _unstartable(self._sessionmaker, coach, job_id, exc.message)
         async with client:
             try:
                 created = await _created_before(client, job_id)
@@ -538,7 +581,7 @@ class FineTuneService:
         try:
             client = self._client(coach)
         except Conflict as exc:
-            return await self._fail(coach_id, job_id, exc.message)
+            return await _unstartable(self._sessionmaker, coach, job_id, exc.message)
         async with client:
             try:
                 if training_file_id is None:
@@ -577,8 +620,9 @@ class FineTuneService:
     ) -> str:
         """Store the provider job ``created`` for the fine-tune (its id and status) and queue the first poll. A
         fine-tune that left ``preparing`` meanwhile (the sweep failed a start it took for stalled, and the coach
-        may have started another) keeps its state, and ``created`` is cancelled at the provider: nothing would poll
-        it, and it would train (and bill) for a job marked failed. Returns a short status for arq."""
+        may have started another; or the coach switched to the local model) keeps its state, and ``created`` is
+        cancelled at the provider: nothing would poll it, and it would train (and bill) for a job marked failed or
+        cancelled. Returns a short status for arq."""
         created_id, created_status = provider_id(created), remote_job(created).status
         status = created_status if created_status in PROVIDER_STATUSES else FineTuneStatus.VALIDATING_FILES
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
@@ -600,31 +644,25 @@ class FineTuneService:
         return await self._fail(coach_id, job_id, f"gave up starting it: {error}")
 
     async def _fail(self, coach_id: uuid.UUID, job_id: uuid.UUID, error: str) -> str:
-        """Mark the job whose start failed failed with ``error`` (our own text or :func:`describe_error`, never a
-        response body), while its start still has anything left to do (:func:`_start_done`, read under the row's
-        lock): another start, or the sweep, may have stored its provider job since the caller looked."""
-        async with unit_of_work(self._sessionmaker, coach_id) as uow:
-            job = await _job(uow.session, coach_id, job_id)
-            if (done := _start_done(job)) is not None:
-                return done
-            job.status, job.error = FineTuneStatus.FAILED, one_line(error, MAX_ERROR_CHARS)
-            job.finished_at = datetime.now(UTC)
-        return f"failed: {error}"
+        """:func:`_end_start` with ``failed``."""
+        return await _end_start(self._sessionmaker, coach_id, job_id, error)
 
     async def poll(self, coach_id: uuid.UUID, job_id: uuid.UUID) -> str:
         """arq job: fetch the provider job and record its status (OpenAI's names), ``trained_tokens``,
         ``error`` (``error.message``), ``finished_at`` and the cost estimate. On success a ``staging``
         :class:`ModelVersion` is created once and the promotion gate is queued. A final job is not polled
-        again; the job of a coach who switched to the local model is cancelled instead (:func:`_cancel_for_local`)."""
+        again; the job of a coach who switched to the local model is cancelled instead (:func:`_cancel_for_local`,
+        or :func:`stop_unstarted` while it is still ``preparing``)."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             job = await _job(session, coach_id, job_id)
             if job.status in FineTuneStatus.FINAL:
                 return f"already {job.status}"
-            if job.provider_job_id is None:
-                return "not started yet"
             coach = await uow.coach()
             provider_job_id = job.provider_job_id
+        if provider_job_id is None:
+            local = coach.llm_provider == "local"
+            return await stop_unstarted(self._sessionmaker, coach_id, job_id) if local else "not started yet"
         if coach.llm_provider == "local":
             stored = partial(self._client, coach, any_provider=True)
             return await _cancel_for_local(self._sessionmaker, stored, coach_id, job_id, provider_job_id)

@@ -1002,3 +1002,45 @@ async def test_switching_to_the_local_model_cancels_the_running_fine_tune_with_t
     latest = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()[0]
     assert latest["id"] == refused.json()["id"] and latest["status"] == "cancelled"
     assert "could not be cancelled" in latest["error"] and "provider's dashboard" in latest["error"]
+
+
+async def test_switching_to_the_local_model_cancels_a_fine_tune_still_preparing_with_the_reason(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+) -> None:
+    """A fine-tune not yet at the provider when the coach switches to the local model ends ``cancelled`` with the
+    reason, as a running one does, whichever comes first: its start (which finds no endpoint) or the switch's
+    ``stop_fine_tunes`` job. Before, the start failed it ("fine-tunes need an OpenAI endpoint"), and
+    ``stop_fine_tunes`` left it ``preparing`` ("not started yet")."""
+    api = fake_openai([{"status": "running"}])
+    setup = await new_setup("Preparing Switch Coach", fine_tune_enabled=True, fine_tune_min_days=0)
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    await seed(container, setup, run_jobs, {"train": 1})
+
+    async def switched_while_preparing(*, start_first: bool) -> dict[str, Any]:
+        settings = await http.patch("/api/v1/settings", headers=setup.coach.headers, json=MOCK_ENDPOINT_SETTINGS)
+        assert settings.status_code == 200, settings.text
+        created = await http.post("/api/v1/learning/fine-tunes", headers=setup.coach.headers)
+        assert created.status_code == 201, created.text
+        job_id = created.json()["id"]
+        if not start_first:  # the start waits (a retry's delay) while stop_fine_tunes runs
+            await container.redis.zrem(default_queue_name, f"{jobs.START_FINE_TUNE}:{job_id}")
+        local = await http.patch("/api/v1/settings", headers=setup.coach.headers, json={"llm_provider": "local"})
+        assert local.status_code == 200, local.text
+        await run_jobs()
+        if not start_first:
+            assert (await container.fine_tunes.start(coach_id, uuid.UUID(job_id))) == "already started (cancelled)"
+        [job] = [j for j in (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
+                 if j["id"] == job_id]  # fmt: skip
+        return job
+
+    for start_first in (True, False):
+        job = await switched_while_preparing(start_first=start_first)
+        assert job["status"] == "cancelled" and job["finished_at"] and job["provider_job_id"] is None, job
+        assert "switched to the local offline model" in job["error"] and "no provider job" in job["error"], job
+    assert api.uploads == [] and api.created == []
+    readiness = (await http.get("/api/v1/learning/training", headers=setup.coach.headers)).json()["readiness"]
+    assert "still running" not in readiness["reason"]
