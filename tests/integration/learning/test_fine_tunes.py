@@ -116,11 +116,15 @@ def jsonl_in(multipart: bytes) -> list[dict[str, Any]]:
 
 class FakeOpenAI:
     """The mocked endpoint: files, fine-tuning jobs that walk through ``statuses``, and chat completions whose
-    reply depends on the requested model (``replies``); a non-streamed request is the gate's judge."""
+    reply depends on the requested model (``replies``); a non-streamed request is the gate's judge. Its provider
+    job id, ``job_id``, is its own: the sweep polls every coach's active jobs, those other tests left too, and
+    such a poll must neither take this test's statuses nor be taken for this test's job (a 404, as the provider
+    answers for a job of another account)."""
 
     def __init__(self, router: respx.MockRouter, statuses: list[dict[str, Any]]) -> None:
         self.router = router
         self.statuses = statuses
+        self.job_id = f"ftjob-{uuid.uuid4().hex}"
         self.uploads: list[bytes] = []
         self.created: list[dict[str, Any]] = []
         self.replies: dict[str, str] = {}
@@ -146,11 +150,13 @@ class FakeOpenAI:
     def _create(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         self.created.append(body)
-        return httpx.Response(200, json=job_object("ftjob-abc123", "validating_files"))
+        return httpx.Response(200, json=job_object(self.job_id, "validating_files"))
 
     def _get(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.rsplit("/", 1)[1] != self.job_id:
+            return openai_error(404, "No such fine-tuning job.", "invalid_request_error", "fine_tune_not_found")
         status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
-        return httpx.Response(200, json=job_object("ftjob-abc123", **status))
+        return httpx.Response(200, json=job_object(self.job_id, **status))
 
     def _chat(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -278,7 +284,7 @@ async def test_a_fine_tune_runs_from_upload_to_a_promoted_model_version(
 
     await run_jobs()  # start (upload, create) and the first poll
     [listed] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
-    assert listed["status"] == "running" and listed["provider_job_id"] == "ftjob-abc123"
+    assert listed["status"] == "running" and listed["provider_job_id"] == api.job_id
     assert (listed["training_file_id"], listed["validation_file_id"]) == ("file-train1", "file-val2")
     train_lines = jsonl_in(api.uploads[0])
     assert len(train_lines) == 3 and all(line["messages"][-1]["content"] == COACH_REPLY for line in train_lines)
@@ -696,10 +702,10 @@ async def test_a_retried_start_reuses_the_provider_job_of_the_interrupted_try(
         job = await session.get(FineTuneJob, job_id)
         assert job is not None
         job.training_file_id = "file-uploaded-before"
-    api.listed = [job_object("ftjob-abc123", "queued", metadata={"opencoach_job_id": str(job_id)})]
+    api.listed = [job_object(api.job_id, "queued", metadata={"opencoach_job_id": str(job_id)})]
     await run_jobs()
     [listed] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
-    assert listed["provider_job_id"] == "ftjob-abc123" and listed["training_file_id"] == "file-uploaded-before"
+    assert listed["provider_job_id"] == api.job_id and listed["training_file_id"] == "file-uploaded-before"
     assert api.uploads == [] and api.created == []
     query = api.router.routes["list_jobs"].calls[0].request.url.params
     assert query["metadata[opencoach_job_id]"] == str(job_id)
@@ -744,11 +750,11 @@ async def test_a_fine_tune_whose_start_no_longer_runs_is_adopted_or_failed_by_th
     assert "its start did not finish" in failed["error"]
 
     second = await stalled_job()  # the failed job no longer blocks a new one
-    api.listed = [job_object("ftjob-abc123", "queued", metadata={"opencoach_job_id": second})]
+    api.listed = [job_object(api.job_id, "queued", metadata={"opencoach_job_id": second})]
     await container.fine_tunes.sweep(stalled_start_s=worker.START_FINE_TUNE_BUDGET_S)
     [adopted] = [j for j in (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
                  if j["id"] == second]  # fmt: skip
-    assert adopted["status"] == "queued" and adopted["provider_job_id"] == "ftjob-abc123"
+    assert adopted["status"] == "queued" and adopted["provider_job_id"] == api.job_id
     assert api.created == [] and api.uploads == []
     await run_jobs()  # its first poll
     [polled] = [j for j in (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
@@ -779,15 +785,15 @@ async def test_a_start_that_finishes_after_the_sweep_failed_its_job_cancels_the_
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
             await container.fine_tunes.give_up(coach_id, job_id, "the start seemed stalled")
-            yield json.dumps(job_object("ftjob-abc123", "validating_files")).encode()
+            yield json.dumps(job_object(api.job_id, "validating_files")).encode()
 
     api.router.routes["create_job"].mock(
         side_effect=lambda request: httpx.Response(
             200, headers={"content-type": "application/json"}, stream=FailedMeanwhile()
         )
     )
-    cancel = api.router.post(f"{MOCK_BASE_URL}/fine_tuning/jobs/ftjob-abc123/cancel").mock(
-        return_value=httpx.Response(200, json=job_object("ftjob-abc123", "cancelled"))
+    cancel = api.router.post(f"{MOCK_BASE_URL}/fine_tuning/jobs/{api.job_id}/cancel").mock(
+        return_value=httpx.Response(200, json=job_object(api.job_id, "cancelled"))
     )
     await run_jobs()
 
@@ -822,7 +828,7 @@ async def test_the_sweep_leaves_a_job_whose_start_stored_its_provider_job_while_
         async def __aiter__(self) -> AsyncIterator[bytes]:
             async with tenant_session(container.sessionmaker, coach_id) as session:
                 job = await session.get_one(FineTuneJob, job_id)
-                job.provider_job_id, job.status = "ftjob-live", FineTuneStatus.VALIDATING_FILES
+                job.provider_job_id, job.status = api.job_id, FineTuneStatus.VALIDATING_FILES
             yield json.dumps({"object": "list", "data": [], "has_more": False}).encode()
 
     api.router.routes["list_jobs"].mock(
@@ -832,7 +838,7 @@ async def test_the_sweep_leaves_a_job_whose_start_stored_its_provider_job_while_
     )
     assert (await container.fine_tunes.recover_stalled(coach_id, job_id)).startswith("already started")
     [job] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
-    assert (job["status"], job["provider_job_id"], job["error"]) == ("validating_files", "ftjob-live", None)
+    assert (job["status"], job["provider_job_id"], job["error"]) == ("validating_files", api.job_id, None)
     async with tenant_session(container.sessionmaker, coach_id) as session:  # (no later sweep polls it)
         (await session.get_one(FineTuneJob, job_id)).status = FineTuneStatus.CANCELLED
 
@@ -879,7 +885,7 @@ async def test_a_client_erased_while_the_training_file_uploads_leaves_no_file_of
     first, second = api.uploads
     assert "Philippa" in first.decode() and "Philippa" not in second.decode()
     [job] = (await http.get("/api/v1/learning/fine-tunes", headers=setup.coach.headers)).json()
-    assert job["training_file_id"] == "file-val2" and job["provider_job_id"] == "ftjob-abc123", job
+    assert job["training_file_id"] == "file-val2" and job["provider_job_id"] == api.job_id, job
     assert deleted == ["file-train1"], "the file uploaded with the erased client's words"
     assert api.created[0]["training_file"] == "file-val2"
     async with tenant_session(container.sessionmaker, coach_id) as session:
@@ -964,8 +970,8 @@ async def test_switching_to_the_local_model_cancels_the_running_fine_tune_with_t
     with the reason on the dashboard, is polled no more and no longer blocks anything. A cancel the provider
     refuses still ends the job, and the reason says to cancel it in the provider's dashboard."""
     api = fake_openai([{"status": "running"}])
-    cancel = api.router.post(f"{MOCK_BASE_URL}/fine_tuning/jobs/ftjob-abc123/cancel").mock(
-        return_value=httpx.Response(200, json=job_object("ftjob-abc123", "cancelled"))
+    cancel = api.router.post(f"{MOCK_BASE_URL}/fine_tuning/jobs/{api.job_id}/cancel").mock(
+        return_value=httpx.Response(200, json=job_object(api.job_id, "cancelled"))
     )
     setup = await new_setup("Switching Coach", fine_tune_enabled=True, fine_tune_min_days=0)
     await seed(container, setup, run_jobs, {"train": 1})
