@@ -84,6 +84,7 @@ from app.llm.base import ProviderError
 from app.llm.registry import ProviderRegistry
 from app.memory.summaries import SummaryFailed
 from app.rag import vector_index
+from app.rag.headers import queue_heading_backfill
 from app.rag.headers import reheader_document as reheader_document_chunks
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,15 @@ async def reheader_document(ctx: dict[str, Any], coach_id: str, document_id: str
         return f"{changed} chunks re-headed"
 
     return await _retrying_store(ctx, reheader(), what=f"headers of document {document_id}")
+
+
+async def backfill_headings(ctx: dict[str, Any]) -> str:
+    """arq cron (hourly, and at start-up): queue the ``reheader_document`` job of each document whose chunks were
+    stored before they recorded their section heading (migration 0059), so their search headers name the title
+    the file declares instead of the file name (:func:`app.rag.headers.queue_heading_backfill`); once every one is
+    done, each run finds none."""
+    container: Container = ctx["container"]
+    return f"{await queue_heading_backfill(container.sessionmaker)} documents queued for their headings"
 
 
 async def fail_stalled_documents(ctx: dict[str, Any]) -> str:
@@ -730,6 +740,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
                 timeout=JOB_TIMEOUT_S,
             ),
             cron(learning_sweep, minute=set(range(0, 60, 5)), second=15, run_at_startup=True),
+            cron(backfill_headings, minute=35, second=25, run_at_startup=True),
             cron(telegram_recover, second=50, run_at_startup=True),
         ],
         redis_pool=connect_redis(redis_url, socket_timeout_s=settings.redis_socket_timeout_seconds),

@@ -65,10 +65,15 @@ def ingest_document(session: AsyncSession, coach_id: uuid.UUID, document_id: uui
     add_job(session, coach_id, INGEST_DOCUMENT, str(coach_id), str(document_id), job_id=job_id)
 
 
-def reheader_document(session: AsyncSession, coach_id: uuid.UUID, document_id: uuid.UUID) -> None:
+def reheader_document(
+    session: AsyncSession, coach_id: uuid.UUID, document_id: uuid.UUID, *, backfill: bool = False
+) -> None:
     """Queue the re-heading of a renamed document's stored chunks (their contextual headers and vectors follow its
-    title: :func:`app.rag.headers.reheader_document`; idempotent job, one per rename)."""
-    add_job(session, coach_id, REHEADER_DOCUMENT, str(coach_id), str(document_id))
+    title: :func:`app.rag.headers.reheader_document`; idempotent job, one per rename). ``backfill``: the one of a
+    document with chunks stored before their headings were (:func:`app.rag.headers.queue_heading_backfill`), one
+    id per document, so a sweep that finds it again while it waits queues it once."""
+    job_id = f"{REHEADER_DOCUMENT}:{document_id}:backfill" if backfill else None
+    add_job(session, coach_id, REHEADER_DOCUMENT, str(coach_id), str(document_id), job_id=job_id)
 
 
 def summarize_session(

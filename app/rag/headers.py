@@ -5,19 +5,23 @@ embedded with its text and is part of its full-text vector (``chunks.tsv``), so 
 renames the document, or an ingestion learns the title only after some chunks were stored) every chunk whose
 header names another title gets the new header and a new vector in place: its id, text, page and citations stay.
 The heading comes from ``chunks.heading``; a chunk stored before it existed (migration 0059) has its heading read
-back from its header (:func:`heading_of`).
+back from its header (:func:`heading_of`) and recorded. Such chunks also have the upload's file name in their
+headers where the file declares a title; the worker's ``backfill_headings`` cron re-heads their documents once
+(:func:`queue_heading_backfill`).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.unit_of_work import unit_of_work
+from app.db import jobs
 from app.llm.base import Embedder
 from app.llm.registry import SWITCH_RETRIES, EmbedderSwitched, ProviderRegistry, lock_embedding_model
 from app.rag.chunking import HEADER_SEPARATOR, chunk_header, embedding_input
@@ -53,7 +57,8 @@ async def _batch(
     session: AsyncSession, document_id: uuid.UUID, after: int
 ) -> tuple[str | None, int | None, list[_Stale]]:
     """The document's title (``None``: it is gone), the last ordinal read and the chunks after ordinal ``after``
-    (at most :data:`REHEADER_BATCH`) whose header is not the one its title gives."""
+    (at most :data:`REHEADER_BATCH`) whose header is not the one its title gives. A chunk read whose header stays
+    but which does not record its heading (stored before migration 0059) gets it recorded here."""
     title = await session.scalar(select(Document.title).where(Document.id == document_id))
     if title is None:
         return None, None, []
@@ -70,6 +75,10 @@ async def _batch(
         heading = row.heading if row.heading is not None else heading_of(row.header, title)
         if (new_header := chunk_header(title, heading)) != row.header:
             stale.append(_Stale(row.id, row.header, heading, new_header, row.text))
+        elif row.heading is None:
+            await session.execute(
+                update(Chunk).where(Chunk.id == row.id, Chunk.header == row.header).values(heading=heading)
+            )
     return title, rows[-1].ordinal if rows else None, stale
 
 
@@ -152,3 +161,21 @@ async def retitle(session: AsyncSession, document: Document, title: str) -> list
     for each in renamed:
         each.title, each.title_by_coach = title, True
     return [each.id for each in renamed]
+
+
+async def queue_heading_backfill(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    """Queue the ``reheader_document`` job of every document, of every coach, with chunks stored before migration
+    0059 (no ``chunks.heading``; ``unheaded_documents()``, migration 0061): the job records their headings and
+    gives them the headers of the document's title, where the file name stood. One transaction per coach; a job
+    already queued for a document is not queued twice (its ``_job_id``). Idempotent: a document done is not
+    found again, and with none left this is one read of an empty index. Returns how many documents were found."""
+    async with sessionmaker() as session:
+        rows = (await session.execute(text("SELECT coach_id, document_id FROM unheaded_documents()"))).all()
+    by_coach: defaultdict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    for coach_id, document_id in rows:
+        by_coach[coach_id].append(document_id)
+    for coach_id, document_ids in by_coach.items():
+        async with unit_of_work(sessionmaker, coach_id) as uow:
+            for document_id in document_ids:
+                jobs.reheader_document(uow.session, coach_id, document_id, backfill=True)
+    return len(rows)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import TSVECTOR, UUID
 from sqlalchemy.orm import Mapped, mapped_column
@@ -103,6 +104,8 @@ class Chunk(TenantMixin, Base):
     __table_args__ = (
         UniqueConstraint("document_id", "ordinal", name="uq_chunks_document_ordinal"),
         Index("ix_chunks_coach_id_tsv", "coach_id", "tsv", postgresql_using="gin"),
+        # the chunks stored before migration 0059, until their backfill (app.rag.headers.queue_heading_backfill)
+        Index("ix_chunks_heading_missing", "coach_id", "document_id", postgresql_where=text("heading IS NULL")),
     )
 
     document_id: Mapped[uuid.UUID] = mapped_column(

@@ -12,10 +12,11 @@ import numpy as np
 import respx
 from sqlalchemy import func, select
 
+from app import worker
 from app.container import Container
 from app.db.engine import tenant_session
 from app.llm.registry import ProviderRegistry
-from app.rag.chunking import embedding_input
+from app.rag.chunking import chunk_header, embedding_input
 from app.rag.models import Chunk
 from tests.conftest import Coach, make_client, upload
 from tests.integration.rag.test_document_kinds import _chunks, _long_markdown, _ready
@@ -150,3 +151,64 @@ async def test_the_documents_page_renames_a_document_and_shows_a_refused_title(
     assert "Sunday Planning" in (await browser.get("/dashboard/documents")).text
     shown = (await http.get(f"/api/v1/documents/{document['id']}", headers=coach.headers)).json()
     assert (shown["title"], shown["title_by_coach"]) == ("Sunday Planning", True)
+
+
+async def _store_the_old_way(
+    container: Container, registry: ProviderRegistry, coach: Coach, document_id: str, *, file_name: bool = True
+) -> None:
+    """Make the document's chunks as an ingestion before migration 0059 stored them: no ``heading`` and, with
+    ``file_name``, headers (and vectors) made with the upload's file name, not the title the file declares."""
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as session:
+        chunks = (await session.scalars(select(Chunk).where(Chunk.document_id == uuid.UUID(document_id)))).all()
+        headers = [chunk_header("zebra-quokka.md", c.heading) if file_name else c.header for c in chunks]
+        texts = [embedding_input(header, c.text) for header, c in zip(headers, chunks, strict=True)]
+        vectors = await registry.local_embedder().embed(texts) if file_name else [c.embedding for c in chunks]
+        for chunk, header, vector in zip(chunks, headers, vectors, strict=True):
+            chunk.header, chunk.heading, chunk.embedding = header, None, vector
+        await session.commit()
+
+
+async def test_documents_stored_before_headings_were_recorded_are_backfilled_with_title_headers(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    container: Container,
+    registry: ProviderRegistry,
+) -> None:
+    """Documents of two coaches stored the old way get, from the worker's ``backfill_headings`` cron and the jobs it
+    queues, the headers of the title the file declares with their headings recorded and vectors made again; their
+    chunk ids, texts and pages stay. A document whose old headers were already right only gets its headings
+    recorded (no vector changes), and a second run finds nothing to do."""
+    coaches = [await make_coach("Backfilled Coach"), await make_coach("Other Backfilled Coach")]
+    old = [(coach, (await upload(http, coach, "zebra-quokka.md", _long_markdown()))["id"]) for coach in coaches]
+    right = await upload(http, coaches[0], "right.md", _long_markdown().replace(b"Keep the", b"Hold the"))
+    await run_jobs()
+    before = {document_id: await _chunks(container, coach, document_id) for coach, document_id in old}
+    for coach, document_id in old:
+        assert (await _ready(http, coach, document_id))["title"] == HEADING_TITLE
+        await _store_the_old_way(container, registry, coach, document_id)
+    right_before = await _chunks(container, coaches[0], right["id"])
+    await _store_the_old_way(container, registry, coaches[0], right["id"], file_name=False)
+
+    queued = await worker.backfill_headings({"container": container})
+    assert queued.startswith("3 documents queued"), queued
+    await run_jobs()
+
+    for coach, document_id in old:
+        after = await _chunks(container, coach, document_id)
+        assert [(c.id, c.text, c.page_start) for c in after] == [
+            (c.id, c.text, c.page_start) for c in before[document_id]
+        ]
+        assert {c.header for c in after} == {HEADING_TITLE, f"{HEADING_TITLE} — Relapse"}
+        assert [(c.header, c.heading) for c in after] == [(c.header, c.heading) for c in before[document_id]]
+        assert await _matching(container, coach, document_id, "zebra") == 0
+        vectors = await registry.local_embedder().embed([embedding_input(c.header, c.text) for c in after[:2]])
+        for chunk, vector in zip(after[:2], vectors, strict=True):
+            assert float(np.dot(np.asarray(chunk.embedding), np.asarray(vector))) > 0.999
+    right_after = await _chunks(container, coaches[0], right["id"])
+    assert [(c.id, c.header, list(c.embedding)) for c in right_after] == [
+        (c.id, c.header, list(c.embedding)) for c in right_before
+    ]
+    # a heading that was the title itself is not told apart from none (app.rag.headers.heading_of)
+    assert [c.heading for c in right_after] == [c.heading.replace(HEADING_TITLE, "") for c in right_before]
+    assert (await worker.backfill_headings({"container": container})).startswith("0 documents queued")
