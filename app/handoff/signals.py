@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from app.core.text import sentiment
+from app.handoff.honesty_rules import claim_language, question_language
 from app.handoff.human_request import ReportedSpeech, request_language
 from app.handoff.languages import Language, detection_text
 from app.handoff.normalise import normalise
@@ -219,7 +220,7 @@ def repeated_question(text: str, earlier: Sequence[str]) -> float:
 # --- explicit request for a human --------------------------------------------------------------------------
 
 _COMMAND = re.compile(r"^\s*/human(?:\s|$)", re.IGNORECASE)
-_CLAUSES = re.compile(r"[,.!?;:\n()\"]+|\s[-–—]\s")
+_CLAUSES = re.compile(r"[,.!?¿¡;:\n()\"]+|\s[-–—]\s")
 _NEGATORS = _words("dont not no never doesnt didnt wont wouldnt without nobody")
 _NEGATION_WINDOW = 3
 """Words before a match (in the same clause) searched for a negator: "no, I **don't** need a human"."""
@@ -365,14 +366,20 @@ def _asks_in_other_language(text: str, coach_name: str | None) -> Language | Non
     """The Spanish, French, German and Portuguese request wording of :func:`asks_for_human`
     (:mod:`app.handoff.human_request`), per clause of the accent-free text (:func:`app.handoff.normalise.normalise`,
     apostrophes as spaces), each clause read with the words of its sentence before it (verbs of saying)."""
-    names: list[str] = []
-    if coach_name:
-        words = _LOCAL_WORD.findall(normalise(coach_name))
-        names = [re.escape(w) for w in words if len(w) >= 3 and w not in STOP_WORDS | _NAME_PARTICLES]
+    names = _local_names(coach_name)
     for words, context in _clauses_in_context(detection_text(normalise(text)), _LOCAL_WORD):
         if (language := request_language(" ".join(words), names, context)) is not None:
             return language
     return None
+
+
+def _local_names(coach_name: str | None) -> list[str]:
+    """The coach's name words as the non-English rules match them: accent-free, regex-escaped, at least three
+    letters, no stop-word or name particle ("de", "von"); empty without a name."""
+    if not coach_name:
+        return []
+    words = _LOCAL_WORD.findall(normalise(coach_name))
+    return [re.escape(w) for w in words if len(w) >= 3 and w not in STOP_WORDS | _NAME_PARTICLES]
 
 
 # --- retrieval, feedback, token probabilities --------------------------------------------------------------
@@ -602,15 +609,36 @@ def asks_if_ai(text: str, *, coach_name: str | None = None) -> bool:
     "human or bot?" / "bot?". ``coach_name``, when given, also makes "is this really <name>" / "am I talking
     to <name>" fire. The thing asked about must end the clause or be followed by an alternative ("… or a
     bot") or words about who is answering, so "are you a person who likes lists", "is it a human right" and
-    "am I talking too much" do not fire.
+    "am I talking too much" do not fire. The same questions in Spanish, French, German and Portuguese ("¿eres
+    un bot?", "es-tu une IA ?", "bist du ein Mensch?", "você é um robô?") fire too, matched on the accent-free
+    text (:mod:`app.handoff.honesty_rules`, which also refuses negated forms and reported speech there).
 
     A **request** for a person ("I want to talk to a real person", "is there a real person I can talk to")
     is :func:`asks_for_human`, not this: the turn checks that first and hands the conversation to the coach
     (whose notice says the coach was asked to join); this question is answered only when no handoff rule
     fired. A message can be both ("are you a bot? I want a human"): the handoff wins.
 
-    Limits: English only; statements about AI in general ("AI will take my job", "I talked to a bot at the
-    bank") do not fire, and neither does a question phrased around them ("do bots have feelings?")."""
+    Limits: statements about AI in general ("AI will take my job", "I talked to a bot at the bank") do not
+    fire, and neither does a question phrased around them ("do bots have feelings?")."""
+    return ai_question_language(text, coach_name=coach_name) is not None
+
+
+def ai_question_language(text: str, *, coach_name: str | None = None) -> Language | None:
+    """The language of the client's question who is answering (:func:`asks_if_ai`): ``"en"`` for English
+    wording, ``"es" | "fr" | "de" | "pt"`` for wording in those (:mod:`app.handoff.honesty_rules`), ``None``
+    when ``text`` asks no such thing. The disclosure answers in it: "¿eres un bot?" is too short for
+    :func:`app.handoff.languages.detect_language`."""
+    if _asks_if_ai_in_english(text, coach_name):
+        return "en"
+    names = _local_names(coach_name)
+    for words, context in _clauses_in_context(detection_text(normalise(text)), _LOCAL_WORD):
+        if (language := question_language(" ".join(words), names, context)) is not None:
+            return language
+    return None
+
+
+def _asks_if_ai_in_english(text: str, coach_name: str | None) -> bool:
+    """The English wording of :func:`asks_if_ai`, per clause (:func:`_honesty_words`)."""
     clauses = _honesty_words(text)
     names: list[str] = []
     if coach_name:
@@ -658,12 +686,24 @@ _CLAIM_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
 def claims_human(text: str) -> bool:
     """Whether a reply (the model's) claims that a person, not an AI, is writing: "I'm a real person", "I am
     human", "I'm real", "I am not an AI / a bot", "as a human, I…", "you're talking to a real person", "a real
-    person is typing this". Same clauses and normalisation as :func:`asks_if_ai`.
+    person is typing this". Same clauses and normalisation as :func:`asks_if_ai`; the same claims in Spanish,
+    French, German and Portuguese ("soy una persona real", "je ne suis pas un robot", "ich bin ein echter
+    Mensch", "não sou uma IA") fire too (:func:`human_claim_language`).
 
     Does not fire on honest or unrelated wording: "I'm not a real person, I'm an AI", "I'm an AI assistant",
     "as an AI I can't…", "as a human, you deserve rest" (about the client), "I am a person who…", "human
     beings need sleep", "your coach is a real person". Clauses are joined by `` | `` so "as a human, I…"
-    (clause break before "I") still reads as one claim. Limits: English only; a claim made only by
-    implication ("I had a long day at the office too") is not caught."""
+    (clause break before "I") still reads as one claim. Limits: a claim made only by implication ("I had a
+    long day at the office too") is not caught."""
+    return human_claim_language(text) is not None
+
+
+def human_claim_language(text: str) -> Language | None:
+    """The language of a reply's claim to be a person (:func:`claims_human`): ``"en"`` for English wording,
+    ``"es" | "fr" | "de" | "pt"`` for wording in those (:mod:`app.handoff.honesty_rules`, on the accent-free
+    clauses joined by `` | ``), ``None`` when the reply makes no such claim. The correction answers in it."""
     joined = " | ".join(_honesty_words(text))
-    return any(pattern.search(joined) for pattern in _CLAIM_PATTERNS)
+    if any(pattern.search(joined) for pattern in _CLAIM_PATTERNS):
+        return "en"
+    clauses = (_LOCAL_WORD.findall(clause) for clause in _CLAUSES.split(detection_text(normalise(text))))
+    return claim_language(" | ".join(" ".join(words) for words in clauses if words))

@@ -93,3 +93,17 @@ async def test_the_widget_says_who_is_answering(
     assert page.status_code == 200
     shown = html.unescape(page.text)
     assert f"You're chatting with {COACH}'s AI assistant. {COACH} can join the conversation." in shown
+
+
+async def test_asked_in_spanish_the_client_hears_it_is_the_ai_without_the_model(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], lying_model: respx.MockRouter
+) -> None:
+    """ "¿eres un bot?" is the same question as "are you a bot?" (app.handoff.honesty_rules): the product
+    answers it, the model (which would claim to be human) is not asked."""
+    setup = await new_setup(COACH)
+    body = await chat(http, setup, "¿eres un bot?")
+
+    assert body["reply"] == disclosure(COACH) and body["handoff"] is None, body
+    assert lying_model["completions"].call_count == 0
+    [_, ai] = await transcript(http, setup, body["conversation_id"])
+    assert ai["metadata"]["honesty"] == "asked"
