@@ -1,5 +1,6 @@
 """What the client reads around a handoff, in the language they write in: the one catalogue of the crisis reply,
-the crisis acknowledgement, the handoff notice and the SLA holding message.
+the crisis acknowledgement, the handoff notice, the SLA holding message, and the honest AI's disclosure and
+correction (:mod:`app.chat.turn.honesty`).
 
 Each entry of :data:`CATALOGUE` maps ``en es fr de pt`` (:data:`app.handoff.languages.LANGUAGES`) to a
 ``str.format`` template. The language is the client's as :mod:`app.handoff.languages` detects it
@@ -172,6 +173,63 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "pt": (
             "Se for urgente ou você não se sentir seguro, ligue para o número de emergência local ou para uma linha "
             "de apoio."
+        ),
+    },
+    # The answer to "am I talking to a real person?" (:func:`app.chat.turn.honesty.disclosure`): ``{coach}``.
+    "disclosure": {
+        "en": (
+            "No — I'm {coach}'s AI assistant, not a person, and not {coach}. {coach} can read this conversation and "
+            "can join it: ask for {coach} (or type /human) whenever you'd like to talk to them. Until then, I'm glad "
+            "to keep helping — what's on your mind?"
+        ),
+        "es": (
+            "No: soy el asistente de IA de {coach}, no una persona, y no soy {coach}. {coach} puede leer esta "
+            "conversación y unirse a ella: pide hablar con {coach} (o escribe /human) cuando quieras. Mientras tanto, "
+            "con gusto sigo ayudándote. ¿Qué tienes en mente?"
+        ),
+        "fr": (
+            "Non — je suis l'assistant IA de {coach}, pas une personne, et pas {coach}. {coach} peut lire cette "
+            "conversation et la rejoindre : demande {coach} (ou tape /human) quand tu veux lui parler. En attendant, "
+            "je suis là pour t'aider — qu'est-ce qui te préoccupe ?"
+        ),
+        "de": (
+            "Nein – ich bin der KI-Assistent von {coach}, kein Mensch und nicht {coach}. {coach} kann dieses Gespräch "
+            "lesen und dazukommen: Frag nach {coach} (oder schreib /human), wann immer du mit {coach} sprechen "
+            "möchtest. Bis dahin helfe ich dir gern weiter – was beschäftigt dich?"
+        ),
+        "pt": (
+            "Não — sou o assistente de IA de {coach}, não uma pessoa, e não sou {coach}. {coach} pode ler esta "
+            "conversa e entrar nela: peça por {coach} (ou digite /human) quando quiser falar com {coach}. Enquanto "
+            "isso, fico feliz em continuar ajudando — o que está passando pela sua cabeça?"
+        ),
+    },
+    # What replaces a generated reply that claimed to be human (:func:`app.chat.turn.honesty.correction`):
+    # ``{coach}``.
+    "correction": {
+        "en": (
+            "I need to correct that: I'm {coach}'s AI assistant, not a person. {coach} can join this conversation — "
+            "ask for {coach} (or type /human) whenever you'd like to talk to them. Could you tell me again what "
+            "you'd like help with?"
+        ),
+        "es": (
+            "Tengo que corregir eso: soy el asistente de IA de {coach}, no una persona. {coach} puede unirse a esta "
+            "conversación: pide hablar con {coach} (o escribe /human) cuando quieras. ¿Me cuentas otra vez en qué "
+            "te puedo ayudar?"
+        ),
+        "fr": (
+            "Je dois corriger ça : je suis l'assistant IA de {coach}, pas une personne. {coach} peut rejoindre cette "
+            "conversation — demande {coach} (ou tape /human) quand tu veux lui parler. Tu peux me redire ce pour "
+            "quoi tu aimerais de l'aide ?"
+        ),
+        "de": (
+            "Das muss ich korrigieren: Ich bin der KI-Assistent von {coach}, kein Mensch. {coach} kann zu diesem "
+            "Gespräch dazukommen – frag nach {coach} (oder schreib /human), wann immer du mit {coach} sprechen "
+            "möchtest. Sagst du mir noch einmal, wobei ich dir helfen kann?"
+        ),
+        "pt": (
+            "Preciso corrigir isso: sou o assistente de IA de {coach}, não uma pessoa. {coach} pode entrar nesta "
+            "conversa — peça por {coach} (ou digite /human) quando quiser falar com {coach}. Pode me contar de novo "
+            "no que você gostaria de ajuda?"
         ),
     },
 }

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from app.chat.turn.decide import honest_reply
+from app.chat.turn.honesty import correction, disclosure
 from app.handoff.signals import ai_question_language, asks_for_human, claims_human, human_claim_language
 
 ASKS: dict[str, list[str]] = {
@@ -217,3 +219,28 @@ def test_a_claim_to_be_a_person_fires_in_its_language(language: str, text: str) 
 @pytest.mark.parametrize(("language", "text"), [(lang, t) for lang, texts in NOT_CLAIMS.items() for t in texts])
 def test_honest_wording_is_no_claim(language: str, text: str) -> None:
     assert not claims_human(text), language
+
+
+@pytest.mark.parametrize("language", ["en", "es", "fr", "de", "pt"])
+def test_the_honest_texts_speak_the_language_name_the_coach_and_claim_nothing(language: str) -> None:
+    for text in (disclosure("Sam", language), correction("Sam", language)):
+        assert "Sam" in text and "/human" in text
+        assert not claims_human(text), text
+    if language != "en":
+        assert disclosure("Sam", language) != disclosure("Sam") and correction("Sam", language) != correction("Sam")
+
+
+@pytest.mark.parametrize(
+    ("reply", "client_language", "expected"),
+    [
+        ("Sí, soy una persona real.", "en", "es"),  # the claim's language: what the reply was written in
+        ("Ich bin ein echter Mensch.", "de", "de"),
+        ("Yes, I'm a real person.", "fr", "fr"),  # an English claim: the client's language
+        ("Yes, I'm a real person.", "en", "en"),
+    ],
+)
+def test_the_correction_speaks_the_claim_or_the_client_language(
+    reply: str, client_language: str, expected: str
+) -> None:
+    assert honest_reply(reply, coach_name="Dana", language=client_language) == correction("Dana", expected)
+    assert honest_reply("Vamos paso a paso.", coach_name="Dana", language=client_language) is None

@@ -13,7 +13,7 @@ from app.accounts.models import HandoffMode
 from app.chat.turn.honesty import correction
 from app.conversations.handoffs import HandoffReason
 from app.handoff.confidence import Confidence
-from app.handoff.signals import TurnSignals, claims_human
+from app.handoff.signals import TurnSignals, human_claim_language
 
 
 class Before(StrEnum):
@@ -141,11 +141,16 @@ def cache_after(
     return cache == "miss" and not failed and not replaced and not fallback and sent
 
 
-def honest_reply(text: str, *, coach_name: str) -> str | None:
+def honest_reply(text: str, *, coach_name: str, language: str = "en") -> str | None:
     """The text that replaces a generated reply claiming to be human
-    (:func:`app.handoff.signals.claims_human`: "I'm a real person", "I am not an AI", "as a human, I…"):
-    :func:`app.chat.turn.honesty.correction`; ``None`` when the reply stands."""
-    return correction(coach_name) if claims_human(text) else None
+    (:func:`app.handoff.signals.claims_human`: "I'm a real person", "I am not an AI", "as a human, I…", "soy una
+    persona real"): :func:`app.chat.turn.honesty.correction` in the claim's language when it is not English
+    (:func:`app.handoff.signals.human_claim_language`), else in ``language`` (the client's); ``None`` when the
+    reply stands."""
+    claimed = human_claim_language(text)
+    if claimed is None:
+        return None
+    return correction(coach_name, language if claimed == "en" else claimed)
 
 
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s|$)")

@@ -239,10 +239,10 @@ class Generator:
 
     def honest(self, turn: Turn, reply: Reply) -> str | None:
         """The output check (:mod:`app.chat.turn.honesty`): a finished reply that claims to be human is
-        replaced by the correction, recording ``honesty`` and the model's ``honesty_model_reply``. Returns the
-        delta to stream after what was streamed (a blank line, then the correction), ``None`` when the reply
-        stands or nothing was streamed (drafting)."""
-        text = honest_reply(reply.text, coach_name=turn.coach.name)
+        replaced by the correction (in the client's language), recording ``honesty`` and the model's
+        ``honesty_model_reply``. Returns the delta to stream after what was streamed (a blank line, then the
+        correction), ``None`` when the reply stands or nothing was streamed (drafting)."""
+        text = honest_reply(reply.text, coach_name=turn.coach.name, language=turn.risk.language)
         if text is None:
             return None
         log.warning("chat turn for coach %s: the model claimed to be human; reply replaced", turn.coach.id)

@@ -16,6 +16,11 @@ fine-tuned version, or a cached reply — can still claim to be a person):
   correction is streamed after what went out, and the stored, REST, Telegram and history reply is the
   correction alone (the widget swaps the streamed text for the stored one at ``done``).
 
+Both speak the client's language (``en es fr de pt``, :mod:`app.handoff.catalogue`): the disclosure that of the
+question (:func:`app.handoff.signals.ai_question_language`) when it is not English, else that of the client's
+message (:attr:`app.handoff.risk.RiskAssessment.language`); the correction that of the claim
+(:func:`app.handoff.signals.human_claim_language`) when it is not English, else that of the client's message.
+
 Both are recorded in the reply's ``metadata.honesty`` (``asked`` | ``replaced``; the model's replaced text
 in ``metadata.honesty_model_reply``, coach-only) and are not the model's content (never training data).
 """
@@ -23,6 +28,8 @@ in ``metadata.honesty_model_reply``, coach-only) and are not the model's content
 from __future__ import annotations
 
 from enum import StrEnum
+
+from app.handoff.catalogue import say
 
 
 class Honesty(StrEnum):
@@ -34,19 +41,13 @@ class Honesty(StrEnum):
     """The model's reply claimed to be human: replaced."""
 
 
-def disclosure(coach_name: str) -> str:
-    """The answer to "am I talking to a real person?"."""
-    return (
-        f"No — I'm {coach_name}'s AI assistant, not a person, and not {coach_name}. {coach_name} can read "
-        f"this conversation and can join it: ask for {coach_name} (or type /human) whenever you'd like to talk "
-        "to them. Until then, I'm glad to keep helping — what's on your mind?"
-    )
+def disclosure(coach_name: str, language: str = "en") -> str:
+    """The answer to "am I talking to a real person?", in ``language`` (``en es fr de pt``, anything else →
+    English; :data:`app.handoff.catalogue.CATALOGUE` ``disclosure``)."""
+    return say("disclosure", language, coach=coach_name)
 
 
-def correction(coach_name: str) -> str:
-    """What replaces a generated reply that claimed to be human."""
-    return (
-        f"I need to correct that: I'm {coach_name}'s AI assistant, not a person. {coach_name} can join this "
-        f"conversation — ask for {coach_name} (or type /human) whenever you'd like to talk to them. Could you "
-        "tell me again what you'd like help with?"
-    )
+def correction(coach_name: str, language: str = "en") -> str:
+    """What replaces a generated reply that claimed to be human, in ``language`` (as :func:`disclosure`;
+    ``correction``)."""
+    return say("correction", language, coach=coach_name)

@@ -27,7 +27,7 @@ from app.handoff.confidence import Confidence, score_confidence
 from app.handoff.crisis import crisis_acknowledgement, crisis_detail, crisis_reply, resources_for, risk_metadata
 from app.handoff.queue import HANDOFF_LOCK
 from app.handoff.service import CRISIS_NOTICE, HandoffService
-from app.handoff.signals import TurnSignals, human_request_language
+from app.handoff.signals import TurnSignals, ai_question_language, human_request_language
 from app.memory.messages import store_message
 
 
@@ -57,11 +57,14 @@ class Persister:
     async def before_model(self, session: AsyncSession, turn: Turn, decision: BeforeModel) -> Outcome:
         """Carry out a decision made before the model, in the turn's first transaction (the client's message
         and the active handoff are locked in it): the crisis protocol, the paused AI, a rule's handoff, or the
-        disclosure that the client talks to the coach's AI assistant."""
+        disclosure that the client talks to the coach's AI assistant (in the language of their question when it is
+        not English, else of their message)."""
         coach, conversation, signals = turn.coach, turn.conversation, turn.signals
         if decision.action is Before.DISCLOSE:  # "am I talking to a real person?": the product answers
             said: dict[str, Any] = {"honesty": Honesty.ASKED, "mode": coach.handoff_mode, "signals": signals.as_dict()}
-            reply = await self._store_ai(session, coach, conversation.id, disclosure(coach.name), meta=said)
+            asked = ai_question_language(turn.message.text, coach_name=coach.name)  # "¿eres un bot?" is short
+            language = asked if asked is not None and asked != "en" else turn.risk.language
+            reply = await self._store_ai(session, coach, conversation.id, disclosure(coach.name, language), meta=said)
             turn.message.answered_at = reply.created_at
             return Outcome(reply)
         if decision.action is Before.PAUSED or decision.reason is None:  # the message waits for the coach

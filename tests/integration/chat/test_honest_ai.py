@@ -103,7 +103,20 @@ async def test_asked_in_spanish_the_client_hears_it_is_the_ai_without_the_model(
     setup = await new_setup(COACH)
     body = await chat(http, setup, "¿eres un bot?")
 
-    assert body["reply"] == disclosure(COACH) and body["handoff"] is None, body
+    assert body["reply"] == disclosure(COACH, "es") and body["handoff"] is None, body
+    assert body["reply"].startswith(f"No: soy el asistente de IA de {COACH}")  # in the client's language
     assert lying_model["completions"].call_count == 0
     [_, ai] = await transcript(http, setup, body["conversation_id"])
-    assert ai["metadata"]["honesty"] == "asked"
+    assert ai["metadata"]["honesty"] == "asked" and ai["text"] == disclosure(COACH, "es")
+
+
+async def test_a_model_claiming_in_portuguese_to_be_human_is_corrected_in_portuguese(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]]
+) -> None:
+    setup = await new_setup(COACH)
+    with mock_chat_endpoint(["Sim,", " sou uma pessoa real,", " não um robô."], (90, 9)) as router:
+        body = await chat(http, setup, "Como posso planejar melhor a minha semana?")
+        assert router["completions"].call_count == 1
+    assert body["reply"] == correction(COACH, "pt") and "não uma pessoa" in body["reply"], body
+    [_, ai] = await transcript(http, setup, body["conversation_id"])
+    assert ai["metadata"]["honesty"] == "replaced"
