@@ -243,6 +243,10 @@ class ReplyMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
     message past the coach's SLA) | ``crisis`` (a client's message during a crisis handoff still waiting for the
     coach was received; the crisis resources again)."""
 
+    language: str | None = None
+    """With ``notice`` ``handoff``: the language the notice speaks (``en es fr de pt``); the SLA holding message of
+    its handoff speaks it too (coach-only)."""
+
     # --- handoff
     handoff_id: str | None = None
     """The handoff this message belongs to (crisis reply, notice, the coach's messages, SLA message)."""

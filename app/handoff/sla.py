@@ -1,13 +1,13 @@
 """The SLA holding message: a client whose handoff is still open past the coach's SLA, or whose message waits
 that long for the coach who took the conversation, gets a message saying when the coach will reply (and where
-to turn if it is urgent), in the language the client writes in."""
+to turn if it is urgent), in the language of the handoff's notice (:func:`holding_language`)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.availability import away_until
@@ -75,7 +75,7 @@ class SlaNotices:
                     self.holding_message(
                         coach,
                         now,
-                        await client_language(session, handoff.conversation_id),
+                        await holding_language(session, handoff),
                         joined=handoff.status == HandoffStatus.CLAIMED,
                     ),
                     at=now,
@@ -92,6 +92,25 @@ class SlaNotices:
         but has not replied to the client within it, in ``language``
         (:func:`app.handoff.catalogue.holding_message`)."""
         return holding_message(coach.name, language, joined=joined, back=away_until(coach.availability, at, language))
+
+
+async def holding_language(session: AsyncSession, handoff: Handoff) -> str:
+    """The language of ``handoff``'s holding message: that of its latest handoff notice (``metadata.language``)
+    or crisis reply (``metadata.risk.language``), so a lone short ask ("¿humano?", answered in Spanish) is not
+    followed by an English holding message; :func:`client_language` for a handoff with neither (the coach took
+    the conversation unasked)."""
+    said = await session.scalar(
+        select(func.coalesce(Message.meta["language"].astext, Message.meta["risk"]["language"].astext))
+        .where(
+            Message.conversation_id == handoff.conversation_id,
+            Message.sender_type == SenderType.AI,
+            Message.meta.contains({"handoff_id": str(handoff.id)}),
+            or_(Message.meta.contains({"notice": "handoff"}), Message.meta.contains({"crisis": True})),
+        )
+        .order_by(Message.created_at.desc())
+        .limit(1)
+    )
+    return said or await client_language(session, handoff.conversation_id)
 
 
 async def client_language(session: AsyncSession, conversation_id: uuid.UUID) -> Language:

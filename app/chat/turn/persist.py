@@ -239,6 +239,7 @@ class Persister:
         if handoff.reason == HandoffReason.HUMAN_REQUEST:
             asked = human_request_language(turn.message.text, coach_name=turn.coach.name)
         language = asked if asked is not None and asked != "en" else turn.risk.language
+        meta["language"] = language  # the SLA holding message of this handoff speaks it too
         text = self._handoffs.notice(turn.coach, handoff.reason, _now(), language)
         return await self._store_ai(session, turn.coach, turn.conversation.id, text, meta=meta)
 

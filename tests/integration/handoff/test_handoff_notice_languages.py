@@ -122,3 +122,29 @@ async def test_a_short_ask_for_a_person_gets_the_notice_in_the_language_of_the_a
         assert body["handoff"] == {"status": "open", "reason": "human_request"}, body
         assert body["reply"] == handoff_notice("Ana", language, requested=True, sla_minutes=5, back=None), text
     assert llm_api["completions"].call_count == 0
+
+
+async def test_the_holding_message_after_a_lone_short_ask_speaks_the_notices_language(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+    services: Services,
+) -> None:
+    """ "¿humano?" alone is a Spanish ask (the notice is Spanish) but reads as English to the language detector, so
+    the holding message, which read the client's last messages again, came in English; it now speaks the language
+    of the handoff's notice (stored in the notice's metadata)."""
+    setup = await new_setup("Ana", handoff_sla_minutes=5)
+    body = await chat(http, setup, "¿humano?")
+    assert body["handoff"] == {"status": "open", "reason": "human_request"}, body
+    assert body["reply"] == handoff_notice("Ana", "es", requested=True, sla_minutes=5, back=None)
+    await backdate(services, [body["conversation_id"]], minutes=6)
+    assert await container.sla_notices.send_sla_notices() >= 1
+    assert await holding(http, setup, body["conversation_id"]) == [
+        holding_message("Ana", "es", joined=False, back=None)
+    ]
+    messages = await transcript(http, setup, body["conversation_id"])
+    [notice] = [m for m in messages if m["metadata"].get("notice") == "handoff"]
+    assert notice["metadata"]["language"] == "es"
+    assert "language" not in body["metadata"]  # coach-only
+    assert llm_api["completions"].call_count == 0
