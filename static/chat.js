@@ -42,13 +42,12 @@
   var unacked = [];     // {client_message_id, text, conversation_id?} sent but not yet stored, oldest first
   var waiting = 0;      // acknowledged messages this socket is answering (their `done` has not come yet)
   var lastMessageId = null;  // the catch-up's position: the newest message the page got (not an ack's)
-  var draftPending = false;
+  var draftPending = false;  // "reviewing the reply…" shown: the coach's approved (or own) reply clears it
   var coachHolds = log.dataset.handoff === "claimed";  // the coach answers: no AI typing bubble
   var typing = null;    // the typing bubble while an answer is on its way
   var stillTimer = null;
   var awayUntil = log.dataset.away || null;  // "Monday, 9:00 AM (Europe/Berlin)": the coach is outside their hours
   var waitingShown = log.dataset.handoff === "open";  // the presence line says the client waits for the coach
-  var replyMinutes = log.dataset.replyMinutes;  // "reviewing the reply…" shown: the coach's approved (or own) reply clears it
   Array.prototype.forEach.call(log.querySelectorAll("[data-message-id]"), function (el) {
     lastMessageId = el.dataset.messageId;
   });
@@ -91,7 +90,7 @@
   function showHandoff(handoff) {
     if (!handoff) return;
     if (handoff.status === "draft_pending") {
-      setPresence(coachName + " is reviewing the reply…", true);
+      setPresence(presenceLine("reviewing"), true);
       draftPending = true;
     }
     else if (handoff.status === "open") showWaiting();
@@ -105,12 +104,17 @@
 
   function waitingText() {
     // outside the coach's hours (as last asked: checkPresence) the line says when they are back, not the SLA
-    if (awayUntil) return "Waiting for " + coachName + ", who is away until " + awayUntil + "…";
-    return "Waiting for " + coachName + (replyMinutes ? " (typically replies within " + replyMinutes + " minutes)…" : "…");
+    return awayUntil ? presenceLine("away").replace("{back}", awayUntil) : presenceLine("waiting");
+  }
+
+  function presenceLine(name) {
+    // the page's presence lines (data-presence-*) are in the language the client reads their handoff in
+    // (data-language: its notice's, else their last messages'), the coach's SLA filled in; the name filled here
+    return (log.dataset["presence" + name.charAt(0).toUpperCase() + name.slice(1)] || "").replace("{coach}", coachName);
   }
 
   function joined() {
-    setPresence(coachName + " is in the conversation", false);
+    setPresence(presenceLine("joined"), false);
     coachHolds = true;
     stopTyping();
   }
@@ -551,7 +555,7 @@
   function checkPresence() {
     if (presenceAsked || Date.now() < presenceDue) return;
     presenceAsked = true;
-    fetch("/api/v1/widget/presence", { cache: "no-store" }).then(function (response) {
+    fetch("/api/v1/widget/presence?language=" + encodeURIComponent(log.dataset.language || "en"), { cache: "no-store" }).then(function (response) {
       return response.ok ? response.json() : null;
     }).then(function (presence) {
       if (!presence) throw new Error("not loaded");

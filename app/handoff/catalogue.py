@@ -232,6 +232,38 @@ CATALOGUE: dict[str, dict[str, str]] = {
             "no que você gostaria de ajuda?"
         ),
     },
+    # The widget's presence line while the client waits for the coach: ``{coach}``, ``{minutes}`` (their SLA).
+    "presence_waiting": {
+        "en": "Waiting for {coach} (typically replies within {minutes} minutes)…",
+        "es": "Esperando a {coach} (suele responder en {minutes} minutos)…",
+        "fr": "En attente de {coach} (répond généralement en moins de {minutes} minutes)…",
+        "de": "Warten auf {coach} (antwortet meist innerhalb von {minutes} Minuten)…",
+        "pt": "Aguardando {coach} (costuma responder em até {minutes} minutos)…",
+    },
+    # The same while the coach is outside their hours: ``{coach}``, ``{back}``.
+    "presence_away": {
+        "en": "Waiting for {coach}, who is away until {back}…",
+        "es": "Esperando a {coach}, que vuelve: {back}…",
+        "fr": "En attente de {coach}, de retour : {back}…",
+        "de": "Warten auf {coach}, wieder da: {back}…",
+        "pt": "Aguardando {coach}, que volta: {back}…",
+    },
+    # The presence line while the coach holds the conversation: ``{coach}``.
+    "presence_joined": {
+        "en": "{coach} is in the conversation",
+        "es": "{coach} está en la conversación",
+        "fr": "{coach} est dans la conversation",
+        "de": "{coach} ist im Gespräch",
+        "pt": "{coach} está na conversa",
+    },
+    # The presence line while the coach reviews a drafted reply: ``{coach}``.
+    "presence_reviewing": {
+        "en": "{coach} is reviewing the reply…",
+        "es": "{coach} está revisando la respuesta…",
+        "fr": "{coach} relit la réponse…",
+        "de": "{coach} prüft die Antwort…",
+        "pt": "{coach} está revisando a resposta…",
+    },
 }
 """Message name → language → template (the comment above each entry names its fields)."""
 
@@ -263,3 +295,14 @@ def holding_message(coach_name: str, language: str, *, joined: bool, back: str |
     when = say("holding_soon", language) if back is None else say("holding_back", language, back=back)
     waiting = say("holding_joined" if joined else "holding_open", language, coach=coach_name, when=when)
     return f"{waiting} {say('holding_urgent', language)}"
+
+
+def presence_lines(language: str, sla_minutes: int) -> dict[str, str]:
+    """The widget's presence lines in ``language`` (``waiting``, ``away``, ``joined``, ``reviewing``: the
+    ``presence_*`` entries), ``sla_minutes`` filled in and ``{coach}`` / ``{back}`` left for the page to fill
+    (``static/chat.js``: the coach's name can change while the page is open, the return time too)."""
+    keep = {"coach": "{coach}", "back": "{back}"}
+    return {
+        name: say(f"presence_{name}", language, minutes=sla_minutes, **keep)
+        for name in ("waiting", "away", "joined", "reviewing")
+    }

@@ -1,6 +1,6 @@
 """The SLA holding message: a client whose handoff is still open past the coach's SLA, or whose message waits
 that long for the coach who took the conversation, gets a message saying when the coach will reply (and where
-to turn if it is urgent), in the language of the handoff's notice (:func:`holding_language`)."""
+to turn if it is urgent), in the language of the handoff's notice (:func:`handoff_language`)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ class SlaNotices:
                     self.holding_message(
                         coach,
                         now,
-                        await holding_language(session, handoff),
+                        await handoff_language(session, handoff),
                         joined=handoff.status == HandoffStatus.CLAIMED,
                     ),
                     at=now,
@@ -94,8 +94,9 @@ class SlaNotices:
         return holding_message(coach.name, language, joined=joined, back=away_until(coach.availability, at, language))
 
 
-async def holding_language(session: AsyncSession, handoff: Handoff) -> str:
-    """The language of ``handoff``'s holding message: that of its latest handoff notice (``metadata.language``)
+async def handoff_language(session: AsyncSession, handoff: Handoff) -> str:
+    """The language the client reads ``handoff`` in (its holding message, the widget's presence line): that of its
+    latest handoff notice (``metadata.language``)
     or crisis reply (``metadata.risk.language``), so a lone short ask ("¿humano?", answered in Spanish) is not
     followed by an English holding message; :func:`client_language` for a handoff with neither (the coach took
     the conversation unasked)."""

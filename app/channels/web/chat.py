@@ -27,8 +27,9 @@ from app.auth import CLIENT_DEPENDENCIES, identify_client
 from app.chat.turn import ANSWER_LATER, TurnResult
 from app.conversations.metadata import client_citations, client_handoff_view, client_view
 from app.conversations.service import MAX_FEEDBACK_CHARS, ListedMessage
-from app.core.errors import DomainError
+from app.core.errors import DomainError, InvalidInput
 from app.deps import PAGE, ClientIdentityDep, ContainerDep, PathId, Uow, WantedPage, next_link, page_response
+from app.handoff.languages import LANGUAGES
 from app.handoff.live import LINK_REVOKED, client_channel, message_event
 from app.rag.passages import cited_passage
 
@@ -243,11 +244,12 @@ class PresenceOut(msgspec.Struct):
     changes_in: int | None
 
 
-def coach_presence(availability: dict[str, Any] | None, at: datetime) -> PresenceOut:
-    """The coach's :class:`PresenceOut` at the aware datetime ``at`` (``Coach.availability``)."""
+def coach_presence(availability: dict[str, Any] | None, at: datetime, language: str = "en") -> PresenceOut:
+    """The coach's :class:`PresenceOut` at the aware datetime ``at`` (``Coach.availability``), the return time in
+    ``language``."""
     change = next_change(availability, at)
     changes_in = None if change is None else max(1, math.ceil((change - at).total_seconds()))
-    return PresenceOut(away_until(availability, at), changes_in)
+    return PresenceOut(away_until(availability, at, language), changes_in)
 
 
 class WidgetPresenceController(Controller):
@@ -259,10 +261,13 @@ class WidgetPresenceController(Controller):
     dependencies = CLIENT_DEPENDENCIES
 
     @get("/")
-    async def presence(self, uow: Uow) -> PresenceOut:
-        """The client's coach's :class:`PresenceOut` now."""
+    async def presence(self, uow: Uow, language: FromQuery[str] = "en") -> PresenceOut:
+        """The client's coach's :class:`PresenceOut` now, the return time in ``language`` (the chat page's
+        ``data-language``: ``en es fr de pt``; 400 for any other)."""
+        if language not in LANGUAGES:
+            raise InvalidInput(f"language must be one of {', '.join(LANGUAGES)}")
         coach = await uow.coach()
-        return coach_presence(coach.availability, datetime.now(UTC))
+        return coach_presence(coach.availability, datetime.now(UTC), language)
 
 
 class FeedbackController(Controller):

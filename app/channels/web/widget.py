@@ -40,6 +40,8 @@ from app.conversations.schemas import ShownMessage
 from app.core.headers import content_security_policy
 from app.core.pagination import PageRequest, page_query
 from app.deps import PAGE, ContainerDep, PathId, PathStr, WantedPage
+from app.handoff.catalogue import presence_lines
+from app.handoff.sla import client_language, handoff_language
 from app.memory.client_view import remembered_out
 
 WIDGET_LABELS = {"client": "You", "ai": "AI assistant", "human_coach": "Coach"}
@@ -137,6 +139,7 @@ class WidgetController(Controller):
             messages: list[ShownMessage] = []
             earlier = None  # the query of the "Earlier messages" button's page: the messages before those shown
             handoff_status = None
+            language = "en"  # the presence line's: the handoff's (its notice's), else the client's last messages'
             if conversation_id is not None:
                 last = PageRequest()
                 _, stored = await container.conversations.history(
@@ -147,6 +150,10 @@ class WidgetController(Controller):
                 earlier = page_query(last, stored.next)
                 handoff, _drafts = await container.handoff_queue.conversation_state(uow, conversation_id)
                 handoff_status = handoff.status if handoff is not None else None
+                if handoff is not None:
+                    language = await handoff_language(uow.session, handoff)
+                else:
+                    language = await client_language(uow.session, conversation_id)
         page = Template(
             "widget/chat.html",
             context={
@@ -158,7 +165,9 @@ class WidgetController(Controller):
                 "handoff_status": handoff_status,
                 # outside the coach's hours the presence line says when they are back instead of the reply time;
                 # static/chat.js asks /api/v1/widget/presence again when that changes
-                "presence": coach_presence(coach.availability, datetime.now(UTC)),
+                "presence": coach_presence(coach.availability, datetime.now(UTC), language),
+                "language": language,
+                "presence_lines": presence_lines(language, coach.handoff_sla_minutes),
                 "max_chars": MAX_MESSAGE_CHARS,
                 "disclosure": disclosure_text(coach.name),
                 "disclosure_version": AI_DISCLOSURE_VERSION,

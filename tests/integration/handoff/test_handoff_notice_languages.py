@@ -8,6 +8,7 @@ and the local embedder are real; only the coach's OpenAI-compatible endpoint is 
 
 from __future__ import annotations
 
+import html
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -17,7 +18,8 @@ import respx
 from app.accounts.availability import describe_return
 from app.container import Container
 from app.core.runtime import Services
-from app.handoff.catalogue import handoff_notice, holding_message
+from app.handoff.catalogue import handoff_notice, holding_message, presence_lines
+from tests.conftest import widget_page
 from tests.integration.handoff.test_crisis_followup import GERMAN_DAYS, away_now
 from tests.integration.handoff.test_handoff_flow import Setup, backdate, chat, handoffs, llm_api, new_setup, transcript
 
@@ -147,4 +149,29 @@ async def test_the_holding_message_after_a_lone_short_ask_speaks_the_notices_lan
     [notice] = [m for m in messages if m["metadata"].get("notice") == "handoff"]
     assert notice["metadata"]["language"] == "es"
     assert "language" not in body["metadata"]  # coach-only
+    assert llm_api["completions"].call_count == 0
+
+
+async def test_the_widgets_presence_line_speaks_the_handoffs_language(
+    base_url: str, http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """Under a Spanish notice the widget said "Waiting for Ana (typically replies within 5 minutes)…" or "…who is
+    away until Monday, 9:00 AM…". The chat page now renders the line, and gives static/chat.js its lines, in the
+    language of the handoff's notice (data-language), and the presence endpoint says the return time in it."""
+    within = await new_setup("Ana", handoff_sla_minutes=5)
+    assert (await chat(http, within, "¿humano?"))["handoff"]["status"] == "open"
+    page = html.unescape((await widget_page(base_url, within.widget_token)).text)
+    assert 'data-language="es"' in page and "Esperando a Ana (suele responder en 5 minutos)…</p>" in page
+    assert f'data-presence-joined="{presence_lines("es", 5)["joined"]}"' in page  # "{coach} está en la conversación"
+
+    availability = away_now()
+    away = await new_setup("Ana", availability=availability, handoff_sla_minutes=5)
+    assert (await chat(http, away, "Ich möchte mit einem Menschen sprechen"))["handoff"]["status"] == "open"
+    back = describe_return(availability, datetime.now(UTC), "de")
+    page = html.unescape((await widget_page(base_url, away.widget_token)).text)
+    assert f"Warten auf Ana, wieder da: {back}…</p>" in page and f'data-away="{back}"' in page
+    found = await http.get("/api/v1/widget/presence?language=de", headers=away.client_auth)
+    assert found.status_code == 200 and found.json()["away_until"] == back, found.text
+    refused = await http.get("/api/v1/widget/presence?language=it", headers=away.client_auth)
+    assert refused.status_code == 400 and "en, es, fr, de, pt" in refused.json()["detail"], refused.text
     assert llm_api["completions"].call_count == 0
