@@ -264,6 +264,92 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "de": "{coach} prüft die Antwort…",
         "pt": "{coach} está revisando a resposta…",
     },
+    # Telegram (:mod:`app.channels.telegram`): the button under a reply that asks for the coach.
+    "tg_human_button": {
+        "en": "Talk to a human",
+        "es": "Hablar con una persona",
+        "fr": "Parler à un humain",
+        "de": "Mit einem Menschen sprechen",
+        "pt": "Falar com uma pessoa",
+    },
+    # Telegram: what its button press shows while the ask goes to the coach.
+    "tg_asking_coach": {
+        "en": "Asking your coach to join…",
+        "es": "Pidiéndole a tu coach que se una…",
+        "fr": "Je demande à ton coach de nous rejoindre…",
+        "de": "Ich bitte deinen Coach dazuzukommen…",
+        "pt": "Pedindo para o seu coach entrar…",
+    },
+    # Telegram: a 👍/👎 press recorded.
+    "tg_feedback_thanks": {
+        "en": "Thanks for the feedback!",
+        "es": "¡Gracias por tu opinión!",
+        "fr": "Merci pour ton retour !",
+        "de": "Danke für dein Feedback!",
+        "pt": "Obrigado pelo feedback!",
+    },
+    # Telegram: a photo, a sticker, a voice message… (nothing stored).
+    "tg_non_text": {
+        "en": "Thanks! I can read text messages for now — could you type it out?",
+        "es": "¡Gracias! Por ahora solo puedo leer mensajes de texto: ¿me lo escribes?",
+        "fr": "Merci ! Pour l'instant, je ne lis que les messages texte — tu peux me l'écrire ?",
+        "de": "Danke! Ich kann bisher nur Textnachrichten lesen – kannst du es mir schreiben?",
+        "pt": "Obrigado! Por enquanto só consigo ler mensagens de texto — pode escrever pra mim?",
+    },
+    # Telegram: a stranger writes to a bot closed to new clients.
+    "tg_ask_for_invite": {
+        "en": "Hello! To talk with your coach here, please ask them for an invite link.",
+        "es": "¡Hola! Para hablar aquí con tu coach, pídele un enlace de invitación.",
+        "fr": "Bonjour ! Pour parler ici avec ton coach, demande-lui un lien d'invitation.",
+        "de": "Hallo! Um hier mit deinem Coach zu sprechen, bitte ihn oder sie um einen Einladungslink.",
+        "pt": "Olá! Para falar com o seu coach aqui, peça a ele um link de convite.",
+    },
+    # Telegram: a stranger writes while open enrolment is at its limit (TELEGRAM_ENROLLMENT_LIMIT).
+    "tg_enrollment_full": {
+        "en": (
+            "Hello! Your coach's assistant is not taking new clients here right now. Please try again later, or ask "
+            "your coach for an invite link."
+        ),
+        "es": (
+            "¡Hola! El asistente de tu coach no está aceptando clientes nuevos aquí ahora mismo. Vuelve a intentarlo "
+            "más tarde o pídele a tu coach un enlace de invitación."
+        ),
+        "fr": (
+            "Bonjour ! L'assistant de ton coach n'accepte pas de nouveaux clients ici pour le moment. Réessaie plus "
+            "tard, ou demande un lien d'invitation à ton coach."
+        ),
+        "de": (
+            "Hallo! Der Assistent deines Coachs nimmt hier gerade keine neuen Klienten an. Versuch es später noch "
+            "einmal oder bitte deinen Coach um einen Einladungslink."
+        ),
+        "pt": (
+            "Olá! O assistente do seu coach não está aceitando novos clientes aqui agora. Tente de novo mais tarde ou "
+            "peça um link de convite ao seu coach."
+        ),
+    },
+    # Telegram: an invite link used before or expired.
+    "tg_bad_invite": {
+        "en": (
+            "This invite link is not valid any more (each link works once, for 7 days). Please ask your coach for a "
+            "new one."
+        ),
+        "es": (
+            "Este enlace de invitación ya no es válido (cada enlace funciona una vez, durante 7 días). Pídele uno "
+            "nuevo a tu coach."
+        ),
+        "fr": (
+            "Ce lien d'invitation n'est plus valable (chaque lien fonctionne une fois, pendant 7 jours). Demande-en un "
+            "nouveau à ton coach."
+        ),
+        "de": (
+            "Dieser Einladungslink ist nicht mehr gültig (jeder Link funktioniert einmal, 7 Tage lang). Bitte deinen "
+            "Coach um einen neuen."
+        ),
+        "pt": (
+            "Este link de convite não é mais válido (cada link funciona uma vez, por 7 dias). Peça um novo ao seu "
+            "coach."
+        ),
+    },
 }
 """Message name → language → template (the comment above each entry names its fields)."""
 

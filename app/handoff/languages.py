@@ -147,6 +147,13 @@ _FUNCTION_WORDS: dict[Language, frozenset[str]] = {
 }
 
 
+def tag_language(tag: str | None) -> Language | None:
+    """The language of a BCP 47 language tag ("es", "pt-BR", "de_AT": Telegram's ``language_code``) when it is
+    one of :data:`LANGUAGES`, else ``None`` (another language, or no tag)."""
+    primary = (tag or "").replace("_", "-").split("-")[0].lower()
+    return next((language for language in LANGUAGES if language == primary), None)
+
+
 def detection_text(normalised: str) -> str:
     """``normalised`` with apostrophes turned into spaces (``j'ai`` → ``j ai``), as :data:`CUES` expect."""
     return _APOSTROPHES.sub(" ", normalised)

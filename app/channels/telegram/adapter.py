@@ -41,14 +41,12 @@ from app.channels.telegram.tone import TONE_COMMAND, TelegramTone, TonePress, pa
 from app.chat.turn import ChatService
 from app.conversations.service import ConversationService
 from app.core.errors import DomainError, NotFound, TooManyAttempts
+from app.handoff.catalogue import say
 from app.memory.client_view import remembered_out
 from app.memory.controls import MemoryControls
 
 log = logging.getLogger(__name__)
 
-BAD_INVITE = (
-    "This invite link is not valid any more (each link works once, for 7 days). Please ask your coach for a new one."
-)
 TURN_LOCK_S = 180.0
 """Seconds a chat's cross-process turn lock (Redis) lives past its holder's last renewal (:class:`ChatLocks`),
 and a message waits at most for the lock held by another process before it goes ahead anyway (a message is
@@ -351,6 +349,7 @@ class TelegramChannel:
         if chat.get("type") != "private":
             return
         chat_id, text = int(chat["id"]), _written(message)
+        language = render.update_language(message.get("from"), text)
         if isinstance(text, str) and text.startswith("/start"):
             code = text.partition(" ")[2].strip()
             if code:
@@ -358,16 +357,16 @@ class TelegramChannel:
                 if bound:
                     await self._welcome(bot, coach_id, chat_id, out)
                 else:
-                    await _notice(bot, chat_id, BAD_INVITE, out)
+                    await _notice(bot, chat_id, say("tg_bad_invite", language), out)
                 return
         binding = await self.service.binding(coach_id, chat_id)
         if binding is None:
-            binding = await self._enrol(bot, coach_id, chat_id, message.get("from") or {}, out)
+            binding = await self._enrol(bot, coach_id, chat_id, message.get("from") or {}, out, language)
             if binding is None or (isinstance(text, str) and text.startswith("/start")):
                 return
         if not isinstance(text, str) or not text.strip():
             log.info("telegram: a non-text message in chat %s of coach %s (not stored)", chat_id, coach_id)
-            await _notice(bot, chat_id, render.NON_TEXT_REPLY, out)
+            await _notice(bot, chat_id, say("tg_non_text", language), out)
             return
         if text.startswith("/start"):
             await self._welcome(bot, coach_id, chat_id, out)
@@ -380,7 +379,7 @@ class TelegramChannel:
             shown, keyboard = await self._tone.show(coach_id, binding.client_id, datetime.now(UTC))
             await _notice(bot, chat_id, shown, out, parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard))
             return
-        await self._turn(bot, coach_id, binding, text, _client_message_id(bot, chat_id, message), out)
+        await self._turn(bot, coach_id, binding, text, _client_message_id(bot, chat_id, message), out, language)
 
     async def _edited(self, bot: Bot, coach_id: uuid.UUID, message: dict[str, Any], out: Sent) -> None:
         """The client edited a text message they sent: the new text is a new message of the chat, stored and
@@ -394,21 +393,23 @@ class TelegramChannel:
         binding = await self.service.binding(coach_id, int(chat["id"]))
         if binding is not None:
             client_message_id = _client_message_id(bot, binding.chat_id, message, f":e{message.get('edit_date')}")
-            await self._turn(bot, coach_id, binding, text, client_message_id, out)
+            language = render.update_language(message.get("from"), text)
+            await self._turn(bot, coach_id, binding, text, client_message_id, out, language)
 
     async def _enrol(
-        self, bot: Bot, coach_id: uuid.UUID, chat_id: int, sender: dict[str, Any], out: Sent
+        self, bot: Bot, coach_id: uuid.UUID, chat_id: int, sender: dict[str, Any], out: Sent, language: str
     ) -> ChatBinding | None:
-        """Open enrolment: a client named from the Telegram profile; else ask for an invite (``None``)."""
+        """Open enrolment: a client named from the Telegram profile; else ask for an invite (``None``), in
+        ``language``."""
         name = " ".join(str(sender.get(k)) for k in ("first_name", "last_name") if sender.get(k))
         try:
             enrolled = await self.service.enrol(coach_id, chat_id, name or str(sender.get("username") or ""))
         except TooManyAttempts:
             log.warning("coach %s: a Telegram stranger was not enrolled (TELEGRAM_ENROLLMENT_LIMIT)", coach_id)
-            await _notice(bot, chat_id, render.ENROLLMENT_FULL, out)
+            await _notice(bot, chat_id, say("tg_enrollment_full", language), out)
             return None
         if enrolled is None:
-            await _notice(bot, chat_id, render.ASK_FOR_INVITE, out)
+            await _notice(bot, chat_id, say("tg_ask_for_invite", language), out)
             return None
         if enrolled[1]:  # (not when another process enrolled the stranger meanwhile: it welcomes them)
             await self._welcome(bot, coach_id, chat_id, out)
@@ -447,12 +448,12 @@ class TelegramChannel:
         if binding is None:
             await _acknowledge(bot, callback)
             return
+        language = render.update_language(callback.get("from"))
         if data == "h":  # a turn of the chat: after the one in progress, as a typed /human would be
-            await _acknowledge(bot, callback, "Asking your coach to join…")
+            await _acknowledge(bot, callback, say("tg_asking_coach", language))
             async with self.locks.hold(coach_id, {"chat": {"id": binding.chat_id}}):
-                await self._turn(
-                    bot, coach_id, binding, render.HUMAN_COMMAND, f"tg:{binding.chat_id}:cb:{callback['id']}", out
-                )
+                asked = f"tg:{binding.chat_id}:cb:{callback['id']}"
+                await self._turn(bot, coach_id, binding, render.HUMAN_COMMAND, asked, out, language)
             return
         if (forget := render.parse_forget(data)) is not None:
             await self._forget(bot, coach_id, binding, callback, forget)
@@ -471,7 +472,7 @@ class TelegramChannel:
             try:
                 async with unit_of_work(self._sessionmaker, coach_id) as uow:
                     await self._conversations.record_feedback(uow, binding.client_id, feedback[0], helpful=feedback[1])
-                note = "Thanks for the feedback!"
+                note = say("tg_feedback_thanks", language)
             except DomainError as exc:
                 note = exc.message
         await _acknowledge(bot, callback, note)
@@ -515,11 +516,18 @@ class TelegramChannel:
             )
 
     async def _turn(
-        self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, text: str, client_id: str, out: Sent
+        self,
+        bot: Bot,
+        coach_id: uuid.UUID,
+        binding: ChatBinding,
+        text: str,
+        client_id: str,
+        out: Sent,
+        language: str = "en",
     ) -> None:
-        """Store the client's message and answer it (the caller holds the chat's lock, :class:`ChatLocks`). A
-        message answered when the update was processed before has the rest of its stored reply shown
-        (:meth:`ChatReplies.resume`)."""
+        """Store the client's message and answer it (the caller holds the chat's lock, :class:`ChatLocks`), the
+        reply's buttons in ``language`` (:func:`render.update_language`). A message answered when the update was
+        processed before has the rest of its stored reply shown (:meth:`ChatReplies.resume`)."""
         try:
             received = await self._receive(coach_id, binding, text, client_id)
         except DomainError as exc:
@@ -530,9 +538,11 @@ class TelegramChannel:
             await self.service.set_chat(coach_id, binding.chat_id, conversation_id=received.conversation_id)
         if not received.answered:
             async with self.locks.answering(coach_id, binding.chat_id):  # a message arriving meanwhile is screened
-                await self.replies.answer(bot, coach_id, binding, received.message_id, self.edit_interval_s, out)
+                await self.replies.answer(
+                    bot, coach_id, binding, received.message_id, self.edit_interval_s, out, language=language
+                )
         elif out.get("reply") is not None:
-            await self.replies.resume(bot, coach_id, binding, received.message_id, out)
+            await self.replies.resume(bot, coach_id, binding, received.message_id, out, language=language)
 
     async def _receive(self, coach_id: uuid.UUID, binding: ChatBinding, text: str, client_message_id: str) -> Any:
         receive = self._chat.receive

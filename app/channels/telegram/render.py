@@ -15,20 +15,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.conversations.metadata import client_citations
+from app.handoff.catalogue import say
+from app.handoff.languages import Language, detect_language, tag_language
+from app.handoff.normalise import normalise
 from app.memory.client_view import RememberedOut
 from app.rag.retrieval import source_label
 
 MAX_MESSAGE_CHARS = 4096
 """Telegram's limit on one message's text (after entity parsing), in UTF-16 code units (:func:`utf16_len`)."""
 PARSE_MODE = "HTML"
-HUMAN_BUTTON = "Talk to a human"
 HUMAN_COMMAND = "/human"
-NON_TEXT_REPLY = "Thanks! I can read text messages for now — could you type it out?"
-ASK_FOR_INVITE = "Hello! To talk with your coach here, please ask them for an invite link."
-ENROLLMENT_FULL = (
-    "Hello! Your coach's assistant is not taking new clients here right now. Please try again later, or ask "
-    "your coach for an invite link."
-)
 FORGET_COMMAND = "/forget"
 NOTHING_REMEMBERED = "I don't remember anything about you yet."
 FORGET_INTRO = "Here is what I remember about you. Tap 🗑 under an item to make me forget it."
@@ -113,16 +109,26 @@ def split_html(text: str, citations: Sequence[dict[str, Any]] = ()) -> list[str]
     return parts
 
 
-def feedback_keyboard(message_id: uuid.UUID) -> dict[str, Any]:
-    """The 👍/👎 and "Talk to a human" inline keyboard under a reply (``reply_markup`` JSON). Callback data:
-    ``f:<message id hex>:1`` (helpful) / ``:0``, and ``h`` (human)."""
+def update_language(sender: dict[str, Any] | None, text: object = None) -> Language:
+    """The language of the bot's own lines answering an update: the sender's ``language_code`` (the Bot API's
+    ``User``: the Telegram app's language) when it is one of ``en es fr de pt``, else that of the message's
+    ``text`` (:func:`app.handoff.languages.detect_language`; ``en`` for none)."""
+    tagged = tag_language(str((sender or {}).get("language_code") or ""))
+    written = text if isinstance(text, str) else ""
+    return tagged or detect_language(normalise(written))
+
+
+def feedback_keyboard(message_id: uuid.UUID, language: str = "en") -> dict[str, Any]:
+    """The 👍/👎 and "Talk to a human" inline keyboard under a reply (``reply_markup`` JSON), the button in
+    ``language`` (``tg_human_button``). Callback data: ``f:<message id hex>:1`` (helpful) / ``:0``, and ``h``
+    (human)."""
     return {
         "inline_keyboard": [
             [
                 {"text": "👍", "callback_data": f"f:{message_id.hex}:1"},
                 {"text": "👎", "callback_data": f"f:{message_id.hex}:0"},
             ],
-            [{"text": HUMAN_BUTTON, "callback_data": "h"}],
+            [{"text": say("tg_human_button", language), "callback_data": "h"}],
         ]
     }
 

@@ -36,13 +36,13 @@ TYPING_EVERY_S = 4.0
 """A chat action shows for about 5 s (Bot API ``sendChatAction``): repeated while the model works."""
 
 
-def feedback(message_id: uuid.UUID, view: dict[str, Any]) -> dict[str, Any] | None:
-    """The 👍/👎 buttons (:func:`render.feedback_keyboard`) under a reply whose client view (``view``,
-    :func:`client_view`) is the AI's or the coach's answer; none under the product's own texts, a crisis reply, a
-    notice or an apology, as the widget shows them."""
-    return (
-        None if any(view.get(flag) for flag in ("crisis", "notice", "failed")) else render.feedback_keyboard(message_id)
-    )
+def feedback(message_id: uuid.UUID, view: dict[str, Any], language: str = "en") -> dict[str, Any] | None:
+    """The 👍/👎 buttons (:func:`render.feedback_keyboard`, in ``language``) under a reply whose client view
+    (``view``, :func:`client_view`) is the AI's or the coach's answer; none under the product's own texts, a crisis
+    reply, a notice or an apology, as the widget shows them."""
+    if any(view.get(flag) for flag in ("crisis", "notice", "failed")):
+        return None
+    return render.feedback_keyboard(message_id, language)
 
 
 class ReplyStream:
@@ -60,8 +60,10 @@ class ReplyStream:
     goes on from there: it edits the streamed message rather than send another, and sends only the parts not shown.
     """
 
-    def __init__(self, bot: Bot, chat_id: int, interval: float, out: Sent) -> None:
+    def __init__(self, bot: Bot, chat_id: int, interval: float, out: Sent, language: str = "en") -> None:
+        """``language``: that of the buttons under the reply (:func:`render.update_language`)."""
         self.bot, self.chat_id, self.interval, self.out = bot, chat_id, interval, out
+        self.language = language
         self.text = ""
         self._units = 0  # (the text's length as Telegram counts it, summed as deltas arrive)
         self.message_id: int | None = out.get("stream")
@@ -124,7 +126,8 @@ class ReplyStream:
             await self.discard()  # nothing was stored (the coach took the conversation meanwhile)
             return
         parts = render.split_html(result.reply, client_citations(result.citations))
-        self.keyboard = feedback(result.message_id, client_view(result.metadata)) if result.message_id else None
+        view = client_view(result.metadata)
+        self.keyboard = feedback(result.message_id, view, self.language) if result.message_id else None
         shown = self.out.get("parts") or 0
         self.unsent, self.edit = parts[shown:], self.message_id if shown == 0 else None
         for index in range(shown, len(parts)):
@@ -178,7 +181,15 @@ class ChatReplies:
         self._sessionmaker = sessionmaker
 
     async def answer(
-        self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, message_id: uuid.UUID, interval: float, out: Sent
+        self,
+        bot: Bot,
+        coach_id: uuid.UUID,
+        binding: ChatBinding,
+        message_id: uuid.UUID,
+        interval: float,
+        out: Sent,
+        *,
+        language: str = "en",
     ) -> None:
         """Answer the stored client message ``message_id``, streaming the reply into the chat ("typing…" only while
         the AI works on a reply the client will get: not while the coach has the conversation). When the turn
@@ -187,8 +198,8 @@ class ChatReplies:
         client is told so; when the final text cannot be sent (a timeout, a 5xx), the parts not sent go through
         the chat's outbox, which retries. ``out``: what the update's processing sent (:class:`ReplyStream`; the
         stored reply's id is recorded as ``reply`` before it is shown). Raises ``Forbidden`` (the client blocked
-        the bot)."""
-        stream = ReplyStream(bot, binding.chat_id, interval, out)
+        the bot). ``language``: that of the reply's buttons (the update's, :func:`render.update_language`)."""
+        stream = ReplyStream(bot, binding.chat_id, interval, out, language)
         result: TurnResult | None = None
         try:
             async for item in self._chat.answer(coach_id, binding.client_id, message_id, on_answering=stream.typing):
@@ -221,7 +232,14 @@ class ChatReplies:
         await self._finish(coach_id, binding, stream, result)
 
     async def resume(
-        self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, message_id: uuid.UUID, out: Sent
+        self,
+        bot: Bot,
+        coach_id: uuid.UUID,
+        binding: ChatBinding,
+        message_id: uuid.UUID,
+        out: Sent,
+        *,
+        language: str = "en",
     ) -> None:
         """Show the rest of the stored reply (``reply`` in ``out``) to client message ``message_id``, answered when
         the update was processed before, whose process stopped before the chat showed all of it: the streamed
@@ -234,7 +252,7 @@ class ChatReplies:
         if reply is None:
             return
         result = TurnResult(reply.conversation_id, message_id, reply.id, reply.text, reply.citations, reply.meta)
-        await self._finish(coach_id, binding, ReplyStream(bot, binding.chat_id, 0.0, out), result)
+        await self._finish(coach_id, binding, ReplyStream(bot, binding.chat_id, 0.0, out, language), result)
 
     async def _finish(self, coach_id: uuid.UUID, binding: ChatBinding, stream: ReplyStream, result: TurnResult) -> None:
         """:meth:`ReplyStream.finish`; what Telegram did not take goes through the chat's outbox. Raises

@@ -26,7 +26,7 @@ from telegram.error import RetryAfter
 
 from app.channels.telegram import bot as bot_module
 from app.channels.telegram import poller, render, replies
-from app.channels.telegram.adapter import BAD_INVITE, ChatLocks
+from app.channels.telegram.adapter import ChatLocks
 from app.channels.telegram.bot import CoachBot
 from app.channels.telegram.models import TelegramChat, TelegramInvite, TelegramUpdate
 from app.channels.telegram.outbound import WAIT_IN_JOB_S, ChatOutbox
@@ -40,6 +40,7 @@ from app.core.config import Settings
 from app.core.runtime import Services
 from app.db.engine import tenant_session
 from app.db.outbox import connect_redis
+from app.handoff.catalogue import say as catalogue_text
 from app.handoff.crisis import crisis_reply
 from app.llm.base import EMBEDDING_DIMENSIONS
 from app.llm.registry import ProviderRegistry
@@ -311,7 +312,7 @@ async def test_an_invite_binds_the_chat_to_the_client_once(
     await say(tg, bot, first, f"/start {invite['code']}")
     await say(tg, bot, second, f"/start {invite['code']}")
     assert fake.sent_to(first)[-1].params["text"] == WELCOME
-    assert fake.sent_to(second)[-1].params["text"] == BAD_INVITE
+    assert fake.sent_to(second)[-1].params["text"] == catalogue_text("tg_bad_invite", "en")
     await say(tg, bot, first, f"/start {invite['code']}")  # the client taps their own link again
     assert [c.params["text"] for c in fake.sent_to(first)] == [WELCOME, WELCOME]
     await say(tg, bot, first, "Hello there")
@@ -336,11 +337,11 @@ async def test_an_invite_expires_after_a_week_and_a_new_one_revokes_the_unused_o
     assert abs(expires - datetime.now(UTC) - INVITE_TTL) < timedelta(minutes=1)
     stranger, robin = next(_chat_ids), next(_chat_ids)
     await say(tg, bot, stranger, f"/start {sent_wrong['code']}")
-    assert fake.sent_to(stranger)[-1].params["text"] == BAD_INVITE
+    assert fake.sent_to(stranger)[-1].params["text"] == catalogue_text("tg_bad_invite", "en")
     async with tenant_session(container.sessionmaker, uuid.UUID(bot.coach.coach_id)) as session:
         await session.execute(update(TelegramInvite).values(created_at=func.now() - INVITE_TTL - timedelta(minutes=1)))
     await say(tg, bot, robin, f"/start {invite['code']}")
-    assert fake.sent_to(robin)[-1].params["text"] == BAD_INVITE
+    assert fake.sent_to(robin)[-1].params["text"] == catalogue_text("tg_bad_invite", "en")
     fresh = (await tg.post(url, headers=bot.coach.headers)).json()
     await say(tg, bot, robin, f"/start {fresh['code']}")
     assert fake.sent_to(robin)[-1].params["text"] == WELCOME
@@ -361,7 +362,7 @@ async def test_open_enrollment_on_creates_a_client_and_off_asks_for_an_invite(
     bot.secret = fake.of("setWebhook", bot.token)[-1].params["secret_token"]
     stranger = next(_chat_ids)
     await say(tg, bot, stranger, "Hello?")
-    assert fake.sent_to(stranger)[-1].params["text"] == render.ASK_FOR_INVITE
+    assert fake.sent_to(stranger)[-1].params["text"] == catalogue_text("tg_ask_for_invite", "en")
     assert len((await tg.get("/api/v1/clients", headers=bot.coach.headers)).json()) == 1
 
 
@@ -544,8 +545,8 @@ async def test_strangers_over_the_enrollment_limit_are_asked_to_wait_and_no_clie
         await say(client, bot, second, "Hi, me too")
         # an invited client is not a stranger: invites still bind whatever the limit
         await bound_chat(client, bot, fake, name="Invited")
-    assert fake.sent_to(first)[-1].params["text"] != render.ENROLLMENT_FULL
-    assert fake.sent_to(second)[-1].params["text"] == render.ENROLLMENT_FULL
+    assert fake.sent_to(first)[-1].params["text"] != catalogue_text("tg_enrollment_full", "en")
+    assert fake.sent_to(second)[-1].params["text"] == catalogue_text("tg_enrollment_full", "en")
     clients = (await tg.get("/api/v1/clients", headers=bot.coach.headers)).json()
     assert sorted(c["name"] for c in clients) == ["Ada Lovelace", "Invited"]
 
@@ -799,7 +800,7 @@ async def test_an_update_processed_again_sends_nothing_it_sent_before(
     await asyncio.sleep(0.3)
     assert await channel.recover() == 2
     assert [c.params["text"] for c in fake.sent_to(invited)] == [WELCOME]
-    assert [c.params["text"] for c in fake.sent_to(stranger)] == [WELCOME, render.NON_TEXT_REPLY]
+    assert [c.params["text"] for c in fake.sent_to(stranger)] == [WELCOME, catalogue_text("tg_non_text", "en")]
 
 
 def dying(channel: Any, patch: pytest.MonkeyPatch) -> list[asyncio.Task[None]]:
@@ -1000,7 +1001,7 @@ async def test_non_text_messages_get_a_polite_reply_and_store_nothing(
     chat_id, client_id = await bound_chat(tg, bot, fake)
     await post_update(tg, bot, recorded("photo_message", update_id=next(_chat_ids), chat_id=chat_id))
     await drain(tg)
-    assert fake.sent_to(chat_id)[-1].params["text"] == render.NON_TEXT_REPLY
+    assert fake.sent_to(chat_id)[-1].params["text"] == catalogue_text("tg_non_text", "en")
     listed = (await tg.get("/api/v1/conversations", headers=bot.coach.headers)).json()
     assert [c for c in listed if c["client_id"] == client_id] == []
     # a caption is what the client wrote: stored and answered, the crisis screen included

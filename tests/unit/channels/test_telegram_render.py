@@ -11,6 +11,7 @@ import pytest
 
 from app.channels.telegram import render
 from app.channels.telegram.bot import RedactBotTokens
+from app.handoff.catalogue import say
 from app.memory.client_view import RememberedInsight, RememberedOut, RememberedSession
 
 
@@ -102,3 +103,22 @@ def test_the_forget_list_fits_one_message_with_a_button_per_item_and_round_trips
     text, keyboard = render.memory_message(RememberedOut(escaped, []))  # escaping grows the text: fewer items fit
     assert keyboard is not None and len(text) <= render.MAX_MESSAGE_CHARS
     assert 1 < sum(len(row) for row in keyboard["inline_keyboard"]) < render.FORGET_ITEMS
+
+
+@pytest.mark.parametrize(
+    ("sender", "text", "language"),
+    [
+        ({"language_code": "es"}, "Hi", "es"),
+        ({"language_code": "pt-BR"}, None, "pt"),
+        ({"language_code": "de_AT"}, "ok", "de"),
+        ({"language_code": "it"}, "Ciao", "en"),
+        ({}, "Bonjour, je ne peux pas ouvrir le lien et je veux parler à mon coach", "fr"),
+        (None, None, "en"),
+    ],
+)
+def test_the_bots_lines_follow_the_senders_app_language_then_the_text(
+    sender: dict | None, text: str | None, language: str
+) -> None:
+    assert render.update_language(sender, text) == language
+    human = render.feedback_keyboard(uuid.uuid4(), language)["inline_keyboard"][1][0]
+    assert human == {"text": say("tg_human_button", language), "callback_data": "h"}

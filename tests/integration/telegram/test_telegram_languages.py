@@ -1,0 +1,77 @@
+"""The bot's own lines in the client's language: Telegram sends the sender's ``language_code`` with every update;
+the lines answering it (a refused stranger, a photo, the "Talk to a human" button under a reply and its press,
+the thanks for a 👍) follow it, and the language of the message's text when the code is missing or one the
+catalogue lacks. The real app, PostgreSQL and Redis, the fake Bot API server (tests/telegram_fake.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from app.handoff.catalogue import say as catalogue_text
+from tests.integration.telegram.conftest import Bot
+from tests.integration.telegram.test_telegram import bound_chat, drain, post_update
+from tests.telegram_fake import FakeBotApi, recorded
+
+pytestmark = pytest.mark.usefixtures("llm")
+MakeBot = Callable[..., Awaitable[Bot]]
+_ids = iter(range(11_000_000, 12_000_000))
+
+
+def written(name: str, chat_id: int, language_code: str | None, **changes: Any) -> dict[str, Any]:
+    """A recorded update of ``chat_id`` whose sender's app speaks ``language_code`` (``None``: Telegram sent
+    none)."""
+    update = recorded(name, update_id=next(_ids), chat_id=chat_id, **changes)
+    sender = (update.get("message") or update.get("callback_query"))["from"]
+    sender.pop("language_code")
+    if language_code is not None:
+        sender["language_code"] = language_code
+    return update
+
+
+async def test_a_refused_stranger_reads_their_language_from_the_code_or_the_text(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """ "Hello! To talk with your coach here, please ask them for an invite link." went to every stranger."""
+    bot = await make_bot()
+    response = await tg.put(
+        "/api/v1/channels/telegram", headers=bot.coach.headers, json={"bot_token": bot.token, "open_enrollment": False}
+    )
+    assert response.status_code == 200, response.text
+    bot.secret = fake.of("setWebhook", bot.token)[-1].params["secret_token"]
+    cases = [
+        ("pt-br", "Hi", "pt"),  # the app's language wins over a short English text
+        (None, "Hallo, ich möchte mit meinem Coach sprechen, aber ich habe keinen Link", "de"),  # no code: the text
+        ("it", "Ciao", "en"),  # a language the catalogue lacks, a text too short to tell: English
+    ]
+    for code, text, language in cases:
+        stranger = next(_ids)
+        await post_update(tg, bot, written("text_message", stranger, code, text=text))
+        await drain(tg)
+        assert fake.sent_to(stranger)[-1].params["text"] == catalogue_text("tg_ask_for_invite", language), code
+
+
+async def test_a_spanish_client_gets_the_bots_lines_and_buttons_in_spanish(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    bot = await make_bot(material=True, jobs=tg_jobs, confidence_threshold=0.0)
+    chat_id, _client_id = await bound_chat(tg, bot, fake)
+
+    await post_update(tg, bot, written("photo_message", chat_id, "es"))
+    await drain(tg)
+    assert fake.sent_to(chat_id)[-1].params["text"] == catalogue_text("tg_non_text", "es")
+
+    await post_update(tg, bot, written("text_message", chat_id, "es", text="What is the two-minute reset?"))
+    await drain(tg)
+    keyboard = fake.sent_to(chat_id)[-1].params["reply_markup"]["inline_keyboard"]
+    assert keyboard[1] == [{"text": "Hablar con una persona", "callback_data": "h"}]
+
+    await post_update(tg, bot, written("callback_query", chat_id, "es", data=keyboard[0][0]["callback_data"]))
+    await drain(tg)
+    assert fake.of("answerCallbackQuery")[-1].params["text"] == "¡Gracias por tu opinión!"
+    await post_update(tg, bot, written("callback_query", chat_id, "es", data="h"))
+    await drain(tg)
+    assert fake.of("answerCallbackQuery")[-1].params["text"] == catalogue_text("tg_asking_coach", "es")
