@@ -350,6 +350,54 @@ CATALOGUE: dict[str, dict[str, str]] = {
             "coach."
         ),
     },
+    # Telegram: a reply kept for the coach's approval (draft mode): ``{coach}``.
+    "tg_reviewing": {
+        "en": "{coach} is reviewing the reply; it comes here once approved.",
+        "es": "{coach} está revisando la respuesta; llegará aquí en cuanto la apruebe.",
+        "fr": "{coach} relit la réponse ; elle arrivera ici une fois approuvée.",
+        "de": "{coach} prüft die Antwort; sie kommt hierher, sobald sie freigegeben ist.",
+        "pt": "{coach} está revisando a resposta; ela chega aqui assim que for aprovada.",
+    },
+    # Telegram ``/forget``: the list's first line.
+    "tg_forget_intro": {
+        "en": "Here is what I remember about you. Tap 🗑 under an item to make me forget it.",
+        "es": "Esto es lo que recuerdo de ti. Toca 🗑 con el número de un elemento para que lo olvide.",
+        "fr": "Voici ce dont je me souviens à ton sujet. Touche 🗑 avec le numéro d'un élément pour que je l'oublie.",
+        "de": "Das weiß ich über dich. Tippe auf 🗑 mit der Nummer eines Eintrags, damit ich ihn vergesse.",
+        "pt": "Isto é o que eu lembro sobre você. Toque em 🗑 com o número de um item para eu esquecê-lo.",
+    },
+    # Telegram ``/forget``: nothing to list.
+    "tg_nothing_remembered": {
+        "en": "I don't remember anything about you yet.",
+        "es": "Todavía no recuerdo nada de ti.",
+        "fr": "Je ne me souviens encore de rien à ton sujet.",
+        "de": "Ich weiß noch nichts über dich.",
+        "pt": "Ainda não lembro de nada sobre você.",
+    },
+    # Telegram ``/forget``: a session summary in the list: ``{day}`` (YYYY-MM-DD), ``{summary}``.
+    "tg_forget_session": {
+        "en": "Our session of {day}: {summary}",
+        "es": "Nuestra sesión del {day}: {summary}",
+        "fr": "Notre séance du {day} : {summary}",
+        "de": "Unsere Sitzung vom {day}: {summary}",
+        "pt": "Nossa sessão de {day}: {summary}",
+    },
+    # Telegram ``/forget``: an item's button pressed.
+    "tg_forgotten": {
+        "en": "Forgotten.",
+        "es": "Olvidado.",
+        "fr": "C'est oublié.",
+        "de": "Vergessen.",
+        "pt": "Esquecido.",
+    },
+    # Telegram ``/forget``: a button of an item forgotten before.
+    "tg_already_forgotten": {
+        "en": "That was already forgotten.",
+        "es": "Eso ya estaba olvidado.",
+        "fr": "C'était déjà oublié.",
+        "de": "Das war schon vergessen.",
+        "pt": "Isso já tinha sido esquecido.",
+    },
 }
 """Message name → language → template (the comment above each entry names its fields)."""
 

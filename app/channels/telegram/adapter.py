@@ -372,7 +372,7 @@ class TelegramChannel:
             await self._welcome(bot, coach_id, chat_id, out)
             return
         if text.strip() == render.FORGET_COMMAND:
-            shown, keyboard = await self._remembered(coach_id, binding.client_id)
+            shown, keyboard = await self._remembered(coach_id, binding.client_id, language)
             await _notice(bot, chat_id, shown, out, parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard))
             return
         if text.strip() == TONE_COMMAND:
@@ -456,7 +456,7 @@ class TelegramChannel:
                 await self._turn(bot, coach_id, binding, render.HUMAN_COMMAND, asked, out, language)
             return
         if (forget := render.parse_forget(data)) is not None:
-            await self._forget(bot, coach_id, binding, callback, forget)
+            await self._forget(bot, coach_id, binding, callback, forget, language)
             return
         if (press := parse_tone(data)) is not None:
             if out.get("tone") is not None:  # made by this update's processing before: only show the tone now
@@ -477,17 +477,26 @@ class TelegramChannel:
                 note = exc.message
         await _acknowledge(bot, callback, note)
 
-    async def _remembered(self, coach_id: uuid.UUID, client_id: uuid.UUID) -> tuple[str, dict[str, Any] | None]:
-        """The ``/forget`` message: what the client's widget memory page shows (:func:`remembered_out`)."""
+    async def _remembered(
+        self, coach_id: uuid.UUID, client_id: uuid.UUID, language: str
+    ) -> tuple[str, dict[str, Any] | None]:
+        """The ``/forget`` message: what the client's widget memory page shows (:func:`remembered_out`), its lines in
+        ``language``."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             memory = await self._memory.client_memory(uow.session, coach_id, client_id)
-        return render.memory_message(remembered_out(memory))
+        return render.memory_message(remembered_out(memory), language)
 
     async def _forget(
-        self, bot: Bot, coach_id: uuid.UUID, binding: ChatBinding, callback: dict[str, Any], item: tuple[str, uuid.UUID]
+        self,
+        bot: Bot,
+        coach_id: uuid.UUID,
+        binding: ChatBinding,
+        callback: dict[str, Any],
+        item: tuple[str, uuid.UUID],
+        language: str,
     ) -> None:
         """A ``/forget`` button: delete the item as the widget's memory API does (:class:`MemoryControls`), answer
-        the button, and edit the list to what is remembered now."""
+        the button, and edit the list to what is remembered now (in ``language``)."""
         kind, item_id = item
         try:
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
@@ -495,11 +504,11 @@ class TelegramChannel:
                     await self._memory.delete_insight(uow, binding.client_id, item_id)
                 else:
                     await self._memory.delete_summary(uow, binding.client_id, item_id)
-            note = "Forgotten."
+            note = say("tg_forgotten", language)
         except NotFound:
-            note = "That was already forgotten."
+            note = say("tg_already_forgotten", language)
         await _acknowledge(bot, callback, note)
-        shown, keyboard = await self._remembered(coach_id, binding.client_id)
+        shown, keyboard = await self._remembered(coach_id, binding.client_id, language)
         await self._edit(bot, binding, callback, shown, keyboard)
 
     async def _edit(

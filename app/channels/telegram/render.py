@@ -26,8 +26,6 @@ MAX_MESSAGE_CHARS = 4096
 PARSE_MODE = "HTML"
 HUMAN_COMMAND = "/human"
 FORGET_COMMAND = "/forget"
-NOTHING_REMEMBERED = "I don't remember anything about you yet."
-FORGET_INTRO = "Here is what I remember about you. Tap 🗑 under an item to make me forget it."
 FORGET_ITEMS = 30
 """Items listed by ``/forget`` (one button each; a keyboard holds at most 100 buttons)."""
 FORGET_ITEM_CHARS = 120
@@ -154,9 +152,10 @@ def notice_text(event: dict[str, Any]) -> str | None:
     return None
 
 
-def reviewing_text(coach_name: str) -> str:
-    """The chat line of a reply that waits for the coach's approval (draft mode): the widget shows the same."""
-    return f"{coach_name} is reviewing the reply; it comes here once approved."
+def reviewing_text(coach_name: str, language: str = "en") -> str:
+    """The chat line of a reply that waits for the coach's approval (draft mode), in ``language``: the widget
+    shows the same."""
+    return say("tg_reviewing", language, coach=coach_name)
 
 
 def shorten(text: str, limit: int) -> str:
@@ -164,29 +163,32 @@ def shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def memory_items(memory: RememberedOut) -> list[tuple[str, str]]:
+def memory_items(memory: RememberedOut, language: str = "en") -> list[tuple[str, str]]:
     """What ``/forget`` lists: ``(callback data, plain text)`` per remembered item, insights first, then session
-    summaries, at most :data:`FORGET_ITEMS`. Callback data: ``m:i:<insight id hex>`` / ``m:s:<session id hex>``
-    (36 bytes)."""
+    summaries ("Our session of …" in ``language``), at most :data:`FORGET_ITEMS`. Callback data: ``m:i:<insight
+    id hex>`` / ``m:s:<session id hex>`` (36 bytes)."""
     items = [(f"m:i:{i.id.hex}", i.text) for i in memory.insights]
-    items += [(f"m:s:{s.id.hex}", f"Our session of {s.started_at:%Y-%m-%d}: {s.summary}") for s in memory.summaries]
+    items += [
+        (f"m:s:{s.id.hex}", say("tg_forget_session", language, day=f"{s.started_at:%Y-%m-%d}", summary=s.summary))
+        for s in memory.summaries
+    ]
     return items[:FORGET_ITEMS]
 
 
-def memory_message(memory: RememberedOut) -> tuple[str, dict[str, Any] | None]:
+def memory_message(memory: RememberedOut, language: str = "en") -> tuple[str, dict[str, Any] | None]:
     """The ``/forget`` message: ``(HTML text, reply_markup)`` listing the remembered items numbered (each cut at
     :data:`FORGET_ITEM_CHARS`), each with a "🗑 n" button (:func:`memory_items`), five buttons a row; the list
-    stops before the text would pass :data:`MAX_MESSAGE_CHARS`. :data:`NOTHING_REMEMBERED` and no keyboard when
-    nothing is remembered."""
-    text, buttons = escape(FORGET_INTRO) + "\n", []
-    for n, (data, item) in enumerate(memory_items(memory), 1):
+    stops before the text would pass :data:`MAX_MESSAGE_CHARS`; its lines in ``language``. "I don't remember
+    anything about you yet." and no keyboard when nothing is remembered."""
+    text, buttons = escape(say("tg_forget_intro", language)) + "\n", []
+    for n, (data, item) in enumerate(memory_items(memory, language), 1):
         line = f"\n{n}. {escape(shorten(item, FORGET_ITEM_CHARS))}"
         if utf16_len(text) + utf16_len(line) > MAX_MESSAGE_CHARS:
             break
         text += line
         buttons.append({"text": f"🗑 {n}", "callback_data": data})
     if not buttons:
-        return escape(NOTHING_REMEMBERED), None
+        return escape(say("tg_nothing_remembered", language)), None
     return text, {"inline_keyboard": [buttons[i : i + 5] for i in range(0, len(buttons), 5)]}
 
 

@@ -223,7 +223,7 @@ class ChatReplies:
         if not result.reply and (result.handoff or {}).get("status") == "draft_pending":
             await stream.discard()  # the reply waits for the coach: say so, as the widget does
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
-                reviewing = render.escape(render.reviewing_text((await uow.coach()).name))
+                reviewing = render.escape(render.reviewing_text((await uow.coach()).name, language))
             with contextlib.suppress(TelegramError):
                 await out.once("notice", lambda: bot.send_message(binding.chat_id, reviewing))
             return

@@ -1076,7 +1076,7 @@ async def test_forget_lists_what_is_remembered_and_a_button_deletes_it(
         await drain(tg)
 
     await press(buttons[0]["callback_data"])
-    assert fake.of("answerCallbackQuery", bot.token)[-1].params["text"] == "Forgotten."
+    assert fake.of("answerCallbackQuery", bot.token)[-1].params["text"] == catalogue_text("tg_forgotten", "en")
     edited = fake.sent_to(chat_id)[-1]
     assert edited.method == "editMessageText" and int(edited.params["message_id"]) == 4242
     assert "marathon" not in edited.params["text"] and "1. Our session of " in edited.params["text"]
@@ -1088,10 +1088,10 @@ async def test_forget_lists_what_is_remembered_and_a_button_deletes_it(
         assert forgotten is not None and forgotten.status == "deleted" and forgotten.text == ""  # the widget's rule
     # pressed again in an old list (another message; on this one it is a second tap, which changes nothing):
     await press(buttons[0]["callback_data"], 4241)  # nothing left to delete
-    assert fake.of("answerCallbackQuery", bot.token)[-1].params["text"] == "That was already forgotten."
+    assert fake.of("answerCallbackQuery", bot.token)[-1].params["text"] == catalogue_text("tg_already_forgotten", "en")
     await press(buttons[1]["callback_data"])
     last = fake.sent_to(chat_id)[-1]
-    assert last.params["text"] == render.NOTHING_REMEMBERED and "reply_markup" not in last.params
+    assert last.params["text"] == catalogue_text("tg_nothing_remembered", "en") and "reply_markup" not in last.params
 
 
 # ------------------------------------------------------------------------------------------- handoff

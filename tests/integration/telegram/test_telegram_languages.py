@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.channels.telegram import render
 from app.handoff.catalogue import say as catalogue_text
 from tests.integration.telegram.conftest import Bot
 from tests.integration.telegram.test_telegram import bound_chat, drain, post_update
@@ -75,3 +76,18 @@ async def test_a_spanish_client_gets_the_bots_lines_and_buttons_in_spanish(
     await post_update(tg, bot, written("callback_query", chat_id, "es", data="h"))
     await drain(tg)
     assert fake.of("answerCallbackQuery")[-1].params["text"] == catalogue_text("tg_asking_coach", "es")
+
+
+async def test_forget_and_reviewing_speak_the_senders_language(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """``/forget`` and the draft-mode "Tele Coach is reviewing the reply…" were English."""
+    bot = await make_bot(handoff_mode="draft")
+    chat_id, _client_id = await bound_chat(tg, bot, fake)
+    await post_update(tg, bot, written("text_message", chat_id, "de", text="/forget"))
+    await drain(tg)
+    assert fake.sent_to(chat_id)[-1].params["text"] == catalogue_text("tg_nothing_remembered", "de")
+    await post_update(tg, bot, written("text_message", chat_id, "fr", text="Comment mieux dormir ?"))
+    await drain(tg)
+    reviewing = catalogue_text("tg_reviewing", "fr", coach="Tele Coach")
+    assert fake.sent_to(chat_id)[-1].params["text"] == render.escape(reviewing), reviewing

@@ -98,7 +98,7 @@ def test_the_forget_list_fits_one_message_with_a_button_per_item_and_round_trips
     assert render.parse_forget(buttons[0]["callback_data"]) == ("insight", insights[0].id)
     assert render.parse_forget(f"m:s:{session.id.hex}") == ("summary", session.id)
     assert render.parse_forget("m:x:00") is None and render.parse_forget("f:" + "0" * 32 + ":1") is None
-    assert render.memory_message(RememberedOut([], [])) == (render.NOTHING_REMEMBERED, None)
+    assert render.memory_message(RememberedOut([], [])) == (say("tg_nothing_remembered", "en"), None)
     escaped = [RememberedInsight(uuid.uuid4(), "goal", "<&>" * 2000, "active") for _ in range(40)]
     text, keyboard = render.memory_message(RememberedOut(escaped, []))  # escaping grows the text: fewer items fit
     assert keyboard is not None and len(text) <= render.MAX_MESSAGE_CHARS
