@@ -398,6 +398,32 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "de": "Das war schon vergessen.",
         "pt": "Isso já tinha sido esquecido.",
     },
+    # Telegram: the chat line of a live event (:func:`app.channels.telegram.render.notice_text`): ``{coach}``.
+    "tg_joined": {
+        "en": "{coach} joined the conversation.",
+        "es": "{coach} se unió a la conversación.",
+        "fr": "{coach} a rejoint la conversation.",
+        "de": "{coach} ist dem Gespräch beigetreten.",
+        "pt": "{coach} entrou na conversa.",
+    },
+    "tg_left": {
+        "en": "{coach} left the conversation; the AI assistant answers again.",
+        "es": "{coach} dejó la conversación; el asistente de IA vuelve a responder.",
+        "fr": "{coach} a quitté la conversation ; l'assistant IA répond de nouveau.",
+        "de": "{coach} hat das Gespräch verlassen; der KI-Assistent antwortet wieder.",
+        "pt": "{coach} saiu da conversa; o assistente de IA volta a responder.",
+    },
+    "tg_draft_discarded": {
+        "en": "{coach} will not send the prepared reply to your last message. Write again any time.",
+        "es": "{coach} no enviará la respuesta preparada a tu último mensaje. Escribe de nuevo cuando quieras.",
+        "fr": "{coach} n'enverra pas la réponse préparée à ton dernier message. Écris de nouveau quand tu veux.",
+        "de": (
+            "{coach} schickt die vorbereitete Antwort auf deine letzte Nachricht nicht. Schreib gern jederzeit wieder."
+        ),
+        "pt": "{coach} não vai enviar a resposta preparada para a sua última mensagem. Escreva de novo quando quiser.",
+    },
+    # Telegram: the coach, in those lines, when the event names no one.
+    "tg_your_coach": {"en": "Your coach", "es": "Tu coach", "fr": "Ton coach", "de": "Dein Coach", "pt": "Seu coach"},
 }
 """Message name → language → template (the comment above each entry names its fields)."""
 

@@ -1,13 +1,13 @@
 """The SLA holding message: a client whose handoff is still open past the coach's SLA, or whose message waits
 that long for the coach who took the conversation, gets a message saying when the coach will reply (and where
-to turn if it is urgent), in the language of the handoff's notice (:func:`handoff_language`)."""
+to turn if it is urgent), in the language of the handoff's notice (:func:`notice_language`)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import func, or_, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.availability import away_until
@@ -75,7 +75,7 @@ class SlaNotices:
                     self.holding_message(
                         coach,
                         now,
-                        await handoff_language(session, handoff),
+                        await notice_language(session, handoff.conversation_id, handoff.id),
                         joined=handoff.status == HandoffStatus.CLAIMED,
                     ),
                     at=now,
@@ -94,24 +94,26 @@ class SlaNotices:
         return holding_message(coach.name, language, joined=joined, back=away_until(coach.availability, at, language))
 
 
-async def handoff_language(session: AsyncSession, handoff: Handoff) -> str:
-    """The language the client reads ``handoff`` in (its holding message, the widget's presence line): that of its
-    latest handoff notice (``metadata.language``)
-    or crisis reply (``metadata.risk.language``), so a lone short ask ("¿humano?", answered in Spanish) is not
-    followed by an English holding message; :func:`client_language` for a handoff with neither (the coach took
-    the conversation unasked)."""
+async def notice_language(
+    session: AsyncSession, conversation_id: uuid.UUID, handoff_id: uuid.UUID | None = None
+) -> str:
+    """The language the client reads the conversation's handoffs in (the holding message, the widget's presence
+    line, Telegram's joined/left lines): that of the latest handoff notice (``metadata.language``) or crisis reply
+    (``metadata.risk.language``) of the conversation, of handoff ``handoff_id`` when given, so a lone short ask
+    ("¿humano?", answered in Spanish) is not followed by English; :func:`client_language` when there is none (the
+    coach took the conversation unasked)."""
     said = await session.scalar(
         select(func.coalesce(Message.meta["language"].astext, Message.meta["risk"]["language"].astext))
         .where(
-            Message.conversation_id == handoff.conversation_id,
+            Message.conversation_id == conversation_id,
             Message.sender_type == SenderType.AI,
-            Message.meta.contains({"handoff_id": str(handoff.id)}),
+            Message.meta.contains({"handoff_id": str(handoff_id)}) if handoff_id is not None else true(),
             or_(Message.meta.contains({"notice": "handoff"}), Message.meta.contains({"crisis": True})),
         )
         .order_by(Message.created_at.desc())
         .limit(1)
     )
-    return said or await client_language(session, handoff.conversation_id)
+    return said or await client_language(session, conversation_id)
 
 
 async def client_language(session: AsyncSession, conversation_id: uuid.UUID) -> Language:

@@ -139,17 +139,16 @@ def parse_feedback(data: str) -> tuple[uuid.UUID, bool] | None:
     return uuid.UUID(hex=match.group(1)), match.group(2) == "1"
 
 
-def notice_text(event: dict[str, Any]) -> str | None:
+_EVENT_LINES = {"coach_joined": "tg_joined", "coach_left": "tg_left", "draft_discarded": "tg_draft_discarded"}
+
+
+def notice_text(event: dict[str, Any], language: str = "en") -> str | None:
     """The chat line of a live ``coach_joined`` / ``coach_left`` / ``draft_discarded`` event
-    (:mod:`app.handoff.live`), else ``None``."""
-    name = str(event.get("coach_name") or "Your coach")
-    if event.get("type") == "coach_joined":
-        return f"{name} joined the conversation."
-    if event.get("type") == "coach_left":
-        return f"{name} left the conversation; the AI assistant answers again."
-    if event.get("type") == "draft_discarded":
-        return f"{name} will not send the prepared reply to your last message. Write again any time."
-    return None
+    (:mod:`app.handoff.live`) in ``language``, else ``None``."""
+    line = _EVENT_LINES.get(str(event.get("type")))
+    if line is None:
+        return None
+    return say(line, language, coach=str(event.get("coach_name") or say("tg_your_coach", language)))
 
 
 def reviewing_text(coach_name: str, language: str = "en") -> str:

@@ -29,6 +29,7 @@ from app.core.errors import DomainError
 from app.db import jobs
 from app.db.outbox import UNAVAILABLE
 from app.handoff.live import message_event
+from app.handoff.sla import notice_language
 
 log = logging.getLogger(__name__)
 
@@ -272,8 +273,9 @@ class ChatReplies:
     async def deliver_event(self, coach_id: uuid.UUID, client_id: uuid.UUID, event: dict[str, Any]) -> None:
         """A :data:`app.handoff.service.ClientSink`: a live event of a client whose Telegram chat continues the
         event's conversation is queued for the worker (:meth:`ChatOutbox.push`; a coach's message with the
-        feedback keyboard, a joined/left notice). A message the chat's outbox cannot take now (Redis out of
-        reach) is not lost: see :meth:`push_message`."""
+        feedback keyboard, a joined/left notice), in the language the client reads the conversation's handoff in
+        (:func:`~app.handoff.sla.notice_language`: no update, no ``language_code`` here). A message the chat's
+        outbox cannot take now (Redis out of reach) is not lost: see :meth:`push_message`."""
         try:
             conversation_id = uuid.UUID(str(event.get("conversation_id")))
         except ValueError:  # (an event of no conversation)
@@ -282,12 +284,16 @@ class ChatReplies:
         if binding is None:
             return
         message = event.get("message") if event.get("type") == "message" else None
+        if not isinstance(message, dict) and render.notice_text(event) is None:
+            return  # (an event the chat does not show)
+        async with unit_of_work(self._sessionmaker, coach_id, autocommit=True) as uow:
+            language = await notice_language(uow.session, conversation_id)  # no update here: the handoff's
         if isinstance(message, dict):
             parts = render.split_html(str(message.get("text") or ""), message.get("citations") or [])
             message_id = uuid.UUID(str(message["id"]))
-            keyboard = feedback(message_id, message.get("metadata") or {})
+            keyboard = feedback(message_id, message.get("metadata") or {}, language)
             await self.push_message(coach_id, binding, message_id, parts, keyboard)
-        elif (notice := render.notice_text(event)) is not None:
+        elif (notice := render.notice_text(event, language)) is not None:
             await self._outbox.push(coach_id, binding.chat_id, [render.escape(notice)], None)
 
     async def push_message(

@@ -41,7 +41,7 @@ from app.core.headers import content_security_policy
 from app.core.pagination import PageRequest, page_query
 from app.deps import PAGE, ContainerDep, PathId, PathStr, WantedPage
 from app.handoff.catalogue import presence_lines
-from app.handoff.sla import client_language, handoff_language
+from app.handoff.sla import notice_language
 from app.memory.client_view import remembered_out
 
 WIDGET_LABELS = {"client": "You", "ai": "AI assistant", "human_coach": "Coach"}
@@ -150,10 +150,8 @@ class WidgetController(Controller):
                 earlier = page_query(last, stored.next)
                 handoff, _drafts = await container.handoff_queue.conversation_state(uow, conversation_id)
                 handoff_status = handoff.status if handoff is not None else None
-                if handoff is not None:
-                    language = await handoff_language(uow.session, handoff)
-                else:
-                    language = await client_language(uow.session, conversation_id)
+                handoff_id = handoff.id if handoff is not None else None
+                language = await notice_language(uow.session, conversation_id, handoff_id)
         page = Template(
             "widget/chat.html",
             context={

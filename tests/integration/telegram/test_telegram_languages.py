@@ -91,3 +91,24 @@ async def test_forget_and_reviewing_speak_the_senders_language(
     await drain(tg)
     reviewing = catalogue_text("tg_reviewing", "fr", coach="Tele Coach")
     assert fake.sent_to(chat_id)[-1].params["text"] == render.escape(reviewing), reviewing
+
+
+async def test_the_coachs_lines_delivered_later_speak_the_handoffs_language(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    """ "Tele Coach joined the conversation." and the "Talk to a human" button under the coach's message come
+    through the worker, with no update to read a language from: they follow the handoff's notice (Portuguese)."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, _client_id = await bound_chat(tg, bot, fake)
+    await post_update(tg, bot, written("text_message", chat_id, None, text="Quero falar com uma pessoa"))
+    await drain(tg)
+    conversation_id = (await tg.get("/api/v1/conversations", headers=bot.coach.headers)).json()[0]["id"]
+    h = bot.coach.headers
+    assert (await tg.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=h)).status_code == 200
+    sent = await tg.post(f"/api/v1/conversations/{conversation_id}/messages", headers=h, json={"text": "Oi!"})
+    assert sent.status_code == 201, sent.text
+    await tg_jobs()
+    texts = [c.params["text"] for c in fake.sent_to(chat_id)]
+    assert "Tele Coach entrou na conversa." in texts, texts
+    [coach_message] = [c for c in fake.sent_to(chat_id) if c.params["text"] == "Oi!"]
+    assert coach_message.params["reply_markup"]["inline_keyboard"][1][0]["text"] == "Falar com uma pessoa"

@@ -76,6 +76,14 @@ def test_notices(event: dict[str, str], line: str | None) -> None:
     assert render.notice_text(event) == line
 
 
+def test_notices_in_the_clients_language() -> None:
+    assert render.notice_text({"type": "coach_joined", "coach_name": "Ann"}, "es") == "Ann se unió a la conversación."
+    assert render.notice_text({"type": "coach_left"}, "de") == (
+        "Dein Coach hat das Gespräch verlassen; der KI-Assistent antwortet wieder."
+    )
+    assert render.notice_text({"type": "message"}, "fr") is None
+
+
 def test_log_filter_redacts_bot_tokens() -> None:
     import logging
 
