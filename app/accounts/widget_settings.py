@@ -47,17 +47,6 @@ WIDGET_FIELDS = ("widget_greeting", "widget_suggestions")
 """The settings this module owns, as named in the API (the avatar has its own endpoint)."""
 
 
-def greeting(coach: Coach) -> str:
-    """The first words a client sees in an empty conversation: the coach's ``widget_greeting``, else a default
-    naming the coach."""
-    return coach.widget_greeting or default_greeting(coach.name)
-
-
-def default_greeting(coach_name: str) -> str:
-    """The greeting of a coach who has set none."""
-    return f"Hi, I'm {coach_name}'s AI assistant. What would you like to talk about today?"
-
-
 def suggestions(coach: Coach) -> list[str]:
     """The suggested first questions: the coach's (possibly none), else :data:`DEFAULT_SUGGESTIONS`."""
     return list(DEFAULT_SUGGESTIONS if coach.widget_suggestions is None else coach.widget_suggestions)

@@ -424,6 +424,15 @@ CATALOGUE: dict[str, dict[str, str]] = {
     },
     # Telegram: the coach, in those lines, when the event names no one.
     "tg_your_coach": {"en": "Your coach", "es": "Tu coach", "fr": "Ton coach", "de": "Dein Coach", "pt": "Seu coach"},
+    # The first words of an empty conversation when the coach set no ``widget_greeting`` (:func:`greeting`):
+    # ``{coach}``.
+    "greeting": {
+        "en": "Hi, I'm {coach}'s AI assistant. What would you like to talk about today?",
+        "es": "Hola, soy el asistente de IA de {coach}. ¿De qué te gustaría hablar hoy?",
+        "fr": "Salut, je suis l'assistant IA de {coach}. De quoi aimerais-tu parler aujourd'hui ?",
+        "de": "Hallo, ich bin der KI-Assistent von {coach}. Worüber möchtest du heute sprechen?",
+        "pt": "Oi, eu sou o assistente de IA de {coach}. Sobre o que você gostaria de conversar hoje?",
+    },
 }
 """Message name → language → template (the comment above each entry names its fields)."""
 
@@ -433,6 +442,13 @@ def say(name: str, language: str, **fields: object) -> str:
     filled with ``fields``. ``KeyError`` for a name the catalogue lacks."""
     entry = CATALOGUE[name]
     return entry.get(language, entry["en"]).format(**fields)
+
+
+def greeting(custom: str | None, coach_name: str, language: str = "en") -> str:
+    """The first words a client sees in an empty conversation (the widget, Telegram's ``/start``): the coach's own
+    ``custom`` greeting (``Coach.widget_greeting``, in the coach's words), else the default naming the coach, in
+    ``language``."""
+    return custom or say("greeting", language, coach=coach_name)
 
 
 def handoff_notice(coach_name: str, language: str, *, requested: bool, sla_minutes: int, back: str | None) -> str:

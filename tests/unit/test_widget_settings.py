@@ -13,10 +13,10 @@ from app.accounts.widget_settings import (
     DEFAULT_SUGGESTIONS,
     apply_widget_settings,
     avatar_png,
-    greeting,
     suggestions,
 )
 from app.core.errors import InvalidInput
+from app.handoff.catalogue import greeting
 
 
 def encoded(fmt: str, size: tuple[int, int] = (40, 20), mode: str = "RGB", **options: object) -> bytes:
@@ -53,9 +53,11 @@ def test_trailing_data_and_metadata_do_not_survive() -> None:
 
 def test_greeting_and_suggestions_default_and_are_checked() -> None:
     coach = Coach(name="Maya", widget_greeting=None, widget_suggestions=None)
-    assert greeting(coach).startswith("Hi, I'm Maya's AI assistant") and suggestions(coach) == list(DEFAULT_SUGGESTIONS)
+    assert greeting(coach.widget_greeting, coach.name).startswith("Hi, I'm Maya's AI assistant")
+    assert suggestions(coach) == list(DEFAULT_SUGGESTIONS)
+    assert greeting(coach.widget_greeting, coach.name, "es").startswith("Hola, soy el asistente de IA de Maya")
     apply_widget_settings(coach, widget_greeting="  Hello!  ", widget_suggestions=[" A ", "A", "B"])
-    assert (greeting(coach), suggestions(coach)) == ("Hello!", ["A", "B"])
+    assert (greeting(coach.widget_greeting, coach.name, "de"), suggestions(coach)) == ("Hello!", ["A", "B"])
     apply_widget_settings(coach, widget_suggestions=[])
     assert suggestions(coach) == []
     with pytest.raises(InvalidInput, match="unknown settings: colour"):

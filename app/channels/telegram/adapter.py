@@ -31,7 +31,7 @@ from telegram import Bot, ReplyKeyboardMarkup
 from telegram.error import BadRequest, Forbidden
 
 from app.accounts.unit_of_work import unit_of_work
-from app.accounts.widget_settings import greeting, suggestions
+from app.accounts.widget_settings import suggestions
 from app.channels.telegram import render
 from app.channels.telegram.bot import bot_id
 from app.channels.telegram.outbound import ChatOutbox, markup
@@ -41,7 +41,7 @@ from app.channels.telegram.tone import TONE_COMMAND, TelegramTone, TonePress, pa
 from app.chat.turn import ChatService
 from app.conversations.service import ConversationService
 from app.core.errors import DomainError, NotFound, TooManyAttempts
-from app.handoff.catalogue import say
+from app.handoff.catalogue import greeting, say
 from app.memory.client_view import remembered_out
 from app.memory.controls import MemoryControls
 
@@ -355,7 +355,7 @@ class TelegramChannel:
             if code:
                 bound = await self.service.redeem(coach_id, chat_id, code)
                 if bound:
-                    await self._welcome(bot, coach_id, chat_id, out)
+                    await self._welcome(bot, coach_id, chat_id, out, language)
                 else:
                     await _notice(bot, chat_id, say("tg_bad_invite", language), out)
                 return
@@ -369,7 +369,7 @@ class TelegramChannel:
             await _notice(bot, chat_id, say("tg_non_text", language), out)
             return
         if text.startswith("/start"):
-            await self._welcome(bot, coach_id, chat_id, out)
+            await self._welcome(bot, coach_id, chat_id, out, language)
             return
         if text.strip() == render.FORGET_COMMAND:
             shown, keyboard = await self._remembered(coach_id, binding.client_id, language)
@@ -412,15 +412,16 @@ class TelegramChannel:
             await _notice(bot, chat_id, say("tg_ask_for_invite", language), out)
             return None
         if enrolled[1]:  # (not when another process enrolled the stranger meanwhile: it welcomes them)
-            await self._welcome(bot, coach_id, chat_id, out)
+            await self._welcome(bot, coach_id, chat_id, out, language)
         return await self.service.binding(coach_id, chat_id)
 
-    async def _welcome(self, bot: Bot, coach_id: uuid.UUID, chat_id: int, out: Sent) -> None:
-        """The coach's greeting (as in the widget) with the suggested first questions as a one-time reply
-        keyboard: a tap sends the question as the client's message. Once per update (``welcome``)."""
+    async def _welcome(self, bot: Bot, coach_id: uuid.UUID, chat_id: int, out: Sent, language: str) -> None:
+        """The coach's greeting (as in the widget; the default one in ``language``) with the suggested first
+        questions as a one-time reply keyboard: a tap sends the question as the client's message. Once per update
+        (``welcome``)."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             coach = await uow.coach()
-            text, questions = greeting(coach), suggestions(coach)
+            text, questions = greeting(coach.widget_greeting, coach.name, language), suggestions(coach)
         keyboard = ReplyKeyboardMarkup([[q] for q in questions], one_time_keyboard=True, resize_keyboard=True)
         await out.once("welcome", lambda: bot.send_message(chat_id, text, reply_markup=keyboard if questions else None))
 

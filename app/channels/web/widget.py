@@ -31,7 +31,7 @@ from app.accounts.models import Coach
 from app.accounts.service import ClientIdentity
 from app.accounts.tone import client_view
 from app.accounts.unit_of_work import unit_of_work
-from app.accounts.widget_settings import avatar_url, greeting, suggestions, widget_avatar
+from app.accounts.widget_settings import avatar_url, suggestions, widget_avatar
 from app.auth import WIDGET_COOKIE, WIDGET_SESSION_S, widget_cookie
 from app.channels.web.chat import coach_presence
 from app.chat.turn.intake import MAX_MESSAGE_CHARS
@@ -40,7 +40,7 @@ from app.conversations.schemas import ShownMessage
 from app.core.headers import content_security_policy
 from app.core.pagination import PageRequest, page_query
 from app.deps import PAGE, ContainerDep, PathId, PathStr, WantedPage
-from app.handoff.catalogue import presence_lines
+from app.handoff.catalogue import greeting, presence_lines
 from app.handoff.sla import notice_language
 from app.memory.client_view import remembered_out
 
@@ -169,7 +169,7 @@ class WidgetController(Controller):
                 "max_chars": MAX_MESSAGE_CHARS,
                 "disclosure": disclosure_text(coach.name),
                 "disclosure_version": AI_DISCLOSURE_VERSION,
-                "greeting": greeting(coach),
+                "greeting": greeting(coach.widget_greeting, coach.name),  # (no message yet: no language)
                 "suggestions": suggestions(coach),
                 "initials": initials(coach.name),
                 "avatar_url": avatar_url(coach),

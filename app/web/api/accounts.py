@@ -20,7 +20,6 @@ from app.accounts.widget_settings import (
     apply_widget_settings,
     avatar_url,
     clear_widget_avatar,
-    greeting,
     set_widget_avatar,
     suggestions,
 )
@@ -35,6 +34,7 @@ from app.auth import (
 from app.core.security import mask_secret
 from app.core.validation import MAX_EMAIL_CHARS, MAX_NAME_CHARS, MAX_PERSONA_CHARS
 from app.deps import PAGE, CoachId, ContainerDep, PathId, Uow, WantedPage, page_response
+from app.handoff.catalogue import greeting
 from app.web.api.documents import read_upload
 from app.web.sessions import DashboardSessionsDep
 
@@ -274,7 +274,7 @@ def settings_out(container: ContainerDep, coach: Coach, *, new_webhook_secret: s
         judge_model=coach.judge_model,
         response_cache_ttl_seconds=coach.response_cache_ttl_seconds,
         widget_allowed_origins=coach.widget_allowed_origins,
-        widget_greeting=greeting(coach),
+        widget_greeting=greeting(coach.widget_greeting, coach.name),
         widget_suggestions=suggestions(coach),
         widget_avatar_url=avatar_url(coach),
     )

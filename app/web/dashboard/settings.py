@@ -27,7 +27,6 @@ from app.accounts.widget_settings import (
     apply_widget_settings,
     avatar_url,
     clear_widget_avatar,
-    default_greeting,
     set_widget_avatar,
     suggestions,
 )
@@ -35,6 +34,7 @@ from app.auth import AUTH_BODY_MAX_BYTES, TEXT_BODY_MAX_BYTES, account_delete_ke
 from app.channels.web.widget import initials
 from app.core.errors import DomainError, Forbidden, InvalidInput, TooManyAttempts
 from app.deps import ContainerDep, PathId, Uow
+from app.handoff.catalogue import greeting
 from app.web.api.accounts import made_webhook_secret, secret_hint
 from app.web.api.documents import read_upload
 from app.web.dashboard.auth import CoachPage, session_user_id
@@ -100,7 +100,7 @@ async def _settings_page(
         "timezones": TIMEZONES,
         "greeting_max": GREETING_MAX_CHARS,
         "max_suggestions": MAX_SUGGESTIONS,
-        "default_greeting": default_greeting(coach.name),
+        "default_greeting": greeting(None, coach.name),
         "suggestions": suggestions(coach),
         "avatar_url": avatar_url(coach),
         "initials": initials(coach.name),

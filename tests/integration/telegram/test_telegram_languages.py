@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from app.channels.telegram import render
+from app.handoff.catalogue import greeting
 from app.handoff.catalogue import say as catalogue_text
 from tests.integration.telegram.conftest import Bot
 from tests.integration.telegram.test_telegram import bound_chat, drain, post_update
@@ -112,3 +113,21 @@ async def test_the_coachs_lines_delivered_later_speak_the_handoffs_language(
     assert "Tele Coach entrou na conversa." in texts, texts
     [coach_message] = [c for c in fake.sent_to(chat_id) if c.params["text"] == "Oi!"]
     assert coach_message.params["reply_markup"]["inline_keyboard"][1][0]["text"] == "Falar com uma pessoa"
+
+
+async def test_the_default_greeting_speaks_the_senders_language_and_the_coachs_own_stays(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """A coach with no greeting of their own: /start said "Hi, I'm Tele Coach's AI assistant…" to everyone."""
+    bot = await make_bot()
+    stranger = next(_ids)
+    await post_update(tg, bot, written("text_message", stranger, "fr", text="/start"))
+    await drain(tg)
+    assert fake.sent_to(stranger)[0].params["text"] == greeting(None, "Tele Coach", "fr")
+    assert fake.sent_to(stranger)[0].params["text"].startswith("Salut, je suis l'assistant IA de Tele Coach")
+
+    own = await make_bot(widget_greeting="Welcome! Ask me anything.")
+    other = next(_ids)
+    await post_update(tg, own, written("text_message", other, "fr", text="/start"))
+    await drain(tg)
+    assert fake.sent_to(other)[0].params["text"] == "Welcome! Ask me anything."  # the coach's words, as written
