@@ -51,7 +51,7 @@ from app.core.text import sentiment
 from app.handoff.honesty_rules import claim_language, question_language
 from app.handoff.human_request import ReportedSpeech, request_language
 from app.handoff.languages import Language, detection_text
-from app.handoff.normalise import normalise
+from app.handoff.normalise import fold, normalise
 
 if TYPE_CHECKING:
     from app.accounts.models import Coach
@@ -701,9 +701,10 @@ def claims_human(text: str) -> bool:
 def human_claim_language(text: str) -> Language | None:
     """The language of a reply's claim to be a person (:func:`claims_human`): ``"en"`` for English wording,
     ``"es" | "fr" | "de" | "pt"`` for wording in those (:mod:`app.handoff.honesty_rules`, on the accent-free
-    clauses joined by `` | ``), ``None`` when the reply makes no such claim. The correction answers in it."""
+    clauses joined by `` | ``: :func:`app.handoff.normalise.fold`, cheap enough for every streamed window),
+    ``None`` when the reply makes no such claim. The correction answers in it."""
     joined = " | ".join(_honesty_words(text))
     if any(pattern.search(joined) for pattern in _CLAIM_PATTERNS):
         return "en"
-    clauses = (_LOCAL_WORD.findall(clause) for clause in _CLAUSES.split(detection_text(normalise(text))))
+    clauses = (_LOCAL_WORD.findall(clause) for clause in _CLAUSES.split(detection_text(fold(text))))
     return claim_language(" | ".join(" ".join(words) for words in clauses if words))

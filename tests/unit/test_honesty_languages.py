@@ -244,3 +244,10 @@ def test_the_correction_speaks_the_claim_or_the_client_language(
 ) -> None:
     assert honest_reply(reply, coach_name="Dana", language=client_language) == correction("Dana", expected)
     assert honest_reply("Vamos paso a paso.", coach_name="Dana", language=client_language) is None
+
+
+def test_a_claim_is_read_accent_and_case_free() -> None:
+    """The claim check folds the reply (app.handoff.normalise.fold) instead of the crisis screen's full
+    normalisation: it runs on every streamed window."""
+    assert human_claim_language("NÃO SOU UM ROBÔ!") == "pt"
+    assert human_claim_language("Ｊｅ ｓｕｉｓ humain.") == "fr"  # fullwidth letters fold (NFKC)
