@@ -1,10 +1,13 @@
-"""What the client reads around a handoff, in the language they write in: the one catalogue of the crisis reply,
-the crisis acknowledgement, the handoff notice, the SLA holding message, and the honest AI's disclosure and
-correction (:mod:`app.chat.turn.honesty`).
+"""What the client reads from the product (not the model, not the coach), in the language they write in: the one
+catalogue of the crisis reply, the crisis acknowledgement, the handoff notice, the SLA holding message, the honest
+AI's disclosure and correction (:mod:`app.chat.turn.honesty`), the widget's presence line, the default greeting
+and the Telegram bot's own lines (``tg_*``).
 
 Each entry of :data:`CATALOGUE` maps ``en es fr de pt`` (:data:`app.handoff.languages.LANGUAGES`) to a
 ``str.format`` template. The language is the client's as :mod:`app.handoff.languages` detects it
-(:attr:`app.handoff.risk.RiskAssessment.language` in a turn); :func:`say` fills the language's template, the
+(:attr:`app.handoff.risk.RiskAssessment.language` in a turn), that of the handoff's notice
+(:func:`app.handoff.sla.notice_language`) or, in Telegram, the sender's ``language_code``
+(:func:`app.channels.telegram.render.update_language`); :func:`say` fills the language's template, the
 English one for a language the catalogue lacks. A time in the texts (``{back}``) is
 :func:`app.accounts.availability.describe_return` in the same language. The texts speak to the client as the
 crisis reply does: ``tú`` / ``tu`` / ``du`` / ``você``.
