@@ -229,10 +229,10 @@ async def reheader_document(ctx: dict[str, Any], coach_id: str, document_id: str
 
 
 async def backfill_headings(ctx: dict[str, Any]) -> str:
-    """arq cron (hourly, and at start-up): queue the ``reheader_document`` job of each document whose chunks were
-    stored before they recorded their section heading (migration 0059), so their search headers name the title
-    the file declares instead of the file name (:func:`app.rag.headers.queue_heading_backfill`); once every one is
-    done, each run finds none."""
+    """arq cron (every 10 minutes, and at start-up): queue the ``reheader_document`` job of a few documents whose
+    chunks were stored before they recorded their section heading (migration 0059), so their search headers name the
+    title the file declares instead of the file name (:func:`app.rag.headers.queue_heading_backfill`, at most
+    :data:`~app.rag.headers.BACKFILL_PER_RUN` a run); once every one is done, each run finds none."""
     container: Container = ctx["container"]
     return f"{await queue_heading_backfill(container.sessionmaker)} documents queued for their headings"
 
@@ -740,7 +740,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
                 timeout=JOB_TIMEOUT_S,
             ),
             cron(learning_sweep, minute=set(range(0, 60, 5)), second=15, run_at_startup=True),
-            cron(backfill_headings, minute=35, second=25, run_at_startup=True),
+            cron(backfill_headings, minute=set(range(5, 60, 10)), second=25, run_at_startup=True),
             cron(telegram_recover, second=50, run_at_startup=True),
         ],
         redis_pool=connect_redis(redis_url, socket_timeout_s=settings.redis_socket_timeout_seconds),

@@ -29,6 +29,10 @@ from app.rag.models import Chunk, Document, DocumentStatus
 
 REHEADER_BATCH = 64
 """Chunks read, embedded and updated at a time (one embedding call and one transaction each)."""
+BACKFILL_PER_RUN = 10
+"""Documents :func:`queue_heading_backfill` queues at most per run (the cron runs every 10 minutes): after an
+upgrade, the re-heading of every old document would otherwise fill the worker's main queue at once, and the chat
+turns' follow-up jobs (episodes, summaries, insights) would wait behind it."""
 
 
 def heading_of(header: str, title: str) -> str:
@@ -164,13 +168,20 @@ async def retitle(session: AsyncSession, document: Document, title: str) -> list
 
 
 async def queue_heading_backfill(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
-    """Queue the ``reheader_document`` job of every document, of every coach, with chunks stored before migration
-    0059 (no ``chunks.heading``; ``unheaded_documents()``, migration 0061): the job records their headings and
-    gives them the headers of the document's title, where the file name stood. One transaction per coach; a job
-    already queued for a document is not queued twice (its ``_job_id``). Idempotent: a document done is not
-    found again, and with none left this is one read of an empty index. Returns how many documents were found."""
+    """Queue the ``reheader_document`` job of at most :data:`BACKFILL_PER_RUN` documents, of any coaches, with
+    chunks stored before migration 0059 (no ``chunks.heading``; ``unheaded_documents()``, migration 0061): the job
+    records their headings and gives them the headers of the document's title, where the file name stood. The
+    documents are drawn at random, so one whose job keeps failing does not hold the others back. One transaction
+    per coach; a job already queued for a document is not queued twice (its ``_job_id``). Idempotent: a document
+    done is not found again, and with none left this is one read of an empty index. Returns how many documents
+    were queued."""
     async with sessionmaker() as session:
-        rows = (await session.execute(text("SELECT coach_id, document_id FROM unheaded_documents()"))).all()
+        rows = (
+            await session.execute(
+                text("SELECT coach_id, document_id FROM unheaded_documents() ORDER BY random() LIMIT :n"),
+                {"n": BACKFILL_PER_RUN},
+            )
+        ).all()
     by_coach: defaultdict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
     for coach_id, document_id in rows:
         by_coach[coach_id].append(document_id)

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 import numpy as np
+import pytest
 import respx
 from sqlalchemy import func, select
 
@@ -16,6 +17,7 @@ from app import worker
 from app.container import Container
 from app.db.engine import tenant_session
 from app.llm.registry import ProviderRegistry
+from app.rag import headers
 from app.rag.chunking import chunk_header, embedding_input
 from app.rag.models import Chunk
 from tests.conftest import Coach, make_client, upload
@@ -174,11 +176,12 @@ async def test_documents_stored_before_headings_were_recorded_are_backfilled_wit
     run_jobs: Callable[[], Awaitable[None]],
     container: Container,
     registry: ProviderRegistry,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Documents of two coaches stored the old way get, from the worker's ``backfill_headings`` cron and the jobs it
-    queues, the headers of the title the file declares with their headings recorded and vectors made again; their
-    chunk ids, texts and pages stay. A document whose old headers were already right only gets its headings
-    recorded (no vector changes), and a second run finds nothing to do."""
+    """Documents of two coaches stored the old way get, from the worker's ``backfill_headings`` cron (a few a run)
+    and the jobs it queues, the headers of the title the file declares with their headings recorded and vectors
+    made again; their chunk ids, texts and pages stay. A document whose old headers were already right only gets
+    its headings recorded (no vector changes), and a run after the last finds nothing to do."""
     coaches = [await make_coach("Backfilled Coach"), await make_coach("Other Backfilled Coach")]
     old = [(coach, (await upload(http, coach, "zebra-quokka.md", _long_markdown()))["id"]) for coach in coaches]
     right = await upload(http, coaches[0], "right.md", _long_markdown().replace(b"Keep the", b"Hold the"))
@@ -190,8 +193,12 @@ async def test_documents_stored_before_headings_were_recorded_are_backfilled_wit
     right_before = await _chunks(container, coaches[0], right["id"])
     await _store_the_old_way(container, registry, coaches[0], right["id"], file_name=False)
 
+    monkeypatch.setattr(headers, "BACKFILL_PER_RUN", 2)  # a run queues a few: the rest wait for the next runs
     queued = await worker.backfill_headings({"container": container})
-    assert queued.startswith("3 documents queued"), queued
+    assert queued.startswith("2 documents queued"), queued
+    await run_jobs()
+    queued = await worker.backfill_headings({"container": container})
+    assert queued.startswith("1 documents queued"), queued
     await run_jobs()
 
     for coach, document_id in old:
