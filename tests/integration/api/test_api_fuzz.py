@@ -29,7 +29,9 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
 
 @pytest.fixture(scope="session")
 def api_schema(settings: Settings, services: Services, registry: ProviderRegistry) -> schemathesis.schemas.BaseSchema:
-    app = create_app(settings, services.database_url, services.redis_url, registry=registry)
+    # schemathesis's ASGI client names the host "testserver" (Starlette's TestClient): an allowed host here
+    served = settings.model_copy(update={"allowed_hosts": "testserver"})
+    app = create_app(served, services.database_url, services.redis_url, registry=registry)
     return schemathesis.openapi.from_asgi("/schema/openapi.json", app)
 
 
