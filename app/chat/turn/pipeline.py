@@ -105,6 +105,18 @@ def _decide(turn: Turn) -> BeforeModel:
     )
 
 
+async def _before_model(persister: Persister, session: AsyncSession, turn: Turn) -> Outcome | None:
+    """Step 2 in the intake's transaction: store what :func:`_decide` calls for before the model (a crisis reply,
+    a handoff, the AI's disclosure…) and return it, or ``None`` when the model answers. Then the transaction
+    holds only the message's episode, stored again if the message is answered again, so it commits
+    asynchronously (:func:`~app.db.engine.commit_asynchronously`)."""
+    decision = _decide(turn)
+    if decision.action is Before.ANSWER:
+        await commit_asynchronously(session)
+        return None
+    return await persister.before_model(session, turn, decision)
+
+
 class ChatService:
     """Runs chat turns for the clients of a coach."""
 
@@ -256,11 +268,7 @@ class ChatService:
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
                 turn = await self._intake.load(uow, client_id, message_id, stages)  # 1. intake
                 if turn is not None:
-                    decision = _decide(turn)  # 2. decide before the model
-                    if decision.action is not Before.ANSWER:
-                        outcome = await self._persister.before_model(uow.session, turn, decision)
-                    else:  # only the message's episode is written: stored again if the message is answered again
-                        await commit_asynchronously(uow.session)
+                    outcome = await _before_model(self._persister, uow.session, turn)  # 2. decide before the model
         if turn is None:
             yield await self._answered_before(coach_id, message_id)
         elif outcome is not None:
