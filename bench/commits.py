@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import psutil
+from chat import CpuMeter
 from cryptography.fernet import Fernet
 from harness import WAL_FSYNCS, percentile, print_table
 from rich.table import Table
@@ -35,12 +36,6 @@ from app.core.config import Settings
 from app.core.runtime import start_services
 
 WAYS = {"synchronous": "on", "asynchronous": "off"}
-
-
-def _postgres_cpu(pid: int) -> float:
-    """CPU seconds of the server process ``pid`` and its children (the backends)."""
-    root = psutil.Process(pid)
-    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
 
 
 async def _fsyncs(conn: asyncpg.Connection) -> int:
@@ -70,15 +65,16 @@ async def measure(transactions: int, rounds: int) -> dict[str, Any]:
         services = await asyncio.to_thread(start_services, settings)
         try:
             conn = await asyncpg.connect(services.migration_database_url.replace("postgresql+asyncpg", "postgresql"))
-            server_pid = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()")).ppid()  # the postmaster
+            meter = CpuMeter(Path(data_dir), os.getpid())  # this process as the "worker" too: only two kinds read
             await conn.execute("CREATE TABLE bench_commit (id bigserial PRIMARY KEY, body text NOT NULL)")
             await _round(conn, "on", 50)  # warm up
             for _ in range(rounds):
                 for way, setting in WAYS.items():
-                    fsyncs, cpu, pg = await _fsyncs(conn), time.process_time(), _postgres_cpu(server_pid)
+                    fsyncs, before = await _fsyncs(conn), meter.read()
                     totals[way]["walls"] += await _round(conn, setting, transactions)
-                    totals[way]["cpu"] += time.process_time() - cpu
-                    totals[way]["pg"] += _postgres_cpu(server_pid) - pg
+                    after = meter.read()
+                    totals[way]["cpu"] += after["bench process"] - before["bench process"]
+                    totals[way]["pg"] += after["PostgreSQL"] - before["PostgreSQL"]
                     totals[way]["fsyncs"] += await _fsyncs(conn) - fsyncs
             await conn.close()
         finally:
