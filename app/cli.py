@@ -144,6 +144,7 @@ def _serve(settings: Settings, services: Services, host: str, port: int, worker:
     import uvicorn
 
     from app.asgi import create_app
+    from app.core.connections import guarded_http_protocol
 
     if hint := _hosts_hint(settings, host):
         console.print(escape(hint))
@@ -158,8 +159,10 @@ def _serve(settings: Settings, services: Services, host: str, port: int, worker:
             log_level="info",
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
             ws_max_size=WS_MAX_MESSAGE_BYTES,
-            # past it a request gets a 503 at once: a flood of connections must not take the process's memory
+            # past it a request or a WebSocket handshake gets a 503 at once: a flood of connections must not take
+            # the process's memory; a connection slow to send its headers is closed (app.core.connections)
             limit_concurrency=settings.max_connections,
+            http=guarded_http_protocol(settings.header_timeout_seconds),
         )
     finally:
         if worker_proc is not None:

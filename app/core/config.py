@@ -28,6 +28,10 @@ MAX_THREADS = 256
 """The most CPU threads (``LLM_THREADS``, ``EMBED_THREADS``) and concurrent jobs or turns of one process
 (``WORKER_MAX_JOBS``, ``TURN_CONCURRENCY``, ``INGEST_JOBS_PER_COACH``): far past any machine's cores or
 database pool, where more only slows every one of them."""
+HEADER_TIMEOUT_SECONDS = 10.0
+"""The default ``HEADER_TIMEOUT_SECONDS``: a browser sends a request's headers in one packet, a client on a slow
+mobile link within a few seconds (for comparison: nginx's ``client_header_timeout`` is 60 s, Apache's
+``mod_reqtimeout`` 20 s, raised to 40 s while data keeps coming, Go's ``ReadHeaderTimeout`` none unless set)."""
 
 
 class Settings(BaseSettings):
@@ -155,8 +159,17 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Connections one `opencoach serve` process holds at once (uvicorn's limit_concurrency: open "
         "connections, the widget's WebSockets among them, and requests in progress); an HTTP request past it gets "
-        "a 503 at once instead of the process taking connections until its memory runs out. uvicorn counts the "
-        "asking connection too, so at least 2, and checks HTTP requests only (a WebSocket handshake is not refused).",
+        "a 503 at once instead of the process taking connections until its memory runs out, and so does a WebSocket "
+        "handshake (app.core.connections). uvicorn counts the asking connection too, so at least 2.",
+    )
+    header_timeout_seconds: float = Field(
+        default=HEADER_TIMEOUT_SECONDS,
+        ge=1,
+        le=3600,
+        description="Seconds an `opencoach serve` connection has to send a request's headers, from when it opened "
+        "or from the end of its previous response; one that has not sent them by then is closed (slowloris: "
+        "connections that send nothing, or their headers a byte at a time, would otherwise hold MAX_CONNECTIONS). "
+        "A request already under way (an event stream) and an open WebSocket are not timed out.",
     )
     turn_concurrency: int = Field(
         default=4,

@@ -1,11 +1,12 @@
-"""``MAX_CONNECTIONS``: ``opencoach serve`` runs uvicorn with ``limit_concurrency``, so a request past the limit
-gets a 503 at once while the connections already open go on. Before, the process took every connection offered
-until its memory ran out."""
+"""``MAX_CONNECTIONS``: ``opencoach serve`` runs uvicorn with ``limit_concurrency``, so a request or a WebSocket
+handshake past the limit gets a 503 at once while the connections already open go on. Before, the process took
+every connection offered until its memory ran out."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -30,6 +31,19 @@ def serve_options(settings: Settings, services: Services, monkeypatch: pytest.Mo
     return options
 
 
+@asynccontextmanager
+async def served_as_serve(
+    settings: Settings, services: Services, registry: ProviderRegistry, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[str]:
+    """The app under ``settings`` on a real uvicorn server on loopback with the connection limit and the HTTP
+    protocol (its header timeout) that ``opencoach serve`` takes from them; yields its base URL."""
+    options = serve_options(settings, services, monkeypatch)
+    app = create_app(settings, services.database_url, services.redis_url, registry=registry)
+    limit, timeout = options["limit_concurrency"], options["http"].header_timeout
+    async with serve_in_background(app, limit_concurrency=limit, header_timeout=timeout) as url:
+        yield url
+
+
 async def status(url: str) -> int:
     """The status of ``GET /login`` on a connection of its own."""
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
@@ -44,15 +58,13 @@ async def test_past_max_connections_a_request_gets_503_and_the_open_sockets_go_o
     make_coach: Callable[..., Awaitable[Coach]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    limited = settings.model_copy(update={"max_connections": 2})
-    options = serve_options(limited, services, monkeypatch)
+    limited = settings.model_copy(update={"max_connections": 3})
     token = (await make_client(http, await make_coach()))["widget_token"]
-    app = create_app(limited, services.database_url, services.redis_url, registry=registry)
-    async with serve_in_background(app, limit_concurrency=options.get("limit_concurrency")) as url:
+    async with served_as_serve(limited, services, registry, monkeypatch) as url:
         assert await status(url) == 200
         socket_url = url.replace("http://", "ws://") + f"/ws/chat?token={token}"
         async with websockets.connect(socket_url) as one, websockets.connect(socket_url) as two:
-            assert await status(url) == 503, "two widget sockets hold the process's two connections"
+            assert await status(url) == 503, "two widget sockets and the asking connection make three"
             for socket in (one, two):  # the sockets held still answer
                 await socket.send("not json")
                 events = [json.loads(await socket.recv())]
@@ -64,3 +76,34 @@ async def test_past_max_connections_a_request_gets_503_and_the_open_sockets_go_o
             return await status(url) == 200
 
         assert await wait_for(served, 30), "the sockets closed: requests are served again"
+
+
+async def test_past_max_connections_a_websocket_handshake_gets_503(
+    settings: Settings,
+    services: Services,
+    registry: ProviderRegistry,
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """uvicorn checks ``limit_concurrency`` for HTTP requests only: past it, widget sockets went on being accepted
+    (:mod:`app.core.connections` refuses their handshake with the same 503)."""
+    limited = settings.model_copy(update={"max_connections": 2})
+    token = (await make_client(http, await make_coach()))["widget_token"]
+    async with served_as_serve(limited, services, registry, monkeypatch) as url:
+        socket_url = url.replace("http://", "ws://") + f"/ws/chat?token={token}"
+        async with websockets.connect(socket_url):
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with websockets.connect(socket_url):
+                    pass
+            assert refused.value.response.status_code == 503
+            assert refused.value.response.body == b"Service Unavailable"
+
+        async def accepted() -> bool:
+            try:
+                async with websockets.connect(socket_url):
+                    return True
+            except websockets.InvalidStatus:
+                return False
+
+        assert await wait_for(accepted, 30), "the socket closed: a handshake is accepted again"
