@@ -31,6 +31,7 @@ covered and refused.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -101,8 +102,10 @@ SPANISH_HONESTY = HonestyRules(
         # "¿estoy hablando con un bot?", "¿hablo con una persona real?"
         rf"{_ES_INTRO}(?:estoy |estamos )?(?:hablando|chateando|conversando|escribiendo|hablo|chateo|escribo) "
         rf"(?:con|a) {_ES_ADV}{_ES_WHAT}{_ES_TAIL}",
-        # "¿es esto un bot?", "¿esto es automático?", "¿es una persona real?"
-        rf"{_ES_INTRO}(?:es esto|esto es|es) {_ES_ADV_IT}(?:{_ES_AI}|{_ES_HUMAN}|automatico|automatizado){_ES_TAIL}",
+        # "¿es esto un bot?", "¿esto es automático?", "¿es una persona real?" (not after "tú": "tu es humano" is
+        # Portuguese "tu és", Spanish says "tú eres")
+        rf"{_ES_INTRO}(?<!\btu )(?:es esto|esto es|es) {_ES_ADV_IT}(?:{_ES_AI}|{_ES_HUMAN}|automatico|automatizado)"
+        rf"{_ES_TAIL}",
         # "¿con quién hablo?", "¿quién me responde?", "¿quién está al otro lado?"
         r"\bcon quien (?:estoy |estamos )?(?:hablo|hablando|chateo|chateando|hablamos)(?:$| (?:ahora|aqui|realmente)$)",
         r"\bquien (?:me )?(?:esta )?(?:responde|contesta|escribe|respondiendo|contestando|escribiendo)"
@@ -305,13 +308,29 @@ PORTUGUESE_HONESTY = HonestyRules(
 
 HONESTY_RULES: tuple[HonestyRules, ...] = (SPANISH_HONESTY, FRENCH_HONESTY, GERMAN_HONESTY, PORTUGUESE_HONESTY)
 """Every non-English rule set; a clause is checked against all of them (a question such as "¿eres un bot?" is
-too short for :func:`app.handoff.languages.detect_language`)."""
+too short for :func:`app.handoff.languages.detect_language`), in this order unless the message's spelling names
+the language to try first (:func:`spelled_language`)."""
+
+_PORTUGUESE_ES = re.compile(r"(?<!\w)és(?!\w)")
+"""Portuguese "és" ("tu és humano?": you are), written with its accent. The rules read accent-free clauses, where
+it is Spanish "es" ("¿es humano?": is it) or French "(tu) es", whose rules come first; neither language writes it
+with an accent."""
 
 
-def question_language(clause: str, names: Sequence[str] = (), context: Sequence[str] = ()) -> Language | None:
+def spelled_language(text: str) -> Language | None:
+    """The language the raw ``text``'s spelling shows before the accents are dropped: ``"pt"`` when it writes
+    "és" (:data:`_PORTUGUESE_ES`, any case, composed or not), else ``None``."""
+    return "pt" if _PORTUGUESE_ES.search(unicodedata.normalize("NFC", text).lower()) else None
+
+
+def question_language(
+    clause: str, names: Sequence[str] = (), context: Sequence[str] = (), first: Language | None = None
+) -> Language | None:
     """The language whose rules find the client asking who is answering in the prepared ``clause``, or ``None``;
-    ``names``, ``context`` as :meth:`HonestyRules.asks_in`."""
-    return next((rules.language for rules in HONESTY_RULES if rules.asks_in(clause, names, context)), None)
+    ``names``, ``context`` as :meth:`HonestyRules.asks_in`; ``first``: the language whose rules are tried before
+    the others (:func:`spelled_language` of the message), else :data:`HONESTY_RULES`' order."""
+    ordered = sorted(HONESTY_RULES, key=lambda rules: rules.language != first)  # (a stable sort)
+    return next((rules.language for rules in ordered if rules.asks_in(clause, names, context)), None)
 
 
 def claim_language(joined: str) -> Language | None:

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from app.core.text import sentiment
-from app.handoff.honesty_rules import claim_language, question_language
+from app.handoff.honesty_rules import claim_language, question_language, spelled_language
 from app.handoff.human_request import ReportedSpeech, request_language
 from app.handoff.languages import Language, detection_text
 from app.handoff.normalise import fold, normalise
@@ -630,9 +630,9 @@ def ai_question_language(text: str, *, coach_name: str | None = None) -> Languag
     :func:`app.handoff.languages.detect_language`."""
     if _asks_if_ai_in_english(text, coach_name):
         return "en"
-    names = _local_names(coach_name)
+    names, spelled = _local_names(coach_name), spelled_language(text)  # "tu és humano?" is Portuguese
     for words, context in _clauses_in_context(detection_text(normalise(text)), _LOCAL_WORD):
-        if (language := question_language(" ".join(words), names, context)) is not None:
+        if (language := question_language(" ".join(words), names, context, spelled)) is not None:
             return language
     return None
 

@@ -131,6 +131,33 @@ def test_statements_negations_and_reported_questions_do_not_fire(language: str, 
 @pytest.mark.parametrize(
     ("text", "language"),
     [
+        # Portuguese: the accent-free rules read "és" (you are) as Spanish "es" (it is), and "tu es" as Spanish
+        ("é humano?", "pt"),
+        ("você é humano?", "pt"),
+        ("és humano?", "pt"),
+        ("És humana?", "pt"),
+        ("e\u0301s humano?", "pt"),  # the accent as a combining mark
+        ("tu és humano?", "pt"),
+        ("tu es humano?", "pt"),  # typed without accents: Spanish says "tú eres"
+        ("és bot?", "pt"),
+        ("tu és IA?", "pt"),  # not French "tu es" either
+        # Spanish: the same short questions stay Spanish
+        ("¿es humano?", "es"),
+        ("es humano?", "es"),
+        ("¿eres humano?", "es"),
+        ("¿tú eres humano?", "es"),
+        ("¿usted es humano?", "es"),
+        ("¿es un bot?", "es"),
+        ("¿es una IA?", "es"),
+    ],
+)
+def test_short_portuguese_and_spanish_questions_keep_their_language(text: str, language: str) -> None:
+    assert ai_question_language(text) == language
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
         ("¿Eres Sara de verdad?", "es"),
         ("C'est vraiment Sara ?", "fr"),
         ("Bist du wirklich Sara?", "de"),
