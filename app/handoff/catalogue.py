@@ -427,6 +427,178 @@ CATALOGUE: dict[str, dict[str, str]] = {
     },
     # Telegram: the coach, in those lines, when the event names no one.
     "tg_your_coach": {"en": "Your coach", "es": "Tu coach", "fr": "Ton coach", "de": "Dein Coach", "pt": "Seu coach"},
+    # Telegram ``/tone`` (:mod:`app.channels.telegram.tone`): the message's title.
+    "tg_tone_title": {
+        "en": "How the assistant talks to you",
+        "es": "Cómo te habla el asistente",
+        "fr": "Comment l'assistant te parle",
+        "de": "Wie der Assistent mit dir spricht",
+        "pt": "Como o assistente fala com você",
+    },
+    # ``/tone``: the intensity in use: ``{value}`` (its number and name), ``{whose}`` (``tg_tone_yours`` or
+    # ``tg_tone_coachs``), ``{low}``, ``{high}`` (the coach's range).
+    "tg_tone_intensity": {
+        "en": "Intensity: {value} ({whose}; your coach allows {low} to {high})",
+        "es": "Intensidad: {value} ({whose}; tu coach permite de {low} a {high})",
+        "fr": "Intensité : {value} ({whose} ; ton coach autorise de {low} à {high})",
+        "de": "Intensität: {value} ({whose}; dein Coach erlaubt {low} bis {high})",
+        "pt": "Intensidade: {value} ({whose}; seu coach permite de {low} a {high})",
+    },
+    "tg_tone_yours": {
+        "en": "your choice",
+        "es": "tu elección",
+        "fr": "ton choix",
+        "de": "deine Wahl",
+        "pt": "sua escolha",
+    },
+    "tg_tone_coachs": {
+        "en": "your coach's default",
+        "es": "lo predeterminado por tu coach",
+        "fr": "le réglage par défaut de ton coach",
+        "de": "Standard deines Coachs",
+        "pt": "o padrão do seu coach",
+    },
+    # ``/tone``: the style in force: ``{style}`` (its label), ``{given}``, ``{until}`` (YYYY-MM-DD).
+    "tg_tone_style": {
+        "en": "Style: {style} (agreed on {given}, until {until})",
+        "es": "Estilo: {style} (aceptado el {given}, hasta el {until})",
+        "fr": "Style : {style} (accepté le {given}, jusqu'au {until})",
+        "de": "Stil: {style} (zugestimmt am {given}, bis {until})",
+        "pt": "Estilo: {style} (aceito em {given}, até {until})",
+    },
+    # ``/tone``: no style in force: ``{style}`` (``tg_tone_default``).
+    "tg_tone_no_style": {
+        "en": "Style: {style}",
+        "es": "Estilo: {style}",
+        "fr": "Style : {style}",
+        "de": "Stil: {style}",
+        "pt": "Estilo: {style}",
+    },
+    "tg_tone_default": {"en": "Default", "es": "Predeterminado", "fr": "Par défaut", "de": "Standard", "pt": "Padrão"},
+    # ``/tone``: the client's chosen style is not in force (its agreement lapsed or the coach reworded it).
+    "tg_tone_lapsed": {
+        "en": "Your agreement to your chosen style has lapsed or its wording changed: agree again to use it.",
+        "es": "Tu aceptación del estilo elegido caducó o su texto cambió: acéptalo de nuevo para usarlo.",
+        "fr": "Ton accord pour le style choisi a expiré ou son texte a changé : donne-le à nouveau pour l'utiliser.",
+        "de": (
+            "Deine Zustimmung zum gewählten Stil ist abgelaufen oder sein Text hat sich geändert: Stimm erneut zu, "
+            "um ihn zu nutzen."
+        ),
+        "pt": "Sua concordância com o estilo escolhido expirou ou o texto mudou: concorde de novo para usá-lo.",
+    },
+    # ``/tone``: the promise of the widget's tone page (:func:`app.chat.tone.gentle_reason`).
+    "tg_tone_gentle": {
+        "en": "When you seem to be having a hard time, the assistant is always gentle, whatever you choose here.",
+        "es": "Cuando parezca que lo estás pasando mal, el asistente siempre será suave, elijas lo que elijas aquí.",
+        "fr": (
+            "Quand tu sembles traverser un moment difficile, l'assistant reste toujours doux, quoi que tu choisisses "
+            "ici."
+        ),
+        "de": "Wenn es dir gerade schwer zu gehen scheint, ist der Assistent immer sanft, egal was du hier wählst.",
+        "pt": (
+            "Quando parecer que você está passando por um momento difícil, o assistente é sempre gentil, seja qual "
+            "for a sua escolha aqui."
+        ),
+    },
+    "tg_tone_tap": {
+        "en": "Tap an intensity or a style.",
+        "es": "Toca una intensidad o un estilo.",
+        "fr": "Touche une intensité ou un style.",
+        "de": "Tippe auf eine Intensität oder einen Stil.",
+        "pt": "Toque em uma intensidade ou um estilo.",
+    },
+    # ``/tone``: the buttons of a style's consent screen and of the message.
+    "tg_tone_agree": {
+        "en": "I agree: use this style",
+        "es": "Acepto: usar este estilo",
+        "fr": "J'accepte : utiliser ce style",
+        "de": "Ich stimme zu: diesen Stil nutzen",
+        "pt": "Concordo: usar este estilo",
+    },
+    "tg_tone_agree_again": {
+        "en": "Yes, I'm sure: confirm again",
+        "es": "Sí, estoy seguro: confirmar otra vez",
+        "fr": "Oui, j'en suis sûr : confirmer à nouveau",
+        "de": "Ja, ich bin sicher: erneut bestätigen",
+        "pt": "Sim, tenho certeza: confirmar de novo",
+    },
+    "tg_tone_cancel": {"en": "Cancel", "es": "Cancelar", "fr": "Annuler", "de": "Abbrechen", "pt": "Cancelar"},
+    "tg_tone_withdraw": {
+        "en": "Back to the default style",
+        "es": "Volver al estilo predeterminado",
+        "fr": "Revenir au style par défaut",
+        "de": "Zurück zum Standardstil",
+        "pt": "Voltar ao estilo padrão",
+    },
+    # ``/tone``: the consent screen of the coach's most intense style, before and after the first confirmation.
+    "tg_tone_twice": {
+        "en": "This is the most intense style: you will be asked to confirm twice.",
+        "es": "Este es el estilo más intenso: tendrás que confirmarlo dos veces.",
+        "fr": "C'est le style le plus intense : il te faudra confirmer deux fois.",
+        "de": "Das ist der intensivste Stil: Du wirst zweimal um Bestätigung gebeten.",
+        "pt": "Este é o estilo mais intenso: você vai precisar confirmar duas vezes.",
+    },
+    "tg_tone_second": {
+        "en": "This is the most intense style: please confirm a second time.",
+        "es": "Este es el estilo más intenso: confírmalo por segunda vez.",
+        "fr": "C'est le style le plus intense : confirme une seconde fois.",
+        "de": "Das ist der intensivste Stil: Bitte bestätige ein zweites Mal.",
+        "pt": "Este é o estilo mais intenso: confirme uma segunda vez.",
+    },
+    # ``/tone``: what a press answers: the first of two confirmations, an intensity chosen (``{intensity}``,
+    # ``{label}``: its name), a style agreed to (``{style}``, ``{until}``: YYYY-MM-DD).
+    "tg_tone_confirm_again": {
+        "en": "Please confirm a second time.",
+        "es": "Confírmalo por segunda vez.",
+        "fr": "Confirme une seconde fois.",
+        "de": "Bitte bestätige ein zweites Mal.",
+        "pt": "Confirme uma segunda vez.",
+    },
+    "tg_tone_chosen": {
+        "en": "Intensity {intensity} — {label}.",
+        "es": "Intensidad {intensity}: {label}.",
+        "fr": "Intensité {intensity} — {label}.",
+        "de": "Intensität {intensity} – {label}.",
+        "pt": "Intensidade {intensity} — {label}.",
+    },
+    "tg_tone_agreed": {
+        "en": "Style: {style}, until {until}.",
+        "es": "Estilo: {style}, hasta el {until}.",
+        "fr": "Style : {style}, jusqu'au {until}.",
+        "de": "Stil: {style}, bis {until}.",
+        "pt": "Estilo: {style}, até {until}.",
+    },
+    # The name of each tone intensity (:data:`app.accounts.tone.INTENSITY_NAMES` in English).
+    "tone_intensity_1": {
+        "en": "ultra gentle",
+        "es": "ultrasuave",
+        "fr": "ultra doux",
+        "de": "ultrasanft",
+        "pt": "ultrassuave",
+    },
+    "tone_intensity_2": {"en": "gentle", "es": "suave", "fr": "doux", "de": "sanft", "pt": "suave"},
+    "tone_intensity_3": {
+        "en": "balanced",
+        "es": "equilibrado",
+        "fr": "équilibré",
+        "de": "ausgewogen",
+        "pt": "equilibrado",
+    },
+    "tone_intensity_4": {"en": "direct", "es": "directo", "fr": "direct", "de": "direkt", "pt": "direto"},
+    "tone_intensity_5": {
+        "en": "very direct",
+        "es": "muy directo",
+        "fr": "très direct",
+        "de": "sehr direkt",
+        "pt": "muito direto",
+    },
+    "tone_intensity_6": {
+        "en": "blunt",
+        "es": "sin rodeos",
+        "fr": "sans détour",
+        "de": "unverblümt",
+        "pt": "sem rodeios",
+    },
     # The first words of an empty conversation when the coach set no ``widget_greeting`` (:func:`greeting`):
     # ``{coach}``.
     "greeting": {

@@ -376,7 +376,7 @@ class TelegramChannel:
             await _notice(bot, chat_id, shown, out, parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard))
             return
         if text.strip() == TONE_COMMAND:
-            shown, keyboard = await self._tone.show(coach_id, binding.client_id, datetime.now(UTC))
+            shown, keyboard = await self._tone.show(coach_id, binding.client_id, datetime.now(UTC), language)
             await _notice(bot, chat_id, shown, out, parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard))
             return
         await self._turn(bot, coach_id, binding, text, _client_message_id(bot, chat_id, message), out, language)
@@ -462,7 +462,7 @@ class TelegramChannel:
         if (press := parse_tone(data)) is not None:
             if out.get("tone") is not None:  # made by this update's processing before: only show the tone now
                 press = TonePress("show")
-            answer = await self._tone.press(coach_id, binding.client_id, press, datetime.now(UTC))
+            answer = await self._tone.press(coach_id, binding.client_id, press, datetime.now(UTC), language)
             await out.note(tone=True)
             await _acknowledge(bot, callback, answer.note, alert=answer.alert)
             await self._edit(bot, binding, callback, answer.text, answer.keyboard)

@@ -16,7 +16,7 @@ import pytest
 
 from app.accounts.tone import consent_text, parse_settings, text_version
 from app.channels.telegram.render import escape
-from app.channels.telegram.tone import AGREE, AGREE_AGAIN, WITHDRAW
+from app.handoff.catalogue import say as catalogue_text
 from tests.integration.chat import test_tone as chat_tone
 from tests.integration.telegram.conftest import Bot
 from tests.integration.telegram.test_telegram import WELCOME, drain, post_update
@@ -39,16 +39,18 @@ class Chat:
     def __init__(self, tg: httpx.AsyncClient, bot: Bot, fake: FakeBotApi, chat_id: int, client: dict[str, Any]):
         self.tg, self.bot, self.fake, self.chat_id, self.client = tg, bot, fake, chat_id, client
 
-    async def say(self, text: str) -> Call:
+    async def say(self, text: str, language_code: str = "en") -> Call:
         update = recorded("text_message", update_id=next(_ids), chat_id=self.chat_id, text=text)
+        update["message"]["from"]["language_code"] = language_code
         await post_update(self.tg, self.bot, update)
         await drain(self.tg)
         return self.fake.sent_to(self.chat_id)[-1]
 
-    async def press(self, data: str) -> tuple[Call, Call]:
-        """Press the button of ``data`` under message :data:`MESSAGE_ID`: ``(answerCallbackQuery call, the
-        message's edit)``."""
+    async def press(self, data: str, language_code: str = "en") -> tuple[Call, Call]:
+        """Press the button of ``data`` under message :data:`MESSAGE_ID` in a Telegram app speaking
+        ``language_code``: ``(answerCallbackQuery call, the message's edit)``."""
         update = recorded("callback_query", update_id=next(_ids), chat_id=self.chat_id, data=data)
+        update["callback_query"]["from"]["language_code"] = language_code
         update["callback_query"]["id"] = f"cb{update['update_id']}"
         update["callback_query"]["message"]["message_id"] = MESSAGE_ID
         await post_update(self.tg, self.bot, update)
@@ -97,6 +99,9 @@ def buttons(call: Call) -> list[dict[str, str]]:
 
 def datas(call: Call) -> list[str]:
     return [b["callback_data"] for b in buttons(call)]
+
+
+AGREE, AGREE_AGAIN, WITHDRAW = (catalogue_text(f"tg_tone_{key}", "en") for key in ("agree", "agree_again", "withdraw"))
 
 
 async def test_tone_shows_the_tone_and_an_intensity_button_saves_it_within_the_coachs_range(
@@ -271,3 +276,24 @@ async def test_a_double_tap_is_processed_once_and_both_taps_are_answered(
     for intensity in ("t:i:2", "t:i:3", "t:i:2"):
         await chat.press(intensity)
     assert (await chat.widget_tone())["intensity"] == 2
+
+
+async def test_tone_speaks_the_senders_language(tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot) -> None:
+    """``/tone`` ("How the assistant talks to you", the intensity names, "Tap an intensity or a style.") and the
+    answers to its buttons were English for every client; a Spanish Telegram app now reads them in Spanish. The
+    coach's style labels and consent texts stay in the coach's words."""
+    chat = await toned_chat(tg, fake, make_bot)
+    text = (shown := await chat.say("/tone", "es")).params["text"]
+    assert text.startswith("<b>Cómo te habla el asistente</b>"), text
+    coachs = catalogue_text("tg_tone_coachs", "es")
+    assert f"Intensidad: <b>3 — equilibrado</b> ({coachs}; tu coach permite de 1 a 4)" in text
+    assert "Estilo: <b>Predeterminado</b>" in text and catalogue_text("tg_tone_tap", "es") in text
+    assert [b["text"] for b in buttons(shown)][:4] == ["1 ultrasuave", "2 suave", "✓ 3 equilibrado", "4 directo"]
+    assert [b["text"] for b in buttons(shown)][4:] == ["Tough love", "Cheerleader"]  # the coach's labels
+
+    answer, edit = await chat.press("t:i:2", "es")
+    assert answer.params["text"] == "Intensidad 2: suave."
+    assert "Intensidad: <b>2 — suave</b> (tu elección;" in edit.params["text"]
+    _, screen = await chat.press("t:m:roast", "es")
+    assert [b["text"] for b in buttons(screen)] == ["Acepto: usar este estilo", "Cancelar"]
+    assert catalogue_text("tg_tone_twice", "es") in screen.params["text"]

@@ -1,4 +1,5 @@
-"""The ``/tone`` buttons' callback data and messages (pure): round trips, Telegram's 64-byte limit, escaping."""
+"""The ``/tone`` buttons' callback data and messages (pure): round trips, Telegram's 64-byte limit, escaping, the
+sender's language."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.accounts.tone import ModeConsent, ToneChoice, consent_text, parse_settings, text_version
-from app.channels.telegram.tone import TonePress, consent_message, parse_tone, tone_message
+from app.accounts.tone import INTENSITY_NAMES, ModeConsent, ToneChoice, consent_text, parse_settings, text_version
+from app.channels.telegram.tone import TonePress, consent_message, intensity_name, parse_tone, tone_message
+from app.handoff.catalogue import say
 
 LONGEST_KEY = "k" + "x" * 29
 SETTINGS = parse_settings(
@@ -110,3 +112,28 @@ def test_consent_message_escapes_the_text_and_asks_the_most_intense_style_twice(
     assert "confirm a second time" in text and keyboard["inline_keyboard"][0][0]["callback_data"].endswith(":2")
     text, _ = consent_message(pep)
     assert "twice" not in text and "second" not in text
+
+
+def test_intensity_names_are_the_tone_services_in_english() -> None:
+    assert {n: intensity_name(n) for n in INTENSITY_NAMES} == INTENSITY_NAMES
+    assert [intensity_name(n, "de") for n in (1, 6)] == ["ultrasanft", "unverblümt"]
+
+
+@pytest.mark.parametrize(
+    ("language", "title", "intensity"),
+    [
+        ("es", "Cómo te habla el asistente", "Intensidad: <b>5 — muy directo</b> (tu elección;"),
+        ("fr", "Comment l'assistant te parle", "Intensité : <b>5 — très direct</b> (ton choix ;"),
+        ("de", "Wie der Assistent mit dir spricht", "Intensität: <b>5 — sehr direkt</b> (deine Wahl;"),
+        ("pt", "Como o assistente fala com você", "Intensidade: <b>5 — muito direto</b> (sua escolha;"),
+        ("it", "How the assistant talks to you", "Intensity: <b>5 — very direct</b> (your choice;"),  # English
+    ],
+)
+def test_tone_message_speaks_the_language_and_keeps_the_coachs_words(language: str, title: str, intensity: str) -> None:
+    on = consents({LONGEST_KEY: NOW})
+    text, keyboard = tone_message(ToneChoice(SETTINGS, 5, ROAST, LONGEST_KEY, on), language)
+    assert text.startswith(f"<b>{title}</b>\n{intensity}"), text
+    assert "<b>Roast &lt;b&gt;</b>" in text and "2026-12-31" in text  # the coach's label, escaped
+    assert keyboard["inline_keyboard"][-1][0]["text"] == say("tg_tone_withdraw", language)
+    screen, buttons = consent_message(on[1], language)
+    assert "Cheers." in screen and buttons["inline_keyboard"][1][0]["text"] == say("tg_tone_cancel", language)
