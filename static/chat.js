@@ -13,10 +13,14 @@
 // While an answer is on its way a typing bubble shows (after STILL_WORKING_MS it says so); a citation opens its
 // passages (GET /api/v1/widget/passages/{chunk_id}); phone numbers in crisis and notice replies are tel: links.
 // Framed by static/widget.js, the close button and Esc ask the embedding page to close the panel, and every
-// reply of the AI or the coach is announced to it (its unread badge): postMessage {type: "opencoach:…"}.
+// reply of the AI or the coach is announced to it (its unread badge): postMessage {type: "opencoach:…"}; once
+// loaded, the page tells it its launcher's texts ({type: "opencoach:texts", texts}).
+// The page's own texts come from the page (#log's data-texts: app.handoff.catalogue.widget_texts, in the language
+// the server chose for the page), their fields ({coach}, {used}…) filled here.
 (function () {
   "use strict";
-  var LABELS = { client: "You", ai: "AI assistant", human_coach: "Coach" };
+  var TEXTS = JSON.parse(document.getElementById("log").dataset.texts);
+  var LABELS = { client: TEXTS.you, ai: TEXTS.ai, human_coach: TEXTS.coach };
   var SUMMARY_POLLS = 40, SUMMARY_POLL_MS = 3000;  // follow a summary for up to two minutes
   var STILL_WORKING_MS = 5000;
   var SVG = "http://www.w3.org/2000/svg";
@@ -24,11 +28,11 @@
     "6 9v10a2 2 0 0 0 2 2h9c.8 0 1.5-.5 1.8-1.2l3-7.1c.1-.2.2-.5.2-.7v-2z";
   var PHONE = /(\+?\d(?:[ -]?\d){2,14})/g;  // 112, 988, 0800 111 0 111, +1-800-273-8255
   var framed = window.parent !== window;
-  var HUMAN_REQUEST = "I'd like to talk to my coach, please.";  // app.handoff.signals.asks_for_human matches it
+  var HUMAN_REQUEST = TEXTS.human_request;  // app.handoff.signals.asks_for_human reads it in its language
   var log = document.getElementById("log");
   var presence = document.getElementById("presence");
   var humanButton = document.getElementById("human");
-  var coachName = log.dataset.coach || "Your coach";
+  var coachName = log.dataset.coach || "";
   var form = document.getElementById("composer");
   var input = document.getElementById("text");
   var endButton = document.getElementById("end-session");
@@ -59,7 +63,7 @@
 
   function setWaiting(delta) {
     waiting = Math.max(0, waiting + delta);
-    statusLine.textContent = waiting ? "Thinking…" : "";
+    statusLine.textContent = waiting ? TEXTS.thinking : "";
   }
 
   function seen(id) {
@@ -119,21 +123,32 @@
     stopTyping();
   }
 
-  function notifyParent(type) {
-    if (framed) window.parent.postMessage({ type: "opencoach:" + type }, "*");  // no content: a ping
+  function fill(template, fields) {
+    // a catalogue text with its {field}s filled in (each as plain text)
+    return template.replace(/\{(\w+)\}/g, function (whole, name) {
+      return Object.prototype.hasOwnProperty.call(fields, name) ? String(fields[name]) : whole;
+    });
+  }
+
+  function notifyParent(type, texts) {
+    // a ping, or (texts) the launcher's texts in the page's language: nothing of the conversation
+    if (!framed) return;
+    var message = { type: "opencoach:" + type };
+    if (texts) message.texts = texts;
+    window.parent.postMessage(message, "*");
   }
 
   function showTyping() {
     if (coachHolds || typing) return;
     typing = bubble("typing", LABELS.ai, "");
     var dots = typing.querySelector(".text");
-    dots.setAttribute("aria-label", "The assistant is writing");
+    dots.setAttribute("aria-label", TEXTS.writing);
     for (var i = 0; i < 3; i++) dots.appendChild(document.createElement("span")).className = "dot";
     var note = document.createElement("div");
     note.className = "still small muted";
     typing.appendChild(note);
     stillTimer = setTimeout(function () {
-      if (typing) note.textContent = "Still working on your answer…";
+      if (typing) note.textContent = TEXTS.still_working;
     }, STILL_WORKING_MS);
   }
 
@@ -224,7 +239,7 @@
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body)
-    }, "Could not save your feedback; please try again.");
+    }, TEXTS.feedback_failed);
   }
 
   function icon(path) {
@@ -259,15 +274,15 @@
       bar.appendChild(b);
       return b;
     }
-    var up = thumb(true, icon(THUMB_PATH), "Helpful");
-    var down = thumb(false, icon(THUMB_PATH), "Not helpful");
+    var up = thumb(true, icon(THUMB_PATH), TEXTS.helpful);
+    var down = thumb(false, icon(THUMB_PATH), TEXTS.not_helpful);
     var more = document.createElement("form");
     more.className = "feedback-more";
     more.hidden = true;
     var rating = document.createElement("select");
     rating.name = "rating";
-    rating.setAttribute("aria-label", "Rating from 1 to 5");
-    ["Rate 1–5", "1", "2", "3", "4", "5"].forEach(function (label, i) {
+    rating.setAttribute("aria-label", TEXTS.rating);
+    [TEXTS.rate, "1", "2", "3", "4", "5"].forEach(function (label, i) {
       var option = document.createElement("option");
       option.value = i ? String(i) : "";
       option.textContent = i ? label + " ★" : label;
@@ -276,10 +291,10 @@
     var comment = document.createElement("input");
     comment.name = "text";
     comment.maxLength = 2000;
-    comment.placeholder = "Anything to add? (optional)";
+    comment.placeholder = TEXTS.comment;
     var submit = document.createElement("button");
     submit.type = "submit";
-    submit.textContent = "Send";
+    submit.textContent = TEXTS.send;
     more.appendChild(rating);
     more.appendChild(comment);
     more.appendChild(submit);
@@ -297,7 +312,7 @@
         show(value);
         more.hidden = false;
         if (el === log.lastElementChild) scrollDown();
-        note.textContent = value ? "Thanks!" : "Thanks — what was missing?";
+        note.textContent = value ? TEXTS.thanks : TEXTS.thanks_missing;
       }).catch(function (err) { note.textContent = err.message; });
     }
     more.addEventListener("submit", function (event) {
@@ -307,7 +322,7 @@
       if (comment.value.trim()) body.text = comment.value.trim();
       sendFeedback(id, body).then(function () {
         more.hidden = true;
-        note.textContent = "Thanks for your feedback.";
+        note.textContent = TEXTS.feedback_saved;
       }).catch(function (err) { note.textContent = err.message; });
     });
     el.appendChild(bar);
@@ -334,10 +349,10 @@
       quote.hidden = !open;
       button.setAttribute("aria-expanded", String(open));
       if (!open || quote.dataset.loaded) return;
-      quote.textContent = passages.length > 1 ? "Loading the passages…" : "Loading the passage…";
+      quote.textContent = passages.length > 1 ? TEXTS.loading_passages : TEXTS.loading_passage;
       Promise.all(passages.map(function (passage) {
         var url = "/api/v1/widget/passages/" + encodeURIComponent(passage.chunkId);
-        return fetchJson(url, undefined, "Could not open the passage; please try again.")
+        return fetchJson(url, undefined, TEXTS.passage_failed)
           .catch(function (err) { return { error: err.message }; });
       })).then(function (bodies) { showPassages(quote, passages, bodies); });
     });
@@ -475,7 +490,7 @@
         if (next) {
           earlier.dataset.url = next;
           earlier.disabled = false;
-          earlier.textContent = "Earlier messages";  // (after a failed try)
+          earlier.textContent = TEXTS.earlier;  // (after a failed try)
         } else {
           earlier.remove();
           earlier = null;
@@ -483,7 +498,7 @@
       });
     }).catch(function () {
       earlier.disabled = false;
-      earlier.textContent = "Earlier messages (try again)";
+      earlier.textContent = TEXTS.earlier_retry;
     });
   }
 
@@ -533,7 +548,7 @@
   }
 
   function expired() {
-    statusLine.textContent = "This chat has expired. Please open the link from your coach again.";
+    statusLine.textContent = TEXTS.expired;
     input.disabled = true;
     document.getElementById("send").disabled = true;
   }
@@ -620,18 +635,18 @@
         else showMessage(data.message || {});
       } else if (data.type === "coach_joined") {
         coachName = data.coach_name || coachName;
-        systemLine(coachName + " joined the conversation");
+        systemLine(fill(TEXTS.joined, { coach: coachName }));
         joined();
       } else if (data.type === "coach_left") {
         coachName = data.coach_name || coachName;
-        systemLine(coachName + " handed the conversation back to the AI assistant");
+        systemLine(fill(TEXTS.left, { coach: coachName }));
         setPresence("");
       } else if (data.type === "draft_discarded") {
         if (draftPending) setPresence("");  // no reviewed reply is coming
       }
     };
     socket.onclose = function () {
-      statusLine.textContent = "Reconnecting…";
+      statusLine.textContent = TEXTS.reconnecting;
       if (current) current.remove();  // a reply cut off mid-stream: the stored one comes live or by catchUp
       current = null;
       stopTyping();
@@ -669,10 +684,8 @@
     var used = Array.from(input.value.trim()).length;
     var over = used > maxChars;
     limitLine.hidden = used < maxChars * NEAR_LIMIT;
-    limitLine.textContent = over
-      ? "Too long to send: " + used + " / " + maxChars + " characters. Shorten it by " + (used - maxChars) +
-        " or send it in parts."
-      : used + " / " + maxChars + " characters";
+    var counted = { used: used, max: maxChars, over: used - maxChars };
+    limitLine.textContent = fill(over ? TEXTS.too_long : TEXTS.count, counted);
     limitLine.classList.toggle("over", over);
     if (over) input.setAttribute("aria-invalid", "true");
     else input.removeAttribute("aria-invalid");
@@ -699,9 +712,9 @@
     }).then(function (ended) {
       if (!ended) return;
       if (ended.status === "summarized") {
-        statusLine.textContent = "Session ended. Summary ready: see \u201cWhat it remembers\u201d.";
+        statusLine.textContent = fill(TEXTS.summary_ready, { memory: TEXTS.memory });
       } else if (ended.status === "failed") {
-        statusLine.textContent = "Session ended. The summary could not be made (" + coachName + " can see why).";
+        statusLine.textContent = fill(TEXTS.summary_failed, { coach: coachName });
       } else if (tries < SUMMARY_POLLS) {
         setTimeout(function () { followSummary(sessionId, tries + 1); }, SUMMARY_POLL_MS);
       }
@@ -720,14 +733,14 @@
   input.addEventListener("input", checkLength);
   humanButton.addEventListener("click", function () { sendText(HUMAN_REQUEST); });
   endButton.addEventListener("click", function () {
-    if (!conversationId) { statusLine.textContent = "No session to end yet."; return; }
+    if (!conversationId) { statusLine.textContent = TEXTS.no_session_yet; return; }
     endButton.disabled = true;
     var url = "/api/v1/widget/conversations/" + encodeURIComponent(conversationId) + "/end-session";
-    fetchJson(url, { method: "POST" }, "Could not end the session; check your connection.").then(function (body) {
+    fetchJson(url, { method: "POST" }, TEXTS.end_failed).then(function (body) {
       if (body.session_id) {
-        statusLine.textContent = "Session ended. Summary pending…";
+        statusLine.textContent = TEXTS.summary_pending;
         followSummary(body.session_id, 0);
-      } else statusLine.textContent = "No session in progress.";
+      } else statusLine.textContent = TEXTS.no_session;
     }).catch(function (err) {
       statusLine.textContent = err.message;
     }).then(function () { endButton.disabled = false; });
@@ -738,6 +751,7 @@
   });
   var closeButton = document.getElementById("close");
   if (framed) {
+    notifyParent("texts", { launcher: TEXTS.launcher, close: TEXTS.close, unread: TEXTS.unread, frame: TEXTS.frame });
     closeButton.hidden = false;
     closeButton.addEventListener("click", function () { notifyParent("close"); });
     document.addEventListener("keydown", function (event) {

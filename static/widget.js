@@ -3,13 +3,20 @@
 // closed, it counts the replies that arrived meanwhile (unread badge). The panel remembers whether it was open
 // (localStorage of the embedding page). On a phone (max-width 480px) the open panel fills the screen and the
 // chat's own close button (or Esc) closes it. The chat page talks to this script with postMessage
-// {type: "opencoach:close" | "opencoach:message"}; only messages from the chat's origin and frame count.
+// {type: "opencoach:close" | "opencoach:message" | "opencoach:texts"}; only messages from the chat's origin and
+// frame count. The launcher speaks the chat page's language: the frame asks for the embedding page's (the
+// snippet's data-language, else <html lang>; the server falls back on the browser's), and once loaded tells the
+// launcher its texts (app.handoff.catalogue widget_launcher, widget_close, widget_unread, widget_frame); English
+// until then, and the snippet's own data-label stays.
 (function () {
   "use strict";
   var script = document.currentScript;
   if (!script || !script.dataset.token) return;
   var origin = new URL(script.src).origin;
-  var label = script.dataset.label || "Chat with your coach";
+  var texts = {  // English until the chat page says its texts
+    launcher: "Chat with your coach", close: "Close chat", unread: "{count} unread", frame: "Coaching chat"
+  };
+  var language = script.dataset.language || document.documentElement.lang || "";
   var storeKey = "opencoach-widget-open";
   var phone = window.matchMedia("(max-width: 480px)");
   var unread = 0;
@@ -25,8 +32,9 @@
   button.appendChild(text);
   button.appendChild(badge);
   var frame = document.createElement("iframe");
-  frame.title = "Coaching chat";
-  frame.src = origin + "/w/" + encodeURIComponent(script.dataset.token);
+  frame.title = texts.frame;
+  frame.src = origin + "/w/" + encodeURIComponent(script.dataset.token) +
+    (language ? "?lang=" + encodeURIComponent(language) : "");
   frame.allow = "clipboard-write";
 
   function isOpen() { return frame.style.display !== "none"; }
@@ -44,9 +52,11 @@
 
   function render() {
     var open = isOpen();
-    text.textContent = open ? "\u00d7 Close chat" : label;
+    var label = script.dataset.label || texts.launcher;
+    text.textContent = open ? "\u00d7 " + texts.close : label;
     button.setAttribute("aria-expanded", String(open));
-    button.setAttribute("aria-label", open ? "Close chat" : label + (unread ? " (" + unread + " unread)" : ""));
+    var count = unread ? " (" + texts.unread.replace("{count}", String(unread)) + ")" : "";
+    button.setAttribute("aria-label", open ? texts.close : label + count);
     badge.textContent = String(unread);
     badge.style.display = !open && unread ? "inline-block" : "none";
   }
@@ -64,6 +74,13 @@
     if (event.origin !== origin || event.source !== frame.contentWindow || !event.data) return;
     if (event.data.type === "opencoach:close" && isOpen()) setOpen(false);
     else if (event.data.type === "opencoach:message" && !isOpen()) { unread += 1; render(); }
+    else if (event.data.type === "opencoach:texts" && event.data.texts) {
+      Object.keys(texts).forEach(function (name) {
+        if (typeof event.data.texts[name] === "string") texts[name] = event.data.texts[name];
+      });
+      frame.title = texts.frame;
+      render();
+    }
   });
   document.addEventListener("keydown", function (event) {
     if (event.key === "Escape" && isOpen()) setOpen(false);

@@ -23,7 +23,9 @@ from app.core.errors import InvalidInput, NotFound
 AI_DISCLOSURE_VERSION = "2026-12-01"
 """Version (the date it was written) of :data:`AI_DISCLOSURE_TEXT`."""
 AI_DISCLOSURE_TEXT = "You're chatting with {coach}'s AI assistant. {coach} can join the conversation."
-"""The disclosure shown on the widget's chat page; ``{coach}`` is the coach's name."""
+"""The disclosure shown on the widget's chat page, in English; ``{coach}`` is the coach's name. The page shows it in
+the client's language (``widget_disclosure`` of :mod:`app.handoff.catalogue`, whose English is this text): one
+version for all of them."""
 
 
 def disclosure_text(coach_name: str) -> str:

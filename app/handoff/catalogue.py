@@ -1,19 +1,24 @@
 """What the client reads from the product (not the model, not the coach), in the language they write in: the one
 catalogue of the crisis reply, the crisis acknowledgement, the handoff notice, the SLA holding message, the honest
-AI's disclosure and correction (:mod:`app.chat.turn.honesty`), the widget's presence line, the default greeting
-and the Telegram bot's own lines (``tg_*``).
+AI's disclosure and correction (:mod:`app.chat.turn.honesty`), the widget's presence line, the default greeting,
+the Telegram bot's own lines (``tg_*``, ``/tone``'s intensity names ``tone_intensity_*``) and the web widget's own
+texts (``widget_*``: its chat page and launcher, :func:`widget_texts`).
 
 Each entry of :data:`CATALOGUE` maps ``en es fr de pt`` (:data:`app.handoff.languages.LANGUAGES`) to a
 ``str.format`` template. The language is the client's as :mod:`app.handoff.languages` detects it
 (:attr:`app.handoff.risk.RiskAssessment.language` in a turn), that of the handoff's notice
 (:func:`app.handoff.sla.notice_language`) or, in Telegram, the sender's ``language_code``
-(:func:`app.channels.telegram.render.update_language`); :func:`say` fills the language's template, the
+(:func:`app.channels.telegram.render.update_language`) or, for the widget's chat page, the conversation's when
+it reads as another language than English, else the page's (:func:`app.channels.web.widget.page_language`);
+:func:`say` fills the language's template, the
 English one for a language the catalogue lacks. A time in the texts (``{back}``) is
 :func:`app.accounts.availability.describe_return` in the same language. The texts speak to the client as the
 crisis reply does: ``tú`` / ``tu`` / ``du`` / ``você``.
 """
 
 from __future__ import annotations
+
+from app.accounts.disclosure import AI_DISCLOSURE_TEXT
 
 CATALOGUE: dict[str, dict[str, str]] = {
     # The crisis reply (:func:`app.handoff.crisis.crisis_reply`): ``{coach}``, ``{away}`` (empty, or
@@ -599,6 +604,393 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "de": "unverblümt",
         "pt": "sem rodeios",
     },
+    # The widget's chat page (``templates/widget/chat.html``, ``static/chat.js``): its title: ``{coach}``.
+    "widget_title": {
+        "en": "Chat with {coach}",
+        "es": "Chat con {coach}",
+        "fr": "Discussion avec {coach}",
+        "de": "Chat mit {coach}",
+        "pt": "Chat com {coach}",
+    },
+    # How the page names each sender (the assistant also in its header).
+    "widget_ai": {
+        "en": "AI assistant",
+        "es": "Asistente de IA",
+        "fr": "Assistant IA",
+        "de": "KI-Assistent",
+        "pt": "Assistente de IA",
+    },
+    "widget_you": {
+        "en": "You",
+        "es": "Tú",
+        "fr": "Toi",
+        "de": "Du",
+        "pt": "Você",
+    },
+    "widget_coach": {
+        "en": "Coach",
+        "es": "Coach",
+        "fr": "Coach",
+        "de": "Coach",
+        "pt": "Coach",
+    },
+    # The header's links to the tone page and the memory page, with their titles.
+    "widget_tone": {
+        "en": "Tone",
+        "es": "Tono",
+        "fr": "Ton",
+        "de": "Ton",
+        "pt": "Tom",
+    },
+    "widget_tone_title": {
+        "en": "How the assistant talks to me",
+        "es": "Cómo me habla el asistente",
+        "fr": "Comment l'assistant me parle",
+        "de": "Wie der Assistent mit mir spricht",
+        "pt": "Como o assistente fala comigo",
+    },
+    "widget_memory": {
+        "en": "What it remembers",
+        "es": "Lo que recuerda",
+        "fr": "Ce dont il se souvient",
+        "de": "Was er sich merkt",
+        "pt": "O que ele lembra",
+    },
+    "widget_memory_title": {
+        "en": "What my coach's assistant remembers",
+        "es": "Lo que recuerda el asistente de mi coach",
+        "fr": "Ce dont l'assistant de mon coach se souvient",
+        "de": "Was sich der Assistent meines Coachs merkt",
+        "pt": "O que o assistente do meu coach lembra",
+    },
+    # The close button (the page's, framed, and the launcher's of ``static/widget.js``).
+    "widget_close": {
+        "en": "Close chat",
+        "es": "Cerrar el chat",
+        "fr": "Fermer la discussion",
+        "de": "Chat schließen",
+        "pt": "Fechar o chat",
+    },
+    # The AI disclosure above the conversation (its English text is the version the client accepts:
+    # :data:`app.accounts.disclosure.AI_DISCLOSURE_TEXT`): ``{coach}``.
+    "widget_disclosure": {
+        "en": AI_DISCLOSURE_TEXT,
+        "es": "Estás chateando con el asistente de IA de {coach}. {coach} puede unirse a la conversación.",
+        "fr": "Tu discutes avec l'assistant IA de {coach}. {coach} peut rejoindre la conversation.",
+        "de": "Du chattest mit dem KI-Assistenten von {coach}. {coach} kann dem Gespräch beitreten.",
+        "pt": "Você está conversando com o assistente de IA de {coach}. {coach} pode entrar na conversa.",
+    },
+    # Accessible names of the transcript and of the suggested first questions.
+    "widget_conversation": {
+        "en": "Conversation",
+        "es": "Conversación",
+        "fr": "Conversation",
+        "de": "Gespräch",
+        "pt": "Conversa",
+    },
+    "widget_suggested": {
+        "en": "Suggested questions",
+        "es": "Preguntas sugeridas",
+        "fr": "Questions suggérées",
+        "de": "Vorgeschlagene Fragen",
+        "pt": "Perguntas sugeridas",
+    },
+    # The button above the transcript that loads the page before, and after a failed try.
+    "widget_earlier": {
+        "en": "Earlier messages",
+        "es": "Mensajes anteriores",
+        "fr": "Messages précédents",
+        "de": "Frühere Nachrichten",
+        "pt": "Mensagens anteriores",
+    },
+    "widget_earlier_retry": {
+        "en": "Earlier messages (try again)",
+        "es": "Mensajes anteriores (inténtalo de nuevo)",
+        "fr": "Messages précédents (réessaie)",
+        "de": "Frühere Nachrichten (erneut versuchen)",
+        "pt": "Mensagens anteriores (tente de novo)",
+    },
+    # The composer: the input's label (``{coach}``) and placeholder, the send button.
+    "widget_message_to": {
+        "en": "Message to {coach}'s assistant",
+        "es": "Mensaje para el asistente de {coach}",
+        "fr": "Message pour l'assistant de {coach}",
+        "de": "Nachricht an den Assistenten von {coach}",
+        "pt": "Mensagem para o assistente de {coach}",
+    },
+    "widget_placeholder": {
+        "en": "Type your message…",
+        "es": "Escribe tu mensaje…",
+        "fr": "Écris ton message…",
+        "de": "Schreib deine Nachricht…",
+        "pt": "Digite sua mensagem…",
+    },
+    "widget_send": {
+        "en": "Send",
+        "es": "Enviar",
+        "fr": "Envoyer",
+        "de": "Senden",
+        "pt": "Enviar",
+    },
+    # The session bar: ending the session, and asking for the coach (the button, its title: ``{coach}``, and the
+    # message it sends, which :func:`app.handoff.signals.asks_for_human` reads as the ask in its language).
+    "widget_end_session": {
+        "en": "End session",
+        "es": "Terminar la sesión",
+        "fr": "Terminer la séance",
+        "de": "Sitzung beenden",
+        "pt": "Encerrar a sessão",
+    },
+    "widget_end_session_hint": {
+        "en": "— the assistant sums it up for next time",
+        "es": "— el asistente la resume para la próxima vez",
+        "fr": "— l'assistant la résume pour la prochaine fois",
+        "de": "— der Assistent fasst sie fürs nächste Mal zusammen",
+        "pt": "— o assistente faz um resumo para a próxima vez",
+    },
+    "widget_human": {
+        "en": "Talk to a human",
+        "es": "Hablar con una persona",
+        "fr": "Parler à un humain",
+        "de": "Mit einem Menschen sprechen",
+        "pt": "Falar com uma pessoa",
+    },
+    "widget_human_title": {
+        "en": "Ask {coach} to join this conversation",
+        "es": "Pedir a {coach} que se una a esta conversación",
+        "fr": "Demander à {coach} de rejoindre cette conversation",
+        "de": "{coach} bitten, zu diesem Gespräch dazuzukommen",
+        "pt": "Pedir para {coach} entrar nesta conversa",
+    },
+    "widget_human_request": {
+        "en": "I'd like to talk to my coach, please.",
+        "es": "Me gustaría hablar con mi coach, por favor.",
+        "fr": "J'aimerais parler à mon coach, s'il te plaît.",
+        "de": "Ich möchte bitte mit meinem Coach sprechen.",
+        "pt": "Eu gostaria de falar com o meu coach, por favor.",
+    },
+    # While a reply is on its way: the status line, the typing bubble's name, its note after a few seconds.
+    "widget_thinking": {
+        "en": "Thinking…",
+        "es": "Pensando…",
+        "fr": "Réflexion…",
+        "de": "Denkt nach…",
+        "pt": "Pensando…",
+    },
+    "widget_writing": {
+        "en": "The assistant is writing",
+        "es": "El asistente está escribiendo",
+        "fr": "L'assistant écrit",
+        "de": "Der Assistent schreibt",
+        "pt": "O assistente está escrevendo",
+    },
+    "widget_still_working": {
+        "en": "Still working on your answer…",
+        "es": "Sigo trabajando en tu respuesta…",
+        "fr": "Je travaille encore sur ta réponse…",
+        "de": "Ich arbeite noch an deiner Antwort…",
+        "pt": "Ainda estou trabalhando na sua resposta…",
+    },
+    # The feedback under a reply: the thumbs, the rating, the comment, the thanks, a failed save.
+    "widget_helpful": {
+        "en": "Helpful",
+        "es": "Útil",
+        "fr": "Utile",
+        "de": "Hilfreich",
+        "pt": "Útil",
+    },
+    "widget_not_helpful": {
+        "en": "Not helpful",
+        "es": "No fue útil",
+        "fr": "Pas utile",
+        "de": "Nicht hilfreich",
+        "pt": "Não ajudou",
+    },
+    "widget_rating": {
+        "en": "Rating from 1 to 5",
+        "es": "Valoración del 1 al 5",
+        "fr": "Note de 1 à 5",
+        "de": "Bewertung von 1 bis 5",
+        "pt": "Nota de 1 a 5",
+    },
+    "widget_rate": {
+        "en": "Rate 1–5",
+        "es": "Valora 1–5",
+        "fr": "Note 1–5",
+        "de": "Bewerte 1–5",
+        "pt": "Nota 1–5",
+    },
+    "widget_comment": {
+        "en": "Anything to add? (optional)",
+        "es": "¿Algo que añadir? (opcional)",
+        "fr": "Quelque chose à ajouter ? (facultatif)",
+        "de": "Noch etwas hinzuzufügen? (optional)",
+        "pt": "Algo a acrescentar? (opcional)",
+    },
+    "widget_thanks": {
+        "en": "Thanks!",
+        "es": "¡Gracias!",
+        "fr": "Merci !",
+        "de": "Danke!",
+        "pt": "Obrigado!",
+    },
+    "widget_thanks_missing": {
+        "en": "Thanks — what was missing?",
+        "es": "Gracias. ¿Qué faltó?",
+        "fr": "Merci — qu'est-ce qui manquait ?",
+        "de": "Danke – was hat gefehlt?",
+        "pt": "Obrigado — o que faltou?",
+    },
+    "widget_feedback_saved": {
+        "en": "Thanks for your feedback.",
+        "es": "Gracias por tu opinión.",
+        "fr": "Merci pour ton retour.",
+        "de": "Danke für dein Feedback.",
+        "pt": "Obrigado pelo feedback.",
+    },
+    "widget_feedback_failed": {
+        "en": "Could not save your feedback; please try again.",
+        "es": "No se pudo guardar tu opinión; inténtalo de nuevo.",
+        "fr": "Impossible d'enregistrer ton retour ; réessaie.",
+        "de": "Dein Feedback konnte nicht gespeichert werden; bitte versuch es noch einmal.",
+        "pt": "Não foi possível salvar seu feedback; tente de novo.",
+    },
+    # A citation's passages loading, or failing to.
+    "widget_loading_passage": {
+        "en": "Loading the passage…",
+        "es": "Cargando el pasaje…",
+        "fr": "Chargement du passage…",
+        "de": "Die Textstelle wird geladen…",
+        "pt": "Carregando o trecho…",
+    },
+    "widget_loading_passages": {
+        "en": "Loading the passages…",
+        "es": "Cargando los pasajes…",
+        "fr": "Chargement des passages…",
+        "de": "Die Textstellen werden geladen…",
+        "pt": "Carregando os trechos…",
+    },
+    "widget_passage_failed": {
+        "en": "Could not open the passage; please try again.",
+        "es": "No se pudo abrir el pasaje; inténtalo de nuevo.",
+        "fr": "Impossible d'ouvrir le passage ; réessaie.",
+        "de": "Die Textstelle konnte nicht geöffnet werden; bitte versuch es noch einmal.",
+        "pt": "Não foi possível abrir o trecho; tente de novo.",
+    },
+    # The connection: dropped (reconnecting), or the session expired.
+    "widget_reconnecting": {
+        "en": "Reconnecting…",
+        "es": "Reconectando…",
+        "fr": "Reconnexion…",
+        "de": "Verbindung wird wiederhergestellt…",
+        "pt": "Reconectando…",
+    },
+    "widget_expired": {
+        "en": "This chat has expired. Please open the link from your coach again.",
+        "es": "Este chat ha caducado. Abre de nuevo el enlace de tu coach.",
+        "fr": "Cette discussion a expiré. Ouvre à nouveau le lien de ton coach.",
+        "de": "Dieser Chat ist abgelaufen. Öffne bitte den Link deines Coachs noch einmal.",
+        "pt": "Este chat expirou. Abra de novo o link do seu coach.",
+    },
+    # The transcript's lines when the coach joins or hands back: ``{coach}``.
+    "widget_joined": {
+        "en": "{coach} joined the conversation",
+        "es": "{coach} se unió a la conversación",
+        "fr": "{coach} a rejoint la conversation",
+        "de": "{coach} ist dem Gespräch beigetreten",
+        "pt": "{coach} entrou na conversa",
+    },
+    "widget_left": {
+        "en": "{coach} handed the conversation back to the AI assistant",
+        "es": "{coach} devolvió la conversación al asistente de IA",
+        "fr": "{coach} a rendu la conversation à l'assistant IA",
+        "de": "{coach} hat das Gespräch an den KI-Assistenten zurückgegeben",
+        "pt": "{coach} devolveu a conversa ao assistente de IA",
+    },
+    # The message's length near and over the limit: ``{used}``, ``{max}`` and ``{over}`` (characters).
+    "widget_count": {
+        "en": "{used} / {max} characters",
+        "es": "{used} / {max} caracteres",
+        "fr": "{used} / {max} caractères",
+        "de": "{used} / {max} Zeichen",
+        "pt": "{used} / {max} caracteres",
+    },
+    "widget_too_long": {
+        "en": "Too long to send: {used} / {max} characters. Shorten it by {over} or send it in parts.",
+        "es": "Demasiado largo para enviarlo: {used} / {max} caracteres. Acórtalo en {over} o envíalo por partes.",
+        "fr": (
+            "Trop long pour être envoyé : {used} / {max} caractères. Raccourcis-le de {over} ou envoie-le en "
+            "plusieurs parties."
+        ),
+        "de": "Zu lang zum Senden: {used} / {max} Zeichen. Kürze um {over} oder schick es in Teilen.",
+        "pt": "Longo demais para enviar: {used} / {max} caracteres. Encurte em {over} ou envie em partes.",
+    },
+    # Ending the session: its outcome (``{memory}``: the memory link's text; ``{coach}``).
+    "widget_no_session_yet": {
+        "en": "No session to end yet.",
+        "es": "Todavía no hay ninguna sesión que terminar.",
+        "fr": "Aucune séance à terminer pour l'instant.",
+        "de": "Noch keine Sitzung zum Beenden.",
+        "pt": "Ainda não há sessão para encerrar.",
+    },
+    "widget_no_session": {
+        "en": "No session in progress.",
+        "es": "No hay ninguna sesión en curso.",
+        "fr": "Aucune séance en cours.",
+        "de": "Keine Sitzung im Gang.",
+        "pt": "Nenhuma sessão em andamento.",
+    },
+    "widget_end_failed": {
+        "en": "Could not end the session; check your connection.",
+        "es": "No se pudo terminar la sesión; revisa tu conexión.",
+        "fr": "Impossible de terminer la séance ; vérifie ta connexion.",
+        "de": "Die Sitzung konnte nicht beendet werden; prüfe deine Verbindung.",
+        "pt": "Não foi possível encerrar a sessão; verifique sua conexão.",
+    },
+    "widget_summary_pending": {
+        "en": "Session ended. Summary pending…",
+        "es": "Sesión terminada. Resumen en camino…",
+        "fr": "Séance terminée. Résumé en cours…",
+        "de": "Sitzung beendet. Zusammenfassung folgt…",
+        "pt": "Sessão encerrada. Resumo a caminho…",
+    },
+    "widget_summary_ready": {
+        "en": "Session ended. Summary ready: see “{memory}”.",
+        "es": "Sesión terminada. Resumen listo: mira «{memory}».",
+        "fr": "Séance terminée. Résumé prêt : vois « {memory} ».",
+        "de": "Sitzung beendet. Zusammenfassung fertig: siehe „{memory}“.",
+        "pt": "Sessão encerrada. Resumo pronto: veja “{memory}”.",
+    },
+    "widget_summary_failed": {
+        "en": "Session ended. The summary could not be made ({coach} can see why).",
+        "es": "Sesión terminada. No se pudo hacer el resumen ({coach} puede ver por qué).",
+        "fr": "Séance terminée. Le résumé n'a pas pu être fait ({coach} peut voir pourquoi).",
+        "de": "Sitzung beendet. Die Zusammenfassung konnte nicht erstellt werden ({coach} sieht, warum).",
+        "pt": "Sessão encerrada. Não foi possível fazer o resumo ({coach} pode ver o motivo).",
+    },
+    # The launcher on the coach's site (``static/widget.js``, told by the framed page): its label, the count of
+    # replies that came while closed (``{count}``), the frame's title.
+    "widget_launcher": {
+        "en": "Chat with your coach",
+        "es": "Habla con tu coach",
+        "fr": "Discute avec ton coach",
+        "de": "Chatte mit deinem Coach",
+        "pt": "Converse com seu coach",
+    },
+    "widget_unread": {
+        "en": "{count} unread",
+        "es": "{count} sin leer",
+        "fr": "{count} non lu(s)",
+        "de": "{count} ungelesen",
+        "pt": "{count} não lida(s)",
+    },
+    "widget_frame": {
+        "en": "Coaching chat",
+        "es": "Chat de coaching",
+        "fr": "Discussion de coaching",
+        "de": "Coaching-Chat",
+        "pt": "Chat de coaching",
+    },
     # The first words of an empty conversation when the coach set no ``widget_greeting`` (:func:`greeting`):
     # ``{coach}``.
     "greeting": {
@@ -624,6 +1016,18 @@ def greeting(custom: str | None, coach_name: str, language: str = "en") -> str:
     ``custom`` greeting (``Coach.widget_greeting``, in the coach's words), else the default naming the coach, in
     ``language``."""
     return custom or say("greeting", language, coach=coach_name)
+
+
+def widget_texts(language: str) -> dict[str, str]:
+    """The widget's own texts in ``language`` (``en es fr de pt``; anything else → English): every ``widget_*``
+    entry by its name without the prefix (``"placeholder"``, ``"send"``…), its fields (``{coach}``, ``{used}``…)
+    left for the page to fill (``templates/widget/chat.html``, ``static/chat.js``, ``static/widget.js``: the
+    coach's name can change while the page is open)."""
+    return {
+        name.removeprefix("widget_"): entry.get(language, entry["en"])
+        for name, entry in CATALOGUE.items()
+        if name.startswith("widget_")
+    }
 
 
 def handoff_notice(coach_name: str, language: str, *, requested: bool, sla_minutes: int, back: str | None) -> str:

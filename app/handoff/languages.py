@@ -154,6 +154,27 @@ def tag_language(tag: str | None) -> Language | None:
     return next((language for language in LANGUAGES if language == primary), None)
 
 
+def preferred_language(accept_language: str | None) -> Language | None:
+    """The most preferred of :data:`LANGUAGES` in an HTTP ``Accept-Language`` header (RFC 9110 §12.5.4: the highest
+    quality ``q``, then the order given; ``q=0`` or an unreadable ``q`` is no preference), each range read by its
+    primary subtag (:func:`tag_language`: ``pt-BR`` is ``pt``); ``None`` when the header names none of them."""
+    ranked: list[tuple[float, int, Language]] = []
+    for position, item in enumerate((accept_language or "").split(",")):
+        tag, *parameters = item.split(";")
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        language = tag_language(tag.strip())
+        if language is not None and quality > 0:
+            ranked.append((-quality, position, language))
+    return min(ranked)[2] if ranked else None
+
+
 def detection_text(normalised: str) -> str:
     """``normalised`` with apostrophes turned into spaces (``j'ai`` → ``j ai``), as :data:`CUES` expect."""
     return _APOSTROPHES.sub(" ", normalised)

@@ -1,5 +1,6 @@
-"""The catalogue of what the client reads around a handoff (:mod:`app.handoff.catalogue`): every message in every
-language, with the same fields, and English for a language it lacks."""
+"""The catalogue of what the client reads from the product (:mod:`app.handoff.catalogue`): every message in every
+language, with the same fields, and English for a language it lacks; the widget's texts and the language they are
+chosen in."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import string
 
 import pytest
 
-from app.handoff.catalogue import CATALOGUE, handoff_notice, holding_message, say
-from app.handoff.languages import LANGUAGES
+from app.accounts.disclosure import AI_DISCLOSURE_TEXT
+from app.handoff.catalogue import CATALOGUE, handoff_notice, holding_message, say, widget_texts
+from app.handoff.languages import LANGUAGES, preferred_language
+from app.handoff.signals import human_request_language
 
 
 @pytest.mark.parametrize("name", sorted(CATALOGUE))
@@ -31,3 +34,37 @@ def test_a_language_the_catalogue_lacks_reads_english() -> None:
         "Monday, 9:00 AM (UTC). If things feel urgent or unsafe, please contact your local emergency number or a "
         "crisis line."
     )
+
+
+def test_the_widgets_texts_are_its_catalogue_entries_in_the_language_english_for_another() -> None:
+    french, english = widget_texts("fr"), widget_texts("en")
+    assert sorted(french) == sorted(name.removeprefix("widget_") for name in CATALOGUE if name.startswith("widget_"))
+    shown = (french["send"], french["placeholder"], french["reconnecting"])
+    assert shown == ("Envoyer", "Écris ton message…", "Reconnexion…")
+    assert french["joined"] == "{coach} a rejoint la conversation"  # fields left for the page to fill
+    assert widget_texts("it") == widget_texts("") == english and english["send"] == "Send"
+    assert english["disclosure"] == AI_DISCLOSURE_TEXT  # the text of the version the client accepts
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_widgets_ask_for_the_coach_is_read_as_one_in_its_language(language: str) -> None:
+    """The "Talk to a human" button sends widget_human_request: the turn must take it for an ask for a person, and
+    the handoff notice must answer in the button's language."""
+    assert human_request_language(widget_texts(language)["human_request"]) == language
+
+
+@pytest.mark.parametrize(
+    ("header", "language"),
+    [
+        ("es-ES,es;q=0.9,en;q=0.8", "es"),
+        ("pt-BR", "pt"),
+        ("it, de;q=0.5, fr;q=0.8", "fr"),  # Italian is not offered: the next by quality
+        ("de;q=0.5, fr;q=0.5", "de"),  # equal quality: the order given
+        ("en;q=0, es;q=x", None),  # refused, unreadable
+        ("it, *", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_the_browsers_preferred_language_is_read_from_accept_language(header: str | None, language: str | None) -> None:
+    assert preferred_language(header) == language

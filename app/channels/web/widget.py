@@ -26,7 +26,7 @@ from litestar import Controller, Request, Response, get
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
-from app.accounts.disclosure import AI_DISCLOSURE_VERSION, disclosure_text
+from app.accounts.disclosure import AI_DISCLOSURE_VERSION
 from app.accounts.models import Coach
 from app.accounts.service import ClientIdentity
 from app.accounts.tone import client_view
@@ -40,12 +40,11 @@ from app.conversations.schemas import ShownMessage
 from app.core.headers import content_security_policy
 from app.core.pagination import PageRequest, page_query
 from app.deps import PAGE, ContainerDep, PathId, PathStr, WantedPage
-from app.handoff.catalogue import greeting, presence_lines
+from app.handoff.catalogue import greeting, presence_lines, say, widget_texts
+from app.handoff.languages import Language, preferred_language, tag_language
 from app.handoff.sla import notice_language
 from app.memory.client_view import remembered_out
 
-WIDGET_LABELS = {"client": "You", "ai": "AI assistant", "human_coach": "Coach"}
-"""How the widget names each sender (``static/chat.js`` uses the same words)."""
 AVATAR_HEADERS = {
     "Cache-Control": "public, max-age=86400",
     "Content-Security-Policy": "default-src 'none'; sandbox",
@@ -64,17 +63,28 @@ def initials(name: str) -> str:
     return "".join(letters[:2]).upper() or "?"
 
 
+def page_language(request: Request[Any, Any, Any]) -> Language:
+    """The language of the widget's own texts before the conversation says one: the embedding page's (``?lang=``,
+    which ``static/widget.js`` passes on from the page's ``<html lang>`` or the snippet's ``data-language``), else
+    the browser's (``Accept-Language``: :func:`app.handoff.languages.preferred_language`), when one of ``en es fr
+    de pt``; else English."""
+    asked = tag_language(request.query_params.get("lang"))
+    return asked or preferred_language(request.headers.get("accept-language")) or "en"
+
+
 def _invalid(status_code: int) -> Template:
     return Template("widget/invalid.html", status_code=status_code)
 
 
-async def _exchange(container: Container, token: str | None, to: str) -> Redirect | Template:
-    """Trade a widget token for the session cookie and redirect to ``to`` (no token in the URL); 404 page for
-    an unknown or revoked token."""
+async def _exchange(container: Container, token: str | None, to: str, lang: str | None = None) -> Redirect | Template:
+    """Trade a widget token for the session cookie and redirect to ``to`` (no token in the URL), with ``lang``
+    (``?lang=``, :func:`page_language`) when it names one of ``en es fr de pt``; 404 page for an unknown or revoked
+    token."""
     session = await container.accounts.widget_session(token) if token else None
     if session is None:
         return _invalid(404)
-    redirect = Redirect(to, status_code=303)
+    language = tag_language(lang)
+    redirect = Redirect(f"{to}?lang={language}" if language else to, status_code=303)
     redirect.set_cookie(widget_cookie(session[1], container.settings.public_url))
     redirect.headers["Cache-Control"] = "no-store"  # (/w?token=… too, outside app.core.headers.NO_STORE_PREFIXES)
     return redirect
@@ -99,15 +109,20 @@ class WidgetController(Controller):
     include_in_schema = False
 
     @get("/")
-    async def open_link(self, container: ContainerDep, token: FromQuery[str | None] = None) -> Redirect | Template:
-        """``/w?token=<widget token>``: set the widget session cookie, then 303 to the chat page (404 page for
-        an unknown or revoked token)."""
-        return await _exchange(container, token, CHAT_PAGE)
+    async def open_link(
+        self, container: ContainerDep, token: FromQuery[str | None] = None, lang: FromQuery[str | None] = None
+    ) -> Redirect | Template:
+        """``/w?token=<widget token>``: set the widget session cookie, then 303 to the chat page, ``?lang=`` kept
+        (404 page for an unknown or revoked token)."""
+        return await _exchange(container, token, CHAT_PAGE, lang)
 
     @get("/{token:str}")
-    async def open_token_link(self, token: PathStr, container: ContainerDep) -> Redirect | Template:
-        """``/w/<widget token>`` (the dashboard's chat links, the embed snippet's iframe): as :meth:`open_link`."""
-        return await _exchange(container, token, CHAT_PAGE)
+    async def open_token_link(
+        self, token: PathStr, container: ContainerDep, lang: FromQuery[str | None] = None
+    ) -> Redirect | Template:
+        """``/w/<widget token>`` (the dashboard's chat links, the embed snippet's iframe: ``?lang=`` the embedding
+        page's language): as :meth:`open_link`."""
+        return await _exchange(container, token, CHAT_PAGE, lang)
 
     @get("/{token:str}/memory")
     async def open_memory_link(self, token: PathStr, container: ContainerDep) -> Redirect | Template:
@@ -127,7 +142,12 @@ class WidgetController(Controller):
         """The chat page of the session's client: its latest conversation, the last
         :data:`~app.core.pagination.DEFAULT_PAGE_SIZE` messages (an "Earlier messages" button loads the ones before,
         a page at a time, ``static/chat.js``); renews the session cookie. Without a valid session: the "link not
-        valid" page, 401."""
+        valid" page, 401.
+
+        The page's own texts (:func:`app.handoff.catalogue.widget_texts`, the presence line, the AI disclosure, the
+        default greeting) speak the conversation's language (:func:`app.handoff.sla.notice_language`: its handoff
+        notice's, else the client's last messages') when that reads as another language than English, else the
+        page's (:func:`page_language`): a short first message ("hola") reads as English for lack of evidence."""
         found = await _session(request, container)
         if found is None:
             return _invalid(401)
@@ -139,7 +159,7 @@ class WidgetController(Controller):
             messages: list[ShownMessage] = []
             earlier = None  # the query of the "Earlier messages" button's page: the messages before those shown
             handoff_status = None
-            language = "en"  # the presence line's: the handoff's (its notice's), else the client's last messages'
+            language: str = page_language(request)  # until the conversation says another language than English
             if conversation_id is not None:
                 last = PageRequest()
                 _, stored = await container.conversations.history(
@@ -151,7 +171,9 @@ class WidgetController(Controller):
                 handoff, _drafts = await container.handoff_queue.conversation_state(uow, conversation_id)
                 handoff_status = handoff.status if handoff is not None else None
                 handoff_id = handoff.id if handoff is not None else None
-                language = await notice_language(uow.session, conversation_id, handoff_id)
+                told = await notice_language(uow.session, conversation_id, handoff_id)
+                language = told if told != "en" else language
+        texts = widget_texts(language)
         page = Template(
             "widget/chat.html",
             context={
@@ -159,7 +181,8 @@ class WidgetController(Controller):
                 "conversation_id": conversation_id,
                 "messages": messages,
                 "earlier": earlier,
-                "labels": WIDGET_LABELS,
+                "texts": texts,
+                "labels": {"client": texts["you"], "ai": texts["ai"], "human_coach": texts["coach"]},
                 "handoff_status": handoff_status,
                 # outside the coach's hours the presence line says when they are back instead of the reply time;
                 # static/chat.js asks /api/v1/widget/presence again when that changes
@@ -167,9 +190,9 @@ class WidgetController(Controller):
                 "language": language,
                 "presence_lines": presence_lines(language, coach.handoff_sla_minutes),
                 "max_chars": MAX_MESSAGE_CHARS,
-                "disclosure": disclosure_text(coach.name),
+                "disclosure": say("widget_disclosure", language, coach=coach.name),
                 "disclosure_version": AI_DISCLOSURE_VERSION,
-                "greeting": greeting(coach.widget_greeting, coach.name),  # (no message yet: no language)
+                "greeting": greeting(coach.widget_greeting, coach.name, language),
                 "suggestions": suggestions(coach),
                 "initials": initials(coach.name),
                 "avatar_url": avatar_url(coach),
