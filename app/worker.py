@@ -9,7 +9,8 @@ Start with ``opencoach worker``; ``opencoach serve`` runs one alongside the web 
 workers (:func:`build_workers`): the main one on arq's default queue, one on the handoff alerts' own queue and
 one on the erasure jobs' own queue, each with its own slots, so that slow jobs never hold back a crisis alert nor
 the purge after an erasure or a forget; one coach runs at most
-``INGEST_JOBS_PER_COACH`` ingestions at a time (:class:`IngestSlots`). The worker refuses to
+``INGEST_JOBS_PER_COACH`` ingestions and ``MEMORY_JOBS_PER_COACH`` model-bound memory jobs at a time
+(:class:`CoachSlots`). The worker refuses to
 start on a database whose schema is not at the migrations' head. It rides out a Redis outage (arq's own
 worker would stop at the first connection error): it waits for Redis to come back, then its 10-second relay
 cron sends the jobs that the outbox kept meanwhile (:mod:`app.db.outbox`) and logs a health line while jobs
@@ -119,6 +120,9 @@ STORE_RETRY_S = 5
 """Seconds, times the try, before one of those jobs that met the database or Redis out of reach runs again."""
 INGEST_WAIT_S = 5.0
 """Seconds an ingestion job waits, off the worker, when its coach already uses every ingestion slot."""
+MEMORY_WAIT_S = 3.0
+"""Seconds a model-bound memory job (:func:`_in_memory_slot`) waits, off the worker, when its coach already uses
+every memory slot (``MEMORY_JOBS_PER_COACH``): short, as a summary or an extraction takes seconds."""
 REEMBED_TRIES = 3
 """Tries of a ``reembed_coach`` job; arq allows it one more, in which it fails the request (:func:`reembed_coach`)."""
 REEMBED_DEADLINE_S = JOB_TIMEOUT_S - 60
@@ -129,29 +133,56 @@ ERASURE_WORKER_MAX_JOBS = 4
 deletes training files at the coach's provider)."""
 
 
-class IngestSlots:
-    """At most ``per_coach`` ingestion jobs of one coach at a time, across every worker process: slot ``i`` of
-    a coach is the redis-py :class:`~redis.asyncio.lock.Lock` ``opencoach:ingest:<coach id>:<i>`` (a token
-    only its holder can release), held for ``lease_s`` seconds and renewed while the job runs
+class CoachSlots:
+    """At most ``per_coach`` jobs of one kind of one coach at a time, across every worker process: slot ``i`` of
+    a coach is the redis-py :class:`~redis.asyncio.lock.Lock` ``opencoach:<kind>:<coach id>:<i>`` (a token only
+    its holder can release), held for ``lease_s`` seconds and renewed while the job runs
     (:func:`~app.db.leases.leased`), so the slot of a killed worker comes free by itself. One huge tenant thus
-    takes at most ``per_coach`` of the worker's ``WORKER_MAX_JOBS`` slots; the others' documents go on.
-    ``lease_s``: ``WORKER_LEASE_SECONDS``."""
+    takes at most ``per_coach`` of the worker's ``WORKER_MAX_JOBS`` slots; the other tenants' jobs go on. Kinds:
+    ``ingest`` (``INGEST_JOBS_PER_COACH``) and ``memory`` (the model-bound memory jobs,
+    ``MEMORY_JOBS_PER_COACH``: :func:`_in_memory_slot`). ``lease_s``: ``WORKER_LEASE_SECONDS``; ``wait_s``:
+    seconds a job over the cap waits, off the worker, before it tries again (:meth:`run`)."""
 
-    def __init__(self, redis: ArqRedis, per_coach: int, lease_s: float) -> None:
+    def __init__(self, redis: ArqRedis, kind: str, per_coach: int, lease_s: float, wait_s: float) -> None:
         self._redis = redis
+        self._kind = kind
         self._per_coach = per_coach
         self._lease_s = lease_s
+        self._wait_s = wait_s
 
     @contextlib.asynccontextmanager
     async def hold(self, coach_id: str) -> AsyncIterator[bool]:
         """Take a free slot of ``coach_id`` for the ``async with`` block: yields ``True``, or ``False`` (and
         holds nothing) when all are taken. Raises Redis errors from the acquisition."""
         for slot in range(self._per_coach):
-            async with leased(self._redis.lock(f"opencoach:ingest:{coach_id}:{slot}", timeout=self._lease_s)) as held:
+            key = f"opencoach:{self._kind}:{coach_id}:{slot}"
+            async with leased(self._redis.lock(key, timeout=self._lease_s)) as held:
                 if held:
                     yield True
                     return
         yield False
+
+    async def run(
+        self, ctx: dict[str, Any], function: str, args: Sequence[Any], work: Callable[[], Awaitable[str]]
+    ) -> str:
+        """Run ``work()`` (the arq job ``function`` of ``ctx`` with ``args``, the first its coach's id) in a free
+        slot of its coach and return its result; with every slot taken, queue the job again :attr:`wait_s`
+        seconds later and return ``"deferred: …"``. The copy has the same function and arguments, the job's id
+        with ``:wait:<random hex>`` (an id arq has not seen: never refused as a duplicate, and the work runs
+        once, in the copy) and the try the job is at (a deferral uses none of its tries; a copy from a retried
+        try does not start its tries afresh). Raises Redis errors from the slot or the queueing: the job's
+        retry on Redis out of reach (:func:`_retrying_unreachable`) runs it again, so no job is lost."""
+        async with self.hold(args[0]) as held:
+            if held:
+                return await work()
+            await self._redis.enqueue_job(
+                function,
+                *args,
+                _job_id=f"{str(ctx['job_id']).split(':wait:')[0]}:wait:{uuid.uuid4().hex}",
+                _defer_by=self._wait_s,
+                _job_try=ctx["job_try"],
+            )
+            return f"deferred: the coach's {self._kind} slots are busy"
 
 
 TELEGRAM_SEND_TRIES = 5
@@ -161,7 +192,7 @@ TELEGRAM_SEND_TRIES = 5
 async def ingest_document(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
     """arq job: ingest one document (idempotent). Returns the final status for arq's result store.
 
-    When the coach already runs ``INGEST_JOBS_PER_COACH`` ingestions (:class:`IngestSlots`), the job queues
+    When the coach already runs ``INGEST_JOBS_PER_COACH`` ingestions (:class:`CoachSlots`), the job queues
     itself again :data:`INGEST_WAIT_S` seconds later under a new job id and ends, freeing the worker's slot
     for other tenants (a deferral is not a failed try). Redis or PostgreSQL out of reach before the document's
     own error handling runs (taking a slot, reading the document) is retried after :data:`INGEST_RETRY_S` times
@@ -198,19 +229,35 @@ async def _retrying_store(ctx: dict[str, Any], job: Awaitable[str], what: str) -
 
 async def _ingest(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
     container: Container = ctx["container"]
-    slots: IngestSlots = ctx["ingest_slots"]
-    async with slots.hold(coach_id) as held:
-        if not held:
-            await container.redis.enqueue_job(
-                INGEST_DOCUMENT,
-                coach_id,
-                document_id,
-                _job_id=f"{INGEST_DOCUMENT}:{document_id}:wait:{uuid.uuid4().hex}",
-                _defer_by=INGEST_WAIT_S,
-            )
-            return "deferred: the coach's ingestion slots are busy"
+    settings = container.settings
+
+    async def ingest() -> str:
         timings = await container.documents.ingest(uuid.UUID(coach_id), uuid.UUID(document_id))
-    return "skipped" if timings is None else f"{timings.chunks} chunks"
+        return "skipped" if timings is None else f"{timings.chunks} chunks"
+
+    slots = CoachSlots(
+        container.redis, "ingest", settings.ingest_jobs_per_coach, settings.worker_lease_seconds, INGEST_WAIT_S
+    )
+    return await slots.run(ctx, INGEST_DOCUMENT, (coach_id, document_id), ingest)
+
+
+def _in_memory_slot(
+    ctx: dict[str, Any], function: str, args: Sequence[Any], work: Callable[[], Awaitable[str]]
+) -> Awaitable[str]:
+    """``work()``, the memory job ``function`` of ``ctx`` with ``args``, in one of its coach's
+    ``MEMORY_JOBS_PER_COACH`` memory slots, else queued again :data:`MEMORY_WAIT_S` seconds later
+    (:meth:`CoachSlots.run`). Await it inside the job's retry on Redis out of reach (:func:`_retrying`).
+
+    The jobs that take a memory slot: ``summarize_session``, ``extract_insights``, ``update_profile`` and
+    ``analyse_intervention``. Each waits on the coach's chat model for seconds to minutes, and a coach with many
+    clients (a bulk transcript import) queues them by the hundred. The cheap ones (``embed_messages``, the outbox
+    relay, outcome scoring) and the rare ones (fine-tunes, the promotion gate) take none."""
+    container: Container = ctx["container"]
+    settings = container.settings
+    slots = CoachSlots(
+        container.redis, "memory", settings.memory_jobs_per_coach, settings.worker_lease_seconds, MEMORY_WAIT_S
+    )
+    return slots.run(ctx, function, args, work)
 
 
 async def reheader_document(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
@@ -308,7 +355,12 @@ async def summarize_session(ctx: dict[str, Any], coach_id: str, session_id: str)
     container: Container = ctx["container"]
     coach, chat_session = uuid.UUID(coach_id), uuid.UUID(session_id)
     try:
-        summary = container.summaries.summarize_session(coach, chat_session)
+        summary = _in_memory_slot(
+            ctx,
+            SUMMARIZE_SESSION,
+            (coach_id, session_id),
+            lambda: container.summaries.summarize_session(coach, chat_session),
+        )
         return await _retrying(ctx, summary, f"summary of session {session_id}")
     except (Retry, SummaryFailed):
         raise
@@ -324,16 +376,27 @@ async def extract_insights(ctx: dict[str, Any], coach_id: str, conversation_id: 
     runs, the job ends at once and that extraction serves its request when done
     (:meth:`~app.memory.insights.InsightService.extract_insights`): it neither waits in its worker slot nor queues
     itself again (a copy queued under a new id started its tries afresh: with the model failing, such copies and
-    the failing job's retries took turns for ever)."""
+    the failing job's retries took turns for ever). Its coach's memory slots all taken, it is queued again later
+    at the try it is at (:func:`_in_memory_slot`)."""
     container: Container = ctx["container"]
-    extraction = container.insights.extract_insights(uuid.UUID(coach_id), uuid.UUID(conversation_id), force=force)
+    extraction = _in_memory_slot(
+        ctx,
+        EXTRACT_INSIGHTS,
+        (coach_id, conversation_id, force),
+        lambda: container.insights.extract_insights(uuid.UUID(coach_id), uuid.UUID(conversation_id), force=force),
+    )
     return await _retrying(ctx, extraction, f"insights of conversation {conversation_id}")
 
 
 async def update_profile(ctx: dict[str, Any], coach_id: str, session_id: str) -> str:
     """arq job: L4 profile update from a summarised session."""
     container: Container = ctx["container"]
-    update = container.profiles.update_profile(uuid.UUID(coach_id), uuid.UUID(session_id))
+    update = _in_memory_slot(
+        ctx,
+        UPDATE_PROFILE,
+        (coach_id, session_id),
+        lambda: container.profiles.update_profile(uuid.UUID(coach_id), uuid.UUID(session_id)),
+    )
     return await _retrying(ctx, update, f"profile update from session {session_id}")
 
 
@@ -376,7 +439,12 @@ async def send_sla_notices(ctx: dict[str, Any]) -> str:
 async def analyse_intervention(ctx: dict[str, Any], coach_id: str, intervention_id: str) -> str:
     """arq job: analyse one intervention and update the client, coach and cross-coach profiles."""
     container: Container = ctx["container"]
-    analysis = container.interventions.analyse(uuid.UUID(coach_id), uuid.UUID(intervention_id))
+    analysis = _in_memory_slot(
+        ctx,
+        ANALYSE_INTERVENTION,
+        (coach_id, intervention_id),
+        lambda: container.interventions.analyse(uuid.UUID(coach_id), uuid.UUID(intervention_id)),
+    )
     return await _retrying(ctx, analysis, f"analysis of intervention {intervention_id}")
 
 
@@ -655,7 +723,6 @@ class _SharedContainer:
         self._lock = asyncio.Lock()
 
     async def startup(self, ctx: dict[str, Any]) -> None:
-        settings = self._args[0]
         async with self._lock:
             if self._container is None:
                 container = await Container.create(*self._args, registry=self._registry)
@@ -671,9 +738,6 @@ class _SharedContainer:
         ctx["container"] = self._container
         ctx["telegram"] = self._telegram
         ctx["started_at"] = time.monotonic()
-        ctx["ingest_slots"] = IngestSlots(
-            self._container.redis, settings.ingest_jobs_per_coach, settings.worker_lease_seconds
-        )
 
     async def shutdown(self, ctx: dict[str, Any]) -> None:
         if ctx.pop("container", None) is None:

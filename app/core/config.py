@@ -147,6 +147,14 @@ class Settings(BaseSettings):
         description="Ingestion jobs one coach may run at once across every worker; more wait their turn "
         "without holding a worker slot.",
     )
+    memory_jobs_per_coach: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_THREADS,
+        description="Model-bound memory jobs (session summaries, insight extraction, profile updates, intervention "
+        "analyses) one coach may run at once across every worker; more wait their turn without holding a worker "
+        "slot, so one coach with many clients takes at most this many of the worker's slots.",
+    )
     worker_max_jobs: int = Field(
         default=2,
         ge=1,
