@@ -166,7 +166,7 @@ class CoachSlots:
         self, ctx: dict[str, Any], function: str, args: Sequence[Any], work: Callable[[], Awaitable[str]]
     ) -> str:
         """Run ``work()`` (the arq job ``function`` of ``ctx`` with ``args``, the first its coach's id) in a free
-        slot of its coach and return its result; with every slot taken, queue the job again :attr:`wait_s`
+        slot of its coach and return its result; with every slot taken, queue the job again ``wait_s``
         seconds later and return ``"deferred: …"``. The copy has the same function and arguments, the job's id
         with ``:wait:<random hex>`` (an id arq has not seen: never refused as a duplicate, and the work runs
         once, in the copy) and the try the job is at (a deferral uses none of its tries; a copy from a retried
