@@ -16,10 +16,12 @@
 // reply of the AI or the coach is announced to it (its unread badge): postMessage {type: "opencoach:…"}; once
 // loaded, the page tells it its launcher's texts ({type: "opencoach:texts", texts}).
 // The page's own texts come from the page (#log's data-texts: app.handoff.catalogue.widget_texts, in the language
-// the server chose for the page), their fields ({coach}, {used}…) filled here.
+// the server chose for the page), their fields ({coach}, {used}…) filled here (static/texts.js, as a refusal's
+// code: the server's error events and API errors).
 (function () {
   "use strict";
   var TEXTS = JSON.parse(document.getElementById("log").dataset.texts);
+  var fill = window.widgetTexts.fill;
   var LABELS = { client: TEXTS.you, ai: TEXTS.ai, human_coach: TEXTS.coach };
   var SUMMARY_POLLS = 40, SUMMARY_POLL_MS = 3000;  // follow a summary for up to two minutes
   var STILL_WORKING_MS = 5000;
@@ -123,13 +125,6 @@
     stopTyping();
   }
 
-  function fill(template, fields) {
-    // a catalogue text with its {field}s filled in (each as plain text)
-    return template.replace(/\{(\w+)\}/g, function (whole, name) {
-      return Object.prototype.hasOwnProperty.call(fields, name) ? String(fields[name]) : whole;
-    });
-  }
-
   function notifyParent(type, texts) {
     // a ping, or (texts) the launcher's texts in the page's language: nothing of the conversation
     if (!framed) return;
@@ -224,11 +219,12 @@
   }
 
   function fetchJson(url, options, failed) {
-    // the JSON body of a successful response; else an Error with the server's `detail`, or with `failed` when it
-    // has none to show (no connection, or an error page that is not JSON: a proxy's 502), never a parser's message
+    // the JSON body of a successful response; else an Error with the server's refusal (its code's text, else its
+    // `detail`), or with `failed` when it has none to show (no connection, or an error page that is not JSON: a
+    // proxy's 502), never a parser's message
     return fetch(url, options).catch(function () { throw new Error(failed); }).then(function (response) {
       return response.json().catch(function () { throw new Error(failed); }).then(function (body) {
-        if (!response.ok) throw new Error((body && body.detail) || failed);
+        if (!response.ok) throw new Error(window.widgetTexts.refusal(TEXTS, body, failed));
         return body;
       });
     });
@@ -618,7 +614,7 @@
           current = null;
           setWaiting(-1);
         }
-        statusLine.textContent = data.message;
+        statusLine.textContent = window.widgetTexts.refusal(TEXTS, data, "");
         stopTyping();
         if (data.client_message_id) {  // refused: it is not stored, so it is not sent again
           var refused = unacked.filter(function (m) { return m.client_message_id === data.client_message_id; });

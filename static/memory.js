@@ -1,14 +1,16 @@
 // Widget memory page: deletes a remembered insight or session summary through the widget memory API
 // (the widget session cookie authenticates). Buttons carry data-delete="insights/<id>" or "summaries/<id>".
+// Its texts come from the page (#memory's data-texts, in the page's language; static/texts.js).
 (function () {
   "use strict";
   var panel = document.getElementById("memory");
   var statusLine = document.getElementById("status");
+  var TEXTS = JSON.parse(panel.dataset.texts);
 
   panel.addEventListener("click", function (event) {
     var button = event.target.closest("button[data-delete]");
     if (!button) return;
-    if (!confirm("Delete this? The assistant will not remember it again.")) return;
+    if (!confirm(TEXTS.confirm)) return;
     button.disabled = true;
     var parts = button.dataset.delete.split("/");
     fetch("/api/v1/widget/memory/" + parts[0] + "/" + encodeURIComponent(parts[1]), {
@@ -17,15 +19,15 @@
       if (response.status === 204 || response.status === 404) {
         var item = button.closest("li, article");
         item.parentNode.removeChild(item);
-        statusLine.textContent = "Deleted.";
+        statusLine.textContent = TEXTS.deleted;
       } else {
-        return response.json().then(function (body) {
-          statusLine.textContent = body.detail || "Could not delete it; try again.";
+        return response.json().catch(function () { return null; }).then(function (body) {
+          statusLine.textContent = window.widgetTexts.refusal(TEXTS, body, TEXTS.failed);
           button.disabled = false;
         });
       }
     }).catch(function () {
-      statusLine.textContent = "Could not delete it; check your connection and try again.";
+      statusLine.textContent = TEXTS.offline;
       button.disabled = false;
     });
   });

@@ -108,7 +108,12 @@ class ToneSettings:
             if mode.key == key:
                 return mode
         offered = ", ".join(f"{m.key} ({m.label})" for m in self.modes) or "none besides the default"
-        raise InvalidInput(f"unknown tone mode {key!r}: your coach's styles now are {offered}")
+        labels = ", ".join(m.label for m in self.modes)
+        raise InvalidInput(
+            f"unknown tone mode {key!r}: your coach's styles now are {offered}",
+            code="tone_mode_unknown" if labels else "tone_mode_none",
+            fields={"offered": labels} if labels else {},
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form: ``{"min", "max", "default", "modes": [...]}``."""
@@ -348,11 +353,18 @@ class ToneService:
         if intensity is not None:
             _intensity("intensity", intensity)
             if not settings.low <= intensity <= settings.high:
-                raise InvalidInput(f"intensity must be from {settings.low} to {settings.high} (what your coach allows)")
+                raise InvalidInput(
+                    f"intensity must be from {settings.low} to {settings.high} (what your coach allows)",
+                    code="tone_intensity_range",
+                    fields={"low": settings.low, "high": settings.high},
+                )
         if mode is not None and mode != DEFAULT_MODE:
             consent = await _consent(uow.session, client_id, settings.mode(mode), now)
             if consent.expires_at is None:
-                raise InvalidInput(f"tone mode {mode!r} needs your consent first (POST /api/v1/widget/tone/consent)")
+                raise InvalidInput(
+                    f"tone mode {mode!r} needs your consent first (POST /api/v1/widget/tone/consent)",
+                    code="tone_consent_needed",
+                )
         row = await self._row(uow, client_id, now)
         if intensity is not None:
             row.intensity = intensity
@@ -376,13 +388,18 @@ class ToneService:
         chosen = settings.mode(mode)
         current = text_version(chosen)
         if version != current:
-            raise InvalidInput("the consent text of this style changed: read it again and agree to the new text")
+            raise InvalidInput(
+                "the consent text of this style changed: read it again and agree to the new text",
+                code="tone_consent_changed",
+            )
         if confirmation not in (1, 2) or (confirmation == 2 and not chosen.most_intense):
-            raise InvalidInput("confirmation must be 1 (and 2, for the most intense mode)")
+            raise InvalidInput("confirmation must be 1 (and 2, for the most intense mode)", code="tone_confirmation")
         event = CONFIRM_1 if chosen.most_intense and confirmation == 1 else GIVEN
         if confirmation == 2 and not (await _consent(uow.session, client_id, chosen, now)).awaiting_second:
             raise InvalidInput(
-                f"confirm once first: the second confirmation must follow within {SECOND_CONFIRMATION_MINUTES} minutes"
+                f"confirm once first: the second confirmation must follow within {SECOND_CONFIRMATION_MINUTES} minutes",
+                code="tone_confirm_first",
+                fields={"minutes": SECOND_CONFIRMATION_MINUTES},
             )
         expires = now + timedelta(days=CONSENT_DAYS) if event == GIVEN else None
         uow.session.add(

@@ -2,13 +2,17 @@
 
 
 class DomainError(Exception):
-    """Base class; ``status_code`` is the HTTP status the API answers with."""
+    """Base class; ``status_code`` is the HTTP status the API answers with. ``message`` is English; a refusal a
+    client may read also has a stable ``code`` (``""``: none) and the values its text names (``fields``), which
+    :func:`app.handoff.catalogue.refusal` says in the client's language (the catalogue's ``refused_<code>``)."""
 
     status_code = 400
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, code: str = "", fields: dict[str, str | int] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.code = code
+        self.fields = fields or {}
 
     def headers(self) -> dict[str, str]:
         """HTTP headers the answer carries besides the status and message (none by default)."""
@@ -59,7 +63,9 @@ class TooManyAttempts(DomainError):
     status_code = 429
 
     def __init__(self, retry_after: int, *, what: str = "attempts") -> None:
-        super().__init__(f"too many {what}: try again in {retry_after} s")
+        super().__init__(
+            f"too many {what}: try again in {retry_after} s", code="rate_limited", fields={"retry_after": retry_after}
+        )
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:

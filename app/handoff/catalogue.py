@@ -1,8 +1,10 @@
 """What the client reads from the product (not the model, not the coach), in the language they write in: the one
 catalogue of the crisis reply, the crisis acknowledgement, the handoff notice, the SLA holding message, the honest
 AI's disclosure and correction (:mod:`app.chat.turn.honesty`), the widget's presence line, the default greeting,
-the Telegram bot's own lines (``tg_*``, ``/tone``'s intensity names ``tone_intensity_*``) and the web widget's own
-texts (``widget_*``: its chat page and launcher, :func:`widget_texts`).
+the Telegram bot's own lines (``tg_*``, ``/tone``'s intensity names ``tone_intensity_*``), the web widget's own
+texts (``widget_*``: its chat page and launcher, :func:`widget_texts`; ``tone_page_*``, ``memory_page_*``: its tone
+and memory pages, :func:`page_texts`) and the refusals a client reads (``refused_*``, by a ``DomainError``'s
+``code``: :func:`refusal`).
 
 Each entry of :data:`CATALOGUE` maps ``en es fr de pt`` (:data:`app.handoff.languages.LANGUAGES`) to a
 ``str.format`` template. The language is the client's as :mod:`app.handoff.languages` detects it
@@ -19,6 +21,7 @@ crisis reply does: ``tú`` / ``tu`` / ``du`` / ``você``.
 from __future__ import annotations
 
 from app.accounts.disclosure import AI_DISCLOSURE_TEXT
+from app.core.errors import DomainError
 
 CATALOGUE: dict[str, dict[str, str]] = {
     # The crisis reply (:func:`app.handoff.crisis.crisis_reply`): ``{coach}``, ``{away}`` (empty, or
@@ -991,6 +994,309 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "de": "Coaching-Chat",
         "pt": "Chat de coaching",
     },
+    # A refusal the client reads (:func:`refusal`: a ``DomainError``'s ``code``; the widget's scripts map an error
+    # event's or an API error's ``code`` to these, given as ``refused_<code>``): too many requests
+    # (``{retry_after}``: seconds), an empty message, one over ``{max}`` characters, an answer that failed (a job
+    # answers it later, or it could not even be queued).
+    "refused_rate_limited": {
+        "en": "Too many requests: try again in {retry_after} s.",
+        "es": "Demasiadas solicitudes: inténtalo de nuevo en {retry_after} s.",
+        "fr": "Trop de demandes : réessaie dans {retry_after} s.",
+        "de": "Zu viele Anfragen: Versuch es in {retry_after} s noch einmal.",
+        "pt": "Solicitações demais: tente de novo em {retry_after} s.",
+    },
+    "refused_empty": {
+        "en": "The message is empty.",
+        "es": "El mensaje está vacío.",
+        "fr": "Le message est vide.",
+        "de": "Die Nachricht ist leer.",
+        "pt": "A mensagem está vazia.",
+    },
+    "refused_too_long": {
+        "en": "The message is longer than {max} characters.",
+        "es": "El mensaje tiene más de {max} caracteres.",
+        "fr": "Le message dépasse {max} caractères.",
+        "de": "Die Nachricht ist länger als {max} Zeichen.",
+        "pt": "A mensagem tem mais de {max} caracteres.",
+    },
+    "refused_answer_later": {
+        "en": "Could not answer this message yet; it is saved and will be answered shortly.",
+        "es": "Todavía no se pudo responder a este mensaje; está guardado y se responderá en breve.",
+        "fr": "Impossible de répondre à ce message pour l'instant ; il est enregistré et recevra bientôt une réponse.",
+        "de": (
+            "Auf diese Nachricht konnte noch nicht geantwortet werden; sie ist gespeichert und wird bald beantwortet."
+        ),
+        "pt": "Ainda não foi possível responder a esta mensagem; ela está salva e será respondida em breve.",
+    },
+    "refused_not_answered": {
+        "en": "Could not answer this message; it is saved.",
+        "es": "No se pudo responder a este mensaje; está guardado.",
+        "fr": "Impossible de répondre à ce message ; il est enregistré.",
+        "de": "Auf diese Nachricht konnte nicht geantwortet werden; sie ist gespeichert.",
+        "pt": "Não foi possível responder a esta mensagem; ela está salva.",
+    },
+    # The tone service's refusals (:class:`app.accounts.tone.ToneService`): a style the coach no longer offers
+    # (``{offered}``: the labels of the coach's styles now; ``_none``: only the default is left), an intensity
+    # outside the coach's range (``{low}``, ``{high}``), a style without the client's agreement, a consent text the
+    # coach reworded, a confirmation other than 1 (or 2), a second confirmation without a recent first
+    # (``{minutes}``).
+    "refused_tone_mode_unknown": {
+        "en": "Your coach no longer offers this style: your coach's styles now are {offered}",
+        "es": "Tu coach ya no ofrece este estilo: sus estilos ahora son {offered}",
+        "fr": "Ton coach ne propose plus ce style : ses styles sont maintenant {offered}",
+        "de": "Dein Coach bietet diesen Stil nicht mehr an: Seine Stile sind jetzt {offered}",
+        "pt": "Seu coach não oferece mais este estilo: os estilos dele agora são {offered}",
+    },
+    "refused_tone_mode_none": {
+        "en": "Your coach no longer offers this style: only the default style is left.",
+        "es": "Tu coach ya no ofrece este estilo: solo queda el estilo predeterminado.",
+        "fr": "Ton coach ne propose plus ce style : il ne reste que le style par défaut.",
+        "de": "Dein Coach bietet diesen Stil nicht mehr an: Nur der Standardstil bleibt.",
+        "pt": "Seu coach não oferece mais este estilo: só resta o estilo padrão.",
+    },
+    "refused_tone_intensity_range": {
+        "en": "Intensity must be from {low} to {high} (what your coach allows)",
+        "es": "La intensidad debe estar entre {low} y {high} (lo que permite tu coach)",
+        "fr": "L'intensité doit aller de {low} à {high} (ce que ton coach autorise)",
+        "de": "Die Intensität muss zwischen {low} und {high} liegen (was dein Coach erlaubt)",
+        "pt": "A intensidade deve ser de {low} a {high} (o que seu coach permite)",
+    },
+    "refused_tone_consent_needed": {
+        "en": "This style needs your agreement first.",
+        "es": "Este estilo necesita primero tu aceptación.",
+        "fr": "Ce style a d'abord besoin de ton accord.",
+        "de": "Dieser Stil braucht zuerst deine Zustimmung.",
+        "pt": "Este estilo precisa primeiro da sua concordância.",
+    },
+    "refused_tone_consent_changed": {
+        "en": "The consent text of this style changed: read it again and agree to the new text.",
+        "es": "El texto de aceptación de este estilo cambió: léelo de nuevo y acepta el texto nuevo.",
+        "fr": "Le texte d'accord de ce style a changé : relis-le et accepte le nouveau texte.",
+        "de": "Der Zustimmungstext dieses Stils hat sich geändert: Lies ihn noch einmal und stimm dem neuen Text zu.",
+        "pt": "O texto de concordância deste estilo mudou: leia de novo e concorde com o novo texto.",
+    },
+    "refused_tone_confirmation": {
+        "en": "This confirmation is not valid: start again.",
+        "es": "Esta confirmación no es válida: empieza de nuevo.",
+        "fr": "Cette confirmation n'est pas valable : recommence.",
+        "de": "Diese Bestätigung ist ungültig: Fang noch einmal an.",
+        "pt": "Esta confirmação não é válida: comece de novo.",
+    },
+    "refused_tone_confirm_first": {
+        "en": "Confirm once first: the second confirmation must follow within {minutes} minutes.",
+        "es": "Confirma una vez primero: la segunda confirmación debe llegar en menos de {minutes} minutos.",
+        "fr": "Confirme d'abord une fois : la seconde confirmation doit suivre dans les {minutes} minutes.",
+        "de": "Bestätige zuerst einmal: Die zweite Bestätigung muss innerhalb von {minutes} Minuten folgen.",
+        "pt": "Confirme uma vez primeiro: a segunda confirmação deve vir em até {minutes} minutos.",
+    },
+    # The widget's tone page (``templates/widget/tone.html``, ``static/tone.js``; its other lines are the
+    # ``tg_tone_*`` ones): its title (``{coach}``), the link back to the chat (the memory page's too), the
+    # intensity's legend (``{low}``, ``{high}``), its button, the style's heading, the current style's lead, until
+    # when a style is agreed (``{until}``: YYYY-MM-DD), no styles, saving and its failures.
+    "tone_page_title": {
+        "en": "How {coach}'s assistant talks to you",
+        "es": "Cómo te habla el asistente de {coach}",
+        "fr": "Comment l'assistant de {coach} te parle",
+        "de": "Wie der Assistent von {coach} mit dir spricht",
+        "pt": "Como o assistente de {coach} fala com você",
+    },
+    "tone_page_back": {
+        "en": "← Back to chat",
+        "es": "← Volver al chat",
+        "fr": "← Retour à la discussion",
+        "de": "← Zurück zum Chat",
+        "pt": "← Voltar ao chat",
+    },
+    "tone_page_legend": {
+        "en": "Intensity (your coach allows {low} to {high})",
+        "es": "Intensidad (tu coach permite de {low} a {high})",
+        "fr": "Intensité (ton coach autorise de {low} à {high})",
+        "de": "Intensität (dein Coach erlaubt {low} bis {high})",
+        "pt": "Intensidade (seu coach permite de {low} a {high})",
+    },
+    "tone_page_save": {
+        "en": "Save intensity",
+        "es": "Guardar intensidad",
+        "fr": "Enregistrer l'intensité",
+        "de": "Intensität speichern",
+        "pt": "Salvar intensidade",
+    },
+    "tone_page_style": {"en": "Style", "es": "Estilo", "fr": "Style", "de": "Stil", "pt": "Estilo"},
+    "tone_page_current": {
+        "en": "Current style:",
+        "es": "Estilo actual:",
+        "fr": "Style actuel :",
+        "de": "Aktueller Stil:",
+        "pt": "Estilo atual:",
+    },
+    "tone_page_agreed_until": {
+        "en": "Agreed until {until}",
+        "es": "Aceptado hasta el {until}",
+        "fr": "Accepté jusqu'au {until}",
+        "de": "Zugestimmt bis {until}",
+        "pt": "Aceito até {until}",
+    },
+    "tone_page_no_styles": {
+        "en": "Your coach has not set up other styles.",
+        "es": "Tu coach no ha configurado otros estilos.",
+        "fr": "Ton coach n'a pas prévu d'autres styles.",
+        "de": "Dein Coach hat keine anderen Stile eingerichtet.",
+        "pt": "Seu coach não configurou outros estilos.",
+    },
+    "tone_page_saving": {
+        "en": "Saving…",
+        "es": "Guardando…",
+        "fr": "Enregistrement…",
+        "de": "Wird gespeichert…",
+        "pt": "Salvando…",
+    },
+    "tone_page_failed": {
+        "en": "Could not save; try again.",
+        "es": "No se pudo guardar; inténtalo de nuevo.",
+        "fr": "Impossible d'enregistrer ; réessaie.",
+        "de": "Speichern fehlgeschlagen; versuch es noch einmal.",
+        "pt": "Não foi possível salvar; tente de novo.",
+    },
+    "tone_page_offline": {
+        "en": "Could not save; check your connection and try again.",
+        "es": "No se pudo guardar; revisa tu conexión e inténtalo de nuevo.",
+        "fr": "Impossible d'enregistrer ; vérifie ta connexion et réessaie.",
+        "de": "Speichern fehlgeschlagen; prüfe deine Verbindung und versuch es noch einmal.",
+        "pt": "Não foi possível salvar; verifique sua conexão e tente de novo.",
+    },
+    # The widget's memory page (``templates/widget/memory.html``, ``static/memory.js``): its title (``{coach}``),
+    # heading, lead, the data export's link and hint, the insights' heading, the delete button, no insights, the
+    # sessions' heading, the newest and earlier sessions' links, a summary's next steps and topics (``{items}``),
+    # no summaries, the question before a deletion, its outcome and failures.
+    "memory_page_title": {
+        "en": "What {coach}'s assistant remembers",
+        "es": "Lo que recuerda el asistente de {coach}",
+        "fr": "Ce dont se souvient l'assistant de {coach}",
+        "de": "Woran sich der Assistent von {coach} erinnert",
+        "pt": "O que o assistente de {coach} lembra",
+    },
+    "memory_page_heading": {
+        "en": "What my coach's assistant remembers",
+        "es": "Lo que recuerda el asistente de mi coach",
+        "fr": "Ce dont se souvient l'assistant de mon coach",
+        "de": "Woran sich der Assistent meines Coachs erinnert",
+        "pt": "O que o assistente do meu coach lembra",
+    },
+    "memory_page_lead": {
+        "en": (
+            "The assistant uses these notes to pick up where you left off. Delete anything you do not want it to "
+            "remember: it will not come back."
+        ),
+        "es": (
+            "El asistente usa estas notas para retomar donde lo dejaste. Borra lo que no quieras que recuerde: no "
+            "volverá."
+        ),
+        "fr": (
+            "L'assistant se sert de ces notes pour reprendre là où tu t'étais arrêté. Supprime ce que tu ne veux pas "
+            "qu'il retienne : cela ne reviendra pas."
+        ),
+        "de": (
+            "Der Assistent nutzt diese Notizen, um dort weiterzumachen, wo du aufgehört hast. Lösche, woran er sich "
+            "nicht erinnern soll: Es kommt nicht zurück."
+        ),
+        "pt": (
+            "O assistente usa estas notas para continuar de onde você parou. Apague o que não quiser que ele lembre: "
+            "não voltará."
+        ),
+    },
+    "memory_page_download": {
+        "en": "Download my data",
+        "es": "Descargar mis datos",
+        "fr": "Télécharger mes données",
+        "de": "Meine Daten herunterladen",
+        "pt": "Baixar meus dados",
+    },
+    "memory_page_download_hint": {
+        "en": "— every message, what the assistant remembers, and your feedback, as JSON",
+        "es": "— cada mensaje, lo que recuerda el asistente y tus valoraciones, en JSON",
+        "fr": "— chaque message, ce dont se souvient l'assistant et tes avis, en JSON",
+        "de": "— jede Nachricht, woran sich der Assistent erinnert, und deine Rückmeldungen, als JSON",
+        "pt": "— cada mensagem, o que o assistente lembra e suas avaliações, em JSON",
+    },
+    "memory_page_insights": {
+        "en": "Things it has learnt about you",
+        "es": "Lo que ha aprendido sobre ti",
+        "fr": "Ce qu'il a appris sur toi",
+        "de": "Was er über dich gelernt hat",
+        "pt": "O que ele aprendeu sobre você",
+    },
+    "memory_page_delete": {"en": "Delete", "es": "Borrar", "fr": "Supprimer", "de": "Löschen", "pt": "Apagar"},
+    "memory_page_nothing": {
+        "en": "Nothing yet.",
+        "es": "Nada todavía.",
+        "fr": "Rien pour l'instant.",
+        "de": "Noch nichts.",
+        "pt": "Nada ainda.",
+    },
+    "memory_page_sessions": {
+        "en": "Past sessions",
+        "es": "Sesiones anteriores",
+        "fr": "Séances passées",
+        "de": "Frühere Sitzungen",
+        "pt": "Sessões anteriores",
+    },
+    "memory_page_newest": {
+        "en": "Newest sessions",
+        "es": "Sesiones más recientes",
+        "fr": "Séances les plus récentes",
+        "de": "Neueste Sitzungen",
+        "pt": "Sessões mais recentes",
+    },
+    "memory_page_earlier": {
+        "en": "Earlier sessions",
+        "es": "Sesiones más antiguas",
+        "fr": "Séances plus anciennes",
+        "de": "Ältere Sitzungen",
+        "pt": "Sessões mais antigas",
+    },
+    "memory_page_next_steps": {
+        "en": "Next steps: {items}",
+        "es": "Próximos pasos: {items}",
+        "fr": "Prochaines étapes : {items}",
+        "de": "Nächste Schritte: {items}",
+        "pt": "Próximos passos: {items}",
+    },
+    "memory_page_topics": {
+        "en": "Topics: {items}",
+        "es": "Temas: {items}",
+        "fr": "Sujets : {items}",
+        "de": "Themen: {items}",
+        "pt": "Temas: {items}",
+    },
+    "memory_page_no_summaries": {
+        "en": "No session summaries yet.",
+        "es": "Todavía no hay resúmenes de sesiones.",
+        "fr": "Pas encore de résumé de séance.",
+        "de": "Noch keine Zusammenfassungen von Sitzungen.",
+        "pt": "Ainda não há resumos de sessões.",
+    },
+    "memory_page_confirm": {
+        "en": "Delete this? The assistant will not remember it again.",
+        "es": "¿Borrar esto? El asistente no volverá a recordarlo.",
+        "fr": "Supprimer ceci ? L'assistant ne s'en souviendra plus.",
+        "de": "Das löschen? Der Assistent wird sich nicht wieder daran erinnern.",
+        "pt": "Apagar isto? O assistente não vai lembrar disso de novo.",
+    },
+    "memory_page_deleted": {"en": "Deleted.", "es": "Borrado.", "fr": "Supprimé.", "de": "Gelöscht.", "pt": "Apagado."},
+    "memory_page_failed": {
+        "en": "Could not delete it; try again.",
+        "es": "No se pudo borrar; inténtalo de nuevo.",
+        "fr": "Impossible de le supprimer ; réessaie.",
+        "de": "Löschen fehlgeschlagen; versuch es noch einmal.",
+        "pt": "Não foi possível apagar; tente de novo.",
+    },
+    "memory_page_offline": {
+        "en": "Could not delete it; check your connection and try again.",
+        "es": "No se pudo borrar; revisa tu conexión e inténtalo de nuevo.",
+        "fr": "Impossible de le supprimer ; vérifie ta connexion et réessaie.",
+        "de": "Löschen fehlgeschlagen; prüfe deine Verbindung und versuch es noch einmal.",
+        "pt": "Não foi possível apagar; verifique sua conexão e tente de novo.",
+    },
     # The first words of an empty conversation when the coach set no ``widget_greeting`` (:func:`greeting`):
     # ``{coach}``.
     "greeting": {
@@ -1018,16 +1324,28 @@ def greeting(custom: str | None, coach_name: str, language: str = "en") -> str:
     return custom or say("greeting", language, coach=coach_name)
 
 
+def page_texts(prefix: str, language: str, **shared: str) -> dict[str, str]:
+    """A widget page's own texts in ``language`` (``en es fr de pt``; anything else → English), their fields
+    (``{coach}``, ``{used}``…) left for the page or its script to fill: every entry named ``prefix…`` by its name
+    without the prefix (``"placeholder"``, ``"send"``…), the entries ``shared`` names under their keys there
+    (``heading="tg_tone_title"``), and every refusal (``refused_*``, :func:`refusal`) under its full name, for the
+    script to show an error event's or an API error's ``code`` (``refused_<code>``)."""
+    names = {name.removeprefix(prefix): name for name in CATALOGUE if name.startswith(prefix)}
+    names |= shared | {name: name for name in CATALOGUE if name.startswith("refused_")}
+    return {key: CATALOGUE[name].get(language, CATALOGUE[name]["en"]) for key, name in names.items()}
+
+
 def widget_texts(language: str) -> dict[str, str]:
-    """The widget's own texts in ``language`` (``en es fr de pt``; anything else → English): every ``widget_*``
-    entry by its name without the prefix (``"placeholder"``, ``"send"``…), its fields (``{coach}``, ``{used}``…)
-    left for the page to fill (``templates/widget/chat.html``, ``static/chat.js``, ``static/widget.js``: the
-    coach's name can change while the page is open)."""
-    return {
-        name.removeprefix("widget_"): entry.get(language, entry["en"])
-        for name, entry in CATALOGUE.items()
-        if name.startswith("widget_")
-    }
+    """The chat page's own texts (:func:`page_texts` of ``widget_*``: ``templates/widget/chat.html``,
+    ``static/chat.js``, ``static/widget.js``; the coach's name can change while the page is open)."""
+    return page_texts("widget_", language)
+
+
+def refusal(error: DomainError, language: str) -> str:
+    """What a client reads of a refusal: its ``refused_<code>`` entry in ``language`` filled with its ``fields``,
+    else (no code, or one the catalogue lacks) its English ``message``."""
+    name = f"refused_{error.code}"
+    return say(name, language, **error.fields) if error.code and name in CATALOGUE else error.message
 
 
 def handoff_notice(coach_name: str, language: str, *, requested: bool, sla_minutes: int, back: str | None) -> str:

@@ -38,9 +38,16 @@ def is_page_request(request: Request[Any, Any, Any]) -> bool:
     return MediaType.HTML in request.headers.get("accept", "")
 
 
-def error_response(status_code: int, detail: str, headers: dict[str, str] | None = None) -> Response[Any]:
-    """The API's JSON error body, the shape Litestar itself answers with: ``{"status_code", "detail"}``."""
-    return Response({"status_code": status_code, "detail": detail}, status_code=status_code, headers=headers)
+def error_response(
+    status_code: int, detail: str, headers: dict[str, str] | None = None, refused: DomainError | None = None
+) -> Response[Any]:
+    """The API's JSON error body, the shape Litestar itself answers with: ``{"status_code", "detail"}``, and the
+    ``code`` and ``fields`` of a ``refused`` request's error that has a code (the widget's scripts show the
+    catalogue's ``refused_<code>`` in the page's language: :func:`app.handoff.catalogue.refusal`)."""
+    body: dict[str, Any] = {"status_code": status_code, "detail": detail}
+    if refused is not None and refused.code:
+        body |= {"code": refused.code, "fields": refused.fields}
+    return Response(body, status_code=status_code, headers=headers)
 
 
 def not_found_page(request: Request[Any, Any, Any], detail: str) -> Template:

@@ -52,7 +52,7 @@ async def test_a_client_picks_an_intensity_and_consents_twice_to_the_most_intens
 
     await page.get_by_label("2 — gentle").check()
     await page.get_by_role("button", name="Save intensity").click()
-    await expect(page.locator("#status")).to_have_text("Saved: intensity 2 (gentle).", timeout=WAIT_MS)
+    await expect(page.locator("#status")).to_have_text("Intensity 2 — gentle.", timeout=WAIT_MS)
 
     roast = page.locator("#mode-roast")
     await expect(roast).to_contain_text('Switch to "Tough love"')

@@ -101,7 +101,7 @@ async def test_a_message_over_the_rate_limit_is_marked_not_sent_and_its_text_com
     await widget.goto(f"/w/{client['widget_token']}")
     await send_from_widget(widget, "Am I writing too much?")
     await expect(widget.locator(".msg.client").last).to_have_class(re.compile(r"\bfailed\b"), timeout=WAIT_MS)
-    await expect(widget.locator("#status")).to_contain_text("too many messages: try again in")
+    await expect(widget.locator("#status")).to_contain_text("Too many requests: try again in")
     await expect(widget.locator("#text")).to_have_value("Am I writing too much?")
     await shot(widget, "ux-11-widget-rate-limited.png")
     await context.close()

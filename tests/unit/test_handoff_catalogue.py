@@ -9,7 +9,8 @@ import string
 import pytest
 
 from app.accounts.disclosure import AI_DISCLOSURE_TEXT
-from app.handoff.catalogue import CATALOGUE, handoff_notice, holding_message, say, widget_texts
+from app.core.errors import InvalidInput, TooManyAttempts
+from app.handoff.catalogue import CATALOGUE, handoff_notice, holding_message, refusal, say, widget_texts
 from app.handoff.languages import LANGUAGES, preferred_language
 from app.handoff.signals import human_request_language
 
@@ -38,12 +39,20 @@ def test_a_language_the_catalogue_lacks_reads_english() -> None:
 
 def test_the_widgets_texts_are_its_catalogue_entries_in_the_language_english_for_another() -> None:
     french, english = widget_texts("fr"), widget_texts("en")
-    assert sorted(french) == sorted(name.removeprefix("widget_") for name in CATALOGUE if name.startswith("widget_"))
+    own = [name.removeprefix("widget_") for name in CATALOGUE if name.startswith("widget_")]
+    assert sorted(french) == sorted(own + [name for name in CATALOGUE if name.startswith("refused_")])
     shown = (french["send"], french["placeholder"], french["reconnecting"])
     assert shown == ("Envoyer", "Écris ton message…", "Reconnexion…")
     assert french["joined"] == "{coach} a rejoint la conversation"  # fields left for the page to fill
     assert widget_texts("it") == widget_texts("") == english and english["send"] == "Send"
     assert english["disclosure"] == AI_DISCLOSURE_TEXT  # the text of the version the client accepts
+
+
+def test_a_refusal_is_its_codes_text_in_the_language_else_its_english_message() -> None:
+    assert refusal(TooManyAttempts(7, what="messages"), "de") == "Zu viele Anfragen: Versuch es in 7 s noch einmal."
+    assert refusal(TooManyAttempts(7, what="messages"), "it") == "Too many requests: try again in 7 s."
+    assert refusal(InvalidInput("title must not be empty"), "es") == "title must not be empty"  # no code
+    assert refusal(InvalidInput("odd", code="no_such_code"), "es") == "odd"
 
 
 @pytest.mark.parametrize("language", LANGUAGES)

@@ -18,8 +18,8 @@ consent), ``t:c:<mode key>:<version>:<1|2>`` (agree, confirmation 1 or 2), ``t:w
 
 The bot's own words (titles, buttons, notes, intensity names) are catalogue entries (``tg_tone_*``,
 ``tone_intensity_*``: :mod:`app.handoff.catalogue`) in the language of the update's sender
-(:func:`app.channels.telegram.render.update_language`); a style's label and consent text are the coach's words, and
-a refusal is the tone service's message, both as written.
+(:func:`app.channels.telegram.render.update_language`), as is a refusal of the tone service (its code's catalogue
+text, :func:`app.handoff.catalogue.refusal`); a style's label and consent text are the coach's words, as written.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from app.accounts.tone import DEFAULT_MODE, MODE_KEY, ModeConsent, ToneChoice, T
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.channels.telegram.render import escape, shorten
 from app.core.errors import DomainError
-from app.handoff.catalogue import say
+from app.handoff.catalogue import refusal, say
 
 TONE_COMMAND = "/tone"
 MAX_NOTE_CHARS = 200
@@ -183,14 +183,16 @@ class TelegramTone:
     ) -> ToneAnswer:
         """Do what ``press`` asks through :class:`ToneService` (``choose``, ``consent``, ``withdraw``, or read the
         state) and say what to show, in ``language`` (as :meth:`show`). A refusal (the service's ``InvalidInput``
-        and other domain errors) stores nothing and answers its message as an alert with the current ``/tone``
-        message."""
+        and other domain errors) stores nothing and answers it as an alert (:func:`~app.handoff.catalogue.refusal`
+        in ``language``: the service's English message for a refusal without a catalogue text) with the current
+        ``/tone`` message."""
         try:
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
                 return await self._press(uow, client_id, press, now, language)
         except DomainError as exc:
             text, keyboard = await self.show(coach_id, client_id, now, language)
-            return ToneAnswer(shorten(exc.message[:1].upper() + exc.message[1:], MAX_NOTE_CHARS), True, text, keyboard)
+            said = refusal(exc, language)
+            return ToneAnswer(shorten(said[:1].upper() + said[1:], MAX_NOTE_CHARS), True, text, keyboard)
 
     async def _press(
         self, uow: UnitOfWork, client_id: uuid.UUID, press: TonePress, now: datetime, language: str

@@ -29,6 +29,7 @@ from app.conversations.metadata import client_citations, client_handoff_view, cl
 from app.conversations.service import MAX_FEEDBACK_CHARS, ListedMessage
 from app.core.errors import DomainError, InvalidInput
 from app.deps import PAGE, ClientIdentityDep, ContainerDep, PathId, Uow, WantedPage, next_link, page_response
+from app.handoff.catalogue import say
 from app.handoff.languages import LANGUAGES
 from app.handoff.live import LINK_REVOKED, client_channel, message_event
 from app.rag.passages import cited_passage
@@ -313,10 +314,12 @@ async def chat_socket(
     repeat of a message this socket answers already, so no ``done`` follows for it); answers follow in the order the
     messages arrived: ``{"type": "token", "text": "..."}`` per delta, then ``{"type": "done", "conversation_id",
     "in_reply_to", "message_id", "reply", "citations", "metadata", "handoff"}``. ``{"type": "error", "message",
-    "client_message_id"?}`` for a message that was refused (nothing stored); ``{"type": "error", "message",
-    "in_reply_to"}`` instead of ``done`` for a stored message whose answer failed (a job answers it later, or the
-    message was gone). Live events of the client's channel (:mod:`app.handoff.live`: the coach's messages,
-    ``coach_joined``, ``coach_left``, ``draft_discarded``) arrive on the same socket at any time. A dropped
+    "code"?, "fields"?, "client_message_id"?}`` for a message that was refused (nothing stored: :func:`error_event`,
+    ``code`` e.g. ``rate_limited`` with ``fields.retry_after``, ``too_long``, ``empty``); ``{"type": "error",
+    "message", "code"?, "fields"?, "in_reply_to"}`` (``answer_later``, ``not_answered``) instead of ``done`` for a
+    stored message whose answer failed (a job answers it later, or the message was gone). Live events of the
+    client's channel (:mod:`app.handoff.live`: the coach's messages, ``coach_joined``, ``coach_left``,
+    ``draft_discarded``) arrive on the same socket at any time. A dropped
     connection stops neither the reading of what already arrived nor the answers: every stored message is
     answered, and replies finished after the drop go to the client's live channel (the widget's next connection).
     """
@@ -419,7 +422,7 @@ class _SocketChat:
                 client_message_id=request.client_message_id,
             )
         except DomainError as exc:
-            await self.send({"type": "error", "message": exc.message, **_client_id_of(raw)})
+            await self.send(error_event(exc) | _client_id_of(raw))
             return
         self._conversation_id = received.conversation_id
         # a message sent again on this socket before its answer came (the widget re-sends what it has no ack
@@ -467,7 +470,7 @@ class _SocketChat:
                     else:
                         await self.send({"type": "token", "text": item})
             except DomainError as exc:
-                await self.send({"type": "error", "message": exc.message, "in_reply_to": str(message_id)})
+                await self.send(error_event(exc) | {"in_reply_to": str(message_id)})
             except Exception:  # one failed answer must not leave the messages queued after it unanswered
                 log.exception("answering message %s failed; a job answers it", message_id)
                 await self._answer_later(message_id)
@@ -482,10 +485,18 @@ class _SocketChat:
             await self.container.chat.answer_later(self.identity.coach_id, message_id)
         except Exception:  # (the database may still be out of reach: the coach's inbox shows the message)
             log.exception("queueing the answer of message %s failed", message_id)
-            failed = "could not answer this message; it is saved"
-            await self.send({"type": "error", "message": failed, "in_reply_to": str(message_id)})
+            failed = DomainError(say("refused_not_answered", "en"), code="not_answered")
+            await self.send(error_event(failed) | {"in_reply_to": str(message_id)})
             return
-        await self.send({"type": "error", "message": ANSWER_LATER, "in_reply_to": str(message_id)})
+        await self.send(error_event(DomainError(ANSWER_LATER, code="answer_later")) | {"in_reply_to": str(message_id)})
+
+
+def error_event(error: DomainError) -> dict[str, Any]:
+    """The socket's ``error`` event of a refusal: ``{"type": "error", "message"}`` (English), with its ``code``
+    and ``fields`` when it has a code (``static/chat.js`` shows the catalogue's ``refused_<code>`` in the page's
+    language: :func:`app.handoff.catalogue.refusal`)."""
+    event: dict[str, Any] = {"type": "error", "message": error.message}
+    return event | {"code": error.code, "fields": error.fields} if error.code else event
 
 
 def _client_id_of(raw: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ the coach's hours it says when they are back; the page says in how many seconds 
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,8 +30,8 @@ from litestar.response import Redirect, Template
 from app.accounts.disclosure import AI_DISCLOSURE_VERSION
 from app.accounts.models import Coach
 from app.accounts.service import ClientIdentity
-from app.accounts.tone import client_view
-from app.accounts.unit_of_work import unit_of_work
+from app.accounts.tone import INTENSITY_MAX, INTENSITY_MIN, client_view
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.accounts.widget_settings import avatar_url, suggestions, widget_avatar
 from app.auth import WIDGET_COOKIE, WIDGET_SESSION_S, widget_cookie
 from app.channels.web.chat import coach_presence
@@ -40,7 +41,7 @@ from app.conversations.schemas import ShownMessage
 from app.core.headers import content_security_policy
 from app.core.pagination import PageRequest, page_query
 from app.deps import PAGE, ContainerDep, PathId, PathStr, WantedPage
-from app.handoff.catalogue import greeting, presence_lines, say, widget_texts
+from app.handoff.catalogue import greeting, page_texts, presence_lines, say, widget_texts
 from app.handoff.languages import Language, preferred_language, tag_language
 from app.handoff.sla import notice_language
 from app.memory.client_view import remembered_out
@@ -55,6 +56,19 @@ image run were it ever opened as a document (it is a PNG re-encoded on upload, s
 CHAT_PAGE = "/w/chat"
 MEMORY_PAGE = "/w/memory"
 TONE_PAGE = "/w/tone"
+TONE_PAGE_SHARED = {
+    "heading": "tg_tone_title",
+    "gentle": "tg_tone_gentle",
+    "lapsed": "tg_tone_lapsed",
+    "default": "tg_tone_default",
+    "agree": "tg_tone_agree",
+    "agree_again": "tg_tone_agree_again",
+    "withdraw": "tg_tone_withdraw",
+    "second": "tg_tone_second",
+    "saved": "tg_tone_chosen",
+    **{f"intensity_{n}": f"tone_intensity_{n}" for n in range(INTENSITY_MIN, INTENSITY_MAX + 1)},
+}
+"""The tone page's texts that are Telegram's ``/tone`` lines (key on the page → catalogue entry)."""
 
 
 def initials(name: str) -> str:
@@ -70,6 +84,28 @@ def page_language(request: Request[Any, Any, Any]) -> Language:
     de pt``; else English."""
     asked = tag_language(request.query_params.get("lang"))
     return asked or preferred_language(request.headers.get("accept-language")) or "en"
+
+
+async def client_language(
+    request: Request[Any, Any, Any], uow: UnitOfWork, conversation_id: uuid.UUID | None, handoff_id: uuid.UUID | None
+) -> str:
+    """The language of a widget page's own texts: the client's conversation's (``conversation_id``, the client's
+    latest, and its handoff's ``handoff_id``: :func:`app.handoff.sla.notice_language`, its handoff notice's, else
+    the client's last messages') when that reads as another language than English, else the page's
+    (:func:`page_language`): a short first message ("hola") reads as English for lack of evidence."""
+    told = await notice_language(uow.session, conversation_id, handoff_id) if conversation_id is not None else "en"
+    return told if told != "en" else page_language(request)
+
+
+async def _latest_language(
+    request: Request[Any, Any, Any], container: Container, uow: UnitOfWork, client_id: uuid.UUID
+) -> str:
+    """:func:`client_language` of the client's latest conversation (the tone and memory pages: as the chat page)."""
+    conversation_id = await container.conversations.latest_conversation(uow, client_id)
+    handoff = None
+    if conversation_id is not None:
+        handoff, _drafts = await container.handoff_queue.conversation_state(uow, conversation_id)
+    return await client_language(request, uow, conversation_id, handoff.id if handoff is not None else None)
 
 
 def _invalid(status_code: int) -> Template:
@@ -125,9 +161,12 @@ class WidgetController(Controller):
         return await _exchange(container, token, CHAT_PAGE, lang)
 
     @get("/{token:str}/memory")
-    async def open_memory_link(self, token: PathStr, container: ContainerDep) -> Redirect | Template:
-        """``/w/<widget token>/memory``: set the widget session cookie, then 303 to the memory page."""
-        return await _exchange(container, token, MEMORY_PAGE)
+    async def open_memory_link(
+        self, token: PathStr, container: ContainerDep, lang: FromQuery[str | None] = None
+    ) -> Redirect | Template:
+        """``/w/<widget token>/memory``: set the widget session cookie, then 303 to the memory page, ``?lang=``
+        kept."""
+        return await _exchange(container, token, MEMORY_PAGE, lang)
 
     @get("/avatar/{coach_id:uuid}")
     async def avatar(self, coach_id: PathId, container: ContainerDep) -> Response[bytes]:
@@ -145,9 +184,8 @@ class WidgetController(Controller):
         valid" page, 401.
 
         The page's own texts (:func:`app.handoff.catalogue.widget_texts`, the presence line, the AI disclosure, the
-        default greeting) speak the conversation's language (:func:`app.handoff.sla.notice_language`: its handoff
-        notice's, else the client's last messages') when that reads as another language than English, else the
-        page's (:func:`page_language`): a short first message ("hola") reads as English for lack of evidence."""
+        default greeting) speak :func:`client_language`; its links to the tone and memory pages pass it on
+        (``?lang=``)."""
         found = await _session(request, container)
         if found is None:
             return _invalid(401)
@@ -158,8 +196,7 @@ class WidgetController(Controller):
             conversation_id = await container.conversations.latest_conversation(uow, identity.client_id)
             messages: list[ShownMessage] = []
             earlier = None  # the query of the "Earlier messages" button's page: the messages before those shown
-            handoff_status = None
-            language: str = page_language(request)  # until the conversation says another language than English
+            handoff_status = handoff_id = None
             if conversation_id is not None:
                 last = PageRequest()
                 _, stored = await container.conversations.history(
@@ -171,8 +208,7 @@ class WidgetController(Controller):
                 handoff, _drafts = await container.handoff_queue.conversation_state(uow, conversation_id)
                 handoff_status = handoff.status if handoff is not None else None
                 handoff_id = handoff.id if handoff is not None else None
-                told = await notice_language(uow.session, conversation_id, handoff_id)
-                language = told if told != "en" else language
+            language = await client_language(request, uow, conversation_id, handoff_id)
         texts = widget_texts(language)
         page = Template(
             "widget/chat.html",
@@ -218,7 +254,9 @@ class WidgetController(Controller):
     async def tone_page(self, request: Request[Any, Any, Any], container: ContainerDep) -> Template:
         """How the assistant talks to me: the intensity (within the coach's range) and the coach's styles, each
         with its consent text (``static/tone.js`` saves through ``/api/v1/widget/tone``); renews the session
-        cookie. Without a valid session: 401 page."""
+        cookie. Without a valid session: 401 page. Its own texts (``tone_page_*``, the ``/tone`` lines it shares
+        with Telegram, the intensity names, the refusals: :func:`app.handoff.catalogue.page_texts`, also given to
+        ``static/tone.js``) speak :func:`client_language`, as the chat page."""
         found = await _session(request, container)
         if found is None:
             return _invalid(401)
@@ -226,7 +264,13 @@ class WidgetController(Controller):
         async with unit_of_work(container.sessionmaker, identity.coach_id) as uow:
             coach = await uow.coach()
             tone = client_view(await container.tone.client_state(uow, identity.client_id, datetime.now(UTC)))
-        page = Template("widget/tone.html", context={"coach": coach, "tone": tone}, headers=_frame_policy(coach))
+            language = await _latest_language(request, container, uow, identity.client_id)
+        texts = page_texts("tone_page_", language, ai="widget_ai", **TONE_PAGE_SHARED)
+        page = Template(
+            "widget/tone.html",
+            context={"coach": coach, "tone": tone, "texts": texts, "language": language},
+            headers=_frame_policy(coach),
+        )
         page.set_cookie(widget_cookie(renewed, container.settings.public_url))
         return page
 
@@ -234,7 +278,9 @@ class WidgetController(Controller):
     async def memory_page(self, request: Request[Any, Any, Any], container: ContainerDep, page: WantedPage) -> Template:
         """What my coach's assistant remembers: the client's insights (each deletable) and session summaries (a
         page of them, newest first, an "Earlier sessions" link to the next), and the "Download my data" link;
-        renews the session cookie. Without a valid session: 401 page."""
+        renews the session cookie. Without a valid session: 401 page. Its own texts (``memory_page_*``, the
+        refusals: :func:`app.handoff.catalogue.page_texts`, also given to ``static/memory.js``) speak
+        :func:`client_language`, as the chat page."""
         found = await _session(request, container)
         if found is None:
             return _invalid(401)
@@ -242,10 +288,13 @@ class WidgetController(Controller):
         async with unit_of_work(container.sessionmaker, identity.coach_id) as uow:
             coach = await uow.coach()
             memory = await container.memory.client_memory(uow.session, uow.coach_id, identity.client_id, page)
+            language = await _latest_language(request, container, uow, identity.client_id)
         shown = Template(
             "widget/memory.html",
             context={
                 "coach": coach,
+                "texts": page_texts("memory_page_", language, ai="widget_ai", back="tone_page_back"),
+                "language": language,
                 "memory": remembered_out(memory),
                 "earlier": page_query(page, memory.more_summaries),
                 "older_page": page.after is not None,

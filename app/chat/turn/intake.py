@@ -115,11 +115,13 @@ def clean_text(text: str | None) -> str:
     a NUL character."""
     text = (text or "").strip()
     if not text:
-        raise InvalidInput("text must not be empty")
+        raise InvalidInput("text must not be empty", code="empty")
     if NUL in text:  # refused before anything is stored, on every channel (the socket too)
         raise InvalidInput(NUL_REFUSED)
     if len(text) > MAX_MESSAGE_CHARS:
-        raise InvalidInput(f"text is longer than {MAX_MESSAGE_CHARS} characters")
+        raise InvalidInput(
+            f"text is longer than {MAX_MESSAGE_CHARS} characters", code="too_long", fields={"max": MAX_MESSAGE_CHARS}
+        )
     return text
 
 

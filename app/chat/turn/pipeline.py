@@ -56,6 +56,7 @@ from app.core.errors import DomainError, NotFound, Unavailable
 from app.core.ratelimit import IdThrottle
 from app.db import jobs
 from app.db.engine import commit_asynchronously
+from app.handoff.catalogue import say
 from app.handoff.confidence import Confidence
 from app.handoff.crisis import needs_crisis_protocol
 from app.handoff.service import HandoffService
@@ -69,7 +70,7 @@ from app.llm.registry import ProviderRegistry
 
 log = logging.getLogger(__name__)
 
-ANSWER_LATER = "Could not answer this message yet; it is saved and will be answered shortly."
+ANSWER_LATER = say("refused_answer_later", "en")
 """What a channel tells the client when a stored message's live answer failed and
 :meth:`ChatService.answer_later` queued it for the worker."""
 
@@ -450,7 +451,7 @@ class ChatService:
         except Exception as exc:
             log.exception("the live answer of message %s failed: queued for the worker", received.message_id)
             await self.answer_later(coach_id, received.message_id)
-            raise Unavailable(f"{ANSWER_LATER} (message {received.message_id})") from exc
+            raise Unavailable(f"{ANSWER_LATER} (message {received.message_id})", code="answer_later") from exc
 
     async def answer_later(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> None:
         """Queue the ``answer_pending`` job for stored client message ``message_id`` (its live answer failed,

@@ -94,7 +94,7 @@ async def test_websocket_rejects_bad_token_and_bad_messages(base_url: str, medit
         for blank in ("", "   "):  # worded as the REST turn words it, not as the JSON decoder does
             await ws.send(json.dumps({"text": blank}))
             event = json.loads(await ws.recv())
-            assert event == {"type": "error", "message": "text must not be empty"}, event
+            assert event == {"type": "error", "message": "text must not be empty", "code": "empty", "fields": {}}, event
 
 
 async def test_a_websocket_message_over_the_limit_closes_the_socket(

@@ -239,7 +239,8 @@ async def test_a_message_whose_live_answer_fails_is_answered_by_a_job(
         await ws.send(json.dumps({"text": "How can I plan my week better?", "client_message_id": "c-late"}))
         ack = await next_of(ws, "ack")
         error = await next_of(ws, "error")
-        assert error == {"type": "error", "message": ANSWER_LATER, "in_reply_to": ack["message_id"]}
+        coded = {"code": "answer_later", "fields": {}}  # (static/chat.js shows refused_answer_later)
+        assert error == {"type": "error", "message": ANSWER_LATER, "in_reply_to": ack["message_id"]} | coded
         conversation_id = ack["conversation_id"]
         assert [m["sender_type"] for m in await transcript(http, setup, conversation_id)] == ["client"]
 

@@ -258,7 +258,7 @@ async def test_the_widget_tone_page_shows_the_range_and_consent_and_saves_with_t
     setup = await toned(new_setup, http, "Tone Widget Coach")
     async with httpx.AsyncClient(base_url=base_url, follow_redirects=True, timeout=60) as browser:
         chat_page = await browser.get(f"/w/{setup.widget_token}")
-        assert chat_page.status_code == 200 and 'href="/w/tone"' in chat_page.text
+        assert chat_page.status_code == 200 and 'href="/w/tone?lang=en"' in chat_page.text
         page = await browser.get("/w/tone")
         assert page.status_code == 200, page.text
         assert [f'value="{n}"' in page.text for n in range(1, 7)] == [True] * 4 + [False] * 2  # the coach's 1–4

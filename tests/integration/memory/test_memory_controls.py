@@ -558,13 +558,13 @@ async def test_client_sees_and_deletes_own_memory(
     assert "too short" not in shown.text and maya.message_id not in shown.text
 
     page = await widget_page(http.base_url, maya.widget_token, "/memory")
-    assert page.status_code == 200 and "What my coach's assistant remembers" in page.text
+    assert page.status_code == 200 and "What my coach&#39;s assistant remembers" in page.text
     assert "Berlin marathon in May" in page.text and "see a physiotherapist" in page.text
     assert "/static/memory.js" in page.text and f'data-delete="insights/{maya.goal_id}"' in page.text
     assert f'data-delete="summaries/{maya.summarized_id}"' in page.text
     assert (await http.get("/w/ocw_not-a-token/memory")).status_code == 404
     chat_page = (await widget_page(http.base_url, maya.widget_token)).text
-    assert 'href="/w/memory"' in chat_page and 'id="end-session"' in chat_page
+    assert 'href="/w/memory?lang=en"' in chat_page and 'id="end-session"' in chat_page
     assert maya.widget_token not in chat_page and maya.widget_token not in page.text, "the token left the page"
     assert (await http.get("/static/memory.js")).status_code == 200
 

@@ -211,7 +211,7 @@ async def test_stale_presses_say_why_and_change_nothing(
     for data in ("t:m:pep", f"t:c:pep:{text_version(parse_settings(SETTINGS).mode('pep'))}:1"):
         answer, edit = await chat.press(data)
         assert re.match(
-            r"Unknown tone mode 'pep': your coach's styles now are roast \(Tough love\)", answer.params["text"]
+            r"Your coach no longer offers this style: your coach's styles now are Tough love", answer.params["text"]
         )
         assert datas(edit)[-1] == "t:m:roast"
     assert await chat.consent_log() == []
@@ -297,3 +297,24 @@ async def test_tone_speaks_the_senders_language(tg: httpx.AsyncClient, fake: Fak
     _, screen = await chat.press("t:m:roast", "es")
     assert [b["text"] for b in buttons(screen)] == ["Acepto: usar este estilo", "Cancelar"]
     assert catalogue_text("tg_tone_twice", "es") in screen.params["text"]
+
+
+async def test_a_refused_press_says_why_in_the_senders_language(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """The tone service's refusals were its English messages for every client; a Spanish Telegram app now reads
+    them in Spanish (the refusal's code: :func:`app.handoff.catalogue.refusal`), the coach's labels as written."""
+    chat = await toned_chat(tg, fake, make_bot)
+    await chat.say("/tone", "es")
+    await set_tone(tg, chat.bot, SETTINGS | {"min": 2, "max": 3, "default": 3})
+    answer, edit = await chat.press("t:i:1", "es")
+    assert answer.params["text"] == "La intensidad debe estar entre 2 y 3 (lo que permite tu coach)"
+    assert str(answer.params["show_alert"]).lower() == "true" and "tu coach permite de 2 a 3" in edit.params["text"]
+
+    await set_tone(tg, chat.bot, SETTINGS | {"modes": [ROAST]})
+    answer, _ = await chat.press("t:m:pep", "es")
+    assert answer.params["text"] == "Tu coach ya no ofrece este estilo: sus estilos ahora son Tough love"
+    version = text_version(parse_settings(SETTINGS).mode("roast"))
+    answer, _ = await chat.press(f"t:c:roast:{version}:2", "es")
+    assert answer.params["text"].startswith("Confirma una vez primero"), answer.params["text"]
+    assert await chat.consent_log() == []
