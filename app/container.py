@@ -15,7 +15,7 @@ from app.chat.embeddings import EmbeddingService
 from app.chat.turn import ChatService
 from app.conversations.service import ConversationService
 from app.core.config import Settings
-from app.core.ratelimit import AuthThrottle, IdThrottle
+from app.core.ratelimit import AuthThrottle, ConfirmationThrottle, IdThrottle
 from app.core.security import SecretBox
 from app.db.engine import RELAY_KEY, assert_unprivileged, make_engine, make_sessionmaker
 from app.db.jobs import EMBED_WINDOW_KEY
@@ -92,7 +92,7 @@ class Container:
     auth_throttle: AuthThrottle
     message_throttle: IdThrottle
     enrollment_throttle: IdThrottle
-    confirmation_throttle: IdThrottle
+    confirmation_throttle: ConfirmationThrottle
 
     @classmethod
     async def create(
@@ -105,7 +105,7 @@ class Container:
         engine, sessionmaker, redis, outbox = await _connect(settings, database_url, redis_url)
         secrets = SecretBox.from_settings(settings)
         registry = registry or ProviderRegistry(settings, secrets)
-        mails = IdThrottle(redis_url, "opencoach_confirm", settings.alert_email_confirm_limit, "confirmation e-mails")
+        mails = ConfirmationThrottle(redis_url, settings.alert_email_confirm_limit, settings.alert_email_address_limit)
         accounts = AccountService(sessionmaker, secrets, registry.egress, mails)
         memory = MemoryControls(sessionmaker, registry, accounts)
         live = LiveEvents(redis)

@@ -24,7 +24,7 @@ from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.egress import EgressGuard, EgressRefused, UnresolvableHost
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.pagination import Keyset, Page, PageRequest
-from app.core.ratelimit import IdThrottle
+from app.core.ratelimit import ConfirmationThrottle
 from app.core.security import SecretBox, hash_password_async, new_token, token_hash, verify_password_async
 from app.core.validation import (
     EMAIL_RE,
@@ -83,13 +83,14 @@ class AccountService:
         sessionmaker: async_sessionmaker[AsyncSession],
         secrets: SecretBox,
         egress: EgressGuard | None = None,
-        confirmations: IdThrottle | None = None,
+        confirmations: ConfirmationThrottle | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._secrets = secrets
         self._egress = egress or EgressGuard()
         self._confirmations = confirmations
-        """Counts each coach's alert e-mail confirmations (``ALERT_EMAIL_CONFIRM_LIMIT``); ``None``: unlimited."""
+        """Counts the alert e-mail confirmations of each coach and to each address (``ALERT_EMAIL_CONFIRM_LIMIT``,
+        ``ALERT_EMAIL_ADDRESS_LIMIT``); ``None``: unlimited."""
         self.widget_access_ended: list[WidgetAccessEnded] = []
         """Called after the commit that rotated or revoked a client's widget token or deleted the client (the
         container registers the live channel's :meth:`~app.handoff.live.LiveEvents.end_widget_sockets`: the
@@ -367,12 +368,12 @@ class AccountService:
 
     async def _send_confirmation(self, uow: UnitOfWork, email: str | None, *, unless: str | None = None) -> None:
         """Queue the confirmation e-mail to ``email`` (nothing for ``None`` or ``email == unless``: no new address),
-        counted against the coach's ``ALERT_EMAIL_CONFIRM_LIMIT`` (``TooManyAttempts`` over it: the caller's
-        transaction rolls back, nothing changes)."""
+        counted against the coach's ``ALERT_EMAIL_CONFIRM_LIMIT`` and the address's ``ALERT_EMAIL_ADDRESS_LIMIT``
+        (``TooManyAttempts`` over either: the caller's transaction rolls back, nothing changes)."""
         if email is None or email == unless:
             return
         if self._confirmations is not None:
-            await self._confirmations.hit(uow.coach_id)
+            await self._confirmations.hit(uow.coach_id, email)
         jobs.confirm_alert_email(uow.session, uow.coach_id, email)
 
     async def confirm_alert_email(self, token: str, *, confirm: bool = True) -> str:

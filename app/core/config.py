@@ -340,6 +340,13 @@ class Settings(BaseSettings):
         "Counted in Redis.",
     )
 
+    alert_email_address_limit: str = Field(
+        default="3/hour;10/day",
+        description="Confirmation e-mails one address may be sent, from every coach together (same notation; the "
+        "address lower-cased, without a +tag): many accounts cannot mail-bomb one address. One over it is refused "
+        "(429) and nothing is changed. Counted in Redis.",
+    )
+
     @field_validator("database_url", "migration_database_url")
     @classmethod
     def _asyncpg_url(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -369,6 +376,7 @@ class Settings(BaseSettings):
         "chat_rate_limit",
         "telegram_enrollment_limit",
         "alert_email_confirm_limit",
+        "alert_email_address_limit",
     )
     @classmethod
     def _valid_rate_limit(cls, value: str) -> str:

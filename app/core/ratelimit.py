@@ -1,6 +1,6 @@
-"""Rate limits on authentication attempts (log-in, sign-up, password change), each client's chat messages and
-each coach's Telegram enrolments, counted in Redis with the ``limits`` package's moving-window strategy, so
-every process shares one count."""
+"""Rate limits on authentication attempts (log-in, sign-up, password change), each client's chat messages,
+each coach's Telegram enrolments and the alert e-mail confirmations sent by each coach and to each address,
+counted in Redis with the ``limits`` package's moving-window strategy, so every process shares one count."""
 
 from __future__ import annotations
 
@@ -105,3 +105,34 @@ class IdThrottle(Throttle):
         """Count one hit of ``key``. Raises ``TooManyAttempts`` (429, "too many <what>: try again in N s"); a
         refused hit is not counted."""
         await self._hit([(item, ("id", str(key))) for item in self._limits], self._what)
+
+
+def mailbox_key(email: str) -> str:
+    """The key that counts ``email``'s mailbox: the address lower-cased, without an RFC 5233 sub-address
+    (``+tag`` in the local part: ``me+1@example.com`` and ``Me+2@Example.com`` reach the same mailbox as
+    ``me@example.com``), as its SHA-256 (no e-mail addresses in Redis key names). Providers' other aliases (Gmail's
+    dots) count apart."""
+    local, at, domain = email.strip().lower().rpartition("@")
+    return token_hash(f"{local.split('+', 1)[0]}{at}{domain}")
+
+
+class ConfirmationThrottle(Throttle):
+    """Counts the alert e-mail confirmations sent (the worker e-mails a link to a coach's new alert address) per
+    coach (``ALERT_EMAIL_CONFIRM_LIMIT``: one account cannot mail address after address) and per address, from
+    every coach together (``ALERT_EMAIL_ADDRESS_LIMIT``: many accounts cannot mail-bomb one address; an address is
+    its :func:`mailbox_key`), under ``opencoach_confirm`` in Redis. Each limit is in the ``limits`` notation, e.g.
+    ``"5/hour;20/day"`` (every item must hold)."""
+
+    def __init__(self, redis_url: str, per_coach: str, per_address: str) -> None:
+        super().__init__(redis_url, "opencoach_confirm")
+        self._per_coach = parse_many(per_coach)
+        self._per_address = parse_many(per_address)
+
+    async def hit(self, coach_id: uuid.UUID, email: str) -> None:
+        """Count one confirmation e-mail from ``coach_id`` to ``email``: against the coach's limits first (a coach
+        over them is refused without counting against the address), then the address's. Raises
+        ``TooManyAttempts`` (429, "too many confirmation e-mails: try again in N s", or "… e-mails to this
+        address …")."""
+        await self._hit([(item, ("id", str(coach_id))) for item in self._per_coach], "confirmation e-mails")
+        address = ("address", mailbox_key(email))
+        await self._hit([(item, address) for item in self._per_address], "confirmation e-mails to this address")

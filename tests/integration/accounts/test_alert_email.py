@@ -215,3 +215,27 @@ async def test_confirmation_e_mails_are_limited_per_coach(http: httpx.AsyncClien
     same = await http.patch("/api/v1/settings", json={"alert_email": "a3@example.com"}, headers=coach.headers)
     cleared = await http.patch("/api/v1/settings", json={"alert_email": ""}, headers=coach.headers)
     assert same.status_code == cleared.status_code == 200
+
+
+async def test_confirmation_e_mails_to_one_address_are_limited_across_coaches(
+    http: httpx.AsyncClient, make_coach: object
+) -> None:
+    """``ALERT_EMAIL_ADDRESS_LIMIT`` (default 3 an hour): the per-coach limit alone let many accounts mail-bomb one
+    address. The fourth coach naming it (in capitals, with a ``+tag``: the same mailbox) gets a 429 and nothing
+    changes; another address is still confirmed for that coach."""
+    victim = f"victim-{uuid.uuid4().hex[:8]}@example.com"
+    for n in range(3):
+        coach: ApiCoach = await make_coach(f"Bomber {n}")  # type: ignore[operator]
+        patched = await http.patch("/api/v1/settings", json={"alert_email": victim}, headers=coach.headers)
+        assert patched.status_code == 200, patched.text
+
+    last: ApiCoach = await make_coach("Bomber 3")  # type: ignore[operator]
+    tagged = victim.upper().replace("@", "+bomb@")
+    refused = await http.patch("/api/v1/settings", json={"alert_email": tagged}, headers=last.headers)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["detail"].startswith("too many confirmation e-mails to this address: try again in")
+    assert int(refused.headers["retry-after"]) > 0
+    settings = (await http.get("/api/v1/settings", headers=last.headers)).json()
+    assert settings["alert_email_pending"] is None, "the refused change stored nothing"
+    own = await http.patch("/api/v1/settings", json={"alert_email": "bomber3@example.com"}, headers=last.headers)
+    assert own.status_code == 200 and own.json()["alert_email_pending"] == "bomber3@example.com", own.text
