@@ -180,16 +180,20 @@ def detection_text(normalised: str) -> str:
     return _APOSTROPHES.sub(" ", normalised)
 
 
-def detect_language(normalised: str) -> Language:
-    """The likeliest of ``en es fr de pt`` for a normalised message: the language with most function-word
-    hits, which must beat English and reach two hits (one in a message of at most four words); else ``en``."""
+def written_language(normalised: str) -> Language | None:
+    """The language of ``en es fr de pt`` a normalised text gives evidence of, or ``None`` when it gives too little
+    to tell ("hola", "ok", nothing): the language with most function-word hits, which must reach two hits (one in a
+    text of at most four words) and, for another language than English, beat English (a tie reads as English)."""
     words = _WORD.findall(detection_text(normalised))
     counts = {lang: sum(word in vocab for word in words) for lang, vocab in _FUNCTION_WORDS.items()}
-    best = max(counts, key=lambda lang: counts[lang])
-    needed = 1 if len(words) <= 4 else 2
-    if best == "en" or counts[best] < needed or counts[best] <= counts["en"]:
-        return "en"
-    return best
+    best = max(counts, key=lambda lang: counts[lang])  # English first in the dict: it wins a tie
+    return best if counts[best] >= (1 if len(words) <= 4 else 2) else None
+
+
+def detect_language(normalised: str) -> Language:
+    """The likeliest of ``en es fr de pt`` for a normalised message (:func:`written_language`); ``en`` when the
+    message gives too little evidence of any."""
+    return written_language(normalised) or "en"
 
 
 def match_cues(normalised: str) -> list[LanguageCue]:

@@ -17,7 +17,7 @@ from app.accounts.unit_of_work import unit_of_work
 from app.conversations.handoffs import Handoff, HandoffStatus
 from app.conversations.models import Conversation, Message, SenderType
 from app.handoff.catalogue import holding_message
-from app.handoff.languages import Language, detect_language
+from app.handoff.languages import written_language
 from app.handoff.normalise import normalise
 from app.handoff.queue import HANDOFF_LOCK
 from app.handoff.service import HandoffService
@@ -28,7 +28,7 @@ _STILL_OVERDUE = text("SELECT EXISTS (SELECT 1 FROM overdue_handoffs() WHERE han
 transaction once its rows are locked."""
 
 LANGUAGE_MESSAGES = 3
-"""How many of the client's latest messages :func:`client_language` reads."""
+"""How many of the client's latest messages :func:`told_language` reads."""
 
 
 class SlaNotices:
@@ -98,10 +98,19 @@ async def notice_language(
     session: AsyncSession, conversation_id: uuid.UUID, handoff_id: uuid.UUID | None = None
 ) -> str:
     """The language the client reads the conversation's handoffs in (the holding message, the widget's presence
-    line, Telegram's joined/left lines): that of the latest handoff notice (``metadata.language``) or crisis reply
-    (``metadata.risk.language``) of the conversation, of handoff ``handoff_id`` when given, so a lone short ask
-    ("¿humano?", answered in Spanish) is not followed by English; :func:`client_language` when there is none (the
-    coach took the conversation unasked)."""
+    line, Telegram's joined/left lines): :func:`told_language`, ``en`` when the conversation does not tell one."""
+    return await told_language(session, conversation_id, handoff_id) or "en"
+
+
+async def told_language(
+    session: AsyncSession, conversation_id: uuid.UUID, handoff_id: uuid.UUID | None = None
+) -> str | None:
+    """The language the conversation tells: that of its latest handoff notice (``metadata.language``) or crisis
+    reply (``metadata.risk.language``), of handoff ``handoff_id`` when given, so a lone short ask ("¿humano?",
+    answered in Spanish) is not followed by English; when there is none (the coach took the conversation unasked),
+    the one the client writes in: :func:`app.handoff.languages.written_language` over their latest
+    :data:`LANGUAGE_MESSAGES` messages together. ``None`` when neither tells (no message yet, or too few words:
+    "hola")."""
     said = await session.scalar(
         select(func.coalesce(Message.meta["language"].astext, Message.meta["risk"]["language"].astext))
         .where(
@@ -113,13 +122,8 @@ async def notice_language(
         .order_by(Message.created_at.desc())
         .limit(1)
     )
-    return said or await client_language(session, conversation_id)
-
-
-async def client_language(session: AsyncSession, conversation_id: uuid.UUID) -> Language:
-    """The language the client writes in: :func:`app.handoff.languages.detect_language` over their latest
-    :data:`LANGUAGE_MESSAGES` messages of the conversation together (a short "¿hola?" alone reads as English);
-    ``en`` when there is none."""
+    if said:
+        return str(said)
     texts = await session.scalars(
         select(Message.text)
         .where(
@@ -130,4 +134,4 @@ async def client_language(session: AsyncSession, conversation_id: uuid.UUID) -> 
         .order_by(Message.created_at.desc())
         .limit(LANGUAGE_MESSAGES)
     )
-    return detect_language(normalise(" ".join(texts)))
+    return written_language(normalise(" ".join(texts)))

@@ -43,7 +43,7 @@ from app.core.pagination import PageRequest, page_query
 from app.deps import PAGE, ContainerDep, PathId, PathStr, WantedPage
 from app.handoff.catalogue import greeting, page_texts, presence_lines, say, widget_texts
 from app.handoff.languages import Language, preferred_language, tag_language
-from app.handoff.sla import notice_language
+from app.handoff.sla import told_language
 from app.memory.client_view import remembered_out
 
 AVATAR_HEADERS = {
@@ -89,12 +89,12 @@ def page_language(request: Request[Any, Any, Any]) -> Language:
 async def client_language(
     request: Request[Any, Any, Any], uow: UnitOfWork, conversation_id: uuid.UUID | None, handoff_id: uuid.UUID | None
 ) -> str:
-    """The language of a widget page's own texts: the client's conversation's (``conversation_id``, the client's
-    latest, and its handoff's ``handoff_id``: :func:`app.handoff.sla.notice_language`, its handoff notice's, else
-    the client's last messages') when that reads as another language than English, else the page's
-    (:func:`page_language`): a short first message ("hola") reads as English for lack of evidence."""
-    told = await notice_language(uow.session, conversation_id, handoff_id) if conversation_id is not None else "en"
-    return told if told != "en" else page_language(request)
+    """The language of a widget page's own texts: the one the client's conversation tells (``conversation_id``, the
+    client's latest, and its handoff's ``handoff_id``: :func:`app.handoff.sla.told_language`, its handoff notice's,
+    else the client's last messages'), English too (a client writing English in a French browser reads English);
+    else the page's (:func:`page_language`): before the first message, or when it is too short to tell ("hola")."""
+    told = await told_language(uow.session, conversation_id, handoff_id) if conversation_id is not None else None
+    return told or page_language(request)
 
 
 async def _latest_language(

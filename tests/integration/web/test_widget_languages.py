@@ -80,11 +80,12 @@ async def test_before_any_message_the_widget_speaks_the_pages_or_the_browsers_la
     assert page_texts(page)["send"] == "Send" and "You&#39;re chatting with Ana&#39;s AI assistant." in page.text
 
 
-async def test_the_conversations_language_wins_over_the_browsers_unless_it_reads_as_english(
+async def test_the_conversations_language_wins_over_the_browsers_once_it_tells_one(
     base_url: str, http: httpx.AsyncClient, new_setup: NewSetup, llm_api: respx.MockRouter
 ) -> None:
-    """A Portuguese client with a Spanish browser reads the widget in Portuguese once they have written; a
-    conversation that reads as English (a short "hola" does too) leaves the page's language."""
+    """A Portuguese client with a Spanish browser reads the widget in Portuguese once they have written, and an
+    English one with a French browser in English (it was French); a conversation too short to tell a language
+    ("hola") leaves the page's language."""
     setup = await new_setup("Ana", handoff_sla_minutes=5)
     assert (await chat(http, setup, "Quero falar com uma pessoa, por favor"))["handoff"]["status"] == "open"
     _, page = await open_chat(base_url, setup.widget_token, "es")
@@ -94,5 +95,10 @@ async def test_the_conversations_language_wins_over_the_browsers_unless_it_reads
     english = await new_setup("Ana", handoff_sla_minutes=5)
     assert (await chat(http, english, widget_texts("en")["human_request"]))["handoff"]["status"] == "open"
     _, page = await open_chat(base_url, english.widget_token, "fr")
-    assert_speaks(page, "fr")
+    assert_speaks(page, "en")
     assert llm_api["completions"].call_count == 0
+
+    short = await new_setup("Ana")
+    await chat(http, short, "hola")
+    _, page = await open_chat(base_url, short.widget_token, "fr")
+    assert_speaks(page, "fr")
