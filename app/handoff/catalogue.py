@@ -1297,6 +1297,96 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "de": "Löschen fehlgeschlagen; prüfe deine Verbindung und versuch es noch einmal.",
         "pt": "Não foi possível apagar; verifique sua conexão e tente de novo.",
     },
+    # The memory page's badge of an insight's kind (app.memory.models.InsightKind) and of a status other than
+    # active (InsightStatus): no fields.
+    "memory_page_kind_goal": {"en": "goal", "es": "objetivo", "fr": "objectif", "de": "Ziel", "pt": "objetivo"},
+    "memory_page_kind_blocker": {
+        "en": "blocker",
+        "es": "obstáculo",
+        "fr": "blocage",
+        "de": "Hindernis",
+        "pt": "obstáculo",
+    },
+    "memory_page_kind_breakthrough": {
+        "en": "breakthrough",
+        "es": "avance",
+        "fr": "déclic",
+        "de": "Durchbruch",
+        "pt": "avanço",
+    },
+    "memory_page_kind_preference": {
+        "en": "preference",
+        "es": "preferencia",
+        "fr": "préférence",
+        "de": "Vorliebe",
+        "pt": "preferência",
+    },
+    "memory_page_kind_achievement": {
+        "en": "achievement",
+        "es": "logro",
+        "fr": "réussite",
+        "de": "Erfolg",
+        "pt": "conquista",
+    },
+    "memory_page_kind_pattern": {"en": "pattern", "es": "patrón", "fr": "schéma", "de": "Muster", "pt": "padrão"},
+    "memory_page_kind_milestone": {
+        "en": "milestone",
+        "es": "hito",
+        "fr": "étape clé",
+        "de": "Meilenstein",
+        "pt": "marco",
+    },
+    "memory_page_kind_commitment": {
+        "en": "commitment",
+        "es": "compromiso",
+        "fr": "engagement",
+        "de": "Vorhaben",
+        "pt": "compromisso",
+    },
+    "memory_page_status_achieved": {
+        "en": "achieved",
+        "es": "logrado",
+        "fr": "atteint",
+        "de": "erreicht",
+        "pt": "alcançado",
+    },
+    "memory_page_status_dropped": {
+        "en": "dropped",
+        "es": "abandonado",
+        "fr": "abandonné",
+        "de": "aufgegeben",
+        "pt": "abandonado",
+    },
+    # The widget's page for a chat link that is not valid or a widget session that has ended: no fields.
+    "invalid_page_title": {
+        "en": "Chat unavailable",
+        "es": "Chat no disponible",
+        "fr": "Chat indisponible",
+        "de": "Chat nicht verfügbar",
+        "pt": "Chat indisponível",
+    },
+    "invalid_page_text": {
+        "en": (
+            "This chat link is not valid, or your chat session has ended. Open the link your coach gave you again, "
+            "or ask your coach for a new one."
+        ),
+        "es": (
+            "Este enlace de chat no es válido o tu sesión de chat ha terminado. Vuelve a abrir el enlace que te dio "
+            "tu coach o pídele uno nuevo."
+        ),
+        "fr": (
+            "Ce lien de chat n'est pas valide, ou ta session de chat est terminée. Ouvre à nouveau le lien que ton "
+            "coach t'a donné, ou demande-lui-en un nouveau."
+        ),
+        "de": (
+            "Dieser Chat-Link ist ungültig, oder deine Chat-Sitzung ist abgelaufen. Öffne den Link, den dir dein "
+            "Coach gegeben hat, noch einmal, oder bitte deinen Coach um einen neuen."
+        ),
+        "pt": (
+            "Este link de chat não é válido ou sua sessão de chat terminou. Abra de novo o link que seu coach lhe "
+            "deu ou peça um novo a ele."
+        ),
+    },
     # The first words of an empty conversation when the coach set no ``widget_greeting`` (:func:`greeting`):
     # ``{coach}``.
     "greeting": {

@@ -108,18 +108,24 @@ async def _latest_language(
     return await client_language(request, uow, conversation_id, handoff.id if handoff is not None else None)
 
 
-def _invalid(status_code: int) -> Template:
-    return Template("widget/invalid.html", status_code=status_code)
+def _invalid(request: Request[Any, Any, Any], status_code: int) -> Template:
+    """The "chat link not valid" page (``status_code``), in :func:`page_language`: without a valid token or session,
+    the client and their conversation are unknown."""
+    language = page_language(request)
+    texts = page_texts("invalid_page_", language)
+    return Template("widget/invalid.html", status_code=status_code, context={"language": language, "texts": texts})
 
 
-async def _exchange(container: Container, token: str | None, to: str, lang: str | None = None) -> Redirect | Template:
-    """Trade a widget token for the session cookie and redirect to ``to`` (no token in the URL), with ``lang``
-    (``?lang=``, :func:`page_language`) when it names one of ``en es fr de pt``; 404 page for an unknown or revoked
+async def _exchange(
+    request: Request[Any, Any, Any], container: Container, token: str | None, to: str
+) -> Redirect | Template:
+    """Trade a widget token for the session cookie and redirect to ``to`` (no token in the URL), with the request's
+    ``?lang=`` (:func:`page_language`) when it names one of ``en es fr de pt``; 404 page for an unknown or revoked
     token."""
     session = await container.accounts.widget_session(token) if token else None
     if session is None:
-        return _invalid(404)
-    language = tag_language(lang)
+        return _invalid(request, 404)
+    language = tag_language(request.query_params.get("lang"))
     redirect = Redirect(f"{to}?lang={language}" if language else to, status_code=303)
     redirect.set_cookie(widget_cookie(session[1], container.settings.public_url))
     redirect.headers["Cache-Control"] = "no-store"  # (/w?token=… too, outside app.core.headers.NO_STORE_PREFIXES)
@@ -146,27 +152,27 @@ class WidgetController(Controller):
 
     @get("/")
     async def open_link(
-        self, container: ContainerDep, token: FromQuery[str | None] = None, lang: FromQuery[str | None] = None
+        self, request: Request[Any, Any, Any], container: ContainerDep, token: FromQuery[str | None] = None
     ) -> Redirect | Template:
         """``/w?token=<widget token>``: set the widget session cookie, then 303 to the chat page, ``?lang=`` kept
         (404 page for an unknown or revoked token)."""
-        return await _exchange(container, token, CHAT_PAGE, lang)
+        return await _exchange(request, container, token, CHAT_PAGE)
 
     @get("/{token:str}")
     async def open_token_link(
-        self, token: PathStr, container: ContainerDep, lang: FromQuery[str | None] = None
+        self, request: Request[Any, Any, Any], token: PathStr, container: ContainerDep
     ) -> Redirect | Template:
         """``/w/<widget token>`` (the dashboard's chat links, the embed snippet's iframe: ``?lang=`` the embedding
         page's language): as :meth:`open_link`."""
-        return await _exchange(container, token, CHAT_PAGE, lang)
+        return await _exchange(request, container, token, CHAT_PAGE)
 
     @get("/{token:str}/memory")
     async def open_memory_link(
-        self, token: PathStr, container: ContainerDep, lang: FromQuery[str | None] = None
+        self, request: Request[Any, Any, Any], token: PathStr, container: ContainerDep
     ) -> Redirect | Template:
         """``/w/<widget token>/memory``: set the widget session cookie, then 303 to the memory page, ``?lang=``
         kept."""
-        return await _exchange(container, token, MEMORY_PAGE, lang)
+        return await _exchange(request, container, token, MEMORY_PAGE)
 
     @get("/avatar/{coach_id:uuid}")
     async def avatar(self, coach_id: PathId, container: ContainerDep) -> Response[bytes]:
@@ -188,7 +194,7 @@ class WidgetController(Controller):
         (``?lang=``)."""
         found = await _session(request, container)
         if found is None:
-            return _invalid(401)
+            return _invalid(request, 401)
         identity, renewed = found
         # the client is known from the cookie (no ``uow`` dependency here): one unit of work for the page's reads
         async with unit_of_work(container.sessionmaker, identity.coach_id) as uow:
@@ -259,7 +265,7 @@ class WidgetController(Controller):
         ``static/tone.js``) speak :func:`client_language`, as the chat page."""
         found = await _session(request, container)
         if found is None:
-            return _invalid(401)
+            return _invalid(request, 401)
         identity, renewed = found
         async with unit_of_work(container.sessionmaker, identity.coach_id) as uow:
             coach = await uow.coach()
@@ -283,7 +289,7 @@ class WidgetController(Controller):
         :func:`client_language`, as the chat page."""
         found = await _session(request, container)
         if found is None:
-            return _invalid(401)
+            return _invalid(request, 401)
         identity, renewed = found
         async with unit_of_work(container.sessionmaker, identity.coach_id) as uow:
             coach = await uow.coach()

@@ -11,13 +11,19 @@ from __future__ import annotations
 import html
 import json
 import re
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import httpx
 import respx
 import websockets
 
+from app.container import Container
+from app.db.engine import tenant_session
 from app.handoff.catalogue import say
+from app.llm.base import EMBEDDING_DIMENSIONS
+from app.memory.models import Insight, InsightKind
 from tests.integration.chat.test_no_lost_message import next_of
 from tests.integration.handoff.test_handoff_flow import Setup, chat, llm_api, new_setup
 
@@ -59,6 +65,61 @@ async def test_the_tone_and_memory_pages_speak_the_chat_pages_language(base_url:
     assert '<li class="muted">Nada todavía.</li>' in shown and "Todavía no hay resúmenes de sesiones." in shown
     assert ">← Volver al chat</a>" in shown and 'href="/w/chat?lang=es"' in shown
     assert texts["confirm"] == "¿Borrar esto? El asistente no volverá a recordarlo." and texts["deleted"] == "Borrado."
+
+
+async def test_the_memory_pages_badges_name_the_kind_and_status_in_the_page_language(
+    base_url: str, new_setup: NewSetup, container: Container
+) -> None:
+    """An insight's kind ("goal"…) and a status other than active ("achieved") were English on a Spanish page."""
+    setup = await new_setup("Ana")
+    coach_id, client_id, now = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id), datetime.now(UTC)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        for kind, status in [("goal", "active"), ("blocker", "active"), ("milestone", "achieved")]:
+            session.add(
+                Insight(
+                    coach_id=coach_id,
+                    client_id=client_id,
+                    kind=kind,
+                    status=status,
+                    text=f"about my {kind}",
+                    importance=5,
+                    first_seen_at=now,
+                    last_seen_at=now,
+                    embedding=[0.01] * EMBEDDING_DIMENSIONS,
+                    embedding_model="test",
+                )
+            )
+    badges = re.compile(r'<span class="badge">([^<]*)</span>')
+    async with httpx.AsyncClient(base_url=base_url, headers={"Accept-Language": "es"}) as browser:
+        await browser.get(f"/w/{setup.widget_token}")
+        spanish = html.unescape((await browser.get("/w/memory")).text)
+        english = html.unescape((await browser.get("/w/memory?lang=en")).text)
+    assert sorted(badges.findall(spanish)) == ["hito", "logrado", "objetivo", "obstáculo"]
+    assert sorted(badges.findall(english)) == ["achieved", "blocker", "goal", "milestone"]
+    for kind in InsightKind.ALL:  # every kind has its badge in every language
+        assert all(say(f"memory_page_kind_{kind}", lang) for lang in ("en", "es", "fr", "de", "pt"))
+
+
+async def test_the_link_not_valid_page_speaks_the_browsers_or_the_links_language(base_url: str) -> None:
+    """An unknown or revoked chat link (404) and a widget page without a session (401) were English for everyone:
+    they speak the link's ``?lang=``, else the browser's language (the client is unknown)."""
+    async with httpx.AsyncClient(base_url=base_url, headers={"Accept-Language": "de-DE,de;q=0.9"}) as browser:
+        unknown = await browser.get(f"/w/{'x' * 40}")
+        no_session = await browser.get("/w/chat")
+        asked = await browser.get(f"/w/{'x' * 40}?lang=pt")
+    async with httpx.AsyncClient(base_url=base_url) as browser:
+        default = await browser.get("/w/memory")
+    for page, status, language in [
+        (unknown, 404, "de"),
+        (no_session, 401, "de"),
+        (asked, 404, "pt"),
+        (default, 401, "en"),
+    ]:
+        shown = html.unescape(page.text)
+        assert page.status_code == status and f'<html lang="{language}">' in shown
+        assert f"<title>{say('invalid_page_title', language)}</title>" in shown
+        assert say("invalid_page_text", language) in shown
+    assert "Dieser Chat-Link ist ungültig" in html.unescape(unknown.text)
 
 
 async def test_a_portuguese_conversation_gives_the_memory_page_in_portuguese(
