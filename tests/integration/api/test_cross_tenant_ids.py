@@ -21,7 +21,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis.errors import NonInteractiveExampleWarning
-from sqlalchemy import Table, select, text
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import app.container  # noqa: F401 - every model, so Base.metadata knows every table
@@ -35,7 +35,7 @@ from app.llm.base import EMBEDDING_DIMENSIONS
 from app.memory.models import Insight
 from app.rag.models import Chunk, Document
 from tests.conftest import MEDITATIONS, Coach, make_client, upload
-from tests.integration.api.conftest import api_operations, api_spec
+from tests.integration.api.conftest import api_operations, api_spec, coach_rows
 
 CASES_PER_OPERATION = 4
 PATH_OPERATIONS = [op for op in api_operations() if "{" in op]
@@ -48,26 +48,6 @@ def _table_for(parameter: str) -> Table:
         if table.name == noun or table.name.endswith(f"_{noun}"):
             return table
     raise AssertionError(f"no table for path parameter {parameter}")
-
-
-async def _snapshot(services: Services, coach_id: str) -> dict[str, list[str]]:
-    """Every row of the coach in every table with ``coach_id`` (and its ``coaches`` row) as sorted JSON texts."""
-    owner = make_engine(services.migration_database_url, pool_size=1)
-    found: dict[str, list[str]] = {}
-    try:
-        async with owner.connect() as conn:
-            for table in Base.metadata.sorted_tables:
-                column = "id" if table.name == "coaches" else "coach_id" if "coach_id" in table.c else None
-                if column is None:
-                    continue
-                rows = await conn.scalars(
-                    text(f"SELECT to_jsonb(t)::text FROM {table.name} t WHERE {column} = :cid ORDER BY 1"),
-                    {"cid": coach_id},
-                )
-                found[table.name] = list(rows)
-    finally:
-        await owner.dispose()
-    return found
 
 
 async def _ids_of(services: Services, table: Table, coach_id: str) -> list[uuid.UUID]:
@@ -208,7 +188,7 @@ async def test_another_coachs_id_gives_404_and_changes_nothing(
         ids = await _ids_of(services, _table_for(parameter), victim.coach_id)
         assert ids, f"coach A has no {_table_for(parameter).name} row for {parameter}"
         path_ids[parameter] = str(ids[0])
-    before = await _snapshot(services, victim.coach_id)
+    before = await coach_rows(services, victim.coach_id)
     statuses: set[int] = set()
     cases = _cases(operation, path_ids)
     requests: list[tuple[str, str, dict[str, Any]]] = []
@@ -232,4 +212,4 @@ async def test_another_coachs_id_gives_404_and_changes_nothing(
         assert set(answers.values()) <= {400, 401, 404}, where
         statuses |= set(answers.values())
     assert 404 in statuses, f"{operation}: no request reached the id look-up ({statuses})"
-    assert await _snapshot(services, victim.coach_id) == before
+    assert await coach_rows(services, victim.coach_id) == before
