@@ -27,6 +27,9 @@ ClientIdentityDep: TypeAlias = NamedDependency[ClientIdentity]
 Uow: TypeAlias = NamedDependency[UnitOfWork]
 """The request's tenant unit of work (:func:`provide_unit_of_work`)."""
 PathId: TypeAlias = FromPath[uuid.UUID]
+"""An id in the path. Its route names it ``{name:str}`` (never ``{name:uuid}``, which the router parses itself and
+answers a malformed one with a bare 404): the handler's signature parses it, and a malformed one is a 400 naming
+the parameter (:func:`app.web.errors.validation_error_handler`)."""
 StateQuery: TypeAlias = Annotated[str | None, QueryParameter(name="state")]
 """An optional ``?state=`` query parameter (``state`` itself is a name Litestar reserves for the app state)."""
 PathStr: TypeAlias = FromPath[str]

@@ -7,8 +7,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from litestar import MediaType, Request, Response
-from litestar.enums import RequestEncodingType
-from litestar.exceptions import HTTPException
+from litestar.enums import ParamType, RequestEncodingType
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions.responses import create_exception_response
 from litestar.response import Template
 
 from app.core.errors import DomainError
@@ -22,6 +23,8 @@ PAGE_PREFIXES = ("/dashboard", "/w/", "/w?", "/login", "/signup")
 WIDGET_PREFIX = "/w"
 INTERNAL_ERROR = "Internal Server Error"
 """Litestar's own ``detail`` of a 500: no traceback, no SQL."""
+NOTHING_HERE = "There is nothing at this address. It may have moved or been deleted."
+"""The 404 page's text for an address no route or id leads to."""
 FORM_UNREADABLE = "invalid form data: a text field is not in its part's charset (UTF-8 unless it names a known one)"
 """The ``detail`` of a 400 for a multipart form whose text fields cannot be decoded (:func:`form_unreadable`)."""
 
@@ -61,8 +64,31 @@ def not_found_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Re
     """Litestar's 404 (no such route, or a page handler's ``NotFoundException``): the 404 page for a page
     request, else the usual JSON body ``{"status_code": 404, "detail": …}``."""
     if is_page_request(request):
-        return not_found_page(request, "There is nothing at this address. It may have moved or been deleted.")
+        return not_found_page(request, NOTHING_HERE)
     return error_response(404, exc.detail)
+
+
+def malformed_path_ids(exc: ValidationException) -> list[str]:
+    """The names of the path parameters Litestar could not parse for the handler (``exc.extra``'s errors whose
+    ``source`` is ``"path"``), in route order; ``[]`` when the request's path was fine."""
+    errors = exc.extra if isinstance(exc.extra, list) else []
+    return [e["key"] for e in errors if isinstance(e, dict) and e.get("source") == ParamType.PATH and "key" in e]
+
+
+def validation_error_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    """Litestar's 400 for a request its handler's signature refuses. An id in the path that is not a UUID
+    (every id parameter is ``{name:str}`` and parsed by the handler's :data:`app.deps.PathId`: a ``:uuid`` route
+    parameter would make the router answer a bare 404) is a 400 naming the parameter, ``{"status_code": 400,
+    "detail": "malformed conversation_id: not a UUID"}``; on a dashboard or widget page load, the 404 page (an
+    address with such an id leads nowhere). Any other refusal (a body, a query) keeps Litestar's body
+    ``{"status_code": 400, "detail": …, "extra": [{"message", "key", "source"}]}``."""
+    malformed = malformed_path_ids(exc)
+    if not malformed:
+        return create_exception_response(request, exc)
+    if is_page_request(request):
+        return not_found_page(request, NOTHING_HERE)
+    names = " and ".join(malformed)
+    return error_response(400, f"malformed {names}: not {'a UUID' if len(malformed) == 1 else 'UUIDs'}")
 
 
 def domain_error_page(request: Request[Any, Any, Any], exc: DomainError) -> Template | None:

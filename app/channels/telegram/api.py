@@ -169,7 +169,7 @@ class TelegramSettingsController(Controller):
 class TelegramInviteController(Controller):
     """Invite links for clients. Auth: API key or dashboard session."""
 
-    path = "/api/v1/clients/{client_id:uuid}/telegram-invite"
+    path = "/api/v1/clients/{client_id:str}/telegram-invite"
     tags = ["telegram"]
     dependencies = {"coach_id": Provide(provide_coach_id), "telegram": Provide(provide_telegram, sync_to_thread=False)}
 
@@ -183,7 +183,7 @@ class TelegramInviteController(Controller):
 
 
 @post(
-    f"{WEBHOOK_PATH}/{{coach_id:uuid}}",
+    f"{WEBHOOK_PATH}/{{coach_id:str}}",
     status_code=200,
     tags=["telegram"],
     include_in_schema=False,

@@ -276,7 +276,7 @@ class FeedbackController(Controller):
     tags = ["chat"]
     dependencies = CLIENT_DEPENDENCIES
 
-    @post("/{message_id:uuid}/feedback", status_code=200)
+    @post("/{message_id:str}/feedback", status_code=200)
     async def feedback(
         self,
         message_id: PathId,

@@ -174,7 +174,7 @@ class WidgetController(Controller):
         kept."""
         return await _exchange(request, container, token, MEMORY_PAGE)
 
-    @get("/avatar/{coach_id:uuid}")
+    @get("/avatar/{coach_id:str}")
     async def avatar(self, coach_id: PathId, container: ContainerDep) -> Response[bytes]:
         """The coach's widget avatar as ``image/png`` (public: it is shown to anyone the coach gave a chat
         link); 404 JSON for a coach without one or an unknown coach."""

@@ -341,7 +341,7 @@ class ApiKeyController(Controller):
         """The account's API keys (prefix only), revoked ones included, newest first."""
         return [api_key_out(key) for key in await list_api_keys(uow.session, uow.coach_id)]
 
-    @delete("/{key_id:uuid}", status_code=204)
+    @delete("/{key_id:str}", status_code=204)
     async def revoke_key(self, key_id: PathId, uow: Uow) -> None:
         """Revoke a key: its next request gets 401. 404 for an unknown id or another account's key."""
         await revoke_api_key(uow.session, uow.coach_id, key_id)

@@ -36,7 +36,7 @@ class ConversationController(Controller):
         rows = await container.conversations.list_conversations(uow, page)
         return page_response(request, rows, lambda row: conversation_summary(*row))
 
-    @get("/{conversation_id:uuid}", dependencies=PAGE)
+    @get("/{conversation_id:str}", dependencies=PAGE)
     async def get_conversation(
         self,
         request: Request[Any, Any, Any],
@@ -58,7 +58,7 @@ class ConversationController(Controller):
         )
         return Response(out, headers=next_page_link(request, found.next))
 
-    @post("/{conversation_id:uuid}/read", status_code=204)
+    @post("/{conversation_id:str}/read", status_code=204)
     async def mark_read(self, conversation_id: PathId, uow: Uow) -> None:
         """The coach has read the conversation: its unread count in the inbox drops to 0. 404 for an unknown id."""
         await mark_read(uow, conversation_id)

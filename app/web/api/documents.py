@@ -111,12 +111,12 @@ class DocumentController(Controller):
         ``Link`` header's next page: :func:`app.deps.page_response`; 400 for a bad cursor or limit)."""
         return page_response(request, await container.documents.list(uow, page), document_out)
 
-    @get("/{document_id:uuid}")
+    @get("/{document_id:str}")
     async def get_document(self, document_id: PathId, uow: Uow, container: ContainerDep) -> DocumentOut:
         """One document's status and progress."""
         return document_out(await container.documents.get(uow, document_id))
 
-    @patch("/{document_id:uuid}")
+    @patch("/{document_id:str}")
     async def rename(
         self, document_id: PathId, data: JSONBody[DocumentPatch], uow: Uow, container: ContainerDep
     ) -> DocumentOut:
@@ -125,7 +125,7 @@ class DocumentController(Controller):
         search headers follow in a background job. 404 for another coach's or a missing document."""
         return document_out(await rename_document(uow, document_id, data.title))
 
-    @post("/{document_id:uuid}/reprocess", status_code=202)
+    @post("/{document_id:str}/reprocess", status_code=202)
     async def reprocess(self, document_id: PathId, uow: Uow, container: ContainerDep) -> DocumentAccepted:
         """Process the document's file again (after an extraction fix): a new document, queued, that replaces
         this one once it is ready (this one answers meanwhile; a failure leaves it). 404 for another coach's or
@@ -133,7 +133,7 @@ class DocumentController(Controller):
         document = await container.documents.reprocess(uow, document_id)
         return DocumentAccepted(document.id, document.status)
 
-    @delete("/{document_id:uuid}", status_code=204)
+    @delete("/{document_id:str}", status_code=204)
     async def delete_document(self, document_id: PathId, uow: Uow, container: ContainerDep) -> None:
         """Delete a document and its chunks."""
         await container.documents.delete(uow, document_id)

@@ -46,12 +46,12 @@ class ExperimentController(Controller):
         """The coach's experiments with per-variant counts, rates, 95 % Wilson intervals, p-value and winner."""
         return [results.as_dict() for results in await container.experiments.list_results(uow)]
 
-    @get("/{experiment_id:uuid}")
+    @get("/{experiment_id:str}")
     async def get_experiment(self, experiment_id: PathId, uow: Uow, container: ContainerDep) -> dict[str, Any]:
         """One experiment with its results (404 for another coach's)."""
         return (await container.experiments.results(uow, experiment_id)).as_dict()
 
-    @post("/{experiment_id:uuid}/stop", status_code=200)
+    @post("/{experiment_id:str}/stop", status_code=200)
     async def stop(self, experiment_id: PathId, uow: Uow, container: ContainerDep) -> dict[str, Any]:
         """Stop a running experiment (409 when it is not running)."""
         await container.experiments.stop(uow, experiment_id)

@@ -93,13 +93,13 @@ class HandoffController(Controller):
         or limit)."""
         return page_response(request, await container.handoff_queue.list_handoffs(uow, status, page), handoff_out)
 
-    @post("/conversations/{conversation_id:uuid}/takeover", status_code=200)
+    @post("/conversations/{conversation_id:str}/takeover", status_code=200)
     async def takeover(self, conversation_id: PathId, uow: Uow, container: ContainerDep) -> HandoffOut:
         """Take the conversation over (its open handoff, or unprompted): the AI is paused until handback."""
         handoff = await container.coach_actions.takeover(uow, conversation_id)
         return handoff_out(await container.handoff_queue.get(uow, handoff.id))
 
-    @post("/conversations/{conversation_id:uuid}/messages", status_code=201)
+    @post("/conversations/{conversation_id:str}/messages", status_code=201)
     async def send(
         self, conversation_id: PathId, data: JSONBody[CoachMessage], uow: Uow, container: ContainerDep
     ) -> MessageOut:
@@ -107,7 +107,7 @@ class HandoffController(Controller):
         message reaches the widget live."""
         return message_out(await container.coach_actions.send(uow, conversation_id, data.text))
 
-    @post("/conversations/{conversation_id:uuid}/handback", status_code=200)
+    @post("/conversations/{conversation_id:str}/handback", status_code=200)
     async def handback(
         self, conversation_id: PathId, uow: Uow, container: ContainerDep, reply: FromQuery[bool] = True
     ) -> HandoffOut:
@@ -131,7 +131,7 @@ class HandoffController(Controller):
         drafts = await container.drafts.list_drafts(uow, status, page)
         return page_response(request, drafts, lambda row: draft_out(row[0]))
 
-    @post("/drafts/{draft_id:uuid}/approve", status_code=201)
+    @post("/drafts/{draft_id:str}/approve", status_code=201)
     async def approve(
         self, draft_id: PathId, uow: Uow, container: ContainerDep, data: JSONBody[DraftApproval | None] = None
     ) -> MessageOut:
@@ -139,7 +139,7 @@ class HandoffController(Controller):
         text = data.text if data is not None else None
         return message_out(await container.drafts.approve_draft(uow, draft_id, text))
 
-    @post("/drafts/{draft_id:uuid}/discard", status_code=200)
+    @post("/drafts/{draft_id:str}/discard", status_code=200)
     async def discard(self, draft_id: PathId, uow: Uow, container: ContainerDep) -> DraftOut:
         """Drop a pending draft; nothing is sent (409 if decided)."""
         return draft_out(await container.drafts.discard_draft(uow, draft_id))

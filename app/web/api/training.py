@@ -154,7 +154,7 @@ class ModelController(Controller):
         """The coach's model versions, newest first."""
         return [model_version_out(v) for v in await container.model_versions.list_versions(uow)]
 
-    @post("/models/{version_id:uuid}/promote", status_code=200)
+    @post("/models/{version_id:str}/promote", status_code=200)
     async def promote(
         self,
         version_id: PathId,

@@ -158,36 +158,36 @@ class ClientPages(CoachPage):
             return await _clients_page(container, uow, PageRequest(), "", error=exc)
         return Redirect("/dashboard/clients")
 
-    @get("/clients/{client_id:uuid}", dependencies=PAGE)
+    @get("/clients/{client_id:str}", dependencies=PAGE)
     async def client_page(self, client_id: PathId, uow: Uow, container: ContainerDep, page: WantedPage) -> Template:
         """One client: widget link, conversations, and memory (profile, insights, session summaries: a page of
         them, newest first, ``cursor`` the next; 400 page for a bad cursor or limit)."""
         return await _client_page(container, uow, client_id, sessions=page)
 
-    @post("/clients/{client_id:uuid}/widget-token")
+    @post("/clients/{client_id:str}/widget-token")
     async def rotate_widget_token(self, client_id: PathId, uow: Uow, container: ContainerDep) -> Redirect:
         """New widget token (the old link and its widget sessions stop working); back to the client page."""
         await container.accounts.rotate_widget_token(uow, client_id)
         return Redirect(f"/dashboard/clients/{client_id}")
 
-    @post("/clients/{client_id:uuid}/widget-token/revoke")
+    @post("/clients/{client_id:str}/widget-token/revoke")
     async def revoke_widget_token(self, client_id: PathId, uow: Uow, container: ContainerDep) -> Redirect:
         """Revoke the widget token (no chat link works until a new one is made); back to the client page."""
         await container.accounts.revoke_widget_token(uow, client_id)
         return Redirect(f"/dashboard/clients/{client_id}")
 
-    @get("/clients/{client_id:uuid}/export")
+    @get("/clients/{client_id:str}/export")
     async def export_client(self, client_id: PathId, uow: Uow, container: ContainerDep) -> Response[dict[str, Any]]:
         """The client's data as a JSON download (as ``GET /api/v1/clients/{id}/export``)."""
         return Response(await container.rights.export_client(uow, client_id), headers=EXPORT_HEADERS)
 
-    @post("/clients/{client_id:uuid}/delete")
+    @post("/clients/{client_id:str}/delete")
     async def delete_client(self, client_id: PathId, uow: Uow, container: ContainerDep) -> Redirect:
         """Erase the client and all their data (the form asks for confirmation first); back to the list."""
         await container.rights.erase_client(uow, client_id)
         return Redirect("/dashboard/clients")
 
-    @post("/clients/{client_id:uuid}/profile", status_code=200, request_max_body_size=TEXT_BODY_MAX_BYTES)
+    @post("/clients/{client_id:str}/profile", status_code=200, request_max_body_size=TEXT_BODY_MAX_BYTES)
     async def save_profile(
         self, client_id: PathId, request: Request[Any, Any, Any], coach_id: CoachId, uow: Uow, container: ContainerDep
     ) -> Template | Redirect:
@@ -226,7 +226,7 @@ class ClientPages(CoachPage):
             },
         )
 
-    @post("/clients/{client_id:uuid}/insights/{insight_id:uuid}", status_code=200)
+    @post("/clients/{client_id:str}/insights/{insight_id:str}", status_code=200)
     async def save_insight(
         self,
         client_id: PathId,
@@ -273,7 +273,7 @@ class ClientPages(CoachPage):
             status_code=400 if error else 200,
         )
 
-    @post("/clients/{client_id:uuid}/insights/{insight_id:uuid}/delete", status_code=200)
+    @post("/clients/{client_id:str}/insights/{insight_id:str}/delete", status_code=200)
     async def delete_insight(
         self,
         client_id: PathId,
@@ -288,7 +288,7 @@ class ClientPages(CoachPage):
             return Response("", media_type="text/html")
         return Redirect(f"/dashboard/clients/{client_id}")
 
-    @post("/clients/{client_id:uuid}/sessions/{session_id:uuid}/delete", status_code=200)
+    @post("/clients/{client_id:str}/sessions/{session_id:str}/delete", status_code=200)
     async def delete_summary(
         self,
         client_id: PathId,

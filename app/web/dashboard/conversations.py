@@ -148,19 +148,19 @@ class ConversationPages(CoachPage):
         context = await _inbox_context(uow, wanted, conversation)
         return Template("partials/inbox_rows.html", context=context)
 
-    @post("/conversations/{conversation_id:uuid}/read", status_code=204)
+    @post("/conversations/{conversation_id:str}/read", status_code=204)
     async def read(self, conversation_id: PathId, uow: Uow) -> None:
         """The coach read the conversation's new messages (sent by ``static/dashboard.js`` when a message
         arrives in the conversation open on screen)."""
         await mark_read(uow, conversation_id)
 
-    @get("/conversations/{conversation_id:uuid}")
+    @get("/conversations/{conversation_id:str}")
     async def conversation(self, conversation_id: PathId, uow: Uow, container: ContainerDep) -> Template:
         """The transcript with the handoff panel (state, brief, take over / hand back, pending drafts) and the
         coach's composer; ``static/dashboard.js`` appends new messages live."""
         return await conversation_page(container, uow, conversation_id)
 
-    @get("/conversations/{conversation_id:uuid}/earlier", dependencies=PAGE)
+    @get("/conversations/{conversation_id:str}/earlier", dependencies=PAGE)
     async def earlier(
         self,
         conversation_id: PathId,
@@ -182,18 +182,18 @@ class ConversationPages(CoachPage):
         context |= {"coach": await uow.coach(), "nav": "inbox", "client": client}
         return Template("dashboard/earlier_messages.html", context=context)
 
-    @get("/conversations/{conversation_id:uuid}/handoff")
+    @get("/conversations/{conversation_id:str}/handoff")
     async def handoff_panel(self, conversation_id: PathId, uow: Uow, container: ContainerDep) -> Template:
         """The conversation's handoff panel alone (refreshed live by ``static/dashboard.js``)."""
         return Template("partials/handoff_panel.html", context=await _panel_context(container, uow, conversation_id))
 
-    @post("/conversations/{conversation_id:uuid}/takeover")
+    @post("/conversations/{conversation_id:str}/takeover")
     async def takeover(self, conversation_id: PathId, uow: Uow, container: ContainerDep) -> Redirect:
         """Take the conversation over (the AI pauses until handback); back to the conversation."""
         await container.coach_actions.takeover(uow, conversation_id)
         return Redirect(f"/dashboard/conversations/{conversation_id}")
 
-    @post("/conversations/{conversation_id:uuid}/handback")
+    @post("/conversations/{conversation_id:str}/handback")
     async def handback(
         self,
         conversation_id: PathId,
@@ -210,7 +210,7 @@ class ConversationPages(CoachPage):
             return await conversation_page(container, uow, conversation_id, exc.message, exc.status_code)
         return Redirect(f"/dashboard/conversations/{conversation_id}")
 
-    @post("/conversations/{conversation_id:uuid}/messages")
+    @post("/conversations/{conversation_id:str}/messages")
     async def send_message(
         self,
         conversation_id: PathId,

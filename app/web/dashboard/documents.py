@@ -64,7 +64,7 @@ class DocumentPages(CoachPage):
             return await _documents_page(container, uow, PageRequest(), exc.message, exc.status_code)
         return Redirect("/dashboard/documents")
 
-    @post("/documents/{document_id:uuid}/reprocess")
+    @post("/documents/{document_id:str}/reprocess")
     async def reprocess_document(self, document_id: PathId, uow: Uow, container: ContainerDep) -> Template | Redirect:
         """Process a document's file again (:meth:`app.rag.service.DocumentService.reprocess`); a refusal (being
         processed, its file not kept) shows the page with the reason."""
@@ -75,7 +75,7 @@ class DocumentPages(CoachPage):
             return await _documents_page(container, uow, PageRequest(), exc.message, exc.status_code)
         return Redirect("/dashboard/documents")
 
-    @post("/documents/{document_id:uuid}/rename")
+    @post("/documents/{document_id:str}/rename")
     async def rename_document(
         self, document_id: PathId, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep
     ) -> Template | Redirect:
@@ -89,7 +89,7 @@ class DocumentPages(CoachPage):
             return await _documents_page(container, uow, PageRequest(), exc.message, exc.status_code)
         return Redirect("/dashboard/documents")
 
-    @post("/documents/{document_id:uuid}/delete")
+    @post("/documents/{document_id:str}/delete")
     async def delete_document(self, document_id: PathId, uow: Uow, container: ContainerDep) -> Redirect:
         await container.documents.delete(uow, document_id)
         return Redirect("/dashboard/documents")

@@ -69,7 +69,7 @@ class HandoffPages(CoachPage):
             "crisis": [{"conversation_id": str(r.conversation_id), "client_name": r.client_name} for r in crisis.rows],
         }
 
-    @post("/drafts/{draft_id:uuid}/approve")
+    @post("/drafts/{draft_id:str}/approve")
     async def approve_draft(
         self, draft_id: PathId, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep
     ) -> Template | Redirect:
@@ -85,7 +85,7 @@ class HandoffPages(CoachPage):
             return await _draft_refused(container, uow, draft_id, exc)
         return Redirect(next_path(form, f"/dashboard/conversations/{message.conversation_id}"))
 
-    @post("/drafts/{draft_id:uuid}/discard")
+    @post("/drafts/{draft_id:str}/discard")
     async def discard_draft(
         self, draft_id: PathId, request: Request[Any, Any, Any], uow: Uow, container: ContainerDep
     ) -> Template | Redirect:

@@ -256,7 +256,7 @@ class SettingsPages(CoachPage):
             return await _settings_page(container, uow, error=exc)
         return await _settings_page(container, uow, new_api_key=secret)
 
-    @post("/settings/api-keys/{key_id:uuid}/revoke")
+    @post("/settings/api-keys/{key_id:str}/revoke")
     async def revoke_api_key(self, key_id: PathId, uow: Uow, container: ContainerDep) -> Template:
         """Revoke an API key (its next request gets 401)."""
         try:

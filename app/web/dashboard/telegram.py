@@ -68,7 +68,7 @@ class TelegramPages(CoachPage):
             return await self._page(telegram, uow, error=exc)
         return await self._page(telegram, uow, notice="Disconnected.")
 
-    @post("/clients/{client_id:uuid}/telegram-invite")
+    @post("/clients/{client_id:str}/telegram-invite")
     async def invite(self, client_id: PathId, uow: Uow, container: ContainerDep, telegram: TelegramDep) -> Template:
         """A new one-time invite link for the client, with its QR code."""
         try:

@@ -508,10 +508,8 @@ async def test_the_gate_refuses_a_worse_model_and_rollback_restores_the_previous
     assert (
         await http.post(f"/api/v1/learning/models/{uuid.uuid4()}/promote", headers=setup.coach.headers)
     ).status_code == 404
-    assert (await http.post("/api/v1/learning/models/not-a-uuid/promote", headers=setup.coach.headers)).status_code in (
-        400,
-        404,
-    )
+    malformed = await http.post("/api/v1/learning/models/not-a-uuid/promote", headers=setup.coach.headers)
+    assert malformed.status_code == 400 and malformed.json()["detail"] == "malformed version_id: not a UUID"
     bad_body = await http.post(
         f"/api/v1/learning/models/{better}/promote", headers=setup.coach.headers, json={"force": "yes"}
     )

@@ -351,9 +351,9 @@ async def test_delete_insight_forgets_it_for_good(http: httpx.AsyncClient, conta
         ("PATCH", "/insights/{blocker}", {"text": "x" * 501}, 400, "longer than 500"),
         ("PATCH", "/insights/{blocker}", {"status": "deleted"}, 400, "status must be one of"),
         ("PATCH", "/insights/{blocker}", {"colour": "red"}, 400, "unknown field `colour`"),
-        ("PATCH", "/insights/not-a-uuid", {"status": "active"}, 400, "Invalid UUID"),
+        ("PATCH", "/insights/not-a-uuid", {"status": "active"}, 400, "not a UUID"),
         ("PATCH", "/insights/{random}", {"status": "active"}, 404, "insight not found"),
-        ("DELETE", "/insights/not-a-uuid", None, 400, "Invalid UUID"),
+        ("DELETE", "/insights/not-a-uuid", None, 400, "not a UUID"),
         ("DELETE", "/insights/{random}", None, 404, "insight not found"),
         ("PATCH", "/profile", {"mood": "x"}, 400, "unknown profile field 'mood'"),
         ("PATCH", "/profile", {"what_works": "naps"}, 400, "what_works must be a list of strings"),
@@ -382,7 +382,7 @@ async def test_bad_input_is_refused_and_changes_nothing(
 
 async def test_malformed_client_id_and_missing_key(http: httpx.AsyncClient, coach: Coach) -> None:
     malformed = await http.get("/api/v1/clients/123/memory", headers=coach.headers)
-    assert malformed.status_code == 400 and "Invalid UUID" in malformed.text
+    assert malformed.status_code == 400 and "not a UUID" in malformed.text
     missing = await http.get(f"/api/v1/clients/{uuid.uuid4()}/memory", headers=coach.headers)
     assert missing.status_code == 404 and "client not found" in missing.json()["detail"]
     anonymous = await http.get(f"/api/v1/clients/{uuid.uuid4()}/memory")
@@ -502,7 +502,7 @@ async def test_coach_ends_the_open_session(http: httpx.AsyncClient, container: C
     again = await http.post(url, headers=maya.coach.headers)
     assert again.status_code == 200 and again.json() == {"session_id": None}, "nothing open any more"
     malformed = await http.post("/api/v1/conversations/nope/end-session", headers=maya.coach.headers)
-    assert malformed.status_code == 400 and "Invalid UUID" in malformed.text
+    assert malformed.status_code == 400 and "not a UUID" in malformed.text
 
 
 async def test_a_session_whose_summary_is_pending_can_be_forgotten_but_not_an_open_one(
@@ -592,7 +592,7 @@ async def test_client_sees_and_deletes_own_memory(
     assert foreign.status_code == 404 and "insight not found" in foreign.json()["detail"]
     assert (await insight_row(container, ben, ben.goal_id)).status == "active"
     malformed = await http.delete("/api/v1/widget/memory/insights/xyz", headers=as_maya)
-    assert malformed.status_code == 400 and "Invalid UUID" in malformed.text
+    assert malformed.status_code == 400 and "not a UUID" in malformed.text
     assert (await http.get("/api/v1/widget/memory")).status_code == 401
     assert (await http.get("/api/v1/widget/memory", headers=coach.headers)).status_code == 401, (
         "a coach key is not a widget token"

@@ -63,7 +63,8 @@ async def test_an_unexpected_error_on_a_widget_link_does_not_log_its_token(
 @pytest.mark.parametrize(
     ("method", "path", "body", "status"),
     [
-        pytest.param("GET", "/api/v1/documents/not-a-uuid", None, 404, id="route-404"),
+        pytest.param("GET", "/api/v1/nowhere", None, 404, id="route-404"),
+        pytest.param("GET", "/api/v1/documents/not-a-uuid", None, 400, id="malformed-id-400"),
         pytest.param("POST", "/api/v1/clients", {"name": 7}, 400, id="validation-400"),
         pytest.param("GET", "/api/v1/clients/00000000-0000-0000-0000-000000000000/memory", None, 404, id="domain-404"),
         pytest.param("DELETE", "/api/v1/settings", None, 405, id="method-405"),
