@@ -160,9 +160,12 @@ def _serve(settings: Settings, services: Services, host: str, port: int, worker:
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
             ws_max_size=WS_MAX_MESSAGE_BYTES,
             # past it a request or a WebSocket handshake gets a 503 at once: a flood of connections must not take
-            # the process's memory; a connection slow to send its headers is closed (app.core.connections)
+            # the process's memory; a connection slow to send its headers is closed, one slow to send a request's
+            # body answered 408 and closed (app.core.connections)
             limit_concurrency=settings.max_connections,
-            http=guarded_http_protocol(settings.header_timeout_seconds),
+            http=guarded_http_protocol(
+                settings.header_timeout_seconds, settings.body_timeout_seconds, settings.body_min_bytes_per_second
+            ),
         )
     finally:
         if worker_proc is not None:

@@ -32,6 +32,11 @@ HEADER_TIMEOUT_SECONDS = 10.0
 """The default ``HEADER_TIMEOUT_SECONDS``: a browser sends a request's headers in one packet, a client on a slow
 mobile link within a few seconds (for comparison: nginx's ``client_header_timeout`` is 60 s, Apache's
 ``mod_reqtimeout`` 20 s, raised to 40 s while data keeps coming, Go's ``ReadHeaderTimeout`` none unless set)."""
+BODY_TIMEOUT_SECONDS = 20.0
+BODY_MIN_BYTES_PER_SECOND = 500
+"""The defaults of ``BODY_TIMEOUT_SECONDS`` and ``BODY_MIN_BYTES_PER_SECOND``: Apache ``mod_reqtimeout``'s default
+``body=20,MinRate=500``. 500 bytes a second is 4 kbit/s, below any link a person uploads over (a 50 MB upload
+may take 28 hours at it), while a slow-POST client must send that much on each connection it holds."""
 
 
 class Settings(BaseSettings):
@@ -178,6 +183,23 @@ class Settings(BaseSettings):
         "or from the end of its previous response; one that has not sent them by then is closed (slowloris: "
         "connections that send nothing, or their headers a byte at a time, would otherwise hold MAX_CONNECTIONS). "
         "A request already under way (an event stream) and an open WebSocket are not timed out.",
+    )
+    body_timeout_seconds: float = Field(
+        default=BODY_TIMEOUT_SECONDS,
+        ge=1,
+        le=3600,
+        description="Seconds a request's body has on an `opencoach serve` connection, from the end of its headers, "
+        "besides one more for every BODY_MIN_BYTES_PER_SECOND bytes received (Apache mod_reqtimeout's "
+        "body=20,MinRate=500); a body late by then is answered 408 and the connection closed (slow POST: a body "
+        "sent a byte every few seconds would otherwise hold MAX_CONNECTIONS). Time the server does not read the "
+        "body does not count; a request without a body, a WebSocket and a response in progress are not timed out.",
+    )
+    body_min_bytes_per_second: int = Field(
+        default=BODY_MIN_BYTES_PER_SECOND,
+        ge=1,
+        le=1_000_000,
+        description="Bytes a second a request's body must come at (on average, past BODY_TIMEOUT_SECONDS) on an "
+        "`opencoach serve` connection: each such many bytes give the body one second more.",
     )
     turn_concurrency: int = Field(
         default=4,

@@ -32,7 +32,7 @@ from urllib.parse import quote
 from filelock import FileLock
 from litestar.types import ASGIApp as ASGIApplication
 
-from app.core.config import HEADER_TIMEOUT_SECONDS, Settings
+from app.core.config import BODY_MIN_BYTES_PER_SECOND, BODY_TIMEOUT_SECONDS, HEADER_TIMEOUT_SECONDS, Settings
 
 APP_ROLE = "opencoach_app"
 """Login role the app connects as on the embedded server: NOSUPERUSER, NOBYPASSRLS."""
@@ -347,13 +347,20 @@ closes the socket (1009, "message too big") before it is held in memory."""
 
 @contextlib.asynccontextmanager
 async def serve_in_background(
-    app: ASGIApplication, *, limit_concurrency: int | None = None, header_timeout: float = HEADER_TIMEOUT_SECONDS
+    app: ASGIApplication,
+    *,
+    limit_concurrency: int | None = None,
+    header_timeout: float = HEADER_TIMEOUT_SECONDS,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
+    body_min_rate: int = BODY_MIN_BYTES_PER_SECOND,
 ) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn on a free loopback port inside the running event loop, for tests and
     benchmarks that drive the real app over HTTP and WebSocket; yields its base URL (``http://127.0.0.1:N``)
     and shuts the server down (running the app's shutdown hooks) on exit. Raises whatever start-up raised.
     ``limit_concurrency``: uvicorn's, as ``opencoach serve`` sets it from ``MAX_CONNECTIONS`` (``None``: no limit);
-    ``header_timeout``: seconds a connection has for a request's headers, as ``HEADER_TIMEOUT_SECONDS`` sets it
+    ``header_timeout``: seconds a connection has for a request's headers, as ``HEADER_TIMEOUT_SECONDS`` sets it;
+    ``body_timeout`` (seconds) and ``body_min_rate`` (bytes a second): a request body's deadline, as
+    ``BODY_TIMEOUT_SECONDS`` and ``BODY_MIN_BYTES_PER_SECOND`` set it
     (:class:`app.core.connections.GuardedHttpToolsProtocol`, the HTTP protocol ``opencoach serve`` runs)."""
     import uvicorn  # the web server is only needed by processes that serve
 
@@ -365,7 +372,7 @@ async def serve_in_background(
         host="127.0.0.1",
         port=port,
         log_level="warning",
-        http=guarded_http_protocol(header_timeout),
+        http=guarded_http_protocol(header_timeout, body_timeout, body_min_rate),
         ws_max_size=WS_MAX_MESSAGE_BYTES,
         limit_concurrency=limit_concurrency,
     )

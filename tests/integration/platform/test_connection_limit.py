@@ -36,11 +36,17 @@ async def served_as_serve(
     settings: Settings, services: Services, registry: ProviderRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[str]:
     """The app under ``settings`` on a real uvicorn server on loopback with the connection limit and the HTTP
-    protocol (its header timeout) that ``opencoach serve`` takes from them; yields its base URL."""
+    protocol (its header and body timeouts) that ``opencoach serve`` takes from them; yields its base URL."""
     options = serve_options(settings, services, monkeypatch)
     app = create_app(settings, services.database_url, services.redis_url, registry=registry)
-    limit, timeout = options["limit_concurrency"], options["http"].header_timeout
-    async with serve_in_background(app, limit_concurrency=limit, header_timeout=timeout) as url:
+    http = options["http"]
+    async with serve_in_background(
+        app,
+        limit_concurrency=options["limit_concurrency"],
+        header_timeout=http.header_timeout,
+        body_timeout=http.body_timeout,
+        body_min_rate=http.body_min_rate,
+    ) as url:
         yield url
 
 

@@ -1,8 +1,10 @@
-"""``HEADER_TIMEOUT_SECONDS``: ``opencoach serve``'s HTTP protocol (:mod:`app.core.connections`) closes a connection
-that has not sent a request's headers in time, so slowloris connections (nothing sent, or headers a byte at a time)
-cannot hold ``MAX_CONNECTIONS``; a widget socket and a dashboard event stream already open are not cut. Before,
-uvicorn held such a connection until the client closed it (its ``timeout_keep_alive`` is never armed on a new
-connection and is disarmed by every byte)."""
+"""``HEADER_TIMEOUT_SECONDS``, ``BODY_TIMEOUT_SECONDS`` and ``BODY_MIN_BYTES_PER_SECOND``: ``opencoach serve``'s HTTP
+protocol (:mod:`app.core.connections`) closes a connection that has not sent a request's headers in time, and
+answers 408 and closes one whose request body comes too slowly, so slowloris connections (nothing sent, or headers
+a byte at a time) and slow POSTs (a body a byte at a time) cannot hold ``MAX_CONNECTIONS``; a widget socket and a
+dashboard event stream already open are not cut, and an upload sent at a real link's pace, pauses and all, passes.
+Before, uvicorn held such a connection until the client closed it (its ``timeout_keep_alive`` is never armed on a
+new connection and is disarmed by every byte; it has no timeout for a body at all)."""
 
 from __future__ import annotations
 
@@ -14,34 +16,51 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 import websockets
+from litestar import Litestar, asgi
+from litestar.types import Receive, Scope, Send
 
 from app.core.config import Settings
-from app.core.runtime import Services
+from app.core.runtime import Services, serve_in_background
 from app.llm.registry import ProviderRegistry
-from tests.conftest import Coach, make_client
+from tests.conftest import BOOKS, Coach, make_client
 from tests.integration.platform.test_connection_limit import served_as_serve
 from tests.integration.web.test_dashboard import client_chat, log_in
 
 HEADER_TIMEOUT_S = 1
+BODY_TIMEOUT_S = 1
+BODY_MIN_RATE = 500
+"""``BODY_MIN_BYTES_PER_SECOND`` of the tests' server: a trickle of a byte every 0.1 s is far below it."""
 CLOSED_WITHIN_S = 30
 """How long a test waits for the server to close a connection (far past the timeout: a loaded machine)."""
 REQUEST = b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+SLOW_HEADERS = REQUEST + b"X-Slow: " + b"a" * 10_000
+SLOW_LOGIN = b"email=" + b"a" * 3000
+"""A log-in form (within the route's 4 KiB limit: the app waits for all of it) that takes 300 s a byte at a time."""
 
 
 @asynccontextmanager
 async def served(
     settings: Settings, services: Services, registry: ProviderRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[str]:
-    """The app as ``opencoach serve`` serves it, with ``HEADER_TIMEOUT_SECONDS`` :data:`HEADER_TIMEOUT_S`."""
-    timed = settings.model_copy(update={"header_timeout_seconds": HEADER_TIMEOUT_S})
+    """The app as ``opencoach serve`` serves it, with ``HEADER_TIMEOUT_SECONDS`` :data:`HEADER_TIMEOUT_S`,
+    ``BODY_TIMEOUT_SECONDS`` :data:`BODY_TIMEOUT_S` and ``BODY_MIN_BYTES_PER_SECOND`` :data:`BODY_MIN_RATE`."""
+    timed = settings.model_copy(
+        update={
+            "header_timeout_seconds": HEADER_TIMEOUT_S,
+            "body_timeout_seconds": BODY_TIMEOUT_S,
+            "body_min_bytes_per_second": BODY_MIN_RATE,
+        }
+    )
     async with served_as_serve(timed, services, registry, monkeypatch) as url:
         yield url
 
 
-async def trickled_until_closed(url: str, head: bytes = b"") -> bytes:
-    """Open a connection to ``url``, send ``head`` whole, then :data:`REQUEST` and header lines a byte every 0.1 s
-    until the server closes the connection; returns what the server sent after ``head``'s response (if ``head``
-    is a request, its response is read first). Fails if the connection is still open after
+async def trickled_until_closed(
+    url: str, head: bytes = b"", whole: bytes = b"", trickle: bytes = SLOW_HEADERS
+) -> bytes:
+    """Open a connection to ``url``, send ``head`` (a request without a body, or nothing) and read its response,
+    send ``whole`` at once, then ``trickle`` a byte every 0.1 s until the server closes the connection; returns what
+    the server sent after ``head``'s response. Fails if the connection is still open after
     :data:`CLOSED_WITHIN_S`."""
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
@@ -52,8 +71,8 @@ async def trickled_until_closed(url: str, head: bytes = b"") -> bytes:
             assert response_head.startswith(b"HTTP/1.1 200"), response_head
             fields = dict(line.lower().split(b": ", 1) for line in response_head.split(b"\r\n")[1:] if line)
             await reader.readexactly(int(fields[b"content-length"]))
+        writer.write(whole)
         rest = asyncio.ensure_future(reader.read())
-        trickle = REQUEST + b"X-Slow: " + b"a" * 10_000
         async with asyncio.timeout(CLOSED_WITHIN_S):
             for byte in trickle:
                 if rest.done():
@@ -126,3 +145,93 @@ async def test_an_open_widget_socket_and_event_stream_outlive_the_header_timeout
             async with asyncio.timeout(15):
                 while await anext(lines) != "event: handoff":
                     pass
+
+
+def slow_post(path: str, length: int) -> bytes:
+    """The headers of a form ``POST`` to ``path`` whose body has ``length`` bytes."""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+async def test_a_body_sent_a_byte_at_a_time_is_answered_408_and_closed(
+    settings: Settings, services: Services, registry: ProviderRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slow POST ("R-U-Dead-Yet"): the headers at once, then a log-in form a byte every 0.1 s (10 bytes a second,
+    under :data:`BODY_MIN_RATE`), on a new connection and on a kept-alive one after its first response. Before, the
+    connection stayed open as long as bytes came (300 s for this form, far past :data:`CLOSED_WITHIN_S`)."""
+    async with served(settings, services, registry, monkeypatch) as url:
+        for head in (b"", REQUEST + b"\r\n"):
+            answer = await trickled_until_closed(url, head, slow_post("/login", len(SLOW_LOGIN)), SLOW_LOGIN)
+            assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer
+            assert answer.endswith(b"\r\nconnection: close\r\n\r\nRequest Timeout"), answer
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            assert (await client.get("/login")).status_code == 200, "the server goes on serving"
+
+
+async def test_the_app_waiting_for_a_late_body_sees_the_client_gone() -> None:
+    """After the 408 the app's ``receive()`` returns ``http.disconnect`` (it does not wait for bytes that will not
+    come), having had only parts of the body before."""
+    received: list[tuple[str, bool]] = []
+    finished = asyncio.Event()
+
+    @asgi("/body", is_mount=False, copy_scope=True)
+    async def read_body(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            while not received or received[-1] == ("http.request", True):
+                message = await receive()
+                received.append((message["type"], bool(message.get("more_body"))))
+        finally:
+            finished.set()
+
+    app = Litestar([read_body])
+    async with serve_in_background(app, body_timeout=BODY_TIMEOUT_S, body_min_rate=BODY_MIN_RATE) as url:
+        answer = await trickled_until_closed(url, whole=slow_post("/body", len(SLOW_LOGIN)), trickle=SLOW_LOGIN)
+        assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer
+        async with asyncio.timeout(CLOSED_WITHIN_S):
+            await finished.wait()
+    assert received[-1] == ("http.disconnect", False), received
+    assert set(received[:-1]) == {("http.request", True)}, received
+
+
+@pytest.mark.parametrize(
+    ("name", "piece", "pause", "sized"),
+    [
+        ("meditations-marcus-aurelius.pdf", 16 * 1024, 0.1, True),
+        ("notes.txt", 1500, 1.5 * BODY_TIMEOUT_S, False),
+    ],
+    ids=["steady-pdf", "pauses-chunked"],
+)
+async def test_an_upload_sent_at_a_real_pace_passes(
+    settings: Settings,
+    services: Services,
+    registry: ProviderRegistry,
+    make_coach: Callable[..., Awaitable[Coach]],
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    piece: int,
+    pause: float,
+    sized: bool,
+) -> None:
+    """A body's deadline is a minimum rate, not a total: a 339 KB PDF at 160 KB a second (with a
+    ``Content-Length``, as a browser sends it) takes twice :data:`BODY_TIMEOUT_S`, and a text sent chunked in pieces
+    of 1,500 bytes (3 s at :data:`BODY_MIN_RATE`) pauses longer than :data:`BODY_TIMEOUT_S` between them."""
+    coach = await make_coach("Upload Coach")
+    data = (BOOKS / name).read_bytes() if name.endswith(".pdf") else b"Rest is part of the work. " * 160
+    form = httpx.Request("POST", "/", files={"file": (name, data)})
+    body = form.read()
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), piece):
+            if start:
+                await asyncio.sleep(pause)
+            yield body[start : start + piece]
+
+    headers = coach.headers | {"content-type": form.headers["content-type"]}
+    if sized:
+        headers["content-length"] = str(len(body))
+    async with served(settings, services, registry, monkeypatch) as url, httpx.AsyncClient(base_url=url) as client:
+        response = await client.post("/api/v1/documents", headers=headers, content=pieces(), timeout=60)
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "queued"
