@@ -15,7 +15,13 @@ from litestar.channels import ChannelsPlugin
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.enums import ScopeType
-from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException, ValidationException
+from litestar.exceptions import (
+    HTTPException,
+    InternalServerException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -117,6 +123,10 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> R
 
 
 TOO_DEEP = "JSON is nested too deeply"
+CLIENT_GONE = "client disconnected prematurely"
+"""The detail of the 500 that Litestar's ``Request.stream`` raises when the ASGI server's ``receive()`` says the
+client went away before its body was complete (it closed the connection, or ``opencoach serve`` closed it with a
+408 for a body too slow: :mod:`app.core.connections`)."""
 
 
 def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
@@ -135,7 +145,8 @@ async def log_unhandled(exc: Exception, scope: Scope) -> None:
     (``DomainError``, answered with their 4xx), database errors of HTTP requests (:func:`database_error_handler`
     logs those that are not the client's), Litestar's own client errors (validation 400, 404, 405), bodies
     nested too deeply (:func:`recursion_error_handler`) and multipart forms that cannot be decoded
-    (:func:`app.web.errors.form_error_handler`)."""
+    (:func:`app.web.errors.form_error_handler`). A client gone before its body was complete (:data:`CLIENT_GONE`)
+    is no fault of the server: one line at INFO, no traceback (a slow-POST attack would fill the log with them)."""
     handled = (DomainError | DBAPIError) if scope["type"] == ScopeType.HTTP else DomainError  # a socket has none
     if (
         isinstance(exc, handled)
@@ -145,6 +156,9 @@ async def log_unhandled(exc: Exception, scope: Scope) -> None:
     ):
         return
     path = redact_url(scope["path"])  # a widget page's path carries its token
+    if isinstance(exc, InternalServerException) and exc.detail == CLIENT_GONE:
+        log.info("client gone before its body was complete: %s %s", scope.get("method"), path)
+        return
     log.error("unhandled error on %s %s", scope.get("method", scope["type"]), path, exc_info=exc)
 
 

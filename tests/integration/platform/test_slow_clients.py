@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,7 @@ from app.core.runtime import Services, serve_in_background
 from app.llm.registry import ProviderRegistry
 from tests.conftest import BOOKS, Coach, make_client
 from tests.integration.platform.test_connection_limit import served_as_serve
+from tests.integration.platform.test_starvation import wait_for
 from tests.integration.web.test_dashboard import client_chat, log_in
 
 HEADER_TIMEOUT_S = 1
@@ -156,18 +158,36 @@ def slow_post(path: str, length: int) -> bytes:
 
 
 async def test_a_body_sent_a_byte_at_a_time_is_answered_408_and_closed(
-    settings: Settings, services: Services, registry: ProviderRegistry, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    services: Services,
+    registry: ProviderRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Slow POST ("R-U-Dead-Yet"): the headers at once, then a log-in form a byte every 0.1 s (10 bytes a second,
     under :data:`BODY_MIN_RATE`), on a new connection and on a kept-alive one after its first response. Before, the
-    connection stayed open as long as bytes came (300 s for this form, far past :data:`CLOSED_WITHIN_S`)."""
-    async with served(settings, services, registry, monkeypatch) as url:
-        for head in (b"", REQUEST + b"\r\n"):
-            answer = await trickled_until_closed(url, head, slow_post("/login", len(SLOW_LOGIN)), SLOW_LOGIN)
-            assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer
-            assert answer.endswith(b"\r\nconnection: close\r\n\r\nRequest Timeout"), answer
-        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-            assert (await client.get("/login")).status_code == 200, "the server goes on serving"
+    connection stayed open as long as bytes came (300 s for this form, far past :data:`CLOSED_WITHIN_S`). The app,
+    whose reading of the form ends with the client gone, logs a line for each, not an error with a traceback."""
+    app_log = logging.getLogger("app.asgi")
+    app_log.addHandler(caplog.handler)  # the app's logging configuration, at its start, drops the root's handlers
+    try:
+        with caplog.at_level(logging.INFO, logger="app.asgi"):
+            async with served(settings, services, registry, monkeypatch) as url:
+                for head in (b"", REQUEST + b"\r\n"):
+                    answer = await trickled_until_closed(url, head, slow_post("/login", len(SLOW_LOGIN)), SLOW_LOGIN)
+                    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer
+                    assert answer.endswith(b"\r\nconnection: close\r\n\r\nRequest Timeout"), answer
+                async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+                    assert (await client.get("/login")).status_code == 200, "the server goes on serving"
+
+                def logged() -> list[logging.LogRecord]:
+                    return [r for r in caplog.records if r.name == "app.asgi"]
+
+                assert await wait_for(lambda: len(logged()) >= 2, CLOSED_WITHIN_S), logged()
+    finally:
+        app_log.removeHandler(caplog.handler)
+    gone = (logging.INFO, "client gone before its body was complete: POST /login")
+    assert [(r.levelno, r.getMessage()) for r in logged()] == [gone, gone]
 
 
 async def test_the_app_waiting_for_a_late_body_sees_the_client_gone() -> None:
