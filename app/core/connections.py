@@ -116,10 +116,12 @@ class ReadingFlowControl(FlowControl):
         self.changed = changed
 
     def pause_reading(self) -> None:
+        """uvicorn's, then ``changed``."""
         super().pause_reading()
         self.changed()
 
     def resume_reading(self) -> None:
+        """uvicorn's (nothing if reading was not paused), then ``changed``."""
         super().resume_reading()
         self.changed()
 

@@ -190,29 +190,63 @@ async def test_a_body_sent_a_byte_at_a_time_is_answered_408_and_closed(
     assert [(r.levelno, r.getMessage()) for r in logged()] == [gone, gone]
 
 
+def body_reader(received: list[tuple[str, bool]], pause: float = 0) -> Litestar:
+    """An app whose ``POST /body`` reads the request's body with ``receive()``, waiting ``pause`` seconds before each
+    call, keeps the type and ``more_body`` of each message it got in ``received``, and answers 200 with the number
+    of bytes of the body, unless the client is gone."""
+
+    @asgi("/body", is_mount=False, copy_scope=True)
+    async def read_body(scope: Scope, receive: Receive, send: Send) -> None:
+        size, more = 0, True
+        while more:
+            await asyncio.sleep(pause)
+            message = await receive()
+            more = message["type"] == "http.request" and bool(message.get("more_body"))
+            received.append((message["type"], more))
+            size += len(message.get("body", b""))
+        if message["type"] == "http.request":
+            text = str(size).encode()
+            length = str(len(text)).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", length)]})
+            await send({"type": "http.response.body", "body": text})
+
+    return Litestar([read_body])
+
+
 async def test_the_app_waiting_for_a_late_body_sees_the_client_gone() -> None:
     """After the 408 the app's ``receive()`` returns ``http.disconnect`` (it does not wait for bytes that will not
     come), having had only parts of the body before."""
     received: list[tuple[str, bool]] = []
-    finished = asyncio.Event()
-
-    @asgi("/body", is_mount=False, copy_scope=True)
-    async def read_body(scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            while not received or received[-1] == ("http.request", True):
-                message = await receive()
-                received.append((message["type"], bool(message.get("more_body"))))
-        finally:
-            finished.set()
-
-    app = Litestar([read_body])
+    app = body_reader(received)
     async with serve_in_background(app, body_timeout=BODY_TIMEOUT_S, body_min_rate=BODY_MIN_RATE) as url:
         answer = await trickled_until_closed(url, whole=slow_post("/body", len(SLOW_LOGIN)), trickle=SLOW_LOGIN)
         assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer
-        async with asyncio.timeout(CLOSED_WITHIN_S):
-            await finished.wait()
-    assert received[-1] == ("http.disconnect", False), received
+        assert await wait_for(lambda: received[-1][0] == "http.disconnect", CLOSED_WITHIN_S), received
     assert set(received[:-1]) == {("http.request", True)}, received
+
+
+async def test_time_the_server_does_not_read_the_body_does_not_count() -> None:
+    """An app that waits 1.5 s (longer than :data:`BODY_TIMEOUT_S`) before each ``receive()``: a client that sent
+    ``Expect: 100-continue`` waits that long for the app to ask for its body, and a 1 MB body sent at once, under a
+    minimum rate of 1 MB a second (its first 64 KiB earn 0.07 s), waits in uvicorn's flow control, which stops
+    reading until the app takes what it holds. Neither wait counts, and neither body is cut."""
+    received: list[tuple[str, bool]] = []
+    app = body_reader(received, pause=1.5 * BODY_TIMEOUT_S)
+    async with serve_in_background(app, body_timeout=BODY_TIMEOUT_S, body_min_rate=1_000_000) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(b"POST /body HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(b"hello")
+            response_head = await reader.readuntil(b"\r\n\r\n")
+            assert response_head.startswith(b"HTTP/1.1 200 OK\r\n"), response_head
+            assert await reader.readexactly(1) == b"5"
+        finally:
+            writer.close()
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            response = await client.post("/body", content=b"x" * 1_000_000)
+        assert (response.status_code, response.text) == (200, "1000000")
 
 
 @pytest.mark.parametrize(
