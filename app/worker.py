@@ -39,6 +39,7 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from arq.cron import CronJob, cron
 from arq.worker import Function, Retry, Worker, func
+from redis.backoff import FullJitterBackoff
 from redis.exceptions import LockError
 from sqlalchemy.exc import DBAPIError
 from telegram.error import NetworkError, RetryAfter
@@ -119,10 +120,17 @@ STORE_JOB_TRIES = 3
 STORE_RETRY_S = 5
 """Seconds, times the try, before one of those jobs that met the database or Redis out of reach runs again."""
 INGEST_WAIT_S = 5.0
-"""Seconds an ingestion job waits, off the worker, when its coach already uses every ingestion slot."""
+"""Base of the wait, off the worker, of an ingestion job whose coach already uses every ingestion slot: its
+``n``-th deferral waits up to ``INGEST_WAIT_S * 2**n`` seconds (:class:`CoachSlots`)."""
 MEMORY_WAIT_S = 3.0
-"""Seconds a model-bound memory job (:func:`_in_memory_slot`) waits, off the worker, when its coach already uses
+"""Base of the wait, off the worker, of a model-bound memory job (:func:`_in_memory_slot`) whose coach already uses
 every memory slot (``MEMORY_JOBS_PER_COACH``): short, as a summary or an extraction takes seconds."""
+SLOT_WAIT_CAP_S = 60.0
+"""The longest one wait of a job over its coach's slots (:class:`CoachSlots`): a freed slot is taken again by a
+waiting job within this (and a poll), however long the jobs have waited."""
+_BACKOFF_MAX_EXPONENT = 32
+"""A job's deferrals past this count as this many in its backoff: 2**32 times any wait is past the cap, and a much
+higher power overflows a float."""
 REEMBED_TRIES = 3
 """Tries of a ``reembed_coach`` job; arq allows it one more, in which it fails the request (:func:`reembed_coach`)."""
 REEMBED_DEADLINE_S = JOB_TIMEOUT_S - 60
@@ -140,15 +148,31 @@ class CoachSlots:
     (:func:`~app.db.leases.leased`), so the slot of a killed worker comes free by itself. One huge tenant thus
     takes at most ``per_coach`` of the worker's ``WORKER_MAX_JOBS`` slots; the other tenants' jobs go on. Kinds:
     ``ingest`` (``INGEST_JOBS_PER_COACH``) and ``memory`` (the model-bound memory jobs,
-    ``MEMORY_JOBS_PER_COACH``: :func:`_in_memory_slot`). ``lease_s``: ``WORKER_LEASE_SECONDS``; ``wait_s``:
-    seconds a job over the cap waits, off the worker, before it tries again (:meth:`run`)."""
+    ``MEMORY_JOBS_PER_COACH``: :func:`_in_memory_slot`). ``lease_s``: ``WORKER_LEASE_SECONDS``.
 
-    def __init__(self, redis: ArqRedis, kind: str, per_coach: int, lease_s: float, wait_s: float) -> None:
+    A job over the cap waits off the worker (:meth:`run`) with capped exponential backoff and full jitter (Marc
+    Brooker, "Exponential Backoff And Jitter", AWS Architecture Blog, 2015; redis-py's
+    :class:`~redis.backoff.FullJitterBackoff`): its ``n``-th deferral (``n`` from 0) waits a uniformly random
+    ``0 … min(max_wait_s, wait_s * 2**n)`` seconds. A fixed wait made every waiting job of a big backlog (a bulk
+    transcript import queues hundreds) run every ``wait_s`` seconds for nothing: ``N / wait_s`` job runs and
+    enqueues a second, taking the worker's slots from other tenants' jobs. With the backoff a job that has waited
+    long retries about every ``max_wait_s / 2`` seconds, ``max_wait_s / (2 * wait_s)`` times less often (10 times
+    for memory jobs), a short wait stays short, and the jitter spreads the copies so they do not wake together.
+    The cap bounds the delay: once a slot frees, each waiting job tries again within ``max_wait_s`` seconds.
+    Chosen over a per-coach list of waiting job ids that the releasing holder wakes in order (no churn at all):
+    the backoff keeps no state beyond each copy's own job id, so a killed worker or Redis forgetting a key strands
+    nothing, and every copy is an ordinary arq job (never lost, never run twice). The price: the order in which
+    waiting jobs get a freed slot is random (a newer one, retrying more often, tends to come first), and a slot
+    may stay idle up to ``max_wait_s`` while few jobs wait."""
+
+    def __init__(
+        self, redis: ArqRedis, kind: str, per_coach: int, lease_s: float, wait_s: float, max_wait_s: float
+    ) -> None:
         self._redis = redis
         self._kind = kind
         self._per_coach = per_coach
         self._lease_s = lease_s
-        self._wait_s = wait_s
+        self._backoff = FullJitterBackoff(cap=max_wait_s, base=wait_s)
 
     @contextlib.asynccontextmanager
     async def hold(self, coach_id: str) -> AsyncIterator[bool]:
@@ -166,20 +190,25 @@ class CoachSlots:
         self, ctx: dict[str, Any], function: str, args: Sequence[Any], work: Callable[[], Awaitable[str]]
     ) -> str:
         """Run ``work()`` (the arq job ``function`` of ``ctx`` with ``args``, the first its coach's id) in a free
-        slot of its coach and return its result; with every slot taken, queue the job again ``wait_s``
-        seconds later and return ``"deferred: …"``. The copy has the same function and arguments, the job's id
-        with ``:wait:<random hex>`` (an id arq has not seen: never refused as a duplicate, and the work runs
-        once, in the copy) and the try the job is at (a deferral uses none of its tries; a copy from a retried
-        try does not start its tries afresh). Raises Redis errors from the slot or the queueing: the job's
-        retry on Redis out of reach (:func:`_retrying_unreachable`) runs it again, so no job is lost."""
+        slot of its coach and return its result; with every slot taken, queue the job again after its backoff
+        (see the class) and return ``"deferred: …"``. The copy has the same function and arguments, the id
+        ``<the original job's id>:wait:<n + 1>:<random hex>`` for the ``n``-th deferral (the count of deferrals
+        of this job so far, ``0`` for the original and for a copy queued by a version without the count; an id
+        arq has not seen: never refused as a duplicate, and the work runs once, in the copy) and the try the job
+        is at (a deferral uses none of its tries; a copy from a retried try does not start its tries afresh).
+        Raises Redis errors from the slot or the queueing: the job's retry on Redis out of reach
+        (:func:`_retrying_unreachable`) runs it again, so no job is lost."""
         async with self.hold(args[0]) as held:
             if held:
                 return await work()
+            original, _, copy = str(ctx["job_id"]).partition(":wait:")
+            count, counted, _ = copy.partition(":")
+            deferrals = int(count) if counted and count.isdecimal() else 0
             await self._redis.enqueue_job(
                 function,
                 *args,
-                _job_id=f"{str(ctx['job_id']).split(':wait:')[0]}:wait:{uuid.uuid4().hex}",
-                _defer_by=self._wait_s,
+                _job_id=f"{original}:wait:{deferrals + 1}:{uuid.uuid4().hex}",
+                _defer_by=self._backoff.compute(min(deferrals, _BACKOFF_MAX_EXPONENT)),
                 _job_try=ctx["job_try"],
             )
             return f"deferred: the coach's {self._kind} slots are busy"
@@ -193,10 +222,11 @@ async def ingest_document(ctx: dict[str, Any], coach_id: str, document_id: str) 
     """arq job: ingest one document (idempotent). Returns the final status for arq's result store.
 
     When the coach already runs ``INGEST_JOBS_PER_COACH`` ingestions (:class:`CoachSlots`), the job queues
-    itself again :data:`INGEST_WAIT_S` seconds later under a new job id and ends, freeing the worker's slot
-    for other tenants (a deferral is not a failed try). Redis or PostgreSQL out of reach before the document's
-    own error handling runs (taking a slot, reading the document) is retried after :data:`INGEST_RETRY_S` times
-    the try (arq runs no job again after a plain error: the document stayed ``queued`` for good)."""
+    itself again under a new job id, after a backoff from :data:`INGEST_WAIT_S` up to :data:`SLOT_WAIT_CAP_S`
+    seconds, and ends, freeing the worker's slot for other tenants (a deferral is not a failed try). Redis or
+    PostgreSQL out of reach before the document's own error handling runs (taking a slot, reading the document) is
+    retried after :data:`INGEST_RETRY_S` times the try (arq runs no job again after a plain error: the document
+    stayed ``queued`` for good)."""
     job = _ingest(ctx, coach_id, document_id)
     return await _retrying_unreachable(
         ctx, job, tries=INGEST_TRIES, delay_s=INGEST_RETRY_S, what=f"document {document_id}"
@@ -236,7 +266,12 @@ async def _ingest(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
         return "skipped" if timings is None else f"{timings.chunks} chunks"
 
     slots = CoachSlots(
-        container.redis, "ingest", settings.ingest_jobs_per_coach, settings.worker_lease_seconds, INGEST_WAIT_S
+        container.redis,
+        "ingest",
+        settings.ingest_jobs_per_coach,
+        settings.worker_lease_seconds,
+        INGEST_WAIT_S,
+        SLOT_WAIT_CAP_S,
     )
     return await slots.run(ctx, INGEST_DOCUMENT, (coach_id, document_id), ingest)
 
@@ -245,8 +280,9 @@ def _in_memory_slot(
     ctx: dict[str, Any], function: str, args: Sequence[Any], work: Callable[[], Awaitable[str]]
 ) -> Awaitable[str]:
     """``work()``, the memory job ``function`` of ``ctx`` with ``args``, in one of its coach's
-    ``MEMORY_JOBS_PER_COACH`` memory slots, else queued again :data:`MEMORY_WAIT_S` seconds later
-    (:meth:`CoachSlots.run`). Await it inside the job's retry on Redis out of reach (:func:`_retrying`).
+    ``MEMORY_JOBS_PER_COACH`` memory slots, else queued again after a backoff from :data:`MEMORY_WAIT_S` up to
+    :data:`SLOT_WAIT_CAP_S` seconds (:meth:`CoachSlots.run`). Await it inside the job's retry on Redis out of
+    reach (:func:`_retrying`).
 
     The jobs that take a memory slot: ``summarize_session``, ``extract_insights``, ``update_profile`` and
     ``analyse_intervention``. Each waits on the coach's chat model for seconds to minutes, and a coach with many
@@ -255,7 +291,12 @@ def _in_memory_slot(
     container: Container = ctx["container"]
     settings = container.settings
     slots = CoachSlots(
-        container.redis, "memory", settings.memory_jobs_per_coach, settings.worker_lease_seconds, MEMORY_WAIT_S
+        container.redis,
+        "memory",
+        settings.memory_jobs_per_coach,
+        settings.worker_lease_seconds,
+        MEMORY_WAIT_S,
+        SLOT_WAIT_CAP_S,
     )
     return slots.run(ctx, function, args, work)
 

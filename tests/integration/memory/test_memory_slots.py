@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import httpx
 import pytest
 from arq.constants import default_queue_name, job_key_prefix
-from arq.jobs import Job
+from arq.jobs import Job, JobDef, JobResult
 
 from app import worker
 from app.container import Container
@@ -45,18 +45,19 @@ MARKERS = (*(f"zebra-big-{n}" for n in range(BIG_JOBS)), SMALL)
 
 
 class SlowOpenAI(FakeOpenAI):
-    """:class:`FakeOpenAI` answering each extraction after :data:`MODEL_S` seconds; ``answered`` lists, in the order
-    they were answered, the marker (:data:`MARKERS`) of the line each extraction read."""
+    """:class:`FakeOpenAI` answering each extraction after ``delay_s`` (:data:`MODEL_S`) seconds; ``answered`` lists,
+    in the order they were answered, the marker (:data:`MARKERS`) of the line each extraction read."""
 
     def __init__(self) -> None:
         super().__init__()
         self.answered: list[str] = []
+        self.delay_s = MODEL_S
 
     async def slow(self, request: httpx.Request) -> httpx.Response:
         response = self(request)
         body = json.loads(request.content)
         if not body.get("stream"):
-            await asyncio.sleep(MODEL_S)
+            await asyncio.sleep(self.delay_s)
             user = body["messages"][-1]["content"]
             self.answered.extend(m for m in MARKERS if m in user)
         return response
@@ -130,8 +131,8 @@ async def test_slots_cap_each_kind_per_coach_and_a_job_over_the_cap_is_queued_ag
     memory slot are free; the job over the cap queues a copy of itself (same arguments, its try, a new id from
     its own, deferred) and runs nothing."""
     coach, other = str(uuid.uuid4()), str(uuid.uuid4())
-    memory = CoachSlots(container.redis, "memory", 1, 30, 60)
-    ingest = CoachSlots(container.redis, "ingest", 1, 30, 60)
+    memory = CoachSlots(container.redis, "memory", 1, 30, 30, 60)
+    ingest = CoachSlots(container.redis, "ingest", 1, 30, 30, 60)
     async with memory.hold(coach) as first:
         async with memory.hold(coach) as second, ingest.hold(coach) as ingesting, memory.hold(other) as others:
             assert (first, second, ingesting, others) == (True, False, True, True)
@@ -147,8 +148,105 @@ async def test_slots_cap_each_kind_per_coach_and_a_job_over_the_cap_is_queued_ag
     copies = [job for job in await container.redis.queued_jobs() if job.args[0] == coach]
     copy = (EXTRACT_INSIGHTS, (coach, "conversation", True), 3)
     assert [(job.function, job.args, job.job_try) for job in copies] == [copy]
-    assert (copies[0].job_id or "").startswith("extract_insights:m1:True:wait:")
+    assert (copies[0].job_id or "").startswith("extract_insights:m1:True:wait:1:")  # the first deferral it counts
     assert copies[0].job_id != ctx["job_id"]
     await container.redis.delete(job_key_prefix + (copies[0].job_id or ""))
     await container.redis.zrem(default_queue_name, copies[0].job_id or "")
     assert await memory.run({"job_id": "x", "job_try": 1}, EXTRACT_INSIGHTS, (coach,), work) == "done"
+
+
+def _defer_s(job: JobDef) -> float:
+    """Seconds from ``job``'s queueing to its start (arq's queue score, ms)."""
+    return (job.score or 0) / 1000 - round(job.enqueue_time.timestamp() * 1000) / 1000
+
+
+async def test_a_waiting_job_waits_longer_the_more_it_was_deferred_with_jitter_up_to_the_cap(
+    container: Container,
+) -> None:
+    """A job over its coach's slot queues a copy whose id counts its deferrals (``:wait:<n>:``) and whose wait is
+    random up to ``wait_s * 2**n`` seconds, never past the cap (capped exponential backoff, full jitter): twenty
+    first deferrals wait at most ``wait_s`` (1 s), twenty eighth ones spread up to the cap (60 s), and a count
+    past any power a float holds still waits within the cap. A fixed wait gave every copy ``wait_s``."""
+    coach = str(uuid.uuid4())
+    memory = CoachSlots(container.redis, "memory", 1, 30, 1, 60)
+
+    async def work() -> str:
+        raise AssertionError("ran without the coach's slot")
+
+    async def copies_from(job_id: str) -> list[JobDef]:
+        for _ in range(20):
+            ctx = {"job_id": job_id, "job_try": 1}
+            assert (await memory.run(ctx, EXTRACT_INSIGHTS, (coach, "c", True), work)).startswith("deferred")
+        copies = [job for job in await container.redis.queued_jobs() if job.args[0] == coach]
+        for job in copies:
+            await container.redis.delete(job_key_prefix + (job.job_id or ""))
+            await container.redis.zrem(default_queue_name, job.job_id or "")
+        assert len(copies) == 20
+        return copies
+
+    async with memory.hold(coach) as held:
+        assert held
+        first = await copies_from(f"{EXTRACT_INSIGHTS}:backoff")
+        eighth = await copies_from(f"{EXTRACT_INSIGHTS}:backoff:wait:7:{uuid.uuid4().hex}")
+        far = await copies_from(f"{EXTRACT_INSIGHTS}:backoff:wait:5000:{uuid.uuid4().hex}")
+    assert all((job.job_id or "").startswith(f"{EXTRACT_INSIGHTS}:backoff:wait:1:") for job in first)
+    assert all((job.job_id or "").startswith(f"{EXTRACT_INSIGHTS}:backoff:wait:8:") for job in eighth)
+    assert all((job.job_id or "").startswith(f"{EXTRACT_INSIGHTS}:backoff:wait:5001:") for job in far)
+    assert all(0 <= _defer_s(job) <= 1.001 for job in first), [_defer_s(job) for job in first]
+    assert all(0 <= _defer_s(job) <= 60.001 for job in eighth + far)
+    # twenty uniform draws over 0…60 s all under 5 s: a chance of (1/12)**20
+    assert max(_defer_s(job) for job in eighth) > 5 and max(_defer_s(job) for job in far) > 5
+
+
+WAITING_JOBS = 20
+HELD_S = 10.0
+"""How long the test holds the coach's memory slot while its :data:`WAITING_JOBS` extractions wait."""
+
+
+async def test_jobs_waiting_long_for_their_coachs_slot_back_off_and_each_runs_once_when_it_frees(
+    container: Container,
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    settings: Settings,
+    services: Services,
+    registry: ProviderRegistry,
+    run_jobs: Callable[[], Awaitable[None]],
+    slow_llm: SlowOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Twenty extractions of one coach wait :data:`HELD_S` seconds for its memory slot (held by the test), on the
+    real worker with a wait of 0.1 s up to a cap of 4 s. Over that window they defer about ten times each
+    (a backoff climbing to the cap), far fewer than the forty and more each of a fixed 0.1 s wait (a copy on every
+    poll); once the slot frees each of them runs exactly once (one result that is not a deferral, among its own
+    and its copies') and the queue is left empty."""
+    slow_llm.delay_s = 0
+    coach = await _coach_on_the_endpoint(http, make_coach)
+    client_id = await new_client(http, coach, "zebra-waiting")
+    said = await say(container, coach, client_id, "A note from zebra-waiting for the coach")
+    await run_jobs()  # the turn's own follow-ups
+    monkeypatch.setattr(worker, "MEMORY_WAIT_S", 0.1)
+    monkeypatch.setattr(worker, "SLOT_WAIT_CAP_S", 4.0, raising=False)  # raising: the fixed wait had no cap
+    prefix = f"{EXTRACT_INSIGHTS}:churn-test:{uuid.uuid4().hex}"
+    ids = [f"{prefix}:{n}" for n in range(WAITING_JOBS)]
+    for job_id in ids:
+        await container.redis.enqueue_job(
+            EXTRACT_INSIGHTS, coach.coach_id, str(said.conversation_id), True, _job_id=job_id
+        )
+    capped = settings.model_copy(update={"memory_jobs_per_coach": 1, "worker_max_jobs": 4})
+    workers = build_workers(capped, services.database_url, services.redis_url, burst=True, registry=registry)
+
+    async def outcomes() -> list[JobResult]:
+        return [r for r in await container.redis.all_job_results() if (r.job_id or "").startswith(prefix + ":")]
+
+    async with CoachSlots(container.redis, "memory", 1, settings.worker_lease_seconds, 1, 1).hold(coach.coach_id):
+        running = asyncio.create_task(run_workers(workers))
+        await asyncio.sleep(HELD_S)
+        while_held = await outcomes()
+    await asyncio.wait_for(running, 120)
+
+    assert all(str(r.result).startswith("deferred") for r in while_held)
+    assert len(while_held) < WAITING_JOBS * 20, len(while_held)  # a fixed 0.1 s wait: 40 and more each
+    done = [r for r in await outcomes() if not str(r.result).startswith("deferred")]
+    assert sorted(r.job_id.split(":wait:")[0] for r in done if r.job_id) == sorted(ids)
+    assert all(r.success for r in done), done
+    assert await container.redis.queued_jobs() == []

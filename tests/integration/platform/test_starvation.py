@@ -213,7 +213,7 @@ async def test_one_coach_runs_one_ingestion_at_a_time_and_another_coach_is_not_h
     workers, task = start_workers(settings, services, own_redis.url, registry)
     try:
         assert await wait_for(lambda: len(registry.hanging.started) == 2, 60), "the second coach was held back"
-        await asyncio.sleep(2 * 5.0)  # two deferral rounds of the big coach's waiting jobs
+        await asyncio.sleep(2 * 5.0)  # the big coach's waiting jobs defer a few times (a backoff from 0–5 s)
         assert len(registry.hanging.started) == 2, "a coach ran more than one ingestion at once"
         statuses = []
         for coach in (big, small):
