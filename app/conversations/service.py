@@ -204,7 +204,7 @@ class ConversationService:
             .with_for_update(of=Message)
         )
         if message is None:
-            raise NotFound("message not found")
+            raise NotFound("message not found", code="message_gone")
         at = datetime.now(UTC).isoformat()
         feedback = {"helpful": helpful, "rating": rating, "text": comment, "at": at}
         message.meta = dict(message.meta) | {"feedback": feedback}

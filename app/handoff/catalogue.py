@@ -996,8 +996,8 @@ CATALOGUE: dict[str, dict[str, str]] = {
     },
     # A refusal the client reads (:func:`refusal`: a ``DomainError``'s ``code``; the widget's scripts map an error
     # event's or an API error's ``code`` to these, given as ``refused_<code>``): too many requests
-    # (``{retry_after}``: seconds), an empty message, one over ``{max}`` characters, an answer that failed (a job
-    # answers it later, or it could not even be queued).
+    # (``{retry_after}``: seconds), an empty message, one over ``{max}`` characters, one holding a NUL character,
+    # an answer that failed (a job answers it later, or it could not even be queued).
     "refused_rate_limited": {
         "en": "Too many requests: try again in {retry_after} s.",
         "es": "Demasiadas solicitudes: inténtalo de nuevo en {retry_after} s.",
@@ -1019,6 +1019,16 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "de": "Die Nachricht ist länger als {max} Zeichen.",
         "pt": "A mensagem tem mais de {max} caracteres.",
     },
+    "refused_nul": {
+        "en": "The message contains a NUL character (U+0000), which cannot be sent: remove it and try again.",
+        "es": "El mensaje contiene un carácter NUL (U+0000), que no se puede enviar: quítalo e inténtalo de nuevo.",
+        "fr": "Le message contient un caractère NUL (U+0000), qui ne peut pas être envoyé : retire-le et réessaie.",
+        "de": (
+            "Die Nachricht enthält ein NUL-Zeichen (U+0000), das sich nicht senden lässt: Entferne es und versuch "
+            "es noch einmal."
+        ),
+        "pt": "A mensagem contém um caractere NUL (U+0000), que não pode ser enviado: remova-o e tente de novo.",
+    },
     "refused_answer_later": {
         "en": "Could not answer this message yet; it is saved and will be answered shortly.",
         "es": "Todavía no se pudo responder a este mensaje; está guardado y se responderá en breve.",
@@ -1034,6 +1044,15 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "fr": "Impossible de répondre à ce message ; il est enregistré.",
         "de": "Auf diese Nachricht konnte nicht geantwortet werden; sie ist gespeichert.",
         "pt": "Não foi possível responder a esta mensagem; ela está salva.",
+    },
+    # A 👍/👎 on a reply that is not the client's (any more): in Telegram, a button under a reply the chat still
+    # shows from before the client was erased and the chat enrolled again, or bound to another client.
+    "refused_message_gone": {
+        "en": "This message no longer exists.",
+        "es": "Este mensaje ya no existe.",
+        "fr": "Ce message n'existe plus.",
+        "de": "Diese Nachricht gibt es nicht mehr.",
+        "pt": "Esta mensagem não existe mais.",
     },
     # The tone service's refusals (:class:`app.accounts.tone.ToneService`): a style the coach no longer offers
     # (``{offered}``: the labels of the coach's styles now; ``_none``: only the default is left), an intensity

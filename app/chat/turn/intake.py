@@ -117,7 +117,7 @@ def clean_text(text: str | None) -> str:
     if not text:
         raise InvalidInput("text must not be empty", code="empty")
     if NUL in text:  # refused before anything is stored, on every channel (the socket too)
-        raise InvalidInput(NUL_REFUSED)
+        raise InvalidInput(NUL_REFUSED, code="nul")
     if len(text) > MAX_MESSAGE_CHARS:
         raise InvalidInput(
             f"text is longer than {MAX_MESSAGE_CHARS} characters", code="too_long", fields={"max": MAX_MESSAGE_CHARS}

@@ -96,6 +96,8 @@ async def test_a_socket_message_with_a_nul_character_is_refused_and_the_socket_k
         assert json.loads(await ws.recv()) == {
             "type": "error",
             "message": "text must not contain the NUL character (U+0000)",
+            "code": "nul",  # (the widget shows refused_nul in the page's language)
+            "fields": {},
             "client_message_id": "m-1",
         }
         await ws.send(json.dumps({"text": "a clean one", "client_message_id": "m-2"}))

@@ -162,3 +162,22 @@ async def test_refusals_carry_a_code_the_pages_texts_say_in_the_clients_language
     assert (body["code"], body["fields"]) == ("tone_intensity_range", {"low": 2, "high": 4})
     shown = tone_texts[f"refused_{body['code']}"].format(**body["fields"])
     assert shown == "La intensidad debe estar entre 2 y 4 (lo que permite tu coach)"
+
+
+async def test_a_message_with_a_nul_character_is_refused_with_a_code_the_pages_texts_say(
+    base_url: str, new_setup: NewSetup
+) -> None:
+    """A message holding a NUL character (pasted into the box): "text must not contain the NUL character (U+0000)"
+    came with no code, so the Spanish page showed the English."""
+    setup = await new_setup("Ana")
+    async with httpx.AsyncClient(base_url=base_url, headers={"Accept-Language": "es"}) as browser:
+        chat_page = await browser.get((await browser.get(f"/w/{setup.widget_token}")).headers["location"])
+    url = base_url.replace("http://", "ws://") + f"/ws/chat?token={setup.widget_token}"
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"text": "hola\u0000", "client_message_id": "w-nul"}))
+        refused = await next_of(ws, "error")
+    assert refused["message"] == "text must not contain the NUL character (U+0000)"
+    assert (refused["code"], refused["client_message_id"]) == ("nul", "w-nul")
+    shown = served_texts(chat_page)[f"refused_{refused['code']}"]
+    spanish = "El mensaje contiene un carácter NUL (U+0000), que no se puede enviar: quítalo e inténtalo de nuevo."
+    assert shown == spanish
