@@ -41,7 +41,7 @@ from app.channels.telegram.tone import TONE_COMMAND, TelegramTone, TonePress, pa
 from app.chat.turn import ChatService
 from app.conversations.service import ConversationService
 from app.core.errors import DomainError, NotFound, TooManyAttempts
-from app.handoff.catalogue import greeting, say
+from app.handoff.catalogue import greeting, refusal, say
 from app.memory.client_view import remembered_out
 from app.memory.controls import MemoryControls
 
@@ -474,8 +474,8 @@ class TelegramChannel:
                 async with unit_of_work(self._sessionmaker, coach_id) as uow:
                     await self._conversations.record_feedback(uow, binding.client_id, feedback[0], helpful=feedback[1])
                 note = say("tg_feedback_thanks", language)
-            except DomainError as exc:
-                note = exc.message
+            except DomainError as exc:  # (a reply gone since: the coach deleted its conversation)
+                note = refusal(exc, language)
         await _acknowledge(bot, callback, note)
 
     async def _remembered(
@@ -536,12 +536,13 @@ class TelegramChannel:
         language: str = "en",
     ) -> None:
         """Store the client's message and answer it (the caller holds the chat's lock, :class:`ChatLocks`), the
-        reply's buttons in ``language`` (:func:`render.update_language`). A message answered when the update was
+        reply's buttons and a refusal (:func:`~app.handoff.catalogue.refusal`: the rate limit, a message too long…) in
+        ``language`` (:func:`render.update_language`). A message answered when the update was
         processed before has the rest of its stored reply shown (:meth:`ChatReplies.resume`)."""
         try:
             received = await self._receive(coach_id, binding, text, client_id)
-        except DomainError as exc:
-            await _notice(bot, binding.chat_id, exc.message, out)
+        except DomainError as exc:  # (the rate limit, a message too long…: in the client's language)
+            await _notice(bot, binding.chat_id, refusal(exc, language), out)
             return
         if received.conversation_id != binding.conversation_id or not binding.active:  # (a client writing
             # to a chat marked blocked has unblocked the bot: the coach's messages reach it again)

@@ -22,12 +22,13 @@ from app.channels.telegram import render
 from app.channels.telegram.bot import SEND_TIMEOUT_S
 from app.channels.telegram.outbound import ChatOutbox, markup, retry_seconds, show, with_retry
 from app.channels.telegram.service import ChatBinding, Sent, TelegramService
-from app.chat.turn import ANSWER_LATER, ChatService, TurnResult
+from app.chat.turn import ChatService, TurnResult
 from app.conversations.metadata import client_citations, client_view
 from app.conversations.models import Message
 from app.core.errors import DomainError
 from app.db import jobs
 from app.db.outbox import UNAVAILABLE
+from app.handoff.catalogue import say
 from app.handoff.live import message_event
 from app.handoff.sla import notice_language
 
@@ -196,10 +197,11 @@ class ChatReplies:
         the AI works on a reply the client will get: not while the coach has the conversation). When the turn
         fails (the database out of reach, a pool exhausted), the worker answers it later
         (:meth:`~app.chat.turn.ChatService.answer_later`; the reply comes through the chat's outbox) and the
-        client is told so; when the final text cannot be sent (a timeout, a 5xx), the parts not sent go through
-        the chat's outbox, which retries. ``out``: what the update's processing sent (:class:`ReplyStream`; the
-        stored reply's id is recorded as ``reply`` before it is shown). Raises ``Forbidden`` (the client blocked
-        the bot). ``language``: that of the reply's buttons (the update's, :func:`render.update_language`)."""
+        client is told so (``refused_answer_later`` in ``language``); when the final text cannot be sent (a
+        timeout, a 5xx), the parts not sent go through the chat's outbox, which retries. ``out``: what the update's
+        processing sent (:class:`ReplyStream`; the stored reply's id is recorded as ``reply`` before it is shown).
+        Raises ``Forbidden`` (the client blocked the bot). ``language``: that of the reply's buttons and of that
+        notice (the update's, :func:`render.update_language`)."""
         stream = ReplyStream(bot, binding.chat_id, interval, out, language)
         result: TurnResult | None = None
         try:
@@ -215,7 +217,8 @@ class ChatReplies:
             await stream.discard()
             await self._chat.answer_later(coach_id, message_id)
             with contextlib.suppress(TelegramError):
-                await out.once("notice", lambda: bot.send_message(binding.chat_id, ANSWER_LATER))
+                later = say("refused_answer_later", language)
+                await out.once("notice", lambda: bot.send_message(binding.chat_id, later))
             return
         finally:
             stream.stop_typing()

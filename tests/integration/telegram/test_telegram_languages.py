@@ -5,6 +5,8 @@ catalogue lacks. The real app, PostgreSQL and Redis, the fake Bot API server (te
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,9 +14,13 @@ import httpx
 import pytest
 
 from app.channels.telegram import render
+from app.chat.turn.intake import MAX_MESSAGE_CHARS
+from app.core.config import Settings
+from app.core.runtime import Services
 from app.handoff.catalogue import greeting
 from app.handoff.catalogue import say as catalogue_text
-from tests.integration.telegram.conftest import Bot
+from app.llm.registry import ProviderRegistry
+from tests.integration.telegram.conftest import Bot, served
 from tests.integration.telegram.test_telegram import bound_chat, drain, post_update
 from tests.telegram_fake import FakeBotApi, recorded
 
@@ -131,3 +137,60 @@ async def test_the_default_greeting_speaks_the_senders_language_and_the_coachs_o
     await post_update(tg, own, written("text_message", other, "fr", text="/start"))
     await drain(tg)
     assert fake.sent_to(other)[0].params["text"] == "Welcome! Ask me anything."  # the coach's words, as written
+
+
+async def test_a_message_over_the_limit_is_refused_in_the_senders_language(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """A Telegram message holds up to 4,096 characters, the chat up to 4,000: "text is longer than 4000
+    characters" was the refusal's English message, whatever the client's language."""
+    bot = await make_bot()
+    chat_id, _client_id = await bound_chat(tg, bot, fake)
+    await post_update(tg, bot, written("text_message", chat_id, "de", text="x" * (MAX_MESSAGE_CHARS + 1)))
+    await drain(tg)
+    assert fake.sent_to(chat_id)[-1].params["text"] == "Die Nachricht ist länger als 4000 Zeichen."
+    await post_update(tg, bot, written("text_message", chat_id, "en", text="x" * (MAX_MESSAGE_CHARS + 1)))
+    await drain(tg)
+    assert fake.sent_to(chat_id)[-1].params["text"] == "The message is longer than 4000 characters."
+
+
+async def test_a_client_over_the_rate_limit_is_told_to_wait_in_their_language(
+    tg_settings: Settings, services: Services, registry: ProviderRegistry, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """The chat's rate limit (``CHAT_RATE_LIMIT``): "too many messages: try again in 60 s", the refusal's English
+    message, went to every client."""
+    bot = await make_bot(confidence_threshold=0.0)
+    limited = tg_settings.model_copy(update={"chat_rate_limit": "2/minute"})
+    async with served(limited, services, registry) as client:
+        chat_id, _client_id = await bound_chat(client, bot, fake)
+        for text in ("¿Cómo empiezo el día?", "¿Y cómo lo termino?", "Una cosa más"):
+            await post_update(client, bot, written("text_message", chat_id, "es", text=text))
+            await drain(client)
+    refused = fake.sent_to(chat_id)[-1].params["text"]
+    assert re.fullmatch(r"Demasiadas solicitudes: inténtalo de nuevo en \d+ s\.", refused), refused
+
+
+async def test_a_turn_that_fails_tells_the_client_in_their_language(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, answer_fails_once: list[tuple[Any, ...]]
+) -> None:
+    """The live answer fails and the worker is to answer: "Could not answer this message yet; it is saved and will
+    be answered shortly." went to every client."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, _client_id = await bound_chat(tg, bot, fake)
+    await post_update(tg, bot, written("text_message", chat_id, "fr", text="Bonjour"))
+    await drain(tg)
+    assert fake.sent_to(chat_id)[-1].params["text"] == catalogue_text("refused_answer_later", "fr")
+    assert len(answer_fails_once) == 1
+
+
+async def test_a_thumbs_up_on_a_reply_gone_is_refused_in_the_senders_language(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """A 👍 under a reply that is no longer the client's (the chat still shows it from before the client was erased
+    and the chat enrolled again) answered "message not found"."""
+    bot = await make_bot()
+    chat_id, _client_id = await bound_chat(tg, bot, fake)
+    gone = render.feedback_keyboard(uuid.uuid4(), "pt")["inline_keyboard"][0][0]["callback_data"]
+    await post_update(tg, bot, written("callback_query", chat_id, "pt", data=gone))
+    await drain(tg)
+    assert fake.of("answerCallbackQuery")[-1].params["text"] == "Esta mensagem não existe mais."
