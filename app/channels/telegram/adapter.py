@@ -454,7 +454,9 @@ class TelegramChannel:
             await _acknowledge(bot, callback, say("tg_asking_coach", language))
             async with self.locks.hold(coach_id, {"chat": {"id": binding.chat_id}}):
                 asked = f"tg:{binding.chat_id}:cb:{callback['id']}"
-                await self._turn(bot, coach_id, binding, render.HUMAN_COMMAND, asked, out, language)
+                # the widget's button's words, in the sender's language: the handoff notice answers in it
+                request = say("widget_human_request", language)
+                await self._turn(bot, coach_id, binding, request, asked, out, language)
             return
         if (forget := render.parse_forget(data)) is not None:
             await self._forget(bot, coach_id, binding, callback, forget, language)

@@ -24,7 +24,6 @@ from app.rag.retrieval import source_label
 MAX_MESSAGE_CHARS = 4096
 """Telegram's limit on one message's text (after entity parsing), in UTF-16 code units (:func:`utf16_len`)."""
 PARSE_MODE = "HTML"
-HUMAN_COMMAND = "/human"
 FORGET_COMMAND = "/forget"
 FORGET_ITEMS = 30
 """Items listed by ``/forget`` (one button each; a keyboard holds at most 100 buttons)."""

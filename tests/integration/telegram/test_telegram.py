@@ -1118,7 +1118,7 @@ async def test_human_command_and_button_hand_off(tg: httpx.AsyncClient, fake: Fa
 async def test_a_double_tap_on_talk_to_a_human_asks_the_coach_once(
     tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
 ) -> None:
-    """Two taps on "Talk to a human" (two callback query ids, one keyboard) stored a second "/human" for the coach
+    """Two taps on "Talk to a human" (two callback query ids, one keyboard) stored a second ask for the coach
     and answered both with "Asking your coach to join…"; the second tap is now answered and does nothing else."""
     bot = await make_bot()
     chat_id, client_id = await bound_chat(tg, bot, fake)
@@ -1129,7 +1129,9 @@ async def test_a_double_tap_on_talk_to_a_human_asks_the_coach_once(
     [handoff] = (await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()
     assert handoff["reason"] == "human_request"
     messages = (await conversation_of(tg, bot, client_id))["messages"]
-    assert [m["text"] for m in messages if m["sender_type"] == "client"] == [render.HUMAN_COMMAND]
+    assert [m["text"] for m in messages if m["sender_type"] == "client"] == [
+        catalogue_text("widget_human_request", "en")
+    ]
     ids = {tap["callback_query"]["id"] for tap in taps}
     pressed = [c for c in fake.of("answerCallbackQuery", bot.token) if c.params["callback_query_id"] in ids]
     answers = [c.params.get("text") for c in pressed]

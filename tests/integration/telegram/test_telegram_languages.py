@@ -194,3 +194,19 @@ async def test_a_thumbs_up_on_a_reply_gone_is_refused_in_the_senders_language(
     await post_update(tg, bot, written("callback_query", chat_id, "pt", data=gone))
     await drain(tg)
     assert fake.of("answerCallbackQuery")[-1].params["text"] == "Esta mensagem não existe mais."
+
+
+async def test_the_talk_to_a_human_button_gets_the_handoff_notice_in_the_senders_language(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """The button (in Spanish) stored "/human", a command of no language: the notice answering it was English
+    ("Of course — I've asked Tele Coach to join this conversation…"). It now sends what the widget's button sends,
+    in the sender's language."""
+    bot = await make_bot()
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    await post_update(tg, bot, written("callback_query", chat_id, "es", data="h"))
+    await drain(tg)
+    notice = fake.sent_to(chat_id)[-1].params["text"]
+    assert notice.startswith("Claro: le he pedido a Tele Coach que se una a esta conversación."), notice
+    [handoff] = (await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()
+    assert (handoff["reason"], handoff["client_id"]) == ("human_request", client_id)
