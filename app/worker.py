@@ -125,9 +125,14 @@ INGEST_WAIT_S = 5.0
 MEMORY_WAIT_S = 3.0
 """Base of the wait, off the worker, of a model-bound memory job (:func:`_in_memory_slot`) whose coach already uses
 every memory slot (``MEMORY_JOBS_PER_COACH``): short, as a summary or an extraction takes seconds."""
-SLOT_WAIT_CAP_S = 60.0
-"""The longest one wait of a job over its coach's slots (:class:`CoachSlots`): a freed slot is taken again by a
-waiting job within this (and a poll), however long the jobs have waited."""
+INGEST_WAIT_CAP_S = 10.0
+"""The longest one wait of an ingestion job over its coach's slots (:class:`CoachSlots`): a coach's documents are
+few and each takes a while, so a short cap keeps the slot busy: the coach's next document starts within 10 s of
+the last one's end (5 s with the fixed wait before), not up to a minute later as with the memory jobs' cap."""
+MEMORY_WAIT_CAP_S = 60.0
+"""The longest one wait of a memory job over its coach's slots (:class:`CoachSlots`): a freed slot is taken again by
+a waiting job within this (and a poll), however long the jobs have waited. Long, as a bulk import queues them by
+the hundred, and a summary or an insight a minute later is not seen by anyone."""
 _BACKOFF_MAX_EXPONENT = 32
 """A job's deferrals past this count as this many in its backoff: 2**32 times any wait is past the cap, and a much
 higher power overflows a float."""
@@ -222,7 +227,7 @@ async def ingest_document(ctx: dict[str, Any], coach_id: str, document_id: str) 
     """arq job: ingest one document (idempotent). Returns the final status for arq's result store.
 
     When the coach already runs ``INGEST_JOBS_PER_COACH`` ingestions (:class:`CoachSlots`), the job queues
-    itself again under a new job id, after a backoff from :data:`INGEST_WAIT_S` up to :data:`SLOT_WAIT_CAP_S`
+    itself again under a new job id, after a backoff from :data:`INGEST_WAIT_S` up to :data:`INGEST_WAIT_CAP_S`
     seconds, and ends, freeing the worker's slot for other tenants (a deferral is not a failed try). Redis or
     PostgreSQL out of reach before the document's own error handling runs (taking a slot, reading the document) is
     retried after :data:`INGEST_RETRY_S` times the try (arq runs no job again after a plain error: the document
@@ -271,7 +276,7 @@ async def _ingest(ctx: dict[str, Any], coach_id: str, document_id: str) -> str:
         settings.ingest_jobs_per_coach,
         settings.worker_lease_seconds,
         INGEST_WAIT_S,
-        SLOT_WAIT_CAP_S,
+        INGEST_WAIT_CAP_S,
     )
     return await slots.run(ctx, INGEST_DOCUMENT, (coach_id, document_id), ingest)
 
@@ -281,7 +286,7 @@ def _in_memory_slot(
 ) -> Awaitable[str]:
     """``work()``, the memory job ``function`` of ``ctx`` with ``args``, in one of its coach's
     ``MEMORY_JOBS_PER_COACH`` memory slots, else queued again after a backoff from :data:`MEMORY_WAIT_S` up to
-    :data:`SLOT_WAIT_CAP_S` seconds (:meth:`CoachSlots.run`). Await it inside the job's retry on Redis out of
+    :data:`MEMORY_WAIT_CAP_S` seconds (:meth:`CoachSlots.run`). Await it inside the job's retry on Redis out of
     reach (:func:`_retrying`).
 
     The jobs that take a memory slot: ``summarize_session``, ``extract_insights``, ``update_profile`` and
@@ -296,7 +301,7 @@ def _in_memory_slot(
         settings.memory_jobs_per_coach,
         settings.worker_lease_seconds,
         MEMORY_WAIT_S,
-        SLOT_WAIT_CAP_S,
+        MEMORY_WAIT_CAP_S,
     )
     return slots.run(ctx, function, args, work)
 

@@ -225,7 +225,7 @@ async def test_jobs_waiting_long_for_their_coachs_slot_back_off_and_each_runs_on
     said = await say(container, coach, client_id, "A note from zebra-waiting for the coach")
     await run_jobs()  # the turn's own follow-ups
     monkeypatch.setattr(worker, "MEMORY_WAIT_S", 0.1)
-    monkeypatch.setattr(worker, "SLOT_WAIT_CAP_S", 4.0, raising=False)  # raising: the fixed wait had no cap
+    monkeypatch.setattr(worker, "MEMORY_WAIT_CAP_S", 4.0, raising=False)  # raising: the fixed wait had no cap
     prefix = f"{EXTRACT_INSIGHTS}:churn-test:{uuid.uuid4().hex}"
     ids = [f"{prefix}:{n}" for n in range(WAITING_JOBS)]
     for job_id in ids:
