@@ -58,8 +58,8 @@ WARMUP = 5
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _INSERT_CHUNKS = text(
     """
-    INSERT INTO chunks (id, coach_id, document_id, ordinal, text, header, token_count, embedding)
-    SELECT gen_random_uuid(), :coach_id, d, o, t, '', n, CAST(:vector AS vector)
+    INSERT INTO chunks (id, coach_id, document_id, ordinal, text, header, heading, token_count, embedding)
+    SELECT gen_random_uuid(), :coach_id, d, o, t, '', '', n, CAST(:vector AS vector)
     FROM unnest(CAST(:documents AS uuid[]), CAST(:ordinals AS int[]), CAST(:texts AS text[]), CAST(:tokens AS int[]))
         AS r(d, o, t, n)
     """

@@ -104,6 +104,7 @@ async def _seed_rows(services: Services, coach_id: str) -> None:
                         document_id=document_id,
                         ordinal=0,
                         text="A passage of coach A's book.",
+                        heading="",
                         token_count=7,
                         embedding=[0.1] * EMBEDDING_DIMENSIONS,
                     ),

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 import respx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app import worker
 from app.container import Container
@@ -192,6 +192,10 @@ async def test_documents_stored_before_headings_were_recorded_are_backfilled_wit
         await _store_the_old_way(container, registry, coach, document_id)
     right_before = await _chunks(container, coaches[0], right["id"])
     await _store_the_old_way(container, registry, coaches[0], right["id"], file_name=False)
+
+    async with container.sessionmaker() as session:  # the function sees every coach's: other tests must leave none
+        unheaded = set((await session.scalars(text("SELECT document_id FROM unheaded_documents()"))).all())
+    assert unheaded == {uuid.UUID(d) for d in (old[0][1], old[1][1], right["id"])}, unheaded
 
     monkeypatch.setattr(headers, "BACKFILL_PER_RUN", 2)  # a run queues a few: the rest wait for the next runs
     queued = await worker.backfill_headings({"container": container})

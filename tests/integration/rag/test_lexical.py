@@ -67,6 +67,7 @@ async def _document(container: Container, coach_id: uuid.UUID, texts: list[str])
                 ordinal=i,
                 text=body,
                 header="Abstracts",
+                heading="",
                 token_count=len(body.split()),
                 embedding=VECTOR,
             )
