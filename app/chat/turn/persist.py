@@ -25,9 +25,12 @@ from app.conversations.models import Conversation, Message, SenderType
 from app.db import jobs
 from app.handoff.confidence import Confidence, score_confidence
 from app.handoff.crisis import crisis_acknowledgement, crisis_detail, crisis_reply, resources_for, risk_metadata
+from app.handoff.languages import written_language
+from app.handoff.normalise import normalise
 from app.handoff.queue import HANDOFF_LOCK
 from app.handoff.service import CRISIS_NOTICE, HandoffService
 from app.handoff.signals import TurnSignals, ai_question_language, human_request_language
+from app.handoff.sla import told_language
 from app.memory.messages import store_message
 
 
@@ -225,7 +228,10 @@ class Persister:
     ) -> Message:
         """Store the message telling the client the coach was asked to join, in the language of the client's
         message (as the crisis reply), or of their ask for a person when that was not English
-        (:func:`app.handoff.signals.human_request_language`: a short ask reads as English to the detector)."""
+        (:func:`app.handoff.signals.human_request_language`: a short ask reads as English to the detector). A
+        message that tells no language (the ``/human`` command, "ok") gets the conversation's
+        (:func:`app.handoff.sla.told_language`: its latest notice's, else its client's latest messages'), else
+        English."""
         meta: dict[str, Any] = {
             "notice": "handoff",
             "handoff_id": str(handoff.id),
@@ -238,7 +244,12 @@ class Persister:
         asked = None
         if handoff.reason == HandoffReason.HUMAN_REQUEST:
             asked = human_request_language(turn.message.text, coach_name=turn.coach.name)
-        language = asked if asked is not None and asked != "en" else turn.risk.language
+        if asked is not None and asked != "en":
+            language: str = asked
+        elif written_language(normalise(turn.message.text)) is None:  # "/human", "ok": the conversation's language
+            language = await told_language(session, turn.conversation.id) or "en"
+        else:
+            language = turn.risk.language
         meta["language"] = language  # the SLA holding message of this handoff speaks it too
         text = self._handoffs.notice(turn.coach, handoff.reason, _now(), language)
         return await self._store_ai(session, turn.coach, turn.conversation.id, text, meta=meta)

@@ -126,6 +126,23 @@ async def test_a_short_ask_for_a_person_gets_the_notice_in_the_language_of_the_a
     assert llm_api["completions"].call_count == 0
 
 
+async def test_the_human_command_in_a_spanish_conversation_gets_the_notice_in_spanish(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """ "/human" is a command of no language: the notice answering it was English even in a conversation the
+    client had held in Spanish. It now speaks the conversation's language; with nothing said before, English."""
+    setup = await new_setup("Ana", handoff_sla_minutes=5, confidence_threshold=0.0)
+    answered = await chat(http, setup, SPANISH)
+    assert answered["handoff"] is None and llm_api["completions"].call_count == 1, answered
+    body = await chat(http, setup, "/human", answered["conversation_id"])
+    assert body["handoff"] == {"status": "open", "reason": "human_request"}, body
+    assert body["reply"] == handoff_notice("Ana", "es", requested=True, sla_minutes=5, back=None)
+
+    alone = await chat(http, await new_setup("Ana", handoff_sla_minutes=5), "/human")
+    assert alone["reply"] == handoff_notice("Ana", "en", requested=True, sla_minutes=5, back=None)
+    assert llm_api["completions"].call_count == 1
+
+
 async def test_the_holding_message_after_a_lone_short_ask_speaks_the_notices_language(
     http: httpx.AsyncClient,
     new_setup: Callable[..., Awaitable[Setup]],
