@@ -179,8 +179,11 @@ def _spawn_redis(redis_dir: Path) -> tuple[int, int]:
             "127.0.0.1",
             "--dir",
             str(redis_dir),
+            # no RDB snapshots (the append-only file is the persistence; "60 1" as one argument, as given here
+            # before, turned them off too on this redis-server 6.2): a dump.rdb would be one more copy of erased
+            # clients' words on disk
             "--save",
-            "60 1",
+            "",
             # jobs already handed to arq live only in Redis: an append-only file keeps them across a restart
             "--appendonly",
             "yes",
@@ -232,7 +235,7 @@ def _use_redis(data_dir: Path) -> tuple[Path, str]:
 
 def _leave_redis(redis_dir: Path) -> None:
     """This process stops using the embedded Redis in ``redis_dir``; the last live user stops the server
-    (``SIGTERM``: Redis saves and exits) and drops the record."""
+    (``SIGTERM``: Redis flushes its append-only file and exits) and drops the record."""
     state_file = redis_dir / REDIS_STATE
     with FileLock(redis_dir / ".lock"):
         state = _read_state(state_file)

@@ -129,6 +129,27 @@ async def rewrite_append_only_file(redis: Redis) -> str:
     return "rewrite requested"
 
 
+async def save_snapshot_again(redis: Redis) -> str:
+    """Ask Redis for a new RDB snapshot (``BGSAVE SCHEDULE``) after deleted keys held clients' words: with
+    snapshots on (``save`` rules: the embedded server's ``60 1``, Redis's default in ``deploy/compose.yaml``)
+    ``dump.rdb`` keeps the deleted values until the next snapshot, which a quiet Redis may not take for an hour.
+    ``SCHEDULE`` waits for an append-only rewrite in progress (:func:`rewrite_append_only_file`) instead of
+    failing. A Redis with no ``save`` rule writes no snapshot, and none is asked for: it would put every key on
+    disk.
+
+    Returns ``"snapshot requested"``, ``"snapshots off"``, or ``"not requested: <error>"``: a snapshot already in
+    progress (it started before the delete; the next rule-driven one drops them), a managed Redis that disallows
+    ``CONFIG`` or ``BGSAVE``, Redis out of reach. Those are logged, never raised: the erasure itself is done."""
+    try:
+        if not (await redis.config_get("save")).get("save"):
+            return "snapshots off"
+        await redis.bgsave(schedule=True)
+    except (RedisError, OSError) as exc:
+        log.warning("no Redis snapshot was requested after an erasure: %s", _error(exc))
+        return f"not requested: {_error(exc)}"
+    return "snapshot requested"
+
+
 def _check_owner(coach_id: uuid.UUID, key: str) -> None:
     """Raise ``ValueError`` unless ``key`` is one of ``coach_id``'s cache keys."""
     if not key.startswith(f"{PREFIX}:{coach_id}:"):

@@ -14,7 +14,8 @@ cannot reach is handled here:
   the ``purge_erased_data`` job (through the outbox, so a Redis outage delays it but loses nothing). A file the
   provider fails to delete is logged and listed in the job's result; it does not stop the rest. When it
   deleted keys, the job then asks Redis to rewrite its append-only file (``BGREWRITEAOF``,
-  :func:`app.learning.cache.rewrite_append_only_file`), which otherwise keeps the deleted values on disk.
+  :func:`app.learning.cache.rewrite_append_only_file`) and to take a new snapshot (``BGSAVE SCHEDULE``,
+  :func:`app.learning.cache.save_snapshot_again`): both files otherwise keep the deleted values on disk.
 
 Deleting a coach's account deletes the provider files first and synchronously (the coach's key goes with the
 account), then the account; the outcome lists the files that could not be deleted.
@@ -44,7 +45,7 @@ from app.conversations.metadata import client_citations, client_view, feedback_o
 from app.conversations.models import Conversation, Message
 from app.core.errors import Conflict, Forbidden
 from app.db import jobs
-from app.learning.cache import ResponseCache, delete_matching, rewrite_append_only_file
+from app.learning.cache import ResponseCache, delete_matching, rewrite_append_only_file, save_snapshot_again
 from app.learning.dashboard import FAILURE_PATTERNS_PREFIX
 from app.learning.finetune import FineTuneService
 from app.learning.interventions import InterventionService
@@ -268,12 +269,11 @@ class DataRightsService:
             coach = await uow.session.get(Coach, coach_id)  # None once the account is deleted
         keys = await self._cache.invalidate(coach_id, with_stats=coach is None)
         keys += await delete_matching(self._redis, f"{FAILURE_PATTERNS_PREFIX}:{coach_id}:*")
-        if keys:  # the deleted values stay in Redis's append-only file until it is rewritten
+        if keys:  # the deleted values stay in Redis's files on disk until they are written again
+            aof = await rewrite_append_only_file(self._redis)
+            snapshot = await save_snapshot_again(self._redis)  # after the rewrite: SCHEDULE waits for it
             log.info(
-                "coach %s: %d Redis keys purged; append-only file: %s",
-                coach_id,
-                keys,
-                await rewrite_append_only_file(self._redis),
+                "coach %s: %d Redis keys purged; append-only file: %s; snapshot: %s", coach_id, keys, aof, snapshot
             )
         if coach is None:
             return Purge(redis_keys=keys, files_failed=[f"{f}: the account is deleted" for f in file_ids])
