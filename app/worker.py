@@ -40,7 +40,7 @@ from arq.constants import in_progress_key_prefix
 from arq.cron import CronJob, cron
 from arq.worker import Function, Retry, Worker, func
 from redis.backoff import FullJitterBackoff
-from redis.exceptions import LockError
+from redis.exceptions import LockError, RedisError
 from sqlalchemy.exc import DBAPIError
 from telegram.error import NetworkError, RetryAfter
 
@@ -127,12 +127,18 @@ MEMORY_WAIT_S = 3.0
 every memory slot (``MEMORY_JOBS_PER_COACH``): short, as a summary or an extraction takes seconds."""
 INGEST_WAIT_CAP_S = 10.0
 """The longest one wait of an ingestion job over its coach's slots (:class:`CoachSlots`): a coach's documents are
-few and each takes a while, so a short cap keeps the slot busy: the coach's next document starts within 10 s of
-the last one's end (5 s with the fixed wait before), not up to a minute later as with the memory jobs' cap."""
+few and each takes a while, so a short cap keeps the slot busy when no ending job wakes the next one (a killed
+worker): the coach's next document then starts within 10 s of the slot coming free, not up to a minute later."""
 MEMORY_WAIT_CAP_S = 60.0
-"""The longest one wait of a memory job over its coach's slots (:class:`CoachSlots`): a freed slot is taken again by
-a waiting job within this (and a poll), however long the jobs have waited. Long, as a bulk import queues them by
-the hundred, and a summary or an insight a minute later is not seen by anyone."""
+"""The longest one wait of a memory job over its coach's slots (:class:`CoachSlots`): a slot no ending job wakes a
+waiting job for (a killed worker, a lost waiting list) is taken again within this (and a poll), however long the
+jobs have waited. Long, as a bulk import queues them by the hundred, and a summary or an insight a minute later is
+not seen by anyone."""
+WAITING_TTL_S = 86_400
+"""Seconds a coach's waiting list (:class:`CoachSlots`) outlives its last deferral: a list no job ends to clear
+(its jobs ran elsewhere, or were dropped) goes by itself."""
+WAKE_LOOKS = 10
+"""Entries of a coach's waiting list one wake reads at most, dropping those whose copy is no longer queued."""
 _BACKOFF_MAX_EXPONENT = 32
 """A job's deferrals past this count as this many in its backoff: 2**32 times any wait is past the cap, and a much
 higher power overflows a float."""
@@ -164,11 +170,15 @@ class CoachSlots:
     long retries about every ``max_wait_s / 2`` seconds, ``max_wait_s / (2 * wait_s)`` times less often (10 times
     for memory jobs), a short wait stays short, and the jitter spreads the copies so they do not wake together.
     The cap bounds the delay: once a slot frees, each waiting job tries again within ``max_wait_s`` seconds.
-    Chosen over a per-coach list of waiting job ids that the releasing holder wakes in order (no churn at all):
-    the backoff keeps no state beyond each copy's own job id, so a killed worker or Redis forgetting a key strands
-    nothing, and every copy is an ordinary arq job (never lost, never run twice). The price: the order in which
-    waiting jobs get a freed slot is random (a newer one, retrying more often, tends to come first), and a slot
-    may stay idle up to ``max_wait_s`` while few jobs wait."""
+
+    A job that ends in a slot also wakes the coach's longest-waiting job (:meth:`_wake`): the coach's waiting list
+    (``opencoach:<kind>:<coach id>:waiting``, a sorted set of original job ids by their first deferral, and
+    ``…:copies``, each one's latest copy) names its copy, whose deferral is cut to now (``ZADD XX LT`` on arq's
+    queue). So a freed slot is taken within a poll of the worker (``poll_delay``, 0.5 s), not up to ``max_wait_s``
+    later, and waiting jobs get the slots in the order they first waited, where the backoff alone served them at
+    random (a newer one, retrying more often, tended to come first). The list is a hint over the backoff, never
+    needed: every copy is an ordinary arq job (never lost, never run twice) that wakes by its own deferral when
+    nobody wakes it (a killed worker, Redis forgetting the keys, which expire a day after the last deferral)."""
 
     def __init__(
         self, redis: ArqRedis, kind: str, per_coach: int, lease_s: float, wait_s: float, max_wait_s: float
@@ -203,20 +213,73 @@ class CoachSlots:
         is at (a deferral uses none of its tries; a copy from a retried try does not start its tries afresh).
         Raises Redis errors from the slot or the queueing: the job's retry on Redis out of reach
         (:func:`_retrying_unreachable`) runs it again, so no job is lost."""
-        async with self.hold(args[0]) as held:
-            if held:
+        coach_id = str(args[0])
+        original, _, copy = str(ctx.get("job_id", "")).partition(":wait:")  # arq gives one; direct calls may not
+        ran = False
+        try:
+            async with self.hold(coach_id) as held:
+                if not held:
+                    count, counted, _ = copy.partition(":")
+                    await self._defer(ctx, function, args, original, int(count) if counted and count.isdecimal() else 0)
+                    return f"deferred: the coach's {self._kind} slots are busy"
+                ran = True
+                if copy:  # no longer waiting
+                    await self._forget(coach_id, original)
                 return await work()
-            original, _, copy = str(ctx["job_id"]).partition(":wait:")
-            count, counted, _ = copy.partition(":")
-            deferrals = int(count) if counted and count.isdecimal() else 0
-            await self._redis.enqueue_job(
-                function,
-                *args,
-                _job_id=f"{original}:wait:{deferrals + 1}:{uuid.uuid4().hex}",
-                _defer_by=self._backoff.compute(min(deferrals, _BACKOFF_MAX_EXPONENT)),
-                _job_try=ctx["job_try"],
-            )
-            return f"deferred: the coach's {self._kind} slots are busy"
+        finally:
+            if ran:  # the slot is free now
+                await self._wake(coach_id)
+
+    def _waiting_keys(self, coach_id: str) -> tuple[str, str]:
+        """The coach's waiting list: the sorted set of original job ids by first deferral (ms), the hash of their
+        latest copies' ids."""
+        prefix = f"opencoach:{self._kind}:{coach_id}"
+        return f"{prefix}:waiting", f"{prefix}:copies"
+
+    async def _defer(
+        self, ctx: dict[str, Any], function: str, args: Sequence[Any], original: str, deferrals: int
+    ) -> None:
+        """Queue the copy of job ``original`` after its ``deferrals``-th backoff and put it on the waiting list
+        (first deferral kept). Raises Redis errors."""
+        copy_id = f"{original}:wait:{deferrals + 1}:{uuid.uuid4().hex}"
+        await self._redis.enqueue_job(
+            function,
+            *args,
+            _job_id=copy_id,
+            _defer_by=self._backoff.compute(min(deferrals, _BACKOFF_MAX_EXPONENT)),
+            _job_try=ctx["job_try"],
+        )
+        waiting, copies = self._waiting_keys(str(args[0]))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(waiting, {original: time.time() * 1000}, nx=True)
+            pipe.hset(copies, original, copy_id)
+            pipe.expire(waiting, WAITING_TTL_S)
+            pipe.expire(copies, WAITING_TTL_S)
+            await pipe.execute()
+
+    async def _forget(self, coach_id: str, original: str) -> None:
+        """Take job ``original`` off the coach's waiting list. Raises Redis errors."""
+        waiting, copies = self._waiting_keys(coach_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(waiting, original)
+            pipe.hdel(copies, original)
+            await pipe.execute()
+
+    async def _wake(self, coach_id: str) -> None:
+        """Cut the deferral of the coach's longest-waiting job's copy to now, dropping entries whose copy is no
+        longer queued (it ran, or Redis lost it). Never raises but for cancellation: the copy then wakes by its
+        own deferral (logged)."""
+        waiting, copies = self._waiting_keys(coach_id)
+        queue = self._redis.default_queue_name
+        try:
+            for original in await self._redis.zrange(waiting, 0, WAKE_LOOKS - 1):
+                copy_id = await self._redis.hget(copies, original)  # type: ignore[misc]
+                if copy_id is not None and await self._redis.zscore(queue, copy_id) is not None:
+                    await self._redis.zadd(queue, {copy_id: time.time() * 1000}, xx=True, lt=True)
+                    return
+                await self._forget(coach_id, original)
+        except (RedisError, OSError) as exc:
+            log.warning("coach %s: no waiting %s job woken (%r); it runs after its own wait", coach_id, self._kind, exc)
 
 
 TELEGRAM_SEND_TRIES = 5

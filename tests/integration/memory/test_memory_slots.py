@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -250,3 +251,69 @@ async def test_jobs_waiting_long_for_their_coachs_slot_back_off_and_each_runs_on
     assert sorted(r.job_id.split(":wait:")[0] for r in done if r.job_id) == sorted(ids)
     assert all(r.success for r in done), done
     assert await container.redis.queued_jobs() == []
+
+
+class _LongestWait:
+    """A backoff without jitter: every copy waits 30 s, so one runs early only when woken."""
+
+    def compute(self, failures: int) -> float:
+        return 30.0
+
+
+async def _due_in(container: Container, coach: str) -> dict[str, float]:
+    """Seconds until each queued job of ``coach`` is due, by its second argument."""
+    now = time.time()
+    return {
+        job.args[1]: (job.score or 0) / 1000 - now
+        for job in await container.redis.queued_jobs()
+        if job.args[0] == coach
+    }
+
+
+async def test_a_job_ending_in_its_slot_wakes_the_coachs_longest_waiting_job(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs b, c and d of a coach find its one slot taken, in that order, and their copies wait 30 s. When the job in
+    the slot ends, b's copy is due at once while c's and d's wait; when b's ends, c's; a copy no longer queued is
+    passed over and leaves the waiting list. Before, each copy waited out its own backoff (up to 60 s for memory
+    jobs, the slot idle meanwhile), and which one came first was random."""
+    coach = str(uuid.uuid4())
+    memory = CoachSlots(container.redis, "memory", 1, 30, 30, 60)
+    monkeypatch.setattr(memory, "_backoff", _LongestWait())
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def first() -> str:
+        started.set()
+        await release.wait()
+        return "first"
+
+    async def later() -> str:
+        return "later"
+
+    async def never() -> str:
+        raise AssertionError("ran without the coach's slot")
+
+    holding = asyncio.create_task(memory.run({"job_id": "a", "job_try": 1}, EXTRACT_INSIGHTS, (coach, "a"), first))
+    await started.wait()
+    for name in "bcd":
+        ctx = {"job_id": f"{EXTRACT_INSIGHTS}:wake-test:{name}", "job_try": 1}
+        assert (await memory.run(ctx, EXTRACT_INSIGHTS, (coach, name), never)).startswith("deferred")
+    copies = {job.args[1]: job.job_id or "" for job in await container.redis.queued_jobs() if job.args[0] == coach}
+    assert sorted(copies) == ["b", "c", "d"] and all(d > 25 for d in (await _due_in(container, coach)).values())
+    try:
+        release.set()
+        assert await holding == "first"
+        due = await _due_in(container, coach)
+        assert due["b"] <= 0.5 and due["c"] > 25 and due["d"] > 25, due
+
+        assert await memory.run({"job_id": copies["b"], "job_try": 1}, EXTRACT_INSIGHTS, (coach, "b"), later) == "later"
+        due = await _due_in(container, coach)
+        assert due["c"] <= 0.5 and due["d"] > 25, due
+
+        await container.redis.zrem(default_queue_name, copies["d"])  # d's copy ran elsewhere, or Redis lost it
+        assert await memory.run({"job_id": copies["c"], "job_try": 1}, EXTRACT_INSIGHTS, (coach, "c"), later) == "later"
+        assert await container.redis.zcard(f"opencoach:memory:{coach}:waiting") == 0
+    finally:
+        for job_id in copies.values():
+            await container.redis.delete(job_key_prefix + job_id)
+            await container.redis.zrem(default_queue_name, job_id)
