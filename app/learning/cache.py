@@ -131,8 +131,9 @@ async def rewrite_append_only_file(redis: Redis) -> str:
 
 async def save_snapshot_again(redis: Redis) -> str:
     """Ask Redis for a new RDB snapshot (``BGSAVE SCHEDULE``) after deleted keys held clients' words: with
-    snapshots on (``save`` rules: the embedded server's ``60 1``, Redis's default in ``deploy/compose.yaml``)
-    ``dump.rdb`` keeps the deleted values until the next snapshot, which a quiet Redis may not take for an hour.
+    snapshots on (``save`` rules: Redis's default, which ``deploy/compose.yaml``'s server keeps; the embedded one
+    takes none) ``dump.rdb`` keeps the deleted values until the next snapshot, which a quiet Redis may not take for
+    an hour.
     ``SCHEDULE`` waits for an append-only rewrite in progress (:func:`rewrite_append_only_file`) instead of
     failing. A Redis with no ``save`` rule writes no snapshot, and none is asked for: it would put every key on
     disk.
