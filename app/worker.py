@@ -266,18 +266,21 @@ class CoachSlots:
             await pipe.execute()
 
     async def _wake(self, coach_id: str) -> None:
-        """Cut the deferral of the coach's longest-waiting job's copy to now, dropping entries whose copy is no
-        longer queued (it ran, or Redis lost it). Never raises but for cancellation: the copy then wakes by its
-        own deferral (logged)."""
+        """Cut the deferral of the coach's longest-waiting job's copy to now, passing over copies due already (woken
+        for another slot, not yet run) and dropping entries whose copy is no longer queued (it ran, or Redis lost
+        it). Never raises but for cancellation: the copy then wakes by its own deferral (logged)."""
         waiting, copies = self._waiting_keys(coach_id)
         queue = self._redis.default_queue_name
         try:
             for original in await self._redis.zrange(waiting, 0, WAKE_LOOKS - 1):
                 copy_id = await self._redis.hget(copies, original)  # type: ignore[misc]
-                if copy_id is not None and await self._redis.zscore(queue, copy_id) is not None:
-                    await self._redis.zadd(queue, {copy_id: time.time() * 1000}, xx=True, lt=True)
+                due = None if copy_id is None else await self._redis.zscore(queue, copy_id)
+                now_ms = time.time() * 1000
+                if due is None:
+                    await self._forget(coach_id, original)
+                elif due > now_ms:
+                    await self._redis.zadd(queue, {copy_id: now_ms}, xx=True, lt=True)
                     return
-                await self._forget(coach_id, original)
         except (RedisError, OSError) as exc:
             log.warning("coach %s: no waiting %s job woken (%r); it runs after its own wait", coach_id, self._kind, exc)
 

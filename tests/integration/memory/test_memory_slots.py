@@ -273,10 +273,11 @@ async def _due_in(container: Container, coach: str) -> dict[str, float]:
 async def test_a_job_ending_in_its_slot_wakes_the_coachs_longest_waiting_job(
     container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Jobs b, c and d of a coach find its one slot taken, in that order, and their copies wait 30 s. When the job in
-    the slot ends, b's copy is due at once while c's and d's wait; when b's ends, c's; a copy no longer queued is
-    passed over and leaves the waiting list. Before, each copy waited out its own backoff (up to 60 s for memory
-    jobs, the slot idle meanwhile), and which one came first was random."""
+    """Jobs b, c, d and e of a coach find its one slot taken, in that order, and their copies wait 30 s. When the
+    job in the slot ends, b's copy is due at once while the others wait; when b's ends, c's. Another slot's end
+    before c's copy ran wakes d's (c's is due already). Copies no longer queued are passed over and leave the
+    waiting list. Before, each copy waited out its own backoff (up to 60 s for memory jobs, the slot idle
+    meanwhile), and which one came first was random."""
     coach = str(uuid.uuid4())
     memory = CoachSlots(container.redis, "memory", 1, 30, 30, 60)
     monkeypatch.setattr(memory, "_backoff", _LongestWait())
@@ -293,26 +294,36 @@ async def test_a_job_ending_in_its_slot_wakes_the_coachs_longest_waiting_job(
     async def never() -> str:
         raise AssertionError("ran without the coach's slot")
 
+    async def due_now() -> set[str]:
+        due = await _due_in(container, coach)
+        assert all(d <= 0.5 or d > 25 for d in due.values()), due
+        return {name for name, d in due.items() if d <= 0.5}
+
     holding = asyncio.create_task(memory.run({"job_id": "a", "job_try": 1}, EXTRACT_INSIGHTS, (coach, "a"), first))
     await started.wait()
-    for name in "bcd":
+    for name in "bcde":
         ctx = {"job_id": f"{EXTRACT_INSIGHTS}:wake-test:{name}", "job_try": 1}
         assert (await memory.run(ctx, EXTRACT_INSIGHTS, (coach, name), never)).startswith("deferred")
     copies = {job.args[1]: job.job_id or "" for job in await container.redis.queued_jobs() if job.args[0] == coach}
-    assert sorted(copies) == ["b", "c", "d"] and all(d > 25 for d in (await _due_in(container, coach)).values())
+    assert sorted(copies) == ["b", "c", "d", "e"] and await due_now() == set()
     try:
         release.set()
         assert await holding == "first"
-        due = await _due_in(container, coach)
-        assert due["b"] <= 0.5 and due["c"] > 25 and due["d"] > 25, due
+        assert await due_now() == {"b"}
 
         assert await memory.run({"job_id": copies["b"], "job_try": 1}, EXTRACT_INSIGHTS, (coach, "b"), later) == "later"
-        due = await _due_in(container, coach)
-        assert due["c"] <= 0.5 and due["d"] > 25, due
+        await container.redis.zrem(default_queue_name, copies["b"])  # as arq does once a job ends
+        assert await due_now() == {"c"}
+        await memory._wake(coach)  # another slot's end, before c's copy ran
+        assert await due_now() == {"c", "d"}
 
-        await container.redis.zrem(default_queue_name, copies["d"])  # d's copy ran elsewhere, or Redis lost it
-        assert await memory.run({"job_id": copies["c"], "job_try": 1}, EXTRACT_INSIGHTS, (coach, "c"), later) == "later"
-        assert await container.redis.zcard(f"opencoach:memory:{coach}:waiting") == 0
+        for name in "cd":  # their copies ran elsewhere, or Redis lost them
+            await container.redis.zrem(default_queue_name, copies[name])
+        await memory._wake(coach)
+        assert await due_now() == {"e"}
+        assert await container.redis.zrange(f"opencoach:memory:{coach}:waiting", 0, -1) == [
+            copies["e"].split(":wait:")[0].encode()
+        ]
     finally:
         for job_id in copies.values():
             await container.redis.delete(job_key_prefix + job_id)
