@@ -582,7 +582,10 @@
 
   function connect() {
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    socket = new WebSocket(scheme + location.host + "/ws/chat");  // the widget session cookie authenticates
+    // the widget session cookie authenticates; ?lang= passes the embedding page's language on (as this page got
+    // it), which the server keeps with each message for a conversation that has not told its own yet
+    var lang = new URLSearchParams(location.search).get("lang");
+    socket = new WebSocket(scheme + location.host + "/ws/chat" + (lang ? "?lang=" + encodeURIComponent(lang) : ""));
     var opened = false;
     socket.onopen = function () {
       opened = true;

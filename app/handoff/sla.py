@@ -17,7 +17,7 @@ from app.accounts.unit_of_work import unit_of_work
 from app.conversations.handoffs import Handoff, HandoffStatus
 from app.conversations.models import Conversation, Message, SenderType
 from app.handoff.catalogue import holding_message
-from app.handoff.languages import written_language
+from app.handoff.languages import tag_language, written_language
 from app.handoff.normalise import normalise
 from app.handoff.queue import HANDOFF_LOCK
 from app.handoff.service import HandoffService
@@ -109,8 +109,9 @@ async def told_language(
     reply (``metadata.risk.language``), of handoff ``handoff_id`` when given, so a lone short ask ("¿humano?",
     answered in Spanish) is not followed by English; when there is none (the coach took the conversation unasked),
     the one the client writes in: :func:`app.handoff.languages.written_language` over their latest
-    :data:`LANGUAGE_MESSAGES` messages together. ``None`` when neither tells (no message yet, or too few words:
-    "hola")."""
+    :data:`LANGUAGE_MESSAGES` messages together; when those are too few words ("hola", ``/human``), the language
+    the client's app is set to, kept with their latest message that has one (``metadata.app_language``: the
+    widget's page or browser, Telegram's ``language_code``). ``None`` when none tells (no message yet)."""
     said = await session.scalar(
         select(func.coalesce(Message.meta["language"].astext, Message.meta["risk"]["language"].astext))
         .where(
@@ -124,14 +125,17 @@ async def told_language(
     )
     if said:
         return str(said)
-    texts = await session.scalars(
-        select(Message.text)
-        .where(
-            Message.conversation_id == conversation_id,
-            Message.sender_type == SenderType.CLIENT,
-            Message.forgotten_at.is_(None),
+    latest = (
+        await session.execute(
+            select(Message.text, Message.meta["app_language"].astext)
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.sender_type == SenderType.CLIENT,
+                Message.forgotten_at.is_(None),
+            )
+            .order_by(Message.created_at.desc())
+            .limit(LANGUAGE_MESSAGES)
         )
-        .order_by(Message.created_at.desc())
-        .limit(LANGUAGE_MESSAGES)
-    )
-    return written_language(normalise(" ".join(texts)))
+    ).all()
+    written = written_language(normalise(" ".join(text for text, _ in latest)))
+    return written or next((tagged for _, app in latest if (tagged := tag_language(app))), None)

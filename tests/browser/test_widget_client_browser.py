@@ -232,3 +232,26 @@ async def test_on_a_phone_the_panel_fills_the_screen(
     await expect(frame_box).to_be_hidden()
     await expect(site.get_by_role("button", name="Chat with your coach")).to_be_visible()
     await context.close()
+
+
+async def test_the_embedding_pages_language_reaches_the_first_human_commands_notice(
+    base_url: str,
+    http: httpx.AsyncClient,
+    browser: Browser,
+    llm_api: respx.MockRouter,
+    make_coach: Callable[..., Awaitable[Coach]],
+) -> None:
+    """A Spanish site embeds the widget (``?lang=es``) in an English browser, and the client's first message is
+    ``/human``, which tells no language: static/chat.js passes the page's language on to its socket, so the
+    handoff notice is Spanish (it was English: the socket knew only the browser's)."""
+    coach = await widget_coach(http, make_coach, "Coach Lena")
+    client = await make_client(http, coach, "Rosa")
+    context = await browser.new_context(base_url=base_url, viewport=PHONE, locale="en-US")
+    widget = await context.new_page()
+    await widget.goto(f"/w/{client['widget_token']}?lang=es")
+    await expect(widget.locator("html")).to_have_attribute("lang", "es", timeout=WAIT_MS)
+    await send_from_widget(widget, "/human")
+    notice = widget.locator(".msg.ai, .msg.notice").last
+    await expect(notice).to_contain_text("Claro: le he pedido a Coach Lena que se una", timeout=WAIT_MS)
+    assert llm_api["completions"].call_count == 0
+    await context.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,6 +43,7 @@ from app.chat.turn import ChatService
 from app.conversations.service import ConversationService
 from app.core.errors import DomainError, NotFound, TooManyAttempts
 from app.handoff.catalogue import greeting, refusal, say
+from app.handoff.languages import Language
 from app.memory.client_view import remembered_out
 from app.memory.controls import MemoryControls
 
@@ -305,9 +307,12 @@ class TelegramChannel:
         if text is None or chat.get("type") != "private" or not await self.locks.busy(coach_id, chat.get("id")):
             return None
         client_message_id = _client_message_id(bot, int(chat["id"]), message)
-        return asyncio.create_task(self._screen(coach_id, int(chat["id"]), text, client_message_id))
+        sender = render.app_language(message.get("from"))
+        return asyncio.create_task(self._screen(coach_id, int(chat["id"]), text, client_message_id, sender))
 
-    async def _screen(self, coach_id: uuid.UUID, chat_id: int, text: str, client_message_id: str) -> None:
+    async def _screen(
+        self, coach_id: uuid.UUID, chat_id: int, text: str, client_message_id: str, app_language: Language | None
+    ) -> None:
         """Store the message (``text``, ``client_message_id``) in its chat's conversation and run the crisis
         protocol if it calls for one (:meth:`~app.chat.turn.ChatService.answer_crisis`; the reply goes through the
         chat's outbox). Its turn then finds it stored (its ``client_message_id``), and answered if a crisis. No
@@ -324,6 +329,7 @@ class TelegramChannel:
                 conversation_id=binding.conversation_id,
                 channel="telegram",
                 client_message_id=client_message_id,
+                app_language=app_language,
             )
             if not received.answered:
                 await self._chat.answer_crisis(coach_id, binding.client_id, received.message_id)
@@ -379,7 +385,9 @@ class TelegramChannel:
             shown, keyboard = await self._tone.show(coach_id, binding.client_id, datetime.now(UTC), language)
             await _notice(bot, chat_id, shown, out, parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard))
             return
-        await self._turn(bot, coach_id, binding, text, _client_message_id(bot, chat_id, message), out, language)
+        client_message_id = _client_message_id(bot, chat_id, message)
+        sender = render.app_language(message.get("from"))
+        await self._turn(bot, coach_id, binding, text, client_message_id, out, language, app_language=sender)
 
     async def _edited(self, bot: Bot, coach_id: uuid.UUID, message: dict[str, Any], out: Sent) -> None:
         """The client edited a text message they sent: the new text is a new message of the chat, stored and
@@ -394,7 +402,8 @@ class TelegramChannel:
         if binding is not None:
             client_message_id = _client_message_id(bot, binding.chat_id, message, f":e{message.get('edit_date')}")
             language = render.update_language(message.get("from"), text)
-            await self._turn(bot, coach_id, binding, text, client_message_id, out, language)
+            sender = render.app_language(message.get("from"))
+            await self._turn(bot, coach_id, binding, text, client_message_id, out, language, app_language=sender)
 
     async def _enrol(
         self, bot: Bot, coach_id: uuid.UUID, chat_id: int, sender: dict[str, Any], out: Sent, language: str
@@ -456,7 +465,8 @@ class TelegramChannel:
                 asked = f"tg:{binding.chat_id}:cb:{callback['id']}"
                 # the widget's button's words, in the sender's language: the handoff notice answers in it
                 request = say("widget_human_request", language)
-                await self._turn(bot, coach_id, binding, request, asked, out, language)
+                sender = render.app_language(callback.get("from"))
+                await self._turn(bot, coach_id, binding, request, asked, out, language, app_language=sender)
             return
         if (forget := render.parse_forget(data)) is not None:
             await self._forget(bot, coach_id, binding, callback, forget, language)
@@ -536,13 +546,17 @@ class TelegramChannel:
         client_id: str,
         out: Sent,
         language: str = "en",
+        *,
+        app_language: Language | None = None,
     ) -> None:
         """Store the client's message and answer it (the caller holds the chat's lock, :class:`ChatLocks`), the
         reply's buttons and a refusal (:func:`~app.handoff.catalogue.refusal`: the rate limit, a message too long…) in
-        ``language`` (:func:`render.update_language`). A message answered when the update was
-        processed before has the rest of its stored reply shown (:meth:`ChatReplies.resume`)."""
+        ``language`` (:func:`render.update_language`). ``app_language`` is the sender's app's
+        (:func:`render.app_language`), kept with the message (:meth:`~app.chat.turn.ChatService.receive`). A message
+        answered when the update was processed before has the rest of its stored reply shown
+        (:meth:`ChatReplies.resume`)."""
         try:
-            received = await self._receive(coach_id, binding, text, client_id)
+            received = await self._receive(coach_id, binding, text, client_id, app_language)
         except DomainError as exc:  # (the rate limit, a message too long…: in the client's language)
             await _notice(bot, binding.chat_id, refusal(exc, language), out)
             return
@@ -557,13 +571,21 @@ class TelegramChannel:
         elif out.get("reply") is not None:
             await self.replies.resume(bot, coach_id, binding, received.message_id, out, language=language)
 
-    async def _receive(self, coach_id: uuid.UUID, binding: ChatBinding, text: str, client_message_id: str) -> Any:
-        receive = self._chat.receive
-        kwargs = {"channel": "telegram", "client_message_id": client_message_id}
+    async def _receive(
+        self,
+        coach_id: uuid.UUID,
+        binding: ChatBinding,
+        text: str,
+        client_message_id: str,
+        app_language: Language | None,
+    ) -> Any:
+        receive = functools.partial(
+            self._chat.receive, channel="telegram", client_message_id=client_message_id, app_language=app_language
+        )
         try:
-            return await receive(coach_id, binding.client_id, text, conversation_id=binding.conversation_id, **kwargs)
+            return await receive(coach_id, binding.client_id, text, conversation_id=binding.conversation_id)
         except NotFound:  # the conversation was deleted since: start a new one
-            return await receive(coach_id, binding.client_id, text, conversation_id=None, **kwargs)
+            return await receive(coach_id, binding.client_id, text, conversation_id=None)
 
     async def deliver_event(self, coach_id: uuid.UUID, client_id: uuid.UUID, event: dict[str, Any]) -> None:
         """A :data:`app.handoff.service.ClientSink`: :meth:`ChatReplies.deliver_event`."""

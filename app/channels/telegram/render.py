@@ -106,13 +106,17 @@ def split_html(text: str, citations: Sequence[dict[str, Any]] = ()) -> list[str]
     return parts
 
 
+def app_language(sender: dict[str, Any] | None) -> Language | None:
+    """The language of an update's sender's Telegram app: their ``language_code`` (the Bot API's ``User``) when it
+    is one of ``en es fr de pt``, else ``None``."""
+    return tag_language(str((sender or {}).get("language_code") or ""))
+
+
 def update_language(sender: dict[str, Any] | None, text: object = None) -> Language:
-    """The language of the bot's own lines answering an update: the sender's ``language_code`` (the Bot API's
-    ``User``: the Telegram app's language) when it is one of ``en es fr de pt``, else that of the message's
-    ``text`` (:func:`app.handoff.languages.detect_language`; ``en`` for none)."""
-    tagged = tag_language(str((sender or {}).get("language_code") or ""))
+    """The language of the bot's own lines answering an update: the sender's app's (:func:`app_language`), else
+    that of the message's ``text`` (:func:`app.handoff.languages.detect_language`; ``en`` for none)."""
     written = text if isinstance(text, str) else ""
-    return tagged or detect_language(normalise(written))
+    return app_language(sender) or detect_language(normalise(written))
 
 
 def feedback_keyboard(message_id: uuid.UUID, language: str = "en") -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, WebSocket, get, post, websocket
 from litestar.channels import ChannelsPlugin
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, WebSocketDisconnect
 from litestar.params import FromQuery, JSONBody
@@ -30,7 +31,7 @@ from app.conversations.service import MAX_FEEDBACK_CHARS, ListedMessage
 from app.core.errors import DomainError, InvalidInput
 from app.deps import PAGE, ClientIdentityDep, ContainerDep, PathId, Uow, WantedPage, next_link, page_response
 from app.handoff.catalogue import say
-from app.handoff.languages import LANGUAGES
+from app.handoff.languages import LANGUAGES, Language, preferred_language, tag_language
 from app.handoff.live import LINK_REVOKED, client_channel, message_event
 from app.rag.passages import cited_passage
 
@@ -42,6 +43,15 @@ LINK_REVOKED_CLOSE = 4401
 WIDGET_API_PREFIXES = ("/api/v1/chat", "/api/v1/messages/", "/api/v1/widget/")
 """Path prefixes of the REST routes the widget calls with its token (feedback, catch-up, end session, memory):
 their CORS preflights are answered (:class:`app.core.headers.SecurityHeaders`)."""
+
+
+def app_language(connection: ASGIConnection[Any, Any, Any, Any]) -> Language | None:
+    """The language a widget request's or socket's client reads (of ``en es fr de pt``): the embedding page's
+    (``?lang=``, which ``static/widget.js`` passes on from the page's ``<html lang>`` or the snippet's
+    ``data-language``, and ``static/chat.js`` on to its socket), else the browser's (``Accept-Language``:
+    :func:`app.handoff.languages.preferred_language`); ``None`` when neither names one."""
+    asked = tag_language(connection.query_params.get("lang"))
+    return asked or preferred_language(connection.headers.get("accept-language"))
 
 
 class ChatRequest(msgspec.Struct):
@@ -142,11 +152,16 @@ class ChatController(Controller):
 
     @post("/", status_code=200)
     async def chat(
-        self, data: JSONBody[ChatRequest], identity: ClientIdentityDep, container: ContainerDep
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[ChatRequest],
+        identity: ClientIdentityDep,
+        container: ContainerDep,
     ) -> ChatResponse:
         """One client turn, unstreamed (the same turn as the WebSocket). Auth: the client's widget token. A
         message sent again with the same ``client_message_id`` is stored and answered once (the repeat gets an
-        empty ``reply``)."""
+        empty ``reply``). ``?lang=``, else ``Accept-Language``, is the client's app's language
+        (:func:`app_language`)."""
         turn = container.chat.turn(
             identity.coach_id,
             identity.client_id,
@@ -154,6 +169,7 @@ class ChatController(Controller):
             conversation_id=data.conversation_id,
             channel="api",
             client_message_id=data.client_message_id,
+            app_language=app_language(request),
         )
         result = [item async for item in turn if isinstance(item, TurnResult)][-1]
         return ChatResponse(
@@ -306,7 +322,8 @@ async def chat_socket(
     socket: WebSocket[Any, Any, Any], container: ContainerDep, channels: NamedDependency[ChannelsPlugin]
 ) -> None:
     """Streamed chat for the widget. Auth: ``?token=<widget_token>``, or the widget session cookie from the widget
-    page (``app.auth.identify_client``: the handshake's ``Origin`` must be this server).
+    page (``app.auth.identify_client``: the handshake's ``Origin`` must be this server). ``?lang=`` (else the
+    handshake's ``Accept-Language``) is the client's app's language, kept with each message (:func:`app_language`).
 
     Client → server: ``{"text": "...", "conversation_id"?: "...", "client_message_id"?: "..."}``.
     Server → client: ``{"type": "ack", "client_message_id", "message_id", "conversation_id", "answering"}`` as soon
@@ -360,6 +377,7 @@ class _SocketChat:
         self.connected = True
         self._conversation_id: uuid.UUID | None = None
         self._send_lock = asyncio.Lock()
+        self.app_language = app_language(socket)  # the messages' (ChatService.receive)
 
     async def send(self, payload: dict[str, Any]) -> None:
         """Send one event; a failed send marks the socket gone (the work goes on)."""
@@ -420,6 +438,7 @@ class _SocketChat:
                 conversation_id=request.conversation_id or self._conversation_id,
                 channel="widget",
                 client_message_id=request.client_message_id,
+                app_language=self.app_language,
             )
         except DomainError as exc:
             await self.send(error_event(exc) | _client_id_of(raw))

@@ -34,7 +34,7 @@ from app.accounts.tone import INTENSITY_MAX, INTENSITY_MIN, client_view
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.accounts.widget_settings import avatar_url, suggestions, widget_avatar
 from app.auth import WIDGET_COOKIE, WIDGET_SESSION_S, widget_cookie
-from app.channels.web.chat import coach_presence
+from app.channels.web.chat import app_language, coach_presence
 from app.chat.turn.intake import MAX_MESSAGE_CHARS
 from app.container import Container
 from app.conversations.schemas import ShownMessage
@@ -42,7 +42,7 @@ from app.core.headers import content_security_policy
 from app.core.pagination import PageRequest, page_query
 from app.deps import PAGE, ContainerDep, PathId, PathStr, WantedPage
 from app.handoff.catalogue import greeting, page_texts, presence_lines, say, widget_texts
-from app.handoff.languages import Language, preferred_language, tag_language
+from app.handoff.languages import Language, tag_language
 from app.handoff.sla import told_language
 from app.memory.client_view import remembered_out
 
@@ -78,12 +78,9 @@ def initials(name: str) -> str:
 
 
 def page_language(request: Request[Any, Any, Any]) -> Language:
-    """The language of the widget's own texts before the conversation says one: the embedding page's (``?lang=``,
-    which ``static/widget.js`` passes on from the page's ``<html lang>`` or the snippet's ``data-language``), else
-    the browser's (``Accept-Language``: :func:`app.handoff.languages.preferred_language`), when one of ``en es fr
-    de pt``; else English."""
-    asked = tag_language(request.query_params.get("lang"))
-    return asked or preferred_language(request.headers.get("accept-language")) or "en"
+    """The language of the widget's own texts before the conversation says one: :func:`app_language` (the embedding
+    page's, else the browser's), else English."""
+    return app_language(request) or "en"
 
 
 async def client_language(

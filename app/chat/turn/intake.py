@@ -32,6 +32,7 @@ from app.db import jobs
 from app.db.engine import after_commit
 from app.handoff.crisis_model import minilm, windows
 from app.handoff.detector import CONVERSATION_WINDOW, CrisisDetector, conversation_risk, with_unanswered
+from app.handoff.languages import Language
 from app.handoff.queue import HANDOFF_LOCK
 from app.handoff.service import HandoffService
 from app.handoff.signals import turn_signals
@@ -158,12 +159,14 @@ class Intake:
         conversation_id: uuid.UUID | None,
         channel: str,
         client_message_id: str | None,
+        app_language: Language | None = None,
         prefetch: bool = True,
     ) -> Received:
         """Store the client's message (validated by the caller) in ``session``'s transaction, or return the
         one stored before with the same ``client_message_id``. A new message is shown on the coach's dashboard
         after commit, and when it answers the coach's message the outcome scoring of the coach's interventions
-        is queued. With ``prefetch``, the message's embedding starts now, for the turn that answers it
+        is queued. ``app_language`` (the client's app's language, when the channel tells one) is kept in the message's
+        ``metadata.app_language``. With ``prefetch``, the message's embedding starts now, for the turn that answers it
         (:meth:`load`). Raises ``TooManyAttempts`` (a new message over the client's rate limit), ``NotFound`` (not
         this client's conversation) and ``Conflict`` (the client's message with that id, stored by another request
         meanwhile, is gone again: erased; or that id was used for another text)."""
@@ -187,6 +190,7 @@ class Intake:
                     SenderType.CLIENT,
                     text,
                     at=datetime.now(UTC),
+                    meta={"app_language": app_language} if app_language else None,
                     client_message_id=client_message_id,
                     client_id=client_id if client_message_id is not None else None,
                 )

@@ -59,6 +59,7 @@ from app.db.engine import commit_asynchronously
 from app.handoff.catalogue import say
 from app.handoff.confidence import Confidence
 from app.handoff.crisis import needs_crisis_protocol
+from app.handoff.languages import Language
 from app.handoff.service import HandoffService
 from app.handoff.signals import asks_if_ai
 from app.learning.cache import ResponseCache
@@ -118,6 +119,17 @@ async def _before_model(persister: Persister, session: AsyncSession, turn: Turn)
     return await persister.before_model(session, turn, decision)
 
 
+def _timed_result(
+    turn: Turn, outcome: Outcome, started: float, stages: Stages, *, persist_ms: float | None = None
+) -> TurnResult:
+    """The turn's :class:`TurnResult` with every stage's time in its ``stages`` metadata, also logged (one
+    ``turn stages {json}`` line at INFO: ``bench/chat.py --instant`` reads it)."""
+    done = result(turn, outcome, started, persist_ms=persist_ms)
+    done.metadata["stages"] = dict(stages.ms)
+    log.info("turn stages %s", json.dumps({"message_id": str(turn.message.id), "stages": stages.ms}))
+    return done
+
+
 class ChatService:
     """Runs chat turns for the clients of a coach."""
 
@@ -166,13 +178,18 @@ class ChatService:
         conversation_id: uuid.UUID | None,
         channel: str,
         client_message_id: str | None = None,
+        app_language: Language | None = None,
     ) -> Received:
         """Store a client's message (in ``conversation_id``, or a new conversation on ``channel``) and return
         once it is committed. Sent again with the same ``client_message_id`` it is stored once: the stored
-        message is returned (``created`` false). Raises, storing nothing, ``InvalidInput`` (empty or over
-        4,000 characters, a bad ``client_message_id``), ``TooManyAttempts`` (the client is over
-        ``CHAT_RATE_LIMIT``; a message sent again is not counted again), ``NotFound`` (not this client's
-        conversation). Ids are each client's own: another client's message with the same id is another message."""
+        message is returned (``created`` false). ``app_language`` is the language the client's app is set to,
+        when the channel tells one (the widget's page or browser, Telegram's ``language_code``): kept with the
+        message, it is the conversation's language while nothing the client wrote tells one
+        (:func:`app.handoff.sla.told_language`), so a first message ``/human`` is answered in it. Raises, storing
+        nothing, ``InvalidInput`` (empty or over 4,000 characters, a bad ``client_message_id``), ``TooManyAttempts``
+        (the client is over ``CHAT_RATE_LIMIT``; a message sent again is not counted again), ``NotFound`` (not this
+        client's conversation). Ids are each client's own: another client's message with the same id is another
+        message."""
         text, client_message_id = clean_text(text), clean_client_message_id(client_message_id)
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             return await self._intake.store(
@@ -182,6 +199,7 @@ class ChatService:
                 conversation_id=conversation_id,
                 channel=channel,
                 client_message_id=client_message_id,
+                app_language=app_language,
                 # the turn's embedding starts now when the turn can start at once; when every turn slot is
                 # taken, the turn waits anyway and embeds when its slot comes (an embedding made now could be
                 # dropped before then, and made twice on an overloaded process)
@@ -380,7 +398,7 @@ class ChatService:
                 await self._handoffs.announce(coach, outcome.handoff, turn.client_name, turn.message)
             if outcome.reply is not None:
                 await self._publish(turn, outcome.reply, to_client)
-        yield self._result(turn, outcome, started, stages, persist_ms=reply.metadata.get("persist_ms"))
+        yield _timed_result(turn, outcome, started, stages, persist_ms=reply.metadata.get("persist_ms"))
 
     async def _handed_off(
         self, turn: Turn, outcome: Outcome, started: float, to_client: ToClient, stages: Stages
@@ -394,18 +412,7 @@ class ChatService:
                 await self._handoffs.announce(turn.coach, outcome.handoff, turn.client_name, turn.message)
             if outcome.reply is not None:
                 await self._publish(turn, outcome.reply, to_client)
-        yield self._result(turn, outcome, started, stages)
-
-    @staticmethod
-    def _result(
-        turn: Turn, outcome: Outcome, started: float, stages: Stages, *, persist_ms: float | None = None
-    ) -> TurnResult:
-        """The turn's :class:`TurnResult` with every stage's time in its ``stages`` metadata, also logged (one
-        ``turn stages {json}`` line at INFO: ``bench/chat.py --instant`` reads it)."""
-        done = result(turn, outcome, started, persist_ms=persist_ms)
-        done.metadata["stages"] = dict(stages.ms)
-        log.info("turn stages %s", json.dumps({"message_id": str(turn.message.id), "stages": stages.ms}))
-        return done
+        yield _timed_result(turn, outcome, started, stages)
 
     async def _publish(self, turn: Turn, reply: Message, to_client: ToClient) -> None:
         await self._handoffs.publish_message(turn.coach.id, turn.conversation.client_id, reply, to_client=to_client())
@@ -428,6 +435,7 @@ class ChatService:
         conversation_id: uuid.UUID | None = None,
         channel: str = "widget",
         client_message_id: str | None = None,
+        app_language: Language | None = None,
     ) -> AsyncIterator[str | TurnResult]:
         """:meth:`receive` then :meth:`answer` (REST, benchmarks): yields deltas, then one ``TurnResult``.
         Raises as :meth:`receive` does, before anything is stored; an answer that fails after the message was
@@ -442,6 +450,7 @@ class ChatService:
                 conversation_id=conversation_id,
                 channel=channel,
                 client_message_id=client_message_id,
+                app_language=app_language,
             )
         try:
             async for item in self._answer_admitted(coach_id, client_id, received.message_id, _never, stages):

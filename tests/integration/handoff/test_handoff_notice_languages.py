@@ -9,11 +9,13 @@ and the local embedder are real; only the coach's OpenAI-compatible endpoint is 
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import httpx
 import respx
+import websockets
 
 from app.accounts.availability import describe_return
 from app.container import Container
@@ -21,7 +23,16 @@ from app.core.runtime import Services
 from app.handoff.catalogue import handoff_notice, holding_message, presence_lines
 from tests.conftest import widget_page
 from tests.integration.handoff.test_crisis_followup import GERMAN_DAYS, away_now
-from tests.integration.handoff.test_handoff_flow import Setup, backdate, chat, handoffs, llm_api, new_setup, transcript
+from tests.integration.handoff.test_handoff_flow import (
+    Setup,
+    backdate,
+    chat,
+    handoffs,
+    llm_api,
+    new_setup,
+    next_event,
+    transcript,
+)
 
 __all__ = ["llm_api", "new_setup"]  # fixtures used by name below
 
@@ -140,6 +151,40 @@ async def test_the_human_command_in_a_spanish_conversation_gets_the_notice_in_sp
 
     alone = await chat(http, await new_setup("Ana", handoff_sla_minutes=5), "/human")
     assert alone["reply"] == handoff_notice("Ana", "en", requested=True, sla_minutes=5, back=None)
+    assert llm_api["completions"].call_count == 1
+
+
+async def test_a_first_human_command_gets_the_notice_in_the_clients_apps_language(
+    base_url: str, http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """A first message "/human" tells no language and nothing was said before: the notice was English for a
+    client whose browser (``Accept-Language``) or embedding page (``?lang=``, which the widget passes on to its
+    socket) is Spanish or German. The message now keeps that language (``metadata.app_language``, the coach's view
+    only), and the notice speaks it; what the client writes still comes first."""
+    setup = await new_setup("Ana", handoff_sla_minutes=5)
+    headers = setup.client_auth | {"Accept-Language": "es-MX,es;q=0.9,en;q=0.8"}
+    response = await http.post("/api/v1/chat", headers=headers, json={"text": "/human"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["reply"] == handoff_notice("Ana", "es", requested=True, sla_minutes=5, back=None)
+    assert "app_language" not in body["metadata"]
+    [asked] = [m for m in await transcript(http, setup, body["conversation_id"]) if m["sender_type"] == "client"]
+    assert asked["metadata"]["app_language"] == "es"
+
+    setup = await new_setup("Ana", handoff_sla_minutes=5)
+    url = base_url.replace("http://", "ws://") + f"/ws/chat?token={setup.widget_token}&lang=de-AT"
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"text": "/human"}))
+        done = await next_event(ws, "done")
+    assert done["reply"] == handoff_notice("Ana", "de", requested=True, sla_minutes=5, back=None), done
+
+    english = await new_setup("Ana", handoff_sla_minutes=5, confidence_threshold=0.0)
+    headers = english.client_auth | {"Accept-Language": "es"}
+    written = {"text": "Hello, I want to plan my week better because I am very tired"}
+    answered = (await http.post("/api/v1/chat", headers=headers, json=written)).json()
+    asked = {"text": "/human", "conversation_id": answered["conversation_id"]}
+    response = await http.post("/api/v1/chat", headers=headers, json=asked)
+    assert response.json()["reply"] == handoff_notice("Ana", "en", requested=True, sla_minutes=5, back=None)
     assert llm_api["completions"].call_count == 1
 
 

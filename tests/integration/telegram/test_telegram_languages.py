@@ -210,3 +210,39 @@ async def test_the_talk_to_a_human_button_gets_the_handoff_notice_in_the_senders
     assert notice.startswith("Claro: le he pedido a Tele Coach que se una a esta conversación."), notice
     [handoff] = (await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()
     assert (handoff["reason"], handoff["client_id"]) == ("human_request", client_id)
+
+
+async def test_a_typed_human_command_first_gets_the_notice_in_the_senders_apps_language(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    """A typed ``/human`` as the chat's first message tells no language, and the conversation had said nothing:
+    the notice was English for a client whose Telegram app is Spanish. The message now keeps the app's language
+    (``metadata.app_language``), which the notice speaks."""
+    bot = await make_bot()
+    chat_id, _client_id = await bound_chat(tg, bot, fake)
+    await post_update(tg, bot, written("text_message", chat_id, "es", text="/human"))
+    await drain(tg)
+    notice = fake.sent_to(chat_id)[-1].params["text"]
+    assert notice.startswith("Claro: le he pedido a Tele Coach que se una a esta conversación."), notice
+    h = bot.coach.headers
+    conversation_id = (await tg.get("/api/v1/conversations", headers=h)).json()[0]["id"]
+    messages = (await tg.get(f"/api/v1/conversations/{conversation_id}", headers=h)).json()["messages"]
+    assert [m["metadata"].get("app_language") for m in messages if m["sender_type"] == "client"] == ["es"]
+
+
+async def test_the_coach_joining_unasked_after_a_greeting_speaks_the_senders_apps_language(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, tg_jobs: Callable[[], Awaitable[None]]
+) -> None:
+    """ "Olá" is too short for the language detector and no handoff notice was sent: the coach's joined line,
+    delivered by the worker with no update to read a language from, was English for a client whose Telegram app
+    is Portuguese. It now speaks the app's language the client's message kept."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, _client_id = await bound_chat(tg, bot, fake)
+    await post_update(tg, bot, written("text_message", chat_id, "pt-BR", text="Olá"))
+    await drain(tg)
+    h = bot.coach.headers
+    conversation_id = (await tg.get("/api/v1/conversations", headers=h)).json()[0]["id"]
+    assert (await tg.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=h)).status_code == 200
+    await tg_jobs()
+    texts = [c.params["text"] for c in fake.sent_to(chat_id)]
+    assert "Tele Coach entrou na conversa." in texts, texts
