@@ -139,6 +139,24 @@ WAITING_TTL_S = 86_400
 (its jobs ran elsewhere, or were dropped) goes by itself."""
 WAKE_LOOKS = 10
 """Entries of a coach's waiting list one wake reads at most, dropping those whose copy is no longer queued."""
+_WAKE = """
+local originals = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+for _, original in ipairs(originals) do
+  local copy = redis.call('HGET', KEYS[2], original)
+  local due = copy and redis.call('ZSCORE', KEYS[3], copy)
+  if not due then
+    redis.call('ZREM', KEYS[1], original)
+    redis.call('HDEL', KEYS[2], original)
+  elseif tonumber(due) > tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[3], 'XX', 'LT', ARGV[1], copy)
+    return copy
+  end
+end
+return false
+"""
+"""The wake of :meth:`CoachSlots._wake`, atomic in Redis (``EVAL``): KEYS the coach's waiting list (sorted set),
+its copies (hash) and arq's queue (sorted set of job ids by due time, ms); ARGV now (ms) and how many entries to
+read (:data:`WAKE_LOOKS`). Returns the copy woken, or nil."""
 _BACKOFF_MAX_EXPONENT = 32
 """A job's deferrals past this count as this many in its backoff: 2**32 times any wait is past the cap, and a much
 higher power overflows a float."""
@@ -188,13 +206,14 @@ class CoachSlots:
         self._per_coach = per_coach
         self._lease_s = lease_s
         self._backoff = FullJitterBackoff(cap=max_wait_s, base=wait_s)
+        self._wake_script = redis.register_script(_WAKE)
 
     @contextlib.asynccontextmanager
     async def hold(self, coach_id: str) -> AsyncIterator[bool]:
         """Take a free slot of ``coach_id`` for the ``async with`` block: yields ``True``, or ``False`` (and
         holds nothing) when all are taken. Raises Redis errors from the acquisition."""
         for slot in range(self._per_coach):
-            key = f"opencoach:{self._kind}:{coach_id}:{slot}"
+            key = f"{self._prefix(coach_id)}:{slot}"
             async with leased(self._redis.lock(key, timeout=self._lease_s)) as held:
                 if held:
                     yield True
@@ -220,7 +239,8 @@ class CoachSlots:
             async with self.hold(coach_id) as held:
                 if not held:
                     count, counted, _ = copy.partition(":")
-                    await self._defer(ctx, function, args, original, int(count) if counted and count.isdecimal() else 0)
+                    deferrals = int(count) if counted and count.isdecimal() else 0
+                    await self._defer(ctx, function, args, original, deferrals)
                     return f"deferred: the coach's {self._kind} slots are busy"
                 ran = True
                 if copy:  # no longer waiting
@@ -230,11 +250,14 @@ class CoachSlots:
             if ran:  # the slot is free now
                 await self._wake(coach_id)
 
+    def _prefix(self, coach_id: str) -> str:
+        """The prefix of the coach's keys of this kind: its slots' locks (``<prefix>:<slot>``) and waiting list."""
+        return f"opencoach:{self._kind}:{coach_id}"
+
     def _waiting_keys(self, coach_id: str) -> tuple[str, str]:
         """The coach's waiting list: the sorted set of original job ids by first deferral (ms), the hash of their
         latest copies' ids."""
-        prefix = f"opencoach:{self._kind}:{coach_id}"
-        return f"{prefix}:waiting", f"{prefix}:copies"
+        return f"{self._prefix(coach_id)}:waiting", f"{self._prefix(coach_id)}:copies"
 
     async def _defer(
         self, ctx: dict[str, Any], function: str, args: Sequence[Any], original: str, deferrals: int
@@ -268,19 +291,13 @@ class CoachSlots:
     async def _wake(self, coach_id: str) -> None:
         """Cut the deferral of the coach's longest-waiting job's copy to now, passing over copies due already (woken
         for another slot, not yet run) and dropping entries whose copy is no longer queued (it ran, or Redis lost
-        it). Never raises but for cancellation: the copy then wakes by its own deferral (logged)."""
+        it): :data:`_WAKE`, one Lua script run in Redis, so two slots freed at once wake two copies, never the same
+        one twice. Never raises but for cancellation: the copy then wakes by its own deferral (logged)."""
         waiting, copies = self._waiting_keys(coach_id)
-        queue = self._redis.default_queue_name
         try:
-            for original in await self._redis.zrange(waiting, 0, WAKE_LOOKS - 1):
-                copy_id = await self._redis.hget(copies, original)  # type: ignore[misc]
-                due = None if copy_id is None else await self._redis.zscore(queue, copy_id)
-                now_ms = time.time() * 1000
-                if due is None:
-                    await self._forget(coach_id, original)
-                elif due > now_ms:
-                    await self._redis.zadd(queue, {copy_id: now_ms}, xx=True, lt=True)
-                    return
+            await self._wake_script(
+                keys=[waiting, copies, self._redis.default_queue_name], args=[int(time.time() * 1000), WAKE_LOOKS]
+            )
         except (RedisError, OSError) as exc:
             log.warning("coach %s: no waiting %s job woken (%r); it runs after its own wait", coach_id, self._kind, exc)
 

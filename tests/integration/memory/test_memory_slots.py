@@ -328,3 +328,33 @@ async def test_a_job_ending_in_its_slot_wakes_the_coachs_longest_waiting_job(
         for job_id in copies.values():
             await container.redis.delete(job_key_prefix + job_id)
             await container.redis.zrem(default_queue_name, job_id)
+
+
+async def test_two_slots_freed_at_once_wake_two_waiting_jobs(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two jobs ending together each wake one waiting job: b's copy and c's, not b's twice (the wake read the
+    waiting list and moved the copy in separate commands, so both ends could pick b, leaving c to wait out its
+    30 s while a slot stood idle). The wake is one Lua script now."""
+    coach = str(uuid.uuid4())
+    memory = CoachSlots(container.redis, "memory", 2, 30, 30, 60)
+    monkeypatch.setattr(memory, "_backoff", _LongestWait())
+
+    async def never() -> str:
+        raise AssertionError("ran without the coach's slot")
+
+    async with memory.hold(coach) as first, memory.hold(coach) as second:
+        assert first and second
+        for name in "bcd":
+            ctx = {"job_id": f"{EXTRACT_INSIGHTS}:wake-pair:{name}", "job_try": 1}
+            assert (await memory.run(ctx, EXTRACT_INSIGHTS, (coach, name), never)).startswith("deferred")
+    copies = [job.job_id or "" for job in await container.redis.queued_jobs() if job.args[0] == coach]
+    try:
+        await asyncio.gather(memory._wake(coach), memory._wake(coach))
+        due = await _due_in(container, coach)
+        assert sorted(name for name, d in due.items() if d <= 0.5) == ["b", "c"], due
+        assert due["d"] > 25, due
+    finally:
+        for job_id in copies:
+            await container.redis.delete(job_key_prefix + job_id)
+            await container.redis.zrem(default_queue_name, job_id)
