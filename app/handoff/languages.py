@@ -59,6 +59,12 @@ _ES_WANT = r"(?:quiero|queria|quisiera|necesito|deseo|voy a|me voy a|pienso|esto
 _PT_WANT = r"(?:quero|queria|preciso|desejo|vou|eu vou|penso em|estou pensando em|to pensando em|tenho vontade de)"
 _FR_WANT = r"(?:veux|voudrais|vais|compte|pense a|j ai envie de|ai envie de|envie de|ai decide de)"
 _DE_WANT = r"(?:will|mochte|moechte|werde|wurde|muss|denke daran|plane)"
+# thinking about suicide, as English's "suicide intent" cue reads "thinking about suicide": its own words in each
+# language ("pienso en el suicidio"); not someone else's ("…el suicidio de mi padre": grief, not ideation)
+_ES_THINK = r"(?:pienso|pensando|he pensado|pense|pensaba) (?:mucho |siempre |a veces |todos los dias )?en"
+_PT_THINK = r"(?:penso|pensando|pensei|tenho pensado|pensava) (?:muito |sempre |as vezes |todo dia )?(?:em|no)"
+_FR_THINK = r"(?:je |j )?(?:pense|pensais|ai pense|songe) (?:souvent |beaucoup |tout le temps |tous les jours )?"
+_DE_THINK = r"(?:denke|dachte) (?:oft |standig |staendig |jeden tag |taglich |viel )?(?:an|uber|ueber)"
 
 CUES: tuple[LanguageCue, ...] = (
     # Spanish
@@ -68,6 +74,8 @@ CUES: tuple[LanguageCue, ...] = (
         rf"{_ES_WANT} (?:ya )?(?:matarme|suicidarme|quitarme la vida|morirme|morir|acabar con mi vida|colgarme)",
         r"me (?:quiero|voy a|voy a|pienso) (?:matar|suicidar|morir|quitar la vida)",
         r"(?:me mato|me suicido|me quito la vida)(?: ya| hoy| esta noche)?$",
+        rf"{_ES_THINK} (?:el )?suicidio(?! de )",
+        rf"{_ES_THINK} (?:matarme|suicidarme|quitarme la vida)",
     ),
     _cue(
         "es",
@@ -85,6 +93,7 @@ CUES: tuple[LanguageCue, ...] = (
         rf"{_PT_WANT} (?:me matar|me suicidar|morrer|me enforcar)",
         rf"{_PT_WANT} (?:tirar (?:a )?minha (?:propria )?vida|acabar com (?:a )?minha vida)",
         r"(?:quero|vou) matar-me|(?:quero|vou) suicidar-me",
+        rf"{_PT_THINK} (?:o )?suicidio(?! d[oa]s? )",
     ),
     _cue(
         "pt",
@@ -101,6 +110,7 @@ CUES: tuple[LanguageCue, ...] = (
         rf"(?:je |j )?{_FR_WANT} (?:me suicider|mourir|me tuer|en finir|me foutre en l air|me pendre)",
         rf"(?:je |j )?{_FR_WANT} mettre fin a (?:mes jours|ma vie)",
         r"je (?:me suicide|me tue|vais en finir)",
+        rf"{_FR_THINK}au suicide(?! d)",
     ),
     _cue(
         "fr",
@@ -118,6 +128,7 @@ CUES: tuple[LanguageCue, ...] = (
         rf"(?:ich )?{_DE_WANT} (?:sterben|tot sein|mir das leben nehmen|selbstmord begehen|suizid begehen)",
         r"ich (?:bringe|bring) mich (?:heute |jetzt |bald )?um",
         r"mich umzubringen|mir das leben zu nehmen",
+        rf"{_DE_THINK} (?:selbstmord|suizid)(?! (?:meine|seine|ihre|deine|unsere|des|der|von))",
     ),
     _cue(
         "de",

@@ -127,6 +127,15 @@ def test_obfuscated_ideation_reaches_the_crisis_protocol(text: str) -> None:
         ("Não quero mais viver", "pt"),
         ("eu quero morrer", "pt"),
         ("Q U I E R O  M A T A R M E", "es"),
+        # thinking about suicide, as English's "thinking about suicide" (it was level none in these four languages)
+        ("Pienso en el suicidio todos los días", "es"),
+        ("He pensado en quitarme la vida", "es"),
+        ("Je pense souvent au suicide", "fr"),
+        ("J'ai pensé au suicide", "fr"),
+        ("Ich denke jeden Tag an Selbstmord", "de"),
+        ("Ich denke über Suizid nach", "de"),
+        ("Penso em suicídio", "pt"),
+        ("Tenho pensado no suicídio", "pt"),
     ],
 )
 def test_explicit_ideation_in_other_languages_triggers_the_protocol(text: str, language: str) -> None:
@@ -147,6 +156,14 @@ def test_explicit_ideation_in_other_languages_triggers_the_protocol(text: str, l
         "Não quero morrer, só preciso de ajuda",
         "Quiero mejorar mi rutina de ejercicio",
         "Ich möchte besser schlafen",
+        # someone else's suicide (grief), and thinking about it negated
+        "Pienso en el suicidio de mi padre",
+        "No pienso en el suicidio",
+        "Penso no suicídio do meu irmão",
+        "Não penso em suicídio",
+        "Je pense au suicide de mon ami",
+        "Ich denke an den Selbstmord meines Vaters",
+        "Ich denke nicht an Selbstmord",
     ],
 )
 def test_negated_and_ordinary_non_english_messages_do_not(text: str) -> None:
