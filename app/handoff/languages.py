@@ -65,6 +65,11 @@ _ES_THINK = r"(?:pienso|pensando|he pensado|pense|pensaba) (?:mucho |siempre |a 
 _PT_THINK = r"(?:penso|pensando|pensei|tenho pensado|pensava) (?:muito |sempre |as vezes |todo dia )?(?:em|no)"
 _FR_THINK = r"(?:je |j )?(?:pense|pensais|ai pense|songe) (?:souvent |beaucoup |tout le temps |tous les jours )?"
 _DE_THINK = r"(?:denke|dachte) (?:oft |standig |staendig |jeden tag |taglich |viel )?(?:an|uber|ueber)"
+# a height or a train to end one's life by, as English's "jump to die" cue reads them
+_ES_HEIGHT = r"(?:puente|edificio|balcon|ventana|azotea|techo|acantilado)"
+_PT_HEIGHT = r"(?:ponte|predio|janela|sacada|varanda|telhado|penhasco)"
+_FR_HEIGHT = r"(?:pont|immeuble|balcon|fenetre|toit|falaise)"
+_DE_HEIGHT = r"(?:brucke|bruecke|dach|hochhaus|balkon|klippe|fenster)"
 
 CUES: tuple[LanguageCue, ...] = (
     # Spanish
@@ -118,6 +123,8 @@ CUES: tuple[LanguageCue, ...] = (
         r"je (?:ne )?veux plus (?:vivre|etre en vie|me reveiller)",
         r"j aimerais (?:etre|mieux etre) mort(?:e)?|je prefererais etre mort(?:e)?",
         r"pensees suicidaires|idees suicidaires|(?:je suis|je me sens) suicidaire",
+        r"(?:je )?voudrais (?:etre|mieux etre) mort(?:e)?",
+        r"(?:voudrais|aimerais|veux) ne (?:plus|plus jamais|jamais) me reveiller|je ne veux plus jamais me reveiller",
         negatable=False,
     ),
     # German
@@ -136,7 +143,89 @@ CUES: tuple[LanguageCue, ...] = (
         r"ich (?:will|mochte|kann) nicht mehr (?:leben|weiterleben|aufwachen)",
         r"ich (?:ware|waere) (?:lieber|besser) tot|ich wunschte,? ich (?:ware|waere) tot",
         r"(?:ich habe |habe )?(?:selbstmordgedanken|suizidgedanken|suizidale gedanken)|ich bin suizidal",
+        r"ich (?:will|mochte|moechte) (?:morgen |einfach |nie )?nicht (?:mehr )?aufwachen",
         negatable=False,
+    ),
+    # the English lexicon's crisis-level statements without a word of death: others better off without the writer,
+    # self-harm, a jump or a train to die by (its "better off without me", "hurt myself" and "jump to die" cues)
+    _cue(
+        "es",
+        "mejor sin mi",
+        r"(?:todos|todo el mundo|mi familia|mis hijos|los demas|el mundo) (?:estarian|estaria|vivirian|viviria) mejor"
+        r" sin mi",
+        negatable=False,
+    ),
+    _cue(
+        "es",
+        "me corto",
+        r"(?:me volvi a cortar|me he vuelto a cortar|volvi a cortarme|me sigo cortando|me autolesiono|autolesionarme)",
+        r"me corto (?:los brazos|las munecas|las piernas)",
+        negatable=False,
+    ),
+    _cue(
+        "es",
+        "tirarme de un puente",
+        r"me (?:voy a|quiero|pienso) (?:tirar|lanzar|aventar) (?:de|desde|por) (?:un |una |el |la |mi )?" + _ES_HEIGHT,
+        rf"{_ES_WANT} (?:tirarme|lanzarme|aventarme) (?:de|desde|por) (?:un |una |el |la |mi )?" + _ES_HEIGHT,
+        rf"{_ES_WANT} (?:tirarme|lanzarme|aventarme) (?:a las vias|al tren|delante del (?:tren|metro))",
+    ),
+    _cue(
+        "pt",
+        "melhor sem mim",
+        r"(?:todos|todo mundo|minha familia|meus filhos|os outros|o mundo) (?:estariam|estaria|ficariam|ficaria"
+        r"|viveriam|viveria) melhor sem mim",
+        negatable=False,
+    ),
+    _cue(
+        "pt",
+        "me corto",
+        r"(?:me cortei de novo|me corto de novo|eu me corto|continuo me cortando|voltei a me cortar|me automutilo"
+        r"|me mutilo)",
+        negatable=False,
+    ),
+    _cue(
+        "pt",
+        "me jogar da ponte",
+        rf"{_PT_WANT} (?:me jogar|pular|me atirar) (?:da|de uma|de um|do|de) " + _PT_HEIGHT,
+        rf"{_PT_WANT} me (?:jogar|atirar) (?:na frente|embaixo|debaixo) d[oe] (?:trem|metro|onibus|caminhao)",
+    ),
+    _cue(
+        "fr",
+        "mieux sans moi",
+        r"(?:tout le monde|ma famille|mes enfants|les autres) (?:serait|seraient|vivrait|vivraient) mieux sans moi",
+        negatable=False,
+    ),
+    _cue(
+        "fr",
+        "je me scarifie",
+        r"je me (?:scarifie|mutile|suis (?:encore |de nouveau )?(?:scarifiee?|mutilee?))",
+        r"je me (?:coupe|suis (?:encore |de nouveau )?coupee?) (?:les bras|les poignets|les veines)",
+        negatable=False,
+    ),
+    _cue(
+        "fr",
+        "sauter d un pont",
+        rf"(?:je |j )?{_FR_WANT} (?:sauter|me jeter) (?:d un |d une |du |de la |de l |depuis (?:un |le |la ))"
+        + _FR_HEIGHT,
+        rf"(?:je |j )?{_FR_WANT} me jeter sous (?:un|le) (?:train|metro|bus|camion)",
+    ),
+    _cue(
+        "de",
+        "besser ohne mich",
+        r"(?:waren|ware|waeren|waere) (?:ohne mich besser dran|besser dran ohne mich|besser ohne mich)",
+        negatable=False,
+    ),
+    _cue(
+        "de",
+        "ich ritze mich",
+        r"ich ritze mich|mich (?:\w+ ){0,3}geritzt|ich verletze mich selbst|ich schneide mich (?:wieder|selbst)",
+        negatable=False,
+    ),
+    _cue(
+        "de",
+        "von einer brucke springen",
+        r"(?:ich|mich) (?:\w+ ){0,3}von (?:einer|der|dem|einem) " + _DE_HEIGHT + r" (?:zu )?(?:springen|sturzen)",
+        r"mich (?:\w+ ){0,2}vor (?:den|einen) (?:zug|u-bahn|u bahn|lkw) (?:zu )?werfen",
     ),
 )
 """The non-English cues, by language; names are what :attr:`RiskAssessment.matched` reports."""

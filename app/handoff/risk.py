@@ -92,7 +92,7 @@ from dataclasses import dataclass, field
 from typing import Literal, cast
 
 from app.handoff.languages import WEIGHT as LANGUAGE_CUE_WEIGHT
-from app.handoff.languages import Language, detect_language, match_cues
+from app.handoff.languages import Language, LanguageCue, detect_language, match_cues
 from app.handoff.normalise import normalise
 
 RiskLevel = Literal["none", "concern", "crisis"]
@@ -547,8 +547,10 @@ class RiskAssessment:
 _LINKS = re.compile(r"\[[^\]]*\]\([^)]*\)|https?://\S+")
 
 
-def _normalise(text: str) -> str:
-    text = _LINKS.sub(" ", normalise(text)).replace("\u2019", "'").replace("\u2018", "'")
+def _normalise(folded: str) -> str:
+    """The English cues' form of a :func:`~app.handoff.normalise.normalise` d text: links out, apostrophes dropped
+    ("don't" → "dont"), "can not" → "cant", idioms out."""
+    text = _LINKS.sub(" ", folded).replace("\u2019", "'").replace("\u2018", "'")
     text = re.sub(r"\bcan ?not\b", "cant", re.sub(r"['`]", "", text))
     return _IDIOMS.sub(" ", text)
 
@@ -598,13 +600,16 @@ class RiskDetector:
         self.concern_threshold = concern_threshold
         self.crisis_threshold = crisis_threshold
 
-    def _weights(self, normalised: str) -> tuple[dict[str, float], dict[str, CueKind], bool]:
+    def _weights(
+        self, normalised: str, language_cues: Iterable[LanguageCue]
+    ) -> tuple[dict[str, float], dict[str, CueKind], bool]:
         """Per cue name its strongest weight over the sentences of a :func:`_normalise` d text, the kinds, and
-        ``explicit``. Non-English cues (:mod:`app.handoff.languages`) count as explicit at full weight."""
+        ``explicit``. The non-English cues found (``language_cues``: :func:`app.handoff.languages.match_cues`)
+        count as explicit at full weight."""
         best: dict[str, float] = {}
         kinds: dict[str, CueKind] = {}
         explicit = False
-        for language_cue in match_cues(normalised):
+        for language_cue in language_cues:
             best[language_cue.name] = LANGUAGE_CUE_WEIGHT
             kinds[language_cue.name] = "explicit"
             explicit = True
@@ -653,8 +658,11 @@ class RiskDetector:
     def assess(self, text: str) -> RiskAssessment:
         """The risk of one client message (any length; empty → level ``none``, score 0), with its language:
         that of a matched non-English cue, else :func:`app.handoff.languages.detect_language`."""
-        normalised = _normalise(text)
-        best, kinds, explicit = self._weights(normalised)
+        folded = normalise(text)
+        normalised = _normalise(folded)
+        # the non-English cues read elisions as two words ("j'aimerais" → "j aimerais"), which _normalise, made for
+        # English contractions, glues ("jaimerais")
+        best, kinds, explicit = self._weights(normalised, match_cues(_LINKS.sub(" ", folded)))
         score = 1.0 - math.prod(1.0 - w for w in best.values())
         matched = sorted(best, key=lambda name: -best[name])
         language = next((name[:2] for name in matched if name[2:4] == ": "), None) or detect_language(normalised)

@@ -136,6 +136,23 @@ def test_obfuscated_ideation_reaches_the_crisis_protocol(text: str) -> None:
         ("Ich denke über Suizid nach", "de"),
         ("Penso em suicídio", "pt"),
         ("Tenho pensado no suicídio", "pt"),
+        # the English lexicon's crisis-level statements with no word of death (level none in these languages before)
+        ("Todos estarían mejor sin mí", "es"),
+        ("Anoche me volví a cortar", "es"),
+        ("Me voy a tirar de un puente", "es"),
+        ("Minha família ficaria melhor sem mim", "pt"),
+        ("Me cortei de novo ontem", "pt"),
+        ("Vou me jogar da ponte", "pt"),
+        ("Tout le monde serait mieux sans moi", "fr"),
+        ("Je me suis encore scarifiée hier", "fr"),
+        ("Je vais sauter d'un pont", "fr"),
+        ("Je voudrais ne plus jamais me réveiller", "fr"),
+        ("Alle wären besser dran ohne mich", "de"),
+        ("Ich habe mich gestern wieder geritzt", "de"),
+        ("Ich werde von einer Brücke springen", "de"),
+        ("Ich will morgen nicht aufwachen", "de"),
+        # an elision: the detector's English normalisation glued "j'aimerais" into "jaimerais", which no cue read
+        ("J'aimerais être morte", "fr"),
     ],
 )
 def test_explicit_ideation_in_other_languages_triggers_the_protocol(text: str, language: str) -> None:
@@ -164,6 +181,17 @@ def test_explicit_ideation_in_other_languages_triggers_the_protocol(text: str, l
         "Je pense au suicide de mon ami",
         "Ich denke an den Selbstmord meines Vaters",
         "Ich denke nicht an Selbstmord",
+        # the same words in everyday sense: a cut while cooking, a haircut, children jumping into a river, waking early
+        "Me corté el dedo cocinando",
+        "Me corto el pelo mañana",
+        "Mi familia estaría mejor con más dinero",
+        "Me cortei fazendo o jantar",
+        "As crianças pulam da ponte no rio",
+        "Je vais sauter de joie",
+        "Les enfants sautent du pont dans la rivière",
+        "Je veux me réveiller tôt demain",
+        "Die Kinder springen von der Brücke ins Wasser",
+        "Ich will morgen nicht früh aufwachen",
     ],
 )
 def test_negated_and_ordinary_non_english_messages_do_not(text: str) -> None:
