@@ -240,7 +240,7 @@ class CoachSlots:
                 if not held:
                     count, counted, _ = copy.partition(":")
                     deferrals = int(count) if counted and count.isdecimal() else 0
-                    await self._defer(ctx, function, args, original, deferrals)
+                    await self._defer(ctx, function, args, coach_id, original, deferrals)
                     return f"deferred: the coach's {self._kind} slots are busy"
                 ran = True
                 if copy:  # no longer waiting
@@ -260,10 +260,10 @@ class CoachSlots:
         return f"{self._prefix(coach_id)}:waiting", f"{self._prefix(coach_id)}:copies"
 
     async def _defer(
-        self, ctx: dict[str, Any], function: str, args: Sequence[Any], original: str, deferrals: int
+        self, ctx: dict[str, Any], function: str, args: Sequence[Any], coach_id: str, original: str, deferrals: int
     ) -> None:
-        """Queue the copy of job ``original`` after its ``deferrals``-th backoff and put it on the waiting list
-        (first deferral kept). Raises Redis errors."""
+        """Queue the copy of job ``original`` after its ``deferrals``-th backoff and put it on ``coach_id``'s waiting
+        list (first deferral kept). Raises Redis errors."""
         copy_id = f"{original}:wait:{deferrals + 1}:{uuid.uuid4().hex}"
         await self._redis.enqueue_job(
             function,
@@ -272,7 +272,7 @@ class CoachSlots:
             _defer_by=self._backoff.compute(min(deferrals, _BACKOFF_MAX_EXPONENT)),
             _job_try=ctx["job_try"],
         )
-        waiting, copies = self._waiting_keys(str(args[0]))
+        waiting, copies = self._waiting_keys(coach_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zadd(waiting, {original: time.time() * 1000}, nx=True)
             pipe.hset(copies, original, copy_id)

@@ -66,7 +66,9 @@ _PT_THINK = r"(?:penso|pensando|pensei|tenho pensado|pensava) (?:muito |sempre |
 _FR_THINK = r"(?:je |j )?(?:pense|pensais|ai pense|songe) (?:souvent |beaucoup |tout le temps |tous les jours )?"
 _DE_THINK = r"(?:denke|dachte) (?:oft |standig |staendig |jeden tag |taglich |viel )?(?:an|uber|ueber)"
 # a height or a train to end one's life by, as English's "jump to die" cue reads them
-_ES_HEIGHT = r"(?:puente|edificio|balcon|ventana|azotea|techo|acantilado)"
+_ES_FROM_HEIGHT = (
+    r"(?:de|desde|por) (?:un |una |el |la |mi )?(?:puente|edificio|balcon|ventana|azotea|techo|acantilado)"
+)
 _PT_HEIGHT = r"(?:ponte|predio|janela|sacada|varanda|telhado|penhasco)"
 _FR_HEIGHT = r"(?:pont|immeuble|balcon|fenetre|toit|falaise)"
 _DE_HEIGHT = r"(?:brucke|bruecke|dach|hochhaus|balkon|klippe|fenster)"
@@ -165,8 +167,8 @@ CUES: tuple[LanguageCue, ...] = (
     _cue(
         "es",
         "tirarme de un puente",
-        r"me (?:voy a|quiero|pienso) (?:tirar|lanzar|aventar) (?:de|desde|por) (?:un |una |el |la |mi )?" + _ES_HEIGHT,
-        rf"{_ES_WANT} (?:tirarme|lanzarme|aventarme) (?:de|desde|por) (?:un |una |el |la |mi )?" + _ES_HEIGHT,
+        rf"me (?:voy a|quiero|pienso) (?:tirar|lanzar|aventar) {_ES_FROM_HEIGHT}",
+        rf"{_ES_WANT} (?:tirarme|lanzarme|aventarme) {_ES_FROM_HEIGHT}",
         rf"{_ES_WANT} (?:tirarme|lanzarme|aventarme) (?:a las vias|al tren|delante del (?:tren|metro))",
     ),
     _cue(

@@ -547,10 +547,10 @@ class RiskAssessment:
 _LINKS = re.compile(r"\[[^\]]*\]\([^)]*\)|https?://\S+")
 
 
-def _normalise(folded: str) -> str:
-    """The English cues' form of a :func:`~app.handoff.normalise.normalise` d text: links out, apostrophes dropped
-    ("don't" → "dont"), "can not" → "cant", idioms out."""
-    text = _LINKS.sub(" ", folded).replace("\u2019", "'").replace("\u2018", "'")
+def _normalise(unlinked: str) -> str:
+    """The English cues' form of a :func:`~app.handoff.normalise.normalise` d text with its links out
+    (:data:`_LINKS`): apostrophes dropped ("don't" → "dont"), "can not" → "cant", idioms out."""
+    text = unlinked.replace("\u2019", "'").replace("\u2018", "'")
     text = re.sub(r"\bcan ?not\b", "cant", re.sub(r"['`]", "", text))
     return _IDIOMS.sub(" ", text)
 
@@ -658,11 +658,11 @@ class RiskDetector:
     def assess(self, text: str) -> RiskAssessment:
         """The risk of one client message (any length; empty → level ``none``, score 0), with its language:
         that of a matched non-English cue, else :func:`app.handoff.languages.detect_language`."""
-        folded = normalise(text)
-        normalised = _normalise(folded)
+        unlinked = _LINKS.sub(" ", normalise(text))
+        normalised = _normalise(unlinked)
         # the non-English cues read elisions as two words ("j'aimerais" → "j aimerais"), which _normalise, made for
         # English contractions, glues ("jaimerais")
-        best, kinds, explicit = self._weights(normalised, match_cues(_LINKS.sub(" ", folded)))
+        best, kinds, explicit = self._weights(normalised, match_cues(unlinked))
         score = 1.0 - math.prod(1.0 - w for w in best.values())
         matched = sorted(best, key=lambda name: -best[name])
         language = next((name[:2] for name in matched if name[2:4] == ": "), None) or detect_language(normalised)

@@ -230,8 +230,8 @@ class Persister:
         message (as the crisis reply), or of their ask for a person when that was not English
         (:func:`app.handoff.signals.human_request_language`: a short ask reads as English to the detector). A
         message that tells no language (the ``/human`` command, "ok") gets the conversation's
-        (:func:`app.handoff.sla.told_language`: its latest notice's, else its client's latest messages'), else
-        English."""
+        (:func:`app.handoff.sla.told_language`: its latest notice's, else its client's latest messages', else the
+        language of the client's app), else English."""
         meta: dict[str, Any] = {
             "notice": "handoff",
             "handoff_id": str(handoff.id),
