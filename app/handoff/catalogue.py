@@ -186,30 +186,31 @@ CATALOGUE: dict[str, dict[str, str]] = {
             "de apoio."
         ),
     },
-    # The answer to "am I talking to a real person?" (:func:`app.chat.turn.honesty.disclosure`): ``{coach}``.
+    # The answer to "am I talking to a real person?" or "are you a bot?" (:func:`app.chat.turn.honesty.disclosure`):
+    # ``{coach}``. It opens with what it is, not "no" or "yes": the question may ask either way.
     "disclosure": {
         "en": (
-            "No — I'm {coach}'s AI assistant, not a person, and not {coach}. {coach} can read this conversation and "
+            "I'm {coach}'s AI assistant, not a person, and not {coach}. {coach} can read this conversation and "
             "can join it: ask for {coach} (or type /human) whenever you'd like to talk to them. Until then, I'm glad "
             "to keep helping — what's on your mind?"
         ),
         "es": (
-            "No: soy el asistente de IA de {coach}, no una persona, y no soy {coach}. {coach} puede leer esta "
+            "Soy el asistente de IA de {coach}, no una persona, y no soy {coach}. {coach} puede leer esta "
             "conversación y unirse a ella: pide hablar con {coach} (o escribe /human) cuando quieras. Mientras tanto, "
             "con gusto sigo ayudándote. ¿Qué tienes en mente?"
         ),
         "fr": (
-            "Non — je suis l'assistant IA de {coach}, pas une personne, et pas {coach}. {coach} peut lire cette "
+            "Je suis l'assistant IA de {coach}, pas une personne, et pas {coach}. {coach} peut lire cette "
             "conversation et la rejoindre : demande {coach} (ou tape /human) quand tu veux lui parler. En attendant, "
             "je suis là pour t'aider — qu'est-ce qui te préoccupe ?"
         ),
         "de": (
-            "Nein – ich bin der KI-Assistent von {coach}, kein Mensch und nicht {coach}. {coach} kann dieses Gespräch "
+            "Ich bin der KI-Assistent von {coach}, kein Mensch und nicht {coach}. {coach} kann dieses Gespräch "
             "lesen und dazukommen: Frag nach {coach} (oder schreib /human), wann immer du mit {coach} sprechen "
             "möchtest. Bis dahin helfe ich dir gern weiter – was beschäftigt dich?"
         ),
         "pt": (
-            "Não — sou o assistente de IA de {coach}, não uma pessoa, e não sou {coach}. {coach} pode ler esta "
+            "Sou o assistente de IA de {coach}, não uma pessoa, e não sou {coach}. {coach} pode ler esta "
             "conversa e entrar nela: peça por {coach} (ou digite /human) quando quiser falar com {coach}. Enquanto "
             "isso, fico feliz em continuar ajudando — o que está passando pela sua cabeça?"
         ),

@@ -140,6 +140,15 @@ def test_the_honest_texts_say_ai_assistant_and_name_the_coach() -> None:
         assert "Sam's AI assistant" in text and "not a person" in text and "/human" in text
 
 
+@pytest.mark.parametrize("language", ["en", "es", "fr", "de", "pt"])
+def test_the_disclosure_answers_both_ways_of_asking(language: str) -> None:
+    """ "Are you a person?" and "are you a bot?" get the one disclosure: it opens with what it is, never "No" (which
+    answered "are you a bot?" with a denial) nor "Yes"."""
+    opening = disclosure("Sam", language).split()[0].strip(":—–,").lower()
+    assert opening not in {"no", "non", "nein", "não", "yes", "sí", "oui", "ja", "sim"}
+    assert opening in {"i'm", "soy", "je", "ich", "sou"}
+
+
 def calm() -> TurnSignals:
     return TurnSignals(0.0, "none", 0.1, 0.0, False, None)
 

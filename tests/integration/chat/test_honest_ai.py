@@ -104,7 +104,8 @@ async def test_asked_in_spanish_the_client_hears_it_is_the_ai_without_the_model(
     body = await chat(http, setup, "¿eres un bot?")
 
     assert body["reply"] == disclosure(COACH, "es") and body["handoff"] is None, body
-    assert body["reply"].startswith(f"No: soy el asistente de IA de {COACH}")  # in the client's language
+    # in the client's language, opening with what it is, not "No": "¿eres un bot?" asks the other way round
+    assert body["reply"].startswith(f"Soy el asistente de IA de {COACH},")
     assert lying_model["completions"].call_count == 0
     [_, ai] = await transcript(http, setup, body["conversation_id"])
     assert ai["metadata"]["honesty"] == "asked" and ai["text"] == disclosure(COACH, "es")
