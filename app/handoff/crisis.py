@@ -117,9 +117,20 @@ CUE_KIND_LABELS = {
     "distress": "Sign of distress",
 }
 """What each kind of cue (:data:`app.handoff.risk.CueKind`) tells the coach, as the dashboard labels it."""
-_CUE_LABELS = {cue.name: CUE_KIND_LABELS[cue.kind] for cue in CUES} | {
-    cue.name: f"Crisis statement in another language ({cue.language})" for cue in LANGUAGE_CUES
-}
+_CUE_LABELS = (
+    {cue.name: CUE_KIND_LABELS[cue.kind] for cue in CUES}
+    | {
+        cue.name: f"Crisis statement in another language ({cue.language})"
+        if cue.kind == "explicit"
+        else f"{CUE_KIND_LABELS[cue.kind]} ({cue.language})"
+        for cue in LANGUAGE_CUES
+    }
+    | {  # the detector's own (app.handoff.detector)
+        "learned": "Flagged by the learned detector",
+        "conversation": "Several concerning messages in a row",
+        "unanswered": "An earlier message not answered yet",
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,19 @@
-"""Explicit suicidal ideation in Spanish, French, German and Portuguese, and the language of a message.
+"""Suicidal ideation in Spanish, French, German and Portuguese, and the language of a message.
 
 The English lexicon (:mod:`app.handoff.risk`) and the learned component (MiniLM, trained on English Reddit
 posts) do not read other languages. This module adds what a crisis protocol must not miss in the four
 languages OpenCoach's coaches most often meet besides English: first-person statements of wanting to die,
 to kill oneself or to end one's life, plus plans ("voy a matarme") and passive wishes ("ich will nicht mehr
-leben"). Each match is an ``explicit`` cue of weight :data:`WEIGHT` (crisis level on its own) named
+leben"). Each of those is an ``explicit`` cue of weight :data:`WEIGHT` (crisis level on its own) named
 ``"<lang>: <cue>"``. A negator right before the verb ("no quiero morir", "je ne veux pas mourir" does not
 match at all) cancels it, except in the cues that carry their own negation ("ya no quiero vivir").
+
+The English lexicon's weaker classes have counterparts too, each at its English cue's kind and weight
+(:class:`LanguageCue`), so a message scores as its English translation would: no reason to live and a wish to
+disappear or never to have been born (``indirect``, crisis level), an overdose taken (``explicit``, crisis),
+not being able to go on (``indirect`` 0.55: ``concern``, and ``crisis`` when the client's next message is
+concerning too, :func:`app.handoff.detector.conversation_risk`), being a burden (``indirect`` 0.45) and
+hopelessness (``distress`` 0.2), both ``concern``.
 
 The patterns run on :func:`app.handoff.normalise.normalise` output (lower-case, accents removed), with
 apostrophes turned into spaces (``j'ai`` → ``j ai``). They were written from native-speaker crisis-line
@@ -26,6 +33,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 Language = Literal["en", "es", "fr", "de", "pt"]
+CueKind = Literal["explicit", "indirect", "means", "distress"]
+"""The lexicon's cue classes (:mod:`app.handoff.risk`): stated intent, indirect ideation, a means, distress."""
 LANGUAGES: tuple[Language, ...] = ("en", "es", "fr", "de", "pt")
 
 WEIGHT = 0.9
@@ -41,18 +50,28 @@ _NEGATORS: dict[Language, re.Pattern[str]] = {
 
 @dataclass(frozen=True)
 class LanguageCue:
-    """One non-English cue: ``language``, ``name`` (``"es: quiero matarme"``), ``pattern`` and ``negatable``
-    (cancelled by a negator in the two words before it)."""
+    """One non-English cue: ``language``, ``name`` (``"es: quiero matarme"``), ``pattern``, ``negatable``
+    (cancelled by a negator in the two words before it), and the ``kind`` and ``weight`` (0–1) it scores with,
+    those of its English counterpart in :data:`app.handoff.risk.CUES`."""
 
     language: Language
     name: str
     pattern: re.Pattern[str]
     negatable: bool = True
+    kind: CueKind = "explicit"
+    weight: float = WEIGHT
 
 
-def _cue(language: Language, name: str, *alternatives: str, negatable: bool = True) -> LanguageCue:
+def _cue(
+    language: Language,
+    name: str,
+    *alternatives: str,
+    negatable: bool = True,
+    kind: CueKind = "explicit",
+    weight: float = WEIGHT,
+) -> LanguageCue:
     regex = "|".join(f"(?:{alternative})" for alternative in alternatives)
-    return LanguageCue(language, f"{language}: {name}", re.compile(rf"\b(?:{regex})\b"), negatable)
+    return LanguageCue(language, f"{language}: {name}", re.compile(rf"\b(?:{regex})\b"), negatable, kind, weight)
 
 
 _ES_WANT = r"(?:quiero|queria|quisiera|necesito|deseo|voy a|me voy a|pienso|estoy pensando en|tengo ganas de|planeo)"
@@ -228,6 +247,227 @@ CUES: tuple[LanguageCue, ...] = (
         "von einer brucke springen",
         r"(?:ich|mich) (?:\w+ ){0,3}von (?:einer|der|dem|einem) " + _DE_HEIGHT + r" (?:zu )?(?:springen|sturzen)",
         r"mich (?:\w+ ){0,2}vor (?:den|einen) (?:zug|u-bahn|u bahn|lkw) (?:zu )?werfen",
+    ),
+    # the English lexicon's weaker classes, at its cues' kinds and weights: "no reason to live" (indirect 0.8), "wish
+    # I was dead" (its disappear / never born wishes, indirect 0.85), "took all the pills" (explicit 0.8), "cant go on"
+    # (indirect 0.55), "burden" (indirect 0.45), "hopeless" (distress 0.2)
+    _cue(
+        "es",
+        "no tengo razon para vivir",
+        r"no (?:tengo|encuentro|veo|hay) (?:ninguna |ningun |una |mas |ya )?(?:razon|razones|motivo|motivos) para"
+        r" (?:vivir|seguir viviendo|seguir viv[oa])",
+        r"no tengo (?:nada|a nadie|nadie) por (?:lo que|quien|quienes|que) vivir",
+        r"(?:mi vida|vivir) (?:ya )?no tiene (?:ningun |ya )?sentido",
+        r"no (?:le )?(?:veo|encuentro) (?:ningun |el )?sentido a (?:la |mi )?vida",
+        negatable=False,
+        kind="indirect",
+        weight=0.8,
+    ),
+    _cue(
+        "es",
+        "ojala no hubiera nacido",
+        r"(?:ojala|quisiera|desearia) (?:pudiera |poder )?desaparecer(?: para siempre| del mundo)?"
+        r"(?! (?:un|unos|unas|una|por|durante|de|del)\b)",
+        r"(?:ojala|quisiera|desearia) (?:no|nunca) (?:haber nacido|hubiera nacido|existir|existiera)",
+        negatable=False,
+        kind="indirect",
+        weight=0.85,
+    ),
+    _cue(
+        "es",
+        "me tome todas las pastillas",
+        r"(?:me )?(?:tome|he tomado|trague|he tragado) (?:todas (?:las|mis)|un (?:frasco|bote|blister|monton|punado)"
+        r" (?:entero )?de|muchisimas|demasiadas|\d{2,}) (?:\w+ )?(?:pastillas|pildoras|comprimidos|medicamentos"
+        r"|medicinas|capsulas|somniferos|tranquilizantes)",
+        weight=0.8,
+    ),
+    _cue(
+        "es",
+        "ya no puedo mas",
+        r"ya no (?:puedo|aguanto|soporto) mas(?! (?:de|que)\b)",  # not "más de 5 km" (more than)
+        r"no puedo (?:mas(?! (?:de|que)\b)|seguir (?:asi|adelante|viviendo asi))",
+        r"no puedo (?:aguantar|soportar)(?:lo)? mas",
+        negatable=False,
+        kind="indirect",
+        weight=0.55,
+    ),
+    _cue("es", "soy una carga", r"(?:soy|me siento) (?:solo |como )?una carga(?! de)", kind="indirect", weight=0.45),
+    _cue(
+        "es",
+        "sin esperanza",
+        r"(?:me siento|estoy) (?:tan |muy |totalmente )?(?:sin esperanzas?|desesperanzad[oa])",
+        r"(?:he perdido|perdi) (?:toda )?(?:la )?esperanza",
+        r"ya no tengo (?:ninguna )?esperanza",
+        kind="distress",
+        weight=0.2,
+    ),
+    _cue(
+        "pt",
+        "nao tenho motivo para viver",
+        r"(?:nao|n) (?:tenho|vejo|encontro|ha) (?:nenhum |nenhuma |mais )?(?:motivo|motivos|razao|razoes) (?:para|pra)"
+        r" (?:viver|continuar vivendo|continuar viv[oa]|estar viv[oa])",
+        r"(?:nao|n) tenho (?:nada|ninguem) (?:pelo que|por quem|para que|pra que) viver",
+        r"minha vida (?:ja )?(?:nao|n) (?:tem|faz) (?:mais |nenhum )?sentido",
+        r"(?:nao|n) vejo (?:mais )?sentido (?:na|em|para a|pra) (?:minha )?vida",
+        negatable=False,
+        kind="indirect",
+        weight=0.8,
+    ),
+    _cue(
+        "pt",
+        "queria nunca ter nascido",
+        r"(?:queria|gostaria de|quem dera) (?:poder )?(?:desaparecer|sumir)(?: para sempre| do mapa| do mundo)?"
+        r"(?! (?:um|uns|uma|umas|por|durante|de|do|da)\b)",
+        r"(?:queria|preferia|gostaria de) (?:nunca ter nascido|nao ter nascido|nao existir)",
+        negatable=False,
+        kind="indirect",
+        weight=0.85,
+    ),
+    _cue(
+        "pt",
+        "tomei todos os comprimidos",
+        r"(?:tomei|engoli) (?:todos (?:os )?(?:meus )?|todas (?:as )?(?:minhas )?|um (?:frasco|vidro|monte|punhado"
+        r"|cartela) (?:inteir[oa] )?de |uma (?:caixa|cartela) (?:inteira )?de |muitos |muitas |\d{2,} )(?:\w+ )?"
+        r"(?:comprimidos|remedios|pilulas|capsulas|medicamentos|calmantes)",
+        weight=0.8,
+    ),
+    _cue(
+        "pt",
+        "nao aguento mais",
+        r"(?:nao|n) (?:aguento|suporto) mais(?! (?:de|do que)\b)",
+        r"(?:nao|n) consigo mais(?! \w)|(?:nao|n) consigo (?:mais )?continuar(?: assim| vivendo assim)?",
+        negatable=False,
+        kind="indirect",
+        weight=0.55,
+    ),
+    _cue(
+        "pt",
+        "sou um fardo",
+        r"(?:sou|me sinto) (?:so |como )?um (?:fardo|peso)(?! (?:pesado|leve|pena)\b)",
+        kind="indirect",
+        weight=0.45,
+    ),
+    _cue(
+        "pt",
+        "sem esperanca",
+        r"(?:me sinto|estou|to|tou) (?:tao |muito |totalmente )?sem esperanca",
+        r"perdi (?:toda )?(?:a )?esperanca",
+        r"(?:nao|n) tenho mais esperanca",
+        kind="distress",
+        weight=0.2,
+    ),
+    _cue(
+        "fr",
+        "aucune raison de vivre",
+        r"n ai (?:plus |aucune |plus aucune |pas de |plus de )raisons? de vivre",
+        r"n ai plus (?:rien|personne) pour (?:qui |quoi )?vivre",
+        r"ma vie n a (?:plus (?:de |aucun )?|aucun |pas de )sens",
+        r"je ne vois (?:plus )?(?:aucun |pas le |plus le )?sens a (?:ma )?vie",
+        negatable=False,
+        kind="indirect",
+        weight=0.8,
+    ),
+    _cue(
+        "fr",
+        "j aimerais disparaitre",
+        r"(?:j aimerais|je voudrais|je souhaiterais) (?:tellement |juste |pouvoir |simplement )*disparaitre"
+        r"(?: pour toujours| a jamais)?(?! (?:quelques|un|une|pendant|du|de|en)\b)",
+        r"(?:j aurais (?:prefere|aime|voulu)|je voudrais) ne (?:jamais|pas) (?:etre nee?|naitre|exister)",
+        r"je (?:voudrais|veux|aimerais) ne plus exister",
+        negatable=False,
+        kind="indirect",
+        weight=0.85,
+    ),
+    _cue(
+        "fr",
+        "j ai pris toutes mes pilules",
+        r"(?:j ai|je viens de) (?:pris|avale|prendre|avaler) (?:toutes (?:mes|les)|tous (?:mes|les)|une boite"
+        r" (?:entiere )?de|une plaquette (?:entiere )?de|un tube de|plein de|trop de|\d{2,}) (?:\w+ )?(?:pilules"
+        r"|cachets|comprimes|medicaments|somniferes|gelules|medocs)",
+        weight=0.8,
+    ),
+    _cue(
+        "fr",
+        "je n en peux plus",
+        r"je n en peux plus",
+        r"je ne peux plus continuer(?: comme ca| ainsi)?(?! a\b)",
+        r"je ne (?:tiens|supporte) plus(?! \w)",
+        negatable=False,
+        kind="indirect",
+        weight=0.55,
+    ),
+    _cue(
+        "fr",
+        "je suis un fardeau",
+        r"(?:je suis|je ne suis qu|je me sens (?:comme )?) ?(?:juste )?un (?:fardeau|poids)(?! (?:lourd|plume)\b)",
+        r"je suis une charge pour",
+        kind="indirect",
+        weight=0.45,
+    ),
+    _cue(
+        "fr",
+        "desespere",
+        r"(?:je me sens|je suis) (?:si |tellement |vraiment |completement |totalement )?(?:desesperee?|sans espoir)",
+        r"j ai perdu (?:tout )?espoir",
+        r"je n ai plus (?:aucun |d )espoir",
+        kind="distress",
+        weight=0.2,
+    ),
+    _cue(
+        "de",
+        "kein grund zu leben",
+        r"keinen grund (?:mehr )?(?:zu leben|weiterzuleben|am leben zu bleiben)",
+        r"(?:mein leben|das leben fur mich) (?:hat|macht) (?:einfach |fur mich )?keinen sinn",
+        r"mein leben ist (?:so |total |vollig )?sinnlos",
+        negatable=False,
+        kind="indirect",
+        weight=0.8,
+    ),
+    _cue(
+        "de",
+        "ware nie geboren",
+        r"ich (?:wunschte|wuenschte),? ich (?:ware|waere) (?:nie|nicht) geboren",
+        r"ich (?:ware|waere) (?:lieber )?nie geboren",
+        r"ich (?:wunschte|wuenschte),? ich (?:konnte|koennte) (?:einfach )?(?:verschwinden|aufhoren zu existieren)",
+        r"ich (?:mochte|moechte) (?:fur immer |einfach |nur |am liebsten )*verschwinden"
+        r"(?! (?:aus|von|vom|nach|in|fur)\b)",
+        r"ich (?:will|mochte|moechte) nicht mehr (?:da sein|hier sein|existieren)",
+        negatable=False,
+        kind="indirect",
+        weight=0.85,
+    ),
+    _cue(
+        "de",
+        "alle tabletten genommen",
+        r"(?:habe|hab) (?:alle (?:meine )?|eine (?:ganze )?(?:packung|schachtel|dose|flasche) |viel zu viele |zu viele "
+        r"|\d{2,} )(?:\w+ )?(?:tabletten|pillen|medikamente|schlaftabletten|beruhigungsmittel) (?:\w+ ){0,3}"
+        r"(?:genommen|geschluckt|eingenommen)",
+        weight=0.8,
+    ),
+    _cue(
+        "de",
+        "ich kann nicht mehr",
+        r"ich kann nicht mehr(?! \w)|ich kann (?:so )?nicht mehr weiter(?:machen)?",
+        r"ich halte (?:es|das) (?:\w+ )?nicht mehr aus",
+        negatable=False,
+        kind="indirect",
+        weight=0.55,
+    ),
+    _cue(
+        "de",
+        "ich bin eine last",
+        r"ich bin (?:\w+ ){0,2}eine last\b",
+        r"ich falle (?:\w+ ){0,2}zur last",
+        kind="indirect",
+        weight=0.45,
+    ),
+    _cue(
+        "de",
+        "hoffnungslos",
+        r"(?:ich bin|ich fuhle mich|ich fuehle mich) (?:so |total |vollig |echt |sehr )?(?:hoffnungslos|verzweifelt)",
+        r"ich habe (?:jede |alle |die )?hoffnung (?:verloren|aufgegeben)|ich habe keine hoffnung mehr",
+        kind="distress",
+        weight=0.2,
     ),
 )
 """The non-English cues, by language; names are what :attr:`RiskAssessment.matched` reports."""

@@ -91,12 +91,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
-from app.handoff.languages import WEIGHT as LANGUAGE_CUE_WEIGHT
-from app.handoff.languages import Language, LanguageCue, detect_language, match_cues
+from app.handoff.languages import CueKind, Language, LanguageCue, detect_language, match_cues
 from app.handoff.normalise import normalise
 
 RiskLevel = Literal["none", "concern", "crisis"]
-CueKind = Literal["explicit", "indirect", "means", "distress"]
 
 CONCERN_THRESHOLD = 0.19
 """Score from which a message (or user) is flagged ``concern``: just under one distress cue (0.2); tuned on
@@ -110,6 +108,10 @@ SUPPORTIVE_DISCOUNT = 0.25
 
 NEGATION_DISCOUNT = 0.3
 """Weight multiplier for a negatable cue with a negator in the three words before it."""
+
+EXPLICIT_WEIGHT = 0.7
+"""An explicit cue of at least this weight, found undiscounted, makes an assessment ``explicit`` (the crisis alert's
+"suicidal intent or self-harm stated")."""
 
 _FP = r"(?:i|im|ive|id|ill|me|my|myself|mine)"
 _FIRST_PERSON = re.compile(rf"\b{_FP}\b")
@@ -605,14 +607,14 @@ class RiskDetector:
     ) -> tuple[dict[str, float], dict[str, CueKind], bool]:
         """Per cue name its strongest weight over the sentences of a :func:`_normalise` d text, the kinds, and
         ``explicit``. The non-English cues found (``language_cues``: :func:`app.handoff.languages.match_cues`)
-        count as explicit at full weight."""
+        count at their own kind and weight, explicit as an English cue is (:data:`EXPLICIT_WEIGHT`)."""
         best: dict[str, float] = {}
         kinds: dict[str, CueKind] = {}
         explicit = False
         for language_cue in language_cues:
-            best[language_cue.name] = LANGUAGE_CUE_WEIGHT
-            kinds[language_cue.name] = "explicit"
-            explicit = True
+            best[language_cue.name] = language_cue.weight
+            kinds[language_cue.name] = language_cue.kind
+            explicit = explicit or (language_cue.kind == "explicit" and language_cue.weight >= EXPLICIT_WEIGHT)
         speaker_self = bool(_FIRST_PERSON.search(normalised))
         # a message naming no one at all ("just want to die") is the writer's: a client writes to their coach
         speaker_unnamed = not speaker_self and not _OTHER_PERSON.search(normalised)
@@ -643,7 +645,7 @@ class RiskDetector:
                 if weight > best.get(cue.name, 0.0):
                     best[cue.name] = weight
                     kinds[cue.name] = cue.kind
-                if cue.kind == "explicit" and weight == cue.weight and cue.weight >= 0.7:
+                if cue.kind == "explicit" and weight == cue.weight and cue.weight >= EXPLICIT_WEIGHT:
                     explicit = True
         return best, kinds, explicit
 

@@ -39,7 +39,7 @@ from app.handoff.crisis_model import (
     windows,
 )
 from app.handoff.detector import CONVERSATION_WINDOW, CrisisDetector, conversation_risk, screen_flag
-from app.handoff.languages import detect_language
+from app.handoff.languages import CUES, detect_language
 from app.handoff.normalise import normalise
 from app.handoff.risk import RiskAssessment, RiskDetector
 
@@ -196,6 +196,85 @@ def test_explicit_ideation_in_other_languages_triggers_the_protocol(text: str, l
 )
 def test_negated_and_ordinary_non_english_messages_do_not(text: str) -> None:
     assert not needs_crisis_protocol(lexicon.assess(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "level", "kind"),
+    [
+        # no reason to live, a wish to disappear or never to have been born: English's indirect cues, crisis level
+        ("No tengo ninguna razón para vivir", "crisis", "indirect"),
+        ("Mi vida ya no tiene sentido", "crisis", "indirect"),
+        ("Ojalá pudiera desaparecer para siempre", "crisis", "indirect"),
+        ("Je n'ai aucune raison de vivre", "crisis", "indirect"),
+        ("J'aurais préféré ne jamais être née", "crisis", "indirect"),
+        ("Mein Leben hat keinen Sinn mehr", "crisis", "indirect"),
+        ("Ich wünschte, ich wäre nie geboren", "crisis", "indirect"),
+        ("Não tenho motivo para viver", "crisis", "indirect"),
+        ("Queria sumir para sempre", "crisis", "indirect"),
+        # an overdose taken: English's "took all the pills", explicit
+        ("Me tomé todas las pastillas", "crisis", "explicit"),
+        ("J'ai pris toutes mes pilules", "crisis", "explicit"),
+        ("Ich habe eine ganze Packung Schlaftabletten geschluckt", "crisis", "explicit"),
+        ("Engoli uma cartela inteira de remédios", "crisis", "explicit"),
+        # can't go on (indirect 0.55), a burden (indirect 0.45), hopeless (distress): concern, as in English
+        ("Ya no puedo más", "concern", "indirect"),
+        ("Je n'en peux plus", "concern", "indirect"),
+        ("Ich kann nicht mehr.", "concern", "indirect"),
+        ("Não aguento mais", "concern", "indirect"),
+        ("Soy una carga para todos", "concern", "indirect"),
+        ("Je ne suis qu'un fardeau", "concern", "indirect"),
+        ("Ich falle allen nur zur Last", "concern", "indirect"),
+        ("Sou um fardo para todos", "concern", "indirect"),
+        ("Me siento sin esperanza", "concern", "distress"),
+        ("Je me sens désespérée", "concern", "distress"),
+        ("Ich fühle mich hoffnungslos", "concern", "distress"),
+        ("Me sinto sem esperança", "concern", "distress"),
+    ],
+)
+def test_the_english_lexicons_weaker_classes_have_counterparts_in_other_languages(
+    text: str, level: str, kind: str
+) -> None:
+    """Level ``none`` before: only wanting to die, to kill oneself and the like were read in these languages."""
+    risk = lexicon.assess(text)
+    assert risk.level == level, (text, risk)
+    [name] = risk.matched
+    language = name[:2]
+    assert language in ("es", "fr", "de", "pt") and risk.language == language
+    assert risk.explicit is (kind == "explicit")
+    assert [cue.kind for cue in CUES if cue.name == name] == [kind]
+
+
+def test_two_messages_in_a_row_that_cannot_go_on_reach_the_protocol() -> None:
+    """As "I can't go on" twice in English: a run of concerning messages is a crisis for the conversation."""
+    risk = conversation_risk([lexicon.assess("Ya no puedo más"), lexicon.assess("De verdad, ya no puedo más")])
+    assert needs_crisis_protocol(risk) and "conversation" in risk.matched
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No me tomé todas las pastillas, tranquila",
+        "Me tomé todas las vitaminas",
+        "Quisiera desaparecer unos días de la oficina",
+        "No soy una carga",
+        "Tengo una carga de trabajo enorme",
+        "Ya no puedo más de cinco kilómetros corriendo",
+        "Je n'ai pas pris mes pilules",
+        "J'aimerais disparaître quelques jours en vacances",
+        "Je ne suis pas désespéré",
+        "Ich kann nicht mehr schlafen",
+        "Ich habe meine Tabletten genommen",
+        "Ich möchte aus dem Büro verschwinden",
+        "Ich bin nicht verzweifelt",
+        "Não consigo mais dormir",
+        "Tomei meus remédios",
+        "Queria sumir uns dias do trabalho",
+        "Sou um peso pesado",
+        "Não sou um fardo",
+    ],
+)
+def test_the_same_words_in_everyday_sense_stay_out(text: str) -> None:
+    assert lexicon.assess(text).level == "none", text
 
 
 @pytest.mark.parametrize(
@@ -436,6 +515,9 @@ def test_the_crisis_reply_and_acknowledgement_say_when_an_away_coach_is_back(lan
         ("crisis: end my life, rope", [("Suicidal intent or self-harm stated", "end my life"),
                                       ("Mentions a means of harm", "rope")]),
         ("crisis: es: quiero matarme", [("Crisis statement in another language (es)", "es: quiero matarme")]),
+        ("crisis: de: ich kann nicht mehr, conversation", [
+            ("Indirect sign of suicidal thinking (de)", "de: ich kann nicht mehr"),
+            ("Several concerning messages in a row", "conversation")]),
         ("crisis: a cue renamed since", [("Crisis cue", "a cue renamed since")]),
         ("crisis: ", []),  # the learned component alone
         ("Client asked for a human", None),
