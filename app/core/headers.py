@@ -47,7 +47,8 @@ HSTS_VALUE = "max-age=31536000"
 """One year; no ``includeSubDomains`` (other hosts of the operator's domain are not ours to pin)."""
 PREFLIGHT_MAX_AGE_S = 600
 CORS_ALLOW_HEADERS = "authorization, content-type"
-CORS_ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
+CORS_ALLOW_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
+"""Every method of the widget API's routes (a preflight for another gets no answer a browser accepts)."""
 CORS_EXPOSE_HEADERS = "Link, Retry-After"
 """Response headers a page on an allowed origin may read besides the CORS-safelisted ones: a paged list's next
 page (``Link``) and how long a client over its message limit waits (``Retry-After``)."""

@@ -11,10 +11,19 @@ from typing import Any
 
 import pytest
 
+from app.asgi import create_app
 from app.auth import client_ip
+from app.channels.web.chat import WIDGET_API_PREFIXES
 from app.core.access_log import RedactSecrets, redact_url
+from app.core.config import Settings
 from app.core.errors import InvalidInput
-from app.core.headers import CORS_ORIGIN_STATE, SecurityHeaders, content_security_policy, is_own_origin
+from app.core.headers import (
+    CORS_ALLOW_METHODS,
+    CORS_ORIGIN_STATE,
+    SecurityHeaders,
+    content_security_policy,
+    is_own_origin,
+)
 from app.core.validation import MAX_ALLOWED_ORIGINS, web_origin, web_origins
 from app.learning.charts import bars, chart_stylesheet, line
 
@@ -132,6 +141,23 @@ async def test_cors_headers_for_allowed_calls_and_widget_preflights_only() -> No
     assert "access-control-allow-origin" not in coach_api
     plain = await _send(hook, _scope(path="/api/v1/widget/memory", headers=[(b"origin", b"https://a.example")]), [])
     assert "access-control-allow-origin" not in plain
+
+
+def test_a_widget_preflight_allows_every_method_of_the_widget_api(tmp_path: Path) -> None:
+    """A page on a listed origin can call each widget route: ``PUT /api/v1/widget/tone`` (a client setting their
+    tone) was missing from the preflight's methods, so a browser refused it."""
+    app = create_app(
+        Settings(data_dir=tmp_path), "postgresql+asyncpg://opencoach@127.0.0.1/none", "redis://127.0.0.1:1/0"
+    )
+    methods = {
+        method
+        for route in app.routes
+        if route.path.startswith(WIDGET_API_PREFIXES)
+        for handler in getattr(route, "route_handlers", [])
+        for method in handler.http_methods
+    }
+    assert "PUT" in methods
+    assert methods <= set(CORS_ALLOW_METHODS.split(", "))
 
 
 async def test_a_widget_preflight_from_an_origin_no_coach_lists_gets_no_allow_headers() -> None:
