@@ -361,8 +361,9 @@ def helpful(meta: Mapping[str, Any] | None) -> bool | None:
 
 
 def is_notice(meta: Mapping[str, Any] | None) -> bool:
-    """The message is a system notice (``metadata.notice`` set), not a reply the client could rate."""
-    return bool((meta or {}).get("notice"))
+    """The message is a system notice or the crisis reply (``metadata.notice`` or ``metadata.crisis`` set): product
+    text, which the widget and Telegram show without thumbs, not a reply the client could rate."""
+    return bool((meta or {}).get("notice") or (meta or {}).get("crisis"))
 
 
 # --------------------------------------------------------------------------------------------- client view

@@ -30,6 +30,7 @@ _TEXT = _key(FeedbackMeta, "text")
 _EXPERIMENT = _key(ReplyMeta, "experiment")
 _EXPERIMENT_ID = _key(ExperimentMeta, "id")
 _VARIANT = _key(ExperimentMeta, "variant")
+_NOTICES = (_key(ReplyMeta, "notice"), _key(ReplyMeta, "crisis"))
 _NOT_THE_MODELS = tuple(
     _key(ReplyMeta, name)
     for name in ("error", "partial_reply", "notice", "crisis", "honesty", "injection", "model_fallback")
@@ -83,4 +84,11 @@ def served_by_its_model() -> ColumnElement[bool]:
     crisis reply or a replacement by the output checks (:attr:`ReplyMeta.not_ai_content`), nor the base model's
     answer after the turn's model failed (``model_fallback``)."""
     expr: ColumnElement[bool] = ~Message.meta.has_any(array(_NOT_THE_MODELS))
+    return expr
+
+
+def rateable() -> ColumnElement[bool]:
+    """The AI message is a reply a client can rate: not a notice nor the crisis reply
+    (:func:`app.conversations.metadata.is_notice`)."""
+    expr: ColumnElement[bool] = ~Message.meta.has_any(array(_NOTICES))
     return expr

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import Client
 from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.handoffs import Handoff, HandoffStatus
-from app.conversations.metadata import ReplyMeta
+from app.conversations.metadata import ReplyMeta, is_notice
 from app.conversations.models import REMEMBERED, Conversation, Message, SenderType
 from app.core.errors import InvalidInput, NotFound
 from app.core.pagination import MAX_PAGE_SIZE, Keyset, Page, PageRequest
@@ -186,7 +186,7 @@ class ConversationService:
         (:mod:`app.handoff.confidence`, factor ``frustration``), and a thumbs-down takes the reply out of the
         response cache after the commit (``metadata.cache_key``, :data:`RejectCached`). Raises ``NotFound`` (not
         a reply in this client's conversation) and ``InvalidInput`` (rating outside 1–5, comment over 2,000
-        characters)."""
+        characters; a notice or the crisis reply, :func:`~app.conversations.metadata.is_notice`)."""
         if rating is not None and not 1 <= rating <= 5:
             raise InvalidInput("rating must be a whole number from 1 to 5")
         comment = (comment or "").strip() or None
@@ -205,6 +205,8 @@ class ConversationService:
         )
         if message is None:
             raise NotFound("message not found", code="message_gone")
+        if is_notice(message.meta):
+            raise InvalidInput("a notice or crisis reply cannot be rated: rate a reply of the AI or the coach")
         at = datetime.now(UTC).isoformat()
         feedback = {"helpful": helpful, "rating": rating, "text": comment, "at": at}
         message.meta = dict(message.meta) | {"feedback": feedback}

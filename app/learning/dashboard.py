@@ -175,6 +175,7 @@ class LearningDashboard:
                     Message.sender_type == SenderType.AI,
                     Message.created_at >= start,
                     meta_sql.rated(),
+                    meta_sql.rateable(),
                     outside_preview(Message.conversation_id),
                 )
             )
@@ -231,6 +232,7 @@ class LearningDashboard:
                 Message.sender_type == SenderType.AI,
                 Message.created_at >= start,
                 meta_sql.helpful().is_(False),
+                meta_sql.rateable(),
                 REMEMBERED,
                 question_forgotten_at.is_(None),
                 outside_preview(Message.conversation_id),

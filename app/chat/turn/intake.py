@@ -23,7 +23,7 @@ from app.accounts.unit_of_work import UnitOfWork
 from app.chat.turn.state import Received, Turn
 from app.chat.turn.timing import Stages
 from app.conversations.handoffs import Handoff, HandoffReason, HandoffStatus
-from app.conversations.metadata import helpful
+from app.conversations.metadata import helpful, is_notice
 from app.conversations.models import CLIENT_MESSAGE_ID_MAX, Conversation, Message, SenderType
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.ratelimit import IdThrottle
@@ -237,7 +237,7 @@ class Intake:
         ai_feedback = [
             helpful(msg.meta)
             for msg in reversed(earlier)
-            if msg.sender_type == SenderType.AI and not msg.meta.get("notice")
+            if msg.sender_type == SenderType.AI and not is_notice(msg.meta)
         ]
         # this message (lexicon OR learned, off the event loop), then the run of the client's recent messages:
         # several moderately concerning ones in a row raise the level

@@ -89,6 +89,18 @@ async def test_the_dashboard_reports_approval_failures_and_handoffs(
         await rate(http, setup, (await chat(http, setup, question))["message_id"], False, comment)
     handed = await chat(http, setup, "Can I talk to a real person please?")
     assert handed["handoff"]["reason"] == "human_request"
+    # the handoff notice is the product's text, not a reply (the widget shows it without thumbs): rating it is
+    # refused, and one rated before (stored here directly) stays out of the approval rate and the failures
+    notice = handed["message_id"]
+    refused = await http.post(
+        f"/api/v1/messages/{notice}/feedback", headers=setup.client_auth, json={"helpful": False, "text": "bad"}
+    )
+    assert refused.status_code == 400 and "cannot be rated" in refused.json()["detail"], refused.text
+    async with tenant_session(container.sessionmaker, uuid.UUID(setup.coach.coach_id)) as session:
+        stored = await session.get_one(Message, uuid.UUID(notice))
+        assert "notice" in stored.meta and "feedback" not in stored.meta
+        rated_before = {"helpful": False, "rating": None, "text": "Useless notice about sleep", "at": "2026-12-01"}
+        stored.meta = dict(stored.meta) | {"feedback": rated_before}
 
     response = await http.get("/api/v1/learning/dashboard", headers=setup.coach.headers, params={"days": 7})
     assert response.status_code == 200, response.text
