@@ -157,9 +157,10 @@ class ClientProfile(TenantMixin, Base):
     entry_sessions: Mapped[dict[str, dict[str, list[str]]]] = mapped_column(
         JSONB, default=dict, server_default=text("'{}'::jsonb")
     )
-    """Where the ``update_profile`` job's lines came from: ``{list name: {line casefolded: [chat session ids]}}``
-    (migration 0042). A line with no entry (the coach's own, or learnt before 0042) is kept when sessions are
-    forgotten (:func:`app.memory.profile.forget_sessions`)."""
+    """Where the ``update_profile`` job's lines came from: ``{field name: {line casefolded: [chat session ids]}}``
+    for the lists (migration 0042) and ``tone`` (:data:`app.memory.profile.LEARNT_FIELDS`). A line with no entry
+    (the coach's own, or learnt before its sources were recorded) is kept when sessions are forgotten
+    (:func:`app.memory.profile.forget_sessions`)."""
 
 
 class Episode(TenantMixin, Base):

@@ -44,6 +44,9 @@ PROFILE_LIST_MAX = 20
 PROFILE_MAX_TOKENS = 300
 PROFILE_LISTS = ("communication_preferences", "what_works", "what_doesnt_work", "sensitive_topics")
 """The profile's list fields (lines of short statements)."""
+LEARNT_FIELDS = (*PROFILE_LISTS, "tone")
+"""The fields whose learnt values record their sessions (:attr:`ClientProfile.entry_sessions`): the lists, and
+``tone`` (one line)."""
 
 
 def _merge_list(current: Sequence[str], new: Sequence[str], kept: frozenset[str] = frozenset()) -> list[str]:
@@ -72,7 +75,7 @@ def _coachs_own(profile: ClientProfile, name: str) -> frozenset[str]:
 
 
 def _learnt(profile: ClientProfile, name: str, lines: Sequence[str], session_id: uuid.UUID) -> None:
-    """Record that session ``session_id`` gave the lines ``lines`` of list ``name`` in
+    """Record that session ``session_id`` gave the lines ``lines`` of field ``name`` (:data:`LEARNT_FIELDS`) in
     :attr:`ClientProfile.entry_sessions` (the sources of lines the list no longer holds are dropped after, by
     :func:`keep_sources_of_held_lines`)."""
     sources = dict((profile.entry_sessions or {}).get(name, {}))
@@ -81,18 +84,20 @@ def _learnt(profile: ClientProfile, name: str, lines: Sequence[str], session_id:
     profile.entry_sessions = {**(profile.entry_sessions or {}), name: sources}
 
 
+def _held(profile: ClientProfile, name: str) -> set[str]:
+    """The casefolded lines field ``name`` of :data:`LEARNT_FIELDS` holds (``tone``: its one line, if any)."""
+    value = getattr(profile, name)
+    return {line.casefold() for line in ([value] if isinstance(value, str) else value) if line}
+
+
 def keep_sources_of_held_lines(profile: ClientProfile) -> None:
-    """Drop the recorded sources of lines a list no longer holds (after the coach edited the lists, or the
-    profile job's merge capped one): a line the coach kept keeps its sessions, so forgetting them still removes
-    it."""
+    """Drop the recorded sources of lines a field no longer holds (after the coach edited the profile, or the
+    profile job's merge capped a list, or gave another tone): a line the coach kept keeps its sessions, so
+    forgetting them still removes it."""
     entry_sessions = profile.entry_sessions or {}
     profile.entry_sessions = {
-        name: {
-            key: ids
-            for key, ids in entry_sessions.get(name, {}).items()
-            if key in {line.casefold() for line in getattr(profile, name)}
-        }
-        for name in PROFILE_LISTS
+        name: {key: ids for key, ids in entry_sessions.get(name, {}).items() if key in _held(profile, name)}
+        for name in LEARNT_FIELDS
     }
 
 
@@ -105,10 +110,10 @@ async def forget_sessions(
     session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID, session_ids: Sequence[uuid.UUID]
 ) -> None:
     """The sessions ``session_ids`` no longer tell anything (their summary was forgotten, or messages in them
-    were): each learnt profile line loses them as sources, and a line left with none leaves the profile. The
-    ``update_profile`` job of a session summarised again adds back what it still shows. Lines with no recorded
-    source (the coach's own, or older than migration 0042) stay. Under the profile's lock; nothing to do without
-    a profile."""
+    were): each learnt profile line loses them as sources, and a line left with none leaves the profile (a learnt
+    ``tone`` too: it is emptied). The ``update_profile`` job of a session summarised again adds back what it still
+    shows. Lines with no recorded source (the coach's own, or learnt before their sources were recorded) stay.
+    Under the profile's lock; nothing to do without a profile."""
     forgotten = {str(session_id) for session_id in session_ids}
     if not forgotten:
         return
@@ -117,13 +122,15 @@ async def forget_sessions(
     if profile is None or not profile.entry_sessions:
         return
     entry_sessions: dict[str, dict[str, list[str]]] = {}
-    for name in PROFILE_LISTS:
+    for name in LEARNT_FIELDS:
         sources = {
             key: [i for i in ids if i not in forgotten] for key, ids in profile.entry_sessions.get(name, {}).items()
         }
         gone = {key for key, ids in sources.items() if not ids}
-        if gone:
-            setattr(profile, name, [line for line in getattr(profile, name) if line.casefold() not in gone])
+        if gone & _held(profile, name):
+            value = getattr(profile, name)
+            kept = "" if isinstance(value, str) else [line for line in value if line.casefold() not in gone]
+            setattr(profile, name, kept)
             profile.updated_at = datetime.now(UTC)
         entry_sessions[name] = {key: ids for key, ids in sources.items() if ids}
     profile.entry_sessions = entry_sessions
@@ -174,8 +181,8 @@ class ProfileService:
         """Job: merge what a summarised session shows about working with the client into the L4 profile.
         Lists gain new entries (case-insensitive de-duplication, newest kept), each recording the session among
         its sources (:attr:`ClientProfile.entry_sessions`, for :func:`forget_sessions`); ``tone`` is set only
-        while the coach has not edited the profile. Idempotent per session (``profile_updated`` mark in the
-        summary)."""
+        while the coach has not edited the profile, recording its session the same way. Idempotent per session
+        (``profile_updated`` mark in the summary)."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             chat_session = await session.get(ChatSession, session_id)
@@ -219,9 +226,10 @@ class ProfileService:
                 own = _coachs_own(profile, name)
                 setattr(profile, name, _merge_list(getattr(profile, name), lines, own))
                 _learnt(profile, name, [line for line in lines if line.casefold() not in own], session_id)
-            keep_sources_of_held_lines(profile)
             if output.tone and not echoes(output.tone, PROFILE_ECHOES, client.name) and profile.coach_edited_at is None:
                 profile.tone = output.tone
+                _learnt(profile, "tone", [output.tone], session_id)
+            keep_sources_of_held_lines(profile)
             profile.updated_at = datetime.now(UTC)
             chat_session.summary = {**summarised, "profile_updated": True}
         return "updated"

@@ -438,8 +438,9 @@ async def test_a_forgotten_summary_takes_the_profile_lines_only_its_session_gave
     http: httpx.AsyncClient, container: Container, coach: Coach, maya: Seeded
 ) -> None:
     """Profile lines record the sessions they were learnt from (``entry_sessions``). Forgetting a session's
-    summary removes the lines that session alone gave, a line the coach kept through an edit included; a line
-    another session also gave stays, as do the coach's own lines and lines with no recorded source."""
+    summary removes the lines that session alone gave (the learnt tone too), a line the coach kept through an edit
+    included; a line another session also gave stays, as do the coach's own lines and lines with no recorded
+    source."""
     coach_id, client_id = uuid.UUID(coach.coach_id), uuid.UUID(maya.client_id)
     async with tenant_session(container.sessionmaker, coach_id) as session:
         profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
@@ -448,6 +449,7 @@ async def test_a_forgotten_summary_takes_the_profile_lines_only_its_session_gave
             "sensitive_topics": {"her father's illness": [maya.summarized_id]},
             "what_works": {"weekly plans": [maya.summarized_id, maya.failed_id]},
             "what_doesnt_work": {"long lectures": [maya.summarized_id]},
+            "tone": {"upbeat": [maya.summarized_id]},
         }
     edited = await http.patch(
         f"{maya.memory_url}/profile", headers=coach.headers, json={"what_doesnt_work": ["Long lectures", "homework"]}
@@ -460,6 +462,7 @@ async def test_a_forgotten_summary_takes_the_profile_lines_only_its_session_gave
     assert profile_out["what_doesnt_work"] == ["homework"], "kept by the coach's edit, still that session's"
     assert profile_out["what_works"] == ["weekly plans"], "another session gave it too"
     assert profile_out["communication_preferences"] == ["short messages"], "no recorded source"
+    assert profile_out["tone"] == "", "the learnt tone that session alone gave goes too (it stayed before)"
     async with tenant_session(container.sessionmaker, coach_id) as session:
         profile = await session.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
     assert profile is not None and profile.entry_sessions["what_works"] == {"weekly plans": [maya.failed_id]}

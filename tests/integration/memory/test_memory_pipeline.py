@@ -337,6 +337,9 @@ async def test_a_goal_stated_in_session_1_is_in_the_prompt_of_session_3(
     assert profile is not None
     assert profile.communication_preferences == ["Likes short, concrete plans"], "two sessions, one entry"
     assert profile.tone == "warm and direct"
+    assert sorted(profile.entry_sessions["tone"]["warm and direct"]) == sorted([str(s1.id), str(s2.id)]), (
+        "the tone records the sessions that gave it, as the lists' lines do"
+    )
     assert len(llm.structured["summary"]) == 2 and len(llm.structured["profile"]) == 2
 
     await shift_back(container, coach, client_id, timedelta(days=2))
