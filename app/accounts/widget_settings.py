@@ -84,15 +84,19 @@ def avatar_png(data: bytes) -> bytes:
     if len(data) > AVATAR_MAX_BYTES:
         raise InvalidInput(f"avatar: the file is over {AVATAR_MAX_BYTES // (1024 * 1024)} MB")
     refused = InvalidInput("avatar must be a PNG, JPEG, WebP or GIF image")
+    too_large = InvalidInput(f"avatar: the image is over {AVATAR_MAX_PIXELS:,} pixels")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=AVATAR_FORMATS) as image:
                 if image.width * image.height > AVATAR_MAX_PIXELS:
-                    raise InvalidInput(f"avatar: the image is over {AVATAR_MAX_PIXELS:,} pixels")
+                    raise too_large
                 image.seek(0)  # an animated GIF or WebP: its first frame
                 frame = image.convert("RGBA")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, Warning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow refuses an image this large while opening it, before the size check above can name the limit
+        raise too_large from exc
+    except (UnidentifiedImageError, OSError, ValueError, Warning) as exc:
         raise refused from exc
     frame.thumbnail((AVATAR_SIDE_PX, AVATAR_SIDE_PX))
     out = io.BytesIO()

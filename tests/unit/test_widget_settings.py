@@ -10,6 +10,7 @@ from PIL import Image
 
 from app.accounts.models import Coach
 from app.accounts.widget_settings import (
+    AVATAR_MAX_PIXELS,
     DEFAULT_SUGGESTIONS,
     apply_widget_settings,
     avatar_png,
@@ -44,6 +45,14 @@ def test_an_animated_gif_keeps_its_first_frame_and_transparency_survives() -> No
 def test_formats_pillow_reads_but_the_avatar_does_not_accept_are_refused(fmt: str) -> None:
     with pytest.raises(InvalidInput, match="must be a PNG, JPEG, WebP or GIF image"):
         avatar_png(encoded(fmt, (16, 16)))
+
+
+@pytest.mark.parametrize("side", [5_000, 20_000])
+def test_an_image_over_the_pixel_limit_is_refused_naming_the_limit(side: int) -> None:
+    """Under Pillow's decompression-bomb threshold the size check refuses it; over it (20,000 px a side, a
+    388 KB PNG) Pillow refuses while opening, which read "must be a PNG, JPEG, WebP or GIF image" before."""
+    with pytest.raises(InvalidInput, match=f"over {AVATAR_MAX_PIXELS:,} pixels"):
+        avatar_png(encoded("PNG", (side, side), mode="1"))
 
 
 def test_trailing_data_and_metadata_do_not_survive() -> None:
