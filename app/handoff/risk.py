@@ -46,8 +46,9 @@ coach; ``crisis`` is the level for the crisis protocol.
 
 Explicit ideation in Spanish, French, German and Portuguese ("quiero matarme", "je veux me suicider", "ich
 will mich umbringen", "quero me matar"…) comes from :mod:`app.handoff.languages` as explicit cues named
-``"<lang>: …"``; :attr:`RiskAssessment.language` tells the crisis reply which language the client wrote in.
-The learned component and the conversation-level score sit beside this detector in
+``"<lang>: …"``, and the weaker classes there ("no tengo razón para vivir", "ich kann nicht mehr"…) at the kinds and
+weights of their English counterparts; :attr:`RiskAssessment.language` tells the crisis reply which language the
+client wrote in. The learned component and the conversation-level score sit beside this detector in
 :mod:`app.handoff.detector`.
 
 Limits: the English context rules (subject, negation, help) do not apply to the other languages; sarcasm,
