@@ -16,6 +16,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import (
+    ClientException,
     HTTPException,
     InternalServerException,
     NotFoundException,
@@ -91,6 +92,7 @@ from app.web.errors import (
     not_found_handler,
     permission_denied_handler,
     too_large_handler,
+    unreadable_body_handler,
     validation_error_handler,
 )
 from app.web.sessions import DashboardSessions, csrf_config, provide_dashboard_sessions
@@ -188,12 +190,13 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     PermissionDeniedException: permission_denied_handler,
     RequestEntityTooLarge: too_large_handler,
     ValidationException: validation_error_handler,
+    ClientException: unreadable_body_handler,
     UnicodeError: form_error_handler,
     LookupError: form_error_handler,
 }
 """Service errors → their status with a JSON ``detail`` (a 404 on a page load: the 404 page), database errors,
-bodies nested too deeply, Litestar's own 404 (no such route), 400 (a malformed id in the path: a 400 naming it; on a
-dashboard or widget page the 404 page), 403 (a dashboard form's CSRF token that does not
+bodies nested too deeply or not JSON, Litestar's own 404 (no such route), 400 (a malformed id in the path: a 400
+naming it; on a dashboard or widget page the 404 page), 403 (a dashboard form's CSRF token that does not
 verify: the "This form expired" page), 413 (on a dashboard page: a page saying the file is too large) and a
 multipart form whose text cannot be decoded (400; on a dashboard page: a page saying so)."""
 

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from litestar import MediaType, Request, Response
 from litestar.enums import ParamType, RequestEncodingType
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import ClientException, HTTPException, SerializationException, ValidationException
 from litestar.exceptions.responses import create_exception_response
 from litestar.response import Template
 
@@ -66,6 +66,16 @@ def not_found_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Re
     if is_page_request(request):
         return not_found_page(request, NOTHING_HERE)
     return error_response(404, exc.detail)
+
+
+def unreadable_body_handler(request: Request[Any, Any, Any], exc: ClientException) -> Response[Any]:
+    """Litestar's 400 for a request body its JSON decoder (msgspec) refuses, saying that the body is the problem:
+    ``{"status_code": 400, "detail": "request body is not valid JSON: JSON is malformed: invalid character (byte
+    9)"}``. msgspec's own words alone can mislead: a lone surrogate escape (``"\\ud800"`` without its pair) reads
+    "Input data was truncated". Any other ``ClientException``: Litestar's own response."""
+    if not isinstance(exc.__cause__, SerializationException):
+        return create_exception_response(request, exc)
+    return error_response(400, f"request body is not valid JSON: {exc.detail}")
 
 
 def malformed_path_ids(exc: ValidationException) -> list[str]:

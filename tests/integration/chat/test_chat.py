@@ -135,6 +135,26 @@ async def test_rest_turn_rejects_bad_bodies(
     assert detail in response.text, response.text
 
 
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [
+        (b'{"text": ', "request body is not valid JSON: Input data was truncated"),
+        (b'{"text": hi}', "request body is not valid JSON: JSON is malformed: invalid character (byte 9)"),
+        # a lone surrogate escape: msgspec's own words ("truncated") alone did not say the body was the problem
+        (b'{"text": "ab\\ud800cd"}', "request body is not valid JSON: Input data was truncated"),
+    ],
+)
+async def test_rest_turn_refuses_a_body_that_is_not_json_and_stores_nothing(
+    http: httpx.AsyncClient, meditations_coach: ReadyCoach, content: bytes, detail: str
+) -> None:
+    auth = {"Authorization": f"Bearer {meditations_coach.widget_token}", "Content-Type": "application/json"}
+    before = await http.get("/api/v1/conversations", headers=meditations_coach.coach.headers)
+    response = await http.post("/api/v1/chat", headers=auth, content=content)
+    assert response.status_code == 400 and response.json()["detail"] == detail, response.text
+    after = await http.get("/api/v1/conversations", headers=meditations_coach.coach.headers)
+    assert after.json() == before.json()
+
+
 async def test_rest_turn_needs_a_widget_token(http: httpx.AsyncClient, meditations_coach: ReadyCoach) -> None:
     assert (await http.post("/api/v1/chat", json={"text": "hi"})).status_code == 401
     bad = await http.post("/api/v1/chat", headers={"Authorization": "Bearer nope"}, json={"text": "hi"})
