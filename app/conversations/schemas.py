@@ -21,6 +21,9 @@ class MessageOut(msgspec.Struct):
     created_at: datetime
     citations: list[dict[str, Any]]
     metadata: dict[str, Any]
+    forgotten_at: datetime | None = None
+    """When the client or the coach forgot an insight this message is a source of (or the reply to such a
+    message): kept in the transcript, left out of every prompt and of the training data."""
 
 
 class ConversationOut(msgspec.Struct):
@@ -56,7 +59,7 @@ def message_out(msg: Message, citations: list[dict[str, Any]] | None = None) -> 
     """Serialise a message for the coach's API (all of its metadata): with ``citations`` as a transcript lists
     them (:class:`~app.conversations.service.ListedMessage`), else as stored (a message just sent)."""
     cited = msg.citations if citations is None else citations
-    return MessageOut(msg.id, msg.sender_type, msg.text, msg.created_at, cited, msg.meta)
+    return MessageOut(msg.id, msg.sender_type, msg.text, msg.created_at, cited, msg.meta, msg.forgotten_at)
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class ShownMessage:
     created_at: datetime
     citations: list[dict[str, Any]]
     reply_meta: ReplyMeta | ClientMeta
+    forgotten: bool = False
+    """On the coach's transcript: the message is forgotten (:attr:`MessageOut.forgotten_at`), which the page marks."""
 
     @classmethod
     def for_client(cls, listed: ListedMessage) -> ShownMessage:
@@ -83,4 +88,5 @@ class ShownMessage:
     def for_coach(cls, listed: ListedMessage) -> ShownMessage:
         """As the coach's transcript shows it: every citation field and all of the metadata."""
         msg = listed.message
-        return cls(msg.id, msg.sender_type, msg.text, msg.created_at, listed.citations, msg.reply_meta)
+        forgotten = msg.forgotten_at is not None
+        return cls(msg.id, msg.sender_type, msg.text, msg.created_at, listed.citations, msg.reply_meta, forgotten)

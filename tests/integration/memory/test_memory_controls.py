@@ -319,11 +319,22 @@ async def test_patch_insight_changes_fields_and_marks_the_coach_edit(
     assert row.embedding_model != TEST_MODEL, "the new text was embedded again, by the coach's embedder"
 
 
-async def test_delete_insight_forgets_it_for_good(http: httpx.AsyncClient, container: Container, maya: Seeded) -> None:
+async def test_delete_insight_forgets_it_for_good(
+    http: httpx.AsyncClient, browser: httpx.AsyncClient, container: Container, maya: Seeded
+) -> None:
     assert maya.goal_id in await recalled_ids(container, maya, 0)
     url = f"{maya.memory_url}/insights/{maya.goal_id}"
     response = await http.delete(url, headers=maya.coach.headers)
     assert response.status_code == 204
+
+    # the coach sees which messages were forgotten (they stay in the transcript, out of every prompt): the API's
+    # forgotten_at and a badge on the dashboard; before, nothing told the coach
+    transcript = await http.get(f"/api/v1/conversations/{maya.conversation_id}", headers=maya.coach.headers)
+    forgotten = {m["id"]: m["forgotten_at"] for m in transcript.json()["messages"]}
+    assert forgotten == {maya.message_id: forgotten[maya.message_id]} and forgotten[maya.message_id], forgotten
+    await log_in(browser, maya.coach)
+    page = await browser.get(f"/dashboard/conversations/{maya.conversation_id}")
+    assert page.status_code == 200 and page.text.count('">forgotten</span>') == 1, page.text
 
     listed = (await http.get(maya.memory_url, headers=maya.coach.headers)).json()["insights"]
     assert maya.goal_id not in {i["id"] for i in listed}
