@@ -118,8 +118,12 @@ def text_key(text: str) -> str:
 
 def sft_line(prompt: list[dict[str, Any]], chosen: str) -> dict[str, Any]:
     """An SFT example in the OpenAI chat fine-tuning format: ``{"messages": [..., {"role": "assistant",
-    "content": chosen}]}``."""
-    return {"messages": [*prompt, {"role": "assistant", "content": chosen}]}
+    "content": chosen, "weight": 1}]}``. The context's earlier assistant messages (replies nobody vetted for this
+    example) carry ``"weight": 0``: OpenAI trains on every assistant message of a line unless its weight is 0
+    (platform.openai.com/docs/guides/supervised-fine-tuning, "multi-turn chat examples"), so only ``chosen`` is
+    learnt."""
+    context = [msg | {"weight": 0} if msg.get("role") == "assistant" else msg for msg in prompt]
+    return {"messages": [*context, {"role": "assistant", "content": chosen, "weight": 1}]}
 
 
 def preference_line(prompt: list[dict[str, Any]], chosen: str, rejected: str) -> dict[str, Any]:
@@ -179,17 +183,25 @@ def _excluded(message: Message) -> bool:
 
 def _context(before: list[Message], window: int) -> list[Message]:
     """The last ``window`` usable messages of ``before`` (the conversation before a reply): not blank, not a
-    failed reply's apology."""
-    return [msg for msg in before if msg.text.strip() and not msg.reply_meta.failed][-window:]
+    failed reply's apology, not a handoff notice or SLA holding message (the product's text, which no model wrote
+    and none should learn). A crisis reply or acknowledgement stays, for :func:`_sensitive` to keep the example
+    out."""
+    usable = [
+        msg
+        for msg in before
+        if msg.text.strip() and not msg.reply_meta.failed and (msg.reply_meta.notice is None or _sensitive(msg))
+    ]
+    return usable[-window:]
 
 
 def _sensitive(message: Message) -> bool:
-    """Whether a reply whose context holds ``message`` is kept out of the training data: a crisis reply (the
-    client's crisis is no coaching example, and would go to the fine-tuning provider) or the product's answer to
+    """Whether a reply whose context holds ``message`` is kept out of the training data: a crisis reply or the
+    crisis acknowledgement (the client's crisis is no coaching example, and would go to the fine-tuning provider)
+    or the product's answer to
     "am I talking to a bot?" (``honesty``: the coach's own "this is me" after it would teach a model to claim
     to be the coach)."""
     meta = message.reply_meta
-    return meta.crisis or meta.honesty is not None
+    return meta.crisis or meta.notice == "crisis" or meta.honesty is not None
 
 
 async def _forget_in_interventions(session: AsyncSession, conversation_id: uuid.UUID) -> None:

@@ -27,16 +27,20 @@ PROMPT = [
 
 def check_sft_line(line: str) -> dict[str, Any]:
     """Validate one line against the OpenAI chat fine-tuning format: ``{"messages": [...]}`` whose messages
-    each have a known role and a string content, at least one user message, and an assistant message last."""
+    each have a known role and a string content, at least one user message, and an assistant message last, the
+    only one trained on: weight 1, every earlier assistant message weight 0."""
     record = json.loads(line)
     assert set(record) == {"messages"}
     messages = record["messages"]
     assert isinstance(messages, list) and len(messages) >= 2
     for message in messages:
-        assert set(message) == {"role", "content"}
+        assert set(message) == (
+            {"role", "content", "weight"} if message["role"] == "assistant" else {"role", "content"}
+        )
         assert message["role"] in ("system", "user", "assistant") and isinstance(message["content"], str)
     assert any(message["role"] == "user" for message in messages)
-    assert messages[-1]["role"] == "assistant"
+    assert messages[-1]["role"] == "assistant" and messages[-1]["weight"] == 1
+    assert all(message["weight"] == 0 for message in messages[:-1] if message["role"] == "assistant")
     return record  # type: ignore[no-any-return]
 
 
@@ -125,7 +129,7 @@ def test_content_hash_separates_kinds_and_replies_and_text_key_ignores_case_spac
 def test_an_sft_line_is_in_the_openai_chat_format_and_scrubbed() -> None:
     line = example_line(example(ExampleKind.SFT, "Sure, write to kim@coach.example."), scrub=True)
     record = check_sft_line(line)
-    assert record["messages"][-1] == {"role": "assistant", "content": "Sure, write to [EMAIL]."}
+    assert record["messages"][-1] == {"role": "assistant", "content": "Sure, write to [EMAIL].", "weight": 1}
     assert record["messages"][1]["content"] == "Write to me at [EMAIL] or call [PHONE]."
     raw = check_sft_line(example_line(example(ExampleKind.SFT, "Sure."), scrub=False))
     assert "robin.lee@example.org" in raw["messages"][1]["content"]

@@ -406,6 +406,49 @@ async def test_a_reply_after_a_crisis_reply_or_the_bot_question_is_no_training_e
     assert kept.chosen == "Try one small change tomorrow."
 
 
+async def test_notices_are_no_context_and_only_the_chosen_reply_is_trained_on(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """A handoff notice and an SLA holding message between two coach replies: the product's text stayed in the next
+    example's prompt as assistant turns, and OpenAI's fine-tuning trains on every assistant message of a line unless
+    its weight is 0, so a fine-tune learnt the notices and replies nobody vetted. Now the notices leave the prompt
+    and only the chosen reply has weight 1."""
+    setup = await new_setup("Notice Trainer")
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    turns = [("I struggle to get up early.", "Try one small change tomorrow."), ("/human", "Hi Bob, Ada here.")]
+    conversation_id = await seed_conversation(container, coach_id, uuid.UUID(setup.client_id), turns, split="train")
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        asked = await session.scalar(select(Message).where(Message.text == "/human"))
+        assert asked is not None
+        for seconds, (text, notice) in enumerate(
+            [("I've asked Ada to join.", "handoff"), ("Thanks for waiting.", "sla")]
+        ):
+            session.add(
+                Message(
+                    coach_id=coach_id,
+                    conversation_id=conversation_id,
+                    sender_type=SenderType.AI,
+                    text=text,
+                    meta={"notice": notice},
+                    created_at=asked.created_at + timedelta(seconds=1 + seconds),
+                )
+            )
+    await refresh(container, run_jobs, str(coach_id), conversation_id)
+    lines = {line["messages"][-1]["content"]: line["messages"] for line in await export(http, setup)}
+    assert set(lines) == {"Try one small change tomorrow.", "Hi Bob, Ada here."}
+    later = lines["Hi Bob, Ada here."]
+    assert [m["content"] for m in later[1:]] == [
+        "I struggle to get up early.",
+        "Try one small change tomorrow.",
+        "/human",
+        "Hi Bob, Ada here.",
+    ], "no notice in the prompt"
+    assert [m.get("weight") for m in later if m["role"] == "assistant"] == [0, 1]
+
+
 async def test_a_coach_reply_whose_context_lost_a_forgotten_message_is_no_longer_a_few_shot_example(
     http: httpx.AsyncClient,
     new_setup: Callable[..., Awaitable[Setup]],
