@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -228,12 +229,15 @@ class DataRightsService:
         await self._interventions.refresh_style(session, coach_id)
         jobs.purge_erased_data(session, coach_id, file_ids, reason=f"client:{client_id}")
 
-    async def delete_account(self, coach_id: uuid.UUID, password: str) -> Purge:
+    async def delete_account(
+        self, coach_id: uuid.UUID, password: str, *, disconnect: Callable[[], Awaitable[None]] | None = None
+    ) -> Purge:
         """Delete the coach's whole account after checking ``password`` against one of its dashboard users
-        (``Forbidden`` otherwise): the provider's training files first (the key is stored with the account),
-        then the account and, by cascade, every tenant row; the Redis purge is queued after the commit.
-        Returns the provider files deleted and the ones that failed (the account is deleted either way). Two
-        units of work of its own around the provider calls, so no transaction waits on the provider."""
+        (``Forbidden`` otherwise): the provider's training files first (the key is stored with the account), then
+        ``disconnect`` (the channels' goodbyes that need the account's credentials: the Telegram bot's
+        ``deleteWebhook``), then the account and, by cascade, every tenant row; the Redis purge is queued after the
+        commit. Returns the provider files deleted and the ones that failed (the account is deleted either way).
+        Two units of work of its own around the provider calls, so no transaction waits on the provider."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             if not await self._accounts.check_password(uow, password):
                 raise Forbidden("the password is not correct")
@@ -245,6 +249,8 @@ class DataRightsService:
             )
             file_ids = sorted({file_id for row in rows.all() for file_id in row if file_id})
         files = await self._delete_files(coach, file_ids)
+        if disconnect is not None:
+            await disconnect()
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             await self._accounts.delete_coach(uow)
             jobs.purge_erased_data(uow.session, coach_id, [], reason="account")

@@ -445,6 +445,13 @@ class TelegramService:
         self._bots.pop(coach_id, None)
         await bot.shutdown()
 
+    async def disconnect_any(self, coach_id: uuid.UUID) -> None:
+        """:meth:`disconnect` the coach's bot if one is connected (an account being deleted): otherwise Telegram
+        would go on posting its updates to a webhook that refuses them, and the owner could no longer disconnect
+        the bot here."""
+        with contextlib.suppress(NotFound):
+            await self.disconnect(coach_id)
+
     async def _bot_row(self, session: AsyncSession, coach_id: uuid.UUID, *, lock: bool = False) -> TelegramBot:
         stmt = select(TelegramBot).where(TelegramBot.coach_id == coach_id)
         row = await session.scalar(stmt.with_for_update() if lock else stmt)

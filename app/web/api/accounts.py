@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -31,6 +32,7 @@ from app.auth import (
     provide_coach_id,
     throttle_auth_attempt,
 )
+from app.channels.telegram.api import TelegramDep, provide_telegram
 from app.core.security import mask_secret
 from app.core.validation import MAX_EMAIL_CHARS, MAX_NAME_CHARS, MAX_PERSONA_CHARS
 from app.deps import PAGE, CoachId, ContainerDep, PathId, Uow, WantedPage, page_response
@@ -397,7 +399,7 @@ class ClientController(Controller):
 class AccountController(Controller):
     path = "/api/v1/account"
     tags = ["auth"]
-    dependencies = {"coach_id": Provide(provide_coach_id)}
+    dependencies = {"coach_id": Provide(provide_coach_id), "telegram": Provide(provide_telegram, sync_to_thread=False)}
 
     @post("/delete", status_code=200, request_max_body_size=AUTH_BODY_MAX_BYTES)
     async def delete_account(
@@ -407,13 +409,15 @@ class AccountController(Controller):
         coach_id: CoachId,
         container: ContainerDep,
         dashboard_sessions: DashboardSessionsDep,
+        telegram: TelegramDep,
     ) -> AccountDeleted:
         """Delete the coach's whole account and all its data (every client, document, model version, Redis
         cache, provider training file); the password of a dashboard user confirms it (403 when wrong,
         nothing deleted). Rate-limited like log-in per IP and per account (429; a stolen API key cannot guess
         passwords); every dashboard session of the account ends."""
         await throttle_auth_attempt(request, container, account_delete_key(coach_id))
-        files = await container.rights.delete_account(coach_id, data.password)
+        disconnect = functools.partial(telegram.service.disconnect_any, coach_id)
+        files = await container.rights.delete_account(coach_id, data.password, disconnect=disconnect)
         await dashboard_sessions.end_others(coach_id)
         return AccountDeleted(True, files.files_deleted, files.files_failed)
 

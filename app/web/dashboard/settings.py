@@ -6,10 +6,12 @@ choose (its own form); the account's API keys
 
 from __future__ import annotations
 
+import functools
 import zoneinfo
 from typing import Any
 
 from litestar import Request, get, post
+from litestar.di import Provide
 from litestar.response import Redirect, Template
 
 from app.accounts.api_keys import issue_api_key, list_api_keys, revoke_api_key
@@ -31,6 +33,7 @@ from app.accounts.widget_settings import (
     suggestions,
 )
 from app.auth import AUTH_BODY_MAX_BYTES, TEXT_BODY_MAX_BYTES, account_delete_key, throttle_auth_attempt
+from app.channels.telegram.api import TelegramDep, provide_telegram
 from app.channels.web.widget import initials
 from app.core.errors import DomainError, Forbidden, InvalidInput, TooManyAttempts
 from app.deps import ContainerDep, PathId, Uow
@@ -291,20 +294,26 @@ class SettingsPages(CoachPage):
         start_session(request, {"coach_id": str(coach_id), "user_id": str(user_id)})
         return await _settings_page(container, uow, notice=f"Password changed; {ended} other session(s) logged out.")
 
-    @post("/account/delete", request_max_body_size=AUTH_BODY_MAX_BYTES)
+    @post(
+        "/account/delete",
+        request_max_body_size=AUTH_BODY_MAX_BYTES,
+        dependencies={"telegram": Provide(provide_telegram, sync_to_thread=False)},
+    )
     async def delete_account(
         self,
         request: Request[Any, Any, Any],
         uow: Uow,
         container: ContainerDep,
         dashboard_sessions: DashboardSessionsDep,
+        telegram: TelegramDep,
     ) -> Template | Redirect:
         """Delete the whole account after the password check (wrong: the settings page, 403, nothing deleted;
         rate-limited like log-in: 429); then end every session of the account and go to the sign-up page."""
         form = await request.form()
         try:
             await throttle_auth_attempt(request, container, account_delete_key(uow.coach_id))
-            await container.rights.delete_account(uow.coach_id, form_str(form, "password"))
+            disconnect = functools.partial(telegram.service.disconnect_any, uow.coach_id)
+            await container.rights.delete_account(uow.coach_id, form_str(form, "password"), disconnect=disconnect)
         except (Forbidden, TooManyAttempts) as exc:
             return await _settings_page(container, uow, error=exc, error_key="delete_error")
         await dashboard_sessions.end_others(uow.coach_id)

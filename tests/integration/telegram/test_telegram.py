@@ -160,6 +160,21 @@ async def test_start_sends_the_coachs_greeting_with_the_suggestions_as_a_reply_k
     assert "reply_markup" not in fake.sent_to(chat_id)[-1].params
 
 
+async def test_deleting_the_account_disconnects_its_bot(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """The account's bot is disconnected as ``DELETE /api/v1/channels/telegram`` does: without ``deleteWebhook``,
+    Telegram went on posting the bot's updates to a webhook that refuses them (401), its clients met silence, and
+    the owner could no longer disconnect the bot here. A wrong password deletes nothing and disconnects nothing."""
+    bot = await make_bot()
+    url, headers = "/api/v1/account/delete", bot.coach.headers
+    wrong = await tg.post(url, headers=headers, json={"password": "not the password"})
+    assert wrong.status_code == 403 and not fake.of("deleteWebhook", bot.token)
+    done = await tg.post(url, headers=headers, json={"password": "correct horse battery"})
+    assert done.status_code == 200, done.text
+    assert len(fake.of("deleteWebhook", bot.token)) == 1
+
+
 async def test_connect_registers_the_webhook_shows_a_masked_token_and_disconnects(
     tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
 ) -> None:
