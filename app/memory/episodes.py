@@ -245,15 +245,16 @@ class EpisodeService:
         across the embedding call; each batch is stored with the coach's embedding model in use
         (:meth:`~app.llm.registry.ProviderRegistry.store_embedded`). A batch shorter than ``EMBED_BATCH`` was the
         last: the job then ends without reading again. Idempotent (a message the turn embedded meanwhile keeps
-        its episode); a conversation gone by now (erased) is a no-op. Returns a short result line. Raises
+        its episode); a conversation gone by now (erased, or its whole account deleted) is a no-op. Returns a short
+        result line. Raises
         ``ProviderError`` (the embedding call; the worker retries) and ``EmbedderSwitched``."""
         stored = 0
         while True:
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
                 pending, client_id = await self._pending(uow.session, conversation_id, until)
+                if not pending or client_id is None:  # (the coach is read only now: an account deleted meanwhile)
+                    return f"conversation {conversation_id}: {stored} episodes stored"
                 embedder = await self._registry.embedder_for(await uow.coach())
-            if not pending or client_id is None:
-                return f"conversation {conversation_id}: {stored} episodes stored"
             texts = [message.text for message in pending]
             store = functools.partial(_insert_batch, coach_id=coach_id, client_id=client_id, messages=pending)
             await self._registry.store_embedded(self._sessionmaker, coach_id, embedder, texts, store)

@@ -97,6 +97,15 @@ async def test_the_job_embeds_every_remembered_message_reading_again_only_after_
     )
 
 
+async def test_the_job_of_a_deleted_account_ends_quietly(container: Container) -> None:
+    """An account deleted right after its clients chatted: the ``embed_messages`` jobs queued by its turns failed
+    with ``NotFound: coach not found`` (a traceback a conversation) where an erased client's end quietly."""
+    gone, conversation = uuid.uuid4(), uuid.uuid4()
+    assert (
+        await container.episodes.embed_messages(gone, conversation) == f"conversation {conversation}: 0 episodes stored"
+    )
+
+
 async def test_the_job_leaves_out_the_messages_sent_after_its_time(
     container: Container, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
 ) -> None:
