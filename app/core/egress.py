@@ -57,6 +57,8 @@ Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 in the order to try them. Raises ``OSError`` (e.g. ``socket.gaierror``) when the name does not resolve."""
 
 RESOLVE_TIMEOUT_SECONDS = 10.0
+MAX_PORT = 65535
+"""The highest TCP port (RFC 793's 16-bit port field); a URL naming another is refused."""
 
 
 class EgressRefused(Exception):
@@ -344,7 +346,7 @@ class EgressGuard:
 
         ``resolve_allowlisted=False`` skips resolving a host allowlisted by name (a settings form need not
         resolve ``ollama`` where only the worker's network knows it). Raises :class:`EgressRefused` (not http(s),
-        no host, plain http outside the allowlist, an address that may not be reached) or
+        no host, a port outside 1–65535, plain http outside the allowlist, an address that may not be reached) or
         :class:`UnresolvableHost`.
         """
         try:
@@ -357,6 +359,9 @@ class EgressGuard:
         host = parsed.host
         if not host:
             raise EgressRefused("the URL has no host")
+        if parsed.port is not None and not 1 <= parsed.port <= MAX_PORT:
+            # (httpx parses 99999; the resolver would take it modulo 65536 and check another port than the one dialled)
+            raise EgressRefused(f"the URL's port must be 1 to {MAX_PORT}, not {parsed.port}")
         port = parsed.port or (443 if scheme == "https" else 80)
         by_name = self.allowlist.allows_host(host)
         plain_http_refused = EgressRefused(

@@ -204,6 +204,15 @@ async def test_the_allowlist_opens_local_model_servers() -> None:
         await egress.check_url("http://10.0.0.7:8000/v1")
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/x", "http://localhost:0/hook", "https://localhost:65536/"])
+async def test_a_port_outside_the_tcp_range_is_refused(url: str) -> None:
+    """httpx parses these; saved as an alert webhook they were accepted, and every alert then failed for hours."""
+    egress, stub = guard("localhost, 127.0.0.0/8, ::1", localhost=["127.0.0.1", "::1"])
+    with pytest.raises(EgressRefused, match="port must be 1 to 65535"):
+        await egress.check_url(url)
+    assert stub.calls == [], "refused before any resolution"
+
+
 async def test_allowlisted_names_need_no_resolution_at_save_time() -> None:
     egress, stub = guard("ollama")
     checked = await egress.check_url("http://ollama:11434/v1", resolve_allowlisted=False)

@@ -123,6 +123,11 @@ async def test_loopback_urls_are_refused_at_save_time_and_nothing_is_stored(
         assert response.status_code == 400, response.text
         detail = response.json()["detail"]
         assert detail.startswith(f"{field_name}: ") and "loopback address" in detail, detail
+    port = await http.patch(
+        "/api/v1/settings", headers=coach.headers, json={"alert_webhook_url": "http://127.0.0.1:99999/h"}
+    )
+    assert port.status_code == 400, port.text
+    assert port.json()["detail"] == "alert_webhook_url: the URL's port must be 1 to 65535, not 99999"
     assert await settings_of(http, coach) == before
 
     # the allowlist is the operator's (process configuration): no setting of the coach's widens it
