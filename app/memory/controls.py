@@ -337,6 +337,8 @@ class MemoryControls:
                 entries = [v.strip() for v in value if v.strip()]
                 if len(entries) > PROFILE_LIST_MAX or any(len(v) > 300 for v in entries):
                     raise InvalidInput(f"{name} takes at most {PROFILE_LIST_MAX} entries of at most 300 characters")
+                if any("\n" in v or "\r" in v for v in entries):  # the dashboard's form is one entry a line
+                    raise InvalidInput(f"{name}: each entry must be one line (send several lines as several entries)")
                 setattr(profile, name, entries)
             else:
                 raise InvalidInput(f"unknown profile field {name!r}")

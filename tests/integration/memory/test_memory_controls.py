@@ -369,6 +369,8 @@ async def test_delete_insight_forgets_it_for_good(
         ("PATCH", "/profile", {"mood": "x"}, 400, "unknown profile field 'mood'"),
         ("PATCH", "/profile", {"what_works": "naps"}, 400, "what_works must be a list of strings"),
         ("PATCH", "/profile", {"tone": 5}, 400, "tone must be a string"),
+        # the dashboard's form is one entry a line: saving it unchanged split such an entry in two
+        ("PATCH", "/profile", {"what_works": ["Line one\nstill line one?"]}, 400, "each entry must be one line"),
         ("PATCH", "/profile", {}, 400, "at least one profile field"),
         ("PATCH", "/profile", ["tone"], 400, "Validation failed"),
     ],
