@@ -78,11 +78,11 @@ def unreadable_body_handler(request: Request[Any, Any, Any], exc: ClientExceptio
     return error_response(400, f"request body is not valid JSON: {exc.detail}")
 
 
-def malformed_path_ids(exc: ValidationException) -> list[str]:
-    """The names of the path parameters Litestar could not parse for the handler (``exc.extra``'s errors whose
-    ``source`` is ``"path"``), in route order; ``[]`` when the request's path was fine."""
+def malformed_path_ids(exc: ValidationException, sources: tuple[str, ...] = (ParamType.PATH,)) -> list[str]:
+    """The names of the parameters Litestar could not parse for the handler (``exc.extra``'s errors whose
+    ``source`` is one of ``sources``: the path's by default), in route order; ``[]`` when they were fine."""
     errors = exc.extra if isinstance(exc.extra, list) else []
-    return [e["key"] for e in errors if isinstance(e, dict) and e.get("source") == ParamType.PATH and "key" in e]
+    return [e["key"] for e in errors if isinstance(e, dict) and e.get("source") in sources and "key" in e]
 
 
 def validation_error_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
@@ -90,13 +90,14 @@ def validation_error_handler(request: Request[Any, Any, Any], exc: ValidationExc
     (every id parameter is ``{name:str}`` and parsed by the handler's :data:`app.deps.PathId`: a ``:uuid`` route
     parameter would make the router answer a bare 404) is a 400 naming the parameter, ``{"status_code": 400,
     "detail": "malformed conversation_id: not a UUID"}``; on a dashboard or widget page load, the 404 page (an
-    address with such an id leads nowhere). Any other refusal (a body, a query) keeps Litestar's body
+    address with such an id leads nowhere; so does a page's query parameter that does not parse, as
+    ``/dashboard/inbox?conversation=zzz``). Any other refusal (a body, an API's query) keeps Litestar's body
     ``{"status_code": 400, "detail": …, "extra": [{"message", "key", "source"}]}``."""
+    if is_page_request(request) and malformed_path_ids(exc, (ParamType.PATH, ParamType.QUERY)):
+        return not_found_page(request, NOTHING_HERE)
     malformed = malformed_path_ids(exc)
     if not malformed:
         return create_exception_response(request, exc)
-    if is_page_request(request):
-        return not_found_page(request, NOTHING_HERE)
     names = " and ".join(malformed)
     return error_response(400, f"malformed {names}: not {'a UUID' if len(malformed) == 1 else 'UUIDs'}")
 

@@ -144,7 +144,12 @@ async def test_a_page_with_a_malformed_id_keeps_the_404_page_and_its_fragments_g
 ) -> None:
     await log_in(browser, tenant.coach)
     page = {"Accept": "text/html"}
-    for url in (f"/dashboard/conversations/{MALFORMED}", f"/dashboard/clients/{MALFORMED}", f"/w/avatar/{MALFORMED}"):
+    for url in (
+        f"/dashboard/conversations/{MALFORMED}",
+        f"/dashboard/clients/{MALFORMED}",
+        f"/w/avatar/{MALFORMED}",
+        f"/dashboard/inbox?conversation={MALFORMED}",  # a query's id: a JSON 400 before
+    ):
         response = await browser.get(url, headers=page)
         assert response.status_code == 404, url
         assert "There is nothing at this address." in response.text, url
