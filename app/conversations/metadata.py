@@ -360,6 +360,11 @@ def helpful(meta: Mapping[str, Any] | None) -> bool | None:
     return None if feedback is None else feedback.helpful
 
 
+CRISIS_NOTICE = "crisis"
+"""``metadata.notice`` of the acknowledgement a client's message gets while their crisis handoff waits for the
+coach (:meth:`app.handoff.service.HandoffService.crisis_acknowledgement_due`)."""
+
+
 def is_notice(meta: Mapping[str, Any] | None) -> bool:
     """The message is a system notice or the crisis reply (``metadata.notice`` or ``metadata.crisis`` set): product
     text, which the widget and Telegram show without thumbs, not a reply the client could rate."""

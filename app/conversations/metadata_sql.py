@@ -31,9 +31,8 @@ _EXPERIMENT = _key(ReplyMeta, "experiment")
 _EXPERIMENT_ID = _key(ExperimentMeta, "id")
 _VARIANT = _key(ExperimentMeta, "variant")
 _NOTICES = (_key(ReplyMeta, "notice"), _key(ReplyMeta, "crisis"))
-_NOT_THE_MODELS = tuple(
-    _key(ReplyMeta, name)
-    for name in ("error", "partial_reply", "notice", "crisis", "honesty", "injection", "model_fallback")
+_NOT_THE_MODELS = _NOTICES + tuple(
+    _key(ReplyMeta, name) for name in ("error", "partial_reply", "honesty", "injection", "model_fallback")
 )
 
 

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.availability import away_until
 from app.accounts.models import Client, Coach
 from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason, HandoffStatus
-from app.conversations.metadata import client_view
+from app.conversations.metadata import CRISIS_NOTICE, client_view
 from app.conversations.models import Conversation, Message, SenderType
 from app.db import jobs
 from app.handoff.alerts import crisis_event
@@ -39,9 +39,6 @@ from app.memory.controls import MemoryControls
 
 log = logging.getLogger(__name__)
 
-CRISIS_NOTICE = "crisis"
-"""``metadata.notice`` of the acknowledgement a client's message gets while their crisis handoff waits for the
-coach (:meth:`HandoffService.crisis_acknowledgement_due`)."""
 
 ClientSink = Callable[[uuid.UUID, uuid.UUID, dict[str, Any]], Awaitable[None]]
 """``await sink(coach_id, client_id, event)``: a channel adapter's delivery of a client's live event (the

@@ -55,7 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import Coach
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork
-from app.conversations.metadata import feedback_of
+from app.conversations.metadata import CRISIS_NOTICE, feedback_of
 from app.conversations.models import Conversation, Message, SenderType, outside_preview
 from app.core.errors import InvalidInput, NotFound
 from app.db import jobs
@@ -201,7 +201,7 @@ def _sensitive(message: Message) -> bool:
     "am I talking to a bot?" (``honesty``: the coach's own "this is me" after it would teach a model to claim
     to be the coach)."""
     meta = message.reply_meta
-    return meta.crisis or meta.notice == "crisis" or meta.honesty is not None
+    return meta.crisis or meta.notice == CRISIS_NOTICE or meta.honesty is not None
 
 
 async def _forget_in_interventions(session: AsyncSession, conversation_id: uuid.UUID) -> None:

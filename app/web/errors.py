@@ -78,7 +78,7 @@ def unreadable_body_handler(request: Request[Any, Any, Any], exc: ClientExceptio
     return error_response(400, f"request body is not valid JSON: {exc.detail}")
 
 
-def malformed_path_ids(exc: ValidationException, sources: tuple[str, ...] = (ParamType.PATH,)) -> list[str]:
+def malformed_params(exc: ValidationException, sources: tuple[str, ...] = (ParamType.PATH,)) -> list[str]:
     """The names of the parameters Litestar could not parse for the handler (``exc.extra``'s errors whose
     ``source`` is one of ``sources``: the path's by default), in route order; ``[]`` when they were fine."""
     errors = exc.extra if isinstance(exc.extra, list) else []
@@ -93,9 +93,9 @@ def validation_error_handler(request: Request[Any, Any, Any], exc: ValidationExc
     address with such an id leads nowhere; so does a page's query parameter that does not parse, as
     ``/dashboard/inbox?conversation=zzz``). Any other refusal (a body, an API's query) keeps Litestar's body
     ``{"status_code": 400, "detail": …, "extra": [{"message", "key", "source"}]}``."""
-    if is_page_request(request) and malformed_path_ids(exc, (ParamType.PATH, ParamType.QUERY)):
+    if is_page_request(request) and malformed_params(exc, (ParamType.PATH, ParamType.QUERY)):
         return not_found_page(request, NOTHING_HERE)
-    malformed = malformed_path_ids(exc)
+    malformed = malformed_params(exc)
     if not malformed:
         return create_exception_response(request, exc)
     names = " and ".join(malformed)

@@ -21,6 +21,7 @@ from app.chat.turn.honesty import Honesty, disclosure
 from app.chat.turn.state import Reply, Turn, TurnResult
 from app.chat.turn.timing import ms_since
 from app.conversations.handoffs import Draft, DraftStatus, Handoff, HandoffReason, HandoffStatus
+from app.conversations.metadata import CRISIS_NOTICE
 from app.conversations.models import Conversation, Message, SenderType
 from app.db import jobs
 from app.handoff.confidence import Confidence, score_confidence
@@ -28,7 +29,7 @@ from app.handoff.crisis import crisis_acknowledgement, crisis_detail, crisis_rep
 from app.handoff.languages import written_language
 from app.handoff.normalise import normalise
 from app.handoff.queue import HANDOFF_LOCK
-from app.handoff.service import CRISIS_NOTICE, HandoffService
+from app.handoff.service import HandoffService
 from app.handoff.signals import TurnSignals, ai_question_language, human_request_language
 from app.handoff.sla import told_language
 from app.memory.messages import store_message
