@@ -194,8 +194,9 @@ def cost_estimate(base_model: str, trained_tokens: int | None) -> float | None:
 @dataclass(frozen=True)
 class Readiness:
     """Whether a fine-tune may start now. Rule: ``enabled`` (``coach.fine_tune_enabled``), an OpenAI endpoint
-    with a key configured, no job active, ``new_examples`` (SFT train examples created since the last job
-    started) ≥ ``min_examples`` and ``days_since_last`` ≥ ``min_days`` (``None``: no job yet). ``reason``
+    with a key configured, no job active, ``new_examples`` (SFT train examples created since the last job that
+    trained started) ≥ ``min_examples`` and ``days_since_last`` (days since it started) ≥ ``min_days`` (``None``:
+    no such job yet). A job that failed or was cancelled trained nothing: it starts neither count again. ``reason``
     names the first rule not met (``""`` when ready)."""
 
     ready: bool
@@ -252,14 +253,13 @@ async def _job(session: AsyncSession, coach_id: uuid.UUID, job_id: uuid.UUID) ->
     return job
 
 
-async def _last_job(session: AsyncSession, coach_id: uuid.UUID) -> FineTuneJob | None:
-    """The coach's newest fine-tune job, if any, in the caller's session."""
-    return await session.scalar(
-        select(FineTuneJob)
-        .where(FineTuneJob.coach_id == coach_id)
-        .order_by(FineTuneJob.created_at.desc(), FineTuneJob.id.desc())
-        .limit(1)
-    )
+async def _last_job(session: AsyncSession, coach_id: uuid.UUID, *, trained: bool = False) -> FineTuneJob | None:
+    """The coach's newest fine-tune job, if any, in the caller's session; ``trained``: the newest that succeeded
+    or is still under way (a failed or cancelled job trained nothing)."""
+    query = select(FineTuneJob).where(FineTuneJob.coach_id == coach_id)
+    if trained:
+        query = query.where(FineTuneJob.status.not_in((FineTuneStatus.FAILED, FineTuneStatus.CANCELLED)))
+    return await session.scalar(query.order_by(FineTuneJob.created_at.desc(), FineTuneJob.id.desc()).limit(1))
 
 
 async def _cancel_for_local(
@@ -393,8 +393,8 @@ class FineTuneService:
         """The readiness rule (see :class:`Readiness`) for the coach now."""
         session, coach_id = uow.session, uow.coach_id
         coach = await uow.coach()
-        last = await _last_job(session, coach_id)
-        since = last.created_at if last is not None else None
+        last, trained = await _last_job(session, coach_id), await _last_job(session, coach_id, trained=True)
+        since = trained.created_at if trained is not None else None
         new = await self._training.count_since(session, coach_id, since, split=Split.TRAIN)
         days = (datetime.now(UTC) - since).total_seconds() / 86400 if since is not None else None
         key = self._registry.decrypt_key(coach.llm_api_key_encrypted)

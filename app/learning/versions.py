@@ -340,16 +340,17 @@ class ModelVersionService:
         await session.flush()
 
     async def promote(self, coach_id: uuid.UUID, version_id: uuid.UUID, *, force: bool = False) -> ModelVersion:
-        """Put a version in production: at once when its evaluation passed (or ``force``: the coach overrides
-        the gate, recorded as ``evaluation.forced``), otherwise through the gate (:meth:`evaluate`; a rejected
-        or retired version is evaluated again). Raises ``NotFound``, and ``Conflict`` when the gate refuses (the
+        """Put a version in production: at once when it is ``staging`` and its evaluation passed (or ``force``: the
+        coach overrides the gate, recorded as ``evaluation.forced``), otherwise through the gate (:meth:`evaluate`;
+        a rejected or retired version is evaluated again, against the model serving now, whatever its evaluation
+        said then). Raises ``NotFound``, and ``Conflict`` when the gate refuses (the
         evaluation is kept) or cannot reach a model (nothing changes)."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             version = await self._version(session, coach_id, version_id)
             if version.status == ModelVersionStatus.PRODUCTION:
                 return version
-            if force or version.evaluation.get("passed"):
+            if force or (version.status == ModelVersionStatus.STAGING and version.evaluation.get("passed")):
                 if force:
                     version.evaluation = dict(version.evaluation) | {
                         "forced": True,

@@ -237,6 +237,15 @@ async def test_readiness_needs_enough_new_examples_and_enough_days(
     assert not too_recent.ready and too_recent.new_examples == 3
     assert 1.9 < (too_recent.days_since_last or 0) < 2.1 and "days since the last fine-tune" in too_recent.reason
 
+    # a job that failed or was cancelled since trained nothing: the counts still run from the one that succeeded
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        for status, days in ((FineTuneStatus.FAILED, 1), (FineTuneStatus.CANCELLED, 0.5)):
+            at = datetime.now(UTC) - timedelta(days=days)
+            session.add(FineTuneJob(coach_id=coach_id, base_model=FT_BASE, status=status, created_at=at))
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        after_failures = await container.fine_tunes.readiness(uow)
+    assert after_failures.new_examples == 3 and 1.9 < (after_failures.days_since_last or 0) < 2.1
+
     # examples older than the last job are not new
     async with tenant_session(container.sessionmaker, coach_id) as session:
         rows = (await session.scalars(select(TrainingExample).where(TrainingExample.coach_id == coach_id))).all()
@@ -496,6 +505,10 @@ async def test_the_gate_refuses_a_worse_model_and_rollback_restores_the_previous
     }
     nothing = await http.post("/api/v1/learning/models/rollback", headers=setup.coach.headers)
     assert nothing.status_code == 409
+    # a retired version whose evaluation once passed goes through the gate again, against what serves now
+    again = await http.post(f"/api/v1/learning/models/{better}/promote", headers=setup.coach.headers)
+    assert again.status_code == 200 and again.json()["status"] == "production"
+    assert again.json()["evaluation"]["at"] != promoted.json()["evaluation"]["at"]
 
     # tenancy: another coach sees none of it and cannot act on it
     other = await new_setup("Other Gate Coach")
