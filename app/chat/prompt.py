@@ -95,8 +95,9 @@ class AssembledPrompt:
     persona: str = ""
     """The persona at the top of the system message."""
     protected: list[str] = field(default_factory=list)
-    """Other texts the client must never read back: the fixed instructions, the style lines and the few-shot
-    texts (another client's words among them) — with ``persona``, the output check's leak reference."""
+    """Other texts the client must never read back: the fixed instructions and the style lines — with ``persona``
+    and the few-shot ``examples`` (:class:`~app.chat.turn.injection.ReplyCheck`), the output check's leak
+    reference."""
     untrusted: list[str] = field(default_factory=list)
     """Texts in the prompt that others wrote (passages, memory lines, few-shot texts): where an injected
     instruction can hide — the output check's payload reference."""
@@ -290,7 +291,7 @@ def assemble_prompt(
         kept.shots,
         len(kept.style),
         persona=persona,
-        protected=[*fixed, *kept.style, *shot_texts],
+        protected=[*fixed, *kept.style],
         untrusted=[  # as the model reads them (clean: NFKC, no invisible characters); a passage's title too
             *(clean(f"{p.title}. {p.text}") for p in kept.passages),  # (the file's name, /Title, <title>)
             *(clean(line) for line in kept.profile),

@@ -70,14 +70,16 @@ class FewShotExample:
     ``situation``, an abstract description of what the client brought (:func:`describe_situation`: mood,
     the coach's own topic labels, why the coach stepped in); ``coach_text``, the coach's reply with that
     client's name, e-mails, phone numbers and any run of the client's own words it repeats removed
-    (:func:`private_coach_text`), cut to ``EXAMPLE_CHARS``; its ESConv ``strategy`` and the cosine
-    ``similarity`` of its situation to the current client message."""
+    (:func:`private_coach_text`), cut to ``EXAMPLE_CHARS``; its ESConv ``strategy``, the cosine
+    ``similarity`` of its situation to the current client message, and the ``client_id`` it was written for
+    (never shown; the output check reads which texts were written for different clients: ``None``, unknown)."""
 
     id: uuid.UUID
     situation: str
     coach_text: str
     strategy: str | None
     similarity: float
+    client_id: uuid.UUID | None = None
 
 
 TopicMatcher = Callable[[Coach, str], list[str]]
@@ -597,6 +599,7 @@ class InterventionService:
                     coach_text=private_coach_text(row.text, said, client_name),
                     strategy=row.strategy,
                     similarity=round(float(similarity), 4),
+                    client_id=row.client_id,
                 )
             )
         return examples

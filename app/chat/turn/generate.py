@@ -94,6 +94,7 @@ class Generator:
             protected=prompt.protected,
             untrusted=prompt.untrusted,
             client_text=turn.message.text,
+            examples=prompt.examples,
         )
 
     async def _deltas(self, turn: Turn, gathered: Gathered, reply: Reply) -> AsyncIterator[str]:

@@ -38,8 +38,14 @@ import re
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from app.chat.spotlight import shows_markup, unmark
+
+if TYPE_CHECKING:
+    import uuid
+
+    from app.learning.interventions import FewShotExample
 
 LEAK_NGRAM = 8
 """Shared consecutive words that count as a leak of a protected text."""
@@ -132,9 +138,25 @@ def _source_ngrams(text: str, n: int) -> frozenset[tuple[str, ...]]:
     return frozenset(_ngrams(text, n))
 
 
+def _examples_ngrams(examples: Sequence[FewShotExample]) -> list[frozenset[tuple[str, ...]]]:
+    """The :data:`LEAK_NGRAM`-word n-grams of each few-shot example's ``coach_text`` that no example written for
+    another client shares: a run of words the coach wrote to two clients or more is the coach's own way of putting
+    things (what a model fine-tuned on the coach's replies learns to say), not something one client was told.
+    Examples whose client is unknown (``client_id`` ``None``) share nothing."""
+    grams = [_source_ngrams(example.coach_text, LEAK_NGRAM) for example in examples]
+    clients: dict[tuple[str, ...], set[uuid.UUID]] = {}
+    for example, own in zip(examples, grams, strict=True):
+        if example.client_id is not None:
+            for gram in own:
+                clients.setdefault(gram, set()).add(example.client_id)
+    stock = {gram for gram, written_for in clients.items() if len(written_for) > 1}
+    return [own - stock for own in grams] if stock else grams
+
+
 class ReplyCheck:
     """The output check of one prompt, its texts read once: call it with the reply so far (or the finished
-    reply) for :attr:`Injection.LEAK` (:func:`leaks` of ``protected``, or of ``persona`` with
+    reply) for :attr:`Injection.LEAK` (:func:`leaks` of ``protected`` and of the few-shot ``examples``' coach
+    texts but their runs written to several clients (:func:`_examples_ngrams`), or of ``persona`` with
     :data:`PERSONA_NGRAM`, or the prompt's markup: :func:`~app.chat.spotlight.shows_markup`), else
     :attr:`Injection.PAYLOAD` (a :func:`planted_payloads` of ``untrusted`` in it), else ``None``. A payload
     the client's own message (``client_text``) contains does not count: a client may ask for what they like in
@@ -142,8 +164,16 @@ class ReplyCheck:
     the n-grams of the prompt's texts and its planted payloads are computed here, once a turn (and kept per text
     across turns: :func:`_source_ngrams`, :func:`_payloads_of`)."""
 
-    def __init__(self, *, persona: str, protected: Sequence[str], untrusted: Sequence[str], client_text: str):
-        self._protected = [_source_ngrams(text, LEAK_NGRAM) for text in protected]
+    def __init__(
+        self,
+        *,
+        persona: str,
+        protected: Sequence[str],
+        untrusted: Sequence[str],
+        client_text: str,
+        examples: Sequence[FewShotExample] = (),
+    ):
+        self._protected = [_source_ngrams(text, LEAK_NGRAM) for text in protected] + _examples_ngrams(examples)
         self._persona = _source_ngrams(persona, PERSONA_NGRAM)
         asked = client_text.lower()
         self._payloads = [value for p in planted_payloads(untrusted) if (value := p.lower()) not in asked]

@@ -62,7 +62,8 @@ def test_untrusted_text_sits_datamarked_in_data_blocks_under_the_hierarchy() -> 
     assert "<<data: passages>>" in system and "<<data: notes about the client>>" in system
     # a planted delimiter cannot close its block early: every block has exactly one closing line
     assert system.splitlines().count(DATA_CLOSE) == 3
-    assert prompt.untrusted[0] == f"Notes. {PLANTED}" and PAST_REPLY in prompt.protected  # type: ignore[attr-defined]
+    assert prompt.untrusted[0] == f"Notes. {PLANTED}" and PAST_REPLY not in prompt.protected  # type: ignore[attr-defined]
+    assert [shot.coach_text for shot in prompt.examples] == [PAST_REPLY]  # type: ignore[attr-defined]
     assert prompt.persona == PERSONA  # type: ignore[attr-defined]
 
 
@@ -127,8 +128,32 @@ def test_output_check(reply: str, found: Injection | None) -> None:
         protected=prompt.protected,  # type: ignore[attr-defined]
         untrusted=prompt.untrusted,  # type: ignore[attr-defined]
         client_text="How do I plan my week?",
+        examples=prompt.examples,  # type: ignore[attr-defined]
     )
     assert check(reply) is found
+
+
+STOCK = "Let's pause and breathe together. What is one small step you could take today"
+
+
+def test_a_run_the_coach_wrote_to_several_clients_is_the_coachs_voice_not_a_leak() -> None:
+    """A model fine-tuned on the coach's replies says the coach's stock sentences: one that few-shot examples
+    written for two different clients share is not a leak, while the rest of each example still is. Before, every
+    such reply was replaced with the refusal."""
+    ann, ben = uuid.uuid4(), uuid.uuid4()
+
+    def shot(text: str, client_id: uuid.UUID | None) -> FewShotExample:
+        return FewShotExample(uuid.uuid4(), "the client's message read negative", text, None, 0.6, client_id)
+
+    examples = [shot(f"{STOCK} about your thesis?", ann), shot(f"{STOCK} about the move to Porto?", ben)]
+    check = ReplyCheck(persona=PERSONA, protected=[], untrusted=[], client_text="I feel stuck", examples=examples)
+    assert check(f"{STOCK}?") is None
+    assert check(f"{STOCK} about the move to Porto?") is Injection.LEAK  # what one client was told
+    # written for one client twice, or for clients unknown: still that client's
+    for same in ((ann, ann), (None, None)):
+        once = [shot(f"{STOCK} about your thesis?", same[0]), shot(f"{STOCK} about the move?", same[1])]
+        check = ReplyCheck(persona=PERSONA, protected=[], untrusted=[], client_text="I feel stuck", examples=once)
+        assert check(f"{STOCK}?") is Injection.LEAK, same
 
 
 @pytest.mark.parametrize(
