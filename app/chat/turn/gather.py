@@ -113,7 +113,7 @@ class Gatherer:
                 )
 
     async def gather(self, turn: Turn, reply: Reply) -> Gathered:
-        """The turn's context. Records ``retrieval_ms``, the ``experiment``, ``model_version_id``,
+        """The turn's context. Records ``retrieval_ms``, the ``experiment``,
         ``ai_confidence_before`` and ``confidence_threshold`` in ``reply.metadata`` and adds retrieval support
         to ``reply.signals`` (not measured when the coach has no material yet). Raises ``ProviderError``
         (the query embedding)."""
@@ -134,8 +134,6 @@ class Gatherer:
         reply.metadata["retrieval_ms"] = ms_since(t0)
         if learned.assignment is not None:
             reply.metadata["experiment"] = learned.assignment.as_meta()
-        if learned.version is not None:
-            reply.metadata["model_version_id"] = str(learned.version.id)
         if passages:
             reply.signals = replace(reply.signals, retrieval_support=retrieval_support([p.score for p in passages]))
         before = score_confidence(reply.signals)

@@ -114,6 +114,8 @@ class Generator:
         reply.metadata["few_shot"] = [str(example.id) for example in prompt.examples]
         provider = await self._registry.chat_for(coach, model=learned.model)
         reply.metadata["model"] = provider.model
+        if learned.version is not None and provider.model == learned.version.model:  # not a variant's, nor local
+            reply.metadata["model_version_id"] = str(learned.version.id)
         with reply.stages.time("generate.cache"):
             cached = await self._cached(turn, gathered, prompt, provider, reply)
         t0 = time.perf_counter()
@@ -194,6 +196,7 @@ class Generator:
                 log.warning("model %s failed, falling back to %s: %s", current.model, order[-1].model, exc)
                 reply.metadata["model_fallback"] = {"from": current.model, "error": str(exc)}
                 reply.metadata["model"] = order[-1].model
+                reply.metadata.pop("model_version_id", None)  # the base model answers, not the version
 
     def finish(self, reply: Reply) -> None:
         """Settle the generated reply: token counts and token confidence from the usage, the text trimmed to

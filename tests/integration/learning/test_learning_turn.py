@@ -120,19 +120,20 @@ async def test_the_production_model_serves_and_falls_back_to_the_base_model_on_e
     coach_id = uuid.UUID(setup.coach.coach_id)
     fine_tuned = "ft:gpt-4o-mini-2024-07-18:acme::abc123"
     async with tenant_session(container.sessionmaker, coach_id) as session:
-        session.add(
-            ModelVersion(
-                coach_id=coach_id,
-                model=fine_tuned,
-                base_model="gpt-4o-mini-2024-07-18",
-                status=ModelVersionStatus.PRODUCTION,
-            )
+        version = ModelVersion(
+            coach_id=coach_id,
+            model=fine_tuned,
+            base_model="gpt-4o-mini-2024-07-18",
+            status=ModelVersionStatus.PRODUCTION,
         )
+        session.add(version)
+        await session.flush()
+        version_id = str(version.id)
 
     served = await chat(http, setup, "How can I plan my week better?")
     assert requests(llm_api)[-1]["model"] == fine_tuned
     served_meta = await stored(http, setup, served)
-    assert served_meta["model"] == fine_tuned and "model_version_id" in served_meta
+    assert served_meta["model"] == fine_tuned and served_meta["model_version_id"] == version_id
 
     def by_model(request: httpx.Request) -> httpx.Response:
         if json.loads(request.content)["model"] == fine_tuned:
@@ -146,6 +147,7 @@ async def test_the_production_model_serves_and_falls_back_to_the_base_model_on_e
     fallback_meta = await stored(http, setup, fallback)
     assert fallback_meta["model"] == "gpt-4o-mini"
     assert fallback_meta["model_fallback"]["from"] == fine_tuned
+    assert "model_version_id" not in fallback_meta, "the base model answered, not the version"
     assert [body["model"] for body in requests(llm_api)[-2:]] == [fine_tuned, "gpt-4o-mini"]
 
 
