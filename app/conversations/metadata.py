@@ -127,6 +127,11 @@ class ModelFallbackMeta(msgspec.Struct, kw_only=True):
     """Its error (coach-only)."""
 
 
+LOW_RATING = 2
+"""Stars up to which a rating overrides a thumbs up: a reply rated 👍 then 1–2 ★ counts as 👎 (the client's
+considered rating after the quick click; :attr:`FeedbackMeta.approves`)."""
+
+
 class FeedbackMeta(msgspec.Struct, kw_only=True):
     """``metadata.feedback``: the client's own rating of a reply (``POST /api/v1/messages/{id}/feedback``)."""
 
@@ -138,6 +143,15 @@ class FeedbackMeta(msgspec.Struct, kw_only=True):
     """The client's comment, optional."""
     at: str | None = None
     """ISO 8601 time of the rating."""
+
+    @property
+    def approves(self) -> bool | None:
+        """The client's verdict: the thumbs, except that a thumbs up rated :data:`LOW_RATING` stars or fewer is a
+        thumbs down; ``None`` without thumbs. The learning dashboard's approval rate and failure patterns and the
+        experiments count this (:func:`app.conversations.metadata_sql.approves`)."""
+        if self.helpful is None:
+            return None
+        return self.helpful and not (self.rating is not None and self.rating <= LOW_RATING)
 
 
 # --------------------------------------------------------------------------------------------- ReplyMeta

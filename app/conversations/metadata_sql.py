@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, case, false, null
 from sqlalchemy.dialects.postgresql import array
 
-from app.conversations.metadata import ExperimentMeta, FeedbackMeta, ReplyMeta
+from app.conversations.metadata import LOW_RATING, ExperimentMeta, FeedbackMeta, ReplyMeta
 from app.conversations.models import Message
 
 
@@ -26,6 +26,7 @@ _MODE = _key(ReplyMeta, "mode")
 _APPROVED = _key(ReplyMeta, "approved_by_coach")
 _FEEDBACK = _key(ReplyMeta, "feedback")
 _HELPFUL = _key(FeedbackMeta, "helpful")
+_RATING = _key(FeedbackMeta, "rating")
 _TEXT = _key(FeedbackMeta, "text")
 _EXPERIMENT = _key(ReplyMeta, "experiment")
 _EXPERIMENT_ID = _key(ExperimentMeta, "id")
@@ -54,9 +55,15 @@ def rated() -> ColumnElement[bool]:
     return expr
 
 
-def helpful() -> ColumnElement[bool]:
-    """``metadata.feedback.helpful`` as a boolean (``NULL`` when not rated)."""
-    expr: ColumnElement[bool] = Message.meta[_FEEDBACK][_HELPFUL].as_boolean()
+def approves() -> ColumnElement[bool]:
+    """The client's verdict on the reply, :attr:`FeedbackMeta.approves` in SQL: ``metadata.feedback.helpful``, but
+    false for a rating of :data:`~app.conversations.metadata.LOW_RATING` stars or fewer (``NULL`` when not
+    rated)."""
+    feedback = Message.meta[_FEEDBACK]
+    helpful = feedback[_HELPFUL].as_boolean()
+    expr: ColumnElement[bool] = case(
+        (helpful.is_(None), null()), (feedback[_RATING].as_integer() <= LOW_RATING, false()), else_=helpful
+    )
     return expr
 
 

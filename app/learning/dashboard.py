@@ -169,7 +169,7 @@ class LearningDashboard:
                     meta_sql.mode(),
                     meta_sql.approved_by_coach(),
                     Message.citations,
-                    meta_sql.helpful(),
+                    meta_sql.approves(),
                 ).where(
                     Message.coach_id == coach_id,
                     Message.sender_type == SenderType.AI,
@@ -231,7 +231,7 @@ class LearningDashboard:
                 Message.coach_id == coach_id,
                 Message.sender_type == SenderType.AI,
                 Message.created_at >= start,
-                meta_sql.helpful().is_(False),
+                meta_sql.approves().is_(False),
                 meta_sql.rateable(),
                 REMEMBERED,
                 question_forgotten_at.is_(None),

@@ -380,7 +380,7 @@ class ExperimentService:
         experiment (:func:`~app.conversations.metadata_sql.served_by_its_model`: a variant's model that failed
         and left the reply to the base model, or an apology, counts for no arm)."""
         variant = meta_sql.experiment_variant()
-        helpful = meta_sql.helpful()
+        helpful = meta_sql.approves()
         rows = await session.execute(
             select(variant, func.count(), func.count().filter(helpful.is_(True)))
             .where(

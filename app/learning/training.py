@@ -167,14 +167,14 @@ class _Candidate:
 
 
 def _thumbs(message: Message) -> bool | None:
-    """True for a thumbs up (rating ≥ 4 when rated), False for a thumbs down or a low rating, else None."""
+    """True for a thumbs up (rating ≥ 4 when rated), False for a thumbs down or a low rating
+    (:attr:`~app.conversations.metadata.FeedbackMeta.approves` false), else None (a thumbs up rated 3)."""
     feedback = feedback_of(message.meta)
-    if feedback is None or feedback.helpful is None:
+    if feedback is None or feedback.approves is None:
         return None
-    rating = feedback.rating
-    if feedback.helpful and (rating is None or rating >= 4):
-        return True
-    return False if not feedback.helpful or (rating is not None and rating <= 2) else None
+    if feedback.approves:
+        return True if feedback.rating is None or feedback.rating >= 4 else None
+    return False
 
 
 def _excluded(message: Message) -> bool:

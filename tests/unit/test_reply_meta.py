@@ -274,3 +274,13 @@ def test_a_citation_merged_per_source_lists_the_passage_of_each_marker() -> None
         other | {"markers": [2], "chunk_ids": ["b"]},
     ]
     assert client_citations(shown) == shown
+
+
+@pytest.mark.parametrize(
+    ("helpful_", "rating", "approves"),
+    [(True, None, True), (True, 3, True), (True, 2, False), (True, 1, False), (False, 5, False), (None, 5, None)],
+)
+def test_a_low_rating_overrides_a_thumbs_up(helpful_: bool | None, rating: int | None, approves: bool | None) -> None:
+    """👍 then 1–2 ★ is the client's considered verdict: a thumbs down (the training data read it so; the learning
+    dashboard counted it as approval)."""
+    assert FeedbackMeta(helpful=helpful_, rating=rating).approves is approves

@@ -48,10 +48,19 @@ async def browser(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def rate(http: httpx.AsyncClient, setup: Setup, message_id: str, helpful: bool, text: str | None = None) -> None:
+async def rate(
+    http: httpx.AsyncClient,
+    setup: Setup,
+    message_id: str,
+    helpful: bool,
+    text: str | None = None,
+    rating: int | None = None,
+) -> None:
     body: dict[str, object] = {"helpful": helpful}
     if text:
         body["text"] = text
+    if rating is not None:
+        body["rating"] = rating
     response = await http.post(f"/api/v1/messages/{message_id}/feedback", headers=setup.client_auth, json=body)
     assert response.status_code == 200, response.text
 
@@ -78,15 +87,19 @@ async def test_the_dashboard_reports_approval_failures_and_handoffs(
     llm_api: respx.MockRouter,
     container: Container,
 ) -> None:
-    """Four liked and four disliked replies: approval 50 % (needs improvement), two failure patterns
-    (sleep and money) of two replies each, one handoff asked for by the client; the page draws the charts and
-    another coach sees none of it. Client messages forgotten since (with an insight that cited them) leave the
-    patterns, and so do the replies to them."""
+    """Four liked and four disliked replies (one of them 👍 then 1 ★): approval 50 % (needs improvement), two
+    failure patterns (sleep and money) of two replies each, one handoff asked for by the client; the page draws the
+    charts and another coach sees none of it. Client messages forgotten since (with an insight that cited them)
+    leave the patterns, and so do the replies to them."""
     setup = await new_setup("Dashboard Coach", response_cache_ttl_seconds=0)
     for question in LIKED:
         await rate(http, setup, (await chat(http, setup, question))["message_id"], True)
-    for question, comment in COMPLAINTS:
-        await rate(http, setup, (await chat(http, setup, question))["message_id"], False, comment)
+    for n, (question, comment) in enumerate(COMPLAINTS):
+        message_id = (await chat(http, setup, question))["message_id"]
+        if n:
+            await rate(http, setup, message_id, False, comment)
+        else:  # a thumbs up, then one star: the rating is the client's verdict (a thumbs up counted before)
+            await rate(http, setup, message_id, True, comment, rating=1)
     handed = await chat(http, setup, "Can I talk to a real person please?")
     assert handed["handoff"]["reason"] == "human_request"
     # the handoff notice is the product's text, not a reply (the widget shows it without thumbs): rating it is
