@@ -117,7 +117,8 @@ def favicon() -> File:
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
     """Map a service's ``DomainError`` to its HTTP status with the message as ``detail`` (and its ``code`` and
     ``fields`` when it has a code: :func:`app.web.errors.error_response`) and its headers (a 429's
-    ``Retry-After``); a 404 on a dashboard or widget page load is the 404 page instead."""
+    ``Retry-After``); on a dashboard or widget page load, the 404 page or the refused page instead
+    (:func:`app.web.errors.domain_error_page`)."""
     page = domain_error_page(request, exc)
     if page is not None:
         return page

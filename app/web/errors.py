@@ -103,11 +103,17 @@ def validation_error_handler(request: Request[Any, Any, Any], exc: ValidationExc
 
 
 def domain_error_page(request: Request[Any, Any, Any], exc: DomainError) -> Template | None:
-    """The 404 page for a service's ``NotFound`` on a page request (e.g. a deleted client's page); ``None``
-    for anything else (the caller answers with JSON)."""
-    if exc.status_code != 404 or not is_page_request(request):
+    """The page for a service's refusal of a page request: the 404 page for a ``NotFound`` (e.g. a deleted
+    client's page), the refused page with the message for another 4xx of a page load (``GET
+    /dashboard/learning?days=0``: "days must be a whole number from 1 to 365"); ``None`` for anything else, a
+    form's refusal included (the caller answers with JSON)."""
+    if not is_page_request(request):
         return None
-    return not_found_page(request, f"Not found: {exc.message}.")
+    if exc.status_code == 404:
+        return not_found_page(request, f"Not found: {exc.message}.")
+    if request.method == "GET" and 400 <= exc.status_code < 500:
+        return refused_page(request, exc.status_code, "This page cannot be shown", f"{exc.message}.")
+    return None
 
 
 def _back(request: Request[Any, Any, Any]) -> str:

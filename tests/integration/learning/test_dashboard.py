@@ -273,6 +273,14 @@ async def test_bad_dashboard_requests_get_clear_errors(
     page = await browser.get("/dashboard/learning")
     assert page.status_code in (302, 303) and page.headers["location"] == "/login"
 
+    # the pages themselves: a page saying why, with a way back, not the API's JSON
+    await log_in(browser, setup.coach)
+    html = {"Accept": "text/html"}
+    for url in ("/dashboard/learning?days=0", "/dashboard/learning?days=366", "/dashboard/learning/export?format=zzz"):
+        refused = await browser.get(url, headers=html)
+        assert refused.status_code == 400 and refused.headers["content-type"].startswith("text/html"), url
+        assert "This page cannot be shown" in refused.text and "must be" in refused.text, url
+
 
 async def test_the_settings_page_saves_the_learning_settings_and_rejects_bad_ones(
     browser: httpx.AsyncClient, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
