@@ -100,6 +100,26 @@ _PRODUCTION = select(ModelVersion).where(
 """Read on every chat turn: built once, run with a bound parameter (SQLAlchemy reuses its cache key)."""
 
 
+async def _preferred(judge: ChatProvider, context: str, a: str, b: str) -> str:
+    """The judge's pick between reply ``a`` and reply ``b`` after ``context``: ``"A"``, ``"B"`` or ``"tie"`` (also
+    for an unreadable answer)."""
+    raw = await judge.complete_json(
+        [
+            ChatMessage(role="system", content=JUDGE_PROMPT),
+            ChatMessage(role="user", content=f"{context}\n\nReply A:\n{a}\n\nReply B:\n{b}"),
+        ],
+        schema=JUDGE_SCHEMA,
+        name="verdict",
+        max_tokens=20,
+        temperature=0.0,
+    )
+    try:
+        winner = json.loads(raw).get("winner")
+    except (ValueError, AttributeError):
+        return "tie"
+    return winner if winner in ("A", "B") else "tie"
+
+
 class ModelVersionService:
     """The coach's model versions; promotion only through the gate."""
 
@@ -296,33 +316,22 @@ class ModelVersionService:
         current: list[str],
         references: list[str],
     ) -> list[str]:
-        """Pairwise verdicts (``candidate``/``current``/``tie``); the candidate is A on even examples, B on
-        odd ones. An unreadable verdict counts as a tie."""
+        """Pairwise verdicts (``candidate``/``current``/``tie``), one per example. Each pair is judged twice, the
+        candidate as reply A then as reply B, and wins only when both orders prefer it; orders that disagree are a
+        tie: a judge's position bias cancels whatever the number of examples (the swap of Zheng et al. 2023,
+        "Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena", §3.4). An unreadable verdict counts as a tie."""
         judge = await self._registry.chat_for(coach, model=coach.judge_model)
         verdicts: list[str] = []
         for index, prompt in enumerate(prompts):
-            a, b = (candidate[index], current[index]) if index % 2 == 0 else (current[index], candidate[index])
             conversation = "\n".join(f"{msg['role']}: {msg['content']}" for msg in prompt if msg["role"] != "system")
-            user = (
-                f"Conversation:\n{conversation}\n\nThe coach's reply:\n{references[index]}\n\n"
-                f"Reply A:\n{a}\n\nReply B:\n{b}"
-            )
-            raw = await judge.complete_json(
-                [ChatMessage(role="system", content=JUDGE_PROMPT), ChatMessage(role="user", content=user)],
-                schema=JUDGE_SCHEMA,
-                name="verdict",
-                max_tokens=20,
-                temperature=0.0,
-            )
-            try:
-                winner = json.loads(raw).get("winner")
-            except (ValueError, AttributeError):
-                winner = "tie"
-            if winner == "tie" or winner not in ("A", "B"):
-                verdicts.append("tie")
-            else:
-                candidate_is_a = index % 2 == 0
-                verdicts.append("candidate" if (winner == "A") == candidate_is_a else "current")
+            context = f"Conversation:\n{conversation}\n\nThe coach's reply:\n{references[index]}"
+            first = await _preferred(judge, context, candidate[index], current[index])
+            second = await _preferred(judge, context, current[index], candidate[index])
+            orders = {
+                "candidate" if first == "A" else "current" if first == "B" else "tie",
+                "candidate" if second == "B" else "current" if second == "A" else "tie",
+            }
+            verdicts.append(orders.pop() if len(orders) == 1 else "tie")
         return verdicts
 
     async def _make_production(self, session: AsyncSession, coach_id: uuid.UUID, version: ModelVersion) -> None:

@@ -129,6 +129,7 @@ class FakeOpenAI:
         self.created: list[dict[str, Any]] = []
         self.replies: dict[str, str] = {}
         self.listed: list[dict[str, Any]] = []
+        self.judge = judge
         router.route(host="127.0.0.1").pass_through()
         router.post(f"{MOCK_BASE_URL}/files", name="files").mock(side_effect=self._file)
         router.post(f"{MOCK_BASE_URL}/fine_tuning/jobs", name="create_job").mock(side_effect=self._create)
@@ -161,7 +162,7 @@ class FakeOpenAI:
     def _chat(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         if not body.get("stream"):
-            return openai_completion(json.dumps({"winner": judge(body["messages"][-1]["content"])}))
+            return openai_completion(json.dumps({"winner": self.judge(body["messages"][-1]["content"])}))
         if body["model"] == GONE:
             message = f"The model `{GONE}` does not exist or you do not have access to it."
             return openai_error(404, message, "invalid_request_error", "model_not_found")
@@ -527,6 +528,29 @@ async def test_the_gate_refuses_a_worse_model_and_rollback_restores_the_previous
         f"/api/v1/learning/models/{better}/promote", headers=setup.coach.headers, json={"force": "yes"}
     )
     assert bad_body.status_code == 400
+
+
+async def test_a_judge_that_always_picks_one_position_decides_nothing(
+    new_setup: Callable[..., Awaitable[Setup]],
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    fake_openai: Callable[[list[dict[str, Any]]], FakeOpenAI],
+) -> None:
+    """Each pair is judged in both orders: a judge that always answers "B", over an odd number of examples, gives
+    ties (win rate 0.5) and leaves the decision to the similarity. Before, the candidate sat in position A on the
+    even examples only, so such a judge gave it 2 of 5 and refused a candidate closer to the coach's replies."""
+    api = fake_openai([{"status": "running"}])
+    setup = await new_setup("Biased Judge Coach", judge_model="gpt-4o")
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    api.replies = {BASE: FAR_REPLY, "ft:closer": COACH_REPLY}
+    api.judge = lambda user: "B"
+    await seed(container, setup, run_jobs, {"test": 5})
+    candidate = await add_version(container, setup, "ft:closer")
+    assert (await container.model_versions.evaluate(coach_id, candidate)).startswith("production")
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        promoted = await session.get_one(ModelVersion, candidate)
+    judged = promoted.evaluation["judge"]
+    assert judged["win_rate"] == 0.5 and judged["verdicts"] == {"candidate": 0, "current": 0, "tie": 5}
 
 
 async def test_the_gate_compares_with_the_model_in_production_when_it_decides(
