@@ -496,11 +496,14 @@ def turn_signals(
     helpful_newest_first: Sequence[bool | None] = (),
     reply_logprobs: Sequence[float] | None = None,
     coach_name: str | None = None,
+    answered_earlier: Sequence[str] | None = None,
 ) -> TurnSignals:
     """All signals of one client message in one call (a convenience over the functions above).
 
     ``earlier_client_messages``: the client's earlier messages in this conversation, **oldest first** (not
     including ``text``); the sentiment trend uses the last :data:`TREND_WINDOW` - 1 of them plus ``text``.
+    ``answered_earlier``: those of them a reply answered, which a repeat counts against (:func:`repeated_question`;
+    ``None``: all of them): asking again what got no answer, or only an apology, is no sign that an answer missed.
     ``retrieval_scores``: cosines of the retrieved chunks, ``None`` when retrieval has not run (support
     ``None``). ``helpful_newest_first``: feedback on the latest AI replies. ``reply_logprobs``: the reply's
     token logprobs (``Usage.token_logprobs``), ``None`` before generation or when the provider sent none."""
@@ -516,7 +519,7 @@ def turn_signals(
         retrieval_support=None if retrieval_scores is None else retrieval_support(retrieval_scores),
         high_stakes_topics=topic_matches(text, high_stakes_topics),
         escalate_topics=topic_matches(text, escalate_topics),
-        repeated_question=repeated_question(text, earlier),
+        repeated_question=repeated_question(text, earlier if answered_earlier is None else answered_earlier),
         thumbs_down_streak=thumbs_down_streak(helpful_newest_first),
         token_confidence=None if reply_logprobs is None else token_confidence(reply_logprobs),
     )

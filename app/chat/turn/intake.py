@@ -259,6 +259,7 @@ class Intake:
             escalate_topics=coach.always_escalate_topics,
             helpful_newest_first=ai_feedback,
             coach_name=coach.name,
+            answered_earlier=_answered_by_a_reply(earlier),
         )
         watermark = conversation.insights_extracted_through
         reaches_watermark = len(earlier) < _earlier_limit(coach) or (
@@ -369,6 +370,22 @@ def _failed(message: Message) -> bool:
     :meth:`app.chat.turn.generate.Generator.apology`), as :data:`~app.conversations.models.FAILED_REPLY` reads
     it in SQL."""
     return message.sender_type == SenderType.AI and "error" in message.meta
+
+
+def _answered_by_a_reply(earlier: list[Message]) -> list[str]:
+    """The texts of the client's messages in ``earlier`` (oldest first) that a reply answered: a message of the AI or
+    the coach came after them that is neither a failed reply's apology (which asks the client to try again) nor a
+    notice. Those followed by nothing yet, or only by the apology or a notice, got no answer to repeat."""
+    answered: list[str] = []
+    waiting: list[str] = []
+    for msg in earlier:
+        if msg.sender_type == SenderType.CLIENT:
+            waiting.append(msg.text)
+            continue
+        if not _failed(msg) and not is_notice(msg.meta):
+            answered += waiting
+        waiting = []
+    return answered
 
 
 def _unanswered_since_a_reply(earlier: list[Message]) -> list[Message]:

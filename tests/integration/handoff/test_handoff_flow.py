@@ -327,6 +327,36 @@ async def test_a_provider_key_no_configured_key_opens_gets_the_apology_not_a_500
     assert llm_api["completions"].call_count == 0
 
 
+async def test_asking_again_after_the_apology_is_no_repeated_question(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter, container: Container
+) -> None:
+    """The apology asks the client to try again: the same question asked again is answered with no repeated-question
+    signal, which counts only repeats of a message a reply answered. Before, it read as a question whose answer
+    missed, lowering the confidence (with a real model's slow first reply timed out, the demo handed the retry to
+    the coach as frustration)."""
+    setup = await new_setup()
+    coach_id, question = uuid.UUID(setup.coach.coach_id), "How do I stop procrastinating on my thesis every morning?"
+
+    async def store_key(encrypted: bytes | None) -> None:
+        async with tenant_session(container.sessionmaker, coach_id) as session:
+            (await session.get_one(CoachRow, coach_id)).llm_api_key_encrypted = encrypted
+
+    await store_key(SecretBox(Fernet.generate_key()).encrypt("sk-lost-key-1234"))
+    try:
+        failed = await chat(http, setup, question)
+    finally:
+        await store_key(None)
+    assert failed["reply"] == APOLOGY
+    again = await chat(http, setup, question, failed["conversation_id"])
+    assert again["reply"] == REPLY and again["handoff"] is None
+    meta = (await transcript(http, setup, failed["conversation_id"]))[-1]["metadata"]
+    assert meta["signals"]["repeated_question"] == 0.0
+
+    answered = await chat(http, setup, question, failed["conversation_id"])  # a repeat of an answered question
+    meta = (await transcript(http, setup, answered["conversation_id"]))[-1]["metadata"]
+    assert meta["signals"]["repeated_question"] > 0.9
+
+
 async def test_a_channel_slow_between_deltas_does_not_cancel_the_turn(
     new_setup: Callable[..., Awaitable[Setup]],
     llm_api: respx.MockRouter,
