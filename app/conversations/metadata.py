@@ -196,6 +196,9 @@ class ReplyMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Completion tokens the provider reported."""
     truncated: bool = False
     """The reply hit the token limit and was cut back to its last complete sentence."""
+    deadline_cut: bool = False
+    """The model was still writing when the turn's deadline (``LLM_TIMEOUT_SECONDS``) passed: the reply is what it
+    wrote up to its last complete sentence (``truncated`` too), not the apology; never cached."""
 
     # --- timings (milliseconds)
     retrieval_ms: float | None = None

@@ -171,6 +171,14 @@ class FinalReply:
     truncated: bool
 
 
+def cut_at_deadline(streamed: str) -> FinalReply | None:
+    """The stored reply of a generation the turn's deadline stopped mid-stream: what streamed, cut back to its last
+    complete sentence (``truncated``); ``None`` when no sentence was complete (the turn then apologises)."""
+    text = streamed.strip()
+    ends = [match.end() for match in _SENTENCE_END.finditer(text)]
+    return FinalReply(text[: ends[-1]], True) if ends else None
+
+
 def final_reply(streamed: str, *, completion_tokens: int | None, max_tokens: int) -> FinalReply:
     """The stored reply from the streamed text: stripped, and cut back to its last full sentence when the
     model stopped at ``max_tokens`` (``completion_tokens`` ``None``: the provider reported no usage)."""

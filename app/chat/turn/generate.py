@@ -11,7 +11,15 @@ from dataclasses import replace
 
 from app.chat.prompt import AssembledPrompt, assemble_prompt
 from app.chat.tone import TurnTone, with_tone
-from app.chat.turn.decide import OnError, final_reply, honest_reply, model_order, on_provider_error, use_cache
+from app.chat.turn.decide import (
+    OnError,
+    cut_at_deadline,
+    final_reply,
+    honest_reply,
+    model_order,
+    on_provider_error,
+    use_cache,
+)
 from app.chat.turn.honesty import Honesty
 from app.chat.turn.injection import ReplyCheck, StreamedReply, safe_reply
 from app.chat.turn.state import Gathered, Reply, Turn
@@ -217,6 +225,23 @@ class Generator:
         if not final.text:
             raise ProviderError("the model returned an empty reply")
         reply.text = final.text
+
+    def finish_at_deadline(self, turn: Turn, reply: Reply) -> bool:
+        """Settle a reply the turn's deadline stopped while the model was still writing (a slow model on a busy
+        machine: SmolLM2 on 2 cores writes a few tokens a second): keep what it wrote up to its last complete
+        sentence (:func:`~app.chat.turn.decide.cut_at_deadline`), recording ``truncated`` and ``deadline_cut``,
+        instead of discarding it for the apology. ``False`` (nothing changed) when no sentence was complete."""
+        final = cut_at_deadline("".join(reply.parts))
+        if final is None:
+            return False
+        log.warning(
+            "chat turn for coach %s: cut at its %g s deadline while the model was still writing",
+            turn.coach.id,
+            self._settings.llm_timeout_seconds,
+        )
+        reply.metadata.update(truncated=True, deadline_cut=True)
+        reply.text = final.text
+        return True
 
     def guard(self, turn: Turn, reply: Reply) -> str | None:
         """The output check against prompt injection (:mod:`app.chat.turn.injection`; off with the defences):

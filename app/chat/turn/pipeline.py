@@ -364,9 +364,14 @@ class ChatService:
                 low = (after.detail, gathered.before)
             else:
                 with stages.time("generate"):
-                    async for delta in deadline.stream(self._generator.generate(turn, gathered, reply)):  # 5.
-                        yield delta
-                    self._generator.finish(reply)
+                    try:
+                        async for delta in deadline.stream(self._generator.generate(turn, gathered, reply)):  # 5.
+                            yield delta
+                    except TimeoutError:  # a reply still being written keeps its complete sentences
+                        if not self._generator.finish_at_deadline(turn, reply):
+                            raise
+                    else:
+                        self._generator.finish(reply)
                     # the output checks: prompt injection (leak, planted payload), then honesty
                     correction = self._generator.guard(turn, reply) or self._generator.honest(turn, reply)
                 if correction is not None:
@@ -384,7 +389,7 @@ class ChatService:
         with stages.time("after_commit"):  # 7. after commit
             if reply.cache_key is not None and cache_after(
                 cache=reply.metadata.get("cache"),
-                failed=reply.failed,
+                failed=reply.failed or "deadline_cut" in reply.metadata,
                 replaced="honesty" in reply.metadata or "injection" in reply.metadata,
                 fallback="model_fallback" in reply.metadata,
                 sent=outcome.reply is not None and outcome.handoff is None,

@@ -35,7 +35,7 @@ from app.chat.turn.pipeline import ChatService
 from app.chat.turn.state import TurnResult
 from app.container import Container
 from app.conversations.handoffs import Handoff, HandoffReason
-from app.conversations.models import SenderType
+from app.conversations.models import Message, SenderType
 from app.core.config import Settings
 from app.core.runtime import Services, serve_in_background
 from app.core.security import SecretBox
@@ -388,6 +388,41 @@ async def test_a_channel_slow_between_deltas_does_not_cancel_the_turn(
     )
     items = [item async for item in container.chat.answer(coach_id, client_id, stalled.message_id)]
     assert items[0] == APOLOGY and isinstance(items[-1], TurnResult) and items[-1].reply == APOLOGY
+
+
+async def test_a_reply_still_being_written_at_the_deadline_keeps_its_complete_sentences(
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The model writes two sentences and part of a third, then writes no more before the turn's deadline (the
+    offline model on a busy machine): the reply is those two sentences, marked truncated, instead of the apology
+    that discarded what the client had watched stream in. Nothing is cached."""
+    setup = await new_setup(response_cache_ttl_seconds=3600)
+    monkeypatch.setattr(container.chat._settings, "llm_timeout_seconds", 1.0)
+    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    written = ["Plan Monday first.", " Then pick one task a day.", " After that, you"]
+
+    class Stalls(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            yield openai_sse(written, complete=False)
+            await asyncio.sleep(30)
+
+    llm_api["completions"].mock(
+        side_effect=lambda request: httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Stalls())
+    )
+    received = await container.chat.receive(
+        coach_id, client_id, "How can I plan my week better?", conversation_id=None, channel="widget"
+    )
+    items = [item async for item in container.chat.answer(coach_id, client_id, received.message_id)]
+    result = items[-1]
+    assert isinstance(result, TurnResult) and result.reply == "Plan Monday first. Then pick one task a day."
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        stored = await session.get_one(Message, result.message_id)
+    assert stored.text == result.reply and stored.meta["truncated"] is True and stored.meta["deadline_cut"] is True
+    assert "error" not in stored.meta and stored.meta["cache"] == "miss"
+    assert await container.cache.get(coach_id, stored.meta["cache_key"]) is None
 
 
 async def test_a_crisis_is_answered_while_every_turn_slot_is_taken(

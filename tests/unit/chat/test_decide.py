@@ -16,6 +16,7 @@ from app.chat.turn.decide import (
     after_retrieval,
     before_model,
     cache_after,
+    cut_at_deadline,
     final_reply,
     model_order,
     on_provider_error,
@@ -162,3 +163,16 @@ def test_on_provider_error(streamed: bool, attempt: int, attempts: int, expected
 )
 def test_final_reply(streamed: str, tokens: int | None, expected: FinalReply) -> None:
     assert final_reply(streamed, completion_tokens=tokens, max_tokens=40) == expected
+
+
+@pytest.mark.parametrize(
+    ("streamed", "expected"),
+    [
+        pytest.param(" Breathe. Then act and", FinalReply("Breathe.", True), id="cut-after-a-sentence"),
+        pytest.param("Breathe! Then act?” And", FinalReply("Breathe! Then act?”", True), id="quote"),
+        pytest.param("no sentence end yet", None, id="no-sentence"),
+        pytest.param("   ", None, id="nothing"),
+    ],
+)
+def test_cut_at_deadline(streamed: str, expected: FinalReply | None) -> None:
+    assert cut_at_deadline(streamed) == expected
