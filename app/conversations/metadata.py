@@ -377,6 +377,10 @@ def helpful(meta: Mapping[str, Any] | None) -> bool | None:
     return None if feedback is None else feedback.helpful
 
 
+HANDED_BACK = "handed_back"
+"""``metadata`` key (``true``) of a client message a low-confidence handoff took from the AI and the coach handed
+back unanswered (:meth:`app.handoff.actions.CoachActions.handback`): the AI answers it whatever its confidence (the
+coach's decision), instead of handing it off again."""
 CRISIS_NOTICE = "crisis"
 """``metadata.notice`` of the acknowledgement a client's message gets while their crisis handoff waits for the
 coach (:meth:`app.handoff.service.HandoffService.crisis_acknowledgement_due`)."""

@@ -8,13 +8,14 @@ import functools
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Client, Coach
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.handoffs import Handoff, HandoffReason, HandoffStatus
+from app.conversations.metadata import HANDED_BACK
 from app.conversations.models import Message, SenderType
 from app.conversations.service import unanswered_client_message
 from app.core.errors import Conflict, InvalidInput
@@ -37,6 +38,30 @@ def coach_text(text: str | None) -> str:
     if len(text) > MAX_COACH_MESSAGE_CHARS:
         raise InvalidInput(f"text is longer than {MAX_COACH_MESSAGE_CHARS} characters")
     return text
+
+
+_HANDOFF_NOTICES = ("handoff", "sla")
+"""``metadata.notice`` of what a handoff itself tells the client: its notice and the SLA's holding message."""
+
+
+async def _taken_from_the_ai(session: AsyncSession, handoff: Handoff) -> Message | None:
+    """The client message a low-confidence ``handoff`` took from the AI (its trigger, answered by its notice)
+    while nothing but that handoff's notices came after it in the conversation (no client message, no reply, no
+    coach message), and it is not forgotten; else ``None``."""
+    if handoff.reason != HandoffReason.LOW_CONFIDENCE or handoff.trigger_message_id is None:
+        return None
+    trigger = await session.get(Message, handoff.trigger_message_id)
+    if trigger is None or trigger.forgotten_at is not None or trigger.answered_at is None:
+        return None
+    after = await session.execute(
+        select(Message.sender_type, Message.meta).where(
+            Message.conversation_id == trigger.conversation_id, Message.created_at > trigger.created_at
+        )
+    )
+    notices_only = all(
+        sender == SenderType.AI and (meta or {}).get("notice") in _HANDOFF_NOTICES for sender, meta in after.all()
+    )
+    return trigger if notices_only else None
 
 
 class CoachActions:
@@ -119,9 +144,12 @@ class CoachActions:
         """Give the conversation back to the AI: the active handoff is closed (an open one is dismissed);
         ``human_duration_minutes`` is the time since the takeover. With ``reply`` (the default) the AI answers
         the client's message the coach left unanswered, if any (an ``answer_pending`` job queued in the same
-        transaction); without, that message is marked answered (``answered_at``): the coach settled it, and the
-        stranded-message sweep (:meth:`app.chat.turn.ChatService.answer_stranded`) leaves it alone. Raises
-        ``NotFound`` and ``Conflict`` when no handoff is active."""
+        transaction), the question a low-confidence handoff took from the AI included (only its notices came after
+        it: :func:`_taken_from_the_ai`; marked :data:`~app.conversations.metadata.HANDED_BACK`, it is answered
+        whatever the AI's confidence, the coach's decision); without, that message is marked answered
+        (``answered_at``): the coach settled it, and the stranded-message sweep
+        (:meth:`app.chat.turn.ChatService.answer_stranded`) leaves it alone. Raises ``NotFound`` and ``Conflict``
+        when no handoff is active."""
         session, coach_id = uow.session, uow.coach_id
         coach = await uow.coach()
         conversation = await coach_conversation(session, coach_id, conversation_id)
@@ -135,6 +163,9 @@ class CoachActions:
             handoff.human_duration_minutes = round((now - handoff.claimed_at).total_seconds() / 60, 2)
         client = await self._accounts.get_client(uow, conversation.client_id)
         pending = await unanswered_client_message(session, conversation_id)
+        if pending is None and reply and (taken := await _taken_from_the_ai(session, handoff)) is not None:
+            # answered only by the handoff's notices: the AI answers it now, whatever its confidence
+            taken.answered_at, taken.meta, pending = None, {**(taken.meta or {}), HANDED_BACK: True}, taken.id
         if pending is not None and reply:
             jobs.answer_pending(session, coach_id, pending, occasion=f"handback:{handoff.id}")
         elif pending is not None:  # the coach's decision: settled, so no sweep answers it later

@@ -88,12 +88,16 @@ class AfterRetrieval:
     detail: str = ""
 
 
-def after_retrieval(*, mode: str, confidence: Confidence, threshold: float) -> AfterRetrieval:
+def after_retrieval(
+    *, mode: str, confidence: Confidence, threshold: float, handed_back: bool = False
+) -> AfterRetrieval:
     """Decide after retrieval: ``draft`` mode always drafts (the coach reviews every reply, whatever the
-    confidence); otherwise confidence (0–1) below ``threshold`` hands off, else the reply is sent."""
+    confidence); otherwise confidence (0–1) below ``threshold`` hands off, else the reply is sent. A message the
+    coach ``handed_back`` after a low-confidence handoff took it (:data:`~app.conversations.metadata.HANDED_BACK`)
+    is sent whatever the confidence: the coach decided the AI answers it."""
     if mode == HandoffMode.DRAFT:
         return AfterRetrieval(After.DRAFT)
-    if confidence.value < threshold:
+    if confidence.value < threshold and not handed_back:
         detail = f"confidence {confidence.value:.2f} < {threshold:.2f}"
         if confidence.reason:
             detail += f", mostly {confidence.reason.replace('_', ' ')}"

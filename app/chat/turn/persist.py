@@ -179,7 +179,10 @@ class Persister:
             else:
                 outcome = Outcome(await self._store_reply(session, turn, reply, resumed))
                 after = after_retrieval(
-                    mode=coach.handoff_mode, confidence=confidence, threshold=coach.confidence_threshold
+                    mode=coach.handoff_mode,
+                    confidence=confidence,
+                    threshold=coach.confidence_threshold,
+                    handed_back=turn.handed_back,
                 )
                 if after.action is After.HAND_OFF:  # the reply's token probability, known once it was streamed
                     detail = f"{after.detail} (after the reply was sent)"

@@ -358,7 +358,10 @@ class ChatService:
                 with stages.time("gather"):
                     gathered = await self._gatherer.gather(turn, reply)  # 3. gather
             after = after_retrieval(  # 4. decide after retrieval
-                mode=coach.handoff_mode, confidence=gathered.before, threshold=coach.confidence_threshold
+                mode=coach.handoff_mode,
+                confidence=gathered.before,
+                threshold=coach.confidence_threshold,
+                handed_back=turn.handed_back,
             )
             if after.action is After.HAND_OFF:
                 low = (after.detail, gathered.before)

@@ -13,6 +13,7 @@ from app.chat.tone import TurnTone, turn_tone
 from app.chat.turn.injection import ReplyCheck
 from app.chat.turn.timing import Stages
 from app.conversations.handoffs import Handoff
+from app.conversations.metadata import HANDED_BACK
 from app.conversations.models import Conversation, Message
 from app.handoff.confidence import Confidence
 from app.handoff.risk import RiskAssessment
@@ -81,6 +82,12 @@ class Turn:
     active: Handoff | None
     query_embedding: list[float] | None = None
     insights_due: bool = True
+
+    @property
+    def handed_back(self) -> bool:
+        """The coach handed the message back after a low-confidence handoff took it from the AI
+        (:data:`~app.conversations.metadata.HANDED_BACK`): the AI answers it whatever its confidence."""
+        return bool((self.message.meta or {}).get(HANDED_BACK))
 
 
 @dataclass(frozen=True)

@@ -181,3 +181,33 @@ async def test_the_dashboard_offers_both_handbacks(
     await run_jobs()
     assert [m["sender_type"] for m in await transcript(http, setup, conversation_id)][-1] == "client"
     assert answers_to_waiting(llm_api) == 0
+
+
+async def test_handing_back_a_low_confidence_handoff_answers_the_question_it_took(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """The AI was unsure and handed the question to the coach (its notice told the client); the coach hands the
+    conversation back without taking over: the AI answers the question, whatever its confidence (the coach's
+    decision), instead of leaving the client with the notice alone. Before, the notice counted as the answer and
+    nothing came. A handoff the client asked for, answered by its notice, is not answered by the AI."""
+    setup = await new_setup(high_stakes_topics=["quitting my job"], confidence_threshold=0.95)
+    question = "I'm thinking about quitting my job next week"
+    handed = await chat(http, setup, question)
+    assert handed["handoff"]["reason"] == "low_confidence", handed
+    conversation_id, h = handed["conversation_id"], setup.coach.headers
+    assert (await http.post(f"/api/v1/conversations/{conversation_id}/handback", headers=h)).status_code == 200
+    await run_jobs()
+    messages = await transcript(http, setup, conversation_id)
+    assert [m["sender_type"] for m in messages] == ["client", "ai", "ai"]
+    assert messages[1]["metadata"]["notice"] == "handoff" and messages[-1]["text"] == REPLY
+    bodies = [json.loads(call.request.content) for call in llm_api.routes["completions"].calls]
+    assert sum(1 for b in bodies if b.get("stream") and b["messages"][-1]["content"] == question) == 1
+
+    asked = await chat(http, setup, "Can I talk to a real person please?", conversation_id)
+    assert asked["handoff"]["reason"] == "human_request"
+    assert (await http.post(f"/api/v1/conversations/{conversation_id}/handback", headers=h)).status_code == 200
+    await run_jobs()
+    assert [m["sender_type"] for m in await transcript(http, setup, conversation_id)][-2:] == ["client", "ai"]
