@@ -186,33 +186,37 @@ class SettingsOut(msgspec.Struct):
 
 
 class SettingsPatch(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARS)] | None = None
-    persona: Annotated[str, msgspec.Meta(max_length=MAX_PERSONA_CHARS)] | None = None
-    llm_provider: str | None = None
-    llm_model: str | None = None
-    llm_base_url: str | None = None
-    llm_api_key: str | None = None
-    recent_messages: int | None = None
-    session_idle_minutes: int | None = None
-    handoff_mode: str | None = None
-    confidence_threshold: float | None = None
-    high_stakes_topics: list[str] | None = None
-    always_escalate_topics: list[str] | None = None
-    handoff_sla_minutes: int | None = None
-    availability: dict[str, Any] | None = None
-    crisis_resources: list[str] | None = None
-    crisis_resources_by_language: dict[str, list[str]] | None = None
-    alert_webhook_url: str | None = None
-    alert_email: str | None = None
-    fine_tune_enabled: bool | None = None
-    fine_tune_min_examples: int | None = None
-    fine_tune_min_days: int | None = None
-    fine_tune_base_model: str | None = None
-    judge_model: str | None = None
-    response_cache_ttl_seconds: int | None = None
-    widget_allowed_origins: list[str] | None = None
-    widget_greeting: str | None = None
-    widget_suggestions: list[str] | None = None
+    """``PATCH /api/v1/settings``: the fields sent change, the others stay. ``null`` is refused (400 naming the
+    field): an empty string clears a text setting (``alert_webhook_url``, ``llm_api_key``…); ``null`` read as "not
+    sent" before, so a client clearing a setting with it was told it succeeded while nothing changed."""
+
+    name: Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARS)] | msgspec.UnsetType = msgspec.UNSET
+    persona: Annotated[str, msgspec.Meta(max_length=MAX_PERSONA_CHARS)] | msgspec.UnsetType = msgspec.UNSET
+    llm_provider: str | msgspec.UnsetType = msgspec.UNSET
+    llm_model: str | msgspec.UnsetType = msgspec.UNSET
+    llm_base_url: str | msgspec.UnsetType = msgspec.UNSET
+    llm_api_key: str | msgspec.UnsetType = msgspec.UNSET
+    recent_messages: int | msgspec.UnsetType = msgspec.UNSET
+    session_idle_minutes: int | msgspec.UnsetType = msgspec.UNSET
+    handoff_mode: str | msgspec.UnsetType = msgspec.UNSET
+    confidence_threshold: float | msgspec.UnsetType = msgspec.UNSET
+    high_stakes_topics: list[str] | msgspec.UnsetType = msgspec.UNSET
+    always_escalate_topics: list[str] | msgspec.UnsetType = msgspec.UNSET
+    handoff_sla_minutes: int | msgspec.UnsetType = msgspec.UNSET
+    availability: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
+    crisis_resources: list[str] | msgspec.UnsetType = msgspec.UNSET
+    crisis_resources_by_language: dict[str, list[str]] | msgspec.UnsetType = msgspec.UNSET
+    alert_webhook_url: str | msgspec.UnsetType = msgspec.UNSET
+    alert_email: str | msgspec.UnsetType = msgspec.UNSET
+    fine_tune_enabled: bool | msgspec.UnsetType = msgspec.UNSET
+    fine_tune_min_examples: int | msgspec.UnsetType = msgspec.UNSET
+    fine_tune_min_days: int | msgspec.UnsetType = msgspec.UNSET
+    fine_tune_base_model: str | msgspec.UnsetType = msgspec.UNSET
+    judge_model: str | msgspec.UnsetType = msgspec.UNSET
+    response_cache_ttl_seconds: int | msgspec.UnsetType = msgspec.UNSET
+    widget_allowed_origins: list[str] | msgspec.UnsetType = msgspec.UNSET
+    widget_greeting: str | msgspec.UnsetType = msgspec.UNSET
+    widget_suggestions: list[str] | msgspec.UnsetType = msgspec.UNSET
 
 
 class EmbeddingRequest(msgspec.Struct):
@@ -440,7 +444,8 @@ class SettingsController(Controller):
         new signing secret, returned this once as ``alert_webhook_secret``. The offline model cannot be fine-tuned:
         ``fine_tune_enabled: true`` with ``llm_provider`` ``local`` is a 400, and a switch to ``local`` turns
         ``fine_tune_enabled`` off (the answer shows it)."""
-        changes = msgspec.structs.asdict(data)
+        sent = msgspec.structs.asdict(data)
+        changes = {name: None if value is msgspec.UNSET else value for name, value in sent.items()}
         learning = {name: changes.pop(name) for name in LEARNING_FIELDS}
         widget = {name: changes.pop(name) for name in WIDGET_FIELDS}
         before = (await uow.coach()).alert_webhook_secret_encrypted

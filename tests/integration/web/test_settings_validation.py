@@ -104,3 +104,20 @@ async def test_the_settings_page_refuses_fine_tunes_on_the_local_model_and_says_
     assert (after["llm_provider"], after["fine_tune_enabled"]) == ("local", False)
     again = await browser.post("/dashboard/settings", data=advanced)
     assert again.status_code == 200 and FINE_TUNES_TURNED_OFF not in again.text, "said only when it happened"
+
+
+async def test_a_null_setting_is_refused_naming_the_field_and_an_empty_string_clears_it(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """``null`` read as "not sent": ``{"alert_webhook_url": null}`` answered 200 and left the URL set."""
+    coach = await make_coach("Null Coach")
+    set_judge = await http.patch("/api/v1/settings", headers=coach.headers, json={"judge_model": "gpt-4o"})
+    assert set_judge.status_code == 200, set_judge.text
+    before = await settings(http, coach)
+    for field in ("judge_model", "alert_webhook_url", "recent_messages", "name"):
+        refused = await http.patch("/api/v1/settings", headers=coach.headers, json={field: None, "persona": "Brief."})
+        assert refused.status_code == 400, refused.text
+        assert [e["key"] for e in refused.json()["extra"]] == [field] and "null" in refused.text, refused.text
+        assert await settings(http, coach) == before, "nothing changed"
+    cleared = await http.patch("/api/v1/settings", headers=coach.headers, json={"judge_model": ""})
+    assert cleared.status_code == 200 and cleared.json()["judge_model"] is None
