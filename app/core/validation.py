@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -57,12 +58,34 @@ def in_range(name: str, value: int, bounds: tuple[int, int]) -> int:
     return value
 
 
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+"""Unicode's bidirectional embeddings, overrides and isolates (UAX #9): in a name or a title they reorder how the
+text after them is shown (``ev\u202etxt.exe`` reads "evexe.txt"), the spoof of "Trojan Source" (CVE-2021-42574).
+Right-to-left scripts need none of them (their letters carry their direction; the marks U+200E/U+200F stay)."""
+
+
+def plain_text(value: str) -> str:
+    """``value`` without :data:`_BIDI_CONTROLS` and with control characters (line breaks, tabs: Unicode category
+    Cc) as spaces: what a name, a title or a file name may hold."""
+    value = _BIDI_CONTROLS.sub("", value)
+    if value.isprintable():
+        return value
+    return "".join(" " if unicodedata.category(c) == "Cc" else c for c in value)
+
+
+def _visible(text: str) -> bool:
+    """Whether ``text`` shows anything: a character that is neither blank nor an invisible format character
+    (category Cf: a zero-width space, a BOM)."""
+    return any(not c.isspace() and unicodedata.category(c) != "Cf" for c in text)
+
+
 def bounded_text(name: str, value: str, max_chars: int, *, required: bool = False) -> str:
-    """``value`` with blanks around it removed, at most ``max_chars`` characters long (and not empty when
-    ``required``). Raises ``InvalidInput`` naming the field otherwise: the API's schema says the same, and the
+    """``value`` with blanks around it removed and without bidirectional controls (:data:`_BIDI_CONTROLS`), at
+    most ``max_chars`` characters long (and, when ``required``, showing something: a name of zero-width characters
+    alone is empty). Raises ``InvalidInput`` naming the field otherwise: the API's schema says the same, and the
     dashboard's forms, which have no schema, get the same message instead of the database's error."""
-    text = value.strip()
-    if required and not text:
+    text = _BIDI_CONTROLS.sub("", value).strip()
+    if required and not _visible(text):
         raise InvalidInput(f"{name} must not be empty")
     if len(text) > max_chars:
         raise InvalidInput(f"{name} must be at most {max_chars} characters")

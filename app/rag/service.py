@@ -22,6 +22,7 @@ from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.config import Settings
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.pagination import Keyset, Page, PageRequest
+from app.core.validation import plain_text
 from app.db import jobs
 from app.db.outbox import pending_job_args
 from app.llm.base import ProviderError
@@ -82,7 +83,7 @@ class DocumentService:
         already holds (the same bytes, by SHA-256, in a document not ``failed``: its passages would be retrieved
         and cited twice). Two uploads of one file at once take turns on a transaction-scoped advisory lock, so
         one of them is refused."""
-        filename = PurePath(filename or "").name.strip()
+        filename = plain_text(PurePath(filename or "").name).strip()
         if not filename:
             raise InvalidInput("the upload has no file name")
         if len(filename) > MAX_FILENAME_CHARS:

@@ -56,6 +56,7 @@ async def test_a_title_is_validated_and_only_the_coachs_own_document_is_renamed(
     document = await upload(http, coach, "notes.txt", b"Walk after lunch, every day.\n")
     for body, reason in [
         ({"title": "   "}, "title must not be empty"),
+        ({"title": "\u202e\u200b\ufeff"}, "title must not be empty"),  # shows nothing: a bidi control, zero widths
         ({"title": "x" * 301}, "title must be at most 300 characters"),
     ]:
         response = await _rename(http, coach, document["id"], body)
@@ -69,6 +70,29 @@ async def test_a_title_is_validated_and_only_the_coachs_own_document_is_renamed(
     assert (response.json()["title"], response.json()["title_by_coach"]) == ("Daily walks", True)
     shown = (await http.get(f"/api/v1/documents/{document['id']}", headers=coach.headers)).json()
     assert (shown["title"], shown["title_by_coach"]) == ("Daily walks", True)
+
+
+async def test_names_and_titles_hold_no_bidirectional_controls_nor_line_breaks(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """A right-to-left override reorders what follows it on every page that shows the text: ``ev\u202etxt.exe.md``
+    showed as a document "Evexe.txt" (the "Trojan Source" spoof), and a client named with invisible characters
+    alone showed blank. A file name with a line break kept it."""
+    coach = await make_coach("Spoof Coach")
+    for name, data, expected in (
+        ("ev\u202etxt.exe.txt", b"Walk after lunch.\n", ("Evtxt.exe", "evtxt.exe.txt")),
+        ("ok\r\nX: y.txt", b"Plan the week.\n", ("Ok X: Y", "ok  X: y.txt")),
+    ):
+        uploaded = await upload(http, coach, name, data)
+        shown = (await http.get(f"/api/v1/documents/{uploaded['id']}", headers=coach.headers)).json()
+        assert (shown["title"], shown["filename"]) == expected, shown
+    blank = await http.post("/api/v1/clients", headers=coach.headers, json={"name": "\u202e\u200b"})
+    assert blank.status_code == 400 and blank.json()["detail"] == "name must not be empty", blank.text
+    for name in ("\u202eSam\u202c Lee", "\u0633\u0627\u0631\u0629\u200f"):  # (a right-to-left mark stays)
+        assert (await http.post("/api/v1/clients", headers=coach.headers, json={"name": name})).status_code == 201
+    listed = (await http.get("/api/v1/clients", headers=coach.headers)).json()
+    names = {c["name"] for c in (listed["items"] if isinstance(listed, dict) else listed)}
+    assert names == {"Sam Lee", "\u0633\u0627\u0631\u0629\u200f"}, names
 
 
 async def test_a_rename_re_heads_every_chunk_in_place_and_citations_name_the_new_title(
