@@ -23,7 +23,7 @@ from app.chat.turn.decide import (
 from app.chat.turn.honesty import Honesty
 from app.chat.turn.injection import ReplyCheck, StreamedReply, safe_reply
 from app.chat.turn.state import Gathered, Reply, Turn
-from app.chat.turn.timing import ms_since
+from app.chat.turn.timing import Deadline, ms_since
 from app.core.config import Settings
 from app.handoff.signals import claims_human, token_confidence
 from app.learning.cache import ResponseCache
@@ -67,6 +67,21 @@ class Generator:
         ``ProviderError`` (every model failed)."""
         async for text in self._held_back(reply, self._deltas(turn, gathered, reply)):
             yield text
+
+    async def generate_within(
+        self, deadline: Deadline, turn: Turn, gathered: Gathered, reply: Reply
+    ) -> AsyncIterator[str]:
+        """:meth:`generate` within the turn's ``deadline`` (:meth:`Deadline.stream`), then :meth:`finish`; a reply
+        the model is still writing when the deadline passes keeps its complete sentences
+        (:meth:`finish_at_deadline`). Raises ``ProviderError``, and ``TimeoutError`` when no sentence was complete."""
+        try:
+            async for delta in deadline.stream(self.generate(turn, gathered, reply)):
+                yield delta
+        except TimeoutError:
+            if not self.finish_at_deadline(turn, reply):
+                raise
+        else:
+            self.finish(reply)
 
     async def _held_back(self, reply: Reply, deltas: AsyncIterator[str]) -> AsyncIterator[str]:
         """``deltas`` as the client may see them: :data:`~app.chat.turn.injection.HELD_WORDS` words behind the

@@ -367,14 +367,8 @@ class ChatService:
                 low = (after.detail, gathered.before)
             else:
                 with stages.time("generate"):
-                    try:
-                        async for delta in deadline.stream(self._generator.generate(turn, gathered, reply)):  # 5.
-                            yield delta
-                    except TimeoutError:  # a reply still being written keeps its complete sentences
-                        if not self._generator.finish_at_deadline(turn, reply):
-                            raise
-                    else:
-                        self._generator.finish(reply)
+                    async for delta in self._generator.generate_within(deadline, turn, gathered, reply):  # 5.
+                        yield delta
                     # the output checks: prompt injection (leak, planted payload), then honesty
                     correction = self._generator.guard(turn, reply) or self._generator.honest(turn, reply)
                 if correction is not None:
