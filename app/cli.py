@@ -213,13 +213,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 async def poll_telegram(settings: Settings, services: Services) -> None:
-    """Long-poll every bot in ``polling`` mode (:func:`app.channels.telegram.poller.poll_forever`) until cancelled."""
+    """Long-poll every bot in ``polling`` mode (:func:`app.channels.telegram.poller.poll_forever`) until cancelled.
+    Raises ``RuntimeError`` on a schema that is not at head, as the worker does
+    (:func:`app.db.migrate.assert_schema_current`)."""
     from app.channels.telegram.poller import poll_forever
     from app.channels.telegram.wiring import build_channel
     from app.container import Container
+    from app.db.migrate import assert_schema_current
 
     container = await Container.create(settings, services.database_url, services.redis_url)
     try:
+        await assert_schema_current(container.engine)
+        console.print("[green]polling Telegram bots[/] (Ctrl-C to stop)")
         await poll_forever(build_channel(container))
     finally:
         await container.close()
@@ -227,12 +232,15 @@ async def poll_telegram(settings: Settings, services: Services) -> None:
 
 def cmd_telegram_poll(args: argparse.Namespace) -> int:
     """``telegram poll``: fetch the updates of every bot in polling mode with ``getUpdates`` (what ``serve`` does
-    by itself without an https ``PUBLIC_URL``), until interrupted."""
+    by itself without an https ``PUBLIC_URL``), until interrupted (refuses to start on an out-of-date schema)."""
     settings = _settings(args)
     with _start(settings) as services:
-        console.print("[green]polling Telegram bots[/] (Ctrl-C to stop)")
-        with contextlib.suppress(KeyboardInterrupt):
-            uvloop.run(poll_telegram(settings, services))
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                uvloop.run(poll_telegram(settings, services))
+        except RuntimeError as exc:
+            console.print(f"[red]telegram poll not started:[/] {escape(str(exc))}")
+            return 1
     return 0
 
 
@@ -405,9 +413,12 @@ def _moment(text: str) -> datetime:
     the years 1–9999 once in UTC, which the database driver could not send, is refused)."""
     try:
         moment = datetime.fromisoformat(text)
-        return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).astimezone(UTC)
-    except (ValueError, OverflowError):
+    except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {text!r} (e.g. 2026-12-05T18:00)") from None
+    try:
+        return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"out of range: {text!r} is outside the years 1 to 9999 in UTC") from None
 
 
 def _coach_id(text: str) -> uuid.UUID:
@@ -571,6 +582,23 @@ def _output_file(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"no folder {str(path.parent)!r} to write {path.name!r} in")
     if not os.access(path.parent, os.W_OK):
         raise argparse.ArgumentTypeError(f"the folder {str(path.parent)!r} is not writable")
+    return path
+
+
+def _data_dir(text: str) -> Path:
+    """An argparse ``type`` for ``--data-dir``: not empty (it meant ``./.opencoach``), and a folder or a path
+    below one (it is made on first use), checked before any server starts: a file there, or above it, failed
+    later with ``File exists`` or ``Not a directory``."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    path = Path(text)
+    try:
+        existing = next((folder for folder in (path, *path.parents) if folder.exists()), None)
+    except OSError as exc:  # e.g. a folder above it this user may not look into
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc.strerror}") from None
+    if existing is not None and not existing.is_dir():
+        named = f"{text!r} is" if existing == path else f"{text!r}: {str(existing)!r} is"
+        raise argparse.ArgumentTypeError(f"{named} not a directory")
     return path
 
 
@@ -739,7 +767,7 @@ def cmd_eval_crisis(args: argparse.Namespace) -> int:
     try:
         data = load_cssrs(Path(args.cssrs))
         if args.folds is not None:
-            cache = EmbeddingCache(Path(args.embedding_cache) if args.embedding_cache else None)
+            cache = EmbeddingCache(args.embedding_cache)
             negatives = load_chat_negatives(Path(args.esconv)) if args.esconv else None
             with console.status("C-SSRS cross-validation…") as status:
                 cv = cross_validate(
@@ -791,7 +819,7 @@ def cmd_train_crisis(args: argparse.Namespace) -> int:
 
     try:
         data = load_cssrs(Path(args.cssrs))
-        cache = EmbeddingCache(Path(args.embedding_cache) if args.embedding_cache else None)
+        cache = EmbeddingCache(args.embedding_cache)
         negatives = load_chat_negatives(Path(args.esconv)) if args.esconv else None
         with console.status("Embedding C-SSRS posts and fitting the crisis model…"):
             result = train_model(data.users, args.out, cache=cache, negatives=negatives, seed=args.seed)
@@ -981,7 +1009,9 @@ def _command(commands: Any, name: str, summary: str) -> argparse.ArgumentParser:
 def _injection_parser(targets: Any) -> None:
     """``eval injection``."""
     injection = _command(targets, "injection", "BIPIA prompt-injection attack success, defences on and off")
-    injection.add_argument("--data-dir", help="directory for embedded servers and secrets (env DATA_DIR)")
+    injection.add_argument(
+        "--data-dir", type=_data_dir, help="directory for embedded servers and secrets (env DATA_DIR)"
+    )
     injection.add_argument(
         "--bipia",
         required=True,
@@ -1039,7 +1069,9 @@ def _crisis_parsers(targets: Any, sub: Any) -> None:
         "--folds", type=int, default=None, help="stratified user-level K-fold CV of lexicon, learned and combined"
     )
     crisis.add_argument("--seed", type=SEED, default=0, help="fold shuffling seed (with --folds)")
-    crisis.add_argument("--embedding-cache", help="an .npz file keeping post embeddings between runs (with --folds)")
+    crisis.add_argument(
+        "--embedding-cache", type=_output_file, help="an .npz file keeping post embeddings between runs (with --folds)"
+    )
     crisis.add_argument(
         "--esconv", help="ESConv directory: train.jsonl seekers as extra negatives, valid.jsonl as a chat check"
     )
@@ -1053,7 +1085,9 @@ def _crisis_parsers(targets: Any, sub: Any) -> None:
         "--out", type=_output_file, default="app/handoff/crisis_model.npz", help="weights file to write"
     )
     train_crisis.add_argument("--seed", type=SEED, default=0, help="inner-fold shuffling seed")
-    train_crisis.add_argument("--embedding-cache", help="an .npz file keeping post embeddings between runs")
+    train_crisis.add_argument(
+        "--embedding-cache", type=_output_file, help="an .npz file keeping post embeddings between runs"
+    )
     train_crisis.add_argument("--esconv", help="ESConv directory: train.jsonl seeker messages as extra negatives")
     train_crisis.set_defaults(func=cmd_train_crisis)
 
@@ -1109,7 +1143,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", help="directory for embedded servers and secrets (env DATA_DIR)")
+        p.add_argument("--data-dir", type=_data_dir, help="directory for embedded servers and secrets (env DATA_DIR)")
 
     serve = _command(sub, "serve", "run the web app (and a worker) on embedded or configured servers")
     common(serve)

@@ -20,6 +20,7 @@ import ast
 import csv
 import hashlib
 import re
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,14 +191,22 @@ level ``concern`` (any lexicon flag, weak distress words included)."""
 
 class EmbeddingCache:
     """Window embeddings by SHA-256 of the text, kept in an ``.npz`` file between runs (``path`` None: in
-    memory only). Embedding is unsupervised and label-free, so sharing it across folds leaks nothing."""
+    memory only). Embedding is unsupervised and label-free, so sharing it across folds leaks nothing. Raises
+    :class:`EvalDataError` when ``path`` holds something else (no ``.npz`` file with ``keys`` and ``vectors``)."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.vectors: dict[str, np.ndarray] = {}
         if path is not None and path.exists():
-            with np.load(path, allow_pickle=False) as data:
-                self.vectors = dict(zip((str(k) for k in data["keys"]), data["vectors"], strict=True))
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    keys, vectors = data["keys"], data["vectors"]
+                    if keys.ndim != 1 or vectors.ndim != 2:
+                        raise ValueError(f"keys of shape {keys.shape}, vectors of shape {vectors.shape}")
+                    self.vectors = dict(zip((str(k) for k in keys), vectors, strict=True))
+            except (ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+                # (ValueError: not NumPy's format, or object arrays; TypeError: an .npy array, not an .npz archive)
+                raise EvalDataError(f"{path}: not an embedding cache (.npz with keys and vectors)") from exc
 
     @staticmethod
     def key(text: str) -> str:

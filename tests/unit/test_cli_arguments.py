@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import re
 import socket
+from pathlib import Path
 
 import pytest
 import uvicorn
 
+from app import cli
 from app.cli import _serve, _served_at, main
 from app.core.config import Settings
 from app.core.runtime import Services
@@ -30,7 +32,15 @@ from app.core.runtime import Services
         (["learning", "train-strategy", "--esconv", "x", "--out", "y", "--c", "big"], "--c: invalid number: 'big'"),
         (["eval", "crisis", "--cssrs", "x", "--folds", "5", "--seed", "-1"], "--seed: must be from 0 to 4294967295"),
         (["handoff", "train-crisis", "--cssrs", "x.csv", "--seed", "4294967296"], "--seed: must be from 0 to"),
-        (["documents", "reprocess", "--before", "0001-01-01T00:00:00+05:00"], "--before: not an ISO 8601 date"),
+        (["documents", "reprocess", "--before", "2026-13-01"], "--before: not an ISO 8601 date or time: '2026-13-01'"),
+        (
+            ["documents", "reprocess", "--before", "0001-01-01T00:00:00+14:00"],
+            "--before: out of range: '0001-01-01T00:00:00+14:00' is outside the years 1 to 9999 in UTC",
+        ),
+        (
+            ["documents", "reprocess", "--before", "9999-12-31T23:59:59-23:59"],
+            "--before: out of range: '9999-12-31T23:59:59-23:59' is outside the years 1 to 9999 in UTC",
+        ),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,
 )
@@ -49,8 +59,16 @@ def test_an_out_of_range_number_is_a_usage_error(
     [
         (["learning", "train-strategy", "--esconv", "x", "--out", "no-such-folder/m.npz"], "--out: no folder"),
         (["handoff", "train-crisis", "--cssrs", "x.csv", "--out", "."], "--out: '.' is a folder, not a file"),
+        (
+            ["eval", "crisis", "--cssrs", "x.csv", "--folds", "2", "--embedding-cache", "/nonexistent/dir/c.npz"],
+            "--embedding-cache: no folder '/nonexistent/dir' to write 'c.npz' in",
+        ),
+        (
+            ["handoff", "train-crisis", "--cssrs", "x.csv", "--embedding-cache", "/nonexistent/dir/c.npz"],
+            "--embedding-cache: no folder '/nonexistent/dir' to write 'c.npz' in",
+        ),
     ],
-    ids=["missing-folder", "a-folder"],
+    ids=["missing-folder", "a-folder", "eval-cache-missing-folder", "train-cache-missing-folder"],
 )
 def test_an_out_file_that_cannot_be_written_is_a_usage_error_before_training(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
@@ -61,6 +79,38 @@ def test_an_out_file_that_cannot_be_written_is_a_usage_error_before_training(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["migrate"], ["rotate-secret"], ["serve"], ["telegram", "poll"], ["eval", "injection", "--bipia", "x.json"]],
+    ids=" ".join,
+)
+def test_a_data_dir_that_is_no_directory_is_a_usage_error_before_anything_starts(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file as ``--data-dir`` (or above it) failed after start-up with ``[Errno 17] File exists`` or "cannot use
+    the database as the schema owner (MIGRATION_DATABASE_URL): [Errno 20] Not a directory"; an empty one silently
+    meant ./.opencoach."""
+
+    def started(*args: object) -> None:
+        raise AssertionError("a server was started")
+
+    monkeypatch.setattr(cli, "embedded_services", started)
+    monkeypatch.delenv("MIGRATION_DATABASE_URL", raising=False)
+    afile = tmp_path / "afile"
+    afile.write_text("kept")
+    for given, message in (
+        (str(afile), f"{str(afile)!r} is not a directory"),
+        (str(afile / "x"), f"{str(afile / 'x')!r}: {str(afile)!r} is not a directory"),
+        ("", "must not be empty"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main([*command, "--data-dir", given])
+        assert exited.value.code == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"argument --data-dir: {message}" in err and "Traceback" not in err, err
+    assert afile.read_text() == "kept"
 
 
 @pytest.mark.parametrize(

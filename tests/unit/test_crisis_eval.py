@@ -241,13 +241,61 @@ def test_cli_folds_bad_value_is_one_error_line(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_cli_file_error_names_the_file_not_the_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """An ``--embedding-cache`` that is a folder: one error line naming it (it blamed DATABASE_URL and REDIS_URL)."""
+    """An ``--embedding-cache`` that is a folder: one usage error naming it (it blamed DATABASE_URL and REDIS_URL)."""
     path = write(tmp_path / "c.csv", [["u1", "['x']", "Ideation"], ["u2", "['y']", "Supportive"]])
     cache = tmp_path / "cache"
     cache.mkdir()
-    assert main(["eval", "crisis", "--cssrs", str(path), "--folds", "2", "--embedding-cache", str(cache)]) == 1
+    with pytest.raises(SystemExit) as exited:
+        main(["eval", "crisis", "--cssrs", str(path), "--folds", "2", "--embedding-cache", str(cache)])
+    assert exited.value.code == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert err.startswith("error:") and str(cache) in err and "DATABASE_URL" not in err, err
+    assert f"--embedding-cache: {str(cache)!r} is a folder" in err and "DATABASE_URL" not in err, err
+
+
+def _not_caches(folder: Path) -> list[Path]:
+    """Files an ``--embedding-cache`` may name by mistake: text, an empty file, a broken zip, an ``.npz`` without
+    ``keys``, an ``.npy`` array, and an ``.npz`` whose keys are pickled objects."""
+    (folder / "bad.json").write_text("not json")
+    (folder / "empty.npz").write_bytes(b"")
+    (folder / "broken.npz").write_bytes(b"PK\x03\x04 not a zip")
+    np.savez(folder / "other.npz", a=np.zeros(3))
+    np.save(folder / "array.npy", np.zeros(3))
+    np.savez(folder / "pickled.npz", keys=np.array([{"a": 1}], dtype=object), vectors=np.zeros((1, 3)))
+    np.savez(folder / "flat.npz", keys=np.array(["a"]), vectors=np.zeros(3))
+    names = ("bad.json", "empty.npz", "broken.npz", "other.npz", "array.npy", "pickled.npz", "flat.npz")
+    return [folder / name for name in names]
+
+
+def test_a_file_that_is_no_embedding_cache_is_refused_and_kept(tmp_path: Path) -> None:
+    """np.load's pickle refusal, a KeyError for a missing ``keys`` array: now one :class:`EvalDataError` naming
+    the file, which is left as it was."""
+    for path in _not_caches(tmp_path):
+        before = path.read_bytes()
+        with pytest.raises(EvalDataError) as refused:
+            EmbeddingCache(path)
+        assert str(refused.value) == f"{path}: not an embedding cache (.npz with keys and vectors)"
+        assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["eval", "train"])
+def test_cli_embedding_cache_that_is_no_cache_is_one_error_line(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``eval crisis --folds 2`` and ``handoff train-crisis`` printed a traceback (or, for train-crisis, numpy's
+    pickle message) for a cache that is not one: one ``error:`` line naming the file, exit 2, before any
+    embedding."""
+    path = write(tmp_path / "c.csv", [["u1", "['x']", "Ideation"], ["u2", "['y']", "Supportive"]])
+    argv = (
+        ["eval", "crisis", "--cssrs", str(path), "--folds", "2"]
+        if command == "eval"
+        else ["handoff", "train-crisis", "--cssrs", str(path), "--out", str(tmp_path / "out.npz")]
+    )
+    for cache in (tmp_path / "bad.json", tmp_path / "other.npz"):
+        _not_caches(tmp_path)
+        assert main([*argv, "--embedding-cache", str(cache)]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert err == f"error: {cache}: not an embedding cache (.npz with keys and vectors)", err
+    assert not (tmp_path / "out.npz").exists()
 
 
 def test_chat_negatives_from_esconv_are_training_sets_and_a_held_out_check(tmp_path: Path) -> None:

@@ -1,9 +1,16 @@
-"""Schema: migrations reach head and match the models; the worker refuses an out-of-date schema."""
+"""Schema: migrations reach head and match the models; the worker and ``telegram poll`` refuse an out-of-date
+schema."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import sys
 import uuid
+from asyncio.subprocess import PIPE, STDOUT
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +22,7 @@ from app.accounts.models import Coach
 from app.core.config import Settings
 from app.core.runtime import Services
 from app.db.engine import make_engine
-from app.db.migrate import alembic_config, upgrade_head
+from app.db.migrate import alembic_config, head_revision, upgrade_head
 from app.llm.registry import ProviderRegistry
 from app.rag.models import Chunk, Document, DocumentStatus
 from app.worker import build_worker
@@ -38,25 +45,66 @@ async def test_vector_extension_is_pgvector_0_8_or_newer(services: Services) -> 
     assert tuple(int(p) for p in version.split(".")[:2]) >= (0, 8)
 
 
-async def test_worker_refuses_to_start_on_an_out_of_date_schema(
-    settings: Settings, services: Services, registry: ProviderRegistry
-) -> None:
+@contextlib.asynccontextmanager
+async def _never_migrated(services: Services) -> AsyncIterator[tuple[str, str]]:
+    """A new, empty database beside the test one (no revision): its app and owner URLs, dropped on exit."""
     name = f"stale_{uuid.uuid4().hex[:8]}"
     owner = make_engine(services.migration_database_url, pool_size=1)
     async with owner.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         await conn.execute(text(f"CREATE DATABASE {name}"))
     try:
-        stale_url = make_url(services.database_url).set(database=name).render_as_string(hide_password=False)
-        worker = build_worker(settings, stale_url, services.redis_url, burst=True, registry=registry)
-        with pytest.raises(RuntimeError, match="opencoach migrate"):
-            await worker.main()
-        await worker.close()
+        app_url, owner_url = (
+            make_url(url).set(database=name).render_as_string(hide_password=False)
+            for url in (services.database_url, services.migration_database_url)
+        )
+        yield app_url, owner_url
     finally:
         async with owner.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             await conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
         await owner.dispose()
+
+
+async def test_worker_refuses_to_start_on_an_out_of_date_schema(
+    settings: Settings, services: Services, registry: ProviderRegistry
+) -> None:
+    async with _never_migrated(services) as (stale_url, _):
+        worker = build_worker(settings, stale_url, services.redis_url, burst=True, registry=registry)
+        with pytest.raises(RuntimeError, match="opencoach migrate"):
+            await worker.main()
+        await worker.close()
+
+
+async def test_telegram_poll_refuses_to_start_on_an_out_of_date_schema(
+    settings: Settings, services: Services, tmp_path: Path
+) -> None:
+    """``opencoach telegram poll`` on a never-migrated database started, then logged a traceback every few seconds
+    (function telegram_bots_in_mode does not exist): it refuses to start as the worker does, exit 1."""
+    async with _never_migrated(services) as (stale_url, stale_owner_url):
+        env = {
+            **os.environ,
+            "DATABASE_URL": stale_url,
+            "MIGRATION_DATABASE_URL": stale_owner_url,
+            "REDIS_URL": services.redis_url,
+            "DATA_DIR": str(tmp_path),
+            "SECRET_KEY": settings.secret_key or "",
+            "COLUMNS": "250",
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "app.cli", "telegram", "poll", env=env, stdout=PIPE, stderr=STDOUT
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), 120)
+        finally:
+            if proc.returncode is None:  # still polling: the refusal never came
+                proc.kill()
+                await proc.wait()
+    output = out.decode()
+    assert proc.returncode == 1, output
+    expected = f"database schema is at no revision, code expects {head_revision()}: run `opencoach migrate`"
+    assert f"telegram poll not started: {expected}" in output, output
+    assert "Traceback" not in output and "polling Telegram bots" not in output, output
 
 
 async def test_chunks_keep_their_embeddings_and_rows_up_to_half_a_page_whole(services: Services) -> None:
