@@ -419,8 +419,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _public_url_has_a_host(self) -> Settings:
-        """``PUBLIC_URL``'s host is one the app answers (:func:`app.core.hosts.served_hosts`): a URL whose host is
-        no host name or IP address is refused, naming it."""
+        """``PUBLIC_URL`` is an absolute http(s) URL whose host is one the app answers
+        (:func:`app.core.hosts.served_hosts`): one without a scheme or host, or whose host is no host name or IP
+        address, is refused, naming it."""
         served_hosts(self.public_url, self.allowed_hosts)
         return self
 

@@ -70,12 +70,18 @@ def parse_allowed_hosts(text: str) -> list[str]:
 
 def served_hosts(public_url: str, extra: str) -> list[str]:
     """Every host a request may name: ``PUBLIC_URL``'s, the loopback names and ``extra`` (``ALLOWED_HOSTS``), each
-    once, in that order. Raises ``ValueError`` naming the setting whose host is no host."""
+    once, in that order. Raises ``ValueError`` naming the setting whose host is no host, or ``PUBLIC_URL`` when it
+    is no absolute http(s) URL (``localhost:8000`` or ``javascript:…`` made widget links of no use)."""
     try:
-        public = urlsplit(public_url).hostname
+        parts = urlsplit(public_url)
+        public = parts.hostname
     except ValueError:
         raise ValueError(f"PUBLIC_URL: {public_url!r} is not a URL (e.g. https://coach.example.com)") from None
-    hosts = [host_entry(public, "PUBLIC_URL")] if public else []
+    if parts.scheme not in ("http", "https") or not public:
+        raise ValueError(
+            f"PUBLIC_URL: {public_url!r} must be an absolute http(s) URL with a host (e.g. https://coach.example.com)"
+        )
+    hosts = [host_entry(public, "PUBLIC_URL")]
     return list(dict.fromkeys([*hosts, *LOOPBACK_HOSTS, *parse_allowed_hosts(extra)]))
 
 

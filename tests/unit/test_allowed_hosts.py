@@ -68,6 +68,15 @@ def test_a_public_url_without_a_usable_host_is_refused_naming_it(tmp_path: Path)
         Settings(data_dir=tmp_path, public_url="https://coach example/")
 
 
+@pytest.mark.parametrize(
+    "value", ["localhost:18932", "javascript:alert(1)", "coach.example.test", "ftp://coach.example.test", "http://", ""]
+)
+def test_a_public_url_that_is_no_absolute_http_url_is_refused_naming_it(tmp_path: Path, value: str) -> None:
+    """Accepted before, it made widget links such as ``localhost:18932/w/ocw_…``: no http(s) scheme, or no host."""
+    with pytest.raises(ValidationError, match=f"PUBLIC_URL: {re.escape(repr(value))} must be an absolute http"):
+        Settings(data_dir=tmp_path, public_url=value)
+
+
 @pytest.mark.usefixtures("fresh_settings")
 def test_the_cli_names_a_bad_entry_before_anything_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -78,6 +87,18 @@ def test_the_cli_names_a_bad_entry_before_anything_starts(
     err = " ".join(capsys.readouterr().err.split())
     assert "ALLOWED_HOSTS: 'https://coach.example.test' is a URL" in err and "Traceback" not in err, err
     assert not (tmp_path / "pgdata").exists(), "nothing started"
+
+
+@pytest.mark.usefixtures("fresh_settings")
+def test_the_cli_names_a_public_url_without_a_scheme_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PUBLIC_URL", "localhost:18932")
+    assert main(["migrate"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "PUBLIC_URL: 'localhost:18932' must be an absolute http(s) URL with a host" in err, err
+    assert "Traceback" not in err and not (tmp_path / "pgdata").exists(), err
 
 
 async def _handshake(host: bytes, extensions: dict[str, object]) -> list[Message]:
