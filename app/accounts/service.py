@@ -159,15 +159,22 @@ class AccountService:
         return False
 
     async def user_for_email(self, coach_id: uuid.UUID, email: str) -> uuid.UUID:
-        """The id of the coach's dashboard user with this e-mail. Raises ``NotFound`` (also for another
-        coach's user)."""
+        """The id of the coach's dashboard user with this e-mail. Raises ``NotFound`` (also for another coach's)."""
+        query = select(CoachUser.id).where(CoachUser.coach_id == coach_id, CoachUser.email == email.strip().lower())
         async with tenant_session(self._sessionmaker, coach_id) as session:
-            user_id = await session.scalar(
-                select(CoachUser.id).where(CoachUser.coach_id == coach_id, CoachUser.email == email.strip().lower())
-            )
+            user_id = await session.scalar(query)
         if user_id is None:
             raise NotFound("no user with this e-mail in this account")
         return user_id
+
+    async def email_of(self, coach_id: uuid.UUID, user_id: uuid.UUID) -> str:
+        """The e-mail of the coach's dashboard user ``user_id``: log-in's rate-limit key. Raises ``NotFound``."""
+        query = select(CoachUser.email).where(CoachUser.id == user_id, CoachUser.coach_id == coach_id)
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            email = await session.scalar(query)
+        if email is None:
+            raise NotFound("user not found")
+        return email
 
     async def change_password(
         self, coach_id: uuid.UUID, user_id: uuid.UUID, current_password: str, new_password: str
@@ -225,9 +232,7 @@ class AccountService:
         Fernet token over ``{"h": sha256 of the widget token}``, for an HttpOnly cookie), or ``None`` for an
         unknown or revoked token."""
         identity = await self.client_for_widget_token(token)
-        if identity is None:
-            return None
-        return identity, self.renew_widget_session(token_hash(token))
+        return None if identity is None else (identity, self.renew_widget_session(token_hash(token)))
 
     def renew_widget_session(self, hashed: str) -> str:
         """A fresh session value for the widget token whose hash is ``hashed`` (its age starts again)."""

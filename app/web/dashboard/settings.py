@@ -278,11 +278,13 @@ class SettingsPages(CoachPage):
         dashboard_sessions: DashboardSessionsDep,
     ) -> Template:
         """Change the logged-in user's password (the current one required, the new one twice); every other
-        session of the account ends and this one continues under a new id. Rate-limited like log-in."""
+        session of the account ends and this one continues under a new id. Rate-limited like log-in, on the
+        user's e-mail: log-ins and these guesses share one count."""
         user_id, coach_id = session_user_id(request), uow.coach_id
         form = await request.form()
         try:
-            await throttle_auth_attempt(request, container, str(user_id))
+            email = await container.accounts.email_of(coach_id, user_id)
+            await throttle_auth_attempt(request, container, email)
             if form_str(form, "new_password") != form_str(form, "new_password_confirm"):
                 raise InvalidInput("the new password and its confirmation differ")
             await container.accounts.change_password(

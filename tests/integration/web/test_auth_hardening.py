@@ -383,6 +383,38 @@ async def test_account_deletion_is_rate_limited_per_account_on_the_api_and_the_d
     assert big.status_code == 413
 
 
+async def test_dashboard_password_change_shares_the_accounts_log_in_count(
+    strict_url: str, container: Container, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """The settings form counted its guesses of the current password per user id, a second budget beside the
+    e-mail's for whoever holds a session: log-ins and password changes now count together, per e-mail."""
+    coach = await make_coach()
+    login = await strict_login(strict_url, coach.email, PASSWORD, fake_ip())  # attempt 1
+    assert login.status_code in (302, 303)
+    assert (await strict_login(strict_url, coach.email, "wrong password", fake_ip())).status_code == 401  # 2
+    async with httpx.AsyncClient(base_url=strict_url, timeout=60) as client:
+        session = f"session={login.cookies['session']}"
+        page = await client.get("/dashboard/settings", headers={"Cookie": session})
+        match = CSRF.search(page.text)
+        assert page.status_code == 200 and match
+        tab = {"Cookie": f"{session}; oc_csrf={page.cookies['oc_csrf']}"}
+
+        async def change(current: str) -> httpx.Response:
+            new = "brand new secret"
+            data = {"current_password": current, "new_password": new, "new_password_confirm": new}
+            return await client.post(
+                "/dashboard/settings/password",
+                headers=tab | {"X-Forwarded-For": fake_ip()},
+                data=data | {"_csrf_token": match.group(1)},
+            )
+
+        guess = await change("a guess")  # attempt 3: the last of the minute's
+        assert guess.status_code == 400 and "current_password is wrong" in guess.text
+        refused = await change(PASSWORD)
+        assert refused.status_code == 429 and "too many attempts" in refused.text
+    assert await container.accounts.login(coach.email, PASSWORD) is not None, "the password is unchanged"
+
+
 # --- sessions and cookies -------------------------------------------------------------------------------------
 
 
