@@ -191,6 +191,13 @@ def address_kind(address: IPAddress) -> str | None:
     return None if plain in IPV6_GLOBAL_UNICAST else "reserved"
 
 
+def with_article(kind: str) -> str:
+    """``kind`` (of :func:`address_kind`) after its indefinite article, as a refusal says it: ``"an unspecified"``,
+    ``"a unique-local"`` (a *u* sounded "you" takes "a"), ``"a loopback"``."""
+    vowel_sound = kind[:1] in ("a", "e", "i", "o") or (kind[:1] == "u" and not kind.startswith(("uni", "use", "usu")))
+    return f"{'an' if vowel_sound else 'a'} {kind}"
+
+
 def parse_ip(text: str) -> IPAddress | None:
     """``text`` as an IP address (a zone index ``%eth0`` is allowed), or ``None`` when it is not one."""
     try:
@@ -384,7 +391,7 @@ class EgressGuard:
                 continue
             kind = address_kind(address)
             if kind is not None:
-                raise EgressRefused(f"{host} {verb} a {kind} address; only public addresses can be reached")
+                raise EgressRefused(f"{host} {verb} {with_article(kind)} address; only public addresses can be reached")
         if scheme == "http" and not by_name and not all(self.allowlist.allows_address(a) for a in addresses):
             raise plain_http_refused
         return Destination(scheme, host, port, addresses, by_name)

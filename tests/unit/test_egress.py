@@ -153,20 +153,20 @@ def guard(allow: str = "", **answers: list[str]) -> tuple[EgressGuard, StubResol
 @pytest.mark.parametrize(
     ("answer", "kind"),
     [
-        (["127.0.0.1"], "loopback"),
-        (["10.0.0.7"], "private"),
-        (["169.254.10.1"], "link-local"),
-        (["100.64.0.1"], "carrier-grade NAT"),
-        (["fd12::1"], "unique-local"),
-        (["::ffff:192.168.1.1"], "private"),
-        (["224.0.0.251"], "multicast"),
-        (["0.0.0.0"], "unspecified"),
-        ([PUBLIC, "10.0.0.7"], "private"),  # one bad answer among good ones is enough
+        (["127.0.0.1"], "a loopback"),
+        (["10.0.0.7"], "a private"),
+        (["169.254.10.1"], "a link-local"),
+        (["100.64.0.1"], "a carrier-grade NAT"),
+        (["fd12::1"], "a unique-local"),
+        (["::ffff:192.168.1.1"], "a private"),
+        (["224.0.0.251"], "a multicast"),
+        (["0.0.0.0"], "an unspecified"),  # (it said "a unspecified")
+        ([PUBLIC, "10.0.0.7"], "a private"),  # one bad answer among good ones is enough
     ],
 )
 async def test_a_name_resolving_to_a_non_public_address_is_refused(answer: list[str], kind: str) -> None:
     egress, _ = guard(**{"svc_example_test": answer})
-    with pytest.raises(EgressRefused, match=f"svc.example.test resolves to a {kind} address"):
+    with pytest.raises(EgressRefused, match=f"svc.example.test resolves to {kind} address"):
         await egress.check_url("https://svc.example.test/v1")
 
 

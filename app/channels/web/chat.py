@@ -27,6 +27,7 @@ from app.accounts.service import ClientIdentity
 from app.auth import CLIENT_DEPENDENCIES, identify_client
 from app.chat.turn import ANSWER_LATER, TurnResult
 from app.conversations.metadata import client_citations, client_handoff_view, client_view
+from app.conversations.models import CLIENT_MESSAGE_ID_MAX
 from app.conversations.service import MAX_FEEDBACK_CHARS, ListedMessage
 from app.core.errors import DomainError, InvalidInput
 from app.deps import PAGE, ClientIdentityDep, ContainerDep, PathId, Uow, WantedPage, next_link, page_response
@@ -520,9 +521,10 @@ def error_event(error: DomainError) -> dict[str, Any]:
 
 def _client_id_of(raw: str) -> dict[str, str]:
     """``{"client_message_id": …}`` of a refused message when it named one (so the widget stops re-sending
-    it), else ``{}``."""
+    it), else ``{}``; an id longer than any the turn stores (:data:`CLIENT_MESSAGE_ID_MAX`), which the widget never
+    makes, is not echoed back (a 5,000-character one came back whole; the error's message says its length)."""
     try:
         value = json.loads(raw).get("client_message_id")
     except (ValueError, AttributeError, RecursionError):
         return {}
-    return {"client_message_id": value} if isinstance(value, str) else {}
+    return {"client_message_id": value} if isinstance(value, str) and len(value) <= CLIENT_MESSAGE_ID_MAX else {}

@@ -133,7 +133,8 @@ def clean_client_message_id(value: str | None) -> str | None:
         return None
     value = value.strip()
     if not value or len(value) > CLIENT_MESSAGE_ID_MAX:
-        raise InvalidInput(f"client_message_id must be 1 to {CLIENT_MESSAGE_ID_MAX} characters")
+        length = f" (it has {len(value)})" if value else ""  # (its length, not the value: it may be long)
+        raise InvalidInput(f"client_message_id must be 1 to {CLIENT_MESSAGE_ID_MAX} characters{length}")
     if NUL in value:
         raise InvalidInput("client_message_id must not contain the NUL character (U+0000)")
     return value

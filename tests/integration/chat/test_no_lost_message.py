@@ -202,9 +202,15 @@ async def test_bad_messages_and_catch_up_reads_get_clear_errors(
     setup, other = await new_setup(), await new_setup("Other Coach")
     url = base_url.replace("http://", "ws://") + f"/ws/chat?token={setup.widget_token}"
     async with websockets.connect(url) as ws:
-        await ws.send(json.dumps({"text": "hi", "client_message_id": "x" * 65}))
+        await ws.send(json.dumps({"text": "hi", "client_message_id": "   "}))
         refused = await next_of(ws, "error")
-        assert refused["client_message_id"] == "x" * 65 and "client_message_id" in refused["message"]
+        assert refused["client_message_id"] == "   " and "must be 1 to 64 characters" in refused["message"]
+        for long_id in ("x" * 65, "x" * 5000):  # its length is said, the id not echoed (it came back whole)
+            await ws.send(json.dumps({"text": "hi", "client_message_id": long_id}))
+            message = f"client_message_id must be 1 to 64 characters (it has {len(long_id)})"
+            assert await next_of(ws, "error") == {"type": "error", "message": message}
+        await ws.send(json.dumps({"text": 5, "client_message_id": "x" * 5000}))  # refused by the decoder
+        assert "client_message_id" not in await next_of(ws, "error")
         await ws.send(json.dumps({"text": "hi", "conversation_id": str(uuid.uuid4()), "client_message_id": "c-9"}))
         missing = await next_of(ws, "error")
         assert missing == {"type": "error", "message": "conversation not found", "client_message_id": "c-9"}
