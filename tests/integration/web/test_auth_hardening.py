@@ -346,6 +346,16 @@ async def test_dashboard_account_deletion_ends_the_other_sessions_too(
     assert session_ids_stored(services, ids) == []
 
 
+async def settings_tab(client: httpx.AsyncClient, login: httpx.Response) -> tuple[dict[str, str], str]:
+    """The logged-in session of ``login`` on the settings page, as a browser tab holds it: its ``Cookie`` header
+    (the session and the CSRF cookie) and the page's CSRF token."""
+    session = f"session={login.cookies['session']}"
+    page = await client.get("/dashboard/settings", headers={"Cookie": session})
+    match = CSRF.search(page.text)
+    assert page.status_code == 200 and match
+    return {"Cookie": f"{session}; oc_csrf={page.cookies['oc_csrf']}"}, match.group(1)
+
+
 async def test_account_deletion_is_rate_limited_per_account_on_the_api_and_the_dashboard(
     strict_url: str, http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
 ) -> None:
@@ -355,18 +365,14 @@ async def test_account_deletion_is_rate_limited_per_account_on_the_api_and_the_d
     login = await strict_login(strict_url, coach.email, PASSWORD, fake_ip())
     assert login.status_code in (302, 303)
     async with httpx.AsyncClient(base_url=strict_url, timeout=60) as client:
-        session = f"session={login.cookies['session']}"
-        page = await client.get("/dashboard/settings", headers={"Cookie": session})
-        match = CSRF.search(page.text)
-        assert page.status_code == 200 and match
-        tab = {"Cookie": f"{session}; oc_csrf={page.cookies['oc_csrf']}"}
+        tab, token = await settings_tab(client, login)
 
         async def api(password: str) -> httpx.Response:
             headers = coach.headers | {"X-Forwarded-For": fake_ip()}
             return await client.post("/api/v1/account/delete", headers=headers, json={"password": password})
 
         async def form(password: str) -> httpx.Response:
-            data = {"password": password, "_csrf_token": match.group(1)}
+            data = {"password": password, "_csrf_token": token}
             return await client.post(
                 "/dashboard/account/delete", headers=tab | {"X-Forwarded-For": fake_ip()}, data=data
             )
@@ -393,11 +399,7 @@ async def test_dashboard_password_change_shares_the_accounts_log_in_count(
     assert login.status_code in (302, 303)
     assert (await strict_login(strict_url, coach.email, "wrong password", fake_ip())).status_code == 401  # 2
     async with httpx.AsyncClient(base_url=strict_url, timeout=60) as client:
-        session = f"session={login.cookies['session']}"
-        page = await client.get("/dashboard/settings", headers={"Cookie": session})
-        match = CSRF.search(page.text)
-        assert page.status_code == 200 and match
-        tab = {"Cookie": f"{session}; oc_csrf={page.cookies['oc_csrf']}"}
+        tab, token = await settings_tab(client, login)
 
         async def change(current: str) -> httpx.Response:
             new = "brand new secret"
@@ -405,7 +407,7 @@ async def test_dashboard_password_change_shares_the_accounts_log_in_count(
             return await client.post(
                 "/dashboard/settings/password",
                 headers=tab | {"X-Forwarded-For": fake_ip()},
-                data=data | {"_csrf_token": match.group(1)},
+                data=data | {"_csrf_token": token},
             )
 
         guess = await change("a guess")  # attempt 3: the last of the minute's

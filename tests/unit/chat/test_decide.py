@@ -116,9 +116,7 @@ def test_a_handed_back_message_is_answered_whatever_the_confidence() -> None:
     """The coach handed back the question a low-confidence handoff took from the AI: the AI answers it (in
     ``draft`` mode the coach still reviews it)."""
     assert after_retrieval(mode="auto", confidence=LOW, threshold=0.5, handed_back=True) == AfterRetrieval(After.SEND)
-    assert after_retrieval(mode="draft", confidence=LOW, threshold=0.5, handed_back=True) == AfterRetrieval(
-        After.DRAFT
-    )
+    assert after_retrieval(mode="draft", confidence=LOW, threshold=0.5, handed_back=True) == AfterRetrieval(After.DRAFT)
 
 
 @pytest.mark.parametrize(("ttl", "expected"), [(0, False), (1, True), (86400, True)])
