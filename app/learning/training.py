@@ -335,7 +335,8 @@ class TrainingDataService:
         the same messages give the same rows). ``erase`` (a rebuild after messages were forgotten): the examples
         it removes also leave the dataset snapshots, and the provider's training files of the fine-tunes trained on
         a snapshot of this conversation are deleted (:func:`forget_examples`, then the purge job), as when the
-        client is erased.
+        client is erased. An example built again for the same reply (a new persona or history window changes its
+        prompt) keeps its ``created_at``: it is no new example for the fine-tune readiness.
         Returns a one-line summary; a deleted conversation leaves nothing to do."""
         session, coach_id = uow.session, uow.coach_id
         conversation = await session.scalar(
@@ -374,11 +375,13 @@ class TrainingDataService:
             ).all()
         )
         removed: set[uuid.UUID] = set()
+        born: dict[tuple[str, uuid.UUID, uuid.UUID | None], datetime] = {}
         for example in existing:
             candidate = wanted.pop(example.content_hash, None)
             if candidate is None:
                 await session.delete(example)
                 removed.add(example.id)
+                born[(example.kind, example.message_id, example.rejected_message_id)] = example.created_at
             else:
                 example.quality, example.source = candidate.quality, candidate.source
         if erase and (file_ids := await forget_examples(session, coach_id, removed, [conversation_id])):
@@ -387,9 +390,13 @@ class TrainingDataService:
         split = split_for(conversation_id)
         added = 0
         for hash_, c in wanted.items():
+            # the same reply (and rejected reply) built again, e.g. under a new persona: not a new example, so it
+            # keeps its age (the fine-tune readiness counts examples newer than the last job)
+            kept_age = born.get((c.kind, c.message_id, c.rejected_message_id))
             result = await session.execute(
                 insert(TrainingExample)
                 .values(
+                    created_at=kept_age if kept_age is not None else func.now(),
                     id=uuid.uuid4(),
                     coach_id=coach_id,
                     conversation_id=conversation_id,

@@ -256,6 +256,18 @@ async def test_readiness_needs_enough_new_examples_and_enough_days(
         stale = await container.fine_tunes.readiness(uow)
     assert not stale.ready and stale.new_examples == 0 and "0 of 3" in stale.reason
 
+    # a new persona rebuilds each example's prompt when its conversation is refreshed: still no new example
+    persona = {"persona": "You are the coach's assistant. Be kind and brief."}
+    assert (await http.patch("/api/v1/settings", headers=setup.coach.headers, json=persona)).status_code == 200
+    for conversation in {row.conversation_id for row in rows}:
+        await refresh(container, run_jobs, setup.coach.coach_id, conversation)
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        rebuilt = (await session.scalars(select(TrainingExample).where(TrainingExample.coach_id == coach_id))).all()
+    assert {row.id for row in rebuilt}.isdisjoint({row.id for row in rows}), "every example was built again"
+    assert all(persona["persona"] in json.dumps(row.prompt) for row in rebuilt)
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        assert (await container.fine_tunes.readiness(uow)).new_examples == 0
+
 
 async def test_a_fine_tune_runs_from_upload_to_a_promoted_model_version(
     http: httpx.AsyncClient,
