@@ -1205,23 +1205,29 @@ CATALOGUE: dict[str, dict[str, str]] = {
     "memory_page_lead": {
         "en": (
             "The assistant uses these notes to pick up where you left off. Delete anything you do not want it to "
-            "remember: it will not come back."
+            "remember: it will not come back. What a session taught it about how to talk with you goes with that "
+            "session; your coach's own notes are in “Download my data”."
         ),
         "es": (
             "El asistente usa estas notas para retomar donde lo dejaste. Borra lo que no quieras que recuerde: no "
-            "volverá."
+            "volverá. Lo que una sesión le enseñó sobre cómo hablarte se borra con esa sesión; las notas de tu coach "
+            "están en «Descargar mis datos»."
         ),
         "fr": (
             "L'assistant se sert de ces notes pour reprendre là où tu t'étais arrêté. Supprime ce que tu ne veux pas "
-            "qu'il retienne : cela ne reviendra pas."
+            "qu'il retienne : cela ne reviendra pas. Ce qu'une séance lui a appris sur la façon de te parler part avec "
+            "cette séance ; les notes de ton coach sont dans « Télécharger mes données »."
         ),
         "de": (
             "Der Assistent nutzt diese Notizen, um dort weiterzumachen, wo du aufgehört hast. Lösche, woran er sich "
-            "nicht erinnern soll: Es kommt nicht zurück."
+            "nicht erinnern soll: Es kommt nicht zurück. Was er in einer Sitzung darüber gelernt hat, wie er mit dir "
+            "spricht, verschwindet mit dieser Sitzung; die Notizen deines Coachs stehen unter „Meine Daten "
+            "herunterladen“."
         ),
         "pt": (
             "O assistente usa estas notas para continuar de onde você parou. Apague o que não quiser que ele lembre: "
-            "não voltará."
+            "não voltará. O que uma sessão lhe ensinou sobre como falar com você some com essa sessão; as notas do "
+            "seu coach estão em “Baixar meus dados”."
         ),
     },
     "memory_page_download": {
