@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from app.core import text as text_module
 from app.core.text import sentiment
 from app.handoff.risk import RiskAssessment, RiskDetector
 from app.handoff.signals import (
@@ -39,6 +40,29 @@ def test_sentiment_is_vader_compound() -> None:
     assert sentiment("") == 0.0
     assert sentiment("   ") == 0.0
     assert abs(sentiment("The meeting is on Tuesday at 10.")) < 0.05
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["🙂😀😃" * 1330 + "x", "I feel bad about work. " * 170, "Me siento 😢 mal " * 400],
+    ids=["emoji", "plain", "mixed"],
+)
+def test_sentiment_reads_a_bounded_number_of_words(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """VADER's time grows with the square of the words it reads (a message of 3,990 emoji, each read as its
+    description, held the event loop 8.4 s): it reads the first SENTIMENT_MAX_WORDS words, emoji described."""
+    analyzer, read = text_module._analyzer(), []
+    scores = analyzer.polarity_scores
+
+    def recording(given: str) -> dict[str, float]:
+        read.append(given)
+        return scores(given)
+
+    monkeypatch.setattr(analyzer, "polarity_scores", recording)
+    sentiment.cache_clear()
+    sentiment(text)
+    [given] = read
+    described = sum(len(analyzer.emojis[c].split()) if c in analyzer.emojis else 0 for c in given)
+    assert len(given.split()) + described <= text_module.SENTIMENT_MAX_WORDS + 1 and text.startswith(given.split()[0])
 
 
 @pytest.mark.parametrize(
