@@ -166,6 +166,27 @@ class _Candidate:
         return content_hash(self.kind, self.prompt, self.chosen, self.rejected)
 
 
+def _example_row(
+    c: _Candidate, coach_id: uuid.UUID, conversation_id: uuid.UUID, split: str, content_hash: str
+) -> dict[str, Any]:
+    """The ``training_examples`` row of candidate ``c`` (a new id) in the conversation's ``split``."""
+    return {
+        "id": uuid.uuid4(),
+        "coach_id": coach_id,
+        "conversation_id": conversation_id,
+        "kind": c.kind,
+        "source": c.source,
+        "message_id": c.message_id,
+        "rejected_message_id": c.rejected_message_id,
+        "prompt": c.prompt,
+        "chosen": c.chosen,
+        "rejected": c.rejected,
+        "quality": c.quality,
+        "split": split,
+        "content_hash": content_hash,
+    }
+
+
 def _thumbs(message: Message) -> bool | None:
     """True for a thumbs up (rating ≥ 4 when rated), False for a thumbs down or a low rating
     (:attr:`~app.conversations.metadata.FeedbackMeta.approves` false), else None (a thumbs up rated 3)."""
@@ -393,24 +414,10 @@ class TrainingDataService:
             # the same reply (and rejected reply) built again, e.g. under a new persona: not a new example, so it
             # keeps its age (the fine-tune readiness counts examples newer than the last job)
             kept_age = born.get((c.kind, c.message_id, c.rejected_message_id))
+            row = _example_row(c, coach_id, conversation_id, split, hash_) | {"created_at": kept_age or func.now()}
             result = await session.execute(
                 insert(TrainingExample)
-                .values(
-                    created_at=kept_age if kept_age is not None else func.now(),
-                    id=uuid.uuid4(),
-                    coach_id=coach_id,
-                    conversation_id=conversation_id,
-                    kind=c.kind,
-                    source=c.source,
-                    message_id=c.message_id,
-                    rejected_message_id=c.rejected_message_id,
-                    prompt=c.prompt,
-                    chosen=c.chosen,
-                    rejected=c.rejected,
-                    quality=c.quality,
-                    split=split,
-                    content_hash=hash_,
-                )
+                .values(**row)
                 .on_conflict_do_nothing(index_elements=["coach_id", "kind", "content_hash"])
             )
             added += int(getattr(result, "rowcount", 0) or 0)
