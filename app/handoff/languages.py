@@ -20,17 +20,20 @@ apostrophes turned into spaces (``j'ai`` → ``j ai``). They were written from n
 wording and the warning-sign pages of national lines (Spain 024, France 3114, Germany Telefonseelsorge,
 Brazil CVV 188), not tuned on any data set; the tests list the variants covered.
 
-:func:`detect_language` guesses ``es|fr|de|pt|en`` from function words (a stop-word vote after Cavnar &
-Trenkle 1994's observation that the most frequent words identify a language); it is used to pick the crisis
-resources' language and to keep the English-only learned component off non-English text. Short or mixed
-messages default to ``en``.
+:func:`detect_language` tells ``es|fr|de|pt|en`` with py3langid (langid.py's byte n-gram naive Bayes, Lui &
+Baldwin 2012, restricted to these five languages; :func:`written_language`); it picks the crisis resources' language
+and keeps the English-only learned component off non-English text. A message too short to tell defaults to ``en``.
+Before, a vote of about twenty function words per language read "had a rough day" as Portuguese ("a").
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
+
+from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
 Language = Literal["en", "es", "fr", "de", "pt"]
 CueKind = Literal["explicit", "indirect", "means", "distress"]
@@ -473,20 +476,15 @@ CUES: tuple[LanguageCue, ...] = (
 """The non-English cues, by language; names are what :attr:`RiskAssessment.matched` reports."""
 
 _APOSTROPHES = re.compile(r"['`\u2019\u2018]")
-_WORD = re.compile(r"[a-z]+")
-
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-_FUNCTION_WORDS: dict[Language, frozenset[str]] = {
-    "en": _words("the and i you to is it my me of that in not what want be have this with just am"),
-    "es": _words("el la que y de no me quiero es en mi lo por un una estoy ya mas pero muy yo"),
-    "pt": _words("o a que e de nao me quero em meu minha um uma estou eu mais mas muito voce vou do da com"),
-    "fr": _words("le la les je et de ne pas me veux est un une suis mon ma plus mais tres vais j"),
-    "de": _words("der die das ich und nicht mich will ist ein eine mein meine bin mehr aber sehr zu"),
-}
+OTHER_LANGUAGE_PROBABILITY = 0.9
+"""How sure py3langid's whole model must be that a text is in a language outside :data:`LANGUAGES` for
+:func:`language_probability` to name none of the five. Not tuned (no labelled text in other languages here): a
+high bar, so that it rarely takes an answer from the five; ``bench/languages.py`` measures what it costs them."""
+MIN_LANGUAGE_PROBABILITY = 0.45
+"""py3langid's probability (among :data:`LANGUAGES`) a text's likeliest language needs for
+:func:`written_language` to name it. Chosen on the tune half of ``bench/languages.py`` (the catalogue's texts in five
+languages and ESConv's English chat, whole and their first three words), maximising right minus twice wrong answers;
+on the report half the shipped detector answers 3,089 texts: see the benchmark's table."""
 
 
 def tag_language(tag: str | None) -> Language | None:
@@ -522,14 +520,37 @@ def detection_text(normalised: str) -> str:
     return _APOSTROPHES.sub(" ", normalised)
 
 
+@cache
+def _identifier() -> LanguageIdentifier:
+    """py3langid's identifier (langid.py, Lui & Baldwin 2012: a naive Bayes model over byte n-grams of 97
+    languages) with probabilities; loaded once (about 0.2 s)."""
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def language_probability(normalised: str) -> tuple[Language | None, float]:
+    """The likeliest of :data:`LANGUAGES` for a normalised text and its probability among them (0–1, the model's
+    probabilities renormalised over the five); ``(None, 0.0)`` for a text with no letters, or one the whole model
+    reads, with at least :data:`OTHER_LANGUAGE_PROBABILITY`, as another language (Italian, Dutch…: among the five
+    alone, Italian reads as Spanish)."""
+    text = detection_text(normalised)
+    if not any(c.isalpha() for c in text):
+        return None, 0.0
+    ranked = _identifier().rank(text)
+    top, top_probability = ranked[0]
+    ours = [(language, probability) for language, probability in ranked if language in LANGUAGES]
+    total = sum(probability for _, probability in ours)
+    if (top not in LANGUAGES and top_probability >= OTHER_LANGUAGE_PROBABILITY) or total <= 0.0:
+        return None, 0.0
+    language, probability = ours[0]
+    return language, float(probability / total)
+
+
 def written_language(normalised: str) -> Language | None:
-    """The language of ``en es fr de pt`` a normalised text gives evidence of, or ``None`` when it gives too little
-    to tell ("hola", "ok", nothing): the language with most function-word hits, which must reach two hits (one in a
-    text of at most four words) and, for another language than English, beat English (a tie reads as English)."""
-    words = _WORD.findall(detection_text(normalised))
-    counts = {lang: sum(word in vocab for word in words) for lang, vocab in _FUNCTION_WORDS.items()}
-    best = max(counts, key=lambda lang: counts[lang])  # English first in the dict: it wins a tie
-    return best if counts[best] >= (1 if len(words) <= 4 else 2) else None
+    """The language of ``en es fr de pt`` a normalised text is written in (:func:`language_probability`), or
+    ``None`` when its probability is under :data:`MIN_LANGUAGE_PROBABILITY`: the text tells too little ("ok", "hi",
+    ``/human``, nothing), and the caller falls back to the language the client's app is set to, or English."""
+    language, probability = language_probability(normalised)
+    return language if probability >= MIN_LANGUAGE_PROBABILITY else None
 
 
 def detect_language(normalised: str) -> Language:

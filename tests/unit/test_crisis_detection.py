@@ -39,7 +39,7 @@ from app.handoff.crisis_model import (
     windows,
 )
 from app.handoff.detector import CONVERSATION_WINDOW, CrisisDetector, conversation_risk, screen_flag
-from app.handoff.languages import CUES, detect_language
+from app.handoff.languages import CUES, detect_language, written_language
 from app.handoff.normalise import normalise
 from app.handoff.risk import RiskAssessment, RiskDetector
 
@@ -290,6 +290,33 @@ def test_the_same_words_in_everyday_sense_stay_out(text: str) -> None:
 )
 def test_detect_language(text: str, language: str) -> None:
     assert detect_language(normalise(text)) == language
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        # a vote of about twenty function words a language read these as Portuguese ("a"), and switched an English
+        # client's notices and widget to Portuguese
+        ("had a rough day", "en"),
+        ("need a plan for a calmer week", "en"),
+        ("a question about a habit", "en"),
+        ("got a promotion, a big one!", "en"),
+        ("A1 from tab A", "en"),
+        # short messages it had no answer for, or a wrong one
+        ("Necesito ayuda", "es"),
+        ("Preciso de ajuda", "pt"),
+        ("és um robô?", "pt"),
+        ("Ich möchte mit einem Menschen sprechen", "de"),
+        ("Je veux parler à quelqu'un", "fr"),
+        # too little to tell: the caller falls back to the client's app language
+        ("ok", None),
+        ("hi", None),
+        ("/human", None),
+        ("", None),
+    ],
+)
+def test_written_language(text: str, language: str | None) -> None:
+    assert written_language(normalise(text)) == language
 
 
 # --- learned component: arithmetic --------------------------------------------------------------------------
