@@ -56,6 +56,7 @@ from app.core.hosts import host_allowlist
 from app.core.runtime import freeze_startup_heap
 from app.core.validation import NUL_REFUSED, refused_for_nul
 from app.deps import provide_container
+from app.handoff.languages import language_probability
 from app.handoff.live import ReconnectingPubSubBackend
 from app.llm.registry import ProviderRegistry
 from app.web.api.accounts import (
@@ -112,6 +113,13 @@ def favicon() -> File:
         content_disposition_type="inline",
         headers={"Cache-Control": f"public, max-age={ICON_MAX_AGE_S}"},
     )
+
+
+def _warm_up(registry: ProviderRegistry) -> None:
+    """Load the offline models (:meth:`ProviderRegistry.warm_up`) and the language identifier (about 0.7 s, which
+    the first turn's notice language would otherwise wait for on the event loop), blocking: run in a thread."""
+    registry.warm_up()
+    language_probability("warm up")
 
 
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
@@ -280,7 +288,7 @@ def create_app(
         container = await Container.create(settings, database_url, redis_url, registry=registry)
         app.state.container = container
         # load the offline models in the background; requests that need them first wait on the registry lock
-        app.state.warm_up = asyncio.create_task(asyncio.to_thread(container.registry.warm_up))
+        app.state.warm_up = asyncio.create_task(asyncio.to_thread(_warm_up, container.registry))
         # then what start-up loaded leaves the garbage collector's full collections (they paused turns)
         app.state.warm_up.add_done_callback(lambda _: freeze_startup_heap())
 
