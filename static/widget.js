@@ -7,7 +7,9 @@
 // frame count. The launcher speaks the chat page's language: the frame asks for the embedding page's (the
 // snippet's data-language, else <html lang>; the server falls back on the browser's), and once loaded tells the
 // launcher its texts (app.handoff.catalogue widget_launcher, widget_close, widget_unread, widget_frame); English
-// until then, and the snippet's own data-label stays.
+// until then, and the snippet's own data-label stays. The launcher shows once the chat page has said its texts: a
+// site the coach did not allow (widget_allowed_origins) cannot frame the chat (frame-ancestors), and showed a
+// launcher opening a grey "refused to connect" panel; it now shows nothing, and the console says why.
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -37,17 +39,21 @@
     (language ? "?lang=" + encodeURIComponent(language) : "");
   frame.allow = "clipboard-write";
 
-  function isOpen() { return frame.style.display !== "none"; }
+  var opened = false;
+  var ready = false;  // the chat page said its texts: this site may show it
+
+  function isOpen() { return opened; }
 
   function layout(open) {
     var full = phone.matches;
+    opened = open;
     frame.style.cssText = full
       ? "position:fixed;inset:0;width:100%;height:100%;border:0;border-radius:0;z-index:2147483000;background:#fff"
       : "position:fixed;right:20px;bottom:80px;width:380px;max-width:calc(100vw - 40px);height:560px;" +
         "max-height:calc(100vh - 100px);border:1px solid #dde;border-radius:12px;z-index:2147483000;background:#fff;" +
         "box-shadow:0 8px 30px rgba(0,0,0,.2)";
-    frame.style.display = open ? "block" : "none";
-    button.style.display = open && full ? "none" : "flex";  // full screen: the chat's own close button
+    frame.style.display = open && ready ? "block" : "none";
+    button.style.display = !ready || (open && full) ? "none" : "flex";  // full screen: the chat's own close button
   }
 
   function render() {
@@ -79,9 +85,15 @@
         if (typeof event.data.texts[name] === "string") texts[name] = event.data.texts[name];
       });
       frame.title = texts.frame;
+      ready = true;
+      layout(opened);
       render();
     }
   });
+  setTimeout(function () {
+    if (!ready) console.warn("OpenCoach: the chat did not load on this page. Is " + location.origin +
+      " among the coach's allowed widget origins (Settings)?");
+  }, 15000);
   document.addEventListener("keydown", function (event) {
     if (event.key === "Escape" && isOpen()) setOpen(false);
   });

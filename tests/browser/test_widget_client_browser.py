@@ -149,6 +149,28 @@ async def test_a_snippet_pasted_in_the_head_still_shows_the_launcher(
     await context.close()
 
 
+async def test_a_site_the_coach_did_not_allow_shows_no_launcher(
+    base_url: str,
+    http: httpx.AsyncClient,
+    site_browser: Browser,
+    make_coach: Callable[..., Awaitable[Coach]],
+) -> None:
+    """A site not in ``widget_allowed_origins`` cannot frame the chat (``frame-ancestors``): it showed the launcher,
+    which opened a grey "127.0.0.1 refused to connect" panel. The launcher waits for the chat page, which never
+    loads there."""
+    coach = await make_coach("Coach Elsewhere")  # allows no site
+    client = await make_client(http, coach, "Eve")
+    context = await site_browser.new_context(viewport={"width": 1200, "height": 900})
+    await host_page(context, base_url, client["widget_token"])
+    site = await context.new_page()
+    async with site.expect_response(lambda response: "/w/" in response.url, timeout=WAIT_MS):
+        await site.goto(f"{SITE}/")
+    await site.wait_for_timeout(2000)  # (the chat page would have said its texts by now)
+    await expect(site.get_by_role("button", name="Chat with your coach")).to_be_hidden()
+    await expect(site.locator("iframe[title='Coaching chat']")).to_be_hidden()
+    await context.close()
+
+
 async def test_launcher_closes_counts_unread_and_remembers(
     base_url: str,
     http: httpx.AsyncClient,
