@@ -206,6 +206,7 @@
     who.textContent = label;
     var body = document.createElement("div");
     body.className = "text";
+    body.dir = "auto";  // a right-to-left message (Arabic, Hebrew) reads from the right, its punctuation placed so
     body.textContent = text;
     el.appendChild(who);
     el.appendChild(body);

@@ -100,6 +100,8 @@ async def test_greeting_suggestions_typing_and_still_working(
     await shot(widget, "ux-06-widget-still-working.png")
     held.set()
     await expect(widget.locator(".msg.ai").last).to_contain_text(REPLY, timeout=WAIT_MS)
+    # every message's text takes its own direction (an Arabic or Hebrew message reads from the right)
+    await expect(widget.locator(".msg .text:not([dir='auto'])")).to_have_count(0)
     await expect(typing).to_have_count(0)
 
     # a crisis reply: its numbers are tel: links
