@@ -160,10 +160,16 @@ def honest_reply(text: str, *, coach_name: str, language: str = "en") -> str | N
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s|$)")
 
 
+def _complete_sentences(text: str) -> str | None:
+    """``text`` up to the end of its last complete sentence, ``None`` when it has none."""
+    ends = [match.end() for match in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]] if ends else None
+
+
 def trim_to_sentence(text: str) -> str:
     """Cut a reply that hit the token limit back to its last complete sentence (unchanged if it has none)."""
-    ends = [match.end() for match in _SENTENCE_END.finditer(text)]
-    return text[: ends[-1]] if ends else text
+    complete = _complete_sentences(text)
+    return text if complete is None else complete
 
 
 @dataclass(frozen=True)
@@ -178,9 +184,8 @@ class FinalReply:
 def cut_at_deadline(streamed: str) -> FinalReply | None:
     """The stored reply of a generation the turn's deadline stopped mid-stream: what streamed, cut back to its last
     complete sentence (``truncated``); ``None`` when no sentence was complete (the turn then apologises)."""
-    text = streamed.strip()
-    ends = [match.end() for match in _SENTENCE_END.finditer(text)]
-    return FinalReply(text[: ends[-1]], True) if ends else None
+    complete = _complete_sentences(streamed.strip())
+    return None if complete is None else FinalReply(complete, True)
 
 
 def final_reply(streamed: str, *, completion_tokens: int | None, max_tokens: int) -> FinalReply:
