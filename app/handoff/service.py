@@ -30,7 +30,7 @@ from app.conversations.metadata import CRISIS_NOTICE, client_view
 from app.conversations.models import Conversation, Message, SenderType
 from app.db import jobs
 from app.handoff.alerts import crisis_event
-from app.handoff.brief import handoff_brief, why_line
+from app.handoff.brief import brief_without_forgotten, handoff_brief, why_line
 from app.handoff.catalogue import handoff_notice
 from app.handoff.crisis import CRISIS_ACK_INTERVAL, crisis_reasons_text
 from app.handoff.live import LiveEvents, message_event
@@ -167,8 +167,10 @@ class HandoffService:
 
     async def rebuild_briefs(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> int:
         """Job body (``rebuild_briefs``): write again, from the client's memory now, the brief of each of the
-        client's active handoffs, each locked with its conversation first (the order of the turn's locks);
-        returns how many. Queued by a forget, whose insight, summary or messages the old brief may quote."""
+        client's active handoffs, each locked with its conversation first (the order of the turn's locks), and take
+        out of each closed handoff's brief the lines memory no longer holds (:func:`brief_without_forgotten`);
+        returns how many active ones. Queued by a forget, whose insight, summary or messages the old briefs may
+        quote."""
         conversations = (
             await session.scalars(
                 select(Conversation)
@@ -184,6 +186,13 @@ class HandoffService:
                 handoff.brief = await handoff_brief(
                     session, self._memory, coach_id, conversation, handoff.reason, handoff.detail, handoff.created_at
                 )
+        closed = await session.execute(
+            select(Handoff, Conversation)
+            .join(Conversation, Handoff.conversation_id == Conversation.id)
+            .where(Handoff.client_id == client_id, Handoff.status == HandoffStatus.CLOSED)
+        )
+        for handoff, conversation in closed:
+            handoff.brief = await brief_without_forgotten(session, self._memory, coach_id, conversation, handoff.brief)
         return len(conversations)
 
     async def announce(self, coach: Coach, handoff: Handoff, client_name: str, message: Message) -> None:

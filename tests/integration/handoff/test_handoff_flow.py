@@ -250,6 +250,39 @@ async def test_a_forgotten_insight_leaves_the_brief_of_an_active_handoff(
     assert after["brief"].splitlines() == kept
 
 
+async def test_a_forgotten_insight_leaves_the_briefs_of_closed_handoffs_which_keep_the_rest(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """A closed handoff's brief still quoted, word for word, an insight the client had forgotten and the message
+    it came from (found by a privacy run). The forget now takes those lines out of every closed brief, which
+    otherwise stays as it was written: it is not rewritten from what memory learnt since."""
+    setup = await new_setup()
+    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    secret = "I plan to leave Acme next spring, nobody knows yet"
+    conversation_id = (await chat(http, setup, secret))["conversation_id"]
+    [source] = [uuid.UUID(m["id"]) for m in await transcript(http, setup, conversation_id) if m["text"] == secret]
+    insight = await seed_insight(container, coach_id, client_id, "Robin plans to leave Acme", sources=[source])
+    kept = await seed_insight(container, coach_id, client_id, "Robin wants to run a marathon", importance=8)
+    await chat(http, setup, "/human", conversation_id)
+    back = await http.post(f"/api/v1/conversations/{conversation_id}/handback", headers=setup.coach.headers)
+    assert back.status_code == 200, back.text
+    [before] = await handoffs(http, setup.coach, "closed")
+    lines = before["brief"].splitlines()
+    assert "Goal: Robin plans to leave Acme" in lines and f"Goal: {kept.text}" in lines
+    assert f"Client said: “{secret}”" in lines
+    await seed_insight(container, coach_id, client_id, "Robin learnt to juggle")  # after the handoff closed
+
+    url = f"/api/v1/clients/{client_id}/memory/insights/{insight.id}"
+    assert (await http.delete(url, headers=setup.coach.headers)).status_code == 204
+    await run_jobs()
+    [after] = await handoffs(http, setup.coach, "closed")
+    assert after["brief"].splitlines() == [line for line in lines if "Acme" not in line]
+
+
 async def coach_events(pubsub: Any, until: Callable[[list[dict[str, Any]]], bool], wait: float) -> list[dict[str, Any]]:
     """The coach's live events read from ``pubsub`` until ``until(events)`` holds or ``wait`` seconds passed."""
     events: list[dict[str, Any]] = []
