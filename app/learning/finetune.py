@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -241,6 +241,23 @@ async def _cancel(client: openai.AsyncOpenAI, job_id: uuid.UUID, provider_job_id
         log.warning("fine-tune %s: could not cancel provider job %s: %s", job_id, provider_job_id, describe_error(exc))
         return describe_error(exc)
     return None
+
+
+async def cancel_jobs(client: openai.AsyncOpenAI, jobs: Sequence[tuple[uuid.UUID, str]]) -> tuple[list[str], list[str]]:
+    """Cancel fine-tunes still training at the provider, ``(job id, provider job id)`` each (:func:`_cancel`), e.g.
+    before their training data is erased: a job left running would go on training (and billing) on it and deliver
+    a model of it. Returns the provider job ids cancelled and one ``"<id>: <reason>"`` per failure (never a
+    response body); never raises for the provider's answer (:meth:`FineTuneService.cancel_provider_jobs` raises
+    ``Conflict`` when the coach has no API key stored)."""
+    cancelled: list[str] = []
+    failed: list[str] = []
+    for job_id, provider_job_id in jobs:
+        failure = await _cancel(client, job_id, provider_job_id)
+        if failure is None:
+            cancelled.append(provider_job_id)
+        else:
+            failed.append(f"{provider_job_id}: {failure}")
+    return cancelled, failed
 
 
 async def _job(session: AsyncSession, coach_id: uuid.UUID, job_id: uuid.UUID) -> FineTuneJob:
@@ -715,6 +732,13 @@ class FineTuneService:
                 )
             ).all()
         return "; ".join([await self.poll(coach_id, job_id) for job_id in job_ids]) or "no active fine-tune"
+
+    async def cancel_provider_jobs(
+        self, coach: Coach, jobs: Sequence[tuple[uuid.UUID, str]]
+    ) -> tuple[list[str], list[str]]:
+        """:func:`cancel_jobs` at the coach's endpoint with the stored key (also once on the local model)."""
+        async with self._client(coach, any_provider=True) as client:
+            return await cancel_jobs(client, jobs)
 
     async def delete_files(self, coach: Coach, file_ids: list[str]) -> tuple[list[str], list[str]]:
         """Delete uploaded training files at the coach's provider (``DELETE /v1/files/{id}``), e.g. after a

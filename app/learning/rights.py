@@ -17,8 +17,11 @@ cannot reach is handled here:
   :func:`app.learning.cache.rewrite_append_only_file`) and to take a new snapshot (``BGSAVE SCHEDULE``,
   :func:`app.learning.cache.save_snapshot_again`): both files otherwise keep the deleted values on disk.
 
-Deleting a coach's account deletes the provider files first and synchronously (the coach's key goes with the
-account), then the account; the outcome lists the files that could not be deleted.
+Deleting a coach's account cancels the fine-tunes still training at the provider and deletes the provider files
+first and synchronously (the coach's key goes with the account), then the account; the outcome lists the jobs
+and files that could not be cancelled or deleted. A purge after an erasure or a forget likewise cancels a fine-tune
+still training on the files it deletes (marked :data:`ERASED_WHILE_TRAINING`): it would otherwise deliver a model
+of the erased data.
 
 A fine-tuned model already trained on an erased client's examples is not retrained or deleted (the coach can
 retire it; see :mod:`app.learning.versions`).
@@ -50,7 +53,7 @@ from app.learning.cache import ResponseCache, delete_matching, rewrite_append_on
 from app.learning.dashboard import FAILURE_PATTERNS_PREFIX
 from app.learning.finetune import FineTuneService
 from app.learning.interventions import InterventionService
-from app.learning.models import FineTuneJob, TrainingExample
+from app.learning.models import FineTuneJob, FineTuneStatus, TrainingExample
 from app.learning.training import forget_examples
 from app.memory.models import ChatSession, ClientProfile, Insight
 
@@ -62,15 +65,33 @@ EXPORT_FORMAT = "opencoach.client-export.v1"
 
 @dataclass(frozen=True)
 class Purge:
-    """What a purge did: Redis keys deleted, provider files deleted, and ``"<file id>: <reason>"`` failures."""
+    """What a purge did: Redis keys deleted, provider files deleted, fine-tunes cancelled at the provider (their
+    ``ftjob-…`` ids), and ``"<id>: <reason>"`` failures of each."""
 
     redis_keys: int = 0
     files_deleted: list[str] = field(default_factory=list)
     files_failed: list[str] = field(default_factory=list)
+    jobs_cancelled: list[str] = field(default_factory=list)
+    jobs_failed: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON form ``{"redis_keys", "files_deleted", "files_failed"}``."""
-        return {"redis_keys": self.redis_keys, "files_deleted": self.files_deleted, "files_failed": self.files_failed}
+        """JSON form ``{"redis_keys", "files_deleted", "files_failed", "jobs_cancelled", "jobs_failed"}``."""
+        return {
+            "redis_keys": self.redis_keys,
+            "files_deleted": self.files_deleted,
+            "files_failed": self.files_failed,
+            "jobs_cancelled": self.jobs_cancelled,
+            "jobs_failed": self.jobs_failed,
+        }
+
+
+ERASED_WHILE_TRAINING = "cancelled: data it was training on was erased (a client's erasure, or a forgotten memory)"
+"""``error`` of a fine-tune cancelled at the provider because its training data was erased while it trained."""
+
+
+def _training(job: FineTuneJob) -> bool:
+    """The fine-tune is training at the provider (started there, not ended): cancelling it stops it."""
+    return job.provider_job_id is not None and job.status in FineTuneStatus.ACTIVE
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -242,19 +263,29 @@ class DataRightsService:
             if not await self._accounts.check_password(uow, password):
                 raise Forbidden("the password is not correct")
             coach = await uow.coach()
-            rows = await uow.session.execute(
-                select(FineTuneJob.training_file_id, FineTuneJob.validation_file_id).where(
-                    FineTuneJob.coach_id == coach_id
-                )
-            )
-            file_ids = sorted({file_id for row in rows.all() for file_id in row if file_id})
+            fine_tunes = (await uow.session.scalars(select(FineTuneJob).where(FineTuneJob.coach_id == coach_id))).all()
+            file_ids = sorted({f for job in fine_tunes for f in (job.training_file_id, job.validation_file_id) if f})
+        stopped = await self._cancel_training(coach, [job for job in fine_tunes if _training(job)])
         files = await self._delete_files(coach, file_ids)
         if disconnect is not None:
             await disconnect()
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             await self._accounts.delete_coach(uow)
             jobs.purge_erased_data(uow.session, coach_id, [], reason="account")
-        return files
+        return Purge(0, files.files_deleted, files.files_failed, stopped.jobs_cancelled, stopped.jobs_failed)
+
+    async def _cancel_training(self, coach: Coach, fine_tunes: list[FineTuneJob]) -> Purge:
+        """Cancel ``fine_tunes`` at the provider (:meth:`FineTuneService.cancel_provider_jobs`); what it did."""
+        if not fine_tunes:
+            return Purge()
+        pairs = [(job.id, job.provider_job_id) for job in fine_tunes if job.provider_job_id]
+        try:
+            cancelled, failed = await self._fine_tunes.cancel_provider_jobs(coach, pairs)
+        except Conflict as exc:
+            cancelled, failed = [], [f"{provider_job_id}: {exc.message}" for _, provider_job_id in pairs]
+        for failure in failed:
+            log.warning("coach %s: fine-tune not cancelled at the provider: %s", coach.id, failure)
+        return Purge(jobs_cancelled=cancelled, jobs_failed=failed)
 
     async def _delete_files(self, coach: Coach, file_ids: list[str]) -> Purge:
         if not file_ids:
@@ -283,12 +314,24 @@ class DataRightsService:
             )
         if coach is None:
             return Purge(redis_keys=keys, files_failed=[f"{f}: the account is deleted" for f in file_ids])
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            training = [
+                job
+                for job in await uow.session.scalars(select(FineTuneJob).where(FineTuneJob.coach_id == coach_id))
+                if _training(job) and {job.training_file_id, job.validation_file_id} & set(file_ids)
+            ]
+        stopped = await self._cancel_training(coach, training)
         files = await self._delete_files(coach, file_ids)
-        if files.files_deleted:
-            async with unit_of_work(self._sessionmaker, coach_id) as uow:
-                for job in await uow.session.scalars(select(FineTuneJob).where(FineTuneJob.coach_id == coach_id)):
-                    if job.training_file_id in files.files_deleted:
-                        job.training_file_id = None
-                    if job.validation_file_id in files.files_deleted:
-                        job.validation_file_id = None
-        return Purge(keys, files.files_deleted, files.files_failed)
+        async with unit_of_work(self._sessionmaker, coach_id) as uow:
+            for job in await uow.session.scalars(select(FineTuneJob).where(FineTuneJob.coach_id == coach_id)):
+                if job.training_file_id in files.files_deleted:
+                    job.training_file_id = None
+                if job.validation_file_id in files.files_deleted:
+                    job.validation_file_id = None
+                if job.provider_job_id in stopped.jobs_cancelled and job.status not in FineTuneStatus.FINAL:
+                    job.status, job.finished_at, job.error = (
+                        FineTuneStatus.CANCELLED,
+                        datetime.now(UTC),
+                        ERASED_WHILE_TRAINING,
+                    )
+        return Purge(keys, files.files_deleted, files.files_failed, stopped.jobs_cancelled, stopped.jobs_failed)

@@ -119,12 +119,16 @@ class AccountDelete(msgspec.Struct):
 
 
 class AccountDeleted(msgspec.Struct):
-    """The account is gone; ``files_deleted`` / ``files_failed``: the fine-tune training files at the provider
-    (a failure is ``"<file id>: <status and reason>"``; the account is deleted either way)."""
+    """The account is gone; ``files_deleted`` / ``files_failed``: the fine-tune training files at the provider,
+    ``jobs_cancelled`` / ``jobs_failed``: the fine-tunes that were still training there (``ftjob-…``; a failure is
+    ``"<id>: <status and reason>"``: cancel or delete it in the provider's dashboard; the account is deleted either
+    way)."""
 
     deleted: bool
     files_deleted: list[str]
     files_failed: list[str]
+    jobs_cancelled: list[str]
+    jobs_failed: list[str]
 
 
 class ClientOut(msgspec.Struct):
@@ -423,7 +427,7 @@ class AccountController(Controller):
         disconnect = functools.partial(telegram.service.disconnect_any, coach_id)
         files = await container.rights.delete_account(coach_id, data.password, disconnect=disconnect)
         await dashboard_sessions.end_others(coach_id)
-        return AccountDeleted(True, files.files_deleted, files.files_failed)
+        return AccountDeleted(True, files.files_deleted, files.files_failed, files.jobs_cancelled, files.jobs_failed)
 
 
 class SettingsController(Controller):

@@ -37,6 +37,7 @@ from app.handoff.live import LINK_REVOKED, LiveEvents
 from app.learning.cache import ResponseCache
 from app.learning.dashboard import FAILURE_PATTERNS_PREFIX
 from app.learning.models import FineTuneJob, FineTuneStatus, Intervention, TrainingDataset
+from app.learning.rights import ERASED_WHILE_TRAINING
 from app.llm.base import EMBEDDING_DIMENSIONS
 from app.memory.models import ChatSession, ClientProfile, Insight, SessionStatus
 from tests.conftest import Coach, make_client
@@ -68,6 +69,25 @@ def deleted_files(llm_api: respx.MockRouter) -> Iterator[list[str]]:
 
     llm_api.delete(url__regex=rf"{MOCK_BASE_URL}/files/file-[A-Za-z0-9-]+$", name="delete_file").mock(
         side_effect=delete
+    )
+    yield asked
+
+
+@pytest.fixture
+def cancelled_jobs(llm_api: respx.MockRouter) -> Iterator[list[str]]:
+    """The mocked endpoint also cancels fine-tunes (``POST /v1/fine_tuning/jobs/{id}/cancel``, OpenAI "Cancel
+    fine-tuning"); the ids asked for are recorded. ``ftjob-stuck…`` answers 500."""
+    asked: list[str] = []
+
+    def cancel(request: httpx.Request) -> httpx.Response:
+        job_id = request.url.path.split("/")[-2]
+        asked.append(job_id)
+        if job_id.startswith("ftjob-stuck"):
+            return httpx.Response(500, json={"error": {"message": "boom", "type": "server_error", "code": None}})
+        return httpx.Response(200, json={"id": job_id, "object": "fine_tuning.job", "status": "cancelled"})
+
+    llm_api.post(url__regex=rf"{MOCK_BASE_URL}/fine_tuning/jobs/ftjob-[A-Za-z0-9-]+/cancel$", name="cancel").mock(
+        side_effect=cancel
     )
     yield asked
 
@@ -599,6 +619,45 @@ async def test_erasing_a_client_of_a_coach_now_on_the_local_model_deletes_their_
     assert job is not None and job.training_file_id is None, "the deleted file is forgotten on the job"
 
 
+async def test_erasing_a_client_cancels_a_fine_tune_still_training_on_their_words(
+    http: httpx.AsyncClient,
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    new_setup: Callable[..., Awaitable[Setup]],
+    deleted_files: list[str],
+    cancelled_jobs: list[str],
+) -> None:
+    """A fine-tune still training on a snapshot of the client's examples when the client is erased: its file was
+    deleted but the job went on at the provider, and would have delivered a model of the erased words (found by a
+    privacy run). The purge now cancels it there first and marks it cancelled, saying why."""
+    setup = await new_setup("Training Coach")
+    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    conversation = await seed_conversation(
+        container, coach_id, client_id, [("My brother Ivo owes money.", "How do you feel about it?")], split="train"
+    )
+    await refresh(container, run_jobs, setup.coach.coach_id, conversation)
+    file_id = f"file-{uuid.uuid4().hex[:12]}"
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        dataset = await container.training.snapshot(uow, "sft")
+        uow.session.add_all([
+            FineTuneJob(coach_id=coach_id, dataset_id=dataset.id, base_model="gpt-4o-mini-2024-07-18",
+                        status=FineTuneStatus.RUNNING, training_file_id=file_id, provider_job_id="ftjob-training1"),
+            FineTuneJob(coach_id=coach_id, base_model="gpt-4o-mini-2024-07-18", status=FineTuneStatus.RUNNING,
+                        training_file_id="file-other1", provider_job_id="ftjob-other1"),
+        ])  # fmt: skip
+
+    deleted = await http.delete(f"/api/v1/clients/{setup.client_id}", headers=setup.coach.headers)
+    assert deleted.status_code == 204, deleted.text
+    await run_jobs()
+    assert deleted_files == [file_id]
+    assert cancelled_jobs == ["ftjob-training1"], "a job on other data trains on"
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        jobs = {j.provider_job_id: j for j in await session.scalars(select(FineTuneJob))}
+    assert jobs["ftjob-training1"].status == FineTuneStatus.CANCELLED
+    assert jobs["ftjob-training1"].error == ERASED_WHILE_TRAINING
+    assert jobs["ftjob-other1"].status == FineTuneStatus.RUNNING
+
+
 async def test_deleting_the_coach_account_needs_the_password_and_erases_everything(
     http: httpx.AsyncClient,
     services: Services,
@@ -606,6 +665,7 @@ async def test_deleting_the_coach_account_needs_the_password_and_erases_everythi
     run_jobs: Callable[[], Awaitable[None]],
     new_setup: Callable[..., Awaitable[Setup]],
     deleted_files: list[str],
+    cancelled_jobs: list[str],
 ) -> None:
     setup = await new_setup("Leaving Coach")
     canary = f"canary{uuid.uuid4().hex[:12]}"
@@ -614,6 +674,13 @@ async def test_deleting_the_coach_account_needs_the_password_and_erases_everythi
         session.add(FineTuneJob(coach_id=uuid.UUID(setup.coach.coach_id), base_model="gpt-4o-mini-2024-07-18",
                                 status=FineTuneStatus.FAILED, training_file_id="file-broken1",
                                 validation_file_id="file-gone1"))  # fmt: skip
+        for provider_job_id, status in (
+            ("ftjob-run1", "running"),
+            ("ftjob-stuck1", "queued"),
+            ("ftjob-old1", "succeeded"),
+        ):
+            session.add(FineTuneJob(coach_id=uuid.UUID(setup.coach.coach_id), base_model="gpt-4o-mini-2024-07-18",
+                                    status=status, provider_job_id=provider_job_id))  # fmt: skip
     await chat(http, setup, "Hello again")  # a cache hit/miss counter for the coach
 
     wrong = await http.post("/api/v1/account/delete", headers=setup.coach.headers, json={"password": "nope"})
@@ -628,6 +695,8 @@ async def test_deleting_the_coach_account_needs_the_password_and_erases_everythi
     body = done.json()
     assert body["deleted"] is True and sorted(body["files_deleted"]) == sorted([seeded["file_id"], "file-gone1"])
     assert [f.split(":")[0] for f in body["files_failed"]] == ["file-broken1"] and "500" in body["files_failed"][0]
+    assert body["jobs_cancelled"] == ["ftjob-run1"] and set(cancelled_jobs) == {"ftjob-run1", "ftjob-stuck1"}
+    assert [j.split(":")[0] for j in body["jobs_failed"]] == ["ftjob-stuck1"], "the coach learns what still trains"
     assert "boom" not in done.text, "a status and short reason, never the provider's body"
     assert (await http.get("/api/v1/clients", headers=setup.coach.headers)).status_code == 401
     await run_jobs()
