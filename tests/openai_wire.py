@@ -119,10 +119,12 @@ def openai_sse(
     *,
     complete: bool = True,
     logprobs: Sequence[float] | None = None,
+    finish_reason: str = "stop",
 ) -> bytes:
     """A streamed chat completion as OpenAI sends it. ``usage=(prompt, completion)`` adds the final
     ``stream_options.include_usage`` chunk (``choices: []``); ``None`` leaves it out, as some servers do.
-    ``complete=False`` stops after the content chunks (no finish chunk, no usage, no ``[DONE]``).
+    ``complete=False`` stops after the content chunks (no finish chunk, no usage, no ``[DONE]``); ``finish_reason``
+    is the finish chunk's (``length``: cut at ``max_tokens``; ``content_filter``: stopped by the provider's filter).
     ``logprobs``: one natural-log probability per delta (each delta one token), sent as with ``logprobs: true``
     — the role chunk carries ``{"content": [], "refusal": null}``, each content chunk its token's
     ``{"token", "logprob", "bytes", "top_logprobs": []}``, the finish chunk ``null``; ``None`` sends
@@ -137,7 +139,7 @@ def openai_sse(
     )
     if not complete:
         return body
-    body += _chunk([_choice({}, "stop")])
+    body += _chunk([_choice({}, finish_reason)])
     if usage is not None:
         body += _chunk([], _usage(*usage))
     return body + b"data: [DONE]\n\n"

@@ -26,11 +26,17 @@ class Usage:
     them (OpenAI-compatible servers asked for ``logprobs=true``: ``choices[].logprobs.content[].logprob``);
     ``None`` when it did not — servers that ignore the parameter, and the local llama.cpp provider, which
     would need ``logits_all=True`` (logits for every prompt token) to compute them. A tuple, so the value
-    stays immutable and hashable; feed it to :func:`app.handoff.signals.token_confidence`."""
+    stays immutable and hashable; feed it to :func:`app.handoff.signals.token_confidence`.
+
+    ``finish_reason``: why the model stopped, in OpenAI's terms (``choices[].finish_reason``): ``stop`` (its own
+    end, and what the local provider reports) or ``length`` (``max_tokens``: the reply is cut). A stream that ends
+    with no finish reason, or one the provider's ``content_filter`` stopped, is a :class:`ProviderError` instead:
+    its text is not a whole reply."""
 
     prompt_tokens: int
     completion_tokens: int
     token_logprobs: tuple[float, ...] | None = None
+    finish_reason: str = "stop"
 
 
 CONTROL_TOKEN = re.compile(

@@ -98,6 +98,16 @@ def reading_response() -> Iterator[None]:
         raise ProviderError(MISMATCH) from exc
 
 
+WHOLE_REPLY = ("stop", "length")
+"""Finish reasons of a streamed reply the model ended itself (``length``: at ``max_tokens``, which the turn trims to
+its last sentence); ``tool_calls`` and ``function_call`` never come, as no tools are offered."""
+STOPPED_SHORT = {
+    None: "the stream ended before the model finished (no finish_reason)",
+    "content_filter": "the provider's content filter stopped the reply",
+}
+"""The :class:`ProviderError` message of a stream that did not end in a :data:`WHOLE_REPLY` finish reason."""
+
+
 def _too_late(deadline_s: float) -> ProviderError:
     """The error of a call that ran past its overall deadline."""
     return ProviderError(f"TimeoutError: the endpoint did not finish within {deadline_s:g} s")
@@ -157,14 +167,17 @@ class OpenAIChatProvider:
     async def stream(
         self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
     ) -> AsyncIterator[str | Usage]:
-        """Yield deltas then ``Usage`` (with ``token_logprobs`` when the server sent any). Raises
-        ``ProviderError`` (message: :func:`describe_error`) on any API or transport error, when the egress
-        guard refuses the endpoint, on an answer that is not a Chat Completions event stream (an event of another
-        shape, or no event at all: a web page, a JSON body; :data:`MISMATCH`), and when the whole answer takes
-        over ``deadline`` seconds (the time the caller spends between deltas counts too)."""
+        """Yield deltas then ``Usage`` (with ``token_logprobs`` when the server sent any, and the
+        ``finish_reason``). Raises ``ProviderError`` (message: :func:`describe_error`) on any API or transport
+        error, when the egress guard refuses the endpoint, on an answer that is not a Chat Completions event stream
+        (an event of another shape, or no event at all: a web page, a JSON body; :data:`MISMATCH`), when the
+        whole answer takes over ``deadline`` seconds (the time the caller spends between deltas counts too), and
+        when the stream ends with a finish reason other than :data:`WHOLE_REPLY`'s or none (:data:`STOPPED_SHORT`:
+        a stream closed early, or stopped by the provider's content filter; its deltas were yielded already)."""
         usage: Usage | None = None
         chunks_read = deltas = 0
         logprobs: list[float] = []
+        finish_reason: str | None = None
         deadline = asyncio.get_running_loop().time() + self._deadline
         try:
             async with asyncio.timeout_at(deadline):
@@ -181,8 +194,9 @@ class OpenAIChatProvider:
                     await stream.close()
                     raise _too_late(self._deadline) from None
                 with reading_response():
-                    chunk_usage, chunk_logprobs, contents = _chunk_parts(chunk)
+                    chunk_usage, chunk_logprobs, contents, chunk_finish = _chunk_parts(chunk)
                 chunks_read += 1
+                finish_reason = chunk_finish or finish_reason
                 if chunk_usage is not None:
                     usage = chunk_usage
                 logprobs.extend(chunk_logprobs)
@@ -195,8 +209,10 @@ class OpenAIChatProvider:
             raise ProviderError(describe_error(exc)) from exc
         if not chunks_read:  # no event at all (a web page, a JSON body): not a Chat Completions stream
             raise ProviderError(MISMATCH)
+        if finish_reason not in WHOLE_REPLY:  # its text is a part of a reply, not one to store, cache or learn from
+            raise ProviderError(STOPPED_SHORT.get(finish_reason, f"the model stopped early ({finish_reason})"))
         usage = usage or Usage(0, deltas)
-        yield Usage(usage.prompt_tokens, usage.completion_tokens, tuple(logprobs) if logprobs else None)
+        yield Usage(usage.prompt_tokens, usage.completion_tokens, tuple(logprobs) if logprobs else None, finish_reason)
 
     async def complete_json(
         self, messages: Sequence[ChatMessage], *, schema: dict[str, Any], name: str, max_tokens: int, temperature: float
@@ -278,11 +294,13 @@ class OpenAIEmbedder:
         return vectors
 
 
-def _chunk_parts(chunk: ChatCompletionChunk) -> tuple[Usage | None, list[float], list[str]]:
+def _chunk_parts(chunk: ChatCompletionChunk) -> tuple[Usage | None, list[float], list[str], str | None]:
     """A streamed chunk's usage (``None``: not in this chunk, or token counts that are not integers: the reply
-    does not need them), token log-probabilities and content deltas. Read inside :func:`reading_response`: raises what
-    reading a chunk of another shape raises, or ``TypeError`` for content that is not text."""
+    does not need them), token log-probabilities, content deltas and finish reason (``None`` in all but the last
+    choice chunk). Read inside :func:`reading_response`: raises what reading a chunk of another shape raises, or
+    ``TypeError`` for content that is not text."""
     usage = None
+    finish_reason: str | None = None
     if chunk.usage is not None:
         counts = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
         if all(isinstance(n, int) for n in counts):
@@ -297,7 +315,9 @@ def _chunk_parts(chunk: ChatCompletionChunk) -> tuple[Usage | None, list[float],
             if not isinstance(content, str):
                 raise TypeError(f"delta content is {type(content).__name__}")
             contents.append(content)
-    return usage, logprobs, contents
+        if choice.finish_reason:
+            finish_reason = str(choice.finish_reason)
+    return usage, logprobs, contents, finish_reason
 
 
 def _numbers(vector: object) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import struct
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,7 +21,7 @@ import pytest
 import respx
 
 from app.llm.base import ChatMessage, ProviderError, Usage
-from app.llm.openai_compat import MISMATCH, OpenAIChatProvider, OpenAIEmbedder
+from app.llm.openai_compat import MISMATCH, STOPPED_SHORT, OpenAIChatProvider, OpenAIEmbedder
 from tests.openai_wire import SDK_HTTPCORE, mock_openai, openai_completion, openai_error, openai_sse, sse_response
 
 BASE_URL = "https://api.openai.test/v1"
@@ -258,6 +259,43 @@ async def test_stream_error_event_mid_stream_raises_provider_error(openai_api: r
         await collect(chat_provider(), items)
 
     assert items == DELTAS[:2]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        # the server closed the stream cleanly mid-reply: no finish chunk, no usage, no [DONE]
+        pytest.param(openai_sse(DELTAS[:3], complete=False), STOPPED_SHORT[None], id="closed-early"),
+        pytest.param(
+            openai_sse(DELTAS[:3], (31, 3), finish_reason="content_filter"),
+            STOPPED_SHORT["content_filter"],
+            id="content-filter",
+        ),
+    ],
+)
+async def test_a_stream_that_does_not_finish_the_reply_raises_provider_error(
+    openai_api: respx.MockRouter, body: bytes, reason: str
+) -> None:
+    """A reply cut short (a stream closed with no finish reason) or stopped by the provider's content filter is
+    not a whole reply: it raises after its deltas, instead of ending with ``Usage`` as if finished (the turn then
+    stored, cached and served the fragment to other clients; found by a run against a misbehaving provider)."""
+    openai_api.post(f"{BASE_URL}/chat/completions").mock(return_value=sse_response(body))
+
+    items: list[str | Usage] = []
+    with pytest.raises(ProviderError, match=f"^{re.escape(reason)}$"):
+        await collect(chat_provider(), items)
+
+    assert items == DELTAS[:3]
+
+
+async def test_stream_cut_at_max_tokens_reports_the_length_finish(openai_api: respx.MockRouter) -> None:
+    """``finish_reason: "length"`` reaches the turn in ``Usage``, which trims the reply to its last sentence."""
+    body = openai_sse(DELTAS, (31, 5), finish_reason="length")
+    openai_api.post(f"{BASE_URL}/chat/completions").mock(return_value=sse_response(body))
+
+    items = await collect(chat_provider())
+
+    assert items == [*DELTAS, Usage(31, 5, None, "length")]
 
 
 async def test_stream_connection_dropped_mid_stream_raises_provider_error(openai_api: respx.MockRouter) -> None:

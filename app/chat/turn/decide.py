@@ -188,10 +188,13 @@ def cut_at_deadline(streamed: str) -> FinalReply | None:
     return None if complete is None else FinalReply(complete, True)
 
 
-def final_reply(streamed: str, *, completion_tokens: int | None, max_tokens: int) -> FinalReply:
+def final_reply(
+    streamed: str, *, completion_tokens: int | None, max_tokens: int, finish_reason: str = "stop"
+) -> FinalReply:
     """The stored reply from the streamed text: stripped, and cut back to its last full sentence when the
-    model stopped at ``max_tokens`` (``completion_tokens`` ``None``: the provider reported no usage)."""
+    model stopped at ``max_tokens``: its ``finish_reason`` is ``length``, or it wrote ``max_tokens`` tokens
+    (``completion_tokens`` ``None``: the provider reported no usage; a server may count tokens its own way)."""
     text = streamed.strip()
-    if completion_tokens is not None and completion_tokens >= max_tokens:
+    if finish_reason == "length" or (completion_tokens is not None and completion_tokens >= max_tokens):
         return FinalReply(trim_to_sentence(text), True)
     return FinalReply(text, False)

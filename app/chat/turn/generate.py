@@ -234,6 +234,7 @@ class Generator:
             "".join(reply.parts),
             completion_tokens=usage.completion_tokens if usage is not None else None,
             max_tokens=self._settings.llm_max_tokens,
+            finish_reason=usage.finish_reason if usage is not None else "stop",
         )
         if final.truncated:
             reply.metadata["truncated"] = True

@@ -312,6 +312,32 @@ async def test_the_question_asked_again_after_a_failed_reply_is_sent_without_the
     assert APOLOGY not in json.dumps(sent)
 
 
+async def test_a_reply_the_content_filter_stopped_is_never_cached_for_the_next_client(
+    base_url: str, http: httpx.AsyncClient, byok: ByokCoach, llm_api: respx.MockRouter
+) -> None:
+    """The provider's content filter stops a reply after a few words: the client gets the apology, and the
+    fragment is neither stored as the reply nor cached. Before, "I will tell you how to" was stored whole, cached,
+    and served from the cache to the next client who asked the same (found by a run against a misbehaving
+    provider)."""
+    cache_on = await http.patch(
+        "/api/v1/settings", headers=byok.coach.headers, json={"response_cache_ttl_seconds": 3600}
+    )
+    assert cache_on.status_code == 200, cache_on.text
+    route = llm_api.post(COMPLETIONS_URL).mock(
+        side_effect=[
+            sse_response(openai_sse(DELTAS[:3], (40, 3), finish_reason="content_filter")),
+            sse_response(openai_sse(DELTAS, (40, len(DELTAS)))),
+        ]
+    )
+
+    first = await ws_turn(base_url, byok.widget_token, QUESTION)
+    assert first[-1]["reply"] == APOLOGY and first[-1]["metadata"]["failed"] is True
+    other = await make_client(http, byok.coach, "Next Client")
+    second = await ws_turn(base_url, other["widget_token"], QUESTION)
+    assert second[-1]["reply"] == "".join(DELTAS).strip(), "the model answers again: no fragment was cached"
+    assert route.call_count == 2
+
+
 async def test_stream_broken_mid_reply_keeps_the_partial_text_in_metadata(
     base_url: str, http: httpx.AsyncClient, byok: ByokCoach, llm_api: respx.MockRouter
 ) -> None:

@@ -159,17 +159,19 @@ def test_on_provider_error(streamed: bool, attempt: int, attempts: int, expected
 
 
 @pytest.mark.parametrize(
-    ("streamed", "tokens", "expected"),
+    ("streamed", "tokens", "finish", "expected"),
     [
-        pytest.param(" Breathe. Then act. ", 12, FinalReply("Breathe. Then act.", False), id="complete"),
-        pytest.param("Breathe. Then act and", 40, FinalReply("Breathe.", True), id="cut-at-limit"),
-        pytest.param("no sentence end", 40, FinalReply("no sentence end", True), id="cut-without-sentence"),
-        pytest.param("Breathe. Then", None, FinalReply("Breathe. Then", False), id="no-usage"),
-        pytest.param("   ", 3, FinalReply("", False), id="empty"),
+        pytest.param(" Breathe. Then act. ", 12, "stop", FinalReply("Breathe. Then act.", False), id="complete"),
+        pytest.param("Breathe. Then act and", 40, "stop", FinalReply("Breathe.", True), id="cut-at-limit"),
+        pytest.param("no sentence end", 40, "stop", FinalReply("no sentence end", True), id="cut-without-sentence"),
+        pytest.param("Breathe. Then", None, "stop", FinalReply("Breathe. Then", False), id="no-usage"),
+        # a server counting tokens its own way: under max_tokens by its count, but it says it stopped at the limit
+        pytest.param("Breathe. Then act and", 31, "length", FinalReply("Breathe.", True), id="length-finish"),
+        pytest.param("   ", 3, "stop", FinalReply("", False), id="empty"),
     ],
 )
-def test_final_reply(streamed: str, tokens: int | None, expected: FinalReply) -> None:
-    assert final_reply(streamed, completion_tokens=tokens, max_tokens=40) == expected
+def test_final_reply(streamed: str, tokens: int | None, finish: str, expected: FinalReply) -> None:
+    assert final_reply(streamed, completion_tokens=tokens, max_tokens=40, finish_reason=finish) == expected
 
 
 @pytest.mark.parametrize(
