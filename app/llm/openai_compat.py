@@ -20,6 +20,7 @@ then fail deep in our code with an ``AttributeError``. Each call reads what it n
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -321,5 +322,8 @@ def _chunk_parts(chunk: ChatCompletionChunk) -> tuple[Usage | None, list[float],
 
 
 def _numbers(vector: object) -> bool:
-    """Whether an embedding is a list of numbers (JSON may send an integral component as an integer)."""
-    return isinstance(vector, list) and all(isinstance(x, float | int) and not isinstance(x, bool) for x in vector)
+    """Whether an embedding is a list of finite numbers (JSON may send an integral component as an integer; a
+    ``NaN`` or ``Infinity``, which Python's JSON reader accepts, would fail the whole statement storing it)."""
+    return isinstance(vector, list) and all(
+        isinstance(x, float | int) and not isinstance(x, bool) and math.isfinite(x) for x in vector
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import re
 import struct
 import time
@@ -480,6 +481,14 @@ def json_answer(body: Any) -> httpx.Response:
     return httpx.Response(200, json=body)
 
 
+def with_component(value: float) -> httpx.Response:
+    """An ``/embeddings`` answer whose vectors each hold ``value`` (``NaN``, ``Infinity``: JavaScript's words, which
+    Python's JSON writer and reader use and the strict JSON of ``httpx`` refuses)."""
+    data = [{"index": i, "embedding": [0.5, value, 0.5, 0.5]} for i in range(3)]
+    body = json.dumps({"object": "list", "data": data, "model": EMBED_MODEL})
+    return httpx.Response(200, headers={"content-type": "application/json"}, content=body.encode())
+
+
 @pytest.mark.parametrize(
     "answer",
     [
@@ -568,6 +577,10 @@ def listed(data: Any) -> httpx.Response:
         pytest.param(
             listed([{"index": i, "embedding": ["0.5"] * DIMENSIONS} for i in range(3)]), id="components-not-numbers"
         ),
+        # JSON readers accept NaN and Infinity; PostgreSQL refused the vector, failing the whole turn with a raw
+        # SQL error (found by a run against a misbehaving provider)
+        pytest.param(with_component(math.nan), id="nan-component"),
+        pytest.param(with_component(math.inf), id="infinite-component"),
     ],
 )
 async def test_embed_answer_of_another_shape_raises_provider_error(
