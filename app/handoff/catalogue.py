@@ -1030,6 +1030,29 @@ CATALOGUE: dict[str, dict[str, str]] = {
         ),
         "pt": "A mensagem contém um caractere NUL (U+0000), que não pode ser enviado: remova-o e tente de novo.",
     },
+    # The reply when the model failed (an error, a timeout, a reply it did not finish): ``app.chat.turn.generate``.
+    "turn_apology": {
+        "en": (
+            "I'm sorry — I couldn't put together an answer just now. Your message is saved and your coach can "
+            "see it. Please try again in a moment."
+        ),
+        "es": (
+            "Lo siento, no he podido preparar una respuesta ahora mismo. Tu mensaje está guardado y tu coach puede "
+            "verlo. Vuelve a intentarlo en un momento."
+        ),
+        "fr": (
+            "Désolé, je n'ai pas pu préparer de réponse pour l'instant. Ton message est enregistré et ton coach "
+            "peut le voir. Réessaie dans un instant."
+        ),
+        "de": (
+            "Entschuldige, ich konnte gerade keine Antwort formulieren. Deine Nachricht ist gespeichert und dein "
+            "Coach kann sie sehen. Versuch es bitte gleich noch einmal."
+        ),
+        "pt": (
+            "Desculpe, não consegui preparar uma resposta agora. Sua mensagem está salva e seu coach pode vê-la. "
+            "Tente de novo daqui a pouco."
+        ),
+    },
     "refused_answer_later": {
         "en": "Could not answer this message yet; it is saved and will be answered shortly.",
         "es": "Todavía no se pudo responder a este mensaje; está guardado y se responderá en breve.",

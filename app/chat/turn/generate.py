@@ -25,6 +25,7 @@ from app.chat.turn.injection import ReplyCheck, StreamedReply, safe_reply
 from app.chat.turn.state import Gathered, Reply, Turn
 from app.chat.turn.timing import Deadline, ms_since
 from app.core.config import Settings
+from app.handoff.catalogue import say
 from app.handoff.signals import claims_human, token_confidence
 from app.learning.cache import ResponseCache
 from app.learning.style import style_lines
@@ -33,10 +34,8 @@ from app.llm.registry import ProviderRegistry
 
 log = logging.getLogger(__name__)
 
-APOLOGY = (
-    "I'm sorry — I couldn't put together an answer just now. Your message is saved and your coach can "
-    "see it. Please try again in a moment."
-)
+APOLOGY = say("turn_apology", "en")
+"""The apology in English; a client reads it in their language (:meth:`Generator.apology`)."""
 
 
 def prompt_budget(settings: Settings, provider: str) -> int:
@@ -294,9 +293,9 @@ class Generator:
         return self._replace(reply, text, honesty=Honesty.REPLACED, honesty_model_reply=reply.text)
 
     def apology(self, turn: Turn, reply: Reply, exc: ProviderError | TimeoutError) -> str:
-        """Turn a failed generation into the apology (never a draft: it is not the AI's content); records
-        ``error`` and ``partial_reply``. Returns the delta to stream: the apology, after a blank line when part
-        of the reply was already streamed to the client."""
+        """Turn a failed generation into the apology, in the client's language (``turn.risk.language``; never a
+        draft: it is not the AI's content); records ``error`` and ``partial_reply``. Returns the delta to stream:
+        the apology, after a blank line when part of the reply was already streamed to the client."""
         error = (
             f"timed out after {self._settings.llm_timeout_seconds:g} s" if isinstance(exc, TimeoutError) else str(exc)
         )
@@ -304,5 +303,6 @@ class Generator:
         reply.metadata["error"] = error
         reply.metadata["partial_reply"] = "".join(reply.parts)
         streamed = reply.streamed and not reply.drafting
-        reply.text, reply.passages, reply.drafting, reply.failed = APOLOGY, [], False, True
-        return ("\n\n" if streamed else "") + APOLOGY
+        apology = say("turn_apology", turn.risk.language)
+        reply.text, reply.passages, reply.drafting, reply.failed = apology, [], False, True
+        return ("\n\n" if streamed else "") + apology

@@ -27,6 +27,7 @@ from app.chat.turn.state import TEMPERATURE
 from app.core.config import Settings
 from app.core.runtime import Services
 from app.core.security import SecretBox
+from app.handoff.catalogue import say
 from app.handoff.crisis import crisis_reply
 from tests.conftest import Coach, make_client, upload, ws_turn
 from tests.openai_wire import SDK_HTTPCORE, mock_openai, openai_error, openai_sse, sse_response
@@ -336,6 +337,29 @@ async def test_a_reply_the_content_filter_stopped_is_never_cached_for_the_next_c
     second = await ws_turn(base_url, other["widget_token"], QUESTION)
     assert second[-1]["reply"] == "".join(DELTAS).strip(), "the model answers again: no fragment was cached"
     assert route.call_count == 2
+
+
+@pytest.mark.parametrize(
+    ("language", "question"),
+    [
+        ("es", "¿Cómo puedo organizar mejor mi semana de trabajo?"),
+        ("de", "Wie kann ich meine Arbeitswoche besser planen?"),
+    ],
+)
+async def test_the_apology_for_a_failed_answer_is_in_the_clients_language(
+    http: httpx.AsyncClient, byok: ByokCoach, llm_api: respx.MockRouter, language: str, question: str
+) -> None:
+    """The provider refuses the coach's key: a client writing Spanish or German read the apology in English,
+    though every other product text they meet is in their language (found by a run against a misbehaving
+    provider)."""
+    llm_api.post(COMPLETIONS_URL).mock(
+        return_value=openai_error(401, "Incorrect API key provided", "invalid_request_error", "invalid_api_key")
+    )
+
+    response = await http.post("/api/v1/chat", headers=byok.client_auth, json={"text": question})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["reply"] == say("turn_apology", language) != APOLOGY
 
 
 async def test_stream_broken_mid_reply_keeps_the_partial_text_in_metadata(
