@@ -31,19 +31,32 @@ from openai.types.chat import ChatCompletionChunk
 from app.core.egress import EgressGuard, EgressRefused, http_status_text
 from app.llm.base import ChatMessage, ProviderError, Usage, plain_text_messages
 
+KNOWN_ERROR_CODES = {
+    "invalid_api_key": "the endpoint refused the API key",
+    "insufficient_quota": "the account at the provider has no credit or quota left",
+    "model_not_found": "the model does not exist there, or this key may not use it",
+    "context_length_exceeded": "the prompt is longer than the model's context window",
+    "rate_limit_exceeded": "too many requests for the account's rate limit",
+}
+"""OpenAI's error codes (``error.code``, API reference "Error codes") a coach can act on, in words. Only these
+are repeated from an answer: a fixed list, never text the endpoint chose."""
+
 
 def describe_error(exc: BaseException) -> str:
     """One line saying what failed, safe to store where a coach or client can read it (``metadata.error``,
     ``fine_tune_jobs.error``, a document's error): the SDK error's class and, for an HTTP error, the status
-    code with its standard phrase (``"AuthenticationError: HTTP 401 Unauthorized"``); a refusal by the egress
-    guard with its reason. Never the response body, the error message or the reason phrase the server sent:
+    code with its standard phrase (``"AuthenticationError: HTTP 401 Unauthorized"``), and the error's ``code``
+    when it is one of OpenAI's documented codes, in words (:data:`KNOWN_ERROR_CODES`: a quota used up and a rate
+    limit are both 429s, a key the endpoint refuses and a model it lacks need different fixes); a refusal by the
+    egress guard with its reason. Never the response body, the error message or the reason phrase the server sent:
     the coach chooses the endpoint, and echoing what it answered would turn a refused or failed request into
     a way to read internal services (OWASP SSRF Prevention Cheat Sheet)."""
     name = type(exc).__name__
     if isinstance(exc, EgressRefused):
         return f"EgressRefused: {exc}"
     if isinstance(exc, openai.APIStatusError):
-        return f"{name}: {http_status_text(exc.status_code)}"
+        known = KNOWN_ERROR_CODES.get(exc.code) if isinstance(exc.code, str) else None
+        return f"{name}: {http_status_text(exc.status_code)}" + (f" ({exc.code}: {known})" if known else "")
     if isinstance(exc, openai.APITimeoutError):
         return f"{name}: the endpoint did not answer in time"
     if isinstance(exc, openai.APIConnectionError):

@@ -248,6 +248,48 @@ async def test_stream_failures_raise_provider_error(
     assert API_KEY not in str(excinfo.value)
 
 
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        pytest.param(
+            openai_error(401, "Incorrect API key provided: sk-…", "invalid_request_error", "invalid_api_key"),
+            "AuthenticationError: HTTP 401 Unauthorized (invalid_api_key: the endpoint refused the API key)",
+            id="key",
+        ),
+        pytest.param(
+            openai_error(429, "You exceeded your current quota", "insufficient_quota", "insufficient_quota"),
+            "RateLimitError: HTTP 429 Too Many Requests (insufficient_quota: the account at the provider has no "
+            "credit or quota left)",
+            id="quota",
+        ),
+        pytest.param(
+            openai_error(404, "The model `gpt-9` does not exist", "invalid_request_error", "model_not_found"),
+            "NotFoundError: HTTP 404 Not Found (model_not_found: the model does not exist there, or this key may not "
+            "use it)",
+            id="model",
+        ),
+        # a code the endpoint made up is not repeated: the coach's endpoint may be anything (SSRF)
+        pytest.param(
+            openai_error(400, "nope", "invalid_request_error", "internal_admin_page_is_here"),
+            "BadRequestError: HTTP 400 Bad Request",
+            id="unknown-code",
+        ),
+    ],
+)
+async def test_a_documented_error_code_says_what_to_fix(
+    openai_api: respx.MockRouter, response: httpx.Response, expected: str
+) -> None:
+    """A quota used up read "RateLimitError: HTTP 429 Too Many Requests", as a rate limit does; a refused key and a
+    missing model gave the coach only the status (found by a run against a misbehaving provider). OpenAI's
+    documented codes are now named, in words; nothing else from the answer is."""
+    openai_api.post(f"{BASE_URL}/chat/completions").mock(return_value=response)
+
+    with pytest.raises(ProviderError) as excinfo:
+        await collect(chat_provider())
+
+    assert str(excinfo.value) == expected
+
+
 async def test_stream_error_event_mid_stream_raises_provider_error(openai_api: respx.MockRouter) -> None:
     """An ``{"error": ...}`` event inside a 200 stream (OpenAI's mid-stream failure) stops the stream with
     ``ProviderError`` after the deltas already received; the message says so without echoing the server's."""
