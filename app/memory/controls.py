@@ -5,12 +5,13 @@ training data), and the summaries built on them are written again without them."
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased, defer
 
@@ -55,6 +56,58 @@ async def _forget_replies(session: AsyncSession, forgotten: list[uuid.UUID]) -> 
         .values(forgotten_at=func.coalesce(Message.forgotten_at, func.now()))
         .execution_options(synchronize_session=False)
     )
+
+
+_NAME = re.compile(r"(?<![.!?:]\s)(?<!^)(?<!\n)\b(?!I\b|I['’])[A-Z][\w'’-]+")
+"""A capitalised word not opening a sentence: a name (a person, a place, an employer) in a client's message."""
+
+
+async def _forget_repeats(
+    session: AsyncSession, client_id: uuid.UUID, fact: str, sources: list[uuid.UUID]
+) -> list[uuid.UUID]:
+    """Mark forgotten the AI and coach messages of the client that repeat a forgotten insight, wherever they are:
+    a reply quoting the fact in a later turn or session ("given your sister's diagnosis…") carried it back into
+    recall, summaries and the training data after :func:`_forget_replies` marked only the replies right after its
+    source messages. A message repeats the fact when it shares, stemmed and without stop words (PostgreSQL's
+    ``english`` text search configuration, as episodic recall uses), two of the words of the insight's ``fact``
+    other than the client's name, or one name (:data:`_NAME`) the client wrote in a source message. Meant to
+    over-forget rather than leak: a forgotten message only leaves the AI's memory and training data, and stays in
+    the coach's transcript. Returns the ids marked."""
+
+    def lexemes(text: str) -> Any:
+        return select(func.tsvector_to_array(func.to_tsvector("english", text)))
+
+    client_name = await session.scalar(select(Client.name).where(Client.id == client_id)) or ""
+    said = (await session.scalars(select(Message.text).where(Message.id.in_(sources)))).all()
+    names = " ".join(name for text in said for name in _NAME.findall(text))
+    own, terms, named = [set(await session.scalar(lexemes(t)) or ()) for t in (client_name, fact, names)]
+    terms, named = terms - own, named - own
+    if not terms and not named:
+        return []
+    since = await session.scalar(select(func.min(Message.created_at)).where(Message.id.in_(sources)))
+    candidates = await session.execute(
+        select(Message.id, func.tsvector_to_array(func.to_tsvector("english", Message.text)))
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(
+            Conversation.client_id == client_id,
+            Message.sender_type != SenderType.CLIENT,
+            Message.forgotten_at.is_(None),
+            Message.created_at > since if since is not None else true(),
+        )
+    )
+    repeats = [
+        message_id
+        for message_id, words in candidates
+        if len(set(words) & terms) + 2 * len(set(words) & named) >= min(2, len(terms) + 2 * len(named))
+    ]
+    if repeats:
+        await session.execute(
+            update(Message)
+            .where(Message.id.in_(repeats))
+            .values(forgotten_at=func.coalesce(Message.forgotten_at, func.now()))
+            .execution_options(synchronize_session=False)
+        )
+    return repeats
 
 
 @dataclass(frozen=True)
@@ -258,6 +311,7 @@ class MemoryControls:
         insight = await self._visible_insight(session, coach_id, client_id, insight_id)
         # the text in the offline model's space, which a later switch of the coach's embedder leaves valid
         [insight.tombstone_embedding] = await self._registry.local_embedder().embed([insight.text])
+        repeats = await _forget_repeats(session, client_id, insight.text, insight.source_message_ids)
         insight.status = InsightStatus.DELETED
         insight.text = ""
         conversations = (
@@ -273,6 +327,11 @@ class MemoryControls:
             )
         ).all()
         await _forget_replies(session, insight.source_message_ids)
+        forgotten = [*insight.source_message_ids, *repeats]
+        conversations = [
+            *conversations,
+            *(await session.scalars(select(Message.conversation_id).where(Message.id.in_(repeats)))).all(),
+        ]
         for conversation_id in set(conversations):
             jobs.refresh_training_data(session, coach_id, conversation_id, trigger=f"forget:{insight_id}", erase=True)
         if conversations:  # cached replies (and failure patterns) may quote the forgotten messages
@@ -284,7 +343,7 @@ class MemoryControls:
                     ChatSession.client_id == client_id,
                     # an ended one too: its summary may be being written from the messages forgotten now
                     ChatSession.status.in_((SessionStatus.ENDED, *SessionStatus.FINISHED)),
-                    ChatSession.id.in_(select(Message.session_id).where(Message.id.in_(insight.source_message_ids))),
+                    ChatSession.id.in_(select(Message.session_id).where(Message.id.in_(forgotten))),
                 )
                 .with_for_update()
             )

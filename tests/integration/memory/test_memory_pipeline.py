@@ -1237,6 +1237,41 @@ async def test_forgetting_a_message_forgets_the_replies_that_may_quote_it(
     assert by_id[secret.message_id].forgotten_at is not None and by_id[after.message_id].forgotten_at is None
 
 
+async def test_forgetting_an_insight_forgets_the_later_replies_that_repeat_it(
+    container: Container, http: httpx.AsyncClient, coach: Coach, llm: FakeOpenAI
+) -> None:
+    """A reply several turns later, or in another conversation, repeated the forgotten fact ("your sister's
+    diabetes", her name): only the reply right after the source message was forgotten, so the fact came back in
+    the next prompt's recall and in the training data (found by a privacy run). Replies sharing two of the
+    fact's words, or a name the client wrote, are forgotten too; the others, and the client's messages, stay."""
+    client_id = await new_client(http, coach, "Lea")
+    secret = await say(container, coach, client_id, "My sister Ingrid was diagnosed with diabetes last week.")
+    later = await say(container, coach, client_id, "How do I plan my week?", secret.conversation_id)
+    other = await say(container, coach, client_id, "Any tips for better sleep?")  # another conversation
+    kept = await say(container, coach, client_id, "How do I keep a journal?", other.conversation_id)
+    coach_id = uuid.UUID(coach.coach_id)
+    async with tenant_session(container.sessionmaker, coach_id) as s:  # the model came back to it
+        (await s.get_one(Message, later.message_id)).text = "With your sister's diabetes on your mind, plan lightly."
+        (await s.get_one(Message, other.message_id)).text = "Ask Ingrid how she sleeps: a shared routine helps."
+        (await s.get_one(Message, kept.message_id)).text = "Write three lines each night about your day."
+    insight = await seed_insight(
+        container, coach_id, client_id, "Lea's sister was diagnosed with diabetes", sources=[secret.received_message_id]
+    )
+    forgotten = await http.delete(f"/api/v1/clients/{client_id}/memory/insights/{insight.id}", headers=coach.headers)
+    assert forgotten.status_code == 204, forgotten.text
+
+    await say(container, coach, client_id, "What should I do first?", other.conversation_id)
+
+    sent = json.dumps(llm.chat_requests[-1]["messages"])
+    assert "diabetes" not in sent and "Ingrid" not in sent, "no reply repeating it is recalled or in the turns"
+    by_id = await messages_by_id(
+        container, coach, [later.message_id, other.message_id, kept.message_id, later.received_message_id]
+    )
+    assert by_id[later.message_id].forgotten_at is not None and by_id[other.message_id].forgotten_at is not None
+    assert by_id[kept.message_id].forgotten_at is None, "a reply sharing nothing with the fact stays"
+    assert by_id[later.received_message_id].forgotten_at is None, "the client's own later messages stay"
+
+
 async def test_a_forgotten_message_is_never_recalled(
     container: Container, http: httpx.AsyncClient, coach: Coach, llm: FakeOpenAI
 ) -> None:
