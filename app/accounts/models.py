@@ -50,6 +50,12 @@ class Coach(IdMixin, Base):
     """Progress: texts embedded with the requested model / texts to embed."""
     embedding_job_error: Mapped[str | None] = mapped_column(Text)
     """Why the last request failed (the provider's error, never its body); the old embedder stays in use."""
+    model_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Replies the chat model failed to write (each client got the apology) since ``model_failing_since``; back to 0
+    at the model's next reply. The dashboard says so on every page, with ``model_failure``."""
+    model_failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    model_failure: Mapped[str | None] = mapped_column(Text)
+    """The last failure's reason (:func:`app.llm.openai_compat.describe_error`: never the provider's body)."""
     recent_messages: Mapped[int] = mapped_column(Integer, default=10, server_default="10")
     """L1: how many of the conversation's latest messages go into the prompt."""
     session_idle_minutes: Mapped[int] = mapped_column(Integer, default=30, server_default="30")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, bindparam, exists, select, update
+from sqlalchemy import DateTime, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.availability import away_until
@@ -190,6 +190,7 @@ class Persister:
                         session, turn, HandoffReason.LOW_CONFIDENCE, detail, confidence.value, reply.signals
                     )
                     outcome = Outcome(outcome.reply, handoff=handoff, announce=True)
+            await _note_model_health(session, coach, reply)
         reply.metadata["persist_ms"] = ms_since(t0)
         return outcome
 
@@ -285,6 +286,29 @@ class Persister:
 def _resources(coach: Coach, language: str) -> tuple[str, ...]:
     """The coach's crisis resources for a reply in ``language`` (:func:`app.handoff.crisis.resources_for`)."""
     return resources_for(language, tuple(coach.crisis_resources), coach.crisis_resources_by_language)
+
+
+async def _note_model_health(session: AsyncSession, coach: Coach, reply: Reply) -> None:
+    """Count a reply the model failed to write (the apology) on the coach (``model_failures``, since when, why), so
+    the dashboard tells the coach on every page: a refused key or a used-up quota otherwise reached only the
+    clients. The model's next reply clears it (a cache hit says nothing of the model). One ``UPDATE`` only on a
+    failure or on the first reply after one; ``coach`` is the turn's copy, read at its start."""
+    if reply.failed:
+        await session.execute(
+            update(Coach)
+            .where(Coach.id == coach.id)
+            .values(
+                model_failures=Coach.model_failures + 1,
+                model_failing_since=func.coalesce(Coach.model_failing_since, func.now()),
+                model_failure=str(reply.metadata.get("error", "")),
+            )
+        )
+    elif coach.model_failures and reply.metadata.get("cache") != "hit":
+        await session.execute(
+            update(Coach)
+            .where(Coach.id == coach.id)
+            .values(model_failures=0, model_failing_since=None, model_failure=None)
+        )
 
 
 _LOCK_CONVERSATION = (

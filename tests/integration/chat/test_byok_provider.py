@@ -8,6 +8,7 @@ traffic (this test's HTTP client talking to the app) passes through.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -30,6 +31,7 @@ from app.core.security import SecretBox
 from app.handoff.catalogue import say
 from app.handoff.crisis import crisis_reply
 from tests.conftest import Coach, make_client, upload, ws_turn
+from tests.integration.web.test_dashboard import log_in
 from tests.openai_wire import SDK_HTTPCORE, mock_openai, openai_error, openai_sse, sse_response
 
 LLM_BASE_URL = "https://llm.example.test/v1"
@@ -360,6 +362,31 @@ async def test_the_apology_for_a_failed_answer_is_in_the_clients_language(
 
     assert response.status_code == 200, response.text
     assert response.json()["reply"] == say("turn_apology", language) != APOLOGY
+
+
+async def test_the_dashboard_tells_the_coach_their_model_is_failing_until_it_answers_again(
+    base_url: str, http: httpx.AsyncClient, byok: ByokCoach, llm_api: respx.MockRouter
+) -> None:
+    """The coach's key was refused: every client got the apology, and the coach learnt nothing unless they opened a
+    transcript's details (found by a run against a misbehaving provider). Every dashboard page now says how many
+    replies failed since when, and why; the model's next reply takes it away."""
+    route = llm_api.post(COMPLETIONS_URL).mock(
+        return_value=openai_error(401, "Incorrect API key provided", "invalid_request_error", "invalid_api_key")
+    )
+    for question in (QUESTION, "And in the evening?"):
+        failed = await http.post("/api/v1/chat", headers=byok.client_auth, json={"text": question})
+        assert failed.json()["reply"] == APOLOGY
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as browser:
+        await log_in(browser, byok.coach)
+        page = " ".join((await browser.get("/dashboard/inbox")).text.split())
+        # (the fixture's coach is the module's: earlier tests' failures count too)
+        assert re.search(r"Your AI could not answer \d+ messages since \d{4}-\d\d-\d\d \d\d:\d\d UTC", page)
+        assert "invalid_api_key: the endpoint refused the API key" in page
+
+        route.mock(return_value=sse_response(openai_sse(DELTAS, (40, len(DELTAS)))))
+        answered = await http.post("/api/v1/chat", headers=byok.client_auth, json={"text": "Thanks, and now?"})
+        assert answered.json()["reply"] == "".join(DELTAS)
+        assert "Your AI could not answer" not in (await browser.get("/dashboard/inbox")).text
 
 
 async def test_stream_broken_mid_reply_keeps_the_partial_text_in_metadata(
