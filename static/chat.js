@@ -5,14 +5,19 @@
 // come meanwhile are shown after them), then sends the unacknowledged messages again with
 // the same ids (the server stores each once). A dropped socket is reopened with exponential back-off. The server answers messages in the order they arrived, so
 // Send and Enter always work, also while an answer is streaming.
-// Live events of the client's channel arrive on the same socket: the coach's messages ("message"),
-// "coach_joined", "coach_left" and "draft_discarded" (no reviewed reply is coming); a turn answered by nobody (the coach holds the conversation, or a draft
-// waits for review) ends with `done` whose message_id is null and whose `handoff` says why.
+// Live events of the client's channel arrive on the same socket: the coach's messages ("message"), the client's own
+// and the replies to them (sent from this tab or another, each shown once, by id), "coach_joined", "coach_left" and
+// "draft_discarded" (no reviewed reply is coming); a turn answered by nobody (the coach holds the conversation, or a
+// draft waits for review) ends with `done` whose message_id is null and whose `handoff` says why.
+// A stored message shows its time and goes where a reload shows it (by created_at: a reply caught up after a
+// reconnect goes above the messages the client sent while the connection was down, which are not stored yet).
 // Every reply of the AI or the coach (not notices or crisis replies) gets thumbs up / down, then an optional
-// 1–5 rating and comment: POST /api/v1/messages/{id}/feedback; a new choice replaces the previous one.
+// 1–5 rating and comment: POST /api/v1/messages/{id}/feedback; a new choice replaces the previous one (a rating or
+// comment given before is cleared, and the bar says so).
 // While an answer is on its way a typing bubble shows (after STILL_WORKING_MS it says so); a citation opens its
 // passages (GET /api/v1/widget/passages/{chunk_id}); phone numbers in crisis and notice replies are tel: links.
-// Framed by static/widget.js, the close button and Esc ask the embedding page to close the panel, and every
+// Framed by static/widget.js, opening the panel focuses the message input ({type: "opencoach:focus"} from the
+// launcher), the close button and Esc ask the embedding page to close the panel, and every
 // reply of the AI or the coach is announced to it (its unread badge): postMessage {type: "opencoach:…"}; once
 // loaded, the page tells it its launcher's texts ({type: "opencoach:texts", texts}).
 // The page's own texts come from the page (#log's data-texts: app.handoff.catalogue.widget_texts, in the language
@@ -191,10 +196,48 @@
     return clientId ? log.querySelector('[data-client-id="' + clientId + '"]') : null;
   }
 
-  function acknowledge(clientId, messageId) {
+  function acknowledge(clientId, messageId, createdAt) {
     unacked = unacked.filter(function (m) { return m.client_message_id !== clientId; });
     var el = ownBubble(clientId);
-    if (el) { el.dataset.messageId = messageId; el.classList.remove("pending"); }
+    if (!el) return;
+    el.dataset.messageId = messageId;
+    el.classList.remove("pending");
+    if (stamp(el, createdAt)) place(el);
+  }
+
+  function stamp(el, createdAt) {
+    // the time a stored message was stored, as the page shows it ("2026-06-01 08:00:00", UTC: the template's
+    // strftime of created_at), and data-created-at to order it by; false when it has no time to show
+    var at = createdAt ? new Date(createdAt) : null;
+    if (!at || isNaN(at)) return false;
+    el.dataset.createdAt = at.toISOString();
+    if (!el.querySelector(".who .muted")) {
+      var time = document.createElement("span");
+      time.className = "small muted";
+      time.textContent = el.dataset.createdAt.slice(0, 19).replace("T", " ");
+      var who = el.querySelector(".who");
+      who.appendChild(document.createTextNode(" "));
+      who.appendChild(time);
+    }
+    return true;
+  }
+
+  function place(el) {
+    // a stored message goes where a reload shows it: before the first message stored after it or the first of the
+    // client's messages not stored yet (sent while the connection was down), else after the last one stored
+    var at = Date.parse(el.dataset.createdAt);
+    var stored = Array.prototype.filter.call(log.querySelectorAll(".msg[data-created-at], .msg.pending"), function (m) {
+      return m !== el;
+    });
+    var later = stored.find(function (m) {
+      return m.classList.contains("pending") || Date.parse(m.dataset.createdAt) > at;
+    });
+    var last = stored[stored.length - 1];
+    if (later) {
+      if (el.nextElementSibling !== later) log.insertBefore(el, later);
+    } else if (last && el.compareDocumentPosition(last) & Node.DOCUMENT_POSITION_FOLLOWING) {
+      log.insertBefore(el, last.nextSibling);
+    }
   }
 
   function bubble(kind, label, text, before) {
@@ -253,26 +296,8 @@
     return svg;
   }
 
-  function feedbackBar(el, rated) {
-    var id = el.dataset.messageId;
-    if (!id || el.classList.contains("notice") || el.querySelector(".feedback")) return;
-    var bar = document.createElement("div");
-    bar.className = "feedback small";
-    var helpful = rated === "up" ? true : rated === "down" ? false : null;
-    function thumb(value, glyph, label) {
-      var b = document.createElement("button");
-      b.type = "button";
-      b.className = "thumb " + (value ? "up" : "down");
-      b.appendChild(glyph);
-      b.title = label;
-      b.setAttribute("aria-label", label);
-      b.setAttribute("aria-pressed", String(helpful === value));
-      b.addEventListener("click", function () { choose(value); });
-      bar.appendChild(b);
-      return b;
-    }
-    var up = thumb(true, icon(THUMB_PATH), TEXTS.helpful);
-    var down = thumb(false, icon(THUMB_PATH), TEXTS.not_helpful);
+  function feedbackForm() {
+    // the optional 1–5 rating and comment a thumb opens (hidden until then)
     var more = document.createElement("form");
     more.className = "feedback-more";
     more.hidden = true;
@@ -295,6 +320,33 @@
     more.appendChild(rating);
     more.appendChild(comment);
     more.appendChild(submit);
+    return more;
+  }
+
+  function feedbackBar(el, rated, detailed) {
+    // ``detailed``: the stored feedback has a rating or comment, which a new thumb replaces (the server keeps only
+    // the latest feedback: a kept 1–2 ★ would turn a 👍 back into a 👎), so the bar then says they were cleared
+    var id = el.dataset.messageId;
+    if (!id || el.classList.contains("notice") || el.querySelector(".feedback")) return;
+    var bar = document.createElement("div");
+    bar.className = "feedback small";
+    var helpful = rated === "up" ? true : rated === "down" ? false : null;
+    function thumb(value, glyph, label) {
+      var b = document.createElement("button");
+      b.type = "button";
+      b.className = "thumb " + (value ? "up" : "down");
+      b.appendChild(glyph);
+      b.title = label;
+      b.setAttribute("aria-label", label);
+      b.setAttribute("aria-pressed", String(helpful === value));
+      b.addEventListener("click", function () { choose(value); });
+      bar.appendChild(b);
+      return b;
+    }
+    var up = thumb(true, icon(THUMB_PATH), TEXTS.helpful);
+    var down = thumb(false, icon(THUMB_PATH), TEXTS.not_helpful);
+    var more = feedbackForm();
+    var rating = more.elements.rating, comment = more.elements.text;
     var note = document.createElement("span");
     note.className = "muted";
     bar.appendChild(more);
@@ -304,12 +356,20 @@
       up.setAttribute("aria-pressed", String(value === true));
       down.setAttribute("aria-pressed", String(value === false));
     }
+    function saved(stored) {
+      // the form shows the feedback as stored; returns whether a rating or comment stored before was cleared
+      var cleared = detailed && !stored.rating && !stored.text;
+      detailed = Boolean(stored.rating || stored.text);
+      rating.value = stored.rating ? String(stored.rating) : "";
+      comment.value = stored.text || "";
+      return cleared;
+    }
     function choose(value) {
-      sendFeedback(id, { helpful: value }).then(function () {
+      sendFeedback(id, { helpful: value }).then(function (stored) {
         show(value);
         more.hidden = false;
         if (el === log.lastElementChild) scrollDown();
-        note.textContent = value ? TEXTS.thanks : TEXTS.thanks_missing;
+        note.textContent = saved(stored) ? TEXTS.rating_cleared : value ? TEXTS.thanks : TEXTS.thanks_missing;
       }).catch(function (err) { note.textContent = err.message; });
     }
     more.addEventListener("submit", function (event) {
@@ -317,7 +377,8 @@
       var body = { helpful: helpful !== false };
       if (rating.value) body.rating = Number(rating.value);
       if (comment.value.trim()) body.text = comment.value.trim();
-      sendFeedback(id, body).then(function () {
+      sendFeedback(id, body).then(function (stored) {
+        saved(stored);
         more.hidden = true;
         note.textContent = TEXTS.feedback_saved;
       }).catch(function (err) { note.textContent = err.message; });
@@ -408,23 +469,28 @@
   }
 
   function showMessage(message, before) {
-    // a stored message, at the end (live, or caught up after a reconnect) or, ``before`` an element, above it
-    // (an earlier page of the transcript); returns its element, or null when it is shown already
+    // a stored message, where a reload shows it (live, from this client's other tabs too, or caught up after a
+    // reconnect: place) or, ``before`` an element, above it (an earlier page of the transcript); returns its
+    // element, or null when it is shown already
     if (!before) seen(message.id);
     if (hasMessage(message.id)) return null;
     if (!before && message.client_message_id && ownBubble(message.client_message_id)) {
-      acknowledge(message.client_message_id, message.id);
+      acknowledge(message.client_message_id, message.id, message.created_at);
       return null;
     }
+    var streamed = current && message.sender_type !== "client" && current.querySelector(".text").textContent;
+    if (!before && streamed === message.text) return settle(message);  // the reply streaming here, before its `done`
     var el = bubble(message.sender_type, LABELS[message.sender_type] || LABELS.ai, message.text, before);
     el.dataset.messageId = message.id;
+    if (stamp(el, message.created_at) && !before) place(el);
     citations(el, message.citations);
     var meta = message.metadata || {};
     if (meta.notice || meta.crisis) el.classList.add("notice");
     linkPhones(el);
     if (before) {  // an earlier message: its thumbs as the client left them, nothing announced
       var feedback = meta.feedback || {};
-      if (message.sender_type !== "client") feedbackBar(el, feedback.helpful === true ? "up" : feedback.helpful === false ? "down" : null);
+      var thumb = feedback.helpful === true ? "up" : feedback.helpful === false ? "down" : null;
+      if (message.sender_type !== "client") feedbackBar(el, thumb, Boolean(feedback.rating || feedback.text));
       return el;
     }
     if (message.sender_type !== "client") {
@@ -436,24 +502,37 @@
   }
 
   function ofThisConversation(data) {
-    // a live event (a message, the coach joining or leaving) of the conversation this widget shows
+    // a live event (a message, the coach joining or leaving) of the conversation this widget shows; a page opened
+    // before the client had one takes the first message's (started in their other tab: a reload shows it)
+    if (!conversationId && data.type === "message") conversationId = data.conversation_id || null;
     return Boolean(conversationId) && data.conversation_id === conversationId;
+  }
+
+  function settle(reply) {
+    // the streamed answer (or a new bubble) becomes the stored reply ({id, text, citations, metadata, created_at})
+    var el = streamBubble();
+    current = null;
+    el.classList.remove("streaming");
+    el.querySelector(".text").textContent = reply.text;
+    citations(el, reply.citations);
+    el.dataset.messageId = reply.id;
+    var shown = reply.metadata || {};
+    if (shown.notice || shown.crisis) el.classList.add("notice");
+    linkPhones(el);
+    if (stamp(el, reply.created_at)) place(el);
+    feedbackBar(el);
+    notifyParent("message");
+    seen(reply.id);
+    return el;
   }
 
   function onDone(data) {
     conversationId = data.conversation_id;
     if (data.message_id && !hasMessage(data.message_id)) {
-      streamBubble();
-      current.classList.remove("streaming");
-      current.querySelector(".text").textContent = data.reply;
-      citations(current, data.citations);
-      current.dataset.messageId = data.message_id;
-      var shown = data.metadata || {};
-      if (shown.notice || shown.crisis) current.classList.add("notice");
-      linkPhones(current);
-      feedbackBar(current);
-      notifyParent("message");
-      seen(data.message_id);
+      settle({
+        id: data.message_id, text: data.reply, citations: data.citations, metadata: data.metadata,
+        created_at: data.created_at
+      });
     } else if (current) {
       current.remove();  // nothing was sent (or it already arrived live): no empty bubble
     }
@@ -605,7 +684,7 @@
         conversationId = data.conversation_id || conversationId;
         // not the catch-up's position: a reply stored before this message may still be on its way (its `done`
         // lost if the socket drops now), and the catch-up must fetch it
-        acknowledge(data.client_message_id, data.message_id);
+        acknowledge(data.client_message_id, data.message_id, data.created_at);
         if (data.answering) setWaiting(1);
       } else if (data.type === "token") {
         streamBubble().querySelector(".text").textContent += data.text;
@@ -757,13 +836,20 @@
     document.addEventListener("keydown", function (event) {
       if (event.key === "Escape") notifyParent("close");
     });
+    window.addEventListener("message", function (event) {
+      // the launcher opened the panel: the message input has the focus (not the page, whose Tab order passes every
+      // message's controls first)
+      if (event.source === window.parent && event.data && event.data.type === "opencoach:focus" && !input.disabled) {
+        input.focus({ preventScroll: true });
+      }
+    });
   }
   input.addEventListener("keydown", function (event) {
     // not while an input method composes (Chinese, Japanese…): its Enter confirms the characters
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); form.requestSubmit(); }
   });
   Array.prototype.forEach.call(log.querySelectorAll(".msg.ai, .msg.human_coach"), function (el) {
-    if (el.id !== "greeting") feedbackBar(el, el.dataset.feedback);
+    if (el.id !== "greeting") feedbackBar(el, el.dataset.feedback, "feedbackRated" in el.dataset);
     linkPhones(el);
   });
   Array.prototype.forEach.call(log.querySelectorAll(".citations li[data-chunks]"), function (li) {

@@ -4,7 +4,8 @@
 // (localStorage of the embedding page). On a phone (max-width 480px) the open panel fills the screen and the
 // chat's own close button (or Esc) closes it. The chat page talks to this script with postMessage
 // {type: "opencoach:close" | "opencoach:message" | "opencoach:texts"}; only messages from the chat's origin and
-// frame count. The launcher speaks the chat page's language: the frame asks for the embedding page's (the
+// frame count. Opening the panel asks the chat to focus its message input ({type: "opencoach:focus"}).
+// The launcher speaks the chat page's language: the frame asks for the embedding page's (the
 // snippet's data-language, else <html lang>; the server falls back on the browser's), and once loaded tells the
 // launcher its texts (app.handoff.catalogue widget_launcher, widget_close, widget_unread, widget_frame); English
 // until then, and the snippet's own data-label stays. The launcher shows once the chat page has said its texts: a
@@ -72,7 +73,10 @@
     if (open) unread = 0;
     try { localStorage.setItem(storeKey, open ? "1" : "0"); } catch { /* storage blocked: not remembered */ }
     render();
-    if (open) frame.focus(); else button.focus();
+    if (open) {  // the chat's message input, not the frame's body (chat.js focuses it)
+      frame.focus();
+      frame.contentWindow.postMessage({ type: "opencoach:focus" }, origin);
+    } else button.focus();
   }
 
   button.addEventListener("click", function () { setOpen(!isOpen()); });

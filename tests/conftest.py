@@ -308,13 +308,14 @@ async def widget_page(base_url: str | httpx.URL, token: str, page: str = "") -> 
 
 async def ws_turn(base_url: str, widget_token: str, text: str) -> list[dict]:
     """Send ``text`` over the ``/ws/chat`` WebSocket; returns the events received after its ``ack``, up to and
-    including the first that is not a ``token`` event (``done`` or ``error``)."""
+    including the first that is not a ``token`` event (``done`` or ``error``), without the live ``message`` events
+    (the message and its reply come back live too, for the client's other tabs)."""
     url = base_url.replace("http://", "ws://") + f"/ws/chat?token={widget_token}"
     events: list[dict] = []
     async with websockets.connect(url) as ws:
         await ws.send(json.dumps({"text": text}))
         while not events or events[-1]["type"] == "token":
             event = json.loads(await ws.recv())
-            if event["type"] != "ack":
+            if event["type"] not in ("ack", "message"):
                 events.append(event)
     return events

@@ -845,6 +845,13 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "de": "Danke – was hat gefehlt?",
         "pt": "Obrigado — o que faltou?",
     },
+    "widget_rating_cleared": {
+        "en": "Changed. Your earlier rating and comment were cleared: rate it again if you like.",
+        "es": "Cambiado. Tu valoración y tu comentario anteriores se borraron: vuelve a valorarla si quieres.",
+        "fr": "C'est changé. Ta note et ton commentaire précédents ont été effacés : note-la à nouveau si tu veux.",
+        "de": "Geändert. Deine frühere Bewertung und dein Kommentar wurden gelöscht: bewerte sie gern noch einmal.",
+        "pt": "Alterado. Sua nota e seu comentário anteriores foram apagados: avalie de novo se quiser.",
+    },
     "widget_feedback_saved": {
         "en": "Thanks for your feedback.",
         "es": "Gracias por tu opinión.",

@@ -8,8 +8,9 @@ subscribers (the dashboard's SSE stream, the widget's WebSocket). Channels:
   ``{"type": "alert", ...}`` (each crisis message: :func:`app.handoff.service.alert_event`),
   ``{"type": "message", "conversation_id", "message": {...}}`` (every message of the coach's conversations),
   ``{"type": "draft", "draft": {...}}``;
-- ``client:<client_id>``: ``{"type": "message", ...}`` (the coach's messages, approved drafts, holding
-  messages), ``{"type": "coach_joined"|"coach_left", "conversation_id", "coach_name"}``,
+- ``client:<client_id>``: ``{"type": "message", ...}`` (the coach's messages, approved drafts, holding messages,
+  and the client's own messages and the AI's replies, which the client's other widget tabs show too),
+  ``{"type": "coach_joined"|"coach_left", "conversation_id", "coach_name"}``,
   ``{"type": "draft_discarded", "conversation_id", "coach_name"}``, and ``{"type": "link_revoked"}`` (the client's
   widget token was rotated or revoked, or the client deleted: every widget socket of the client closes, not passed on).
 
@@ -64,7 +65,8 @@ def client_channel(client_id: uuid.UUID) -> str:
 
 
 def message_event(message: Message, *, client_view: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A ``message`` event; ``client_view`` replaces the metadata for the client's channel."""
+    """A ``message`` event; ``client_view`` replaces the metadata for the client's channel. A client message
+    carries the widget's own ``client_message_id`` (the tab that sent it knows its bubble by it)."""
     return {
         "type": "message",
         "conversation_id": str(message.conversation_id),
@@ -73,6 +75,7 @@ def message_event(message: Message, *, client_view: dict[str, Any] | None = None
             "sender_type": message.sender_type,
             "text": message.text,
             "created_at": message.created_at.isoformat(),
+            "client_message_id": message.client_message_id,
             "citations": message.citations if client_view is None else client_citations(message.citations),
             "metadata": message.meta if client_view is None else client_view,
         },

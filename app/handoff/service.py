@@ -280,11 +280,17 @@ class HandoffService:
     async def publish_message(
         self, coach_id: uuid.UUID, client_id: uuid.UUID, message: Message, *, to_client: bool = True
     ) -> None:
-        """Send a new message live to the coach's dashboard and, unless ``to_client`` is false (the client's
-        own turn already delivers it), to the client's widget with only ``client_view`` of its metadata."""
+        """Send a new message live to the coach's dashboard and to the client's live channel, with only
+        ``client_view`` of its metadata: every open widget tab of the client shows it (the client's own messages and
+        the replies to them too; a tab shows each message once, by id). Unless ``to_client`` is false (the client's
+        own turn delivers it on its channel: their own message, a reply streamed to them), the other channels'
+        :attr:`client_sinks` (a Telegram chat continuing the conversation) get it too."""
         await self._live.publish(message_event(message), coach_id=coach_id)
+        event = message_event(message, client_view=client_view(message.meta))
         if to_client:
-            await self._to_client(coach_id, client_id, message_event(message, client_view=client_view(message.meta)))
+            await self._to_client(coach_id, client_id, event)
+        else:
+            await self._live.publish(event, client_id=client_id)
 
     async def publish_change(self, coach: Coach, handoff: Handoff, client: Client, client_event: str) -> None:
         """A takeover or handback: the coach's queue gets the handoff, the client's widget ``client_event``."""

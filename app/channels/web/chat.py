@@ -133,7 +133,8 @@ def widget_message_out(listed: ListedMessage) -> WidgetMessageOut:
 
 def done_event(result: TurnResult) -> dict[str, Any]:
     """The ``done`` event ending an answer on the socket (the same fields as the REST response, plus
-    ``in_reply_to``: the client message it answers)."""
+    ``in_reply_to``: the client message it answers, and ``created_at``: when the reply was stored, ISO 8601,
+    ``null`` without one)."""
     return {
         "type": "done",
         "conversation_id": str(result.conversation_id),
@@ -143,6 +144,7 @@ def done_event(result: TurnResult) -> dict[str, Any]:
         "citations": client_citations(result.citations),
         "metadata": client_view(result.metadata),
         "handoff": client_handoff_view(result.handoff),
+        "created_at": result.created_at.isoformat() if result.created_at else None,
     }
 
 
@@ -327,19 +329,23 @@ async def chat_socket(
     handshake's ``Accept-Language``) is the client's app's language, kept with each message (:func:`app_language`).
 
     Client → server: ``{"text": "...", "conversation_id"?: "...", "client_message_id"?: "..."}``.
-    Server → client: ``{"type": "ack", "client_message_id", "message_id", "conversation_id", "answering"}`` as soon
-    as a message is stored (whatever answer is in progress; ``answering`` false: it was answered before, or it is a
-    repeat of a message this socket answers already, so no ``done`` follows for it); answers follow in the order the
-    messages arrived: ``{"type": "token", "text": "..."}`` per delta, then ``{"type": "done", "conversation_id",
-    "in_reply_to", "message_id", "reply", "citations", "metadata", "handoff"}``. ``{"type": "error", "message",
+    Server → client: ``{"type": "ack", "client_message_id", "message_id", "conversation_id", "created_at",
+    "answering"}`` as soon as a message is stored (whatever answer is in progress; ``answering`` false: it was
+    answered before, or it is a repeat of a message this socket answers already, so no ``done`` follows for it);
+    answers follow in the order the messages arrived: ``{"type": "token", "text": "..."}`` per delta, then
+    ``{"type": "done", "conversation_id", "in_reply_to", "message_id", "reply", "citations", "metadata", "handoff",
+    "created_at"}``. ``{"type": "error", "message",
     "code"?, "fields"?, "client_message_id"?}`` for a message that was refused (nothing stored: :func:`error_event`,
     ``code`` e.g. ``rate_limited`` with ``fields.retry_after``, ``too_long``, ``empty``); ``{"type": "error",
     "message", "code"?, "fields"?, "in_reply_to"}`` (``answer_later``, ``not_answered``) instead of ``done`` for a
     stored message whose answer failed (a job answers it later, or the message was gone). Live events of the
     client's channel (:mod:`app.handoff.live`: the coach's messages, ``coach_joined``, ``coach_left``,
-    ``draft_discarded``) arrive on the same socket at any time. A dropped
-    connection stops neither the reading of what already arrived nor the answers: every stored message is
-    answered, and replies finished after the drop go to the client's live channel (the widget's next connection).
+    ``draft_discarded``, and every message the client sends and its reply, whichever socket or channel it came
+    from, so that the client's other tabs show them: a reply this socket streamed arrives again as a ``message``
+    event, the same ``id``; a message that came on this socket with its ``client_message_id`` does not) arrive on
+    the same socket at any time. A dropped connection stops neither the reading of what already arrived nor the
+    answers: every stored message is answered, and replies finished after the drop go to the client's live channel
+    (the widget's next connection, and the client's other channels, e.g. a Telegram chat continuing the conversation).
     """
     try:
         identity = await identify_client(socket, container)
@@ -373,6 +379,7 @@ class _SocketChat:
         self.identity = identity
         self.queue: asyncio.Queue[uuid.UUID | None] = asyncio.Queue()
         self._queued: set[uuid.UUID] = set()  # the messages this socket answers (or answered)
+        self._sent: set[str] = set()  # the client_message_ids of the messages that came on this socket
         self._answering: uuid.UUID | None = None  # the message being answered
         self.screens: set[asyncio.Task[None]] = set()  # the crisis screens of messages stored meanwhile
         self.connected = True
@@ -392,11 +399,11 @@ class _SocketChat:
 
     async def forward(self, event: bytes) -> None:
         """Pass a live event of the client's channel on to the socket; :data:`~app.handoff.live.LINK_REVOKED`
-        closes it instead."""
+        closes it instead. A message that came on this socket is not passed back (its ``ack`` tells it)."""
         data = json.loads(event)
         if data.get("type") == LINK_REVOKED:
             await self.close_revoked()
-        else:
+        elif data.get("type") != "message" or data["message"].get("client_message_id") not in self._sent:
             await self.send(data)
 
     async def close_revoked(self) -> None:
@@ -431,6 +438,8 @@ class _SocketChat:
         if not await self.container.accounts.still_valid(self.identity):  # (the live event may have been lost)
             await self.close_revoked()
             return
+        if request.client_message_id is not None:
+            self._sent.add(request.client_message_id)
         try:
             received = await self.container.chat.receive(
                 self.identity.coach_id,
@@ -454,6 +463,7 @@ class _SocketChat:
                 "client_message_id": received.client_message_id,
                 "message_id": str(received.message_id),
                 "conversation_id": str(received.conversation_id),
+                "created_at": received.created_at.isoformat(),
                 "answering": answering,
             }
         )

@@ -341,7 +341,12 @@ def _consume(task: asyncio.Future[list[float] | None]) -> None:
 
 def _received(message: Message, *, created: bool) -> Received:
     return Received(
-        message.id, message.conversation_id, message.client_message_id, created, message.answered_at is not None
+        message.id,
+        message.conversation_id,
+        message.client_message_id,
+        created,
+        message.answered_at is not None,
+        message.created_at,
     )
 
 

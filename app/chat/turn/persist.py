@@ -369,4 +369,5 @@ def result(turn: Turn, outcome: Outcome, started: float, *, persist_ms: float | 
         reply.citations if reply is not None else [],
         metadata,
         status,
+        reply.created_at if reply is not None else None,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from app.accounts.models import Coach
@@ -33,14 +34,15 @@ TEMPERATURE = 0.3
 class Received:
     """A client message as stored by :meth:`app.chat.turn.pipeline.ChatService.receive`: its ``message_id``
     and ``conversation_id``, the client app's ``client_message_id`` (echoed in acknowledgements), whether this
-    call ``created`` it (``False``: it was sent before with the same client id) and whether the AI has
-    ``answered`` it already (nothing left to do for it)."""
+    call ``created`` it (``False``: it was sent before with the same client id), whether the AI has
+    ``answered`` it already (nothing left to do for it) and when it was stored (``created_at``, aware)."""
 
     message_id: uuid.UUID
     conversation_id: uuid.UUID
     client_message_id: str | None
     created: bool
     answered: bool
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class TurnResult:
     ``reply`` empty when nothing was sent to the client: the AI is paused (a handoff is active), its reply
     waits for the coach's approval (draft mode), or the message was answered before. ``handoff`` is then, or
     when this turn handed the conversation to the coach, ``{"status", "reason", "confidence"}`` with status
-    ``open`` | ``claimed`` | ``draft_pending``.
+    ``open`` | ``claimed`` | ``draft_pending``. ``created_at`` is when the reply was stored (``None`` without one).
     """
 
     conversation_id: uuid.UUID
@@ -61,6 +63,7 @@ class TurnResult:
     citations: list[dict[str, Any]]
     metadata: dict[str, Any]
     handoff: dict[str, Any] | None = None
+    created_at: datetime | None = None
 
 
 @dataclass

@@ -99,6 +99,8 @@ class Client:
     ws: Any = None
     events: list[dict[str, Any]] = field(default_factory=list)
     cursor: int = 0
+    answered: set[str] = field(default_factory=set)
+    """The replies :meth:`say` returned."""
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def read(self) -> None:
@@ -110,16 +112,21 @@ class Client:
                 self.arrived.set()
 
     async def next(self, kind: str, wait: float = 15) -> dict[str, Any]:
-        """The next event of type ``kind`` on the widget socket (others are skipped)."""
+        """The next event of type ``kind`` on the widget socket (others are skipped, and so are the ``message``
+        events of the client's own turns: their messages and the replies :meth:`say` returned come back live)."""
         async with asyncio.timeout(wait):
             while True:
                 while self.cursor < len(self.events):
                     event = self.events[self.cursor]
                     self.cursor += 1
-                    if event.get("type") == kind:
+                    if event.get("type") == kind and not self._own(event):
                         return event
                 self.arrived.clear()
                 await self.arrived.wait()
+
+    def _own(self, event: dict[str, Any]) -> bool:
+        message = event.get("message") if event.get("type") == "message" else None
+        return message is not None and (message["sender_type"] == "client" or message["id"] in self.answered)
 
     async def say(self, message: str, conversation_id: str | None = None) -> dict[str, Any]:
         """One turn; the REST body or the WebSocket ``done`` event (both carry ``metadata`` and ``handoff``)."""
@@ -128,11 +135,13 @@ class Client:
             body["conversation_id"] = conversation_id
         if self.transport == "ws":
             await self.ws.send(json.dumps(body))
-            return await self.next("done", wait=60)
-        response = await self.http.post("/api/v1/chat", headers=self.setup.client_auth, json=body)
-        assert response.status_code == 200, response.text
-        result: dict[str, Any] = response.json()
-        self.received.append(result)
+            result = await self.next("done", wait=60)
+        else:
+            response = await self.http.post("/api/v1/chat", headers=self.setup.client_auth, json=body)
+            assert response.status_code == 200, response.text
+            result = response.json()
+            self.received.append(result)
+        self.answered.add(result["message_id"])
         return result
 
     async def page(self) -> str:

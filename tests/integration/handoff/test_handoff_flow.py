@@ -121,12 +121,13 @@ async def widget_socket(base_url: str, setup: Setup) -> AsyncIterator[Any]:
         yield ws
 
 
-async def next_event(ws: Any, kind: str, wait: float = 10) -> dict[str, Any]:
-    """The next event of type ``kind`` on a socket (others are skipped)."""
+async def next_event(ws: Any, kind: str, wait: float = 10, *, reply: bool = False) -> dict[str, Any]:
+    """The next event of type ``kind`` on a socket (others are skipped); ``reply``: the next ``message`` event of
+    the AI or the coach (the client's own messages come back live too, for their other tabs)."""
     async with asyncio.timeout(wait):
         while True:
             event = json.loads(await ws.recv())
-            if event["type"] == kind:
+            if event["type"] == kind and not (reply and event["message"]["sender_type"] == "client"):
                 return event  # type: ignore[no-any-return]
 
 
@@ -706,7 +707,7 @@ async def test_a_crisis_sent_while_the_ai_answers_an_earlier_message_is_answered
         await ws.send(json.dumps({"text": "How can I plan my week better?", "client_message_id": "w-1"}))
         await asyncio.wait_for(asked.wait(), 30)
         await ws.send(json.dumps({"text": "I want to end my life tonight", "client_message_id": "w-2"}))
-        live = await next_event(ws, "message", wait=20)
+        live = await next_event(ws, "message", wait=20, reply=True)
         queued = await handoffs(http, setup.coach, "open")
         go_on.set()
         done = [await next_event(ws, "done", wait=30) for _ in range(2)]
@@ -924,13 +925,13 @@ async def test_draft_mode_sends_nothing_before_approval(
         assert body["handoff"]["status"] == "draft_pending" and body["handoff"]["reason"] == "draft_mode"
         assert [m["sender_type"] for m in await transcript(http, setup, body["conversation_id"])] == ["client"]
         with pytest.raises(TimeoutError):
-            await next_event(ws, "message", wait=1.5)
+            await next_event(ws, "message", wait=1.5, reply=True)
 
         pending = (await http.get("/api/v1/drafts?status=pending", headers=setup.coach.headers)).json()
         assert [(d["conversation_id"], d["text"]) for d in pending] == [(body["conversation_id"], REPLY)]
         approved = await http.post(f"/api/v1/drafts/{pending[0]['id']}/approve", headers=setup.coach.headers)
         assert approved.status_code == 201, approved.text
-        live = await next_event(ws, "message")
+        live = await next_event(ws, "message", reply=True)
         assert live["message"]["text"] == REPLY and live["message"]["sender_type"] == "ai"
 
         again = await http.post(f"/api/v1/drafts/{pending[0]['id']}/approve", headers=setup.coach.headers)
@@ -942,7 +943,7 @@ async def test_draft_mode_sends_nothing_before_approval(
             f"/api/v1/drafts/{draft['id']}/approve", headers=setup.coach.headers, json={"text": "Pick one thing a day."}
         )
         assert edited.status_code == 201, edited.text
-        live = await next_event(ws, "message")
+        live = await next_event(ws, "message", reply=True)
         assert live["message"]["sender_type"] == "human_coach" and live["message"]["text"] == "Pick one thing a day."
     messages = await transcript(http, setup, second["conversation_id"])
     assert [m["sender_type"] for m in messages] == ["client", "ai", "client", "human_coach"]
