@@ -586,6 +586,26 @@ async def test_erasing_a_client_deletes_the_training_file_even_after_their_examp
     assert deleted_files == [file_id]
 
 
+async def fine_tuned_on(
+    container: Container,
+    run_jobs: Callable[[], Awaitable[None]],
+    setup: Setup,
+    exchange: tuple[str, str],
+    **job: Any,
+) -> str:
+    """A fine-tune (``job``'s fields: its status…) on a dataset snapshot holding the client's training example of one
+    ``(client, coach)`` exchange; returns its training file's id."""
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    conversation = await seed_conversation(container, coach_id, uuid.UUID(setup.client_id), [exchange], split="train")
+    await refresh(container, run_jobs, setup.coach.coach_id, conversation)
+    file_id = f"file-{uuid.uuid4().hex[:12]}"
+    async with unit_of_work(container.sessionmaker, coach_id) as uow:
+        dataset = await container.training.snapshot(uow, "sft")
+        uow.session.add(FineTuneJob(coach_id=coach_id, dataset_id=dataset.id, base_model="gpt-4o-mini-2024-07-18",
+                                    training_file_id=file_id, **job))  # fmt: skip
+    return file_id
+
+
 async def test_erasing_a_client_of_a_coach_now_on_the_local_model_deletes_their_training_file(
     http: httpx.AsyncClient,
     container: Container,
@@ -597,16 +617,9 @@ async def test_erasing_a_client_of_a_coach_now_on_the_local_model_deletes_their_
     fine-tune's training file with the client's words is still deleted at that endpoint with the key stored for it
     (the local model has no files; before, the purge refused for want of an OpenAI endpoint and the file stayed)."""
     setup = await new_setup("Switched Coach")
-    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
-    conversation = await seed_conversation(
-        container, coach_id, client_id, [("My sister Ana lives in Porto.", "Tell me more about her.")], split="train"
-    )
-    await refresh(container, run_jobs, setup.coach.coach_id, conversation)
-    file_id = f"file-{uuid.uuid4().hex[:12]}"
-    async with unit_of_work(container.sessionmaker, coach_id) as uow:
-        dataset = await container.training.snapshot(uow, "sft")
-        uow.session.add(FineTuneJob(coach_id=coach_id, dataset_id=dataset.id, base_model="gpt-4o-mini-2024-07-18",
-                                    status=FineTuneStatus.SUCCEEDED, training_file_id=file_id))  # fmt: skip
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    exchange = ("My sister Ana lives in Porto.", "Tell me more about her.")
+    file_id = await fine_tuned_on(container, run_jobs, setup, exchange, status=FineTuneStatus.SUCCEEDED)
     local = await http.patch("/api/v1/settings", headers=setup.coach.headers, json={"llm_provider": "local"})
     assert local.status_code == 200, local.text
 
@@ -631,20 +644,14 @@ async def test_erasing_a_client_cancels_a_fine_tune_still_training_on_their_word
     deleted but the job went on at the provider, and would have delivered a model of the erased words (found by a
     privacy run). The purge now cancels it there first and marks it cancelled, saying why."""
     setup = await new_setup("Training Coach")
-    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
-    conversation = await seed_conversation(
-        container, coach_id, client_id, [("My brother Ivo owes money.", "How do you feel about it?")], split="train"
+    coach_id = uuid.UUID(setup.coach.coach_id)
+    exchange = ("My brother Ivo owes money.", "How do you feel about it?")
+    file_id = await fine_tuned_on(
+        container, run_jobs, setup, exchange, status=FineTuneStatus.RUNNING, provider_job_id="ftjob-training1"
     )
-    await refresh(container, run_jobs, setup.coach.coach_id, conversation)
-    file_id = f"file-{uuid.uuid4().hex[:12]}"
     async with unit_of_work(container.sessionmaker, coach_id) as uow:
-        dataset = await container.training.snapshot(uow, "sft")
-        uow.session.add_all([
-            FineTuneJob(coach_id=coach_id, dataset_id=dataset.id, base_model="gpt-4o-mini-2024-07-18",
-                        status=FineTuneStatus.RUNNING, training_file_id=file_id, provider_job_id="ftjob-training1"),
-            FineTuneJob(coach_id=coach_id, base_model="gpt-4o-mini-2024-07-18", status=FineTuneStatus.RUNNING,
-                        training_file_id="file-other1", provider_job_id="ftjob-other1"),
-        ])  # fmt: skip
+        uow.session.add(FineTuneJob(coach_id=coach_id, base_model="gpt-4o-mini-2024-07-18", status="running",
+                                    training_file_id="file-other1", provider_job_id="ftjob-other1"))  # fmt: skip
 
     deleted = await http.delete(f"/api/v1/clients/{setup.client_id}", headers=setup.coach.headers)
     assert deleted.status_code == 204, deleted.text
