@@ -670,10 +670,18 @@ async def telegram_send(
         return await outbox.flush(coach, chat_id)
     except (RetryAfter, LockError, NetworkError) as exc:
         if ctx["job_try"] >= TELEGRAM_SEND_TRIES:
-            raise  # the unsent message stays first in the chat's list, for the next message's job
+            raise  # the unsent message stays first in the chat's list, for the next job (telegram_resend's at worst)
         if isinstance(exc, RetryAfter):
             raise Retry(defer=exc.retry_after) from exc
         raise Retry(defer=2 ** (ctx["job_try"] - 1)) from exc  # 1, 2, 4, 8 s
+
+
+async def telegram_resend(ctx: dict[str, Any]) -> str:
+    """arq cron (every minute): send what is still queued for a Telegram chat after its ``telegram_send`` job used up
+    its tries (:meth:`app.channels.telegram.outbound.ChatOutbox.requeue_waiting`): once Telegram takes messages
+    again, or the coach connected a new token, the client gets it within a minute, not at their next message."""
+    telegram: TelegramChannel = ctx["telegram"]
+    return f"{await telegram.outbox.requeue_waiting()} chats' queued messages sent again"
 
 
 async def telegram_recover(ctx: dict[str, Any]) -> str:
@@ -935,6 +943,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
             cron(learning_sweep, minute=set(range(0, 60, 5)), second=15, run_at_startup=True),
             cron(backfill_headings, minute=set(range(5, 60, 10)), second=25, run_at_startup=True),
             cron(telegram_recover, second=50, run_at_startup=True),
+            cron(telegram_resend, second=55, run_at_startup=True),
         ],
         redis_pool=connect_redis(redis_url, socket_timeout_s=settings.redis_socket_timeout_seconds),
         lease_s=settings.worker_lease_seconds,

@@ -117,7 +117,7 @@ class ChatOutbox:
         self._push = redis.register_script(PUSH_SCRIPT)
 
     @staticmethod
-    def _key(coach_id: uuid.UUID, chat_id: int) -> str:
+    def _key(coach_id: uuid.UUID | str, chat_id: int | str) -> str:
         return f"telegram:out:{coach_id}:{chat_id}"
 
     async def push(
@@ -143,6 +143,19 @@ class ChatOutbox:
         pushed = await self._push(keys=keys, args=[message, DEDUPE_S])
         await self._redis.enqueue_job(SEND_JOB, str(coach_id), chat_id)
         return bool(pushed)
+
+    async def requeue_waiting(self) -> int:
+        """Queue the ``telegram_send`` job again for every chat whose list still holds messages (a ``SCAN`` of the
+        lists' keys): a job that used up its tries while Telegram refused (a long outage, a revoked token until the
+        coach connected a new one) left its message first in the list for "the job of the next message", and a chat
+        whose next message never comes kept it for good. A chat's job running meanwhile is harmless: the chat's lock
+        orders them, and the second finds its list empty. Returns the number of chats."""
+        chats = 0
+        async for key in self._redis.scan_iter(match=self._key("*", "*"), count=1000):  # type: ignore[arg-type]
+            _, _, coach_id, chat_id = (key.decode() if isinstance(key, bytes) else key).split(":", 3)
+            await self._redis.enqueue_job(SEND_JOB, coach_id, int(chat_id))
+            chats += 1
+        return chats
 
     async def flush(self, coach_id: uuid.UUID, chat_id: int) -> str:
         """Worker job body: under the chat's lock, send the chat's list in order until it is empty. A 429 is waited out

@@ -24,6 +24,7 @@ from sqlalchemy import func, select, update
 from standardwebhooks import Webhook
 from telegram.error import RetryAfter
 
+from app import worker
 from app.channels.telegram import bot as bot_module
 from app.channels.telegram import poller, render, replies
 from app.channels.telegram.adapter import ChatLocks
@@ -1429,6 +1430,34 @@ async def test_a_5xx_or_a_timeout_keeps_the_coachs_message_until_telegram_takes_
     await tg_jobs()
     texts = [c.params["text"] for c in fake.sent_to(chat_id) if c.params["text"] in ("Two", "Three")]
     assert texts == ["Two", "Three"]
+
+
+async def test_a_message_left_queued_after_its_last_try_goes_out_once_telegram_takes_it_again(
+    tg: httpx.AsyncClient,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+    tg_jobs: Callable[[], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Telegram refused a coach's message through every try of its send job (here the only one): the message stayed
+    first in the chat's list "for the next message's job", and with no next message it was never sent (found by a
+    run against a stub Bot API; a reply of a turn goes the same way). The ``telegram_resend`` cron queues the chat's
+    send again, and the message goes out, once."""
+    bot, chat_id, conversation_id = await taken_over(tg, fake, make_bot, tg_jobs)
+    monkeypatch.setattr(worker, "TELEGRAM_SEND_TRIES", 1)
+    fake.fail("sendMessage", 502, "Bad Gateway")
+    sent = await tg.post(
+        f"/api/v1/conversations/{conversation_id}/messages", headers=bot.coach.headers, json={"text": "Stuck"}
+    )
+    assert sent.status_code == 201, sent.text
+    await tg_jobs()
+    assert len([c for c in fake.sent_to(chat_id) if c.params["text"] == "Stuck"]) == 1, "one try, refused"
+
+    ctx = {"telegram": tg.app.state.telegram}  # type: ignore[attr-defined]
+    assert await worker.telegram_resend(ctx) == "1 chats' queued messages sent again"
+    await tg_jobs()
+    assert len([c for c in fake.sent_to(chat_id) if c.params["text"] == "Stuck"]) == 2, "sent again, once"
+    assert await worker.telegram_resend(ctx) == "0 chats' queued messages sent again"
 
 
 async def test_a_coachs_message_redis_refuses_as_it_is_stored_still_reaches_the_chat_once(
