@@ -100,12 +100,14 @@ def _iso(value: datetime | None) -> str | None:
 
 def _message_out(msg: Message) -> dict[str, Any]:
     """A message as exported: what the client was shown of it (``client_view`` metadata, citations without
-    retrieval scores); the coach-only metadata (confidence, risk, model) is not the client's data."""
+    retrieval scores) and ``forgotten_at``, when a forget took it out of the AI's memory and training data (it stays
+    in the transcript); the coach-only metadata (confidence, risk, model) is not the client's data."""
     return {
         "id": str(msg.id),
         "sender_type": msg.sender_type,
         "text": msg.text,
         "created_at": _iso(msg.created_at),
+        "forgotten_at": _iso(msg.forgotten_at),
         "citations": client_citations(msg.citations or []),
         "metadata": client_view(msg.meta),
     }

@@ -40,7 +40,7 @@ from app.learning.models import FineTuneJob, FineTuneStatus, Intervention, Train
 from app.learning.rights import ERASED_WHILE_TRAINING
 from app.llm.base import EMBEDDING_DIMENSIONS
 from app.memory.models import ChatSession, ClientProfile, Insight, SessionStatus
-from tests.conftest import Coach, make_client
+from tests.conftest import Coach, make_client, seed_insight
 from tests.integration.handoff.test_handoff_flow import Setup, chat, llm_api, new_setup, transcript
 from tests.integration.learning.test_training_data import examples, refresh, seed_conversation
 from tests.integration.web.test_dashboard import csrf, sign_up
@@ -428,6 +428,32 @@ async def test_export_holds_the_clients_messages_memory_and_feedback_for_the_coa
     assert theirs.status_code == 404 and canary not in theirs.text
     bad = await http.get("/api/v1/clients/not-a-uuid/export", headers=setup.coach.headers)
     assert bad.status_code == 400 and "detail" in bad.json()
+
+
+async def test_an_export_says_which_messages_a_forget_took_out_of_the_ais_memory(
+    http: httpx.AsyncClient,
+    container: Container,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+) -> None:
+    """The client forgot an insight: its source message and the reply to it stay in the transcript, out of the
+    AI's memory and training data. The export did not say so (found by a privacy run); each message now carries
+    ``forgotten_at``."""
+    setup = await new_setup("Forgetful Coach")
+    coach_id, client_id = uuid.UUID(setup.coach.coach_id), uuid.UUID(setup.client_id)
+    conversation_id = (await chat(http, setup, "My landlord Tomas wants to raise the rent."))["conversation_id"]
+    await chat(http, setup, "How do I plan my week?", conversation_id)
+    messages = await transcript(http, setup, conversation_id)
+    [source] = [m["id"] for m in messages if m["text"].startswith("My landlord")]
+    insight = await seed_insight(container, coach_id, client_id, "Tomas raises the rent", sources=[uuid.UUID(source)])
+    url = f"/api/v1/clients/{client_id}/memory/insights/{insight.id}"
+    assert (await http.delete(url, headers=setup.coach.headers)).status_code == 204
+
+    data = (await http.get(f"/api/v1/clients/{client_id}/export", headers=setup.coach.headers)).json()
+    exported = [m for c in data["conversations"] for m in c["messages"]]
+    forgotten = [m["text"] for m in exported if m["forgotten_at"] is not None]
+    assert forgotten[0] == "My landlord Tomas wants to raise the rent." and len(forgotten) == 2, "and its reply"
+    assert [m["forgotten_at"] for m in exported[2:]] == [None, None], "the later exchange is remembered"
 
 
 async def test_an_export_while_a_conversation_starts_holds_it_whole_or_not_at_all(
