@@ -32,9 +32,8 @@ _EXPERIMENT = _key(ReplyMeta, "experiment")
 _EXPERIMENT_ID = _key(ExperimentMeta, "id")
 _VARIANT = _key(ExperimentMeta, "variant")
 _NOTICES = (_key(ReplyMeta, "notice"), _key(ReplyMeta, "crisis"))
-_NOT_THE_MODELS = _NOTICES + tuple(
-    _key(ReplyMeta, name) for name in ("error", "partial_reply", "honesty", "injection", "model_fallback")
-)
+_PRODUCT_TEXT = _NOTICES + tuple(_key(ReplyMeta, name) for name in ("error", "partial_reply", "honesty", "injection"))
+_NOT_THE_MODELS = (*_PRODUCT_TEXT, _key(ReplyMeta, "model_fallback"))
 
 
 def mode() -> ColumnElement[str]:
@@ -90,6 +89,15 @@ def served_by_its_model() -> ColumnElement[bool]:
     crisis reply or a replacement by the output checks (:attr:`ReplyMeta.not_ai_content`), nor the base model's
     answer after the turn's model failed (``model_fallback``)."""
     expr: ColumnElement[bool] = ~Message.meta.has_any(array(_NOT_THE_MODELS))
+    return expr
+
+
+def ai_content() -> ColumnElement[bool]:
+    """The AI message is a model's own reply (the base model's after a fallback too), not the product's text: a
+    notice, the crisis reply, the apology after a failure, a replacement by the output checks
+    (:attr:`ReplyMeta.not_ai_content`). The learning dashboard judges the clone by these: a 👎 on the apology is
+    the provider's failure, which the dashboard shows apart (``coaches.model_failures``)."""
+    expr: ColumnElement[bool] = ~Message.meta.has_any(array(_PRODUCT_TEXT))
     return expr
 
 

@@ -175,7 +175,7 @@ class LearningDashboard:
                     Message.sender_type == SenderType.AI,
                     Message.created_at >= start,
                     meta_sql.rated(),
-                    meta_sql.rateable(),
+                    meta_sql.ai_content(),
                     outside_preview(Message.conversation_id),
                 )
             )
@@ -232,7 +232,7 @@ class LearningDashboard:
                 Message.sender_type == SenderType.AI,
                 Message.created_at >= start,
                 meta_sql.approves().is_(False),
-                meta_sql.rateable(),
+                meta_sql.ai_content(),
                 REMEMBERED,
                 question_forgotten_at.is_(None),
                 outside_preview(Message.conversation_id),

@@ -25,6 +25,7 @@ from app.llm.local import MiniLMEmbedder
 from tests.conftest import Coach
 from tests.integration.handoff.test_handoff_flow import Setup, chat, llm_api, new_setup
 from tests.integration.web.test_dashboard import HANDOFF_FORM, csrf, log_in
+from tests.openai_wire import openai_error
 
 __all__ = ["llm_api", "new_setup"]  # fixtures used by name below
 
@@ -115,6 +116,14 @@ async def test_the_dashboard_reports_approval_failures_and_handoffs(
         rated_before = {"helpful": False, "rating": None, "text": "Useless notice about sleep", "at": "2026-12-01"}
         stored.meta = dict(stored.meta) | {"feedback": rated_before}
 
+    # the apology after the provider failed is the product's text too: its thumbs down judges the provider, which
+    # the dashboard's model-failure line shows, not the clone (it was counted, found by a misbehaving-provider run)
+    streaming = llm_api["completions"].side_effect
+    llm_api["completions"].mock(side_effect=None, return_value=openai_error(500, "boom", "server_error", None))
+    apology = await chat(http, setup, "Why can I not sleep before exams?")
+    llm_api["completions"].mock(side_effect=streaming)
+    await rate(http, setup, apology["message_id"], False, "No answer about my sleep at all")
+
     response = await http.get("/api/v1/learning/dashboard", headers=setup.coach.headers, params={"days": 7})
     assert response.status_code == 200, response.text
     figures = response.json()
@@ -133,7 +142,7 @@ async def test_the_dashboard_reports_approval_failures_and_handoffs(
         (True, False),
     ]
 
-    assert figures["handoffs"]["total"] == 1 and figures["handoffs"]["client_messages"] == 9
+    assert figures["handoffs"]["total"] == 1 and figures["handoffs"]["client_messages"] == 10
     assert figures["handoffs"]["reasons"] == [
         {"reason": "human_request", "label": "Client asked for a human", "count": 1}
     ]
