@@ -469,11 +469,12 @@ async def sync_vector_indexes(ctx: dict[str, Any]) -> str:
 async def _retrying(ctx: dict[str, Any], job: Awaitable[str], what: str) -> str:
     """Run a model-calling job; a provider failure (network, rate limit), or the database or Redis out of reach
     (:func:`_retrying_unreachable`), is retried after :data:`RETRY_DELAY_S` times the try, up to
-    :data:`MEMORY_JOB_TRIES` tries. ``what`` names the job's subject in the log."""
+    :data:`MEMORY_JOB_TRIES` tries; a refusal no retry changes (``ProviderError.lasting``: a key refused, a model
+    missing, a quota used up) is not. ``what`` names the job's subject in the log."""
     try:
         return await _retrying_unreachable(ctx, job, tries=MEMORY_JOB_TRIES, delay_s=RETRY_DELAY_S, what=what)
     except ProviderError as exc:
-        if ctx["job_try"] >= MEMORY_JOB_TRIES:
+        if ctx["job_try"] >= MEMORY_JOB_TRIES or exc.lasting:
             raise
         raise Retry(defer=RETRY_DELAY_S * ctx["job_try"]) from exc
 

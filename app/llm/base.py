@@ -59,7 +59,13 @@ def plain_text_messages(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
 
 
 class ProviderError(Exception):
-    """The model provider failed (network, auth, bad response, timeout). The message is safe to log."""
+    """The model provider failed (network, auth, bad response, timeout). The message is safe to log. ``lasting``: the
+    provider refused the request itself (a key refused, a model missing, a request it cannot take, a quota used up),
+    so asking again gets the same answer until someone changes a setting: jobs do not retry it."""
+
+    def __init__(self, message: str, *, lasting: bool = False) -> None:
+        super().__init__(message)
+        self.lasting = lasting
 
 
 class ChatProvider(Protocol):

@@ -73,6 +73,24 @@ def describe_error(exc: BaseException) -> str:
     return name
 
 
+_REFUSED = (
+    openai.BadRequestError,
+    openai.AuthenticationError,
+    openai.PermissionDeniedError,
+    openai.NotFoundError,
+    openai.UnprocessableEntityError,
+)
+"""The SDK's errors of a request the endpoint refuses as such (400, 401, 403, 404, 422): no retry changes them."""
+
+
+def provider_error(exc: BaseException) -> ProviderError:
+    """The :class:`ProviderError` of a failed SDK call ``exc``: :func:`describe_error`'s message, ``lasting`` for
+    a request the endpoint refuses as such (:data:`_REFUSED`) and for a quota used up (a 429 whose code is
+    ``insufficient_quota``, unlike a rate limit's)."""
+    quota = isinstance(exc, openai.RateLimitError) and exc.code == "insufficient_quota"
+    return ProviderError(describe_error(exc), lasting=quota or isinstance(exc, _REFUSED))
+
+
 _FAILED_CALL = (openai.OpenAIError, EgressRefused, UnicodeEncodeError)
 """What an SDK call raises when it fails: the SDK's errors, the egress guard's refusal, and the encoding error of
 a key stored before keys were checked (:func:`app.core.validation.provider_api_key`), which the SDK raises
@@ -220,7 +238,7 @@ class OpenAIChatProvider:
         except TimeoutError:
             raise _too_late(self._deadline) from None
         except _FAILED_CALL as exc:
-            raise ProviderError(describe_error(exc)) from exc
+            raise provider_error(exc) from exc
         if not chunks_read:  # no event at all (a web page, a JSON body): not a Chat Completions stream
             raise ProviderError(MISMATCH)
         if finish_reason not in WHOLE_REPLY:  # its text is a part of a reply, not one to store, cache or learn from
@@ -250,7 +268,7 @@ class OpenAIChatProvider:
         except TimeoutError:
             raise _too_late(self._deadline) from None
         except _FAILED_CALL as exc:
-            raise ProviderError(describe_error(exc)) from exc
+            raise provider_error(exc) from exc
         with reading_response():
             message = response.choices[0].message if response.choices else None
             refusal, content = (message.refusal, message.content) if message is not None else (None, None)
@@ -298,7 +316,7 @@ class OpenAIEmbedder:
         except TimeoutError:
             raise _too_late(self._deadline) from None
         except _FAILED_CALL as exc:
-            raise ProviderError(describe_error(exc)) from exc
+            raise provider_error(exc) from exc
         with reading_response():
             vectors = [d.embedding for d in sorted(response.data, key=lambda d: d.index)]
         if len(vectors) != len(texts) or not all(_numbers(v) for v in vectors):

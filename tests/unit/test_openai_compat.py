@@ -290,6 +290,31 @@ async def test_a_documented_error_code_says_what_to_fix(
     assert str(excinfo.value) == expected
 
 
+@pytest.mark.parametrize(
+    ("response", "lasting"),
+    [
+        pytest.param(openai_error(401, "bad key", "invalid_request_error", "invalid_api_key"), True, id="key"),
+        pytest.param(openai_error(404, "no model", "invalid_request_error", "model_not_found"), True, id="model"),
+        pytest.param(openai_error(400, "too long", "invalid_request_error", "context_length_exceeded"), True, id="400"),
+        pytest.param(openai_error(429, "no quota", "insufficient_quota", "insufficient_quota"), True, id="quota"),
+        pytest.param(openai_error(429, "slow down", "requests", "rate_limit_exceeded"), False, id="rate-limit"),
+        pytest.param(openai_error(503, "overloaded", "server_error", None), False, id="503"),
+    ],
+)
+async def test_a_refusal_no_retry_changes_is_a_lasting_provider_error(
+    openai_api: respx.MockRouter, response: httpx.Response, lasting: bool
+) -> None:
+    """Memory jobs retried a refused key, a missing model and a used-up quota four times over minutes (found by a run
+    against a misbehaving provider): such a refusal is ``lasting``, and jobs give up at once; a rate limit or an
+    overloaded server may pass."""
+    openai_api.post(f"{BASE_URL}/chat/completions").mock(return_value=response)
+
+    with pytest.raises(ProviderError) as excinfo:
+        await chat_provider().complete_json(MESSAGES, schema={"type": "object"}, name="s", max_tokens=64, temperature=0)
+
+    assert excinfo.value.lasting is lasting
+
+
 async def test_stream_error_event_mid_stream_raises_provider_error(openai_api: respx.MockRouter) -> None:
     """An ``{"error": ...}`` event inside a 200 stream (OpenAI's mid-stream failure) stops the stream with
     ``ProviderError`` after the deltas already received; the message says so without echoing the server's."""
