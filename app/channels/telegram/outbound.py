@@ -151,7 +151,7 @@ class ChatOutbox:
         whose next message never comes kept it for good. A chat's job running meanwhile is harmless: the chat's lock
         orders them, and the second finds its list empty. Returns the number of chats."""
         chats = 0
-        async for key in self._redis.scan_iter(match=self._key("*", "*"), count=1000):  # type: ignore[arg-type]
+        async for key in self._redis.scan_iter(match=self._key("*", "*"), count=1000):
             _, _, coach_id, chat_id = (key.decode() if isinstance(key, bytes) else key).split(":", 3)
             await self._redis.enqueue_job(SEND_JOB, coach_id, int(chat_id))
             chats += 1
