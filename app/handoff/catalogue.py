@@ -308,6 +308,34 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "de": "Danke! Ich kann bisher nur Textnachrichten lesen – kannst du es mir schreiben?",
         "pt": "Obrigado! Por enquanto só consigo ler mensagens de texto — pode escrever pra mim?",
     },
+    # Telegram: ``/help``, the commands the bot offers (plain text).
+    "tg_help": {
+        "en": (
+            "Just write to me as you would to your coach. You can also send:\n/tone – choose how I talk to you\n"
+            "/forget – see what I remember about you, and delete it\n/human – ask your coach to join the chat\n"
+            "/help – this list"
+        ),
+        "es": (
+            "Escríbeme como le escribirías a tu coach. También puedes enviar:\n/tone – elige cómo te hablo\n"
+            "/forget – mira lo que recuerdo de ti y bórralo\n/human – pide a tu coach que se una al chat\n"
+            "/help – esta lista"
+        ),
+        "fr": (
+            "Écris-moi comme tu écrirais à ton coach. Tu peux aussi envoyer :\n/tone – choisis comment je te parle\n"
+            "/forget – vois ce dont je me souviens à ton sujet, et efface-le\n/human – demande à ton coach de "
+            "rejoindre la discussion\n/help – cette liste"
+        ),
+        "de": (
+            "Schreib mir einfach, wie du deinem Coach schreiben würdest. Du kannst auch senden:\n/tone – wähle, wie "
+            "ich mit dir spreche\n/forget – sieh, was ich mir über dich merke, und lösche es\n/human – bitte deinen "
+            "Coach dazu\n/help – diese Liste"
+        ),
+        "pt": (
+            "É só me escrever como você escreveria para o seu coach. Você também pode enviar:\n/tone – escolha como "
+            "eu falo com você\n/forget – veja o que eu lembro sobre você e apague\n/human – peça ao seu coach para "
+            "entrar na conversa\n/help – esta lista"
+        ),
+    },
     # Telegram: a stranger writes to a bot closed to new clients.
     "tg_ask_for_invite": {
         "en": "Hello! To talk with your coach here, please ask them for an invite link.",

@@ -354,7 +354,7 @@ class TelegramChannel:
         chat = message.get("chat") or {}
         if chat.get("type") != "private":
             return
-        chat_id, text = int(chat["id"]), _written(message)
+        chat_id, text = int(chat["id"]), await self.service.own_command(coach_id, _written(message))
         language = render.update_language(message.get("from"), text)
         if isinstance(text, str) and text.startswith("/start"):
             code = text.partition(" ")[2].strip()
@@ -384,6 +384,9 @@ class TelegramChannel:
         if text.strip() == TONE_COMMAND:
             shown, keyboard = await self._tone.show(coach_id, binding.client_id, datetime.now(UTC), language)
             await _notice(bot, chat_id, shown, out, parse_mode=render.PARSE_MODE, reply_markup=markup(keyboard))
+            return
+        if text.strip() == render.HELP_COMMAND:  # (another command goes to the turn: "/kill…" may be a crisis)
+            await _notice(bot, chat_id, say("tg_help", language), out)
             return
         client_message_id = _client_message_id(bot, chat_id, message)
         sender = render.app_language(message.get("from"))

@@ -9,6 +9,7 @@ import logging
 import uuid
 
 from sqlalchemy.exc import DBAPIError
+from telegram import Bot
 from telegram.error import InvalidToken, TelegramError
 
 from app.channels.telegram.adapter import TelegramChannel
@@ -23,7 +24,10 @@ REFRESH_S = 10.0
 ERROR_PAUSE_S = 5.0
 REFUSED_PAUSE_S = 300.0
 """Pause of a bot's polling after Telegram refused its token (it stays refused until the coach connects a new
-one): a warning every 5 minutes, not every 5 seconds."""
+one): a warning every 5 minutes, not every 5 seconds. It ends early when the coach connects a token again
+(:func:`_refused_pause`)."""
+TOKEN_CHECK_S = 5.0
+"""How often a bot's polling paused for a refused token looks whether the coach connected a token since."""
 
 
 async def poll_once(channel: TelegramChannel, coach_id: uuid.UUID, wait_s: int = POLL_TIMEOUT_S) -> int:
@@ -50,22 +54,42 @@ async def poll_once(channel: TelegramChannel, coach_id: uuid.UUID, wait_s: int =
     return len(updates)
 
 
+async def _refused_pause(channel: TelegramChannel, coach_id: uuid.UUID, refused: Bot | None) -> None:
+    """Wait :data:`REFUSED_PAUSE_S` after Telegram refused the token of ``refused`` (the coach's Bot API client),
+    less once the coach connected a token since (``PUT /api/v1/channels/telegram``: the service then gives another
+    client, :meth:`~app.channels.telegram.service.TelegramService.bot`), looked at every :data:`TOKEN_CHECK_S`
+    seconds, or once the stored bot cannot be read (disconnected, the database out of reach: the next poll says
+    so)."""
+    clock = asyncio.get_running_loop()
+    end = clock.time() + REFUSED_PAUSE_S
+    while (left := end - clock.time()) > 0:
+        await asyncio.sleep(min(TOKEN_CHECK_S, left))
+        try:
+            if await channel.service.bot(coach_id) is not refused:
+                return
+        except Exception:  # (told by the next poll)
+            return
+
+
 async def _poll_coach(channel: TelegramChannel, coach_id: uuid.UUID) -> None:
     """Poll the coach's bot until cancelled; after an error (Telegram's, or the database or Redis out of reach
     a moment) it pauses :data:`ERROR_PAUSE_S` and goes on; after Telegram refused the token (revoked in
-    @BotFather) it pauses :data:`REFUSED_PAUSE_S`, with a warning that says how to mend it."""
+    @BotFather) it pauses up to :data:`REFUSED_PAUSE_S` (:func:`_refused_pause`: a new token ends the pause within
+    :data:`TOKEN_CHECK_S`), with a warning that says how to mend it."""
+    polled: Bot | None = None
     while True:
         try:
+            polled = await channel.service.bot(coach_id)  # (the client poll_once uses, unless the token changes)
             await poll_once(channel, coach_id)
         except InvalidToken as exc:
             log.warning(
                 "telegram polling for coach %s: Telegram refuses the bot token (%s); the coach must connect the bot "
-                "again with a new token (Settings → Telegram). Trying again in %d s",
+                "again with a new token (Settings → Telegram). Trying again then, or in %d s",
                 coach_id,
                 exc.message,
                 REFUSED_PAUSE_S,
             )
-            await asyncio.sleep(REFUSED_PAUSE_S)
+            await _refused_pause(channel, coach_id, polled)
         except TelegramError as exc:
             log.warning("telegram polling for coach %s: %s", coach_id, exc.message)
             await asyncio.sleep(ERROR_PAUSE_S)

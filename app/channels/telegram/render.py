@@ -25,16 +25,26 @@ MAX_MESSAGE_CHARS = 4096
 """Telegram's limit on one message's text (after entity parsing), in UTF-16 code units (:func:`utf16_len`)."""
 PARSE_MODE = "HTML"
 FORGET_COMMAND = "/forget"
+HELP_COMMAND = "/help"
 FORGET_ITEMS = 30
 """Items listed by ``/forget`` (one button each; a keyboard holds at most 100 buttons)."""
 FORGET_ITEM_CHARS = 120
 """Characters of an item's text shown in the ``/forget`` list (30 items fit one message)."""
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n+")
+_ADDRESSED = re.compile(r"(/[A-Za-z0-9_]+)@([A-Za-z0-9_]+)(?=\s|$)")
 
 
 def escape(text: str) -> str:
     """``text`` safe in Telegram's HTML parse mode (``&``, ``<``, ``>`` escaped; quotes left as they are)."""
     return html.escape(text, quote=False)
+
+
+def addressed_command(text: object) -> tuple[str, str] | None:
+    """A message ``text`` that begins with a command addressed to a bot, ``/cmd@<bot username>`` (as Telegram sends a
+    command tapped in a message or sent in a group; Bot API "Commands"): ``(the text with "@<bot username>"
+    dropped, the bot username)``; ``None`` for any other text."""
+    match = _ADDRESSED.match(text) if isinstance(text, str) else None
+    return None if match is None else (match.group(1) + match.string[match.end() :], match.group(2))
 
 
 def footnotes(citations: Sequence[Any]) -> str:

@@ -229,7 +229,9 @@ class ChatReplies:
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
                 reviewing = render.escape(render.reviewing_text((await uow.coach()).name, language))
             with contextlib.suppress(TelegramError):
-                await out.once("notice", lambda: bot.send_message(binding.chat_id, reviewing))
+                await out.once(
+                    "notice", lambda: bot.send_message(binding.chat_id, reviewing, parse_mode=render.PARSE_MODE)
+                )
             return
         if result.message_id is not None:
             await out.note(reply=str(result.message_id))

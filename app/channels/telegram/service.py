@@ -27,6 +27,7 @@ from telegram.error import BadRequest, NetworkError, TelegramError
 
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import unit_of_work
+from app.channels.telegram import render
 from app.channels.telegram.bot import TOKEN_RE, make_bot
 from app.channels.telegram.models import TelegramBot, TelegramChat, TelegramInvite, TelegramUpdate
 from app.core.config import Settings
@@ -427,6 +428,18 @@ class TelegramService:
             mask_secret(self._secrets.decrypt(row.token_encrypted)),
             row.open_enrollment,
         )
+
+    async def own_command(self, coach_id: uuid.UUID, text: Any) -> Any:
+        """A message's ``text`` whose command is addressed to the coach's bot, ``/cmd@<its username>`` (the
+        username compared case-insensitively; :func:`render.addressed_command`), as ``/cmd``, so that it works as
+        ``/cmd`` does. Any other text as it is, without a query: a command addressed to another bot is none of this
+        bot's (Bot API "Commands"), and ``None`` (no text) stays ``None``. Raises ``NotFound`` (no bot)."""
+        addressed = render.addressed_command(text)
+        if addressed is None:
+            return text
+        async with tenant_session(self._sessionmaker, coach_id) as session:
+            username = (await self._bot_row(session, coach_id)).username
+        return addressed[0] if addressed[1].casefold() == username.casefold() else text
 
     async def set_open_enrollment(self, coach_id: uuid.UUID, value: bool) -> BotInfo:
         """Turn open enrolment on or off. Raises ``NotFound`` when no bot is connected."""

@@ -1131,6 +1131,41 @@ async def test_human_command_and_button_hand_off(tg: httpx.AsyncClient, fake: Fa
     assert fake.of("answerCallbackQuery")[-1].params["text"].startswith("Asking your coach")
 
 
+async def test_commands_addressed_to_the_bot_by_its_username_work_and_help_lists_the_commands(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot, llm: respx.MockRouter
+) -> None:
+    """Telegram sends ``/cmd@<bot username>`` for a command tapped in a message or sent in a group: it works as
+    ``/cmd`` does (the username in any case), and reaches neither the transcript as written nor the model; a
+    command addressed to another bot is none of this bot's: the client's message, answered as one. ``/help``
+    lists the bot's commands in the sender's language."""
+    bot = await make_bot()
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    completions = llm.routes["completions"]
+    await say(tg, bot, chat_id, "/tone@another_coach_bot")
+    assert completions.call_count == 1
+    await say(tg, bot, chat_id, "/tone")
+    tone = fake.sent_to(chat_id)[-1].params
+    assert tone["parse_mode"] == "HTML" and tone["reply_markup"]["inline_keyboard"]
+    await say(tg, bot, chat_id, f"/tone@{bot.username.upper()}")
+    assert fake.sent_to(chat_id)[-1].params == tone
+    await say(tg, bot, chat_id, f"/forget@{bot.username}")
+    assert fake.sent_to(chat_id)[-1].params["text"] == catalogue_text("tg_nothing_remembered", "en")
+    await say(tg, bot, chat_id, f"/help@{bot.username}")
+    assert fake.sent_to(chat_id)[-1].params["text"] == catalogue_text("tg_help", "en")
+    assert "/tone" in catalogue_text("tg_help", "en") and "/human" in catalogue_text("tg_help", "en")
+    german = recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="/help")
+    german["message"]["from"]["language_code"] = "de"
+    await post_update(tg, bot, german)
+    await drain(tg)
+    assert fake.sent_to(chat_id)[-1].params["text"] == catalogue_text("tg_help", "de")
+    await say(tg, bot, chat_id, f"/human@{bot.username} please")
+    [handoff] = (await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()
+    assert handoff["reason"] == "human_request" and handoff["status"] == "open"
+    conversation = await conversation_of(tg, bot, client_id)
+    client_said = [m["text"] for m in conversation["messages"] if m["sender_type"] == "client"]
+    assert client_said == ["/tone@another_coach_bot", "/human please"] and completions.call_count == 1
+
+
 async def test_a_double_tap_on_talk_to_a_human_asks_the_coach_once(
     tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
 ) -> None:
@@ -1328,11 +1363,14 @@ async def test_draft_mode_says_the_coach_reviews_the_reply_then_sends_it_or_says
     heard nothing of either before."""
     bot = await make_bot(handoff_mode="draft")
     chat_id, _ = await bound_chat(tg, bot, fake)
-    coach_name = (await tg.get("/api/v1/settings", headers=bot.coach.headers)).json()["name"]
+    renamed = await tg.patch("/api/v1/settings", headers=bot.coach.headers, json={"name": "Tess & Co <Coaching>"})
+    assert renamed.status_code == 200, renamed.text
     before = len(fake.sent_to(chat_id))
     await say(tg, bot, chat_id, "How can I plan my week?")
     [reviewing] = fake.sent_to(chat_id)[before:]
-    assert reviewing.params["text"] == render.escape(render.reviewing_text(coach_name))
+    # the coach's name escaped, in HTML parse mode as the chat's other lines (it showed "Tess &amp; Co &lt;…")
+    assert reviewing.params["text"] == render.escape(render.reviewing_text("Tess & Co <Coaching>"))
+    assert "Tess &amp; Co &lt;Coaching&gt;" in reviewing.params["text"] and reviewing.params["parse_mode"] == "HTML"
     [draft] = (await tg.get("/api/v1/drafts?status=pending", headers=bot.coach.headers)).json()
     assert (await tg.post(f"/api/v1/drafts/{draft['id']}/approve", headers=bot.coach.headers)).status_code == 201
     await tg_jobs()
@@ -1816,6 +1854,52 @@ async def test_polling_mode_fetches_updates_with_get_updates_once_each(
         await asyncio.sleep(0.5)
         loop.cancel()
         assert len(fake.of("getUpdates", latest)) - before == 1
+        await channel.service.disconnect(coach_id)
+    finally:
+        await container.close()
+
+
+async def test_polling_paused_for_a_refused_token_resumes_once_the_coach_connects_a_new_one(
+    tg_settings: Settings,
+    services: Services,
+    registry: ProviderRegistry,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The token revoked in @BotFather (401) pauses the bot's polling for REFUSED_PAUSE_S; a new token connected
+    meanwhile ends the pause within TOKEN_CHECK_S, not at its end (the bot stayed silent for up to 5 minutes)."""
+    coach = (await make_bot()).coach
+    polling = tg_settings.model_copy(update={"telegram_mode": "polling"})
+    container = await Container.create(polling, services.database_url, services.redis_url, registry=registry)
+    try:
+        channel = build_channel(container)
+        coach_id, (revoked, _) = uuid.UUID(coach.coach_id), new_token(fake)
+        await channel.service.connect(coach_id, revoked, None)
+        fake.bots.pop(revoked)
+        monkeypatch.setattr(poller, "REFUSED_PAUSE_S", 60.0)
+        monkeypatch.setattr(poller, "TOKEN_CHECK_S", 0.05)
+        dispatch, dispatched = channel.dispatch, asyncio.Event()
+
+        def dispatch_and_tell(*args: Any) -> None:
+            dispatch(*args)
+            dispatched.set()
+
+        monkeypatch.setattr(channel, "dispatch", dispatch_and_tell)
+        loop = asyncio.create_task(poller._poll_coach(channel, coach_id))
+        try:
+            await asyncio.sleep(0.5)
+            assert len(fake.of("getUpdates", revoked)) == 1  # refused once, then paused
+            token, _ = new_token(fake)
+            await channel.service.connect(coach_id, token, None)
+            chat_id = next(_chat_ids)
+            fake.updates[token] = [recorded("text_message", update_id=next(_chat_ids), chat_id=chat_id, text="/start")]
+            await asyncio.wait_for(dispatched.wait(), 5)
+            assert len(fake.of("getUpdates", revoked)) == 1
+        finally:
+            loop.cancel()
+            await channel.drain()
+        assert [c.params["text"] for c in fake.sent_to(chat_id)] == [WELCOME]
         await channel.service.disconnect(coach_id)
     finally:
         await container.close()

@@ -130,3 +130,22 @@ def test_the_bots_lines_follow_the_senders_app_language_then_the_text(
     assert render.update_language(sender, text) == language
     human = render.feedback_keyboard(uuid.uuid4(), language)["inline_keyboard"][1][0]
     assert human == {"text": say("tg_human_button", language), "callback_data": "h"}
+
+
+@pytest.mark.parametrize(
+    ("text", "addressed"),
+    [
+        ("/forget@Tess_Coach_Bot", ("/forget", "Tess_Coach_Bot")),
+        ("/human@tess_coach_bot please, now", ("/human please, now", "tess_coach_bot")),
+        ("/tone@tess_coach_bot\nand more", ("/tone\nand more", "tess_coach_bot")),
+        ("/tone", None),
+        ("/tone @tess_coach_bot", None),  # a command, then a mention
+        ("/tone@tess_coach_bot.", None),  # no username ends with a dot
+        ("write to me@tess_coach_bot", None),
+        (None, None),
+    ],
+)
+def test_a_command_addressed_to_a_bot_is_read_with_its_bots_username(
+    text: str | None, addressed: tuple[str, str] | None
+) -> None:
+    assert render.addressed_command(text) == addressed
