@@ -6,7 +6,8 @@
 // the same ids (the server stores each once). A dropped socket is reopened with exponential back-off. The server answers messages in the order they arrived, so
 // Send and Enter always work, also while an answer is streaming.
 // Live events of the client's channel arrive on the same socket: the coach's messages ("message"), the client's own
-// and the replies to them (sent from this tab or another, each shown once, by id), "coach_joined", "coach_left" and
+// and the replies to them (sent from this tab or another, each shown once, by id), "coach_joined", "coach_left",
+// "coach_dismissed" and
 // "draft_discarded" (no reviewed reply is coming); a turn answered by nobody (the coach holds the conversation, or a
 // draft waits for review) ends with `done` whose message_id is null and whose `handoff` says why.
 // A stored message shows its time and goes where a reload shows it (by created_at: a reply caught up after a
@@ -716,9 +717,9 @@
         coachName = data.coach_name || coachName;
         systemLine(fill(TEXTS.joined, { coach: coachName }));
         joined();
-      } else if (data.type === "coach_left") {
+      } else if (data.type === "coach_left" || data.type === "coach_dismissed") {
         coachName = data.coach_name || coachName;
-        systemLine(fill(TEXTS.left, { coach: coachName }));
+        systemLine(fill(data.type === "coach_left" ? TEXTS.left : TEXTS.dismissed, { coach: coachName }));
         setPresence("");
       } else if (data.type === "draft_discarded") {
         if (draftPending) setPresence("");  // no reviewed reply is coming

@@ -172,5 +172,7 @@ class CoachActions:
             await session.execute(
                 update(Message).where(Message.id == pending, Message.answered_at.is_(None)).values(answered_at=now)
             )
-        uow.after_commit(functools.partial(self._handoffs.publish_change, coach, handoff, client, "coach_left"))
+        # a handoff the coach never took is dismissed: the client was told the coach was asked, not that they joined
+        left = "coach_left" if handoff.claimed_at is not None else "coach_dismissed"
+        uow.after_commit(functools.partial(self._handoffs.publish_change, coach, handoff, client, left))
         return handoff

@@ -453,6 +453,13 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "de": "{coach} hat das Gespräch verlassen; der KI-Assistent antwortet wieder.",
         "pt": "{coach} saiu da conversa; o assistente de IA volta a responder.",
     },
+    "tg_dismissed": {
+        "en": "{coach} asked the AI assistant to carry on; it answers again.",
+        "es": "{coach} pidió al asistente de IA que siga; vuelve a responder.",
+        "fr": "{coach} a demandé à l'assistant IA de continuer ; il répond de nouveau.",
+        "de": "{coach} hat den KI-Assistenten gebeten weiterzumachen; er antwortet wieder.",
+        "pt": "{coach} pediu ao assistente de IA que continue; ele volta a responder.",
+    },
     "tg_draft_discarded": {
         "en": "{coach} will not send the prepared reply to your last message. Write again any time.",
         "es": "{coach} no enviará la respuesta preparada a tu último mensaje. Escribe de nuevo cuando quieras.",
@@ -938,6 +945,13 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "fr": "{coach} a rejoint la conversation",
         "de": "{coach} ist dem Gespräch beigetreten",
         "pt": "{coach} entrou na conversa",
+    },
+    "widget_dismissed": {
+        "en": "{coach} asked the AI assistant to carry on",
+        "es": "{coach} pidió al asistente de IA que siga",
+        "fr": "{coach} a demandé à l'assistant IA de continuer",
+        "de": "{coach} hat den KI-Assistenten gebeten weiterzumachen",
+        "pt": "{coach} pediu ao assistente de IA que continue",
     },
     "widget_left": {
         "en": "{coach} handed the conversation back to the AI assistant",

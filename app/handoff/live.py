@@ -10,7 +10,8 @@ subscribers (the dashboard's SSE stream, the widget's WebSocket). Channels:
   ``{"type": "draft", "draft": {...}}``;
 - ``client:<client_id>``: ``{"type": "message", ...}`` (the coach's messages, approved drafts, holding messages,
   and the client's own messages and the AI's replies, which the client's other widget tabs show too),
-  ``{"type": "coach_joined"|"coach_left", "conversation_id", "coach_name"}``,
+  ``{"type": "coach_joined"|"coach_left"|"coach_dismissed", "conversation_id", "coach_name"}`` (dismissed: the coach
+  gave back a handoff they never took),
   ``{"type": "draft_discarded", "conversation_id", "coach_name"}``, and ``{"type": "link_revoked"}`` (the client's
   widget token was rotated or revoked, or the client deleted: every widget socket of the client closes, not passed on).
 

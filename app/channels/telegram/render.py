@@ -152,11 +152,16 @@ def parse_feedback(data: str) -> tuple[uuid.UUID, bool] | None:
     return uuid.UUID(hex=match.group(1)), match.group(2) == "1"
 
 
-_EVENT_LINES = {"coach_joined": "tg_joined", "coach_left": "tg_left", "draft_discarded": "tg_draft_discarded"}
+_EVENT_LINES = {
+    "coach_joined": "tg_joined",
+    "coach_left": "tg_left",
+    "coach_dismissed": "tg_dismissed",
+    "draft_discarded": "tg_draft_discarded",
+}
 
 
 def notice_text(event: dict[str, Any], language: str = "en") -> str | None:
-    """The chat line of a live ``coach_joined`` / ``coach_left`` / ``draft_discarded`` event
+    """The chat line of a live ``coach_joined`` / ``coach_left`` / ``coach_dismissed`` / ``draft_discarded`` event
     (:mod:`app.handoff.live`) in ``language``, else ``None``."""
     line = _EVENT_LINES.get(str(event.get("type")))
     if line is None:

@@ -340,12 +340,13 @@ async def chat_socket(
     "message", "code"?, "fields"?, "in_reply_to"}`` (``answer_later``, ``not_answered``) instead of ``done`` for a
     stored message whose answer failed (a job answers it later, or the message was gone). Live events of the
     client's channel (:mod:`app.handoff.live`: the coach's messages, ``coach_joined``, ``coach_left``,
-    ``draft_discarded``, and every message the client sends and its reply, whichever socket or channel it came
-    from, so that the client's other tabs show them: a reply this socket streamed arrives again as a ``message``
-    event, the same ``id``; a message that came on this socket with its ``client_message_id`` does not) arrive on
-    the same socket at any time. A dropped connection stops neither the reading of what already arrived nor the
-    answers: every stored message is answered, and replies finished after the drop go to the client's live channel
-    (the widget's next connection, and the client's other channels, e.g. a Telegram chat continuing the conversation).
+    ``coach_dismissed``, ``draft_discarded``, and every message the client sends and its reply, whichever socket or
+    channel it came from, so that the client's other tabs show them: a reply this socket streamed arrives again as a
+    ``message`` event, the same ``id``; a message that came on this socket with its ``client_message_id`` does not)
+    arrive on the same socket at any time. A dropped connection stops neither the reading of what already arrived
+    nor the answers: every stored message is answered, and replies finished after the drop go to the client's live
+    channel (the widget's next connection, and the client's other channels, e.g. a Telegram chat continuing the
+    conversation).
     """
     try:
         identity = await identify_client(socket, container)

@@ -228,6 +228,27 @@ async def test_crisis_opens_an_urgent_handoff_and_alerts_the_coach_live(
     assert queued["reason"] == "crisis"
 
 
+async def test_a_handoff_given_back_without_a_takeover_tells_the_client_the_ai_carries_on(
+    base_url: str, http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """The coach gave back a handoff they never took (dismissed): the client's widget said the coach "handed the
+    conversation back", though the coach had never joined, while the coach's history said "Dismissed without taking
+    over" (found by a run of the demo). The client now reads that the coach asked the AI to carry on; a handback
+    after a takeover still says the coach left."""
+    setup = await new_setup()
+    conversation_id = (await chat(http, setup, "/human"))["conversation_id"]
+    async with widget_socket(base_url, setup) as ws:
+        back = await http.post(f"/api/v1/conversations/{conversation_id}/handback", headers=setup.coach.headers)
+        assert back.status_code == 200, back.text
+        assert (await next_event(ws, "coach_dismissed"))["conversation_id"] == conversation_id
+        taken = await http.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=setup.coach.headers)
+        assert taken.status_code == 200, taken.text
+        back = await http.post(f"/api/v1/conversations/{conversation_id}/handback", headers=setup.coach.headers)
+        assert (await next_event(ws, "coach_left"))["conversation_id"] == conversation_id
+    closed = await handoffs(http, setup.coach, "closed")
+    assert sorted(h["reason"] for h in closed) == ["coach_takeover", "human_request"]
+
+
 async def test_a_forgotten_insight_leaves_the_brief_of_an_active_handoff(
     http: httpx.AsyncClient,
     new_setup: Callable[..., Awaitable[Setup]],

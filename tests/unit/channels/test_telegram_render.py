@@ -69,6 +69,8 @@ def test_feedback_callback_data_round_trips_and_fits_telegrams_64_bytes() -> Non
     [
         ({"type": "coach_joined", "coach_name": "Ann"}, "Ann joined the conversation."),
         ({"type": "coach_left", "coach_name": "Ann"}, "Ann left the conversation; the AI assistant answers again."),
+        # a handoff the coach gave back without taking it: they never joined, so they cannot have left
+        ({"type": "coach_dismissed", "coach_name": "Ann"}, "Ann asked the AI assistant to carry on; it answers again."),
         ({"type": "message"}, None),
     ],
 )
