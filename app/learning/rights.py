@@ -246,7 +246,7 @@ class DataRightsService:
         conversations = (
             await session.scalars(select(Conversation.id).where(Conversation.client_id == client_id))
         ).all()
-        file_ids = await forget_examples(session, coach_id, example_ids, conversations)
+        file_ids = await forget_examples(session, coach_id, example_ids, conversations, erased=True)
         await self._accounts.delete_client(uow, client_id)
         await session.flush()
         await self._interventions.refresh_style(session, coach_id)

@@ -260,12 +260,15 @@ async def forget_examples(
     coach_id: uuid.UUID,
     example_ids: set[uuid.UUID],
     conversation_ids: Sequence[uuid.UUID] = (),
+    *,
+    erased: bool = False,
 ) -> list[str]:
-    """Drop ``example_ids`` from the coach's dataset snapshots (so no later fine-tune uploads them); returns the
-    provider file ids of the fine-tune jobs trained on a snapshot holding any of them or any example of
-    ``conversation_ids`` (a refresh gives a conversation's examples new ids: a snapshot's old ids of it are found by
-    its :attr:`~app.learning.models.TrainingDataset.conversation_ids`), for the purge to delete
-    (:func:`app.db.jobs.purge_erased_data`)."""
+    """Drop ``example_ids`` from the coach's dataset snapshots (so no later fine-tune uploads them), and from their
+    per-split ``counts``; returns the provider file ids of the fine-tune jobs trained on a snapshot holding any of
+    them or any example of ``conversation_ids`` (a refresh gives a conversation's examples new ids: a snapshot's old
+    ids of it are found by its :attr:`~app.learning.models.TrainingDataset.conversation_ids`), for the purge to
+    delete (:func:`app.db.jobs.purge_erased_data`). ``erased``: the conversations are being deleted (a client's
+    erasure), so the snapshots forget their ids too."""
     if not example_ids and not conversation_ids:
         return []
     datasets = (
@@ -279,8 +282,18 @@ async def forget_examples(
             )
         )
     ).all()
+    splits = dict(
+        (await session.execute(select(TrainingExample.id, TrainingExample.split).where(
+            TrainingExample.id.in_(example_ids)
+        ))).tuples().all()
+    )  # fmt: skip
     for dataset in datasets:
+        counts = Counter(dataset.counts)
+        counts.subtract(splits[i] for i in dataset.example_ids if i in splits)
+        dataset.counts = {split: max(n, 0) for split, n in counts.items()}
         dataset.example_ids = [i for i in dataset.example_ids if i not in example_ids]
+        if erased:
+            dataset.conversation_ids = [c for c in dataset.conversation_ids if c not in set(conversation_ids)]
     if not datasets:
         return []
     rows = await session.execute(

@@ -689,6 +689,11 @@ async def test_erasing_a_client_cancels_a_fine_tune_still_training_on_their_word
     assert jobs["ftjob-training1"].status == FineTuneStatus.CANCELLED
     assert jobs["ftjob-training1"].error == ERASED_WHILE_TRAINING
     assert jobs["ftjob-other1"].status == FineTuneStatus.RUNNING
+    # the snapshot it trained on keeps no trace of the client: its counts and conversations went with the examples
+    async with tenant_session(container.sessionmaker, coach_id) as session:
+        [dataset] = (await session.scalars(select(TrainingDataset))).all()
+    assert dataset.example_ids == [] and dataset.conversation_ids == []
+    assert set(dataset.counts.values()) <= {0}, dataset.counts
 
 
 async def test_deleting_the_coach_account_needs_the_password_and_erases_everything(
