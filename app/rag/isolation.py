@@ -193,6 +193,7 @@ async def run_isolated(
         1, mp_context=context, initializer=_start_child, initargs=(limits, progress, pages_out)
     )
     finished = False
+    future: asyncio.Future[Any] | None = None
     try:
         future = asyncio.wrap_future(executor.submit(task, *args))
         deadline = asyncio.get_running_loop().time() + limits.wall_seconds
@@ -217,10 +218,18 @@ async def run_isolated(
     finally:
         if not finished:
             _kill_workers(executor)
+            if future is not None:  # the child killed here breaks the pool: that error is ours, not one to log
+                future.add_done_callback(_outcome_read)
         # off the event loop: the child exits (or its death is noticed) within a moment
         await asyncio.shield(asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True))
         pages_in.close()
         pages_out.close()
+
+
+def _outcome_read(future: asyncio.Future[Any]) -> None:
+    """Read a finished future's outcome, so that asyncio does not log "Future exception was never retrieved"."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _receive_pages(
