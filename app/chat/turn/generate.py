@@ -34,6 +34,10 @@ from app.llm.registry import ProviderRegistry
 
 log = logging.getLogger(__name__)
 
+MAX_CHARS_PER_TOKEN = 12
+"""The longest a reply may be, in characters per token of ``LLM_MAX_TOKENS``: a token is about 4 characters of
+English, rarely over 10 (a long word, a URL); past it the server ignored ``max_tokens`` (a 50,000-character reply
+was stored, streamed and cached whole)."""
 APOLOGY = say("turn_apology", "en")
 """The apology in English; a client reads it in their language (:meth:`Generator.apology`)."""
 
@@ -194,20 +198,30 @@ class Generator:
     async def _stream(
         self, order: list[ChatProvider], prompt: AssembledPrompt, temperature: float, reply: Reply, t0: float
     ) -> AsyncIterator[str]:
-        """Stream from the first model of ``order`` that does not fail before its first delta."""
+        """Stream from the first model of ``order`` that does not fail before its first delta. A model that writes
+        more than :data:`MAX_CHARS_PER_TOKEN` characters a token of ``LLM_MAX_TOKENS`` (a server that ignores
+        ``max_tokens``) is stopped there, as at its token limit (``finish_reason`` ``length``)."""
+        room = self._settings.llm_max_tokens * MAX_CHARS_PER_TOKEN
         for attempt, current in enumerate(order):
             try:
-                async for chunk in current.stream(
+                stream = current.stream(
                     prompt.messages, max_tokens=self._settings.llm_max_tokens, temperature=temperature
-                ):
+                )
+                async for chunk in stream:
                     if isinstance(chunk, Usage):
                         reply.usage = chunk
                         continue
                     if not reply.parts:
                         reply.metadata["first_token_ms"] = ms_since(t0)
+                    chunk = chunk[:room]
+                    room -= len(chunk)
                     reply.parts.append(chunk)
                     if not reply.drafting:
                         yield chunk
+                    if not room:
+                        await stream.aclose()  # type: ignore[attr-defined]
+                        reply.usage = Usage(0, self._settings.llm_max_tokens, None, "length")
+                        break
                 return
             except ProviderError as exc:
                 if (

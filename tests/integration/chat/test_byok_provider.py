@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.chat.spotlight import unmark
-from app.chat.turn.generate import APOLOGY
+from app.chat.turn.generate import APOLOGY, MAX_CHARS_PER_TOKEN
 from app.chat.turn.injection import HELD_WORDS
 from app.chat.turn.state import TEMPERATURE
 from app.core.config import Settings
@@ -339,6 +339,8 @@ async def test_a_reply_the_content_filter_stopped_is_never_cached_for_the_next_c
     second = await ws_turn(base_url, other["widget_token"], QUESTION)
     assert second[-1]["reply"] == "".join(DELTAS).strip(), "the model answers again: no fragment was cached"
     assert route.call_count == 2
+    cache_off = await http.patch("/api/v1/settings", headers=byok.coach.headers, json={"response_cache_ttl_seconds": 0})
+    assert cache_off.status_code == 200, "as the module's other tests expect"
 
 
 @pytest.mark.parametrize(
@@ -387,6 +389,23 @@ async def test_the_dashboard_tells_the_coach_their_model_is_failing_until_it_ans
         answered = await http.post("/api/v1/chat", headers=byok.client_auth, json={"text": "Thanks, and now?"})
         assert answered.json()["reply"] == "".join(DELTAS)
         assert "Your AI could not answer" not in (await browser.get("/dashboard/inbox")).text
+
+
+async def test_a_model_that_ignores_max_tokens_is_stopped_at_the_replys_length_limit(
+    http: httpx.AsyncClient, byok: ByokCoach, llm_api: respx.MockRouter, settings: Settings
+) -> None:
+    """A server ignoring ``max_tokens`` streamed 50,000 characters, all stored, streamed and cached (found by a run
+    against a misbehaving provider). The reply stops at ``MAX_CHARS_PER_TOKEN`` characters a token of the limit,
+    cut back to its last sentence and marked truncated, as at the token limit."""
+    llm_api.post(COMPLETIONS_URL).mock(return_value=sse_response(openai_sse(["I hear you. "] * 5000, (40, 20))))
+
+    response = await http.post("/api/v1/chat", headers=byok.client_auth, json={"text": QUESTION})
+
+    reply = response.json()["reply"]
+    limit = settings.llm_max_tokens * MAX_CHARS_PER_TOKEN
+    assert reply.endswith("I hear you.") and limit - len("I hear you. ") <= len(reply) <= limit
+    [*_, stored] = await transcript(http, byok, response.json()["conversation_id"])
+    assert stored["metadata"]["truncated"] is True
 
 
 async def test_stream_broken_mid_reply_keeps_the_partial_text_in_metadata(
