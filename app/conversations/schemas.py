@@ -32,6 +32,10 @@ class ConversationOut(msgspec.Struct):
     channel: str
     created_at: datetime
     messages: list[MessageOut]
+    undelivered_reason: str | None = None
+    """Why the coach's messages do not reach the client (the client blocked the Telegram bot, no bot is
+    connected, the client's chat continues another conversation): they are stored in the transcript only.
+    ``None``: they reach the client."""
 
 
 class ConversationSummary(msgspec.Struct):

@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 
 from app.auth import COACH_DEPENDENCIES
+from app.channels.telegram.delivery import undelivered_reason
 from app.conversations.inbox import inbox_page, mark_read
 from app.conversations.schemas import ConversationOut, ConversationSummary, conversation_summary, message_out
 from app.deps import (
@@ -47,7 +48,8 @@ class ConversationController(Controller):
     ) -> Response[ConversationOut]:
         """A transcript with citations and attribution metadata, its messages a page at a time, oldest first
         (``?limit=``, 1–200, default 50; the ``Link`` header's next page: :func:`app.deps.next_page_link`). 404
-        for an unknown or another coach's conversation; 400 for a bad cursor or limit."""
+        for an unknown or another coach's conversation; 400 for a bad cursor or limit. ``undelivered_reason``: why
+        the coach's messages are stored here only (:func:`~app.channels.telegram.delivery.undelivered_reason`)."""
         conversation, found = await container.conversations.history(uow, conversation_id, page, oldest_first=True)
         out = ConversationOut(
             conversation.id,
@@ -55,6 +57,7 @@ class ConversationController(Controller):
             conversation.channel,
             conversation.created_at,
             [message_out(row.message, row.citations) for row in found.items],
+            await undelivered_reason(uow.session, conversation_id),
         )
         return Response(out, headers=next_page_link(request, found.next))
 

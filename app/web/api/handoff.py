@@ -10,6 +10,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import FromQuery, JSONBody
 
 from app.auth import COACH_DEPENDENCIES
+from app.channels.telegram.delivery import undelivered_reason
 from app.conversations.handoffs import Draft
 from app.conversations.schemas import MessageOut, message_out
 from app.deps import PAGE, ContainerDep, PathId, Uow, WantedPage, page_response
@@ -64,6 +65,14 @@ def draft_out(draft: Draft) -> DraftOut:
     return DraftOut(**fields)
 
 
+class SentMessageOut(MessageOut):
+    """A message the coach wrote: ``delivered`` false when it is stored in the transcript only and does not reach
+    the client, ``undelivered_reason`` saying why (:func:`~app.channels.telegram.delivery.undelivered_reason`)."""
+
+    delivered: bool = True
+    undelivered_reason: str | None = None
+
+
 class CoachMessage(msgspec.Struct, forbid_unknown_fields=True):
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_COACH_MESSAGE_CHARS)]
 
@@ -102,10 +111,14 @@ class HandoffController(Controller):
     @post("/conversations/{conversation_id:str}/messages", status_code=201)
     async def send(
         self, conversation_id: PathId, data: JSONBody[CoachMessage], uow: Uow, container: ContainerDep
-    ) -> MessageOut:
+    ) -> SentMessageOut:
         """Write to the client as the human coach (takes the conversation over first if needed); the
-        message reaches the widget live."""
-        return message_out(await container.coach_actions.send(uow, conversation_id, data.text))
+        message reaches the widget live, and the client's Telegram chat unless ``delivered`` is false (the client
+        blocked the bot, no bot is connected…: the message is stored in the transcript only)."""
+        message = await container.coach_actions.send(uow, conversation_id, data.text)
+        reason = await undelivered_reason(uow.session, conversation_id)
+        fields = msgspec.structs.asdict(message_out(message))
+        return SentMessageOut(**fields, delivered=reason is None, undelivered_reason=reason)
 
     @post("/conversations/{conversation_id:str}/handback", status_code=200)
     async def handback(

@@ -12,6 +12,7 @@ from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
 from app.accounts.unit_of_work import UnitOfWork
+from app.channels.telegram.delivery import undelivered_reason
 from app.container import Container
 from app.conversations.handoffs import HandoffReason
 from app.conversations.inbox import CHANNELS, InboxCursor, InboxFilter, InboxState, channel_label, inbox_page, mark_read
@@ -48,8 +49,9 @@ async def pane_context(
 ) -> dict[str, Any]:
     """What ``partials/conversation_pane.html`` shows: the conversation, its client, channel (its label, as the
     inbox shows it: :func:`~app.conversations.inbox.channel_label`), its last messages (:func:`_transcript_page`),
-    handoff panel and pending drafts, an ``error`` and the coach's unsent ``text``. Marks the conversation read.
-    Raises ``NotFound``."""
+    handoff panel and pending drafts, why the coach's messages do not reach the client (``undelivered_reason``:
+    :func:`~app.channels.telegram.delivery.undelivered_reason`), an ``error`` and the coach's unsent ``text``. Marks
+    the conversation read. Raises ``NotFound``."""
     conversation, transcript = await _transcript_page(container, uow, conversation_id, PageRequest())
     client = await container.accounts.get_client(uow, conversation.client_id)
     await mark_read(uow, conversation_id)
@@ -61,6 +63,7 @@ async def pane_context(
             "client": client,
             "channel": channel_label(conversation.channel),
             "urgent_reasons": crisis_reasons(conversation.urgent_reason),
+            "undelivered_reason": await undelivered_reason(uow.session, conversation_id),
             "error": error,
             "text": text,
         }
@@ -219,7 +222,8 @@ class ConversationPages(CoachPage):
         container: ContainerDep,
     ) -> Template | Redirect:
         """Write to the client as the coach (takes the conversation over first); 400 page for an empty or too
-        long text, which is kept in the composer."""
+        long text, which is kept in the composer. The page it goes back to says when the message is stored only,
+        not delivered (``undelivered_reason``: :func:`pane_context`)."""
         form = await request.form()
         text = form_str(form, "text")
         try:
