@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.availability import away_until
@@ -86,6 +86,22 @@ _ACTIVE_OR_UNRESUMED = (
 )
 """:meth:`HandoffService.active_for` and :meth:`~HandoffService.active_and_resumed`, read on every chat turn:
 built once and run with bound parameters, so SQLAlchemy reuses their cache keys and compiled forms."""
+
+_TAKEN_FROM = select(
+    exists().where(
+        Handoff.conversation_id == Message.conversation_id,
+        Handoff.status.in_(HandoffStatus.ACTIVE),
+        Handoff.trigger_message_id.is_distinct_from(Message.id),
+    )
+).where(Message.id == bindparam("message_id"))
+
+
+async def taken_from(session: AsyncSession, message_id: uuid.UUID) -> bool:
+    """Whether the conversation of client message ``message_id`` has an open or claimed handoff that this message
+    did not open: the coach took the conversation, or a later message's crisis protocol gave it to the coach. For
+    a message the AI answers (its turn found no handoff), this tells the channel that the answer in progress is no
+    longer to show (its reply will not be stored). A plain read, locking nothing; ``False`` for a message gone."""
+    return bool(await session.scalar(_TAKEN_FROM, {"message_id": message_id}))
 
 
 class HandoffService:

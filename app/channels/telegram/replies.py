@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Bot
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
@@ -30,6 +33,7 @@ from app.db import jobs
 from app.db.outbox import UNAVAILABLE
 from app.handoff.catalogue import say
 from app.handoff.live import message_event
+from app.handoff.service import taken_from
 from app.handoff.sla import notice_language
 
 log = logging.getLogger(__name__)
@@ -60,12 +64,29 @@ class ReplyStream:
     the streamed fragment above it. What went out is recorded in ``out`` (the update's :class:`Sent`: the streamed
     message's id as ``stream``, the parts shown as ``parts``), and a stream of the same update processed again
     goes on from there: it edits the streamed message rather than send another, and sends only the parts not shown.
+
+    Once the AI works on the reply (:meth:`typing`), ``taken`` is asked before each streamed send or edit and each
+    repeated "typing…" (so at most once per ``interval``, and per :data:`TYPING_EVERY_S`) whether the conversation
+    was taken from the AI since (the crisis protocol of a later message, the coach's takeover: its reply will not
+    be stored); if so the stream stops (:attr:`stopped`): no more "typing…" or edits, the streamed message deleted.
     """
 
-    def __init__(self, bot: Bot, chat_id: int, interval: float, out: Sent, language: str = "en") -> None:
-        """``language``: that of the buttons under the reply (:func:`render.update_language`)."""
+    def __init__(
+        self,
+        bot: Bot,
+        chat_id: int,
+        interval: float,
+        out: Sent,
+        language: str = "en",
+        taken: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        """``language``: that of the buttons under the reply (:func:`render.update_language`); ``taken``: whether
+        the conversation was taken from the AI (:func:`~app.handoff.service.taken_from`), none: never asked."""
         self.bot, self.chat_id, self.interval, self.out = bot, chat_id, interval, out
         self.language = language
+        self._taken = taken
+        self._answering = False  # (the AI works on the reply: taken is asked from then on)
+        self.stopped = False
         self.text = ""
         self._units = 0  # (the text's length as Telegram counts it, summed as deltas arrive)
         self.message_id: int | None = out.get("stream")
@@ -78,20 +99,43 @@ class ReplyStream:
     def typing(self) -> None:
         """Show "typing…" in the chat (repeated every :data:`TYPING_EVERY_S`) until the first delta or
         :meth:`stop_typing`: the AI works on a reply for the client (``ChatService.answer``'s ``on_answering``)."""
+        self._answering = True
         if self._typing is None:
-            self._typing = asyncio.create_task(_typing(self.bot, self.chat_id))
+            self._typing = asyncio.create_task(self._show_typing())
 
     def stop_typing(self) -> None:
         """No more "typing…" (the reply shows, or the turn ended)."""
         if self._typing is not None:
             self._typing.cancel()
 
+    async def _show_typing(self) -> None:
+        """Show "typing…" in the chat until cancelled, a failed chat action, or the conversation taken."""
+        with contextlib.suppress(TelegramError):
+            while True:
+                await self.bot.send_chat_action(self.chat_id, "typing")
+                await asyncio.sleep(TYPING_EVERY_S)
+                if await self._taken_over():
+                    return
+
+    async def _taken_over(self) -> bool:
+        """Whether the stream stopped: the AI works on the reply and ``taken`` says the conversation was taken
+        from it since (the streamed message is deleted then, best-effort)."""
+        if not self.stopped and self._answering and self._taken is not None and await self._taken():
+            self.stopped = True
+            if self._typing is not asyncio.current_task():
+                self.stop_typing()
+            await self.discard()
+        return self.stopped
+
     async def delta(self, text: str) -> None:
         """Show the reply so far (a 403 raises ``Forbidden``: the client blocked the bot). At most one send or edit
         per ``interval``, failed ones included, and none until a 429's ``retry_after`` has passed: a failed first
         send used to be tried again at every delta, prolonging Telegram's flood control. A first send that failed
         otherwise than refused (no answer in time, a 5xx) may be in the chat all the same: no other streamed send
-        follows it (each would be one more fragment), and the final text comes whole."""
+        follows it (each would be one more fragment), and the final text comes whole. Nothing once the stream
+        :attr:`stopped` (checked before the send or edit: the conversation taken from the AI)."""
+        if self.stopped:
+            return
         self.stop_typing()
         self.text += text
         self._units += render.utf16_len(text)
@@ -99,6 +143,8 @@ class ReplyStream:
         if self._units > render.MAX_MESSAGE_CHARS or now < self._next:
             return
         self._next = now + self.interval
+        if await self._taken_over():
+            return
         try:
             if self.message_id is None:
                 sent = await self.bot.send_message(
@@ -157,14 +203,6 @@ class ReplyStream:
             await self.out.note(stream=None)
 
 
-async def _typing(bot: Bot, chat_id: int) -> None:
-    """Show "typing…" in the chat until cancelled (a failed chat action ends it)."""
-    with contextlib.suppress(TelegramError):
-        while True:
-            await bot.send_chat_action(chat_id, "typing")
-            await asyncio.sleep(TYPING_EVERY_S)
-
-
 class ChatReplies:
     """A turn's answer into the client's chat (:meth:`answer`), and the client's live events and stored messages
     through the chat's outbox (:meth:`deliver_event`, :meth:`deliver_stored`)."""
@@ -201,15 +239,22 @@ class ChatReplies:
         timeout, a 5xx), the parts not sent go through the chat's outbox, which retries. ``out``: what the update's
         processing sent (:class:`ReplyStream`; the stored reply's id is recorded as ``reply`` before it is shown).
         Raises ``Forbidden`` (the client blocked the bot). ``language``: that of the reply's buttons and of that
-        notice (the update's, :func:`render.update_language`)."""
-        stream = ReplyStream(bot, binding.chat_id, interval, out, language)
+        notice (the update's, :func:`render.update_language`). Once the conversation is taken from the AI while it
+        answers (:attr:`ReplyStream.stopped`: a crisis reply or the coach came), the answer is dropped: the
+        streamed message deleted, the turn closed (its generation stopped; nothing of it is stored)."""
+        taken = functools.partial(self._taken, coach_id, message_id)
+        stream = ReplyStream(bot, binding.chat_id, interval, out, language, taken)
         result: TurnResult | None = None
         try:
-            async for item in self._chat.answer(coach_id, binding.client_id, message_id, on_answering=stream.typing):
-                if isinstance(item, TurnResult):
-                    result = item
-                else:
-                    await stream.delta(item)
+            turn = self._chat.answer(coach_id, binding.client_id, message_id, on_answering=stream.typing)
+            async with contextlib.aclosing(turn):  # a turn dropped is closed here, its model stream too
+                async for item in turn:
+                    if isinstance(item, TurnResult):
+                        result = item
+                    else:
+                        await stream.delta(item)
+                    if stream.stopped:
+                        break
         except (DomainError, Forbidden):
             raise
         except Exception:  # the message is stored: it must not stay unanswered
@@ -236,6 +281,17 @@ class ChatReplies:
         if result.message_id is not None:
             await out.note(reply=str(result.message_id))
         await self._finish(coach_id, binding, stream, result)
+
+    async def _taken(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> bool:
+        """Whether the conversation of client message ``message_id`` was taken from the AI
+        (:func:`~app.handoff.service.taken_from`); ``False`` when the database cannot tell now (the reply then ends
+        as the turn decides: nothing stored, nothing shown, when the coach has the conversation)."""
+        try:
+            async with unit_of_work(self._sessionmaker, coach_id, autocommit=True) as uow:
+                return await taken_from(uow.session, message_id)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("telegram: whether message %s's conversation was taken is unknown: %r", message_id, exc)
+            return False
 
     async def resume(
         self,

@@ -32,7 +32,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -214,7 +214,7 @@ class ChatService:
         *,
         to_client: ToClient = _never,
         on_answering: OnAnswering = _unheard,
-    ) -> AsyncIterator[str | TurnResult]:
+    ) -> AsyncGenerator[str | TurnResult, None]:
         """Answer the client's stored message ``message_id``: yields reply text deltas as they are generated,
         then one :class:`TurnResult`. A message answered before yields only a result with no reply.
 

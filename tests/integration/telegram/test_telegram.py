@@ -919,6 +919,8 @@ async def test_a_long_reply_partly_shown_then_queued_is_not_sent_again_when_its_
     the outbox sends the rest, once."""
     long = " ".join(f"Sentence number {n} is here." for n in range(300))
     llm.routes["completions"].mock(side_effect=lambda request: sse_response(openai_sse([long], (80, 900))))
+    # a reply this long needs a limit of its length (the suite's 40 tokens stop a reply at 480 characters)
+    monkeypatch.setattr(tg.app.state.container.settings, "llm_max_tokens", 1000)  # type: ignore[attr-defined]
     bot = await make_bot(confidence_threshold=0.0)
     chat_id, _ = await bound_chat(tg, bot, fake)
     channel = tg.app.state.telegram  # type: ignore[attr-defined]
@@ -1272,6 +1274,114 @@ async def test_a_crisis_sent_while_the_ai_answers_an_earlier_message_gets_the_cr
     ]
     assert messages[-1]["metadata"].get("crisis") is True
     assert not shown or shown[-1] == "deleteMessage", "the earlier answer's streamed text is taken back"
+
+
+def slow_model(
+    llm: respx.MockRouter, words: list[str], every_s: float, *, slow: Callable[[httpx.Request], bool]
+) -> list[int]:
+    """The model streaming ``words``, one every ``every_s`` seconds, to the requests ``slow`` picks (the others get
+    :data:`DELTAS` at once). Returns a list whose length counts the chunks of those streams read so far."""
+    read: list[int] = []
+
+    class Slow(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for chunk in openai_sse(words, (5, len(words))).split(b"\n\n"):
+                if chunk:
+                    read.append(1)
+                    yield chunk + b"\n\n"
+                    await asyncio.sleep(every_s)
+
+    def completion(request: httpx.Request) -> httpx.Response:
+        if not slow(request):
+            return sse_response(openai_sse(DELTAS, (80, 10)))
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Slow())
+
+    llm.routes["completions"].mock(side_effect=completion)
+    return read
+
+
+async def until(check: Callable[[], Awaitable[Any]], timeout_s: float = 20.0) -> Any:
+    """Poll ``check`` every 0.05 s until it returns something truthy (returned), at most ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := await check()):
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+    return found
+
+
+@pytest.mark.parametrize("taker", ["crisis", "takeover"])
+async def test_a_reply_streaming_when_a_crisis_reply_or_the_coach_takes_the_conversation_is_deleted_at_once(
+    tg: httpx.AsyncClient,
+    fake: FakeBotApi,
+    make_bot: MakeBot,
+    llm: respx.MockRouter,
+    tg_jobs: Callable[[], Awaitable[None]],
+    taker: str,
+) -> None:
+    """A slow model streams the answer to "slowreply: …" when the client's next message gets the crisis reply, or
+    when the coach takes the conversation over: the streamed answer stopped only when the model was done (edited
+    every interval below the crisis reply or the coach's notice), then was deleted. Now the next check (once per
+    edit interval) deletes it at once; no edit and no "typing…" follow, the model's stream is not read on, and
+    nothing of the answer is stored (the message waits for the coach)."""
+    bot = await make_bot(confidence_threshold=0.0)
+    chat_id, client_id = await bound_chat(tg, bot, fake)
+    await say(tg, bot, chat_id, "Hello")  # the chat has its conversation
+    conversation_id = (await conversation_of(tg, bot, client_id))["id"]
+    words = ["Let", " me", " think", " about", " this", " slowly"] * 5
+    read = slow_model(llm, words, 0.2, slow=lambda request: b"slowreply" in request.content)
+    update = functools.partial(recorded, "text_message", chat_id=chat_id)
+    channel = tg.app.state.telegram  # type: ignore[attr-defined]
+    channel.edit_interval_s = 0.3
+    try:
+        await post_update(tg, bot, update(update_id=next(_chat_ids), text="slowreply: wie fange ich an?"))
+
+        async def streamed() -> list[Any]:
+            return [c for c in fake.sent_to(chat_id) if c.method == "editMessageText" and "Let me" in c.params["text"]]
+
+        [first, *_] = await until(streamed)  # (sent, then edited: it streams)
+        if taker == "crisis":
+            text = "Ich will nicht mehr leben, ich bringe mich heute um"
+            await post_update(tg, bot, update(update_id=next(_chat_ids), text=text))
+        else:
+            taken = await tg.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=bot.coach.headers)
+            assert taken.status_code == 200, taken.text
+
+        async def handoffs() -> list[Any]:
+            return (await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()  # type: ignore[no-any-return]
+
+        await until(handoffs)
+        taken_at = time.monotonic()
+        await drain(tg)
+    finally:
+        channel.edit_interval_s = 1.0
+    await tg_jobs()  # (the chat's outbox sends the crisis reply, or the coach's joined notice)
+    calls = [c for c in fake.calls if c.params.get("chat_id") == str(chat_id)]
+    [deleted] = [c for c in calls if c.method == "deleteMessage"]
+    after = [c.method for c in calls[calls.index(deleted) :]]
+
+    assert deleted.params["message_id"] == str(first.params["message_id"])
+    assert deleted.at - taken_at < 1.0, "deleted at the next check, not when the model is done"
+    assert "editMessageText" not in after and "sendChatAction" not in after
+    assert len(read) < len(words), "the model's stream is not read on"
+    texts = [m["text"] for m in (await conversation_of(tg, bot, client_id))["messages"] if m["sender_type"] == "ai"]
+    assert not any("Let me" in t for t in texts)
+
+
+async def test_a_low_confidence_notice_is_shown_though_its_own_handoff_took_the_conversation(
+    tg: httpx.AsyncClient, fake: FakeBotApi, make_bot: MakeBot
+) -> None:
+    """The AI works on the reply ("typing…"), then hands off for low confidence: the notice saying the coach was asked
+    to join is the turn's answer, streamed as any; the handoff it opened does not count as the conversation taken
+    from the AI (the stream check above would delete it)."""
+    bot = await make_bot(high_stakes_topics=["quitting my job"], confidence_threshold=0.95)
+    chat_id, _ = await bound_chat(tg, bot, fake)
+    await say(tg, bot, chat_id, "I'm thinking about quitting my job next week")
+
+    [handoff] = (await tg.get("/api/v1/handoffs", headers=bot.coach.headers)).json()
+    assert handoff["reason"] == "low_confidence"
+    assert typing_shown(fake, chat_id) >= 1
+    assert "join" in fake.shown(chat_id)[-1]
+    assert not [c for c in fake.of("deleteMessage") if c.params["chat_id"] == str(chat_id)]
 
 
 async def test_coach_takeover_messages_and_notices_reach_the_chat(
