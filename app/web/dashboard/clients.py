@@ -111,11 +111,31 @@ def client_row(client: Client, token: str | None, activity: ClientActivity | Non
     return ClientRow(client, token, last_seen, status, label, client.id == coach.preview_client_id)
 
 
+ERASED_NOTICE = "client_erased"
+"""The session key of the clients page's one-time line about a client just deleted."""
+
+
+def erased_notice(name: str) -> str:
+    """What the clients page says once after deleting client ``name`` (:meth:`app.learning.rights.DataRightsService.
+    erase_client`)."""
+    return (
+        f"Deleted {name} and everything stored about them: their conversations, memory, feedback and training "
+        "examples. Training files with their words are being deleted at your model provider, and a fine-tune still "
+        "training on them is cancelled."
+    )
+
+
 async def _clients_page(
-    container: ContainerDep, uow: UnitOfWork, page: PageRequest, query: str, *, error: DomainError | None = None
+    container: ContainerDep,
+    uow: UnitOfWork,
+    page: PageRequest,
+    query: str,
+    *,
+    error: DomainError | None = None,
+    notice: str | None = None,
 ) -> Template:
-    """The clients page: one ``page`` of the clients whose name contains ``query``; ``error`` shown at the top,
-    at its status."""
+    """The clients page: one ``page`` of the clients whose name contains ``query``; ``error`` (at its status) or
+    ``notice`` shown at the top."""
     coach = await uow.coach()
     clients = await container.accounts.list_clients(uow, page, name_contains=query)
     activity = await container.conversations.client_activity(uow, [c.id for c in clients.items])
@@ -128,6 +148,7 @@ async def _clients_page(
         "older": page_query(page, clients.next, q=query),
         "public_url": container.settings.public_url,
         "error": error.message if error else None,
+        "notice": notice,
         "nav": "clients",
     }
     return Template("dashboard/clients.html", context=context, status_code=error.status_code if error else 200)
@@ -137,12 +158,22 @@ class ClientPages(CoachPage):
     """The coach's clients and their memory (profile, insights, session summaries)."""
 
     @get("/clients", dependencies=PAGE)
-    async def clients(self, uow: Uow, container: ContainerDep, page: WantedPage, q: FromQuery[str] = "") -> Template:
+    async def clients(
+        self,
+        request: Request[Any, Any, Any],
+        uow: Uow,
+        container: ContainerDep,
+        page: WantedPage,
+        q: FromQuery[str] = "",
+    ) -> Template:
         """The clients as a table, newest first, a page at a time (an "Older clients" link to the next page,
         ``cursor``; 400 page for a bad cursor or limit): name, last seen (their latest message), status (needs
         you, chatting, not yet started, link revoked) and chat link with copy buttons; ``q`` keeps the clients
-        whose name contains it (case-insensitive)."""
-        return await _clients_page(container, uow, page, q.strip()[:200])
+        whose name contains it (case-insensitive). Says once what a client's deletion just erased."""
+        notice = request.session.pop(ERASED_NOTICE, None)
+        if notice:
+            request.set_session(dict(request.session))
+        return await _clients_page(container, uow, page, q.strip()[:200], notice=notice)
 
     @post("/clients")
     async def create_client(
@@ -182,9 +213,14 @@ class ClientPages(CoachPage):
         return Response(await container.rights.export_client(uow, client_id), headers=EXPORT_HEADERS)
 
     @post("/clients/{client_id:str}/delete")
-    async def delete_client(self, client_id: PathId, uow: Uow, container: ContainerDep) -> Redirect:
-        """Erase the client and all their data (the form asks for confirmation first); back to the list."""
+    async def delete_client(
+        self, request: Request[Any, Any, Any], client_id: PathId, uow: Uow, container: ContainerDep
+    ) -> Redirect:
+        """Erase the client and all their data (the form asks for confirmation first); back to the list, which says
+        what went."""
+        name = (await container.accounts.get_client(uow, client_id)).name
         await container.rights.erase_client(uow, client_id)
+        request.set_session({**request.session, ERASED_NOTICE: erased_notice(name)})
         return Redirect("/dashboard/clients")
 
     @post("/clients/{client_id:str}/profile", status_code=200, request_max_body_size=TEXT_BODY_MAX_BYTES)

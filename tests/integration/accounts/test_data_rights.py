@@ -40,6 +40,7 @@ from app.learning.models import FineTuneJob, FineTuneStatus, Intervention, Train
 from app.learning.rights import ERASED_WHILE_TRAINING
 from app.llm.base import EMBEDDING_DIMENSIONS
 from app.memory.models import ChatSession, ClientProfile, Insight, SessionStatus
+from app.web.dashboard.clients import erased_notice
 from tests.conftest import Coach, make_client, seed_insight
 from tests.integration.handoff.test_handoff_flow import Setup, chat, llm_api, new_setup, transcript
 from tests.integration.learning.test_training_data import examples, refresh, seed_conversation
@@ -814,6 +815,8 @@ async def test_dashboard_rotates_revokes_exports_and_deletes_a_client_then_the_a
         assert export.status_code == 200 and export.json()["client"]["name"] == "Ada"
         deleted = await tab.post(f"/dashboard/clients/{client_id}/delete", data={"_csrf_token": token})
         assert deleted.status_code in (302, 303) and deleted.headers["location"] == "/dashboard/clients"
+        listing = (await tab.get("/dashboard/clients")).text  # says once what went (it said nothing)
+        assert erased_notice("Ada") in listing and f"/dashboard/clients/{client_id}" not in listing
         assert "Ada" not in (await tab.get("/dashboard/clients")).text
         assert (await tab.get(f"/dashboard/clients/{client_id}")).status_code == 404
 
