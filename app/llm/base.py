@@ -29,7 +29,8 @@ class Usage:
     stays immutable and hashable; feed it to :func:`app.handoff.signals.token_confidence`.
 
     ``finish_reason``: why the model stopped, in OpenAI's terms (``choices[].finish_reason``): ``stop`` (its own
-    end, and what the local provider reports) or ``length`` (``max_tokens``: the reply is cut). A stream that ends
+    end, and what the local provider reports; other servers have their own words for it, e.g. ``eos_token``) or
+    ``length`` (``max_tokens``: the reply is cut). A stream that ends
     with no finish reason, or one the provider's ``content_filter`` stopped, is a :class:`ProviderError` instead:
     its text is not a whole reply."""
 

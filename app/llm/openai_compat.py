@@ -130,14 +130,13 @@ def reading_response() -> Iterator[None]:
         raise ProviderError(MISMATCH) from exc
 
 
-WHOLE_REPLY = ("stop", "length")
-"""Finish reasons of a streamed reply the model ended itself (``length``: at ``max_tokens``, which the turn trims to
-its last sentence); ``tool_calls`` and ``function_call`` never come, as no tools are offered."""
 STOPPED_SHORT = {
     None: "the stream ended before the model finished (no finish_reason)",
     "content_filter": "the provider's content filter stopped the reply",
 }
-"""The :class:`ProviderError` message of a stream that did not end in a :data:`WHOLE_REPLY` finish reason."""
+"""The finish reasons of a streamed reply that is not a whole one, with the :class:`ProviderError` message each
+raises. Any other finish is the model's own end: OpenAI's ``stop`` and ``length`` (at ``max_tokens``, which the turn
+trims to its last sentence), and the words other servers use for them (TGI's ``eos_token``, ``stop_sequence``)."""
 
 
 def _too_late(deadline_s: float) -> ProviderError:
@@ -204,8 +203,8 @@ class OpenAIChatProvider:
         error, when the egress guard refuses the endpoint, on an answer that is not a Chat Completions event stream
         (an event of another shape, or no event at all: a web page, a JSON body; :data:`MISMATCH`), when the
         whole answer takes over ``deadline`` seconds (the time the caller spends between deltas counts too), and
-        when the stream ends with a finish reason other than :data:`WHOLE_REPLY`'s or none (:data:`STOPPED_SHORT`:
-        a stream closed early, or stopped by the provider's content filter; its deltas were yielded already)."""
+        when the stream ends without a finish reason or on ``content_filter`` (:data:`STOPPED_SHORT`: a stream
+        closed early, or stopped by the provider's content filter; its deltas were yielded already)."""
         usage: Usage | None = None
         chunks_read = deltas = 0
         logprobs: list[float] = []
@@ -241,8 +240,8 @@ class OpenAIChatProvider:
             raise provider_error(exc) from exc
         if not chunks_read:  # no event at all (a web page, a JSON body): not a Chat Completions stream
             raise ProviderError(MISMATCH)
-        if finish_reason not in WHOLE_REPLY:  # its text is a part of a reply, not one to store, cache or learn from
-            raise ProviderError(STOPPED_SHORT.get(finish_reason, f"the model stopped early ({finish_reason})"))
+        if finish_reason in STOPPED_SHORT:  # its text is a part of a reply, not one to store, cache or learn from
+            raise ProviderError(STOPPED_SHORT[finish_reason])
         usage = usage or Usage(0, deltas)
         yield Usage(usage.prompt_tokens, usage.completion_tokens, tuple(logprobs) if logprobs else None, finish_reason)
 

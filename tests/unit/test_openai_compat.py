@@ -356,6 +356,17 @@ async def test_a_stream_that_does_not_finish_the_reply_raises_provider_error(
     assert items == DELTAS[:3]
 
 
+async def test_another_servers_word_for_the_models_own_end_is_a_whole_reply(openai_api: respx.MockRouter) -> None:
+    """Text Generation Inference says ``eos_token`` where OpenAI says ``stop``: the reply is whole, not cut."""
+    openai_api.post(f"{BASE_URL}/chat/completions").mock(
+        return_value=sse_response(openai_sse(DELTAS, (31, 7), finish_reason="eos_token"))
+    )
+
+    items = await collect(chat_provider())
+
+    assert items == [*DELTAS, Usage(31, 7, None, "eos_token")]
+
+
 async def test_stream_cut_at_max_tokens_reports_the_length_finish(openai_api: respx.MockRouter) -> None:
     """``finish_reason: "length"`` reaches the turn in ``Usage``, which trims the reply to its last sentence."""
     body = openai_sse(DELTAS, (31, 5), finish_reason="length")
