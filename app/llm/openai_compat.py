@@ -240,7 +240,7 @@ class OpenAIChatProvider:
             raise provider_error(exc) from exc
         if not chunks_read:  # no event at all (a web page, a JSON body): not a Chat Completions stream
             raise ProviderError(MISMATCH)
-        if finish_reason in STOPPED_SHORT:  # its text is a part of a reply, not one to store, cache or learn from
+        if finish_reason is None or finish_reason in STOPPED_SHORT:  # a part of a reply: not to store, cache, learn
             raise ProviderError(STOPPED_SHORT[finish_reason])
         usage = usage or Usage(0, deltas)
         yield Usage(usage.prompt_tokens, usage.completion_tokens, tuple(logprobs) if logprobs else None, finish_reason)
