@@ -324,16 +324,17 @@ class DataRightsService:
             ]
         stopped = await self._cancel_training(coach, training)
         files = await self._delete_files(coach, file_ids)
-        async with unit_of_work(self._sessionmaker, coach_id) as uow:
-            for job in await uow.session.scalars(select(FineTuneJob).where(FineTuneJob.coach_id == coach_id)):
-                if job.training_file_id in files.files_deleted:
-                    job.training_file_id = None
-                if job.validation_file_id in files.files_deleted:
-                    job.validation_file_id = None
-                if job.provider_job_id in stopped.jobs_cancelled and job.status not in FineTuneStatus.FINAL:
-                    job.status, job.finished_at, job.error = (
-                        FineTuneStatus.CANCELLED,
-                        datetime.now(UTC),
-                        ERASED_WHILE_TRAINING,
-                    )
+        if files.files_deleted or stopped.jobs_cancelled:  # (else nothing to mark on the jobs)
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                for job in await uow.session.scalars(select(FineTuneJob).where(FineTuneJob.coach_id == coach_id)):
+                    if job.training_file_id in files.files_deleted:
+                        job.training_file_id = None
+                    if job.validation_file_id in files.files_deleted:
+                        job.validation_file_id = None
+                    if job.provider_job_id in stopped.jobs_cancelled and job.status not in FineTuneStatus.FINAL:
+                        job.status, job.finished_at, job.error = (
+                            FineTuneStatus.CANCELLED,
+                            datetime.now(UTC),
+                            ERASED_WHILE_TRAINING,
+                        )
         return Purge(keys, files.files_deleted, files.files_failed, stopped.jobs_cancelled, stopped.jobs_failed)

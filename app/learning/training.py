@@ -282,20 +282,21 @@ async def forget_examples(
             )
         )
     ).all()
+    if not datasets:
+        return []
     splits = dict(
         (await session.execute(select(TrainingExample.id, TrainingExample.split).where(
             TrainingExample.id.in_(example_ids)
         ))).tuples().all()
     )  # fmt: skip
+    gone = set(conversation_ids)
     for dataset in datasets:
         counts = Counter(dataset.counts)
         counts.subtract(splits[i] for i in dataset.example_ids if i in splits)
         dataset.counts = {split: max(n, 0) for split, n in counts.items()}
         dataset.example_ids = [i for i in dataset.example_ids if i not in example_ids]
         if erased:
-            dataset.conversation_ids = [c for c in dataset.conversation_ids if c not in set(conversation_ids)]
-    if not datasets:
-        return []
+            dataset.conversation_ids = [c for c in dataset.conversation_ids if c not in gone]
     rows = await session.execute(
         select(FineTuneJob.training_file_id, FineTuneJob.validation_file_id).where(
             FineTuneJob.coach_id == coach_id, FineTuneJob.dataset_id.in_([d.id for d in datasets])

@@ -74,13 +74,19 @@ async def _forget_repeats(
     over-forget rather than leak: a forgotten message only leaves the AI's memory and training data, and stays in
     the coach's transcript. Returns the ids marked."""
 
-    def lexemes(text: str) -> Any:
-        return select(func.tsvector_to_array(func.to_tsvector("english", text)))
+    def lexemes(text: Any) -> Any:
+        return func.tsvector_to_array(func.to_tsvector("english", text))
 
-    client_name = await session.scalar(select(Client.name).where(Client.id == client_id)) or ""
     said = (await session.scalars(select(Message.text).where(Message.id.in_(sources)))).all()
     names = " ".join(name for text in said for name in _NAME.findall(text))
-    own, terms, named = [set(await session.scalar(lexemes(t)) or ()) for t in (client_name, fact, names)]
+    own, terms, named = (
+        set(words or ())
+        for words in (
+            await session.execute(
+                select(lexemes(Client.name), lexemes(fact), lexemes(names)).where(Client.id == client_id)
+            )
+        ).one()
+    )
     terms, named = terms - own, named - own
     if not terms and not named:
         return []
@@ -95,10 +101,11 @@ async def _forget_repeats(
             Message.created_at > since if since is not None else true(),
         )
     )
+    needed = min(2, len(terms) + 2 * len(named))
     repeats = [
         message_id
         for message_id, words in candidates
-        if len(set(words) & terms) + 2 * len(set(words) & named) >= min(2, len(terms) + 2 * len(named))
+        if len(terms.intersection(words)) + 2 * len(named.intersection(words)) >= needed
     ]
     if repeats:
         await session.execute(
