@@ -83,6 +83,7 @@ from app.handoff.alerts import MAX_ATTEMPTS as ALERT_ATTEMPTS
 from app.handoff.alerts import OPENED as ALERT_OPENED
 from app.handoff.alerts import retry_delay as alert_retry_delay
 from app.llm.base import ProviderError
+from app.llm.openai_compat import RETRY_AFTER_MAX_S
 from app.llm.registry import ProviderRegistry
 from app.memory.summaries import SummaryFailed
 from app.rag import vector_index
@@ -95,10 +96,12 @@ JOB_TIMEOUT_S = 3600
 """A 300-page PDF takes about a minute to extract and another to embed on 2 cores; leave ample room."""
 MEMORY_JOB_TRIES = 4
 RETRY_DELAY_S = 30
-START_FINE_TUNE_BUDGET_S = MEMORY_JOB_TRIES * JOB_TIMEOUT_S + RETRY_DELAY_S * sum(range(MEMORY_JOB_TRIES)) + 3600
-"""The longest every try of a ``start_fine_tune`` job may take, with the delays between them and an hour's margin
-(a killed worker's job waits for its lease, Redis may be down a while): a fine-tune still ``preparing`` after
-this has no start left to finish it (:meth:`app.learning.finetune.FineTuneService.recover_stalled`)."""
+START_FINE_TUNE_BUDGET_S = MEMORY_JOB_TRIES * JOB_TIMEOUT_S + (MEMORY_JOB_TRIES - 1) * RETRY_AFTER_MAX_S + 3600
+"""The longest every try of a ``start_fine_tune`` job may take, with the delays between them (each at most the
+longest wait a provider may ask for, :data:`~app.llm.openai_compat.RETRY_AFTER_MAX_S`, longer than
+:data:`RETRY_DELAY_S` times any try) and an hour's margin (a killed worker's job waits for its lease, Redis may be
+down a while): a fine-tune still ``preparing`` after this has no start left to finish it
+(:meth:`app.learning.finetune.FineTuneService.recover_stalled`)."""
 STRANDED_GRACE_S = 120
 """Seconds past ``LLM_DEADLINE_SECONDS`` before a client message nobody answered counts as stranded (a live turn
 also waits for its turn slot and stores its reply)."""
@@ -468,15 +471,16 @@ async def sync_vector_indexes(ctx: dict[str, Any]) -> str:
 
 async def _retrying(ctx: dict[str, Any], job: Awaitable[str], what: str) -> str:
     """Run a model-calling job; a provider failure (network, rate limit), or the database or Redis out of reach
-    (:func:`_retrying_unreachable`), is retried after :data:`RETRY_DELAY_S` times the try, up to
-    :data:`MEMORY_JOB_TRIES` tries; a refusal no retry changes (``ProviderError.lasting``: a key refused, a model
-    missing, a quota used up) is not. ``what`` names the job's subject in the log."""
+    (:func:`_retrying_unreachable`), is retried after :data:`RETRY_DELAY_S` times the try, or the wait the provider
+    asked for when longer (``ProviderError.retry_after``), up to :data:`MEMORY_JOB_TRIES` tries; a refusal no retry
+    changes (``ProviderError.lasting``: a key refused, a model missing, a quota used up) is not. ``what`` names the
+    job's subject in the log."""
     try:
         return await _retrying_unreachable(ctx, job, tries=MEMORY_JOB_TRIES, delay_s=RETRY_DELAY_S, what=what)
     except ProviderError as exc:
         if ctx["job_try"] >= MEMORY_JOB_TRIES or exc.lasting:
             raise
-        raise Retry(defer=RETRY_DELAY_S * ctx["job_try"]) from exc
+        raise Retry(defer=max(RETRY_DELAY_S * ctx["job_try"], exc.retry_after or 0)) from exc
 
 
 async def summarize_session(ctx: dict[str, Any], coach_id: str, session_id: str) -> str:

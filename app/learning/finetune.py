@@ -50,7 +50,7 @@ from app.learning.models import (
 )
 from app.learning.training import TrainingDataService, example_line
 from app.llm.base import ProviderError
-from app.llm.openai_compat import MISMATCH, describe_error, reading_response
+from app.llm.openai_compat import MISMATCH, describe_error, reading_response, retry_after
 from app.llm.registry import ProviderRegistry
 
 log = logging.getLogger(__name__)
@@ -624,7 +624,8 @@ class FineTuneService:
                 return await self._fail(coach_id, job_id, f"the endpoint does not speak the fine-tuning API: {exc}")
             except openai.APIStatusError as exc:
                 if exc.status_code >= 500 or exc.status_code == 429:
-                    raise ProviderError(f"fine-tune start failed: {describe_error(exc)}") from exc
+                    message = f"fine-tune start failed: {describe_error(exc)}"
+                    raise ProviderError(message, retry_after=retry_after(exc)) from exc
                 return await self._fail(coach_id, job_id, describe_error(exc))
             except EgressRefused as exc:
                 return await self._fail(coach_id, job_id, describe_error(exc))

@@ -62,11 +62,14 @@ def plain_text_messages(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
 class ProviderError(Exception):
     """The model provider failed (network, auth, bad response, timeout). The message is safe to log. ``lasting``: the
     provider refused the request itself (a key refused, a model missing, a request it cannot take, a quota used up),
-    so asking again gets the same answer until someone changes a setting: jobs do not retry it."""
+    so asking again gets the same answer until someone changes a setting: jobs do not retry it. ``retry_after``:
+    seconds the provider asked its clients to wait before the next request (a 429's or 503's ``Retry-After``),
+    ``None`` when it did not say; jobs wait at least that long before their next try."""
 
-    def __init__(self, message: str, *, lasting: bool = False) -> None:
+    def __init__(self, message: str, *, lasting: bool = False, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.lasting = lasting
+        self.retry_after = retry_after
 
 
 class ChatProvider(Protocol):

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import openai
@@ -83,12 +86,64 @@ _REFUSED = (
 """The SDK's errors of a request the endpoint refuses as such (400, 401, 403, 404, 422): no retry changes them."""
 
 
+RETRY_AFTER_MAX_S = 3600.0
+"""The longest wait an endpoint's ``Retry-After`` is followed for: a longer one (or a date far ahead) is cut to
+this, so a wrong header cannot silence a coach's AI for days."""
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds a 429 or 503 answer ``exc`` asked its client to wait (at most :data:`RETRY_AFTER_MAX_S`): OpenAI's
+    ``retry-after-ms`` (milliseconds, read first, as the SDK does), else ``Retry-After`` in delta-seconds or as an
+    HTTP-date (RFC 9110 §10.2.3; RFC 6585 §4 for 429). ``None`` for another error, no such header, one that is
+    not a number or a date, or a wait already over."""
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (429, 503):
+        return None
+    headers = exc.response.headers
+    seconds: float | None = None
+    with suppress(ValueError):
+        if "retry-after-ms" in headers:
+            seconds = float(headers["retry-after-ms"]) / 1000
+        elif "retry-after" in headers:
+            value = headers["retry-after"].strip()
+            if value.replace(".", "", 1).isdigit():
+                seconds = float(value)
+            else:
+                seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return min(seconds, RETRY_AFTER_MAX_S)
+
+
 def provider_error(exc: BaseException) -> ProviderError:
     """The :class:`ProviderError` of a failed SDK call ``exc``: :func:`describe_error`'s message, ``lasting`` for
     a request the endpoint refuses as such (:data:`_REFUSED`) and for a quota used up (a 429 whose code is
-    ``insufficient_quota``, unlike a rate limit's)."""
+    ``insufficient_quota``, unlike a rate limit's), and the wait the answer asked for (:func:`retry_after`)."""
     quota = isinstance(exc, openai.RateLimitError) and exc.code == "insufficient_quota"
-    return ProviderError(describe_error(exc), lasting=quota or isinstance(exc, _REFUSED))
+    return ProviderError(describe_error(exc), lasting=quota or isinstance(exc, _REFUSED), retry_after=retry_after(exc))
+
+
+class Backoff:
+    """An endpoint's request to wait, kept by one SDK client of this process (a coach's chat model or embedder):
+    once an answer asked for a wait (:attr:`ProviderError.retry_after`), every call until it is over fails at once
+    with a :class:`ProviderError` saying so, whose ``retry_after`` is the time left, instead of asking again: each
+    client message of a coach whose provider said "Retry-After: 600" made its own request (and the SDK its retry),
+    which a rate limiter may count against the account. Clients get the apology at once, and jobs wait it out."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+
+    def check(self) -> None:
+        """Raise ``ProviderError`` while the wait asked for is not over."""
+        left = self._until - time.monotonic()
+        if left > 0:
+            message = f"RateLimitError: the endpoint asked to wait; {math.ceil(left)} s left"
+            raise ProviderError(message, retry_after=left)
+
+    def noted(self, error: ProviderError) -> ProviderError:
+        """``error``, its wait (if any) kept for the calls after it."""
+        if error.retry_after:
+            self._until = max(self._until, time.monotonic() + error.retry_after)
+        return error
 
 
 _FAILED_CALL = (openai.OpenAIError, EgressRefused, UnicodeEncodeError)
@@ -173,6 +228,7 @@ class OpenAIChatProvider:
         self._client = _sdk_client(egress, api_key=api_key, base_url=base_url, timeout=timeout, max_retries=1)
         self._deadline = deadline
         self._logprobs = True
+        self._backoff = Backoff()
 
     async def _open_stream(
         self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
@@ -204,11 +260,13 @@ class OpenAIChatProvider:
         (an event of another shape, or no event at all: a web page, a JSON body; :data:`MISMATCH`), when the
         whole answer takes over ``deadline`` seconds (the time the caller spends between deltas counts too), and
         when the stream ends without a finish reason or on ``content_filter`` (:data:`STOPPED_SHORT`: a stream
-        closed early, or stopped by the provider's content filter; its deltas were yielded already)."""
+        closed early, or stopped by the provider's content filter; its deltas were yielded already), or at once
+        while the endpoint's wait is not over (:class:`Backoff`)."""
         usage: Usage | None = None
         chunks_read = deltas = 0
         logprobs: list[float] = []
         finish_reason: str | None = None
+        self._backoff.check()
         deadline = asyncio.get_running_loop().time() + self._deadline
         try:
             async with asyncio.timeout_at(deadline):
@@ -237,7 +295,7 @@ class OpenAIChatProvider:
         except TimeoutError:
             raise _too_late(self._deadline) from None
         except _FAILED_CALL as exc:
-            raise provider_error(exc) from exc
+            raise self._backoff.noted(provider_error(exc)) from exc
         if not chunks_read:  # no event at all (a web page, a JSON body): not a Chat Completions stream
             raise ProviderError(MISMATCH)
         if finish_reason is None or finish_reason in STOPPED_SHORT:  # a part of a reply: not to store, cache, learn
@@ -251,7 +309,9 @@ class OpenAIChatProvider:
         """Structured Outputs: ``response_format`` ``{"type": "json_schema", "json_schema": {"name", "schema",
         "strict": true}}`` (OpenAI API reference, Chat Completions). Raises ``ProviderError`` on API errors, on
         a refusal or an empty message, on an answer that is not a chat completion (:data:`MISMATCH`), and when
-        the answer takes over ``deadline`` seconds."""
+        the answer takes over ``deadline`` seconds, or at once while the endpoint's wait is not over
+        (:class:`Backoff`)."""
+        self._backoff.check()
         try:
             async with asyncio.timeout(self._deadline):
                 response = await self._client.chat.completions.create(  # type: ignore[call-overload]
@@ -267,7 +327,7 @@ class OpenAIChatProvider:
         except TimeoutError:
             raise _too_late(self._deadline) from None
         except _FAILED_CALL as exc:
-            raise provider_error(exc) from exc
+            raise self._backoff.noted(provider_error(exc)) from exc
         with reading_response():
             message = response.choices[0].message if response.choices else None
             refusal, content = (message.refusal, message.content) if message is not None else (None, None)
@@ -298,13 +358,15 @@ class OpenAIEmbedder:
         self.dimensions = dimensions
         self._client = _sdk_client(egress, api_key=api_key, base_url=base_url, timeout=timeout, max_retries=2)
         self._deadline = deadline
+        self._backoff = Backoff()
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Embed a batch: one vector per text, in order. Raises ``ProviderError`` on API errors, an answer that is
         not one list of numbers per text (:data:`MISMATCH`), a wrong vector width, or an answer that takes over
-        ``deadline`` seconds."""
+        ``deadline`` seconds, or at once while the endpoint's wait is not over (:class:`Backoff`)."""
         if not texts:
             return []
+        self._backoff.check()
         try:
             # the SDK reads the answer's data inside create (decoding base64 vectors; ValueError when none)
             with reading_response():
@@ -315,7 +377,7 @@ class OpenAIEmbedder:
         except TimeoutError:
             raise _too_late(self._deadline) from None
         except _FAILED_CALL as exc:
-            raise provider_error(exc) from exc
+            raise self._backoff.noted(provider_error(exc)) from exc
         with reading_response():
             vectors = [d.embedding for d in sorted(response.data, key=lambda d: d.index)]
         if len(vectors) != len(texts) or not all(_numbers(v) for v in vectors):

@@ -15,14 +15,24 @@ import re
 import struct
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import respx
 
 from app.llm.base import ChatMessage, ProviderError, Usage
-from app.llm.openai_compat import MISMATCH, STOPPED_SHORT, OpenAIChatProvider, OpenAIEmbedder
+from app.llm.openai_compat import (
+    MISMATCH,
+    RETRY_AFTER_MAX_S,
+    STOPPED_SHORT,
+    OpenAIChatProvider,
+    OpenAIEmbedder,
+    retry_after,
+)
 from tests.openai_wire import SDK_HTTPCORE, mock_openai, openai_completion, openai_error, openai_sse, sse_response
 
 BASE_URL = "https://api.openai.test/v1"
@@ -313,6 +323,87 @@ async def test_a_refusal_no_retry_changes_is_a_lasting_provider_error(
         await chat_provider().complete_json(MESSAGES, schema={"type": "object"}, name="s", max_tokens=64, temperature=0)
 
     assert excinfo.value.lasting is lasting
+
+
+def rate_limited(headers: dict[str, str]) -> httpx.Response:
+    """A 429 as OpenAI sends it for a rate limit, with the wait headers ``headers``."""
+    response = openai_error(429, "Rate limit reached for requests", "requests", "rate_limit_exceeded")
+    response.headers.update(headers)
+    return response
+
+
+def http_date(seconds_from_now: float) -> str:
+    return format_datetime(datetime.now(UTC) + timedelta(seconds=seconds_from_now), usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "expected"),
+    [
+        pytest.param(429, {"retry-after": "600"}, 600, id="seconds"),
+        pytest.param(503, {"retry-after": "2.5"}, 2.5, id="503"),
+        pytest.param(429, {"retry-after-ms": "1500", "retry-after": "9"}, 1.5, id="openai-ms-first"),
+        pytest.param(429, {"retry-after": 120.0}, pytest.approx(120, abs=3), id="http-date"),
+        pytest.param(429, {"retry-after": "86400"}, RETRY_AFTER_MAX_S, id="capped"),
+        pytest.param(429, {"retry-after": "soon"}, None, id="unreadable"),
+        pytest.param(429, {"retry-after": -60.0}, None, id="date-past"),
+        pytest.param(429, {}, None, id="absent"),
+        pytest.param(500, {"retry-after": "5"}, None, id="other-status"),
+    ],
+)
+def test_the_wait_an_answer_asks_for_is_read_from_its_headers(
+    status: int, headers: dict[str, str | float], expected: float | None
+) -> None:
+    """``Retry-After`` in delta-seconds or as an HTTP-date (RFC 9110 §10.2.3; a number in the table is the date that
+    many seconds from now) on a 429 or 503, OpenAI's ``retry-after-ms`` before it; a wait of a day is cut to an hour;
+    anything else is no wait."""
+    error_class = openai.RateLimitError if status == 429 else openai.InternalServerError
+    sent = {name: http_date(value) if isinstance(value, float) else value for name, value in headers.items()}
+    request = httpx.Request("POST", f"{BASE_URL}/chat/completions")
+    exc = error_class("refused", response=httpx.Response(status, headers=sent, request=request), body=None)
+
+    assert retry_after(exc) == expected
+
+
+async def test_a_wait_the_endpoint_asked_for_is_kept_and_the_endpoint_not_asked_again_meanwhile(
+    openai_api: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a provider answering "Retry-After: 600", every client message of the coach made its own request (found by
+    a run against a misbehaving provider). Now the first failure's wait is kept: calls during it fail at once with the
+    time left, the chat model's JSON completions too, without a request; once it is over the endpoint is asked
+    again."""
+    route = openai_api.post(f"{BASE_URL}/chat/completions").mock(return_value=rate_limited({"retry-after": "600"}))
+    provider = chat_provider()
+
+    with pytest.raises(ProviderError) as first:
+        await collect(provider)
+    assert first.value.retry_after == 600 and not first.value.lasting
+    asked = route.call_count  # the SDK's own retry of a 429 included
+    with pytest.raises(ProviderError, match=r"^RateLimitError: the endpoint asked to wait; (600|599) s left$") as later:
+        await collect(provider)
+    with pytest.raises(ProviderError, match="asked to wait"):
+        await provider.complete_json(MESSAGES, schema={"type": "object"}, name="s", max_tokens=64, temperature=0)
+    assert route.call_count == asked
+    assert later.value.retry_after is not None and 598 < later.value.retry_after <= 600
+
+    route.mock(return_value=openai_completion("{}"))
+    now = time.monotonic()
+    monkeypatch.setattr("app.llm.openai_compat.time.monotonic", lambda: now + 601)
+    reply = await provider.complete_json(MESSAGES, schema={"type": "object"}, name="s", max_tokens=64, temperature=0)
+    assert reply == "{}" and route.call_count == asked + 1
+
+
+async def test_an_embedder_keeps_the_wait_its_endpoint_asked_for(openai_api: respx.MockRouter) -> None:
+    """The embedder keeps its own endpoint's wait (OpenAI limits each model apart): the next batch fails at once."""
+    route = openai_api.post(f"{BASE_URL}/embeddings").mock(return_value=rate_limited({"retry-after": "900"}))
+    model = embedder()
+
+    with pytest.raises(ProviderError):
+        await model.embed(["a"])
+    asked = route.call_count
+    with pytest.raises(ProviderError, match="asked to wait") as later:
+        await model.embed(["b"])
+
+    assert route.call_count == asked and later.value.retry_after is not None and later.value.retry_after > 100
 
 
 async def test_stream_error_event_mid_stream_raises_provider_error(openai_api: respx.MockRouter) -> None:
