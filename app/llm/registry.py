@@ -16,7 +16,7 @@ from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.core.config import Settings
 from app.core.egress import EgressGuard
 from app.core.security import SecretBox
-from app.llm.base import EMBEDDING_DIMENSIONS, ChatProvider, Embedder, ProviderError
+from app.llm.base import EMBEDDING_DIMENSIONS, ChatMessage, ChatProvider, Embedder, ProviderError
 from app.llm.batching import EmbeddingBatcher
 from app.llm.local import LOCAL_EMBEDDING_MODEL, LlamaCppChatProvider, MiniLMEmbedder
 from app.llm.openai_compat import OpenAIChatProvider, OpenAIEmbedder
@@ -25,6 +25,8 @@ from app.llm.rerank import HttpReranker
 _Remote = TypeVar("_Remote", OpenAIChatProvider, OpenAIEmbedder)
 MAX_REMOTE_CLIENTS = 256
 """SDK clients kept for reuse; the oldest is dropped beyond this (coaches change keys rarely)."""
+PROBE_TIMEOUT_S = 15
+"""How long :meth:`ProviderRegistry.probe_chat` waits for a coach's model to answer its test message."""
 
 
 _Looked = TypeVar("_Looked")
@@ -190,6 +192,25 @@ class ProviderRegistry:
         Never blocks the event loop: while SmolLM2 loads (seconds), the lookup waits in a thread."""
         loading = self._local_chat is None and _remote_chat_model(coach) is None
         return await _off_loop(loading, lambda: self._chat_for(coach, model))
+
+    async def probe_chat(self, coach: Coach) -> str | None:
+        """Why the coach's OpenAI-compatible chat model did not answer a one-token test message ("Hello",
+        ``max_tokens`` 1) within :data:`PROBE_TIMEOUT_S` seconds: the ``ProviderError``'s message (never the
+        endpoint's own words: :func:`~app.llm.openai_compat.describe_error`); ``None`` when it answered, and for
+        the offline model (nothing to reach). Costs the coach one request to their endpoint."""
+        if _remote_chat_model(coach) is None:
+            return None
+        hello = [ChatMessage(role="user", content="Hello")]
+        try:
+            provider = self._chat_for(coach, None)
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                async for _ in provider.stream(hello, max_tokens=1, temperature=0):
+                    pass
+        except ProviderError as exc:
+            return str(exc)
+        except TimeoutError:
+            return f"TimeoutError: the endpoint did not answer within {PROBE_TIMEOUT_S} s"
+        return None
 
     def _chat_for(self, coach: Coach, model: str | None) -> ChatProvider:
         remote = _remote_chat_model(coach)

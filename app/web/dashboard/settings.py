@@ -18,7 +18,7 @@ from app.accounts.api_keys import issue_api_key, list_api_keys, revoke_api_key
 from app.accounts.availability import DAY_NAMES
 from app.accounts.handoff_settings import CRISIS_LANGUAGE_NAMES
 from app.accounts.learning_settings import FINE_TUNES_TURNED_OFF, apply_learning_settings
-from app.accounts.models import HandoffMode
+from app.accounts.models import Coach, HandoffMode
 from app.accounts.service import RECENT_MESSAGES_RANGE, SESSION_IDLE_MINUTES_RANGE
 from app.accounts.tone import INTENSITY_NAMES, MAX_MODES, coach_tone
 from app.accounts.unit_of_work import UnitOfWork
@@ -74,11 +74,13 @@ async def _settings_page(
     error: DomainError | None = None,
     error_key: str = "error",
     notice: str | None = None,
+    warning: str | None = None,
     section: str = "",
 ) -> Template:
     """The settings page (with the account's API keys); ``error`` sets the status (and ``Retry-After``) and is
     shown where the template puts ``error_key`` (``error`` in ``section``: one of :data:`SECTIONS`, ``tone`` or
-    ``embedding``, or at the top; ``delete_error`` by account deletion), as is ``notice``. The alert webhook's
+    ``embedding``, or at the top; ``delete_error`` by account deletion), as are ``notice`` and ``warning`` (a saved
+    change that needs the coach's attention). The alert webhook's
     signing secret shows whole only as ``new_webhook_secret``, when this request made it; masked otherwise."""
     coach = await uow.coach()
     if error is not None:
@@ -98,6 +100,7 @@ async def _settings_page(
         "error": None,
         error_key: error.message if error else None,
         "notice": notice,
+        "warning": warning,
         "section": section,
         "nav": "settings",
         "timezones": TIMEZONES,
@@ -114,6 +117,20 @@ async def _settings_page(
     if error is None:
         return Template("dashboard/settings.html", context=context)
     return Template("dashboard/settings.html", context=context, status_code=error.status_code, headers=error.headers())
+
+
+MODEL_PROBE_FAILED = (
+    "Your model did not answer a test message: {failure}. Until it does, each client gets an apology and their message "
+    "is saved for you. Check the model's name, base URL and key."
+)
+"""What the settings page says, as a warning, when the model just saved does not answer
+(:meth:`~app.llm.registry.ProviderRegistry.probe_chat`)."""
+
+
+def _model_settings(coach: Coach) -> tuple[object, ...]:
+    """The coach's chat model settings a save may change (the key as stored: a key entered again, even the same,
+    is stored anew, so it is tested again)."""
+    return (coach.llm_provider, coach.llm_model, coach.llm_base_url, coach.llm_api_key_encrypted)
 
 
 def confirm_notice(email: str) -> str:
@@ -139,7 +156,7 @@ class SettingsPages(CoachPage):
         section = form_str(form, "section") if form_str(form, "section") in SECTIONS else ""
         stored = await uow.coach()
         before, fine_tuning = stored.alert_webhook_secret_encrypted, stored.fine_tune_enabled
-        pending = stored.alert_email_pending
+        pending, model_before = stored.alert_email_pending, _model_settings(stored)
         try:
             async with uow.savepoint():  # a refused change is rolled back alone; the page shows why
                 recent_messages = form_int(form, "recent_messages", *RECENT_MESSAGES_RANGE)
@@ -171,7 +188,16 @@ class SettingsPages(CoachPage):
             notice = f"Saved. {FINE_TUNES_TURNED_OFF}"  # the switch to the local model turned it off
         if coach.alert_email_pending is not None and coach.alert_email_pending != pending:
             notice = f"{notice} {confirm_notice(coach.alert_email_pending)}"
-        return await _settings_page(container, uow, new_webhook_secret=secret, notice=notice, section=section)
+        warning = None
+        if _model_settings(coach) != model_before and coach.llm_provider == "openai":
+            failure = await container.registry.probe_chat(coach)
+            if failure is None:
+                notice = f"{notice} Your model answered a test message."
+            else:
+                warning = MODEL_PROBE_FAILED.format(failure=failure)
+        return await _settings_page(
+            container, uow, new_webhook_secret=secret, notice=notice, warning=warning, section=section
+        )
 
     @post("/settings/webhook-secret")
     async def rotate_webhook_secret(self, uow: Uow, container: ContainerDep) -> Template:

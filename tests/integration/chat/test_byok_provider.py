@@ -31,7 +31,7 @@ from app.core.security import SecretBox
 from app.handoff.catalogue import say
 from app.handoff.crisis import crisis_reply
 from tests.conftest import Coach, make_client, upload, ws_turn
-from tests.integration.web.test_dashboard import log_in
+from tests.integration.web.test_dashboard import csrf, log_in
 from tests.openai_wire import SDK_HTTPCORE, mock_openai, openai_error, openai_sse, sse_response
 
 LLM_BASE_URL = "https://llm.example.test/v1"
@@ -389,6 +389,41 @@ async def test_the_dashboard_tells_the_coach_their_model_is_failing_until_it_ans
         answered = await http.post("/api/v1/chat", headers=byok.client_auth, json={"text": "Thanks, and now?"})
         assert answered.json()["reply"] == "".join(DELTAS)
         assert "Your AI could not answer" not in (await browser.get("/dashboard/inbox")).text
+
+
+async def test_saving_a_model_in_the_dashboard_tests_it_and_says_when_it_does_not_answer(
+    base_url: str, http: httpx.AsyncClient, byok: ByokCoach, llm_api: respx.MockRouter
+) -> None:
+    """A wrong key was saved without a word: the coach learnt it only once clients had got apologies (found by a run
+    against a misbehaving provider). Saving the model now sends it a one-token test message and says whether it
+    answered; a save that does not change the model sends nothing."""
+    route = llm_api.post(COMPLETIONS_URL).mock(
+        return_value=openai_error(401, "Incorrect API key provided", "invalid_request_error", "invalid_api_key")
+    )
+    model = {"llm_provider": "openai", "llm_model": LLM_MODEL, "llm_base_url": LLM_BASE_URL, "llm_api_key": LLM_KEY}
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as browser:
+        await log_in(browser, byok.coach)
+        token = await csrf(browser, "/dashboard/settings")
+
+        async def save(fields: dict[str, str]) -> str:
+            form = {"section": "advanced", "_csrf_token": token, **fields}
+            response = await browser.post("/dashboard/settings", data=form)
+            assert response.status_code == 200, response.text
+            return " ".join(response.text.split())
+
+        refused = await save(model)
+        assert "Saved." in refused and "Your model did not answer a test message: AuthenticationError" in refused
+        assert "invalid_api_key: the endpoint refused the API key" in refused
+        body = json.loads(route.calls.last.request.content)
+        assert (body["max_tokens"], body["messages"]) == (1, [{"role": "user", "content": "Hello"}])
+
+        route.mock(return_value=sse_response(openai_sse(["Hi"], (8, 1), finish_reason="length")))
+        answered = await save(model)
+        assert "Saved. Your model answered a test message." in answered and "did not answer" not in answered
+        asked = route.call_count
+
+        unchanged = await save({k: v for k, v in model.items() if k != "llm_api_key"})  # the key field left empty
+        assert "Saved." in unchanged and "test message" not in unchanged and route.call_count == asked
 
 
 async def test_a_model_that_ignores_max_tokens_is_stopped_at_the_replys_length_limit(

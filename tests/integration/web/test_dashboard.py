@@ -22,7 +22,7 @@ from app.rag.pipeline import set_document
 from app.web.api.accounts import UNREADABLE_SECRET
 from tests.conftest import Coach, ReadyCoach, make_client, upload, widget_page
 from tests.hostile_files import text_pdf
-from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint
+from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint, mock_openai, openai_sse, sse_response
 
 PASSWORD = "correct horse battery"
 CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
@@ -227,19 +227,25 @@ async def test_settings_never_show_the_key(browser: httpx.AsyncClient) -> None:
     await sign_up(browser)
     token = await csrf(browser, "/dashboard/settings")
     secret = "sk-proj-" + "Z" * 40 + "wxyz"
-    saved = await browser.post(
-        "/dashboard/settings",
-        data={
-            "name": "Dash Coach",
-            "persona": "Be brief.",
-            "llm_provider": "openai",
-            "llm_model": "gpt-4o-mini",
-            "llm_base_url": "",
-            "llm_api_key": secret,
-            "_csrf_token": token,
-        },
-    )
-    assert saved.status_code == 200 and "Saved." in saved.text
+    with mock_openai() as openai_api:  # the save's test message to OpenAI (an empty base URL)
+        openai_api.route(host="127.0.0.1").pass_through()
+        route = openai_api.post("https://api.openai.com/v1/chat/completions").mock(
+            return_value=sse_response(openai_sse(["Hi"], (8, 1), finish_reason="length"))
+        )
+        saved = await browser.post(
+            "/dashboard/settings",
+            data={
+                "name": "Dash Coach",
+                "persona": "Be brief.",
+                "llm_provider": "openai",
+                "llm_model": "gpt-4o-mini",
+                "llm_base_url": "",
+                "llm_api_key": secret,
+                "_csrf_token": token,
+            },
+        )
+    assert saved.status_code == 200 and "Saved. Your model answered a test message." in saved.text
+    assert route.calls.last.request.headers["authorization"] == f"Bearer {secret}"
     page = (await browser.get("/dashboard/settings")).text
     assert secret not in page and "Z" * 10 not in page
     assert "wxyz" in page, "a masked hint (last four characters) tells the coach which key is set"
