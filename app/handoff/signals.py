@@ -7,7 +7,8 @@ can see *why* a conversation was handed over.
 
 Signals
 -------
-- **sentiment** — VADER compound score of the message, in ``[-1, 1]`` (:func:`sentiment`).
+- **sentiment** — VADER compound score of the message, in ``[-1, 1]``; VADER's lexicon is English, so a message
+  written in another language counts as neutral (:func:`message_sentiment`).
 - **sentiment trend** — least-squares slope of the compound over the client's last
   :data:`TREND_WINDOW` messages, per message (:func:`sentiment_trend`).
 - **human request** — an explicit ask for a person: the ``/human`` command or wording such as "can I talk to a
@@ -45,12 +46,13 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from app.core.text import sentiment
+from app.core.text import SENTIMENT_CACHE_SIZE, sentiment
 from app.handoff.honesty_rules import claim_language, question_language, spelled_language
 from app.handoff.human_request import ReportedSpeech, request_language
-from app.handoff.languages import Language, detection_text
+from app.handoff.languages import Language, detection_text, written_language
 from app.handoff.normalise import fold, normalise
 
 if TYPE_CHECKING:
@@ -485,6 +487,17 @@ class TurnSignals:
         }
 
 
+@lru_cache(maxsize=SENTIMENT_CACHE_SIZE)
+def message_sentiment(text: str) -> float:
+    """VADER's compound score of a client message (:func:`app.core.text.sentiment`, ``[-1, 1]``) when it reads as
+    English or says too little to tell (:func:`~app.handoff.languages.written_language`: "ok", "/human"); ``0.0``,
+    neutral, when it is written in another language. VADER's lexicon is English: it read the German article "die"
+    as the verb (−0.60 for "Die Übung hilft mir sehr", and for "Wie heißt die Übung?"), and a German client's second
+    neutral question handed the chat to the coach as a falling mood. The last texts' scores are kept, as
+    :func:`~app.core.text.sentiment` keeps its own (a turn reads the client's earlier messages again)."""
+    return sentiment(text) if written_language(normalise(text)) in (None, "en") else 0.0
+
+
 def turn_signals(
     text: str,
     *,
@@ -508,8 +521,8 @@ def turn_signals(
     ``None``). ``helpful_newest_first``: feedback on the latest AI replies. ``reply_logprobs``: the reply's
     token logprobs (``Usage.token_logprobs``), ``None`` before generation or when the provider sent none."""
     earlier = list(earlier_client_messages)
-    compounds = [sentiment(m) for m in earlier[-(TREND_WINDOW - 1) :]] if TREND_WINDOW > 1 else []
-    compound = sentiment(text)
+    compounds = [message_sentiment(m) for m in earlier[-(TREND_WINDOW - 1) :]] if TREND_WINDOW > 1 else []
+    compound = message_sentiment(text)
     return TurnSignals(
         risk_score=float(risk.score),
         risk_level=str(risk.level),

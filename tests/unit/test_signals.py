@@ -18,6 +18,7 @@ from app.handoff.signals import (
     TurnSignals,
     asks_for_human,
     content_words,
+    message_sentiment,
     repeated_question,
     retrieval_support,
     sentiment_trend,
@@ -315,6 +316,20 @@ def test_turn_signals_bundles_everything_and_serialises() -> None:
     assert set(data) == set(TurnSignals.__dataclass_fields__)
     for key in ("risk_score", "sentiment", "sentiment_trend", "retrieval_support", "token_confidence"):
         assert data[key] == round(data[key], 3)
+
+
+def test_a_message_in_another_language_is_not_read_by_the_english_sentiment_lexicon() -> None:
+    """A German client's neutral questions about the coach's German note handed the chat to the coach: VADER read
+    the article "die" as the English verb (−0.60 each), and the second message made a falling mood (found by a run
+    as a coach with a German document). A message written in another language is neutral now; English is read as
+    before, and so is a text too short to tell."""
+    german = ["Was ist die Zehn-Atemzüge-Regel?", "Wie heißt die Übung mit dem Anrufen?"]
+    assert sentiment(german[1]) < -0.5  # what VADER alone makes of it
+    signals = turn_signals(german[1], risk=RiskAssessment("none", 0.0), earlier_client_messages=german[:1])
+    assert (signals.sentiment, signals.sentiment_trend) == (0.0, 0.0)
+
+    assert message_sentiment("I feel awful and nothing works") == sentiment("I feel awful and nothing works") < -0.4
+    assert message_sentiment("ok") == sentiment("ok")
 
 
 def test_turn_signals_not_measured_stays_none() -> None:
