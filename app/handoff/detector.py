@@ -163,6 +163,19 @@ def with_unanswered(current: RiskAssessment, unanswered: Sequence[RiskAssessment
     return current if crisis is None else replace(crisis, matched=[*crisis.matched, "unanswered"])
 
 
+def with_fragment(current: RiskAssessment, previous: RiskAssessment, joined: RiskAssessment) -> RiskAssessment:
+    """This turn's risk given the client's previous message read alone (``previous``) and read with this one
+    (``joined``: the lexicon on the two texts joined by a space): ``joined``, with ``"joined"`` added to
+    ``matched``, when it calls for the crisis protocol (:func:`~app.handoff.crisis.needs_crisis_protocol`) and
+    neither message does alone; else ``current``. A client who sends "i think tonight im finally going to" and
+    then "do it. the pills are on the table" (or "i'm going to", "jump off the bridge tonight") wrote one crisis
+    message in two; read apart, neither halves' cues fired. A previous message that called for the protocol itself
+    is not read again with each later one (its crisis was handled at its own turn). Pure: no I/O, no model."""
+    if needs_crisis_protocol(current) or needs_crisis_protocol(previous) or not needs_crisis_protocol(joined):
+        return current
+    return replace(joined, matched=[*joined.matched, "joined"], language=current.language)
+
+
 def conversation_risk(recent: Sequence[RiskAssessment]) -> RiskAssessment:
     """The conversation's risk from the client's latest message assessments (oldest first, the current
     message last; any length — only the last :data:`CONVERSATION_WINDOW` count).

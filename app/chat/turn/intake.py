@@ -30,10 +30,18 @@ from app.core.ratelimit import IdThrottle
 from app.core.validation import NUL, NUL_REFUSED
 from app.db import jobs
 from app.db.engine import after_commit
+from app.handoff.crisis import needs_crisis_protocol
 from app.handoff.crisis_model import minilm, windows
-from app.handoff.detector import CONVERSATION_WINDOW, CrisisDetector, conversation_risk, with_unanswered
+from app.handoff.detector import (
+    CONVERSATION_WINDOW,
+    CrisisDetector,
+    conversation_risk,
+    with_fragment,
+    with_unanswered,
+)
 from app.handoff.languages import Language
 from app.handoff.queue import HANDOFF_LOCK
+from app.handoff.risk import RiskAssessment
 from app.handoff.service import HandoffService
 from app.handoff.signals import turn_signals
 from app.llm.registry import ProviderRegistry
@@ -248,9 +256,10 @@ class Intake:
             with stages.time("intake.episode"):
                 model = (await self._registry.query_embedder(coach)).model
                 await store_episodes(session, coach.id, conversation.client_id, [message], [query_embedding], model)
-        risk = conversation_risk(
-            [*(self._risk.lexicon.assess(t) for t in client_texts[-CONVERSATION_WINDOW + 1 :]), risk]
-        )
+        earlier_risks = [self._risk.lexicon.assess(t) for t in client_texts[-CONVERSATION_WINDOW + 1 :]]
+        if client_texts:  # a crisis written across this message and the one before it
+            risk = with_fragment(risk, earlier_risks[-1], await self._joined_risk(f"{client_texts[-1]} {message.text}"))
+        risk = conversation_risk([*earlier_risks, risk])
         risk = with_unanswered(risk, [self._risk.lexicon.assess(m.text) for m in _unanswered_since_a_reply(earlier)])
         signals = turn_signals(
             message.text,
@@ -282,6 +291,15 @@ class Intake:
             query_embedding=query_embedding,
             insights_due=extraction_due([*earlier, message], watermark, reaches_watermark=reaches_watermark),
         )
+
+    async def _joined_risk(self, text: str) -> RiskAssessment:
+        """The risk of two client messages read as one (:func:`~app.handoff.detector.with_fragment`): the lexicon's,
+        and the learned component's too (off the event loop: a MiniLM call) only when the lexicon found some concern
+        without a crisis, so an ordinary turn pays for no second embedding."""
+        joined = self._risk.lexicon.assess(text)
+        if joined.level == "none" or needs_crisis_protocol(joined):
+            return joined
+        return await asyncio.to_thread(self._risk.assess, text)
 
     def _embedding(self, coach: Coach, text: str) -> asyncio.Future[list[float] | None]:
         """The message's embedding (:meth:`_shared_embedding`): the one started when it was stored

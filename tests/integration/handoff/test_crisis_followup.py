@@ -158,3 +158,30 @@ async def test_a_new_conversation_does_not_sidestep_an_open_crisis_handoff(
     assert (await http.post(f"/api/v1/conversations/{crisis_id}/handback", headers=h)).status_code == 200
     after = await chat(http, setup, "How can I plan my week better?")
     assert after["conversation_id"] not in (crisis_id, earlier) and after["reply"] == REPLY and after["handoff"] is None
+
+
+async def test_a_crisis_written_across_two_messages_gets_the_crisis_protocol(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """ "i'm going to", then "jump off the bridge tonight": each read alone, neither called for the crisis protocol,
+    and the AI answered both (found by a run as clients). The previous message is now read with this one; and
+    with the learned component too when its cues alone find only concern ("…going to" / "do it. the pills are on
+    the table"). An ordinary sentence in two parts stays ordinary, and a crisis already handled is not read again
+    with each later message."""
+    setup = await new_setup()
+    first = await chat(http, setup, "i'm going to")
+    assert first["handoff"] is None
+    bridge = await chat(http, setup, "jump off the bridge tonight", first["conversation_id"])
+    assert bridge["handoff"] == {"status": "open", "reason": "crisis"}
+    assert bridge["reply"] == crisis_reply("Handoff Coach", DEFAULT_CRISIS_RESOURCES, "en")
+
+    pills = await new_setup()
+    first = await chat(http, pills, "i think tonight im finaly going to")
+    assert first["handoff"] is None
+    second = await chat(http, pills, "do it. the pills are on the table", first["conversation_id"])
+    assert second["handoff"] == {"status": "open", "reason": "crisis"}, second
+
+    gym = await new_setup()
+    first = await chat(http, gym, "I am going to")
+    ordinary = await chat(http, gym, "the gym tonight, what should I train?", first["conversation_id"])
+    assert ordinary["handoff"] is None and ordinary["reply"] == REPLY
