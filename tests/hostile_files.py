@@ -156,12 +156,13 @@ def truncated() -> bytes:
 
 
 def zip_named_pdf() -> bytes:
-    """A ZIP archive (a .docx, say) uploaded under a .pdf name."""
+    """A ZIP archive (a spreadsheet, say) uploaded under a .pdf name: no kind its content names (a Word document or
+    an EPUB would be read as one whatever its name: :func:`app.rag.extract.signature_kind`), so the name's."""
     import zipfile
 
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as archive:
-        archive.writestr("word/document.xml", "<w:document>not a pdf</w:document>")
+        archive.writestr("xl/workbook.xml", "<workbook>not a pdf</workbook>")
     return out.getvalue()
 
 

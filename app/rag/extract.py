@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import io
 import logging
+import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,12 @@ _CONTENT_TYPES = {
     "application/x-subrip": SRT,
 }
 _ZIP_KINDS = (DOCX, EPUB)
+_PDF_SIGNATURE = re.compile(rb"\s*%PDF-")
+"""A PDF's header, after blanks (ASCII whitespace, as ``bytes.strip``)."""
+_ZIP_SIGNATURE = b"PK\x03\x04"
+_ZIP_PARTS = {DOCX: b"word/document.xml", EPUB: b"META-INF/container.xml"}
+"""The part that names a ZIP archive's kind: a Word document's main part, an EPUB's container (every EPUB holds it:
+the EPUB Open Container Format)."""
 _NAMES = {
     PDF: ("the PDF", "a PDF viewer"),
     TEXT: ("the text file", "a text editor"),
@@ -80,12 +87,17 @@ class ExtractedText:
     title: str | None = None
 
 
-def detect_kind(filename: str, content_type: str | None) -> str:
+def detect_kind(filename: str, content_type: str | None, data: bytes = b"") -> str:
     """One of the kinds above (``pdf``, ``text``, ``markdown``, ``docx``, ``epub``, ``html``, ``vtt``, ``srt``)
-    from the file name's extension, then the MIME type.
+    from the file's content where it has a signature (:func:`signature_kind`: a PDF, Word document or EPUB is read
+    as what it is whatever its name, so a PDF saved as ``notes.txt`` is not refused as text that is not UTF-8), else
+    from the file name's extension, then the MIME type. A file whose name promises a signature its content lacks
+    (a text file named ``.pdf``) keeps the name's kind, and its reader says what is wrong with it.
 
     Raises ``ExtractionError`` for any other type.
     """
+    if sniffed := signature_kind(data):
+        return sniffed
     lower = filename.lower()
     for ext, kind in _EXTENSIONS.items():
         if lower.endswith(ext):
@@ -97,6 +109,20 @@ def detect_kind(filename: str, content_type: str | None) -> str:
         f"unsupported file type for {filename!r}: upload a PDF, Word (.docx), EPUB, HTML, Markdown, .txt, "
         "or a .vtt/.srt transcript"
     )
+
+
+def signature_kind(data: bytes) -> str | None:
+    """The kind the content of ``data`` declares by its signature, ``None`` for none: ``pdf`` for a file starting
+    with ``%PDF-`` (after blanks, as the PDF reader here takes it); for a ZIP archive (``PK\\x03\\x04``), ``docx``
+    when it holds a ``word/document.xml`` part and ``epub`` when it holds ``META-INF/container.xml``, looked for as
+    the names its directory stores uncompressed (neither, or both: ``None``; nothing is unpacked here, in the web
+    process or the worker, before the isolated reader). Text formats have no signature."""
+    if _PDF_SIGNATURE.match(data):
+        return PDF
+    if not data.startswith(_ZIP_SIGNATURE):
+        return None
+    parts = {kind for kind, part in _ZIP_PARTS.items() if part in data}
+    return parts.pop() if len(parts) == 1 else None
 
 
 def kind_name(kind: str) -> str:
@@ -222,7 +248,7 @@ def _extract_format(kind: str, content: bytes | str, caps: Caps) -> ExtractedTex
 def _open_pdf(data: bytes, caps: Caps) -> tuple[pypdf.PdfReader, int]:
     """The reader and its page count, checking the page tree's declared ``/Count`` against the cap before
     pypdf walks the tree (a few kilobytes can declare a billion pages)."""
-    if not data.lstrip()[:5] == b"%PDF-":
+    if not _PDF_SIGNATURE.match(data):
         raise ExtractionError("the file is not a PDF (it does not start with %PDF-)")
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -52,6 +53,26 @@ STOPPED = (
 )
 
 
+_MARKUP_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
+_END_TAG = re.compile(r"</[A-Za-z]")
+_DIRECTORY = re.compile(r"^.*[/\\]", re.DOTALL)
+
+
+def upload_filename(name: str) -> str:
+    """The file name an upload is stored under (``""`` for none): ``name`` without bidirectional controls and line
+    breaks (:func:`~app.core.validation.plain_text`), with blanks around it removed, and without a directory part:
+    whatever precedes its last ``/`` or ``\\`` (RFC 7578 §4.2: a receiver ignores the directory a ``filename``
+    names; browsers send the base name, but a hand-made or Windows client may send ``..\\..\\win Path.txt`` or
+    ``C:\\notes\\a.txt``, kept whole, backslashes and all, until now). A name holding an HTML end tag is markup,
+    made by hand or pasted from a page: its tags go first, so the ``/`` of ``</b>`` is not taken for a directory
+    (``<b>My notes</b> 🎉.txt`` is ``My notes 🎉.txt``; it was cut to ``b> 🎉.txt``, titled "B> 🎉"). A ``<`` or
+    ``>`` of a name without an end tag stays (``Session <Anna>.txt``)."""
+    name = plain_text(name)
+    if _END_TAG.search(name):
+        name = _MARKUP_TAG.sub("", name)
+    return _DIRECTORY.sub("", name).strip()
+
+
 def title_from_filename(filename: str) -> str:
     """``"meditations-marcus_aurelius.pdf"`` → ``"Meditations Marcus Aurelius"`` (until metadata says better)."""
     words = PurePath(filename).stem.replace("_", " ").replace("-", " ").split()
@@ -77,19 +98,19 @@ class DocumentService:
     async def upload(self, uow: UnitOfWork, filename: str, content_type: str | None, data: bytes) -> Document:
         """Store the original and queue ingestion; returns the document (status ``queued``).
 
-        A file over ``MAX_UPLOAD_MB`` is recorded as ``failed`` with the reason, without its bytes.
-        Raises ``InvalidInput`` for a missing file name, one over :data:`MAX_FILENAME_CHARS` characters or an
-        unsupported file type, and ``Conflict`` (``Location``: the document) for a file the coach's library
-        already holds (the same bytes, by SHA-256, in a document not ``failed``: its passages would be retrieved
-        and cited twice). Two uploads of one file at once take turns on a transaction-scoped advisory lock, so
-        one of them is refused."""
-        filename = plain_text(PurePath(filename or "").name).strip()
+        A file over ``MAX_UPLOAD_MB`` is recorded as ``failed`` with the reason, without its bytes. Raises
+        ``InvalidInput`` for a missing file name (:func:`upload_filename`), one over :data:`MAX_FILENAME_CHARS`
+        characters or an unsupported file type (:func:`~app.rag.extract.detect_kind`), and ``Conflict``
+        (``Location``: the document) for a file the coach's library already holds (the same bytes, by SHA-256, in a
+        document not ``failed``: its passages would be retrieved and cited twice). Two uploads of one file at once
+        take turns on a transaction-scoped advisory lock, so one of them is refused."""
+        filename = upload_filename(filename or "")
         if not filename:
             raise InvalidInput("the upload has no file name")
         if len(filename) > MAX_FILENAME_CHARS:
             raise InvalidInput(f"the file name must be at most {MAX_FILENAME_CHARS} characters: rename the file")
         try:
-            detect_kind(filename, content_type)
+            detect_kind(filename, content_type, data)
         except ExtractionError as exc:
             raise InvalidInput(str(exc)) from exc
         limit = int(self._settings.max_upload_mb * 1024 * 1024)
@@ -321,7 +342,7 @@ class DocumentService:
             data = await session.scalar(select(Document.original).where(Document.id == document_id))
             if document.status == DocumentStatus.FAILED and not data:
                 return None
-            kind = detect_kind(document.filename, document.content_type)
+            kind = detect_kind(document.filename, document.content_type, data or b"")
             title = document.title
         try:
             for attempt in range(1 + SWITCH_RETRIES):

@@ -42,6 +42,65 @@ def test_detect_kind_knows_the_new_kinds(name: str, content_type: str | None, ki
     assert detect_kind(name, content_type) == kind
 
 
+def _saved_docx() -> bytes:
+    out = io.BytesIO()
+    docx.Document().save(out)
+    return out.getvalue()
+
+
+def _saved_epub() -> bytes:
+    book = epub.EpubBook()
+    book.set_identifier("kinds-1")
+    book.set_title("Kinds")
+    chapter = epub.EpubHtml(title="One", file_name="one.xhtml", content="<html><body><p>One.</p></body></html>")
+    book.add_item(chapter)
+    book.spine = [chapter]
+    out = io.BytesIO()
+    epub.write_epub(out, book)
+    return out.getvalue()
+
+
+def _zip(*names: str) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in names:
+            archive.writestr(name, "<x/>")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type", "data", "kind"),
+    [
+        ("bennett-wrongext.txt", "text/plain", text_pdf(1), "pdf"),
+        ("notes.md", None, b"\n \r\n" + text_pdf(1), "pdf"),  # (blanks before the header, as the reader takes it)
+        ("handout.epub", None, text_pdf(1), "pdf"),
+        ("scan-export", "application/octet-stream", text_pdf(1), "pdf"),
+        ("handout.txt", "text/plain", _saved_docx(), "docx"),
+        ("handout", None, _saved_docx(), "docx"),
+        ("book.docx", None, _saved_epub(), "epub"),
+        ("book.pdf", None, _saved_epub(), "epub"),
+        # a signature the content lacks, or a ZIP of neither kind (or both): the name decides
+        ("not-really.pdf", None, b"Dear diary, plain text under a .pdf name.", "pdf"),
+        ("notes.txt", None, b"A note that mentions %PDF- in its first line.", "text"),
+        ("sheet.txt", None, _zip("xl/workbook.xml"), "text"),
+        ("odd.docx", None, _zip("word/document.xml", "META-INF/container.xml"), "docx"),
+        ("broken.epub", None, b"PK\x03\x04 garbage", "epub"),
+    ],
+)
+def test_a_file_with_a_signature_is_read_as_what_its_content_is_whatever_its_name(
+    name: str, content_type: str | None, data: bytes, kind: str
+) -> None:
+    """A PDF renamed ``bennett-wrongext.txt`` failed as "the text file is not UTF-8 text (byte 242 cannot be
+    decoded): save it as UTF-8": the extension decided before the content. A PDF, a Word document and an EPUB are
+    read as what they are whatever their name, and a name with no known extension is no longer refused for them."""
+    assert detect_kind(name, content_type, data) == kind
+
+
+def test_a_zip_of_another_kind_under_an_unknown_name_is_still_refused() -> None:
+    with pytest.raises(ExtractionError, match="unsupported file type"):
+        detect_kind("notes.xlsx", None, _zip("[Content_Types].xml", "xl/workbook.xml"))
+
+
 def test_docx_pages_follow_its_page_breaks_and_headings_become_sections() -> None:
     document = docx.Document()
     document.add_heading("One", level=2)

@@ -8,7 +8,14 @@ import json
 import pytest
 
 from app.llm.local import minilm_path
-from app.rag.chunking import SWITCHABLE_INPUT_TOKENS, Chunker, ChunkSpec, chunk_pages, count_tokens
+from app.rag.chunking import (
+    SWITCHABLE_INPUT_TOKENS,
+    Chunker,
+    ChunkSpec,
+    chunk_header,
+    chunk_pages,
+    count_tokens,
+)
 from app.rag.extract import MARKDOWN, PDF, TEXT, ExtractionError, Page, detect_kind, extract_pages
 from app.rag.normalize import metadata_title, normalize_text
 from tests.conftest import MEDITATIONS
@@ -184,6 +191,28 @@ def test_headings_carry_across_batches_of_pages() -> None:
     page_two = [c for c in streamed if c.page_start == 2]  # (cut after the batch with the heading)
     assert page_two and {c.heading for c in page_two} == {"Breathing"}
     assert streamed[0].heading == "Breathing" and streamed[-1].heading == "Box method"
+
+
+@pytest.mark.parametrize(
+    ("line", "heading"),
+    [
+        ("## Step 1. Breathe", "Step 1. Breathe"),
+        ("## Why do we procrastinate? A short answer", "Why do we procrastinate? A short answer"),
+        ("## Sleep: the foundation", "Sleep: the foundation"),
+        ("# Coaching Notes: Morning Routines", "Coaching Notes: Morning Routines"),
+        ("### Stop; then start! Again ###", "Stop; then start! Again"),
+        ("## Notes on C#", "Notes on C#"),
+    ],
+)
+def test_a_markdown_heading_is_the_whole_heading_line_whatever_punctuation_it_holds(line: str, heading: str) -> None:
+    """Headings were cut at their first ". ? : ; !" (the chunker split them into sentences before reading them
+    as headings: "Step 1.", "Sleep:"), and the "#" of "C#" was taken for a closing sequence; the cut heading went
+    into every passage's embedded and searched header."""
+    extracted = extract_pages(f"{line}\nFirst sentence under it. Second one: more.\n".encode(), MARKDOWN)
+    [chunk] = chunk_pages(extracted.pages, ChunkSpec(max_tokens=100, overlap_tokens=0))
+    assert chunk.text == f"{line} First sentence under it. Second one: more."
+    assert chunk.heading == heading
+    assert chunk_header("Notes", chunk.heading) == f"Notes — {heading}"
 
 
 def test_the_chunker_returns_chunks_before_the_last_page() -> None:

@@ -352,6 +352,66 @@ async def test_every_chunk_is_headed_with_the_title_the_file_declares_not_its_fi
     assert any(c.header == "Lantern Harbour Method — Relapse" for c in await _chunks(container, coach, notes["id"]))
 
 
+SECTION_HEADINGS = [
+    "Coaching Notes: Morning Routines",
+    "Step 1. Breathe",
+    "Why do we procrastinate? A short answer",
+    "Sleep: the foundation",
+]
+
+
+async def test_a_markdown_sections_heading_is_whole_in_its_passages_headers(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+    container: Container,
+) -> None:
+    """Uploaded notes had their headings cut at the first ". ? :" in ``chunks.heading`` and in the embedded and
+    searched header: "Coaching Notes:", "Step 1.", "Why do we procrastinate?", "Sleep:"."""
+    coach = await make_coach("Sections Coach")
+    body = "Keep the habit small on hard days, and write down what worked before you stop for the night. " * 12
+    text = "".join(f"{'#' if n == 0 else '##'} {heading}\n{body}\n\n" for n, heading in enumerate(SECTION_HEADINGS))
+    notes = await upload(http, coach, "notes.md", text.encode())
+    await run_jobs()
+    title = (await _ready(http, coach, notes["id"]))["title"]
+    assert title == "Coaching Notes: Morning Routines"
+    chunks = await _chunks(container, coach, notes["id"])
+    assert {c.heading for c in chunks} == set(SECTION_HEADINGS), [c.heading for c in chunks]
+    assert {c.header for c in chunks} == {title, *(f"{title} — {heading}" for heading in SECTION_HEADINGS[1:])}
+
+
+async def test_a_pdf_word_document_or_epub_under_another_name_is_read_as_what_it_is(
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """A PDF renamed ``bennett-wrongext.txt`` failed with "the text file is not UTF-8 text (byte 242 cannot be
+    decoded): save it as UTF-8 and upload it again", the wrong advice for a PDF, and a PDF with no extension was
+    refused. Each is read by its content now; the same file uploaded again under its right name is the 409 of a
+    file the library holds (it no longer fails, so the coach needs no third upload)."""
+    coach = await make_coach("Wrong Names Coach")
+    pdf = text_pdf(2, title=b"Renamed Ledger")
+    files = {
+        "bennett-wrongext.txt": (pdf, "text/plain", "Renamed Ledger", 2),
+        "scan-export": (text_pdf(3), "application/octet-stream", "Scan Export", 3),
+        "handout.txt": (_docx(), "text/plain", "Morning Habits", 2),
+        "book.docx": (_epub(), None, "The Habit Book", 3),
+    }
+    ids = {}
+    for name, (data, content_type, _, _) in files.items():
+        accepted = await http.post(
+            "/api/v1/documents", headers=coach.headers, files={"file": (name, data, content_type)}
+        )
+        assert accepted.status_code == 202, (name, accepted.text)
+        ids[name] = accepted.json()["id"]
+    await run_jobs()
+    for name, (_, _, title, pages) in files.items():
+        doc = await _ready(http, coach, ids[name])
+        assert (doc["title"], doc["pages"], doc["error"]) == (title, pages, None), (name, doc)
+    again = await http.post("/api/v1/documents", headers=coach.headers, files={"file": ("bennett.pdf", pdf)})
+    assert again.status_code == 409 and "already in your library as “Renamed Ledger”" in again.json()["detail"]
+
+
 async def test_an_srt_and_a_vtt_transcript_count_their_speaker_turns_alike_not_pages(
     http: httpx.AsyncClient,
     browser: httpx.AsyncClient,

@@ -99,6 +99,30 @@ async def test_upload_rejects_unusable_requests(
     assert (await http.get("/api/v1/documents", headers=coach.headers)).json() == []
 
 
+async def test_an_uploads_file_name_is_its_base_name_on_either_separator_and_keeps_a_tagged_names_text(
+    http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
+) -> None:
+    """A hand-made upload named ``<b>My notes</b> 🎉.txt`` was stored as ``b> 🎉.txt`` and titled "B> 🎉" (cut at the
+    "/" of its end tag), and a Windows path ``..\\..\\win Path.txt`` kept its backslashes in its name and title."""
+    coach = await make_coach("Names Coach")
+    names = {
+        "<b>My notes</b> 🎉.txt": ("My notes 🎉.txt", "My Notes 🎉"),
+        "..\\..\\win Path.txt": ("win Path.txt", "Win Path"),
+        "C:\\Users\\me\\Desktop\\morning_routine.md": ("morning_routine.md", "Morning Routine"),
+        "../../etc/evening-plan.txt": ("evening-plan.txt", "Evening Plan"),
+        "Session <Anna>.txt": ("Session <Anna>.txt", "Session <Anna>"),
+    }
+    for n, (sent, (filename, title)) in enumerate(names.items()):
+        body = f"Note {n}: keep the habit small on hard days.".encode()
+        response = await http.post("/api/v1/documents", headers=coach.headers, files={"file": (sent, body)})
+        assert response.status_code == 202, (sent, response.text)
+        stored = (await http.get(f"/api/v1/documents/{response.json()['id']}", headers=coach.headers)).json()
+        assert (stored["filename"], stored["title"]) == (filename, title), (sent, stored)
+    for directory in ("notes/", "..\\"):
+        response = await http.post("/api/v1/documents", headers=coach.headers, files={"file": (directory, b"x")})
+        assert response.status_code == 400 and "no file name" in response.json()["detail"]
+
+
 async def test_upload_needs_multipart_and_a_key(
     http: httpx.AsyncClient, make_coach: Callable[..., Awaitable[Coach]]
 ) -> None:
