@@ -268,24 +268,23 @@ class MemoryControls:
         importance: int | None = None,
         status: str | None = None,
     ) -> Insight:
-        """The coach corrects an insight; ``None`` leaves a field as is. A new text is re-embedded and kept
-        from being overwritten by later extractions. Raises ``InvalidInput`` for an empty text, an unknown
-        kind or status, importance outside 0–10; ``NotFound`` for an unknown or deleted insight.
-        ``edited_by_coach`` is set only when the text actually changes."""
+        """The coach corrects an insight; ``None`` leaves a field as is. A new text is re-embedded. Any field
+        that actually changes marks the insight ``edited_by_coach``: later extractions that restate or update the
+        fact then keep its text, kind, importance and status (:meth:`~app.memory.insights.InsightService._apply`).
+        Raises ``InvalidInput`` for an empty text, an unknown kind or status, importance outside 0–10;
+        ``NotFound`` for an unknown or deleted insight."""
         session, coach_id = uow.session, uow.coach_id
         insight = await self._visible_insight(session, coach_id, client_id, insight_id)
-        if kind is not None:
-            if kind not in InsightKind.ALL:
-                raise InvalidInput(f"kind must be one of {', '.join(InsightKind.ALL)}")
-            insight.kind = kind
-        if importance is not None:
-            if not 0 <= importance <= 10:
-                raise InvalidInput("importance must be between 0 and 10")
-            insight.importance = importance
-        if status is not None:
-            if status not in InsightStatus.VISIBLE:
-                raise InvalidInput(f"status must be one of {', '.join(InsightStatus.VISIBLE)}")
-            insight.status = status
+        if kind is not None and kind not in InsightKind.ALL:
+            raise InvalidInput(f"kind must be one of {', '.join(InsightKind.ALL)}")
+        if importance is not None and not 0 <= importance <= 10:
+            raise InvalidInput("importance must be between 0 and 10")
+        if status is not None and status not in InsightStatus.VISIBLE:
+            raise InvalidInput(f"status must be one of {', '.join(InsightStatus.VISIBLE)}")
+        for name, value in (("kind", kind), ("importance", importance), ("status", status)):
+            if value is not None and value != getattr(insight, name):
+                setattr(insight, name, value)
+                insight.edited_by_coach = True
         if text is not None:
             cleaned = text.strip()
             if not cleaned:

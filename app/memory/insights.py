@@ -376,7 +376,12 @@ class InsightService:
         """Carry out one plan: merge into / update its target, insert, or skip. The client may have forgotten
         something since the plan was made (the model's calls take a while): a plan whose target was deleted, one
         built on a message forgotten since, and an insert a tombstone now stops are skipped (else a forgotten
-        insight came straight back, as a new active one)."""
+        insight came straight back, as a new active one).
+
+        A merge or update counts the mention (``mentions``, ``last_seen_at``, sources). Into an insight the coach
+        edited (``edited_by_coach``) that is all: the coach's text, importance and status stand. Otherwise a merge
+        raises the importance to the new one's and takes its status; an update also takes its text and vector, and
+        ``first_seen_at`` moves to when the changed fact was said (the date recall labels it with)."""
         if plan.action == "skip" or await self._forgotten_since(session, client_id, embedding_model, plan):
             return
         extracted = plan.extracted
@@ -387,11 +392,15 @@ class InsightService:
             target.mentions += 1
             target.last_seen_at = max(target.last_seen_at, plan.seen_at)
             target.source_message_ids = list(dict.fromkeys([*target.source_message_ids, *plan.sources]))
+            if target.edited_by_coach:  # the coach's text, kind, importance and status stand
+                return
             target.importance = max(target.importance, extracted.importance)
             target.status = extracted.status
-            if plan.action == "update" and not target.edited_by_coach:
+            if plan.action == "update" and extracted.text != target.text:
+                # a changed fact: dated when it was said (the label recall shows), not when the old one was
                 target.text = extracted.text
                 target.embedding = plan.embedding
+                target.first_seen_at = plan.seen_at
             return
         session.add(
             Insight(

@@ -35,7 +35,7 @@ from app.llm.base import EMBEDDING_DIMENSIONS
 class SessionStatus:
     """Life cycle of a chat session: ``open`` → ``ended`` (summary job queued) → ``summarized`` | ``failed``;
     ``deleted`` when the client or coach deleted its summary (the summary and its vector are erased), or when
-    every message of it was forgotten (nothing left to summarise)."""
+    every message of it was forgotten or it holds no client message (nothing to summarise)."""
 
     OPEN = "open"
     ENDED = "ended"
@@ -104,7 +104,10 @@ class InsightStatus:
 
 class Insight(TenantMixin, Base):
     """One L3 memory item about a client. ``importance`` is 0–10; ``effectiveness`` (0–1, unset until the
-    learning loop scores it) says how well acting on it worked; ``mentions`` counts restatements."""
+    learning loop scores it) says how well acting on it worked; ``mentions`` counts restatements.
+    ``first_seen_at`` is when the fact as it now reads was first said (an extraction that updates the fact to a
+    changed one moves it), ``last_seen_at`` its latest mention. ``edited_by_coach``: the coach changed one of
+    its fields; extraction then keeps its text, kind, importance and status as the coach left them."""
 
     __tablename__ = "insights"
     # a client's top active insights (the memory digest) read off the index (migration 0038)

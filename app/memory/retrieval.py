@@ -12,7 +12,7 @@ Ranking (hybrid retrieval with Reciprocal Rank Fusion, Cormack, Clarke & Büttch
 Age is since the message (episodes), the insight's last mention, or the session's end. The weights and the
 recency share were fitted on the dev part of LoCoMo only (see :mod:`app.evals.memory`). A fact is not shown
 twice (:func:`without_repeats`): an insight or summary cites its source messages and stands for them, so
-those messages are not shown on their own.
+those messages are not shown on their own, and the same text (case and whitespace aside) is shown once.
 Dropped and deleted insights, summaries of the session in progress, forgotten messages and the L1 window
 (``exclude_message_ids``) are never recalled.
 """
@@ -64,10 +64,10 @@ def recency_weight(age_days: float, share: float = RECENCY_SHARE) -> float:
 class MemoryItem:
     """A recalled item: ``layer`` is ``message`` (an episode: ``id`` is the message id), ``insight`` or
     ``summary``; ``label`` carries the item's date (``YYYY-MM-DD``) — ``client, <day>`` / ``you, <day>`` /
-    ``coach, <day>`` for a message, ``<kind>[, <status>], <first mention>`` for an insight, ``session of
-    <start>`` for a summary; ``score`` is the fused score (module docstring), ``relevance`` the cosine
-    similarity (−1..1) to the query; ``source_message_ids`` the messages it is grounded in; ``age_days``
-    its age when recalled."""
+    ``coach, <day>`` for a message, ``<kind>[, <status>], <first mention>`` for an insight (of the fact as it
+    reads now: an update to a changed fact moves it), ``session of <start>`` for a summary; ``score`` is the
+    fused score (module docstring), ``relevance`` the cosine similarity (−1..1) to the query;
+    ``source_message_ids`` the messages it is grounded in; ``age_days`` its age when recalled."""
 
     layer: str
     id: uuid.UUID
@@ -115,24 +115,33 @@ def profile_lines(profile: ClientProfile | None) -> list[str]:
     return [f"{label}: {'; '.join(values)}" for label, values in fields if values]
 
 
+def _text_key(text: str) -> str:
+    """``text`` as :func:`without_repeats` compares it: case and runs of whitespace ignored."""
+    return " ".join(text.split()).casefold()
+
+
 def without_repeats(items: Sequence[MemoryItem], limit: int) -> list[MemoryItem]:
     """The first ``limit`` of ``items`` (best first) without a message shown twice: an insight or summary
     stands for the messages it cites, so those messages are not shown on their own (one kept before it is
-    replaced by it). Insights and summaries are all kept: they are different readings of a conversation."""
+    replaced by it). Insights and summaries are all kept: they are different readings of a conversation.
+    Nor is the same text shown twice (case and whitespace ignored: :func:`_text_key`): the same reply sent in
+    many sessions, each an episode of its own, or the same handoff notice, is shown once, by the best of them,
+    and the other slots go to other memories; the ones left out are not attributed."""
     noted: set[uuid.UUID] = set()
-    kept: list[MemoryItem] = []
+    kept: list[tuple[str, MemoryItem]] = []
     for item in items:
         if len(kept) == limit:
             break
-        sources = set(item.source_message_ids)
-        if item.layer == "message":
-            if item.id in noted:
-                continue
-        else:
-            kept = [k for k in kept if k.layer != "message" or k.id not in sources]
-            noted |= sources
-        kept.append(item)
-    return kept
+        if item.layer == "message" and item.id in noted:
+            continue
+        sources = set() if item.layer == "message" else set(item.source_message_ids)
+        remaining = [(key, k) for key, k in kept if k.layer != "message" or k.id not in sources]
+        key = _text_key(item.text)
+        if any(shown == key for shown, _ in remaining):
+            continue
+        kept = [*remaining, (key, item)]
+        noted |= sources
+    return [item for _, item in kept]
 
 
 def day_label(at: datetime, now: datetime) -> str:

@@ -1,6 +1,7 @@
 """The L2 summary job: a schema-checked summary of an ended session, grounded in its messages and embedded
 for recall. Invalid model output is retried with fresh samples, then the session is marked ``failed`` with
-the reason — never stored half-valid. A session whose messages were all forgotten gets none (it ends ``deleted``).
+the reason — never stored half-valid. A session whose messages were all forgotten, or without a client message,
+gets none (it ends ``deleted``).
 Idempotent: a summarised (or still open) session is left alone."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import Client
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
-from app.conversations.models import Message
+from app.conversations.models import Message, SenderType
 from app.core.config import Settings
 from app.db import jobs
 from app.llm.base import ChatProvider, Embedder
@@ -66,6 +67,9 @@ def _without_echoes(output: SessionSummaryOutput, name: str) -> SessionSummaryOu
 
 NOTHING_TO_SUMMARISE = "nothing to summarise: every message was forgotten"
 """The summary job's result for a session whose messages were all forgotten (the session ends ``deleted``)."""
+NO_CLIENT_MESSAGE = "nothing to summarise: no client message"
+"""The summary job's result for a session without a (remembered) client message, such as the coach's check-in the
+client has not answered (the session ends ``deleted``)."""
 
 
 class SummaryFailed(Exception):
@@ -91,7 +95,8 @@ class SummaryService:
         """Job: write the L2 summary of an ended session, ground it in the session's messages, embed it,
         then queue the L4 profile update (unless ``queue_profile=False``: the caller runs it itself). Returns
         a status word for arq's result. A session without a message left (every one forgotten) gets no summary:
-        it ends ``deleted`` (neither listed nor recalled) and the job returns :data:`NOTHING_TO_SUMMARISE`.
+        it ends ``deleted`` (neither listed nor recalled) and the job returns :data:`NOTHING_TO_SUMMARISE`; so does
+        one without a client message (only the coach's or the AI's: :data:`NO_CLIENT_MESSAGE`), no model asked.
 
         The summary's vector is stored only with the coach's embedding model in use
         (:meth:`~app.llm.registry.ProviderRegistry.store_embedded`). Raises ``SummaryFailed`` (after marking the
@@ -114,6 +119,12 @@ class SummaryService:
                 chat_session.erase_summary(SessionStatus.DELETED)
                 log.info("session %s not summarised: every message of it was forgotten", session_id)
                 return NOTHING_TO_SUMMARISE
+            if not any(message.sender_type == SenderType.CLIENT for message in messages):
+                # only the coach's (or the AI's) words, e.g. a check-in the client has not answered: nothing the
+                # client said to remember (extraction skips such a session too), and nothing failed
+                chat_session.erase_summary(SessionStatus.DELETED)
+                log.info("session %s not summarised: the client said nothing in it", session_id)
+                return NO_CLIENT_MESSAGE
             chat_session.summary_attempts += 1
         provider = await self._registry.chat_for(coach)
         embedder = await self._registry.embedder_for(coach)

@@ -275,8 +275,12 @@ def test_rrf_fuse_of_no_rankings_is_empty_and_weights_must_match() -> None:
         rrf_fuse([[uuid.uuid4()]], [1.0, 2.0], k=20)
 
 
-def _recalled(layer: str, sources: list[uuid.UUID], item_id: uuid.UUID | None = None) -> MemoryItem:
-    return MemoryItem(layer, item_id or uuid.uuid4(), "2026-01-01, x", "text", 1.0, 0.5, tuple(sources))
+def _recalled(
+    layer: str, sources: list[uuid.UUID], item_id: uuid.UUID | None = None, text: str | None = None
+) -> MemoryItem:
+    """A recalled item; its text is its own unless ``text`` is given."""
+    item_id = item_id or uuid.uuid4()
+    return MemoryItem(layer, item_id, "2026-01-01, x", text or f"text {item_id}", 1.0, 0.5, tuple(sources))
 
 
 def test_without_repeats_shows_no_fact_twice() -> None:
@@ -287,6 +291,29 @@ def test_without_repeats_shows_no_fact_twice() -> None:
     episode_m3 = _recalled("message", [m3], m3)
     kept = without_repeats([episode_m1, insight, episode_m2, episode_m3], limit=10)
     assert kept == [insight, episode_m3], "the insight stands for m1 and m2"
+
+
+def test_without_repeats_shows_the_same_text_once_and_gives_the_other_slots_to_other_memories() -> None:
+    """The same AI sentence, sent in seven sessions (seven episodes), and the same handoff notice twice: each
+    shown once, by the best-ranked copy, whatever its case and spacing; the slots left go to the next items."""
+    sentence = "Let's take it one step at a time."
+    texts = [sentence, *["  let's TAKE it one step\nat a time.  "] * 6]
+    copies = [_recalled("message", [m], m, text) for m, text in ((uuid.uuid4(), text) for text in texts)]
+    notices = [_recalled("message", [m], m, "A coach will join you shortly.") for m in (uuid.uuid4(), uuid.uuid4())]
+    others = [_recalled("message", [m], m) for m in (uuid.uuid4() for _ in range(10))]
+    kept = without_repeats([copies[0], notices[0], *copies[1:], notices[1], *others], limit=10)
+    assert kept == [copies[0], notices[0], *others[:8]]
+    assert len({item.id for item in kept}) == 10, "ten different memories, each attributed once"
+
+
+def test_without_repeats_lets_an_insight_with_the_same_words_replace_the_message_it_cites() -> None:
+    """An insight worded as the message it cites stands for it (the message goes, the insight is shown); a second
+    copy of that message, not cited, is not shown beside it."""
+    m1, m2 = uuid.uuid4(), uuid.uuid4()
+    said = "I want to run a 10k in March."
+    message, copy = _recalled("message", [m1], m1, said), _recalled("message", [m2], m2, said)
+    insight = _recalled("insight", [m1], text=said)
+    assert without_repeats([message, insight, copy], limit=10) == [insight]
 
 
 def test_without_repeats_keeps_insights_and_summaries_citing_the_same_message_and_stops_at_the_limit() -> None:

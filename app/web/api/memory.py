@@ -211,7 +211,8 @@ class MemoryController(Controller):
     ) -> InsightOut:
         """Correct an insight: ``text`` (1–500 characters, re-embedded), ``kind`` (goal, blocker,
         breakthrough, preference, achievement, pattern, milestone, commitment), ``importance`` (0–10),
-        ``status`` (active, achieved, dropped). A changed text marks the insight ``edited_by_coach``."""
+        ``status`` (active, achieved, dropped). Any field changed marks the insight ``edited_by_coach``: later
+        extractions keep what the coach set."""
         insight = await container.memory.edit_insight(
             uow,
             client_id,

@@ -304,10 +304,11 @@ async def test_patch_insight_changes_fields_and_marks_the_coach_edit(
     assert (body["importance"], body["kind"], body["status"]) == (9, "pattern", "active")
     assert body["edited_by_coach"] is True
 
-    unchanged = await http.patch(
-        f"{maya.memory_url}/insights/{maya.goal_id}", headers=maya.coach.headers, json={"importance": 3}
-    )
-    assert unchanged.json()["edited_by_coach"] is False, "only a changed text marks the coach's edit"
+    goal_url = f"{maya.memory_url}/insights/{maya.goal_id}"
+    unchanged = await http.patch(goal_url, headers=maya.coach.headers, json={"importance": 8, "status": "active"})
+    assert unchanged.json()["edited_by_coach"] is False, "only a field that changes marks the coach's edit"
+    reranked = await http.patch(goal_url, headers=maya.coach.headers, json={"importance": 3})
+    assert reranked.json()["edited_by_coach"] is True, "a changed importance is the coach's edit too"
 
     status_only = await http.patch(url, headers=maya.coach.headers, json={"status": "achieved"})
     assert status_only.status_code == 200 and status_only.json()["status"] == "achieved"

@@ -45,7 +45,13 @@ from app.memory.models import ChatSession, ClientProfile, Episode, Insight, Insi
 from app.memory.prompts import ECHO_UNSTATED, PROMPT_SHARE
 from app.memory.retrieval import context_for, recall
 from app.memory.schemas import ExtractedInsight, SessionSummary
-from app.memory.summaries import NOTHING_TO_SUMMARISE, SUMMARY_MAX_TOKENS, SummaryFailed, SummaryService
+from app.memory.summaries import (
+    NO_CLIENT_MESSAGE,
+    NOTHING_TO_SUMMARISE,
+    SUMMARY_MAX_TOKENS,
+    SummaryFailed,
+    SummaryService,
+)
 from app.rag.chunking import count_tokens
 from tests.conftest import Coach, make_client, seed_insight
 from tests.integration.memory.memory_wire import LINE, client_lines, memory_job, new_client_lines
@@ -67,6 +73,8 @@ NOVEL_DROPPED = "Gave up on finishing the novel manuscript by December 2026"  # 
 SPANISH = "Wants to learn Spanish before the trip to Madrid in May"
 SPANISH_RESTATED = "Still wants to learn Spanish before the Madrid trip in May"  # cosine 0.93 to the tombstone
 SPANISH_TOPIC = "Feels pressure about learning Spanish for Madrid"  # what the profile job notes of it
+HALF_MARATHON = "Wants to run a half marathon in October"
+TEN_K = "Wants to run a 10k race in March instead of the half marathon in October"  # cosine 0.78: model says update
 RULES: list[tuple[str, dict[str, Any]]] = [
     ("berlin marathon", {"kind": "goal", "text": MARATHON, "importance": 8, "status": "active"}),
     ("promoted to team lead", {"kind": "goal", "text": PROMOTION, "importance": 7, "status": "active"}),
@@ -75,6 +83,8 @@ RULES: list[tuple[str, dict[str, Any]]] = [
     ("give up on the novel", {"kind": "goal", "text": NOVEL_DROPPED, "importance": 6, "status": "dropped"}),
     ("want to learn spanish", {"kind": "goal", "text": SPANISH, "importance": 6, "status": "active"}),
     ("still want to learn spanish", {"kind": "goal", "text": SPANISH_RESTATED, "importance": 6, "status": "active"}),
+    ("want to run a half marathon", {"kind": "goal", "text": HALF_MARATHON, "importance": 7, "status": "active"}),
+    ("now want to run a 10k race", {"kind": "goal", "text": TEN_K, "importance": 7, "status": "active"}),
 ]
 PROFILE = {
     "communication_preferences": ["Likes short, concrete plans"],
@@ -148,7 +158,7 @@ class FakeOpenAI:
     @staticmethod
     def _decision(user: str) -> dict[str, str]:
         new = user.split("New note: ", 1)[1]
-        return {"decision": "update" if new.startswith("Gave up") else "same"}
+        return {"decision": "update" if new.startswith("Gave up") or new == TEN_K else "same"}
 
 
 @pytest.fixture(scope="module")
@@ -404,6 +414,39 @@ async def test_a_restated_goal_is_merged_not_duplicated(
     assert f"Already noted:\n- {PROMOTION}" in extraction, "the model is told what is already known"
 
 
+async def test_the_coachs_status_and_importance_stand_when_the_client_restates_the_fact(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """The coach marks a goal achieved and lowers its importance; the client then says the same sentence again
+    (a merge): the mention counts, but the coach's status and importance stand (before: the merge set the
+    extracted ``active`` and importance 7 back, and the dashboard promises "Edits are kept")."""
+    client_id = await new_client(http, coach, "Tom")
+    sentence = "My goal is to be promoted to team lead by March 2027."
+    first = await say(container, coach, client_id, sentence)
+    await end_and_run(container, coach, first.conversation_id, run_jobs)
+    [stored] = await insights_of(container, coach, client_id)
+    edited = await http.patch(
+        f"/api/v1/clients/{client_id}/memory/insights/{stored.id}",
+        headers=coach.headers,
+        json={"status": "achieved", "importance": 3},
+    )
+    assert edited.status_code == 200 and edited.json()["edited_by_coach"] is True, edited.text
+    await shift_back(container, coach, client_id, timedelta(days=7))
+
+    second = await say(container, coach, client_id, sentence, first.conversation_id)
+    await end_and_run(container, coach, first.conversation_id, run_jobs)
+
+    [merged] = await insights_of(container, coach, client_id)
+    assert merged.id == stored.id and merged.mentions == 2, "the restatement was merged into it"
+    assert second.received_message_id in merged.source_message_ids
+    assert (merged.status, merged.importance, merged.text) == ("achieved", 3, PROMOTION), "the coach's edit stands"
+    assert merged.edited_by_coach is True
+
+
 async def test_a_dropped_goal_is_retired_and_no_longer_recalled(
     container: Container,
     http: httpx.AsyncClient,
@@ -460,6 +503,42 @@ async def test_a_dropped_goal_is_retired_and_no_longer_recalled(
     assert insight_line(NOVEL) not in system and insight_line(NOVEL_DROPPED) not in system
     assert "- [goal" not in system
     assert "learn Spanish before my trip" not in system, "nor inside a session summary"
+
+
+async def test_an_updated_goal_is_dated_when_the_new_goal_was_said(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """Session 1 sets a goal; 21 days later the client changes it and the model says 'update': the insight now
+    reads the new goal and is dated the day it was said, in the row and in the next prompt's label (before: the
+    old goal's date, so "when did I tell you about my 10k goal" got session 1's day)."""
+    client_id = await new_client(http, coach, "Ruth")
+    first = await say(container, coach, client_id, "I want to run a half marathon in October.")
+    await end_and_run(container, coach, first.conversation_id, run_jobs)
+    [goal] = await insights_of(container, coach, client_id)
+    assert goal.text == HALF_MARATHON
+    await shift_back(container, coach, client_id, timedelta(days=21))
+
+    second = await say(
+        container,
+        coach,
+        client_id,
+        "I changed my goal: I now want to run a 10k race in March instead of the half marathon in October.",
+        first.conversation_id,
+    )
+    await end_and_run(container, coach, first.conversation_id, run_jobs)
+
+    [updated] = await insights_of(container, coach, client_id)
+    said = (await messages_by_id(container, coach, [second.received_message_id]))[second.received_message_id]
+    assert (updated.id, updated.text, updated.mentions) == (goal.id, TEN_K, 2), "the model's update rewrote it"
+    assert updated.first_seen_at == updated.last_seen_at == said.created_at, "dated when the new goal was said"
+    await say(container, coach, client_id, "When did I first tell you about my 10k race goal?")
+    system = system_prompt(llm)
+    assert f"- [goal, {said.created_at:%Y-%m-%d}] {TEN_K}\n" in system
+    assert f"[goal, {goal.first_seen_at - timedelta(days=21):%Y-%m-%d}]" not in system
 
 
 async def profile_of(container: Container, coach_id: uuid.UUID, client_id: uuid.UUID) -> ClientProfile:
@@ -562,6 +641,46 @@ async def test_a_session_whose_every_message_is_forgotten_ends_without_a_summary
         assert (await container.memory.client_memory(s, coach_id, client_id)).summaries == []
     memory = await http.get(f"/api/v1/clients/{client_id}/memory", headers=coach.headers)
     assert memory.status_code == 200 and memory.json()["summaries"] == [], "not listed, as failed or otherwise"
+
+
+async def test_a_session_holding_only_the_coachs_check_in_gets_no_summary_and_does_not_fail(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """A day after the client's session the coach sends a check-in the client does not answer; the session
+    holding only it ends: no model is asked to summarise it, the job succeeds and the session is neither failed
+    nor listed (before: three summary calls, then ``failed`` with "only 0% of its sentences are grounded")."""
+    client_id = await new_client(http, coach, "Lea")
+    turn = await say(container, coach, client_id, "I want to learn Spanish before my trip to Madrid in May.")
+    first = await end_and_run(container, coach, turn.conversation_id, run_jobs)
+    await shift_back(container, coach, client_id, timedelta(days=1))
+    summaries_before = len(llm.structured["summary"])
+
+    sent = await http.post(
+        f"/api/v1/conversations/{turn.conversation_id}/messages",
+        headers=coach.headers,
+        json={"text": "Hi Lea, how did your Spanish lesson go this week?"},
+    )
+    assert sent.status_code == 201, sent.text
+    check_in = await end_and_run(container, coach, turn.conversation_id, run_jobs)
+
+    assert check_in != first
+    result = await job_outcome(container, f"{SUMMARIZE_SESSION}:{check_in}:ended")
+    assert result is not None and result.success is True, result and result.result
+    assert result.result == NO_CLIENT_MESSAGE
+    assert len(llm.structured["summary"]) == summaries_before, "no model asked to summarise the coach's words"
+    summarised, unsummarised = await sessions_of(container, coach, client_id)
+    assert summarised.status == SessionStatus.SUMMARIZED
+    assert (unsummarised.status, unsummarised.summary, unsummarised.summary_error) == (
+        SessionStatus.DELETED,
+        None,
+        None,
+    )
+    memory = await http.get(f"/api/v1/clients/{client_id}/memory", headers=coach.headers)
+    assert [row["id"] for row in memory.json()["summaries"]] == [str(first)], "no failed summary listed"
 
 
 async def test_an_insight_forgotten_while_extraction_decides_does_not_come_back(
