@@ -79,7 +79,7 @@ def _cue(
 
 _ES_WANT = r"(?:quiero|queria|quisiera|necesito|deseo|voy a|me voy a|pienso|estoy pensando en|tengo ganas de|planeo)"
 _PT_WANT = r"(?:quero|queria|preciso|desejo|vou|eu vou|penso em|estou pensando em|to pensando em|tenho vontade de)"
-_FR_WANT = r"(?:veux|voudrais|vais|compte|pense a|j ai envie de|ai envie de|envie de|ai decide de)"
+_FR_WANT = r"(?:veux|voudrais|vais|compte|pense a|j ai envie de|ai envie de|envie de|envie d|ai decide de)"
 _DE_WANT = r"(?:will|mochte|moechte|werde|wurde|muss|denke daran|plane)"
 # thinking about suicide, as English's "suicide intent" cue reads "thinking about suicide": its own words in each
 # language ("pienso en el suicidio"); not someone else's ("…el suicidio de mi padre": grief, not ideation)
@@ -136,7 +136,8 @@ CUES: tuple[LanguageCue, ...] = (
     _cue(
         "fr",
         "je veux me suicider",
-        rf"(?:je |j )?{_FR_WANT} (?:me suicider|mourir|me tuer|en finir|me foutre en l air|me pendre)",
+        rf"(?:je |j )?{_FR_WANT} (?:me suicider|mourir|me tuer|en finir(?! avec (?!la vie|ma vie|tout\b))|me foutre"
+        r" en l air|me pendre)",
         rf"(?:je |j )?{_FR_WANT} mettre fin a (?:mes jours|ma vie)",
         r"je (?:me suicide|me tue|vais en finir)",
         rf"{_FR_THINK}au suicide(?! d)",
@@ -262,6 +263,7 @@ CUES: tuple[LanguageCue, ...] = (
         r"no tengo (?:nada|a nadie|nadie) por (?:lo que|quien|quienes|que) vivir",
         r"(?:mi vida|vivir) (?:ya )?no tiene (?:ningun |ya )?sentido",
         r"no (?:le )?(?:veo|encuentro) (?:ningun |el )?sentido a (?:la |mi )?vida",
+        r"no (?:le )?(?:veo|encuentro) (?:ningun |el )?sentido a (?:vivir|seguir viviendo)(?= *$| ya| asi)",
         negatable=False,
         kind="indirect",
         weight=0.8,
@@ -312,6 +314,7 @@ CUES: tuple[LanguageCue, ...] = (
         r"(?:nao|n) tenho (?:nada|ninguem) (?:pelo que|por quem|para que|pra que) viver",
         r"minha vida (?:ja )?(?:nao|n) (?:tem|faz) (?:mais |nenhum )?sentido",
         r"(?:nao|n) vejo (?:mais )?sentido (?:na|em|para a|pra) (?:minha )?vida",
+        r"(?:nao|n) vejo (?:mais )?sentido em (?:viver|continuar vivendo)(?= *$| mais| assim)",
         negatable=False,
         kind="indirect",
         weight=0.8,
@@ -366,6 +369,7 @@ CUES: tuple[LanguageCue, ...] = (
         r"n ai plus (?:rien|personne) pour (?:qui |quoi )?vivre",
         r"ma vie n a (?:plus (?:de |aucun )?|aucun |pas de )sens",
         r"je ne vois (?:plus )?(?:aucun |pas le |plus le )?sens a (?:ma )?vie",
+        r"je ne vois (?:pas|plus) (?:l interet|le sens|la raison) de vivre(?= *$| comme ca| encore)",
         negatable=False,
         kind="indirect",
         weight=0.8,
@@ -422,6 +426,7 @@ CUES: tuple[LanguageCue, ...] = (
         r"keinen grund (?:mehr )?(?:zu leben|weiterzuleben|am leben zu bleiben)",
         r"(?:mein leben|das leben fur mich) (?:hat|macht) (?:einfach |fur mich )?keinen sinn",
         r"mein leben ist (?:so |total |vollig )?sinnlos",
+        r"(?:ich )?sehe keinen sinn (?:mehr )?(?:im leben|darin,? zu leben|(?:mehr )?zu leben|weiterzuleben)(?= *$)",
         negatable=False,
         kind="indirect",
         weight=0.8,

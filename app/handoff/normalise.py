@@ -24,6 +24,13 @@ learned component (:mod:`app.handoff.crisis_model`) see the same words. Steps, i
    when the result is a risk word of :data:`RISK_WORDS` — ``mp3``, ``2nd``, ``b4`` and ``10am`` stay.
 7. **Slang and euphemisms** (:data:`SLANG`): ``kms`` → ``kill myself``, ``kys`` → ``kill yourself``,
    ``unalive`` → ``kill``, ``sewerslide`` / ``sewer slide`` → ``suicide``, ``self delete`` → ``kill myself``.
+8. **Typos in risk words** (:func:`_untypo`): a word one edit (a letter dropped, added, changed, or two
+   neighbours swapped: Damerau) from a long risk word of :data:`TYPO_TARGETS` becomes that word (``myslef``,
+   ``sucidal``, ``suicde``, ``ovrdose``) — none of their one-edit neighbours is an English word but
+   :data:`_REAL_NEIGHBOURS`; a short risk word written with a letter doubled or dropped (``kil``, ``kiill``,
+   ``dieee``, ``selff``: :data:`STRETCHED_TARGETS`), or one of the :data:`MISSPELLINGS` (``wnat``, ``slef``,
+   ``lfe``, Spanish texting ``kiero``). Short words get no general edit distance: one edit from ``die``,
+   ``want`` or ``living`` are ``dye``, ``wait``, ``giving``.
 
 The function is pure, idempotent on its own output and fast (a few µs per short message). It does not
 keep character offsets: detectors report cue names, not spans.
@@ -104,6 +111,82 @@ SLANG: tuple[tuple[re.Pattern[str], str], ...] = (
 """Internet slang for suicide and self-harm, as ``(pattern, replacement)`` on lower-cased text."""
 
 
+TYPO_TARGETS = ("myself", "suicide", "suicidal", "overdose")
+"""Risk words long enough that no everyday word is one edit from them, corrected at Damerau–Levenshtein distance
+1: none of their neighbours is in the MiniLM tokenizer's 30,000-entry vocabulary, and the few that are words all
+the same (a subword vocabulary misses ``overdone``) are :data:`_REAL_NEIGHBOURS`."""
+
+_REAL_NEIGHBOURS = _words(
+    "overdone overdoes overdosed overdoses suicides suicided suicida suicidas suicidar suicider suicidi"
+)
+"""Words one edit from a :data:`TYPO_TARGETS` word, left alone: English inflections and ``overdone``, and the
+Spanish, Portuguese and French words the non-English cues read (``suicidas``, ``me suicidar``, ``me suicider``)."""
+
+STRETCHED_TARGETS = ("kill", "die", "self", "want", "wanna", "life")
+"""Short risk words also matched with each run of a repeated letter written one to three times (``kil``,
+``kiill``, ``dieee``, ``selff``, ``wana``); no English word has those letters in that order (``pills`` is left
+out: ``pils``)."""
+
+MISSPELLINGS: dict[str, str] = {
+    "wnat": "want",
+    "watn": "want",
+    "wnt": "want",
+    "wamt": "want",
+    "wnna": "wanna",
+    "wnana": "wanna",
+    "wanan": "wanna",
+    "kll": "kill",
+    "klil": "kill",
+    "ikll": "kill",
+    "slef": "self",
+    "sefl": "self",
+    "lfe": "life",
+    "lfie": "life",
+    "livng": "living",
+    "lving": "living",
+    "kiero": "quiero",
+    "qiero": "quiero",
+    "kisiera": "quisiera",
+}
+"""Common misspellings of short risk words (swapped or dropped letters, Spanish texting ``k`` for ``qu``) that
+are not English words."""
+
+
+def _stretched(word: str) -> set[str]:
+    """``word`` with each run of one letter written one to three times (``kill`` → ``kil``, ``kiilll``…)."""
+    spellings = {""}
+    for run in re.findall(r"((\w)\2*)", word):
+        spellings = {spelling + run[1] * times for spelling in spellings for times in (1, 2, 3)}
+    return spellings - {word}
+
+
+def _one_edit(word: str) -> set[str]:
+    """The strings one Damerau–Levenshtein edit from ``word`` (lower-case letters)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    dropped = {head + tail[1:] for head, tail in splits if tail}
+    swapped = {head + tail[1] + tail[0] + tail[2:] for head, tail in splits if len(tail) > 1}
+    changed = {head + letter + tail[1:] for head, tail in splits if tail for letter in letters}
+    added = {head + letter + tail for head, tail in splits for letter in letters}
+    return (dropped | swapped | changed | added) - {word}
+
+
+_TYPOS: dict[str, str] = {
+    **{typo: target for target in TYPO_TARGETS for typo in _one_edit(target) - _REAL_NEIGHBOURS},
+    **{typo: target for target in STRETCHED_TARGETS for typo in _stretched(target)},
+    **MISSPELLINGS,
+}
+"""Misspelling → risk word: :data:`TYPO_TARGETS` one edit away, :data:`STRETCHED_TARGETS` stretched or
+shortened, :data:`MISSPELLINGS`."""
+_WORD = re.compile(r"\b[a-z]{3,}\b")
+
+
+def _untypo(match: re.Match[str]) -> str:
+    """The risk word a misspelt ``match`` stands for (:data:`_TYPOS`), else the word."""
+    word = match.group(0)
+    return _TYPOS.get(word, word)
+
+
 def _strip_marks(text: str) -> str:
     decomposed = unicodedata.normalize("NFD", text)
     kept = "".join(ch for ch in decomposed if unicodedata.category(ch) not in ("Mn", "Cf"))
@@ -146,7 +229,8 @@ def fold(text: str) -> str:
 
 def normalise(text: str) -> str:
     """The detection form of ``text`` (see the module docstring): NFKC, format characters and combining marks
-    removed, lower-cased, look-alikes, spaced letters, leetspeak and slang undone. ``""`` for empty input."""
+    removed, lower-cased, look-alikes, spaced letters, leetspeak, slang and typos in risk words undone. ``""`` for
+    empty input."""
     if not text:
         return ""
     text = fold(text)
@@ -158,4 +242,5 @@ def normalise(text: str) -> str:
         text = pattern.sub(replacement, text)
     for pattern, replacement in SLANG:
         text = pattern.sub(replacement, text)
+    text = _WORD.sub(_untypo, text)
     return _SPACES.sub(" ", text)

@@ -4,9 +4,10 @@ Method
 ------
 A message is normalised first (:func:`app.handoff.normalise.normalise`: NFKC, format characters, accents and
 look-alike letters, spaced-out letters, leetspeak and slang such as ``k i l l  m y s e l f``, ``k1ll
-mys3lf``, ``kms``), lower-cased, apostrophes are dropped (``I'm`` → ``im``; the C-SSRS Reddit text is written that
-way already), a few idioms that use death words harmlessly are blanked out (``this deadline is killing me``,
-``I died laughing``, ``dying to see``, ``to die for``, ``killing it``), and the text is cut into sentences.
+mys3lf``, ``kms``, and typos in risk words: ``i wnat to kil myslef``, ``im sucidal``), lower-cased,
+apostrophes are dropped (``I'm`` → ``im``; the C-SSRS Reddit text is written that way already), a few
+idioms that use death words harmlessly are blanked out (``this deadline is killing me``, ``I died laughing``,
+``dying to see``, ``to die for``, ``killing it``), and the text is cut into sentences.
 Each sentence is matched against :data:`CUES`, a list of named regular expressions with a weight in
 ``(0, 1]`` and a kind:
 
@@ -76,12 +77,17 @@ dev-set figures are optimistic, and no split of that file can make them honest: 
 other C-SSRS users found recall below 0.95. ``opencoach eval crisis --folds 5`` reports the lexicon beside
 the learned component, whose every weight and threshold is fitted on training folds only.
 
-Short chat messages are another distribution than those Reddit users: ``bench/crisis_probes.py`` scores 609
+Short chat messages are another distribution than those Reddit users: ``bench/crisis_probes.py`` scores 622
 messages written to probe the detector (crisis wordings clients use, and everyday coaching messages that trip
 its cues). The cues added for them (slang such as "dont wanna live", counts of pills under twenty, a burden said
 to someone, last messages, self-harm acts, passive death wishes, idioms with "myself") were written against its
 ``tune`` half only; on its ``report`` half the protocol reaches 0.511 of the crisis messages (0.172 before) and
 0.264 of the everyday ones (0.605 before): adversarial by design, so a map of where it breaks, not a rate.
+Typo tolerance (:func:`app.handoff.normalise.normalise`) and the pointless-living and ending-it wordings a tester
+sent as first messages ("I don't see the point in living", "i feel like ending it all") raised the ``report``
+half to 0.546 of the crisis messages, the everyday ones unchanged (0.264); that figure is not clean: two of the
+six messages it gained are the tester's own, and the probe set's "typos" pattern was read whole, both halves,
+before the corrections were written.
 """
 
 from __future__ import annotations
@@ -188,6 +194,12 @@ def _cue(
 
 
 _SELF = r"(?:my ?self|my own self)"
+_LIVING = (
+    r"(?:live|living|being alive|staying alive|going on|carrying on|existing|life)"
+    r"(?= *(?:$|,|anymore|any more|like this|at all|if|when|tbh|honestly|now|without|some days|most days)\b)"
+)
+"""Living, as the object of a pointless-living wording, when nothing follows that makes it a way of living ("the
+point of living well", "… of living in the city")."""
 CUES: tuple[Cue, ...] = (
     # explicit — C-SSRS active ideation, behaviour, attempt
     _cue(
@@ -235,15 +247,22 @@ CUES: tuple[Cue, ...] = (
     ),
     _cue(
         "want to die",
-        r"\b(?:want|wanted|wanting|wanna|wish|wishing|ready|going|deserve|longing|long|desire|need) (?:to )?(?:just )?"
-        r"(?:die|be dead|not exist|not be alive|stop existing|cease to exist)\b",
+        r"\b(?:want|wanted|wanting|wanna|wish|wishing|ready|going|deserve|longing|long|desire|need) "
+        r"(?:to |too )?(?:just )?(?:die|be dead|not exist|not be alive|stop existing|cease to exist)\b",
         weight=0.85,
         kind="explicit",
         first_person=True,
     ),
     _cue("end my life", r"\b(?:end|ending|take|taking|took|ended) (?:my|my own) life\b", weight=0.9, kind="explicit"),
     _cue(
-        "end it all", r"\bend (?:it all|everything|things)\b(?! with)", weight=0.75, kind="explicit", first_person=True
+        "end it all",
+        r"\bend (?:it all|everything|things)\b(?! with)",
+        r"\bending (?:it all|everything)\b(?! (?:with|on|at|by|for|in)\b)",
+        r"\b(?:feel|feels|felt|feeling) like (?:just )?ending (?:it|things)\b"
+        r"(?! (?:with|on|at|by|for|in|early|off|there|here)\b)",
+        weight=0.75,
+        kind="explicit",
+        first_person=True,
     ),
     _cue(
         "self-harm",
@@ -351,6 +370,10 @@ CUES: tuple[Cue, ...] = (
         r"\bnothing (?:left )?to live for\b",
         r"\bnot worth living\b|\b(?:life|living|it all) (?:is |isnt )?(?:not )?worth it(?: anymore)?\b(?<!is worth it)",
         r"\blife (?:is|isnt) (?:not )?worth living\b",
+        rf"\b(?:dont|do not|cant|no longer|never) (?:really |even )?(?:see|find) (?:the |a |any |much )?"
+        rf"(?:point|reason|purpose|sense) (?:in|of|to) {_LIVING}",
+        r"\bwhat(?:s| is) the point (?:in|of) (?:living|being alive|going on|carrying on)"
+        r"(?= *(?:$|,|anymore|any more|like this|at all)\b)",
         weight=0.8,
         kind="indirect",
         negatable=False,

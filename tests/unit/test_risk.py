@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.handoff.crisis import needs_crisis_protocol
+from app.handoff.normalise import normalise
 from app.handoff.risk import CONCERN_THRESHOLD, CRISIS_THRESHOLD, RiskDetector
 
 detector = RiskDetector()
@@ -238,3 +239,95 @@ def test_scores_stay_in_unit_interval_for_long_input() -> None:
     assessment = detector.assess(text)
     assert 0.0 <= assessment.score <= 1.0
     assert assessment.level == "crisis"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "i wnat to kil myslef evrything is pointles",
+        "i want to kil myself",
+        "i want to kil my self",
+        "im sucidal",
+        "i wnat to die",
+        "I don't see the point in living",
+        "i dont see the point of living anymore",
+        "i feel like ending it all",
+        "ya no kiero vivir",
+        "j'ai envie d'en finir",
+        "nobody is coming, are they. i still feel like ending it",
+        "feeling suicdal again",
+        "i want too die",
+        "kiiill myself",
+        "what's the point of living like this",
+    ],
+)
+def test_misspelt_and_indirect_crisis_wordings_a_tester_sent_call_for_the_protocol(text: str) -> None:
+    """First messages a tester sent as a client that got an ordinary AI reply: misspelt crisis words (a dropped,
+    doubled or swapped letter) and wordings of pointless living or of ending it, in English, Spanish and French."""
+    assert needs_crisis_protocol(detector.assess(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("no le veo sentido a vivir", "es"),
+        ("não vejo sentido em viver", "pt"),
+        ("je ne vois plus l'intérêt de vivre", "fr"),
+        ("ich sehe keinen Sinn mehr zu leben", "de"),
+        ("J’ai envie d’en finir.", "fr"),
+    ],
+)
+def test_pointless_living_and_ending_it_in_other_languages_call_for_the_protocol(text: str, language: str) -> None:
+    assessment = detector.assess(text)
+    assert needs_crisis_protocol(assessment)
+    assert assessment.language == language
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I killed it at work today",
+        "I need to work on my skill set",
+        "my self-care routine is slipping",
+        "ending the meeting early was a relief",
+        "we talked about the point of living well",
+        "i dont see the point of living in a big city",
+        "i feel like ending it with him, we fight all the time",
+        "we're ending it all with a party on friday",
+        "I want to dye my hair blue",
+        "can't wait to live abroad, i want to wait until spring",
+        "the pasta was overdone again",
+        "j'ai envie d'en finir avec ce boulot",
+        "no le veo sentido a vivir en esta ciudad",
+        "my kiln broke, so the pottery class is off",
+    ],
+)
+def test_look_alikes_of_misspelt_and_indirect_wordings_do_not_call_for_the_protocol(text: str) -> None:
+    """Everyday messages one letter or one word away from the wordings above."""
+    assert not needs_crisis_protocol(detector.assess(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("i wnat to kil myslef", "i want to kill myself"),
+        ("im sucidal, suicde, ovrdose", "im suicidal, suicide, overdose"),
+        ("kiiill my selff, dieee, wana", "kill my self, die, wanna"),
+        ("end my lfe", "end my life"),
+        ("ya no kiero vivir", "ya no quiero vivir"),
+    ],
+)
+def test_normalise_corrects_typos_in_risk_words(text: str, expected: str) -> None:
+    assert normalise(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "skill kiln kills killed wait dye tie lie giving diving living loving deed sell shelf elf",
+        "overdone overdoes suicides pensamientos suicidas je veux me suicider quero me suicidar",
+        "die frau ist da, quero viver",
+    ],
+)
+def test_normalise_leaves_everyday_words_one_letter_from_a_risk_word_alone(text: str) -> None:
+    assert normalise(text) == text
