@@ -7,9 +7,11 @@ One alert per escalation event of a handoff, queued as the arq job ``deliver_ale
 ``opened`` (:data:`OPENED`)
     The handoff opened (:meth:`app.handoff.service.HandoffService.open`); urgent when opened by a crisis.
 ``crisis:<client message id>`` (:func:`crisis_event`)
-    A crisis message while the handoff is already open or claimed (``app.chat.turn.persist``): always urgent,
-    however many alerts the handoff had before (in ``human_only`` mode every crisis after the first message
-    is such an event).
+    A crisis message while the handoff is already open or claimed
+    (:meth:`app.handoff.service.HandoffService.escalate_to_crisis`): always urgent, however many alerts the handoff
+    had before (in ``human_only`` mode every crisis after the first message is such an event). The handoff's
+    reason, detail, confidence and brief are the crisis's by then (the brief quotes the crisis message), and the
+    alert sends them as stored.
 
 Channels
     ``webhook``

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, or_, select, update
@@ -104,6 +104,36 @@ async def taken_from(session: AsyncSession, message_id: uuid.UUID) -> bool:
     return bool(await session.scalar(_TAKEN_FROM, {"message_id": message_id}))
 
 
+COACH_PRESENT_WINDOW = timedelta(minutes=15)
+"""How long the coach counts as present in a conversation after they took it over or wrote in it (the default
+``handoff_sla_minutes``): meanwhile no message to the client says the coach is away (:func:`coach_away_until`)."""
+
+
+async def coach_away_until(
+    session: AsyncSession, coach: Coach, conversation_id: uuid.UUID, at: datetime, language: str
+) -> str | None:
+    """When the coach is back, for a message to the client of ``conversation_id`` at ``at`` (the crisis reply and
+    acknowledgement, the handoff notice, the holding message): :func:`app.accounts.availability.away_until` in
+    ``language`` when ``at`` is outside the coach's hours, else ``None``; ``None`` too while the coach is in the
+    conversation, outside their hours or not: they took it over (``claimed_at`` of its claimed handoff) or wrote in
+    it within :data:`COACH_PRESENT_WINDOW` before ``at``. Reads the database only outside the coach's hours."""
+    back = away_until(coach.availability, at, language)
+    if back is None:
+        return None
+    since = at - COACH_PRESENT_WINDOW
+    wrote = exists().where(
+        Message.conversation_id == conversation_id,
+        Message.sender_type == SenderType.HUMAN_COACH,
+        Message.created_at > since,
+    )
+    took = exists().where(
+        Handoff.conversation_id == conversation_id,
+        Handoff.status == HandoffStatus.CLAIMED,
+        Handoff.claimed_at > since,
+    )
+    return None if await session.scalar(select(or_(wrote, took))) else back
+
+
 class HandoffService:
     """What the chat turn asks of handoffs (the active one, opening and announcing one, the client's notice,
     the first reply after a handback) and the live events the coach's actions share. Methods that take a
@@ -145,12 +175,7 @@ class HandoffService:
         """Open a handoff (flushed) with a brief from the client's memory. The caller checked that none is
         active; after commit it calls :meth:`announce`."""
         now = datetime.now(UTC)
-        try:  # the brief is a courtesy: a failure reading memory must not cost the client their reply
-            async with session.begin_nested():
-                brief = await handoff_brief(session, self._memory, coach.id, conversation, reason, detail)
-        except Exception:
-            log.exception("could not build the handoff brief for conversation %s", conversation.id)
-            brief = why_line(reason, detail)
+        brief = await self._brief(session, coach.id, conversation, reason, detail)
         handoff = Handoff(
             coach_id=coach.id,
             conversation_id=conversation.id,
@@ -173,13 +198,50 @@ class HandoffService:
             jobs.deliver_alert(session, coach.id, handoff.id, reason=reason)
         return handoff
 
-    def alert_crisis(self, session: AsyncSession, coach: Coach, handoff: Handoff, message_id: uuid.UUID) -> None:
-        """Queue the webhook / e-mail alert of a crisis message inside the already active ``handoff`` (in the
-        caller's transaction): urgent, and once per message however often its job is retried."""
+    async def escalate_to_crisis(
+        self,
+        session: AsyncSession,
+        coach: Coach,
+        conversation: Conversation,
+        handoff: Handoff,
+        *,
+        detail: str,
+        confidence: float,
+        message_id: uuid.UUID,
+    ) -> None:
+        """A crisis message (``message_id``) inside the already active ``handoff`` (open or claimed, of any reason)
+        makes it a crisis handoff, as if the crisis had opened it: its reason, ``detail`` (the crisis cues) and
+        ``confidence`` become the crisis's, and its brief is written again as :meth:`open` writes it (why: the
+        crisis; the client's latest messages, this one included), so the dashboard, the API and the alerts no
+        longer show the reason it opened for. The webhook / e-mail alert of the message is queued (in the caller's
+        transaction): urgent, and once per message however often its job is retried."""
+        handoff.reason, handoff.detail, handoff.confidence = HandoffReason.CRISIS, detail, confidence
+        handoff.brief = await self._brief(
+            session, coach.id, conversation, HandoffReason.CRISIS, detail, opened_at=handoff.created_at
+        )
         if coach.alert_webhook_url or coach.alert_email:
             jobs.deliver_alert(
                 session, coach.id, handoff.id, event=crisis_event(message_id), reason=HandoffReason.CRISIS
             )
+
+    async def _brief(
+        self,
+        session: AsyncSession,
+        coach_id: uuid.UUID,
+        conversation: Conversation,
+        reason: str,
+        detail: str,
+        *,
+        opened_at: datetime | None = None,
+    ) -> str:
+        """The handoff's brief (:func:`app.handoff.brief.handoff_brief`; ``opened_at`` as there), or only its why
+        line when memory cannot be read: the brief is a courtesy, a failure must not cost the client their reply."""
+        try:
+            async with session.begin_nested():
+                return await handoff_brief(session, self._memory, coach_id, conversation, reason, detail, opened_at)
+        except Exception:
+            log.exception("could not build the handoff brief for conversation %s", conversation.id)
+            return why_line(reason, detail)
 
     async def rebuild_briefs(self, session: AsyncSession, coach_id: uuid.UUID, client_id: uuid.UUID) -> int:
         """Job body (``rebuild_briefs``): write again, from the client's memory now, the brief of each of the
@@ -215,7 +277,7 @@ class HandoffService:
         """After commit: show the handoff in the coach's live queue and, when it is (now) a crisis, raise the
         crisis alert there: the ``alert`` event of :func:`alert_event` for the client's ``message`` that
         opened the handoff or, inside a handoff already open or claimed, made it a crisis (the webhook /
-        e-mail alert was queued by :meth:`open` or :meth:`alert_crisis`). The chat turn calls it once per
+        e-mail alert was queued by :meth:`open` or :meth:`escalate_to_crisis`). The chat turn calls it once per
         message that opened or escalated a handoff, never for the messages that only reach the coach."""
         await self._live.publish(
             handoff_event(handoff, client_name, sla_minutes=coach.handoff_sla_minutes), coach_id=coach.id
@@ -223,15 +285,16 @@ class HandoffService:
         if handoff.reason == HandoffReason.CRISIS:
             await self._live.publish(alert_event(handoff, client_name, message), coach_id=coach.id)
 
-    def notice(self, coach: Coach, reason: str, at: datetime, language: str) -> str:
+    async def notice(self, session: AsyncSession, coach: Coach, handoff: Handoff, at: datetime, language: str) -> str:
         """What the client reads when the conversation is handed to the coach at ``at`` (not for crises, which get
-        the crisis reply), in ``language`` (:func:`app.handoff.catalogue.handoff_notice`)."""
+        the crisis reply), in ``language`` (:func:`app.handoff.catalogue.handoff_notice`; when the coach is back,
+        :func:`coach_away_until`: not while they are in the conversation)."""
         return handoff_notice(
             coach.name,
             language,
-            requested=reason == HandoffReason.HUMAN_REQUEST,
+            requested=handoff.reason == HandoffReason.HUMAN_REQUEST,
             sla_minutes=coach.handoff_sla_minutes,
-            back=away_until(coach.availability, at, language),
+            back=await coach_away_until(session, coach, handoff.conversation_id, at, language),
         )
 
     async def crisis_acknowledgement_due(self, session: AsyncSession, handoff: Handoff, at: datetime) -> str | None:

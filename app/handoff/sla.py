@@ -10,8 +10,6 @@ from datetime import UTC, datetime
 from sqlalchemy import func, or_, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.accounts.availability import away_until
-from app.accounts.models import Coach
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import unit_of_work
 from app.conversations.handoffs import Handoff, HandoffStatus
@@ -20,7 +18,7 @@ from app.handoff.catalogue import holding_message
 from app.handoff.languages import tag_language, written_language
 from app.handoff.normalise import normalise
 from app.handoff.queue import HANDOFF_LOCK
-from app.handoff.service import HandoffService
+from app.handoff.service import HandoffService, coach_away_until
 from app.memory.messages import store_message
 
 _STILL_OVERDUE = text("SELECT EXISTS (SELECT 1 FROM overdue_handoffs() WHERE handoff_id = :handoff_id)")
@@ -44,8 +42,10 @@ class SlaNotices:
     async def send_sla_notices(self) -> int:
         """Cron: send the client a holding message for every handoff past its coach's SLA: still open (once), or
         claimed with a client message written since the takeover (and since the last holding message) that waits
-        for the coach's reply (the coach took the conversation and left it; the AI stays paused). Returns how
-        many were sent. Each runs in its own tenant transaction and re-checks the handoff under its lock."""
+        for the coach's reply (the coach took the conversation and left it; the AI stays paused). The message
+        (:func:`app.handoff.catalogue.holding_message`) says when the coach is back outside their hours, unless they
+        are in the conversation (:func:`~app.handoff.service.coach_away_until`). Returns how many were sent. Each
+        runs in its own tenant transaction and re-checks the handoff under its lock."""
         async with self._sessionmaker() as session:
             overdue = (await session.execute(text("SELECT coach_id, handoff_id FROM overdue_handoffs()"))).all()
         sent = 0
@@ -67,17 +67,16 @@ class SlaNotices:
                     continue
                 coach = await uow.coach()
                 now = datetime.now(UTC)
+                language = await notice_language(session, handoff.conversation_id, handoff.id)
+                # outside the coach's hours, unless they are in the conversation: when they are back
+                back = await coach_away_until(session, coach, handoff.conversation_id, now, language)
+                joined = handoff.status == HandoffStatus.CLAIMED
                 message, _ = await store_message(
                     session,
                     coach,
                     handoff.conversation_id,
                     SenderType.AI,
-                    self.holding_message(
-                        coach,
-                        now,
-                        await notice_language(session, handoff.conversation_id, handoff.id),
-                        joined=handoff.status == HandoffStatus.CLAIMED,
-                    ),
+                    holding_message(coach.name, language, joined=joined, back=back),
                     at=now,
                     meta={"notice": "sla", "handoff_id": str(handoff.id)},
                 )
@@ -86,12 +85,6 @@ class SlaNotices:
             await self._handoffs.publish_message(coach_id, client_id, message)
             sent += 1
         return sent
-
-    def holding_message(self, coach: Coach, at: datetime, language: str, *, joined: bool = False) -> str:
-        """The holding message sent when the coach has not taken over within the SLA, or (``joined``) took over
-        but has not replied to the client within it, in ``language``
-        (:func:`app.handoff.catalogue.holding_message`)."""
-        return holding_message(coach.name, language, joined=joined, back=away_until(coach.availability, at, language))
 
 
 async def notice_language(

@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import DateTime, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.accounts.availability import away_until
 from app.accounts.models import Coach
 from app.accounts.unit_of_work import unit_of_work
 from app.chat.turn.decide import After, Before, BeforeModel, after_retrieval
@@ -29,7 +28,7 @@ from app.handoff.crisis import crisis_acknowledgement, crisis_detail, crisis_rep
 from app.handoff.languages import written_language
 from app.handoff.normalise import normalise
 from app.handoff.queue import HANDOFF_LOCK
-from app.handoff.service import HandoffService
+from app.handoff.service import HandoffService, coach_away_until
 from app.handoff.signals import TurnSignals, ai_question_language, human_request_language
 from app.handoff.sla import told_language
 from app.memory.messages import store_message
@@ -74,14 +73,15 @@ class Persister:
         if decision.action is Before.PAUSED or decision.reason is None:  # the message waits for the coach
             return await self._paused(session, turn)
         if decision.action is Before.CRISIS:
-            conversation.urgent_at = _now()
-            conversation.urgent_reason = crisis_detail(turn.risk.matched)
+            detail = crisis_detail(turn.risk.matched)
+            conversation.urgent_at, conversation.urgent_reason = _now(), detail
             handoff = turn.active
             if handoff is None:
-                handoff = await self._open(session, turn, decision.reason, conversation.urgent_reason, 0.0)
-            else:  # a crisis during a handoff makes it urgent; the coach is alerted live and by webhook/e-mail
-                handoff.reason, handoff.detail = HandoffReason.CRISIS, conversation.urgent_reason
-                self._handoffs.alert_crisis(session, coach, handoff, turn.message.id)
+                handoff = await self._open(session, turn, decision.reason, detail, 0.0)
+            else:  # a crisis during a handoff makes it urgent, with the crisis's brief; the coach is alerted live
+                await self._handoffs.escalate_to_crisis(  # (announce) and by webhook/e-mail
+                    session, coach, conversation, handoff, detail=detail, confidence=0.0, message_id=turn.message.id
+                )
             await self._handoffs.supersede_drafts(session, conversation.id)  # no AI draft goes out after this
             meta = {
                 "crisis": True,
@@ -92,7 +92,8 @@ class Persister:
                 "risk": risk_metadata(turn.risk),
             }
             language = turn.risk.language  # the crisis reply is in the language the client wrote in
-            back = away_until(coach.availability, _now(), language)  # outside the coach's hours: when they are back
+            # outside the coach's hours, unless they are in the conversation: when they are back
+            back = await coach_away_until(session, coach, conversation.id, _now(), language)
             text = crisis_reply(coach.name, _resources(coach, language), language, back)
             reply = await self._store_ai(session, coach, conversation.id, text, meta=meta)
             turn.message.answered_at = reply.created_at
@@ -105,15 +106,16 @@ class Persister:
     async def _paused(self, session: AsyncSession, turn: Turn) -> Outcome:
         """The AI is paused (the coach has the conversation): the message waits for the coach. While a crisis
         handoff waits for the coach's first reply, the message gets the crisis acknowledgement (which answers it),
-        at most one per :data:`~app.handoff.crisis.CRISIS_ACK_INTERVAL`: the client is never left with silence."""
+        at most one per :data:`~app.handoff.crisis.CRISIS_ACK_INTERVAL`: the client is never left with silence (told
+        when the coach is back outside their hours, unless the coach is in the conversation:
+        :func:`~app.handoff.service.coach_away_until`)."""
         handoff, now = turn.active, _now()
         language = None if handoff is None else await self._handoffs.crisis_acknowledgement_due(session, handoff, now)
         if handoff is None or language is None:
             return Outcome(handoff=handoff)
         coach = turn.coach
-        text = crisis_acknowledgement(
-            coach.name, _resources(coach, language), language, away_until(coach.availability, now, language)
-        )
+        back = await coach_away_until(session, coach, turn.conversation.id, now, language)
+        text = crisis_acknowledgement(coach.name, _resources(coach, language), language, back)
         meta = {"notice": CRISIS_NOTICE, "handoff_id": str(handoff.id), "handoff_reason": handoff.reason}
         notice = await self._store_ai(session, coach, turn.conversation.id, text, meta=meta)
         turn.message.answered_at = notice.created_at
@@ -256,7 +258,7 @@ class Persister:
         else:
             language = turn.risk.language
         meta["language"] = language  # the SLA holding message of this handoff speaks it too
-        text = self._handoffs.notice(turn.coach, handoff.reason, _now(), language)
+        text = await self._handoffs.notice(session, turn.coach, handoff, _now(), language)
         return await self._store_ai(session, turn.coach, turn.conversation.id, text, meta=meta)
 
     async def _store_ai(

@@ -21,6 +21,7 @@ from app.accounts.availability import describe_return
 from app.container import Container
 from app.core.runtime import Services
 from app.handoff.catalogue import handoff_notice, holding_message, presence_lines
+from app.handoff.service import COACH_PRESENT_WINDOW
 from tests.conftest import widget_page
 from tests.integration.handoff.test_crisis_followup import GERMAN_DAYS, away_now
 from tests.integration.handoff.test_handoff_flow import (
@@ -88,7 +89,7 @@ async def test_a_german_client_reads_when_the_away_coach_is_back_in_german(
     """The coach is away until their next working day. A German client asking for a person read "They're away
     right now and back Monday, 9:00 AM…"; the coach took the conversation and left the client's next message
     waiting past the SLA, and the holding message said "pulled away for a moment" in English. Both are German
-    now, with the day in German."""
+    now, with the day in German (the takeover is no longer recent: the coach is not in the conversation)."""
     availability = away_now()
     setup = await new_setup("Ana", availability=availability, handoff_sla_minutes=5)
     back = describe_return(availability, datetime.now(UTC), "de")
@@ -102,7 +103,9 @@ async def test_a_german_client_reads_when_the_away_coach_is_back_in_german(
     taken = await http.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=setup.coach.headers)
     assert taken.status_code == 200, taken.text
     await chat(http, setup, "Hallo? Ist da noch jemand? Ich warte auf eine Antwort", conversation_id)
-    await backdate(services, [conversation_id], minutes=6, messages=True)
+    await backdate(
+        services, [conversation_id], minutes=int(COACH_PRESENT_WINDOW.total_seconds() // 60) + 5, messages=True
+    )
     assert await container.sla_notices.send_sla_notices() >= 1
     [waiting] = await holding(http, setup, conversation_id)
     assert waiting == holding_message("Ana", "de", joined=True, back=back)
