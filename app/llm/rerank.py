@@ -9,6 +9,7 @@ go through the egress guard (:mod:`app.core.egress`) like the chat model's base 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,8 @@ def _scores(body: Any, count: int) -> list[float]:
             raise ProviderError("reranker: the response does not match the /rerank API") from exc
         if not 0 <= index < count:
             raise ProviderError("reranker: the response names a document that was not sent")
+        if not math.isfinite(score):  # JSON's NaN and Infinity, which Python's reader takes, order nothing
+            raise ProviderError("reranker: a score is not a finite number")
         scores[index] = score
     return scores
 

@@ -67,6 +67,7 @@ async def test_tei_list_response_is_understood(api: respx.MockRouter) -> None:
         (httpx.Response(500, text="secret internal detail"), "HTTP 500 Internal Server Error"),
         (httpx.Response(200, json={"results": [{"index": 7, "relevance_score": 1}]}), "was not sent"),
         (httpx.Response(200, json={"oops": 1}), "does not match"),
+        (httpx.Response(200, content=b'{"results": [{"index": 0, "relevance_score": NaN}]}'), "not a finite number"),
     ],
 )
 async def test_failures_are_short_provider_errors(
@@ -78,10 +79,10 @@ async def test_failures_are_short_provider_errors(
     assert "secret" not in str(caught.value)
 
 
-async def test_egress_guard_refuses_a_private_address_before_sending(api: respx.MockRouter) -> None:
-    route = api.post("http://10.0.0.5/rerank").mock(return_value=httpx.Response(200, json=JINA_RESPONSE))
+async def test_egress_guard_refuses_an_address_not_allowed_before_sending(api: respx.MockRouter) -> None:
+    route = api.post("http://127.0.0.1:9/rerank").mock(return_value=httpx.Response(200, json=JINA_RESPONSE))
     with pytest.raises(ProviderError, match="EgressRefused"):
-        await reranker(allow="", base_url="http://10.0.0.5").scores("q", PASSAGES)
+        await reranker(allow="", base_url="http://127.0.0.1:9").scores("q", PASSAGES)
     assert not route.called
 
 
