@@ -9,7 +9,11 @@
 // and the replies to them (sent from this tab or another, each shown once, by id), "coach_joined", "coach_left",
 // "coach_dismissed" and
 // "draft_discarded" (no reviewed reply is coming); a turn answered by nobody (the coach holds the conversation, or a
-// draft waits for review) ends with `done` whose message_id is null and whose `handoff` says why.
+// draft waits for review) ends with `done` whose message_id is null and whose `handoff` says why. An answer the
+// conversation was taken from while it streamed (the coach joined, or a later message got the crisis reply) ends
+// with `stopped` instead: its streamed text and the typing bubble go. Those live events are lost while the socket is
+// down: after each reconnect the widget asks where the conversation stands with the coach
+// (GET /api/v1/widget/conversations/{id}/handoff) and redraws its presence line from that.
 // A stored message shows its time and goes where a reload shows it (by created_at: a reply caught up after a
 // reconnect goes above the messages the client sent while the connection was down, which are not stored yet).
 // Every reply of the AI or the coach (not notices or crisis replies) gets thumbs up / down, then an optional
@@ -60,6 +64,7 @@
   var stillTimer = null;
   var awayUntil = log.dataset.away || null;  // "Monday, 9:00 AM (Europe/Berlin)": the coach is outside their hours
   var waitingShown = log.dataset.handoff === "open";  // the presence line says the client waits for the coach
+  var handoffChanges = 0;  // live changes of the presence line: a handoff status asked for before one is older
   Array.prototype.forEach.call(log.querySelectorAll("[data-message-id]"), function (el) {
     lastMessageId = el.dataset.messageId;
   });
@@ -79,6 +84,7 @@
   }
 
   function setPresence(text, waiting) {
+    handoffChanges += 1;
     draftPending = false;
     coachHolds = false;
     waitingShown = false;
@@ -584,28 +590,59 @@
   var heldLive = null;  // live messages that came while catching up, shown after the older ones it fetches
 
   function catchUp() {
-    // what was stored while the socket was down (replies finished after the drop, the coach's messages)
-    if (!conversationId) return Promise.resolve();
+    // what was stored while the socket was down (replies finished after the drop, the coach's messages); resolves
+    // with the messages fetched
+    if (!conversationId) return Promise.resolve([]);
     var url = "/api/v1/widget/conversations/" + encodeURIComponent(conversationId) + "/messages" +
       (lastMessageId ? "?after=" + encodeURIComponent(lastMessageId) : "");
+    var missed = [];
     heldLive = heldLive || [];
-    return fetchMissed(url).catch(function () { /* the next reconnect tries again */ }).then(function () {
+    return fetchMissed(url, missed).catch(function () { /* the next reconnect tries again */ }).then(function () {
       var held = heldLive || [];
       heldLive = null;
       held.forEach(function (message) { showMessage(message); });  // each once: shown already if fetched
+      return missed;
     });
   }
 
-  function fetchMissed(url) {
+  function fetchMissed(url, missed) {
     // one response holds at most 200 messages; its Link header (rel="next") asks for those after them
     return fetch(url).then(function (response) {
       if (!response.ok) return;
       var next = nextLink(response);
       return response.json().then(function (messages) {
-        messages.forEach(function (message) { showMessage(message); });  // not forEach(showMessage): its index would be `before`
-        if (next) return fetchMissed(next);
+        messages.forEach(function (message) {  // not forEach(showMessage): its index would be `before`
+          showMessage(message);
+          missed.push(message);
+        });
+        if (next) return fetchMissed(next, missed);
       });
     });
+  }
+
+  function refreshHandoff(missed) {
+    // where the conversation stands with the coach now ({handoff: {status, reason} | null}), for the presence line
+    // after a reconnect: the coach may have joined or handed back while the socket was down (their live events
+    // lost). A line says so, as the live event would have: joined, or handed back when the coach held the
+    // conversation before or wrote in it meanwhile (``missed``: the messages the catch-up fetched)
+    if (!conversationId) return;
+    var asked = handoffChanges;
+    var url = "/api/v1/widget/conversations/" + encodeURIComponent(conversationId) + "/handoff";
+    fetch(url, { cache: "no-store" }).then(function (response) {
+      return response.ok ? response.json() : null;
+    }).then(function (state) {
+      if (!state || asked !== handoffChanges) return;  // not read, or a live event since says newer
+      var now = state.handoff ? state.handoff.status : null;
+      var was = coachHolds ? "claimed" : waitingShown ? "open" : draftPending ? "draft_pending" : null;
+      if (now === was) return;
+      var coachWrote = missed.some(function (message) { return message.sender_type === "human_coach"; });
+      if (now === "claimed") systemLine(fill(TEXTS.joined, { coach: coachName }));
+      else if (!now && (was === "claimed" || (was === "open" && coachWrote))) {
+        systemLine(fill(TEXTS.left, { coach: coachName }));
+      }
+      if (now) showHandoff(state.handoff);
+      else setPresence("");
+    }).catch(function () { /* the next reconnect asks again */ });
   }
 
   function transmit(item) {
@@ -674,7 +711,8 @@
       waiting = 0;  // answers begun on an earlier socket arrive as live messages (or through catchUp)
       statusLine.textContent = "";
       // what was stored since the page was made (or since the last socket dropped), before the socket listened
-      catchUp().then(function () {
+      catchUp().then(function (missed) {
+        refreshHandoff(missed);
         if (socket.readyState !== WebSocket.OPEN) return;
         unacked.forEach(transmit);  // the same ids again: stored once
       });
@@ -692,6 +730,13 @@
         log.scrollTop = log.scrollHeight;
       } else if (data.type === "done") {
         onDone(data);
+      } else if (data.type === "stopped") {
+        // the conversation was taken from the AI while it answered (the coach joined, a crisis reply came): no more
+        // of this answer comes, and what streamed of it goes (nothing of it is stored)
+        if (current) current.remove();
+        current = null;
+        stopTyping();
+        setWaiting(-1);
       } else if (data.type === "error") {
         if (data.in_reply_to) {  // an answer that failed: no done follows (a job may answer it later)
           if (current) current.remove();  // the cut-off reply: the stored one comes live

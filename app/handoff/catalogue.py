@@ -111,13 +111,28 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "de": "Das ist etwas für {coach} persönlich, deshalb habe ich um die Teilnahme an diesem Gespräch gebeten.",
         "pt": "Isso é algo para {coach} pessoalmente, então pedi que participe desta conversa.",
     },
-    # When the coach, within their hours, usually replies: ``{coach}``, ``{minutes}`` (their SLA).
+    # When the coach, within their hours, usually replies: ``{coach}``, ``{minutes}`` (their SLA, :func:`minutes`).
     "notice_within": {
-        "en": "They usually reply here within {minutes} minutes.",
-        "es": "{coach} suele responder aquí en un plazo de {minutes} minutos.",
-        "fr": "{coach} répond généralement ici en moins de {minutes} minutes.",
-        "de": "{coach} antwortet hier meist innerhalb von {minutes} Minuten.",
-        "pt": "{coach} costuma responder aqui em até {minutes} minutos.",
+        "en": "They usually reply here within {minutes}.",
+        "es": "{coach} suele responder aquí en un plazo de {minutes}.",
+        "fr": "{coach} répond généralement ici en moins de {minutes}.",
+        "de": "{coach} antwortet hier meist innerhalb von {minutes}.",
+        "pt": "{coach} costuma responder aqui em até {minutes}.",
+    },
+    # A number of minutes (:func:`minutes`): ``{n}``, one (``_one``) or another number.
+    "minutes_one": {
+        "en": "{n} minute",
+        "es": "{n} minuto",
+        "fr": "{n} minute",
+        "de": "{n} Minute",
+        "pt": "{n} minuto",
+    },
+    "minutes_other": {
+        "en": "{n} minutes",
+        "es": "{n} minutos",
+        "fr": "{n} minutes",
+        "de": "{n} Minuten",
+        "pt": "{n} minutos",
     },
     # When the coach, outside their hours, is back: ``{coach}``, ``{back}``.
     "notice_away": {
@@ -244,13 +259,14 @@ CATALOGUE: dict[str, dict[str, str]] = {
             "no que você gostaria de ajuda?"
         ),
     },
-    # The widget's presence line while the client waits for the coach: ``{coach}``, ``{minutes}`` (their SLA).
+    # The widget's presence line while the client waits for the coach: ``{coach}``, ``{minutes}`` (their SLA,
+    # :func:`minutes`).
     "presence_waiting": {
-        "en": "Waiting for {coach} (typically replies within {minutes} minutes)…",
-        "es": "Esperando a {coach} (suele responder en {minutes} minutos)…",
-        "fr": "En attente de {coach} (répond généralement en moins de {minutes} minutes)…",
-        "de": "Warten auf {coach} (antwortet meist innerhalb von {minutes} Minuten)…",
-        "pt": "Aguardando {coach} (costuma responder em até {minutes} minutos)…",
+        "en": "Waiting for {coach} (typically replies within {minutes})…",
+        "es": "Esperando a {coach} (suele responder en {minutes})…",
+        "fr": "En attente de {coach} (répond généralement en moins de {minutes})…",
+        "de": "Warten auf {coach} (antwortet meist innerhalb von {minutes})…",
+        "pt": "Aguardando {coach} (costuma responder em até {minutes})…",
     },
     # The same while the coach is outside their hours: ``{coach}``, ``{back}``.
     "presence_away": {
@@ -1536,6 +1552,12 @@ def refusal(error: DomainError, language: str) -> str:
     return say(name, language, **error.fields) if error.code and name in CATALOGUE else error.message
 
 
+def minutes(n: int, language: str) -> str:
+    """``n`` minutes in ``language`` as the texts say a coach's SLA: "1 minute", "15 minutes" (``minutes_one``,
+    ``minutes_other``; "1 minutes" read wrong in every language)."""
+    return say("minutes_one" if n == 1 else "minutes_other", language, n=n)
+
+
 def handoff_notice(coach_name: str, language: str, *, requested: bool, sla_minutes: int, back: str | None) -> str:
     """What the client reads when the conversation is handed to the coach (not for a crisis, which gets the crisis
     reply), in ``language``: the coach was asked to join (``requested``: the client asked for a person), when they
@@ -1543,7 +1565,7 @@ def handoff_notice(coach_name: str, language: str, *, requested: bool, sla_minut
     :func:`app.accounts.availability.away_until` in ``language``), and that nothing the client writes is lost."""
     opening = say("notice_requested" if requested else "notice_personal", language, coach=coach_name)
     if back is None:
-        timing = say("notice_within", language, coach=coach_name, minutes=sla_minutes)
+        timing = say("notice_within", language, coach=coach_name, minutes=minutes(sla_minutes, language))
     else:
         timing = say("notice_away", language, coach=coach_name, back=back)
     return f"{opening} {timing} {say('notice_saved', language, coach=coach_name)}"
@@ -1564,6 +1586,6 @@ def presence_lines(language: str, sla_minutes: int) -> dict[str, str]:
     (``static/chat.js``: the coach's name can change while the page is open, the return time too)."""
     keep = {"coach": "{coach}", "back": "{back}"}
     return {
-        name: say(f"presence_{name}", language, minutes=sla_minutes, **keep)
+        name: say(f"presence_{name}", language, minutes=minutes(sla_minutes, language), **keep)
         for name in ("waiting", "away", "joined", "reviewing")
     }

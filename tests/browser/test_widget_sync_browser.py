@@ -1,8 +1,10 @@
 """The widget in a real browser as a client uses it across tabs and reconnects: two tabs of one client show each
 other's messages and replies live, each once (also after one of them reloads mid-reply); a reply caught up after a
-reconnect goes above the message sent while the connection was down (where a reload shows it); live bubbles show
-their time as the page's history does; a 👍 after a 👎 with a rating says the rating was cleared, as the server
-stores it; and opening the embedded panel puts the focus in the message input."""
+reconnect goes above the message sent while the connection was down (where a reload shows it), and the presence
+line says where the conversation stands with the coach then; an answer the conversation was taken from while it
+streamed leaves nothing behind; live bubbles show their time as the page's history does; a 👍 after a 👎 with a
+rating says the rating was cleared, as the server stores it; and opening the embedded panel puts the focus in the
+message input."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from tests.browser.test_handoff_browser import REPLY, browser, llm_api, send_fro
 from tests.browser.test_widget_client_browser import SITE, host_page, site_browser, widget_coach
 from tests.browser.test_widget_history_browser import SOCKETS_SEEN
 from tests.conftest import Coach, make_client
+from tests.integration.chat.test_widget_taken import slow_model
 
 __all__ = ["browser", "llm_api", "site_browser"]  # fixtures used by name below
 pytestmark = pytest.mark.browser
@@ -125,6 +128,84 @@ async def test_a_reply_caught_up_after_a_reconnect_goes_above_the_message_sent_m
     await widget.reload()
     await expect(widget.locator("#log .msg.ai .text")).to_have_text([REPLY, REPLY], timeout=WAIT_MS)
     assert await shown(widget) == order, "a reload shows the same order"
+    await context.close()
+
+
+async def test_after_a_reconnect_the_presence_line_says_where_the_conversation_stands(
+    base_url: str,
+    http: httpx.AsyncClient,
+    browser: Browser,
+    llm_api: respx.MockRouter,
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+) -> None:
+    """The client asked for a person ("Waiting for Dana Coach…"), then lost the connection; meanwhile the coach wrote
+    and handed back. Once reconnected the widget caught the coach's message up but still said "Waiting for Dana
+    Coach (typically replies within 1 minutes)…" until the next AI reply: the coach's coming and going are live
+    events, lost while the socket was down. Now it asks where the conversation stands: no waiting line, and a line
+    says the coach handed the conversation back."""
+    made = await coach_with_client("Dana Coach", "Ola", handoff_sla_minutes=1)
+    context = await browser.new_context(base_url=base_url, viewport=PHONE)
+    widget = await context.new_page()
+    down = asyncio.Event()
+    sockets: list[tuple[WebSocketRoute, WebSocketRoute]] = []
+
+    async def reachable_unless_down(socket: WebSocketRoute) -> None:
+        if down.is_set():  # the server is out of reach: the connection fails
+            await socket.close()
+            return
+        sockets.append((socket, socket.connect_to_server()))
+
+    await widget.route_web_socket(re.compile(r"/ws/chat"), reachable_unless_down)
+    await open_widget(widget, made.client["widget_token"])
+    await widget.locator("#human").click()
+    presence = widget.locator("#presence")
+    await expect(presence).to_have_text("Waiting for Dana Coach (typically replies within 1 minute)…", timeout=WAIT_MS)
+
+    down.set()
+    for socket, server in sockets:
+        await server.close()
+        await socket.close()
+    await expect(widget.locator("#status")).to_have_text("Reconnecting…", timeout=WAIT_MS)
+    [conversation] = (await http.get("/api/v1/conversations", headers=made.coach.headers)).json()
+    url = f"/api/v1/conversations/{conversation['id']}"
+    sent = await http.post(f"{url}/messages", headers=made.coach.headers, json={"text": "Hi Ola, all good now?"})
+    assert sent.status_code == 201, sent.text
+    back = await http.post(f"{url}/handback", headers=made.coach.headers)
+    assert back.status_code == 200, back.text
+    down.clear()
+
+    await expect(widget.locator("#log .msg.human_coach .text")).to_have_text(["Hi Ola, all good now?"], timeout=WAIT_MS)
+    await expect(presence).to_have_text("", timeout=WAIT_MS)
+    left = "Dana Coach handed the conversation back to the AI assistant"
+    await expect(widget.locator("#log .sys")).to_have_text([left], timeout=WAIT_MS)
+    await context.close()
+
+
+async def test_an_answer_streaming_when_a_crisis_reply_comes_leaves_nothing_behind(
+    base_url: str,
+    browser: Browser,
+    llm_api: respx.MockRouter,
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+) -> None:
+    """A slow model streams the answer to the client's question when their next message gets the crisis reply: the
+    answer streamed on under the crisis reply for seconds, with an "AI assistant: Still working on your answer…"
+    bubble and "Thinking…", then vanished. Now it stops there (the socket's ``stopped``): under the crisis reply no
+    streamed text, no typing bubble and no "Thinking…" are left, long before the model would be done."""
+    slow_model(llm_api, 0.3)  # (30 chunks: about 9 s)
+    made = await coach_with_client("Coach Calm", "Cleo")
+    context = await browser.new_context(base_url=base_url, viewport=PHONE)
+    widget = await context.new_page()
+    await open_widget(widget, made.client["widget_token"])
+    await send_from_widget(widget, "How can I plan my week better?")
+    await expect(widget.locator("#log .msg.ai .text")).to_contain_text(["Let me"], timeout=WAIT_MS)
+    await send_from_widget(widget, "forget it. i want to kill myself tonight")
+    await expect(widget.locator("#log .msg.ai.notice")).to_have_count(1, timeout=WAIT_MS)
+
+    quickly = 3_000  # (the model streams on for about 6 s more)
+    await expect(widget.locator("#log .msg.ai .text")).to_have_count(1, timeout=quickly)  # the crisis reply alone
+    await expect(widget.locator("#log .msg.typing")).to_have_count(0, timeout=quickly)
+    await expect(widget.locator("#status")).to_have_text("", timeout=quickly)
+    assert [sender for sender, _ in await shown(widget)] == ["client", "client", "ai"]
     await context.close()
 
 

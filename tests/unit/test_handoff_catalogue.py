@@ -10,7 +10,15 @@ import pytest
 
 from app.accounts.disclosure import AI_DISCLOSURE_TEXT
 from app.core.errors import InvalidInput, TooManyAttempts
-from app.handoff.catalogue import CATALOGUE, handoff_notice, holding_message, refusal, say, widget_texts
+from app.handoff.catalogue import (
+    CATALOGUE,
+    handoff_notice,
+    holding_message,
+    presence_lines,
+    refusal,
+    say,
+    widget_texts,
+)
 from app.handoff.languages import LANGUAGES, preferred_language
 from app.handoff.signals import human_request_language
 
@@ -35,6 +43,25 @@ def test_a_language_the_catalogue_lacks_reads_english() -> None:
         "Monday, 9:00 AM (UTC). If things feel urgent or unsafe, please contact your local emergency number or a "
         "crisis line."
     )
+
+
+@pytest.mark.parametrize(
+    ("language", "one", "fifteen"),
+    [
+        ("en", "1 minute", "15 minutes"),
+        ("es", "1 minuto", "15 minutos"),
+        ("fr", "1 minute", "15 minutes"),
+        ("de", "1 Minute", "15 Minuten"),
+        ("pt", "1 minuto", "15 minutos"),
+    ],
+)
+def test_a_coachs_sla_of_one_minute_reads_in_the_singular(language: str, one: str, fifteen: str) -> None:
+    """A coach who replies within a minute was shown as "typically replies within 1 minutes" (the widget's waiting
+    line) and "within 1 minutes" (the handoff notice), in every language."""
+    assert presence_lines(language, 1)["waiting"].endswith(f" {one})…")
+    assert presence_lines(language, 15)["waiting"].endswith(f" {fifteen})…")
+    assert f" {one}. " in handoff_notice("Ana", language, requested=True, sla_minutes=1, back=None)
+    assert f" {fifteen}. " in handoff_notice("Ana", language, requested=True, sla_minutes=15, back=None)
 
 
 def test_the_widgets_texts_are_its_catalogue_entries_in_the_language_english_for_another() -> None:

@@ -21,19 +21,23 @@ from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, WebSocketDisconnect
 from litestar.params import FromQuery, JSONBody
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.accounts.availability import away_until, next_change
 from app.accounts.service import ClientIdentity
+from app.accounts.unit_of_work import unit_of_work
 from app.auth import CLIENT_DEPENDENCIES, identify_client
 from app.chat.turn import ANSWER_LATER, TurnResult
 from app.conversations.metadata import client_citations, client_handoff_view, client_view
-from app.conversations.models import CLIENT_MESSAGE_ID_MAX
+from app.conversations.models import CLIENT_MESSAGE_ID_MAX, SenderType
 from app.conversations.service import MAX_FEEDBACK_CHARS, ListedMessage
 from app.core.errors import DomainError, InvalidInput
+from app.core.pagination import PageRequest
 from app.deps import PAGE, ClientIdentityDep, ContainerDep, PathId, Uow, WantedPage, next_link, page_response
 from app.handoff.catalogue import say
 from app.handoff.languages import LANGUAGES, Language, preferred_language, tag_language
 from app.handoff.live import LINK_REVOKED, client_channel, message_event
+from app.handoff.service import taken_from
 from app.rag.passages import cited_passage
 
 log = logging.getLogger(__name__)
@@ -185,6 +189,14 @@ class ChatController(Controller):
         )
 
 
+class WidgetHandoffOut(msgspec.Struct):
+    """Where the client's conversation stands with the coach now: ``handoff`` as a turn's ``done`` says it
+    (:class:`HandoffStatusOut`: ``open``, ``claimed``, or ``draft_pending`` while a drafted reply waits for the
+    coach's review), ``null`` while the AI handles the conversation."""
+
+    handoff: HandoffStatusOut | None
+
+
 class WidgetConversationController(Controller):
     """What the widget reads to catch up. Auth: the client's widget token."""
 
@@ -225,6 +237,22 @@ class WidgetConversationController(Controller):
         404 for another client's conversation; 400 for a malformed id, a bad cursor or limit."""
         _, found = await container.conversations.history(uow, conversation_id, page, client_id=identity.client_id)
         return page_response(request, found, widget_message_out)
+
+    @get("/{conversation_id:str}/handoff")
+    async def handoff(
+        self, conversation_id: PathId, identity: ClientIdentityDep, uow: Uow, container: ContainerDep
+    ) -> WidgetHandoffOut:
+        """The client's conversation's handoff status now (:class:`WidgetHandoffOut`): what the widget redraws its
+        presence line from once its socket reconnects (the live ``coach_joined`` / ``coach_left`` events sent while
+        it was down are lost: it said "Waiting for the coach…" after the coach had come and gone). 404 for another
+        client's conversation; 400 for a malformed id."""
+        # (the client's own conversation, else NotFound: the page read is its newest message at most)
+        await container.conversations.history(uow, conversation_id, PageRequest(limit=1), client_id=identity.client_id)
+        active, drafts = await container.handoff_queue.conversation_state(uow, conversation_id)
+        if active is not None:
+            return WidgetHandoffOut(HandoffStatusOut(active.status, active.reason))
+        # (as the turn of a drafted reply says it: app.chat.turn.persist.result)
+        return WidgetHandoffOut(HandoffStatusOut("draft_pending", "draft_mode") if drafts else None)
 
 
 class PassageOut(msgspec.Struct):
@@ -334,7 +362,9 @@ async def chat_socket(
     answered before, or it is a repeat of a message this socket answers already, so no ``done`` follows for it);
     answers follow in the order the messages arrived: ``{"type": "token", "text": "..."}`` per delta, then
     ``{"type": "done", "conversation_id", "in_reply_to", "message_id", "reply", "citations", "metadata", "handoff",
-    "created_at"}``. ``{"type": "error", "message",
+    "created_at"}``; ``{"type": "stopped", "in_reply_to", "reason": "taken"}`` instead of the remaining tokens and
+    ``done`` when the conversation is taken from the AI while it answers (the coach joined, or a later message got
+    the crisis reply: the streamed text is to go; nothing of it is stored). ``{"type": "error", "message",
     "code"?, "fields"?, "client_message_id"?}`` for a message that was refused (nothing stored: :func:`error_event`,
     ``code`` e.g. ``rate_limited`` with ``fields.retry_after``, ``too_long``, ``empty``); ``{"type": "error",
     "message", "code"?, "fields"?, "in_reply_to"}`` (``answer_later``, ``not_answered``) instead of ``done`` for a
@@ -382,6 +412,8 @@ class _SocketChat:
         self._queued: set[uuid.UUID] = set()  # the messages this socket answers (or answered)
         self._sent: set[str] = set()  # the client_message_ids of the messages that came on this socket
         self._answering: uuid.UUID | None = None  # the message being answered
+        self._generating = False  # the AI works on that answer (ChatService.answer's on_answering)
+        self._may_be_taken = False  # a live event since the last check: the conversation may be taken (_taken)
         self.screens: set[asyncio.Task[None]] = set()  # the crisis screens of messages stored meanwhile
         self.connected = True
         self._conversation_id: uuid.UUID | None = None
@@ -404,7 +436,12 @@ class _SocketChat:
         data = json.loads(event)
         if data.get("type") == LINK_REVOKED:
             await self.close_revoked()
-        elif data.get("type") != "message" or data["message"].get("client_message_id") not in self._sent:
+            return
+        if data.get("type") == "coach_joined" or (
+            data.get("type") == "message" and data["message"].get("sender_type") != SenderType.CLIENT
+        ):
+            self._may_be_taken = True  # (the coach joined or wrote, or a crisis reply: the answer may have to stop)
+        if data.get("type") != "message" or data["message"].get("client_message_id") not in self._sent:
             await self.send(data)
 
     async def close_revoked(self) -> None:
@@ -486,6 +523,7 @@ class _SocketChat:
             log.exception("the early crisis screen of message %s failed", message_id)
             return
         if reply is not None:
+            self._may_be_taken = True  # (the answer in progress stops at its next token)
             await self.send(message_event(reply, client_view=client_view(reply.meta)))
 
     async def answer_queued(self) -> None:
@@ -493,13 +531,7 @@ class _SocketChat:
         while (message_id := await self.queue.get()) is not None:
             self._answering = message_id
             try:
-                async for item in self.container.chat.answer(
-                    self.identity.coach_id, self.identity.client_id, message_id, to_client=lambda: not self.connected
-                ):
-                    if isinstance(item, TurnResult):
-                        await self.send(done_event(item))
-                    else:
-                        await self.send({"type": "token", "text": item})
+                await self._answer(message_id)
             except DomainError as exc:
                 await self.send(error_event(exc) | {"in_reply_to": str(message_id)})
             except Exception:  # one failed answer must not leave the messages queued after it unanswered
@@ -507,6 +539,50 @@ class _SocketChat:
                 await self._answer_later(message_id)
             finally:
                 self._answering = None
+
+    async def _answer(self, message_id: uuid.UUID) -> None:
+        """Stream the answer to stored message ``message_id``: its ``token`` events, then ``done``. Once the AI works
+        on it (``ChatService.answer``'s ``on_answering``), a token that follows a hint that the conversation may
+        have been taken from the AI (:meth:`forward`, :meth:`_screen`) first asks :meth:`_taken`; taken (the coach
+        joined, or a later message got the crisis reply), the answer stops: a ``stopped`` event instead of the
+        remaining tokens and ``done``, and the turn is closed, its model stream too (nothing of it is stored; the
+        message waits for the coach)."""
+        self._generating = self._may_be_taken = False
+        turn = self.container.chat.answer(
+            self.identity.coach_id,
+            self.identity.client_id,
+            message_id,
+            to_client=lambda: not self.connected,
+            on_answering=self._on_answering,
+        )
+        async with contextlib.aclosing(turn):  # a turn stopped is closed here, its model stream too
+            async for item in turn:
+                if isinstance(item, TurnResult):
+                    await self.send(done_event(item))
+                elif await self._taken(message_id):
+                    await self.send({"type": "stopped", "in_reply_to": str(message_id), "reason": "taken"})
+                    return
+                else:
+                    await self.send({"type": "token", "text": item})
+
+    def _on_answering(self) -> None:
+        """The AI works on the answer in progress (its tokens are the model's, which a takeover stops)."""
+        self._generating = True
+
+    async def _taken(self, message_id: uuid.UUID) -> bool:
+        """Whether the answer in progress to ``message_id`` is to stop: the AI works on it, a hint came since the
+        last check (each hint is one read, never one per token), and :func:`~app.handoff.service.taken_from` says
+        the conversation was taken from the AI. ``False`` when the database cannot tell now (the answer then ends
+        as the turn decides: an empty ``done`` when the coach has the conversation)."""
+        if not (self._generating and self._may_be_taken):
+            return False
+        self._may_be_taken = False
+        try:
+            async with unit_of_work(self.container.sessionmaker, self.identity.coach_id, autocommit=True) as uow:
+                return await taken_from(uow.session, message_id)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("widget: whether message %s's conversation was taken is unknown: %r", message_id, exc)
+            return False
 
     async def _answer_later(self, message_id: uuid.UUID) -> None:
         """Hand a stored message whose live answer failed to the worker
