@@ -9,7 +9,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ from redis.asyncio.lock import Lock
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.availability import coach_zone
 from app.accounts.models import Client
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
@@ -192,9 +193,9 @@ class InsightService:
             return f"waiting ({client_messages} unread client messages)"
         provider = await self._registry.chat_for(coach)
         embedder = await self._registry.embedder_for(coach)
-        stored = 0
+        stored, zone = 0, coach_zone(coach.availability)
         for window in windows(unread, input_tokens(self._settings, EXTRACT_MAX_TOKENS)):
-            stored += await self._extract_window(provider, embedder, coach_id, client, window)
+            stored += await self._extract_window(provider, embedder, coach_id, client, zone, window)
         return f"{stored} insights stored or updated"
 
     async def _extract_window(
@@ -203,8 +204,12 @@ class InsightService:
         embedder: Embedder,
         coach_id: uuid.UUID,
         client: Client,
+        zone: tzinfo,
         window: list[Message],
     ) -> int:
+        """Extract, reconcile (:meth:`_plan`) and store the insights of one ``window`` of unread messages, shown to
+        the model dated in ``zone`` (the coach's), and move the conversation's watermark past it. Returns how many
+        insights were stored or updated."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             known = (
@@ -217,6 +222,7 @@ class InsightService:
             ).all()
         known_block = "\n".join(f"- {t}" for t in known) or "(nothing yet)"
         found: list[ExtractedInsight] = []
+        transcript = format_messages(window, client.name, zone)
         if any(msg.sender_type == SenderType.CLIENT for msg in window):
             try:
                 found = (
@@ -226,7 +232,7 @@ class InsightService:
                             EXTRACT_INSTRUCTIONS.format(name=client.name),
                             f"Already noted:\n(nothing yet)\n\nNew messages:\n{EXAMPLE_TRANSCRIPT}",
                             EXAMPLE_INSIGHTS,
-                            f"Already noted:\n{known_block}\n\nNew messages:\n{format_messages(window, client.name)}",
+                            f"Already noted:\n{known_block}\n\nNew messages:\n{transcript}",
                         ),
                         InsightExtraction,
                         max_tokens=EXTRACT_MAX_TOKENS,

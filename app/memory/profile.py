@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.availability import coach_zone
 from app.accounts.models import Client
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import unit_of_work
@@ -198,6 +199,7 @@ class ProfileService:
         client_turns = [msg for msg in messages if msg.sender_type == SenderType.CLIENT]
         budget = input_tokens(self._settings, PROFILE_MAX_TOKENS)
         recent = windows(client_turns, budget // 2)[-1] if client_turns else []
+        transcript = format_messages(recent, client.name, coach_zone(coach.availability))
         try:
             output = await generate_structured(
                 await self._registry.chat_for(coach),
@@ -205,7 +207,7 @@ class ProfileService:
                     PROFILE_INSTRUCTIONS.format(name=client.name),
                     EXAMPLE_TRANSCRIPT,
                     EXAMPLE_PROFILE,
-                    f"Session summary: {summary}\n\n{client.name}'s messages:\n{format_messages(recent, client.name)}",
+                    f"Session summary: {summary}\n\n{client.name}'s messages:\n{transcript}",
                 ),
                 ProfileOutput,
                 max_tokens=PROFILE_MAX_TOKENS,

@@ -20,7 +20,8 @@ PROMPT_SHARE = 0.6
 SUMMARY_INSTRUCTIONS = (
     "You write a coach's private notes. Summarise the chat session with the client {name} as JSON: the "
     "concrete facts (events, people, places, dates, numbers), the topics, what was learned about {name}, "
-    "the next steps, and {name}'s mood. Use only what the messages say."
+    "the next steps, and {name}'s mood. Use only what the messages say. Write about {name} in the third person, "
+    "in your own words: what the Assistant or the Coach says is not what {name} said."
 )
 EXTRACT_INSTRUCTIONS = (
     "You write a coach's private notes about the client {name}. From the new messages, list what is worth "
@@ -43,9 +44,10 @@ PROFILE_INSTRUCTIONS = (
 # One worked example per job (few-shot prompting, Brown et al. 2020): small models follow an example's
 # form far better than a description of it. The example client is EXAMPLE_NAME; the real client's name differs.
 EXAMPLE_TRANSCRIPT = (
-    "[1] Sam (2026-03-02 18:00): I finally signed up for the 10k run in June!\n"
-    "[2] Coach (2026-03-02 18:01): That is great news. How do you feel about it?\n"
-    "[3] Sam (2026-03-02 18:02): Nervous. My knee still hurts after long runs, so I will see a physio on Friday."
+    "[1] Sam (Mon 2026-03-02 18:00 CET): I finally signed up for the 10k run in June!\n"
+    "[2] Coach (Mon 2026-03-02 18:01 CET): That is great news. How do you feel about it?\n"
+    "[3] Sam (Mon 2026-03-02 18:02 CET): Nervous. My knee still hurts after long runs, so I will see a physio on "
+    "Friday."
 )
 EXAMPLE_SUMMARY = (
     '{"summary": "Sam signed up for a 10k run in June. Sam is nervous because the knee hurts after long runs '

@@ -1,7 +1,8 @@
 """The L2 summary job: a schema-checked summary of an ended session, grounded in its messages and embedded
-for recall. Invalid model output is retried with fresh samples, then the session is marked ``failed`` with
-the reason — never stored half-valid. A session whose messages were all forgotten, or without a client message,
-gets none (it ends ``deleted``).
+for recall. Invalid model output, or output that copies the transcript's lines or the Assistant's words as the
+client's (:func:`_refusal`), is retried with fresh samples, then the
+session is marked ``failed`` with the reason — never stored half-valid. A session whose messages were all
+forgotten, or without a client message, gets none (it ends ``deleted``).
 Idempotent: a summarised (or still open) session is left alone."""
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import tzinfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.availability import coach_zone
 from app.accounts.models import Client
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
@@ -36,7 +39,16 @@ from app.memory.prompts import (
 from app.memory.retrieval import summary_text
 from app.memory.schemas import SessionSummary, SessionSummaryOutput
 from app.memory.sessions import session_messages
-from app.memory.transcript import format_messages, ground, sentences, windows
+from app.memory.transcript import (
+    TRANSCRIPT_STAMP,
+    content_words,
+    copies,
+    format_messages,
+    ground,
+    sentences,
+    shares_words,
+    windows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +56,12 @@ SUMMARY_MAX_TOKENS = 450
 SUMMARY_MIN_GROUNDED = 0.5
 """Share of a summary's sentences that must be grounded in the session's messages; below it the answer is
 rejected like invalid JSON (small models echo their instructions or invent)."""
+OTHERS_WEIGHT = 0.5
+"""What a summary sentence grounded only in the Assistant's or the Coach's messages counts towards
+:data:`SUMMARY_MIN_GROUNDED` (one grounded in the client's own counts 1): a summary is about the client, and a small
+model retells the reply as what the client said."""
+LISTS = ("topics", "insights", "action_items")
+"""The list fields of a summary, each entry grounded by the words it shares with the session (:func:`_lists_kept`)."""
 
 
 def summary_vector_text(summary: str, topics: Sequence[str]) -> str:
@@ -51,18 +69,49 @@ def summary_vector_text(summary: str, topics: Sequence[str]) -> str:
     return f"{summary} Topics: {', '.join(topics)}."
 
 
-def _without_echoes(output: SessionSummaryOutput, name: str) -> SessionSummaryOutput:
-    """``output`` (about the client ``name``) without the values it repeats from the worked example
-    (:func:`~app.memory.prompts.echoes` of :data:`SUMMARY_ECHOES`): such topics, insights and action items
-    dropped, such an ``emotional_state`` replaced by :data:`ECHO_UNSTATED`. (Prose that repeats the example is
-    rejected before: :meth:`SummaryService._summarize`.)"""
+def _lists_kept(output: SessionSummaryOutput, messages: Sequence[Message], name: str) -> SessionSummaryOutput:
+    """``output`` (about the client ``name``) without what is not the session's: topics, insights and action items
+    that repeat the worked example (:func:`~app.memory.prompts.echoes` of :data:`SUMMARY_ECHOES`) or share no word
+    with ``messages`` (:func:`~app.memory.transcript.shares_words`) dropped, such an ``emotional_state`` replaced by
+    :data:`ECHO_UNSTATED`. (An answer whose prose repeats the example, or whose lists are mostly not the session's,
+    is rejected before: :func:`_refusal`.)"""
+    words = content_words(" ".join(message.text for message in messages), name)
     kept: dict[str, object] = {
-        field: [line for line in getattr(output, field) if not echoes(line, SUMMARY_ECHOES, name)]
-        for field in ("topics", "insights", "action_items")
+        field: [
+            line
+            for line in getattr(output, field)
+            if not echoes(line, SUMMARY_ECHOES, name) and shares_words(line, words, name)
+        ]
+        for field in LISTS
     }
     if echoes(output.emotional_state, SUMMARY_ECHOES, name):
         kept["emotional_state"] = ECHO_UNSTATED
     return output.model_copy(update=kept)
+
+
+def _refusal(output: SessionSummaryOutput, part: Sequence[Message], name: str) -> str | None:
+    """Why a summary of ``part`` (messages of the client ``name``) is not kept, judged by its words alone; ``None``
+    when nothing is wrong. Refused: a transcript line's date and time in any field
+    (:data:`~app.memory.transcript.TRANSCRIPT_STAMP`), and prose that repeats the worked example or the Assistant's
+    or the Coach's words as spoken (:func:`~app.memory.transcript.copies`). List entries that share no word with the
+    session are dropped, not refused (:func:`_lists_kept`): a strong model's topic may abstract what was said
+    ("work-life balance"), and one such entry must not fail the whole summary. (Found with SmolLM2: "Maria Lopez
+    (2026-12-07 21:13): I'm so sorry to hear that your brother…" as the summary, the reply credited to the client,
+    and the topic "Soccer player (2019-3-8 17:56)" in a session about swimming.)"""
+    fields = [output.summary, *(line for field in LISTS for line in getattr(output, field)), output.emotional_state]
+    stamped = next((text for text in fields if TRANSCRIPT_STAMP.search(text)), None)
+    if stamped is not None:
+        return f"copies a transcript line's 'Name (date time):' ({stamped!r})"
+    said = sentences(output.summary)
+    copied = next((sentence for sentence in said if echoes(sentence, SUMMARY_ECHOES, name)), None)
+    if copied is not None:
+        return f"summary: repeats the worked example ({copied!r})"
+    theirs = [message.text for message in part if message.sender_type != SenderType.CLIENT]
+    own = [message.text for message in part if message.sender_type == SenderType.CLIENT]
+    copied = next((sentence for sentence in said if copies(sentence, theirs, own)), None)
+    if copied is not None:
+        return f"summary: gives the Assistant's or the Coach's words as the client's ({copied!r})"
+    return None
 
 
 NOTHING_TO_SUMMARISE = "nothing to summarise: every message was forgotten"
@@ -129,13 +178,13 @@ class SummaryService:
         provider = await self._registry.chat_for(coach)
         embedder = await self._registry.embedder_for(coach)
         try:
-            output = await self._summarize(provider, embedder, messages, client.name)
+            output = await self._summarize(provider, embedder, messages, client.name, coach_zone(coach.availability))
         except InvalidModelOutput as exc:
             async with unit_of_work(self._sessionmaker, coach_id) as uow:
                 await self.fail_summary(uow, session_id, str(exc))
             raise SummaryFailed(str(exc)) from exc
         summary = SessionSummary(
-            **_without_echoes(output, client.name).model_dump(),
+            **_lists_kept(output, messages, client.name).model_dump(),
             message_count=len(messages),
             started_at=messages[0].created_at,
             ended_at=messages[-1].created_at,
@@ -171,22 +220,30 @@ class SummaryService:
         return stale[0] if stale else SessionStatus.SUMMARIZED
 
     async def _summarize(
-        self, provider: ChatProvider, embedder: Embedder, messages: list[Message], name: str
+        self, provider: ChatProvider, embedder: Embedder, messages: list[Message], name: str, zone: tzinfo
     ) -> SessionSummaryOutput:
-        """Map-reduce when the session does not fit: summarise each window, then summarise the summaries.
-        Each window's summary must be grounded in that window (``SUMMARY_MIN_GROUNDED``), and no sentence of it
-        may repeat the worked example (:func:`~app.memory.prompts.echoes`): such an answer is sampled again."""
+        """Map-reduce when the session does not fit: summarise each window (dated in ``zone``, the coach's), then
+        summarise the summaries. Each window's summary must pass :func:`_refusal` and be grounded in that window:
+        its sentences, those grounded in the client's own messages counting 1 and those grounded only in the
+        others' :data:`OTHERS_WEIGHT` (:func:`~app.memory.transcript.ground`, the client's name left out; all count 1
+        in a window without a client message), must reach ``SUMMARY_MIN_GROUNDED`` on average. Another answer is
+        sampled for one that does not."""
         instructions = SUMMARY_INSTRUCTIONS.format(name=name)
 
         def grounded_in(part: Sequence[Message]) -> Callable[[SessionSummaryOutput], Awaitable[str | None]]:
+            clients = {i for i, message in enumerate(part) if message.sender_type == SenderType.CLIENT}
+
             async def check(output: SessionSummaryOutput) -> str | None:
-                said = sentences(output.summary)
-                copied = next((sentence for sentence in said if echoes(sentence, SUMMARY_ECHOES, name)), None)
-                if copied is not None:
-                    return f"summary: repeats the worked example ({copied!r})"
-                share = (await ground(embedder, said, part)).share()
+                refusal = _refusal(output, part, name)
+                if refusal is not None:
+                    return refusal
+                grounding = await ground(embedder, sentences(output.summary), part, name=name)
+                share = grounding.share(clients, OTHERS_WEIGHT)
                 if share < SUMMARY_MIN_GROUNDED:
-                    return f"summary: only {share:.0%} of its sentences are grounded in the messages"
+                    return (
+                        f"summary: only {share:.0%} grounded in the messages (a sentence grounded in the client's "
+                        f"own counts 1, in the Assistant's or the Coach's only {OTHERS_WEIGHT})"
+                    )
                 return None
 
             return check
@@ -195,7 +252,7 @@ class SummaryService:
         outputs = [
             await generate_structured(
                 provider,
-                few_shot_prompt(instructions, EXAMPLE_TRANSCRIPT, EXAMPLE_SUMMARY, format_messages(part, name)),
+                few_shot_prompt(instructions, EXAMPLE_TRANSCRIPT, EXAMPLE_SUMMARY, format_messages(part, name, zone)),
                 SessionSummaryOutput,
                 max_tokens=SUMMARY_MAX_TOKENS,
                 check=grounded_in(part),

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import respx
@@ -39,7 +41,15 @@ from app.memory.retrieval import (
     without_repeats,
 )
 from app.memory.schemas import InsightExtraction, MatchDecision, ProfileOutput, SessionSummaryOutput
-from app.memory.transcript import format_messages, windows
+from app.memory.transcript import (
+    LINE_PREFIX_TOKENS,
+    Grounding,
+    content_words,
+    copies,
+    format_messages,
+    shares_words,
+    windows,
+)
 from app.rag.chunking import count_tokens
 from app.rag.retrieval import RetrievedChunk, rrf_fuse
 from tests.openai_wire import mock_openai, openai_completion, openai_error
@@ -511,7 +521,7 @@ async def test_an_api_error_is_a_provider_error(openai_api: respx.MockRouter) ->
 
 
 def _cost(message: Message) -> int:
-    return count_tokens(message.text) + 12
+    return count_tokens(message.text) + LINE_PREFIX_TOKENS
 
 
 def test_windows_are_consecutive_runs_within_the_token_limit() -> None:
@@ -540,19 +550,83 @@ def test_a_message_longer_than_the_limit_gets_a_window_of_its_own() -> None:
 
 
 def test_format_messages_numbers_and_labels_the_speakers() -> None:
-    from datetime import UTC, datetime
-
     at = datetime(2026, 11, 20, 9, 14, tzinfo=UTC)
     messages = [
         Message(sender_type=SenderType.CLIENT, text="I start Monday.", created_at=at),
         Message(sender_type=SenderType.AI, text="How do you feel?", created_at=at),
         Message(sender_type=SenderType.HUMAN_COACH, text="Call me after.", created_at=at),
     ]
-    assert format_messages(messages, "Ana").splitlines() == [
-        "[1] Ana (2026-11-20 09:14): I start Monday.",
-        "[2] Assistant (2026-11-20 09:14): How do you feel?",
-        "[3] Coach (2026-11-20 09:14): Call me after.",
+    assert format_messages(messages, "Ana", UTC).splitlines() == [
+        "[1] Ana (Fri 2026-11-20 09:14 UTC): I start Monday.",
+        "[2] Assistant (Fri 2026-11-20 09:14 UTC): How do you feel?",
+        "[3] Coach (Fri 2026-11-20 09:14 UTC): Call me after.",
     ]
+
+
+@pytest.mark.parametrize(
+    ("zone", "line"),
+    [
+        ("Pacific/Kiritimati", "[1] Maria Lopez (Tue 2026-12-08 11:15 +14): I will swim tomorrow."),
+        ("America/Los_Angeles", "[1] Maria Lopez (Mon 2026-12-07 13:15 PST): I will swim tomorrow."),
+    ],
+)
+def test_the_memory_jobs_transcripts_are_dated_in_the_coachs_zone_and_say_which(zone: str, line: str) -> None:
+    """The chat prompt dates a coach's memory in the coach's zone ("Today is Tuesday 2026-12-08" in Kiritimati),
+    but the summary, extraction and profile requests read ``(2026-12-07 21:15)``, UTC, unmarked: a summary said
+    "…(2026-12-07 21:13)…" under ``[session of 2026-12-08]``, and the model counted "tomorrow" from UTC's day.
+    The transcript now dates each message in the coach's zone, with its weekday and the zone's abbreviation."""
+    sent = Message(
+        sender_type=SenderType.CLIENT,
+        text="I will swim tomorrow.",
+        created_at=datetime(2026, 12, 7, 21, 15, tzinfo=UTC),
+    )
+    assert format_messages([sent], "Maria Lopez", ZoneInfo(zone)) == line
+
+
+@pytest.mark.parametrize(
+    ("item", "grounded"),
+    [
+        ("learning to swim", True),  # "swim" starts "swimming": no stemmer needed
+        ("fear of deep water", True),
+        ("Practise with Luis on Saturdays", True),  # the reply's words count: next steps are often its own
+        ("Soccer player", False),
+        ("excited about the upcoming marathon", False),
+        ("Maria wants to talk about it", False),  # the client's name and common words ground nothing
+    ],
+)
+def test_a_summary_list_item_is_grounded_by_a_word_it_shares_with_the_session(item: str, grounded: bool) -> None:
+    session = (
+        "Maria: I want to learn swimming, 1 km by summer, but I am afraid of deep water. "
+        "Assistant: Hi Maria! You could ask Luis to start in the shallow end on Saturdays."
+    )
+    assert shares_words(item, content_words(session, "Maria Lopez"), "Maria Lopez") is grounded
+
+
+REPLY_TEXT = "I'm so sorry to hear that your brother was willing to help you. Start in the shallow end on Saturdays."
+CLIENT_TEXT = "My brother Luis swims every day and offered to help me on Saturdays."
+
+
+@pytest.mark.parametrize(
+    ("sentence", "copied"),
+    [
+        ("I'm so sorry to hear that your brother was willing to help you.", True),  # the reply, as the client's
+        ("Maria Lopez: so sorry to hear that your brother", True),
+        ("The assistant suggested she start in the shallow end on Saturdays.", False),  # a note of the reply
+        ("Maria said: My brother Luis swims every day and offered to help me.", False),  # the client's own words
+        ("Her brother Luis offered to help her on Saturdays.", False),
+    ],
+)
+def test_a_summary_sentence_speaking_the_replys_words_is_a_copy(sentence: str, copied: bool) -> None:
+    assert copies(sentence, [REPLY_TEXT], [CLIENT_TEXT]) is copied
+
+
+def test_a_statement_grounded_only_in_the_others_messages_counts_less() -> None:
+    """Message 0 is the client's, 1 the Assistant's: a summary sentence grounded in the client's words counts 1, one
+    grounded only in the reply a half, one grounded in nothing 0; without a client message all grounded count 1."""
+    grounding = Grounding([], [[0, 1], [1], []])
+    assert grounding.share({0}, 0.5) == pytest.approx(0.5)
+    assert grounding.share(set(), 0.5) == pytest.approx(2 / 3)
+    assert Grounding([], []).share({0}, 0.5) == 1.0
 
 
 def test_a_coachs_own_model_gets_its_own_budget_and_memory_outlasts_the_weaker_passages() -> None:

@@ -7,8 +7,9 @@ import re
 
 from app.memory.prompts import DECISION_INSTRUCTIONS, EXTRACT_INSTRUCTIONS, PROFILE_INSTRUCTIONS, SUMMARY_INSTRUCTIONS
 
-LINE = re.compile(r"^\[(\d+)\] (.+?) \(\d{4}-\d{2}-\d{2} \d{2}:\d{2}\): (.*)$")
-"""One ``[n] Speaker (YYYY-MM-DD HH:MM): text`` line of :func:`app.memory.transcript.format_messages`."""
+LINE = re.compile(r"^\[(\d+)\] (.+?) \(([A-Z][a-z]{2} \d{4}-\d{2}-\d{2} \d{2}:\d{2} [^)]+)\): (.*)$")
+"""One ``[n] Speaker (Tue 2026-12-08 11:15 +14): text`` line of :func:`app.memory.transcript.format_messages`: the
+line's number, speaker, date (in the coach's time zone, its abbreviation or offset last) and text."""
 
 
 def _prefix(instructions: str) -> str:
@@ -35,7 +36,7 @@ def client_lines(transcript: str) -> list[tuple[int, str]]:
     for raw in transcript.splitlines():
         match = LINE.match(raw)
         if match and match[2] not in ("Assistant", "Coach"):
-            lines.append((int(match[1]), match[3]))
+            lines.append((int(match[1]), match[4]))
     return lines
 
 

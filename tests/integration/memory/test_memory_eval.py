@@ -241,7 +241,7 @@ class FakeOpenAI:
         elif job == "summary":
             answer = {
                 "summary": " ".join(text for _, text in client_lines(user)),
-                "topics": ["Jordan's new dog"],
+                "topics": ["Jordan's beagle Rufus"],  # a word of each session: grounded
                 "insights": [],
                 "action_items": [],
                 "emotional_state": "happy",

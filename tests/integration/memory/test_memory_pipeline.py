@@ -52,6 +52,7 @@ from app.memory.summaries import (
     SummaryFailed,
     SummaryService,
 )
+from app.memory.transcript import LINE_PREFIX_TOKENS
 from app.rag.chunking import count_tokens
 from tests.conftest import Coach, make_client, seed_insight
 from tests.integration.memory.memory_wire import LINE, client_lines, memory_job, new_client_lines
@@ -100,8 +101,9 @@ class FakeOpenAI:
     """The coach's OpenAI endpoint. Streamed requests are chat turns (recorded, answered with ``REPLY``);
     the others are Structured Outputs calls of the memory jobs, routed by their system prompt and recorded
     by job (``summary``, ``extract``, ``decision``, ``profile``). ``summary_answers`` overrides the next
-    summary answers with raw contents (e.g. invalid JSON)."""
+    summary answers with raw contents (e.g. invalid JSON); ``reply`` is the chat turns' streamed reply."""
 
+    reply: list[str] = field(default_factory=lambda: REPLY)
     chat_requests: list[dict[str, Any]] = field(default_factory=list)
     structured: dict[str, list[dict[str, Any]]] = field(
         default_factory=lambda: {"summary": [], "extract": [], "decision": [], "profile": []}
@@ -112,7 +114,7 @@ class FakeOpenAI:
         body = json.loads(request.content)
         if body.get("stream"):
             self.chat_requests.append(body)
-            return sse_response(openai_sse(REPLY, usage=(412, len(REPLY))))
+            return sse_response(openai_sse(self.reply, usage=(412, len(self.reply))))
         assert body["response_format"]["type"] == "json_schema" and body["response_format"]["json_schema"]["strict"]
         system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
         job = memory_job(system)
@@ -146,12 +148,15 @@ class FakeOpenAI:
 
     @staticmethod
     def _summary(user: str) -> dict[str, Any]:
+        """What the client said, its opening words as the topic and a next step on it (each from the session, as
+        the job requires of a summary's lists)."""
         said = " ".join(text for _, text in client_lines(user))
+        topic = " ".join(said.split()[:6])
         return {
             "summary": f"In this session the client said: {said}"[:1500],
-            "topics": ["plans for the coming weeks"],
+            "topics": [topic],
             "insights": [],
-            "action_items": ["Check in again next week"],
+            "action_items": [f"Follow up on {topic}"],
             "emotional_state": "hopeful",
         }
 
@@ -797,7 +802,7 @@ async def test_what_the_model_copies_from_the_worked_example_is_not_remembered(
     [ended] = await sessions_of(container, coach, client_id)
     assert len(llm.structured["summary"]) == 2, "the answer that copied the example's prose was sampled again"
     assert ended.summary is not None and "physiotherapist" not in ended.summary["summary"]
-    assert ended.summary["topics"] == ["plans for the coming weeks"]
+    assert ended.summary["topics"] == summary(llm.structured["summary"][-1]["messages"][-1]["content"])["topics"]
     assert ended.summary["emotional_state"] == ECHO_UNSTATED
     async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as s:
         stored = await s.scalar(select(ClientProfile).where(ClientProfile.client_id == client_id))
@@ -969,12 +974,171 @@ async def test_invalid_model_output_fails_the_summary_job_and_stores_nothing(
     assert await Job(f"{UPDATE_PROFILE}:{session_id}:1", container.redis).status() == JobStatus.not_found
 
 
+SWIMMING = (
+    "I want to learn to swim 1 km by summer, but I am afraid of deep water.",
+    "My brother Luis swims every day and offered to help me on Saturdays.",
+)
+SORRY = "I'm so sorry to hear that your brother was willing to help you."
+"""The AI's reply that SmolLM2 stored as the client's summary (found by a tester)."""
+HONEST = {
+    "summary": "Maria wants to learn to swim 1 km by summer but is afraid of deep water. Her brother Luis swims "
+    "every day and offered to help her on Saturdays.",
+    "topics": ["swimming 1 km by summer", "fear of deep water"],
+    "insights": ["Luis can help Maria train"],
+    "action_items": ["Practise with Luis on Saturdays"],
+    "emotional_state": "motivated but anxious",
+}
+
+
+async def swimming_session(
+    container: Container, http: httpx.AsyncClient, coach: Coach, llm: FakeOpenAI, reply: str = SORRY
+) -> tuple[uuid.UUID, dict[str, str]]:
+    """Maria Lopez's two messages of the tester's session, each answered with ``reply``; returns the
+    conversation's id and her widget's headers."""
+    llm.reply = [reply]
+    client = await make_client(http, coach, "Maria Lopez")
+    first = await say(container, coach, uuid.UUID(client["id"]), SWIMMING[0])
+    await say(container, coach, uuid.UUID(client["id"]), SWIMMING[1], first.conversation_id)
+    return first.conversation_id, {"Authorization": f"Bearer {client['widget_token']}"}
+
+
+@pytest.mark.parametrize(
+    ("junk", "reason"),
+    [
+        (  # the reply, credited to the client, in the transcript's form
+            {"summary": f"Maria Lopez (2026-12-07 21:13): {SORRY}"},
+            "copies a transcript line's 'Name (date time):'",
+        ),
+        ({"topics": ["Soccer player (2019-3-8 17:56)"]}, "copies a transcript line's 'Name (date time):'"),
+        (  # the reply as what the client said, without the transcript's form
+            {"summary": f"Maria said: {SORRY} She wants to learn to swim 1 km by summer."},
+            "summary: gives the Assistant's or the Coach's words as the client's",
+        ),
+    ],
+)
+async def test_a_summary_that_copies_the_transcript_or_the_reply_is_refused(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+    junk: dict[str, Any],
+    reason: str,
+) -> None:
+    """A tester's session with SmolLM2 was stored as ``summarized`` with the summary "Maria Lopez (2026-12-07
+    21:13): I'm so sorry to hear that your brother was willing to help you…" (the AI's reply credited to the
+    client) and the topic "Soccer player (2019-3-8 17:56)", all shown to the client on her memory page and recalled
+    in place of her own words. Each such answer is now refused: sampled again at every retry temperature, then the
+    session ends ``failed`` with the reason, and nothing is stored. (List entries nobody spoke of are dropped from
+    a summary kept: ``test_an_honest_summary_is_kept_and_a_next_step_nobody_spoke_of_is_dropped``.)"""
+    conversation_id, as_maria = await swimming_session(container, http, coach, llm)
+    llm.summary_answers = [openai_completion(json.dumps(HONEST | junk)) for _ in RETRY_TEMPERATURES]
+
+    session_id = await end_and_run(container, coach, conversation_id, run_jobs)
+
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as s:
+        failed = await s.get_one(ChatSession, session_id)
+    assert len(llm.structured["summary"]) == len(RETRY_TEMPERATURES), "each answer was refused"
+    assert failed.status == SessionStatus.FAILED and failed.summary is None and failed.embedding is None
+    assert failed.summary_error is not None and reason in failed.summary_error, failed.summary_error
+    assert llm.structured["profile"] == [], "no profile update learns from it"
+    assert (await http.get("/api/v1/widget/memory", headers=as_maria)).json()["summaries"] == []
+
+
+async def test_a_summary_of_the_replys_words_and_invention_is_refused_one_of_the_clients_words_kept(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """Half of a summary's sentences had to be grounded in any message of the session: one retelling the AI's reply
+    and one nobody said ("excited about the upcoming marathon") passed. A sentence grounded only in the Assistant's
+    or the Coach's words now counts half (:data:`~app.memory.summaries.OTHERS_WEIGHT`): that summary is refused,
+    and the next, which retells the same reply beside what the client said, is kept."""
+    stretch = "Stretch your shoulders for five minutes before every practice."
+    conversation_id, _ = await swimming_session(container, http, coach, llm, reply=stretch)
+    retold = "The assistant recommended stretching the shoulders before every practice."
+    invented = {"summary": f"{retold} Maria is excited about the upcoming marathon."}
+    kept = {"summary": f"Maria wants to learn to swim 1 km by summer but is afraid of deep water. {retold}"}
+    llm.summary_answers = [openai_completion(json.dumps(HONEST | answer)) for answer in (invented, kept)]
+
+    session_id = await end_and_run(container, coach, conversation_id, run_jobs)
+
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as s:
+        stored = await s.get_one(ChatSession, session_id)
+    assert len(llm.structured["summary"]) == 2, "the first answer was refused"
+    assert stored.status == SessionStatus.SUMMARIZED and stored.summary is not None
+    assert stored.summary["summary"] == kept["summary"]
+
+
+async def test_an_honest_summary_is_kept_and_a_next_step_nobody_spoke_of_is_dropped(
+    container: Container,
+    http: httpx.AsyncClient,
+    coach: Coach,
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """A careful model's summary of the same session — third person, in its own words, a next step from the
+    reply — is stored at the first answer; an action item that shares no word with the session is dropped from it
+    (a weak model lists what nobody said)."""
+    conversation_id, as_maria = await swimming_session(container, http, coach, llm)
+    invented = "Sign up for the city marathon"
+    answer = HONEST | {"action_items": [*HONEST["action_items"], invented]}
+    llm.summary_answers = [openai_completion(json.dumps(answer))]
+
+    session_id = await end_and_run(container, coach, conversation_id, run_jobs)
+
+    async with tenant_session(container.sessionmaker, uuid.UUID(coach.coach_id)) as s:
+        kept = await s.get_one(ChatSession, session_id)
+    assert_valid_summary(kept, await session_message_ids(container, uuid.UUID(coach.coach_id), session_id))
+    assert len(llm.structured["summary"]) == 1, "accepted at the first answer"
+    assert kept.summary is not None and kept.summary["summary"] == HONEST["summary"]
+    assert (kept.summary["topics"], kept.summary["insights"]) == (HONEST["topics"], HONEST["insights"])
+    assert kept.summary["action_items"] == HONEST["action_items"], "the invented next step is dropped"
+    [shown] = (await http.get("/api/v1/widget/memory", headers=as_maria)).json()["summaries"]
+    assert (shown["summary"], shown["action_items"]) == (HONEST["summary"], HONEST["action_items"])
+
+
+async def test_the_memory_jobs_read_the_session_dated_in_the_coachs_zone(
+    container: Container,
+    http: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    llm: FakeOpenAI,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """A coach in Kiritimati (UTC+14): the chat prompt dates the client's memory and "today" there, but the summary,
+    extraction and profile requests dated the messages in UTC, unmarked — the day before, there, in the evening
+    hours — so a summary read "(2026-12-07 21:13)" under ``[session of 2026-12-08]`` and "tomorrow" was counted
+    from UTC's day. Each job's transcript now dates the messages in the coach's zone and says which."""
+    zone = ZoneInfo("Pacific/Kiritimati")
+    kiritimati = await make_coach("Coach Teiwaki")
+    availability = {"timezone": zone.key, "days": list(range(7)), "start": "00:00", "end": "23:59"}
+    settings = {"llm_provider": "openai", "llm_model": LLM_MODEL, "llm_base_url": LLM_BASE_URL, "llm_api_key": LLM_KEY}
+    patched = await http.patch(
+        "/api/v1/settings", headers=kiritimati.headers, json=settings | {"availability": availability}
+    )
+    assert patched.status_code == 200, patched.text
+    client_id = await new_client(http, kiritimati, "Maria Lopez")
+    turn = await say(container, kiritimati, client_id, "I want to run the Berlin marathon, I start tomorrow.")
+    sent = (await messages_by_id(container, kiritimati, [turn.received_message_id]))[turn.received_message_id]
+    await end_and_run(container, kiritimati, turn.conversation_id, run_jobs)
+
+    there = sent.created_at.astimezone(zone)
+    line = f"] Maria Lopez ({there:%a %Y-%m-%d %H:%M} +14): I want to run the Berlin marathon"
+    utc = f"({sent.created_at:%Y-%m-%d %H:%M}"
+    for job in ("summary", "extract", "profile"):
+        [request] = llm.structured[job]
+        transcript = request["messages"][-1]["content"]
+        assert line in transcript and utc not in transcript, (job, transcript)
+
+
 def _esconv_dialog(max_tokens: int) -> dict[str, Any]:
     """The first ESConv conversation of the validation split whose transcript fits one summary window."""
     with ESCONV.open() as lines:
         for line in lines:
             record = json.loads(line)
-            if sum(count_tokens(turn["text"]) + 12 for turn in record["dialog"]) <= max_tokens:
+            if sum(count_tokens(turn["text"]) + LINE_PREFIX_TOKENS for turn in record["dialog"]) <= max_tokens:
                 return record
     raise AssertionError("no ESConv conversation fits")
 
