@@ -59,6 +59,12 @@ def mock_chat_endpoint(deltas: Sequence[str], usage: tuple[int, int] = (80, 5)) 
         yield router
 
 
+def stream_reply(router: respx.MockRouter, deltas: Sequence[str], usage: tuple[int, int] = (80, 5)) -> None:
+    """From now on, the endpoint of :func:`mock_chat_endpoint` (``router``) streams ``deltas`` for every chat
+    completion, e.g. a reply citing the prompt's first passage by its number (``" [1]"``), as the prompt asks."""
+    router.routes["completions"].mock(side_effect=lambda request: sse_response(openai_sse(deltas, usage)))
+
+
 MOCK_ENDPOINT_SETTINGS = {
     "llm_provider": "openai",
     "llm_model": "gpt-4o-mini",

@@ -24,10 +24,20 @@ from app.core.config import Settings
 from app.core.errors import TooManyAttempts
 from app.handoff.signals import asks_for_human
 from tests.browser.conftest import CoachWithClient
-from tests.browser.test_handoff_browser import PASSWORD, REPLY, WAIT_MS, browser, llm_api, send_from_widget, shot
+from tests.browser.test_handoff_browser import (
+    DELTAS,
+    PASSWORD,
+    REPLY,
+    WAIT_MS,
+    browser,
+    llm_api,
+    send_from_widget,
+    shot,
+)
 from tests.conftest import Coach, upload
 from tests.integration.web.test_ux_bugs import NOTES
 from tests.integration.web.test_widget_presence import noon_zone
+from tests.openai_wire import stream_reply
 
 __all__ = ["browser", "llm_api"]  # fixtures used by name below
 pytestmark = pytest.mark.browser
@@ -259,6 +269,7 @@ async def test_a_reply_citing_one_source_twice_shows_its_label_once_with_both_ma
     setup = await coach_with_client("Coach Cites", "Cy")
     await upload(http, setup.coach, "routines.txt", NOTES.encode())
     await run_jobs()
+    stream_reply(llm_api, [*DELTAS, " [1][2][3]"], (80, 5))  # the reply cites three passages of the file
     context = await browser.new_context(base_url=base_url, viewport=PHONE)
     widget = await context.new_page()
     await widget.goto(f"/w/{setup.client['widget_token']}")
@@ -286,6 +297,7 @@ async def test_a_citation_standing_for_several_passages_opens_every_one(
     setup = await coach_with_client("Coach Passages", "Pia")
     await upload(http, setup.coach, "routines.txt", NOTES.encode())
     await run_jobs()
+    stream_reply(llm_api, [*DELTAS, " [1][2][3]"], (80, 5))  # the reply cites three passages of the file
     context = await browser.new_context(base_url=base_url, viewport=PHONE)
     widget = await context.new_page()
     await widget.goto(f"/w/{setup.client['widget_token']}")

@@ -3,7 +3,9 @@ the reply being generated, and the result the channels render."""
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,13 +20,35 @@ from app.conversations.metadata import HANDED_BACK
 from app.conversations.models import Conversation, Message
 from app.handoff.confidence import Confidence
 from app.handoff.risk import RiskAssessment
-from app.handoff.signals import TurnSignals
+from app.handoff.signals import TurnSignals, content_words
 from app.learning.experiments import Assignment
 from app.learning.interventions import FewShotExample
 from app.learning.models import ModelVersion
 from app.llm.base import Usage
 from app.memory.retrieval import MemoryContext
 from app.rag.retrieval import RetrievedChunk
+
+MIN_SHARED_WORDS = 3
+"""Content words a reply without ``[n]`` markers must share with a passage for it to be cited."""
+_MARKER = re.compile(r"\[(\d{1,2})\]")
+
+
+def cited_passages(text: str, passages: Sequence[RetrievedChunk]) -> list[int]:
+    """The 1-based numbers (prompt order) of the ``passages`` a reply ``text`` draws on: those it cites by number
+    (``[2]``, as the prompt asks), when it cites any that exist; else those sharing at least
+    :data:`MIN_SHARED_WORDS` stemmed content words with it (:func:`~app.handoff.signals.content_words`), a
+    lexical form of post-hoc attribution (citing by the answer, not by the question: Gao et al. 2023, "Enabling
+    Large Language Models to Generate Text with Citations", EMNLP 2023, judge a citation by whether the passage
+    supports the answer). Every retrieved passage was a citation: small talk ("thanks, have a nice day") showed
+    five book pages, and an "I do not know" looked sourced. A retrieval score is no floor here: the Meditations
+    passages that answer "how should I deal with people who annoy me?" are 0.10–0.18 in cosine to it, as close
+    as unrelated text."""
+    marked = sorted({int(n) for n in _MARKER.findall(text) if 1 <= int(n) <= len(passages)})
+    if marked:
+        return marked
+    said = content_words(text)
+    return [n for n, p in enumerate(passages, start=1) if len(said & content_words(p.text)) >= MIN_SHARED_WORDS]
+
 
 TEMPERATURE = 0.3
 """Sampling temperature unless an experiment's variant sets another."""
@@ -167,5 +191,9 @@ class Reply:
 
     @property
     def citations(self) -> list[dict[str, Any]]:
-        """The citations of the passages kept in the prompt."""
-        return [p.citation() for p in self.passages]
+        """The citations of the passages the reply draws on (:func:`cited_passages`), each with its number in the
+        prompt (``markers``), which the client's view shows."""
+        return [
+            self.passages[number - 1].citation() | {"markers": [number]}
+            for number in cited_passages(self.text, self.passages)
+        ]

@@ -20,6 +20,7 @@ from app.db.outbox import OutboxJob
 from app.rag.models import Chunk, Document
 from app.rag.retrieval import retrieve
 from tests.conftest import Coach, make_client, upload
+from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint
 
 NOTES = b"""# Anger at work
 
@@ -37,13 +38,16 @@ async def two_coaches(
     doc = await upload(http, a, "anger-notes.md", NOTES)
     await run_jobs()
     client_a = await make_client(http, a, "Client of A")
-    turn = await http.post(
-        "/api/v1/chat",
-        headers={"Authorization": f"Bearer {client_a['widget_token']}"},
-        json={"text": "A colleague annoys me, what should I do?"},
-    )
+    assert (await http.patch("/api/v1/settings", headers=a.headers, json=MOCK_ENDPOINT_SETTINGS)).status_code == 200
+    with mock_chat_endpoint(["Pause and breathe before you answer", " [1]."]):  # A's model cites A's passage
+        turn = await http.post(
+            "/api/v1/chat",
+            headers={"Authorization": f"Bearer {client_a['widget_token']}"},
+            json={"text": "A colleague annoys me, what should I do?"},
+        )
     assert turn.status_code == 200
-    assert turn.json()["citations"], "A's client is answered from A's notes"
+    cited = {c["document_id"] for c in turn.json()["citations"]}
+    assert cited == {doc["id"]}, "A's client is answered from A's notes"
     client_b = await make_client(http, b, "Client of B")
     return {
         "a": a,

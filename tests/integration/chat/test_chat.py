@@ -11,6 +11,7 @@ import websockets
 
 from app.conversations.metadata import client_citations
 from app.core.runtime import WS_MAX_MESSAGE_BYTES
+from tests.cited import assert_cites_only_what_it_draws_on
 from tests.conftest import ReadyCoach, ws_turn
 
 QUESTION = "How should I deal with people who annoy me?"
@@ -24,7 +25,9 @@ async def test_rest_turn_cites_meditations_and_persists_both_messages(
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["reply"].strip()
-    assert body["citations"], "the reply must cite the coach's material"
+    # whether the model's reply draws on a passage is the model's: what it cites, it draws on (the positive case,
+    # a reply citing the material, is the stub-model tests')
+    await assert_cites_only_what_it_draws_on(http, meditations_coach.widget_token, body["reply"], body["citations"])
     for citation in body["citations"]:
         assert citation["document_id"] == meditations_coach.document_id
         assert 1 <= citation["page"] <= 162
@@ -75,7 +78,8 @@ async def test_websocket_streams_tokens_then_done(
     streamed = "".join(tokens).strip()
     # a reply cut by the token limit is stored up to its last full sentence
     assert streamed == event["reply"] or (event["metadata"].get("truncated") and streamed.startswith(event["reply"]))
-    assert event["citations"] and all(c["page"] for c in event["citations"])
+    assert all(c["page"] for c in event["citations"])
+    await assert_cites_only_what_it_draws_on(http, meditations_coach.widget_token, event["reply"], event["citations"])
     transcript = (
         await http.get(f"/api/v1/conversations/{event['conversation_id']}", headers=meditations_coach.coach.headers)
     ).json()

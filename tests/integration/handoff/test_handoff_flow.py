@@ -49,7 +49,14 @@ from app.rag.models import Chunk, Document
 from app.rag.passages import match_successors, store_successors
 from app.rag.pipeline import IngestRun
 from tests.conftest import Coach, make_client, seed_insight, upload
-from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, mock_chat_endpoint, openai_error, openai_sse, sse_response
+from tests.openai_wire import (
+    MOCK_ENDPOINT_SETTINGS,
+    mock_chat_endpoint,
+    openai_error,
+    openai_sse,
+    sse_response,
+    stream_reply,
+)
 
 DELTAS = ["Let's", " take", " it", " one", " step", " at", " a", " time", "."]
 REPLY = "".join(DELTAS)
@@ -988,6 +995,7 @@ async def test_a_draft_citing_a_document_deleted_since_is_sent_only_edited(
         http, setup.coach, "weekly-planning.md", b"# Weekly planning\n\nPlan your week on Sunday: three priorities.\n"
     )
     await run_jobs()
+    stream_reply(llm_api, [*DELTAS, " [1]"], (120, 9))  # the drafts cite the document's passage
     conversation_id = (await chat(http, setup, "How can I plan my week better?"))["conversation_id"]
     [draft] = (await http.get("/api/v1/drafts?status=pending", headers=h)).json()
     # processed again (twice), the document lives on in its copy: a draft citing it is sent as written, and the
@@ -1031,6 +1039,7 @@ async def test_approving_a_draft_and_deleting_its_document_at_once_take_turns(
     setup = await new_setup(handoff_mode="draft")
     h, coach_id = setup.coach.headers, uuid.UUID(setup.coach.coach_id)
     notes = b"# Weekly planning\n\nPlan your week on Sunday: three priorities.\n"
+    stream_reply(llm_api, [*DELTAS, " [1]"], (120, 9))  # the drafts cite the document's passage
 
     async def drafted(text: str, conversation_id: str | None = None) -> tuple[str, uuid.UUID]:
         await upload(http, setup.coach, "weekly-planning.md", notes)

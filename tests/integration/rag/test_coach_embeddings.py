@@ -42,6 +42,7 @@ from app.rag import pipeline
 from app.rag.chunking import embedding_input
 from app.rag.headers import reheader_document
 from app.rag.models import Chunk, Document
+from tests.cited import assert_cites_only_what_it_draws_on
 from tests.conftest import Coach, make_client, upload
 from tests.openai_wire import MOCK_BASE_URL, mock_openai, openai_error, openai_sse, sse_response
 
@@ -149,7 +150,10 @@ def endpoint() -> Any:
     with mock_openai() as router:
         router.route(host="127.0.0.1").pass_through()
         router.post(f"{MOCK_BASE_URL}/chat/completions").mock(
-            side_effect=lambda request: sse_response(openai_sse(["Breathe", " out", "."], (80, 3)))
+            # a reply drawing on NOTE (four content words of it): it cites NOTE's passage when retrieval finds it
+            side_effect=lambda request: sse_response(
+                openai_sse(["Breathe", " out slowly", " for two minutes."], (80, 3))
+            )
         )
         router.post(EMBEDDINGS_URL, name="embeddings").mock(side_effect=embeddings_response)
         yield router
@@ -175,7 +179,9 @@ async def test_switching_to_an_openai_model_reembeds_everything_then_switches(
     other = await new_coach(http, make_coach, "Bystander Coach", NOTE)
     await run_jobs()
     client = await make_client(http, coach)
-    assert (await chat(http, client["widget_token"]))["citations"]
+    first = await chat(http, client["widget_token"])
+    assert first["citations"]
+    await assert_cites_only_what_it_draws_on(http, client["widget_token"], first["reply"], first["citations"])
     await run_jobs()  # the AI message's episode
     other_before = await stored_chunks(container, other)
     route = endpoint.routes["embeddings"]

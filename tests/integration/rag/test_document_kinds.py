@@ -29,8 +29,8 @@ from app.rag.retrieval import source_label
 from tests.conftest import Coach, make_client, upload
 from tests.hostile_files import text_pdf
 from tests.integration.rag.test_hostile_files import _run_worker
-from tests.integration.web.test_dashboard import browser, client_chat, llm_api, log_in
-from tests.openai_wire import MOCK_ENDPOINT_SETTINGS
+from tests.integration.web.test_dashboard import DELTAS, browser, client_chat, llm_api, log_in
+from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, stream_reply
 
 __all__ = ["browser", "llm_api"]  # a logged-out browser tab and the mocked coach endpoint, fixtures
 
@@ -207,6 +207,7 @@ async def test_a_chat_citation_of_a_transcript_shows_its_timestamp(
     settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
     assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
     client = await make_client(http, coach, "Anna")
+    stream_reply(llm_api, [*DELTAS, " [1]"], (50, 5))  # the reply cites the best passage
     turn = await client_chat(http, client["widget_token"], "How long did I keep the cold shower streak?")
     [cited] = [c for c in turn["citations"] if c["document_id"] == document["id"]]
     assert cited["locator"] == "00:00:02" and "score" not in cited
@@ -306,6 +307,7 @@ async def test_a_markdown_and_a_word_document_are_titled_and_cited_by_their_head
     settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
     assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
     client = await make_client(http, coach, "Dana")
+    stream_reply(llm_api, [*DELTAS, " [1]"], (50, 5))  # each reply cites its question's best passage
     for question, document, label in [
         ("How many morning pages should I write by hand?", notes, "The Morning Pages Method"),
         ("When should I dim the screens in the evening?", handout, "Evening Wind-Down Routine, p. 1"),

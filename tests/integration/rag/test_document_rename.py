@@ -22,8 +22,8 @@ from app.rag.chunking import chunk_header, embedding_input
 from app.rag.models import Chunk
 from tests.conftest import Coach, make_client, upload
 from tests.integration.rag.test_document_kinds import _chunks, _long_markdown, _ready
-from tests.integration.web.test_dashboard import browser, client_chat, csrf, llm_api, log_in
-from tests.openai_wire import MOCK_ENDPOINT_SETTINGS
+from tests.integration.web.test_dashboard import DELTAS, browser, client_chat, csrf, llm_api, log_in
+from tests.openai_wire import MOCK_ENDPOINT_SETTINGS, stream_reply
 
 __all__ = ["browser", "llm_api"]  # a logged-out browser tab and the mocked coach endpoint, fixtures
 
@@ -110,6 +110,7 @@ async def test_a_rename_re_heads_every_chunk_in_place_and_citations_name_the_new
     settings = MOCK_ENDPOINT_SETTINGS | {"response_cache_ttl_seconds": 0}
     assert (await http.patch("/api/v1/settings", headers=coach.headers, json=settings)).status_code == 200
     client = await make_client(http, coach, "Robin")
+    stream_reply(llm_api, [*DELTAS, " [1]"], (50, 5))  # the reply cites the best passage
     turn = await client_chat(http, client["widget_token"], "How small can the walking habit be on hard days?")
     assert any(c["title"] == HEADING_TITLE for c in turn["citations"]), turn["citations"]
     before = await _chunks(container, coach, document["id"])

@@ -30,8 +30,8 @@ HTML = {"Accept": "text/html,application/xhtml+xml"}
 
 @pytest.fixture
 def llm_api() -> Iterator[respx.MockRouter]:
-    """The coach's endpoint, mocked."""
-    with mock_chat_endpoint(["Try", " a", " walk", "."], (40, 4)) as router:
+    """The coach's endpoint, mocked: its reply cites the first three passages by number, as the prompt asks."""
+    with mock_chat_endpoint(["Try", " a", " walk", " [1][2][3]", "."], (40, 4)) as router:
         yield router
 
 
