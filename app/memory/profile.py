@@ -69,8 +69,9 @@ def _merge_list(current: Sequence[str], new: Sequence[str], kept: frozenset[str]
 
 def _coachs_own(profile: ClientProfile, name: str) -> frozenset[str]:
     """The casefolded lines of list ``name`` no session gave (:attr:`ClientProfile.entry_sessions`): the
-    coach's own (or lines from before sources were recorded), which the update job neither caps nor
-    attributes to a session, so forgetting a session never takes them."""
+    coach's own (or, in a profile the coach edited, lines learnt before sources were recorded: migration 0063
+    gave the others their client's sessions), which the update job neither caps nor attributes to a session, so
+    forgetting a session never takes them."""
     sources = (profile.entry_sessions or {}).get(name, {})
     return frozenset(line.casefold() for line in getattr(profile, name) if line.casefold() not in sources)
 
@@ -113,7 +114,7 @@ async def forget_sessions(
     """The sessions ``session_ids`` no longer tell anything (their summary was forgotten, or messages in them
     were): each learnt profile line loses them as sources, and a line left with none leaves the profile (a learnt
     ``tone`` too: it is emptied). The ``update_profile`` job of a session summarised again adds back what it still
-    shows. Lines with no recorded source (the coach's own, or learnt before their sources were recorded) stay.
+    shows. Lines with no recorded source (the coach's own: :func:`_coachs_own`) stay.
     Under the profile's lock; nothing to do without a profile."""
     forgotten = {str(session_id) for session_id in session_ids}
     if not forgotten:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 import uuid
@@ -234,6 +235,78 @@ async def test_alert_emails_stored_before_confirmation_existed_stay_confirmed(se
             await conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
         await superuser.dispose()
     assert tuple(row) == ("me@example.com", None)
+
+
+async def test_profile_lines_learnt_before_their_sources_were_recorded_get_their_clients_sessions(
+    services: Services,
+) -> None:
+    """Migration 0063: a profile line learnt before 0042 had no sources, so it read as the coach's own and no forget
+    or summary deletion ever took it out (found by an upgrade from 0037 with real data). In a profile the coach never
+    edited, each unsourced line (and the tone) now names every summarised session of its client; sourced lines keep
+    theirs, and a profile the coach edited is left as it was."""
+    name = f"profiles_{uuid.uuid4().hex[:8]}"
+    superuser = make_engine(services.migration_database_url, pool_size=1)
+    async with superuser.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text(f"CREATE DATABASE {name}"))
+    url = make_url(services.migration_database_url).set(database=name).render_as_string(hide_password=False)
+    in_database = make_engine(url, pool_size=1)
+    coach_id, learnt, edited = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    first, second, deleted, later = (uuid.uuid4() for _ in range(4))
+    try:
+        async with in_database.begin() as conn:
+            await conn.execute(text("CREATE EXTENSION vector"))
+        await asyncio.to_thread(command.upgrade, alembic_config(url), "0062")
+        async with in_database.begin() as conn:
+            await _insert_at(conn, "coaches", {"id": coach_id, "name": "Old Coach"})
+            for client_id in (learnt, edited):
+                await _insert_at(conn, "clients", {"id": client_id, "coach_id": coach_id, "name": "Carol"})
+                await _insert_at(conn, "conversations", {"id": client_id, "coach_id": coach_id, "client_id": client_id})
+            for session_id, status, day in (
+                (first, "summarized", 1),
+                (second, "summarized", 2),
+                (deleted, "deleted", 3),
+            ):
+                values = {"id": session_id, "coach_id": coach_id, "client_id": learnt, "conversation_id": learnt}
+                await _insert_at(
+                    conn, "chat_sessions", values | {"status": status}, started_at=f"now() - interval '{10 - day} days'"
+                )
+            sourced = json.dumps({"what_works": {"walks": [str(later)]}})
+            await _insert_at(
+                conn,
+                "client_profiles",
+                {"coach_id": coach_id, "client_id": learnt, "tone": "Warm"},
+                what_works='\'["Short plans", "Walks"]\'::jsonb',
+                sensitive_topics="'[\"Her father\"]'::jsonb",
+                communication_preferences="'[]'::jsonb",
+                what_doesnt_work="'[]'::jsonb",
+                entry_sessions=f"'{sourced}'::jsonb",
+            )
+            await _insert_at(
+                conn,
+                "client_profiles",
+                {"coach_id": coach_id, "client_id": edited, "tone": ""},
+                what_works="'[\"A line of the coach\"]'::jsonb",
+                coach_edited_at="now()",
+            )
+        await asyncio.to_thread(upgrade_head, url)
+        async with in_database.connect() as conn:
+            rows = dict((await conn.execute(text("SELECT client_id, entry_sessions FROM client_profiles"))).all())
+    finally:
+        await in_database.dispose()
+        async with superuser.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+        await superuser.dispose()
+    both = [str(first), str(second)]
+    assert rows[learnt] == {
+        "what_works": {"walks": [str(later)], "short plans": both},
+        "sensitive_topics": {"her father": both},
+        "communication_preferences": {},
+        "what_doesnt_work": {},
+        "tone": {"warm": both},
+    }
+    assert rows[edited] == {}
 
 
 _FILLERS = {"text": "''", "character varying": "''", "integer": "0", "smallint": "0", "double precision": "0",
