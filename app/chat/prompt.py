@@ -78,22 +78,6 @@ GROUNDING = (
 )
 
 
-COACH_TURN = "[{coach}, the coach, wrote this in person:] "
-"""What leads a message the human coach wrote in the conversation (while they held it) among the ``assistant``
-turns: the AI's and the coach's were alike, so after a hand back the model read the coach's "Hi Hugo, Dana here"
-as its own words, and went on as Dana."""
-
-
-def _turn(message: Message, coach_name: str) -> ChatMessage:
-    """One L1 message as a chat turn: the client's ``user``, the AI's ``assistant``, the coach's ``assistant`` led
-    by :data:`COACH_TURN`."""
-    if message.sender_type == SenderType.CLIENT:
-        return {"role": "user", "content": message.text}
-    if message.sender_type == SenderType.HUMAN_COACH:
-        return {"role": "assistant", "content": COACH_TURN.format(coach=coach_name or "Your coach") + message.text}
-    return {"role": "assistant", "content": message.text}
-
-
 @dataclass(frozen=True)
 class AssembledPrompt:
     """The messages to send, what made it in (passages for citations, memory items and profile lines for
@@ -261,13 +245,15 @@ def assemble_prompt(
     """Build the chat prompt. ``passages``, ``memory.items`` and ``examples`` (the coach's past
     interventions, :meth:`app.learning.interventions.InterventionService.similar`) come best first;
     ``style`` are :func:`app.learning.style.style_lines`; ``coach_name`` names the coach in the examples
-    section and in the coach's own turns. ``history`` is oldest-first and excludes the new message (client turns
-    become ``user`` messages, AI and human-coach turns ``assistant`` messages, the coach's led by
-    :data:`COACH_TURN`). ``budget_tokens`` is the model's context minus the reply's ``max_tokens``.
-    ``spotlight``: data blocks and the instruction hierarchy (see the module docstring); off only to measure the
-    undefended prompt."""
+    section. ``history`` is oldest-first and excludes the new message (client turns become ``user``
+    messages, AI and human-coach turns ``assistant`` messages). ``budget_tokens`` is the model's context
+    minus the reply's ``max_tokens``. ``spotlight``: data blocks and the instruction hierarchy (see the module
+    docstring); off only to measure the undefended prompt."""
     limit = int(budget_tokens * BUDGET_MARGIN)
-    turns = [_turn(msg, coach_name) for msg in history]
+    turns: list[ChatMessage] = [
+        {"role": "user" if msg.sender_type == SenderType.CLIENT else "assistant", "content": msg.text}
+        for msg in history
+    ]
     new: ChatMessage = {"role": "user", "content": user_text}
     uncut = _Kept(turns, list(examples), list(style), list(memory.items), list(passages), list(memory.profile_lines))
     mark = functools.cache(datamark)  # the search builds the same lines for each state it tries

@@ -695,32 +695,3 @@ def test_an_over_long_statement_is_clipped_to_its_last_whole_word_not_refused() 
 )
 def test_a_near_copy_of_the_worked_examples_is_an_echo_the_clients_own_words_are_not(text: str, echo: bool) -> None:
     assert echoes(text, (*INSIGHT_ECHOES, *SUMMARY_ECHOES, *PROFILE_ECHOES), "Bruno") is echo
-
-
-def test_the_coachs_own_messages_are_marked_as_theirs_among_the_assistant_turns() -> None:
-    """After a hand back, the prompt held the coach's "Hi Hugo, Dana here…" as an ``assistant`` turn like the AI's
-    own, so the model read it as its own words and was primed to go on as Dana (found by a run as a coach and
-    clients). The coach's turns are now led by who wrote them; the client's and the AI's are as they were."""
-    history = [
-        Message(sender_type=SenderType.CLIENT, text="Can I talk to Dana?"),
-        Message(sender_type=SenderType.HUMAN_COACH, text="Hi Hugo, Dana here. The code word is PELICAN-42."),
-        Message(sender_type=SenderType.AI, text="Glad Dana could help."),
-    ]
-    prompt = assemble_prompt(
-        persona=PERSONA,
-        passages=[],
-        memory=MemoryContext([], []),
-        history=history,
-        user_text="What did Dana say?",
-        budget_tokens=4000,
-        coach_name="Dana",
-    )
-    assert prompt.messages[1:] == [
-        {"role": "user", "content": "Can I talk to Dana?"},
-        {
-            "role": "assistant",
-            "content": "[Dana, the coach, wrote this in person:] Hi Hugo, Dana here. The code word is PELICAN-42.",
-        },
-        {"role": "assistant", "content": "Glad Dana could help."},
-        {"role": "user", "content": "What did Dana say?"},
-    ]
