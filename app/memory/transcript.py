@@ -25,10 +25,11 @@ _WORD = re.compile(r"\w+")
 LINE_PREFIX_TOKENS = 20
 """cl100k tokens of a transcript line's ``[n] Name (Tue 2026-12-08 11:15 +14): `` prefix (:func:`format_messages`;
 18–22 measured for one- and two-word names), counted with each message's text by :func:`windows`."""
-TRANSCRIPT_STAMP = re.compile(r"\((?:[A-Z][a-z]{2} )?\d{4}-\d{1,2}-\d{1,2}[ T]\d{1,2}:\d{2}")
-"""A transcript line's date and time in brackets, ``(Tue 2026-12-08 11:15`` (:func:`format_messages`) or the like,
-``(2019-3-8 17:56``: notes about a client never carry one; a small model that copies transcript lines does
-("Maria Lopez (2026-12-07 21:13): I'm so sorry to hear…")."""
+TRANSCRIPT_STAMP = re.compile(r"\((?:[A-Z][a-z]{2} )?\d{4}-\d{1,2}-\d{1,2}[ T]\d{1,2}:\d{2}[^()\n]{0,12}\):")
+"""A transcript line's speaker stamp, a date and time in brackets followed by a colon, ``Maria (Tue 2026-12-08 11:15
++14):`` (:func:`format_messages`) or the like: notes about a client never carry one; a small model that copies
+transcript lines does ("Maria Lopez (2026-12-07 21:13): I'm so sorry to hear…"). A date and time in brackets
+without the colon is a note's own ("Check in after the presentation (Thu 2026-12-10 14:00)")."""
 COPIED_RUN = 6
 """Consecutive words, one of them a first- or second-person word (:data:`DIALOGUE_WORDS`), that a summary may not
 share with the Assistant's or the Coach's messages unless the client said them too (:func:`copies`): "I'm so sorry

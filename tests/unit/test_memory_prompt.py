@@ -43,6 +43,7 @@ from app.memory.retrieval import (
 from app.memory.schemas import InsightExtraction, MatchDecision, ProfileOutput, SessionSummaryOutput
 from app.memory.transcript import (
     LINE_PREFIX_TOKENS,
+    TRANSCRIPT_STAMP,
     Grounding,
     content_words,
     copies,
@@ -695,3 +696,19 @@ def test_an_over_long_statement_is_clipped_to_its_last_whole_word_not_refused() 
 )
 def test_a_near_copy_of_the_worked_examples_is_an_echo_the_clients_own_words_are_not(text: str, echo: bool) -> None:
     assert echoes(text, (*INSIGHT_ECHOES, *SUMMARY_ECHOES, *PROFILE_ECHOES), "Bruno") is echo
+
+
+@pytest.mark.parametrize(
+    ("text", "stamped"),
+    [
+        ("Maria Lopez (2026-12-07 21:13): I'm so sorry to hear that", True),
+        ("Maria (Tue 2026-12-08 11:15 +14): a copied line", True),
+        ("Check in after the presentation (Thu 2026-12-10 14:00)", False),
+        ("Maria swam 1 km on Saturday (2026-12-12).", False),
+    ],
+)
+def test_only_a_transcript_lines_speaker_stamp_refuses_a_summary(text: str, stamped: bool) -> None:
+    """A good summary whose action item named an appointment, "(Thu 2026-12-10 14:00)", was refused as a copied
+    transcript line (found by a run trying to break this stop's fixes): the stamp is a date and time in brackets
+    followed by a colon, as a transcript line's speaker has it."""
+    assert bool(TRANSCRIPT_STAMP.search(text)) is stamped

@@ -1009,7 +1009,7 @@ async def swimming_session(
             {"summary": f"Maria Lopez (2026-12-07 21:13): {SORRY}"},
             "copies a transcript line's 'Name (date time):'",
         ),
-        ({"topics": ["Soccer player (2019-3-8 17:56)"]}, "copies a transcript line's 'Name (date time):'"),
+        ({"topics": ["Maria Lopez (2019-3-8 17:56): swimming"]}, "copies a transcript line's 'Name (date time):'"),
         (  # the reply as what the client said, without the transcript's form
             {"summary": f"Maria said: {SORRY} She wants to learn to swim 1 km by summer."},
             "summary: gives the Assistant's or the Coach's words as the client's",
