@@ -58,7 +58,7 @@
   var unacked = [];     // {client_message_id, text, conversation_id?} sent but not yet stored, oldest first
   var waiting = 0;      // acknowledged messages this socket is answering (their `done` has not come yet)
   var lastMessageId = null;  // the catch-up's position: the newest message the page got (not an ack's)
-  var draftPending = false;  // "reviewing the reply…" shown: the coach's approved (or own) reply clears it
+  var draftPending = log.dataset.handoff === "draft_pending";  // "reviewing the reply…" shown: the coach's approved (or own) reply clears it
   var coachHolds = log.dataset.handoff === "claimed";  // the coach answers: no AI typing bubble
   var typing = null;    // the typing bubble while an answer is on its way
   var stillTimer = null;

@@ -208,8 +208,9 @@ class WidgetController(Controller):
                 # oldest first on the page; the client sees client_view metadata only
                 messages = [ShownMessage.for_client(listed) for listed in reversed(stored.items)]
                 earlier = page_query(last, stored.next)
-                handoff, _drafts = await container.handoff_queue.conversation_state(uow, conversation_id)
-                handoff_status = handoff.status if handoff is not None else None
+                handoff, drafts = await container.handoff_queue.conversation_state(uow, conversation_id)
+                # (a drafted reply the coach has yet to review: "reviewing", as the turn and a reconnect say it)
+                handoff_status = handoff.status if handoff is not None else "draft_pending" if drafts else None
                 handoff_id = handoff.id if handoff is not None else None
             language = await client_language(request, uow, conversation_id, handoff_id)
         texts = widget_texts(language)

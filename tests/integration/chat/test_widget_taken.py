@@ -18,7 +18,7 @@ import respx
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tests.conftest import make_client
+from tests.conftest import make_client, widget_page
 from tests.integration.handoff.test_handoff_flow import Setup, chat, llm_api, new_setup, transcript, widget_socket
 from tests.openai_wire import openai_sse, sse_response
 
@@ -178,3 +178,19 @@ async def test_the_widget_reads_its_conversations_handoff_status(
     assert elsewhere.status_code == 404, elsewhere.text
     malformed = await http.get("/api/v1/widget/conversations/nope/handoff", headers=setup.client_auth)
     assert malformed.status_code == 400, malformed.text
+
+
+async def test_a_reply_waiting_for_the_coachs_review_shows_on_the_page_as_after_a_reconnect(
+    base_url: str, http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], llm_api: respx.MockRouter
+) -> None:
+    """In draft mode a reconnect drew "… is reviewing the reply" from the handoff status, but a reload drew nothing:
+    the page took its status from the active handoff only (found by a run trying to break this stop's fixes). The
+    page, the endpoint and the turn now say the same."""
+    setup = await new_setup(handoff_mode="draft")
+    drafted = await chat(http, setup, "How do I plan my week?")
+    assert drafted["handoff"] == {"status": "draft_pending", "reason": "draft_mode"}, drafted
+
+    page = await widget_page(base_url, setup.widget_token)
+
+    assert 'data-handoff="draft_pending"' in page.text
+    assert "Handoff Coach is reviewing the reply…" in page.text
