@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from app.accounts.models import Coach
@@ -20,7 +21,7 @@ from app.conversations.metadata import HANDED_BACK
 from app.conversations.models import Conversation, Message
 from app.handoff.confidence import Confidence
 from app.handoff.risk import RiskAssessment
-from app.handoff.signals import TurnSignals, content_words
+from app.handoff.signals import TurnSignals, content_words, stem
 from app.learning.experiments import Assignment
 from app.learning.interventions import FewShotExample
 from app.learning.models import ModelVersion
@@ -30,24 +31,45 @@ from app.rag.retrieval import RetrievedChunk
 
 MIN_SHARED_WORDS = 3
 """Content words a reply without ``[n]`` markers must share with a passage for it to be cited."""
-_MARKER = re.compile(r"\[(\d{1,2})\]")
+_MARKERS = re.compile(r"\[(\d{1,2}(?:\s*,\s*\d{1,2})*)\]")
+"""A reply's citation by number: ``[2]``, or several at once, ``[1, 3]``."""
+
+
+def _topic_words(text: str) -> frozenset[str]:
+    """:func:`~app.handoff.signals.content_words` of ``text`` without scikit-learn's English stop words (the
+    Glasgow Information Retrieval Group's list, 318 words): the signals' own list is kept short for matching the
+    coach's topics, and "when, what, one, each, other, take" made an unrelated passage share three words with
+    generic advice."""
+    stop = _stop_words()
+    return frozenset(word for word in content_words(text) if word not in stop)
+
+
+@cache
+def _stop_words() -> frozenset[str]:
+    """scikit-learn's English stop words and their stems (:func:`~app.handoff.signals.stem`, as
+    :func:`~app.handoff.signals.content_words` cuts words: "take" is "tak" there), imported on first use (the
+    package takes a second to import)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS) | {stem(word) for word in ENGLISH_STOP_WORDS}
 
 
 def cited_passages(text: str, passages: Sequence[RetrievedChunk]) -> list[int]:
     """The 1-based numbers (prompt order) of the ``passages`` a reply ``text`` draws on: those it cites by number
-    (``[2]``, as the prompt asks), when it cites any that exist; else those sharing at least
-    :data:`MIN_SHARED_WORDS` stemmed content words with it (:func:`~app.handoff.signals.content_words`), a
+    (``[2]``, as the prompt asks, or ``[1, 3]``), when it cites any that exist; else those sharing at least
+    :data:`MIN_SHARED_WORDS` stemmed content words with it (:func:`_topic_words`), a
     lexical form of post-hoc attribution (citing by the answer, not by the question: Gao et al. 2023, "Enabling
     Large Language Models to Generate Text with Citations", EMNLP 2023, judge a citation by whether the passage
     supports the answer). Every retrieved passage was a citation: small talk ("thanks, have a nice day") showed
     five book pages, and an "I do not know" looked sourced. A retrieval score is no floor here: the Meditations
     passages that answer "how should I deal with people who annoy me?" are 0.10–0.18 in cosine to it, as close
     as unrelated text."""
-    marked = sorted({int(n) for n in _MARKER.findall(text) if 1 <= int(n) <= len(passages)})
+    named = {int(n) for group in _MARKERS.findall(text) for n in group.split(",")}
+    marked = sorted(n for n in named if 1 <= n <= len(passages))
     if marked:
         return marked
-    said = content_words(text)
-    return [n for n, p in enumerate(passages, start=1) if len(said & content_words(p.text)) >= MIN_SHARED_WORDS]
+    said = _topic_words(text)
+    return [n for n, p in enumerate(passages, start=1) if len(said & _topic_words(p.text)) >= MIN_SHARED_WORDS]
 
 
 TEMPERATURE = 0.3

@@ -82,7 +82,8 @@ INTERNAL_KEYS = frozenset(
 
 PLAN_NOTES = (
     b"Planning your week: on Sunday evening, pick the three priorities that matter most, block time for each "
-    b"in your calendar, and plan one small first step for Monday morning. Review the plan every evening."
+    b"in your calendar, and plan one small first step for Monday morning. Review the plan every evening. "
+    b"Let each step take its time."  # (the stub's reply draws on it: "Let's take it one step at a time.")
 )
 PROVIDER_ERROR = "upstream exploded for key sk-test at the coach's endpoint"
 

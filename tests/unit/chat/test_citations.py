@@ -30,6 +30,8 @@ def passage(page: int, text: str) -> RetrievedChunk:
         pytest.param("You're welcome, have a nice day!", [], id="small-talk"),
         pytest.param("I do not know.", [], id="no-answer"),
         pytest.param("As [3] says, and [1] too: rest first. [7]", [1, 3], id="by-number"),
+        pytest.param("Great question [1, 3]. Be kind to those who offend you.", [1, 3], id="grouped-numbers"),
+        pytest.param("When you take one thing at a time, each other task is made lighter.", [], id="stop-words"),
         pytest.param(
             "Say to yourself each morning that you will meet the ungrateful and arrogant.", [1], id="paraphrase"
         ),
