@@ -495,7 +495,8 @@ def message_sentiment(text: str) -> float:
     as the verb (−0.60 for "Die Übung hilft mir sehr", and for "Wie heißt die Übung?"), and a German client's second
     neutral question handed the chat to the coach as a falling mood. The last texts' scores are kept, as
     :func:`~app.core.text.sentiment` keeps its own (a turn reads the client's earlier messages again)."""
-    return sentiment(text) if written_language(normalise(text)) in (None, "en") else 0.0
+    compound = sentiment(text)
+    return compound if compound == 0.0 or written_language(normalise(text)) in (None, "en") else 0.0
 
 
 def turn_signals(

@@ -53,6 +53,8 @@ MAX_MESSAGE_CHARS = 4000
 PREFETCHED_MAX = 256
 """Message embeddings started at intake and not yet taken by their turn, kept at most (the oldest are dropped:
 a message whose turn never comes, because the AI is paused or the answer moved to the worker)."""
+SENTENCE_ENDS = (".", "!", "?", "…")
+"""How a message that does not break off ends (:meth:`Intake._joined_risk`)."""
 SIGNAL_WINDOW_MESSAGES = 20
 """Earlier messages read for the signals (repeated questions, sentiment trend, thumbs-down streak)."""
 
@@ -258,7 +260,7 @@ class Intake:
                 await store_episodes(session, coach.id, conversation.client_id, [message], [query_embedding], model)
         earlier_risks = [self._risk.lexicon.assess(t) for t in client_texts[-CONVERSATION_WINDOW + 1 :]]
         if client_texts:  # a crisis written across this message and the one before it
-            risk = with_fragment(risk, earlier_risks[-1], await self._joined_risk(f"{client_texts[-1]} {message.text}"))
+            risk = with_fragment(risk, earlier_risks[-1], await self._joined_risk(client_texts[-1], message.text))
         risk = conversation_risk([*earlier_risks, risk])
         risk = with_unanswered(risk, [self._risk.lexicon.assess(m.text) for m in _unanswered_since_a_reply(earlier)])
         signals = turn_signals(
@@ -292,14 +294,15 @@ class Intake:
             insights_due=extraction_due([*earlier, message], watermark, reaches_watermark=reaches_watermark),
         )
 
-    async def _joined_risk(self, text: str) -> RiskAssessment:
+    async def _joined_risk(self, previous: str, text: str) -> RiskAssessment:
         """The risk of two client messages read as one (:func:`~app.handoff.detector.with_fragment`): the lexicon's,
         and the learned component's too (off the event loop: a MiniLM call) only when the lexicon found some concern
-        without a crisis, so an ordinary turn pays for no second embedding."""
-        joined = self._risk.lexicon.assess(text)
-        if joined.level == "none" or needs_crisis_protocol(joined):
+        without a crisis and the ``previous`` message breaks off (it ends without a sentence's end: "i think tonight
+        im finally going to"), so an ordinary turn pays for no second embedding."""
+        joined = self._risk.lexicon.assess(f"{previous} {text}")
+        if joined.level == "none" or needs_crisis_protocol(joined) or previous.rstrip().endswith(SENTENCE_ENDS):
             return joined
-        return await asyncio.to_thread(self._risk.assess, text)
+        return await asyncio.to_thread(self._risk.assess, f"{previous} {text}")
 
     def _embedding(self, coach: Coach, text: str) -> asyncio.Future[list[float] | None]:
         """The message's embedding (:meth:`_shared_embedding`): the one started when it was stored
