@@ -25,6 +25,8 @@ from app.llm.rerank import HttpReranker
 _Remote = TypeVar("_Remote", OpenAIChatProvider, OpenAIEmbedder)
 MAX_REMOTE_CLIENTS = 256
 """SDK clients kept for reuse; the oldest is dropped beyond this (coaches change keys rarely)."""
+NO_OPENAI_KEY = "no API key: OpenAI's endpoint (no base URL set) needs the account's key"
+"""Why :meth:`ProviderRegistry.probe_chat` sends no test message to OpenAI without a key."""
 PROBE_TIMEOUT_S = 15
 """How long :meth:`ProviderRegistry.probe_chat` waits for a coach's model to answer its test message."""
 
@@ -197,9 +199,12 @@ class ProviderRegistry:
         """Why the coach's OpenAI-compatible chat model did not answer a one-token test message ("Hello",
         ``max_tokens`` 1) within :data:`PROBE_TIMEOUT_S` seconds: the ``ProviderError``'s message (never the
         endpoint's own words: :func:`~app.llm.openai_compat.describe_error`); ``None`` when it answered, and for
-        the offline model (nothing to reach). Costs the coach one request to their endpoint."""
+        the offline model (nothing to reach); :data:`NO_OPENAI_KEY`, without a request, for OpenAI's own endpoint (no
+        base URL) with no key. Costs the coach one request to their endpoint."""
         if _remote_chat_model(coach) is None:
             return None
+        if not coach.llm_base_url and coach.llm_api_key_encrypted is None:  # (no request: OpenAI refuses it)
+            return NO_OPENAI_KEY
         hello = [ChatMessage(role="user", content="Hello")]
         try:
             provider = self._chat_for(coach, None)

@@ -312,6 +312,8 @@ async def test_the_settings_page_saves_the_learning_settings_and_rejects_bad_one
     }
     saved = await browser.post("/dashboard/settings", data=form)
     assert saved.status_code == 200 and "Saved." in saved.text, saved.text
+    # OpenAI's own endpoint without a key: said at once, no test message sent (no request leaves this machine)
+    assert "Your model did not answer a test message: no API key" in saved.text
     api = (await http.get("/api/v1/settings", headers=coach.headers)).json()
     assert (api["fine_tune_enabled"], api["fine_tune_min_examples"], api["fine_tune_min_days"]) == (True, 120, 14)
     assert (api["fine_tune_base_model"], api["judge_model"], api["response_cache_ttl_seconds"]) == (
