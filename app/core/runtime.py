@@ -348,6 +348,10 @@ socket's message is a chat message of up to 4,000 characters, 48 KB even as JSON
 closes the socket (1009, "message too big") before it is held in memory."""
 
 
+BACKGROUND_SHUTDOWN_GRACE_S = 5
+"""Seconds :func:`serve_in_background`'s server waits for open connections at shutdown before closing them."""
+
+
 @contextlib.asynccontextmanager
 async def serve_in_background(
     app: ASGIApplication,
@@ -378,6 +382,8 @@ async def serve_in_background(
         http=guarded_http_protocol(header_timeout, body_timeout, body_min_rate),
         ws_max_size=WS_MAX_MESSAGE_BYTES,
         limit_concurrency=limit_concurrency,
+        # a connection left open (a test's socket, a benchmark's stream) must not hold the shutdown for ever
+        timeout_graceful_shutdown=BACKGROUND_SHUTDOWN_GRACE_S,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
