@@ -346,3 +346,45 @@ async def test_availability_time_inputs_show_the_whole_time(
     await page.locator("input[name=avail_start]").scroll_into_view_if_needed()
     await shot(page, "ux-04-settings-availability.png")
     await context.close()
+
+
+MARKDOWN_REPLY = [
+    "**Breathe** first.\n\n",
+    "1. Sit down\n2. Count to four\n\n",
+    "Try `box breathing`. [Read more](javascript:alert(1)) ",
+    "![chart](/static/favicon.svg) <img src=/static/favicon.svg onerror=window.pwned=1><script>window.pwned=2</script>",
+]
+"""An AI reply in Markdown, as real models write them, with a link, an image and HTML a poisoned document could ask
+for."""
+
+
+async def test_an_ai_replys_markdown_shows_formatted_without_links_images_or_html(
+    base_url: str,
+    browser: Browser,
+    llm_api: respx.MockRouter,
+    coach_with_client: Callable[..., Awaitable[CoachWithClient]],
+) -> None:
+    """A model's Markdown showed raw ("**Breathe** first. 1. Sit down…"): the streamed reply and the reloaded page
+    now show its bold, list and code formatted, its link as text, no image and none of its HTML (nothing of it
+    runs); the client's own message stays as typed."""
+    setup = await coach_with_client("Coach Marks", "Mo")
+    stream_reply(llm_api, MARKDOWN_REPLY, (80, 5))
+    context = await browser.new_context(base_url=base_url, viewport=PHONE)
+    widget = await context.new_page()
+    await widget.goto(f"/w/{setup.client['widget_token']}")
+    await send_from_widget(widget, "How do I calm **down** before a talk?")
+    for reload in (False, True):
+        if reload:
+            await widget.reload()
+        reply = widget.locator(".msg.ai").last.locator(".text")
+        await expect(reply.locator("strong")).to_have_text("Breathe", timeout=WAIT_MS)
+        await expect(reply.locator("ol li")).to_have_text(["Sit down", "Count to four"])
+        await expect(reply.locator("code")).to_have_text("box breathing")
+        await expect(reply).to_contain_text("Read more")
+        assert await reply.locator("a, img, script").count() == 0
+        assert await widget.evaluate("window.pwned") is None
+        own = widget.locator(".msg.client .text")
+        await expect(own).to_have_text("How do I calm **down** before a talk?")
+        assert await own.locator("strong").count() == 0
+    await shot(widget, "widget-markdown.png")
+    await context.close()
