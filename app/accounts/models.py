@@ -74,11 +74,13 @@ class Coach(IdMixin, Base):
     """The coach's hours ``{"timezone", "days": [0–6, Monday = 0], "start": "HH:MM", "end": "HH:MM"}``;
     ``None``: always available (see :mod:`app.accounts.availability`)."""
     crisis_resources: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
-    """Lines of the crisis reply (helplines); empty: :data:`app.handoff.crisis.DEFAULT_CRISIS_RESOURCES`."""
+    """Lines of the crisis reply (helplines), for a client of any language; a client who wrote es/fr/de/pt also reads
+    the built-in lines for that language after them (:data:`app.handoff.crisis.LANGUAGE_DEFAULT_RESOURCES`); empty:
+    the built-in lines alone (:func:`app.handoff.crisis.resources_for`)."""
     crisis_resources_by_language: Mapped[dict[str, list[str]]] = mapped_column(JSONB, default=dict, server_default="{}")
     """Lines of the crisis reply per language the client wrote in (``{"es": [...], "de": [...]}``, keys
-    :data:`app.accounts.handoff_settings.CRISIS_LANGUAGES`); they win over ``crisis_resources`` for that
-    language (:func:`app.handoff.crisis.resources_for`)."""
+    :data:`app.accounts.handoff_settings.CRISIS_LANGUAGES`); for that language they are shown alone, instead of
+    ``crisis_resources`` and the built-in lines (:func:`app.handoff.crisis.resources_for`)."""
     alert_webhook_url: Mapped[str | None] = mapped_column(String(500))
     """Handoff alerts are POSTed here as JSON, signed per Standard Webhooks (see :mod:`app.handoff.alerts`)."""
     alert_webhook_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -20,6 +20,8 @@ crisis reply does: ``tú`` / ``tu`` / ``du`` / ``você``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from app.accounts.disclosure import AI_DISCLOSURE_TEXT
 from app.core.errors import DomainError
 
@@ -184,7 +186,16 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "de": "nach der Rückkehr: {back}",
         "pt": "quando voltar: {back}",
     },
-    # The holding message's last sentence.
+    # The holding message's last sentence, for a crisis handoff: ``{lines}`` (the crisis resources, as the crisis
+    # reply listed them).
+    "holding_crisis": {
+        "en": "If you feel unsafe, please don't wait: reach out now:\n{lines}",
+        "es": "Si no te sientes a salvo, no esperes: pide ayuda ahora:\n{lines}",
+        "fr": "Si tu ne te sens pas en sécurité, n'attends pas : demande de l'aide maintenant :\n{lines}",
+        "de": "Wenn du dich nicht sicher fühlst, warte bitte nicht: Hol dir jetzt Hilfe:\n{lines}",
+        "pt": "Se você não se sentir seguro, não espere: procure ajuda agora:\n{lines}",
+    },
+    # The holding message's last sentence, for any other handoff.
     "holding_urgent": {
         "en": "If things feel urgent or unsafe, please contact your local emergency number or a crisis line.",
         "es": "Si es urgente o no te sientes a salvo, llama al número de emergencias local o a una línea de crisis.",
@@ -1571,13 +1582,26 @@ def handoff_notice(coach_name: str, language: str, *, requested: bool, sla_minut
     return f"{opening} {timing} {say('notice_saved', language, coach=coach_name)}"
 
 
-def holding_message(coach_name: str, language: str, *, joined: bool, back: str | None) -> str:
+def holding_message(
+    coach_name: str, language: str, *, joined: bool, back: str | None, resources: Sequence[str] = ()
+) -> str:
     """The SLA holding message in ``language``: the coach has not taken over within the SLA, or (``joined``) took
     over and has not replied within it; they reply as soon as they can or, outside their hours, once back
-    (``back`` as :func:`handoff_notice`); where to turn if it is urgent."""
+    (``back`` as :func:`handoff_notice`); then where to turn if it is urgent. For a crisis handoff ``resources``
+    are the crisis lines (:func:`app.handoff.crisis.resources_for`, those of the crisis reply) and the message
+    lists them (``holding_crisis``), not a number it does not give; for any other handoff (no ``resources``) it
+    points to the local emergency number or a crisis line (``holding_urgent``)."""
     when = say("holding_soon", language) if back is None else say("holding_back", language, back=back)
     waiting = say("holding_joined" if joined else "holding_open", language, coach=coach_name, when=when)
+    if resources:
+        return f"{waiting} {say('holding_crisis', language, lines=resource_lines(resources))}"
     return f"{waiting} {say('holding_urgent', language)}"
+
+
+def resource_lines(resources: Sequence[str]) -> str:
+    """Crisis resource lines as the client reads them in the crisis texts' ``{lines}``: ``"- <line>"`` each, one
+    per text line (``\\n``-separated)."""
+    return "\n".join(f"- {line}" for line in resources)
 
 
 def presence_lines(language: str, sla_minutes: int) -> dict[str, str]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from app.handoff.catalogue import say
+from app.handoff.catalogue import resource_lines, say
 from app.handoff.languages import CUES as LANGUAGE_CUES
 from app.handoff.risk import CUES, RiskAssessment
 
@@ -61,22 +61,34 @@ LANGUAGE_DEFAULT_RESOURCES: dict[str, tuple[str, ...]] = {
         "Em outros países: encontre uma linha de apoio gratuita em https://findahelpline.com.",
     ),
 }
-"""Default resources for a client who wrote in another language, used when the coach configured none."""
+"""The product's own lines for a client who wrote in another language than English: that language's emergency number,
+its national crisis line and findahelpline.com. Shown for that language unless the coach set lines for it
+(:func:`resources_for`)."""
 
 
 def resources_for(
     language: str,
-    configured: tuple[str, ...] = (),
+    configured: Sequence[str] = (),
     by_language: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[str, ...]:
-    """The resource lines for a crisis reply in ``language``: the coach's lines for that language
-    (``by_language``: ``Coach.crisis_resources_by_language``), else the coach's general lines (``configured``),
-    else :data:`LANGUAGE_DEFAULT_RESOURCES` for that language, else :data:`DEFAULT_CRISIS_RESOURCES`."""
+    """The resource lines for a crisis reply in ``language`` (``en es fr de pt``, :attr:`RiskAssessment.language`).
+
+    - The coach set lines for ``language`` (``by_language``: ``Coach.crisis_resources_by_language``): those alone;
+      the coach's override for that language.
+    - Else the coach's general lines (``configured``: ``Coach.crisis_resources``, which name no language, e.g. "US
+      988 Suicide & Crisis Lifeline"), followed by :data:`LANGUAGE_DEFAULT_RESOURCES` for ``language`` when the
+      product knows lines for it (a German client also reads the German TelefonSeelsorge and 112, not only the
+      coach's US line); a line already among the coach's is not repeated.
+    - No lines of the coach: the built-in lines for ``language``, else :data:`DEFAULT_CRISIS_RESOURCES`.
+
+    English has no built-in lines of its own to add (:data:`DEFAULT_CRISIS_RESOURCES` names several countries): an
+    English client reads the coach's general lines alone when there are any."""
     if by_language and by_language.get(language):
         return tuple(by_language[language])
+    built_in = LANGUAGE_DEFAULT_RESOURCES.get(language, ())
     if configured:
-        return tuple(configured)
-    return LANGUAGE_DEFAULT_RESOURCES.get(language, DEFAULT_CRISIS_RESOURCES)
+        return tuple(dict.fromkeys((*configured, *built_in)))
+    return built_in or DEFAULT_CRISIS_RESOURCES
 
 
 def crisis_reply(
@@ -90,7 +102,7 @@ def crisis_reply(
     (:func:`app.accounts.availability.away_until`): the coach is outside their hours and back then, which the
     reply says, so the client does not wait for them."""
     away = "" if back is None else say("crisis_away", language, coach=coach_name, back=back)
-    return say("crisis_reply", language, coach=coach_name, away=away, lines=_lines(resources))
+    return say("crisis_reply", language, coach=coach_name, away=away, lines=resource_lines(resources))
 
 
 def crisis_acknowledgement(
@@ -100,11 +112,7 @@ def crisis_acknowledgement(
     message reached the coach, when they reply (``back``: away until then, as :func:`crisis_reply`; else as soon
     as they can) and the crisis resources again, in ``language`` (anything else → English)."""
     when = say("crisis_soon" if back is None else "crisis_away", language, coach=coach_name, back=back)
-    return say("crisis_still_here", language, coach=coach_name, when=when, lines=_lines(resources))
-
-
-def _lines(resources: tuple[str, ...]) -> str:
-    return "\n".join(f"- {line}" for line in resources)
+    return say("crisis_still_here", language, coach=coach_name, when=when, lines=resource_lines(resources))
 
 
 DETAIL_PREFIX = "crisis: "

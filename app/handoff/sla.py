@@ -12,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.service import AccountService
 from app.accounts.unit_of_work import unit_of_work
-from app.conversations.handoffs import Handoff, HandoffStatus
+from app.conversations.handoffs import Handoff, HandoffReason, HandoffStatus
 from app.conversations.models import Conversation, Message, SenderType
 from app.handoff.catalogue import holding_message
+from app.handoff.crisis import resources_for
 from app.handoff.languages import tag_language, written_language
 from app.handoff.normalise import normalise
 from app.handoff.queue import HANDOFF_LOCK
@@ -45,7 +46,8 @@ class SlaNotices:
         for the coach's reply (the coach took the conversation and left it; the AI stays paused). The message
         (:func:`app.handoff.catalogue.holding_message`) says when the coach is back outside their hours, unless they
         are in the conversation (:func:`~app.handoff.service.coach_away_until`). Returns how many were sent. Each
-        runs in its own tenant transaction and re-checks the handoff under its lock."""
+        runs in its own tenant transaction and re-checks the handoff under its lock. A crisis handoff's message lists
+        the coach's crisis lines for the client's language (:func:`app.handoff.crisis.resources_for`)."""
         async with self._sessionmaker() as session:
             overdue = (await session.execute(text("SELECT coach_id, handoff_id FROM overdue_handoffs()"))).all()
         sent = 0
@@ -71,12 +73,18 @@ class SlaNotices:
                 # outside the coach's hours, unless they are in the conversation: when they are back
                 back = await coach_away_until(session, coach, handoff.conversation_id, now, language)
                 joined = handoff.status == HandoffStatus.CLAIMED
+                # a crisis handoff's message lists the crisis lines again, those of the crisis reply
+                lines = (
+                    resources_for(language, coach.crisis_resources, coach.crisis_resources_by_language)
+                    if handoff.reason == HandoffReason.CRISIS
+                    else ()
+                )
                 message, _ = await store_message(
                     session,
                     coach,
                     handoff.conversation_id,
                     SenderType.AI,
-                    holding_message(coach.name, language, joined=joined, back=back),
+                    holding_message(coach.name, language, joined=joined, back=back, resources=lines),
                     at=now,
                     meta={"notice": "sla", "handoff_id": str(handoff.id)},
                 )

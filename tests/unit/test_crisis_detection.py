@@ -16,6 +16,7 @@ import pytest
 from app.handoff.brief import why_line
 from app.handoff.crisis import (
     DEFAULT_CRISIS_RESOURCES,
+    LANGUAGE_DEFAULT_RESOURCES,
     crisis_acknowledgement,
     crisis_detail,
     crisis_reasons,
@@ -512,11 +513,55 @@ def test_the_crisis_reply_speaks_the_clients_language(text: str, fragment: str, 
     assert fragment in reply and line in reply and "Dana" in reply
 
 
-def test_coach_resources_win_over_language_defaults() -> None:
-    assert resources_for("es", ("Call me at 555",)) == ("Call me at 555",)
-    assert resources_for("es", ("Call me at 555",), {"es": ("Llámame al 555",)}) == ("Llámame al 555",)
-    assert resources_for("it") == DEFAULT_CRISIS_RESOURCES
-    assert "988" in crisis_reply("Dana")  # the old signature still works
+US_LINE = "US 988 Suicide & Crisis Lifeline"
+GERMAN_LINE = "TelefonSeelsorge: 0800 111 0 111 (kostenlos, rund um die Uhr)."
+
+
+@pytest.mark.parametrize(
+    ("language", "configured", "by_language", "expected"),
+    [
+        # a coach's lines that name no language no longer hide the client's own: a German client reads both
+        ("de", (US_LINE,), None, (US_LINE, *LANGUAGE_DEFAULT_RESOURCES["de"])),
+        ("pt", (US_LINE,), {"de": (GERMAN_LINE,)}, (US_LINE, *LANGUAGE_DEFAULT_RESOURCES["pt"])),
+        # the coach's lines for the client's language override the rest
+        ("de", (US_LINE,), {"de": (GERMAN_LINE,)}, (GERMAN_LINE,)),
+        ("de", (), {"de": (GERMAN_LINE,)}, (GERMAN_LINE,)),
+        ("es", ("Call me at 555",), {"es": ("Llámame al 555",)}, ("Llámame al 555",)),
+        # English has no built-in line of one country to add: the coach's lines alone
+        ("en", (US_LINE,), {"de": (GERMAN_LINE,)}, (US_LINE,)),
+        # no lines of the coach: the built-in ones
+        ("de", (), None, LANGUAGE_DEFAULT_RESOURCES["de"]),
+        ("en", (), {}, DEFAULT_CRISIS_RESOURCES),
+        ("it", (), None, DEFAULT_CRISIS_RESOURCES),
+        ("it", (US_LINE,), None, (US_LINE,)),
+        # a built-in line the coach listed too is shown once
+        (
+            "de",
+            (LANGUAGE_DEFAULT_RESOURCES["de"][1], US_LINE),
+            None,
+            (
+                LANGUAGE_DEFAULT_RESOURCES["de"][1],
+                US_LINE,
+                LANGUAGE_DEFAULT_RESOURCES["de"][0],
+                LANGUAGE_DEFAULT_RESOURCES["de"][2],
+            ),
+        ),
+    ],
+)
+def test_the_crisis_lines_follow_the_clients_language(
+    language: str,
+    configured: tuple[str, ...],
+    by_language: dict[str, tuple[str, ...]] | None,
+    expected: tuple[str, ...],
+) -> None:
+    """A coach listed "US 988 Suicide & Crisis Lifeline" (no language) and a German client in crisis read only
+    that: the coach's lines won over the built-in German ones. Now the coach's general lines come first, then the
+    built-in lines for the client's language; the coach's lines for that language still replace both."""
+    assert resources_for(language, configured, by_language) == expected
+
+
+def test_the_old_crisis_reply_signature_still_works() -> None:
+    assert "988" in crisis_reply("Dana")
 
 
 @pytest.mark.parametrize("language", ["en", "es", "fr", "de", "pt", "it"])

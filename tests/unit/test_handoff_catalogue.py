@@ -45,6 +45,24 @@ def test_a_language_the_catalogue_lacks_reads_english() -> None:
     )
 
 
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("joined", [False, True])
+def test_a_crisis_holding_message_lists_the_crisis_lines_it_points_to(language: str, joined: bool) -> None:
+    """The holding message of a crisis handoff told the client to "contact your local emergency number or a crisis
+    line", naming none, while the crisis reply had listed the coach's. Given the crisis lines it lists them, one
+    per line, and names no number it does not give; without them (any other handoff) it reads as before."""
+    lines = ("Call Lifeline Aotearoa on 0800 543 354.", "TelefonSeelsorge: 0800 111 0 111.")
+    crisis = holding_message("Ana", language, joined=joined, back=None, resources=lines)
+    plain = holding_message("Ana", language, joined=joined, back=None)
+    waiting = say(
+        "holding_joined" if joined else "holding_open", language, coach="Ana", when=say("holding_soon", language)
+    )
+    assert crisis.startswith(waiting) and plain.startswith(waiting)
+    assert crisis.endswith("\n- Call Lifeline Aotearoa on 0800 543 354.\n- TelefonSeelsorge: 0800 111 0 111.")
+    assert say("holding_urgent", language) not in crisis and plain.endswith(say("holding_urgent", language))
+    assert "local emergency number" not in crisis and "emergencias local" not in crisis
+
+
 @pytest.mark.parametrize(
     ("language", "one", "fifteen"),
     [
