@@ -66,6 +66,8 @@ class SignalsMeta(msgspec.Struct, kw_only=True):
     """``[0, 1]`` similarity to the client's earlier messages."""
     thumbs_down_streak: int = 0
     """Consecutive thumbs-down on the latest AI replies."""
+    venting: int = 0
+    """The client's last three messages that vent at the AI (0 when this one does not)."""
     token_confidence: float | None = None
     """``exp(mean token logprob)`` of the reply when the provider returned logprobs, ``[0, 1]``."""
 

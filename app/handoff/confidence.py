@@ -13,7 +13,7 @@ concerns add up multiplicatively. With ``s`` = :class:`~app.handoff.signals.Turn
     low_retrieval_support = 1                           if s.retrieval_support is None (not measured)
                           = 0.6 + 0.4·s.retrieval_support otherwise
     high_stakes_topic    = 0.6 ** len(s.high_stakes_topics)
-    frustration          = (1 - 0.4·s.repeated_question) · 0.75 ** s.thumbs_down_streak
+    frustration          = (1 - 0.4·s.repeated_question) · 0.75 ** s.thumbs_down_streak · 0.6 ** s.venting
     low_token_confidence = 1                           if s.token_confidence is None
                           = clip(0.5 + 0.5·(p - 0.2) / 0.4, 0.5, 1) with p = s.token_confidence
                             (p ≤ 0.2 → 0.5, p ≥ 0.6 → 1, linear between)
@@ -31,6 +31,12 @@ threshold, :data:`DEFAULT_CONFIDENCE_THRESHOLD` = 0.5 by default. The constants 
 - an explicit request for a human is 0;
 - a thumbs-down streak of 2 plus a repeated question falls below (≤ 0.76 · 0.5625 = 0.43), while a streak of
   2 alone (0.56) does not and a streak of 3 alone (0.42) does;
+- one message venting at the AI ("stupid bot", "you're useless": :func:`app.handoff.signals.vents_at_ai`) is 0.6
+  alone — the AI answers once more when nothing else is wrong — and falls below with a thumbs-down (0.45), a
+  repeated question (≤ 0.46), weak support (≤ 0.5 → ≤ 0.48) or its own negative mood (compound ≤ -0.6 → ≤ 0.49);
+  two vents among the client's last three messages fall below on their own (0.36). Not a rule like a request for
+  a person: the client did not ask for one, and one lexical reading is weak evidence (the reasons are in
+  :func:`~app.handoff.signals.vents_at_ai`). A mild "hmm, that's not quite it" is no vent and changes nothing;
 - strongly negative sentiment (compound ≤ -0.6) with a worsening trend (≤ -0.2 per message) falls below
   together with weak support; sentiment alone never does (floor 0.5: VADER reads a client describing a hard
   week as very negative, which is what coaching is for);
@@ -100,6 +106,9 @@ REPEAT_WEIGHT: Final = 0.4
 """Factor lost for a full repeat (similarity 1)."""
 THUMBS_DOWN_FACTOR: Final = 0.75
 """Factor per consecutive thumbs-down."""
+VENT_FACTOR: Final = 0.6
+"""Factor per message venting at the AI among the client's last three (:func:`app.handoff.signals.venting`): one
+vent alone stays with the AI at the default threshold, one plus any other concern or two vents hand over."""
 TOKEN_P_LOW: Final = 0.2
 """Geometric-mean token probability at or below which the factor is at its floor."""
 TOKEN_P_HIGH: Final = 0.6
@@ -147,7 +156,8 @@ def confidence_factors(signals: TurnSignals) -> dict[str, float]:
         "low_retrieval_support": 1.0 if support is None else SUPPORT_BASE + (1.0 - SUPPORT_BASE) * _clip(support),
         "high_stakes_topic": TOPIC_FACTOR ** len(signals.high_stakes_topics),
         "frustration": _clip(1.0 - REPEAT_WEIGHT * _clip(signals.repeated_question))
-        * THUMBS_DOWN_FACTOR ** max(0, signals.thumbs_down_streak),
+        * THUMBS_DOWN_FACTOR ** max(0, signals.thumbs_down_streak)
+        * VENT_FACTOR ** max(0, signals.venting),
         "low_token_confidence": 1.0
         if p is None
         else _clip(TOKEN_FLOOR + (1.0 - TOKEN_FLOOR) * (p - TOKEN_P_LOW) / (TOKEN_P_HIGH - TOKEN_P_LOW), TOKEN_FLOOR),

@@ -20,6 +20,8 @@ Signals
 - **repeated question** — similarity of the message to the client's earlier messages: asking again is a
   sign the answers did not help (:func:`repeated_question`).
 - **thumbs-down streak** — consecutive thumbs-down on the latest AI replies (:func:`thumbs_down_streak`).
+- **venting** — frustration aimed at the AI ("stupid bot", "you're useless") in this message and the client's
+  latest ones (:func:`venting`).
 - **token confidence** — geometric-mean token probability of the AI reply, when the provider returns
   logprobs (:func:`token_confidence`).
 
@@ -53,7 +55,7 @@ from app.core.text import SENTIMENT_CACHE_SIZE, sentiment
 from app.handoff.honesty_rules import claim_language, question_language, spelled_language
 from app.handoff.human_request import ReportedSpeech, request_language
 from app.handoff.languages import Language, detection_text, written_language
-from app.handoff.normalise import fold, normalise
+from app.handoff.normalise import _one_edit, fold, normalise
 
 if TYPE_CHECKING:
     from app.accounts.models import Coach
@@ -233,40 +235,81 @@ _TARGET = (
 )
 _PERSON = rf"(?:an? |the |some )?{_ADJ}(?:human(?: being| coach)?|person|someone real|somebody real)\b"
 """A human, without "agent"/"operator" (so "I need an agent for my book" is not a request)."""
+_REAL_PERSON = (
+    r"(?:an? |the |some )?(?:(?:real|actual|live|flesh and blood) (?:human(?: being)?|person)|human(?: being)?|"
+    r"someone real|somebody real)\b"
+)
+"""A human marked as one ("a real person", "a human"): "can a person lose weight…" is no request."""
 _COACH = r"(?:my|the|your|our) (?:real |actual |human )?coach\b"
 _FRAME = (
-    r"(?:can i|could i|may i|let me|want to|wanna|need to|like to|rather|prefer to|is there|please|pls|"
+    r"(?:can i|could i|may i|let me|want to|wanna|need to|like to|rather|prefer(?: to)?|is there|please|pls|"
     r"how do i|how can i|where can i|i must)"
 )
 _TALK = r"(?:talk|speak|chat|talking|speaking|chatting)(?: (?:to|with))?"
-_NOT_A_NAME = r"(?!(?:him|her|them|it|you|people|everyone|someone|somebody|anyone|my|your|his|their|a|an|the)\b)"
-_HUMAN_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
-    re.compile(p)
-    for p in (
-        # "can I talk to a real person", "I'd rather speak with a human", "let me talk to my coach"
-        rf"\b{_FRAME}(?: \w+){{0,2}} {_TALK} (?:{_TARGET}|{_COACH})",
-        # "connect me with a human", "transfer me to a human agent", "put me through to my coach"
-        rf"\b(?:connect|transfer|switch|put|pass|hand) me(?: (?:over|through|back))? (?:to|with) "
-        rf"(?:{_TARGET}|{_COACH})",
-        # "get me a human", "bring me my coach"
-        rf"\b(?:get|give|find|bring) me (?:to )?(?:{_TARGET}|{_COACH})",
-        # "I want a real human", "I need a person", "I want my coach", "I'd prefer a human"
-        rf"\b(?:want|need|prefer|wanna|rather have|(?:id|would|wed) like) (?:{_PERSON}|{_COACH})",
-        # "is there a real person (I can talk to)", "is anyone real there"
-        r"\bis there (?:an? )?(?:real|actual|live|human) (?:person|human|coach|being)\b",
-        r"\bis there (?:anyone|anybody|someone|somebody) (?:real|human)\b",
-        # "can my coach answer this herself", "could the coach reply personally"
-        rf"\b(?:can|could|would|will) {_COACH} (?:answer|reply|respond|get back|message|call|text|talk|take over)",
-        # "let me talk to Sarah directly", "can I speak with Dr Lee in person"
-        rf"\b{_TALK} (?:(?:dr|mr|ms|mrs|miss|coach) )?{_NOT_A_NAME}[a-z]+ (?:directly|personally|in person|myself)\b",
-        # "I don't want to talk to a bot" (carries its own negation; keep it last, see _SELF_NEGATING)
-        r"\b(?:dont|do not|no longer|stop) (?:want|wanna|like)(?: to)? (?:talk|speak|chat|talking|chatting)"
-        r"(?:ing)? (?:to|with) (?:an? |the |this |some )?(?:bot|ai|robot|machine|chatbot|computer)\b",
-    )
+_NOT_A_NAME = (
+    r"(?!(?:him|her|them|it|you|people|everyone|someone|somebody|anyone|my|your|his|their|a|an|the|to|with|"
+    r"myself|yourself|himself|herself|ourselves|themselves)\b)"
 )
-_SELF_NEGATING = frozenset({len(_HUMAN_PATTERNS) - 1})
+_PLEASE = r"(?: (?:please|pls|plz|now|right now|asap|here|in|over|for me|instead|already|then))*$"
+"""Words that may end a short request ("get Dana please", "can I have my coach now")."""
+_OPENERS = r"(?:(?:please|pls|plz|can you|could you|would you|will you|just|ok|okay|so|then|now|hey|hi|um) )*"
+"""Words that may open a short request ("pls get my coach", "hey is Dana around")."""
+_HUMAN_TEMPLATES: tuple[str, ...] = (
+    # "can I talk to a real person", "I'd rather speak with a human", "let me talk to my coach / to Dana"
+    rf"\b{_FRAME}(?: \w+){{0,2}} {_TALK} (?:{_TARGET}|{{coach}})",
+    # "connect me with a human", "transfer me to a human agent", "put me through to my coach"
+    rf"\b(?:connect|transfer|switch|put|pass|hand) me(?: (?:over|through|back))? (?:to|with) "
+    rf"(?:{_TARGET}|{{coach}})",
+    # "get me a human", "bring me my coach"
+    rf"\b(?:get|give|find|bring) me (?:to )?(?:{_TARGET}|{{coach}})",
+    # "pls get my coach", "get Dana please", "can you call my coach": a short command, nothing after the person
+    rf"^{_OPENERS}(?:get|fetch|bring|call|grab)(?: in)? (?:{_TARGET}|{{coach}}){_PLEASE}",
+    # "can I have my coach please", "could I get a human"
+    rf"\b(?:can|could|may) i (?:please |just )?(?:have|get) (?:{_TARGET}|{{coach}}){_PLEASE}",
+    # "could you put Dana on please"
+    rf"\bput (?:{_TARGET}|{{coach}}) on(?=$| (?:please|pls|now|the (?:line|phone|chat))\b)",
+    # "I want a real human", "I need a person", "I want my coach", "I'd prefer a human", "I want Dana not a bot"
+    rf"\b(?:want|need|prefer|wanna|rather have|(?:id|would|wed) like) (?:{_PERSON}|{{coach}})",
+    # "is there a real person (I can talk to)", "is anyone real there", "is there a human I can talk to"
+    r"\bis there (?:an? )?(?:real|actual|live|human) (?:person|human|coach|being)\b",
+    r"\bis there (?:anyone|anybody|someone|somebody) (?:real|human)\b",
+    rf"\bis there {_PERSON}(?=$| (?:i|we) can\b| (?:here|there|around|available|to talk)\b)",
+    # "is Dana around?", "is my coach there", "where's my coach?": the coach's presence, nothing after it
+    rf"^{_OPENERS}is {{coach}}(?: (?:still|actually|even))? (?:around|there|here|available|online|in|free)"
+    rf"(?: (?:now|right now|today|at the moment|at all|please))?$",
+    rf"^{_OPENERS}(?:where is|wheres) {{coach}}(?: (?:now|today|gone|at))?$",
+    # "can my coach answer this herself", "can Dana take over?", "can a real person look at this"
+    rf"\b(?:can|could|would|will) (?:{{coach}}|{_REAL_PERSON}) (?:please |just )?(?:answer|reply|respond|get back|"
+    r"message|call|text|talk|take over|look at (?:this|it|that|my)|have a look|step in|jump in|check (?:this|it|that))",
+    # "let me talk to Sarah directly", "can I speak with Dr Lee in person"
+    rf"\b{_TALK} (?:(?:dr|mr|ms|mrs|miss|coach) )?{_NOT_A_NAME}[a-z]+ (?:directly|personally|in person|myself)\b",
+    # "I don't want to talk to a bot" (carries its own negation; keep it last, see _SELF_NEGATING)
+    r"\b(?:dont|do not|no longer|stop) (?:want|wanna|like)(?: to)? (?:talk|speak|chat|talking|chatting)"
+    r"(?:ing)? (?:to|with) (?:an? |the |this |some )?(?:bot|ai|robot|machine|chatbot|computer)\b",
+)
+"""The English request rules, with ``{coach}`` where the coach goes: "my coach", and the coach's own name words
+when the turn knows them (:func:`_human_patterns`)."""
+_SELF_NEGATING = frozenset({len(_HUMAN_TEMPLATES) - 1})
 """Indices of patterns that carry their own negation, so negators before them are not checked: the last one
 ("I don't want to talk to a bot")."""
+_PRONOUN = re.compile(
+    rf"\b{_FRAME}(?: \w+){{0,2}} {_TALK} (?:him|them|her(?=$| (?:about|directly|personally|instead|please|pls|now|"
+    r"today|rather|than|myself|in person|again|asap|if|for|when|too|though)\b))"
+)
+"""'I'd rather talk to her': the coach only when the message names the coach before (:func:`_asks_in_english`);
+"her" followed by a noun is someone else's ("talk to her mum")."""
+_REQUEST_TYPOS: dict[str, str] = {
+    **{
+        typo: word
+        for word in ("person", "human", "actual", "someone", "somebody")
+        for typo in _one_edit(word) - _words("pearson persona persons humane humans hunan factual")
+    },
+    **{"reel": "real", "rael": "real", "reall": "real", "hooman": "human"},
+}
+"""Misspelt request words → the word ("a reel person", "a real peson", "an acutal human"): one edit
+(:func:`app.handoff.normalise._one_edit`) from the longer words, minus neighbours that are words themselves (in
+the MiniLM vocabulary, as :data:`app.handoff.normalise.TYPO_TARGETS` are checked); "real" is too short for that
+("read", "deal"), so only its sound-alikes."""
 _SENTENCES = re.compile(r"[.!?;\n]+")
 _ENGLISH_SPEECH = ReportedSpeech(_words("said says told tells wrote writes"), _words("i we"), _words("but"))
 """A request after someone else's verb of saying in the same sentence is a quote ("my coach said I need a
@@ -288,8 +331,14 @@ def asks_for_human(text: str, *, coach_name: str | None = None) -> bool:
     dropping apostrophes: a request frame plus talk verb plus a human target ("can I talk to a real person",
     "I'd rather talk to a person", "let me speak with my coach"), imperatives ("connect me with a human",
     "get me a human", "transfer me to an agent"), wants ("I want a real human", "I want my coach"), "is there a
-    real person", "talk to <Name> directly", "I don't want to talk to a bot", and a bare "human please".
-    ``coach_name``, when given, also makes "let me talk to <coach name>" fire without "directly".
+    real person", "talk to <Name> directly", "I don't want to talk to a bot", and a bare "human please"; short
+    commands with nothing after the person ("pls get my coach", "can I have a human please", "is my coach
+    around?", "where's my coach?"), and "can my coach / a real person take over / look at this". ``coach_name``,
+    when given, puts the coach's name words wherever "my coach" goes ("let me talk to Dana", "I want Dana not a
+    bot", "is Dana around?", "can Dana take over?"), and once the message has named the coach, "I'd rather talk
+    to her / him / them" asks for the coach. Request words misspelt by one edit ("a real peson", "an acutal
+    human") or written as "reel" count (:data:`_REQUEST_TYPOS`). Talking to oneself ("how should I talk to myself
+    before a race") is not a request.
 
     A match with a negator (:data:`_NEGATORS`) among the :data:`_NEGATION_WINDOW` words before it in the same
     clause does not count ("no, I don't need a human"). Mentions that are not requests do not fire: "I talked
@@ -301,9 +350,10 @@ def asks_for_human(text: str, *, coach_name: str | None = None) -> bool:
     hablar con mi coach?") fire too, matched on the accent-free text (:mod:`app.handoff.human_request`, which
     also refuses reported speech there: "mi coach dijo que necesito una persona").
 
-    Limits: the target is not tied to this chat, so "I need to talk to a person at the bank" and
-    "I need to talk to Bob directly" (Bob not the coach) fire too — a false handoff costs the coach a look,
-    a missed request costs the client's trust."""
+    Limits: the target is not tied to this chat, so "I need to talk to a person at the bank", "how do I talk
+    to a person who ignores me", "I need a person to hold me accountable" and "I need to talk to Bob directly"
+    (Bob not the coach) fire too — a false handoff costs the coach a look, a missed request costs the client's
+    trust. A coach whose name is an everyday word ("Hope") makes "I want hope" a request."""
     return human_request_language(text, coach_name=coach_name) is not None
 
 
@@ -319,17 +369,28 @@ def human_request_language(text: str, *, coach_name: str | None = None) -> Langu
 
 
 def _asks_in_english(text: str, coach_name: str | None) -> bool:
-    """The English request wording of :func:`asks_for_human`, per clause, each read with the words of its
-    sentence before it (:data:`_ENGLISH_SPEECH`)."""
-    patterns = list(enumerate(_HUMAN_PATTERNS))
-    if coach_name:
-        names = [re.escape(n) for n in _WORD.findall(_normalise(coach_name)) if n not in STOP_WORDS]
-        if names:
-            patterns.append((-1, re.compile(rf"\b{_FRAME}(?: \w+){{0,2}} {_TALK} (?:{'|'.join(names)})\b")))
-    return any(
-        _english_clause_asks(" ".join(words), patterns, context)
-        for words, context in _clauses_in_context(_normalise(text), _WORD)
-    )
+    """The English request wording of :func:`asks_for_human`, per clause (request words misspelt by one edit
+    corrected: :data:`_REQUEST_TYPOS`), each read with the words of its sentence before it (:data:`_ENGLISH_SPEECH`);
+    once the message has named the coach, "talk to her / him / them" asks for the coach too (:data:`_PRONOUN`)."""
+    names = tuple(re.escape(n) for n in _WORD.findall(_normalise(coach_name or "")) if n not in STOP_WORDS)
+    patterns, coach = _english_rules(names)
+    named = False
+    for words, context in _clauses_in_context(_normalise(text), _WORD):
+        flat = " ".join(_REQUEST_TYPOS.get(w, w) for w in words)
+        named = named or coach.search(flat) is not None
+        if _english_clause_asks(flat, [*patterns, (-1, _PRONOUN)] if named else patterns, context):
+            return True
+    return False
+
+
+@lru_cache(maxsize=256)
+def _english_rules(names: tuple[str, ...]) -> tuple[list[tuple[int, re.Pattern[str]]], re.Pattern[str]]:
+    """The English request rules (:data:`_HUMAN_TEMPLATES`, indexed) with the coach's regex-escaped ``names``
+    (words of the coach's name; empty: "my coach" only) in the coach's slot, and the pattern that finds the coach
+    named. Cached: one coach's rules are built once per process."""
+    coach = rf"(?:{_COACH}|(?:{'|'.join(names)})\b)" if names else _COACH
+    patterns = [(index, re.compile(rule.replace("{coach}", coach))) for index, rule in enumerate(_HUMAN_TEMPLATES)]
+    return patterns, re.compile(rf"\b{coach}")
 
 
 def _clauses_in_context(text: str, word: re.Pattern[str]) -> Iterator[tuple[list[str], list[str]]]:
@@ -466,6 +527,8 @@ class TurnSignals:
     """``[0, 1]``: max similarity to the client's earlier messages (0.0 below :data:`REPEAT_THRESHOLD`)."""
     thumbs_down_streak: int = 0
     """Consecutive thumbs-down on the latest AI replies."""
+    venting: int = 0
+    """How many of the client's last :data:`VENT_WINDOW` messages vent at the AI; 0 when this one does not."""
     token_confidence: float | None = None
     """``exp(mean token logprob)`` of the AI reply when the provider returned logprobs; else ``None``."""
 
@@ -483,6 +546,7 @@ class TurnSignals:
             "escalate_topics": list(self.escalate_topics),
             "repeated_question": round(self.repeated_question, 3),
             "thumbs_down_streak": self.thumbs_down_streak,
+            "venting": self.venting,
             "token_confidence": None if self.token_confidence is None else round(self.token_confidence, 3),
         }
 
@@ -535,6 +599,7 @@ def turn_signals(
         escalate_topics=topic_matches(text, escalate_topics),
         repeated_question=repeated_question(text, earlier if answered_earlier is None else answered_earlier),
         thumbs_down_streak=thumbs_down_streak(helpful_newest_first),
+        venting=venting(text, earlier),
         token_confidence=None if reply_logprobs is None else token_confidence(reply_logprobs),
     )
 
@@ -725,3 +790,74 @@ def human_claim_language(text: str) -> Language | None:
         return "en"
     clauses = (_LOCAL_WORD.findall(clause) for clause in _CLAUSES.split(detection_text(fold(text))))
     return claim_language(" | ".join(" ".join(words) for words in clauses if words))
+
+
+# --- frustration aimed at the AI ---------------------------------------------------------------------------
+
+VENT_WINDOW = 3
+"""The client's latest messages (this one included) among which :func:`venting` counts vents."""
+
+_INSULT = (
+    r"(?:stupid|dumb|useless|pointless|worthless|hopeless|terrible|awful|rubbish|garbage|trash|crap|crappy|idiotic|"
+    r"pathetic|ridiculous|lame|damn|freaking|fucking)"
+)
+_ANSWER = r"(?:answers?|repl(?:y|ies)|responses?|advice|suggestions?)"
+_BOT = r"(?:bot|ai|a i|robot|chatbot|chat bot|machine|computer|program)"
+_DEGREE = r"(?:(?:so|such|completely|totally|really|just|absolutely|utterly|literally|being|a|an) ){0,3}"
+_VENT_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(p)
+    for p in (
+        # "stupid bot", "useless answer", "what a dumb reply"
+        rf"\b{_INSULT} (?:ass )?(?:{_BOT}|{_ANSWER})\b",
+        # "same canned answer again", "another generic reply", "same answer again"
+        rf"\b(?:canned|generic|scripted|robotic|automated|copy pasted?) {_ANSWER}\b",
+        rf"\bsame (?:old )?{_ANSWER} (?:again|as before|every time|over and over)\b",
+        # "you're useless", "you are so dumb", "you're not listening", "you were no help"
+        rf"\byou (?:are|were) {_DEGREE}(?:useless|stupid|dumb|pointless|worthless|hopeless|terrible|awful|rubbish|"
+        r"garbage|trash|pathetic|idiotic|idiot|joke|no help|no use|not helping|not helpful|not listening|"
+        r"not getting it|going in circles)\b",
+        # "you keep saying the same thing", "you keep repeating yourself", "you don't listen"
+        r"\byou (?:keep|always|just keep|are just|are still) (?:saying|repeating|giving me|telling me|tell me|say|"
+        r"repeat|give me) (?:the same|that same|this same|yourself)\b|\byou keep repeating\b",
+        r"\byou (?:do not|dont|never|clearly dont|clearly do not) (?:listen|help|get it|get what i)\b",
+        # "this bot is hopeless", "the AI is useless"
+        rf"\b(?:this|the) {_BOT} (?:is|was) {_DEGREE}(?:{_INSULT}|no help|not helping|not helpful)\b",
+    )
+)
+
+
+def vents_at_ai(text: str) -> bool:
+    """Whether a client message vents frustration **at the AI**: an insult aimed at the bot or its answers ("stupid
+    bot", "useless answer", "you're useless", "this bot is hopeless"), a complaint that it repeats itself ("same
+    canned answer again", "you keep saying the same thing") or does not listen ("you're not listening", "you don't
+    get it"). English only; per clause of :func:`_honesty_words` (``you're`` → ``you are``); a negator
+    (:data:`_NEGATORS`) among the :data:`_NEGATION_WINDOW` words before a match cancels it ("I'm not saying you're
+    useless").
+
+    Not venting: a mild correction ("hmm that's not quite it", "not really what I meant") — the client is still
+    working with the AI; frustration at something else ("my stupid knee", "my boss is useless", "stupid question,
+    but…", "I feel useless today": sentiment reads those). Limits: "this isn't helping" alone is not read ("this"
+    may be the stretching the client tried), nor is sarcasm ("great, another essay").
+
+    Why it lowers the confidence instead of handing over at once (:data:`app.handoff.confidence.VENT_FACTOR`): the
+    client did not ask for a person — that is :func:`asks_for_human`, which hands over at once — and a lexical
+    reading of one message is the weakest evidence the turn has. One vent takes the confidence to 0.6 on its own,
+    so the AI answers once more when nothing else is wrong (the coach's material covers the question, the mood is
+    not falling); a vent usually comes with its own negative sentiment, a thumbs-down or a repeated question, and
+    any of those with it, or a second vent among the client's last :data:`VENT_WINDOW` messages, goes below the
+    default threshold and hands the chat to the coach (:func:`venting`)."""
+    for clause in _honesty_words(text):
+        for pattern in _VENT_PATTERNS:
+            for match in pattern.finditer(clause):
+                if not _NEGATORS.intersection(clause[: match.start()].split()[-_NEGATION_WINDOW:]):
+                    return True
+    return False
+
+
+def venting(text: str, earlier: Sequence[str]) -> int:
+    """How many of the client's last :data:`VENT_WINDOW` messages — ``text`` and the latest of ``earlier`` (the
+    client's earlier messages, oldest first) — vent at the AI (:func:`vents_at_ai`); ``0`` when ``text`` does not:
+    a client who has calmed down ("ok, how about hills?") is not held to an earlier outburst."""
+    if not vents_at_ai(text):
+        return 0
+    return 1 + sum(vents_at_ai(message) for message in earlier[len(earlier) - VENT_WINDOW + 1 :])
