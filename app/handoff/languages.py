@@ -5,8 +5,10 @@ posts) do not read other languages. This module adds what a crisis protocol must
 languages OpenCoach's coaches most often meet besides English: first-person statements of wanting to die,
 to kill oneself or to end one's life, plus plans ("voy a matarme") and passive wishes ("ich will nicht mehr
 leben"). Each of those is an ``explicit`` cue of weight :data:`WEIGHT` (crisis level on its own) named
-``"<lang>: <cue>"``. A negator right before the verb ("no quiero morir", "je ne veux pas mourir" does not
-match at all) cancels it, except in the cues that carry their own negation ("ya no quiero vivir").
+``"<lang>: <cue>"``. A negator right before the verb ("no quiero morir", "je n'ai pas / plus / aucune envie de
+mourir", "ich habe nicht vor, mich umzubringen"; "je ne veux pas mourir" does not match at all) cancels it, except in
+the cues that carry their own negation ("ya no quiero vivir", "je n'ai plus envie de vivre"). English discounts a
+negated cue instead ("I don't want to die": ``concern``); in both, a negated wish to die is not a crisis.
 
 The English lexicon's weaker classes have counterparts too, each at its English cue's kind and weight
 (:class:`LanguageCue`), so a message scores as its English translation would: no reason to live and a wish to
@@ -47,7 +49,9 @@ _NEGATORS: dict[Language, re.Pattern[str]] = {
     "es": re.compile(r"\b(?:no|nunca|jamas)\s+(?:\w+\s+)?$"),
     "pt": re.compile(r"\b(?:nao|nunca|jamais)\s+(?:\w+\s+)?$"),
     "fr": re.compile(r"\b(?:ne|n|jamais)\s+(?:\w+\s+)?$"),
-    "de": re.compile(r"\b(?:nicht|nie|niemals|kein)\s+(?:\w+\s+)?$"),
+    "de": re.compile(
+        r"\b(?:nicht|nie|niemals|kein)\s+(?:\w+\s+)?$|\b(?:(?:nicht|nie|niemals) vor|keine (?:absicht|lust)),?\s+$"
+    ),
 }
 
 
@@ -79,7 +83,12 @@ def _cue(
 
 _ES_WANT = r"(?:quiero|queria|quisiera|necesito|deseo|voy a|me voy a|pienso|estoy pensando en|tengo ganas de|planeo)"
 _PT_WANT = r"(?:quero|queria|preciso|desejo|vou|eu vou|penso em|estou pensando em|to pensando em|tenho vontade de)"
-_FR_WANT = r"(?:veux|voudrais|vais|compte|pense a|j ai envie de|ai envie de|envie de|envie d|ai decide de)"
+# "envie de" negated by the word before it ("je n'ai pas / plus / aucune envie de mourir", spoken "j'ai pas envie"),
+# which the negator two words back (_NEGATORS) misses; "de plus en plus envie de mourir" is not negated
+_FR_WANT = (
+    r"(?:veux|voudrais|vais|compte|pense a|j ai envie de|ai envie de|ai decide de?"
+    r"|(?<!pas )(?<!jamais )(?<!aucune )(?<!(?<!en )plus )envie de?)"
+)
 _DE_WANT = r"(?:will|mochte|moechte|werde|wurde|muss|denke daran|plane)"
 # thinking about suicide, as English's "suicide intent" cue reads "thinking about suicide": its own words in each
 # language ("pienso en el suicidio"); not someone else's ("…el suicidio de mi padre": grief, not ideation)
@@ -146,6 +155,8 @@ CUES: tuple[LanguageCue, ...] = (
         "fr",
         "je ne veux plus vivre",
         r"je (?:ne )?veux plus (?:vivre|etre en vie|me reveiller)",
+        r"(?:je n ai|j ai) (?:plus|pas|plus du tout|aucune) envie de vivre"
+        r"(?! (?:a|en|au|aux|dans|avec|chez|ici|loin)\b)",
         r"j aimerais (?:etre|mieux etre) mort(?:e)?|je prefererais etre mort(?:e)?",
         r"pensees suicidaires|idees suicidaires|(?:je suis|je me sens) suicidaire",
         r"(?:je )?voudrais (?:etre|mieux etre) mort(?:e)?",

@@ -36,7 +36,16 @@ when the message has a first-person word elsewhere. A cue marked ``negatable`` w
 ``never``, ``don't``, ``wasn't``…) among the three words before it is multiplied by
 :data:`NEGATION_DISCOUNT` (``I would never kill myself``) unless the sentence undoes the negation (``the
 only reason I didn't kill myself``, ``haven't … yet``); cues that carry their own negation (``don't want to
-wake up``) are not negatable.
+wake up``) are not negatable. "Ending it" or "ending things" (not "it all") in a sentence that names what is ended
+— an activity or agreement, a relationship, a couple's quarrel, and no loss (:func:`_ends_a_thing`: ``i feel like
+ending things now lol, this call went long``, ``we fight all the time, i feel like ending it``) — is multiplied by
+:data:`ENDED_THING_DISCOUNT`: ``concern``, so the coach sees it, without the crisis reply. A relationship is the
+likelier reading there; a loss (``she left me``), "it all", or the quarrel in another sentence keep the protocol,
+and its score (0.225) still counts in the conversation's run of concerning messages
+(:func:`app.handoff.detector.conversation_risk`).
+Pointless living "without" an everyday comfort (:data:`_COMFORT`: ``no point living without coffee``) is
+hyperbole; without a person, hope or anything else it stays a crisis. A mark such as "lol" clears nothing:
+people mask (``i want to die lol``).
 
 Scores combine by noisy-or: a message's score is ``1 - Π(1 - w)`` over its cues (each cue counted once, at
 its strongest sentence); a user's (:meth:`RiskDetector.assess_user`) is the noisy-or of their messages'
@@ -116,6 +125,10 @@ SUPPORTIVE_DISCOUNT = 0.25
 NEGATION_DISCOUNT = 0.3
 """Weight multiplier for a negatable cue with a negator in the three words before it."""
 
+ENDED_THING_DISCOUNT = 0.3
+"""Weight multiplier for "ending it" / "ending things" in a sentence that names what is ended (:func:`_ends_a_thing`):
+an "end it all" cue then scores 0.225, level ``concern`` (the coach sees it), not the crisis protocol."""
+
 EXPLICIT_WEIGHT = 0.7
 """An explicit cue of at least this weight, found undiscounted, makes an assessment ``explicit`` (the crisis alert's
 "suicidal intent or self-harm stated")."""
@@ -194,12 +207,20 @@ def _cue(
 
 
 _SELF = r"(?:my ?self|my own self)"
+_COMFORT = (
+    r"(?:(?:a|an|the|my|some|good|decent|proper|real|any|morning|daily|fresh|hot|iced|strong|fast) )*"
+    r"(?:coffee|tea|caffeine|espresso|lattes?|wifi|wi fi|internet|netflix|music|chocolate|pizza|sugar|cheese|snacks|"
+    r"desserts?|ice cream|phone|air ?con|air conditioning|sunshine|weekends|naps?|memes|tiktok|spotify)\b"
+)
+"""An everyday comfort, as in the hyperbole "no point living without coffee": a pointless-living wording followed by
+"without" and one of these is not one (without her, my kids, hope, a future… it still is)."""
 _LIVING = (
     r"(?:live|living|being alive|staying alive|going on|carrying on|existing|life)"
-    r"(?= *(?:$|,|anymore|any more|like this|at all|if|when|tbh|honestly|now|without|some days|most days)\b)"
+    rf"(?= *(?:$|,|anymore|any more|like this|at all|if|when|tbh|honestly|now|without(?! {_COMFORT})|some days|"
+    r"most days)\b)"
 )
 """Living, as the object of a pointless-living wording, when nothing follows that makes it a way of living ("the
-point of living well", "… of living in the city")."""
+point of living well", "… of living in the city", "… without coffee": :data:`_COMFORT`)."""
 CUES: tuple[Cue, ...] = (
     # explicit — C-SSRS active ideation, behaviour, attempt
     _cue(
@@ -260,6 +281,8 @@ CUES: tuple[Cue, ...] = (
         r"\bending (?:it all|everything)\b(?! (?:with|on|at|by|for|in)\b)",
         r"\b(?:feel|feels|felt|feeling) like (?:just )?ending (?:it|things)\b"
         r"(?! (?:with|on|at|by|for|in|early|off|there|here)\b)",
+        r"\bending (?:it|things)(?: all)? (?:is|seems|feels like|would be) (?:the |my )?"
+        r"(?:only|best|easiest|answer|solution|way out)\b",
         weight=0.75,
         kind="explicit",
         first_person=True,
@@ -366,7 +389,8 @@ CUES: tuple[Cue, ...] = (
     _cue(
         "no reason to live",
         r"\b(?:no|nothing|any) (?:reason|point|purpose) (?:to|in|of) "
-        r"(?:live|living|life|go(?:ing)? on|being alive|stay(?:ing)? alive)\b",
+        rf"(?:live|living|life|go(?:ing)? on|being alive|stay(?:ing)? alive)\b(?! without {_COMFORT})",
+        rf"\bno point {_LIVING}",
         r"\bnothing (?:left )?to live for\b",
         r"\bnot worth living\b|\b(?:life|living|it all) (?:is |isnt )?(?:not )?worth it(?: anymore)?\b(?<!is worth it)",
         r"\blife (?:is|isnt) (?:not )?worth living\b",
@@ -389,7 +413,8 @@ CUES: tuple[Cue, ...] = (
     _cue(
         "dont want to wake up",
         r"\b(?:dont|do not|never|no longer) (?:really )?(?:want to|wanna) (?:wake up|be alive|live|be here|exist)"
-        r"(?! (?:in(?! this (?:world|life|body))|at|near|with|on|there|for|late|early|before)\b)(?: anymore)?\b",
+        r"(?! (?:in(?! this (?:world|life|body))|at|near|with|on|there|for|late|early|before)\b)"
+        rf"(?! without {_COMFORT})(?: anymore)?\b",
         r"\bhope (?:i|to) (?:dont|never) wake up\b",
         r"\b(?:sleep|go to sleep) (?:and|forever and) never wake up\b",
         weight=0.8,
@@ -440,7 +465,7 @@ CUES: tuple[Cue, ...] = (
         "thinking about it",
         r"\b(?:close to|about to|going to|gonna|decided to|plan to|planning to|imma|finna|will|ill|just) "
         r"(?:just )?(?:go through with it|end it)\b(?! with)",
-        r"\bending it (?:tonight|tn|today|tomorrow|now|this weekend)\b",
+        r"\bending (?:it|things) (?:tonight|tn|today|tomorrow|now|this weekend)\b",
         r"\b(?:close to|about to|going to|gonna|decided to|plan to|planning to) do it (?:tonight|tn|now)\b",
         r"\bthink(?:ing)? about (?:death|dying|ending it|it again)\b",
         r"\bthoughts of (?:death|dying|ending)\b",
@@ -603,6 +628,36 @@ def _said_of_a_thing(sentence: str, match: re.Match[str]) -> bool:
     return any(word in _THIRD_PERSON_VERBS for word in re.findall(r"[a-z]+", sentence[: match.start()])[-1:])
 
 
+_ENDED_THING = re.compile(
+    r"\b(?:this|the|that|our|my|a) (?:\w+ )?(?:call|meeting|session|chat|conversation|zoom|stream|game|match|shift|"
+    r"lecture|class|lesson|lease|contract|subscription|project|streak|trip|podcast|series|show)s?\b"
+    r"|\b(?:relationship|marriage|engagement|friendship|situationship)\b"
+    r"|\b(?:we|were|(?:he|she) and i|my (?:partner|boyfriend|girlfriend|husband|wife|bf|gf|fiance|fiancee)(?: and i)?)"
+    r" (?:\w+ ){0,3}(?:fight|fighting|argue|arguing|bicker|bickering)\b"
+)
+"""What a client ends in an ordinary "ending it / things": a named activity or agreement ("this call went long"), a
+relationship, or a couple's quarrel ("we fight all the time")."""
+_LOSS = re.compile(
+    r"\b(?:left me|leaving me|broke up|dumped|cheated|(?:is|its|was) over|ended|divorc\w*|died|passed away|lost)\b"
+)
+"""A loss in the same sentence ("she left me, i feel like ending it"): then "it" may be the writer's life."""
+_ENDS_IT = re.compile(r"\bend(?:ing)? (?:it|things)\b(?! all\b)")
+
+
+def _ends_a_thing(pattern: re.Pattern[str], sentence: str) -> bool:
+    """Whether every match of ``pattern`` in ``sentence`` ends "it" or "things" (not "it all", "everything", "my
+    life") in a sentence that names what is ended (:data:`_ENDED_THING`) and no loss (:data:`_LOSS`): "i feel like
+    ending things now, this call went long", "we fight all the time, i feel like ending it". A sentence apart does
+    not count: "We fight all the time. I feel like ending it." keeps the crisis protocol."""
+    if _ENDED_THING.search(sentence) is None or _LOSS.search(sentence) is not None:
+        return False
+    for match in pattern.finditer(sentence):
+        ending = _ENDS_IT.search(sentence, match.start())  # (read on past the match: "feel like ending it| all")
+        if ending is None or ending.start() >= match.end():
+            return False
+    return True
+
+
 def _negated(sentence: str, start: int) -> bool:
     if _NEGATION_CANCEL.search(sentence):
         return False
@@ -666,6 +721,8 @@ class RiskDetector:
                     weight *= SUPPORTIVE_DISCOUNT
                 if cue.negatable and _negated(sentence, match.start()):
                     weight *= NEGATION_DISCOUNT
+                if _ends_a_thing(cue.pattern, sentence):
+                    weight *= ENDED_THING_DISCOUNT
                 if weight > best.get(cue.name, 0.0):
                     best[cue.name] = weight
                     kinds[cue.name] = cue.kind

@@ -331,3 +331,75 @@ def test_normalise_corrects_typos_in_risk_words(text: str, expected: str) -> Non
 )
 def test_normalise_leaves_everyday_words_one_letter_from_a_risk_word_alone(text: str) -> None:
     assert normalise(text) == text
+
+
+@pytest.mark.parametrize(
+    ("ordinary", "crisis"),
+    [
+        ("i feel like ending things now lol, this call went long", "i feel like ending things now lol"),
+        ("honestly this call went long, i feel like ending things now", "honestly i feel like ending things now"),
+        (
+            "feel like ending it now, this zoom call is dragging lol",
+            "this zoom call made me realise i want to end it all",
+        ),
+        ("we fight all the time, i feel like ending it", "we fight all the time and i feel like ending it all"),
+        (
+            "my girlfriend and i argue every single day, i feel like ending it",
+            "my girlfriend left me, i feel like ending it",
+        ),
+        (
+            "our relationship is toxic and i feel like ending things",
+            "our relationship is over and i feel like ending things",
+        ),
+        ("we keep fighting about money, honestly i feel like ending things", "We fight. I feel like ending it."),
+    ],
+)
+def test_ending_it_is_ordinary_when_its_sentence_names_what_ends(ordinary: str, crisis: str) -> None:
+    """ "Ending it / things" next to what is ended (a call, a relationship, a couple's quarrel) is level ``concern``
+    (the coach sees it), not the crisis protocol; "it all", a loss, a sentence apart or a "lol" alone keep it."""
+    assessment = detector.assess(ordinary)
+    assert not needs_crisis_protocol(assessment)
+    assert assessment.level == "concern"
+    assert needs_crisis_protocol(detector.assess(crisis))
+
+
+@pytest.mark.parametrize(
+    ("ordinary", "crisis"),
+    [
+        ("I can't see the point of living without coffee haha", "I can't see the point of living without her"),
+        ("i can't see the point of living without wifi lol", "i can't see the point of living without him lol"),
+        ("there's no point in living without chocolate tbh", "there's no point in living without my kids"),
+        ("i dont want to live without coffee", "i dont want to live without her"),
+        ("can't see the point of living without my morning coffee haha", "no point living without hope"),
+    ],
+)
+def test_pointless_living_without_an_everyday_comfort_is_hyperbole(ordinary: str, crisis: str) -> None:
+    assert not needs_crisis_protocol(detector.assess(ordinary))
+    assert needs_crisis_protocol(detector.assess(crisis))
+
+
+@pytest.mark.parametrize(
+    "text", ["ending things is the only way out", "ending things tonight, i'm done", "there's no point living anymore"]
+)
+def test_ending_things_as_the_way_out_and_no_point_living_call_for_the_protocol(text: str) -> None:
+    assert needs_crisis_protocol(detector.assess(text))
+
+
+@pytest.mark.parametrize(
+    ("negated", "stated"),
+    [
+        ("je n'ai pas envie d'en finir", "j'ai envie d'en finir"),
+        ("je n'ai aucune envie de mourir, j'ai juste besoin de repos", "j'ai de plus en plus envie de mourir"),
+        ("j'ai pas envie de mourir, je veux juste aller mieux", "je sais pas j'ai envie de mourir"),
+        ("je n'ai plus envie de mourir", "je n'ai plus envie de vivre"),
+        ("je n'ai pas envie de vivre à Paris", "je n'ai pas envie de vivre"),
+        ("je n'ai pas décidé d'en finir", "j'ai décidé d'en finir"),
+        ("ich habe nicht vor, mich umzubringen", "ich habe vor, mich umzubringen"),
+        ("ich habe keine Absicht, mich umzubringen", "ich kann nicht mehr, ich will mich umbringen"),
+    ],
+)
+def test_a_negated_wish_to_die_in_french_and_german_is_not_a_crisis(negated: str, stated: str) -> None:
+    """As "I don't want to die" is not one: a negator ("pas", "aucune", "plus" before "envie", "nicht vor,") cancels
+    the wish; "de plus en plus envie" (more and more), "plus envie de vivre" (no longer wanting to live) state it."""
+    assert not needs_crisis_protocol(detector.assess(negated))
+    assert needs_crisis_protocol(detector.assess(stated))
