@@ -160,8 +160,11 @@ def _stretched(word: str) -> set[str]:
     return spellings - {word}
 
 
-def _one_edit(word: str) -> set[str]:
-    """The strings one Damerau–Levenshtein edit from ``word`` (lower-case letters)."""
+def one_edit(word: str) -> set[str]:
+    """The strings one edit from ``word`` in the optimal-string-alignment form of the Damerau–Levenshtein distance
+    (Damerau 1964, "A technique for computer detection and correction of spelling errors", CACM 7(3)): a letter
+    dropped, added (``a``–``z``), changed, or two neighbours swapped; the candidate generation of Norvig's spelling
+    corrector ("How to Write a Spelling Corrector", 2007). ``word`` itself is not among them."""
     letters = "abcdefghijklmnopqrstuvwxyz"
     splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
     dropped = {head + tail[1:] for head, tail in splits if tail}
@@ -172,7 +175,7 @@ def _one_edit(word: str) -> set[str]:
 
 
 _TYPOS: dict[str, str] = {
-    **{typo: target for target in TYPO_TARGETS for typo in _one_edit(target) - _REAL_NEIGHBOURS},
+    **{typo: target for target in TYPO_TARGETS for typo in one_edit(target) - _REAL_NEIGHBOURS},
     **{typo: target for target in STRETCHED_TARGETS for typo in _stretched(target)},
     **MISSPELLINGS,
 }

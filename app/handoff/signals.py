@@ -55,7 +55,7 @@ from app.core.text import SENTIMENT_CACHE_SIZE, sentiment
 from app.handoff.honesty_rules import claim_language, question_language, spelled_language
 from app.handoff.human_request import ReportedSpeech, request_language
 from app.handoff.languages import Language, detection_text, written_language
-from app.handoff.normalise import _one_edit, fold, normalise
+from app.handoff.normalise import fold, normalise, one_edit
 
 if TYPE_CHECKING:
     from app.accounts.models import Coach
@@ -302,12 +302,12 @@ _REQUEST_TYPOS: dict[str, str] = {
     **{
         typo: word
         for word in ("person", "human", "actual", "someone", "somebody")
-        for typo in _one_edit(word) - _words("pearson persona persons humane humans hunan factual")
+        for typo in one_edit(word) - _words("pearson persona persons humane humans hunan factual")
     },
     **{"reel": "real", "rael": "real", "reall": "real", "hooman": "human"},
 }
 """Misspelt request words → the word ("a reel person", "a real peson", "an acutal human"): one edit
-(:func:`app.handoff.normalise._one_edit`) from the longer words, minus neighbours that are words themselves (in
+(:func:`app.handoff.normalise.one_edit`) from the longer words, minus neighbours that are words themselves (in
 the MiniLM vocabulary, as :data:`app.handoff.normalise.TYPO_TARGETS` are checked); "real" is too short for that
 ("read", "deal"), so only its sound-alikes."""
 _SENTENCES = re.compile(r"[.!?;\n]+")
