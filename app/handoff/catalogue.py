@@ -1154,6 +1154,15 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "de": "Diese Nachricht gibt es nicht mehr.",
         "pt": "Esta mensagem não existe mais.",
     },
+    # A cited passage the client opens that is gone: its document was deleted or replaced since the reply, or it
+    # is no passage this client was shown (:func:`app.rag.passages.cited_passage`).
+    "refused_passage_gone": {
+        "en": "This passage is no longer available.",
+        "es": "Este pasaje ya no está disponible.",
+        "fr": "Ce passage n'est plus disponible.",
+        "de": "Diese Textstelle ist nicht mehr verfügbar.",
+        "pt": "Este trecho não está mais disponível.",
+    },
     # The tone service's refusals (:class:`app.accounts.tone.ToneService`): a style the coach no longer offers
     # (``{offered}``: the labels of the coach's styles now; ``_none``: only the default is left), an intensity
     # outside the coach's range (``{low}``, ``{high}``), a style without the client's agreement, a consent text the

@@ -78,7 +78,7 @@ async def cited_passage(uow: UnitOfWork, client_id: uuid.UUID, chunk_id: uuid.UU
         )
     ).first()
     if row is None:
-        raise NotFound("passage not found")
+        raise NotFound("passage not found", code="passage_gone")
     chunk, title = row
     following = await session.scalar(
         select(Chunk.text).where(Chunk.document_id == chunk.document_id, Chunk.ordinal == chunk.ordinal + 1)

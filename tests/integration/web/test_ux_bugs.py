@@ -18,6 +18,7 @@ from sqlalchemy import update
 from app.accounts.unit_of_work import unit_of_work
 from app.container import Container
 from app.conversations.metadata import client_citations
+from app.handoff.catalogue import widget_texts
 from app.rag.models import Document
 from app.rag.passages import current_citations
 from tests.conftest import Coach, make_client, upload, widget_page
@@ -329,6 +330,11 @@ async def test_a_transcript_lists_a_citation_where_its_passage_is_now(
     ]
     page = (await widget_page(base_url, client["widget_token"])).text
     assert f"Routines, p. {stored[0]['page']}" in page and "Morning Routines" not in page
+    # opening one says so in the client's language (the widget shows the catalogue's text for the refusal's code;
+    # it showed the English "passage not found" to every client)
+    gone = await http.get(f"/api/v1/widget/passages/{stored[0]['chunk_id']}", headers=auth)
+    assert gone.status_code == 404 and gone.json()["code"] == "passage_gone", gone.text
+    assert widget_texts("de")["refused_passage_gone"] == "Diese Textstelle ist nicht mehr verfügbar."
     # a citation without a chunk id, with one that is no UUID, or that is no object is listed as stored (as is a
     # stored value that is no list)
     odd = [{"title": "Notes", "page": 2, "chunk_id": "c1"}, {"title": "Notes", "page": 3}, "x", None, 3]
