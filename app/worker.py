@@ -1,9 +1,9 @@
 """The arq worker: document ingestion, the memory jobs (session summaries, insights, profiles), the coach's
 handoff alerts, the AI's answer after a handback, the learning jobs (intervention analysis and outcomes,
 training data, fine-tunes, the promotion gate), the minute crons that end idle chat sessions and send SLA
-holding messages, the minute sweep that fails documents a killed worker left ``processing``, the
-five-minute learning sweep (fine-tune readiness and polling) and the ten-minute sweep that gives each big
-coach an HNSW index of its own (:mod:`app.rag.vector_index`).
+holding messages, the five-minute sweep that queues failed session summaries again, the minute sweep that fails
+documents a killed worker left ``processing``, the five-minute learning sweep (fine-tune readiness and polling) and
+the ten-minute sweep that gives each big coach an HNSW index of its own (:mod:`app.rag.vector_index`).
 
 Start with ``opencoach worker``; ``opencoach serve`` runs one alongside the web app. The process runs three arq
 workers (:func:`build_workers`): the main one on arq's default queue, one on the handoff alerts' own queue and
@@ -534,6 +534,13 @@ async def update_profile(ctx: dict[str, Any], coach_id: str, session_id: str) ->
     return await _retrying(ctx, update, f"profile update from session {session_id}")
 
 
+async def retry_failed_summaries(ctx: dict[str, Any]) -> str:
+    """arq cron (every five minutes, and at start-up): queue again the session summaries whose job failed and whose
+    back-off is over (:meth:`app.memory.summaries.SummaryService.retry_failed`, a bounded number of jobs each)."""
+    container: Container = ctx["container"]
+    return f"{await container.summaries.retry_failed()} failed summaries queued again"
+
+
 async def close_idle_sessions(ctx: dict[str, Any]) -> str:
     """arq cron (every minute): end sessions idle past their coach's gap and queue their summaries."""
     container: Container = ctx["container"]
@@ -935,6 +942,7 @@ def _main_worker(settings: Settings, redis_url: str, shared: _SharedContainer, b
         if burst
         else [
             cron(close_idle_sessions, second=0, run_at_startup=True),
+            cron(retry_failed_summaries, minute=set(range(2, 60, 5)), second=35, run_at_startup=True),
             cron(fail_stalled_documents, second=45, run_at_startup=True),
             cron(requeue_lost_documents, second=20, run_at_startup=True),
             cron(answer_stranded_messages, second=40, run_at_startup=True),

@@ -359,6 +359,11 @@ class ReplyMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 _FIELDS: Final = frozenset(name for name in ReplyMeta.__struct_encode_fields__ if name != "extra")
 """The stored keys :class:`ReplyMeta` knows."""
+PRODUCT_TEXT_KEYS: Final = ("notice", "crisis", "error", "partial_reply", "honesty", "injection")
+"""The ``metadata`` keys of which any set marks the message as the product's canned text, not the model's answer
+nor a person's words (:attr:`ReplyMeta.not_ai_content`): a notice (handoff, SLA holding message, crisis
+acknowledgement), the crisis reply, the apology after a failure, the honesty statement, the injection check's safe
+reply. Such text tells nothing about the client: it is never recalled as a memory (:mod:`app.memory.episodes`)."""
 
 
 def feedback_of(meta: Mapping[str, Any] | None) -> FeedbackMeta | None:

@@ -7,7 +7,10 @@ AI and human-coach messages are embedded by the ``embed_messages`` job (:meth:`E
 queued through the outbox by :func:`app.memory.messages.store_message`, one per conversation and embedding
 window: :func:`app.db.jobs.embed_messages`), which embeds every message of the conversation that has no episode,
 so it also catches up on the messages no turn embedded (a message the coach answered while the AI was paused,
-a crisis turn).
+a crisis turn). The product's canned text (a handoff notice, the crisis reply, an SLA holding message, the apology
+after a failure: :data:`~app.conversations.metadata.PRODUCT_TEXT_KEYS`) gets no episode: it tells nothing about
+the client, and recalled it read as "[you, <date>] I'm passing this to …" (those stored before were deleted by
+migration 0064; recall leaves out any still there).
 
 Reading: two arms over one client's episodes, fused in :func:`app.memory.retrieval.recall` — the dense arm
 (exact cosine over every vector of the client, ``halfvec``, read from an index that carries them: an index-only
@@ -22,7 +25,7 @@ weight A, where ``to_tsvector`` wrote D, and ``ts_filter`` keeps them), and take
 an index of the stored lengths (``episodes.dl``). Reading every episode of the client on every turn, as the arm
 did before, made recall linear in the client's history (98–123 ms p50 at 20,000 episodes, ``bench/recall.py``).
 Forgotten messages (:data:`app.conversations.models.REMEMBERED`, read as an anti-join: migration 0033) and
-the excluded ids (the L1 window) are never candidates.
+the excluded ids (the L1 window) are never candidates; canned text (:data:`CANNED`) is never returned.
 """
 
 from __future__ import annotations
@@ -34,12 +37,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import ARRAY, DateTime, bindparam, func, select, text
-from sqlalchemy.dialects.postgresql import UUID, insert
+from sqlalchemy import ARRAY, DateTime, Text, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import UUID, array, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
-from app.conversations.models import FAILED_REPLY, REMEMBERED, Conversation, Message
+from app.conversations.metadata import PRODUCT_TEXT_KEYS
+from app.conversations.models import REMEMBERED, Conversation, Message
 from app.llm.registry import ProviderRegistry, lock_embedding_model
 from app.memory.models import Episode
 
@@ -49,6 +53,9 @@ BM25_K1 = 1.2
 BM25_B = 0.75
 EMBED_BATCH = 64
 """Messages embedded per batch by the ``embed_messages`` job."""
+CANNED = Message.meta.has_any(array(PRODUCT_TEXT_KEYS))
+"""SQL filter: the message is the product's canned text (:data:`~app.conversations.metadata.PRODUCT_TEXT_KEYS`),
+never an episode."""
 
 
 @dataclass(frozen=True)
@@ -141,17 +148,21 @@ _ARMS = text(
     )
     SELECT a.arm, a.message_id, m.sender_type, m.text, coalesce(a.at, m.created_at) AS at, a.score
     FROM arms a JOIN messages m ON m.id = a.message_id
+    WHERE NOT (m.metadata ?| :canned)
     ORDER BY a.arm, a.position
     """
 ).bindparams(
     bindparam("exclude", type_=ARRAY(UUID(as_uuid=True))),
     bindparam("embedding", type_=Episode.embedding.type),
+    bindparam("canned", list(PRODUCT_TEXT_KEYS), type_=ARRAY(Text)),
 )
 """Both arms over one client's remembered episodes in one round trip. Dense: the ``limit`` nearest by cosine
 distance (pgvector's ``<=>``, exact: every remembered episode of the client), score ``1 − distance``. Lexical:
 the ``limit`` best by BM25 as the module docstring defines it (``episode_bm25``), over the same episodes:
 forgotten messages left out by an anti-join on their partial index (migration 0033), and the excluded ids.
-Ties: by message id."""
+Canned text (:data:`CANNED`, ``canned``: its keys) is left out as the hits' messages are read: no such episode is
+written any more and migration 0064 deleted those stored before, so this only catches one an older worker still
+running wrote, at no cost to the arms' index scans. Ties: by message id."""
 
 
 @dataclass(frozen=True)
@@ -220,13 +231,13 @@ _UNEMBEDDED = (
         Message.created_at <= bindparam("until", type_=DateTime(timezone=True)),
         Episode.id.is_(None),
         REMEMBERED,
-        ~FAILED_REPLY,
+        ~CANNED,
     )
     .order_by(Message.created_at)
     .limit(bindparam("limit"))
 )
-"""The oldest messages of a conversation sent up to a time with no episode, not forgotten and not a failed reply's
-apology, with the conversation's client."""
+"""The oldest messages of a conversation sent up to a time with no episode, not forgotten and not canned text (a
+notice, the crisis reply, a failed reply's apology: :data:`CANNED`), with the conversation's client."""
 _END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 
 
@@ -240,14 +251,14 @@ class EpisodeService:
     async def embed_messages(
         self, coach_id: uuid.UUID, conversation_id: uuid.UUID, *, until: datetime | None = None
     ) -> str:
-        """Store an episode for every message of the conversation that has none (not forgotten ones; sent up to
-        ``until`` when given, timezone-aware), oldest first, in batches of ``EMBED_BATCH``; no transaction is held
-        across the embedding call; each batch is stored with the coach's embedding model in use
-        (:meth:`~app.llm.registry.ProviderRegistry.store_embedded`). A batch shorter than ``EMBED_BATCH`` was the
-        last: the job then ends without reading again. Idempotent (a message the turn embedded meanwhile keeps
-        its episode); a conversation gone by now (erased, or its whole account deleted) is a no-op. Returns a short
-        result line. Raises
-        ``ProviderError`` (the embedding call; the worker retries) and ``EmbedderSwitched``."""
+        """Store an episode for every message of the conversation that has none (not forgotten ones, nor canned text:
+        :data:`CANNED`; sent up to ``until`` when given, timezone-aware), oldest first, in batches of
+        ``EMBED_BATCH``; no transaction is held across the embedding call; each batch is stored with the coach's
+        embedding model in use (:meth:`~app.llm.registry.ProviderRegistry.store_embedded`). A batch shorter than
+        ``EMBED_BATCH`` was the last: the job then ends without reading again. Idempotent (a message the turn
+        embedded meanwhile keeps its episode); a conversation gone by now (erased, or its whole account deleted) is a
+        no-op. Returns a short result line. Raises ``ProviderError`` (the embedding call; the worker retries) and
+        ``EmbedderSwitched``."""
         stored = 0
         while True:
             async with unit_of_work(self._sessionmaker, coach_id) as uow:

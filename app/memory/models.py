@@ -34,6 +34,8 @@ from app.llm.base import EMBEDDING_DIMENSIONS
 
 class SessionStatus:
     """Life cycle of a chat session: ``open`` → ``ended`` (summary job queued) → ``summarized`` | ``failed``;
+    ``failed`` → ``ended`` again when the sweep queues its summary once more (a bounded number of times, after a
+    back-off: :meth:`app.memory.summaries.SummaryService.retry_failed`);
     ``deleted`` when the client or coach deleted its summary (the summary and its vector are erased), or when
     every message of it was forgotten or it holds no client message (nothing to summarise)."""
 
@@ -55,8 +57,12 @@ class ChatSession(TenantMixin, Base):
     ``source_message_ids`` are the messages the summary's statements are grounded in."""
 
     __tablename__ = "chat_sessions"
-    # a client's sessions newest first, a page at a time, read off the index (migration 0038)
-    __table_args__ = (Index("ix_chat_sessions_client_time", "client_id", "started_at", "id"),)
+    __table_args__ = (
+        # a client's sessions newest first, a page at a time, read off the index (migration 0038)
+        Index("ix_chat_sessions_client_time", "client_id", "started_at", "id"),
+        # the failed summaries due for another job, read by the sweep (migration 0064)
+        Index("ix_chat_sessions_summary_retry", "summary_retry_at", postgresql_where=text("status = 'failed'")),
+    )
 
     client_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("clients.id", ondelete="CASCADE"))
     conversation_id: Mapped[uuid.UUID] = mapped_column(
@@ -70,16 +76,24 @@ class ChatSession(TenantMixin, Base):
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     summary_error: Mapped[str | None] = mapped_column(Text)
     summary_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    summary_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Summary jobs that failed since the summary was last written or erased (migration 0064): the sweep's back-off
+    grows with it, and it bounds the jobs a failing session gets (:data:`app.memory.summaries.SUMMARY_JOBS`)."""
+    summary_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When the sweep queues a ``failed`` summary again; ``None``: not failed, or its failure stands (every job
+    it was given failed)."""
     source_message_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)), default=list)
     embedding: Mapped[list[float] | None] = mapped_column(BinaryVector(EMBEDDING_DIMENSIONS))
     embedding_model: Mapped[str | None] = mapped_column(String(200))
 
     def erase_summary(self, status: str) -> None:
-        """Erase the summary, its error, sources and vector, and set ``status`` (``ended``: to be written again;
-        ``deleted``: never again)."""
+        """Erase the summary, its error (and count of failed jobs), sources and vector, and set ``status``
+        (``ended``: to be written again; ``deleted``: never again)."""
         self.status = status
         self.summary = None
         self.summary_error = None
+        self.summary_failures = 0
+        self.summary_retry_at = None
         self.source_message_ids = []
         self.embedding = None
 

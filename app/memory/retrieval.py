@@ -13,8 +13,9 @@ Age is since the message (episodes), the insight's last mention, or the session'
 recency share were fitted on the dev part of LoCoMo only (see :mod:`app.evals.memory`). A fact is not shown
 twice (:func:`without_repeats`): an insight or summary cites its source messages and stands for them, so
 those messages are not shown on their own, and the same text (case and whitespace aside) is shown once.
-Dropped and deleted insights, summaries of the session in progress, forgotten messages and the L1 window
-(``exclude_message_ids``) are never recalled.
+Dropped and deleted insights, summaries of the session in progress, forgotten messages, the product's canned text
+(notices, the crisis reply: :data:`app.memory.episodes.CANNED`) and the L1 window (``exclude_message_ids``) are never
+recalled.
 """
 
 from __future__ import annotations
@@ -125,8 +126,8 @@ def without_repeats(items: Sequence[MemoryItem], limit: int) -> list[MemoryItem]
     stands for the messages it cites, so those messages are not shown on their own (one kept before it is
     replaced by it). Insights and summaries are all kept: they are different readings of a conversation.
     Nor is the same text shown twice (case and whitespace ignored: :func:`_text_key`): the same reply sent in
-    many sessions, each an episode of its own, or the same handoff notice, is shown once, by the best of them,
-    and the other slots go to other memories; the ones left out are not attributed."""
+    many sessions, each an episode of its own, is shown once, by the best of them, and the other slots go to other
+    memories; the ones left out are not attributed."""
     noted: set[uuid.UUID] = set()
     kept: list[tuple[str, MemoryItem]] = []
     for item in items:

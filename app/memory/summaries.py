@@ -1,8 +1,10 @@
 """The L2 summary job: a schema-checked summary of an ended session, grounded in its messages and embedded
 for recall. Invalid model output, or output that copies the transcript's lines or the Assistant's words as the
 client's (:func:`_refusal`), is retried with fresh samples, then the
-session is marked ``failed`` with the reason — never stored half-valid. A session whose messages were all
-forgotten, or without a client message, gets none (it ends ``deleted``).
+session is marked ``failed`` with the reason — never stored half-valid. A failed summary is queued again by the
+worker's sweep (:meth:`SummaryService.retry_failed`) after an exponential back-off, up to :data:`SUMMARY_JOBS` jobs in
+all: a model endpoint that was down, or answered junk, for a while still gets the session summarised once it is
+back. A session whose messages were all forgotten, or without a client message, gets none (it ends ``deleted``).
 Idempotent: a summarised (or still open) session is left alone."""
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
-from sqlalchemy import select
+from redis.backoff import ExponentialBackoff
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.availability import coach_zone
@@ -62,6 +65,17 @@ OTHERS_WEIGHT = 0.5
 model retells the reply as what the client said."""
 LISTS = ("topics", "insights", "action_items")
 """The list fields of a summary, each entry grounded by the words it shares with the session (:func:`_lists_kept`)."""
+SUMMARY_JOBS = 10
+"""Summary jobs a session gets before its failure stands: the one its end queued and up to nine more that the sweep
+queues (:meth:`SummaryService.retry_failed`). Each job has its own tries against a provider out of reach
+(``app.worker.MEMORY_JOB_TRIES``)."""
+RETRY_BACKOFF = ExponentialBackoff(cap=24 * 3600, base=600)
+"""The wait, in seconds, before the sweep queues a failed summary again: ``min(1 day, 10 min × 2^(n − 1))`` after
+its ``n``-th failed job (redis-py's :class:`~redis.backoff.ExponentialBackoff`): 10 min, 20 min, 40 min … 1 day; the
+last of the :data:`SUMMARY_JOBS` about 2.8 days after the first failed, so an endpoint down over a weekend still
+gets the session summarised, while one that never answers usefully costs ten jobs, not one every sweep."""
+RETRIES_PER_RUN = 100
+"""Failed summaries one sweep queues again at most (the longest due first); the rest wait for the next run."""
 
 
 def summary_vector_text(summary: str, topics: Sequence[str]) -> str:
@@ -212,6 +226,8 @@ class SummaryService:
             chat_session.embedding_model = embedding_model
             chat_session.status = SessionStatus.SUMMARIZED
             chat_session.summary_error = None
+            chat_session.summary_failures = 0
+            chat_session.summary_retry_at = None
             if queue_profile:
                 jobs.update_profile(uow.session, coach_id, session_id, summary=chat_session.summary_attempts)
 
@@ -273,11 +289,57 @@ class SummaryService:
         )
 
     async def fail_summary(self, uow: UnitOfWork, session_id: uuid.UUID, reason: str) -> None:
-        """Mark an ended session's summary ``failed`` with ``reason`` (nothing else is stored)."""
+        """Mark an ended session's summary ``failed`` with ``reason`` (nothing else is stored) and count the failed
+        job (``summary_failures``): the sweep queues it again after :data:`RETRY_BACKOFF` of that count
+        (``summary_retry_at``), unless it was the :data:`SUMMARY_JOBS`-th, whose failure stands."""
         session = uow.session
         chat_session = await session.get(ChatSession, session_id)
         if chat_session is None or chat_session.status != SessionStatus.ENDED:
             return
         chat_session.status = SessionStatus.FAILED
         chat_session.summary_error = reason
-        log.warning("summary of session %s failed: %s", session_id, reason)
+        failures = chat_session.summary_failures = chat_session.summary_failures + 1
+        if failures < SUMMARY_JOBS:
+            wait = timedelta(seconds=RETRY_BACKOFF.compute(failures - 1))
+            chat_session.summary_retry_at = datetime.now(UTC) + wait
+            log.warning(
+                "summary of session %s failed (job %d, tried again in %s): %s", session_id, failures, wait, reason
+            )
+        else:
+            chat_session.summary_retry_at = None
+            log.error("summary of session %s failed for good after %d jobs: %s", session_id, failures, reason)
+
+    async def retry_failed(self, *, limit: int = RETRIES_PER_RUN) -> int:
+        """Cron (worker): queue again the summaries of up to ``limit`` failed sessions whose retry is due
+        (``summary_retry_at`` passed; the longest due first), each set ``ended`` (pending) with its
+        ``summarize_session`` job (id ``…:retry:<failed jobs>``) in one transaction. Returns how many.
+
+        Runs before any tenant is known: candidates come from the ``failed_summaries_due()`` SECURITY DEFINER
+        function (migration 0064); each is then checked again (still failed and due: another sweep may have queued
+        it meanwhile) inside its own tenant's transaction."""
+        async with self._sessionmaker() as session:
+            candidates = (
+                await session.execute(
+                    text("SELECT coach_id, session_id FROM failed_summaries_due(:limit)"), {"limit": limit}
+                )
+            ).all()
+        queued = 0
+        for coach_id, session_id in candidates:
+            async with unit_of_work(self._sessionmaker, coach_id) as uow:
+                chat_session = await uow.session.get(ChatSession, session_id, with_for_update=True)
+                if (
+                    chat_session is None
+                    or chat_session.status != SessionStatus.FAILED
+                    or chat_session.summary_retry_at is None
+                    or chat_session.summary_retry_at > datetime.now(UTC)
+                ):
+                    continue
+                chat_session.status = SessionStatus.ENDED
+                chat_session.summary_retry_at = None
+                jobs.summarize_session(
+                    uow.session, coach_id, session_id, cause=f"retry:{chat_session.summary_failures}"
+                )
+            queued += 1
+        if queued:
+            log.info("%d failed session summaries queued again", queued)
+        return queued
