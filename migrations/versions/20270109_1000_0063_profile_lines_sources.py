@@ -22,6 +22,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from app.db.migrate import across_tenants
+
 revision: str = "0063"
 down_revision: str | None = "0062"
 branch_labels: str | Sequence[str] | None = None
@@ -38,36 +40,39 @@ SUMMARISED = """
 
 
 def upgrade() -> None:
-    for name in LISTS:
+    # run by the deployment's schema owner (no superuser), an UPDATE under the row-level security these tables
+    # force matched no row, silently: across_tenants lifts it for the change
+    with across_tenants("client_profiles", "chat_sessions"):
+        for name in LISTS:
+            op.execute(
+                f"""
+                UPDATE client_profiles AS p
+                SET entry_sessions = jsonb_set(
+                    p.entry_sessions,
+                    '{{{name}}}',
+                    coalesce(p.entry_sessions -> '{name}', '{{}}'::jsonb) || (
+                        SELECT coalesce(jsonb_object_agg(lower(line), s.ids), '{{}}'::jsonb)
+                        FROM jsonb_array_elements_text(p.{name}) AS line
+                        WHERE NOT coalesce(p.entry_sessions -> '{name}', '{{}}'::jsonb) ? lower(line)
+                    )
+                )
+                FROM {SUMMARISED}
+                WHERE s.client_id = p.client_id AND p.coach_edited_at IS NULL AND jsonb_typeof(p.{name}) = 'array'
+                """
+            )
         op.execute(
             f"""
             UPDATE client_profiles AS p
             SET entry_sessions = jsonb_set(
                 p.entry_sessions,
-                '{{{name}}}',
-                coalesce(p.entry_sessions -> '{name}', '{{}}'::jsonb) || (
-                    SELECT coalesce(jsonb_object_agg(lower(line), s.ids), '{{}}'::jsonb)
-                    FROM jsonb_array_elements_text(p.{name}) AS line
-                    WHERE NOT coalesce(p.entry_sessions -> '{name}', '{{}}'::jsonb) ? lower(line)
-                )
+                '{{tone}}',
+                coalesce(p.entry_sessions -> 'tone', '{{}}'::jsonb) || jsonb_build_object(lower(p.tone), s.ids)
             )
             FROM {SUMMARISED}
-            WHERE s.client_id = p.client_id AND p.coach_edited_at IS NULL AND jsonb_typeof(p.{name}) = 'array'
+            WHERE s.client_id = p.client_id AND p.coach_edited_at IS NULL AND p.tone <> ''
+              AND NOT coalesce(p.entry_sessions -> 'tone', '{{}}'::jsonb) ? lower(p.tone)
             """
         )
-    op.execute(
-        f"""
-        UPDATE client_profiles AS p
-        SET entry_sessions = jsonb_set(
-            p.entry_sessions,
-            '{{tone}}',
-            coalesce(p.entry_sessions -> 'tone', '{{}}'::jsonb) || jsonb_build_object(lower(p.tone), s.ids)
-        )
-        FROM {SUMMARISED}
-        WHERE s.client_id = p.client_id AND p.coach_edited_at IS NULL AND p.tone <> ''
-          AND NOT coalesce(p.entry_sessions -> 'tone', '{{}}'::jsonb) ? lower(p.tone)
-        """
-    )
 
 
 def downgrade() -> None:

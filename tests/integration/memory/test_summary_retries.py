@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from alembic import command
-from sqlalchemy import make_url, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import worker
@@ -31,7 +31,7 @@ from app.container import Container
 from app.conversations.models import Conversation, Message, SenderType
 from app.core.config import Settings
 from app.core.runtime import Services
-from app.db.engine import make_engine, tenant_session
+from app.db.engine import tenant_session
 from app.db.jobs import SUMMARIZE_SESSION
 from app.db.migrate import alembic_config, upgrade_head
 from app.memory.episodes import insert_episodes
@@ -48,7 +48,7 @@ from tests.integration.memory.test_memory_pipeline import (
     new_client,
     say,
 )
-from tests.integration.platform.test_migrations import _insert_at
+from tests.integration.platform.test_migrations import _insert_at, owned_database
 from tests.openai_wire import openai_completion
 
 __all__ = ["coach", "llm"]  # fixtures used by name below
@@ -268,19 +268,8 @@ async def test_migration_0064_makes_failed_summaries_due_and_deletes_canned_epis
     rows under the row-level security forced on it): a session already ``failed`` counts one failed job and is due
     at once, a summarised one is left alone; the handoff notice's episode goes, the others stay. The downgrade
     drops the columns and the function."""
-    name = f"retries_{uuid.uuid4().hex[:8]}"
-    superuser = make_engine(services.migration_database_url, pool_size=1)
-    async with superuser.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.execute(text(f"CREATE ROLE {name} LOGIN CREATEROLE NOSUPERUSER NOBYPASSRLS PASSWORD '{name}'"))
-        await conn.execute(text(f"CREATE DATABASE {name} OWNER {name}"))
-    as_superuser = make_url(services.migration_database_url).set(database=name)
-    as_owner = as_superuser.set(username=name, password=name).render_as_string(hide_password=False)
-    in_database = make_engine(as_superuser.render_as_string(hide_password=False), pool_size=1)
     coach_id = uuid.uuid4()
-    try:
-        async with in_database.begin() as conn:
-            await conn.execute(text("CREATE EXTENSION vector"))
+    async with owned_database(services, "retries") as (as_owner, in_database):
         await asyncio.to_thread(command.upgrade, alembic_config(as_owner), "0063")
         async with in_database.begin() as conn:
             ids = await _seed_0063(conn, coach_id)
@@ -304,13 +293,6 @@ async def test_migration_0064_makes_failed_summaries_due_and_deletes_canned_epis
                 ).all()
             )
             function = await conn.scalar(text("SELECT to_regproc('failed_summaries_due')"))
-    finally:
-        await in_database.dispose()
-        async with superuser.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-            await conn.execute(text(f"DROP ROLE {name}"))
-        await superuser.dispose()
     assert sessions == {ids["failed"]: ("failed", 1, True), ids["summarized"]: ("summarized", 0, None)}
     assert episodes == {ids["said"], ids["reply"]}
     assert [tuple(row) for row in due] == [(coach_id, ids["failed"])]

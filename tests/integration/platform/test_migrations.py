@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from alembic import command
 from sqlalchemy import insert, make_url, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.accounts.models import Coach
 from app.core.config import Settings
@@ -65,6 +65,34 @@ async def _never_migrated(services: Services) -> AsyncIterator[tuple[str, str]]:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             await conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
         await owner.dispose()
+
+
+@contextlib.asynccontextmanager
+async def owned_database(services: Services, prefix: str) -> AsyncIterator[tuple[str, AsyncEngine]]:
+    """A new, empty database owned by a new role that is neither superuser nor BYPASSRLS, as the deployment's schema
+    owner is (``deploy/postgres-init.sh``), with the pgvector extension (which only a superuser makes): the owner's
+    URL, for migrations, and a superuser's engine in that database, for seeding and reading every tenant's rows past
+    row-level security. Both are dropped on exit. A data migration run by such an owner without
+    :func:`app.db.migrate.across_tenants` matches no row, silently, as CI's superuser never shows."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    superuser = make_engine(services.migration_database_url, pool_size=1)
+    async with superuser.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text(f"CREATE ROLE {name} LOGIN CREATEROLE NOSUPERUSER NOBYPASSRLS PASSWORD '{name}'"))
+        await conn.execute(text(f"CREATE DATABASE {name} OWNER {name}"))
+    as_superuser = make_url(services.migration_database_url).set(database=name)
+    in_database = make_engine(as_superuser.render_as_string(hide_password=False), pool_size=1)
+    try:
+        async with in_database.begin() as conn:
+            await conn.execute(text("CREATE EXTENSION vector"))
+        yield as_superuser.set(username=name, password=name).render_as_string(hide_password=False), in_database
+    finally:
+        await in_database.dispose()
+        async with superuser.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+            await conn.execute(text(f"DROP ROLE {name}"))
+        await superuser.dispose()
 
 
 async def test_worker_refuses_to_start_on_an_out_of_date_schema(
@@ -171,19 +199,8 @@ async def test_every_migration_runs_as_a_schema_owner_that_is_no_superuser(servi
     does: every migration applies, and a data migration changes the rows of every tenant under the row-level
     security its tables force on their owner (0041 gives a MiniLM tombstone its vector; an ``UPDATE`` run
     without :func:`app.db.migrate.across_tenants` matched no row there, silently)."""
-    name = f"owned_{uuid.uuid4().hex[:8]}"
-    superuser = make_engine(services.migration_database_url, pool_size=1)
-    async with superuser.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.execute(text(f"CREATE ROLE {name} LOGIN CREATEROLE NOSUPERUSER NOBYPASSRLS PASSWORD '{name}'"))
-        await conn.execute(text(f"CREATE DATABASE {name} OWNER {name}"))
-    as_superuser = make_url(services.migration_database_url).set(database=name)
-    as_owner = as_superuser.set(username=name, password=name).render_as_string(hide_password=False)
-    in_database = make_engine(as_superuser.render_as_string(hide_password=False), pool_size=1)
     coach_id, client_id = uuid.uuid4(), uuid.uuid4()
-    try:
-        async with in_database.begin() as conn:
-            await conn.execute(text("CREATE EXTENSION vector"))
+    async with owned_database(services, "owned") as (as_owner, in_database):
         await asyncio.to_thread(command.upgrade, alembic_config(as_owner), "0040")
         async with in_database.begin() as conn:  # a tenant's forgotten insight, as 0040 stored it
             await _insert_at(conn, "coaches", {"id": coach_id, "name": "Owned Coach"})
@@ -198,42 +215,20 @@ async def test_every_migration_runs_as_a_schema_owner_that_is_no_superuser(servi
         await asyncio.to_thread(upgrade_head, as_owner)
         async with in_database.connect() as conn:
             tombstones = await conn.scalar(text("SELECT count(tombstone_embedding) FROM insights"))
-    finally:
-        await in_database.dispose()
-        async with superuser.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-            await conn.execute(text(f"DROP ROLE {name}"))
-        await superuser.dispose()
     assert tombstones == 1
 
 
 async def test_alert_emails_stored_before_confirmation_existed_stay_confirmed(services: Services) -> None:
     """Migration 0060: an ``alert_email`` set before addresses were confirmed counts as confirmed (alerts keep going
     there, nothing waits for a link), so no coach loses alerts with the upgrade."""
-    name = f"alerts_{uuid.uuid4().hex[:8]}"
-    superuser = make_engine(services.migration_database_url, pool_size=1)
-    async with superuser.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.execute(text(f"CREATE DATABASE {name}"))
-    url = make_url(services.migration_database_url).set(database=name).render_as_string(hide_password=False)
-    in_database = make_engine(url, pool_size=1)
     coach_id = uuid.uuid4()
-    try:
-        async with in_database.begin() as conn:
-            await conn.execute(text("CREATE EXTENSION vector"))
-        await asyncio.to_thread(command.upgrade, alembic_config(url), "0059")
+    async with owned_database(services, "alerts") as (as_owner, in_database):
+        await asyncio.to_thread(command.upgrade, alembic_config(as_owner), "0059")
         async with in_database.begin() as conn:
             await _insert_at(conn, "coaches", {"id": coach_id, "name": "Old Coach", "alert_email": "me@example.com"})
-        await asyncio.to_thread(upgrade_head, url)
+        await asyncio.to_thread(upgrade_head, as_owner)
         async with in_database.connect() as conn:
             row = (await conn.execute(text("SELECT alert_email, alert_email_pending FROM coaches"))).one()
-    finally:
-        await in_database.dispose()
-        async with superuser.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-        await superuser.dispose()
     assert tuple(row) == ("me@example.com", None)
 
 
@@ -243,20 +238,12 @@ async def test_profile_lines_learnt_before_their_sources_were_recorded_get_their
     """Migration 0063: a profile line learnt before 0042 had no sources, so it read as the coach's own and no forget
     or summary deletion ever took it out (found by an upgrade from 0037 with real data). In a profile the coach never
     edited, each unsourced line (and the tone) now names every summarised session of its client; sourced lines keep
-    theirs, and a profile the coach edited is left as it was."""
-    name = f"profiles_{uuid.uuid4().hex[:8]}"
-    superuser = make_engine(services.migration_database_url, pool_size=1)
-    async with superuser.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.execute(text(f"CREATE DATABASE {name}"))
-    url = make_url(services.migration_database_url).set(database=name).render_as_string(hide_password=False)
-    in_database = make_engine(url, pool_size=1)
+    theirs, and a profile the coach edited is left as it was; run by a schema owner that is no superuser, as
+    deployed (it changed no row there before it ran :func:`~app.db.migrate.across_tenants`)."""
     coach_id, learnt, edited = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     first, second, deleted, later = (uuid.uuid4() for _ in range(4))
-    try:
-        async with in_database.begin() as conn:
-            await conn.execute(text("CREATE EXTENSION vector"))
-        await asyncio.to_thread(command.upgrade, alembic_config(url), "0062")
+    async with owned_database(services, "profiles") as (as_owner, in_database):
+        await asyncio.to_thread(command.upgrade, alembic_config(as_owner), "0062")
         async with in_database.begin() as conn:
             await _insert_at(conn, "coaches", {"id": coach_id, "name": "Old Coach"})
             for client_id in (learnt, edited):
@@ -289,15 +276,9 @@ async def test_profile_lines_learnt_before_their_sources_were_recorded_get_their
                 what_works="'[\"A line of the coach\"]'::jsonb",
                 coach_edited_at="now()",
             )
-        await asyncio.to_thread(upgrade_head, url)
+        await asyncio.to_thread(upgrade_head, as_owner)
         async with in_database.connect() as conn:
             rows = dict((await conn.execute(text("SELECT client_id, entry_sessions FROM client_profiles"))).all())
-    finally:
-        await in_database.dispose()
-        async with superuser.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-        await superuser.dispose()
     both = [str(first), str(second)]
     assert rows[learnt] == {
         "what_works": {"walks": [str(later)], "short plans": both},
