@@ -21,7 +21,7 @@
 // comment given before is cleared, and the bar says so).
 // While an answer is on its way a typing bubble shows (after STILL_WORKING_MS it says so); a citation opens its
 // passages (GET /api/v1/widget/passages/{chunk_id}); phone numbers in crisis and notice replies are tel: links; an AI
-// reply's Markdown shows formatted (static/vendor: marked, DOMPurify), without links, images or HTML.
+// reply's Markdown shows formatted (static/markdown.js), without links, images or HTML.
 // Framed by static/widget.js, opening the panel focuses the message input ({type: "opencoach:focus"} from the
 // launcher), the close button and Esc ask the embedding page to close the panel, and every
 // reply of the AI or the coach is announced to it (its unread badge): postMessage {type: "opencoach:…"}; once
@@ -40,8 +40,7 @@
   var THUMB_PATH = "M2 21h4V9H2v12zm20-11a2 2 0 0 0-2-2h-6.3l1-4.6v-.3c0-.4-.2-.8-.4-1.1L13.2 1 6.6 7.6C6.2 8 6 8.5 " +
     "6 9v10a2 2 0 0 0 2 2h9c.8 0 1.5-.5 1.8-1.2l3-7.1c.1-.2.2-.5.2-.7v-2z";
   var PHONE = /(\+?\d(?:[ -]?\d){2,14})/g;  // 112, 988, 0800 111 0 111, +1-800-273-8255
-  var MARKDOWN_TAGS = ["p", "br", "strong", "em", "del", "code", "pre", "blockquote", "ul", "ol", "li", "hr",
-    "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td"];
+  var renderMarkdown = window.renderMarkdown;  // static/markdown.js
   var framed = window.parent !== window;
   var HUMAN_REQUEST = TEXTS.human_request;  // app.handoff.signals.asks_for_human reads it in its language
   var log = document.getElementById("log");
@@ -196,20 +195,6 @@
       return match;
     });
     body.appendChild(document.createTextNode(text.slice(last)));
-  }
-
-  function renderMarkdown(el) {
-    // an AI reply's Markdown (marked: CommonMark and GitHub's tables, lists and line breaks) as formatted text, cleaned
-    // by DOMPurify to MARKDOWN_TAGS with no attribute: a model's link, image or HTML (a poisoned document or an
-    // injected prompt can ask for one) shows as its text only. The client's and the coach's messages and notices stay
-    // plain text, as typed; a numbered source line ("[1]: …") is not taken for a link reference and dropped
-    var body = el.querySelector(".text");
-    if (!body || !el.classList.contains("ai") || el.classList.contains("notice")) return;
-    if (!window.marked || !window.DOMPurify) return;  // the libraries did not load: the text as it is
-    var source = body.textContent.replace(/^(\s{0,3})\[(\d+)\]:/gm, "$1\\[$2\\]:");
-    var html = window.marked.parse(source, { gfm: true, breaks: true, async: false });
-    body.innerHTML = window.DOMPurify.sanitize(html, { ALLOWED_TAGS: MARKDOWN_TAGS, ALLOWED_ATTR: [] });
-    body.classList.add("markdown");
   }
 
   function hasMessage(id) {
@@ -538,7 +523,9 @@
     var el = streamBubble();
     current = null;
     el.classList.remove("streaming");
-    el.querySelector(".text").textContent = reply.text;
+    var text = el.querySelector(".text");
+    text.textContent = reply.text;
+    text.classList.remove("markdown");  // rendered again from the stored text
     citations(el, reply.citations);
     el.dataset.messageId = reply.id;
     var shown = reply.metadata || {};

@@ -5,6 +5,8 @@
 //   alert           -> red crisis banner at the top of every page ("Crisis: <client> — open conversation"), for
 //                      a new crisis handoff and for each crisis message inside a handoff already open or held;
 //   message         -> append to the open conversation's transcript (#transcript[data-conversation]).
+// An AI reply's Markdown shows formatted, as the client sees it (static/markdown.js), on the page and in what htmx
+// or a live message adds.
 // Every event is also re-dispatched on document as "oc:live" ({type, data}) for page scripts (static/inbox.js).
 // Alerts a coach notices, for a new handoff or crisis: the tab title counts open handoffs ("(2) Inbox ·
 // OpenCoach"); with alerts turned on (#alerts-toggle: a click, so the browser lets the page ask for the
@@ -154,8 +156,14 @@
     body.textContent = message.text;
     el.appendChild(who);
     el.appendChild(body);
+    window.renderMarkdown(el);
     list.appendChild(el);
     list.scrollTop = list.scrollHeight;
+  }
+
+  function renderReplies(root) {
+    // the AI replies shown in `root` (the page, or what htmx just put in it) with their Markdown formatted
+    Array.prototype.forEach.call(root.querySelectorAll(".msg.ai"), function (el) { window.renderMarkdown(el); });
   }
 
   function parse(event) {
@@ -281,4 +289,6 @@
 
   refreshSummary();
   connect();
+  renderReplies(document);
+  document.body.addEventListener("htmx:afterSettle", function (event) { renderReplies(event.target); });
 })();

@@ -23,7 +23,7 @@ from app.container import Container
 from app.core.config import Settings
 from app.core.errors import TooManyAttempts
 from app.handoff.signals import asks_for_human
-from tests.browser.conftest import CoachWithClient
+from tests.browser.conftest import CoachWithClient, log_in
 from tests.browser.test_handoff_browser import (
     DELTAS,
     PASSWORD,
@@ -360,13 +360,14 @@ for."""
 
 async def test_an_ai_replys_markdown_shows_formatted_without_links_images_or_html(
     base_url: str,
+    http: httpx.AsyncClient,
     browser: Browser,
     llm_api: respx.MockRouter,
     coach_with_client: Callable[..., Awaitable[CoachWithClient]],
 ) -> None:
     """A model's Markdown showed raw ("**Breathe** first. 1. Sit down…"): the streamed reply and the reloaded page
     now show its bold, list and code formatted, its link as text, no image and none of its HTML (nothing of it
-    runs); the client's own message stays as typed."""
+    runs); the client's own message stays as typed. The coach's dashboard shows the reply as the client saw it."""
     setup = await coach_with_client("Coach Marks", "Mo")
     stream_reply(llm_api, MARKDOWN_REPLY, (80, 5))
     context = await browser.new_context(base_url=base_url, viewport=PHONE)
@@ -388,3 +389,13 @@ async def test_an_ai_replys_markdown_shows_formatted_without_links_images_or_htm
         assert await own.locator("strong").count() == 0
     await shot(widget, "widget-markdown.png")
     await context.close()
+
+    [conversation] = (await http.get("/api/v1/conversations", headers=setup.coach.headers)).json()
+    dashboard = await (await browser.new_context(base_url=base_url)).new_page()
+    await log_in(dashboard, setup.coach, f"/dashboard/conversations/{conversation['id']}")
+    reply = dashboard.locator(".msg.ai").last.locator(".text")
+    await expect(reply.locator("strong")).to_have_text("Breathe", timeout=WAIT_MS)
+    await expect(reply.locator("ol li")).to_have_text(["Sit down", "Count to four"])
+    assert await reply.locator("a, img, script").count() == 0
+    assert await dashboard.evaluate("window.pwned") is None
+    await dashboard.context.close()

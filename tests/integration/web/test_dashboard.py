@@ -188,7 +188,8 @@ async def test_clients_page_gives_a_working_widget_link_and_snippet(browser: htt
     widget = await browser.get(f"/w/{link.group(1)}", follow_redirects=True)
     assert widget.status_code == 200 and "/static/chat.js" in widget.text
     assert (await browser.get("/w/ocw_not-a-token")).status_code == 404
-    assets = ("widget.js", "chat.js", "vendor/htmx.min.js", "vendor/marked.umd.js", "vendor/purify.min.js", "app.css")
+    assets = ("widget.js", "chat.js", "markdown.js", "app.css", "vendor/htmx.min.js", "vendor/marked.umd.js")
+    assets += ("vendor/purify.min.js",)
     for asset in (f"/static/{name}" for name in assets):
         assert (await browser.get(asset)).status_code == 200, asset
     assert "list that site under" in page and "(none listed yet)" in page, "the snippet needs the site listed"
