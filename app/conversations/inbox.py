@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, case, exists, func, or_, select, true, update
+from sqlalchemy.orm import aliased
 
 from app.accounts.models import Client
 from app.accounts.unit_of_work import UnitOfWork
@@ -38,7 +39,9 @@ class InboxState:
     AI = "ai"
     ALL = (CRISIS, WAITING, YOU, DRAFT, AI)
     PRIORITY = {CRISIS: 0, WAITING: 1, DRAFT: 2, YOU: 3, AI: 3}
-    """The inbox's order: crisis, then waiting, then draft, then the rest (each most recent first)."""
+    """The inbox's order: crisis, then the clients waiting for the coach (``waiting``, and ``you`` while the
+    client's message is the newest: it waits for the coach's answer), the longest wait first, then draft, then the
+    rest (crisis and the rest most recent first)."""
     LABELS = {
         CRISIS: "Crisis",
         WAITING: "Waiting for you",
@@ -47,6 +50,9 @@ class InboxState:
         AI: "AI answering",
     }
 
+
+WAITING_PRIORITY = InboxState.PRIORITY[InboxState.WAITING]
+"""The rank of the clients waiting for the coach, ordered by how long they have waited (:func:`_waiting_since`)."""
 
 CHANNELS = {"widget": "Widget", "api": "API", "telegram": "Telegram"}
 """A conversation's ``channel`` as stored, as the API (conversations, transcripts, the inbox and its filter) gives
@@ -132,7 +138,9 @@ class InboxFilter:
 class InboxRow:
     """One conversation in the inbox. ``unread``: the client's messages since the coach last opened it;
     ``last_*``: the newest message (``None`` for an empty conversation), ``last_text`` cut to
-    :data:`PREVIEW_CHARS`; ``channel`` is the conversation's, as stored (a key of :data:`CHANNELS`)."""
+    :data:`PREVIEW_CHARS`; ``channel`` is the conversation's, as stored (a key of :data:`CHANNELS`);
+    ``waiting_since``: when the client began to wait for the coach (:func:`_waiting_since`), ``None`` unless the
+    row ranks with ``waiting`` (:data:`InboxState.PRIORITY`)."""
 
     conversation_id: uuid.UUID
     client_id: uuid.UUID
@@ -143,6 +151,7 @@ class InboxRow:
     last_sender: str | None
     last_text: str | None
     last_at: datetime
+    waiting_since: datetime | None = None
 
     @property
     def state_label(self) -> str:
@@ -155,7 +164,9 @@ class InboxRow:
         return channel_label(self.channel)
 
     def cursor(self) -> InboxCursor:
-        """The cursor of the page that starts just after this row."""
+        """The cursor of the page that starts just after this row (a waiting client's: by ``waiting_since``)."""
+        if self.waiting_since is not None:
+            return InboxCursor(WAITING_PRIORITY, self.waiting_since, self.conversation_id)
         return InboxCursor(InboxState.PRIORITY[self.state], self.last_at, self.conversation_id)
 
     def as_json(self) -> dict[str, Any]:
@@ -171,6 +182,7 @@ class InboxRow:
             "last_sender": self.last_sender,
             "last_text": self.last_text,
             "last_at": self.last_at.isoformat(),
+            "waiting_since": self.waiting_since.isoformat() if self.waiting_since else None,
         }
 
 
@@ -221,30 +233,69 @@ def _search(q: str) -> ColumnElement[bool]:
     return Conversation.id.in_(select(found.c.conversation_id))
 
 
-def _after(priority: ColumnElement[int], cursor: InboxCursor) -> ColumnElement[bool]:
-    """The rows after ``cursor`` in the inbox's order (priority, then ``last_message_at`` newest first, then
-    id)."""
-    return or_(
-        priority > cursor.priority,
-        and_(
-            priority == cursor.priority,
-            or_(
-                Conversation.last_message_at < cursor.last_at,
-                and_(Conversation.last_message_at == cursor.last_at, Conversation.id > cursor.conversation_id),
-            ),
-        ),
+def _waiting_since() -> ColumnElement[datetime]:
+    """When the client of a waiting conversation (joined with its active handoff) began to wait for the coach: an
+    open handoff's opening, else (the coach holds it) the client's first message since anyone else last wrote."""
+    answer = aliased(Message)
+    answered = (
+        select(func.max(answer.created_at))
+        .where(answer.conversation_id == Conversation.id, answer.sender_type != SenderType.CLIENT)
+        .correlate(Conversation)
+        .scalar_subquery()
     )
+    unanswered = (
+        select(func.min(Message.created_at))
+        .where(
+            Message.conversation_id == Conversation.id,
+            Message.sender_type == SenderType.CLIENT,
+            or_(answered.is_(None), Message.created_at > answered),
+        )
+        .correlate(Conversation)
+        .scalar_subquery()
+    )
+    return case((Handoff.status == HandoffStatus.OPEN, Handoff.created_at), else_=unanswered)
+
+
+def _after(
+    priority: ColumnElement[int], waiting_since: ColumnElement[datetime], cursor: InboxCursor
+) -> ColumnElement[bool]:
+    """The rows after ``cursor`` in the inbox's order (priority, then ``waiting_since`` longest wait first for the
+    waiting clients, ``last_message_at`` newest first for the others, then id)."""
+    if cursor.priority == WAITING_PRIORITY:
+        later = or_(
+            waiting_since > cursor.last_at,
+            and_(waiting_since == cursor.last_at, Conversation.id > cursor.conversation_id),
+        )
+    else:
+        later = or_(
+            Conversation.last_message_at < cursor.last_at,
+            and_(Conversation.last_message_at == cursor.last_at, Conversation.id > cursor.conversation_id),
+        )
+    return or_(priority > cursor.priority, and_(priority == cursor.priority, later))
 
 
 def inbox_query(coach_id: uuid.UUID, wanted: InboxFilter) -> Select[Any]:
     """The statement of one inbox page (``wanted.limit`` + 1 rows, to tell whether a next page exists):
-    ``(Conversation, client name, state, unread, last sender, last text)``, crisis, then waiting, then draft,
-    then the rest, each most recent first. One query (the last message is a lateral join)."""
+    ``(Conversation, client name, state, unread, last sender, last text, waiting since)`` in the order of
+    :data:`InboxState.PRIORITY`: crisis, then the clients waiting for the coach (an open handoff, or a held one
+    whose newest message is the client's) the longest wait first, then draft, then the rest (crisis and the rest
+    most recent first). One query (the last message is a lateral join)."""
+    last = (
+        select(Message.sender_type, Message.text)
+        .where(Message.conversation_id == Conversation.id)
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(1)
+        .lateral("last")
+    )
     states = _states()
     state = case(*states, else_=InboxState.AI)
+    held_waiting = and_(state == InboxState.YOU, last.c.sender_type == SenderType.CLIENT)
     priority = case(
-        *((when, InboxState.PRIORITY[name]) for when, name in states), else_=InboxState.PRIORITY[InboxState.AI]
+        (held_waiting, WAITING_PRIORITY),
+        *((when, InboxState.PRIORITY[name]) for when, name in states),
+        else_=InboxState.PRIORITY[InboxState.AI],
     )
+    waiting_since = case((priority == WAITING_PRIORITY, _waiting_since()))
     unread = (
         select(func.count(Message.id))
         .where(
@@ -254,20 +305,26 @@ def inbox_query(coach_id: uuid.UUID, wanted: InboxFilter) -> Select[Any]:
         )
         .scalar_subquery()
     )
-    last = (
-        select(Message.sender_type, Message.text)
-        .where(Message.conversation_id == Conversation.id)
-        .order_by(Message.created_at.desc(), Message.id.desc())
-        .limit(1)
-        .lateral("last")
-    )
     stmt = (
-        select(Conversation, Client.name, state.label("state"), unread.label("unread"), last.c.sender_type, last.c.text)
+        select(
+            Conversation,
+            Client.name,
+            state.label("state"),
+            unread.label("unread"),
+            last.c.sender_type,
+            last.c.text,
+            waiting_since.label("waiting_since"),
+        )
         .join(Client, Client.id == Conversation.client_id)
         .outerjoin(Handoff, and_(Handoff.conversation_id == Conversation.id, Handoff.status.in_(HandoffStatus.ACTIVE)))
         .outerjoin(last, true())
         .where(Conversation.coach_id == coach_id)
-        .order_by(priority, Conversation.last_message_at.desc(), Conversation.id)
+        .order_by(
+            priority,
+            waiting_since,  # (NULL but for the waiting clients)
+            case((priority != WAITING_PRIORITY, Conversation.last_message_at)).desc(),
+            Conversation.id,
+        )
         .limit(wanted.limit + 1)
     )
     if wanted.state is not None:
@@ -279,7 +336,7 @@ def inbox_query(coach_id: uuid.UUID, wanted: InboxFilter) -> Select[Any]:
     if wanted.q:
         stmt = stmt.where(_search(wanted.q))
     if wanted.cursor is not None:
-        stmt = stmt.where(_after(priority, wanted.cursor))
+        stmt = stmt.where(_after(priority, waiting_since, wanted.cursor))
     return stmt
 
 
@@ -288,8 +345,8 @@ async def inbox_page(uow: UnitOfWork, wanted: InboxFilter) -> InboxPage:
     ``wanted.cursor``, and the cursor of the next page when there are more."""
     result = (await uow.session.execute(inbox_query(uow.coach_id, wanted))).all()
     rows = [
-        InboxRow(c.id, c.client_id, name, c.channel, state, int(n), sender, _preview(text), c.last_message_at)
-        for c, name, state, n, sender, text in result[: wanted.limit]
+        InboxRow(c.id, c.client_id, name, c.channel, state, int(n), sender, _preview(text), c.last_message_at, since)
+        for c, name, state, n, sender, text, since in result[: wanted.limit]
     ]
     more = len(result) > wanted.limit
     return InboxPage(rows, rows[-1].cursor() if more else None)

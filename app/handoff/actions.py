@@ -27,6 +27,10 @@ from app.learning.models import InterventionSource
 from app.memory.messages import store_message
 
 MAX_COACH_MESSAGE_CHARS = 4000
+CONFIRM_CRISIS = "confirm_crisis"
+"""The refusal code (and the API's query parameter, the dashboard's form field) of a crisis handoff handed back
+without a reply unconfirmed (:meth:`CoachActions.handback`)."""
+CONFIRM_CRISIS_MESSAGE = "a crisis handoff handed back without a reply needs confirming: send confirm_crisis=true"
 
 
 def coach_text(text: str | None) -> str:
@@ -140,7 +144,9 @@ class CoachActions:
             handoff.claimed_at = datetime.now(UTC)
         return coach, handoff, client, True
 
-    async def handback(self, uow: UnitOfWork, conversation_id: uuid.UUID, *, reply: bool = True) -> Handoff:
+    async def handback(
+        self, uow: UnitOfWork, conversation_id: uuid.UUID, *, reply: bool = True, confirm_crisis: bool = False
+    ) -> Handoff:
         """Give the conversation back to the AI: the active handoff is closed (an open one is dismissed);
         ``human_duration_minutes`` is the time since the takeover. With ``reply`` (the default) the AI answers
         the client's message the coach left unanswered, if any (an ``answer_pending`` job queued in the same
@@ -148,14 +154,18 @@ class CoachActions:
         it: :func:`_taken_from_the_ai`; marked :data:`~app.conversations.metadata.HANDED_BACK`, it is answered
         whatever the AI's confidence, the coach's decision); without, that message is marked answered
         (``answered_at``): the coach settled it, and the stranded-message sweep
-        (:meth:`app.chat.turn.ChatService.answer_stranded`) leaves it alone. Raises ``NotFound`` and ``Conflict``
-        when no handoff is active."""
+        (:meth:`app.chat.turn.ChatService.answer_stranded`) leaves it alone. A crisis handoff handed back without
+        ``reply`` needs ``confirm_crisis`` (nothing answers the client's crisis message then: a click too many must
+        not do it). Raises ``NotFound``, ``Conflict`` when no handoff is active and ``InvalidInput`` (code
+        :data:`CONFIRM_CRISIS`) for a crisis handoff handed back without a reply unconfirmed, changing nothing."""
         session, coach_id = uow.session, uow.coach_id
         coach = await uow.coach()
         conversation = await coach_conversation(session, coach_id, conversation_id)
         handoff = await self._handoffs.active_for(session, conversation_id)
         if handoff is None:
             raise Conflict("the conversation is not handed off")
+        if handoff.reason == HandoffReason.CRISIS and not reply and not confirm_crisis:
+            raise InvalidInput(CONFIRM_CRISIS_MESSAGE, code=CONFIRM_CRISIS)
         now = datetime.now(UTC)
         handoff.status = HandoffStatus.CLOSED
         handoff.closed_at = now

@@ -7,13 +7,14 @@ mocked with respx (the app runs in this process), so the AI's answer is known an
 
 The flow: crisis message → crisis reply in the widget, crisis banner and queue entry on the dashboard live →
 take over → "joined" in the widget → the coach's message reaches the widget live → the client's answer
-reaches the dashboard live with no AI reply → hand back → the AI answers again. Screenshots of every step
-go to ``test-artifacts/browser/``. The test fails (it does not skip) when Chromium is missing: CI installs it
-(``.ci/run``).
+reaches the dashboard live with no AI reply → hand back without a reply (a crisis: confirmed) → the AI answers
+again. Screenshots of every step go to ``test-artifacts/browser/``. The test fails (it does not skip) when
+Chromium is missing: CI installs it (``.ci/run``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import uuid
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import respx
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 
 from tests.openai_wire import MOCK_BASE_URL, mock_chat_endpoint
 
@@ -161,9 +162,29 @@ async def test_crisis_takeover_and_handback_in_two_browsers(
         assert completions.call_count == probed, "the AI does not answer while the coach holds the conversation"
         await shot(coach, "06-client-reply-dashboard.png")
 
-        # 6. hand back: the widget says so
-        await coach.locator("#handback").click()
+        # 6. hand back without a reply: a crisis handoff's button asks first; dismissed, nothing changes; confirmed,
+        # it hands back (htmx sends the confirmation the server asks for), and the widget says so
+        asked: list[str] = []
+        dismissed = asyncio.Event()
+
+        async def dismiss(dialog: Dialog) -> None:
+            asked.append(dialog.message)
+            await dialog.dismiss()
+            dismissed.set()
+
+        async def accept(dialog: Dialog) -> None:
+            asked.append(dialog.message)
+            await dialog.accept()
+
+        coach.once("dialog", dismiss)
+        await coach.locator("#handback-silent").click()
+        await asyncio.wait_for(dismissed.wait(), WAIT_MS / 1000)
+        await coach.wait_for_timeout(500)  # (a request sent anyway would swap the pane meanwhile)
+        await expect(coach.locator("#handoff-panel")).to_contain_text("You are in this conversation")
+        coach.once("dialog", accept)
+        await coach.locator("#handback-silent").click()
         await expect(coach.locator("#handoff-panel")).to_contain_text("The AI is answering", timeout=WAIT_MS)
+        assert len(asked) == 2 and all("This is a crisis handoff." in message for message in asked), asked
         await expect(log).to_contain_text(
             "Coach Maya handed the conversation back to the AI assistant", timeout=WAIT_MS
         )

@@ -25,9 +25,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.accounts.availability import away_until, next_change
 from app.accounts.service import ClientIdentity
-from app.accounts.unit_of_work import unit_of_work
+from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.auth import CLIENT_DEPENDENCIES, identify_client
 from app.chat.turn import ANSWER_LATER, TurnResult
+from app.container import Container
 from app.conversations.metadata import client_citations, client_handoff_view, client_view
 from app.conversations.models import CLIENT_MESSAGE_ID_MAX, SenderType
 from app.conversations.service import MAX_FEEDBACK_CHARS, ListedMessage
@@ -248,11 +249,18 @@ class WidgetConversationController(Controller):
         client's conversation; 400 for a malformed id."""
         # (the client's own conversation, else NotFound: the page read is its newest message at most)
         await container.conversations.history(uow, conversation_id, PageRequest(limit=1), client_id=identity.client_id)
-        active, drafts = await container.handoff_queue.conversation_state(uow, conversation_id)
-        if active is not None:
-            return WidgetHandoffOut(HandoffStatusOut(active.status, active.reason))
-        # (as the turn of a drafted reply says it: app.chat.turn.persist.result)
-        return WidgetHandoffOut(HandoffStatusOut("draft_pending", "draft_mode") if drafts else None)
+        return WidgetHandoffOut(await handoff_status(container, uow, conversation_id))
+
+
+async def handoff_status(container: Container, uow: UnitOfWork, conversation_id: uuid.UUID) -> HandoffStatusOut | None:
+    """The conversation's handoff status now, as a turn's ``done`` says it: its active handoff's ``status`` and
+    ``reason``, else ``draft_pending`` while a drafted reply waits for the coach's review (as
+    :func:`app.chat.turn.persist.result` says it), else ``None`` (the AI handles the conversation). Raises
+    ``NotFound`` for another coach's conversation."""
+    active, drafts = await container.handoff_queue.conversation_state(uow, conversation_id)
+    if active is not None:
+        return HandoffStatusOut(active.status, active.reason)
+    return HandoffStatusOut("draft_pending", "draft_mode") if drafts else None
 
 
 class PassageOut(msgspec.Struct):
@@ -364,7 +372,10 @@ async def chat_socket(
     ``{"type": "done", "conversation_id", "in_reply_to", "message_id", "reply", "citations", "metadata", "handoff",
     "created_at"}``; ``{"type": "stopped", "in_reply_to", "reason": "taken"}`` instead of the remaining tokens and
     ``done`` when the conversation is taken from the AI while it answers (the coach joined, or a later message got
-    the crisis reply: the streamed text is to go; nothing of it is stored). ``{"type": "error", "message",
+    the crisis reply: the streamed text is to go; nothing of it is stored). A message stored while another is
+    answered that calls for the crisis protocol gets the crisis reply at once, one ``message`` event
+    (:meth:`_SocketChat._screen`), and in its turn a ``done`` without a reply whose ``handoff`` is the one the crisis
+    opened. ``{"type": "error", "message",
     "code"?, "fields"?, "client_message_id"?}`` for a message that was refused (nothing stored: :func:`error_event`,
     ``code`` e.g. ``rate_limited`` with ``fields.retry_after``, ``too_long``, ``empty``); ``{"type": "error",
     "message", "code"?, "fields"?, "in_reply_to"}`` (``answer_later``, ``not_answered``) instead of ``done`` for a
@@ -411,6 +422,7 @@ class _SocketChat:
         self.queue: asyncio.Queue[uuid.UUID | None] = asyncio.Queue()
         self._queued: set[uuid.UUID] = set()  # the messages this socket answers (or answered)
         self._sent: set[str] = set()  # the client_message_ids of the messages that came on this socket
+        self._shown: set[str] = set()  # the ids of the messages sent on this socket as message events
         self._answering: uuid.UUID | None = None  # the message being answered
         self._generating = False  # the AI works on that answer (ChatService.answer's on_answering)
         self._may_be_taken = False  # a live event since the last check: the conversation may be taken (_taken)
@@ -432,7 +444,8 @@ class _SocketChat:
 
     async def forward(self, event: bytes) -> None:
         """Pass a live event of the client's channel on to the socket; :data:`~app.handoff.live.LINK_REVOKED`
-        closes it instead. A message that came on this socket is not passed back (its ``ack`` tells it)."""
+        closes it instead. A message that came on this socket is not passed back (its ``ack`` tells it), nor one
+        this socket was sent already (:meth:`_show`: a crisis reply of :meth:`_screen`)."""
         data = json.loads(event)
         if data.get("type") == LINK_REVOKED:
             await self.close_revoked()
@@ -441,8 +454,19 @@ class _SocketChat:
             data.get("type") == "message" and data["message"].get("sender_type") != SenderType.CLIENT
         ):
             self._may_be_taken = True  # (the coach joined or wrote, or a crisis reply: the answer may have to stop)
-        if data.get("type") != "message" or data["message"].get("client_message_id") not in self._sent:
+        if data.get("type") != "message":
             await self.send(data)
+        elif data["message"].get("client_message_id") not in self._sent:
+            await self._show(data)
+
+    async def _show(self, event: dict[str, Any]) -> None:
+        """Send a ``message`` event unless this socket was sent that message already: a crisis reply comes both
+        from :meth:`_screen` and from the client's live channel, whichever is first (a client of the socket that
+        does not drop repeated ids showed it twice)."""
+        message_id = event["message"]["id"]
+        if message_id not in self._shown:
+            self._shown.add(message_id)
+            await self.send(event)
 
     async def close_revoked(self) -> None:
         """Close the socket (:data:`LINK_REVOKED_CLOSE`): its token no longer opens the client. The messages it
@@ -515,8 +539,9 @@ class _SocketChat:
 
     async def _screen(self, message_id: uuid.UUID) -> None:
         """The crisis protocol for a message that waits for the answers before it, if it calls for one: its reply
-        comes on this socket as a ``message`` event (and on the client's live channel, which the widget shows
-        once); the message's own answer then ends in an empty ``done``."""
+        comes on this socket as one ``message`` event (also published on the client's live channel: the first of
+        the two is sent, :meth:`_show`); the message's own answer then ends in a ``done`` without a reply that
+        carries the handoff the crisis opened (:meth:`_done`)."""
         try:
             reply = await self.container.chat.answer_crisis(self.identity.coach_id, self.identity.client_id, message_id)
         except Exception:  # (its transaction rolled back: its own answer screens it when its turn comes)
@@ -524,7 +549,7 @@ class _SocketChat:
             return
         if reply is not None:
             self._may_be_taken = True  # (the answer in progress stops at its next token)
-            await self.send(message_event(reply, client_view=client_view(reply.meta)))
+            await self._show(message_event(reply, client_view=client_view(reply.meta)))
 
     async def answer_queued(self) -> None:
         """Answer the stored messages in order until the reader is done and the queue is empty."""
@@ -558,12 +583,28 @@ class _SocketChat:
         async with contextlib.aclosing(turn):  # a turn stopped is closed here, its model stream too
             async for item in turn:
                 if isinstance(item, TurnResult):
-                    await self.send(done_event(item))
+                    await self.send(await self._done(item))
                 elif await self._taken(message_id):
                     await self.send({"type": "stopped", "in_reply_to": str(message_id), "reason": "taken"})
                     return
                 else:
                     await self.send({"type": "token", "text": item})
+
+    async def _done(self, result: TurnResult) -> dict[str, Any]:
+        """The ``done`` event of ``result``. A message answered before its turn came (by its early crisis screen,
+        :meth:`_screen`) has a result without reply or handoff: its ``done`` carries the conversation's handoff
+        status now instead (:func:`handoff_status`: the handoff the crisis opened, as the crisis turn's own
+        ``done`` says it), ``null`` when the database cannot tell now."""
+        event = done_event(result)
+        if result.message_id is not None or result.handoff is not None:
+            return event
+        try:
+            async with unit_of_work(self.container.sessionmaker, self.identity.coach_id, autocommit=True) as uow:
+                status = await handoff_status(self.container, uow, result.conversation_id)
+        except (SQLAlchemyError, OSError, DomainError) as exc:
+            log.warning("widget: the handoff status of conversation %s is unknown: %r", result.conversation_id, exc)
+            return event
+        return event | {"handoff": msgspec.structs.asdict(status) if status is not None else None}
 
     def _on_answering(self) -> None:
         """The AI works on the answer in progress (its tokens are the model's, which a takeover stops)."""

@@ -122,11 +122,20 @@ class HandoffController(Controller):
 
     @post("/conversations/{conversation_id:str}/handback", status_code=200)
     async def handback(
-        self, conversation_id: PathId, uow: Uow, container: ContainerDep, reply: FromQuery[bool] = True
+        self,
+        conversation_id: PathId,
+        uow: Uow,
+        container: ContainerDep,
+        reply: FromQuery[bool] = True,
+        confirm_crisis: FromQuery[bool] = False,
     ) -> HandoffOut:
         """Hand the conversation back to the AI (409 when it is not handed off). The AI then answers the
-        client's message the coach left unanswered, unless ``?reply=false`` (hand back without a reply)."""
-        handoff = await container.coach_actions.handback(uow, conversation_id, reply=reply)
+        client's message the coach left unanswered, unless ``?reply=false`` (hand back without a reply), which a
+        crisis handoff takes only with ``&confirm_crisis=true`` (400 otherwise, nothing changed:
+        :meth:`~app.handoff.actions.CoachActions.handback`)."""
+        handoff = await container.coach_actions.handback(
+            uow, conversation_id, reply=reply, confirm_crisis=confirm_crisis
+        )
         return handoff_out(await container.handoff_queue.get(uow, handoff.id))
 
     @get("/drafts", dependencies=PAGE)

@@ -21,9 +21,16 @@ from app.conversations.schemas import ShownMessage
 from app.core.errors import DomainError
 from app.core.pagination import PageRequest, page_query
 from app.deps import INBOX_FILTER, PAGE, ContainerDep, PathId, Uow, WantedInbox, WantedPage
+from app.handoff.actions import CONFIRM_CRISIS
 from app.handoff.crisis import crisis_reasons
 from app.web.dashboard.auth import CoachPage
 from app.web.dashboard.forms import form_str, is_htmx
+
+CONFIRM_CRISIS_PAGE = (
+    "This is a crisis handoff: confirm below that you hand it back without a reply (the AI then leaves the"
+    " client's last message unanswered), or hand back with a reply."
+)
+"""What the conversation page says when a crisis handoff was handed back without a reply unconfirmed."""
 
 
 async def conversation_page(
@@ -33,10 +40,13 @@ async def conversation_page(
     error: str | None = None,
     status_code: int = 200,
     text: str = "",
+    *,
+    confirm_crisis: bool = False,
 ) -> Template:
     """The conversation page, with ``error`` (and the coach's unsent ``text``) shown at ``status_code``; the
-    coach has now read the conversation (its unread count in the inbox drops to 0)."""
-    context = await pane_context(container, uow, conversation_id, error=error, text=text)
+    coach has now read the conversation (its unread count in the inbox drops to 0). ``confirm_crisis``: the
+    handoff panel asks to confirm handing the crisis handoff back without a reply (:func:`pane_context`)."""
+    context = await pane_context(container, uow, conversation_id, error=error, text=text, confirm_crisis=confirm_crisis)
     return Template(
         "dashboard/conversation.html",
         context=context | {"coach": await uow.coach(), "nav": "inbox"},
@@ -45,18 +55,26 @@ async def conversation_page(
 
 
 async def pane_context(
-    container: Container, uow: UnitOfWork, conversation_id: uuid.UUID, *, error: str | None = None, text: str = ""
+    container: Container,
+    uow: UnitOfWork,
+    conversation_id: uuid.UUID,
+    *,
+    error: str | None = None,
+    text: str = "",
+    confirm_crisis: bool = False,
 ) -> dict[str, Any]:
     """What ``partials/conversation_pane.html`` shows: the conversation, its client, channel (its label, as the
     inbox shows it: :func:`~app.conversations.inbox.channel_label`), its last messages (:func:`_transcript_page`),
     handoff panel and pending drafts, why the coach's messages do not reach the client (``undelivered_reason``:
-    :func:`~app.channels.telegram.delivery.undelivered_reason`), an ``error`` and the coach's unsent ``text``. Marks
-    the conversation read. Raises ``NotFound``."""
+    :func:`~app.channels.telegram.delivery.undelivered_reason`), an ``error`` and the coach's unsent ``text``;
+    ``confirm_crisis``: its "Hand back without a reply" of a crisis handoff is the confirming one (the request
+    without the confirmation was refused: :meth:`ConversationPages.handback`). Marks the conversation read. Raises
+    ``NotFound``."""
     conversation, transcript = await _transcript_page(container, uow, conversation_id, PageRequest())
     client = await container.accounts.get_client(uow, conversation.client_id)
     await mark_read(uow, conversation_id)
     return (
-        await _panel_context(container, uow, conversation_id)
+        await _panel_context(container, uow, conversation_id, confirm_crisis=confirm_crisis)
         | transcript
         | {
             "conversation": conversation,
@@ -81,7 +99,9 @@ async def _transcript_page(
     return conversation, {"messages": messages, "earlier": page_query(page, found.next)}
 
 
-async def _panel_context(container: Container, uow: UnitOfWork, conversation_id: uuid.UUID) -> dict[str, Any]:
+async def _panel_context(
+    container: Container, uow: UnitOfWork, conversation_id: uuid.UUID, *, confirm_crisis: bool = False
+) -> dict[str, Any]:
     handoff, drafts = await container.handoff_queue.conversation_state(uow, conversation_id)
     item = await container.handoff_queue.get(uow, handoff.id) if handoff is not None else None
     return {
@@ -89,6 +109,7 @@ async def _panel_context(container: Container, uow: UnitOfWork, conversation_id:
         "item": item,
         "drafts": drafts,
         "reason_labels": HandoffReason.LABELS,
+        "confirm_crisis": confirm_crisis,
     }
 
 
@@ -200,16 +221,24 @@ class ConversationPages(CoachPage):
     async def handback(
         self,
         conversation_id: PathId,
+        request: Request[Any, Any, Any],
         uow: Uow,
         container: ContainerDep,
         reply: FromQuery[bool] = True,
     ) -> Template | Redirect:
         """Hand the conversation back to the AI, which answers the client's unanswered message unless
-        ``?reply=false``; the page with the error (409) when it is not handed off."""
+        ``?reply=false``; the page with the error (409) when it is not handed off. A crisis handoff handed back
+        without a reply needs the form's ``confirm_crisis=true`` (sent by htmx once the coach confirmed the
+        dialog); without it, the page (400, nothing changed) asks to confirm with a button that sends it."""
+        confirm_crisis = form_str(await request.form(), CONFIRM_CRISIS) == "true"
         try:
             async with uow.savepoint():  # a refused change is rolled back alone; the page shows why
-                await container.coach_actions.handback(uow, conversation_id, reply=reply)
+                await container.coach_actions.handback(uow, conversation_id, reply=reply, confirm_crisis=confirm_crisis)
         except DomainError as exc:
+            if exc.code == CONFIRM_CRISIS:
+                return await conversation_page(
+                    container, uow, conversation_id, CONFIRM_CRISIS_PAGE, exc.status_code, confirm_crisis=True
+                )
             return await conversation_page(container, uow, conversation_id, exc.message, exc.status_code)
         return Redirect(f"/dashboard/conversations/{conversation_id}")
 

@@ -7,6 +7,7 @@ the coach's message or the crisis reply. And the handoff status a reconnected wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -194,3 +195,53 @@ async def test_a_reply_waiting_for_the_coachs_review_shows_on_the_page_as_after_
 
     assert 'data-handoff="draft_pending"' in page.text
     assert "Handoff Coach is reviewing the reply…" in page.text
+
+
+async def events_for(ws: Any, seconds: float) -> list[Any]:
+    """The socket's events that come within ``seconds``."""
+    events: list[Any] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while True:
+                events.append(json.loads(await ws.recv()))
+    return events
+
+
+@pytest.mark.parametrize("live", ["up", "down"])
+async def test_a_crisis_reply_overtaking_an_answer_comes_once_and_its_done_carries_the_handoff(
+    new_setup: Callable[..., Awaitable[Setup]],
+    base_url: str,
+    llm_api: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+    live: str,
+) -> None:
+    """A crisis message sent while an answer streams gets its reply at once (the early crisis screen): the socket
+    sent it as a ``message`` event and relayed the same message again from the client's live channel (the widget's
+    page drops a repeated id, another client of the socket showed the crisis reply twice), and the crisis message's
+    own ``done`` said ``"handoff": null``. Now the reply comes once, with the live channel up or down, and that
+    ``done`` carries the handoff the crisis opened, as a crisis turn's own ``done`` does."""
+    if live == "down":
+
+        async def dropped(self: RedisChannelsPubSubBackend, data: bytes, channels: Any) -> None:
+            raise RedisConnectionError("Redis is restarting")
+
+        monkeypatch.setattr(RedisChannelsPubSubBackend, "publish", dropped)
+    setup = await new_setup(crisis_resources=["Call Lifeline Aotearoa on 0800 543 354."])
+    slow_model(llm_api, 0.2)
+    async with widget_socket(base_url, setup) as ws:
+        await ws.send(json.dumps({"text": "How can I plan my week better?", "client_message_id": "w-1"}))
+        await events_until(ws, lambda e: e["type"] == "token")
+        await ws.send(json.dumps({"text": "forget it. i want to kill myself tonight", "client_message_id": "w-2"}))
+        acked = await events_until(ws, lambda e: e["type"] == "ack" and e["client_message_id"] == "w-2")
+        crisis_id = acked[-1][1]["message_id"]
+        events = [e for _, e in acked] + [
+            e for _, e in await events_until(ws, lambda e: e["type"] == "done" and e["in_reply_to"] == crisis_id)
+        ]
+        events += await events_for(ws, 1.0)  # (a live event relayed late)
+
+    replies = [e for e in events if e["type"] == "message" and e["message"]["metadata"].get("crisis")]
+    assert len(replies) == 1, replies
+    assert "0800 543 354" in replies[0]["message"]["text"]
+    [done] = [e for e in events if e["type"] == "done" and e["in_reply_to"] == crisis_id]
+    assert done["message_id"] is None and done["reply"] == ""
+    assert done["handoff"] == {"status": "open", "reason": "crisis"}

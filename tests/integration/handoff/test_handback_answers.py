@@ -211,3 +211,92 @@ async def test_handing_back_a_low_confidence_handoff_answers_the_question_it_too
     assert (await http.post(f"/api/v1/conversations/{conversation_id}/handback", headers=h)).status_code == 200
     await run_jobs()
     assert [m["sender_type"] for m in await transcript(http, setup, conversation_id)][-2:] == ["client", "ai"]
+
+
+async def crisis_conversation(http: httpx.AsyncClient, setup: Setup) -> str:
+    """A conversation whose client's crisis message opened a crisis handoff, which the coach took over, then the
+    client wrote once more (nobody answered it). Returns its id."""
+    crisis = await chat(http, setup, "i want to kill myself tonight")
+    assert crisis["handoff"] == {"status": "open", "reason": "crisis"}, crisis
+    conversation_id: str = crisis["conversation_id"]
+    assert (
+        await http.post(f"/api/v1/conversations/{conversation_id}/takeover", headers=setup.coach.headers)
+    ).is_success
+    await chat(http, setup, WAITING, conversation_id)
+    return conversation_id
+
+
+async def handoff_status(http: httpx.AsyncClient, setup: Setup, conversation_id: str) -> str:
+    """The status of the conversation's newest handoff."""
+    listed = await http.get("/api/v1/handoffs", headers=setup.coach.headers)
+    assert listed.status_code == 200, listed.text
+    [status, *_] = [h["status"] for h in listed.json() if h["conversation_id"] == conversation_id]
+    return status  # type: ignore[no-any-return]
+
+
+async def test_a_crisis_handoff_is_handed_back_without_a_reply_only_when_confirmed(
+    http: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+    run_jobs: Callable[[], Awaitable[None]],
+) -> None:
+    """``?reply=false`` closed a crisis handoff at once, with nothing to stop a call made by accident. Now the API
+    asks for ``confirm_crisis=true``: without it a 400 that names it (code ``confirm_crisis``), the handoff still
+    held and the client's message still waiting; with it the handoff closes and nothing answers the message. A
+    crisis handoff handed back with a reply needs no confirmation."""
+    setup = await new_setup(crisis_resources=["Call Lifeline Aotearoa on 0800 543 354."])
+    conversation_id = await crisis_conversation(http, setup)
+    url, h = f"/api/v1/conversations/{conversation_id}/handback", setup.coach.headers
+
+    for params in ({"reply": "false"}, {"reply": "false", "confirm_crisis": "false"}):
+        refused = await http.post(url, params=params, headers=h)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["code"] == "confirm_crisis" and "confirm_crisis=true" in refused.json()["detail"]
+        assert await handoff_status(http, setup, conversation_id) == "claimed"
+    paused = await chat(http, setup, "Are you there?", conversation_id)
+    assert paused["reply"] == "" and paused["handoff"] == {"status": "claimed", "reason": "crisis"}, "still held"
+
+    back = await http.post(url, params={"reply": "false", "confirm_crisis": "true"}, headers=h)
+    assert back.status_code == 200 and back.json()["status"] == "closed", back.text
+    await run_jobs()
+    assert [m["sender_type"] for m in await transcript(http, setup, conversation_id)][-1] == "client"
+
+    again = await crisis_conversation(http, setup)
+    replied = await http.post(f"/api/v1/conversations/{again}/handback", headers=h)
+    assert replied.status_code == 200 and replied.json()["status"] == "closed", replied.text
+
+
+async def test_the_dashboard_asks_before_handing_a_crisis_back_without_a_reply(
+    http: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
+    new_setup: Callable[..., Awaitable[Setup]],
+    llm_api: respx.MockRouter,
+) -> None:
+    """ "Hand back without a reply" closed a crisis handoff in one click. Its button now asks first (htmx's
+    ``hx-confirm``, then ``hx-vals`` sends ``confirm_crisis``); a request without the field (JavaScript off, an old
+    page) is refused with a 400 page that says why and offers the confirming button, nothing changed. Other
+    handoffs' button does not ask."""
+    setup = await new_setup(crisis_resources=["Call Lifeline Aotearoa on 0800 543 354."])
+    await log_in(browser, setup.coach)
+    calm = await taken_over_with_a_waiting_message(http, setup)
+    calm_page = (await browser.get(f"/dashboard/conversations/{calm}")).text
+    assert "hx-confirm" not in calm_page[calm_page.index('id="handback"') : calm_page.index('id="handback-silent"')]
+    assert (await http.post(f"/api/v1/conversations/{calm}/handback", headers=setup.coach.headers)).is_success
+    conversation_id = await crisis_conversation(http, setup)
+    action = f"/dashboard/conversations/{conversation_id}/handback?reply=false"
+
+    page = (await browser.get(f"/dashboard/conversations/{conversation_id}")).text
+    form = page[page.index(f'action="{action}"') : page.index('id="handback-silent"')]
+    assert 'hx-confirm="This is a crisis handoff.' in form and """hx-vals='{"confirm_crisis": "true"}'""" in form
+
+    token = CSRF.search(page).group(1)  # type: ignore[union-attr]
+    refused = await browser.post(action, data={"_csrf_token": token})
+    assert refused.status_code == 400, refused.text
+    assert "This is a crisis handoff: confirm below" in refused.text
+    assert '<input type="hidden" name="confirm_crisis" value="true">' in refused.text
+    assert "Confirm: hand back without a reply" in refused.text
+    assert await handoff_status(http, setup, conversation_id) == "claimed"
+
+    back = await browser.post(action, data={"_csrf_token": token, "confirm_crisis": "true"})
+    assert back.status_code in (302, 303), back.text
+    assert await handoff_status(http, setup, conversation_id) == "closed"

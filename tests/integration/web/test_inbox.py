@@ -514,3 +514,47 @@ async def test_the_searches_can_read_the_trigram_indexes_only_through_their_func
         print(f"\n{table}, owner-like:\n{natural}\nwithout seq scans:\n{as_owner}\napp role, same:\n{as_app}")
         assert f"Bitmap Index Scan on {index}" in as_owner, as_owner
         assert "trgm" not in as_app, as_app
+
+
+async def test_a_client_waiting_for_the_coachs_answer_comes_first_the_longest_wait_first(
+    http: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
+    make_coach: Callable[..., Awaitable[Coach]],
+    llm_api: respx.MockRouter,
+) -> None:
+    """A conversation the coach holds whose client wrote last (waiting for the coach's answer) sorted among the
+    ones the AI answered, by its last message: below every conversation answered after it. The clients waiting for
+    the coach (held with the client's message unanswered, or an open handoff) now come first (after a crisis), the
+    longest wait first, in the API, its pages and the dashboard."""
+    coach = await new_coach(http, make_coach)
+
+    async def held(name: str, *then: str) -> str:
+        """A conversation the coach took over and wrote in, then the client's messages ``then``."""
+        client = await make_client(http, coach, name)
+        conversation_id = str((await client_chat(http, client["widget_token"], "How do I rest?"))["conversation_id"])
+        wrote = await http.post(
+            f"/api/v1/conversations/{conversation_id}/messages", headers=coach.headers, json={"text": "I'm here."}
+        )
+        assert wrote.status_code == 201, wrote.text
+        for text_ in then:
+            await client_chat(http, client["widget_token"], text_, conversation_id)
+        return conversation_id
+
+    dee = await held("Dee", "Are you still there?")  # waits the longest
+    ben = await talk(http, coach, "Ben", "Can I talk to a real person please?")  # open handoff
+    fay = await held("Fay", "Hello?", "Anyone?")  # waits since "Hello?", wrote again since
+    ana = await talk(http, coach, "Ana", "How do I start my mornings?")  # the AI answered, after them all
+    gus = await held("Gus")  # the coach answered last: nobody waits
+
+    rows = await inbox(http, coach)
+    assert [row["conversation_id"] for row in rows] == [dee, ben, fay, gus, ana]
+    assert [row["state"] for row in rows] == ["you", "waiting", "you", "you", "ai"]
+    since = [row["waiting_since"] for row in rows]
+    assert None not in since[:3] and since[:3] == sorted(since[:3]) and since[3:] == [None, None]
+    assert [cid for page in await every_page(http, coach, limit=1) for cid in page] == [dee, ben, fay, gus, ana]
+    assert [cid for page in await every_page(http, coach, limit=2) for cid in page] == [dee, ben, fay, gus, ana]
+
+    await log_in(browser, coach)
+    page = await browser.get("/dashboard/inbox")
+    assert page.status_code == 200
+    assert DATA_CONVERSATION.findall(page.text) == [dee, ben, fay, gus, ana]
