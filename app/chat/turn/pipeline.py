@@ -348,7 +348,8 @@ class ChatService:
         """Steps 3–7 for a turn the AI answers."""
         coach = turn.coach
         metadata: dict[str, Any] = {"mode": coach.handoff_mode, "stages": stages.ms}
-        reply = Reply(metadata, turn.signals, drafting=coach.handoff_mode == HandoffMode.DRAFT, stages=stages)
+        drafting = coach.handoff_mode == HandoffMode.DRAFT
+        reply = Reply(metadata, turn.signals, drafting=drafting, stages=stages, language=turn.risk.language)
         low: tuple[str, Confidence] | None = None
         deadline = Deadline(self._settings.llm_timeout_seconds)
         try:

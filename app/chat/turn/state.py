@@ -20,6 +20,7 @@ from app.conversations.handoffs import Handoff
 from app.conversations.metadata import HANDED_BACK
 from app.conversations.models import Conversation, Message
 from app.handoff.confidence import Confidence
+from app.handoff.languages import Language
 from app.handoff.risk import RiskAssessment
 from app.handoff.signals import TurnSignals, content_words, stem
 from app.learning.experiments import Assignment
@@ -35,13 +36,29 @@ _MARKERS = re.compile(r"\[(\d{1,2}(?:\s*,\s*\d{1,2})*)\]")
 """A reply's citation by number: ``[2]``, or several at once, ``[1, 3]``."""
 
 
-def _topic_words(text: str) -> frozenset[str]:
-    """:func:`~app.handoff.signals.content_words` of ``text`` without scikit-learn's English stop words (the
-    Glasgow Information Retrieval Group's list, 318 words): the signals' own list is kept short for matching the
-    coach's topics, and "when, what, one, each, other, take" made an unrelated passage share three words with
-    generic advice."""
-    stop = _stop_words()
-    return frozenset(word for word in content_words(text) if word not in stop)
+def _topic_words(text: str, language: Language) -> frozenset[str]:
+    """The words of ``text`` that tell its topic, in ``language`` (the reply's: the client's). English:
+    :func:`~app.handoff.signals.content_words` (stemmed) without scikit-learn's English stop words (the Glasgow
+    Information Retrieval Group's list, 318 words): the signals' own list is kept short for matching the coach's
+    topics, and "when, what, one, each, other, take" made an unrelated passage share three words with generic
+    advice. Spanish, French, German, Portuguese: the casefolded words of three letters or more, unstemmed, without
+    that language's stop words (NLTK's lists, as ``bm25s`` ships them): the English rule let a German reply cite a
+    passage by "und, die, nicht"."""
+    if language == "en":
+        stop = _stop_words()
+        return frozenset(word for word in content_words(text) if word not in stop)
+    stop = _other_stop_words(language)
+    return frozenset(word for word in _WORD.findall(text.casefold()) if len(word) >= 3 and word not in stop)
+
+
+_WORD = re.compile(r"\w+")
+_STOP_WORD_LISTS: dict[Language, str] = {
+    "es": "STOPWORDS_SPANISH",
+    "fr": "STOPWORDS_FRENCH",
+    "de": "STOPWORDS_GERMAN",
+    "pt": "STOPWORDS_PORTUGUESE",
+}
+"""The ``bm25s.stopwords`` list of each language but English."""
 
 
 @cache
@@ -54,10 +71,18 @@ def _stop_words() -> frozenset[str]:
     return frozenset(ENGLISH_STOP_WORDS) | {stem(word) for word in ENGLISH_STOP_WORDS}
 
 
-def cited_passages(text: str, passages: Sequence[RetrievedChunk]) -> list[int]:
+@cache
+def _other_stop_words(language: Language) -> frozenset[str]:
+    """``language``'s stop words (:data:`_STOP_WORD_LISTS`), imported on first use."""
+    from bm25s import stopwords
+
+    return frozenset(getattr(stopwords, _STOP_WORD_LISTS[language]))
+
+
+def cited_passages(text: str, passages: Sequence[RetrievedChunk], language: Language = "en") -> list[int]:
     """The 1-based numbers (prompt order) of the ``passages`` a reply ``text`` draws on: those it cites by number
     (``[2]``, as the prompt asks, or ``[1, 3]``), when it cites any that exist; else those sharing at least
-    :data:`MIN_SHARED_WORDS` stemmed content words with it (:func:`_topic_words`), a
+    :data:`MIN_SHARED_WORDS` content words with it (:func:`_topic_words` in ``language``, the reply's), a
     lexical form of post-hoc attribution (citing by the answer, not by the question: Gao et al. 2023, "Enabling
     Large Language Models to Generate Text with Citations", EMNLP 2023, judge a citation by whether the passage
     supports the answer). Every retrieved passage was a citation: small talk ("thanks, have a nice day") showed
@@ -68,8 +93,10 @@ def cited_passages(text: str, passages: Sequence[RetrievedChunk]) -> list[int]:
     marked = sorted(n for n in named if 1 <= n <= len(passages))
     if marked:
         return marked
-    said = _topic_words(text)
-    return [n for n, p in enumerate(passages, start=1) if len(said & _topic_words(p.text)) >= MIN_SHARED_WORDS]
+    said = _topic_words(text, language)
+    return [
+        n for n, p in enumerate(passages, start=1) if len(said & _topic_words(p.text, language)) >= MIN_SHARED_WORDS
+    ]
 
 
 TEMPERATURE = 0.3
@@ -196,7 +223,8 @@ class Reply:
     ``usage``, the ``signals`` scored at the end, the attribution ``metadata`` stored with it, the response
     cache key, whether it is ``drafting`` (kept for the coach) or ``failed`` (the apology), whether any of it
     was ``streamed`` to the client yet (the stream runs behind the model), the output ``check`` of its prompt
-    (``None`` with the defences off) and the turn's ``stages`` timings."""
+    (``None`` with the defences off), the turn's ``stages`` timings and the ``language`` it is written in (the
+    client's, :attr:`~app.handoff.risk.RiskAssessment.language`: the citation rule reads it so)."""
 
     metadata: dict[str, Any]
     signals: TurnSignals
@@ -210,6 +238,7 @@ class Reply:
     streamed: bool = False
     check: ReplyCheck | None = None
     stages: Stages = field(default_factory=Stages)
+    language: Language = "en"
 
     @property
     def citations(self) -> list[dict[str, Any]]:
@@ -217,5 +246,5 @@ class Reply:
         prompt (``markers``), which the client's view shows."""
         return [
             self.passages[number - 1].citation() | {"markers": [number]}
-            for number in cited_passages(self.text, self.passages)
+            for number in cited_passages(self.text, self.passages, self.language)
         ]

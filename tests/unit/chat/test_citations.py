@@ -48,3 +48,28 @@ def test_a_reply_cites_the_passages_it_draws_on(reply: str, cited: list[int]) ->
     citations = Reply(metadata={}, signals=SIGNALS, drafting=False, passages=passages, text=reply).citations
     assert [c["chunk_id"] for c in citations] == [str(passages[n - 1].chunk_id) for n in cited]
     assert [c["markers"] for c in client_citations(citations)] == [[n] for n in cited]
+
+
+GERMAN_PASSAGES = [
+    "Die Kunst des Lebens gleicht mehr dem Ringen als dem Tanzen, und nicht die Dinge beunruhigen uns.",
+    "Geh jeden Morgen zehn Minuten spazieren, atme langsam aus und nenne eine Sache, die du steuern kannst.",
+]
+
+
+@pytest.mark.parametrize(
+    ("reply", "cited"),
+    [
+        pytest.param(
+            "Es ist nicht die Frage, ob du das schaffst, und die Antwort liegt bei dir.", [], id="function-words"
+        ),
+        pytest.param("Geh morgens zehn Minuten spazieren und atme dabei langsam aus.", [2], id="drawn-on"),
+    ],
+)
+def test_a_reply_in_another_language_cites_by_that_languages_content_words(reply: str, cited: list[int]) -> None:
+    """A German reply cited a passage it shares only "und, die, nicht, das" with (the English rule kept them as
+    content words); in the client's language, a passage is cited by the words that carry its topic."""
+    passages = [passage(page, text) for page, text in enumerate(GERMAN_PASSAGES, start=10)]
+
+    assert cited_passages(reply, passages, "de") == cited
+    reply_of = Reply(metadata={}, signals=SIGNALS, drafting=False, passages=passages, text=reply, language="de")
+    assert [c["chunk_id"] for c in reply_of.citations] == [str(passages[n - 1].chunk_id) for n in cited]
