@@ -353,6 +353,8 @@ MARKDOWN_REPLY = [
     "1. Sit down\n2. Count to four\n\n",
     "Try `box breathing`. [Read more](javascript:alert(1)) ",
     "![chart](/static/favicon.svg) <img src=/static/favicon.svg onerror=window.pwned=1><script>window.pwned=2</script>",
+    "\n\nPress <Enter> to start: 2*3*4 = 24 breaths.\n\n| Day | Tempo |\n|---|---|\n| Mon | 5:30/km |\n\n",
+    "```\n[1]: notes\n```\n",
 ]
 """An AI reply in Markdown, as real models write them, with a link, an image and HTML a poisoned document could ask
 for."""
@@ -367,7 +369,8 @@ async def test_an_ai_replys_markdown_shows_formatted_without_links_images_or_htm
 ) -> None:
     """A model's Markdown showed raw ("**Breathe** first. 1. Sit down…"): the streamed reply and the reloaded page
     now show its bold, list and code formatted, its link as text, no image and none of its HTML (nothing of it
-    runs); the client's own message stays as typed. The coach's dashboard shows the reply as the client saw it."""
+    runs: the HTML shows as text); "2*3*4" stays a product; the client's own message stays as typed. The coach's
+    dashboard shows the reply as the client saw it."""
     setup = await coach_with_client("Coach Marks", "Mo")
     stream_reply(llm_api, MARKDOWN_REPLY, (80, 5))
     context = await browser.new_context(base_url=base_url, viewport=PHONE)
@@ -380,10 +383,16 @@ async def test_an_ai_replys_markdown_shows_formatted_without_links_images_or_htm
         reply = widget.locator(".msg.ai").last.locator(".text")
         await expect(reply.locator("strong")).to_have_text("Breathe", timeout=WAIT_MS)
         await expect(reply.locator("ol li")).to_have_text(["Sit down", "Count to four"])
-        await expect(reply.locator("code")).to_have_text("box breathing")
+        await expect(reply.locator("p code")).to_have_text("box breathing")
         await expect(reply).to_contain_text("Read more")
         assert await reply.locator("a, img, script").count() == 0
         assert await widget.evaluate("window.pwned") is None
+        # what the model wrote as HTML is text; a product is no emphasis; a table; a code block as written
+        await expect(reply).to_contain_text("Press <Enter> to start: 2*3*4 = 24 breaths.")
+        await expect(reply).to_contain_text("<img src=/static/favicon.svg onerror=window.pwned=1>")
+        assert await reply.locator("em").count() == 0
+        await expect(reply.locator("table td")).to_have_text(["Mon", "5:30/km"])
+        await expect(reply.locator("pre code")).to_have_text("[1]: notes")
         own = widget.locator(".msg.client .text")
         await expect(own).to_have_text("How do I calm **down** before a talk?")
         assert await own.locator("strong").count() == 0
