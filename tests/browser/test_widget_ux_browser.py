@@ -397,6 +397,10 @@ async def test_an_ai_replys_markdown_shows_formatted_without_links_images_or_htm
         await expect(own).to_have_text("How do I calm **down** before a talk?")
         assert await own.locator("strong").count() == 0
     await shot(widget, "widget-markdown.png")
+    # a very long word wraps in its bubble: the page stays as wide as the phone (it zoomed out to 980 px)
+    await send_from_widget(widget, "x" * 300)
+    await expect(widget.locator(".msg.ai")).to_have_count(2, timeout=WAIT_MS)
+    assert await widget.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     await context.close()
 
     [conversation] = (await http.get("/api/v1/conversations", headers=setup.coach.headers)).json()
