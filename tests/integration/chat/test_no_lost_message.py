@@ -290,3 +290,17 @@ async def test_a_rest_message_whose_answer_fails_is_a_503_and_answered_by_a_job(
     await run_jobs()
     messages = await transcript(http, setup, conversation["id"])
     assert [m["sender_type"] for m in messages] == ["client", "ai"] and messages[1]["text"] == REPLY
+
+
+async def test_a_crisis_message_sent_again_says_the_coach_has_the_conversation(
+    http: httpx.AsyncClient, new_setup: Callable[..., Awaitable[Setup]], slow_llm: respx.MockRouter
+) -> None:
+    """A REST client retrying its message (same ``client_message_id``) after the crisis reply got ``"handoff": null``,
+    as if the AI still had the conversation; it now gets the crisis handoff, as the first answer said."""
+    setup = await new_setup()
+    body = {"text": "I want to kill myself tonight", "client_message_id": str(uuid.uuid4())}
+    first = (await http.post("/api/v1/chat", headers=setup.client_auth, json=body)).json()
+    assert first["handoff"]["status"] == "open" and first["handoff"]["reason"] == "crisis", first
+    retry = await http.post("/api/v1/chat", headers=setup.client_auth, json=body)
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["reply"] == "" and retry.json()["handoff"] == first["handoff"]
