@@ -232,18 +232,20 @@ async def test_alert_emails_stored_before_confirmation_existed_stay_confirmed(se
     assert tuple(row) == ("me@example.com", None)
 
 
+@pytest.mark.parametrize("seeded_at", ["0062", "0063"])
 async def test_profile_lines_learnt_before_their_sources_were_recorded_get_their_clients_sessions(
-    services: Services,
+    services: Services, seeded_at: str
 ) -> None:
     """Migration 0063: a profile line learnt before 0042 had no sources, so it read as the coach's own and no forget
     or summary deletion ever took it out (found by an upgrade from 0037 with real data). In a profile the coach never
     edited, each unsourced line (and the tone) now names every summarised session of its client; sourced lines keep
     theirs, and a profile the coach edited is left as it was; run by a schema owner that is no superuser, as
-    deployed (it changed no row there before it ran :func:`~app.db.migrate.across_tenants`)."""
+    deployed (it changed no row there before it ran :func:`~app.db.migrate.across_tenants`). Seeded after 0063, as a
+    database that ran 0063 before that fix holds them, migration 0065 does 0063's work."""
     coach_id, learnt, edited = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     first, second, deleted, later = (uuid.uuid4() for _ in range(4))
     async with owned_database(services, "profiles") as (as_owner, in_database):
-        await asyncio.to_thread(command.upgrade, alembic_config(as_owner), "0062")
+        await asyncio.to_thread(command.upgrade, alembic_config(as_owner), seeded_at)
         async with in_database.begin() as conn:
             await _insert_at(conn, "coaches", {"id": coach_id, "name": "Old Coach"})
             for client_id in (learnt, edited):
