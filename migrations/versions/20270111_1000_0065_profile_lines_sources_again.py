@@ -14,10 +14,9 @@ Create Date: 2027-01-11 10:00:00
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
+
+from app.db.migrate import revision_module
 
 revision: str = "0065"
 down_revision: str | None = "0064"
@@ -25,18 +24,8 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _revision_0063() -> ModuleType:
-    """Revision 0063's module (its file, beside this one), whose ``upgrade`` this revision runs again."""
-    path = next(Path(__file__).parent.glob("*_0063_profile_lines_sources.py"))
-    spec = importlib.util.spec_from_file_location("revision_0063", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def upgrade() -> None:
-    _revision_0063().upgrade()
+    revision_module("0063").upgrade()
 
 
 def downgrade() -> None:
