@@ -11,6 +11,7 @@ concerns add up multiplicatively. With ``s`` = :class:`~app.handoff.signals.Turn
     human_request        = 0 if s.human_request else 1
     negative_sentiment   = clip(1 - 0.3·max(0, -s.sentiment) - 0.6·max(0, -s.sentiment_trend), 0.5, 1)
     low_retrieval_support = 1                           if s.retrieval_support is None (not measured)
+                                                        or s.venting > 0 (a vent asks nothing the material covers)
                           = 0.6 + 0.4·s.retrieval_support otherwise
     high_stakes_topic    = 0.6 ** len(s.high_stakes_topics)
     frustration          = (1 - 0.4·s.repeated_question) · 0.75 ** s.thumbs_down_streak · 0.6 ** s.venting
@@ -33,9 +34,13 @@ threshold, :data:`DEFAULT_CONFIDENCE_THRESHOLD` = 0.5 by default. The constants 
   2 alone (0.56) does not and a streak of 3 alone (0.42) does;
 - one message venting at the AI ("stupid bot", "you're useless": :func:`app.handoff.signals.vents_at_ai`) is 0.6
   alone — the AI answers once more when nothing else is wrong — and falls below with a thumbs-down (0.45), a
-  repeated question (≤ 0.46), weak support (≤ 0.5 → ≤ 0.48) or its own negative mood (compound ≤ -0.6 → ≤ 0.49);
-  two vents among the client's last three messages fall below on their own (0.36). Not a rule like a request for
-  a person: the client did not ask for one, and one lexical reading is weak evidence (the reasons are in
+  repeated question (≤ 0.46) or its own strongly negative mood (compound ≤ -0.6 → ≤ 0.49); "stupid bot" (-0.53)
+  or "you are useless" (-0.42) as a first message stays with the AI (0.50, 0.52). While the client vents the
+  retrieval support does not count: the vent factor takes its place. Support measures how well the coach's
+  material covers a question, a vent asks none, and its words never match a passage — a vent's support is 0,
+  and multiplied in (0.6 · 0.6 · mood ≈ 0.3) it handed every first vent to any coach with documents. Two vents
+  among the client's last three messages fall below on their own (0.36). Not a rule like a request for a person:
+  the client did not ask for one, and one lexical reading is weak evidence (the reasons are in
   :func:`~app.handoff.signals.vents_at_ai`). A mild "hmm, that's not quite it" is no vent and changes nothing;
 - strongly negative sentiment (compound ≤ -0.6) with a worsening trend (≤ -0.2 per message) falls below
   together with weak support; sentiment alone never does (floor 0.5: VADER reads a client describing a hard
@@ -107,8 +112,10 @@ REPEAT_WEIGHT: Final = 0.4
 THUMBS_DOWN_FACTOR: Final = 0.75
 """Factor per consecutive thumbs-down."""
 VENT_FACTOR: Final = 0.6
-"""Factor per message venting at the AI among the client's last three (:func:`app.handoff.signals.venting`): one
-vent alone stays with the AI at the default threshold, one plus any other concern or two vents hand over."""
+"""Factor per message venting at the AI among the client's last three (:func:`app.handoff.signals.venting`), in
+place of the retrieval support's factor (a vent asks nothing the material could cover): one vent alone stays
+with the AI at the default threshold, whatever the support, unless its own mood is strongly negative; one plus a
+thumbs-down or a repeated question, or two vents, hand over."""
 TOKEN_P_LOW: Final = 0.2
 """Geometric-mean token probability at or below which the factor is at its floor."""
 TOKEN_P_HIGH: Final = 0.6
@@ -153,7 +160,9 @@ def confidence_factors(signals: TurnSignals) -> dict[str, float]:
         "crisis_risk": _clip(1.0 - signals.risk_score),
         "human_request": 0.0 if signals.human_request else 1.0,
         "negative_sentiment": _clip(1.0 - SENTIMENT_WEIGHT * negative - TREND_WEIGHT * worsening, SENTIMENT_FLOOR),
-        "low_retrieval_support": 1.0 if support is None else SUPPORT_BASE + (1.0 - SUPPORT_BASE) * _clip(support),
+        "low_retrieval_support": 1.0
+        if support is None or signals.venting > 0
+        else SUPPORT_BASE + (1.0 - SUPPORT_BASE) * _clip(support),
         "high_stakes_topic": TOPIC_FACTOR ** len(signals.high_stakes_topics),
         "frustration": _clip(1.0 - REPEAT_WEIGHT * _clip(signals.repeated_question))
         * THUMBS_DOWN_FACTOR ** max(0, signals.thumbs_down_streak)

@@ -254,12 +254,17 @@ _PLEASE = r"(?: (?:please|pls|plz|now|right now|asap|here|in|over|for me|instead
 """Words that may end a short request ("get Dana please", "can I have my coach now")."""
 _OPENERS = r"(?:(?:please|pls|plz|can you|could you|would you|will you|just|ok|okay|so|then|now|hey|hi|um) )*"
 """Words that may open a short request ("pls get my coach", "hey is Dana around")."""
+_SOMEONE = r"(?:someone|somebody|anyone|anybody)"
+_TEAM = rf"{_SOMEONE}(?: else)? (?:from|on|at) (?:the|your) (?:team|staff|office|company)\b"
+"""Someone of the coach's team ("can someone from the team call me"): a person, whoever it is."""
+_CALL_ME = r"(?:call|phone|ring) me(?: back)?(?: (?:please|pls|plz|now|today|tomorrow|asap|soon|when you can))*$"
+"""A call-back asked for, with nothing after it but its time ("call me back tomorrow please")."""
 _HUMAN_TEMPLATES: tuple[str, ...] = (
     # "can I talk to a real person", "I'd rather speak with a human", "let me talk to my coach / to Dana"
     rf"\b{_FRAME}(?: \w+){{0,2}} {_TALK} (?:{_TARGET}|{{coach}})",
     # "connect me with a human", "transfer me to a human agent", "put me through to my coach"
     rf"\b(?:connect|transfer|switch|put|pass|hand) me(?: (?:over|through|back))? (?:to|with) "
-    rf"(?:{_TARGET}|{{coach}})",
+    rf"(?:{_TARGET}|{{coach}}|{_SOMEONE}\b)",
     # "get me a human", "bring me my coach"
     rf"\b(?:get|give|find|bring) me (?:to )?(?:{_TARGET}|{{coach}})",
     # "pls get my coach", "get Dana please", "can you call my coach": a short command, nothing after the person
@@ -274,13 +279,20 @@ _HUMAN_TEMPLATES: tuple[str, ...] = (
     r"\bis there (?:an? )?(?:real|actual|live|human) (?:person|human|coach|being)\b",
     r"\bis there (?:anyone|anybody|someone|somebody) (?:real|human)\b",
     rf"\bis there {_PERSON}(?=$| (?:i|we) can\b| (?:here|there|around|available|to talk)\b)",
-    # "is Dana around?", "is my coach there", "where's my coach?": the coach's presence, nothing after it
+    # "is a real person there?", "is anyone real here": a person's presence, nothing after it
+    rf"^{_OPENERS}is (?:{_REAL_PERSON}|{_SOMEONE} (?:real|human)) (?:there|here|around|available|online)"
+    r"(?: (?:now|right now|at the moment|at all|please))?$",
+    # "is Dana around?", "is my coach there", "is the coach available today or is it just you?": the coach's
+    # presence, nothing after it but an alternative
     rf"^{_OPENERS}is {{coach}}(?: (?:still|actually|even))? (?:around|there|here|available|online|in|free)"
-    rf"(?: (?:now|right now|today|at the moment|at all|please))?$",
+    r"(?: (?:now|right now|today|at the moment|at all|please))?(?: or .+)?$",
     rf"^{_OPENERS}(?:where is|wheres) {{coach}}(?: (?:now|today|gone|at))?$",
     # "can my coach answer this herself", "can Dana take over?", "can a real person look at this"
-    rf"\b(?:can|could|would|will) (?:{{coach}}|{_REAL_PERSON}) (?:please |just )?(?:answer|reply|respond|get back|"
-    r"message|call|text|talk|take over|look at (?:this|it|that|my)|have a look|step in|jump in|check (?:this|it|that))",
+    rf"\b(?:can|could|would|will) (?:{{coach}}|{_REAL_PERSON}|{_TEAM}) (?:please |just )?(?:answer|reply|respond|"
+    r"get back|message|call|text|talk|take over|look at (?:this|it|that|my)|have a look|step in|jump in|"
+    r"check (?:this|it|that))",
+    # "can someone call me back please", "please have someone call me"
+    rf"\b(?:(?:can|could|would|will) {_SOMEONE}|(?:have|get) {_SOMEONE}(?: to)?) (?:please |just )?{_CALL_ME}",
     # "let me talk to Sarah directly", "can I speak with Dr Lee in person"
     rf"\b{_TALK} (?:(?:dr|mr|ms|mrs|miss|coach) )?{_NOT_A_NAME}[a-z]+ (?:directly|personally|in person|myself)\b",
     # "I don't want to talk to a bot" (carries its own negation; keep it last, see _SELF_NEGATING)
@@ -296,7 +308,8 @@ _PRONOUN = re.compile(
     rf"\b{_FRAME}(?: \w+){{0,2}} {_TALK} (?:him|them|her(?=$| (?:about|directly|personally|instead|please|pls|now|"
     r"today|rather|than|myself|in person|again|asap|if|for|when|too|though)\b))"
 )
-"""'I'd rather talk to her': the coach only when the message names the coach before (:func:`_asks_in_english`);
+"""'I'd rather talk to her': the coach only when the message names the coach before, or one of the client's last
+:data:`NAMED_WINDOW` messages does (:func:`_asks_in_english`);
 "her" followed by a noun is someone else's ("talk to her mum")."""
 _REQUEST_TYPOS: dict[str, str] = {
     **{
@@ -319,102 +332,145 @@ _BARE = re.compile(rf"^(?:an? )?{_ADJ}(?:human|person|agent|operator)(?: please|
 """A clause that is only a request word: "human please", "a real person", "agent"."""
 
 
+_FUNCTION_WORDS = _words(
+    """a an the and or but if so as of to in on at by for from with about into over than then there here
+    i im ive id me my myself mine we our ours us you your youre yours he his him she her hers it its itself
+    they them their theirs this that these those just really very also too quite not no some any all up out"""
+)
+"""The :data:`STOP_WORDS` that are no one's name (articles, pronouns, prepositions, quantifiers): alone they never
+stand for the coach, so a coach "Run To Win" does not make "I want to run" a request; "will" or "may" do (a coach
+"Will Baker": "is Will around?")."""
+NAMED_WINDOW = 2
+"""The client's earlier messages (the latest ones) in which naming the coach makes "I'd rather talk to her" a
+request for the coach (:func:`asks_for_human`)."""
+_LATER = re.compile(
+    r"\b(?:tomorrow|tonight|later|next (?:time|session|call|meeting|week|month)|"
+    r"(?:in|at|during) (?:our|my|the|a) (?:next )?(?:session|call|meeting|appointment|check in))\b"
+)
+_NOW = re.compile(r"\b(?:now|asap|right away|immediately|urgently|urgent|until|till|cant wait)\b")
+"""A request put off to later ("can I talk to my coach about this tomorrow in our session?", "… next time") is no
+ask to hand over now (:data:`_LATER` after the match in its sentence), unless the words after it press for now
+("… now, not next week", "… it cant wait until tomorrow")."""
+
+
 def _normalise(text: str) -> str:
     return _APOSTROPHES.sub("", text.lower())
 
 
-def asks_for_human(text: str, *, coach_name: str | None = None) -> bool:
+def asks_for_human(text: str, *, coach_name: str | None = None, earlier: Sequence[str] = ()) -> bool:
     """Whether the client explicitly asks for a human (the coach or any person) instead of the AI.
 
     Fires on the ``/human`` command (the message starts with ``/human``, case-insensitive, optionally followed
     by text) and on request wording, matched per clause (split at ``, . ! ? ; :``) after lower-casing and
     dropping apostrophes: a request frame plus talk verb plus a human target ("can I talk to a real person",
     "I'd rather talk to a person", "let me speak with my coach"), imperatives ("connect me with a human",
-    "get me a human", "transfer me to an agent"), wants ("I want a real human", "I want my coach"), "is there a
-    real person", "talk to <Name> directly", "I don't want to talk to a bot", and a bare "human please"; short
-    commands with nothing after the person ("pls get my coach", "can I have a human please", "is my coach
-    around?", "where's my coach?"), and "can my coach / a real person take over / look at this". ``coach_name``,
-    when given, puts the coach's name words wherever "my coach" goes ("let me talk to Dana", "I want Dana not a
-    bot", "is Dana around?", "can Dana take over?"), and once the message has named the coach, "I'd rather talk
-    to her / him / them" asks for the coach. Request words misspelt by one edit ("a real peson", "an acutal
-    human") or written as "reel" count (:data:`_REQUEST_TYPOS`). Talking to oneself ("how should I talk to myself
-    before a race") is not a request.
+    "get me a human", "transfer me to an agent", "put me through to someone"), wants ("I want a real human",
+    "I want my coach"), "is there a real person", "is a real person there?", "talk to <Name> directly", "I don't
+    want to talk to a bot", and a bare "human please"; short commands with nothing after the person ("pls get my
+    coach", "can I have a human please", "is my coach around?", "is the coach available today or is it just
+    you?", "where's my coach?", "can someone call me back?"), and "can my coach / a real person / someone from
+    the team take over / look at this / call me". ``coach_name``, when given, puts the coach's name wherever "my
+    coach" goes: the full name as a phrase and each of its words ("let me talk to Dana", "can I talk to Will
+    Baker", "I want Will not a bot", "is Dana around?", "can Dana take over?"), a word such as "will" or "may"
+    too (the slot lies inside request frames, so "will I be ready?" is none), but no article, pronoun or
+    preposition (:data:`_FUNCTION_WORDS`). Once the coach is named — in this message before the request or in
+    one of the client's last :data:`NAMED_WINDOW` ``earlier`` messages (oldest first), by "my coach", the full
+    name or a name word that is no stop word — "I'd rather talk to her / him / them" asks for the coach.
+    Request words misspelt by one edit ("a real peson", "an acutal human") or written as "reel" count
+    (:data:`_REQUEST_TYPOS`). Talking to oneself ("how should I talk to myself before a race") is not a request.
 
     A match with a negator (:data:`_NEGATORS`) among the :data:`_NEGATION_WINDOW` words before it in the same
-    clause does not count ("no, I don't need a human"). Mentions that are not requests do not fire: "I talked
-    to a person at work today", "human beings are weird", "I want to be a better person", "my coach said…";
-    nor does a request after someone else's verb of saying in the same sentence ("my coach said I need a person
-    to lean on", 'my friend said "I want to talk to a real person"'; "I told you, I want a human" does).
+    clause does not count ("no, I don't need a human"), nor one put off to later by the words after it in its
+    sentence ("can I talk to my coach about this tomorrow in our session?", "… next time": :data:`_NOW`).
+    Mentions that are not requests do not fire: "I talked to a person at work today", "human beings are weird",
+    "I want to be a better person", "my coach said…"; nor does a request after someone else's verb of saying in
+    the same sentence ("my coach said I need a person to lean on", 'my friend said "I want to talk to a real
+    person"'; "I told you, I want a human" does).
     The same kinds of request in Spanish, French, German and Portuguese ("quiero hablar con una persona", "je
     veux parler à un humain", "ich möchte mit einem Menschen sprechen", "quero falar com uma pessoa", "¿puedo
     hablar con mi coach?") fire too, matched on the accent-free text (:mod:`app.handoff.human_request`, which
     also refuses reported speech there: "mi coach dijo que necesito una persona").
 
     Limits: the target is not tied to this chat, so "I need to talk to a person at the bank", "how do I talk
-    to a person who ignores me", "I need a person to hold me accountable" and "I need to talk to Bob directly"
-    (Bob not the coach) fire too — a false handoff costs the coach a look, a missed request costs the client's
-    trust. A coach whose name is an everyday word ("Hope") makes "I want hope" a request."""
-    return human_request_language(text, coach_name=coach_name) is not None
+    to a person who ignores me", "I need a person to hold me accountable", "connect me with someone who knows
+    taxes" and "I need to talk to Bob directly" (Bob not the coach) fire too — a false handoff costs the coach a
+    look, a missed request costs the client's trust. A coach whose name is an everyday word ("Hope", "Will")
+    makes "I want hope" / "I need will power" a request; "Will said to rest" alone does not name the coach for a
+    later "her / him" (a stop word: "I will"), and "her" may be someone the earlier message named after the
+    coach."""
+    return human_request_language(text, coach_name=coach_name, earlier=earlier) is not None
 
 
-def human_request_language(text: str, *, coach_name: str | None = None) -> Language | None:
-    """The language of the client's explicit ask for a human (:func:`asks_for_human`): ``"en"`` for the
-    ``/human`` command or English wording, ``"es" | "fr" | "de" | "pt"`` for wording in those
-    (:mod:`app.handoff.human_request`), ``None`` when ``text`` is no such ask. The handoff notice follows a
-    non-English ask, which is often too short for :func:`app.handoff.languages.detect_language` ("¿puedo
+def human_request_language(text: str, *, coach_name: str | None = None, earlier: Sequence[str] = ()) -> Language | None:
+    """The language of the client's explicit ask for a human (:func:`asks_for_human`, whose ``earlier`` this
+    takes too): ``"en"`` for the ``/human`` command or English wording, ``"es" | "fr" | "de" | "pt"`` for wording
+    in those (:mod:`app.handoff.human_request`), ``None`` when ``text`` is no such ask. The handoff notice follows
+    a non-English ask, which is often too short for :func:`app.handoff.languages.detect_language` ("¿puedo
     hablar con mi coach?", "ich möchte mit einem Menschen sprechen" read as English there)."""
-    if _COMMAND.match(text) or _asks_in_english(text, coach_name):
+    if _COMMAND.match(text) or _asks_in_english(text, coach_name, earlier[len(earlier) - NAMED_WINDOW :]):
         return "en"
     return _asks_in_other_language(text, coach_name)
 
 
-def _asks_in_english(text: str, coach_name: str | None) -> bool:
+def _asks_in_english(text: str, coach_name: str | None, earlier: Sequence[str]) -> bool:
     """The English request wording of :func:`asks_for_human`, per clause (request words misspelt by one edit
-    corrected: :data:`_REQUEST_TYPOS`), each read with the words of its sentence before it (:data:`_ENGLISH_SPEECH`);
-    once the message has named the coach, "talk to her / him / them" asks for the coach too (:data:`_PRONOUN`)."""
-    names = tuple(re.escape(n) for n in _WORD.findall(_normalise(coach_name or "")) if n not in STOP_WORDS)
-    patterns, coach = _english_rules(names)
-    named = False
-    for words, context in _clauses_in_context(_normalise(text), _WORD):
-        flat = " ".join(_REQUEST_TYPOS.get(w, w) for w in words)
+    corrected: :data:`_REQUEST_TYPOS`), each read with the words of its sentence before and after it
+    (:data:`_ENGLISH_SPEECH`, :data:`_LATER`); once the coach is named in ``earlier`` (the client's latest messages)
+    or in this message, "talk to her / him / them" asks for the coach too (:data:`_PRONOUN`)."""
+    words = _WORD.findall(_normalise(coach_name or ""))
+    phrase = [" ".join(words)] if len(words) > 1 else []
+    patterns, coach = _english_rules(
+        tuple(re.escape(n) for n in dict.fromkeys([*phrase, *(w for w in words if w not in _FUNCTION_WORDS)])),
+        tuple(re.escape(n) for n in dict.fromkeys([*phrase, *(w for w in words if w not in STOP_WORDS)])),
+    )
+    named = any(coach.search(" ".join(_WORD.findall(_normalise(message)))) for message in earlier)
+    for clause, context, after in _clauses_in_context(_normalise(text), _WORD):
+        flat = " ".join(_REQUEST_TYPOS.get(w, w) for w in clause)
         named = named or coach.search(flat) is not None
-        if _english_clause_asks(flat, [*patterns, (-1, _PRONOUN)] if named else patterns, context):
+        if _english_clause_asks(flat, [*patterns, (-1, _PRONOUN)] if named else patterns, context, after):
             return True
     return False
 
 
 @lru_cache(maxsize=256)
-def _english_rules(names: tuple[str, ...]) -> tuple[list[tuple[int, re.Pattern[str]]], re.Pattern[str]]:
-    """The English request rules (:data:`_HUMAN_TEMPLATES`, indexed) with the coach's regex-escaped ``names``
-    (words of the coach's name; empty: "my coach" only) in the coach's slot, and the pattern that finds the coach
-    named. Cached: one coach's rules are built once per process."""
-    coach = rf"(?:{_COACH}|(?:{'|'.join(names)})\b)" if names else _COACH
+def _english_rules(
+    slot: tuple[str, ...], naming: tuple[str, ...]
+) -> tuple[list[tuple[int, re.Pattern[str]]], re.Pattern[str]]:
+    """The English request rules (:data:`_HUMAN_TEMPLATES`, indexed) with the coach's regex-escaped ``slot`` names
+    (the full name, then its name words; empty: "my coach" only) in the coach's slot, and the pattern that finds
+    the coach named: "my coach" or one of the ``naming`` names (no stop words: "I will" names no coach "Will").
+    Cached: one coach's rules are built once per process."""
+    coach = rf"(?:{_COACH}|(?:{'|'.join(slot)})\b)" if slot else _COACH
     patterns = [(index, re.compile(rule.replace("{coach}", coach))) for index, rule in enumerate(_HUMAN_TEMPLATES)]
-    return patterns, re.compile(rf"\b{coach}")
+    named = rf"(?:{_COACH}|(?:{'|'.join(naming)})\b)" if naming else _COACH
+    return patterns, re.compile(rf"\b{named}")
 
 
-def _clauses_in_context(text: str, word: re.Pattern[str]) -> Iterator[tuple[list[str], list[str]]]:
+def _clauses_in_context(text: str, word: re.Pattern[str]) -> Iterator[tuple[list[str], list[str], list[str]]]:
     """Each clause of prepared ``text`` that has words (``word``), split by sentence (:data:`_SENTENCES`) then
-    clause (:data:`_CLAUSES`), as ``(its words, the words of its sentence before it)``: the context in which a
-    verb of saying makes a request reported speech."""
+    clause (:data:`_CLAUSES`), as ``(its words, the words of its sentence before it, those after it)``: the context
+    in which a verb of saying makes a request reported speech, and a "tomorrow" after it puts it off."""
     for sentence in _SENTENCES.split(text):
-        context: list[str] = []
-        for clause in _CLAUSES.split(sentence):
-            words = word.findall(clause)
-            if words:
-                yield words, context
-            context = [*context, *words]
+        clauses = [words for clause in _CLAUSES.split(sentence) if (words := word.findall(clause))]
+        for index, words in enumerate(clauses):
+            yield words, [w for c in clauses[:index] for w in c], [w for c in clauses[index + 1 :] for w in c]
 
 
-def _english_clause_asks(flat: str, patterns: list[tuple[int, re.Pattern[str]]], context: list[str]) -> bool:
+def _english_clause_asks(
+    flat: str, patterns: list[tuple[int, re.Pattern[str]]], context: list[str], after: list[str]
+) -> bool:
     """Whether one prepared English clause asks for a human: a bare request word or a pattern with no
-    negator in the :data:`_NEGATION_WINDOW` words before it, neither of them reported speech."""
+    negator in the :data:`_NEGATION_WINDOW` words before it, neither of them reported speech, the pattern not put
+    off by the words after it in its sentence (``after``: the later clauses' words)."""
     if _BARE.match(flat) and not _ENGLISH_SPEECH.reports(context):
         return True
     for index, pattern in patterns:
         for match in pattern.finditer(flat):
             before = flat[: match.start()].split()
             if _ENGLISH_SPEECH.reports([*context, *before]):
+                continue
+            rest = " ".join([flat[match.end() :], *after])
+            if _LATER.search(rest) and not _NOW.search(rest):
                 continue
             if index in _SELF_NEGATING or not _NEGATORS.intersection(before[-_NEGATION_WINDOW:]):
                 return True
@@ -430,7 +486,7 @@ def _asks_in_other_language(text: str, coach_name: str | None) -> Language | Non
     (:mod:`app.handoff.human_request`), per clause of the accent-free text (:func:`app.handoff.normalise.normalise`,
     apostrophes as spaces), each clause read with the words of its sentence before it (verbs of saying)."""
     names = _local_names(coach_name)
-    for words, context in _clauses_in_context(detection_text(normalise(text)), _LOCAL_WORD):
+    for words, context, _ in _clauses_in_context(detection_text(normalise(text)), _LOCAL_WORD):
         if (language := request_language(" ".join(words), names, context)) is not None:
             return language
     return None
@@ -593,7 +649,7 @@ def turn_signals(
         risk_level=str(risk.level),
         sentiment=compound,
         sentiment_trend=sentiment_trend([*compounds, compound]),
-        human_request=asks_for_human(text, coach_name=coach_name),
+        human_request=asks_for_human(text, coach_name=coach_name, earlier=earlier),
         retrieval_support=None if retrieval_scores is None else retrieval_support(retrieval_scores),
         high_stakes_topics=topic_matches(text, high_stakes_topics),
         escalate_topics=topic_matches(text, escalate_topics),
@@ -713,7 +769,7 @@ def ai_question_language(text: str, *, coach_name: str | None = None) -> Languag
     if _asks_if_ai_in_english(text, coach_name):
         return "en"
     names, spelled = _local_names(coach_name), spelled_language(text)  # "tu és humano?" is Portuguese
-    for words, context in _clauses_in_context(detection_text(normalise(text)), _LOCAL_WORD):
+    for words, context, _ in _clauses_in_context(detection_text(normalise(text)), _LOCAL_WORD):
         if (language := question_language(" ".join(words), names, context, spelled)) is not None:
             return language
     return None
@@ -842,9 +898,10 @@ def vents_at_ai(text: str) -> bool:
     Why it lowers the confidence instead of handing over at once (:data:`app.handoff.confidence.VENT_FACTOR`): the
     client did not ask for a person — that is :func:`asks_for_human`, which hands over at once — and a lexical
     reading of one message is the weakest evidence the turn has. One vent takes the confidence to 0.6 on its own,
-    so the AI answers once more when nothing else is wrong (the coach's material covers the question, the mood is
-    not falling); a vent usually comes with its own negative sentiment, a thumbs-down or a repeated question, and
-    any of those with it, or a second vent among the client's last :data:`VENT_WINDOW` messages, goes below the
+    in place of the retrieval support (a vent asks nothing the coach's material could cover, so its support of 0
+    does not count), so the AI answers once more when nothing else is wrong ("stupid bot" as a first message:
+    0.6 · its mood's 0.84 = 0.50); a thumbs-down or a repeated question with it, its own strongly negative mood
+    (compound ≤ -0.6), or a second vent among the client's last :data:`VENT_WINDOW` messages goes below the
     default threshold and hands the chat to the coach (:func:`venting`)."""
     for clause in _honesty_words(text):
         for pattern in _VENT_PATTERNS:

@@ -178,3 +178,142 @@ def test_venting_counts_toward_the_handoff_but_one_mild_remark_does_not() -> Non
     assert below_threshold(score_confidence(dataclasses.replace(twice, sentiment=0.0, retrieval_support=1.0)))
     assert score_confidence(later).value == 1.0
     assert DEFAULT_CONFIDENCE_THRESHOLD == 0.5
+
+
+# --- a tester's second run: everyday first names, earlier messages, later sessions, a vent's support ---------
+
+WILL = "Will Baker"
+TESTER_ASKS_WILL = [
+    "is Will around?",
+    "I want Will not a bot",
+    "can Will take over?",
+    "can i talk to Will Baker",
+    "I want Will Baker not a bot",
+    "is Baker around?",
+]
+HELD_OUT_ASKS_WILL = [
+    "let me speak to will",
+    "get Will please",
+    "where is Will?",
+    "connect me to Will Baker",
+    "I'd rather talk to Will",
+    "can I have Will please",
+]
+HELD_OUT_NOT_ASKS_WILL = [
+    "will I be ready for the race?",
+    "I will talk to my boss tomorrow",
+    "will it help to stretch first?",
+    "what will I say to my manager",
+    "I will, but I'd rather talk to her about it",  # "I will" does not name the coach for "her"
+]
+
+
+@pytest.mark.parametrize("text", TESTER_ASKS_WILL + HELD_OUT_ASKS_WILL)
+def test_a_coach_whose_first_name_is_an_everyday_word_is_asked_for(text: str) -> None:
+    assert asks_for_human(text, coach_name=WILL) is True
+
+
+@pytest.mark.parametrize("text", HELD_OUT_NOT_ASKS_WILL)
+def test_the_everyday_word_outside_a_request_is_not_the_coach(text: str) -> None:
+    assert asks_for_human(text, coach_name=WILL) is False
+
+
+@pytest.mark.parametrize(
+    ("text", "coach", "asks"),
+    [
+        ("could May reply to this?", "May Chen", True),
+        ("is May online?", "May Chen", True),
+        ("I want to be fitter by May", "May Chen", False),
+        ("I hope so", "Hope Adams", False),
+        ("I hope I can keep going", "Hope Adams", False),
+        ("I want to run a 10k", "Run To Win", False),  # "to" is no one's name: "want to" is no request
+        ("I need to talk to my boss", "Run With Me", False),
+    ],
+)
+def test_name_words_in_the_coach_slot_but_not_articles_or_pronouns(text: str, coach: str, asks: bool) -> None:
+    assert asks_for_human(text, coach_name=coach) is asks
+
+
+@pytest.mark.parametrize(
+    ("text", "coach", "earlier", "asks"),
+    [
+        ("I'd rather talk to her", COACH, ["Dana said I should rest"], True),
+        ("i'd rather speak to him", "Tom Reed", ["my coach Tom told me to rest", "ok"], True),
+        ("I'd rather talk to her", COACH, ["Dana said I should rest", "I had a long week", "hi"], False),
+        ("I'd rather talk to her", COACH, ["my mum keeps calling"], False),
+        ("I'd rather talk to her", COACH, [], False),
+    ],
+)
+def test_a_pronoun_is_the_coach_named_in_the_clients_last_two_messages(
+    text: str, coach: str, earlier: list[str], asks: bool
+) -> None:
+    assert asks_for_human(text, coach_name=coach, earlier=earlier) is asks
+    signals = turn_signals(text, risk=RiskDetector().assess(text), earlier_client_messages=earlier, coach_name=coach)
+    assert signals.human_request is asks
+
+
+TESTER_ASKS_2 = [
+    "is a real person there?",
+    "can someone from the team call me",
+    "can you put me through to someone",
+    "is the coach available today or is it just you?",
+]
+HELD_OUT_ASKS_2 = [
+    "is a human there",
+    "is anyone real there?",
+    "could someone from your team call me back please",
+    "connect me with someone please",
+    "is my coach around or is this just a bot?",
+    "can I talk to a real person now, not next week",
+    "can I talk to my coach? it can't wait until tomorrow",
+]
+TESTER_NOT_ASKS_2 = ["can i talk to my coach about this tomorrow in our session?"]
+HELD_OUT_NOT_ASKS_2 = [
+    "can I talk to my coach about it next time?",
+    "I want to talk to my coach about this later",
+    "I'd like to talk to Dana about my knee in our next session",
+    "is a real person there in the gym to help?",
+    "someone from the team called me yesterday",
+]
+
+
+@pytest.mark.parametrize("text", TESTER_ASKS_2 + HELD_OUT_ASKS_2)
+def test_asks_for_someone_present_or_from_the_team(text: str) -> None:
+    assert asks_for_human(text, coach_name=COACH) is True
+
+
+@pytest.mark.parametrize("text", TESTER_NOT_ASKS_2 + HELD_OUT_NOT_ASKS_2)
+def test_talking_to_the_coach_later_in_a_session_is_not_an_ask_now(text: str) -> None:
+    assert asks_for_human(text, coach_name=COACH) is False
+
+
+LOW_SUPPORT = [0.1]
+"""The best cosine of a vent against a coach's passages: "stupid bot" matches no passage (support 0)."""
+
+
+def _real_turn(text: str, earlier: list[str], **changes: object) -> TurnSignals:
+    signals = turn_signals(
+        text,
+        risk=RiskDetector().assess(text),
+        earlier_client_messages=earlier,
+        retrieval_scores=LOW_SUPPORT,
+        coach_name=COACH,
+    )
+    return dataclasses.replace(signals, **changes)
+
+
+@pytest.mark.parametrize("text", ["stupid bot", "you are useless", "stupid bot, same canned answer again"])
+def test_one_vent_stays_with_the_ai_though_the_coachs_material_does_not_match_it(text: str) -> None:
+    """A real turn: the coach has documents, and a vent matches none of them (support 0). One vent alone stays
+    with the AI; a thumbs-down with it, or a second vent, hands over."""
+    once = _real_turn(text, [])
+    assert (once.retrieval_support, once.venting, once.sentiment < 0) == (0.0, 1, True)
+    confidence = score_confidence(once)
+    assert not below_threshold(confidence) and confidence.reason == "frustration"
+    assert below_threshold(score_confidence(dataclasses.replace(once, thumbs_down_streak=1)))
+    assert below_threshold(score_confidence(_real_turn(text, ["you're not listening to me at all"])))
+
+
+def test_a_question_without_a_vent_still_counts_its_low_support() -> None:
+    question = score_confidence(_real_turn("how do I fix my tax return?", []))
+    assert question.reason == "low_retrieval_support" and question.value == pytest.approx(0.6)

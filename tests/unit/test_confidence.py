@@ -72,6 +72,19 @@ def test_unsupported_question_alone_stays_with_the_ai() -> None:
     assert confidence.reason == "low_retrieval_support"
 
 
+@pytest.mark.parametrize("support", [0.0, 0.3, 1.0])
+def test_a_vent_takes_the_place_of_the_retrieval_support(support: float) -> None:
+    """A vent ("stupid bot") asks nothing the coach's material could cover: its support does not count, so one
+    vent alone stays with the AI whatever the support; a question without a vent still counts its support."""
+    vent = score_confidence(signals(venting=1, retrieval_support=support))
+    assert vent.factors["low_retrieval_support"] == 1.0
+    assert vent.value == pytest.approx(0.6) and vent.reason == "frustration"
+    assert not below_threshold(vent)
+    assert below_threshold(score_confidence(signals(venting=2, retrieval_support=support)))
+    plain = score_confidence(signals(retrieval_support=support)).factors["low_retrieval_support"]
+    assert plain == pytest.approx(0.6 + 0.4 * support)
+
+
 @pytest.mark.parametrize("support", [0.0, 0.25, 0.5])
 def test_high_stakes_topic_with_weak_support_goes_to_the_coach(support: float) -> None:
     confidence = score_confidence(signals(high_stakes_topics=["quitting my job"], retrieval_support=support))
