@@ -36,16 +36,17 @@ when the message has a first-person word elsewhere. A cue marked ``negatable`` w
 ``never``, ``don't``, ``wasn't``…) among the three words before it is multiplied by
 :data:`NEGATION_DISCOUNT` (``I would never kill myself``) unless the sentence undoes the negation (``the
 only reason I didn't kill myself``, ``haven't … yet``); cues that carry their own negation (``don't want to
-wake up``) are not negatable. "Ending it" or "ending things" (not "it all") in a sentence that names what is ended
-— an activity or agreement, a relationship, a couple's quarrel, and no loss (:func:`_ends_a_thing`: ``i feel like
-ending things now lol, this call went long``, ``we fight all the time, i feel like ending it``) — is multiplied by
-:data:`ENDED_THING_DISCOUNT`: ``concern``, so the coach sees it, without the crisis reply. A relationship is the
-likelier reading there; a loss (``she left me``), "it all", or the quarrel in another sentence keep the protocol,
-and its score (0.225) still counts in the conversation's run of concerning messages
-(:func:`app.handoff.detector.conversation_risk`).
+wake up``) are not negatable. "Ending it" or "ending things" (not "it all", not "with my life") in a sentence that
+names the activity or agreement ended and no loss (:func:`_ends_a_thing`: ``i feel like ending things now lol, this
+call went long``) is multiplied by :data:`ENDED_THING_DISCOUNT`: ``concern``, without the crisis reply. A
+relationship or a couple's quarrel is not discounted (``we fight all the time, i feel like ending it`` gets the
+protocol): "it" may be the writer's life there, and on a first message the ``concern`` left reached no coach;
+"ending it with him" names whom, and is no cue. A word after "end it" that adds nothing to what is ended (``i want to
+end it too``, ``… as well``, ``… for good``) leaves it a cue, as "ending things with my life / myself" is one.
 Pointless living "without" an everyday comfort (:data:`_COMFORT`: ``no point living without coffee``) is
-hyperbole; without a person, hope or anything else it stays a crisis. A mark such as "lol" clears nothing:
-people mask (``i want to die lol``).
+hyperbole; without a person, hope or anything else it stays a crisis, and the person lived without does not make
+the sentence someone else's (:data:`_LIVING_WITHOUT`: ``no point living without her``). A mark such as "lol" clears
+nothing: people mask (``i want to die lol``).
 
 Scores combine by noisy-or: a message's score is ``1 - Π(1 - w)`` over its cues (each cue counted once, at
 its strongest sentence); a user's (:meth:`RiskDetector.assess_user`) is the noisy-or of their messages'
@@ -126,8 +127,9 @@ NEGATION_DISCOUNT = 0.3
 """Weight multiplier for a negatable cue with a negator in the three words before it."""
 
 ENDED_THING_DISCOUNT = 0.3
-"""Weight multiplier for "ending it" / "ending things" in a sentence that names what is ended (:func:`_ends_a_thing`):
-an "end it all" cue then scores 0.225, level ``concern`` (the coach sees it), not the crisis protocol."""
+"""Weight multiplier for "ending it" / "ending things" in a sentence that names the activity or agreement ended
+(:func:`_ends_a_thing`: a call, a contract; not a relationship): an "end it all" cue then scores 0.225, level
+``concern``, not the crisis protocol."""
 
 EXPLICIT_WEIGHT = 0.7
 """An explicit cue of at least this weight, found undiscounted, makes an assessment ``explicit`` (the crisis alert's
@@ -151,6 +153,11 @@ _FIRST_WORDS = _words("i im ive id ill me my myself mine")
 _OTHER_PERSON = re.compile(
     r"\b(?:you|your|youre|yourself|youve|youll|youd|u|he|hes|she|shes|him|her|his|hers|they|theyre|them)\b"
 )
+_LIVING_WITHOUT = re.compile(
+    r"\b(?:live|living|life|alive|exist|existing|go on|going on|carry on|carrying on) without (?:you|u|her|him|them)\b"
+)
+"""Living "without" someone: the person named there is whom the writer lives without ("no point living without her",
+"cant go on without him"), not whom the sentence is about."""
 _SUBJECT_WINDOW = 8
 """Words before a cue searched for its nearest person word (``why you want to die`` → someone else)."""
 _HELP = re.compile(
@@ -207,6 +214,9 @@ def _cue(
 
 
 _SELF = r"(?:my ?self|my own self)"
+_WITH_ONESELF = rf"with (?:my (?:own )?life\b(?! (?:coach|insurance|partner|savings|story)\b)|{_SELF}\b)"
+"""What "ending it / things" is done with when it is the writer's life: "ending things with my life", "… with
+myself" (not "with him", "with my ex", "with my life coach": someone named)."""
 _COMFORT = (
     r"(?:(?:a|an|the|my|some|good|decent|proper|real|any|morning|daily|fresh|hot|iced|strong|fast) )*"
     r"(?:coffee|tea|caffeine|espresso|lattes?|wifi|wi fi|internet|netflix|music|chocolate|pizza|sugar|cheese|snacks|"
@@ -274,7 +284,13 @@ CUES: tuple[Cue, ...] = (
         kind="explicit",
         first_person=True,
     ),
-    _cue("end my life", r"\b(?:end|ending|take|taking|took|ended) (?:my|my own) life\b", weight=0.9, kind="explicit"),
+    _cue(
+        "end my life",
+        r"\b(?:end|ending|take|taking|took|ended) (?:my|my own) life\b",
+        rf"\b(?:end|ending|ended) (?:it|things|it all|everything) {_WITH_ONESELF}",
+        weight=0.9,
+        kind="explicit",
+    ),
     _cue(
         "end it all",
         r"\bend (?:it all|everything|things)\b(?! with)",
@@ -455,6 +471,9 @@ CUES: tuple[Cue, ...] = (
         r"(?! (?:at|about|in|this|that)\b)",
         r"\bready to go *$",
         r"\bwant (?:it all )?to (?:end|stop|be over)(?: it)?(?= *$| now| already| forever| all)",
+        # "end it" with a word that adds nothing to what is ended: "i want to end it too", "… as well", "… for good"
+        r"\b(?:want|wanna|ready|need) (?:to )?(?:just )?end it(?= *$|,? (?:too|as well|also)\b|"
+        r" (?:for good|once and for all|for real|tonight|tn|today|tomorrow|rn|right now|tbh|honestly|lol)\b)",
         r"\bi want out\b(?! of (?!life|this life|this world))",
         r"\bgive up on (?:life|living|everything)\b",
         weight=0.55,
@@ -606,6 +625,12 @@ def _normalise(unlinked: str) -> str:
     return _IDIOMS.sub(" ", text)
 
 
+def _names_others(text: str) -> bool:
+    """Whether ``text`` names someone other than the writer (:data:`_OTHER_PERSON`), leaving out whom the writer
+    would live without (:data:`_LIVING_WITHOUT`): "no point living without her" speaks of the writer."""
+    return bool(_OTHER_PERSON.search(_LIVING_WITHOUT.sub(" ", text)))
+
+
 def _subject(sentence: str, start: int) -> str | None:
     """``self``, ``other`` or None: the nearest person word in the few words before a cue."""
     for word in reversed(re.findall(r"[a-z]+", sentence[:start])[-_SUBJECT_WINDOW:]):
@@ -631,24 +656,23 @@ def _said_of_a_thing(sentence: str, match: re.Match[str]) -> bool:
 _ENDED_THING = re.compile(
     r"\b(?:this|the|that|our|my|a) (?:\w+ )?(?:call|meeting|session|chat|conversation|zoom|stream|game|match|shift|"
     r"lecture|class|lesson|lease|contract|subscription|project|streak|trip|podcast|series|show)s?\b"
-    r"|\b(?:relationship|marriage|engagement|friendship|situationship)\b"
-    r"|\b(?:we|were|(?:he|she) and i|my (?:partner|boyfriend|girlfriend|husband|wife|bf|gf|fiance|fiancee)(?: and i)?)"
-    r" (?:\w+ ){0,3}(?:fight|fighting|argue|arguing|bicker|bickering)\b"
 )
-"""What a client ends in an ordinary "ending it / things": a named activity or agreement ("this call went long"), a
-relationship, or a couple's quarrel ("we fight all the time")."""
+"""What a client ends in an ordinary "ending it / things": a named activity or agreement ("this call went long").
+Not a relationship nor a couple's quarrel ("we fight all the time, i feel like ending it"): "it" may then be the
+writer's life, and the ``concern`` the discount leaves does not reach the coach on a first message, so those keep
+the crisis protocol."""
 _LOSS = re.compile(
     r"\b(?:left me|leaving me|broke up|dumped|cheated|(?:is|its|was) over|ended|divorc\w*|died|passed away|lost)\b"
 )
-"""A loss in the same sentence ("she left me, i feel like ending it"): then "it" may be the writer's life."""
-_ENDS_IT = re.compile(r"\bend(?:ing)? (?:it|things)\b(?! all\b)")
+"""A loss in the same sentence ("my contract ended, i feel like ending it"): then "it" may be the writer's life."""
+_ENDS_IT = re.compile(rf"\bend(?:ing)? (?:it|things)\b(?! all\b| {_WITH_ONESELF})")
 
 
 def _ends_a_thing(pattern: re.Pattern[str], sentence: str) -> bool:
     """Whether every match of ``pattern`` in ``sentence`` ends "it" or "things" (not "it all", "everything", "my
-    life") in a sentence that names what is ended (:data:`_ENDED_THING`) and no loss (:data:`_LOSS`): "i feel like
-    ending things now, this call went long", "we fight all the time, i feel like ending it". A sentence apart does
-    not count: "We fight all the time. I feel like ending it." keeps the crisis protocol."""
+    life", "things with my life") in a sentence that names what is ended (:data:`_ENDED_THING`) and no loss
+    (:data:`_LOSS`): "i feel like ending things now, this call went long". A sentence apart does not count:
+    "This call went long. I feel like ending it." keeps the crisis protocol."""
     if _ENDED_THING.search(sentence) is None or _LOSS.search(sentence) is not None:
         return False
     for match in pattern.finditer(sentence):
@@ -696,11 +720,11 @@ class RiskDetector:
             explicit = explicit or (language_cue.kind == "explicit" and language_cue.weight >= EXPLICIT_WEIGHT)
         speaker_self = bool(_FIRST_PERSON.search(normalised))
         # a message naming no one at all ("just want to die") is the writer's: a client writes to their coach
-        speaker_unnamed = not speaker_self and not _OTHER_PERSON.search(normalised)
+        speaker_unnamed = not speaker_self and not _names_others(normalised)
         for sentence in _SENTENCES.split(normalised):
             if not sentence.strip():
                 continue
-            other = bool(_OTHER_PERSON.search(sentence))
+            other = _names_others(sentence)
             # A subjectless fragment ("Sad. Depressed.") speaks for the writer when the message does.
             first = bool(_FIRST_PERSON.search(sentence)) or ((speaker_self or speaker_unnamed) and not other)
             helping = bool(_HELP.search(sentence))

@@ -342,25 +342,92 @@ def test_normalise_leaves_everyday_words_one_letter_from_a_risk_word_alone(text:
             "feel like ending it now, this zoom call is dragging lol",
             "this zoom call made me realise i want to end it all",
         ),
-        ("we fight all the time, i feel like ending it", "we fight all the time and i feel like ending it all"),
-        (
-            "my girlfriend and i argue every single day, i feel like ending it",
-            "my girlfriend left me, i feel like ending it",
-        ),
-        (
-            "our relationship is toxic and i feel like ending things",
-            "our relationship is over and i feel like ending things",
-        ),
-        ("we keep fighting about money, honestly i feel like ending things", "We fight. I feel like ending it."),
+        ("my contract is a nightmare, i feel like ending it", "my contract ended, i feel like ending it"),
     ],
 )
-def test_ending_it_is_ordinary_when_its_sentence_names_what_ends(ordinary: str, crisis: str) -> None:
-    """ "Ending it / things" next to what is ended (a call, a relationship, a couple's quarrel) is level ``concern``
-    (the coach sees it), not the crisis protocol; "it all", a loss, a sentence apart or a "lol" alone keep it."""
+def test_ending_it_is_ordinary_when_its_sentence_names_the_activity_ended(ordinary: str, crisis: str) -> None:
+    """ "Ending it / things" next to the activity or agreement ended (a call, a contract) is level ``concern``, not
+    the crisis protocol; "it all", a loss, a sentence apart or a "lol" alone keep it."""
     assessment = detector.assess(ordinary)
     assert not needs_crisis_protocol(assessment)
     assert assessment.level == "concern"
     assert needs_crisis_protocol(detector.assess(crisis))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "we fight all the time, i feel like ending it",
+        "I feel like ending it, we fight all the time",
+        "my girlfriend and i argue every single day, i feel like ending it",
+        "our relationship is toxic and i feel like ending things",
+        "we keep fighting about money, honestly i feel like ending things",
+        "my husband and i fight every day and i feel like ending it",
+        "our marriage is falling apart and i feel like ending things",
+    ],
+)
+def test_ending_it_beside_a_relationship_or_a_couples_fight_calls_for_the_protocol(text: str) -> None:
+    """Err toward safety: the ``concern`` a discount left reached no coach on a first message, and "it" may be the
+    writer's life. Naming whom ("ending it with him, we fight all the time") is no cue (see the look-alikes)."""
+    assessment = detector.assess(text)
+    assert needs_crisis_protocol(assessment)
+    assert "end it all" in assessment.matched
+
+
+@pytest.mark.parametrize(
+    ("ordinary", "crisis"),
+    [
+        ("i want to end the call too", "I want to end it too"),
+        ("i want to end it too, this meeting is dragging", "This meeting is dragging. I want to end it too."),
+        ("this project is a mess, i want to end it for good", "This project is a mess. I want to end it for good."),
+        ("i want to end my lease as well", "my marriage is ending and I want to end it too"),
+        ("i want to end it with him too", "i want to end it as well"),
+        ("i want to end this meeting for good", "i really want to end it for good"),
+        ("can we end it there for today", "i wanna end it tonight"),
+        ("i want to end things with my ex", "i want to end it, too"),
+        ("i want to stop for good", "lost my job and honestly i just want to end it once and for all"),
+    ],
+)
+def test_ending_it_with_a_word_that_names_nothing_ended_calls_for_the_protocol(ordinary: str, crisis: str) -> None:
+    """ "I want to end it" is a crisis wording; "too", "as well", "for good", "tonight"… after it name nothing ended,
+    so they keep it one. What is ended named ("the call", "with him", this meeting in its sentence) is not."""
+    assert not needs_crisis_protocol(detector.assess(ordinary))
+    assert needs_crisis_protocol(detector.assess(crisis))
+
+
+@pytest.mark.parametrize(
+    ("ordinary", "crisis"),
+    [
+        ("i feel like ending things with my boyfriend", "i feel like ending things with my life"),
+        ("i feel like ending it with my ex", "i feel like ending it with my own life"),
+        ("thinking of ending things with my life coach", "thinking of ending things with myself"),
+        ("ending things with my landlord, the lease is up", "this call went long, i feel like ending it with my life"),
+    ],
+)
+def test_ending_things_with_my_life_or_myself_calls_for_the_protocol(ordinary: str, crisis: str) -> None:
+    assert not needs_crisis_protocol(detector.assess(ordinary))
+    assessment = detector.assess(crisis)
+    assert assessment.level == "crisis"
+    assert "end my life" in assessment.matched
+
+
+@pytest.mark.parametrize(
+    ("said_of_another", "crisis"),
+    [
+        ("he says there's no point living without her", "no point living without her"),
+        ("my sister feels there's no point in living without him", "there's no point in living without him"),
+        ("if you feel there's no point living without them, call 988", "no point living without you"),
+        ("she can't go on without him", "honestly no point living without him lol"),
+        ("they don't want to live without her", "theres no point living without them anymore"),
+    ],
+)
+def test_pointless_living_without_someone_is_the_writers_crisis(said_of_another: str, crisis: str) -> None:
+    """The person lived without ("no point living without her") is not whom the sentence is about: it reads
+    first-person, as with "my" in it; someone else said to feel so ("he says…") is still discounted."""
+    assert not needs_crisis_protocol(detector.assess(said_of_another))
+    assessment = detector.assess(crisis)
+    assert assessment.level == "crisis"
+    assert "no reason to live" in assessment.matched
 
 
 @pytest.mark.parametrize(
