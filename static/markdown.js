@@ -52,7 +52,7 @@ window.renderMarkdown = (function () {
     if (!body || body.classList.contains("markdown")) return;
     if (!el.classList.contains("ai") || el.classList.contains("notice")) return;
     if (!window.marked || !window.DOMPurify) return;
-    var html = markdown().parse(prepared(body.textContent));
+    var html = markdown().parse(prepared(body.textContent)).trim();  // (no line break after the last block)
     body.innerHTML = window.DOMPurify.sanitize(html, { ALLOWED_TAGS: TAGS, ALLOWED_ATTR: [] });
     body.classList.add("markdown");
   };

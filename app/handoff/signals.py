@@ -315,14 +315,16 @@ _REQUEST_TYPOS: dict[str, str] = {
     **{
         typo: word
         for word in ("person", "human", "actual", "someone", "somebody")
-        for typo in one_edit(word) - _words("pearson persona persons humane humans hunan factual")
+        for typo in one_edit(word)
+        - _words("pearson persona persons humane humans hunan factual humano humana humain actuel")
     },
     **{"reel": "real", "rael": "real", "reall": "real", "hooman": "human"},
 }
 """Misspelt request words → the word ("a reel person", "a real peson", "an acutal human"): one edit
 (:func:`app.handoff.normalise.one_edit`) from the longer words, minus neighbours that are words themselves (in
-the MiniLM vocabulary, as :data:`app.handoff.normalise.TYPO_TARGETS` are checked); "real" is too short for that
-("read", "deal"), so only its sound-alikes."""
+the MiniLM vocabulary, as :data:`app.handoff.normalise.TYPO_TARGETS` are checked) or in the other languages a
+client writes ("humano", "humain": a Spanish or French ask must keep its language, :func:`human_request_language`);
+"real" is too short for that ("read", "deal"), so only its sound-alikes."""
 _SENTENCES = re.compile(r"[.!?;\n]+")
 _ENGLISH_SPEECH = ReportedSpeech(_words("said says told tells wrote writes"), _words("i we"), _words("but"))
 """A request after someone else's verb of saying in the same sentence is a quote ("my coach said I need a

@@ -13,7 +13,7 @@ import pytest
 
 from app.handoff.confidence import DEFAULT_CONFIDENCE_THRESHOLD, below_threshold, score_confidence
 from app.handoff.risk import RiskDetector
-from app.handoff.signals import TurnSignals, asks_for_human, turn_signals, vents_at_ai
+from app.handoff.signals import TurnSignals, asks_for_human, human_request_language, turn_signals, vents_at_ai
 
 COACH = "Dana Coach"
 
@@ -317,3 +317,12 @@ def test_one_vent_stays_with_the_ai_though_the_coachs_material_does_not_match_it
 def test_a_question_without_a_vent_still_counts_its_low_support() -> None:
     question = score_confidence(_real_turn("how do I fix my tax return?", []))
     assert question.reason == "low_retrieval_support" and question.value == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(
+    ("text", "language"), [("¿humano?", "es"), ("humain svp", "fr"), ("um humano, por favor", "pt")]
+)
+def test_an_ask_in_another_language_keeps_its_language(text: str, language: str) -> None:
+    """The one-edit misspellings of "human" read "humano" and "humain" as English, so a Spanish client's "¿humano?"
+    got its handoff notice in English: a word of the client's own language is no misspelling."""
+    assert human_request_language(text) == language
