@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, false, null
 from sqlalchemy.dialects.postgresql import array
 
-from app.conversations.metadata import LOW_RATING, ExperimentMeta, FeedbackMeta, ReplyMeta
+from app.conversations.metadata import LOW_RATING, PRODUCT_TEXT_KEYS, ExperimentMeta, FeedbackMeta, ReplyMeta
 from app.conversations.models import Message
 
 
@@ -32,7 +32,7 @@ _EXPERIMENT = _key(ReplyMeta, "experiment")
 _EXPERIMENT_ID = _key(ExperimentMeta, "id")
 _VARIANT = _key(ExperimentMeta, "variant")
 _NOTICES = (_key(ReplyMeta, "notice"), _key(ReplyMeta, "crisis"))
-_PRODUCT_TEXT = _NOTICES + tuple(_key(ReplyMeta, name) for name in ("error", "partial_reply", "honesty", "injection"))
+_PRODUCT_TEXT = tuple(_key(ReplyMeta, name) for name in PRODUCT_TEXT_KEYS)
 _NOT_THE_MODELS = (*_PRODUCT_TEXT, _key(ReplyMeta, "model_fallback"))
 
 
@@ -97,7 +97,16 @@ def ai_content() -> ColumnElement[bool]:
     notice, the crisis reply, the apology after a failure, a replacement by the output checks
     (:attr:`ReplyMeta.not_ai_content`). The learning dashboard judges the clone by these: a 👎 on the apology is
     the provider's failure, which the dashboard shows apart (``coaches.model_failures``)."""
-    expr: ColumnElement[bool] = ~Message.meta.has_any(array(_PRODUCT_TEXT))
+    expr: ColumnElement[bool] = ~product_text()
+    return expr
+
+
+def product_text() -> ColumnElement[bool]:
+    """The message is the product's canned text (:data:`~app.conversations.metadata.PRODUCT_TEXT_KEYS`): a notice, the
+    crisis reply, the apology after a failure, a replacement by the output checks; the opposite of
+    :func:`ai_content` for an AI message. Such text tells nothing about the client: it is no episode to recall
+    (:mod:`app.memory.episodes`)."""
+    expr: ColumnElement[bool] = Message.meta.has_any(array(_PRODUCT_TEXT))
     return expr
 
 

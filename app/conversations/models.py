@@ -14,7 +14,6 @@ from sqlalchemy import (
     Index,
     String,
     Text,
-    and_,
     func,
     select,
     text,
@@ -126,10 +125,6 @@ class Message(TenantMixin, Base):
 REMEMBERED = Message.forgotten_at.is_(None)
 """SQL filter: messages not forgotten (see :attr:`Message.forgotten_at`); every reader that builds a prompt or
 training data from messages adds it."""
-FAILED_REPLY = and_(Message.sender_type == SenderType.AI, Message.meta.has_key("error"))
-"""SQL filter: the apology stored for a reply the model failed to give (:attr:`ReplyMeta.failed
-<app.conversations.metadata.ReplyMeta.failed>`); it never enters a prompt (shown it, a model answers the question
-asked again with it): not in the history, no episode to recall."""
 
 
 def outside_preview(conversation_id: InstrumentedAttribute[uuid.UUID]) -> ColumnElement[bool]:

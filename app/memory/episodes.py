@@ -38,11 +38,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import ARRAY, DateTime, Text, bindparam, func, select, text
-from sqlalchemy.dialects.postgresql import UUID, array, insert
+from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.unit_of_work import UnitOfWork, unit_of_work
 from app.conversations.metadata import PRODUCT_TEXT_KEYS
+from app.conversations.metadata_sql import product_text
 from app.conversations.models import REMEMBERED, Conversation, Message
 from app.llm.registry import ProviderRegistry, lock_embedding_model
 from app.memory.models import Episode
@@ -53,8 +54,8 @@ BM25_K1 = 1.2
 BM25_B = 0.75
 EMBED_BATCH = 64
 """Messages embedded per batch by the ``embed_messages`` job."""
-CANNED = Message.meta.has_any(array(PRODUCT_TEXT_KEYS))
-"""SQL filter: the message is the product's canned text (:data:`~app.conversations.metadata.PRODUCT_TEXT_KEYS`),
+CANNED = product_text()
+"""SQL filter: the message is the product's canned text (:func:`~app.conversations.metadata_sql.product_text`),
 never an episode."""
 
 

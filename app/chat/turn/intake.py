@@ -394,8 +394,8 @@ def _earlier_limit(coach: Coach) -> int:
 
 def _failed(message: Message) -> bool:
     """Whether ``message`` is the apology stored for a reply the model failed to give (its ``error``:
-    :meth:`app.chat.turn.generate.Generator.apology`), as :data:`~app.conversations.models.FAILED_REPLY` reads
-    it in SQL."""
+    :meth:`app.chat.turn.generate.Generator.apology`): it never enters a prompt (shown it, a model answers the
+    question asked again with it)."""
     return message.sender_type == SenderType.AI and "error" in message.meta
 
 
