@@ -350,6 +350,9 @@ closes the socket (1009, "message too big") before it is held in memory."""
 
 BACKGROUND_SHUTDOWN_GRACE_S = 5
 """Seconds :func:`serve_in_background`'s server waits for open connections at shutdown before closing them."""
+BACKGROUND_SHUTDOWN_LIMIT_S = 60
+"""Seconds :func:`serve_in_background` waits for its server's whole shutdown (connections, then the app's shutdown
+hooks) before cancelling it with a warning: a full test run twice sat idle for ever in that shutdown."""
 
 
 @contextlib.asynccontextmanager
@@ -363,7 +366,8 @@ async def serve_in_background(
 ) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn on a free loopback port inside the running event loop, for tests and
     benchmarks that drive the real app over HTTP and WebSocket; yields its base URL (``http://127.0.0.1:N``)
-    and shuts the server down (running the app's shutdown hooks) on exit. Raises whatever start-up raised.
+    and shuts the server down (running the app's shutdown hooks) on exit, cancelling a shutdown still running after
+    :data:`BACKGROUND_SHUTDOWN_LIMIT_S` (a ``RuntimeWarning``). Raises whatever start-up raised.
     ``limit_concurrency``: uvicorn's, as ``opencoach serve`` sets it from ``MAX_CONNECTIONS`` (``None``: no limit);
     ``header_timeout``: seconds a connection has for a request's headers, as ``HEADER_TIMEOUT_SECONDS`` sets it;
     ``body_timeout`` (seconds) and ``body_min_rate`` (bytes a second): a request body's deadline, as
@@ -396,4 +400,14 @@ async def serve_in_background(
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        await task
+        try:
+            await asyncio.wait_for(asyncio.shield(task), BACKGROUND_SHUTDOWN_LIMIT_S)
+        except TimeoutError:
+            warnings.warn(
+                f"the background server's shutdown did not end within {BACKGROUND_SHUTDOWN_LIMIT_S} s: cancelled",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

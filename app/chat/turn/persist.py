@@ -348,6 +348,11 @@ async def _claim_answer(
     return claimed
 
 
+def handoff_status(handoff: Handoff) -> dict[str, Any]:
+    """A handoff as a :class:`TurnResult` gives it: ``{"status", "reason", "confidence"}``."""
+    return {"status": handoff.status, "reason": handoff.reason, "confidence": handoff.confidence}
+
+
 def result(turn: Turn, outcome: Outcome, started: float, *, persist_ms: float | None = None) -> TurnResult:
     """The :class:`TurnResult` of a turn that stored ``outcome``; ``latency_ms`` counts from ``started``
     (``time.perf_counter()``); a stored reply's metadata also shows ``persist_ms``."""
@@ -361,8 +366,7 @@ def result(turn: Turn, outcome: Outcome, started: float, *, persist_ms: float | 
         confidence = outcome.draft.meta.get("ai_confidence_before")
         status = {"status": "draft_pending", "reason": "draft_mode", "confidence": confidence}
     elif outcome.handoff is not None:
-        handoff = outcome.handoff
-        status = {"status": handoff.status, "reason": handoff.reason, "confidence": handoff.confidence}
+        status = handoff_status(outcome.handoff)
     return TurnResult(
         turn.conversation.id,
         turn.message.id,

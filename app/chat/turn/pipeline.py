@@ -46,7 +46,7 @@ from app.chat.turn.decide import After, Before, BeforeModel, after_retrieval, be
 from app.chat.turn.gather import Gatherer
 from app.chat.turn.generate import Generator
 from app.chat.turn.intake import Intake, clean_client_message_id, clean_text
-from app.chat.turn.persist import Outcome, Persister, result
+from app.chat.turn.persist import Outcome, Persister, handoff_status, result
 from app.chat.turn.state import Received, Reply, Turn, TurnResult
 from app.chat.turn.timing import Deadline, Stages
 from app.conversations.models import Conversation, Message
@@ -421,21 +421,15 @@ class ChatService:
         await self._handoffs.publish_message(turn.coach.id, turn.conversation.client_id, reply, to_client=to_client())
 
     async def _answered_before(self, coach_id: uuid.UUID, message_id: uuid.UUID) -> TurnResult:
-        """The result for a message that was answered before: no reply (the answer went out then), and the
-        conversation's active handoff, as the answer's own result gave it (a crisis message sent again says the
-        coach has it, not ``null``)."""
+        """The result for a message that was answered before: no reply (the answer went out then), and the active
+        handoff as the answer's own result gave it (a crisis message sent again: the coach has it, not ``null``)."""
         async with unit_of_work(self._sessionmaker, coach_id) as uow:
             session = uow.session
             conversation_id = await session.scalar(select(Message.conversation_id).where(Message.id == message_id))
             if conversation_id is None:  # deleted since (the client's data was erased)
                 raise NotFound("message not found")
             active = await self._handoffs.active_for(session, conversation_id)
-        status = (
-            None
-            if active is None
-            else {"status": active.status, "reason": active.reason, "confidence": active.confidence}
-        )
-        return TurnResult(conversation_id, message_id, None, "", [], {}, status)
+        return TurnResult(conversation_id, message_id, None, "", [], {}, handoff_status(active) if active else None)
 
     async def turn(
         self,
